@@ -1,0 +1,217 @@
+//! Device fingerprint (`dfp` claim): OWASP's "token sidejacking" defence.
+//!
+//! At sign-in the device receives a random secret (cookie or header). The token
+//! carries `dfp = base64url(SHA-256(canonical string))`, where the canonical
+//! string is built from that secret plus a configured, ordered list of request
+//! attributes. The filter rebuilds it from each request, so a token copied off
+//! the device is useless without the secret *and* the same attributes.
+//!
+//! Canonical form, version 1 (every field length-prefixed, so no value can
+//! be crafted to look like another field):
+//!
+//! ```text
+//! authflow-dfp-v1\n
+//! secret:<len>:<device secret>\n
+//! <attribute name>:<len>:<value>\n      (once per configured attribute, in order)
+//! ```
+//!
+//! `<len>` is the byte length of the value in decimal. Header values are
+//! trimmed of surrounding whitespace; a missing header is the empty value.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+pub const CANONICAL_VERSION: &str = "authflow-dfp-v1";
+/// Name of the hardened cookie that carries the device secret to browsers.
+pub const DEVICE_COOKIE: &str = "__Secure-authflow-device";
+/// Header that carries the device secret for non-browser clients.
+pub const DEVICE_HEADER: &str = "x-authflow-device";
+/// Longest device secret either side accepts (the service issues 43 chars).
+pub const MAX_SECRET_LEN: usize = 128;
+/// Longest attribute value that enters the fingerprint; longer values are cut
+/// here identically on both sides, so a huge header cannot cost unbounded hashing.
+pub const MAX_ATTRIBUTE_LEN: usize = 1024;
+
+/// One request attribute that enters the fingerprint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceAttribute {
+    /// A request header, by lower-case name (e.g. `user-agent`).
+    Header(String),
+    /// The client address cut to a network prefix (/24 for IPv4, /48 for
+    /// IPv6). Opt-in only: mobile clients change address often.
+    ClientIpPrefix,
+}
+
+impl DeviceAttribute {
+    pub const CLIENT_IP_PREFIX: &'static str = "client-ip-prefix";
+
+    /// Parses a configured attribute name: a header name or `client-ip-prefix`.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        let lower = name.trim().to_ascii_lowercase();
+        if lower == Self::CLIENT_IP_PREFIX {
+            return Ok(Self::ClientIpPrefix);
+        }
+        let valid = !lower.is_empty()
+            && lower.len() <= 64
+            && lower
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if valid {
+            Ok(Self::Header(lower))
+        } else {
+            Err(format!("`{name}` is not a header name or `client-ip-prefix`"))
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Header(h) => h,
+            Self::ClientIpPrefix => Self::CLIENT_IP_PREFIX,
+        }
+    }
+}
+
+/// Everything the fingerprint is computed from.
+#[derive(Clone, Debug, Default)]
+pub struct FingerprintInput<'a> {
+    pub secret: &'a str,
+    /// `(attribute name, value)` in configured order.
+    pub attributes: Vec<(&'a str, &'a str)>,
+}
+
+impl FingerprintInput<'_> {
+    pub fn canonical_string(&self) -> String {
+        let mut out = String::with_capacity(64 + self.attributes.len() * 64);
+        out.push_str(CANONICAL_VERSION);
+        out.push('\n');
+        push_field(&mut out, "secret", bounded(self.secret, MAX_SECRET_LEN));
+        for (name, value) in &self.attributes {
+            push_field(&mut out, name, bounded(value.trim(), MAX_ATTRIBUTE_LEN));
+        }
+        out
+    }
+
+    /// `base64url(SHA-256(canonical string))`, the value of the `dfp` claim.
+    pub fn hash(&self) -> String {
+        URL_SAFE_NO_PAD.encode(Sha256::digest(self.canonical_string().as_bytes()))
+    }
+}
+
+fn push_field(out: &mut String, name: &str, value: &str) {
+    out.push_str(name);
+    out.push(':');
+    out.push_str(&value.len().to_string());
+    out.push(':');
+    out.push_str(value);
+    out.push('\n');
+}
+
+/// Cuts to at most `max` bytes on a char boundary.
+fn bounded(value: &str, max: usize) -> &str {
+    if value.len() <= max {
+        return value;
+    }
+    let mut end = max;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    &value[..end]
+}
+
+/// Compares a token's `dfp` with a recomputed one in constant time.
+pub fn matches(claimed: &str, computed: &str) -> bool {
+    claimed.len() == computed.len() && bool::from(claimed.as_bytes().ct_eq(computed.as_bytes()))
+}
+
+/// The network prefix of a client address: `a.b.c.0/24` or the first three
+/// IPv6 groups `/48`. Accepts `ip`, `ip:port` and `[ipv6]:port`; anything
+/// unparsable gives the empty string (so it fails to match, never panics).
+pub fn client_ip_prefix(address: &str) -> String {
+    use std::net::{IpAddr, SocketAddr};
+    let ip = address
+        .parse::<SocketAddr>()
+        .map(|s| s.ip())
+        .or_else(|_| address.parse::<IpAddr>());
+    match ip {
+        Ok(IpAddr::V4(v4)) => {
+            let o = v4.octets();
+            format!("{}.{}.{}.0/24", o[0], o[1], o[2])
+        }
+        Ok(IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
+        }
+        Err(_) => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    struct Vector {
+        name: String,
+        secret: String,
+        attributes: Vec<(String, String)>,
+        canonical: String,
+        dfp: String,
+    }
+
+    /// The vectors both sides are checked against (the service has its own test on them).
+    #[test]
+    fn matches_test_vectors() {
+        let vectors: Vec<Vector> =
+            serde_json::from_str(include_str!("../vectors/fingerprint.json")).unwrap();
+        assert!(vectors.len() >= 4);
+        for v in &vectors {
+            let input = FingerprintInput {
+                secret: &v.secret,
+                attributes: v.attributes.iter().map(|(n, x)| (n.as_str(), x.as_str())).collect(),
+            };
+            assert_eq!(input.canonical_string(), v.canonical, "canonical of {}", v.name);
+            assert_eq!(input.hash(), v.dfp, "dfp of {}", v.name);
+        }
+    }
+
+    #[test]
+    fn length_prefix_prevents_field_confusion() {
+        let a = FingerprintInput { secret: "s", attributes: vec![("user-agent", "a\nx:1:b")] };
+        let b = FingerprintInput { secret: "s", attributes: vec![("user-agent", "a"), ("x", "b")] };
+        assert_ne!(a.hash(), b.hash());
+    }
+
+    #[test]
+    fn oversized_values_are_bounded_on_a_char_boundary() {
+        let long = "é".repeat(MAX_ATTRIBUTE_LEN);
+        let input = FingerprintInput { secret: "s", attributes: vec![("user-agent", &long)] };
+        let canonical = input.canonical_string();
+        assert!(canonical.len() < MAX_ATTRIBUTE_LEN + 100);
+    }
+
+    #[test]
+    fn constant_time_match() {
+        assert!(matches("abc", "abc"));
+        assert!(!matches("abc", "abd"));
+        assert!(!matches("abc", "ab"));
+    }
+
+    #[test]
+    fn ip_prefixes() {
+        assert_eq!(client_ip_prefix("203.0.113.77:5555"), "203.0.113.0/24");
+        assert_eq!(client_ip_prefix("203.0.113.77"), "203.0.113.0/24");
+        assert_eq!(client_ip_prefix("[2001:db8:1:2::5]:443"), "2001:db8:1::/48");
+        assert_eq!(client_ip_prefix("garbage"), "");
+    }
+
+    #[test]
+    fn attribute_names() {
+        assert_eq!(DeviceAttribute::parse("User-Agent").unwrap(), DeviceAttribute::Header("user-agent".into()));
+        assert_eq!(DeviceAttribute::parse("client-ip-prefix").unwrap(), DeviceAttribute::ClientIpPrefix);
+        assert!(DeviceAttribute::parse("bad header").is_err());
+        assert!(DeviceAttribute::parse("").is_err());
+    }
+}

@@ -1,0 +1,13 @@
+//! The wire contract between the authflow filter (Wasm, inside Envoy) and the
+//! auth service (native). One implementation, compiled for both sides, so the
+//! two can never disagree about claim names, the fingerprint or the feed.
+
+pub mod claims;
+pub mod fingerprint;
+pub mod jwk;
+pub mod revocation;
+
+pub use claims::AccessClaims;
+pub use fingerprint::{DeviceAttribute, FingerprintInput};
+pub use jwk::{Algorithm, KeySet, VerifyingKey};
+pub use revocation::RevocationFeed;

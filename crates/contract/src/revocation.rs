@@ -1,0 +1,87 @@
+//! The revocation feed: `GET /v1/revocations?since=CURSOR`.
+//!
+//! The service answers with what changed since `CURSOR` (a delta), `304` when
+//! nothing did, or a full snapshot (`snapshot: true`) when the cursor is
+//! unknown or too old. Every entry carries `expires_at`: the moment after which
+//! no token it could kill is still valid, so both sides may forget it then.
+
+use serde::{Deserialize, Serialize};
+
+pub const FEED_PATH: &str = "/v1/revocations";
+/// Largest feed body the filter accepts (a 100k-entry snapshot fits).
+pub const MAX_FEED_BYTES: usize = 16 * 1024 * 1024;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationFeed {
+    /// Issuer these entries belong to (the `iss` of the tokens they kill).
+    pub issuer: String,
+    /// Opaque; send it back as `since` on the next poll.
+    pub cursor: String,
+    /// True: these entries replace everything known before. False: a delta.
+    pub snapshot: bool,
+    #[serde(default)]
+    pub revoked_tokens: Vec<RevokedToken>,
+    #[serde(default)]
+    pub revoked_sessions: Vec<RevokedSession>,
+    #[serde(default)]
+    pub banned_subjects: Vec<BannedSubject>,
+}
+
+/// One access token, by `jti`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedToken {
+    pub jti: String,
+    pub expires_at: u64,
+}
+
+/// Every token of one session, by `sid`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedSession {
+    pub sid: String,
+    pub expires_at: u64,
+}
+
+/// Every token of `sub` issued before `not_before` (seconds since the epoch).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BannedSubject {
+    pub sub: String,
+    pub not_before: u64,
+    pub expires_at: u64,
+}
+
+impl RevocationFeed {
+    pub fn entry_count(&self) -> usize {
+        self.revoked_tokens.len() + self.revoked_sessions.len() + self.banned_subjects.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_shape_is_stable() {
+        let feed = RevocationFeed {
+            issuer: "https://auth.example".into(),
+            cursor: "42".into(),
+            snapshot: false,
+            revoked_tokens: vec![RevokedToken { jti: "j1".into(), expires_at: 100 }],
+            revoked_sessions: vec![RevokedSession { sid: "s1".into(), expires_at: 200 }],
+            banned_subjects: vec![BannedSubject { sub: "u1".into(), not_before: 50, expires_at: 950 }],
+        };
+        let json = serde_json::to_value(&feed).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "issuer": "https://auth.example", "cursor": "42", "snapshot": false,
+                "revoked_tokens": [{"jti": "j1", "expires_at": 100}],
+                "revoked_sessions": [{"sid": "s1", "expires_at": 200}],
+                "banned_subjects": [{"sub": "u1", "not_before": 50, "expires_at": 950}]
+            })
+        );
+        let back: RevocationFeed = serde_json::from_value(json).unwrap();
+        assert_eq!(back, feed);
+        assert_eq!(back.entry_count(), 3);
+    }
+}
