@@ -1,1 +1,18 @@
-pub mod placeholder {}
+//! authflow's filter logic, free of proxy-wasm so it runs (and is tested) on
+//! the host. The cdylib at the workspace root is thin glue around [`engine::Engine`].
+
+pub mod cache;
+pub mod config;
+pub mod deny;
+pub mod device;
+pub mod engine;
+pub mod extract;
+pub mod policy;
+pub mod request;
+pub mod revocation;
+pub mod schedule;
+pub mod verify;
+
+pub use config::FilterConfig;
+pub use engine::{Engine, Outcome};
+pub use request::Request;

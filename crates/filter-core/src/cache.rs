@@ -1,0 +1,105 @@
+//! Verified-token cache: a token seen before is not verified again.
+//!
+//! Keyed by SHA-256 of the exact token bytes, so a different token can never
+//! hit another's entry. Entries live until the token's `exp`; the time,
+//! revocation and device checks still run on every request. Bounded: when
+//! full, expired entries go first, then the oldest (FIFO is enough here — a
+//! miss costs one signature check, not correctness).
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::verify::VerifiedToken;
+
+pub struct TokenCache {
+    max_entries: usize,
+    entries: HashMap<[u8; 32], VerifiedToken>,
+    order: VecDeque<[u8; 32]>,
+}
+
+impl TokenCache {
+    pub fn new(max_entries: usize) -> Self {
+        TokenCache { max_entries, entries: HashMap::new(), order: VecDeque::new() }
+    }
+
+    pub fn get(&self, key: &[u8; 32]) -> Option<&VerifiedToken> {
+        self.entries.get(key)
+    }
+
+    pub fn insert(&mut self, key: [u8; 32], token: VerifiedToken, now: u64) {
+        if self.max_entries == 0 {
+            return;
+        }
+        if self.entries.len() >= self.max_entries {
+            self.evict(now);
+        }
+        if self.entries.insert(key, token).is_none() {
+            self.order.push_back(key);
+        }
+    }
+
+    fn evict(&mut self, now: u64) {
+        self.entries.retain(|_, t| t.expires_at >= now);
+        self.order.retain(|k| self.entries.contains_key(k));
+        while self.entries.len() >= self.max_entries {
+            match self.order.pop_front() {
+                Some(k) => {
+                    self.entries.remove(&k);
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// Forget everything (the provider's keys changed: a removed key must not live on in here).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.order.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(exp: u64) -> VerifiedToken {
+        VerifiedToken {
+            provider: 0,
+            issuer: "i".into(),
+            subject: None,
+            expires_at: exp,
+            not_before: None,
+            issued_at: None,
+            jti: None,
+            sid: None,
+            roles: vec![],
+            scopes: vec![],
+            dfp: None,
+            mapped_headers: vec![],
+        }
+    }
+
+    #[test]
+    fn bounded_expired_first_then_oldest() {
+        let mut c = TokenCache::new(3);
+        c.insert([1; 32], token(100), 0);
+        c.insert([2; 32], token(10), 0);
+        c.insert([3; 32], token(100), 0);
+        c.insert([4; 32], token(100), 50); // [2] expired at 50: it goes
+        assert!(c.get(&[2; 32]).is_none());
+        assert_eq!(c.len(), 3);
+        c.insert([5; 32], token(100), 50); // none expired: the oldest goes
+        assert!(c.get(&[1; 32]).is_none());
+        assert!(c.get(&[5; 32]).is_some());
+        assert_eq!(c.len(), 3);
+        c.clear();
+        assert!(c.is_empty());
+    }
+}

@@ -1,0 +1,729 @@
+//! Filter configuration: JSON from Envoy's plugin configuration (Istio's
+//! `pluginConfig` arrives the same way). Bytes → serde structs that refuse
+//! unknown fields → a validated [`FilterConfig`] the request path can trust.
+//! Any error names the field, so the log line at `on_configure` says what to fix.
+
+use std::collections::{BTreeMap, HashSet};
+
+use authflow_contract::{fingerprint::DeviceAttribute, Algorithm, KeySet};
+use serde::Deserialize;
+
+/// Upper bounds on what the configuration may ask for.
+pub const MAX_CONFIG_BYTES: usize = 256 * 1024;
+pub const MAX_TOKEN_BYTES_LIMIT: usize = 64 * 1024;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    providers: Vec<RawProvider>,
+    #[serde(default = "defaults::clock_skew_secs")]
+    clock_skew_secs: u64,
+    #[serde(default = "defaults::max_token_lifetime_secs")]
+    max_token_lifetime_secs: u64,
+    #[serde(default)]
+    token_sources: Option<RawTokenSources>,
+    #[serde(default = "defaults::max_token_bytes")]
+    max_token_bytes: usize,
+    #[serde(default)]
+    identity_headers: Option<RawIdentityHeaders>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+    #[serde(default)]
+    default_policy: Option<Policy>,
+    #[serde(default)]
+    failure_mode: FailureMode,
+    #[serde(default = "defaults::retry_after_secs")]
+    retry_after_secs: u32,
+    #[serde(default = "defaults::cache_max_entries")]
+    cache_max_entries: usize,
+    #[serde(default = "defaults::key_wait_ms")]
+    key_wait_ms: u64,
+    #[serde(default)]
+    device_binding: Option<RawDeviceBinding>,
+    #[serde(default)]
+    revocation: Option<RawRevocationPolicy>,
+}
+
+mod defaults {
+    pub fn clock_skew_secs() -> u64 { 30 }
+    pub fn max_token_lifetime_secs() -> u64 { 24 * 3600 }
+    pub fn max_token_bytes() -> usize { 8 * 1024 }
+    pub fn retry_after_secs() -> u32 { 5 }
+    pub fn cache_max_entries() -> usize { 10_000 }
+    pub fn key_wait_ms() -> u64 { 3_000 }
+    pub fn refresh_interval_secs() -> u64 { 300 }
+    pub fn timeout_ms() -> u64 { 5_000 }
+    pub fn min_refetch_interval_secs() -> u64 { 5 }
+    pub fn poll_interval_ms() -> u64 { 1_000 }
+    pub fn max_staleness_secs() -> u64 { 30 }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    name: String,
+    issuer: String,
+    #[serde(default)]
+    audiences: Vec<String>,
+    algorithms: Vec<String>,
+    #[serde(default)]
+    required_claims: Vec<String>,
+    #[serde(default)]
+    token_type: Option<String>,
+    jwks: RawJwksSource,
+    #[serde(default)]
+    revocations: Option<RawUpstream>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+enum RawJwksSource {
+    Remote(RawUpstream),
+    Inline(serde_json::Value),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    cluster: String,
+    path: String,
+    #[serde(default)]
+    authority: Option<String>,
+    #[serde(default)]
+    refresh_interval_secs: Option<u64>,
+    #[serde(default)]
+    poll_interval_ms: Option<u64>,
+    #[serde(default = "defaults::timeout_ms")]
+    timeout_ms: u64,
+    #[serde(default = "defaults::min_refetch_interval_secs")]
+    min_refetch_interval_secs: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTokenSources {
+    #[serde(default = "yes")]
+    authorization_bearer: bool,
+    #[serde(default)]
+    cookies: Vec<String>,
+    #[serde(default)]
+    headers: Vec<String>,
+}
+
+fn yes() -> bool { true }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdentityHeaders {
+    #[serde(default)]
+    subject: Option<String>,
+    #[serde(default)]
+    issuer: Option<String>,
+    #[serde(default)]
+    roles: Option<String>,
+    #[serde(default)]
+    scopes: Option<String>,
+    #[serde(default)]
+    session: Option<String>,
+    /// claim path (dots for nesting) → header name
+    #[serde(default)]
+    claims: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    #[serde(rename = "match")]
+    matcher: RawRouteMatch,
+    policy: Policy,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRouteMatch {
+    #[serde(default)]
+    prefix: Option<String>,
+    #[serde(default)]
+    exact: Option<String>,
+    #[serde(default)]
+    methods: Vec<String>,
+    #[serde(default)]
+    host: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDeviceBinding {
+    mode: DeviceMode,
+    #[serde(default = "default_device_attributes")]
+    attributes: Vec<String>,
+    #[serde(default)]
+    tokens_without_fingerprint: MissingFingerprint,
+}
+
+fn default_device_attributes() -> Vec<String> {
+    vec!["user-agent".into(), "accept-language".into()]
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRevocationPolicy {
+    #[serde(default = "defaults::max_staleness_secs")]
+    max_staleness_secs: u64,
+    #[serde(default)]
+    on_stale: StalePolicy,
+    #[serde(default = "default_max_entries")]
+    max_entries: usize,
+}
+
+fn default_max_entries() -> usize { 1_000_000 }
+
+/// What a route requires.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum Policy {
+    /// No token needed; a presented token is still verified and, if valid, its identity forwarded.
+    Public,
+    /// Any valid token.
+    Authenticated,
+    /// A valid token holding at least one of these roles.
+    RolesAny(Vec<String>),
+    /// A valid token holding every one of these scopes.
+    ScopesAll(Vec<String>),
+}
+
+/// What to do when no key was ever loaded for the token's provider.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureMode {
+    /// `503` + `Retry-After`: nothing passes unverified.
+    #[default]
+    FailClosed,
+    /// Let requests through unauthenticated (no identity headers). For staged roll-outs only.
+    FailOpen,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceMode {
+    /// A token whose `dfp` does not match the request is refused (401).
+    Enforce,
+    /// Mismatches are counted and logged; the request passes.
+    Report,
+    #[default]
+    Off,
+}
+
+/// Tokens with no `dfp` claim (e.g. from another identity provider).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MissingFingerprint {
+    #[default]
+    Allow,
+    Deny,
+}
+
+/// When the revocation list could not be refreshed for longer than allowed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StalePolicy {
+    /// `503`: a revoked token must not slip through an outage.
+    #[default]
+    Deny,
+    /// Keep serving on the last good list, counting every such request.
+    Allow,
+}
+
+// ---- validated runtime types ----
+
+#[derive(Clone, Debug)]
+pub struct FilterConfig {
+    pub providers: Vec<Provider>,
+    pub clock_skew_secs: u64,
+    pub max_token_lifetime_secs: u64,
+    pub token_sources: TokenSources,
+    pub max_token_bytes: usize,
+    pub identity: IdentityHeaders,
+    pub routes: Vec<Route>,
+    pub default_policy: Policy,
+    pub failure_mode: FailureMode,
+    pub retry_after_secs: u32,
+    pub cache_max_entries: usize,
+    pub key_wait_ms: u64,
+    pub device: DeviceBinding,
+    pub revocation: RevocationPolicy,
+}
+
+#[derive(Clone, Debug)]
+pub struct Provider {
+    pub name: String,
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<Algorithm>,
+    pub required_claims: Vec<String>,
+    pub token_type: Option<String>,
+    pub jwks: JwksSource,
+    pub revocations: Option<Upstream>,
+}
+
+#[derive(Clone, Debug)]
+pub enum JwksSource {
+    Remote(Upstream),
+    Inline(KeySet),
+}
+
+/// An HTTP resource fetched through a named Envoy cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upstream {
+    pub cluster: String,
+    pub path: String,
+    pub authority: String,
+    /// How often to fetch when all is well.
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    /// Floor between two early refetches (unknown `kid`), so random kids cannot cause a storm.
+    pub min_refetch_interval_ms: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct TokenSources {
+    pub authorization_bearer: bool,
+    pub cookies: Vec<String>,
+    pub headers: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct IdentityHeaders {
+    pub subject: Option<String>,
+    pub issuer: Option<String>,
+    pub roles: Option<String>,
+    pub scopes: Option<String>,
+    pub session: Option<String>,
+    /// (claim path split on dots, header)
+    pub claims: Vec<(Vec<String>, String)>,
+}
+
+impl IdentityHeaders {
+    /// Every header name the filter owns: removed from each incoming request.
+    pub fn all_names(&self) -> Vec<&str> {
+        [&self.subject, &self.issuer, &self.roles, &self.scopes, &self.session]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .chain(self.claims.iter().map(|(_, h)| h.as_str()))
+            .collect()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Route {
+    pub path: PathMatch,
+    pub methods: Vec<String>,
+    pub host: Option<String>,
+    pub policy: Policy,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PathMatch {
+    Exact(String),
+    Prefix(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct DeviceBinding {
+    pub mode: DeviceMode,
+    pub attributes: Vec<DeviceAttribute>,
+    pub tokens_without_fingerprint: MissingFingerprint,
+}
+
+#[derive(Clone, Debug)]
+pub struct RevocationPolicy {
+    pub max_staleness_ms: u64,
+    pub on_stale: StalePolicy,
+    pub max_entries: usize,
+}
+
+/// A configuration error, naming the offending field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid authflow configuration: {}", self.0)
+    }
+}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(msg.into()))
+}
+
+impl FilterConfig {
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        if bytes.len() > MAX_CONFIG_BYTES {
+            return err(format!("configuration is {} bytes, over the {MAX_CONFIG_BYTES}-byte limit", bytes.len()));
+        }
+        // serde_json's message names the unknown/mistyped field and its position.
+        let raw: RawConfig = serde_json::from_slice(bytes).map_err(|e| ConfigError(e.to_string()))?;
+        Self::validate(raw)
+    }
+
+    fn validate(raw: RawConfig) -> Result<Self, ConfigError> {
+        if raw.providers.is_empty() {
+            return err("`providers`: at least one provider is required");
+        }
+        let mut providers = Vec::with_capacity(raw.providers.len());
+        let mut issuers = HashSet::new();
+        for (i, p) in raw.providers.into_iter().enumerate() {
+            let provider = validate_provider(p).map_err(|e| ConfigError(format!("`providers[{i}]`.{}", e.0)))?;
+            if !issuers.insert(provider.issuer.clone()) {
+                return err(format!("`providers[{i}].issuer`: issuer `{}` is configured twice", provider.issuer));
+            }
+            providers.push(provider);
+        }
+        if raw.max_token_bytes < 64 || raw.max_token_bytes > MAX_TOKEN_BYTES_LIMIT {
+            return err(format!("`max_token_bytes`: must be between 64 and {MAX_TOKEN_BYTES_LIMIT}"));
+        }
+        if raw.clock_skew_secs > 600 {
+            return err("`clock_skew_secs`: at most 600");
+        }
+        if raw.max_token_lifetime_secs == 0 {
+            return err("`max_token_lifetime_secs`: must be positive");
+        }
+        if raw.cache_max_entries > 1_000_000 {
+            return err("`cache_max_entries`: at most 1000000");
+        }
+        if raw.key_wait_ms > 60_000 {
+            return err("`key_wait_ms`: at most 60000");
+        }
+        let token_sources = match raw.token_sources {
+            None => TokenSources { authorization_bearer: true, cookies: vec![], headers: vec![] },
+            Some(t) => {
+                for (i, c) in t.cookies.iter().enumerate() {
+                    if !is_token(c) {
+                        return err(format!("`token_sources.cookies[{i}]`: `{c}` is not a valid cookie name"));
+                    }
+                }
+                let headers = header_names(&t.headers, "token_sources.headers")?;
+                if !t.authorization_bearer && t.cookies.is_empty() && headers.is_empty() {
+                    return err("`token_sources`: no source left to read a token from");
+                }
+                TokenSources { authorization_bearer: t.authorization_bearer, cookies: t.cookies, headers }
+            }
+        };
+        let identity = validate_identity(raw.identity_headers)?;
+        let mut routes = Vec::with_capacity(raw.routes.len());
+        for (i, r) in raw.routes.into_iter().enumerate() {
+            routes.push(validate_route(r).map_err(|e| ConfigError(format!("`routes[{i}]`.{}", e.0)))?);
+        }
+        let default_policy = raw.default_policy.unwrap_or(Policy::Authenticated);
+        check_policy(&default_policy).map_err(|e| ConfigError(format!("`default_policy`: {}", e.0)))?;
+        let device = match raw.device_binding {
+            None => DeviceBinding {
+                mode: DeviceMode::Off,
+                attributes: vec![],
+                tokens_without_fingerprint: MissingFingerprint::Allow,
+            },
+            Some(d) => {
+                let mut attributes = Vec::with_capacity(d.attributes.len());
+                for (i, a) in d.attributes.iter().enumerate() {
+                    attributes.push(
+                        DeviceAttribute::parse(a)
+                            .map_err(|e| ConfigError(format!("`device_binding.attributes[{i}]`: {e}")))?,
+                    );
+                }
+                if attributes.len() > 16 {
+                    return err("`device_binding.attributes`: at most 16");
+                }
+                DeviceBinding { mode: d.mode, attributes, tokens_without_fingerprint: d.tokens_without_fingerprint }
+            }
+        };
+        let revocation = match raw.revocation {
+            None => RevocationPolicy {
+                max_staleness_ms: defaults::max_staleness_secs() * 1000,
+                on_stale: StalePolicy::Deny,
+                max_entries: default_max_entries(),
+            },
+            Some(r) => {
+                if r.max_staleness_secs == 0 {
+                    return err("`revocation.max_staleness_secs`: must be positive");
+                }
+                if r.max_entries == 0 || r.max_entries > 10_000_000 {
+                    return err("`revocation.max_entries`: between 1 and 10000000");
+                }
+                RevocationPolicy {
+                    max_staleness_ms: r.max_staleness_secs.saturating_mul(1000),
+                    on_stale: r.on_stale,
+                    max_entries: r.max_entries,
+                }
+            }
+        };
+        Ok(FilterConfig {
+            providers,
+            clock_skew_secs: raw.clock_skew_secs,
+            max_token_lifetime_secs: raw.max_token_lifetime_secs,
+            token_sources,
+            max_token_bytes: raw.max_token_bytes,
+            identity,
+            routes,
+            default_policy,
+            failure_mode: raw.failure_mode,
+            retry_after_secs: raw.retry_after_secs,
+            cache_max_entries: raw.cache_max_entries,
+            key_wait_ms: raw.key_wait_ms,
+            device,
+            revocation,
+        })
+    }
+
+    pub fn provider_for_issuer(&self, issuer: &str) -> Option<usize> {
+        self.providers.iter().position(|p| p.issuer == issuer)
+    }
+}
+
+fn validate_provider(p: RawProvider) -> Result<Provider, ConfigError> {
+    if p.name.is_empty() || p.name.len() > 64 || !p.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return err(format!("name: `{}` must be 1-64 letters, digits, `-` or `_`", p.name));
+    }
+    if p.issuer.is_empty() {
+        return err("issuer: must not be empty");
+    }
+    if p.algorithms.is_empty() {
+        return err("algorithms: list at least one of EdDSA, ES256, RS256");
+    }
+    let mut algorithms = Vec::new();
+    for a in &p.algorithms {
+        match Algorithm::parse(a) {
+            Some(alg) => algorithms.push(alg),
+            None => return err(format!("algorithms: `{a}` is not supported (EdDSA, ES256, RS256)")),
+        }
+    }
+    let jwks = match p.jwks {
+        RawJwksSource::Remote(u) => JwksSource::Remote(validate_upstream(u, "jwks.remote", defaults::refresh_interval_secs() * 1000, true)?),
+        RawJwksSource::Inline(doc) => {
+            let set = KeySet::parse(doc.to_string().as_bytes()).map_err(|e| ConfigError(format!("jwks.inline: {e}")))?;
+            JwksSource::Inline(set)
+        }
+    };
+    let revocations = p
+        .revocations
+        .map(|u| validate_upstream(u, "revocations", defaults::poll_interval_ms(), false))
+        .transpose()?;
+    Ok(Provider {
+        name: p.name,
+        issuer: p.issuer,
+        audiences: p.audiences,
+        algorithms,
+        required_claims: p.required_claims,
+        token_type: p.token_type,
+        jwks,
+        revocations,
+    })
+}
+
+fn validate_upstream(u: RawUpstream, field: &str, default_interval_ms: u64, seconds: bool) -> Result<Upstream, ConfigError> {
+    if u.cluster.is_empty() {
+        return err(format!("{field}.cluster: must name an Envoy cluster"));
+    }
+    if !u.path.starts_with('/') {
+        return err(format!("{field}.path: must start with `/`"));
+    }
+    let interval_ms = match (seconds, u.refresh_interval_secs, u.poll_interval_ms) {
+        (true, Some(s), None) => s.saturating_mul(1000),
+        (true, None, None) => default_interval_ms,
+        (false, None, Some(ms)) => ms,
+        (false, None, None) => default_interval_ms,
+        (true, _, Some(_)) => return err(format!("{field}.poll_interval_ms: not used here; use refresh_interval_secs")),
+        (false, Some(_), _) => return err(format!("{field}.refresh_interval_secs: not used here; use poll_interval_ms")),
+    };
+    if interval_ms < 100 || interval_ms > 24 * 3600 * 1000 {
+        return err(format!("{field}: refresh interval must be between 100 ms and 24 h"));
+    }
+    if u.timeout_ms == 0 || u.timeout_ms > 60_000 {
+        return err(format!("{field}.timeout_ms: between 1 and 60000"));
+    }
+    Ok(Upstream {
+        authority: u.authority.unwrap_or_else(|| u.cluster.clone()),
+        cluster: u.cluster,
+        path: u.path,
+        interval_ms,
+        timeout_ms: u.timeout_ms,
+        min_refetch_interval_ms: u.min_refetch_interval_secs.saturating_mul(1000),
+    })
+}
+
+fn validate_identity(raw: Option<RawIdentityHeaders>) -> Result<IdentityHeaders, ConfigError> {
+    let raw = raw.unwrap_or(RawIdentityHeaders {
+        subject: Some("x-auth-user".into()),
+        issuer: None,
+        roles: Some("x-auth-roles".into()),
+        scopes: Some("x-auth-scopes".into()),
+        session: Some("x-auth-session".into()),
+        claims: BTreeMap::new(),
+    });
+    let one = |v: Option<String>, field: &str| -> Result<Option<String>, ConfigError> {
+        v.map(|h| header_name(&h).ok_or_else(|| ConfigError(format!("`identity_headers.{field}`: `{h}` is not a valid header name"))))
+            .transpose()
+    };
+    let mut claims = Vec::new();
+    for (path, header) in raw.claims {
+        let h = header_name(&header)
+            .ok_or_else(|| ConfigError(format!("`identity_headers.claims.{path}`: `{header}` is not a valid header name")))?;
+        let parts: Vec<String> = path.split('.').map(str::to_owned).collect();
+        if parts.iter().any(String::is_empty) || parts.len() > 8 {
+            return err(format!("`identity_headers.claims`: `{path}` is not a claim path (dot-separated names)"));
+        }
+        claims.push((parts, h));
+    }
+    let identity = IdentityHeaders {
+        subject: one(raw.subject, "subject")?,
+        issuer: one(raw.issuer, "issuer")?,
+        roles: one(raw.roles, "roles")?,
+        scopes: one(raw.scopes, "scopes")?,
+        session: one(raw.session, "session")?,
+        claims,
+    };
+    let names = identity.all_names();
+    let unique: HashSet<&str> = names.iter().copied().collect();
+    if unique.len() != names.len() {
+        return err("`identity_headers`: the same header is mapped twice");
+    }
+    for n in names {
+        if n.starts_with(':') || n == "authorization" || n == "cookie" || n == "host" {
+            return err(format!("`identity_headers`: `{n}` cannot be an identity header"));
+        }
+    }
+    Ok(identity)
+}
+
+fn validate_route(r: RawRoute) -> Result<Route, ConfigError> {
+    let path = match (r.matcher.prefix, r.matcher.exact) {
+        (Some(p), None) if p.starts_with('/') => PathMatch::Prefix(p),
+        (None, Some(e)) if e.starts_with('/') => PathMatch::Exact(e),
+        (Some(_), Some(_)) => return err("match: give `prefix` or `exact`, not both"),
+        (None, None) => return err("match: `prefix` or `exact` is required"),
+        _ => return err("match: paths start with `/`"),
+    };
+    let methods = r.matcher.methods.iter().map(|m| m.to_ascii_uppercase()).collect::<Vec<_>>();
+    if methods.iter().any(|m| m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase())) {
+        return err("match.methods: HTTP method names only");
+    }
+    check_policy(&r.policy).map_err(|e| ConfigError(format!("policy: {}", e.0)))?;
+    Ok(Route { path, methods, host: r.matcher.host.map(|h| h.to_ascii_lowercase()), policy: r.policy })
+}
+
+fn check_policy(p: &Policy) -> Result<(), ConfigError> {
+    match p {
+        Policy::RolesAny(v) | Policy::ScopesAll(v) if v.is_empty() || v.iter().any(String::is_empty) => {
+            err("roles_any / scopes_all need at least one non-empty name")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// RFC 7230 token characters: valid header and cookie names.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn header_name(s: &str) -> Option<String> {
+    is_token(s).then(|| s.to_ascii_lowercase())
+}
+
+fn header_names(v: &[String], field: &str) -> Result<Vec<String>, ConfigError> {
+    v.iter()
+        .enumerate()
+        .map(|(i, h)| header_name(h).ok_or_else(|| ConfigError(format!("`{field}[{i}]`: `{h}` is not a valid header name"))))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) const MINIMAL: &str = r#"{
+        "providers": [{
+            "name": "authflow", "issuer": "https://auth.example", "audiences": ["api"],
+            "algorithms": ["EdDSA"],
+            "jwks": {"remote": {"cluster": "auth", "path": "/.well-known/jwks.json"}}
+        }]
+    }"#;
+
+    #[test]
+    fn minimal_config_gets_safe_defaults() {
+        let c = FilterConfig::from_json(MINIMAL.as_bytes()).unwrap();
+        assert_eq!(c.default_policy, Policy::Authenticated);
+        assert_eq!(c.failure_mode, FailureMode::FailClosed);
+        assert!(c.token_sources.authorization_bearer);
+        assert_eq!(c.identity.subject.as_deref(), Some("x-auth-user"));
+        let JwksSource::Remote(u) = &c.providers[0].jwks else { panic!() };
+        assert_eq!(u.authority, "auth");
+        assert_eq!(u.interval_ms, 300_000);
+        assert_eq!(c.device.mode, DeviceMode::Off);
+        assert_eq!(c.revocation.on_stale, StalePolicy::Deny);
+    }
+
+    fn with(patch: serde_json::Value) -> Result<FilterConfig, ConfigError> {
+        let mut v: serde_json::Value = serde_json::from_str(MINIMAL).unwrap();
+        json_merge(&mut v, patch);
+        FilterConfig::from_json(v.to_string().as_bytes())
+    }
+
+    fn json_merge(a: &mut serde_json::Value, b: serde_json::Value) {
+        match (a, b) {
+            (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+                for (k, v) in b {
+                    json_merge(a.entry(k).or_insert(serde_json::Value::Null), v);
+                }
+            }
+            (a, b) => *a = b,
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = with(serde_json::json!({"bogus": 1})).unwrap_err();
+        assert!(e.0.contains("unknown field `bogus`"), "{e}");
+        let e = with(serde_json::json!({"providers": [{"name": "x", "issuer": "i", "algorithms": ["HS256"], "jwks": {"inline": {"keys": []}}}]})).unwrap_err();
+        assert!(e.0.contains("providers[0]`.algorithms") && e.0.contains("HS256"), "{e}");
+        let e = with(serde_json::json!({"routes": [{"match": {"prefix": "/a", "exact": "/b"}, "policy": "public"}]})).unwrap_err();
+        assert!(e.0.contains("routes[0]"), "{e}");
+        let e = with(serde_json::json!({"routes": [{"match": {"prefix": "/a"}, "policy": {"roles_any": []}}]})).unwrap_err();
+        assert!(e.0.contains("routes[0]`.policy"), "{e}");
+        let e = with(serde_json::json!({"identity_headers": {"subject": "bad header"}})).unwrap_err();
+        assert!(e.0.contains("identity_headers.subject"), "{e}");
+        let e = with(serde_json::json!({"max_token_bytes": 10})).unwrap_err();
+        assert!(e.0.contains("max_token_bytes"), "{e}");
+        let e = with(serde_json::json!({"device_binding": {"mode": "enforce", "attributes": ["no good"]}})).unwrap_err();
+        assert!(e.0.contains("device_binding.attributes[0]"), "{e}");
+        assert!(FilterConfig::from_json(b"not json").is_err());
+        assert!(FilterConfig::from_json(br#"{"providers": []}"#).unwrap_err().0.contains("providers"));
+    }
+
+    #[test]
+    fn routes_and_policies_parse() {
+        let c = with(serde_json::json!({
+            "routes": [
+                {"match": {"prefix": "/public"}, "policy": "public"},
+                {"match": {"exact": "/admin", "methods": ["post"], "host": "API.example"}, "policy": {"roles_any": ["admin"]}},
+                {"match": {"prefix": "/w"}, "policy": {"scopes_all": ["read", "write"]}}
+            ],
+            "identity_headers": {"subject": "x-user", "claims": {"org.team": "x-team"}}
+        }))
+        .unwrap();
+        assert_eq!(c.routes.len(), 3);
+        assert_eq!(c.routes[1].methods, vec!["POST"]);
+        assert_eq!(c.routes[1].host.as_deref(), Some("api.example"));
+        assert_eq!(c.routes[2].policy, Policy::ScopesAll(vec!["read".into(), "write".into()]));
+        assert_eq!(c.identity.claims, vec![(vec!["org".to_string(), "team".to_string()], "x-team".to_string())]);
+        assert_eq!(c.identity.all_names(), vec!["x-user", "x-team"]);
+    }
+
+    #[test]
+    fn duplicate_issuers_are_refused() {
+        let p = serde_json::json!({"name": "a", "issuer": "i", "algorithms": ["ES256"], "jwks": {"remote": {"cluster": "c", "path": "/j"}}});
+        let e = with(serde_json::json!({"providers": [p.clone(), p]})).unwrap_err();
+        assert!(e.0.contains("configured twice"), "{e}");
+    }
+}

@@ -1,0 +1,177 @@
+//! Why a request is refused, and the one place that turns it into an HTTP
+//! answer (RFC 6750 §3). Descriptions help a client fix its request and never
+//! carry token contents, key material or internals.
+
+/// A refusal. `label()` names the stats counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DenyReason {
+    MissingToken,
+    /// Several tokens, or an `Authorization: Bearer` header with nothing usable.
+    InvalidRequest,
+    TokenTooLarge,
+    Malformed,
+    AlgorithmNotAllowed,
+    /// `jwk`, `jku`, `x5u`, `x5c` or `crit` in the header: we never take keys from the token.
+    KeyInHeader,
+    UnknownIssuer,
+    UnknownKey,
+    BadSignature,
+    Expired,
+    NotYetValid,
+    IssuedInFuture,
+    WrongAudience,
+    LifetimeTooLong,
+    WrongType,
+    MissingClaim,
+    TokenRevoked,
+    SessionRevoked,
+    SubjectBanned,
+    DeviceMismatch,
+    DeviceFingerprintMissing,
+    InsufficientRole,
+    InsufficientScope,
+    /// No key was ever loaded for the token's issuer (fail closed).
+    KeysUnavailable,
+    /// The revocation list is older than allowed and the policy says deny.
+    RevocationStale,
+}
+
+impl DenyReason {
+    pub const ALL: [DenyReason; 25] = [
+        Self::MissingToken, Self::InvalidRequest, Self::TokenTooLarge, Self::Malformed, Self::AlgorithmNotAllowed,
+        Self::KeyInHeader, Self::UnknownIssuer, Self::UnknownKey, Self::BadSignature, Self::Expired,
+        Self::NotYetValid, Self::IssuedInFuture, Self::WrongAudience, Self::LifetimeTooLong, Self::WrongType,
+        Self::MissingClaim, Self::TokenRevoked, Self::SessionRevoked, Self::SubjectBanned, Self::DeviceMismatch,
+        Self::DeviceFingerprintMissing, Self::InsufficientRole, Self::InsufficientScope, Self::KeysUnavailable,
+        Self::RevocationStale,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::MissingToken => "missing_token",
+            Self::InvalidRequest => "invalid_request",
+            Self::TokenTooLarge => "token_too_large",
+            Self::Malformed => "malformed",
+            Self::AlgorithmNotAllowed => "algorithm_not_allowed",
+            Self::KeyInHeader => "key_in_header",
+            Self::UnknownIssuer => "unknown_issuer",
+            Self::UnknownKey => "unknown_key",
+            Self::BadSignature => "bad_signature",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::IssuedInFuture => "issued_in_future",
+            Self::WrongAudience => "wrong_audience",
+            Self::LifetimeTooLong => "lifetime_too_long",
+            Self::WrongType => "wrong_type",
+            Self::MissingClaim => "missing_claim",
+            Self::TokenRevoked => "token_revoked",
+            Self::SessionRevoked => "session_revoked",
+            Self::SubjectBanned => "subject_banned",
+            Self::DeviceMismatch => "device_mismatch",
+            Self::DeviceFingerprintMissing => "device_fingerprint_missing",
+            Self::InsufficientRole => "insufficient_role",
+            Self::InsufficientScope => "insufficient_scope",
+            Self::KeysUnavailable => "keys_unavailable",
+            Self::RevocationStale => "revocation_stale",
+        }
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            Self::MissingToken => "authentication required",
+            Self::InvalidRequest => "the request carries more than one token or a malformed Authorization header",
+            Self::TokenTooLarge => "token too large",
+            Self::Malformed => "token is malformed",
+            Self::AlgorithmNotAllowed => "token signing algorithm not allowed",
+            Self::KeyInHeader => "token header carries key material or unsupported extensions",
+            Self::UnknownIssuer => "token issuer not trusted",
+            Self::UnknownKey => "token signed with an unknown key",
+            Self::BadSignature => "token signature is invalid",
+            Self::Expired => "token expired",
+            Self::NotYetValid => "token not yet valid",
+            Self::IssuedInFuture => "token issued in the future",
+            Self::WrongAudience => "token audience not accepted",
+            Self::LifetimeTooLong => "token lifetime exceeds the allowed maximum",
+            Self::WrongType => "token type not accepted",
+            Self::MissingClaim => "token lacks a required claim",
+            Self::TokenRevoked => "token revoked",
+            Self::SessionRevoked => "session ended",
+            Self::SubjectBanned => "account disabled",
+            Self::DeviceMismatch => "token is bound to another device",
+            Self::DeviceFingerprintMissing => "token is not bound to a device",
+            Self::InsufficientRole => "a required role is missing",
+            Self::InsufficientScope => "a required scope is missing",
+            Self::KeysUnavailable => "authentication temporarily unavailable",
+            Self::RevocationStale => "authentication temporarily unavailable",
+        }
+    }
+
+    /// The HTTP answer. `required_scope` is named in the header for 403 scope denials (RFC 6750 §3).
+    pub fn response(self, retry_after_secs: u32, required_scope: Option<&str>) -> DenyResponse {
+        let (status, code) = match self {
+            Self::MissingToken => (401, None),
+            Self::InvalidRequest => (400, Some("invalid_request")),
+            Self::InsufficientRole | Self::InsufficientScope => (403, Some("insufficient_scope")),
+            Self::KeysUnavailable | Self::RevocationStale => (503, Some("temporarily_unavailable")),
+            _ => (401, Some("invalid_token")),
+        };
+        let description = self.description();
+        let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
+        match (status, code) {
+            (503, _) => headers.push(("retry-after".to_owned(), retry_after_secs.to_string())),
+            (_, None) => headers.push(("www-authenticate".to_owned(), "Bearer".to_owned())),
+            (_, Some(code)) => {
+                let mut challenge = format!("Bearer error=\"{code}\", error_description=\"{description}\"");
+                if let (Self::InsufficientScope, Some(scope)) = (self, required_scope) {
+                    challenge.push_str(&format!(", scope=\"{scope}\""));
+                }
+                headers.push(("www-authenticate".to_owned(), challenge));
+            }
+        }
+        let body = serde_json::json!({
+            "error": code.unwrap_or("unauthorized"),
+            "error_description": description,
+        })
+        .to_string();
+        DenyResponse { status, headers, body }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DenyResponse {
+    pub status: u32,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header<'a>(r: &'a DenyResponse, name: &str) -> Option<&'a str> {
+        r.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn rfc6750_shapes() {
+        let r = DenyReason::MissingToken.response(5, None);
+        assert_eq!((r.status, header(&r, "www-authenticate")), (401, Some("Bearer")));
+        let r = DenyReason::Expired.response(5, None);
+        assert_eq!(r.status, 401);
+        assert_eq!(header(&r, "www-authenticate"), Some("Bearer error=\"invalid_token\", error_description=\"token expired\""));
+        let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["error"], "invalid_token");
+        let r = DenyReason::InsufficientScope.response(5, Some("write"));
+        assert_eq!(r.status, 403);
+        assert!(header(&r, "www-authenticate").unwrap().contains("scope=\"write\""));
+        let r = DenyReason::KeysUnavailable.response(7, None);
+        assert_eq!((r.status, header(&r, "retry-after")), (503, Some("7")));
+        assert_eq!(DenyReason::InvalidRequest.response(5, None).status, 400);
+    }
+
+    #[test]
+    fn labels_are_unique() {
+        let labels: std::collections::HashSet<_> = DenyReason::ALL.iter().map(|r| r.label()).collect();
+        assert_eq!(labels.len(), DenyReason::ALL.len());
+    }
+}

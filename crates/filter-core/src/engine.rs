@@ -1,0 +1,231 @@
+//! The per-request decision, start to finish, with no proxy in sight: the
+//! proxy-wasm glue copies the request in, calls [`Engine::evaluate`], and
+//! carries out the [`Outcome`]. Everything here runs in host unit tests.
+
+use authflow_contract::KeySet;
+
+use crate::cache::TokenCache;
+use crate::config::{DeviceMode, FailureMode, FilterConfig, JwksSource, Policy, StalePolicy};
+use crate::deny::{DenyReason, DenyResponse};
+use crate::device::{self, DeviceCheck};
+use crate::extract::{extract, ExtractError, Extracted};
+use crate::policy::{authorize, policy_for};
+use crate::request::Request;
+use crate::revocation::RevocationSet;
+use crate::verify::{self, check_times, token_hash, VerifiedToken, VerifyError};
+
+/// Per-provider state this VM decides with: keys and revocation list.
+#[derive(Default)]
+pub struct ProviderState {
+    /// `None` until a key set was loaded once.
+    pub keys: Option<KeySet>,
+    pub revocations: RevocationSet,
+    /// When the revocation list was last known current (ms); staleness is measured from here.
+    pub revocations_fresh_at_ms: u64,
+}
+
+pub struct Engine {
+    pub config: FilterConfig,
+    pub providers: Vec<ProviderState>,
+    cache: TokenCache,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Allow(Allowed),
+    Deny(Denied),
+    /// The token's provider has no keys yet, or the token's `kid` is unknown:
+    /// pause the request, fetch keys, and evaluate again (with `may_wait = false`).
+    AwaitKeys { provider: usize, unknown_kid: bool },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Allowed {
+    /// Identity headers to add (the configured ones were already removed).
+    pub headers: Vec<(String, String)>,
+    pub notes: Notes,
+}
+
+/// Things worth counting about an allowed request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Notes {
+    pub cache_hit: bool,
+    pub authenticated: bool,
+    /// Device mismatch let through because binding is in `report` mode.
+    pub device_reported: Option<DeviceCheck>,
+    /// Allowed on a revocation list older than the bound (`on_stale: allow`).
+    pub stale_revocations: bool,
+    /// Allowed with no keys ever loaded (`failure_mode: fail_open`).
+    pub failed_open: bool,
+    /// A public route received a token that did not verify; forwarded anonymously.
+    pub public_invalid_token: Option<DenyReason>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    pub reason: DenyReason,
+    pub response: DenyResponse,
+    /// Device check detail for logs (which failure), when the reason is device related.
+    pub device: Option<DeviceCheck>,
+}
+
+impl Engine {
+    pub fn new(config: FilterConfig, now_ms: u64) -> Self {
+        let providers = config
+            .providers
+            .iter()
+            .map(|p| ProviderState {
+                keys: match &p.jwks {
+                    JwksSource::Inline(set) => Some(set.clone()),
+                    JwksSource::Remote(_) => None,
+                },
+                revocations: RevocationSet::default(),
+                revocations_fresh_at_ms: now_ms,
+            })
+            .collect();
+        let cache = TokenCache::new(config.cache_max_entries);
+        Engine { config, providers, cache }
+    }
+
+    /// Installs a new key set for a provider. Cached verifications are dropped:
+    /// a key that left the set must not keep its tokens alive.
+    pub fn set_keys(&mut self, provider: usize, keys: KeySet) {
+        if let Some(p) = self.providers.get_mut(provider) {
+            p.keys = Some(keys);
+            self.cache.clear();
+        }
+    }
+
+    pub fn cache_len(&self) -> usize {
+        self.cache.len()
+    }
+
+    pub fn evaluate(&mut self, req: &Request, now_ms: u64, may_wait: bool) -> Outcome {
+        let policy = policy_for(&self.config, req).clone();
+        let public = policy == Policy::Public;
+        let token = match extract(req, &self.config.token_sources, self.config.max_token_bytes) {
+            Ok(Extracted::Token(t)) => t,
+            Ok(Extracted::None) if public => return Outcome::Allow(Allowed::default()),
+            Ok(Extracted::None) => return self.deny(DenyReason::MissingToken),
+            Err(ExtractError::Malformed) => return self.deny_or_public(public, DenyReason::InvalidRequest),
+            Err(ExtractError::TooLarge) => return self.deny_or_public(public, DenyReason::TokenTooLarge),
+        };
+        let now = now_ms / 1000;
+        let key = token_hash(token);
+        let (verified, cache_hit) = match self.cache.get(&key) {
+            Some(t) => (t.clone(), true),
+            None => match self.verify_fresh(token, now, may_wait && !public) {
+                Ok(t) => {
+                    self.cache.insert(key, t.clone(), now);
+                    (t, false)
+                }
+                Err(Fresh::Wait(o)) => return o,
+                Err(Fresh::FailOpen) => {
+                    return Outcome::Allow(Allowed { notes: Notes { failed_open: true, ..Notes::default() }, ..Allowed::default() })
+                }
+                Err(Fresh::Deny(r)) => return self.deny_or_public(public, r),
+            },
+        };
+        let mut notes = Notes { cache_hit, authenticated: true, ..Notes::default() };
+        if let Err(r) = check_times(&verified, self.config.clock_skew_secs, now) {
+            return self.deny_or_public(public, r);
+        }
+        if let Some(state) = self.providers.get(verified.provider) {
+            if self.config.providers[verified.provider].revocations.is_some() {
+                let age = now_ms.saturating_sub(state.revocations_fresh_at_ms);
+                if age > self.config.revocation.max_staleness_ms {
+                    match self.config.revocation.on_stale {
+                        StalePolicy::Deny => return self.deny(DenyReason::RevocationStale),
+                        StalePolicy::Allow => notes.stale_revocations = true,
+                    }
+                }
+            }
+            if let Some(r) = state.revocations.check(&verified) {
+                return self.deny_or_public(public, r);
+            }
+        }
+        match device::check(&self.config.device, &verified, req) {
+            DeviceCheck::NotChecked | DeviceCheck::Match => {}
+            failed if self.config.device.mode == DeviceMode::Report => notes.device_reported = Some(failed),
+            failed => {
+                let reason = match failed {
+                    DeviceCheck::FingerprintMissing => DenyReason::DeviceFingerprintMissing,
+                    _ => DenyReason::DeviceMismatch,
+                };
+                if public {
+                    return self.deny_or_public(true, reason);
+                }
+                let mut denied = self.denied(reason, None);
+                denied.device = Some(failed);
+                return Outcome::Deny(denied);
+            }
+        }
+        if let Err((reason, scope)) = authorize(&policy, &verified) {
+            return Outcome::Deny(self.denied(reason, scope.as_deref()));
+        }
+        Outcome::Allow(Allowed { headers: self.identity_headers(&verified), notes })
+    }
+
+    fn verify_fresh(&self, token: &str, now: u64, may_wait: bool) -> Result<VerifiedToken, Fresh> {
+        let screened = verify::screen(token, &self.config).map_err(Fresh::Deny)?;
+        let Some(keys) = self.providers.get(screened.provider).and_then(|p| p.keys.as_ref()) else {
+            if may_wait {
+                return Err(Fresh::Wait(Outcome::AwaitKeys { provider: screened.provider, unknown_kid: false }));
+            }
+            return match self.config.failure_mode {
+                FailureMode::FailClosed => Err(Fresh::Deny(DenyReason::KeysUnavailable)),
+                FailureMode::FailOpen => Err(Fresh::FailOpen),
+            };
+        };
+        match verify::verify(token, &screened, keys, &self.config, now) {
+            Ok(t) => Ok(t),
+            Err(VerifyError::UnknownKid) if may_wait => {
+                Err(Fresh::Wait(Outcome::AwaitKeys { provider: screened.provider, unknown_kid: true }))
+            }
+            Err(VerifyError::UnknownKid) => Err(Fresh::Deny(DenyReason::UnknownKey)),
+            Err(VerifyError::Deny(r)) => Err(Fresh::Deny(r)),
+        }
+    }
+
+    fn identity_headers(&self, t: &VerifiedToken) -> Vec<(String, String)> {
+        let id = &self.config.identity;
+        let mut out = Vec::new();
+        let mut push = |header: &Option<String>, value: Option<String>| {
+            if let (Some(h), Some(v)) = (header, value) {
+                if verify::safe_header_value(&v) {
+                    out.push((h.clone(), v));
+                }
+            }
+        };
+        push(&id.subject, t.subject.clone());
+        push(&id.issuer, Some(t.issuer.clone()));
+        push(&id.roles, Some(t.roles.join(",")));
+        push(&id.scopes, Some(t.scopes.join(" ")));
+        push(&id.session, t.sid.clone());
+        out.extend(t.mapped_headers.iter().cloned());
+        out
+    }
+
+    /// On a public route a failed token only means "anonymous"; elsewhere it is a refusal.
+    fn deny_or_public(&self, public: bool, reason: DenyReason) -> Outcome {
+        if public {
+            Outcome::Allow(Allowed { notes: Notes { public_invalid_token: Some(reason), ..Notes::default() }, ..Allowed::default() })
+        } else {
+            self.deny(reason)
+        }
+    }
+
+    fn deny(&self, reason: DenyReason) -> Outcome {
+        Outcome::Deny(self.denied(reason, None))
+    }
+
+    fn denied(&self, reason: DenyReason, scope: Option<&str>) -> Denied {
+        Denied { reason, response: reason.response(self.config.retry_after_secs, scope), device: None }
+    }
+}
+
+enum Fresh {
+    Wait(Outcome),
+    Deny(DenyReason),
+    FailOpen,
+}

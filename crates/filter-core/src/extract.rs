@@ -1,0 +1,98 @@
+//! Finding the token in a request: `Authorization: Bearer`, configured headers,
+//! configured cookies — in that order. More than one token is refused: a
+//! request must not be able to smuggle a second identity past the check.
+
+use crate::config::TokenSources;
+use crate::request::Request;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Extracted<'a> {
+    None,
+    Token(&'a str),
+}
+
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum ExtractError {
+    /// More than one token, or an `Authorization: Bearer` with nothing usable after it.
+    Malformed,
+    TooLarge,
+}
+
+pub fn extract<'a>(req: &'a Request, sources: &'a TokenSources, max_bytes: usize) -> Result<Extracted<'a>, ExtractError> {
+    let mut found: Option<&str> = None;
+    let mut take = |candidate: &'a str| -> Result<(), ExtractError> {
+        if found.is_some_and(|f| f != candidate) {
+            return Err(ExtractError::Malformed);
+        }
+        found = Some(candidate);
+        Ok(())
+    };
+    if sources.authorization_bearer {
+        for value in req.header_values("authorization") {
+            let value = value.trim();
+            let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+            // RFC 6750 §2.1: the scheme is case-insensitive; other schemes (Basic …) are not ours.
+            if !scheme.eq_ignore_ascii_case("bearer") {
+                continue;
+            }
+            let token = rest.trim();
+            if token.is_empty() || token.contains(' ') {
+                return Err(ExtractError::Malformed);
+            }
+            take(token)?;
+        }
+    }
+    for h in &sources.headers {
+        for value in req.header_values(h) {
+            let token = value.trim();
+            let token = token.strip_prefix("Bearer ").unwrap_or(token).trim();
+            if !token.is_empty() {
+                take(token)?;
+            }
+        }
+    }
+    for c in &sources.cookies {
+        if let Some(token) = req.cookie(c).filter(|t| !t.is_empty()) {
+            take(token)?;
+        }
+    }
+    match found {
+        None => Ok(Extracted::None),
+        Some(t) if t.len() > max_bytes => Err(ExtractError::TooLarge),
+        Some(t) => Ok(Extracted::Token(t)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sources() -> TokenSources {
+        TokenSources { authorization_bearer: true, cookies: vec!["at".into()], headers: vec!["x-token".into()] }
+    }
+
+    fn req(h: &[(&str, &str)]) -> Request {
+        Request::from_headers(h.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(), None)
+    }
+
+    #[test]
+    fn finds_each_source() {
+        let s = sources();
+        assert_eq!(extract(&req(&[("authorization", "Bearer a.b.c")]), &s, 100), Ok(Extracted::Token("a.b.c")));
+        assert_eq!(extract(&req(&[("authorization", "bearer   a.b.c ")]), &s, 100), Ok(Extracted::Token("a.b.c")));
+        assert_eq!(extract(&req(&[("x-token", "a.b.c")]), &s, 100), Ok(Extracted::Token("a.b.c")));
+        assert_eq!(extract(&req(&[("cookie", "x=1; at=a.b.c")]), &s, 100), Ok(Extracted::Token("a.b.c")));
+        assert_eq!(extract(&req(&[("authorization", "Basic Zm9vOmJhcg==")]), &s, 100), Ok(Extracted::None));
+        assert_eq!(extract(&req(&[]), &s, 100), Ok(Extracted::None));
+    }
+
+    #[test]
+    fn refuses_ambiguity_and_size() {
+        let s = sources();
+        assert_eq!(extract(&req(&[("authorization", "Bearer a.b.c"), ("x-token", "d.e.f")]), &s, 100), Err(ExtractError::Malformed));
+        assert_eq!(extract(&req(&[("authorization", "Bearer a.b.c"), ("x-token", "a.b.c")]), &s, 100), Ok(Extracted::Token("a.b.c")));
+        assert_eq!(extract(&req(&[("authorization", "Bearer")]), &s, 100), Err(ExtractError::Malformed));
+        assert_eq!(extract(&req(&[("authorization", "Bearer a b")]), &s, 100), Err(ExtractError::Malformed));
+        assert_eq!(extract(&req(&[("authorization", "Bearer abcdef")]), &s, 3), Err(ExtractError::TooLarge));
+    }
+}

@@ -1,0 +1,84 @@
+//! When to fetch next: the configured interval while all is well, exponential
+//! backoff with jitter after failures (so a fleet of sidecars does not hammer
+//! a recovering auth service in lock-step).
+
+#[derive(Debug, Clone)]
+pub struct FetchSchedule {
+    interval_ms: u64,
+    failures: u32,
+    next_due_ms: u64,
+    last_early_ms: Option<u64>,
+    min_early_interval_ms: u64,
+}
+
+/// Longest wait between retries after failures.
+const MAX_BACKOFF_MS: u64 = 60_000;
+const FIRST_BACKOFF_MS: u64 = 250;
+
+impl FetchSchedule {
+    /// Due immediately.
+    pub fn new(interval_ms: u64, min_early_interval_ms: u64) -> Self {
+        FetchSchedule { interval_ms, failures: 0, next_due_ms: 0, last_early_ms: None, min_early_interval_ms }
+    }
+
+    pub fn is_due(&self, now_ms: u64) -> bool {
+        now_ms >= self.next_due_ms
+    }
+
+    pub fn succeeded(&mut self, now_ms: u64) {
+        self.failures = 0;
+        self.next_due_ms = now_ms.saturating_add(self.interval_ms);
+    }
+
+    /// `jitter` in [0, 1): supplied by the caller so this stays deterministic in tests.
+    pub fn failed(&mut self, now_ms: u64, jitter: f64) {
+        self.failures = self.failures.saturating_add(1);
+        let exp = FIRST_BACKOFF_MS.saturating_mul(1u64 << self.failures.min(16).saturating_sub(1));
+        let cap = exp.min(MAX_BACKOFF_MS).min(self.interval_ms.max(FIRST_BACKOFF_MS));
+        // "Equal jitter": half fixed, half random.
+        let wait = cap / 2 + ((cap / 2) as f64 * jitter.clamp(0.0, 1.0)) as u64;
+        self.next_due_ms = now_ms.saturating_add(wait.max(1));
+    }
+
+    /// An early fetch (unknown `kid`), at most once per `min_early_interval_ms`.
+    pub fn request_early(&mut self, now_ms: u64) -> bool {
+        if self.last_early_ms.is_some_and(|t| now_ms < t.saturating_add(self.min_early_interval_ms)) {
+            return false;
+        }
+        self.last_early_ms = Some(now_ms);
+        self.next_due_ms = now_ms;
+        true
+    }
+
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interval_backoff_and_early_rate_limit() {
+        let mut s = FetchSchedule::new(10_000, 5_000);
+        assert!(s.is_due(0));
+        s.succeeded(0);
+        assert!(!s.is_due(9_999));
+        assert!(s.is_due(10_000));
+        s.failed(10_000, 0.0);
+        assert!(s.is_due(10_125));
+        s.failed(10_125, 1.0);
+        assert!(!s.is_due(10_125 + 249));
+        for _ in 0..30 {
+            s.failed(0, 1.0);
+        }
+        assert!(s.is_due(10_000), "backoff never exceeds the interval");
+        s.succeeded(20_000);
+        assert!(s.request_early(21_000));
+        assert!(s.is_due(21_000));
+        s.succeeded(21_000);
+        assert!(!s.request_early(22_000), "rate limited");
+        assert!(s.request_early(26_000));
+    }
+}

@@ -1,0 +1,310 @@
+//! The whole per-request decision on the host, with real signed tokens.
+
+use authflow_contract::fingerprint::{FingerprintInput, DEVICE_HEADER};
+use authflow_contract::revocation::{BannedSubject, RevocationFeed, RevokedToken};
+use authflow_contract::{AccessClaims, KeySet};
+use authflow_filter_core::deny::DenyReason;
+use authflow_filter_core::engine::{Engine, Outcome};
+use authflow_filter_core::{FilterConfig, Request};
+use jwt_simple::prelude::*;
+use serde_json::json;
+
+const ISS: &str = "https://auth.test";
+const NOW: u64 = 1_900_000_000;
+
+struct Fixture {
+    kp: Ed25519KeyPair,
+    engine: Engine,
+}
+
+fn config(extra: serde_json::Value) -> FilterConfig {
+    let mut c = json!({
+        "providers": [{
+            "name": "test", "issuer": ISS, "audiences": ["api"], "algorithms": ["EdDSA"],
+            "jwks": {"remote": {"cluster": "auth", "path": "/jwks"}},
+            "revocations": {"cluster": "auth", "path": "/v1/revocations"}
+        }],
+        "routes": [
+            {"match": {"prefix": "/public"}, "policy": "public"},
+            {"match": {"prefix": "/admin"}, "policy": {"roles_any": ["admin"]}},
+            {"match": {"prefix": "/write"}, "policy": {"scopes_all": ["write"]}}
+        ],
+        "identity_headers": {"subject": "x-auth-user", "roles": "x-auth-roles", "session": "x-auth-session", "claims": {"org.team": "x-auth-team"}}
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    FilterConfig::from_json(c.to_string().as_bytes()).unwrap()
+}
+
+fn fixture(extra: serde_json::Value) -> Fixture {
+    let kp = Ed25519KeyPair::generate().with_key_id("k1");
+    let mut engine = Engine::new(config(extra), NOW * 1000);
+    let jwks = format!(r#"{{"keys":[{}]}}"#, kp.public_key().to_jwk());
+    engine.set_keys(0, KeySet::parse(jwks.as_bytes()).unwrap());
+    Fixture { kp, engine }
+}
+
+fn claims(custom: AccessClaims) -> JWTClaims<AccessClaims> {
+    let mut c = Claims::with_custom_claims(custom, Duration::from_mins(15))
+        .with_issuer(ISS)
+        .with_subject("user-1")
+        .with_audience("api")
+        .with_jwt_id("jti-1");
+    c.issued_at = Some(UnixTimeStamp::from_secs(NOW - 10));
+    c.expires_at = Some(UnixTimeStamp::from_secs(NOW + 890));
+    c
+}
+
+fn default_claims() -> AccessClaims {
+    AccessClaims { sid: "sess-1".into(), roles: vec!["user".into()], scope: "read".into(), dfp: None }
+}
+
+impl Fixture {
+    fn sign(&self, c: JWTClaims<AccessClaims>) -> String {
+        self.kp.sign(c).unwrap()
+    }
+    fn token(&self) -> String {
+        self.sign(claims(default_claims()))
+    }
+    fn eval(&mut self, path: &str, headers: &[(&str, &str)]) -> Outcome {
+        let mut h = vec![(":method".to_string(), "GET".to_string()), (":path".to_string(), path.to_string()), (":authority".to_string(), "api".to_string())];
+        h.extend(headers.iter().map(|(a, b)| (a.to_string(), b.to_string())));
+        self.engine.evaluate(&Request::from_headers(h, Some("203.0.113.9:4000".into())), NOW * 1000 + 500, true)
+    }
+}
+
+fn denied(o: &Outcome) -> (DenyReason, u32) {
+    match o {
+        Outcome::Deny(d) => (d.reason, d.response.status),
+        other => panic!("expected a denial, got {other:?}"),
+    }
+}
+
+fn header<'a>(o: &'a Outcome, name: &str) -> Option<&'a str> {
+    match o {
+        Outcome::Allow(a) => a.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str()),
+        other => panic!("expected allow, got {other:?}"),
+    }
+}
+
+#[test]
+fn valid_token_is_allowed_with_identity_and_cached() {
+    let mut f = fixture(json!({}));
+    let t = f.token();
+    let bearer = format!("Bearer {t}");
+    let o = f.eval("/api", &[("authorization", &bearer)]);
+    assert_eq!(header(&o, "x-auth-user"), Some("user-1"));
+    assert_eq!(header(&o, "x-auth-roles"), Some("user"));
+    assert_eq!(header(&o, "x-auth-session"), Some("sess-1"));
+    let Outcome::Allow(a) = f.eval("/api", &[("authorization", &bearer)]) else { panic!() };
+    assert!(a.notes.cache_hit);
+}
+
+#[test]
+fn nested_claims_map_to_headers() {
+    #[derive(Serialize, Deserialize)]
+    struct WithOrg {
+        sid: String,
+        org: serde_json::Value,
+    }
+    let mut f = fixture(json!({}));
+    let mut c = Claims::with_custom_claims(WithOrg { sid: "s".into(), org: json!({"team": "blue"}) }, Duration::from_mins(5))
+        .with_issuer(ISS)
+        .with_subject("u")
+        .with_audience("api");
+    c.issued_at = Some(UnixTimeStamp::from_secs(NOW));
+    c.expires_at = Some(UnixTimeStamp::from_secs(NOW + 300));
+    let t = f.kp.sign(c).unwrap();
+    let o = f.eval("/api", &[("authorization", &format!("Bearer {t}"))]);
+    assert_eq!(header(&o, "x-auth-team"), Some("blue"));
+}
+
+#[test]
+fn missing_token_and_public_routes() {
+    let mut f = fixture(json!({}));
+    assert_eq!(denied(&f.eval("/api", &[])), (DenyReason::MissingToken, 401));
+    assert!(matches!(f.eval("/public/x", &[]), Outcome::Allow(_)));
+    let t = f.token();
+    let o = f.eval("/public/x", &[("authorization", &format!("Bearer {t}"))]);
+    assert_eq!(header(&o, "x-auth-user"), Some("user-1"), "a valid token on a public route still yields identity");
+    let o = f.eval("/public/x", &[("authorization", "Bearer garbage")]);
+    assert_eq!(header(&o, "x-auth-user"), None);
+}
+
+#[test]
+fn time_and_audience_checks() {
+    let mut f = fixture(json!({}));
+    let mut c = claims(default_claims());
+    c.expires_at = Some(UnixTimeStamp::from_secs(NOW - 100));
+    let t = f.sign(c);
+    assert_eq!(denied(&f.eval("/api", &[("authorization", &format!("Bearer {t}"))])).0, DenyReason::Expired);
+    let mut c = claims(default_claims());
+    c.invalid_before = Some(UnixTimeStamp::from_secs(NOW + 100));
+    let t = f.sign(c);
+    assert_eq!(denied(&f.eval("/api", &[("authorization", &format!("Bearer {t}"))])).0, DenyReason::NotYetValid);
+    let mut c = claims(default_claims());
+    c.audiences = Some(Audiences::AsString("other".into()));
+    let t = f.sign(c);
+    assert_eq!(denied(&f.eval("/api", &[("authorization", &format!("Bearer {t}"))])).0, DenyReason::WrongAudience);
+    let mut c = claims(default_claims());
+    c.expires_at = None;
+    let t = f.sign(c);
+    assert_eq!(denied(&f.eval("/api", &[("authorization", &format!("Bearer {t}"))])).0, DenyReason::MissingClaim);
+    let mut c = claims(default_claims());
+    c.expires_at = Some(UnixTimeStamp::from_secs(NOW + 3 * 86400));
+    let t = f.sign(c);
+    assert_eq!(denied(&f.eval("/api", &[("authorization", &format!("Bearer {t}"))])).0, DenyReason::LifetimeTooLong);
+}
+
+#[test]
+fn cached_token_still_expires() {
+    let mut f = fixture(json!({}));
+    let mut c = claims(default_claims());
+    c.expires_at = Some(UnixTimeStamp::from_secs(NOW + 1));
+    let t = f.sign(c);
+    let bearer = format!("Bearer {t}");
+    assert!(matches!(f.eval("/api", &[("authorization", &bearer)]), Outcome::Allow(_)));
+    let h = vec![(":path".to_string(), "/api".to_string()), ("authorization".to_string(), bearer)];
+    let later = f.engine.evaluate(&Request::from_headers(h, None), (NOW + 120) * 1000, true);
+    assert_eq!(denied(&later).0, DenyReason::Expired);
+}
+
+#[test]
+fn header_attacks_are_refused() {
+    let mut f = fixture(json!({}));
+    let b64 = |s: &str| base64_url(s.as_bytes());
+    let payload = b64(&json!({"iss": ISS, "sub": "x", "aud": "api", "exp": NOW + 100}).to_string());
+    let none = format!("{}.{}.", b64(r#"{"alg":"none"}"#), payload);
+    assert_eq!(denied(&f.eval("/api", &[("authorization", &format!("Bearer {none}"))])).0, DenyReason::AlgorithmNotAllowed);
+    let hs = format!("{}.{}.c2ln", b64(r#"{"alg":"HS256"}"#), payload);
+    assert_eq!(denied(&f.eval("/api", &[("authorization", &format!("Bearer {hs}"))])).0, DenyReason::AlgorithmNotAllowed);
+    let jwk = format!("{}.{}.c2ln", b64(r#"{"alg":"EdDSA","jwk":{"kty":"OKP"}}"#), payload);
+    assert_eq!(denied(&f.eval("/api", &[("authorization", &format!("Bearer {jwk}"))])).0, DenyReason::KeyInHeader);
+    let t = f.token();
+    let mut parts: Vec<&str> = t.split('.').collect();
+    let forged_payload = b64(&json!({"iss": ISS, "sub": "admin", "aud": "api", "exp": NOW + 100, "sid": "s"}).to_string());
+    parts[1] = &forged_payload;
+    let forged = parts.join(".");
+    assert_eq!(denied(&f.eval("/api", &[("authorization", &format!("Bearer {forged}"))])).0, DenyReason::BadSignature);
+    assert_eq!(denied(&f.eval("/api", &[("authorization", "Bearer not-a-jwt")])), (DenyReason::Malformed, 401));
+    let huge = "a".repeat(9000);
+    assert_eq!(denied(&f.eval("/api", &[("authorization", &format!("Bearer {huge}"))])).0, DenyReason::TokenTooLarge);
+}
+
+fn base64_url(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+#[test]
+fn unknown_kid_and_no_keys_wait_then_fail() {
+    let mut f = fixture(json!({}));
+    let other = Ed25519KeyPair::generate().with_key_id("k2");
+    let t = other.sign(claims(default_claims())).unwrap();
+    let bearer = format!("Bearer {t}");
+    assert_eq!(f.eval("/api", &[("authorization", &bearer)]), Outcome::AwaitKeys { provider: 0, unknown_kid: true });
+    let h = vec![(":path".to_string(), "/api".to_string()), ("authorization".to_string(), bearer)];
+    assert_eq!(denied(&f.engine.evaluate(&Request::from_headers(h, None), NOW * 1000, false)).0, DenyReason::UnknownKey);
+
+    let mut cold = Engine::new(config(json!({})), NOW * 1000);
+    let t = f.token();
+    let h = vec![(":path".to_string(), "/api".to_string()), ("authorization".to_string(), format!("Bearer {t}"))];
+    let req = Request::from_headers(h, None);
+    assert_eq!(cold.evaluate(&req, NOW * 1000, true), Outcome::AwaitKeys { provider: 0, unknown_kid: false });
+    assert_eq!(denied(&cold.evaluate(&req, NOW * 1000, false)), (DenyReason::KeysUnavailable, 503));
+}
+
+#[test]
+fn roles_and_scopes() {
+    let mut f = fixture(json!({}));
+    let t = f.token();
+    let bearer = format!("Bearer {t}");
+    assert_eq!(denied(&f.eval("/admin", &[("authorization", &bearer)])), (DenyReason::InsufficientRole, 403));
+    assert_eq!(denied(&f.eval("/write", &[("authorization", &bearer)])), (DenyReason::InsufficientScope, 403));
+    let admin = f.sign(claims(AccessClaims { roles: vec!["admin".into()], scope: "read write".into(), ..default_claims() }));
+    let bearer = format!("Bearer {admin}");
+    assert!(matches!(f.eval("/admin", &[("authorization", &bearer)]), Outcome::Allow(_)));
+    assert!(matches!(f.eval("/write", &[("authorization", &bearer)]), Outcome::Allow(_)));
+}
+
+#[test]
+fn revocations_apply_to_cached_tokens() {
+    let mut f = fixture(json!({}));
+    let t = f.token();
+    let bearer = format!("Bearer {t}");
+    assert!(matches!(f.eval("/api", &[("authorization", &bearer)]), Outcome::Allow(_)));
+    let feed = RevocationFeed {
+        issuer: ISS.into(),
+        cursor: "1".into(),
+        snapshot: true,
+        revoked_tokens: vec![RevokedToken { jti: "jti-1".into(), expires_at: NOW + 900 }],
+        ..Default::default()
+    };
+    f.engine.providers[0].revocations.apply(feed, ISS, 100, NOW).unwrap();
+    assert_eq!(denied(&f.eval("/api", &[("authorization", &bearer)])).0, DenyReason::TokenRevoked);
+
+    let mut f = fixture(json!({}));
+    let feed = RevocationFeed {
+        issuer: ISS.into(),
+        cursor: "1".into(),
+        snapshot: true,
+        banned_subjects: vec![BannedSubject { sub: "user-1".into(), not_before: NOW, expires_at: NOW + 900 }],
+        ..Default::default()
+    };
+    f.engine.providers[0].revocations.apply(feed, ISS, 100, NOW).unwrap();
+    let t = f.token();
+    assert_eq!(denied(&f.eval("/api", &[("authorization", &format!("Bearer {t}"))])).0, DenyReason::SubjectBanned);
+}
+
+#[test]
+fn stale_revocation_list_follows_policy() {
+    let mut f = fixture(json!({"revocation": {"max_staleness_secs": 10}}));
+    let t = f.token();
+    let h = vec![(":path".to_string(), "/api".to_string()), ("authorization".to_string(), format!("Bearer {t}"))];
+    let req = Request::from_headers(h, None);
+    assert!(matches!(f.engine.evaluate(&req, NOW * 1000 + 5_000, true), Outcome::Allow(_)));
+    assert_eq!(denied(&f.engine.evaluate(&req, NOW * 1000 + 11_000, true)), (DenyReason::RevocationStale, 503));
+
+    let mut f = fixture(json!({"revocation": {"max_staleness_secs": 10, "on_stale": "allow"}}));
+    let t = f.token();
+    let h = vec![(":path".to_string(), "/api".to_string()), ("authorization".to_string(), format!("Bearer {t}"))];
+    let req = Request::from_headers(h, None);
+    let Outcome::Allow(a) = f.engine.evaluate(&req, NOW * 1000 + 11_000, true) else { panic!() };
+    assert!(a.notes.stale_revocations);
+}
+
+#[test]
+fn device_binding_modes() {
+    let secret = "device-secret-1";
+    let dfp = FingerprintInput { secret, attributes: vec![("user-agent", "curl/8"), ("accept-language", "")] }.hash();
+    for (mode, expect_allow_on_mismatch) in [("enforce", false), ("report", true)] {
+        let mut f = fixture(json!({"device_binding": {"mode": mode}}));
+        let t = f.sign(claims(AccessClaims { dfp: Some(dfp.clone()), ..default_claims() }));
+        let bearer = format!("Bearer {t}");
+        let ok = f.eval("/api", &[("authorization", &bearer), (DEVICE_HEADER, secret), ("user-agent", "curl/8")]);
+        assert!(matches!(ok, Outcome::Allow(_)), "{mode}: same device passes");
+        let stolen = f.eval("/api", &[("authorization", &bearer), (DEVICE_HEADER, "other"), ("user-agent", "curl/8")]);
+        let other_ua = f.eval("/api", &[("authorization", &bearer), (DEVICE_HEADER, secret), ("user-agent", "python")]);
+        let no_secret = f.eval("/api", &[("authorization", &bearer), ("user-agent", "curl/8")]);
+        for o in [stolen, other_ua, no_secret] {
+            if expect_allow_on_mismatch {
+                let Outcome::Allow(a) = o else { panic!("report mode allows") };
+                assert!(a.notes.device_reported.is_some());
+            } else {
+                assert_eq!(denied(&o), (DenyReason::DeviceMismatch, 401));
+            }
+        }
+    }
+    let mut f = fixture(json!({"device_binding": {"mode": "enforce", "tokens_without_fingerprint": "deny"}}));
+    let t = f.token();
+    assert_eq!(denied(&f.eval("/api", &[("authorization", &format!("Bearer {t}"))])).0, DenyReason::DeviceFingerprintMissing);
+}
+
+#[test]
+fn forged_identity_header_values_never_come_from_the_request() {
+    let mut f = fixture(json!({}));
+    let t = f.token();
+    let o = f.eval("/api", &[("authorization", &format!("Bearer {t}")), ("x-auth-user", "admin")]);
+    assert_eq!(header(&o, "x-auth-user"), Some("user-1"));
+}
