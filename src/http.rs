@@ -1,0 +1,153 @@
+//! One request: strip forged identity headers, decide, carry the decision out.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use authflow_contract::fingerprint::DeviceAttribute;
+use authflow_filter_core::deny::DenyReason;
+use authflow_filter_core::device::DeviceCheck;
+use authflow_filter_core::engine::Outcome;
+use authflow_filter_core::Request;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
+
+use crate::host;
+use crate::metrics;
+use crate::root::{Vm, Waiter};
+
+pub struct AuthflowHttp {
+    vm: Rc<RefCell<Vm>>,
+    context_id: u32,
+}
+
+impl AuthflowHttp {
+    pub fn new(vm: Rc<RefCell<Vm>>, context_id: u32) -> Self {
+        AuthflowHttp { vm, context_id }
+    }
+}
+
+impl Context for AuthflowHttp {
+    fn on_done(&mut self) -> bool {
+        // A client that went away while waiting for keys leaves nothing behind.
+        if let Ok(mut vm) = self.vm.try_borrow_mut() {
+            let id = self.context_id;
+            vm.waiting.retain(|w| w.context_id != id);
+        }
+        true
+    }
+}
+
+impl HttpContext for AuthflowHttp {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Ok(mut vm) = self.vm.try_borrow_mut() else {
+            let r = DenyReason::KeysUnavailable.response(1, None);
+            host::send_response(r.status, &r.headers, &r.body);
+            return Action::Pause;
+        };
+        let vm = &mut *vm;
+        let mut headers = host::request_headers();
+        // Identity headers are ours alone: drop any copy the client sent, on every route.
+        let owned = vm.engine.config.identity.all_names().into_iter().map(str::to_owned).collect::<Vec<_>>();
+        headers.retain(|(name, _)| {
+            let forged = owned.iter().any(|o| o == name);
+            if forged {
+                host::remove_request_header(name);
+            }
+            !forged
+        });
+        let client = vm
+            .engine
+            .config
+            .device
+            .attributes
+            .contains(&DeviceAttribute::ClientIpPrefix)
+            .then(|| host::property_string(vec!["source", "address"]))
+            .flatten();
+        let request = Request::from_headers(headers, client);
+        let now = host::now_ms();
+        match vm.engine.evaluate(&request, now, true) {
+            Outcome::AwaitKeys { provider, unknown_kid } => {
+                let generation = vm.jwks.get(provider).and_then(Option::as_ref).map_or(0, |f| f.generation);
+                let deadline_ms = now + vm.engine.config.key_wait_ms;
+                vm.waiting.push(Waiter { context_id: self.context_id, request, provider, generation, deadline_ms });
+                vm.urgent.push((provider, unknown_kid));
+                vm.metrics.inc(metrics::KEY_WAITS);
+                Action::Pause
+            }
+            outcome => {
+                if carry_out(vm, &request, outcome, false) {
+                    Action::Continue
+                } else {
+                    Action::Pause
+                }
+            }
+        }
+    }
+}
+
+/// Applies a decision to the current (effective) request. Returns whether it
+/// may continue upstream. `resume` is for requests that were paused.
+pub fn carry_out(vm: &Vm, request: &Request, outcome: Outcome, resume: bool) -> bool {
+    match outcome {
+        Outcome::Allow(allowed) => {
+            let n = allowed.notes;
+            vm.metrics.inc(if n.authenticated { metrics::ALLOWED } else { metrics::ALLOWED_ANONYMOUS });
+            if n.authenticated {
+                vm.metrics.inc(if n.cache_hit { metrics::CACHE_HIT } else { metrics::CACHE_MISS });
+            }
+            if n.stale_revocations {
+                vm.metrics.inc(metrics::REVOCATION_STALE_ALLOWED);
+            }
+            if n.failed_open {
+                vm.metrics.inc(metrics::FAILED_OPEN);
+            }
+            if let Some(reason) = n.public_invalid_token {
+                vm.metrics.inc(metrics::PUBLIC_INVALID_TOKEN);
+                log::debug!("authflow: public route {} got an invalid token ({}), forwarded anonymously", request.path, reason.label());
+            }
+            if let Some(check) = n.device_reported {
+                vm.metrics.inc(metrics::DEVICE_MISMATCH_REPORTED);
+                log_device(vm, check, request, "allowed (report mode)");
+            }
+            for (name, value) in &allowed.headers {
+                host::add_request_header(name, value);
+            }
+            if resume {
+                host::resume_request();
+            }
+            true
+        }
+        Outcome::Deny(denied) => {
+            vm.metrics.denied(denied.reason);
+            if let Some(check) = denied.device {
+                log_device(vm, check, request, "denied");
+            } else {
+                // The reason label only: never the token, never claims.
+                log::debug!("authflow: {} {} denied: {}", request.method, request.path, denied.reason.label());
+            }
+            let r = &denied.response;
+            host::send_response(r.status, &r.headers, &r.body);
+            false
+        }
+        // Only `evaluate(.., may_wait = true)` yields this, and its caller handles it.
+        Outcome::AwaitKeys { .. } => {
+            let r = DenyReason::KeysUnavailable.response(vm.engine.config.retry_after_secs, None);
+            host::send_response(r.status, &r.headers, &r.body);
+            false
+        }
+    }
+}
+
+/// Device failures are logged with what the operator needs to tell a stolen
+/// token from a configuration mismatch: the attributes in use, never values.
+fn log_device(vm: &Vm, check: DeviceCheck, request: &Request, what: &str) {
+    if check == DeviceCheck::SecretMissing {
+        vm.metrics.inc(metrics::DEVICE_SECRET_MISSING);
+    }
+    let attrs: Vec<&str> = vm.engine.config.device.attributes.iter().map(|a| a.name()).collect();
+    log::info!(
+        "authflow: device check {check:?} on {} {}: {what}. Fingerprint attributes here: {attrs:?}; if every request fails, compare them with the auth service's fingerprint attributes.",
+        request.method,
+        request.path
+    );
+}

@@ -1,0 +1,79 @@
+//! State shared by every worker VM of the plugin through proxy-wasm shared
+//! data (each Envoy worker runs its own VM; a field of the root context is
+//! per worker). Two patterns:
+//!
+//! - **Lease**: the VM that wins a compare-and-swap on `…:lease` does the
+//!   periodic fetch, so one Envoy process polls the auth service once per
+//!   interval, not once per worker. A lease not renewed in time (its holder
+//!   stalled) is taken over by the next VM that looks.
+//! - **Publication**: the fetched document goes into `…:data`, then a small
+//!   `…:version` key changes; other VMs read only the version on each tick
+//!   and copy the (possibly large) data only when it moved.
+
+use proxy_wasm::hostcalls;
+
+pub struct SharedSlot {
+    prefix: String,
+    seen_version: Option<Vec<u8>>,
+}
+
+impl SharedSlot {
+    pub fn new(provider: &str, resource: &str) -> Self {
+        SharedSlot { prefix: format!("authflow:{provider}:{resource}"), seen_version: None }
+    }
+
+    /// Tries to hold the fetch lease until `now_ms + ttl_ms`. True: this VM fetches.
+    pub fn acquire_lease(&self, vm_id: u64, now_ms: u64, ttl_ms: u64) -> bool {
+        let key = format!("{}:lease", self.prefix);
+        let Ok((current, cas)) = hostcalls::get_shared_data(&key) else {
+            return false;
+        };
+        let (holder, until) = current.as_deref().and_then(parse_lease).unwrap_or((0, 0));
+        if holder != vm_id && until > now_ms {
+            return false;
+        }
+        let value = format!("{vm_id}:{}", now_ms.saturating_add(ttl_ms));
+        // With a cas of 0 / None the host accepts any current value; pass it
+        // through so two VMs racing for a free lease cannot both win.
+        hostcalls::set_shared_data(&key, Some(value.as_bytes()), cas).is_ok()
+    }
+
+    /// Publishes `data` for the other VMs.
+    pub fn publish(&mut self, data: &[u8], vm_id: u64, now_ms: u64) {
+        let data_key = format!("{}:data", self.prefix);
+        if let Err(s) = hostcalls::set_shared_data(&data_key, Some(data), None) {
+            log::warn!("authflow: could not share {}: {s:?}", self.prefix);
+            return;
+        }
+        let version = format!("{vm_id}:{now_ms}:{}", data.len()).into_bytes();
+        let _ = hostcalls::set_shared_data(&format!("{}:version", self.prefix), Some(&version), None);
+        self.seen_version = Some(version);
+    }
+
+    /// The published data, if it changed since this VM last looked.
+    pub fn take_if_changed(&mut self) -> Option<Vec<u8>> {
+        let (version, _) = hostcalls::get_shared_data(&format!("{}:version", self.prefix)).ok()?;
+        let version = version?;
+        if self.seen_version.as_ref() == Some(&version) {
+            return None;
+        }
+        let (data, _) = hostcalls::get_shared_data(&format!("{}:data", self.prefix)).ok()?;
+        self.seen_version = Some(version);
+        data
+    }
+
+    /// A small side value (e.g. a timestamp) under `…:<name>`.
+    pub fn set_value(&self, name: &str, value: &[u8]) {
+        let _ = hostcalls::set_shared_data(&format!("{}:{name}", self.prefix), Some(value), None);
+    }
+
+    pub fn value(&self, name: &str) -> Option<Vec<u8>> {
+        hostcalls::get_shared_data(&format!("{}:{name}", self.prefix)).ok()?.0
+    }
+}
+
+fn parse_lease(v: &[u8]) -> Option<(u64, u64)> {
+    let s = std::str::from_utf8(v).ok()?;
+    let (holder, until) = s.split_once(':')?;
+    Some((holder.parse().ok()?, until.parse().ok()?))
+}
