@@ -1,1 +1,228 @@
-fn main() {}
+//! `authflow-auth`: serve, migrate, manage users, mint tokens, rotate keys.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use authflow_auth_service::config::{Config, Environment};
+use authflow_auth_service::domain::password::{Hasher, Password};
+use authflow_auth_service::domain::{random_id, random_secret, Email};
+use authflow_auth_service::store::{RefreshRecord, Session, User};
+use authflow_auth_service::{build_state, now, open_store, spawn, tokens};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "authflow-auth", about = "The authflow auth service", version)]
+struct Cli {
+    /// TOML configuration file; `AUTHFLOW_<FIELD>` environment variables override it.
+    #[arg(long, global = true, env = "AUTHFLOW_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP service (creates the data dir, migrates, generates keys).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    #[command(subcommand)]
+    User(UserCommand),
+    #[command(subcommand)]
+    Token(TokenCommand),
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user (email already verified). The password comes from
+    /// `--password` or the AUTHFLOW_NEW_PASSWORD environment variable.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long, env = "AUTHFLOW_NEW_PASSWORD", hide_env_values = true)]
+        password: String,
+        /// Extra role (repeatable); every user has `user`. `--role admin` makes an admin.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+    },
+    /// List users with their roles.
+    List,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Mint an access token for a user (development environment only).
+    Mint {
+        #[arg(long)]
+        email: String,
+        /// Device secret the token is bound to (a fresh one, printed, when
+        /// absent); the configured attributes come from `--header name=value`.
+        #[arg(long)]
+        device_secret: Option<String>,
+        #[arg(long = "header")]
+        headers: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Publish a new signing key now; it signs after `key_publish_lead_secs`.
+    Rotate,
+    /// List signing keys (public metadata).
+    List,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let config = Config::load(cli.config.as_deref()).map_err(|e| e.to_string())?;
+    match cli.command {
+        Command::Serve => {
+            let running = spawn(config).await.map_err(|e| e.to_string())?;
+            tracing::info!(addr = %running.addr, issuer = %running.state.config.issuer, "authflow auth service listening");
+            println!("listening on http://{}", running.addr);
+            running.server.await.map_err(|e| e.to_string())?;
+            Ok(())
+        }
+        Command::Migrate => {
+            open_store(&config).await.map_err(|e| e.to_string())?;
+            println!("migrations applied to {}", config.database_url);
+            Ok(())
+        }
+        Command::User(UserCommand::Create { email, password, roles }) => create_user(config, &email, &password, roles).await,
+        Command::User(UserCommand::List) => {
+            let store = open_store(&config).await.map_err(|e| e.to_string())?;
+            for u in store.list_users().await.map_err(|e| e.to_string())? {
+                let flags = [
+                    (u.email_verified, "verified"),
+                    (u.banned_at.is_some(), "banned"),
+                    (u.totp_secret.is_some(), "totp"),
+                ];
+                let flags: Vec<&str> = flags.iter().filter(|(on, _)| *on).map(|(_, f)| *f).collect();
+                println!("{}  {}  roles={}  {}", u.id, u.email, u.roles.join(","), flags.join(","));
+            }
+            Ok(())
+        }
+        Command::Token(TokenCommand::Mint { email, device_secret, headers }) => mint(config, &email, device_secret, &headers).await,
+        Command::Keys(KeysCommand::Rotate) => {
+            let lead = i64::try_from(config.key_publish_lead.as_secs()).unwrap_or(60);
+            let alg = config.signing_alg;
+            let state = build_state(config).await.map_err(|e| e.to_string())?;
+            let kid = state.keys.rotate(state.store.as_ref(), alg, now(), lead).await.map_err(|e| e.to_string())?;
+            println!("new key {kid} published; it signs in {lead} s (a running service picks it up within its maintenance interval)");
+            Ok(())
+        }
+        Command::Keys(KeysCommand::List) => {
+            let state = build_state(config).await.map_err(|e| e.to_string())?;
+            for k in state.keys.list() {
+                println!("{}  {}  publish_at={} active_at={} retired_at={:?}", k.kid, k.alg, k.publish_at, k.active_at, k.retired_at);
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn create_user(config: Config, email: &str, password: &str, extra_roles: Vec<String>) -> Result<(), String> {
+    let email = Email::parse(email)?;
+    let password = Password::parse(password, email.as_str()).map_err(|e| e.0)?;
+    let hasher = Hasher::new(config.password_hash_memory_kib, config.password_hash_iterations)?;
+    let hash = hasher.hash(password.expose())?;
+    let mut roles = vec!["user".to_owned()];
+    for r in extra_roles {
+        let r = r.trim().to_owned();
+        if r.is_empty() || r.contains(char::is_whitespace) {
+            return Err(format!("role `{r}` must be one word"));
+        }
+        if !roles.contains(&r) {
+            roles.push(r);
+        }
+    }
+    let store = open_store(&config).await.map_err(|e| e.to_string())?;
+    let user = User {
+        id: random_id(),
+        email: email.as_str().to_owned(),
+        password_hash: hash,
+        roles: roles.clone(),
+        scope: "profile".into(),
+        email_verified: true,
+        banned_at: None,
+        totp_secret: None,
+        totp_pending: None,
+        totp_last_step: 0,
+        created_at: now(),
+    };
+    if !store.create_user(&user).await.map_err(|e| e.to_string())? {
+        return Err(format!("a user with email {email} already exists"));
+    }
+    println!("{}", serde_json::json!({"user_id": user.id, "email": user.email, "roles": roles}));
+    Ok(())
+}
+
+async fn mint(config: Config, email: &str, device_secret: Option<String>, headers: &[String]) -> Result<(), String> {
+    if config.environment != Environment::Development {
+        return Err("token mint is for the development environment only".into());
+    }
+    let state = build_state(config).await.map_err(|e| e.to_string())?;
+    let email = Email::parse(email)?;
+    let user = state.store.user_by_email(email.as_str()).await.map_err(|e| e.to_string())?.ok_or("no such user")?;
+    let now = now();
+    let device = device_secret.map(authflow_auth_service::domain::Secret::new).unwrap_or_else(random_secret);
+    let mut header_map = axum::http::HeaderMap::new();
+    for h in headers {
+        let (name, value) = h.split_once('=').ok_or_else(|| format!("--header `{h}` is not name=value"))?;
+        let name = axum::http::HeaderName::from_bytes(name.trim().to_ascii_lowercase().as_bytes()).map_err(|e| e.to_string())?;
+        let value = axum::http::HeaderValue::from_str(value.trim()).map_err(|e| e.to_string())?;
+        header_map.insert(name, value);
+    }
+    let session_id = random_id();
+    let expires_at = now + i64::try_from(state.config.refresh_ttl.as_secs()).unwrap_or(0);
+    let session = Session {
+        id: session_id.clone(),
+        user_id: user.id.clone(),
+        device_secret_hash: device.hash(),
+        created_at: now,
+        last_seen_at: now,
+        expires_at,
+        revoked_at: None,
+        revoke_reason: None,
+        ip: None,
+        user_agent: Some("authflow-auth token mint".into()),
+    };
+    // A throwaway refresh token nobody receives: the session exists so it can be revoked.
+    let refresh = RefreshRecord { hash: random_secret().hash(), session_id: session_id.clone(), created_at: now, expires_at, used_at: None };
+    state.store.create_session(&session, &refresh).await.map_err(|e| e.to_string())?;
+    let dfp = tokens::fingerprint(&state.config.fingerprint_attributes, device.expose(), &header_map, None);
+    let access = tokens::issue(&state, &user, &session_id, Some(dfp), now).await.map_err(|e| format!("{e:?}"))?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "access_token": access.token, "token_type": "Bearer", "expires_in": access.expires_in,
+            "device_secret": device.expose(), "session_id": session_id, "jti": access.jti,
+        })
+    );
+    Ok(())
+}

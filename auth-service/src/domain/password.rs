@@ -1,0 +1,122 @@
+//! The password policy (NIST SP 800-63B style: length over composition
+//! rules, a block list of the most common choices) and argon2id hashing.
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+
+pub const MIN_CHARS: usize = 10;
+pub const MAX_CHARS: usize = 128;
+
+/// A few of the most common passwords that pass the length rule.
+const BLOCKED: &[&str] = &[
+    "1234567890", "12345678910", "123456789012", "0123456789", "qwertyuiop", "password123", "password1234",
+    "iloveyou123", "qwerty12345", "abcdefghij", "passwordpassword", "letmein123", "welcome123", "1q2w3e4r5t",
+    "administrator", "changeme123",
+];
+
+/// A password that satisfies the policy. `Debug` redacts it.
+#[derive(Clone)]
+pub struct Password(String);
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct PasswordError(pub String);
+
+impl Password {
+    pub fn parse(raw: &str, email: &str) -> Result<Self, PasswordError> {
+        let chars = raw.chars().count();
+        if chars < MIN_CHARS {
+            return Err(PasswordError(format!("password must be at least {MIN_CHARS} characters")));
+        }
+        if chars > MAX_CHARS {
+            return Err(PasswordError(format!("password must be at most {MAX_CHARS} characters")));
+        }
+        let lower = raw.to_lowercase();
+        if BLOCKED.contains(&lower.as_str()) {
+            return Err(PasswordError("password is too common".into()));
+        }
+        let mut distinct: Vec<char> = raw.chars().collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if distinct.len() < 4 {
+            return Err(PasswordError("password needs at least 4 different characters".into()));
+        }
+        let local = email.split('@').next().unwrap_or_default();
+        if lower == email || (local.len() >= 4 && lower.contains(local)) {
+            return Err(PasswordError("password must not contain the email address".into()));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+/// argon2id with the configured cost; cloned into blocking tasks.
+#[derive(Clone)]
+pub struct Hasher {
+    params: Params,
+    /// A real hash of a random password, verified for unknown emails so that
+    /// "no such user" costs the same time as "wrong password".
+    dummy: String,
+}
+
+impl Hasher {
+    pub fn new(memory_kib: u32, iterations: u32) -> Result<Self, String> {
+        let params = Params::new(memory_kib, iterations, 1, None).map_err(|e| e.to_string())?;
+        let mut hasher = Self { params, dummy: String::new() };
+        hasher.dummy = hasher.hash(crate::domain::random_secret().expose())?;
+        Ok(hasher)
+    }
+
+    fn argon(&self) -> Argon2<'static> {
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone())
+    }
+
+    pub fn hash(&self, password: &str) -> Result<String, String> {
+        let salt = SaltString::generate(&mut OsRng);
+        self.argon().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
+    }
+
+    /// Verifies against `stored`, or against the dummy hash when `None`
+    /// (always false then, after the same work).
+    pub fn verify(&self, password: &str, stored: Option<&str>) -> bool {
+        let target = stored.unwrap_or(&self.dummy);
+        let Ok(parsed) = PasswordHash::new(target) else { return false };
+        let ok = self.argon().verify_password(password.as_bytes(), &parsed).is_ok();
+        ok && stored.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy() {
+        assert!(Password::parse("correct horse battery", "a@b.c").is_ok());
+        assert!(Password::parse("short", "a@b.c").is_err());
+        assert!(Password::parse("1234567890", "a@b.c").is_err());
+        assert!(Password::parse("aaaaaaaaaaaa", "a@b.c").is_err());
+        assert!(Password::parse("my-alice-password", "alice@b.c").is_err());
+        assert!(Password::parse(&"ab1c".repeat(40), "a@b.c").is_err());
+    }
+
+    #[test]
+    fn hash_and_verify() {
+        let h = Hasher::new(1024, 1).unwrap();
+        let stored = h.hash("correct horse battery").unwrap();
+        assert!(stored.starts_with("$argon2id$"));
+        assert!(h.verify("correct horse battery", Some(&stored)));
+        assert!(!h.verify("wrong horse battery", Some(&stored)));
+        assert!(!h.verify("correct horse battery", None));
+        assert!(!format!("{:?}", Password::parse("correct horse battery", "a@b.c").unwrap()).contains("horse"));
+    }
+}

@@ -1,0 +1,108 @@
+//! One error type for every route. The status and the `error` code are
+//! decided in one `match`; internal errors are logged and answered with a
+//! generic 500 that reveals nothing.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// Malformed request (bad JSON, wrong type, unknown field, bad value).
+    BadRequest(String),
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    WeakPassword(String),
+    /// Unknown email or wrong password: deliberately indistinguishable.
+    InvalidCredentials,
+    /// Bad or expired second-factor code / challenge.
+    InvalidCode(&'static str),
+    /// Bad, expired, used or revoked one-time token (verify-email / reset).
+    InvalidLink,
+    /// Missing or bad bearer token (RFC 6750).
+    InvalidToken(&'static str),
+    /// Refresh token refused (OAuth 2.0 `invalid_grant`).
+    InvalidGrant(&'static str),
+    EmailNotVerified,
+    AccountDisabled,
+    Forbidden(&'static str),
+    NotFound(&'static str),
+    MethodNotAllowed,
+    Conflict(&'static str),
+    TooManyRequests { retry_after_secs: u64 },
+    Unavailable(&'static str),
+    Internal(String),
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: &'static str,
+    pub error_description: String,
+}
+
+impl ApiError {
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        Self::Internal(e.to_string())
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str, String) {
+        use StatusCode as S;
+        match self {
+            Self::BadRequest(d) => (S::BAD_REQUEST, "invalid_request", d.clone()),
+            Self::PayloadTooLarge => (S::PAYLOAD_TOO_LARGE, "payload_too_large", "request body is too large".into()),
+            Self::UnsupportedMediaType => {
+                (S::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "send Content-Type: application/json".into())
+            }
+            Self::WeakPassword(d) => (S::BAD_REQUEST, "weak_password", d.clone()),
+            Self::InvalidCredentials => (S::UNAUTHORIZED, "invalid_credentials", "email or password is wrong".into()),
+            Self::InvalidCode(d) => (S::UNAUTHORIZED, "invalid_code", (*d).into()),
+            Self::InvalidLink => (S::BAD_REQUEST, "invalid_token", "the link is invalid, expired or already used".into()),
+            Self::InvalidToken(d) => (S::UNAUTHORIZED, "invalid_token", (*d).into()),
+            Self::InvalidGrant(d) => (S::UNAUTHORIZED, "invalid_grant", (*d).into()),
+            Self::EmailNotVerified => (S::FORBIDDEN, "email_not_verified", "verify the email address first".into()),
+            Self::AccountDisabled => (S::FORBIDDEN, "account_disabled", "this account is disabled".into()),
+            Self::Forbidden(d) => (S::FORBIDDEN, "insufficient_scope", (*d).into()),
+            Self::NotFound(d) => (S::NOT_FOUND, "not_found", (*d).into()),
+            Self::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here".into()),
+            Self::Conflict(d) => (S::CONFLICT, "conflict", (*d).into()),
+            Self::TooManyRequests { .. } => {
+                (S::TOO_MANY_REQUESTS, "too_many_attempts", "too many failed attempts; retry later".into())
+            }
+            Self::Unavailable(d) => (S::SERVICE_UNAVAILABLE, "unavailable", (*d).into()),
+            Self::Internal(_) => (S::INTERNAL_SERVER_ERROR, "server_error", "internal error".into()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Self::Internal(detail) = &self {
+            tracing::error!(%detail, "internal error");
+        }
+        let (status, error, error_description) = self.parts();
+        let mut response = (status, axum::Json(ErrorBody { error, error_description: error_description.clone() })).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            Self::InvalidToken(_) => {
+                // RFC 6750 §3: the description is fixed text, never input.
+                let value = format!("Bearer error=\"invalid_token\", error_description=\"{error_description}\"");
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    headers.insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            Self::TooManyRequests { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::Internal(e.0)
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

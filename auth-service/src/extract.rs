@@ -1,0 +1,125 @@
+//! Request extractors whose rejections use the one error shape.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Query, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::tokens::{self, Verified};
+use crate::{now, AppState};
+
+/// `axum::Json` with errors in the service's shape.
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Self(v)),
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::UnsupportedMediaType),
+            Err(JsonRejection::BytesRejection(r)) if r.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::PayloadTooLarge)
+            }
+            Err(e) => Err(ApiError::BadRequest(e.body_text())),
+        }
+    }
+}
+
+/// `axum::extract::Query` with errors in the service's shape.
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| Self(v))
+            .map_err(|e: QueryRejection| ApiError::BadRequest(e.body_text()))
+    }
+}
+
+/// Who is calling from where: for audit, throttling and the fingerprint.
+#[derive(Clone, Debug)]
+pub struct Client {
+    pub ip: String,
+    pub peer: Option<SocketAddr>,
+    pub user_agent: String,
+    pub headers: HeaderMap,
+}
+
+impl FromRequestParts<Arc<AppState>> for Client {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+        let ip = if state.config.trust_forwarded_for {
+            tokens::fingerprint_client_address(&parts.headers, peer)
+        } else {
+            peer.map(|p| p.ip().to_string()).unwrap_or_default()
+        };
+        let user_agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(256).collect())
+            .unwrap_or_default();
+        Ok(Self { ip, peer, user_agent, headers: parts.headers.clone() })
+    }
+}
+
+impl Client {
+    pub fn fingerprint(&self, state: &AppState, secret: &str) -> String {
+        tokens::fingerprint(&state.config.fingerprint_attributes, secret, &self.headers, self.peer)
+    }
+}
+
+/// The bearer token of `headers`, if any.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+/// A caller with a valid access token, checked like the filter does:
+/// signature and claims, revocation state, and the device fingerprint.
+pub struct Caller(pub Verified);
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let token = bearer(&parts.headers).ok_or(ApiError::InvalidToken("a bearer access token is required"))?;
+        let verified = tokens::verify(state, token, now()).map_err(ApiError::InvalidToken)?;
+        if let Some(claimed) = &verified.claims.dfp {
+            let secret = tokens::device_secret(&parts.headers).ok_or(ApiError::InvalidToken("device secret missing"))?;
+            let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+            let computed = tokens::fingerprint(&state.config.fingerprint_attributes, &secret, &parts.headers, peer);
+            if !authflow_contract::fingerprint::matches(claimed, &computed) {
+                return Err(ApiError::InvalidToken("token is bound to another device"));
+            }
+        }
+        Ok(Self(verified))
+    }
+}
+
+/// A caller whose token carries the `admin` role.
+pub struct Admin(pub Verified);
+
+impl FromRequestParts<Arc<AppState>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let Caller(v) = Caller::from_request_parts(parts, state).await?;
+        if !v.has_role("admin") {
+            return Err(ApiError::Forbidden("the admin role is required"));
+        }
+        Ok(Self(v))
+    }
+}

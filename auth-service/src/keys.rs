@@ -1,0 +1,209 @@
+//! Signing keys: generated on first start, persisted in the database,
+//! rotated so that every verifier can fetch a key before it signs anything.
+//!
+//! Timeline of a key: `publish_at` (appears in the JWKS) → `active_at`
+//! (starts signing, `key_publish_lead` later) → `retired_at` (the next key
+//! became active) → gone from the JWKS once `retired_at + access_ttl` passed,
+//! i.e. after the last token it signed has expired.
+
+use std::sync::{Arc, RwLock};
+
+use authflow_contract::{Algorithm, VerifyingKey};
+use jwt_simple::prelude::*;
+use sha2::{Digest, Sha256};
+
+use crate::domain::random_id;
+use crate::store::{Store, StoreError, StoredKey};
+
+/// Extra time a retired key stays published, for clock skew between hosts.
+const RETIRED_GRACE_SECS: i64 = 60;
+
+pub enum SigningKey {
+    EdDSA(Ed25519KeyPair),
+    ES256(ES256KeyPair),
+}
+
+impl SigningKey {
+    fn generate(alg: Algorithm, kid: &str) -> Result<Self, StoreError> {
+        match alg {
+            Algorithm::EdDSA => Ok(Self::EdDSA(Ed25519KeyPair::generate().with_key_id(kid))),
+            Algorithm::ES256 => Ok(Self::ES256(ES256KeyPair::generate().with_key_id(kid))),
+            Algorithm::RS256 => Err(StoreError("RS256 signing is not supported".into())),
+        }
+    }
+
+    fn from_stored(k: &StoredKey) -> Result<Self, StoreError> {
+        let bad = |e: jwt_simple::Error| StoreError(format!("signing key {} is unreadable: {e}", k.kid));
+        match k.alg.as_str() {
+            "EdDSA" => Ok(Self::EdDSA(Ed25519KeyPair::from_bytes(&k.private_key).map_err(bad)?.with_key_id(&k.kid))),
+            "ES256" => Ok(Self::ES256(ES256KeyPair::from_bytes(&k.private_key).map_err(bad)?.with_key_id(&k.kid))),
+            other => Err(StoreError(format!("signing key {} has unknown alg {other}", k.kid))),
+        }
+    }
+
+    fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            Self::EdDSA(k) => k.to_bytes(),
+            Self::ES256(k) => k.to_bytes(),
+        }
+    }
+
+    fn algorithm(&self) -> Algorithm {
+        match self {
+            Self::EdDSA(_) => Algorithm::EdDSA,
+            Self::ES256(_) => Algorithm::ES256,
+        }
+    }
+
+    pub fn verifying_key(&self) -> VerifyingKey {
+        match self {
+            Self::EdDSA(k) => VerifyingKey::EdDSA(k.public_key()),
+            Self::ES256(k) => VerifyingKey::ES256(k.public_key()),
+        }
+    }
+
+    fn public_jwk(&self) -> String {
+        match self {
+            Self::EdDSA(k) => k.public_key().to_jwk(),
+            Self::ES256(k) => k.public_key().to_jwk(),
+        }
+    }
+
+    /// Signs with `typ: at+jwt` (RFC 9068); the key id goes in `kid`.
+    pub fn sign<C: serde::Serialize + serde::de::DeserializeOwned>(&self, claims: JWTClaims<C>) -> Result<String, jwt_simple::Error> {
+        let options = HeaderOptions {
+            signature_type: Some(authflow_contract::claims::ACCESS_TOKEN_TYPE.to_owned()),
+            ..HeaderOptions::default()
+        };
+        match self {
+            Self::EdDSA(k) => k.sign_with_options(claims, &options),
+            Self::ES256(k) => k.sign_with_options(claims, &options),
+        }
+    }
+}
+
+pub struct LoadedKey {
+    pub kid: String,
+    pub publish_at: i64,
+    pub active_at: i64,
+    pub retired_at: Option<i64>,
+    pub signer: SigningKey,
+    pub verifier: VerifyingKey,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct KeyInfo {
+    pub kid: String,
+    pub alg: &'static str,
+    pub publish_at: i64,
+    pub active_at: i64,
+    pub retired_at: Option<i64>,
+}
+
+/// The in-memory copy of every stored key; swapped whole on rotation.
+pub struct KeyRing {
+    keys: RwLock<Arc<Vec<LoadedKey>>>,
+    access_ttl_secs: i64,
+}
+
+impl KeyRing {
+    /// Loads the stored keys, generating the first one if there is none.
+    pub async fn load(store: &dyn Store, alg: Algorithm, access_ttl_secs: i64, now: i64) -> Result<Self, StoreError> {
+        if store.signing_keys().await?.is_empty() {
+            add_key(store, alg, now, now).await?;
+        }
+        let ring = Self { keys: RwLock::new(Arc::new(Vec::new())), access_ttl_secs };
+        ring.reload(store).await?;
+        Ok(ring)
+    }
+
+    pub async fn reload(&self, store: &dyn Store) -> Result<(), StoreError> {
+        let stored = store.signing_keys().await?;
+        let mut loaded = Vec::with_capacity(stored.len());
+        for k in &stored {
+            let signer = SigningKey::from_stored(k)?;
+            loaded.push(LoadedKey {
+                kid: k.kid.clone(),
+                publish_at: k.publish_at,
+                active_at: k.active_at,
+                retired_at: k.retired_at,
+                verifier: signer.verifying_key(),
+                signer,
+            });
+        }
+        if let Ok(mut guard) = self.keys.write() {
+            *guard = Arc::new(loaded);
+        }
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Arc<Vec<LoadedKey>> {
+        self.keys.read().map(|g| Arc::clone(&g)).unwrap_or_default()
+    }
+
+    /// Publishes a new key now; it signs from `now + lead`.
+    pub async fn rotate(&self, store: &dyn Store, alg: Algorithm, now: i64, lead_secs: i64) -> Result<String, StoreError> {
+        let kid = add_key(store, alg, now, now + lead_secs).await?;
+        self.reload(store).await?;
+        Ok(kid)
+    }
+
+    /// Runs `f` with the key that signs at `now`: the newest already active.
+    pub fn with_signer<R>(&self, now: i64, f: impl FnOnce(&LoadedKey) -> R) -> Option<R> {
+        let keys = self.snapshot();
+        let key = keys.iter().filter(|k| k.active_at <= now).max_by_key(|k| k.active_at).or_else(|| keys.first())?;
+        Some(f(key))
+    }
+
+    pub fn verifier(&self, kid: &str) -> Option<VerifyingKey> {
+        self.snapshot().iter().find(|k| k.kid == kid).map(|k| k.verifier.clone())
+    }
+
+    fn published(&self, key: &LoadedKey, now: i64) -> bool {
+        key.publish_at <= now
+            && key.retired_at.is_none_or(|r| now < r + self.access_ttl_secs + RETIRED_GRACE_SECS)
+    }
+
+    /// The JWKS document and its ETag.
+    pub fn jwks(&self, now: i64) -> (String, String) {
+        let keys = self.snapshot();
+        let jwks: Vec<String> = keys.iter().filter(|k| self.published(k, now)).map(|k| k.signer.public_jwk()).collect();
+        let body = format!("{{\"keys\":[{}]}}", jwks.join(","));
+        let etag = format!("\"{}\"", &hex_digest(body.as_bytes())[..32]);
+        (body, etag)
+    }
+
+    pub fn list(&self) -> Vec<KeyInfo> {
+        self.snapshot()
+            .iter()
+            .map(|k| KeyInfo {
+                kid: k.kid.clone(),
+                alg: k.signer.algorithm().as_str(),
+                publish_at: k.publish_at,
+                active_at: k.active_at,
+                retired_at: k.retired_at,
+            })
+            .collect()
+    }
+}
+
+fn hex_digest(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+async fn add_key(store: &dyn Store, alg: Algorithm, publish_at: i64, active_at: i64) -> Result<String, StoreError> {
+    let kid = random_id();
+    let key = SigningKey::generate(alg, &kid)?;
+    store
+        .add_signing_key(&StoredKey {
+            kid: kid.clone(),
+            alg: alg.as_str().to_owned(),
+            private_key: key.to_bytes(),
+            created_at: publish_at,
+            publish_at,
+            active_at,
+            retired_at: None,
+        })
+        .await?;
+    Ok(kid)
+}

@@ -1,0 +1,171 @@
+//! The authflow auth service: issues what the filter verifies (see the
+//! contract crate) and feeds it keys and revocations.
+
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod extract;
+pub mod feed;
+pub mod keys;
+pub mod mailer;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+pub mod store;
+pub mod throttle;
+pub mod tokens;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::domain::password::Hasher;
+use crate::feed::Feed;
+use crate::keys::KeyRing;
+use crate::mailer::Mailer;
+use crate::metrics::Metrics;
+use crate::store::{AuditEntry, SqliteStore, Store};
+use crate::throttle::Throttle;
+
+/// Seconds since the Unix epoch: the one clock of the service.
+pub fn now() -> i64 {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+pub struct AppState {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub keys: KeyRing,
+    pub feed: Feed,
+    pub mailer: Box<dyn Mailer>,
+    pub hasher: Hasher,
+    pub throttle: Throttle,
+    pub metrics: Metrics,
+}
+
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+fn start_err(e: impl std::fmt::Display) -> StartError {
+    StartError(e.to_string())
+}
+
+/// Opens the store chosen by the database URL (only SQLite in this build).
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| StartError(format!("cannot create data dir {}: {e}", config.data_dir.display())))?;
+    let store = SqliteStore::open(&config.database_url).await.map_err(start_err)?;
+    Ok(Arc::new(store))
+}
+
+/// Everything the routes need: store, keys (generated on first start), feed state, mailer.
+pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
+    let store = open_store(&config).await?;
+    let now = now();
+    let ttl = i64::try_from(config.access_ttl.as_secs()).unwrap_or(900);
+    let keys = KeyRing::load(store.as_ref(), config.signing_alg, ttl, now).await.map_err(start_err)?;
+    let feed = Feed::load(store.as_ref(), now).await.map_err(start_err)?;
+    let mailer = mailer::from_config(&config).map_err(StartError)?;
+    let hasher = Hasher::new(config.password_hash_memory_kib, config.password_hash_iterations).map_err(StartError)?;
+    let throttle = Throttle::new(config.lockout_base, config.lockout_max);
+    Ok(Arc::new(AppState { config, store, keys, feed, mailer, hasher, throttle, metrics: Metrics::default() }))
+}
+
+pub fn app(state: Arc<AppState>) -> Router {
+    routes::router(state)
+}
+
+/// A running service (tests and `serve`).
+pub struct Running {
+    pub addr: SocketAddr,
+    pub state: Arc<AppState>,
+    pub server: JoinHandle<()>,
+    pub maintenance: JoinHandle<()>,
+}
+
+/// Builds the state, binds `config.listen` (port 0 picks a free one), serves.
+pub async fn spawn(config: Config) -> Result<Running, StartError> {
+    let listen = config.listen;
+    let state = build_state(config).await?;
+    let listener = TcpListener::bind(listen).await.map_err(|e| StartError(format!("cannot listen on {listen}: {e}")))?;
+    let addr = listener.local_addr().map_err(start_err)?;
+    let router = app(Arc::clone(&state));
+    let server = tokio::spawn(async move {
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(listener, service).with_graceful_shutdown(shutdown_signal()).await {
+            tracing::error!(error = %e, "server stopped");
+        }
+    });
+    let maintenance = tokio::spawn(maintenance(Arc::clone(&state)));
+    Ok(Running { addr, state, server, maintenance })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Periodically prunes expired rows and picks up feed events written by
+/// other processes (e.g. the CLI).
+async fn maintenance(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(state.config.maintenance_interval);
+    loop {
+        tick.tick().await;
+        let now = now();
+        match state.store.prune(now).await {
+            Ok(n) if n > 0 => tracing::debug!(pruned = n, "expired revocation entries pruned"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "prune failed"),
+        }
+        if let Err(e) = state.feed.sync(state.store.as_ref(), now).await {
+            tracing::warn!(error = %e, "feed sync failed");
+        }
+        if let Err(e) = state.keys.reload(state.store.as_ref()).await {
+            tracing::warn!(error = %e, "key reload failed");
+        }
+    }
+}
+
+/// Writes one audit row; a failure is logged, never fatal to the request.
+pub async fn audit(state: &AppState, client: Option<&extract::Client>, event: &str, outcome: &str, user_id: Option<&str>, email: Option<&str>) {
+    let entry = AuditEntry {
+        at: now(),
+        event: event.to_owned(),
+        outcome: outcome.to_owned(),
+        user_id: user_id.map(str::to_owned),
+        email: email.map(str::to_owned),
+        ip: client.map(|c| c.ip.clone()),
+        user_agent: client.map(|c| c.user_agent.clone()),
+        detail: None,
+    };
+    if let Err(e) = state.store.audit(&entry).await {
+        tracing::warn!(error = %e, event, "audit write failed");
+    }
+}

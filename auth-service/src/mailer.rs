@@ -1,0 +1,129 @@
+//! Outgoing mail. Development: every message is a JSON file under
+//! `<data_dir>/outbox/` (readable through `GET /v1/dev/outbox` when the dev
+//! endpoints are on). Production: SMTP to a relay.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use lettre::message::Mailbox;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, MailerConfig};
+
+/// One message. `code` / `token` repeat the secret in the body so that the
+/// development outbox can expose it to scripts; SMTP sends only the body.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Mail {
+    pub to: String,
+    pub subject: String,
+    pub body: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub sent_at: i64,
+}
+
+impl std::fmt::Debug for Mail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mail").field("to", &self.to).field("subject", &self.subject).finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+pub trait Mailer: Send + Sync + 'static {
+    async fn send(&self, mail: Mail) -> Result<(), String>;
+    /// Messages sent to `to`, oldest first (development outbox only).
+    async fn outbox(&self, _to: &str) -> Result<Vec<Mail>, String> {
+        Ok(Vec::new())
+    }
+}
+
+pub fn from_config(config: &Config) -> Result<Box<dyn Mailer>, String> {
+    match &config.mailer {
+        MailerConfig::DevOutbox => Ok(Box::new(DevOutbox::new(config.outbox_dir())?)),
+        MailerConfig::Smtp { host, port, username, password } => {
+            let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.as_str()).port(*port);
+            if let (Some(u), Some(p)) = (username, password) {
+                builder = builder.credentials(Credentials::new(u.clone(), p.clone()));
+            }
+            let from: Mailbox = config.mail_from.parse().map_err(|e| format!("mail_from is not a mailbox: {e}"))?;
+            Ok(Box::new(Smtp { transport: builder.build(), from }))
+        }
+    }
+}
+
+pub struct DevOutbox {
+    dir: PathBuf,
+    counter: AtomicU64,
+}
+
+impl DevOutbox {
+    pub fn new(dir: PathBuf) -> Result<Self, String> {
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create outbox {}: {e}", dir.display()))?;
+        Ok(Self { dir, counter: AtomicU64::new(0) })
+    }
+}
+
+#[async_trait]
+impl Mailer for DevOutbox {
+    async fn send(&self, mut mail: Mail) -> Result<(), String> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        mail.sent_at = i64::try_from(now.as_secs()).unwrap_or(0);
+        let n = self.counter.fetch_add(1, Ordering::SeqCst);
+        // Name sorts by time, then by order within this process.
+        let name = format!("{:020}-{:08}.json", now.as_nanos(), n);
+        let json = serde_json::to_vec_pretty(&mail).map_err(|e| e.to_string())?;
+        tokio::fs::write(self.dir.join(name), json).await.map_err(|e| e.to_string())
+    }
+
+    async fn outbox(&self, to: &str) -> Result<Vec<Mail>, String> {
+        let mut entries = tokio::fs::read_dir(&self.dir).await.map_err(|e| e.to_string())?;
+        let mut names = Vec::new();
+        while let Some(entry) = entries.next_entry().await.map_err(|e| e.to_string())? {
+            names.push(entry.path());
+        }
+        names.sort();
+        let mut out = Vec::new();
+        for path in names {
+            let Ok(bytes) = tokio::fs::read(&path).await else { continue };
+            if let Ok(mail) = serde_json::from_slice::<Mail>(&bytes) {
+                if mail.to == to {
+                    out.push(mail);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+pub struct Smtp {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+}
+
+#[async_trait]
+impl Mailer for Smtp {
+    /// Queued in the background: the caller's latency must not depend on
+    /// whether a mail was sent (that would reveal which emails exist).
+    async fn send(&self, mail: Mail) -> Result<(), String> {
+        let to: Mailbox = mail.to.parse().map_err(|e| format!("bad recipient: {e}"))?;
+        let message = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(mail.subject)
+            .body(mail.body)
+            .map_err(|e| e.to_string())?;
+        let transport = self.transport.clone();
+        tokio::spawn(async move {
+            if let Err(e) = transport.send(message).await {
+                tracing::warn!(error = %e, "smtp delivery failed");
+            }
+        });
+        Ok(())
+    }
+}

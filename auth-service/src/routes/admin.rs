@@ -1,0 +1,199 @@
+//! Administration. Callers need an access token with the `admin` role,
+//! checked exactly like any other caller's (signature, revocation, device).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::tokens::feed_changed;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{Admin, Client, Json, QueryParams};
+use crate::keys::KeyInfo;
+use crate::store::{AuditEntry, Session, User};
+use crate::{audit, now, AppState};
+
+#[derive(Serialize, ToSchema)]
+pub struct UserView {
+    pub user_id: String,
+    pub email: String,
+    pub roles: Vec<String>,
+    pub email_verified: bool,
+    pub banned: bool,
+    pub totp_enabled: bool,
+    pub created_at: i64,
+}
+
+impl From<&User> for UserView {
+    fn from(u: &User) -> Self {
+        Self {
+            user_id: u.id.clone(),
+            email: u.email.clone(),
+            roles: u.roles.clone(),
+            email_verified: u.email_verified,
+            banned: u.banned_at.is_some(),
+            totp_enabled: u.totp_secret.is_some(),
+            created_at: u.created_at,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SessionView {
+    pub session_id: String,
+    pub created_at: i64,
+    pub last_seen_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+    pub revoke_reason: Option<String>,
+    pub active: bool,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl SessionView {
+    fn new(s: &Session, now: i64) -> Self {
+        Self {
+            session_id: s.id.clone(),
+            created_at: s.created_at,
+            last_seen_at: s.last_seen_at,
+            expires_at: s.expires_at,
+            revoked_at: s.revoked_at,
+            revoke_reason: s.revoke_reason.clone(),
+            active: s.revoked_at.is_none() && s.expires_at > now,
+            ip: s.ip.clone(),
+            user_agent: s.user_agent.clone(),
+        }
+    }
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct UserQuery {
+    /// Exact email (case-insensitive); all users when absent.
+    pub email: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BanResponse {
+    pub user_id: String,
+    pub banned: bool,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeTokenRequest {
+    pub jti: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RevokeTokenResponse {
+    pub jti: String,
+    /// When the feed entry (and the token) expires.
+    pub expires_at: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RotateResponse {
+    pub kid: String,
+    pub publish_at: i64,
+    pub active_at: i64,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    pub user_id: Option<String>,
+    pub limit: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/v1/admin/users", tag = "admin", params(UserQuery), security(("bearer" = [])),
+    responses((status = 200, body = Vec<UserView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn find_users(State(state): State<Arc<AppState>>, _admin: Admin, QueryParams(q): QueryParams<UserQuery>) -> ApiResult<axum::Json<Vec<UserView>>> {
+    let users = match q.email {
+        Some(email) => state.store.user_by_email(&email.trim().to_lowercase()).await?.into_iter().collect(),
+        None => state.store.list_users().await?,
+    };
+    Ok(axum::Json(users.iter().map(UserView::from).collect()))
+}
+
+async fn existing_user(state: &AppState, user_id: &str) -> ApiResult<User> {
+    state.store.user_by_id(user_id).await?.ok_or(ApiError::NotFound("no such user"))
+}
+
+/// Bans a user: sign-in is refused, every session ends, and the feed gets a
+/// subject entry killing every token issued before now.
+#[utoipa::path(post, path = "/v1/admin/users/{user_id}/ban", tag = "admin", security(("bearer" = [])),
+    params(("user_id" = String, Path)),
+    responses((status = 200, body = BanResponse), (status = 404, body = ErrorBody)))]
+pub async fn ban(State(state): State<Arc<AppState>>, client: Client, Admin(admin): Admin, Path(user_id): Path<String>) -> ApiResult<axum::Json<BanResponse>> {
+    let user = existing_user(&state, &user_id).await?;
+    let now = now();
+    let expires = now + i64::try_from(state.config.access_ttl.as_secs()).unwrap_or(900);
+    state.store.ban_user(&user.id, now, expires).await?;
+    feed_changed(&state).await;
+    audit(&state, Some(&client), "admin_ban", &format!("by {}", admin.sub), Some(&user.id), Some(&user.email)).await;
+    Ok(axum::Json(BanResponse { user_id: user.id, banned: true }))
+}
+
+#[utoipa::path(delete, path = "/v1/admin/users/{user_id}/ban", tag = "admin", security(("bearer" = [])),
+    params(("user_id" = String, Path)),
+    responses((status = 200, body = BanResponse), (status = 404, body = ErrorBody)))]
+pub async fn unban(State(state): State<Arc<AppState>>, client: Client, Admin(admin): Admin, Path(user_id): Path<String>) -> ApiResult<axum::Json<BanResponse>> {
+    let user = existing_user(&state, &user_id).await?;
+    state.store.unban_user(&user.id).await?;
+    audit(&state, Some(&client), "admin_unban", &format!("by {}", admin.sub), Some(&user.id), Some(&user.email)).await;
+    Ok(axum::Json(BanResponse { user_id: user.id, banned: false }))
+}
+
+#[utoipa::path(get, path = "/v1/admin/users/{user_id}/sessions", tag = "admin", security(("bearer" = [])),
+    params(("user_id" = String, Path)),
+    responses((status = 200, body = Vec<SessionView>), (status = 404, body = ErrorBody)))]
+pub async fn sessions(State(state): State<Arc<AppState>>, _admin: Admin, Path(user_id): Path<String>) -> ApiResult<axum::Json<Vec<SessionView>>> {
+    let user = existing_user(&state, &user_id).await?;
+    let now = now();
+    let sessions = state.store.sessions_of(&user.id).await?;
+    Ok(axum::Json(sessions.iter().map(|s| SessionView::new(s, now)).collect()))
+}
+
+/// Revokes one access token by `jti`; the feed entry lives until the token's own expiry.
+#[utoipa::path(post, path = "/v1/admin/tokens/revoke", tag = "admin", request_body = RevokeTokenRequest, security(("bearer" = [])),
+    responses((status = 200, body = RevokeTokenResponse), (status = 404, body = ErrorBody)))]
+pub async fn revoke_token(State(state): State<Arc<AppState>>, client: Client, Admin(admin): Admin, Json(req): Json<RevokeTokenRequest>) -> ApiResult<axum::Json<RevokeTokenResponse>> {
+    let now = now();
+    let token = state
+        .store
+        .access_token(&req.jti)
+        .await?
+        .filter(|t| t.expires_at > now)
+        .ok_or(ApiError::NotFound("no live access token has this jti"))?;
+    state.store.revoke_token(&token.jti, now, token.expires_at).await?;
+    feed_changed(&state).await;
+    audit(&state, Some(&client), "admin_revoke_token", &format!("by {}", admin.sub), Some(&token.user_id), None).await;
+    Ok(axum::Json(RevokeTokenResponse { jti: token.jti, expires_at: token.expires_at }))
+}
+
+#[utoipa::path(get, path = "/v1/admin/keys", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, description = "every stored signing key (public metadata only)")))]
+pub async fn list_keys(State(state): State<Arc<AppState>>, _admin: Admin) -> axum::Json<Vec<KeyInfo>> {
+    axum::Json(state.keys.list())
+}
+
+/// Publishes a new key now; it signs after `key_publish_lead_secs`.
+#[utoipa::path(post, path = "/v1/admin/keys/rotate", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, body = RotateResponse)))]
+pub async fn rotate_keys(State(state): State<Arc<AppState>>, client: Client, Admin(admin): Admin) -> ApiResult<axum::Json<RotateResponse>> {
+    let now = now();
+    let lead = i64::try_from(state.config.key_publish_lead.as_secs()).unwrap_or(60);
+    let kid = state.keys.rotate(state.store.as_ref(), state.config.signing_alg, now, lead).await?;
+    audit(&state, Some(&client), "admin_rotate_keys", &format!("by {}", admin.sub), None, None).await;
+    Ok(axum::Json(RotateResponse { kid, publish_at: now, active_at: now + lead }))
+}
+
+#[utoipa::path(get, path = "/v1/admin/audit", tag = "admin", params(AuditQuery), security(("bearer" = [])),
+    responses((status = 200, description = "newest audit entries first")))]
+pub async fn audit_log(State(state): State<Arc<AppState>>, _admin: Admin, QueryParams(q): QueryParams<AuditQuery>) -> ApiResult<axum::Json<Vec<AuditEntry>>> {
+    let limit = q.limit.unwrap_or(100).min(1000);
+    Ok(axum::Json(state.store.audit_log(q.user_id.as_deref(), limit).await?))
+}

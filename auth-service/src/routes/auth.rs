@@ -1,0 +1,437 @@
+//! Sign-up, email verification, sign-in with a second factor, password
+//! reset, TOTP enrolment.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::domain::password::Password;
+use crate::domain::secret::{hash_secret, hashes_match, random_code};
+use crate::domain::{random_id, random_secret, Email, Secret};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{Caller, Client, Json};
+use crate::mailer::Mail;
+use crate::metrics::inc;
+use crate::store::{Challenge, TokenPurpose, User};
+use crate::throttle::{account_key, ip_key};
+use crate::{audit, now, AppState};
+
+/// Longest password accepted at sign-in (argon2 cost must stay bounded).
+const MAX_PASSWORD_BYTES: usize = 1024;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    pub email: String,
+    #[schema(value_type = String, format = Password)]
+    pub password: Secret,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SignupResponse {
+    pub user_id: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    #[schema(value_type = String)]
+    pub token: Secret,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StatusResponse {
+    pub status: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ChallengeResponse {
+    pub challenge_id: String,
+    /// `email` (a code was mailed) or `totp`.
+    pub method: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengeAnswer {
+    pub challenge_id: String,
+    #[schema(value_type = String)]
+    pub code: Secret,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForgotRequest {
+    pub email: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetRequest {
+    #[schema(value_type = String)]
+    pub token: Secret,
+    #[schema(value_type = String, format = Password)]
+    pub password: Secret,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TotpEnrollment {
+    /// Base32 secret, for manual entry.
+    pub secret: String,
+    pub otpauth_uri: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CodeRequest {
+    #[schema(value_type = String)]
+    pub code: Secret,
+}
+
+fn parse_email(raw: &str) -> ApiResult<Email> {
+    Email::parse(raw).map_err(ApiError::BadRequest)
+}
+
+async fn hash_password(state: &AppState, password: String) -> ApiResult<String> {
+    let hasher = state.hasher.clone();
+    tokio::task::spawn_blocking(move || hasher.hash(&password))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)
+}
+
+/// argon2id verification off the async threads; `None` = dummy hash.
+async fn verify_password(state: &AppState, password: String, stored: Option<String>) -> ApiResult<bool> {
+    let hasher = state.hasher.clone();
+    tokio::task::spawn_blocking(move || hasher.verify(&password, stored.as_deref())).await.map_err(ApiError::internal)
+}
+
+async fn send_mail(state: &AppState, mail: Mail) {
+    let to = mail.to.clone();
+    if let Err(e) = state.mailer.send(mail).await {
+        tracing::warn!(error = %e, to, "mail not sent");
+    }
+}
+
+async fn send_verification(state: &AppState, user_id: &str, email: &str) -> ApiResult<()> {
+    let token = random_secret();
+    let expires = now() + i64::try_from(state.config.email_token_ttl.as_secs()).unwrap_or(86_400);
+    state.store.put_one_time_token(&token.hash(), TokenPurpose::VerifyEmail, user_id, expires).await?;
+    let body = format!(
+        "Confirm your email address with this token (POST /v1/auth/verify-email):\n\n{}\n",
+        token.expose()
+    );
+    let mail = Mail {
+        to: email.to_owned(),
+        subject: "Verify your email address".into(),
+        body,
+        code: None,
+        token: Some(token.expose().to_owned()),
+        sent_at: 0,
+    };
+    send_mail(state, mail).await;
+    Ok(())
+}
+
+/// Creates an account and mails a verification token. An email that is
+/// already registered gets the same 201 (with an id that leads nowhere) and
+/// its owner a notice, so sign-up does not reveal who has an account.
+#[utoipa::path(post, path = "/v1/auth/signup", tag = "auth", request_body = Credentials,
+    responses((status = 201, body = SignupResponse), (status = 400, body = ErrorBody)))]
+pub async fn signup(State(state): State<Arc<AppState>>, client: Client, Json(req): Json<Credentials>) -> ApiResult<Response> {
+    let email = parse_email(&req.email)?;
+    let password = Password::parse(req.password.expose(), email.as_str()).map_err(|e| ApiError::WeakPassword(e.0))?;
+    let hash = hash_password(&state, password.expose().to_owned()).await?;
+    let user = User {
+        id: random_id(),
+        email: email.as_str().to_owned(),
+        password_hash: hash,
+        roles: vec!["user".into()],
+        scope: "profile".into(),
+        email_verified: false,
+        banned_at: None,
+        totp_secret: None,
+        totp_pending: None,
+        totp_last_step: 0,
+        created_at: now(),
+    };
+    if state.store.create_user(&user).await? {
+        inc(&state.metrics.signups);
+        send_verification(&state, &user.id, email.as_str()).await?;
+        audit(&state, Some(&client), "signup", "success", Some(&user.id), Some(email.as_str())).await;
+    } else {
+        let mail = Mail {
+            to: email.as_str().to_owned(),
+            subject: "Sign-up attempt".into(),
+            body: "Someone tried to create an account with this address, which already has one. \
+                   If it was you, sign in or reset your password."
+                .into(),
+            code: None,
+            token: None,
+            sent_at: 0,
+        };
+        send_mail(&state, mail).await;
+        audit(&state, Some(&client), "signup", "duplicate_email", None, Some(email.as_str())).await;
+    }
+    Ok((StatusCode::CREATED, axum::Json(SignupResponse { user_id: user.id })).into_response())
+}
+
+#[utoipa::path(post, path = "/v1/auth/verify-email", tag = "auth", request_body = TokenRequest,
+    responses((status = 200, body = StatusResponse), (status = 400, body = ErrorBody)))]
+pub async fn verify_email(State(state): State<Arc<AppState>>, client: Client, Json(req): Json<TokenRequest>) -> ApiResult<axum::Json<StatusResponse>> {
+    let user_id = state
+        .store
+        .take_one_time_token(&req.token.hash(), TokenPurpose::VerifyEmail, now())
+        .await?
+        .ok_or(ApiError::InvalidLink)?;
+    state.store.set_email_verified(&user_id).await?;
+    audit(&state, Some(&client), "verify_email", "success", Some(&user_id), None).await;
+    Ok(axum::Json(StatusResponse { status: "verified" }))
+}
+
+fn throttled(state: &AppState, email: &str, client: &Client) -> ApiResult<()> {
+    let keys = [account_key(email), ip_key(&client.ip)];
+    state.throttle.check(&[&keys[0], &keys[1]], now()).map_err(|retry| {
+        inc(&state.metrics.signin_throttled);
+        ApiError::TooManyRequests { retry_after_secs: retry.max(1) }
+    })
+}
+
+fn count_failure(state: &AppState, email: &str, client: &Client) {
+    let now = now();
+    state.throttle.failure(&account_key(email), state.config.account_max_failures, now);
+    state.throttle.failure(&ip_key(&client.ip), state.config.ip_max_failures, now);
+}
+
+/// Step 1: password. The same 401, after the same argon2 work, for an unknown
+/// email and a wrong password. A banned account is told so only after its
+/// password checked out.
+#[utoipa::path(post, path = "/v1/auth/signin", tag = "auth", request_body = Credentials,
+    responses((status = 200, body = ChallengeResponse), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub async fn signin(State(state): State<Arc<AppState>>, client: Client, Json(req): Json<Credentials>) -> ApiResult<axum::Json<ChallengeResponse>> {
+    let email = parse_email(&req.email)?;
+    if req.password.expose().len() > MAX_PASSWORD_BYTES {
+        return Err(ApiError::BadRequest("password is too long".into()));
+    }
+    if let Err(e) = throttled(&state, email.as_str(), &client) {
+        audit(&state, Some(&client), "signin", "throttled", None, Some(email.as_str())).await;
+        return Err(e);
+    }
+    let user = state.store.user_by_email(email.as_str()).await?;
+    let ok = verify_password(&state, req.password.expose().to_owned(), user.as_ref().map(|u| u.password_hash.clone())).await?;
+    let user = match (ok, user) {
+        (true, Some(user)) => user,
+        (_, user) => {
+            inc(&state.metrics.signin_password_failed);
+            count_failure(&state, email.as_str(), &client);
+            let uid = user.as_ref().map(|u| u.id.as_str());
+            audit(&state, Some(&client), "signin", "bad_credentials", uid, Some(email.as_str())).await;
+            return Err(ApiError::InvalidCredentials);
+        }
+    };
+    state.throttle.success(&account_key(email.as_str()));
+    if user.banned_at.is_some() {
+        audit(&state, Some(&client), "signin", "banned", Some(&user.id), Some(email.as_str())).await;
+        return Err(ApiError::AccountDisabled);
+    }
+    inc(&state.metrics.signin_password_ok);
+    let now = now();
+    let expires_at = now + i64::try_from(state.config.challenge_ttl.as_secs()).unwrap_or(300);
+    let (method, code) = if user.totp_secret.is_some() { ("totp", None) } else { ("email", Some(random_code())) };
+    let challenge = Challenge {
+        id: random_id(),
+        user_id: user.id.clone(),
+        method: method.into(),
+        code_hash: code.as_ref().map(Secret::hash),
+        expires_at,
+        attempts: 0,
+        consumed_at: None,
+        created_at: now,
+    };
+    state.store.put_challenge(&challenge).await?;
+    // An unverified address gets no code: the verify step refuses it anyway.
+    if let (Some(code), true) = (code, user.email_verified) {
+        let mail = Mail {
+            to: user.email.clone(),
+            subject: "Your sign-in code".into(),
+            body: format!(
+                "Your sign-in code is {}. It expires in {} minutes. If you did not try to sign in, change your password.",
+                code.expose(),
+                state.config.challenge_ttl.as_secs() / 60
+            ),
+            code: Some(code.expose().to_owned()),
+            token: None,
+            sent_at: 0,
+        };
+        send_mail(&state, mail).await;
+    }
+    audit(&state, Some(&client), "signin", "challenge_sent", Some(&user.id), Some(email.as_str())).await;
+    Ok(axum::Json(ChallengeResponse { challenge_id: challenge.id, method: method.into() }))
+}
+
+/// The TOTP time step that `code` matches (RFC 6238, 30 s steps, ±1 step).
+pub fn totp_step(secret_base32: &str, code: &str, now: i64) -> Option<i64> {
+    let bytes = totp_rs::Secret::Encoded(secret_base32.to_owned()).to_bytes().ok()?;
+    let totp = totp_rs::TOTP::new_unchecked(totp_rs::Algorithm::SHA1, 6, 1, 30, bytes, None, String::new());
+    let current = now / 30;
+    let mut found = None;
+    for step in [current - 1, current, current + 1] {
+        let expected = totp.generate(u64::try_from(step * 30).unwrap_or(0));
+        // No early exit: every candidate costs the same.
+        if expected.len() == code.len() && bool::from(subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), code.as_bytes())) {
+            found = Some(step);
+        }
+    }
+    found
+}
+
+/// Step 2: the second factor. Returns the tokens and sets the device cookie.
+#[utoipa::path(post, path = "/v1/auth/signin/verify", tag = "auth", request_body = ChallengeAnswer,
+    responses((status = 200, body = super::tokens::TokenResponse), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub async fn signin_verify(State(state): State<Arc<AppState>>, client: Client, Json(req): Json<ChallengeAnswer>) -> ApiResult<Response> {
+    let now = now();
+    let challenge = state.store.challenge(&req.challenge_id).await?.ok_or(ApiError::InvalidCode("unknown or expired challenge"))?;
+    if challenge.consumed_at.is_some() || challenge.expires_at <= now {
+        return Err(ApiError::InvalidCode("unknown or expired challenge"));
+    }
+    if challenge.attempts >= state.config.challenge_max_attempts {
+        return Err(ApiError::InvalidCode("too many wrong codes; sign in again"));
+    }
+    let user = state.store.user_by_id(&challenge.user_id).await?.ok_or(ApiError::InvalidCode("unknown or expired challenge"))?;
+    if let Err(e) = throttled(&state, &user.email, &client) {
+        return Err(e);
+    }
+    if user.banned_at.is_some() {
+        return Err(ApiError::AccountDisabled);
+    }
+    if !user.email_verified {
+        audit(&state, Some(&client), "signin_verify", "email_not_verified", Some(&user.id), Some(&user.email)).await;
+        return Err(ApiError::EmailNotVerified);
+    }
+    let code = req.code.expose().trim();
+    let accepted = match (challenge.method.as_str(), &challenge.code_hash, &user.totp_secret) {
+        ("email", Some(expected), _) => hashes_match(&hash_secret(code), expected),
+        ("totp", _, Some(secret)) => match totp_step(secret, code, now) {
+            Some(step) => state.store.use_totp_step(&user.id, step).await?,
+            None => false,
+        },
+        _ => false,
+    };
+    if !accepted {
+        state.store.challenge_attempt(&challenge.id).await?;
+        count_failure(&state, &user.email, &client);
+        inc(&state.metrics.second_factor_failed);
+        audit(&state, Some(&client), "signin_verify", "bad_code", Some(&user.id), Some(&user.email)).await;
+        return Err(ApiError::InvalidCode("the code is wrong"));
+    }
+    if !state.store.consume_challenge(&challenge.id, now).await? {
+        return Err(ApiError::InvalidCode("unknown or expired challenge"));
+    }
+    inc(&state.metrics.second_factor_ok);
+    state.throttle.success(&account_key(&user.email));
+    let response = super::tokens::start_session(&state, &user, &client, now).await?;
+    audit(&state, Some(&client), "signin_verify", "success", Some(&user.id), Some(&user.email)).await;
+    Ok(response)
+}
+
+/// Always 202; the work (and the mail, if the account exists) happens in the
+/// background so timing does not reveal who has an account.
+#[utoipa::path(post, path = "/v1/auth/password/forgot", tag = "auth", request_body = ForgotRequest,
+    responses((status = 202, body = StatusResponse), (status = 400, body = ErrorBody)))]
+pub async fn password_forgot(State(state): State<Arc<AppState>>, client: Client, Json(req): Json<ForgotRequest>) -> ApiResult<Response> {
+    let email = parse_email(&req.email)?;
+    let task_state = Arc::clone(&state);
+    tokio::spawn(async move {
+        if let Err(e) = send_reset(&task_state, &email, &client).await {
+            tracing::warn!(error = ?e, "password reset mail failed");
+        }
+    });
+    Ok((StatusCode::ACCEPTED, axum::Json(StatusResponse { status: "accepted" })).into_response())
+}
+
+async fn send_reset(state: &AppState, email: &Email, client: &Client) -> ApiResult<()> {
+    let Some(user) = state.store.user_by_email(email.as_str()).await? else {
+        audit(state, Some(client), "password_forgot", "unknown_email", None, Some(email.as_str())).await;
+        return Ok(());
+    };
+    let token = random_secret();
+    let expires = now() + i64::try_from(state.config.reset_token_ttl.as_secs()).unwrap_or(1800);
+    state.store.put_one_time_token(&token.hash(), TokenPurpose::ResetPassword, &user.id, expires).await?;
+    let mail = Mail {
+        to: user.email.clone(),
+        subject: "Reset your password".into(),
+        body: format!(
+            "Reset your password with this token (POST /v1/auth/password/reset); it expires in {} minutes:\n\n{}\n",
+            state.config.reset_token_ttl.as_secs() / 60,
+            token.expose()
+        ),
+        code: None,
+        token: Some(token.expose().to_owned()),
+        sent_at: 0,
+    };
+    send_mail(state, mail).await;
+    audit(state, Some(client), "password_forgot", "mail_sent", Some(&user.id), Some(&user.email)).await;
+    Ok(())
+}
+
+/// Sets a new password with a mailed token; every session of the user ends.
+#[utoipa::path(post, path = "/v1/auth/password/reset", tag = "auth", request_body = ResetRequest,
+    responses((status = 200, body = StatusResponse), (status = 400, body = ErrorBody)))]
+pub async fn password_reset(State(state): State<Arc<AppState>>, client: Client, Json(req): Json<ResetRequest>) -> ApiResult<axum::Json<StatusResponse>> {
+    let now = now();
+    let hash = req.token.hash();
+    // Check the policy before using the token, so a weak password does not burn it.
+    let user_id = state.store.peek_one_time_token(&hash, TokenPurpose::ResetPassword, now).await?.ok_or(ApiError::InvalidLink)?;
+    let user = state.store.user_by_id(&user_id).await?.ok_or(ApiError::InvalidLink)?;
+    let password = Password::parse(req.password.expose(), &user.email).map_err(|e| ApiError::WeakPassword(e.0))?;
+    if state.store.take_one_time_token(&hash, TokenPurpose::ResetPassword, now).await?.is_none() {
+        return Err(ApiError::InvalidLink);
+    }
+    let password_hash = hash_password(&state, password.expose().to_owned()).await?;
+    state.store.set_password(&user.id, &password_hash).await?;
+    super::tokens::revoke_all_sessions(&state, &user.id, "password_reset").await?;
+    state.throttle.success(&account_key(&user.email));
+    audit(&state, Some(&client), "password_reset", "success", Some(&user.id), Some(&user.email)).await;
+    Ok(axum::Json(StatusResponse { status: "password_changed" }))
+}
+
+#[utoipa::path(post, path = "/v1/auth/totp/enroll", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = TotpEnrollment), (status = 401, body = ErrorBody)))]
+pub async fn totp_enroll(State(state): State<Arc<AppState>>, Caller(caller): Caller) -> ApiResult<axum::Json<TotpEnrollment>> {
+    let user = state.store.user_by_id(&caller.sub).await?.ok_or(ApiError::InvalidToken("unknown user"))?;
+    let mut bytes = [0u8; 20];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+    let totp = totp_rs::TOTP::new(
+        totp_rs::Algorithm::SHA1,
+        6,
+        1,
+        30,
+        bytes.to_vec(),
+        Some(state.config.totp_issuer.clone()),
+        user.email.clone(),
+    )
+    .map_err(ApiError::internal)?;
+    let secret = totp.get_secret_base32();
+    state.store.set_totp_pending(&user.id, Some(&secret)).await?;
+    audit(&state, None, "totp_enroll", "pending", Some(&user.id), Some(&user.email)).await;
+    Ok(axum::Json(TotpEnrollment { otpauth_uri: totp.get_url(), secret }))
+}
+
+#[utoipa::path(post, path = "/v1/auth/totp/confirm", tag = "auth", request_body = CodeRequest, security(("bearer" = [])),
+    responses((status = 200, body = StatusResponse), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn totp_confirm(State(state): State<Arc<AppState>>, client: Client, Caller(caller): Caller, Json(req): Json<CodeRequest>) -> ApiResult<axum::Json<StatusResponse>> {
+    let user = state.store.user_by_id(&caller.sub).await?.ok_or(ApiError::InvalidToken("unknown user"))?;
+    let pending = user.totp_pending.ok_or(ApiError::Conflict("no TOTP enrolment is pending; call /v1/auth/totp/enroll"))?;
+    let step = totp_step(&pending, req.code.expose().trim(), now()).ok_or(ApiError::InvalidCode("the code is wrong"))?;
+    if !state.store.confirm_totp(&user.id, &pending, step).await? {
+        return Err(ApiError::Conflict("the enrolment changed; enroll again"));
+    }
+    audit(&state, Some(&client), "totp_confirm", "success", Some(&user.id), Some(&user.email)).await;
+    Ok(axum::Json(StatusResponse { status: "totp_enabled" }))
+}

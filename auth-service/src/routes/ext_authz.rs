@@ -1,0 +1,35 @@
+//! Envoy HTTP ext_authz target, for comparison benchmarks: verifies the
+//! bearer token (signature, iss/aud/exp, revocation) from memory only.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::error::ApiError;
+use crate::extract::bearer;
+use crate::metrics::inc;
+use crate::{now, tokens, AppState};
+
+#[utoipa::path(get, path = "/v1/ext-authz", tag = "ext_authz", security(("bearer" = [])),
+    responses((status = 200, description = "allowed; `x-auth-user` carries the subject"), (status = 401, description = "denied")))]
+pub async fn check(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let verified = bearer(&headers)
+        .ok_or("a bearer access token is required")
+        .and_then(|t| tokens::verify(&state, t, now()));
+    match verified.map(|v| HeaderValue::from_str(&v.sub)) {
+        Ok(Ok(user)) => {
+            inc(&state.metrics.ext_authz_allowed);
+            (StatusCode::OK, [("x-auth-user", user)]).into_response()
+        }
+        Ok(Err(_)) => {
+            inc(&state.metrics.ext_authz_denied);
+            ApiError::InvalidToken("token subject is not a header value").into_response()
+        }
+        Err(reason) => {
+            inc(&state.metrics.ext_authz_denied);
+            ApiError::InvalidToken(reason).into_response()
+        }
+    }
+}

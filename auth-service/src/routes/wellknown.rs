@@ -1,0 +1,59 @@
+//! Discovery: the JWKS (with ETag) and issuer metadata.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::metrics::inc;
+use crate::{now, AppState};
+
+/// Every key that is published and not yet past its last token's expiry.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "discovery",
+    responses((status = 200, description = "JWK Set"), (status = 304, description = "unchanged (If-None-Match)")))]
+pub async fn jwks(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    inc(&state.metrics.jwks_requests);
+    let (body, etag) = state.keys.jwks(now());
+    let cache = HeaderValue::from_static("public, max-age=60");
+    let etag_value = HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"\""));
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    if matches {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value), (header::CACHE_CONTROL, cache)]).into_response();
+    }
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            (header::ETAG, etag_value),
+            (header::CACHE_CONTROL, cache),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+#[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "discovery",
+    responses((status = 200, description = "issuer metadata")))]
+pub async fn openid_configuration(State(state): State<Arc<AppState>>) -> Response {
+    let issuer = &state.config.issuer;
+    let algs: Vec<&str> = vec![state.config.signing_alg.as_str()];
+    let body = serde_json::json!({
+        "issuer": issuer,
+        "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
+        "token_endpoint": format!("{issuer}/v1/auth/refresh"),
+        "revocation_feed_endpoint": format!("{issuer}{}", authflow_contract::revocation::FEED_PATH),
+        "grant_types_supported": ["refresh_token"],
+        "response_types_supported": ["token"],
+        "subject_types_supported": ["public"],
+        "token_endpoint_auth_methods_supported": ["none"],
+        "access_token_signing_alg_values_supported": algs,
+        "id_token_signing_alg_values_supported": algs,
+        "scopes_supported": ["profile"],
+        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "roles", "scope", "dfp"],
+        "service_documentation": format!("{issuer}/openapi.json"),
+    });
+    ([(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"))], axum::Json(body)).into_response()
+}

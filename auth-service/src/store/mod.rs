@@ -1,0 +1,227 @@
+//! Storage behind one trait. Routes only see [`Store`]; the SQLite
+//! implementation is chosen at start-up from the database URL, and a Postgres
+//! one can be added beside it without touching the routes.
+//!
+//! Every method that revokes something appends its revocation-feed event in
+//! the same transaction, so the feed can never miss a revocation that was
+//! acknowledged.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug)]
+pub struct StoreError(pub String);
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "storage error: {}", self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Clone, Debug)]
+pub struct User {
+    pub id: String,
+    pub email: String,
+    pub password_hash: String,
+    pub roles: Vec<String>,
+    pub scope: String,
+    pub email_verified: bool,
+    pub banned_at: Option<i64>,
+    pub totp_secret: Option<String>,
+    pub totp_pending: Option<String>,
+    pub totp_last_step: i64,
+    pub created_at: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenPurpose {
+    VerifyEmail,
+    ResetPassword,
+}
+
+impl TokenPurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::VerifyEmail => "verify_email",
+            Self::ResetPassword => "reset_password",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Challenge {
+    pub id: String,
+    pub user_id: String,
+    /// `email` or `totp`.
+    pub method: String,
+    pub code_hash: Option<String>,
+    pub expires_at: i64,
+    pub attempts: u32,
+    pub consumed_at: Option<i64>,
+    pub created_at: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub id: String,
+    pub user_id: String,
+    pub device_secret_hash: String,
+    pub created_at: i64,
+    pub last_seen_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+    pub revoke_reason: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct RefreshRecord {
+    pub hash: String,
+    pub session_id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub used_at: Option<i64>,
+}
+
+#[derive(Clone, Debug)]
+pub struct IssuedToken {
+    pub jti: String,
+    pub user_id: String,
+    pub session_id: String,
+    pub issued_at: i64,
+    pub expires_at: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FeedKind {
+    Token,
+    Session,
+    Subject,
+}
+
+#[derive(Clone, Debug)]
+pub struct FeedEvent {
+    pub seq: i64,
+    pub kind: FeedKind,
+    /// jti, sid or sub according to `kind`.
+    pub subject: String,
+    pub not_before: Option<i64>,
+    pub expires_at: i64,
+}
+
+#[derive(Clone)]
+pub struct StoredKey {
+    pub kid: String,
+    /// `EdDSA` or `ES256`.
+    pub alg: String,
+    pub private_key: Vec<u8>,
+    pub created_at: i64,
+    pub publish_at: i64,
+    pub active_at: i64,
+    pub retired_at: Option<i64>,
+}
+
+/// `Debug` leaves the private key out.
+impl std::fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("publish_at", &self.publish_at)
+            .field("active_at", &self.active_at)
+            .field("retired_at", &self.retired_at)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct AuditEntry {
+    pub at: i64,
+    pub event: String,
+    pub outcome: String,
+    pub user_id: Option<String>,
+    pub email: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// Position of the revocation feed: the newest event and the newest event
+/// ever pruned (a cursor older than that is "too old").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FeedHead {
+    pub head: i64,
+    pub pruned_through: i64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn ping(&self) -> StoreResult<()>;
+    /// A random identifier of this database, created on first use.
+    async fn epoch(&self) -> StoreResult<String>;
+
+    async fn create_user(&self, user: &User) -> StoreResult<bool>;
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
+    async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>>;
+    async fn list_users(&self) -> StoreResult<Vec<User>>;
+    async fn set_email_verified(&self, user_id: &str) -> StoreResult<()>;
+    async fn set_password(&self, user_id: &str, password_hash: &str) -> StoreResult<()>;
+    async fn set_roles(&self, user_id: &str, roles: &[String]) -> StoreResult<()>;
+    async fn set_totp_pending(&self, user_id: &str, secret: Option<&str>) -> StoreResult<()>;
+    /// Moves the pending secret to the confirmed one and records `step` as used.
+    async fn confirm_totp(&self, user_id: &str, secret: &str, step: i64) -> StoreResult<bool>;
+    /// Records a TOTP time step as used; false when it (or a later one) already was.
+    async fn use_totp_step(&self, user_id: &str, step: i64) -> StoreResult<bool>;
+
+    async fn put_one_time_token(&self, hash: &str, purpose: TokenPurpose, user_id: &str, expires_at: i64) -> StoreResult<()>;
+    /// The user of an unused, unexpired token, without using it.
+    async fn peek_one_time_token(&self, hash: &str, purpose: TokenPurpose, now: i64) -> StoreResult<Option<String>>;
+    /// Marks the token used and returns its user, if it exists, is unused and unexpired.
+    async fn take_one_time_token(&self, hash: &str, purpose: TokenPurpose, now: i64) -> StoreResult<Option<String>>;
+
+    async fn put_challenge(&self, challenge: &Challenge) -> StoreResult<()>;
+    async fn challenge(&self, id: &str) -> StoreResult<Option<Challenge>>;
+    /// Counts one attempt and returns the new count.
+    async fn challenge_attempt(&self, id: &str) -> StoreResult<u32>;
+    /// Single use: true only for the first caller.
+    async fn consume_challenge(&self, id: &str, now: i64) -> StoreResult<bool>;
+
+    async fn create_session(&self, session: &Session, refresh: &RefreshRecord) -> StoreResult<()>;
+    async fn session(&self, id: &str) -> StoreResult<Option<Session>>;
+    async fn sessions_of(&self, user_id: &str) -> StoreResult<Vec<Session>>;
+    async fn refresh_token(&self, hash: &str) -> StoreResult<Option<RefreshRecord>>;
+    /// Marks `old_hash` used and stores `new`; false when `old_hash` was already used.
+    async fn rotate_refresh(&self, old_hash: &str, new: &RefreshRecord, now: i64) -> StoreResult<bool>;
+    async fn record_access_token(&self, token: &IssuedToken) -> StoreResult<()>;
+    async fn access_token(&self, jti: &str) -> StoreResult<Option<IssuedToken>>;
+
+    /// Revokes one session (and its refresh tokens) + a feed event. False if already revoked.
+    async fn revoke_session(&self, session_id: &str, reason: &str, now: i64, feed_expires_at: i64) -> StoreResult<bool>;
+    /// Revokes every live session of a user, one feed event each; returns their ids.
+    async fn revoke_user_sessions(&self, user_id: &str, reason: &str, now: i64, feed_expires_at: i64) -> StoreResult<Vec<String>>;
+    async fn revoke_token(&self, jti: &str, now: i64, expires_at: i64) -> StoreResult<()>;
+    /// Bans a user, ends their sessions, and appends a subject event. False if already banned.
+    async fn ban_user(&self, user_id: &str, now: i64, expires_at: i64) -> StoreResult<bool>;
+    async fn unban_user(&self, user_id: &str) -> StoreResult<bool>;
+
+    async fn feed_head(&self) -> StoreResult<FeedHead>;
+    /// Unexpired events with `seq > after`, oldest first.
+    async fn feed_events_after(&self, after: i64, now: i64) -> StoreResult<Vec<FeedEvent>>;
+    /// Deletes expired feed events, challenges, tokens; returns feed events deleted.
+    async fn prune(&self, now: i64) -> StoreResult<u64>;
+
+    async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>>;
+    /// Adds a key; every key not yet retired is retired at the new key's `active_at`.
+    async fn add_signing_key(&self, key: &StoredKey) -> StoreResult<()>;
+
+    async fn audit(&self, entry: &AuditEntry) -> StoreResult<()>;
+    async fn audit_log(&self, user_id: Option<&str>, limit: u32) -> StoreResult<Vec<AuditEntry>>;
+}

@@ -1,0 +1,724 @@
+//! SQLite implementation of [`Store`].
+//!
+//! One writer connection and a small reader pool: SQLite allows one writer at
+//! a time anyway, and funnelling writes through one connection avoids
+//! SQLITE_BUSY on deferred transactions that upgrade from read to write.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use super::*;
+
+pub struct SqliteStore {
+    read: SqlitePool,
+    write: SqlitePool,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+fn err(e: sqlx::Error) -> StoreError {
+    StoreError(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database and applies migrations.
+    pub async fn open(url: &str) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(err)?
+            .create_if_missing(true)
+            // WAL: readers never block the writer and vice versa.
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL (not WAL's usual NORMAL): fsync the WAL on every commit, so
+            // a commit we acknowledged survives power loss, not just a crash.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(err)?;
+        MIGRATOR.run(&write).await.map_err(|e| StoreError(e.to_string()))?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(err)?;
+        Ok(Self { read, write })
+    }
+
+    /// Applies migrations only (the `migrate` command).
+    pub async fn migrate(url: &str) -> StoreResult<()> {
+        let store = Self::open(url).await?;
+        store.write.close().await;
+        store.read.close().await;
+        Ok(())
+    }
+}
+
+fn user_from(row: &SqliteRow) -> Result<User, sqlx::Error> {
+    let roles: String = row.try_get("roles")?;
+    Ok(User {
+        id: row.try_get("id")?,
+        email: row.try_get("email")?,
+        password_hash: row.try_get("password_hash")?,
+        roles: roles.split(' ').filter(|r| !r.is_empty()).map(str::to_owned).collect(),
+        scope: row.try_get("scope")?,
+        email_verified: row.try_get::<i64, _>("email_verified")? != 0,
+        banned_at: row.try_get("banned_at")?,
+        totp_secret: row.try_get("totp_secret")?,
+        totp_pending: row.try_get("totp_pending")?,
+        totp_last_step: row.try_get("totp_last_step")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn challenge_from(row: &SqliteRow) -> Result<Challenge, sqlx::Error> {
+    Ok(Challenge {
+        id: row.try_get("id")?,
+        user_id: row.try_get("user_id")?,
+        method: row.try_get("method")?,
+        code_hash: row.try_get("code_hash")?,
+        expires_at: row.try_get("expires_at")?,
+        attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
+        consumed_at: row.try_get("consumed_at")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn session_from(row: &SqliteRow) -> Result<Session, sqlx::Error> {
+    Ok(Session {
+        id: row.try_get("id")?,
+        user_id: row.try_get("user_id")?,
+        device_secret_hash: row.try_get("device_secret_hash")?,
+        created_at: row.try_get("created_at")?,
+        last_seen_at: row.try_get("last_seen_at")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+        revoke_reason: row.try_get("revoke_reason")?,
+        ip: row.try_get("ip")?,
+        user_agent: row.try_get("user_agent")?,
+    })
+}
+
+fn key_from(row: &SqliteRow) -> Result<StoredKey, sqlx::Error> {
+    Ok(StoredKey {
+        kid: row.try_get("kid")?,
+        alg: row.try_get("alg")?,
+        private_key: row.try_get("private_key")?,
+        created_at: row.try_get("created_at")?,
+        publish_at: row.try_get("publish_at")?,
+        active_at: row.try_get("active_at")?,
+        retired_at: row.try_get("retired_at")?,
+    })
+}
+
+fn feed_kind(kind: FeedKind) -> &'static str {
+    match kind {
+        FeedKind::Token => "token",
+        FeedKind::Session => "session",
+        FeedKind::Subject => "subject",
+    }
+}
+
+async fn append_event(
+    tx: &mut sqlx::SqliteConnection,
+    kind: FeedKind,
+    subject: &str,
+    not_before: Option<i64>,
+    expires_at: i64,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO revocation_events (kind, subject, not_before, expires_at, created_at) VALUES (?, ?, ?, ?, ?)")
+        .bind(feed_kind(kind))
+        .bind(subject)
+        .bind(not_before)
+        .bind(expires_at)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+async fn meta_get(conn: &SqlitePool, key: &str) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT value FROM meta WHERE key = ?").bind(key).fetch_optional(conn).await
+}
+
+const USER_COLUMNS: &str = "id, email, password_hash, roles, scope, email_verified, banned_at, totp_secret, totp_pending, totp_last_step, created_at";
+const SESSION_COLUMNS: &str =
+    "id, user_id, device_secret_hash, created_at, last_seen_at, expires_at, revoked_at, revoke_reason, ip, user_agent";
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.read).await.map_err(err)?;
+        Ok(())
+    }
+
+    async fn epoch(&self) -> StoreResult<String> {
+        let fresh = crate::domain::random_id();
+        // INSERT OR IGNORE: the first value written wins forever.
+        sqlx::query("INSERT OR IGNORE INTO meta (key, value) VALUES ('feed_epoch', ?)")
+            .bind(&fresh)
+            .execute(&self.write)
+            .await
+            .map_err(err)?;
+        meta_get(&self.write, "feed_epoch").await.map_err(err)?.ok_or_else(|| StoreError("no feed epoch".into()))
+    }
+
+    async fn create_user(&self, u: &User) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "INSERT INTO users (id, email, password_hash, roles, scope, email_verified, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT(email) DO NOTHING",
+        )
+        .bind(&u.id)
+        .bind(&u.email)
+        .bind(&u.password_hash)
+        .bind(u.roles.join(" "))
+        .bind(&u.scope)
+        .bind(i64::from(u.email_verified))
+        .bind(u.created_at)
+        .execute(&self.write)
+        .await
+        .map_err(err)?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE email = ?"))
+            .bind(email)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(err)?;
+        row.as_ref().map(user_from).transpose().map_err(err)
+    }
+
+    async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(err)?;
+        row.as_ref().map(user_from).transpose().map_err(err)
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        let rows = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY created_at, email"))
+            .fetch_all(&self.read)
+            .await
+            .map_err(err)?;
+        rows.iter().map(user_from).collect::<Result<_, _>>().map_err(err)
+    }
+
+    async fn set_email_verified(&self, user_id: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE users SET email_verified = 1 WHERE id = ?")
+            .bind(user_id)
+            .execute(&self.write)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn set_password(&self, user_id: &str, password_hash: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
+            .bind(password_hash)
+            .bind(user_id)
+            .execute(&self.write)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn set_roles(&self, user_id: &str, roles: &[String]) -> StoreResult<()> {
+        sqlx::query("UPDATE users SET roles = ? WHERE id = ?")
+            .bind(roles.join(" "))
+            .bind(user_id)
+            .execute(&self.write)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn set_totp_pending(&self, user_id: &str, secret: Option<&str>) -> StoreResult<()> {
+        sqlx::query("UPDATE users SET totp_pending = ? WHERE id = ?")
+            .bind(secret)
+            .bind(user_id)
+            .execute(&self.write)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn confirm_totp(&self, user_id: &str, secret: &str, step: i64) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE users SET totp_secret = totp_pending, totp_pending = NULL, totp_last_step = ? \
+             WHERE id = ? AND totp_pending = ?",
+        )
+        .bind(step)
+        .bind(user_id)
+        .bind(secret)
+        .execute(&self.write)
+        .await
+        .map_err(err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn use_totp_step(&self, user_id: &str, step: i64) -> StoreResult<bool> {
+        let r = sqlx::query("UPDATE users SET totp_last_step = ? WHERE id = ? AND totp_last_step < ?")
+            .bind(step)
+            .bind(user_id)
+            .bind(step)
+            .execute(&self.write)
+            .await
+            .map_err(err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn put_one_time_token(&self, hash: &str, purpose: TokenPurpose, user_id: &str, expires_at: i64) -> StoreResult<()> {
+        sqlx::query("INSERT INTO one_time_tokens (hash, purpose, user_id, expires_at) VALUES (?, ?, ?, ?)")
+            .bind(hash)
+            .bind(purpose.as_str())
+            .bind(user_id)
+            .bind(expires_at)
+            .execute(&self.write)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn peek_one_time_token(&self, hash: &str, purpose: TokenPurpose, now: i64) -> StoreResult<Option<String>> {
+        sqlx::query_scalar(
+            "SELECT user_id FROM one_time_tokens WHERE hash = ? AND purpose = ? AND used_at IS NULL AND expires_at > ?",
+        )
+        .bind(hash)
+        .bind(purpose.as_str())
+        .bind(now)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(err)
+    }
+
+    async fn take_one_time_token(&self, hash: &str, purpose: TokenPurpose, now: i64) -> StoreResult<Option<String>> {
+        sqlx::query_scalar(
+            "UPDATE one_time_tokens SET used_at = ? \
+             WHERE hash = ? AND purpose = ? AND used_at IS NULL AND expires_at > ? RETURNING user_id",
+        )
+        .bind(now)
+        .bind(hash)
+        .bind(purpose.as_str())
+        .bind(now)
+        .fetch_optional(&self.write)
+        .await
+        .map_err(err)
+    }
+
+    async fn put_challenge(&self, c: &Challenge) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO challenges (id, user_id, method, code_hash, expires_at, attempts, created_at) VALUES (?, ?, ?, ?, ?, 0, ?)",
+        )
+        .bind(&c.id)
+        .bind(&c.user_id)
+        .bind(&c.method)
+        .bind(&c.code_hash)
+        .bind(c.expires_at)
+        .bind(c.created_at)
+        .execute(&self.write)
+        .await
+        .map_err(err)?;
+        Ok(())
+    }
+
+    async fn challenge(&self, id: &str) -> StoreResult<Option<Challenge>> {
+        let row = sqlx::query(
+            "SELECT id, user_id, method, code_hash, expires_at, attempts, consumed_at, created_at FROM challenges WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(err)?;
+        row.as_ref().map(challenge_from).transpose().map_err(err)
+    }
+
+    async fn challenge_attempt(&self, id: &str) -> StoreResult<u32> {
+        let n: Option<i64> = sqlx::query_scalar("UPDATE challenges SET attempts = attempts + 1 WHERE id = ? RETURNING attempts")
+            .bind(id)
+            .fetch_optional(&self.write)
+            .await
+            .map_err(err)?;
+        Ok(n.and_then(|n| u32::try_from(n).ok()).unwrap_or(u32::MAX))
+    }
+
+    async fn consume_challenge(&self, id: &str, now: i64) -> StoreResult<bool> {
+        let r = sqlx::query("UPDATE challenges SET consumed_at = ? WHERE id = ? AND consumed_at IS NULL")
+            .bind(now)
+            .bind(id)
+            .execute(&self.write)
+            .await
+            .map_err(err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn create_session(&self, s: &Session, refresh: &RefreshRecord) -> StoreResult<()> {
+        let mut tx = self.write.begin().await.map_err(err)?;
+        sqlx::query(&format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?)"))
+            .bind(&s.id)
+            .bind(&s.user_id)
+            .bind(&s.device_secret_hash)
+            .bind(s.created_at)
+            .bind(s.last_seen_at)
+            .bind(s.expires_at)
+            .bind(&s.ip)
+            .bind(&s.user_agent)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        sqlx::query("INSERT INTO refresh_tokens (hash, session_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
+            .bind(&refresh.hash)
+            .bind(&refresh.session_id)
+            .bind(refresh.created_at)
+            .bind(refresh.expires_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        tx.commit().await.map_err(err)
+    }
+
+    async fn session(&self, id: &str) -> StoreResult<Option<Session>> {
+        let row = sqlx::query(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(err)?;
+        row.as_ref().map(session_from).transpose().map_err(err)
+    }
+
+    async fn sessions_of(&self, user_id: &str) -> StoreResult<Vec<Session>> {
+        let rows = sqlx::query(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = ? ORDER BY created_at, id"))
+            .bind(user_id)
+            .fetch_all(&self.read)
+            .await
+            .map_err(err)?;
+        rows.iter().map(session_from).collect::<Result<_, _>>().map_err(err)
+    }
+
+    async fn refresh_token(&self, hash: &str) -> StoreResult<Option<RefreshRecord>> {
+        let row = sqlx::query("SELECT hash, session_id, created_at, expires_at, used_at FROM refresh_tokens WHERE hash = ?")
+            .bind(hash)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(err)?;
+        let Some(row) = row else { return Ok(None) };
+        let record = (|| -> Result<RefreshRecord, sqlx::Error> {
+            Ok(RefreshRecord {
+                hash: row.try_get("hash")?,
+                session_id: row.try_get("session_id")?,
+                created_at: row.try_get("created_at")?,
+                expires_at: row.try_get("expires_at")?,
+                used_at: row.try_get("used_at")?,
+            })
+        })()
+        .map_err(err)?;
+        Ok(Some(record))
+    }
+
+    async fn rotate_refresh(&self, old_hash: &str, new: &RefreshRecord, now: i64) -> StoreResult<bool> {
+        let mut tx = self.write.begin().await.map_err(err)?;
+        let used = sqlx::query("UPDATE refresh_tokens SET used_at = ? WHERE hash = ? AND used_at IS NULL")
+            .bind(now)
+            .bind(old_hash)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        if used.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO refresh_tokens (hash, session_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
+            .bind(&new.hash)
+            .bind(&new.session_id)
+            .bind(new.created_at)
+            .bind(new.expires_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        sqlx::query("UPDATE sessions SET last_seen_at = ? WHERE id = ?")
+            .bind(now)
+            .bind(&new.session_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        Ok(true)
+    }
+
+    async fn record_access_token(&self, t: &IssuedToken) -> StoreResult<()> {
+        sqlx::query("INSERT INTO access_tokens (jti, user_id, session_id, issued_at, expires_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(&t.jti)
+            .bind(&t.user_id)
+            .bind(&t.session_id)
+            .bind(t.issued_at)
+            .bind(t.expires_at)
+            .execute(&self.write)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn access_token(&self, jti: &str) -> StoreResult<Option<IssuedToken>> {
+        let row = sqlx::query("SELECT jti, user_id, session_id, issued_at, expires_at FROM access_tokens WHERE jti = ?")
+            .bind(jti)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(err)?;
+        let Some(row) = row else { return Ok(None) };
+        let t = (|| -> Result<IssuedToken, sqlx::Error> {
+            Ok(IssuedToken {
+                jti: row.try_get("jti")?,
+                user_id: row.try_get("user_id")?,
+                session_id: row.try_get("session_id")?,
+                issued_at: row.try_get("issued_at")?,
+                expires_at: row.try_get("expires_at")?,
+            })
+        })()
+        .map_err(err)?;
+        Ok(Some(t))
+    }
+
+    async fn revoke_session(&self, session_id: &str, reason: &str, now: i64, feed_expires_at: i64) -> StoreResult<bool> {
+        let mut tx = self.write.begin().await.map_err(err)?;
+        let r = sqlx::query("UPDATE sessions SET revoked_at = ?, revoke_reason = ? WHERE id = ? AND revoked_at IS NULL")
+            .bind(now)
+            .bind(reason)
+            .bind(session_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        if r.rows_affected() != 1 {
+            return Ok(false);
+        }
+        append_event(&mut tx, FeedKind::Session, session_id, None, feed_expires_at, now).await.map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        Ok(true)
+    }
+
+    async fn revoke_user_sessions(&self, user_id: &str, reason: &str, now: i64, feed_expires_at: i64) -> StoreResult<Vec<String>> {
+        let mut tx = self.write.begin().await.map_err(err)?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "UPDATE sessions SET revoked_at = ?, revoke_reason = ? WHERE user_id = ? AND revoked_at IS NULL RETURNING id",
+        )
+        .bind(now)
+        .bind(reason)
+        .bind(user_id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(err)?;
+        for id in &ids {
+            append_event(&mut tx, FeedKind::Session, id, None, feed_expires_at, now).await.map_err(err)?;
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(ids)
+    }
+
+    async fn revoke_token(&self, jti: &str, now: i64, expires_at: i64) -> StoreResult<()> {
+        let mut tx = self.write.begin().await.map_err(err)?;
+        append_event(&mut tx, FeedKind::Token, jti, None, expires_at, now).await.map_err(err)?;
+        tx.commit().await.map_err(err)
+    }
+
+    async fn ban_user(&self, user_id: &str, now: i64, expires_at: i64) -> StoreResult<bool> {
+        let mut tx = self.write.begin().await.map_err(err)?;
+        let r = sqlx::query("UPDATE users SET banned_at = ? WHERE id = ? AND banned_at IS NULL")
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        if r.rows_affected() != 1 {
+            return Ok(false);
+        }
+        // The subject event kills every access token issued before `now`;
+        // ending the sessions makes their refresh tokens useless for good.
+        // Session events too: a token issued in the very second of the ban
+        // has `iat == not_before` and would otherwise slip through.
+        let ids: Vec<String> = sqlx::query_scalar(
+            "UPDATE sessions SET revoked_at = ?, revoke_reason = 'banned' WHERE user_id = ? AND revoked_at IS NULL RETURNING id",
+        )
+        .bind(now)
+        .bind(user_id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(err)?;
+        for id in &ids {
+            append_event(&mut tx, FeedKind::Session, id, None, expires_at, now).await.map_err(err)?;
+        }
+        append_event(&mut tx, FeedKind::Subject, user_id, Some(now), expires_at, now).await.map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        Ok(true)
+    }
+
+    async fn unban_user(&self, user_id: &str) -> StoreResult<bool> {
+        let r = sqlx::query("UPDATE users SET banned_at = NULL WHERE id = ? AND banned_at IS NOT NULL")
+            .bind(user_id)
+            .execute(&self.write)
+            .await
+            .map_err(err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn feed_head(&self) -> StoreResult<FeedHead> {
+        // Read through the writer so a head read right after a commit sees it.
+        let head: Option<i64> = sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'revocation_events'")
+            .fetch_optional(&self.write)
+            .await
+            .map_err(err)?;
+        let pruned = meta_get(&self.write, "feed_pruned_through").await.map_err(err)?;
+        Ok(FeedHead {
+            head: head.unwrap_or(0),
+            pruned_through: pruned.and_then(|p| p.parse().ok()).unwrap_or(0),
+        })
+    }
+
+    async fn feed_events_after(&self, after: i64, now: i64) -> StoreResult<Vec<FeedEvent>> {
+        let rows = sqlx::query(
+            "SELECT seq, kind, subject, not_before, expires_at FROM revocation_events WHERE seq > ? AND expires_at > ? ORDER BY seq",
+        )
+        .bind(after)
+        .bind(now)
+        .fetch_all(&self.read)
+        .await
+        .map_err(err)?;
+        rows.iter()
+            .map(|row| {
+                let kind: String = row.try_get("kind")?;
+                Ok(FeedEvent {
+                    seq: row.try_get("seq")?,
+                    kind: match kind.as_str() {
+                        "token" => FeedKind::Token,
+                        "session" => FeedKind::Session,
+                        _ => FeedKind::Subject,
+                    },
+                    subject: row.try_get("subject")?,
+                    not_before: row.try_get("not_before")?,
+                    expires_at: row.try_get("expires_at")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(err)
+    }
+
+    async fn prune(&self, now: i64) -> StoreResult<u64> {
+        let mut tx = self.write.begin().await.map_err(err)?;
+        let pruned: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(seq) FROM revocation_events WHERE expires_at <= ?")
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(err)?;
+        let deleted = sqlx::query("DELETE FROM revocation_events WHERE expires_at <= ?")
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?
+            .rows_affected();
+        if let Some(seq) = pruned {
+            sqlx::query(
+                "INSERT INTO meta (key, value) VALUES ('feed_pruned_through', ?1) \
+                 ON CONFLICT(key) DO UPDATE SET value = MAX(CAST(value AS INTEGER), ?1)",
+            )
+            .bind(seq)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        }
+        for sql in [
+            "DELETE FROM challenges WHERE expires_at <= ?",
+            "DELETE FROM one_time_tokens WHERE expires_at <= ?",
+            "DELETE FROM access_tokens WHERE expires_at <= ?",
+            "DELETE FROM refresh_tokens WHERE expires_at <= ?",
+        ] {
+            sqlx::query(sql).bind(now).execute(&mut *tx).await.map_err(err)?;
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(deleted)
+    }
+
+    async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>> {
+        let rows = sqlx::query(
+            "SELECT kid, alg, private_key, created_at, publish_at, active_at, retired_at FROM signing_keys ORDER BY active_at, created_at",
+        )
+        .fetch_all(&self.write)
+        .await
+        .map_err(err)?;
+        rows.iter().map(key_from).collect::<Result<_, _>>().map_err(err)
+    }
+
+    async fn add_signing_key(&self, k: &StoredKey) -> StoreResult<()> {
+        let mut tx = self.write.begin().await.map_err(err)?;
+        sqlx::query("UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL")
+            .bind(k.active_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, alg, private_key, created_at, publish_at, active_at, retired_at) VALUES (?, ?, ?, ?, ?, ?, NULL)",
+        )
+        .bind(&k.kid)
+        .bind(&k.alg)
+        .bind(&k.private_key)
+        .bind(k.created_at)
+        .bind(k.publish_at)
+        .bind(k.active_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        tx.commit().await.map_err(err)
+    }
+
+    async fn audit(&self, e: &AuditEntry) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO audit_log (at, event, outcome, user_id, email, ip, user_agent, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(e.at)
+        .bind(&e.event)
+        .bind(&e.outcome)
+        .bind(&e.user_id)
+        .bind(&e.email)
+        .bind(&e.ip)
+        .bind(&e.user_agent)
+        .bind(&e.detail)
+        .execute(&self.write)
+        .await
+        .map_err(err)?;
+        Ok(())
+    }
+
+    async fn audit_log(&self, user_id: Option<&str>, limit: u32) -> StoreResult<Vec<AuditEntry>> {
+        let rows = sqlx::query(
+            "SELECT at, event, outcome, user_id, email, ip, user_agent, detail FROM audit_log \
+             WHERE (?1 IS NULL OR user_id = ?1) ORDER BY id DESC LIMIT ?2",
+        )
+        .bind(user_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await
+        .map_err(err)?;
+        rows.iter()
+            .map(|row| {
+                Ok(AuditEntry {
+                    at: row.try_get("at")?,
+                    event: row.try_get("event")?,
+                    outcome: row.try_get("outcome")?,
+                    user_id: row.try_get("user_id")?,
+                    email: row.try_get("email")?,
+                    ip: row.try_get("ip")?,
+                    user_agent: row.try_get("user_agent")?,
+                    detail: row.try_get("detail")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(err)
+    }
+}

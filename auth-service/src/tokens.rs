@@ -1,0 +1,185 @@
+//! Access tokens: issue (RFC 9068 profile, the contract's claims) and verify
+//! (this service's own tokens, with the contract's key types, the in-memory
+//! revocation set and the device fingerprint).
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use authflow_contract::fingerprint::{self, DeviceAttribute, FingerprintInput};
+use authflow_contract::jwk::Algorithm;
+use authflow_contract::AccessClaims;
+use axum::http::HeaderMap;
+use jwt_simple::prelude::*;
+
+use crate::domain::random_id;
+use crate::error::ApiError;
+use crate::store::{IssuedToken, User};
+use crate::AppState;
+
+/// Longest bearer token accepted (ours are well under 1 KiB).
+pub const MAX_TOKEN_LEN: usize = 4096;
+/// Clock skew tolerated when checking `exp` / `nbf` / `iat`.
+const TIME_TOLERANCE_SECS: u64 = 30;
+
+pub struct IssuedAccess {
+    pub token: String,
+    pub jti: String,
+    pub expires_in: u64,
+}
+
+/// Signs an access token for `user` in session `sid` and records its jti.
+pub async fn issue(state: &AppState, user: &User, sid: &str, dfp: Option<String>, now: i64) -> Result<IssuedAccess, ApiError> {
+    let ttl = state.config.access_ttl.as_secs();
+    let jti = random_id();
+    let custom = AccessClaims { sid: sid.to_owned(), roles: user.roles.clone(), scope: user.scope.clone(), dfp };
+    let mut claims = Claims::with_custom_claims(custom, Duration::from_secs(ttl))
+        .with_issuer(&state.config.issuer)
+        .with_subject(&user.id)
+        .with_audiences(state.config.audiences.iter().cloned().collect::<HashSet<String>>())
+        .with_jwt_id(&jti);
+    // One clock for iat/exp, the ban check and the feed.
+    let now_u = u64::try_from(now).unwrap_or(0);
+    claims.issued_at = Some(Duration::from_secs(now_u));
+    claims.invalid_before = Some(Duration::from_secs(now_u));
+    claims.expires_at = Some(Duration::from_secs(now_u + ttl));
+    let token = state
+        .keys
+        .with_signer(now, |k| k.signer.sign(claims))
+        .ok_or_else(|| ApiError::internal("no signing key"))?
+        .map_err(ApiError::internal)?;
+    let expires_at = now + i64::try_from(ttl).unwrap_or(0);
+    state
+        .store
+        .record_access_token(&IssuedToken {
+            jti: jti.clone(),
+            user_id: user.id.clone(),
+            session_id: sid.to_owned(),
+            issued_at: now,
+            expires_at,
+        })
+        .await?;
+    crate::metrics::inc(&state.metrics.tokens_issued);
+    Ok(IssuedAccess { token, jti, expires_in: ttl })
+}
+
+/// A token that verified.
+#[derive(Clone, Debug)]
+pub struct Verified {
+    pub sub: String,
+    pub jti: Option<String>,
+    pub claims: AccessClaims,
+    pub issued_at: i64,
+    pub expires_at: i64,
+}
+
+impl Verified {
+    pub fn has_role(&self, role: &str) -> bool {
+        self.claims.roles.iter().any(|r| r == role)
+    }
+}
+
+/// Signature (key by `kid`, algorithm from the key, never from the token),
+/// `typ`, iss / aud / exp / nbf, then the revocation set.
+pub fn verify(state: &AppState, token: &str, now: i64) -> Result<Verified, &'static str> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err("token is too long");
+    }
+    let meta = Token::decode_metadata(token).map_err(|_| "token is malformed")?;
+    if meta.signature_type() != Some(authflow_contract::claims::ACCESS_TOKEN_TYPE) {
+        return Err("token is not an access token");
+    }
+    let kid = meta.key_id().ok_or("token has no key id")?;
+    let key = state.keys.verifier(kid).ok_or("token signed by an unknown key")?;
+    if Algorithm::parse(meta.algorithm()) != Some(key.algorithm()) {
+        return Err("token algorithm does not match its key");
+    }
+    let options = VerificationOptions {
+        allowed_issuers: Some(HashSet::from([state.config.issuer.clone()])),
+        allowed_audiences: Some(state.config.audiences.iter().cloned().collect()),
+        time_tolerance: Some(Duration::from_secs(TIME_TOLERANCE_SECS)),
+        max_token_length: Some(MAX_TOKEN_LEN),
+        ..VerificationOptions::default()
+    };
+    let claims = key.verify::<AccessClaims>(token, &options).map_err(|_| "token is invalid or expired")?;
+    let sub = claims.subject.clone().ok_or("token has no subject")?;
+    let secs = |d: Option<Duration>| d.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)).unwrap_or(0);
+    let issued_at = secs(claims.issued_at);
+    if state.feed.is_revoked(claims.jwt_id.as_deref(), &claims.custom.sid, Some(&sub), issued_at, now) {
+        return Err("token has been revoked");
+    }
+    Ok(Verified { sub, jti: claims.jwt_id, issued_at, expires_at: secs(claims.expires_at), claims: claims.custom })
+}
+
+/// The device secret a request carries: the header, else the cookie.
+pub fn device_secret(headers: &HeaderMap) -> Option<String> {
+    if let Some(v) = headers.get(fingerprint::DEVICE_HEADER).and_then(|v| v.to_str().ok()) {
+        return Some(v.trim().to_owned()).filter(|s| !s.is_empty() && s.len() <= fingerprint::MAX_SECRET_LEN);
+    }
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == fingerprint::DEVICE_COOKIE)
+        .map(|(_, value)| value.trim().to_owned())
+        .filter(|s| !s.is_empty() && s.len() <= fingerprint::MAX_SECRET_LEN)
+}
+
+/// The client address the filter would use for `client-ip-prefix`: the first
+/// `x-forwarded-for` hop, else the peer address.
+pub fn fingerprint_client_address(headers: &HeaderMap, peer: Option<SocketAddr>) -> String {
+    headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .or_else(|| peer.map(|p| p.ip().to_string()))
+        .unwrap_or_default()
+}
+
+/// `dfp` for `secret` from the configured attributes of this request, with
+/// the contract's canonical form (what the filter recomputes).
+pub fn fingerprint(attributes: &[DeviceAttribute], secret: &str, headers: &HeaderMap, peer: Option<SocketAddr>) -> String {
+    let values: Vec<(String, String)> = attributes
+        .iter()
+        .map(|a| {
+            let value = match a {
+                DeviceAttribute::Header(name) => {
+                    headers.get(name.as_str()).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
+                }
+                DeviceAttribute::ClientIpPrefix => {
+                    fingerprint::client_ip_prefix(&fingerprint_client_address(headers, peer))
+                }
+            };
+            (a.name().to_owned(), value)
+        })
+        .collect();
+    FingerprintInput { secret, attributes: values.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect() }.hash()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn device_secret_from_header_or_cookie() {
+        let mut h = HeaderMap::new();
+        assert_eq!(device_secret(&h), None);
+        h.insert("cookie", HeaderValue::from_static("a=b; __Secure-authflow-device=s3cret; c=d"));
+        assert_eq!(device_secret(&h).as_deref(), Some("s3cret"));
+        h.insert("x-authflow-device", HeaderValue::from_static("hdr"));
+        assert_eq!(device_secret(&h).as_deref(), Some("hdr"));
+    }
+
+    #[test]
+    fn client_address_prefers_forwarded_for() {
+        let mut h = HeaderMap::new();
+        let peer: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+        assert_eq!(fingerprint_client_address(&h, Some(peer)), "10.0.0.1");
+        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9, 10.0.0.1"));
+        assert_eq!(fingerprint_client_address(&h, Some(peer)), "203.0.113.9");
+    }
+}
