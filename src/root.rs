@@ -251,18 +251,18 @@ impl RootContext for AuthflowRoot {
 impl AuthflowRoot {
     fn tick_jwks(&mut self, vm: &mut Vm, p: usize, now: u64) {
         let name = vm.engine.config.providers[p].name.clone();
-        let have_keys = vm.engine.providers[p].keys.is_some();
         let urgent = vm.urgent.iter().filter(|(q, _)| *q == p).map(|(_, kid)| *kid).fold(None, |acc: Option<bool>, k| Some(acc.unwrap_or(false) || k));
         let Some(f) = vm.jwks[p].as_mut() else { return };
         f.expire_in_flight(now);
-        // Adopt what another VM fetched.
+        // Adopt what another VM fetched. This does not end anyone's wait: that
+        // document may predate the key a paused request is waiting for.
         if let Some(bytes) = f.slot.take_if_changed() {
             if let Ok(set) = KeySet::parse(&bytes) {
-                f.generation += 1;
                 install_keys(vm, p, set, &name);
             }
-            return;
         }
+        let have_keys = vm.engine.providers[p].keys.is_some();
+        let Some(f) = vm.jwks[p].as_mut() else { return };
         if f.in_flight.is_some() {
             return;
         }

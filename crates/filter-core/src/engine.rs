@@ -179,12 +179,17 @@ impl Engine {
         };
         match verify::verify(token, &screened, keys, &self.config, now) {
             Ok(t) => Ok(t),
-            Err(VerifyError::UnknownKid) if may_wait => {
+            // Only a remote key set can learn a new kid; an inline one never will.
+            Err(VerifyError::UnknownKid) if may_wait && self.remote_keys(screened.provider) => {
                 Err(Fresh::Wait(Outcome::AwaitKeys { provider: screened.provider, unknown_kid: true }))
             }
             Err(VerifyError::UnknownKid) => Err(Fresh::Deny(DenyReason::UnknownKey)),
             Err(VerifyError::Deny(r)) => Err(Fresh::Deny(r)),
         }
+    }
+
+    fn remote_keys(&self, provider: usize) -> bool {
+        matches!(self.config.providers.get(provider).map(|p| &p.jwks), Some(JwksSource::Remote(_)))
     }
 
     fn identity_headers(&self, t: &VerifiedToken) -> Vec<(String, String)> {

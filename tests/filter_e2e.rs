@@ -1,0 +1,286 @@
+//! End to end: the real Envoy with the built `authflow.wasm`, a JWKS server
+//! and an echo backend on 127.0.0.1. Run by `make test` (which builds the
+//! `.wasm` and installs Envoy first).
+
+mod support;
+
+use std::time::Duration;
+
+use authflow_contract::AccessClaims;
+use authflow_echo::EchoServer;
+use jwt_simple::prelude::*;
+use serde_json::{json, Value};
+use support::*;
+
+const ISS: &str = "https://auth.e2e.test";
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+struct Keys {
+    ed: Ed25519KeyPair,
+    es: ES256KeyPair,
+    rs: RS256KeyPair,
+}
+
+impl Keys {
+    fn new() -> Keys {
+        Keys {
+            ed: Ed25519KeyPair::generate().with_key_id("ed-1"),
+            es: ES256KeyPair::generate().with_key_id("es-1"),
+            rs: RS256KeyPair::generate(2048).unwrap().with_key_id("rs-1"),
+        }
+    }
+    fn jwks(&self) -> String {
+        jwks_of(&[self.ed.public_key().to_jwk(), self.es.public_key().to_jwk(), self.rs.public_key().to_jwk()])
+    }
+}
+
+fn claims_with(custom: AccessClaims) -> JWTClaims<AccessClaims> {
+    let mut c = Claims::with_custom_claims(custom, Duration::from_mins(10).into())
+        .with_issuer(ISS)
+        .with_subject("alice")
+        .with_audience("api")
+        .with_jwt_id("jti-e2e");
+    c.issued_at = Some(UnixTimeStamp::from_secs(now() - 5));
+    c.expires_at = Some(UnixTimeStamp::from_secs(now() + 600));
+    c
+}
+
+fn user() -> AccessClaims {
+    AccessClaims { sid: "session-1".into(), roles: vec!["user".into()], scope: "read".into(), dfp: None }
+}
+
+fn filter_config(jwks_port_cluster: &str, extra: Value) -> Value {
+    let mut c = json!({
+        "providers": [{
+            "name": "e2e", "issuer": ISS, "audiences": ["api"], "algorithms": ["EdDSA", "ES256", "RS256"],
+            "required_claims": ["sub"],
+            "jwks": {"remote": {"cluster": jwks_port_cluster, "path": "/jwks.json", "refresh_interval_secs": 1, "min_refetch_interval_secs": 1}}
+        }],
+        "token_sources": {"authorization_bearer": true, "cookies": ["access_token"]},
+        "routes": [
+            {"match": {"prefix": "/public"}, "policy": "public"},
+            {"match": {"prefix": "/admin"}, "policy": {"roles_any": ["admin"]}},
+            {"match": {"prefix": "/write"}, "policy": {"scopes_all": ["write"]}}
+        ],
+        "identity_headers": {"subject": "x-auth-user", "roles": "x-auth-roles", "scopes": "x-auth-scopes", "session": "x-auth-session"}
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    c
+}
+
+fn start(filter: Value, jwks_port: u16, backend: &EchoServer) -> Envoy {
+    Envoy::start(EnvoyOptions {
+        filter,
+        clusters: vec![("backend".into(), backend.addr.port()), ("jwks".into(), jwks_port)],
+        concurrency: 2,
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn bearer(t: &str) -> String {
+    format!("Bearer {t}")
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+}
+
+fn assert_invalid_token(r: &Reply, what: &str) {
+    assert_eq!(r.status, 401, "{what}: {r:?}");
+    let challenge = r.header("www-authenticate").unwrap_or_default();
+    assert!(challenge.starts_with("Bearer error=\"invalid_token\", error_description=\""), "{what}: {challenge}");
+    assert_eq!(r.json()["error"], "invalid_token", "{what}");
+}
+
+#[test]
+fn verifies_tokens_inside_envoy() {
+    let keys = Keys::new();
+    let jwks = JwksServer::start(keys.jwks());
+    let backend = EchoServer::start("127.0.0.1:0").unwrap();
+    let envoy = start(filter_config("jwks", json!({})), jwks.port, &backend);
+
+    // One valid token per algorithm → 200, identity forwarded.
+    let tokens = [
+        ("EdDSA", keys.ed.sign(claims_with(user())).unwrap()),
+        ("ES256", keys.es.sign(claims_with(user())).unwrap()),
+        ("RS256", keys.rs.sign(claims_with(user())).unwrap()),
+    ];
+    for (alg, t) in &tokens {
+        let r = envoy.get("/api/data", &[("authorization", &bearer(t))]);
+        assert_eq!(r.status, 200, "{alg}: {r:?}");
+        assert_eq!(r.echoed("x-auth-user").as_deref(), Some("alice"), "{alg}");
+        assert_eq!(r.echoed("x-auth-roles").as_deref(), Some("user"), "{alg}");
+        assert_eq!(r.echoed("x-auth-session").as_deref(), Some("session-1"), "{alg}");
+    }
+    let good = &tokens[0].1;
+
+    // Forged identity headers never reach the backend.
+    let r = envoy.get("/public/page", &[("x-auth-user", "mallory"), ("x-auth-roles", "admin")]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.echoed("x-auth-user"), None);
+    assert_eq!(r.echoed("x-auth-roles"), None);
+    let r = envoy.get("/api/data", &[("authorization", &bearer(good)), ("x-auth-user", "mallory")]);
+    assert_eq!(r.echoed("x-auth-user").as_deref(), Some("alice"));
+
+    // No token: a bare challenge.
+    let r = envoy.get("/api/data", &[]);
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+
+    // Each way a token can be wrong.
+    let mut expired = claims_with(user());
+    expired.issued_at = Some(UnixTimeStamp::from_secs(now() - 1200));
+    expired.expires_at = Some(UnixTimeStamp::from_secs(now() - 600));
+    let mut future = claims_with(user());
+    future.invalid_before = Some(UnixTimeStamp::from_secs(now() + 600));
+    let mut wrong_iss = claims_with(user());
+    wrong_iss.issuer = Some("https://evil.example".into());
+    let mut wrong_aud = claims_with(user());
+    wrong_aud.audiences = Some(Audiences::AsString("other".into()));
+    let stranger = Ed25519KeyPair::generate().with_key_id("ed-1");
+    let unknown_kid = Ed25519KeyPair::generate().with_key_id("nobody");
+    let payload = b64(&json!({"iss": ISS, "sub": "alice", "aud": "api", "exp": now() + 600}).to_string());
+    let cases = [
+        ("expired", keys.ed.sign(expired).unwrap(), "token expired"),
+        ("not yet valid", keys.ed.sign(future).unwrap(), "token not yet valid"),
+        ("wrong issuer", keys.ed.sign(wrong_iss).unwrap(), "token issuer not trusted"),
+        ("wrong audience", keys.ed.sign(wrong_aud).unwrap(), "token audience not accepted"),
+        ("bad signature", stranger.sign(claims_with(user())).unwrap(), "token signature is invalid"),
+        ("alg none", format!("{}.{payload}.", b64(r#"{"alg":"none","typ":"JWT"}"#)), "token signing algorithm not allowed"),
+        ("header key", format!("{}.{payload}.c2ln", b64(r#"{"alg":"EdDSA","jwk":{"kty":"OKP","crv":"Ed25519","x":"AA"}}"#)), "key material"),
+        ("unknown kid", unknown_kid.sign(claims_with(user())).unwrap(), "token signed with an unknown key"),
+        ("malformed", "abc.def".to_owned(), "token is malformed"),
+        ("oversized", format!("{}.{}.{}", b64("{}"), "a".repeat(9000), "b"), "token too large"),
+    ];
+    for (what, token, description) in &cases {
+        let r = envoy.get("/api/data", &[("authorization", &bearer(token))]);
+        assert_invalid_token(&r, what);
+        assert!(r.header("www-authenticate").unwrap().contains(description), "{what}: {r:?}");
+        assert!(!r.body.contains(token.as_str()) || token.len() < 8, "{what}: the token is not echoed back");
+    }
+
+    // Roles and scopes.
+    let r = envoy.get("/admin/users", &[("authorization", &bearer(good))]);
+    assert_eq!(r.status, 403);
+    assert!(r.header("www-authenticate").unwrap().contains("error=\"insufficient_scope\""));
+    let r = envoy.get("/write/doc", &[("authorization", &bearer(good))]);
+    assert_eq!(r.status, 403);
+    assert!(r.header("www-authenticate").unwrap().contains("scope=\"write\""));
+    let admin = keys.es.sign(claims_with(AccessClaims { roles: vec!["admin".into()], scope: "read write".into(), ..user() })).unwrap();
+    assert_eq!(envoy.get("/admin/users", &[("authorization", &bearer(&admin))]).status, 200);
+    let r = envoy.get("/write/doc", &[("authorization", &bearer(&admin))]);
+    assert_eq!((r.status, r.echoed("x-auth-scopes").as_deref()), (200, Some("read write")));
+
+    // Public route: no token needed; a valid token still yields identity.
+    assert_eq!(envoy.get("/public/page", &[]).status, 200);
+    let r = envoy.get("/public/page", &[("authorization", &bearer(good))]);
+    assert_eq!(r.echoed("x-auth-user").as_deref(), Some("alice"));
+
+    // Cookie as token source.
+    let r = envoy.get("/api/data", &[("cookie", &format!("theme=dark; access_token={good}"))]);
+    assert_eq!((r.status, r.echoed("x-auth-user").as_deref()), (200, Some("alice")));
+
+    // Stats counters moved, and are exported to Prometheus too.
+    assert!(envoy.stat("allowed") >= 8, "allowed: {}", envoy.stat("allowed"));
+    assert!(envoy.stat("denied.expired") >= 1);
+    assert!(envoy.stat("denied.missing_token") >= 1);
+    assert!(envoy.stat("denied.insufficient_scope") >= 1);
+    assert!(envoy.stat("jwks.fetch_ok") >= 1);
+    assert!(envoy.stat("token_cache.hit") >= 1);
+    assert_eq!(envoy.stat("jwks.keys_loaded"), 3);
+    assert!(envoy.prometheus().contains("authflow_allowed"));
+    // Tokens never reach the log.
+    assert!(!envoy.log().contains(good.as_str()));
+}
+
+#[test]
+fn key_rotation_and_jwks_outage() {
+    let old = Ed25519KeyPair::generate().with_key_id("2026-01");
+    let new = Ed25519KeyPair::generate().with_key_id("2026-02");
+    let mut jwks = JwksServer::start(jwks_of(&[old.public_key().to_jwk()]));
+    let backend = EchoServer::start("127.0.0.1:0").unwrap();
+    let envoy = start(filter_config("jwks", json!({})), jwks.port, &backend);
+
+    let t_old = old.sign(claims_with(user())).unwrap();
+    assert_eq!(envoy.get("/api", &[("authorization", &bearer(&t_old))]).status, 200);
+
+    // The issuer publishes a new key; a token with the new kid triggers an early
+    // refetch and waits for it instead of failing.
+    jwks.set(jwks_of(&[old.public_key().to_jwk(), new.public_key().to_jwk()]));
+    let t_new = new.sign(claims_with(user())).unwrap();
+    let r = envoy.get("/api", &[("authorization", &bearer(&t_new))]);
+    assert_eq!(r.status, 200, "new key picked up without a restart: {r:?}");
+
+    // The JWKS server goes away: the last good keys keep working.
+    let hits_before = jwks.hits();
+    jwks.stop();
+    assert!(eventually(Duration::from_secs(10), || envoy.stat("jwks.fetch_failed") >= 1), "a failed fetch is counted");
+    assert!(hits_before >= 2);
+    assert_eq!(envoy.get("/api", &[("authorization", &bearer(&t_new))]).status, 200);
+    assert_eq!(envoy.get("/api", &[("authorization", &bearer(&t_old))]).status, 200);
+}
+
+#[test]
+fn no_key_ever_loaded_fails_closed() {
+    let backend = EchoServer::start("127.0.0.1:0").unwrap();
+    let closed_port = free_port();
+    let envoy = start(filter_config("jwks", json!({"key_wait_ms": 500})), closed_port, &backend);
+    let kp = Ed25519KeyPair::generate().with_key_id("k");
+    let t = kp.sign(claims_with(user())).unwrap();
+    let r = envoy.get("/api", &[("authorization", &bearer(&t))]);
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(r.json()["error"], "temporarily_unavailable");
+    // Public routes still work while keys are missing.
+    assert_eq!(envoy.get("/public/x", &[]).status, 200);
+}
+
+#[test]
+fn invalid_configuration_is_refused_by_envoy() {
+    let backend = EchoServer::start("127.0.0.1:0").unwrap();
+    let mut bad = filter_config("jwks", json!({}));
+    bad["providers"][0]["algorithms"] = json!(["HS256"]);
+    let err = match Envoy::start(EnvoyOptions { filter: bad, clusters: vec![("backend".into(), backend.addr.port()), ("jwks".into(), free_port())], concurrency: 1 }) {
+        Ok(_) => panic!("Envoy accepted an invalid filter configuration"),
+        Err(e) => e,
+    };
+    assert!(err.contains("providers[0]`.algorithms") && err.contains("HS256"), "the log names the field:\n{err}");
+}
+
+#[test]
+fn envoy_jwt_authn_conformance_vectors() {
+    let path = repo_root().join("../shared/conformance/envoy-jwt-authn-vectors.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    let mut all_keys = doc["jwks_rs256"]["keys"].as_array().unwrap().clone();
+    all_keys.extend(doc["jwks_es256"]["keys"].as_array().unwrap().iter().cloned());
+    let backend = EchoServer::start("127.0.0.1:0").unwrap();
+    let filter = json!({
+        "providers": [{
+            "name": "envoy-vectors", "issuer": doc["provider"]["issuer"], "audiences": doc["provider"]["audiences"],
+            "algorithms": ["RS256", "ES256"],
+            "jwks": {"inline": {"keys": all_keys}}
+        }],
+        // These long-lived test tokens expire in 2033 and carry no iat.
+        "max_token_lifetime_secs": 20 * 365 * 86400,
+        "identity_headers": {"subject": "x-auth-user", "claims": {"nested.key-1": "x-nested"}}
+    });
+    let envoy = Envoy::start(EnvoyOptions { filter, clusters: vec![("backend".into(), backend.addr.port())], concurrency: 1 })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cases = doc["cases"].as_array().unwrap();
+    assert!(cases.len() >= 10);
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let r = envoy.get("/", &[("authorization", &bearer(case["token"].as_str().unwrap()))]);
+        assert_eq!(u64::from(r.status), case["expect_status"].as_u64().unwrap(), "{name}: {}", case["why"]);
+        if name == "NestedGoodToken" {
+            assert_eq!(r.echoed("x-nested").as_deref(), Some("value1"));
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! Test harness for end-to-end tests: the real Envoy binary with the built
+//! `authflow.wasm`, a JWKS server and an echo backend, all on 127.0.0.1.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `AUTHFLOW_ENVOY`, else the project venv's Envoy (`make test` installs it).
+pub fn envoy_bin() -> PathBuf {
+    std::env::var_os("AUTHFLOW_ENVOY").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".venv/bin/envoy"))
+}
+
+/// `AUTHFLOW_WASM`, else the release build `make wasm` produces.
+pub fn wasm_path() -> PathBuf {
+    std::env::var_os("AUTHFLOW_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/wasm32-wasip1/release/authflow.wasm"))
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+pub fn http() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(15)))
+        .build()
+        .into()
+}
+
+/// A response reduced to what tests look at.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+    /// For echo-backend replies: the header the backend received.
+    pub fn echoed(&self, name: &str) -> Option<String> {
+        self.json()["headers"][name].as_str().map(str::to_owned)
+    }
+}
+
+pub fn get(url: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut req = http().get(url);
+    for (n, v) in headers {
+        req = req.header(*n, *v);
+    }
+    let mut resp = req.call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    let body = resp.body_mut().read_to_string().unwrap_or_default();
+    Reply { status, headers, body }
+}
+
+/// The Envoy admin/listener pair of one test.
+pub struct Envoy {
+    child: Child,
+    pub port: u16,
+    pub admin_port: u16,
+    dir: PathBuf,
+}
+
+pub struct EnvoyOptions {
+    pub filter: Value,
+    /// (cluster name, port on 127.0.0.1); `backend` is where requests go.
+    pub clusters: Vec<(String, u16)>,
+    pub concurrency: u32,
+}
+
+fn cluster(name: &str, port: u16) -> Value {
+    json!({
+        "name": name, "type": "STATIC", "connect_timeout": "0.5s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]}
+    })
+}
+
+pub fn envoy_config(filter: &Value, clusters: &[(String, u16)], port: u16, admin_port: u16) -> Value {
+    json!({
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "static_resources": {
+            "listeners": [{
+                "name": "main",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "ingress",
+                        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"],
+                            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "backend"}}]}]},
+                        "http_filters": [
+                            {"name": "envoy.filters.http.wasm", "typed_config": {
+                                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                                "config": {
+                                    "name": "authflow", "root_id": "authflow", "fail_open": false,
+                                    "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": filter.to_string()},
+                                    "vm_config": {"vm_id": "authflow", "runtime": "envoy.wasm.runtime.v8",
+                                        "code": {"local": {"filename": wasm_path().to_string_lossy()}}}
+                                }}},
+                            {"name": "envoy.filters.http.router", "typed_config": {
+                                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+                        ]
+                    }
+                }]}]
+            }],
+            "clusters": clusters.iter().map(|(n, p)| cluster(n, *p)).collect::<Vec<_>>()
+        }
+    })
+}
+
+impl Envoy {
+    /// Starts Envoy and waits until it is ready; `Err` carries Envoy's log when it is not.
+    pub fn start(opts: EnvoyOptions) -> Result<Envoy, String> {
+        assert!(envoy_bin().exists(), "no Envoy at {} (run `make test`, which installs it)", envoy_bin().display());
+        assert!(wasm_path().exists(), "no filter at {} (run `make wasm`)", wasm_path().display());
+        let port = free_port();
+        let admin_port = free_port();
+        let dir = std::env::temp_dir().join(format!("authflow-e2e-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let config = dir.join("envoy.json");
+        let doc = envoy_config(&opts.filter, &opts.clusters, port, admin_port);
+        std::fs::write(&config, doc.to_string()).map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(dir.join("envoy.log")).map_err(|e| e.to_string())?;
+        let child = Command::new(envoy_bin())
+            .arg("-c")
+            .arg(&config)
+            .args(["--disable-hot-restart", "-l", "info", "--concurrency", &opts.concurrency.to_string()])
+            .args(["--base-id", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start Envoy: {e}"))?;
+        let mut envoy = Envoy { child, port, admin_port, dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = envoy.child.try_wait() {
+                return Err(format!("Envoy exited ({status}):\n{}", envoy.log()));
+            }
+            if envoy.ready() {
+                return Ok(envoy);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("Envoy not ready in 30 s:\n{}", envoy.log()));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn ready(&self) -> bool {
+        let url = format!("http://127.0.0.1:{}/ready", self.admin_port);
+        matches!(http().get(&url).call(), Ok(r) if r.status() == 200)
+    }
+
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(self.dir.join("envoy.log")) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        get(&self.url(path), headers)
+    }
+
+    /// A filter statistic (`wasmcustom.authflow.<name>`), summed over Envoy's output.
+    pub fn stat(&self, name: &str) -> u64 {
+        let full = format!("wasmcustom.authflow.{name}");
+        let r = get(&format!("http://127.0.0.1:{}/stats?filter=^{}$", self.admin_port, regex_escape(&full)), &[]);
+        r.body
+            .lines()
+            .filter_map(|l| l.split_once(": "))
+            .filter(|(n, _)| *n == full)
+            .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
+            .sum()
+    }
+
+    pub fn prometheus(&self) -> String {
+        get(&format!("http://127.0.0.1:{}/stats/prometheus", self.admin_port), &[]).body
+    }
+}
+
+fn regex_escape(s: &str) -> String {
+    s.replace('.', "\\.")
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Waits (bounded) until `check` holds; returns whether it did.
+pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    check()
+}
+
+/// A JWKS endpoint whose document the test can change, or take down.
+pub struct JwksServer {
+    server: Option<Arc<tiny_http::Server>>,
+    pub body: Arc<Mutex<String>>,
+    pub hits: Arc<AtomicUsize>,
+    pub port: u16,
+}
+
+impl JwksServer {
+    pub fn start(body: String) -> JwksServer {
+        Self::start_on(0, Arc::new(Mutex::new(body)), Arc::new(AtomicUsize::new(0)))
+    }
+
+    fn start_on(port: u16, body: Arc<Mutex<String>>, hits: Arc<AtomicUsize>) -> JwksServer {
+        let server = Arc::new(tiny_http::Server::http(("127.0.0.1", port)).expect("JWKS server"));
+        let port = server.server_addr().to_ip().map(|a| a.port()).expect("ip");
+        let (s, b, h) = (Arc::clone(&server), Arc::clone(&body), Arc::clone(&hits));
+        std::thread::spawn(move || {
+            for req in s.incoming_requests() {
+                h.fetch_add(1, Ordering::SeqCst);
+                let doc = b.lock().map(|d| d.clone()).unwrap_or_default();
+                let _ = req.respond(tiny_http::Response::from_string(doc));
+            }
+        });
+        JwksServer { server: Some(server), body, hits, port }
+    }
+
+    pub fn set(&self, body: String) {
+        *self.body.lock().expect("lock") = body;
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Stops answering: connections to the port are refused.
+    pub fn stop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.unblock();
+        }
+        // Let the accept loop notice before the test carries on.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+impl Drop for JwksServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn jwks_of(keys: &[String]) -> String {
+    format!(r#"{{"keys":[{}]}}"#, keys.join(","))
+}
