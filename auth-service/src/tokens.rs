@@ -32,11 +32,15 @@ pub async fn issue(state: &AppState, user: &User, sid: &str, dfp: Option<String>
     let ttl = state.config.access_ttl.as_secs();
     let jti = random_id();
     let custom = AccessClaims { sid: sid.to_owned(), roles: user.roles.clone(), scope: user.scope.clone(), dfp };
-    let mut claims = Claims::with_custom_claims(custom, Duration::from_secs(ttl))
+    let claims = Claims::with_custom_claims(custom, Duration::from_secs(ttl))
         .with_issuer(&state.config.issuer)
         .with_subject(&user.id)
-        .with_audiences(state.config.audiences.iter().cloned().collect::<HashSet<String>>())
         .with_jwt_id(&jti);
+    // One audience is a plain string (the common form); several, an array.
+    let mut claims = match state.config.audiences.as_slice() {
+        [one] => claims.with_audience(one),
+        many => claims.with_audiences(many.iter().cloned().collect::<HashSet<String>>()),
+    };
     // One clock for iat/exp, the ban check and the feed.
     let now_u = u64::try_from(now).unwrap_or(0);
     claims.issued_at = Some(Duration::from_secs(now_u));
@@ -147,7 +151,13 @@ pub fn fingerprint(attributes: &[DeviceAttribute], secret: &str, headers: &Heade
         .map(|a| {
             let value = match a {
                 DeviceAttribute::Header(name) => {
-                    headers.get(name.as_str()).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
+                    // Raw UTF-8, not `to_str()` (visible ASCII only): the filter sees
+                    // the bytes as a string, so must we.
+                    headers
+                        .get(name.as_str())
+                        .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+                        .unwrap_or_default()
+                        .to_owned()
                 }
                 DeviceAttribute::ClientIpPrefix => {
                     fingerprint::client_ip_prefix(&fingerprint_client_address(headers, peer))

@@ -1,0 +1,242 @@
+//! Admin endpoints, the revocation feed, keys and discovery.
+
+use std::time::Duration;
+
+use authflow_contract::revocation::RevocationFeed;
+use authflow_contract::KeySet;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+#[tokio::test]
+async fn admin_requires_the_admin_role() {
+    let app = spawn_app().await;
+    let user_id = app.verified_user("kim@example.com").await;
+    let user = app.signin("kim@example.com", PASSWORD).await;
+    let r = app.http.get(app.url("/v1/admin/users")).send().await.unwrap();
+    assert_eq!(error_code(r, 401).await, "invalid_token");
+    let r = app.authed(Method::POST, &format!("/v1/admin/users/{user_id}/ban"), &user).send().await.unwrap();
+    assert_eq!(error_code(r, 403).await, "insufficient_scope");
+    let admin = app.admin("root@example.com").await;
+    let r = app.authed(Method::POST, "/v1/admin/users/nope/ban", &admin).send().await.unwrap();
+    assert_eq!(error_code(r, 404).await, "not_found");
+    let r = app.authed(Method::GET, "/v1/admin/users?email=KIM@example.com", &admin).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let found: Value = r.json().await.unwrap();
+    assert_eq!(found[0]["user_id"], user_id.as_str());
+    assert_eq!(found[0]["roles"], json!(["user"]));
+    let r = app.authed(Method::GET, "/v1/admin/users", &admin).send().await.unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap().as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn ban_unban_revoke_and_sessions() {
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    let user_id = app.verified_user("leo@example.com").await;
+    let t = app.signin("leo@example.com", PASSWORD).await;
+    let (_, snap) = app.feed(None).await;
+    let cursor = snap.unwrap()["cursor"].as_str().unwrap().to_owned();
+
+    let r = app.authed(Method::GET, &format!("/v1/admin/users/{user_id}/sessions"), &admin).send().await.unwrap();
+    let sessions: Value = r.json().await.unwrap();
+    assert_eq!(sessions[0]["session_id"], t.session.as_str());
+    assert_eq!(sessions[0]["active"], true);
+
+    // Revoke one token by jti: it shows in the feed with the token's own expiry.
+    let jti = claims(&t.access)["jti"].as_str().unwrap().to_owned();
+    let r = app.authed(Method::POST, "/v1/admin/tokens/revoke", &admin).json(&json!({"jti": jti})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = app.authed(Method::POST, "/v1/admin/tokens/revoke", &admin).json(&json!({"jti": "unknown"})).send().await.unwrap();
+    assert_eq!(error_code(r, 404).await, "not_found");
+    let (status, delta) = app.feed(Some(&cursor)).await;
+    assert_eq!(status, 200);
+    let delta = delta.unwrap();
+    assert_eq!(delta["revoked_tokens"][0]["jti"], jti.as_str());
+    assert_eq!(delta["revoked_tokens"][0]["expires_at"], claims(&t.access)["exp"]);
+    let r = app.http.get(app.url("/v1/ext-authz")).bearer_auth(&t.access).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let cursor = delta["cursor"].as_str().unwrap().to_owned();
+
+    // Ban: sign-in refused only after the right password; feed entry; sessions ended.
+    let r = app.authed(Method::POST, &format!("/v1/admin/users/{user_id}/ban"), &admin).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = app.post("/v1/auth/signin", json!({"email": "leo@example.com", "password": "wrong password!!"})).await;
+    assert_eq!(error_code(r, 401).await, "invalid_credentials");
+    let r = app.post("/v1/auth/signin", json!({"email": "leo@example.com", "password": PASSWORD})).await;
+    assert_eq!(error_code(r, 403).await, "account_disabled");
+    let (_, delta) = app.feed(Some(&cursor)).await;
+    let feed: RevocationFeed = serde_json::from_value(delta.unwrap()).unwrap();
+    assert!(!feed.snapshot);
+    assert_eq!(feed.banned_subjects.len(), 1);
+    let ban = &feed.banned_subjects[0];
+    assert_eq!(ban.sub, user_id);
+    assert_eq!(ban.expires_at - ban.not_before, 900);
+    assert!(feed.revoked_sessions.iter().any(|s| s.sid == t.session));
+    let r = app
+        .http
+        .post(app.url("/v1/auth/refresh"))
+        .header("x-authflow-device", &t.device)
+        .json(&json!({"refresh_token": t.refresh}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = app.authed(Method::GET, &format!("/v1/admin/users/{user_id}/sessions"), &admin).send().await.unwrap();
+    let sessions: Value = r.json().await.unwrap();
+    assert_eq!(sessions[0]["active"], false);
+    assert_eq!(sessions[0]["revoke_reason"], "banned");
+
+    // Unban: sign-in works again; the new token is not killed by the old ban.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = app.authed(Method::DELETE, &format!("/v1/admin/users/{user_id}/ban"), &admin).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let t2 = app.signin("leo@example.com", PASSWORD).await;
+    let r = app.http.get(app.url("/v1/ext-authz")).bearer_auth(&t2.access).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    let log = app.state.store.audit_log(Some(&user_id), 100).await.unwrap();
+    for event in ["admin_ban", "admin_unban", "admin_revoke_token"] {
+        assert!(log.iter().any(|e| e.event == event), "{event} audited");
+    }
+}
+
+#[tokio::test]
+async fn revocation_feed_deltas_304_snapshots_and_expiry() {
+    let app = spawn_app_with(|c| {
+        c.access_ttl = Duration::from_secs(2);
+        c.maintenance_interval = Duration::from_secs(1);
+    })
+    .await;
+    app.verified_user("mia@example.com").await;
+    let t = app.signin("mia@example.com", PASSWORD).await;
+
+    let (status, snap) = app.feed(None).await;
+    assert_eq!(status, 200);
+    let snap: RevocationFeed = serde_json::from_value(snap.unwrap()).unwrap();
+    assert!(snap.snapshot);
+    assert_eq!(snap.issuer, "http://127.0.0.1:8081");
+    assert_eq!(snap.entry_count(), 0);
+    let c0 = snap.cursor.clone();
+    assert_eq!(app.feed(Some(&c0)).await.0, 304);
+
+    let r = app.authed(Method::POST, "/v1/auth/logout", &t).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let (status, delta) = app.feed(Some(&c0)).await;
+    assert_eq!(status, 200);
+    let delta: RevocationFeed = serde_json::from_value(delta.unwrap()).unwrap();
+    assert!(!delta.snapshot);
+    assert_eq!(delta.revoked_sessions.len(), 1);
+    assert_eq!(delta.revoked_sessions[0].sid, t.session);
+    let c1 = delta.cursor.clone();
+    assert_ne!(c1, c0);
+    assert_eq!(app.feed(Some(&c1)).await.0, 304);
+
+    // Unknown cursors (another database, garbage, the future) get a snapshot.
+    for unknown in ["deadbeef.1", "garbage", &format!("{}.999", c1.split('.').next().unwrap())] {
+        let (status, body) = app.feed(Some(unknown)).await;
+        assert_eq!(status, 200);
+        let feed: RevocationFeed = serde_json::from_value(body.unwrap()).unwrap();
+        assert!(feed.snapshot, "{unknown}");
+        assert_eq!(feed.revoked_sessions.len(), 1);
+    }
+
+    // Entries live until the tokens they kill would have expired (2 s), then
+    // they leave the snapshot, get pruned, and the old cursor is too old.
+    let mut pruned = false;
+    for _ in 0..80 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (_, body) = app.feed(Some(&c0)).await;
+        let feed: RevocationFeed = serde_json::from_value(body.unwrap()).unwrap();
+        if feed.snapshot && feed.entry_count() == 0 {
+            pruned = true;
+            break;
+        }
+    }
+    assert!(pruned, "the expired entry was pruned and the pre-prune cursor answered with a snapshot");
+    let (_, body) = app.feed(None).await;
+    let feed: RevocationFeed = serde_json::from_value(body.unwrap()).unwrap();
+    assert_eq!(feed.entry_count(), 0);
+    // The newest cursor is still current.
+    assert_eq!(app.feed(Some(&feed.cursor)).await.0, 304);
+}
+
+#[tokio::test]
+async fn key_rotation_is_published_before_it_signs() {
+    let app = spawn_app_with(|c| c.key_publish_lead = Duration::from_secs(2)).await;
+    let admin = app.admin("root@example.com").await;
+    let r = app.get("/.well-known/jwks.json").await;
+    assert_eq!(r.headers()["cache-control"], "public, max-age=60");
+    let etag = r.headers()["etag"].to_str().unwrap().to_owned();
+    let before = KeySet::parse(&r.bytes().await.unwrap()).unwrap();
+    assert_eq!(before.keys.len(), 1);
+    let old_kid = header(&admin.access)["kid"].as_str().unwrap().to_owned();
+    let r = app.http.get(app.url("/.well-known/jwks.json")).header("if-none-match", &etag).send().await.unwrap();
+    assert_eq!(r.status(), 304);
+
+    let r = app.authed(Method::POST, "/v1/admin/keys/rotate", &admin).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let new_kid = r.json::<Value>().await.unwrap()["kid"].as_str().unwrap().to_owned();
+    let r = app.http.get(app.url("/.well-known/jwks.json")).header("if-none-match", &etag).send().await.unwrap();
+    assert_eq!(r.status(), 200, "the JWKS changed");
+    let after = KeySet::parse(&r.bytes().await.unwrap()).unwrap();
+    assert!(after.has_kid(&old_kid) && after.has_kid(&new_kid));
+
+    // Published now, signing only after the lead time; the old key stays published.
+    let t = app.signin("root@example.com", PASSWORD).await;
+    assert_eq!(header(&t.access)["kid"], old_kid.as_str());
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let t = app.signin("root@example.com", PASSWORD).await;
+    assert_eq!(header(&t.access)["kid"], new_kid.as_str());
+    let r = app.get("/.well-known/jwks.json").await;
+    let jwks = KeySet::parse(&r.bytes().await.unwrap()).unwrap();
+    assert!(jwks.has_kid(&old_kid), "kept until its last token expired");
+    // Tokens of both keys verify at the service.
+    let r = app.authed(Method::GET, "/v1/admin/keys", &t).send().await.unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap().as_array().unwrap().len(), 2);
+    let r = app.authed(Method::GET, "/v1/admin/keys", &admin).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn es256_signing_option() {
+    let app = spawn_app_with(|c| c.signing_alg = authflow_contract::Algorithm::ES256).await;
+    app.verified_user("ned@example.com").await;
+    let t = app.signin("ned@example.com", PASSWORD).await;
+    assert_eq!(header(&t.access)["alg"], "ES256");
+    let jwks = KeySet::parse(&app.get("/.well-known/jwks.json").await.bytes().await.unwrap()).unwrap();
+    assert!(jwks.candidates(authflow_contract::Algorithm::ES256, header(&t.access)["kid"].as_str()).next().is_some());
+    let r = app.http.get(app.url("/v1/ext-authz")).bearer_auth(&t.access).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn discovery_health_metrics_openapi() {
+    let app = spawn_app().await;
+    let oidc: Value = app.get("/.well-known/openid-configuration").await.json().await.unwrap();
+    assert_eq!(oidc["issuer"], "http://127.0.0.1:8081");
+    assert_eq!(oidc["jwks_uri"], "http://127.0.0.1:8081/.well-known/jwks.json");
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    app.feed(None).await;
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("# TYPE authflow_feed_snapshots_total counter"));
+    assert!(metrics.contains("authflow_feed_snapshots_total 1"));
+    let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
+    for path in ["/v1/auth/signup", "/v1/auth/signin/verify", "/v1/revocations", "/v1/admin/users/{user_id}/ban"] {
+        assert!(doc["paths"][path].is_object(), "{path} documented");
+    }
+}
+
+#[tokio::test]
+async fn dev_outbox_is_off_when_disabled() {
+    let app = spawn_app_with(|c| c.dev_endpoints = false).await;
+    let r = app.get("/v1/dev/outbox?to=a@example.com").await;
+    assert_eq!(error_code(r, 404).await, "not_found");
+    // The outbox files are still written.
+    let r = app.post("/v1/auth/signup", json!({"email": "o@example.com", "password": PASSWORD})).await;
+    assert_eq!(r.status(), 201);
+    let files = std::fs::read_dir(app.dir.path().join("outbox")).unwrap().count();
+    assert_eq!(files, 1);
+}

@@ -1,0 +1,191 @@
+//! Test fixtures: the real service on 127.0.0.1 port 0 over a fresh SQLite
+//! file per test, and helpers that drive it over HTTP like a client would.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use authflow_auth_service::config::Config;
+use authflow_auth_service::domain::password::Hasher;
+use authflow_auth_service::store::User;
+use authflow_auth_service::{now, spawn, AppState, Running};
+use serde_json::{json, Value};
+
+pub const UA: &str = "authflow-test/1.0";
+pub const LANG: &str = "en-GB,en;q=0.9";
+pub const PASSWORD: &str = "correct horse battery staple";
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub state: Arc<AppState>,
+    /// Kept so the server task lives as long as the test.
+    #[allow(dead_code)]
+    pub running: Running,
+    pub dir: tempfile::TempDir,
+}
+
+/// Fast settings for tests; `tweak` adjusts them.
+pub fn test_config(dir: &std::path::Path, tweak: impl FnOnce(&mut Config)) -> Config {
+    let mut config = Config::for_data_dir(dir).unwrap();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.password_hash_memory_kib = 1024;
+    config.password_hash_iterations = 1;
+    config.key_publish_lead = Duration::from_secs(1);
+    tweak(&mut config);
+    config
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config(dir.path(), tweak);
+    let running = spawn(config).await.unwrap();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("accept-language", LANG.parse().unwrap());
+    let http = reqwest::Client::builder()
+        .user_agent(UA)
+        .default_headers(headers)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    TestApp { base: format!("http://{}", running.addr), http, state: Arc::clone(&running.state), running, dir }
+}
+
+pub struct Tokens {
+    pub access: String,
+    pub refresh: String,
+    pub device: String,
+    pub session: String,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> reqwest::Response {
+        self.http.post(self.url(path)).json(&body).send().await.unwrap()
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.unwrap()
+    }
+
+    /// A bearer request carrying the device secret, like a non-browser client.
+    pub fn authed(&self, method: reqwest::Method, path: &str, t: &Tokens) -> reqwest::RequestBuilder {
+        self.http.request(method, self.url(path)).bearer_auth(&t.access).header("x-authflow-device", &t.device)
+    }
+
+    /// Messages to `to`, oldest first, polling briefly (some mail is sent in the background).
+    pub async fn outbox(&self, to: &str, at_least: usize) -> Vec<Value> {
+        for _ in 0..100 {
+            let r = self.http.get(self.url("/v1/dev/outbox")).query(&[("to", to)]).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            let mails: Vec<Value> = r.json().await.unwrap();
+            if mails.len() >= at_least {
+                return mails;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("fewer than {at_least} mails reached {to}");
+    }
+
+    pub async fn last_mail(&self, to: &str, at_least: usize) -> Value {
+        self.outbox(to, at_least).await.last().cloned().unwrap()
+    }
+
+    /// Sign-up plus email verification through the outbox; returns the user id.
+    pub async fn verified_user(&self, email: &str) -> String {
+        let r = self.post("/v1/auth/signup", json!({"email": email, "password": PASSWORD})).await;
+        assert_eq!(r.status(), 201);
+        let user_id = r.json::<Value>().await.unwrap()["user_id"].as_str().unwrap().to_owned();
+        let mail = self.last_mail(email, 1).await;
+        let r = self.post("/v1/auth/verify-email", json!({"token": mail["token"]})).await;
+        assert_eq!(r.status(), 200);
+        user_id
+    }
+
+    /// An admin created directly in the store (as the CLI does), signed in.
+    pub async fn admin(&self, email: &str) -> Tokens {
+        let hasher = Hasher::new(1024, 1).unwrap();
+        let user = User {
+            id: authflow_auth_service::domain::random_id(),
+            email: email.to_owned(),
+            password_hash: hasher.hash(PASSWORD).unwrap(),
+            roles: vec!["user".into(), "admin".into()],
+            scope: "profile".into(),
+            email_verified: true,
+            banned_at: None,
+            totp_secret: None,
+            totp_pending: None,
+            totp_last_step: 0,
+            created_at: now(),
+        };
+        assert!(self.state.store.create_user(&user).await.unwrap());
+        self.signin(email, PASSWORD).await
+    }
+
+    pub async fn challenge(&self, email: &str, password: &str) -> (String, String) {
+        let r = self.post("/v1/auth/signin", json!({"email": email, "password": password})).await;
+        assert_eq!(r.status(), 200, "signin of {email}");
+        let body: Value = r.json().await.unwrap();
+        (body["challenge_id"].as_str().unwrap().to_owned(), body["method"].as_str().unwrap().to_owned())
+    }
+
+    /// Password, then the mailed code: the full sign-in.
+    pub async fn signin(&self, email: &str, password: &str) -> Tokens {
+        let before = self.outbox(email, 0).await.len();
+        let (challenge, method) = self.challenge(email, password).await;
+        assert_eq!(method, "email");
+        let mail = self.last_mail(email, before + 1).await;
+        let r = self.post("/v1/auth/signin/verify", json!({"challenge_id": challenge, "code": mail["code"]})).await;
+        assert_eq!(r.status(), 200);
+        tokens_of(r).await
+    }
+
+    pub async fn feed(&self, since: Option<&str>) -> (u16, Option<Value>) {
+        let mut req = self.http.get(self.url("/v1/revocations"));
+        if let Some(s) = since {
+            req = req.query(&[("since", s)]);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let body = if status == 200 { Some(r.json().await.unwrap()) } else { None };
+        (status, body)
+    }
+}
+
+pub async fn tokens_of(r: reqwest::Response) -> Tokens {
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["token_type"], "Bearer");
+    Tokens {
+        access: body["access_token"].as_str().unwrap().to_owned(),
+        refresh: body["refresh_token"].as_str().unwrap().to_owned(),
+        device: body["device_secret"].as_str().unwrap().to_owned(),
+        session: body["session_id"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// The claims of a JWT, unverified (tests inspect what was issued).
+pub fn claims(token: &str) -> Value {
+    use base64::Engine as _;
+    let part = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+}
+
+pub fn header(token: &str) -> Value {
+    use base64::Engine as _;
+    let part = token.split('.').next().unwrap();
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+}
+
+/// Asserts the one error shape and returns the `error` code.
+pub async fn error_code(r: reqwest::Response, status: u16) -> String {
+    assert_eq!(r.status().as_u16(), status);
+    let body: Value = r.json().await.unwrap();
+    assert!(body["error_description"].is_string(), "{body}");
+    body["error"].as_str().unwrap().to_owned()
+}

@@ -1,0 +1,355 @@
+//! Sign-up → verification → sign-in (mail code, TOTP) → tokens → refresh → logout → reset.
+
+use std::collections::HashSet;
+
+use authflow_contract::fingerprint::FingerprintInput;
+use authflow_contract::{AccessClaims, KeySet};
+use jwt_simple::prelude::*;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+#[tokio::test]
+async fn sign_up_verify_sign_in_and_use_the_token() {
+    let app = spawn_app().await;
+    let user_id = app.verified_user("alice@example.com").await;
+    let (challenge, method) = app.challenge("alice@example.com", PASSWORD).await;
+    assert_eq!(method, "email");
+    let mail = app.last_mail("alice@example.com", 2).await;
+    let code = mail["code"].as_str().unwrap();
+    assert_eq!(code.len(), 6);
+    assert!(mail["body"].as_str().unwrap().contains(code));
+
+    let r = app.post("/v1/auth/signin/verify", json!({"challenge_id": challenge, "code": code})).await;
+    assert_eq!(r.status(), 200);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let t = tokens_of(r).await;
+    assert_eq!(
+        cookie,
+        format!("__Secure-authflow-device={}; HttpOnly; Secure; SameSite=Strict; Path=/", t.device)
+    );
+    assert_eq!(t.device.len(), 43);
+
+    // The token per the contract: typ, kid, claims, dfp from this request's headers.
+    let h = header(&t.access);
+    assert_eq!(h["typ"], "at+jwt");
+    assert_eq!(h["alg"], "EdDSA");
+    let c = claims(&t.access);
+    assert_eq!(c["iss"], "http://127.0.0.1:8081");
+    assert_eq!(c["sub"], user_id.as_str());
+    assert_eq!(c["aud"], "authflow-demo");
+    assert_eq!(c["sid"], t.session.as_str());
+    assert_eq!(c["roles"], json!(["user"]));
+    assert_eq!(c["scope"], "profile");
+    assert_eq!(c["exp"].as_u64().unwrap() - c["iat"].as_u64().unwrap(), 900);
+    assert!(c["jti"].as_str().unwrap().len() >= 16);
+    let expected = FingerprintInput { secret: &t.device, attributes: vec![("user-agent", UA), ("accept-language", LANG)] }.hash();
+    assert_eq!(c["dfp"], expected.as_str());
+
+    // It verifies with the published JWKS through the contract's code.
+    let jwks = app.get("/.well-known/jwks.json").await.bytes().await.unwrap();
+    let set = KeySet::parse(&jwks).unwrap();
+    let key = set.candidates(authflow_contract::Algorithm::EdDSA, h["kid"].as_str()).next().unwrap();
+    let options = VerificationOptions {
+        allowed_issuers: Some(HashSet::from(["http://127.0.0.1:8081".to_owned()])),
+        allowed_audiences: Some(HashSet::from(["authflow-demo".to_owned()])),
+        ..Default::default()
+    };
+    let verified = key.verify::<AccessClaims>(&t.access, &options).unwrap();
+    assert_eq!(verified.custom.dfp.as_deref(), Some(expected.as_str()));
+
+    // The challenge is single use.
+    let r = app.post("/v1/auth/signin/verify", json!({"challenge_id": challenge, "code": code})).await;
+    assert_eq!(error_code(r, 401).await, "invalid_code");
+
+    // ext_authz accepts it and names the user.
+    let r = app.http.get(app.url("/v1/ext-authz/some/path")).bearer_auth(&t.access).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-auth-user"], user_id.as_str());
+    let r = app.http.post(app.url("/v1/ext-authz")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+
+    // The audit log recorded the sign-in.
+    let log = app.state.store.audit_log(Some(&user_id), 50).await.unwrap();
+    assert!(log.iter().any(|e| e.event == "signin_verify" && e.outcome == "success" && e.ip.as_deref() == Some("127.0.0.1")));
+}
+
+#[tokio::test]
+async fn sign_up_and_verification_failures() {
+    let app = spawn_app().await;
+    let r = app.post("/v1/auth/signup", json!({"email": "not-an-email", "password": PASSWORD})).await;
+    assert_eq!(error_code(r, 400).await, "invalid_request");
+    let r = app.post("/v1/auth/signup", json!({"email": "bob@example.com", "password": "short"})).await;
+    assert_eq!(error_code(r, 400).await, "weak_password");
+    let r = app.post("/v1/auth/signup", json!({"email": "bob@example.com", "password": "1234567890"})).await;
+    assert_eq!(error_code(r, 400).await, "weak_password");
+
+    // A registered email gets the same 201 and its owner a notice.
+    app.verified_user("bob@example.com").await;
+    let r = app.post("/v1/auth/signup", json!({"email": "Bob@Example.com", "password": PASSWORD})).await;
+    assert_eq!(r.status(), 201);
+    let notice = app.last_mail("bob@example.com", 2).await;
+    assert_eq!(notice["subject"], "Sign-up attempt");
+
+    let r = app.post("/v1/auth/verify-email", json!({"token": "nonsense"})).await;
+    assert_eq!(error_code(r, 400).await, "invalid_token");
+    let first = app.outbox("bob@example.com", 1).await[0].clone();
+    let r = app.post("/v1/auth/verify-email", json!({"token": first["token"]})).await;
+    assert_eq!(error_code(r, 400).await, "invalid_token", "verification tokens are single use");
+
+    // Unverified: the password step answers, the second step refuses clearly.
+    let r = app.post("/v1/auth/signup", json!({"email": "carol@example.com", "password": PASSWORD})).await;
+    assert_eq!(r.status(), 201);
+    let (challenge, _) = app.challenge("carol@example.com", PASSWORD).await;
+    let r = app.post("/v1/auth/signin/verify", json!({"challenge_id": challenge, "code": "000000"})).await;
+    assert_eq!(error_code(r, 403).await, "email_not_verified");
+}
+
+#[tokio::test]
+async fn sign_in_failures_and_code_attempt_limit() {
+    let app = spawn_app().await;
+    app.verified_user("dave@example.com").await;
+    let wrong = app.post("/v1/auth/signin", json!({"email": "dave@example.com", "password": "wrong password!!"})).await;
+    let wrong_status = wrong.status();
+    let wrong_body: Value = wrong.json().await.unwrap();
+    let unknown = app.post("/v1/auth/signin", json!({"email": "nobody@example.com", "password": "wrong password!!"})).await;
+    assert_eq!(wrong_status, 401);
+    assert_eq!(unknown.status(), 401);
+    assert_eq!(unknown.json::<Value>().await.unwrap(), wrong_body, "same answer for unknown email and wrong password");
+
+    let (challenge, _) = app.challenge("dave@example.com", PASSWORD).await;
+    let real = app.last_mail("dave@example.com", 2).await["code"].as_str().unwrap().to_owned();
+    let bad = if real == "123456" { "654321" } else { "123456" };
+    for _ in 0..4 {
+        let r = app.post("/v1/auth/signin/verify", json!({"challenge_id": challenge, "code": bad})).await;
+        assert_eq!(error_code(r, 401).await, "invalid_code");
+    }
+    // The fifth wrong code uses up the challenge's attempts (or the account locks).
+    let r = app.post("/v1/auth/signin/verify", json!({"challenge_id": challenge, "code": bad})).await;
+    assert!([401, 429].contains(&r.status().as_u16()));
+    let r = app.post("/v1/auth/signin/verify", json!({"challenge_id": challenge, "code": real})).await;
+    assert!([401, 429].contains(&r.status().as_u16()), "the right code after too many wrong ones is refused");
+    let r = app.post("/v1/auth/signin/verify", json!({"challenge_id": "unknown", "code": "123456"})).await;
+    assert_eq!(error_code(r, 401).await, "invalid_code");
+}
+
+fn totp_code(secret: &str, at: i64) -> String {
+    let bytes = totp_rs::Secret::Encoded(secret.to_owned()).to_bytes().unwrap();
+    totp_rs::TOTP::new_unchecked(totp_rs::Algorithm::SHA1, 6, 1, 30, bytes, None, String::new()).generate(at as u64)
+}
+
+#[tokio::test]
+async fn totp_enrolment_and_sign_in() {
+    let app = spawn_app().await;
+    app.verified_user("erin@example.com").await;
+    let t = app.signin("erin@example.com", PASSWORD).await;
+
+    let r = app.authed(Method::POST, "/v1/auth/totp/confirm", &t).json(&json!({"code": "123456"})).send().await.unwrap();
+    assert_eq!(error_code(r, 409).await, "conflict");
+    let r = app.authed(Method::POST, "/v1/auth/totp/enroll", &t).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let enrol: Value = r.json().await.unwrap();
+    let secret = enrol["secret"].as_str().unwrap().to_owned();
+    let uri = enrol["otpauth_uri"].as_str().unwrap();
+    assert!(uri.starts_with("otpauth://totp/"), "{uri}");
+    assert!(uri.contains(&format!("secret={secret}")));
+    assert!(uri.contains("issuer=authflow"));
+
+    let now = authflow_auth_service::now();
+    let r = app.authed(Method::POST, "/v1/auth/totp/confirm", &t).json(&json!({"code": "000000"})).send().await.unwrap();
+    let code = totp_code(&secret, now);
+    if code != "000000" {
+        assert_eq!(error_code(r, 401).await, "invalid_code");
+    }
+    let r = app.authed(Method::POST, "/v1/auth/totp/confirm", &t).json(&json!({"code": code})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    let (challenge, method) = app.challenge("erin@example.com", PASSWORD).await;
+    assert_eq!(method, "totp");
+    // The confirmed step cannot be replayed; the next one (within the ±1 window) works.
+    let r = app.post("/v1/auth/signin/verify", json!({"challenge_id": challenge, "code": code})).await;
+    if totp_code(&secret, now + 30) != code {
+        assert_eq!(error_code(r, 401).await, "invalid_code");
+    }
+    let next = totp_code(&secret, now + 30);
+    let r = app.post("/v1/auth/signin/verify", json!({"challenge_id": challenge, "code": next})).await;
+    assert_eq!(r.status(), 200);
+    let t2 = tokens_of(r).await;
+    assert_ne!(t2.session, t.session);
+}
+
+#[tokio::test]
+async fn refresh_rotation_and_reuse_detection() {
+    let app = spawn_app().await;
+    app.verified_user("frank@example.com").await;
+    let t = app.signin("frank@example.com", PASSWORD).await;
+    let (_, snapshot) = app.feed(None).await;
+    let cursor = snapshot.unwrap()["cursor"].as_str().unwrap().to_owned();
+
+    // Without the device secret, or with another one: refused, nothing rotated.
+    let r = app.post("/v1/auth/refresh", json!({"refresh_token": t.refresh})).await;
+    assert_eq!(error_code(r, 401).await, "invalid_grant");
+    let r = app
+        .http
+        .post(app.url("/v1/auth/refresh"))
+        .header("x-authflow-device", "another-device")
+        .json(&json!({"refresh_token": t.refresh}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 401).await, "invalid_grant");
+
+    // The cookie works as well as the header.
+    let r = app
+        .http
+        .post(app.url("/v1/auth/refresh"))
+        .header("cookie", format!("__Secure-authflow-device={}", t.device))
+        .json(&json!({"refresh_token": t.refresh}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let t2 = tokens_of(r).await;
+    assert_eq!(t2.session, t.session);
+    assert_eq!(t2.device, t.device);
+    assert_ne!(t2.refresh, t.refresh);
+    assert_ne!(claims(&t2.access)["jti"], claims(&t.access)["jti"]);
+    assert_eq!(claims(&t2.access)["dfp"], claims(&t.access)["dfp"]);
+
+    // Reusing the rotated token revokes the whole session.
+    let r = app
+        .http
+        .post(app.url("/v1/auth/refresh"))
+        .header("x-authflow-device", &t.device)
+        .json(&json!({"refresh_token": t.refresh}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 401).await, "invalid_grant");
+    let r = app
+        .http
+        .post(app.url("/v1/auth/refresh"))
+        .header("x-authflow-device", &t.device)
+        .json(&json!({"refresh_token": t2.refresh}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 401).await, "invalid_grant", "the newest refresh token died with the session");
+    let (status, delta) = app.feed(Some(&cursor)).await;
+    assert_eq!(status, 200);
+    let delta = delta.unwrap();
+    assert_eq!(delta["snapshot"], false);
+    assert_eq!(delta["revoked_sessions"][0]["sid"], t.session.as_str());
+    // And the service itself no longer accepts the session's access tokens.
+    let r = app.authed(Method::POST, "/v1/auth/logout", &t2).send().await.unwrap();
+    assert_eq!(error_code(r, 401).await, "invalid_token");
+    let r = app.post("/v1/auth/refresh", json!({"refresh_token": "unknown"})).await;
+    assert_eq!(error_code(r, 401).await, "invalid_grant");
+}
+
+#[tokio::test]
+async fn logout_and_logout_all() {
+    let app = spawn_app().await;
+    app.verified_user("gina@example.com").await;
+    let a = app.signin("gina@example.com", PASSWORD).await;
+    let b = app.signin("gina@example.com", PASSWORD).await;
+    let c = app.signin("gina@example.com", PASSWORD).await;
+
+    // A token without its device secret, or from another device, is refused.
+    let r = app.http.post(app.url("/v1/auth/logout")).bearer_auth(&a.access).send().await.unwrap();
+    assert_eq!(error_code(r, 401).await, "invalid_token");
+    let r = app
+        .http
+        .post(app.url("/v1/auth/logout"))
+        .bearer_auth(&a.access)
+        .header("x-authflow-device", &b.device)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 401).await, "invalid_token");
+
+    let r = app.authed(Method::POST, "/v1/auth/logout", &a).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["revoked_sessions"], 1);
+    let r = app.authed(Method::POST, "/v1/auth/logout", &a).send().await.unwrap();
+    assert_eq!(error_code(r, 401).await, "invalid_token");
+    let r = app.authed(Method::POST, "/v1/auth/logout-all", &b).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["revoked_sessions"], 2);
+    let r = app.authed(Method::POST, "/v1/auth/totp/enroll", &c).send().await.unwrap();
+    assert_eq!(error_code(r, 401).await, "invalid_token");
+
+    let (_, snapshot) = app.feed(None).await;
+    let sids: HashSet<String> = snapshot.unwrap()["revoked_sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["sid"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(sids, HashSet::from([a.session, b.session, c.session]));
+}
+
+#[tokio::test]
+async fn password_forgot_and_reset() {
+    let app = spawn_app().await;
+    app.verified_user("hank@example.com").await;
+    let t = app.signin("hank@example.com", PASSWORD).await;
+
+    let r = app.post("/v1/auth/password/forgot", json!({"email": "ghost@example.com"})).await;
+    assert_eq!(r.status(), 202);
+    let r = app.post("/v1/auth/password/forgot", json!({"email": "hank@example.com"})).await;
+    assert_eq!(r.status(), 202);
+    let mails = app.outbox("hank@example.com", 3).await;
+    let reset = mails.iter().rev().find(|m| m["subject"] == "Reset your password").unwrap();
+    let token = reset["token"].as_str().unwrap();
+
+    let r = app.post("/v1/auth/password/reset", json!({"token": token, "password": "short"})).await;
+    assert_eq!(error_code(r, 400).await, "weak_password");
+    let r = app.post("/v1/auth/password/reset", json!({"token": "wrong", "password": "a brand new passphrase"})).await;
+    assert_eq!(error_code(r, 400).await, "invalid_token");
+    let r = app.post("/v1/auth/password/reset", json!({"token": token, "password": "a brand new passphrase"})).await;
+    assert_eq!(r.status(), 200, "a weak password did not burn the token");
+    let r = app.post("/v1/auth/password/reset", json!({"token": token, "password": "another new passphrase"})).await;
+    assert_eq!(error_code(r, 400).await, "invalid_token");
+
+    // Every session ended; the old password is gone, the new one works.
+    let r = app.authed(Method::POST, "/v1/auth/logout", &t).send().await.unwrap();
+    assert_eq!(error_code(r, 401).await, "invalid_token");
+    let r = app.post("/v1/auth/signin", json!({"email": "hank@example.com", "password": PASSWORD})).await;
+    assert_eq!(error_code(r, 401).await, "invalid_credentials");
+    app.signin("hank@example.com", "a brand new passphrase").await;
+}
+
+#[tokio::test]
+async fn lockout_with_backoff_for_known_and_unknown_accounts() {
+    let app = spawn_app_with(|c| c.account_max_failures = 3).await;
+    app.verified_user("ivy@example.com").await;
+    for email in ["ivy@example.com", "nobody@example.com"] {
+        for _ in 0..3 {
+            let r = app.post("/v1/auth/signin", json!({"email": email, "password": "wrong password!!"})).await;
+            assert_eq!(error_code(r, 401).await, "invalid_credentials");
+        }
+        let r = app.post("/v1/auth/signin", json!({"email": email, "password": PASSWORD})).await;
+        let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=30).contains(&retry), "{retry}");
+        assert_eq!(error_code(r, 429).await, "too_many_attempts");
+    }
+    // Another account from the same address is not locked (per-IP limit is higher).
+    app.verified_user("jack@example.com").await;
+    app.challenge("jack@example.com", PASSWORD).await;
+    let log = app.state.store.audit_log(None, 100).await.unwrap();
+    assert!(log.iter().any(|e| e.outcome == "throttled"));
+}
+
+#[tokio::test]
+async fn per_address_throttle() {
+    let app = spawn_app_with(|c| c.ip_max_failures = 4).await;
+    for i in 0..4 {
+        let r = app.post("/v1/auth/signin", json!({"email": format!("n{i}@example.com"), "password": "wrong password!!"})).await;
+        assert_eq!(r.status(), 401);
+    }
+    let r = app.post("/v1/auth/signin", json!({"email": "fresh@example.com", "password": "wrong password!!"})).await;
+    assert_eq!(error_code(r, 429).await, "too_many_attempts");
+}

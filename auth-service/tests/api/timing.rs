@@ -1,0 +1,39 @@
+//! No user enumeration by timing: an unknown email costs the same argon2
+//! work as a wrong password (a dummy hash). Generous bound: this only
+//! catches a missing dummy hash (an unknown email answering in ~0 ms).
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::common::*;
+
+#[tokio::test]
+async fn unknown_email_and_wrong_password_take_about_the_same_time() {
+    // A real memory cost so the hash dominates the request time.
+    let app = spawn_app_with(|c| {
+        c.password_hash_memory_kib = 8192;
+        c.password_hash_iterations = 2;
+        c.account_max_failures = 1000;
+        c.ip_max_failures = 1000;
+    })
+    .await;
+    app.verified_user("olga@example.com").await;
+    async fn time(app: &TestApp, email: &str) -> Duration {
+        let start = Instant::now();
+        let r = app.post("/v1/auth/signin", json!({"email": email, "password": "wrong password!!"})).await;
+        assert_eq!(r.status(), 401);
+        start.elapsed()
+    }
+    time(&app, "olga@example.com").await;
+    let (mut known, mut unknown) = (Vec::new(), Vec::new());
+    for i in 0..6 {
+        known.push(time(&app, "olga@example.com").await);
+        unknown.push(time(&app, &format!("ghost{i}@example.com")).await);
+    }
+    known.sort();
+    unknown.sort();
+    let (k, u) = (known[known.len() / 2], unknown[unknown.len() / 2]);
+    let ratio = u.as_secs_f64() / k.as_secs_f64();
+    assert!((0.5..2.0).contains(&ratio), "median unknown {u:?} vs wrong password {k:?}");
+}

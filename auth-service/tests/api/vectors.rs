@@ -1,0 +1,52 @@
+//! The fingerprint the service computes from request headers equals the
+//! shared contract's test vectors.
+
+use std::net::SocketAddr;
+
+use authflow_auth_service::tokens::fingerprint;
+use authflow_contract::DeviceAttribute;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Vector {
+    name: String,
+    secret: String,
+    attributes: Vec<(String, String)>,
+    dfp: String,
+}
+
+#[test]
+fn service_fingerprint_matches_contract_vectors() {
+    let vectors: Vec<Vector> =
+        serde_json::from_str(include_str!("../../../crates/contract/vectors/fingerprint.json")).unwrap();
+    assert!(vectors.len() >= 4);
+    for v in &vectors {
+        let mut headers = HeaderMap::new();
+        let mut attributes = Vec::new();
+        let mut peer: Option<SocketAddr> = None;
+        for (name, value) in &v.attributes {
+            let attribute = DeviceAttribute::parse(name).unwrap();
+            match &attribute {
+                DeviceAttribute::Header(h) => {
+                    if !value.is_empty() {
+                        headers.insert(HeaderName::from_bytes(h.as_bytes()).unwrap(), HeaderValue::from_bytes(value.as_bytes()).unwrap());
+                    }
+                }
+                DeviceAttribute::ClientIpPrefix => {
+                    // The vector holds the prefix; the request holds an address inside it.
+                    let ip = value.trim_end_matches("0/24").to_owned() + "77";
+                    peer = Some(format!("{ip}:4242").parse().unwrap());
+                }
+            }
+            attributes.push(attribute);
+        }
+        assert_eq!(fingerprint(&attributes, &v.secret, &headers, peer), v.dfp, "vector {}", v.name);
+        // Behind a proxy the first x-forwarded-for hop counts, not the peer.
+        if peer.is_some() {
+            headers.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9, 10.1.1.1"));
+            let other: SocketAddr = "10.1.1.1:1".parse().unwrap();
+            assert_eq!(fingerprint(&attributes, &v.secret, &headers, Some(other)), v.dfp, "vector {} via XFF", v.name);
+        }
+    }
+}
