@@ -304,9 +304,7 @@ pub async fn signin_verify(State(state): State<Arc<AppState>>, client: Client, J
         return Err(ApiError::InvalidCode("too many wrong codes; sign in again"));
     }
     let user = state.store.user_by_id(&challenge.user_id).await?.ok_or(ApiError::InvalidCode("unknown or expired challenge"))?;
-    if let Err(e) = throttled(&state, &user.email, &client) {
-        return Err(e);
-    }
+    throttled(&state, &user.email, &client)?;
     if user.banned_at.is_some() {
         return Err(ApiError::AccountDisabled);
     }

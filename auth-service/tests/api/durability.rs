@@ -30,7 +30,7 @@ fn command(data_dir: &Path, port: u16) -> Command {
 }
 
 async fn start(data_dir: &Path, port: u16, http: &reqwest::Client) -> Child {
-    let child = command(data_dir, port).arg("serve").spawn().unwrap();
+    let mut child = command(data_dir, port).arg("serve").spawn().unwrap();
     for _ in 0..200 {
         if let Ok(r) = http.get(format!("http://127.0.0.1:{port}/readyz")).send().await {
             if r.status() == 200 {
@@ -39,6 +39,8 @@ async fn start(data_dir: &Path, port: u16, http: &reqwest::Client) -> Child {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("the service did not become ready");
 }
 

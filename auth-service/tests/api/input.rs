@@ -16,7 +16,9 @@ async fn raw(app: &TestApp, path: &str, content_type: Option<&str>, body: Vec<u8
 async fn malformed_bodies_are_4xx_with_the_error_shape() {
     let app = spawn_app().await;
     let json = Some("application/json");
-    let cases: Vec<(&str, Option<&str>, Vec<u8>, u16, &str)> = vec![
+    // (path, content type, body, status, error code)
+    type Case<'a> = (&'a str, Option<&'a str>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         ("/v1/auth/signup", json, b"{not json".to_vec(), 400, "invalid_request"),
         ("/v1/auth/signup", json, br#"{"email":"a@b.co"}"#.to_vec(), 400, "invalid_request"),
         ("/v1/auth/signup", json, br#"{"email":"a@b.co","password":["x"]}"#.to_vec(), 400, "invalid_request"),

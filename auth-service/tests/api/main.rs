@@ -1,5 +1,8 @@
 //! Tests over real HTTP against the real service and a fresh SQLite file each.
 
+// Helpers outside `#[test]` functions fail loudly too (clippy.toml only covers test fns).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod admin;
 mod common;
 mod durability;
