@@ -178,6 +178,26 @@ impl Config {
             let Some((_, value)) = env.iter().find(|(k, _)| *k == var) else { continue };
             table.insert((*name).to_owned(), env_value(name, *kind, value)?);
         }
+        // Check each known field's type first, so the error names the field.
+        for (name, kind) in FIELDS {
+            if let Some(value) = table.get(*name) {
+                let ok = match kind {
+                    Kind::Text => value.is_str(),
+                    Kind::Int => value.as_integer().is_some_and(|i| i >= 0),
+                    Kind::Bool => value.is_bool(),
+                    Kind::List => value.as_array().is_some_and(|a| a.iter().all(toml::Value::is_str)),
+                };
+                if !ok {
+                    let expected = match kind {
+                        Kind::Text => "a string",
+                        Kind::Int => "a non-negative integer",
+                        Kind::Bool => "true or false",
+                        Kind::List => "a list of strings",
+                    };
+                    return Err(bad(name, format!("expected {expected}, found `{value}`")));
+                }
+            }
+        }
         let raw: RawConfig = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError(e.message().to_owned()))?;
@@ -396,6 +416,9 @@ mod tests {
         std::fs::write(&path, "listen = \"127.0.0.1:9\"\nlisten_adress = \"x\"\n").unwrap();
         let e = Config::load_from(Some(&path), &[]).unwrap_err();
         assert!(e.to_string().contains("listen_adress"), "{e}");
+        std::fs::write(&path, "access_ttl_secs = \"soon\"\n").unwrap();
+        let e = Config::load_from(Some(&path), &[]).unwrap_err();
+        assert!(e.to_string().contains("access_ttl_secs") && e.to_string().contains("integer"), "{e}");
         std::fs::write(&path, "listen = \"127.0.0.1:9\"\nissuer = \"https://a.example\"\n").unwrap();
         let c = Config::load_from(Some(&path), &[]).unwrap();
         assert_eq!(c.listen.port(), 9);

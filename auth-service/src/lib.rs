@@ -67,6 +67,12 @@ fn start_err(e: impl std::fmt::Display) -> StartError {
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| StartError(format!("cannot create data dir {}: {e}", config.data_dir.display())))?;
+    // The database holds the private signing keys: owner only.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700));
+    }
     let store = SqliteStore::open(&config.database_url).await.map_err(start_err)?;
     Ok(Arc::new(store))
 }
