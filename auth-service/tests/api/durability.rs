@@ -12,6 +12,16 @@ use crate::common::PASSWORD;
 
 const BIN: &str = env!("CARGO_BIN_EXE_authflow-auth");
 
+/// Kills the child on drop, so a failing assertion leaves no server behind.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -29,18 +39,16 @@ fn command(data_dir: &Path, port: u16) -> Command {
     c
 }
 
-async fn start(data_dir: &Path, port: u16, http: &reqwest::Client) -> Child {
-    let mut child = command(data_dir, port).arg("serve").spawn().unwrap();
+async fn start(data_dir: &Path, port: u16, http: &reqwest::Client) -> Server {
+    let server = Server(command(data_dir, port).arg("serve").spawn().unwrap());
     for _ in 0..200 {
         if let Ok(r) = http.get(format!("http://127.0.0.1:{port}/readyz")).send().await {
             if r.status() == 200 {
-                return child;
+                return server;
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _ = child.kill();
-    let _ = child.wait();
     panic!("the service did not become ready");
 }
 
@@ -79,7 +87,7 @@ async fn kill_dash_nine_loses_nothing_acknowledged() {
     let out = command(&data, port).args(["user", "list"]).stdout(Stdio::piped()).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("root@example.com  roles=user,admin"));
 
-    let mut child = start(&data, port, &http).await;
+    let mut server = start(&data, port, &http).await;
     let (admin, device) = sign_in(&http, &base, "root@example.com").await;
 
     let signed_up: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
@@ -114,8 +122,9 @@ async fn kill_dash_nine_loses_nothing_acknowledged() {
             break;
         }
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    // SIGKILL: no shutdown path runs.
+    server.0.kill().unwrap();
+    server.0.wait().unwrap();
     for w in writers {
         let _ = w.await;
     }
@@ -123,7 +132,7 @@ async fn kill_dash_nine_loses_nothing_acknowledged() {
     let banned = banned.lock().unwrap().clone();
     assert!(signed_up.len() >= 10, "writes were acknowledged before the kill ({})", signed_up.len());
 
-    let mut child = start(&data, port, &http).await;
+    let _server = start(&data, port, &http).await;
     let (admin, device) = sign_in(&http, &base, "root@example.com").await;
     let users: Vec<Value> = http
         .get(format!("{base}/v1/admin/users"))
@@ -148,6 +157,4 @@ async fn kill_dash_nine_loses_nothing_acknowledged() {
     for id in &banned {
         assert!(subs.contains(&id.as_str()), "ban of {id} is in the feed");
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
