@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Builds the Wasm OCI image (deploy/wasm-image/Dockerfile) with the first container tool found —
+# docker (with a reachable engine), podman, buildah — and exports it as an OCI image layout,
+# from which `make wasm-digest` reads the manifest digest Istio verifies.
+#
+#   build.sh WASM IMAGE OUTDIR
+#     WASM    the built module (target/wasm32-wasip1/release/authflow.wasm)
+#     IMAGE   the image reference, e.g. registry.example.com/authflow/authflow-wasm:0.1.0
+#     OUTDIR  work directory: OUTDIR/context (build context), OUTDIR/oci (the OCI layout)
+#
+# Timestamps are pinned to the epoch, so the same module gives the same digest.
+# Exit 3 when no container tool is usable (nothing is built).
+set -euo pipefail
+
+wasm=$1 image=$2 out=$3
+here=$(cd "$(dirname "$0")" && pwd)
+tag=${image##*:}
+[[ $image == *:* && $tag != */* ]] || tag=latest
+
+if [[ ! -f $wasm ]]; then
+  echo "wasm-image: $wasm is missing; run \`make wasm\` first" >&2
+  exit 1
+fi
+rm -rf "$out/context" "$out/oci"
+mkdir -p "$out/context"
+cp "$wasm" "$out/context/plugin.wasm"
+
+if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+  echo "wasm-image: building $image with docker buildx"
+  SOURCE_DATE_EPOCH=0 docker buildx build --provenance=false --sbom=false \
+    -f "$here/Dockerfile" -t "$image" \
+    --output "type=oci,dest=$out/oci,tar=false,rewrite-timestamp=true" "$out/context"
+  SOURCE_DATE_EPOCH=0 docker buildx build --provenance=false --sbom=false \
+    -f "$here/Dockerfile" -t "$image" --load "$out/context"
+elif command -v podman >/dev/null 2>&1; then
+  echo "wasm-image: building $image with podman"
+  podman build --timestamp 0 -f "$here/Dockerfile" -t "$image" "$out/context"
+  podman push "$image" "oci:$out/oci:$tag"
+elif command -v buildah >/dev/null 2>&1; then
+  # Private storage under OUTDIR: no daemon, no system-wide image store touched.
+  store=(--root "$out/storage" --runroot "$out/run" --storage-driver vfs)
+  echo "wasm-image: building $image with buildah"
+  buildah "${store[@]}" bud --quiet --isolation chroot --timestamp 0 -f "$here/Dockerfile" -t "$image" "$out/context"
+  buildah "${store[@]}" push --quiet "$image" "oci:$out/oci:$tag"
+  echo "wasm-image: image kept in buildah storage $out/storage (push with: buildah ${store[*]} push $image docker://$image)"
+else
+  cat >&2 <<MSG
+wasm-image: no container tool found (docker with a running engine, podman or buildah).
+  Install one, e.g.  apt-get install buildah   (needs no daemon), then run \`make wasm-image\` again.
+  The recipe is deploy/wasm-image/Dockerfile: an image FROM scratch holding /plugin.wasm.
+MSG
+  exit 3
+fi
+echo "wasm-image: OCI layout in $out/oci"
