@@ -12,6 +12,7 @@ WASM := target/wasm32-wasip1/release/authflow.wasm
 CARGO ?= cargo
 export AUTHFLOW_ENVOY := $(abspath $(ENVOY))
 export AUTHFLOW_WASM := $(abspath $(WASM))
+export AUTHFLOW_AUTH_BIN := $(abspath target/debug/authflow-auth)
 
 .PHONY: help test toolchain wasm envoy unit e2e clippy
 
@@ -38,10 +39,12 @@ $(ENVOY):
 # Host unit tests of the pure logic, the auth service's tests, and the
 # end-to-end tests against the real Envoy (they need the .wasm and Envoy).
 test: wasm envoy
+	$(CARGO) build -p authflow-auth-service
 	$(CARGO) test --workspace
 	$(MAKE) --no-print-directory deploy-check
 
 e2e: wasm envoy
+	$(CARGO) build -p authflow-auth-service
 	$(CARGO) test -p authflow --tests
 
 unit:

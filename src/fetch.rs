@@ -52,8 +52,10 @@ impl Fetcher {
         }
     }
 
+    /// Long enough for the holder to renew on its next round, short enough
+    /// that a holder that stopped ticking is replaced within about one interval.
     pub fn lease_ttl_ms(&self) -> u64 {
-        self.upstream.interval_ms.saturating_mul(3).max(5_000)
+        self.upstream.interval_ms.saturating_add((self.upstream.interval_ms / 2).max(1_000))
     }
 }
 

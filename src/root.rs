@@ -220,8 +220,16 @@ impl RootContext for AuthflowRoot {
         self.vm = Some(Rc::new(RefCell::new(vm)));
         self.set_tick_period(TICK);
         log::info!("authflow: configured with providers {names:?}");
-        // Do not wait for the first tick to load keys.
-        self.on_tick();
+        // Do not wait for the first tick to load keys. Only keys: the lease-based
+        // polls wait for ticks, because Envoy may configure (and then discard) a
+        // VM that will never tick, and it must not take a lease with it.
+        if let Some(vm_rc) = self.vm.clone() {
+            if let Ok(mut vm) = vm_rc.try_borrow_mut() {
+                for p in 0..vm.engine.config.providers.len() {
+                    self.tick_jwks(&mut vm, p, now);
+                }
+            }
+        }
         true
     }
 

@@ -78,6 +78,7 @@ fn start(filter: Value, jwks_port: u16, backend: &EchoServer) -> Envoy {
         filter,
         clusters: vec![("backend".into(), backend.addr.port()), ("jwks".into(), jwks_port)],
         concurrency: 2,
+        routes: vec![],
     })
     .unwrap_or_else(|e| panic!("{e}"))
 }
@@ -246,7 +247,7 @@ fn invalid_configuration_is_refused_by_envoy() {
     let backend = EchoServer::start("127.0.0.1:0").unwrap();
     let mut bad = filter_config("jwks", json!({}));
     bad["providers"][0]["algorithms"] = json!(["HS256"]);
-    let err = match Envoy::start(EnvoyOptions { filter: bad, clusters: vec![("backend".into(), backend.addr.port()), ("jwks".into(), free_port())], concurrency: 1 }) {
+    let err = match Envoy::start(EnvoyOptions { filter: bad, routes: vec![], clusters: vec![("backend".into(), backend.addr.port()), ("jwks".into(), free_port())], concurrency: 1 }) {
         Ok(_) => panic!("Envoy accepted an invalid filter configuration"),
         Err(e) => e,
     };
@@ -271,7 +272,7 @@ fn envoy_jwt_authn_conformance_vectors() {
         "max_token_lifetime_secs": 20 * 365 * 86400,
         "identity_headers": {"subject": "x-auth-user", "claims": {"nested.key-1": "x-nested"}}
     });
-    let envoy = Envoy::start(EnvoyOptions { filter, clusters: vec![("backend".into(), backend.addr.port())], concurrency: 1 })
+    let envoy = Envoy::start(EnvoyOptions { filter, routes: vec![], clusters: vec![("backend".into(), backend.addr.port())], concurrency: 1 })
         .unwrap_or_else(|e| panic!("{e}"));
     let cases = doc["cases"].as_array().unwrap();
     assert!(cases.len() >= 10);

@@ -63,6 +63,7 @@ fn holds_100k_live_revocations() {
         filter,
         clusters: vec![("backend".into(), backend.addr.port()), ("feed".into(), feed_port)],
         concurrency: 2,
+        routes: vec![],
     })
     .unwrap_or_else(|e| panic!("{e}"));
     assert!(eventually(Duration::from_secs(10), || envoy.stat("revocations.fetch_ok") >= 1));

@@ -77,6 +77,22 @@ pub fn get(url: &str, headers: &[(&str, &str)]) -> Reply {
     Reply { status, headers, body }
 }
 
+pub fn post(url: &str, headers: &[(&str, &str)], body: &Value) -> Reply {
+    let mut req = http().post(url).header("content-type", "application/json");
+    for (n, v) in headers {
+        req = req.header(*n, *v);
+    }
+    let mut resp = req.send(body.to_string()).unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    let body = resp.body_mut().read_to_string().unwrap_or_default();
+    Reply { status, headers, body }
+}
+
 /// The Envoy admin/listener pair of one test.
 pub struct Envoy {
     child: Child,
@@ -87,9 +103,16 @@ pub struct Envoy {
 
 pub struct EnvoyOptions {
     pub filter: Value,
+    /// Extra routes before the catch-all to `backend`.
+    pub routes: Vec<Value>,
     /// (cluster name, port on 127.0.0.1); `backend` is where requests go.
     pub clusters: Vec<(String, u16)>,
     pub concurrency: u32,
+}
+
+/// Path prefixes sent to another cluster than `backend` (the auth service, for the flow tests).
+pub fn routes_to(cluster: &str, prefixes: &[&str]) -> Vec<Value> {
+    prefixes.iter().map(|p| json!({"match": {"prefix": p}, "route": {"cluster": cluster}})).collect()
 }
 
 fn cluster(name: &str, port: u16) -> Value {
@@ -101,6 +124,12 @@ fn cluster(name: &str, port: u16) -> Value {
 }
 
 pub fn envoy_config(filter: &Value, clusters: &[(String, u16)], port: u16, admin_port: u16) -> Value {
+    envoy_config_with_routes(filter, clusters, &[], port, admin_port)
+}
+
+pub fn envoy_config_with_routes(filter: &Value, clusters: &[(String, u16)], extra_routes: &[Value], port: u16, admin_port: u16) -> Value {
+    let mut routes: Vec<Value> = extra_routes.to_vec();
+    routes.push(json!({"match": {"prefix": "/"}, "route": {"cluster": "backend"}}));
     json!({
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "static_resources": {
@@ -112,8 +141,13 @@ pub fn envoy_config(filter: &Value, clusters: &[(String, u16)], port: u16, admin
                     "typed_config": {
                         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                         "stat_prefix": "ingress",
-                        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"],
-                            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "backend"}}]}]},
+                        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]},
+                        // An upstream that is down answers in the same JSON shape as the filter.
+                        "local_reply_config": {"mappers": [{
+                            "filter": {"status_code_filter": {"comparison": {"op": "EQ", "value": {"default_value": 503, "runtime_key": "authflow.unused"}}}},
+                            "body_format_override": {"json_format": {"error": "temporarily_unavailable", "error_description": "upstream service unavailable"}},
+                            "headers_to_add": [{"header": {"key": "retry-after", "value": "5"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
+                        }]},
                         "http_filters": [
                             {"name": "envoy.filters.http.wasm", "typed_config": {
                                 "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
@@ -144,7 +178,7 @@ impl Envoy {
         let dir = std::env::temp_dir().join(format!("authflow-e2e-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let config = dir.join("envoy.json");
-        let doc = envoy_config(&opts.filter, &opts.clusters, port, admin_port);
+        let doc = envoy_config_with_routes(&opts.filter, &opts.clusters, &opts.routes, port, admin_port);
         std::fs::write(&config, doc.to_string()).map_err(|e| e.to_string())?;
         let log = std::fs::File::create(dir.join("envoy.log")).map_err(|e| e.to_string())?;
         let child = Command::new(envoy_bin())
@@ -202,6 +236,10 @@ impl Envoy {
 
     pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
         get(&self.url(path), headers)
+    }
+
+    pub fn post(&self, path: &str, headers: &[(&str, &str)], body: &Value) -> Reply {
+        post(&self.url(path), headers, body)
     }
 
     /// A filter statistic (`wasmcustom.authflow.<name>`), summed over Envoy's output.
@@ -298,4 +336,96 @@ impl Drop for JwksServer {
 
 pub fn jwks_of(keys: &[String]) -> String {
     format!(r#"{{"keys":[{}]}}"#, keys.join(","))
+}
+
+/// `AUTHFLOW_AUTH_BIN`, else the debug build `make test` produces.
+pub fn auth_bin() -> PathBuf {
+    std::env::var_os("AUTHFLOW_AUTH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/debug/authflow-auth"))
+}
+
+/// The real auth service binary on a loopback port and its own data directory.
+pub struct AuthService {
+    child: Option<Child>,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl AuthService {
+    pub fn start(issuer: &str, env: &[(&str, &str)]) -> AuthService {
+        assert!(auth_bin().exists(), "no auth service at {} (make test builds it)", auth_bin().display());
+        let port = free_port();
+        let data_dir = std::env::temp_dir().join(format!("authflow-auth-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data_dir);
+        let mut all = vec![
+            ("AUTHFLOW_LISTEN".to_owned(), format!("127.0.0.1:{port}")),
+            ("AUTHFLOW_DATA_DIR".to_owned(), data_dir.to_string_lossy().into_owned()),
+            ("AUTHFLOW_ISSUER".to_owned(), issuer.to_owned()),
+            ("AUTHFLOW_AUDIENCES".to_owned(), "authflow-demo".to_owned()),
+            ("AUTHFLOW_ENVIRONMENT".to_owned(), "development".to_owned()),
+            ("AUTHFLOW_DEV_ENDPOINTS".to_owned(), "true".to_owned()),
+            ("AUTHFLOW_MAILER".to_owned(), "dev-outbox".to_owned()),
+            ("RUST_LOG".to_owned(), "warn".to_owned()),
+        ];
+        all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let mut svc = AuthService { child: None, port, data_dir, env: all };
+        svc.restart();
+        svc
+    }
+
+    /// Runs the service's CLI on the same data directory and configuration.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(auth_bin()).args(args).envs(self.env.iter().cloned()).output().expect("auth CLI");
+        assert!(out.status.success(), "authflow-auth {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// (Re)starts on the same port and data directory and waits for `/readyz`.
+    pub fn restart(&mut self) {
+        let child = Command::new(auth_bin())
+            .arg("serve")
+            .envs(self.env.iter().cloned())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start auth service");
+        self.child = Some(child);
+        let url = format!("http://127.0.0.1:{}/readyz", self.port);
+        assert!(
+            eventually(Duration::from_secs(30), || matches!(http().get(&url).call(), Ok(r) if r.status() == 200)),
+            "auth service not ready"
+        );
+    }
+
+    /// `kill -9`: no chance to flush anything.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The newest development-outbox message to `to` carrying `field` (`code` or `token`).
+    pub fn latest_mail(&self, to: &str, field: &str) -> String {
+        let mut found = None;
+        eventually(Duration::from_secs(5), || {
+            let r = get(&self.url(&format!("/v1/dev/outbox?to={to}")), &[]);
+            found = r.json().as_array().and_then(|m| m.iter().rev().find_map(|x| x[field].as_str().map(str::to_owned)));
+            found.is_some()
+        });
+        found.unwrap_or_else(|| panic!("no mail with a {field} for {to}"))
+    }
+}
+
+impl Drop for AuthService {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
 }

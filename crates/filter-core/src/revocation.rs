@@ -89,12 +89,6 @@ impl RevocationSet {
 
     /// Why this token is no longer good, if it is not.
     pub fn check(&self, token: &VerifiedToken) -> Option<DenyReason> {
-        if token.jti.as_ref().is_some_and(|j| self.tokens.contains_key(j)) {
-            return Some(DenyReason::TokenRevoked);
-        }
-        if token.sid.as_ref().is_some_and(|s| self.sessions.contains_key(s)) {
-            return Some(DenyReason::SessionRevoked);
-        }
         if let Some(sub) = &token.subject {
             if let Some((not_before, _)) = self.bans.get(sub) {
                 // Tokens issued before the ban die; a token without `iat` cannot prove it is newer.
@@ -102,6 +96,14 @@ impl RevocationSet {
                     return Some(DenyReason::SubjectBanned);
                 }
             }
+        }
+        // After the ban check: a ban usually ends the sessions too, and "account
+        // disabled" is the answer that tells the client what happened.
+        if token.sid.as_ref().is_some_and(|s| self.sessions.contains_key(s)) {
+            return Some(DenyReason::SessionRevoked);
+        }
+        if token.jti.as_ref().is_some_and(|j| self.tokens.contains_key(j)) {
+            return Some(DenyReason::TokenRevoked);
         }
         None
     }
