@@ -62,14 +62,14 @@ deploy-check: wasm deploy-tools
 	cd $(DEPLOY_NODE_DIR) && node validate-manifests.mjs
 	@echo "== shipped filter configurations parse with the filter's own FilterConfig::from_json"
 	$(CARGO) test -q -p authflow-filter-core --test shipped_configs
-	@echo "== docs/deploy.md: one section per path, every make target it names exists"
-	$(DEPLOY_PY) deploy/validate/check_docs.py
 	@echo "== Wasm OCI image (only when a container tool is installed)"
 	@if command -v buildah >/dev/null 2>&1 || command -v podman >/dev/null 2>&1 || \
 	    { command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; }; then \
 	  deploy/wasm-image/build.sh $(WASM) localhost/authflow-wasm:check $(WASM_IMAGE_DIR)/check && \
 	  $(DEPLOY_PY) deploy/wasm-image/oci_digest.py $(WASM_IMAGE_DIR)/check/oci --wasm $(WASM) >/dev/null; \
 	else echo "skipped: no docker engine, podman or buildah here (make wasm-image explains)"; fi
+	@echo "== docs/deploy.md: one section per path, every make target it names exists"
+	$(DEPLOY_PY) deploy/validate/check_docs.py
 	@echo "deploy-check: all deployment artifacts validated"
 
 # --- the Wasm OCI image -------------------------------------------------------------------------

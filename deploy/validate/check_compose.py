@@ -10,6 +10,9 @@
      host ports (8080, 9901, 8081, 8082) published on 127.0.0.1; Envoy mounts envoy/compose.yaml
      and the .wasm at the path that config loads; the auth service's issuer, audiences and
      fingerprint attributes equal the filter configuration in envoy/compose.yaml.
+  5. The Dockerfile it builds: `cargo build --locked -p …` names workspace packages whose
+     binaries it copies, Cargo.lock is current (`cargo metadata --locked`), and every stage
+     compose runs ends on a non-root USER.
 
 usage: check_compose.py --compose-bin PATH --check-jsonschema PATH
 Python 3.11 standard library only.
@@ -45,6 +48,31 @@ def run(cmd: list[str]) -> subprocess.CompletedProcess:
 
 def dockerfile_stages(path: Path) -> set[str]:
     return {m.group(1).lower() for m in re.finditer(r"^FROM\s+\S+\s+AS\s+(\S+)", path.read_text(), re.M | re.I)}
+
+
+def check_dockerfile(path: Path, targets: set[str]) -> None:
+    """The Dockerfile's cargo build names real packages and binaries, and each stage compose
+    runs switches to a non-root user."""
+    text = path.read_text()
+    r = run(["cargo", "metadata", "--locked", "--format-version", "1"])
+    if r.returncode != 0:
+        failures.append(f"Dockerfile builds with `cargo build --locked`, but Cargo.lock is not up to date:\n{r.stderr[-1500:]}")
+        return
+    meta = json.loads(r.stdout)
+    members = set(meta["workspace_members"])
+    packages = {p["name"]: p for p in meta["packages"] if p["id"] in members}
+    for name in re.findall(r"\s-p\s+(\S+)", text):
+        check(name in packages, f"Dockerfile: `-p {name}` is not a workspace package")
+    bins = {t["name"] for p in packages.values() for t in p["targets"] if "bin" in t["kind"]}
+    for b in set(re.findall(r"target/release/([\w-]+)", text)):
+        check(b in bins, f"Dockerfile: copies target/release/{b}, which no workspace package builds")
+    stages = re.split(r"(?im)^FROM\s+", text)[1:]
+    for stage in stages:
+        m = re.match(r"\S+\s+AS\s+(\S+)", stage, re.I)
+        if m and m.group(1).lower() in targets:
+            users = re.findall(r"(?im)^USER\s+(\S+)", stage)
+            check(bool(users) and users[-1].split(":")[0] not in ("0", "root"),
+                  f"Dockerfile: stage `{m.group(1)}` does not switch to a non-root USER")
 
 
 def main() -> int:
@@ -127,6 +155,8 @@ def main() -> int:
           "auth: AUTHFLOW_DATA_DIR must be on a named volume")
     benv = services.get("backend", {}).get("environment", {})
     check(benv.get("AUTHFLOW_ECHO_LISTEN", "").endswith(":8082"), "backend: AUTHFLOW_ECHO_LISTEN must use port 8082")
+
+    check_dockerfile(ROOT / "Dockerfile", {svc.get("build", {}).get("target") for svc in services.values()} - {None})
 
     if failures:
         print("docker-compose.yml consistency: FAILED", *[f"  - {f}" for f in failures], sep="\n", file=sys.stderr)

@@ -42,6 +42,7 @@ elif command -v buildah >/dev/null 2>&1; then
   echo "wasm-image: building $image with buildah"
   buildah "${store[@]}" bud --quiet --isolation chroot --timestamp 0 -f "$here/Dockerfile" -t "$image" "$out/context"
   buildah "${store[@]}" push --quiet "$image" "oci:$out/oci:$tag"
+  buildah "${store[@]}" rmi --prune >/dev/null 2>&1 || true  # drop images a previous module left untagged
   echo "wasm-image: image kept in buildah storage $out/storage (push with: buildah ${store[*]} push $image docker://$image)"
 else
   cat >&2 <<MSG
