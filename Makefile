@@ -61,3 +61,13 @@ ifeq ($(wildcard mk/deploy.mk),)
 deploy-check:
 	@true
 endif
+
+.PHONY: run demo release-bins
+release-bins: wasm envoy
+	$(CARGO) build --release -p authflow-auth-service -p authflow-echo
+
+run: release-bins
+	@scripts/run.sh
+
+demo: release-bins
+	@scripts/demo.sh
