@@ -79,7 +79,7 @@ echo "   ban took effect in $(( ($(date +%s%N) - START) / 1000000 )) ms"
 expect "user's token after the ban" 401 "$(status $E/api/hello -H "authorization: Bearer $AT" -H "x-authflow-device: $DEV")"
 
 step "10. The filter's counters (Envoy admin /stats)"
-curl -s 'http://127.0.0.1:9901/stats?filter=authflow' | grep -v ': 0$' | sed 's/^/   /'
+curl -s 'http://127.0.0.1:9901/stats?filter=^wasmcustom' | grep -v ': 0$' | sed 's/^/   /'
 
 echo
 if [ "$FAILED" = 0 ]; then say "demo finished: every step behaved as shown"; else say "demo finished with unexpected results (see ✘ above; logs in .run/)"; fi

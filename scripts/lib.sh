@@ -33,7 +33,7 @@ wait_http() { # url, what
   return 1
 }
 
-random_password() { python3 -c 'import secrets; print("demo-" + secrets.token_urlsafe(12))'; }
+random_password() { python3 -c 'import secrets; print("pw-" + secrets.token_urlsafe(15))'; }
 
 start_stack() {
   need_curl

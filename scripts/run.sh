@@ -8,7 +8,7 @@ start_stack
 cat <<TXT
 
 $(say "authflow is running on 127.0.0.1")
-  Envoy + filter  http://127.0.0.1:8080   (admin http://127.0.0.1:9901/stats?filter=authflow)
+  Envoy + filter  http://127.0.0.1:8080   (admin http://127.0.0.1:9901/stats?filter=^wasmcustom)
   auth service    http://127.0.0.1:8081   (OpenAPI: /openapi.json, dev outbox: /v1/dev/outbox?to=EMAIL)
   echo backend    http://127.0.0.1:8082   (answers with the headers it received)
   logs            .run/*.log
@@ -46,7 +46,7 @@ Walkthrough — paste into another shell:
   sleep 2; curl -si \$E/api/hello -H "authorization: Bearer \$AT" -H "x-authflow-device: \$DEV" | grep -i www-authenticate
 
   # 6. the filter's counters
-  curl -s 'http://127.0.0.1:9901/stats?filter=authflow'
+  curl -s 'http://127.0.0.1:9901/stats?filter=^wasmcustom'
 
 'make demo' runs all of this (and a ban) for you. Ctrl-C stops everything.
 TXT
