@@ -144,7 +144,7 @@ pub fn envoy_config_with_routes(filter: &Value, clusters: &[(String, u16)], extr
                         "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]},
                         // An upstream that is down answers in the same JSON shape as the filter.
                         "local_reply_config": {"mappers": [{
-                            "filter": {"status_code_filter": {"comparison": {"op": "EQ", "value": {"default_value": 503, "runtime_key": "authflow.unused"}}}},
+                            "filter": {"response_flag_filter": {"flags": ["UF", "UH", "UO", "URX", "UT", "UC"]}},
                             "body_format_override": {"json_format": {"error": "temporarily_unavailable", "error_description": "upstream service unavailable"}},
                             "headers_to_add": [{"header": {"key": "retry-after", "value": "5"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
                         }]},
