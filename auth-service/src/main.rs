@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use authflow_auth_service::config::{Config, Environment};
 use authflow_auth_service::domain::password::{Hasher, Password};
 use authflow_auth_service::domain::{random_id, random_secret, Email};
-use authflow_auth_service::store::{RefreshRecord, Session, User};
+use authflow_auth_service::store::User;
 use authflow_auth_service::{build_state, now, open_store, spawn, tokens};
 use clap::{Parser, Subcommand};
 
@@ -202,23 +202,11 @@ async fn mint(config: Config, email: &str, device_secret: Option<String>, header
         let value = axum::http::HeaderValue::from_str(value.trim()).map_err(|e| e.to_string())?;
         header_map.insert(name, value);
     }
-    let session_id = random_id();
-    let expires_at = now + i64::try_from(state.config.refresh_ttl.as_secs()).unwrap_or(0);
-    let session = Session {
-        id: session_id.clone(),
-        user_id: user.id.clone(),
-        device_secret_hash: device.hash(),
-        created_at: now,
-        last_seen_at: now,
-        expires_at,
-        revoked_at: None,
-        revoke_reason: None,
-        ip: None,
-        user_agent: Some("authflow-auth token mint".into()),
-    };
     // A throwaway refresh token nobody receives: the session exists so it can be revoked.
-    let refresh = RefreshRecord { hash: random_secret().hash(), session_id: session_id.clone(), created_at: now, expires_at, used_at: None };
-    state.store.create_session(&session, &refresh).await.map_err(|e| e.to_string())?;
+    let origin = (None, Some("authflow-auth token mint".to_owned()));
+    let session_id = authflow_auth_service::routes::tokens::create_session(&state, &user, &device, &random_secret(), now, origin)
+        .await
+        .map_err(|e| format!("{e:?}"))?;
     let dfp = tokens::fingerprint(&state.config.fingerprint_attributes, device.expose(), &header_map, None);
     let access = tokens::issue(&state, &user, &session_id, Some(dfp), now).await.map_err(|e| format!("{e:?}"))?;
     println!(

@@ -66,7 +66,10 @@ pub fn get(url: &str, headers: &[(&str, &str)]) -> Reply {
     for (n, v) in headers {
         req = req.header(*n, *v);
     }
-    let mut resp = req.call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    reply(req.call().unwrap_or_else(|e| panic!("GET {url}: {e}")))
+}
+
+fn reply(mut resp: ureq::http::Response<ureq::Body>) -> Reply {
     let status = resp.status().as_u16();
     let headers = resp
         .headers()
@@ -82,15 +85,7 @@ pub fn post(url: &str, headers: &[(&str, &str)], body: &Value) -> Reply {
     for (n, v) in headers {
         req = req.header(*n, *v);
     }
-    let mut resp = req.send(body.to_string()).unwrap_or_else(|e| panic!("POST {url}: {e}"));
-    let status = resp.status().as_u16();
-    let headers = resp
-        .headers()
-        .iter()
-        .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-        .collect();
-    let body = resp.body_mut().read_to_string().unwrap_or_default();
-    Reply { status, headers, body }
+    reply(req.send(body.to_string()).unwrap_or_else(|e| panic!("POST {url}: {e}")))
 }
 
 /// The Envoy admin/listener pair of one test.

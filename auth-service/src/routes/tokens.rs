@@ -96,10 +96,16 @@ fn token_response(access: tokens::IssuedAccess, refresh: &Secret, device: &str, 
     response
 }
 
-/// Creates a session bound to a fresh device secret and answers with tokens.
-pub async fn start_session(state: &AppState, user: &User, client: &Client, now: i64) -> ApiResult<Response> {
-    let device = random_secret();
-    let refresh = random_secret();
+/// Stores a new session bound to `device`, with `refresh` as its first refresh
+/// token; `origin` is the (ip, user agent) it was created from. Returns its id.
+pub async fn create_session(
+    state: &AppState,
+    user: &User,
+    device: &Secret,
+    refresh: &Secret,
+    now: i64,
+    origin: (Option<String>, Option<String>),
+) -> ApiResult<String> {
     let session_id = random_id();
     let expires_at = now + i64::try_from(state.config.refresh_ttl.as_secs()).unwrap_or(0);
     let session = Session {
@@ -111,11 +117,20 @@ pub async fn start_session(state: &AppState, user: &User, client: &Client, now: 
         expires_at,
         revoked_at: None,
         revoke_reason: None,
-        ip: Some(client.ip.clone()),
-        user_agent: Some(client.user_agent.clone()),
+        ip: origin.0,
+        user_agent: origin.1,
     };
     let record = RefreshRecord { hash: refresh.hash(), session_id: session_id.clone(), created_at: now, expires_at, used_at: None };
     state.store.create_session(&session, &record).await?;
+    Ok(session_id)
+}
+
+/// Creates a session bound to a fresh device secret and answers with tokens.
+pub async fn start_session(state: &AppState, user: &User, client: &Client, now: i64) -> ApiResult<Response> {
+    let device = random_secret();
+    let refresh = random_secret();
+    let origin = (Some(client.ip.clone()), Some(client.user_agent.clone()));
+    let session_id = create_session(state, user, &device, &refresh, now, origin).await?;
     let dfp = client.fingerprint(state, device.expose());
     let access = tokens::issue(state, user, &session_id, Some(dfp), now).await?;
     Ok(token_response(access, &refresh, device.expose(), &session_id))
