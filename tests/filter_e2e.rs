@@ -218,6 +218,14 @@ fn key_rotation_and_jwks_outage() {
     let r = envoy.get("/api", &[("authorization", &bearer(&t_new))]);
     assert_eq!(r.status, 200, "new key picked up without a restart: {r:?}");
 
+    // A broken or oversized key set never replaces the last good one.
+    jwks.set("{\"keys\": [ this is not json".into());
+    assert!(eventually(Duration::from_secs(10), || envoy.stat("jwks.rejected") >= 1), "a bad JWKS is counted");
+    assert_eq!(envoy.get("/api", &[("authorization", &bearer(&t_new))]).status, 200);
+    jwks.set(format!(r#"{{"keys":[{}],"padding":"{}"}}"#, new.public_key().to_jwk(), "x".repeat(70_000)));
+    assert!(eventually(Duration::from_secs(10), || envoy.stat("jwks.rejected") >= 2), "an oversized JWKS is counted");
+    assert_eq!(envoy.get("/api", &[("authorization", &bearer(&t_old))]).status, 200, "the old key is still there");
+
     // The JWKS server goes away: the last good keys keep working.
     let hits_before = jwks.hits();
     jwks.stop();
