@@ -1,0 +1,29 @@
+# make bench — the filter side by side with Envoy's jwt_authn, ext_authz and no auth.
+# Method and latest results: docs/bench.md. Knobs: BENCH_DURATION (s per run), BENCH_REPEATS,
+# BENCH_ARGS (extra flags for bench/bench.py, e.g. `--only D,E`).
+
+BENCH_DURATION ?= 5
+BENCH_REPEATS ?= 3
+BENCH_ARGS ?=
+BENCH_TARGET_DIR := target/bench
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: bench bench-tools bench-build
+
+# wrk from Debian; `apt-get update` once first, only when wrk is missing.
+bench-tools:
+	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk; }
+	@command -v taskset >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq util-linux; }
+
+# Release artifacts: the filter (make wasm), the no-op filter (case B), the
+# token minter and the auth service (cases F and P).
+bench-build: wasm envoy bench-tools
+	$(CARGO) build --release --target wasm32-wasip1 --manifest-path bench/noop-filter/Cargo.toml --target-dir $(BENCH_TARGET_DIR)
+	$(CARGO) build --release --manifest-path bench/tokens/Cargo.toml --target-dir $(BENCH_TARGET_DIR)
+	$(CARGO) build --release -p authflow-auth-service --bin authflow-auth
+
+bench: bench-build
+	BENCH_NOOP_WASM=$(abspath $(BENCH_TARGET_DIR)/wasm32-wasip1/release/authflow_bench_noop.wasm) \
+	BENCH_TOKENS_BIN=$(abspath $(BENCH_TARGET_DIR)/release/authflow-bench-tokens) \
+	BENCH_AUTH_BIN=$(abspath target/release/authflow-auth) \
+	python3 bench/bench.py --duration $(BENCH_DURATION) --repeats $(BENCH_REPEATS) $(BENCH_ARGS)
