@@ -47,7 +47,7 @@ impl HttpContext for AuthflowHttp {
         let vm = &mut *vm;
         let mut headers = host::request_headers();
         // Identity headers are ours alone: drop any copy the client sent, on every route.
-        let owned = vm.engine.config.identity.all_names().into_iter().map(str::to_owned).collect::<Vec<_>>();
+        let owned = &vm.identity_names;
         headers.retain(|(name, _)| {
             let forged = owned.iter().any(|o| o == name);
             if forged {
@@ -109,7 +109,7 @@ pub fn carry_out(vm: &Vm, request: &Request, outcome: Outcome, resume: bool) -> 
                 vm.metrics.inc(metrics::DEVICE_MISMATCH_REPORTED);
                 log_device(vm, check, request, "allowed (report mode)");
             }
-            for (name, value) in &allowed.headers {
+            for (name, value) in allowed.headers.iter() {
                 host::add_request_header(name, value);
             }
             if resume {

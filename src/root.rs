@@ -36,6 +36,8 @@ pub struct Waiter {
 /// Everything one VM's contexts share (one VM = one thread: `RefCell` is enough).
 pub struct Vm {
     pub engine: Engine,
+    /// The identity headers the filter owns, removed from every request.
+    pub identity_names: Vec<String>,
     pub metrics: Metrics,
     pub waiting: Vec<Waiter>,
     /// Providers whose keys a request is waiting for (unknown kid or none yet).
@@ -214,9 +216,10 @@ impl RootContext for AuthflowRoot {
             .map(|p| p.revocations.clone().map(|u| Fetcher::new(u, &p.name, Resource::Revocations)))
             .collect();
         let names: Vec<String> = config.providers.iter().map(|p| p.name.clone()).collect();
+        let identity_names = config.identity.all_names().into_iter().map(str::to_owned).collect();
         let engine = Engine::new(config, now);
         let metrics = Metrics::define();
-        let vm = Vm { engine, metrics, waiting: Vec::new(), urgent: Vec::new(), jwks, revocations };
+        let vm = Vm { engine, identity_names, metrics, waiting: Vec::new(), urgent: Vec::new(), jwks, revocations };
         self.vm = Some(Rc::new(RefCell::new(vm)));
         self.set_tick_period(TICK);
         log::info!("authflow: configured with providers {names:?}");

@@ -87,7 +87,7 @@ impl Stack {
         let r = self.envoy.post("/v1/auth/signup", &device_headers(), &json!({"email": email, "password": PASSWORD}));
         assert_eq!(r.status, 201, "signup: {r:?}");
         let user_id = r.json()["user_id"].as_str().unwrap().to_owned();
-        let token = self.auth.latest_mail(email, "token");
+        let token = self.auth.latest_mail(email, "Verify", "token");
         let r = self.envoy.post("/v1/auth/verify-email", &device_headers(), &json!({"token": token}));
         assert_eq!(r.status, 200, "verify-email: {r:?}");
         user_id
@@ -98,7 +98,7 @@ impl Stack {
         let r = self.envoy.post("/v1/auth/signin", &device_headers(), &json!({"email": email, "password": password}));
         assert_eq!(r.status, 200, "signin: {r:?}");
         let challenge = r.json()["challenge_id"].as_str().unwrap().to_owned();
-        let code = self.auth.latest_mail(email, "code");
+        let code = self.auth.latest_mail(email, "sign-in code", "code");
         let r = self.envoy.post("/v1/auth/signin/verify", &device_headers(), &json!({"challenge_id": challenge, "code": code}));
         assert_eq!(r.status, 200, "second factor: {r:?}");
         assert!(r.header("set-cookie").unwrap_or_default().contains("__Secure-authflow-device="), "device cookie: {r:?}");
@@ -224,7 +224,7 @@ fn ban_and_password_reset_take_effect_through_envoy() {
     assert_eq!(st.call("/api/x", &dave_s).status, 200);
     let r = st.envoy.post("/v1/auth/password/forgot", &device_headers(), &json!({"email": "dave@e2e.test"}));
     assert!(r.status == 202 || r.status == 200, "forgot: {r:?}");
-    let reset = st.auth.latest_mail("dave@e2e.test", "token");
+    let reset = st.auth.latest_mail("dave@e2e.test", "Reset", "token");
     let r = st.envoy.post("/v1/auth/password/reset", &device_headers(), &json!({"token": reset, "password": "another-long-passphrase-7"}));
     assert_eq!(r.status, 200, "reset: {r:?}");
     st.refused_within("/api/x", &dave_s, Duration::from_secs(2)).expect("old session refused after reset");

@@ -343,6 +343,7 @@ pub fn auth_bin() -> PathBuf {
 /// The real auth service binary on a loopback port and its own data directory.
 pub struct AuthService {
     child: Option<Child>,
+    seen_mail: Mutex<Vec<String>>,
     pub port: u16,
     pub data_dir: PathBuf,
     env: Vec<(String, String)>,
@@ -365,7 +366,7 @@ impl AuthService {
             ("RUST_LOG".to_owned(), "warn".to_owned()),
         ];
         all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let mut svc = AuthService { child: None, port, data_dir, env: all };
+        let mut svc = AuthService { child: None, seen_mail: Mutex::new(Vec::new()), port, data_dir, env: all };
         svc.restart();
         svc
     }
@@ -406,15 +407,26 @@ impl AuthService {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    /// The newest development-outbox message to `to` carrying `field` (`code` or `token`).
-    pub fn latest_mail(&self, to: &str, field: &str) -> String {
+    /// The newest development-outbox message to `to` whose subject contains
+    /// `subject`: its `field` (`code` or `token`). Mail may arrive just after
+    /// the answer that caused it, so this waits (bounded) for one not seen before.
+    pub fn latest_mail(&self, to: &str, subject: &str, field: &str) -> String {
+        let seen = self.seen_mail.lock().expect("lock").clone();
         let mut found = None;
         eventually(Duration::from_secs(5), || {
             let r = get(&self.url(&format!("/v1/dev/outbox?to={to}")), &[]);
-            found = r.json().as_array().and_then(|m| m.iter().rev().find_map(|x| x[field].as_str().map(str::to_owned)));
+            found = r.json().as_array().and_then(|m| {
+                m.iter().rev().find_map(|x| {
+                    let value = x[field].as_str()?;
+                    let fresh = x["subject"].as_str()?.contains(subject) && !seen.contains(&value.to_owned());
+                    fresh.then(|| value.to_owned())
+                })
+            });
             found.is_some()
         });
-        found.unwrap_or_else(|| panic!("no mail with a {field} for {to}"))
+        let value = found.unwrap_or_else(|| panic!("no new mail '{subject}' with a {field} for {to}"));
+        self.seen_mail.lock().expect("lock").push(value.clone());
+        value
     }
 }
 

@@ -7,12 +7,13 @@
 //! miss costs one signature check, not correctness).
 
 use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
 
 use crate::verify::VerifiedToken;
 
 pub struct TokenCache {
     max_entries: usize,
-    entries: HashMap<[u8; 32], VerifiedToken>,
+    entries: HashMap<[u8; 32], Rc<VerifiedToken>>,
     order: VecDeque<[u8; 32]>,
 }
 
@@ -21,11 +22,11 @@ impl TokenCache {
         TokenCache { max_entries, entries: HashMap::new(), order: VecDeque::new() }
     }
 
-    pub fn get(&self, key: &[u8; 32]) -> Option<&VerifiedToken> {
-        self.entries.get(key)
+    pub fn get(&self, key: &[u8; 32]) -> Option<Rc<VerifiedToken>> {
+        self.entries.get(key).cloned()
     }
 
-    pub fn insert(&mut self, key: [u8; 32], token: VerifiedToken, now: u64) {
+    pub fn insert(&mut self, key: [u8; 32], token: Rc<VerifiedToken>, now: u64) {
         if self.max_entries == 0 {
             return;
         }
@@ -69,8 +70,8 @@ impl TokenCache {
 mod tests {
     use super::*;
 
-    fn token(exp: u64) -> VerifiedToken {
-        VerifiedToken {
+    fn token(exp: u64) -> Rc<VerifiedToken> {
+        Rc::new(VerifiedToken {
             provider: 0,
             issuer: "i".into(),
             subject: None,
@@ -82,8 +83,8 @@ mod tests {
             roles: vec![],
             scopes: vec![],
             dfp: None,
-            mapped_headers: vec![],
-        }
+            identity_headers: Rc::from(Vec::new()),
+        })
     }
 
     #[test]

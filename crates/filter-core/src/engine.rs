@@ -2,6 +2,8 @@
 //! proxy-wasm glue copies the request in, calls [`Engine::evaluate`], and
 //! carries out the [`Outcome`]. Everything here runs in host unit tests.
 
+use std::rc::Rc;
+
 use authflow_contract::KeySet;
 
 use crate::cache::TokenCache;
@@ -42,7 +44,7 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Allowed {
     /// Identity headers to add (the configured ones were already removed).
-    pub headers: Vec<(String, String)>,
+    pub headers: Rc<[(String, String)]>,
     pub notes: Notes,
 }
 
@@ -113,10 +115,11 @@ impl Engine {
         let now = now_ms / 1000;
         let key = token_hash(token);
         let (verified, cache_hit) = match self.cache.get(&key) {
-            Some(t) => (t.clone(), true),
+            Some(t) => (t, true),
             None => match self.verify_fresh(token, now, may_wait && !public) {
                 Ok(t) => {
-                    self.cache.insert(key, t.clone(), now);
+                    let t = Rc::new(t);
+                    self.cache.insert(key, Rc::clone(&t), now);
                     (t, false)
                 }
                 Err(Fresh::Wait(o)) => return o,
@@ -163,7 +166,7 @@ impl Engine {
         if let Err((reason, scope)) = authorize(&policy, &verified) {
             return Outcome::Deny(self.denied(reason, scope.as_deref()));
         }
-        Outcome::Allow(Allowed { headers: self.identity_headers(&verified), notes })
+        Outcome::Allow(Allowed { headers: Rc::clone(&verified.identity_headers), notes })
     }
 
     fn verify_fresh(&self, token: &str, now: u64, may_wait: bool) -> Result<VerifiedToken, Fresh> {
@@ -190,25 +193,6 @@ impl Engine {
 
     fn remote_keys(&self, provider: usize) -> bool {
         matches!(self.config.providers.get(provider).map(|p| &p.jwks), Some(JwksSource::Remote(_)))
-    }
-
-    fn identity_headers(&self, t: &VerifiedToken) -> Vec<(String, String)> {
-        let id = &self.config.identity;
-        let mut out = Vec::new();
-        let mut push = |header: &Option<String>, value: Option<String>| {
-            if let (Some(h), Some(v)) = (header, value) {
-                if verify::safe_header_value(&v) {
-                    out.push((h.clone(), v));
-                }
-            }
-        };
-        push(&id.subject, t.subject.clone());
-        push(&id.issuer, Some(t.issuer.clone()));
-        push(&id.roles, Some(t.roles.join(",")));
-        push(&id.scopes, Some(t.scopes.join(" ")));
-        push(&id.session, t.sid.clone());
-        out.extend(t.mapped_headers.iter().cloned());
-        out
     }
 
     /// On a public route a failed token only means "anonymous"; elsewhere it is a refusal.

@@ -142,7 +142,7 @@ mod tests {
             roles: vec![],
             scopes: vec![],
             dfp: None,
-            mapped_headers: vec![],
+            identity_headers: std::rc::Rc::from(Vec::new()),
         }
     }
 

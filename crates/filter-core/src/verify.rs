@@ -7,6 +7,7 @@
 //! never pick a key type (RFC 8725 §3.1).
 
 use std::collections::HashSet;
+use std::rc::Rc;
 
 use authflow_contract::{claims, Algorithm, KeySet};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -15,7 +16,7 @@ use jwt_simple::prelude::{Duration, JWTClaims, UnixTimeStamp, VerificationOption
 use jwt_simple::JWTError;
 use serde_json::{Map, Value};
 
-use crate::config::{FilterConfig, Provider};
+use crate::config::{FilterConfig, IdentityHeaders, Provider};
 use crate::deny::DenyReason;
 
 /// Most keys tried for a token without `kid`.
@@ -45,8 +46,9 @@ pub struct VerifiedToken {
     pub roles: Vec<String>,
     pub scopes: Vec<String>,
     pub dfp: Option<String>,
-    /// Values for the configured claim→header map, computed once at verification.
-    pub mapped_headers: Vec<(String, String)>,
+    /// Every identity header to forward, computed once at verification: a
+    /// cached token costs no formatting or allocation per request.
+    pub identity_headers: Rc<[(String, String)]>,
 }
 
 /// Why a token could not be verified with the keys at hand.
@@ -213,16 +215,7 @@ fn finish(
         scopes = string_list(custom.get("scp"));
     }
     let text = |name: &str| custom.get(name).and_then(Value::as_str).map(str::to_owned);
-    let mapped_headers = config
-        .identity
-        .claims
-        .iter()
-        .filter_map(|(path, header)| {
-            let value = claim_at(&claims, custom, path)?;
-            Some((header.clone(), header_value(&value)?))
-        })
-        .collect();
-    Ok(VerifiedToken {
+    let mut token = VerifiedToken {
         provider: provider_index,
         issuer: provider.issuer.clone(),
         subject: claims.subject.clone(),
@@ -234,8 +227,27 @@ fn finish(
         roles: string_list(custom.get(claims::CLAIM_ROLES)),
         scopes,
         dfp: text(claims::CLAIM_DEVICE_FINGERPRINT),
-        mapped_headers,
-    })
+        identity_headers: Rc::from(Vec::new()),
+    };
+    let mapped = config.identity.claims.iter().filter_map(|(path, header)| {
+        let value = claim_at(&claims, custom, path)?;
+        Some((header.clone(), header_value(&value)?))
+    });
+    token.identity_headers = identity_headers(&config.identity, &token).chain(mapped).collect();
+    Ok(token)
+}
+
+fn identity_headers<'a>(id: &'a IdentityHeaders, t: &VerifiedToken) -> impl Iterator<Item = (String, String)> + 'a {
+    [
+        (&id.subject, t.subject.clone()),
+        (&id.issuer, Some(t.issuer.clone())),
+        (&id.roles, Some(t.roles.join(","))),
+        (&id.scopes, Some(t.scopes.join(" "))),
+        (&id.session, t.sid.clone()),
+    ]
+    .into_iter()
+    .filter_map(|(header, value)| Some((header.clone()?, value?)))
+    .filter(|(_, v)| safe_header_value(v))
 }
 
 /// A claim by dotted path; registered claims are reachable by their JWT names too.
