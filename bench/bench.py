@@ -710,11 +710,11 @@ def write_results(env: Env, args, cases, results, pollers, failures, elapsed: fl
         w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
         for row in rows:
-            w.writerow({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in row.items()})
+            w.writerow({k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in row.items()})
         for p in pollers:
-            w.writerow({"id": p["id"], "case": p["label"], "runs": len(p["runs"]), "rps": f"{med(p['runs'], 'rps'):.4g}",
+            w.writerow({"id": p["id"], "case": p["label"], "runs": len(p["runs"]), "rps": f"{med(p['runs'], 'rps'):.3f}",
                         "p50_us": med(p["runs"], "p50_us"), "p99_us": med(p["runs"], "p99_us"),
-                        "auth_cpu_us": f"{med(p['runs'], 'auth_cpu_us'):.4g}", "errors": sum(r["errors"] for r in p["runs"])})
+                        "auth_cpu_us": f"{med(p['runs'], 'auth_cpu_us'):.3f}", "errors": sum(r["errors"] for r in p["runs"])})
     with open(out / "latest-runs.json", "w") as f:
         json.dump({"results": results, "pollers": pollers}, f, indent=1)
 
