@@ -3,85 +3,100 @@
 //! `/stats/prometheus`). Defining the same name in every worker VM yields
 //! the same Envoy stat, so counters add up across workers.
 
-use std::collections::HashMap;
-
 use authflow_filter_core::deny::DenyReason;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
+/// A statistic, by its index in [`NAMES`]: the request path looks ids up in an array, not by name.
+#[derive(Clone, Copy)]
+pub struct Metric(usize);
+
+pub const ALLOWED: Metric = Metric(0);
+pub const ALLOWED_ANONYMOUS: Metric = Metric(1);
+pub const CACHE_HIT: Metric = Metric(2);
+pub const CACHE_MISS: Metric = Metric(3);
+pub const JWKS_FETCH_OK: Metric = Metric(4);
+pub const JWKS_FETCH_FAILED: Metric = Metric(5);
+pub const JWKS_NOT_MODIFIED: Metric = Metric(6);
+pub const JWKS_REJECTED: Metric = Metric(7);
+pub const REVOCATION_FETCH_OK: Metric = Metric(8);
+pub const REVOCATION_FETCH_FAILED: Metric = Metric(9);
+pub const REVOCATION_NOT_MODIFIED: Metric = Metric(10);
+pub const REVOCATION_REJECTED: Metric = Metric(11);
+pub const REVOCATION_STALE_ALLOWED: Metric = Metric(12);
+pub const DEVICE_MISMATCH_REPORTED: Metric = Metric(13);
+pub const DEVICE_SECRET_MISSING: Metric = Metric(14);
+pub const PUBLIC_INVALID_TOKEN: Metric = Metric(15);
+pub const FAILED_OPEN: Metric = Metric(16);
+pub const KEY_WAITS: Metric = Metric(17);
+pub const KEYS_LOADED: Metric = Metric(18);
+pub const REVOCATION_ENTRIES: Metric = Metric(19);
+
+/// Names in index order; the last [`GAUGES`] of them are gauges.
+const NAMES: [&str; 20] = [
+    "authflow.allowed",
+    "authflow.allowed_anonymous",
+    "authflow.token_cache.hit",
+    "authflow.token_cache.miss",
+    "authflow.jwks.fetch_ok",
+    "authflow.jwks.fetch_failed",
+    "authflow.jwks.not_modified",
+    "authflow.jwks.rejected",
+    "authflow.revocations.fetch_ok",
+    "authflow.revocations.fetch_failed",
+    "authflow.revocations.not_modified",
+    "authflow.revocations.rejected",
+    "authflow.revocations.stale_allowed",
+    "authflow.device.mismatch_reported",
+    "authflow.device.secret_missing",
+    "authflow.public_route_invalid_token",
+    "authflow.failed_open",
+    "authflow.key_waits",
+    "authflow.jwks.keys_loaded",
+    "authflow.revocations.entries",
+];
+const GAUGES: usize = 2;
+
 #[derive(Default)]
 pub struct Metrics {
-    ids: HashMap<&'static str, u32>,
-    denied: HashMap<&'static str, u32>,
+    ids: Vec<Option<u32>>,
+    /// Indexed like `DenyReason::ALL`.
+    denied: Vec<Option<u32>>,
 }
-
-pub const ALLOWED: &str = "authflow.allowed";
-pub const ALLOWED_ANONYMOUS: &str = "authflow.allowed_anonymous";
-pub const CACHE_HIT: &str = "authflow.token_cache.hit";
-pub const CACHE_MISS: &str = "authflow.token_cache.miss";
-pub const JWKS_FETCH_OK: &str = "authflow.jwks.fetch_ok";
-pub const JWKS_FETCH_FAILED: &str = "authflow.jwks.fetch_failed";
-pub const JWKS_NOT_MODIFIED: &str = "authflow.jwks.not_modified";
-pub const JWKS_REJECTED: &str = "authflow.jwks.rejected";
-pub const KEYS_LOADED: &str = "authflow.jwks.keys_loaded";
-pub const REVOCATION_FETCH_OK: &str = "authflow.revocations.fetch_ok";
-pub const REVOCATION_FETCH_FAILED: &str = "authflow.revocations.fetch_failed";
-pub const REVOCATION_NOT_MODIFIED: &str = "authflow.revocations.not_modified";
-pub const REVOCATION_REJECTED: &str = "authflow.revocations.rejected";
-pub const REVOCATION_ENTRIES: &str = "authflow.revocations.entries";
-pub const REVOCATION_STALE_ALLOWED: &str = "authflow.revocations.stale_allowed";
-pub const DEVICE_MISMATCH_REPORTED: &str = "authflow.device.mismatch_reported";
-pub const DEVICE_SECRET_MISSING: &str = "authflow.device.secret_missing";
-pub const PUBLIC_INVALID_TOKEN: &str = "authflow.public_route_invalid_token";
-pub const FAILED_OPEN: &str = "authflow.failed_open";
-pub const KEY_WAITS: &str = "authflow.key_waits";
-
-const COUNTERS: [&str; 18] = [
-    ALLOWED, ALLOWED_ANONYMOUS, CACHE_HIT, CACHE_MISS, JWKS_FETCH_OK, JWKS_FETCH_FAILED, JWKS_NOT_MODIFIED,
-    JWKS_REJECTED, REVOCATION_FETCH_OK, REVOCATION_FETCH_FAILED, REVOCATION_NOT_MODIFIED, REVOCATION_REJECTED,
-    REVOCATION_STALE_ALLOWED, DEVICE_MISMATCH_REPORTED, DEVICE_SECRET_MISSING, PUBLIC_INVALID_TOKEN, FAILED_OPEN,
-    KEY_WAITS,
-];
-const GAUGES: [&str; 2] = [KEYS_LOADED, REVOCATION_ENTRIES];
 
 impl Metrics {
     pub fn define() -> Self {
-        let mut m = Metrics::default();
-        for name in COUNTERS {
-            if let Ok(id) = hostcalls::define_metric(MetricType::Counter, name) {
-                m.ids.insert(name, id);
-            }
-        }
-        for name in GAUGES {
-            if let Ok(id) = hostcalls::define_metric(MetricType::Gauge, name) {
-                m.ids.insert(name, id);
-            }
-        }
-        for reason in DenyReason::ALL {
-            let name = format!("authflow.denied.{}", reason.label());
-            if let Ok(id) = hostcalls::define_metric(MetricType::Counter, &name) {
-                m.denied.insert(reason.label(), id);
-            }
-        }
-        m
+        let ids = NAMES
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let kind = if i >= NAMES.len() - GAUGES { MetricType::Gauge } else { MetricType::Counter };
+                hostcalls::define_metric(kind, name).ok()
+            })
+            .collect();
+        let denied = DenyReason::ALL
+            .iter()
+            .map(|r| hostcalls::define_metric(MetricType::Counter, &format!("authflow.denied.{}", r.label())).ok())
+            .collect();
+        Metrics { ids, denied }
     }
 
-    pub fn inc(&self, name: &str) {
-        if let Some(id) = self.ids.get(name) {
+    pub fn inc(&self, m: Metric) {
+        if let Some(Some(id)) = self.ids.get(m.0) {
             let _ = hostcalls::increment_metric(*id, 1);
         }
     }
 
-    pub fn set(&self, name: &str, value: u64) {
-        if let Some(id) = self.ids.get(name) {
+    pub fn set(&self, m: Metric, value: u64) {
+        if let Some(Some(id)) = self.ids.get(m.0) {
             let _ = hostcalls::record_metric(*id, value);
         }
     }
 
     pub fn denied(&self, reason: DenyReason) {
-        if let Some(id) = self.denied.get(reason.label()) {
+        let index = DenyReason::ALL.iter().position(|r| *r == reason);
+        if let Some(Some(id)) = index.and_then(|i| self.denied.get(i)) {
             let _ = hostcalls::increment_metric(*id, 1);
         }
     }
 }
-

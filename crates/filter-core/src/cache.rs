@@ -1,7 +1,8 @@
 //! Verified-token cache: a token seen before is not verified again.
 //!
-//! Keyed by SHA-256 of the exact token bytes, so a different token can never
-//! hit another's entry. Entries live until the token's `exp`; the time,
+//! Keyed by the exact token bytes (hashed with std's keyed SipHash, compared
+//! in full on lookup), so a different token can never hit another's entry —
+//! and the per-request cost is one fast hash, not a SHA-256. Entries live until the token's `exp`; the time,
 //! revocation and device checks still run on every request. Bounded: when
 //! full, expired entries go first, then the oldest (FIFO is enough here — a
 //! miss costs one signature check, not correctness).
@@ -13,8 +14,8 @@ use crate::verify::VerifiedToken;
 
 pub struct TokenCache {
     max_entries: usize,
-    entries: HashMap<[u8; 32], Rc<VerifiedToken>>,
-    order: VecDeque<[u8; 32]>,
+    entries: HashMap<Rc<str>, Rc<VerifiedToken>>,
+    order: VecDeque<Rc<str>>,
 }
 
 impl TokenCache {
@@ -22,18 +23,19 @@ impl TokenCache {
         TokenCache { max_entries, entries: HashMap::new(), order: VecDeque::new() }
     }
 
-    pub fn get(&self, key: &[u8; 32]) -> Option<Rc<VerifiedToken>> {
+    pub fn get(&self, key: &str) -> Option<Rc<VerifiedToken>> {
         self.entries.get(key).cloned()
     }
 
-    pub fn insert(&mut self, key: [u8; 32], token: Rc<VerifiedToken>, now: u64) {
+    pub fn insert(&mut self, key: &str, token: Rc<VerifiedToken>, now: u64) {
         if self.max_entries == 0 {
             return;
         }
         if self.entries.len() >= self.max_entries {
             self.evict(now);
         }
-        if self.entries.insert(key, token).is_none() {
+        let key: Rc<str> = Rc::from(key);
+        if self.entries.insert(Rc::clone(&key), token).is_none() {
             self.order.push_back(key);
         }
     }
@@ -90,15 +92,16 @@ mod tests {
     #[test]
     fn bounded_expired_first_then_oldest() {
         let mut c = TokenCache::new(3);
-        c.insert([1; 32], token(100), 0);
-        c.insert([2; 32], token(10), 0);
-        c.insert([3; 32], token(100), 0);
-        c.insert([4; 32], token(100), 50); // [2] expired at 50: it goes
-        assert!(c.get(&[2; 32]).is_none());
+        c.insert("t1", token(100), 0);
+        c.insert("t2", token(10), 0);
+        c.insert("t3", token(100), 0);
+        c.insert("t4", token(100), 50); // t2 expired at 50: it goes
+        assert!(c.get("t2").is_none());
         assert_eq!(c.len(), 3);
-        c.insert([5; 32], token(100), 50); // none expired: the oldest goes
-        assert!(c.get(&[1; 32]).is_none());
-        assert!(c.get(&[5; 32]).is_some());
+        c.insert("t5", token(100), 50); // none expired: the oldest goes
+        assert!(c.get("t1").is_none());
+        assert!(c.get("t5").is_some());
+        assert!(c.get("t5x").is_none(), "exact bytes only");
         assert_eq!(c.len(), 3);
         c.clear();
         assert!(c.is_empty());

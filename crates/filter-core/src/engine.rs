@@ -14,7 +14,7 @@ use crate::extract::{extract, ExtractError, Extracted};
 use crate::policy::{authorize, policy_for};
 use crate::request::Request;
 use crate::revocation::RevocationSet;
-use crate::verify::{self, check_times, token_hash, VerifiedToken, VerifyError};
+use crate::verify::{self, check_times, VerifiedToken, VerifyError};
 
 /// Per-provider state this VM decides with: keys and revocation list.
 #[derive(Default)]
@@ -103,8 +103,8 @@ impl Engine {
     }
 
     pub fn evaluate(&mut self, req: &Request, now_ms: u64, may_wait: bool) -> Outcome {
-        let policy = policy_for(&self.config, req).clone();
-        let public = policy == Policy::Public;
+        let policy = policy_for(&self.config, req);
+        let public = *policy == Policy::Public;
         let token = match extract(req, &self.config.token_sources, self.config.max_token_bytes) {
             Ok(Extracted::Token(t)) => t,
             Ok(Extracted::None) if public => return Outcome::Allow(Allowed::default()),
@@ -113,13 +113,12 @@ impl Engine {
             Err(ExtractError::TooLarge) => return self.deny_or_public(public, DenyReason::TokenTooLarge),
         };
         let now = now_ms / 1000;
-        let key = token_hash(token);
-        let (verified, cache_hit) = match self.cache.get(&key) {
+        let (verified, cache_hit) = match self.cache.get(token) {
             Some(t) => (t, true),
             None => match self.verify_fresh(token, now, may_wait && !public) {
                 Ok(t) => {
                     let t = Rc::new(t);
-                    self.cache.insert(key, Rc::clone(&t), now);
+                    self.cache.insert(token, Rc::clone(&t), now);
                     (t, false)
                 }
                 Err(Fresh::Wait(o)) => return o,
@@ -163,7 +162,7 @@ impl Engine {
                 return Outcome::Deny(denied);
             }
         }
-        if let Err((reason, scope)) = authorize(&policy, &verified) {
+        if let Err((reason, scope)) = authorize(policy, &verified) {
             return Outcome::Deny(self.denied(reason, scope.as_deref()));
         }
         Outcome::Allow(Allowed { headers: Rc::clone(&verified.identity_headers), notes })

@@ -298,9 +298,3 @@ pub fn check_times(t: &VerifiedToken, skew: u64, now: u64) -> Result<(), DenyRea
     }
     Ok(())
 }
-
-/// The cache key of a token: a hash of its exact bytes.
-pub fn token_hash(token: &str) -> [u8; 32] {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(token.as_bytes()).into()
-}
