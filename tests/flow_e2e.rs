@@ -1,6 +1,8 @@
 //! The whole flow through Envoy: the real auth service (SQLite, development
 //! mailer), the echo backend, and Envoy with the built filter — sign-up to
 //! logout, bans, device binding, outages and restarts.
+// Tests may unwrap and panic: a failure should stop the test where it happened.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 

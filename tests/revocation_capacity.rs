@@ -2,6 +2,8 @@
 //! and still answers correctly. Prints the memory it takes (noted in the README).
 //! The feed here is served by the test (building 100k revocations through the
 //! auth service's API would only make the test slow); its shape is the contract's.
+// Tests may unwrap and panic: a failure should stop the test where it happened.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 

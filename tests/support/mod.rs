@@ -1,5 +1,6 @@
 //! Test harness for end-to-end tests: the real Envoy binary with the built
 //! `authflow.wasm`, a JWKS server and an echo backend, all on 127.0.0.1.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(dead_code)]
 
 use std::io::Read;

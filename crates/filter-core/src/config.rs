@@ -535,7 +535,7 @@ fn validate_upstream(u: RawUpstream, field: &str, default_interval_ms: u64, seco
         (true, _, Some(_)) => return err(format!("{field}.poll_interval_ms: not used here; use refresh_interval_secs")),
         (false, Some(_), _) => return err(format!("{field}.refresh_interval_secs: not used here; use poll_interval_ms")),
     };
-    if interval_ms < 100 || interval_ms > 24 * 3600 * 1000 {
+    if !(100..=24 * 3600 * 1000).contains(&interval_ms) {
         return err(format!("{field}: refresh interval must be between 100 ms and 24 h"));
     }
     if u.timeout_ms == 0 || u.timeout_ms > 60_000 {

@@ -20,7 +20,7 @@ fn matches(route: &Route, req: &Request) -> bool {
         PathMatch::Prefix(p) => req.path.starts_with(p.as_str()),
     };
     path_ok
-        && (route.methods.is_empty() || route.methods.iter().any(|m| *m == req.method))
+        && (route.methods.is_empty() || route.methods.contains(&req.method))
         && route.host.as_deref().is_none_or(|h| h == req.host_without_port())
 }
 

@@ -1,4 +1,6 @@
 //! The whole per-request decision on the host, with real signed tokens.
+// Tests may unwrap and panic: a failure should stop the test where it happened.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use authflow_contract::fingerprint::{FingerprintInput, DEVICE_HEADER};
 use authflow_contract::revocation::{BannedSubject, RevocationFeed, RevokedToken};

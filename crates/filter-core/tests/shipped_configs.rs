@@ -5,6 +5,8 @@
 //! Covered: the wasm filter in every Envoy config under `envoy/` (local run, compose) and the
 //! `pluginConfig` of every Istio `WasmPlugin` under `deploy/`. Istio hands `pluginConfig` to
 //! the filter as the JSON of a `google.protobuf.Struct`, which is what is re-serialised here.
+// Tests may unwrap and panic: a failure should stop the test where it happened.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
 
