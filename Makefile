@@ -39,6 +39,8 @@ $(ENVOY):
 # Host unit tests of the pure logic, the auth service's tests, and the
 # end-to-end tests against the real Envoy (they need the .wasm and Envoy).
 test: wasm envoy
+	# The filter's no-panic lints (unwrap/expect/panic denied) are enforced on the Wasm build.
+	$(CARGO) clippy --release --target wasm32-wasip1 -p authflow
 	$(CARGO) build -p authflow-auth-service
 	$(CARGO) test --workspace
 	$(MAKE) --no-print-directory deploy-check
