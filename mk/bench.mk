@@ -27,3 +27,14 @@ bench: bench-build
 	BENCH_TOKENS_BIN=$(abspath $(BENCH_TARGET_DIR)/release/authflow-bench-tokens) \
 	BENCH_AUTH_BIN=$(abspath target/release/authflow-auth) \
 	python3 bench/bench.py --duration $(BENCH_DURATION) --repeats $(BENCH_REPEATS) $(BENCH_ARGS)
+
+# Where the filter's verification time goes, piece by piece, natively and in V8
+# (Node's WASI runs the wasm32-wasip1 build): the signature primitives of the
+# current crates, faster candidates checked against them, the cache when full.
+.PHONY: bench-profile
+bench-profile: toolchain
+	$(CARGO) build --release --manifest-path bench/verify-profile/Cargo.toml --target-dir $(BENCH_TARGET_DIR)
+	$(CARGO) build --release --target wasm32-wasip1 --manifest-path bench/verify-profile/Cargo.toml --target-dir $(BENCH_TARGET_DIR)
+	taskset -c 0 $(BENCH_TARGET_DIR)/release/authflow-verify-profile
+	@command -v node >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq nodejs; }
+	taskset -c 0 node --no-warnings bench/verify-profile/run-node.mjs $(BENCH_TARGET_DIR)/wasm32-wasip1/release/authflow-verify-profile.wasm
