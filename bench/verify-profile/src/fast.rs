@@ -90,23 +90,23 @@ impl RsaKey {
 
     /// Montgomery product a·b·R⁻¹ mod n (CIOS), inputs < n, result < n.
     fn mont_mul(&self, a: &[u32], b: &[u32], t: &mut [u32]) -> Vec<u32> {
-        let n = &self.n;
-        let l = n.len();
+        let l = self.n.len();
+        // Slices of known length: the optimizer drops the bounds checks in the loops.
+        let (n, a, b, t) = (&self.n[..l], &a[..l], &b[..l], &mut t[..l + 2]);
         t.iter_mut().for_each(|x| *x = 0);
-        for &ai in a.iter().take(l) {
+        for &ai in a {
             let ai = u64::from(ai);
             let mut c: u64 = 0;
-            for j in 0..l {
-                let s = u64::from(t[j]) + ai * u64::from(b[j]) + c;
-                t[j] = s as u32;
+            for (tj, &bj) in t[..l].iter_mut().zip(b) {
+                let s = u64::from(*tj) + ai * u64::from(bj) + c;
+                *tj = s as u32;
                 c = s >> 32;
             }
             let s = u64::from(t[l]) + c;
             t[l] = s as u32;
             t[l + 1] = (s >> 32) as u32;
             let m = u64::from(t[0].wrapping_mul(self.n0inv));
-            let s = u64::from(t[0]) + m * u64::from(n[0]);
-            let mut c = s >> 32;
+            let mut c = (u64::from(t[0]) + m * u64::from(n[0])) >> 32;
             for j in 1..l {
                 let s = u64::from(t[j]) + m * u64::from(n[j]) + c;
                 t[j - 1] = s as u32;
