@@ -2,25 +2,30 @@
 //!
 //! Keyed by the exact token bytes (hashed with std's keyed SipHash, compared
 //! in full on lookup), so a different token can never hit another's entry —
-//! and the per-request cost is one fast hash, not a SHA-256. Entries live until the token's `exp`; the time,
-//! revocation and device checks still run on every request. Bounded: when
-//! full, expired entries go first, then the oldest (FIFO is enough here — a
-//! miss costs one signature check, not correctness).
+//! and the per-request cost is one fast hash, not a SHA-256. Entries live
+//! until the token's `exp`; the time, revocation and device checks still run
+//! on every request. Bounded, and O(1) amortised per insert: when full the
+//! oldest entry goes (a miss costs one signature check, not correctness), and
+//! expired entries are swept at most once per [`SWEEP_INTERVAL_SECS`].
 
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use crate::verify::VerifiedToken;
 
+/// How often (at most) the cache looks for expired entries.
+pub const SWEEP_INTERVAL_SECS: u64 = 60;
+
 pub struct TokenCache {
     max_entries: usize,
     entries: HashMap<Rc<str>, Rc<VerifiedToken>>,
     order: VecDeque<Rc<str>>,
+    last_sweep: u64,
 }
 
 impl TokenCache {
     pub fn new(max_entries: usize) -> Self {
-        TokenCache { max_entries, entries: HashMap::new(), order: VecDeque::new() }
+        TokenCache { max_entries, entries: HashMap::new(), order: VecDeque::new(), last_sweep: 0 }
     }
 
     pub fn get(&self, key: &str) -> Option<Rc<VerifiedToken>> {
@@ -31,8 +36,16 @@ impl TokenCache {
         if self.max_entries == 0 {
             return;
         }
-        if self.entries.len() >= self.max_entries {
-            self.evict(now);
+        if now >= self.last_sweep.saturating_add(SWEEP_INTERVAL_SECS) {
+            self.sweep_expired(now);
+        }
+        while self.entries.len() >= self.max_entries {
+            match self.order.pop_front() {
+                Some(oldest) => {
+                    self.entries.remove(&oldest);
+                }
+                None => break,
+            }
         }
         let key: Rc<str> = Rc::from(key);
         if self.entries.insert(Rc::clone(&key), token).is_none() {
@@ -40,17 +53,12 @@ impl TokenCache {
         }
     }
 
-    fn evict(&mut self, now: u64) {
+    /// O(n), so rare: drops tokens past `exp` to make room for live ones.
+    fn sweep_expired(&mut self, now: u64) {
+        self.last_sweep = now;
         self.entries.retain(|_, t| t.expires_at >= now);
-        self.order.retain(|k| self.entries.contains_key(k));
-        while self.entries.len() >= self.max_entries {
-            match self.order.pop_front() {
-                Some(k) => {
-                    self.entries.remove(&k);
-                }
-                None => break,
-            }
-        }
+        let entries = &self.entries;
+        self.order.retain(|k| entries.contains_key(k));
     }
 
     /// Forget everything (the provider's keys changed: a removed key must not live on in here).
@@ -90,20 +98,32 @@ mod tests {
     }
 
     #[test]
-    fn bounded_expired_first_then_oldest() {
+    fn bounded_oldest_first_and_expired_swept() {
         let mut c = TokenCache::new(3);
-        c.insert("t1", token(100), 0);
-        c.insert("t2", token(10), 0);
-        c.insert("t3", token(100), 0);
-        c.insert("t4", token(100), 50); // t2 expired at 50: it goes
-        assert!(c.get("t2").is_none());
-        assert_eq!(c.len(), 3);
-        c.insert("t5", token(100), 50); // none expired: the oldest goes
+        c.insert("t1", token(100), 10);
+        c.insert("t2", token(20), 10);
+        c.insert("t3", token(100), 10);
+        c.insert("t4", token(100), 11); // full: the oldest goes
         assert!(c.get("t1").is_none());
-        assert!(c.get("t5").is_some());
-        assert!(c.get("t5x").is_none(), "exact bytes only");
+        assert!(c.get("t4").is_some());
         assert_eq!(c.len(), 3);
+        assert!(c.get("t4x").is_none(), "exact bytes only");
+        // A minute later the sweep drops t2 (expired at 20) before anything live goes.
+        c.insert("t5", token(200), 10 + SWEEP_INTERVAL_SECS);
+        assert!(c.get("t2").is_none());
+        assert!(c.get("t3").is_some() && c.get("t4").is_some() && c.get("t5").is_some());
         c.clear();
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn a_full_cache_stays_cheap() {
+        let mut c = TokenCache::new(1_000);
+        for i in 0..100_000u64 {
+            c.insert(&format!("token-{i}"), token(1_000_000), 1 + i / 1_000);
+        }
+        assert_eq!(c.len(), 1_000);
+        assert!(c.get("token-99999").is_some());
+        assert_eq!(c.order.len(), 1_000);
     }
 }
