@@ -7,6 +7,8 @@
 
 use jwt_simple::prelude::*;
 use serde::Deserialize;
+
+use crate::jws::SignatureKey;
 use serde_json::Value;
 
 /// Largest JWKS document accepted, and most keys kept from it.
@@ -73,11 +75,13 @@ impl VerifyingKey {
     }
 }
 
-/// One usable key of a key set.
+/// One usable key of a key set: the jwt-simple key (the reference, used by
+/// the service) and the same key prepared for the filter's fast path.
 #[derive(Clone, Debug)]
 pub struct KeyEntry {
     pub kid: Option<String>,
     pub key: VerifyingKey,
+    pub signature: SignatureKey,
 }
 
 /// The usable keys of one JWKS document.
@@ -140,6 +144,14 @@ impl KeySet {
             .map(|e| &e.key)
     }
 
+    /// Like [`Self::candidates`], prepared for [`SignatureKey::verify`].
+    pub fn signature_candidates<'a>(&'a self, alg: Algorithm, kid: Option<&'a str>) -> impl Iterator<Item = &'a SignatureKey> + 'a {
+        self.keys
+            .iter()
+            .filter(move |e| e.key.algorithm() == alg && (kid.is_none() || e.kid.as_deref() == kid))
+            .map(|e| &e.signature)
+    }
+
     pub fn has_kid(&self, kid: &str) -> bool {
         self.keys.iter().any(|e| e.kid.as_deref() == Some(kid))
     }
@@ -169,7 +181,8 @@ fn parse_key(jwk: &Value) -> Option<KeyEntry> {
         }
         _ => return None,
     };
-    Some(KeyEntry { kid, key })
+    let signature = SignatureKey::from_key(&key)?;
+    Some(KeyEntry { kid, key, signature })
 }
 
 #[cfg(test)]

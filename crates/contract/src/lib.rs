@@ -5,6 +5,8 @@
 pub mod claims;
 pub mod fingerprint;
 pub mod jwk;
+pub mod jws;
+pub mod rsa_verify;
 pub mod revocation;
 
 pub use claims::AccessClaims;
