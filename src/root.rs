@@ -247,6 +247,7 @@ impl RootContext for AuthflowRoot {
         }
         vm.urgent.clear();
         settle_waiters(vm, now);
+        vm.metrics.flush();
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {

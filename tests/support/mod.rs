@@ -239,7 +239,9 @@ impl Envoy {
     }
 
     /// A filter statistic (`wasmcustom.authflow.<name>`), summed over Envoy's output.
+    /// Counters reach Envoy on the filter's next tick (≤ 100 ms): wait for it.
     pub fn stat(&self, name: &str) -> u64 {
+        std::thread::sleep(Duration::from_millis(150));
         let full = format!("wasmcustom.authflow.{name}");
         let r = get(&format!("http://127.0.0.1:{}/stats?filter=^{}$", self.admin_port, regex_escape(&full)), &[]);
         r.body
