@@ -4,7 +4,6 @@
 //!
 //! Every number is the median of several batches, in µs per operation.
 
-mod fast;
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -147,7 +146,7 @@ fn main() {
     // --- candidates, each checked against the reference on valid and tampered inputs first
     let dalek_pk = ed25519_dalek::VerifyingKey::from_bytes(&ed.public_key().to_bytes().try_into().expect("32 bytes")).expect("dalek pk");
     let es13_pk = p256_13::ecdsa::VerifyingKey::from_sec1_bytes(&es.public_key().public_key().to_bytes_uncompressed()).expect("p256 0.13 pk");
-    let rs_fast = fast::RsaKey::new(&rs_c.n, &rs_c.e).expect("fast rsa key");
+    let rs_fast = authflow_contract::rsa_verify::RsaKey::new(&rs_c.n, &rs_c.e).expect("fast rsa key");
     let dalek = |msg: &[u8], sig: &[u8]| {
         ed25519_dalek::Signature::from_slice(sig).map(|s| dalek_pk.verify_strict(msg, &s).is_ok()).unwrap_or(false)
     };
