@@ -192,7 +192,7 @@ fn main() {
         let name = match alg {
             "EdDSA" => "ed25519-dalek 2 (32-bit backend on wasm32), verify_strict",
             "ES256" => "p256 0.13",
-            _ => "u32-limb Montgomery (bench/verify-profile/src/fast.rs)",
+            _ => "u32-limb Montgomery (authflow_contract::rsa_verify)",
         };
         let t = time(batches, per, |i| {
             let (msg, sig) = &pp[i % n];
