@@ -263,7 +263,8 @@ impl RootContext for AuthflowRoot {
 impl AuthflowRoot {
     fn tick_jwks(&mut self, vm: &mut Vm, p: usize, now: u64) {
         let name = vm.engine.config.providers[p].name.clone();
-        let urgent = vm.urgent.iter().filter(|(q, _)| *q == p).map(|(_, kid)| *kid).fold(None, |acc: Option<bool>, k| Some(acc.unwrap_or(false) || k));
+        // Some(true): a request waits on an unknown kid; Some(false): on keys not loaded yet.
+        let urgent = vm.urgent.iter().filter(|(q, _)| *q == p).map(|(_, unknown_kid)| *unknown_kid).reduce(|a, b| a || b);
         let Some(f) = vm.jwks[p].as_mut() else { return };
         f.expire_in_flight(now);
         // Adopt what another VM fetched. This does not end anyone's wait: that

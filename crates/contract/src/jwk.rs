@@ -137,19 +137,18 @@ impl KeySet {
 
     /// Keys that may verify a token of `alg` with this `kid`. With a `kid`,
     /// only keys with that id; without one, every key of the algorithm.
-    pub fn candidates<'a>(&'a self, alg: Algorithm, kid: Option<&'a str>) -> impl Iterator<Item = &'a VerifyingKey> + 'a {
-        self.keys
-            .iter()
-            .filter(move |e| e.key.algorithm() == alg && (kid.is_none() || e.kid.as_deref() == kid))
-            .map(|e| &e.key)
+    pub fn entries<'a>(&'a self, alg: Algorithm, kid: Option<&'a str>) -> impl Iterator<Item = &'a KeyEntry> + 'a {
+        self.keys.iter().filter(move |e| e.key.algorithm() == alg && (kid.is_none() || e.kid.as_deref() == kid))
     }
 
-    /// Like [`Self::candidates`], prepared for [`SignatureKey::verify`].
+    /// [`Self::entries`] as jwt-simple keys (the reference path the service uses).
+    pub fn candidates<'a>(&'a self, alg: Algorithm, kid: Option<&'a str>) -> impl Iterator<Item = &'a VerifyingKey> + 'a {
+        self.entries(alg, kid).map(|e| &e.key)
+    }
+
+    /// [`Self::entries`] prepared for [`SignatureKey::verify`] (the filter's path).
     pub fn signature_candidates<'a>(&'a self, alg: Algorithm, kid: Option<&'a str>) -> impl Iterator<Item = &'a SignatureKey> + 'a {
-        self.keys
-            .iter()
-            .filter(move |e| e.key.algorithm() == alg && (kid.is_none() || e.kid.as_deref() == kid))
-            .map(|e| &e.signature)
+        self.entries(alg, kid).map(|e| &e.signature)
     }
 
     pub fn has_kid(&self, kid: &str) -> bool {

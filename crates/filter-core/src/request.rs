@@ -45,12 +45,10 @@ impl Request {
             .map(|(_, v)| v.trim_matches('"'))
     }
 
-    /// Host without a port, for route matching.
+    /// Host without a port, for route matching (`[::1]:80` → `[::1]`; a bare IPv6 address stays whole).
     pub fn host_without_port(&self) -> &str {
         match self.host.rsplit_once(':') {
-            Some((h, port)) if !h.ends_with(']') || port.bytes().all(|b| b.is_ascii_digit()) => {
-                if port.bytes().all(|b| b.is_ascii_digit()) { h } else { &self.host }
-            }
+            Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && (h.ends_with(']') || !h.contains(':')) => h,
             _ => &self.host,
         }
     }
@@ -75,6 +73,8 @@ mod tests {
         assert_eq!(r.cookie("nope"), None);
         let r = req(&[(":authority", "[::1]:80")]);
         assert_eq!(r.host_without_port(), "[::1]");
+        assert_eq!(req(&[(":authority", "::1")]).host_without_port(), "::1", "a bare IPv6 address has no port");
+        assert_eq!(req(&[(":authority", "api")]).host_without_port(), "api");
         let r = req(&[]);
         assert_eq!(r.path, "");
     }

@@ -50,9 +50,6 @@ impl FetchSchedule {
         true
     }
 
-    pub fn failures(&self) -> u32 {
-        self.failures
-    }
 }
 
 #[cfg(test)]
