@@ -4,20 +4,22 @@
 //! Why not jwt-simple here: its pure-Rust backends use 64-bit limbs with
 //! 128-bit products, which Wasm has to emulate in software. Inside Envoy's
 //! V8 these are several times faster: ed25519-dalek (a 32-bit backend on
-//! wasm32), p256's ECDSA called directly, and [`crate::rsa_verify`]. The
+//! wasm32), [`crate::p256_verify`] (32-bit limbs and a precomputed table per
+//! key, built when the key is prepared) and [`crate::rsa_verify`]. The
 //! service still signs with jwt-simple, and the tests below check every
 //! result against jwt-simple's own verification.
 
 use jwt_simple::prelude::*;
 
 use crate::jwk::VerifyingKey;
+use crate::p256_verify::P256Key;
 use crate::rsa_verify::RsaKey;
 
 /// A public key prepared for fast verification of one algorithm.
 #[derive(Clone)]
 pub enum SignatureKey {
     EdDSA(ed25519_dalek::VerifyingKey),
-    ES256(p256::ecdsa::VerifyingKey),
+    ES256(P256Key),
     RS256(RsaKey),
 }
 
@@ -40,8 +42,7 @@ impl SignatureKey {
                 ed25519_dalek::VerifyingKey::from_bytes(&bytes).ok().map(Self::EdDSA)
             }
             VerifyingKey::ES256(k) => {
-                let sec1 = k.public_key().to_bytes_uncompressed();
-                p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).ok().map(Self::ES256)
+                P256Key::from_sec1_uncompressed(&k.public_key().to_bytes_uncompressed()).map(Self::ES256)
             }
             VerifyingKey::RS256(k) => {
                 let c = k.to_components();
@@ -56,10 +57,7 @@ impl SignatureKey {
             // verify_strict: rejects small-order keys and non-canonical signatures.
             Self::EdDSA(k) => ed25519_dalek::Signature::from_slice(signature)
                 .is_ok_and(|s| k.verify_strict(signing_input, &s).is_ok()),
-            Self::ES256(k) => {
-                use p256::ecdsa::signature::Verifier;
-                p256::ecdsa::Signature::from_slice(signature).is_ok_and(|s| k.verify(signing_input, &s).is_ok())
-            }
+            Self::ES256(k) => k.verify(signing_input, signature),
             Self::RS256(k) => k.verify(signing_input, signature),
         }
     }
@@ -73,7 +71,7 @@ mod tests {
 
     fn split(token: &str) -> (&[u8], Vec<u8>) {
         let dot = token.rfind('.').unwrap();
-        (token[..dot].as_bytes(), URL_SAFE_NO_PAD.decode(&token[dot + 1..]).unwrap())
+        (&token.as_bytes()[..dot], URL_SAFE_NO_PAD.decode(&token[dot + 1..]).unwrap())
     }
 
     /// Valid tokens verify; every single-bit flip of the signed bytes or the

@@ -6,6 +6,7 @@ pub mod claims;
 pub mod fingerprint;
 pub mod jwk;
 pub mod jws;
+pub mod p256_verify;
 pub mod rsa_verify;
 pub mod revocation;
 
