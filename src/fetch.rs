@@ -1,6 +1,7 @@
 //! Background fetches of one provider's keys and revocation list: schedule,
 //! in-flight bookkeeping, and turning a callout response into new state.
 
+use authflow_filter_core::request::HeaderBlock;
 use authflow_contract::jwk::MAX_JWKS_BYTES;
 use authflow_contract::revocation::{RevocationFeed, MAX_FEED_BYTES};
 use authflow_contract::KeySet;
@@ -66,16 +67,8 @@ pub enum Answer<T> {
     Failed(String),
 }
 
-pub fn status_of(headers: &[(String, String)]) -> u32 {
-    headers
-        .iter()
-        .find(|(n, _)| n == ":status")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0)
-}
-
-pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+pub fn status_of(headers: &HeaderBlock) -> u32 {
+    headers.first(":status").and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 pub fn jwks_answer(status: u32, body_size: usize, body: impl FnOnce(usize) -> Option<Vec<u8>>) -> Answer<KeySet> {

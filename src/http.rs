@@ -7,9 +7,10 @@ use authflow_contract::fingerprint::DeviceAttribute;
 use authflow_filter_core::deny::DenyReason;
 use authflow_filter_core::device::DeviceCheck;
 use authflow_filter_core::engine::Outcome;
+use authflow_filter_core::request::{HeaderBlock, HeaderReads};
 use authflow_filter_core::Request;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::Action;
+use proxy_wasm::types::{Action, MapType};
 
 use crate::host;
 use crate::metrics;
@@ -45,16 +46,7 @@ impl HttpContext for AuthflowHttp {
             return Action::Pause;
         };
         let vm = &mut *vm;
-        let mut headers = host::request_headers();
-        // Identity headers are ours alone: drop any copy the client sent, on every route.
-        let owned = &vm.identity_names;
-        headers.retain(|(name, _)| {
-            let forged = owned.iter().any(|o| o == name);
-            if forged {
-                host::remove_request_header(name);
-            }
-            !forged
-        });
+        let headers = read_headers(&vm.header_reads);
         let client = vm
             .engine
             .config
@@ -63,7 +55,7 @@ impl HttpContext for AuthflowHttp {
             .contains(&DeviceAttribute::ClientIpPrefix)
             .then(|| host::property_string(vec!["source", "address"]))
             .flatten();
-        let request = Request::from_headers(headers, client);
+        let request = Request::new(headers, client);
         let now = host::now_ms();
         match vm.engine.evaluate(&request, now, true) {
             Outcome::AwaitKeys { provider, unknown_kid } => {
@@ -103,15 +95,13 @@ pub fn carry_out(vm: &Vm, request: &Request, outcome: Outcome, resume: bool) -> 
             }
             if let Some(reason) = n.public_invalid_token {
                 vm.metrics.inc(metrics::PUBLIC_INVALID_TOKEN);
-                log::debug!("authflow: public route {} got an invalid token ({}), forwarded anonymously", request.path, reason.label());
+                log::debug!("authflow: public route {} got an invalid token ({}), forwarded anonymously", request.path(), reason.label());
             }
             if let Some(check) = n.device_reported {
                 vm.metrics.inc(metrics::DEVICE_MISMATCH_REPORTED);
                 log_device(vm, check, request, "allowed (report mode)");
             }
-            for (name, value) in allowed.headers.iter() {
-                host::add_request_header(name, value);
-            }
+            set_identity(&vm.identity_names, &allowed.headers);
             if resume {
                 host::resume_request();
             }
@@ -123,7 +113,7 @@ pub fn carry_out(vm: &Vm, request: &Request, outcome: Outcome, resume: bool) -> 
                 log_device(vm, check, request, "denied");
             } else {
                 // The reason label only: never the token, never claims.
-                log::debug!("authflow: {} {} denied: {}", request.method, request.path, denied.reason.label());
+                log::debug!("authflow: {} {} denied: {}", request.method(), request.path(), denied.reason.label());
             }
             let r = &denied.response;
             host::send_response(r.status, &r.headers, &r.body);
@@ -138,6 +128,33 @@ pub fn carry_out(vm: &Vm, request: &Request, outcome: Outcome, resume: bool) -> 
     }
 }
 
+/// The request headers the configuration's decisions read (see `HeaderReads`).
+fn read_headers(reads: &HeaderReads) -> HeaderBlock {
+    match reads {
+        HeaderReads::All => HeaderBlock::parse(host::header_map_block(MapType::HttpRequestHeaders)).unwrap_or_default(),
+        HeaderReads::Only(names) => {
+            let found: Vec<(&str, Vec<u8>)> = names
+                .iter()
+                .filter_map(|n| host::header_value(MapType::HttpRequestHeaders, n).map(|v| (n.as_str(), v)))
+                .collect();
+            HeaderBlock::from_pairs(&found)
+        }
+    }
+}
+
+/// Identity headers are the filter's alone: each configured one is set to
+/// this request's value, replacing any copy the client sent, or removed when
+/// this request has none. Without reading the client's headers first: one
+/// host call per name, whatever arrived.
+fn set_identity(owned: &[String], values: &[(String, String)]) {
+    for name in owned {
+        match values.iter().find(|(n, _)| n == name) {
+            Some((_, value)) => host::set_request_header(name, value),
+            None => host::remove_request_header(name),
+        }
+    }
+}
+
 /// Device failures are logged with what the operator needs to tell a stolen
 /// token from a configuration mismatch: the attributes in use, never values.
 fn log_device(vm: &Vm, check: DeviceCheck, request: &Request, what: &str) {
@@ -147,7 +164,7 @@ fn log_device(vm: &Vm, check: DeviceCheck, request: &Request, what: &str) {
     let attrs: Vec<&str> = vm.engine.config.device.attributes.iter().map(|a| a.name()).collect();
     log::info!(
         "authflow: device check {check:?} on {} {}: {what}. Fingerprint attributes here: {attrs:?}; if every request fails, compare them with the auth service's fingerprint attributes.",
-        request.method,
-        request.path
+        request.method(),
+        request.path()
     );
 }

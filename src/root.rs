@@ -12,6 +12,7 @@ use authflow_contract::revocation::RevocationFeed;
 use authflow_contract::KeySet;
 use authflow_filter_core::config::JwksSource;
 use authflow_filter_core::engine::Outcome;
+use authflow_filter_core::request::HeaderReads;
 use authflow_filter_core::{Engine, FilterConfig, Request};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
@@ -36,8 +37,10 @@ pub struct Waiter {
 /// Everything one VM's contexts share (one VM = one thread: `RefCell` is enough).
 pub struct Vm {
     pub engine: Engine,
-    /// The identity headers the filter owns, removed from every request.
+    /// The identity headers the filter owns: set or removed on every request it lets through.
     pub identity_names: Vec<String>,
+    /// Which request headers the decisions read (fetched one by one, or the whole map).
+    pub header_reads: HeaderReads,
     pub metrics: Metrics,
     pub waiting: Vec<Waiter>,
     /// Providers whose keys a request is waiting for (unknown kid or none yet).
@@ -93,7 +96,7 @@ impl Context for AuthflowRoot {
                     }
                     Answer::Fresh(set, bytes) => {
                         f.schedule.succeeded(now);
-                        f.etag = fetch::header(&headers, "etag").map(str::to_owned);
+                        f.etag = headers.first("etag").map(str::to_owned);
                         f.slot.publish(&bytes, self.vm_id, now);
                         vm.metrics.inc(metrics::JWKS_FETCH_OK);
                         install_keys(vm, provider, set, &name);
@@ -217,9 +220,10 @@ impl RootContext for AuthflowRoot {
             .collect();
         let names: Vec<String> = config.providers.iter().map(|p| p.name.clone()).collect();
         let identity_names = config.identity.all_names().into_iter().map(str::to_owned).collect();
+        let header_reads = HeaderReads::for_config(&config);
         let engine = Engine::new(config, now);
         let metrics = Metrics::define();
-        let vm = Vm { engine, identity_names, metrics, waiting: Vec::new(), urgent: Vec::new(), jwks, revocations };
+        let vm = Vm { engine, identity_names, header_reads, metrics, waiting: Vec::new(), urgent: Vec::new(), jwks, revocations };
         self.vm = Some(Rc::new(RefCell::new(vm)));
         self.set_tick_period(TICK);
         log::info!("authflow: configured with providers {names:?}");

@@ -1,14 +1,18 @@
 //! Verified-token cache: a token seen before is not verified again.
 //!
-//! Keyed by the exact token bytes (hashed with std's keyed SipHash, compared
-//! in full on lookup), so a different token can never hit another's entry —
-//! and the per-request cost is one fast hash, not a SHA-256. Entries live
+//! Keyed by the exact token bytes (compared in full on lookup), so a different
+//! token can never hit another's entry. Only the token's last
+//! [`HASHED_TAIL_BYTES`] go through std's keyed SipHash: that tail is
+//! signature, unique per token, and hashing the whole token was most of the
+//! cost of a cache hit. Entries live
 //! until the token's `exp`; the time, revocation and device checks still run
 //! on every request. Bounded, and O(1) amortised per insert: when full the
 //! oldest entry goes (a miss costs one signature check, not correctness), and
 //! expired entries are swept at most once per [`SWEEP_INTERVAL_SECS`].
 
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hasher};
 use std::rc::Rc;
 
 use crate::verify::VerifiedToken;
@@ -16,16 +20,43 @@ use crate::verify::VerifiedToken;
 /// How often (at most) the cache looks for expired entries.
 pub const SWEEP_INTERVAL_SECS: u64 = 60;
 
+/// How much of a token's end is hashed (the whole token when shorter).
+pub const HASHED_TAIL_BYTES: usize = 48;
+
+/// SipHash over the tail of what is hashed. Equal tokens have equal tails, so
+/// this agrees with `Eq`; tokens sharing a tail (only forgeries can) merely
+/// share a bucket, and they never get in: only verified tokens are inserted.
+#[derive(Default, Clone)]
+struct TailHash(RandomState);
+
+struct TailHasher(std::collections::hash_map::DefaultHasher);
+
+impl BuildHasher for TailHash {
+    type Hasher = TailHasher;
+    fn build_hasher(&self) -> TailHasher {
+        TailHasher(self.0.build_hasher())
+    }
+}
+
+impl Hasher for TailHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.write(&bytes[bytes.len().saturating_sub(HASHED_TAIL_BYTES)..]);
+    }
+    fn finish(&self) -> u64 {
+        self.0.finish()
+    }
+}
+
 pub struct TokenCache {
     max_entries: usize,
-    entries: HashMap<Rc<str>, Rc<VerifiedToken>>,
+    entries: HashMap<Rc<str>, Rc<VerifiedToken>, TailHash>,
     order: VecDeque<Rc<str>>,
     last_sweep: u64,
 }
 
 impl TokenCache {
     pub fn new(max_entries: usize) -> Self {
-        TokenCache { max_entries, entries: HashMap::new(), order: VecDeque::new(), last_sweep: 0 }
+        TokenCache { max_entries, entries: HashMap::default(), order: VecDeque::new(), last_sweep: 0 }
     }
 
     pub fn get(&self, key: &str) -> Option<Rc<VerifiedToken>> {

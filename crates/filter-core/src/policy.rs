@@ -16,12 +16,12 @@ pub fn policy_for<'a>(config: &'a FilterConfig, req: &Request) -> &'a Policy {
 
 fn matches(route: &Route, req: &Request) -> bool {
     let path_ok = match &route.path {
-        PathMatch::Exact(p) => req.path == *p,
-        PathMatch::Prefix(p) => req.path.starts_with(p.as_str()),
+        PathMatch::Exact(p) => req.path() == *p,
+        PathMatch::Prefix(p) => req.path().starts_with(p.as_str()),
     };
     path_ok
-        && (route.methods.is_empty() || route.methods.contains(&req.method))
-        && route.host.as_deref().is_none_or(|h| h == req.host_without_port())
+        && (route.methods.is_empty() || route.methods.iter().any(|m| m == req.method()))
+        && route.host.as_deref().is_none_or(|h| h.eq_ignore_ascii_case(req.host_without_port()))
 }
 
 /// Whether a verified token satisfies the policy. For scope denials, the scopes

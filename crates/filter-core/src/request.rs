@@ -1,39 +1,199 @@
-//! The facts of one request the decision needs, copied out of the proxy once.
+//! The facts of one request the decision needs, read in place from the one
+//! buffer the proxy hands over.
+//!
+//! Why a buffer and not a list of strings: copying every header into its own
+//! `String` cost more than the whole cached-token decision inside Envoy (a
+//! dozen allocations per request), and the SDK's own conversion aborts the VM
+//! on a header value that is not UTF-8. Here the proxy-wasm map encoding is
+//! validated once and read without copying; a value that is not UTF-8 reads
+//! as [`NOT_UTF8`], which is never a valid token, cookie or fingerprint input.
+
+use authflow_contract::fingerprint::{DeviceAttribute, DEVICE_HEADER};
+
+use crate::config::{DeviceMode, FilterConfig};
+
+/// What a header value that is not UTF-8 reads as (bytes ≥ 0x80 are legal
+/// `obs-text` in HTTP/1, and no token or fingerprint contains them).
+pub const NOT_UTF8: &str = "\u{FFFD}";
+
+/// Header pairs in the proxy-wasm map encoding: pair count (u32 LE), then per
+/// pair the name and value lengths (u32 LE each), then every name and value,
+/// each followed by a NUL byte. Only built through [`HeaderBlock::parse`] or
+/// [`HeaderBlock::from_pairs`], so every length inside is known to fit.
+#[derive(Clone, Debug, Default)]
+pub struct HeaderBlock {
+    bytes: Vec<u8>,
+    pairs: usize,
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> Option<usize> {
+    let b: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+    usize::try_from(u32::from_le_bytes(b)).ok()
+}
+
+impl HeaderBlock {
+    /// Checks the encoding end to end; `None` if anything is out of bounds or
+    /// not NUL-terminated. An empty buffer is an empty map.
+    pub fn parse(bytes: Vec<u8>) -> Option<HeaderBlock> {
+        if bytes.is_empty() {
+            return Some(HeaderBlock::default());
+        }
+        let pairs = read_u32(&bytes, 0)?;
+        let mut data = pairs.checked_mul(8)?.checked_add(4)?;
+        if data > bytes.len() {
+            return None;
+        }
+        for i in 0..pairs {
+            for len_at in [4 + 8 * i, 8 + 8 * i] {
+                let end = data.checked_add(read_u32(&bytes, len_at)?)?;
+                if *bytes.get(end)? != 0 {
+                    return None;
+                }
+                data = end + 1;
+            }
+        }
+        Some(HeaderBlock { bytes, pairs })
+    }
+
+    /// Encodes pairs (tests, and requests rebuilt without forged headers).
+    pub fn from_pairs<N: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(N, V)]) -> HeaderBlock {
+        let mut bytes = Vec::with_capacity(4 + pairs.iter().map(|(n, v)| 10 + n.as_ref().len() + v.as_ref().len()).sum::<usize>());
+        let len32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
+        bytes.extend_from_slice(&len32(pairs.len()));
+        for (n, v) in pairs {
+            bytes.extend_from_slice(&len32(n.as_ref().len()));
+            bytes.extend_from_slice(&len32(v.as_ref().len()));
+        }
+        for (n, v) in pairs {
+            for part in [n.as_ref(), v.as_ref()] {
+                bytes.extend_from_slice(part);
+                bytes.push(0);
+            }
+        }
+        HeaderBlock { bytes, pairs: pairs.len() }
+    }
+
+    /// Every (name, value) pair in order, as bytes.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        let mut data = 4 + 8 * self.pairs;
+        (0..self.pairs).map_while(move |i| {
+            let name_len = read_u32(&self.bytes, 4 + 8 * i)?;
+            let value_len = read_u32(&self.bytes, 8 + 8 * i)?;
+            let name = self.bytes.get(data..data.checked_add(name_len)?)?;
+            data += name_len + 1;
+            let value = self.bytes.get(data..data.checked_add(value_len)?)?;
+            data += value_len + 1;
+            Some((name, value))
+        })
+    }
+
+    /// Every value of a header (exact, lower-case name); a value that is not
+    /// UTF-8 reads as [`NOT_UTF8`].
+    pub fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.iter().filter(move |(n, _)| *n == name.as_bytes()).map(|(_, v)| std::str::from_utf8(v).unwrap_or(NOT_UTF8))
+    }
+
+    pub fn first<'a>(&'a self, name: &'a str) -> Option<&'a str> {
+        self.values(name).next()
+    }
+
+    pub fn len(&self) -> usize {
+        self.pairs
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pairs == 0
+    }
+}
+
+/// Which request headers a configuration's decisions read. Each header read
+/// from the proxy is a host call, and the whole map costs several: the glue
+/// reads only these.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeaderReads {
+    /// The whole map: token headers configured by name must be seen with all
+    /// their copies (the proxy hands over only the first copy of a header read
+    /// by name, except for the ones it joins into one value, like
+    /// `authorization`, `cookie` and the pseudo-headers).
+    All,
+    /// These names, one value each.
+    Only(Vec<String>),
+}
+
+impl HeaderReads {
+    pub fn for_config(config: &FilterConfig) -> HeaderReads {
+        let sources = &config.token_sources;
+        if !sources.headers.is_empty() {
+            return HeaderReads::All;
+        }
+        let mut names: Vec<&str> = Vec::new();
+        if sources.authorization_bearer {
+            names.push("authorization");
+        }
+        if !sources.cookies.is_empty() {
+            names.push("cookie");
+        }
+        if !config.routes.is_empty() {
+            names.extend([":path", ":method"]);
+            if config.routes.iter().any(|r| r.host.is_some()) {
+                names.push(":authority");
+            }
+        }
+        if config.device.mode != DeviceMode::Off {
+            names.extend([DEVICE_HEADER, "cookie"]);
+            names.extend(config.device.attributes.iter().filter_map(|a| match a {
+                DeviceAttribute::Header(h) => Some(h.as_str()),
+                DeviceAttribute::ClientIpPrefix => None,
+            }));
+        }
+        let mut owned: Vec<String> = Vec::with_capacity(names.len());
+        for n in names {
+            if !owned.iter().any(|o| o == n) {
+                owned.push(n.to_owned());
+            }
+        }
+        HeaderReads::Only(owned)
+    }
+}
 
 /// One incoming request, as the filter sees it (header names lower-case).
 #[derive(Clone, Debug, Default)]
 pub struct Request {
-    pub method: String,
-    /// `:path` without the query string.
-    pub path: String,
-    pub host: String,
-    pub headers: Vec<(String, String)>,
+    headers: HeaderBlock,
     /// Downstream peer address (`ip:port`), for the opt-in IP-prefix fingerprint attribute.
     pub client_address: Option<String>,
 }
 
 impl Request {
-    pub fn from_headers(headers: Vec<(String, String)>, client_address: Option<String>) -> Self {
-        let pseudo = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default()
-        };
-        let full_path = pseudo(":path");
-        let path = full_path.split(['?', '#']).next().unwrap_or_default().to_owned();
-        let host = pseudo(":authority").to_ascii_lowercase();
-        Request { method: pseudo(":method"), path, host, headers, client_address }
+    pub fn new(headers: HeaderBlock, client_address: Option<String>) -> Self {
+        Request { headers, client_address }
     }
 
-    /// Every value of a header (lower-case name).
+    pub fn from_headers(headers: Vec<(String, String)>, client_address: Option<String>) -> Self {
+        Request::new(HeaderBlock::from_pairs(&headers), client_address)
+    }
+
+    pub fn headers(&self) -> &HeaderBlock {
+        &self.headers
+    }
+
+    /// Every value of a header (lower-case name); a value that is not UTF-8 reads as [`NOT_UTF8`].
     pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers.values(name)
     }
 
     pub fn header<'a>(&'a self, name: &'a str) -> Option<&'a str> {
         self.header_values(name).next()
+    }
+
+    pub fn method(&self) -> &str {
+        self.header(":method").unwrap_or_default()
+    }
+
+    /// `:path` without the query string or fragment.
+    pub fn path(&self) -> &str {
+        let full = self.header(":path").unwrap_or_default();
+        full.split(['?', '#']).next().unwrap_or_default()
     }
 
     /// Value of a cookie, from any `cookie` header.
@@ -45,11 +205,13 @@ impl Request {
             .map(|(_, v)| v.trim_matches('"'))
     }
 
-    /// Host without a port, for route matching (`[::1]:80` → `[::1]`; a bare IPv6 address stays whole).
+    /// `:authority` without a port, for route matching (`[::1]:80` → `[::1]`;
+    /// a bare IPv6 address stays whole). Compare it ignoring ASCII case.
     pub fn host_without_port(&self) -> &str {
-        match self.host.rsplit_once(':') {
+        let host = self.header(":authority").unwrap_or_default();
+        match host.rsplit_once(':') {
             Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && (h.ends_with(']') || !h.contains(':')) => h,
-            _ => &self.host,
+            _ => host,
         }
     }
 }
@@ -65,9 +227,9 @@ mod tests {
     #[test]
     fn pseudo_headers_and_cookies() {
         let r = req(&[(":method", "GET"), (":path", "/a/b?x=1"), (":authority", "API.example:8080"), ("cookie", "a=1; tok=\"abc\""), ("cookie", "z=9")]);
-        assert_eq!(r.method, "GET");
-        assert_eq!(r.path, "/a/b");
-        assert_eq!(r.host_without_port(), "api.example");
+        assert_eq!(r.method(), "GET");
+        assert_eq!(r.path(), "/a/b");
+        assert_eq!(r.host_without_port(), "API.example");
         assert_eq!(r.cookie("tok"), Some("abc"));
         assert_eq!(r.cookie("z"), Some("9"));
         assert_eq!(r.cookie("nope"), None);
@@ -76,6 +238,48 @@ mod tests {
         assert_eq!(req(&[(":authority", "::1")]).host_without_port(), "::1", "a bare IPv6 address has no port");
         assert_eq!(req(&[(":authority", "api")]).host_without_port(), "api");
         let r = req(&[]);
-        assert_eq!(r.path, "");
+        assert_eq!(r.path(), "");
+        assert_eq!(r.method(), "");
+    }
+
+    #[test]
+    fn encoding_round_trips_and_parses() {
+        let pairs = [("authorization", "Bearer a.b.c"), ("x-empty", ""), ("cookie", "a=1"), ("cookie", "b=2")];
+        let block = HeaderBlock::from_pairs(&pairs);
+        let parsed = HeaderBlock::parse(block.bytes.clone()).expect("valid encoding");
+        let back: Vec<(&[u8], &[u8])> = parsed.iter().collect();
+        let want: Vec<(&[u8], &[u8])> = pairs.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())).collect();
+        assert_eq!(back, want);
+        assert_eq!(parsed.len(), 4);
+        assert!(HeaderBlock::parse(Vec::new()).expect("empty map").is_empty());
+    }
+
+    #[test]
+    fn malformed_encodings_are_refused_never_read_past_the_end() {
+        let good = HeaderBlock::from_pairs(&[("a", "1"), ("bb", "22")]).bytes;
+        // Every truncation, and every single-byte change to the length table or a terminator.
+        for cut in 1..good.len() {
+            assert!(HeaderBlock::parse(good[..cut].to_vec()).is_none(), "truncated at {cut}");
+        }
+        for at in 0..good.len() {
+            for byte in [0u8, 1, 0x7f, 0xff] {
+                let mut bad = good.clone();
+                bad[at] = byte;
+                if let Some(b) = HeaderBlock::parse(bad) {
+                    // Accepted only if still self-consistent: reading it stays in bounds.
+                    assert!(b.iter().count() <= b.len());
+                }
+            }
+        }
+        let huge_count = [0xff, 0xff, 0xff, 0xff].to_vec();
+        assert!(HeaderBlock::parse(huge_count).is_none());
+    }
+
+    #[test]
+    fn values_that_are_not_utf8_read_as_a_marker() {
+        let block = HeaderBlock::from_pairs(&[(b"x-odd".as_slice(), b"caf\xe9".as_slice()), (b"user-agent", b"curl")]);
+        let r = Request::new(block, None);
+        assert_eq!(r.header("x-odd"), Some(NOT_UTF8));
+        assert_eq!(r.header("user-agent"), Some("curl"));
     }
 }

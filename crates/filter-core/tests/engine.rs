@@ -310,3 +310,62 @@ fn forged_identity_header_values_never_come_from_the_request() {
     let o = f.eval("/api", &[("authorization", &format!("Bearer {t}")), ("x-auth-user", "admin")]);
     assert_eq!(header(&o, "x-auth-user"), Some("user-1"));
 }
+
+/// The filter reads from the proxy only the headers `HeaderReads` names (one
+/// host call each). Deciding on those alone must give exactly the decision
+/// made on every header, for every kind of configuration.
+#[test]
+fn decisions_on_the_headers_read_equal_decisions_on_all_headers() {
+    use authflow_filter_core::request::{HeaderBlock, HeaderReads};
+    let secret = "device-secret-1";
+    let dfp = FingerprintInput { secret, attributes: vec![("user-agent", "curl/8"), ("accept-language", "en")] }.hash();
+    let configs = [
+        json!({}),
+        json!({"routes": []}),
+        json!({"token_sources": {"authorization_bearer": true, "cookies": ["at"]}}),
+        json!({"routes": [{"match": {"prefix": "/", "host": "api.example", "methods": ["GET"]}, "policy": "authenticated"}, {"match": {"prefix": "/"}, "policy": "public"}]}),
+        json!({"device_binding": {"mode": "enforce"}}),
+        json!({"token_sources": {"authorization_bearer": false, "headers": ["x-token"]}}),
+    ];
+    for extra in configs {
+        let mut f = fixture(extra.clone());
+        let reads = HeaderReads::for_config(&f.engine.config);
+        let token = f.sign(claims(AccessClaims { dfp: Some(dfp.clone()), ..default_claims() }));
+        let other = f.sign(claims(default_claims()).with_subject("user-2"));
+        let bearer = format!("Bearer {token}");
+        let noise = [("x-auth-user", "forged"), ("accept", "*/*"), ("x-request-id", "r-1")];
+        let cases: Vec<(&str, Vec<(&str, String)>)> = vec![
+            ("/api", vec![("authorization", bearer.clone())]),
+            ("/public/x", vec![]),
+            ("/admin/x", vec![("authorization", bearer.clone())]),
+            ("/api", vec![("cookie", format!("a=1; at={token}"))]),
+            ("/api", vec![("x-token", token.clone())]),
+            ("/api", vec![("x-token", token.clone()), ("x-token", other.clone())]),
+            ("/api", vec![("authorization", bearer.clone()), (DEVICE_HEADER, secret.into()), ("user-agent", "curl/8".into()), ("accept-language", "en".into())]),
+            ("/api", vec![("authorization", bearer.clone()), (DEVICE_HEADER, secret.into()), ("user-agent", "python".into())]),
+            ("/api", vec![("authorization", "Basic dTpw".into())]),
+        ];
+        for (host, (path, headers)) in ["api.example:443", "other"].into_iter().flat_map(|h| cases.iter().map(move |c| (h, c))) {
+            let mut all = vec![(":method".to_string(), "GET".to_string()), (":path".to_string(), format!("{path}?q=1")), (":authority".to_string(), host.to_string())];
+            all.extend(noise.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+            all.extend(headers.iter().map(|(n, v)| (n.to_string(), v.clone())));
+            let read: Vec<(String, String)> = match &reads {
+                HeaderReads::All => all.clone(),
+                // What the proxy answers a read by name: the first copy.
+                HeaderReads::Only(names) => names.iter().filter_map(|n| all.iter().find(|(a, _)| a == n).cloned()).collect(),
+            };
+            let client = Some("203.0.113.9:4000".to_string());
+            // The second decision may hit the token cache the first one filled: not a difference.
+            let no_cache_note = |o: Outcome| match o {
+                Outcome::Allow(mut a) => {
+                    a.notes.cache_hit = false;
+                    Outcome::Allow(a)
+                }
+                other => other,
+            };
+            let full = f.engine.evaluate(&Request::from_headers(all.clone(), client.clone()), NOW * 1000 + 500, false);
+            let partial = f.engine.evaluate(&Request::new(HeaderBlock::from_pairs(&read), client), NOW * 1000 + 500, false);
+            assert_eq!(no_cache_note(full), no_cache_note(partial), "config {extra}, {host}{path}, headers {headers:?}");
+        }
+    }
+}
