@@ -10,11 +10,12 @@ VENV := .venv
 ENVOY := $(VENV)/bin/envoy
 WASM := target/wasm32-wasip1/release/authflow.wasm
 CARGO ?= cargo
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export AUTHFLOW_ENVOY := $(abspath $(ENVOY))
 export AUTHFLOW_WASM := $(abspath $(WASM))
 export AUTHFLOW_AUTH_BIN := $(abspath target/debug/authflow-auth)
 
-.PHONY: help test toolchain wasm envoy unit e2e clippy
+.PHONY: help test toolchain wasm envoy unit wasm-unit e2e clippy
 
 help:
 	@echo "make run    - auth service + echo backend + Envoy with the filter, on 127.0.0.1"
@@ -43,6 +44,7 @@ test: wasm envoy
 	$(CARGO) clippy --release --target wasm32-wasip1 -p authflow
 	$(CARGO) build -p authflow-auth-service
 	$(CARGO) test --workspace
+	$(MAKE) --no-print-directory wasm-unit
 	$(MAKE) --no-print-directory deploy-check
 
 e2e: wasm envoy
@@ -51,6 +53,13 @@ e2e: wasm envoy
 
 unit:
 	$(CARGO) test -p authflow-contract -p authflow-filter-core
+
+# The signature code again, compiled as it ships (wasm32-wasip1 with SIMD) and
+# run in V8 under Node: the reference comparisons must hold on that path too.
+wasm-unit: toolchain
+	@command -v node >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq nodejs; }
+	CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings $(abspath scripts/wasi-run.mjs)" \
+	  $(CARGO) test --release -p authflow-contract --target wasm32-wasip1
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets

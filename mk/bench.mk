@@ -6,7 +6,6 @@ BENCH_DURATION ?= 5
 BENCH_REPEATS ?= 3
 BENCH_ARGS ?=
 BENCH_TARGET_DIR := target/bench
-SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: bench bench-tools bench-build
 

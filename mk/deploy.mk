@@ -13,7 +13,6 @@ WASM ?= target/wasm32-wasip1/release/authflow.wasm
 CARGO ?= cargo
 
 DEPLOY_PY := $(VENV)/bin/python
-DEPLOY_SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEPLOY_TOOLS_STAMP := $(VENV)/.authflow-deploy-tools
 DEPLOY_NODE_DIR := deploy/validate
 DEPLOY_NODE_STAMP := $(DEPLOY_NODE_DIR)/node_modules/.package-lock.json
@@ -41,8 +40,8 @@ $(DEPLOY_TOOLS_STAMP): $(ENVOY)
 $(DEPLOY_NODE_STAMP): $(DEPLOY_NODE_DIR)/package.json $(DEPLOY_NODE_DIR)/package-lock.json
 	@command -v npm >/dev/null 2>&1 || { \
 	  echo "installing Node.js and npm (apt-get)"; \
-	  $(DEPLOY_SUDO) apt-get update -qq && \
-	  $(DEPLOY_SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }
 	cd $(DEPLOY_NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 

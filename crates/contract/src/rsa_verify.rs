@@ -10,9 +10,10 @@
 //! compute each cross product once, and intermediate values stay below 2n so
 //! that no conditional subtraction is needed until the end.
 //!
-//! Built with the `simd128` target feature, the column sums use Wasm SIMD
-//! (four 32×32→64 products per step); without it (the default, which every
-//! Wasm engine accepts) they are plain scalar loops.
+//! Built with the `simd128` target feature, as the filter is (see
+//! `.cargo/config.toml`), the column sums use Wasm SIMD (four 32×32→64
+//! products per step); without it (native builds, and the host tests) they
+//! are plain scalar loops. `make test` runs this crate's tests both ways.
 //!
 //! Variable-time, which is fine for public-key verification: nothing secret
 //! is involved. Checked against jwt-simple's RS256 (the reference) in this
