@@ -15,11 +15,13 @@ Cases:
   B   Envoy + a no-op Wasm filter (the floor of any Wasm filter)
   C   Envoy jwt_authn, same keys and tokens: with its JWT cache (warm tokens),
       and without it, per algorithm (every request verified)
-  D   authflow, warm: a set of users reusing their tokens
+  D   authflow, warm: a set of users reusing their tokens, doing what C does
+      (verify, pass on; no identity headers). D+ adds the four default
+      identity headers, one header write each
   E   authflow, cold, per algorithm: more distinct tokens than the verified-token
       cache holds, cycled, so every request is a cache miss and one signature check
   F   Envoy ext_authz (HTTP) to the auth service, which verifies every token
-  G   authflow, warm, with 100k live revocation entries
+  G   authflow, warm, with 100k live revocation entries (D plus the feed)
   P   auth service alone, pinned to one core: the 304 answers pollers get from
       /v1/revocations?since=CURSOR and /.well-known/jwks.json (If-None-Match)
 
@@ -160,13 +162,18 @@ def wasm_filter(name: str, wasm: str, configuration: str) -> dict:
         }}}
 
 
-def authflow_config(jwks: dict, feed: bool) -> str:
+def authflow_config(jwks: dict, feed: bool, identity: bool = False) -> str:
+    """The filter's configuration. Without `identity`, no identity headers are
+    forwarded: the same job as jwt_authn in C (verify, then pass the request on).
+    With it, the four default identity headers (one header write each)."""
     provider = {
         "name": "bench", "issuer": ISSUER, "audiences": [AUDIENCE],
         "algorithms": ["EdDSA", "ES256", "RS256"],
         "jwks": {"inline": jwks},
     }
     doc: dict = {"providers": [provider], "max_token_lifetime_secs": 86400}
+    if not identity:
+        doc["identity_headers"] = {}
     if feed:
         provider["revocations"] = {"cluster": "feed", "path": "/v1/revocations", "poll_interval_ms": 1000}
         doc["revocation"] = {"max_entries": 1_000_000, "max_staleness_secs": 3600}
@@ -525,6 +532,9 @@ def run(env: Env, args) -> int:
                           tokens=cold[a], warmup=cold_warmup[a], tamper=a))
     cases.append(dict(id="D", label="D: authflow, warm (1000 users, EdDSA)",
                       filters=[wasm_filter("authflow", env.wasm, authflow_config(jwks, False))], tokens=warm, tamper="EdDSA"))
+    cases.append(dict(id="D-identity", label="D+: authflow, warm, forwarding the 4 default identity headers",
+                      filters=[wasm_filter("authflow", env.wasm, authflow_config(jwks, False, identity=True))], tokens=warm,
+                      tamper="EdDSA"))
     for a in ALGS:
         cases.append(dict(id=f"E-{a}", label=f"E: authflow, cold, {a}",
                           filters=[wasm_filter("authflow", env.wasm, authflow_config(jwks, False))], tokens=cold[a],

@@ -56,7 +56,7 @@ impl HttpContext for AuthflowHttp {
             .then(|| host::property_string(vec!["source", "address"]))
             .flatten();
         let request = Request::new(headers, client);
-        let now = host::now_ms();
+        let now = vm.clock_ms;
         match vm.engine.evaluate(&request, now, true) {
             Outcome::AwaitKeys { provider, unknown_kid } => {
                 let generation = vm.jwks.get(provider).and_then(Option::as_ref).map_or(0, |f| f.generation);

@@ -47,6 +47,10 @@ pub struct Vm {
     pub urgent: Vec<(usize, bool)>,
     pub jwks: Vec<Option<Fetcher>>,
     pub revocations: Vec<Option<Fetcher>>,
+    /// The time as of the last tick (at most one tick old). Requests read this
+    /// rather than asking the host: one host call fewer per request, and token
+    /// times are whole seconds with a skew allowance anyway.
+    pub clock_ms: u64,
 }
 
 pub struct AuthflowRoot {
@@ -223,7 +227,7 @@ impl RootContext for AuthflowRoot {
         let header_reads = HeaderReads::for_config(&config);
         let engine = Engine::new(config, now);
         let metrics = Metrics::define();
-        let vm = Vm { engine, identity_names, header_reads, metrics, waiting: Vec::new(), urgent: Vec::new(), jwks, revocations };
+        let vm = Vm { engine, identity_names, header_reads, metrics, waiting: Vec::new(), urgent: Vec::new(), jwks, revocations, clock_ms: now };
         self.vm = Some(Rc::new(RefCell::new(vm)));
         self.set_tick_period(TICK);
         log::info!("authflow: configured with providers {names:?}");
@@ -245,6 +249,7 @@ impl RootContext for AuthflowRoot {
         let now = host::now_ms();
         let Ok(mut vm) = vm_rc.try_borrow_mut() else { return };
         let vm = &mut *vm;
+        vm.clock_ms = now;
         for p in 0..vm.engine.config.providers.len() {
             self.tick_jwks(vm, p, now);
             self.tick_revocations(vm, p, now);

@@ -125,6 +125,7 @@ mod tests {
             scopes: vec![],
             dfp: None,
             identity_headers: Rc::from(Vec::new()),
+            not_revoked_in: std::cell::Cell::new(0),
         })
     }
 

@@ -7,11 +7,16 @@
 //! revocation.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use authflow_contract::revocation::{BannedSubject, RevocationFeed, RevokedSession, RevokedToken};
 
 use crate::deny::DenyReason;
 use crate::verify::VerifiedToken;
+
+/// Each list a feed produces takes a new number from here, unique in the VM,
+/// so a token's memo "not revoked in list N" can never match another list.
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
 
 #[derive(Debug, Default, Clone)]
 pub struct RevocationSet {
@@ -20,6 +25,8 @@ pub struct RevocationSet {
     /// sub → (not_before, expires_at)
     bans: HashMap<String, (u64, u64)>,
     cursor: Option<String>,
+    /// Which list this is (0: the empty list nothing was applied to yet).
+    generation: u64,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -73,6 +80,7 @@ impl RevocationSet {
             return Err(ApplyError::TooManyEntries(next.len()));
         }
         next.cursor = Some(feed.cursor);
+        next.generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
         *self = next;
         Ok(())
     }
@@ -88,11 +96,23 @@ impl RevocationSet {
     }
 
     /// Why this token is no longer good, if it is not.
+    /// Why the token is revoked, if it is. A cached token found clean in this
+    /// list is not looked up again until the list changes: lookups in a large
+    /// list miss the CPU cache, and the list changes rarely. (Pruning only
+    /// drops entries, so it never makes a clean token revoked.)
     pub fn check(&self, token: &VerifiedToken) -> Option<DenyReason> {
         // The common case (no feed, or nothing revoked) hashes nothing.
-        if self.bans.is_empty() && self.sessions.is_empty() && self.tokens.is_empty() {
+        if self.is_empty() || token.not_revoked_in.get() == self.generation {
             return None;
         }
+        let found = self.lookup(token);
+        if found.is_none() {
+            token.not_revoked_in.set(self.generation);
+        }
+        found
+    }
+
+    fn lookup(&self, token: &VerifiedToken) -> Option<DenyReason> {
         if let Some(sub) = &token.subject {
             if let Some((not_before, _)) = self.bans.get(sub) {
                 // Tokens issued before the ban die; a token without `iat` cannot prove it is newer.
@@ -147,7 +167,37 @@ mod tests {
             scopes: vec![],
             dfp: None,
             identity_headers: std::rc::Rc::from(Vec::new()),
+            not_revoked_in: std::cell::Cell::new(0),
         }
+    }
+
+    /// A cached token found clean is not looked up again — until the list
+    /// changes, by a delta, a snapshot, or another list adopted wholesale.
+    #[test]
+    fn a_clean_memo_never_outlives_its_list() {
+        let mut set = RevocationSet::default();
+        let t = token("j1", "s1", "u1", 1000);
+        assert_eq!(set.check(&t), None);
+        let mut f = feed(true, "1");
+        f.revoked_tokens.push(RevokedToken { jti: "other".into(), expires_at: 2000 });
+        set.apply(f, "iss", 10, 1000).unwrap();
+        assert_eq!(set.check(&t), None);
+        assert_eq!(set.check(&t), None, "memo hit");
+        let mut f = feed(false, "2");
+        f.revoked_tokens.push(RevokedToken { jti: "j1".into(), expires_at: 2000 });
+        set.apply(f, "iss", 10, 1000).unwrap();
+        assert_eq!(set.check(&t), Some(DenyReason::TokenRevoked), "a delta revoking it wins over the memo");
+
+        // A list built elsewhere (another VM's snapshot) never shares a number with this one.
+        let t2 = token("j2", "s2", "u2", 1000);
+        assert_eq!(set.check(&t2), None);
+        let mut other = RevocationSet::default();
+        let mut f = feed(true, "9");
+        f.banned_subjects.push(BannedSubject { sub: "u2".into(), not_before: 1500, expires_at: 2400 });
+        other.apply(f, "iss", 10, 1000).unwrap();
+        assert_eq!(other.check(&t2), Some(DenyReason::SubjectBanned));
+        set = other;
+        assert_eq!(set.check(&t2), Some(DenyReason::SubjectBanned));
     }
 
     fn feed(snapshot: bool, cursor: &str) -> RevocationFeed {

@@ -11,6 +11,7 @@
 //! checked with [`authflow_contract::jws`], which is several times faster
 //! inside Wasm than jwt-simple and is tested against it.
 
+use std::cell::Cell;
 use std::rc::Rc;
 
 use authflow_contract::{claims, Algorithm, KeySet};
@@ -59,6 +60,9 @@ pub struct VerifiedToken {
     /// Every identity header to forward, computed once at verification: a
     /// cached token costs no formatting or allocation per request.
     pub identity_headers: Rc<[(String, String)]>,
+    /// The revocation list (its generation) this token was last found clean
+    /// in; 0 when never checked. See `RevocationSet::check`.
+    pub not_revoked_in: Cell<u64>,
 }
 
 /// Why a token could not be verified with the keys at hand.
@@ -253,6 +257,7 @@ fn finish(
         scopes,
         dfp: text(claims::CLAIM_DEVICE_FINGERPRINT),
         identity_headers: Rc::from(Vec::new()),
+        not_revoked_in: Cell::new(0),
     };
     let mapped = config.identity.claims.iter().filter_map(|(path, header)| {
         let value = claim_at(payload, path)?;
