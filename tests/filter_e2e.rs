@@ -304,7 +304,8 @@ fn invalid_configuration_is_refused_by_envoy() {
 
 #[test]
 fn envoy_jwt_authn_conformance_vectors() {
-    let path = repo_root().join("../shared/conformance/envoy-jwt-authn-vectors.json");
+    // Envoy's own jwt_authn test data (envoyproxy/envoy, Apache-2.0), transcribed as JSON: see its `source` field.
+    let path = repo_root().join("tests/fixtures/envoy-jwt-authn-vectors.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let doc: Value = serde_json::from_str(&text).unwrap();
     let mut all_keys = doc["jwks_rs256"]["keys"].as_array().unwrap().clone();

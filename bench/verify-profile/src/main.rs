@@ -145,14 +145,10 @@ fn main() {
 
     // --- candidates, each checked against the reference on valid and tampered inputs first
     let dalek_pk = ed25519_dalek::VerifyingKey::from_bytes(&ed.public_key().to_bytes().try_into().expect("32 bytes")).expect("dalek pk");
-    let es13_pk = p256_13::ecdsa::VerifyingKey::from_sec1_bytes(&es.public_key().public_key().to_bytes_uncompressed()).expect("p256 0.13 pk");
+    let es_fast = authflow_contract::p256_verify::P256Key::from_sec1_uncompressed(&es.public_key().public_key().to_bytes_uncompressed()).expect("fast p256 key");
     let rs_fast = authflow_contract::rsa_verify::RsaKey::new(&rs_c.n, &rs_c.e).expect("fast rsa key");
     let dalek = |msg: &[u8], sig: &[u8]| {
         ed25519_dalek::Signature::from_slice(sig).map(|s| dalek_pk.verify_strict(msg, &s).is_ok()).unwrap_or(false)
-    };
-    let es13 = |msg: &[u8], sig: &[u8]| {
-        use p256_13::ecdsa::signature::Verifier;
-        p256_13::ecdsa::Signature::from_slice(sig).map(|s| es13_pk.verify(msg, &s).is_ok()).unwrap_or(false)
     };
     let reference = |alg: &str, msg: &[u8], sig: &[u8]| -> bool {
         match alg {
@@ -170,7 +166,7 @@ fn main() {
     for (alg, pp) in [("EdDSA", &ed_p), ("ES256", &es_p), ("RS256", &rs_p)] {
         let candidate = |msg: &[u8], sig: &[u8]| match alg {
             "EdDSA" => dalek(msg, sig),
-            "ES256" => es13(msg, sig),
+            "ES256" => es_fast.verify(msg, sig),
             _ => rs_fast.verify(msg, sig),
         };
         let mut checked = 0;
@@ -191,8 +187,8 @@ fn main() {
         let per = if alg == "RS256" { 10 * scale } else { 20 * scale };
         let name = match alg {
             "EdDSA" => "ed25519-dalek 2 (32-bit backend on wasm32), verify_strict",
-            "ES256" => "p256 0.13",
-            _ => "u32-limb Montgomery (authflow_contract::rsa_verify)",
+            "ES256" => "u32-limb P-256 with comb tables (authflow_contract::p256_verify)",
+            _ => "28-bit-limb Montgomery (authflow_contract::rsa_verify)",
         };
         let t = time(batches, per, |i| {
             let (msg, sig) = &pp[i % n];
