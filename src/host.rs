@@ -123,7 +123,7 @@ pub fn dispatch_get(cluster: &str, authority: &str, path: &str, extra: &[(&str, 
 }
 
 pub fn call_response_headers() -> HeaderBlock {
-    HeaderBlock::parse(header_map_block(MapType::HttpCallResponseHeaders)).unwrap_or_default()
+    HeaderBlock::parse(&header_map_block(MapType::HttpCallResponseHeaders)).unwrap_or_default()
 }
 
 pub fn call_response_body(size: usize) -> Option<Vec<u8>> {

@@ -46,7 +46,7 @@ impl HttpContext for AuthflowHttp {
             return Action::Pause;
         };
         let vm = &mut *vm;
-        let headers = read_headers(&vm.header_reads);
+        let headers = read_headers(&vm.header_reads, std::mem::take(&mut vm.header_buffer));
         let client = vm
             .engine
             .config
@@ -67,7 +67,9 @@ impl HttpContext for AuthflowHttp {
                 Action::Pause
             }
             outcome => {
-                if carry_out(vm, &request, outcome, false) {
+                let go_on = carry_out(vm, &request, outcome, false);
+                vm.header_buffer = request.into_headers().into_buffer();
+                if go_on {
                     Action::Continue
                 } else {
                     Action::Pause
@@ -128,16 +130,19 @@ pub fn carry_out(vm: &Vm, request: &Request, outcome: Outcome, resume: bool) -> 
     }
 }
 
-/// The request headers the configuration's decisions read (see `HeaderReads`).
-fn read_headers(reads: &HeaderReads) -> HeaderBlock {
+/// The request headers the configuration's decisions read (see `HeaderReads`),
+/// written into `buffer` (the previous request's, so no allocation per request).
+fn read_headers(reads: &HeaderReads, buffer: Vec<u8>) -> HeaderBlock {
     match reads {
-        HeaderReads::All => HeaderBlock::parse(host::header_map_block(MapType::HttpRequestHeaders)).unwrap_or_default(),
+        HeaderReads::All => HeaderBlock::parse(&host::header_map_block(MapType::HttpRequestHeaders)).unwrap_or_default(),
         HeaderReads::Only(names) => {
-            let found: Vec<(&str, Vec<u8>)> = names
-                .iter()
-                .filter_map(|n| host::header_value(MapType::HttpRequestHeaders, n).map(|v| (n.as_str(), v)))
-                .collect();
-            HeaderBlock::from_pairs(&found)
+            let mut block = HeaderBlock::reuse(buffer);
+            for name in names {
+                if let Some(value) = host::header_value(MapType::HttpRequestHeaders, name) {
+                    block.push(name.as_bytes(), &value);
+                }
+            }
+            block
         }
     }
 }

@@ -51,6 +51,8 @@ pub struct Vm {
     /// rather than asking the host: one host call fewer per request, and token
     /// times are whole seconds with a skew allowance anyway.
     pub clock_ms: u64,
+    /// The last request's header buffer, reused by the next one.
+    pub header_buffer: Vec<u8>,
 }
 
 pub struct AuthflowRoot {
@@ -227,7 +229,7 @@ impl RootContext for AuthflowRoot {
         let header_reads = HeaderReads::for_config(&config);
         let engine = Engine::new(config, now);
         let metrics = Metrics::define();
-        let vm = Vm { engine, identity_names, header_reads, metrics, waiting: Vec::new(), urgent: Vec::new(), jwks, revocations, clock_ms: now };
+        let vm = Vm { engine, identity_names, header_reads, metrics, waiting: Vec::new(), urgent: Vec::new(), jwks, revocations, clock_ms: now, header_buffer: Vec::new() };
         self.vm = Some(Rc::new(RefCell::new(vm)));
         self.set_tick_period(TICK);
         log::info!("authflow: configured with providers {names:?}");

@@ -16,10 +16,11 @@ use crate::config::{DeviceMode, FilterConfig};
 /// `obs-text` in HTTP/1, and no token or fingerprint contains them).
 pub const NOT_UTF8: &str = "\u{FFFD}";
 
-/// Header pairs in the proxy-wasm map encoding: pair count (u32 LE), then per
-/// pair the name and value lengths (u32 LE each), then every name and value,
-/// each followed by a NUL byte. Only built through [`HeaderBlock::parse`] or
-/// [`HeaderBlock::from_pairs`], so every length inside is known to fit.
+/// Header pairs in one buffer: per pair, the name and value lengths (u32 LE
+/// each), then the name and value bytes. Built by [`HeaderBlock::push`] (so
+/// every length inside is known to fit) or converted from the proxy-wasm map
+/// encoding by [`HeaderBlock::parse`]; the buffer can be reused for the next
+/// request ([`HeaderBlock::reuse`], [`HeaderBlock::into_buffer`]).
 #[derive(Clone, Debug, Default)]
 pub struct HeaderBlock {
     bytes: Vec<u8>,
@@ -32,58 +33,76 @@ fn read_u32(bytes: &[u8], at: usize) -> Option<usize> {
 }
 
 impl HeaderBlock {
-    /// Checks the encoding end to end; `None` if anything is out of bounds or
-    /// not NUL-terminated. An empty buffer is an empty map.
-    pub fn parse(bytes: Vec<u8>) -> Option<HeaderBlock> {
-        if bytes.is_empty() {
-            return Some(HeaderBlock::default());
+    /// An empty block writing into `buffer` (its contents are dropped, its capacity kept).
+    pub fn reuse(mut buffer: Vec<u8>) -> HeaderBlock {
+        buffer.clear();
+        HeaderBlock { bytes: buffer, pairs: 0 }
+    }
+
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.bytes
+    }
+
+    /// Appends a pair. A name or value over 4 GiB cannot come from a proxy; it is skipped.
+    pub fn push(&mut self, name: &[u8], value: &[u8]) {
+        let (Ok(name_len), Ok(value_len)) = (u32::try_from(name.len()), u32::try_from(value.len())) else { return };
+        self.bytes.reserve(8 + name.len() + value.len());
+        self.bytes.extend_from_slice(&name_len.to_le_bytes());
+        self.bytes.extend_from_slice(&value_len.to_le_bytes());
+        self.bytes.extend_from_slice(name);
+        self.bytes.extend_from_slice(value);
+        self.pairs += 1;
+    }
+
+    /// Converts the proxy-wasm map encoding (pair count, then name and value
+    /// lengths per pair, then each name and value followed by a NUL byte),
+    /// checking it end to end; `None` if anything is out of bounds or not
+    /// NUL-terminated. An empty buffer is an empty map.
+    pub fn parse(encoded: &[u8]) -> Option<HeaderBlock> {
+        let mut block = HeaderBlock::reuse(Vec::with_capacity(encoded.len()));
+        if encoded.is_empty() {
+            return Some(block);
         }
-        let pairs = read_u32(&bytes, 0)?;
+        let pairs = read_u32(encoded, 0)?;
         let mut data = pairs.checked_mul(8)?.checked_add(4)?;
-        if data > bytes.len() {
+        if data > encoded.len() {
             return None;
         }
         for i in 0..pairs {
-            for len_at in [4 + 8 * i, 8 + 8 * i] {
-                let end = data.checked_add(read_u32(&bytes, len_at)?)?;
-                if *bytes.get(end)? != 0 {
+            let mut take = |len_at: usize| -> Option<&[u8]> {
+                let start = data;
+                let end = data.checked_add(read_u32(encoded, len_at)?)?;
+                if *encoded.get(end)? != 0 {
                     return None;
                 }
                 data = end + 1;
-            }
+                encoded.get(start..end)
+            };
+            let name = take(4 + 8 * i)?;
+            let value = take(8 + 8 * i)?;
+            block.push(name, value);
         }
-        Some(HeaderBlock { bytes, pairs })
+        Some(block)
     }
 
-    /// Encodes pairs (tests, and requests rebuilt without forged headers).
     pub fn from_pairs<N: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(N, V)]) -> HeaderBlock {
-        let mut bytes = Vec::with_capacity(4 + pairs.iter().map(|(n, v)| 10 + n.as_ref().len() + v.as_ref().len()).sum::<usize>());
-        let len32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
-        bytes.extend_from_slice(&len32(pairs.len()));
+        let mut block = HeaderBlock::default();
         for (n, v) in pairs {
-            bytes.extend_from_slice(&len32(n.as_ref().len()));
-            bytes.extend_from_slice(&len32(v.as_ref().len()));
+            block.push(n.as_ref(), v.as_ref());
         }
-        for (n, v) in pairs {
-            for part in [n.as_ref(), v.as_ref()] {
-                bytes.extend_from_slice(part);
-                bytes.push(0);
-            }
-        }
-        HeaderBlock { bytes, pairs: pairs.len() }
+        block
     }
 
     /// Every (name, value) pair in order, as bytes.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
-        let mut data = 4 + 8 * self.pairs;
-        (0..self.pairs).map_while(move |i| {
-            let name_len = read_u32(&self.bytes, 4 + 8 * i)?;
-            let value_len = read_u32(&self.bytes, 8 + 8 * i)?;
-            let name = self.bytes.get(data..data.checked_add(name_len)?)?;
-            data += name_len + 1;
-            let value = self.bytes.get(data..data.checked_add(value_len)?)?;
-            data += value_len + 1;
-            Some((name, value))
+        let mut at = 0usize;
+        (0..self.pairs).map_while(move |_| {
+            let name_len = read_u32(&self.bytes, at)?;
+            let value_len = read_u32(&self.bytes, at + 4)?;
+            let name_at = at + 8;
+            let value_at = name_at.checked_add(name_len)?;
+            at = value_at.checked_add(value_len)?;
+            Some((self.bytes.get(name_at..value_at)?, self.bytes.get(value_at..at)?))
         })
     }
 
@@ -177,6 +196,11 @@ impl Request {
         &self.headers
     }
 
+    /// The headers back, for their buffer to serve the next request.
+    pub fn into_headers(self) -> HeaderBlock {
+        self.headers
+    }
+
     /// Every value of a header (lower-case name); a value that is not UTF-8 reads as [`NOT_UTF8`].
     pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.headers.values(name)
@@ -242,37 +266,56 @@ mod tests {
         assert_eq!(r.method(), "");
     }
 
+    /// The proxy-wasm map encoding, as the proxy writes it.
+    fn proxy_map(pairs: &[(&str, &str)]) -> Vec<u8> {
+        let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
+        for (n, v) in pairs {
+            out.extend_from_slice(&(n.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        }
+        for (n, v) in pairs {
+            for part in [n, v] {
+                out.extend_from_slice(part.as_bytes());
+                out.push(0);
+            }
+        }
+        out
+    }
+
     #[test]
     fn encoding_round_trips_and_parses() {
         let pairs = [("authorization", "Bearer a.b.c"), ("x-empty", ""), ("cookie", "a=1"), ("cookie", "b=2")];
-        let block = HeaderBlock::from_pairs(&pairs);
-        let parsed = HeaderBlock::parse(block.bytes.clone()).expect("valid encoding");
+        let parsed = HeaderBlock::parse(&proxy_map(&pairs)).expect("valid encoding");
         let back: Vec<(&[u8], &[u8])> = parsed.iter().collect();
         let want: Vec<(&[u8], &[u8])> = pairs.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())).collect();
         assert_eq!(back, want);
         assert_eq!(parsed.len(), 4);
-        assert!(HeaderBlock::parse(Vec::new()).expect("empty map").is_empty());
+        assert!(HeaderBlock::parse(&[]).expect("empty map").is_empty());
+        // A reused buffer starts empty.
+        let again = HeaderBlock::reuse(parsed.into_buffer());
+        assert!(again.is_empty() && again.iter().next().is_none());
+        let built = HeaderBlock::from_pairs(&pairs);
+        assert_eq!(built.iter().collect::<Vec<_>>(), want);
     }
 
     #[test]
     fn malformed_encodings_are_refused_never_read_past_the_end() {
-        let good = HeaderBlock::from_pairs(&[("a", "1"), ("bb", "22")]).bytes;
+        let good = proxy_map(&[("a", "1"), ("bb", "22")]);
         // Every truncation, and every single-byte change to the length table or a terminator.
         for cut in 1..good.len() {
-            assert!(HeaderBlock::parse(good[..cut].to_vec()).is_none(), "truncated at {cut}");
+            assert!(HeaderBlock::parse(&good[..cut]).is_none(), "truncated at {cut}");
         }
         for at in 0..good.len() {
             for byte in [0u8, 1, 0x7f, 0xff] {
                 let mut bad = good.clone();
                 bad[at] = byte;
-                if let Some(b) = HeaderBlock::parse(bad) {
-                    // Accepted only if still self-consistent: reading it stays in bounds.
-                    assert!(b.iter().count() <= b.len());
+                if let Some(b) = HeaderBlock::parse(&bad) {
+                    // Accepted only if still self-consistent: every pair reads back.
+                    assert_eq!(b.iter().count(), b.len());
                 }
             }
         }
-        let huge_count = [0xff, 0xff, 0xff, 0xff].to_vec();
-        assert!(HeaderBlock::parse(huge_count).is_none());
+        assert!(HeaderBlock::parse(&[0xff, 0xff, 0xff, 0xff]).is_none());
     }
 
     #[test]
