@@ -192,10 +192,6 @@ impl Request {
         Request::new(HeaderBlock::from_pairs(&headers), client_address)
     }
 
-    pub fn headers(&self) -> &HeaderBlock {
-        &self.headers
-    }
-
     /// The headers back, for their buffer to serve the next request.
     pub fn into_headers(self) -> HeaderBlock {
         self.headers
