@@ -442,7 +442,7 @@ class AuthService:
 class Env:
     def __init__(self, args):
         self.envoy = os.environ.get("AUTHFLOW_ENVOY", str(ROOT / ".venv/bin/envoy"))
-        self.wasm = os.environ.get("AUTHFLOW_WASM", str(ROOT / "target/wasm32-wasip1/release/authflow.wasm"))
+        self.wasm = os.environ.get("AUTHFLOW_WASM", str(ROOT / "target/authflow.wasm"))
         self.noop = os.environ.get("BENCH_NOOP_WASM", str(ROOT / "target/bench/wasm32-wasip1/release/authflow_bench_noop.wasm"))
         self.tokens_bin = os.environ.get("BENCH_TOKENS_BIN", str(ROOT / "target/bench/release/authflow-bench-tokens"))
         self.auth_bin = os.environ.get("BENCH_AUTH_BIN", str(ROOT / "target/release/authflow-auth"))

@@ -9,7 +9,7 @@
 
 VENV ?= .venv
 ENVOY ?= $(VENV)/bin/envoy
-WASM ?= target/wasm32-wasip1/release/authflow.wasm
+WASM ?= target/authflow.wasm
 CARGO ?= cargo
 
 DEPLOY_PY := $(VENV)/bin/python

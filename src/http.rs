@@ -27,14 +27,19 @@ impl AuthflowHttp {
     }
 }
 
-impl Context for AuthflowHttp {
-    fn on_done(&mut self) -> bool {
-        // A client that went away while waiting for keys leaves nothing behind.
+impl Context for AuthflowHttp {}
+
+/// The SDK drops the context when Envoy deletes the stream (`proxy_on_delete`,
+/// which the module always exports; see `UNHANDLED_CALLBACKS`): a client that
+/// went away while waiting for keys leaves nothing behind.
+impl Drop for AuthflowHttp {
+    fn drop(&mut self) {
         if let Ok(mut vm) = self.vm.try_borrow_mut() {
-            let id = self.context_id;
-            vm.waiting.retain(|w| w.context_id != id);
+            if !vm.waiting.is_empty() {
+                let id = self.context_id;
+                vm.waiting.retain(|w| w.context_id != id);
+            }
         }
-        true
     }
 }
 

@@ -12,6 +12,36 @@ mod shared;
 
 use proxy_wasm::types::LogLevel;
 
+/// The proxy-wasm callbacks the SDK exports that this filter leaves at the
+/// SDK's do-nothing defaults. `make wasm` removes them from the module's
+/// exports (`crates/wasm-trim`): Envoy does not enter the VM for a callback
+/// the module does not export, and a plain GET otherwise pays for
+/// `proxy_on_response_headers`, `_response_body`, `_log` and `_done`, one VM
+/// entry each, on every request. The untrimmed module (plain `cargo build`)
+/// behaves the same, only slower.
+///
+/// A context that starts handling one of these must take it off this list.
+/// `proxy_on_request_body`/`_trailers` stay exported on purpose: a request
+/// paused for keys must keep its body waiting with it.
+pub const UNHANDLED_CALLBACKS: &[&str] = &[
+    "proxy_on_done",
+    "proxy_on_log",
+    "proxy_on_response_headers",
+    "proxy_on_response_body",
+    "proxy_on_response_trailers",
+    "proxy_on_queue_ready",
+    "proxy_on_foreign_function",
+    "proxy_on_new_connection",
+    "proxy_on_downstream_data",
+    "proxy_on_downstream_connection_close",
+    "proxy_on_upstream_data",
+    "proxy_on_upstream_connection_close",
+    "proxy_on_grpc_receive_initial_metadata",
+    "proxy_on_grpc_receive",
+    "proxy_on_grpc_receive_trailing_metadata",
+    "proxy_on_grpc_close",
+];
+
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     // panic = "abort" takes the VM down; at least say why, at the highest level.

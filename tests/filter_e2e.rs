@@ -286,6 +286,11 @@ fn no_key_ever_loaded_fails_closed() {
     assert_eq!(r.status, 503, "{r:?}");
     assert!(r.header("retry-after").is_some());
     assert_eq!(r.json()["error"], "temporarily_unavailable");
+    // A request with a body waits the same way: its body arriving must not
+    // carry the unverified request upstream.
+    let r = envoy.post("/api", &[("authorization", &bearer(&t))], &json!({"transfer": 100}));
+    assert_eq!(r.status, 503, "a waiting request with a body is not forwarded: {r:?}");
+    assert_eq!(r.json()["error"], "temporarily_unavailable");
     // Public routes still work while keys are missing.
     assert_eq!(envoy.get("/public/x", &[]).status, 200);
 }

@@ -133,8 +133,8 @@ def main() -> int:
     binds = {v["target"]: Path(v["source"]) for v in envoy.get("volumes", []) if v.get("type") == "bind"}
     check(binds.get("/etc/envoy/envoy.yaml") == ROOT / target["output"],
           f"envoy: /etc/envoy/envoy.yaml must be {target['output']}, is {binds.get('/etc/envoy/envoy.yaml')}")
-    check(binds.get(target["wasm_path"]) == ROOT / "target/wasm32-wasip1/release/authflow.wasm",
-          f"envoy: {target['wasm_path']} (loaded by {target['output']}) must mount target/wasm32-wasip1/release/authflow.wasm")
+    check(binds.get(target["wasm_path"]) == ROOT / "target/authflow.wasm",
+          f"envoy: {target['wasm_path']} (loaded by {target['output']}) must mount target/authflow.wasm")
     cmd = envoy.get("command") or []
     check("-c" in cmd and cmd[cmd.index("-c") + 1:cmd.index("-c") + 2] == ["/etc/envoy/envoy.yaml"],
           f"envoy: command must load /etc/envoy/envoy.yaml, is {cmd}")

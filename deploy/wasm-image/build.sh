@@ -4,7 +4,7 @@
 # from which `make wasm-digest` reads the manifest digest Istio verifies.
 #
 #   build.sh WASM IMAGE OUTDIR
-#     WASM    the built module (target/wasm32-wasip1/release/authflow.wasm)
+#     WASM    the built module (target/authflow.wasm)
 #     IMAGE   the image reference, e.g. registry.example.com/authflow/authflow-wasm:0.1.0
 #     OUTDIR  work directory: OUTDIR/context (build context), OUTDIR/oci (the OCI layout)
 #

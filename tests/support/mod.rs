@@ -26,7 +26,7 @@ pub fn envoy_bin() -> PathBuf {
 pub fn wasm_path() -> PathBuf {
     std::env::var_os("AUTHFLOW_WASM")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target/wasm32-wasip1/release/authflow.wasm"))
+        .unwrap_or_else(|| repo_root().join("target/authflow.wasm"))
 }
 
 pub fn free_port() -> u16 {
