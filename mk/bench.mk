@@ -18,11 +18,13 @@ bench-tools:
 # token minter and the auth service (cases F and P).
 bench-build: wasm envoy bench-tools
 	$(CARGO) build --release --target wasm32-wasip1 --manifest-path bench/noop-filter/Cargo.toml --target-dir $(BENCH_TARGET_DIR)
+	$(CARGO) run --quiet -p authflow-wasm-trim -- $(BENCH_TARGET_DIR)/wasm32-wasip1/release/authflow_bench_noop.wasm $(BENCH_TARGET_DIR)/authflow_bench_noop.trimmed.wasm
 	$(CARGO) build --release --manifest-path bench/tokens/Cargo.toml --target-dir $(BENCH_TARGET_DIR)
 	$(CARGO) build --release -p authflow-auth-service --bin authflow-auth
 
 bench: bench-build
 	BENCH_NOOP_WASM=$(abspath $(BENCH_TARGET_DIR)/wasm32-wasip1/release/authflow_bench_noop.wasm) \
+	BENCH_NOOP_TRIMMED_WASM=$(abspath $(BENCH_TARGET_DIR)/authflow_bench_noop.trimmed.wasm) \
 	BENCH_TOKENS_BIN=$(abspath $(BENCH_TARGET_DIR)/release/authflow-bench-tokens) \
 	BENCH_AUTH_BIN=$(abspath target/release/authflow-auth) \
 	python3 bench/bench.py --duration $(BENCH_DURATION) --repeats $(BENCH_REPEATS) $(BENCH_ARGS)

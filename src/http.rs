@@ -108,7 +108,7 @@ pub fn carry_out(vm: &Vm, request: &Request, outcome: Outcome, resume: bool) -> 
                 vm.metrics.inc(metrics::DEVICE_MISMATCH_REPORTED);
                 log_device(vm, check, request, "allowed (report mode)");
             }
-            set_identity(&vm.identity_names, &allowed.headers);
+            set_identity(&vm.identity_names, allowed.identity_headers());
             if resume {
                 host::resume_request();
             }

@@ -43,9 +43,16 @@ pub enum Outcome {
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Allowed {
-    /// Identity headers to add (the configured ones were already removed).
-    pub headers: Rc<[(String, String)]>,
+    /// Identity headers to forward; `None` when there are none (most often:
+    /// none configured), so a cache hit need not touch their allocation.
+    pub headers: Option<Rc<[(String, String)]>>,
     pub notes: Notes,
+}
+
+impl Allowed {
+    pub fn identity_headers(&self) -> &[(String, String)] {
+        self.headers.as_deref().unwrap_or(&[])
+    }
 }
 
 /// Things worth counting about an allowed request.
@@ -165,7 +172,8 @@ impl Engine {
         if let Err((reason, scope)) = authorize(policy, &verified) {
             return Outcome::Deny(self.denied(reason, scope.as_deref()));
         }
-        Outcome::Allow(Allowed { headers: Rc::clone(&verified.identity_headers), notes })
+        let headers = (!verified.identity_headers.is_empty()).then(|| Rc::clone(&verified.identity_headers));
+        Outcome::Allow(Allowed { headers, notes })
     }
 
     fn verify_fresh(&self, token: &str, now: u64, may_wait: bool) -> Result<VerifiedToken, Fresh> {

@@ -85,7 +85,7 @@ fn denied(o: &Outcome) -> (DenyReason, u32) {
 
 fn header<'a>(o: &'a Outcome, name: &str) -> Option<&'a str> {
     match o {
-        Outcome::Allow(a) => a.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str()),
+        Outcome::Allow(a) => a.identity_headers().iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str()),
         other => panic!("expected allow, got {other:?}"),
     }
 }
