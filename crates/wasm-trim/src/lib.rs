@@ -70,24 +70,24 @@ fn kind(k: ExternalKind) -> ExportKind {
     }
 }
 
-/// The names a module exports, in order.
-pub fn exports(module: &[u8]) -> Result<Vec<String>, String> {
-    let mut names = Vec::new();
-    for payload in Parser::new(0).parse_all(module) {
-        if let Payload::ExportSection(reader) = payload.map_err(|e| e.to_string())? {
-            for export in reader {
-                names.push(export.map_err(|e| e.to_string())?.name.to_string());
-            }
-        }
-    }
-    Ok(names)
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use wasm_encoder::{CodeSection, CustomSection, Function, FunctionSection, Instruction, MemorySection, MemoryType, TypeSection};
+
+    /// The names a module exports, in order.
+    fn exports(module: &[u8]) -> Result<Vec<String>, String> {
+        let mut names = Vec::new();
+        for payload in Parser::new(0).parse_all(module) {
+            if let Payload::ExportSection(reader) = payload.map_err(|e| e.to_string())? {
+                for export in reader {
+                    names.push(export.map_err(|e| e.to_string())?.name.to_string());
+                }
+            }
+        }
+        Ok(names)
+    }
 
     /// A module with three exported functions, a memory and a custom section.
     fn sample() -> Vec<u8> {
