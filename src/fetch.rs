@@ -6,6 +6,7 @@ use authflow_contract::jwk::MAX_JWKS_BYTES;
 use authflow_contract::revocation::{RevocationFeed, MAX_FEED_BYTES};
 use authflow_contract::KeySet;
 use authflow_filter_core::config::Upstream;
+use authflow_filter_core::fetch::{shared_key, Document};
 use authflow_filter_core::schedule::FetchSchedule;
 
 use crate::shared::SharedSlot;
@@ -30,14 +31,14 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
-    pub fn new(upstream: Upstream, provider: &str, resource: Resource) -> Self {
-        let name = match resource {
-            Resource::Jwks => "jwks",
-            Resource::Revocations => "revocations",
+    pub fn new(upstream: Upstream, issuer: &str, resource: Resource) -> Self {
+        let document = match resource {
+            Resource::Jwks => Document::Jwks,
+            Resource::Revocations => Document::Revocations,
         };
         Fetcher {
             schedule: FetchSchedule::new(upstream.interval_ms, upstream.min_refetch_interval_ms),
-            slot: SharedSlot::new(provider, name),
+            slot: SharedSlot::new(shared_key(document, issuer, &upstream)),
             upstream,
             in_flight: None,
             etag: None,

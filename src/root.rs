@@ -215,14 +215,14 @@ impl RootContext for AuthflowRoot {
             .providers
             .iter()
             .map(|p| match &p.jwks {
-                JwksSource::Remote(u) => Some(Fetcher::new(u.clone(), &p.name, Resource::Jwks)),
+                JwksSource::Remote(u) => Some(Fetcher::new(u.clone(), &p.issuer, Resource::Jwks)),
                 JwksSource::Inline(_) => None,
             })
             .collect();
         let revocations = config
             .providers
             .iter()
-            .map(|p| p.revocations.clone().map(|u| Fetcher::new(u, &p.name, Resource::Revocations)))
+            .map(|p| p.revocations.clone().map(|u| Fetcher::new(u, &p.issuer, Resource::Revocations)))
             .collect();
         let names: Vec<String> = config.providers.iter().map(|p| p.name.clone()).collect();
         let identity_names = config.identity.all_names().into_iter().map(str::to_owned).collect();

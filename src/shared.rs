@@ -18,8 +18,9 @@ pub struct SharedSlot {
 }
 
 impl SharedSlot {
-    pub fn new(provider: &str, resource: &str) -> Self {
-        SharedSlot { prefix: format!("authflow:{provider}:{resource}"), seen_version: None }
+    /// `prefix`: what the shared document is (`authflow_filter_core::fetch::shared_key`).
+    pub fn new(prefix: String) -> Self {
+        SharedSlot { prefix, seen_version: None }
     }
 
     /// Tries to hold the fetch lease until `now_ms + ttl_ms`. True: this VM fetches.

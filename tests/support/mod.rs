@@ -167,6 +167,15 @@ pub fn envoy_config_with_routes(filter: &Value, clusters: &[(String, u16)], extr
 impl Envoy {
     /// Starts Envoy and waits until it is ready; `Err` carries Envoy's log when it is not.
     pub fn start(opts: EnvoyOptions) -> Result<Envoy, String> {
+        let concurrency = opts.concurrency;
+        Self::start_doc(concurrency, |port, admin_port| {
+            envoy_config_with_routes(&opts.filter, &opts.clusters, &opts.routes, port, admin_port)
+        })
+    }
+
+    /// Starts Envoy on a whole configuration document built by `doc(port, admin_port)`
+    /// (for layouts `EnvoyOptions` does not cover, e.g. several listeners).
+    pub fn start_doc(concurrency: u32, doc: impl FnOnce(u16, u16) -> Value) -> Result<Envoy, String> {
         assert!(envoy_bin().exists(), "no Envoy at {} (run `make test`, which installs it)", envoy_bin().display());
         assert!(wasm_path().exists(), "no filter at {} (run `make wasm`)", wasm_path().display());
         let port = free_port();
@@ -174,13 +183,13 @@ impl Envoy {
         let dir = std::env::temp_dir().join(format!("authflow-e2e-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let config = dir.join("envoy.json");
-        let doc = envoy_config_with_routes(&opts.filter, &opts.clusters, &opts.routes, port, admin_port);
+        let doc = doc(port, admin_port);
         std::fs::write(&config, doc.to_string()).map_err(|e| e.to_string())?;
         let log = std::fs::File::create(dir.join("envoy.log")).map_err(|e| e.to_string())?;
         let child = Command::new(envoy_bin())
             .arg("-c")
             .arg(&config)
-            .args(["--disable-hot-restart", "-l", "info", "--concurrency", &opts.concurrency.to_string()])
+            .args(["--disable-hot-restart", "-l", "info", "--concurrency", &concurrency.to_string()])
             .args(["--base-id", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)

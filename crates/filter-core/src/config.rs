@@ -373,10 +373,15 @@ impl FilterConfig {
         }
         let mut providers = Vec::with_capacity(raw.providers.len());
         let mut issuers = HashSet::new();
+        let mut names = HashSet::new();
         for (i, p) in raw.providers.into_iter().enumerate() {
             let provider = validate_provider(p).map_err(|e| ConfigError(format!("`providers[{i}]`.{}", e.0)))?;
             if !issuers.insert(provider.issuer.clone()) {
                 return err(format!("`providers[{i}].issuer`: issuer `{}` is configured twice", provider.issuer));
+            }
+            // Logs, stats and operators tell providers apart by name.
+            if !names.insert(provider.name.clone()) {
+                return err(format!("`providers[{i}].name`: provider name `{}` is used twice", provider.name));
             }
             providers.push(provider);
         }
@@ -718,6 +723,14 @@ mod tests {
         assert_eq!(c.routes[2].policy, Policy::ScopesAll(vec!["read".into(), "write".into()]));
         assert_eq!(c.identity.claims, vec![(vec!["org".to_string(), "team".to_string()], "x-team".to_string())]);
         assert_eq!(c.identity.all_names(), vec!["x-user", "x-team"]);
+    }
+
+    #[test]
+    fn duplicate_provider_names_are_refused() {
+        let a = serde_json::json!({"name": "main", "issuer": "https://a", "algorithms": ["ES256"], "jwks": {"remote": {"cluster": "c", "path": "/a"}}});
+        let b = serde_json::json!({"name": "main", "issuer": "https://b", "algorithms": ["ES256"], "jwks": {"remote": {"cluster": "c", "path": "/b"}}});
+        let e = with(serde_json::json!({"providers": [a, b]})).unwrap_err();
+        assert!(e.0.contains("providers[1].name") && e.0.contains("`main`"), "{e}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod deny;
 pub mod device;
 pub mod engine;
 pub mod extract;
+pub mod fetch;
 pub mod policy;
 pub mod request;
 pub mod revocation;

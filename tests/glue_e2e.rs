@@ -1,0 +1,108 @@
+//! End to end through the real Envoy: how the filter's background side (key
+//! fetches, state shared between worker VMs, paused requests) holds up when
+//! several filter configurations share a VM, and against hostile tokens.
+// Tests may unwrap and panic: a failure should stop the test where it happened.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::time::Duration;
+
+use authflow_contract::AccessClaims;
+use authflow_echo::EchoServer;
+use jwt_simple::prelude::*;
+use serde_json::{json, Value};
+use support::*;
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+fn token(key: &Ed25519KeyPair, issuer: &str) -> String {
+    let custom = AccessClaims { sid: "session-1".into(), roles: vec!["user".into()], scope: "read".into(), dfp: None };
+    let mut c = Claims::with_custom_claims(custom, Duration::from_mins(10).into())
+        .with_issuer(issuer)
+        .with_subject("alice")
+        .with_audience("api")
+        .with_jwt_id("jti-glue");
+    c.issued_at = Some(UnixTimeStamp::from_secs(now() - 5));
+    c.expires_at = Some(UnixTimeStamp::from_secs(now() + 600));
+    key.sign(c).unwrap()
+}
+
+fn bearer(t: &str) -> String {
+    format!("Bearer {t}")
+}
+
+/// One provider fetching its keys from `cluster`, with `jwks` settings merged in.
+fn filter_config(name: &str, issuer: &str, cluster: &str, jwks: Value, extra: Value) -> Value {
+    let mut remote = json!({"cluster": cluster, "path": "/jwks.json"});
+    for (k, v) in jwks.as_object().unwrap() {
+        remote[k] = v.clone();
+    }
+    let mut c = json!({
+        "providers": [{
+            "name": name, "issuer": issuer, "audiences": ["api"], "algorithms": ["EdDSA"],
+            "jwks": {"remote": remote}
+        }]
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    c
+}
+
+/// Two filter configurations on one Envoy: the same `vm_id` (as every shipped
+/// config has), the same provider name, different issuers and key sets, each
+/// on its own listener. Whatever one fetches and shares must never become the
+/// other's keys: issuer B's key must not sign for issuer A, nor A's for B.
+#[test]
+fn two_filter_configs_with_one_provider_name_keep_their_own_keys() {
+    const ISS_A: &str = "https://a.glue.test";
+    const ISS_B: &str = "https://b.glue.test";
+    // The same kid on both sides: a key set adopted from the other filter
+    // would be used for the token instead of being refetched.
+    let key_a = Ed25519KeyPair::generate().with_key_id("k1");
+    let key_b = Ed25519KeyPair::generate().with_key_id("k1");
+    let jwks_a = JwksServer::start(jwks_of(&[key_a.public_key().to_jwk()]));
+    let jwks_b = JwksServer::start(jwks_of(&[key_b.public_key().to_jwk()]));
+    let backend = EchoServer::start("127.0.0.1:0").unwrap();
+    let refresh = json!({"refresh_interval_secs": 1});
+    let filter_a = filter_config("main", ISS_A, "jwks_a", refresh.clone(), json!({}));
+    let filter_b = filter_config("main", ISS_B, "jwks_b", refresh, json!({}));
+    let port_b = free_port();
+    let clusters = vec![("backend".into(), backend.addr.port()), ("jwks_a".into(), jwks_a.port), ("jwks_b".into(), jwks_b.port)];
+    let envoy = Envoy::start_doc(2, |port, admin_port| {
+        let mut doc = envoy_config(&filter_a, &clusters, port, admin_port);
+        let mut second = doc["static_resources"]["listeners"][0].clone();
+        second["name"] = json!("second");
+        second["address"]["socket_address"]["port_value"] = json!(port_b);
+        let wasm = &mut second["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]["typed_config"]["config"];
+        wasm["configuration"]["value"] = json!(filter_b.to_string());
+        doc["static_resources"]["listeners"].as_array_mut().unwrap().push(second);
+        doc
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let url_b = |path: &str| format!("http://127.0.0.1:{port_b}{path}");
+
+    let own_a = token(&key_a, ISS_A);
+    let own_b = token(&key_b, ISS_B);
+    assert!(
+        eventually(Duration::from_secs(10), || envoy.get("/api", &[("authorization", &bearer(&own_a))]).status == 200
+            && get(&url_b("/api"), &[("authorization", &bearer(&own_b))]).status == 200),
+        "each listener accepts its own issuer's tokens"
+    );
+    // Several refresh rounds: every VM has published and adopted by now.
+    std::thread::sleep(Duration::from_millis(3_500));
+    for _ in 0..6 {
+        let forged_a = token(&key_b, ISS_A);
+        let forged_b = token(&key_a, ISS_B);
+        let r = envoy.get("/api", &[("authorization", &bearer(&forged_a))]);
+        assert_eq!(r.status, 401, "issuer A's listener accepted a token signed with B's key: {r:?}");
+        let r = get(&url_b("/api"), &[("authorization", &bearer(&forged_b))]);
+        assert_eq!(r.status, 401, "issuer B's listener accepted a token signed with A's key: {r:?}");
+        assert_eq!(envoy.get("/api", &[("authorization", &bearer(&own_a))]).status, 200, "A still accepts its own");
+        assert_eq!(get(&url_b("/api"), &[("authorization", &bearer(&own_b))]).status, 200, "B still accepts its own");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
