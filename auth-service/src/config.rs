@@ -54,6 +54,10 @@ pub struct Config {
     pub ip_max_failures: u32,
     pub lockout_base: Duration,
     pub lockout_max: Duration,
+    /// Wrong second-factor codes per account (across challenges) before it locks.
+    pub second_factor_max_failures: u32,
+    /// Cap of the doubling second-factor lockout.
+    pub second_factor_lockout_max: Duration,
     pub password_hash_memory_kib: u32,
     pub password_hash_iterations: u32,
     pub maintenance_interval: Duration,
@@ -92,6 +96,8 @@ pub struct RawConfig {
     pub ip_max_failures: Option<u32>,
     pub lockout_base_secs: Option<u64>,
     pub lockout_max_secs: Option<u64>,
+    pub second_factor_max_failures: Option<u32>,
+    pub second_factor_lockout_max_secs: Option<u64>,
     pub password_hash_memory_kib: Option<u32>,
     pub password_hash_iterations: Option<u32>,
     pub maintenance_interval_secs: Option<u64>,
@@ -136,6 +142,8 @@ const FIELDS: &[(&str, Kind)] = &[
     ("ip_max_failures", Kind::Int),
     ("lockout_base_secs", Kind::Int),
     ("lockout_max_secs", Kind::Int),
+    ("second_factor_max_failures", Kind::Int),
+    ("second_factor_lockout_max_secs", Kind::Int),
     ("password_hash_memory_kib", Kind::Int),
     ("password_hash_iterations", Kind::Int),
     ("maintenance_interval_secs", Kind::Int),
@@ -339,6 +347,14 @@ impl RawConfig {
             ip_max_failures: count("ip_max_failures", self.ip_max_failures, 50, 1, 100_000)?,
             lockout_base,
             lockout_max,
+            second_factor_max_failures: count("second_factor_max_failures", self.second_factor_max_failures, 5, 1, 20)?,
+            second_factor_lockout_max: secs(
+                "second_factor_lockout_max_secs",
+                self.second_factor_lockout_max_secs,
+                86_400,
+                1,
+                30 * 86_400,
+            )?,
             password_hash_memory_kib: count(
                 "password_hash_memory_kib",
                 self.password_hash_memory_kib,

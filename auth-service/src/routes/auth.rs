@@ -16,7 +16,7 @@ use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Caller, Client, Json};
 use crate::mailer::Mail;
 use crate::metrics::inc;
-use crate::store::{Challenge, TokenPurpose, User};
+use crate::store::{Challenge, SecondFactorAttempt, TokenPurpose, User};
 use crate::throttle::{account_key, ip_key};
 use crate::{audit, now, AppState};
 
@@ -291,6 +291,11 @@ pub fn totp_step(secret_base32: &str, code: &str, now: i64) -> Option<i64> {
 }
 
 /// Step 2: the second factor. Returns the tokens and sets the device cookie.
+///
+/// Every attempt is counted (per challenge and per account, atomically)
+/// before the code is compared, so parallel guesses cannot exceed the limit;
+/// the account's count survives new challenges, a correct password and a
+/// restart, and each lockout doubles the next.
 #[utoipa::path(post, path = "/v1/auth/signin/verify", tag = "auth", request_body = ChallengeAnswer,
     responses((status = 200, body = super::tokens::TokenResponse), (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
@@ -300,9 +305,6 @@ pub async fn signin_verify(State(state): State<Arc<AppState>>, client: Client, J
     if challenge.consumed_at.is_some() || challenge.expires_at <= now {
         return Err(ApiError::InvalidCode("unknown or expired challenge"));
     }
-    if challenge.attempts >= state.config.challenge_max_attempts {
-        return Err(ApiError::InvalidCode("too many wrong codes; sign in again"));
-    }
     let user = state.store.user_by_id(&challenge.user_id).await?.ok_or(ApiError::InvalidCode("unknown or expired challenge"))?;
     throttled(&state, &user.email, &client)?;
     if user.banned_at.is_some() {
@@ -311,6 +313,16 @@ pub async fn signin_verify(State(state): State<Arc<AppState>>, client: Client, J
     if !user.email_verified {
         audit(&state, Some(&client), "signin_verify", "email_not_verified", Some(&user.id), Some(&user.email)).await;
         return Err(ApiError::EmailNotVerified);
+    }
+    let limit = state.config.second_factor_max_failures;
+    let attempt = match state.store.second_factor_attempt(&user.id, now).await? {
+        SecondFactorAttempt::Locked(until) => return Err(second_factor_locked(&state, until - now)),
+        // Parallel attempts past the limit: the one at the limit is about to lock.
+        SecondFactorAttempt::Counted(n) if n > limit => return Err(second_factor_locked(&state, i64::try_from(state.config.lockout_base.as_secs()).unwrap_or(30))),
+        SecondFactorAttempt::Counted(n) => n,
+    };
+    if state.store.challenge_attempt(&challenge.id).await? > state.config.challenge_max_attempts {
+        return Err(ApiError::InvalidCode("too many wrong codes; sign in again"));
     }
     let code = req.code.expose().trim();
     let accepted = match (challenge.method.as_str(), &challenge.code_hash, &user.totp_secret) {
@@ -322,20 +334,52 @@ pub async fn signin_verify(State(state): State<Arc<AppState>>, client: Client, J
         _ => false,
     };
     if !accepted {
-        state.store.challenge_attempt(&challenge.id).await?;
-        count_failure(&state, &user.email, &client);
+        state.throttle.failure(&ip_key(&client.ip), state.config.ip_max_failures, now);
         inc(&state.metrics.second_factor_failed);
         audit(&state, Some(&client), "signin_verify", "bad_code", Some(&user.id), Some(&user.email)).await;
+        if attempt >= limit {
+            lock_second_factor(&state, &user, &client, now).await?;
+        }
         return Err(ApiError::InvalidCode("the code is wrong"));
     }
     if !state.store.consume_challenge(&challenge.id, now).await? {
         return Err(ApiError::InvalidCode("unknown or expired challenge"));
     }
     inc(&state.metrics.second_factor_ok);
+    state.store.second_factor_success(&user.id).await?;
     state.throttle.success(&account_key(&user.email));
     let response = super::tokens::start_session(&state, &user, &client, now).await?;
     audit(&state, Some(&client), "signin_verify", "success", Some(&user.id), Some(&user.email)).await;
     Ok(response)
+}
+
+fn second_factor_locked(state: &AppState, retry_after_secs: i64) -> ApiError {
+    inc(&state.metrics.signin_throttled);
+    ApiError::TooManyRequests { retry_after_secs: u64::try_from(retry_after_secs).unwrap_or(1).max(1) }
+}
+
+/// The limit was reached: lock (doubling each time) and tell the owner, whose
+/// password is probably known to whoever is guessing.
+async fn lock_second_factor(state: &AppState, user: &User, client: &Client, now: i64) -> ApiResult<()> {
+    let base = i64::try_from(state.config.lockout_base.as_secs()).unwrap_or(30);
+    let max = i64::try_from(state.config.second_factor_lockout_max.as_secs()).unwrap_or(86_400);
+    let until = state.store.second_factor_lock(&user.id, now, base, max).await?;
+    audit(state, Some(client), "signin_verify", "second_factor_locked", Some(&user.id), Some(&user.email)).await;
+    let mail = Mail {
+        to: user.email.clone(),
+        subject: "Sign-in blocked: too many wrong second factor codes".into(),
+        body: format!(
+            "Someone entered your password correctly and then {} wrong sign-in codes. Sign-in is blocked for {} seconds. \
+             If it was not you, change your password now.",
+            state.config.second_factor_max_failures,
+            until - now
+        ),
+        code: None,
+        token: None,
+        sent_at: 0,
+    };
+    send_mail(state, mail).await;
+    Ok(())
 }
 
 /// Always 202; the work (and the mail, if the account exists) happens in the

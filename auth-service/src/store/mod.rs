@@ -68,6 +68,15 @@ pub struct Challenge {
     pub created_at: i64,
 }
 
+/// The per-account second-factor guard's answer to one attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecondFactorAttempt {
+    /// Counted: this is the account's `n`-th attempt since the last success or lockout.
+    Counted(u32),
+    /// Locked until this time; nothing was counted.
+    Locked(i64),
+}
+
 #[derive(Clone, Debug)]
 pub struct Session {
     pub id: String,
@@ -186,6 +195,15 @@ pub trait Store: Send + Sync + 'static {
     async fn peek_one_time_token(&self, hash: &str, purpose: TokenPurpose, now: i64) -> StoreResult<Option<String>>;
     /// Marks the token used and returns its user, if it exists, is unused and unexpired.
     async fn take_one_time_token(&self, hash: &str, purpose: TokenPurpose, now: i64) -> StoreResult<Option<String>>;
+
+    /// Counts one second-factor attempt for the account, atomically, before
+    /// any code is compared; refused while the account is locked.
+    async fn second_factor_attempt(&self, user_id: &str, now: i64) -> StoreResult<SecondFactorAttempt>;
+    /// Locks the account's second factor for `base × 2^lockouts` seconds
+    /// (capped at `max`), counts the lockout, clears the attempts; returns the end.
+    async fn second_factor_lock(&self, user_id: &str, now: i64, base_secs: i64, max_secs: i64) -> StoreResult<i64>;
+    /// A correct code: attempts and lockouts start over.
+    async fn second_factor_success(&self, user_id: &str) -> StoreResult<()>;
 
     async fn put_challenge(&self, challenge: &Challenge) -> StoreResult<()>;
     async fn challenge(&self, id: &str) -> StoreResult<Option<Challenge>>;

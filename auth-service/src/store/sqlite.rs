@@ -316,6 +316,52 @@ impl Store for SqliteStore {
         .map_err(err)
     }
 
+    async fn second_factor_attempt(&self, user_id: &str, now: i64) -> StoreResult<SecondFactorAttempt> {
+        // One statement: concurrent attempts each get their own number.
+        let counted: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO second_factor_guard (user_id, attempts) VALUES (?1, 1) \
+             ON CONFLICT(user_id) DO UPDATE SET attempts = attempts + 1 WHERE locked_until <= ?2 \
+             RETURNING attempts",
+        )
+        .bind(user_id)
+        .bind(now)
+        .fetch_optional(&self.write)
+        .await
+        .map_err(err)?;
+        if let Some(n) = counted {
+            return Ok(SecondFactorAttempt::Counted(u32::try_from(n).unwrap_or(u32::MAX)));
+        }
+        let until: i64 = sqlx::query_scalar("SELECT locked_until FROM second_factor_guard WHERE user_id = ?")
+            .bind(user_id)
+            .fetch_one(&self.write)
+            .await
+            .map_err(err)?;
+        Ok(SecondFactorAttempt::Locked(until))
+    }
+
+    async fn second_factor_lock(&self, user_id: &str, now: i64, base_secs: i64, max_secs: i64) -> StoreResult<i64> {
+        sqlx::query_scalar(
+            "UPDATE second_factor_guard SET attempts = 0, lockouts = lockouts + 1, \
+             locked_until = ?2 + MIN(?4, ?3 << MIN(lockouts, 30)) WHERE user_id = ?1 RETURNING locked_until",
+        )
+        .bind(user_id)
+        .bind(now)
+        .bind(base_secs)
+        .bind(max_secs)
+        .fetch_one(&self.write)
+        .await
+        .map_err(err)
+    }
+
+    async fn second_factor_success(&self, user_id: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE second_factor_guard SET attempts = 0, lockouts = 0 WHERE user_id = ?")
+            .bind(user_id)
+            .execute(&self.write)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
     async fn put_challenge(&self, c: &Challenge) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO challenges (id, user_id, method, code_hash, expires_at, attempts, created_at) VALUES (?, ?, ?, ?, ?, 0, ?)",

@@ -21,7 +21,8 @@ pub struct TestApp {
     /// Kept so the server task lives as long as the test.
     #[allow(dead_code)]
     pub running: Running,
-    pub dir: tempfile::TempDir,
+    /// Shared so a second instance can run on the same data (a restart).
+    pub dir: Arc<tempfile::TempDir>,
 }
 
 /// Fast settings for tests; `tweak` adjusts them.
@@ -40,7 +41,11 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
+    spawn_app_in(Arc::new(tempfile::tempdir().unwrap()), tweak).await
+}
+
+/// Another instance of the service on `dir`'s data, as after a restart.
+pub async fn spawn_app_in(dir: Arc<tempfile::TempDir>, tweak: impl FnOnce(&mut Config)) -> TestApp {
     let config = test_config(dir.path(), tweak);
     let running = spawn(config).await.unwrap();
     let mut headers = reqwest::header::HeaderMap::new();

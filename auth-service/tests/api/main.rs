@@ -8,5 +8,6 @@ mod common;
 mod durability;
 mod flows;
 mod input;
+mod second_factor;
 mod timing;
 mod vectors;

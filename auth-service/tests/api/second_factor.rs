@@ -1,0 +1,114 @@
+//! The second factor cannot be guessed: attempts are counted before the code
+//! is compared, per account across challenges, with a lockout that doubles
+//! and survives a restart; the owner is told when it locks.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+/// A code that is not `real`.
+fn wrong(real: &str) -> &'static str {
+    if real == "123456" { "654321" } else { "123456" }
+}
+
+/// Status, `error_description` and `Retry-After` of one guess.
+async fn guess(app: &TestApp, challenge: &str, code: &str) -> (u16, String, Option<u64>) {
+    let r = app.post("/v1/auth/signin/verify", json!({"challenge_id": challenge, "code": code})).await;
+    let status = r.status().as_u16();
+    let retry = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let body: Value = r.json().await.unwrap();
+    (status, body["error_description"].as_str().unwrap_or_default().to_owned(), retry)
+}
+
+#[tokio::test]
+async fn parallel_guesses_never_exceed_the_limit() {
+    let app = spawn_app().await;
+    app.verified_user("par@example.com").await;
+    let (challenge, _) = app.challenge("par@example.com", PASSWORD).await;
+    let real = app.last_mail("par@example.com", 2).await["code"].as_str().unwrap().to_owned();
+    let bad = wrong(&real);
+    let guesses = (0..20).map(|_| guess(&app, &challenge, bad));
+    let answers = futures_join_all(guesses).await;
+    let compared = answers.iter().filter(|(_, d, _)| d == "the code is wrong").count();
+    assert!(compared <= 5, "{compared} of 20 parallel guesses were compared: {answers:?}");
+    assert!(answers.iter().all(|(s, _, _)| [401, 429].contains(s)), "{answers:?}");
+    // The limit holds for the right code too, once it is used up.
+    let (status, _, _) = guess(&app, &challenge, &real).await;
+    assert!([401, 429].contains(&status));
+}
+
+/// Runs every future concurrently on this task (no extra dependency).
+async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let handles: Vec<_> = futures.map(Box::pin).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    let mut pending: Vec<_> = handles.into_iter().map(Some).collect();
+    let mut results: Vec<Option<F::Output>> = (0..pending.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (i, slot) in pending.iter_mut().enumerate() {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        results[i] = Some(v);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
+    })
+    .await;
+    out.extend(results.into_iter().map(Option::unwrap));
+    out
+}
+
+/// Password, then wrong codes until the second factor locks; the lock's length.
+async fn lock_once(app: &TestApp, email: &str, mails_before: usize) -> u64 {
+    let (challenge, _) = app.challenge(email, PASSWORD).await;
+    let real = app.last_mail(email, mails_before + 1).await["code"].as_str().unwrap().to_owned();
+    for _ in 0..5 {
+        let (status, _, retry) = guess(app, &challenge, wrong(&real)).await;
+        if status == 429 {
+            return retry.unwrap();
+        }
+        assert_eq!(status, 401);
+    }
+    let (status, _, retry) = guess(app, &challenge, &real).await;
+    assert_eq!(status, 429, "the second factor locks after 5 wrong codes, even for the right one");
+    retry.unwrap()
+}
+
+#[tokio::test]
+async fn password_and_guess_cycles_escalate_and_survive_a_restart() {
+    let tweak = |c: &mut authflow_auth_service::config::Config| {
+        c.lockout_base = Duration::from_secs(1);
+        c.account_max_failures = 1000;
+    };
+    let app = spawn_app_with(tweak).await;
+    let email = "cycle@example.com";
+    app.verified_user(email).await;
+    let mut locks = Vec::new();
+    for _ in 0..3 {
+        let before = app.outbox(email, 0).await.len();
+        let lock = lock_once(&app, email, before).await;
+        locks.push(lock);
+        tokio::time::sleep(Duration::from_millis(lock * 1000 + 1100)).await;
+    }
+    assert!(locks.windows(2).all(|w| w[1] > w[0]), "each lockout is longer than the last: {locks:?}");
+    // The owner was told (a notice per lockout, at least the first).
+    let mails = app.outbox(email, 0).await;
+    assert!(mails.iter().any(|m| m["subject"].as_str().unwrap_or_default().contains("second factor")), "{mails:?}");
+
+    // Lock a fourth time, then a restart on the same database keeps the lock.
+    let before = app.outbox(email, 0).await.len();
+    let lock = lock_once(&app, email, before).await;
+    assert!(lock > locks[2], "{lock} after {locks:?}");
+    let restarted = spawn_app_in(app.dir.clone(), tweak).await;
+    let (challenge, _) = restarted.challenge(email, PASSWORD).await;
+    let (status, _, retry) = guess(&restarted, &challenge, "000000").await;
+    assert_eq!(status, 429, "a restart does not lift the second-factor lockout");
+    assert!(retry.unwrap() > 1);
+}
