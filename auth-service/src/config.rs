@@ -61,6 +61,8 @@ pub struct Config {
     pub password_hash_memory_kib: u32,
     pub password_hash_iterations: u32,
     pub maintenance_interval: Duration,
+    /// Audit rows older than this are deleted by the maintenance task.
+    pub audit_retention: Duration,
 }
 
 /// Every field that may appear in the file, all optional.
@@ -101,6 +103,7 @@ pub struct RawConfig {
     pub password_hash_memory_kib: Option<u32>,
     pub password_hash_iterations: Option<u32>,
     pub maintenance_interval_secs: Option<u64>,
+    pub audit_retention_days: Option<u64>,
 }
 
 #[derive(Clone, Copy)]
@@ -147,6 +150,7 @@ const FIELDS: &[(&str, Kind)] = &[
     ("password_hash_memory_kib", Kind::Int),
     ("password_hash_iterations", Kind::Int),
     ("maintenance_interval_secs", Kind::Int),
+    ("audit_retention_days", Kind::Int),
 ];
 
 #[derive(Debug)]
@@ -364,6 +368,7 @@ impl RawConfig {
             )?,
             password_hash_iterations: count("password_hash_iterations", self.password_hash_iterations, 2, 1, 16)?,
             maintenance_interval: secs("maintenance_interval_secs", self.maintenance_interval_secs, 30, 1, 3600)?,
+            audit_retention: Duration::from_secs(86_400 * count("audit_retention_days", self.audit_retention_days, 90, 1, 3650)?),
         })
     }
 }

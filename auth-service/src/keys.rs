@@ -3,8 +3,9 @@
 //!
 //! Timeline of a key: `publish_at` (appears in the JWKS) → `active_at`
 //! (starts signing, `key_publish_lead` later) → `retired_at` (the next key
-//! became active) → gone from the JWKS once `retired_at + access_ttl` passed,
-//! i.e. after the last token it signed has expired.
+//! became active; its private half is deleted from then on, the public half
+//! kept) → gone from the JWKS once `retired_at + access_ttl` passed, i.e.
+//! after the last token it signed has expired.
 
 use std::sync::{Arc, RwLock};
 
@@ -48,10 +49,10 @@ impl SigningKey {
         }
     }
 
-    fn algorithm(&self) -> Algorithm {
+    fn public_bytes(&self) -> Vec<u8> {
         match self {
-            Self::EdDSA(_) => Algorithm::EdDSA,
-            Self::ES256(_) => Algorithm::ES256,
+            Self::EdDSA(k) => k.public_key().to_bytes(),
+            Self::ES256(k) => k.public_key().to_bytes(),
         }
     }
 
@@ -59,13 +60,6 @@ impl SigningKey {
         match self {
             Self::EdDSA(k) => VerifyingKey::EdDSA(k.public_key()),
             Self::ES256(k) => VerifyingKey::ES256(k.public_key()),
-        }
-    }
-
-    fn public_jwk(&self) -> String {
-        match self {
-            Self::EdDSA(k) => k.public_key().to_jwk(),
-            Self::ES256(k) => k.public_key().to_jwk(),
         }
     }
 
@@ -87,8 +81,26 @@ pub struct LoadedKey {
     pub publish_at: i64,
     pub active_at: i64,
     pub retired_at: Option<i64>,
-    pub signer: SigningKey,
+    /// `None` once the key no longer signs and its private half was deleted.
+    pub signer: Option<SigningKey>,
     pub verifier: VerifyingKey,
+    public_jwk: String,
+}
+
+/// The public half of a stored key: verifier and JWK.
+fn public_half(alg: &str, kid: &str, bytes: &[u8]) -> Result<(VerifyingKey, String), StoreError> {
+    let bad = |e: jwt_simple::Error| StoreError(format!("public key {kid} is unreadable: {e}"));
+    match alg {
+        "EdDSA" => {
+            let k = Ed25519PublicKey::from_bytes(bytes).map_err(bad)?.with_key_id(kid);
+            Ok((VerifyingKey::EdDSA(k.clone()), k.to_jwk()))
+        }
+        "ES256" => {
+            let k = ES256PublicKey::from_bytes(bytes).map_err(bad)?.with_key_id(kid);
+            Ok((VerifyingKey::ES256(k.clone()), k.to_jwk()))
+        }
+        other => Err(StoreError(format!("signing key {kid} has unknown alg {other}"))),
+    }
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -121,14 +133,23 @@ impl KeyRing {
         let stored = store.signing_keys().await?;
         let mut loaded = Vec::with_capacity(stored.len());
         for k in &stored {
-            let signer = SigningKey::from_stored(k)?;
+            let signer = if k.private_key.is_empty() { None } else { Some(SigningKey::from_stored(k)?) };
+            let mut public = k.public_key.clone();
+            if public.is_empty() {
+                // A row from before public halves were stored: fill it in.
+                let signer = signer.as_ref().ok_or_else(|| StoreError(format!("signing key {} has no key material", k.kid)))?;
+                public = signer.public_bytes();
+                store.set_signing_key_public(&k.kid, &public).await?;
+            }
+            let (verifier, public_jwk) = public_half(&k.alg, &k.kid, &public)?;
             loaded.push(LoadedKey {
                 kid: k.kid.clone(),
                 publish_at: k.publish_at,
                 active_at: k.active_at,
                 retired_at: k.retired_at,
-                verifier: signer.verifying_key(),
                 signer,
+                verifier,
+                public_jwk,
             });
         }
         if let Ok(mut guard) = self.keys.write() {
@@ -148,11 +169,22 @@ impl KeyRing {
         Ok(kid)
     }
 
+    /// Deletes the private halves of keys that no longer sign (retired at or
+    /// before `now`); their public halves stay published as before.
+    pub async fn forget_retired_private_keys(&self, store: &dyn Store, now: i64) -> Result<u64, StoreError> {
+        let n = store.delete_retired_private_keys(now).await?;
+        if n > 0 {
+            self.reload(store).await?;
+        }
+        Ok(n)
+    }
+
     /// Runs `f` with the key that signs at `now`: the newest already active.
-    pub fn with_signer<R>(&self, now: i64, f: impl FnOnce(&LoadedKey) -> R) -> Option<R> {
+    pub fn with_signer<R>(&self, now: i64, f: impl FnOnce(&SigningKey) -> R) -> Option<R> {
         let keys = self.snapshot();
-        let key = keys.iter().filter(|k| k.active_at <= now).max_by_key(|k| k.active_at).or_else(|| keys.first())?;
-        Some(f(key))
+        let signers = || keys.iter().filter_map(|k| k.signer.as_ref().map(|s| (k.active_at, s)));
+        let (_, signer) = signers().filter(|(at, _)| *at <= now).max_by_key(|(at, _)| *at).or_else(|| signers().next())?;
+        Some(f(signer))
     }
 
     pub fn verifier(&self, kid: &str) -> Option<VerifyingKey> {
@@ -167,7 +199,7 @@ impl KeyRing {
     /// The JWKS document and its ETag.
     pub fn jwks(&self, now: i64) -> (String, String) {
         let keys = self.snapshot();
-        let jwks: Vec<String> = keys.iter().filter(|k| self.published(k, now)).map(|k| k.signer.public_jwk()).collect();
+        let jwks: Vec<&str> = keys.iter().filter(|k| self.published(k, now)).map(|k| k.public_jwk.as_str()).collect();
         let body = format!("{{\"keys\":[{}]}}", jwks.join(","));
         let etag = format!("\"{}\"", &hex_digest(body.as_bytes())[..32]);
         (body, etag)
@@ -178,7 +210,7 @@ impl KeyRing {
             .iter()
             .map(|k| KeyInfo {
                 kid: k.kid.clone(),
-                alg: k.signer.algorithm().as_str(),
+                alg: k.verifier.algorithm().as_str(),
                 publish_at: k.publish_at,
                 active_at: k.active_at,
                 retired_at: k.retired_at,
@@ -199,6 +231,7 @@ async fn add_key(store: &dyn Store, alg: Algorithm, publish_at: i64, active_at: 
             kid: kid.clone(),
             alg: alg.as_str().to_owned(),
             private_key: key.to_bytes(),
+            public_key: key.public_bytes(),
             created_at: publish_at,
             publish_at,
             active_at,

@@ -156,6 +156,17 @@ async fn maintenance(state: Arc<AppState>) {
         if let Err(e) = state.keys.reload(state.store.as_ref()).await {
             tracing::warn!(error = %e, "key reload failed");
         }
+        match state.keys.forget_retired_private_keys(state.store.as_ref(), now).await {
+            Ok(n) if n > 0 => tracing::info!(keys = n, "private halves of retired signing keys deleted"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "retired key cleanup failed"),
+        }
+        let retention = i64::try_from(state.config.audit_retention.as_secs()).unwrap_or(i64::MAX);
+        match state.store.prune_audit(now.saturating_sub(retention)).await {
+            Ok(n) if n > 0 => tracing::debug!(pruned = n, "expired audit rows deleted"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "audit prune failed"),
+        }
     }
 }
 

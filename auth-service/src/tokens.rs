@@ -48,7 +48,7 @@ pub async fn issue(state: &AppState, user: &User, sid: &str, dfp: Option<String>
     claims.expires_at = Some(Duration::from_secs(now_u + ttl));
     let token = state
         .keys
-        .with_signer(now, |k| k.signer.sign(claims))
+        .with_signer(now, |signer| signer.sign(claims))
         .ok_or_else(|| ApiError::internal("no signing key"))?
         .map_err(ApiError::internal)?;
     let expires_at = now + i64::try_from(ttl).unwrap_or(0);

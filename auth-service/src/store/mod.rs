@@ -131,7 +131,10 @@ pub struct StoredKey {
     pub kid: String,
     /// `EdDSA` or `ES256`.
     pub alg: String,
+    /// Empty once the key no longer signs (deleted; only the public half is kept).
     pub private_key: Vec<u8>,
+    /// Empty only in rows written before the public half was stored.
+    pub public_key: Vec<u8>,
     pub created_at: i64,
     pub publish_at: i64,
     pub active_at: i64,
@@ -239,6 +242,12 @@ pub trait Store: Send + Sync + 'static {
     async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>>;
     /// Adds a key; every key not yet retired is retired at the new key's `active_at`.
     async fn add_signing_key(&self, key: &StoredKey) -> StoreResult<()>;
+    async fn set_signing_key_public(&self, kid: &str, public_key: &[u8]) -> StoreResult<()>;
+    /// Deletes the private half of every key retired at or before `now` whose
+    /// public half is stored; returns how many.
+    async fn delete_retired_private_keys(&self, now: i64) -> StoreResult<u64>;
+    /// Deletes audit rows older than `before`; returns how many.
+    async fn prune_audit(&self, before: i64) -> StoreResult<u64>;
 
     async fn audit(&self, entry: &AuditEntry) -> StoreResult<()>;
     async fn audit_log(&self, user_id: Option<&str>, limit: u32) -> StoreResult<Vec<AuditEntry>>;

@@ -110,6 +110,7 @@ fn key_from(row: &SqliteRow) -> Result<StoredKey, sqlx::Error> {
         kid: row.try_get("kid")?,
         alg: row.try_get("alg")?,
         private_key: row.try_get("private_key")?,
+        public_key: row.try_get::<Option<Vec<u8>>, _>("public_key")?.unwrap_or_default(),
         created_at: row.try_get("created_at")?,
         publish_at: row.try_get("publish_at")?,
         active_at: row.try_get("active_at")?,
@@ -693,7 +694,7 @@ impl Store for SqliteStore {
 
     async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>> {
         let rows = sqlx::query(
-            "SELECT kid, alg, private_key, created_at, publish_at, active_at, retired_at FROM signing_keys ORDER BY active_at, created_at",
+            "SELECT kid, alg, private_key, public_key, created_at, publish_at, active_at, retired_at FROM signing_keys ORDER BY active_at, created_at",
         )
         .fetch_all(&self.write)
         .await
@@ -709,11 +710,13 @@ impl Store for SqliteStore {
             .await
             .map_err(err)?;
         sqlx::query(
-            "INSERT INTO signing_keys (kid, alg, private_key, created_at, publish_at, active_at, retired_at) VALUES (?, ?, ?, ?, ?, ?, NULL)",
+            "INSERT INTO signing_keys (kid, alg, private_key, public_key, created_at, publish_at, active_at, retired_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
         )
         .bind(&k.kid)
         .bind(&k.alg)
         .bind(&k.private_key)
+        .bind(&k.public_key)
         .bind(k.created_at)
         .bind(k.publish_at)
         .bind(k.active_at)
@@ -721,6 +724,33 @@ impl Store for SqliteStore {
         .await
         .map_err(err)?;
         tx.commit().await.map_err(err)
+    }
+
+    async fn set_signing_key_public(&self, kid: &str, public_key: &[u8]) -> StoreResult<()> {
+        sqlx::query("UPDATE signing_keys SET public_key = ? WHERE kid = ?")
+            .bind(public_key)
+            .bind(kid)
+            .execute(&self.write)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn delete_retired_private_keys(&self, now: i64) -> StoreResult<u64> {
+        let r = sqlx::query(
+            "UPDATE signing_keys SET private_key = X'' \
+             WHERE retired_at IS NOT NULL AND retired_at <= ? AND length(private_key) > 0 AND length(public_key) > 0",
+        )
+        .bind(now)
+        .execute(&self.write)
+        .await
+        .map_err(err)?;
+        Ok(r.rows_affected())
+    }
+
+    async fn prune_audit(&self, before: i64) -> StoreResult<u64> {
+        let r = sqlx::query("DELETE FROM audit_log WHERE at < ?").bind(before).execute(&self.write).await.map_err(err)?;
+        Ok(r.rows_affected())
     }
 
     async fn audit(&self, e: &AuditEntry) -> StoreResult<()> {

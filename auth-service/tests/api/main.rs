@@ -8,6 +8,7 @@ mod common;
 mod durability;
 mod flows;
 mod input;
+mod retention;
 mod second_factor;
 mod timing;
 mod vectors;
