@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the Wasm OCI image (deploy/wasm-image/Dockerfile) with the first container tool found —
-# docker (with a reachable engine), podman, buildah — and exports it as an OCI image layout,
-# from which `make wasm-digest` reads the manifest digest Istio verifies.
+# docker buildx (with a reachable engine), podman, buildah — and exports it as an OCI image
+# layout, from which `make wasm-digest` reads the manifest digest Istio verifies. A docker
+# without buildx (e.g. Debian's docker.io) cannot export an OCI layout, so it does not count.
 #
 #   build.sh WASM IMAGE OUTDIR
 #     WASM    the built module (target/authflow.wasm)
@@ -9,7 +10,7 @@
 #     OUTDIR  work directory: OUTDIR/context (build context), OUTDIR/oci (the OCI layout)
 #
 # Timestamps are pinned to the epoch, so the same module gives the same digest.
-# Exit 3 when no container tool is usable (nothing is built).
+# Exit 3 when no container tool is usable (nothing is built; `make deploy-check` skips then).
 set -euo pipefail
 
 wasm=$1 image=$2 out=$3
@@ -25,7 +26,7 @@ rm -rf "$out/context" "$out/oci"
 mkdir -p "$out/context"
 cp "$wasm" "$out/context/plugin.wasm"
 
-if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+if command -v docker >/dev/null 2>&1 && docker buildx version >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
   echo "wasm-image: building $image with docker buildx"
   SOURCE_DATE_EPOCH=0 docker buildx build --provenance=false --sbom=false \
     -f "$here/Dockerfile" -t "$image" \
@@ -46,7 +47,7 @@ elif command -v buildah >/dev/null 2>&1; then
   echo "wasm-image: image kept in buildah storage $out/storage (push with: buildah ${store[*]} push $image docker://$image)"
 else
   cat >&2 <<MSG
-wasm-image: no container tool found (docker with a running engine, podman or buildah).
+wasm-image: no container tool found (docker buildx with a running engine, podman or buildah).
   Install one, e.g.  apt-get install buildah   (needs no daemon), then run \`make wasm-image\` again.
   The recipe is deploy/wasm-image/Dockerfile: an image FROM scratch holding /plugin.wasm.
 MSG
