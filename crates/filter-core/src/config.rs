@@ -546,6 +546,10 @@ fn validate_upstream(u: RawUpstream, field: &str, default_interval_ms: u64, seco
     if u.timeout_ms == 0 || u.timeout_ms > 60_000 {
         return err(format!("{field}.timeout_ms: between 1 and 60000"));
     }
+    // The floor that keeps random `kid`s from turning into a fetch storm.
+    if u.min_refetch_interval_secs == 0 {
+        return err(format!("{field}.min_refetch_interval_secs: must be at least 1 (0 would let every unknown `kid` trigger a fetch)"));
+    }
     Ok(Upstream {
         authority: u.authority.unwrap_or_else(|| u.cluster.clone()),
         cluster: u.cluster,
@@ -723,6 +727,17 @@ mod tests {
         assert_eq!(c.routes[2].policy, Policy::ScopesAll(vec!["read".into(), "write".into()]));
         assert_eq!(c.identity.claims, vec![(vec!["org".to_string(), "team".to_string()], "x-team".to_string())]);
         assert_eq!(c.identity.all_names(), vec!["x-user", "x-team"]);
+    }
+
+    #[test]
+    fn early_refetch_floor_is_at_least_a_second() {
+        let jwks = |min: u64| serde_json::json!({"providers": [{"name": "p", "issuer": "i", "algorithms": ["EdDSA"],
+            "jwks": {"remote": {"cluster": "c", "path": "/j", "min_refetch_interval_secs": min}}}]});
+        let e = with(jwks(0)).unwrap_err();
+        assert!(e.0.contains("jwks.remote.min_refetch_interval_secs") && e.0.contains("at least 1"), "{e}");
+        let c = with(jwks(1)).unwrap();
+        let JwksSource::Remote(u) = &c.providers[0].jwks else { panic!() };
+        assert_eq!(u.min_refetch_interval_ms, 1_000);
     }
 
     #[test]

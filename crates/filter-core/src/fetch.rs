@@ -1,7 +1,19 @@
 //! The background fetch of one provider's documents (its key set and its
-//! revocation list), as pure decisions the proxy-wasm glue carries out.
+//! revocation list), as pure decisions the proxy-wasm glue carries out: when
+//! to start a fetch, what a callout's end or a refused dispatch means, and
+//! whether a request missing its keys should wait for one.
+//!
+//! The split follows Envoy's `jwt_authn` (`jwks_cache` holds, the async
+//! fetcher decides when to fetch): this module decides, the glue only talks
+//! to the host.
+
+use authflow_contract::jwk::MAX_JWKS_BYTES;
+use authflow_contract::revocation::{RevocationFeed, MAX_FEED_BYTES};
+use authflow_contract::KeySet;
 
 use crate::config::Upstream;
+use crate::request::HeaderBlock;
+use crate::schedule::FetchSchedule;
 
 /// The two documents a provider fetches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +41,271 @@ pub fn shared_key(document: Document, issuer: &str, source: &Upstream) -> String
     // JSON quoting keeps the parts apart whatever characters they hold.
     let parts = serde_json::json!([issuer, source.cluster, source.authority, source.path]);
     format!("authflow:{}:{parts}", document.label())
+}
+
+/// A callout this VM has out for a document.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InFlight {
+    pub token: u32,
+    /// Forget it after this (the host lost it, or its answer never came).
+    pub give_up_at_ms: u64,
+}
+
+/// Why a request has no key to verify its token with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyNeed {
+    /// No key set was ever loaded for the provider.
+    NotLoaded,
+    /// The token's `kid` is not in the loaded set.
+    UnknownKid,
+}
+
+/// What to do with such a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyWait {
+    /// A fetch is in flight or starts on the next tick: pause until it ends.
+    Pause,
+    /// No fetch is coming (rate limit, backoff): answer now with the keys there are.
+    AnswerNow,
+}
+
+/// How a callout ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FetchEnd {
+    /// A new document (with its `ETag`, if any).
+    Fresh { etag: Option<String> },
+    NotModified,
+    /// Unreachable, an error status, or a document that was refused.
+    Failed,
+}
+
+/// What a dispatch the host refused means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Early on (e.g. a `STRICT_DNS` cluster not resolved yet at startup):
+    /// retried on a coming tick, not a failed fetch.
+    Deferred,
+    /// Refused for longer than [`DISPATCH_DEFER_LIMIT_MS`]: a failed fetch
+    /// (most likely a cluster name that does not exist).
+    Failed,
+}
+
+/// How long refused dispatches are retried quietly before they count as failures.
+pub const DISPATCH_DEFER_LIMIT_MS: u64 = 10_000;
+/// Wait between two dispatch attempts while deferred.
+pub const DISPATCH_RETRY_MS: u64 = 200;
+/// A callout is forgotten this long after its own timeout.
+const IN_FLIGHT_GRACE_MS: u64 = 1_000;
+
+/// One periodically fetched document of one provider, in one VM.
+#[derive(Debug, Clone)]
+pub struct DocumentFetch {
+    pub document: Document,
+    pub upstream: Upstream,
+    /// Where the worker VMs share it (see [`shared_key`]).
+    pub shared_key: String,
+    schedule: FetchSchedule,
+    in_flight: Option<InFlight>,
+    etag: Option<String>,
+    /// Moves whenever a fetch ends (well or not): requests paused for keys
+    /// are decided for good once it moved past the value they saw.
+    generation: u64,
+    /// A request with an unknown `kid` was granted an early fetch: start it
+    /// on the next tick, lease or not.
+    early_fetch_granted: bool,
+    /// Since when the host refuses to dispatch (reset by a dispatch).
+    refused_since_ms: Option<u64>,
+}
+
+impl DocumentFetch {
+    /// Due at once.
+    pub fn new(document: Document, issuer: &str, upstream: Upstream) -> Self {
+        DocumentFetch {
+            document,
+            shared_key: shared_key(document, issuer, &upstream),
+            schedule: FetchSchedule::new(upstream.interval_ms, upstream.min_refetch_interval_ms),
+            upstream,
+            in_flight: None,
+            etag: None,
+            generation: 0,
+            early_fetch_granted: false,
+            refused_since_ms: None,
+        }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn in_flight(&self) -> Option<InFlight> {
+        self.in_flight
+    }
+
+    pub fn is_call(&self, token: u32) -> bool {
+        self.in_flight.is_some_and(|c| c.token == token)
+    }
+
+    /// The `ETag` of the document this VM holds, for `If-None-Match`.
+    pub fn etag(&self) -> Option<&str> {
+        self.etag.as_deref()
+    }
+
+    /// A request found no key for its token: whether pausing it can help.
+    /// Only a fetch that is in flight, or that starts on the next tick, can
+    /// bring the key; otherwise the request is answered at once, so that
+    /// random `kid`s cannot hold connections for `key_wait_ms` each.
+    pub fn key_wait(&mut self, need: KeyNeed, now_ms: u64) -> KeyWait {
+        if self.in_flight.is_some() || self.early_fetch_granted {
+            return KeyWait::Pause;
+        }
+        let fetch_coming = match need {
+            KeyNeed::UnknownKid => {
+                let granted = self.schedule.request_early(now_ms);
+                self.early_fetch_granted = granted;
+                granted
+            }
+            // Nothing loaded: this VM fetches as soon as its backoff allows,
+            // or retries a dispatch the host deferred.
+            KeyNeed::NotLoaded => self.schedule.is_due(now_ms) || self.deferring(now_ms),
+        };
+        if fetch_coming {
+            KeyWait::Pause
+        } else {
+            KeyWait::AnswerNow
+        }
+    }
+
+    /// Whether to start a fetch now. `lease` is asked only when this VM
+    /// would fetch on schedule, to take the process-wide fetch lease (the
+    /// glue passes `true` for a document this VM has not loaded yet: it
+    /// fetches for itself).
+    pub fn should_start(&mut self, now_ms: u64, lease: impl FnOnce() -> bool) -> bool {
+        if let Some(call) = self.in_flight {
+            if now_ms <= call.give_up_at_ms {
+                return false;
+            }
+            // Lost: its answer is not coming. Whoever waited for it decides now.
+            self.in_flight = None;
+            self.generation += 1;
+        }
+        if !self.schedule.is_due(now_ms) {
+            return false;
+        }
+        self.early_fetch_granted || lease()
+    }
+
+    /// The host accepted the callout.
+    pub fn started(&mut self, token: u32, now_ms: u64) {
+        let give_up = now_ms.saturating_add(self.upstream.timeout_ms).saturating_add(IN_FLIGHT_GRACE_MS);
+        self.in_flight = Some(InFlight { token, give_up_at_ms: give_up });
+        self.early_fetch_granted = false;
+        self.refused_since_ms = None;
+    }
+
+    /// The host refused the callout (e.g. `BadArgument`: the cluster is not
+    /// known, or not ready yet). Retried quietly for a while, then a failure.
+    pub fn refused(&mut self, now_ms: u64, jitter: f64) -> Refusal {
+        let since = *self.refused_since_ms.get_or_insert(now_ms);
+        if now_ms.saturating_sub(since) < DISPATCH_DEFER_LIMIT_MS {
+            self.schedule.postpone(now_ms, DISPATCH_RETRY_MS);
+            return Refusal::Deferred;
+        }
+        self.early_fetch_granted = false;
+        self.schedule.failed(now_ms, jitter);
+        self.generation += 1;
+        Refusal::Failed
+    }
+
+    /// The callout answered (or failed on the way).
+    pub fn finished(&mut self, end: FetchEnd, now_ms: u64, jitter: f64) {
+        self.in_flight = None;
+        self.generation += 1;
+        match end {
+            FetchEnd::Fresh { etag } => {
+                self.etag = etag;
+                self.schedule.succeeded(now_ms);
+            }
+            FetchEnd::NotModified => self.schedule.succeeded(now_ms),
+            FetchEnd::Failed => self.schedule.failed(now_ms, jitter),
+        }
+    }
+
+    /// Long enough for the holder to renew on its next round, short enough
+    /// that a holder that stopped ticking is replaced within about one interval.
+    pub fn lease_ttl_ms(&self) -> u64 {
+        self.upstream.interval_ms.saturating_add((self.upstream.interval_ms / 2).max(1_000))
+    }
+
+    fn deferring(&self, now_ms: u64) -> bool {
+        self.refused_since_ms.is_some_and(|since| now_ms.saturating_sub(since) < DISPATCH_DEFER_LIMIT_MS)
+    }
+}
+
+/// What a callout answered, reduced to what matters.
+pub enum Answer<T> {
+    NotModified,
+    Fresh(T, Vec<u8>),
+    Failed(String),
+}
+
+/// The `:status` of a callout's answer (0 when there is none: no answer came).
+pub fn status_of(headers: &HeaderBlock) -> u32 {
+    headers.first(":status").and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// A key-set answer. `body(size)` reads the body, only once it is known to fit.
+pub fn jwks_answer(status: u32, body_size: usize, body: impl FnOnce(usize) -> Option<Vec<u8>>) -> Answer<KeySet> {
+    match status {
+        304 => Answer::NotModified,
+        200 if body_size > MAX_JWKS_BYTES => Answer::Failed(format!("JWKS of {body_size} bytes is over the limit")),
+        200 => match body(body_size) {
+            Some(bytes) => match KeySet::parse(&bytes) {
+                Ok(set) => Answer::Fresh(set, bytes),
+                Err(e) => Answer::Failed(e.to_string()),
+            },
+            None => Answer::Failed("JWKS response had no body".into()),
+        },
+        0 => Answer::Failed("no response (cluster unreachable or timeout)".into()),
+        other => Answer::Failed(format!("JWKS endpoint answered HTTP {other}")),
+    }
+}
+
+/// A revocation-feed answer, like [`jwks_answer`].
+pub fn feed_answer(status: u32, body_size: usize, body: impl FnOnce(usize) -> Option<Vec<u8>>) -> Answer<RevocationFeed> {
+    match status {
+        304 => Answer::NotModified,
+        200 if body_size > MAX_FEED_BYTES => Answer::Failed(format!("revocation feed of {body_size} bytes is over the limit")),
+        200 => match body(body_size) {
+            Some(bytes) => match serde_json::from_slice::<RevocationFeed>(&bytes) {
+                Ok(feed) => Answer::Fresh(feed, bytes),
+                Err(e) => Answer::Failed(format!("revocation feed is not valid: {e}")),
+            },
+            None => Answer::Failed("revocation feed response had no body".into()),
+        },
+        0 => Answer::Failed("no response (cluster unreachable or timeout)".into()),
+        other => Answer::Failed(format!("revocation feed answered HTTP {other}")),
+    }
+}
+
+/// The feed's path with the cursor (opaque: kept to URL-safe characters).
+pub fn feed_path(base: &str, cursor: Option<&str>) -> String {
+    match cursor {
+        Some(c) if !c.is_empty() => {
+            let encoded: String = c
+                .bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect();
+            let sep = if base.contains('?') { '&' } else { '?' };
+            format!("{base}{sep}since={encoded}")
+        }
+        _ => base.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -62,5 +339,116 @@ mod tests {
             shared_key(Document::Jwks, "i\",\"x", &upstream("c", "/p")),
             shared_key(Document::Jwks, "i", &upstream("x\",\"c", "/p"))
         );
+    }
+
+    fn jwks(min_refetch_ms: u64) -> DocumentFetch {
+        let mut u = upstream("auth", "/jwks");
+        u.interval_ms = 300_000;
+        u.timeout_ms = 2_000;
+        u.min_refetch_interval_ms = min_refetch_ms;
+        DocumentFetch::new(Document::Jwks, "https://a", u)
+    }
+
+    /// Brings a fresh fetch to "loaded, next refresh far away".
+    fn loaded(mut f: DocumentFetch, now: u64) -> DocumentFetch {
+        assert!(f.should_start(now, || true));
+        f.started(1, now);
+        f.finished(FetchEnd::Fresh { etag: Some("\"v1\"".into()) }, now + 10, 0.5);
+        f
+    }
+
+    #[test]
+    fn unknown_kid_pauses_only_while_a_fetch_is_coming() {
+        let mut f = loaded(jwks(60_000), 0);
+        assert_eq!(f.etag(), Some("\"v1\""));
+        // The first unknown kid is granted the early fetch: it waits for it,
+        // and so does every other request until that fetch has ended.
+        assert_eq!(f.key_wait(KeyNeed::UnknownKid, 1_000), KeyWait::Pause);
+        assert_eq!(f.key_wait(KeyNeed::UnknownKid, 1_010), KeyWait::Pause, "granted, about to start");
+        assert!(f.should_start(1_050, || false), "an early fetch needs no lease");
+        f.started(2, 1_050);
+        assert_eq!(f.key_wait(KeyNeed::UnknownKid, 1_060), KeyWait::Pause, "in flight");
+        let seen = f.generation();
+        f.finished(FetchEnd::NotModified, 1_100, 0.5);
+        assert_ne!(f.generation(), seen, "its waiters are decided now");
+        // Rate limited from here on: answered at once, nothing started.
+        for t in [1_200, 5_000, 60_999] {
+            assert_eq!(f.key_wait(KeyNeed::UnknownKid, t), KeyWait::AnswerNow, "at {t}");
+            assert!(!f.should_start(t, || true), "at {t}");
+        }
+        assert_eq!(f.key_wait(KeyNeed::UnknownKid, 61_000), KeyWait::Pause, "the next early fetch once the floor has passed");
+    }
+
+    #[test]
+    fn keys_never_loaded_pause_only_when_a_fetch_may_start() {
+        let mut f = jwks(1_000);
+        assert_eq!(f.key_wait(KeyNeed::NotLoaded, 0), KeyWait::Pause, "due: the next tick fetches");
+        assert!(f.should_start(0, || true));
+        f.started(1, 0);
+        assert_eq!(f.key_wait(KeyNeed::NotLoaded, 10), KeyWait::Pause, "in flight");
+        f.finished(FetchEnd::Failed, 20, 0.0);
+        // Backing off: no fetch before the backoff ends, so nobody waits for one.
+        assert_eq!(f.key_wait(KeyNeed::NotLoaded, 30), KeyWait::AnswerNow);
+        assert!(!f.should_start(30, || true));
+        assert_eq!(f.key_wait(KeyNeed::NotLoaded, 20_000), KeyWait::Pause, "due again");
+    }
+
+    #[test]
+    fn a_lost_callout_is_forgotten_after_its_timeout() {
+        let mut f = jwks(1_000);
+        assert!(f.should_start(0, || true));
+        f.started(7, 0);
+        assert!(f.is_call(7) && !f.is_call(8));
+        assert!(!f.should_start(3_000, || true), "within timeout + grace");
+        let seen = f.generation();
+        assert!(f.should_start(3_001, || true), "given up: fetch again");
+        assert_ne!(f.generation(), seen, "whoever waited for it is decided");
+        assert_eq!(f.in_flight(), None);
+    }
+
+    #[test]
+    fn periodic_fetches_need_the_lease() {
+        let mut f = loaded(jwks(1_000), 0);
+        assert!(!f.should_start(300_009, || true), "not due yet");
+        assert!(!f.should_start(300_010, || false), "due, but another VM holds the lease");
+        assert!(f.should_start(300_010, || true));
+    }
+
+    #[test]
+    fn feed_cursor_is_escaped() {
+        assert_eq!(feed_path("/v1/revocations", None), "/v1/revocations");
+        assert_eq!(feed_path("/v1/revocations", Some("a b/c")), "/v1/revocations?since=a%20b%2Fc");
+        assert_eq!(feed_path("/r?x=1", Some("7")), "/r?x=1&since=7");
+    }
+
+    #[test]
+    fn oversized_or_bodiless_answers_fail() {
+        assert!(matches!(jwks_answer(200, MAX_JWKS_BYTES + 1, |_| panic!("never read")), Answer::Failed(_)));
+        assert!(matches!(jwks_answer(200, 10, |_| None), Answer::Failed(_)));
+        assert!(matches!(jwks_answer(304, 0, |_| None), Answer::NotModified));
+        assert!(matches!(feed_answer(0, 0, |_| None), Answer::Failed(_)));
+        assert!(matches!(feed_answer(503, 0, |_| None), Answer::Failed(_)));
+    }
+
+    #[test]
+    fn refused_dispatches_are_deferred_then_failed() {
+        let mut f = jwks(1_000);
+        assert!(f.should_start(0, || true));
+        let seen = f.generation();
+        assert_eq!(f.refused(0, 0.5), Refusal::Deferred);
+        assert_eq!(f.generation(), seen, "nobody waiting is decided by a deferral");
+        assert_eq!(f.key_wait(KeyNeed::NotLoaded, 50), KeyWait::Pause, "the retry is coming");
+        assert!(!f.should_start(DISPATCH_RETRY_MS - 1, || true));
+        assert!(f.should_start(DISPATCH_RETRY_MS, || true), "retried shortly");
+        assert_eq!(f.refused(9_999, 0.5), Refusal::Deferred);
+        assert_eq!(f.refused(10_000, 0.5), Refusal::Failed, "after the bound it is a failure");
+        assert_ne!(f.generation(), seen, "and its waiters are decided");
+        assert_eq!(f.key_wait(KeyNeed::NotLoaded, 10_001), KeyWait::AnswerNow, "backing off, nothing coming");
+        // A dispatch that goes through resets the bound.
+        assert!(f.should_start(70_000, || true));
+        f.started(3, 70_000);
+        f.finished(FetchEnd::Failed, 70_010, 0.5);
+        assert!(f.should_start(80_000, || true));
+        assert_eq!(f.refused(80_000, 0.5), Refusal::Deferred);
     }
 }

@@ -40,9 +40,20 @@ impl FetchSchedule {
         self.next_due_ms = now_ms.saturating_add(wait.max(1));
     }
 
+    /// Try again at `now_ms + wait_ms` without counting a failure (the host
+    /// could not start the fetch yet; nothing was asked of the upstream).
+    pub fn postpone(&mut self, now_ms: u64, wait_ms: u64) {
+        self.next_due_ms = now_ms.saturating_add(wait_ms);
+    }
+
+    /// Whether [`request_early`](Self::request_early) would grant an early fetch now.
+    pub fn may_fetch_early(&self, now_ms: u64) -> bool {
+        self.last_early_ms.is_none_or(|t| now_ms >= t.saturating_add(self.min_early_interval_ms))
+    }
+
     /// An early fetch (unknown `kid`), at most once per `min_early_interval_ms`.
     pub fn request_early(&mut self, now_ms: u64) -> bool {
-        if self.last_early_ms.is_some_and(|t| now_ms < t.saturating_add(self.min_early_interval_ms)) {
+        if !self.may_fetch_early(now_ms) {
             return false;
         }
         self.last_early_ms = Some(now_ms);

@@ -1,0 +1,94 @@
+//! Requests paused until their provider's keys arrive: a bounded list, and
+//! when each is decided for good.
+
+use crate::request::Request;
+
+/// At most this many requests wait for keys in one VM; more are answered at
+/// once with the keys there are. Waiting only ever makes sense while one
+/// fetch is in flight, so a full list means a flood, not a slow upstream.
+pub const MAX_PAUSED_REQUESTS: usize = 1_024;
+
+/// One request waiting for keys.
+pub struct PausedRequest {
+    pub context_id: u32,
+    pub request: Request,
+    pub provider: usize,
+    /// The provider's fetch generation when it paused: once that moves, the
+    /// fetch it waited for has ended and it is decided with what there is.
+    pub generation: u64,
+    pub deadline_ms: u64,
+}
+
+impl PausedRequest {
+    /// Whether its next evaluation must be its last (no more waiting).
+    pub fn final_round(&self, current_generation: u64, now_ms: u64) -> bool {
+        current_generation != self.generation || now_ms >= self.deadline_ms
+    }
+}
+
+#[derive(Default)]
+pub struct PausedRequests {
+    list: Vec<PausedRequest>,
+}
+
+impl PausedRequests {
+    /// Adds a request, or hands it back when the list is full.
+    pub fn push(&mut self, paused: PausedRequest) -> Result<(), Box<PausedRequest>> {
+        if self.list.len() >= MAX_PAUSED_REQUESTS {
+            return Err(Box::new(paused));
+        }
+        self.list.push(paused);
+        Ok(())
+    }
+
+    /// Forgets a request whose stream went away.
+    pub fn remove(&mut self, context_id: u32) {
+        if !self.list.is_empty() {
+            self.list.retain(|p| p.context_id != context_id);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Takes every request out; the caller puts back those still waiting.
+    pub fn take_all(&mut self) -> Vec<PausedRequest> {
+        std::mem::take(&mut self.list)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paused(context_id: u32) -> PausedRequest {
+        PausedRequest { context_id, request: Request::from_headers(vec![], None), provider: 0, generation: 3, deadline_ms: 1_000 }
+    }
+
+    #[test]
+    fn the_list_is_bounded_and_overflow_is_handed_back() {
+        let mut list = PausedRequests::default();
+        for id in 0..MAX_PAUSED_REQUESTS {
+            assert!(list.push(paused(id as u32)).is_ok());
+        }
+        let over = list.push(paused(99_999)).err().map(|p| p.context_id);
+        assert_eq!(over, Some(99_999), "the one over the bound comes back to be answered at once");
+        assert_eq!(list.len(), MAX_PAUSED_REQUESTS);
+        list.remove(5);
+        assert_eq!(list.len(), MAX_PAUSED_REQUESTS - 1);
+        assert!(list.push(paused(99_999)).is_ok(), "room again");
+    }
+
+    #[test]
+    fn decided_for_good_when_the_fetch_ended_or_the_wait_ran_out() {
+        let p = paused(1);
+        assert!(!p.final_round(3, 999));
+        assert!(p.final_round(4, 999), "its fetch ended");
+        assert!(p.final_round(3, 1_000), "deadline");
+    }
+}
