@@ -1,16 +1,24 @@
 //! authflow's proxy-wasm filter: thin glue between Envoy and
-//! `authflow_filter_core`. `root` owns configuration, timers and the key /
-//! revocation fetches; `http` owns one request; `shared` moves state between
-//! the worker VMs; `metrics` names every counter.
+//! `authflow_filter_core`.
+//!
+//! - `root`: the root context; configuration, ticks, callout answers.
+//! - `http`: one request's context.
+//! - `vm`: what a VM's contexts share; pausing and settling requests that wait for keys.
+//! - `provider`: one provider's key and revocation fetches.
+//! - `outcome`: carrying a decision out on a request.
+//! - `shared`: state shared between worker VMs; `metrics`: every statistic;
+//!   `host`: every host call, through the raw ABI.
+//!
+//! `root` and `http` do not know each other: both work through `vm`.
 
-mod fetch;
 mod host;
 mod http;
 mod metrics;
+mod outcome;
+mod provider;
 mod root;
 mod shared;
-
-use proxy_wasm::types::LogLevel;
+mod vm;
 
 /// The proxy-wasm callbacks the SDK exports that this filter leaves at the
 /// SDK's do-nothing defaults. `make wasm` removes them from the module's
@@ -43,7 +51,8 @@ pub const UNHANDLED_CALLBACKS: &[&str] = &[
 ];
 
 proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
+    // Our own logger, not the SDK's: its writer and panic hook unwrap host statuses.
+    host::install_logger(log::LevelFilter::Info);
     // panic = "abort" takes the VM down; at least say why, at the highest level.
     std::panic::set_hook(Box::new(|info| {
         log::error!("authflow: panic (this is a bug): {info}");

@@ -10,61 +10,51 @@
 use std::cell::Cell;
 
 use authflow_filter_core::deny::DenyReason;
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::MetricType;
 
-/// A statistic, by its index in [`NAMES`]: the request path looks ids up in an array, not by name.
-#[derive(Clone, Copy)]
-pub struct Metric(usize);
+use crate::host::{self, MetricKind};
 
-pub const ALLOWED: Metric = Metric(0);
-pub const ALLOWED_ANONYMOUS: Metric = Metric(1);
-pub const CACHE_HIT: Metric = Metric(2);
-pub const CACHE_MISS: Metric = Metric(3);
-pub const JWKS_FETCH_OK: Metric = Metric(4);
-pub const JWKS_FETCH_FAILED: Metric = Metric(5);
-pub const JWKS_NOT_MODIFIED: Metric = Metric(6);
-pub const JWKS_REJECTED: Metric = Metric(7);
-pub const REVOCATION_FETCH_OK: Metric = Metric(8);
-pub const REVOCATION_FETCH_FAILED: Metric = Metric(9);
-pub const REVOCATION_NOT_MODIFIED: Metric = Metric(10);
-pub const REVOCATION_REJECTED: Metric = Metric(11);
-pub const REVOCATION_STALE_ALLOWED: Metric = Metric(12);
-pub const DEVICE_MISMATCH_REPORTED: Metric = Metric(13);
-pub const DEVICE_SECRET_MISSING: Metric = Metric(14);
-pub const PUBLIC_INVALID_TOKEN: Metric = Metric(15);
-pub const FAILED_OPEN: Metric = Metric(16);
-pub const KEY_WAITS: Metric = Metric(17);
-pub const KEYS_LOADED: Metric = Metric(18);
-pub const REVOCATION_ENTRIES: Metric = Metric(19);
+/// One table gives each statistic its id (the enum), its name and its kind:
+/// nothing to keep in step by hand.
+macro_rules! statistics {
+    ($($id:ident => $name:literal, $kind:ident;)*) => {
+        /// A statistic; its discriminant is its row in [`TABLE`].
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Metric {
+            $($id,)*
+        }
+        const TABLE: &[(&str, MetricKind)] = &[$(($name, MetricKind::$kind),)*];
+    };
+}
 
-/// Names in index order; the last [`GAUGES`] of them are gauges.
-const NAMES: [&str; 20] = [
-    "authflow.allowed",
-    "authflow.allowed_anonymous",
-    "authflow.token_cache.hit",
-    "authflow.token_cache.miss",
-    "authflow.jwks.fetch_ok",
-    "authflow.jwks.fetch_failed",
-    "authflow.jwks.not_modified",
-    "authflow.jwks.rejected",
-    "authflow.revocations.fetch_ok",
-    "authflow.revocations.fetch_failed",
-    "authflow.revocations.not_modified",
-    "authflow.revocations.rejected",
-    "authflow.revocations.stale_allowed",
-    "authflow.device.mismatch_reported",
-    "authflow.device.secret_missing",
-    "authflow.public_route_invalid_token",
-    "authflow.failed_open",
-    "authflow.key_waits",
-    "authflow.jwks.keys_loaded",
-    "authflow.revocations.entries",
-];
-const GAUGES: usize = 2;
+statistics! {
+    Allowed => "authflow.allowed", Counter;
+    AllowedAnonymous => "authflow.allowed_anonymous", Counter;
+    CacheHit => "authflow.token_cache.hit", Counter;
+    CacheMiss => "authflow.token_cache.miss", Counter;
+    JwksFetchOk => "authflow.jwks.fetch_ok", Counter;
+    JwksFetchFailed => "authflow.jwks.fetch_failed", Counter;
+    JwksNotModified => "authflow.jwks.not_modified", Counter;
+    JwksRejected => "authflow.jwks.rejected", Counter;
+    JwksDispatchDeferred => "authflow.jwks.dispatch_deferred", Counter;
+    RevocationFetchOk => "authflow.revocations.fetch_ok", Counter;
+    RevocationFetchFailed => "authflow.revocations.fetch_failed", Counter;
+    RevocationNotModified => "authflow.revocations.not_modified", Counter;
+    RevocationRejected => "authflow.revocations.rejected", Counter;
+    RevocationDispatchDeferred => "authflow.revocations.dispatch_deferred", Counter;
+    RevocationStaleAllowed => "authflow.revocations.stale_allowed", Counter;
+    DeviceMismatchReported => "authflow.device.mismatch_reported", Counter;
+    DeviceSecretMissing => "authflow.device.secret_missing", Counter;
+    PublicInvalidToken => "authflow.public_route_invalid_token", Counter;
+    FailedOpen => "authflow.failed_open", Counter;
+    KeyWaits => "authflow.key_waits", Counter;
+    KeyWaitsOverflow => "authflow.key_waits_overflow", Counter;
+    KeysLoaded => "authflow.jwks.keys_loaded", Gauge;
+    RevocationEntries => "authflow.revocations.entries", Gauge;
+}
 
 #[derive(Default)]
 pub struct Metrics {
+    /// Host ids, indexed like [`TABLE`].
     ids: Vec<Option<u32>>,
     /// Indexed like `DenyReason::ALL`.
     denied: Vec<Option<u32>>,
@@ -75,25 +65,18 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn define() -> Self {
-        let ids = NAMES
-            .iter()
-            .enumerate()
-            .map(|(i, name)| {
-                let kind = if i >= NAMES.len() - GAUGES { MetricType::Gauge } else { MetricType::Counter };
-                hostcalls::define_metric(kind, name).ok()
-            })
-            .collect();
+        let ids = TABLE.iter().map(|(name, kind)| host::define_metric(*kind, name)).collect();
         let denied = DenyReason::ALL
             .iter()
-            .map(|r| hostcalls::define_metric(MetricType::Counter, &format!("authflow.denied.{}", r.label())).ok())
+            .map(|r| host::define_metric(MetricKind::Counter, &format!("authflow.denied.{}", r.label())))
             .collect();
-        let pending = (0..NAMES.len()).map(|_| Cell::new(0)).collect();
-        let pending_denied = (0..DenyReason::ALL.len()).map(|_| Cell::new(0)).collect();
+        let pending = TABLE.iter().map(|_| Cell::new(0)).collect();
+        let pending_denied = DenyReason::ALL.iter().map(|_| Cell::new(0)).collect();
         Metrics { ids, denied, pending, pending_denied }
     }
 
     pub fn inc(&self, m: Metric) {
-        if let Some(c) = self.pending.get(m.0) {
+        if let Some(c) = self.pending.get(m as usize) {
             c.set(c.get().saturating_add(1));
         }
     }
@@ -104,7 +87,7 @@ impl Metrics {
             for (id, count) in ids.iter().zip(pending) {
                 let n = count.replace(0);
                 if let (Some(id), true) = (id, n > 0) {
-                    let _ = hostcalls::increment_metric(*id, i64::try_from(n).unwrap_or(i64::MAX));
+                    host::increment_metric(*id, n);
                 }
             }
         };
@@ -112,9 +95,10 @@ impl Metrics {
         flush(&self.denied, &self.pending_denied);
     }
 
+    /// Sets a gauge.
     pub fn set(&self, m: Metric, value: u64) {
-        if let Some(Some(id)) = self.ids.get(m.0) {
-            let _ = hostcalls::record_metric(*id, value);
+        if let Some(Some(id)) = self.ids.get(m as usize) {
+            host::record_metric(*id, value);
         }
     }
 

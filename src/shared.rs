@@ -10,7 +10,7 @@
 //!   `…:version` key changes; other VMs read only the version on each tick
 //!   and copy the (possibly large) data only when it moved.
 
-use proxy_wasm::hostcalls;
+use crate::host;
 
 pub struct SharedSlot {
     prefix: String,
@@ -26,7 +26,7 @@ impl SharedSlot {
     /// Tries to hold the fetch lease until `now_ms + ttl_ms`. True: this VM fetches.
     pub fn acquire_lease(&self, vm_id: u64, now_ms: u64, ttl_ms: u64) -> bool {
         let key = format!("{}:lease", self.prefix);
-        let Ok((current, cas)) = hostcalls::get_shared_data(&key) else {
+        let Some((current, cas)) = host::shared_get(&key) else {
             return false;
         };
         let (holder, until) = current.as_deref().and_then(parse_lease).unwrap_or((0, 0));
@@ -34,42 +34,42 @@ impl SharedSlot {
             return false;
         }
         let value = format!("{vm_id}:{}", now_ms.saturating_add(ttl_ms));
-        // With a cas of 0 / None the host accepts any current value; pass it
+        // With a cas of 0 the host accepts any current value; pass it
         // through so two VMs racing for a free lease cannot both win.
-        hostcalls::set_shared_data(&key, Some(value.as_bytes()), cas).is_ok()
+        host::shared_set(&key, value.as_bytes(), cas).is_ok()
     }
 
     /// Publishes `data` for the other VMs.
     pub fn publish(&mut self, data: &[u8], vm_id: u64, now_ms: u64) {
         let data_key = format!("{}:data", self.prefix);
-        if let Err(s) = hostcalls::set_shared_data(&data_key, Some(data), None) {
-            log::warn!("authflow: could not share {}: {s:?}", self.prefix);
+        if let Err(status) = host::shared_set(&data_key, data, 0) {
+            log::warn!("authflow: could not share {}: status {status}", self.prefix);
             return;
         }
         let version = format!("{vm_id}:{now_ms}:{}", data.len()).into_bytes();
-        let _ = hostcalls::set_shared_data(&format!("{}:version", self.prefix), Some(&version), None);
+        let _ = host::shared_set(&format!("{}:version", self.prefix), &version, 0);
         self.seen_version = Some(version);
     }
 
     /// The published data, if it changed since this VM last looked.
     pub fn take_if_changed(&mut self) -> Option<Vec<u8>> {
-        let (version, _) = hostcalls::get_shared_data(&format!("{}:version", self.prefix)).ok()?;
+        let (version, _) = host::shared_get(&format!("{}:version", self.prefix))?;
         let version = version?;
         if self.seen_version.as_ref() == Some(&version) {
             return None;
         }
-        let (data, _) = hostcalls::get_shared_data(&format!("{}:data", self.prefix)).ok()?;
+        let (data, _) = host::shared_get(&format!("{}:data", self.prefix))?;
         self.seen_version = Some(version);
         data
     }
 
     /// A small side value (e.g. a timestamp) under `…:<name>`.
     pub fn set_value(&self, name: &str, value: &[u8]) {
-        let _ = hostcalls::set_shared_data(&format!("{}:{name}", self.prefix), Some(value), None);
+        let _ = host::shared_set(&format!("{}:{name}", self.prefix), value, 0);
     }
 
     pub fn value(&self, name: &str) -> Option<Vec<u8>> {
-        hostcalls::get_shared_data(&format!("{}:{name}", self.prefix)).ok()?.0
+        host::shared_get(&format!("{}:{name}", self.prefix))?.0
     }
 }
 

@@ -106,3 +106,67 @@ fn two_filter_configs_with_one_provider_name_keep_their_own_keys() {
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+fn single_listener(filter: Value, jwks_port: u16, backend: &EchoServer) -> Envoy {
+    Envoy::start(EnvoyOptions {
+        filter,
+        clusters: vec![("backend".into(), backend.addr.port()), ("jwks".into(), jwks_port)],
+        concurrency: 1,
+        routes: vec![],
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// An agent that gives up long before `key_wait_ms`: a request still paused
+/// for keys shows up as a client timeout, not as a slow pass.
+fn impatient() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(4))).build().into()
+}
+
+/// Random `kid`s cannot hold requests: once the one early refetch the rate
+/// limit allows has been spent, a token with an unknown `kid` is answered at
+/// once (401 unknown key) instead of waiting `key_wait_ms` for a fetch that
+/// is not going to happen — here 20 s against a client that waits 4 s.
+#[test]
+fn unknown_kids_after_the_early_refetch_are_answered_at_once() {
+    const ISS: &str = "https://kid.glue.test";
+    let key = Ed25519KeyPair::generate().with_key_id("real");
+    let jwks = JwksServer::start(jwks_of(&[key.public_key().to_jwk()]));
+    let backend = EchoServer::start("127.0.0.1:0").unwrap();
+    let filter = filter_config(
+        "kid",
+        ISS,
+        "jwks",
+        json!({"refresh_interval_secs": 300, "min_refetch_interval_secs": 600}),
+        json!({"key_wait_ms": 20_000}),
+    );
+    let envoy = single_listener(filter, jwks.port, &backend);
+    let own = token(&key, ISS);
+    assert!(eventually(Duration::from_secs(10), || envoy.get("/api", &[("authorization", &bearer(&own))]).status == 200));
+
+    // The first unknown kid spends the early refetch (and waits for it: it is in flight).
+    let first = token(&Ed25519KeyPair::generate().with_key_id("random-0"), ISS);
+    let r = envoy.get("/api", &[("authorization", &bearer(&first))]);
+    assert_eq!(r.status, 401, "{r:?}");
+    let hits = jwks.hits();
+
+    // A burst of random kids, all at once: none may wait for keys.
+    let url = envoy.url("/api");
+    let burst: Vec<_> = (1..=24)
+        .map(|i| {
+            let t = token(&Ed25519KeyPair::generate().with_key_id(&format!("random-{i}")), ISS);
+            let url = url.clone();
+            std::thread::spawn(move || impatient().get(&url).header("authorization", &bearer(&t)).call().map(|mut r| {
+                let challenge = r.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                (r.status().as_u16(), challenge, r.body_mut().read_to_string().unwrap_or_default())
+            }))
+        })
+        .collect();
+    for (i, handle) in burst.into_iter().enumerate() {
+        let (status, challenge, body) = handle.join().unwrap().unwrap_or_else(|e| panic!("random kid {i}: not answered in time: {e}"));
+        assert_eq!(status, 401, "random kid {i}: {body}");
+        assert!(challenge.contains("error=\"invalid_token\"") && challenge.contains("unknown key"), "random kid {i}: {challenge}");
+    }
+    assert_eq!(jwks.hits(), hits, "no extra fetch: the early refetch is rate limited");
+    assert_eq!(envoy.get("/api", &[("authorization", &bearer(&own))]).status, 200, "known keys still work");
+}

@@ -1,0 +1,90 @@
+//! Carrying a decision out on the current (effective) request: forward it
+//! with identity headers, or answer it, counting and logging what matters.
+
+use authflow_filter_core::deny::DenyReason;
+use authflow_filter_core::device::DeviceCheck;
+use authflow_filter_core::engine::Outcome;
+use authflow_filter_core::Request;
+
+use crate::host;
+use crate::metrics::Metric;
+use crate::vm::Vm;
+
+/// Applies a decision. Returns whether the request may continue upstream.
+/// `resume` is for requests that were paused.
+pub fn carry_out(vm: &Vm, request: &Request, outcome: Outcome, resume: bool) -> bool {
+    match outcome {
+        Outcome::Allow(allowed) => {
+            let n = allowed.notes;
+            vm.metrics.inc(if n.authenticated { Metric::Allowed } else { Metric::AllowedAnonymous });
+            if n.authenticated {
+                vm.metrics.inc(if n.cache_hit { Metric::CacheHit } else { Metric::CacheMiss });
+            }
+            if n.stale_revocations {
+                vm.metrics.inc(Metric::RevocationStaleAllowed);
+            }
+            if n.failed_open {
+                vm.metrics.inc(Metric::FailedOpen);
+            }
+            if let Some(reason) = n.public_invalid_token {
+                vm.metrics.inc(Metric::PublicInvalidToken);
+                log::debug!("authflow: public route {} got an invalid token ({}), forwarded anonymously", request.path(), reason.label());
+            }
+            if let Some(check) = n.device_reported {
+                vm.metrics.inc(Metric::DeviceMismatchReported);
+                log_device(vm, check, request, "allowed (report mode)");
+            }
+            set_identity(&vm.identity_names, allowed.identity_headers());
+            if resume {
+                host::resume_request();
+            }
+            true
+        }
+        Outcome::Deny(denied) => {
+            vm.metrics.denied(denied.reason);
+            if let Some(check) = denied.device {
+                log_device(vm, check, request, "denied");
+            } else {
+                // The reason label only: never the token, never claims.
+                log::debug!("authflow: {} {} denied: {}", request.method(), request.path(), denied.reason.label());
+            }
+            let r = &denied.response;
+            host::send_response(r.status, &r.headers, &r.body);
+            false
+        }
+        // `Vm::decide` and `Vm::settle_paused` never hand this over; answer as
+        // "no keys" rather than let an undecided request through.
+        Outcome::AwaitKeys { .. } => {
+            let r = DenyReason::KeysUnavailable.response(vm.engine.config.retry_after_secs, None);
+            host::send_response(r.status, &r.headers, &r.body);
+            false
+        }
+    }
+}
+
+/// Identity headers are the filter's alone: each configured one is set to
+/// this request's value, replacing any copy the client sent, or removed when
+/// this request has none. Without reading the client's headers first: one
+/// host call per name, whatever arrived.
+fn set_identity(owned: &[String], values: &[(String, String)]) {
+    for name in owned {
+        match values.iter().find(|(n, _)| n == name) {
+            Some((_, value)) => host::set_request_header(name, value),
+            None => host::remove_request_header(name),
+        }
+    }
+}
+
+/// Device failures are logged with what the operator needs to tell a stolen
+/// token from a configuration mismatch: the attributes in use, never values.
+fn log_device(vm: &Vm, check: DeviceCheck, request: &Request, what: &str) {
+    if check == DeviceCheck::SecretMissing {
+        vm.metrics.inc(Metric::DeviceSecretMissing);
+    }
+    let attrs: Vec<&str> = vm.engine.config.device.attributes.iter().map(|a| a.name()).collect();
+    log::info!(
+        "authflow: device check {check:?} on {} {}: {what}. Fingerprint attributes here: {attrs:?}; if every request fails, compare them with the auth service's fingerprint attributes.",
+        request.method(),
+        request.path()
+    );
+}

@@ -1,0 +1,272 @@
+//! One provider's background side in one VM: the fetches of its key set and
+//! revocation list, adopting what other VMs shared of them, and applying a
+//! callout's answer. The decisions (when to fetch, whether a request waits,
+//! what a refused dispatch means) are `authflow_filter_core::fetch`'s; this
+//! carries them out against the host and reports what to do next.
+
+use authflow_contract::revocation::RevocationFeed;
+use authflow_contract::KeySet;
+use authflow_filter_core::config::{JwksSource, Provider};
+use authflow_filter_core::fetch::{
+    feed_answer, feed_path, jwks_answer, status_of, Answer, Document, DocumentFetch, FetchEnd, KeyNeed, KeyWait, Refusal,
+};
+use authflow_filter_core::revocation::RevocationSet;
+use authflow_filter_core::Engine;
+use proxy_wasm::types::Status;
+
+use crate::host;
+use crate::metrics::{Metric, Metrics};
+use crate::shared::SharedSlot;
+
+/// A document's fetch state and where the worker VMs share it.
+struct Shared {
+    fetch: DocumentFetch,
+    slot: SharedSlot,
+}
+
+impl Shared {
+    fn new(document: Document, issuer: &str, upstream: authflow_filter_core::config::Upstream) -> Self {
+        let fetch = DocumentFetch::new(document, issuer, upstream);
+        let slot = SharedSlot::new(fetch.shared_key.clone());
+        Shared { fetch, slot }
+    }
+}
+
+/// A callout to start now.
+pub struct Callout {
+    pub document: Document,
+    pub cluster: String,
+    pub authority: String,
+    pub path: String,
+    pub if_none_match: Option<String>,
+    pub timeout_ms: u64,
+}
+
+/// What the VM around a provider lends it for one step.
+pub struct Env<'a> {
+    pub engine: &'a mut Engine,
+    pub metrics: &'a Metrics,
+    /// Identifies this VM as a lease holder.
+    pub vm_id: u64,
+    pub now_ms: u64,
+    /// In [0, 1): spreads retries of a fleet apart.
+    pub jitter: f64,
+}
+
+pub struct ProviderRuntime {
+    /// The provider's position in the configuration (and the engine's state).
+    index: usize,
+    name: String,
+    issuer: String,
+    jwks: Option<Shared>,
+    revocations: Option<Shared>,
+}
+
+impl ProviderRuntime {
+    pub fn new(index: usize, provider: &Provider) -> Self {
+        let jwks = match &provider.jwks {
+            JwksSource::Remote(u) => Some(Shared::new(Document::Jwks, &provider.issuer, u.clone())),
+            JwksSource::Inline(_) => None,
+        };
+        let revocations = provider.revocations.clone().map(|u| Shared::new(Document::Revocations, &provider.issuer, u));
+        ProviderRuntime { index, name: provider.name.clone(), issuer: provider.issuer.clone(), jwks, revocations }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Moves whenever a key fetch ends: requests paused for keys compare it.
+    pub fn key_generation(&self) -> u64 {
+        self.jwks.as_ref().map_or(0, |s| s.fetch.generation())
+    }
+
+    /// A request of this provider found no key: whether it should wait.
+    pub fn key_wait(&mut self, need: KeyNeed, now_ms: u64) -> KeyWait {
+        match self.jwks.as_mut() {
+            Some(s) => s.fetch.key_wait(need, now_ms),
+            // Inline keys never change: nothing to wait for.
+            None => KeyWait::AnswerNow,
+        }
+    }
+
+    /// Whether `token` is one of this provider's callouts, and for which document.
+    pub fn callout_document(&self, token: u32) -> Option<Document> {
+        [&self.jwks, &self.revocations].into_iter().flatten().find(|s| s.fetch.is_call(token)).map(|s| s.fetch.document)
+    }
+
+    /// Takes over what another VM fetched and shared since the last look.
+    /// This does not end anyone's wait for keys: that document may predate
+    /// the key a paused request is waiting for.
+    pub fn adopt_shared(&mut self, env: &mut Env) {
+        if let Some(s) = self.jwks.as_mut() {
+            if let Some(set) = s.slot.take_if_changed().and_then(|bytes| KeySet::parse(&bytes).ok()) {
+                install_keys(env, self.index, &self.name, set);
+            }
+        }
+        let Some(s) = self.revocations.as_mut() else { return };
+        let max = env.engine.config.revocation.max_entries;
+        let Some(state) = env.engine.providers.get_mut(self.index) else { return };
+        if let Some(feed) = s.slot.take_if_changed().and_then(|bytes| serde_json::from_slice::<RevocationFeed>(&bytes).ok()) {
+            let mut next = RevocationSet::default();
+            if next.apply(feed, &self.issuer, max, env.now_ms / 1000).is_ok() {
+                state.revocations = next;
+                env.metrics.set(Metric::RevocationEntries, state.revocations.len() as u64);
+            }
+        }
+        let fresh = s.slot.value("fresh").and_then(|v| String::from_utf8(v).ok()).and_then(|v| v.parse::<u64>().ok());
+        if let Some(fresh) = fresh {
+            state.revocations_fresh_at_ms = state.revocations_fresh_at_ms.max(fresh);
+        }
+    }
+
+    /// The callouts to start now. Keys this VM does not hold yet it fetches
+    /// for itself; periodic refreshes and revocation polls take the
+    /// process-wide lease, so one VM per Envoy does them.
+    pub fn due_callouts(&mut self, engine: &Engine, vm_id: u64, now_ms: u64) -> Vec<Callout> {
+        let mut due = Vec::new();
+        let state = engine.providers.get(self.index);
+        if let Some(s) = self.jwks.as_mut() {
+            let have_keys = state.is_some_and(|p| p.keys.is_some());
+            let Shared { fetch, slot } = s;
+            let ttl = fetch.lease_ttl_ms();
+            if fetch.should_start(now_ms, || !have_keys || slot.acquire_lease(vm_id, now_ms, ttl)) {
+                let etag = if have_keys { fetch.etag().map(str::to_owned) } else { None };
+                due.push(callout(fetch, fetch.upstream.path.clone(), etag));
+            }
+        }
+        if let Some(s) = self.revocations.as_mut() {
+            let Shared { fetch, slot } = s;
+            let ttl = fetch.lease_ttl_ms();
+            if fetch.should_start(now_ms, || slot.acquire_lease(vm_id, now_ms, ttl)) {
+                let cursor = state.and_then(|p| p.revocations.cursor());
+                due.push(callout(fetch, feed_path(&fetch.upstream.path, cursor), None));
+            }
+        }
+        due
+    }
+
+    /// What the host said to a callout of [`due_callouts`](Self::due_callouts).
+    pub fn dispatched(&mut self, document: Document, result: Result<u32, Status>, env: &mut Env) {
+        let name = &self.name;
+        let shared = match document {
+            Document::Jwks => self.jwks.as_mut(),
+            Document::Revocations => self.revocations.as_mut(),
+        };
+        let Some(fetch) = shared.map(|s| &mut s.fetch) else { return };
+        match result {
+            Ok(token) => fetch.started(token, env.now_ms),
+            Err(status) => match fetch.refused(env.now_ms, env.jitter) {
+                // Typically a STRICT_DNS cluster not resolved yet at startup.
+                Refusal::Deferred => {
+                    env.metrics.inc(pick(document, Metric::JwksDispatchDeferred, Metric::RevocationDispatchDeferred));
+                    let cluster = &fetch.upstream.cluster;
+                    log::debug!("authflow: provider {name}: cluster {cluster} not ready for the {} fetch ({status:?}), retrying", document.label());
+                }
+                Refusal::Failed => {
+                    env.metrics.inc(pick(document, Metric::JwksFetchFailed, Metric::RevocationFetchFailed));
+                    let cluster = &fetch.upstream.cluster;
+                    log::warn!("authflow: provider {name}: cannot call cluster {cluster} for {}: {status:?}", document.label());
+                }
+            },
+        }
+    }
+
+    /// Applies a callout's answer.
+    pub fn on_answer(&mut self, document: Document, body_size: usize, env: &mut Env) {
+        let headers = host::call_response_headers();
+        let status = status_of(&headers);
+        match document {
+            Document::Jwks => self.on_jwks(status, headers.first("etag").map(str::to_owned), body_size, env),
+            Document::Revocations => self.on_feed(status, body_size, env),
+        }
+    }
+
+    fn on_jwks(&mut self, status: u32, etag: Option<String>, body_size: usize, env: &mut Env) {
+        let Some(s) = self.jwks.as_mut() else { return };
+        match jwks_answer(status, body_size, host::call_response_body) {
+            Answer::NotModified => {
+                s.fetch.finished(FetchEnd::NotModified, env.now_ms, env.jitter);
+                env.metrics.inc(Metric::JwksNotModified);
+            }
+            Answer::Fresh(set, bytes) => {
+                s.fetch.finished(FetchEnd::Fresh { etag }, env.now_ms, env.jitter);
+                s.slot.publish(&bytes, env.vm_id, env.now_ms);
+                env.metrics.inc(Metric::JwksFetchOk);
+                install_keys(env, self.index, &self.name, set);
+            }
+            Answer::Failed(why) => {
+                s.fetch.finished(FetchEnd::Failed, env.now_ms, env.jitter);
+                env.metrics.inc(if status == 200 { Metric::JwksRejected } else { Metric::JwksFetchFailed });
+                log::warn!("authflow: provider {}: key fetch failed, keeping the last good keys: {why}", self.name);
+            }
+        }
+    }
+
+    fn on_feed(&mut self, status: u32, body_size: usize, env: &mut Env) {
+        let Some(s) = self.revocations.as_mut() else { return };
+        let now = env.now_ms;
+        let max = env.engine.config.revocation.max_entries;
+        let Some(state) = env.engine.providers.get_mut(self.index) else { return };
+        match feed_answer(status, body_size, host::call_response_body) {
+            Answer::NotModified => {
+                s.fetch.finished(FetchEnd::NotModified, now, env.jitter);
+                s.slot.set_value("fresh", now.to_string().as_bytes());
+                state.revocations_fresh_at_ms = now;
+                env.metrics.inc(Metric::RevocationNotModified);
+            }
+            Answer::Fresh(feed, _) => match state.revocations.apply(feed, &self.issuer, max, now / 1000) {
+                Ok(()) => {
+                    s.fetch.finished(FetchEnd::Fresh { etag: None }, now, env.jitter);
+                    state.revocations_fresh_at_ms = now;
+                    // Others get the merged list: a delta means nothing without its base.
+                    if let Ok(snapshot) = serde_json::to_vec(&state.revocations.to_snapshot(&self.issuer)) {
+                        s.slot.publish(&snapshot, env.vm_id, now);
+                    }
+                    s.slot.set_value("fresh", now.to_string().as_bytes());
+                    env.metrics.inc(Metric::RevocationFetchOk);
+                    env.metrics.set(Metric::RevocationEntries, state.revocations.len() as u64);
+                }
+                Err(e) => {
+                    s.fetch.finished(FetchEnd::Failed, now, env.jitter);
+                    env.metrics.inc(Metric::RevocationRejected);
+                    log::error!("authflow: provider {}: revocation feed refused, keeping the last good list: {e}", self.name);
+                }
+            },
+            Answer::Failed(why) => {
+                s.fetch.finished(FetchEnd::Failed, now, env.jitter);
+                env.metrics.inc(Metric::RevocationFetchFailed);
+                log::warn!("authflow: provider {}: revocation poll failed: {why}", self.name);
+            }
+        }
+    }
+
+}
+
+fn callout(fetch: &DocumentFetch, path: String, if_none_match: Option<String>) -> Callout {
+    let u = &fetch.upstream;
+    Callout {
+        document: fetch.document,
+        cluster: u.cluster.clone(),
+        authority: u.authority.clone(),
+        path,
+        if_none_match,
+        timeout_ms: u.timeout_ms,
+    }
+}
+
+fn pick(document: Document, jwks: Metric, revocations: Metric) -> Metric {
+    match document {
+        Document::Jwks => jwks,
+        Document::Revocations => revocations,
+    }
+}
+
+fn install_keys(env: &mut Env, index: usize, name: &str, set: KeySet) {
+    if set.skipped > 0 {
+        log::info!("authflow: provider {name}: {} keys loaded, {} unusable keys skipped", set.keys.len(), set.skipped);
+    }
+    env.engine.set_keys(index, set);
+    let total: usize = env.engine.providers.iter().filter_map(|p| p.keys.as_ref()).map(|k| k.keys.len()).sum();
+    env.metrics.set(Metric::KeysLoaded, total as u64);
+}
