@@ -218,6 +218,11 @@ def envoy_doc(http_filters: list[dict], clusters: list[dict], port: int, admin_p
                     "typed_config": {
                         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                         "stat_prefix": "bench",
+                        # As every shipped config (envoy/envoy.yaml.in): the same for every case.
+                        "normalize_path": True,
+                        "merge_slashes": True,
+                        "path_with_escaped_slashes_action": "REJECT_REQUEST",
+                        "common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"},
                         "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{
                             "match": {"prefix": "/"},
                             "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}}]}]},

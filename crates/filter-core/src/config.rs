@@ -29,6 +29,8 @@ struct RawConfig {
     #[serde(default)]
     routes: Vec<RawRoute>,
     #[serde(default)]
+    case_insensitive_paths: bool,
+    #[serde(default)]
     default_policy: Option<Policy>,
     #[serde(default)]
     failure_mode: FailureMode,
@@ -144,6 +146,8 @@ struct RawRouteMatch {
     #[serde(default)]
     prefix: Option<String>,
     #[serde(default)]
+    path_prefix: Option<String>,
+    #[serde(default)]
     exact: Option<String>,
     #[serde(default)]
     methods: Vec<String>,
@@ -245,6 +249,8 @@ pub struct FilterConfig {
     pub max_token_bytes: usize,
     pub identity: IdentityHeaders,
     pub routes: Vec<Route>,
+    /// Route paths match ignoring ASCII case (for case-insensitive backends).
+    pub case_insensitive_paths: bool,
     pub default_policy: Policy,
     pub failure_mode: FailureMode,
     pub retry_after_secs: u32,
@@ -323,10 +329,15 @@ pub struct Route {
     pub policy: Policy,
 }
 
+/// How a route matches the normalized request path (see `crate::path`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PathMatch {
     Exact(String),
+    /// Plain string prefix: `/api/admin` also matches `/api/adminx`.
     Prefix(String),
+    /// Whole segments only (Envoy's `path_separated_prefix`): `/api/admin`
+    /// matches `/api/admin` and `/api/admin/x`, not `/api/adminx`.
+    PathPrefix(String),
 }
 
 #[derive(Clone, Debug)]
@@ -470,6 +481,7 @@ impl FilterConfig {
             max_token_bytes: raw.max_token_bytes,
             identity,
             routes,
+            case_insensitive_paths: raw.case_insensitive_paths,
             default_policy,
             failure_mode: raw.failure_mode,
             retry_after_secs: raw.retry_after_secs,
@@ -605,13 +617,22 @@ fn validate_identity(raw: Option<RawIdentityHeaders>) -> Result<IdentityHeaders,
 }
 
 fn validate_route(r: RawRoute) -> Result<Route, ConfigError> {
-    let path = match (r.matcher.prefix, r.matcher.exact) {
-        (Some(p), None) if p.starts_with('/') => PathMatch::Prefix(p),
-        (None, Some(e)) if e.starts_with('/') => PathMatch::Exact(e),
-        (Some(_), Some(_)) => return err("match: give `prefix` or `exact`, not both"),
-        (None, None) => return err("match: `prefix` or `exact` is required"),
-        _ => return err("match: paths start with `/`"),
+    let path = match (r.matcher.prefix, r.matcher.path_prefix, r.matcher.exact) {
+        (Some(p), None, None) => PathMatch::Prefix(p),
+        (None, Some(p), None) if p.len() > 1 && p.ends_with('/') => {
+            return err("match.path_prefix: no trailing `/` (it matches whole segments; `/a` covers `/a/…`)")
+        }
+        (None, Some(p), None) => PathMatch::PathPrefix(p),
+        (None, None, Some(e)) => PathMatch::Exact(e),
+        (None, None, None) => return err("match: `prefix`, `path_prefix` or `exact` is required"),
+        _ => return err("match: give one of `prefix`, `path_prefix` or `exact`"),
     };
+    let (PathMatch::Prefix(p) | PathMatch::PathPrefix(p) | PathMatch::Exact(p)) = &path;
+    if !crate::path::is_normalized_rule_path(p) {
+        return err(format!(
+            "match: `{p}` must be a normalized path: start with `/`, no `//`, `.` or `..` segments, `%`, `\\`, `;`, `?` or `#` (requests are matched after normalization)"
+        ));
+    }
     let methods = r.matcher.methods.iter().map(|m| m.to_ascii_uppercase()).collect::<Vec<_>>();
     if methods.iter().any(|m| m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase())) {
         return err("match.methods: HTTP method names only");
@@ -727,6 +748,29 @@ mod tests {
         assert_eq!(c.routes[2].policy, Policy::ScopesAll(vec!["read".into(), "write".into()]));
         assert_eq!(c.identity.claims, vec![(vec!["org".to_string(), "team".to_string()], "x-team".to_string())]);
         assert_eq!(c.identity.all_names(), vec!["x-user", "x-team"]);
+        assert!(!c.case_insensitive_paths);
+    }
+
+    #[test]
+    fn route_paths_are_checked() {
+        let route = |m: serde_json::Value| with(serde_json::json!({"routes": [{"match": m, "policy": "public"}]}));
+        let c = route(serde_json::json!({"path_prefix": "/api/admin"})).unwrap();
+        assert_eq!(c.routes[0].path, PathMatch::PathPrefix("/api/admin".into()));
+        assert!(route(serde_json::json!({"path_prefix": "/"})).is_ok());
+        assert!(route(serde_json::json!({"prefix": "/.well-known/"})).is_ok());
+        for bad in [
+            serde_json::json!({"path_prefix": "/api/"}),
+            serde_json::json!({"prefix": "/a", "path_prefix": "/b"}),
+            serde_json::json!({"prefix": "api"}),
+            serde_json::json!({"exact": "/a/../b"}),
+            serde_json::json!({"prefix": "/a//b"}),
+            serde_json::json!({"prefix": "/a%2Fb"}),
+            serde_json::json!({"exact": "/a?x=1"}),
+        ] {
+            let e = route(bad.clone()).unwrap_err();
+            assert!(e.0.contains("routes[0]`.match"), "{bad}: {e}");
+        }
+        assert!(with(serde_json::json!({"case_insensitive_paths": true})).unwrap().case_insensitive_paths);
     }
 
     #[test]

@@ -8,6 +8,8 @@ pub enum DenyReason {
     MissingToken,
     /// Several tokens, or an `Authorization: Bearer` header with nothing usable.
     InvalidRequest,
+    /// A path some server could read as one under a stronger route rule (see `crate::path`).
+    AmbiguousPath,
     TokenTooLarge,
     Malformed,
     AlgorithmNotAllowed,
@@ -37,8 +39,8 @@ pub enum DenyReason {
 }
 
 impl DenyReason {
-    pub const ALL: [DenyReason; 25] = [
-        Self::MissingToken, Self::InvalidRequest, Self::TokenTooLarge, Self::Malformed, Self::AlgorithmNotAllowed,
+    pub const ALL: [DenyReason; 26] = [
+        Self::MissingToken, Self::InvalidRequest, Self::AmbiguousPath, Self::TokenTooLarge, Self::Malformed, Self::AlgorithmNotAllowed,
         Self::KeyInHeader, Self::UnknownIssuer, Self::UnknownKey, Self::BadSignature, Self::Expired,
         Self::NotYetValid, Self::IssuedInFuture, Self::WrongAudience, Self::LifetimeTooLong, Self::WrongType,
         Self::MissingClaim, Self::TokenRevoked, Self::SessionRevoked, Self::SubjectBanned, Self::DeviceMismatch,
@@ -50,6 +52,7 @@ impl DenyReason {
         match self {
             Self::MissingToken => "missing_token",
             Self::InvalidRequest => "invalid_request",
+            Self::AmbiguousPath => "ambiguous_path",
             Self::TokenTooLarge => "token_too_large",
             Self::Malformed => "malformed",
             Self::AlgorithmNotAllowed => "algorithm_not_allowed",
@@ -80,6 +83,7 @@ impl DenyReason {
         match self {
             Self::MissingToken => "authentication required",
             Self::InvalidRequest => "the request carries more than one token or a malformed Authorization header",
+            Self::AmbiguousPath => "the request path is ambiguous; send it normalized, without encoded separators or path parameters",
             Self::TokenTooLarge => "token too large",
             Self::Malformed => "token is malformed",
             Self::AlgorithmNotAllowed => "token signing algorithm not allowed",
@@ -110,7 +114,7 @@ impl DenyReason {
     pub fn response(self, retry_after_secs: u32, required_scope: Option<&str>) -> DenyResponse {
         let (status, code) = match self {
             Self::MissingToken => (401, None),
-            Self::InvalidRequest => (400, Some("invalid_request")),
+            Self::InvalidRequest | Self::AmbiguousPath => (400, Some("invalid_request")),
             Self::InsufficientRole | Self::InsufficientScope => (403, Some("insufficient_scope")),
             Self::KeysUnavailable | Self::RevocationStale => (503, Some("temporarily_unavailable")),
             _ => (401, Some("invalid_token")),

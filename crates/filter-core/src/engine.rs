@@ -110,7 +110,9 @@ impl Engine {
     }
 
     pub fn evaluate(&mut self, req: &Request, now_ms: u64, may_wait: bool) -> Outcome {
-        let policy = policy_for(&self.config, req);
+        let Ok(policy) = policy_for(&self.config, req) else {
+            return self.deny(DenyReason::AmbiguousPath);
+        };
         let public = *policy == Policy::Public;
         let token = match extract(req, &self.config.token_sources, self.config.max_token_bytes) {
             Ok(Extracted::Token(t)) => t,

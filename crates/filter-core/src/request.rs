@@ -212,8 +212,7 @@ impl Request {
 
     /// `:path` without the query string or fragment.
     pub fn path(&self) -> &str {
-        let full = self.header(":path").unwrap_or_default();
-        full.split(['?', '#']).next().unwrap_or_default()
+        crate::path::without_query(self.header(":path").unwrap_or_default())
     }
 
     /// Value of a cookie, from any `cookie` header.

@@ -150,3 +150,42 @@ fn a_broken_configuration_is_refused_by_the_same_path() {
     let e = FilterConfig::from_json(v.to_string().as_bytes()).unwrap_err();
     assert!(e.0.contains("on_stal"), "{e}");
 }
+
+/// Every HTTP connection manager in a document, wherever it sits.
+fn connection_managers(v: &Value, found: &mut Vec<Value>) {
+    match v {
+        Value::Object(map) => {
+            if map.get("@type").and_then(Value::as_str).is_some_and(|t| t.ends_with(".HttpConnectionManager")) {
+                found.push(v.clone());
+            }
+            map.values().for_each(|x| connection_managers(x, found));
+        }
+        Value::Array(items) => items.iter().for_each(|x| connection_managers(x, found)),
+        _ => {}
+    }
+}
+
+/// The filter decides on the path the upstream acts on and owns every spelling
+/// of its identity headers; the proxy in front does its part (docs/deploy.md).
+#[test]
+fn every_connection_manager_normalizes_paths_and_refuses_underscore_headers() {
+    let mut checked = 0;
+    for path in yaml_files(&repo_root().join("envoy")) {
+        let name = path.display();
+        for doc in documents(&path) {
+            let mut found = Vec::new();
+            connection_managers(&doc, &mut found);
+            for hcm in found {
+                assert_eq!(hcm["normalize_path"], true, "{name}: normalize_path");
+                assert_eq!(hcm["merge_slashes"], true, "{name}: merge_slashes");
+                assert_eq!(hcm["path_with_escaped_slashes_action"], "REJECT_REQUEST", "{name}: path_with_escaped_slashes_action");
+                assert_eq!(
+                    hcm["common_http_protocol_options"]["headers_with_underscores_action"], "REJECT_REQUEST",
+                    "{name}: common_http_protocol_options.headers_with_underscores_action"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 2, "expected the local and compose Envoy configs under envoy/, checked {checked}");
+}

@@ -1,0 +1,278 @@
+//! Request paths as an upstream may act on them.
+//!
+//! The filter decides on the *normalized* path: what Envoy forwards with
+//! `normalize_path` and `merge_slashes` — percent-escapes of unreserved
+//! characters decoded (RFC 3986 §6.2.2.2), dot segments removed (§5.2.4),
+//! then runs of slashes merged. Without those settings (or behind another
+//! proxy) a backend may act on other readings of the same bytes: the raw
+//! path, every escape decoded (a second time for double encoding), `\` taken
+//! as `/`, `;` parameters dropped, the path cut at a NUL, slashes merged
+//! before dot segments. [`readings`] lists them, so the route policy can
+//! refuse a path whose readings would need a stronger policy than the one
+//! decided on — and only such a path: `%2F` in an id is fine where it
+//! changes nothing.
+//!
+//! Paths without any of `%`, `\`, `;`, control characters, `//` or `/.`
+//! read one way only and cost no allocation.
+
+use std::borrow::Cow;
+
+/// Percent-decoding rounds a lenient backend might apply; a path still
+/// decoding after this many is refused rather than guessed at.
+const MAX_DECODE_ROUNDS: usize = 4;
+
+/// Why a path cannot be placed at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unreadable {
+    /// A `%` not followed by two hex digits: not a URI (RFC 3986 §2.1), and
+    /// servers disagree on what it means (`%u0061` is `a` to some).
+    InvalidEscape,
+    /// Still percent-encoded after [`MAX_DECODE_ROUNDS`] rounds of decoding.
+    TooDeeplyEncoded,
+}
+
+/// The path decided on, and the other forms a backend may act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Readings<'a> {
+    pub normalized: Cow<'a, str>,
+    /// Empty when the path reads one way only.
+    pub others: Vec<String>,
+}
+
+/// `:path` without its query string or fragment.
+pub fn without_query(path: &str) -> &str {
+    path.split(['?', '#']).next().unwrap_or_default()
+}
+
+/// Every reading of `path` (already without its query).
+pub fn readings(path: &str) -> Result<Readings<'_>, Unreadable> {
+    if reads_one_way(path) {
+        return Ok(Readings { normalized: Cow::Borrowed(path), others: Vec::new() });
+    }
+    if has_invalid_escape(path.as_bytes()) {
+        return Err(Unreadable::InvalidEscape);
+    }
+    let unreserved = decode_unreserved(path);
+    let normalized = merge_slashes(&remove_dot_segments(&unreserved));
+    let mut others = vec![path.to_owned(), remove_dot_segments(&merge_slashes(&unreserved))];
+    let params_first = strip_params(path);
+    let decoded = decode_fully(path)?;
+    let params_after = strip_params(&String::from_utf8_lossy(&decoded)).into_bytes();
+    for decoded in [decoded, params_after, decode_fully(&params_first)?] {
+        let lenient = lenient(&decoded);
+        others.push(merge_slashes(&remove_dot_segments(&lenient)));
+        others.push(remove_dot_segments(&merge_slashes(&lenient)));
+    }
+    others.sort_unstable();
+    others.dedup();
+    others.retain(|o| *o != normalized);
+    Ok(Readings { normalized: Cow::Owned(normalized), others })
+}
+
+/// Whether a route path is written the way the filter compares paths:
+/// starting with `/`, normalized, with nothing that reads two ways.
+pub fn is_normalized_rule_path(p: &str) -> bool {
+    p.starts_with('/')
+        && !p.bytes().any(|b| matches!(b, b'%' | b'\\' | b';' | b'?' | b'#') || b.is_ascii_control())
+        && !p.contains("//")
+        && !p.split('/').any(|segment| matches!(segment, "." | ".."))
+}
+
+fn reads_one_way(path: &str) -> bool {
+    !path.bytes().any(|b| matches!(b, b'%' | b'\\' | b';') || b.is_ascii_control()) && !path.contains("//") && !path.contains("/.")
+}
+
+fn hex(b: u8) -> Option<u8> {
+    char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok())
+}
+
+/// The byte a `%XX` at the start of `rest` stands for.
+fn escape_at(rest: &[u8]) -> Option<u8> {
+    match rest {
+        [b'%', h, l, ..] => Some(hex(*h)? << 4 | hex(*l)?),
+        _ => None,
+    }
+}
+
+fn has_invalid_escape(path: &[u8]) -> bool {
+    path.iter().enumerate().any(|(i, b)| *b == b'%' && path.get(i..).and_then(escape_at).is_none())
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// One pass over `bytes`, decoding the escapes `decode` accepts; others stay as written.
+fn decode_where(bytes: &[u8], decode: impl Fn(u8) -> bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match bytes.get(i..).and_then(escape_at) {
+            Some(d) if decode(d) => {
+                out.push(d);
+                i += 3;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// RFC 3986 §6.2.2.2: `%61` is `a`; `%2F` stays an escaped slash.
+fn decode_unreserved(path: &str) -> String {
+    // Only ASCII is decoded, so the result is as valid UTF-8 as the input.
+    String::from_utf8_lossy(&decode_where(path.as_bytes(), is_unreserved)).into_owned()
+}
+
+/// Every escape decoded, again and again as long as that changes anything.
+fn decode_fully(path: &str) -> Result<Vec<u8>, Unreadable> {
+    let mut bytes = path.as_bytes().to_vec();
+    for _ in 0..MAX_DECODE_ROUNDS {
+        let next = decode_where(&bytes, |_| true);
+        if next == bytes {
+            return Ok(bytes);
+        }
+        bytes = next;
+    }
+    if decode_where(&bytes, |_| true) == bytes {
+        Ok(bytes)
+    } else {
+        Err(Unreadable::TooDeeplyEncoded)
+    }
+}
+
+/// What a forgiving server does with decoded bytes: `\` is a separator, and a
+/// C string ends at the first NUL (any control character, to be safe).
+fn lenient(decoded: &[u8]) -> String {
+    let end = decoded.iter().position(u8::is_ascii_control).unwrap_or(decoded.len());
+    let bytes: Vec<u8> = decoded.iter().take(end).map(|&b| if b == b'\\' { b'/' } else { b }).collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Path parameters dropped from every segment (`/a;x/b;y=1` → `/a/b`), as servlet containers do.
+fn strip_params(path: &str) -> String {
+    path.split('/').map(|seg| seg.split(';').next().unwrap_or_default()).collect::<Vec<_>>().join("/")
+}
+
+fn merge_slashes(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        if !(c == '/' && out.ends_with('/')) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// RFC 3986 §5.2.4 for an absolute path; anything else is left as it is.
+fn remove_dot_segments(path: &str) -> String {
+    let Some(rest) = path.strip_prefix('/') else { return path.to_owned() };
+    let mut out: Vec<&str> = Vec::new();
+    let mut trailing_slash = false;
+    for segment in rest.split('/') {
+        trailing_slash = matches!(segment, "." | "..");
+        match segment {
+            "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let mut normalized = String::with_capacity(path.len());
+    for segment in &out {
+        normalized.push('/');
+        normalized.push_str(segment);
+    }
+    if trailing_slash || normalized.is_empty() {
+        normalized.push('/');
+    }
+    normalized
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn normalized(p: &str) -> String {
+        readings(p).unwrap().normalized.into_owned()
+    }
+
+    fn all(p: &str) -> Vec<String> {
+        let r = readings(p).unwrap();
+        let mut v = r.others;
+        v.push(r.normalized.into_owned());
+        v
+    }
+
+    #[test]
+    fn plain_paths_read_one_way_without_copying() {
+        for p in ["/", "/api/admin", "/api/items/42", "/a-b_c~d.e", "*"] {
+            let r = readings(p).unwrap();
+            assert!(matches!(r.normalized, Cow::Borrowed(_)) && r.others.is_empty(), "{p}");
+        }
+    }
+
+    #[test]
+    fn normalizes_like_envoy() {
+        assert_eq!(normalized("/api/x/../admin"), "/api/admin");
+        assert_eq!(normalized("/api/./admin/"), "/api/admin/");
+        assert_eq!(normalized("/api//admin"), "/api/admin");
+        assert_eq!(normalized("//api///admin"), "/api/admin");
+        assert_eq!(normalized("/api/%61dmin"), "/api/admin");
+        assert_eq!(normalized("/api/x/%2e%2E/admin"), "/api/admin");
+        assert_eq!(normalized("/.."), "/");
+        assert_eq!(normalized("/a/.."), "/");
+        assert_eq!(normalized("/a/."), "/a/");
+        // Dot segments first, then slashes merged (Envoy's order) …
+        assert_eq!(normalized("/a//../b"), "/a/b");
+        // … and the other order is one of the readings.
+        assert!(all("/a//../b").contains(&"/b".to_owned()));
+        // Reserved escapes stay escaped in the normalized form.
+        assert_eq!(normalized("/api%2Fadmin"), "/api%2Fadmin");
+        assert_eq!(normalized("/items/a%2fb"), "/items/a%2fb");
+        assert_eq!(normalized("/.well-known/jwks.json"), "/.well-known/jwks.json");
+    }
+
+    #[test]
+    fn readings_cover_what_lenient_backends_do() {
+        let has = |p: &str, reading: &str| assert!(all(p).contains(&reading.to_owned()), "{p}: {:?}", all(p));
+        has("/api%2Fadmin", "/api/admin");
+        has("/api%5Cadmin", "/api/admin");
+        has("/api\\admin", "/api/admin");
+        has("/api;x/admin", "/api/admin");
+        has("/api/admin;jsessionid=1/users", "/api/admin/users");
+        has("/public/..;/api/admin", "/api/admin");
+        has("/api/%2561dmin", "/api/admin");
+        has("/api%252Fadmin", "/api/admin");
+        has("/api/x/..%2Fadmin", "/api/admin");
+        has("/api/admin%00.json", "/api/admin");
+        has("/api/admin%0a", "/api/admin");
+        has("/public/x/../../api/admin", "/api/admin");
+        // The raw form is a reading too: a backend may route before normalizing.
+        has("/api/admin/../items", "/api/admin/../items");
+    }
+
+    #[test]
+    fn unreadable_paths() {
+        for p in ["/api/admin%zz", "/api/%u0061dmin", "/api/admin%", "/api/admin%4"] {
+            assert_eq!(readings(p), Err(Unreadable::InvalidEscape), "{p}");
+        }
+        assert_eq!(readings("/a%2525252561"), Err(Unreadable::TooDeeplyEncoded));
+        // An escaped percent that decodes to a lone `%` is data, not an error.
+        assert!(readings("/items/100%25").is_ok());
+    }
+
+    #[test]
+    fn rule_paths_must_be_normalized() {
+        assert!(is_normalized_rule_path("/api/admin"));
+        assert!(is_normalized_rule_path("/.well-known/"));
+        assert!(is_normalized_rule_path("/v1/auth/"));
+        for p in ["api", "/a//b", "/a/../b", "/a/./b", "/a%2Fb", "/a;b", "/a\\b", "/a?x", "/a\n", "/a/..", "/."] {
+            assert!(!is_normalized_rule_path(p), "{p}");
+        }
+    }
+}

@@ -1,0 +1,419 @@
+//! End to end: request paths, header spellings and repeated headers as a
+//! hostile client sends them, byte for byte over a TCP socket (nothing on the
+//! way normalizes), through the real Envoy with the built `authflow.wasm` and
+//! the echo backend, which reports the path and headers it received.
+//!
+//! Every path test runs twice: with the HTTP connection manager settings the
+//! shipped configs use (`normalize_path`, `merge_slashes`, escaped slashes
+//! rejected, underscore headers rejected) and without them, to show that the
+//! filter alone holds.
+// Tests may unwrap and panic: a failure should stop the test where it happened.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use authflow_contract::AccessClaims;
+use authflow_echo::EchoServer;
+use jwt_simple::prelude::*;
+use serde_json::{json, Value};
+use support::*;
+
+const ISS: &str = "https://auth.path.test";
+
+/// What the shipped Envoy configs set on every HTTP connection manager.
+fn shipped_hcm_settings() -> Value {
+    json!({
+        "normalize_path": true,
+        "merge_slashes": true,
+        "path_with_escaped_slashes_action": "REJECT_REQUEST",
+        "common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"}
+    })
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+fn token(key: &Ed25519KeyPair, subject: &str, roles: &[&str]) -> String {
+    let custom = AccessClaims { sid: "s-1".into(), roles: roles.iter().map(|r| r.to_string()).collect(), scope: "read".into(), dfp: None };
+    let mut c = Claims::with_custom_claims(custom, Duration::from_mins(10).into())
+        .with_issuer(ISS)
+        .with_subject(subject)
+        .with_audience("api")
+        .with_jwt_id(format!("jti-{subject}"));
+    c.issued_at = Some(UnixTimeStamp::from_secs(now() - 5));
+    key.sign(c).unwrap()
+}
+
+/// The rule set under test: `admin_match` is `prefix` or `path_prefix`.
+fn filter_config(key: &Ed25519KeyPair, admin_match: &str, extra: Value) -> Value {
+    let mut c = json!({
+        "providers": [{
+            "name": "path", "issuer": ISS, "audiences": ["api"], "algorithms": ["EdDSA"],
+            "jwks": {"inline": serde_json::from_str::<Value>(&jwks_of(&[key.public_key().to_jwk()])).unwrap()}
+        }],
+        "token_sources": {"authorization_bearer": true, "cookies": ["access_token"]},
+        "routes": [
+            {"match": {"prefix": "/public"}, "policy": "public"},
+            {"match": {"exact": "/healthz"}, "policy": "public"},
+            {"match": {admin_match: "/api/admin"}, "policy": {"roles_any": ["admin"]}}
+        ],
+        "identity_headers": {"subject": "x-auth-user", "roles": "x-auth-roles", "scopes": "x-auth-scopes", "session": "x-auth-session"}
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    c
+}
+
+/// Envoy with the filter in front of the echo backend, with `hcm` fields
+/// added to its HTTP connection manager.
+fn start(filter: Value, backend: &EchoServer, hcm: &Value) -> Envoy {
+    let clusters = vec![("backend".to_owned(), backend.addr.port())];
+    Envoy::start_doc(1, |port, admin_port| {
+        let mut doc = envoy_config(&filter, &clusters, port, admin_port);
+        let manager = &mut doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+        for (k, v) in hcm.as_object().into_iter().flatten() {
+            manager[k] = v.clone();
+        }
+        doc
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A response read off the socket.
+#[derive(Debug)]
+struct Raw {
+    status: u16,
+    body: String,
+}
+
+impl Raw {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+    /// The path the echo backend received (only for a forwarded request).
+    fn received_path(&self) -> String {
+        self.json()["path"].as_str().unwrap_or_else(|| panic!("not an echo answer: {self:?}")).to_owned()
+    }
+    fn echoed(&self, name: &str) -> Option<String> {
+        self.json()["headers"][name].as_str().map(str::to_owned)
+    }
+}
+
+/// Sends a request exactly as written: `target` and every header line go out
+/// byte for byte (as `curl --path-as-is` would, and more).
+fn send_raw(port: u16, target: &str, headers: &[(&str, &str)]) -> Raw {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let text = read_response(&mut s);
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no status line for {target:?}: {text:?}"));
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_owned() };
+    Raw { status, body }
+}
+
+/// One response: up to the end of its body (by `content-length` or the last
+/// chunk), without waiting for the server to close the connection.
+fn read_response(s: &mut std::net::TcpStream) -> String {
+    let mut resp = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let text = String::from_utf8_lossy(&resp).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let head = head.to_ascii_lowercase();
+            let length = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok());
+            let done = match length {
+                Some(n) => body.len() >= n,
+                None if head.contains("transfer-encoding: chunked") => body.ends_with("0\r\n\r\n"),
+                None => false,
+            };
+            if done {
+                return text;
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return String::from_utf8_lossy(&resp).into_owned(),
+            Ok(n) => resp.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+// ---- the oracle: what a lenient backend could make of the path it received ----
+
+/// Policy strength: 0 public, 1 any valid token, 2 the admin role.
+fn needed(reading: &str, segment_prefix: bool) -> u8 {
+    let admin = if segment_prefix {
+        reading == "/api/admin" || reading.starts_with("/api/admin/")
+    } else {
+        reading.starts_with("/api/admin")
+    };
+    if reading.starts_with("/public") || reading == "/healthz" {
+        0
+    } else if admin {
+        2
+    } else {
+        1
+    }
+}
+
+fn percent_decode_once(s: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%' && i + 2 < s.len() {
+            if let (Some(h), Some(l)) = (hex(s[i + 1]), hex(s[i + 2])) {
+                out.push(h * 16 + l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(s[i]);
+        i += 1;
+    }
+    out
+}
+
+fn strip_params(s: &str) -> String {
+    s.split('/').map(|seg| seg.split(';').next().unwrap_or("")).collect::<Vec<_>>().join("/")
+}
+
+fn merge_slashes(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if !(c == '/' && out.ends_with('/')) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn resolve_dots(s: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let segs: Vec<&str> = s.trim_start_matches('/').split('/').collect();
+    let last = segs.len() - 1;
+    for (i, seg) in segs.iter().enumerate() {
+        match *seg {
+            "." if i == last => out.push(""),
+            "." => {}
+            ".." => {
+                out.pop();
+                if i == last {
+                    out.push("");
+                }
+            }
+            s => out.push(s),
+        }
+    }
+    format!("/{}", out.join("/"))
+}
+
+/// Every reading a backend might act on: escapes decoded 0–3 times, `;`
+/// parameters dropped before or after decoding or kept, `\` as `/`, cut at a
+/// control character, case folded or not, slashes merged before or after dot
+/// segments are resolved.
+fn backend_readings(received: &str) -> Vec<String> {
+    let path = received.split(['?', '#']).next().unwrap_or("");
+    let mut out = vec![path.to_owned()];
+    for rounds in 0..=3 {
+        for params in 0..3 {
+            let mut s = if params == 1 { strip_params(path) } else { path.to_owned() };
+            for _ in 0..rounds {
+                s = String::from_utf8_lossy(&percent_decode_once(s.as_bytes())).into_owned();
+            }
+            if params == 2 {
+                s = strip_params(&s);
+            }
+            s = s.replace('\\', "/");
+            if let Some(at) = s.find(|c: char| c.is_control()) {
+                s.truncate(at);
+            }
+            for lower in [false, true] {
+                let s = if lower { s.to_ascii_lowercase() } else { s.clone() };
+                out.push(resolve_dots(&merge_slashes(&s)));
+                out.push(merge_slashes(&resolve_dots(&s)));
+            }
+        }
+    }
+    out
+}
+
+fn strongest_need(received: &str, segment_prefix: bool) -> (u8, String) {
+    backend_readings(received).into_iter().map(|r| (needed(&r, segment_prefix), r)).max_by_key(|(n, _)| *n).unwrap()
+}
+
+/// Spellings of the admin area (and of ways into it from public routes).
+const SPELLINGS: &[&str] = &[
+    "/api/admin",
+    "/api/admin/",
+    "/api/admin/users",
+    "/api/x/../admin",
+    "/api/x/../admin/users",
+    "/api/./admin",
+    "/api/././admin/users",
+    "/api//admin",
+    "//api/admin",
+    "/api///admin/users",
+    "/api/%61dmin",
+    "/api/adm%69n/users",
+    "/%61pi/admin",
+    "/api%2Fadmin",
+    "/api%2fadmin/users",
+    "/api%5Cadmin",
+    "/api\\admin",
+    "/api;x/admin",
+    "/api/admin;x",
+    "/api/admin;jsessionid=1/users",
+    "/api/%2561dmin",
+    "/api%252Fadmin",
+    "/api/x/%2e%2e/admin",
+    "/api/x/%2E%2E/admin",
+    "/api/x/.%2e/admin",
+    "/api/x/..%2Fadmin",
+    "/api/x%2F..%2Fadmin",
+    "/api/x/..%5Cadmin",
+    "/API/admin",
+    "/api/ADMIN/users",
+    "/Api/Admin",
+    "/api/admin%00",
+    "/api/admin%00/users",
+    "/api/admin%0a",
+    "/api/admin%2F",
+    "/api/admin%zz",
+    "/api/%zzadmin",
+    "/api/admin%",
+    "/api/%u0061dmin",
+    "/api/admin?x=1",
+    "/api/items?next=/api/admin",
+    "/public/../api/admin",
+    "/public/..;/api/admin",
+    "/public/..%2Fapi/admin",
+    "/public/%2e%2e/api/admin",
+    "/public%2F..%2Fapi%2Fadmin",
+    "/public/..%252Fapi/admin",
+    "/healthz/../api/admin",
+    "/healthz;/../api/admin",
+    "/public\\..\\api\\admin",
+    "/public/x/../../api/admin",
+    "/api/adminx",
+    "/api/items/a%2Fb",
+];
+
+/// Sends every spelling with no token, a user token and an admin token, and
+/// checks the rule: whatever is forwarded was decided with a policy at least
+/// as strong as the one the backend's path needs, however it reads it.
+/// Returns the statuses seen with the user token, by spelling.
+fn run_table(envoy: &Envoy, user: &str, admin: &str, segment_prefix: bool, label: &str) -> Vec<(&'static str, u16)> {
+    let mut user_statuses = Vec::new();
+    let mut forwarded = 0;
+    for &spelling in SPELLINGS {
+        for (rank, tok) in [(0u8, None), (1, Some(user)), (2, Some(admin))] {
+            let auth = tok.map(|t| format!("Bearer {t}"));
+            let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+            let r = send_raw(envoy.port, spelling, &headers);
+            if rank == 1 {
+                user_statuses.push((spelling, r.status));
+            }
+            match r.status {
+                400 | 401 | 403 | 404 => {
+                    if r.status == 400 && r.body.starts_with('{') {
+                        assert_eq!(r.json()["error"], "invalid_request", "{label}: 400 for {spelling:?} is RFC 6750 shaped: {r:?}");
+                    }
+                }
+                200 => {
+                    forwarded += 1;
+                    let received = r.received_path();
+                    let (need, reading) = strongest_need(&received, segment_prefix);
+                    assert!(
+                        need <= rank,
+                        "{label}: {spelling:?} with a rank-{rank} token was forwarded as {received:?}, which a backend may read as {reading:?} (needs rank {need})"
+                    );
+                }
+                other => panic!("{label}: {spelling:?} answered {other}: {r:?}"),
+            }
+        }
+    }
+    assert!(forwarded >= 20, "{label}: the table must also show legitimate requests passing ({forwarded} forwarded)");
+    user_statuses
+}
+
+fn status_of(table: &[(&str, u16)], spelling: &str) -> u16 {
+    table.iter().find(|(s, _)| *s == spelling).map(|(_, c)| *c).unwrap()
+}
+
+fn check_table(hcm: &Value, admin_match: &str, label: &str) -> Vec<(&'static str, u16)> {
+    let key = Ed25519KeyPair::generate().with_key_id("k1");
+    let backend = EchoServer::start("127.0.0.1:0").unwrap();
+    let envoy = start(filter_config(&key, admin_match, json!({})), &backend, hcm);
+    let user = token(&key, "alice", &["user"]);
+    let admin = token(&key, "root", &["admin"]);
+    // The canonical spellings behave as configured.
+    assert_eq!(send_raw(envoy.port, "/api/admin", &[("authorization", &format!("Bearer {admin}"))]).status, 200, "{label}");
+    assert_eq!(send_raw(envoy.port, "/api/admin/users", &[("authorization", &format!("Bearer {user}"))]).status, 403, "{label}");
+    assert_eq!(send_raw(envoy.port, "/api/items/1", &[("authorization", &format!("Bearer {user}"))]).status, 200, "{label}");
+    assert_eq!(send_raw(envoy.port, "/public/page", &[]).status, 200, "{label}");
+    let table = run_table(&envoy, &user, &admin, admin_match == "path_prefix", label);
+    // Harmless spellings are not refused just for looking odd.
+    assert_eq!(status_of(&table, "/api/items?next=/api/admin"), 200, "{label}");
+    table
+}
+
+#[test]
+fn path_spellings_never_reach_a_stronger_policy_filter_alone() {
+    let table = check_table(&json!({}), "prefix", "filter alone, prefix");
+    // `%2F` in an id under a rule whose decision it does not change passes.
+    assert_eq!(status_of(&table, "/api/items/a%2Fb"), 200);
+}
+
+#[test]
+fn path_spellings_never_reach_a_stronger_policy_with_envoy_normalization() {
+    check_table(&shipped_hcm_settings(), "prefix", "shipped Envoy settings, prefix");
+}
+
+#[test]
+fn segment_prefix_rules_filter_alone_and_with_envoy_normalization() {
+    for (hcm, label) in [(json!({}), "filter alone, path_prefix"), (shipped_hcm_settings(), "shipped Envoy settings, path_prefix")] {
+        let table = check_table(&hcm, "path_prefix", label);
+        // `path_prefix` stops at a segment boundary: /api/adminx is not the admin area.
+        assert_eq!(status_of(&table, "/api/adminx"), 200, "{label}");
+        assert_eq!(status_of(&table, "/api/admin/users"), 403, "{label}");
+        assert_eq!(status_of(&table, "/api/admin"), 403, "{label}");
+    }
+}
+
+#[test]
+fn ambiguous_paths_are_refused_with_an_rfc6750_body() {
+    let key = Ed25519KeyPair::generate().with_key_id("k1");
+    let backend = EchoServer::start("127.0.0.1:0").unwrap();
+    let envoy = start(filter_config(&key, "path_prefix", json!({})), &backend, &json!({}));
+    let user = format!("Bearer {}", token(&key, "alice", &["user"]));
+    for spelling in ["/api%2Fadmin", "/api;x/admin", "/api/%2561dmin", "/public/..;/api/admin", "/API/admin", "/api/admin%zz"] {
+        let r = send_raw(envoy.port, spelling, &[("authorization", &user)]);
+        assert_eq!(r.status, 400, "{spelling}: {r:?}");
+        assert_eq!(r.json()["error"], "invalid_request", "{spelling}");
+        assert!(r.json()["error_description"].as_str().unwrap_or("").contains("path"), "{spelling}: {r:?}");
+    }
+}
