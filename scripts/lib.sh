@@ -50,6 +50,8 @@ start_stack() {
   rm -rf "$RUN_DIR" && mkdir -p "$RUN_DIR"
   export AUTHFLOW_DATA_DIR="$RUN_DIR/auth-data" AUTHFLOW_ENVIRONMENT=development AUTHFLOW_DEV_ENDPOINTS=true
   export AUTHFLOW_LISTEN=127.0.0.1:8081 AUTHFLOW_ISSUER=http://127.0.0.1:8081 AUTHFLOW_AUDIENCES=authflow-demo
+  # Envoy (use_remote_address: true) appends the client's address to x-forwarded-for: one trusted hop.
+  export AUTHFLOW_XFF_NUM_TRUSTED_HOPS=1
   trap stop_stack EXIT
   trap 'exit 130' INT TERM
 

@@ -46,9 +46,11 @@ pub struct Config {
     pub signing_alg: Algorithm,
     pub key_publish_lead: Duration,
     pub totp_issuer: String,
-    /// Use the first `x-forwarded-for` hop as the client address for
-    /// throttling and audit (only behind a proxy that sets it).
-    pub trust_forwarded_for: bool,
+    /// Trusted proxies in front of the service, each appending to
+    /// `x-forwarded-for`: the client address (throttling, audit, the
+    /// `client-ip-prefix` attribute) is the entry this many hops from the
+    /// right; 0 = the peer address. Envoy's setting of the same name.
+    pub xff_num_trusted_hops: u32,
     pub body_limit_bytes: usize,
     pub account_max_failures: u32,
     pub ip_max_failures: u32,
@@ -92,6 +94,8 @@ pub struct RawConfig {
     pub signing_alg: Option<String>,
     pub key_publish_lead_secs: Option<u64>,
     pub totp_issuer: Option<String>,
+    pub xff_num_trusted_hops: Option<u32>,
+    /// Replaced by `xff_num_trusted_hops`; refused with a pointer to it.
     pub trust_forwarded_for: Option<bool>,
     pub body_limit_bytes: Option<usize>,
     pub account_max_failures: Option<u32>,
@@ -139,6 +143,7 @@ const FIELDS: &[(&str, Kind)] = &[
     ("signing_alg", Kind::Text),
     ("key_publish_lead_secs", Kind::Int),
     ("totp_issuer", Kind::Text),
+    ("xff_num_trusted_hops", Kind::Int),
     ("trust_forwarded_for", Kind::Bool),
     ("body_limit_bytes", Kind::Int),
     ("account_max_failures", Kind::Int),
@@ -320,6 +325,12 @@ impl RawConfig {
         if totp_issuer.is_empty() || totp_issuer.contains(':') {
             return Err(bad("totp_issuer", "must be non-empty and contain no `:`"));
         }
+        if self.trust_forwarded_for.is_some() {
+            return Err(bad(
+                "trust_forwarded_for",
+                "was replaced by `xff_num_trusted_hops` (the number of proxies in front that append to x-forwarded-for; 1 behind the shipped Envoy)",
+            ));
+        }
         let lockout_base = secs("lockout_base_secs", self.lockout_base_secs, 30, 1, 3600)?;
         let lockout_max = secs("lockout_max_secs", self.lockout_max_secs, 900, 1, 86_400)?;
         if lockout_max < lockout_base {
@@ -345,7 +356,13 @@ impl RawConfig {
             signing_alg,
             key_publish_lead: secs("key_publish_lead_secs", self.key_publish_lead_secs, 60, 0, 86_400)?,
             totp_issuer,
-            trust_forwarded_for: self.trust_forwarded_for.unwrap_or(false),
+            xff_num_trusted_hops: count(
+                "xff_num_trusted_hops",
+                self.xff_num_trusted_hops,
+                0,
+                0,
+                authflow_contract::client_address::MAX_TRUSTED_HOPS,
+            )?,
             body_limit_bytes: count("body_limit_bytes", self.body_limit_bytes, 16 * 1024, 1024, 1024 * 1024)?,
             account_max_failures: count("account_max_failures", self.account_max_failures, 5, 1, 1000)?,
             ip_max_failures: count("ip_max_failures", self.ip_max_failures, 50, 1, 100_000)?,
@@ -428,6 +445,10 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("dev_endpoints"), "{e}");
+        let e = Config::load_from(None, &env(&[("AUTHFLOW_TRUST_FORWARDED_FOR", "true")])).unwrap_err();
+        assert!(e.to_string().contains("xff_num_trusted_hops"), "the old setting points to its replacement: {e}");
+        let e = Config::load_from(None, &env(&[("AUTHFLOW_XFF_NUM_TRUSTED_HOPS", "11")])).unwrap_err();
+        assert!(e.to_string().contains("xff_num_trusted_hops"), "{e}");
     }
 
     #[test]

@@ -59,11 +59,7 @@ impl FromRequestParts<Arc<AppState>> for Client {
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
-        let ip = if state.config.trust_forwarded_for {
-            tokens::fingerprint_client_address(&parts.headers, peer)
-        } else {
-            peer.map(|p| p.ip().to_string()).unwrap_or_default()
-        };
+        let ip = tokens::client_address(&parts.headers, peer, state.config.xff_num_trusted_hops);
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)
@@ -76,7 +72,7 @@ impl FromRequestParts<Arc<AppState>> for Client {
 
 impl Client {
     pub fn fingerprint(&self, state: &AppState, secret: &str) -> String {
-        tokens::fingerprint(&state.config.fingerprint_attributes, secret, &self.headers, self.peer)
+        tokens::fingerprint(&state.config.fingerprint_attributes, state.config.xff_num_trusted_hops, secret, &self.headers, self.peer)
     }
 }
 
@@ -100,7 +96,13 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         if let Some(claimed) = &verified.claims.dfp {
             let secret = tokens::device_secret(&parts.headers).ok_or(ApiError::InvalidToken("device secret missing"))?;
             let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
-            let computed = tokens::fingerprint(&state.config.fingerprint_attributes, &secret, &parts.headers, peer);
+            let computed = tokens::fingerprint(
+                &state.config.fingerprint_attributes,
+                state.config.xff_num_trusted_hops,
+                &secret,
+                &parts.headers,
+                peer,
+            );
             if !authflow_contract::fingerprint::matches(claimed, &computed) {
                 return Err(ApiError::InvalidToken("token is bound to another device"));
             }

@@ -207,7 +207,7 @@ async fn mint(config: Config, email: &str, device_secret: Option<String>, header
     let session_id = authflow_auth_service::routes::tokens::create_session(&state, &user, &device, &random_secret(), now, origin)
         .await
         .map_err(|e| format!("{e:?}"))?;
-    let dfp = tokens::fingerprint(&state.config.fingerprint_attributes, device.expose(), &header_map, None);
+    let dfp = tokens::fingerprint(&state.config.fingerprint_attributes, 0, device.expose(), &header_map, None);
     let access = tokens::issue(&state, &user, &session_id, Some(dfp), now).await.map_err(|e| format!("{e:?}"))?;
     println!(
         "{}",

@@ -130,22 +130,30 @@ pub fn device_secret(headers: &HeaderMap) -> Option<String> {
         .filter(|s| !s.is_empty() && s.len() <= fingerprint::MAX_SECRET_LEN)
 }
 
-/// The client address the filter would use for `client-ip-prefix`: the first
-/// `x-forwarded-for` hop, else the peer address.
-pub fn fingerprint_client_address(headers: &HeaderMap, peer: Option<SocketAddr>) -> String {
-    headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
-        .or_else(|| peer.map(|p| p.ip().to_string()))
+/// The client address of a request: `trusted_hops` entries from the right of
+/// `x-forwarded-for`, else the peer (the contract's one definition, which the
+/// filter's `client-ip-prefix` uses too). Empty when there is none.
+pub fn client_address(headers: &HeaderMap, peer: Option<SocketAddr>, trusted_hops: u32) -> String {
+    // Several header lines are one list, as if joined with commas.
+    let joined: Option<String> = {
+        let values: Vec<&str> = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
+        (!values.is_empty()).then(|| values.join(","))
+    };
+    let peer = peer.map(|p| p.to_string());
+    authflow_contract::client_address::client_address(joined.as_deref(), peer.as_deref(), trusted_hops)
+        .map(|ip| ip.to_string())
         .unwrap_or_default()
 }
 
 /// `dfp` for `secret` from the configured attributes of this request, with
 /// the contract's canonical form (what the filter recomputes).
-pub fn fingerprint(attributes: &[DeviceAttribute], secret: &str, headers: &HeaderMap, peer: Option<SocketAddr>) -> String {
+pub fn fingerprint(
+    attributes: &[DeviceAttribute],
+    trusted_hops: u32,
+    secret: &str,
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+) -> String {
     let values: Vec<(String, String)> = attributes
         .iter()
         .map(|a| {
@@ -160,7 +168,7 @@ pub fn fingerprint(attributes: &[DeviceAttribute], secret: &str, headers: &Heade
                         .to_owned()
                 }
                 DeviceAttribute::ClientIpPrefix => {
-                    fingerprint::client_ip_prefix(&fingerprint_client_address(headers, peer))
+                    fingerprint::client_ip_prefix(&client_address(headers, peer, trusted_hops))
                 }
             };
             (a.name().to_owned(), value)
@@ -185,11 +193,14 @@ mod tests {
     }
 
     #[test]
-    fn client_address_prefers_forwarded_for() {
+    fn client_address_counts_trusted_hops_over_every_header_line() {
         let mut h = HeaderMap::new();
         let peer: SocketAddr = "10.0.0.1:5000".parse().unwrap();
-        assert_eq!(fingerprint_client_address(&h, Some(peer)), "10.0.0.1");
-        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9, 10.0.0.1"));
-        assert_eq!(fingerprint_client_address(&h, Some(peer)), "203.0.113.9");
+        assert_eq!(client_address(&h, Some(peer), 1), "10.0.0.1");
+        h.append("x-forwarded-for", HeaderValue::from_static("198.51.100.7, 203.0.113.9"));
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2"));
+        assert_eq!(client_address(&h, Some(peer), 0), "10.0.0.1");
+        assert_eq!(client_address(&h, Some(peer), 1), "10.0.0.2");
+        assert_eq!(client_address(&h, Some(peer), 2), "203.0.113.9");
     }
 }

@@ -3,6 +3,7 @@
 // Helpers outside `#[test]` functions fail loudly too (clippy.toml only covers test fns).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod addresses;
 mod admin;
 mod common;
 mod durability;

@@ -41,12 +41,14 @@ fn service_fingerprint_matches_contract_vectors() {
             }
             attributes.push(attribute);
         }
-        assert_eq!(fingerprint(&attributes, &v.secret, &headers, peer), v.dfp, "vector {}", v.name);
-        // Behind a proxy the first x-forwarded-for hop counts, not the peer.
-        if peer.is_some() {
-            headers.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9, 10.1.1.1"));
-            let other: SocketAddr = "10.1.1.1:1".parse().unwrap();
-            assert_eq!(fingerprint(&attributes, &v.secret, &headers, Some(other)), v.dfp, "vector {} via XFF", v.name);
+        assert_eq!(fingerprint(&attributes, 0, &v.secret, &headers, peer), v.dfp, "vector {}", v.name);
+        // Behind one trusted proxy the address it appended counts, not the
+        // peer and not what the client wrote before it.
+        if let Some(client) = peer {
+            let xff = format!("198.51.100.1, {}", client.ip());
+            headers.insert("x-forwarded-for", HeaderValue::from_str(&xff).unwrap());
+            let proxy: SocketAddr = "10.1.1.1:1".parse().unwrap();
+            assert_eq!(fingerprint(&attributes, 1, &v.secret, &headers, Some(proxy)), v.dfp, "vector {} via XFF", v.name);
         }
     }
 }

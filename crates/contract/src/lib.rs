@@ -3,6 +3,7 @@
 //! two can never disagree about claim names, the fingerprint or the feed.
 
 pub mod claims;
+pub mod client_address;
 pub mod fingerprint;
 pub mod jwk;
 pub mod jws;

@@ -163,6 +163,8 @@ struct RawDeviceBinding {
     attributes: Vec<String>,
     #[serde(default)]
     tokens_without_fingerprint: MissingFingerprint,
+    #[serde(default)]
+    xff_num_trusted_hops: u32,
 }
 
 fn default_device_attributes() -> Vec<String> {
@@ -345,6 +347,10 @@ pub struct DeviceBinding {
     pub mode: DeviceMode,
     pub attributes: Vec<DeviceAttribute>,
     pub tokens_without_fingerprint: MissingFingerprint,
+    /// For `client-ip-prefix`: 0 = Envoy's client address (`source.address`,
+    /// which already applies Envoy's own `xff_num_trusted_hops`); N = the
+    /// N-th `x-forwarded-for` entry from the right (see the contract).
+    pub xff_num_trusted_hops: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -438,6 +444,7 @@ impl FilterConfig {
                 mode: DeviceMode::Off,
                 attributes: vec![],
                 tokens_without_fingerprint: MissingFingerprint::Allow,
+                xff_num_trusted_hops: 0,
             },
             Some(d) => {
                 let mut attributes = Vec::with_capacity(d.attributes.len());
@@ -450,7 +457,18 @@ impl FilterConfig {
                 if attributes.len() > 16 {
                     return err("`device_binding.attributes`: at most 16");
                 }
-                DeviceBinding { mode: d.mode, attributes, tokens_without_fingerprint: d.tokens_without_fingerprint }
+                if d.xff_num_trusted_hops > authflow_contract::client_address::MAX_TRUSTED_HOPS {
+                    return err(format!(
+                        "`device_binding.xff_num_trusted_hops`: at most {}",
+                        authflow_contract::client_address::MAX_TRUSTED_HOPS
+                    ));
+                }
+                DeviceBinding {
+                    mode: d.mode,
+                    attributes,
+                    tokens_without_fingerprint: d.tokens_without_fingerprint,
+                    xff_num_trusted_hops: d.xff_num_trusted_hops,
+                }
             }
         };
         let revocation = match raw.revocation {

@@ -1,6 +1,7 @@
 //! Device binding: recompute the token's `dfp` from this request (see
 //! `authflow_contract::fingerprint`) and compare in constant time.
 
+use authflow_contract::client_address::client_address;
 use authflow_contract::fingerprint::{self, DeviceAttribute, FingerprintInput, DEVICE_COOKIE, DEVICE_HEADER};
 
 use crate::config::{DeviceBinding, DeviceMode, MissingFingerprint};
@@ -37,7 +38,11 @@ pub fn check(binding: &DeviceBinding, token: &VerifiedToken, req: &Request) -> D
     let ip_prefix = binding
         .attributes
         .contains(&DeviceAttribute::ClientIpPrefix)
-        .then(|| req.client_address.as_deref().map(fingerprint::client_ip_prefix).unwrap_or_default());
+        .then(|| {
+            client_address(req.header("x-forwarded-for"), req.client_address.as_deref(), binding.xff_num_trusted_hops)
+                .map(|ip| fingerprint::client_ip_prefix(&ip.to_string()))
+                .unwrap_or_default()
+        });
     let attributes = binding
         .attributes
         .iter()
@@ -51,5 +56,63 @@ pub fn check(binding: &DeviceBinding, token: &VerifiedToken, req: &Request) -> D
         DeviceCheck::Match
     } else {
         DeviceCheck::Mismatch
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::FilterConfig;
+    use crate::request::HeaderReads;
+
+    fn binding(hops: u32) -> FilterConfig {
+        let json = format!(
+            r#"{{"providers": [{{"name": "p", "issuer": "https://i", "algorithms": ["EdDSA"], "jwks": {{"remote": {{"cluster": "c", "path": "/j"}}}}}}],
+                "device_binding": {{"mode": "enforce", "attributes": ["client-ip-prefix"], "xff_num_trusted_hops": {hops}}}}}"#
+        );
+        FilterConfig::from_json(json.as_bytes()).unwrap()
+    }
+
+    fn token_for(address: &str) -> VerifiedToken {
+        let dfp = FingerprintInput {
+            secret: "s3cret",
+            attributes: vec![(DeviceAttribute::CLIENT_IP_PREFIX, &fingerprint::client_ip_prefix(address))],
+        }
+        .hash();
+        VerifiedToken {
+            expires_at: 0,
+            not_revoked_in: std::cell::Cell::new(0),
+            not_before: None,
+            provider: 0,
+            identity_headers: std::rc::Rc::from(Vec::new()),
+            dfp: Some(dfp),
+            issuer: String::new(),
+            subject: None,
+            issued_at: None,
+            jti: None,
+            sid: None,
+            roles: vec![],
+            scopes: vec![],
+        }
+    }
+
+    fn request(xff: &str, peer: &str) -> Request {
+        let headers = vec![(DEVICE_HEADER.to_owned(), "s3cret".to_owned()), ("x-forwarded-for".to_owned(), xff.to_owned())];
+        Request::from_headers(headers, Some(peer.to_owned()))
+    }
+
+    #[test]
+    fn client_ip_prefix_counts_trusted_hops_like_the_service() {
+        // One trusted proxy in front of Envoy: the address it appended, not
+        // the peer (the proxy) and not what the client wrote first.
+        let config = binding(1);
+        let HeaderReads::Only(names) = HeaderReads::for_config(&config) else { panic!("reads only some headers") };
+        assert!(names.iter().any(|n| n == "x-forwarded-for"), "{names:?}");
+        let req = request("198.51.100.1, 203.0.113.77", "10.0.0.9:4000");
+        assert_eq!(check(&config.device, &token_for("203.0.113.5"), &req), DeviceCheck::Match);
+        assert_eq!(check(&config.device, &token_for("198.51.100.1"), &req), DeviceCheck::Mismatch);
+        // Default 0: Envoy's own idea of the client (source.address).
+        let config = binding(0);
+        assert_eq!(check(&config.device, &token_for("10.0.0.1"), &req), DeviceCheck::Match);
     }
 }

@@ -164,6 +164,9 @@ impl HeaderReads {
                 DeviceAttribute::Header(h) => Some(h.as_str()),
                 DeviceAttribute::ClientIpPrefix => None,
             }));
+            if config.device.xff_num_trusted_hops > 0 && config.device.attributes.contains(&DeviceAttribute::ClientIpPrefix) {
+                names.push("x-forwarded-for");
+            }
         }
         let mut owned: Vec<String> = Vec::with_capacity(names.len());
         for n in names {
