@@ -65,6 +65,10 @@ pub struct Config {
     pub maintenance_interval: Duration,
     /// Audit rows older than this are deleted by the maintenance task.
     pub audit_retention: Duration,
+    /// Mails an anonymous client can trigger (sign-up, password reset) per
+    /// recipient and per client address, each per hour.
+    pub mail_max_per_recipient_per_hour: u32,
+    pub mail_max_per_client_per_hour: u32,
 }
 
 /// Every field that may appear in the file, all optional.
@@ -108,6 +112,8 @@ pub struct RawConfig {
     pub password_hash_iterations: Option<u32>,
     pub maintenance_interval_secs: Option<u64>,
     pub audit_retention_days: Option<u64>,
+    pub mail_max_per_recipient_per_hour: Option<u32>,
+    pub mail_max_per_client_per_hour: Option<u32>,
 }
 
 #[derive(Clone, Copy)]
@@ -156,6 +162,8 @@ const FIELDS: &[(&str, Kind)] = &[
     ("password_hash_iterations", Kind::Int),
     ("maintenance_interval_secs", Kind::Int),
     ("audit_retention_days", Kind::Int),
+    ("mail_max_per_recipient_per_hour", Kind::Int),
+    ("mail_max_per_client_per_hour", Kind::Int),
 ];
 
 #[derive(Debug)]
@@ -385,6 +393,14 @@ impl RawConfig {
             )?,
             password_hash_iterations: count("password_hash_iterations", self.password_hash_iterations, 2, 1, 16)?,
             maintenance_interval: secs("maintenance_interval_secs", self.maintenance_interval_secs, 30, 1, 3600)?,
+            mail_max_per_recipient_per_hour: count(
+                "mail_max_per_recipient_per_hour",
+                self.mail_max_per_recipient_per_hour,
+                5,
+                1,
+                1000,
+            )?,
+            mail_max_per_client_per_hour: count("mail_max_per_client_per_hour", self.mail_max_per_client_per_hour, 20, 1, 100_000)?,
             audit_retention: Duration::from_secs(86_400 * count("audit_retention_days", self.audit_retention_days, 90, 1, 3650)?),
         })
     }

@@ -7,6 +7,7 @@ pub mod error;
 pub mod extract;
 pub mod feed;
 pub mod keys;
+pub mod mail_budget;
 pub mod mailer;
 pub mod metrics;
 pub mod openapi;
@@ -160,6 +161,9 @@ async fn maintenance(state: Arc<AppState>) {
             Ok(n) if n > 0 => tracing::info!(keys = n, "private halves of retired signing keys deleted"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "retired key cleanup failed"),
+        }
+        if let Err(e) = state.store.prune_mail_budget(now - mail_budget::WINDOW_SECS).await {
+            tracing::warn!(error = %e, "mail budget prune failed");
         }
         let retention = i64::try_from(state.config.audit_retention.as_secs()).unwrap_or(i64::MAX);
         match state.store.prune_audit(now.saturating_sub(retention)).await {

@@ -14,6 +14,7 @@ use crate::domain::secret::{hash_secret, hashes_match, random_code};
 use crate::domain::{random_id, random_secret, Email, Secret};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Caller, Client, Json};
+use crate::mail_budget;
 use crate::mailer::Mail;
 use crate::metrics::inc;
 use crate::store::{Challenge, SecondFactorAttempt, TokenPurpose, User};
@@ -159,8 +160,16 @@ pub async fn signup(State(state): State<Arc<AppState>>, client: Client, Json(req
         totp_last_step: 0,
         created_at: now(),
     };
-    if state.store.create_user(&user).await? {
+    let created = state.store.create_user(&user).await?;
+    if created {
         inc(&state.metrics.signups);
+    }
+    // Asked the same way for a new and a taken address (no difference in answer or timing).
+    if !mail_budget::allow(&state, email.as_str(), &client, now()).await? {
+        let outcome = if created { "success_mail_limited" } else { "duplicate_email_mail_limited" };
+        let uid = created.then_some(user.id.as_str());
+        audit(&state, Some(&client), "signup", outcome, uid, Some(email.as_str())).await;
+    } else if created {
         send_verification(&state, &user.id, email.as_str()).await?;
         audit(&state, Some(&client), "signup", "success", Some(&user.id), Some(email.as_str())).await;
     } else {
@@ -398,6 +407,11 @@ pub async fn password_forgot(State(state): State<Arc<AppState>>, client: Client,
 }
 
 async fn send_reset(state: &AppState, email: &Email, client: &Client) -> ApiResult<()> {
+    // Taken for unknown addresses too, so the limit behaves the same for both.
+    if !mail_budget::allow(state, email.as_str(), client, now()).await? {
+        audit(state, Some(client), "password_forgot", "mail_limited", None, Some(email.as_str())).await;
+        return Ok(());
+    }
     let Some(user) = state.store.user_by_email(email.as_str()).await? else {
         audit(state, Some(client), "password_forgot", "unknown_email", None, Some(email.as_str())).await;
         return Ok(());

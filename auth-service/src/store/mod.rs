@@ -246,6 +246,11 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the private half of every key retired at or before `now` whose
     /// public half is stored; returns how many.
     async fn delete_retired_private_keys(&self, now: i64) -> StoreResult<u64>;
+    /// Counts one mail against `key`'s budget of `max` per `window_secs`
+    /// (atomically); false when it is used up.
+    async fn take_mail_budget(&self, key: &str, now: i64, window_secs: i64, max: u32) -> StoreResult<bool>;
+    /// Deletes mail budgets whose window started before `before`.
+    async fn prune_mail_budget(&self, before: i64) -> StoreResult<u64>;
     /// Deletes audit rows older than `before`; returns how many.
     async fn prune_audit(&self, before: i64) -> StoreResult<u64>;
 

@@ -748,6 +748,28 @@ impl Store for SqliteStore {
         Ok(r.rows_affected())
     }
 
+    async fn take_mail_budget(&self, key: &str, now: i64, window_secs: i64, max: u32) -> StoreResult<bool> {
+        let sent: i64 = sqlx::query_scalar(
+            "INSERT INTO mail_budget (key, window_start, sent) VALUES (?1, ?2, 1) \
+             ON CONFLICT(key) DO UPDATE SET \
+               sent = CASE WHEN window_start <= ?2 - ?3 THEN 1 ELSE sent + 1 END, \
+               window_start = CASE WHEN window_start <= ?2 - ?3 THEN ?2 ELSE window_start END \
+             RETURNING sent",
+        )
+        .bind(key)
+        .bind(now)
+        .bind(window_secs)
+        .fetch_one(&self.write)
+        .await
+        .map_err(err)?;
+        Ok(sent <= i64::from(max))
+    }
+
+    async fn prune_mail_budget(&self, before: i64) -> StoreResult<u64> {
+        let r = sqlx::query("DELETE FROM mail_budget WHERE window_start < ?").bind(before).execute(&self.write).await.map_err(err)?;
+        Ok(r.rows_affected())
+    }
+
     async fn prune_audit(&self, before: i64) -> StoreResult<u64> {
         let r = sqlx::query("DELETE FROM audit_log WHERE at < ?").bind(before).execute(&self.write).await.map_err(err)?;
         Ok(r.rows_affected())

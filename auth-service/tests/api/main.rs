@@ -9,6 +9,7 @@ mod common;
 mod durability;
 mod flows;
 mod input;
+mod mail_limits;
 mod retention;
 mod second_factor;
 mod timing;

@@ -1,0 +1,72 @@
+//! Mail floods: password-reset and sign-up mails are limited per recipient
+//! and per client address, with the same answers whether or not the address
+//! has an account.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+async fn post_from(app: &TestApp, client: &str, path: &str, body: Value) -> u16 {
+    app.http.post(app.url(path)).header("x-forwarded-for", client).json(&body).send().await.unwrap().status().as_u16()
+}
+
+fn limited(c: &mut authflow_auth_service::config::Config) {
+    c.xff_num_trusted_hops = 1;
+}
+
+/// The outbox of `to` once background sends have settled.
+async fn settled_outbox(app: &TestApp, to: &str) -> Vec<Value> {
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    app.outbox(to, 0).await
+}
+
+#[tokio::test]
+async fn password_reset_mails_are_limited_per_recipient() {
+    let app = spawn_app_with(limited).await;
+    app.verified_user("flood@example.com").await;
+    for i in 0..20 {
+        // From many addresses: the recipient's own limit applies.
+        let status = post_from(&app, &format!("203.0.113.{i}"), "/v1/auth/password/forgot", json!({"email": "flood@example.com"})).await;
+        assert_eq!(status, 202);
+        let status = post_from(&app, &format!("203.0.113.{i}"), "/v1/auth/password/forgot", json!({"email": "ghost@example.com"})).await;
+        assert_eq!(status, 202, "the same answer for an address without an account");
+    }
+    let resets = settled_outbox(&app, "flood@example.com").await.iter().filter(|m| m["subject"] == "Reset your password").count();
+    assert!((1..=5).contains(&resets), "{resets} reset mails to one address");
+}
+
+#[tokio::test]
+async fn sign_up_notices_are_limited_per_recipient() {
+    let app = spawn_app_with(limited).await;
+    app.verified_user("taken@example.com").await;
+    for i in 0..10 {
+        let status = post_from(&app, &format!("198.51.100.{i}"), "/v1/auth/signup", json!({"email": "taken@example.com", "password": PASSWORD})).await;
+        assert_eq!(status, 201);
+    }
+    let mails = settled_outbox(&app, "taken@example.com").await;
+    assert!(mails.len() <= 5, "{} mails to one address", mails.len());
+}
+
+#[tokio::test]
+async fn one_client_cannot_mail_many_addresses() {
+    let app = spawn_app_with(|c| {
+        limited(c);
+        c.mail_max_per_client_per_hour = 3;
+    })
+    .await;
+    for i in 0..6 {
+        let status = post_from(&app, "192.0.2.7", "/v1/auth/signup", json!({"email": format!("new{i}@example.com"), "password": PASSWORD})).await;
+        assert_eq!(status, 201, "the same answer past the limit");
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut mailed = 0;
+    for i in 0..6 {
+        mailed += app.outbox(&format!("new{i}@example.com"), 0).await.len();
+    }
+    assert_eq!(mailed, 3, "one client's mails are limited");
+    // Another client is not affected.
+    post_from(&app, "192.0.2.8", "/v1/auth/signup", json!({"email": "other@example.com", "password": PASSWORD})).await;
+    assert_eq!(app.outbox("other@example.com", 1).await.len(), 1);
+}
