@@ -4,6 +4,8 @@
 use authflow_filter_core::deny::DenyReason;
 use authflow_filter_core::device::DeviceCheck;
 use authflow_filter_core::engine::Outcome;
+use authflow_filter_core::header_spellings::is_one_of;
+use authflow_filter_core::request::HeaderReads;
 use authflow_filter_core::Request;
 
 use crate::host;
@@ -35,6 +37,7 @@ pub fn carry_out(vm: &Vm, request: &Request, outcome: Outcome, resume: bool) -> 
                 log_device(vm, check, request, "allowed (report mode)");
             }
             set_identity(&vm.identity_names, allowed.identity_headers());
+            remove_spellings(vm, request);
             if resume {
                 host::resume_request();
             }
@@ -71,6 +74,23 @@ fn set_identity(owned: &[String], values: &[(String, String)]) {
         match values.iter().find(|(n, _)| n == name) {
             Some((_, value)) => host::set_request_header(name, value),
             None => host::remove_request_header(name),
+        }
+    }
+}
+
+/// The `_`/`-` spellings of the identity headers a backend would fold onto
+/// them. With the whole header map read, only those the client actually
+/// sent are removed (usually none: no host call); otherwise each by name.
+fn remove_spellings(vm: &Vm, request: &Request) {
+    if vm.header_reads == HeaderReads::All {
+        for (name, _) in request.headers().iter() {
+            if is_one_of(name, &vm.identity_spellings) {
+                host::remove_request_header(&String::from_utf8_lossy(name));
+            }
+        }
+    } else {
+        for name in &vm.identity_spellings {
+            host::remove_request_header(name);
         }
     }
 }

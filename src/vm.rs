@@ -4,6 +4,7 @@
 
 use authflow_filter_core::engine::Outcome;
 use authflow_filter_core::fetch::{KeyNeed, KeyWait};
+use authflow_filter_core::header_spellings::underscore_spellings;
 use authflow_filter_core::paused::{PausedRequest, PausedRequests};
 use authflow_filter_core::request::HeaderReads;
 use authflow_filter_core::{Engine, FilterConfig, Request};
@@ -19,6 +20,8 @@ pub struct Vm {
     pub providers: Vec<ProviderRuntime>,
     /// The identity headers the filter owns: set or removed on every request it lets through.
     pub identity_names: Vec<String>,
+    /// Their other `-`/`_` spellings, removed from every request let through.
+    pub identity_spellings: Vec<String>,
     /// Which request headers the decisions read (fetched one by one, or the whole map).
     pub header_reads: HeaderReads,
     pub metrics: Metrics,
@@ -43,11 +46,13 @@ impl Vm {
     pub fn new(config: FilterConfig, now_ms: u64) -> Self {
         let providers = config.providers.iter().enumerate().map(|(i, p)| ProviderRuntime::new(i, p)).collect();
         let identity_names = config.identity.all_names().into_iter().map(str::to_owned).collect();
+        let identity_spellings = underscore_spellings(&config.identity.all_names());
         let header_reads = HeaderReads::for_config(&config);
         Vm {
             engine: Engine::new(config, now_ms),
             providers,
             identity_names,
+            identity_spellings,
             header_reads,
             metrics: Metrics::define(),
             paused: PausedRequests::default(),

@@ -417,3 +417,40 @@ fn ambiguous_paths_are_refused_with_an_rfc6750_body() {
         assert!(r.json()["error_description"].as_str().unwrap_or("").contains("path"), "{spelling}: {r:?}");
     }
 }
+
+/// Every `_`/`-` spelling of the identity headers a client sent, as the echo
+/// backend received them (it lower-cases names).
+fn forged_spellings_received(r: &Raw) -> Vec<String> {
+    let headers = r.json()["headers"].as_object().cloned().unwrap_or_default();
+    headers.keys().filter(|k| k.replace('_', "-").starts_with("x-auth-") && k.contains('_')).cloned().collect()
+}
+
+#[test]
+fn underscore_spellings_of_identity_headers_never_reach_the_backend() {
+    let key = Ed25519KeyPair::generate().with_key_id("k1");
+    let backend = EchoServer::start("127.0.0.1:0").unwrap();
+    let user = format!("Bearer {}", token(&key, "alice", &["user"]));
+    let forged = [("x_auth_user", "admin"), ("x_auth_roles", "admin"), ("x-auth_session", "s"), ("x_auth-scopes", "all"), ("X_Auth_User", "root")];
+    // Bearer only: the filter reads a few headers by name and removes every spelling by name.
+    // A token header configured by name: it reads the whole map and removes what is there.
+    let reads = [json!({"token_sources": {"authorization_bearer": true}}), json!({"token_sources": {"headers": ["x-token"]}})];
+    let settings = [(json!({}), "filter alone"), (shipped_hcm_settings(), "shipped Envoy settings")];
+    for ((hcm, label), extra) in settings.iter().flat_map(|s| reads.iter().map(move |r| (s, r))) {
+        let label = *label;
+        let envoy = start(filter_config(&key, "path_prefix", extra.clone()), &backend, hcm);
+        for (path, auth) in [("/public/page", None), ("/healthz", None), ("/api/items/1", Some(user.as_str()))] {
+            let mut headers: Vec<(&str, &str)> = forged.to_vec();
+            headers.extend(auth.map(|a| ("authorization", a)));
+            let r = send_raw(envoy.port, path, &headers);
+            if label == "filter alone" {
+                assert_eq!(r.status, 200, "{label} {path}: {r:?}");
+                assert_eq!(forged_spellings_received(&r), Vec::<String>::new(), "{label} {path}: {r:?}");
+                let expected_user = auth.map(|_| "alice".to_owned());
+                assert_eq!(r.echoed("x-auth-user"), expected_user, "{label} {path}");
+            } else {
+                // Envoy refuses the request before the filter sees it.
+                assert_eq!(r.status, 400, "{label} {path}: {r:?}");
+            }
+        }
+    }
+}

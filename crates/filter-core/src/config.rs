@@ -630,6 +630,10 @@ fn validate_identity(raw: Option<RawIdentityHeaders>) -> Result<IdentityHeaders,
         if n.starts_with(':') || n == "authorization" || n == "cookie" || n == "host" {
             return err(format!("`identity_headers`: `{n}` cannot be an identity header"));
         }
+        // Each `-`/`_` mix of the name is removed from every request (see `header_spellings`).
+        if n.bytes().filter(|b| matches!(b, b'-' | b'_')).count() > crate::header_spellings::MAX_SEPARATORS {
+            return err(format!("`identity_headers`: `{n}` has more than {} `-` or `_`", crate::header_spellings::MAX_SEPARATORS));
+        }
     }
     Ok(identity)
 }
@@ -733,6 +737,8 @@ mod tests {
     fn errors_name_the_field() {
         let e = with(serde_json::json!({"bogus": 1})).unwrap_err();
         assert!(e.0.contains("unknown field `bogus`"), "{e}");
+        let e = with(serde_json::json!({"identity_headers": {"subject": "x-a-b-c-d-e-f-g"}})).unwrap_err();
+        assert!(e.0.contains("identity_headers") && e.0.contains("more than 6"), "{e}");
         let e = with(serde_json::json!({"providers": [{"name": "x", "issuer": "i", "algorithms": ["HS256"], "jwks": {"inline": {"keys": []}}}]})).unwrap_err();
         assert!(e.0.contains("providers[0]`.algorithms") && e.0.contains("HS256"), "{e}");
         let e = with(serde_json::json!({"routes": [{"match": {"prefix": "/a", "exact": "/b"}, "policy": "public"}]})).unwrap_err();

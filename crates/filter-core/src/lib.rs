@@ -8,6 +8,7 @@ pub mod device;
 pub mod engine;
 pub mod extract;
 pub mod fetch;
+pub mod header_spellings;
 pub mod path;
 pub mod paused;
 pub mod policy;

@@ -200,6 +200,11 @@ impl Request {
         self.headers
     }
 
+    /// The headers as read (all of them when the configuration reads the whole map).
+    pub fn headers(&self) -> &HeaderBlock {
+        &self.headers
+    }
+
     /// Every value of a header (lower-case name); a value that is not UTF-8 reads as [`NOT_UTF8`].
     pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.headers.values(name)
