@@ -10,7 +10,7 @@ use crate::routes::{admin, auth, dev, ext_authz, ops, revocations, tokens, wellk
     info(title = "authflow auth service", description = "Issues the access tokens the authflow filter verifies; serves its keys and revocation feed. Every error is `{error, error_description}`."),
     paths(
         auth::signup, auth::verify_email, auth::signin, auth::signin_verify, auth::password_forgot,
-        auth::password_reset, auth::totp_enroll, auth::totp_confirm,
+        auth::password_reset, auth::totp_enroll, auth::totp_confirm, auth::totp_remove,
         tokens::refresh, tokens::logout, tokens::logout_all,
         admin::find_users, admin::ban, admin::unban, admin::sessions, admin::revoke_token,
         admin::list_keys, admin::rotate_keys, admin::audit_log,

@@ -86,6 +86,19 @@ pub struct TotpEnrollment {
     pub otpauth_uri: String,
 }
 
+/// A fresh proof that the caller is the account's owner, not just the holder
+/// of its access token: the password, or a current TOTP code.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FactorProof {
+    #[serde(default)]
+    #[schema(value_type = Option<String>, format = Password)]
+    pub password: Option<Secret>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub code: Option<Secret>,
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CodeRequest {
@@ -454,13 +467,71 @@ pub async fn password_reset(State(state): State<Arc<AppState>>, client: Client, 
     super::tokens::revoke_all_sessions(&state, &user.id, "password_reset").await?;
     state.throttle.success(&account_key(&user.email));
     audit(&state, Some(&client), "password_reset", "success", Some(&user.id), Some(&user.email)).await;
+    notify(&state, &user, "Your password was changed", "The password of your account was changed and every session was signed out.").await;
     Ok(axum::Json(StatusResponse { status: "password_changed" }))
 }
 
-#[utoipa::path(post, path = "/v1/auth/totp/enroll", tag = "auth", security(("bearer" = [])),
-    responses((status = 200, body = TotpEnrollment), (status = 401, body = ErrorBody)))]
-pub async fn totp_enroll(State(state): State<Arc<AppState>>, Caller(caller): Caller) -> ApiResult<axum::Json<TotpEnrollment>> {
+/// Checks a [`FactorProof`]: a current TOTP code (through the same
+/// per-account guard as sign-in) or the password (throttled like sign-in).
+async fn prove_owner(state: &AppState, client: &Client, user: &User, proof: &FactorProof) -> ApiResult<()> {
+    throttled(state, &user.email, client)?;
+    let now = now();
+    if let (Some(code), Some(secret)) = (&proof.code, &user.totp_secret) {
+        let limit = state.config.second_factor_max_failures;
+        let attempt = match state.store.second_factor_attempt(&user.id, now).await? {
+            SecondFactorAttempt::Locked(until) => return Err(second_factor_locked(state, until - now)),
+            SecondFactorAttempt::Counted(n) if n > limit => return Err(second_factor_locked(state, i64::try_from(state.config.lockout_base.as_secs()).unwrap_or(30))),
+            SecondFactorAttempt::Counted(n) => n,
+        };
+        let accepted = match totp_step(secret, code.expose().trim(), now) {
+            Some(step) => state.store.use_totp_step(&user.id, step).await?,
+            None => false,
+        };
+        if accepted {
+            state.store.second_factor_success(&user.id).await?;
+            return Ok(());
+        }
+        audit(state, Some(client), "factor_proof", "bad_code", Some(&user.id), Some(&user.email)).await;
+        if attempt >= limit {
+            lock_second_factor(state, user, client, now).await?;
+        }
+        return Err(ApiError::InvalidCode("the code is wrong"));
+    }
+    let Some(password) = &proof.password else {
+        return Err(ApiError::BadRequest("confirm with your `password` (or a current TOTP `code`)".into()));
+    };
+    if password.expose().len() > MAX_PASSWORD_BYTES {
+        return Err(ApiError::BadRequest("password is too long".into()));
+    }
+    if verify_password(state, password.expose().to_owned(), Some(user.password_hash.clone())).await? {
+        return Ok(());
+    }
+    count_failure(state, &user.email, client);
+    audit(state, Some(client), "factor_proof", "bad_password", Some(&user.id), Some(&user.email)).await;
+    Err(ApiError::InvalidCredentials)
+}
+
+/// A security notice to the owner (never limited: it is about their account).
+async fn notify(state: &AppState, user: &User, subject: &str, body: &str) {
+    let mail = Mail {
+        to: user.email.clone(),
+        subject: subject.into(),
+        body: format!("{body} If it was not you, reset your password and sign out everywhere now."),
+        code: None,
+        token: None,
+        sent_at: 0,
+    };
+    send_mail(state, mail).await;
+}
+
+/// Starts setting up (or replacing) the TOTP authenticator; needs a fresh
+/// proof, so an access token alone cannot take over the second factor.
+#[utoipa::path(post, path = "/v1/auth/totp/enroll", tag = "auth", request_body = FactorProof, security(("bearer" = [])),
+    responses((status = 200, body = TotpEnrollment), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 429, body = ErrorBody)))]
+pub async fn totp_enroll(State(state): State<Arc<AppState>>, client: Client, Caller(caller): Caller, Json(proof): Json<FactorProof>) -> ApiResult<axum::Json<TotpEnrollment>> {
     let user = state.store.user_by_id(&caller.sub).await?.ok_or(ApiError::InvalidToken("unknown user"))?;
+    prove_owner(&state, &client, &user, &proof).await?;
     let mut bytes = [0u8; 20];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
     let totp = totp_rs::TOTP::new(
@@ -475,7 +546,7 @@ pub async fn totp_enroll(State(state): State<Arc<AppState>>, Caller(caller): Cal
     .map_err(ApiError::internal)?;
     let secret = totp.get_secret_base32();
     state.store.set_totp_pending(&user.id, Some(&secret)).await?;
-    audit(&state, None, "totp_enroll", "pending", Some(&user.id), Some(&user.email)).await;
+    audit(&state, Some(&client), "totp_enroll", "pending", Some(&user.id), Some(&user.email)).await;
     Ok(axum::Json(TotpEnrollment { otpauth_uri: totp.get_url(), secret }))
 }
 
@@ -483,11 +554,30 @@ pub async fn totp_enroll(State(state): State<Arc<AppState>>, Caller(caller): Cal
     responses((status = 200, body = StatusResponse), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn totp_confirm(State(state): State<Arc<AppState>>, client: Client, Caller(caller): Caller, Json(req): Json<CodeRequest>) -> ApiResult<axum::Json<StatusResponse>> {
     let user = state.store.user_by_id(&caller.sub).await?.ok_or(ApiError::InvalidToken("unknown user"))?;
-    let pending = user.totp_pending.ok_or(ApiError::Conflict("no TOTP enrolment is pending; call /v1/auth/totp/enroll"))?;
+    let pending = user.totp_pending.clone().ok_or(ApiError::Conflict("no TOTP enrolment is pending; call /v1/auth/totp/enroll"))?;
     let step = totp_step(&pending, req.code.expose().trim(), now()).ok_or(ApiError::InvalidCode("the code is wrong"))?;
     if !state.store.confirm_totp(&user.id, &pending, step).await? {
         return Err(ApiError::Conflict("the enrolment changed; enroll again"));
     }
     audit(&state, Some(&client), "totp_confirm", "success", Some(&user.id), Some(&user.email)).await;
+    let what = if user.totp_secret.is_some() { "replaced" } else { "set up" };
+    notify(&state, &user, "A new authenticator app was set up", &format!("The authenticator app of your account was {what}.")).await;
     Ok(axum::Json(StatusResponse { status: "totp_enabled" }))
+}
+
+/// Removes the TOTP authenticator (sign-in falls back to mailed codes); needs
+/// a fresh proof and mails the owner.
+#[utoipa::path(post, path = "/v1/auth/totp/remove", tag = "auth", request_body = FactorProof, security(("bearer" = [])),
+    responses((status = 200, body = StatusResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub async fn totp_remove(State(state): State<Arc<AppState>>, client: Client, Caller(caller): Caller, Json(proof): Json<FactorProof>) -> ApiResult<axum::Json<StatusResponse>> {
+    let user = state.store.user_by_id(&caller.sub).await?.ok_or(ApiError::InvalidToken("unknown user"))?;
+    if user.totp_secret.is_none() {
+        return Err(ApiError::Conflict("no TOTP authenticator is set up"));
+    }
+    prove_owner(&state, &client, &user, &proof).await?;
+    state.store.clear_totp(&user.id).await?;
+    audit(&state, Some(&client), "totp_remove", "success", Some(&user.id), Some(&user.email)).await;
+    notify(&state, &user, "Your authenticator app was removed", "The authenticator app of your account was removed; sign-in codes now come by mail.").await;
+    Ok(axum::Json(StatusResponse { status: "totp_removed" }))
 }

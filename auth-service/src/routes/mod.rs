@@ -33,6 +33,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/auth/password/reset", post(auth::password_reset))
         .route("/v1/auth/totp/enroll", post(auth::totp_enroll))
         .route("/v1/auth/totp/confirm", post(auth::totp_confirm))
+        .route("/v1/auth/totp/remove", post(auth::totp_remove))
         .route("/v1/auth/refresh", post(tokens::refresh))
         .route("/v1/auth/logout", post(tokens::logout))
         .route("/v1/auth/logout-all", post(tokens::logout_all))

@@ -190,6 +190,8 @@ pub trait Store: Send + Sync + 'static {
     async fn set_totp_pending(&self, user_id: &str, secret: Option<&str>) -> StoreResult<()>;
     /// Moves the pending secret to the confirmed one and records `step` as used.
     async fn confirm_totp(&self, user_id: &str, secret: &str, step: i64) -> StoreResult<bool>;
+    /// Removes the confirmed and any pending TOTP secret.
+    async fn clear_totp(&self, user_id: &str) -> StoreResult<()>;
     /// Records a TOTP time step as used; false when it (or a later one) already was.
     async fn use_totp_step(&self, user_id: &str, step: i64) -> StoreResult<bool>;
 

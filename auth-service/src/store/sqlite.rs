@@ -268,6 +268,15 @@ impl Store for SqliteStore {
         Ok(r.rows_affected() == 1)
     }
 
+    async fn clear_totp(&self, user_id: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE users SET totp_secret = NULL, totp_pending = NULL WHERE id = ?")
+            .bind(user_id)
+            .execute(&self.write)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
     async fn use_totp_step(&self, user_id: &str, step: i64) -> StoreResult<bool> {
         let r = sqlx::query("UPDATE users SET totp_last_step = ? WHERE id = ? AND totp_last_step < ?")
             .bind(step)

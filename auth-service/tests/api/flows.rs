@@ -148,7 +148,7 @@ async fn totp_enrolment_and_sign_in() {
 
     let r = app.authed(Method::POST, "/v1/auth/totp/confirm", &t).json(&json!({"code": "123456"})).send().await.unwrap();
     assert_eq!(error_code(r, 409).await, "conflict");
-    let r = app.authed(Method::POST, "/v1/auth/totp/enroll", &t).send().await.unwrap();
+    let r = app.authed(Method::POST, "/v1/auth/totp/enroll", &t).json(&json!({"password": PASSWORD})).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let enrol: Value = r.json().await.unwrap();
     let secret = enrol["secret"].as_str().unwrap().to_owned();

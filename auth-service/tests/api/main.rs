@@ -7,6 +7,7 @@ mod addresses;
 mod admin;
 mod common;
 mod durability;
+mod factors;
 mod flows;
 mod input;
 mod mail_limits;

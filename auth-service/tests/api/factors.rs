@@ -1,0 +1,74 @@
+//! Changing or removing a factor needs a fresh proof (the password or a
+//! current TOTP code), not just a (possibly stolen) access token and device
+//! secret, and the owner is mailed; so is a password change.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+fn totp_code(secret: &str, at: i64) -> String {
+    let bytes = totp_rs::Secret::Encoded(secret.to_owned()).to_bytes().unwrap();
+    totp_rs::TOTP::new_unchecked(totp_rs::Algorithm::SHA1, 6, 1, 30, bytes, None, String::new()).generate(at as u64)
+}
+
+fn subjects(mails: &[Value]) -> Vec<String> {
+    mails.iter().map(|m| m["subject"].as_str().unwrap_or_default().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn a_stolen_token_cannot_replace_the_authenticator() {
+    let app = spawn_app().await;
+    let email = "victim@example.com";
+    app.verified_user(email).await;
+    let t = app.signin(email, PASSWORD).await;
+
+    // The owner sets up TOTP, proving the password.
+    let r = app.authed(Method::POST, "/v1/auth/totp/enroll", &t).json(&json!({"password": PASSWORD})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let secret = r.json::<Value>().await.unwrap()["secret"].as_str().unwrap().to_owned();
+    let now = authflow_auth_service::now();
+    let r = app.authed(Method::POST, "/v1/auth/totp/confirm", &t).json(&json!({"code": totp_code(&secret, now)})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let mails = app.outbox(email, 0).await;
+    assert!(subjects(&mails).iter().any(|s| s.contains("authenticator")), "the owner is told: {:?}", subjects(&mails));
+
+    // Whoever holds only the token and device secret cannot start a replacement.
+    let r = app.authed(Method::POST, "/v1/auth/totp/enroll", &t).json(&json!({})).send().await.unwrap();
+    assert!([400, 401].contains(&r.status().as_u16()), "{}", r.status());
+    let r = app.authed(Method::POST, "/v1/auth/totp/enroll", &t).send().await.unwrap();
+    assert!([400, 401, 415].contains(&r.status().as_u16()), "{}", r.status());
+    let r = app.authed(Method::POST, "/v1/auth/totp/enroll", &t).json(&json!({"password": "not the password"})).send().await.unwrap();
+    assert_eq!(error_code(r, 401).await, "invalid_credentials");
+    let r = app.authed(Method::POST, "/v1/auth/totp/enroll", &t).json(&json!({"code": "000000"})).send().await.unwrap();
+    assert!([401].contains(&r.status().as_u16()));
+    // ... nor remove it.
+    let r = app.authed(Method::POST, "/v1/auth/totp/remove", &t).json(&json!({"password": "not the password"})).send().await.unwrap();
+    assert_eq!(error_code(r, 401).await, "invalid_credentials");
+    let (_, method) = app.challenge(email, PASSWORD).await;
+    assert_eq!(method, "totp", "the authenticator is unchanged");
+
+    // With a current code the owner can remove it, and is told.
+    let before = app.outbox(email, 0).await.len();
+    let code = totp_code(&secret, authflow_auth_service::now() + 30);
+    let r = app.authed(Method::POST, "/v1/auth/totp/remove", &t).json(&json!({"code": code})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let mails = app.outbox(email, before + 1).await;
+    assert!(subjects(&mails[before..]).iter().any(|s| s.contains("authenticator")), "{:?}", subjects(&mails));
+    let (_, method) = app.challenge(email, PASSWORD).await;
+    assert_eq!(method, "email");
+}
+
+#[tokio::test]
+async fn a_password_change_is_mailed_to_the_owner() {
+    let app = spawn_app().await;
+    let email = "changed@example.com";
+    app.verified_user(email).await;
+    let r = app.post("/v1/auth/password/forgot", json!({"email": email})).await;
+    assert_eq!(r.status(), 202);
+    let token = app.last_mail(email, 2).await["token"].as_str().unwrap().to_owned();
+    let r = app.post("/v1/auth/password/reset", json!({"token": token, "password": "a brand new passphrase"})).await;
+    assert_eq!(r.status(), 200);
+    let mails = app.outbox(email, 3).await;
+    assert!(subjects(&mails[2..]).iter().any(|s| s.contains("password was changed")), "{:?}", subjects(&mails));
+}
