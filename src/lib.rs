@@ -11,6 +11,9 @@
 //!
 //! `root` and `http` do not know each other: both work through `vm`.
 
+// Indexing and slicing panic when out of range: the filter uses `get`, iterators and patterns.
+#![deny(clippy::indexing_slicing)]
+
 mod host;
 mod http;
 mod metrics;

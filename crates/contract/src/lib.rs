@@ -2,6 +2,9 @@
 //! auth service (native). One implementation, compiled for both sides, so the
 //! two can never disagree about claim names, the fingerprint or the feed.
 
+// Indexing and slicing panic when out of range: the filter uses `get`, iterators and patterns.
+#![deny(clippy::indexing_slicing)]
+
 pub mod claims;
 pub mod client_address;
 pub mod fingerprint;

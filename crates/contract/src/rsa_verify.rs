@@ -19,6 +19,11 @@
 //! is involved. Checked against jwt-simple's RS256 (the reference) in this
 //! crate's tests and, for the modular exponentiation, against a plain
 //! schoolbook implementation.
+// Slices and indices below stay within `limbs` ≤ MAX_LIMBS and
+// `modulus_bytes` ≤ MAX_MODULUS_BYTES, which `RsaKey::new` checks before
+// anything else runs, or are loop counters over those lengths; the
+// column loops are the RS256 hot path.
+#![allow(clippy::indexing_slicing)]
 
 use sha2::{Digest, Sha256};
 

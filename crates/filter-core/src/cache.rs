@@ -40,7 +40,8 @@ impl BuildHasher for TailHash {
 
 impl Hasher for TailHasher {
     fn write(&mut self, bytes: &[u8]) {
-        self.0.write(&bytes[bytes.len().saturating_sub(HASHED_TAIL_BYTES)..]);
+        let tail = bytes.get(bytes.len().saturating_sub(HASHED_TAIL_BYTES)..).unwrap_or(bytes);
+        self.0.write(tail);
     }
     fn finish(&self) -> u64 {
         self.0.finish()

@@ -142,7 +142,7 @@ impl Engine {
             return self.deny_or_public(public, r);
         }
         if let Some(state) = self.providers.get(verified.provider) {
-            if self.config.providers[verified.provider].revocations.is_some() {
+            if self.config.providers.get(verified.provider).is_some_and(|p| p.revocations.is_some()) {
                 let age = now_ms.saturating_sub(state.revocations_fresh_at_ms);
                 if age > self.config.revocation.max_staleness_ms {
                     match self.config.revocation.on_stale {

@@ -1,5 +1,7 @@
 //! authflow's filter logic, free of proxy-wasm so it runs (and is tested) on
 //! the host. The cdylib at the workspace root is thin glue around [`engine::Engine`].
+// Indexing and slicing panic when out of range: the filter uses `get`, iterators and patterns.
+#![deny(clippy::indexing_slicing)]
 
 pub mod cache;
 pub mod config;

@@ -108,7 +108,7 @@ pub fn screen(token: &str, config: &FilterConfig) -> Result<Screened, DenyReason
     let issuer = payload.get("iss").and_then(Value::as_str).ok_or(DenyReason::MissingClaim)?;
     let provider = config.provider_for_issuer(issuer).ok_or(DenyReason::UnknownIssuer)?;
     let algorithm = Algorithm::parse(alg)
-        .filter(|a| config.providers[provider].algorithms.contains(a))
+        .filter(|a| config.providers.get(provider).is_some_and(|p| p.algorithms.contains(a)))
         .ok_or(DenyReason::AlgorithmNotAllowed)?;
     let text = |name: &str| match header.get(name) {
         None => Ok(None),
@@ -146,7 +146,7 @@ pub fn verify(
     config: &FilterConfig,
     now: u64,
 ) -> Result<VerifiedToken, VerifyError> {
-    let provider = &config.providers[screened.provider];
+    let provider = config.providers.get(screened.provider).ok_or(DenyReason::UnknownIssuer)?;
     let kid = screened.kid.as_deref();
     if let Some(kid) = kid {
         if !keys.has_kid(kid) {

@@ -6,6 +6,10 @@
 //! only word additions because of p's special form; values stay in plain (not
 //! Montgomery) form, so bytes convert directly and comparisons are exact.
 //! Every function is variable-time: only public data goes through here.
+// Every index below is a loop counter bounded by the fixed length of the limb
+// arrays it reads (8 limbs, 16 for a product): in range by construction, and
+// the inner loops are the ES256 hot path.
+#![allow(clippy::indexing_slicing)]
 
 /// A field element, always fully reduced (< p), least significant limb first.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
