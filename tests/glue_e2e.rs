@@ -170,3 +170,53 @@ fn unknown_kids_after_the_early_refetch_are_answered_at_once() {
     assert_eq!(jwks.hits(), hits, "no extra fetch: the early refetch is rate limited");
     assert_eq!(envoy.get("/api", &[("authorization", &bearer(&own))]).status, 200, "known keys still work");
 }
+
+/// A `STRICT_DNS` cluster (as in the compose and Kubernetes configs) is not
+/// resolved yet when the first key fetch goes out at startup, and Envoy
+/// refuses that callout. Startup stays quiet and the counters honest: the
+/// callout is retried shortly, and a not-yet-ready cluster is not a failed fetch.
+#[test]
+fn a_dns_cluster_still_resolving_at_startup_is_not_a_failed_fetch() {
+    const ISS: &str = "https://dns.glue.test";
+    let key = Ed25519KeyPair::generate().with_key_id("k");
+    let jwks = JwksServer::start(jwks_of(&[key.public_key().to_jwk()]));
+    let backend = EchoServer::start("127.0.0.1:0").unwrap();
+    // Resolution takes a second: Envoy refuses callouts to the cluster until then.
+    let dns = SlowDns::start(Duration::from_millis(1_000));
+    let filter = filter_config("dns", ISS, "jwks", json!({"refresh_interval_secs": 300}), json!({}));
+    let clusters = vec![("backend".into(), backend.addr.port()), ("jwks".into(), jwks.port)];
+    let envoy = Envoy::start_doc(2, |port, admin_port| {
+        let mut doc = envoy_config(&filter, &clusters, port, admin_port);
+        let jwks_cluster = doc["static_resources"]["clusters"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|c| c["name"] == "jwks")
+            .unwrap();
+        jwks_cluster["type"] = json!("STRICT_DNS");
+        jwks_cluster["dns_lookup_family"] = json!("V4_ONLY");
+        jwks_cluster["typed_dns_resolver_config"] = json!({
+            "name": "envoy.network.dns_resolver.cares",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig",
+                "resolvers": [{"socket_address": {"address": "127.0.0.1", "port_value": dns.port}}],
+                "dns_resolver_options": {"no_default_search_domain": true}
+            }
+        });
+        jwks_cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["address"] =
+            json!("jwks.glue.test");
+        doc
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let own = token(&key, ISS);
+    assert!(
+        eventually(Duration::from_secs(10), || envoy.get("/api", &[("authorization", &bearer(&own))]).status == 200),
+        "keys load through the DNS cluster: {}",
+        envoy.log()
+    );
+    let log = envoy.log();
+    assert!(!log.contains("cannot call cluster"), "no warning for a cluster that was only not ready yet:\n{log}");
+    assert_eq!(envoy.stat("jwks.fetch_failed"), 0, "no failed fetch counted");
+    assert!(envoy.stat("jwks.fetch_ok") >= 1);
+    assert!(envoy.stat("jwks.dispatch_deferred") >= 1, "the refused startup callouts are counted as deferred");
+}

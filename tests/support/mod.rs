@@ -448,3 +448,66 @@ impl Drop for AuthService {
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
+
+/// A DNS server on 127.0.0.1 (UDP) that answers every A query with
+/// 127.0.0.1, but only after `delay`: an Envoy `STRICT_DNS` cluster pointed
+/// at it stays unresolved that long, as a cluster behind a slow resolver
+/// does at startup (e.g. Docker's embedded DNS).
+pub struct SlowDns {
+    pub port: u16,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SlowDns {
+    pub fn start(delay: Duration) -> SlowDns {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("DNS socket");
+        socket.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+        let port = socket.local_addr().expect("addr").port();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while !stopped.load(Ordering::SeqCst) {
+                let Ok((n, from)) = socket.recv_from(&mut buf) else { continue };
+                let Some(answer) = dns_answer(&buf[..n]) else { continue };
+                let socket = socket.try_clone().expect("clone");
+                std::thread::spawn(move || {
+                    std::thread::sleep(delay);
+                    let _ = socket.send_to(&answer, from);
+                });
+            }
+        });
+        SlowDns { port, stop }
+    }
+}
+
+impl Drop for SlowDns {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The answer to a one-question query: the question echoed, then for an A
+/// question one record 127.0.0.1 (TTL 300), for any other type no records.
+fn dns_answer(query: &[u8]) -> Option<Vec<u8>> {
+    if query.len() < 12 {
+        return None;
+    }
+    // The question: labels up to the root label, then type and class.
+    let mut end = 12;
+    while *query.get(end)? != 0 {
+        end += 1 + usize::from(query[end]);
+    }
+    let qtype = u16::from_be_bytes([*query.get(end + 1)?, *query.get(end + 2)?]);
+    let question = query.get(12..end + 5)?;
+    let is_a = qtype == 1;
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(&query[..2]); // id
+    out.extend_from_slice(&[0x81, 0x80]); // response, recursion desired + available, no error
+    out.extend_from_slice(&[0, 1, 0, u8::from(is_a), 0, 0, 0, 0]);
+    out.extend_from_slice(question);
+    if is_a {
+        out.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0x01, 0x2c, 0, 4, 127, 0, 0, 1]);
+    }
+    Some(out)
+}
