@@ -105,11 +105,11 @@ impl ProviderRuntime {
             }
         }
         let Some(s) = self.revocations.as_mut() else { return };
-        let max = env.engine.config.revocation.max_entries;
+        let (max, skew) = (env.engine.config.revocation.max_entries, env.engine.config.clock_skew_secs);
         let Some(state) = env.engine.providers.get_mut(self.index) else { return };
         if let Some(feed) = s.slot.take_if_changed().and_then(|bytes| serde_json::from_slice::<RevocationFeed>(&bytes).ok()) {
             let mut next = RevocationSet::default();
-            if next.apply(feed, &self.issuer, max, env.now_ms / 1000).is_ok() {
+            if next.apply(feed, &self.issuer, max, skew, env.now_ms / 1000).is_ok() {
                 state.revocations = next;
                 env.metrics.set(Metric::RevocationEntries, state.revocations.len() as u64);
             }
@@ -206,7 +206,7 @@ impl ProviderRuntime {
     fn on_feed(&mut self, status: u32, body_size: usize, env: &mut Env) {
         let Some(s) = self.revocations.as_mut() else { return };
         let now = env.now_ms;
-        let max = env.engine.config.revocation.max_entries;
+        let (max, skew) = (env.engine.config.revocation.max_entries, env.engine.config.clock_skew_secs);
         let Some(state) = env.engine.providers.get_mut(self.index) else { return };
         match feed_answer(status, body_size, host::call_response_body) {
             Answer::NotModified => {
@@ -215,7 +215,7 @@ impl ProviderRuntime {
                 state.revocations_fresh_at_ms = now;
                 env.metrics.inc(Metric::RevocationNotModified);
             }
-            Answer::Fresh(feed, _) => match state.revocations.apply(feed, &self.issuer, max, now / 1000) {
+            Answer::Fresh(feed, _) => match state.revocations.apply(feed, &self.issuer, max, skew, now / 1000) {
                 Ok(()) => {
                     s.fetch.finished(FetchEnd::Fresh { etag: None }, now, env.jitter);
                     state.revocations_fresh_at_ms = now;

@@ -2,14 +2,31 @@
 //!
 //! The service answers with what changed since `CURSOR` (a delta), `304` when
 //! nothing did, or a full snapshot (`snapshot: true`) when the cursor is
-//! unknown or too old. Every entry carries `expires_at`: the moment after which
-//! no token it could kill is still valid, so both sides may forget it then.
+//! unknown or too old. Every entry carries `expires_at`: its forget-after time.
+//!
+//! A token is accepted until its `exp` plus the verifier's clock skew, so an
+//! entry must outlive the tokens it kills by that much: the service publishes
+//! `expires_at` = the newest covered `exp` plus its retention margin (at least
+//! [`MAX_CLOCK_SKEW_SECS`] by default), and a verifier keeps an entry while
+//! [`still_needed`] says so for its own skew on top.
 
 use serde::{Deserialize, Serialize};
 
 pub const FEED_PATH: &str = "/v1/revocations";
 /// Largest feed body the filter accepts (a 100k-entry snapshot fits).
 pub const MAX_FEED_BYTES: usize = 16 * 1024 * 1024;
+
+/// The largest clock skew a filter may tolerate on `exp` / `nbf`. The service's
+/// default retention margin equals it, so every entry it publishes outlives
+/// its tokens in any filter a valid configuration can describe.
+pub const MAX_CLOCK_SKEW_SECS: u64 = 600;
+
+/// Whether an entry that may be forgotten after `expires_at` must still be
+/// kept at `now` by a verifier that accepts tokens up to `skew_secs` past
+/// their `exp` (`now <= exp + skew` passes, so this is inclusive too).
+pub fn still_needed(expires_at: u64, skew_secs: u64, now: u64) -> bool {
+    now <= expires_at.saturating_add(skew_secs)
+}
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -83,5 +100,16 @@ mod tests {
         let back: RevocationFeed = serde_json::from_value(json).unwrap();
         assert_eq!(back, feed);
         assert_eq!(back.entry_count(), 3);
+    }
+
+    /// A token with `exp` = 100 passes a verifier with 30 s of skew up to and
+    /// including 130: its revocation must be kept exactly that long.
+    #[test]
+    fn an_entry_is_needed_while_its_tokens_could_pass() {
+        assert!(still_needed(100, 30, 100));
+        assert!(still_needed(100, 30, 101));
+        assert!(still_needed(100, 30, 130));
+        assert!(!still_needed(100, 30, 131));
+        assert!(still_needed(u64::MAX, 30, u64::MAX), "no overflow");
     }
 }

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use authflow_contract::revocation::MAX_CLOCK_SKEW_SECS;
 use authflow_contract::{fingerprint::DeviceAttribute, Algorithm, KeySet};
 use serde::Deserialize;
 
@@ -405,8 +406,10 @@ impl FilterConfig {
         if raw.max_token_bytes < 64 || raw.max_token_bytes > MAX_TOKEN_BYTES_LIMIT {
             return err(format!("`max_token_bytes`: must be between 64 and {MAX_TOKEN_BYTES_LIMIT}"));
         }
-        if raw.clock_skew_secs > 600 {
-            return err("`clock_skew_secs`: at most 600");
+        // The service keeps publishing a revocation this long past its token's
+        // `exp` by default; a larger skew would let revoked tokens revive.
+        if raw.clock_skew_secs > MAX_CLOCK_SKEW_SECS {
+            return err(format!("`clock_skew_secs`: at most {MAX_CLOCK_SKEW_SECS}"));
         }
         if raw.max_token_lifetime_secs == 0 {
             return err("`max_token_lifetime_secs`: must be positive");

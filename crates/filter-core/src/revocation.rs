@@ -1,7 +1,9 @@
 //! The revocation/ban list of one issuer, as pulled from the feed.
 //!
 //! Three maps, each entry with the time after which it can be forgotten, so
-//! memory follows the number of *live* revocations, not history. A feed that
+//! memory follows the number of *live* revocations, not history. "Forgotten"
+//! means past `expires_at` plus this filter's clock skew: a token is accepted
+//! until its `exp` plus the skew, and its revocation must last as long. A feed that
 //! would push the list past its bound is refused whole (the list then goes
 //! stale and the staleness policy decides) rather than silently dropping a
 //! revocation.
@@ -9,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use authflow_contract::revocation::{BannedSubject, RevocationFeed, RevokedSession, RevokedToken};
+use authflow_contract::revocation::{still_needed, BannedSubject, RevocationFeed, RevokedSession, RevokedToken};
 
 use crate::deny::DenyReason;
 use crate::verify::VerifiedToken;
@@ -57,8 +59,9 @@ impl RevocationSet {
         self.len() == 0
     }
 
-    /// Applies a snapshot (replace) or delta (merge), then forgets expired entries.
-    pub fn apply(&mut self, feed: RevocationFeed, issuer: &str, max_entries: usize, now: u64) -> Result<(), ApplyError> {
+    /// Applies a snapshot (replace) or delta (merge), then forgets the entries
+    /// no token could outlive any more (see [`RevocationSet::prune`]).
+    pub fn apply(&mut self, feed: RevocationFeed, issuer: &str, max_entries: usize, skew_secs: u64, now: u64) -> Result<(), ApplyError> {
         if feed.issuer != issuer {
             return Err(ApplyError::WrongIssuer);
         }
@@ -75,7 +78,7 @@ impl RevocationSet {
             let e = next.bans.entry(sub).or_insert((not_before, expires_at));
             *e = (e.0.max(not_before), e.1.max(expires_at));
         }
-        next.prune(now);
+        next.prune(skew_secs, now);
         if next.len() > max_entries {
             return Err(ApplyError::TooManyEntries(next.len()));
         }
@@ -89,10 +92,13 @@ impl RevocationSet {
         RevocationSet { cursor: None, ..self.clone() }
     }
 
-    pub fn prune(&mut self, now: u64) {
-        self.tokens.retain(|_, exp| *exp >= now);
-        self.sessions.retain(|_, exp| *exp >= now);
-        self.bans.retain(|_, (_, exp)| *exp >= now);
+    /// Forgets entries past `expires_at` + `skew_secs`: until then a token they
+    /// kill still passes the time checks, which tolerate the same skew.
+    pub fn prune(&mut self, skew_secs: u64, now: u64) {
+        let needed = |exp: &u64| still_needed(*exp, skew_secs, now);
+        self.tokens.retain(|_, exp| needed(exp));
+        self.sessions.retain(|_, exp| needed(exp));
+        self.bans.retain(|_, (_, exp)| needed(exp));
     }
 
     /// Why this token is no longer good, if it is not.
@@ -180,12 +186,12 @@ mod tests {
         assert_eq!(set.check(&t), None);
         let mut f = feed(true, "1");
         f.revoked_tokens.push(RevokedToken { jti: "other".into(), expires_at: 2000 });
-        set.apply(f, "iss", 10, 1000).unwrap();
+        set.apply(f, "iss", 10, 0, 1000).unwrap();
         assert_eq!(set.check(&t), None);
         assert_eq!(set.check(&t), None, "memo hit");
         let mut f = feed(false, "2");
         f.revoked_tokens.push(RevokedToken { jti: "j1".into(), expires_at: 2000 });
-        set.apply(f, "iss", 10, 1000).unwrap();
+        set.apply(f, "iss", 10, 0, 1000).unwrap();
         assert_eq!(set.check(&t), Some(DenyReason::TokenRevoked), "a delta revoking it wins over the memo");
 
         // A list built elsewhere (another VM's snapshot) never shares a number with this one.
@@ -194,7 +200,7 @@ mod tests {
         let mut other = RevocationSet::default();
         let mut f = feed(true, "9");
         f.banned_subjects.push(BannedSubject { sub: "u2".into(), not_before: 1500, expires_at: 2400 });
-        other.apply(f, "iss", 10, 1000).unwrap();
+        other.apply(f, "iss", 10, 0, 1000).unwrap();
         assert_eq!(other.check(&t2), Some(DenyReason::SubjectBanned));
         set = other;
         assert_eq!(set.check(&t2), Some(DenyReason::SubjectBanned));
@@ -209,34 +215,51 @@ mod tests {
         let mut set = RevocationSet::default();
         let mut f = feed(true, "1");
         f.revoked_tokens.push(RevokedToken { jti: "j1".into(), expires_at: 2000 });
-        set.apply(f, "iss", 10, 1000).unwrap();
+        set.apply(f, "iss", 10, 0, 1000).unwrap();
         assert_eq!(set.check(&token("j1", "s", "u", 1000)), Some(DenyReason::TokenRevoked));
         assert_eq!(set.check(&token("j2", "s", "u", 1000)), None);
 
         let mut f = feed(false, "2");
         f.revoked_sessions.push(RevokedSession { sid: "s9".into(), expires_at: 2000 });
         f.banned_subjects.push(BannedSubject { sub: "bad".into(), not_before: 1500, expires_at: 2400 });
-        set.apply(f, "iss", 10, 1000).unwrap();
+        set.apply(f, "iss", 10, 0, 1000).unwrap();
         assert_eq!(set.cursor(), Some("2"));
         assert_eq!(set.check(&token("j1", "s", "u", 1000)), Some(DenyReason::TokenRevoked), "delta keeps earlier entries");
         assert_eq!(set.check(&token("x", "s9", "u", 1000)), Some(DenyReason::SessionRevoked));
         assert_eq!(set.check(&token("x", "s", "bad", 1499)), Some(DenyReason::SubjectBanned));
         assert_eq!(set.check(&token("x", "s", "bad", 1500)), None, "tokens issued after the ban pass");
 
-        set.apply(feed(true, "3"), "iss", 10, 1000).unwrap();
+        set.apply(feed(true, "3"), "iss", 10, 0, 1000).unwrap();
         assert!(set.is_empty(), "a snapshot replaces everything");
     }
 
+    /// An entry lasts until its `expires_at` plus the skew this filter allows,
+    /// whatever prunes it: a later delta, a snapshot, another VM's copy.
     #[test]
-    fn expired_entries_are_forgotten() {
+    fn entries_are_forgotten_only_past_expiry_plus_skew() {
         let mut set = RevocationSet::default();
         let mut f = feed(true, "1");
         f.revoked_tokens.push(RevokedToken { jti: "old".into(), expires_at: 50 });
         f.revoked_tokens.push(RevokedToken { jti: "new".into(), expires_at: 500 });
-        set.apply(f, "iss", 10, 100).unwrap();
-        assert_eq!(set.len(), 1);
-        set.prune(600);
-        assert!(set.is_empty());
+        f.revoked_sessions.push(RevokedSession { sid: "s".into(), expires_at: 500 });
+        f.banned_subjects.push(BannedSubject { sub: "u".into(), not_before: 400, expires_at: 500 });
+        set.apply(f, "iss", 10, 30, 100).unwrap();
+        assert_eq!(set.len(), 3, "50 + 30 < 100: only `old` is gone");
+
+        // The next delta arrives one second past `expires_at`: nothing revives.
+        let mut f = feed(false, "2");
+        f.revoked_tokens.push(RevokedToken { jti: "later".into(), expires_at: 900 });
+        set.apply(f, "iss", 10, 30, 501).unwrap();
+        let t = token("new", "s", "u", 300);
+        assert_eq!(set.lookup(&t), Some(DenyReason::SubjectBanned));
+        assert_eq!(set.lookup(&token("x", "s", "v", 300)), Some(DenyReason::SessionRevoked));
+        assert_eq!(set.lookup(&token("new", "x", "v", 300)), Some(DenyReason::TokenRevoked));
+
+        let mut copy = RevocationSet::default();
+        copy.apply(set.to_snapshot("iss"), "iss", 10, 30, 530).unwrap();
+        assert_eq!(copy.len(), 4, "kept through exp + skew, inclusive");
+        copy.prune(30, 531);
+        assert_eq!(copy.len(), 1, "only `later` is left");
     }
 
     #[test]
@@ -244,13 +267,13 @@ mod tests {
         let mut set = RevocationSet::default();
         let mut f = feed(true, "1");
         f.revoked_tokens.push(RevokedToken { jti: "a".into(), expires_at: 500 });
-        set.apply(f, "iss", 1, 100).unwrap();
+        set.apply(f, "iss", 1, 0, 100).unwrap();
         let mut other = feed(true, "2");
         other.issuer = "evil".into();
-        assert_eq!(set.apply(other, "iss", 1, 100), Err(ApplyError::WrongIssuer));
+        assert_eq!(set.apply(other, "iss", 1, 0, 100), Err(ApplyError::WrongIssuer));
         let mut big = feed(false, "3");
         big.revoked_tokens.push(RevokedToken { jti: "b".into(), expires_at: 500 });
-        assert_eq!(set.apply(big, "iss", 1, 100), Err(ApplyError::TooManyEntries(2)));
+        assert_eq!(set.apply(big, "iss", 1, 0, 100), Err(ApplyError::TooManyEntries(2)));
         assert_eq!(set.cursor(), Some("1"));
         assert_eq!(set.len(), 1);
     }
@@ -261,9 +284,9 @@ mod tests {
         let mut f = feed(true, "7");
         f.revoked_tokens.push(RevokedToken { jti: "a".into(), expires_at: 500 });
         f.banned_subjects.push(BannedSubject { sub: "u".into(), not_before: 10, expires_at: 500 });
-        set.apply(f, "iss", 10, 100).unwrap();
+        set.apply(f, "iss", 10, 0, 100).unwrap();
         let mut copy = RevocationSet::default();
-        copy.apply(set.to_snapshot("iss"), "iss", 10, 100).unwrap();
+        copy.apply(set.to_snapshot("iss"), "iss", 10, 0, 100).unwrap();
         assert_eq!(copy.len(), 2);
         assert_eq!(copy.cursor(), Some("7"));
     }

@@ -243,7 +243,7 @@ fn revocations_apply_to_cached_tokens() {
         revoked_tokens: vec![RevokedToken { jti: "jti-1".into(), expires_at: NOW + 900 }],
         ..Default::default()
     };
-    f.engine.providers[0].revocations.apply(feed, ISS, 100, NOW).unwrap();
+    f.engine.providers[0].revocations.apply(feed, ISS, 100, 30, NOW).unwrap();
     assert_eq!(denied(&f.eval("/api", &[("authorization", &bearer)])).0, DenyReason::TokenRevoked);
 
     let mut f = fixture(json!({}));
@@ -254,7 +254,7 @@ fn revocations_apply_to_cached_tokens() {
         banned_subjects: vec![BannedSubject { sub: "user-1".into(), not_before: NOW, expires_at: NOW + 900 }],
         ..Default::default()
     };
-    f.engine.providers[0].revocations.apply(feed, ISS, 100, NOW).unwrap();
+    f.engine.providers[0].revocations.apply(feed, ISS, 100, 30, NOW).unwrap();
     let t = f.token();
     assert_eq!(denied(&f.eval("/api", &[("authorization", &format!("Bearer {t}"))])).0, DenyReason::SubjectBanned);
 }
@@ -367,5 +367,44 @@ fn decisions_on_the_headers_read_equal_decisions_on_all_headers() {
             let partial = f.engine.evaluate(&Request::new(HeaderBlock::from_pairs(&read), client), NOW * 1000 + 500, false);
             assert_eq!(no_cache_note(full), no_cache_note(partial), "config {extra}, {host}{path}, headers {headers:?}");
         }
+    }
+}
+
+/// A token passes until `exp` + `clock_skew_secs` (30 s by default), so its
+/// revocation must last as long — also when the next delta arrives after
+/// `exp` and the list is pruned.
+#[test]
+fn revocations_outlive_their_tokens_by_the_clock_skew() {
+    use authflow_contract::revocation::RevokedSession;
+    let exp = NOW + 890;
+    for (what, revoke) in [
+        ("jti", RevocationFeed { revoked_tokens: vec![RevokedToken { jti: "jti-1".into(), expires_at: exp }], ..Default::default() }),
+        ("sid", RevocationFeed { revoked_sessions: vec![RevokedSession { sid: "sess-1".into(), expires_at: exp }], ..Default::default() }),
+        ("ban", RevocationFeed { banned_subjects: vec![BannedSubject { sub: "user-1".into(), not_before: NOW, expires_at: exp }], ..Default::default() }),
+    ] {
+        let mut f = fixture(json!({}));
+        let bearer = format!("Bearer {}", f.token());
+        let at = |secs: u64| {
+            let h = vec![(":path".to_string(), "/api".to_string()), ("authorization".to_string(), bearer.clone())];
+            (Request::from_headers(h, None), secs * 1000)
+        };
+        f.engine.providers[0].revocations.apply(RevocationFeed { issuer: ISS.into(), cursor: "1".into(), snapshot: true, ..revoke }, ISS, 100, 30, NOW).unwrap();
+        for later in [exp + 1, exp + 15, exp + 30] {
+            // The next feed change (an unrelated revocation) arrives and prunes the list.
+            let other = RevocationFeed {
+                issuer: ISS.into(),
+                cursor: later.to_string(),
+                revoked_tokens: vec![RevokedToken { jti: format!("other-{later}"), expires_at: later + 900 }],
+                ..Default::default()
+            };
+            f.engine.providers[0].revocations.apply(other, ISS, 100, 30, later).unwrap();
+            f.engine.providers[0].revocations_fresh_at_ms = later * 1000;
+            let (req, now_ms) = at(later);
+            let o = f.engine.evaluate(&req, now_ms, true);
+            assert!(matches!(o, Outcome::Deny(_)), "{what}: revoked token at exp+{}: {o:?}", later - exp);
+            assert_ne!(denied(&o).0, DenyReason::Expired, "{what}: still within the skew at exp+{}", later - exp);
+        }
+        let (req, now_ms) = at(exp + 31);
+        assert_eq!(denied(&f.engine.evaluate(&req, now_ms, true)).0, DenyReason::Expired, "{what}: past the skew it is simply expired");
     }
 }
