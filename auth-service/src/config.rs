@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use authflow_contract::fingerprint::DeviceAttribute;
+use authflow_contract::revocation::MAX_CLOCK_SKEW_SECS;
 use authflow_contract::Algorithm;
 use serde::Deserialize;
 
@@ -69,6 +70,9 @@ pub struct Config {
     /// recipient and per client address, each per hour.
     pub mail_max_per_recipient_per_hour: u32,
     pub mail_max_per_client_per_hour: u32,
+    /// How long past its token's `exp` a revocation is kept, published and
+    /// honoured: at least the largest `clock_skew_secs` of any filter.
+    pub revocation_retention: Duration,
 }
 
 /// Every field that may appear in the file, all optional.
@@ -114,6 +118,7 @@ pub struct RawConfig {
     pub audit_retention_days: Option<u64>,
     pub mail_max_per_recipient_per_hour: Option<u32>,
     pub mail_max_per_client_per_hour: Option<u32>,
+    pub revocation_retention_secs: Option<u64>,
 }
 
 #[derive(Clone, Copy)]
@@ -164,6 +169,7 @@ const FIELDS: &[(&str, Kind)] = &[
     ("audit_retention_days", Kind::Int),
     ("mail_max_per_recipient_per_hour", Kind::Int),
     ("mail_max_per_client_per_hour", Kind::Int),
+    ("revocation_retention_secs", Kind::Int),
 ];
 
 #[derive(Debug)]
@@ -402,6 +408,15 @@ impl RawConfig {
             )?,
             mail_max_per_client_per_hour: count("mail_max_per_client_per_hour", self.mail_max_per_client_per_hour, 20, 1, 100_000)?,
             audit_retention: Duration::from_secs(86_400 * count("audit_retention_days", self.audit_retention_days, 90, 1, 3650)?),
+            // Never shorter than this service's own tolerance on `exp`; the
+            // default covers the largest skew a filter accepts.
+            revocation_retention: secs(
+                "revocation_retention_secs",
+                self.revocation_retention_secs,
+                MAX_CLOCK_SKEW_SECS,
+                crate::tokens::TIME_TOLERANCE_SECS,
+                7 * 86_400,
+            )?,
         })
     }
 }
@@ -425,6 +440,19 @@ mod tests {
         assert!(c.database_url.ends_with("authflow.db"));
         assert!(c.dev_endpoints);
         assert_eq!(c.signing_alg, Algorithm::EdDSA);
+    }
+
+    /// Revocations are kept past their token's `exp` by at least the largest
+    /// skew a filter accepts, unless told otherwise, and never by less than
+    /// this service's own tolerance.
+    #[test]
+    fn revocation_retention_covers_every_allowed_skew() {
+        let c = Config::load_from(None, &[]).unwrap();
+        assert_eq!(c.revocation_retention, Duration::from_secs(MAX_CLOCK_SKEW_SECS));
+        let c = Config::load_from(None, &env(&[("AUTHFLOW_REVOCATION_RETENTION_SECS", "120")])).unwrap();
+        assert_eq!(c.revocation_retention, Duration::from_secs(120));
+        let e = Config::load_from(None, &env(&[("AUTHFLOW_REVOCATION_RETENTION_SECS", "29")])).unwrap_err();
+        assert!(e.to_string().contains("revocation_retention_secs"), "{e}");
     }
 
     #[test]

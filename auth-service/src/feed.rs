@@ -1,12 +1,18 @@
 //! The revocation feed as this process sees it: the newest cursor (kept in
 //! memory so a `304` never touches the database) and a revocation set used
 //! to check this service's own tokens (admin calls, ext_authz).
+//!
+//! A revocation outlives what it kills. Events store the newest `exp` they
+//! cover; tokens pass verifiers until that `exp` plus their clock skew, so an
+//! event is kept, published and honoured until `exp` + the retention margin
+//! (`revocation_retention_secs`, at least every verifier's skew), and each
+//! published entry says so in its `expires_at` (its forget-after time).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::RwLock;
 
-use authflow_contract::revocation::{BannedSubject, RevocationFeed, RevokedSession, RevokedToken};
+use authflow_contract::revocation::{still_needed, BannedSubject, RevocationFeed, RevokedSession, RevokedToken};
 
 use crate::store::{FeedEvent, FeedKind, Store, StoreError};
 
@@ -39,15 +45,38 @@ impl RevocationSet {
         self.seq = self.seq.max(e.seq);
     }
 
-    fn forget_expired(&mut self, now: i64) {
-        self.jtis.retain(|_, exp| *exp > now);
-        self.sids.retain(|_, exp| *exp > now);
-        self.bans.retain(|_, (_, exp)| *exp > now);
+    fn forget_expired(&mut self, retention: Retention, now: i64) {
+        self.jtis.retain(|_, exp| retention.needed(*exp, now));
+        self.sids.retain(|_, exp| retention.needed(*exp, now));
+        self.bans.retain(|_, (_, exp)| retention.needed(*exp, now));
+    }
+}
+
+/// How long past the `exp` it covers an event is kept (the retention margin).
+#[derive(Clone, Copy, Debug)]
+struct Retention(i64);
+
+impl Retention {
+    /// Whether an event covering tokens up to `exp` still matters at `now`.
+    fn needed(self, exp: i64, now: i64) -> bool {
+        let u = |v: i64| u64::try_from(v).unwrap_or(0);
+        still_needed(u(exp), u(self.0), u(now))
+    }
+
+    /// The newest `exp` whose events no longer matter at `now` (the store's cut-off).
+    fn forgotten_through(self, now: i64) -> i64 {
+        now.saturating_sub(self.0).saturating_sub(1)
+    }
+
+    /// The forget-after time published for an event covering tokens up to `exp`.
+    fn forget_after(self, exp: i64) -> i64 {
+        exp.saturating_add(self.0)
     }
 }
 
 pub struct Feed {
     epoch: String,
+    retention: Retention,
     head: AtomicI64,
     pruned_through: AtomicI64,
     set: RwLock<RevocationSet>,
@@ -61,9 +90,12 @@ pub enum FeedAnswer {
 }
 
 impl Feed {
-    pub async fn load(store: &dyn Store, now: i64) -> Result<Self, StoreError> {
+    /// `retention_secs`: how long past its token's `exp` an entry is kept
+    /// (at least the largest clock skew of any verifier of these tokens).
+    pub async fn load(store: &dyn Store, retention_secs: u64, now: i64) -> Result<Self, StoreError> {
         let feed = Self {
             epoch: store.epoch().await?,
+            retention: Retention(i64::try_from(retention_secs).unwrap_or(i64::MAX)),
             head: AtomicI64::new(0),
             pruned_through: AtomicI64::new(0),
             set: RwLock::new(RevocationSet::default()),
@@ -79,17 +111,22 @@ impl Feed {
         let _one_at_a_time = self.sync_lock.lock().await;
         let head = store.feed_head().await?;
         let after = self.set.read().map(|s| s.seq).unwrap_or(0);
-        let events = store.feed_events_after(after, now).await?;
+        let events = store.feed_events_after(after, self.retention.forgotten_through(now)).await?;
         if let Ok(mut set) = self.set.write() {
             for e in &events {
                 set.apply(e);
             }
             set.seq = set.seq.max(head.head);
-            set.forget_expired(now);
+            set.forget_expired(self.retention, now);
         }
         self.pruned_through.fetch_max(head.pruned_through, Ordering::SeqCst);
         self.head.fetch_max(head.head, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Deletes the events no token can outlive any more; returns how many.
+    pub async fn prune(&self, store: &dyn Store, now: i64) -> Result<u64, StoreError> {
+        store.prune_feed(self.retention.forgotten_through(now)).await
     }
 
     pub fn cursor(&self) -> String {
@@ -112,7 +149,7 @@ impl Feed {
             return Ok(FeedAnswer::NotModified);
         }
         let after = delta_from.unwrap_or(0);
-        let events = store.feed_events_after(after, now).await?;
+        let events = store.feed_events_after(after, self.retention.forgotten_through(now)).await?;
         let newest = events.iter().map(|e| e.seq).max().unwrap_or(0).max(head);
         let mut feed = RevocationFeed {
             issuer: issuer.to_owned(),
@@ -125,7 +162,7 @@ impl Feed {
         for e in &events {
             set.apply(e);
         }
-        let u = |v: i64| u64::try_from(v).unwrap_or(0);
+        let u = |exp: i64| u64::try_from(self.retention.forget_after(exp)).unwrap_or(0);
         let mut tokens: Vec<_> = set.jtis.into_iter().collect();
         tokens.sort();
         feed.revoked_tokens = tokens.into_iter().map(|(jti, exp)| RevokedToken { jti, expires_at: u(exp) }).collect();
@@ -136,17 +173,83 @@ impl Feed {
         bans.sort();
         feed.banned_subjects = bans
             .into_iter()
-            .map(|(sub, (nb, exp))| BannedSubject { sub, not_before: u(nb), expires_at: u(exp) })
+            .map(|(sub, (nb, exp))| BannedSubject { sub, not_before: u64::try_from(nb).unwrap_or(0), expires_at: u(exp) })
             .collect();
         Ok(FeedAnswer::Body(feed))
+    }
+
+    /// Whether a token with this `exp` may still pass a verifier somewhere
+    /// (so revoking it still matters).
+    pub fn may_still_pass(&self, exp: i64, now: i64) -> bool {
+        self.retention.needed(exp, now)
     }
 
     /// Is a token with these claims revoked, per what this process knows?
     pub fn is_revoked(&self, jti: Option<&str>, sid: &str, sub: Option<&str>, issued_at: i64, now: i64) -> bool {
         let Ok(set) = self.set.read() else { return true };
-        let live = |exp: &i64| *exp > now;
+        let live = |exp: &i64| self.retention.needed(*exp, now);
         jti.and_then(|j| set.jtis.get(j)).is_some_and(live)
             || set.sids.get(sid).is_some_and(live)
-            || sub.and_then(|s| set.bans.get(s)).is_some_and(|(nb, exp)| *exp > now && issued_at < *nb)
+            || sub.and_then(|s| set.bans.get(s)).is_some_and(|(nb, exp)| live(exp) && issued_at < *nb)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+
+    const EXP: i64 = 1_900_000_000;
+    const MARGIN: u64 = 600;
+
+    async fn store(dir: &tempfile::TempDir) -> SqliteStore {
+        SqliteStore::open(&format!("sqlite://{}", dir.path().join("feed.db").display())).await.unwrap()
+    }
+
+    fn event(kind: FeedKind, subject: &str, not_before: Option<i64>) -> FeedEvent {
+        FeedEvent { seq: 1, kind, subject: subject.into(), not_before, expires_at: EXP }
+    }
+
+    /// Tokens pass this service (and every filter) until `exp` plus a skew:
+    /// a revoked jti, a logged-out session and a ban all hold at `exp` + 1 s
+    /// and up to the retention margin, on the service's own checks.
+    #[tokio::test]
+    async fn own_checks_refuse_revoked_tokens_past_their_exp() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let feed = Feed::load(&store, MARGIN, EXP - 10).await.unwrap();
+        if let Ok(mut set) = feed.set.write() {
+            set.apply(&event(FeedKind::Token, "j1", None));
+            set.apply(&event(FeedKind::Session, "s1", None));
+            set.apply(&event(FeedKind::Subject, "u1", Some(EXP - 100)));
+        }
+        let iat = EXP - 900;
+        for now in [EXP + 1, EXP + 30, EXP + 600] {
+            assert!(feed.is_revoked(Some("j1"), "other", None, iat, now), "jti at exp+{}", now - EXP);
+            assert!(feed.is_revoked(None, "s1", None, iat, now), "sid at exp+{}", now - EXP);
+            assert!(feed.is_revoked(None, "other", Some("u1"), iat, now), "ban at exp+{}", now - EXP);
+        }
+        assert!(!feed.is_revoked(Some("j1"), "s1", Some("u1"), iat, EXP + 601), "forgotten past the margin");
+    }
+
+    /// The feed publishes an entry until its token's `exp` plus the retention
+    /// margin, with that moment as its `expires_at`, and the store keeps it as long.
+    #[tokio::test]
+    async fn feed_keeps_and_publishes_entries_until_exp_plus_margin() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        store.revoke_token("j1", EXP - 10, EXP).await.unwrap();
+        let feed = Feed::load(&store, MARGIN, EXP - 10).await.unwrap();
+        for now in [EXP + 1, EXP + 600] {
+            feed.prune(&store, now).await.unwrap();
+            feed.sync(&store, now).await.unwrap();
+            let FeedAnswer::Body(body) = feed.answer(&store, "iss", None, now).await.unwrap() else { panic!() };
+            assert_eq!(body.revoked_tokens.len(), 1, "published at exp+{}", now - EXP);
+            assert_eq!(body.revoked_tokens[0].expires_at, u64::try_from(EXP + 600).unwrap(), "forget-after = exp + margin");
+        }
+        assert_eq!(feed.prune(&store, EXP + 601).await.unwrap(), 1);
+        feed.sync(&store, EXP + 601).await.unwrap();
+        let FeedAnswer::Body(body) = feed.answer(&store, "iss", None, EXP + 601).await.unwrap() else { panic!() };
+        assert_eq!(body.entry_count(), 0);
     }
 }

@@ -84,7 +84,7 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
     let now = now();
     let ttl = i64::try_from(config.access_ttl.as_secs()).unwrap_or(900);
     let keys = KeyRing::load(store.as_ref(), config.signing_alg, ttl, now).await.map_err(start_err)?;
-    let feed = Feed::load(store.as_ref(), now).await.map_err(start_err)?;
+    let feed = Feed::load(store.as_ref(), config.revocation_retention.as_secs(), now).await.map_err(start_err)?;
     let mailer = mailer::from_config(&config).map_err(StartError)?;
     let hasher = Hasher::new(config.password_hash_memory_kib, config.password_hash_iterations).map_err(StartError)?;
     let throttle = Throttle::new(config.lockout_base, config.lockout_max);
@@ -146,10 +146,13 @@ async fn maintenance(state: Arc<AppState>) {
     loop {
         tick.tick().await;
         let now = now();
-        match state.store.prune(now).await {
+        if let Err(e) = state.store.prune(now).await {
+            tracing::warn!(error = %e, "prune failed");
+        }
+        match state.feed.prune(state.store.as_ref(), now).await {
             Ok(n) if n > 0 => tracing::debug!(pruned = n, "expired revocation entries pruned"),
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "prune failed"),
+            Err(e) => tracing::warn!(error = %e, "feed prune failed"),
         }
         if let Err(e) = state.feed.sync(state.store.as_ref(), now).await {
             tracing::warn!(error = %e, "feed sync failed");

@@ -19,7 +19,7 @@ use crate::AppState;
 /// Longest bearer token accepted (ours are well under 1 KiB).
 pub const MAX_TOKEN_LEN: usize = 4096;
 /// Clock skew tolerated when checking `exp` / `nbf` / `iat`.
-const TIME_TOLERANCE_SECS: u64 = 30;
+pub const TIME_TOLERANCE_SECS: u64 = 30;
 
 pub struct IssuedAccess {
     pub token: String,

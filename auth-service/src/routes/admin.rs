@@ -157,7 +157,9 @@ pub async fn sessions(State(state): State<Arc<AppState>>, _admin: Admin, Path(us
     Ok(axum::Json(sessions.iter().map(|s| SessionView::new(s, now)).collect()))
 }
 
-/// Revokes one access token by `jti`; the feed entry lives until the token's own expiry.
+/// Revokes one access token by `jti`, also one just past its `exp` that
+/// verifiers may still accept within their clock skew; the feed entry lives
+/// until the token's own expiry plus the retention margin.
 #[utoipa::path(post, path = "/v1/admin/tokens/revoke", tag = "admin", request_body = RevokeTokenRequest, security(("bearer" = [])),
     responses((status = 200, body = RevokeTokenResponse), (status = 404, body = ErrorBody)))]
 pub async fn revoke_token(State(state): State<Arc<AppState>>, client: Client, Admin(admin): Admin, Json(req): Json<RevokeTokenRequest>) -> ApiResult<axum::Json<RevokeTokenResponse>> {
@@ -166,7 +168,7 @@ pub async fn revoke_token(State(state): State<Arc<AppState>>, client: Client, Ad
         .store
         .access_token(&req.jti)
         .await?
-        .filter(|t| t.expires_at > now)
+        .filter(|t| state.feed.may_still_pass(t.expires_at, now))
         .ok_or(ApiError::NotFound("no live access token has this jti"))?;
     state.store.revoke_token(&token.jti, now, token.expires_at).await?;
     feed_changed(&state).await;

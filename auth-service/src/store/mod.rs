@@ -236,10 +236,14 @@ pub trait Store: Send + Sync + 'static {
     async fn unban_user(&self, user_id: &str) -> StoreResult<bool>;
 
     async fn feed_head(&self) -> StoreResult<FeedHead>;
-    /// Unexpired events with `seq > after`, oldest first.
-    async fn feed_events_after(&self, after: i64, now: i64) -> StoreResult<Vec<FeedEvent>>;
-    /// Deletes expired feed events, challenges, tokens; returns feed events deleted.
-    async fn prune(&self, now: i64) -> StoreResult<u64>;
+    /// Events with `seq > after` whose `expires_at` is past `forgotten_through`, oldest first.
+    async fn feed_events_after(&self, after: i64, forgotten_through: i64) -> StoreResult<Vec<FeedEvent>>;
+    /// Deletes feed events and access-token records with `expires_at <=
+    /// forgotten_through` (the feed decides that cut-off: revocations outlive
+    /// their tokens); returns the number of feed events deleted.
+    async fn prune_feed(&self, forgotten_through: i64) -> StoreResult<u64>;
+    /// Deletes expired challenges, one-time tokens and refresh tokens.
+    async fn prune(&self, now: i64) -> StoreResult<()>;
 
     async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>>;
     /// Adds a key; every key not yet retired is retired at the new key's `active_at`.

@@ -637,12 +637,12 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn feed_events_after(&self, after: i64, now: i64) -> StoreResult<Vec<FeedEvent>> {
+    async fn feed_events_after(&self, after: i64, forgotten_through: i64) -> StoreResult<Vec<FeedEvent>> {
         let rows = sqlx::query(
             "SELECT seq, kind, subject, not_before, expires_at FROM revocation_events WHERE seq > ? AND expires_at > ? ORDER BY seq",
         )
         .bind(after)
-        .bind(now)
+        .bind(forgotten_through)
         .fetch_all(&self.read)
         .await
         .map_err(err)?;
@@ -665,16 +665,16 @@ impl Store for SqliteStore {
             .map_err(err)
     }
 
-    async fn prune(&self, now: i64) -> StoreResult<u64> {
+    async fn prune_feed(&self, forgotten_through: i64) -> StoreResult<u64> {
         let mut tx = self.write.begin().await.map_err(err)?;
         let pruned: Option<i64> =
             sqlx::query_scalar("SELECT MAX(seq) FROM revocation_events WHERE expires_at <= ?")
-                .bind(now)
+                .bind(forgotten_through)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(err)?;
         let deleted = sqlx::query("DELETE FROM revocation_events WHERE expires_at <= ?")
-            .bind(now)
+            .bind(forgotten_through)
             .execute(&mut *tx)
             .await
             .map_err(err)?
@@ -689,16 +689,27 @@ impl Store for SqliteStore {
             .await
             .map_err(err)?;
         }
+        // Access-token records exist to revoke a token by jti: kept as long.
+        sqlx::query("DELETE FROM access_tokens WHERE expires_at <= ?")
+            .bind(forgotten_through)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        Ok(deleted)
+    }
+
+    async fn prune(&self, now: i64) -> StoreResult<()> {
+        let mut tx = self.write.begin().await.map_err(err)?;
         for sql in [
             "DELETE FROM challenges WHERE expires_at <= ?",
             "DELETE FROM one_time_tokens WHERE expires_at <= ?",
-            "DELETE FROM access_tokens WHERE expires_at <= ?",
             "DELETE FROM refresh_tokens WHERE expires_at <= ?",
         ] {
             sqlx::query(sql).bind(now).execute(&mut *tx).await.map_err(err)?;
         }
         tx.commit().await.map_err(err)?;
-        Ok(deleted)
+        Ok(())
     }
 
     async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>> {

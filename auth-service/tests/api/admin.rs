@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use authflow_contract::revocation::RevocationFeed;
 use authflow_contract::KeySet;
+use authflow_auth_service::now;
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -44,7 +45,8 @@ async fn ban_unban_revoke_and_sessions() {
     assert_eq!(sessions[0]["session_id"], t.session.as_str());
     assert_eq!(sessions[0]["active"], true);
 
-    // Revoke one token by jti: it shows in the feed with the token's own expiry.
+    // Revoke one token by jti: it shows in the feed until the token's own
+    // expiry plus the retention margin (600 s by default: the largest skew a filter may use).
     let jti = claims(&t.access)["jti"].as_str().unwrap().to_owned();
     let r = app.authed(Method::POST, "/v1/admin/tokens/revoke", &admin).json(&json!({"jti": jti})).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -54,7 +56,7 @@ async fn ban_unban_revoke_and_sessions() {
     assert_eq!(status, 200);
     let delta = delta.unwrap();
     assert_eq!(delta["revoked_tokens"][0]["jti"], jti.as_str());
-    assert_eq!(delta["revoked_tokens"][0]["expires_at"], claims(&t.access)["exp"]);
+    assert_eq!(delta["revoked_tokens"][0]["expires_at"], claims(&t.access)["exp"].as_u64().unwrap() + 600);
     let r = app.http.get(app.url("/v1/ext-authz")).bearer_auth(&t.access).send().await.unwrap();
     assert_eq!(r.status(), 401);
     let cursor = delta["cursor"].as_str().unwrap().to_owned();
@@ -72,7 +74,7 @@ async fn ban_unban_revoke_and_sessions() {
     assert_eq!(feed.banned_subjects.len(), 1);
     let ban = &feed.banned_subjects[0];
     assert_eq!(ban.sub, user_id);
-    assert_eq!(ban.expires_at - ban.not_before, 900);
+    assert_eq!(ban.expires_at - ban.not_before, 900 + 600, "the last token issued before it, plus the margin");
     assert!(feed.revoked_sessions.iter().any(|s| s.sid == t.session));
     let r = app
         .http
@@ -107,6 +109,8 @@ async fn revocation_feed_deltas_304_snapshots_and_expiry() {
     let app = spawn_app_with(|c| {
         c.access_ttl = Duration::from_secs(2);
         c.maintenance_interval = Duration::from_secs(1);
+        // Below the configurable minimum, to keep the test short.
+        c.revocation_retention = Duration::from_secs(2);
     })
     .await;
     app.verified_user("mia@example.com").await;
@@ -142,8 +146,16 @@ async fn revocation_feed_deltas_304_snapshots_and_expiry() {
         assert_eq!(feed.revoked_sessions.len(), 1);
     }
 
-    // Entries live until the tokens they kill would have expired (2 s), then
-    // they leave the snapshot, get pruned, and the old cursor is too old.
+    // Entries live until the tokens they kill would have expired (2 s) plus
+    // the retention margin (2 s), then they leave the snapshot, get pruned,
+    // and the old cursor is too old.
+    let exp = claims(&t.access)["exp"].as_i64().unwrap();
+    while now() <= exp {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, body) = app.feed(None).await;
+    let feed: RevocationFeed = serde_json::from_value(body.unwrap()).unwrap();
+    assert_eq!(feed.revoked_sessions.len(), 1, "still published past the token's exp");
     let mut pruned = false;
     for _ in 0..80 {
         tokio::time::sleep(Duration::from_millis(100)).await;
