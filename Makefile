@@ -27,6 +27,7 @@ help:
 	@echo "make test   - everything: unit, service, end-to-end with the real Envoy, deploy checks"
 	@echo "make wasm   - build $(WASM)"
 	@echo "make bench  - benchmarks against Envoy's jwt_authn and no auth"
+	@echo "make fuzz   - every fuzz target for FUZZ_TIME seconds (docs/fuzzing.md)"
 
 toolchain:
 	@rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
@@ -51,6 +52,7 @@ test: wasm envoy
 	$(CARGO) test --workspace
 	$(MAKE) --no-print-directory wasm-unit
 	$(MAKE) --no-print-directory deploy-check
+	$(MAKE) --no-print-directory fuzz-smoke
 
 e2e: wasm envoy
 	$(CARGO) build -p authflow-auth-service
