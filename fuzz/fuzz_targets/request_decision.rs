@@ -5,6 +5,10 @@
 //! Beyond "never panics", every outcome is checked for what a user relies on:
 //! - an accepted token's signed bytes are bytes we signed (no forgery);
 //! - without a token, only a public route lets a request through;
+//! - no reading of the path that a lenient backend might act on (every
+//!   escape decoded, `\` as `/`, `;` parameters and dot segments dropped,
+//!   any case) reaches the admin area without the admin role — checked
+//!   with a normalizer written here, independent of the filter's;
 //! - identity headers carry no control characters and stay bounded;
 //! - a refusal is RFC 6750-shaped (400/401/403/503) and echoes no token;
 //! - asking again (now from the token cache) gives the same decision.
@@ -328,6 +332,47 @@ fn build_request(w: &World, r: &Req, placed: &mut Vec<Placed>) -> Request {
     Request::new(h, client)
 }
 
+/// The most lenient reading of a path a backend might act on: escapes
+/// decoded until none is left, `\` as `/`, cut at a NUL, `;` parameters
+/// dropped, dot segments resolved, slashes merged, lower case.
+fn lenient_reading(path: &str) -> String {
+    let mut bytes = path.split(['?', '#']).next().unwrap_or_default().as_bytes().to_vec();
+    for _ in 0..8 {
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let hex = |b: u8| (b as char).to_digit(16);
+            match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+                (b'%', Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                }
+                (b, _, _) => {
+                    out.push(b);
+                    i += 1;
+                }
+            }
+        }
+        if out == bytes {
+            break;
+        }
+        bytes = out;
+    }
+    let text = String::from_utf8_lossy(&bytes).replace('\\', "/");
+    let text = text.split('\0').next().unwrap_or_default();
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in text.split('/') {
+        match segment.split(';').next().unwrap_or_default() {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    format!("/{}", segments.join("/")).to_lowercase()
+}
+
 /// The decision without the bookkeeping that legitimately differs between a fresh and a cached answer.
 fn decision_of(o: &Outcome) -> String {
     match o {
@@ -352,6 +397,14 @@ fn check(w: &World, req: &Request, placed: &[Placed], outcome: &Outcome) {
                 assert!(value.len() <= 4096, "identity header {name} is {} bytes", value.len());
                 assert!(!value.bytes().any(|b| b < 0x20 || b == 0x7f), "control character in {name}: {value:?}");
             }
+            if lenient_reading(req.path()).starts_with("/admin") {
+                let roles = a.identity_headers().iter().find(|(n, _)| n == "x-auth-roles").map(|(_, v)| v.as_str());
+                assert!(
+                    roles.is_some_and(|r| r.split(',').any(|role| role == "admin")),
+                    "{:?} reads as the admin area and passed without the admin role",
+                    req.path()
+                );
+            }
             if a.notes.authenticated {
                 // The token that passed was signed by us over exactly these bytes.
                 let sources = header_text(req);
@@ -361,7 +414,7 @@ fn check(w: &World, req: &Request, placed: &[Placed], outcome: &Outcome) {
                 assert!(genuine, "a token nobody signed was accepted");
             } else {
                 assert!(!a.notes.failed_open, "failure_mode is fail_closed");
-                assert_eq!(*policy_for(&w.config, req), Policy::Public, "an anonymous request passed a protected route");
+                assert_eq!(policy_for(&w.config, req), Ok(&Policy::Public), "an anonymous request passed a protected route");
             }
         }
         Outcome::Deny(d) => {
