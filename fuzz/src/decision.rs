@@ -167,7 +167,7 @@ pub fn engine(config: &FilterConfig, keys: &KeySet) -> Engine {
     };
     if let Some(p) = engine.providers.get_mut(0) {
         // The feed matches the configured issuer and is tiny: it always applies.
-        let _ = p.revocations.apply(feed, ISSUER, 1000, NOW);
+        let _ = p.revocations.apply(feed, ISSUER, 1000, config.clock_skew_secs, NOW);
     }
     engine
 }
