@@ -146,7 +146,9 @@ impl Engine {
                 let age = now_ms.saturating_sub(state.revocations_fresh_at_ms);
                 if age > self.config.revocation.max_staleness_ms {
                     match self.config.revocation.on_stale {
-                        StalePolicy::Deny => return self.deny(DenyReason::RevocationStale),
+                        // A public route stays open, but a token that may have been
+                        // revoked vouches for no one: anonymous, no identity headers.
+                        StalePolicy::Deny => return self.deny_or_public(public, DenyReason::RevocationStale),
                         StalePolicy::Allow => notes.stale_revocations = true,
                     }
                 }

@@ -408,3 +408,32 @@ fn revocations_outlive_their_tokens_by_the_clock_skew() {
         assert_eq!(denied(&f.engine.evaluate(&req, now_ms, true)).0, DenyReason::Expired, "{what}: past the skew it is simply expired");
     }
 }
+
+/// A public route stays public when the revocation list is stale: the
+/// request passes, but as anonymous — a token whose revocation status is
+/// unknown vouches for no one, so no identity header is set. Elsewhere the
+/// stale list still answers 503.
+#[test]
+fn public_routes_pass_anonymously_when_the_revocation_list_is_stale() {
+    let mut f = fixture(json!({"revocation": {"max_staleness_secs": 10}}));
+    let t = f.token();
+    let stale_ms = NOW * 1000 + 11_000;
+    let req = |path: &str, token: Option<&str>| {
+        let mut h = vec![(":path".to_string(), path.to_string())];
+        if let Some(t) = token {
+            h.push(("authorization".to_string(), format!("Bearer {t}")));
+        }
+        Request::from_headers(h, None)
+    };
+    let Outcome::Allow(a) = f.engine.evaluate(&req("/public/page", Some(&t)), stale_ms, true) else {
+        panic!("public route with a token refused on a stale list")
+    };
+    assert!(a.identity_headers().is_empty(), "no identity from a token that cannot be trusted: {a:?}");
+    assert_eq!(a.notes.public_invalid_token, Some(DenyReason::RevocationStale));
+    assert!(!a.notes.authenticated);
+    assert!(matches!(f.engine.evaluate(&req("/public/page", None), stale_ms, true), Outcome::Allow(_)));
+    let o = f.engine.evaluate(&req("/api", Some(&t)), stale_ms, true);
+    assert_eq!(denied(&o), (DenyReason::RevocationStale, 503));
+    let Outcome::Deny(d) = o else { unreachable!() };
+    assert!(d.response.headers.iter().any(|(n, v)| n == "retry-after" && v == "5"), "{d:?}");
+}
