@@ -207,3 +207,37 @@ fn revocations_outlive_their_tokens_by_the_clock_skew() {
         assert_eq!(st.service_verdict(s), 401, "{who}: the service's own check at exp+{}", now - s.exp());
     }
 }
+
+/// Finding: with the revocation list stale (feed source down longer than
+/// `max_staleness_secs`, `on_stale: deny`), a public route answered 503.
+/// Public means anonymous works: the request passes, with no identity
+/// headers (the token's revocation status is unknown); other routes still
+/// answer 503 with `Retry-After`.
+#[test]
+fn public_routes_stay_open_when_the_revocation_list_is_stale() {
+    let mut st = stack(&[], json!({"revocation": {"max_staleness_secs": 2, "on_stale": "deny"}, "retry_after_secs": 7}));
+    st.sign_up("erin@e2e.test");
+    let erin = st.sign_in("erin@e2e.test");
+    let r = st.call("/public/page", &erin);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.echoed("x-auth-user").is_some(), "a fresh list: the token's identity is forwarded");
+
+    st.auth.kill();
+    assert!(
+        eventually(Duration::from_secs(6), || st.call("/api/x", &erin).status == 503),
+        "the list goes stale once the feed is gone for max_staleness_secs"
+    );
+    let r = st.call("/api/x", &erin);
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.header("retry-after"), Some("7"));
+
+    for _ in 0..6 {
+        let r = st.call("/public/page", &erin);
+        assert_eq!(r.status, 200, "public route with a token on a stale list: {r:?}");
+        for h in ["x-auth-user", "x-auth-roles", "x-auth-session", "x-auth-scopes"] {
+            assert_eq!(r.echoed(h), None, "{h}: no identity from an unverifiable token");
+        }
+        let r = st.envoy.get("/public/page", &device_headers());
+        assert_eq!(r.status, 200, "anonymous on a public route: {r:?}");
+    }
+}
