@@ -52,6 +52,8 @@ start_stack() {
   export AUTHFLOW_LISTEN=127.0.0.1:8081 AUTHFLOW_ISSUER=http://127.0.0.1:8081 AUTHFLOW_AUDIENCES=authflow-demo
   # Envoy (use_remote_address: true) appends the client's address to x-forwarded-for: one trusted hop.
   export AUTHFLOW_XFF_NUM_TRUSTED_HOPS=1
+  # The key-encryption key for secrets at rest: generated for this run (the data directory is fresh too).
+  AUTHFLOW_KEK="$("$AUTH_BIN" kek generate)" && export AUTHFLOW_KEK
   trap stop_stack EXIT
   trap 'exit 130' INT TERM
 

@@ -26,6 +26,25 @@ pub enum MailerConfig {
     Smtp { host: String, port: u16, username: Option<String>, password: Option<String> },
 }
 
+/// The key-encryption key(s) for secrets at rest (see `kek.rs`). `Debug`
+/// prints nothing of them.
+#[derive(Clone, Default)]
+pub struct KekConfig {
+    /// Seals and opens; required to start (`kek` or `kek_file`).
+    pub current: Option<[u8; 32]>,
+    /// Open only, during a rotation (`kek_previous`).
+    pub previous: Vec<[u8; 32]>,
+}
+
+impl std::fmt::Debug for KekConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KekConfig")
+            .field("current", &self.current.map(|_| "<redacted>"))
+            .field("previous", &self.previous.len())
+            .finish()
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub environment: Environment,
@@ -73,6 +92,7 @@ pub struct Config {
     /// How long past its token's `exp` a revocation is kept, published and
     /// honoured: at least the largest `clock_skew_secs` of any filter.
     pub revocation_retention: Duration,
+    pub kek: KekConfig,
 }
 
 /// Every field that may appear in the file, all optional.
@@ -119,6 +139,10 @@ pub struct RawConfig {
     pub mail_max_per_recipient_per_hour: Option<u32>,
     pub mail_max_per_client_per_hour: Option<u32>,
     pub revocation_retention_secs: Option<u64>,
+    /// 32 random bytes, base64; or `kek_file`, a file holding that text.
+    pub kek: Option<String>,
+    pub kek_file: Option<String>,
+    pub kek_previous: Option<Vec<String>>,
 }
 
 #[derive(Clone, Copy)]
@@ -170,6 +194,9 @@ const FIELDS: &[(&str, Kind)] = &[
     ("mail_max_per_recipient_per_hour", Kind::Int),
     ("mail_max_per_client_per_hour", Kind::Int),
     ("revocation_retention_secs", Kind::Int),
+    ("kek", Kind::Text),
+    ("kek_file", Kind::Text),
+    ("kek_previous", Kind::List),
 ];
 
 #[derive(Debug)]
@@ -278,7 +305,27 @@ fn count<T: Copy + PartialOrd + std::fmt::Display>(field: &str, value: Option<T>
 }
 
 impl RawConfig {
+    fn kek_config(&self) -> Result<KekConfig, ConfigError> {
+        let current = match (&self.kek, &self.kek_file) {
+            (Some(_), Some(_)) => return Err(bad("kek_file", "set either `kek` or `kek_file`, not both")),
+            (Some(text), None) => Some(crate::kek::parse_key(text).map_err(|e| bad("kek", e))?),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| bad("kek_file", format!("cannot read {path}: {e}")))?;
+                Some(crate::kek::parse_key(&text).map_err(|e| bad("kek_file", format!("{path}: {e}")))?)
+            }
+            (None, None) => None,
+        };
+        let previous = self
+            .kek_previous
+            .iter()
+            .flatten()
+            .map(|k| crate::kek::parse_key(k).map_err(|e| bad("kek_previous", e)))
+            .collect::<Result<_, _>>()?;
+        Ok(KekConfig { current, previous })
+    }
+
     pub fn validate(self) -> Result<Config, ConfigError> {
+        let kek = self.kek_config()?;
         let environment = match self.environment.as_deref().unwrap_or("development") {
             "development" => Environment::Development,
             "production" => Environment::Production,
@@ -406,6 +453,7 @@ impl RawConfig {
                 1,
                 1000,
             )?,
+            kek,
             mail_max_per_client_per_hour: count("mail_max_per_client_per_hour", self.mail_max_per_client_per_hour, 20, 1, 100_000)?,
             audit_retention: Duration::from_secs(86_400 * count("audit_retention_days", self.audit_retention_days, 90, 1, 3650)?),
             // Never shorter than this service's own tolerance on `exp`; the

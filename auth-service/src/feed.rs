@@ -203,7 +203,8 @@ mod tests {
     const MARGIN: u64 = 600;
 
     async fn store(dir: &tempfile::TempDir) -> SqliteStore {
-        SqliteStore::open(&format!("sqlite://{}", dir.path().join("feed.db").display())).await.unwrap()
+        let kek = crate::kek::Kek::new(&crate::kek::parse_key(&crate::kek::generate_key()).unwrap(), &[]).unwrap();
+        SqliteStore::open(&format!("sqlite://{}", dir.path().join("feed.db").display()), std::sync::Arc::new(kek)).await.unwrap()
     }
 
     fn event(kind: FeedKind, subject: &str, not_before: Option<i64>) -> FeedEvent {

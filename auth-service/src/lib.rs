@@ -6,6 +6,7 @@ pub mod domain;
 pub mod error;
 pub mod extract;
 pub mod feed;
+pub mod kek;
 pub mod keys;
 pub mod mail_budget;
 pub mod mailer;
@@ -74,7 +75,15 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700));
     }
-    let store = SqliteStore::open(&config.database_url).await.map_err(start_err)?;
+    let current = config.kek.current.ok_or_else(|| {
+        StartError(
+            "no key-encryption key: set AUTHFLOW_KEK (32 random bytes in base64: `openssl rand -base64 32`) \
+             or AUTHFLOW_KEK_FILE; it protects the TOTP secrets and signing keys in the database"
+                .into(),
+        )
+    })?;
+    let kek = kek::Kek::new(&current, &config.kek.previous).map_err(StartError)?;
+    let store = SqliteStore::open(&config.database_url, Arc::new(kek)).await.map_err(start_err)?;
     Ok(Arc::new(store))
 }
 

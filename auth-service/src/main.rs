@@ -32,6 +32,14 @@ enum Command {
     Token(TokenCommand),
     #[command(subcommand)]
     Keys(KeysCommand),
+    #[command(subcommand)]
+    Kek(KekCommand),
+}
+
+#[derive(Subcommand)]
+enum KekCommand {
+    /// Print a fresh random key-encryption key (base64) for AUTHFLOW_KEK / kek_file.
+    Generate,
 }
 
 #[derive(Subcommand)]
@@ -103,6 +111,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
+    if let Command::Kek(KekCommand::Generate) = cli.command {
+        println!("{}", authflow_auth_service::kek::generate_key());
+        return Ok(());
+    }
     let config = Config::load(cli.config.as_deref()).map_err(|e| e.to_string())?;
     match cli.command {
         Command::Serve => {
@@ -140,6 +152,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             println!("new key {kid} published; it signs in {lead} s (a running service picks it up within its maintenance interval)");
             Ok(())
         }
+        Command::Kek(KekCommand::Generate) => Ok(()),
         Command::Keys(KeysCommand::List) => {
             let state = build_state(config).await.map_err(|e| e.to_string())?;
             for k in state.keys.list() {

@@ -367,7 +367,11 @@ impl AuthService {
         let port = free_port();
         let data_dir = std::env::temp_dir().join(format!("authflow-auth-{}-{port}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data_dir);
+        // A key-encryption key generated for this run (never a committed one).
+        let kek = Command::new(auth_bin()).args(["kek", "generate"]).output().expect("authflow-auth kek generate");
+        assert!(kek.status.success(), "kek generate: {}", String::from_utf8_lossy(&kek.stderr));
         let mut all = vec![
+            ("AUTHFLOW_KEK".to_owned(), String::from_utf8_lossy(&kek.stdout).trim().to_owned()),
             ("AUTHFLOW_LISTEN".to_owned(), format!("127.0.0.1:{port}")),
             ("AUTHFLOW_DATA_DIR".to_owned(), data_dir.to_string_lossy().into_owned()),
             ("AUTHFLOW_ISSUER".to_owned(), issuer.to_owned()),

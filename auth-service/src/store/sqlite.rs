@@ -12,10 +12,22 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use super::*;
+use crate::kek::Kek;
+use std::sync::Arc;
 
 pub struct SqliteStore {
     read: SqlitePool,
     write: SqlitePool,
+    /// Seals TOTP secrets and private keys (see `kek.rs`).
+    kek: Arc<Kek>,
+}
+
+fn totp_purpose(user_id: &str) -> String {
+    format!("totp:{user_id}")
+}
+
+fn key_purpose(kid: &str) -> String {
+    format!("signing_key:{kid}")
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -25,8 +37,10 @@ fn err(e: sqlx::Error) -> StoreError {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database and applies migrations.
-    pub async fn open(url: &str) -> StoreResult<Self> {
+    /// Opens (creating if needed) the database, applies migrations, and seals
+    /// with the current KEK every secret still in clear or sealed with an
+    /// older one (a wrong KEK fails here, naming the key that sealed them).
+    pub async fn open(url: &str, kek: Arc<Kek>) -> StoreResult<Self> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(err)?
             .create_if_missing(true)
@@ -36,6 +50,8 @@ impl SqliteStore {
             // a commit we acknowledged survives power loss, not just a crash.
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
+            // Deleted content (a private key's sealed half, a replaced secret) is overwritten, not left in free pages.
+            .pragma("secure_delete", "on")
             .busy_timeout(Duration::from_secs(10));
         let write = SqlitePoolOptions::new()
             .max_connections(1)
@@ -48,15 +64,96 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .map_err(err)?;
-        Ok(Self { read, write })
+        let store = Self { read, write, kek };
+        let resealed = store.reseal_all().await?;
+        if resealed > 0 {
+            // Leave no copy of the old form behind: rewrite the file and empty the WAL.
+            for sql in ["VACUUM", "PRAGMA wal_checkpoint(TRUNCATE)"] {
+                sqlx::query(sql).execute(&store.write).await.map_err(err)?;
+            }
+            tracing::info!(values = resealed, kek = store.kek.id(), "secrets at rest sealed with the current key-encryption key");
+        }
+        Ok(store)
     }
 
-    /// Applies migrations only (the `migrate` command).
-    pub async fn migrate(url: &str) -> StoreResult<()> {
-        let store = Self::open(url).await?;
-        store.write.close().await;
-        store.read.close().await;
-        Ok(())
+    fn open_secret(&self, purpose: &str, value: &[u8]) -> StoreResult<Vec<u8>> {
+        self.kek.open(purpose, value).map_err(StoreError)
+    }
+
+    fn seal(&self, purpose: &str, value: &[u8]) -> StoreResult<String> {
+        self.kek.seal(purpose, value).map_err(StoreError)
+    }
+
+    /// The value sealed with the current KEK, or `None` when it already is.
+    fn resealed(&self, purpose: &str, value: &[u8]) -> StoreResult<Option<String>> {
+        if self.kek.is_current(value) {
+            return Ok(None);
+        }
+        let clear = if Kek::is_sealed(value) { self.open_secret(purpose, value)? } else { value.to_vec() };
+        self.seal(purpose, &clear).map(Some)
+    }
+
+    /// One transaction: every TOTP secret and private key under the current KEK.
+    async fn reseal_all(&self) -> StoreResult<u64> {
+        let mut tx = self.write.begin().await.map_err(err)?;
+        let mut count = 0;
+        let rows = sqlx::query("SELECT id, totp_secret, totp_pending FROM users WHERE totp_secret IS NOT NULL OR totp_pending IS NOT NULL")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(err)?;
+        for row in &rows {
+            let id: String = row.try_get("id").map_err(err)?;
+            for column in ["totp_secret", "totp_pending"] {
+                let Some(value) = row.try_get::<Option<String>, _>(column).map_err(err)? else { continue };
+                if let Some(sealed) = self.resealed(&totp_purpose(&id), value.as_bytes())? {
+                    sqlx::query(&format!("UPDATE users SET {column} = ? WHERE id = ?"))
+                        .bind(sealed)
+                        .bind(&id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(err)?;
+                    count += 1;
+                }
+            }
+        }
+        let keys = sqlx::query("SELECT kid, private_key FROM signing_keys WHERE length(private_key) > 0").fetch_all(&mut *tx).await.map_err(err)?;
+        for row in &keys {
+            let kid: String = row.try_get("kid").map_err(err)?;
+            let value: Vec<u8> = row.try_get("private_key").map_err(err)?;
+            if let Some(sealed) = self.resealed(&key_purpose(&kid), &value)? {
+                sqlx::query("UPDATE signing_keys SET private_key = ? WHERE kid = ?")
+                    .bind(sealed.into_bytes())
+                    .bind(&kid)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err)?;
+                count += 1;
+            }
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(count)
+    }
+
+    /// A user as stored, with its TOTP secrets opened.
+    fn user(&self, row: &SqliteRow) -> StoreResult<User> {
+        let mut user = user_from(row).map_err(err)?;
+        let purpose = totp_purpose(&user.id);
+        for secret in [&mut user.totp_secret, &mut user.totp_pending] {
+            if let Some(sealed) = secret.take() {
+                let clear = self.open_secret(&purpose, sealed.as_bytes())?;
+                *secret = Some(String::from_utf8(clear).map_err(|_| StoreError("a TOTP secret is not text".into()))?);
+            }
+        }
+        Ok(user)
+    }
+
+    /// A signing key as stored, with its private half (if any) opened.
+    fn signing_key(&self, row: &SqliteRow) -> StoreResult<StoredKey> {
+        let mut key = key_from(row).map_err(err)?;
+        if !key.private_key.is_empty() {
+            key.private_key = self.open_secret(&key_purpose(&key.kid), &key.private_key)?;
+        }
+        Ok(key)
     }
 }
 
@@ -195,7 +292,7 @@ impl Store for SqliteStore {
             .fetch_optional(&self.read)
             .await
             .map_err(err)?;
-        row.as_ref().map(user_from).transpose().map_err(err)
+        row.as_ref().map(|r| self.user(r)).transpose()
     }
 
     async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
@@ -204,7 +301,7 @@ impl Store for SqliteStore {
             .fetch_optional(&self.read)
             .await
             .map_err(err)?;
-        row.as_ref().map(user_from).transpose().map_err(err)
+        row.as_ref().map(|r| self.user(r)).transpose()
     }
 
     async fn list_users(&self) -> StoreResult<Vec<User>> {
@@ -212,7 +309,7 @@ impl Store for SqliteStore {
             .fetch_all(&self.read)
             .await
             .map_err(err)?;
-        rows.iter().map(user_from).collect::<Result<_, _>>().map_err(err)
+        rows.iter().map(|r| self.user(r)).collect()
     }
 
     async fn set_email_verified(&self, user_id: &str) -> StoreResult<()> {
@@ -245,8 +342,9 @@ impl Store for SqliteStore {
     }
 
     async fn set_totp_pending(&self, user_id: &str, secret: Option<&str>) -> StoreResult<()> {
+        let sealed = secret.map(|s| self.seal(&totp_purpose(user_id), s.as_bytes())).transpose()?;
         sqlx::query("UPDATE users SET totp_pending = ? WHERE id = ?")
-            .bind(secret)
+            .bind(sealed)
             .bind(user_id)
             .execute(&self.write)
             .await
@@ -255,16 +353,30 @@ impl Store for SqliteStore {
     }
 
     async fn confirm_totp(&self, user_id: &str, secret: &str, step: i64) -> StoreResult<bool> {
+        // Sealed values differ on every write: compare the opened pending
+        // secret, then move exactly the sealed value that was compared.
+        let mut tx = self.write.begin().await.map_err(err)?;
+        let pending: Option<String> = sqlx::query_scalar("SELECT totp_pending FROM users WHERE id = ?")
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(err)?
+            .flatten();
+        let Some(pending) = pending else { return Ok(false) };
+        if self.open_secret(&totp_purpose(user_id), pending.as_bytes())? != secret.as_bytes() {
+            return Ok(false);
+        }
         let r = sqlx::query(
             "UPDATE users SET totp_secret = totp_pending, totp_pending = NULL, totp_last_step = ? \
              WHERE id = ? AND totp_pending = ?",
         )
         .bind(step)
         .bind(user_id)
-        .bind(secret)
-        .execute(&self.write)
+        .bind(&pending)
+        .execute(&mut *tx)
         .await
         .map_err(err)?;
+        tx.commit().await.map_err(err)?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -719,7 +831,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.write)
         .await
         .map_err(err)?;
-        rows.iter().map(key_from).collect::<Result<_, _>>().map_err(err)
+        rows.iter().map(|r| self.signing_key(r)).collect()
     }
 
     async fn add_signing_key(&self, k: &StoredKey) -> StoreResult<()> {
@@ -735,7 +847,7 @@ impl Store for SqliteStore {
         )
         .bind(&k.kid)
         .bind(&k.alg)
-        .bind(&k.private_key)
+        .bind(self.seal(&key_purpose(&k.kid), &k.private_key)?.into_bytes())
         .bind(&k.public_key)
         .bind(k.created_at)
         .bind(k.publish_at)

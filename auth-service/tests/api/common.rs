@@ -32,6 +32,13 @@ pub fn test_config(dir: &std::path::Path, tweak: impl FnOnce(&mut Config)) -> Co
     config.password_hash_memory_kib = 1024;
     config.password_hash_iterations = 1;
     config.key_publish_lead = Duration::from_secs(1);
+    // A development KEK per data directory, generated at run time (kept in
+    // the directory so a restarted instance opens the same secrets).
+    let kek_file = dir.join("test-kek");
+    if !kek_file.exists() {
+        std::fs::write(&kek_file, authflow_auth_service::kek::generate_key()).unwrap();
+    }
+    config.kek.current = Some(authflow_auth_service::kek::parse_key(&std::fs::read_to_string(&kek_file).unwrap()).unwrap());
     tweak(&mut config);
     config
 }

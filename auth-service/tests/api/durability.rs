@@ -27,8 +27,14 @@ fn free_port() -> u16 {
 }
 
 fn command(data_dir: &Path, port: u16) -> Command {
+    // A KEK generated for this test, beside the data (the same one after a restart).
+    let kek_file = data_dir.with_extension("kek");
+    if !kek_file.exists() {
+        std::fs::write(&kek_file, authflow_auth_service::kek::generate_key()).unwrap();
+    }
     let mut c = Command::new(BIN);
     c.env("AUTHFLOW_DATA_DIR", data_dir)
+        .env("AUTHFLOW_KEK_FILE", &kek_file)
         .env("AUTHFLOW_LISTEN", format!("127.0.0.1:{port}"))
         .env("AUTHFLOW_PASSWORD_HASH_MEMORY_KIB", "1024")
         .env("AUTHFLOW_PASSWORD_HASH_ITERATIONS", "1")

@@ -5,6 +5,7 @@
 
 mod addresses;
 mod admin;
+mod at_rest;
 mod common;
 mod durability;
 mod factors;

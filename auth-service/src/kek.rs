@@ -1,0 +1,164 @@
+//! Secrets at rest: TOTP secrets and the private halves of signing keys are
+//! stored sealed with a key-encryption key (KEK) that is not in the database,
+//! so a copy of the database alone cannot mint tokens or generate codes.
+//!
+//! Each value: AES-256-GCM with a random 96-bit nonce, the row's identity and
+//! purpose (e.g. `totp:<user id>`) as associated data — a sealed value moved
+//! to another row does not open — stored as text:
+//!
+//! ```text
+//! enc:v1:<kek id>:<base64url(nonce ‖ ciphertext ‖ tag)>
+//! ```
+//!
+//! `kek id` is the first 8 bytes of SHA-256 of the KEK, in hex: it says which
+//! key sealed a value without revealing it. Rotation: start with the new KEK
+//! as `kek` and the old one in `kek_previous`; on start every value sealed
+//! with an older key (or still in clear, from before encryption) is re-sealed
+//! with the current one, after which `kek_previous` can go.
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::Aes256Gcm;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+const PREFIX: &str = "enc:v1:";
+const NONCE_LEN: usize = 12;
+
+struct SealingKey {
+    id: String,
+    cipher: Aes256Gcm,
+}
+
+impl SealingKey {
+    fn new(bytes: &[u8; 32]) -> Result<Self, String> {
+        let cipher = Aes256Gcm::new_from_slice(bytes).map_err(|_| "the key-encryption key must be 32 bytes".to_owned())?;
+        Ok(Self { id: hex::encode(&Sha256::digest(bytes)[..8]), cipher })
+    }
+}
+
+/// The current KEK (seals and opens) and older ones (open only).
+pub struct Kek {
+    current: SealingKey,
+    previous: Vec<SealingKey>,
+}
+
+impl std::fmt::Debug for Kek {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kek").field("current", &self.current.id).finish_non_exhaustive()
+    }
+}
+
+/// A KEK as configured: 32 random bytes in standard base64.
+pub fn parse_key(text: &str) -> Result<[u8; 32], String> {
+    let bytes = STANDARD.decode(text.trim()).map_err(|_| "is not base64".to_owned())?;
+    <[u8; 32]>::try_from(bytes.as_slice())
+        .map_err(|_| format!("must be 32 random bytes in base64 (e.g. `openssl rand -base64 32`), found {} bytes", bytes.len()))
+}
+
+/// A fresh random KEK in its configured form (development runs and tests).
+pub fn generate_key() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    STANDARD.encode(bytes)
+}
+
+impl Kek {
+    pub fn new(current: &[u8; 32], previous: &[[u8; 32]]) -> Result<Self, String> {
+        Ok(Self { current: SealingKey::new(current)?, previous: previous.iter().map(SealingKey::new).collect::<Result<_, _>>()? })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.current.id
+    }
+
+    pub fn is_sealed(value: &[u8]) -> bool {
+        value.starts_with(PREFIX.as_bytes())
+    }
+
+    /// True when `value` is sealed with the current KEK (nothing to re-seal).
+    pub fn is_current(&self, value: &[u8]) -> bool {
+        value.strip_prefix(PREFIX.as_bytes()).is_some_and(|rest| rest.starts_with(format!("{}:", self.current.id).as_bytes()))
+    }
+
+    pub fn seal(&self, purpose: &str, plaintext: &[u8]) -> Result<String, String> {
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let sealed = self
+            .current
+            .cipher
+            .encrypt(&nonce.into(), Payload { msg: plaintext, aad: purpose.as_bytes() })
+            .map_err(|_| "encryption failed".to_owned())?;
+        let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        Ok(format!("{PREFIX}{}:{}", self.current.id, URL_SAFE_NO_PAD.encode(out)))
+    }
+
+    /// Opens a sealed value; the error says why without revealing anything.
+    pub fn open(&self, purpose: &str, value: &[u8]) -> Result<Vec<u8>, String> {
+        let text = std::str::from_utf8(value).map_err(|_| format!("{purpose}: not a sealed value"))?;
+        let rest = text.strip_prefix(PREFIX).ok_or_else(|| format!("{purpose}: stored in clear, not sealed"))?;
+        let (id, data) = rest.split_once(':').ok_or_else(|| format!("{purpose}: malformed sealed value"))?;
+        let key = std::iter::once(&self.current).chain(&self.previous).find(|k| k.id == id).ok_or_else(|| {
+            format!(
+                "{purpose}: sealed with key-encryption key {id}, but the configured key is {} \
+                 (wrong `kek`? during a rotation the old key goes in `kek_previous`)",
+                self.current.id
+            )
+        })?;
+        let bytes = URL_SAFE_NO_PAD.decode(data).map_err(|_| format!("{purpose}: malformed sealed value"))?;
+        if bytes.len() < NONCE_LEN {
+            return Err(format!("{purpose}: malformed sealed value"));
+        }
+        let (nonce, sealed) = bytes.split_at(NONCE_LEN);
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| format!("{purpose}: malformed sealed value"))?;
+        key.cipher
+            .decrypt(&nonce.into(), Payload { msg: sealed, aad: purpose.as_bytes() })
+            .map_err(|_| format!("{purpose}: does not open with key-encryption key {id} (altered, or moved from another row)"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(b: u8) -> [u8; 32] {
+        [b; 32]
+    }
+
+    #[test]
+    fn seals_with_a_fresh_nonce_and_opens_only_for_its_purpose() {
+        let kek = Kek::new(&key(1), &[]).unwrap();
+        let a = kek.seal("totp:u1", b"JBSWY3DPEHPK3PXP").unwrap();
+        let b = kek.seal("totp:u1", b"JBSWY3DPEHPK3PXP").unwrap();
+        assert_ne!(a, b, "a random nonce per value");
+        assert!(!a.contains("JBSWY3DP"));
+        assert_eq!(kek.open("totp:u1", a.as_bytes()).unwrap(), b"JBSWY3DPEHPK3PXP");
+        assert!(kek.open("totp:u2", a.as_bytes()).is_err(), "bound to its row");
+        let mut altered = a.clone().into_bytes();
+        let last = altered.len() - 2;
+        altered[last] = if altered[last] == b'A' { b'B' } else { b'A' };
+        assert!(kek.open("totp:u1", &altered).is_err());
+    }
+
+    #[test]
+    fn previous_keys_open_and_unknown_keys_are_named() {
+        let old = Kek::new(&key(1), &[]).unwrap();
+        let sealed = old.seal("p", b"x").unwrap();
+        let rotated = Kek::new(&key(2), &[key(1)]).unwrap();
+        assert_eq!(rotated.open("p", sealed.as_bytes()).unwrap(), b"x");
+        assert!(!rotated.is_current(sealed.as_bytes()));
+        let wrong = Kek::new(&key(3), &[]).unwrap();
+        let e = wrong.open("p", sealed.as_bytes()).unwrap_err();
+        assert!(e.contains(old.id()) && e.contains("kek"), "{e}");
+    }
+
+    #[test]
+    fn configured_keys_are_32_bytes_of_base64() {
+        assert!(parse_key(&generate_key()).is_ok());
+        assert!(parse_key("c2hvcnQ=").unwrap_err().contains("32"));
+        assert!(parse_key("not base64!").is_err());
+    }
+}

@@ -1,0 +1,98 @@
+//! Secrets at rest: a copy of the database files alone holds neither a TOTP
+//! secret nor a signing key's private half; the service refuses to start
+//! without its key-encryption key, or with the wrong one.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+/// Every byte SQLite has on disk for this service (database and WAL).
+fn database_files(app: &TestApp) -> Vec<u8> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(app.dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap().to_string_lossy().starts_with("authflow.db") {
+            all.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    assert!(!all.is_empty());
+    all
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn a_database_copy_holds_no_usable_secret() {
+    let app = spawn_app().await;
+    app.verified_user("rest@example.com").await;
+    let t = app.signin("rest@example.com", PASSWORD).await;
+    let r = app.authed(Method::POST, "/v1/auth/totp/enroll", &t).json(&json!({"password": PASSWORD})).send().await.unwrap();
+    let secret = r.json::<Value>().await.unwrap()["secret"].as_str().unwrap().to_owned();
+
+    let keys = app.state.store.signing_keys().await.unwrap();
+    let private = &keys[0].private_key;
+    assert!(private.len() >= 32);
+    let files = database_files(&app);
+    assert!(!contains(&files, secret.as_bytes()), "the TOTP secret is in the database in clear");
+    assert!(!contains(&files, private), "a signing key's private half is in the database in clear");
+}
+
+#[tokio::test]
+async fn a_missing_or_wrong_key_is_a_clear_start_error() {
+    let app = spawn_app().await;
+    app.verified_user("kek@example.com").await;
+    let mut config = test_config(app.dir.path(), |_| {});
+    config.kek.current = None;
+    let e = authflow_auth_service::spawn(config).await.err().expect("no KEK: refused");
+    assert!(e.to_string().contains("AUTHFLOW_KEK"), "{e}");
+    let mut config = test_config(app.dir.path(), |_| {});
+    config.kek.current = Some([7u8; 32]);
+    let e = authflow_auth_service::spawn(config).await.err().expect("wrong KEK: refused");
+    assert!(e.to_string().contains("key-encryption key"), "{e}");
+}
+
+fn totp_code(secret: &str, at: i64) -> String {
+    let bytes = totp_rs::Secret::Encoded(secret.to_owned()).to_bytes().unwrap();
+    totp_rs::TOTP::new_unchecked(totp_rs::Algorithm::SHA1, 6, 1, 30, bytes, None, String::new()).generate(at as u64)
+}
+
+#[tokio::test]
+async fn clear_secrets_are_sealed_on_start_and_a_rotated_key_reseals_everything() {
+    let app = spawn_app().await;
+    let email = "rotate@example.com";
+    app.verified_user(email).await;
+    let t = app.signin(email, PASSWORD).await;
+    let r = app.authed(Method::POST, "/v1/auth/totp/enroll", &t).json(&json!({"password": PASSWORD})).send().await.unwrap();
+    let secret = r.json::<Value>().await.unwrap()["secret"].as_str().unwrap().to_owned();
+    let now = authflow_auth_service::now();
+    let r = app.authed(Method::POST, "/v1/auth/totp/confirm", &t).json(&json!({"code": totp_code(&secret, now)})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    // A database from before encryption: the secret in clear.
+    let url = app.state.config.database_url.clone();
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query("UPDATE users SET totp_secret = ? WHERE email = ?").bind(&secret).bind(email).execute(&pool).await.unwrap();
+    pool.close().await;
+
+    // Rotate while starting: new KEK current, the old one accepted for opening.
+    let old = app.state.config.kek.current.unwrap();
+    let new = [9u8; 32];
+    let rotated = spawn_app_in(app.dir.clone(), |c| {
+        c.kek.current = Some(new);
+        c.kek.previous = vec![old];
+    })
+    .await;
+    assert!(!contains(&database_files(&rotated), secret.as_bytes()), "sealed in place on start");
+    // The old key can go now: everything opens with the new one alone.
+    let only_new = spawn_app_in(app.dir.clone(), |c| c.kek.current = Some(new)).await;
+    let (challenge, method) = only_new.challenge(email, PASSWORD).await;
+    assert_eq!(method, "totp");
+    let r = only_new.post("/v1/auth/signin/verify", json!({"challenge_id": challenge, "code": totp_code(&secret, now + 30)})).await;
+    assert_eq!(r.status(), 200, "the TOTP secret survived the migration and the rotation");
+    let t = tokens_of(r).await;
+    let r = only_new.authed(Method::POST, "/v1/auth/logout", &t).send().await.unwrap();
+    assert_eq!(r.status(), 200, "the signing key survived too");
+}
