@@ -41,6 +41,9 @@ fn world() -> &'static World {
         let config = FilterConfig::from_json(decision::config_json(&keys).as_bytes()).expect("the fuzzing config is valid");
         let key_set = KeySet::parse(keys.main_jwks().as_bytes()).expect("the fuzzing JWKS is valid");
         let seeds = decision::seed_tokens(&keys);
+        if let Err(e) = decision::check_seeds(&config, &key_set, &seeds) {
+            panic!("the seed tokens no longer decide as the target assumes: {e}");
+        }
         World { keys, config, key_set, seeds }
     })
 }

@@ -55,6 +55,10 @@ enum Key<'a> {
     Known(u16),
     /// A known modulus with another exponent.
     KnownModulus { key: u16, e: u32 },
+    /// A known modulus with bits flipped (kept odd): a composite of unknown factors.
+    KnownModulusFlipped { key: u16, flips: Vec<(u16, u8)>, e: u32 },
+    /// A patterned modulus of 2048, 3072 or 4096 bits (all ones, repeated bytes, …).
+    Patterned { size: u8, pattern: &'a [u8], e: u32 },
     Raw { n: &'a [u8], e: &'a [u8] },
 }
 
@@ -89,6 +93,27 @@ fuzz_target!(|input: Input| {
     let (n, e): (Vec<u8>, Vec<u8>) = match &input.key {
         Key::Known(i) => (pick(*i).n.clone(), pick(*i).e.clone()),
         Key::KnownModulus { key, e } => (pick(*key).n.clone(), e.to_be_bytes().to_vec()),
+        Key::KnownModulusFlipped { key, flips, e } => {
+            let mut n = pick(*key).n.clone();
+            for (at, bit) in flips.iter().take(16) {
+                let len = n.len();
+                if let Some(b) = n.get_mut(usize::from(*at) % len.max(1)) {
+                    *b ^= 1 << (bit % 8);
+                }
+            }
+            if let Some(last) = n.last_mut() {
+                *last |= 1;
+            }
+            (n, e.to_be_bytes().to_vec())
+        }
+        Key::Patterned { size, pattern, e } => {
+            let len = [256, 384, 512][usize::from(*size) % 3];
+            let pattern = if pattern.is_empty() { &[0xff][..] } else { pattern };
+            let mut n: Vec<u8> = pattern.iter().copied().cycle().take(len).collect();
+            n[0] |= 0x80;
+            n[len - 1] |= 1;
+            (n, e.to_be_bytes().to_vec())
+        }
         Key::Raw { n, e } => (n.to_vec(), e.to_vec()),
     };
     let mut message = input.message;

@@ -6,8 +6,8 @@
 use authflow_contract::fingerprint::FingerprintInput;
 use authflow_contract::revocation::{BannedSubject, RevocationFeed, RevokedSession, RevokedToken};
 use authflow_contract::KeySet;
-use authflow_filter_core::engine::Engine;
-use authflow_filter_core::FilterConfig;
+use authflow_filter_core::engine::{Engine, Outcome};
+use authflow_filter_core::{FilterConfig, Request};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use ed25519_dalek::Signer as _;
@@ -170,4 +170,61 @@ pub fn engine(config: &FilterConfig, keys: &KeySet) -> Engine {
         let _ = p.revocations.apply(feed, ISSUER, 1000, config.clock_skew_secs, NOW);
     }
     engine
+}
+
+/// Decides one request with `token` as a bearer at [`NOW`]; with `bound`, from the bound device.
+fn decide(config: &FilterConfig, keys: &KeySet, token: &str, path: &str, bound: bool) -> Outcome {
+    let mut engine = engine(config, keys);
+    let mut headers = vec![
+        (":method".to_owned(), "GET".to_owned()),
+        (":path".to_owned(), path.to_owned()),
+        (":authority".to_owned(), "api.test".to_owned()),
+        ("authorization".to_owned(), format!("Bearer {token}")),
+    ];
+    if bound {
+        headers.push(("x-authflow-device".to_owned(), DEVICE_SECRET.to_owned()));
+        headers.push(("user-agent".to_owned(), USER_AGENT.to_owned()));
+    }
+    engine.evaluate(&Request::from_headers(headers, Some(CLIENT_ADDRESS.to_owned())), NOW * 1000, false)
+}
+
+/// Checks that the seeds decide as named, so a change elsewhere (config
+/// format, claims rules) cannot quietly turn every seed into a refusal and
+/// leave the target fuzzing only the refusal paths. Called when the target
+/// starts; `Err` names the first seed that decided otherwise.
+pub fn check_seeds(config: &FilterConfig, keys: &KeySet, seeds: &[String]) -> Result<(), String> {
+    let expectations: [(usize, &str, bool, bool, &str); 10] = [
+        (0, "/api", false, true, "user token"),
+        (0, "/admin", false, false, "user token on the admin area"),
+        (1, "/admin", true, true, "bound admin token with its device"),
+        (1, "/admin", false, false, "bound admin token without its device"),
+        (2, "/api", false, true, "ES256 token"),
+        (3, "/api", false, false, "expired token"),
+        (4, "/api", false, true, "partner token"),
+        (5, "/api", false, false, "unknown kid"),
+        (6, "/api", false, false, "revoked jti"),
+        (7, "/api", false, false, "banned subject"),
+    ];
+    for (seed, path, bound, allow, name) in expectations {
+        let token = seeds.get(seed).ok_or_else(|| format!("no seed {seed}"))?;
+        let outcome = decide(config, keys, token, path, bound);
+        let allowed = matches!(&outcome, Outcome::Allow(a) if a.notes.authenticated);
+        if allowed != allow {
+            return Err(format!("seed {seed} ({name}) on {path}: {outcome:?}"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_decide_as_named() {
+        let keys = Keys::new().unwrap();
+        let config = FilterConfig::from_json(config_json(&keys).as_bytes()).unwrap();
+        let key_set = KeySet::parse(keys.main_jwks().as_bytes()).unwrap();
+        check_seeds(&config, &key_set, &seed_tokens(&keys)).unwrap();
+    }
 }
