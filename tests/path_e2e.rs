@@ -107,13 +107,23 @@ impl Raw {
 /// Sends a request exactly as written: `target` and every header line go out
 /// byte for byte (as `curl --path-as-is` would, and more).
 fn send_raw(port: u16, target: &str, headers: &[(&str, &str)]) -> Raw {
+    send_raw_request(port, "GET", target, headers, None)
+}
+
+/// Like [`send_raw`], any method, with an optional JSON body.
+fn send_raw_request(port: u16, method: &str, target: &str, headers: &[(&str, &str)], body: Option<&Value>) -> Raw {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut req = format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
     for (n, v) in headers {
         req.push_str(&format!("{n}: {v}\r\n"));
     }
+    let body = body.map(Value::to_string).unwrap_or_default();
+    if !body.is_empty() {
+        req.push_str(&format!("content-type: application/json\r\ncontent-length: {}\r\n", body.len()));
+    }
     req.push_str("\r\n");
+    req.push_str(&body);
     s.write_all(req.as_bytes()).unwrap();
     let text = read_response(&mut s);
     let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no status line for {target:?}: {text:?}"));
@@ -453,4 +463,118 @@ fn underscore_spellings_of_identity_headers_never_reach_the_backend() {
             }
         }
     }
+}
+
+// ---- repeated cookies, device secret, repeated fingerprint headers ----
+
+fn cookie_config(key: &Ed25519KeyPair) -> Value {
+    filter_config(key, "path_prefix", json!({"token_sources": {"authorization_bearer": true, "cookies": ["access_token"]}}))
+}
+
+#[test]
+fn every_cookie_header_is_read_and_two_tokens_are_refused() {
+    let key = Ed25519KeyPair::generate().with_key_id("k1");
+    let backend = EchoServer::start("127.0.0.1:0").unwrap();
+    let user = token(&key, "alice", &["user"]);
+    let admin = token(&key, "root", &["admin"]);
+    for (hcm, label) in [(json!({}), "filter alone"), (shipped_hcm_settings(), "shipped Envoy settings")] {
+        let envoy = start(cookie_config(&key), &backend, &hcm);
+        let bearer = format!("Bearer {user}");
+        let second = format!("access_token={admin}");
+        // A token in a second Cookie header is seen: alone it is used …
+        let r = send_raw(envoy.port, "/api/admin", &[("cookie", "a=1"), ("cookie", &second)]);
+        assert_eq!(r.status, 200, "{label}: {r:?}");
+        assert_eq!(r.echoed("x-auth-user").as_deref(), Some("root"), "{label}");
+        // … and next to a different bearer token it is a second identity: refused.
+        for path in ["/api/items/1", "/api/admin"] {
+            let r = send_raw(envoy.port, path, &[("authorization", &bearer), ("cookie", "a=1"), ("cookie", &second)]);
+            assert_eq!(r.status, 400, "{label} {path}: {r:?}");
+            assert_eq!(r.json()["error"], "invalid_request", "{label} {path}");
+        }
+        // Two values for the cookie in one header, or across headers.
+        let both = format!("access_token={user}; access_token={admin}");
+        let r = send_raw(envoy.port, "/api/items/1", &[("cookie", &both)]);
+        assert_eq!(r.status, 400, "{label}: {r:?}");
+        let first = format!("access_token={user}");
+        let r = send_raw(envoy.port, "/api/items/1", &[("cookie", &first), ("cookie", &second)]);
+        assert_eq!(r.status, 400, "{label}: {r:?}");
+        // The same token twice is one identity.
+        let r = send_raw(envoy.port, "/api/items/1", &[("authorization", &bearer), ("cookie", &first), ("cookie", &first)]);
+        assert_eq!(r.status, 200, "{label}: {r:?}");
+        assert_eq!(r.echoed("x-auth-user").as_deref(), Some("alice"), "{label}");
+    }
+}
+
+const UA: &str = "agent-one";
+
+#[test]
+fn an_empty_device_header_does_not_hide_the_device_cookie() {
+    use authflow_contract::fingerprint::{FingerprintInput, DEVICE_COOKIE, DEVICE_HEADER};
+    let key = Ed25519KeyPair::generate().with_key_id("k1");
+    let backend = EchoServer::start("127.0.0.1:0").unwrap();
+    let secret = "device-secret-0123456789";
+    let dfp = FingerprintInput { secret, attributes: vec![("user-agent", UA)] }.hash();
+    let custom = AccessClaims { sid: "s-1".into(), roles: vec!["user".into()], scope: "read".into(), dfp: Some(dfp) };
+    let mut c = Claims::with_custom_claims(custom, Duration::from_mins(10).into()).with_issuer(ISS).with_subject("alice").with_audience("api");
+    c.issued_at = Some(UnixTimeStamp::from_secs(now() - 5));
+    let bound = format!("Bearer {}", key.sign(c).unwrap());
+    let filter = filter_config(&key, "path_prefix", json!({"device_binding": {"mode": "enforce", "attributes": ["user-agent"]}}));
+    let envoy = start(filter, &backend, &json!({}));
+    let cookie = format!("{DEVICE_COOKIE}={secret}");
+    let r = send_raw(envoy.port, "/api/items/1", &[("authorization", &bound), ("user-agent", UA), (DEVICE_HEADER, ""), ("cookie", &cookie)]);
+    assert_eq!(r.status, 200, "{r:?}");
+    // The secret in a second Cookie header counts too.
+    let r = send_raw(envoy.port, "/api/items/1", &[("authorization", &bound), ("user-agent", UA), ("cookie", "a=1"), ("cookie", &cookie)]);
+    assert_eq!(r.status, 200, "{r:?}");
+    // Another secret still fails.
+    let r = send_raw(envoy.port, "/api/items/1", &[("authorization", &bound), ("user-agent", UA), (DEVICE_HEADER, "another-secret")]);
+    assert_eq!(r.status, 401, "{r:?}");
+}
+
+/// Sign-in at the real auth service with `User-Agent` and `Accept-Language`
+/// each sent twice (as the service receives them from a proxy that does not
+/// combine them), then the token through Envoy with the same headers: the
+/// filter's fingerprint input equals the service's.
+#[test]
+fn repeated_fingerprint_headers_fingerprint_the_same_on_both_sides() {
+    use authflow_contract::fingerprint::DEVICE_HEADER;
+    const ISSUER: &str = "http://authflow.path.e2e";
+    let auth = AuthService::start(ISSUER, &[("AUTHFLOW_KEY_PUBLISH_LEAD_SECS", "0")]);
+    let backend = EchoServer::start("127.0.0.1:0").unwrap();
+    let filter = json!({
+        "providers": [{
+            "name": "authflow", "issuer": ISSUER, "audiences": ["authflow-demo"], "algorithms": ["EdDSA", "ES256"],
+            "jwks": {"remote": {"cluster": "authflow_auth", "path": "/.well-known/jwks.json", "refresh_interval_secs": 60}}
+        }],
+        "device_binding": {"mode": "enforce", "attributes": ["user-agent", "accept-language"]}
+    });
+    let clusters = vec![("backend".to_owned(), backend.addr.port()), ("authflow_auth".to_owned(), auth.port)];
+    let envoy = Envoy::start_doc(1, |port, admin_port| envoy_config(&filter, &clusters, port, admin_port)).unwrap_or_else(|e| panic!("{e}"));
+    let device = [("user-agent", UA), ("user-agent", "agent-two"), ("accept-language", "en"), ("accept-language", "fr")];
+    let post = |path: &str, body: Value| send_raw_request(auth.port, "POST", path, &device, Some(&body));
+    let (email, password) = ("repeat@e2e.test", "correct-horse-battery-staple-42");
+    assert_eq!(post("/v1/auth/signup", json!({"email": email, "password": password})).status, 201);
+    let verify = auth.latest_mail(email, "Verify", "token");
+    assert_eq!(post("/v1/auth/verify-email", json!({"token": verify})).status, 200);
+    let r = post("/v1/auth/signin", json!({"email": email, "password": password}));
+    assert_eq!(r.status, 200, "{r:?}");
+    let challenge = r.json()["challenge_id"].as_str().unwrap().to_owned();
+    let code = auth.latest_mail(email, "sign-in code", "code");
+    let r = post("/v1/auth/signin/verify", json!({"challenge_id": challenge, "code": code}));
+    assert_eq!(r.status, 200, "{r:?}");
+    let (access, secret) = (r.json()["access_token"].as_str().unwrap().to_owned(), r.json()["device_secret"].as_str().unwrap().to_owned());
+    let bearer = format!("Bearer {access}");
+    let mut headers = device.to_vec();
+    headers.extend([("authorization", bearer.as_str()), (DEVICE_HEADER, secret.as_str())]);
+    let mut last = None;
+    let ok = eventually(Duration::from_secs(10), || {
+        let r = send_raw(envoy.port, "/api/items/1", &headers);
+        let done = r.status == 200;
+        last = Some(r);
+        done
+    });
+    assert!(ok, "the device that signed in is refused: {last:?}");
+    // The service agrees with itself, and a device with only the first copies is another device.
+    let r = send_raw(envoy.port, "/api/items/1", &[("authorization", &bearer), (DEVICE_HEADER, &secret), ("user-agent", UA), ("accept-language", "en")]);
+    assert_eq!(r.status, 401, "{r:?}");
 }

@@ -116,18 +116,10 @@ pub fn verify(state: &AppState, token: &str, now: i64) -> Result<Verified, &'sta
 
 /// The device secret a request carries: the header, else the cookie.
 pub fn device_secret(headers: &HeaderMap) -> Option<String> {
-    if let Some(v) = headers.get(fingerprint::DEVICE_HEADER).and_then(|v| v.to_str().ok()) {
-        return Some(v.trim().to_owned()).filter(|s| !s.is_empty() && s.len() <= fingerprint::MAX_SECRET_LEN);
-    }
-    headers
-        .get_all(axum::http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == fingerprint::DEVICE_COOKIE)
-        .map(|(_, value)| value.trim().to_owned())
-        .filter(|s| !s.is_empty() && s.len() <= fingerprint::MAX_SECRET_LEN)
+    // The contract's rule, as the filter applies it: every copy of the header, then every cookie header.
+    let copies = headers.get_all(fingerprint::DEVICE_HEADER).iter().filter_map(|v| v.to_str().ok());
+    let cookies = headers.get_all(axum::http::header::COOKIE).iter().filter_map(|v| v.to_str().ok());
+    fingerprint::device_secret(copies, cookies).map(str::to_owned)
 }
 
 /// The client address of a request: `trusted_hops` entries from the right of
@@ -160,12 +152,10 @@ pub fn fingerprint(
             let value = match a {
                 DeviceAttribute::Header(name) => {
                     // Raw UTF-8, not `to_str()` (visible ASCII only): the filter sees
-                    // the bytes as a string, so must we.
-                    headers
-                        .get(name.as_str())
-                        .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
-                        .unwrap_or_default()
-                        .to_owned()
+                    // the bytes as a string, so must we; a copy that is not UTF-8 reads
+                    // as U+FFFD there. Every copy, combined as the contract says.
+                    let copies = headers.get_all(name.as_str()).iter().map(|v| std::str::from_utf8(v.as_bytes()).unwrap_or("\u{FFFD}"));
+                    fingerprint::combined_header_value(copies).into_owned()
                 }
                 DeviceAttribute::ClientIpPrefix => {
                     fingerprint::client_ip_prefix(&client_address(headers, peer, trusted_hops))
@@ -190,6 +180,9 @@ mod tests {
         assert_eq!(device_secret(&h).as_deref(), Some("s3cret"));
         h.insert("x-authflow-device", HeaderValue::from_static("hdr"));
         assert_eq!(device_secret(&h).as_deref(), Some("hdr"));
+        // An empty header does not hide the cookie (as in the filter).
+        h.insert("x-authflow-device", HeaderValue::from_static(""));
+        assert_eq!(device_secret(&h).as_deref(), Some("s3cret"));
     }
 
     #[test]

@@ -14,6 +14,9 @@ struct Vector {
     secret: String,
     attributes: Vec<(String, String)>,
     dfp: String,
+    /// A header sent several times: the request carries these copies instead of the one value.
+    #[serde(default)]
+    header_copies: Vec<(String, Vec<String>)>,
 }
 
 #[test]
@@ -28,6 +31,12 @@ fn service_fingerprint_matches_contract_vectors() {
         for (name, value) in &v.attributes {
             let attribute = DeviceAttribute::parse(name).unwrap();
             match &attribute {
+                DeviceAttribute::Header(h) if v.header_copies.iter().any(|(n, _)| n == h) => {
+                    let copies = v.header_copies.iter().filter(|(n, _)| n == h).flat_map(|(_, c)| c);
+                    for copy in copies {
+                        headers.append(HeaderName::from_bytes(h.as_bytes()).unwrap(), HeaderValue::from_bytes(copy.as_bytes()).unwrap());
+                    }
+                }
                 DeviceAttribute::Header(h) => {
                     if !value.is_empty() {
                         headers.insert(HeaderName::from_bytes(h.as_bytes()).unwrap(), HeaderValue::from_bytes(value.as_bytes()).unwrap());

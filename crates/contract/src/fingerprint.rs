@@ -17,6 +17,13 @@
 //!
 //! `<len>` is the byte length of the value in decimal. Header values are
 //! trimmed of surrounding whitespace; a missing header is the empty value.
+//! A header sent several times counts as its copies combined the way Envoy
+//! combines them ([`combined_header_value`]: trimmed, empty ones skipped,
+//! joined with `,`), so the value is the same whether a proxy on the way
+//! joined the copies or passed them on one by one.
+//!
+//! The device secret is the `x-authflow-device` header when it has a value,
+//! else the device cookie ([`device_secret`]); copies that disagree carry none.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -120,6 +127,48 @@ fn bounded(value: &str, max: usize) -> &str {
     &value[..end]
 }
 
+/// The fingerprint value of a header from all its copies, in order: each
+/// trimmed, empty ones skipped, joined with `,` (RFC 9110 §5.3 field
+/// combination, byte for byte what Envoy does with a repeated `user-agent`).
+/// Stops growing past [`MAX_ATTRIBUTE_LEN`], where the canonical form cuts anyway.
+pub fn combined_header_value<'a>(copies: impl IntoIterator<Item = &'a str>) -> std::borrow::Cow<'a, str> {
+    use std::borrow::Cow;
+    let mut copies = copies.into_iter().map(str::trim).filter(|c| !c.is_empty());
+    let Some(first) = copies.next() else { return Cow::Borrowed("") };
+    let mut combined: Option<String> = None;
+    for copy in copies {
+        let c = combined.get_or_insert_with(|| first.to_owned());
+        if c.len() > MAX_ATTRIBUTE_LEN {
+            break;
+        }
+        c.push(',');
+        c.push_str(copy);
+    }
+    combined.map_or(Cow::Borrowed(first), Cow::Owned)
+}
+
+/// The device secret a request carries, from every copy of the device header
+/// and every `cookie` header: the header if any copy has a value, else the
+/// cookie. `None` when there is none, when copies disagree, or when it is
+/// longer than [`MAX_SECRET_LEN`]. An empty header does not hide the cookie.
+pub fn device_secret<'a>(
+    header_copies: impl IntoIterator<Item = &'a str>,
+    cookie_headers: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let mut from_header: Option<&str> = None;
+    for copy in header_copies.into_iter().map(str::trim).filter(|c| !c.is_empty()) {
+        match from_header {
+            Some(seen) if seen != copy => return None,
+            _ => from_header = Some(copy),
+        }
+    }
+    let secret = match from_header {
+        Some(s) => s,
+        None => crate::cookie::single_value(cookie_headers, DEVICE_COOKIE).ok()??,
+    };
+    Some(secret).filter(|s| s.len() <= MAX_SECRET_LEN)
+}
+
 /// Compares a token's `dfp` with a recomputed one in constant time.
 pub fn matches(claimed: &str, computed: &str) -> bool {
     claimed.len() == computed.len() && bool::from(claimed.as_bytes().ct_eq(computed.as_bytes()))
@@ -159,6 +208,9 @@ mod tests {
         attributes: Vec<(String, String)>,
         canonical: String,
         dfp: String,
+        /// A header sent several times: its copies, which combine into the value in `attributes`.
+        #[serde(default)]
+        header_copies: Vec<(String, Vec<String>)>,
     }
 
     /// The vectors both sides are checked against (the service has its own test on them).
@@ -174,7 +226,37 @@ mod tests {
             };
             assert_eq!(input.canonical_string(), v.canonical, "canonical of {}", v.name);
             assert_eq!(input.hash(), v.dfp, "dfp of {}", v.name);
+            for (name, copies) in &v.header_copies {
+                let value = v.attributes.iter().find(|(n, _)| n == name).map(|(_, x)| x.as_str());
+                assert_eq!(Some(combined_header_value(copies.iter().map(String::as_str)).as_ref()), value, "{}: {name}", v.name);
+            }
         }
+    }
+
+    #[test]
+    fn repeated_headers_combine_like_envoy() {
+        assert_eq!(combined_header_value(["agent-one", "agent-two"]), "agent-one,agent-two");
+        assert_eq!(combined_header_value(["agent-one,agent-two"]), "agent-one,agent-two", "as Envoy forwards them");
+        assert_eq!(combined_header_value([" a ", "", "  ", "b"]), "a,b");
+        assert_eq!(combined_header_value([" only "]), "only");
+        assert_eq!(combined_header_value(std::iter::empty()), "");
+        let long = "x".repeat(MAX_ATTRIBUTE_LEN);
+        assert!(combined_header_value(std::iter::repeat_n(long.as_str(), 1000)).len() <= 2 * MAX_ATTRIBUTE_LEN + 1);
+    }
+
+    #[test]
+    fn device_secret_from_header_or_cookie() {
+        let cookie = format!("a=1; {DEVICE_COOKIE}=from-cookie");
+        assert_eq!(device_secret(["from-header"], [cookie.as_str()]), Some("from-header"));
+        assert_eq!(device_secret([""], [cookie.as_str()]), Some("from-cookie"), "an empty header does not hide the cookie");
+        assert_eq!(device_secret([], ["a=1", cookie.as_str()]), Some("from-cookie"), "any cookie header");
+        assert_eq!(device_secret(["s", " s "], []), Some("s"));
+        assert_eq!(device_secret(["s", "t"], [cookie.as_str()]), None, "copies that disagree");
+        let two = format!("{DEVICE_COOKIE}=x; {DEVICE_COOKIE}=y");
+        assert_eq!(device_secret([], [two.as_str()]), None);
+        let long = "s".repeat(MAX_SECRET_LEN + 1);
+        assert_eq!(device_secret([long.as_str()], []), None);
+        assert_eq!(device_secret([], []), None);
     }
 
     #[test]

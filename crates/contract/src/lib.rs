@@ -7,6 +7,7 @@
 
 pub mod claims;
 pub mod client_address;
+pub mod cookie;
 pub mod fingerprint;
 pub mod jwk;
 pub mod jws;

@@ -2,7 +2,9 @@
 //! `authflow_contract::fingerprint`) and compare in constant time.
 
 use authflow_contract::client_address::client_address;
-use authflow_contract::fingerprint::{self, DeviceAttribute, FingerprintInput, DEVICE_COOKIE, DEVICE_HEADER};
+use std::borrow::Cow;
+
+use authflow_contract::fingerprint::{self, DeviceAttribute, FingerprintInput, DEVICE_HEADER};
 
 use crate::config::{DeviceBinding, DeviceMode, MissingFingerprint};
 use crate::request::Request;
@@ -31,8 +33,8 @@ pub fn check(binding: &DeviceBinding, token: &VerifiedToken, req: &Request) -> D
             MissingFingerprint::Deny => DeviceCheck::FingerprintMissing,
         };
     };
-    let secret = req.header(DEVICE_HEADER).or_else(|| req.cookie(DEVICE_COOKIE)).map(str::trim);
-    let Some(secret) = secret.filter(|s| !s.is_empty() && s.len() <= fingerprint::MAX_SECRET_LEN) else {
+    // The header if it has a value, else the cookie, from every copy of either (the contract's rule).
+    let Some(secret) = fingerprint::device_secret(req.header_values(DEVICE_HEADER), req.header_values("cookie")) else {
         return DeviceCheck::SecretMissing;
     };
     let ip_prefix = binding
@@ -43,14 +45,16 @@ pub fn check(binding: &DeviceBinding, token: &VerifiedToken, req: &Request) -> D
                 .map(|ip| fingerprint::client_ip_prefix(&ip.to_string()))
                 .unwrap_or_default()
         });
-    let attributes = binding
+    // A header sent several times counts with all its copies, combined as the contract says.
+    let values: Vec<(&str, Cow<'_, str>)> = binding
         .attributes
         .iter()
         .map(|a| match a {
-            DeviceAttribute::Header(h) => (h.as_str(), req.header(h).unwrap_or("")),
-            DeviceAttribute::ClientIpPrefix => (a.name(), ip_prefix.as_deref().unwrap_or("")),
+            DeviceAttribute::Header(h) => (h.as_str(), fingerprint::combined_header_value(req.header_values(h))),
+            DeviceAttribute::ClientIpPrefix => (a.name(), Cow::Borrowed(ip_prefix.as_deref().unwrap_or(""))),
         })
         .collect();
+    let attributes = values.iter().map(|(n, v)| (*n, v.as_ref())).collect();
     let computed = FingerprintInput { secret, attributes }.hash();
     if fingerprint::matches(claimed, &computed) {
         DeviceCheck::Match
@@ -106,8 +110,8 @@ mod tests {
         // One trusted proxy in front of Envoy: the address it appended, not
         // the peer (the proxy) and not what the client wrote first.
         let config = binding(1);
-        let HeaderReads::Only(names) = HeaderReads::for_config(&config) else { panic!("reads only some headers") };
-        assert!(names.iter().any(|n| n == "x-forwarded-for"), "{names:?}");
+        // Device binding reads the whole map (every copy counts), x-forwarded-for included.
+        assert_eq!(HeaderReads::for_config(&config), HeaderReads::All);
         let req = request("198.51.100.1, 203.0.113.77", "10.0.0.9:4000");
         assert_eq!(check(&config.device, &token_for("203.0.113.5"), &req), DeviceCheck::Match);
         assert_eq!(check(&config.device, &token_for("198.51.100.1"), &req), DeviceCheck::Mismatch);

@@ -51,8 +51,9 @@ pub fn extract<'a>(req: &'a Request, sources: &'a TokenSources, max_bytes: usize
             }
         }
     }
+    // Every occurrence, in every `cookie` header: a second value is a second token.
     for c in &sources.cookies {
-        if let Some(token) = req.cookie(c).filter(|t| !t.is_empty()) {
+        for token in req.cookie_values(c).filter(|t| !t.is_empty()) {
             take(token)?;
         }
     }
@@ -94,5 +95,14 @@ mod tests {
         assert_eq!(extract(&req(&[("authorization", "Bearer")]), &s, 100), Err(ExtractError::Malformed));
         assert_eq!(extract(&req(&[("authorization", "Bearer a b")]), &s, 100), Err(ExtractError::Malformed));
         assert_eq!(extract(&req(&[("authorization", "Bearer abcdef")]), &s, 3), Err(ExtractError::TooLarge));
+        // Cookies: every header, every occurrence.
+        assert_eq!(extract(&req(&[("cookie", "x=1"), ("cookie", "at=a.b.c")]), &s, 100), Ok(Extracted::Token("a.b.c")));
+        assert_eq!(extract(&req(&[("cookie", "at=a.b.c; at=d.e.f")]), &s, 100), Err(ExtractError::Malformed));
+        assert_eq!(extract(&req(&[("cookie", "at=a.b.c"), ("cookie", "at=d.e.f")]), &s, 100), Err(ExtractError::Malformed));
+        assert_eq!(
+            extract(&req(&[("authorization", "Bearer a.b.c"), ("cookie", "x=1"), ("cookie", "at=d.e.f")]), &s, 100),
+            Err(ExtractError::Malformed)
+        );
+        assert_eq!(extract(&req(&[("authorization", "Bearer a.b.c"), ("cookie", "at=a.b.c; at=")]), &s, 100), Ok(Extracted::Token("a.b.c")));
     }
 }

@@ -8,7 +8,6 @@
 //! validated once and read without copying; a value that is not UTF-8 reads
 //! as [`NOT_UTF8`], which is never a valid token, cookie or fingerprint input.
 
-use authflow_contract::fingerprint::{DeviceAttribute, DEVICE_HEADER};
 
 use crate::config::{DeviceMode, FilterConfig};
 
@@ -130,10 +129,13 @@ impl HeaderBlock {
 /// reads only these.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HeaderReads {
-    /// The whole map: token headers configured by name must be seen with all
-    /// their copies (the proxy hands over only the first copy of a header read
-    /// by name, except for the ones it joins into one value, like
-    /// `authorization`, `cookie` and the pseudo-headers).
+    /// The whole map. The proxy hands over only the first copy of a header
+    /// read by name (it joins a few into one value: `authorization`,
+    /// `user-agent`, the pseudo-headers — but not `cookie`), so every header
+    /// that may come several times and matters must be read this way: token
+    /// headers configured by name, `cookie` (a token cookie in the second
+    /// `Cookie` header, or a second value for it, must be seen), and the
+    /// device header, cookie and fingerprint attributes.
     All,
     /// These names, one value each.
     Only(Vec<String>),
@@ -142,39 +144,20 @@ pub enum HeaderReads {
 impl HeaderReads {
     pub fn for_config(config: &FilterConfig) -> HeaderReads {
         let sources = &config.token_sources;
-        if !sources.headers.is_empty() {
+        if !sources.headers.is_empty() || !sources.cookies.is_empty() || config.device.mode != DeviceMode::Off {
             return HeaderReads::All;
         }
-        let mut names: Vec<&str> = Vec::new();
+        let mut names: Vec<String> = Vec::new();
         if sources.authorization_bearer {
-            names.push("authorization");
-        }
-        if !sources.cookies.is_empty() {
-            names.push("cookie");
+            names.push("authorization".to_owned());
         }
         if !config.routes.is_empty() {
-            names.extend([":path", ":method"]);
+            names.extend([":path".to_owned(), ":method".to_owned()]);
             if config.routes.iter().any(|r| r.host.is_some()) {
-                names.push(":authority");
+                names.push(":authority".to_owned());
             }
         }
-        if config.device.mode != DeviceMode::Off {
-            names.extend([DEVICE_HEADER, "cookie"]);
-            names.extend(config.device.attributes.iter().filter_map(|a| match a {
-                DeviceAttribute::Header(h) => Some(h.as_str()),
-                DeviceAttribute::ClientIpPrefix => None,
-            }));
-            if config.device.xff_num_trusted_hops > 0 && config.device.attributes.contains(&DeviceAttribute::ClientIpPrefix) {
-                names.push("x-forwarded-for");
-            }
-        }
-        let mut owned: Vec<String> = Vec::with_capacity(names.len());
-        for n in names {
-            if !owned.iter().any(|o| o == n) {
-                owned.push(n.to_owned());
-            }
-        }
-        HeaderReads::Only(owned)
+        HeaderReads::Only(names)
     }
 }
 
@@ -223,13 +206,9 @@ impl Request {
         crate::path::without_query(self.header(":path").unwrap_or_default())
     }
 
-    /// Value of a cookie, from any `cookie` header.
-    pub fn cookie(&self, name: &str) -> Option<&str> {
-        self.header_values("cookie")
-            .flat_map(|h| h.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.trim_matches('"'))
+    /// Every value of a cookie, from every `cookie` header (see `authflow_contract::cookie`).
+    pub fn cookie_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        authflow_contract::cookie::values(self.header_values("cookie"), name)
     }
 
     /// `:authority` without a port, for route matching (`[::1]:80` → `[::1]`;
@@ -257,9 +236,9 @@ mod tests {
         assert_eq!(r.method(), "GET");
         assert_eq!(r.path(), "/a/b");
         assert_eq!(r.host_without_port(), "API.example");
-        assert_eq!(r.cookie("tok"), Some("abc"));
-        assert_eq!(r.cookie("z"), Some("9"));
-        assert_eq!(r.cookie("nope"), None);
+        assert_eq!(r.cookie_values("tok").collect::<Vec<_>>(), ["abc"]);
+        assert_eq!(r.cookie_values("z").collect::<Vec<_>>(), ["9"], "from the second cookie header");
+        assert_eq!(r.cookie_values("nope").next(), None);
         let r = req(&[(":authority", "[::1]:80")]);
         assert_eq!(r.host_without_port(), "[::1]");
         assert_eq!(req(&[(":authority", "::1")]).host_without_port(), "::1", "a bare IPv6 address has no port");
