@@ -19,16 +19,16 @@ use crate::metrics::{Metric, Metrics};
 use crate::shared::SharedSlot;
 
 /// A document's fetch state and where the worker VMs share it.
-struct Shared {
+struct SharedFetch {
     fetch: DocumentFetch,
     slot: SharedSlot,
 }
 
-impl Shared {
+impl SharedFetch {
     fn new(document: Document, issuer: &str, upstream: authflow_filter_core::config::Upstream) -> Self {
         let fetch = DocumentFetch::new(document, issuer, upstream);
         let slot = SharedSlot::new(fetch.shared_key.clone());
-        Shared { fetch, slot }
+        SharedFetch { fetch, slot }
     }
 }
 
@@ -58,17 +58,17 @@ pub struct ProviderRuntime {
     index: usize,
     name: String,
     issuer: String,
-    jwks: Option<Shared>,
-    revocations: Option<Shared>,
+    jwks: Option<SharedFetch>,
+    revocations: Option<SharedFetch>,
 }
 
 impl ProviderRuntime {
     pub fn new(index: usize, provider: &Provider) -> Self {
         let jwks = match &provider.jwks {
-            JwksSource::Remote(u) => Some(Shared::new(Document::Jwks, &provider.issuer, u.clone())),
+            JwksSource::Remote(u) => Some(SharedFetch::new(Document::Jwks, &provider.issuer, u.clone())),
             JwksSource::Inline(_) => None,
         };
-        let revocations = provider.revocations.clone().map(|u| Shared::new(Document::Revocations, &provider.issuer, u));
+        let revocations = provider.revocations.clone().map(|u| SharedFetch::new(Document::Revocations, &provider.issuer, u));
         ProviderRuntime { index, name: provider.name.clone(), issuer: provider.issuer.clone(), jwks, revocations }
     }
 
@@ -128,7 +128,7 @@ impl ProviderRuntime {
         let state = engine.providers.get(self.index);
         if let Some(s) = self.jwks.as_mut() {
             let have_keys = state.is_some_and(|p| p.keys.is_some());
-            let Shared { fetch, slot } = s;
+            let SharedFetch { fetch, slot } = s;
             let ttl = fetch.lease_ttl_ms();
             if fetch.should_start(now_ms, || !have_keys || slot.acquire_lease(vm_id, now_ms, ttl)) {
                 let etag = if have_keys { fetch.etag().map(str::to_owned) } else { None };
@@ -136,7 +136,7 @@ impl ProviderRuntime {
             }
         }
         if let Some(s) = self.revocations.as_mut() {
-            let Shared { fetch, slot } = s;
+            let SharedFetch { fetch, slot } = s;
             let ttl = fetch.lease_ttl_ms();
             if fetch.should_start(now_ms, || slot.acquire_lease(vm_id, now_ms, ttl)) {
                 let cursor = state.and_then(|p| p.revocations.cursor());

@@ -10,6 +10,8 @@
 //!   `…:version` key changes; other VMs read only the version on each tick
 //!   and copy the (possibly large) data only when it moved.
 
+use authflow_filter_core::lease;
+
 use crate::host;
 
 pub struct SharedSlot {
@@ -29,11 +31,9 @@ impl SharedSlot {
         let Some((current, cas)) = host::shared_get(&key) else {
             return false;
         };
-        let (holder, until) = current.as_deref().and_then(parse_lease).unwrap_or((0, 0));
-        if holder != vm_id && until > now_ms {
+        let Some(value) = lease::claim(current.as_deref(), vm_id, now_ms, ttl_ms) else {
             return false;
-        }
-        let value = format!("{vm_id}:{}", now_ms.saturating_add(ttl_ms));
+        };
         // With a cas of 0 the host accepts any current value; pass it
         // through so two VMs racing for a free lease cannot both win.
         host::shared_set(&key, value.as_bytes(), cas).is_ok()
@@ -71,10 +71,4 @@ impl SharedSlot {
     pub fn value(&self, name: &str) -> Option<Vec<u8>> {
         host::shared_get(&format!("{}:{name}", self.prefix))?.0
     }
-}
-
-fn parse_lease(v: &[u8]) -> Option<(u64, u64)> {
-    let s = std::str::from_utf8(v).ok()?;
-    let (holder, until) = s.split_once(':')?;
-    Some((holder.parse().ok()?, until.parse().ok()?))
 }
