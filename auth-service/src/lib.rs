@@ -30,7 +30,7 @@ use crate::feed::Feed;
 use crate::keys::KeyRing;
 use crate::mailer::Mailer;
 use crate::metrics::Metrics;
-use crate::store::{AuditEntry, SqliteStore, Store};
+use crate::store::{AuditEntry, Store};
 use crate::throttle::Throttle;
 
 /// Seconds since the Unix epoch: the one clock of the service.
@@ -65,7 +65,7 @@ fn start_err(e: impl std::fmt::Display) -> StartError {
     StartError(e.to_string())
 }
 
-/// Opens the store chosen by the database URL (only SQLite in this build).
+/// Opens the store chosen by the database URL (`sqlite:` or `postgres://`).
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| StartError(format!("cannot create data dir {}: {e}", config.data_dir.display())))?;
@@ -83,8 +83,7 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
         )
     })?;
     let kek = kek::Kek::new(&current, &config.kek.previous).map_err(StartError)?;
-    let store = SqliteStore::open(&config.database_url, Arc::new(kek)).await.map_err(start_err)?;
-    Ok(Arc::new(store))
+    store::open(&config.database_url, Arc::new(kek)).await.map_err(start_err)
 }
 
 /// Everything the routes need: store, keys (generated on first start), feed state, mailer.

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use authflow_auth_service::config::{Config, Environment};
 use authflow_auth_service::domain::password::{Hasher, Password};
 use authflow_auth_service::domain::{random_id, random_secret, Email};
-use authflow_auth_service::store::User;
+use authflow_auth_service::store::{Backend, User};
 use authflow_auth_service::{build_state, now, open_store, spawn, tokens};
 use clap::{Parser, Subcommand};
 
@@ -16,6 +16,9 @@ struct Cli {
     /// TOML configuration file; `AUTHFLOW_<FIELD>` environment variables override it.
     #[arg(long, global = true, env = "AUTHFLOW_CONFIG")]
     config: Option<PathBuf>,
+    /// `sqlite:…` or `postgres://…`; overrides `database_url` from the file and environment.
+    #[arg(long, global = true)]
+    database_url: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -115,7 +118,13 @@ async fn run(cli: Cli) -> Result<(), String> {
         println!("{}", authflow_auth_service::kek::generate_key());
         return Ok(());
     }
-    let config = Config::load(cli.config.as_deref()).map_err(|e| e.to_string())?;
+    let mut config = Config::load(cli.config.as_deref()).map_err(|e| e.to_string())?;
+    if let Some(url) = cli.database_url {
+        if Backend::of_url(&url).is_none() {
+            return Err("--database-url must start with sqlite: or postgres://".into());
+        }
+        config.database_url = url;
+    }
     match cli.command {
         Command::Serve => {
             let running = spawn(config).await.map_err(|e| e.to_string())?;
@@ -126,7 +135,9 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Migrate => {
             open_store(&config).await.map_err(|e| e.to_string())?;
-            println!("migrations applied to {}", config.database_url);
+            // Not the URL itself: it may carry a password.
+            let backend = Backend::of_url(&config.database_url).map_or("unknown", Backend::name);
+            println!("migrations applied ({backend})");
             Ok(())
         }
         Command::User(UserCommand::Create { email, password, roles }) => create_user(config, &email, &password, roles).await,

@@ -1,16 +1,59 @@
-//! Storage behind one trait. Routes only see [`Store`]; the SQLite
-//! implementation is chosen at start-up from the database URL, and a Postgres
-//! one can be added beside it without touching the routes.
+//! Storage behind one trait. Routes only see [`Store`]; the implementation
+//! is chosen at start-up from the database URL ([`open`]): SQLite for one
+//! process, PostgreSQL for several instances sharing one database.
 //!
 //! Every method that revokes something appends its revocation-feed event in
 //! the same transaction, so the feed can never miss a revocation that was
 //! acknowledged.
 
+pub mod postgres;
+mod sealed;
 pub mod sqlite;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::kek::Kek;
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+
+/// The backend a database URL names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// `sqlite:…` or `postgres://…` / `postgresql://…`; anything else is refused.
+    pub fn of_url(url: &str) -> Option<Self> {
+        if url.starts_with("sqlite:") {
+            Some(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Self::Postgres)
+        } else {
+            None
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+/// Opens the store the URL names, applies its migrations and seals every
+/// secret at rest with the current KEK.
+pub async fn open(url: &str, kek: Arc<Kek>) -> StoreResult<Arc<dyn Store>> {
+    match Backend::of_url(url) {
+        Some(Backend::Sqlite) => Ok(Arc::new(SqliteStore::open(url, kek).await?)),
+        Some(Backend::Postgres) => Ok(Arc::new(PostgresStore::open(url, kek).await?)),
+        None => Err(StoreError("the database URL must start with sqlite: or postgres://".into())),
+    }
+}
 
 #[derive(Debug)]
 pub struct StoreError(pub String);
@@ -77,7 +120,7 @@ pub enum SecondFactorAttempt {
     Locked(i64),
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, sqlx::FromRow)]
 pub struct Session {
     pub id: String,
     pub user_id: String,
@@ -91,7 +134,7 @@ pub struct Session {
     pub user_agent: Option<String>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, sqlx::FromRow)]
 pub struct RefreshRecord {
     pub hash: String,
     pub session_id: String,
@@ -100,7 +143,7 @@ pub struct RefreshRecord {
     pub used_at: Option<i64>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, sqlx::FromRow)]
 pub struct IssuedToken {
     pub jti: String,
     pub user_id: String,
@@ -154,7 +197,7 @@ impl std::fmt::Debug for StoredKey {
     }
 }
 
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, sqlx::FromRow)]
 pub struct AuditEntry {
     pub at: i64,
     pub event: String,

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+use super::sealed::{self, key_purpose, totp_purpose};
 use super::*;
 use crate::kek::Kek;
 use std::sync::Arc;
@@ -20,14 +21,6 @@ pub struct SqliteStore {
     write: SqlitePool,
     /// Seals TOTP secrets and private keys (see `kek.rs`).
     kek: Arc<Kek>,
-}
-
-fn totp_purpose(user_id: &str) -> String {
-    format!("totp:{user_id}")
-}
-
-fn key_purpose(kid: &str) -> String {
-    format!("signing_key:{kid}")
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -77,20 +70,15 @@ impl SqliteStore {
     }
 
     fn open_secret(&self, purpose: &str, value: &[u8]) -> StoreResult<Vec<u8>> {
-        self.kek.open(purpose, value).map_err(StoreError)
+        sealed::open(&self.kek, purpose, value)
     }
 
     fn seal(&self, purpose: &str, value: &[u8]) -> StoreResult<String> {
-        self.kek.seal(purpose, value).map_err(StoreError)
+        sealed::seal(&self.kek, purpose, value)
     }
 
-    /// The value sealed with the current KEK, or `None` when it already is.
     fn resealed(&self, purpose: &str, value: &[u8]) -> StoreResult<Option<String>> {
-        if self.kek.is_current(value) {
-            return Ok(None);
-        }
-        let clear = if Kek::is_sealed(value) { self.open_secret(purpose, value)? } else { value.to_vec() };
-        self.seal(purpose, &clear).map(Some)
+        sealed::resealed(&self.kek, purpose, value)
     }
 
     /// One transaction: every TOTP secret and private key under the current KEK.

@@ -7,8 +7,12 @@ use serde_json::{json, Value};
 
 use crate::common::*;
 
-/// Every byte SQLite has on disk for this service (database and WAL).
-fn database_files(app: &TestApp) -> Vec<u8> {
+/// Every byte SQLite has on disk for this service (database and WAL); on
+/// PostgreSQL, every stored value of the tables that hold secrets, as stored.
+async fn database_files(app: &TestApp) -> Vec<u8> {
+    if let Some(url) = &app.database_url {
+        return postgres_values(url).await;
+    }
     let mut all = Vec::new();
     for entry in std::fs::read_dir(app.dir.path()).unwrap() {
         let path = entry.unwrap().path();
@@ -16,6 +20,22 @@ fn database_files(app: &TestApp) -> Vec<u8> {
             all.extend(std::fs::read(&path).unwrap());
         }
     }
+    assert!(!all.is_empty());
+    all
+}
+
+async fn postgres_values(url: &str) -> Vec<u8> {
+    use sqlx::Connection;
+    let mut db = sqlx::PgConnection::connect(url).await.unwrap();
+    let mut all = Vec::new();
+    let users: Vec<(Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT totp_secret, totp_pending FROM users").fetch_all(&mut db).await.unwrap();
+    for (secret, pending) in users {
+        all.extend(secret.unwrap_or_default().into_bytes());
+        all.extend(pending.unwrap_or_default().into_bytes());
+    }
+    let keys: Vec<Vec<u8>> = sqlx::query_scalar("SELECT private_key FROM signing_keys").fetch_all(&mut db).await.unwrap();
+    keys.into_iter().for_each(|k| all.extend(k));
     assert!(!all.is_empty());
     all
 }
@@ -35,7 +55,7 @@ async fn a_database_copy_holds_no_usable_secret() {
     let keys = app.state.store.signing_keys().await.unwrap();
     let private = &keys[0].private_key;
     assert!(private.len() >= 32);
-    let files = database_files(&app);
+    let files = database_files(&app).await;
     assert!(!contains(&files, secret.as_bytes()), "the TOTP secret is in the database in clear");
     assert!(!contains(&files, private), "a signing key's private half is in the database in clear");
 }
@@ -44,11 +64,11 @@ async fn a_database_copy_holds_no_usable_secret() {
 async fn a_missing_or_wrong_key_is_a_clear_start_error() {
     let app = spawn_app().await;
     app.verified_user("kek@example.com").await;
-    let mut config = test_config(app.dir.path(), |_| {});
+    let mut config = test_config(app.dir.path(), app.database_url.as_deref(), |_| {});
     config.kek.current = None;
     let e = authflow_auth_service::spawn(config).await.err().expect("no KEK: refused");
     assert!(e.to_string().contains("AUTHFLOW_KEK"), "{e}");
-    let mut config = test_config(app.dir.path(), |_| {});
+    let mut config = test_config(app.dir.path(), app.database_url.as_deref(), |_| {});
     config.kek.current = Some([7u8; 32]);
     let e = authflow_auth_service::spawn(config).await.err().expect("wrong KEK: refused");
     assert!(e.to_string().contains("key-encryption key"), "{e}");
@@ -73,21 +93,27 @@ async fn clear_secrets_are_sealed_on_start_and_a_rotated_key_reseals_everything(
 
     // A database from before encryption: the secret in clear.
     let url = app.state.config.database_url.clone();
-    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    sqlx::query("UPDATE users SET totp_secret = ? WHERE email = ?").bind(&secret).bind(email).execute(&pool).await.unwrap();
-    pool.close().await;
+    if app.database_url.is_some() {
+        use sqlx::Connection;
+        let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::query("UPDATE users SET totp_secret = $1 WHERE email = $2").bind(&secret).bind(email).execute(&mut db).await.unwrap();
+    } else {
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        sqlx::query("UPDATE users SET totp_secret = ? WHERE email = ?").bind(&secret).bind(email).execute(&pool).await.unwrap();
+        pool.close().await;
+    }
 
     // Rotate while starting: new KEK current, the old one accepted for opening.
     let old = app.state.config.kek.current.unwrap();
     let new = [9u8; 32];
-    let rotated = spawn_app_in(app.dir.clone(), |c| {
+    let rotated = spawn_app_beside(&app, |c| {
         c.kek.current = Some(new);
         c.kek.previous = vec![old];
     })
     .await;
-    assert!(!contains(&database_files(&rotated), secret.as_bytes()), "sealed in place on start");
+    assert!(!contains(&database_files(&rotated).await, secret.as_bytes()), "sealed in place on start");
     // The old key can go now: everything opens with the new one alone.
-    let only_new = spawn_app_in(app.dir.clone(), |c| c.kek.current = Some(new)).await;
+    let only_new = spawn_app_beside(&app, |c| c.kek.current = Some(new)).await;
     let (challenge, method) = only_new.challenge(email, PASSWORD).await;
     assert_eq!(method, "totp");
     let r = only_new.post("/v1/auth/signin/verify", json!({"challenge_id": challenge, "code": totp_code(&secret, now + 30)})).await;

@@ -1,5 +1,7 @@
-//! Test fixtures: the real service on 127.0.0.1 port 0 over a fresh SQLite
-//! file per test, and helpers that drive it over HTTP like a client would.
+//! Test fixtures: the real service on 127.0.0.1 port 0 over a fresh database
+//! per test (a SQLite file, or a PostgreSQL database in the `api_postgres`
+//! test binary: see `crate::backend`), and helpers that drive it over HTTP
+//! like a client would.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,11 +25,16 @@ pub struct TestApp {
     pub running: Running,
     /// Shared so a second instance can run on the same data (a restart).
     pub dir: Arc<tempfile::TempDir>,
+    /// The PostgreSQL database of this test; `None`: SQLite in `dir`.
+    pub database_url: Option<String>,
 }
 
 /// Fast settings for tests; `tweak` adjusts them.
-pub fn test_config(dir: &std::path::Path, tweak: impl FnOnce(&mut Config)) -> Config {
+pub fn test_config(dir: &std::path::Path, database_url: Option<&str>, tweak: impl FnOnce(&mut Config)) -> Config {
     let mut config = Config::for_data_dir(dir).unwrap();
+    if let Some(url) = database_url {
+        config.database_url = url.to_owned();
+    }
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.password_hash_memory_kib = 1024;
     config.password_hash_iterations = 1;
@@ -48,12 +55,18 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
-    spawn_app_in(Arc::new(tempfile::tempdir().unwrap()), tweak).await
+    let database_url = crate::backend::fresh_database_url().await;
+    spawn_app_in(Arc::new(tempfile::tempdir().unwrap()), database_url, tweak).await
 }
 
-/// Another instance of the service on `dir`'s data, as after a restart.
-pub async fn spawn_app_in(dir: Arc<tempfile::TempDir>, tweak: impl FnOnce(&mut Config)) -> TestApp {
-    let config = test_config(dir.path(), tweak);
+/// Another instance of the service on `app`'s data: after a restart, or
+/// beside it (several instances on one PostgreSQL database).
+pub async fn spawn_app_beside(app: &TestApp, tweak: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_in(Arc::clone(&app.dir), app.database_url.clone(), tweak).await
+}
+
+async fn spawn_app_in(dir: Arc<tempfile::TempDir>, database_url: Option<String>, tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let config = test_config(dir.path(), database_url.as_deref(), tweak);
     let running = spawn(config).await.unwrap();
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert("accept-language", LANG.parse().unwrap());
@@ -63,7 +76,7 @@ pub async fn spawn_app_in(dir: Arc<tempfile::TempDir>, tweak: impl FnOnce(&mut C
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
-    TestApp { base: format!("http://{}", running.addr), http, state: Arc::clone(&running.state), running, dir }
+    TestApp { base: format!("http://{}", running.addr), http, state: Arc::clone(&running.state), running, dir, database_url }
 }
 
 pub struct Tokens {

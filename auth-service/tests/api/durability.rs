@@ -26,13 +26,17 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn command(data_dir: &Path, port: u16) -> Command {
+/// The real binary on `data_dir`, and on `database_url` when given (PostgreSQL).
+fn command(data_dir: &Path, database_url: Option<&str>, port: u16) -> Command {
     // A KEK generated for this test, beside the data (the same one after a restart).
     let kek_file = data_dir.with_extension("kek");
     if !kek_file.exists() {
         std::fs::write(&kek_file, authflow_auth_service::kek::generate_key()).unwrap();
     }
     let mut c = Command::new(BIN);
+    if let Some(url) = database_url {
+        c.env("AUTHFLOW_DATABASE_URL", url);
+    }
     c.env("AUTHFLOW_DATA_DIR", data_dir)
         .env("AUTHFLOW_KEK_FILE", &kek_file)
         .env("AUTHFLOW_LISTEN", format!("127.0.0.1:{port}"))
@@ -45,8 +49,8 @@ fn command(data_dir: &Path, port: u16) -> Command {
     c
 }
 
-async fn start(data_dir: &Path, port: u16, http: &reqwest::Client) -> Server {
-    let server = Server(command(data_dir, port).arg("serve").spawn().unwrap());
+async fn start(data_dir: &Path, database_url: Option<&str>, port: u16, http: &reqwest::Client) -> Server {
+    let server = Server(command(data_dir, database_url, port).arg("serve").spawn().unwrap());
     for _ in 0..200 {
         if let Ok(r) = http.get(format!("http://127.0.0.1:{port}/readyz")).send().await {
             if r.status() == 200 {
@@ -79,21 +83,23 @@ async fn sign_in(http: &reqwest::Client, base: &str, email: &str) -> (String, St
 async fn kill_dash_nine_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    let database_url = crate::backend::fresh_database_url().await;
+    let db = database_url.as_deref();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
 
     // The first admin comes from the CLI.
-    let out = command(&data, port)
+    let out = command(&data, db, port)
         .args(["user", "create", "--email", "root@example.com", "--password", PASSWORD, "--role", "admin"])
         .stdout(Stdio::piped())
         .output()
         .unwrap();
     assert!(out.status.success());
-    let out = command(&data, port).args(["user", "list"]).stdout(Stdio::piped()).output().unwrap();
+    let out = command(&data, db, port).args(["user", "list"]).stdout(Stdio::piped()).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("root@example.com  roles=user,admin"));
 
-    let mut server = start(&data, port, &http).await;
+    let mut server = start(&data, db, port, &http).await;
     let (admin, device) = sign_in(&http, &base, "root@example.com").await;
 
     let signed_up: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
@@ -138,7 +144,7 @@ async fn kill_dash_nine_loses_nothing_acknowledged() {
     let banned = banned.lock().unwrap().clone();
     assert!(signed_up.len() >= 10, "writes were acknowledged before the kill ({})", signed_up.len());
 
-    let _server = start(&data, port, &http).await;
+    let _server = start(&data, db, port, &http).await;
     let (admin, device) = sign_in(&http, &base, "root@example.com").await;
     let users: Vec<Value> = http
         .get(format!("{base}/v1/admin/users"))

@@ -1,4 +1,5 @@
-//! Tests over real HTTP against the real service and a fresh SQLite file each.
+//! Tests over real HTTP against the real service and a fresh SQLite file
+//! each. The same modules run on PostgreSQL in the `api_postgres` binary.
 
 // Helpers outside `#[test]` functions fail loudly too (clippy.toml only covers test fns).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -16,3 +17,10 @@ mod retention;
 mod second_factor;
 mod timing;
 mod vectors;
+
+/// The database each test runs on: here a SQLite file in the test's data dir.
+mod backend {
+    pub async fn fresh_database_url() -> Option<String> {
+        None
+    }
+}

@@ -106,7 +106,7 @@ async fn password_and_guess_cycles_escalate_and_survive_a_restart() {
     let before = app.outbox(email, 0).await.len();
     let lock = lock_once(&app, email, before).await;
     assert!(lock > locks[2], "{lock} after {locks:?}");
-    let restarted = spawn_app_in(app.dir.clone(), tweak).await;
+    let restarted = spawn_app_beside(&app, tweak).await;
     let (challenge, _) = restarted.challenge(email, PASSWORD).await;
     let (status, _, retry) = guess(&restarted, &challenge, "000000").await;
     assert_eq!(status, 429, "a restart does not lift the second-factor lockout");

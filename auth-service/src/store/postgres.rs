@@ -1,0 +1,920 @@
+//! PostgreSQL implementation of [`Store`], for several service instances on
+//! one database. Every decision an instance makes (counters, single-use
+//! tokens, refresh rotation, the feed) is one atomic statement or one
+//! transaction here, never a read-then-write in the process.
+//!
+//! The revocation feed's order. A Postgres sequence hands out numbers at
+//! `nextval`, but transactions commit in any order: a poller at cursor N
+//! could read the feed while event N−1 is still uncommitted, move its
+//! cursor past it, and never see it. So `seq` comes instead from the single
+//! `feed_state` row (`UPDATE … SET head = head + 1 RETURNING head`): the row
+//! lock that update takes is held until the transaction ends, so a second
+//! feed writer waits for the first to commit (or roll back) before it gets
+//! its number. Events therefore become visible in `seq` order, and a reader
+//! that sees event N has every event before it. Feed writes are rare (admin
+//! actions, sign-outs), so serializing them costs nothing noticeable.
+//! `feed_state.head` is also the feed's head, read without touching events.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgConnection, PgPool};
+
+use super::sealed::{self, key_purpose, totp_purpose};
+use super::*;
+use crate::kek::Kek;
+
+pub struct PostgresStore {
+    pool: PgPool,
+    /// Seals TOTP secrets and private keys (see `kek.rs`).
+    kek: Arc<Kek>,
+}
+
+/// Key of the transaction-level advisory lock under which an instance
+/// re-seals the secrets at rest on start (instances starting together take turns).
+const RESEAL_LOCK: i64 = 0x6175_7468_666c_0001;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Upper bound on connections one instance holds.
+const MAX_CONNECTIONS: u32 = 10;
+
+fn err(e: sqlx::Error) -> StoreError {
+    StoreError(e.to_string())
+}
+
+impl PostgresStore {
+    /// Connects (`postgres://…` URL), applies migrations, and seals with the
+    /// current KEK every secret still in clear or sealed with an older one
+    /// (a wrong KEK fails here).
+    pub async fn open(url: &str, kek: Arc<Kek>) -> StoreResult<Self> {
+        let options: PgConnectOptions = url.parse().map_err(err)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(10))
+            .idle_timeout(Duration::from_secs(60))
+            .connect_with(options)
+            .await
+            .map_err(err)?;
+        // Migrations take their own advisory lock: instances starting together apply them once.
+        MIGRATOR.run(&pool).await.map_err(|e| StoreError(e.to_string()))?;
+        let store = Self { pool, kek };
+        let resealed = store.reseal_all().await?;
+        if resealed > 0 {
+            tracing::info!(values = resealed, kek = store.kek.id(), "secrets at rest sealed with the current key-encryption key");
+        }
+        Ok(store)
+    }
+
+    /// One transaction: every TOTP secret and private key under the current KEK.
+    async fn reseal_all(&self) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(RESEAL_LOCK).execute(&mut *tx).await.map_err(err)?;
+        let mut count = 0;
+        let users: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT id, totp_secret, totp_pending FROM users WHERE totp_secret IS NOT NULL OR totp_pending IS NOT NULL FOR UPDATE",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(err)?;
+        for (id, secret, pending) in &users {
+            for (column, value) in [("totp_secret", secret), ("totp_pending", pending)] {
+                let Some(value) = value else { continue };
+                if let Some(sealed) = sealed::resealed(&self.kek, &totp_purpose(id), value.as_bytes())? {
+                    sqlx::query(&format!("UPDATE users SET {column} = $1 WHERE id = $2"))
+                        .bind(sealed)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(err)?;
+                    count += 1;
+                }
+            }
+        }
+        let keys: Vec<(String, Vec<u8>)> =
+            sqlx::query_as("SELECT kid, private_key FROM signing_keys WHERE length(private_key) > 0 FOR UPDATE")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(err)?;
+        for (kid, value) in &keys {
+            if let Some(sealed) = sealed::resealed(&self.kek, &key_purpose(kid), value)? {
+                sqlx::query("UPDATE signing_keys SET private_key = $1 WHERE kid = $2")
+                    .bind(sealed.into_bytes())
+                    .bind(kid)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err)?;
+                count += 1;
+            }
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(count)
+    }
+
+    /// A user as stored, with its TOTP secrets opened.
+    fn user(&self, row: UserRow) -> StoreResult<User> {
+        let mut user = User::from(row);
+        let purpose = totp_purpose(&user.id);
+        for secret in [&mut user.totp_secret, &mut user.totp_pending] {
+            if let Some(value) = secret.take() {
+                let clear = sealed::open(&self.kek, &purpose, value.as_bytes())?;
+                *secret = Some(String::from_utf8(clear).map_err(|_| StoreError("a TOTP secret is not text".into()))?);
+            }
+        }
+        Ok(user)
+    }
+
+    /// A signing key as stored, with its private half (if any) opened.
+    fn signing_key(&self, row: KeyRow) -> StoreResult<StoredKey> {
+        let mut key = StoredKey::from(row);
+        if !key.private_key.is_empty() {
+            key.private_key = sealed::open(&self.kek, &key_purpose(&key.kid), &key.private_key)?;
+        }
+        Ok(key)
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    id: String,
+    email: String,
+    password_hash: String,
+    roles: String,
+    scope: String,
+    email_verified: bool,
+    banned_at: Option<i64>,
+    totp_secret: Option<String>,
+    totp_pending: Option<String>,
+    totp_last_step: i64,
+    created_at: i64,
+}
+
+impl From<UserRow> for User {
+    fn from(r: UserRow) -> Self {
+        User {
+            id: r.id,
+            email: r.email,
+            password_hash: r.password_hash,
+            roles: r.roles.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+            scope: r.scope,
+            email_verified: r.email_verified,
+            banned_at: r.banned_at,
+            totp_secret: r.totp_secret,
+            totp_pending: r.totp_pending,
+            totp_last_step: r.totp_last_step,
+            created_at: r.created_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ChallengeRow {
+    id: String,
+    user_id: String,
+    method: String,
+    code_hash: Option<String>,
+    expires_at: i64,
+    attempts: i64,
+    consumed_at: Option<i64>,
+    created_at: i64,
+}
+
+impl From<ChallengeRow> for Challenge {
+    fn from(r: ChallengeRow) -> Self {
+        Challenge {
+            id: r.id,
+            user_id: r.user_id,
+            method: r.method,
+            code_hash: r.code_hash,
+            expires_at: r.expires_at,
+            attempts: u32::try_from(r.attempts).unwrap_or(u32::MAX),
+            consumed_at: r.consumed_at,
+            created_at: r.created_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    kid: String,
+    alg: String,
+    private_key: Vec<u8>,
+    public_key: Option<Vec<u8>>,
+    created_at: i64,
+    publish_at: i64,
+    active_at: i64,
+    retired_at: Option<i64>,
+}
+
+impl From<KeyRow> for StoredKey {
+    fn from(r: KeyRow) -> Self {
+        StoredKey {
+            kid: r.kid,
+            alg: r.alg,
+            private_key: r.private_key,
+            public_key: r.public_key.unwrap_or_default(),
+            created_at: r.created_at,
+            publish_at: r.publish_at,
+            active_at: r.active_at,
+            retired_at: r.retired_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    seq: i64,
+    kind: String,
+    subject: String,
+    not_before: Option<i64>,
+    expires_at: i64,
+}
+
+impl From<EventRow> for FeedEvent {
+    fn from(r: EventRow) -> Self {
+        FeedEvent {
+            seq: r.seq,
+            kind: match r.kind.as_str() {
+                "token" => FeedKind::Token,
+                "session" => FeedKind::Session,
+                _ => FeedKind::Subject,
+            },
+            subject: r.subject,
+            not_before: r.not_before,
+            expires_at: r.expires_at,
+        }
+    }
+}
+
+fn feed_kind(kind: FeedKind) -> &'static str {
+    match kind {
+        FeedKind::Token => "token",
+        FeedKind::Session => "session",
+        FeedKind::Subject => "subject",
+    }
+}
+
+/// Appends one feed event inside the caller's transaction. The `feed_state`
+/// row lock taken here is held until that transaction ends: it is what keeps
+/// feed events committing in `seq` order (see the module comment). Callers
+/// take every other row lock first, so feed writers cannot deadlock. A
+/// feed-change notification (`pg_notify`) belongs here, in the same
+/// transaction, so it is delivered only if the event commits.
+async fn append_event(
+    tx: &mut PgConnection,
+    kind: FeedKind,
+    subject: &str,
+    not_before: Option<i64>,
+    expires_at: i64,
+    now: i64,
+) -> Result<i64, sqlx::Error> {
+    let seq: i64 = sqlx::query_scalar("UPDATE feed_state SET head = head + 1 WHERE id = 1 RETURNING head")
+        .fetch_one(&mut *tx)
+        .await?;
+    sqlx::query("INSERT INTO revocation_events (seq, kind, subject, not_before, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(seq)
+        .bind(feed_kind(kind))
+        .bind(subject)
+        .bind(not_before)
+        .bind(expires_at)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    Ok(seq)
+}
+
+async fn insert_key(tx: &mut PgConnection, k: &StoredKey) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL")
+        .bind(k.active_at)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO signing_keys (kid, alg, private_key, public_key, created_at, publish_at, active_at, retired_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)",
+    )
+    .bind(&k.kid)
+    .bind(&k.alg)
+    .bind(&k.private_key)
+    .bind(&k.public_key)
+    .bind(k.created_at)
+    .bind(k.publish_at)
+    .bind(k.active_at)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+const USER_COLUMNS: &str = "id, email, password_hash, roles, scope, email_verified, banned_at, totp_secret, totp_pending, totp_last_step, created_at";
+const SESSION_COLUMNS: &str =
+    "id, user_id, device_secret_hash, created_at, last_seen_at, expires_at, revoked_at, revoke_reason, ip, user_agent";
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(err)?;
+        Ok(())
+    }
+
+    async fn epoch(&self) -> StoreResult<String> {
+        // ON CONFLICT DO NOTHING: the first value written wins forever.
+        sqlx::query("INSERT INTO meta (key, value) VALUES ('feed_epoch', $1) ON CONFLICT (key) DO NOTHING")
+            .bind(crate::domain::random_id())
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        sqlx::query_scalar("SELECT value FROM meta WHERE key = 'feed_epoch'").fetch_one(&self.pool).await.map_err(err)
+    }
+
+    async fn create_user(&self, u: &User) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "INSERT INTO users (id, email, password_hash, roles, scope, email_verified, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (email) DO NOTHING",
+        )
+        .bind(&u.id)
+        .bind(&u.email)
+        .bind(&u.password_hash)
+        .bind(u.roles.join(" "))
+        .bind(&u.scope)
+        .bind(u.email_verified)
+        .bind(u.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
+        let row: Option<UserRow> = sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1"))
+            .bind(email)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)?;
+        row.map(|r| self.user(r)).transpose()
+    }
+
+    async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
+        let row: Option<UserRow> = sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)?;
+        row.map(|r| self.user(r)).transpose()
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        let rows: Vec<UserRow> = sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY created_at, email"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err)?;
+        rows.into_iter().map(|r| self.user(r)).collect()
+    }
+
+    async fn set_email_verified(&self, user_id: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE users SET email_verified = TRUE WHERE id = $1").bind(user_id).execute(&self.pool).await.map_err(err)?;
+        Ok(())
+    }
+
+    async fn set_password(&self, user_id: &str, password_hash: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+            .bind(password_hash)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn set_roles(&self, user_id: &str, roles: &[String]) -> StoreResult<()> {
+        sqlx::query("UPDATE users SET roles = $1 WHERE id = $2")
+            .bind(roles.join(" "))
+            .bind(user_id)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn set_totp_pending(&self, user_id: &str, secret: Option<&str>) -> StoreResult<()> {
+        let sealed = secret.map(|s| sealed::seal(&self.kek, &totp_purpose(user_id), s.as_bytes())).transpose()?;
+        sqlx::query("UPDATE users SET totp_pending = $1 WHERE id = $2")
+            .bind(sealed)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn confirm_totp(&self, user_id: &str, secret: &str, step: i64) -> StoreResult<bool> {
+        // Sealed values differ on every write: open the pending secret (row
+        // locked), compare, then move exactly the sealed value compared.
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        let pending: Option<String> = sqlx::query_scalar("SELECT totp_pending FROM users WHERE id = $1 FOR UPDATE")
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(err)?
+            .flatten();
+        let Some(pending) = pending else { return Ok(false) };
+        if sealed::open(&self.kek, &totp_purpose(user_id), pending.as_bytes())? != secret.as_bytes() {
+            return Ok(false);
+        }
+        let r = sqlx::query(
+            "UPDATE users SET totp_secret = totp_pending, totp_pending = NULL, totp_last_step = $1 \
+             WHERE id = $2 AND totp_pending = $3",
+        )
+        .bind(step)
+        .bind(user_id)
+        .bind(&pending)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn clear_totp(&self, user_id: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE users SET totp_secret = NULL, totp_pending = NULL WHERE id = $1")
+            .bind(user_id)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn use_totp_step(&self, user_id: &str, step: i64) -> StoreResult<bool> {
+        // The row lock makes two instances checking the same code agree: one wins.
+        let r = sqlx::query("UPDATE users SET totp_last_step = $1 WHERE id = $2 AND totp_last_step < $1")
+            .bind(step)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn put_one_time_token(&self, hash: &str, purpose: TokenPurpose, user_id: &str, expires_at: i64) -> StoreResult<()> {
+        sqlx::query("INSERT INTO one_time_tokens (hash, purpose, user_id, expires_at) VALUES ($1, $2, $3, $4)")
+            .bind(hash)
+            .bind(purpose.as_str())
+            .bind(user_id)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn peek_one_time_token(&self, hash: &str, purpose: TokenPurpose, now: i64) -> StoreResult<Option<String>> {
+        sqlx::query_scalar(
+            "SELECT user_id FROM one_time_tokens WHERE hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > $3",
+        )
+        .bind(hash)
+        .bind(purpose.as_str())
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err)
+    }
+
+    async fn take_one_time_token(&self, hash: &str, purpose: TokenPurpose, now: i64) -> StoreResult<Option<String>> {
+        // A concurrent taker waits on the row lock, then re-checks `used_at IS NULL`: one wins.
+        sqlx::query_scalar(
+            "UPDATE one_time_tokens SET used_at = $1 \
+             WHERE hash = $2 AND purpose = $3 AND used_at IS NULL AND expires_at > $1 RETURNING user_id",
+        )
+        .bind(now)
+        .bind(hash)
+        .bind(purpose.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err)
+    }
+
+    async fn second_factor_attempt(&self, user_id: &str, now: i64) -> StoreResult<SecondFactorAttempt> {
+        let counted: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO second_factor_guard (user_id, attempts) VALUES ($1, 1) \
+             ON CONFLICT (user_id) DO UPDATE SET attempts = second_factor_guard.attempts + 1 \
+             WHERE second_factor_guard.locked_until <= $2 \
+             RETURNING attempts",
+        )
+        .bind(user_id)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err)?;
+        if let Some(n) = counted {
+            return Ok(SecondFactorAttempt::Counted(u32::try_from(n).unwrap_or(u32::MAX)));
+        }
+        let until: i64 = sqlx::query_scalar("SELECT locked_until FROM second_factor_guard WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(SecondFactorAttempt::Locked(until))
+    }
+
+    async fn second_factor_lock(&self, user_id: &str, now: i64, base_secs: i64, max_secs: i64) -> StoreResult<i64> {
+        sqlx::query_scalar(
+            "UPDATE second_factor_guard SET attempts = 0, lockouts = lockouts + 1, \
+             locked_until = $2 + LEAST($4, $3 * (1::BIGINT << LEAST(lockouts, 30)::INTEGER)) \
+             WHERE user_id = $1 RETURNING locked_until",
+        )
+        .bind(user_id)
+        .bind(now)
+        .bind(base_secs)
+        .bind(max_secs)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(err)
+    }
+
+    async fn second_factor_success(&self, user_id: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE second_factor_guard SET attempts = 0, lockouts = 0 WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn put_challenge(&self, c: &Challenge) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO challenges (id, user_id, method, code_hash, expires_at, attempts, created_at) VALUES ($1, $2, $3, $4, $5, 0, $6)",
+        )
+        .bind(&c.id)
+        .bind(&c.user_id)
+        .bind(&c.method)
+        .bind(&c.code_hash)
+        .bind(c.expires_at)
+        .bind(c.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(())
+    }
+
+    async fn challenge(&self, id: &str) -> StoreResult<Option<Challenge>> {
+        let row: Option<ChallengeRow> = sqlx::query_as(
+            "SELECT id, user_id, method, code_hash, expires_at, attempts, consumed_at, created_at FROM challenges WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(row.map(Challenge::from))
+    }
+
+    async fn challenge_attempt(&self, id: &str) -> StoreResult<u32> {
+        let n: Option<i64> = sqlx::query_scalar("UPDATE challenges SET attempts = attempts + 1 WHERE id = $1 RETURNING attempts")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(n.and_then(|n| u32::try_from(n).ok()).unwrap_or(u32::MAX))
+    }
+
+    async fn consume_challenge(&self, id: &str, now: i64) -> StoreResult<bool> {
+        let r = sqlx::query("UPDATE challenges SET consumed_at = $1 WHERE id = $2 AND consumed_at IS NULL")
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn create_session(&self, s: &Session, refresh: &RefreshRecord) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        sqlx::query(&format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL, $7, $8)"))
+            .bind(&s.id)
+            .bind(&s.user_id)
+            .bind(&s.device_secret_hash)
+            .bind(s.created_at)
+            .bind(s.last_seen_at)
+            .bind(s.expires_at)
+            .bind(&s.ip)
+            .bind(&s.user_agent)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        sqlx::query("INSERT INTO refresh_tokens (hash, session_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
+            .bind(&refresh.hash)
+            .bind(&refresh.session_id)
+            .bind(refresh.created_at)
+            .bind(refresh.expires_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        tx.commit().await.map_err(err)
+    }
+
+    async fn session(&self, id: &str) -> StoreResult<Option<Session>> {
+        sqlx::query_as(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)
+    }
+
+    async fn sessions_of(&self, user_id: &str) -> StoreResult<Vec<Session>> {
+        sqlx::query_as(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 ORDER BY created_at, id"))
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err)
+    }
+
+    async fn refresh_token(&self, hash: &str) -> StoreResult<Option<RefreshRecord>> {
+        sqlx::query_as("SELECT hash, session_id, created_at, expires_at, used_at FROM refresh_tokens WHERE hash = $1")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)
+    }
+
+    async fn rotate_refresh(&self, old_hash: &str, new: &RefreshRecord, now: i64) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        // Two instances presenting the same token: the second waits on the row
+        // lock, re-checks `used_at IS NULL` after the first commits, and loses.
+        let used = sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE hash = $2 AND used_at IS NULL")
+            .bind(now)
+            .bind(old_hash)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        if used.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO refresh_tokens (hash, session_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
+            .bind(&new.hash)
+            .bind(&new.session_id)
+            .bind(new.created_at)
+            .bind(new.expires_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(&new.session_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        Ok(true)
+    }
+
+    async fn record_access_token(&self, t: &IssuedToken) -> StoreResult<()> {
+        sqlx::query("INSERT INTO access_tokens (jti, user_id, session_id, issued_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&t.jti)
+            .bind(&t.user_id)
+            .bind(&t.session_id)
+            .bind(t.issued_at)
+            .bind(t.expires_at)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn access_token(&self, jti: &str) -> StoreResult<Option<IssuedToken>> {
+        sqlx::query_as("SELECT jti, user_id, session_id, issued_at, expires_at FROM access_tokens WHERE jti = $1")
+            .bind(jti)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)
+    }
+
+    async fn revoke_session(&self, session_id: &str, reason: &str, now: i64, feed_expires_at: i64) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        let r = sqlx::query("UPDATE sessions SET revoked_at = $1, revoke_reason = $2 WHERE id = $3 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(reason)
+            .bind(session_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        if r.rows_affected() != 1 {
+            return Ok(false);
+        }
+        append_event(&mut tx, FeedKind::Session, session_id, None, feed_expires_at, now).await.map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        Ok(true)
+    }
+
+    async fn revoke_user_sessions(&self, user_id: &str, reason: &str, now: i64, feed_expires_at: i64) -> StoreResult<Vec<String>> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "UPDATE sessions SET revoked_at = $1, revoke_reason = $2 WHERE user_id = $3 AND revoked_at IS NULL RETURNING id",
+        )
+        .bind(now)
+        .bind(reason)
+        .bind(user_id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(err)?;
+        for id in &ids {
+            append_event(&mut tx, FeedKind::Session, id, None, feed_expires_at, now).await.map_err(err)?;
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(ids)
+    }
+
+    async fn revoke_token(&self, jti: &str, now: i64, expires_at: i64) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        append_event(&mut tx, FeedKind::Token, jti, None, expires_at, now).await.map_err(err)?;
+        tx.commit().await.map_err(err)
+    }
+
+    async fn ban_user(&self, user_id: &str, now: i64, expires_at: i64) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        let r = sqlx::query("UPDATE users SET banned_at = $1 WHERE id = $2 AND banned_at IS NULL")
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        if r.rows_affected() != 1 {
+            return Ok(false);
+        }
+        // As in SQLite: session events too, for a token issued in the ban's very second.
+        let ids: Vec<String> = sqlx::query_scalar(
+            "UPDATE sessions SET revoked_at = $1, revoke_reason = 'banned' WHERE user_id = $2 AND revoked_at IS NULL RETURNING id",
+        )
+        .bind(now)
+        .bind(user_id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(err)?;
+        for id in &ids {
+            append_event(&mut tx, FeedKind::Session, id, None, expires_at, now).await.map_err(err)?;
+        }
+        append_event(&mut tx, FeedKind::Subject, user_id, Some(now), expires_at, now).await.map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        Ok(true)
+    }
+
+    async fn unban_user(&self, user_id: &str) -> StoreResult<bool> {
+        let r = sqlx::query("UPDATE users SET banned_at = NULL WHERE id = $1 AND banned_at IS NOT NULL")
+            .bind(user_id)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn feed_head(&self) -> StoreResult<FeedHead> {
+        let (head, pruned_through): (i64, i64) = sqlx::query_as("SELECT head, pruned_through FROM feed_state WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(FeedHead { head, pruned_through })
+    }
+
+    async fn feed_events_after(&self, after: i64, forgotten_through: i64) -> StoreResult<Vec<FeedEvent>> {
+        let rows: Vec<EventRow> = sqlx::query_as(
+            "SELECT seq, kind, subject, not_before, expires_at FROM revocation_events WHERE seq > $1 AND expires_at > $2 ORDER BY seq",
+        )
+        .bind(after)
+        .bind(forgotten_through)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(rows.into_iter().map(FeedEvent::from).collect())
+    }
+
+    async fn prune_feed(&self, forgotten_through: i64) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        let (deleted, pruned): (i64, Option<i64>) = sqlx::query_as(
+            "WITH gone AS (DELETE FROM revocation_events WHERE expires_at <= $1 RETURNING seq) SELECT COUNT(*), MAX(seq) FROM gone",
+        )
+        .bind(forgotten_through)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(err)?;
+        if let Some(seq) = pruned {
+            sqlx::query("UPDATE feed_state SET pruned_through = GREATEST(pruned_through, $1) WHERE id = 1")
+                .bind(seq)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+        }
+        // Access-token records exist to revoke a token by jti: kept as long.
+        sqlx::query("DELETE FROM access_tokens WHERE expires_at <= $1")
+            .bind(forgotten_through)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        Ok(u64::try_from(deleted).unwrap_or(0))
+    }
+
+    async fn prune(&self, now: i64) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        for sql in [
+            "DELETE FROM challenges WHERE expires_at <= $1",
+            "DELETE FROM one_time_tokens WHERE expires_at <= $1",
+            "DELETE FROM refresh_tokens WHERE expires_at <= $1",
+        ] {
+            sqlx::query(sql).bind(now).execute(&mut *tx).await.map_err(err)?;
+        }
+        tx.commit().await.map_err(err)
+    }
+
+    async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>> {
+        let rows: Vec<KeyRow> = sqlx::query_as(
+            "SELECT kid, alg, private_key, public_key, created_at, publish_at, active_at, retired_at FROM signing_keys ORDER BY active_at, created_at",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        rows.into_iter().map(|r| self.signing_key(r)).collect()
+    }
+
+    async fn add_signing_key(&self, k: &StoredKey) -> StoreResult<()> {
+        let sealed = StoredKey { private_key: sealed::seal(&self.kek, &key_purpose(&k.kid), &k.private_key)?.into_bytes(), ..k.clone() };
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        insert_key(&mut tx, &sealed).await.map_err(err)?;
+        tx.commit().await.map_err(err)
+    }
+
+    async fn set_signing_key_public(&self, kid: &str, public_key: &[u8]) -> StoreResult<()> {
+        sqlx::query("UPDATE signing_keys SET public_key = $1 WHERE kid = $2")
+            .bind(public_key)
+            .bind(kid)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn delete_retired_private_keys(&self, now: i64) -> StoreResult<u64> {
+        let r = sqlx::query(
+            "UPDATE signing_keys SET private_key = ''::BYTEA \
+             WHERE retired_at IS NOT NULL AND retired_at <= $1 AND length(private_key) > 0 AND length(public_key) > 0",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(r.rows_affected())
+    }
+
+    async fn take_mail_budget(&self, key: &str, now: i64, window_secs: i64, max: u32) -> StoreResult<bool> {
+        let sent: i64 = sqlx::query_scalar(
+            "INSERT INTO mail_budget AS b (key, window_start, sent) VALUES ($1, $2, 1) \
+             ON CONFLICT (key) DO UPDATE SET \
+               sent = CASE WHEN b.window_start <= $2 - $3 THEN 1 ELSE b.sent + 1 END, \
+               window_start = CASE WHEN b.window_start <= $2 - $3 THEN $2 ELSE b.window_start END \
+             RETURNING sent",
+        )
+        .bind(key)
+        .bind(now)
+        .bind(window_secs)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(sent <= i64::from(max))
+    }
+
+    async fn prune_mail_budget(&self, before: i64) -> StoreResult<u64> {
+        let r = sqlx::query("DELETE FROM mail_budget WHERE window_start < $1").bind(before).execute(&self.pool).await.map_err(err)?;
+        Ok(r.rows_affected())
+    }
+
+    async fn prune_audit(&self, before: i64) -> StoreResult<u64> {
+        let r = sqlx::query("DELETE FROM audit_log WHERE at < $1").bind(before).execute(&self.pool).await.map_err(err)?;
+        Ok(r.rows_affected())
+    }
+
+    async fn audit(&self, e: &AuditEntry) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO audit_log (at, event, outcome, user_id, email, ip, user_agent, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(e.at)
+        .bind(&e.event)
+        .bind(&e.outcome)
+        .bind(&e.user_id)
+        .bind(&e.email)
+        .bind(&e.ip)
+        .bind(&e.user_agent)
+        .bind(&e.detail)
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(())
+    }
+
+    async fn audit_log(&self, user_id: Option<&str>, limit: u32) -> StoreResult<Vec<AuditEntry>> {
+        sqlx::query_as(
+            "SELECT at, event, outcome, user_id, email, ip, user_agent, detail FROM audit_log \
+             WHERE ($1::TEXT IS NULL OR user_id = $1) ORDER BY id DESC LIMIT $2",
+        )
+        .bind(user_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)
+    }
+}

@@ -1,0 +1,41 @@
+//! The whole API suite of `tests/api` again, each test on a fresh database
+//! of a throwaway PostgreSQL cluster (see `pg_cluster`), plus the tests that
+//! only make sense with several instances on one database.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../api/addresses.rs"]
+mod addresses;
+#[path = "../api/admin.rs"]
+mod admin;
+#[path = "../api/at_rest.rs"]
+mod at_rest;
+#[path = "../api/common.rs"]
+mod common;
+#[path = "../api/durability.rs"]
+mod durability;
+#[path = "../api/factors.rs"]
+mod factors;
+#[path = "../api/flows.rs"]
+mod flows;
+#[path = "../api/input.rs"]
+mod input;
+#[path = "../api/mail_limits.rs"]
+mod mail_limits;
+#[path = "../api/retention.rs"]
+mod retention;
+#[path = "../api/second_factor.rs"]
+mod second_factor;
+#[path = "../api/timing.rs"]
+mod timing;
+#[path = "../api/vectors.rs"]
+mod vectors;
+
+mod pg_cluster;
+
+/// The database each test runs on: a new database on the test cluster.
+mod backend {
+    pub async fn fresh_database_url() -> Option<String> {
+        Some(crate::pg_cluster::fresh_database().await)
+    }
+}

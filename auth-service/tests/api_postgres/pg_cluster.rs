@@ -1,0 +1,154 @@
+//! A throwaway PostgreSQL cluster for the tests: started once per test
+//! binary, a fresh database per test, stopped when the binary exits.
+//!
+//! - `AUTHFLOW_TEST_PG_URL` (e.g. `postgres://user:pw@127.0.0.1:5432/postgres`)
+//!   uses that server instead; each test still gets its own database.
+//! - Otherwise the PostgreSQL binaries are taken from `AUTHFLOW_PG_BIN` or
+//!   `/usr/lib/postgresql/<version>/bin` (Debian's `postgresql` package;
+//!   `make test` installs it when missing). `initdb` refuses to run as root,
+//!   so under root the cluster runs as the unprivileged user `authflow-pg`
+//!   (created with `useradd` when missing). It listens on 127.0.0.1 on a free
+//!   port only, with its socket in its own temp dir, and trusts local
+//!   connections: it holds nothing but test data and lives for one run.
+//! - Stopping: a small watchdog process, started with the cluster, waits for
+//!   this test process to exit (however it exits, even `kill -9`), then stops
+//!   the postmaster by its pid and deletes the temp dir.
+
+use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use sqlx::Connection;
+
+const OS_USER: &str = "authflow-pg";
+const DB_USER: &str = "authflow";
+
+struct Server {
+    /// A URL of the server without the database name, e.g. `postgres://authflow@127.0.0.1:5433`.
+    base: String,
+}
+
+static SERVER: OnceLock<Server> = OnceLock::new();
+
+fn server() -> &'static Server {
+    SERVER.get_or_init(|| match std::env::var("AUTHFLOW_TEST_PG_URL") {
+        Ok(url) => Server { base: url.rsplit_once('/').map(|(base, _)| base.to_owned()).unwrap_or(url) },
+        Err(_) => start_cluster(),
+    })
+}
+
+/// A new, empty database on the test server; its URL.
+pub async fn fresh_database() -> String {
+    let base = &server().base;
+    let name = format!("t_{}", authflow_auth_service::domain::random_id().to_ascii_lowercase().replace('-', "_"));
+    let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres")).await.expect("connect to the test PostgreSQL");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create a test database");
+    let _ = admin.close().await;
+    format!("{base}/{name}")
+}
+
+fn bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("AUTHFLOW_PG_BIN") {
+        return PathBuf::from(dir);
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path().join("bin")).filter(|p| p.join("initdb").exists()).collect())
+        .unwrap_or_default();
+    found.sort();
+    found.pop().unwrap_or_else(|| {
+        panic!("PostgreSQL binaries not found: install postgresql-15 (make test does), or set AUTHFLOW_PG_BIN or AUTHFLOW_TEST_PG_URL")
+    })
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+}
+
+/// Runs a PostgreSQL program, as `authflow-pg` when we are root.
+fn run_pg(root: bool, program: &Path, args: &[&str]) {
+    let mut cmd = if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", OS_USER, "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    };
+    let out = cmd.args(args).stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+    assert!(
+        out.status.success(),
+        "{} failed: {}{}",
+        program.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn ensure_os_user() {
+    let exists = Command::new("id").arg(OS_USER).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    if !exists {
+        let status = Command::new("useradd")
+            .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", OS_USER])
+            .status()
+            .expect("run useradd");
+        assert!(status.success(), "useradd {OS_USER} failed");
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start_cluster() -> Server {
+    let bin = bin_dir();
+    let root = is_root();
+    let dir = tempfile::Builder::new().prefix("authflow-pg-").tempdir().unwrap().keep();
+    if root {
+        ensure_os_user();
+        let status = Command::new("chown").arg(format!("{OS_USER}:")).arg(&dir).status().unwrap();
+        assert!(status.success(), "chown of the cluster dir failed");
+    }
+    let data = dir.join("data");
+    let data_s = data.to_str().unwrap();
+    // Durability settings off: a test cluster dies with its run.
+    run_pg(root, &bin.join("initdb"), &["-D", data_s, "-U", DB_USER, "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions"]);
+    let port = free_port();
+    let options = format!(
+        "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400",
+        dir.display()
+    );
+    let log = dir.join("postgres.log");
+    run_pg(root, &bin.join("pg_ctl"), &["-D", data_s, "-l", log.to_str().unwrap(), "-o", &options, "-w", "-t", "60", "start"]);
+    let pid = std::fs::read_to_string(data.join("postmaster.pid"))
+        .ok()
+        .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<u32>().ok()))
+        .expect("postmaster.pid");
+    start_watchdog(pid, &dir);
+    // The server is up (pg_ctl -w waited); a first connection proves it.
+    std::thread::sleep(Duration::from_millis(50));
+    Server { base: format!("postgres://{DB_USER}@127.0.0.1:{port}") }
+}
+
+/// Stops the postmaster (by pid) and removes `dir` once this process is gone.
+fn start_watchdog(pg_pid: u32, dir: &Path) {
+    let me = std::process::id();
+    let script = format!(
+        "while kill -0 {me} 2>/dev/null; do sleep 0.5; done; \
+         kill -INT {pg_pid} 2>/dev/null; \
+         for _ in $(seq 1 100); do kill -0 {pg_pid} 2>/dev/null || break; sleep 0.1; done; \
+         if kill -0 {pg_pid} 2>/dev/null; then kill -KILL {pg_pid}; fi; rm -rf '{}'",
+        dir.display()
+    );
+    // Its own process group: whatever kills this run's group must not take the
+    // watchdog with it. Never waited for: it outlives this process on purpose.
+    #[allow(clippy::zombie_processes)]
+    let _watchdog = Command::new("sh")
+        .args(["-c", &script])
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the cluster watchdog");
+}
