@@ -4,6 +4,7 @@
 use authflow_filter_core::deny::DenyReason;
 use authflow_filter_core::device::DeviceCheck;
 use authflow_filter_core::engine::Outcome;
+use authflow_filter_core::forward::{credential_edits, HeaderEdit};
 use authflow_filter_core::header_spellings::is_one_of;
 use authflow_filter_core::request::HeaderReads;
 use authflow_filter_core::Request;
@@ -38,6 +39,12 @@ pub fn carry_out(vm: &Vm, request: &Request, outcome: Outcome, resume: bool) -> 
             }
             set_identity(&vm.identity_names, allowed.identity_headers());
             remove_spellings(vm, request);
+            for edit in credential_edits(&vm.engine.config, request, allowed.verified_by) {
+                match edit {
+                    HeaderEdit::Remove(name) => host::remove_request_header(&name),
+                    HeaderEdit::Set(name, value) => host::set_request_header(&name, &value),
+                }
+            }
             if resume {
                 host::resume_request();
             }

@@ -45,6 +45,8 @@ struct RawConfig {
     device_binding: Option<RawDeviceBinding>,
     #[serde(default)]
     revocation: Option<RawRevocationPolicy>,
+    #[serde(default)]
+    forward_device_secret: bool,
 }
 
 mod defaults {
@@ -76,6 +78,8 @@ struct RawProvider {
     jwks: RawJwksSource,
     #[serde(default)]
     revocations: Option<RawUpstream>,
+    #[serde(default)]
+    forward_token: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,6 +143,8 @@ struct RawRoute {
     #[serde(rename = "match")]
     matcher: RawRouteMatch,
     policy: Policy,
+    #[serde(default)]
+    forward_credentials: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -261,6 +267,9 @@ pub struct FilterConfig {
     pub key_wait_ms: u64,
     pub device: DeviceBinding,
     pub revocation: RevocationPolicy,
+    /// Forward the device secret (`x-authflow-device`, the device cookie)
+    /// upstream; off by default: it is a credential for the auth service only.
+    pub forward_device_secret: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -273,6 +282,9 @@ pub struct Provider {
     pub token_type: Option<String>,
     pub jwks: JwksSource,
     pub revocations: Option<Upstream>,
+    /// Keep this provider's verified token in the request sent upstream
+    /// (like `jwt_authn`'s `forward`); off by default: it is removed.
+    pub forward_token: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -330,6 +342,9 @@ pub struct Route {
     pub methods: Vec<String>,
     pub host: Option<String>,
     pub policy: Policy,
+    /// The token and the device secret reach this route's upstream as sent
+    /// (e.g. the auth service's own API: logout, refresh, admin calls).
+    pub forward_credentials: bool,
 }
 
 /// How a route matches the normalized request path (see `crate::path`).
@@ -510,6 +525,7 @@ impl FilterConfig {
             key_wait_ms: raw.key_wait_ms,
             device,
             revocation,
+            forward_device_secret: raw.forward_device_secret,
         })
     }
 
@@ -555,6 +571,7 @@ fn validate_provider(p: RawProvider) -> Result<Provider, ConfigError> {
         token_type: p.token_type,
         jwks,
         revocations,
+        forward_token: p.forward_token,
     })
 }
 
@@ -663,7 +680,13 @@ fn validate_route(r: RawRoute) -> Result<Route, ConfigError> {
         return err("match.methods: HTTP method names only");
     }
     check_policy(&r.policy).map_err(|e| ConfigError(format!("policy: {}", e.0)))?;
-    Ok(Route { path, methods, host: r.matcher.host.map(|h| h.to_ascii_lowercase()), policy: r.policy })
+    Ok(Route {
+        path,
+        methods,
+        host: r.matcher.host.map(|h| h.to_ascii_lowercase()),
+        policy: r.policy,
+        forward_credentials: r.forward_credentials,
+    })
 }
 
 fn check_policy(p: &Policy) -> Result<(), ConfigError> {

@@ -47,6 +47,9 @@ pub struct Allowed {
     /// none configured), so a cache hit need not touch their allocation.
     pub headers: Option<Rc<[(String, String)]>>,
     pub notes: Notes,
+    /// The provider whose token verified and is vouched for, if one did:
+    /// its `forward_token` decides whether the token goes upstream.
+    pub verified_by: Option<usize>,
 }
 
 impl Allowed {
@@ -177,7 +180,7 @@ impl Engine {
             return Outcome::Deny(self.denied(reason, scope.as_deref()));
         }
         let headers = (!verified.identity_headers.is_empty()).then(|| Rc::clone(&verified.identity_headers));
-        Outcome::Allow(Allowed { headers, notes })
+        Outcome::Allow(Allowed { headers, notes, verified_by: Some(verified.provider) })
     }
 
     fn verify_fresh(&self, token: &str, now: u64, may_wait: bool) -> Result<VerifiedToken, Fresh> {

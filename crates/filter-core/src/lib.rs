@@ -10,6 +10,7 @@ pub mod device;
 pub mod engine;
 pub mod extract;
 pub mod fetch;
+pub mod forward;
 pub mod lease;
 pub mod header_spellings;
 pub mod path;

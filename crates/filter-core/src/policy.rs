@@ -34,6 +34,14 @@ pub fn policy_for<'a>(config: &'a FilterConfig, req: &Request) -> Result<&'a Pol
     Ok(decided)
 }
 
+/// The first route rule matching the request's normalized path, if any
+/// (for per-route settings other than the policy; the policy itself comes
+/// from [`policy_for`], which also refuses ambiguous paths).
+pub fn route_for<'a>(config: &'a FilterConfig, req: &Request) -> Option<&'a Route> {
+    let readings = path::readings(req.path()).ok()?;
+    config.routes.iter().find(|r| matches(r, req, &readings.normalized, config.case_insensitive_paths))
+}
+
 fn policy_on<'a>(config: &'a FilterConfig, req: &Request, path: &str, ignore_case: bool) -> &'a Policy {
     config
         .routes

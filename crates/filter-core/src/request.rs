@@ -135,7 +135,9 @@ pub enum HeaderReads {
     /// that may come several times and matters must be read this way: token
     /// headers configured by name, `cookie` (a token cookie in the second
     /// `Cookie` header, or a second value for it, must be seen), and the
-    /// device header, cookie and fingerprint attributes.
+    /// device header, cookie and fingerprint attributes — and the device
+    /// cookie whenever it is not forwarded (see `crate::forward`: every copy
+    /// of `cookie` must be seen to rewrite it without that cookie).
     All,
     /// These names, one value each.
     Only(Vec<String>),
@@ -144,7 +146,11 @@ pub enum HeaderReads {
 impl HeaderReads {
     pub fn for_config(config: &FilterConfig) -> HeaderReads {
         let sources = &config.token_sources;
-        if !sources.headers.is_empty() || !sources.cookies.is_empty() || config.device.mode != DeviceMode::Off {
+        if !sources.headers.is_empty()
+            || !sources.cookies.is_empty()
+            || config.device.mode != DeviceMode::Off
+            || !config.forward_device_secret
+        {
             return HeaderReads::All;
         }
         let mut names: Vec<String> = Vec::new();

@@ -1,0 +1,167 @@
+//! Which of the request's credentials reach the upstream.
+//!
+//! A backend behind the filter needs the identity headers, not the
+//! credentials: a token or device secret it receives can be logged, leaked
+//! and replayed. So, like Envoy's `jwt_authn` with `forward: false`:
+//! - a token that verified is removed from where it can travel (a `Bearer`
+//!   `Authorization` header, the configured token cookies and headers) unless
+//!   its provider sets `forward_token`;
+//! - the device secret (`x-authflow-device`, the device cookie) is a
+//!   credential for the auth service alone: removed from every request let
+//!   through unless `forward_device_secret`;
+//! - a route with `forward_credentials` (the auth service's own API, which
+//!   needs both for logout, refresh and admin calls) gets everything as sent.
+//!
+//! A token that did not verify (anonymous on a public route) is left alone,
+//! as `jwt_authn` does: it vouches for nothing and carries no identity.
+
+use authflow_contract::fingerprint::{DEVICE_COOKIE, DEVICE_HEADER};
+
+use crate::config::FilterConfig;
+use crate::policy::route_for;
+use crate::request::Request;
+
+/// One change to the request before it goes upstream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeaderEdit {
+    Remove(String),
+    /// Replace every copy of the header with this one value.
+    Set(String, String),
+}
+
+/// The edits that keep the credentials the configuration does not forward
+/// away from the upstream. `verified_by`: the provider whose token verified
+/// on this request, if one did.
+pub fn credential_edits(config: &FilterConfig, req: &Request, verified_by: Option<usize>) -> Vec<HeaderEdit> {
+    if route_for(config, req).is_some_and(|r| r.forward_credentials) {
+        return Vec::new();
+    }
+    let strip_token = verified_by.and_then(|p| config.providers.get(p)).is_some_and(|p| !p.forward_token);
+    let strip_device = !config.forward_device_secret;
+    let mut edits = Vec::new();
+    let mut cookies: Vec<&str> = Vec::new();
+    if strip_token {
+        let sources = &config.token_sources;
+        if sources.authorization_bearer && req.header("authorization").is_some_and(is_bearer) {
+            edits.push(HeaderEdit::Remove("authorization".to_owned()));
+        }
+        edits.extend(sources.headers.iter().map(|h| HeaderEdit::Remove(h.clone())));
+        cookies.extend(sources.cookies.iter().map(String::as_str));
+    }
+    if strip_device {
+        edits.push(HeaderEdit::Remove(DEVICE_HEADER.to_owned()));
+        cookies.push(DEVICE_COOKIE);
+    }
+    if let Some(edit) = cookie_edit(req, &cookies) {
+        edits.push(edit);
+    }
+    edits
+}
+
+fn is_bearer(value: &str) -> bool {
+    value.trim_start().get(..7).is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+}
+
+/// The `cookie` header without the cookies named in `drop` (all copies of
+/// the header joined into one), or `None` when none of them is there.
+fn cookie_edit(req: &Request, drop: &[&str]) -> Option<HeaderEdit> {
+    if drop.is_empty() {
+        return None;
+    }
+    let mut removed = false;
+    let mut kept: Vec<&str> = Vec::new();
+    for pair in req.header_values("cookie").flat_map(|h| h.split(';')).map(str::trim).filter(|p| !p.is_empty()) {
+        let name = pair.split_once('=').map_or(pair, |(n, _)| n).trim();
+        if drop.contains(&name) {
+            removed = true;
+        } else {
+            kept.push(pair);
+        }
+    }
+    match (removed, kept.is_empty()) {
+        (false, _) => None,
+        (true, true) => Some(HeaderEdit::Remove("cookie".to_owned())),
+        (true, false) => Some(HeaderEdit::Set("cookie".to_owned(), kept.join("; "))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config(extra: serde_json::Value) -> FilterConfig {
+        let mut c = json!({
+            "providers": [{
+                "name": "a", "issuer": "https://a", "algorithms": ["EdDSA"],
+                "jwks": {"remote": {"cluster": "auth", "path": "/jwks"}}
+            }],
+            "token_sources": {"cookies": ["access_token"], "headers": ["x-token"]},
+            "routes": [{"match": {"prefix": "/v1/auth/"}, "policy": "public", "forward_credentials": true}]
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        FilterConfig::from_json(c.to_string().as_bytes()).unwrap()
+    }
+
+    fn req(path: &str, headers: &[(&str, &str)]) -> Request {
+        let mut h = vec![(":path".to_string(), path.to_string())];
+        h.extend(headers.iter().map(|(a, b)| (a.to_string(), b.to_string())));
+        Request::from_headers(h, None)
+    }
+
+    fn remove(name: &str) -> HeaderEdit {
+        HeaderEdit::Remove(name.into())
+    }
+
+    const CREDENTIALS: &[(&str, &str)] = &[
+        ("authorization", "Bearer t"),
+        ("x-authflow-device", "secret"),
+        ("cookie", "a=1; __Secure-authflow-device=secret"),
+        ("cookie", "access_token=t; b=2"),
+    ];
+
+    #[test]
+    fn by_default_neither_the_verified_token_nor_the_device_secret_is_forwarded() {
+        let c = config(json!({}));
+        assert_eq!(
+            credential_edits(&c, &req("/api", CREDENTIALS), Some(0)),
+            vec![
+                remove("authorization"),
+                remove("x-token"),
+                remove("x-authflow-device"),
+                HeaderEdit::Set("cookie".into(), "a=1; b=2".into()),
+            ]
+        );
+        // Nothing but credentials in the cookie header: the header goes.
+        let only = req("/api", &[("cookie", " __Secure-authflow-device=s ;access_token=t")]);
+        assert_eq!(credential_edits(&c, &only, Some(0)), vec![remove("x-token"), remove("x-authflow-device"), remove("cookie")]);
+        // No credential cookie: the cookie header is left as it is.
+        assert_eq!(credential_edits(&c, &req("/api", &[("cookie", "a=1")]), None), vec![remove("x-authflow-device")]);
+    }
+
+    #[test]
+    fn an_unverified_token_and_other_authorization_schemes_are_left_alone() {
+        let c = config(json!({}));
+        let edits = credential_edits(&c, &req("/public", CREDENTIALS), None);
+        assert_eq!(edits, vec![remove("x-authflow-device"), HeaderEdit::Set("cookie".into(), "a=1; access_token=t; b=2".into())]);
+        let basic = req("/api", &[("authorization", "Basic dTpw")]);
+        assert!(!credential_edits(&c, &basic, Some(0)).contains(&remove("authorization")));
+    }
+
+    #[test]
+    fn forwarding_is_a_configured_choice() {
+        let c = config(json!({"forward_device_secret": true}));
+        assert_eq!(
+            credential_edits(&c, &req("/api", CREDENTIALS), Some(0)),
+            vec![remove("authorization"), remove("x-token"), HeaderEdit::Set("cookie".into(), "a=1; __Secure-authflow-device=secret; b=2".into())]
+        );
+        let mut c = config(json!({"forward_device_secret": true}));
+        c.providers[0].forward_token = true;
+        assert_eq!(credential_edits(&c, &req("/api", CREDENTIALS), Some(0)), vec![]);
+        // A route for the credentials' own service gets them whatever the defaults.
+        let c = config(json!({}));
+        assert_eq!(credential_edits(&c, &req("/v1/auth/logout", CREDENTIALS), Some(0)), vec![]);
+    }
+}
