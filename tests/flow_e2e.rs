@@ -37,9 +37,9 @@ fn stack() -> Stack {
         "device_binding": {"mode": "enforce", "attributes": ["user-agent", "accept-language"]},
         "revocation": {"max_staleness_secs": 120, "on_stale": "deny"},
         "routes": [
-            {"match": {"prefix": "/v1/auth/"}, "policy": "public"},
+            {"match": {"prefix": "/v1/auth/"}, "policy": "public", "forward_credentials": true},
             {"match": {"prefix": "/.well-known/"}, "policy": "public"},
-            {"match": {"prefix": "/v1/admin/"}, "policy": {"roles_any": ["admin"]}}
+            {"match": {"prefix": "/v1/admin/"}, "policy": {"roles_any": ["admin"]}, "forward_credentials": true}
         ]
     });
     let envoy = Envoy::start(EnvoyOptions {
