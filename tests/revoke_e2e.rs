@@ -26,10 +26,11 @@ struct Stack {
 }
 
 /// The auth service with `service_env` and Envoy with the filter: `/v1/auth/`
-/// and `/.well-known/` public (served by the auth service), `/v1/admin/`
-/// admin only, everything else authenticated, on the echo backend; `patch`
-/// is merged into the filter configuration.
-fn stack(service_env: &[(&str, &str)], patch: Value) -> Stack {
+/// and `/.well-known/` public (served by the auth service, which gets the
+/// credentials it needs), `/v1/admin/` admin only, `/public/` public,
+/// everything else authenticated, on the echo backend; `tweak` edits the
+/// filter configuration.
+fn stack(service_env: &[(&str, &str)], tweak: impl FnOnce(&mut Value)) -> Stack {
     let mut env = vec![("AUTHFLOW_KEY_PUBLISH_LEAD_SECS", "0")];
     env.extend_from_slice(service_env);
     let auth = AuthService::start(ISSUER, &env);
@@ -43,15 +44,13 @@ fn stack(service_env: &[(&str, &str)], patch: Value) -> Stack {
         }],
         "device_binding": {"mode": "enforce", "attributes": ["user-agent", "accept-language"]},
         "routes": [
-            {"match": {"prefix": "/v1/auth/"}, "policy": "public"},
+            {"match": {"prefix": "/v1/auth/"}, "policy": "public", "forward_credentials": true},
             {"match": {"prefix": "/.well-known/"}, "policy": "public"},
             {"match": {"prefix": "/public/"}, "policy": "public"},
-            {"match": {"prefix": "/v1/admin/"}, "policy": {"roles_any": ["admin"]}}
+            {"match": {"prefix": "/v1/admin/"}, "policy": {"roles_any": ["admin"]}, "forward_credentials": true}
         ]
     });
-    for (k, v) in patch.as_object().unwrap() {
-        filter[k] = v.clone();
-    }
+    tweak(&mut filter);
     let envoy = Envoy::start(EnvoyOptions {
         filter,
         routes: routes_to("authflow_auth", &["/v1/auth/", "/v1/admin/", "/.well-known/"]),
@@ -164,7 +163,7 @@ impl Stack {
 /// banned user and a token revoked by `jti` must stay refused there.
 #[test]
 fn revocations_outlive_their_tokens_by_the_clock_skew() {
-    let st = stack(&[("AUTHFLOW_ACCESS_TTL_SECS", "10"), ("AUTHFLOW_MAINTENANCE_INTERVAL_SECS", "1")], json!({"clock_skew_secs": 30}));
+    let st = stack(&[("AUTHFLOW_ACCESS_TTL_SECS", "10"), ("AUTHFLOW_MAINTENANCE_INTERVAL_SECS", "1")], |f| f["clock_skew_secs"] = json!(30));
     st.sign_up("alice@e2e.test");
     let bob = st.sign_up("bob@e2e.test");
     st.sign_up("carol@e2e.test");
@@ -215,7 +214,10 @@ fn revocations_outlive_their_tokens_by_the_clock_skew() {
 /// answer 503 with `Retry-After`.
 #[test]
 fn public_routes_stay_open_when_the_revocation_list_is_stale() {
-    let mut st = stack(&[], json!({"revocation": {"max_staleness_secs": 2, "on_stale": "deny"}, "retry_after_secs": 7}));
+    let mut st = stack(&[], |f| {
+        f["revocation"] = json!({"max_staleness_secs": 2, "on_stale": "deny"});
+        f["retry_after_secs"] = json!(7);
+    });
     st.sign_up("erin@e2e.test");
     let erin = st.sign_in("erin@e2e.test");
     let r = st.call("/public/page", &erin);
@@ -240,4 +242,69 @@ fn public_routes_stay_open_when_the_revocation_list_is_stale() {
         let r = st.envoy.get("/public/page", &device_headers());
         assert_eq!(r.status, 200, "anonymous on a public route: {r:?}");
     }
+}
+
+/// Headers a browser-like client sends: the token, the device secret as
+/// header and cookie, and a cookie of the application's own.
+fn with_credentials(s: &Session) -> Vec<(String, String)> {
+    let mut h = s.headers();
+    h.push(("cookie".into(), format!("theme=dark; __Secure-authflow-device={}", s.device)));
+    h
+}
+
+/// Finding: by default the token and the device secret reached the
+/// upstream. Like `jwt_authn` without `forward`, a verified token is removed
+/// before the request goes on, and the device secret (header and cookie) is
+/// never forwarded; the application's other cookies are.
+#[test]
+fn credentials_stay_out_of_the_upstream_by_default() {
+    // Nothing about forwarding configured (routes without `forward_credentials`).
+    let st = stack(&[], |f| {
+        f["routes"] = json!([
+            {"match": {"prefix": "/v1/auth/"}, "policy": "public"},
+            {"match": {"prefix": "/public/"}, "policy": "public"}
+        ]);
+    });
+    let user = st.sign_up("gina@e2e.test");
+    let gina = st.sign_in("gina@e2e.test");
+    for path in ["/api/x", "/public/page"] {
+        let r = st.envoy.get(path, &refs(&with_credentials(&gina)));
+        assert_eq!(r.status, 200, "{path}: {r:?}");
+        assert_eq!(r.echoed("x-auth-user").as_deref(), Some(user.as_str()), "{path}: identity headers instead");
+        assert_eq!(r.echoed("authorization"), None, "{path}: the token is not forwarded");
+        assert_eq!(r.echoed(DEVICE_HEADER), None, "{path}: the device secret header is not forwarded");
+        assert_eq!(r.echoed("cookie").as_deref(), Some("theme=dark"), "{path}: only the device cookie is taken out");
+    }
+    // Anonymous on a public route: the device secret stays out too.
+    let r = st.envoy.get("/public/page", &[(DEVICE_HEADER, "s3cret"), ("cookie", "__Secure-authflow-device=s3cret")]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.echoed(DEVICE_HEADER), None);
+    assert_eq!(r.echoed("cookie"), None, "a cookie header holding only the device secret is removed");
+}
+
+/// Forwarding is a configured choice: `forward_token` per provider,
+/// `forward_device_secret` for the device secret, and `forward_credentials`
+/// per route for an upstream that needs them (the auth service: logout
+/// through Envoy works).
+#[test]
+fn credentials_are_forwarded_when_configured() {
+    let st = stack(&[], |f| {
+        f["providers"][0]["forward_token"] = json!(true);
+        f["forward_device_secret"] = json!(true);
+    });
+    st.sign_up("hank@e2e.test");
+    let hank = st.sign_in("hank@e2e.test");
+    let r = st.envoy.get("/api/x", &refs(&with_credentials(&hank)));
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.echoed("authorization"), Some(format!("Bearer {}", hank.access)));
+    assert_eq!(r.echoed(DEVICE_HEADER), Some(hank.device.clone()));
+    assert_eq!(r.echoed("cookie"), Some(format!("theme=dark; __Secure-authflow-device={}", hank.device)));
+
+    let default = stack(&[], |_| {});
+    default.sign_up("ivy@e2e.test");
+    let ivy = default.sign_in("ivy@e2e.test");
+    assert_eq!(default.envoy.get("/api/x", &refs(&with_credentials(&ivy))).echoed("authorization"), None);
+    // The auth service's routes get what they need: logout needs the token and the device secret.
+    default.logout(&ivy);
+    assert!(default.refused("/api/x", &ivy));
 }
