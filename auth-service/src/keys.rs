@@ -122,7 +122,8 @@ impl KeyRing {
     /// Loads the stored keys, generating the first one if there is none.
     pub async fn load(store: &dyn Store, alg: Algorithm, access_ttl_secs: i64, now: i64) -> Result<Self, StoreError> {
         if store.signing_keys().await?.is_empty() {
-            add_key(store, alg, now, now).await?;
+            // Another instance starting at the same moment may win: then its key is the one.
+            store.add_first_signing_key(&new_key(alg, now, now)?).await?;
         }
         let ring = Self { keys: RwLock::new(Arc::new(Vec::new())), access_ttl_secs };
         ring.reload(store).await?;
@@ -223,20 +224,23 @@ fn hex_digest(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-async fn add_key(store: &dyn Store, alg: Algorithm, publish_at: i64, active_at: i64) -> Result<String, StoreError> {
+fn new_key(alg: Algorithm, publish_at: i64, active_at: i64) -> Result<StoredKey, StoreError> {
     let kid = random_id();
     let key = SigningKey::generate(alg, &kid)?;
-    store
-        .add_signing_key(&StoredKey {
-            kid: kid.clone(),
-            alg: alg.as_str().to_owned(),
-            private_key: key.to_bytes(),
-            public_key: key.public_bytes(),
-            created_at: publish_at,
-            publish_at,
-            active_at,
-            retired_at: None,
-        })
-        .await?;
-    Ok(kid)
+    Ok(StoredKey {
+        kid,
+        alg: alg.as_str().to_owned(),
+        private_key: key.to_bytes(),
+        public_key: key.public_bytes(),
+        created_at: publish_at,
+        publish_at,
+        active_at,
+        retired_at: None,
+    })
+}
+
+async fn add_key(store: &dyn Store, alg: Algorithm, publish_at: i64, active_at: i64) -> Result<String, StoreError> {
+    let key = new_key(alg, publish_at, active_at)?;
+    store.add_signing_key(&key).await?;
+    Ok(key.kid)
 }

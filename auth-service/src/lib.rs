@@ -125,6 +125,9 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
         }
     });
     let maintenance = tokio::spawn(maintenance(Arc::clone(&state)));
+    if state.store.shared_by_instances() {
+        tokio::spawn(follow_feed(Arc::clone(&state)));
+    }
     Ok(Running { addr, state, server, maintenance })
 }
 
@@ -147,6 +150,23 @@ async fn shutdown_signal() {
     }
 }
 
+/// How often an instance sharing its database reads the feed's head, so a
+/// revocation written by another instance is served here within this time.
+const FEED_FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// With several instances on one database: picks up the feed events the
+/// others write (two indexed reads when nothing changed).
+async fn follow_feed(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(FEED_FOLLOW_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = state.feed.sync(state.store.as_ref(), now()).await {
+            tracing::warn!(error = %e, "feed sync failed");
+        }
+    }
+}
+
 /// Periodically prunes expired rows and picks up feed events written by
 /// other processes (e.g. the CLI).
 async fn maintenance(state: Arc<AppState>) {
@@ -156,6 +176,9 @@ async fn maintenance(state: Arc<AppState>) {
         let now = now();
         if let Err(e) = state.store.prune(now).await {
             tracing::warn!(error = %e, "prune failed");
+        }
+        if let Err(e) = state.store.prune_signin_failures(now, now.saturating_sub(state.throttle.quiet_secs())).await {
+            tracing::warn!(error = %e, "sign-in throttle prune failed");
         }
         match state.feed.prune(state.store.as_ref(), now).await {
             Ok(n) if n > 0 => tracing::debug!(pruned = n, "expired revocation entries pruned"),

@@ -215,18 +215,26 @@ pub async fn verify_email(State(state): State<Arc<AppState>>, client: Client, Js
     Ok(axum::Json(StatusResponse { status: "verified" }))
 }
 
-fn throttled(state: &AppState, email: &str, client: &Client) -> ApiResult<()> {
+async fn throttled(state: &AppState, email: &str, client: &Client) -> ApiResult<()> {
     let keys = [account_key(email), ip_key(&client.ip)];
-    state.throttle.check(&[&keys[0], &keys[1]], now()).map_err(|retry| {
+    state.throttle.check(state.store.as_ref(), &keys, now()).await?.map_err(|retry| {
         inc(&state.metrics.signin_throttled);
         ApiError::TooManyRequests { retry_after_secs: retry.max(1) }
     })
 }
 
-fn count_failure(state: &AppState, email: &str, client: &Client) {
+async fn count_failure(state: &AppState, email: &str, client: &Client) -> ApiResult<()> {
     let now = now();
-    state.throttle.failure(&account_key(email), state.config.account_max_failures, now);
-    state.throttle.failure(&ip_key(&client.ip), state.config.ip_max_failures, now);
+    state.throttle.failure(state.store.as_ref(), &account_key(email), state.config.account_max_failures, now).await?;
+    count_address_failure(state, client, now).await
+}
+
+async fn count_address_failure(state: &AppState, client: &Client, now: i64) -> ApiResult<()> {
+    Ok(state.throttle.failure(state.store.as_ref(), &ip_key(&client.ip), state.config.ip_max_failures, now).await?)
+}
+
+async fn clear_account_failures(state: &AppState, email: &str) -> ApiResult<()> {
+    Ok(state.throttle.success(state.store.as_ref(), &account_key(email)).await?)
 }
 
 /// Step 1: password. The same 401, after the same argon2 work, for an unknown
@@ -240,7 +248,7 @@ pub async fn signin(State(state): State<Arc<AppState>>, client: Client, Json(req
     if req.password.expose().len() > MAX_PASSWORD_BYTES {
         return Err(ApiError::BadRequest("password is too long".into()));
     }
-    if let Err(e) = throttled(&state, email.as_str(), &client) {
+    if let Err(e) = throttled(&state, email.as_str(), &client).await {
         audit(&state, Some(&client), "signin", "throttled", None, Some(email.as_str())).await;
         return Err(e);
     }
@@ -250,13 +258,13 @@ pub async fn signin(State(state): State<Arc<AppState>>, client: Client, Json(req
         (true, Some(user)) => user,
         (_, user) => {
             inc(&state.metrics.signin_password_failed);
-            count_failure(&state, email.as_str(), &client);
+            count_failure(&state, email.as_str(), &client).await?;
             let uid = user.as_ref().map(|u| u.id.as_str());
             audit(&state, Some(&client), "signin", "bad_credentials", uid, Some(email.as_str())).await;
             return Err(ApiError::InvalidCredentials);
         }
     };
-    state.throttle.success(&account_key(email.as_str()));
+    clear_account_failures(&state, email.as_str()).await?;
     if user.banned_at.is_some() {
         audit(&state, Some(&client), "signin", "banned", Some(&user.id), Some(email.as_str())).await;
         return Err(ApiError::AccountDisabled);
@@ -328,7 +336,7 @@ pub async fn signin_verify(State(state): State<Arc<AppState>>, client: Client, J
         return Err(ApiError::InvalidCode("unknown or expired challenge"));
     }
     let user = state.store.user_by_id(&challenge.user_id).await?.ok_or(ApiError::InvalidCode("unknown or expired challenge"))?;
-    throttled(&state, &user.email, &client)?;
+    throttled(&state, &user.email, &client).await?;
     if user.banned_at.is_some() {
         return Err(ApiError::AccountDisabled);
     }
@@ -356,7 +364,7 @@ pub async fn signin_verify(State(state): State<Arc<AppState>>, client: Client, J
         _ => false,
     };
     if !accepted {
-        state.throttle.failure(&ip_key(&client.ip), state.config.ip_max_failures, now);
+        count_address_failure(&state, &client, now).await?;
         inc(&state.metrics.second_factor_failed);
         audit(&state, Some(&client), "signin_verify", "bad_code", Some(&user.id), Some(&user.email)).await;
         if attempt >= limit {
@@ -369,7 +377,7 @@ pub async fn signin_verify(State(state): State<Arc<AppState>>, client: Client, J
     }
     inc(&state.metrics.second_factor_ok);
     state.store.second_factor_success(&user.id).await?;
-    state.throttle.success(&account_key(&user.email));
+    clear_account_failures(&state, &user.email).await?;
     let response = super::tokens::start_session(&state, &user, &client, now).await?;
     audit(&state, Some(&client), "signin_verify", "success", Some(&user.id), Some(&user.email)).await;
     Ok(response)
@@ -465,7 +473,7 @@ pub async fn password_reset(State(state): State<Arc<AppState>>, client: Client, 
     let password_hash = hash_password(&state, password.expose().to_owned()).await?;
     state.store.set_password(&user.id, &password_hash).await?;
     super::tokens::revoke_all_sessions(&state, &user.id, "password_reset").await?;
-    state.throttle.success(&account_key(&user.email));
+    clear_account_failures(&state, &user.email).await?;
     audit(&state, Some(&client), "password_reset", "success", Some(&user.id), Some(&user.email)).await;
     notify(&state, &user, "Your password was changed", "The password of your account was changed and every session was signed out.").await;
     Ok(axum::Json(StatusResponse { status: "password_changed" }))
@@ -474,7 +482,7 @@ pub async fn password_reset(State(state): State<Arc<AppState>>, client: Client, 
 /// Checks a [`FactorProof`]: a current TOTP code (through the same
 /// per-account guard as sign-in) or the password (throttled like sign-in).
 async fn prove_owner(state: &AppState, client: &Client, user: &User, proof: &FactorProof) -> ApiResult<()> {
-    throttled(state, &user.email, client)?;
+    throttled(state, &user.email, client).await?;
     let now = now();
     if let (Some(code), Some(secret)) = (&proof.code, &user.totp_secret) {
         let limit = state.config.second_factor_max_failures;
@@ -506,7 +514,7 @@ async fn prove_owner(state: &AppState, client: &Client, user: &User, proof: &Fac
     if verify_password(state, password.expose().to_owned(), Some(user.password_hash.clone())).await? {
         return Ok(());
     }
-    count_failure(state, &user.email, client);
+    count_failure(state, &user.email, client).await?;
     audit(state, Some(client), "factor_proof", "bad_password", Some(&user.id), Some(&user.email)).await;
     Err(ApiError::InvalidCredentials)
 }

@@ -220,6 +220,11 @@ pub struct FeedHead {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
+    /// True when other service instances may write to the same database, so
+    /// this one must follow their writes (the revocation feed) promptly.
+    fn shared_by_instances(&self) -> bool {
+        false
+    }
     /// A random identifier of this database, created on first use.
     async fn epoch(&self) -> StoreResult<String>;
 
@@ -252,6 +257,19 @@ pub trait Store: Send + Sync + 'static {
     async fn second_factor_lock(&self, user_id: &str, now: i64, base_secs: i64, max_secs: i64) -> StoreResult<i64>;
     /// A correct code: attempts and lockouts start over.
     async fn second_factor_success(&self, user_id: &str) -> StoreResult<()>;
+
+    /// Counts one sign-in failure against a throttle key (an account or a
+    /// client address), atomically; a key quiet for more than `quiet_secs`
+    /// starts over (its lock too). Returns the count.
+    async fn count_signin_failure(&self, key: &str, now: i64, quiet_secs: i64) -> StoreResult<u32>;
+    /// Locks a throttle key until `until` (a longer lock already there stays).
+    async fn lock_signin(&self, key: &str, until: i64) -> StoreResult<()>;
+    /// The latest lock end among `keys`; 0 when none is locked.
+    async fn signin_locked_until(&self, keys: &[String]) -> StoreResult<i64>;
+    /// A success: the key's failures and lock are forgotten.
+    async fn clear_signin_failures(&self, key: &str) -> StoreResult<()>;
+    /// Deletes throttle keys whose lock is over and whose last failure is before `before`.
+    async fn prune_signin_failures(&self, now: i64, before: i64) -> StoreResult<u64>;
 
     async fn put_challenge(&self, challenge: &Challenge) -> StoreResult<()>;
     async fn challenge(&self, id: &str) -> StoreResult<Option<Challenge>>;
@@ -289,6 +307,10 @@ pub trait Store: Send + Sync + 'static {
     async fn prune(&self, now: i64) -> StoreResult<()>;
 
     async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>>;
+    /// Adds `key` only if there is no key at all (instances starting together
+    /// on an empty database create one first key, not one each); false if
+    /// another key was there first.
+    async fn add_first_signing_key(&self, key: &StoredKey) -> StoreResult<bool>;
     /// Adds a key; every key not yet retired is retired at the new key's `active_at`.
     async fn add_signing_key(&self, key: &StoredKey) -> StoreResult<()>;
     async fn set_signing_key_public(&self, kid: &str, public_key: &[u8]) -> StoreResult<()>;

@@ -32,6 +32,10 @@ pub struct PostgresStore {
 }
 
 /// Key of the transaction-level advisory lock under which an instance
+/// checks for and creates the first signing key.
+const FIRST_KEY_LOCK: i64 = 0x6175_7468_666c_0002;
+
+/// Key of the transaction-level advisory lock under which an instance
 /// re-seals the secrets at rest on start (instances starting together take turns).
 const RESEAL_LOCK: i64 = 0x6175_7468_666c_0001;
 
@@ -316,6 +320,10 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    fn shared_by_instances(&self) -> bool {
+        true
+    }
+
     async fn epoch(&self) -> StoreResult<String> {
         // ON CONFLICT DO NOTHING: the first value written wins forever.
         sqlx::query("INSERT INTO meta (key, value) VALUES ('feed_epoch', $1) ON CONFLICT (key) DO NOTHING")
@@ -537,6 +545,58 @@ impl Store for PostgresStore {
             .await
             .map_err(err)?;
         Ok(())
+    }
+
+    async fn count_signin_failure(&self, key: &str, now: i64, quiet_secs: i64) -> StoreResult<u32> {
+        // One statement: concurrent failures on any instance each count. SET reads the old row.
+        let n: i64 = sqlx::query_scalar(
+            "INSERT INTO signin_throttle AS t (key, failures, last_failure, locked_until) VALUES ($1, 1, $2, 0) \
+             ON CONFLICT (key) DO UPDATE SET \
+               failures = CASE WHEN $2 - t.last_failure > $3 THEN 1 ELSE t.failures + 1 END, \
+               locked_until = CASE WHEN $2 - t.last_failure > $3 THEN 0 ELSE t.locked_until END, \
+               last_failure = $2 \
+             RETURNING failures",
+        )
+        .bind(key)
+        .bind(now)
+        .bind(quiet_secs)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    async fn lock_signin(&self, key: &str, until: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE signin_throttle SET locked_until = GREATEST(locked_until, $2) WHERE key = $1")
+            .bind(key)
+            .bind(until)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn signin_locked_until(&self, keys: &[String]) -> StoreResult<i64> {
+        sqlx::query_scalar("SELECT COALESCE(MAX(locked_until), 0)::BIGINT FROM signin_throttle WHERE key = ANY($1)")
+            .bind(keys)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(err)
+    }
+
+    async fn clear_signin_failures(&self, key: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM signin_throttle WHERE key = $1").bind(key).execute(&self.pool).await.map_err(err)?;
+        Ok(())
+    }
+
+    async fn prune_signin_failures(&self, now: i64, before: i64) -> StoreResult<u64> {
+        let r = sqlx::query("DELETE FROM signin_throttle WHERE locked_until <= $1 AND last_failure < $2")
+            .bind(now)
+            .bind(before)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(r.rows_affected())
     }
 
     async fn put_challenge(&self, c: &Challenge) -> StoreResult<()> {
@@ -830,6 +890,20 @@ impl Store for PostgresStore {
         .await
         .map_err(err)?;
         rows.into_iter().map(|r| self.signing_key(r)).collect()
+    }
+
+    async fn add_first_signing_key(&self, k: &StoredKey) -> StoreResult<bool> {
+        let sealed = StoredKey { private_key: sealed::seal(&self.kek, &key_purpose(&k.kid), &k.private_key)?.into_bytes(), ..k.clone() };
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        // Held to commit: a second instance checks only after the first key is visible.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(FIRST_KEY_LOCK).execute(&mut *tx).await.map_err(err)?;
+        let any: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM signing_keys)").fetch_one(&mut *tx).await.map_err(err)?;
+        if any {
+            return Ok(false);
+        }
+        insert_key(&mut tx, &sealed).await.map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        Ok(true)
     }
 
     async fn add_signing_key(&self, k: &StoredKey) -> StoreResult<()> {

@@ -472,6 +472,64 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn count_signin_failure(&self, key: &str, now: i64, quiet_secs: i64) -> StoreResult<u32> {
+        // One statement: concurrent failures each count. SET reads the old row.
+        let n: i64 = sqlx::query_scalar(
+            "INSERT INTO signin_throttle (key, failures, last_failure, locked_until) VALUES (?1, 1, ?2, 0) \
+             ON CONFLICT(key) DO UPDATE SET \
+               failures = CASE WHEN ?2 - last_failure > ?3 THEN 1 ELSE failures + 1 END, \
+               locked_until = CASE WHEN ?2 - last_failure > ?3 THEN 0 ELSE locked_until END, \
+               last_failure = ?2 \
+             RETURNING failures",
+        )
+        .bind(key)
+        .bind(now)
+        .bind(quiet_secs)
+        .fetch_one(&self.write)
+        .await
+        .map_err(err)?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    async fn lock_signin(&self, key: &str, until: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE signin_throttle SET locked_until = MAX(locked_until, ?2) WHERE key = ?1")
+            .bind(key)
+            .bind(until)
+            .execute(&self.write)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn signin_locked_until(&self, keys: &[String]) -> StoreResult<i64> {
+        let mut until = 0;
+        for key in keys {
+            // Through the writer: a lock written a moment ago is seen.
+            let locked: Option<i64> = sqlx::query_scalar("SELECT locked_until FROM signin_throttle WHERE key = ?")
+                .bind(key)
+                .fetch_optional(&self.write)
+                .await
+                .map_err(err)?;
+            until = until.max(locked.unwrap_or(0));
+        }
+        Ok(until)
+    }
+
+    async fn clear_signin_failures(&self, key: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM signin_throttle WHERE key = ?").bind(key).execute(&self.write).await.map_err(err)?;
+        Ok(())
+    }
+
+    async fn prune_signin_failures(&self, now: i64, before: i64) -> StoreResult<u64> {
+        let r = sqlx::query("DELETE FROM signin_throttle WHERE locked_until <= ? AND last_failure < ?")
+            .bind(now)
+            .bind(before)
+            .execute(&self.write)
+            .await
+            .map_err(err)?;
+        Ok(r.rows_affected())
+    }
+
     async fn put_challenge(&self, c: &Challenge) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO challenges (id, user_id, method, code_hash, expires_at, attempts, created_at) VALUES (?, ?, ?, ?, ?, 0, ?)",
@@ -820,6 +878,25 @@ impl Store for SqliteStore {
         .await
         .map_err(err)?;
         rows.iter().map(|r| self.signing_key(r)).collect()
+    }
+
+    async fn add_first_signing_key(&self, k: &StoredKey) -> StoreResult<bool> {
+        // One statement on the one writer connection: atomic.
+        let r = sqlx::query(
+            "INSERT INTO signing_keys (kid, alg, private_key, public_key, created_at, publish_at, active_at, retired_at) \
+             SELECT ?, ?, ?, ?, ?, ?, ?, NULL WHERE NOT EXISTS (SELECT 1 FROM signing_keys)",
+        )
+        .bind(&k.kid)
+        .bind(&k.alg)
+        .bind(self.seal(&key_purpose(&k.kid), &k.private_key)?.into_bytes())
+        .bind(&k.public_key)
+        .bind(k.created_at)
+        .bind(k.publish_at)
+        .bind(k.active_at)
+        .execute(&self.write)
+        .await
+        .map_err(err)?;
+        Ok(r.rows_affected() == 1)
     }
 
     async fn add_signing_key(&self, k: &StoredKey) -> StoreResult<()> {

@@ -65,7 +65,8 @@ pub async fn spawn_app_beside(app: &TestApp, tweak: impl FnOnce(&mut Config)) ->
     spawn_app_in(Arc::clone(&app.dir), app.database_url.clone(), tweak).await
 }
 
-async fn spawn_app_in(dir: Arc<tempfile::TempDir>, database_url: Option<String>, tweak: impl FnOnce(&mut Config)) -> TestApp {
+/// An instance on the given data dir and database (`None`: SQLite in `dir`).
+pub async fn spawn_app_in(dir: Arc<tempfile::TempDir>, database_url: Option<String>, tweak: impl FnOnce(&mut Config)) -> TestApp {
     let config = test_config(dir.path(), database_url.as_deref(), tweak);
     let running = spawn(config).await.unwrap();
     let mut headers = reqwest::header::HeaderMap::new();

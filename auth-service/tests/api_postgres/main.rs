@@ -18,6 +18,7 @@ mod durability;
 mod factors;
 #[path = "../api/flows.rs"]
 mod flows;
+mod instances;
 #[path = "../api/input.rs"]
 mod input;
 #[path = "../api/mail_limits.rs"]

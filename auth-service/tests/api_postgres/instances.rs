@@ -1,0 +1,188 @@
+//! Two instances of the service on one PostgreSQL database: whatever one
+//! decides, the other knows.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+/// Two instances on one fresh database, `tweak` applied to both.
+async fn two_instances(tweak: impl Fn(&mut authflow_auth_service::config::Config)) -> (TestApp, TestApp) {
+    let one = spawn_app_with(&tweak).await;
+    let two = spawn_app_beside(&one, &tweak).await;
+    (one, two)
+}
+
+/// A verified user written straight to the store (no mail, no limits).
+async fn stored_user(app: &TestApp, email: &str) -> String {
+    let user = authflow_auth_service::store::User {
+        id: authflow_auth_service::domain::random_id(),
+        email: email.to_owned(),
+        password_hash: "unused".into(),
+        roles: vec!["user".into()],
+        scope: "profile".into(),
+        email_verified: true,
+        banned_at: None,
+        totp_secret: None,
+        totp_pending: None,
+        totp_last_step: 0,
+        created_at: authflow_auth_service::now(),
+    };
+    assert!(app.state.store.create_user(&user).await.unwrap());
+    user.id
+}
+
+fn banned_subjects(feed: &Value) -> Vec<String> {
+    feed["banned_subjects"].as_array().unwrap().iter().map(|b| b["sub"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn sign_in_failures_on_one_instance_count_on_the_other() {
+    let (one, two) = two_instances(|c| c.account_max_failures = 3).await;
+    one.verified_user("ada@example.com").await;
+    for app in [&one, &one, &two] {
+        let r = app.post("/v1/auth/signin", json!({"email": "ada@example.com", "password": "wrong password!!"})).await;
+        assert_eq!(error_code(r, 401).await, "invalid_credentials");
+    }
+    // The third failure (on instance 2) locked the account everywhere.
+    for app in [&two, &one] {
+        let r = app.post("/v1/auth/signin", json!({"email": "ada@example.com", "password": PASSWORD})).await;
+        assert_eq!(error_code(r, 429).await, "too_many_attempts");
+    }
+}
+
+#[tokio::test]
+async fn a_ban_on_one_instance_is_served_in_the_others_feed_within_a_second() {
+    let (one, two) = two_instances(|_| {}).await;
+    let admin = one.admin("root@example.com").await;
+    let victim = one.verified_user("eve@example.com").await;
+    let (_, snapshot) = two.feed(None).await;
+    let cursor = snapshot.unwrap()["cursor"].as_str().unwrap().to_owned();
+
+    let r = one.authed(Method::POST, &format!("/v1/admin/users/{victim}/ban"), &admin).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let acknowledged = std::time::Instant::now();
+    loop {
+        let (status, body) = two.feed(Some(&cursor)).await;
+        if status == 200 {
+            assert_eq!(banned_subjects(&body.unwrap()), vec![victim.clone()]);
+            break;
+        }
+        assert_eq!(status, 304);
+        assert!(acknowledged.elapsed() < Duration::from_secs(1), "instance 2 still answers 304 a second after the ban");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn concurrent_bans_on_two_instances_reach_a_poller_exactly_once() {
+    let (one, two) = two_instances(|_| {}).await;
+    let admin = one.admin("root@example.com").await;
+    let mut victims = Vec::new();
+    for i in 0..40 {
+        victims.push(stored_user(&one, &format!("v{i}@example.com")).await);
+    }
+    let (one, two) = (Arc::new(one), Arc::new(two));
+    let admin = Arc::new(admin);
+    let (_, snapshot) = one.feed(None).await;
+    let mut cursor = snapshot.unwrap()["cursor"].as_str().unwrap().to_owned();
+
+    // Two writers, one per instance, banning at the same time.
+    let mut writers = Vec::new();
+    for (w, app) in [Arc::clone(&one), Arc::clone(&two)].into_iter().enumerate() {
+        let mine: Vec<String> = victims.iter().skip(w).step_by(2).cloned().collect();
+        let admin = Arc::clone(&admin);
+        writers.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for id in mine {
+                let r = app.authed(Method::POST, &format!("/v1/admin/users/{id}/ban"), &admin).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+                acknowledged.push(id);
+            }
+            acknowledged
+        }));
+    }
+
+    // A poller in between, alternating instances: every ban arrives once.
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut round = 0usize;
+    let mut done = false;
+    let mut acknowledged: Vec<String> = Vec::new();
+    while !(done && victims.iter().all(|v| seen.contains(v))) {
+        round += 1;
+        assert!(round < 2000, "the poller never saw every ban: {} of {}", seen.len(), victims.len());
+        let app = if round.is_multiple_of(2) { &one } else { &two };
+        let (status, body) = app.feed(Some(&cursor)).await;
+        if status == 200 {
+            let body = body.unwrap();
+            let subjects = banned_subjects(&body);
+            if body["snapshot"] == true {
+                seen = subjects.into_iter().collect();
+            } else {
+                for s in subjects {
+                    assert!(seen.insert(s.clone()), "ban of {s} delivered twice in deltas");
+                }
+            }
+            let next = body["cursor"].as_str().unwrap().to_owned();
+            let seq = |c: &str| c.rsplit_once('.').unwrap().1.parse::<i64>().unwrap();
+            assert!(seq(&next) >= seq(&cursor), "the cursor went back");
+            cursor = next;
+        }
+        if !done && writers.iter().all(|w| w.is_finished()) {
+            for w in writers.drain(..) {
+                acknowledged.extend(w.await.unwrap());
+            }
+            done = true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(acknowledged.len(), victims.len());
+    assert_eq!(seen, victims.iter().cloned().collect::<HashSet<_>>());
+}
+
+#[tokio::test]
+async fn two_instances_racing_on_one_refresh_token_exactly_one_wins() {
+    let (one, two) = two_instances(|_| {}).await;
+    one.verified_user("rita@example.com").await;
+    for _ in 0..5 {
+        let t = one.signin("rita@example.com", PASSWORD).await;
+        let refresh = |app: &TestApp| {
+            app.http
+                .post(app.url("/v1/auth/refresh"))
+                .header("x-authflow-device", &t.device)
+                .json(&json!({"refresh_token": t.refresh}))
+                .send()
+        };
+        let (a, b) = tokio::join!(refresh(&one), refresh(&two));
+        let statuses = [a.unwrap().status().as_u16(), b.unwrap().status().as_u16()];
+        let mut sorted = statuses;
+        sorted.sort_unstable();
+        assert_eq!(sorted, [200, 401], "exactly one rotation wins: {statuses:?}");
+        // The loser was a reuse: the session is over on both instances.
+        let session = one.state.store.session(&t.session).await.unwrap().unwrap();
+        assert!(session.revoked_at.is_some(), "the reuse revoked the session");
+    }
+}
+
+#[tokio::test]
+async fn instances_starting_together_agree_on_one_signing_key() {
+    for _ in 0..3 {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let url = crate::backend::fresh_database_url().await;
+        let (one, two) = tokio::join!(spawn_app_in(Arc::clone(&dir), url.clone(), |_| {}), spawn_app_in(dir, url, |_| {}));
+        let keys = one.state.store.signing_keys().await.unwrap();
+        assert_eq!(keys.len(), 1, "one first key, not one per instance");
+        // A token from either instance verifies with the other's JWKS.
+        for (signer, verifier) in [(&one, &two), (&two, &one)] {
+            let email = format!("{}@example.com", authflow_auth_service::domain::random_id().to_ascii_lowercase());
+            let t = signer.admin(&email).await;
+            let kid = header(&t.access)["kid"].as_str().unwrap().to_owned();
+            let jwks: Value = verifier.get("/.well-known/jwks.json").await.json().await.unwrap();
+            assert!(jwks["keys"].as_array().unwrap().iter().any(|k| k["kid"] == kid.as_str()), "{kid} not published by the other");
+        }
+    }
+}
