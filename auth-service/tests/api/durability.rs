@@ -13,7 +13,7 @@ use crate::common::PASSWORD;
 const BIN: &str = env!("CARGO_BIN_EXE_authflow-auth");
 
 /// Kills the child on drop, so a failing assertion leaves no server behind.
-struct Server(Child);
+pub struct Server(pub Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -22,12 +22,12 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// The real binary on `data_dir`, and on `database_url` when given (PostgreSQL).
-fn command(data_dir: &Path, database_url: Option<&str>, port: u16) -> Command {
+pub fn command(data_dir: &Path, database_url: Option<&str>, port: u16) -> Command {
     // A KEK generated for this test, beside the data (the same one after a restart).
     let kek_file = data_dir.with_extension("kek");
     if !kek_file.exists() {
@@ -49,7 +49,7 @@ fn command(data_dir: &Path, database_url: Option<&str>, port: u16) -> Command {
     c
 }
 
-async fn start(data_dir: &Path, database_url: Option<&str>, port: u16, http: &reqwest::Client) -> Server {
+pub async fn start(data_dir: &Path, database_url: Option<&str>, port: u16, http: &reqwest::Client) -> Server {
     let server = Server(command(data_dir, database_url, port).arg("serve").spawn().unwrap());
     for _ in 0..200 {
         if let Ok(r) = http.get(format!("http://127.0.0.1:{port}/readyz")).send().await {
@@ -62,7 +62,7 @@ async fn start(data_dir: &Path, database_url: Option<&str>, port: u16, http: &re
     panic!("the service did not become ready");
 }
 
-async fn sign_in(http: &reqwest::Client, base: &str, email: &str) -> (String, String) {
+pub async fn sign_in(http: &reqwest::Client, base: &str, email: &str) -> (String, String) {
     let r = http.post(format!("{base}/v1/auth/signin")).json(&json!({"email": email, "password": PASSWORD})).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let challenge: Value = r.json().await.unwrap();
