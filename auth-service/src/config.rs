@@ -92,6 +92,9 @@ pub struct Config {
     /// How long past its token's `exp` a revocation is kept, published and
     /// honoured: at least the largest `clock_skew_secs` of any filter.
     pub revocation_retention: Duration,
+    /// Long polls of the revocation feed held open at once; past it a
+    /// `wait` is answered at once, like a plain poll.
+    pub revocation_max_waiters: usize,
     pub kek: KekConfig,
 }
 
@@ -139,6 +142,7 @@ pub struct RawConfig {
     pub mail_max_per_recipient_per_hour: Option<u32>,
     pub mail_max_per_client_per_hour: Option<u32>,
     pub revocation_retention_secs: Option<u64>,
+    pub revocation_max_waiters: Option<u32>,
     /// 32 random bytes, base64; or `kek_file`, a file holding that text.
     pub kek: Option<String>,
     pub kek_file: Option<String>,
@@ -194,6 +198,7 @@ const FIELDS: &[(&str, Kind)] = &[
     ("mail_max_per_recipient_per_hour", Kind::Int),
     ("mail_max_per_client_per_hour", Kind::Int),
     ("revocation_retention_secs", Kind::Int),
+    ("revocation_max_waiters", Kind::Int),
     ("kek", Kind::Text),
     ("kek_file", Kind::Text),
     ("kek_previous", Kind::List),
@@ -465,6 +470,7 @@ impl RawConfig {
                 crate::tokens::TIME_TOLERANCE_SECS,
                 7 * 86_400,
             )?,
+            revocation_max_waiters: count("revocation_max_waiters", self.revocation_max_waiters, 10_000, 0, 1_000_000)? as usize,
         })
     }
 }

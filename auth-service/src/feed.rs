@@ -14,6 +14,7 @@ use std::sync::RwLock;
 
 use authflow_contract::revocation::{still_needed, BannedSubject, RevocationFeed, RevokedSession, RevokedToken};
 
+use crate::feed_notify::FeedNotifier;
 use crate::store::{FeedEvent, FeedKind, Store, StoreError};
 
 #[derive(Default)]
@@ -81,6 +82,8 @@ pub struct Feed {
     pruned_through: AtomicI64,
     set: RwLock<RevocationSet>,
     sync_lock: tokio::sync::Mutex<()>,
+    /// Wakes long polls once `head` moves.
+    notifier: FeedNotifier,
 }
 
 /// What a `since` cursor asks for.
@@ -91,8 +94,9 @@ pub enum FeedAnswer {
 
 impl Feed {
     /// `retention_secs`: how long past its token's `exp` an entry is kept
-    /// (at least the largest clock skew of any verifier of these tokens).
-    pub async fn load(store: &dyn Store, retention_secs: u64, now: i64) -> Result<Self, StoreError> {
+    /// (at least the largest clock skew of any verifier of these tokens);
+    /// `max_waiters`: long polls held open at once.
+    pub async fn load(store: &dyn Store, retention_secs: u64, max_waiters: usize, now: i64) -> Result<Self, StoreError> {
         let feed = Self {
             epoch: store.epoch().await?,
             retention: Retention(i64::try_from(retention_secs).unwrap_or(i64::MAX)),
@@ -100,6 +104,7 @@ impl Feed {
             pruned_through: AtomicI64::new(0),
             set: RwLock::new(RevocationSet::default()),
             sync_lock: tokio::sync::Mutex::new(()),
+            notifier: FeedNotifier::new(0, max_waiters),
         };
         feed.sync(store, now).await?;
         Ok(feed)
@@ -121,6 +126,8 @@ impl Feed {
         }
         self.pruned_through.fetch_max(head.pruned_through, Ordering::SeqCst);
         self.head.fetch_max(head.head, Ordering::SeqCst);
+        // After `head` and the set: a woken waiter answers from both.
+        self.notifier.bump(head.head);
         Ok(())
     }
 
@@ -137,6 +144,14 @@ impl Feed {
     fn parse_cursor(&self, cursor: &str) -> Option<i64> {
         let (epoch, seq) = cursor.split_once('.')?;
         (epoch == self.epoch).then(|| seq.parse::<i64>().ok()).flatten().filter(|s| *s >= 0)
+    }
+
+    /// For a long poll that would be answered `304` now: waits (parked, under
+    /// the waiter cap) until the head passes `since` or `wait` is over; whether
+    /// it passed. Over the cap it returns at once: the caller answers as a plain poll.
+    pub async fn wait_past(&self, since: &str, wait: std::time::Duration) -> bool {
+        let (Some(seq), Some(slot)) = (self.parse_cursor(since), self.notifier.try_park()) else { return false };
+        self.notifier.wait_past(&slot, seq, wait).await
     }
 
     /// Answers `GET /v1/revocations?since=`; the 304 path reads memory only.
@@ -218,7 +233,7 @@ mod tests {
     async fn own_checks_refuse_revoked_tokens_past_their_exp() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir).await;
-        let feed = Feed::load(&store, MARGIN, EXP - 10).await.unwrap();
+        let feed = Feed::load(&store, MARGIN, 10, EXP - 10).await.unwrap();
         if let Ok(mut set) = feed.set.write() {
             set.apply(&event(FeedKind::Token, "j1", None));
             set.apply(&event(FeedKind::Session, "s1", None));
@@ -240,7 +255,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir).await;
         store.revoke_token("j1", EXP - 10, EXP).await.unwrap();
-        let feed = Feed::load(&store, MARGIN, EXP - 10).await.unwrap();
+        let feed = Feed::load(&store, MARGIN, 10, EXP - 10).await.unwrap();
         for now in [EXP + 1, EXP + 600] {
             feed.prune(&store, now).await.unwrap();
             feed.sync(&store, now).await.unwrap();

@@ -6,6 +6,7 @@ pub mod domain;
 pub mod error;
 pub mod extract;
 pub mod feed;
+pub mod feed_notify;
 pub mod kek;
 pub mod keys;
 pub mod mail_budget;
@@ -92,7 +93,7 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
     let now = now();
     let ttl = i64::try_from(config.access_ttl.as_secs()).unwrap_or(900);
     let keys = KeyRing::load(store.as_ref(), config.signing_alg, ttl, now).await.map_err(start_err)?;
-    let feed = Feed::load(store.as_ref(), config.revocation_retention.as_secs(), now).await.map_err(start_err)?;
+    let feed = Feed::load(store.as_ref(), config.revocation_retention.as_secs(), config.revocation_max_waiters, now).await.map_err(start_err)?;
     let mailer = mailer::from_config(&config).map_err(StartError)?;
     let hasher = Hasher::new(config.password_hash_memory_kib, config.password_hash_iterations).map_err(StartError)?;
     let throttle = Throttle::new(config.lockout_base, config.lockout_max);

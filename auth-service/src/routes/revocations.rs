@@ -1,31 +1,61 @@
-//! `GET /v1/revocations?since=CURSOR`: the contract's feed. A current cursor
-//! is answered from memory (304, no database), so polling stays cheap.
+//! `GET /v1/revocations?since=CURSOR[&wait=SECONDS]`: the contract's feed. A
+//! current cursor is answered from memory (304, no database), so polling stays
+//! cheap; with `wait`, a current cursor is held until something newer is
+//! committed (answered at once) or the wait is over (304): a long poll.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::feed::FeedAnswer;
 use crate::metrics::inc;
 use crate::{now, AppState};
 
 /// Longest query string looked at (a cursor is ~50 bytes).
 const MAX_QUERY: usize = 512;
+/// Longest `wait` accepted, in seconds: a client's callout timeout must exceed
+/// its wait, and proxies in between commonly cut idle requests at 60 s.
+pub const MAX_WAIT_SECS: u64 = 60;
+
+fn param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
+    let query = query.filter(|q| q.len() <= MAX_QUERY)?;
+    query.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+}
 
 fn since(query: Option<&str>) -> Option<&str> {
-    let query = query.filter(|q| q.len() <= MAX_QUERY)?;
-    query.split('&').find_map(|pair| pair.strip_prefix("since=")).filter(|v| !v.is_empty())
+    param(query, "since").filter(|v| !v.is_empty())
+}
+
+/// `wait` in whole seconds, 0 ..= [`MAX_WAIT_SECS`]; absent is 0 (a plain poll).
+fn wait(query: Option<&str>) -> Result<Duration, ApiError> {
+    let Some(raw) = param(query, "wait") else { return Ok(Duration::ZERO) };
+    let secs = Some(raw)
+        .filter(|v| !v.is_empty() && v.len() <= 2 && v.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|s| *s <= MAX_WAIT_SECS);
+    secs.map(Duration::from_secs)
+        .ok_or_else(|| ApiError::BadRequest(format!("`wait` must be whole seconds from 0 to {MAX_WAIT_SECS}")))
 }
 
 #[utoipa::path(get, path = "/v1/revocations", tag = "discovery",
-    params(("since" = Option<String>, Query, description = "cursor from the previous answer")),
+    params(("since" = Option<String>, Query, description = "cursor from the previous answer"),
+           ("wait" = Option<u64>, Query, description = "seconds (0..=60) to hold a current cursor until something newer is committed")),
     responses((status = 200, description = "delta (snapshot=false) or snapshot (snapshot=true)"),
-              (status = 304, description = "nothing changed since the cursor")))]
+              (status = 304, description = "nothing changed since the cursor (within the wait)"),
+              (status = 400, description = "`wait` is not whole seconds from 0 to 60")))]
 pub async fn feed(State(state): State<Arc<AppState>>, RawQuery(query): RawQuery) -> ApiResult<Response> {
-    let answer = state.feed.answer(state.store.as_ref(), &state.config.issuer, since(query.as_deref()), now()).await?;
+    let (since, wait) = (since(query.as_deref()), wait(query.as_deref())?);
+    let feed = &state.feed;
+    let mut answer = feed.answer(state.store.as_ref(), &state.config.issuer, since, now()).await?;
+    if let (FeedAnswer::NotModified, Some(cursor)) = (&answer, since) {
+        if !wait.is_zero() && feed.wait_past(cursor, wait).await {
+            answer = feed.answer(state.store.as_ref(), &state.config.issuer, Some(cursor), now()).await?;
+        }
+    }
     let no_cache = HeaderValue::from_static("no-cache");
     Ok(match answer {
         FeedAnswer::NotModified => {
@@ -41,13 +71,24 @@ pub async fn feed(State(state): State<Arc<AppState>>, RawQuery(query): RawQuery)
 
 #[cfg(test)]
 mod tests {
-    use super::since;
+    use super::*;
 
     #[test]
     fn since_parameter() {
         assert_eq!(since(Some("since=ab.3")), Some("ab.3"));
         assert_eq!(since(Some("x=1&since=ab.3")), Some("ab.3"));
+        assert_eq!(since(Some("sinceX=ab.3")), None);
         assert_eq!(since(Some("since=")), None);
         assert_eq!(since(None), None);
+    }
+
+    #[test]
+    fn wait_parameter() {
+        assert_eq!(wait(None).ok(), Some(Duration::ZERO));
+        assert_eq!(wait(Some("since=a.1&wait=30")).ok(), Some(Duration::from_secs(30)));
+        assert_eq!(wait(Some("wait=60")).ok(), Some(Duration::from_secs(60)));
+        for bad in ["wait=61", "wait=", "wait=-1", "wait=+5", "wait=1.5", "wait=0030"] {
+            assert!(wait(Some(bad)).is_err(), "{bad}");
+        }
     }
 }

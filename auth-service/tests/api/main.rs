@@ -12,6 +12,7 @@ mod durability;
 mod factors;
 mod flows;
 mod input;
+mod long_poll;
 mod mail_limits;
 mod retention;
 mod second_factor;

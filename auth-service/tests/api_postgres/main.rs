@@ -21,6 +21,8 @@ mod flows;
 mod instances;
 #[path = "../api/input.rs"]
 mod input;
+#[path = "../api/long_poll.rs"]
+mod long_poll;
 #[path = "../api/mail_limits.rs"]
 mod mail_limits;
 #[path = "../api/retention.rs"]

@@ -1,0 +1,86 @@
+//! Wakes the long polls of the revocation feed (`?since=C&wait=S`): a watch of
+//! the feed head that [`Feed::sync`](crate::feed::Feed::sync) bumps once new
+//! events are committed and loaded, whichever way this process learned of
+//! them (its own write, the maintenance sync, or another instance's
+//! notification through the database). Waiters park on it — no polling loop —
+//! and their number is capped: past the cap a request is answered at once.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+pub struct FeedNotifier {
+    head: watch::Sender<i64>,
+    waiters: AtomicUsize,
+    max_waiters: usize,
+}
+
+/// A parked request's place under the cap, given back on drop.
+pub struct WaiterSlot<'a>(&'a AtomicUsize);
+
+impl Drop for WaiterSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl FeedNotifier {
+    pub fn new(head: i64, max_waiters: usize) -> Self {
+        FeedNotifier { head: watch::Sender::new(head), waiters: AtomicUsize::new(0), max_waiters }
+    }
+
+    /// The head moved to `head` (only ever forwards): wakes every waiter behind it.
+    pub fn bump(&self, head: i64) {
+        self.head.send_if_modified(|current| {
+            let moved = head > *current;
+            if moved {
+                *current = head;
+            }
+            moved
+        });
+    }
+
+    /// A place to wait, or `None` when `max_waiters` requests already wait.
+    pub fn try_park(&self) -> Option<WaiterSlot<'_>> {
+        let taken = self.waiters.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < self.max_waiters).then_some(n + 1));
+        taken.ok().map(|_| WaiterSlot(&self.waiters))
+    }
+
+    /// Waits until the head is past `seq` or `wait` is over; whether it is past.
+    pub async fn wait_past(&self, _slot: &WaiterSlot<'_>, seq: i64, wait: Duration) -> bool {
+        let mut head = self.head.subscribe();
+        let passed = tokio::time::timeout(wait, head.wait_for(|h| *h > seq)).await.is_ok_and(|r| r.is_ok());
+        passed
+    }
+
+    /// Requests parked right now.
+    pub fn waiting(&self) -> usize {
+        self.waiters.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_bump_past_the_cursor_wakes_the_waiter_and_the_cap_holds() {
+        let notifier = std::sync::Arc::new(FeedNotifier::new(5, 1));
+        let slot = notifier.try_park().unwrap();
+        assert!(notifier.try_park().is_none(), "over the cap");
+        assert!(!notifier.wait_past(&slot, 5, Duration::from_millis(20)).await, "nothing new: the wait runs out");
+        notifier.bump(4);
+        assert!(!notifier.wait_past(&slot, 5, Duration::from_millis(20)).await, "the head never moves back");
+        let n = std::sync::Arc::clone(&notifier);
+        let bumper = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            n.bump(6);
+        });
+        assert!(notifier.wait_past(&slot, 5, Duration::from_secs(5)).await);
+        bumper.await.unwrap();
+        drop(slot);
+        assert_eq!(notifier.waiting(), 0);
+        assert!(notifier.try_park().is_some(), "the place is free again");
+    }
+}
