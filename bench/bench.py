@@ -33,6 +33,7 @@ AUTHFLOW_WASM, BENCH_NOOP_WASM, BENCH_TOKENS_BIN, BENCH_AUTH_BIN.
 from __future__ import annotations
 
 import argparse
+import base64
 import csv
 import http.server
 import json
@@ -408,6 +409,8 @@ class AuthService:
                              AUTHFLOW_DATA_DIR=str(data_dir),
                              AUTHFLOW_ISSUER=f"http://127.0.0.1:{self.port}",
                              AUTHFLOW_ENVIRONMENT="development",
+                             # Key-encryption key for secrets at rest, fresh for this run.
+                             AUTHFLOW_KEK=base64.b64encode(os.urandom(32)).decode(),
                              AUTHFLOW_PASSWORD_HASH_MEMORY_KIB="8192",
                              AUTHFLOW_PASSWORD_HASH_ITERATIONS="1",
                              RUST_LOG="warn")
