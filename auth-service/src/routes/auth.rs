@@ -344,13 +344,7 @@ pub async fn signin_verify(State(state): State<Arc<AppState>>, client: Client, J
         audit(&state, Some(&client), "signin_verify", "email_not_verified", Some(&user.id), Some(&user.email)).await;
         return Err(ApiError::EmailNotVerified);
     }
-    let limit = state.config.second_factor_max_failures;
-    let attempt = match state.store.second_factor_attempt(&user.id, now).await? {
-        SecondFactorAttempt::Locked(until) => return Err(second_factor_locked(&state, until - now)),
-        // Parallel attempts past the limit: the one at the limit is about to lock.
-        SecondFactorAttempt::Counted(n) if n > limit => return Err(second_factor_locked(&state, i64::try_from(state.config.lockout_base.as_secs()).unwrap_or(30))),
-        SecondFactorAttempt::Counted(n) => n,
-    };
+    let attempt = count_second_factor_attempt(&state, &user, now).await?;
     if state.store.challenge_attempt(&challenge.id).await? > state.config.challenge_max_attempts {
         return Err(ApiError::InvalidCode("too many wrong codes; sign in again"));
     }
@@ -367,9 +361,7 @@ pub async fn signin_verify(State(state): State<Arc<AppState>>, client: Client, J
         count_address_failure(&state, &client, now).await?;
         inc(&state.metrics.second_factor_failed);
         audit(&state, Some(&client), "signin_verify", "bad_code", Some(&user.id), Some(&user.email)).await;
-        if attempt >= limit {
-            lock_second_factor(&state, &user, &client, now).await?;
-        }
+        second_factor_failed(&state, &user, &client, now, attempt).await?;
         return Err(ApiError::InvalidCode("the code is wrong"));
     }
     if !state.store.consume_challenge(&challenge.id, now).await? {
@@ -381,6 +373,27 @@ pub async fn signin_verify(State(state): State<Arc<AppState>>, client: Client, J
     let response = super::tokens::start_session(&state, &user, &client, now).await?;
     audit(&state, Some(&client), "signin_verify", "success", Some(&user.id), Some(&user.email)).await;
     Ok(response)
+}
+
+/// Counts a second-factor attempt for the account before any code is
+/// compared: its number, or 429 while locked (or past the limit, when
+/// parallel attempts overtook the one that is about to lock).
+async fn count_second_factor_attempt(state: &AppState, user: &User, now: i64) -> ApiResult<u32> {
+    match state.store.second_factor_attempt(&user.id, now).await? {
+        SecondFactorAttempt::Locked(until) => Err(second_factor_locked(state, until - now)),
+        SecondFactorAttempt::Counted(n) if n > state.config.second_factor_max_failures => {
+            Err(second_factor_locked(state, i64::try_from(state.config.lockout_base.as_secs()).unwrap_or(30)))
+        }
+        SecondFactorAttempt::Counted(n) => Ok(n),
+    }
+}
+
+/// A wrong code on attempt `attempt`: at the limit, lock and tell the owner.
+async fn second_factor_failed(state: &AppState, user: &User, client: &Client, now: i64, attempt: u32) -> ApiResult<()> {
+    if attempt >= state.config.second_factor_max_failures {
+        lock_second_factor(state, user, client, now).await?;
+    }
+    Ok(())
 }
 
 fn second_factor_locked(state: &AppState, retry_after_secs: i64) -> ApiError {
@@ -485,12 +498,7 @@ async fn prove_owner(state: &AppState, client: &Client, user: &User, proof: &Fac
     throttled(state, &user.email, client).await?;
     let now = now();
     if let (Some(code), Some(secret)) = (&proof.code, &user.totp_secret) {
-        let limit = state.config.second_factor_max_failures;
-        let attempt = match state.store.second_factor_attempt(&user.id, now).await? {
-            SecondFactorAttempt::Locked(until) => return Err(second_factor_locked(state, until - now)),
-            SecondFactorAttempt::Counted(n) if n > limit => return Err(second_factor_locked(state, i64::try_from(state.config.lockout_base.as_secs()).unwrap_or(30))),
-            SecondFactorAttempt::Counted(n) => n,
-        };
+        let attempt = count_second_factor_attempt(state, user, now).await?;
         let accepted = match totp_step(secret, code.expose().trim(), now) {
             Some(step) => state.store.use_totp_step(&user.id, step).await?,
             None => false,
@@ -500,9 +508,7 @@ async fn prove_owner(state: &AppState, client: &Client, user: &User, proof: &Fac
             return Ok(());
         }
         audit(state, Some(client), "factor_proof", "bad_code", Some(&user.id), Some(&user.email)).await;
-        if attempt >= limit {
-            lock_second_factor(state, user, client, now).await?;
-        }
+        second_factor_failed(state, user, client, now, attempt).await?;
         return Err(ApiError::InvalidCode("the code is wrong"));
     }
     let Some(password) = &proof.password else {
