@@ -3,12 +3,15 @@
 //! string must be unambiguous: it parses back into exactly the (bounded,
 //! trimmed) secret and attributes it was built from, so no two different
 //! inputs can share a fingerprint by crafting a value that looks like
-//! another field. Attribute names are those configuration accepts.
+//! another field. Attribute names are those configuration accepts. A
+//! repeated header fingerprints as its copies combined, and the device
+//! secret is read from header copies and cookies without ambiguity.
 #![no_main]
 
 use arbitrary::Arbitrary;
 use authflow_contract::fingerprint::{
-    client_ip_prefix, matches, DeviceAttribute, FingerprintInput, CANONICAL_VERSION, MAX_ATTRIBUTE_LEN, MAX_SECRET_LEN,
+    client_ip_prefix, combined_header_value, device_secret, matches, DeviceAttribute, FingerprintInput, CANONICAL_VERSION,
+    MAX_ATTRIBUTE_LEN, MAX_SECRET_LEN,
 };
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -20,6 +23,11 @@ struct Input<'a> {
     secret: &'a str,
     attributes: Vec<(&'a str, &'a str)>,
     client_address: &'a str,
+    /// Copies of one header (a repeated `user-agent`), combined into one value.
+    copies: Vec<&'a str>,
+    /// Copies of the device header and the request's `cookie` headers.
+    device_headers: Vec<&'a str>,
+    cookie_headers: Vec<&'a str>,
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
@@ -68,4 +76,26 @@ fuzz_target!(|input: Input| {
     assert_eq!(hash, URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes())));
     assert!(matches(&hash, &fp.hash()));
     assert!(!matches(&hash, &hash[1..]));
+
+    // A repeated header fingerprints as its copies joined (trimmed, empty ones
+    // skipped, `,` between), however early the combination stops growing.
+    let joined = input.copies.iter().map(|c| c.trim()).filter(|c| !c.is_empty()).collect::<Vec<_>>().join(",");
+    let combined = combined_header_value(input.copies.iter().copied());
+    let with = |v: &str| FingerprintInput { secret: "s", attributes: vec![("user-agent", v)] }.hash();
+    assert_eq!(with(&combined), with(&joined), "copies {:?}", input.copies);
+
+    // The device secret: the header when any copy has one (all copies must
+    // agree), else the cookie; bounded, never blank.
+    let header_values: Vec<&str> = input.device_headers.iter().map(|c| c.trim()).filter(|c| !c.is_empty()).collect();
+    let secret = device_secret(input.device_headers.iter().copied(), input.cookie_headers.iter().copied());
+    if let Some(s) = secret {
+        assert!(!s.trim().is_empty() && s.len() <= MAX_SECRET_LEN, "secret {s:?}");
+    }
+    match header_values.first() {
+        Some(first) if header_values.iter().all(|v| v == first) && first.len() <= MAX_SECRET_LEN => {
+            assert_eq!(secret, Some(*first), "the device header's value");
+        }
+        Some(_) => assert_eq!(secret, None, "disagreeing or oversized device headers"),
+        None => {}
+    }
 });
