@@ -127,7 +127,7 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
     });
     let maintenance = tokio::spawn(maintenance(Arc::clone(&state)));
     if state.store.shared_by_instances() {
-        tokio::spawn(follow_feed(Arc::clone(&state)));
+        tokio::spawn(follow_shared_state(Arc::clone(&state)));
     }
     Ok(Running { addr, state, server, maintenance })
 }
@@ -155,15 +155,27 @@ async fn shutdown_signal() {
 /// revocation written by another instance is served here within this time.
 const FEED_FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// With several instances on one database: picks up the feed events the
-/// others write (two indexed reads when nothing changed).
-async fn follow_feed(state: Arc<AppState>) {
+/// Every how many feed reads the signing keys are reloaded (once a second):
+/// a key rotated on another instance is published here well before it signs
+/// (`key_publish_lead`), and all instances switch to it at its `active_at`.
+const KEY_RELOAD_EVERY: u32 = 4;
+
+/// With several instances on one database: picks up the feed events and the
+/// signing keys the others write.
+async fn follow_shared_state(state: Arc<AppState>) {
     let mut tick = tokio::time::interval(FEED_FOLLOW_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut round: u32 = 0;
     loop {
+        round = round.wrapping_add(1);
         tick.tick().await;
         if let Err(e) = state.feed.sync(state.store.as_ref(), now()).await {
             tracing::warn!(error = %e, "feed sync failed");
+        }
+        if round.is_multiple_of(KEY_RELOAD_EVERY) {
+            if let Err(e) = state.keys.reload(state.store.as_ref()).await {
+                tracing::warn!(error = %e, "key reload failed");
+            }
         }
     }
 }

@@ -277,3 +277,31 @@ async fn kill_dash_nine_of_one_instance_loses_nothing_and_the_other_keeps_servin
     let r = http.post(format!("{base_b}/v1/auth/signup")).json(&json!({"email": "after@example.com", "password": PASSWORD})).send().await.unwrap();
     assert_eq!(r.status(), 201, "instance B keeps taking writes");
 }
+
+/// A key rotated on instance 1 is published by instance 2 before either
+/// signs with it, and from its activation both sign with it.
+#[tokio::test]
+async fn a_rotated_key_is_published_by_every_instance_before_any_signs_with_it() {
+    let (one, two) = two_instances(|c| c.key_publish_lead = Duration::from_secs(3)).await;
+    let admin = one.admin("root@example.com").await;
+    let old_kid = header(&admin.access)["kid"].as_str().unwrap().to_owned();
+    let r = one.authed(Method::POST, "/v1/admin/keys/rotate", &admin).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let rotated = std::time::Instant::now();
+    let new_kid = r.json::<Value>().await.unwrap()["kid"].as_str().unwrap().to_owned();
+    loop {
+        let jwks: Value = two.get("/.well-known/jwks.json").await.json().await.unwrap();
+        if jwks["keys"].as_array().unwrap().iter().any(|k| k["kid"] == new_kid.as_str()) {
+            break;
+        }
+        assert!(rotated.elapsed() < Duration::from_millis(1500), "instance 2 does not publish the new key 1.5 s after the rotation");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let t = two.signin("root@example.com", PASSWORD).await;
+    assert_eq!(header(&t.access)["kid"], old_kid.as_str(), "not signing with the new key before its lead time");
+    tokio::time::sleep(Duration::from_millis(3200).saturating_sub(rotated.elapsed())).await;
+    for app in [&one, &two] {
+        let t = app.signin("root@example.com", PASSWORD).await;
+        assert_eq!(header(&t.access)["kid"], new_kid.as_str(), "every instance signs with the one active key");
+    }
+}
