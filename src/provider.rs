@@ -122,15 +122,17 @@ impl ProviderRuntime {
 
     /// The callouts to start now. Keys this VM does not hold yet it fetches
     /// for itself; periodic refreshes and revocation polls take the
-    /// process-wide lease, so one VM per Envoy does them.
-    pub fn due_callouts(&mut self, engine: &Engine, vm_id: u64, now_ms: u64) -> Vec<Callout> {
+    /// process-wide lease, so one VM per Envoy does them. Without `may_lease`
+    /// (a VM being configured, which Envoy may discard before it ever ticks)
+    /// no lease is taken: only keys this VM lacks are fetched.
+    pub fn due_callouts(&mut self, engine: &Engine, vm_id: u64, now_ms: u64, may_lease: bool) -> Vec<Callout> {
         let mut due = Vec::new();
         let state = engine.providers.get(self.index);
         if let Some(s) = self.jwks.as_mut() {
             let have_keys = state.is_some_and(|p| p.keys.is_some());
             let SharedFetch { fetch, slot } = s;
             let ttl = fetch.lease_ttl_ms();
-            if fetch.should_start(now_ms, || !have_keys || slot.acquire_lease(vm_id, now_ms, ttl)) {
+            if fetch.should_start(now_ms, || !have_keys || (may_lease && slot.acquire_lease(vm_id, now_ms, ttl))) {
                 let etag = if have_keys { fetch.etag().map(str::to_owned) } else { None };
                 due.push(callout(fetch, fetch.upstream.path.clone(), etag));
             }
@@ -138,9 +140,12 @@ impl ProviderRuntime {
         if let Some(s) = self.revocations.as_mut() {
             let SharedFetch { fetch, slot } = s;
             let ttl = fetch.lease_ttl_ms();
-            if fetch.should_start(now_ms, || slot.acquire_lease(vm_id, now_ms, ttl)) {
+            if may_lease && fetch.renews_lease_while_waiting() {
+                slot.acquire_lease(vm_id, now_ms, ttl);
+            }
+            if fetch.should_start(now_ms, || may_lease && slot.acquire_lease(vm_id, now_ms, ttl)) {
                 let cursor = state.and_then(|p| p.revocations.cursor());
-                due.push(callout(fetch, feed_path(&fetch.upstream.path, cursor), None));
+                due.push(callout(fetch, feed_path(&fetch.upstream.path, cursor, fetch.upstream.wait_ms), None));
             }
         }
         due
@@ -208,6 +213,7 @@ impl ProviderRuntime {
         let now = env.now_ms;
         let (max, skew) = (env.engine.config.revocation.max_entries, env.engine.config.clock_skew_secs);
         let Some(state) = env.engine.providers.get_mut(self.index) else { return };
+        let sent_cursor = state.revocations.cursor().map(str::to_owned);
         match feed_answer(status, body_size, host::call_response_body) {
             Answer::NotModified => {
                 s.fetch.finished(FetchEnd::NotModified, now, env.jitter);
@@ -217,7 +223,10 @@ impl ProviderRuntime {
             }
             Answer::Fresh(feed, _) => match state.revocations.apply(feed, &self.issuer, max, skew, now / 1000) {
                 Ok(()) => {
-                    s.fetch.finished(FetchEnd::Fresh { etag: None }, now, env.jitter);
+                    // Only a moved cursor is news: a long poll goes on at once after it.
+                    let moved = state.revocations.cursor() != sent_cursor.as_deref();
+                    let end = if moved { FetchEnd::Fresh { etag: None } } else { FetchEnd::NotModified };
+                    s.fetch.finished(end, now, env.jitter);
                     state.revocations_fresh_at_ms = now;
                     // Others get the merged list: a delta means nothing without its base.
                     if let Ok(snapshot) = serde_json::to_vec(&state.revocations.to_snapshot(&self.issuer)) {
@@ -251,7 +260,7 @@ fn callout(fetch: &DocumentFetch, path: String, if_none_match: Option<String>) -
         authority: u.authority.clone(),
         path,
         if_none_match,
-        timeout_ms: u.timeout_ms,
+        timeout_ms: fetch.callout_timeout_ms(),
     }
 }
 

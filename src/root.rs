@@ -41,16 +41,17 @@ impl AuthflowRoot {
         (self.rng % 10_000) as f64 / 10_000.0
     }
 
-    /// Adopts what other VMs shared (when `adopt`), then starts every callout that is due.
-    fn run_providers(&mut self, vm: &mut Vm, now_ms: u64, adopt: bool) {
+    /// Adopts what other VMs shared and may take fetch leases (when `ticking`),
+    /// then starts every callout that is due.
+    fn run_providers(&mut self, vm: &mut Vm, now_ms: u64, ticking: bool) {
         let jitter = self.jitter();
         let Vm { engine, providers, metrics, .. } = vm;
         for runtime in providers.iter_mut() {
             let mut env = Env { engine, metrics, vm_id: self.vm_id, now_ms, jitter };
-            if adopt {
+            if ticking {
                 runtime.adopt_shared(&mut env);
             }
-            for call in runtime.due_callouts(env.engine, self.vm_id, now_ms) {
+            for call in runtime.due_callouts(env.engine, self.vm_id, now_ms, ticking) {
                 let extra: Vec<(&str, &str)> = call.if_none_match.as_deref().map(|e| ("if-none-match", e)).into_iter().collect();
                 let result = host::dispatch_get(&call.cluster, &call.authority, &call.path, &extra, call.timeout_ms);
                 runtime.dispatched(call.document, result, &mut env);

@@ -104,6 +104,9 @@ struct RawUpstream {
     timeout_ms: u64,
     #[serde(default = "defaults::min_refetch_interval_secs")]
     min_refetch_interval_secs: u64,
+    /// Revocations only: seconds the service may hold a poll (a long poll).
+    #[serde(default)]
+    wait_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -304,6 +307,10 @@ pub struct Upstream {
     pub timeout_ms: u64,
     /// Floor between two early refetches (unknown `kid`), so random kids cannot cause a storm.
     pub min_refetch_interval_ms: u64,
+    /// How long the service may hold a fetch until something changes (a
+    /// long poll; the revocation feed's `wait`); 0: plain polling. The
+    /// callout's timeout is this plus `timeout_ms`.
+    pub wait_ms: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -404,11 +411,31 @@ impl FilterConfig {
         if raw.providers.is_empty() {
             return err("`providers`: at least one provider is required");
         }
+        let revocation = match raw.revocation {
+            None => RevocationPolicy {
+                max_staleness_ms: defaults::max_staleness_secs() * 1000,
+                on_stale: StalePolicy::Deny,
+                max_entries: default_max_entries(),
+            },
+            Some(r) => {
+                if r.max_staleness_secs == 0 {
+                    return err("`revocation.max_staleness_secs`: must be positive");
+                }
+                if r.max_entries == 0 || r.max_entries > 10_000_000 {
+                    return err("`revocation.max_entries`: between 1 and 10000000");
+                }
+                RevocationPolicy {
+                    max_staleness_ms: r.max_staleness_secs.saturating_mul(1000),
+                    on_stale: r.on_stale,
+                    max_entries: r.max_entries,
+                }
+            }
+        };
         let mut providers = Vec::with_capacity(raw.providers.len());
         let mut issuers = HashSet::new();
         let mut names = HashSet::new();
         for (i, p) in raw.providers.into_iter().enumerate() {
-            let provider = validate_provider(p).map_err(|e| ConfigError(format!("`providers[{i}]`.{}", e.0)))?;
+            let provider = validate_provider(p, &revocation).map_err(|e| ConfigError(format!("`providers[{i}]`.{}", e.0)))?;
             if !issuers.insert(provider.issuer.clone()) {
                 return err(format!("`providers[{i}].issuer`: issuer `{}` is configured twice", provider.issuer));
             }
@@ -489,26 +516,6 @@ impl FilterConfig {
                 }
             }
         };
-        let revocation = match raw.revocation {
-            None => RevocationPolicy {
-                max_staleness_ms: defaults::max_staleness_secs() * 1000,
-                on_stale: StalePolicy::Deny,
-                max_entries: default_max_entries(),
-            },
-            Some(r) => {
-                if r.max_staleness_secs == 0 {
-                    return err("`revocation.max_staleness_secs`: must be positive");
-                }
-                if r.max_entries == 0 || r.max_entries > 10_000_000 {
-                    return err("`revocation.max_entries`: between 1 and 10000000");
-                }
-                RevocationPolicy {
-                    max_staleness_ms: r.max_staleness_secs.saturating_mul(1000),
-                    on_stale: r.on_stale,
-                    max_entries: r.max_entries,
-                }
-            }
-        };
         Ok(FilterConfig {
             providers,
             clock_skew_secs: raw.clock_skew_secs,
@@ -534,7 +541,7 @@ impl FilterConfig {
     }
 }
 
-fn validate_provider(p: RawProvider) -> Result<Provider, ConfigError> {
+fn validate_provider(p: RawProvider, policy: &RevocationPolicy) -> Result<Provider, ConfigError> {
     if p.name.is_empty() || p.name.len() > 64 || !p.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
         return err(format!("name: `{}` must be 1-64 letters, digits, `-` or `_`", p.name));
     }
@@ -558,10 +565,15 @@ fn validate_provider(p: RawProvider) -> Result<Provider, ConfigError> {
             JwksSource::Inline(set)
         }
     };
-    let revocations = p
-        .revocations
-        .map(|u| validate_upstream(u, "revocations", defaults::poll_interval_ms(), false))
-        .transpose()?;
+    let revocations = match p.revocations {
+        None => None,
+        Some(u) => {
+            let wait_secs = u.wait_secs;
+            let mut upstream = validate_upstream(u, "revocations", defaults::poll_interval_ms(), false)?;
+            upstream.wait_ms = revocation_wait_ms(wait_secs, upstream.timeout_ms, policy.max_staleness_ms)?;
+            Some(upstream)
+        }
+    };
     Ok(Provider {
         name: p.name,
         issuer: p.issuer,
@@ -573,6 +585,28 @@ fn validate_provider(p: RawProvider) -> Result<Provider, ConfigError> {
         revocations,
         forward_token: p.forward_token,
     })
+}
+
+/// The longest `revocations.wait_secs` (the service's own bound).
+pub const MAX_REVOCATION_WAIT_SECS: u64 = 60;
+/// `revocations.wait_secs` when not set, if the staleness bound allows it.
+const DEFAULT_REVOCATION_WAIT_SECS: u64 = 20;
+
+/// How long the revocation feed may hold a poll. The list is only known
+/// fresh when an answer arrives, so a held poll plus its network allowance
+/// must end before the list counts as stale (`revocation.max_staleness_secs`).
+fn revocation_wait_ms(wait_secs: Option<u64>, timeout_ms: u64, max_staleness_ms: u64) -> Result<u64, ConfigError> {
+    let room_secs = max_staleness_ms.saturating_sub(timeout_ms).saturating_sub(1) / 1000;
+    match wait_secs {
+        None => Ok(DEFAULT_REVOCATION_WAIT_SECS.min(room_secs) * 1000),
+        Some(0) => Ok(0),
+        Some(s) if s > MAX_REVOCATION_WAIT_SECS => err(format!("revocations.wait_secs: between 0 and {MAX_REVOCATION_WAIT_SECS}")),
+        Some(s) if s > room_secs => err(format!(
+            "revocations.wait_secs: {s} s plus timeout_ms must stay under revocation.max_staleness_secs \
+             (the list is fresh only when an answer arrives); at most {room_secs} here"
+        )),
+        Some(s) => Ok(s * 1000),
+    }
 }
 
 fn validate_upstream(u: RawUpstream, field: &str, default_interval_ms: u64, seconds: bool) -> Result<Upstream, ConfigError> {
@@ -596,6 +630,9 @@ fn validate_upstream(u: RawUpstream, field: &str, default_interval_ms: u64, seco
     if u.timeout_ms == 0 || u.timeout_ms > 60_000 {
         return err(format!("{field}.timeout_ms: between 1 and 60000"));
     }
+    if seconds && u.wait_secs.is_some() {
+        return err(format!("{field}.wait_secs: only the revocation feed is long-polled"));
+    }
     // The floor that keeps random `kid`s from turning into a fetch storm.
     if u.min_refetch_interval_secs == 0 {
         return err(format!("{field}.min_refetch_interval_secs: must be at least 1 (0 would let every unknown `kid` trigger a fetch)"));
@@ -607,6 +644,8 @@ fn validate_upstream(u: RawUpstream, field: &str, default_interval_ms: u64, seco
         interval_ms,
         timeout_ms: u.timeout_ms,
         min_refetch_interval_ms: u.min_refetch_interval_secs.saturating_mul(1000),
+        // Set by the caller for the revocation feed (see `revocation_wait_ms`).
+        wait_ms: 0,
     })
 }
 
@@ -832,6 +871,30 @@ mod tests {
         let c = with(jwks(1)).unwrap();
         let JwksSource::Remote(u) = &c.providers[0].jwks else { panic!() };
         assert_eq!(u.min_refetch_interval_ms, 1_000);
+    }
+
+    #[test]
+    fn revocation_wait_fits_under_the_staleness_bound() {
+        let feed = |revocations: serde_json::Value, policy: serde_json::Value| {
+            let mut r = serde_json::json!({"cluster": "c", "path": "/r"});
+            json_merge(&mut r, revocations);
+            with(serde_json::json!({"providers": [{"name": "p", "issuer": "i", "algorithms": ["EdDSA"],
+                "jwks": {"remote": {"cluster": "c", "path": "/j"}}, "revocations": r}], "revocation": policy}))
+        };
+        let wait = |c: FilterConfig| c.providers[0].revocations.as_ref().unwrap().wait_ms;
+        let none = serde_json::json!({});
+        assert_eq!(wait(feed(none.clone(), serde_json::Value::Null).unwrap()), 20_000, "default: 20 s + 5 s under 30 s");
+        assert_eq!(wait(feed(none.clone(), serde_json::json!({"max_staleness_secs": 10})).unwrap()), 4_000, "default shrinks to fit");
+        assert_eq!(wait(feed(none, serde_json::json!({"max_staleness_secs": 5})).unwrap()), 0, "no room: plain polling");
+        assert_eq!(wait(feed(serde_json::json!({"wait_secs": 0}), serde_json::Value::Null).unwrap()), 0);
+        assert_eq!(wait(feed(serde_json::json!({"wait_secs": 24}), serde_json::Value::Null).unwrap()), 24_000);
+        let e = feed(serde_json::json!({"wait_secs": 25}), serde_json::Value::Null).unwrap_err();
+        assert!(e.0.contains("revocations.wait_secs") && e.0.contains("max_staleness_secs"), "{e}");
+        let e = feed(serde_json::json!({"wait_secs": 61}), serde_json::json!({"max_staleness_secs": 600})).unwrap_err();
+        assert!(e.0.contains("between 0 and 60"), "{e}");
+        let e = with(serde_json::json!({"providers": [{"name": "p", "issuer": "i", "algorithms": ["EdDSA"],
+            "jwks": {"remote": {"cluster": "c", "path": "/j", "wait_secs": 5}}}]})).unwrap_err();
+        assert!(e.0.contains("jwks.remote.wait_secs"), "{e}");
     }
 
     #[test]

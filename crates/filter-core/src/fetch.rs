@@ -47,6 +47,7 @@ pub fn shared_key(document: Document, issuer: &str, source: &Upstream) -> String
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InFlight {
     pub token: u32,
+    pub started_at_ms: u64,
     /// Forget it after this (the host lost it, or its answer never came).
     pub give_up_at_ms: u64,
 }
@@ -96,6 +97,10 @@ pub const DISPATCH_DEFER_LIMIT_MS: u64 = 10_000;
 pub const DISPATCH_RETRY_MS: u64 = 200;
 /// A callout is forgotten this long after its own timeout.
 const IN_FLIGHT_GRACE_MS: u64 = 1_000;
+/// Least time between the starts of two long polls, whatever the service
+/// answers: a service that answers every poll at once with something "new"
+/// is polled at most this often, never in a loop.
+pub const MIN_LONG_POLL_GAP_MS: u64 = 100;
 
 /// One periodically fetched document of one provider, in one VM.
 #[derive(Debug, Clone)]
@@ -196,8 +201,8 @@ impl DocumentFetch {
 
     /// The host accepted the callout.
     pub fn started(&mut self, token: u32, now_ms: u64) {
-        let give_up = now_ms.saturating_add(self.upstream.timeout_ms).saturating_add(IN_FLIGHT_GRACE_MS);
-        self.in_flight = Some(InFlight { token, give_up_at_ms: give_up });
+        let give_up = now_ms.saturating_add(self.callout_timeout_ms()).saturating_add(IN_FLIGHT_GRACE_MS);
+        self.in_flight = Some(InFlight { token, started_at_ms: now_ms, give_up_at_ms: give_up });
         self.early_fetch_granted = false;
         self.refused_since_ms = None;
     }
@@ -216,18 +221,28 @@ impl DocumentFetch {
         Refusal::Failed
     }
 
-    /// The callout answered (or failed on the way).
+    /// The callout answered (or failed on the way). For a long-polled
+    /// document, `Fresh` means the answer brought something new (a revocation
+    /// feed whose cursor moved) and `NotModified` that it did not.
     pub fn finished(&mut self, end: FetchEnd, now_ms: u64, jitter: f64) {
-        self.in_flight = None;
+        let started_at_ms = self.in_flight.take().map_or(now_ms, |c| c.started_at_ms);
         self.generation += 1;
+        let changed = matches!(end, FetchEnd::Fresh { .. });
         match end {
-            FetchEnd::Fresh { etag } => {
-                self.etag = etag;
-                self.schedule.succeeded(now_ms);
-            }
-            FetchEnd::NotModified => self.schedule.succeeded(now_ms),
-            FetchEnd::Failed => self.schedule.failed(now_ms, jitter),
+            FetchEnd::Fresh { etag } => self.etag = etag,
+            FetchEnd::NotModified => {}
+            FetchEnd::Failed => return self.schedule.failed(now_ms, jitter),
         }
+        match next_long_poll_at(self.upstream.wait_ms, started_at_ms, now_ms, changed) {
+            Some(due_ms) => self.schedule.succeeded_next_at(due_ms),
+            None => self.schedule.succeeded(now_ms),
+        }
+    }
+
+    /// The callout's timeout: the network allowance plus the time the service
+    /// may hold a long poll.
+    pub fn callout_timeout_ms(&self) -> u64 {
+        self.upstream.timeout_ms.saturating_add(self.upstream.wait_ms)
     }
 
     /// Long enough for the holder to renew on its next round, short enough
@@ -236,9 +251,30 @@ impl DocumentFetch {
         self.upstream.interval_ms.saturating_add((self.upstream.interval_ms / 2).max(1_000))
     }
 
+    /// Whether the lease holder renews its lease now, though no fetch starts:
+    /// while its long poll is held, so that the lease outlives a held poll
+    /// but not a holder that stopped ticking.
+    pub fn renews_lease_while_waiting(&self) -> bool {
+        self.upstream.wait_ms > 0 && self.in_flight.is_some()
+    }
+
     fn deferring(&self, now_ms: u64) -> bool {
         self.refused_since_ms.is_some_and(|since| now_ms.saturating_sub(since) < DISPATCH_DEFER_LIMIT_MS)
     }
+}
+
+/// When the next long poll starts after one that ended well, or `None`: at
+/// the polling interval, like a plain poll. A poll that brought something new
+/// is followed at once (the next one waits for what comes after it); so is a
+/// `304` the service held for a good part of the wait (it waits: the list is
+/// current as of now). A quick `304` means the service does not wait (an older
+/// one, or over its waiter cap): poll at the interval, so it is never hammered.
+pub fn next_long_poll_at(wait_ms: u64, started_at_ms: u64, now_ms: u64, changed: bool) -> Option<u64> {
+    if wait_ms == 0 {
+        return None;
+    }
+    let held = now_ms.saturating_sub(started_at_ms) >= wait_ms / 2;
+    (changed || held).then(|| now_ms.max(started_at_ms.saturating_add(MIN_LONG_POLL_GAP_MS)))
 }
 
 /// What a callout answered, reduced to what matters.
@@ -287,8 +323,19 @@ pub fn feed_answer(status: u32, body_size: usize, body: impl FnOnce(usize) -> Op
     }
 }
 
-/// The feed's path with the cursor (opaque: kept to URL-safe characters).
-pub fn feed_path(base: &str, cursor: Option<&str>) -> String {
+/// The feed's path with the cursor (opaque: kept to URL-safe characters) and,
+/// for a long poll, how long the service may hold it (only with a cursor:
+/// without one the answer is a snapshot, at once).
+pub fn feed_path(base: &str, cursor: Option<&str>, wait_ms: u64) -> String {
+    let path = cursor_path(base, cursor);
+    if cursor.is_some_and(|c| !c.is_empty()) && wait_ms >= 1000 {
+        format!("{path}&wait={}", wait_ms / 1000)
+    } else {
+        path
+    }
+}
+
+fn cursor_path(base: &str, cursor: Option<&str>) -> String {
     match cursor {
         Some(c) if !c.is_empty() => {
             let encoded: String = c
@@ -320,6 +367,7 @@ mod tests {
             interval_ms: 1_000,
             timeout_ms: 1_000,
             min_refetch_interval_ms: 1_000,
+            wait_ms: 0,
         }
     }
 
@@ -416,9 +464,11 @@ mod tests {
 
     #[test]
     fn feed_cursor_is_escaped() {
-        assert_eq!(feed_path("/v1/revocations", None), "/v1/revocations");
-        assert_eq!(feed_path("/v1/revocations", Some("a b/c")), "/v1/revocations?since=a%20b%2Fc");
-        assert_eq!(feed_path("/r?x=1", Some("7")), "/r?x=1&since=7");
+        assert_eq!(feed_path("/v1/revocations", None, 0), "/v1/revocations");
+        assert_eq!(feed_path("/v1/revocations", Some("a b/c"), 0), "/v1/revocations?since=a%20b%2Fc");
+        assert_eq!(feed_path("/r?x=1", Some("7"), 0), "/r?x=1&since=7");
+        assert_eq!(feed_path("/r", Some("7"), 20_000), "/r?since=7&wait=20", "a long poll");
+        assert_eq!(feed_path("/r", None, 20_000), "/r", "no cursor: the snapshot, at once");
     }
 
     #[test]
@@ -450,5 +500,72 @@ mod tests {
         f.finished(FetchEnd::Failed, 70_010, 0.5);
         assert!(f.should_start(80_000, || true));
         assert_eq!(f.refused(80_000, 0.5), Refusal::Deferred);
+    }
+
+    fn feed(wait_ms: u64) -> DocumentFetch {
+        let mut u = upstream("auth", "/v1/revocations");
+        u.wait_ms = wait_ms;
+        u.timeout_ms = 5_000;
+        DocumentFetch::new(Document::Revocations, "https://a", u)
+    }
+
+    /// Runs one poll from `start` to `end`; whether the next one is due right after.
+    fn poll(f: &mut DocumentFetch, start: u64, end: u64, how: FetchEnd) -> bool {
+        assert!(f.should_start(start, || true), "due at {start}");
+        f.started(9, start);
+        f.finished(how, end, 0.5);
+        f.should_start(end + MIN_LONG_POLL_GAP_MS, || true)
+    }
+
+    #[test]
+    fn a_long_poll_follows_at_once_after_news_or_a_held_304() {
+        let mut f = feed(20_000);
+        assert_eq!(f.callout_timeout_ms(), 25_000, "the callout outlives the wait");
+        assert!(!f.renews_lease_while_waiting());
+        assert!(f.should_start(0, || true));
+        f.started(8, 0);
+        assert!(f.renews_lease_while_waiting(), "held: the holder keeps its lease");
+        f.finished(FetchEnd::Fresh { etag: None }, 30, 0.5);
+        assert!(f.should_start(30 + MIN_LONG_POLL_GAP_MS, || true), "news: the next poll at once");
+        f.started(9, 130);
+        f.finished(FetchEnd::Fresh { etag: None }, 140, 0.5);
+        assert!(poll(&mut f, 240, 20_240, FetchEnd::NotModified), "held for the wait: at once");
+        assert!(poll(&mut f, 20_340, 25_000, FetchEnd::Fresh { etag: None }), "woken by news: at once");
+    }
+
+    #[test]
+    fn a_service_that_does_not_wait_is_polled_at_the_interval() {
+        let mut f = feed(20_000);
+        let mut t = 0;
+        assert!(!poll(&mut f, t, t + 5, FetchEnd::NotModified), "a quick 304: not again at once");
+        for _ in 0..5 {
+            t += 5 + 1_000; // the last answer came 5 ms after its start; then the interval
+            assert!(!f.should_start(t - 1, || true), "not before the interval");
+            assert!(!poll(&mut f, t, t + 5, FetchEnd::NotModified));
+        }
+        // Even a service that claims news on every quick answer is not looped on.
+        let mut starts = 0;
+        let mut now = 100_000;
+        while now < 101_000 {
+            if f.should_start(now, || true) {
+                starts += 1;
+                f.started(1, now);
+                f.finished(FetchEnd::Fresh { etag: None }, now + 1, 0.5);
+            }
+            now += 1;
+        }
+        assert!(starts <= 1_000 / MIN_LONG_POLL_GAP_MS, "{starts} polls in a second");
+        // Failures back off as before.
+        f.started(2, 200_000);
+        f.finished(FetchEnd::Failed, 200_001, 0.5);
+        assert!(!f.should_start(200_001 + MIN_LONG_POLL_GAP_MS, || true));
+    }
+
+    #[test]
+    fn without_a_wait_it_is_plain_polling() {
+        let mut f = feed(0);
+        assert_eq!(f.callout_timeout_ms(), 5_000);
+        assert!(!poll(&mut f, 0, 30, FetchEnd::Fresh { etag: None }), "at the interval");
+        assert_eq!(next_long_poll_at(0, 0, 20_000, true), None);
     }
 }

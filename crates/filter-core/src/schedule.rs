@@ -30,6 +30,13 @@ impl FetchSchedule {
         self.next_due_ms = now_ms.saturating_add(self.interval_ms);
     }
 
+    /// Succeeded, and the next fetch is due at `due_ms` (a long poll goes on
+    /// at once instead of after the interval).
+    pub fn succeeded_next_at(&mut self, due_ms: u64) {
+        self.failures = 0;
+        self.next_due_ms = due_ms;
+    }
+
     /// `jitter` in [0, 1): supplied by the caller so this stays deterministic in tests.
     pub fn failed(&mut self, now_ms: u64, jitter: f64) {
         self.failures = self.failures.saturating_add(1);
