@@ -1,22 +1,36 @@
-# syntax=docker/dockerfile:1
-#
-# The authflow services as container images, from one build stage:
-#   docker build --target auth -t authflow/auth .     the auth service (`authflow-auth serve`) — the default target
+# The authflow stack as container images, from one build stage:
+#   docker build --target envoy -t authflow/envoy .   Envoy with the filter (authflow.wasm) built in
+#   docker build --target auth -t authflow/auth .     the auth service (`authflow-auth serve`)
 #   docker build --target echo -t authflow/echo .     the demo echo backend
-# Both run as an unprivileged user (uid 10001). docker-compose.yml builds both.
-# The filter itself is not built here: it is a .wasm loaded by Envoy (`make wasm`), and
-# deploy/wasm-image/Dockerfile packages it for Istio.
+# All run as unprivileged users. docker-compose.yml builds all three, so `docker compose up`
+# needs nothing built beforehand. deploy/wasm-image/Dockerfile packages the module for Istio.
+#
+# No `# syntax=` line on purpose: it would make BuildKit fetch a frontend image from a registry;
+# the built-in frontend (Docker Engine 20.10 and later) handles the cache mounts below.
 
 ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
+# The Envoy the configs are validated against (`make deploy-check`) and the tests run.
+ARG ENVOY_VERSION=v1.40.0
 
 FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS build
+# The filter is a wasm32-wasip1 module; the rust image ships only the host target.
+RUN [ -d "$(rustc --print sysroot)/lib/rustlib/wasm32-wasip1" ] || rustup target add wasm32-wasip1
 WORKDIR /src
-COPY . .
-# Cache mounts keep the crate registry and compiled dependencies between builds.
+# Only what cargo builds from: an edit to docs, scripts or configs does not rebuild the images.
+COPY Cargo.toml Cargo.lock ./
+COPY .cargo .cargo
+COPY src src
+COPY crates crates
+COPY auth-service auth-service
+# Cache mounts keep the crate registry and compiled dependencies between builds. The module
+# is trimmed like `make wasm` does (crates/wasm-trim).
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
-    cargo build --release --locked -p authflow-auth-service -p authflow-echo \
+    cargo build --release --locked -p authflow-auth-service -p authflow-echo -p authflow-wasm-trim \
+ && cargo build --release --locked --target wasm32-wasip1 -p authflow \
+ && install -d /out \
+ && target/release/authflow-wasm-trim target/wasm32-wasip1/release/authflow.wasm /out/authflow.wasm \
  && install -D -m 0755 target/release/authflow-auth /out/authflow-auth \
  && install -D -m 0755 target/release/authflow-echo /out/authflow-echo
 
@@ -24,6 +38,11 @@ FROM debian:${DEBIAN_RELEASE}-slim AS runtime
 RUN groupadd --system --gid 10001 authflow \
  && useradd --system --uid 10001 --gid authflow --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin authflow
+
+FROM envoyproxy/envoy:${ENVOY_VERSION} AS envoy
+# envoy/compose.yaml loads the module from here (docker-compose.yml mounts that config).
+COPY --from=build /out/authflow.wasm /etc/envoy/authflow.wasm
+USER 101:101
 
 FROM runtime AS echo
 COPY --from=build /out/authflow-echo /usr/local/bin/authflow-echo

@@ -8,8 +8,9 @@
      context and Dockerfile exists, and each build `target` is a stage of its Dockerfile.
   4. It agrees with the rest of the repo: services `envoy`, `auth`, `backend`; the local run's
      host ports (8080, 9901, 8081, 8082) published on 127.0.0.1; Envoy mounts envoy/compose.yaml
-     and the .wasm at the path that config loads; the auth service's issuer, audiences and
-     fingerprint attributes equal the filter configuration in envoy/compose.yaml.
+     and its image (a Dockerfile stage) holds the built .wasm at the path that config loads;
+     the auth service's issuer, audiences and fingerprint attributes equal the filter
+     configuration in envoy/compose.yaml.
   5. The Dockerfile it builds: `cargo build --locked -p …` names workspace packages whose
      binaries it copies, Cargo.lock is current (`cargo metadata --locked`), and every stage
      compose runs ends on a non-root USER.
@@ -48,6 +49,15 @@ def run(cmd: list[str]) -> subprocess.CompletedProcess:
 
 def dockerfile_stages(path: Path) -> set[str]:
     return {m.group(1).lower() for m in re.finditer(r"^FROM\s+\S+\s+AS\s+(\S+)", path.read_text(), re.M | re.I)}
+
+
+def stage_text(path: Path, name: str) -> str:
+    """The instructions of the Dockerfile stage `name` (empty when there is none)."""
+    for stage in re.split(r"(?im)^FROM\s+", path.read_text())[1:]:
+        m = re.match(r"\S+\s+AS\s+(\S+)", stage, re.I)
+        if m and name and m.group(1).lower() == name.lower():
+            return stage
+    return ""
 
 
 def check_dockerfile(path: Path, targets: set[str]) -> None:
@@ -133,8 +143,9 @@ def main() -> int:
     binds = {v["target"]: Path(v["source"]) for v in envoy.get("volumes", []) if v.get("type") == "bind"}
     check(binds.get("/etc/envoy/envoy.yaml") == ROOT / target["output"],
           f"envoy: /etc/envoy/envoy.yaml must be {target['output']}, is {binds.get('/etc/envoy/envoy.yaml')}")
-    check(binds.get(target["wasm_path"]) == ROOT / "target/authflow.wasm",
-          f"envoy: {target['wasm_path']} (loaded by {target['output']}) must mount target/authflow.wasm")
+    envoy_stage = stage_text(ROOT / "Dockerfile", (envoy.get("build") or {}).get("target", ""))
+    check(re.search(rf"(?m)^COPY\s+--from=\S+\s+\S+\.wasm\s+{re.escape(target['wasm_path'])}\s*$", envoy_stage) is not None,
+          f"envoy: its Dockerfile stage must COPY the built module to {target['wasm_path']} (loaded by {target['output']})")
     cmd = envoy.get("command") or []
     check("-c" in cmd and cmd[cmd.index("-c") + 1:cmd.index("-c") + 2] == ["/etc/envoy/envoy.yaml"],
           f"envoy: command must load /etc/envoy/envoy.yaml, is {cmd}")
