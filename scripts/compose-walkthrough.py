@@ -68,8 +68,16 @@ def main() -> int:
     ap.add_argument("markdown")
     args = ap.parse_args()
     script = to_script(walkthrough_blocks(Path(args.markdown).read_text()))
-    # Own process group: on timeout every command the walkthrough started is stopped too.
+    # Own process group: on timeout, or when this runner is stopped, every command the
+    # walkthrough started is stopped too.
     proc = subprocess.Popen(["bash", "-c", script], cwd=ROOT, start_new_session=True)
+
+    def stop(signum: int, _frame: object) -> None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
         return proc.wait(timeout=args.timeout)
     except subprocess.TimeoutExpired:
