@@ -128,6 +128,7 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
     let maintenance = tokio::spawn(maintenance(Arc::clone(&state)));
     if state.store.shared_by_instances() {
         tokio::spawn(follow_shared_state(Arc::clone(&state)));
+        tokio::spawn(follow_feed_notifications(Arc::clone(&state)));
     }
     Ok(Running { addr, state, server, maintenance })
 }
@@ -159,6 +160,23 @@ const FEED_FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_mill
 /// a key rotated on another instance is published here well before it signs
 /// (`key_publish_lead`), and all instances switch to it at its `active_at`.
 const KEY_RELOAD_EVERY: u32 = 4;
+
+/// With several instances on one database: syncs the feed as soon as the
+/// store announces an event committed by any instance (PostgreSQL
+/// `LISTEN/NOTIFY`), which wakes this instance's long polls of the feed in
+/// milliseconds; the periodic follow below stays as the safety net.
+async fn follow_feed_notifications(state: Arc<AppState>) {
+    let wake = Arc::new(tokio::sync::Notify::new());
+    if !state.store.notify_feed_changes(Arc::clone(&wake)) {
+        return;
+    }
+    loop {
+        wake.notified().await;
+        if let Err(e) = state.feed.sync(state.store.as_ref(), now()).await {
+            tracing::warn!(error = %e, "feed sync failed");
+        }
+    }
+}
 
 /// With several instances on one database: picks up the feed events and the
 /// signing keys the others write.

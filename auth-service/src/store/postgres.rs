@@ -262,9 +262,9 @@ fn feed_kind(kind: FeedKind) -> &'static str {
 /// Appends one feed event inside the caller's transaction. The `feed_state`
 /// row lock taken here is held until that transaction ends: it is what keeps
 /// feed events committing in `seq` order (see the module comment). Callers
-/// take every other row lock first, so feed writers cannot deadlock. A
-/// feed-change notification (`pg_notify`) belongs here, in the same
-/// transaction, so it is delivered only if the event commits.
+/// take every other row lock first, so feed writers cannot deadlock. The
+/// feed-change notification (`pg_notify` on [`FEED_CHANNEL`]) is sent in the
+/// same transaction, so it is delivered only once the event has committed.
 async fn append_event(
     tx: &mut PgConnection,
     kind: FeedKind,
@@ -285,7 +285,47 @@ async fn append_event(
         .bind(now)
         .execute(&mut *tx)
         .await?;
+    sqlx::query("SELECT pg_notify($1, $2)").bind(FEED_CHANNEL).bind(seq.to_string()).execute(&mut *tx).await?;
     Ok(seq)
+}
+
+/// The `LISTEN/NOTIFY` channel on which every committed feed event is announced.
+pub const FEED_CHANNEL: &str = "authflow_feed";
+
+/// Wait before listening again after the listening connection failed.
+const LISTEN_RETRY: Duration = Duration::from_secs(1);
+
+/// Wakes `wake` on every feed notification, and after every (re)connection
+/// (notifications sent while disconnected are lost: the woken side re-reads).
+async fn listen_for_feed_changes(pool: PgPool, wake: Arc<tokio::sync::Notify>) {
+    loop {
+        let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for feed changes; retrying");
+                tokio::time::sleep(LISTEN_RETRY).await;
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen(FEED_CHANNEL).await {
+            tracing::warn!(error = %e, "cannot listen for feed changes; retrying");
+            tokio::time::sleep(LISTEN_RETRY).await;
+            continue;
+        }
+        wake.notify_one();
+        // `try_recv` gives `None` when the connection was lost (it reconnects
+        // on the next call): wake then too, something may have been missed.
+        loop {
+            match listener.try_recv().await {
+                Ok(_) => wake.notify_one(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "feed change listener failed; reconnecting");
+                    tokio::time::sleep(LISTEN_RETRY).await;
+                    break;
+                }
+            }
+        }
+    }
 }
 
 async fn insert_key(tx: &mut PgConnection, k: &StoredKey) -> Result<(), sqlx::Error> {
@@ -321,6 +361,11 @@ impl Store for PostgresStore {
     }
 
     fn shared_by_instances(&self) -> bool {
+        true
+    }
+
+    fn notify_feed_changes(&self, wake: Arc<tokio::sync::Notify>) -> bool {
+        tokio::spawn(listen_for_feed_changes(self.pool.clone(), wake));
         true
     }
 

@@ -305,3 +305,42 @@ async fn a_rotated_key_is_published_by_every_instance_before_any_signs_with_it()
         assert_eq!(header(&t.access)["kid"], new_kid.as_str(), "every instance signs with the one active key");
     }
 }
+
+/// A ban committed on one instance is announced on the database's feed
+/// channel (LISTEN/NOTIFY), and a long poll parked on the other instance is
+/// answered with it at once.
+#[tokio::test]
+async fn a_ban_on_one_instance_wakes_long_polls_on_the_other() {
+    let (one, two) = two_instances(|_| {}).await;
+    let admin = one.admin("root@example.com").await;
+    let user_id = stored_user(&one, "leo@example.com").await;
+
+    // The store's own announcement, seen from instance 2's store.
+    let wake = Arc::new(tokio::sync::Notify::new());
+    assert!(two.state.store.notify_feed_changes(Arc::clone(&wake)), "Postgres announces feed changes");
+    tokio::time::timeout(Duration::from_secs(5), wake.notified()).await.expect("woken once listening");
+
+    let (_, snapshot) = two.feed(None).await;
+    let cursor = snapshot.unwrap()["cursor"].as_str().unwrap().to_owned();
+    let waiter = tokio::spawn({
+        let (http, url) = (two.http.clone(), two.url("/v1/revocations"));
+        async move {
+            let r = http.get(url).query(&[("since", cursor.as_str()), ("wait", "20")]).timeout(Duration::from_secs(5)).send().await;
+            let r = r.expect("answered within 5 s, not after the 20 s wait");
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.ok(), std::time::Instant::now())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = one.authed(Method::POST, &format!("/v1/admin/users/{user_id}/ban"), &admin).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let banned_at = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(2), wake.notified()).await.expect("the ban was announced on the feed channel");
+
+    let (status, body, answered_at) = waiter.await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(banned_subjects(&body.unwrap()), vec![user_id]);
+    let took = answered_at.saturating_duration_since(banned_at);
+    eprintln!("ban on instance 1 to the long poll's answer on instance 2: {took:?}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+}
