@@ -131,14 +131,20 @@ fn start_cluster() -> Server {
 }
 
 /// Stops the postmaster (by pid) and removes `dir` once this process is gone.
+/// Each signal goes only to a process whose command line still names this
+/// cluster's data dir: if the postmaster is already gone, its pid may be
+/// reused by anything else on the machine, another test cluster included.
 fn start_watchdog(pg_pid: u32, dir: &Path) {
     let me = std::process::id();
+    let data = dir.join("data");
     let script = format!(
-        "while kill -0 {me} 2>/dev/null; do sleep 0.5; done; \
-         kill -INT {pg_pid} 2>/dev/null; \
-         for _ in $(seq 1 100); do kill -0 {pg_pid} 2>/dev/null || break; sleep 0.1; done; \
-         if kill -0 {pg_pid} 2>/dev/null; then kill -KILL {pg_pid}; fi; rm -rf '{}'",
-        dir.display()
+        "ours() {{ tr '\\0' ' ' < /proc/{pg_pid}/cmdline 2>/dev/null | grep -qF '{data}'; }}; \
+         while kill -0 {me} 2>/dev/null; do sleep 0.5; done; \
+         if ours; then kill -INT {pg_pid}; fi; \
+         for _ in $(seq 1 100); do ours || break; sleep 0.1; done; \
+         if ours; then kill -KILL {pg_pid}; fi; rm -rf '{dir}'",
+        data = data.display(),
+        dir = dir.display()
     );
     // Its own process group: whatever kills this run's group must not take the
     // watchdog with it. Never waited for: it outlives this process on purpose.
