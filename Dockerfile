@@ -58,7 +58,7 @@ FROM runtime AS auth
 COPY --from=build /out/authflow-auth /usr/local/bin/authflow-auth
 # The data directory (SQLite database, signing keys, dev outbox) is owned by the service user;
 # a named volume mounted here starts with this ownership.
-RUN install -d -o 10001 -g 10001 -m 0700 /var/lib/authflow
+RUN install -d -o 10001 -g 10001 -m 0700 /var/lib/authflow /run/authflow-kek
 USER 10001:10001
 ENV AUTHFLOW_LISTEN=0.0.0.0:8081 \
     AUTHFLOW_DATA_DIR=/var/lib/authflow
