@@ -84,7 +84,10 @@ async fn lock_once(app: &TestApp, email: &str, mails_before: usize) -> u64 {
 #[tokio::test]
 async fn password_and_guess_cycles_escalate_and_survive_a_restart() {
     let tweak = |c: &mut authflow_auth_service::config::Config| {
-        c.lockout_base = Duration::from_secs(1);
+        // Retry-After is whole seconds read one request after the lock was set, so it may
+        // be one short when a second boundary passes in between: a 2 s base keeps 2, 4, 8
+        // strictly increasing even then (a 1 s base read [1, 1, 4] under load).
+        c.lockout_base = Duration::from_secs(2);
         c.account_max_failures = 1000;
     };
     let app = spawn_app_with(tweak).await;
