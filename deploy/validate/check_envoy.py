@@ -8,7 +8,11 @@ For each config:
   2. Load: start Envoy on free loopback ports (listener and admin rewritten; the upstream
      endpoints are pointed at a closed loopback port so nothing on the machine is called),
      wait for admin `/ready` = LIVE, check that a V8 Wasm VM is active (the filter was
-     instantiated and accepted its configuration — it refuses a bad one at load), stop it.
+     instantiated and accepted its configuration — it refuses a bad one at load), that a
+     public request passes the rate limiter (x-ratelimit-* on the answer), stop it.
+  0. Before both: the HTTP filters are in order authflow (wasm) → local_ratelimit → router.
+     The rate limiter keys on the identity header the filter sets and strips from clients;
+     placed before the filter, a client would choose its own budget.
 
 usage: check_envoy.py --envoy PATH --wasm PATH [--validate-only] [CONFIG ...]
 Python 3.11 standard library only.
@@ -62,13 +66,34 @@ def for_load_test(text: str, listen: int, admin: int, closed: int) -> str:
 
 
 def get(url: str, timeout: float = 1.0) -> tuple[int, str]:
+    status, body, _ = get_with_headers(url, timeout)
+    return status, body
+
+
+def get_with_headers(url: str, timeout: float = 1.0) -> tuple[int, str, dict]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status, r.read().decode(errors="replace")
+            return r.status, r.read().decode(errors="replace"), dict(r.headers)
     except urllib.error.HTTPError as e:
-        return e.code, e.read().decode(errors="replace")
+        return e.code, e.read().decode(errors="replace"), dict(e.headers)
     except OSError:
-        return 0, ""
+        return 0, "", {}
+
+
+HTTP_FILTER = re.compile(r"^\s*- name: (envoy\.filters\.http\.\w+)\s*$", re.M)
+FILTER_ORDER = ("envoy.filters.http.wasm", "envoy.filters.http.local_ratelimit", "envoy.filters.http.router")
+
+
+def filter_order_error(text: str) -> str | None:
+    """Why the HTTP filter chain is not authflow → local_ratelimit → router, or None."""
+    names = HTTP_FILTER.findall(text)
+    missing = [n for n in FILTER_ORDER if n not in names]
+    if missing:
+        return f"missing {', '.join(missing)} in the HTTP filters {names}"
+    at = [names.index(n) for n in FILTER_ORDER]
+    if at != sorted(at):
+        return f"HTTP filters {names}: expected {' before '.join(FILTER_ORDER)}"
+    return None
 
 
 def validate(envoy: str, cfg: Path) -> bool:
@@ -114,7 +139,14 @@ def load(envoy: str, cfg_text: str, tmp: Path, name: str) -> bool:
         if status not in (401, 503):
             print(f"  GET /api/anything answered {status} (expected 401 or 503 from the filter): {body[:300]}", file=sys.stderr)
             return False
-        print(f"  loaded: /ready LIVE, {active.group(1)} V8 VM active, unauthenticated request refused ({status})")
+        # A public request passes the filter and then the rate limiter, which reports its budget.
+        public_status, _, headers = get_with_headers(f"http://127.0.0.1:{listen}/healthz", timeout=10)
+        limit = {k.lower(): v for k, v in headers.items()}.get("x-ratelimit-limit")
+        if not limit:
+            print(f"  GET /healthz answered {public_status} without x-ratelimit-limit: the rate limiter did not run", file=sys.stderr)
+            return False
+        print(f"  loaded: /ready LIVE, {active.group(1)} V8 VM active, unauthenticated request refused ({status}),"
+              f" public request rate-limited (x-ratelimit-limit {limit})")
         return True
     finally:
         if proc.poll() is None:
@@ -143,6 +175,12 @@ def main() -> int:
         tmp = Path(d)
         for cfg in configs:
             rel = os.path.relpath(cfg.resolve(), ROOT)
+            order = filter_order_error(cfg.read_text())
+            if order:
+                print(f"filter order {rel}: {order}", file=sys.stderr)
+                ok = False
+                continue
+            print(f"filter order {rel}: authflow, then local_ratelimit, then the router")
             text = with_wasm(cfg.read_text(), wasm)
             copy = tmp / cfg.name
             copy.write_text(text)

@@ -75,6 +75,12 @@ const ISTIO_SPEC = {
     hosts: ANY, addresses: ANY, ports: [{ number: ANY, protocol: ANY, name: ANY, targetPort: ANY }],
     location: ANY, resolution: ANY, endpoints: ANY, workloadSelector: ANY, exportTo: ANY, subjectAltNames: ANY,
   },
+  "networking.istio.io/EnvoyFilter": {
+    workloadSelector: { labels: ANY },
+    targetRefs: [targetRef],
+    priority: ANY,
+    configPatches: [{ applyTo: ANY, match: ANY, patch: { operation: ANY, value: ANY, filterClass: ANY } }],
+  },
   "security.istio.io/RequestAuthentication": {
     selector: { matchLabels: ANY }, targetRef, targetRefs: [targetRef], jwtRules: ANY,
   },
@@ -238,6 +244,37 @@ if (plugin && deployment) {
     errors.push(`Deployment: ServiceAccount ${podSpec.serviceAccountName} is not shipped`);
   }
   if (!podSpec.securityContext?.runAsNonRoot) errors.push("Deployment: must run as non-root");
+}
+
+// The rate limiter (deploy/istio/ratelimit.yaml) runs after the authflow WasmPlugin on the same
+// workloads, keys on the identity header the filter owns, and patches routes that exist.
+const limiter = find("EnvoyFilter", "authflow-rate-limits");
+if (!limiter) errors.push("no authflow-rate-limits EnvoyFilter shipped");
+if (limiter && plugin) {
+  const patches = limiter.spec.configPatches ?? [];
+  const insert = patches.find((p) => p.applyTo === "HTTP_FILTER" && p.patch?.value?.name === "envoy.filters.http.local_ratelimit");
+  const relativeTo = insert?.match?.listener?.filterChain?.filter?.subFilter?.name;
+  // The WasmPlugin (phase AUTHN) sits before Istio's own filters; just before the router is after it.
+  if (!insert || insert.patch.operation !== "INSERT_BEFORE" || relativeTo !== "envoy.filters.http.router") {
+    errors.push("EnvoyFilter authflow-rate-limits: local_ratelimit must be inserted INSERT_BEFORE envoy.filters.http.router (after the authflow WasmPlugin)");
+  }
+  if (JSON.stringify(limiter.spec.workloadSelector?.labels) !== JSON.stringify(plugin.spec.selector?.matchLabels)) {
+    errors.push("EnvoyFilter authflow-rate-limits: workloadSelector differs from the WasmPlugin's selector");
+  }
+  const subject = plugin.spec.pluginConfig?.identity_headers?.subject;
+  const configs = patches.flatMap((p) => [p.patch?.value?.typed_config, p.patch?.value?.typed_per_filter_config?.["envoy.filters.http.local_ratelimit"]])
+    .filter((c) => c && c.descriptors);
+  for (const c of configs) {
+    const headers = (c.rate_limits ?? []).flatMap((r) => r.actions ?? []).map((a) => a.request_headers?.header_name).filter(Boolean);
+    if (!subject || JSON.stringify(headers) !== JSON.stringify([subject])) {
+      errors.push(`EnvoyFilter authflow-rate-limits (${c.stat_prefix}): per-user descriptor must use the WasmPlugin's identity_headers.subject (${subject}), uses ${headers}`);
+    }
+  }
+  const routeNames = docs.filter(({ doc }) => doc.kind === "VirtualService").flatMap(({ doc }) => (doc.spec.http ?? []).map((h) => h.name));
+  for (const p of patches.filter((p) => p.applyTo === "HTTP_ROUTE")) {
+    const name = p.match?.routeConfiguration?.vhost?.route?.name;
+    if (!routeNames.includes(name)) errors.push(`EnvoyFilter authflow-rate-limits: patches route ${name}, which no shipped VirtualService names`);
+  }
 }
 
 if (errors.length) {

@@ -189,3 +189,52 @@ fn every_connection_manager_normalizes_paths_and_refuses_underscore_headers() {
     }
     assert!(checked >= 2, "expected the local and compose Envoy configs under envoy/, checked {checked}");
 }
+
+const RATE_LIMIT_FILTER: &str = "envoy.filters.http.local_ratelimit";
+
+/// Every local_ratelimit configuration of a connection manager: the filter's own and each route's.
+fn rate_limit_configs(hcm: &Value) -> Vec<Value> {
+    let on_filter = hcm["http_filters"].as_array().into_iter().flatten().filter(|f| f["name"] == RATE_LIMIT_FILTER).map(|f| f["typed_config"].clone());
+    let routes = hcm["route_config"]["virtual_hosts"].as_array().into_iter().flatten().flat_map(|v| v["routes"].as_array().into_iter().flatten());
+    let on_routes = routes.filter_map(|r| r["typed_per_filter_config"].get(RATE_LIMIT_FILTER).cloned());
+    on_filter.chain(on_routes).collect()
+}
+
+/// Request budgets (envoy/rate-limits.json) are Envoy's local_ratelimit AFTER the authflow
+/// filter: they key on the subject header that filter sets on a verified request and removes
+/// from every other one, which holds only once it has run — placed before it, a client would
+/// choose its own bucket by sending the header. Anonymous requests are keyed on the address.
+#[test]
+fn every_envoy_config_limits_requests_after_the_filter_by_its_identity_header() {
+    let mut checked = 0;
+    for path in yaml_files(&repo_root().join("envoy")) {
+        let name = path.display();
+        for doc in documents(&path) {
+            let mut hcms = Vec::new();
+            connection_managers(&doc, &mut hcms);
+            for hcm in hcms {
+                let names: Vec<&str> = hcm["http_filters"].as_array().unwrap().iter().filter_map(|f| f["name"].as_str()).collect();
+                let at = |n: &str| names.iter().position(|x| *x == n).unwrap_or_else(|| panic!("{name}: no {n} in {names:?}"));
+                assert!(at("envoy.filters.http.wasm") < at(RATE_LIMIT_FILTER), "{name}: local_ratelimit must come after the authflow filter: {names:?}");
+                assert!(at(RATE_LIMIT_FILTER) < at("envoy.filters.http.router"), "{name}: local_ratelimit must come before the router: {names:?}");
+
+                let mut wasm = Vec::new();
+                wasm_filters(&hcm, &mut wasm);
+                let json = wasm[0].0["typed_config"]["config"]["configuration"]["value"].as_str().unwrap();
+                let subject = FilterConfig::from_json(json.as_bytes()).unwrap().identity.subject.unwrap_or_else(|| panic!("{name}: no identity_headers.subject"));
+                let configs = rate_limit_configs(&hcm);
+                assert!(configs.len() >= 2, "{name}: expected budgets on the filter and on routes");
+                for c in configs {
+                    let prefix = &c["stat_prefix"];
+                    let actions: Vec<&Value> = c["rate_limits"].as_array().unwrap().iter().flat_map(|r| r["actions"].as_array().unwrap()).collect();
+                    let keyed_on: Vec<&str> = actions.iter().filter_map(|a| a["request_headers"]["header_name"].as_str()).collect();
+                    assert_eq!(keyed_on, [subject.as_str()], "{name} {prefix}: per-user buckets must key on the filter's subject header");
+                    assert!(actions.iter().any(|a| a.get("remote_address").is_some()), "{name} {prefix}: anonymous requests keyed on the address");
+                    assert_eq!(c["descriptors"].as_array().map(Vec::len), Some(2), "{name} {prefix}: a per-user and a per-address bucket");
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 2, "expected the local and compose Envoy configs under envoy/, checked {checked}");
+}
