@@ -11,7 +11,8 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 use crate::tokens::{self, Verified};
-use crate::{now, AppState};
+use crate::clock::now;
+use crate::state::AppState;
 
 /// `axum::Json` with errors in the service's shape.
 pub struct Json<T>(pub T);

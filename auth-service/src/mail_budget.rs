@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::ApiResult;
 use crate::extract::Client;
-use crate::AppState;
+use crate::state::AppState;
 
 /// The budgets' window.
 pub const WINDOW_SECS: i64 = 3600;

@@ -7,7 +7,10 @@ use authflow_auth_service::config::{Config, Environment};
 use authflow_auth_service::domain::password::{Hasher, Password};
 use authflow_auth_service::domain::{random_id, random_secret, Email};
 use authflow_auth_service::store::{Backend, User};
-use authflow_auth_service::{build_state, now, open_store, spawn, tokens};
+use authflow_auth_service::clock::now;
+use authflow_auth_service::startup::spawn;
+use authflow_auth_service::state::{build_state, open_store};
+use authflow_auth_service::{sessions, tokens};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -228,7 +231,7 @@ async fn mint(config: Config, email: &str, device_secret: Option<String>, header
     }
     // A throwaway refresh token nobody receives: the session exists so it can be revoked.
     let origin = (None, Some("authflow-auth token mint".to_owned()));
-    let session_id = authflow_auth_service::routes::tokens::create_session(&state, &user, &device, &random_secret(), now, origin)
+    let session_id = sessions::create_session(&state, &user, &device, &random_secret(), now, origin)
         .await
         .map_err(|e| format!("{e:?}"))?;
     let dfp = tokens::fingerprint(&state.config.fingerprint_attributes, 0, device.expose(), &header_map, None);

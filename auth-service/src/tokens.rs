@@ -14,7 +14,7 @@ use jwt_simple::prelude::*;
 use crate::domain::random_id;
 use crate::error::ApiError;
 use crate::store::{IssuedToken, User};
-use crate::AppState;
+use crate::state::AppState;
 
 /// Longest bearer token accepted (ours are well under 1 KiB).
 pub const MAX_TOKEN_LEN: usize = 4096;

@@ -7,12 +7,14 @@ use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::tokens::feed_changed;
+use crate::sessions::feed_changed;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Admin, Client, Json, QueryParams};
 use crate::keys::KeyInfo;
 use crate::store::{AuditEntry, Session, User};
-use crate::{audit, now, AppState};
+use crate::audit;
+use crate::clock::now;
+use crate::state::AppState;
 
 #[derive(Serialize, ToSchema)]
 pub struct UserView {
@@ -133,7 +135,7 @@ pub async fn ban(State(state): State<Arc<AppState>>, client: Client, Admin(admin
     let expires = now + i64::try_from(state.config.access_ttl.as_secs()).unwrap_or(900);
     state.store.ban_user(&user.id, now, expires).await?;
     feed_changed(&state).await;
-    audit(&state, Some(&client), "admin_ban", &format!("by {}", admin.sub), Some(&user.id), Some(&user.email)).await;
+    audit::record(&state, Some(&client), "admin_ban", &format!("by {}", admin.sub), Some(&user.id), Some(&user.email)).await;
     Ok(axum::Json(BanResponse { user_id: user.id, banned: true }))
 }
 
@@ -143,7 +145,7 @@ pub async fn ban(State(state): State<Arc<AppState>>, client: Client, Admin(admin
 pub async fn unban(State(state): State<Arc<AppState>>, client: Client, Admin(admin): Admin, Path(user_id): Path<String>) -> ApiResult<axum::Json<BanResponse>> {
     let user = existing_user(&state, &user_id).await?;
     state.store.unban_user(&user.id).await?;
-    audit(&state, Some(&client), "admin_unban", &format!("by {}", admin.sub), Some(&user.id), Some(&user.email)).await;
+    audit::record(&state, Some(&client), "admin_unban", &format!("by {}", admin.sub), Some(&user.id), Some(&user.email)).await;
     Ok(axum::Json(BanResponse { user_id: user.id, banned: false }))
 }
 
@@ -172,7 +174,7 @@ pub async fn revoke_token(State(state): State<Arc<AppState>>, client: Client, Ad
         .ok_or(ApiError::NotFound("no live access token has this jti"))?;
     state.store.revoke_token(&token.jti, now, token.expires_at).await?;
     feed_changed(&state).await;
-    audit(&state, Some(&client), "admin_revoke_token", &format!("by {}", admin.sub), Some(&token.user_id), None).await;
+    audit::record(&state, Some(&client), "admin_revoke_token", &format!("by {}", admin.sub), Some(&token.user_id), None).await;
     Ok(axum::Json(RevokeTokenResponse { jti: token.jti, expires_at: token.expires_at }))
 }
 
@@ -189,7 +191,7 @@ pub async fn rotate_keys(State(state): State<Arc<AppState>>, client: Client, Adm
     let now = now();
     let lead = i64::try_from(state.config.key_publish_lead.as_secs()).unwrap_or(60);
     let kid = state.keys.rotate(state.store.as_ref(), state.config.signing_alg, now, lead).await?;
-    audit(&state, Some(&client), "admin_rotate_keys", &format!("by {}", admin.sub), None, None).await;
+    audit::record(&state, Some(&client), "admin_rotate_keys", &format!("by {}", admin.sub), None, None).await;
     Ok(axum::Json(RotateResponse { kid, publish_at: now, active_at: now + lead }))
 }
 

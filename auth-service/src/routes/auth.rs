@@ -19,7 +19,10 @@ use crate::mailer::Mail;
 use crate::metrics::inc;
 use crate::store::{Challenge, SecondFactorAttempt, TokenPurpose, User};
 use crate::throttle::{account_key, ip_key};
-use crate::{audit, now, AppState};
+use crate::audit;
+use crate::clock::now;
+use crate::sessions;
+use crate::state::AppState;
 
 /// Longest password accepted at sign-in (argon2 cost must stay bounded).
 const MAX_PASSWORD_BYTES: usize = 1024;
@@ -181,10 +184,10 @@ pub async fn signup(State(state): State<Arc<AppState>>, client: Client, Json(req
     if !mail_budget::allow(&state, email.as_str(), &client, now()).await? {
         let outcome = if created { "success_mail_limited" } else { "duplicate_email_mail_limited" };
         let uid = created.then_some(user.id.as_str());
-        audit(&state, Some(&client), "signup", outcome, uid, Some(email.as_str())).await;
+        audit::record(&state, Some(&client), "signup", outcome, uid, Some(email.as_str())).await;
     } else if created {
         send_verification(&state, &user.id, email.as_str()).await?;
-        audit(&state, Some(&client), "signup", "success", Some(&user.id), Some(email.as_str())).await;
+        audit::record(&state, Some(&client), "signup", "success", Some(&user.id), Some(email.as_str())).await;
     } else {
         let mail = Mail {
             to: email.as_str().to_owned(),
@@ -197,7 +200,7 @@ pub async fn signup(State(state): State<Arc<AppState>>, client: Client, Json(req
             sent_at: 0,
         };
         send_mail(&state, mail).await;
-        audit(&state, Some(&client), "signup", "duplicate_email", None, Some(email.as_str())).await;
+        audit::record(&state, Some(&client), "signup", "duplicate_email", None, Some(email.as_str())).await;
     }
     Ok((StatusCode::CREATED, axum::Json(SignupResponse { user_id: user.id })).into_response())
 }
@@ -211,7 +214,7 @@ pub async fn verify_email(State(state): State<Arc<AppState>>, client: Client, Js
         .await?
         .ok_or(ApiError::InvalidLink)?;
     state.store.set_email_verified(&user_id).await?;
-    audit(&state, Some(&client), "verify_email", "success", Some(&user_id), None).await;
+    audit::record(&state, Some(&client), "verify_email", "success", Some(&user_id), None).await;
     Ok(axum::Json(StatusResponse { status: "verified" }))
 }
 
@@ -249,7 +252,7 @@ pub async fn signin(State(state): State<Arc<AppState>>, client: Client, Json(req
         return Err(ApiError::BadRequest("password is too long".into()));
     }
     if let Err(e) = throttled(&state, email.as_str(), &client).await {
-        audit(&state, Some(&client), "signin", "throttled", None, Some(email.as_str())).await;
+        audit::record(&state, Some(&client), "signin", "throttled", None, Some(email.as_str())).await;
         return Err(e);
     }
     let user = state.store.user_by_email(email.as_str()).await?;
@@ -260,13 +263,13 @@ pub async fn signin(State(state): State<Arc<AppState>>, client: Client, Json(req
             inc(&state.metrics.signin_password_failed);
             count_failure(&state, email.as_str(), &client).await?;
             let uid = user.as_ref().map(|u| u.id.as_str());
-            audit(&state, Some(&client), "signin", "bad_credentials", uid, Some(email.as_str())).await;
+            audit::record(&state, Some(&client), "signin", "bad_credentials", uid, Some(email.as_str())).await;
             return Err(ApiError::InvalidCredentials);
         }
     };
     clear_account_failures(&state, email.as_str()).await?;
     if user.banned_at.is_some() {
-        audit(&state, Some(&client), "signin", "banned", Some(&user.id), Some(email.as_str())).await;
+        audit::record(&state, Some(&client), "signin", "banned", Some(&user.id), Some(email.as_str())).await;
         return Err(ApiError::AccountDisabled);
     }
     inc(&state.metrics.signin_password_ok);
@@ -300,7 +303,7 @@ pub async fn signin(State(state): State<Arc<AppState>>, client: Client, Json(req
         };
         send_mail(&state, mail).await;
     }
-    audit(&state, Some(&client), "signin", "challenge_sent", Some(&user.id), Some(email.as_str())).await;
+    audit::record(&state, Some(&client), "signin", "challenge_sent", Some(&user.id), Some(email.as_str())).await;
     Ok(axum::Json(ChallengeResponse { challenge_id: challenge.id, method: method.into() }))
 }
 
@@ -341,7 +344,7 @@ pub async fn signin_verify(State(state): State<Arc<AppState>>, client: Client, J
         return Err(ApiError::AccountDisabled);
     }
     if !user.email_verified {
-        audit(&state, Some(&client), "signin_verify", "email_not_verified", Some(&user.id), Some(&user.email)).await;
+        audit::record(&state, Some(&client), "signin_verify", "email_not_verified", Some(&user.id), Some(&user.email)).await;
         return Err(ApiError::EmailNotVerified);
     }
     let attempt = count_second_factor_attempt(&state, &user, now).await?;
@@ -360,7 +363,7 @@ pub async fn signin_verify(State(state): State<Arc<AppState>>, client: Client, J
     if !accepted {
         count_address_failure(&state, &client, now).await?;
         inc(&state.metrics.second_factor_failed);
-        audit(&state, Some(&client), "signin_verify", "bad_code", Some(&user.id), Some(&user.email)).await;
+        audit::record(&state, Some(&client), "signin_verify", "bad_code", Some(&user.id), Some(&user.email)).await;
         second_factor_failed(&state, &user, &client, now, attempt).await?;
         return Err(ApiError::InvalidCode("the code is wrong"));
     }
@@ -370,9 +373,9 @@ pub async fn signin_verify(State(state): State<Arc<AppState>>, client: Client, J
     inc(&state.metrics.second_factor_ok);
     state.store.second_factor_success(&user.id).await?;
     clear_account_failures(&state, &user.email).await?;
-    let response = super::tokens::start_session(&state, &user, &client, now).await?;
-    audit(&state, Some(&client), "signin_verify", "success", Some(&user.id), Some(&user.email)).await;
-    Ok(response)
+    let tokens = sessions::start(&state, &user, &client, now).await?;
+    audit::record(&state, Some(&client), "signin_verify", "success", Some(&user.id), Some(&user.email)).await;
+    Ok(super::tokens::token_response(tokens))
 }
 
 /// Counts a second-factor attempt for the account before any code is
@@ -407,7 +410,7 @@ async fn lock_second_factor(state: &AppState, user: &User, client: &Client, now:
     let base = i64::try_from(state.config.lockout_base.as_secs()).unwrap_or(30);
     let max = i64::try_from(state.config.second_factor_lockout_max.as_secs()).unwrap_or(86_400);
     let until = state.store.second_factor_lock(&user.id, now, base, max).await?;
-    audit(state, Some(client), "signin_verify", "second_factor_locked", Some(&user.id), Some(&user.email)).await;
+    audit::record(state, Some(client), "signin_verify", "second_factor_locked", Some(&user.id), Some(&user.email)).await;
     let mail = Mail {
         to: user.email.clone(),
         subject: "Sign-in blocked: too many wrong second factor codes".into(),
@@ -443,11 +446,11 @@ pub async fn password_forgot(State(state): State<Arc<AppState>>, client: Client,
 async fn send_reset(state: &AppState, email: &Email, client: &Client) -> ApiResult<()> {
     // Taken for unknown addresses too, so the limit behaves the same for both.
     if !mail_budget::allow(state, email.as_str(), client, now()).await? {
-        audit(state, Some(client), "password_forgot", "mail_limited", None, Some(email.as_str())).await;
+        audit::record(state, Some(client), "password_forgot", "mail_limited", None, Some(email.as_str())).await;
         return Ok(());
     }
     let Some(user) = state.store.user_by_email(email.as_str()).await? else {
-        audit(state, Some(client), "password_forgot", "unknown_email", None, Some(email.as_str())).await;
+        audit::record(state, Some(client), "password_forgot", "unknown_email", None, Some(email.as_str())).await;
         return Ok(());
     };
     let token = random_secret();
@@ -466,7 +469,7 @@ async fn send_reset(state: &AppState, email: &Email, client: &Client) -> ApiResu
         sent_at: 0,
     };
     send_mail(state, mail).await;
-    audit(state, Some(client), "password_forgot", "mail_sent", Some(&user.id), Some(&user.email)).await;
+    audit::record(state, Some(client), "password_forgot", "mail_sent", Some(&user.id), Some(&user.email)).await;
     Ok(())
 }
 
@@ -485,9 +488,9 @@ pub async fn password_reset(State(state): State<Arc<AppState>>, client: Client, 
     }
     let password_hash = hash_password(&state, password.expose().to_owned()).await?;
     state.store.set_password(&user.id, &password_hash).await?;
-    super::tokens::revoke_all_sessions(&state, &user.id, "password_reset").await?;
+    sessions::revoke_all_sessions(&state, &user.id, "password_reset").await?;
     clear_account_failures(&state, &user.email).await?;
-    audit(&state, Some(&client), "password_reset", "success", Some(&user.id), Some(&user.email)).await;
+    audit::record(&state, Some(&client), "password_reset", "success", Some(&user.id), Some(&user.email)).await;
     notify(&state, &user, "Your password was changed", "The password of your account was changed and every session was signed out.").await;
     Ok(axum::Json(StatusResponse { status: "password_changed" }))
 }
@@ -507,7 +510,7 @@ async fn prove_owner(state: &AppState, client: &Client, user: &User, proof: &Fac
             state.store.second_factor_success(&user.id).await?;
             return Ok(());
         }
-        audit(state, Some(client), "factor_proof", "bad_code", Some(&user.id), Some(&user.email)).await;
+        audit::record(state, Some(client), "factor_proof", "bad_code", Some(&user.id), Some(&user.email)).await;
         second_factor_failed(state, user, client, now, attempt).await?;
         return Err(ApiError::InvalidCode("the code is wrong"));
     }
@@ -521,7 +524,7 @@ async fn prove_owner(state: &AppState, client: &Client, user: &User, proof: &Fac
         return Ok(());
     }
     count_failure(state, &user.email, client).await?;
-    audit(state, Some(client), "factor_proof", "bad_password", Some(&user.id), Some(&user.email)).await;
+    audit::record(state, Some(client), "factor_proof", "bad_password", Some(&user.id), Some(&user.email)).await;
     Err(ApiError::InvalidCredentials)
 }
 
@@ -560,7 +563,7 @@ pub async fn totp_enroll(State(state): State<Arc<AppState>>, client: Client, Cal
     .map_err(ApiError::internal)?;
     let secret = totp.get_secret_base32();
     state.store.set_totp_pending(&user.id, Some(&secret)).await?;
-    audit(&state, Some(&client), "totp_enroll", "pending", Some(&user.id), Some(&user.email)).await;
+    audit::record(&state, Some(&client), "totp_enroll", "pending", Some(&user.id), Some(&user.email)).await;
     Ok(axum::Json(TotpEnrollment { otpauth_uri: totp.get_url(), secret }))
 }
 
@@ -573,7 +576,7 @@ pub async fn totp_confirm(State(state): State<Arc<AppState>>, client: Client, Ca
     if !state.store.confirm_totp(&user.id, &pending, step).await? {
         return Err(ApiError::Conflict("the enrolment changed; enroll again"));
     }
-    audit(&state, Some(&client), "totp_confirm", "success", Some(&user.id), Some(&user.email)).await;
+    audit::record(&state, Some(&client), "totp_confirm", "success", Some(&user.id), Some(&user.email)).await;
     let what = if user.totp_secret.is_some() { "replaced" } else { "set up" };
     notify(&state, &user, "A new authenticator app was set up", &format!("The authenticator app of your account was {what}.")).await;
     Ok(axum::Json(StatusResponse { status: "totp_enabled" }))
@@ -591,7 +594,7 @@ pub async fn totp_remove(State(state): State<Arc<AppState>>, client: Client, Cal
     }
     prove_owner(&state, &client, &user, &proof).await?;
     state.store.clear_totp(&user.id).await?;
-    audit(&state, Some(&client), "totp_remove", "success", Some(&user.id), Some(&user.email)).await;
+    audit::record(&state, Some(&client), "totp_remove", "success", Some(&user.id), Some(&user.email)).await;
     notify(&state, &user, "Your authenticator app was removed", "The authenticator app of your account was removed; sign-in codes now come by mail.").await;
     Ok(axum::Json(StatusResponse { status: "totp_removed" }))
 }

@@ -10,7 +10,7 @@ use crate::domain::Email;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::QueryParams;
 use crate::mailer::Mail;
-use crate::AppState;
+use crate::state::AppState;
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

@@ -10,7 +10,9 @@ use axum::response::{IntoResponse, Response};
 use crate::error::ApiError;
 use crate::extract::bearer;
 use crate::metrics::inc;
-use crate::{now, tokens, AppState};
+use crate::clock::now;
+use crate::state::AppState;
+use crate::tokens;
 
 #[utoipa::path(get, path = "/v1/ext-authz", tag = "ext_authz", security(("bearer" = [])),
     responses((status = 200, description = "allowed; `x-auth-user` carries the subject"), (status = 401, description = "denied")))]

@@ -13,7 +13,8 @@ use axum::response::{IntoResponse, Response};
 use crate::error::{ApiError, ApiResult};
 use crate::feed::FeedAnswer;
 use crate::metrics::inc;
-use crate::{now, AppState};
+use crate::clock::now;
+use crate::state::AppState;
 
 /// Longest query string looked at (a cursor is ~50 bytes).
 const MAX_QUERY: usize = 512;

@@ -7,7 +7,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::metrics::inc;
-use crate::{now, AppState};
+use crate::clock::now;
+use crate::state::AppState;
 
 /// Every key that is published and not yet past its last token's expiry.
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "discovery",

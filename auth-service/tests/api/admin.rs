@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use authflow_contract::revocation::RevocationFeed;
 use authflow_contract::KeySet;
-use authflow_auth_service::now;
+use authflow_auth_service::clock::now;
 use reqwest::Method;
 use serde_json::{json, Value};
 

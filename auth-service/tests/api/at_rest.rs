@@ -66,11 +66,11 @@ async fn a_missing_or_wrong_key_is_a_clear_start_error() {
     app.verified_user("kek@example.com").await;
     let mut config = test_config(app.dir.path(), app.database_url.as_deref(), |_| {});
     config.kek.current = None;
-    let e = authflow_auth_service::spawn(config).await.err().expect("no KEK: refused");
+    let e = authflow_auth_service::startup::spawn(config).await.err().expect("no KEK: refused");
     assert!(e.to_string().contains("AUTHFLOW_KEK"), "{e}");
     let mut config = test_config(app.dir.path(), app.database_url.as_deref(), |_| {});
     config.kek.current = Some([7u8; 32]);
-    let e = authflow_auth_service::spawn(config).await.err().expect("wrong KEK: refused");
+    let e = authflow_auth_service::startup::spawn(config).await.err().expect("wrong KEK: refused");
     assert!(e.to_string().contains("key-encryption key"), "{e}");
 }
 
@@ -87,7 +87,7 @@ async fn clear_secrets_are_sealed_on_start_and_a_rotated_key_reseals_everything(
     let t = app.signin(email, PASSWORD).await;
     let r = app.authed(Method::POST, "/v1/auth/totp/enroll", &t).json(&json!({"password": PASSWORD})).send().await.unwrap();
     let secret = r.json::<Value>().await.unwrap()["secret"].as_str().unwrap().to_owned();
-    let now = authflow_auth_service::now();
+    let now = authflow_auth_service::clock::now();
     let r = app.authed(Method::POST, "/v1/auth/totp/confirm", &t).json(&json!({"code": totp_code(&secret, now)})).send().await.unwrap();
     assert_eq!(r.status(), 200);
 

@@ -9,7 +9,9 @@ use std::time::Duration;
 use authflow_auth_service::config::Config;
 use authflow_auth_service::domain::password::Hasher;
 use authflow_auth_service::store::User;
-use authflow_auth_service::{now, spawn, AppState, Running};
+use authflow_auth_service::clock::now;
+use authflow_auth_service::startup::{spawn, Running};
+use authflow_auth_service::state::AppState;
 use serde_json::{json, Value};
 
 pub const UA: &str = "authflow-test/1.0";

@@ -27,7 +27,7 @@ async fn a_stolen_token_cannot_replace_the_authenticator() {
     let r = app.authed(Method::POST, "/v1/auth/totp/enroll", &t).json(&json!({"password": PASSWORD})).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let secret = r.json::<Value>().await.unwrap()["secret"].as_str().unwrap().to_owned();
-    let now = authflow_auth_service::now();
+    let now = authflow_auth_service::clock::now();
     let r = app.authed(Method::POST, "/v1/auth/totp/confirm", &t).json(&json!({"code": totp_code(&secret, now)})).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let mails = app.outbox(email, 0).await;
@@ -50,7 +50,7 @@ async fn a_stolen_token_cannot_replace_the_authenticator() {
 
     // With a current code the owner can remove it, and is told.
     let before = app.outbox(email, 0).await.len();
-    let code = totp_code(&secret, authflow_auth_service::now() + 30);
+    let code = totp_code(&secret, authflow_auth_service::clock::now() + 30);
     let r = app.authed(Method::POST, "/v1/auth/totp/remove", &t).json(&json!({"code": code})).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let mails = app.outbox(email, before + 1).await;

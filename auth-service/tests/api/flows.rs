@@ -157,7 +157,7 @@ async fn totp_enrolment_and_sign_in() {
     assert!(uri.contains(&format!("secret={secret}")));
     assert!(uri.contains("issuer=authflow"));
 
-    let now = authflow_auth_service::now();
+    let now = authflow_auth_service::clock::now();
     let r = app.authed(Method::POST, "/v1/auth/totp/confirm", &t).json(&json!({"code": "000000"})).send().await.unwrap();
     let code = totp_code(&secret, now);
     if code != "000000" {

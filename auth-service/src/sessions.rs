@@ -1,0 +1,148 @@
+//! Sessions: started after the second factor, refreshed with rotation and
+//! reuse detection, ended by logout, logout-all, password reset or an admin.
+//! The HTTP routes (`routes/tokens.rs`, `routes/auth.rs`, `routes/admin.rs`)
+//! and the CLI (`token mint`) all go through here.
+
+use crate::audit;
+use crate::clock::now;
+use crate::domain::secret::hashes_match;
+use crate::domain::{hash_secret, random_id, random_secret, Secret};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::Client;
+use crate::metrics::inc;
+use crate::state::AppState;
+use crate::store::{RefreshRecord, Session, User};
+use crate::tokens::{self, IssuedAccess};
+
+/// What a client receives when a session starts or its refresh token rotates.
+pub struct SessionTokens {
+    pub access: IssuedAccess,
+    pub refresh: Secret,
+    /// The device secret the session is bound to.
+    pub device_secret: String,
+    pub session_id: String,
+}
+
+/// Where a session was started from: (client address, user agent).
+pub type Origin = (Option<String>, Option<String>);
+
+fn feed_expiry(state: &AppState, now: i64) -> i64 {
+    // The last access token of a session revoked now expires at the latest
+    // one access-token lifetime from now.
+    now + i64::try_from(state.config.access_ttl.as_secs()).unwrap_or(900)
+}
+
+/// After a revoking write: refresh the in-memory feed head (and revocation
+/// set) before the caller gets its answer.
+pub async fn feed_changed(state: &AppState) {
+    if let Err(e) = state.feed.sync(state.store.as_ref(), now()).await {
+        tracing::warn!(error = %e, "feed sync after write failed");
+    }
+}
+
+/// Ends one session (it enters the revocation feed); false if it already had ended.
+pub async fn revoke_session(state: &AppState, session_id: &str, reason: &str) -> ApiResult<bool> {
+    let now = now();
+    let revoked = state.store.revoke_session(session_id, reason, now, feed_expiry(state, now)).await?;
+    if revoked {
+        inc(&state.metrics.sessions_revoked);
+        feed_changed(state).await;
+    }
+    Ok(revoked)
+}
+
+/// Ends every live session of a user; returns how many.
+pub async fn revoke_all_sessions(state: &AppState, user_id: &str, reason: &str) -> ApiResult<usize> {
+    let now = now();
+    let ids = state.store.revoke_user_sessions(user_id, reason, now, feed_expiry(state, now)).await?;
+    for _ in &ids {
+        inc(&state.metrics.sessions_revoked);
+    }
+    feed_changed(state).await;
+    Ok(ids.len())
+}
+
+/// Stores a new session bound to `device`, with `refresh` as its first refresh
+/// token. Returns its id.
+pub async fn create_session(state: &AppState, user: &User, device: &Secret, refresh: &Secret, now: i64, origin: Origin) -> ApiResult<String> {
+    let session_id = random_id();
+    let expires_at = now + i64::try_from(state.config.refresh_ttl.as_secs()).unwrap_or(0);
+    let session = Session {
+        id: session_id.clone(),
+        user_id: user.id.clone(),
+        device_secret_hash: device.hash(),
+        created_at: now,
+        last_seen_at: now,
+        expires_at,
+        revoked_at: None,
+        revoke_reason: None,
+        ip: origin.0,
+        user_agent: origin.1,
+    };
+    let record = RefreshRecord { hash: refresh.hash(), session_id: session_id.clone(), created_at: now, expires_at, used_at: None };
+    state.store.create_session(&session, &record).await?;
+    Ok(session_id)
+}
+
+/// A signed-in user (second factor passed): a session bound to a fresh device
+/// secret, and its first tokens.
+pub async fn start(state: &AppState, user: &User, client: &Client, now: i64) -> ApiResult<SessionTokens> {
+    let device = random_secret();
+    let refresh = random_secret();
+    let origin = (Some(client.ip.clone()), Some(client.user_agent.clone()));
+    let session_id = create_session(state, user, &device, &refresh, now, origin).await?;
+    let dfp = client.fingerprint(state, device.expose());
+    let access = tokens::issue(state, user, &session_id, Some(dfp), now).await?;
+    Ok(SessionTokens { access, refresh, device_secret: device.expose().to_owned(), session_id })
+}
+
+/// Rotates the refresh token. A refresh token that was already used means
+/// two parties hold it: the whole session is revoked (OAuth 2.0 Security BCP
+/// §4.14) and shows up in the revocation feed.
+pub async fn refresh(state: &AppState, client: &Client, refresh_token: &Secret, now: i64) -> ApiResult<SessionTokens> {
+    let device = tokens::device_secret(&client.headers).ok_or(ApiError::InvalidGrant("the device secret is missing"))?;
+    let old_hash = refresh_token.hash();
+    let record = state.store.refresh_token(&old_hash).await?.ok_or(ApiError::InvalidGrant("unknown refresh token"))?;
+    let session = state.store.session(&record.session_id).await?.ok_or(ApiError::InvalidGrant("unknown refresh token"))?;
+    if record.used_at.is_some() {
+        return Err(reuse_detected(state, client, &session).await);
+    }
+    if session.revoked_at.is_some() || record.expires_at <= now || session.expires_at <= now {
+        return Err(ApiError::InvalidGrant("the session has ended"));
+    }
+    if !hashes_match(&hash_secret(&device), &session.device_secret_hash) {
+        audit::record(state, Some(client), "refresh", "wrong_device", Some(&session.user_id), None).await;
+        return Err(ApiError::InvalidGrant("the refresh token belongs to another device"));
+    }
+    let user = state.store.user_by_id(&session.user_id).await?.ok_or(ApiError::InvalidGrant("unknown refresh token"))?;
+    if user.banned_at.is_some() {
+        return Err(ApiError::AccountDisabled);
+    }
+    let next = random_secret();
+    let next_record = RefreshRecord {
+        hash: next.hash(),
+        session_id: session.id.clone(),
+        created_at: now,
+        expires_at: session.expires_at,
+        used_at: None,
+    };
+    if !state.store.rotate_refresh(&old_hash, &next_record, now).await? {
+        // Lost a race with another use of the same token: that is reuse too.
+        return Err(reuse_detected(state, client, &session).await);
+    }
+    inc(&state.metrics.refresh_ok);
+    let dfp = client.fingerprint(state, &device);
+    let access = tokens::issue(state, &user, &session.id, Some(dfp), now).await?;
+    audit::record(state, Some(client), "refresh", "success", Some(&user.id), None).await;
+    Ok(SessionTokens { access, refresh: next, device_secret: device, session_id: session.id })
+}
+
+/// Revokes the session whose refresh token was reused; the error to answer with.
+async fn reuse_detected(state: &AppState, client: &Client, session: &Session) -> ApiError {
+    inc(&state.metrics.refresh_reuse);
+    if let Err(e) = revoke_session(state, &session.id, "refresh_token_reuse").await {
+        return e;
+    }
+    audit::record(state, Some(client), "refresh", "reuse_detected_session_revoked", Some(&session.user_id), None).await;
+    ApiError::InvalidGrant("refresh token reuse detected; the session is revoked")
+}

@@ -1,0 +1,157 @@
+//! Start-up: builds the state, binds the listener, serves the router and
+//! starts the background tasks (maintenance, and with a shared database the
+//! following of other instances' writes).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::clock::now;
+use crate::config::Config;
+use crate::error::StartError;
+use crate::mail_budget;
+use crate::routes;
+use crate::state::{build_state, AppState};
+
+/// The router with every route and layer, over `state`.
+pub fn app(state: Arc<AppState>) -> Router {
+    routes::router(state)
+}
+
+/// A running service (tests and `serve`).
+pub struct Running {
+    pub addr: SocketAddr,
+    pub state: Arc<AppState>,
+    pub server: JoinHandle<()>,
+    pub maintenance: JoinHandle<()>,
+}
+
+/// Builds the state, binds `config.listen` (port 0 picks a free one), serves.
+pub async fn spawn(config: Config) -> Result<Running, StartError> {
+    let listen = config.listen;
+    let state = build_state(config).await?;
+    let listener = TcpListener::bind(listen).await.map_err(|e| StartError(format!("cannot listen on {listen}: {e}")))?;
+    let addr = listener.local_addr().map_err(StartError::from_display)?;
+    let router = app(Arc::clone(&state));
+    let server = tokio::spawn(async move {
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(listener, service).with_graceful_shutdown(shutdown_signal()).await {
+            tracing::error!(error = %e, "server stopped");
+        }
+    });
+    let maintenance = tokio::spawn(maintenance(Arc::clone(&state)));
+    if state.store.shared_by_instances() {
+        tokio::spawn(follow_shared_state(Arc::clone(&state)));
+        tokio::spawn(follow_feed_notifications(Arc::clone(&state)));
+    }
+    Ok(Running { addr, state, server, maintenance })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// How often an instance sharing its database reads the feed's head, so a
+/// revocation written by another instance is served here within this time.
+const FEED_FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Every how many feed reads the signing keys are reloaded (once a second):
+/// a key rotated on another instance is published here well before it signs
+/// (`key_publish_lead`), and all instances switch to it at its `active_at`.
+const KEY_RELOAD_EVERY: u32 = 4;
+
+/// With several instances on one database: syncs the feed as soon as the
+/// store announces an event committed by any instance (PostgreSQL
+/// `LISTEN/NOTIFY`), which wakes this instance's long polls of the feed in
+/// milliseconds; the periodic follow below stays as the safety net.
+async fn follow_feed_notifications(state: Arc<AppState>) {
+    let wake = Arc::new(tokio::sync::Notify::new());
+    if !state.store.notify_feed_changes(Arc::clone(&wake)) {
+        return;
+    }
+    loop {
+        wake.notified().await;
+        if let Err(e) = state.feed.sync(state.store.as_ref(), now()).await {
+            tracing::warn!(error = %e, "feed sync failed");
+        }
+    }
+}
+
+/// With several instances on one database: picks up the feed events and the
+/// signing keys the others write.
+async fn follow_shared_state(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(FEED_FOLLOW_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut round: u32 = 0;
+    loop {
+        round = round.wrapping_add(1);
+        tick.tick().await;
+        if let Err(e) = state.feed.sync(state.store.as_ref(), now()).await {
+            tracing::warn!(error = %e, "feed sync failed");
+        }
+        if round.is_multiple_of(KEY_RELOAD_EVERY) {
+            if let Err(e) = state.keys.reload(state.store.as_ref()).await {
+                tracing::warn!(error = %e, "key reload failed");
+            }
+        }
+    }
+}
+
+/// Periodically prunes expired rows and picks up feed events written by
+/// other processes (e.g. the CLI).
+async fn maintenance(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(state.config.maintenance_interval);
+    loop {
+        tick.tick().await;
+        let now = now();
+        if let Err(e) = state.store.prune(now).await {
+            tracing::warn!(error = %e, "prune failed");
+        }
+        if let Err(e) = state.store.prune_signin_failures(now, now.saturating_sub(state.throttle.quiet_secs())).await {
+            tracing::warn!(error = %e, "sign-in throttle prune failed");
+        }
+        match state.feed.prune(state.store.as_ref(), now).await {
+            Ok(n) if n > 0 => tracing::debug!(pruned = n, "expired revocation entries pruned"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "feed prune failed"),
+        }
+        if let Err(e) = state.feed.sync(state.store.as_ref(), now).await {
+            tracing::warn!(error = %e, "feed sync failed");
+        }
+        if let Err(e) = state.keys.reload(state.store.as_ref()).await {
+            tracing::warn!(error = %e, "key reload failed");
+        }
+        match state.keys.forget_retired_private_keys(state.store.as_ref(), now).await {
+            Ok(n) if n > 0 => tracing::info!(keys = n, "private halves of retired signing keys deleted"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "retired key cleanup failed"),
+        }
+        if let Err(e) = state.store.prune_mail_budget(now - mail_budget::WINDOW_SECS).await {
+            tracing::warn!(error = %e, "mail budget prune failed");
+        }
+        let retention = i64::try_from(state.config.audit_retention.as_secs()).unwrap_or(i64::MAX);
+        match state.store.prune_audit(now.saturating_sub(retention)).await {
+            Ok(n) if n > 0 => tracing::debug!(pruned = n, "expired audit rows deleted"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "audit prune failed"),
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! What every request handler shares: the settings, the store, the signing
+//! keys, the feed, the mailer, and the counters — built once at start-up.
+
+use std::sync::Arc;
+
+use crate::clock::now;
+use crate::config::Config;
+use crate::domain::password::Hasher;
+use crate::error::StartError;
+use crate::feed::Feed;
+use crate::kek::Kek;
+use crate::keys::KeyRing;
+use crate::mailer::{self, Mailer};
+use crate::metrics::Metrics;
+use crate::store::{self, Store};
+use crate::throttle::Throttle;
+
+pub struct AppState {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub keys: KeyRing,
+    pub feed: Feed,
+    pub mailer: Box<dyn Mailer>,
+    pub hasher: Hasher,
+    pub throttle: Throttle,
+    pub metrics: Metrics,
+}
+
+/// Opens the store chosen by the database URL (`sqlite:` or `postgres://`).
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| StartError(format!("cannot create data dir {}: {e}", config.data_dir.display())))?;
+    // The database holds the private signing keys: owner only.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700));
+    }
+    let current = config.kek.current.ok_or_else(|| {
+        StartError(
+            "no key-encryption key: set AUTHFLOW_KEK (32 random bytes in base64: `openssl rand -base64 32`) \
+             or AUTHFLOW_KEK_FILE; it protects the TOTP secrets and signing keys in the database"
+                .into(),
+        )
+    })?;
+    let kek = Kek::new(&current, &config.kek.previous).map_err(StartError)?;
+    store::open(&config.database_url, Arc::new(kek)).await.map_err(StartError::from_display)
+}
+
+/// Everything the routes need: store, keys (generated on first start), feed state, mailer.
+pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
+    let store = open_store(&config).await?;
+    let now = now();
+    let ttl = i64::try_from(config.access_ttl.as_secs()).unwrap_or(900);
+    let keys = KeyRing::load(store.as_ref(), config.signing_alg, ttl, now).await.map_err(StartError::from_display)?;
+    let feed = Feed::load(store.as_ref(), config.revocation_retention.as_secs(), config.revocation_max_waiters, now)
+        .await
+        .map_err(StartError::from_display)?;
+    let mailer = mailer::from_config(&config).map_err(StartError)?;
+    let hasher = Hasher::new(config.password_hash_memory_kib, config.password_hash_iterations).map_err(StartError)?;
+    let throttle = Throttle::new(config.lockout_base, config.lockout_max);
+    Ok(Arc::new(AppState { config, store, keys, feed, mailer, hasher, throttle, metrics: Metrics::default() }))
+}
