@@ -6,6 +6,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::store::StoreError;
+
 #[derive(Debug)]
 pub enum ApiError {
     /// Malformed request (bad JSON, wrong type, unknown field, bad value).
@@ -99,9 +101,20 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> Self {
-        Self::Internal(e.0)
+/// Storage failures as HTTP answers. A conflict a route expects (a taken
+/// email at sign-up) is handled by that route before it gets here; whatever
+/// reaches this point is the service's fault and answers a generic 500 (the
+/// detail goes to the log only).
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(what) => Self::Internal(format!("unexpected conflict: {what} is taken")),
+            StoreError::Database(_)
+            | StoreError::Migration(_)
+            | StoreError::UnsupportedUrl
+            | StoreError::Sealed(_)
+            | StoreError::Corrupt(_) => Self::Internal(e.to_string()),
+        }
     }
 }
 

@@ -29,16 +29,16 @@ impl SigningKey {
         match alg {
             Algorithm::EdDSA => Ok(Self::EdDSA(Ed25519KeyPair::generate().with_key_id(kid))),
             Algorithm::ES256 => Ok(Self::ES256(ES256KeyPair::generate().with_key_id(kid))),
-            Algorithm::RS256 => Err(StoreError("RS256 signing is not supported".into())),
+            Algorithm::RS256 => Err(StoreError::Corrupt("RS256 signing is not supported".into())),
         }
     }
 
     fn from_stored(k: &StoredKey) -> Result<Self, StoreError> {
-        let bad = |e: jwt_simple::Error| StoreError(format!("signing key {} is unreadable: {e}", k.kid));
+        let bad = |e: jwt_simple::Error| StoreError::Corrupt(format!("signing key {} is unreadable: {e}", k.kid));
         match k.alg.as_str() {
             "EdDSA" => Ok(Self::EdDSA(Ed25519KeyPair::from_bytes(&k.private_key).map_err(bad)?.with_key_id(&k.kid))),
             "ES256" => Ok(Self::ES256(ES256KeyPair::from_bytes(&k.private_key).map_err(bad)?.with_key_id(&k.kid))),
-            other => Err(StoreError(format!("signing key {} has unknown alg {other}", k.kid))),
+            other => Err(StoreError::Corrupt(format!("signing key {} has unknown alg {other}", k.kid))),
         }
     }
 
@@ -89,7 +89,7 @@ pub struct LoadedKey {
 
 /// The public half of a stored key: verifier and JWK.
 fn public_half(alg: &str, kid: &str, bytes: &[u8]) -> Result<(VerifyingKey, String), StoreError> {
-    let bad = |e: jwt_simple::Error| StoreError(format!("public key {kid} is unreadable: {e}"));
+    let bad = |e: jwt_simple::Error| StoreError::Corrupt(format!("public key {kid} is unreadable: {e}"));
     match alg {
         "EdDSA" => {
             let k = Ed25519PublicKey::from_bytes(bytes).map_err(bad)?.with_key_id(kid);
@@ -99,7 +99,7 @@ fn public_half(alg: &str, kid: &str, bytes: &[u8]) -> Result<(VerifyingKey, Stri
             let k = ES256PublicKey::from_bytes(bytes).map_err(bad)?.with_key_id(kid);
             Ok((VerifyingKey::ES256(k.clone()), k.to_jwk()))
         }
-        other => Err(StoreError(format!("signing key {kid} has unknown alg {other}"))),
+        other => Err(StoreError::Corrupt(format!("signing key {kid} has unknown alg {other}"))),
     }
 }
 
@@ -138,7 +138,7 @@ impl KeyRing {
             let mut public = k.public_key.clone();
             if public.is_empty() {
                 // A row from before public halves were stored: fill it in.
-                let signer = signer.as_ref().ok_or_else(|| StoreError(format!("signing key {} has no key material", k.kid)))?;
+                let signer = signer.as_ref().ok_or_else(|| StoreError::Corrupt(format!("signing key {} has no key material", k.kid)))?;
                 public = signer.public_bytes();
                 store.set_signing_key_public(&k.kid, &public).await?;
             }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use authflow_auth_service::config::{Config, Environment};
 use authflow_auth_service::domain::password::{Hasher, Password};
 use authflow_auth_service::domain::{random_id, random_secret, Email};
-use authflow_auth_service::store::{Backend, User};
+use authflow_auth_service::store::{Backend, StoreError, User};
 use authflow_auth_service::clock::now;
 use authflow_auth_service::startup::spawn;
 use authflow_auth_service::state::{build_state, open_store};
@@ -206,8 +206,10 @@ async fn create_user(config: Config, email: &str, password: &str, extra_roles: V
         totp_last_step: 0,
         created_at: now(),
     };
-    if !store.create_user(&user).await.map_err(|e| e.to_string())? {
-        return Err(format!("a user with email {email} already exists"));
+    match store.create_user(&user).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict(_)) => return Err(format!("a user with email {email} already exists")),
+        Err(e) => return Err(e.to_string()),
     }
     println!("{}", serde_json::json!({"user_id": user.id, "email": user.email, "roles": roles}));
     Ok(())

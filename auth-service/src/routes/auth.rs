@@ -17,7 +17,7 @@ use crate::extract::{Caller, Client, Json};
 use crate::mail_budget;
 use crate::mailer::Mail;
 use crate::metrics::inc;
-use crate::store::{Challenge, SecondFactorAttempt, TokenPurpose, User};
+use crate::store::{Challenge, SecondFactorAttempt, StoreError, TokenPurpose, User};
 use crate::throttle::{account_key, ip_key};
 use crate::audit;
 use crate::clock::now;
@@ -176,7 +176,11 @@ pub async fn signup(State(state): State<Arc<AppState>>, client: Client, Json(req
         totp_last_step: 0,
         created_at: now(),
     };
-    let created = state.store.create_user(&user).await?;
+    let created = match state.store.create_user(&user).await {
+        Ok(()) => true,
+        Err(StoreError::Conflict(_)) => false,
+        Err(e) => return Err(e.into()),
+    };
     if created {
         inc(&state.metrics.signups);
     }

@@ -51,20 +51,35 @@ pub async fn open(url: &str, kek: Arc<Kek>) -> StoreResult<Arc<dyn Store>> {
     match Backend::of_url(url) {
         Some(Backend::Sqlite) => Ok(Arc::new(SqliteStore::open(url, kek).await?)),
         Some(Backend::Postgres) => Ok(Arc::new(PostgresStore::open(url, kek).await?)),
-        None => Err(StoreError("the database URL must start with sqlite: or postgres://".into())),
+        None => Err(StoreError::UnsupportedUrl),
     }
 }
 
-#[derive(Debug)]
-pub struct StoreError(pub String);
-
-impl std::fmt::Display for StoreError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "storage error: {}", self.0)
-    }
+/// Why a store call failed. Callers branch on [`StoreError::Conflict`];
+/// everything else is a failure of the database or of the data in it, which
+/// the HTTP layer answers with a generic 500 (`error.rs`).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused the query or could not be reached.
+    #[error("storage error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("storage error: migrations failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// The write collides with an existing row (a unique key is taken);
+    /// names what is taken.
+    #[error("storage error: {0} is taken")]
+    Conflict(&'static str),
+    /// The database URL names no backend this service has.
+    #[error("storage error: the database URL must start with sqlite: or postgres://")]
+    UnsupportedUrl,
+    /// A secret at rest cannot be sealed or opened (e.g. the wrong
+    /// key-encryption key); the text says which key sealed it.
+    #[error("storage error: {0}")]
+    Sealed(String),
+    /// A stored value is not what this service writes (corrupt or foreign data).
+    #[error("storage error: {0}")]
+    Corrupt(String),
 }
-
-impl std::error::Error for StoreError {}
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -237,7 +252,8 @@ pub trait Store: Send + Sync + 'static {
     /// A random identifier of this database, created on first use.
     async fn epoch(&self) -> StoreResult<String>;
 
-    async fn create_user(&self, user: &User) -> StoreResult<bool>;
+    /// Adds a user; [`StoreError::Conflict`] when the email is taken.
+    async fn create_user(&self, user: &User) -> StoreResult<()>;
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
     async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>>;
     async fn list_users(&self) -> StoreResult<Vec<User>>;

@@ -44,25 +44,21 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 /// Upper bound on connections one instance holds.
 const MAX_CONNECTIONS: u32 = 10;
 
-fn err(e: sqlx::Error) -> StoreError {
-    StoreError(e.to_string())
-}
-
 impl PostgresStore {
     /// Connects (`postgres://…` URL), applies migrations, and seals with the
     /// current KEK every secret still in clear or sealed with an older one
     /// (a wrong KEK fails here).
     pub async fn open(url: &str, kek: Arc<Kek>) -> StoreResult<Self> {
-        let options: PgConnectOptions = url.parse().map_err(err)?;
+        let options: PgConnectOptions = url.parse()?;
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(10))
             .idle_timeout(Duration::from_secs(60))
             .connect_with(options)
             .await
-            .map_err(err)?;
+            ?;
         // Migrations take their own advisory lock: instances starting together apply them once.
-        MIGRATOR.run(&pool).await.map_err(|e| StoreError(e.to_string()))?;
+        MIGRATOR.run(&pool).await?;
         let store = Self { pool, kek };
         let resealed = store.reseal_all().await?;
         if resealed > 0 {
@@ -73,15 +69,15 @@ impl PostgresStore {
 
     /// One transaction: every TOTP secret and private key under the current KEK.
     async fn reseal_all(&self) -> StoreResult<u64> {
-        let mut tx = self.pool.begin().await.map_err(err)?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(RESEAL_LOCK).execute(&mut *tx).await.map_err(err)?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(RESEAL_LOCK).execute(&mut *tx).await?;
         let mut count = 0;
         let users: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
             "SELECT id, totp_secret, totp_pending FROM users WHERE totp_secret IS NOT NULL OR totp_pending IS NOT NULL FOR UPDATE",
         )
         .fetch_all(&mut *tx)
         .await
-        .map_err(err)?;
+        ?;
         for (id, secret, pending) in &users {
             for (column, value) in [("totp_secret", secret), ("totp_pending", pending)] {
                 let Some(value) = value else { continue };
@@ -91,7 +87,7 @@ impl PostgresStore {
                         .bind(id)
                         .execute(&mut *tx)
                         .await
-                        .map_err(err)?;
+                        ?;
                     count += 1;
                 }
             }
@@ -100,7 +96,7 @@ impl PostgresStore {
             sqlx::query_as("SELECT kid, private_key FROM signing_keys WHERE length(private_key) > 0 FOR UPDATE")
                 .fetch_all(&mut *tx)
                 .await
-                .map_err(err)?;
+                ?;
         for (kid, value) in &keys {
             if let Some(sealed) = sealed::resealed(&self.kek, &key_purpose(kid), value)? {
                 sqlx::query("UPDATE signing_keys SET private_key = $1 WHERE kid = $2")
@@ -108,11 +104,11 @@ impl PostgresStore {
                     .bind(kid)
                     .execute(&mut *tx)
                     .await
-                    .map_err(err)?;
+                    ?;
                 count += 1;
             }
         }
-        tx.commit().await.map_err(err)?;
+        tx.commit().await?;
         Ok(count)
     }
 
@@ -123,7 +119,7 @@ impl PostgresStore {
         for secret in [&mut user.totp_secret, &mut user.totp_pending] {
             if let Some(value) = secret.take() {
                 let clear = sealed::open(&self.kek, &purpose, value.as_bytes())?;
-                *secret = Some(String::from_utf8(clear).map_err(|_| StoreError("a TOTP secret is not text".into()))?);
+                *secret = Some(String::from_utf8(clear).map_err(|_| StoreError::Corrupt("a TOTP secret is not text".into()))?);
             }
         }
         Ok(user)
@@ -356,7 +352,7 @@ const SESSION_COLUMNS: &str =
 #[async_trait]
 impl Store for PostgresStore {
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(err)?;
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
 
@@ -375,11 +371,11 @@ impl Store for PostgresStore {
             .bind(crate::domain::random_id())
             .execute(&self.pool)
             .await
-            .map_err(err)?;
-        sqlx::query_scalar("SELECT value FROM meta WHERE key = 'feed_epoch'").fetch_one(&self.pool).await.map_err(err)
+            ?;
+        sqlx::query_scalar("SELECT value FROM meta WHERE key = 'feed_epoch'").fetch_one(&self.pool).await.map_err(StoreError::from)
     }
 
-    async fn create_user(&self, u: &User) -> StoreResult<bool> {
+    async fn create_user(&self, u: &User) -> StoreResult<()> {
         let r = sqlx::query(
             "INSERT INTO users (id, email, password_hash, roles, scope, email_verified, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT (email) DO NOTHING",
@@ -393,8 +389,11 @@ impl Store for PostgresStore {
         .bind(u.created_at)
         .execute(&self.pool)
         .await
-        .map_err(err)?;
-        Ok(r.rows_affected() == 1)
+        ?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::Conflict("the email"));
+        }
+        Ok(())
     }
 
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
@@ -402,7 +401,7 @@ impl Store for PostgresStore {
             .bind(email)
             .fetch_optional(&self.pool)
             .await
-            .map_err(err)?;
+            ?;
         row.map(|r| self.user(r)).transpose()
     }
 
@@ -411,7 +410,7 @@ impl Store for PostgresStore {
             .bind(id)
             .fetch_optional(&self.pool)
             .await
-            .map_err(err)?;
+            ?;
         row.map(|r| self.user(r)).transpose()
     }
 
@@ -419,12 +418,12 @@ impl Store for PostgresStore {
         let rows: Vec<UserRow> = sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY created_at, email"))
             .fetch_all(&self.pool)
             .await
-            .map_err(err)?;
+            ?;
         rows.into_iter().map(|r| self.user(r)).collect()
     }
 
     async fn set_email_verified(&self, user_id: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE users SET email_verified = TRUE WHERE id = $1").bind(user_id).execute(&self.pool).await.map_err(err)?;
+        sqlx::query("UPDATE users SET email_verified = TRUE WHERE id = $1").bind(user_id).execute(&self.pool).await?;
         Ok(())
     }
 
@@ -434,7 +433,7 @@ impl Store for PostgresStore {
             .bind(user_id)
             .execute(&self.pool)
             .await
-            .map_err(err)?;
+            ?;
         Ok(())
     }
 
@@ -444,7 +443,7 @@ impl Store for PostgresStore {
             .bind(user_id)
             .execute(&self.pool)
             .await
-            .map_err(err)?;
+            ?;
         Ok(())
     }
 
@@ -455,19 +454,19 @@ impl Store for PostgresStore {
             .bind(user_id)
             .execute(&self.pool)
             .await
-            .map_err(err)?;
+            ?;
         Ok(())
     }
 
     async fn confirm_totp(&self, user_id: &str, secret: &str, step: i64) -> StoreResult<bool> {
         // Sealed values differ on every write: open the pending secret (row
         // locked), compare, then move exactly the sealed value compared.
-        let mut tx = self.pool.begin().await.map_err(err)?;
+        let mut tx = self.pool.begin().await?;
         let pending: Option<String> = sqlx::query_scalar("SELECT totp_pending FROM users WHERE id = $1 FOR UPDATE")
             .bind(user_id)
             .fetch_optional(&mut *tx)
             .await
-            .map_err(err)?
+            ?
             .flatten();
         let Some(pending) = pending else { return Ok(false) };
         if sealed::open(&self.kek, &totp_purpose(user_id), pending.as_bytes())? != secret.as_bytes() {
@@ -482,8 +481,8 @@ impl Store for PostgresStore {
         .bind(&pending)
         .execute(&mut *tx)
         .await
-        .map_err(err)?;
-        tx.commit().await.map_err(err)?;
+        ?;
+        tx.commit().await?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -492,7 +491,7 @@ impl Store for PostgresStore {
             .bind(user_id)
             .execute(&self.pool)
             .await
-            .map_err(err)?;
+            ?;
         Ok(())
     }
 
@@ -503,7 +502,7 @@ impl Store for PostgresStore {
             .bind(user_id)
             .execute(&self.pool)
             .await
-            .map_err(err)?;
+            ?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -515,7 +514,7 @@ impl Store for PostgresStore {
             .bind(expires_at)
             .execute(&self.pool)
             .await
-            .map_err(err)?;
+            ?;
         Ok(())
     }
 
@@ -528,7 +527,7 @@ impl Store for PostgresStore {
         .bind(now)
         .fetch_optional(&self.pool)
         .await
-        .map_err(err)
+        .map_err(StoreError::from)
     }
 
     async fn take_one_time_token(&self, hash: &str, purpose: TokenPurpose, now: i64) -> StoreResult<Option<String>> {
@@ -542,7 +541,7 @@ impl Store for PostgresStore {
         .bind(purpose.as_str())
         .fetch_optional(&self.pool)
         .await
-        .map_err(err)
+        .map_err(StoreError::from)
     }
 
     async fn second_factor_attempt(&self, user_id: &str, now: i64) -> StoreResult<SecondFactorAttempt> {
@@ -556,7 +555,7 @@ impl Store for PostgresStore {
         .bind(now)
         .fetch_optional(&self.pool)
         .await
-        .map_err(err)?;
+        ?;
         if let Some(n) = counted {
             return Ok(SecondFactorAttempt::Counted(u32::try_from(n).unwrap_or(u32::MAX)));
         }
@@ -564,7 +563,7 @@ impl Store for PostgresStore {
             .bind(user_id)
             .fetch_one(&self.pool)
             .await
-            .map_err(err)?;
+            ?;
         Ok(SecondFactorAttempt::Locked(until))
     }
 
@@ -580,7 +579,7 @@ impl Store for PostgresStore {
         .bind(max_secs)
         .fetch_one(&self.pool)
         .await
-        .map_err(err)
+        .map_err(StoreError::from)
     }
 
     async fn second_factor_success(&self, user_id: &str) -> StoreResult<()> {
@@ -588,7 +587,7 @@ impl Store for PostgresStore {
             .bind(user_id)
             .execute(&self.pool)
             .await
-            .map_err(err)?;
+            ?;
         Ok(())
     }
 
@@ -607,7 +606,7 @@ impl Store for PostgresStore {
         .bind(quiet_secs)
         .fetch_one(&self.pool)
         .await
-        .map_err(err)?;
+        ?;
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
@@ -617,7 +616,7 @@ impl Store for PostgresStore {
             .bind(until)
             .execute(&self.pool)
             .await
-            .map_err(err)?;
+            ?;
         Ok(())
     }
 
@@ -626,11 +625,11 @@ impl Store for PostgresStore {
             .bind(keys)
             .fetch_one(&self.pool)
             .await
-            .map_err(err)
+            .map_err(StoreError::from)
     }
 
     async fn clear_signin_failures(&self, key: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM signin_throttle WHERE key = $1").bind(key).execute(&self.pool).await.map_err(err)?;
+        sqlx::query("DELETE FROM signin_throttle WHERE key = $1").bind(key).execute(&self.pool).await?;
         Ok(())
     }
 
@@ -640,7 +639,7 @@ impl Store for PostgresStore {
             .bind(before)
             .execute(&self.pool)
             .await
-            .map_err(err)?;
+            ?;
         Ok(r.rows_affected())
     }
 
@@ -656,7 +655,7 @@ impl Store for PostgresStore {
         .bind(c.created_at)
         .execute(&self.pool)
         .await
-        .map_err(err)?;
+        ?;
         Ok(())
     }
 
@@ -667,7 +666,7 @@ impl Store for PostgresStore {
         .bind(id)
         .fetch_optional(&self.pool)
         .await
-        .map_err(err)?;
+        ?;
         Ok(row.map(Challenge::from))
     }
 
@@ -676,7 +675,7 @@ impl Store for PostgresStore {
             .bind(id)
             .fetch_optional(&self.pool)
             .await
-            .map_err(err)?;
+            ?;
         Ok(n.and_then(|n| u32::try_from(n).ok()).unwrap_or(u32::MAX))
     }
 
@@ -686,12 +685,12 @@ impl Store for PostgresStore {
             .bind(id)
             .execute(&self.pool)
             .await
-            .map_err(err)?;
+            ?;
         Ok(r.rows_affected() == 1)
     }
 
     async fn create_session(&self, s: &Session, refresh: &RefreshRecord) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(err)?;
+        let mut tx = self.pool.begin().await?;
         sqlx::query(&format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL, $7, $8)"))
             .bind(&s.id)
             .bind(&s.user_id)
@@ -703,7 +702,7 @@ impl Store for PostgresStore {
             .bind(&s.user_agent)
             .execute(&mut *tx)
             .await
-            .map_err(err)?;
+            ?;
         sqlx::query("INSERT INTO refresh_tokens (hash, session_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
             .bind(&refresh.hash)
             .bind(&refresh.session_id)
@@ -711,8 +710,8 @@ impl Store for PostgresStore {
             .bind(refresh.expires_at)
             .execute(&mut *tx)
             .await
-            .map_err(err)?;
-        tx.commit().await.map_err(err)
+            ?;
+        tx.commit().await.map_err(StoreError::from)
     }
 
     async fn session(&self, id: &str) -> StoreResult<Option<Session>> {
@@ -720,7 +719,7 @@ impl Store for PostgresStore {
             .bind(id)
             .fetch_optional(&self.pool)
             .await
-            .map_err(err)
+            .map_err(StoreError::from)
     }
 
     async fn sessions_of(&self, user_id: &str) -> StoreResult<Vec<Session>> {
@@ -728,7 +727,7 @@ impl Store for PostgresStore {
             .bind(user_id)
             .fetch_all(&self.pool)
             .await
-            .map_err(err)
+            .map_err(StoreError::from)
     }
 
     async fn refresh_token(&self, hash: &str) -> StoreResult<Option<RefreshRecord>> {
@@ -736,11 +735,11 @@ impl Store for PostgresStore {
             .bind(hash)
             .fetch_optional(&self.pool)
             .await
-            .map_err(err)
+            .map_err(StoreError::from)
     }
 
     async fn rotate_refresh(&self, old_hash: &str, new: &RefreshRecord, now: i64) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await.map_err(err)?;
+        let mut tx = self.pool.begin().await?;
         // Two instances presenting the same token: the second waits on the row
         // lock, re-checks `used_at IS NULL` after the first commits, and loses.
         let used = sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE hash = $2 AND used_at IS NULL")
@@ -748,7 +747,7 @@ impl Store for PostgresStore {
             .bind(old_hash)
             .execute(&mut *tx)
             .await
-            .map_err(err)?;
+            ?;
         if used.rows_affected() != 1 {
             return Ok(false);
         }
@@ -759,14 +758,14 @@ impl Store for PostgresStore {
             .bind(new.expires_at)
             .execute(&mut *tx)
             .await
-            .map_err(err)?;
+            ?;
         sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id = $2")
             .bind(now)
             .bind(&new.session_id)
             .execute(&mut *tx)
             .await
-            .map_err(err)?;
-        tx.commit().await.map_err(err)?;
+            ?;
+        tx.commit().await?;
         Ok(true)
     }
 
@@ -779,7 +778,7 @@ impl Store for PostgresStore {
             .bind(t.expires_at)
             .execute(&self.pool)
             .await
-            .map_err(err)?;
+            ?;
         Ok(())
     }
 
@@ -788,28 +787,28 @@ impl Store for PostgresStore {
             .bind(jti)
             .fetch_optional(&self.pool)
             .await
-            .map_err(err)
+            .map_err(StoreError::from)
     }
 
     async fn revoke_session(&self, session_id: &str, reason: &str, now: i64, feed_expires_at: i64) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await.map_err(err)?;
+        let mut tx = self.pool.begin().await?;
         let r = sqlx::query("UPDATE sessions SET revoked_at = $1, revoke_reason = $2 WHERE id = $3 AND revoked_at IS NULL")
             .bind(now)
             .bind(reason)
             .bind(session_id)
             .execute(&mut *tx)
             .await
-            .map_err(err)?;
+            ?;
         if r.rows_affected() != 1 {
             return Ok(false);
         }
-        append_event(&mut tx, FeedKind::Session, session_id, None, feed_expires_at, now).await.map_err(err)?;
-        tx.commit().await.map_err(err)?;
+        append_event(&mut tx, FeedKind::Session, session_id, None, feed_expires_at, now).await?;
+        tx.commit().await?;
         Ok(true)
     }
 
     async fn revoke_user_sessions(&self, user_id: &str, reason: &str, now: i64, feed_expires_at: i64) -> StoreResult<Vec<String>> {
-        let mut tx = self.pool.begin().await.map_err(err)?;
+        let mut tx = self.pool.begin().await?;
         let ids: Vec<String> = sqlx::query_scalar(
             "UPDATE sessions SET revoked_at = $1, revoke_reason = $2 WHERE user_id = $3 AND revoked_at IS NULL RETURNING id",
         )
@@ -818,28 +817,28 @@ impl Store for PostgresStore {
         .bind(user_id)
         .fetch_all(&mut *tx)
         .await
-        .map_err(err)?;
+        ?;
         for id in &ids {
-            append_event(&mut tx, FeedKind::Session, id, None, feed_expires_at, now).await.map_err(err)?;
+            append_event(&mut tx, FeedKind::Session, id, None, feed_expires_at, now).await?;
         }
-        tx.commit().await.map_err(err)?;
+        tx.commit().await?;
         Ok(ids)
     }
 
     async fn revoke_token(&self, jti: &str, now: i64, expires_at: i64) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(err)?;
-        append_event(&mut tx, FeedKind::Token, jti, None, expires_at, now).await.map_err(err)?;
-        tx.commit().await.map_err(err)
+        let mut tx = self.pool.begin().await?;
+        append_event(&mut tx, FeedKind::Token, jti, None, expires_at, now).await?;
+        tx.commit().await.map_err(StoreError::from)
     }
 
     async fn ban_user(&self, user_id: &str, now: i64, expires_at: i64) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await.map_err(err)?;
+        let mut tx = self.pool.begin().await?;
         let r = sqlx::query("UPDATE users SET banned_at = $1 WHERE id = $2 AND banned_at IS NULL")
             .bind(now)
             .bind(user_id)
             .execute(&mut *tx)
             .await
-            .map_err(err)?;
+            ?;
         if r.rows_affected() != 1 {
             return Ok(false);
         }
@@ -851,12 +850,12 @@ impl Store for PostgresStore {
         .bind(user_id)
         .fetch_all(&mut *tx)
         .await
-        .map_err(err)?;
+        ?;
         for id in &ids {
-            append_event(&mut tx, FeedKind::Session, id, None, expires_at, now).await.map_err(err)?;
+            append_event(&mut tx, FeedKind::Session, id, None, expires_at, now).await?;
         }
-        append_event(&mut tx, FeedKind::Subject, user_id, Some(now), expires_at, now).await.map_err(err)?;
-        tx.commit().await.map_err(err)?;
+        append_event(&mut tx, FeedKind::Subject, user_id, Some(now), expires_at, now).await?;
+        tx.commit().await?;
         Ok(true)
     }
 
@@ -865,7 +864,7 @@ impl Store for PostgresStore {
             .bind(user_id)
             .execute(&self.pool)
             .await
-            .map_err(err)?;
+            ?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -873,7 +872,7 @@ impl Store for PostgresStore {
         let (head, pruned_through): (i64, i64) = sqlx::query_as("SELECT head, pruned_through FROM feed_state WHERE id = 1")
             .fetch_one(&self.pool)
             .await
-            .map_err(err)?;
+            ?;
         Ok(FeedHead { head, pruned_through })
     }
 
@@ -885,46 +884,46 @@ impl Store for PostgresStore {
         .bind(forgotten_through)
         .fetch_all(&self.pool)
         .await
-        .map_err(err)?;
+        ?;
         Ok(rows.into_iter().map(FeedEvent::from).collect())
     }
 
     async fn prune_feed(&self, forgotten_through: i64) -> StoreResult<u64> {
-        let mut tx = self.pool.begin().await.map_err(err)?;
+        let mut tx = self.pool.begin().await?;
         let (deleted, pruned): (i64, Option<i64>) = sqlx::query_as(
             "WITH gone AS (DELETE FROM revocation_events WHERE expires_at <= $1 RETURNING seq) SELECT COUNT(*), MAX(seq) FROM gone",
         )
         .bind(forgotten_through)
         .fetch_one(&mut *tx)
         .await
-        .map_err(err)?;
+        ?;
         if let Some(seq) = pruned {
             sqlx::query("UPDATE feed_state SET pruned_through = GREATEST(pruned_through, $1) WHERE id = 1")
                 .bind(seq)
                 .execute(&mut *tx)
                 .await
-                .map_err(err)?;
+                ?;
         }
         // Access-token records exist to revoke a token by jti: kept as long.
         sqlx::query("DELETE FROM access_tokens WHERE expires_at <= $1")
             .bind(forgotten_through)
             .execute(&mut *tx)
             .await
-            .map_err(err)?;
-        tx.commit().await.map_err(err)?;
+            ?;
+        tx.commit().await?;
         Ok(u64::try_from(deleted).unwrap_or(0))
     }
 
     async fn prune(&self, now: i64) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(err)?;
+        let mut tx = self.pool.begin().await?;
         for sql in [
             "DELETE FROM challenges WHERE expires_at <= $1",
             "DELETE FROM one_time_tokens WHERE expires_at <= $1",
             "DELETE FROM refresh_tokens WHERE expires_at <= $1",
         ] {
-            sqlx::query(sql).bind(now).execute(&mut *tx).await.map_err(err)?;
+            sqlx::query(sql).bind(now).execute(&mut *tx).await?;
         }
-        tx.commit().await.map_err(err)
+        tx.commit().await.map_err(StoreError::from)
     }
 
     async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>> {
@@ -933,29 +932,29 @@ impl Store for PostgresStore {
         )
         .fetch_all(&self.pool)
         .await
-        .map_err(err)?;
+        ?;
         rows.into_iter().map(|r| self.signing_key(r)).collect()
     }
 
     async fn add_first_signing_key(&self, k: &StoredKey) -> StoreResult<bool> {
         let sealed = StoredKey { private_key: sealed::seal(&self.kek, &key_purpose(&k.kid), &k.private_key)?.into_bytes(), ..k.clone() };
-        let mut tx = self.pool.begin().await.map_err(err)?;
+        let mut tx = self.pool.begin().await?;
         // Held to commit: a second instance checks only after the first key is visible.
-        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(FIRST_KEY_LOCK).execute(&mut *tx).await.map_err(err)?;
-        let any: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM signing_keys)").fetch_one(&mut *tx).await.map_err(err)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(FIRST_KEY_LOCK).execute(&mut *tx).await?;
+        let any: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM signing_keys)").fetch_one(&mut *tx).await?;
         if any {
             return Ok(false);
         }
-        insert_key(&mut tx, &sealed).await.map_err(err)?;
-        tx.commit().await.map_err(err)?;
+        insert_key(&mut tx, &sealed).await?;
+        tx.commit().await?;
         Ok(true)
     }
 
     async fn add_signing_key(&self, k: &StoredKey) -> StoreResult<()> {
         let sealed = StoredKey { private_key: sealed::seal(&self.kek, &key_purpose(&k.kid), &k.private_key)?.into_bytes(), ..k.clone() };
-        let mut tx = self.pool.begin().await.map_err(err)?;
-        insert_key(&mut tx, &sealed).await.map_err(err)?;
-        tx.commit().await.map_err(err)
+        let mut tx = self.pool.begin().await?;
+        insert_key(&mut tx, &sealed).await?;
+        tx.commit().await.map_err(StoreError::from)
     }
 
     async fn set_signing_key_public(&self, kid: &str, public_key: &[u8]) -> StoreResult<()> {
@@ -964,7 +963,7 @@ impl Store for PostgresStore {
             .bind(kid)
             .execute(&self.pool)
             .await
-            .map_err(err)?;
+            ?;
         Ok(())
     }
 
@@ -976,7 +975,7 @@ impl Store for PostgresStore {
         .bind(now)
         .execute(&self.pool)
         .await
-        .map_err(err)?;
+        ?;
         Ok(r.rows_affected())
     }
 
@@ -993,17 +992,17 @@ impl Store for PostgresStore {
         .bind(window_secs)
         .fetch_one(&self.pool)
         .await
-        .map_err(err)?;
+        ?;
         Ok(sent <= i64::from(max))
     }
 
     async fn prune_mail_budget(&self, before: i64) -> StoreResult<u64> {
-        let r = sqlx::query("DELETE FROM mail_budget WHERE window_start < $1").bind(before).execute(&self.pool).await.map_err(err)?;
+        let r = sqlx::query("DELETE FROM mail_budget WHERE window_start < $1").bind(before).execute(&self.pool).await?;
         Ok(r.rows_affected())
     }
 
     async fn prune_audit(&self, before: i64) -> StoreResult<u64> {
-        let r = sqlx::query("DELETE FROM audit_log WHERE at < $1").bind(before).execute(&self.pool).await.map_err(err)?;
+        let r = sqlx::query("DELETE FROM audit_log WHERE at < $1").bind(before).execute(&self.pool).await?;
         Ok(r.rows_affected())
     }
 
@@ -1021,7 +1020,7 @@ impl Store for PostgresStore {
         .bind(&e.detail)
         .execute(&self.pool)
         .await
-        .map_err(err)?;
+        ?;
         Ok(())
     }
 
@@ -1034,6 +1033,6 @@ impl Store for PostgresStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
-        .map_err(err)
+        .map_err(StoreError::from)
     }
 }

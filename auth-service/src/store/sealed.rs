@@ -14,11 +14,11 @@ pub fn key_purpose(kid: &str) -> String {
 }
 
 pub fn open(kek: &Kek, purpose: &str, value: &[u8]) -> StoreResult<Vec<u8>> {
-    kek.open(purpose, value).map_err(StoreError)
+    kek.open(purpose, value).map_err(StoreError::Sealed)
 }
 
 pub fn seal(kek: &Kek, purpose: &str, value: &[u8]) -> StoreResult<String> {
-    kek.seal(purpose, value).map_err(StoreError)
+    kek.seal(purpose, value).map_err(StoreError::Sealed)
 }
 
 /// The value sealed with the current KEK, or `None` when it already is

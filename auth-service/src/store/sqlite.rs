@@ -25,17 +25,13 @@ pub struct SqliteStore {
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
-fn err(e: sqlx::Error) -> StoreError {
-    StoreError(e.to_string())
-}
-
 impl SqliteStore {
     /// Opens (creating if needed) the database, applies migrations, and seals
     /// with the current KEK every secret still in clear or sealed with an
     /// older one (a wrong KEK fails here, naming the key that sealed them).
     pub async fn open(url: &str, kek: Arc<Kek>) -> StoreResult<Self> {
         let options = SqliteConnectOptions::from_str(url)
-            .map_err(err)?
+            ?
             .create_if_missing(true)
             // WAL: readers never block the writer and vice versa.
             .journal_mode(SqliteJournalMode::Wal)
@@ -50,19 +46,19 @@ impl SqliteStore {
             .max_connections(1)
             .connect_with(options.clone())
             .await
-            .map_err(err)?;
-        MIGRATOR.run(&write).await.map_err(|e| StoreError(e.to_string()))?;
+            ?;
+        MIGRATOR.run(&write).await?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.read_only(true))
             .await
-            .map_err(err)?;
+            ?;
         let store = Self { read, write, kek };
         let resealed = store.reseal_all().await?;
         if resealed > 0 {
             // Leave no copy of the old form behind: rewrite the file and empty the WAL.
             for sql in ["VACUUM", "PRAGMA wal_checkpoint(TRUNCATE)"] {
-                sqlx::query(sql).execute(&store.write).await.map_err(err)?;
+                sqlx::query(sql).execute(&store.write).await?;
             }
             tracing::info!(values = resealed, kek = store.kek.id(), "secrets at rest sealed with the current key-encryption key");
         }
@@ -83,53 +79,53 @@ impl SqliteStore {
 
     /// One transaction: every TOTP secret and private key under the current KEK.
     async fn reseal_all(&self) -> StoreResult<u64> {
-        let mut tx = self.write.begin().await.map_err(err)?;
+        let mut tx = self.write.begin().await?;
         let mut count = 0;
         let rows = sqlx::query("SELECT id, totp_secret, totp_pending FROM users WHERE totp_secret IS NOT NULL OR totp_pending IS NOT NULL")
             .fetch_all(&mut *tx)
             .await
-            .map_err(err)?;
+            ?;
         for row in &rows {
-            let id: String = row.try_get("id").map_err(err)?;
+            let id: String = row.try_get("id")?;
             for column in ["totp_secret", "totp_pending"] {
-                let Some(value) = row.try_get::<Option<String>, _>(column).map_err(err)? else { continue };
+                let Some(value) = row.try_get::<Option<String>, _>(column)? else { continue };
                 if let Some(sealed) = self.resealed(&totp_purpose(&id), value.as_bytes())? {
                     sqlx::query(&format!("UPDATE users SET {column} = ? WHERE id = ?"))
                         .bind(sealed)
                         .bind(&id)
                         .execute(&mut *tx)
                         .await
-                        .map_err(err)?;
+                        ?;
                     count += 1;
                 }
             }
         }
-        let keys = sqlx::query("SELECT kid, private_key FROM signing_keys WHERE length(private_key) > 0").fetch_all(&mut *tx).await.map_err(err)?;
+        let keys = sqlx::query("SELECT kid, private_key FROM signing_keys WHERE length(private_key) > 0").fetch_all(&mut *tx).await?;
         for row in &keys {
-            let kid: String = row.try_get("kid").map_err(err)?;
-            let value: Vec<u8> = row.try_get("private_key").map_err(err)?;
+            let kid: String = row.try_get("kid")?;
+            let value: Vec<u8> = row.try_get("private_key")?;
             if let Some(sealed) = self.resealed(&key_purpose(&kid), &value)? {
                 sqlx::query("UPDATE signing_keys SET private_key = ? WHERE kid = ?")
                     .bind(sealed.into_bytes())
                     .bind(&kid)
                     .execute(&mut *tx)
                     .await
-                    .map_err(err)?;
+                    ?;
                 count += 1;
             }
         }
-        tx.commit().await.map_err(err)?;
+        tx.commit().await?;
         Ok(count)
     }
 
     /// A user as stored, with its TOTP secrets opened.
     fn user(&self, row: &SqliteRow) -> StoreResult<User> {
-        let mut user = user_from(row).map_err(err)?;
+        let mut user = user_from(row)?;
         let purpose = totp_purpose(&user.id);
         for secret in [&mut user.totp_secret, &mut user.totp_pending] {
             if let Some(sealed) = secret.take() {
                 let clear = self.open_secret(&purpose, sealed.as_bytes())?;
-                *secret = Some(String::from_utf8(clear).map_err(|_| StoreError("a TOTP secret is not text".into()))?);
+                *secret = Some(String::from_utf8(clear).map_err(|_| StoreError::Corrupt("a TOTP secret is not text".into()))?);
             }
         }
         Ok(user)
@@ -137,7 +133,7 @@ impl SqliteStore {
 
     /// A signing key as stored, with its private half (if any) opened.
     fn signing_key(&self, row: &SqliteRow) -> StoreResult<StoredKey> {
-        let mut key = key_from(row).map_err(err)?;
+        let mut key = key_from(row)?;
         if !key.private_key.is_empty() {
             key.private_key = self.open_secret(&key_purpose(&key.kid), &key.private_key)?;
         }
@@ -241,7 +237,7 @@ const SESSION_COLUMNS: &str =
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.read).await.map_err(err)?;
+        sqlx::query("SELECT 1").execute(&self.read).await?;
         Ok(())
     }
 
@@ -252,11 +248,11 @@ impl Store for SqliteStore {
             .bind(&fresh)
             .execute(&self.write)
             .await
-            .map_err(err)?;
-        meta_get(&self.write, "feed_epoch").await.map_err(err)?.ok_or_else(|| StoreError("no feed epoch".into()))
+            ?;
+        meta_get(&self.write, "feed_epoch").await?.ok_or_else(|| StoreError::Corrupt("no feed epoch".into()))
     }
 
-    async fn create_user(&self, u: &User) -> StoreResult<bool> {
+    async fn create_user(&self, u: &User) -> StoreResult<()> {
         let result = sqlx::query(
             "INSERT INTO users (id, email, password_hash, roles, scope, email_verified, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT(email) DO NOTHING",
@@ -270,8 +266,11 @@ impl Store for SqliteStore {
         .bind(u.created_at)
         .execute(&self.write)
         .await
-        .map_err(err)?;
-        Ok(result.rows_affected() == 1)
+        ?;
+        if result.rows_affected() == 0 {
+            return Err(StoreError::Conflict("the email"));
+        }
+        Ok(())
     }
 
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
@@ -279,7 +278,7 @@ impl Store for SqliteStore {
             .bind(email)
             .fetch_optional(&self.read)
             .await
-            .map_err(err)?;
+            ?;
         row.as_ref().map(|r| self.user(r)).transpose()
     }
 
@@ -288,7 +287,7 @@ impl Store for SqliteStore {
             .bind(id)
             .fetch_optional(&self.read)
             .await
-            .map_err(err)?;
+            ?;
         row.as_ref().map(|r| self.user(r)).transpose()
     }
 
@@ -296,7 +295,7 @@ impl Store for SqliteStore {
         let rows = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY created_at, email"))
             .fetch_all(&self.read)
             .await
-            .map_err(err)?;
+            ?;
         rows.iter().map(|r| self.user(r)).collect()
     }
 
@@ -305,7 +304,7 @@ impl Store for SqliteStore {
             .bind(user_id)
             .execute(&self.write)
             .await
-            .map_err(err)?;
+            ?;
         Ok(())
     }
 
@@ -315,7 +314,7 @@ impl Store for SqliteStore {
             .bind(user_id)
             .execute(&self.write)
             .await
-            .map_err(err)?;
+            ?;
         Ok(())
     }
 
@@ -325,7 +324,7 @@ impl Store for SqliteStore {
             .bind(user_id)
             .execute(&self.write)
             .await
-            .map_err(err)?;
+            ?;
         Ok(())
     }
 
@@ -336,19 +335,19 @@ impl Store for SqliteStore {
             .bind(user_id)
             .execute(&self.write)
             .await
-            .map_err(err)?;
+            ?;
         Ok(())
     }
 
     async fn confirm_totp(&self, user_id: &str, secret: &str, step: i64) -> StoreResult<bool> {
         // Sealed values differ on every write: compare the opened pending
         // secret, then move exactly the sealed value that was compared.
-        let mut tx = self.write.begin().await.map_err(err)?;
+        let mut tx = self.write.begin().await?;
         let pending: Option<String> = sqlx::query_scalar("SELECT totp_pending FROM users WHERE id = ?")
             .bind(user_id)
             .fetch_optional(&mut *tx)
             .await
-            .map_err(err)?
+            ?
             .flatten();
         let Some(pending) = pending else { return Ok(false) };
         if self.open_secret(&totp_purpose(user_id), pending.as_bytes())? != secret.as_bytes() {
@@ -363,8 +362,8 @@ impl Store for SqliteStore {
         .bind(&pending)
         .execute(&mut *tx)
         .await
-        .map_err(err)?;
-        tx.commit().await.map_err(err)?;
+        ?;
+        tx.commit().await?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -373,7 +372,7 @@ impl Store for SqliteStore {
             .bind(user_id)
             .execute(&self.write)
             .await
-            .map_err(err)?;
+            ?;
         Ok(())
     }
 
@@ -384,7 +383,7 @@ impl Store for SqliteStore {
             .bind(step)
             .execute(&self.write)
             .await
-            .map_err(err)?;
+            ?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -396,7 +395,7 @@ impl Store for SqliteStore {
             .bind(expires_at)
             .execute(&self.write)
             .await
-            .map_err(err)?;
+            ?;
         Ok(())
     }
 
@@ -409,7 +408,7 @@ impl Store for SqliteStore {
         .bind(now)
         .fetch_optional(&self.read)
         .await
-        .map_err(err)
+        .map_err(StoreError::from)
     }
 
     async fn take_one_time_token(&self, hash: &str, purpose: TokenPurpose, now: i64) -> StoreResult<Option<String>> {
@@ -423,7 +422,7 @@ impl Store for SqliteStore {
         .bind(now)
         .fetch_optional(&self.write)
         .await
-        .map_err(err)
+        .map_err(StoreError::from)
     }
 
     async fn second_factor_attempt(&self, user_id: &str, now: i64) -> StoreResult<SecondFactorAttempt> {
@@ -437,7 +436,7 @@ impl Store for SqliteStore {
         .bind(now)
         .fetch_optional(&self.write)
         .await
-        .map_err(err)?;
+        ?;
         if let Some(n) = counted {
             return Ok(SecondFactorAttempt::Counted(u32::try_from(n).unwrap_or(u32::MAX)));
         }
@@ -445,7 +444,7 @@ impl Store for SqliteStore {
             .bind(user_id)
             .fetch_one(&self.write)
             .await
-            .map_err(err)?;
+            ?;
         Ok(SecondFactorAttempt::Locked(until))
     }
 
@@ -460,7 +459,7 @@ impl Store for SqliteStore {
         .bind(max_secs)
         .fetch_one(&self.write)
         .await
-        .map_err(err)
+        .map_err(StoreError::from)
     }
 
     async fn second_factor_success(&self, user_id: &str) -> StoreResult<()> {
@@ -468,7 +467,7 @@ impl Store for SqliteStore {
             .bind(user_id)
             .execute(&self.write)
             .await
-            .map_err(err)?;
+            ?;
         Ok(())
     }
 
@@ -487,7 +486,7 @@ impl Store for SqliteStore {
         .bind(quiet_secs)
         .fetch_one(&self.write)
         .await
-        .map_err(err)?;
+        ?;
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
@@ -497,7 +496,7 @@ impl Store for SqliteStore {
             .bind(until)
             .execute(&self.write)
             .await
-            .map_err(err)?;
+            ?;
         Ok(())
     }
 
@@ -509,14 +508,14 @@ impl Store for SqliteStore {
                 .bind(key)
                 .fetch_optional(&self.write)
                 .await
-                .map_err(err)?;
+                ?;
             until = until.max(locked.unwrap_or(0));
         }
         Ok(until)
     }
 
     async fn clear_signin_failures(&self, key: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM signin_throttle WHERE key = ?").bind(key).execute(&self.write).await.map_err(err)?;
+        sqlx::query("DELETE FROM signin_throttle WHERE key = ?").bind(key).execute(&self.write).await?;
         Ok(())
     }
 
@@ -526,7 +525,7 @@ impl Store for SqliteStore {
             .bind(before)
             .execute(&self.write)
             .await
-            .map_err(err)?;
+            ?;
         Ok(r.rows_affected())
     }
 
@@ -542,7 +541,7 @@ impl Store for SqliteStore {
         .bind(c.created_at)
         .execute(&self.write)
         .await
-        .map_err(err)?;
+        ?;
         Ok(())
     }
 
@@ -553,8 +552,8 @@ impl Store for SqliteStore {
         .bind(id)
         .fetch_optional(&self.read)
         .await
-        .map_err(err)?;
-        row.as_ref().map(challenge_from).transpose().map_err(err)
+        ?;
+        row.as_ref().map(challenge_from).transpose().map_err(StoreError::from)
     }
 
     async fn challenge_attempt(&self, id: &str) -> StoreResult<u32> {
@@ -562,7 +561,7 @@ impl Store for SqliteStore {
             .bind(id)
             .fetch_optional(&self.write)
             .await
-            .map_err(err)?;
+            ?;
         Ok(n.and_then(|n| u32::try_from(n).ok()).unwrap_or(u32::MAX))
     }
 
@@ -572,12 +571,12 @@ impl Store for SqliteStore {
             .bind(id)
             .execute(&self.write)
             .await
-            .map_err(err)?;
+            ?;
         Ok(r.rows_affected() == 1)
     }
 
     async fn create_session(&self, s: &Session, refresh: &RefreshRecord) -> StoreResult<()> {
-        let mut tx = self.write.begin().await.map_err(err)?;
+        let mut tx = self.write.begin().await?;
         sqlx::query(&format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?)"))
             .bind(&s.id)
             .bind(&s.user_id)
@@ -589,7 +588,7 @@ impl Store for SqliteStore {
             .bind(&s.user_agent)
             .execute(&mut *tx)
             .await
-            .map_err(err)?;
+            ?;
         sqlx::query("INSERT INTO refresh_tokens (hash, session_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
             .bind(&refresh.hash)
             .bind(&refresh.session_id)
@@ -597,8 +596,8 @@ impl Store for SqliteStore {
             .bind(refresh.expires_at)
             .execute(&mut *tx)
             .await
-            .map_err(err)?;
-        tx.commit().await.map_err(err)
+            ?;
+        tx.commit().await.map_err(StoreError::from)
     }
 
     async fn session(&self, id: &str) -> StoreResult<Option<Session>> {
@@ -606,8 +605,8 @@ impl Store for SqliteStore {
             .bind(id)
             .fetch_optional(&self.read)
             .await
-            .map_err(err)?;
-        row.as_ref().map(session_from).transpose().map_err(err)
+            ?;
+        row.as_ref().map(session_from).transpose().map_err(StoreError::from)
     }
 
     async fn sessions_of(&self, user_id: &str) -> StoreResult<Vec<Session>> {
@@ -615,8 +614,8 @@ impl Store for SqliteStore {
             .bind(user_id)
             .fetch_all(&self.read)
             .await
-            .map_err(err)?;
-        rows.iter().map(session_from).collect::<Result<_, _>>().map_err(err)
+            ?;
+        rows.iter().map(session_from).collect::<Result<_, _>>().map_err(StoreError::from)
     }
 
     async fn refresh_token(&self, hash: &str) -> StoreResult<Option<RefreshRecord>> {
@@ -624,7 +623,7 @@ impl Store for SqliteStore {
             .bind(hash)
             .fetch_optional(&self.read)
             .await
-            .map_err(err)?;
+            ?;
         let Some(row) = row else { return Ok(None) };
         let record = (|| -> Result<RefreshRecord, sqlx::Error> {
             Ok(RefreshRecord {
@@ -635,18 +634,18 @@ impl Store for SqliteStore {
                 used_at: row.try_get("used_at")?,
             })
         })()
-        .map_err(err)?;
+        ?;
         Ok(Some(record))
     }
 
     async fn rotate_refresh(&self, old_hash: &str, new: &RefreshRecord, now: i64) -> StoreResult<bool> {
-        let mut tx = self.write.begin().await.map_err(err)?;
+        let mut tx = self.write.begin().await?;
         let used = sqlx::query("UPDATE refresh_tokens SET used_at = ? WHERE hash = ? AND used_at IS NULL")
             .bind(now)
             .bind(old_hash)
             .execute(&mut *tx)
             .await
-            .map_err(err)?;
+            ?;
         if used.rows_affected() != 1 {
             return Ok(false);
         }
@@ -657,14 +656,14 @@ impl Store for SqliteStore {
             .bind(new.expires_at)
             .execute(&mut *tx)
             .await
-            .map_err(err)?;
+            ?;
         sqlx::query("UPDATE sessions SET last_seen_at = ? WHERE id = ?")
             .bind(now)
             .bind(&new.session_id)
             .execute(&mut *tx)
             .await
-            .map_err(err)?;
-        tx.commit().await.map_err(err)?;
+            ?;
+        tx.commit().await?;
         Ok(true)
     }
 
@@ -677,7 +676,7 @@ impl Store for SqliteStore {
             .bind(t.expires_at)
             .execute(&self.write)
             .await
-            .map_err(err)?;
+            ?;
         Ok(())
     }
 
@@ -686,7 +685,7 @@ impl Store for SqliteStore {
             .bind(jti)
             .fetch_optional(&self.read)
             .await
-            .map_err(err)?;
+            ?;
         let Some(row) = row else { return Ok(None) };
         let t = (|| -> Result<IssuedToken, sqlx::Error> {
             Ok(IssuedToken {
@@ -697,29 +696,29 @@ impl Store for SqliteStore {
                 expires_at: row.try_get("expires_at")?,
             })
         })()
-        .map_err(err)?;
+        ?;
         Ok(Some(t))
     }
 
     async fn revoke_session(&self, session_id: &str, reason: &str, now: i64, feed_expires_at: i64) -> StoreResult<bool> {
-        let mut tx = self.write.begin().await.map_err(err)?;
+        let mut tx = self.write.begin().await?;
         let r = sqlx::query("UPDATE sessions SET revoked_at = ?, revoke_reason = ? WHERE id = ? AND revoked_at IS NULL")
             .bind(now)
             .bind(reason)
             .bind(session_id)
             .execute(&mut *tx)
             .await
-            .map_err(err)?;
+            ?;
         if r.rows_affected() != 1 {
             return Ok(false);
         }
-        append_event(&mut tx, FeedKind::Session, session_id, None, feed_expires_at, now).await.map_err(err)?;
-        tx.commit().await.map_err(err)?;
+        append_event(&mut tx, FeedKind::Session, session_id, None, feed_expires_at, now).await?;
+        tx.commit().await?;
         Ok(true)
     }
 
     async fn revoke_user_sessions(&self, user_id: &str, reason: &str, now: i64, feed_expires_at: i64) -> StoreResult<Vec<String>> {
-        let mut tx = self.write.begin().await.map_err(err)?;
+        let mut tx = self.write.begin().await?;
         let ids: Vec<String> = sqlx::query_scalar(
             "UPDATE sessions SET revoked_at = ?, revoke_reason = ? WHERE user_id = ? AND revoked_at IS NULL RETURNING id",
         )
@@ -728,28 +727,28 @@ impl Store for SqliteStore {
         .bind(user_id)
         .fetch_all(&mut *tx)
         .await
-        .map_err(err)?;
+        ?;
         for id in &ids {
-            append_event(&mut tx, FeedKind::Session, id, None, feed_expires_at, now).await.map_err(err)?;
+            append_event(&mut tx, FeedKind::Session, id, None, feed_expires_at, now).await?;
         }
-        tx.commit().await.map_err(err)?;
+        tx.commit().await?;
         Ok(ids)
     }
 
     async fn revoke_token(&self, jti: &str, now: i64, expires_at: i64) -> StoreResult<()> {
-        let mut tx = self.write.begin().await.map_err(err)?;
-        append_event(&mut tx, FeedKind::Token, jti, None, expires_at, now).await.map_err(err)?;
-        tx.commit().await.map_err(err)
+        let mut tx = self.write.begin().await?;
+        append_event(&mut tx, FeedKind::Token, jti, None, expires_at, now).await?;
+        tx.commit().await.map_err(StoreError::from)
     }
 
     async fn ban_user(&self, user_id: &str, now: i64, expires_at: i64) -> StoreResult<bool> {
-        let mut tx = self.write.begin().await.map_err(err)?;
+        let mut tx = self.write.begin().await?;
         let r = sqlx::query("UPDATE users SET banned_at = ? WHERE id = ? AND banned_at IS NULL")
             .bind(now)
             .bind(user_id)
             .execute(&mut *tx)
             .await
-            .map_err(err)?;
+            ?;
         if r.rows_affected() != 1 {
             return Ok(false);
         }
@@ -764,12 +763,12 @@ impl Store for SqliteStore {
         .bind(user_id)
         .fetch_all(&mut *tx)
         .await
-        .map_err(err)?;
+        ?;
         for id in &ids {
-            append_event(&mut tx, FeedKind::Session, id, None, expires_at, now).await.map_err(err)?;
+            append_event(&mut tx, FeedKind::Session, id, None, expires_at, now).await?;
         }
-        append_event(&mut tx, FeedKind::Subject, user_id, Some(now), expires_at, now).await.map_err(err)?;
-        tx.commit().await.map_err(err)?;
+        append_event(&mut tx, FeedKind::Subject, user_id, Some(now), expires_at, now).await?;
+        tx.commit().await?;
         Ok(true)
     }
 
@@ -778,7 +777,7 @@ impl Store for SqliteStore {
             .bind(user_id)
             .execute(&self.write)
             .await
-            .map_err(err)?;
+            ?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -787,8 +786,8 @@ impl Store for SqliteStore {
         let head: Option<i64> = sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'revocation_events'")
             .fetch_optional(&self.write)
             .await
-            .map_err(err)?;
-        let pruned = meta_get(&self.write, "feed_pruned_through").await.map_err(err)?;
+            ?;
+        let pruned = meta_get(&self.write, "feed_pruned_through").await?;
         Ok(FeedHead {
             head: head.unwrap_or(0),
             pruned_through: pruned.and_then(|p| p.parse().ok()).unwrap_or(0),
@@ -803,7 +802,7 @@ impl Store for SqliteStore {
         .bind(forgotten_through)
         .fetch_all(&self.read)
         .await
-        .map_err(err)?;
+        ?;
         rows.iter()
             .map(|row| {
                 let kind: String = row.try_get("kind")?;
@@ -820,22 +819,22 @@ impl Store for SqliteStore {
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
-            .map_err(err)
+            .map_err(StoreError::from)
     }
 
     async fn prune_feed(&self, forgotten_through: i64) -> StoreResult<u64> {
-        let mut tx = self.write.begin().await.map_err(err)?;
+        let mut tx = self.write.begin().await?;
         let pruned: Option<i64> =
             sqlx::query_scalar("SELECT MAX(seq) FROM revocation_events WHERE expires_at <= ?")
                 .bind(forgotten_through)
                 .fetch_one(&mut *tx)
                 .await
-                .map_err(err)?;
+                ?;
         let deleted = sqlx::query("DELETE FROM revocation_events WHERE expires_at <= ?")
             .bind(forgotten_through)
             .execute(&mut *tx)
             .await
-            .map_err(err)?
+            ?
             .rows_affected();
         if let Some(seq) = pruned {
             sqlx::query(
@@ -845,28 +844,28 @@ impl Store for SqliteStore {
             .bind(seq)
             .execute(&mut *tx)
             .await
-            .map_err(err)?;
+            ?;
         }
         // Access-token records exist to revoke a token by jti: kept as long.
         sqlx::query("DELETE FROM access_tokens WHERE expires_at <= ?")
             .bind(forgotten_through)
             .execute(&mut *tx)
             .await
-            .map_err(err)?;
-        tx.commit().await.map_err(err)?;
+            ?;
+        tx.commit().await?;
         Ok(deleted)
     }
 
     async fn prune(&self, now: i64) -> StoreResult<()> {
-        let mut tx = self.write.begin().await.map_err(err)?;
+        let mut tx = self.write.begin().await?;
         for sql in [
             "DELETE FROM challenges WHERE expires_at <= ?",
             "DELETE FROM one_time_tokens WHERE expires_at <= ?",
             "DELETE FROM refresh_tokens WHERE expires_at <= ?",
         ] {
-            sqlx::query(sql).bind(now).execute(&mut *tx).await.map_err(err)?;
+            sqlx::query(sql).bind(now).execute(&mut *tx).await?;
         }
-        tx.commit().await.map_err(err)?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -876,7 +875,7 @@ impl Store for SqliteStore {
         )
         .fetch_all(&self.write)
         .await
-        .map_err(err)?;
+        ?;
         rows.iter().map(|r| self.signing_key(r)).collect()
     }
 
@@ -895,17 +894,17 @@ impl Store for SqliteStore {
         .bind(k.active_at)
         .execute(&self.write)
         .await
-        .map_err(err)?;
+        ?;
         Ok(r.rows_affected() == 1)
     }
 
     async fn add_signing_key(&self, k: &StoredKey) -> StoreResult<()> {
-        let mut tx = self.write.begin().await.map_err(err)?;
+        let mut tx = self.write.begin().await?;
         sqlx::query("UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL")
             .bind(k.active_at)
             .execute(&mut *tx)
             .await
-            .map_err(err)?;
+            ?;
         sqlx::query(
             "INSERT INTO signing_keys (kid, alg, private_key, public_key, created_at, publish_at, active_at, retired_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
@@ -919,8 +918,8 @@ impl Store for SqliteStore {
         .bind(k.active_at)
         .execute(&mut *tx)
         .await
-        .map_err(err)?;
-        tx.commit().await.map_err(err)
+        ?;
+        tx.commit().await.map_err(StoreError::from)
     }
 
     async fn set_signing_key_public(&self, kid: &str, public_key: &[u8]) -> StoreResult<()> {
@@ -929,7 +928,7 @@ impl Store for SqliteStore {
             .bind(kid)
             .execute(&self.write)
             .await
-            .map_err(err)?;
+            ?;
         Ok(())
     }
 
@@ -941,7 +940,7 @@ impl Store for SqliteStore {
         .bind(now)
         .execute(&self.write)
         .await
-        .map_err(err)?;
+        ?;
         Ok(r.rows_affected())
     }
 
@@ -958,17 +957,17 @@ impl Store for SqliteStore {
         .bind(window_secs)
         .fetch_one(&self.write)
         .await
-        .map_err(err)?;
+        ?;
         Ok(sent <= i64::from(max))
     }
 
     async fn prune_mail_budget(&self, before: i64) -> StoreResult<u64> {
-        let r = sqlx::query("DELETE FROM mail_budget WHERE window_start < ?").bind(before).execute(&self.write).await.map_err(err)?;
+        let r = sqlx::query("DELETE FROM mail_budget WHERE window_start < ?").bind(before).execute(&self.write).await?;
         Ok(r.rows_affected())
     }
 
     async fn prune_audit(&self, before: i64) -> StoreResult<u64> {
-        let r = sqlx::query("DELETE FROM audit_log WHERE at < ?").bind(before).execute(&self.write).await.map_err(err)?;
+        let r = sqlx::query("DELETE FROM audit_log WHERE at < ?").bind(before).execute(&self.write).await?;
         Ok(r.rows_affected())
     }
 
@@ -986,7 +985,7 @@ impl Store for SqliteStore {
         .bind(&e.detail)
         .execute(&self.write)
         .await
-        .map_err(err)?;
+        ?;
         Ok(())
     }
 
@@ -999,7 +998,7 @@ impl Store for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.read)
         .await
-        .map_err(err)?;
+        ?;
         rows.iter()
             .map(|row| {
                 Ok(AuditEntry {
@@ -1014,6 +1013,6 @@ impl Store for SqliteStore {
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
-            .map_err(err)
+            .map_err(StoreError::from)
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 use authflow_contract::revocation::RevocationFeed;
 use authflow_contract::KeySet;
 use authflow_auth_service::clock::now;
+use authflow_auth_service::store::StoreError;
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -251,4 +252,20 @@ async fn dev_outbox_is_off_when_disabled() {
     assert_eq!(r.status(), 201);
     let files = std::fs::read_dir(app.dir.path().join("outbox")).unwrap().count();
     assert_eq!(files, 1);
+}
+
+/// A taken email is a conflict the caller can tell apart (sign-up answers it
+/// like a new address, the CLI names it), and the first account is untouched.
+#[tokio::test]
+async fn a_second_account_with_a_taken_email_is_a_conflict() {
+    let app = spawn_app().await;
+    let first = app.verified_user("taken@example.com").await;
+    let mut second = app.state.store.user_by_email("taken@example.com").await.unwrap().unwrap();
+    second.id = authflow_auth_service::domain::random_id();
+    second.roles = vec!["user".into(), "admin".into()];
+    let e = app.state.store.create_user(&second).await.unwrap_err();
+    assert!(matches!(e, StoreError::Conflict(_)), "{e:?}");
+    let stored = app.state.store.user_by_email("taken@example.com").await.unwrap().unwrap();
+    assert_eq!(stored.id, first);
+    assert_eq!(stored.roles, vec!["user"]);
 }

@@ -152,7 +152,7 @@ impl TestApp {
             totp_last_step: 0,
             created_at: now(),
         };
-        assert!(self.state.store.create_user(&user).await.unwrap());
+        self.state.store.create_user(&user).await.unwrap();
         self.signin(email, PASSWORD).await
     }
 

@@ -32,7 +32,7 @@ async fn stored_user(app: &TestApp, email: &str) -> String {
         totp_last_step: 0,
         created_at: authflow_auth_service::clock::now(),
     };
-    assert!(app.state.store.create_user(&user).await.unwrap());
+    app.state.store.create_user(&user).await.unwrap();
     user.id
 }
 
