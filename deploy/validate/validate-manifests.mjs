@@ -11,6 +11,11 @@
 //     auth Service that is shipped here, and the auth Deployment's issuer, audiences and
 //     fingerprint attributes equal the pluginConfig's; every Secret, PVC and
 //     ServiceAccount the Deployment references is shipped.
+//  4. Availability: the auth Deployment runs at least two replicas on PostgreSQL, the database
+//     URL (it holds the password) from a Secret, never a literal; no PersistentVolumeClaim (a
+//     ReadWriteOnce volume cannot be shared by replicas); readiness and liveness probes; a
+//     rolling update that never takes a ready replica away first; a PodDisruptionBudget that
+//     selects the pods and keeps at least one while still letting a node drain.
 //
 // usage: node validate-manifests.mjs [DIR ...]     (after npm ci in deploy/validate)
 
@@ -236,10 +241,7 @@ if (plugin && deployment) {
       errors.push(`Deployment: PVC ${v.persistentVolumeClaim.claimName} is not shipped`);
     }
   }
-  const dataMount = (container.volumeMounts ?? []).find((m) => m.mountPath === val("AUTHFLOW_DATA_DIR"));
-  if (!dataMount || !(podSpec.volumes ?? []).some((v) => v.name === dataMount.name && v.persistentVolumeClaim)) {
-    errors.push("Deployment: AUTHFLOW_DATA_DIR is not on the PersistentVolumeClaim");
-  }
+  errors.push(...availabilityProblems(deployment, container, env));
   if (podSpec.serviceAccountName && !find("ServiceAccount", podSpec.serviceAccountName)) {
     errors.push(`Deployment: ServiceAccount ${podSpec.serviceAccountName} is not shipped`);
   }
@@ -275,6 +277,49 @@ if (limiter && plugin) {
     const name = p.match?.routeConfiguration?.vhost?.route?.name;
     if (!routeNames.includes(name)) errors.push(`EnvoyFilter authflow-rate-limits: patches route ${name}, which no shipped VirtualService names`);
   }
+}
+
+// Several replicas on one PostgreSQL, and what keeps them available (point 4 above).
+function availabilityProblems(deployment, container, env) {
+  const problems = [];
+  const podSpec = deployment.spec.template.spec;
+  const replicas = deployment.spec.replicas ?? 1;
+  if (replicas < 2) problems.push(`Deployment: ${replicas} replica(s); run at least 2 (on PostgreSQL)`);
+  const url = env.AUTHFLOW_DATABASE_URL;
+  if (!url) problems.push("Deployment: no AUTHFLOW_DATABASE_URL: several replicas need the PostgreSQL store");
+  else if (!url.valueFrom?.secretKeyRef) problems.push("Deployment: AUTHFLOW_DATABASE_URL must come from a Secret (secretKeyRef), not a literal value");
+  if ((podSpec.volumes ?? []).some((v) => v.persistentVolumeClaim)) {
+    problems.push("Deployment: mounts a PersistentVolumeClaim; replicas on PostgreSQL need none (a ReadWriteOnce volume holds one pod)");
+  }
+  const dataDir = env.AUTHFLOW_DATA_DIR?.value;
+  if (dataDir && !(container.volumeMounts ?? []).some((m) => m.mountPath === dataDir)) {
+    problems.push("Deployment: AUTHFLOW_DATA_DIR must be a mounted volume (the root filesystem is read-only)");
+  }
+  for (const probe of ["readinessProbe", "livenessProbe"]) {
+    if (!container[probe]?.httpGet?.path) problems.push(`Deployment: no HTTP ${probe}`);
+  }
+  if (container.readinessProbe?.httpGet?.path !== "/readyz") problems.push("Deployment: readinessProbe must be /readyz (it checks the database)");
+  const strategy = deployment.spec.strategy ?? {};
+  if (strategy.type === "Recreate") problems.push("Deployment: strategy Recreate stops every replica at once");
+  if (String(strategy.rollingUpdate?.maxUnavailable ?? "25%") !== "0") {
+    problems.push("Deployment: rollingUpdate.maxUnavailable must be 0 (a new replica is ready before an old one stops)");
+  }
+  const labels = deployment.spec.template.metadata.labels ?? {};
+  const pdbs = docs.map(({ doc }) => doc).filter((d) => d.kind === "PodDisruptionBudget"
+    && d.metadata?.namespace === deployment.metadata.namespace
+    && Object.keys(d.spec?.selector?.matchLabels ?? {}).length > 0
+    && Object.entries(d.spec.selector.matchLabels).every(([k, v]) => labels[k] === v));
+  if (pdbs.length !== 1) problems.push(`Deployment: expected one PodDisruptionBudget selecting its pods, found ${pdbs.length}`);
+  for (const pdb of pdbs) {
+    const { minAvailable, maxUnavailable } = pdb.spec;
+    const n = (v) => (typeof v === "number" ? v : undefined); // percentages are not checked here
+    const keeps = n(minAvailable) ?? (n(maxUnavailable) !== undefined ? replicas - n(maxUnavailable) : undefined);
+    if (keeps === undefined) problems.push("PodDisruptionBudget: set minAvailable or maxUnavailable as a number of pods");
+    else if (keeps < 1 || keeps >= replicas) {
+      problems.push(`PodDisruptionBudget: keeps ${keeps} of ${replicas} pods; it must keep at least 1 and let one be evicted`);
+    }
+  }
+  return problems;
 }
 
 if (errors.length) {
