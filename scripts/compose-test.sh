@@ -10,7 +10,9 @@
 #     compose-images.sh), reusing them when the tag exists;
 #  5. runs the walkthrough of the README's "Docker Compose" section exactly as written
 #     (scripts/compose-walkthrough.py): `docker compose up --build --wait`, curl through Envoy,
-#     a restart of the auth container, a ban, `docker compose down -v`.
+#     a restart of the auth container, a ban, `docker compose down -v`; then the `postgres`
+#     profile: two auth replicas on PostgreSQL behind one Envoy, a logout and a ban through
+#     the other replica, one replica killed, restarts, `docker compose --profile postgres down -v`.
 #
 # Environment: AUTHFLOW_DOCKER_ROOT (default /var/lib/authflow-docker) keeps the daemon's
 # images and build cache between runs; AUTHFLOW_ENVOY the Envoy binary the image gets.
@@ -86,11 +88,11 @@ cleanup() {
   local rc=$?
   if [ -n "$DOCKERD_PID" ]; then
     if [ "$rc" != 0 ] && docker info >/dev/null 2>&1; then
-      "${COMPOSE[@]}" ps -a >"$LOG_DIR/ps.txt" 2>&1 || true
-      "${COMPOSE[@]}" logs --no-color >"$LOG_DIR/compose.log" 2>&1 || true
+      "${COMPOSE[@]}" --profile postgres ps -a >"$LOG_DIR/ps.txt" 2>&1 || true
+      "${COMPOSE[@]}" --profile postgres logs --no-color >"$LOG_DIR/compose.log" 2>&1 || true
       say "failed; container logs in $LOG_DIR/compose.log"
     fi
-    "${COMPOSE[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
+    "${COMPOSE[@]}" --profile postgres down -v --remove-orphans >/dev/null 2>&1 || true
     stop_daemon
   fi
   exit "$rc"
@@ -99,7 +101,7 @@ cleanup() {
 # The walkthrough uses the published ports; something else on them would answer instead.
 ports_free() {
   local port
-  for port in 8080 8081 8082 9901; do
+  for port in 8080 8081 8082 9901 8090 8091 8092 9902; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
       say "port $port on 127.0.0.1 is in use (a \`make run\`?): stop it and retry"
       return 1
@@ -117,7 +119,7 @@ start_daemon
 make --no-print-directory wasm-image-check
 scripts/compose-images.sh
 say "base images ready ($(elapsed))"
-"${COMPOSE[@]}" down -v --remove-orphans >/dev/null 2>&1 || true  # an interrupted earlier run
+"${COMPOSE[@]}" --profile postgres down -v --remove-orphans >/dev/null 2>&1 || true  # an interrupted earlier run
 say "the README's Docker Compose walkthrough, as written (first: docker compose up --build --wait)"
 python3 scripts/compose-walkthrough.py --timeout 1800 README.md
 say "passed in $(elapsed)"

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""Runs the compose walkthrough exactly as docs/deploy.md shows it, checking its results.
+"""Runs the compose walkthrough exactly as the README shows it, checking its results.
 
 The walkthrough is every ```bash block between `<!-- compose-walkthrough -->` and
-`<!-- /compose-walkthrough -->` in the given Markdown file. The blocks run in order, in one
-bash process with `set -euo pipefail`, from the repository root. A line ending in
+`<!-- /compose-walkthrough -->` in the given Markdown file; there may be several such regions
+(the default stack, then the `postgres` profile). The blocks run in order, in one bash process
+with `set -euo pipefail`, from the repository root, so a later region uses the helpers an
+earlier one defined. A line ending in
 
     COMMAND   #=> EXPECTED
 
@@ -36,10 +38,10 @@ __check() { # line expected got
 
 
 def walkthrough_blocks(markdown: str) -> list[str]:
-    start, end = markdown.find(BEGIN), markdown.find(END)
-    if start < 0 or end < start:
-        raise SystemExit(f"no {BEGIN} … {END} region found")
-    return re.findall(r"^```bash\n(.*?)^```", markdown[start:end], re.S | re.M)
+    regions = re.findall(re.escape(BEGIN) + r"(.*?)" + re.escape(END), markdown, re.S)
+    if not regions or markdown.count(BEGIN) != len(regions) or markdown.count(END) != len(regions):
+        raise SystemExit(f"no {BEGIN} … {END} region found, or one is not closed")
+    return [b for region in regions for b in re.findall(r"^```bash\n(.*?)^```", region, re.S | re.M)]
 
 
 def quote(text: str) -> str:
