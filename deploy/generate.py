@@ -133,9 +133,7 @@ def render_auth_endpoints(values: dict) -> str:
                   f"              socket_address: {{ address: {host}, port_value: 8081 }}"]
     if len(auth_hosts(values)) > 1:
         lines += ["    # Several replicas: each is probed on /readyz every second; one failed probe takes",
-                  "    # it out of the rotation, one good probe brings it back (with its new address, if",
-                  "    # it restarted with one: names are resolved again every second).",
-                  "    dns_refresh_rate: 1s",
+                  "    # it out of the rotation, one good probe brings it back.",
                   "    health_checks:",
                   "    - timeout: 1s",
                   "      interval: 1s",
