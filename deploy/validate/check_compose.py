@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -113,7 +114,7 @@ def check_references(services: dict) -> None:
         for vol in svc.get("volumes", []):
             if vol.get("type") == "bind":
                 check(Path(vol["source"]).exists(),
-                      f"{name}: bind-mounted {Path(vol['source']).relative_to(ROOT)} does not exist"
+                      f"{name}: bind-mounted {os.path.relpath(vol['source'], ROOT)} does not exist"
                       + (" (run `make wasm`)" if vol["source"].endswith(".wasm") else ""))
 
 
