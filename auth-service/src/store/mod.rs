@@ -7,6 +7,7 @@
 //! acknowledged.
 
 pub mod postgres;
+mod rows;
 mod sealed;
 pub mod sqlite;
 
@@ -172,6 +173,17 @@ pub enum FeedKind {
     Token,
     Session,
     Subject,
+}
+
+impl FeedKind {
+    /// The `kind` column of a feed event (both stores).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Token => "token",
+            Self::Session => "session",
+            Self::Subject => "subject",
+        }
+    }
 }
 
 #[derive(Clone, Debug)]

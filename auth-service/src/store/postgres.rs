@@ -21,6 +21,7 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
 
+use super::rows::{ChallengeRow, EventRow, KeyRow, UserRow};
 use super::sealed::{self, key_purpose, totp_purpose};
 use super::*;
 use crate::kek::Kek;
@@ -55,8 +56,7 @@ impl PostgresStore {
             .acquire_timeout(Duration::from_secs(10))
             .idle_timeout(Duration::from_secs(60))
             .connect_with(options)
-            .await
-            ?;
+            .await?;
         // Migrations take their own advisory lock: instances starting together apply them once.
         MIGRATOR.run(&pool).await?;
         let store = Self { pool, kek };
@@ -76,8 +76,7 @@ impl PostgresStore {
             "SELECT id, totp_secret, totp_pending FROM users WHERE totp_secret IS NOT NULL OR totp_pending IS NOT NULL FOR UPDATE",
         )
         .fetch_all(&mut *tx)
-        .await
-        ?;
+        .await?;
         for (id, secret, pending) in &users {
             for (column, value) in [("totp_secret", secret), ("totp_pending", pending)] {
                 let Some(value) = value else { continue };
@@ -86,8 +85,7 @@ impl PostgresStore {
                         .bind(sealed)
                         .bind(id)
                         .execute(&mut *tx)
-                        .await
-                        ?;
+                        .await?;
                     count += 1;
                 }
             }
@@ -95,16 +93,14 @@ impl PostgresStore {
         let keys: Vec<(String, Vec<u8>)> =
             sqlx::query_as("SELECT kid, private_key FROM signing_keys WHERE length(private_key) > 0 FOR UPDATE")
                 .fetch_all(&mut *tx)
-                .await
-                ?;
+                .await?;
         for (kid, value) in &keys {
             if let Some(sealed) = sealed::resealed(&self.kek, &key_purpose(kid), value)? {
                 sqlx::query("UPDATE signing_keys SET private_key = $1 WHERE kid = $2")
                     .bind(sealed.into_bytes())
                     .bind(kid)
                     .execute(&mut *tx)
-                    .await
-                    ?;
+                    .await?;
                 count += 1;
             }
         }
@@ -135,126 +131,6 @@ impl PostgresStore {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct UserRow {
-    id: String,
-    email: String,
-    password_hash: String,
-    roles: String,
-    scope: String,
-    email_verified: bool,
-    banned_at: Option<i64>,
-    totp_secret: Option<String>,
-    totp_pending: Option<String>,
-    totp_last_step: i64,
-    created_at: i64,
-}
-
-impl From<UserRow> for User {
-    fn from(r: UserRow) -> Self {
-        User {
-            id: r.id,
-            email: r.email,
-            password_hash: r.password_hash,
-            roles: r.roles.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
-            scope: r.scope,
-            email_verified: r.email_verified,
-            banned_at: r.banned_at,
-            totp_secret: r.totp_secret,
-            totp_pending: r.totp_pending,
-            totp_last_step: r.totp_last_step,
-            created_at: r.created_at,
-        }
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct ChallengeRow {
-    id: String,
-    user_id: String,
-    method: String,
-    code_hash: Option<String>,
-    expires_at: i64,
-    attempts: i64,
-    consumed_at: Option<i64>,
-    created_at: i64,
-}
-
-impl From<ChallengeRow> for Challenge {
-    fn from(r: ChallengeRow) -> Self {
-        Challenge {
-            id: r.id,
-            user_id: r.user_id,
-            method: r.method,
-            code_hash: r.code_hash,
-            expires_at: r.expires_at,
-            attempts: u32::try_from(r.attempts).unwrap_or(u32::MAX),
-            consumed_at: r.consumed_at,
-            created_at: r.created_at,
-        }
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct KeyRow {
-    kid: String,
-    alg: String,
-    private_key: Vec<u8>,
-    public_key: Option<Vec<u8>>,
-    created_at: i64,
-    publish_at: i64,
-    active_at: i64,
-    retired_at: Option<i64>,
-}
-
-impl From<KeyRow> for StoredKey {
-    fn from(r: KeyRow) -> Self {
-        StoredKey {
-            kid: r.kid,
-            alg: r.alg,
-            private_key: r.private_key,
-            public_key: r.public_key.unwrap_or_default(),
-            created_at: r.created_at,
-            publish_at: r.publish_at,
-            active_at: r.active_at,
-            retired_at: r.retired_at,
-        }
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct EventRow {
-    seq: i64,
-    kind: String,
-    subject: String,
-    not_before: Option<i64>,
-    expires_at: i64,
-}
-
-impl From<EventRow> for FeedEvent {
-    fn from(r: EventRow) -> Self {
-        FeedEvent {
-            seq: r.seq,
-            kind: match r.kind.as_str() {
-                "token" => FeedKind::Token,
-                "session" => FeedKind::Session,
-                _ => FeedKind::Subject,
-            },
-            subject: r.subject,
-            not_before: r.not_before,
-            expires_at: r.expires_at,
-        }
-    }
-}
-
-fn feed_kind(kind: FeedKind) -> &'static str {
-    match kind {
-        FeedKind::Token => "token",
-        FeedKind::Session => "session",
-        FeedKind::Subject => "subject",
-    }
-}
-
 /// Appends one feed event inside the caller's transaction. The `feed_state`
 /// row lock taken here is held until that transaction ends: it is what keeps
 /// feed events committing in `seq` order (see the module comment). Callers
@@ -274,7 +150,7 @@ async fn append_event(
         .await?;
     sqlx::query("INSERT INTO revocation_events (seq, kind, subject, not_before, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
         .bind(seq)
-        .bind(feed_kind(kind))
+        .bind(kind.as_str())
         .bind(subject)
         .bind(not_before)
         .bind(expires_at)
@@ -370,8 +246,7 @@ impl Store for PostgresStore {
         sqlx::query("INSERT INTO meta (key, value) VALUES ('feed_epoch', $1) ON CONFLICT (key) DO NOTHING")
             .bind(crate::domain::random_id())
             .execute(&self.pool)
-            .await
-            ?;
+            .await?;
         sqlx::query_scalar("SELECT value FROM meta WHERE key = 'feed_epoch'").fetch_one(&self.pool).await.map_err(StoreError::from)
     }
 
@@ -388,8 +263,7 @@ impl Store for PostgresStore {
         .bind(u.email_verified)
         .bind(u.created_at)
         .execute(&self.pool)
-        .await
-        ?;
+        .await?;
         if r.rows_affected() == 0 {
             return Err(StoreError::Conflict("the email"));
         }
@@ -400,8 +274,7 @@ impl Store for PostgresStore {
         let row: Option<UserRow> = sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1"))
             .bind(email)
             .fetch_optional(&self.pool)
-            .await
-            ?;
+            .await?;
         row.map(|r| self.user(r)).transpose()
     }
 
@@ -409,16 +282,14 @@ impl Store for PostgresStore {
         let row: Option<UserRow> = sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
-            .await
-            ?;
+            .await?;
         row.map(|r| self.user(r)).transpose()
     }
 
     async fn list_users(&self) -> StoreResult<Vec<User>> {
         let rows: Vec<UserRow> = sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY created_at, email"))
             .fetch_all(&self.pool)
-            .await
-            ?;
+            .await?;
         rows.into_iter().map(|r| self.user(r)).collect()
     }
 
@@ -432,8 +303,7 @@ impl Store for PostgresStore {
             .bind(password_hash)
             .bind(user_id)
             .execute(&self.pool)
-            .await
-            ?;
+            .await?;
         Ok(())
     }
 
@@ -442,8 +312,7 @@ impl Store for PostgresStore {
             .bind(roles.join(" "))
             .bind(user_id)
             .execute(&self.pool)
-            .await
-            ?;
+            .await?;
         Ok(())
     }
 
@@ -453,8 +322,7 @@ impl Store for PostgresStore {
             .bind(sealed)
             .bind(user_id)
             .execute(&self.pool)
-            .await
-            ?;
+            .await?;
         Ok(())
     }
 
@@ -465,8 +333,7 @@ impl Store for PostgresStore {
         let pending: Option<String> = sqlx::query_scalar("SELECT totp_pending FROM users WHERE id = $1 FOR UPDATE")
             .bind(user_id)
             .fetch_optional(&mut *tx)
-            .await
-            ?
+            .await?
             .flatten();
         let Some(pending) = pending else { return Ok(false) };
         if sealed::open(&self.kek, &totp_purpose(user_id), pending.as_bytes())? != secret.as_bytes() {
@@ -480,8 +347,7 @@ impl Store for PostgresStore {
         .bind(user_id)
         .bind(&pending)
         .execute(&mut *tx)
-        .await
-        ?;
+        .await?;
         tx.commit().await?;
         Ok(r.rows_affected() == 1)
     }
@@ -490,8 +356,7 @@ impl Store for PostgresStore {
         sqlx::query("UPDATE users SET totp_secret = NULL, totp_pending = NULL WHERE id = $1")
             .bind(user_id)
             .execute(&self.pool)
-            .await
-            ?;
+            .await?;
         Ok(())
     }
 
@@ -501,8 +366,7 @@ impl Store for PostgresStore {
             .bind(step)
             .bind(user_id)
             .execute(&self.pool)
-            .await
-            ?;
+            .await?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -513,8 +377,7 @@ impl Store for PostgresStore {
             .bind(user_id)
             .bind(expires_at)
             .execute(&self.pool)
-            .await
-            ?;
+            .await?;
         Ok(())
     }
 
@@ -554,16 +417,14 @@ impl Store for PostgresStore {
         .bind(user_id)
         .bind(now)
         .fetch_optional(&self.pool)
-        .await
-        ?;
+        .await?;
         if let Some(n) = counted {
             return Ok(SecondFactorAttempt::Counted(u32::try_from(n).unwrap_or(u32::MAX)));
         }
         let until: i64 = sqlx::query_scalar("SELECT locked_until FROM second_factor_guard WHERE user_id = $1")
             .bind(user_id)
             .fetch_one(&self.pool)
-            .await
-            ?;
+            .await?;
         Ok(SecondFactorAttempt::Locked(until))
     }
 
@@ -586,8 +447,7 @@ impl Store for PostgresStore {
         sqlx::query("UPDATE second_factor_guard SET attempts = 0, lockouts = 0 WHERE user_id = $1")
             .bind(user_id)
             .execute(&self.pool)
-            .await
-            ?;
+            .await?;
         Ok(())
     }
 
@@ -605,8 +465,7 @@ impl Store for PostgresStore {
         .bind(now)
         .bind(quiet_secs)
         .fetch_one(&self.pool)
-        .await
-        ?;
+        .await?;
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
@@ -615,8 +474,7 @@ impl Store for PostgresStore {
             .bind(key)
             .bind(until)
             .execute(&self.pool)
-            .await
-            ?;
+            .await?;
         Ok(())
     }
 
@@ -638,8 +496,7 @@ impl Store for PostgresStore {
             .bind(now)
             .bind(before)
             .execute(&self.pool)
-            .await
-            ?;
+            .await?;
         Ok(r.rows_affected())
     }
 
@@ -654,8 +511,7 @@ impl Store for PostgresStore {
         .bind(c.expires_at)
         .bind(c.created_at)
         .execute(&self.pool)
-        .await
-        ?;
+        .await?;
         Ok(())
     }
 
@@ -665,8 +521,7 @@ impl Store for PostgresStore {
         )
         .bind(id)
         .fetch_optional(&self.pool)
-        .await
-        ?;
+        .await?;
         Ok(row.map(Challenge::from))
     }
 
@@ -674,8 +529,7 @@ impl Store for PostgresStore {
         let n: Option<i64> = sqlx::query_scalar("UPDATE challenges SET attempts = attempts + 1 WHERE id = $1 RETURNING attempts")
             .bind(id)
             .fetch_optional(&self.pool)
-            .await
-            ?;
+            .await?;
         Ok(n.and_then(|n| u32::try_from(n).ok()).unwrap_or(u32::MAX))
     }
 
@@ -684,8 +538,7 @@ impl Store for PostgresStore {
             .bind(now)
             .bind(id)
             .execute(&self.pool)
-            .await
-            ?;
+            .await?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -701,16 +554,14 @@ impl Store for PostgresStore {
             .bind(&s.ip)
             .bind(&s.user_agent)
             .execute(&mut *tx)
-            .await
-            ?;
+            .await?;
         sqlx::query("INSERT INTO refresh_tokens (hash, session_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
             .bind(&refresh.hash)
             .bind(&refresh.session_id)
             .bind(refresh.created_at)
             .bind(refresh.expires_at)
             .execute(&mut *tx)
-            .await
-            ?;
+            .await?;
         tx.commit().await.map_err(StoreError::from)
     }
 
@@ -746,8 +597,7 @@ impl Store for PostgresStore {
             .bind(now)
             .bind(old_hash)
             .execute(&mut *tx)
-            .await
-            ?;
+            .await?;
         if used.rows_affected() != 1 {
             return Ok(false);
         }
@@ -757,14 +607,12 @@ impl Store for PostgresStore {
             .bind(new.created_at)
             .bind(new.expires_at)
             .execute(&mut *tx)
-            .await
-            ?;
+            .await?;
         sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id = $2")
             .bind(now)
             .bind(&new.session_id)
             .execute(&mut *tx)
-            .await
-            ?;
+            .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -777,8 +625,7 @@ impl Store for PostgresStore {
             .bind(t.issued_at)
             .bind(t.expires_at)
             .execute(&self.pool)
-            .await
-            ?;
+            .await?;
         Ok(())
     }
 
@@ -797,8 +644,7 @@ impl Store for PostgresStore {
             .bind(reason)
             .bind(session_id)
             .execute(&mut *tx)
-            .await
-            ?;
+            .await?;
         if r.rows_affected() != 1 {
             return Ok(false);
         }
@@ -816,8 +662,7 @@ impl Store for PostgresStore {
         .bind(reason)
         .bind(user_id)
         .fetch_all(&mut *tx)
-        .await
-        ?;
+        .await?;
         for id in &ids {
             append_event(&mut tx, FeedKind::Session, id, None, feed_expires_at, now).await?;
         }
@@ -837,8 +682,7 @@ impl Store for PostgresStore {
             .bind(now)
             .bind(user_id)
             .execute(&mut *tx)
-            .await
-            ?;
+            .await?;
         if r.rows_affected() != 1 {
             return Ok(false);
         }
@@ -849,8 +693,7 @@ impl Store for PostgresStore {
         .bind(now)
         .bind(user_id)
         .fetch_all(&mut *tx)
-        .await
-        ?;
+        .await?;
         for id in &ids {
             append_event(&mut tx, FeedKind::Session, id, None, expires_at, now).await?;
         }
@@ -863,16 +706,14 @@ impl Store for PostgresStore {
         let r = sqlx::query("UPDATE users SET banned_at = NULL WHERE id = $1 AND banned_at IS NOT NULL")
             .bind(user_id)
             .execute(&self.pool)
-            .await
-            ?;
+            .await?;
         Ok(r.rows_affected() == 1)
     }
 
     async fn feed_head(&self) -> StoreResult<FeedHead> {
         let (head, pruned_through): (i64, i64) = sqlx::query_as("SELECT head, pruned_through FROM feed_state WHERE id = 1")
             .fetch_one(&self.pool)
-            .await
-            ?;
+            .await?;
         Ok(FeedHead { head, pruned_through })
     }
 
@@ -883,8 +724,7 @@ impl Store for PostgresStore {
         .bind(after)
         .bind(forgotten_through)
         .fetch_all(&self.pool)
-        .await
-        ?;
+        .await?;
         Ok(rows.into_iter().map(FeedEvent::from).collect())
     }
 
@@ -895,21 +735,18 @@ impl Store for PostgresStore {
         )
         .bind(forgotten_through)
         .fetch_one(&mut *tx)
-        .await
-        ?;
+        .await?;
         if let Some(seq) = pruned {
             sqlx::query("UPDATE feed_state SET pruned_through = GREATEST(pruned_through, $1) WHERE id = 1")
                 .bind(seq)
                 .execute(&mut *tx)
-                .await
-                ?;
+                .await?;
         }
         // Access-token records exist to revoke a token by jti: kept as long.
         sqlx::query("DELETE FROM access_tokens WHERE expires_at <= $1")
             .bind(forgotten_through)
             .execute(&mut *tx)
-            .await
-            ?;
+            .await?;
         tx.commit().await?;
         Ok(u64::try_from(deleted).unwrap_or(0))
     }
@@ -931,8 +768,7 @@ impl Store for PostgresStore {
             "SELECT kid, alg, private_key, public_key, created_at, publish_at, active_at, retired_at FROM signing_keys ORDER BY active_at, created_at",
         )
         .fetch_all(&self.pool)
-        .await
-        ?;
+        .await?;
         rows.into_iter().map(|r| self.signing_key(r)).collect()
     }
 
@@ -962,8 +798,7 @@ impl Store for PostgresStore {
             .bind(public_key)
             .bind(kid)
             .execute(&self.pool)
-            .await
-            ?;
+            .await?;
         Ok(())
     }
 
@@ -974,8 +809,7 @@ impl Store for PostgresStore {
         )
         .bind(now)
         .execute(&self.pool)
-        .await
-        ?;
+        .await?;
         Ok(r.rows_affected())
     }
 
@@ -991,8 +825,7 @@ impl Store for PostgresStore {
         .bind(now)
         .bind(window_secs)
         .fetch_one(&self.pool)
-        .await
-        ?;
+        .await?;
         Ok(sent <= i64::from(max))
     }
 
@@ -1019,8 +852,7 @@ impl Store for PostgresStore {
         .bind(&e.user_agent)
         .bind(&e.detail)
         .execute(&self.pool)
-        .await
-        ?;
+        .await?;
         Ok(())
     }
 

@@ -8,9 +8,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+use super::rows::{ChallengeRow, EventRow, KeyRow, UserRow};
 use super::sealed::{self, key_purpose, totp_purpose};
 use super::*;
 use crate::kek::Kek;
@@ -30,8 +31,7 @@ impl SqliteStore {
     /// with the current KEK every secret still in clear or sealed with an
     /// older one (a wrong KEK fails here, naming the key that sealed them).
     pub async fn open(url: &str, kek: Arc<Kek>) -> StoreResult<Self> {
-        let options = SqliteConnectOptions::from_str(url)
-            ?
+        let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             // WAL: readers never block the writer and vice versa.
             .journal_mode(SqliteJournalMode::Wal)
@@ -45,14 +45,12 @@ impl SqliteStore {
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options.clone())
-            .await
-            ?;
+            .await?;
         MIGRATOR.run(&write).await?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.read_only(true))
-            .await
-            ?;
+            .await?;
         let store = Self { read, write, kek };
         let resealed = store.reseal_all().await?;
         if resealed > 0 {
@@ -83,8 +81,7 @@ impl SqliteStore {
         let mut count = 0;
         let rows = sqlx::query("SELECT id, totp_secret, totp_pending FROM users WHERE totp_secret IS NOT NULL OR totp_pending IS NOT NULL")
             .fetch_all(&mut *tx)
-            .await
-            ?;
+            .await?;
         for row in &rows {
             let id: String = row.try_get("id")?;
             for column in ["totp_secret", "totp_pending"] {
@@ -94,8 +91,7 @@ impl SqliteStore {
                         .bind(sealed)
                         .bind(&id)
                         .execute(&mut *tx)
-                        .await
-                        ?;
+                        .await?;
                     count += 1;
                 }
             }
@@ -109,8 +105,7 @@ impl SqliteStore {
                     .bind(sealed.into_bytes())
                     .bind(&kid)
                     .execute(&mut *tx)
-                    .await
-                    ?;
+                    .await?;
                 count += 1;
             }
         }
@@ -119,8 +114,8 @@ impl SqliteStore {
     }
 
     /// A user as stored, with its TOTP secrets opened.
-    fn user(&self, row: &SqliteRow) -> StoreResult<User> {
-        let mut user = user_from(row)?;
+    fn user(&self, row: UserRow) -> StoreResult<User> {
+        let mut user = User::from(row);
         let purpose = totp_purpose(&user.id);
         for secret in [&mut user.totp_secret, &mut user.totp_pending] {
             if let Some(sealed) = secret.take() {
@@ -132,78 +127,12 @@ impl SqliteStore {
     }
 
     /// A signing key as stored, with its private half (if any) opened.
-    fn signing_key(&self, row: &SqliteRow) -> StoreResult<StoredKey> {
-        let mut key = key_from(row)?;
+    fn signing_key(&self, row: KeyRow) -> StoreResult<StoredKey> {
+        let mut key = StoredKey::from(row);
         if !key.private_key.is_empty() {
             key.private_key = self.open_secret(&key_purpose(&key.kid), &key.private_key)?;
         }
         Ok(key)
-    }
-}
-
-fn user_from(row: &SqliteRow) -> Result<User, sqlx::Error> {
-    let roles: String = row.try_get("roles")?;
-    Ok(User {
-        id: row.try_get("id")?,
-        email: row.try_get("email")?,
-        password_hash: row.try_get("password_hash")?,
-        roles: roles.split(' ').filter(|r| !r.is_empty()).map(str::to_owned).collect(),
-        scope: row.try_get("scope")?,
-        email_verified: row.try_get::<i64, _>("email_verified")? != 0,
-        banned_at: row.try_get("banned_at")?,
-        totp_secret: row.try_get("totp_secret")?,
-        totp_pending: row.try_get("totp_pending")?,
-        totp_last_step: row.try_get("totp_last_step")?,
-        created_at: row.try_get("created_at")?,
-    })
-}
-
-fn challenge_from(row: &SqliteRow) -> Result<Challenge, sqlx::Error> {
-    Ok(Challenge {
-        id: row.try_get("id")?,
-        user_id: row.try_get("user_id")?,
-        method: row.try_get("method")?,
-        code_hash: row.try_get("code_hash")?,
-        expires_at: row.try_get("expires_at")?,
-        attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
-        consumed_at: row.try_get("consumed_at")?,
-        created_at: row.try_get("created_at")?,
-    })
-}
-
-fn session_from(row: &SqliteRow) -> Result<Session, sqlx::Error> {
-    Ok(Session {
-        id: row.try_get("id")?,
-        user_id: row.try_get("user_id")?,
-        device_secret_hash: row.try_get("device_secret_hash")?,
-        created_at: row.try_get("created_at")?,
-        last_seen_at: row.try_get("last_seen_at")?,
-        expires_at: row.try_get("expires_at")?,
-        revoked_at: row.try_get("revoked_at")?,
-        revoke_reason: row.try_get("revoke_reason")?,
-        ip: row.try_get("ip")?,
-        user_agent: row.try_get("user_agent")?,
-    })
-}
-
-fn key_from(row: &SqliteRow) -> Result<StoredKey, sqlx::Error> {
-    Ok(StoredKey {
-        kid: row.try_get("kid")?,
-        alg: row.try_get("alg")?,
-        private_key: row.try_get("private_key")?,
-        public_key: row.try_get::<Option<Vec<u8>>, _>("public_key")?.unwrap_or_default(),
-        created_at: row.try_get("created_at")?,
-        publish_at: row.try_get("publish_at")?,
-        active_at: row.try_get("active_at")?,
-        retired_at: row.try_get("retired_at")?,
-    })
-}
-
-fn feed_kind(kind: FeedKind) -> &'static str {
-    match kind {
-        FeedKind::Token => "token",
-        FeedKind::Session => "session",
-        FeedKind::Subject => "subject",
     }
 }
 
@@ -216,7 +145,7 @@ async fn append_event(
     now: i64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO revocation_events (kind, subject, not_before, expires_at, created_at) VALUES (?, ?, ?, ?, ?)")
-        .bind(feed_kind(kind))
+        .bind(kind.as_str())
         .bind(subject)
         .bind(not_before)
         .bind(expires_at)
@@ -247,8 +176,7 @@ impl Store for SqliteStore {
         sqlx::query("INSERT OR IGNORE INTO meta (key, value) VALUES ('feed_epoch', ?)")
             .bind(&fresh)
             .execute(&self.write)
-            .await
-            ?;
+            .await?;
         meta_get(&self.write, "feed_epoch").await?.ok_or_else(|| StoreError::Corrupt("no feed epoch".into()))
     }
 
@@ -265,8 +193,7 @@ impl Store for SqliteStore {
         .bind(i64::from(u.email_verified))
         .bind(u.created_at)
         .execute(&self.write)
-        .await
-        ?;
+        .await?;
         if result.rows_affected() == 0 {
             return Err(StoreError::Conflict("the email"));
         }
@@ -274,37 +201,33 @@ impl Store for SqliteStore {
     }
 
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
-        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE email = ?"))
+        let row: Option<UserRow> = sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE email = ?"))
             .bind(email)
             .fetch_optional(&self.read)
-            .await
-            ?;
-        row.as_ref().map(|r| self.user(r)).transpose()
+            .await?;
+        row.map(|r| self.user(r)).transpose()
     }
 
     async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
-        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?"))
+        let row: Option<UserRow> = sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?"))
             .bind(id)
             .fetch_optional(&self.read)
-            .await
-            ?;
-        row.as_ref().map(|r| self.user(r)).transpose()
+            .await?;
+        row.map(|r| self.user(r)).transpose()
     }
 
     async fn list_users(&self) -> StoreResult<Vec<User>> {
-        let rows = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY created_at, email"))
+        let rows: Vec<UserRow> = sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY created_at, email"))
             .fetch_all(&self.read)
-            .await
-            ?;
-        rows.iter().map(|r| self.user(r)).collect()
+            .await?;
+        rows.into_iter().map(|r| self.user(r)).collect()
     }
 
     async fn set_email_verified(&self, user_id: &str) -> StoreResult<()> {
         sqlx::query("UPDATE users SET email_verified = 1 WHERE id = ?")
             .bind(user_id)
             .execute(&self.write)
-            .await
-            ?;
+            .await?;
         Ok(())
     }
 
@@ -313,8 +236,7 @@ impl Store for SqliteStore {
             .bind(password_hash)
             .bind(user_id)
             .execute(&self.write)
-            .await
-            ?;
+            .await?;
         Ok(())
     }
 
@@ -323,8 +245,7 @@ impl Store for SqliteStore {
             .bind(roles.join(" "))
             .bind(user_id)
             .execute(&self.write)
-            .await
-            ?;
+            .await?;
         Ok(())
     }
 
@@ -334,8 +255,7 @@ impl Store for SqliteStore {
             .bind(sealed)
             .bind(user_id)
             .execute(&self.write)
-            .await
-            ?;
+            .await?;
         Ok(())
     }
 
@@ -346,8 +266,7 @@ impl Store for SqliteStore {
         let pending: Option<String> = sqlx::query_scalar("SELECT totp_pending FROM users WHERE id = ?")
             .bind(user_id)
             .fetch_optional(&mut *tx)
-            .await
-            ?
+            .await?
             .flatten();
         let Some(pending) = pending else { return Ok(false) };
         if self.open_secret(&totp_purpose(user_id), pending.as_bytes())? != secret.as_bytes() {
@@ -361,8 +280,7 @@ impl Store for SqliteStore {
         .bind(user_id)
         .bind(&pending)
         .execute(&mut *tx)
-        .await
-        ?;
+        .await?;
         tx.commit().await?;
         Ok(r.rows_affected() == 1)
     }
@@ -371,8 +289,7 @@ impl Store for SqliteStore {
         sqlx::query("UPDATE users SET totp_secret = NULL, totp_pending = NULL WHERE id = ?")
             .bind(user_id)
             .execute(&self.write)
-            .await
-            ?;
+            .await?;
         Ok(())
     }
 
@@ -382,8 +299,7 @@ impl Store for SqliteStore {
             .bind(user_id)
             .bind(step)
             .execute(&self.write)
-            .await
-            ?;
+            .await?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -394,8 +310,7 @@ impl Store for SqliteStore {
             .bind(user_id)
             .bind(expires_at)
             .execute(&self.write)
-            .await
-            ?;
+            .await?;
         Ok(())
     }
 
@@ -435,16 +350,14 @@ impl Store for SqliteStore {
         .bind(user_id)
         .bind(now)
         .fetch_optional(&self.write)
-        .await
-        ?;
+        .await?;
         if let Some(n) = counted {
             return Ok(SecondFactorAttempt::Counted(u32::try_from(n).unwrap_or(u32::MAX)));
         }
         let until: i64 = sqlx::query_scalar("SELECT locked_until FROM second_factor_guard WHERE user_id = ?")
             .bind(user_id)
             .fetch_one(&self.write)
-            .await
-            ?;
+            .await?;
         Ok(SecondFactorAttempt::Locked(until))
     }
 
@@ -466,8 +379,7 @@ impl Store for SqliteStore {
         sqlx::query("UPDATE second_factor_guard SET attempts = 0, lockouts = 0 WHERE user_id = ?")
             .bind(user_id)
             .execute(&self.write)
-            .await
-            ?;
+            .await?;
         Ok(())
     }
 
@@ -485,8 +397,7 @@ impl Store for SqliteStore {
         .bind(now)
         .bind(quiet_secs)
         .fetch_one(&self.write)
-        .await
-        ?;
+        .await?;
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
@@ -495,8 +406,7 @@ impl Store for SqliteStore {
             .bind(key)
             .bind(until)
             .execute(&self.write)
-            .await
-            ?;
+            .await?;
         Ok(())
     }
 
@@ -507,8 +417,7 @@ impl Store for SqliteStore {
             let locked: Option<i64> = sqlx::query_scalar("SELECT locked_until FROM signin_throttle WHERE key = ?")
                 .bind(key)
                 .fetch_optional(&self.write)
-                .await
-                ?;
+                .await?;
             until = until.max(locked.unwrap_or(0));
         }
         Ok(until)
@@ -524,8 +433,7 @@ impl Store for SqliteStore {
             .bind(now)
             .bind(before)
             .execute(&self.write)
-            .await
-            ?;
+            .await?;
         Ok(r.rows_affected())
     }
 
@@ -540,28 +448,25 @@ impl Store for SqliteStore {
         .bind(c.expires_at)
         .bind(c.created_at)
         .execute(&self.write)
-        .await
-        ?;
+        .await?;
         Ok(())
     }
 
     async fn challenge(&self, id: &str) -> StoreResult<Option<Challenge>> {
-        let row = sqlx::query(
+        let row: Option<ChallengeRow> = sqlx::query_as(
             "SELECT id, user_id, method, code_hash, expires_at, attempts, consumed_at, created_at FROM challenges WHERE id = ?",
         )
         .bind(id)
         .fetch_optional(&self.read)
-        .await
-        ?;
-        row.as_ref().map(challenge_from).transpose().map_err(StoreError::from)
+        .await?;
+        Ok(row.map(Challenge::from))
     }
 
     async fn challenge_attempt(&self, id: &str) -> StoreResult<u32> {
         let n: Option<i64> = sqlx::query_scalar("UPDATE challenges SET attempts = attempts + 1 WHERE id = ? RETURNING attempts")
             .bind(id)
             .fetch_optional(&self.write)
-            .await
-            ?;
+            .await?;
         Ok(n.and_then(|n| u32::try_from(n).ok()).unwrap_or(u32::MAX))
     }
 
@@ -570,8 +475,7 @@ impl Store for SqliteStore {
             .bind(now)
             .bind(id)
             .execute(&self.write)
-            .await
-            ?;
+            .await?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -587,55 +491,39 @@ impl Store for SqliteStore {
             .bind(&s.ip)
             .bind(&s.user_agent)
             .execute(&mut *tx)
-            .await
-            ?;
+            .await?;
         sqlx::query("INSERT INTO refresh_tokens (hash, session_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
             .bind(&refresh.hash)
             .bind(&refresh.session_id)
             .bind(refresh.created_at)
             .bind(refresh.expires_at)
             .execute(&mut *tx)
-            .await
-            ?;
+            .await?;
         tx.commit().await.map_err(StoreError::from)
     }
 
     async fn session(&self, id: &str) -> StoreResult<Option<Session>> {
-        let row = sqlx::query(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?"))
+        let row: Option<Session> = sqlx::query_as(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?"))
             .bind(id)
             .fetch_optional(&self.read)
-            .await
-            ?;
-        row.as_ref().map(session_from).transpose().map_err(StoreError::from)
+            .await?;
+        Ok(row)
     }
 
     async fn sessions_of(&self, user_id: &str) -> StoreResult<Vec<Session>> {
-        let rows = sqlx::query(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = ? ORDER BY created_at, id"))
+        let rows: Vec<Session> = sqlx::query_as(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = ? ORDER BY created_at, id"))
             .bind(user_id)
             .fetch_all(&self.read)
-            .await
-            ?;
-        rows.iter().map(session_from).collect::<Result<_, _>>().map_err(StoreError::from)
+            .await?;
+        Ok(rows)
     }
 
     async fn refresh_token(&self, hash: &str) -> StoreResult<Option<RefreshRecord>> {
-        let row = sqlx::query("SELECT hash, session_id, created_at, expires_at, used_at FROM refresh_tokens WHERE hash = ?")
+        sqlx::query_as("SELECT hash, session_id, created_at, expires_at, used_at FROM refresh_tokens WHERE hash = ?")
             .bind(hash)
             .fetch_optional(&self.read)
             .await
-            ?;
-        let Some(row) = row else { return Ok(None) };
-        let record = (|| -> Result<RefreshRecord, sqlx::Error> {
-            Ok(RefreshRecord {
-                hash: row.try_get("hash")?,
-                session_id: row.try_get("session_id")?,
-                created_at: row.try_get("created_at")?,
-                expires_at: row.try_get("expires_at")?,
-                used_at: row.try_get("used_at")?,
-            })
-        })()
-        ?;
-        Ok(Some(record))
+            .map_err(StoreError::from)
     }
 
     async fn rotate_refresh(&self, old_hash: &str, new: &RefreshRecord, now: i64) -> StoreResult<bool> {
@@ -644,8 +532,7 @@ impl Store for SqliteStore {
             .bind(now)
             .bind(old_hash)
             .execute(&mut *tx)
-            .await
-            ?;
+            .await?;
         if used.rows_affected() != 1 {
             return Ok(false);
         }
@@ -655,14 +542,12 @@ impl Store for SqliteStore {
             .bind(new.created_at)
             .bind(new.expires_at)
             .execute(&mut *tx)
-            .await
-            ?;
+            .await?;
         sqlx::query("UPDATE sessions SET last_seen_at = ? WHERE id = ?")
             .bind(now)
             .bind(&new.session_id)
             .execute(&mut *tx)
-            .await
-            ?;
+            .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -675,29 +560,16 @@ impl Store for SqliteStore {
             .bind(t.issued_at)
             .bind(t.expires_at)
             .execute(&self.write)
-            .await
-            ?;
+            .await?;
         Ok(())
     }
 
     async fn access_token(&self, jti: &str) -> StoreResult<Option<IssuedToken>> {
-        let row = sqlx::query("SELECT jti, user_id, session_id, issued_at, expires_at FROM access_tokens WHERE jti = ?")
+        sqlx::query_as("SELECT jti, user_id, session_id, issued_at, expires_at FROM access_tokens WHERE jti = ?")
             .bind(jti)
             .fetch_optional(&self.read)
             .await
-            ?;
-        let Some(row) = row else { return Ok(None) };
-        let t = (|| -> Result<IssuedToken, sqlx::Error> {
-            Ok(IssuedToken {
-                jti: row.try_get("jti")?,
-                user_id: row.try_get("user_id")?,
-                session_id: row.try_get("session_id")?,
-                issued_at: row.try_get("issued_at")?,
-                expires_at: row.try_get("expires_at")?,
-            })
-        })()
-        ?;
-        Ok(Some(t))
+            .map_err(StoreError::from)
     }
 
     async fn revoke_session(&self, session_id: &str, reason: &str, now: i64, feed_expires_at: i64) -> StoreResult<bool> {
@@ -707,8 +579,7 @@ impl Store for SqliteStore {
             .bind(reason)
             .bind(session_id)
             .execute(&mut *tx)
-            .await
-            ?;
+            .await?;
         if r.rows_affected() != 1 {
             return Ok(false);
         }
@@ -726,8 +597,7 @@ impl Store for SqliteStore {
         .bind(reason)
         .bind(user_id)
         .fetch_all(&mut *tx)
-        .await
-        ?;
+        .await?;
         for id in &ids {
             append_event(&mut tx, FeedKind::Session, id, None, feed_expires_at, now).await?;
         }
@@ -747,8 +617,7 @@ impl Store for SqliteStore {
             .bind(now)
             .bind(user_id)
             .execute(&mut *tx)
-            .await
-            ?;
+            .await?;
         if r.rows_affected() != 1 {
             return Ok(false);
         }
@@ -762,8 +631,7 @@ impl Store for SqliteStore {
         .bind(now)
         .bind(user_id)
         .fetch_all(&mut *tx)
-        .await
-        ?;
+        .await?;
         for id in &ids {
             append_event(&mut tx, FeedKind::Session, id, None, expires_at, now).await?;
         }
@@ -776,8 +644,7 @@ impl Store for SqliteStore {
         let r = sqlx::query("UPDATE users SET banned_at = NULL WHERE id = ? AND banned_at IS NOT NULL")
             .bind(user_id)
             .execute(&self.write)
-            .await
-            ?;
+            .await?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -785,8 +652,7 @@ impl Store for SqliteStore {
         // Read through the writer so a head read right after a commit sees it.
         let head: Option<i64> = sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'revocation_events'")
             .fetch_optional(&self.write)
-            .await
-            ?;
+            .await?;
         let pruned = meta_get(&self.write, "feed_pruned_through").await?;
         Ok(FeedHead {
             head: head.unwrap_or(0),
@@ -795,31 +661,14 @@ impl Store for SqliteStore {
     }
 
     async fn feed_events_after(&self, after: i64, forgotten_through: i64) -> StoreResult<Vec<FeedEvent>> {
-        let rows = sqlx::query(
+        let rows: Vec<EventRow> = sqlx::query_as(
             "SELECT seq, kind, subject, not_before, expires_at FROM revocation_events WHERE seq > ? AND expires_at > ? ORDER BY seq",
         )
         .bind(after)
         .bind(forgotten_through)
         .fetch_all(&self.read)
-        .await
-        ?;
-        rows.iter()
-            .map(|row| {
-                let kind: String = row.try_get("kind")?;
-                Ok(FeedEvent {
-                    seq: row.try_get("seq")?,
-                    kind: match kind.as_str() {
-                        "token" => FeedKind::Token,
-                        "session" => FeedKind::Session,
-                        _ => FeedKind::Subject,
-                    },
-                    subject: row.try_get("subject")?,
-                    not_before: row.try_get("not_before")?,
-                    expires_at: row.try_get("expires_at")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+        .await?;
+        Ok(rows.into_iter().map(FeedEvent::from).collect())
     }
 
     async fn prune_feed(&self, forgotten_through: i64) -> StoreResult<u64> {
@@ -828,13 +677,11 @@ impl Store for SqliteStore {
             sqlx::query_scalar("SELECT MAX(seq) FROM revocation_events WHERE expires_at <= ?")
                 .bind(forgotten_through)
                 .fetch_one(&mut *tx)
-                .await
-                ?;
+                .await?;
         let deleted = sqlx::query("DELETE FROM revocation_events WHERE expires_at <= ?")
             .bind(forgotten_through)
             .execute(&mut *tx)
-            .await
-            ?
+            .await?
             .rows_affected();
         if let Some(seq) = pruned {
             sqlx::query(
@@ -843,15 +690,13 @@ impl Store for SqliteStore {
             )
             .bind(seq)
             .execute(&mut *tx)
-            .await
-            ?;
+            .await?;
         }
         // Access-token records exist to revoke a token by jti: kept as long.
         sqlx::query("DELETE FROM access_tokens WHERE expires_at <= ?")
             .bind(forgotten_through)
             .execute(&mut *tx)
-            .await
-            ?;
+            .await?;
         tx.commit().await?;
         Ok(deleted)
     }
@@ -870,13 +715,12 @@ impl Store for SqliteStore {
     }
 
     async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>> {
-        let rows = sqlx::query(
+        let rows: Vec<KeyRow> = sqlx::query_as(
             "SELECT kid, alg, private_key, public_key, created_at, publish_at, active_at, retired_at FROM signing_keys ORDER BY active_at, created_at",
         )
         .fetch_all(&self.write)
-        .await
-        ?;
-        rows.iter().map(|r| self.signing_key(r)).collect()
+        .await?;
+        rows.into_iter().map(|r| self.signing_key(r)).collect()
     }
 
     async fn add_first_signing_key(&self, k: &StoredKey) -> StoreResult<bool> {
@@ -893,8 +737,7 @@ impl Store for SqliteStore {
         .bind(k.publish_at)
         .bind(k.active_at)
         .execute(&self.write)
-        .await
-        ?;
+        .await?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -903,8 +746,7 @@ impl Store for SqliteStore {
         sqlx::query("UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL")
             .bind(k.active_at)
             .execute(&mut *tx)
-            .await
-            ?;
+            .await?;
         sqlx::query(
             "INSERT INTO signing_keys (kid, alg, private_key, public_key, created_at, publish_at, active_at, retired_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
@@ -917,8 +759,7 @@ impl Store for SqliteStore {
         .bind(k.publish_at)
         .bind(k.active_at)
         .execute(&mut *tx)
-        .await
-        ?;
+        .await?;
         tx.commit().await.map_err(StoreError::from)
     }
 
@@ -927,8 +768,7 @@ impl Store for SqliteStore {
             .bind(public_key)
             .bind(kid)
             .execute(&self.write)
-            .await
-            ?;
+            .await?;
         Ok(())
     }
 
@@ -939,8 +779,7 @@ impl Store for SqliteStore {
         )
         .bind(now)
         .execute(&self.write)
-        .await
-        ?;
+        .await?;
         Ok(r.rows_affected())
     }
 
@@ -956,8 +795,7 @@ impl Store for SqliteStore {
         .bind(now)
         .bind(window_secs)
         .fetch_one(&self.write)
-        .await
-        ?;
+        .await?;
         Ok(sent <= i64::from(max))
     }
 
@@ -984,13 +822,12 @@ impl Store for SqliteStore {
         .bind(&e.user_agent)
         .bind(&e.detail)
         .execute(&self.write)
-        .await
-        ?;
+        .await?;
         Ok(())
     }
 
     async fn audit_log(&self, user_id: Option<&str>, limit: u32) -> StoreResult<Vec<AuditEntry>> {
-        let rows = sqlx::query(
+        sqlx::query_as(
             "SELECT at, event, outcome, user_id, email, ip, user_agent, detail FROM audit_log \
              WHERE (?1 IS NULL OR user_id = ?1) ORDER BY id DESC LIMIT ?2",
         )
@@ -998,21 +835,6 @@ impl Store for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.read)
         .await
-        ?;
-        rows.iter()
-            .map(|row| {
-                Ok(AuditEntry {
-                    at: row.try_get("at")?,
-                    event: row.try_get("event")?,
-                    outcome: row.try_get("outcome")?,
-                    user_id: row.try_get("user_id")?,
-                    email: row.try_get("email")?,
-                    ip: row.try_get("ip")?,
-                    user_agent: row.try_get("user_agent")?,
-                    detail: row.try_get("detail")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+        .map_err(StoreError::from)
     }
 }
