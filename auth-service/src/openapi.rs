@@ -1,22 +1,15 @@
-//! The OpenAPI document served at `/openapi.json`.
+//! The OpenAPI document served at `/openapi.json`: the title, shared
+//! schemas and security scheme here; the paths come with the routes
+//! (`routes::documented_routes`), so a route cannot exist without them.
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, auth, dev, ext_authz, ops, revocations, tokens, wellknown};
+use std::sync::Arc;
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "authflow auth service", description = "Issues the access tokens the authflow filter verifies; serves its keys and revocation feed. Every error is `{error, error_description}`."),
-    paths(
-        auth::signup, auth::verify_email, auth::signin, auth::signin_verify, auth::password_forgot,
-        auth::password_reset, auth::totp_enroll, auth::totp_confirm, auth::totp_remove,
-        tokens::refresh, tokens::logout, tokens::logout_all,
-        admin::find_users, admin::ban, admin::unban, admin::sessions, admin::revoke_token,
-        admin::list_keys, admin::rotate_keys, admin::audit_log,
-        wellknown::jwks, wellknown::openid_configuration, revocations::feed,
-        dev::outbox, ext_authz::check, ops::healthz, ops::readyz, ops::metrics,
-    ),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&BearerAuth),
 )]
@@ -32,4 +25,15 @@ impl Modify for BearerAuth {
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
         );
     }
+}
+
+/// The finished document, shared with the `/openapi.json` handler.
+#[derive(Clone)]
+pub struct ServedDocument(pub Arc<utoipa::openapi::OpenApi>);
+
+/// Writes axum's catch-all segments (`{*rest}`) the OpenAPI way (`{rest}`).
+pub fn with_openapi_path_templates(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    let paths = std::mem::take(&mut doc.paths.paths);
+    doc.paths.paths = paths.into_iter().map(|(path, item)| (path.replace("{*", "{"), item)).collect();
+    doc
 }

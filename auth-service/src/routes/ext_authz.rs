@@ -14,7 +14,10 @@ use crate::clock::now;
 use crate::state::AppState;
 use crate::tokens;
 
-#[utoipa::path(get, path = "/v1/ext-authz", tag = "ext_authz", security(("bearer" = [])),
+/// Envoy's HTTP ext_authz keeps the original method (CONNECT excepted) and
+/// appends the original path: any method, under any sub-path.
+#[utoipa::path(method(get, post, put, delete, patch, head, options, trace), path = "/v1/ext-authz", tag = "ext_authz",
+    security(("bearer" = [])),
     responses((status = 200, description = "allowed; `x-auth-user` carries the subject"), (status = 401, description = "denied")))]
 pub async fn check(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let verified = bearer(&headers)
@@ -34,4 +37,13 @@ pub async fn check(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Re
             ApiError::InvalidToken(reason).into_response()
         }
     }
+}
+
+/// The same check with the original request path appended.
+#[utoipa::path(method(get, post, put, delete, patch, head, options, trace), path = "/v1/ext-authz/{*rest}", tag = "ext_authz",
+    params(("rest" = String, Path, description = "the original request path (any number of segments)")),
+    security(("bearer" = [])),
+    responses((status = 200, description = "allowed; `x-auth-user` carries the subject"), (status = 401, description = "denied")))]
+pub async fn check_subpath(state: State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    check(state, headers).await
 }

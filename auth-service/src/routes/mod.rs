@@ -15,48 +15,24 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
-use axum::Router;
+use axum::{Extension, Router};
 use tower_http::catch_panic::CatchPanicLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::metrics::inc;
+use crate::openapi::{self, ApiDoc, ServedDocument};
 use crate::state::AppState;
 
+/// The service: every documented route with the shared layers, the JSON
+/// 404 / 405 answers and the OpenAPI document assembled from the same list.
 pub fn router(state: Arc<AppState>) -> Router {
-    let mut router = Router::new()
-        .route("/v1/auth/signup", post(auth::signup))
-        .route("/v1/auth/verify-email", post(auth::verify_email))
-        .route("/v1/auth/signin", post(auth::signin))
-        .route("/v1/auth/signin/verify", post(auth::signin_verify))
-        .route("/v1/auth/password/forgot", post(auth::password_forgot))
-        .route("/v1/auth/password/reset", post(auth::password_reset))
-        .route("/v1/auth/totp/enroll", post(auth::totp_enroll))
-        .route("/v1/auth/totp/confirm", post(auth::totp_confirm))
-        .route("/v1/auth/totp/remove", post(auth::totp_remove))
-        .route("/v1/auth/refresh", post(tokens::refresh))
-        .route("/v1/auth/logout", post(tokens::logout))
-        .route("/v1/auth/logout-all", post(tokens::logout_all))
-        .route("/v1/admin/users", get(admin::find_users))
-        .route("/v1/admin/users/{user_id}/ban", post(admin::ban).delete(admin::unban))
-        .route("/v1/admin/users/{user_id}/sessions", get(admin::sessions))
-        .route("/v1/admin/tokens/revoke", post(admin::revoke_token))
-        .route("/v1/admin/keys", get(admin::list_keys))
-        .route("/v1/admin/keys/rotate", post(admin::rotate_keys))
-        .route("/v1/admin/audit", get(admin::audit_log))
-        .route("/.well-known/jwks.json", get(wellknown::jwks))
-        .route("/.well-known/openid-configuration", get(wellknown::openid_configuration))
-        .route("/v1/revocations", get(revocations::feed))
-        .route("/v1/ext-authz", any(ext_authz::check))
-        .route("/v1/ext-authz/{*rest}", any(ext_authz::check))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(ops::openapi));
-    if state.config.dev_endpoints {
-        router = router.route("/v1/dev/outbox", get(dev::outbox));
-    }
+    let (router, doc) = documented_routes(state.config.dev_endpoints).split_for_parts();
+    let doc = ServedDocument(Arc::new(openapi::with_openapi_path_templates(doc)));
     router
+        .layer(Extension(doc))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.body_limit_bytes))
@@ -65,6 +41,45 @@ pub fn router(state: Arc<AppState>) -> Router {
             ApiError::Internal("handler panicked".into()).into_response()
         }))
         .with_state(state)
+}
+
+/// Every route with its OpenAPI operation (`#[utoipa::path]` on the
+/// handler gives the method and path to both): one `routes!` per path.
+pub fn documented_routes(dev_endpoints: bool) -> OpenApiRouter<Arc<AppState>> {
+    let router = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(auth::signup))
+        .routes(routes!(auth::verify_email))
+        .routes(routes!(auth::signin))
+        .routes(routes!(auth::signin_verify))
+        .routes(routes!(auth::password_forgot))
+        .routes(routes!(auth::password_reset))
+        .routes(routes!(auth::totp_enroll))
+        .routes(routes!(auth::totp_confirm))
+        .routes(routes!(auth::totp_remove))
+        .routes(routes!(tokens::refresh))
+        .routes(routes!(tokens::logout))
+        .routes(routes!(tokens::logout_all))
+        .routes(routes!(admin::find_users))
+        .routes(routes!(admin::ban, admin::unban))
+        .routes(routes!(admin::sessions))
+        .routes(routes!(admin::revoke_token))
+        .routes(routes!(admin::list_keys))
+        .routes(routes!(admin::rotate_keys))
+        .routes(routes!(admin::audit_log))
+        .routes(routes!(wellknown::jwks))
+        .routes(routes!(wellknown::openid_configuration))
+        .routes(routes!(revocations::feed))
+        .routes(routes!(ext_authz::check))
+        .routes(routes!(ext_authz::check_subpath))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::openapi));
+    if dev_endpoints {
+        router.routes(routes!(dev::outbox))
+    } else {
+        router
+    }
 }
 
 async fn not_found() -> ApiError {

@@ -3,12 +3,14 @@
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::Extension;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::ToSchema;
 
 use crate::error::{ApiError, ApiResult};
+use crate::openapi::ServedDocument;
 use crate::state::AppState;
 
 #[derive(Serialize, ToSchema)]
@@ -41,6 +43,9 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-pub async fn openapi() -> Response {
-    axum::Json(crate::openapi::ApiDoc::openapi()).into_response()
+/// This document: assembled with the routes, so it lists exactly the
+/// endpoints this instance serves.
+#[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200, description = "OpenAPI 3.1 document")))]
+pub async fn openapi(Extension(doc): Extension<ServedDocument>) -> Response {
+    axum::Json(doc.0.as_ref()).into_response()
 }

@@ -14,6 +14,7 @@ mod flows;
 mod input;
 mod long_poll;
 mod mail_limits;
+mod openapi;
 mod retention;
 mod second_factor;
 mod timing;

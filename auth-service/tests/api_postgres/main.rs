@@ -25,6 +25,8 @@ mod input;
 mod long_poll;
 #[path = "../api/mail_limits.rs"]
 mod mail_limits;
+#[path = "../api/openapi.rs"]
+mod openapi;
 #[path = "../api/retention.rs"]
 mod retention;
 #[path = "../api/second_factor.rs"]

@@ -1,0 +1,104 @@
+//! The OpenAPI document and the routes come from one list: every endpoint
+//! the service answers is documented, and every documented one is answered.
+
+use std::collections::BTreeSet;
+
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::common::*;
+
+/// Every endpoint of the README's table, as (method, OpenAPI path). The
+/// ext_authz target answers any method, under any sub-path too.
+fn endpoints(dev_endpoints: bool) -> BTreeSet<(String, String)> {
+    let mut list = vec![
+        ("post", "/v1/auth/signup"),
+        ("post", "/v1/auth/verify-email"),
+        ("post", "/v1/auth/signin"),
+        ("post", "/v1/auth/signin/verify"),
+        ("post", "/v1/auth/refresh"),
+        ("post", "/v1/auth/logout"),
+        ("post", "/v1/auth/logout-all"),
+        ("post", "/v1/auth/password/forgot"),
+        ("post", "/v1/auth/password/reset"),
+        ("post", "/v1/auth/totp/enroll"),
+        ("post", "/v1/auth/totp/confirm"),
+        ("post", "/v1/auth/totp/remove"),
+        ("get", "/v1/admin/users"),
+        ("post", "/v1/admin/users/{user_id}/ban"),
+        ("delete", "/v1/admin/users/{user_id}/ban"),
+        ("get", "/v1/admin/users/{user_id}/sessions"),
+        ("post", "/v1/admin/tokens/revoke"),
+        ("get", "/v1/admin/keys"),
+        ("post", "/v1/admin/keys/rotate"),
+        ("get", "/v1/admin/audit"),
+        ("get", "/.well-known/jwks.json"),
+        ("get", "/.well-known/openid-configuration"),
+        ("get", "/v1/revocations"),
+        ("get", "/healthz"),
+        ("get", "/readyz"),
+        ("get", "/metrics"),
+        ("get", "/openapi.json"),
+    ];
+    for method in ["get", "post", "put", "delete", "patch", "head", "options", "trace"] {
+        list.push((method, "/v1/ext-authz"));
+        list.push((method, "/v1/ext-authz/{rest}"));
+    }
+    if dev_endpoints {
+        list.push(("get", "/v1/dev/outbox"));
+    }
+    list.into_iter().map(|(m, p)| (m.to_owned(), p.to_owned())).collect()
+}
+
+fn documented(doc: &Value) -> BTreeSet<(String, String)> {
+    let mut set = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "post", "put", "delete", "patch", "head", "options", "trace"].contains(&method.as_str()) {
+                set.insert((method.clone(), path.clone()));
+            }
+        }
+    }
+    set
+}
+
+/// True unless the router's fallback answered: no route for this path, or
+/// none for this method.
+async fn is_routed(app: &TestApp, method: &str, path: &str) -> bool {
+    let url = app.url(&path.replace("{user_id}", "nobody").replace("{rest}", "a/b"));
+    let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap();
+    let r = app.http.request(method.clone(), url).send().await.unwrap();
+    if r.status() == 405 {
+        return false;
+    }
+    if r.status() != 404 || method == Method::HEAD {
+        return true;
+    }
+    let body: Value = r.json().await.unwrap();
+    body["error_description"] != "no such endpoint"
+}
+
+async fn check_doc_matches_routes(dev_endpoints: bool) {
+    let app = spawn_app_with(|c| c.dev_endpoints = dev_endpoints).await;
+    let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let documented = documented(&doc);
+    let expected = endpoints(dev_endpoints);
+    let undocumented: Vec<_> = expected.difference(&documented).collect();
+    let unexpected: Vec<_> = documented.difference(&expected).collect();
+    assert!(undocumented.is_empty(), "served but not documented: {undocumented:?}");
+    assert!(unexpected.is_empty(), "documented but not an endpoint: {unexpected:?}");
+    for (method, path) in &documented {
+        assert!(is_routed(&app, method, path).await, "documented but not served: {method} {path}");
+    }
+}
+
+#[tokio::test]
+async fn every_endpoint_is_documented_and_every_documented_one_is_served() {
+    check_doc_matches_routes(true).await;
+}
+
+/// The development outbox is neither served nor documented when it is off.
+#[tokio::test]
+async fn a_disabled_endpoint_is_not_documented() {
+    check_doc_matches_routes(false).await;
+}
