@@ -5,6 +5,11 @@
 //! enters the VM for each one the module exports, even when the SDK's
 //! default does nothing. Dropping the ones authflow leaves unhandled
 //! (`authflow::UNHANDLED_CALLBACKS`) saves those VM entries on every request.
+//!
+//! The `name` custom section (function names, an eighth of the module) is
+//! dropped too: nothing at run time reads it. The untrimmed build output
+//! keeps it, and function indices are unchanged, so a trap's function index
+//! can still be looked up there.
 
 use wasm_encoder::{ExportKind, ExportSection, Module, RawSection};
 use wasmparser::{ExternalKind, Parser, Payload};
@@ -42,6 +47,7 @@ pub fn trim(module: &[u8], remove: &[&str]) -> Result<Trimmed, String> {
                 }
                 out.section(&exports);
             }
+            Payload::CustomSection(reader) if reader.name() == NAME_SECTION => {}
             _ => {
                 if let Some((id, range)) = payload.as_section() {
                     let data = slice(module, range).ok_or("section out of bounds")?;
@@ -55,6 +61,9 @@ pub fn trim(module: &[u8], remove: &[&str]) -> Result<Trimmed, String> {
     }
     Ok(Trimmed { module: out.finish(), removed })
 }
+
+/// The custom section of debug names (function, local, … names).
+const NAME_SECTION: &str = "name";
 
 fn slice(module: &[u8], range: std::ops::Range<u64>) -> Option<&[u8]> {
     module.get(usize::try_from(range.start).ok()?..usize::try_from(range.end).ok()?)
@@ -118,6 +127,7 @@ mod tests {
         }
         m.section(&code);
         m.section(&CustomSection { name: "producers".into(), data: b"kept as is".as_slice().into() });
+        m.section(&CustomSection { name: "name".into(), data: b"\x01\x04\x01\x00\x01f".as_slice().into() });
         m.finish()
     }
 
@@ -128,7 +138,7 @@ mod tests {
         assert_eq!(t.removed, ["proxy_on_log", "proxy_on_response_headers"]);
         assert_eq!(exports(&t.module).unwrap(), ["memory", "proxy_on_request_headers"]);
         wasmparser::validate(&t.module).unwrap();
-        // Every other section is byte-identical, in the same order.
+        // Every other section but the names is byte-identical, in the same order.
         let sections = |m: &[u8]| -> Vec<(u8, Vec<u8>)> {
             Parser::new(0)
                 .parse_all(m)
@@ -136,13 +146,27 @@ mod tests {
                 .filter(|(id, _)| *id != wasm_encoder::SectionId::Export as u8)
                 .collect()
         };
-        assert_eq!(sections(&before), sections(&t.module));
+        let without_names: Vec<_> = sections(&before).into_iter().filter(|(_, data)| !data.starts_with(b"\x04name")).collect();
+        assert_eq!(without_names, sections(&t.module));
     }
 
     #[test]
-    fn nothing_to_remove_gives_the_same_bytes() {
+    fn the_name_section_is_dropped_and_nothing_else() {
         let before = sample();
-        assert_eq!(trim(&before, &[]).unwrap().module, before);
+        let custom = |m: &[u8]| -> Vec<String> {
+            Parser::new(0)
+                .parse_all(m)
+                .filter_map(|p| match p.unwrap() {
+                    Payload::CustomSection(c) => Some(c.name().to_string()),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(custom(&before), ["producers", "name"]);
+        let after = trim(&before, &[]).unwrap().module;
+        assert_eq!(custom(&after), ["producers"]);
+        assert_eq!(exports(&after).unwrap(), exports(&before).unwrap());
+        wasmparser::validate(&after).unwrap();
     }
 
     #[test]

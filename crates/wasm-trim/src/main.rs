@@ -1,5 +1,5 @@
 //! `authflow-wasm-trim IN OUT`: writes IN without the callbacks the filter
-//! leaves unhandled (`authflow::UNHANDLED_CALLBACKS`) to OUT.
+//! leaves unhandled (`authflow::UNHANDLED_CALLBACKS`) and without its name section to OUT.
 
 use std::process::ExitCode;
 
@@ -20,7 +20,7 @@ fn main() -> ExitCode {
         });
     match result {
         Ok(n) => {
-            println!("{output}: {n} unhandled callbacks removed from the exports");
+            println!("{output}: {n} unhandled callbacks removed from the exports, and the name section");
             ExitCode::SUCCESS
         }
         Err(e) => {
