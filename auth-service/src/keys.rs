@@ -9,7 +9,7 @@
 
 use std::sync::{Arc, RwLock};
 
-use authflow_contract::{Algorithm, VerifyingKey};
+use authflow_contract::Algorithm;
 use jwt_simple::prelude::*;
 use sha2::{Digest, Sha256};
 
@@ -18,6 +18,35 @@ use crate::store::{Store, StoreError, StoredKey};
 
 /// Extra time a retired key stays published, for clock skew between hosts.
 const RETIRED_GRACE_SECS: i64 = 60;
+
+/// The public half of one of the service's own keys, for checking tokens it
+/// issued (jwt-simple: signature and registered claims in one call).
+#[derive(Clone, Debug)]
+pub enum VerifyingKey {
+    EdDSA(Ed25519PublicKey),
+    ES256(ES256PublicKey),
+}
+
+impl VerifyingKey {
+    pub fn algorithm(&self) -> Algorithm {
+        match self {
+            Self::EdDSA(_) => Algorithm::EdDSA,
+            Self::ES256(_) => Algorithm::ES256,
+        }
+    }
+
+    /// Verifies signature and the registered claims per `options`.
+    pub fn verify<C>(&self, token: &str, options: &VerificationOptions) -> Result<JWTClaims<C>, jwt_simple::Error>
+    where
+        C: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        let options = Some(options.clone());
+        match self {
+            Self::EdDSA(k) => k.verify_token::<C>(token, options),
+            Self::ES256(k) => k.verify_token::<C>(token, options),
+        }
+    }
+}
 
 pub enum SigningKey {
     EdDSA(Ed25519KeyPair),

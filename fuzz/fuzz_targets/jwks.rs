@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
     assert!(!set.keys.is_empty() && set.keys.len() <= MAX_KEYS);
     for entry in &set.keys {
         let same_kind = matches!(
-            (&entry.signature, entry.key.algorithm()),
+            (&entry.signature, entry.algorithm()),
             (SignatureKey::EdDSA(_), Algorithm::EdDSA) | (SignatureKey::ES256(_), Algorithm::ES256) | (SignatureKey::RS256(_), Algorithm::RS256)
         );
         assert!(same_kind, "prepared key of another algorithm than its JWK");
@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
         }
         if let Some(kid) = &entry.kid {
             assert!(set.has_kid(kid));
-            assert!(set.entries(entry.key.algorithm(), Some(kid)).count() >= 1);
+            assert!(set.entries(entry.algorithm(), Some(kid)).count() >= 1);
         }
     }
     for alg in [Algorithm::EdDSA, Algorithm::ES256, Algorithm::RS256] {

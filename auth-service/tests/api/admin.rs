@@ -219,7 +219,7 @@ async fn es256_signing_option() {
     let t = app.signin("ned@example.com", PASSWORD).await;
     assert_eq!(header(&t.access)["alg"], "ES256");
     let jwks = KeySet::parse(&app.get("/.well-known/jwks.json").await.bytes().await.unwrap()).unwrap();
-    assert!(jwks.candidates(authflow_contract::Algorithm::ES256, header(&t.access)["kid"].as_str()).next().is_some());
+    assert!(jwks.entries(authflow_contract::Algorithm::ES256, header(&t.access)["kid"].as_str()).next().is_some());
     let r = app.http.get(app.url("/v1/ext-authz")).bearer_auth(&t.access).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }

@@ -50,13 +50,15 @@ async fn sign_up_verify_sign_in_and_use_the_token() {
     // It verifies with the published JWKS through the contract's code.
     let jwks = app.get("/.well-known/jwks.json").await.bytes().await.unwrap();
     let set = KeySet::parse(&jwks).unwrap();
-    let key = set.candidates(authflow_contract::Algorithm::EdDSA, h["kid"].as_str()).next().unwrap();
+    let entry = set.entries(authflow_contract::Algorithm::EdDSA, h["kid"].as_str()).next().unwrap();
+    let authflow_contract::PublicKey::EdDSA(x) = &entry.public else { panic!("not an EdDSA key") };
+    let key = Ed25519PublicKey::from_bytes(x).unwrap();
     let options = VerificationOptions {
         allowed_issuers: Some(HashSet::from(["http://127.0.0.1:8081".to_owned()])),
         allowed_audiences: Some(HashSet::from(["authflow-demo".to_owned()])),
         ..Default::default()
     };
-    let verified = key.verify::<AccessClaims>(&t.access, &options).unwrap();
+    let verified = key.verify_token::<AccessClaims>(&t.access, Some(options)).unwrap();
     assert_eq!(verified.custom.dfp.as_deref(), Some(expected.as_str()));
 
     // The challenge is single use.

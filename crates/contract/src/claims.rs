@@ -11,7 +11,7 @@ pub const CLAIM_SCOPE: &str = "scope";
 pub const CLAIM_DEVICE_FINGERPRINT: &str = "dfp";
 
 /// The custom (non-registered) claims of an access token. The registered ones
-/// (`iss sub aud exp iat jti`) travel in jwt-simple's `JWTClaims` around it.
+/// (`iss sub aud exp iat jti`) travel beside them (the service wraps them in jwt-simple's `JWTClaims`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessClaims {
     /// Session id: every token and refresh token of one sign-in shares it.

@@ -1,20 +1,23 @@
 //! JWKS (RFC 7517) → verification keys, for the algorithms authflow accepts.
 //!
-//! jwt-simple parses one JWK at a time into the key type it describes; this
-//! module walks a key set, picks the type from `kty`/`crv`/`alg`, enforces our
-//! own rules (RSA ≥ 2048 bits, signature keys only) and skips the rest, so one
-//! odd key from an identity provider never hides the good ones.
+//! Walks a key set, picks the type from `kty`/`crv`/`alg`, enforces the key
+//! policy (signature keys only, no private members, RSA 2048–4096 bits with
+//! e = 65537, points on their curve) and skips the rest, so one odd key from
+//! an identity provider never hides the good ones. Parsed with serde_json and
+//! base64 only: the filter links no JOSE library.
 
-use jwt_simple::prelude::*;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use serde::Deserialize;
+use serde_json::{Map, Value};
 
 use crate::jws::SignatureKey;
-use serde_json::Value;
 
 /// Largest JWKS document accepted, and most keys kept from it.
 pub const MAX_JWKS_BYTES: usize = 64 * 1024;
 pub const MAX_KEYS: usize = 32;
 pub const MIN_RSA_BITS: usize = 2048;
+pub const MAX_RSA_BITS: usize = 4096;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
 pub enum Algorithm {
@@ -42,46 +45,55 @@ impl Algorithm {
     }
 }
 
-/// A public key, typed by the one algorithm it may verify.
-// A key set holds a handful of keys: boxing the larger variants would save nothing worth an indirection.
-#[allow(clippy::large_enum_variant)]
-#[derive(Clone, Debug)]
-pub enum VerifyingKey {
-    EdDSA(Ed25519PublicKey),
-    ES256(ES256PublicKey),
-    RS256(RS256PublicKey),
+/// The public key material of one usable JWK, typed by the one algorithm it
+/// may verify. RSA keys always have e = 65537 (the policy), so only `n` is kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PublicKey {
+    /// The 32-byte compressed Edwards point (RFC 8037 `x`).
+    EdDSA([u8; 32]),
+    /// Affine coordinates, big-endian, 32 bytes each.
+    ES256 { x: [u8; 32], y: [u8; 32] },
+    /// The modulus, big-endian, without leading zero bytes.
+    RS256 { n: Vec<u8> },
 }
 
-impl VerifyingKey {
+/// The only RSA public exponent accepted (65537, JWK `"AQAB"`).
+pub const RSA_EXPONENT: [u8; 3] = [1, 0, 1];
+
+impl PublicKey {
     pub fn algorithm(&self) -> Algorithm {
         match self {
             Self::EdDSA(_) => Algorithm::EdDSA,
-            Self::ES256(_) => Algorithm::ES256,
-            Self::RS256(_) => Algorithm::RS256,
+            Self::ES256 { .. } => Algorithm::ES256,
+            Self::RS256 { .. } => Algorithm::RS256,
         }
     }
 
-    /// Verifies signature and the registered claims per `options`.
-    pub fn verify<C>(&self, token: &str, options: &VerificationOptions) -> Result<JWTClaims<C>, jwt_simple::Error>
-    where
-        C: serde::Serialize + serde::de::DeserializeOwned,
-    {
-        let options = Some(options.clone());
-        match self {
-            Self::EdDSA(k) => k.verify_token::<C>(token, options),
-            Self::ES256(k) => k.verify_token::<C>(token, options),
-            Self::RS256(k) => k.verify_token::<C>(token, options),
+    /// SEC1 uncompressed encoding of an ES256 key (0x04 ‖ x ‖ y).
+    pub fn sec1_uncompressed(x: &[u8; 32], y: &[u8; 32]) -> [u8; 65] {
+        let mut out = [0u8; 65];
+        for (slot, byte) in out.iter_mut().zip([0x04].iter().chain(x).chain(y)) {
+            *slot = *byte;
         }
+        out
     }
 }
 
-/// One usable key of a key set: the jwt-simple key (the reference, used by
-/// the service) and the same key prepared for the filter's fast path.
+/// One usable key of a key set: its id, its public material, the same key
+/// prepared for [`SignatureKey::verify`], and as DER for a host verifier.
 #[derive(Clone, Debug)]
 pub struct KeyEntry {
     pub kid: Option<String>,
-    pub key: VerifyingKey,
+    pub public: PublicKey,
     pub signature: SignatureKey,
+    /// SubjectPublicKeyInfo ([`crate::der`]), built once with the key.
+    pub spki: Vec<u8>,
+}
+
+impl KeyEntry {
+    pub fn algorithm(&self) -> Algorithm {
+        self.public.algorithm()
+    }
 }
 
 /// The usable keys of one JWKS document.
@@ -138,12 +150,7 @@ impl KeySet {
     /// Keys that may verify a token of `alg` with this `kid`. With a `kid`,
     /// only keys with that id; without one, every key of the algorithm.
     pub fn entries<'a>(&'a self, alg: Algorithm, kid: Option<&'a str>) -> impl Iterator<Item = &'a KeyEntry> + 'a {
-        self.keys.iter().filter(move |e| e.key.algorithm() == alg && (kid.is_none() || e.kid.as_deref() == kid))
-    }
-
-    /// [`Self::entries`] as jwt-simple keys (the reference path the service uses).
-    pub fn candidates<'a>(&'a self, alg: Algorithm, kid: Option<&'a str>) -> impl Iterator<Item = &'a VerifyingKey> + 'a {
-        self.entries(alg, kid).map(|e| &e.key)
+        self.keys.iter().filter(move |e| e.algorithm() == alg && (kid.is_none() || e.kid.as_deref() == kid))
     }
 
     /// [`Self::entries`] prepared for [`SignatureKey::verify`] (the filter's path).
@@ -156,42 +163,100 @@ impl KeySet {
     }
 }
 
+/// Members that carry key material; a public signature key may hold only its own public ones.
+const MATERIAL_MEMBERS: [&str; 15] = ["crv", "x", "y", "d", "n", "e", "p", "q", "dp", "dq", "qi", "oth", "k", "pub", "priv"];
+
 fn parse_key(jwk: &Value) -> Option<KeyEntry> {
     let obj = jwk.as_object()?;
     let text = |k: &str| obj.get(k).and_then(Value::as_str);
-    if text("use").is_some_and(|u| u != "sig") {
+    if !is_public_signature_key(obj) {
         return None;
     }
-    let kid = text("kid").map(str::to_owned);
-    // Re-serialise just this key: jwt-simple's parser is strict about its input.
-    let json = serde_json::to_string(jwk).ok()?;
-    let key = match (text("kty")?, text("crv"), text("alg")) {
+    let kid = match obj.get("kid") {
+        None => None,
+        Some(Value::String(k)) => Some(k.clone()),
+        Some(_) => return None,
+    };
+    let (public, own_members): (PublicKey, &[&str]) = match (text("kty")?, text("crv"), text("alg")) {
         ("OKP", Some("Ed25519"), None | Some("EdDSA") | Some("Ed25519")) => {
-            VerifyingKey::EdDSA(Ed25519PublicKey::from_jwk(&json).ok()?)
+            (PublicKey::EdDSA(fixed_b64(text("x")?)?), &["crv", "x"])
         }
-        ("EC", Some("P-256"), None | Some("ES256")) => VerifyingKey::ES256(ES256PublicKey::from_jwk(&json).ok()?),
-        ("RSA", _, None | Some("RS256")) => {
-            let key = RS256PublicKey::from_jwk(&json).ok()?;
-            let modulus_bits = key.to_components().n.len() * 8;
-            if modulus_bits < MIN_RSA_BITS {
+        ("EC", Some("P-256"), None | Some("ES256")) => {
+            (PublicKey::ES256 { x: fixed_b64(text("x")?)?, y: fixed_b64(text("y")?)? }, &["crv", "x", "y"])
+        }
+        ("RSA", None, None | Some("RS256")) => {
+            if text("e")? != "AQAB" {
                 return None;
             }
-            VerifyingKey::RS256(key)
+            (PublicKey::RS256 { n: rsa_modulus(text("n")?)? }, &["n", "e"])
         }
         _ => return None,
     };
-    let signature = SignatureKey::from_key(&key)?;
-    Some(KeyEntry { kid, key, signature })
+    // Material of another key type, or a private member, makes the key suspect: skipped.
+    if obj.keys().any(|name| MATERIAL_MEMBERS.contains(&name.as_str()) && !own_members.contains(&name.as_str())) {
+        return None;
+    }
+    let signature = SignatureKey::from_public(&public)?;
+    let spki = crate::der::subject_public_key_info(&public);
+    Some(KeyEntry { kid, public, signature, spki })
+}
+
+/// `use`, if present, is `sig`; `key_ops`, if present, lists only `verify`, once.
+fn is_public_signature_key(obj: &Map<String, Value>) -> bool {
+    let use_ok = match obj.get("use") {
+        None => true,
+        Some(v) => v.as_str() == Some("sig"),
+    };
+    let ops_ok = match obj.get("key_ops") {
+        None => true,
+        Some(Value::Array(ops)) => ops.len() <= 1 && ops.iter().all(|op| op.as_str() == Some("verify")),
+        Some(_) => false,
+    };
+    use_ok && ops_ok
+}
+
+/// Exactly `N` bytes in canonical unpadded base64url.
+fn fixed_b64<const N: usize>(b64: &str) -> Option<[u8; N]> {
+    if b64.len() != (N * 4).div_ceil(3) {
+        return None;
+    }
+    URL_SAFE_NO_PAD.decode(b64).ok()?.try_into().ok()
+}
+
+/// An RSA modulus (RFC 7518 §6.3.1.1): big-endian, one leading zero byte
+/// tolerated before a high top bit; odd and 2048–4096 bits long.
+fn rsa_modulus(b64: &str) -> Option<Vec<u8>> {
+    if b64.len() > (MAX_RSA_BITS / 8 + 1) * 4 / 3 + 4 {
+        return None;
+    }
+    let mut n = URL_SAFE_NO_PAD.decode(b64).ok()?;
+    if n.len() >= 2 && n.first() == Some(&0) && n.get(1).is_some_and(|top| top & 0x80 != 0) {
+        n.remove(0);
+    }
+    let top = *n.first()?;
+    if top == 0 || n.last().is_none_or(|low| low & 1 == 0) {
+        return None;
+    }
+    let bits = n.len() * 8 - top.leading_zeros() as usize;
+    (MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits).then_some(n)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use jwt_simple::prelude::*;
 
     fn eddsa_jwks(kid: &str) -> (Ed25519KeyPair, String) {
         let kp = Ed25519KeyPair::generate().with_key_id(kid);
         let jwks = format!(r#"{{"keys":[{}]}}"#, kp.public_key().to_jwk());
         (kp, jwks)
+    }
+
+    /// Whether a key of `set` verifies the token, on the filter's path.
+    fn verifies(set: &KeySet, alg: Algorithm, kid: Option<&str>, token: &str) -> bool {
+        let dot = token.rfind('.').unwrap();
+        let sig = URL_SAFE_NO_PAD.decode(&token[dot + 1..]).unwrap();
+        set.signature_candidates(alg, kid).any(|k| k.verify(&token.as_bytes()[..dot], &sig))
     }
 
     #[test]
@@ -200,22 +265,25 @@ mod tests {
         let set = KeySet::parse(jwks.as_bytes()).unwrap();
         assert_eq!(set.keys.len(), 1);
         assert_eq!(set.keys[0].kid.as_deref(), Some("k1"));
+        assert_eq!(set.keys[0].public, PublicKey::EdDSA(kp.public_key().to_bytes().try_into().unwrap()));
         let token = kp.sign(Claims::create(Duration::from_mins(5))).unwrap();
-        let key = set.candidates(Algorithm::EdDSA, Some("k1")).next().unwrap();
-        key.verify::<NoCustomClaims>(&token, &VerificationOptions::default()).unwrap();
-        assert!(set.candidates(Algorithm::ES256, Some("k1")).next().is_none());
-        assert!(set.candidates(Algorithm::EdDSA, Some("k2")).next().is_none());
+        assert!(verifies(&set, Algorithm::EdDSA, Some("k1"), &token));
+        assert!(set.entries(Algorithm::ES256, Some("k1")).next().is_none());
+        assert!(set.entries(Algorithm::EdDSA, Some("k2")).next().is_none());
     }
 
     #[test]
-    fn es256_and_rsa_keys_parse() {
+    fn es256_and_rsa_keys_parse_and_verify() {
         let es = ES256KeyPair::generate().with_key_id("e");
         let rs = RS256KeyPair::generate(2048).unwrap().with_key_id("r");
         let jwks = format!(r#"{{"keys":[{},{}]}}"#, es.public_key().to_jwk(), rs.public_key().to_jwk());
         let set = KeySet::parse(jwks.as_bytes()).unwrap();
         assert_eq!(set.keys.len(), 2);
-        assert!(set.candidates(Algorithm::ES256, None).next().is_some());
-        assert!(set.candidates(Algorithm::RS256, None).next().is_some());
+        let claims = || Claims::create(Duration::from_mins(5));
+        assert!(verifies(&set, Algorithm::ES256, Some("e"), &es.sign(claims()).unwrap()));
+        assert!(verifies(&set, Algorithm::RS256, Some("r"), &rs.sign(claims()).unwrap()));
+        assert!(!verifies(&set, Algorithm::RS256, Some("e"), &es.sign(claims()).unwrap()));
+        assert_eq!(set.entries(Algorithm::RS256, None).next().unwrap().public, PublicKey::RS256 { n: rs.public_key().to_components().n });
     }
 
     #[test]
@@ -230,6 +298,69 @@ mod tests {
         let set = KeySet::parse(doc.to_string().as_bytes()).unwrap();
         assert_eq!(set.keys.len(), 1);
         assert_eq!(set.skipped, 2);
+    }
+
+    /// Each rule of the key policy, broken on an otherwise good key, skips that key
+    /// (the same rules jwt-simple's JWK import applies).
+    #[test]
+    fn keys_breaking_the_policy_are_skipped() {
+        let ed: Value = serde_json::from_str(&Ed25519KeyPair::generate().public_key().to_jwk()).unwrap();
+        let es: Value = serde_json::from_str(&ES256KeyPair::generate().public_key().to_jwk()).unwrap();
+        let rs: Value = serde_json::from_str(&RS256KeyPair::generate(2048).unwrap().public_key().to_jwk()).unwrap();
+        let with = |base: &Value, member: &str, value: Value| {
+            let mut k = base.clone();
+            k[member] = value;
+            k
+        };
+        let without = |base: &Value, member: &str| {
+            let mut k = base.clone();
+            k.as_object_mut().unwrap().remove(member);
+            k
+        };
+        let padded_x = format!("{}=", ed["x"].as_str().unwrap());
+        let broken = [
+            with(&ed, "d", "AAAA".into()),                        // a private member
+            with(&es, "n", "AAAA".into()),                        // another key type's material
+            with(&ed, "key_ops", serde_json::json!(["sign"])),    // not a verification key
+            with(&ed, "key_ops", serde_json::json!(["verify", "verify"])),
+            with(&ed, "alg", "ES256".into()),                     // alg of another type
+            with(&ed, "x", padded_x.into()),                      // non-canonical base64url
+            with(&ed, "x", "AAAA".into()),                        // wrong length
+            with(&ed, "kid", 7.into()),                           // kid not a string
+            with(&es, "y", es["x"].clone()),                      // point not on the curve
+            with(&es, "crv", "P-384".into()),
+            with(&rs, "e", "AAEAAQ".into()),                      // 65537 with a leading zero
+            with(&rs, "e", "Aw".into()),                          // e = 3
+            with(&rs, "crv", "P-256".into()),
+            without(&es, "y"),
+            without(&rs, "n"),
+        ];
+        for (i, key) in broken.iter().enumerate() {
+            let doc = serde_json::json!({"keys": [key]});
+            assert_eq!(KeySet::parse(doc.to_string().as_bytes()).unwrap_err(), JwksError::NoUsableKey { skipped: 1 }, "case {i}: {key}");
+        }
+        for good in [&ed, &es, &rs, &with(&ed, "key_ops", serde_json::json!(["verify"]))] {
+            assert!(KeySet::parse(serde_json::json!({"keys": [good]}).to_string().as_bytes()).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn rsa_modulus_bounds() {
+        let odd = |bytes: usize, top: u8| {
+            let mut n = vec![0xffu8; bytes];
+            n[0] = top;
+            URL_SAFE_NO_PAD.encode(n)
+        };
+        assert!(rsa_modulus(&odd(256, 0x80)).is_some(), "2048 bits");
+        assert!(rsa_modulus(&odd(256, 0x7f)).is_none(), "2047 bits");
+        assert!(rsa_modulus(&odd(512, 0xff)).is_some(), "4096 bits");
+        assert!(rsa_modulus(&odd(513, 0x01)).is_none(), "4097 bits");
+        let mut zero_led = vec![0u8];
+        zero_led.extend(vec![0xffu8; 256]);
+        assert_eq!(rsa_modulus(&URL_SAFE_NO_PAD.encode(&zero_led)).unwrap().len(), 256, "one sign byte tolerated");
+        let mut even = vec![0xffu8; 256];
+        even[255] = 0xfe;
+        assert!(rsa_modulus(&URL_SAFE_NO_PAD.encode(even)).is_none(), "even modulus");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod claims;
 pub mod client_address;
 pub mod cookie;
+pub mod der;
 pub mod fingerprint;
 pub mod jwk;
 pub mod jws;
@@ -17,5 +18,5 @@ pub mod revocation;
 
 pub use claims::AccessClaims;
 pub use fingerprint::{DeviceAttribute, FingerprintInput};
-pub use jwk::{Algorithm, KeySet, VerifyingKey};
+pub use jwk::{Algorithm, KeySet, PublicKey};
 pub use revocation::RevocationFeed;

