@@ -61,6 +61,14 @@ mod abi {
         pub fn proxy_define_metric(metric_type: u32, name_data: *const u8, name_size: usize, return_id: *mut u32) -> u32;
         pub fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
         pub fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
+        pub fn proxy_call_foreign_function(
+            function_name_data: *const u8,
+            function_name_size: usize,
+            arguments_data: *const u8,
+            arguments_size: usize,
+            return_results_data: *mut *mut u8,
+            return_results_size: *mut usize,
+        ) -> u32;
     }
 
     /// Takes back a buffer the host wrote through the SDK's exported
@@ -325,6 +333,23 @@ pub fn shared_set(key: &str, value: &[u8], cas: u32) -> Result<(), u32> {
     match unsafe { abi::proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas) } {
         OK => Ok(()),
         status => Err(status),
+    }
+}
+
+// ---- foreign functions ----
+
+/// Calls one of the host's foreign functions; `None` on any status but
+/// success (absent function, refused arguments).
+pub fn call_foreign_function(name: &str, arguments: &[u8]) -> Option<Vec<u8>> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: both slices are valid for reads and the out-pointers for writes;
+    // the result is reclaimed as in `header_map_block`.
+    unsafe {
+        match abi::proxy_call_foreign_function(name.as_ptr(), name.len(), arguments.as_ptr(), arguments.len(), &mut data, &mut size) {
+            OK => Some(abi::take_host_buffer(data, size)),
+            _ => None,
+        }
     }
 }
 

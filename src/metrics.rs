@@ -9,7 +9,9 @@
 
 use std::cell::Cell;
 
+use authflow_contract::Algorithm;
 use authflow_filter_core::deny::DenyReason;
+use authflow_filter_core::signature::{Path, SignatureChecker};
 
 use crate::host::{self, MetricKind};
 
@@ -48,6 +50,12 @@ statistics! {
     FailedOpen => "authflow.failed_open", Counter;
     KeyWaits => "authflow.key_waits", Counter;
     KeyWaitsOverflow => "authflow.key_waits_overflow", Counter;
+    SignatureHostEdDSA => "authflow.signature.host.eddsa", Counter;
+    SignatureHostES256 => "authflow.signature.host.es256", Counter;
+    SignatureHostRS256 => "authflow.signature.host.rs256", Counter;
+    SignatureWasmEdDSA => "authflow.signature.wasm.eddsa", Counter;
+    SignatureWasmES256 => "authflow.signature.wasm.es256", Counter;
+    SignatureWasmRS256 => "authflow.signature.wasm.rs256", Counter;
     KeysLoaded => "authflow.jwks.keys_loaded", Gauge;
     RevocationEntries => "authflow.revocations.entries", Gauge;
 }
@@ -76,8 +84,27 @@ impl Metrics {
     }
 
     pub fn inc(&self, m: Metric) {
+        self.add(m, 1);
+    }
+
+    pub fn add(&self, m: Metric, n: u64) {
         if let Some(c) = self.pending.get(m as usize) {
-            c.set(c.get().saturating_add(1));
+            c.set(c.get().saturating_add(n));
+        }
+    }
+
+    /// Adds the signatures checked since the last call, by algorithm and verifier.
+    pub fn count_signatures(&self, signatures: &SignatureChecker) {
+        for (alg, path, n) in signatures.take_counts() {
+            let m = match (path, alg) {
+                (Path::Host, Algorithm::EdDSA) => Metric::SignatureHostEdDSA,
+                (Path::Host, Algorithm::ES256) => Metric::SignatureHostES256,
+                (Path::Host, Algorithm::RS256) => Metric::SignatureHostRS256,
+                (Path::Wasm, Algorithm::EdDSA) => Metric::SignatureWasmEdDSA,
+                (Path::Wasm, Algorithm::ES256) => Metric::SignatureWasmES256,
+                (Path::Wasm, Algorithm::RS256) => Metric::SignatureWasmRS256,
+            };
+            self.add(m, n);
         }
     }
 

@@ -111,6 +111,7 @@ impl RootContext for AuthflowRoot {
         vm.clock_ms = now;
         self.run_providers(vm, now, true);
         vm.settle_paused(now);
+        vm.metrics.count_signatures(&vm.engine.signatures);
         vm.metrics.flush();
     }
 

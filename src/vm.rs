@@ -7,6 +7,7 @@ use authflow_filter_core::fetch::{KeyNeed, KeyWait};
 use authflow_filter_core::header_spellings::underscore_spellings;
 use authflow_filter_core::paused::{PausedRequest, PausedRequests};
 use authflow_filter_core::request::HeaderReads;
+use authflow_filter_core::signature::{self, SignatureChecker};
 use authflow_filter_core::{Engine, FilterConfig, Request};
 
 use crate::host;
@@ -49,7 +50,7 @@ impl Vm {
         let identity_spellings = underscore_spellings(&config.identity.all_names());
         let header_reads = HeaderReads::for_config(&config);
         Vm {
-            engine: Engine::new(config, now_ms),
+            engine: Engine::new(config, now_ms).with_signatures(host_signatures()),
             providers,
             identity_names,
             identity_spellings,
@@ -115,4 +116,10 @@ impl Vm {
             }
         }
     }
+}
+
+/// Signatures checked by Envoy's `verify_signature` (BoringSSL) where the host
+/// proves able, by the filter's own verifiers elsewhere.
+fn host_signatures() -> SignatureChecker {
+    SignatureChecker::with_host(Box::new(|arguments: &[u8]| host::call_foreign_function(signature::FOREIGN_FUNCTION, arguments)))
 }

@@ -14,6 +14,7 @@ use crate::extract::{extract, ExtractError, Extracted};
 use crate::policy::{authorize, policy_for};
 use crate::request::Request;
 use crate::revocation::RevocationSet;
+use crate::signature::SignatureChecker;
 use crate::verify::{self, check_times, VerifiedToken, VerifyError};
 
 /// Per-provider state this VM decides with: keys and revocation list.
@@ -29,6 +30,8 @@ pub struct ProviderState {
 pub struct Engine {
     pub config: FilterConfig,
     pub providers: Vec<ProviderState>,
+    /// Checks signatures; the glue gives it the host's verifier ([`Engine::with_signatures`]).
+    pub signatures: SignatureChecker,
     cache: TokenCache,
 }
 
@@ -96,7 +99,12 @@ impl Engine {
             })
             .collect();
         let cache = TokenCache::new(config.cache_max_entries);
-        Engine { config, providers, cache }
+        Engine { config, providers, signatures: SignatureChecker::own_only(), cache }
+    }
+
+    /// The same engine checking signatures with `signatures`.
+    pub fn with_signatures(self, signatures: SignatureChecker) -> Self {
+        Engine { signatures, ..self }
     }
 
     /// Installs a new key set for a provider. Cached verifications are dropped:
@@ -194,7 +202,7 @@ impl Engine {
                 FailureMode::FailOpen => Err(Fresh::FailOpen),
             };
         };
-        match verify::verify(token, &screened, keys, &self.config, now) {
+        match verify::verify(token, &screened, keys, &self.signatures, &self.config, now) {
             Ok(t) => Ok(t),
             // Only a remote key set can learn a new kid; an inline one never will.
             Err(VerifyError::UnknownKid) if may_wait && self.remote_keys(screened.provider) => {

@@ -19,6 +19,7 @@ pub mod policy;
 pub mod request;
 pub mod revocation;
 pub mod schedule;
+pub mod signature;
 pub mod verify;
 
 pub use config::FilterConfig;

@@ -8,8 +8,8 @@
 //! signature over `header.payload` checked out.
 //!
 //! The header and payload are decoded once (in [`screen`]); the signature is
-//! checked with [`authflow_contract::jws`], which is several times faster
-//! inside Wasm than jwt-simple and is tested against it.
+//! checked by [`crate::signature`]: the host's BoringSSL where it can, else
+//! [`authflow_contract::jws`].
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -21,6 +21,7 @@ use serde_json::{Map, Value};
 
 use crate::config::{FilterConfig, IdentityHeaders, Provider};
 use crate::deny::DenyReason;
+use crate::signature::SignatureChecker;
 
 /// Most keys tried for a token without `kid`.
 const MAX_KEYS_TRIED: usize = 4;
@@ -143,6 +144,7 @@ pub fn verify(
     token: &str,
     screened: &Screened,
     keys: &KeySet,
+    signatures: &SignatureChecker,
     config: &FilterConfig,
     now: u64,
 ) -> Result<VerifiedToken, VerifyError> {
@@ -154,11 +156,11 @@ pub fn verify(
         }
     }
     let signing_input = token.as_bytes().get(..screened.signing_input_len).ok_or(DenyReason::Malformed)?;
-    let mut candidates = keys.signature_candidates(screened.algorithm, kid).take(MAX_KEYS_TRIED).peekable();
+    let mut candidates = keys.entries(screened.algorithm, kid).take(MAX_KEYS_TRIED).peekable();
     if candidates.peek().is_none() {
         return Err(DenyReason::UnknownKey.into());
     }
-    if !candidates.any(|key| key.verify(signing_input, &screened.signature)) {
+    if !candidates.any(|key| signatures.verify(key, signing_input, &screened.signature)) {
         return Err(DenyReason::BadSignature.into());
     }
     if let Some(wanted) = &provider.token_type {
