@@ -237,7 +237,7 @@ def envoy_doc(http_filters: list[dict], clusters: list[dict], port: int, admin_p
 
 
 class Envoy:
-    def __init__(self, env: "Env", name: str, http_filters: list[dict], clusters: list[dict]):
+    def __init__(self, env: "Env", name: str, http_filters: list[dict], clusters: list[dict], concurrency: int = 1):
         self.port, self.admin_port = free_port(), free_port()
         self.dir = env.tmp / f"envoy-{name}-{self.port}"
         self.dir.mkdir()
@@ -245,7 +245,7 @@ class Envoy:
         cfg.write_text(json.dumps(envoy_doc(http_filters, clusters, self.port, self.admin_port)))
         self.log = open(self.dir / "envoy.log", "w")
         self.proc = start(
-            ["taskset", "-c", ENVOY_CPU, env.envoy, "-c", str(cfg), "--concurrency", "1",
+            ["taskset", "-c", ENVOY_CPU, env.envoy, "-c", str(cfg), "--concurrency", str(concurrency),
              "--disable-hot-restart", "-l", "warn", "--base-id", str(self.port)],
             stdout=self.log, stderr=subprocess.STDOUT)
         try:
@@ -402,7 +402,7 @@ class FeedServer:
 
 
 class AuthService:
-    def __init__(self, env: "Env", data_dir: Path, cpu: str):
+    def __init__(self, env: "Env", data_dir: Path, cpu: str, extra_env: dict | None = None):
         self.port = free_port()
         self.env_vars = dict(os.environ,
                              AUTHFLOW_LISTEN=f"127.0.0.1:{self.port}",
@@ -414,6 +414,7 @@ class AuthService:
                              AUTHFLOW_PASSWORD_HASH_MEMORY_KIB="8192",
                              AUTHFLOW_PASSWORD_HASH_ITERATIONS="1",
                              RUST_LOG="warn")
+        self.env_vars.update(extra_env or {})
         self.bin = env.auth_bin
         self.log = open(data_dir.parent / f"auth-{self.port}.log", "w")
         self.proc = None
@@ -448,6 +449,351 @@ class AuthService:
             self.proc = None
 
 
+# ---------------------------------------------------------------- revocations pushed vs polled (W, S)
+#
+# W: from the admin's 200 on a ban to the first 401 in every worker of one
+#    Envoy (--concurrency PUSH_WORKERS), polling every 1 s, every 100 ms, and
+#    the long poll. S: a fleet of simulated sidecars (bench/fleet) holding long
+#    polls against one auth instance (SQLite), then two on one PostgreSQL.
+
+PUSH_WORKERS = 4
+PUSH_ISSUER = "http://auth.bench.authflow.test"
+PUSH_AUDIENCE = "authflow-demo"
+FLEET_SIDECARS = 10_000
+FLEET_BANS = 5
+FLEET_IDLE_SECS = 60
+# The filter's default `revocations.wait_secs`, and the longest wait the default
+# staleness bound (30 s, less the 5 s callout timeout) would not allow, for the
+# idle request rate: half the fleet waits each.
+FLEET_WAITS = (20, 30)
+ADMIN_HEADERS = {"User-Agent": "authflow-bench", "Accept-Language": "en"}
+PUSH_MODES = (
+    # id, label, revocations block of the filter's provider
+    ("poll-1s", "polling every 1 s (default interval, `wait_secs: 0`)", {"poll_interval_ms": 1000, "wait_secs": 0}),
+    ("poll-100ms", "polling every 100 ms (`wait_secs: 0`)", {"poll_interval_ms": 100, "wait_secs": 0}),
+    ("push", "long poll (defaults: `wait_secs` 20, interval 1 s)", {}),
+)
+
+
+def raise_open_files() -> int:
+    """Raises this process's open-file limit to its hard limit (children inherit
+    it: the fleet holds 10 000 connections, the auth service as many)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+class PgCluster:
+    """A throwaway PostgreSQL cluster, as the service's tests start one
+    (auth-service/tests/api_postgres/pg_cluster.rs): `initdb` in a temp dir (as
+    the unprivileged user `authflow-pg` under root), trust auth, 127.0.0.1 on a
+    free port, its socket in its own dir, durability off; stopped by pid."""
+
+    OS_USER = "authflow-pg"
+
+    def __init__(self, env: "Env"):
+        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+        bin_dir = Path(os.environ["AUTHFLOW_PG_BIN"]) if os.environ.get("AUTHFLOW_PG_BIN") else (bins[-1].parent if bins else None)
+        if bin_dir is None:
+            raise RuntimeError("PostgreSQL binaries not found (install postgresql-15 or set AUTHFLOW_PG_BIN)")
+        self.root = os.geteuid() == 0
+        # Its own temp dir (the bench's is private to root).
+        self.dir = Path(tempfile.mkdtemp(prefix="authflow-bench-pg-"))
+        if self.root:
+            if subprocess.run(["id", self.OS_USER], capture_output=True).returncode != 0:
+                subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", self.OS_USER], check=True)
+            shutil.chown(self.dir, self.OS_USER)
+        data = self.dir / "data"
+        self._pg(bin_dir / "initdb", "-D", str(data), "-U", "authflow", "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions")
+        self.port = free_port()
+        opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off -c synchronous_commit=off "
+                "-c full_page_writes=off -c max_connections=200")
+        self._pg(bin_dir / "pg_ctl", "-D", str(data), "-l", str(self.dir / "postgres.log"), "-o", opts, "-w", "-t", "60", "start")
+        self.pid = int((data / "postmaster.pid").read_text().split()[0])
+        self.url = f"postgres://authflow@127.0.0.1:{self.port}/postgres"
+
+    def _pg(self, program: Path, *args: str) -> None:
+        cmd = (["runuser", "-u", self.OS_USER, "--"] if self.root else []) + ["taskset", "-c", LOAD_CPU, str(program), *args]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if out.returncode != 0:
+            raise RuntimeError(f"{program.name}: {out.stdout}{out.stderr}")
+
+    def close(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGINT)  # fast shutdown
+            for _ in range(100):
+                os.kill(self.pid, 0)
+                time.sleep(0.1)
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class PushUsers:
+    """An admin and victims to ban, created through the service's CLI; one
+    fresh victim per ban (a ban refuses the tokens issued before it)."""
+
+    def __init__(self, auth: AuthService, victims: int, tokens: bool):
+        out = json.loads(auth.cli("user", "create", "--email", "admin@bench.test", "--role", "admin",
+                                  extra_env={"AUTHFLOW_NEW_PASSWORD": os.urandom(12).hex()}))
+        minted = json.loads(auth.cli("token", "mint", "--email", "admin@bench.test",
+                                     *[f"--header={k.lower()}={v}" for k, v in ADMIN_HEADERS.items()]))
+        self.admin = dict(ADMIN_HEADERS, **{"Authorization": f"Bearer {minted['access_token']}",
+                                            "x-authflow-device": minted["device_secret"]})
+        self.victims: list[tuple[str, str | None]] = []
+        for i in range(victims):
+            email = f"victim{i}@bench.test"
+            uid = json.loads(auth.cli("user", "create", "--email", email,
+                                      extra_env={"AUTHFLOW_NEW_PASSWORD": os.urandom(12).hex()}))["user_id"]
+            token = json.loads(auth.cli("token", "mint", "--email", email))["access_token"] if tokens else None
+            self.victims.append((uid, token))
+
+    def ban(self, auth: AuthService, user_id: str) -> float:
+        """Bans `user_id`; the monotonic time its 200 was read."""
+        req = urllib.request.Request(auth.url(f"/v1/admin/users/{user_id}/ban"), data=b"{}", method="POST",
+                                     headers=dict(self.admin, **{"Content-Type": "application/json"}))
+        with urllib.request.urlopen(req, timeout=10) as r:
+            r.read()
+            at = time.monotonic()
+            if r.status != 200:
+                raise RuntimeError(f"ban answered {r.status}")
+        return at
+
+
+def push_auth_env(extra: dict | None = None) -> dict:
+    """Settings every push-case instance shares: one issuer, keys published
+    at once, tokens that outlive the run."""
+    return dict({"AUTHFLOW_ISSUER": PUSH_ISSUER, "AUTHFLOW_KEY_PUBLISH_LEAD_SECS": "0",
+                 "AUTHFLOW_ACCESS_TTL_SECS": "7200"}, **(extra or {}))
+
+
+def push_filter(env: "Env", revocations: dict) -> dict:
+    provider = {
+        "name": "authflow", "issuer": PUSH_ISSUER, "audiences": [PUSH_AUDIENCE], "algorithms": ["EdDSA", "ES256"],
+        "jwks": {"remote": {"cluster": "authsvc", "path": "/.well-known/jwks.json", "refresh_interval_secs": 60}},
+        "revocations": dict({"cluster": "authsvc", "path": "/v1/revocations"}, **revocations),
+    }
+    return wasm_filter("authflow", env.wasm, json.dumps({"providers": [provider], "identity_headers": {}}))
+
+
+class WorkerProbes:
+    """One keep-alive connection into each worker of an Envoy. Which worker
+    accepted a connection is read from Envoy's per-worker listener counter
+    (`listener.ADDR.worker_N.downstream_cx_total`): connections are opened one
+    at a time, and the counter that moved names the worker."""
+
+    def __init__(self, envoy: Envoy, workers: int):
+        self.envoy, self.workers = envoy, workers
+        self.conns: dict[int, "http.client.HTTPConnection"] = {}
+        self.spare: list = []
+        self.closed: set[int] = set()
+
+    def _counts(self) -> dict[int, int]:
+        prefix = f"listener.127.0.0.1_{self.envoy.port}.worker_"
+        _, _, body = http_get(f"http://127.0.0.1:{self.envoy.admin_port}/stats?filter=worker_.*downstream_cx_total")
+        out = {}
+        for line in body.decode().splitlines():
+            name, _, v = line.partition(": ")
+            if name.startswith(prefix) and name.endswith(".downstream_cx_total"):
+                out[int(name[len(prefix):].split(".")[0])] = int(v)
+        return out
+
+    def connect(self) -> None:
+        import http.client
+        for c in self.conns.values():
+            c.close()
+        for c in self.spare:
+            c.close()
+        self.conns, self.spare, self.closed = {}, [], set()
+        before = self._counts()
+        for _ in range(64 * self.workers):
+            if len(self.conns) == self.workers:
+                return
+            c = http.client.HTTPConnection("127.0.0.1", self.envoy.port, timeout=10)
+            c.connect()
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                now = self._counts()
+                moved = [w for w in now if now[w] > before.get(w, 0)]
+                if moved:
+                    break
+                time.sleep(0.005)
+            else:
+                raise RuntimeError("no worker counted the probe connection")
+            before = now
+            w = moved[0]
+            if w in self.conns:
+                self.spare.append(c)  # keep it open, so the counter stays a clean signal
+            else:
+                self.conns[w] = c
+        raise RuntimeError(f"only reached workers {sorted(self.conns)} of {self.workers}")
+
+    def status(self, worker: int, token: str) -> int:
+        c = self.conns[worker]
+        c.request("GET", "/api/x", headers={"Authorization": f"Bearer {token}"})
+        r = c.getresponse()
+        r.read()
+        if c.sock is None:  # closed: its next request could land on any worker
+            self.closed.add(worker)
+        return r.status
+
+    def all_status(self, token: str, want: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.closed:
+                self.connect()
+            if all(self.status(w, token) == want for w in sorted(self.conns)) and not self.closed:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def first_401(self, token: str, go: threading.Event, timeout: float) -> dict[int, float]:
+        """Each worker's probe in its own thread, requests back to back from
+        `go` on: the monotonic time of each worker's first 401."""
+        seen: dict[int, float] = {}
+
+        def probe(w: int) -> None:
+            go.wait()
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self.status(w, token) == 401:
+                    seen[w] = time.monotonic()
+                    return
+                time.sleep(0.001)
+
+        threads = [threading.Thread(target=probe, args=(w,), daemon=True) for w in sorted(self.conns)]
+        for t in threads:
+            t.start()
+        self._threads = threads
+        return seen
+
+    def join(self) -> None:
+        for t in self._threads:
+            t.join()
+
+
+def measure_worker_bans(env: "Env", bans: int) -> list[dict]:
+    """W: per mode, `bans` bans, each of a fresh victim whose token every worker
+    has just answered 200 (so it is in each worker's verified-token cache too).
+    A random pause of 0–1 s before each ban spreads the bans over the polling
+    phase. Per ban: each worker's first 401 minus the admin's 200; the ban is
+    in force in every worker at the largest of them."""
+    import random
+    data = env.tmp / "push-auth"
+    data.mkdir()
+    auth = AuthService(env, data, LOAD_CPU, push_auth_env())
+    users = PushUsers(auth, bans * len(PUSH_MODES), tokens=True)
+    auth.serve()
+    out = []
+    try:
+        victims = iter(users.victims)
+        for mode, label, revocations in PUSH_MODES:
+            envoy = Envoy(env, f"W-{mode}", [push_filter(env, revocations)], [cluster("authsvc", auth.port)], concurrency=PUSH_WORKERS)
+            every, per_worker, errors = [], [], []
+            try:
+                probes = WorkerProbes(envoy, PUSH_WORKERS)
+                probes.connect()
+                for i in range(bans):
+                    uid, token = next(victims)
+                    if not probes.all_status(token, 200, 30):
+                        raise RuntimeError(f"{mode}: victim {i} not allowed in every worker before the ban")
+                    time.sleep(random.uniform(0.05, 1.05))
+                    go = threading.Event()
+                    seen = probes.first_401(token, go, 15)
+                    go.set()
+                    time.sleep(0.01)  # the probes are running
+                    banned = users.ban(auth, uid)
+                    probes.join()
+                    if len(seen) < PUSH_WORKERS:
+                        errors.append(f"ban {i}: only workers {sorted(seen)} refused within 15 s")
+                        continue
+                    lat = {w: (t - banned) * 1000 for w, t in seen.items()}
+                    per_worker += lat.values()
+                    every.append(max(lat.values()))
+                    log(f"W {mode:10s} ban {i + 1}/{bans}: 401 in every worker {every[-1]:7.1f} ms after the 200 "
+                        f"(workers {', '.join(f'{lat[w]:.0f}' for w in sorted(lat))})")
+            finally:
+                envoy.close()
+            out.append(dict(id=f"W-{mode}", label=label, every_ms=every, per_worker_ms=per_worker, errors=errors))
+    finally:
+        auth.close()
+    return out
+
+
+def run_fleet(env: "Env", name: str, instances: list[AuthService], users: PushUsers) -> dict:
+    plan = {
+        "targets": [f"127.0.0.1:{a.port}" for a in instances],
+        "sidecars": FLEET_SIDECARS, "waits": list(FLEET_WAITS), "poll_interval_ms": 1000,
+        "ban": {"target": f"127.0.0.1:{instances[0].port}",
+                "headers": [f"{k}: {v}" for k, v in users.admin.items()],
+                "users": [uid for uid, _ in users.victims]},
+        "pids": [a.proc.pid for a in instances], "idle_secs": FLEET_IDLE_SECS, "clk_tck": CLK_TCK,
+    }
+    path = env.tmp / f"fleet-{name}.json"
+    path.write_text(json.dumps(plan))
+    out = subprocess.run(["taskset", "-c", LOAD_CPU, env.fleet_bin, str(path)], capture_output=True, text=True,
+                         timeout=FLEET_IDLE_SECS + 600)
+    sys.stderr.write(out.stderr)
+    if out.returncode != 0:
+        raise RuntimeError(f"fleet ({name}) failed: {out.stderr.strip()[-500:]}")
+    r = json.loads(out.stdout)
+    grown = sum(r["parked_rss_kib"]) - sum(r["idle_rss_kib"])
+    r["kib_per_1000_waiters"] = grown / (r["sidecars"] / 1000)
+    return r
+
+
+def measure_fleets(env: "Env") -> list[dict]:
+    """S: the fleet against one instance on SQLite, then against two instances
+    on one PostgreSQL (sidecars alternate between them; bans on the first).
+    The instances run on CPU 0; the fleet, PostgreSQL and this driver on CPU 1."""
+    out = []
+    data = env.tmp / "fleet-sqlite"
+    data.mkdir()
+    auth = AuthService(env, data, ENVOY_CPU, push_auth_env())
+    try:
+        users = PushUsers(auth, FLEET_BANS, tokens=False)
+        auth.serve()
+        out.append(dict(id="S-sqlite", label="one instance, SQLite", **run_fleet(env, "sqlite", [auth], users)))
+    except (RuntimeError, OSError, subprocess.SubprocessError, urllib.error.URLError) as e:
+        out.append(dict(id="S-sqlite", label="one instance, SQLite", error=str(e)))
+    finally:
+        auth.close()
+
+    pg = None
+    instances: list[AuthService] = []
+    try:
+        pg = PgCluster(env)
+        shared = push_auth_env({"AUTHFLOW_DATABASE_URL": pg.url, "AUTHFLOW_KEK": base64.b64encode(os.urandom(32)).decode()})
+        for i in range(2):
+            d = env.tmp / f"fleet-pg-{i}"
+            d.mkdir()
+            instances.append(AuthService(env, d, ENVOY_CPU, shared))
+        users = PushUsers(instances[0], FLEET_BANS, tokens=False)
+        for a in instances:
+            a.serve()
+        out.append(dict(id="S-postgres", label="two instances, one PostgreSQL", **run_fleet(env, "postgres", instances, users)))
+    except (RuntimeError, OSError, subprocess.SubprocessError, urllib.error.URLError) as e:
+        out.append(dict(id="S-postgres", label="two instances, one PostgreSQL", error=str(e)))
+    finally:
+        for a in instances:
+            a.close()
+        if pg:
+            pg.close()
+    return out
+
+
+def pctl(values: list[float], p: float) -> float | None:
+    """Nearest-rank percentile (with 20 samples, p99 is the largest)."""
+    if not values:
+        return None
+    s = sorted(values)
+    k = max(1, min(len(s), int(-(-p * len(s) // 100))))
+    return s[k - 1]
+
+
 # ---------------------------------------------------------------- the run
 
 
@@ -460,6 +806,7 @@ class Env:
         self.noop_trimmed = os.environ.get("BENCH_NOOP_TRIMMED_WASM", str(ROOT / "target/bench/authflow_bench_noop.trimmed.wasm"))
         self.tokens_bin = os.environ.get("BENCH_TOKENS_BIN", str(ROOT / "target/bench/release/authflow-bench-tokens"))
         self.auth_bin = os.environ.get("BENCH_AUTH_BIN", str(ROOT / "target/release/authflow-auth"))
+        self.fleet_bin = os.environ.get("BENCH_FLEET_BIN", str(ROOT / "target/bench/release/authflow-bench-fleet"))
         self.wrk = shutil.which("wrk") or "wrk"
         self.duration = args.duration
         self.tmp = Path(tempfile.mkdtemp(prefix="authflow-bench-"))
@@ -494,7 +841,9 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "bench/results"), help="where latest.md / latest.csv go")
     ap.add_argument("--rounds", type=int, default=10,
                     help=f"interleaved rounds of {SLICE_SECONDS} s per warm case for the tight targets (default 10; 0: skip)")
-    ap.add_argument("--only", default="", help="comma-separated case ids to run (e.g. A,B,D); default all")
+    ap.add_argument("--only", default="", help="comma-separated case ids to run (e.g. A,B,D; W, S or push for the "
+                    "revocation push cases); default all")
+    ap.add_argument("--bans", type=int, default=20, help="bans per mode in W (default 20)")
     ap.add_argument("--no-auth-service", action="store_true", help="skip F and P")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs, tokens)")
     args = ap.parse_args()
@@ -563,8 +912,13 @@ def run(env: Env, args) -> int:
     for c in cases:
         c["tampered_token"] = tampered[c["tamper"]] if c["tamper"] else None
 
+    wanted = set(args.only.split(",")) if args.only else None
+    if wanted and "push" in wanted:
+        wanted |= {"W", "S"}
     auth = None
-    if not args.no_auth_service and Path(env.auth_bin).exists():
+    if wanted and not wanted & {"F", "P"}:
+        pass  # neither F nor P asked for: no auth service for them
+    elif not args.no_auth_service and Path(env.auth_bin).exists():
         try:
             auth = setup_auth_service(env)
             cases.append(dict(id="F", label="F: ext_authz → auth service (every request)", filters=[ext_authz()],
@@ -575,8 +929,7 @@ def run(env: Env, args) -> int:
     elif not args.no_auth_service:
         log(f"no auth service binary at {env.auth_bin}: F and P skipped")
 
-    if args.only:
-        wanted = set(args.only.split(","))
+    if wanted:
         cases = [c for c in cases if c["id"] in wanted or c["id"].split("-")[0] in wanted or c["id"] == "A"]
 
     results: dict[str, list[dict]] = {c["id"]: [] for c in cases}
@@ -635,7 +988,19 @@ def run(env: Env, args) -> int:
         pollers = measure_pollers(env, auth, args.repeats)
 
     feed.close()
-    write_results(env, args, cases, results, inter, pollers, failures, time.monotonic() - t0)
+    push: dict = {}
+    if not wanted or "W" in wanted or "S" in wanted:
+        log(f"open files allowed: {raise_open_files()}")
+    if not wanted or "W" in wanted:
+        try:
+            push["workers"] = measure_worker_bans(env, args.bans)
+        except (RuntimeError, OSError, subprocess.SubprocessError, urllib.error.URLError) as e:
+            failures.append(f"W (ban to 401 in every worker): {e}")
+            log(f"W FAILED: {e}")
+    if not wanted or "S" in wanted:
+        push["fleets"] = measure_fleets(env)
+        failures += [f"{f['id']}: {f['error']}" for f in push["fleets"] if "error" in f]
+    write_results(env, args, cases, results, inter, pollers, failures, time.monotonic() - t0, push)
     return 1 if failures else 0
 
 
@@ -755,7 +1120,66 @@ def cpu_model() -> str:
     return platform.processor() or "?"
 
 
-def write_results(env: Env, args, cases, results, inter, pollers, failures, elapsed: float) -> None:
+def push_tables(push: dict, a_row: dict | None) -> list[str]:
+    """The revocation push cases (W, S) as markdown, with their targets."""
+    if not push:
+        return []
+
+    def ms(v):
+        return "–" if v is None else f"{v:,.0f}"
+
+    lines = ["", "## Revocations pushed vs polled", ""]
+    if a_row:
+        lines += [f"The machine during this run: A (router only) at {a_row['envoy_cpu_us']:.1f} µs of Envoy CPU per request "
+                  f"({a_row['rps']:,.0f} req/s).", ""]
+    workers = push.get("workers") or []
+    if workers:
+        bans = max(len(w["every_ms"]) for w in workers)
+        lines += [f"Ban to 401 in every worker: one Envoy with `--concurrency {PUSH_WORKERS}` (CPU 0), the auth service "
+                  f"(SQLite) on CPU 1; per mode {bans} bans, each of a fresh user whose token every worker had just "
+                  "allowed. Time from the admin's `200` to the first `401` of the banned token on each worker's own "
+                  "connection; the ban is in force in every worker at the latest of them.", "",
+                  "| revocations | bans | every worker p50 ms | p99 ms | max ms | single worker p50 ms | failed |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for w in workers:
+            e = w["every_ms"]
+            lines.append(f"| {w['label']} | {len(e)} | {ms(pctl(e, 50))} | {ms(pctl(e, 99))} | {ms(max(e) if e else None)} | "
+                         f"{ms(pctl(w['per_worker_ms'], 50))} | {len(w['errors'])} |")
+    fleets = push.get("fleets") or []
+    ok = [f for f in fleets if "error" not in f]
+    if ok:
+        waits = " / ".join(str(w) for w in FLEET_WAITS)
+        lines += ["", f"A fleet of {FLEET_SIDECARS:,} simulated sidecars (`bench/fleet`, one thread on CPU 1), each holding "
+                  f"`GET /v1/revocations?since=C&wait=S` on its own connection; the auth instances on CPU 0. "
+                  f"{FLEET_BANS} bans on the first instance; idle rate over {FLEET_IDLE_SECS} s without bans, half the fleet "
+                  f"at each `wait` ({waits} s).", "",
+                  "| auth | ban → all answered, median ms | worst ms | answers p50 ms | answers p99 ms | "
+                  f"RSS per 1,000 waiters KiB | idle requests per sidecar per min (wait {waits} s) | idle CPU ms/min | early 304s | errors |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for f in ok:
+            alls = [b["max_ms"] for b in f["bans"]]
+            idle = " / ".join(f"{g['per_sidecar_per_min']:.2f}" for g in f["idle"])
+            cpu = sum(f["idle_cpu_ms"]) / (f["idle_secs"] / 60)
+            lines.append(f"| {f['label']} | {ms(statistics.median(alls))} | {ms(max(alls))} | {ms(f['answer_p50_ms'])} | "
+                         f"{ms(f['answer_p99_ms'])} | {f['kib_per_1000_waiters']:,.0f} | {idle} | {cpu:,.0f} | "
+                         f"{f['early_304']} | {f['errors'] + f['other_status']} |")
+
+    lines += ["", "| push target | measured | met |", "|---|---|---|"]
+    for w in workers:
+        if w["id"] == "W-push" and w["every_ms"]:
+            p99 = pctl(w["every_ms"], 99)
+            lines.append(f"| ban to 401 in every worker ≤ 250 ms p99 (long poll) | {p99:,.0f} ms over {len(w['every_ms'])} bans | "
+                         f"{'yes' if p99 <= 250 else '**no**'} |")
+    for f in ok:
+        for g in f["idle"]:
+            v = g["per_sidecar_per_min"]
+            dflt = " (the filter's default)" if g["wait_secs"] == FLEET_WAITS[0] else ""
+            lines.append(f"| idle requests per sidecar per minute ≤ 2, {f['label']}, `wait` {g['wait_secs']} s{dflt} | "
+                         f"{v:.2f} | {'yes' if v <= 2 else '**no**'} |")
+    return lines
+
+
+def write_results(env: Env, args, cases, results, inter, pollers, failures, elapsed: float, push: dict) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     base = {k: med(results["A"], k) for k in ("rps", "p50_us", "p99_us", "envoy_cpu_us", "envoy_rss_mib")} if results.get("A") else {}
@@ -795,7 +1219,7 @@ def write_results(env: Env, args, cases, results, inter, pollers, failures, elap
                         "p50_us": med(p["runs"], "p50_us"), "p99_us": med(p["runs"], "p99_us"),
                         "auth_cpu_us": f"{med(p['runs'], 'auth_cpu_us'):.3f}", "errors": sum(r["errors"] for r in p["runs"])})
     with open(out / "latest-runs.json", "w") as f:
-        json.dump({"results": results, "interleaved": inter, "pollers": pollers}, f, indent=1)
+        json.dump({"results": results, "interleaved": inter, "pollers": pollers, "push": push}, f, indent=1)
 
     by = {r["id"]: r for r in rows}
 
@@ -912,6 +1336,7 @@ def write_results(env: Env, args, cases, results, inter, pollers, failures, elap
     for p in pollers:
         v = med(p["runs"], "rps")
         lines.append(f"| auth service {p['id'][2:]} 304 ≥ 20k req/s on one core | {v:,.0f} req/s | {'yes' if v >= 20000 else '**no**'} |")
+    lines += push_tables(push, by.get("A"))
     if failures:
         lines += ["", "Failed runs (left out of the medians):", ""] + [f"- {f}" for f in failures]
     lines.append("")

@@ -1,6 +1,7 @@
-# make bench — the filter side by side with Envoy's jwt_authn, ext_authz and no auth.
-# Method and latest results: docs/bench.md. Knobs: BENCH_DURATION (s per run), BENCH_REPEATS,
-# BENCH_ARGS (extra flags for bench/bench.py, e.g. `--only D,E`).
+# make bench — the filter side by side with Envoy's jwt_authn, ext_authz and no auth, and
+# revocations pushed (long poll) against polled. Method and latest results: docs/bench.md.
+# Knobs: BENCH_DURATION (s per run), BENCH_REPEATS, BENCH_ARGS (extra flags for
+# bench/bench.py, e.g. `--only D,E` or `--only push`).
 
 BENCH_DURATION ?= 5
 BENCH_REPEATS ?= 3
@@ -15,11 +16,12 @@ bench-tools:
 	@command -v taskset >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq util-linux; }
 
 # Release artifacts: the filter (make wasm), the no-op filter (case B), the
-# token minter and the auth service (cases F and P).
-bench-build: wasm envoy bench-tools
+# token minter, the sidecar fleet (case S) and the auth service (cases F, P, W, S).
+bench-build: wasm envoy postgres bench-tools
 	$(CARGO) build --release --target wasm32-wasip1 --manifest-path bench/noop-filter/Cargo.toml --target-dir $(BENCH_TARGET_DIR)
 	$(CARGO) run --quiet -p authflow-wasm-trim -- $(BENCH_TARGET_DIR)/wasm32-wasip1/release/authflow_bench_noop.wasm $(BENCH_TARGET_DIR)/authflow_bench_noop.trimmed.wasm
 	$(CARGO) build --release --manifest-path bench/tokens/Cargo.toml --target-dir $(BENCH_TARGET_DIR)
+	$(CARGO) build --release --manifest-path bench/fleet/Cargo.toml --target-dir $(BENCH_TARGET_DIR)
 	$(CARGO) build --release -p authflow-auth-service --bin authflow-auth
 
 bench: bench-build
@@ -27,6 +29,7 @@ bench: bench-build
 	BENCH_NOOP_TRIMMED_WASM=$(abspath $(BENCH_TARGET_DIR)/authflow_bench_noop.trimmed.wasm) \
 	BENCH_TOKENS_BIN=$(abspath $(BENCH_TARGET_DIR)/release/authflow-bench-tokens) \
 	BENCH_AUTH_BIN=$(abspath target/release/authflow-auth) \
+	BENCH_FLEET_BIN=$(abspath $(BENCH_TARGET_DIR)/release/authflow-bench-fleet) \
 	python3 bench/bench.py --duration $(BENCH_DURATION) --repeats $(BENCH_REPEATS) $(BENCH_ARGS)
 
 # Where the filter's verification time goes, piece by piece, natively and in V8
