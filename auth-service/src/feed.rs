@@ -9,7 +9,7 @@
 //! published entry says so in its `expires_at` (its forget-after time).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::RwLock;
 
 use authflow_contract::revocation::{still_needed, BannedSubject, RevocationFeed, RevokedSession, RevokedToken};
@@ -84,6 +84,17 @@ pub struct Feed {
     sync_lock: tokio::sync::Mutex<()>,
     /// Wakes long polls once `head` moves.
     notifier: FeedNotifier,
+    /// Answers built from the database (deltas and snapshots), for `/metrics`.
+    store_reads: AtomicU64,
+    /// The delta built last: the long polls one change wakes all ask for it.
+    last_delta: tokio::sync::Mutex<Option<LastDelta>>,
+}
+
+/// A delta from cursor `from` built while the head was `head`.
+struct LastDelta {
+    from: i64,
+    head: i64,
+    feed: RevocationFeed,
 }
 
 /// What a `since` cursor asks for.
@@ -105,6 +116,8 @@ impl Feed {
             set: RwLock::new(RevocationSet::default()),
             sync_lock: tokio::sync::Mutex::new(()),
             notifier: FeedNotifier::new(0, max_waiters),
+            store_reads: AtomicU64::new(0),
+            last_delta: tokio::sync::Mutex::new(None),
         };
         feed.sync(store, now).await?;
         Ok(feed)
@@ -136,6 +149,15 @@ impl Feed {
         store.prune_feed(self.retention.forgotten_through(now)).await
     }
 
+    /// Its counters in the Prometheus text format.
+    pub fn render_metrics(&self) -> String {
+        format!(
+            "# HELP authflow_feed_store_reads_total Revocation feed answers read from the database (long polls woken together share one).\n\
+             # TYPE authflow_feed_store_reads_total counter\nauthflow_feed_store_reads_total {}\n",
+            self.store_reads.load(Ordering::Relaxed)
+        )
+    }
+
     pub fn cursor(&self) -> String {
         format!("{}.{}", self.epoch, self.head.load(Ordering::SeqCst))
     }
@@ -163,7 +185,23 @@ impl Feed {
         if delta_from == Some(head) {
             return Ok(FeedAnswer::NotModified);
         }
+        let Some(from) = delta_from else { return Ok(FeedAnswer::Body(self.read(store, issuer, None, head, now).await?)) };
+        // Every long poll a change wakes holds the same cursor and asks for the
+        // same delta at once: the first reads it, the others wait on the lock
+        // and share it, rather than queueing one database read each.
+        let mut last = self.last_delta.lock().await;
+        if let Some(hit) = last.as_ref().filter(|d| d.from == from && d.head == head) {
+            return Ok(FeedAnswer::Body(hit.feed.clone()));
+        }
+        let feed = self.read(store, issuer, Some(from), head, now).await?;
+        *last = Some(LastDelta { from, head, feed: feed.clone() });
+        Ok(FeedAnswer::Body(feed))
+    }
+
+    /// The delta after `delta_from`, or a snapshot without it, from the database.
+    async fn read(&self, store: &dyn Store, issuer: &str, delta_from: Option<i64>, head: i64, now: i64) -> Result<RevocationFeed, StoreError> {
         let after = delta_from.unwrap_or(0);
+        self.store_reads.fetch_add(1, Ordering::Relaxed);
         let events = store.feed_events_after(after, self.retention.forgotten_through(now)).await?;
         let newest = events.iter().map(|e| e.seq).max().unwrap_or(0).max(head);
         let mut feed = RevocationFeed {
@@ -190,7 +228,7 @@ impl Feed {
             .into_iter()
             .map(|(sub, (nb, exp))| BannedSubject { sub, not_before: u64::try_from(nb).unwrap_or(0), expires_at: u(exp) })
             .collect();
-        Ok(FeedAnswer::Body(feed))
+        Ok(feed)
     }
 
     /// Whether a token with this `exp` may still pass a verifier somewhere

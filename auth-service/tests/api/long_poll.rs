@@ -116,3 +116,45 @@ async fn over_the_waiter_cap_a_request_is_answered_as_a_plain_poll() {
     assert!(started.elapsed() < Duration::from_secs(1), "over the cap: no wait ({:?})", started.elapsed());
     assert_eq!(parked.await.unwrap(), 304, "the first one waited its turn out");
 }
+
+fn store_reads(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("authflow_feed_store_reads_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("authflow_feed_store_reads_total in /metrics")
+}
+
+/// Every long poll woken by one ban asks for the same delta: it is read from
+/// the database once and shared, not once per waiter (10 000 sidecars would
+/// queue 10 000 identical queries behind the pool and the last one would learn
+/// of the ban seconds late).
+#[tokio::test]
+async fn waiters_woken_by_one_ban_share_one_database_read() {
+    const WAITERS: usize = 50;
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    let user_id = app.verified_user("ida@example.com").await;
+    let cursor = current_cursor(&app).await;
+    let waiters: Vec<_> = (0..WAITERS)
+        .map(|_| {
+            let (http, url, cursor) = (app.http.clone(), app.url("/v1/revocations"), cursor.clone());
+            tokio::spawn(async move {
+                let r = http.get(url).query(&[("since", cursor.as_str()), ("wait", "20")]).timeout(Duration::from_secs(10)).send().await;
+                let r = r.expect("answered within 10 s");
+                (r.status(), r.json::<Value>().await.ok())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = store_reads(&app.get("/metrics").await.text().await.unwrap());
+    let r = app.authed(Method::POST, &format!("/v1/admin/users/{user_id}/ban"), &admin).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    for w in waiters {
+        let (status, delta) = w.await.unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(delta.unwrap()["banned_subjects"][0]["sub"], user_id.as_str(), "every waiter gets the ban");
+    }
+    let reads = store_reads(&app.get("/metrics").await.text().await.unwrap()) - before;
+    assert_eq!(reads, 1, "{WAITERS} waiters woken by one ban: one database read, not {reads}");
+}
