@@ -9,6 +9,7 @@ use std::time::Duration;
 use authflow_contract::fingerprint::DeviceAttribute;
 use authflow_contract::revocation::MAX_CLOCK_SKEW_SECS;
 use authflow_contract::Algorithm;
+use secrecy::SecretString;
 use serde::Deserialize;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,13 +18,13 @@ pub enum Environment {
     Production,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum MailerConfig {
     /// Every message is written under `<data_dir>/outbox/` (and readable via
     /// the dev endpoint when enabled).
     DevOutbox,
     /// Plain SMTP (optionally authenticated) to a relay.
-    Smtp { host: String, port: u16, username: Option<String>, password: Option<String> },
+    Smtp { host: String, port: u16, username: Option<String>, password: Option<SecretString> },
 }
 
 /// The key-encryption key(s) for secrets at rest (see `kek.rs`). `Debug`
@@ -59,7 +60,8 @@ pub struct Config {
     pub reset_token_ttl: Duration,
     pub fingerprint_attributes: Vec<DeviceAttribute>,
     pub data_dir: PathBuf,
-    pub database_url: String,
+    /// May carry the database password: `Debug` prints `[REDACTED]`.
+    pub database_url: SecretString,
     pub mailer: MailerConfig,
     pub mail_from: String,
     pub dev_endpoints: bool,
@@ -98,8 +100,9 @@ pub struct Config {
     pub kek: KekConfig,
 }
 
-/// Every field that may appear in the file, all optional.
-#[derive(Debug, Default, Deserialize)]
+/// Every field that may appear in the file, all optional. No `Debug`: it
+/// holds secrets in clear until [`RawConfig::validate`] wraps them.
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub environment: Option<String>,
@@ -374,7 +377,7 @@ impl RawConfig {
                 host: self.smtp_host.ok_or_else(|| bad("smtp_host", "required when mailer = smtp"))?,
                 port: self.smtp_port.unwrap_or(25),
                 username: self.smtp_username,
-                password: self.smtp_password,
+                password: self.smtp_password.map(SecretString::from),
             },
             other => return Err(bad("mailer", format!("`{other}` is not dev-outbox|smtp"))),
         };
@@ -415,7 +418,7 @@ impl RawConfig {
             reset_token_ttl: secs("reset_token_ttl_secs", self.reset_token_ttl_secs, 1800, 60, 86_400)?,
             fingerprint_attributes,
             data_dir,
-            database_url,
+            database_url: SecretString::from(database_url),
             mailer,
             mail_from: self.mail_from.unwrap_or_else(|| "authflow <no-reply@authflow.invalid>".into()),
             dev_endpoints,
@@ -477,6 +480,8 @@ impl RawConfig {
 
 #[cfg(test)]
 mod tests {
+    use secrecy::ExposeSecret;
+
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -491,7 +496,7 @@ mod tests {
         assert_eq!(c.audiences, vec!["authflow-demo"]);
         assert_eq!(c.access_ttl, Duration::from_secs(900));
         assert_eq!(c.fingerprint_attributes.len(), 2);
-        assert!(c.database_url.ends_with("authflow.db"));
+        assert!(c.database_url.expose_secret().ends_with("authflow.db"));
         assert!(c.dev_endpoints);
         assert_eq!(c.signing_alg, Algorithm::EdDSA);
     }
@@ -547,6 +552,30 @@ mod tests {
         assert!(e.to_string().contains("xff_num_trusted_hops"), "the old setting points to its replacement: {e}");
         let e = Config::load_from(None, &env(&[("AUTHFLOW_XFF_NUM_TRUSTED_HOPS", "11")])).unwrap_err();
         assert!(e.to_string().contains("xff_num_trusted_hops"), "{e}");
+    }
+
+    /// Configuration is logged and printed with `{:?}`: no secret may show.
+    #[test]
+    fn debug_output_holds_no_secret() {
+        let kek = crate::kek::generate_key();
+        let c = Config::load_from(
+            None,
+            &env(&[
+                ("AUTHFLOW_DATABASE_URL", "postgres://authflow:db-pass-7Hq2@db.internal:5432/authflow"),
+                ("AUTHFLOW_MAILER", "smtp"),
+                ("AUTHFLOW_SMTP_HOST", "relay.internal"),
+                ("AUTHFLOW_SMTP_USERNAME", "mailer"),
+                ("AUTHFLOW_SMTP_PASSWORD", "smtp-pass-9Xw4"),
+                ("AUTHFLOW_KEK", &kek),
+            ]),
+        )
+        .unwrap();
+        let shown = format!("{c:?} {c:#?}");
+        for secret in ["db-pass-7Hq2", "smtp-pass-9Xw4", kek.trim()] {
+            assert!(!shown.contains(secret), "`{secret}` appears in {shown}");
+        }
+        // What is not secret still shows, so the output stays useful.
+        assert!(shown.contains("relay.internal") && shown.contains("mailer"), "{shown}");
     }
 
     #[test]

@@ -11,6 +11,8 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::{Deserialize, Serialize};
 
+use secrecy::ExposeSecret;
+
 use crate::config::{Config, MailerConfig};
 
 /// One message. `code` / `token` repeat the secret in the body so that the
@@ -49,7 +51,7 @@ pub fn from_config(config: &Config) -> Result<Box<dyn Mailer>, String> {
         MailerConfig::Smtp { host, port, username, password } => {
             let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.as_str()).port(*port);
             if let (Some(u), Some(p)) = (username, password) {
-                builder = builder.credentials(Credentials::new(u.clone(), p.clone()));
+                builder = builder.credentials(Credentials::new(u.clone(), p.expose_secret().to_owned()));
             }
             let from: Mailbox = config.mail_from.parse().map_err(|e| format!("mail_from is not a mailbox: {e}"))?;
             Ok(Box::new(Smtp { transport: builder.build(), from }))

@@ -12,6 +12,7 @@ use authflow_auth_service::startup::spawn;
 use authflow_auth_service::state::{build_state, open_store};
 use authflow_auth_service::{sessions, tokens};
 use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret;
 
 #[derive(Parser)]
 #[command(name = "authflow-auth", about = "The authflow auth service", version)]
@@ -126,7 +127,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         if Backend::of_url(&url).is_none() {
             return Err("--database-url must start with sqlite: or postgres://".into());
         }
-        config.database_url = url;
+        config.database_url = url.into();
     }
     match cli.command {
         Command::Serve => {
@@ -139,7 +140,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Migrate => {
             open_store(&config).await.map_err(|e| e.to_string())?;
             // Not the URL itself: it may carry a password.
-            let backend = Backend::of_url(&config.database_url).map_or("unknown", Backend::name);
+            let backend = Backend::of_url(config.database_url.expose_secret()).map_or("unknown", Backend::name);
             println!("migrations applied ({backend})");
             Ok(())
         }

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use secrecy::ExposeSecret;
+
 use crate::clock::now;
 use crate::config::Config;
 use crate::domain::password::Hasher;
@@ -44,7 +46,7 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
         )
     })?;
     let kek = Kek::new(&current, &config.kek.previous).map_err(StartError)?;
-    store::open(&config.database_url, Arc::new(kek)).await.map_err(StartError::from_display)
+    store::open(config.database_url.expose_secret(), Arc::new(kek)).await.map_err(StartError::from_display)
 }
 
 /// Everything the routes need: store, keys (generated on first start), feed state, mailer.

@@ -35,7 +35,7 @@ pub struct TestApp {
 pub fn test_config(dir: &std::path::Path, database_url: Option<&str>, tweak: impl FnOnce(&mut Config)) -> Config {
     let mut config = Config::for_data_dir(dir).unwrap();
     if let Some(url) = database_url {
-        config.database_url = url.to_owned();
+        config.database_url = url.into();
     }
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.password_hash_memory_kib = 1024;
