@@ -20,6 +20,7 @@ Cases:
       identity headers, one header write each
   E   authflow, cold, per algorithm: more distinct tokens than the verified-token
       cache holds, cycled, so every request is a cache miss and one signature check
+      (ES256 and RS256 by Envoy's verify_signature host function, EdDSA in Wasm)
   F   Envoy ext_authz (HTTP) to the auth service, which verifies every token
   G   authflow, warm, with 100k live revocation entries (D plus the feed)
   P   auth service alone, pinned to one core: the 304 answers pollers get from
@@ -1328,11 +1329,14 @@ def write_results(env: Env, args, cases, results, inter, pollers, failures, elap
     target("D warm vs B−, the no-op trimmed the same way (for reference)", "D", "B-trimmed", None)
     target("D warm vs C cached (level)", "D", "C-cached", 1.10)
     for a in ALGS:
-        target(f"E cold {a} ≤ 2 × C uncached {a}", f"E-{a}", f"C-{a}", 2.0)
+        # Native speed: ES256 and RS256 are checked by Envoy's BoringSSL (verify_signature).
+        target(f"E cold {a} ≤ 1.0 × C uncached {a}", f"E-{a}", f"C-{a}", 1.0)
     target("G (100k revocations) ≤ 1.05 × D", "G", "D", 1.05)
     if "G" in by:
         lines.append(f"| Envoy RSS with {REVOKED_ENTRIES // 1000}k revocation entries | {by['G']['envoy_rss_mib']:.1f} MiB "
                      f"(D without: {by.get('D', {}).get('envoy_rss_mib') or 0:.1f} MiB) | – |")
+    module = Path(env.wasm).stat().st_size
+    lines.append(f"| authflow.wasm ≤ 450 KB | {module / 1000:.0f} KB ({module:,} bytes) | {'yes' if module <= 450_000 else '**no**'} |")
     for p in pollers:
         v = med(p["runs"], "rps")
         lines.append(f"| auth service {p['id'][2:]} 304 ≥ 20k req/s on one core | {v:,.0f} req/s | {'yes' if v >= 20000 else '**no**'} |")
