@@ -58,8 +58,8 @@ impl HttpContext for AuthflowHttp {
         let now = vm.clock_ms;
         match vm.decide(self.context_id, Request::new(headers, client), now) {
             Decided::Paused => Action::Pause,
-            Decided::Now(request, outcome) => {
-                let go_on = carry_out(vm, &request, outcome, false);
+            Decided::Now(request, decision) => {
+                let go_on = carry_out(vm, &request, decision, false);
                 vm.header_buffer = request.into_headers().into_buffer();
                 if go_on {
                     Action::Continue

@@ -1,9 +1,8 @@
 //! Carrying a decision out on the current (effective) request: forward it
 //! with identity headers, or answer it, counting and logging what matters.
 
-use authflow_filter_core::deny::DenyReason;
 use authflow_filter_core::device::DeviceCheck;
-use authflow_filter_core::engine::Outcome;
+use authflow_filter_core::engine::Decision;
 use authflow_filter_core::forward::{credential_edits, HeaderEdit};
 use authflow_filter_core::header_spellings::is_one_of;
 use authflow_filter_core::request::HeaderReads;
@@ -15,9 +14,9 @@ use crate::vm::Vm;
 
 /// Applies a decision. Returns whether the request may continue upstream.
 /// `resume` is for requests that were paused.
-pub fn carry_out(vm: &Vm, request: &Request, outcome: Outcome, resume: bool) -> bool {
-    match outcome {
-        Outcome::Allow(allowed) => {
+pub fn carry_out(vm: &Vm, request: &Request, decision: Decision, resume: bool) -> bool {
+    match decision {
+        Decision::Allow(allowed) => {
             let n = allowed.notes;
             vm.metrics.inc(if n.authenticated { Metric::Allowed } else { Metric::AllowedAnonymous });
             if n.authenticated {
@@ -50,7 +49,7 @@ pub fn carry_out(vm: &Vm, request: &Request, outcome: Outcome, resume: bool) -> 
             }
             true
         }
-        Outcome::Deny(denied) => {
+        Decision::Deny(denied) => {
             vm.metrics.denied(denied.reason);
             if let Some(check) = denied.device {
                 log_device(vm, check, request, "denied");
@@ -59,13 +58,6 @@ pub fn carry_out(vm: &Vm, request: &Request, outcome: Outcome, resume: bool) -> 
                 log::debug!("authflow: {} {} denied: {}", request.method(), request.path(), denied.reason.label());
             }
             let r = &denied.response;
-            host::send_response(r.status, &r.headers, &r.body);
-            false
-        }
-        // `Vm::decide` and `Vm::settle_paused` never hand this over; answer as
-        // "no keys" rather than let an undecided request through.
-        Outcome::AwaitKeys { .. } => {
-            let r = DenyReason::KeysUnavailable.response(vm.engine.config.retry_after_secs, None);
             host::send_response(r.status, &r.headers, &r.body);
             false
         }

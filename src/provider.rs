@@ -11,7 +11,7 @@ use authflow_filter_core::fetch::{
     feed_answer, feed_path, jwks_answer, status_of, Answer, Document, DocumentFetch, FetchEnd, KeyNeed, KeyWait, Refusal,
 };
 use authflow_filter_core::revocation::RevocationSet;
-use authflow_filter_core::Engine;
+use authflow_filter_core::{Engine, ProviderId};
 use proxy_wasm::types::Status;
 
 use crate::host;
@@ -54,8 +54,8 @@ pub struct Env<'a> {
 }
 
 pub struct ProviderRuntime {
-    /// The provider's position in the configuration (and the engine's state).
-    index: usize,
+    /// Names the provider in the configuration and the engine.
+    id: ProviderId,
     name: String,
     issuer: String,
     jwks: Option<SharedFetch>,
@@ -63,13 +63,13 @@ pub struct ProviderRuntime {
 }
 
 impl ProviderRuntime {
-    pub fn new(index: usize, provider: &Provider) -> Self {
+    pub fn new(id: ProviderId, provider: &Provider) -> Self {
         let jwks = match &provider.jwks {
             JwksSource::Remote(u) => Some(SharedFetch::new(Document::Jwks, &provider.issuer, u.clone())),
             JwksSource::Inline(_) => None,
         };
         let revocations = provider.revocations.clone().map(|u| SharedFetch::new(Document::Revocations, &provider.issuer, u));
-        ProviderRuntime { index, name: provider.name.clone(), issuer: provider.issuer.clone(), jwks, revocations }
+        ProviderRuntime { id, name: provider.name.clone(), issuer: provider.issuer.clone(), jwks, revocations }
     }
 
     pub fn name(&self) -> &str {
@@ -101,12 +101,12 @@ impl ProviderRuntime {
     pub fn adopt_shared(&mut self, env: &mut Env) {
         if let Some(s) = self.jwks.as_mut() {
             if let Some(set) = s.slot.take_if_changed().and_then(|bytes| KeySet::parse(&bytes).ok()) {
-                install_keys(env, self.index, &self.name, set);
+                install_keys(env, self.id, &self.name, set);
             }
         }
         let Some(s) = self.revocations.as_mut() else { return };
         let (max, skew) = (env.engine.config.revocation.max_entries, env.engine.config.clock_skew_secs);
-        let Some(state) = env.engine.providers.get_mut(self.index) else { return };
+        let Some(state) = env.engine.provider_mut(self.id) else { return };
         if let Some(feed) = s.slot.take_if_changed().and_then(|bytes| serde_json::from_slice::<RevocationFeed>(&bytes).ok()) {
             let mut next = RevocationSet::default();
             if next.apply(feed, &self.issuer, max, skew, env.now_ms / 1000).is_ok() {
@@ -127,7 +127,7 @@ impl ProviderRuntime {
     /// no lease is taken: only keys this VM lacks are fetched.
     pub fn due_callouts(&mut self, engine: &Engine, vm_id: u64, now_ms: u64, may_lease: bool) -> Vec<Callout> {
         let mut due = Vec::new();
-        let state = engine.providers.get(self.index);
+        let state = engine.provider(self.id);
         if let Some(s) = self.jwks.as_mut() {
             let have_keys = state.is_some_and(|p| p.keys.is_some());
             let SharedFetch { fetch, slot } = s;
@@ -198,7 +198,7 @@ impl ProviderRuntime {
                 s.fetch.finished(FetchEnd::Fresh { etag }, env.now_ms, env.jitter);
                 s.slot.publish(&bytes, env.vm_id, env.now_ms);
                 env.metrics.inc(Metric::JwksFetchOk);
-                install_keys(env, self.index, &self.name, set);
+                install_keys(env, self.id, &self.name, set);
             }
             Answer::Failed(why) => {
                 s.fetch.finished(FetchEnd::Failed, env.now_ms, env.jitter);
@@ -212,7 +212,7 @@ impl ProviderRuntime {
         let Some(s) = self.revocations.as_mut() else { return };
         let now = env.now_ms;
         let (max, skew) = (env.engine.config.revocation.max_entries, env.engine.config.clock_skew_secs);
-        let Some(state) = env.engine.providers.get_mut(self.index) else { return };
+        let Some(state) = env.engine.provider_mut(self.id) else { return };
         let sent_cursor = state.revocations.cursor().map(str::to_owned);
         match feed_answer(status, body_size, host::call_response_body) {
             Answer::NotModified => {
@@ -271,11 +271,11 @@ fn pick(document: Document, jwks: Metric, revocations: Metric) -> Metric {
     }
 }
 
-fn install_keys(env: &mut Env, index: usize, name: &str, set: KeySet) {
+fn install_keys(env: &mut Env, id: ProviderId, name: &str, set: KeySet) {
     if set.skipped > 0 {
         log::info!("authflow: provider {name}: {} keys loaded, {} unusable keys skipped", set.keys.len(), set.skipped);
     }
-    env.engine.set_keys(index, set);
-    let total: usize = env.engine.providers.iter().filter_map(|p| p.keys.as_ref()).map(|k| k.keys.len()).sum();
+    env.engine.set_keys(id, set);
+    let total: usize = env.engine.providers().filter_map(|p| p.keys.as_ref()).map(|k| k.keys.len()).sum();
     env.metrics.set(Metric::KeysLoaded, total as u64);
 }

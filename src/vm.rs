@@ -2,13 +2,13 @@
 //! and the one place a request that lacks keys is paused or answered, and a
 //! paused request is settled.
 
-use authflow_filter_core::engine::Outcome;
-use authflow_filter_core::fetch::{KeyNeed, KeyWait};
+use authflow_filter_core::engine::{Decision, KeysAwaited};
+use authflow_filter_core::fetch::KeyWait;
 use authflow_filter_core::header_spellings::underscore_spellings;
 use authflow_filter_core::paused::{PausedRequest, PausedRequests};
 use authflow_filter_core::request::HeaderReads;
 use authflow_filter_core::signature::{self, SignatureChecker};
-use authflow_filter_core::{Engine, FilterConfig, Request};
+use authflow_filter_core::{Engine, FilterConfig, PerProvider, Request};
 
 use crate::host;
 use crate::metrics::{Metric, Metrics};
@@ -18,7 +18,7 @@ use crate::provider::ProviderRuntime;
 pub struct Vm {
     pub engine: Engine,
     /// One per configured provider, in configuration order.
-    pub providers: Vec<ProviderRuntime>,
+    pub providers: PerProvider<ProviderRuntime>,
     /// The identity headers the filter owns: set or removed on every request it lets through.
     pub identity_names: Vec<String>,
     /// Their other `-`/`_` spellings, removed from every request let through.
@@ -38,14 +38,14 @@ pub struct Vm {
 /// A request's fate at its headers.
 pub enum Decided {
     /// Decided: carry this out (the request comes back for its buffer).
-    Now(Request, Outcome),
+    Now(Request, Decision),
     /// Paused until its keys arrive (or the wait ends).
     Paused,
 }
 
 impl Vm {
     pub fn new(config: FilterConfig, now_ms: u64) -> Self {
-        let providers = config.providers.iter().enumerate().map(|(i, p)| ProviderRuntime::new(i, p)).collect();
+        let providers = config.providers.map(ProviderRuntime::new);
         let identity_names = config.identity.all_names().into_iter().map(str::to_owned).collect();
         let identity_spellings = underscore_spellings(&config.identity.all_names());
         let header_reads = HeaderReads::for_config(&config);
@@ -66,35 +66,43 @@ impl Vm {
     /// that could bring them is in flight or about to start, and only while
     /// the paused list has room; otherwise it is answered with the keys there are.
     pub fn decide(&mut self, context_id: u32, request: Request, now_ms: u64) -> Decided {
-        let (provider, unknown_kid) = match self.engine.evaluate(&request, now_ms, true) {
-            Outcome::AwaitKeys { provider, unknown_kid } => (provider, unknown_kid),
-            outcome => return Decided::Now(request, outcome),
+        let awaited = match self.engine.evaluate(&request, now_ms, true).settled() {
+            Ok(decision) => return Decided::Now(request, decision),
+            Err(awaited) => awaited,
         };
-        let need = if unknown_kid { KeyNeed::UnknownKid } else { KeyNeed::NotLoaded };
-        let mut request = request;
-        if let Some(runtime) = self.providers.get_mut(provider) {
-            if runtime.key_wait(need, now_ms) == KeyWait::Pause {
-                let paused = PausedRequest {
-                    context_id,
-                    request,
-                    provider,
-                    generation: runtime.key_generation(),
-                    deadline_ms: now_ms.saturating_add(self.engine.config.key_wait_ms),
-                };
-                match self.paused.push(paused) {
-                    Ok(()) => {
-                        self.metrics.inc(Metric::KeyWaits);
-                        return Decided::Paused;
-                    }
-                    Err(overflow) => {
-                        self.metrics.inc(Metric::KeyWaitsOverflow);
-                        request = overflow.request;
-                    }
-                }
+        match self.pause(context_id, request, awaited, now_ms) {
+            Ok(()) => Decided::Paused,
+            Err(request) => {
+                let decision = self.engine.decide_now(&request, now_ms);
+                Decided::Now(request, decision)
             }
         }
-        let outcome = self.engine.evaluate(&request, now_ms, false);
-        Decided::Now(request, outcome)
+    }
+
+    /// Pauses a request until its keys may have come, or hands it back when
+    /// no fetch is coming or the paused list is full.
+    fn pause(&mut self, context_id: u32, request: Request, awaited: KeysAwaited, now_ms: u64) -> Result<(), Request> {
+        let Some(runtime) = self.providers.get_mut(awaited.provider) else { return Err(request) };
+        if runtime.key_wait(awaited.need, now_ms) == KeyWait::AnswerNow {
+            return Err(request);
+        }
+        let paused = PausedRequest {
+            context_id,
+            request,
+            provider: awaited.provider,
+            generation: runtime.key_generation(),
+            deadline_ms: now_ms.saturating_add(self.engine.config.key_wait_ms),
+        };
+        match self.paused.push(paused) {
+            Ok(()) => {
+                self.metrics.inc(Metric::KeyWaits);
+                Ok(())
+            }
+            Err(overflow) => {
+                self.metrics.inc(Metric::KeyWaitsOverflow);
+                Err(overflow.request)
+            }
+        }
     }
 
     /// Settles paused requests whose key fetch ended or whose wait ran out.
@@ -104,15 +112,20 @@ impl Vm {
         }
         for p in self.paused.take_all() {
             let generation = self.providers.get(p.provider).map_or(0, ProviderRuntime::key_generation);
-            let final_round = p.final_round(generation, now_ms);
-            let outcome = self.engine.evaluate(&p.request, now_ms, !final_round);
-            if matches!(outcome, Outcome::AwaitKeys { .. }) {
-                // Back where it was: the list only shrank since `take_all`.
-                let _ = self.paused.push(p);
-                continue;
-            }
+            let decision = if p.final_round(generation, now_ms) {
+                self.engine.decide_now(&p.request, now_ms)
+            } else {
+                match self.engine.evaluate(&p.request, now_ms, true).settled() {
+                    Ok(decision) => decision,
+                    Err(_) => {
+                        // Back where it was: the list only shrank since `take_all`.
+                        let _ = self.paused.push(p);
+                        continue;
+                    }
+                }
+            };
             if host::act_on(p.context_id) {
-                carry_out(self, &p.request, outcome, true);
+                carry_out(self, &p.request, decision, true);
             }
         }
     }

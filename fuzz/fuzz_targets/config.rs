@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
     // What the glue asks of a parsed configuration.
     let _ = HeaderReads::for_config(&config);
     for p in &config.providers {
-        assert_eq!(config.provider_for_issuer(&p.issuer).map(|i| &config.providers[i].issuer), Some(&p.issuer));
+        assert_eq!(config.provider_for_issuer(&p.issuer).and_then(|id| config.provider(id)).map(|p| &p.issuer), Some(&p.issuer));
     }
     let mut engine = Engine::new(config, 1_900_000_000_000);
     for r in requests() {

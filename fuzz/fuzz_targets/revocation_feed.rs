@@ -11,6 +11,7 @@ use std::rc::Rc;
 use authflow_contract::revocation::{BannedSubject, RevocationFeed, RevokedSession, RevokedToken, MAX_FEED_BYTES};
 use authflow_filter_core::revocation::RevocationSet;
 use authflow_filter_core::verify::VerifiedToken;
+use authflow_filter_core::ProviderId;
 use libfuzzer_sys::fuzz_target;
 
 const ISSUER: &str = "https://auth.test";
@@ -21,7 +22,7 @@ const SKEW: u64 = 30;
 
 fn token(jti: Option<&str>, sid: Option<&str>, sub: Option<&str>, issued_at: Option<u64>) -> VerifiedToken {
     VerifiedToken {
-        provider: 0,
+        provider: ProviderId::FIRST,
         issuer: ISSUER.into(),
         subject: sub.map(str::to_owned),
         expires_at: NOW + 900,

@@ -7,7 +7,7 @@ use authflow_contract::fingerprint::FingerprintInput;
 use authflow_contract::revocation::{BannedSubject, RevocationFeed, RevokedSession, RevokedToken};
 use authflow_contract::KeySet;
 use authflow_filter_core::engine::{Engine, Outcome};
-use authflow_filter_core::{FilterConfig, Request};
+use authflow_filter_core::{FilterConfig, ProviderId, Request};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use ed25519_dalek::Signer as _;
@@ -156,7 +156,7 @@ pub fn seed_tokens(keys: &Keys) -> Vec<String> {
 /// revocation list applied (one `jti`, one session, one banned subject).
 pub fn engine(config: &FilterConfig, keys: &KeySet) -> Engine {
     let mut engine = Engine::new(config.clone(), NOW * 1000);
-    engine.set_keys(0, keys.clone());
+    engine.set_keys(ProviderId::FIRST, keys.clone());
     let feed = RevocationFeed {
         issuer: ISSUER.into(),
         cursor: "1".into(),
@@ -165,7 +165,7 @@ pub fn engine(config: &FilterConfig, keys: &KeySet) -> Engine {
         revoked_sessions: vec![RevokedSession { sid: "sess-revoked".into(), expires_at: NOW + 900 }],
         banned_subjects: vec![BannedSubject { sub: "banned-user".into(), not_before: NOW, expires_at: NOW + 900 }],
     };
-    if let Some(p) = engine.providers.get_mut(0) {
+    if let Some(p) = engine.provider_mut(ProviderId::FIRST) {
         // The feed matches the configured issuer and is tiny: it always applies.
         let _ = p.revocations.apply(feed, ISSUER, 1000, config.clock_skew_secs, NOW);
     }

@@ -8,7 +8,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use authflow_filter_core::{verify, Engine, FilterConfig, Request};
+use authflow_filter_core::{verify, Engine, FilterConfig, ProviderId, Request};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use jwt_simple::prelude::*;
@@ -80,7 +80,7 @@ fn main() {
     );
     let config_json = config;
     let config = FilterConfig::from_json(config_json.as_bytes()).expect("config");
-    let keys = match &config.providers[0].jwks {
+    let keys = match &config.provider(ProviderId::FIRST).expect("one provider").jwks {
         authflow_filter_core::config::JwksSource::Inline(k) => k.clone(),
         _ => unreachable!(),
     };

@@ -114,7 +114,7 @@ mod tests {
 
     fn token(exp: u64) -> Rc<VerifiedToken> {
         Rc::new(VerifiedToken {
-            provider: 0,
+            provider: crate::ProviderId::FIRST,
             issuer: "i".into(),
             subject: None,
             expires_at: exp,

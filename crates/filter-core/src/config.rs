@@ -9,6 +9,8 @@ use authflow_contract::revocation::MAX_CLOCK_SKEW_SECS;
 use authflow_contract::{fingerprint::DeviceAttribute, Algorithm, KeySet};
 use serde::Deserialize;
 
+use crate::provider_id::{PerProvider, ProviderId};
+
 /// Upper bounds on what the configuration may ask for.
 pub const MAX_CONFIG_BYTES: usize = 256 * 1024;
 pub const MAX_TOKEN_BYTES_LIMIT: usize = 64 * 1024;
@@ -254,7 +256,7 @@ pub enum StalePolicy {
 
 #[derive(Clone, Debug)]
 pub struct FilterConfig {
-    pub providers: Vec<Provider>,
+    pub providers: PerProvider<Provider>,
     pub clock_skew_secs: u64,
     pub max_token_lifetime_secs: u64,
     pub token_sources: TokenSources,
@@ -517,7 +519,7 @@ impl FilterConfig {
             }
         };
         Ok(FilterConfig {
-            providers,
+            providers: PerProvider::from_vec(providers),
             clock_skew_secs: raw.clock_skew_secs,
             max_token_lifetime_secs: raw.max_token_lifetime_secs,
             token_sources,
@@ -536,8 +538,12 @@ impl FilterConfig {
         })
     }
 
-    pub fn provider_for_issuer(&self, issuer: &str) -> Option<usize> {
-        self.providers.iter().position(|p| p.issuer == issuer)
+    pub fn provider_for_issuer(&self, issuer: &str) -> Option<ProviderId> {
+        self.providers.find(|p| p.issuer == issuer)
+    }
+
+    pub fn provider(&self, id: ProviderId) -> Option<&Provider> {
+        self.providers.get(id)
     }
 }
 
@@ -774,7 +780,7 @@ mod tests {
         assert_eq!(c.failure_mode, FailureMode::FailClosed);
         assert!(c.token_sources.authorization_bearer);
         assert_eq!(c.identity.subject.as_deref(), Some("x-auth-user"));
-        let JwksSource::Remote(u) = &c.providers[0].jwks else { panic!() };
+        let JwksSource::Remote(u) = &c.provider(ProviderId::FIRST).unwrap().jwks else { panic!() };
         assert_eq!(u.authority, "auth");
         assert_eq!(u.interval_ms, 300_000);
         assert_eq!(c.device.mode, DeviceMode::Off);
@@ -869,7 +875,7 @@ mod tests {
         let e = with(jwks(0)).unwrap_err();
         assert!(e.0.contains("jwks.remote.min_refetch_interval_secs") && e.0.contains("at least 1"), "{e}");
         let c = with(jwks(1)).unwrap();
-        let JwksSource::Remote(u) = &c.providers[0].jwks else { panic!() };
+        let JwksSource::Remote(u) = &c.provider(ProviderId::FIRST).unwrap().jwks else { panic!() };
         assert_eq!(u.min_refetch_interval_ms, 1_000);
     }
 
@@ -881,7 +887,7 @@ mod tests {
             with(serde_json::json!({"providers": [{"name": "p", "issuer": "i", "algorithms": ["EdDSA"],
                 "jwks": {"remote": {"cluster": "c", "path": "/j"}}, "revocations": r}], "revocation": policy}))
         };
-        let wait = |c: FilterConfig| c.providers[0].revocations.as_ref().unwrap().wait_ms;
+        let wait = |c: FilterConfig| c.provider(ProviderId::FIRST).unwrap().revocations.as_ref().unwrap().wait_ms;
         let none = serde_json::json!({});
         assert_eq!(wait(feed(none.clone(), serde_json::Value::Null).unwrap()), 20_000, "default: 20 s + 5 s under 30 s");
         assert_eq!(wait(feed(none.clone(), serde_json::json!({"max_staleness_secs": 10})).unwrap()), 4_000, "default shrinks to fit");

@@ -87,7 +87,7 @@ mod tests {
             expires_at: 0,
             not_revoked_in: std::cell::Cell::new(0),
             not_before: None,
-            provider: 0,
+            provider: crate::ProviderId::FIRST,
             identity_headers: std::rc::Rc::from(Vec::new()),
             dfp: Some(dfp),
             issuer: String::new(),

@@ -11,7 +11,9 @@ use crate::config::{DeviceMode, FailureMode, FilterConfig, JwksSource, Policy, S
 use crate::deny::{DenyReason, DenyResponse};
 use crate::device::{self, DeviceCheck};
 use crate::extract::{extract, ExtractError, Extracted};
+use crate::fetch::KeyNeed;
 use crate::policy::{authorize, policy_for};
+use crate::provider_id::{PerProvider, ProviderId};
 use crate::request::Request;
 use crate::revocation::RevocationSet;
 use crate::signature::SignatureChecker;
@@ -29,7 +31,7 @@ pub struct ProviderState {
 
 pub struct Engine {
     pub config: FilterConfig,
-    pub providers: Vec<ProviderState>,
+    providers: PerProvider<ProviderState>,
     /// Checks signatures; the glue gives it the host's verifier ([`Engine::with_signatures`]).
     pub signatures: SignatureChecker,
     cache: TokenCache,
@@ -41,7 +43,36 @@ pub enum Outcome {
     Deny(Denied),
     /// The token's provider has no keys yet, or the token's `kid` is unknown:
     /// pause the request, fetch keys, and evaluate again (with `may_wait = false`).
-    AwaitKeys { provider: usize, unknown_kid: bool },
+    AwaitKeys { provider: ProviderId, unknown_kid: bool },
+}
+
+/// What is done with a request for good: an [`Outcome`] that is not
+/// [`AwaitKeys`](Outcome::AwaitKeys). The glue carries out only these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allow(Allowed),
+    Deny(Denied),
+}
+
+/// A request that may wait for its provider's keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeysAwaited {
+    pub provider: ProviderId,
+    pub need: KeyNeed,
+}
+
+impl Outcome {
+    /// The decision, or what the request would wait for.
+    pub fn settled(self) -> Result<Decision, KeysAwaited> {
+        match self {
+            Outcome::Allow(a) => Ok(Decision::Allow(a)),
+            Outcome::Deny(d) => Ok(Decision::Deny(d)),
+            Outcome::AwaitKeys { provider, unknown_kid } => {
+                let need = if unknown_kid { KeyNeed::UnknownKid } else { KeyNeed::NotLoaded };
+                Err(KeysAwaited { provider, need })
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -52,7 +83,7 @@ pub struct Allowed {
     pub notes: Notes,
     /// The provider whose token verified and is vouched for, if one did:
     /// its `forward_token` decides whether the token goes upstream.
-    pub verified_by: Option<usize>,
+    pub verified_by: Option<ProviderId>,
 }
 
 impl Allowed {
@@ -86,18 +117,14 @@ pub struct Denied {
 
 impl Engine {
     pub fn new(config: FilterConfig, now_ms: u64) -> Self {
-        let providers = config
-            .providers
-            .iter()
-            .map(|p| ProviderState {
-                keys: match &p.jwks {
-                    JwksSource::Inline(set) => Some(set.clone()),
-                    JwksSource::Remote(_) => None,
-                },
-                revocations: RevocationSet::default(),
-                revocations_fresh_at_ms: now_ms,
-            })
-            .collect();
+        let providers = config.providers.map(|_, p| ProviderState {
+            keys: match &p.jwks {
+                JwksSource::Inline(set) => Some(set.clone()),
+                JwksSource::Remote(_) => None,
+            },
+            revocations: RevocationSet::default(),
+            revocations_fresh_at_ms: now_ms,
+        });
         let cache = TokenCache::new(config.cache_max_entries);
         Engine { config, providers, signatures: SignatureChecker::own_only(), cache }
     }
@@ -109,11 +136,27 @@ impl Engine {
 
     /// Installs a new key set for a provider. Cached verifications are dropped:
     /// a key that left the set must not keep its tokens alive.
-    pub fn set_keys(&mut self, provider: usize, keys: KeySet) {
+    pub fn set_keys(&mut self, provider: ProviderId, keys: KeySet) {
         if let Some(p) = self.providers.get_mut(provider) {
             p.keys = Some(keys);
             self.cache.clear();
         }
+    }
+
+    /// What this VM decides with for one provider.
+    pub fn provider(&self, id: ProviderId) -> Option<&ProviderState> {
+        self.providers.get(id)
+    }
+
+    /// For the glue's background side: its revocation list and freshness.
+    /// Keys go through [`set_keys`](Self::set_keys), which also drops the cache.
+    pub fn provider_mut(&mut self, id: ProviderId) -> Option<&mut ProviderState> {
+        self.providers.get_mut(id)
+    }
+
+    /// Every provider's state, in configuration order.
+    pub fn providers(&self) -> impl Iterator<Item = &ProviderState> {
+        self.providers.iter()
     }
 
     pub fn cache_len(&self) -> usize {
@@ -153,7 +196,7 @@ impl Engine {
             return self.deny_or_public(public, r);
         }
         if let Some(state) = self.providers.get(verified.provider) {
-            if self.config.providers.get(verified.provider).is_some_and(|p| p.revocations.is_some()) {
+            if self.config.provider(verified.provider).is_some_and(|p| p.revocations.is_some()) {
                 let age = now_ms.saturating_sub(state.revocations_fresh_at_ms);
                 if age > self.config.revocation.max_staleness_ms {
                     match self.config.revocation.on_stale {
@@ -191,6 +234,14 @@ impl Engine {
         Outcome::Allow(Allowed { headers, notes, verified_by: Some(verified.provider) })
     }
 
+    /// Decides a request for good: no waiting for keys, it is decided with
+    /// the keys there are.
+    pub fn decide_now(&mut self, req: &Request, now_ms: u64) -> Decision {
+        // `evaluate` asks for no wait when told it may not; were it ever to,
+        // the request is answered as one without keys, never let through.
+        self.evaluate(req, now_ms, false).settled().unwrap_or_else(|_| Decision::Deny(self.denied(DenyReason::KeysUnavailable, None)))
+    }
+
     fn verify_fresh(&self, token: &str, now: u64, may_wait: bool) -> Result<VerifiedToken, Fresh> {
         let screened = verify::screen(token, &self.config).map_err(Fresh::Deny)?;
         let Some(keys) = self.providers.get(screened.provider).and_then(|p| p.keys.as_ref()) else {
@@ -213,8 +264,8 @@ impl Engine {
         }
     }
 
-    fn remote_keys(&self, provider: usize) -> bool {
-        matches!(self.config.providers.get(provider).map(|p| &p.jwks), Some(JwksSource::Remote(_)))
+    fn remote_keys(&self, provider: ProviderId) -> bool {
+        matches!(self.config.provider(provider).map(|p| &p.jwks), Some(JwksSource::Remote(_)))
     }
 
     /// On a public route a failed token only means "anonymous"; elsewhere it is a refusal.

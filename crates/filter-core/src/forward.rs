@@ -19,6 +19,7 @@ use authflow_contract::fingerprint::{DEVICE_COOKIE, DEVICE_HEADER};
 
 use crate::config::FilterConfig;
 use crate::policy::route_for;
+use crate::provider_id::ProviderId;
 use crate::request::Request;
 
 /// One change to the request before it goes upstream.
@@ -32,11 +33,11 @@ pub enum HeaderEdit {
 /// The edits that keep the credentials the configuration does not forward
 /// away from the upstream. `verified_by`: the provider whose token verified
 /// on this request, if one did.
-pub fn credential_edits(config: &FilterConfig, req: &Request, verified_by: Option<usize>) -> Vec<HeaderEdit> {
+pub fn credential_edits(config: &FilterConfig, req: &Request, verified_by: Option<ProviderId>) -> Vec<HeaderEdit> {
     if route_for(config, req).is_some_and(|r| r.forward_credentials) {
         return Vec::new();
     }
-    let strip_token = verified_by.and_then(|p| config.providers.get(p)).is_some_and(|p| !p.forward_token);
+    let strip_token = verified_by.and_then(|p| config.provider(p)).is_some_and(|p| !p.forward_token);
     let strip_device = !config.forward_device_secret;
     let mut edits = Vec::new();
     let mut cookies: Vec<&str> = Vec::new();
@@ -126,7 +127,7 @@ mod tests {
     fn by_default_neither_the_verified_token_nor_the_device_secret_is_forwarded() {
         let c = config(json!({}));
         assert_eq!(
-            credential_edits(&c, &req("/api", CREDENTIALS), Some(0)),
+            credential_edits(&c, &req("/api", CREDENTIALS), Some(ProviderId::FIRST)),
             vec![
                 remove("authorization"),
                 remove("x-token"),
@@ -136,7 +137,7 @@ mod tests {
         );
         // Nothing but credentials in the cookie header: the header goes.
         let only = req("/api", &[("cookie", " __Secure-authflow-device=s ;access_token=t")]);
-        assert_eq!(credential_edits(&c, &only, Some(0)), vec![remove("x-token"), remove("x-authflow-device"), remove("cookie")]);
+        assert_eq!(credential_edits(&c, &only, Some(ProviderId::FIRST)), vec![remove("x-token"), remove("x-authflow-device"), remove("cookie")]);
         // No credential cookie: the cookie header is left as it is.
         assert_eq!(credential_edits(&c, &req("/api", &[("cookie", "a=1")]), None), vec![remove("x-authflow-device")]);
     }
@@ -147,21 +148,21 @@ mod tests {
         let edits = credential_edits(&c, &req("/public", CREDENTIALS), None);
         assert_eq!(edits, vec![remove("x-authflow-device"), HeaderEdit::Set("cookie".into(), "a=1; access_token=t; b=2".into())]);
         let basic = req("/api", &[("authorization", "Basic dTpw")]);
-        assert!(!credential_edits(&c, &basic, Some(0)).contains(&remove("authorization")));
+        assert!(!credential_edits(&c, &basic, Some(ProviderId::FIRST)).contains(&remove("authorization")));
     }
 
     #[test]
     fn forwarding_is_a_configured_choice() {
         let c = config(json!({"forward_device_secret": true}));
         assert_eq!(
-            credential_edits(&c, &req("/api", CREDENTIALS), Some(0)),
+            credential_edits(&c, &req("/api", CREDENTIALS), Some(ProviderId::FIRST)),
             vec![remove("authorization"), remove("x-token"), HeaderEdit::Set("cookie".into(), "a=1; __Secure-authflow-device=secret; b=2".into())]
         );
         let mut c = config(json!({"forward_device_secret": true}));
-        c.providers[0].forward_token = true;
-        assert_eq!(credential_edits(&c, &req("/api", CREDENTIALS), Some(0)), vec![]);
+        c.providers.get_mut(ProviderId::FIRST).unwrap().forward_token = true;
+        assert_eq!(credential_edits(&c, &req("/api", CREDENTIALS), Some(ProviderId::FIRST)), vec![]);
         // A route for the credentials' own service gets them whatever the defaults.
         let c = config(json!({}));
-        assert_eq!(credential_edits(&c, &req("/v1/auth/logout", CREDENTIALS), Some(0)), vec![]);
+        assert_eq!(credential_edits(&c, &req("/v1/auth/logout", CREDENTIALS), Some(ProviderId::FIRST)), vec![]);
     }
 }

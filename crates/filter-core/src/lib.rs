@@ -16,6 +16,7 @@ pub mod header_spellings;
 pub mod path;
 pub mod paused;
 pub mod policy;
+pub mod provider_id;
 pub mod request;
 pub mod revocation;
 pub mod schedule;
@@ -24,4 +25,5 @@ pub mod verify;
 
 pub use config::FilterConfig;
 pub use engine::{Engine, Outcome};
+pub use provider_id::{PerProvider, ProviderId};
 pub use request::Request;

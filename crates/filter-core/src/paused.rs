@@ -1,6 +1,7 @@
 //! Requests paused until their provider's keys arrive: a bounded list, and
 //! when each is decided for good.
 
+use crate::provider_id::ProviderId;
 use crate::request::Request;
 
 /// At most this many requests wait for keys in one VM; more are answered at
@@ -12,7 +13,7 @@ pub const MAX_PAUSED_REQUESTS: usize = 1_024;
 pub struct PausedRequest {
     pub context_id: u32,
     pub request: Request,
-    pub provider: usize,
+    pub provider: ProviderId,
     /// The provider's fetch generation when it paused: once that moves, the
     /// fetch it waited for has ended and it is decided with what there is.
     pub generation: u64,
@@ -67,7 +68,7 @@ mod tests {
     use super::*;
 
     fn paused(context_id: u32) -> PausedRequest {
-        PausedRequest { context_id, request: Request::from_headers(vec![], None), provider: 0, generation: 3, deadline_ms: 1_000 }
+        PausedRequest { context_id, request: Request::from_headers(vec![], None), provider: ProviderId::FIRST, generation: 3, deadline_ms: 1_000 }
     }
 
     #[test]

@@ -161,7 +161,7 @@ mod tests {
 
     fn token(jti: &str, sid: &str, sub: &str, iat: u64) -> VerifiedToken {
         VerifiedToken {
-            provider: 0,
+            provider: crate::ProviderId::FIRST,
             issuer: "iss".into(),
             subject: Some(sub.into()),
             expires_at: iat + 900,

@@ -21,6 +21,7 @@ use serde_json::{Map, Value};
 
 use crate::config::{FilterConfig, IdentityHeaders, Provider};
 use crate::deny::DenyReason;
+use crate::provider_id::ProviderId;
 use crate::signature::SignatureChecker;
 
 /// Most keys tried for a token without `kid`.
@@ -33,7 +34,7 @@ const MAX_SIGNATURE_BYTES: usize = 512;
 /// What the screening of an unverified token found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Screened {
-    pub provider: usize,
+    pub provider: ProviderId,
     pub algorithm: Algorithm,
     pub kid: Option<String>,
     typ: Option<String>,
@@ -57,7 +58,7 @@ pub struct VerifiedToken {
     /// in; 0 when never checked. See `RevocationSet::check`.
     pub not_revoked_in: Cell<u64>,
     pub not_before: Option<u64>,
-    pub provider: usize,
+    pub provider: ProviderId,
     /// Every identity header to forward, computed once at verification: a
     /// cached token costs no formatting or allocation per request.
     pub identity_headers: Rc<[(String, String)]>,
@@ -109,7 +110,7 @@ pub fn screen(token: &str, config: &FilterConfig) -> Result<Screened, DenyReason
     let issuer = payload.get("iss").and_then(Value::as_str).ok_or(DenyReason::MissingClaim)?;
     let provider = config.provider_for_issuer(issuer).ok_or(DenyReason::UnknownIssuer)?;
     let algorithm = Algorithm::parse(alg)
-        .filter(|a| config.providers.get(provider).is_some_and(|p| p.algorithms.contains(a)))
+        .filter(|a| config.provider(provider).is_some_and(|p| p.algorithms.contains(a)))
         .ok_or(DenyReason::AlgorithmNotAllowed)?;
     let text = |name: &str| match header.get(name) {
         None => Ok(None),
@@ -148,7 +149,7 @@ pub fn verify(
     config: &FilterConfig,
     now: u64,
 ) -> Result<VerifiedToken, VerifyError> {
-    let provider = config.providers.get(screened.provider).ok_or(DenyReason::UnknownIssuer)?;
+    let provider = config.provider(screened.provider).ok_or(DenyReason::UnknownIssuer)?;
     let kid = screened.kid.as_deref();
     if let Some(kid) = kid {
         if !keys.has_kid(kid) {
@@ -195,7 +196,7 @@ fn numeric_date(payload: &Map<String, Value>, name: &str) -> Result<Option<u64>,
 
 fn finish(
     payload: &Map<String, Value>,
-    provider_index: usize,
+    provider_id: ProviderId,
     provider: &Provider,
     config: &FilterConfig,
     now: u64,
@@ -252,7 +253,7 @@ fn finish(
         scopes = string_list(payload.get("scp"));
     }
     let mut token = VerifiedToken {
-        provider: provider_index,
+        provider: provider_id,
         issuer: provider.issuer.clone(),
         subject: text("sub"),
         expires_at,

@@ -6,8 +6,9 @@ use authflow_contract::fingerprint::{FingerprintInput, DEVICE_HEADER};
 use authflow_contract::revocation::{BannedSubject, RevocationFeed, RevokedToken};
 use authflow_contract::{AccessClaims, KeySet};
 use authflow_filter_core::deny::DenyReason;
-use authflow_filter_core::engine::{Engine, Outcome};
-use authflow_filter_core::{FilterConfig, Request};
+use authflow_filter_core::engine::{Decision, Engine, KeysAwaited, Outcome, ProviderState};
+use authflow_filter_core::fetch::KeyNeed;
+use authflow_filter_core::{FilterConfig, ProviderId, Request};
 use jwt_simple::prelude::*;
 use serde_json::json;
 
@@ -43,8 +44,13 @@ fn fixture(extra: serde_json::Value) -> Fixture {
     let kp = Ed25519KeyPair::generate().with_key_id("k1");
     let mut engine = Engine::new(config(extra), NOW * 1000);
     let jwks = format!(r#"{{"keys":[{}]}}"#, kp.public_key().to_jwk());
-    engine.set_keys(0, KeySet::parse(jwks.as_bytes()).unwrap());
+    engine.set_keys(ProviderId::FIRST, KeySet::parse(jwks.as_bytes()).unwrap());
     Fixture { kp, engine }
+}
+
+/// The test provider's keys and revocation list, as the background side holds them.
+fn first_provider(engine: &mut Engine) -> &mut ProviderState {
+    engine.provider_mut(ProviderId::FIRST).unwrap()
 }
 
 fn claims(custom: AccessClaims) -> JWTClaims<AccessClaims> {
@@ -205,7 +211,7 @@ fn unknown_kid_and_no_keys_wait_then_fail() {
     let other = Ed25519KeyPair::generate().with_key_id("k2");
     let t = other.sign(claims(default_claims())).unwrap();
     let bearer = format!("Bearer {t}");
-    assert_eq!(f.eval("/api", &[("authorization", &bearer)]), Outcome::AwaitKeys { provider: 0, unknown_kid: true });
+    assert_eq!(f.eval("/api", &[("authorization", &bearer)]), Outcome::AwaitKeys { provider: ProviderId::FIRST, unknown_kid: true });
     let h = vec![(":path".to_string(), "/api".to_string()), ("authorization".to_string(), bearer)];
     assert_eq!(denied(&f.engine.evaluate(&Request::from_headers(h, None), NOW * 1000, false)).0, DenyReason::UnknownKey);
 
@@ -213,8 +219,32 @@ fn unknown_kid_and_no_keys_wait_then_fail() {
     let t = f.token();
     let h = vec![(":path".to_string(), "/api".to_string()), ("authorization".to_string(), format!("Bearer {t}"))];
     let req = Request::from_headers(h, None);
-    assert_eq!(cold.evaluate(&req, NOW * 1000, true), Outcome::AwaitKeys { provider: 0, unknown_kid: false });
+    assert_eq!(cold.evaluate(&req, NOW * 1000, true), Outcome::AwaitKeys { provider: ProviderId::FIRST, unknown_kid: false });
     assert_eq!(denied(&cold.evaluate(&req, NOW * 1000, false)), (DenyReason::KeysUnavailable, 503));
+}
+
+#[test]
+fn a_wait_names_the_provider_and_what_it_lacks_and_decide_now_never_waits() {
+    let mut f = fixture(json!({}));
+    let other = Ed25519KeyPair::generate().with_key_id("k2");
+    let unknown_kid = Request::from_headers(
+        vec![(":path".to_string(), "/api".to_string()), ("authorization".to_string(), format!("Bearer {}", other.sign(claims(default_claims())).unwrap()))],
+        None,
+    );
+    let awaited = f.engine.evaluate(&unknown_kid, NOW * 1000, true).settled();
+    assert_eq!(awaited, Err(KeysAwaited { provider: ProviderId::FIRST, need: KeyNeed::UnknownKid }));
+    let Decision::Deny(d) = f.engine.decide_now(&unknown_kid, NOW * 1000) else { panic!("an unknown key is refused") };
+    assert_eq!(d.reason, DenyReason::UnknownKey);
+
+    let mut cold = Engine::new(config(json!({})), NOW * 1000);
+    let req = Request::from_headers(vec![(":path".to_string(), "/api".to_string()), ("authorization".to_string(), format!("Bearer {}", f.token()))], None);
+    let awaited = cold.evaluate(&req, NOW * 1000, true).settled();
+    assert_eq!(awaited, Err(KeysAwaited { provider: ProviderId::FIRST, need: KeyNeed::NotLoaded }));
+    let Decision::Deny(d) = cold.decide_now(&req, NOW * 1000) else { panic!("no keys: refused, not let through") };
+    assert_eq!((d.reason, d.response.status), (DenyReason::KeysUnavailable, 503));
+
+    let Decision::Allow(a) = f.engine.decide_now(&req, NOW * 1000) else { panic!("the keys are there") };
+    assert_eq!(a.verified_by, Some(ProviderId::FIRST));
 }
 
 #[test]
@@ -243,7 +273,7 @@ fn revocations_apply_to_cached_tokens() {
         revoked_tokens: vec![RevokedToken { jti: "jti-1".into(), expires_at: NOW + 900 }],
         ..Default::default()
     };
-    f.engine.providers[0].revocations.apply(feed, ISS, 100, 30, NOW).unwrap();
+    first_provider(&mut f.engine).revocations.apply(feed, ISS, 100, 30, NOW).unwrap();
     assert_eq!(denied(&f.eval("/api", &[("authorization", &bearer)])).0, DenyReason::TokenRevoked);
 
     let mut f = fixture(json!({}));
@@ -254,7 +284,7 @@ fn revocations_apply_to_cached_tokens() {
         banned_subjects: vec![BannedSubject { sub: "user-1".into(), not_before: NOW, expires_at: NOW + 900 }],
         ..Default::default()
     };
-    f.engine.providers[0].revocations.apply(feed, ISS, 100, 30, NOW).unwrap();
+    first_provider(&mut f.engine).revocations.apply(feed, ISS, 100, 30, NOW).unwrap();
     let t = f.token();
     assert_eq!(denied(&f.eval("/api", &[("authorization", &format!("Bearer {t}"))])).0, DenyReason::SubjectBanned);
 }
@@ -388,7 +418,7 @@ fn revocations_outlive_their_tokens_by_the_clock_skew() {
             let h = vec![(":path".to_string(), "/api".to_string()), ("authorization".to_string(), bearer.clone())];
             (Request::from_headers(h, None), secs * 1000)
         };
-        f.engine.providers[0].revocations.apply(RevocationFeed { issuer: ISS.into(), cursor: "1".into(), snapshot: true, ..revoke }, ISS, 100, 30, NOW).unwrap();
+        first_provider(&mut f.engine).revocations.apply(RevocationFeed { issuer: ISS.into(), cursor: "1".into(), snapshot: true, ..revoke }, ISS, 100, 30, NOW).unwrap();
         for later in [exp + 1, exp + 15, exp + 30] {
             // The next feed change (an unrelated revocation) arrives and prunes the list.
             let other = RevocationFeed {
@@ -397,8 +427,8 @@ fn revocations_outlive_their_tokens_by_the_clock_skew() {
                 revoked_tokens: vec![RevokedToken { jti: format!("other-{later}"), expires_at: later + 900 }],
                 ..Default::default()
             };
-            f.engine.providers[0].revocations.apply(other, ISS, 100, 30, later).unwrap();
-            f.engine.providers[0].revocations_fresh_at_ms = later * 1000;
+            first_provider(&mut f.engine).revocations.apply(other, ISS, 100, 30, later).unwrap();
+            first_provider(&mut f.engine).revocations_fresh_at_ms = later * 1000;
             let (req, now_ms) = at(later);
             let o = f.engine.evaluate(&req, now_ms, true);
             assert!(matches!(o, Outcome::Deny(_)), "{what}: revoked token at exp+{}: {o:?}", later - exp);

@@ -5,7 +5,7 @@
 
 use authflow_contract::{AccessClaims, KeySet};
 use authflow_filter_core::engine::{Engine, Outcome};
-use authflow_filter_core::{FilterConfig, Request};
+use authflow_filter_core::{FilterConfig, ProviderId, Request};
 use jwt_simple::prelude::*;
 
 /// A small deterministic generator: the same inputs on every run.
@@ -59,7 +59,7 @@ fn mutated_requests_never_panic() {
     let kp = Ed25519KeyPair::generate().with_key_id("k");
     let config = FilterConfig::from_json(CONFIG.as_bytes()).unwrap();
     let mut engine = Engine::new(config, 1_000);
-    engine.set_keys(0, KeySet::parse(format!(r#"{{"keys":[{}]}}"#, kp.public_key().to_jwk()).as_bytes()).unwrap());
+    engine.set_keys(ProviderId::FIRST, KeySet::parse(format!(r#"{{"keys":[{}]}}"#, kp.public_key().to_jwk()).as_bytes()).unwrap());
     let claims = Claims::with_custom_claims(
         AccessClaims { sid: "s".into(), roles: vec!["r".into()], scope: "w".into(), dfp: Some("x".into()) },
         Duration::from_mins(5),
