@@ -10,103 +10,24 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use authflow_contract::fingerprint::DEVICE_HEADER;
-use authflow_echo::EchoServer;
 use serde_json::json;
+use support::stack::*;
 use support::*;
 
 const ISSUER: &str = "http://authflow.push-e2e";
-const UA: &str = "authflow-e2e/1.0";
-const LANG: &str = "en-GB";
-const PASSWORD: &str = "correct-horse-battery-staple-42";
 
-struct Stack {
-    auth: AuthService,
-    envoy: Envoy,
-    _backend: EchoServer,
-}
-
-/// The auth service and Envoy (`--concurrency 2`) with the filter; the
-/// revocation feed comes from `feed_cluster` every `poll_interval_ms`.
+/// The stack with the revocation feed polled every `poll_interval_ms` (with
+/// the default long poll) from `feed_cluster`, else from the auth service.
 fn stack(poll_interval_ms: u64, feed_cluster: Option<(&str, u16)>) -> Stack {
-    let auth = AuthService::start(ISSUER, &[("AUTHFLOW_KEY_PUBLISH_LEAD_SECS", "0")]);
-    let backend = EchoServer::start("127.0.0.1:0").unwrap();
+    let extra: Vec<(&str, u16)> = feed_cluster.into_iter().collect();
     let feed = feed_cluster.map_or("authflow_auth", |(name, _)| name);
-    let filter = json!({
-        "providers": [{
-            "name": "authflow", "issuer": ISSUER, "audiences": ["authflow-demo"], "algorithms": ["EdDSA", "ES256"],
-            "token_type": "at+jwt", "required_claims": ["sub", "jti", "sid"],
-            "jwks": {"remote": {"cluster": "authflow_auth", "path": "/.well-known/jwks.json", "refresh_interval_secs": 60}},
-            // No `wait_secs`: the default long poll.
-            "revocations": {"cluster": feed, "path": "/v1/revocations", "poll_interval_ms": poll_interval_ms}
-        }],
-        "device_binding": {"mode": "enforce", "attributes": ["user-agent", "accept-language"]},
-        "revocation": {"max_staleness_secs": 120, "on_stale": "deny"},
-        "routes": [
-            {"match": {"prefix": "/v1/auth/"}, "policy": "public", "forward_credentials": true},
-            {"match": {"prefix": "/.well-known/"}, "policy": "public"},
-            {"match": {"prefix": "/v1/admin/"}, "policy": {"roles_any": ["admin"]}, "forward_credentials": true}
-        ]
-    });
-    let mut clusters = vec![("backend".into(), backend.addr.port()), ("authflow_auth".into(), auth.port)];
-    if let Some((name, port)) = feed_cluster {
-        clusters.push((name.into(), port));
-    }
-    let envoy = Envoy::start(EnvoyOptions {
-        filter,
-        routes: routes_to("authflow_auth", &["/v1/auth/", "/v1/admin/", "/.well-known/"]),
-        clusters,
-        concurrency: 2,
+    Stack::start(StackOptions { issuer: ISSUER, service_env: &[], extra_clusters: &extra }, |f| {
+        // No `wait_secs`: the default long poll.
+        f["providers"][0]["revocations"] = json!({"cluster": feed, "path": "/v1/revocations", "poll_interval_ms": poll_interval_ms});
     })
-    .unwrap_or_else(|e| panic!("{e}"));
-    Stack { auth, envoy, _backend: backend }
-}
-
-struct Session {
-    access: String,
-    device: String,
-}
-
-impl Session {
-    fn headers(&self) -> Vec<(&str, &str)> {
-        vec![
-            ("authorization", self.access.as_str()),
-            (DEVICE_HEADER, self.device.as_str()),
-            ("user-agent", UA),
-            ("accept-language", LANG),
-        ]
-    }
-}
-
-fn device_headers() -> [(&'static str, &'static str); 2] {
-    [("user-agent", UA), ("accept-language", LANG)]
 }
 
 impl Stack {
-    fn sign_up(&self, email: &str) -> String {
-        let r = self.envoy.post("/v1/auth/signup", &device_headers(), &json!({"email": email, "password": PASSWORD}));
-        assert_eq!(r.status, 201, "signup: {r:?}");
-        let user_id = r.json()["user_id"].as_str().unwrap().to_owned();
-        let token = self.auth.latest_mail(email, "Verify", "token");
-        let r = self.envoy.post("/v1/auth/verify-email", &device_headers(), &json!({"token": token}));
-        assert_eq!(r.status, 200, "verify-email: {r:?}");
-        user_id
-    }
-
-    fn sign_in(&self, email: &str) -> Session {
-        let r = self.envoy.post("/v1/auth/signin", &device_headers(), &json!({"email": email, "password": PASSWORD}));
-        assert_eq!(r.status, 200, "signin: {r:?}");
-        let challenge = r.json()["challenge_id"].as_str().unwrap().to_owned();
-        let code = self.auth.latest_mail(email, "sign-in code", "code");
-        let r = self.envoy.post("/v1/auth/signin/verify", &device_headers(), &json!({"challenge_id": challenge, "code": code}));
-        assert_eq!(r.status, 200, "second factor: {r:?}");
-        let j = r.json();
-        Session {
-            access: format!("Bearer {}", j["access_token"].as_str().unwrap()),
-            device: j["device_secret"].as_str().unwrap().to_owned(),
-        }
-    }
-
     /// The statuses of `n` requests, each on its own connection (spread over the workers).
     fn statuses(&self, s: &Session, n: usize) -> Vec<u16> {
         std::thread::scope(|scope| {
@@ -123,8 +44,7 @@ impl Stack {
 fn a_ban_reaches_every_worker_through_the_long_poll() {
     let st = stack(30_000, None);
     let bob = st.sign_up("bob@push.test");
-    st.auth.cli(&["user", "create", "--email", "admin@push.test", "--password", PASSWORD, "--role", "admin"]);
-    let admin = st.sign_in("admin@push.test");
+    let admin = st.admin("admin@push.test");
     let bob_s = st.sign_in("bob@push.test");
     // Every worker has its keys and list (a worker still loading keys may pause a request).
     let ready = eventually(Duration::from_secs(5), || st.statuses(&bob_s, 8).iter().all(|s| *s == 200));

@@ -10,97 +10,25 @@ mod support;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use authflow_contract::fingerprint::DEVICE_HEADER;
-use authflow_echo::EchoServer;
 use serde_json::{json, Value};
+use support::stack::*;
 use support::*;
 
-const ISSUER: &str = "http://authflow.revoke-e2e";
-const UA: &str = "authflow-e2e/1.0";
-const LANG: &str = "en-GB";
-const PASSWORD: &str = "correct-horse-battery-staple-42";
-
-struct Stack {
-    auth: AuthService,
-    envoy: Envoy,
-    _backend: EchoServer,
-}
-
-/// The auth service with `service_env` and Envoy with the filter: `/v1/auth/`
-/// and `/.well-known/` public (served by the auth service, which gets the
-/// credentials it needs), `/v1/admin/` admin only, `/public/` public,
-/// everything else authenticated, on the echo backend; `tweak` edits the
-/// filter configuration.
+/// The stack with `service_env` for the auth service; `tweak` edits the filter configuration.
 fn stack(service_env: &[(&str, &str)], tweak: impl FnOnce(&mut Value)) -> Stack {
-    let mut env = vec![("AUTHFLOW_KEY_PUBLISH_LEAD_SECS", "0")];
-    env.extend_from_slice(service_env);
-    let auth = AuthService::start(ISSUER, &env);
-    let backend = EchoServer::start("127.0.0.1:0").unwrap();
-    let mut filter = json!({
-        "providers": [{
-            "name": "authflow", "issuer": ISSUER, "audiences": ["authflow-demo"], "algorithms": ["EdDSA", "ES256"],
-            "token_type": "at+jwt", "required_claims": ["sub", "jti", "sid"],
-            "jwks": {"remote": {"cluster": "authflow_auth", "path": "/.well-known/jwks.json", "refresh_interval_secs": 60}},
-            "revocations": {"cluster": "authflow_auth", "path": "/v1/revocations", "poll_interval_ms": 200}
-        }],
-        "device_binding": {"mode": "enforce", "attributes": ["user-agent", "accept-language"]},
-        "routes": [
-            {"match": {"prefix": "/v1/auth/"}, "policy": "public", "forward_credentials": true},
-            {"match": {"prefix": "/.well-known/"}, "policy": "public"},
-            {"match": {"prefix": "/public/"}, "policy": "public"},
-            {"match": {"prefix": "/v1/admin/"}, "policy": {"roles_any": ["admin"]}, "forward_credentials": true}
-        ]
-    });
-    tweak(&mut filter);
-    let envoy = Envoy::start(EnvoyOptions {
-        filter,
-        routes: routes_to("authflow_auth", &["/v1/auth/", "/v1/admin/", "/.well-known/"]),
-        clusters: vec![("backend".into(), backend.addr.port()), ("authflow_auth".into(), auth.port)],
-        concurrency: 2,
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
-    Stack { auth, envoy, _backend: backend }
+    Stack::start(StackOptions { issuer: "http://authflow.revoke-e2e", service_env, extra_clusters: &[] }, tweak)
 }
 
-/// A signed-in device: its access token and the secret it was given.
-#[derive(Clone)]
-struct Session {
-    access: String,
-    device: String,
-}
-
-impl Session {
-    fn headers(&self) -> Vec<(String, String)> {
-        vec![
-            ("authorization".into(), format!("Bearer {}", self.access)),
-            (DEVICE_HEADER.into(), self.device.clone()),
-            ("user-agent".into(), UA.into()),
-            ("accept-language".into(), LANG.into()),
-        ]
-    }
-
-    /// The token's `exp` claim.
-    fn exp(&self) -> u64 {
-        claim(&self.access, "exp").as_u64().unwrap()
-    }
-
-    fn jti(&self) -> String {
-        claim(&self.access, "jti").as_str().unwrap().to_owned()
-    }
-}
-
-fn claim(token: &str, name: &str) -> Value {
+/// A claim of the session's access token.
+fn claim(s: &Session, name: &str) -> Value {
     use base64::Engine;
-    let payload = token.split('.').nth(1).unwrap();
+    let payload = s.access.split('.').nth(1).unwrap();
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap();
     serde_json::from_slice::<Value>(&bytes).unwrap()[name].clone()
 }
 
-fn refs(h: &[(String, String)]) -> Vec<(&str, &str)> {
-    h.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect()
-}
-
-fn device_headers() -> [(&'static str, &'static str); 2] {
-    [("user-agent", UA), ("accept-language", LANG)]
+fn exp(s: &Session) -> u64 {
+    claim(s, "exp").as_u64().unwrap()
 }
 
 fn unix_now() -> u64 {
@@ -113,48 +41,9 @@ fn sleep_until(unix_secs: u64) {
     }
 }
 
-impl Stack {
-    fn call(&self, path: &str, s: &Session) -> Reply {
-        self.envoy.get(path, &refs(&s.headers()))
-    }
-
-    /// Sign-up and e-mail verification; the mail comes from the development outbox.
-    fn sign_up(&self, email: &str) -> String {
-        let r = self.envoy.post("/v1/auth/signup", &device_headers(), &json!({"email": email, "password": PASSWORD}));
-        assert_eq!(r.status, 201, "signup: {r:?}");
-        let user_id = r.json()["user_id"].as_str().unwrap().to_owned();
-        let token = self.auth.latest_mail(email, "Verify", "token");
-        let r = self.envoy.post("/v1/auth/verify-email", &device_headers(), &json!({"token": token}));
-        assert_eq!(r.status, 200, "verify-email: {r:?}");
-        user_id
-    }
-
-    /// Password, then the 6-digit code from the outbox.
-    fn sign_in(&self, email: &str) -> Session {
-        let r = self.envoy.post("/v1/auth/signin", &device_headers(), &json!({"email": email, "password": PASSWORD}));
-        assert_eq!(r.status, 200, "signin: {r:?}");
-        let challenge = r.json()["challenge_id"].as_str().unwrap().to_owned();
-        let code = self.auth.latest_mail(email, "sign-in code", "code");
-        let r = self.envoy.post("/v1/auth/signin/verify", &device_headers(), &json!({"challenge_id": challenge, "code": code}));
-        assert_eq!(r.status, 200, "second factor: {r:?}");
-        let j = r.json();
-        Session { access: j["access_token"].as_str().unwrap().to_owned(), device: j["device_secret"].as_str().unwrap().to_owned() }
-    }
-
-    fn logout(&self, s: &Session) {
-        let r = self.envoy.post("/v1/auth/logout", &refs(&s.headers()), &json!({}));
-        assert_eq!(r.status, 200, "logout: {r:?}");
-    }
-
-    /// Waits (bounded) until every worker refuses `s` on `path`.
-    fn refused(&self, path: &str, s: &Session) -> bool {
-        eventually(Duration::from_secs(3), || (0..6).all(|_| self.call(path, s).status == 401))
-    }
-
-    /// The auth service's own verdict on a token (its ext_authz endpoint, called directly).
-    fn service_verdict(&self, s: &Session) -> u16 {
-        get(&self.auth.url("/v1/ext-authz"), &[("authorization", &format!("Bearer {}", s.access))]).status
-    }
+/// The auth service's own verdict on a token (its ext_authz endpoint, called directly).
+fn service_verdict(st: &Stack, s: &Session) -> u16 {
+    get(&st.auth.url("/v1/ext-authz"), &[("authorization", &s.bearer)]).status
 }
 
 /// Finding: a revoked token worked again between its `exp` and `exp` +
@@ -168,20 +57,19 @@ fn revocations_outlive_their_tokens_by_the_clock_skew() {
     let bob = st.sign_up("bob@e2e.test");
     st.sign_up("carol@e2e.test");
     st.sign_up("dave@e2e.test");
-    st.auth.cli(&["user", "create", "--email", "admin@e2e.test", "--password", PASSWORD, "--role", "admin"]);
 
     let alice = st.sign_in("alice@e2e.test");
     let bob_s = st.sign_in("bob@e2e.test");
     let carol = st.sign_in("carol@e2e.test");
-    let admin = st.sign_in("admin@e2e.test");
+    let admin = st.admin("admin@e2e.test");
     for s in [&alice, &bob_s, &carol] {
         assert_eq!(st.call("/api/x", s).status, 200);
     }
 
     st.logout(&alice);
-    let r = st.envoy.post(&format!("/v1/admin/users/{bob}/ban"), &refs(&admin.headers()), &json!({}));
+    let r = st.envoy.post(&format!("/v1/admin/users/{bob}/ban"), &admin.headers(), &json!({}));
     assert_eq!(r.status, 200, "ban: {r:?}");
-    let r = st.envoy.post("/v1/admin/tokens/revoke", &refs(&admin.headers()), &json!({"jti": carol.jti()}));
+    let r = st.envoy.post("/v1/admin/tokens/revoke", &admin.headers(), &json!({"jti": claim(&carol, "jti")}));
     assert_eq!(r.status, 200, "revoke: {r:?}");
     let revoked_at = unix_now();
     for s in [&alice, &bob_s, &carol] {
@@ -190,7 +78,7 @@ fn revocations_outlive_their_tokens_by_the_clock_skew() {
 
     // Past every token's `exp` (and the 10 s a logout/ban entry used to last),
     // still inside the 30 s skew the filter grants.
-    let last_exp = [&alice, &bob_s, &carol].iter().map(|s| s.exp()).max().unwrap();
+    let last_exp = [&alice, &bob_s, &carol].iter().map(|s| exp(s)).max().unwrap();
     sleep_until(last_exp.max(revoked_at + 10) + 1);
     // The next feed change: the filter applies a delta (and prunes its list).
     let dave = st.sign_in("dave@e2e.test");
@@ -199,11 +87,11 @@ fn revocations_outlive_their_tokens_by_the_clock_skew() {
 
     let now = unix_now();
     for (who, s, why) in [("alice", &alice, "session ended"), ("bob", &bob_s, "account disabled"), ("carol", &carol, "token revoked")] {
-        assert!(now > s.exp() && now < s.exp() + 30, "{who}: between exp and exp + skew");
+        assert!(now > exp(s) && now < exp(s) + 30, "{who}: between exp and exp + skew");
         let r = st.call("/api/x", s);
-        assert_eq!(r.status, 401, "{who} at exp+{}: {r:?}", now - s.exp());
+        assert_eq!(r.status, 401, "{who} at exp+{}: {r:?}", now - exp(s));
         assert!(r.header("www-authenticate").unwrap_or_default().contains(why), "{who}: {r:?}");
-        assert_eq!(st.service_verdict(s), 401, "{who}: the service's own check at exp+{}", now - s.exp());
+        assert_eq!(service_verdict(&st, s), 401, "{who}: the service's own check at exp+{}", now - exp(s));
     }
 }
 
@@ -244,11 +132,17 @@ fn public_routes_stay_open_when_the_revocation_list_is_stale() {
     }
 }
 
-/// Headers a browser-like client sends: the token, the device secret as
-/// header and cookie, and a cookie of the application's own.
-fn with_credentials(s: &Session) -> Vec<(String, String)> {
+/// The cookie header a browser-like client sends: the device secret and a
+/// cookie of the application's own.
+fn browser_cookie(s: &Session) -> String {
+    format!("theme=dark; __Secure-authflow-device={}", s.device)
+}
+
+/// The session's headers with that cookie: the token, the device secret as
+/// header and cookie, and the application's cookie.
+fn with_credentials<'a>(s: &'a Session, cookie: &'a str) -> Vec<(&'a str, &'a str)> {
     let mut h = s.headers();
-    h.push(("cookie".into(), format!("theme=dark; __Secure-authflow-device={}", s.device)));
+    h.push(("cookie", cookie));
     h
 }
 
@@ -267,8 +161,9 @@ fn credentials_stay_out_of_the_upstream_by_default() {
     });
     let user = st.sign_up("gina@e2e.test");
     let gina = st.sign_in("gina@e2e.test");
+    let cookie = browser_cookie(&gina);
     for path in ["/api/x", "/public/page"] {
-        let r = st.envoy.get(path, &refs(&with_credentials(&gina)));
+        let r = st.envoy.get(path, &with_credentials(&gina, &cookie));
         assert_eq!(r.status, 200, "{path}: {r:?}");
         assert_eq!(r.echoed("x-auth-user").as_deref(), Some(user.as_str()), "{path}: identity headers instead");
         assert_eq!(r.echoed("authorization"), None, "{path}: the token is not forwarded");
@@ -294,16 +189,18 @@ fn credentials_are_forwarded_when_configured() {
     });
     st.sign_up("hank@e2e.test");
     let hank = st.sign_in("hank@e2e.test");
-    let r = st.envoy.get("/api/x", &refs(&with_credentials(&hank)));
+    let cookie = browser_cookie(&hank);
+    let r = st.envoy.get("/api/x", &with_credentials(&hank, &cookie));
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.echoed("authorization"), Some(format!("Bearer {}", hank.access)));
     assert_eq!(r.echoed(DEVICE_HEADER), Some(hank.device.clone()));
-    assert_eq!(r.echoed("cookie"), Some(format!("theme=dark; __Secure-authflow-device={}", hank.device)));
+    assert_eq!(r.echoed("cookie"), Some(cookie));
 
     let default = stack(&[], |_| {});
     default.sign_up("ivy@e2e.test");
     let ivy = default.sign_in("ivy@e2e.test");
-    assert_eq!(default.envoy.get("/api/x", &refs(&with_credentials(&ivy))).echoed("authorization"), None);
+    let cookie = browser_cookie(&ivy);
+    assert_eq!(default.envoy.get("/api/x", &with_credentials(&ivy, &cookie)).echoed("authorization"), None);
     // The auth service's routes get what they need: logout needs the token and the device secret.
     default.logout(&ivy);
     assert!(default.refused("/api/x", &ivy));

@@ -1,5 +1,6 @@
 //! Test harness for end-to-end tests: the real Envoy binary with the built
-//! `authflow.wasm`, a JWKS server and an echo backend, all on 127.0.0.1.
+//! `authflow.wasm`, a JWKS server and an echo backend, all on 127.0.0.1;
+//! `stack`: all of it with the real auth service and signed-in users.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(dead_code)]
 
@@ -12,6 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+
+pub mod stack;
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
