@@ -976,7 +976,7 @@ def run(env: Env, args) -> int:
                 envoy.close()
 
     inter: dict[str, list[dict]] = {}
-    if args.rounds > 0:
+    if args.rounds > 0 and any(c["id"] in INTERLEAVED for c in cases):
         try:
             inter = interleave(env, cases, args.rounds)
         except (RuntimeError, OSError, subprocess.SubprocessError) as e:
