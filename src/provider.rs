@@ -1,16 +1,16 @@
 //! One provider's background side in one VM: the fetches of its key set and
 //! revocation list, adopting what other VMs shared of them, and applying a
 //! callout's answer. The decisions (when to fetch, whether a request waits,
-//! what a refused dispatch means) are `authflow_filter_core::fetch`'s; this
-//! carries them out against the host and reports what to do next.
+//! what a refused dispatch means) are `authflow_filter_core::fetch`'s, and
+//! what a feed or another VM's list does to the engine is
+//! `authflow_filter_core::revocation_sync`'s; this carries them out against
+//! the host and reports what to do next.
 
-use authflow_contract::revocation::RevocationFeed;
 use authflow_contract::KeySet;
 use authflow_filter_core::config::{JwksSource, Provider};
 use authflow_filter_core::fetch::{
     feed_answer, feed_path, jwks_answer, status_of, Answer, Document, DocumentFetch, FetchEnd, KeyNeed, KeyWait, Refusal,
 };
-use authflow_filter_core::revocation::RevocationSet;
 use authflow_filter_core::{Engine, ProviderId};
 use proxy_wasm::types::Status;
 
@@ -57,7 +57,6 @@ pub struct ProviderRuntime {
     /// Names the provider in the configuration and the engine.
     id: ProviderId,
     name: String,
-    issuer: String,
     jwks: Option<SharedFetch>,
     revocations: Option<SharedFetch>,
 }
@@ -69,7 +68,7 @@ impl ProviderRuntime {
             JwksSource::Inline(_) => None,
         };
         let revocations = provider.revocations.clone().map(|u| SharedFetch::new(Document::Revocations, &provider.issuer, u));
-        ProviderRuntime { id, name: provider.name.clone(), issuer: provider.issuer.clone(), jwks, revocations }
+        ProviderRuntime { id, name: provider.name.clone(), jwks, revocations }
     }
 
     pub fn name(&self) -> &str {
@@ -105,18 +104,14 @@ impl ProviderRuntime {
             }
         }
         let Some(s) = self.revocations.as_mut() else { return };
-        let (max, skew) = (env.engine.config.revocation.max_entries, env.engine.config.clock_skew_secs);
-        let Some(state) = env.engine.provider_mut(self.id) else { return };
-        if let Some(feed) = s.slot.take_if_changed().and_then(|bytes| serde_json::from_slice::<RevocationFeed>(&bytes).ok()) {
-            let mut next = RevocationSet::default();
-            if next.apply(feed, &self.issuer, max, skew, env.now_ms / 1000).is_ok() {
-                state.revocations = next;
-                env.metrics.set(Metric::RevocationEntries, state.revocations.len() as u64);
+        if let Some(snapshot) = s.slot.take_if_changed() {
+            if env.engine.adopt_revocations(self.id, &snapshot, env.now_ms) {
+                env.metrics.set(Metric::RevocationEntries, env.engine.revocation_entries(self.id) as u64);
             }
         }
         let fresh = s.slot.value("fresh").and_then(|v| String::from_utf8(v).ok()).and_then(|v| v.parse::<u64>().ok());
         if let Some(fresh) = fresh {
-            state.revocations_fresh_at_ms = state.revocations_fresh_at_ms.max(fresh);
+            env.engine.revocations_current_at(self.id, fresh);
         }
     }
 
@@ -211,30 +206,22 @@ impl ProviderRuntime {
     fn on_feed(&mut self, status: u32, body_size: usize, env: &mut Env) {
         let Some(s) = self.revocations.as_mut() else { return };
         let now = env.now_ms;
-        let (max, skew) = (env.engine.config.revocation.max_entries, env.engine.config.clock_skew_secs);
-        let Some(state) = env.engine.provider_mut(self.id) else { return };
-        let sent_cursor = state.revocations.cursor().map(str::to_owned);
         match feed_answer(status, body_size, host::call_response_body) {
             Answer::NotModified => {
                 s.fetch.finished(FetchEnd::NotModified, now, env.jitter);
                 s.slot.set_value("fresh", now.to_string().as_bytes());
-                state.revocations_fresh_at_ms = now;
+                env.engine.revocations_current_at(self.id, now);
                 env.metrics.inc(Metric::RevocationNotModified);
             }
-            Answer::Fresh(feed, _) => match state.revocations.apply(feed, &self.issuer, max, skew, now / 1000) {
-                Ok(()) => {
-                    // Only a moved cursor is news: a long poll goes on at once after it.
-                    let moved = state.revocations.cursor() != sent_cursor.as_deref();
-                    let end = if moved { FetchEnd::Fresh { etag: None } } else { FetchEnd::NotModified };
+            Answer::Fresh(feed, _) => match env.engine.apply_feed(self.id, feed, now) {
+                Ok(end) => {
                     s.fetch.finished(end, now, env.jitter);
-                    state.revocations_fresh_at_ms = now;
-                    // Others get the merged list: a delta means nothing without its base.
-                    if let Ok(snapshot) = serde_json::to_vec(&state.revocations.to_snapshot(&self.issuer)) {
+                    if let Some(snapshot) = env.engine.revocation_snapshot(self.id) {
                         s.slot.publish(&snapshot, env.vm_id, now);
                     }
                     s.slot.set_value("fresh", now.to_string().as_bytes());
                     env.metrics.inc(Metric::RevocationFetchOk);
-                    env.metrics.set(Metric::RevocationEntries, state.revocations.len() as u64);
+                    env.metrics.set(Metric::RevocationEntries, env.engine.revocation_entries(self.id) as u64);
                 }
                 Err(e) => {
                     s.fetch.finished(FetchEnd::Failed, now, env.jitter);
