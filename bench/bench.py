@@ -463,16 +463,16 @@ PUSH_AUDIENCE = "authflow-demo"
 FLEET_SIDECARS = 10_000
 FLEET_BANS = 5
 FLEET_IDLE_SECS = 60
-# The filter's default `revocations.wait_secs`, and the longest wait the default
-# staleness bound (30 s, less the 5 s callout timeout) would not allow, for the
-# idle request rate: half the fleet waits each.
-FLEET_WAITS = (20, 30)
+# The filter's default `revocations.wait_secs` (30 s, which the default staleness
+# bound of 45 s allows with the 5 s callout timeout) and the earlier default of
+# 20 s, for the idle request rate: half the fleet waits each.
+FLEET_WAITS = (30, 20)
 ADMIN_HEADERS = {"User-Agent": "authflow-bench", "Accept-Language": "en"}
 PUSH_MODES = (
     # id, label, revocations block of the filter's provider
     ("poll-1s", "polling every 1 s (default interval, `wait_secs: 0`)", {"poll_interval_ms": 1000, "wait_secs": 0}),
     ("poll-100ms", "polling every 100 ms (`wait_secs: 0`)", {"poll_interval_ms": 100, "wait_secs": 0}),
-    ("push", "long poll (defaults: `wait_secs` 20, interval 1 s)", {}),
+    ("push", "long poll (defaults: `wait_secs` 30, interval 1 s)", {}),
 )
 
 

@@ -62,7 +62,7 @@ mod defaults {
     pub fn timeout_ms() -> u64 { 5_000 }
     pub fn min_refetch_interval_secs() -> u64 { 5 }
     pub fn poll_interval_ms() -> u64 { 1_000 }
-    pub fn max_staleness_secs() -> u64 { 30 }
+    pub fn max_staleness_secs() -> u64 { 45 }
 }
 
 #[derive(Debug, Deserialize)]
@@ -595,8 +595,9 @@ fn validate_provider(p: RawProvider, policy: &RevocationPolicy) -> Result<Provid
 
 /// The longest `revocations.wait_secs` (the service's own bound).
 pub const MAX_REVOCATION_WAIT_SECS: u64 = 60;
-/// `revocations.wait_secs` when not set, if the staleness bound allows it.
-const DEFAULT_REVOCATION_WAIT_SECS: u64 = 20;
+/// `revocations.wait_secs` when not set, if the staleness bound allows it:
+/// an idle long poll re-arms 60 / 30 = 2 times a minute per sidecar.
+const DEFAULT_REVOCATION_WAIT_SECS: u64 = 30;
 
 /// How long the revocation feed may hold a poll. The list is only known
 /// fresh when an answer arrives, so a held poll plus its network allowance
@@ -889,12 +890,12 @@ mod tests {
         };
         let wait = |c: FilterConfig| c.provider(ProviderId::FIRST).unwrap().revocations.as_ref().unwrap().wait_ms;
         let none = serde_json::json!({});
-        assert_eq!(wait(feed(none.clone(), serde_json::Value::Null).unwrap()), 20_000, "default: 20 s + 5 s under 30 s");
+        assert_eq!(wait(feed(none.clone(), serde_json::Value::Null).unwrap()), 30_000, "default: 30 s + 5 s under 45 s");
         assert_eq!(wait(feed(none.clone(), serde_json::json!({"max_staleness_secs": 10})).unwrap()), 4_000, "default shrinks to fit");
         assert_eq!(wait(feed(none, serde_json::json!({"max_staleness_secs": 5})).unwrap()), 0, "no room: plain polling");
         assert_eq!(wait(feed(serde_json::json!({"wait_secs": 0}), serde_json::Value::Null).unwrap()), 0);
-        assert_eq!(wait(feed(serde_json::json!({"wait_secs": 24}), serde_json::Value::Null).unwrap()), 24_000);
-        let e = feed(serde_json::json!({"wait_secs": 25}), serde_json::Value::Null).unwrap_err();
+        assert_eq!(wait(feed(serde_json::json!({"wait_secs": 39}), serde_json::Value::Null).unwrap()), 39_000);
+        let e = feed(serde_json::json!({"wait_secs": 40}), serde_json::Value::Null).unwrap_err();
         assert!(e.0.contains("revocations.wait_secs") && e.0.contains("max_staleness_secs"), "{e}");
         let e = feed(serde_json::json!({"wait_secs": 61}), serde_json::json!({"max_staleness_secs": 600})).unwrap_err();
         assert!(e.0.contains("between 0 and 60"), "{e}");
