@@ -12,9 +12,22 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod blob;
+pub mod digest;
+pub mod set;
+
+pub use blob::{Blob, BlobError};
+pub use digest::{Kind, SetKey};
+pub use set::{ApplyError, Change, Probe, RevocationSet, Revoked};
+
 pub const FEED_PATH: &str = "/v1/revocations";
-/// Largest feed body the filter accepts (a 100k-entry snapshot fits).
+/// Largest JSON feed body the filter accepts (a 100k-entry snapshot fits).
 pub const MAX_FEED_BYTES: usize = 16 * 1024 * 1024;
+/// Media type of the compact feed (the layout of [`blob`]); a client asks for
+/// it with `Accept`, JSON stays the default.
+pub const COMPACT_FEED_TYPE: &str = "application/vnd.authflow.revocations.v1";
+/// Largest compact feed body the filter accepts: 2 million entries.
+pub const MAX_COMPACT_FEED_BYTES: usize = 2_000_000 * 32 + 4096;
 
 /// The largest clock skew a filter may tolerate on `exp` / `nbf`. The service's
 /// default retention margin equals it, so every entry it publishes outlives
@@ -70,6 +83,24 @@ pub struct BannedSubject {
 impl RevocationFeed {
     pub fn entry_count(&self) -> usize {
         self.revoked_tokens.len() + self.revoked_sessions.len() + self.banned_subjects.len()
+    }
+
+    /// Sorts each list by value and keeps one entry per value, the widest
+    /// (a value may have been revoked twice).
+    pub fn merge_duplicates(&mut self) {
+        self.revoked_tokens.sort_by(|a, b| a.jti.cmp(&b.jti).then(b.expires_at.cmp(&a.expires_at)));
+        self.revoked_tokens.dedup_by(|later, kept| later.jti == kept.jti);
+        self.revoked_sessions.sort_by(|a, b| a.sid.cmp(&b.sid).then(b.expires_at.cmp(&a.expires_at)));
+        self.revoked_sessions.dedup_by(|later, kept| later.sid == kept.sid);
+        self.banned_subjects.sort_by(|a, b| a.sub.cmp(&b.sub));
+        self.banned_subjects.dedup_by(|later, kept| {
+            let same = later.sub == kept.sub;
+            if same {
+                kept.not_before = kept.not_before.max(later.not_before);
+                kept.expires_at = kept.expires_at.max(later.expires_at);
+            }
+            same
+        });
     }
 }
 

@@ -1,0 +1,475 @@
+//! The compact revocation list: one byte layout used as the feed's binary
+//! encoding, as the copy the filter's worker VMs share, and as the list each
+//! of them searches in place (binary search over the bytes, nothing parsed
+//! into maps). All integers little-endian.
+//!
+//! ```text
+//! offset  size  field
+//!      0     4  magic "AFRV"
+//!      4     1  format version (1)
+//!      5     1  flags: bit 0 = snapshot (replaces everything known before)
+//!      6     2  issuer length I (≤ 1024)
+//!      8     2  cursor length C (≤ 256)
+//!     10     2  reserved, 0
+//!     12     4  revoked tokens   T
+//!     16     4  revoked sessions S
+//!     20     4  banned subjects  B
+//!     24    16  digest key (see `digest`)
+//!     40     8  base id (shared copies only: which base an overlay extends; 0 on the wire)
+//!     48     I  issuer, UTF-8
+//!   48+I     C  cursor, UTF-8
+//!          24T  tokens:   digest[16] expires_at u64
+//!          24S  sessions: digest[16] expires_at u64
+//!          32B  subjects: digest[16] not_before u64 expires_at u64
+//! ```
+//! Each section is sorted by digest (bytewise), strictly ascending: one
+//! entry per digest. `expires_at` is the forget-after time of the contract.
+
+use super::digest::{Digest, Kind, SetKey};
+use super::still_needed;
+
+pub const MAGIC: &[u8; 4] = b"AFRV";
+pub const FORMAT_VERSION: u8 = 1;
+pub const HEADER_LEN: usize = 48;
+pub const MAX_ISSUER_LEN: usize = 1024;
+pub const MAX_CURSOR_LEN: usize = 256;
+const FLAG_SNAPSHOT: u8 = 1;
+const BASE_ID_AT: usize = 40;
+
+fn record_len(kind: Kind) -> usize {
+    match kind {
+        Kind::Token | Kind::Session => 24,
+        Kind::Subject => 32,
+    }
+}
+
+/// One number per kind (entry counts, section offsets).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct PerKind([usize; 3]);
+
+impl PerKind {
+    fn from_header(bytes: &[u8]) -> PerKind {
+        PerKind([u32_at(bytes, 12), u32_at(bytes, 16), u32_at(bytes, 20)])
+    }
+
+    fn at(&mut self, kind: Kind) -> &mut usize {
+        let [token, session, subject] = &mut self.0;
+        match kind {
+            Kind::Token => token,
+            Kind::Session => session,
+            Kind::Subject => subject,
+        }
+    }
+
+    fn of(mut self, kind: Kind) -> usize {
+        *self.at(kind)
+    }
+
+    fn sum(self) -> usize {
+        self.0.iter().sum()
+    }
+}
+
+/// One entry of a list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub digest: Digest,
+    /// Subjects only: tokens issued before it die (0 for the other kinds).
+    pub not_before: u64,
+    pub expires_at: u64,
+}
+
+impl Entry {
+    /// One entry per digest: the widest wins (a value may be revoked twice).
+    fn widest(self, other: Entry) -> Entry {
+        Entry { digest: self.digest, not_before: self.not_before.max(other.not_before), expires_at: self.expires_at.max(other.expires_at) }
+    }
+}
+
+/// The fields of a list besides its entries.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Header {
+    pub snapshot: bool,
+    pub key: SetKey,
+    pub base_id: u64,
+    pub issuer: String,
+    pub cursor: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlobError(pub &'static str);
+
+impl std::fmt::Display for BlobError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "compact revocation list: {}", self.0)
+    }
+}
+
+/// A validated list in its byte layout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blob {
+    bytes: Vec<u8>,
+    counts: PerKind,
+    /// Where each section starts.
+    starts: PerKind,
+}
+
+impl Default for Blob {
+    fn default() -> Self {
+        Blob::build(&Header::default(), [&[], &[], &[]])
+    }
+}
+
+fn u16_at(b: &[u8], at: usize) -> usize {
+    b.get(at..at + 2).and_then(|s| <[u8; 2]>::try_from(s).ok()).map_or(0, |a| usize::from(u16::from_le_bytes(a)))
+}
+
+fn u32_at(b: &[u8], at: usize) -> usize {
+    b.get(at..at + 4).and_then(|s| <[u8; 4]>::try_from(s).ok()).map_or(0, |a| u32::from_le_bytes(a) as usize)
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    b.get(at..at + 8).and_then(|s| <[u8; 8]>::try_from(s).ok()).map_or(0, u64::from_le_bytes)
+}
+
+fn digest_of(record: &[u8]) -> Digest {
+    record.get(..16).and_then(|s| <[u8; 16]>::try_from(s).ok()).unwrap_or_default()
+}
+
+fn entry_of(kind: Kind, record: &[u8]) -> Entry {
+    match kind {
+        Kind::Subject => Entry { digest: digest_of(record), not_before: u64_at(record, 16), expires_at: u64_at(record, 24) },
+        _ => Entry { digest: digest_of(record), not_before: 0, expires_at: u64_at(record, 16) },
+    }
+}
+
+fn push_entry(out: &mut Vec<u8>, kind: Kind, e: &Entry) {
+    out.extend_from_slice(&e.digest);
+    if kind == Kind::Subject {
+        out.extend_from_slice(&e.not_before.to_le_bytes());
+    }
+    out.extend_from_slice(&e.expires_at.to_le_bytes());
+}
+
+fn push_header(out: &mut Vec<u8>, h: &Header, counts: PerKind) {
+    let issuer = h.issuer.get(..h.issuer.len().min(MAX_ISSUER_LEN)).unwrap_or_default();
+    let cursor = h.cursor.get(..h.cursor.len().min(MAX_CURSOR_LEN)).unwrap_or_default();
+    out.extend_from_slice(MAGIC);
+    out.push(FORMAT_VERSION);
+    out.push(if h.snapshot { FLAG_SNAPSHOT } else { 0 });
+    out.extend_from_slice(&(issuer.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(cursor.len() as u16).to_le_bytes());
+    out.extend_from_slice(&[0, 0]);
+    for c in counts.0 {
+        out.extend_from_slice(&u32::try_from(c).unwrap_or(u32::MAX).to_le_bytes());
+    }
+    out.extend_from_slice(&h.key.0);
+    out.extend_from_slice(&h.base_id.to_le_bytes());
+    out.extend_from_slice(issuer.as_bytes());
+    out.extend_from_slice(cursor.as_bytes());
+}
+
+impl Blob {
+    /// Checks `bytes` (the feed's body, or a copy another VM shared) and
+    /// takes them as they are: no entry is copied.
+    pub fn parse(bytes: Vec<u8>) -> Result<Blob, BlobError> {
+        if bytes.len() < HEADER_LEN || bytes.get(..4) != Some(MAGIC.as_slice()) {
+            return Err(BlobError("not this format"));
+        }
+        if bytes.get(4) != Some(&FORMAT_VERSION) || u16_at(&bytes, 10) != 0 {
+            return Err(BlobError("unknown format version"));
+        }
+        let (issuer_len, cursor_len) = (u16_at(&bytes, 6), u16_at(&bytes, 8));
+        if issuer_len > MAX_ISSUER_LEN || cursor_len > MAX_CURSOR_LEN {
+            return Err(BlobError("issuer or cursor too long"));
+        }
+        let text = |from: usize, len: usize| bytes.get(from..from + len).is_some_and(|s| std::str::from_utf8(s).is_ok());
+        if !text(HEADER_LEN, issuer_len) || !text(HEADER_LEN + issuer_len, cursor_len) {
+            return Err(BlobError("issuer or cursor is not UTF-8"));
+        }
+        let counts = PerKind::from_header(&bytes);
+        let mut starts = PerKind::default();
+        let mut at = HEADER_LEN + issuer_len + cursor_len;
+        for kind in Kind::ALL {
+            *starts.at(kind) = at;
+            let n = counts.of(kind);
+            let size = n.checked_mul(record_len(kind)).ok_or(BlobError("too many entries"))?;
+            at = at.checked_add(size).ok_or(BlobError("too many entries"))?;
+        }
+        if at != bytes.len() {
+            return Err(BlobError("length does not match the entry counts"));
+        }
+        let blob = Blob { bytes, counts, starts };
+        for kind in Kind::ALL {
+            let section = blob.section(kind);
+            let mut records = section.chunks_exact(record_len(kind)).map(digest_of);
+            let mut previous = records.next();
+            for d in records {
+                if previous.is_some_and(|p| p >= d) {
+                    return Err(BlobError("entries not sorted by digest"));
+                }
+                previous = Some(d);
+            }
+        }
+        Ok(blob)
+    }
+
+    /// Lays out `sections` (tokens, sessions, subjects), each sorted by
+    /// digest with one entry per digest (see [`sort_entries`]).
+    pub fn build(header: &Header, sections: [&[Entry]; 3]) -> Blob {
+        let [tokens, sessions, subjects] = sections.map(<[Entry]>::len);
+        let counts = PerKind([tokens, sessions, subjects]);
+        let size = HEADER_LEN + header.issuer.len() + header.cursor.len() + Kind::ALL.iter().map(|k| counts.of(*k) * record_len(*k)).sum::<usize>();
+        let mut bytes = Vec::with_capacity(size);
+        push_header(&mut bytes, header, counts);
+        for (kind, entries) in Kind::ALL.into_iter().zip(sections) {
+            for e in entries {
+                push_entry(&mut bytes, kind, e);
+            }
+        }
+        Blob::from_written(bytes)
+    }
+
+    /// A blob this module just wrote: the layout is known to be right.
+    fn from_written(bytes: Vec<u8>) -> Blob {
+        let counts = PerKind::from_header(&bytes);
+        let mut at = HEADER_LEN + u16_at(&bytes, 6) + u16_at(&bytes, 8);
+        let mut starts = PerKind::default();
+        for kind in Kind::ALL {
+            *starts.at(kind) = at;
+            at += counts.of(kind) * record_len(kind);
+        }
+        Blob { bytes, counts, starts }
+    }
+
+    /// Merges two sorted lists into a new one with `header`, one entry per
+    /// digest (the widest), dropping what no token could outlive at `now`.
+    pub fn merge(a: &Blob, b: &Blob, header: &Header, skew_secs: u64, now: u64) -> Blob {
+        let mut bytes = Vec::with_capacity(HEADER_LEN + header.issuer.len() + header.cursor.len() + a.section_bytes() + b.section_bytes());
+        push_header(&mut bytes, header, PerKind::default());
+        let mut counts = PerKind::default();
+        for kind in Kind::ALL {
+            let mut left = a.entries(kind).peekable();
+            let mut right = b.entries(kind).peekable();
+            loop {
+                let next = match (left.peek(), right.peek()) {
+                    (Some(l), Some(r)) if l.digest == r.digest => {
+                        let e = l.widest(*r);
+                        left.next();
+                        right.next();
+                        e
+                    }
+                    (Some(l), Some(r)) if l.digest < r.digest => {
+                        let e = *l;
+                        left.next();
+                        e
+                    }
+                    (_, Some(r)) => {
+                        let e = *r;
+                        right.next();
+                        e
+                    }
+                    (Some(l), None) => {
+                        let e = *l;
+                        left.next();
+                        e
+                    }
+                    (None, None) => break,
+                };
+                if still_needed(next.expires_at, skew_secs, now) {
+                    push_entry(&mut bytes, kind, &next);
+                    *counts.at(kind) += 1;
+                }
+            }
+        }
+        for (i, c) in counts.0.iter().enumerate() {
+            if let Some(slot) = bytes.get_mut(12 + 4 * i..16 + 4 * i) {
+                slot.copy_from_slice(&u32::try_from(*c).unwrap_or(u32::MAX).to_le_bytes());
+            }
+        }
+        Blob::from_written(bytes)
+    }
+
+    /// Forgets, in place, the entries no token could outlive at `now`.
+    pub fn retain_needed(&mut self, skew_secs: u64, now: u64) {
+        let mut write = self.starts.of(Kind::Token);
+        let mut counts = PerKind::default();
+        for kind in Kind::ALL {
+            let (start, len) = (self.starts.of(kind), record_len(kind));
+            *self.starts.at(kind) = write;
+            for i in 0..self.counts.of(kind) {
+                let from = start + i * len;
+                let keep = self.bytes.get(from..from + len).is_some_and(|r| still_needed(entry_of(kind, r).expires_at, skew_secs, now));
+                if keep {
+                    self.bytes.copy_within(from..from + len, write);
+                    write += len;
+                    *counts.at(kind) += 1;
+                }
+            }
+        }
+        self.bytes.truncate(write);
+        self.counts = counts;
+        for (i, c) in counts.0.iter().enumerate() {
+            if let Some(slot) = self.bytes.get_mut(12 + 4 * i..16 + 4 * i) {
+                slot.copy_from_slice(&u32::try_from(*c).unwrap_or(u32::MAX).to_le_bytes());
+            }
+        }
+    }
+
+    fn section(&self, kind: Kind) -> &[u8] {
+        let start = self.starts.of(kind);
+        self.bytes.get(start..start + self.counts.of(kind) * record_len(kind)).unwrap_or_default()
+    }
+
+    fn section_bytes(&self) -> usize {
+        self.bytes.len().saturating_sub(self.starts.of(Kind::Token))
+    }
+
+    /// The entry for `digest`, by binary search over the bytes.
+    pub fn find(&self, kind: Kind, digest: &Digest) -> Option<Entry> {
+        let len = record_len(kind);
+        let section = self.section(kind);
+        let (mut lo, mut hi) = (0usize, self.counts.of(kind));
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let record = section.get(mid * len..(mid + 1) * len)?;
+            match digest_of(record).cmp(digest) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(entry_of(kind, record)),
+            }
+        }
+        None
+    }
+
+    pub fn entries(&self, kind: Kind) -> impl DoubleEndedIterator<Item = Entry> + ExactSizeIterator + '_ {
+        self.section(kind).chunks_exact(record_len(kind)).map(move |r| entry_of(kind, r))
+    }
+
+    pub fn len(&self) -> usize {
+        self.counts.sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn count(&self, kind: Kind) -> usize {
+        self.counts.of(kind)
+    }
+
+    pub fn is_snapshot(&self) -> bool {
+        self.bytes.get(5).is_some_and(|f| f & FLAG_SNAPSHOT != 0)
+    }
+
+    pub fn key(&self) -> SetKey {
+        SetKey(self.bytes.get(24..40).and_then(|s| <[u8; 16]>::try_from(s).ok()).unwrap_or_default())
+    }
+
+    pub fn base_id(&self) -> u64 {
+        u64_at(&self.bytes, BASE_ID_AT)
+    }
+
+    pub fn set_base_id(&mut self, id: u64) {
+        if let Some(slot) = self.bytes.get_mut(BASE_ID_AT..BASE_ID_AT + 8) {
+            slot.copy_from_slice(&id.to_le_bytes());
+        }
+    }
+
+    pub fn issuer(&self) -> &str {
+        let len = u16_at(&self.bytes, 6);
+        self.bytes.get(HEADER_LEN..HEADER_LEN + len).and_then(|s| std::str::from_utf8(s).ok()).unwrap_or_default()
+    }
+
+    pub fn cursor(&self) -> &str {
+        let from = HEADER_LEN + u16_at(&self.bytes, 6);
+        let len = u16_at(&self.bytes, 8);
+        self.bytes.get(from..from + len).and_then(|s| std::str::from_utf8(s).ok()).unwrap_or_default()
+    }
+
+    pub fn header(&self) -> Header {
+        Header { snapshot: self.is_snapshot(), key: self.key(), base_id: self.base_id(), issuer: self.issuer().to_owned(), cursor: self.cursor().to_owned() }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Memory this list holds (what the allocator gave it, not just what is used).
+    pub fn bytes_held(&self) -> usize {
+        self.bytes.capacity()
+    }
+}
+
+/// Sorts entries by digest and keeps one per digest (the widest).
+pub fn sort_entries(entries: &mut Vec<Entry>) {
+    entries.sort_unstable_by_key(|e| e.digest);
+    entries.dedup_by(|later, kept| {
+        let same = later.digest == kept.digest;
+        if same {
+            *kept = kept.widest(*later);
+        }
+        same
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::indexing_slicing)]
+    use super::*;
+
+    fn e(d: u8, exp: u64) -> Entry {
+        Entry { digest: [d; 16], not_before: 0, expires_at: exp }
+    }
+
+    fn header(cursor: &str) -> Header {
+        Header { snapshot: true, key: SetKey([7; 16]), base_id: 0, issuer: "iss".into(), cursor: cursor.into() }
+    }
+
+    #[test]
+    fn layout_round_trips_and_is_searched_in_place() {
+        let ban = Entry { digest: [5; 16], not_before: 40, expires_at: 90 };
+        let blob = Blob::build(&header("c1"), [&[e(1, 10), e(3, 30)], &[e(2, 20)], &[ban]]);
+        assert_eq!(blob.bytes().len(), HEADER_LEN + 3 + 2 + 24 * 3 + 32);
+        let back = Blob::parse(blob.bytes().to_vec()).unwrap();
+        assert_eq!(back, blob);
+        assert_eq!((back.issuer(), back.cursor(), back.is_snapshot(), back.key()), ("iss", "c1", true, SetKey([7; 16])));
+        assert_eq!(back.find(Kind::Token, &[3; 16]), Some(e(3, 30)));
+        assert_eq!(back.find(Kind::Token, &[2; 16]), None, "kinds are separate");
+        assert_eq!(back.find(Kind::Session, &[2; 16]), Some(e(2, 20)));
+        assert_eq!(back.find(Kind::Subject, &[5; 16]), Some(ban));
+    }
+
+    #[test]
+    fn parse_refuses_what_is_not_a_valid_list() {
+        let blob = Blob::build(&header("c"), [&[e(1, 10), e(3, 30)], &[], &[]]);
+        let good = blob.bytes().to_vec();
+        assert!(Blob::parse(good[..good.len() - 1].to_vec()).is_err(), "truncated");
+        let mut unsorted = good.clone();
+        let first = HEADER_LEN + 3 + 1;
+        unsorted[first..first + 16].copy_from_slice(&[9; 16]);
+        assert_eq!(Blob::parse(unsorted), Err(BlobError("entries not sorted by digest")));
+        let mut huge = good.clone();
+        huge[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(Blob::parse(huge).is_err());
+        assert!(Blob::parse(b"{\"issuer\":\"x\"}".to_vec()).is_err());
+    }
+
+    #[test]
+    fn merge_keeps_one_widest_entry_per_digest_and_drops_the_forgotten() {
+        let a = Blob::build(&header("1"), [&[e(1, 100), e(4, 100)], &[], &[Entry { digest: [9; 16], not_before: 10, expires_at: 100 }]]);
+        let b = Blob::build(&header("2"), [&[e(1, 300), e(2, 5), e(3, 200)], &[e(8, 100)], &[Entry { digest: [9; 16], not_before: 50, expires_at: 80 }]]);
+        let m = Blob::merge(&a, &b, &header("2"), 10, 50);
+        assert_eq!(m.entries(Kind::Token).collect::<Vec<_>>(), vec![e(1, 300), e(3, 200), e(4, 100)], "5 + 10 < 50: forgotten");
+        assert_eq!(m.find(Kind::Subject, &[9; 16]), Some(Entry { digest: [9; 16], not_before: 50, expires_at: 100 }));
+        assert_eq!(m.cursor(), "2");
+        assert_eq!(Blob::parse(m.bytes().to_vec()).unwrap(), m);
+
+        let mut pruned = m.clone();
+        pruned.retain_needed(10, 150);
+        assert_eq!(pruned.entries(Kind::Token).collect::<Vec<_>>(), vec![e(1, 300), e(3, 200)]);
+        assert_eq!(pruned.count(Kind::Session), 0);
+        assert_eq!(pruned.count(Kind::Subject), 0);
+        assert_eq!(Blob::parse(pruned.bytes().to_vec()).unwrap(), pruned);
+    }
+}

@@ -1,0 +1,284 @@
+//! The revocation list of one issuer, for the filter and the service alike.
+//!
+//! Two sorted runs in the compact layout ([`Blob`]): a large `base` and a
+//! small `overlay` holding what deltas added since the base was built. A
+//! lookup searches both in place. A delta rewrites only the overlay (a few
+//! kB); once the overlay passes [`COMPACT_AT`] entries both are merged into a
+//! new base. A snapshot replaces both. Deltas only ever add entries, so a
+//! value found in either run is revoked, whatever the other one says.
+
+use super::blob::{sort_entries, Blob, BlobError, Entry, Header};
+use super::digest::{Kind, SetKey};
+use super::{still_needed, RevocationFeed};
+
+/// Overlay size that triggers a merge into the base. Small enough that a
+/// delta rewrites ~100 kB at most; large enough that a 1M-entry base is
+/// rewritten once per thousands of revocations.
+pub const COMPACT_AT: usize = 4096;
+
+/// Why a token is revoked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Revoked {
+    SubjectBanned,
+    SessionRevoked,
+    TokenRevoked,
+}
+
+/// The claims of a token a lookup needs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Probe<'a> {
+    pub jti: Option<&'a str>,
+    pub sid: Option<&'a str>,
+    pub sub: Option<&'a str>,
+    pub issued_at: Option<u64>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum ApplyError {
+    WrongIssuer,
+    TooManyEntries(usize),
+    /// A delta computed with another key than the list it extends.
+    KeyMismatch,
+    Malformed(BlobError),
+}
+
+impl std::fmt::Display for ApplyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::WrongIssuer => write!(f, "feed is for another issuer"),
+            Self::TooManyEntries(n) => write!(f, "feed would hold {n} live entries, over the configured maximum"),
+            Self::KeyMismatch => write!(f, "delta does not extend the list held (another digest key)"),
+            Self::Malformed(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// What an accepted feed changed (what a filter must share again).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A new base (and an empty overlay): a snapshot or a compaction.
+    Base,
+    /// Only the overlay.
+    Overlay,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RevocationSet {
+    base: Blob,
+    overlay: Blob,
+    /// False until a feed was applied (or a shared copy adopted).
+    loaded: bool,
+}
+
+impl RevocationSet {
+    /// The cursor of the newest feed applied.
+    pub fn cursor(&self) -> Option<&str> {
+        self.loaded.then(|| self.overlay.cursor())
+    }
+
+    /// Entries held (a value revoked again since the base was built counts twice until the next compaction).
+    pub fn len(&self) -> usize {
+        self.base.len() + self.overlay.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn key(&self) -> SetKey {
+        self.base.key()
+    }
+
+    /// Memory the list holds.
+    pub fn bytes_held(&self) -> usize {
+        self.base.bytes_held() + self.overlay.bytes_held()
+    }
+
+    pub fn base(&self) -> &Blob {
+        &self.base
+    }
+
+    pub fn overlay(&self) -> &Blob {
+        &self.overlay
+    }
+
+    /// Applies a feed in the compact layout: a snapshot replaces the list, a
+    /// delta extends it. Forgets what no token could outlive any more. A feed
+    /// that would push the list past `max_entries` is refused whole.
+    pub fn apply(&mut self, feed: Blob, issuer: &str, max_entries: usize, skew_secs: u64, now: u64) -> Result<Change, ApplyError> {
+        if feed.issuer() != issuer {
+            return Err(ApplyError::WrongIssuer);
+        }
+        if feed.is_snapshot() || !self.loaded {
+            let mut base = feed;
+            base.retain_needed(skew_secs, now);
+            if base.len() > max_entries {
+                return Err(ApplyError::TooManyEntries(base.len()));
+            }
+            self.install_base(base);
+            return Ok(Change::Base);
+        }
+        if feed.key() != self.key() {
+            return Err(ApplyError::KeyMismatch);
+        }
+        let header = Header { snapshot: false, base_id: self.base.base_id(), ..feed.header() };
+        let overlay = Blob::merge(&self.overlay, &feed, &header, skew_secs, now);
+        let total = self.base.len() + overlay.len();
+        if total > max_entries {
+            return Err(ApplyError::TooManyEntries(total));
+        }
+        if overlay.len() <= COMPACT_AT {
+            self.overlay = overlay;
+            return Ok(Change::Overlay);
+        }
+        let base = Blob::merge(&self.base, &overlay, &Header { snapshot: true, ..header }, skew_secs, now);
+        self.install_base(base);
+        Ok(Change::Base)
+    }
+
+    /// Applies a feed as JSON carries it: its values are digested with the
+    /// list's key (for a snapshot, the key of its issuer and cursor).
+    pub fn apply_values(&mut self, feed: &RevocationFeed, issuer: &str, max_entries: usize, skew_secs: u64, now: u64) -> Result<Change, ApplyError> {
+        let key = if feed.snapshot || !self.loaded { SetKey::derive(&feed.issuer, &feed.cursor) } else { self.key() };
+        self.apply(encode(feed, key), issuer, max_entries, skew_secs, now)
+    }
+
+    fn install_base(&mut self, mut base: Blob) {
+        let id = content_id(&base);
+        base.set_base_id(id);
+        self.overlay = Blob::build(&Header { snapshot: false, base_id: id, ..base.header() }, [&[], &[], &[]]);
+        self.base = base;
+        self.loaded = true;
+    }
+
+    /// Drops the base (before adopting a new one, so a VM never holds two).
+    pub fn clear(&mut self) {
+        *self = RevocationSet::default();
+    }
+
+    /// Takes over a base another VM shared (as [`base`](Self::base) gave it).
+    pub fn adopt_base(&mut self, base: Blob) {
+        self.overlay = Blob::build(&Header { snapshot: false, ..base.header() }, [&[], &[], &[]]);
+        self.base = base;
+        self.loaded = true;
+    }
+
+    /// Takes over an overlay another VM shared, if it extends the base held;
+    /// false: it belongs to a base this VM has not adopted yet.
+    pub fn adopt_overlay(&mut self, overlay: Blob) -> bool {
+        if !self.loaded || overlay.base_id() != self.base.base_id() || overlay.key() != self.key() {
+            return false;
+        }
+        self.overlay = overlay;
+        true
+    }
+
+    /// Why a token is revoked, if it is. Entries past `expires_at` plus the
+    /// skew are ignored (the forget rule), whether or not pruned yet.
+    pub fn check(&self, probe: &Probe, skew_secs: u64, now: u64) -> Option<Revoked> {
+        if self.is_empty() {
+            return None;
+        }
+        let key = self.key();
+        let find = |kind: Kind, value: &str| {
+            let digest = key.digest(kind, value);
+            [&self.overlay, &self.base]
+                .into_iter()
+                .filter_map(|run| run.find(kind, &digest))
+                .filter(|e| still_needed(e.expires_at, skew_secs, now))
+                .reduce(|a, b| Entry { not_before: a.not_before.max(b.not_before), ..a })
+        };
+        if let Some(ban) = probe.sub.filter(|_| self.has(Kind::Subject)).and_then(|s| find(Kind::Subject, s)) {
+            // Tokens issued before the ban die; a token without `iat` cannot prove it is newer.
+            if probe.issued_at.is_none_or(|iat| iat < ban.not_before) {
+                return Some(Revoked::SubjectBanned);
+            }
+        }
+        // After the ban check: "account disabled" tells the client most.
+        if probe.sid.filter(|_| self.has(Kind::Session)).is_some_and(|s| find(Kind::Session, s).is_some()) {
+            return Some(Revoked::SessionRevoked);
+        }
+        if probe.jti.filter(|_| self.has(Kind::Token)).is_some_and(|j| find(Kind::Token, j).is_some()) {
+            return Some(Revoked::TokenRevoked);
+        }
+        None
+    }
+
+    fn has(&self, kind: Kind) -> bool {
+        self.base.count(kind) + self.overlay.count(kind) > 0
+    }
+}
+
+/// A JSON feed in the compact layout, its values digested with `key`.
+pub fn encode(feed: &RevocationFeed, key: SetKey) -> Blob {
+    let digest = |kind, value: &str, not_before, expires_at| Entry { digest: key.digest(kind, value), not_before, expires_at };
+    let mut tokens: Vec<Entry> = feed.revoked_tokens.iter().map(|t| digest(Kind::Token, &t.jti, 0, t.expires_at)).collect();
+    let mut sessions: Vec<Entry> = feed.revoked_sessions.iter().map(|s| digest(Kind::Session, &s.sid, 0, s.expires_at)).collect();
+    let mut bans: Vec<Entry> = feed.banned_subjects.iter().map(|b| digest(Kind::Subject, &b.sub, b.not_before, b.expires_at)).collect();
+    for run in [&mut tokens, &mut sessions, &mut bans] {
+        sort_entries(run);
+    }
+    let header = Header { snapshot: feed.snapshot, key, base_id: 0, issuer: feed.issuer.clone(), cursor: feed.cursor.clone() };
+    Blob::build(&header, [&tokens, &sessions, &bans])
+}
+
+/// Names a base so an overlay can say which one it extends: a digest of its
+/// header and boundary entries (cheap, and different for any two bases a
+/// feed can produce in practice).
+fn content_id(base: &Blob) -> u64 {
+    use sha2::{Digest as _, Sha256};
+    let mut h = Sha256::new();
+    h.update(base.key().0);
+    h.update(base.cursor().as_bytes());
+    for kind in Kind::ALL {
+        h.update((base.count(kind) as u64).to_le_bytes());
+        for e in base.entries(kind).take(1).chain(base.entries(kind).next_back()) {
+            h.update(e.digest);
+            h.update(e.expires_at.to_le_bytes());
+        }
+    }
+    let d = h.finalize();
+    let mut id = [0u8; 8];
+    for (o, b) in id.iter_mut().zip(d.iter()) {
+        *o = *b;
+    }
+    // 0 is the wire's "no base".
+    u64::from_le_bytes(id).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::revocation::RevokedToken;
+
+    fn feed(snapshot: bool, cursor: &str, range: std::ops::Range<usize>) -> RevocationFeed {
+        let revoked_tokens = range.map(|i| RevokedToken { jti: format!("j{i}"), expires_at: 500 }).collect();
+        RevocationFeed { issuer: "iss".into(), cursor: cursor.into(), snapshot, revoked_tokens, ..Default::default() }
+    }
+
+    fn revoked(set: &RevocationSet, i: usize) -> bool {
+        let jti = format!("j{i}");
+        set.check(&Probe { jti: Some(&jti), ..Probe::default() }, 0, 100).is_some()
+    }
+
+    /// Deltas extend the overlay until it passes `COMPACT_AT`, then fold into
+    /// a new base; every entry stays found throughout.
+    #[test]
+    fn compact_deltas_extend_the_overlay_then_compact() {
+        let key = SetKey::derive("iss", "epoch");
+        let mut set = RevocationSet::default();
+        assert_eq!(set.apply(encode(&feed(true, "e.1", 0..100), key), "iss", 100_000, 0, 100), Ok(Change::Base));
+        let base_id = set.base().base_id();
+        assert_eq!(set.apply(encode(&feed(false, "e.2", 100..110), key), "iss", 100_000, 0, 100), Ok(Change::Overlay));
+        assert_eq!((set.base().len(), set.overlay().len(), set.cursor()), (100, 10, Some("e.2")));
+        assert_eq!(set.overlay().base_id(), base_id, "the overlay names its base");
+        assert!(revoked(&set, 0) && revoked(&set, 109) && !revoked(&set, 110));
+        let big = encode(&feed(false, "e.3", 110..110 + COMPACT_AT), key);
+        assert_eq!(set.apply(big, "iss", 100_000, 0, 100), Ok(Change::Base));
+        assert_eq!((set.base().len(), set.overlay().len(), set.cursor()), (110 + COMPACT_AT, 0, Some("e.3")));
+        assert_ne!(set.base().base_id(), base_id);
+        assert!((0..110 + COMPACT_AT).all(|i| revoked(&set, i)));
+        let other_key = encode(&feed(false, "e.4", 0..1), SetKey::derive("iss", "other"));
+        assert_eq!(set.apply(other_key, "iss", 100_000, 0, 100), Err(ApplyError::KeyMismatch));
+    }
+}
