@@ -43,7 +43,7 @@ fn feed_server(feed: Arc<Mutex<RevocationFeed>>) -> u16 {
 }
 
 fn token(kp: &Ed25519KeyPair, jti: &str) -> String {
-    let custom = AccessClaims { sid: format!("s-{jti}"), roles: vec![], scope: String::new(), dfp: None };
+    let custom = AccessClaims { sid: format!("s-{jti}"), roles: vec![], scope: String::new(), dfp: None, client_id: None };
     let c = Claims::with_custom_claims(custom, Duration::from_mins(10).into()).with_issuer(ISS).with_subject("u").with_jwt_id(jti);
     kp.sign(c).unwrap()
 }

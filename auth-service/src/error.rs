@@ -25,6 +25,12 @@ pub enum ApiError {
     InvalidToken(&'static str),
     /// Refresh token refused (OAuth 2.0 `invalid_grant`).
     InvalidGrant(&'static str),
+    /// Client authentication failed at the token endpoint (RFC 6749 §5.2).
+    InvalidClient,
+    /// The requested scope exceeds the client's (RFC 6749 §5.2).
+    InvalidScope(&'static str),
+    /// A `grant_type` the token endpoint does not serve (RFC 6749 §5.2).
+    UnsupportedGrantType,
     EmailNotVerified,
     AccountDisabled,
     Forbidden(&'static str),
@@ -61,6 +67,11 @@ impl ApiError {
             Self::InvalidLink => (S::BAD_REQUEST, "invalid_token", "the link is invalid, expired or already used".into()),
             Self::InvalidToken(d) => (S::UNAUTHORIZED, "invalid_token", (*d).into()),
             Self::InvalidGrant(d) => (S::UNAUTHORIZED, "invalid_grant", (*d).into()),
+            Self::InvalidClient => (S::UNAUTHORIZED, "invalid_client", "client authentication failed".into()),
+            Self::InvalidScope(d) => (S::BAD_REQUEST, "invalid_scope", (*d).into()),
+            Self::UnsupportedGrantType => {
+                (S::BAD_REQUEST, "unsupported_grant_type", "grant_type must be client_credentials".into())
+            }
             Self::EmailNotVerified => (S::FORBIDDEN, "email_not_verified", "verify the email address first".into()),
             Self::AccountDisabled => (S::FORBIDDEN, "account_disabled", "this account is disabled".into()),
             Self::Forbidden(d) => (S::FORBIDDEN, "insufficient_scope", (*d).into()),
@@ -91,6 +102,10 @@ impl IntoResponse for ApiError {
                 if let Ok(v) = HeaderValue::from_str(&value) {
                     headers.insert(header::WWW_AUTHENTICATE, v);
                 }
+            }
+            Self::InvalidClient => {
+                // RFC 6749 §5.2: a 401 names the scheme the client can authenticate with.
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"authflow\""));
             }
             Self::TooManyRequests { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));

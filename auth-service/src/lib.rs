@@ -16,6 +16,7 @@ pub mod mailer;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
+pub mod service_accounts;
 pub mod sessions;
 pub mod startup;
 pub mod state;

@@ -39,6 +39,9 @@ enum Command {
     Token(TokenCommand),
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Service accounts (callers of the client-credentials grant).
+    #[command(subcommand, name = "service-account")]
+    ServiceAccount(ServiceAccountCommand),
     #[command(subcommand)]
     Kek(KekCommand),
 }
@@ -78,6 +81,28 @@ enum TokenCommand {
         device_secret: Option<String>,
         #[arg(long = "header")]
         headers: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServiceAccountCommand {
+    /// Create an account; prints its client secret once (only a hash is stored).
+    Create {
+        #[arg(long)]
+        client_id: String,
+        /// A scope the account may be granted (repeatable).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+    },
+    /// Replace the secret (the old one stops working); prints the new one once.
+    RotateSecret {
+        #[arg(long)]
+        client_id: String,
+    },
+    /// Disable the account; its live tokens are banned through the revocation feed.
+    Disable {
+        #[arg(long)]
+        client_id: String,
     },
 }
 
@@ -167,6 +192,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             println!("new key {kid} published; it signs in {lead} s (a running service picks it up within its maintenance interval)");
             Ok(())
         }
+        Command::ServiceAccount(cmd) => service_account(config, cmd).await,
         Command::Kek(KekCommand::Generate) => Ok(()),
         Command::Keys(KeysCommand::List) => {
             let state = build_state(config).await.map_err(|e| e.to_string())?;
@@ -246,5 +272,26 @@ async fn mint(config: Config, email: &str, device_secret: Option<String>, header
             "device_secret": device.expose(), "session_id": session_id, "jti": access.jti,
         })
     );
+    Ok(())
+}
+
+async fn service_account(config: Config, cmd: ServiceAccountCommand) -> Result<(), String> {
+    use authflow_auth_service::service_accounts;
+    let state = build_state(config).await.map_err(|e| e.to_string())?;
+    let now = now();
+    match cmd {
+        ServiceAccountCommand::Create { client_id, scopes } => {
+            let (account, secret) = service_accounts::create(&state, &client_id, &scopes, now).await.map_err(|e| format!("{e:?}"))?;
+            println!("{}", serde_json::json!({"client_id": account.client_id, "client_secret": secret, "scope": account.scope}));
+        }
+        ServiceAccountCommand::RotateSecret { client_id } => {
+            let secret = service_accounts::rotate_secret(&state, &client_id, now).await.map_err(|e| format!("{e:?}"))?;
+            println!("{}", serde_json::json!({"client_id": client_id, "client_secret": secret}));
+        }
+        ServiceAccountCommand::Disable { client_id } => {
+            service_accounts::disable(&state, &client_id, now).await.map_err(|e| format!("{e:?}"))?;
+            println!("{}", serde_json::json!({"client_id": client_id, "disabled": true}));
+        }
+    }
     Ok(())
 }

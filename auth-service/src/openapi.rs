@@ -24,6 +24,8 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
         );
+        // Service accounts at the token endpoint: HTTP Basic with client_id:client_secret.
+        components.add_security_scheme("client_basic", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()));
     }
 }
 

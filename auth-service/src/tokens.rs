@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 
 use authflow_contract::fingerprint::{self, DeviceAttribute, FingerprintInput};
 use authflow_contract::jwk::Algorithm;
+use authflow_contract::claims::service_subject;
 use authflow_contract::AccessClaims;
 use axum::http::HeaderMap;
 use jwt_simple::prelude::*;
@@ -29,12 +30,30 @@ pub struct IssuedAccess {
 
 /// Signs an access token for `user` in session `sid` and records its jti.
 pub async fn issue(state: &AppState, user: &User, sid: &str, dfp: Option<String>, now: i64) -> Result<IssuedAccess, ApiError> {
+    let custom = AccessClaims { sid: sid.to_owned(), roles: user.roles.clone(), scope: user.scope.clone(), dfp, client_id: None };
+    sign_and_record(state, &user.id, custom, now).await
+}
+
+/// Signs an access token for a service account (client-credentials grant):
+/// `sub` is its service subject, no session, no device binding, no roles.
+pub async fn issue_for_service(state: &AppState, client_id: &str, scope: &str, now: i64) -> Result<IssuedAccess, ApiError> {
+    let custom = AccessClaims {
+        sid: String::new(),
+        roles: Vec::new(),
+        scope: scope.to_owned(),
+        dfp: None,
+        client_id: Some(client_id.to_owned()),
+    };
+    sign_and_record(state, &service_subject(client_id), custom, now).await
+}
+
+async fn sign_and_record(state: &AppState, subject: &str, custom: AccessClaims, now: i64) -> Result<IssuedAccess, ApiError> {
     let ttl = state.config.access_ttl.as_secs();
     let jti = random_id();
-    let custom = AccessClaims { sid: sid.to_owned(), roles: user.roles.clone(), scope: user.scope.clone(), dfp };
+    let sid = custom.sid.clone();
     let claims = Claims::with_custom_claims(custom, Duration::from_secs(ttl))
         .with_issuer(&state.config.issuer)
-        .with_subject(&user.id)
+        .with_subject(subject)
         .with_jwt_id(&jti);
     // One audience is a plain string (the common form); several, an array.
     let mut claims = match state.config.audiences.as_slice() {
@@ -56,8 +75,8 @@ pub async fn issue(state: &AppState, user: &User, sid: &str, dfp: Option<String>
         .store
         .record_access_token(&IssuedToken {
             jti: jti.clone(),
-            user_id: user.id.clone(),
-            session_id: sid.to_owned(),
+            user_id: subject.to_owned(),
+            session_id: sid,
             issued_at: now,
             expires_at,
         })

@@ -5,8 +5,10 @@ pub mod admin;
 pub mod auth;
 pub mod dev;
 pub mod ext_authz;
+pub mod oauth;
 pub mod ops;
 pub mod revocations;
+pub mod service_accounts;
 pub mod tokens;
 pub mod wellknown;
 
@@ -66,6 +68,10 @@ pub fn documented_routes(dev_endpoints: bool) -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(admin::list_keys))
         .routes(routes!(admin::rotate_keys))
         .routes(routes!(admin::audit_log))
+        .routes(routes!(service_accounts::create))
+        .routes(routes!(service_accounts::rotate_secret))
+        .routes(routes!(service_accounts::disable))
+        .routes(routes!(oauth::token))
         .routes(routes!(wellknown::jwks))
         .routes(routes!(wellknown::openid_configuration))
         .routes(routes!(revocations::feed))

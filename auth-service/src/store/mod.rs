@@ -99,6 +99,19 @@ pub struct User {
     pub created_at: i64,
 }
 
+/// A caller of the client-credentials grant (RFC 6749 §4.4).
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct ServiceAccount {
+    pub client_id: String,
+    /// argon2 PHC string of the client secret (never the secret itself).
+    pub secret_hash: String,
+    /// Space-separated scopes the account may be granted.
+    pub scope: String,
+    pub disabled_at: Option<i64>,
+    pub created_at: i64,
+    pub rotated_at: i64,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TokenPurpose {
     VerifyEmail,
@@ -332,6 +345,16 @@ pub trait Store: Send + Sync + 'static {
     /// Bans a user, ends their sessions, and appends a subject event. False if already banned.
     async fn ban_user(&self, user_id: &str, now: i64, expires_at: i64) -> StoreResult<bool>;
     async fn unban_user(&self, user_id: &str) -> StoreResult<bool>;
+
+    /// Adds a service account; [`StoreError::Conflict`] when the client id is taken.
+    async fn create_service_account(&self, account: &ServiceAccount) -> StoreResult<()>;
+    async fn service_account(&self, client_id: &str) -> StoreResult<Option<ServiceAccount>>;
+    /// Replaces the secret hash of a live account; false when there is none.
+    async fn set_service_secret(&self, client_id: &str, secret_hash: &str, now: i64) -> StoreResult<bool>;
+    /// Disables the account and appends a subject event for `subject` (its
+    /// tokens' `sub`) killing every token issued before `now`. False if
+    /// there is no such live account.
+    async fn disable_service_account(&self, client_id: &str, subject: &str, now: i64, expires_at: i64) -> StoreResult<bool>;
 
     async fn feed_head(&self) -> StoreResult<FeedHead>;
     /// Events with `seq > after` whose `expires_at` is past `forgotten_through`, oldest first.

@@ -710,6 +710,61 @@ impl Store for PostgresStore {
         Ok(r.rows_affected() == 1)
     }
 
+    async fn create_service_account(&self, a: &ServiceAccount) -> StoreResult<()> {
+        let result = sqlx::query(
+            "INSERT INTO service_accounts (client_id, secret_hash, scope, created_at, rotated_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT(client_id) DO NOTHING",
+        )
+        .bind(&a.client_id)
+        .bind(&a.secret_hash)
+        .bind(&a.scope)
+        .bind(a.created_at)
+        .bind(a.rotated_at)
+        .execute(&self.pool)
+        .await?;
+        if result.rows_affected() == 0 {
+            return Err(StoreError::Conflict("the client id"));
+        }
+        Ok(())
+    }
+
+    async fn service_account(&self, client_id: &str) -> StoreResult<Option<ServiceAccount>> {
+        Ok(sqlx::query_as(
+            "SELECT client_id, secret_hash, scope, disabled_at, created_at, rotated_at FROM service_accounts WHERE client_id = $1",
+        )
+        .bind(client_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn set_service_secret(&self, client_id: &str, secret_hash: &str, now: i64) -> StoreResult<bool> {
+        let r = sqlx::query("UPDATE service_accounts SET secret_hash = $1, rotated_at = $2 WHERE client_id = $3 AND disabled_at IS NULL")
+            .bind(secret_hash)
+            .bind(now)
+            .bind(client_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn disable_service_account(&self, client_id: &str, subject: &str, now: i64, expires_at: i64) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query("UPDATE service_accounts SET disabled_at = $1 WHERE client_id = $2 AND disabled_at IS NULL")
+            .bind(now)
+            .bind(client_id)
+            .execute(&mut *tx)
+            .await?;
+        if r.rows_affected() != 1 {
+            return Ok(false);
+        }
+        // Like a ban, but tokens issued in this very second die too (a service
+        // token has no session event to catch them); a disabled account gets no
+        // new tokens, so nothing legitimate is issued after it.
+        append_event(&mut tx, FeedKind::Subject, subject, Some(now + 1), expires_at, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     async fn feed_head(&self) -> StoreResult<FeedHead> {
         let (head, pruned_through): (i64, i64) = sqlx::query_as("SELECT head, pruned_through FROM feed_state WHERE id = 1")
             .fetch_one(&self.pool)

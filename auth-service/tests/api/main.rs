@@ -17,6 +17,7 @@ mod mail_limits;
 mod openapi;
 mod retention;
 mod second_factor;
+mod service_accounts;
 mod timing;
 mod vectors;
 

@@ -31,6 +31,8 @@ mod openapi;
 mod retention;
 #[path = "../api/second_factor.rs"]
 mod second_factor;
+#[path = "../api/service_accounts.rs"]
+mod service_accounts;
 #[path = "../api/timing.rs"]
 mod timing;
 #[path = "../api/vectors.rs"]

@@ -9,12 +9,36 @@ pub const CLAIM_SESSION: &str = "sid";
 pub const CLAIM_ROLES: &str = "roles";
 pub const CLAIM_SCOPE: &str = "scope";
 pub const CLAIM_DEVICE_FINGERPRINT: &str = "dfp";
+/// The OAuth client a token was issued to (RFC 9068 §2.2); set only on
+/// service-account tokens (client-credentials grant).
+pub const CLAIM_CLIENT_ID: &str = "client_id";
+
+/// Prefix of a service account's `sub`: user ids are random ids without a
+/// colon, so `svc:<client_id>` can never name a user.
+pub const SERVICE_SUBJECT_PREFIX: &str = "svc:";
+
+/// The `sub` of every token issued to the service account `client_id`.
+pub fn service_subject(client_id: &str) -> String {
+    format!("{SERVICE_SUBJECT_PREFIX}{client_id}")
+}
+
+/// Whether `sub` / `client_id` are those of a service-account token: the
+/// subject is the service subject of that very client id. Such a token has
+/// no session and no device binding.
+pub fn is_service_token(sub: Option<&str>, client_id: Option<&str>) -> bool {
+    match (sub.and_then(|s| s.strip_prefix(SERVICE_SUBJECT_PREFIX)), client_id) {
+        (Some(rest), Some(id)) => !id.is_empty() && rest == id,
+        _ => false,
+    }
+}
 
 /// The custom (non-registered) claims of an access token. The registered ones
 /// (`iss sub aud exp iat jti`) travel beside them (the service wraps them in jwt-simple's `JWTClaims`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessClaims {
     /// Session id: every token and refresh token of one sign-in shares it.
+    /// Empty (and absent from the token) for service-account tokens.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub sid: String,
     #[serde(default)]
     pub roles: Vec<String>,
@@ -24,9 +48,26 @@ pub struct AccessClaims {
     /// Device fingerprint: see [`crate::fingerprint`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dfp: Option<String>,
+    /// See [`CLAIM_CLIENT_ID`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
 }
 
 /// Splits a `scope` claim into its scopes.
 pub fn scopes(scope: &str) -> impl Iterator<Item = &str> {
     scope.split(' ').filter(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_service_token_names_its_own_client() {
+        assert!(is_service_token(Some(&service_subject("billing")), Some("billing")));
+        assert!(!is_service_token(Some("svc:billing"), Some("other")));
+        assert!(!is_service_token(Some("u123"), Some("u123")));
+        assert!(!is_service_token(Some("svc:"), Some("")));
+        assert!(!is_service_token(Some("svc:billing"), None));
+    }
 }

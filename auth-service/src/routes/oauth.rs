@@ -1,0 +1,129 @@
+//! The OAuth 2.0 token endpoint for service accounts: the client-credentials
+//! grant (RFC 6749 §4.4), client authentication by HTTP Basic or
+//! `client_secret_post` (§2.3.1), answers per §5.1 / §5.2.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::FormRejection;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Form;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::audit;
+use crate::clock::now;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::Client;
+use crate::service_accounts::{authenticate, granted_scope};
+use crate::state::AppState;
+use crate::tokens;
+
+pub const CLIENT_CREDENTIALS: &str = "client_credentials";
+
+#[derive(Deserialize, ToSchema)]
+pub struct TokenForm {
+    /// Must be `client_credentials`.
+    pub grant_type: String,
+    /// Space-separated; a subset of the account's scopes (all of them when absent).
+    pub scope: Option<String>,
+    /// `client_secret_post`; or send both in HTTP Basic instead.
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ClientTokenResponse {
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    pub expires_in: u64,
+    pub scope: String,
+}
+
+/// Issues a service account an access token (no refresh token, no device binding).
+#[utoipa::path(post, path = "/v1/oauth/token", tag = "oauth",
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
+    security((), ("client_basic" = [])),
+    responses((status = 200, body = ClientTokenResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn token(State(state): State<Arc<AppState>>, client: Client, form: Result<Form<TokenForm>, FormRejection>) -> ApiResult<Response> {
+    let Form(form) = form.map_err(|_| ApiError::BadRequest("send a form-encoded body (application/x-www-form-urlencoded) with grant_type".into()))?;
+    if form.grant_type != CLIENT_CREDENTIALS {
+        return Err(ApiError::UnsupportedGrantType);
+    }
+    let (client_id, secret) = client_credentials(&client.headers, form.client_id, form.client_secret)?;
+    let account = match authenticate(&state, &client_id, &secret).await {
+        Ok(a) => a,
+        Err(e) => {
+            audit::record(&state, Some(&client), "client_credentials", "invalid_client", None, None).await;
+            return Err(e);
+        }
+    };
+    let scope = granted_scope(&account.scope, form.scope.as_deref()).map_err(ApiError::InvalidScope)?;
+    let access = tokens::issue_for_service(&state, &account.client_id, &scope, now()).await?;
+    let subject = authflow_contract::claims::service_subject(&account.client_id);
+    audit::record(&state, Some(&client), "client_credentials", "success", Some(&subject), None).await;
+    let body = ClientTokenResponse { access_token: access.token, token_type: "Bearer", expires_in: access.expires_in, scope };
+    let mut response = axum::Json(body).into_response();
+    // RFC 6749 §5.1: token answers are never cached.
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}
+
+/// The client's id and secret, from exactly one method: HTTP Basic or the
+/// form (RFC 6749 §2.3: a client must not use more than one).
+fn client_credentials(headers: &HeaderMap, id: Option<String>, secret: Option<String>) -> ApiResult<(String, String)> {
+    let basic = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(basic_credentials);
+    match (basic, id, secret) {
+        (Some(pair), None, None) => Ok(pair),
+        (None, Some(id), Some(secret)) => Ok((id, secret)),
+        (Some(_), _, _) => Err(ApiError::BadRequest("use one client authentication method, not both".into())),
+        _ => Err(ApiError::InvalidClient),
+    }
+}
+
+/// `Basic base64(id:secret)`. Ids and secrets this service issues need no
+/// form-encoding (§2.3.1), but a `%`-encoded one is decoded as the RFC says.
+fn basic_credentials(value: &str) -> Option<(String, String)> {
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") || rest.len() > 1024 {
+        return None;
+    }
+    let decoded = String::from_utf8(STANDARD.decode(rest.trim()).ok()?).ok()?;
+    let (id, secret) = decoded.split_once(':')?;
+    Some((form_decode(id)?, form_decode(secret)?))
+}
+
+fn form_decode(s: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'%' => {
+                let hex = [bytes.next()?, bytes.next()?];
+                out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_credentials_are_decoded() {
+        let v = format!("Basic {}", STANDARD.encode("billing:s%3Acr+t"));
+        assert_eq!(basic_credentials(&v), Some(("billing".into(), "s:cr t".into())));
+        assert_eq!(basic_credentials("Bearer abc"), None);
+        assert_eq!(basic_credentials("Basic !!!"), None);
+        assert_eq!(basic_credentials(&format!("Basic {}", STANDARD.encode("nocolon"))), None);
+    }
+}

@@ -1,0 +1,70 @@
+//! Admin endpoints for service accounts: create (the secret is shown once),
+//! rotate the secret, disable (its tokens die through the revocation feed).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::audit;
+use crate::clock::now;
+use crate::error::{ApiResult, ErrorBody};
+use crate::extract::{Admin, Client, Json};
+use crate::service_accounts;
+use crate::state::AppState;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateServiceAccount {
+    /// 1–64 of `a-z 0-9 . _ -`; tokens carry it as `client_id`, with `sub` = `svc:<client_id>`.
+    pub client_id: String,
+    /// The scopes the account may be granted.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ServiceAccountSecret {
+    pub client_id: String,
+    /// Shown only in this answer; stored as an argon2 hash.
+    pub client_secret: String,
+    pub scope: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DisabledServiceAccount {
+    pub client_id: String,
+    pub disabled: bool,
+}
+
+#[utoipa::path(post, path = "/v1/admin/service-accounts", tag = "admin", request_body = CreateServiceAccount, security(("bearer" = [])),
+    responses((status = 201, body = ServiceAccountSecret), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn create(State(state): State<Arc<AppState>>, client: Client, Admin(admin): Admin, Json(req): Json<CreateServiceAccount>)
+    -> ApiResult<(axum::http::StatusCode, axum::Json<ServiceAccountSecret>)> {
+    let (account, secret) = service_accounts::create(&state, &req.client_id, &req.scopes, now()).await?;
+    audit::record(&state, Some(&client), "admin_create_service_account", &format!("by {}", admin.sub), Some(&account.client_id), None).await;
+    let body = ServiceAccountSecret { client_id: account.client_id, client_secret: secret, scope: account.scope };
+    Ok((axum::http::StatusCode::CREATED, axum::Json(body)))
+}
+
+#[utoipa::path(post, path = "/v1/admin/service-accounts/{client_id}/secret", tag = "admin", security(("bearer" = [])),
+    params(("client_id" = String, Path)),
+    responses((status = 200, body = ServiceAccountSecret), (status = 404, body = ErrorBody)))]
+pub async fn rotate_secret(State(state): State<Arc<AppState>>, client: Client, Admin(admin): Admin, Path(client_id): Path<String>)
+    -> ApiResult<axum::Json<ServiceAccountSecret>> {
+    let secret = service_accounts::rotate_secret(&state, &client_id, now()).await?;
+    let scope = state.store.service_account(&client_id).await?.map(|a| a.scope).unwrap_or_default();
+    audit::record(&state, Some(&client), "admin_rotate_service_secret", &format!("by {}", admin.sub), Some(&client_id), None).await;
+    Ok(axum::Json(ServiceAccountSecret { client_id, client_secret: secret, scope }))
+}
+
+#[utoipa::path(post, path = "/v1/admin/service-accounts/{client_id}/disable", tag = "admin", security(("bearer" = [])),
+    params(("client_id" = String, Path)),
+    responses((status = 200, body = DisabledServiceAccount), (status = 404, body = ErrorBody)))]
+pub async fn disable(State(state): State<Arc<AppState>>, client: Client, Admin(admin): Admin, Path(client_id): Path<String>)
+    -> ApiResult<axum::Json<DisabledServiceAccount>> {
+    service_accounts::disable(&state, &client_id, now()).await?;
+    audit::record(&state, Some(&client), "admin_disable_service_account", &format!("by {}", admin.sub), Some(&client_id), None).await;
+    Ok(axum::Json(DisabledServiceAccount { client_id, disabled: true }))
+}

@@ -1,0 +1,130 @@
+//! Service accounts: the callers of the client-credentials grant (RFC 6749
+//! §4.4). One place for what the admin API and the CLI both do (create,
+//! rotate, disable) and for authenticating a client at the token endpoint.
+
+use authflow_contract::claims::{scopes, service_subject};
+
+use crate::domain::random_secret;
+use crate::error::{ApiError, ApiResult};
+use crate::sessions::feed_changed;
+use crate::state::AppState;
+use crate::store::{ServiceAccount, StoreError};
+
+/// Longest client id; ids are `[a-z0-9._-]`, so they need no escaping in a
+/// header, a `sub` or HTTP Basic credentials.
+pub const MAX_CLIENT_ID_LEN: usize = 64;
+/// Most scopes an account (or a request) may name.
+pub const MAX_SCOPES: usize = 32;
+
+/// A client id as accepted at creation: 1–64 of `a-z 0-9 . _ -`.
+pub fn valid_client_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_CLIENT_ID_LEN
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
+/// A scope list in its stored form (space-separated, de-duplicated, in the
+/// given order); refuses scope tokens RFC 6749 §3.3 does not allow.
+pub fn normalize_scope<'a>(items: impl IntoIterator<Item = &'a str>) -> Result<String, &'static str> {
+    let mut out: Vec<&str> = Vec::new();
+    for s in items.into_iter().flat_map(scopes) {
+        // scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+        if !s.bytes().all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b)) {
+            return Err("a scope contains a character RFC 6749 does not allow");
+        }
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    if out.len() > MAX_SCOPES {
+        return Err("too many scopes");
+    }
+    Ok(out.join(" "))
+}
+
+/// The scope to grant: the requested one when every scope in it is the
+/// account's, all of the account's when none was requested (RFC 6749 §3.3).
+pub fn granted_scope(account_scope: &str, requested: Option<&str>) -> Result<String, &'static str> {
+    let Some(requested) = requested else { return Ok(account_scope.to_owned()) };
+    let requested = normalize_scope([requested])?;
+    let allowed: Vec<&str> = scopes(account_scope).collect();
+    if scopes(&requested).all(|s| allowed.contains(&s)) {
+        Ok(requested)
+    } else {
+        Err("the requested scope exceeds the client's")
+    }
+}
+
+/// A new account and its secret (shown once, stored only as an argon2 hash).
+pub async fn create(state: &AppState, client_id: &str, scope: &[String], now: i64) -> ApiResult<(ServiceAccount, String)> {
+    if !valid_client_id(client_id) {
+        return Err(ApiError::BadRequest("client_id must be 1-64 of a-z, 0-9, `.`, `_`, `-`".into()));
+    }
+    let scope = normalize_scope(scope.iter().map(String::as_str)).map_err(|e| ApiError::BadRequest(e.into()))?;
+    let secret = random_secret();
+    let secret_hash = state.hasher.hash(secret.expose()).map_err(ApiError::internal)?;
+    let account = ServiceAccount { client_id: client_id.to_owned(), secret_hash, scope, disabled_at: None, created_at: now, rotated_at: now };
+    match state.store.create_service_account(&account).await {
+        Ok(()) => Ok((account, secret.expose().to_owned())),
+        Err(StoreError::Conflict(_)) => Err(ApiError::Conflict("a service account with this client_id exists")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A new secret for a live account; the old one stops working at once.
+pub async fn rotate_secret(state: &AppState, client_id: &str, now: i64) -> ApiResult<String> {
+    let secret = random_secret();
+    let hash = state.hasher.hash(secret.expose()).map_err(ApiError::internal)?;
+    if !state.store.set_service_secret(client_id, &hash, now).await? {
+        return Err(ApiError::NotFound("no live service account has this client_id"));
+    }
+    Ok(secret.expose().to_owned())
+}
+
+/// Disables the account: no more tokens, and a subject ban on its service
+/// subject in the revocation feed kills the ones it holds.
+pub async fn disable(state: &AppState, client_id: &str, now: i64) -> ApiResult<()> {
+    let expires = now + i64::try_from(state.config.access_ttl.as_secs()).unwrap_or(900);
+    if !state.store.disable_service_account(client_id, &service_subject(client_id), now, expires).await? {
+        return Err(ApiError::NotFound("no live service account has this client_id"));
+    }
+    feed_changed(state).await;
+    Ok(())
+}
+
+/// The live account these credentials belong to. Unknown, disabled and
+/// wrong secret are one answer, after the same hashing work.
+pub async fn authenticate(state: &AppState, client_id: &str, secret: &str) -> ApiResult<ServiceAccount> {
+    let account = if valid_client_id(client_id) { state.store.service_account(client_id).await? } else { None };
+    let live = account.filter(|a| a.disabled_at.is_none());
+    let hasher = state.hasher.clone();
+    let stored = live.as_ref().map(|a| a.secret_hash.clone());
+    let secret = secret.to_owned();
+    let ok = tokio::task::spawn_blocking(move || hasher.verify(&secret, stored.as_deref())).await.map_err(ApiError::internal)?;
+    match live {
+        Some(account) if ok => Ok(account),
+        _ => Err(ApiError::InvalidClient),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ids() {
+        assert!(valid_client_id("billing-api.v2_x"));
+        for bad in ["", "Billing", "a b", "a:b", "a/b", &"a".repeat(65)] {
+            assert!(!valid_client_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn granted_scope_is_a_subset() {
+        assert_eq!(granted_scope("read write", None).as_deref(), Ok("read write"));
+        assert_eq!(granted_scope("read write", Some("write")).as_deref(), Ok("write"));
+        assert_eq!(granted_scope("read write", Some("write  read write")).as_deref(), Ok("write read"));
+        assert!(granted_scope("read", Some("read admin")).is_err());
+        assert!(granted_scope("read", Some("re\"ad")).is_err());
+    }
+}
