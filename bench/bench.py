@@ -22,7 +22,9 @@ Cases:
       cache holds, cycled, so every request is a cache miss and one signature check
       (ES256 and RS256 by Envoy's verify_signature host function, EdDSA in Wasm)
   F   Envoy ext_authz (HTTP) to the auth service, which verifies every token
-  G   authflow, warm, with 100k live revocation entries (D plus the feed)
+  G   authflow, warm, with 100k live revocation entries (D plus the feed);
+      G-1M with a million; G-churn with 100k and 100 revocations a second
+      arriving as deltas (the compact feed the filter asks for)
   P   auth service alone, pinned to one core: the 304 answers pollers get from
       /v1/revocations?since=CURSOR and /.well-known/jwks.json (If-None-Match)
 
@@ -36,6 +38,7 @@ from __future__ import annotations
 import argparse
 import base64
 import csv
+import hashlib
 import http.server
 import json
 import os
@@ -44,6 +47,7 @@ import shutil
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -67,10 +71,12 @@ COLD_TOKENS = 12_000
 # tokens are all new to the filter's cache.
 COLD_WARMUP_TOKENS = 2_000
 REVOKED_ENTRIES = 100_000
+REVOKED_ENTRIES_1M = 1_000_000 - 1_000
+CHURN_PER_SECOND = 100
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # The warm cases the tight targets compare (D ≤ 1.10 × B, D level with C cached,
 # G ≤ 1.05 × D), measured again interleaved: see `interleave`.
-INTERLEAVED = ("B", "B-trimmed", "D", "C-cached", "G")
+INTERLEAVED = ("B", "B-trimmed", "D", "C-cached", "G", "G-1M", "G-churn")
 SLICE_SECONDS = 1
 
 CHILDREN: list[subprocess.Popen] = []
@@ -355,33 +361,50 @@ def measure(env: "Env", pids: dict[str, int], url: str, tokens: Path | None, hea
 # ---------------------------------------------------------------- revocation feed (G)
 
 
+COMPACT_FEED_TYPE = "application/vnd.authflow.revocations.v1"
+FEED_EPOCH = "e"
+
+
+def compact_feed(snapshot: bool, cursor: str, digests: list[bytes], expires: int, key: bytes) -> bytes:
+    """Revoked tokens in the contract's compact layout (README, "Compact feed");
+    `digests` sorted and distinct."""
+    issuer, cur = ISSUER.encode(), cursor.encode()
+    head = b"AFRV" + bytes([1, 1 if snapshot else 0]) + struct.pack("<HHH", len(issuer), len(cur), 0)
+    head += struct.pack("<III", len(digests), 0, 0) + key + struct.pack("<Q", 0) + issuer + cur
+    exp = struct.pack("<Q", expires)
+    return head + b"".join(d + exp for d in digests)
+
+
 class FeedServer:
-    """Serves one 100k-entry snapshot, then 304 to every poll that sends its cursor."""
+    """Serves a snapshot of `entries` revoked tokens; with `churn_per_s`, that
+    many more are revoked each second and a poll from an older cursor gets
+    the delta since it (a poll with no or an unknown cursor, the snapshot of
+    all). Compact when the filter's Accept asks for it, else JSON. Cursors
+    are `e.N`, N the churned entries so far; `304` when nothing is newer."""
 
-    def __init__(self, entries: int):
-        expires = int(time.time()) + 7200
-        doc = {
-            "issuer": ISSUER, "cursor": "1", "snapshot": True,
-            "revoked_tokens": [{"jti": f"revoked-{i:06d}", "expires_at": expires} for i in range(entries)],
-            "revoked_sessions": [], "banned_subjects": [],
-        }
-        body = json.dumps(doc, separators=(",", ":")).encode()
-        self.snapshots = 0
-
+    def __init__(self, entries: int, churn_per_s: int = 0):
+        self.expires = int(time.time()) + 7200
+        self.entries, self.churn = entries, churn_per_s
+        self.key = hashlib.sha256(b"authflow revocation key v1\0" + struct.pack("<Q", len(ISSUER)) + ISSUER.encode()
+                                  + FEED_EPOCH.encode()).digest()[:16]
+        self.base = sorted(self.digest(f"revoked-{i:07d}") for i in range(entries))
+        self.started = time.time()
+        self.snapshots = self.deltas = 0
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def do_GET(self):  # noqa: N802
-                if "since=1" in self.path:
+                compact = COMPACT_FEED_TYPE in self.headers.get("Accept", "")
+                body = outer.answer(self.path, compact)
+                if body is None:
                     self.send_response(304)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                outer.snapshots += 1
                 self.send_response(200)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", COMPACT_FEED_TYPE if compact else "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -389,10 +412,43 @@ class FeedServer:
             def log_message(self, *a):
                 pass
 
+        self.body_bytes = len(self.answer("", True) or b"")
+        self.snapshots = 0
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
-        self.body_bytes = len(body)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def digest(self, jti: str) -> bytes:
+        return hashlib.sha256(b"authflow revocation v1\0" + self.key + b"t" + jti.encode()).digest()[:16]
+
+    def churned(self) -> int:
+        return int((time.time() - self.started) * self.churn)
+
+    def answer(self, path: str, compact: bool) -> bytes | None:
+        now = self.churned()
+        since = path.split("since=", 1)[1].split("&", 1)[0] if "since=" in path else ""
+        seen = int(since[2:]) if since.startswith(FEED_EPOCH + ".") and since[2:].isdigit() else None
+        if seen == now:
+            return None
+        cursor = f"{FEED_EPOCH}.{now}"
+        if seen is not None and seen < now:
+            self.deltas += 1
+            added = [f"churn-{i:07d}" for i in range(seen, now)]
+            if not compact:
+                return self.json(False, cursor, added)
+            return compact_feed(False, cursor, sorted(self.digest(j) for j in added), self.expires, self.key)
+        self.snapshots += 1
+        added = [f"churn-{i:07d}" for i in range(now)]
+        if not compact:
+            return self.json(True, cursor, [f"revoked-{i:07d}" for i in range(self.entries)] + added)
+        digests = sorted(self.base + [self.digest(j) for j in added]) if added else self.base
+        return compact_feed(True, cursor, digests, self.expires, self.key)
+
+    def json(self, snapshot: bool, cursor: str, jtis: list[str]) -> bytes:
+        doc = {"issuer": ISSUER, "cursor": cursor, "snapshot": snapshot,
+               "revoked_tokens": [{"jti": j, "expires_at": self.expires} for j in jtis],
+               "revoked_sessions": [], "banned_subjects": []}
+        return json.dumps(doc, separators=(",", ":")).encode()
 
     def close(self) -> None:
         self.server.shutdown()
@@ -885,6 +941,9 @@ def run(env: Env, args) -> int:
 
     feed = FeedServer(REVOKED_ENTRIES)
     log(f"revocation feed on :{feed.port}: {REVOKED_ENTRIES} entries, {feed.body_bytes / 1e6:.1f} MB snapshot")
+    wanted_g = {c for c in args.only.split(",") if c} if args.only else {"G"}
+    feed_1m = FeedServer(REVOKED_ENTRIES_1M) if wanted_g & {"G", "G-1M"} else None
+    feed_churn = FeedServer(REVOKED_ENTRIES, CHURN_PER_SECOND) if wanted_g & {"G", "G-churn"} else None
 
     # id → (label, http filters, clusters, tokens, valid token, tampered token, expected status for tampered, extra).
     # Each target's two cases run back to back within a repeat (B, D; D, G; C-x, E-x), so
@@ -898,13 +957,23 @@ def run(env: Env, args) -> int:
         dict(id="D", label="D: authflow, warm (1000 users, EdDSA)", filters=authflow_warm, tokens=warm, tamper="EdDSA"),
         dict(id="G", label=f"G: authflow, warm, {REVOKED_ENTRIES // 1000}k revocations",
              filters=[wasm_filter("authflow", env.wasm, authflow_config(jwks, True))],
-             clusters=[cluster("feed", feed.port)], tokens=warm, tamper="EdDSA", feed=True),
+             clusters=[cluster("feed", feed.port)], tokens=warm, tamper="EdDSA", feed=REVOKED_ENTRIES),
         dict(id="C-cached", label="C: jwt_authn, JWT cache on (warm EdDSA)", filters=[jwt_authn(jwks_text, True)],
              tokens=warm, tamper="EdDSA"),
         dict(id="D-identity", label="D+: authflow, warm, forwarding the 4 default identity headers",
              filters=[wasm_filter("authflow", env.wasm, authflow_config(jwks, False, identity=True))], tokens=warm,
              tamper="EdDSA"),
     ]
+    if feed_1m:
+        cases.insert(cases.index(next(c for c in cases if c["id"] == "G")) + 1, dict(
+            id="G-1M", label=f"G: authflow, warm, {REVOKED_ENTRIES_1M / 1e6:.3f}M revocations (compact feed)",
+            filters=[wasm_filter("authflow", env.wasm, authflow_config(jwks, True))],
+            clusters=[cluster("feed", feed_1m.port)], tokens=warm, tamper="EdDSA", feed=REVOKED_ENTRIES_1M))
+    if feed_churn:
+        cases.insert(cases.index(next(c for c in cases if c["id"] == "G")) + 1, dict(
+            id="G-churn", label=f"G: authflow, warm, {REVOKED_ENTRIES // 1000}k revocations + {CHURN_PER_SECOND}/s as deltas",
+            filters=[wasm_filter("authflow", env.wasm, authflow_config(jwks, True))],
+            clusters=[cluster("feed", feed_churn.port)], tokens=warm, tamper="EdDSA", feed=REVOKED_ENTRIES))
     for a in ALGS:
         cases.append(dict(id=f"C-{a}", label=f"C: jwt_authn, no cache, {a}", filters=[jwt_authn(jwks_text, False)],
                           tokens=cold[a], warmup=cold_warmup[a], tamper=a))
@@ -941,7 +1010,7 @@ def run(env: Env, args) -> int:
             envoy = Envoy(env, c["id"], c["filters"], clusters)
             try:
                 if c.get("feed"):
-                    wait_for(lambda: envoy.stat("wasmcustom.authflow.revocations.entries") >= REVOKED_ENTRIES, 120,
+                    wait_for(lambda: envoy.stat("wasmcustom.authflow.revocations.entries") >= c["feed"], 120,
                              "the filter to load the revocation snapshot")
                 if c.get("auth") and auth.proc.poll() is not None:
                     log(f"auth service exited ({auth.proc.returncode}); restarting it")
@@ -1001,6 +1070,9 @@ def run(env: Env, args) -> int:
     if not wanted or "S" in wanted:
         push["fleets"] = measure_fleets(env)
         failures += [f"{f['id']}: {f['error']}" for f in push["fleets"] if "error" in f]
+    for f in (feed_1m, feed_churn):
+        if f:
+            f.close()
     write_results(env, args, cases, results, inter, pollers, failures, time.monotonic() - t0, push)
     return 1 if failures else 0
 
@@ -1018,7 +1090,7 @@ def interleave(env: Env, cases: list[dict], rounds: int) -> dict[str, list[dict]
         for c in chosen:
             e = envoys[c["id"]] = Envoy(env, f"{c['id']}-interleaved", c["filters"], c.get("clusters", []))
             if c.get("feed"):
-                wait_for(lambda e=e: e.stat("wasmcustom.authflow.revocations.entries") >= REVOKED_ENTRIES, 120,
+                wait_for(lambda e=e, n=c["feed"]: e.stat("wasmcustom.authflow.revocations.entries") >= n, 120,
                          "the filter to load the revocation snapshot")
             check(e.url(), read_first(c["tokens"]), c["tampered_token"], 401)
             wrk(env, e.url(), 1, env.lua, [str(c["tokens"])])  # warm-up
@@ -1190,7 +1262,7 @@ def write_results(env: Env, args, cases, results, inter, pollers, failures, elap
         return v / b if v is not None and b else None
 
     # Tables list the cases by letter (A, B, B−, C…), whatever order they ran in.
-    display = ["A", "B", "B-trimmed", "C-cached"] + [f"C-{a}" for a in ALGS] + ["D", "D-identity"] + [f"E-{a}" for a in ALGS] + ["G", "F"]
+    display = ["A", "B", "B-trimmed", "C-cached"] + [f"C-{a}" for a in ALGS] + ["D", "D-identity"] + [f"E-{a}" for a in ALGS] + ["G", "G-1M", "G-churn", "F"]
     rows = []
     for c in sorted(cases, key=lambda c: display.index(c["id"]) if c["id"] in display else len(display)):
         runs = results[c["id"]]
@@ -1332,6 +1404,8 @@ def write_results(env: Env, args, cases, results, inter, pollers, failures, elap
         # Native speed: ES256 and RS256 are checked by Envoy's BoringSSL (verify_signature).
         target(f"E cold {a} ≤ 1.0 × C uncached {a}", f"E-{a}", f"C-{a}", 1.0)
     target("G (100k revocations) ≤ 1.05 × D", "G", "D", 1.05)
+    target("G at a million revocations ≤ 1.05 × D", "G-1M", "D", 1.05)
+    target(f"G with {CHURN_PER_SECOND} revocations/s on 100k (deltas) ≤ 1.05 × D", "G-churn", "D", 1.05)
     if "G" in by:
         lines.append(f"| Envoy RSS with {REVOKED_ENTRIES // 1000}k revocation entries | {by['G']['envoy_rss_mib']:.1f} MiB "
                      f"(D without: {by.get('D', {}).get('envoy_rss_mib') or 0:.1f} MiB) | – |")

@@ -1,15 +1,15 @@
 //! One provider's background side in one VM: the fetches of its key set and
 //! revocation list, adopting what other VMs shared of them, and applying a
 //! callout's answer. The decisions (when to fetch, whether a request waits,
-//! what a refused dispatch means) are `authflow_filter_core::fetch`'s, and
-//! what a feed or another VM's list does to the engine is
-//! `authflow_filter_core::revocation_sync`'s; this carries them out against
-//! the host and reports what to do next.
+//! what a refused dispatch means) are `authflow_filter_core::fetch`'s; this
+//! carries them out against the host and reports what to do next.
 
+use authflow_contract::revocation::{Blob, Change};
 use authflow_contract::KeySet;
 use authflow_filter_core::config::{JwksSource, Provider};
 use authflow_filter_core::fetch::{
-    feed_answer, feed_path, jwks_answer, status_of, Answer, Document, DocumentFetch, FetchEnd, KeyNeed, KeyWait, Refusal,
+    feed_answer, feed_path, jwks_answer, status_of, Answer, Document, DocumentFetch, FeedBody, FetchEnd, KeyNeed, KeyWait, Refusal,
+    FEED_ACCEPT,
 };
 use authflow_filter_core::{Engine, ProviderId};
 use proxy_wasm::types::Status;
@@ -39,6 +39,7 @@ pub struct Callout {
     pub authority: String,
     pub path: String,
     pub if_none_match: Option<String>,
+    pub accept: Option<&'static str>,
     pub timeout_ms: u64,
 }
 
@@ -57,8 +58,12 @@ pub struct ProviderRuntime {
     /// Names the provider in the configuration and the engine.
     id: ProviderId,
     name: String,
+    issuer: String,
     jwks: Option<SharedFetch>,
     revocations: Option<SharedFetch>,
+    /// Where the revocation list's overlay (what deltas added since its
+    /// base) is shared; the base goes into `revocations`' own slot.
+    revocation_overlay: Option<SharedSlot>,
 }
 
 impl ProviderRuntime {
@@ -68,7 +73,8 @@ impl ProviderRuntime {
             JwksSource::Inline(_) => None,
         };
         let revocations = provider.revocations.clone().map(|u| SharedFetch::new(Document::Revocations, &provider.issuer, u));
-        ProviderRuntime { id, name: provider.name.clone(), jwks, revocations }
+        let revocation_overlay = revocations.as_ref().map(|s| SharedSlot::new(format!("{}:overlay", s.fetch.shared_key)));
+        ProviderRuntime { id, name: provider.name.clone(), issuer: provider.issuer.clone(), jwks, revocations, revocation_overlay }
     }
 
     pub fn name(&self) -> &str {
@@ -103,15 +109,41 @@ impl ProviderRuntime {
                 install_keys(env, self.id, &self.name, set);
             }
         }
-        let Some(s) = self.revocations.as_mut() else { return };
-        if let Some(snapshot) = s.slot.take_if_changed() {
-            if env.engine.adopt_revocations(self.id, &snapshot, env.now_ms) {
-                env.metrics.set(Metric::RevocationEntries, env.engine.revocation_entries(self.id) as u64);
+        let (Some(s), Some(overlay)) = (self.revocations.as_mut(), self.revocation_overlay.as_mut()) else { return };
+        let Some(state) = env.engine.provider_mut(self.id) else { return };
+        // The base is searched where it lands: no parse into maps. The old
+        // copy is dropped before the new one is copied in.
+        let list = &mut state.revocations;
+        let mut cleared = false;
+        if let Some(bytes) = s.slot.take_if_changed_with(|| {
+            list.clear();
+            cleared = true;
+        }) {
+            if let Ok(base) = Blob::parse(bytes) {
+                list.adopt_base(base);
             }
+            overlay.forget_seen();
+        }
+        if list.cursor().is_some() {
+            if let Some(bytes) = overlay.take_if_changed() {
+                // An overlay of a base not adopted yet is taken after that base.
+                if !Blob::parse(bytes).is_ok_and(|o| list.adopt_overlay(o)) {
+                    overlay.forget_seen();
+                }
+            }
+        }
+        if cleared {
+            env.metrics.set(Metric::RevocationEntries, list.len() as u64);
+        }
+        if cleared && list.cursor().is_none() {
+            // The shared copy could not be read: stale until it can, then the policy decides.
+            s.slot.forget_seen();
+            state.revocations_fresh_at_ms = 0;
+            return;
         }
         let fresh = s.slot.value("fresh").and_then(|v| String::from_utf8(v).ok()).and_then(|v| v.parse::<u64>().ok());
         if let Some(fresh) = fresh {
-            env.engine.revocations_current_at(self.id, fresh);
+            state.revocations_fresh_at_ms = state.revocations_fresh_at_ms.max(fresh);
         }
     }
 
@@ -140,7 +172,9 @@ impl ProviderRuntime {
             }
             if fetch.should_start(now_ms, || may_lease && slot.acquire_lease(vm_id, now_ms, ttl)) {
                 let cursor = state.and_then(|p| p.revocations.cursor());
-                due.push(callout(fetch, feed_path(&fetch.upstream.path, cursor, fetch.upstream.wait_ms), None));
+                let mut call = callout(fetch, feed_path(&fetch.upstream.path, cursor, fetch.upstream.wait_ms), None);
+                call.accept = Some(FEED_ACCEPT);
+                due.push(call);
             }
         }
         due
@@ -178,7 +212,7 @@ impl ProviderRuntime {
         let status = status_of(&headers);
         match document {
             Document::Jwks => self.on_jwks(status, headers.first("etag").map(str::to_owned), body_size, env),
-            Document::Revocations => self.on_feed(status, body_size, env),
+            Document::Revocations => self.on_feed(status, headers.first("content-type"), body_size, env),
         }
     }
 
@@ -203,32 +237,49 @@ impl ProviderRuntime {
         }
     }
 
-    fn on_feed(&mut self, status: u32, body_size: usize, env: &mut Env) {
-        let Some(s) = self.revocations.as_mut() else { return };
+    fn on_feed(&mut self, status: u32, content_type: Option<&str>, body_size: usize, env: &mut Env) {
+        let (Some(s), Some(overlay)) = (self.revocations.as_mut(), self.revocation_overlay.as_mut()) else { return };
         let now = env.now_ms;
-        match feed_answer(status, body_size, host::call_response_body) {
+        let (max, skew) = (env.engine.config.revocation.max_entries, env.engine.config.clock_skew_secs);
+        let Some(state) = env.engine.provider_mut(self.id) else { return };
+        let sent_cursor = state.revocations.cursor().map(str::to_owned);
+        let list = &mut state.revocations;
+        match feed_answer(status, content_type, body_size, host::call_response_body) {
             Answer::NotModified => {
                 s.fetch.finished(FetchEnd::NotModified, now, env.jitter);
                 s.slot.set_value("fresh", now.to_string().as_bytes());
-                env.engine.revocations_current_at(self.id, now);
+                state.revocations_fresh_at_ms = now;
                 env.metrics.inc(Metric::RevocationNotModified);
             }
-            Answer::Fresh(feed, _) => match env.engine.apply_feed(self.id, feed, now) {
-                Ok(end) => {
-                    s.fetch.finished(end, now, env.jitter);
-                    if let Some(snapshot) = env.engine.revocation_snapshot(self.id) {
-                        s.slot.publish(&snapshot, env.vm_id, now);
+            Answer::Fresh(feed, _) => {
+                let applied = match feed {
+                    FeedBody::Compact(blob) => list.apply_compact(blob, &self.issuer, max, skew, now / 1000),
+                    FeedBody::Json(feed) => list.apply(feed, &self.issuer, max, skew, now / 1000),
+                };
+                match applied {
+                    Ok(change) => {
+                        // Only a moved cursor is news: a long poll goes on at once after it.
+                        let moved = list.cursor() != sent_cursor.as_deref();
+                        let end = if moved { FetchEnd::Fresh { etag: None } } else { FetchEnd::NotModified };
+                        s.fetch.finished(end, now, env.jitter);
+                        state.revocations_fresh_at_ms = now;
+                        // Others take the list as it is here (a delta means nothing
+                        // without its base): the base only when it changed, then the overlay.
+                        if change == Change::Base {
+                            s.slot.publish(list.set().base().bytes(), env.vm_id, now);
+                        }
+                        overlay.publish(list.set().overlay().bytes(), env.vm_id, now);
+                        s.slot.set_value("fresh", now.to_string().as_bytes());
+                        env.metrics.inc(Metric::RevocationFetchOk);
+                        env.metrics.set(Metric::RevocationEntries, list.len() as u64);
                     }
-                    s.slot.set_value("fresh", now.to_string().as_bytes());
-                    env.metrics.inc(Metric::RevocationFetchOk);
-                    env.metrics.set(Metric::RevocationEntries, env.engine.revocation_entries(self.id) as u64);
+                    Err(e) => {
+                        s.fetch.finished(FetchEnd::Failed, now, env.jitter);
+                        env.metrics.inc(Metric::RevocationRejected);
+                        log::error!("authflow: provider {}: revocation feed refused, keeping the last good list: {e}", self.name);
+                    }
                 }
-                Err(e) => {
-                    s.fetch.finished(FetchEnd::Failed, now, env.jitter);
-                    env.metrics.inc(Metric::RevocationRejected);
-                    log::error!("authflow: provider {}: revocation feed refused, keeping the last good list: {e}", self.name);
-                }
-            },
+            }
             Answer::Failed(why) => {
                 s.fetch.finished(FetchEnd::Failed, now, env.jitter);
                 env.metrics.inc(Metric::RevocationFetchFailed);
@@ -236,7 +287,6 @@ impl ProviderRuntime {
             }
         }
     }
-
 }
 
 fn callout(fetch: &DocumentFetch, path: String, if_none_match: Option<String>) -> Callout {
@@ -247,6 +297,7 @@ fn callout(fetch: &DocumentFetch, path: String, if_none_match: Option<String>) -
         authority: u.authority.clone(),
         path,
         if_none_match,
+        accept: None,
         timeout_ms: fetch.callout_timeout_ms(),
     }
 }

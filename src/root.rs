@@ -52,7 +52,10 @@ impl AuthflowRoot {
                 runtime.adopt_shared(&mut env);
             }
             for call in runtime.due_callouts(env.engine, self.vm_id, now_ms, ticking) {
-                let extra: Vec<(&str, &str)> = call.if_none_match.as_deref().map(|e| ("if-none-match", e)).into_iter().collect();
+                let extra: Vec<(&str, &str)> = [("if-none-match", call.if_none_match.as_deref()), ("accept", call.accept)]
+                    .into_iter()
+                    .filter_map(|(name, value)| Some((name, value?)))
+                    .collect();
                 let result = host::dispatch_get(&call.cluster, &call.authority, &call.path, &extra, call.timeout_ms);
                 runtime.dispatched(call.document, result, &mut env);
             }

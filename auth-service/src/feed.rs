@@ -8,49 +8,60 @@
 //! (`revocation_retention_secs`, at least every verifier's skew), and each
 //! published entry says so in its `expires_at` (its forget-after time).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::RwLock;
 
-use authflow_contract::revocation::{still_needed, BannedSubject, RevocationFeed, RevokedSession, RevokedToken};
+use authflow_contract::revocation::{
+    still_needed, BannedSubject, Probe, RevocationFeed, RevocationSet, RevokedSession, RevokedToken, SetKey,
+};
 
 use crate::feed_notify::FeedNotifier;
 use crate::store::{FeedEvent, FeedKind, Store, StoreError};
 
+/// What this process checks its own tokens against: the contract's list,
+/// with entries keyed by the `exp` they cover (the retention margin is the
+/// skew it is checked with), and the newest event applied.
 #[derive(Default)]
-struct RevocationSet {
+struct OwnList {
     seq: i64,
-    jtis: HashMap<String, i64>,
-    sids: HashMap<String, i64>,
-    /// sub → (not_before, expires_at)
-    bans: HashMap<String, (i64, i64)>,
+    set: RevocationSet,
 }
 
-impl RevocationSet {
-    fn apply(&mut self, e: &FeedEvent) {
+/// The issuer name of this process's own list (it never leaves the process).
+const OWN: &str = "";
+
+impl OwnList {
+    fn apply(&mut self, events: &[FeedEvent], retention: Retention, now: i64) {
+        let mut feed = events_feed(events, |exp| exp);
+        feed.issuer = OWN.into();
+        feed.cursor = self.seq.to_string();
+        // Unbounded: the database is the bound.
+        let _ = self.set.apply_values(&feed, OWN, usize::MAX, retention.secs(), u(now));
+        self.seq = events.iter().map(|e| e.seq).fold(self.seq, i64::max);
+    }
+}
+
+fn u(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// The events as feed entries (one per value, the widest), each with
+/// `expires_at` = `forget_after(exp)`.
+fn events_feed(events: &[FeedEvent], forget_after: impl Fn(i64) -> i64) -> RevocationFeed {
+    let mut feed = RevocationFeed::default();
+    for e in events {
+        let expires_at = u(forget_after(e.expires_at));
         match e.kind {
-            FeedKind::Token => {
-                let exp = self.jtis.entry(e.subject.clone()).or_insert(e.expires_at);
-                *exp = (*exp).max(e.expires_at);
-            }
-            FeedKind::Session => {
-                let exp = self.sids.entry(e.subject.clone()).or_insert(e.expires_at);
-                *exp = (*exp).max(e.expires_at);
-            }
+            FeedKind::Token => feed.revoked_tokens.push(RevokedToken { jti: e.subject.clone(), expires_at }),
+            FeedKind::Session => feed.revoked_sessions.push(RevokedSession { sid: e.subject.clone(), expires_at }),
             FeedKind::Subject => {
-                let nb = e.not_before.unwrap_or(0);
-                let entry = self.bans.entry(e.subject.clone()).or_insert((nb, e.expires_at));
-                *entry = (entry.0.max(nb), entry.1.max(e.expires_at));
+                let not_before = u(e.not_before.unwrap_or(0));
+                feed.banned_subjects.push(BannedSubject { sub: e.subject.clone(), not_before, expires_at });
             }
         }
-        self.seq = self.seq.max(e.seq);
     }
-
-    fn forget_expired(&mut self, retention: Retention, now: i64) {
-        self.jtis.retain(|_, exp| retention.needed(*exp, now));
-        self.sids.retain(|_, exp| retention.needed(*exp, now));
-        self.bans.retain(|_, (_, exp)| retention.needed(*exp, now));
-    }
+    feed.merge_duplicates();
+    feed
 }
 
 /// How long past the `exp` it covers an event is kept (the retention margin).
@@ -60,8 +71,11 @@ struct Retention(i64);
 impl Retention {
     /// Whether an event covering tokens up to `exp` still matters at `now`.
     fn needed(self, exp: i64, now: i64) -> bool {
-        let u = |v: i64| u64::try_from(v).unwrap_or(0);
-        still_needed(u(exp), u(self.0), u(now))
+        still_needed(u(exp), self.secs(), u(now))
+    }
+
+    fn secs(self) -> u64 {
+        u(self.0)
     }
 
     /// The newest `exp` whose events no longer matter at `now` (the store's cut-off).
@@ -80,7 +94,7 @@ pub struct Feed {
     retention: Retention,
     head: AtomicI64,
     pruned_through: AtomicI64,
-    set: RwLock<RevocationSet>,
+    set: RwLock<OwnList>,
     sync_lock: tokio::sync::Mutex<()>,
     /// Wakes long polls once `head` moves.
     notifier: FeedNotifier,
@@ -113,7 +127,7 @@ impl Feed {
             retention: Retention(i64::try_from(retention_secs).unwrap_or(i64::MAX)),
             head: AtomicI64::new(0),
             pruned_through: AtomicI64::new(0),
-            set: RwLock::new(RevocationSet::default()),
+            set: RwLock::new(OwnList::default()),
             sync_lock: tokio::sync::Mutex::new(()),
             notifier: FeedNotifier::new(0, max_waiters),
             store_reads: AtomicU64::new(0),
@@ -131,11 +145,8 @@ impl Feed {
         let after = self.set.read().map(|s| s.seq).unwrap_or(0);
         let events = store.feed_events_after(after, self.retention.forgotten_through(now)).await?;
         if let Ok(mut set) = self.set.write() {
-            for e in &events {
-                set.apply(e);
-            }
+            set.apply(&events, self.retention, now);
             set.seq = set.seq.max(head.head);
-            set.forget_expired(self.retention, now);
         }
         self.pruned_through.fetch_max(head.pruned_through, Ordering::SeqCst);
         self.head.fetch_max(head.head, Ordering::SeqCst);
@@ -156,6 +167,12 @@ impl Feed {
              # TYPE authflow_feed_store_reads_total counter\nauthflow_feed_store_reads_total {}\n",
             self.store_reads.load(Ordering::Relaxed)
         )
+    }
+
+    /// The key of the compact feed's digests: one per issuer and database,
+    /// so a delta always extends the snapshot a filter took.
+    pub fn digest_key(&self, issuer: &str) -> SetKey {
+        SetKey::derive(issuer, &self.epoch)
     }
 
     pub fn cursor(&self) -> String {
@@ -204,30 +221,13 @@ impl Feed {
         self.store_reads.fetch_add(1, Ordering::Relaxed);
         let events = store.feed_events_after(after, self.retention.forgotten_through(now)).await?;
         let newest = events.iter().map(|e| e.seq).max().unwrap_or(0).max(head);
-        let mut feed = RevocationFeed {
+        let retention = self.retention;
+        let feed = RevocationFeed {
             issuer: issuer.to_owned(),
             cursor: format!("{}.{}", self.epoch, newest),
             snapshot: delta_from.is_none(),
-            ..RevocationFeed::default()
+            ..events_feed(&events, |exp| retention.forget_after(exp))
         };
-        // One entry per key, the widest one wins (a key may be revoked twice).
-        let mut set = RevocationSet::default();
-        for e in &events {
-            set.apply(e);
-        }
-        let u = |exp: i64| u64::try_from(self.retention.forget_after(exp)).unwrap_or(0);
-        let mut tokens: Vec<_> = set.jtis.into_iter().collect();
-        tokens.sort();
-        feed.revoked_tokens = tokens.into_iter().map(|(jti, exp)| RevokedToken { jti, expires_at: u(exp) }).collect();
-        let mut sessions: Vec<_> = set.sids.into_iter().collect();
-        sessions.sort();
-        feed.revoked_sessions = sessions.into_iter().map(|(sid, exp)| RevokedSession { sid, expires_at: u(exp) }).collect();
-        let mut bans: Vec<_> = set.bans.into_iter().collect();
-        bans.sort();
-        feed.banned_subjects = bans
-            .into_iter()
-            .map(|(sub, (nb, exp))| BannedSubject { sub, not_before: u64::try_from(nb).unwrap_or(0), expires_at: u(exp) })
-            .collect();
         Ok(feed)
     }
 
@@ -239,11 +239,9 @@ impl Feed {
 
     /// Is a token with these claims revoked, per what this process knows?
     pub fn is_revoked(&self, jti: Option<&str>, sid: &str, sub: Option<&str>, issued_at: i64, now: i64) -> bool {
-        let Ok(set) = self.set.read() else { return true };
-        let live = |exp: &i64| self.retention.needed(*exp, now);
-        jti.and_then(|j| set.jtis.get(j)).is_some_and(live)
-            || set.sids.get(sid).is_some_and(live)
-            || sub.and_then(|s| set.bans.get(s)).is_some_and(|(nb, exp)| live(exp) && issued_at < *nb)
+        let Ok(own) = self.set.read() else { return true };
+        let probe = Probe { jti, sid: Some(sid), sub, issued_at: Some(u(issued_at)) };
+        own.set.check(&probe, self.retention.secs(), u(now)).is_some()
     }
 }
 
@@ -273,9 +271,8 @@ mod tests {
         let store = store(&dir).await;
         let feed = Feed::load(&store, MARGIN, 10, EXP - 10).await.unwrap();
         if let Ok(mut set) = feed.set.write() {
-            set.apply(&event(FeedKind::Token, "j1", None));
-            set.apply(&event(FeedKind::Session, "s1", None));
-            set.apply(&event(FeedKind::Subject, "u1", Some(EXP - 100)));
+            let events = [event(FeedKind::Token, "j1", None), event(FeedKind::Session, "s1", None), event(FeedKind::Subject, "u1", Some(EXP - 100))];
+            set.apply(&events, feed.retention, EXP - 10);
         }
         let iat = EXP - 900;
         for now in [EXP + 1, EXP + 30, EXP + 600] {

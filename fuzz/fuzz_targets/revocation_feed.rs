@@ -1,15 +1,20 @@
-//! Arbitrary bytes into the revocation feed parser (the filter's
-//! `serde_json::from_slice::<RevocationFeed>`), then applied to a list that
+//! Arbitrary bytes into both revocation feed decoders the filter uses — the
+//! compact layout (`Blob::parse`, what the filter asks for) and JSON (a
+//! service without the compact encoding) — then applied to a list that
 //! already holds entries. An applied feed must be enforced: every entry whose
-//! tokens could still pass (up to `expires_at` + clock skew) kills them; a refused feed changes nothing;
-//! the list stays within its bound and survives its own snapshot.
+//! tokens could still pass (up to `expires_at` + clock skew) kills them; a
+//! refused feed changes nothing; the list stays within its bound and what
+//! one VM shares of it (base and overlay bytes) another adopts unchanged.
 #![no_main]
 
 use std::cell::Cell;
 use std::rc::Rc;
 
-use authflow_contract::revocation::{BannedSubject, RevocationFeed, RevokedSession, RevokedToken, MAX_FEED_BYTES};
-use authflow_filter_core::revocation::RevocationSet;
+use authflow_contract::revocation::blob::Blob;
+use authflow_contract::revocation::{
+    set::encode, BannedSubject, Kind, RevocationFeed, RevokedSession, RevokedToken, SetKey, MAX_COMPACT_FEED_BYTES,
+};
+use authflow_filter_core::revocation::RevocationList;
 use authflow_filter_core::verify::VerifiedToken;
 use authflow_filter_core::ProviderId;
 use libfuzzer_sys::fuzz_target;
@@ -38,8 +43,13 @@ fn token(jti: Option<&str>, sid: Option<&str>, sub: Option<&str>, issued_at: Opt
     }
 }
 
-fn existing() -> RevocationSet {
-    let mut set = RevocationSet::default();
+fn key() -> SetKey {
+    SetKey::derive(ISSUER, "epoch")
+}
+
+/// A list holding one entry of each kind, built from a compact snapshot.
+fn existing() -> RevocationList {
+    let mut list = RevocationList::default();
     let feed = RevocationFeed {
         issuer: ISSUER.into(),
         cursor: "0".into(),
@@ -48,40 +58,67 @@ fn existing() -> RevocationSet {
         revoked_sessions: vec![RevokedSession { sid: "old-sid".into(), expires_at: NOW + 600 }],
         banned_subjects: vec![BannedSubject { sub: "old-sub".into(), not_before: NOW - 10, expires_at: NOW + 600 }],
     };
-    assert!(set.apply(feed, ISSUER, MAX_ENTRIES, SKEW, NOW).is_ok());
-    set
+    assert!(list.apply_compact(encode(&feed, key()), ISSUER, MAX_ENTRIES, SKEW, NOW).is_ok());
+    list
+}
+
+/// Another VM adopting what `list` shares holds the same entries.
+fn assert_shares_the_same(list: &RevocationList) {
+    let mut copy = RevocationList::default();
+    copy.adopt_base(Blob::parse(list.set().base().bytes().to_vec()).expect("a shared base parses"));
+    assert!(copy.adopt_overlay(Blob::parse(list.set().overlay().bytes().to_vec()).expect("a shared overlay parses")));
+    assert_eq!(copy.len(), list.len());
+    assert_eq!(copy.cursor(), list.cursor());
+}
+
+fn refused_changed_nothing(list: &RevocationList, before: usize) {
+    assert_eq!(list.len(), before, "a refused feed changed the list");
+    assert_eq!(list.set().cursor(), Some("0"));
 }
 
 fuzz_target!(|data: &[u8]| {
-    if data.len() > MAX_FEED_BYTES {
+    if data.len() > MAX_COMPACT_FEED_BYTES {
         return;
     }
+    // The compact layout: every digest a parsed feed carries is enforced.
+    if let Ok(blob) = Blob::parse(data.to_vec()) {
+        let mut list = existing();
+        let before = list.len();
+        if list.apply_compact(blob.clone(), ISSUER, MAX_ENTRIES, SKEW, NOW).is_err() {
+            refused_changed_nothing(&list, before);
+            return;
+        }
+        assert!(list.len() <= MAX_ENTRIES);
+        for kind in Kind::ALL {
+            for e in blob.entries(kind).filter(|e| e.expires_at.saturating_add(SKEW) >= NOW) {
+                let held = [list.set().overlay(), list.set().base()].into_iter().filter_map(|run| run.find(kind, &e.digest)).count();
+                assert!(held > 0, "an applied {kind:?} entry is not held");
+            }
+        }
+        if !blob.is_snapshot() {
+            assert!(list.check(&token(Some("old-jti"), None, None, Some(NOW)), SKEW, NOW).is_some(), "a delta dropped an earlier revocation");
+        }
+        assert_shares_the_same(&list);
+        return;
+    }
+    // JSON: every value of an applied feed kills its tokens.
     let Ok(feed) = serde_json::from_slice::<RevocationFeed>(data) else { return };
-    let mut set = existing();
-    let before = set.len();
-    if set.apply(feed.clone(), ISSUER, MAX_ENTRIES, SKEW, NOW).is_err() {
-        assert_eq!(set.len(), before, "a refused feed changed the list");
-        assert_eq!(set.cursor(), Some("0"));
+    let mut list = existing();
+    let before = list.len();
+    if list.apply(feed.clone(), ISSUER, MAX_ENTRIES, SKEW, NOW).is_err() {
+        refused_changed_nothing(&list, before);
         return;
     }
-    assert!(set.len() <= MAX_ENTRIES);
-    assert_eq!(set.cursor(), Some(feed.cursor.as_str()));
+    assert!(list.len() <= MAX_ENTRIES);
     for t in feed.revoked_tokens.iter().filter(|t| t.expires_at.saturating_add(SKEW) >= NOW) {
-        assert!(set.check(&token(Some(&t.jti), None, None, Some(NOW))).is_some(), "revoked jti {:?} passes", t.jti);
+        assert!(list.check(&token(Some(&t.jti), None, None, Some(NOW)), SKEW, NOW).is_some(), "revoked jti {:?} passes", t.jti);
     }
     for s in feed.revoked_sessions.iter().filter(|s| s.expires_at.saturating_add(SKEW) >= NOW) {
-        assert!(set.check(&token(None, Some(&s.sid), None, Some(NOW))).is_some(), "revoked sid {:?} passes", s.sid);
+        assert!(list.check(&token(None, Some(&s.sid), None, Some(NOW)), SKEW, NOW).is_some(), "revoked sid {:?} passes", s.sid);
     }
     for b in feed.banned_subjects.iter().filter(|b| b.expires_at.saturating_add(SKEW) >= NOW) {
         let issued = b.not_before.checked_sub(1);
-        assert!(set.check(&token(None, None, Some(&b.sub), issued)).is_some(), "banned sub {:?} passes", b.sub);
+        assert!(list.check(&token(None, None, Some(&b.sub), issued), SKEW, NOW).is_some(), "banned sub {:?} passes", b.sub);
     }
-    // A delta keeps what was there before.
-    if !feed.snapshot {
-        assert!(set.check(&token(Some("old-jti"), None, None, Some(NOW))).is_some(), "a delta dropped an earlier revocation");
-    }
-    // The snapshot one VM hands to another describes the same list.
-    let mut copy = RevocationSet::default();
-    assert!(copy.apply(set.to_snapshot(ISSUER), ISSUER, MAX_ENTRIES, SKEW, NOW).is_ok());
-    assert_eq!(copy.len(), set.len());
+    assert_shares_the_same(&list);
 });

@@ -6,8 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use authflow_contract::revocation::{set::encode, COMPACT_FEED_TYPE};
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::error::{ApiError, ApiResult};
@@ -42,13 +43,23 @@ fn wait(query: Option<&str>) -> Result<Duration, ApiError> {
         .ok_or_else(|| ApiError::BadRequest(format!("`wait` must be whole seconds from 0 to {MAX_WAIT_SECS}")))
 }
 
+/// Whether the client listed the compact encoding in `Accept` (without
+/// `q=0`); anything else gets JSON, the default older filters read.
+fn wants_compact(headers: &HeaderMap) -> bool {
+    headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(|item| {
+        let mut parts = item.split(';').map(str::trim);
+        let refused = |p: &str| p.strip_prefix("q=").is_some_and(|q| q.parse::<f32>().is_ok_and(|q| q <= 0.0));
+        parts.next().is_some_and(|m| m.eq_ignore_ascii_case(COMPACT_FEED_TYPE)) && !parts.any(refused)
+    })
+}
+
 #[utoipa::path(get, path = "/v1/revocations", tag = "discovery",
     params(("since" = Option<String>, Query, description = "cursor from the previous answer"),
            ("wait" = Option<u64>, Query, description = "seconds (0..=60) to hold a current cursor until something newer is committed")),
-    responses((status = 200, description = "delta (snapshot=false) or snapshot (snapshot=true)"),
+    responses((status = 200, description = "delta (snapshot=false) or snapshot (snapshot=true); JSON, or the compact binary layout (README, \"Compact revocation feed\") when `Accept` lists application/vnd.authflow.revocations.v1"),
               (status = 304, description = "nothing changed since the cursor (within the wait)"),
               (status = 400, description = "`wait` is not whole seconds from 0 to 60")))]
-pub async fn feed(State(state): State<Arc<AppState>>, RawQuery(query): RawQuery) -> ApiResult<Response> {
+pub async fn feed(State(state): State<Arc<AppState>>, RawQuery(query): RawQuery, headers: HeaderMap) -> ApiResult<Response> {
     let (since, wait) = (since(query.as_deref()), wait(query.as_deref())?);
     let feed = &state.feed;
     let mut answer = feed.answer(state.store.as_ref(), &state.config.issuer, since, now()).await?;
@@ -65,7 +76,14 @@ pub async fn feed(State(state): State<Arc<AppState>>, RawQuery(query): RawQuery)
         }
         FeedAnswer::Body(feed) => {
             inc(if feed.snapshot { &state.metrics.feed_snapshots } else { &state.metrics.feed_deltas });
-            ([(header::CACHE_CONTROL, no_cache)], axum::Json(feed)).into_response()
+            let vary = (header::VARY, HeaderValue::from_static("accept"));
+            if wants_compact(&headers) {
+                let body = encode(&feed, state.feed.digest_key(&feed.issuer)).bytes().to_vec();
+                let content_type = (header::CONTENT_TYPE, HeaderValue::from_static(COMPACT_FEED_TYPE));
+                ([(header::CACHE_CONTROL, no_cache), content_type, vary], body).into_response()
+            } else {
+                ([(header::CACHE_CONTROL, no_cache), vary], axum::Json(feed)).into_response()
+            }
         }
     })
 }
@@ -73,6 +91,21 @@ pub async fn feed(State(state): State<Arc<AppState>>, RawQuery(query): RawQuery)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accept_negotiation() {
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::ACCEPT, HeaderValue::from_str(v).unwrap());
+            wants_compact(&h)
+        };
+        assert!(with("application/vnd.authflow.revocations.v1, application/json;q=0.5"));
+        assert!(with("application/json, Application/Vnd.Authflow.Revocations.V1;q=0.9"));
+        assert!(!with("application/json"));
+        assert!(!with("*/*"), "JSON stays the default");
+        assert!(!with("application/vnd.authflow.revocations.v1;q=0"));
+        assert!(!wants_compact(&HeaderMap::new()));
+    }
 
     #[test]
     fn since_parameter() {

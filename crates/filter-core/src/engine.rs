@@ -15,7 +15,7 @@ use crate::fetch::KeyNeed;
 use crate::policy::{authorize, policy_for};
 use crate::provider_id::{PerProvider, ProviderId};
 use crate::request::Request;
-use crate::revocation::RevocationSet;
+use crate::revocation::RevocationList;
 use crate::signature::SignatureChecker;
 use crate::verify::{self, check_times, VerifiedToken, VerifyError};
 
@@ -24,7 +24,7 @@ use crate::verify::{self, check_times, VerifiedToken, VerifyError};
 pub struct ProviderState {
     /// `None` until a key set was loaded once.
     pub keys: Option<KeySet>,
-    pub revocations: RevocationSet,
+    pub revocations: RevocationList,
     /// When the revocation list was last known current (ms); staleness is measured from here.
     pub revocations_fresh_at_ms: u64,
 }
@@ -122,7 +122,7 @@ impl Engine {
                 JwksSource::Inline(set) => Some(set.clone()),
                 JwksSource::Remote(_) => None,
             },
-            revocations: RevocationSet::default(),
+            revocations: RevocationList::default(),
             revocations_fresh_at_ms: now_ms,
         });
         let cache = TokenCache::new(config.cache_max_entries);
@@ -207,7 +207,7 @@ impl Engine {
                     }
                 }
             }
-            if let Some(r) = state.revocations.check(&verified) {
+            if let Some(r) = state.revocations.check(&verified, self.config.clock_skew_secs, now) {
                 return self.deny_or_public(public, r);
             }
         }

@@ -8,7 +8,7 @@
 //! to the host.
 
 use authflow_contract::jwk::MAX_JWKS_BYTES;
-use authflow_contract::revocation::{RevocationFeed, MAX_FEED_BYTES};
+use authflow_contract::revocation::{Blob, RevocationFeed, COMPACT_FEED_TYPE, MAX_COMPACT_FEED_BYTES, MAX_FEED_BYTES};
 use authflow_contract::KeySet;
 
 use crate::config::Upstream;
@@ -307,13 +307,33 @@ pub fn jwks_answer(status: u32, body_size: usize, body: impl FnOnce(usize) -> Op
 }
 
 /// A revocation-feed answer, like [`jwks_answer`].
-pub fn feed_answer(status: u32, body_size: usize, body: impl FnOnce(usize) -> Option<Vec<u8>>) -> Answer<RevocationFeed> {
+/// A revocation feed as it came: compact (what the filter asks for) or JSON
+/// (a service that does not speak the compact encoding).
+#[derive(Debug)]
+pub enum FeedBody {
+    Compact(Blob),
+    Json(RevocationFeed),
+}
+
+/// What the filter sends as `Accept` on a feed poll: the compact encoding,
+/// JSON from a service that has only that.
+pub const FEED_ACCEPT: &str = "application/vnd.authflow.revocations.v1, application/json;q=0.5";
+
+/// A feed answer. `content_type` picks the decoder; `body(size)` reads the
+/// body, only once it is known to fit the bound of its encoding.
+pub fn feed_answer(status: u32, content_type: Option<&str>, body_size: usize, body: impl FnOnce(usize) -> Option<Vec<u8>>) -> Answer<FeedBody> {
+    let compact = content_type.is_some_and(|t| t.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case(COMPACT_FEED_TYPE)));
+    let limit = if compact { MAX_COMPACT_FEED_BYTES } else { MAX_FEED_BYTES };
     match status {
         304 => Answer::NotModified,
-        200 if body_size > MAX_FEED_BYTES => Answer::Failed(format!("revocation feed of {body_size} bytes is over the limit")),
+        200 if body_size > limit => Answer::Failed(format!("revocation feed of {body_size} bytes is over the limit")),
         200 => match body(body_size) {
+            Some(bytes) if compact => match Blob::parse(bytes) {
+                Ok(blob) => Answer::Fresh(FeedBody::Compact(blob), Vec::new()),
+                Err(e) => Answer::Failed(format!("revocation feed is not valid: {e}")),
+            },
             Some(bytes) => match serde_json::from_slice::<RevocationFeed>(&bytes) {
-                Ok(feed) => Answer::Fresh(feed, bytes),
+                Ok(feed) => Answer::Fresh(FeedBody::Json(feed), Vec::new()),
                 Err(e) => Answer::Failed(format!("revocation feed is not valid: {e}")),
             },
             None => Answer::Failed("revocation feed response had no body".into()),
@@ -476,8 +496,26 @@ mod tests {
         assert!(matches!(jwks_answer(200, MAX_JWKS_BYTES + 1, |_| panic!("never read")), Answer::Failed(_)));
         assert!(matches!(jwks_answer(200, 10, |_| None), Answer::Failed(_)));
         assert!(matches!(jwks_answer(304, 0, |_| None), Answer::NotModified));
-        assert!(matches!(feed_answer(0, 0, |_| None), Answer::Failed(_)));
-        assert!(matches!(feed_answer(503, 0, |_| None), Answer::Failed(_)));
+        assert!(matches!(feed_answer(0, None, 0, |_| None), Answer::Failed(_)));
+        assert!(matches!(feed_answer(503, None, 0, |_| None), Answer::Failed(_)));
+        assert!(matches!(feed_answer(200, None, MAX_FEED_BYTES + 1, |_| panic!("never read")), Answer::Failed(_)));
+        let compact = Some(COMPACT_FEED_TYPE);
+        assert!(matches!(feed_answer(200, compact, MAX_COMPACT_FEED_BYTES + 1, |_| panic!("never read")), Answer::Failed(_)));
+    }
+
+    /// The content type picks the decoder: a million-entry compact feed is
+    /// over the JSON bound but within its own.
+    #[test]
+    fn feed_answers_decode_by_content_type() {
+        let feed = RevocationFeed { issuer: "iss".into(), cursor: "1".into(), snapshot: true, ..Default::default() };
+        let json = serde_json::to_vec(&feed).unwrap();
+        assert!(matches!(feed_answer(200, Some("application/json"), json.len(), |_| Some(json.clone())), Answer::Fresh(FeedBody::Json(_), _)));
+        let blob = authflow_contract::revocation::set::encode(&feed, Default::default());
+        let bytes = blob.bytes().to_vec();
+        let typed = Some("Application/Vnd.Authflow.Revocations.v1; q=1");
+        assert!(matches!(feed_answer(200, typed, bytes.len(), |_| Some(bytes.clone())), Answer::Fresh(FeedBody::Compact(b), _) if b == blob));
+        assert!(matches!(feed_answer(200, Some(COMPACT_FEED_TYPE), json.len(), |_| Some(json.clone())), Answer::Failed(_)), "JSON labelled compact");
+        const { assert!(MAX_COMPACT_FEED_BYTES > 1_000_000 * 24 + 4096 && MAX_FEED_BYTES < 1_000_000 * 24) };
     }
 
     #[test]

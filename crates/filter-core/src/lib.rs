@@ -19,7 +19,6 @@ pub mod policy;
 pub mod provider_id;
 pub mod request;
 pub mod revocation;
-pub mod revocation_sync;
 pub mod schedule;
 pub mod signature;
 pub mod verify;

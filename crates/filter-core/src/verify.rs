@@ -55,7 +55,7 @@ pub struct Screened {
 pub struct VerifiedToken {
     pub expires_at: u64,
     /// The revocation list (its generation) this token was last found clean
-    /// in; 0 when never checked. See `RevocationSet::check`.
+    /// in; 0 when never checked. See `RevocationList::check`.
     pub not_revoked_in: Cell<u64>,
     pub not_before: Option<u64>,
     pub provider: ProviderId,

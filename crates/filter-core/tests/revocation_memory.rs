@@ -1,0 +1,89 @@
+//! What a worker VM's revocation list costs in memory, counted by the
+//! allocator (bytes held, not time): 100k live entries in at most 3 MiB,
+//! 1M in at most 30 MiB, and a delta of 10 entries on a 1M list allocating
+//! next to nothing (it must not copy the list).
+// Tests may unwrap and panic: a failure should stop the test where it happened.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use authflow_contract::revocation::{RevocationFeed, RevokedToken};
+use authflow_filter_core::revocation::RevocationList;
+
+/// Counts the bytes currently allocated and the most allocated since the last reset.
+struct Counting;
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+static ALLOCATED: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let live = LIVE.fetch_add(layout.size(), Ordering::SeqCst) + layout.size();
+        PEAK.fetch_max(live, Ordering::SeqCst);
+        ALLOCATED.fetch_add(layout.size(), Ordering::SeqCst);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::SeqCst);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static COUNTING: Counting = Counting;
+
+/// One test at a time: the counters are process-wide.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const ISS: &str = "https://auth.example";
+const NOW: u64 = 1_900_000_000;
+const MIB: usize = 1024 * 1024;
+
+fn feed(snapshot: bool, cursor: &str, range: std::ops::Range<usize>) -> RevocationFeed {
+    RevocationFeed {
+        issuer: ISS.into(),
+        cursor: cursor.into(),
+        snapshot,
+        // A UUID-sized jti, as the auth service issues them.
+        revoked_tokens: range.map(|i| RevokedToken { jti: format!("{i:08}-0000-4000-8000-000000000000"), expires_at: NOW + 900 }).collect(),
+        ..Default::default()
+    }
+}
+
+/// Bytes a list of `n` live entries holds once its feed is gone.
+fn held_by(n: usize) -> (RevocationList, usize) {
+    let before = LIVE.load(Ordering::SeqCst);
+    let mut list = RevocationList::default();
+    list.apply(feed(true, "1", 0..n), ISS, 2_000_000, 30, NOW).unwrap();
+    let held = LIVE.load(Ordering::SeqCst) - before;
+    assert_eq!(list.len(), n);
+    (list, held)
+}
+
+#[test]
+fn a_hundred_thousand_entries_fit_in_3_mib() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (_list, held) = held_by(100_000);
+    println!("100k entries: {:.2} MiB held", held as f64 / MIB as f64);
+    assert!(held <= 3 * MIB, "100k entries hold {held} bytes");
+}
+
+#[test]
+fn a_million_entries_fit_in_30_mib_and_a_small_delta_does_not_copy_them() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut list, held) = held_by(1_000_000);
+    println!("1M entries: {:.2} MiB held", held as f64 / MIB as f64);
+    assert!(held <= 30 * MIB, "1M entries hold {held} bytes");
+
+    let delta = feed(false, "2", 1_000_000..1_000_010);
+    let (allocated, live) = (ALLOCATED.load(Ordering::SeqCst), LIVE.load(Ordering::SeqCst));
+    PEAK.store(live, Ordering::SeqCst);
+    list.apply(delta, ISS, 2_000_000, 30, NOW).unwrap();
+    let written = ALLOCATED.load(Ordering::SeqCst) - allocated;
+    let peak = PEAK.load(Ordering::SeqCst) - live;
+    println!("delta of 10 on 1M: {written} bytes allocated, peak +{peak} bytes");
+    assert_eq!(list.len(), 1_000_010);
+    assert!(written <= 256 * 1024, "a 10-entry delta allocated {written} bytes");
+}
