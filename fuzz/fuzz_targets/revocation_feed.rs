@@ -35,6 +35,7 @@ fn token(jti: Option<&str>, sid: Option<&str>, sub: Option<&str>, issued_at: Opt
         issued_at,
         jti: jti.map(str::to_owned),
         sid: sid.map(str::to_owned),
+        client_id: None,
         roles: vec![],
         scopes: vec![],
         dfp: None,

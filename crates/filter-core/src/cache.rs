@@ -122,6 +122,7 @@ mod tests {
             issued_at: None,
             jti: None,
             sid: None,
+            client_id: None,
             roles: vec![],
             scopes: vec![],
             dfp: None,

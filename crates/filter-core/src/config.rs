@@ -137,6 +137,9 @@ struct RawIdentityHeaders {
     scopes: Option<String>,
     #[serde(default)]
     session: Option<String>,
+    /// The service account calling (a verified service-account token's `client_id`).
+    #[serde(default)]
+    client_id: Option<String>,
     /// claim path (dots for nesting) → header name
     #[serde(default)]
     claims: BTreeMap<String, String>,
@@ -204,9 +207,15 @@ pub enum Policy {
     Public,
     /// Any valid token.
     Authenticated,
-    /// A valid token holding at least one of these roles.
+    /// A valid user token: no service-account token (see
+    /// `authflow_contract::claims::is_service_token`).
+    User,
+    /// A valid user token holding at least one of these roles. Roles are a
+    /// user's: a service-account token never passes, whatever it carries.
     RolesAny(Vec<String>),
-    /// A valid token holding every one of these scopes.
+    /// A valid service-account token of one of these client ids.
+    ClientIdsAny(Vec<String>),
+    /// A valid token (user or service account) holding every one of these scopes.
     ScopesAll(Vec<String>),
 }
 
@@ -329,6 +338,7 @@ pub struct IdentityHeaders {
     pub roles: Option<String>,
     pub scopes: Option<String>,
     pub session: Option<String>,
+    pub client_id: Option<String>,
     /// (claim path split on dots, header)
     pub claims: Vec<(Vec<String>, String)>,
 }
@@ -336,7 +346,7 @@ pub struct IdentityHeaders {
 impl IdentityHeaders {
     /// Every header name the filter owns: removed from each incoming request.
     pub fn all_names(&self) -> Vec<&str> {
-        [&self.subject, &self.issuer, &self.roles, &self.scopes, &self.session]
+        [&self.subject, &self.issuer, &self.roles, &self.scopes, &self.session, &self.client_id]
             .into_iter()
             .flatten()
             .map(String::as_str)
@@ -663,6 +673,7 @@ fn validate_identity(raw: Option<RawIdentityHeaders>) -> Result<IdentityHeaders,
         roles: Some("x-auth-roles".into()),
         scopes: Some("x-auth-scopes".into()),
         session: Some("x-auth-session".into()),
+        client_id: Some("x-auth-client-id".into()),
         claims: BTreeMap::new(),
     });
     let one = |v: Option<String>, field: &str| -> Result<Option<String>, ConfigError> {
@@ -685,6 +696,7 @@ fn validate_identity(raw: Option<RawIdentityHeaders>) -> Result<IdentityHeaders,
         roles: one(raw.roles, "roles")?,
         scopes: one(raw.scopes, "scopes")?,
         session: one(raw.session, "session")?,
+        client_id: one(raw.client_id, "client_id")?,
         claims,
     };
     let names = identity.all_names();
@@ -737,8 +749,8 @@ fn validate_route(r: RawRoute) -> Result<Route, ConfigError> {
 
 fn check_policy(p: &Policy) -> Result<(), ConfigError> {
     match p {
-        Policy::RolesAny(v) | Policy::ScopesAll(v) if v.is_empty() || v.iter().any(String::is_empty) => {
-            err("roles_any / scopes_all need at least one non-empty name")
+        Policy::RolesAny(v) | Policy::ScopesAll(v) | Policy::ClientIdsAny(v) if v.is_empty() || v.iter().any(String::is_empty) => {
+            err("roles_any / scopes_all / client_ids_any need at least one non-empty name")
         }
         _ => Ok(()),
     }
@@ -781,6 +793,8 @@ mod tests {
         assert_eq!(c.failure_mode, FailureMode::FailClosed);
         assert!(c.token_sources.authorization_bearer);
         assert_eq!(c.identity.subject.as_deref(), Some("x-auth-user"));
+        assert_eq!(c.identity.client_id.as_deref(), Some("x-auth-client-id"));
+        assert!(c.identity.all_names().contains(&"x-auth-client-id"), "owned: stripped from every request");
         let JwksSource::Remote(u) = &c.provider(ProviderId::FIRST).unwrap().jwks else { panic!() };
         assert_eq!(u.authority, "auth");
         assert_eq!(u.interval_ms, 300_000);
@@ -817,6 +831,8 @@ mod tests {
         assert!(e.0.contains("routes[0]"), "{e}");
         let e = with(serde_json::json!({"routes": [{"match": {"prefix": "/a"}, "policy": {"roles_any": []}}]})).unwrap_err();
         assert!(e.0.contains("routes[0]`.policy"), "{e}");
+        let e = with(serde_json::json!({"routes": [{"match": {"prefix": "/a"}, "policy": {"client_ids_any": [""]}}]})).unwrap_err();
+        assert!(e.0.contains("routes[0]`.policy"), "{e}");
         let e = with(serde_json::json!({"identity_headers": {"subject": "bad header"}})).unwrap_err();
         assert!(e.0.contains("identity_headers.subject"), "{e}");
         let e = with(serde_json::json!({"max_token_bytes": 10})).unwrap_err();
@@ -833,12 +849,16 @@ mod tests {
             "routes": [
                 {"match": {"prefix": "/public"}, "policy": "public"},
                 {"match": {"exact": "/admin", "methods": ["post"], "host": "API.example"}, "policy": {"roles_any": ["admin"]}},
-                {"match": {"prefix": "/w"}, "policy": {"scopes_all": ["read", "write"]}}
+                {"match": {"prefix": "/w"}, "policy": {"scopes_all": ["read", "write"]}},
+                {"match": {"prefix": "/svc"}, "policy": {"client_ids_any": ["billing"]}},
+                {"match": {"prefix": "/me"}, "policy": "user"}
             ],
             "identity_headers": {"subject": "x-user", "claims": {"org.team": "x-team"}}
         }))
         .unwrap();
-        assert_eq!(c.routes.len(), 3);
+        assert_eq!(c.routes.len(), 5);
+        assert_eq!(c.routes[3].policy, Policy::ClientIdsAny(vec!["billing".into()]));
+        assert_eq!(c.routes[4].policy, Policy::User);
         assert_eq!(c.routes[1].methods, vec!["POST"]);
         assert_eq!(c.routes[1].host.as_deref(), Some("api.example"));
         assert_eq!(c.routes[2].policy, Policy::ScopesAll(vec!["read".into(), "write".into()]));

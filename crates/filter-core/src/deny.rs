@@ -32,6 +32,10 @@ pub enum DenyReason {
     DeviceFingerprintMissing,
     InsufficientRole,
     InsufficientScope,
+    /// A route for users (`user`, `roles_any`) and a service-account token.
+    UserRequired,
+    /// A route for named service accounts (`client_ids_any`) and a token of another caller.
+    ClientNotAllowed,
     /// No key was ever loaded for the token's issuer (fail closed).
     KeysUnavailable,
     /// The revocation list is older than allowed and the policy says deny.
@@ -39,13 +43,13 @@ pub enum DenyReason {
 }
 
 impl DenyReason {
-    pub const ALL: [DenyReason; 26] = [
+    pub const ALL: [DenyReason; 28] = [
         Self::MissingToken, Self::InvalidRequest, Self::AmbiguousPath, Self::TokenTooLarge, Self::Malformed, Self::AlgorithmNotAllowed,
         Self::KeyInHeader, Self::UnknownIssuer, Self::UnknownKey, Self::BadSignature, Self::Expired,
         Self::NotYetValid, Self::IssuedInFuture, Self::WrongAudience, Self::LifetimeTooLong, Self::WrongType,
         Self::MissingClaim, Self::TokenRevoked, Self::SessionRevoked, Self::SubjectBanned, Self::DeviceMismatch,
-        Self::DeviceFingerprintMissing, Self::InsufficientRole, Self::InsufficientScope, Self::KeysUnavailable,
-        Self::RevocationStale,
+        Self::DeviceFingerprintMissing, Self::InsufficientRole, Self::InsufficientScope, Self::UserRequired,
+        Self::ClientNotAllowed, Self::KeysUnavailable, Self::RevocationStale,
     ];
 
     pub fn label(self) -> &'static str {
@@ -74,6 +78,8 @@ impl DenyReason {
             Self::DeviceFingerprintMissing => "device_fingerprint_missing",
             Self::InsufficientRole => "insufficient_role",
             Self::InsufficientScope => "insufficient_scope",
+            Self::UserRequired => "user_required",
+            Self::ClientNotAllowed => "client_not_allowed",
             Self::KeysUnavailable => "keys_unavailable",
             Self::RevocationStale => "revocation_stale",
         }
@@ -105,6 +111,8 @@ impl DenyReason {
             Self::DeviceFingerprintMissing => "token is not bound to a device",
             Self::InsufficientRole => "a required role is missing",
             Self::InsufficientScope => "a required scope is missing",
+            Self::UserRequired => "this resource is for users, not service accounts",
+            Self::ClientNotAllowed => "this resource is not open to the calling client",
             Self::KeysUnavailable => "authentication temporarily unavailable",
             Self::RevocationStale => "authentication temporarily unavailable",
         }
@@ -115,7 +123,7 @@ impl DenyReason {
         let (status, code) = match self {
             Self::MissingToken => (401, None),
             Self::InvalidRequest | Self::AmbiguousPath => (400, Some("invalid_request")),
-            Self::InsufficientRole | Self::InsufficientScope => (403, Some("insufficient_scope")),
+            Self::InsufficientRole | Self::InsufficientScope | Self::UserRequired | Self::ClientNotAllowed => (403, Some("insufficient_scope")),
             Self::KeysUnavailable | Self::RevocationStale => (503, Some("temporarily_unavailable")),
             _ => (401, Some("invalid_token")),
         };

@@ -12,7 +12,8 @@ use crate::verify::VerifiedToken;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceCheck {
-    /// Binding off, or a token without `dfp` that configuration allows.
+    /// Binding off, a service-account token without `dfp` (it has no
+    /// device), or a user token without `dfp` that configuration allows.
     NotChecked,
     Match,
     /// The token has a `dfp` but the request carries no device secret.
@@ -28,6 +29,10 @@ pub fn check(binding: &DeviceBinding, token: &VerifiedToken, req: &Request) -> D
         return DeviceCheck::NotChecked;
     }
     let Some(claimed) = token.dfp.as_deref() else {
+        // A service account signs in with its own credentials, from no device.
+        if token.client_id.is_some() {
+            return DeviceCheck::NotChecked;
+        }
         return match binding.tokens_without_fingerprint {
             MissingFingerprint::Allow => DeviceCheck::NotChecked,
             MissingFingerprint::Deny => DeviceCheck::FingerprintMissing,
@@ -95,6 +100,7 @@ mod tests {
             issued_at: None,
             jti: None,
             sid: None,
+            client_id: None,
             roles: vec![],
             scopes: vec![],
         }

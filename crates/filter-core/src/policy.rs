@@ -71,6 +71,8 @@ fn path_matches(rule: &PathMatch, path: &str, ignore_case: bool) -> bool {
 
 /// Whether every token `applied` lets through would also satisfy `other`.
 /// Roles and scopes do not compare with each other: such a pair is not.
+/// Users and service accounts are disjoint callers: a rule for one never
+/// covers a rule for the other.
 pub fn at_least_as_strong(applied: &Policy, other: &Policy) -> bool {
     match (applied, other) {
         (a, b) if a == b => true,
@@ -78,6 +80,11 @@ pub fn at_least_as_strong(applied: &Policy, other: &Policy) -> bool {
         (Policy::Public, _) => false,
         (_, Policy::Authenticated) => true,
         (Policy::Authenticated, _) => false,
+        // Only users pass a roles rule.
+        (Policy::RolesAny(_), Policy::User) => true,
+        (_, Policy::User) => false,
+        // Any one of `a` is enough here: each must also be one of `b`.
+        (Policy::ClientIdsAny(a), Policy::ClientIdsAny(b)) => a.iter().all(|c| b.contains(c)),
         // Any one of `a` is enough here: each must also be one of `b`.
         (Policy::RolesAny(a), Policy::RolesAny(b)) => a.iter().all(|r| b.contains(r)),
         // All of `a` are needed here: they must cover all of `b`.
@@ -91,6 +98,11 @@ pub fn at_least_as_strong(applied: &Policy, other: &Policy) -> bool {
 pub fn authorize(policy: &Policy, token: &VerifiedToken) -> Result<(), (DenyReason, Option<String>)> {
     match policy {
         Policy::Public | Policy::Authenticated => Ok(()),
+        // A service token's role claim (another issuer's, or a mistake) makes no user of it.
+        Policy::User | Policy::RolesAny(_) if token.client_id.is_some() => Err((DenyReason::UserRequired, None)),
+        Policy::User => Ok(()),
+        Policy::ClientIdsAny(ids) if token.client_id.as_ref().is_some_and(|id| ids.contains(id)) => Ok(()),
+        Policy::ClientIdsAny(_) => Err((DenyReason::ClientNotAllowed, None)),
         Policy::RolesAny(roles) if roles.iter().any(|r| token.roles.contains(r)) => Ok(()),
         Policy::RolesAny(_) => Err((DenyReason::InsufficientRole, None)),
         Policy::ScopesAll(scopes) if scopes.iter().all(|s| token.scopes.contains(s)) => Ok(()),
@@ -163,5 +175,40 @@ mod tests {
         assert!(!at_least_as_strong(&scopes(&["a"]), &scopes(&["a", "b"])));
         assert!(!at_least_as_strong(&roles(&["admin"]), &scopes(&["a"])));
         assert!(!at_least_as_strong(&Policy::Authenticated, &roles(&["admin"])));
+    }
+
+    #[test]
+    fn strength_order_knows_users_and_service_accounts() {
+        let roles = |r: &[&str]| Policy::RolesAny(r.iter().map(|s| s.to_string()).collect());
+        let clients = |r: &[&str]| Policy::ClientIdsAny(r.iter().map(|s| s.to_string()).collect());
+        let scopes = |r: &[&str]| Policy::ScopesAll(r.iter().map(|s| s.to_string()).collect());
+        assert!(at_least_as_strong(&Policy::User, &Policy::Authenticated));
+        assert!(at_least_as_strong(&clients(&["a"]), &Policy::Authenticated));
+        assert!(!at_least_as_strong(&Policy::Authenticated, &Policy::User));
+        assert!(!at_least_as_strong(&Policy::Authenticated, &clients(&["a"])));
+        // Only users hold roles: a roles rule admits no service account.
+        assert!(at_least_as_strong(&roles(&["admin"]), &Policy::User));
+        assert!(!at_least_as_strong(&Policy::User, &roles(&["admin"])));
+        assert!(at_least_as_strong(&clients(&["a"]), &clients(&["a", "b"])));
+        assert!(!at_least_as_strong(&clients(&["a", "b"]), &clients(&["a"])));
+        // Users and service accounts are disjoint: neither rule covers the other.
+        for (x, y) in [(clients(&["a"]), Policy::User), (clients(&["a"]), roles(&["admin"])), (clients(&["a"]), scopes(&["s"]))] {
+            assert!(!at_least_as_strong(&x, &y), "{x:?} vs {y:?}");
+            assert!(!at_least_as_strong(&y, &x), "{y:?} vs {x:?}");
+        }
+        assert!(!at_least_as_strong(&scopes(&["s"]), &Policy::User));
+    }
+
+    #[test]
+    fn a_path_that_reads_as_a_service_route_is_ambiguous() {
+        let c = config(serde_json::json!({"routes": [
+            {"match": {"path_prefix": "/internal/billing"}, "policy": {"client_ids_any": ["billing"]}},
+            {"match": {"path_prefix": "/me"}, "policy": "user"}
+        ]}));
+        assert_eq!(decide(&c, "/internal/billing/x"), Ok(&Policy::ClientIdsAny(vec!["billing".into()])));
+        assert_eq!(decide(&c, "/me/devices"), Ok(&Policy::User));
+        for p in ["/internal%2Fbilling", "/Internal/Billing", "/ME", "/internal/x/..%2Fbilling"] {
+            assert_eq!(decide(&c, p), Err(AmbiguousPath), "{p}");
+        }
     }
 }

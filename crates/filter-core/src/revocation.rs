@@ -145,6 +145,7 @@ mod tests {
             issued_at: Some(iat),
             jti: Some(jti.into()),
             sid: Some(sid.into()),
+            client_id: None,
             roles: vec![],
             scopes: vec![],
             dfp: None,

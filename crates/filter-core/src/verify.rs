@@ -68,6 +68,10 @@ pub struct VerifiedToken {
     pub issued_at: Option<u64>,
     pub jti: Option<String>,
     pub sid: Option<String>,
+    /// The service account calling: set only for a service-account token
+    /// (`sub` = `svc:<client_id>` with that very `client_id`, see
+    /// `authflow_contract::claims::is_service_token`); `None` for users.
+    pub client_id: Option<String>,
     pub roles: Vec<String>,
     pub scopes: Vec<String>,
 }
@@ -252,10 +256,13 @@ fn finish(
     if scopes.is_empty() {
         scopes = string_list(payload.get("scp"));
     }
+    let subject = text("sub");
+    let client_id = text(claims::CLAIM_CLIENT_ID).filter(|id| claims::is_service_token(subject.as_deref(), Some(id)));
     let mut token = VerifiedToken {
         provider: provider_id,
         issuer: provider.issuer.clone(),
-        subject: text("sub"),
+        subject,
+        client_id,
         expires_at,
         not_before,
         issued_at,
@@ -282,6 +289,7 @@ fn identity_headers<'a>(id: &'a IdentityHeaders, t: &VerifiedToken) -> impl Iter
         (&id.roles, Some(t.roles.join(","))),
         (&id.scopes, Some(t.scopes.join(" "))),
         (&id.session, t.sid.clone()),
+        (&id.client_id, t.client_id.clone()),
     ]
     .into_iter()
     .filter_map(|(header, value)| Some((header.clone()?, value?)))

@@ -467,3 +467,84 @@ fn public_routes_pass_anonymously_when_the_revocation_list_is_stale() {
     let Outcome::Deny(d) = o else { unreachable!() };
     assert!(d.response.headers.iter().any(|(n, v)| n == "retry-after" && v == "5"), "{d:?}");
 }
+
+/// Routes for service accounts and for users, with the client-id header owned.
+fn service_fixture(extra: serde_json::Value) -> Fixture {
+    let mut c = json!({
+        "routes": [
+            {"match": {"path_prefix": "/internal/billing"}, "policy": {"client_ids_any": ["billing", "payroll"]}},
+            {"match": {"path_prefix": "/me"}, "policy": "user"},
+            {"match": {"prefix": "/admin"}, "policy": {"roles_any": ["admin"]}},
+            {"match": {"prefix": "/write"}, "policy": {"scopes_all": ["write"]}}
+        ],
+        "identity_headers": {"subject": "x-auth-user", "roles": "x-auth-roles", "client_id": "x-auth-client-id"}
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    fixture(c)
+}
+
+/// A token as the service issues it to a service account: `sub` =
+/// `svc:<client_id>`, `client_id`, no session, no device binding.
+fn service_token(f: &Fixture, client_id: &str, roles: &[&str]) -> String {
+    let custom = AccessClaims {
+        sid: String::new(),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+        scope: "write".into(),
+        dfp: None,
+        client_id: Some(client_id.into()),
+    };
+    f.sign(claims(custom).with_subject(authflow_contract::claims::service_subject(client_id)))
+}
+
+fn allowed(o: &Outcome) -> bool {
+    matches!(o, Outcome::Allow(_))
+}
+
+#[test]
+fn client_ids_any_admits_only_the_named_service_accounts() {
+    let mut f = service_fixture(json!({}));
+    let billing = format!("Bearer {}", service_token(&f, "billing", &[]));
+    let o = f.eval("/internal/billing/invoices", &[("authorization", &billing)]);
+    assert_eq!(header(&o, "x-auth-client-id"), Some("billing"));
+    assert_eq!(header(&o, "x-auth-user"), Some("svc:billing"));
+    let reports = format!("Bearer {}", service_token(&f, "reports", &[]));
+    assert_eq!(denied(&f.eval("/internal/billing/invoices", &[("authorization", &reports)])), (DenyReason::ClientNotAllowed, 403));
+    // A user is not a service account, whatever client its token names.
+    let user = format!("Bearer {}", f.token());
+    assert_eq!(denied(&f.eval("/internal/billing", &[("authorization", &user)])), (DenyReason::ClientNotAllowed, 403));
+    let not_svc = f.sign(claims(AccessClaims { client_id: Some("billing".into()), ..default_claims() }));
+    let o = f.eval("/internal/billing", &[("authorization", &format!("Bearer {not_svc}"))]);
+    assert_eq!(denied(&o), (DenyReason::ClientNotAllowed, 403), "client_id without the service subject is a user token");
+    let o = f.eval("/api", &[("authorization", &format!("Bearer {not_svc}"))]);
+    assert_eq!(header(&o, "x-auth-client-id"), None, "only a service token names a client");
+    // Scopes are for both kinds of caller.
+    assert!(allowed(&f.eval("/write", &[("authorization", &billing)])));
+}
+
+#[test]
+fn user_routes_refuse_service_tokens_even_with_a_role_claim() {
+    let mut f = service_fixture(json!({}));
+    let svc_admin = format!("Bearer {}", service_token(&f, "billing", &["admin"]));
+    assert_eq!(denied(&f.eval("/me", &[("authorization", &svc_admin)])), (DenyReason::UserRequired, 403));
+    assert_eq!(denied(&f.eval("/admin/users", &[("authorization", &svc_admin)])), (DenyReason::UserRequired, 403));
+    let user = format!("Bearer {}", f.token());
+    assert!(allowed(&f.eval("/me", &[("authorization", &user)])));
+    let admin = f.sign(claims(AccessClaims { roles: vec!["admin".into()], ..default_claims() }));
+    assert!(allowed(&f.eval("/admin/users", &[("authorization", &format!("Bearer {admin}"))])));
+}
+
+#[test]
+fn service_tokens_need_no_device_binding_but_user_tokens_still_do() {
+    let mut f = service_fixture(json!({"device_binding": {"mode": "enforce", "tokens_without_fingerprint": "deny"}}));
+    let billing = format!("Bearer {}", service_token(&f, "billing", &[]));
+    assert!(allowed(&f.eval("/internal/billing", &[("authorization", &billing)])), "a service token has no device");
+    let user = format!("Bearer {}", f.token());
+    assert_eq!(denied(&f.eval("/api", &[("authorization", &user)])), (DenyReason::DeviceFingerprintMissing, 401));
+    // `svc:` in `sub` is not enough: the client id must be that very account's.
+    let mut c = claims(AccessClaims { client_id: Some("other".into()), ..default_claims() });
+    c.subject = Some("svc:billing".into());
+    let posing = format!("Bearer {}", f.sign(c));
+    assert_eq!(denied(&f.eval("/api", &[("authorization", &posing)])), (DenyReason::DeviceFingerprintMissing, 401));
+}
