@@ -9,6 +9,8 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use serde::de::DeserializeOwned;
 
+use authflow_contract::claims::is_service_token;
+
 use crate::error::ApiError;
 use crate::tokens::{self, Verified};
 use crate::clock::now;
@@ -84,8 +86,10 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
-/// A caller with a valid access token, checked like the filter does:
-/// signature and claims, revocation state, and the device fingerprint.
+/// A user with a valid access token, checked like the filter does:
+/// signature and claims, revocation state, and the device fingerprint. A
+/// service account's token is refused (`403`): it has no session, device or
+/// second factor for these endpoints to act on.
 pub struct Caller(pub Verified);
 
 impl FromRequestParts<Arc<AppState>> for Caller {
@@ -94,6 +98,9 @@ impl FromRequestParts<Arc<AppState>> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
         let token = bearer(&parts.headers).ok_or(ApiError::InvalidToken("a bearer access token is required"))?;
         let verified = tokens::verify(state, token, now()).map_err(ApiError::InvalidToken)?;
+        if is_service_token(Some(&verified.sub), verified.claims.client_id.as_deref()) {
+            return Err(ApiError::Forbidden("a service account cannot act as a user here"));
+        }
         if let Some(claimed) = &verified.claims.dfp {
             let secret = tokens::device_secret(&parts.headers).ok_or(ApiError::InvalidToken("device secret missing"))?;
             let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);

@@ -73,7 +73,7 @@ pub fn get(url: &str, headers: &[(&str, &str)]) -> Reply {
     reply(req.call().unwrap_or_else(|e| panic!("GET {url}: {e}")))
 }
 
-fn reply(mut resp: ureq::http::Response<ureq::Body>) -> Reply {
+pub fn reply(mut resp: ureq::http::Response<ureq::Body>) -> Reply {
     let status = resp.status().as_u16();
     let headers = resp
         .headers()

@@ -130,3 +130,33 @@ async fn admin_creates_rotates_and_disables_and_the_feed_bans_the_service_subjec
     let r = app.authed(Method::POST, "/v1/admin/service-accounts/mailer/disable", &admin).send().await.unwrap();
     assert_eq!(error_code(r, 404).await, "not_found");
 }
+
+/// A service account is no user: its token opens none of the endpoints that
+/// act on a user's sessions, devices or second factors (it has no session,
+/// so "log out" would report success while ending nothing).
+#[tokio::test]
+async fn a_service_token_does_not_pass_as_a_user() {
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    let secret = app.create_service_account(&admin, "billing", &["read"]).await;
+    let r = app.client_token("billing", &secret, &[("grant_type", "client_credentials")]).await;
+    let token = r.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
+    let calls = [
+        ("/v1/auth/logout", json!({})),
+        ("/v1/auth/logout-all", json!({})),
+        ("/v1/auth/totp/enroll", json!({"password": "x"})),
+        ("/v1/auth/totp/confirm", json!({"code": "123456"})),
+        ("/v1/auth/totp/remove", json!({"password": "x"})),
+        ("/v1/admin/service-accounts", json!({"client_id": "other"})),
+    ];
+    for (path, body) in calls {
+        let r = app.http.post(app.url(path)).bearer_auth(&token).json(&body).send().await.unwrap();
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!((status, body["error"].as_str()), (403, Some("insufficient_scope")), "{path}: {body}");
+        assert!(body["error_description"].as_str().unwrap().contains("service account"), "{path}: {body}");
+    }
+    // The token is still good where a service token belongs.
+    let r = app.http.get(app.url("/v1/ext-authz")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
