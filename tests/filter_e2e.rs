@@ -51,7 +51,7 @@ fn claims_with(custom: AccessClaims) -> JWTClaims<AccessClaims> {
 }
 
 fn user() -> AccessClaims {
-    AccessClaims { sid: "session-1".into(), roles: vec!["user".into()], scope: "read".into(), dfp: None, client_id: None }
+    AccessClaims { sid: "session-1".into(), roles: vec!["user".into()], scope: "read".into(), dfp: None, client_id: None, cnf: None }
 }
 
 fn filter_config(jwks_port_cluster: &str, extra: Value) -> Value {

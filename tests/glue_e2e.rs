@@ -19,7 +19,7 @@ fn now() -> u64 {
 }
 
 fn token(key: &Ed25519KeyPair, issuer: &str) -> String {
-    let custom = AccessClaims { sid: "session-1".into(), roles: vec!["user".into()], scope: "read".into(), dfp: None, client_id: None };
+    let custom = AccessClaims { sid: "session-1".into(), roles: vec!["user".into()], scope: "read".into(), dfp: None, client_id: None, cnf: None };
     let mut c = Claims::with_custom_claims(custom, Duration::from_mins(10).into())
         .with_issuer(issuer)
         .with_subject("alice")

@@ -38,7 +38,7 @@ fn now() -> u64 {
 }
 
 fn token(key: &Ed25519KeyPair, subject: &str, roles: &[&str]) -> String {
-    let custom = AccessClaims { sid: "s-1".into(), roles: roles.iter().map(|r| r.to_string()).collect(), scope: "read".into(), dfp: None, client_id: None };
+    let custom = AccessClaims { sid: "s-1".into(), roles: roles.iter().map(|r| r.to_string()).collect(), scope: "read".into(), dfp: None, client_id: None, cnf: None };
     let mut c = Claims::with_custom_claims(custom, Duration::from_mins(10).into())
         .with_issuer(ISS)
         .with_subject(subject)
@@ -514,7 +514,7 @@ fn an_empty_device_header_does_not_hide_the_device_cookie() {
     let backend = EchoServer::start("127.0.0.1:0").unwrap();
     let secret = "device-secret-0123456789";
     let dfp = FingerprintInput { secret, attributes: vec![("user-agent", UA)] }.hash();
-    let custom = AccessClaims { sid: "s-1".into(), roles: vec!["user".into()], scope: "read".into(), dfp: Some(dfp), client_id: None };
+    let custom = AccessClaims { sid: "s-1".into(), roles: vec!["user".into()], scope: "read".into(), dfp: Some(dfp), client_id: None, cnf: None };
     let mut c = Claims::with_custom_claims(custom, Duration::from_mins(10).into()).with_issuer(ISS).with_subject("alice").with_audience("api");
     c.issued_at = Some(UnixTimeStamp::from_secs(now() - 5));
     let bound = format!("Bearer {}", key.sign(c).unwrap());

@@ -84,7 +84,7 @@ fn feed_server(served: Arc<Mutex<Served>>, compact_answers: Arc<Mutex<usize>>) -
 }
 
 fn token(kp: &Ed25519KeyPair, jti: &str) -> String {
-    let custom = AccessClaims { sid: format!("s-{jti}"), roles: vec![], scope: String::new(), dfp: None, client_id: None };
+    let custom = AccessClaims { sid: format!("s-{jti}"), roles: vec![], scope: String::new(), dfp: None, client_id: None, cnf: None };
     let c = Claims::with_custom_claims(custom, Duration::from_mins(10).into()).with_issuer(ISS).with_subject("u").with_jwt_id(jti);
     kp.sign(c).unwrap()
 }

@@ -30,7 +30,7 @@ pub struct IssuedAccess {
 
 /// Signs an access token for `user` in session `sid` and records its jti.
 pub async fn issue(state: &AppState, user: &User, sid: &str, dfp: Option<String>, now: i64) -> Result<IssuedAccess, ApiError> {
-    let custom = AccessClaims { sid: sid.to_owned(), roles: user.roles.clone(), scope: user.scope.clone(), dfp, client_id: None };
+    let custom = AccessClaims { sid: sid.to_owned(), roles: user.roles.clone(), scope: user.scope.clone(), dfp, client_id: None, cnf: None };
     sign_and_record(state, &user.id, custom, now).await
 }
 
@@ -43,6 +43,7 @@ pub async fn issue_for_service(state: &AppState, client_id: &str, scope: &str, n
         scope: scope.to_owned(),
         dfp: None,
         client_id: Some(client_id.to_owned()),
+        cnf: None,
     };
     sign_and_record(state, &service_subject(client_id), custom, now).await
 }

@@ -51,6 +51,17 @@ pub struct AccessClaims {
     /// See [`CLAIM_CLIENT_ID`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// Key confirmation (RFC 7800 `cnf`): set on DPoP-bound tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// The `cnf` claim of a DPoP-bound token (RFC 9449 §6.1).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// The RFC 7638 thumbprint of the key every proof must be signed with
+    /// ([`crate::dpop::jwk_thumbprint`]).
+    pub jkt: String,
 }
 
 /// Splits a `scope` claim into its scopes.

@@ -168,15 +168,26 @@ const MATERIAL_MEMBERS: [&str; 15] = ["crv", "x", "y", "d", "n", "e", "p", "q", 
 
 fn parse_key(jwk: &Value) -> Option<KeyEntry> {
     let obj = jwk.as_object()?;
-    let text = |k: &str| obj.get(k).and_then(Value::as_str);
-    if !is_public_signature_key(obj) {
-        return None;
-    }
     let kid = match obj.get("kid") {
         None => None,
         Some(Value::String(k)) => Some(k.clone()),
         Some(_) => return None,
     };
+    let public = public_signature_key(obj)?;
+    let signature = SignatureKey::from_public(&public)?;
+    let spki = crate::der::subject_public_key_info(&public);
+    Some(KeyEntry { kid, public, signature, spki })
+}
+
+/// The public key material of one JWK object under the key policy (signature
+/// use only, a known type and curve, a consistent `alg`, no private member nor
+/// another type's material). Points are not checked against their curve here:
+/// preparing the key ([`SignatureKey::from_public`]) does that.
+pub fn public_signature_key(obj: &Map<String, Value>) -> Option<PublicKey> {
+    let text = |k: &str| obj.get(k).and_then(Value::as_str);
+    if !is_public_signature_key(obj) {
+        return None;
+    }
     let (public, own_members): (PublicKey, &[&str]) = match (text("kty")?, text("crv"), text("alg")) {
         ("OKP", Some("Ed25519"), None | Some("EdDSA") | Some("Ed25519")) => {
             (PublicKey::EdDSA(fixed_b64(text("x")?)?), &["crv", "x"])
@@ -196,9 +207,7 @@ fn parse_key(jwk: &Value) -> Option<KeyEntry> {
     if obj.keys().any(|name| MATERIAL_MEMBERS.contains(&name.as_str()) && !own_members.contains(&name.as_str())) {
         return None;
     }
-    let signature = SignatureKey::from_public(&public)?;
-    let spki = crate::der::subject_public_key_info(&public);
-    Some(KeyEntry { kid, public, signature, spki })
+    Some(public)
 }
 
 /// `use`, if present, is `sig`; `key_ops`, if present, lists only `verify`, once.

@@ -9,6 +9,7 @@ pub mod claims;
 pub mod client_address;
 pub mod cookie;
 pub mod der;
+pub mod dpop;
 pub mod fingerprint;
 pub mod jwk;
 pub mod jws;
@@ -16,7 +17,7 @@ pub mod p256_verify;
 pub mod rsa_verify;
 pub mod revocation;
 
-pub use claims::AccessClaims;
+pub use claims::{AccessClaims, Confirmation};
 pub use fingerprint::{DeviceAttribute, FingerprintInput};
 pub use jwk::{Algorithm, KeySet, PublicKey};
 pub use revocation::RevocationFeed;

@@ -65,7 +65,7 @@ fn claims(custom: AccessClaims) -> JWTClaims<AccessClaims> {
 }
 
 fn default_claims() -> AccessClaims {
-    AccessClaims { sid: "sess-1".into(), roles: vec!["user".into()], scope: "read".into(), dfp: None, client_id: None }
+    AccessClaims { sid: "sess-1".into(), roles: vec!["user".into()], scope: "read".into(), dfp: None, client_id: None, cnf: None }
 }
 
 impl Fixture {

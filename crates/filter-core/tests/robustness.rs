@@ -61,7 +61,7 @@ fn mutated_requests_never_panic() {
     let mut engine = Engine::new(config, 1_000);
     engine.set_keys(ProviderId::FIRST, KeySet::parse(format!(r#"{{"keys":[{}]}}"#, kp.public_key().to_jwk()).as_bytes()).unwrap());
     let claims = Claims::with_custom_claims(
-        AccessClaims { sid: "s".into(), roles: vec!["r".into()], scope: "w".into(), dfp: Some("x".into()), client_id: None },
+        AccessClaims { sid: "s".into(), roles: vec!["r".into()], scope: "w".into(), dfp: Some("x".into()), client_id: None, cnf: None },
         Duration::from_mins(5),
     )
     .with_issuer("https://i")

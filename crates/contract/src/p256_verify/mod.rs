@@ -79,6 +79,12 @@ impl P256Key {
     }
 }
 
+/// Whether (x, y), big-endian, is a point of P-256: a cheap check of a key
+/// that is used once, without building its table.
+pub fn is_curve_point(x: &[u8; 32], y: &[u8; 32]) -> bool {
+    Affine::from_coordinates(x, y).is_some()
+}
+
 /// A scalar in [1, n − 1] from big-endian bytes; anything else is not a valid r or s.
 fn nonzero_scalar(bytes: &[u8; 32]) -> Option<Scalar> {
     let k = Option::<Scalar>::from(Scalar::from_repr(FieldBytes::from(*bytes)))?;

@@ -1,0 +1,225 @@
+//! Parsing a DPoP proof (RFC 9449 §4.2) and checking it against a request (§4.3).
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde_json::{Map, Value};
+use subtle::ConstantTimeEq;
+
+use super::{htu, nonce, thumbprint, DpopError, NonceKey};
+use super::{MAX_HTM_LEN, MAX_HTU_LEN, MAX_JTI_LEN, MAX_NONCE_LEN, MAX_PROOF_BYTES, PROOF_TYPE, SUPPORTED_ALGORITHMS};
+use crate::jwk::{self, Algorithm, PublicKey};
+use crate::jws::SignatureKey;
+
+/// The claims of a proof, each within its bound.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProofClaims {
+    pub jti: String,
+    pub htm: String,
+    pub htu: String,
+    pub iat: u64,
+    pub ath: Option<String>,
+    pub nonce: Option<String>,
+}
+
+/// A well-formed proof, not yet checked: its signature is unverified.
+#[derive(Clone, Debug)]
+pub struct Proof {
+    pub algorithm: Algorithm,
+    /// The public key from the header's `jwk` (on its curve, of `algorithm`).
+    pub key: PublicKey,
+    pub claims: ProofClaims,
+    /// `header.payload`, the bytes the signature covers.
+    signing_input: String,
+    signature: Vec<u8>,
+}
+
+/// How a proof's `nonce` is judged.
+#[derive(Clone, Copy)]
+pub enum NonceCheck<'a> {
+    /// Nonces are not required (one sent anyway is ignored).
+    NotRequired,
+    /// A nonce issued by [`nonce::issue`] with this key at most `window_secs` ago.
+    Stateless { key: &'a NonceKey, window_secs: u64 },
+    /// The caller's own judgement of a nonce.
+    Custom(&'a dyn Fn(&str) -> bool),
+}
+
+/// What the request the proof comes with is, and the policy to apply.
+#[derive(Clone, Copy)]
+pub struct Expectations<'a> {
+    /// The request method (`htm` must equal it, case-sensitively).
+    pub method: &'a str,
+    /// The request URI as the client addressed it (see [`htu::request_uri`]); query ignored.
+    pub uri: &'a str,
+    /// Now, in seconds since the Unix epoch.
+    pub now: u64,
+    /// `iat` may be at most this many seconds in the past…
+    pub max_age_secs: u64,
+    /// …and at most this many in the future.
+    pub future_skew_secs: u64,
+    /// The algorithms allowed here (a subset of [`SUPPORTED_ALGORITHMS`]).
+    pub algorithms: &'a [Algorithm],
+    /// The access token presented with the proof: then `ath` must be its hash.
+    pub access_token: Option<&'a str>,
+    /// The thumbprint the access token is bound to (`cnf.jkt`): then the proof's key must have it.
+    pub bound_jkt: Option<&'a str>,
+    pub nonce: NonceCheck<'a>,
+}
+
+/// What a checked proof establishes; the caller still has to refuse a
+/// `jti` it has seen within the proof's window (replay).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckedProof {
+    /// The RFC 7638 thumbprint of the proof's key.
+    pub jkt: String,
+    pub jti: String,
+    pub iat: u64,
+}
+
+/// Reads a `DPoP` header value; checks its shape, header and key, not its signature.
+pub fn parse_proof(compact: &str) -> Result<Proof, DpopError> {
+    if compact.len() > MAX_PROOF_BYTES {
+        return Err(DpopError::TooLarge);
+    }
+    let mut parts = compact.split('.');
+    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(DpopError::Malformed);
+    };
+    let header = json_object(header_b64)?;
+    if header.get("typ").and_then(Value::as_str) != Some(PROOF_TYPE) {
+        return Err(DpopError::WrongType);
+    }
+    // No extension is understood, so none may be critical (RFC 7515 §4.1.11).
+    if header.contains_key("crit") {
+        return Err(DpopError::Malformed);
+    }
+    let algorithm = header
+        .get("alg")
+        .and_then(Value::as_str)
+        .and_then(Algorithm::parse)
+        .filter(|a| SUPPORTED_ALGORITHMS.contains(a))
+        .ok_or(DpopError::UnsupportedAlgorithm)?;
+    let key = header.get("jwk").and_then(Value::as_object).and_then(proof_key).ok_or(DpopError::InvalidKey)?;
+    if key.algorithm() != algorithm {
+        return Err(DpopError::InvalidKey);
+    }
+    let claims = proof_claims(&json_object(payload_b64)?)?;
+    let signature = URL_SAFE_NO_PAD.decode(signature_b64).map_err(|_| DpopError::Malformed)?;
+    // Both algorithms sign with 64 bytes (ES256 r ‖ s, Ed25519 R ‖ S).
+    if signature.len() != 64 {
+        return Err(DpopError::BadSignature);
+    }
+    let signing_input = compact.get(..header_b64.len() + 1 + payload_b64.len()).ok_or(DpopError::Malformed)?.to_owned();
+    Ok(Proof { algorithm, key, claims, signing_input, signature })
+}
+
+fn json_object(b64: &str) -> Result<Map<String, Value>, DpopError> {
+    let bytes = URL_SAFE_NO_PAD.decode(b64).map_err(|_| DpopError::Malformed)?;
+    serde_json::from_slice(&bytes).map_err(|_| DpopError::Malformed)
+}
+
+/// A public EC P-256 or Ed25519 key on its curve, under the JWK key policy.
+fn proof_key(jwk: &Map<String, Value>) -> Option<PublicKey> {
+    let key = jwk::public_signature_key(jwk)?;
+    let on_curve = match &key {
+        PublicKey::ES256 { x, y } => crate::p256_verify::is_curve_point(x, y),
+        PublicKey::EdDSA(x) => ed25519_dalek::VerifyingKey::from_bytes(x).is_ok(),
+        PublicKey::RS256 { .. } => false,
+    };
+    on_curve.then_some(key)
+}
+
+fn proof_claims(payload: &Map<String, Value>) -> Result<ProofClaims, DpopError> {
+    let bounded = |name: &str, max: usize| -> Result<Option<String>, DpopError> {
+        match payload.get(name) {
+            None => Ok(None),
+            Some(Value::String(s)) if !s.is_empty() && s.len() <= max => Ok(Some(s.clone())),
+            Some(_) => Err(DpopError::Malformed),
+        }
+    };
+    let required = |name: &str, max: usize| bounded(name, max)?.ok_or(DpopError::Malformed);
+    Ok(ProofClaims {
+        jti: required("jti", MAX_JTI_LEN)?,
+        htm: required("htm", MAX_HTM_LEN)?,
+        htu: required("htu", MAX_HTU_LEN)?,
+        // An integer number of seconds (a fraction or a string is refused).
+        iat: payload.get("iat").and_then(Value::as_u64).ok_or(DpopError::Malformed)?,
+        // A SHA-256 hash in base64url is 43 characters.
+        ath: bounded("ath", 43)?,
+        nonce: bounded("nonce", MAX_NONCE_LEN)?,
+    })
+}
+
+impl Proof {
+    /// RFC 9449 §4.3 with the contract's own verifiers.
+    pub fn check(&self, expect: &Expectations<'_>) -> Result<CheckedProof, DpopError> {
+        self.check_with(expect, verify_signature)
+    }
+
+    /// [`Self::check`] with the signature verified by `verify(key, signing input, signature)`
+    /// (e.g. a host's native verifier). `verify` is called only when every
+    /// other claim but the nonce holds.
+    pub fn check_with(
+        &self,
+        expect: &Expectations<'_>,
+        verify: impl FnOnce(&PublicKey, &[u8], &[u8]) -> bool,
+    ) -> Result<CheckedProof, DpopError> {
+        let claims = &self.claims;
+        if !expect.algorithms.contains(&self.algorithm) {
+            return Err(DpopError::UnsupportedAlgorithm);
+        }
+        if claims.htm != expect.method {
+            return Err(DpopError::MethodMismatch);
+        }
+        match (htu::normalize(&claims.htu), htu::normalize(expect.uri)) {
+            (Some(proof_uri), Some(request_uri)) if proof_uri == request_uri => {}
+            _ => return Err(DpopError::UriMismatch),
+        }
+        if claims.iat.saturating_add(expect.max_age_secs) < expect.now {
+            return Err(DpopError::Stale);
+        }
+        if claims.iat > expect.now.saturating_add(expect.future_skew_secs) {
+            return Err(DpopError::IssuedInFuture);
+        }
+        if let Some(token) = expect.access_token {
+            let expected = thumbprint::access_token_hash(token);
+            if !claims.ath.as_deref().is_some_and(|ath| bool::from(ath.as_bytes().ct_eq(expected.as_bytes()))) {
+                return Err(DpopError::AccessTokenHashMismatch);
+            }
+        }
+        let jkt = thumbprint::jwk_thumbprint(&self.key);
+        if expect.bound_jkt.is_some_and(|bound| !bool::from(bound.as_bytes().ct_eq(jkt.as_bytes()))) {
+            return Err(DpopError::KeyMismatch);
+        }
+        if !verify(&self.key, self.signing_input.as_bytes(), &self.signature) {
+            return Err(DpopError::BadSignature);
+        }
+        let nonce_ok = |judge: &dyn Fn(&str) -> bool| match &claims.nonce {
+            None => Err(DpopError::NonceMissing),
+            Some(n) if judge(n) => Ok(()),
+            Some(_) => Err(DpopError::NonceInvalid),
+        };
+        match expect.nonce {
+            NonceCheck::NotRequired => {}
+            NonceCheck::Stateless { key, window_secs } => nonce_ok(&|n| nonce::check(key, n, expect.now, window_secs))?,
+            NonceCheck::Custom(judge) => nonce_ok(judge)?,
+        }
+        Ok(CheckedProof { jkt, jti: claims.jti.clone(), iat: claims.iat })
+    }
+
+    /// The bytes the signature covers (`header.payload`).
+    pub fn signing_input(&self) -> &[u8] {
+        self.signing_input.as_bytes()
+    }
+
+    /// The raw signature (64 bytes).
+    pub fn signature(&self) -> &[u8] {
+        &self.signature
+    }
+}
+
+/// The contract's verifiers; the key is prepared for this one use.
+pub fn verify_signature(key: &PublicKey, signing_input: &[u8], signature: &[u8]) -> bool {
+    SignatureKey::from_public(key).is_some_and(|k| k.verify(signing_input, signature))
+}
