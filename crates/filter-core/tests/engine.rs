@@ -494,6 +494,7 @@ fn service_token(f: &Fixture, client_id: &str, roles: &[&str]) -> String {
         scope: "write".into(),
         dfp: None,
         client_id: Some(client_id.into()),
+        cnf: None,
     };
     f.sign(claims(custom).with_subject(authflow_contract::claims::service_subject(client_id)))
 }
