@@ -46,6 +46,16 @@ impl std::fmt::Debug for KekConfig {
     }
 }
 
+/// DPoP (RFC 9449) at this service's token endpoints and own endpoints:
+/// the settings `dpop_algorithms` and `dpop_require_nonce`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DpopSettings {
+    /// Proof algorithms accepted (advertised as `dpop_signing_alg_values_supported`).
+    pub algorithms: Vec<Algorithm>,
+    /// Token requests need a server nonce (RFC 9449 §8).
+    pub require_nonce: bool,
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub environment: Environment,
@@ -98,6 +108,7 @@ pub struct Config {
     /// `wait` is answered at once, like a plain poll.
     pub revocation_max_waiters: usize,
     pub kek: KekConfig,
+    pub dpop: DpopSettings,
 }
 
 /// Every field that may appear in the file, all optional. No `Debug`: it
@@ -150,6 +161,9 @@ pub struct RawConfig {
     pub kek: Option<String>,
     pub kek_file: Option<String>,
     pub kek_previous: Option<Vec<String>>,
+    /// `ES256`, `EdDSA` (both by default).
+    pub dpop_algorithms: Option<Vec<String>>,
+    pub dpop_require_nonce: Option<bool>,
 }
 
 #[derive(Clone, Copy)]
@@ -205,6 +219,8 @@ const FIELDS: &[(&str, Kind)] = &[
     ("kek", Kind::Text),
     ("kek_file", Kind::Text),
     ("kek_previous", Kind::List),
+    ("dpop_algorithms", Kind::List),
+    ("dpop_require_nonce", Kind::Bool),
 ];
 
 #[derive(Debug)]
@@ -332,8 +348,28 @@ impl RawConfig {
         Ok(KekConfig { current, previous })
     }
 
+    fn dpop_settings(&self) -> Result<DpopSettings, ConfigError> {
+        let names = self.dpop_algorithms.clone().unwrap_or_else(|| vec!["ES256".into(), "EdDSA".into()]);
+        let mut algorithms = Vec::new();
+        for name in &names {
+            let alg = match name.as_str() {
+                "ES256" => Algorithm::ES256,
+                "EdDSA" => Algorithm::EdDSA,
+                other => return Err(bad("dpop_algorithms", format!("`{other}` is not ES256|EdDSA"))),
+            };
+            if !algorithms.contains(&alg) {
+                algorithms.push(alg);
+            }
+        }
+        if algorithms.is_empty() {
+            return Err(bad("dpop_algorithms", "needs at least one of ES256, EdDSA"));
+        }
+        Ok(DpopSettings { algorithms, require_nonce: self.dpop_require_nonce.unwrap_or(false) })
+    }
+
     pub fn validate(self) -> Result<Config, ConfigError> {
         let kek = self.kek_config()?;
+        let dpop = self.dpop_settings()?;
         let environment = match self.environment.as_deref().unwrap_or("development") {
             "development" => Environment::Development,
             "production" => Environment::Production,
@@ -462,6 +498,7 @@ impl RawConfig {
                 1000,
             )?,
             kek,
+            dpop,
             mail_max_per_client_per_hour: count("mail_max_per_client_per_hour", self.mail_max_per_client_per_hour, 20, 1, 100_000)?,
             audit_retention: Duration::from_secs(86_400 * count("audit_retention_days", self.audit_retention_days, 90, 1, 3650)?),
             // Never shorter than this service's own tolerance on `exp`; the
@@ -532,6 +569,18 @@ mod tests {
         assert_eq!(c.fingerprint_attributes[1], DeviceAttribute::ClientIpPrefix);
         assert_eq!(c.signing_alg, Algorithm::ES256);
         assert!(!c.dev_endpoints);
+    }
+
+    #[test]
+    fn dpop_settings_default_to_both_algorithms_without_nonces() {
+        let c = Config::load_from(None, &[]).unwrap();
+        assert_eq!(c.dpop, DpopSettings { algorithms: vec![Algorithm::ES256, Algorithm::EdDSA], require_nonce: false });
+        let c = Config::load_from(None, &env(&[("AUTHFLOW_DPOP_ALGORITHMS", "EdDSA"), ("AUTHFLOW_DPOP_REQUIRE_NONCE", "true")])).unwrap();
+        assert_eq!(c.dpop, DpopSettings { algorithms: vec![Algorithm::EdDSA], require_nonce: true });
+        for refused in ["RS256", "none", ""] {
+            let e = Config::load_from(None, &env(&[("AUTHFLOW_DPOP_ALGORITHMS", refused)])).unwrap_err();
+            assert!(e.to_string().contains("dpop_algorithms"), "{refused}: {e}");
+        }
     }
 
     #[test]

@@ -31,6 +31,17 @@ pub enum ApiError {
     InvalidScope(&'static str),
     /// A `grant_type` the token endpoint does not serve (RFC 6749 §5.2).
     UnsupportedGrantType,
+    /// A token request's DPoP proof is missing, invalid, replayed or from
+    /// the wrong key (RFC 9449 §5: 400 `invalid_dpop_proof`).
+    InvalidDpopProof(&'static str),
+    /// A token request needs a (fresh) server nonce: 400 `use_dpop_nonce`
+    /// with the nonce to use in `DPoP-Nonce` (RFC 9449 §8).
+    UseDpopNonce(String),
+    /// An access token sent to this service's own endpoints was refused
+    /// under the DPoP scheme (RFC 9449 §7.1): 401 with a `DPoP` challenge;
+    /// `error` is `invalid_token`, `invalid_dpop_proof` or `use_dpop_nonce`
+    /// (then `nonce` is the one to use).
+    DpopUnauthorized { error: &'static str, description: &'static str, algs: String, nonce: Option<String> },
     EmailNotVerified,
     AccountDisabled,
     Forbidden(&'static str),
@@ -72,6 +83,9 @@ impl ApiError {
             Self::UnsupportedGrantType => {
                 (S::BAD_REQUEST, "unsupported_grant_type", "grant_type must be client_credentials".into())
             }
+            Self::InvalidDpopProof(d) => (S::BAD_REQUEST, "invalid_dpop_proof", (*d).into()),
+            Self::UseDpopNonce(_) => (S::BAD_REQUEST, "use_dpop_nonce", "use the server nonce in the DPoP-Nonce header".into()),
+            Self::DpopUnauthorized { error, description, .. } => (S::UNAUTHORIZED, error, (*description).into()),
             Self::EmailNotVerified => (S::FORBIDDEN, "email_not_verified", "verify the email address first".into()),
             Self::AccountDisabled => (S::FORBIDDEN, "account_disabled", "this account is disabled".into()),
             Self::Forbidden(d) => (S::FORBIDDEN, "insufficient_scope", (*d).into()),
@@ -106,6 +120,21 @@ impl IntoResponse for ApiError {
             Self::InvalidClient => {
                 // RFC 6749 §5.2: a 401 names the scheme the client can authenticate with.
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"authflow\""));
+            }
+            Self::UseDpopNonce(nonce) => {
+                if let Ok(v) = HeaderValue::from_str(nonce) {
+                    headers.insert(crate::dpop::NONCE_HEADER, v);
+                }
+            }
+            Self::DpopUnauthorized { error, description, algs, nonce } => {
+                // RFC 9449 §7.1: fixed texts and the configured algorithms, never input.
+                let value = format!("DPoP error=\"{error}\", error_description=\"{description}\", algs=\"{algs}\"");
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    headers.insert(header::WWW_AUTHENTICATE, v);
+                }
+                if let Some(v) = nonce.as_deref().and_then(|n| HeaderValue::from_str(n).ok()) {
+                    headers.insert(crate::dpop::NONCE_HEADER, v);
+                }
             }
             Self::TooManyRequests { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));

@@ -10,7 +10,9 @@ use axum::http::{header, HeaderMap};
 use serde::de::DeserializeOwned;
 
 use authflow_contract::claims::is_service_token;
+use authflow_contract::dpop::DpopError;
 
+use crate::dpop;
 use crate::error::ApiError;
 use crate::tokens::{self, Verified};
 use crate::clock::now;
@@ -79,16 +81,38 @@ impl Client {
     }
 }
 
-/// The bearer token of `headers`, if any.
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+/// How an access token is presented in `Authorization`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Bearer,
+    /// RFC 9449 §7.1: with a `DPoP` proof header.
+    Dpop,
+}
+
+/// The access token of `headers` and its scheme, if any.
+pub fn access_token(headers: &HeaderMap) -> Option<(Scheme, &str)> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case(authflow_contract::dpop::AUTH_SCHEME) {
+        Scheme::Dpop
+    } else {
+        return None;
+    };
+    Some((scheme, token.trim())).filter(|(_, t)| !t.is_empty())
+}
+
+/// The bearer token of `headers`, if any.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    access_token(headers).and_then(|(scheme, token)| (scheme == Scheme::Bearer).then_some(token))
 }
 
 /// A user with a valid access token, checked like the filter does:
-/// signature and claims, revocation state, and the device fingerprint. A
-/// service account's token is refused (`403`): it has no session, device or
+/// signature and claims, revocation state, the device fingerprint, and for
+/// a DPoP-bound token the `DPoP` scheme with a proof for this request
+/// (`htu` the issuer + this path); a bound token sent as `Bearer` is refused.
+/// A service account's token is refused (`403`): it has no session, device or
 /// second factor for these endpoints to act on.
 pub struct Caller(pub Verified);
 
@@ -96,10 +120,20 @@ impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
-        let token = bearer(&parts.headers).ok_or(ApiError::InvalidToken("a bearer access token is required"))?;
-        let verified = tokens::verify(state, token, now()).map_err(ApiError::InvalidToken)?;
+        let now = now();
+        let (scheme, token) = access_token(&parts.headers).ok_or(ApiError::InvalidToken("a bearer access token is required"))?;
+        let verified = tokens::verify(state, token, now).map_err(ApiError::InvalidToken)?;
         if is_service_token(Some(&verified.sub), verified.claims.client_id.as_deref()) {
             return Err(ApiError::Forbidden("a service account cannot act as a user here"));
+        }
+        match (scheme, verified.claims.cnf.as_ref()) {
+            (Scheme::Bearer, None) => {}
+            (Scheme::Bearer, Some(_)) => return Err(dpop::resource_error(state, DpopError::BearerDowngrade, now)),
+            (Scheme::Dpop, None) => return Err(dpop::resource_error(state, DpopError::TokenNotBound, now)),
+            (Scheme::Dpop, Some(cnf)) => {
+                let (method, path) = (parts.method.as_str(), parts.uri.path());
+                dpop::check_resource_request(state, &parts.headers, method, path, token, &cnf.jkt, now).await?;
+            }
         }
         if let Some(claimed) = &verified.claims.dfp {
             let secret = tokens::device_secret(&parts.headers).ok_or(ApiError::InvalidToken("device secret missing"))?;

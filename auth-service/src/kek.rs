@@ -41,6 +41,8 @@ impl SealingKey {
 /// The current KEK (seals and opens) and older ones (open only).
 pub struct Kek {
     current: SealingKey,
+    /// The current KEK itself, only to derive other keys from (see [`Kek::derive`]).
+    current_bytes: [u8; 32],
     previous: Vec<SealingKey>,
 }
 
@@ -66,7 +68,19 @@ pub fn generate_key() -> String {
 
 impl Kek {
     pub fn new(current: &[u8; 32], previous: &[[u8; 32]]) -> Result<Self, String> {
-        Ok(Self { current: SealingKey::new(current)?, previous: previous.iter().map(SealingKey::new).collect::<Result<_, _>>()? })
+        Ok(Self { current: SealingKey::new(current)?, current_bytes: *current, previous: previous.iter().map(SealingKey::new).collect::<Result<_, _>>()? })
+    }
+
+    /// A key for `purpose`, derived from the current KEK (HMAC-SHA256 as a
+    /// PRF, the purpose as label): every instance configured with the same
+    /// KEK derives the same key, without storing it, and no derived key
+    /// reveals the KEK or another purpose's key.
+    pub fn derive(&self, purpose: &str) -> Result<[u8; 32], String> {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.current_bytes).map_err(|_| "cannot derive a key".to_owned())?;
+        mac.update(b"authflow derived key v1\0");
+        mac.update(purpose.as_bytes());
+        Ok(mac.finalize().into_bytes().into())
     }
 
     pub fn id(&self) -> &str {
@@ -153,6 +167,16 @@ mod tests {
         let wrong = Kek::new(&key(3), &[]).unwrap();
         let e = wrong.open("p", sealed.as_bytes()).unwrap_err();
         assert!(e.contains(old.id()) && e.contains("kek"), "{e}");
+    }
+
+    #[test]
+    fn derived_keys_depend_on_the_kek_and_the_purpose() {
+        let a = Kek::new(&key(1), &[]).unwrap();
+        let nonce_key = a.derive("dpop-nonce").unwrap();
+        assert_eq!(nonce_key, Kek::new(&key(1), &[key(9)]).unwrap().derive("dpop-nonce").unwrap(), "same KEK, same key");
+        assert_ne!(nonce_key, a.derive("other").unwrap());
+        assert_ne!(nonce_key, Kek::new(&key(2), &[]).unwrap().derive("dpop-nonce").unwrap());
+        assert_ne!(nonce_key, key(1));
     }
 
     #[test]

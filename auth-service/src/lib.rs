@@ -5,6 +5,7 @@ pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod dpop;
 pub mod error;
 pub mod extract;
 pub mod feed;

@@ -260,11 +260,11 @@ async fn mint(config: Config, email: &str, device_secret: Option<String>, header
     }
     // A throwaway refresh token nobody receives: the session exists so it can be revoked.
     let origin = (None, Some("authflow-auth token mint".to_owned()));
-    let session_id = sessions::create_session(&state, &user, &device, &random_secret(), now, origin)
+    let session_id = sessions::create_session(&state, &user, &device, &random_secret(), now, origin, None)
         .await
         .map_err(|e| format!("{e:?}"))?;
     let dfp = tokens::fingerprint(&state.config.fingerprint_attributes, 0, device.expose(), &header_map, None);
-    let access = tokens::issue(&state, &user, &session_id, Some(dfp), now).await.map_err(|e| format!("{e:?}"))?;
+    let access = tokens::issue(&state, &user, &session_id, Some(dfp), None, now).await.map_err(|e| format!("{e:?}"))?;
     println!(
         "{}",
         serde_json::json!({

@@ -43,6 +43,8 @@ counters! {
     jwks_requests => "authflow_jwks_requests_total", "JWKS requests.";
     ext_authz_allowed => "authflow_ext_authz_allowed_total", "ext_authz checks allowed.";
     ext_authz_denied => "authflow_ext_authz_denied_total", "ext_authz checks denied.";
+    dpop_bound_tokens => "authflow_dpop_bound_tokens_total", "Access tokens issued bound to a DPoP key.";
+    dpop_refused => "authflow_dpop_proofs_refused_total", "DPoP proofs refused (invalid, replayed, wrong key or nonce).";
 }
 
 pub fn inc(counter: &AtomicU64) {

@@ -62,9 +62,17 @@ pub async fn revoke_all_sessions(state: &AppState, user_id: &str, reason: &str) 
     Ok(ids.len())
 }
 
-/// Stores a new session bound to `device`, with `refresh` as its first refresh
-/// token. Returns its id.
-pub async fn create_session(state: &AppState, user: &User, device: &Secret, refresh: &Secret, now: i64, origin: Origin) -> ApiResult<String> {
+/// Stores a new session bound to `device` (and to the DPoP key thumbprint
+/// `dpop_jkt`, if any), with `refresh` as its first refresh token. Returns its id.
+pub async fn create_session(
+    state: &AppState,
+    user: &User,
+    device: &Secret,
+    refresh: &Secret,
+    now: i64,
+    origin: Origin,
+    dpop_jkt: Option<String>,
+) -> ApiResult<String> {
     let session_id = random_id();
     let expires_at = now + i64::try_from(state.config.refresh_ttl.as_secs()).unwrap_or(0);
     let session = Session {
@@ -78,6 +86,7 @@ pub async fn create_session(state: &AppState, user: &User, device: &Secret, refr
         revoke_reason: None,
         ip: origin.0,
         user_agent: origin.1,
+        dpop_jkt,
     };
     let record = RefreshRecord { hash: refresh.hash(), session_id: session_id.clone(), created_at: now, expires_at, used_at: None };
     state.store.create_session(&session, &record).await?;
@@ -85,25 +94,42 @@ pub async fn create_session(state: &AppState, user: &User, device: &Secret, refr
 }
 
 /// A signed-in user (second factor passed): a session bound to a fresh device
-/// secret, and its first tokens.
-pub async fn start(state: &AppState, user: &User, client: &Client, now: i64) -> ApiResult<SessionTokens> {
+/// secret (and to the key of the request's DPoP proof, `dpop_jkt`), and its
+/// first tokens.
+pub async fn start(state: &AppState, user: &User, client: &Client, dpop_jkt: Option<String>, now: i64) -> ApiResult<SessionTokens> {
     let device = random_secret();
     let refresh = random_secret();
     let origin = (Some(client.ip.clone()), Some(client.user_agent.clone()));
-    let session_id = create_session(state, user, &device, &refresh, now, origin).await?;
+    let session_id = create_session(state, user, &device, &refresh, now, origin, dpop_jkt.clone()).await?;
     let dfp = client.fingerprint(state, device.expose());
-    let access = tokens::issue(state, user, &session_id, Some(dfp), now).await?;
+    let access = tokens::issue(state, user, &session_id, Some(dfp), dpop_jkt, now).await?;
     Ok(SessionTokens { access, refresh, device_secret: device.expose().to_owned(), session_id })
 }
 
 /// Rotates the refresh token. A refresh token that was already used means
 /// two parties hold it: the whole session is revoked (OAuth 2.0 Security BCP
 /// §4.14) and shows up in the revocation feed.
-pub async fn refresh(state: &AppState, client: &Client, refresh_token: &Secret, now: i64) -> ApiResult<SessionTokens> {
+///
+/// `dpop_jkt` is the key thumbprint of the request's (already checked) DPoP
+/// proof. A session bound to a key refreshes only with a proof from that key
+/// (RFC 9449 §5), and that is checked first: a request without it is refused
+/// and changes nothing — it neither rotates the token nor counts as reuse,
+/// since whoever holds the token without the key can do nothing with it, and
+/// must not be able to end the owner's session either. The new access token
+/// is bound to the proof's key; a bound session stays bound.
+pub async fn refresh(state: &AppState, client: &Client, refresh_token: &Secret, dpop_jkt: Option<String>, now: i64) -> ApiResult<SessionTokens> {
     let device = tokens::device_secret(&client.headers).ok_or(ApiError::InvalidGrant("the device secret is missing"))?;
     let old_hash = refresh_token.hash();
     let record = state.store.refresh_token(&old_hash).await?.ok_or(ApiError::InvalidGrant("unknown refresh token"))?;
     let session = state.store.session(&record.session_id).await?.ok_or(ApiError::InvalidGrant("unknown refresh token"))?;
+    if let Some(bound) = &session.dpop_jkt {
+        if dpop_jkt.as_deref() != Some(bound.as_str()) {
+            inc(&state.metrics.dpop_refused);
+            let outcome = if dpop_jkt.is_some() { "wrong_dpop_key" } else { "dpop_proof_missing" };
+            audit::record(state, Some(client), "refresh", outcome, Some(&session.user_id), None).await;
+            return Err(ApiError::InvalidDpopProof("this refresh token needs a DPoP proof signed with the key it is bound to"));
+        }
+    }
     if record.used_at.is_some() {
         return Err(reuse_detected(state, client, &session).await);
     }
@@ -132,7 +158,7 @@ pub async fn refresh(state: &AppState, client: &Client, refresh_token: &Secret, 
     }
     inc(&state.metrics.refresh_ok);
     let dfp = client.fingerprint(state, &device);
-    let access = tokens::issue(state, &user, &session.id, Some(dfp), now).await?;
+    let access = tokens::issue(state, &user, &session.id, Some(dfp), dpop_jkt, now).await?;
     audit::record(state, Some(client), "refresh", "success", Some(&user.id), None).await;
     Ok(SessionTokens { access, refresh: next, device_secret: device, session_id: session.id })
 }

@@ -26,10 +26,30 @@ pub struct AppState {
     pub hasher: Hasher,
     pub throttle: Throttle,
     pub metrics: Metrics,
+    /// Signs and checks DPoP server nonces: derived from the KEK, so every
+    /// instance sharing the database (and so the KEK) accepts the others' nonces.
+    pub dpop_nonce_key: [u8; 32],
 }
 
 /// Opens the store chosen by the database URL (`sqlite:` or `postgres://`).
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+    let kek = kek(config)?;
+    open_store_with(config, kek).await
+}
+
+/// The configured key-encryption key (required to start).
+fn kek(config: &Config) -> Result<Arc<Kek>, StartError> {
+    let current = config.kek.current.ok_or_else(|| {
+        StartError(
+            "no key-encryption key: set AUTHFLOW_KEK (32 random bytes in base64: `openssl rand -base64 32`) \
+             or AUTHFLOW_KEK_FILE; it protects the TOTP secrets and signing keys in the database"
+                .into(),
+        )
+    })?;
+    Ok(Arc::new(Kek::new(&current, &config.kek.previous).map_err(StartError)?))
+}
+
+async fn open_store_with(config: &Config, kek: Arc<Kek>) -> Result<Arc<dyn Store>, StartError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| StartError(format!("cannot create data dir {}: {e}", config.data_dir.display())))?;
     // The database holds the private signing keys: owner only.
@@ -38,20 +58,14 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700));
     }
-    let current = config.kek.current.ok_or_else(|| {
-        StartError(
-            "no key-encryption key: set AUTHFLOW_KEK (32 random bytes in base64: `openssl rand -base64 32`) \
-             or AUTHFLOW_KEK_FILE; it protects the TOTP secrets and signing keys in the database"
-                .into(),
-        )
-    })?;
-    let kek = Kek::new(&current, &config.kek.previous).map_err(StartError)?;
-    store::open(config.database_url.expose_secret(), Arc::new(kek)).await.map_err(StartError::from_display)
+    store::open(config.database_url.expose_secret(), kek).await.map_err(StartError::from_display)
 }
 
 /// Everything the routes need: store, keys (generated on first start), feed state, mailer.
 pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
-    let store = open_store(&config).await?;
+    let kek = kek(&config)?;
+    let store = open_store_with(&config, Arc::clone(&kek)).await?;
+    let dpop_nonce_key = kek.derive("dpop-nonce").map_err(StartError)?;
     let now = now();
     let ttl = i64::try_from(config.access_ttl.as_secs()).unwrap_or(900);
     let keys = KeyRing::load(store.as_ref(), config.signing_alg, ttl, now).await.map_err(StartError::from_display)?;
@@ -61,5 +75,5 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
     let mailer = mailer::from_config(&config).map_err(StartError)?;
     let hasher = Hasher::new(config.password_hash_memory_kib, config.password_hash_iterations).map_err(StartError)?;
     let throttle = Throttle::new(config.lockout_base, config.lockout_max);
-    Ok(Arc::new(AppState { config, store, keys, feed, mailer, hasher, throttle, metrics: Metrics::default() }))
+    Ok(Arc::new(AppState { config, store, keys, feed, mailer, hasher, throttle, metrics: Metrics::default(), dpop_nonce_key }))
 }

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use authflow_contract::fingerprint::{self, DeviceAttribute, FingerprintInput};
 use authflow_contract::jwk::Algorithm;
 use authflow_contract::claims::service_subject;
-use authflow_contract::AccessClaims;
+use authflow_contract::{AccessClaims, Confirmation};
 use axum::http::HeaderMap;
 use jwt_simple::prelude::*;
 
@@ -26,24 +26,50 @@ pub struct IssuedAccess {
     pub token: String,
     pub jti: String,
     pub expires_in: u64,
+    /// Bound to a DPoP key (`cnf.jkt`, RFC 9449 §6).
+    pub dpop_bound: bool,
 }
 
-/// Signs an access token for `user` in session `sid` and records its jti.
-pub async fn issue(state: &AppState, user: &User, sid: &str, dfp: Option<String>, now: i64) -> Result<IssuedAccess, ApiError> {
-    let custom = AccessClaims { sid: sid.to_owned(), roles: user.roles.clone(), scope: user.scope.clone(), dfp, client_id: None, cnf: None };
+impl IssuedAccess {
+    /// The `token_type` of the token answer: `DPoP` for a bound token (RFC 9449 §5).
+    pub fn token_type(&self) -> &'static str {
+        if self.dpop_bound {
+            authflow_contract::dpop::AUTH_SCHEME
+        } else {
+            "Bearer"
+        }
+    }
+}
+
+fn confirmation(jkt: Option<String>) -> Option<Confirmation> {
+    jkt.map(|jkt| Confirmation { jkt })
+}
+
+/// Signs an access token for `user` in session `sid` (bound to the DPoP key
+/// thumbprint `jkt`, if any) and records its jti.
+pub async fn issue(state: &AppState, user: &User, sid: &str, dfp: Option<String>, jkt: Option<String>, now: i64) -> Result<IssuedAccess, ApiError> {
+    let custom = AccessClaims {
+        sid: sid.to_owned(),
+        roles: user.roles.clone(),
+        scope: user.scope.clone(),
+        dfp,
+        client_id: None,
+        cnf: confirmation(jkt),
+    };
     sign_and_record(state, &user.id, custom, now).await
 }
 
 /// Signs an access token for a service account (client-credentials grant):
-/// `sub` is its service subject, no session, no device binding, no roles.
-pub async fn issue_for_service(state: &AppState, client_id: &str, scope: &str, now: i64) -> Result<IssuedAccess, ApiError> {
+/// `sub` is its service subject, no session, no device binding, no roles;
+/// bound to the DPoP key thumbprint `jkt`, if any.
+pub async fn issue_for_service(state: &AppState, client_id: &str, scope: &str, jkt: Option<String>, now: i64) -> Result<IssuedAccess, ApiError> {
     let custom = AccessClaims {
         sid: String::new(),
         roles: Vec::new(),
         scope: scope.to_owned(),
         dfp: None,
         client_id: Some(client_id.to_owned()),
-        cnf: None,
+        cnf: confirmation(jkt),
     };
     sign_and_record(state, &service_subject(client_id), custom, now).await
 }
@@ -52,6 +78,7 @@ async fn sign_and_record(state: &AppState, subject: &str, custom: AccessClaims, 
     let ttl = state.config.access_ttl.as_secs();
     let jti = random_id();
     let sid = custom.sid.clone();
+    let dpop_bound = custom.cnf.is_some();
     let claims = Claims::with_custom_claims(custom, Duration::from_secs(ttl))
         .with_issuer(&state.config.issuer)
         .with_subject(subject)
@@ -83,7 +110,10 @@ async fn sign_and_record(state: &AppState, subject: &str, custom: AccessClaims, 
         })
         .await?;
     crate::metrics::inc(&state.metrics.tokens_issued);
-    Ok(IssuedAccess { token, jti, expires_in: ttl })
+    if dpop_bound {
+        crate::metrics::inc(&state.metrics.dpop_bound_tokens);
+    }
+    Ok(IssuedAccess { token, jti, expires_in: ttl, dpop_bound })
 }
 
 /// A token that verified.

@@ -24,6 +24,9 @@ use crate::clock::now;
 use crate::sessions;
 use crate::state::AppState;
 
+/// Where sign-in completes (DPoP proofs name it in `htu`).
+pub const SIGNIN_VERIFY_PATH: &str = "/v1/auth/signin/verify";
+
 /// Longest password accepted at sign-in (argon2 cost must stay bounded).
 const MAX_PASSWORD_BYTES: usize = 1024;
 
@@ -333,11 +336,18 @@ pub fn totp_step(secret_base32: &str, code: &str, now: i64) -> Option<i64> {
 /// before the code is compared, so parallel guesses cannot exceed the limit;
 /// the account's count survives new challenges, a correct password and a
 /// restart, and each lockout doubles the next.
+///
+/// With a `DPoP` proof (RFC 9449 §5) the session and its tokens are bound to
+/// the proof's key (`token_type: DPoP`). The proof is checked before the
+/// code, so a refused proof costs no attempt.
 #[utoipa::path(post, path = "/v1/auth/signin/verify", tag = "auth", request_body = ChallengeAnswer,
-    responses((status = 200, body = super::tokens::TokenResponse), (status = 401, body = ErrorBody),
-              (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
+    params(("DPoP" = Option<String>, Header, description = "DPoP proof (RFC 9449): `htm` POST, `htu` the issuer + `/v1/auth/signin/verify`")),
+    responses((status = 200, body = super::tokens::TokenResponse, headers(("DPoP-Nonce" = String, description = "a fresh server nonce, when nonces are required"))),
+              (status = 400, body = ErrorBody, description = "`invalid_dpop_proof`, or `use_dpop_nonce` with the nonce in `DPoP-Nonce`"),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn signin_verify(State(state): State<Arc<AppState>>, client: Client, Json(req): Json<ChallengeAnswer>) -> ApiResult<Response> {
     let now = now();
+    let dpop_jkt = crate::dpop::token_request_key(&state, &client.headers, SIGNIN_VERIFY_PATH, now).await?;
     let challenge = state.store.challenge(&req.challenge_id).await?.ok_or(ApiError::InvalidCode("unknown or expired challenge"))?;
     if challenge.consumed_at.is_some() || challenge.expires_at <= now {
         return Err(ApiError::InvalidCode("unknown or expired challenge"));
@@ -377,9 +387,9 @@ pub async fn signin_verify(State(state): State<Arc<AppState>>, client: Client, J
     inc(&state.metrics.second_factor_ok);
     state.store.second_factor_success(&user.id).await?;
     clear_account_failures(&state, &user.email).await?;
-    let tokens = sessions::start(&state, &user, &client, now).await?;
+    let tokens = sessions::start(&state, &user, &client, dpop_jkt, now).await?;
     audit::record(&state, Some(&client), "signin_verify", "success", Some(&user.id), Some(&user.email)).await;
-    Ok(super::tokens::token_response(tokens))
+    Ok(super::tokens::token_response(&state, tokens, now))
 }
 
 /// Counts a second-factor attempt for the account before any code is

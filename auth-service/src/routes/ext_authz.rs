@@ -1,5 +1,7 @@
 //! Envoy HTTP ext_authz target, for comparison benchmarks: verifies the
 //! bearer token (signature, iss/aud/exp, revocation) from memory only.
+//! DPoP-bound tokens are refused here, whatever the scheme: their proofs are
+//! checked by the filter, and a bound token must never pass on its own.
 
 use std::sync::Arc;
 
@@ -22,7 +24,8 @@ use crate::tokens;
 pub async fn check(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let verified = bearer(&headers)
         .ok_or("a bearer access token is required")
-        .and_then(|t| tokens::verify(&state, t, now()));
+        .and_then(|t| tokens::verify(&state, t, now()))
+        .and_then(|v| if v.claims.cnf.is_some() { Err("a DPoP-bound token is not accepted here") } else { Ok(v) });
     match verified.map(|v| HeaderValue::from_str(&v.sub)) {
         Ok(Ok(user)) => {
             inc(&state.metrics.ext_authz_allowed);

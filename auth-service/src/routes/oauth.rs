@@ -16,6 +16,7 @@ use utoipa::ToSchema;
 
 use crate::audit;
 use crate::clock::now;
+use crate::dpop;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::Client;
 use crate::service_accounts::{authenticate, granted_scope};
@@ -23,6 +24,8 @@ use crate::state::AppState;
 use crate::tokens;
 
 pub const CLIENT_CREDENTIALS: &str = "client_credentials";
+/// Where the token endpoint is (DPoP proofs name it in `htu`).
+pub const TOKEN_PATH: &str = "/v1/oauth/token";
 
 #[derive(Deserialize, ToSchema)]
 pub struct TokenForm {
@@ -38,17 +41,22 @@ pub struct TokenForm {
 #[derive(Serialize, ToSchema)]
 pub struct ClientTokenResponse {
     pub access_token: String,
-    /// Always `Bearer`.
+    /// `DPoP` when the request carried a DPoP proof (the token is bound to
+    /// its key: `cnf.jkt`), else `Bearer`.
     pub token_type: &'static str,
     pub expires_in: u64,
     pub scope: String,
 }
 
-/// Issues a service account an access token (no refresh token, no device binding).
+/// Issues a service account an access token (no refresh token, no device
+/// binding); with a `DPoP` proof the token is bound to its key (RFC 9449 §5).
 #[utoipa::path(post, path = "/v1/oauth/token", tag = "oauth",
     request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
+    params(("DPoP" = Option<String>, Header, description = "DPoP proof (RFC 9449): `htm` POST, `htu` the issuer + `/v1/oauth/token`")),
     security((), ("client_basic" = [])),
-    responses((status = 200, body = ClientTokenResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = ClientTokenResponse, headers(("DPoP-Nonce" = String, description = "a fresh server nonce, when nonces are required"))),
+              (status = 400, body = ErrorBody, description = "also `invalid_dpop_proof`, or `use_dpop_nonce` with the nonce in `DPoP-Nonce`"),
+              (status = 401, body = ErrorBody)))]
 pub async fn token(State(state): State<Arc<AppState>>, client: Client, form: Result<Form<TokenForm>, FormRejection>) -> ApiResult<Response> {
     let Form(form) = form.map_err(|_| ApiError::BadRequest("send a form-encoded body (application/x-www-form-urlencoded) with grant_type".into()))?;
     if form.grant_type != CLIENT_CREDENTIALS {
@@ -63,14 +71,20 @@ pub async fn token(State(state): State<Arc<AppState>>, client: Client, form: Res
         }
     };
     let scope = granted_scope(&account.scope, form.scope.as_deref()).map_err(ApiError::InvalidScope)?;
-    let access = tokens::issue_for_service(&state, &account.client_id, &scope, now()).await?;
+    // After client authentication: an unauthenticated caller cannot fill the replay table.
+    let now = now();
+    let dpop_jkt = dpop::token_request_key(&state, &client.headers, TOKEN_PATH, now).await?;
+    let access = tokens::issue_for_service(&state, &account.client_id, &scope, dpop_jkt, now).await?;
     let subject = authflow_contract::claims::service_subject(&account.client_id);
     audit::record(&state, Some(&client), "client_credentials", "success", Some(&subject), None).await;
-    let body = ClientTokenResponse { access_token: access.token, token_type: "Bearer", expires_in: access.expires_in, scope };
+    let body = ClientTokenResponse { token_type: access.token_type(), access_token: access.token, expires_in: access.expires_in, scope };
     let mut response = axum::Json(body).into_response();
     // RFC 6749 §5.1: token answers are never cached.
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    if let Some((name, value)) = dpop::nonce_header(&state, now) {
+        response.headers_mut().insert(name, value);
+    }
     Ok(response)
 }
 

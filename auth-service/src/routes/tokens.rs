@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 use crate::audit;
 use crate::clock::now;
 use crate::domain::Secret;
+use crate::dpop;
 use crate::error::{ApiResult, ErrorBody};
 use crate::extract::{Caller, Client, Json};
 use crate::sessions::{self, SessionTokens};
@@ -21,7 +22,8 @@ use crate::state::AppState;
 #[derive(Serialize, ToSchema)]
 pub struct TokenResponse {
     pub access_token: String,
-    /// Always `Bearer`.
+    /// `DPoP` when the request carried a DPoP proof (the token is bound to
+    /// its key: `cnf.jkt`), else `Bearer`.
     pub token_type: &'static str,
     /// Seconds until the access token expires.
     pub expires_in: u64,
@@ -43,13 +45,17 @@ pub struct LogoutResponse {
     pub revoked_sessions: usize,
 }
 
-/// The token answer, plus the hardened device cookie for browsers.
-pub fn token_response(tokens: SessionTokens) -> Response {
+/// Where the refresh endpoint is (DPoP proofs name it in `htu`).
+pub const REFRESH_PATH: &str = "/v1/auth/refresh";
+
+/// The token answer, plus the hardened device cookie for browsers and a
+/// fresh `DPoP-Nonce` when nonces are required.
+pub fn token_response(state: &AppState, tokens: SessionTokens, now: i64) -> Response {
     let SessionTokens { access, refresh, device_secret, session_id } = tokens;
     let cookie = format!("{DEVICE_COOKIE}={device_secret}; HttpOnly; Secure; SameSite=Strict; Path=/");
     let body = TokenResponse {
+        token_type: access.token_type(),
         access_token: access.token,
-        token_type: "Bearer",
         expires_in: access.expires_in,
         refresh_token: refresh.expose().to_owned(),
         device_secret,
@@ -60,16 +66,26 @@ pub fn token_response(tokens: SessionTokens) -> Response {
         response.headers_mut().insert(header::SET_COOKIE, v);
     }
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some((name, value)) = dpop::nonce_header(state, now) {
+        response.headers_mut().insert(name, value);
+    }
     response
 }
 
 /// Rotates the refresh token; reuse of a rotated one revokes the session.
+/// A session started with a DPoP proof refreshes only with a proof from the
+/// same key (else 400 `invalid_dpop_proof`, and the token stays usable).
 #[utoipa::path(post, path = "/v1/auth/refresh", tag = "tokens", request_body = RefreshRequest,
-    params(("x-authflow-device" = String, Header, description = "device secret (or the cookie)")),
-    responses((status = 200, body = TokenResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    params(("x-authflow-device" = String, Header, description = "device secret (or the cookie)"),
+           ("DPoP" = Option<String>, Header, description = "DPoP proof (RFC 9449): `htm` POST, `htu` the issuer + `/v1/auth/refresh`; required for a DPoP-bound session")),
+    responses((status = 200, body = TokenResponse, headers(("DPoP-Nonce" = String, description = "a fresh server nonce, when nonces are required"))),
+              (status = 400, body = ErrorBody, description = "`invalid_dpop_proof`, or `use_dpop_nonce` with the nonce in `DPoP-Nonce`"),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn refresh(State(state): State<Arc<AppState>>, client: Client, Json(req): Json<RefreshRequest>) -> ApiResult<Response> {
-    let tokens = sessions::refresh(&state, &client, &req.refresh_token, now()).await?;
-    Ok(token_response(tokens))
+    let now = now();
+    let dpop_jkt = dpop::token_request_key(&state, &client.headers, REFRESH_PATH, now).await?;
+    let tokens = sessions::refresh(&state, &client, &req.refresh_token, dpop_jkt, now).await?;
+    Ok(token_response(&state, tokens, now))
 }
 
 #[utoipa::path(post, path = "/v1/auth/logout", tag = "tokens", security(("bearer" = [])),

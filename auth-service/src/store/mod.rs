@@ -161,6 +161,9 @@ pub struct Session {
     pub revoke_reason: Option<String>,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
+    /// RFC 7638 thumbprint of the DPoP key the session is bound to (RFC
+    /// 9449 §5): its refresh tokens need a proof from that key. `None`: not bound.
+    pub dpop_jkt: Option<String>,
 }
 
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -363,8 +366,14 @@ pub trait Store: Send + Sync + 'static {
     /// forgotten_through` (the feed decides that cut-off: revocations outlive
     /// their tokens); returns the number of feed events deleted.
     async fn prune_feed(&self, forgotten_through: i64) -> StoreResult<u64>;
-    /// Deletes expired challenges, one-time tokens and refresh tokens.
+    /// Deletes expired challenges, one-time tokens, refresh tokens and
+    /// remembered DPoP proofs.
     async fn prune(&self, now: i64) -> StoreResult<()>;
+
+    /// Remembers a DPoP proof (`id_hash`: its key thumbprint and `jti`,
+    /// hashed) until `expires_at`, atomically: true the first time, false
+    /// when any instance saw it before (a replay, RFC 9449 §11.1).
+    async fn remember_dpop_proof(&self, id_hash: &str, expires_at: i64) -> StoreResult<bool>;
 
     async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>>;
     /// Adds `key` only if there is no key at all (instances starting together

@@ -223,7 +223,7 @@ async fn insert_key(tx: &mut PgConnection, k: &StoredKey) -> Result<(), sqlx::Er
 
 const USER_COLUMNS: &str = "id, email, password_hash, roles, scope, email_verified, banned_at, totp_secret, totp_pending, totp_last_step, created_at";
 const SESSION_COLUMNS: &str =
-    "id, user_id, device_secret_hash, created_at, last_seen_at, expires_at, revoked_at, revoke_reason, ip, user_agent";
+    "id, user_id, device_secret_hash, created_at, last_seen_at, expires_at, revoked_at, revoke_reason, ip, user_agent, dpop_jkt";
 
 #[async_trait]
 impl Store for PostgresStore {
@@ -544,7 +544,7 @@ impl Store for PostgresStore {
 
     async fn create_session(&self, s: &Session, refresh: &RefreshRecord) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(&format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL, $7, $8)"))
+        sqlx::query(&format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL, $7, $8, $9)"))
             .bind(&s.id)
             .bind(&s.user_id)
             .bind(&s.device_secret_hash)
@@ -553,6 +553,7 @@ impl Store for PostgresStore {
             .bind(s.expires_at)
             .bind(&s.ip)
             .bind(&s.user_agent)
+            .bind(&s.dpop_jkt)
             .execute(&mut *tx)
             .await?;
         sqlx::query("INSERT INTO refresh_tokens (hash, session_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
@@ -812,10 +813,17 @@ impl Store for PostgresStore {
             "DELETE FROM challenges WHERE expires_at <= $1",
             "DELETE FROM one_time_tokens WHERE expires_at <= $1",
             "DELETE FROM refresh_tokens WHERE expires_at <= $1",
+            "DELETE FROM dpop_proofs WHERE expires_at <= $1",
         ] {
             sqlx::query(sql).bind(now).execute(&mut *tx).await?;
         }
         tx.commit().await.map_err(StoreError::from)
+    }
+
+    async fn remember_dpop_proof(&self, id_hash: &str, expires_at: i64) -> StoreResult<bool> {
+        // The primary key decides between instances racing on one proof.
+        let r = sqlx::query("INSERT INTO dpop_proofs (id_hash, expires_at) VALUES ($1, $2) ON CONFLICT (id_hash) DO NOTHING").bind(id_hash).bind(expires_at).execute(&self.pool).await?;
+        Ok(r.rows_affected() == 1)
     }
 
     async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>> {

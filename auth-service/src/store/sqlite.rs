@@ -161,7 +161,7 @@ async fn meta_get(conn: &SqlitePool, key: &str) -> Result<Option<String>, sqlx::
 
 const USER_COLUMNS: &str = "id, email, password_hash, roles, scope, email_verified, banned_at, totp_secret, totp_pending, totp_last_step, created_at";
 const SESSION_COLUMNS: &str =
-    "id, user_id, device_secret_hash, created_at, last_seen_at, expires_at, revoked_at, revoke_reason, ip, user_agent";
+    "id, user_id, device_secret_hash, created_at, last_seen_at, expires_at, revoked_at, revoke_reason, ip, user_agent, dpop_jkt";
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -481,7 +481,7 @@ impl Store for SqliteStore {
 
     async fn create_session(&self, s: &Session, refresh: &RefreshRecord) -> StoreResult<()> {
         let mut tx = self.write.begin().await?;
-        sqlx::query(&format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?)"))
+        sqlx::query(&format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?)"))
             .bind(&s.id)
             .bind(&s.user_id)
             .bind(&s.device_secret_hash)
@@ -490,6 +490,7 @@ impl Store for SqliteStore {
             .bind(s.expires_at)
             .bind(&s.ip)
             .bind(&s.user_agent)
+            .bind(&s.dpop_jkt)
             .execute(&mut *tx)
             .await?;
         sqlx::query("INSERT INTO refresh_tokens (hash, session_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
@@ -762,11 +763,18 @@ impl Store for SqliteStore {
             "DELETE FROM challenges WHERE expires_at <= ?",
             "DELETE FROM one_time_tokens WHERE expires_at <= ?",
             "DELETE FROM refresh_tokens WHERE expires_at <= ?",
+            "DELETE FROM dpop_proofs WHERE expires_at <= ?",
         ] {
             sqlx::query(sql).bind(now).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn remember_dpop_proof(&self, id_hash: &str, expires_at: i64) -> StoreResult<bool> {
+        // The primary key decides between instances racing on one proof.
+        let r = sqlx::query("INSERT INTO dpop_proofs (id_hash, expires_at) VALUES (?, ?) ON CONFLICT (id_hash) DO NOTHING").bind(id_hash).bind(expires_at).execute(&self.write).await?;
+        Ok(r.rows_affected() == 1)
     }
 
     async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>> {

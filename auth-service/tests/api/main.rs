@@ -8,6 +8,7 @@ mod addresses;
 mod admin;
 mod at_rest;
 mod common;
+mod dpop;
 mod durability;
 mod factors;
 mod flows;

@@ -12,6 +12,8 @@ mod admin;
 mod at_rest;
 #[path = "../api/common.rs"]
 mod common;
+#[path = "../api/dpop.rs"]
+mod dpop;
 #[path = "../api/durability.rs"]
 mod durability;
 #[path = "../api/factors.rs"]

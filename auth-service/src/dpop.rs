@@ -1,0 +1,241 @@
+//! DPoP (RFC 9449) at this service: proofs on token requests (the issued
+//! tokens are then bound to the proof's key) and on the service's own
+//! endpoints that take access tokens. The proof itself is checked by the
+//! contract (`authflow_contract::dpop`, the same code as the filter's);
+//! what needs this service's state is here:
+//!
+//! - `htu` is the endpoint's public URL, the configured `issuer` followed by
+//!   the path: never built from the client's `Host` header.
+//! - A proof is accepted once: its key thumbprint and `jti`, hashed, go into
+//!   the database (`dpop_proofs`), so every instance refuses a replay.
+//! - Server nonces (§8) are stateless: an HMAC over the time with a key
+//!   derived from the KEK, so any instance checks any other's nonces.
+
+use authflow_contract::dpop::{self as contract, nonce, CheckedProof, DpopError, Expectations, NonceCheck, NonceKey};
+use axum::http::{HeaderMap, HeaderValue};
+use sha2::{Digest, Sha256};
+
+use crate::error::{ApiError, ApiResult};
+use crate::metrics::inc;
+use crate::state::AppState;
+
+/// Response header carrying a server nonce.
+pub const NONCE_HEADER: &str = contract::NONCE_HEADER;
+/// How long a server nonce is accepted after it was issued: this minute
+/// and the one before (nonces are issued in 10-second steps).
+pub const NONCE_WINDOW_SECS: u64 = 120;
+/// `iat` window of a proof: at most this old…
+pub const PROOF_MAX_AGE_SECS: u64 = contract::DEFAULT_MAX_AGE_SECS;
+/// …and at most this far ahead of our clock.
+pub const PROOF_FUTURE_SKEW_SECS: u64 = contract::DEFAULT_FUTURE_SKEW_SECS;
+
+/// What a proof must match besides its own validity.
+pub struct ProofRequest<'a> {
+    /// The HTTP method (`htm`).
+    pub method: &'a str,
+    /// The endpoint's path; `htu` must be the issuer followed by it.
+    pub path: &'a str,
+    /// The access token the proof comes with (`ath`), if any.
+    pub access_token: Option<&'a str>,
+    /// The thumbprint the access token is bound to (`cnf.jkt`), if any.
+    pub bound_jkt: Option<&'a str>,
+    /// Whether a server nonce is required.
+    pub require_nonce: bool,
+}
+
+/// The public URL of this service's endpoint at `path` (what `htu` names).
+pub fn endpoint_url(state: &AppState, path: &str) -> String {
+    format!("{}{path}", state.config.issuer)
+}
+
+/// The request's `DPoP` header: `Ok(None)` when there is none; an error
+/// when there are several or it is not text (RFC 9449 §4.3 step 1).
+pub fn proof_header(headers: &HeaderMap) -> Result<Option<&str>, DpopError> {
+    let mut copies = headers.get_all(contract::PROOF_HEADER).iter();
+    match (copies.next(), copies.next()) {
+        (None, _) => Ok(None),
+        (Some(one), None) => one.to_str().map(Some).map_err(|_| DpopError::Malformed),
+        (Some(_), Some(_)) => Err(DpopError::Malformed),
+    }
+}
+
+fn nonce_key(state: &AppState) -> Result<NonceKey, DpopError> {
+    // The derived key is 32 bytes, the contract's minimum.
+    NonceKey::new(&state.dpop_nonce_key).ok_or(DpopError::NonceInvalid)
+}
+
+/// A fresh server nonce.
+pub fn fresh_nonce(state: &AppState, now: i64) -> Option<String> {
+    let key = nonce_key(state).ok()?;
+    Some(nonce::issue(&key, u64::try_from(now).unwrap_or(0)))
+}
+
+/// The `DPoP-Nonce` header every token answer carries when nonces are required.
+pub fn nonce_header(state: &AppState, now: i64) -> Option<(&'static str, HeaderValue)> {
+    if !state.config.dpop.require_nonce {
+        return None;
+    }
+    let value = HeaderValue::from_str(&fresh_nonce(state, now)?).ok()?;
+    Some((NONCE_HEADER, value))
+}
+
+/// RFC 9449 §4.3 for `compact` (by the contract), then the replay check
+/// (§11.1) across every instance. Returns the thumbprint of the proof's key.
+pub async fn check_proof(state: &AppState, compact: &str, request: &ProofRequest<'_>, now: i64) -> Result<String, ProofFailure> {
+    let checked = check_statelessly(state, compact, request, now)?;
+    // Kept until the proof is too old anyway, with the skew allowed both ways.
+    let forget_at = checked.iat.saturating_add(PROOF_MAX_AGE_SECS + PROOF_FUTURE_SKEW_SECS);
+    let first_time = state
+        .store
+        .remember_dpop_proof(&replay_id(&checked.jkt, &checked.jti), i64::try_from(forget_at).unwrap_or(i64::MAX))
+        .await
+        .map_err(|e| ProofFailure::Store(e.into()))?;
+    if !first_time {
+        return Err(DpopError::Replayed.into());
+    }
+    Ok(checked.jkt)
+}
+
+/// Everything but the replay check, by the contract.
+fn check_statelessly(state: &AppState, compact: &str, request: &ProofRequest<'_>, now: i64) -> Result<CheckedProof, DpopError> {
+    let now_u = u64::try_from(now).unwrap_or(0);
+    let uri = endpoint_url(state, request.path);
+    let key = nonce_key(state)?;
+    let nonce = if request.require_nonce { NonceCheck::Stateless { key: &key, window_secs: NONCE_WINDOW_SECS } } else { NonceCheck::NotRequired };
+    let expectations = Expectations {
+        method: request.method,
+        uri: &uri,
+        now: now_u,
+        max_age_secs: PROOF_MAX_AGE_SECS,
+        future_skew_secs: PROOF_FUTURE_SKEW_SECS,
+        algorithms: &state.config.dpop.algorithms,
+        access_token: request.access_token,
+        bound_jkt: request.bound_jkt,
+        nonce,
+    };
+    contract::parse_proof(compact)?.check(&expectations)
+}
+
+/// The `jti` is unique per key (RFC 9449 §11.1): both, hashed to a fixed size.
+fn replay_id(jkt: &str, jti: &str) -> String {
+    let mut hash = Sha256::new();
+    hash.update(jkt.as_bytes());
+    hash.update(b"\0");
+    hash.update(jti.as_bytes());
+    hex::encode(hash.finalize())
+}
+
+/// Why a proof was not accepted: the proof (an RFC 9449 answer), or the
+/// store (a 500).
+#[derive(Debug)]
+pub enum ProofFailure {
+    Proof(DpopError),
+    Store(ApiError),
+}
+
+impl From<DpopError> for ProofFailure {
+    fn from(e: DpopError) -> Self {
+        Self::Proof(e)
+    }
+}
+
+/// The thumbprint of a token request's proof key (§5), or `None` when the
+/// request carries no `DPoP` header (then nothing is bound: `Bearer`).
+/// Refusals are 400 `invalid_dpop_proof`, or `use_dpop_nonce` with a nonce.
+pub async fn token_request_key(state: &AppState, headers: &HeaderMap, path: &str, now: i64) -> ApiResult<Option<String>> {
+    let compact = match proof_header(headers) {
+        Ok(None) => return Ok(None),
+        Ok(Some(compact)) => compact,
+        Err(e) => return Err(token_endpoint_error(state, e, now)),
+    };
+    let request = ProofRequest { method: "POST", path, access_token: None, bound_jkt: None, require_nonce: state.config.dpop.require_nonce };
+    match check_proof(state, compact, &request, now).await {
+        Ok(jkt) => Ok(Some(jkt)),
+        Err(ProofFailure::Proof(e)) => Err(token_endpoint_error(state, e, now)),
+        Err(ProofFailure::Store(e)) => Err(e),
+    }
+}
+
+/// A refused proof at a token endpoint (RFC 9449 §5, §8).
+pub fn token_endpoint_error(state: &AppState, e: DpopError, now: i64) -> ApiError {
+    inc(&state.metrics.dpop_refused);
+    tracing::info!(reason = e.reason(), "DPoP proof refused at a token endpoint");
+    match (e.error_code(), fresh_nonce(state, now)) {
+        ("use_dpop_nonce", Some(nonce)) => ApiError::UseDpopNonce(nonce),
+        _ => ApiError::InvalidDpopProof(description(e)),
+    }
+}
+
+/// A refusal at one of this service's own endpoints (RFC 9449 §7.1): 401
+/// with a `DPoP` challenge naming the allowed algorithms.
+pub fn resource_error(state: &AppState, e: DpopError, now: i64) -> ApiError {
+    inc(&state.metrics.dpop_refused);
+    let error = e.error_code();
+    ApiError::DpopUnauthorized {
+        error,
+        description: description(e),
+        algs: contract::algs_parameter(&state.config.dpop.algorithms),
+        nonce: (error == "use_dpop_nonce").then(|| fresh_nonce(state, now)).flatten(),
+    }
+}
+
+/// Fixed texts a client can act on, saying no more than the error code.
+fn description(e: DpopError) -> &'static str {
+    match e {
+        DpopError::BearerDowngrade => "this token is DPoP-bound: send it as `Authorization: DPoP` with a DPoP proof",
+        DpopError::TokenNotBound => "this token is not DPoP-bound: send it as `Authorization: Bearer`",
+        DpopError::Replayed => "the DPoP proof was already used; sign a new one",
+        DpopError::KeyMismatch => "the DPoP proof is not signed with the key the token is bound to",
+        DpopError::NonceMissing | DpopError::NonceInvalid => "use the server nonce in the DPoP-Nonce header",
+        _ => "the DPoP proof is missing or not valid for this request",
+    }
+}
+
+/// Checks the proof of a request to one of this service's endpoints that
+/// carries `token` under the `DPoP` scheme, bound to `bound_jkt`.
+pub async fn check_resource_request(
+    state: &AppState,
+    headers: &HeaderMap,
+    method: &str,
+    path: &str,
+    token: &str,
+    bound_jkt: &str,
+    now: i64,
+) -> ApiResult<()> {
+    let compact = match proof_header(headers) {
+        Ok(Some(compact)) => compact,
+        Ok(None) => return Err(resource_error(state, DpopError::Malformed, now)),
+        Err(e) => return Err(resource_error(state, e, now)),
+    };
+    // Server nonces are asked for at the token endpoints only (§8).
+    let request = ProofRequest { method, path, access_token: Some(token), bound_jkt: Some(bound_jkt), require_nonce: false };
+    match check_proof(state, compact, &request, now).await {
+        Ok(_) => Ok(()),
+        Err(ProofFailure::Proof(e)) => Err(resource_error(state, e, now)),
+        Err(ProofFailure::Store(e)) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_ids_are_per_key_and_fixed_size() {
+        let a = replay_id("key-a", "jti-1");
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, replay_id("key-b", "jti-1"), "the same jti under another key is another proof");
+        assert_ne!(replay_id("key-a", "jti-1"), replay_id("key-aj", "ti-1"), "the separator keeps the parts apart");
+        assert_eq!(a, replay_id("key-a", "jti-1"));
+    }
+
+    #[test]
+    fn one_dpop_header_at_most() {
+        let mut h = HeaderMap::new();
+        assert_eq!(proof_header(&h), Ok(None));
+        h.append("dpop", HeaderValue::from_static("a.b.c"));
+        assert_eq!(proof_header(&h), Ok(Some("a.b.c")));
+        h.append("dpop", HeaderValue::from_static("d.e.f"));
+        assert_eq!(proof_header(&h), Err(DpopError::Malformed));
+    }
+}

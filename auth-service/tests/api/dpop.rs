@@ -1,0 +1,439 @@
+//! DPoP (RFC 9449) at the service: token requests with a proof get tokens
+//! bound to its key, a bound refresh token needs that key, proofs are used
+//! once (across instances: the table is in the database), server nonces,
+//! and a bound token never passes as a plain bearer token.
+//!
+//! The client here makes real proofs with its own keys (p256 ECDSA and
+//! ed25519-dalek) and computes the RFC 7638 thumbprint itself.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use p256::ecdsa::signature::Signer as _;
+use reqwest::Method;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::common::*;
+
+/// A client's DPoP key pair.
+pub enum DpopKey {
+    Es256(p256::ecdsa::SigningKey),
+    EdDsa(ed25519_dalek::SigningKey),
+}
+
+fn b64(bytes: impl AsRef<[u8]>) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+impl DpopKey {
+    pub fn es256() -> Self {
+        Self::Es256(p256::ecdsa::SigningKey::from_slice(&rand::random::<[u8; 32]>()).unwrap())
+    }
+
+    pub fn ed25519() -> Self {
+        Self::EdDsa(ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>()))
+    }
+
+    /// The public JWK, members in RFC 7638's order (so it is also the thumbprint input).
+    fn jwk(&self) -> Value {
+        match self {
+            Self::Es256(k) => {
+                let point = k.verifying_key().to_sec1_point(false);
+                let bytes = point.as_bytes();
+                json!({"crv": "P-256", "kty": "EC", "x": b64(&bytes[1..33]), "y": b64(&bytes[33..65])})
+            }
+            Self::EdDsa(k) => json!({"crv": "Ed25519", "kty": "OKP", "x": b64(k.verifying_key().to_bytes())}),
+        }
+    }
+
+    /// RFC 7638: SHA-256 of the required members, sorted, no whitespace.
+    pub fn jkt(&self) -> String {
+        b64(Sha256::digest(serde_json::to_string(&self.jwk()).unwrap()))
+    }
+
+    /// A fresh proof for `method` `url`: new `jti`, `iat` now; `ath` for
+    /// `access_token`, and `nonce` when given.
+    pub fn proof(&self, method: &str, url: &str, access_token: Option<&str>, nonce: Option<&str>) -> String {
+        self.proof_at(method, url, access_token, nonce, authflow_auth_service::clock::now())
+    }
+
+    pub fn proof_at(&self, method: &str, url: &str, access_token: Option<&str>, nonce: Option<&str>, iat: i64) -> String {
+        let alg = match self {
+            Self::Es256(_) => "ES256",
+            Self::EdDsa(_) => "EdDSA",
+        };
+        let header = json!({"typ": "dpop+jwt", "alg": alg, "jwk": self.jwk()});
+        let mut claims = json!({"jti": b64(rand::random::<[u8; 16]>()), "htm": method, "htu": url, "iat": iat});
+        if let Some(token) = access_token {
+            claims["ath"] = json!(b64(Sha256::digest(token.as_bytes())));
+        }
+        if let Some(nonce) = nonce {
+            claims["nonce"] = json!(nonce);
+        }
+        let input = format!("{}.{}", b64(header.to_string()), b64(claims.to_string()));
+        let signature = match self {
+            Self::Es256(k) => {
+                let s: p256::ecdsa::Signature = k.sign(input.as_bytes());
+                s.to_bytes().to_vec()
+            }
+            Self::EdDsa(k) => ed25519_dalek::Signer::sign(k, input.as_bytes()).to_bytes().to_vec(),
+        };
+        format!("{input}.{}", b64(signature))
+    }
+}
+
+const SIGNIN_VERIFY: &str = "/v1/auth/signin/verify";
+const REFRESH: &str = "/v1/auth/refresh";
+const LOGOUT: &str = "/v1/auth/logout";
+const TOKEN: &str = "/v1/oauth/token";
+
+impl TestApp {
+    /// The public URL of an endpoint, as a proof names it: the issuer + path
+    /// (not the address the test connects to).
+    pub fn htu(&self, path: &str) -> String {
+        format!("{}{path}", self.state.config.issuer)
+    }
+
+    /// A sign-in challenge of a verified user and its mailed code.
+    async fn challenge_and_code(&self, email: &str) -> (String, Value) {
+        let before = self.outbox(email, 0).await.len();
+        let (challenge, _) = self.challenge(email, PASSWORD).await;
+        let mail = self.last_mail(email, before + 1).await;
+        (challenge, mail["code"].clone())
+    }
+
+    /// The second sign-in step, with `proof` (if any) as `DPoP`.
+    async fn verify_with_proof(&self, challenge: &str, code: &Value, proof: Option<String>) -> reqwest::Response {
+        let mut request = self.http.post(self.url(SIGNIN_VERIFY)).json(&json!({"challenge_id": challenge, "code": code}));
+        if let Some(proof) = proof {
+            request = request.header("dpop", proof);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// Both sign-in steps of a verified user, with `proof` (if any) as `DPoP`.
+    async fn signin_with_proof(&self, email: &str, proof: Option<String>) -> reqwest::Response {
+        let (challenge, code) = self.challenge_and_code(email).await;
+        self.verify_with_proof(&challenge, &code, proof).await
+    }
+
+    /// A full sign-in bound to `key`.
+    pub async fn dpop_signin(&self, email: &str, key: &DpopKey) -> Tokens {
+        let r = self.signin_with_proof(email, Some(key.proof("POST", &self.htu(SIGNIN_VERIFY), None, None))).await;
+        assert_eq!(r.status(), 200);
+        dpop_tokens_of(r).await
+    }
+
+    async fn refresh_with(&self, t: &Tokens, proof: Option<String>) -> reqwest::Response {
+        let mut request = self.http.post(self.url(REFRESH)).header("x-authflow-device", &t.device).json(&json!({"refresh_token": t.refresh}));
+        if let Some(proof) = proof {
+            request = request.header("dpop", proof);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// A refresh with a fresh proof from `key`.
+    pub async fn dpop_refresh(&self, t: &Tokens, key: &DpopKey) -> reqwest::Response {
+        self.refresh_with(t, Some(key.proof("POST", &self.htu(REFRESH), None, None))).await
+    }
+}
+
+/// The tokens of a `token_type: DPoP` answer.
+pub async fn dpop_tokens_of(r: reqwest::Response) -> Tokens {
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["token_type"], "DPoP", "{body}");
+    Tokens {
+        access: body["access_token"].as_str().unwrap().to_owned(),
+        refresh: body["refresh_token"].as_str().unwrap().to_owned(),
+        device: body["device_secret"].as_str().unwrap().to_owned(),
+        session: body["session_id"].as_str().unwrap().to_owned(),
+    }
+}
+
+fn bound_jkt(access_token: &str) -> Value {
+    claims(access_token)["cnf"]["jkt"].clone()
+}
+
+#[tokio::test]
+async fn a_sign_in_with_a_proof_gets_tokens_bound_to_its_key() {
+    let app = spawn_app().await;
+    for (email, key) in [("es@example.com", DpopKey::es256()), ("ed@example.com", DpopKey::ed25519())] {
+        app.verified_user(email).await;
+        let t = app.dpop_signin(email, &key).await;
+        assert_eq!(bound_jkt(&t.access), key.jkt().as_str(), "{email}");
+        // The device binding is still there.
+        assert!(claims(&t.access)["dfp"].is_string());
+    }
+    // Without a proof nothing changes: Bearer, no `cnf`.
+    let plain = app.signin("es@example.com", PASSWORD).await;
+    assert!(claims(&plain.access).get("cnf").is_none());
+}
+
+#[tokio::test]
+async fn a_bad_proof_at_sign_in_is_refused_before_the_code_is_spent() {
+    let app = spawn_app().await;
+    app.verified_user("ada@example.com").await;
+    let key = DpopKey::es256();
+    let wrong = [
+        // Another endpoint, another method, the address the client connected to (not the issuer),
+        // stale, and a proof whose signature does not match.
+        key.proof("POST", &app.htu(REFRESH), None, None),
+        key.proof("GET", &app.htu(SIGNIN_VERIFY), None, None),
+        key.proof("POST", &app.url(SIGNIN_VERIFY), None, None),
+        key.proof_at("POST", &app.htu(SIGNIN_VERIFY), None, None, authflow_auth_service::clock::now() - 600),
+        {
+            let good = key.proof("POST", &app.htu(SIGNIN_VERIFY), None, None);
+            let other = DpopKey::es256().proof("POST", &app.htu(SIGNIN_VERIFY), None, None);
+            format!("{}.{}", good.rsplit_once('.').unwrap().0, other.rsplit_once('.').unwrap().1)
+        },
+        "not a proof".to_owned(),
+    ];
+    let (challenge, code) = app.challenge_and_code("ada@example.com").await;
+    for proof in wrong {
+        let r = app.verify_with_proof(&challenge, &code, Some(proof.clone())).await;
+        assert_eq!(error_code(r, 400).await, "invalid_dpop_proof", "{proof}");
+    }
+    let r = app.verify_with_proof(&challenge, &code, Some(key.proof("POST", &app.htu(SIGNIN_VERIFY), None, None))).await;
+    assert_eq!(r.status(), 200, "the refusals above spent neither the challenge nor its code");
+}
+
+#[tokio::test]
+async fn a_bound_refresh_token_works_only_with_its_key_and_a_wrong_key_burns_nothing() {
+    let app = spawn_app().await;
+    app.verified_user("ada@example.com").await;
+    let key = DpopKey::ed25519();
+    let t = app.dpop_signin("ada@example.com", &key).await;
+
+    // Another key, or no proof at all: refused, nothing rotated, nothing revoked.
+    let thief = DpopKey::ed25519();
+    let r = app.dpop_refresh(&t, &thief).await;
+    assert_eq!(error_code(r, 400).await, "invalid_dpop_proof");
+    let r = app.refresh_with(&t, None).await;
+    assert_eq!(error_code(r, 400).await, "invalid_dpop_proof");
+    let session = app.state.store.session(&t.session).await.unwrap().unwrap();
+    assert!(session.revoked_at.is_none(), "a wrong proof is not reuse: the owner keeps the session");
+
+    // The owner's key: the same refresh token still works, and the session stays bound.
+    let r = app.dpop_refresh(&t, &key).await;
+    assert_eq!(r.status(), 200);
+    let t2 = dpop_tokens_of(r).await;
+    assert_eq!(bound_jkt(&t2.access), key.jkt().as_str());
+    assert_eq!(t2.session, t.session);
+    let r = app.dpop_refresh(&t2, &thief).await;
+    assert_eq!(error_code(r, 400).await, "invalid_dpop_proof", "rotation keeps the binding");
+    let r = app.dpop_refresh(&t2, &key).await;
+    assert_eq!(r.status(), 200);
+
+    // Reuse with the right key is still reuse: the session ends.
+    let r = app.dpop_refresh(&t, &key).await;
+    assert_eq!(error_code(r, 401).await, "invalid_grant");
+    assert!(app.state.store.session(&t.session).await.unwrap().unwrap().revoked_at.is_some());
+}
+
+#[tokio::test]
+async fn a_proof_is_accepted_once() {
+    let app = spawn_app().await;
+    app.verified_user("ada@example.com").await;
+    let key = DpopKey::es256();
+    let t = app.dpop_signin("ada@example.com", &key).await;
+    let proof = key.proof("POST", &app.htu(REFRESH), None, None);
+    let r = app.refresh_with(&t, Some(proof.clone())).await;
+    assert_eq!(r.status(), 200);
+    let t2 = dpop_tokens_of(r).await;
+    let r = app.refresh_with(&t2, Some(proof)).await;
+    assert_eq!(error_code(r, 400).await, "invalid_dpop_proof", "replayed proof");
+    // The refusal burnt nothing: a fresh proof refreshes t2.
+    assert_eq!(app.dpop_refresh(&t2, &key).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_proof_used_at_one_instance_is_refused_by_another() {
+    let one = spawn_app().await;
+    let two = spawn_app_beside(&one, |_| {}).await;
+    one.verified_user("ada@example.com").await;
+    let key = DpopKey::es256();
+    let t = one.dpop_signin("ada@example.com", &key).await;
+    let proof = key.proof("POST", &one.htu(REFRESH), None, None);
+    let r = one.refresh_with(&t, Some(proof.clone())).await;
+    assert_eq!(r.status(), 200);
+    let t2 = dpop_tokens_of(r).await;
+    let r = two.refresh_with(&t2, Some(proof)).await;
+    assert_eq!(error_code(r, 400).await, "invalid_dpop_proof", "replayed at the other instance");
+    assert_eq!(two.dpop_refresh(&t2, &key).await.status(), 200);
+}
+
+#[tokio::test]
+async fn remembered_proofs_are_pruned_once_too_old() {
+    let app = spawn_app().await;
+    let store = &app.state.store;
+    let now = authflow_auth_service::clock::now();
+    assert!(store.remember_dpop_proof("p1", now + 65).await.unwrap());
+    assert!(!store.remember_dpop_proof("p1", now + 65).await.unwrap());
+    store.prune(now + 64).await.unwrap();
+    assert!(!store.remember_dpop_proof("p1", now + 65).await.unwrap(), "kept while the proof could pass");
+    store.prune(now + 65).await.unwrap();
+    assert!(store.remember_dpop_proof("p1", now + 130).await.unwrap(), "forgotten after");
+}
+
+#[tokio::test]
+async fn with_nonces_required_a_token_request_gets_one_and_then_succeeds() {
+    let app = spawn_app_with(|c| c.dpop.require_nonce = true).await;
+    app.verified_user("ada@example.com").await;
+    let key = DpopKey::es256();
+
+    let r = app.signin_with_proof("ada@example.com", Some(key.proof("POST", &app.htu(SIGNIN_VERIFY), None, None))).await;
+    let nonce = r.headers()["dpop-nonce"].to_str().unwrap().to_owned();
+    assert_eq!(error_code(r, 400).await, "use_dpop_nonce");
+
+    let last = if nonce.ends_with('A') { "B" } else { "A" };
+    for forged in ["AAAA", &format!("{}{last}", &nonce[..nonce.len() - 1])] {
+        let r = app.signin_with_proof("ada@example.com", Some(key.proof("POST", &app.htu(SIGNIN_VERIFY), None, Some(forged)))).await;
+        assert!(r.headers().contains_key("dpop-nonce"));
+        assert_eq!(error_code(r, 400).await, "use_dpop_nonce", "{forged}");
+    }
+
+    let r = app.signin_with_proof("ada@example.com", Some(key.proof("POST", &app.htu(SIGNIN_VERIFY), None, Some(&nonce)))).await;
+    assert_eq!(r.status(), 200);
+    let next_nonce = r.headers()["dpop-nonce"].to_str().unwrap().to_owned();
+    let t = dpop_tokens_of(r).await;
+    assert_eq!(bound_jkt(&t.access), key.jkt().as_str());
+
+    // The nonce of the answer works for the next token request.
+    let r = app.refresh_with(&t, Some(key.proof("POST", &app.htu(REFRESH), None, Some(&next_nonce)))).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().contains_key("dpop-nonce"));
+}
+
+#[tokio::test]
+async fn a_nonce_from_one_instance_is_accepted_by_another() {
+    let one = spawn_app_with(|c| c.dpop.require_nonce = true).await;
+    let two = spawn_app_beside(&one, |c| c.dpop.require_nonce = true).await;
+    one.verified_user("ada@example.com").await;
+    let key = DpopKey::ed25519();
+    let r = one.signin_with_proof("ada@example.com", Some(key.proof("POST", &one.htu(SIGNIN_VERIFY), None, None))).await;
+    let nonce = r.headers()["dpop-nonce"].to_str().unwrap().to_owned();
+    assert_eq!(error_code(r, 400).await, "use_dpop_nonce");
+    let r = two.signin_with_proof("ada@example.com", Some(key.proof("POST", &two.htu(SIGNIN_VERIFY), None, Some(&nonce)))).await;
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn a_service_account_gets_a_bound_token_with_a_proof() {
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    let r = app.authed(Method::POST, "/v1/admin/service-accounts", &admin).json(&json!({"client_id": "billing", "scopes": ["invoices:read"]})).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let secret = r.json::<Value>().await.unwrap()["client_secret"].as_str().unwrap().to_owned();
+    let key = DpopKey::es256();
+    let request = |proof: Option<String>| {
+        let mut r = app.http.post(app.url(TOKEN)).basic_auth("billing", Some(&secret)).form(&[("grant_type", "client_credentials")]);
+        if let Some(proof) = proof {
+            r = r.header("dpop", proof);
+        }
+        r.send()
+    };
+
+    let r = request(Some(key.proof("POST", &app.htu(TOKEN), None, None))).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["token_type"], "DPoP");
+    assert_eq!(bound_jkt(body["access_token"].as_str().unwrap()), key.jkt().as_str());
+
+    let r = request(Some(key.proof("POST", &app.htu(SIGNIN_VERIFY), None, None))).await.unwrap();
+    assert_eq!(error_code(r, 400).await, "invalid_dpop_proof");
+
+    let r = request(None).await.unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["token_type"], "Bearer");
+    assert!(claims(body["access_token"].as_str().unwrap()).get("cnf").is_none());
+}
+
+#[tokio::test]
+async fn a_bound_token_is_not_a_bearer_token_at_the_services_own_endpoints() {
+    let app = spawn_app().await;
+    app.verified_user("ada@example.com").await;
+    let key = DpopKey::es256();
+    let t = app.dpop_signin("ada@example.com", &key).await;
+    let logout = |scheme: &str, proof: Option<String>| {
+        let mut r = app
+            .http
+            .post(app.url(LOGOUT))
+            .header("authorization", format!("{scheme} {}", t.access))
+            .header("x-authflow-device", &t.device);
+        if let Some(proof) = proof {
+            r = r.header("dpop", proof);
+        }
+        r.send()
+    };
+    let challenge = |r: &reqwest::Response| r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+
+    // The downgrade: the bound token as a bearer token, even with a good proof.
+    let r = logout("Bearer", Some(key.proof("POST", &app.htu(LOGOUT), Some(&t.access), None))).await.unwrap();
+    assert!(challenge(&r).starts_with("DPoP error=\"invalid_token\""), "{}", challenge(&r));
+    assert!(challenge(&r).contains("algs=\"ES256 EdDSA\""), "{}", challenge(&r));
+    assert_eq!(error_code(r, 401).await, "invalid_token");
+
+    // DPoP scheme: without a proof, with another key's, for another URL or without `ath`.
+    let other = DpopKey::es256();
+    for proof in [
+        None,
+        Some(other.proof("POST", &app.htu(LOGOUT), Some(&t.access), None)),
+        Some(key.proof("POST", &app.htu("/v1/auth/logout-all"), Some(&t.access), None)),
+        Some(key.proof("POST", &app.htu(LOGOUT), None, None)),
+        Some(key.proof("POST", &app.htu(LOGOUT), Some("another token"), None)),
+    ] {
+        let r = logout("DPoP", proof).await.unwrap();
+        assert!(challenge(&r).starts_with("DPoP error=\"invalid_dpop_proof\""), "{}", challenge(&r));
+        assert_eq!(error_code(r, 401).await, "invalid_dpop_proof");
+    }
+
+    // With its proof it works, once.
+    let proof = key.proof("POST", &app.htu(LOGOUT), Some(&t.access), None);
+    let r = logout("DPoP", Some(proof.clone())).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = logout("DPoP", Some(proof)).await.unwrap();
+    assert_eq!(error_code(r, 401).await, "invalid_token", "the session ended (and the proof was used)");
+
+    // An unbound token under the DPoP scheme is refused too.
+    let plain = app.signin("ada@example.com", PASSWORD).await;
+    let r = app
+        .http
+        .post(app.url(LOGOUT))
+        .header("authorization", format!("DPoP {}", plain.access))
+        .header("x-authflow-device", &plain.device)
+        .header("dpop", key.proof("POST", &app.htu(LOGOUT), Some(&plain.access), None))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 401).await, "invalid_token");
+}
+
+#[tokio::test]
+async fn ext_authz_refuses_a_bound_token() {
+    let app = spawn_app().await;
+    app.verified_user("ada@example.com").await;
+    let key = DpopKey::ed25519();
+    let t = app.dpop_signin("ada@example.com", &key).await;
+    let r = app.http.get(app.url("/v1/ext-authz/items")).bearer_auth(&t.access).send().await.unwrap();
+    assert_eq!(error_code(r, 401).await, "invalid_token");
+    let r = app
+        .http
+        .get(app.url("/v1/ext-authz/items"))
+        .header("authorization", format!("DPoP {}", t.access))
+        .header("dpop", key.proof("GET", &app.htu("/v1/ext-authz/items"), Some(&t.access), None))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 401).await, "invalid_token");
+}
+
+#[tokio::test]
+async fn the_metadata_names_the_proof_algorithms() {
+    let app = spawn_app_with(|c| c.dpop.algorithms = vec![authflow_contract::Algorithm::EdDSA]).await;
+    let body: Value = app.get("/.well-known/openid-configuration").await.json().await.unwrap();
+    assert_eq!(body["dpop_signing_alg_values_supported"], json!(["EdDSA"]));
+    // A proof with an algorithm not on the list is refused.
+    app.verified_user("ada@example.com").await;
+    let r = app.signin_with_proof("ada@example.com", Some(DpopKey::es256().proof("POST", &app.htu(SIGNIN_VERIFY), None, None))).await;
+    assert_eq!(error_code(r, 400).await, "invalid_dpop_proof");
+}
