@@ -106,3 +106,22 @@ async fn every_endpoint_is_documented_and_every_documented_one_is_served() {
 async fn a_disabled_endpoint_is_not_documented() {
     check_doc_matches_routes(false).await;
 }
+
+/// The token endpoints document the `DPoP` proof header, the `DPoP-Nonce`
+/// answer header and that `token_type` may be `DPoP`.
+#[tokio::test]
+async fn the_token_endpoints_document_dpop() {
+    let app = spawn_app().await;
+    let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
+    for path in ["/v1/auth/signin/verify", "/v1/auth/refresh", "/v1/oauth/token"] {
+        let op = &doc["paths"][path]["post"];
+        let params = op["parameters"].as_array().unwrap_or_else(|| panic!("{path} has no parameters"));
+        assert!(params.iter().any(|p| p["name"] == "DPoP" && p["in"] == "header"), "{path}: {params:?}");
+        assert!(op["responses"]["200"]["headers"]["DPoP-Nonce"].is_object(), "{path}: {}", op["responses"]["200"]);
+        assert!(op["responses"]["400"]["description"].as_str().unwrap().contains("invalid_dpop_proof"), "{path}");
+    }
+    for schema in ["TokenResponse", "ClientTokenResponse"] {
+        let description = doc["components"]["schemas"][schema]["properties"]["token_type"]["description"].as_str().unwrap();
+        assert!(description.contains("`DPoP`"), "{schema}: {description}");
+    }
+}
