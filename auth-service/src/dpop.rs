@@ -45,7 +45,7 @@ pub struct ProofRequest<'a> {
 
 /// The public URL of this service's endpoint at `path` (what `htu` names).
 pub fn endpoint_url(state: &AppState, path: &str) -> String {
-    format!("{}{path}", state.config.issuer)
+    format!("{}{path}", state.config.tokens.issuer)
 }
 
 /// The request's `DPoP` header: `Ok(None)` when there is none; an error

@@ -64,7 +64,7 @@ impl FromRequestParts<Arc<AppState>> for Client {
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
-        let ip = tokens::client_address(&parts.headers, peer, state.config.xff_num_trusted_hops);
+        let ip = tokens::client_address(&parts.headers, peer, state.config.server.xff_num_trusted_hops);
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)
@@ -77,7 +77,7 @@ impl FromRequestParts<Arc<AppState>> for Client {
 
 impl Client {
     pub fn fingerprint(&self, state: &AppState, secret: &str) -> String {
-        tokens::fingerprint(&state.config.fingerprint_attributes, state.config.xff_num_trusted_hops, secret, &self.headers, self.peer)
+        tokens::fingerprint(&state.config.tokens.fingerprint_attributes, state.config.server.xff_num_trusted_hops, secret, &self.headers, self.peer)
     }
 }
 
@@ -139,8 +139,8 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             let secret = tokens::device_secret(&parts.headers).ok_or(ApiError::InvalidToken("device secret missing"))?;
             let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
             let computed = tokens::fingerprint(
-                &state.config.fingerprint_attributes,
-                state.config.xff_num_trusted_hops,
+                &state.config.tokens.fingerprint_attributes,
+                state.config.server.xff_num_trusted_hops,
                 &secret,
                 &parts.headers,
                 peer,

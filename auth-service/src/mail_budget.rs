@@ -22,7 +22,7 @@ pub async fn allow(state: &AppState, recipient: &str, client: &Client, now: i64)
     let to_key = format!("to:{}", hex::encode(Sha256::digest(recipient.to_ascii_lowercase().as_bytes())));
     let ip_key = format!("ip:{}", client.ip);
     let config = &state.config;
-    let for_client = state.store.take_mail_budget(&ip_key, now, WINDOW_SECS, config.mail_max_per_client_per_hour).await?;
-    let for_recipient = state.store.take_mail_budget(&to_key, now, WINDOW_SECS, config.mail_max_per_recipient_per_hour).await?;
+    let for_client = state.store.take_mail_budget(&ip_key, now, WINDOW_SECS, config.mail.max_per_client_per_hour).await?;
+    let for_recipient = state.store.take_mail_budget(&to_key, now, WINDOW_SECS, config.mail.max_per_recipient_per_hour).await?;
     Ok(for_client && for_recipient)
 }

@@ -46,14 +46,14 @@ pub trait Mailer: Send + Sync + 'static {
 }
 
 pub fn from_config(config: &Config) -> Result<Box<dyn Mailer>, String> {
-    match &config.mailer {
+    match &config.mail.transport {
         MailerConfig::DevOutbox => Ok(Box::new(DevOutbox::new(config.outbox_dir())?)),
         MailerConfig::Smtp { host, port, username, password } => {
             let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.as_str()).port(*port);
             if let (Some(u), Some(p)) = (username, password) {
                 builder = builder.credentials(Credentials::new(u.clone(), p.expose_secret().to_owned()));
             }
-            let from: Mailbox = config.mail_from.parse().map_err(|e| format!("mail_from is not a mailbox: {e}"))?;
+            let from: Mailbox = config.mail.from.parse().map_err(|e| format!("mail.from is not a mailbox: {e}"))?;
             Ok(Box::new(Smtp { transport: builder.build(), from }))
         }
     }

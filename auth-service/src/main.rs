@@ -17,10 +17,10 @@ use secrecy::ExposeSecret;
 #[derive(Parser)]
 #[command(name = "authflow-auth", about = "The authflow auth service", version)]
 struct Cli {
-    /// TOML configuration file; `AUTHFLOW_<FIELD>` environment variables override it.
+    /// TOML configuration file; `AUTHFLOW_<SECTION>__<FIELD>` environment variables override it.
     #[arg(long, global = true, env = "AUTHFLOW_CONFIG")]
     config: Option<PathBuf>,
-    /// `sqlite:…` or `postgres://…`; overrides `database_url` from the file and environment.
+    /// `sqlite:…` or `postgres://…`; overrides `database.url` from the file and environment.
     #[arg(long, global = true)]
     database_url: Option<String>,
     #[command(subcommand)]
@@ -48,7 +48,7 @@ enum Command {
 
 #[derive(Subcommand)]
 enum KekCommand {
-    /// Print a fresh random key-encryption key (base64) for AUTHFLOW_KEK / kek_file.
+    /// Print a fresh random key-encryption key (base64) for `kek.key` (AUTHFLOW_KEK__KEY) or a `kek.key_file`.
     Generate,
 }
 
@@ -152,12 +152,12 @@ async fn run(cli: Cli) -> Result<(), String> {
         if Backend::of_url(&url).is_none() {
             return Err("--database-url must start with sqlite: or postgres://".into());
         }
-        config.database_url = url.into();
+        config.database.url = url.into();
     }
     match cli.command {
         Command::Serve => {
             let running = spawn(config).await.map_err(|e| e.to_string())?;
-            tracing::info!(addr = %running.addr, issuer = %running.state.config.issuer, "authflow auth service listening");
+            tracing::info!(addr = %running.addr, issuer = %running.state.config.tokens.issuer, "authflow auth service listening");
             println!("listening on http://{}", running.addr);
             running.server.await.map_err(|e| e.to_string())?;
             Ok(())
@@ -165,7 +165,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Migrate => {
             open_store(&config).await.map_err(|e| e.to_string())?;
             // Not the URL itself: it may carry a password.
-            let backend = Backend::of_url(config.database_url.expose_secret()).map_or("unknown", Backend::name);
+            let backend = Backend::of_url(config.database.url.expose_secret()).map_or("unknown", Backend::name);
             println!("migrations applied ({backend})");
             Ok(())
         }
@@ -185,8 +185,8 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Token(TokenCommand::Mint { email, device_secret, headers }) => mint(config, &email, device_secret, &headers).await,
         Command::Keys(KeysCommand::Rotate) => {
-            let lead = i64::try_from(config.key_publish_lead.as_secs()).unwrap_or(60);
-            let alg = config.signing_alg;
+            let lead = i64::try_from(config.keys.publish_lead.as_secs()).unwrap_or(60);
+            let alg = config.keys.signing_alg;
             let state = build_state(config).await.map_err(|e| e.to_string())?;
             let kid = state.keys.rotate(state.store.as_ref(), alg, now(), lead).await.map_err(|e| e.to_string())?;
             println!("new key {kid} published; it signs in {lead} s (a running service picks it up within its maintenance interval)");
@@ -207,7 +207,7 @@ async fn run(cli: Cli) -> Result<(), String> {
 async fn create_user(config: Config, email: &str, password: &str, extra_roles: Vec<String>) -> Result<(), String> {
     let email = Email::parse(email)?;
     let password = Password::parse(password, email.as_str()).map_err(|e| e.0)?;
-    let hasher = Hasher::new(config.password_hash_memory_kib, config.password_hash_iterations)?;
+    let hasher = Hasher::new(config.passwords.hash_memory_kib, config.passwords.hash_iterations)?;
     let hash = hasher.hash(password.expose())?;
     let mut roles = vec!["user".to_owned()];
     for r in extra_roles {
@@ -263,7 +263,7 @@ async fn mint(config: Config, email: &str, device_secret: Option<String>, header
     let session_id = sessions::create_session(&state, &user, &device, &random_secret(), now, origin, None)
         .await
         .map_err(|e| format!("{e:?}"))?;
-    let dfp = tokens::fingerprint(&state.config.fingerprint_attributes, 0, device.expose(), &header_map, None);
+    let dfp = tokens::fingerprint(&state.config.tokens.fingerprint_attributes, 0, device.expose(), &header_map, None);
     let access = tokens::issue(&state, &user, &session_id, Some(dfp), None, now).await.map_err(|e| format!("{e:?}"))?;
     println!(
         "{}",

@@ -84,7 +84,7 @@ pub async fn rotate_secret(state: &AppState, client_id: &str, now: i64) -> ApiRe
 /// Disables the account: no more tokens, and a subject ban on its service
 /// subject in the revocation feed kills the ones it holds.
 pub async fn disable(state: &AppState, client_id: &str, now: i64) -> ApiResult<()> {
-    let expires = now + i64::try_from(state.config.access_ttl.as_secs()).unwrap_or(900);
+    let expires = now + i64::try_from(state.config.tokens.access_ttl.as_secs()).unwrap_or(900);
     if !state.store.disable_service_account(client_id, &service_subject(client_id), now, expires).await? {
         return Err(ApiError::NotFound("no live service account has this client_id"));
     }

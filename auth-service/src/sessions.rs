@@ -29,7 +29,7 @@ pub type Origin = (Option<String>, Option<String>);
 fn feed_expiry(state: &AppState, now: i64) -> i64 {
     // The last access token of a session revoked now expires at the latest
     // one access-token lifetime from now.
-    now + i64::try_from(state.config.access_ttl.as_secs()).unwrap_or(900)
+    now + i64::try_from(state.config.tokens.access_ttl.as_secs()).unwrap_or(900)
 }
 
 /// After a revoking write: refresh the in-memory feed head (and revocation
@@ -74,7 +74,7 @@ pub async fn create_session(
     dpop_jkt: Option<String>,
 ) -> ApiResult<String> {
     let session_id = random_id();
-    let expires_at = now + i64::try_from(state.config.refresh_ttl.as_secs()).unwrap_or(0);
+    let expires_at = now + i64::try_from(state.config.tokens.refresh_ttl.as_secs()).unwrap_or(0);
     let session = Session {
         id: session_id.clone(),
         user_id: user.id.clone(),

@@ -29,9 +29,9 @@ pub struct Running {
     pub maintenance: JoinHandle<()>,
 }
 
-/// Builds the state, binds `config.listen` (port 0 picks a free one), serves.
+/// Builds the state, binds `config.server.listen` (port 0 picks a free one), serves.
 pub async fn spawn(config: Config) -> Result<Running, StartError> {
-    let listen = config.listen;
+    let listen = config.server.listen;
     let state = build_state(config).await?;
     let listener = TcpListener::bind(listen).await.map_err(|e| StartError(format!("cannot listen on {listen}: {e}")))?;
     let addr = listener.local_addr().map_err(StartError::from_display)?;
@@ -118,7 +118,7 @@ async fn follow_shared_state(state: Arc<AppState>) {
 /// Periodically prunes expired rows and picks up feed events written by
 /// other processes (e.g. the CLI).
 async fn maintenance(state: Arc<AppState>) {
-    let mut tick = tokio::time::interval(state.config.maintenance_interval);
+    let mut tick = tokio::time::interval(state.config.maintenance.interval);
     loop {
         tick.tick().await;
         let now = now();
@@ -147,7 +147,7 @@ async fn maintenance(state: Arc<AppState>) {
         if let Err(e) = state.store.prune_mail_budget(now - mail_budget::WINDOW_SECS).await {
             tracing::warn!(error = %e, "mail budget prune failed");
         }
-        let retention = i64::try_from(state.config.audit_retention.as_secs()).unwrap_or(i64::MAX);
+        let retention = i64::try_from(state.config.maintenance.audit_retention.as_secs()).unwrap_or(i64::MAX);
         match state.store.prune_audit(now.saturating_sub(retention)).await {
             Ok(n) if n > 0 => tracing::debug!(pruned = n, "expired audit rows deleted"),
             Ok(_) => {}

@@ -41,8 +41,9 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
 fn kek(config: &Config) -> Result<Arc<Kek>, StartError> {
     let current = config.kek.current.ok_or_else(|| {
         StartError(
-            "no key-encryption key: set AUTHFLOW_KEK (32 random bytes in base64: `openssl rand -base64 32`) \
-             or AUTHFLOW_KEK_FILE; it protects the TOTP secrets and signing keys in the database"
+            "no key-encryption key: set `kek.key` (env AUTHFLOW_KEK__KEY; 32 random bytes in base64: \
+             `openssl rand -base64 32`) or `kek.key_file` (env AUTHFLOW_KEK__KEY_FILE); it protects the TOTP \
+             secrets and signing keys in the database"
                 .into(),
         )
     })?;
@@ -50,15 +51,15 @@ fn kek(config: &Config) -> Result<Arc<Kek>, StartError> {
 }
 
 async fn open_store_with(config: &Config, kek: Arc<Kek>) -> Result<Arc<dyn Store>, StartError> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| StartError(format!("cannot create data dir {}: {e}", config.data_dir.display())))?;
+    std::fs::create_dir_all(&config.server.data_dir)
+        .map_err(|e| StartError(format!("cannot create data dir {}: {e}", config.server.data_dir.display())))?;
     // The database holds the private signing keys: owner only.
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700));
+        let _ = std::fs::set_permissions(&config.server.data_dir, std::fs::Permissions::from_mode(0o700));
     }
-    store::open(config.database_url.expose_secret(), kek).await.map_err(StartError::from_display)
+    store::open(config.database.url.expose_secret(), kek).await.map_err(StartError::from_display)
 }
 
 /// Everything the routes need: store, keys (generated on first start), feed state, mailer.
@@ -67,13 +68,13 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
     let store = open_store_with(&config, Arc::clone(&kek)).await?;
     let dpop_nonce_key = kek.derive("dpop-nonce").map_err(StartError)?;
     let now = now();
-    let ttl = i64::try_from(config.access_ttl.as_secs()).unwrap_or(900);
-    let keys = KeyRing::load(store.as_ref(), config.signing_alg, ttl, now).await.map_err(StartError::from_display)?;
-    let feed = Feed::load(store.as_ref(), config.revocation_retention.as_secs(), config.revocation_max_waiters, now)
+    let ttl = i64::try_from(config.tokens.access_ttl.as_secs()).unwrap_or(900);
+    let keys = KeyRing::load(store.as_ref(), config.keys.signing_alg, ttl, now).await.map_err(StartError::from_display)?;
+    let feed = Feed::load(store.as_ref(), config.revocation.retention.as_secs(), config.revocation.max_waiters, now)
         .await
         .map_err(StartError::from_display)?;
     let mailer = mailer::from_config(&config).map_err(StartError)?;
-    let hasher = Hasher::new(config.password_hash_memory_kib, config.password_hash_iterations).map_err(StartError)?;
-    let throttle = Throttle::new(config.lockout_base, config.lockout_max);
+    let hasher = Hasher::new(config.passwords.hash_memory_kib, config.passwords.hash_iterations).map_err(StartError)?;
+    let throttle = Throttle::new(config.throttle.lockout_base, config.throttle.lockout_max);
     Ok(Arc::new(AppState { config, store, keys, feed, mailer, hasher, throttle, metrics: Metrics::default(), dpop_nonce_key }))
 }

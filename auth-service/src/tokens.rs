@@ -75,16 +75,16 @@ pub async fn issue_for_service(state: &AppState, client_id: &str, scope: &str, j
 }
 
 async fn sign_and_record(state: &AppState, subject: &str, custom: AccessClaims, now: i64) -> Result<IssuedAccess, ApiError> {
-    let ttl = state.config.access_ttl.as_secs();
+    let ttl = state.config.tokens.access_ttl.as_secs();
     let jti = random_id();
     let sid = custom.sid.clone();
     let dpop_bound = custom.cnf.is_some();
     let claims = Claims::with_custom_claims(custom, Duration::from_secs(ttl))
-        .with_issuer(&state.config.issuer)
+        .with_issuer(&state.config.tokens.issuer)
         .with_subject(subject)
         .with_jwt_id(&jti);
     // One audience is a plain string (the common form); several, an array.
-    let mut claims = match state.config.audiences.as_slice() {
+    let mut claims = match state.config.tokens.audiences.as_slice() {
         [one] => claims.with_audience(one),
         many => claims.with_audiences(many.iter().cloned().collect::<HashSet<String>>()),
     };
@@ -148,8 +148,8 @@ pub fn verify(state: &AppState, token: &str, now: i64) -> Result<Verified, &'sta
         return Err("token algorithm does not match its key");
     }
     let options = VerificationOptions {
-        allowed_issuers: Some(HashSet::from([state.config.issuer.clone()])),
-        allowed_audiences: Some(state.config.audiences.iter().cloned().collect()),
+        allowed_issuers: Some(HashSet::from([state.config.tokens.issuer.clone()])),
+        allowed_audiences: Some(state.config.tokens.audiences.iter().cloned().collect()),
         time_tolerance: Some(Duration::from_secs(TIME_TOLERANCE_SECS)),
         max_token_length: Some(MAX_TOKEN_LEN),
         ..VerificationOptions::default()

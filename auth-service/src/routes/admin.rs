@@ -132,7 +132,7 @@ async fn existing_user(state: &AppState, user_id: &str) -> ApiResult<User> {
 pub async fn ban(State(state): State<Arc<AppState>>, client: Client, Admin(admin): Admin, Path(user_id): Path<String>) -> ApiResult<axum::Json<BanResponse>> {
     let user = existing_user(&state, &user_id).await?;
     let now = now();
-    let expires = now + i64::try_from(state.config.access_ttl.as_secs()).unwrap_or(900);
+    let expires = now + i64::try_from(state.config.tokens.access_ttl.as_secs()).unwrap_or(900);
     state.store.ban_user(&user.id, now, expires).await?;
     feed_changed(&state).await;
     audit::record(&state, Some(&client), "admin_ban", &format!("by {}", admin.sub), Some(&user.id), Some(&user.email)).await;
@@ -189,8 +189,8 @@ pub async fn list_keys(State(state): State<Arc<AppState>>, _admin: Admin) -> axu
     responses((status = 200, body = RotateResponse)))]
 pub async fn rotate_keys(State(state): State<Arc<AppState>>, client: Client, Admin(admin): Admin) -> ApiResult<axum::Json<RotateResponse>> {
     let now = now();
-    let lead = i64::try_from(state.config.key_publish_lead.as_secs()).unwrap_or(60);
-    let kid = state.keys.rotate(state.store.as_ref(), state.config.signing_alg, now, lead).await?;
+    let lead = i64::try_from(state.config.keys.publish_lead.as_secs()).unwrap_or(60);
+    let kid = state.keys.rotate(state.store.as_ref(), state.config.keys.signing_alg, now, lead).await?;
     audit::record(&state, Some(&client), "admin_rotate_keys", &format!("by {}", admin.sub), None, None).await;
     Ok(axum::Json(RotateResponse { kid, publish_at: now, active_at: now + lead }))
 }

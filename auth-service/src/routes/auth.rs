@@ -139,7 +139,7 @@ async fn send_mail(state: &AppState, mail: Mail) {
 
 async fn send_verification(state: &AppState, user_id: &str, email: &str) -> ApiResult<()> {
     let token = random_secret();
-    let expires = now() + i64::try_from(state.config.email_token_ttl.as_secs()).unwrap_or(86_400);
+    let expires = now() + i64::try_from(state.config.accounts.email_token_ttl.as_secs()).unwrap_or(86_400);
     state.store.put_one_time_token(&token.hash(), TokenPurpose::VerifyEmail, user_id, expires).await?;
     let body = format!(
         "Confirm your email address with this token (POST /v1/auth/verify-email):\n\n{}\n",
@@ -235,12 +235,12 @@ async fn throttled(state: &AppState, email: &str, client: &Client) -> ApiResult<
 
 async fn count_failure(state: &AppState, email: &str, client: &Client) -> ApiResult<()> {
     let now = now();
-    state.throttle.failure(state.store.as_ref(), &account_key(email), state.config.account_max_failures, now).await?;
+    state.throttle.failure(state.store.as_ref(), &account_key(email), state.config.throttle.account_max_failures, now).await?;
     count_address_failure(state, client, now).await
 }
 
 async fn count_address_failure(state: &AppState, client: &Client, now: i64) -> ApiResult<()> {
-    Ok(state.throttle.failure(state.store.as_ref(), &ip_key(&client.ip), state.config.ip_max_failures, now).await?)
+    Ok(state.throttle.failure(state.store.as_ref(), &ip_key(&client.ip), state.config.throttle.ip_max_failures, now).await?)
 }
 
 async fn clear_account_failures(state: &AppState, email: &str) -> ApiResult<()> {
@@ -281,7 +281,7 @@ pub async fn signin(State(state): State<Arc<AppState>>, client: Client, Json(req
     }
     inc(&state.metrics.signin_password_ok);
     let now = now();
-    let expires_at = now + i64::try_from(state.config.challenge_ttl.as_secs()).unwrap_or(300);
+    let expires_at = now + i64::try_from(state.config.accounts.challenge_ttl.as_secs()).unwrap_or(300);
     let (method, code) = if user.totp_secret.is_some() { ("totp", None) } else { ("email", Some(random_code())) };
     let challenge = Challenge {
         id: random_id(),
@@ -302,7 +302,7 @@ pub async fn signin(State(state): State<Arc<AppState>>, client: Client, Json(req
             body: format!(
                 "Your sign-in code is {}. It expires in {} minutes. If you did not try to sign in, change your password.",
                 code.expose(),
-                state.config.challenge_ttl.as_secs() / 60
+                state.config.accounts.challenge_ttl.as_secs() / 60
             ),
             code: Some(code.expose().to_owned()),
             token: None,
@@ -362,7 +362,7 @@ pub async fn signin_verify(State(state): State<Arc<AppState>>, client: Client, J
         return Err(ApiError::EmailNotVerified);
     }
     let attempt = count_second_factor_attempt(&state, &user, now).await?;
-    if state.store.challenge_attempt(&challenge.id).await? > state.config.challenge_max_attempts {
+    if state.store.challenge_attempt(&challenge.id).await? > state.config.accounts.challenge_max_attempts {
         return Err(ApiError::InvalidCode("too many wrong codes; sign in again"));
     }
     let code = req.code.expose().trim();
@@ -398,8 +398,8 @@ pub async fn signin_verify(State(state): State<Arc<AppState>>, client: Client, J
 async fn count_second_factor_attempt(state: &AppState, user: &User, now: i64) -> ApiResult<u32> {
     match state.store.second_factor_attempt(&user.id, now).await? {
         SecondFactorAttempt::Locked(until) => Err(second_factor_locked(state, until - now)),
-        SecondFactorAttempt::Counted(n) if n > state.config.second_factor_max_failures => {
-            Err(second_factor_locked(state, i64::try_from(state.config.lockout_base.as_secs()).unwrap_or(30)))
+        SecondFactorAttempt::Counted(n) if n > state.config.throttle.second_factor_max_failures => {
+            Err(second_factor_locked(state, i64::try_from(state.config.throttle.lockout_base.as_secs()).unwrap_or(30)))
         }
         SecondFactorAttempt::Counted(n) => Ok(n),
     }
@@ -407,7 +407,7 @@ async fn count_second_factor_attempt(state: &AppState, user: &User, now: i64) ->
 
 /// A wrong code on attempt `attempt`: at the limit, lock and tell the owner.
 async fn second_factor_failed(state: &AppState, user: &User, client: &Client, now: i64, attempt: u32) -> ApiResult<()> {
-    if attempt >= state.config.second_factor_max_failures {
+    if attempt >= state.config.throttle.second_factor_max_failures {
         lock_second_factor(state, user, client, now).await?;
     }
     Ok(())
@@ -421,8 +421,8 @@ fn second_factor_locked(state: &AppState, retry_after_secs: i64) -> ApiError {
 /// The limit was reached: lock (doubling each time) and tell the owner, whose
 /// password is probably known to whoever is guessing.
 async fn lock_second_factor(state: &AppState, user: &User, client: &Client, now: i64) -> ApiResult<()> {
-    let base = i64::try_from(state.config.lockout_base.as_secs()).unwrap_or(30);
-    let max = i64::try_from(state.config.second_factor_lockout_max.as_secs()).unwrap_or(86_400);
+    let base = i64::try_from(state.config.throttle.lockout_base.as_secs()).unwrap_or(30);
+    let max = i64::try_from(state.config.throttle.second_factor_lockout_max.as_secs()).unwrap_or(86_400);
     let until = state.store.second_factor_lock(&user.id, now, base, max).await?;
     audit::record(state, Some(client), "signin_verify", "second_factor_locked", Some(&user.id), Some(&user.email)).await;
     let mail = Mail {
@@ -431,7 +431,7 @@ async fn lock_second_factor(state: &AppState, user: &User, client: &Client, now:
         body: format!(
             "Someone entered your password correctly and then {} wrong sign-in codes. Sign-in is blocked for {} seconds. \
              If it was not you, change your password now.",
-            state.config.second_factor_max_failures,
+            state.config.throttle.second_factor_max_failures,
             until - now
         ),
         code: None,
@@ -468,14 +468,14 @@ async fn send_reset(state: &AppState, email: &Email, client: &Client) -> ApiResu
         return Ok(());
     };
     let token = random_secret();
-    let expires = now() + i64::try_from(state.config.reset_token_ttl.as_secs()).unwrap_or(1800);
+    let expires = now() + i64::try_from(state.config.accounts.reset_token_ttl.as_secs()).unwrap_or(1800);
     state.store.put_one_time_token(&token.hash(), TokenPurpose::ResetPassword, &user.id, expires).await?;
     let mail = Mail {
         to: user.email.clone(),
         subject: "Reset your password".into(),
         body: format!(
             "Reset your password with this token (POST /v1/auth/password/reset); it expires in {} minutes:\n\n{}\n",
-            state.config.reset_token_ttl.as_secs() / 60,
+            state.config.accounts.reset_token_ttl.as_secs() / 60,
             token.expose()
         ),
         code: None,
@@ -571,7 +571,7 @@ pub async fn totp_enroll(State(state): State<Arc<AppState>>, client: Client, Cal
         1,
         30,
         bytes.to_vec(),
-        Some(state.config.totp_issuer.clone()),
+        Some(state.config.accounts.totp_issuer.clone()),
         user.email.clone(),
     )
     .map_err(ApiError::internal)?;

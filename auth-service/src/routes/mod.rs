@@ -31,13 +31,13 @@ use crate::state::AppState;
 /// The service: every documented route with the shared layers, the JSON
 /// 404 / 405 answers and the OpenAPI document assembled from the same list.
 pub fn router(state: Arc<AppState>) -> Router {
-    let (router, doc) = documented_routes(state.config.dev_endpoints).split_for_parts();
+    let (router, doc) = documented_routes(state.config.server.dev_endpoints).split_for_parts();
     let doc = ServedDocument(Arc::new(openapi::with_openapi_path_templates(doc)));
     router
         .layer(Extension(doc))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(state.config.body_limit_bytes))
+        .layer(DefaultBodyLimit::max(state.config.server.body_limit_bytes))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), count_responses))
         .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
             ApiError::Internal("handler panicked".into()).into_response()

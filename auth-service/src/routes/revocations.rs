@@ -62,10 +62,10 @@ fn wants_compact(headers: &HeaderMap) -> bool {
 pub async fn feed(State(state): State<Arc<AppState>>, RawQuery(query): RawQuery, headers: HeaderMap) -> ApiResult<Response> {
     let (since, wait) = (since(query.as_deref()), wait(query.as_deref())?);
     let feed = &state.feed;
-    let mut answer = feed.answer(state.store.as_ref(), &state.config.issuer, since, now()).await?;
+    let mut answer = feed.answer(state.store.as_ref(), &state.config.tokens.issuer, since, now()).await?;
     if let (FeedAnswer::NotModified, Some(cursor)) = (&answer, since) {
         if !wait.is_zero() && feed.wait_past(cursor, wait).await {
-            answer = feed.answer(state.store.as_ref(), &state.config.issuer, Some(cursor), now()).await?;
+            answer = feed.answer(state.store.as_ref(), &state.config.tokens.issuer, Some(cursor), now()).await?;
         }
     }
     let no_cache = HeaderValue::from_static("no-cache");

@@ -39,8 +39,8 @@ pub async fn jwks(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Res
 #[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "discovery",
     responses((status = 200, description = "issuer metadata")))]
 pub async fn openid_configuration(State(state): State<Arc<AppState>>) -> Response {
-    let issuer = &state.config.issuer;
-    let algs: Vec<&str> = vec![state.config.signing_alg.as_str()];
+    let issuer = &state.config.tokens.issuer;
+    let algs: Vec<&str> = vec![state.config.keys.signing_alg.as_str()];
     let body = serde_json::json!({
         "issuer": issuer,
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),

@@ -25,9 +25,9 @@ async fn fail_signin(app: &TestApp, email: &str, forged: Option<&str>, seen_by_p
 }
 
 fn behind_one_proxy(c: &mut authflow_auth_service::config::Config) {
-    c.xff_num_trusted_hops = 1;
-    c.ip_max_failures = 3;
-    c.account_max_failures = 1000;
+    c.server.xff_num_trusted_hops = 1;
+    c.throttle.ip_max_failures = 3;
+    c.throttle.account_max_failures = 1000;
 }
 
 #[tokio::test]

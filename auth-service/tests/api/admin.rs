@@ -108,10 +108,10 @@ async fn ban_unban_revoke_and_sessions() {
 #[tokio::test]
 async fn revocation_feed_deltas_304_snapshots_and_expiry() {
     let app = spawn_app_with(|c| {
-        c.access_ttl = Duration::from_secs(2);
-        c.maintenance_interval = Duration::from_secs(1);
+        c.tokens.access_ttl = Duration::from_secs(2);
+        c.maintenance.interval = Duration::from_secs(1);
         // Below the configurable minimum, to keep the test short.
-        c.revocation_retention = Duration::from_secs(2);
+        c.revocation.retention = Duration::from_secs(2);
     })
     .await;
     app.verified_user("mia@example.com").await;
@@ -177,7 +177,7 @@ async fn revocation_feed_deltas_304_snapshots_and_expiry() {
 
 #[tokio::test]
 async fn key_rotation_is_published_before_it_signs() {
-    let app = spawn_app_with(|c| c.key_publish_lead = Duration::from_secs(2)).await;
+    let app = spawn_app_with(|c| c.keys.publish_lead = Duration::from_secs(2)).await;
     let admin = app.admin("root@example.com").await;
     let r = app.get("/.well-known/jwks.json").await;
     assert_eq!(r.headers()["cache-control"], "public, max-age=60");
@@ -214,7 +214,7 @@ async fn key_rotation_is_published_before_it_signs() {
 
 #[tokio::test]
 async fn es256_signing_option() {
-    let app = spawn_app_with(|c| c.signing_alg = authflow_contract::Algorithm::ES256).await;
+    let app = spawn_app_with(|c| c.keys.signing_alg = authflow_contract::Algorithm::ES256).await;
     app.verified_user("ned@example.com").await;
     let t = app.signin("ned@example.com", PASSWORD).await;
     assert_eq!(header(&t.access)["alg"], "ES256");
@@ -244,7 +244,7 @@ async fn discovery_health_metrics_openapi() {
 
 #[tokio::test]
 async fn dev_outbox_is_off_when_disabled() {
-    let app = spawn_app_with(|c| c.dev_endpoints = false).await;
+    let app = spawn_app_with(|c| c.server.dev_endpoints = false).await;
     let r = app.get("/v1/dev/outbox?to=a@example.com").await;
     assert_eq!(error_code(r, 404).await, "not_found");
     // The outbox files are still written.

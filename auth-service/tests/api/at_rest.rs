@@ -92,7 +92,7 @@ async fn clear_secrets_are_sealed_on_start_and_a_rotated_key_reseals_everything(
     assert_eq!(r.status(), 200);
 
     // A database from before encryption: the secret in clear.
-    let url = secrecy::ExposeSecret::expose_secret(&app.state.config.database_url).to_owned();
+    let url = secrecy::ExposeSecret::expose_secret(&app.state.config.database.url).to_owned();
     if app.database_url.is_some() {
         use sqlx::Connection;
         let mut db = sqlx::PgConnection::connect(&url).await.unwrap();

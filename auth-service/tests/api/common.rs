@@ -35,12 +35,12 @@ pub struct TestApp {
 pub fn test_config(dir: &std::path::Path, database_url: Option<&str>, tweak: impl FnOnce(&mut Config)) -> Config {
     let mut config = Config::for_data_dir(dir).unwrap();
     if let Some(url) = database_url {
-        config.database_url = url.into();
+        config.database.url = url.into();
     }
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.password_hash_memory_kib = 1024;
-    config.password_hash_iterations = 1;
-    config.key_publish_lead = Duration::from_secs(1);
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.passwords.hash_memory_kib = 1024;
+    config.passwords.hash_iterations = 1;
+    config.keys.publish_lead = Duration::from_secs(1);
     // A development KEK per data directory, generated at run time (kept in
     // the directory so a restarted instance opens the same secrets).
     let kek_file = dir.join("test-kek");

@@ -91,7 +91,7 @@ impl TestApp {
     /// The public URL of an endpoint, as a proof names it: the issuer + path
     /// (not the address the test connects to).
     pub fn htu(&self, path: &str) -> String {
-        format!("{}{path}", self.state.config.issuer)
+        format!("{}{path}", self.state.config.tokens.issuer)
     }
 
     /// A sign-in challenge of a verified user and its mailed code.

@@ -33,16 +33,17 @@ pub fn command(data_dir: &Path, database_url: Option<&str>, port: u16) -> Comman
     if !kek_file.exists() {
         std::fs::write(&kek_file, authflow_auth_service::kek::generate_key()).unwrap();
     }
+    // The nested names (`AUTHFLOW_<SECTION>__<FIELD>`), through the real binary.
     let mut c = Command::new(BIN);
     if let Some(url) = database_url {
-        c.env("AUTHFLOW_DATABASE_URL", url);
+        c.env("AUTHFLOW_DATABASE__URL", url);
     }
-    c.env("AUTHFLOW_DATA_DIR", data_dir)
-        .env("AUTHFLOW_KEK_FILE", &kek_file)
-        .env("AUTHFLOW_LISTEN", format!("127.0.0.1:{port}"))
-        .env("AUTHFLOW_PASSWORD_HASH_MEMORY_KIB", "1024")
-        .env("AUTHFLOW_PASSWORD_HASH_ITERATIONS", "1")
-        .env("AUTHFLOW_ACCOUNT_MAX_FAILURES", "1000")
+    c.env("AUTHFLOW_SERVER__DATA_DIR", data_dir)
+        .env("AUTHFLOW_KEK__KEY_FILE", &kek_file)
+        .env("AUTHFLOW_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("AUTHFLOW_PASSWORDS__HASH_MEMORY_KIB", "1024")
+        .env("AUTHFLOW_PASSWORDS__HASH_ITERATIONS", "1")
+        .env("AUTHFLOW_THROTTLE__ACCOUNT_MAX_FAILURES", "1000")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null());

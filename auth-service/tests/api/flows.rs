@@ -326,7 +326,7 @@ async fn password_forgot_and_reset() {
 
 #[tokio::test]
 async fn lockout_with_backoff_for_known_and_unknown_accounts() {
-    let app = spawn_app_with(|c| c.account_max_failures = 3).await;
+    let app = spawn_app_with(|c| c.throttle.account_max_failures = 3).await;
     app.verified_user("ivy@example.com").await;
     for email in ["ivy@example.com", "nobody@example.com"] {
         for _ in 0..3 {
@@ -347,7 +347,7 @@ async fn lockout_with_backoff_for_known_and_unknown_accounts() {
 
 #[tokio::test]
 async fn per_address_throttle() {
-    let app = spawn_app_with(|c| c.ip_max_failures = 4).await;
+    let app = spawn_app_with(|c| c.throttle.ip_max_failures = 4).await;
     for i in 0..4 {
         let r = app.post("/v1/auth/signin", json!({"email": format!("n{i}@example.com"), "password": "wrong password!!"})).await;
         assert_eq!(r.status(), 401);

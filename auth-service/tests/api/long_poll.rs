@@ -103,7 +103,7 @@ async fn invalid_waits_are_refused() {
 
 #[tokio::test]
 async fn over_the_waiter_cap_a_request_is_answered_as_a_plain_poll() {
-    let app = spawn_app_with(|c| c.revocation_max_waiters = 1).await;
+    let app = spawn_app_with(|c| c.revocation.max_waiters = 1).await;
     let cursor = current_cursor(&app).await;
     let parked = tokio::spawn({
         let (http, url, cursor) = (app.http.clone(), app.url("/v1/revocations"), cursor.clone());

@@ -13,7 +13,7 @@ async fn post_from(app: &TestApp, client: &str, path: &str, body: Value) -> u16 
 }
 
 fn limited(c: &mut authflow_auth_service::config::Config) {
-    c.xff_num_trusted_hops = 1;
+    c.server.xff_num_trusted_hops = 1;
 }
 
 /// The outbox of `to` once background sends have settled.
@@ -61,7 +61,7 @@ async fn sign_up_notices_are_limited_per_recipient() {
 async fn one_client_cannot_mail_many_addresses() {
     let app = spawn_app_with(|c| {
         limited(c);
-        c.mail_max_per_client_per_hour = 3;
+        c.mail.max_per_client_per_hour = 3;
     })
     .await;
     for i in 0..6 {

@@ -83,7 +83,7 @@ async fn is_routed(app: &TestApp, method: &str, path: &str) -> bool {
 }
 
 async fn check_doc_matches_routes(dev_endpoints: bool) {
-    let app = spawn_app_with(|c| c.dev_endpoints = dev_endpoints).await;
+    let app = spawn_app_with(|c| c.server.dev_endpoints = dev_endpoints).await;
     let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
     let documented = documented(&doc);
     let expected = endpoints(dev_endpoints);

@@ -14,8 +14,8 @@ use crate::common::*;
 #[tokio::test]
 async fn retired_key_loses_its_private_half_but_stays_published() {
     let app = spawn_app_with(|c| {
-        c.key_publish_lead = Duration::from_secs(1);
-        c.maintenance_interval = Duration::from_secs(1);
+        c.keys.publish_lead = Duration::from_secs(1);
+        c.maintenance.interval = Duration::from_secs(1);
     })
     .await;
     let admin = app.admin("keys@example.com").await;
@@ -42,7 +42,7 @@ async fn retired_key_loses_its_private_half_but_stays_published() {
 
 #[tokio::test]
 async fn audit_rows_expire_after_the_retention_period() {
-    let app = spawn_app_with(|c| c.maintenance_interval = Duration::from_secs(1)).await;
+    let app = spawn_app_with(|c| c.maintenance.interval = Duration::from_secs(1)).await;
     let now = authflow_auth_service::clock::now();
     let old = AuditEntry { at: now - 91 * 86_400, event: "signin".into(), outcome: "ancient".into(), ..AuditEntry::default() };
     let recent = AuditEntry { at: now - 89 * 86_400, event: "signin".into(), outcome: "recent".into(), ..AuditEntry::default() };

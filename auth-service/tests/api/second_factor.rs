@@ -87,8 +87,8 @@ async fn password_and_guess_cycles_escalate_and_survive_a_restart() {
         // Retry-After is whole seconds read one request after the lock was set, so it may
         // be one short when a second boundary passes in between: a 2 s base keeps 2, 4, 8
         // strictly increasing even then (a 1 s base read [1, 1, 4] under load).
-        c.lockout_base = Duration::from_secs(2);
-        c.account_max_failures = 1000;
+        c.throttle.lockout_base = Duration::from_secs(2);
+        c.throttle.account_max_failures = 1000;
     };
     let app = spawn_app_with(tweak).await;
     let email = "cycle@example.com";

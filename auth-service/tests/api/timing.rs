@@ -12,10 +12,10 @@ use crate::common::*;
 async fn unknown_email_and_wrong_password_take_about_the_same_time() {
     // A real memory cost so the hash dominates the request time.
     let app = spawn_app_with(|c| {
-        c.password_hash_memory_kib = 8192;
-        c.password_hash_iterations = 2;
-        c.account_max_failures = 1000;
-        c.ip_max_failures = 1000;
+        c.passwords.hash_memory_kib = 8192;
+        c.passwords.hash_iterations = 2;
+        c.throttle.account_max_failures = 1000;
+        c.throttle.ip_max_failures = 1000;
     })
     .await;
     app.verified_user("olga@example.com").await;

@@ -42,7 +42,7 @@ fn banned_subjects(feed: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn sign_in_failures_on_one_instance_count_on_the_other() {
-    let (one, two) = two_instances(|c| c.account_max_failures = 3).await;
+    let (one, two) = two_instances(|c| c.throttle.account_max_failures = 3).await;
     one.verified_user("ada@example.com").await;
     for app in [&one, &one, &two] {
         let r = app.post("/v1/auth/signin", json!({"email": "ada@example.com", "password": "wrong password!!"})).await;
@@ -282,7 +282,7 @@ async fn kill_dash_nine_of_one_instance_loses_nothing_and_the_other_keeps_servin
 /// signs with it, and from its activation both sign with it.
 #[tokio::test]
 async fn a_rotated_key_is_published_by_every_instance_before_any_signs_with_it() {
-    let (one, two) = two_instances(|c| c.key_publish_lead = Duration::from_secs(3)).await;
+    let (one, two) = two_instances(|c| c.keys.publish_lead = Duration::from_secs(3)).await;
     let admin = one.admin("root@example.com").await;
     let old_kid = header(&admin.access)["kid"].as_str().unwrap().to_owned();
     let r = one.authed(Method::POST, "/v1/admin/keys/rotate", &admin).send().await.unwrap();

@@ -1,0 +1,541 @@
+//! Configuration in nested sections (`[server]`, `[tokens]`, …): a TOML file
+//! (optional) overlaid with `AUTHFLOW_<SECTION>__<FIELD>` environment
+//! variables ([`sources`]), extracted into [`raw::RawConfig`] and validated
+//! into [`Config`] in one place ([`raw`]). Every error names the setting and
+//! the file key or variable it came from; secrets never show in `Debug`.
+
+mod raw;
+pub mod sources;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use authflow_contract::fingerprint::DeviceAttribute;
+use authflow_contract::Algorithm;
+use secrecy::SecretString;
+
+pub use raw::RawConfig;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub environment: Environment,
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub tokens: TokenConfig,
+    pub keys: KeyConfig,
+    pub accounts: AccountConfig,
+    pub passwords: PasswordConfig,
+    pub throttle: ThrottleConfig,
+    pub mail: MailConfig,
+    pub maintenance: MaintenanceConfig,
+    pub revocation: RevocationConfig,
+    pub kek: KekConfig,
+    pub dpop: DpopConfig,
+}
+
+/// `[server]`: the listener and the HTTP surface.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Created if missing: the SQLite database (by default) and the outbox.
+    pub data_dir: PathBuf,
+    pub dev_endpoints: bool,
+    pub body_limit_bytes: usize,
+    /// Trusted proxies in front of the service, each appending to
+    /// `x-forwarded-for`: the client address (throttling, audit, the
+    /// `client-ip-prefix` attribute) is the entry this many hops from the
+    /// right; 0 = the peer address. Envoy's setting of the same name.
+    pub xff_num_trusted_hops: u32,
+}
+
+/// `[database]`.
+#[derive(Clone, Debug)]
+pub struct DatabaseConfig {
+    /// May carry the database password: `Debug` prints `[REDACTED]`.
+    pub url: SecretString,
+}
+
+/// `[tokens]`: what every issued token says and how long it lives.
+#[derive(Clone, Debug)]
+pub struct TokenConfig {
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub fingerprint_attributes: Vec<DeviceAttribute>,
+}
+
+/// `[keys]`: the signing key ring.
+#[derive(Clone, Debug)]
+pub struct KeyConfig {
+    pub signing_alg: Algorithm,
+    /// A rotated-in key is published this long before it signs.
+    pub publish_lead: Duration,
+}
+
+/// `[accounts]`: sign-in challenges, mailed links, the second factor.
+#[derive(Clone, Debug)]
+pub struct AccountConfig {
+    pub challenge_ttl: Duration,
+    pub challenge_max_attempts: u32,
+    pub email_token_ttl: Duration,
+    pub reset_token_ttl: Duration,
+    pub totp_issuer: String,
+}
+
+/// `[passwords]`: the argon2id cost.
+#[derive(Clone, Debug)]
+pub struct PasswordConfig {
+    pub hash_memory_kib: u32,
+    pub hash_iterations: u32,
+}
+
+/// `[throttle]`: failure counting and lockouts.
+#[derive(Clone, Debug)]
+pub struct ThrottleConfig {
+    pub account_max_failures: u32,
+    pub ip_max_failures: u32,
+    pub lockout_base: Duration,
+    pub lockout_max: Duration,
+    /// Wrong second-factor codes per account (across challenges) before it locks.
+    pub second_factor_max_failures: u32,
+    /// Cap of the doubling second-factor lockout.
+    pub second_factor_lockout_max: Duration,
+}
+
+/// `[mail]` (and `[smtp]` for the relay).
+#[derive(Clone, Debug)]
+pub struct MailConfig {
+    pub transport: MailerConfig,
+    pub from: String,
+    /// Mails an anonymous client can trigger (sign-up, password reset) per
+    /// recipient and per client address, each per hour.
+    pub max_per_recipient_per_hour: u32,
+    pub max_per_client_per_hour: u32,
+}
+
+#[derive(Clone, Debug)]
+pub enum MailerConfig {
+    /// Every message is written under `<data_dir>/outbox/` (and readable via
+    /// the dev endpoint when enabled).
+    DevOutbox,
+    /// Plain SMTP (optionally authenticated) to a relay.
+    Smtp { host: String, port: u16, username: Option<String>, password: Option<SecretString> },
+}
+
+/// `[maintenance]`: the periodic task.
+#[derive(Clone, Debug)]
+pub struct MaintenanceConfig {
+    /// Pruning, feed and key reload period.
+    pub interval: Duration,
+    /// Audit rows older than this are deleted by the maintenance task.
+    pub audit_retention: Duration,
+}
+
+/// `[revocation]`: the revocation feed.
+#[derive(Clone, Debug)]
+pub struct RevocationConfig {
+    /// How long past its token's `exp` a revocation is kept, published and
+    /// honoured: at least the largest `clock_skew_secs` of any filter.
+    pub retention: Duration,
+    /// Long polls of the revocation feed held open at once; past it a
+    /// `wait` is answered at once, like a plain poll.
+    pub max_waiters: usize,
+}
+
+/// `[kek]`: the key-encryption key(s) for secrets at rest (see `kek.rs`).
+/// `Debug` prints nothing of them.
+#[derive(Clone, Default)]
+pub struct KekConfig {
+    /// Seals and opens; required to start (`kek.key` or `kek.key_file`).
+    pub current: Option<[u8; 32]>,
+    /// Open only, during a rotation (`kek.previous`).
+    pub previous: Vec<[u8; 32]>,
+}
+
+impl std::fmt::Debug for KekConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KekConfig")
+            .field("current", &self.current.map(|_| "<redacted>"))
+            .field("previous", &self.previous.len())
+            .finish()
+    }
+}
+
+/// `[dpop]`: DPoP (RFC 9449) at this service's token endpoints and own endpoints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DpopConfig {
+    /// Proof algorithms accepted (advertised as `dpop_signing_alg_values_supported`).
+    pub algorithms: Vec<Algorithm>,
+    /// Token requests need a server nonce (RFC 9449 §8).
+    pub require_nonce: bool,
+}
+
+/// Settings whose values are secret: never quoted in an error either.
+const SECRET_PATHS: &[&str] = &["database.url", "smtp.password", "kek.key", "kek.previous"];
+
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "configuration error: {}", self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads `file` (if any), overlays the process environment, validates.
+    /// Deprecated flat names that were used are logged with their new names.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let (config, deprecated) = Self::load_reporting(file, &env)?;
+        for (old, new) in deprecated {
+            tracing::warn!(old = %old, new = %new, "deprecated flat setting name; use the nested one");
+        }
+        Ok(config)
+    }
+
+    pub fn load_from(file: Option<&Path>, env: &[(String, String)]) -> Result<Self, ConfigError> {
+        Self::load_reporting(file, env).map(|(config, _)| config)
+    }
+
+    /// As [`Config::load_from`], also returning each deprecated flat name
+    /// used, as `(old, new)`.
+    pub fn load_reporting(file: Option<&Path>, env: &[(String, String)]) -> Result<(Self, Vec<(String, String)>), ConfigError> {
+        let (figment, deprecated) = sources::layered(file, env)?;
+        // Lossy: environment values are text; numbers and booleans
+        // (true/false, yes/no, on/off, 1/0) are read out of it.
+        let raw: RawConfig = figment.extract_lossy().map_err(|e| extraction_error(&figment, e))?;
+        let config = raw.validate().map_err(|invalid| {
+            ConfigError(format!("`{}` ({}): {}", invalid.path, sources::origin_of(&figment, invalid.path), invalid.why))
+        })?;
+        Ok((config, deprecated))
+    }
+
+    /// Defaults only (development), with the data directory given: for tests.
+    pub fn for_data_dir(data_dir: &Path) -> Result<Self, ConfigError> {
+        let mut raw = RawConfig::default();
+        raw.server.data_dir = Some(data_dir.display().to_string());
+        raw.validate().map_err(|invalid| ConfigError(format!("`{}`: {}", invalid.path, invalid.why)))
+    }
+
+    pub fn outbox_dir(&self) -> PathBuf {
+        self.server.data_dir.join("outbox")
+    }
+}
+
+/// A type error or unknown key from extraction, named by its dotted path
+/// and where it was written; a secret's value is not repeated.
+fn extraction_error(figment: &figment::Figment, error: figment::Error) -> ConfigError {
+    let mut path = error.path.join(".");
+    if let figment::error::Kind::UnknownField(field, _) = &error.kind {
+        // The path may stop at the section: the key itself is the field.
+        if error.path.last() != Some(field) {
+            path = if path.is_empty() { field.clone() } else { format!("{path}.{field}") };
+        }
+    }
+    let origin = match &error.metadata {
+        Some(md) => sources::describe(md, &path),
+        None => sources::origin_of(figment, &path),
+    };
+    let why = match &error.kind {
+        figment::error::Kind::InvalidType(_, expected) if SECRET_PATHS.contains(&path.as_str()) => {
+            format!("expected {expected}")
+        }
+        figment::error::Kind::UnknownField(field, expected) => {
+            format!("unknown setting `{field}`; expected one of: {}", expected.join(", "))
+        }
+        kind => kind.to_string(),
+    };
+    ConfigError(format!("`{path}` ({origin}): {why}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    fn file_with(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("authflow.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = Config::load_from(None, &[]).unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8081");
+        assert_eq!(c.tokens.issuer, "http://127.0.0.1:8081");
+        assert_eq!(c.tokens.audiences, vec!["authflow-demo"]);
+        assert_eq!(c.tokens.access_ttl, Duration::from_secs(900));
+        assert_eq!(c.tokens.fingerprint_attributes.len(), 2);
+        assert!(c.database.url.expose_secret().ends_with("authflow.db"));
+        assert!(c.server.dev_endpoints);
+        assert_eq!(c.keys.signing_alg, Algorithm::EdDSA);
+    }
+
+    #[test]
+    fn dpop_settings_default_to_both_algorithms_without_nonces() {
+        let c = Config::load_from(None, &[]).unwrap();
+        assert_eq!(c.dpop, DpopConfig { algorithms: vec![Algorithm::ES256, Algorithm::EdDSA], require_nonce: false });
+        let c = Config::load_from(None, &env(&[("AUTHFLOW_DPOP__ALGORITHMS", "EdDSA"), ("AUTHFLOW_DPOP__REQUIRE_NONCE", "true")])).unwrap();
+        assert_eq!(c.dpop, DpopConfig { algorithms: vec![Algorithm::EdDSA], require_nonce: true });
+        let c = Config::load_from(None, &env(&[("AUTHFLOW_DPOP_ALGORITHMS", "EdDSA"), ("AUTHFLOW_DPOP_REQUIRE_NONCE", "true")])).unwrap();
+        assert_eq!(c.dpop, DpopConfig { algorithms: vec![Algorithm::EdDSA], require_nonce: true }, "the flat names");
+        for refused in ["RS256", "none", ""] {
+            let e = Config::load_from(None, &env(&[("AUTHFLOW_DPOP__ALGORITHMS", refused)])).unwrap_err();
+            assert!(e.to_string().contains("dpop.algorithms") && e.to_string().contains("AUTHFLOW_DPOP__ALGORITHMS"), "{refused}: {e}");
+        }
+    }
+
+    /// Revocations are kept past their token's `exp` by at least the largest
+    /// skew a filter accepts, unless told otherwise, and never by less than
+    /// this service's own tolerance.
+    #[test]
+    fn revocation_retention_covers_every_allowed_skew() {
+        use authflow_contract::revocation::MAX_CLOCK_SKEW_SECS;
+        let c = Config::load_from(None, &[]).unwrap();
+        assert_eq!(c.revocation.retention, Duration::from_secs(MAX_CLOCK_SKEW_SECS));
+        let c = Config::load_from(None, &env(&[("AUTHFLOW_REVOCATION__RETENTION_SECS", "120")])).unwrap();
+        assert_eq!(c.revocation.retention, Duration::from_secs(120));
+        let e = Config::load_from(None, &env(&[("AUTHFLOW_REVOCATION_RETENTION_SECS", "29")])).unwrap_err();
+        assert!(e.to_string().contains("revocation.retention_secs"), "{e}");
+    }
+
+    /// The file in sections, the environment as `AUTHFLOW_<SECTION>__<FIELD>`.
+    #[test]
+    fn nested_sections_in_file_and_environment() {
+        let (_dir, path) = file_with(
+            "environment = \"development\"\n\
+             [server]\nlisten = \"127.0.0.1:9\"\nxff_num_trusted_hops = 1\n\
+             [tokens]\naccess_ttl_secs = 60\naudiences = [\"a\", \"b\"]\n\
+             [throttle]\naccount_max_failures = 7\n\
+             [mail]\ntransport = \"smtp\"\n\
+             [smtp]\nhost = \"relay.internal\"\nport = 587\n",
+        );
+        let c = Config::load_from(
+            Some(&path),
+            &env(&[
+                ("AUTHFLOW_TOKENS__ACCESS_TTL_SECS", "120"),
+                ("AUTHFLOW_TOKENS__FINGERPRINT_ATTRIBUTES", "user-agent, client-ip-prefix"),
+                ("AUTHFLOW_KEYS__SIGNING_ALG", "ES256"),
+                ("AUTHFLOW_SERVER__DEV_ENDPOINTS", "off"),
+                ("AUTHFLOW_REVOCATION__MAX_WAITERS", "3"),
+            ]),
+        )
+        .unwrap();
+        let shown = format!("{c:?}");
+        // The environment overrides the file; the rest of the file stays.
+        for expected in [
+            "listen: 127.0.0.1:9",
+            "access_ttl: 120s",
+            "account_max_failures: 7",
+            "host: \"relay.internal\"",
+            "port: 587",
+            "ClientIpPrefix",
+            "ES256",
+            "dev_endpoints: false",
+            "max_waiters: 3",
+            "xff_num_trusted_hops: 1",
+        ] {
+            assert!(shown.contains(expected), "`{expected}` missing from {shown}");
+        }
+        assert_eq!(c.tokens.audiences, vec!["a", "b"]);
+    }
+
+    /// The flat names of earlier releases keep working (file keys and
+    /// variables), are reported as deprecated, and lose to the nested name.
+    #[test]
+    fn flat_names_are_deprecated_aliases() {
+        let (_dir, path) = file_with("listen = \"127.0.0.1:9\"\naccess_ttl_secs = 60\nkek_previous = []\n");
+        let (c, deprecated) = Config::load_reporting(
+            Some(&path),
+            &env(&[
+                ("AUTHFLOW_SMTP_HOST", "relay.internal"),
+                ("AUTHFLOW_MAILER", "smtp"),
+                ("AUTHFLOW_REFRESH_TTL_SECS", "3600"),
+                ("AUTHFLOW_TOKENS__REFRESH_TTL_SECS", "7200"),
+                // Not settings: other tools' and the CLI's own variables.
+                ("AUTHFLOW_CONFIG", "elsewhere.toml"),
+                ("AUTHFLOW_NEW_PASSWORD", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.listen.port(), 9);
+        assert_eq!(c.tokens.access_ttl, Duration::from_secs(60));
+        assert_eq!(c.tokens.refresh_ttl, Duration::from_secs(7200), "the nested name wins");
+        assert!(matches!(&c.mail.transport, MailerConfig::Smtp { host, .. } if host == "relay.internal"));
+        for (old, new) in [
+            ("listen", "server.listen"),
+            ("access_ttl_secs", "tokens.access_ttl_secs"),
+            ("AUTHFLOW_MAILER", "AUTHFLOW_MAIL__TRANSPORT"),
+            ("AUTHFLOW_SMTP_HOST", "AUTHFLOW_SMTP__HOST"),
+        ] {
+            assert!(deprecated.iter().any(|(o, n)| o == old && n == new), "{old} → {new} not in {deprecated:?}");
+        }
+        assert!(!deprecated.iter().any(|(o, _)| o.contains("CONFIG") || o.contains("NEW_PASSWORD")), "{deprecated:?}");
+    }
+
+    #[test]
+    fn env_overrides_and_lists() {
+        let c = Config::load_from(
+            None,
+            &env(&[
+                ("AUTHFLOW_AUDIENCES", "a, b"),
+                ("AUTHFLOW_ACCESS_TTL_SECS", "60"),
+                ("AUTHFLOW_FINGERPRINT_ATTRIBUTES", "user-agent,client-ip-prefix"),
+                ("AUTHFLOW_SIGNING_ALG", "ES256"),
+                ("AUTHFLOW_DEV_ENDPOINTS", "false"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.tokens.audiences, vec!["a", "b"]);
+        assert_eq!(c.tokens.access_ttl, Duration::from_secs(60));
+        assert_eq!(c.tokens.fingerprint_attributes[1], DeviceAttribute::ClientIpPrefix);
+        assert_eq!(c.keys.signing_alg, Algorithm::ES256);
+        assert!(!c.server.dev_endpoints);
+    }
+
+    /// Every error names the setting and the exact variable or file it came from.
+    #[test]
+    fn bad_values_name_the_field_and_its_source() {
+        type Vars<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(Vars, &[&str])] = &[
+            (&[("AUTHFLOW_ACCESS_TTL_SECS", "soon")], &["tokens.access_ttl_secs", "AUTHFLOW_ACCESS_TTL_SECS", "deprecated"]),
+            (&[("AUTHFLOW_TOKENS__ACCESS_TTL_SECS", "soon")], &["tokens.access_ttl_secs", "AUTHFLOW_TOKENS__ACCESS_TTL_SECS"]),
+            (&[("AUTHFLOW_TOKENS__ACCESS_TTL_SECS", "0")], &["tokens.access_ttl_secs", "AUTHFLOW_TOKENS__ACCESS_TTL_SECS", "1..=86400"]),
+            (&[("AUTHFLOW_LISTEN", "nowhere")], &["server.listen", "AUTHFLOW_LISTEN"]),
+            (&[("AUTHFLOW_SERVER__LISTEN", "nowhere")], &["server.listen", "AUTHFLOW_SERVER__LISTEN"]),
+            (&[("AUTHFLOW_FINGERPRINT_ATTRIBUTES", "bad header")], &["tokens.fingerprint_attributes"]),
+            (
+                &[("AUTHFLOW_ENVIRONMENT", "production"), ("AUTHFLOW_ISSUER", "https://a.example"), ("AUTHFLOW_DEV_ENDPOINTS", "true")],
+                &["server.dev_endpoints", "AUTHFLOW_DEV_ENDPOINTS"],
+            ),
+            (&[("AUTHFLOW_TRUST_FORWARDED_FOR", "true")], &["xff_num_trusted_hops"]),
+            (&[("AUTHFLOW_XFF_NUM_TRUSTED_HOPS", "11")], &["server.xff_num_trusted_hops"]),
+            (&[("AUTHFLOW_MAIL__TRANSPORT", "smtp")], &["smtp.host", "not set", "AUTHFLOW_SMTP__HOST"]),
+            (&[("AUTHFLOW_KEK__KEY", "short")], &["kek.key", "AUTHFLOW_KEK__KEY"]),
+        ];
+        for (vars, needles) in cases {
+            let e = Config::load_from(None, &env(vars)).unwrap_err().to_string();
+            for needle in *needles {
+                assert!(e.contains(needle), "{vars:?}: `{needle}` missing from: {e}");
+            }
+        }
+        let (_dir, path) = file_with("[tokens]\naccess_ttl_secs = \"soon\"\n");
+        let e = Config::load_from(Some(&path), &[]).unwrap_err().to_string();
+        assert!(e.contains("tokens.access_ttl_secs") && e.contains("authflow.toml") && e.contains("u64"), "{e}");
+        let (_dir, path) = file_with("[throttle]\nlockout_base_secs = 60\nlockout_max_secs = 10\n");
+        let e = Config::load_from(Some(&path), &[]).unwrap_err().to_string();
+        assert!(e.contains("throttle.lockout_max_secs") && e.contains("authflow.toml"), "{e}");
+    }
+
+    /// Configuration is logged and printed with `{:?}`: no secret may show,
+    /// whichever name set it.
+    #[test]
+    fn debug_output_holds_no_secret() {
+        let (kek, previous) = (crate::kek::generate_key(), crate::kek::generate_key());
+        let (_dir, path) = file_with(&format!("[kek]\nprevious = [\"{}\"]\n[smtp]\npassword = \"file-pass-3Rt8\"\n", previous.trim()));
+        for vars in [
+            vec![
+                ("AUTHFLOW_DATABASE_URL", "postgres://authflow:db-pass-7Hq2@db.internal:5432/authflow"),
+                ("AUTHFLOW_MAILER", "smtp"),
+                ("AUTHFLOW_SMTP_HOST", "relay.internal"),
+                ("AUTHFLOW_SMTP_USERNAME", "mailer"),
+                ("AUTHFLOW_SMTP_PASSWORD", "smtp-pass-9Xw4"),
+                ("AUTHFLOW_KEK", &kek),
+            ],
+            vec![
+                ("AUTHFLOW_DATABASE__URL", "postgres://authflow:db-pass-7Hq2@db.internal:5432/authflow"),
+                ("AUTHFLOW_MAIL__TRANSPORT", "smtp"),
+                ("AUTHFLOW_SMTP__HOST", "relay.internal"),
+                ("AUTHFLOW_SMTP__USERNAME", "mailer"),
+                ("AUTHFLOW_SMTP__PASSWORD", "smtp-pass-9Xw4"),
+                ("AUTHFLOW_KEK__KEY", &kek),
+            ],
+        ] {
+            for file in [None, Some(path.as_path())] {
+                let c = Config::load_from(file, &env(&vars)).unwrap();
+                assert_eq!(c.kek.previous.len(), usize::from(file.is_some()));
+                let shown = format!("{c:?} {c:#?}");
+                for secret in ["db-pass-7Hq2", "smtp-pass-9Xw4", "file-pass-3Rt8", kek.trim(), previous.trim()] {
+                    assert!(!shown.contains(secret), "`{secret}` appears in {shown}");
+                }
+                // What is not secret still shows, so the output stays useful.
+                assert!(shown.contains("relay.internal") && shown.contains("mailer"), "{shown}");
+            }
+        }
+    }
+
+    /// A secret of the wrong type is refused without repeating it.
+    #[test]
+    fn errors_do_not_repeat_a_secret() {
+        let (_dir, path) = file_with("[smtp]\npassword = 987654321\n");
+        let e = Config::load_from(Some(&path), &[]).unwrap_err().to_string();
+        assert!(e.contains("smtp.password") && !e.contains("987654321"), "{e}");
+        let e = Config::load_from(None, &env(&[("AUTHFLOW_KEK__PREVIOUS", "secret-not-a-key")])).unwrap_err().to_string();
+        assert!(e.contains("kek.previous") && !e.contains("secret-not-a-key"), "{e}");
+    }
+
+    /// A typo in a security setting must not silently fall back to a default:
+    /// unknown keys are refused, at the top, in every section and in the
+    /// environment's nested names.
+    #[test]
+    fn unknown_settings_are_refused() {
+        let files: &[(&str, &str)] = &[
+            ("listen = \"127.0.0.1:9\"\nlisten_adress = \"x\"\n", "listen_adress"),
+            ("[tokens]\naccess_ttl_sec = 60\n", "tokens.access_ttl_sec"),
+            ("[throttle]\naccount_max_failure = 1000\n", "throttle.account_max_failure"),
+            ("[kek]\nkey_fiel = \"/run/kek\"\n", "kek.key_fiel"),
+            ("[token]\naccess_ttl_secs = 60\n", "token"),
+        ];
+        for (text, name) in files {
+            let (_dir, path) = file_with(text);
+            let e = Config::load_from(Some(&path), &[]).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{name}`")) && e.contains("authflow.toml"), "{text:?}: {e}");
+        }
+        for (var, name, source) in [
+            ("AUTHFLOW_TOKENS__ACESS_TTL_SECS", "tokens.acess_ttl_secs", "AUTHFLOW_TOKENS__ACESS_TTL_SECS"),
+            ("AUTHFLOW_THROTLE__IP_MAX_FAILURES", "throtle", "AUTHFLOW_THROTLE__"),
+            ("AUTHFLOW_SMTP__PASSWORT", "smtp.passwort", "AUTHFLOW_SMTP__PASSWORT"),
+        ] {
+            let e = Config::load_from(None, &env(&[(var, "1")])).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{name}`")) && e.contains(source), "{var}: {e}");
+        }
+    }
+
+    /// The documented example holds every setting at its default: it loads,
+    /// and equals no file at all.
+    #[test]
+    fn shipped_example_is_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("authflow.example.toml");
+        let (example, deprecated) = Config::load_reporting(Some(&path), &[]).unwrap();
+        assert!(deprecated.is_empty(), "{deprecated:?}");
+        assert_eq!(format!("{example:?}"), format!("{:?}", Config::load_from(None, &[]).unwrap()));
+    }
+
+    #[test]
+    fn file_values_load() {
+        let (_dir, path) = file_with("listen = \"127.0.0.1:9\"\nissuer = \"https://a.example\"\n");
+        let c = Config::load_from(Some(&path), &[]).unwrap();
+        assert_eq!(c.server.listen.port(), 9);
+        let (_dir, path) = file_with("[server]\nlisten = \"127.0.0.1:10\"\n[tokens]\nissuer = \"https://a.example\"\n");
+        let c = Config::load_from(Some(&path), &[]).unwrap();
+        assert_eq!((c.server.listen.port(), c.tokens.issuer.as_str()), (10, "https://a.example"));
+    }
+}

@@ -1,0 +1,446 @@
+//! The settings as written (file and environment), every field optional and
+//! every section closed to unknown keys, and the one place they are checked
+//! and turned into a [`Config`]. Secrets are wrapped the moment they are read.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use authflow_contract::fingerprint::DeviceAttribute;
+use authflow_contract::revocation::MAX_CLOCK_SKEW_SECS;
+use authflow_contract::Algorithm;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Deserializer};
+
+use super::{
+    AccountConfig, Config, DatabaseConfig, DpopConfig, Environment, KekConfig, KeyConfig, MailConfig, MailerConfig, MaintenanceConfig,
+    PasswordConfig, RevocationConfig, ServerConfig, ThrottleConfig, TokenConfig,
+};
+
+/// A setting that failed validation: its dotted path and why.
+#[derive(Debug)]
+pub struct Invalid {
+    pub path: &'static str,
+    pub why: String,
+}
+
+fn bad(path: &'static str, why: impl std::fmt::Display) -> Invalid {
+    Invalid { path, why: why.to_string() }
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub environment: Option<String>,
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub database: RawDatabase,
+    #[serde(default)]
+    pub tokens: RawTokens,
+    #[serde(default)]
+    pub keys: RawKeys,
+    #[serde(default)]
+    pub accounts: RawAccounts,
+    #[serde(default)]
+    pub passwords: RawPasswords,
+    #[serde(default)]
+    pub throttle: RawThrottle,
+    #[serde(default)]
+    pub mail: RawMail,
+    #[serde(default)]
+    pub smtp: RawSmtp,
+    #[serde(default)]
+    pub maintenance: RawMaintenance,
+    #[serde(default)]
+    pub revocation: RawRevocation,
+    #[serde(default)]
+    pub kek: RawKek,
+    #[serde(default)]
+    pub dpop: RawDpop,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<String>,
+    pub data_dir: Option<String>,
+    pub dev_endpoints: Option<bool>,
+    pub body_limit_bytes: Option<usize>,
+    pub xff_num_trusted_hops: Option<u32>,
+    /// Replaced by `xff_num_trusted_hops`; refused with a pointer to it.
+    pub trust_forwarded_for: Option<bool>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDatabase {
+    /// May carry the database password.
+    pub url: Option<SecretString>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTokens {
+    pub issuer: Option<String>,
+    #[serde(default, deserialize_with = "list")]
+    pub audiences: Option<Vec<String>>,
+    pub access_ttl_secs: Option<u64>,
+    pub refresh_ttl_secs: Option<u64>,
+    #[serde(default, deserialize_with = "list")]
+    pub fingerprint_attributes: Option<Vec<String>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeys {
+    pub signing_alg: Option<String>,
+    pub publish_lead_secs: Option<u64>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccounts {
+    pub challenge_ttl_secs: Option<u64>,
+    pub challenge_max_attempts: Option<u32>,
+    pub email_token_ttl_secs: Option<u64>,
+    pub reset_token_ttl_secs: Option<u64>,
+    pub totp_issuer: Option<String>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPasswords {
+    pub hash_memory_kib: Option<u32>,
+    pub hash_iterations: Option<u32>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawThrottle {
+    pub account_max_failures: Option<u32>,
+    pub ip_max_failures: Option<u32>,
+    pub lockout_base_secs: Option<u64>,
+    pub lockout_max_secs: Option<u64>,
+    pub second_factor_max_failures: Option<u32>,
+    pub second_factor_lockout_max_secs: Option<u64>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMail {
+    pub transport: Option<String>,
+    pub from: Option<String>,
+    pub max_per_recipient_per_hour: Option<u32>,
+    pub max_per_client_per_hour: Option<u32>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSmtp {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMaintenance {
+    pub interval_secs: Option<u64>,
+    pub audit_retention_days: Option<u64>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRevocation {
+    pub retention_secs: Option<u64>,
+    pub max_waiters: Option<u32>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKek {
+    /// 32 random bytes, base64; or `key_file`, a file holding that text.
+    pub key: Option<SecretString>,
+    pub key_file: Option<String>,
+    #[serde(default, deserialize_with = "secret_list")]
+    pub previous: Option<Vec<SecretString>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDpop {
+    /// `ES256`, `EdDSA` (both by default).
+    #[serde(default, deserialize_with = "list")]
+    pub algorithms: Option<Vec<String>>,
+    pub require_nonce: Option<bool>,
+}
+
+/// A list: an array (file) or comma-separated text (environment).
+fn list<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Vec<String>>, D::Error> {
+    struct ListVisitor;
+    impl<'de> serde::de::Visitor<'de> for ListVisitor {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list of strings (comma-separated in the environment)")
+        }
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+            Ok(text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element::<String>()? {
+                items.push(item);
+            }
+            Ok(items)
+        }
+    }
+    de.deserialize_any(ListVisitor).map(Some)
+}
+
+fn secret_list<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Vec<SecretString>>, D::Error> {
+    Ok(list(de)?.map(|items| items.into_iter().map(SecretString::from).collect()))
+}
+
+fn secs(path: &'static str, value: Option<u64>, default: u64, min: u64, max: u64) -> Result<Duration, Invalid> {
+    let v = value.unwrap_or(default);
+    if v < min || v > max {
+        return Err(bad(path, format!("{v} is outside {min}..={max} seconds")));
+    }
+    Ok(Duration::from_secs(v))
+}
+
+fn count<T: Copy + PartialOrd + std::fmt::Display>(path: &'static str, value: Option<T>, default: T, min: T, max: T) -> Result<T, Invalid> {
+    let v = value.unwrap_or(default);
+    if v < min || v > max {
+        return Err(bad(path, format!("{v} is outside {min}..={max}")));
+    }
+    Ok(v)
+}
+
+impl RawConfig {
+    pub fn validate(self) -> Result<Config, Invalid> {
+        let environment = match self.environment.as_deref().unwrap_or("development") {
+            "development" => Environment::Development,
+            "production" => Environment::Production,
+            other => return Err(bad("environment", format!("`{other}` is not development|production"))),
+        };
+        let server = self.server.validate(environment)?;
+        let database = DatabaseConfig {
+            url: self.database.url.unwrap_or_else(|| {
+                SecretString::from(format!("sqlite://{}", server.data_dir.join("authflow.db").display()))
+            }),
+        };
+        if crate::store::Backend::of_url(database.url.expose_secret()).is_none() {
+            return Err(bad("database.url", "must start with sqlite: or postgres://"));
+        }
+        let tokens = self.tokens.validate(environment)?;
+        Ok(Config {
+            environment,
+            server,
+            database,
+            tokens,
+            keys: self.keys.validate()?,
+            accounts: self.accounts.validate()?,
+            passwords: PasswordConfig {
+                hash_memory_kib: count("passwords.hash_memory_kib", self.passwords.hash_memory_kib, 19_456, 1024, 1024 * 1024)?,
+                hash_iterations: count("passwords.hash_iterations", self.passwords.hash_iterations, 2, 1, 16)?,
+            },
+            throttle: self.throttle.validate()?,
+            mail: validate_mail(self.mail, self.smtp)?,
+            maintenance: MaintenanceConfig {
+                interval: secs("maintenance.interval_secs", self.maintenance.interval_secs, 30, 1, 3600)?,
+                audit_retention: Duration::from_secs(
+                    86_400 * count("maintenance.audit_retention_days", self.maintenance.audit_retention_days, 90, 1, 3650)?,
+                ),
+            },
+            revocation: RevocationConfig {
+                // Never shorter than this service's own tolerance on `exp`; the
+                // default covers the largest skew a filter accepts.
+                retention: secs(
+                    "revocation.retention_secs",
+                    self.revocation.retention_secs,
+                    MAX_CLOCK_SKEW_SECS,
+                    crate::tokens::TIME_TOLERANCE_SECS,
+                    7 * 86_400,
+                )?,
+                max_waiters: count("revocation.max_waiters", self.revocation.max_waiters, 10_000, 0, 1_000_000)? as usize,
+            },
+            kek: self.kek.validate()?,
+            dpop: self.dpop.validate()?,
+        })
+    }
+}
+
+impl RawServer {
+    fn validate(self, environment: Environment) -> Result<ServerConfig, Invalid> {
+        let listen_text = self.listen.unwrap_or_else(|| "127.0.0.1:8081".into());
+        let listen: SocketAddr =
+            listen_text.parse().map_err(|_| bad("server.listen", format!("`{listen_text}` is not an ip:port address")))?;
+        let dev_endpoints = self.dev_endpoints.unwrap_or(environment == Environment::Development);
+        if dev_endpoints && environment == Environment::Production {
+            return Err(bad("server.dev_endpoints", "cannot be enabled in production"));
+        }
+        if self.trust_forwarded_for.is_some() {
+            return Err(bad(
+                "server.trust_forwarded_for",
+                "was replaced by `server.xff_num_trusted_hops` (the number of proxies in front that append to x-forwarded-for; 1 behind the shipped Envoy)",
+            ));
+        }
+        Ok(ServerConfig {
+            listen,
+            data_dir: PathBuf::from(self.data_dir.unwrap_or_else(|| "./.authflow-data".into())),
+            dev_endpoints,
+            body_limit_bytes: count("server.body_limit_bytes", self.body_limit_bytes, 16 * 1024, 1024, 1024 * 1024)?,
+            xff_num_trusted_hops: count(
+                "server.xff_num_trusted_hops",
+                self.xff_num_trusted_hops,
+                0,
+                0,
+                authflow_contract::client_address::MAX_TRUSTED_HOPS,
+            )?,
+        })
+    }
+}
+
+impl RawTokens {
+    fn validate(self, environment: Environment) -> Result<TokenConfig, Invalid> {
+        let issuer = self.issuer.unwrap_or_else(|| "http://127.0.0.1:8081".into());
+        if !(issuer.starts_with("https://") || issuer.starts_with("http://")) || issuer.ends_with('/') {
+            return Err(bad("tokens.issuer", format!("`{issuer}` must be an http(s) URL without a trailing slash")));
+        }
+        if environment == Environment::Production && !issuer.starts_with("https://") {
+            return Err(bad("tokens.issuer", "must be https:// in production"));
+        }
+        let audiences = self.audiences.unwrap_or_else(|| vec!["authflow-demo".into()]);
+        if audiences.is_empty() || audiences.iter().any(|a| a.trim().is_empty()) {
+            return Err(bad("tokens.audiences", "needs at least one non-empty audience"));
+        }
+        let access_ttl = secs("tokens.access_ttl_secs", self.access_ttl_secs, 900, 1, 86_400)?;
+        let refresh_ttl = secs("tokens.refresh_ttl_secs", self.refresh_ttl_secs, 30 * 86_400, 60, 365 * 86_400)?;
+        if refresh_ttl <= access_ttl {
+            return Err(bad("tokens.refresh_ttl_secs", "must be longer than tokens.access_ttl_secs"));
+        }
+        let attribute_names =
+            self.fingerprint_attributes.unwrap_or_else(|| vec!["user-agent".into(), "accept-language".into()]);
+        let fingerprint_attributes = attribute_names
+            .iter()
+            .map(|n| DeviceAttribute::parse(n).map_err(|e| bad("tokens.fingerprint_attributes", e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(TokenConfig { issuer, audiences, access_ttl, refresh_ttl, fingerprint_attributes })
+    }
+}
+
+impl RawKeys {
+    fn validate(self) -> Result<KeyConfig, Invalid> {
+        let signing_alg = match self.signing_alg.as_deref().unwrap_or("EdDSA") {
+            "EdDSA" => Algorithm::EdDSA,
+            "ES256" => Algorithm::ES256,
+            other => return Err(bad("keys.signing_alg", format!("`{other}` is not EdDSA|ES256"))),
+        };
+        Ok(KeyConfig { signing_alg, publish_lead: secs("keys.publish_lead_secs", self.publish_lead_secs, 60, 0, 86_400)? })
+    }
+}
+
+impl RawAccounts {
+    fn validate(self) -> Result<AccountConfig, Invalid> {
+        let totp_issuer = self.totp_issuer.unwrap_or_else(|| "authflow".into());
+        if totp_issuer.is_empty() || totp_issuer.contains(':') {
+            return Err(bad("accounts.totp_issuer", "must be non-empty and contain no `:`"));
+        }
+        Ok(AccountConfig {
+            challenge_ttl: secs("accounts.challenge_ttl_secs", self.challenge_ttl_secs, 300, 30, 3600)?,
+            challenge_max_attempts: count("accounts.challenge_max_attempts", self.challenge_max_attempts, 5, 1, 20)?,
+            email_token_ttl: secs("accounts.email_token_ttl_secs", self.email_token_ttl_secs, 86_400, 60, 30 * 86_400)?,
+            reset_token_ttl: secs("accounts.reset_token_ttl_secs", self.reset_token_ttl_secs, 1800, 60, 86_400)?,
+            totp_issuer,
+        })
+    }
+}
+
+impl RawThrottle {
+    fn validate(self) -> Result<ThrottleConfig, Invalid> {
+        let lockout_base = secs("throttle.lockout_base_secs", self.lockout_base_secs, 30, 1, 3600)?;
+        let lockout_max = secs("throttle.lockout_max_secs", self.lockout_max_secs, 900, 1, 86_400)?;
+        if lockout_max < lockout_base {
+            return Err(bad("throttle.lockout_max_secs", "must be at least throttle.lockout_base_secs"));
+        }
+        Ok(ThrottleConfig {
+            account_max_failures: count("throttle.account_max_failures", self.account_max_failures, 5, 1, 1000)?,
+            ip_max_failures: count("throttle.ip_max_failures", self.ip_max_failures, 50, 1, 100_000)?,
+            lockout_base,
+            lockout_max,
+            second_factor_max_failures: count("throttle.second_factor_max_failures", self.second_factor_max_failures, 5, 1, 20)?,
+            second_factor_lockout_max: secs(
+                "throttle.second_factor_lockout_max_secs",
+                self.second_factor_lockout_max_secs,
+                86_400,
+                1,
+                30 * 86_400,
+            )?,
+        })
+    }
+}
+
+fn validate_mail(mail: RawMail, smtp: RawSmtp) -> Result<MailConfig, Invalid> {
+    let transport = match mail.transport.as_deref().unwrap_or("dev-outbox") {
+        "dev-outbox" => MailerConfig::DevOutbox,
+        "smtp" => MailerConfig::Smtp {
+            host: smtp.host.ok_or_else(|| bad("smtp.host", "required when mail.transport = smtp"))?,
+            port: smtp.port.unwrap_or(25),
+            username: smtp.username,
+            password: smtp.password,
+        },
+        other => return Err(bad("mail.transport", format!("`{other}` is not dev-outbox|smtp"))),
+    };
+    Ok(MailConfig {
+        transport,
+        from: mail.from.unwrap_or_else(|| "authflow <no-reply@authflow.invalid>".into()),
+        max_per_recipient_per_hour: count("mail.max_per_recipient_per_hour", mail.max_per_recipient_per_hour, 5, 1, 1000)?,
+        max_per_client_per_hour: count("mail.max_per_client_per_hour", mail.max_per_client_per_hour, 20, 1, 100_000)?,
+    })
+}
+
+impl RawKek {
+    fn validate(self) -> Result<KekConfig, Invalid> {
+        let current = match (&self.key, &self.key_file) {
+            (Some(_), Some(_)) => return Err(bad("kek.key_file", "set either `kek.key` or `kek.key_file`, not both")),
+            (Some(text), None) => Some(crate::kek::parse_key(text.expose_secret()).map_err(|e| bad("kek.key", e))?),
+            (None, Some(path)) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|e| bad("kek.key_file", format!("cannot read {path}: {e}")))?;
+                Some(crate::kek::parse_key(&text).map_err(|e| bad("kek.key_file", format!("{path}: {e}")))?)
+            }
+            (None, None) => None,
+        };
+        let previous = self
+            .previous
+            .iter()
+            .flatten()
+            .map(|k| crate::kek::parse_key(k.expose_secret()).map_err(|e| bad("kek.previous", e)))
+            .collect::<Result<_, _>>()?;
+        Ok(KekConfig { current, previous })
+    }
+}
+
+impl RawDpop {
+    fn validate(self) -> Result<DpopConfig, Invalid> {
+        let names = self.algorithms.unwrap_or_else(|| vec!["ES256".into(), "EdDSA".into()]);
+        let mut algorithms = Vec::new();
+        for name in &names {
+            let alg = match name.as_str() {
+                "ES256" => Algorithm::ES256,
+                "EdDSA" => Algorithm::EdDSA,
+                other => return Err(bad("dpop.algorithms", format!("`{other}` is not ES256|EdDSA"))),
+            };
+            if !algorithms.contains(&alg) {
+                algorithms.push(alg);
+            }
+        }
+        if algorithms.is_empty() {
+            return Err(bad("dpop.algorithms", "needs at least one of ES256, EdDSA"));
+        }
+        Ok(DpopConfig { algorithms, require_nonce: self.require_nonce.unwrap_or(false) })
+    }
+}

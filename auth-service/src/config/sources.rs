@@ -1,0 +1,234 @@
+//! Where settings come from: a TOML file and `AUTHFLOW_` environment
+//! variables, as figment layers that remember which file key or variable
+//! gave each value (for errors that name it).
+//!
+//! Names: nested sections in the file (`[tokens] access_ttl_secs`), and
+//! `AUTHFLOW_<SECTION>__<FIELD>` in the environment. The flat names of earlier
+//! releases (`access_ttl_secs`, `AUTHFLOW_ACCESS_TTL_SECS`) stay accepted as
+//! deprecated aliases through [`FLAT_ALIASES`]; a nested name wins over its alias.
+
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Format, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+
+use super::ConfigError;
+
+const ENV_PREFIX: &str = "AUTHFLOW_";
+
+/// Settings that live at the top level rather than in a section.
+const TOP_LEVEL: &[&str] = &["environment"];
+
+/// Deprecated flat name → its nested path. Only names listed here are read
+/// from flat `AUTHFLOW_<NAME>` variables; other flat `AUTHFLOW_` variables
+/// (the CLI's own, test harness variables) are not settings.
+pub const FLAT_ALIASES: &[(&str, &str)] = &[
+    ("listen", "server.listen"),
+    ("data_dir", "server.data_dir"),
+    ("dev_endpoints", "server.dev_endpoints"),
+    ("body_limit_bytes", "server.body_limit_bytes"),
+    ("xff_num_trusted_hops", "server.xff_num_trusted_hops"),
+    ("trust_forwarded_for", "server.trust_forwarded_for"),
+    ("database_url", "database.url"),
+    ("issuer", "tokens.issuer"),
+    ("audiences", "tokens.audiences"),
+    ("access_ttl_secs", "tokens.access_ttl_secs"),
+    ("refresh_ttl_secs", "tokens.refresh_ttl_secs"),
+    ("fingerprint_attributes", "tokens.fingerprint_attributes"),
+    ("signing_alg", "keys.signing_alg"),
+    ("key_publish_lead_secs", "keys.publish_lead_secs"),
+    ("challenge_ttl_secs", "accounts.challenge_ttl_secs"),
+    ("challenge_max_attempts", "accounts.challenge_max_attempts"),
+    ("email_token_ttl_secs", "accounts.email_token_ttl_secs"),
+    ("reset_token_ttl_secs", "accounts.reset_token_ttl_secs"),
+    ("totp_issuer", "accounts.totp_issuer"),
+    ("password_hash_memory_kib", "passwords.hash_memory_kib"),
+    ("password_hash_iterations", "passwords.hash_iterations"),
+    ("account_max_failures", "throttle.account_max_failures"),
+    ("ip_max_failures", "throttle.ip_max_failures"),
+    ("lockout_base_secs", "throttle.lockout_base_secs"),
+    ("lockout_max_secs", "throttle.lockout_max_secs"),
+    ("second_factor_max_failures", "throttle.second_factor_max_failures"),
+    ("second_factor_lockout_max_secs", "throttle.second_factor_lockout_max_secs"),
+    ("mailer", "mail.transport"),
+    ("mail_from", "mail.from"),
+    ("mail_max_per_recipient_per_hour", "mail.max_per_recipient_per_hour"),
+    ("mail_max_per_client_per_hour", "mail.max_per_client_per_hour"),
+    ("smtp_host", "smtp.host"),
+    ("smtp_port", "smtp.port"),
+    ("smtp_username", "smtp.username"),
+    ("smtp_password", "smtp.password"),
+    ("maintenance_interval_secs", "maintenance.interval_secs"),
+    ("audit_retention_days", "maintenance.audit_retention_days"),
+    ("revocation_retention_secs", "revocation.retention_secs"),
+    ("revocation_max_waiters", "revocation.max_waiters"),
+    ("kek", "kek.key"),
+    ("kek_file", "kek.key_file"),
+    ("kek_previous", "kek.previous"),
+    ("dpop_algorithms", "dpop.algorithms"),
+    ("dpop_require_nonce", "dpop.require_nonce"),
+];
+
+fn nested_path_of(flat: &str) -> Option<&'static str> {
+    FLAT_ALIASES.iter().find(|(f, _)| *f == flat).map(|(_, path)| *path)
+}
+
+fn flat_name_of(path: &str) -> Option<&'static str> {
+    FLAT_ALIASES.iter().find(|(_, p)| *p == path).map(|(flat, _)| *flat)
+}
+
+/// The environment variable that sets `path` (`tokens.access_ttl_secs` →
+/// `AUTHFLOW_TOKENS__ACCESS_TTL_SECS`).
+pub fn env_var_of(path: &str) -> String {
+    format!("{ENV_PREFIX}{}", path.replace('.', "__").to_ascii_uppercase())
+}
+
+/// How a layer spells a setting's path, for messages.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Naming {
+    FileKey,
+    FlatFileKey,
+    EnvVar,
+    FlatEnvVar,
+}
+
+impl Naming {
+    fn describe(self) -> &'static str {
+        match self {
+            Naming::FileKey => "file",
+            Naming::FlatFileKey => "file (deprecated flat name)",
+            Naming::EnvVar => "env",
+            Naming::FlatEnvVar => "env (deprecated flat name)",
+        }
+    }
+
+    fn spell(self, path: &str) -> String {
+        let flat = || flat_name_of(path).unwrap_or(path);
+        match self {
+            Naming::FileKey => path.to_owned(),
+            Naming::FlatFileKey => flat().to_owned(),
+            // A whole section (an unknown one, in an error): its variables' prefix.
+            Naming::EnvVar if !path.contains('.') && !TOP_LEVEL.contains(&path) => format!("{}__…", env_var_of(path)),
+            Naming::EnvVar => env_var_of(path),
+            Naming::FlatEnvVar => format!("{ENV_PREFIX}{}", flat().to_ascii_uppercase()),
+        }
+    }
+}
+
+/// One source of settings: a dictionary in nested form, and how its
+/// origin names each path.
+struct Layer {
+    naming: Naming,
+    file: Option<PathBuf>,
+    dict: Dict,
+}
+
+impl Provider for Layer {
+    fn metadata(&self) -> Metadata {
+        let naming = self.naming;
+        let md = Metadata::named(naming.describe()).interpolater(move |_: &Profile, keys: &[&str]| naming.spell(&keys.join(".")));
+        match &self.file {
+            Some(path) => md.source(figment::Source::File(path.clone())),
+            None => md,
+        }
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Ok(Profile::Default.collect(self.dict.clone()))
+    }
+}
+
+/// Puts `value` at the dotted `path` of `dict`, creating sections on the way.
+fn insert_at(dict: &mut Dict, path: &str, value: Value) {
+    match path.split_once('.') {
+        None => {
+            dict.insert(path.to_owned(), value);
+        }
+        Some((section, rest)) => {
+            let entry = dict.entry(section.to_owned()).or_insert_with(|| Value::from(Dict::new()));
+            if !matches!(entry, Value::Dict(..)) {
+                *entry = Value::from(Dict::new());
+            }
+            if let Value::Dict(_, inner) = entry {
+                insert_at(inner, rest, value);
+            }
+        }
+    }
+}
+
+/// The merged layers, lowest precedence first: the file's flat keys, its
+/// nested keys, flat variables, nested variables. Also the deprecated names
+/// that were used, as `(old, new)`.
+pub fn layered(file: Option<&Path>, env: &[(String, String)]) -> Result<(Figment, Vec<(String, String)>), ConfigError> {
+    let mut deprecated = Vec::new();
+    let (mut file_flat, mut file_nested) = (Dict::new(), Dict::new());
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        let mut parsed = Toml::string(&text)
+            .data()
+            .map_err(|e| ConfigError(format!("{} is not valid TOML: {}", path.display(), e.kind)))?;
+        for (key, value) in parsed.remove(&Profile::Default).unwrap_or_default() {
+            // `kek` is both a section and the flat name of `kek.key`: a table is the section.
+            match nested_path_of(&key).filter(|_| !matches!(value, Value::Dict(..))) {
+                Some(nested) => {
+                    deprecated.push((key.clone(), nested.to_owned()));
+                    insert_at(&mut file_flat, nested, value);
+                }
+                // Unknown keys stay, so extraction refuses them by name.
+                None => {
+                    file_nested.insert(key, value);
+                }
+            }
+        }
+    }
+    let (mut env_flat, mut env_nested) = (Dict::new(), Dict::new());
+    for (name, text) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
+        let key = rest.to_ascii_lowercase();
+        // Kept as text: extraction reads numbers and booleans out of it.
+        let value = Value::from(text.trim().to_owned());
+        if key.contains("__") {
+            let path = key.replace("__", ".");
+            if path.split('.').any(str::is_empty) {
+                return Err(ConfigError(format!("`{name}` is not a setting name (empty section or field)")));
+            }
+            insert_at(&mut env_nested, &path, value);
+        } else if TOP_LEVEL.contains(&key.as_str()) {
+            insert_at(&mut env_nested, &key, value);
+        } else if let Some(nested) = nested_path_of(&key) {
+            deprecated.push((name.clone(), env_var_of(nested)));
+            insert_at(&mut env_flat, nested, value);
+        }
+    }
+    let layer = |naming, dict, file: Option<&Path>| Layer { naming, dict, file: file.map(Path::to_path_buf) };
+    let figment = Figment::new()
+        .merge(layer(Naming::FlatFileKey, file_flat, file))
+        .merge(layer(Naming::FileKey, file_nested, file))
+        .merge(layer(Naming::FlatEnvVar, env_flat, None))
+        .merge(layer(Naming::EnvVar, env_nested, None));
+    Ok((figment, deprecated))
+}
+
+/// Where the value at `path` came from, e.g. `env AUTHFLOW_ACCESS_TTL_SECS
+/// (deprecated flat name)` or `file cfg.toml: tokens.access_ttl_secs`.
+pub fn origin_of(figment: &Figment, path: &str) -> String {
+    let found = figment.find_value(path).ok().and_then(|v| figment.get_metadata(v.tag()).cloned());
+    match found {
+        Some(md) => describe(&md, path),
+        None => format!("not set; file `{path}` or env {}", env_var_of(path)),
+    }
+}
+
+/// `md`'s description of the setting at `path`.
+pub fn describe(md: &Metadata, path: &str) -> String {
+    let keys: Vec<&str> = path.split('.').collect();
+    let spelled = md.interpolate(&Profile::Default, &keys);
+    // The name is "file" or "env", then what kind of name it was, if any.
+    let (kind, note) = md.name.split_once(' ').map_or((&*md.name, String::new()), |(k, n)| (k, format!(" {n}")));
+    match md.source.as_ref().and_then(|s| s.file_path()) {
+        Some(file) => format!("{kind} {}: {spelled}{note}", file.display()),
+        None => format!("{kind} {spelled}{note}"),
+    }
+}
