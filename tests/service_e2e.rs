@@ -8,8 +8,11 @@
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jwt_simple::prelude::{Claims, ECDSAP256KeyPairLike, ECDSAP256PublicKeyLike, ES256KeyPair, UnixTimeStamp};
 use serde_json::{json, Value};
 use support::stack::*;
 use support::*;
@@ -17,8 +20,10 @@ use support::*;
 /// The stack, plus routes for two service accounts and one for users only.
 /// Service tokens have no session: `sid` is not a required claim here. User
 /// tokens must carry a device fingerprint.
+const ISSUER: &str = "http://authflow.service-e2e";
+
 fn stack() -> Stack {
-    Stack::start(StackOptions { issuer: "http://authflow.service-e2e", service_env: &[], extra_clusters: &[] }, |f| {
+    Stack::start(StackOptions { issuer: ISSUER, service_env: &[], extra_clusters: &[] }, |f| {
         f["providers"][0]["required_claims"] = json!(["sub", "jti"]);
         f["device_binding"]["tokens_without_fingerprint"] = json!("deny");
         let routes = f["routes"].as_array_mut().unwrap();
@@ -44,6 +49,36 @@ fn token_by_secret(st: &Stack, client_id: &str, secret: &str) -> String {
     let r = token_request(st, &[("grant_type", "client_credentials"), ("client_id", client_id), ("client_secret", secret)]);
     assert_eq!(r.status, 200, "token: {r:?}");
     r.json()["access_token"].as_str().unwrap().to_owned()
+}
+
+/// A key-only service account (`private_key_jwt`, no secret), created with
+/// the CLI from the public JWK of `key`.
+fn create_key_account(st: &Stack, client_id: &str, key: &ES256KeyPair) -> Value {
+    let point = key.public_key().public_key().to_bytes_uncompressed();
+    let jwk = json!({"kty": "EC", "crv": "P-256", "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..65])});
+    let file = st.auth.data_dir.with_extension(format!("{client_id}.jwk.json"));
+    std::fs::write(&file, jwk.to_string()).unwrap();
+    let out = st.auth.cli(&["service-account", "create", "--client-id", client_id, "--scope", "payroll:run", "--jwk-file", file.to_str().unwrap(), "--no-secret"]);
+    let _ = std::fs::remove_file(&file);
+    serde_json::from_str(&out).unwrap()
+}
+
+/// The client-credentials grant with a signed assertion (RFC 7523 §2.2):
+/// `iss` = `sub` = the client id, `aud` = the token endpoint, one minute, a fresh `jti`.
+fn token_by_assertion(st: &Stack, issuer: &str, client_id: &str, key: &ES256KeyPair) -> Reply {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let mut claims = Claims::create(jwt_simple::prelude::Duration::from_secs(60))
+        .with_issuer(client_id)
+        .with_subject(client_id)
+        .with_audience(format!("{issuer}/v1/oauth/token"))
+        .with_jwt_id(format!("{client_id}-{now}-{}", std::process::id()));
+    claims.expires_at = Some(UnixTimeStamp::from_secs(now + 60));
+    let assertion = key.sign(claims).unwrap();
+    token_request(st, &[
+        ("grant_type", "client_credentials"),
+        ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+        ("client_assertion", &assertion),
+    ])
 }
 
 /// What a service sends: its token and nothing of a device.
@@ -75,6 +110,19 @@ fn service_accounts_reach_their_routes_and_users_do_not() {
         assert_eq!(r.status, 403, "{path}: {r:?}");
         assert!(challenge(&r).contains("error=\"insufficient_scope\""), "{path}: {r:?}");
     }
+
+    // A key-only account proves itself with a signed assertion.
+    let key = ES256KeyPair::generate();
+    let created = create_key_account(&st, "payroll", &key);
+    assert!(created.get("client_secret").is_none(), "{created}");
+    let r = token_by_assertion(&st, ISSUER, "payroll", &key);
+    assert_eq!(r.status, 200, "private_key_jwt: {r:?}");
+    let payroll = r.json()["access_token"].as_str().unwrap().to_owned();
+    let r = service_call(&st, "/internal/payroll/run", &payroll, &[]);
+    assert_eq!((r.status, r.echoed("x-auth-client-id").as_deref()), (200, Some("payroll")), "{r:?}");
+    assert_eq!(service_call(&st, "/internal/billing/invoices", &payroll, &[]).status, 403);
+    let r = token_by_assertion(&st, ISSUER, "payroll", &ES256KeyPair::generate());
+    assert_eq!((r.status, r.json()["error"].as_str()), (401, Some("invalid_client")), "another key: {r:?}");
 
     st.sign_up("alice@service-e2e.test");
     let alice = st.sign_in("alice@service-e2e.test");

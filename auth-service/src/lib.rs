@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod clock;
+pub mod client_assertion;
 pub mod config;
 pub mod domain;
 pub mod dpop;

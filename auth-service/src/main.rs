@@ -93,6 +93,24 @@ enum ServiceAccountCommand {
         /// A scope the account may be granted (repeatable).
         #[arg(long = "scope")]
         scopes: Vec<String>,
+        /// A file holding the public JWK (ES256 or EdDSA) of `private_key_jwt`.
+        #[arg(long)]
+        jwk_file: Option<std::path::PathBuf>,
+        /// No client secret: the account authenticates with its key only (needs --jwk-file).
+        #[arg(long)]
+        no_secret: bool,
+    },
+    /// Register (replace) the public JWK the account's `private_key_jwt` assertions are checked with.
+    SetKey {
+        #[arg(long)]
+        client_id: String,
+        #[arg(long)]
+        jwk_file: std::path::PathBuf,
+    },
+    /// Remove the account's public key (refused when it has no secret).
+    RemoveKey {
+        #[arg(long)]
+        client_id: String,
     },
     /// Replace the secret (the old one stops working); prints the new one once.
     RotateSecret {
@@ -275,14 +293,35 @@ async fn mint(config: Config, email: &str, device_secret: Option<String>, header
     Ok(())
 }
 
+/// A JWK from a file (a public key: nothing secret passes through here).
+fn read_jwk(path: &std::path::Path) -> Result<serde_json::Value, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))
+}
+
 async fn service_account(config: Config, cmd: ServiceAccountCommand) -> Result<(), String> {
     use authflow_auth_service::service_accounts;
     let state = build_state(config).await.map_err(|e| e.to_string())?;
     let now = now();
     match cmd {
-        ServiceAccountCommand::Create { client_id, scopes } => {
-            let (account, secret) = service_accounts::create(&state, &client_id, &scopes, now).await.map_err(|e| format!("{e:?}"))?;
-            println!("{}", serde_json::json!({"client_id": account.client_id, "client_secret": secret, "scope": account.scope}));
+        ServiceAccountCommand::Create { client_id, scopes, jwk_file, no_secret } => {
+            let jwk = jwk_file.as_deref().map(read_jwk).transpose()?;
+            let (account, secret) =
+                service_accounts::create(&state, &client_id, &scopes, jwk.as_ref(), !no_secret, now).await.map_err(|e| format!("{e:?}"))?;
+            let mut out = serde_json::json!({"client_id": account.client_id, "scope": account.scope, "public_key": jwk.is_some()});
+            if let Some(secret) = secret {
+                out["client_secret"] = secret.into();
+            }
+            println!("{out}");
+        }
+        ServiceAccountCommand::SetKey { client_id, jwk_file } => {
+            let jwk = read_jwk(&jwk_file)?;
+            service_accounts::set_public_key(&state, &client_id, Some(&jwk), now).await.map_err(|e| format!("{e:?}"))?;
+            println!("{}", serde_json::json!({"client_id": client_id, "public_key": true}));
+        }
+        ServiceAccountCommand::RemoveKey { client_id } => {
+            service_accounts::set_public_key(&state, &client_id, None, now).await.map_err(|e| format!("{e:?}"))?;
+            println!("{}", serde_json::json!({"client_id": client_id, "public_key": false}));
         }
         ServiceAccountCommand::RotateSecret { client_id } => {
             let secret = service_accounts::rotate_secret(&state, &client_id, now).await.map_err(|e| format!("{e:?}"))?;

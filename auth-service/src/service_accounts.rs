@@ -3,7 +3,9 @@
 //! rotate, disable) and for authenticating a client at the token endpoint.
 
 use authflow_contract::claims::{scopes, service_subject};
+use serde_json::Value;
 
+use crate::client_assertion::{self, ClientKey};
 use crate::domain::random_secret;
 use crate::error::{ApiError, ApiResult};
 use crate::sessions::feed_changed;
@@ -55,20 +57,58 @@ pub fn granted_scope(account_scope: &str, requested: Option<&str>) -> Result<Str
     }
 }
 
-/// A new account and its secret (shown once, stored only as an argon2 hash).
-pub async fn create(state: &AppState, client_id: &str, scope: &[String], now: i64) -> ApiResult<(ServiceAccount, String)> {
+/// A new account: with a secret (shown once, stored only as an argon2
+/// hash) unless `with_secret` is false, and with a public key for
+/// `private_key_jwt` when `jwk` is given; at least one of the two.
+pub async fn create(
+    state: &AppState,
+    client_id: &str,
+    scope: &[String],
+    jwk: Option<&Value>,
+    with_secret: bool,
+    now: i64,
+) -> ApiResult<(ServiceAccount, Option<String>)> {
     if !valid_client_id(client_id) {
         return Err(ApiError::BadRequest("client_id must be 1-64 of a-z, 0-9, `.`, `_`, `-`".into()));
     }
     let scope = normalize_scope(scope.iter().map(String::as_str)).map_err(|e| ApiError::BadRequest(e.into()))?;
-    let secret = random_secret();
-    let secret_hash = state.hasher.hash(secret.expose()).map_err(ApiError::internal)?;
-    let account = ServiceAccount { client_id: client_id.to_owned(), secret_hash, scope, disabled_at: None, created_at: now, rotated_at: now };
+    if !with_secret && jwk.is_none() {
+        return Err(ApiError::BadRequest("an account without a secret needs a public key (jwk)".into()));
+    }
+    let public_jwk = jwk.map(checked_jwk).transpose()?;
+    let secret = with_secret.then(random_secret);
+    let secret_hash = match &secret {
+        Some(s) => state.hasher.hash(s.expose()).map_err(ApiError::internal)?,
+        None => String::new(),
+    };
+    let account =
+        ServiceAccount { client_id: client_id.to_owned(), secret_hash, scope, disabled_at: None, created_at: now, rotated_at: now, public_jwk };
     match state.store.create_service_account(&account).await {
-        Ok(()) => Ok((account, secret.expose().to_owned())),
+        Ok(()) => Ok((account, secret.map(|s| s.expose().to_owned()))),
         Err(StoreError::Conflict(_)) => Err(ApiError::Conflict("a service account with this client_id exists")),
         Err(e) => Err(e.into()),
     }
+}
+
+/// A JWK as stored: checked to be a usable public ES256 / EdDSA key.
+fn checked_jwk(jwk: &Value) -> ApiResult<String> {
+    ClientKey::from_jwk(jwk).map_err(|e| ApiError::BadRequest(format!("jwk: {e}")))?;
+    Ok(jwk.to_string())
+}
+
+/// Registers (replaces) or, with `None`, removes a live account's public key.
+/// Assertions signed with a replaced key stop working at once.
+pub async fn set_public_key(state: &AppState, client_id: &str, jwk: Option<&Value>, now: i64) -> ApiResult<()> {
+    let public_jwk = jwk.map(checked_jwk).transpose()?;
+    if let (None, Some(account)) = (&public_jwk, state.store.service_account(client_id).await?) {
+        if account.secret_hash.is_empty() {
+            return Err(ApiError::BadRequest("the account has no secret: removing its key would lock it out".into()));
+        }
+    }
+    if !state.store.set_service_public_jwk(client_id, public_jwk.as_deref(), now).await? {
+        return Err(ApiError::NotFound("no live service account has this client_id"));
+    }
+    Ok(())
 }
 
 /// A new secret for a live account; the old one stops working at once.
@@ -98,13 +138,39 @@ pub async fn authenticate(state: &AppState, client_id: &str, secret: &str) -> Ap
     let account = if valid_client_id(client_id) { state.store.service_account(client_id).await? } else { None };
     let live = account.filter(|a| a.disabled_at.is_none());
     let hasher = state.hasher.clone();
-    let stored = live.as_ref().map(|a| a.secret_hash.clone());
+    // No secret (key-only account): the same hashing work, then a refusal.
+    let stored = live.as_ref().map(|a| a.secret_hash.clone()).filter(|h| !h.is_empty());
     let secret = secret.to_owned();
     let ok = tokio::task::spawn_blocking(move || hasher.verify(&secret, stored.as_deref())).await.map_err(ApiError::internal)?;
     match live {
         Some(account) if ok => Ok(account),
         _ => Err(ApiError::InvalidClient),
     }
+}
+
+/// The live account a `private_key_jwt` assertion (RFC 7523 §2.2) proves:
+/// signed with the account's registered key, for this service, short-lived,
+/// and its `jti` never seen before (on any instance). `client_id`, when the
+/// form names one, must be the assertion's. Every failure is one `invalid_client`.
+pub async fn authenticate_assertion(state: &AppState, client_id: Option<&str>, assertion: &str, now: i64) -> ApiResult<ServiceAccount> {
+    let claimed = client_assertion::claimed_client(assertion).ok_or(ApiError::InvalidClient)?;
+    if client_id.is_some_and(|id| id != claimed) || !valid_client_id(&claimed) {
+        return Err(ApiError::InvalidClient);
+    }
+    let account = state.store.service_account(&claimed).await?.filter(|a| a.disabled_at.is_none()).ok_or(ApiError::InvalidClient)?;
+    let jwk: Value = account.public_jwk.as_deref().and_then(|j| serde_json::from_str(j).ok()).ok_or(ApiError::InvalidClient)?;
+    let key = ClientKey::from_jwk(&jwk).map_err(|_| ApiError::InvalidClient)?;
+    let accepted = client_assertion::verify(assertion, &claimed, &key, &assertion_audiences(state), now).ok_or(ApiError::InvalidClient)?;
+    if !state.store.take_client_assertion(&claimed, &accepted.jti, accepted.expires_at).await? {
+        return Err(ApiError::InvalidClient);
+    }
+    Ok(account)
+}
+
+/// What an assertion's `aud` may be: the token endpoint's URL or the issuer
+/// (RFC 7523 §3 item 3), both from configuration, never from the request.
+pub fn assertion_audiences(state: &AppState) -> Vec<String> {
+    vec![crate::dpop::endpoint_url(state, crate::routes::oauth::TOKEN_PATH), state.config.issuer.clone()]
 }
 
 #[cfg(test)]

@@ -70,6 +70,7 @@ pub fn documented_routes(dev_endpoints: bool) -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(admin::audit_log))
         .routes(routes!(service_accounts::create))
         .routes(routes!(service_accounts::rotate_secret))
+        .routes(routes!(service_accounts::set_key, service_accounts::remove_key))
         .routes(routes!(service_accounts::disable))
         .routes(routes!(oauth::token))
         .routes(routes!(wellknown::jwks))

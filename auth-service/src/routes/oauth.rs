@@ -1,6 +1,7 @@
 //! The OAuth 2.0 token endpoint for service accounts: the client-credentials
 //! grant (RFC 6749 §4.4), client authentication by HTTP Basic or
-//! `client_secret_post` (§2.3.1), answers per §5.1 / §5.2.
+//! `client_secret_post` (§2.3.1) or by `private_key_jwt` (RFC 7523 §2.2),
+//! answers per §5.1 / §5.2.
 
 use std::sync::Arc;
 
@@ -19,7 +20,9 @@ use crate::clock::now;
 use crate::dpop;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::Client;
-use crate::service_accounts::{authenticate, granted_scope};
+use crate::client_assertion::JWT_BEARER;
+use crate::service_accounts::{authenticate, authenticate_assertion, granted_scope};
+use crate::store::ServiceAccount;
 use crate::state::AppState;
 use crate::tokens;
 
@@ -36,6 +39,12 @@ pub struct TokenForm {
     /// `client_secret_post`; or send both in HTTP Basic instead.
     pub client_id: Option<String>,
     pub client_secret: Option<String>,
+    /// `private_key_jwt`: `urn:ietf:params:oauth:client-assertion-type:jwt-bearer`.
+    pub client_assertion_type: Option<String>,
+    /// `private_key_jwt`: a JWT signed with the account's registered key;
+    /// `iss` = `sub` = client id, `aud` = this endpoint's URL or the issuer,
+    /// `exp` at most 5 minutes ahead, `jti` never used before.
+    pub client_assertion: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -62,8 +71,7 @@ pub async fn token(State(state): State<Arc<AppState>>, client: Client, form: Res
     if form.grant_type != CLIENT_CREDENTIALS {
         return Err(ApiError::UnsupportedGrantType);
     }
-    let (client_id, secret) = client_credentials(&client.headers, form.client_id, form.client_secret)?;
-    let account = match authenticate(&state, &client_id, &secret).await {
+    let account = match authenticate_client(&state, &client.headers, form.client_id, form.client_secret, form.client_assertion_type, form.client_assertion).await {
         Ok(a) => a,
         Err(e) => {
             audit::record(&state, Some(&client), "client_credentials", "invalid_client", None, None).await;
@@ -86,6 +94,34 @@ pub async fn token(State(state): State<Arc<AppState>>, client: Client, form: Res
         response.headers_mut().insert(name, value);
     }
     Ok(response)
+}
+
+/// The account the request authenticates as, by exactly one method: a
+/// client assertion, or a secret (HTTP Basic or in the form).
+async fn authenticate_client(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: Option<String>,
+    secret: Option<String>,
+    assertion_type: Option<String>,
+    assertion: Option<String>,
+) -> ApiResult<ServiceAccount> {
+    match (assertion_type, assertion) {
+        (None, None) => {
+            let (client_id, secret) = client_credentials(headers, id, secret)?;
+            authenticate(state, &client_id, &secret).await
+        }
+        (Some(kind), Some(assertion)) => {
+            if kind != JWT_BEARER {
+                return Err(ApiError::BadRequest(format!("client_assertion_type must be {JWT_BEARER}")));
+            }
+            if secret.is_some() || headers.contains_key(header::AUTHORIZATION) {
+                return Err(ApiError::BadRequest("use one client authentication method, not both".into()));
+            }
+            authenticate_assertion(state, id.as_deref(), &assertion, now()).await
+        }
+        _ => Err(ApiError::BadRequest("client_assertion and client_assertion_type go together".into())),
+    }
 }
 
 /// The client's id and secret, from exactly one method: HTTP Basic or the

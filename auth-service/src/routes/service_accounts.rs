@@ -1,10 +1,12 @@
 //! Admin endpoints for service accounts: create (the secret is shown once),
-//! rotate the secret, disable (its tokens die through the revocation feed).
+//! rotate the secret, register or remove the public key of
+//! `private_key_jwt`, disable (its tokens die through the revocation feed).
 
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::audit;
@@ -22,13 +24,42 @@ pub struct CreateServiceAccount {
     /// The scopes the account may be granted.
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// A public JWK (EC P-256 for ES256, or OKP Ed25519 for EdDSA) for
+    /// `private_key_jwt` client authentication.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub jwk: Option<Value>,
+    /// Whether to issue a client secret (default true); false needs a `jwk`.
+    #[serde(default = "yes")]
+    pub secret: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublicKeyRequest {
+    /// A public JWK (EC P-256 for ES256, or OKP Ed25519 for EdDSA); no private members.
+    #[schema(value_type = Object)]
+    pub jwk: Value,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ServiceAccountKey {
+    pub client_id: String,
+    /// Whether a public key is registered now.
+    pub public_key: bool,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct ServiceAccountSecret {
     pub client_id: String,
-    /// Shown only in this answer; stored as an argon2 hash.
-    pub client_secret: String,
+    /// Shown only in this answer; stored as an argon2 hash. Absent for an
+    /// account created without a secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
     pub scope: String,
 }
 
@@ -42,7 +73,7 @@ pub struct DisabledServiceAccount {
     responses((status = 201, body = ServiceAccountSecret), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn create(State(state): State<Arc<AppState>>, client: Client, Admin(admin): Admin, Json(req): Json<CreateServiceAccount>)
     -> ApiResult<(axum::http::StatusCode, axum::Json<ServiceAccountSecret>)> {
-    let (account, secret) = service_accounts::create(&state, &req.client_id, &req.scopes, now()).await?;
+    let (account, secret) = service_accounts::create(&state, &req.client_id, &req.scopes, req.jwk.as_ref(), req.secret, now()).await?;
     audit::record(&state, Some(&client), "admin_create_service_account", &format!("by {}", admin.sub), Some(&account.client_id), None).await;
     let body = ServiceAccountSecret { client_id: account.client_id, client_secret: secret, scope: account.scope };
     Ok((axum::http::StatusCode::CREATED, axum::Json(body)))
@@ -56,7 +87,27 @@ pub async fn rotate_secret(State(state): State<Arc<AppState>>, client: Client, A
     let secret = service_accounts::rotate_secret(&state, &client_id, now()).await?;
     let scope = state.store.service_account(&client_id).await?.map(|a| a.scope).unwrap_or_default();
     audit::record(&state, Some(&client), "admin_rotate_service_secret", &format!("by {}", admin.sub), Some(&client_id), None).await;
-    Ok(axum::Json(ServiceAccountSecret { client_id, client_secret: secret, scope }))
+    Ok(axum::Json(ServiceAccountSecret { client_id, client_secret: Some(secret), scope }))
+}
+
+#[utoipa::path(put, path = "/v1/admin/service-accounts/{client_id}/key", tag = "admin", request_body = PublicKeyRequest, security(("bearer" = [])),
+    params(("client_id" = String, Path)),
+    responses((status = 200, body = ServiceAccountKey), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn set_key(State(state): State<Arc<AppState>>, client: Client, Admin(admin): Admin, Path(client_id): Path<String>, Json(req): Json<PublicKeyRequest>)
+    -> ApiResult<axum::Json<ServiceAccountKey>> {
+    service_accounts::set_public_key(&state, &client_id, Some(&req.jwk), now()).await?;
+    audit::record(&state, Some(&client), "admin_set_service_key", &format!("by {}", admin.sub), Some(&client_id), None).await;
+    Ok(axum::Json(ServiceAccountKey { client_id, public_key: true }))
+}
+
+#[utoipa::path(delete, path = "/v1/admin/service-accounts/{client_id}/key", tag = "admin", security(("bearer" = [])),
+    params(("client_id" = String, Path)),
+    responses((status = 200, body = ServiceAccountKey), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn remove_key(State(state): State<Arc<AppState>>, client: Client, Admin(admin): Admin, Path(client_id): Path<String>)
+    -> ApiResult<axum::Json<ServiceAccountKey>> {
+    service_accounts::set_public_key(&state, &client_id, None, now()).await?;
+    audit::record(&state, Some(&client), "admin_remove_service_key", &format!("by {}", admin.sub), Some(&client_id), None).await;
+    Ok(axum::Json(ServiceAccountKey { client_id, public_key: false }))
 }
 
 #[utoipa::path(post, path = "/v1/admin/service-accounts/{client_id}/disable", tag = "admin", security(("bearer" = [])),

@@ -103,13 +103,17 @@ pub struct User {
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct ServiceAccount {
     pub client_id: String,
-    /// argon2 PHC string of the client secret (never the secret itself).
+    /// argon2 PHC string of the client secret (never the secret itself);
+    /// empty when the account authenticates with its key only.
     pub secret_hash: String,
     /// Space-separated scopes the account may be granted.
     pub scope: String,
     pub disabled_at: Option<i64>,
     pub created_at: i64,
     pub rotated_at: i64,
+    /// The public JWK (ES256 or EdDSA) its `private_key_jwt` assertions are
+    /// checked with, if it registered one.
+    pub public_jwk: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -354,6 +358,11 @@ pub trait Store: Send + Sync + 'static {
     async fn service_account(&self, client_id: &str) -> StoreResult<Option<ServiceAccount>>;
     /// Replaces the secret hash of a live account; false when there is none.
     async fn set_service_secret(&self, client_id: &str, secret_hash: &str, now: i64) -> StoreResult<bool>;
+    /// Registers (or, with `None`, removes) a live account's public JWK; false when there is none.
+    async fn set_service_public_jwk(&self, client_id: &str, public_jwk: Option<&str>, now: i64) -> StoreResult<bool>;
+    /// Takes a client assertion's `jti` for good (kept until `expires_at`);
+    /// false when it was taken before, by this instance or another.
+    async fn take_client_assertion(&self, client_id: &str, jti: &str, expires_at: i64) -> StoreResult<bool>;
     /// Disables the account and appends a subject event for `subject` (its
     /// tokens' `sub`) killing every token issued before `now`. False if
     /// there is no such live account.
@@ -366,8 +375,8 @@ pub trait Store: Send + Sync + 'static {
     /// forgotten_through` (the feed decides that cut-off: revocations outlive
     /// their tokens); returns the number of feed events deleted.
     async fn prune_feed(&self, forgotten_through: i64) -> StoreResult<u64>;
-    /// Deletes expired challenges, one-time tokens, refresh tokens and
-    /// remembered DPoP proofs.
+    /// Deletes expired challenges, one-time tokens, refresh tokens,
+    /// remembered DPoP proofs and client-assertion `jti`s.
     async fn prune(&self, now: i64) -> StoreResult<()>;
 
     /// Remembers a DPoP proof (`id_hash`: its key thumbprint and `jti`,

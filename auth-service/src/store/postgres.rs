@@ -713,7 +713,7 @@ impl Store for PostgresStore {
 
     async fn create_service_account(&self, a: &ServiceAccount) -> StoreResult<()> {
         let result = sqlx::query(
-            "INSERT INTO service_accounts (client_id, secret_hash, scope, created_at, rotated_at) VALUES ($1, $2, $3, $4, $5) \
+            "INSERT INTO service_accounts (client_id, secret_hash, scope, created_at, rotated_at, public_jwk) VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT(client_id) DO NOTHING",
         )
         .bind(&a.client_id)
@@ -721,6 +721,7 @@ impl Store for PostgresStore {
         .bind(&a.scope)
         .bind(a.created_at)
         .bind(a.rotated_at)
+        .bind(&a.public_jwk)
         .execute(&self.pool)
         .await?;
         if result.rows_affected() == 0 {
@@ -731,7 +732,7 @@ impl Store for PostgresStore {
 
     async fn service_account(&self, client_id: &str) -> StoreResult<Option<ServiceAccount>> {
         Ok(sqlx::query_as(
-            "SELECT client_id, secret_hash, scope, disabled_at, created_at, rotated_at FROM service_accounts WHERE client_id = $1",
+            "SELECT client_id, secret_hash, scope, disabled_at, created_at, rotated_at, public_jwk FROM service_accounts WHERE client_id = $1",
         )
         .bind(client_id)
         .fetch_optional(&self.pool)
@@ -745,6 +746,29 @@ impl Store for PostgresStore {
             .bind(client_id)
             .execute(&self.pool)
             .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn set_service_public_jwk(&self, client_id: &str, public_jwk: Option<&str>, now: i64) -> StoreResult<bool> {
+        let r = sqlx::query("UPDATE service_accounts SET public_jwk = $1, rotated_at = $2 WHERE client_id = $3 AND disabled_at IS NULL")
+            .bind(public_jwk)
+            .bind(now)
+            .bind(client_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn take_client_assertion(&self, client_id: &str, jti: &str, expires_at: i64) -> StoreResult<bool> {
+        // One statement: of two instances taking the same jti, one inserts.
+        let r = sqlx::query(
+            "INSERT INTO client_assertion_jtis (client_id, jti, expires_at) VALUES ($1, $2, $3) ON CONFLICT (client_id, jti) DO NOTHING",
+        )
+        .bind(client_id)
+        .bind(jti)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -814,6 +838,7 @@ impl Store for PostgresStore {
             "DELETE FROM one_time_tokens WHERE expires_at <= $1",
             "DELETE FROM refresh_tokens WHERE expires_at <= $1",
             "DELETE FROM dpop_proofs WHERE expires_at <= $1",
+            "DELETE FROM client_assertion_jtis WHERE expires_at <= $1",
         ] {
             sqlx::query(sql).bind(now).execute(&mut *tx).await?;
         }

@@ -651,7 +651,7 @@ impl Store for SqliteStore {
 
     async fn create_service_account(&self, a: &ServiceAccount) -> StoreResult<()> {
         let result = sqlx::query(
-            "INSERT INTO service_accounts (client_id, secret_hash, scope, created_at, rotated_at) VALUES (?, ?, ?, ?, ?) \
+            "INSERT INTO service_accounts (client_id, secret_hash, scope, created_at, rotated_at, public_jwk) VALUES (?, ?, ?, ?, ?, ?) \
              ON CONFLICT(client_id) DO NOTHING",
         )
         .bind(&a.client_id)
@@ -659,6 +659,7 @@ impl Store for SqliteStore {
         .bind(&a.scope)
         .bind(a.created_at)
         .bind(a.rotated_at)
+        .bind(&a.public_jwk)
         .execute(&self.write)
         .await?;
         if result.rows_affected() == 0 {
@@ -669,7 +670,7 @@ impl Store for SqliteStore {
 
     async fn service_account(&self, client_id: &str) -> StoreResult<Option<ServiceAccount>> {
         Ok(sqlx::query_as(
-            "SELECT client_id, secret_hash, scope, disabled_at, created_at, rotated_at FROM service_accounts WHERE client_id = ?",
+            "SELECT client_id, secret_hash, scope, disabled_at, created_at, rotated_at, public_jwk FROM service_accounts WHERE client_id = ?",
         )
         .bind(client_id)
         .fetch_optional(&self.read)
@@ -683,6 +684,29 @@ impl Store for SqliteStore {
             .bind(client_id)
             .execute(&self.write)
             .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn set_service_public_jwk(&self, client_id: &str, public_jwk: Option<&str>, now: i64) -> StoreResult<bool> {
+        let r = sqlx::query("UPDATE service_accounts SET public_jwk = ?, rotated_at = ? WHERE client_id = ? AND disabled_at IS NULL")
+            .bind(public_jwk)
+            .bind(now)
+            .bind(client_id)
+            .execute(&self.write)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn take_client_assertion(&self, client_id: &str, jti: &str, expires_at: i64) -> StoreResult<bool> {
+        // One statement: of two instances taking the same jti, one inserts.
+        let r = sqlx::query(
+            "INSERT INTO client_assertion_jtis (client_id, jti, expires_at) VALUES (?, ?, ?) ON CONFLICT (client_id, jti) DO NOTHING",
+        )
+        .bind(client_id)
+        .bind(jti)
+        .bind(expires_at)
+        .execute(&self.write)
+        .await?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -764,6 +788,7 @@ impl Store for SqliteStore {
             "DELETE FROM one_time_tokens WHERE expires_at <= ?",
             "DELETE FROM refresh_tokens WHERE expires_at <= ?",
             "DELETE FROM dpop_proofs WHERE expires_at <= ?",
+            "DELETE FROM client_assertion_jtis WHERE expires_at <= ?",
         ] {
             sqlx::query(sql).bind(now).execute(&mut *tx).await?;
         }

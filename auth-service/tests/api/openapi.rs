@@ -35,6 +35,8 @@ fn endpoints(dev_endpoints: bool) -> BTreeSet<(String, String)> {
         ("post", "/v1/admin/service-accounts"),
         ("post", "/v1/admin/service-accounts/{client_id}/secret"),
         ("post", "/v1/admin/service-accounts/{client_id}/disable"),
+        ("put", "/v1/admin/service-accounts/{client_id}/key"),
+        ("delete", "/v1/admin/service-accounts/{client_id}/key"),
         ("post", "/v1/oauth/token"),
         ("get", "/.well-known/jwks.json"),
         ("get", "/.well-known/openid-configuration"),

@@ -160,3 +160,170 @@ async fn a_service_token_does_not_pass_as_a_user() {
     let r = app.http.get(app.url("/v1/ext-authz")).bearer_auth(&token).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
+
+// ---- private_key_jwt (RFC 7523 §2.2) ----
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jwt_simple::prelude::{Claims, Duration, ECDSAP256KeyPairLike, ECDSAP256PublicKeyLike, ES256KeyPair, Ed25519KeyPair, EdDSAKeyPairLike, UnixTimeStamp};
+
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+fn es256_jwk(kp: &ES256KeyPair) -> Value {
+    let point = kp.public_key().public_key().to_bytes_uncompressed();
+    json!({"kty": "EC", "crv": "P-256", "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..65])})
+}
+
+fn ed25519_jwk(kp: &Ed25519KeyPair) -> Value {
+    json!({"kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(kp.public_key().to_bytes())})
+}
+
+/// An assertion's claims, as a client would make them; tests spoil one at a time.
+struct Assertion<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    aud: String,
+    exp_in: Option<u64>,
+    jti: Option<String>,
+}
+
+impl<'a> Assertion<'a> {
+    fn new(app: &TestApp, client_id: &'a str) -> Self {
+        let aud = format!("{}{TOKEN}", app.state.config.issuer);
+        Assertion { iss: client_id, sub: client_id, aud, exp_in: Some(60), jti: Some(authflow_auth_service::domain::random_id()) }
+    }
+
+    fn claims(&self) -> jwt_simple::prelude::JWTClaims<jwt_simple::prelude::NoCustomClaims> {
+        let mut c = Claims::create(Duration::from_secs(60)).with_issuer(self.iss).with_subject(self.sub).with_audience(&self.aud);
+        c.expires_at = self.exp_in.map(|s| UnixTimeStamp::from_secs(now() as u64 + s));
+        c.jwt_id = self.jti.clone();
+        c
+    }
+
+    fn es256(&self, kp: &ES256KeyPair) -> String {
+        kp.sign(self.claims()).unwrap()
+    }
+
+    fn ed25519(&self, kp: &Ed25519KeyPair) -> String {
+        kp.sign(self.claims()).unwrap()
+    }
+}
+
+use authflow_auth_service::clock::now;
+
+impl TestApp {
+    async fn assertion_token(&self, assertion: &str, extra: &[(&str, &str)]) -> reqwest::Response {
+        let mut form = vec![("grant_type", "client_credentials"), ("client_assertion_type", JWT_BEARER), ("client_assertion", assertion)];
+        form.extend_from_slice(extra);
+        self.http.post(self.url(TOKEN)).form(&form).send().await.unwrap()
+    }
+}
+
+/// The one answer to every failed client authentication: it says nothing of why.
+async fn refused_client(r: reqwest::Response, why: &str) {
+    assert_eq!(r.status(), 401, "{why}");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body, json!({"error": "invalid_client", "error_description": "client authentication failed"}), "{why}");
+}
+
+#[tokio::test]
+async fn private_key_jwt_gets_a_token_and_each_assertion_counts_once_on_every_instance() {
+    let app = spawn_app().await;
+    let other = spawn_app_beside(&app, |_| {}).await;
+    let admin = app.admin("root@example.com").await;
+    let kp = ES256KeyPair::generate();
+    let r = app.authed(Method::POST, "/v1/admin/service-accounts", &admin)
+        .json(&json!({"client_id": "billing", "scopes": ["invoices:read"], "jwk": es256_jwk(&kp), "secret": false}))
+        .send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let body: Value = r.json().await.unwrap();
+    assert!(body.get("client_secret").is_none(), "a key-only account gets no secret: {body}");
+
+    let assertion = Assertion::new(&app, "billing").es256(&kp);
+    let r = app.assertion_token(&assertion, &[("client_id", "billing")]).await;
+    assert_eq!(r.status(), 200);
+    let token = r.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(claims(&token)["sub"], "svc:billing");
+    assert_eq!(claims(&token)["client_id"], "billing");
+
+    // Replayed: here, and on another instance of the same database.
+    refused_client(app.assertion_token(&assertion, &[]).await, "replayed").await;
+    refused_client(other.assertion_token(&assertion, &[]).await, "replayed on another instance").await;
+    let fresh = Assertion::new(&app, "billing").es256(&kp);
+    assert_eq!(other.assertion_token(&fresh, &[]).await.status(), 200, "a new jti works anywhere");
+
+    // The issuer is an accepted audience too (RFC 7523 §3).
+    let issuer = app.state.config.issuer.clone();
+    let a = Assertion { aud: issuer, ..Assertion::new(&app, "billing") };
+    assert_eq!(app.assertion_token(&a.es256(&kp), &[]).await.status(), 200);
+    // A key-only account has no secret to guess.
+    refused_client(app.client_token("billing", "", &[("grant_type", "client_credentials")]).await, "empty secret").await;
+}
+
+#[tokio::test]
+async fn bad_assertions_are_one_invalid_client() {
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    let secret = app.create_service_account(&admin, "billing", &["read"]).await;
+    app.create_service_account(&admin, "payroll", &["read"]).await;
+    let kp = Ed25519KeyPair::generate();
+    let r = app.authed(Method::PUT, "/v1/admin/service-accounts/billing/key", &admin).json(&json!({"jwk": ed25519_jwk(&kp)})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(app.assertion_token(&Assertion::new(&app, "billing").ed25519(&kp), &[]).await.status(), 200, "EdDSA");
+    assert_eq!(app.client_token("billing", &secret, &[("grant_type", "client_credentials")]).await.status(), 200, "and still its secret");
+
+    let base = || Assertion::new(&app, "billing");
+    let cases = [
+        ("another audience", Assertion { aud: "https://elsewhere.example/token".into(), ..base() }.ed25519(&kp)),
+        ("no exp", Assertion { exp_in: None, ..base() }.ed25519(&kp)),
+        ("exp an hour ahead", Assertion { exp_in: Some(3600), ..base() }.ed25519(&kp)),
+        ("no jti", Assertion { jti: None, ..base() }.ed25519(&kp)),
+        ("iss is not sub", Assertion { iss: "payroll", ..base() }.ed25519(&kp)),
+        ("signed with another key", base().ed25519(&Ed25519KeyPair::generate())),
+        ("a client without a key", Assertion::new(&app, "payroll").ed25519(&kp)),
+        ("an unknown client", Assertion::new(&app, "nobody").ed25519(&kp)),
+        ("not a JWT", "abc.def".to_owned()),
+    ];
+    for (why, assertion) in cases {
+        refused_client(app.assertion_token(&assertion, &[]).await, why).await;
+    }
+    let a = base().ed25519(&kp);
+    refused_client(app.assertion_token(&a, &[("client_id", "payroll")]).await, "the form names another client").await;
+
+    // Malformed requests are invalid_request.
+    let r = app.http.post(app.url(TOKEN))
+        .form(&[("grant_type", "client_credentials"), ("client_assertion_type", "urn:other"), ("client_assertion", &a)]).send().await.unwrap();
+    assert_eq!(error_code(r, 400).await, "invalid_request");
+    let r = app.http.post(app.url(TOKEN)).basic_auth("billing", Some(&secret))
+        .form(&[("grant_type", "client_credentials"), ("client_assertion_type", JWT_BEARER), ("client_assertion", &a)]).send().await.unwrap();
+    assert_eq!(error_code(r, 400).await, "invalid_request", "two methods");
+
+    // Removed key: its assertions stop at once; disabled account: likewise.
+    let r = app.authed(Method::DELETE, "/v1/admin/service-accounts/billing/key", &admin).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    refused_client(app.assertion_token(&base().ed25519(&kp), &[]).await, "key removed").await;
+    app.authed(Method::PUT, "/v1/admin/service-accounts/billing/key", &admin).json(&json!({"jwk": ed25519_jwk(&kp)})).send().await.unwrap();
+    app.authed(Method::POST, "/v1/admin/service-accounts/billing/disable", &admin).send().await.unwrap();
+    refused_client(app.assertion_token(&base().ed25519(&kp), &[]).await, "disabled").await;
+}
+
+#[tokio::test]
+async fn only_public_es256_and_eddsa_keys_can_be_registered() {
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    let kp = ES256KeyPair::generate();
+    let mut private = es256_jwk(&kp);
+    private["d"] = json!(URL_SAFE_NO_PAD.encode(kp.to_bytes()));
+    for (why, jwk) in [("private", private), ("symmetric", json!({"kty": "oct", "k": "c2VjcmV0"})), ("not a key", json!("x"))] {
+        let r = app.authed(Method::POST, "/v1/admin/service-accounts", &admin).json(&json!({"client_id": "a", "jwk": jwk, "secret": false})).send().await.unwrap();
+        assert_eq!(error_code(r, 400).await, "invalid_request", "{why}");
+    }
+    let r = app.authed(Method::POST, "/v1/admin/service-accounts", &admin).json(&json!({"client_id": "a", "secret": false})).send().await.unwrap();
+    assert_eq!(error_code(r, 400).await, "invalid_request", "neither secret nor key");
+    let r = app.authed(Method::POST, "/v1/admin/service-accounts", &admin).json(&json!({"client_id": "a", "jwk": es256_jwk(&kp), "secret": false})).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let r = app.authed(Method::DELETE, "/v1/admin/service-accounts/a/key", &admin).send().await.unwrap();
+    assert_eq!(error_code(r, 400).await, "invalid_request", "removing the only credential");
+    let r = app.authed(Method::PUT, "/v1/admin/service-accounts/nobody/key", &admin).json(&json!({"jwk": es256_jwk(&kp)})).send().await.unwrap();
+    assert_eq!(error_code(r, 404).await, "not_found");
+}

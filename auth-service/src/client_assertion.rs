@@ -1,0 +1,178 @@
+//! `private_key_jwt` client authentication (RFC 7523 §2.2, §3; OpenID
+//! Connect Core §9): a service account registers a public JWK and proves
+//! itself at the token endpoint with a short JWT it signed, instead of
+//! sending a secret. This module checks the key at registration and the
+//! assertion's signature and claims; the single use of its `jti` is the
+//! store's (it must hold across instances).
+
+use std::collections::HashSet;
+
+use authflow_contract::jwk::{KeySet, PublicKey};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jwt_simple::prelude::*;
+use serde_json::Value;
+
+/// The only `client_assertion_type` (RFC 7523 §2.2).
+pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// The longest an assertion may live, counted from now: it is made for one
+/// request, and its `jti` is remembered until it expires.
+pub const MAX_LIFETIME_SECS: u64 = 300;
+/// Clock difference tolerated between the client and this service.
+pub const CLOCK_SKEW_SECS: u64 = 30;
+/// Longest assertion and `jti` looked at.
+pub const MAX_ASSERTION_BYTES: usize = 4096;
+pub const MAX_JTI_LEN: usize = 256;
+/// Longest registered JWK document.
+pub const MAX_JWK_BYTES: usize = 2048;
+
+/// A registered client key: ES256 (P-256) or EdDSA (Ed25519), public only.
+pub enum ClientKey {
+    Es256(ES256PublicKey),
+    EdDsa(Ed25519PublicKey),
+}
+
+impl ClientKey {
+    /// The key of a JWK as registered by an admin; refuses private keys,
+    /// other types and malformed points with a reason for the admin. The
+    /// JWK rules are the contract's (the same the filter applies to a JWKS).
+    pub fn from_jwk(jwk: &Value) -> Result<Self, &'static str> {
+        let document = serde_json::json!({ "keys": [jwk] }).to_string();
+        if document.len() > MAX_JWK_BYTES {
+            return Err("the JWK is too large");
+        }
+        let set = KeySet::parse(document.as_bytes())
+            .map_err(|_| "not a usable public signature JWK (EC P-256 or OKP Ed25519, public members only)")?;
+        match set.keys.first().map(|k| &k.public) {
+            Some(PublicKey::ES256 { x, y }) => ES256PublicKey::from_bytes(&PublicKey::sec1_uncompressed(x, y))
+                .map(Self::Es256)
+                .map_err(|_| "the EC point is not on P-256"),
+            Some(PublicKey::EdDSA(x)) => Ed25519PublicKey::from_bytes(x).map(Self::EdDsa).map_err(|_| "not an Ed25519 key"),
+            _ => Err("only ES256 (EC P-256) and EdDSA (OKP Ed25519) keys are accepted"),
+        }
+    }
+
+    fn verify(&self, token: &str, options: VerificationOptions) -> Option<JWTClaims<NoCustomClaims>> {
+        match self {
+            Self::Es256(k) => k.verify_token::<NoCustomClaims>(token, Some(options)).ok(),
+            Self::EdDsa(k) => k.verify_token::<NoCustomClaims>(token, Some(options)).ok(),
+        }
+    }
+}
+
+/// What a valid assertion leaves to check: its `jti` is single use until `expires_at`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Accepted {
+    pub jti: String,
+    pub expires_at: i64,
+}
+
+/// The client an assertion names (`sub`), read before any signature check
+/// only to find the key to check it with.
+pub fn claimed_client(assertion: &str) -> Option<String> {
+    if assertion.len() > MAX_ASSERTION_BYTES {
+        return None;
+    }
+    let payload = assertion.split('.').nth(1)?;
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+    claims.get("sub")?.as_str().map(str::to_owned)
+}
+
+/// Checks an assertion from `client_id` with its key: the signature, `iss`
+/// = `sub` = `client_id`, `aud` one of `audiences` (the token endpoint's URL
+/// or the issuer), `exp` present and at most [`MAX_LIFETIME_SECS`] ahead,
+/// not expired, `jti` present. `None` for any failure: the caller answers
+/// one `invalid_client` whatever went wrong.
+pub fn verify(assertion: &str, client_id: &str, key: &ClientKey, audiences: &[String], now: i64) -> Option<Accepted> {
+    if assertion.len() > MAX_ASSERTION_BYTES {
+        return None;
+    }
+    let now_secs = u64::try_from(now).ok()?;
+    let options = VerificationOptions {
+        required_subject: Some(client_id.to_owned()),
+        allowed_issuers: Some(HashSet::from([client_id.to_owned()])),
+        allowed_audiences: Some(audiences.iter().cloned().collect()),
+        time_tolerance: Some(Duration::from_secs(CLOCK_SKEW_SECS)),
+        max_token_length: Some(MAX_ASSERTION_BYTES),
+        artificial_time: Some(UnixTimeStamp::from_secs(now_secs)),
+        ..VerificationOptions::default()
+    };
+    let claims = key.verify(assertion, options)?;
+    // jwt-simple checks `exp` only when present: here it is required, and short.
+    let exp = claims.expires_at?.as_secs();
+    if exp > now_secs + MAX_LIFETIME_SECS + CLOCK_SKEW_SECS {
+        return None;
+    }
+    let jti = claims.jwt_id.filter(|j| !j.is_empty() && j.len() <= MAX_JTI_LEN)?;
+    // Remembered until no clock could still take the assertion as unexpired.
+    let expires_at = i64::try_from(exp + CLOCK_SKEW_SECS).ok()?;
+    Some(Accepted { jti, expires_at })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_900_000_000;
+    const AUD: &str = "https://auth.example/v1/oauth/token";
+
+    fn assertion(kp: &ES256KeyPair, iss: &str, sub: &str, aud: &str, exp_in: Option<u64>, jti: Option<&str>) -> String {
+        let mut c = Claims::create(Duration::from_secs(60)).with_issuer(iss).with_subject(sub).with_audience(aud);
+        c.issued_at = Some(UnixTimeStamp::from_secs(NOW as u64));
+        c.invalid_before = None;
+        c.expires_at = exp_in.map(|s| UnixTimeStamp::from_secs(NOW as u64 + s));
+        c.jwt_id = jti.map(str::to_owned);
+        kp.sign(c).unwrap()
+    }
+
+    /// The JWK an admin registers for this key pair.
+    pub fn es256_jwk(kp: &ES256KeyPair) -> Value {
+        let point = kp.public_key().public_key().to_bytes_uncompressed();
+        let (x, y) = (URL_SAFE_NO_PAD.encode(&point[1..33]), URL_SAFE_NO_PAD.encode(&point[33..65]));
+        serde_json::json!({"kty": "EC", "crv": "P-256", "x": x, "y": y})
+    }
+
+    fn key_of(kp: &ES256KeyPair) -> ClientKey {
+        ClientKey::from_jwk(&es256_jwk(kp)).unwrap()
+    }
+
+    #[test]
+    fn a_valid_assertion_is_accepted_once_its_claims_check_out() {
+        let kp = ES256KeyPair::generate();
+        let key = key_of(&kp);
+        let aud = [AUD.to_owned()];
+        let ok = assertion(&kp, "billing", "billing", AUD, Some(60), Some("j1"));
+        assert_eq!(claimed_client(&ok).as_deref(), Some("billing"));
+        assert_eq!(verify(&ok, "billing", &key, &aud, NOW), Some(Accepted { jti: "j1".into(), expires_at: NOW + 60 + 30 }));
+        for (why, bad) in [
+            ("another client", assertion(&kp, "billing", "billing", AUD, Some(60), Some("j"))),
+            ("iss is not sub", assertion(&kp, "other", "billing", AUD, Some(60), Some("j"))),
+            ("another audience", assertion(&kp, "billing", "billing", "https://elsewhere", Some(60), Some("j"))),
+            ("no exp", assertion(&kp, "billing", "billing", AUD, None, Some("j"))),
+            ("exp too far ahead", assertion(&kp, "billing", "billing", AUD, Some(3600), Some("j"))),
+            ("no jti", assertion(&kp, "billing", "billing", AUD, Some(60), None)),
+        ] {
+            let client = if why == "another client" { "payroll" } else { "billing" };
+            assert_eq!(verify(&bad, client, &key, &aud, NOW), None, "{why}");
+        }
+        assert_eq!(verify(&ok, "billing", &key, &aud, NOW + 60 + 31), None, "expired");
+        let other = key_of(&ES256KeyPair::generate());
+        assert_eq!(verify(&ok, "billing", &other, &aud, NOW), None, "signed with another key");
+    }
+
+    #[test]
+    fn only_public_es256_and_eddsa_keys_register() {
+        let ed = Ed25519KeyPair::generate();
+        let x = URL_SAFE_NO_PAD.encode(ed.public_key().to_bytes());
+        assert!(ClientKey::from_jwk(&serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": x})).is_ok());
+        let private = serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": x, "d": x});
+        assert!(ClientKey::from_jwk(&private).is_err(), "a private key is refused");
+        assert!(ClientKey::from_jwk(&serde_json::json!({"kty": "oct", "k": "c2VjcmV0"})).is_err());
+        assert!(ClientKey::from_jwk(&serde_json::json!("not a jwk")).is_err());
+        // A well-formed 2048-bit modulus: usable in a JWKS, not for a client.
+        let mut n = vec![0xC1u8; 256];
+        n[255] = 0x01;
+        let jwk = serde_json::json!({"kty": "RSA", "n": URL_SAFE_NO_PAD.encode(n), "e": "AQAB"});
+        assert!(ClientKey::from_jwk(&jwk).is_err(), "RS256 is not offered for clients");
+    }
+}
