@@ -170,7 +170,7 @@ pub async fn authenticate_assertion(state: &AppState, client_id: Option<&str>, a
 /// What an assertion's `aud` may be: the token endpoint's URL or the issuer
 /// (RFC 7523 §3 item 3), both from configuration, never from the request.
 pub fn assertion_audiences(state: &AppState) -> Vec<String> {
-    vec![crate::dpop::endpoint_url(state, crate::routes::oauth::TOKEN_PATH), state.config.issuer.clone()]
+    vec![crate::dpop::endpoint_url(state, crate::routes::oauth::TOKEN_PATH), state.config.tokens.issuer.clone()]
 }
 
 #[cfg(test)]

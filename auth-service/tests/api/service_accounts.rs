@@ -189,7 +189,7 @@ struct Assertion<'a> {
 
 impl<'a> Assertion<'a> {
     fn new(app: &TestApp, client_id: &'a str) -> Self {
-        let aud = format!("{}{TOKEN}", app.state.config.issuer);
+        let aud = format!("{}{TOKEN}", app.state.config.tokens.issuer);
         Assertion { iss: client_id, sub: client_id, aud, exp_in: Some(60), jti: Some(authflow_auth_service::domain::random_id()) }
     }
 
@@ -253,7 +253,7 @@ async fn private_key_jwt_gets_a_token_and_each_assertion_counts_once_on_every_in
     assert_eq!(other.assertion_token(&fresh, &[]).await.status(), 200, "a new jti works anywhere");
 
     // The issuer is an accepted audience too (RFC 7523 §3).
-    let issuer = app.state.config.issuer.clone();
+    let issuer = app.state.config.tokens.issuer.clone();
     let a = Assertion { aud: issuer, ..Assertion::new(&app, "billing") };
     assert_eq!(app.assertion_token(&a.es256(&kp), &[]).await.status(), 200);
     // A key-only account has no secret to guess.
