@@ -72,6 +72,20 @@ fn upstream_clusters(cfg: &FilterConfig) -> Vec<String> {
         .collect()
 }
 
+/// A backend behind a shipped configuration may trust `x-auth-client-id`
+/// (the calling service account): the filter must own it, or a client's
+/// copy would reach the backend.
+fn owns_the_client_id_header(name: &str, config: &FilterConfig) {
+    assert_eq!(config.identity.client_id.as_deref(), Some("x-auth-client-id"), "{name}: identity_headers.client_id");
+}
+
+#[test]
+fn the_standalone_filter_configuration_is_valid_and_owns_the_client_id_header() {
+    let path = repo_root().join("envoy/authflow-filter.json");
+    let parsed = FilterConfig::from_json(&std::fs::read(&path).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    owns_the_client_id_header(&path.display().to_string(), &parsed);
+}
+
 #[test]
 fn every_envoy_config_carries_a_valid_filter_configuration() {
     let files = yaml_files(&repo_root().join("envoy"));
@@ -94,6 +108,7 @@ fn every_envoy_config_carries_a_valid_filter_configuration() {
             let json = configuration["value"].as_str().unwrap_or_else(|| panic!("{name}: configuration.value is not a string"));
 
             let parsed = FilterConfig::from_json(json.as_bytes()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            owns_the_client_id_header(&name.to_string(), &parsed);
 
             // The callouts name clusters this Envoy config defines.
             let clusters: Vec<&str> = doc["static_resources"]["clusters"]
@@ -122,6 +137,7 @@ fn every_wasmplugin_plugin_config_is_a_valid_filter_configuration() {
             assert!(plugin_config.is_object(), "{name}: WasmPlugin without pluginConfig");
             let json = serde_json::to_vec(plugin_config).unwrap();
             let parsed = FilterConfig::from_json(&json).unwrap_or_else(|e| panic!("{name}: {e}"));
+            owns_the_client_id_header(&name.to_string(), &parsed);
             for cluster in upstream_clusters(&parsed) {
                 // Istio names a Service's outbound cluster `outbound|PORT||FQDN`.
                 let parts: Vec<&str> = cluster.split('|').collect();
