@@ -198,8 +198,10 @@ impl Config {
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         let env: Vec<(String, String)> = std::env::vars().collect();
         let (config, deprecated) = Self::load_reporting(file, &env)?;
-        for (old, new) in deprecated {
-            tracing::warn!(old = %old, new = %new, "deprecated flat setting name; use the nested one");
+        // One line, not one per name: the shipped deployment files use them.
+        if !deprecated.is_empty() {
+            let renames: Vec<String> = deprecated.iter().map(|(old, new)| format!("{old} → {new}")).collect();
+            tracing::warn!(renames = %renames.join(", "), "deprecated flat setting names (still honoured; a nested name wins)");
         }
         Ok(config)
     }
