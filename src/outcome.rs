@@ -10,11 +10,20 @@ use authflow_filter_core::Request;
 
 use crate::host;
 use crate::metrics::Metric;
+use crate::shared;
 use crate::vm::Vm;
 
 /// Applies a decision. Returns whether the request may continue upstream.
 /// `resume` is for requests that were paused.
 pub fn carry_out(vm: &Vm, request: &Request, decision: Decision, resume: bool) -> bool {
+    // A DPoP proof is good once per Envoy process: the last check, across workers.
+    let decision = match decision {
+        Decision::Allow(allowed) => match allowed.proof.map(|p| (p.provider, shared::record_proof_once(&p))) {
+            Some((provider, Err(e))) => Decision::Deny(vm.engine.dpop_denied(provider, e)),
+            _ => Decision::Allow(allowed),
+        },
+        deny => deny,
+    };
     match decision {
         Decision::Allow(allowed) => {
             let n = allowed.notes;

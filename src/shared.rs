@@ -9,8 +9,12 @@
 //! - **Publication**: the fetched document goes into `…:data`, then a small
 //!   `…:version` key changes; other VMs read only the version on each tick
 //!   and copy the (possibly large) data only when it moved.
+//! - **Replay store**: DPoP proofs accepted, written with compare-and-swap
+//!   ([`record_proof_once`]).
 
-use authflow_filter_core::lease;
+use authflow_contract::dpop::DpopError;
+use authflow_filter_core::dpop::ProofUse;
+use authflow_filter_core::{lease, replay};
 
 use crate::host;
 
@@ -84,4 +88,21 @@ impl SharedSlot {
     pub fn value(&self, name: &str) -> Option<Vec<u8>> {
         host::shared_get(&format!("{}:{name}", self.prefix))?.0
     }
+}
+
+/// Records a DPoP proof in the replay store shared by every worker VM
+/// (layout: `authflow_filter_core::replay`): `Ok` the first time, the
+/// refusal after. A write raced by another worker is retried on the new
+/// value; a store that cannot be read or written refuses (fail closed).
+pub fn record_proof_once(proof: &ProofUse) -> Result<(), DpopError> {
+    const ATTEMPTS: usize = 8;
+    let (key, bucket) = replay::slot_for(proof);
+    for _ in 0..ATTEMPTS {
+        let Some((current, cas)) = host::shared_get(&key) else { break };
+        let value = replay::record(current.as_deref(), bucket, proof)?;
+        if host::shared_set(&key, &value, cas).is_ok() {
+            return Ok(());
+        }
+    }
+    Err(DpopError::ReplayStoreFull)
 }

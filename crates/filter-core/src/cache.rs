@@ -125,6 +125,7 @@ mod tests {
             client_id: None,
             roles: vec![],
             scopes: vec![],
+            cnf_jkt: None,
             dfp: None,
             identity_headers: Rc::from(Vec::new()),
             not_revoked_in: std::cell::Cell::new(0),

@@ -82,6 +82,12 @@ struct RawProvider {
     revocations: Option<RawUpstream>,
     #[serde(default)]
     forward_token: bool,
+    #[serde(default)]
+    dpop: DpopMode,
+    #[serde(default)]
+    dpop_algorithms: Option<Vec<String>>,
+    #[serde(default)]
+    dpop_max_age_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -299,7 +305,35 @@ pub struct Provider {
     /// Keep this provider's verified token in the request sent upstream
     /// (like `jwt_authn`'s `forward`); off by default: it is removed.
     pub forward_token: bool,
+    pub dpop: DpopPolicy,
 }
+
+/// Whether a provider's tokens may or must be DPoP-bound (RFC 9449).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DpopMode {
+    /// The default: the `DPoP` scheme is refused (400), and so is a bound
+    /// token (`cnf.jkt`) presented as `Bearer`. Costs nothing per request.
+    #[default]
+    Off,
+    /// Bearer tokens pass; DPoP-bound tokens need a valid proof on every request.
+    Allowed,
+    /// Only DPoP-bound tokens with a valid proof pass.
+    Required,
+}
+
+/// A provider's DPoP settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DpopPolicy {
+    pub mode: DpopMode,
+    /// Proof algorithms accepted (ES256, EdDSA).
+    pub algorithms: Vec<Algorithm>,
+    /// How old a proof's `iat` may be.
+    pub max_age_secs: u64,
+}
+
+/// The longest `dpop_max_age_secs`: the replay store keeps every proof this long.
+pub const MAX_DPOP_MAX_AGE_SECS: u64 = 300;
 
 #[derive(Clone, Debug)]
 pub enum JwksSource {
@@ -590,7 +624,9 @@ fn validate_provider(p: RawProvider, policy: &RevocationPolicy) -> Result<Provid
             Some(upstream)
         }
     };
+    let dpop = validate_dpop(p.dpop, p.dpop_algorithms, p.dpop_max_age_secs)?;
     Ok(Provider {
+        dpop,
         name: p.name,
         issuer: p.issuer,
         audiences: p.audiences,
@@ -601,6 +637,29 @@ fn validate_provider(p: RawProvider, policy: &RevocationPolicy) -> Result<Provid
         revocations,
         forward_token: p.forward_token,
     })
+}
+
+fn validate_dpop(mode: DpopMode, algorithms: Option<Vec<String>>, max_age_secs: Option<u64>) -> Result<DpopPolicy, ConfigError> {
+    use authflow_contract::dpop::{DEFAULT_MAX_AGE_SECS, SUPPORTED_ALGORITHMS};
+    let algorithms = match algorithms {
+        None => SUPPORTED_ALGORITHMS.to_vec(),
+        Some(names) if names.is_empty() => return err("dpop_algorithms: list at least one of ES256, EdDSA"),
+        Some(names) => {
+            let mut out = Vec::new();
+            for name in &names {
+                match Algorithm::parse(name).filter(|a| SUPPORTED_ALGORITHMS.contains(a)) {
+                    Some(a) => out.push(a),
+                    None => return err(format!("dpop_algorithms: `{name}` is not supported (ES256, EdDSA)")),
+                }
+            }
+            out
+        }
+    };
+    let max_age_secs = max_age_secs.unwrap_or(DEFAULT_MAX_AGE_SECS);
+    if !(1..=MAX_DPOP_MAX_AGE_SECS).contains(&max_age_secs) {
+        return err(format!("dpop_max_age_secs: must be 1-{MAX_DPOP_MAX_AGE_SECS}"));
+    }
+    Ok(DpopPolicy { mode, algorithms, max_age_secs })
 }
 
 /// The longest `revocations.wait_secs` (the service's own bound).

@@ -1,6 +1,10 @@
 //! Why a request is refused, and the one place that turns it into an HTTP
-//! answer (RFC 6750 §3). Descriptions help a client fix its request and never
-//! carry token contents, key material or internals.
+//! answer (RFC 6750 §3, RFC 9449 §7 for DPoP). Descriptions help a client
+//! fix its request and never carry token contents, key material or internals.
+
+use authflow_contract::dpop::{algs_parameter, DpopError};
+
+use crate::config::{DpopMode, DpopPolicy};
 
 /// A refusal. `label()` names the stats counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,16 +44,24 @@ pub enum DenyReason {
     KeysUnavailable,
     /// The revocation list is older than allowed and the policy says deny.
     RevocationStale,
+    /// A DPoP proof or binding failure (RFC 9449 §7).
+    Dpop(DpopError),
 }
 
 impl DenyReason {
-    pub const ALL: [DenyReason; 28] = [
+    pub const ALL: [DenyReason; 46] = [
         Self::MissingToken, Self::InvalidRequest, Self::AmbiguousPath, Self::TokenTooLarge, Self::Malformed, Self::AlgorithmNotAllowed,
         Self::KeyInHeader, Self::UnknownIssuer, Self::UnknownKey, Self::BadSignature, Self::Expired,
         Self::NotYetValid, Self::IssuedInFuture, Self::WrongAudience, Self::LifetimeTooLong, Self::WrongType,
         Self::MissingClaim, Self::TokenRevoked, Self::SessionRevoked, Self::SubjectBanned, Self::DeviceMismatch,
         Self::DeviceFingerprintMissing, Self::InsufficientRole, Self::InsufficientScope, Self::UserRequired,
         Self::ClientNotAllowed, Self::KeysUnavailable, Self::RevocationStale,
+        Self::Dpop(DpopError::TooLarge), Self::Dpop(DpopError::Malformed), Self::Dpop(DpopError::WrongType),
+        Self::Dpop(DpopError::UnsupportedAlgorithm), Self::Dpop(DpopError::InvalidKey), Self::Dpop(DpopError::BadSignature),
+        Self::Dpop(DpopError::MethodMismatch), Self::Dpop(DpopError::UriMismatch), Self::Dpop(DpopError::Stale),
+        Self::Dpop(DpopError::IssuedInFuture), Self::Dpop(DpopError::AccessTokenHashMismatch), Self::Dpop(DpopError::KeyMismatch),
+        Self::Dpop(DpopError::NonceMissing), Self::Dpop(DpopError::NonceInvalid), Self::Dpop(DpopError::Replayed),
+        Self::Dpop(DpopError::ReplayStoreFull), Self::Dpop(DpopError::BearerDowngrade), Self::Dpop(DpopError::TokenNotBound),
     ];
 
     pub fn label(self) -> &'static str {
@@ -82,6 +94,7 @@ impl DenyReason {
             Self::ClientNotAllowed => "client_not_allowed",
             Self::KeysUnavailable => "keys_unavailable",
             Self::RevocationStale => "revocation_stale",
+            Self::Dpop(e) => dpop_label(e),
         }
     }
 
@@ -115,11 +128,45 @@ impl DenyReason {
             Self::ClientNotAllowed => "this resource is not open to the calling client",
             Self::KeysUnavailable => "authentication temporarily unavailable",
             Self::RevocationStale => "authentication temporarily unavailable",
+            Self::Dpop(e) => match e.error_code() {
+                "use_dpop_nonce" => "a DPoP nonce is required",
+                "invalid_token" => "the access token is not valid for this request",
+                _ => "the DPoP proof is not valid",
+            },
         }
+    }
+
+    /// The answer to a DPoP failure (RFC 9449 §7.1): 401 with a `DPoP`
+    /// challenge carrying the error and the accepted algorithms, and a plain
+    /// `Bearer` challenge too when the provider also takes bearer tokens.
+    pub fn dpop_response(error: DpopError, policy: &DpopPolicy) -> DenyResponse {
+        let reason = DenyReason::Dpop(error);
+        let description = reason.description();
+        let code = error.error_code();
+        let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
+        let challenge = |scheme: &str| match scheme {
+            "DPoP" => format!("DPoP error=\"{code}\", error_description=\"{description}\", algs=\"{}\"", algs_parameter(&policy.algorithms)),
+            _ => format!("Bearer error=\"{code}\", error_description=\"{description}\""),
+        };
+        match policy.mode {
+            // DPoP not offered here: a bearer challenge only.
+            DpopMode::Off => headers.push(("www-authenticate".to_owned(), challenge("Bearer"))),
+            DpopMode::Required => headers.push(("www-authenticate".to_owned(), challenge("DPoP"))),
+            DpopMode::Allowed => {
+                headers.push(("www-authenticate".to_owned(), challenge("DPoP")));
+                headers.push(("www-authenticate".to_owned(), "Bearer".to_owned()));
+            }
+        }
+        let body = serde_json::json!({"error": code, "error_description": description}).to_string();
+        DenyResponse { status: 401, headers, body }
     }
 
     /// The HTTP answer. `required_scope` is named in the header for 403 scope denials (RFC 6750 §3).
     pub fn response(self, retry_after_secs: u32, required_scope: Option<&str>) -> DenyResponse {
+        if let Self::Dpop(e) = self {
+            let policy = DpopPolicy { mode: DpopMode::Allowed, algorithms: authflow_contract::dpop::SUPPORTED_ALGORITHMS.to_vec(), max_age_secs: 0 };
+            return Self::dpop_response(e, &policy);
+        }
         let (status, code) = match self {
             Self::MissingToken => (401, None),
             Self::InvalidRequest | Self::AmbiguousPath => (400, Some("invalid_request")),
@@ -146,6 +193,30 @@ impl DenyReason {
         })
         .to_string();
         DenyResponse { status, headers, body }
+    }
+}
+
+/// The stats label of a DPoP failure: `dpop_` and the contract's reason.
+fn dpop_label(e: DpopError) -> &'static str {
+    match e {
+        DpopError::TooLarge => "dpop_too_large",
+        DpopError::Malformed => "dpop_malformed",
+        DpopError::WrongType => "dpop_wrong_type",
+        DpopError::UnsupportedAlgorithm => "dpop_unsupported_algorithm",
+        DpopError::InvalidKey => "dpop_invalid_key",
+        DpopError::BadSignature => "dpop_bad_signature",
+        DpopError::MethodMismatch => "dpop_method_mismatch",
+        DpopError::UriMismatch => "dpop_uri_mismatch",
+        DpopError::Stale => "dpop_stale",
+        DpopError::IssuedInFuture => "dpop_issued_in_future",
+        DpopError::AccessTokenHashMismatch => "dpop_ath_mismatch",
+        DpopError::KeyMismatch => "dpop_key_mismatch",
+        DpopError::NonceMissing => "dpop_nonce_missing",
+        DpopError::NonceInvalid => "dpop_nonce_invalid",
+        DpopError::Replayed => "dpop_replayed",
+        DpopError::ReplayStoreFull => "dpop_replay_store_full",
+        DpopError::BearerDowngrade => "dpop_bearer_downgrade",
+        DpopError::TokenNotBound => "dpop_token_not_bound",
     }
 }
 
@@ -185,5 +256,25 @@ mod tests {
     fn labels_are_unique() {
         let labels: std::collections::HashSet<_> = DenyReason::ALL.iter().map(|r| r.label()).collect();
         assert_eq!(labels.len(), DenyReason::ALL.len());
+        // Every DPoP failure has its counter, named after the contract's reason.
+        for e in DpopError::ALL {
+            assert!(DenyReason::ALL.contains(&DenyReason::Dpop(e)));
+            assert_eq!(dpop_label(e), format!("dpop_{}", e.reason()));
+        }
+    }
+
+    #[test]
+    fn rfc9449_challenges() {
+        let both = DpopPolicy { mode: DpopMode::Allowed, algorithms: vec![authflow_contract::Algorithm::ES256, authflow_contract::Algorithm::EdDSA], max_age_secs: 60 };
+        let r = DenyReason::dpop_response(DpopError::Replayed, &both);
+        assert_eq!(r.status, 401);
+        let challenges: Vec<&str> = r.headers.iter().filter(|(n, _)| n == "www-authenticate").map(|(_, v)| v.as_str()).collect();
+        assert_eq!(challenges, ["DPoP error=\"invalid_dpop_proof\", error_description=\"the DPoP proof is not valid\", algs=\"ES256 EdDSA\"", "Bearer"]);
+        let only = DpopPolicy { mode: DpopMode::Required, algorithms: vec![authflow_contract::Algorithm::EdDSA], ..both };
+        let r = DenyReason::dpop_response(DpopError::TokenNotBound, &only);
+        assert_eq!(header(&r, "www-authenticate").unwrap(), "DPoP error=\"invalid_token\", error_description=\"the access token is not valid for this request\", algs=\"EdDSA\"");
+        assert_eq!(r.headers.iter().filter(|(n, _)| n == "www-authenticate").count(), 1);
+        let body: serde_json::Value = serde_json::from_str(&DenyReason::dpop_response(DpopError::NonceMissing, &only).body).unwrap();
+        assert_eq!(body["error"], "use_dpop_nonce");
     }
 }

@@ -103,6 +103,7 @@ mod tests {
             client_id: None,
             roles: vec![],
             scopes: vec![],
+            cnf_jkt: None,
         }
     }
 

@@ -10,6 +10,7 @@ use crate::cache::TokenCache;
 use crate::config::{DeviceMode, FailureMode, FilterConfig, JwksSource, Policy, StalePolicy};
 use crate::deny::{DenyReason, DenyResponse};
 use crate::device::{self, DeviceCheck};
+use crate::dpop::{self as dpop_check, ProofUse};
 use crate::extract::{extract, ExtractError, Extracted};
 use crate::fetch::KeyNeed;
 use crate::policy::{authorize, policy_for};
@@ -84,6 +85,10 @@ pub struct Allowed {
     /// The provider whose token verified and is vouched for, if one did:
     /// its `forward_token` decides whether the token goes upstream.
     pub verified_by: Option<ProviderId>,
+    /// The DPoP proof this request was allowed with: the glue records it
+    /// once across workers, and refuses the request if it was seen before
+    /// ([`Engine::dpop_denied`]).
+    pub proof: Option<ProofUse>,
 }
 
 impl Allowed {
@@ -211,6 +216,15 @@ impl Engine {
                 return self.deny_or_public(public, r);
             }
         }
+        // The proof is new on every request: checked even when the token came from the cache.
+        let proof = match self.config.provider(verified.provider) {
+            Some(p) => match dpop_check::judge(&p.dpop, &verified, token, dpop_check::presented_as_dpop(req), req, now, &self.signatures) {
+                Ok(proof) => proof,
+                Err(DenyReason::Dpop(e)) if !public => return Outcome::Deny(self.dpop_denied(verified.provider, e)),
+                Err(reason) => return self.deny_or_public(public, reason),
+            },
+            None => None,
+        };
         match device::check(&self.config.device, &verified, req) {
             DeviceCheck::NotChecked | DeviceCheck::Match => {}
             failed if self.config.device.mode == DeviceMode::Report => notes.device_reported = Some(failed),
@@ -231,7 +245,17 @@ impl Engine {
             return Outcome::Deny(self.denied(reason, scope.as_deref()));
         }
         let headers = (!verified.identity_headers.is_empty()).then(|| Rc::clone(&verified.identity_headers));
-        Outcome::Allow(Allowed { headers, notes, verified_by: Some(verified.provider) })
+        Outcome::Allow(Allowed { headers, notes, verified_by: Some(verified.provider), proof })
+    }
+
+    /// The refusal of a DPoP failure, with the challenge of the token's provider (RFC 9449 §7.1).
+    pub fn dpop_denied(&self, provider: ProviderId, error: authflow_contract::dpop::DpopError) -> Denied {
+        let reason = DenyReason::Dpop(error);
+        let response = match self.config.provider(provider) {
+            Some(p) => DenyReason::dpop_response(error, &p.dpop),
+            None => reason.response(self.config.retry_after_secs, None),
+        };
+        Denied { reason, response, device: None }
     }
 
     /// Decides a request for good: no waiting for keys, it is decided with

@@ -32,7 +32,8 @@ pub fn extract<'a>(req: &'a Request, sources: &'a TokenSources, max_bytes: usize
             let value = value.trim();
             let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
             // RFC 6750 §2.1: the scheme is case-insensitive; other schemes (Basic …) are not ours.
-            if !scheme.eq_ignore_ascii_case("bearer") {
+            // A DPoP-bound token comes as `DPoP <token>` (RFC 9449 §7.1); its proof is checked later.
+            if !scheme.eq_ignore_ascii_case("bearer") && !scheme.eq_ignore_ascii_case("dpop") {
                 continue;
             }
             let token = rest.trim();
@@ -84,6 +85,8 @@ mod tests {
         assert_eq!(extract(&req(&[("x-token", "a.b.c")]), &s, 100), Ok(Extracted::Token("a.b.c")));
         assert_eq!(extract(&req(&[("cookie", "x=1; at=a.b.c")]), &s, 100), Ok(Extracted::Token("a.b.c")));
         assert_eq!(extract(&req(&[("authorization", "Basic Zm9vOmJhcg==")]), &s, 100), Ok(Extracted::None));
+        assert_eq!(extract(&req(&[("authorization", "DPoP a.b.c")]), &s, 100), Ok(Extracted::Token("a.b.c")));
+        assert_eq!(extract(&req(&[("authorization", "DPoP")]), &s, 100), Err(ExtractError::Malformed));
         assert_eq!(extract(&req(&[]), &s, 100), Ok(Extracted::None));
     }
 

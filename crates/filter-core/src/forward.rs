@@ -43,8 +43,12 @@ pub fn credential_edits(config: &FilterConfig, req: &Request, verified_by: Optio
     let mut cookies: Vec<&str> = Vec::new();
     if strip_token {
         let sources = &config.token_sources;
-        if sources.authorization_bearer && req.header("authorization").is_some_and(is_bearer) {
+        if sources.authorization_bearer && req.header("authorization").is_some_and(is_token_scheme) {
             edits.push(HeaderEdit::Remove("authorization".to_owned()));
+            // The DPoP proof goes with its token: it is a credential for this hop only.
+            if req.header(authflow_contract::dpop::PROOF_HEADER).is_some() {
+                edits.push(HeaderEdit::Remove(authflow_contract::dpop::PROOF_HEADER.to_owned()));
+            }
         }
         edits.extend(sources.headers.iter().map(|h| HeaderEdit::Remove(h.clone())));
         cookies.extend(sources.cookies.iter().map(String::as_str));
@@ -59,8 +63,10 @@ pub fn credential_edits(config: &FilterConfig, req: &Request, verified_by: Optio
     edits
 }
 
-fn is_bearer(value: &str) -> bool {
-    value.trim_start().get(..7).is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+/// `Bearer <token>` or `DPoP <token>` (RFC 9449 §7.1).
+fn is_token_scheme(value: &str) -> bool {
+    let value = value.trim_start();
+    value.get(..7).is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer ")) || value.get(..5).is_some_and(|scheme| scheme.eq_ignore_ascii_case("dpop "))
 }
 
 /// The `cookie` header without the cookies named in `drop` (all copies of

@@ -150,6 +150,8 @@ impl HeaderReads {
             || !sources.cookies.is_empty()
             || config.device.mode != DeviceMode::Off
             || !config.forward_device_secret
+            // Every copy of `DPoP` must be seen: a second proof is refused (RFC 9449 §4.3).
+            || config.providers.iter().any(|p| p.dpop.mode != crate::config::DpopMode::Off)
         {
             return HeaderReads::All;
         }

@@ -16,7 +16,7 @@
 use std::cell::Cell;
 
 use authflow_contract::der;
-use authflow_contract::jwk::{Algorithm, KeyEntry};
+use authflow_contract::jwk::{Algorithm, KeyEntry, PublicKey};
 
 /// The foreign function's name in Envoy's Wasm host.
 pub const FOREIGN_FUNCTION: &str = "verify_signature";
@@ -76,17 +76,28 @@ impl SignatureChecker {
 
     /// Whether `signature` signs `input` under `key`.
     pub fn verify(&self, key: &KeyEntry, input: &[u8], signature: &[u8]) -> bool {
-        let alg = key.algorithm();
+        self.decide(key.algorithm(), &key.spki, input, signature, || key.signature.verify(input, signature))
+    }
+
+    /// Whether `signature` signs `input` under a key used once (a DPoP
+    /// proof's): no prepared table is built for it; the host decides when it
+    /// can, else the contract's verifiers.
+    pub fn verify_once(&self, key: &PublicKey, input: &[u8], signature: &[u8]) -> bool {
+        let spki = der::subject_public_key_info(key);
+        self.decide(key.algorithm(), &spki, input, signature, || authflow_contract::dpop::verify_signature(key, input, signature))
+    }
+
+    fn decide(&self, alg: Algorithm, spki: &[u8], input: &[u8], signature: &[u8], own: impl Fn() -> bool) -> bool {
         let support = self.support.get(index(alg)).map_or(Support::No, Cell::get);
         let (valid, path) = match (support, &self.host) {
-            (Support::Yes, Some(host)) => match host_verify(host, key, input, signature) {
+            (Support::Yes, Some(host)) => match host_verify(host, alg, spki, input, signature) {
                 Some(valid) => (valid, Path::Host),
-                None => (key.signature.verify(input, signature), Path::Wasm),
+                None => (own(), Path::Wasm),
             },
             (Support::Unknown, Some(host)) => {
-                let valid = key.signature.verify(input, signature);
+                let valid = own();
                 if valid {
-                    let able = probe(host, key, input, signature);
+                    let able = probe(host, alg, spki, input, signature);
                     if let Some(s) = self.support.get(index(alg)) {
                         s.set(if able { Support::Yes } else { Support::No });
                     }
@@ -98,7 +109,7 @@ impl SignatureChecker {
                 }
                 (valid, Path::Wasm)
             }
-            _ => (key.signature.verify(input, signature), Path::Wasm),
+            _ => (own(), Path::Wasm),
         };
         if let Some(c) = self.counts.get(index(alg)).and_then(|per_path| per_path.get(path as usize)) {
             c.set(c.get().saturating_add(1));
@@ -123,17 +134,17 @@ impl SignatureChecker {
 
 /// The host accepts a signature the own verifier accepted, and refuses it
 /// with its last bit flipped: only then is it trusted with this algorithm.
-fn probe(host: &ForeignCall, key: &KeyEntry, input: &[u8], signature: &[u8]) -> bool {
+fn probe(host: &ForeignCall, alg: Algorithm, spki: &[u8], input: &[u8], signature: &[u8]) -> bool {
     let mut tampered = signature.to_vec();
     if let Some(last) = tampered.last_mut() {
         *last ^= 1;
     }
-    host_verify(host, key, input, signature) == Some(true) && host_verify(host, key, input, &tampered) == Some(false)
+    host_verify(host, alg, spki, input, signature) == Some(true) && host_verify(host, alg, spki, input, &tampered) == Some(false)
 }
 
 /// The host's verdict; `None` when the host gave none.
-fn host_verify(host: &ForeignCall, key: &KeyEntry, input: &[u8], signature: &[u8]) -> Option<bool> {
-    let (hash, signature) = match key.algorithm() {
+fn host_verify(host: &ForeignCall, alg: Algorithm, spki: &[u8], input: &[u8], signature: &[u8]) -> Option<bool> {
+    let (hash, signature) = match alg {
         Algorithm::RS256 => ("sha256", signature.to_vec()),
         // A signature of the wrong length is no signature at all.
         Algorithm::ES256 => match der::ecdsa_p256_signature(signature) {
@@ -142,7 +153,7 @@ fn host_verify(host: &ForeignCall, key: &KeyEntry, input: &[u8], signature: &[u8
         },
         Algorithm::EdDSA => ("sha512", signature.to_vec()),
     };
-    let answer = host(&encode_arguments(hash, &key.spki, &signature, input))?;
+    let answer = host(&encode_arguments(hash, spki, &signature, input))?;
     decode_result(&answer)
 }
 

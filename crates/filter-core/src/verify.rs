@@ -74,6 +74,8 @@ pub struct VerifiedToken {
     pub client_id: Option<String>,
     pub roles: Vec<String>,
     pub scopes: Vec<String>,
+    /// The key thumbprint a DPoP-bound token is bound to (`cnf.jkt`, RFC 9449 §6.1).
+    pub cnf_jkt: Option<String>,
 }
 
 /// Why a token could not be verified with the keys at hand.
@@ -256,6 +258,14 @@ fn finish(
     if scopes.is_empty() {
         scopes = string_list(payload.get("scp"));
     }
+    // A `cnf` we cannot read binds the token to something unknown: refused, never treated as unbound.
+    let cnf_jkt = match payload.get("cnf") {
+        None => None,
+        Some(cnf) => match cnf.get("jkt").and_then(Value::as_str) {
+            Some(jkt) if !jkt.is_empty() && jkt.len() <= 64 => Some(jkt.to_owned()),
+            _ => return Err(DenyReason::Malformed.into()),
+        },
+    };
     let subject = text("sub");
     let client_id = text(claims::CLAIM_CLIENT_ID).filter(|id| claims::is_service_token(subject.as_deref(), Some(id)));
     let mut token = VerifiedToken {
@@ -273,6 +283,7 @@ fn finish(
         dfp: text(claims::CLAIM_DEVICE_FINGERPRINT),
         identity_headers: Rc::from(Vec::new()),
         not_revoked_in: Cell::new(0),
+        cnf_jkt,
     };
     let mapped = config.identity.claims.iter().filter_map(|(path, header)| {
         let value = claim_at(payload, path)?;

@@ -22,7 +22,7 @@ mod proof;
 pub mod thumbprint;
 
 pub use nonce::NonceKey;
-pub use proof::{parse_proof, CheckedProof, Expectations, NonceCheck, Proof, ProofClaims};
+pub use proof::{parse_proof, verify_signature, CheckedProof, Expectations, NonceCheck, Proof, ProofClaims};
 pub use thumbprint::{access_token_hash, canonical_jwk, jwk_thumbprint};
 
 use crate::jwk::Algorithm;

@@ -1,0 +1,100 @@
+//! DPoP at the resource server (RFC 9449 §7): how a verified token was
+//! presented, and whether the request's proof holds for it. The proof checks
+//! themselves are the contract's ([`authflow_contract::dpop`]), shared with
+//! the auth service; this module supplies the request's side: method, the
+//! URI as the client addressed it, the access token, the binding, the time.
+//!
+//! The verified token may come from the cache, the proof never does: each
+//! request's proof is new and is checked here every time. Replay (a `jti`
+//! used twice) is decided afterwards across every worker ([`crate::replay`]).
+
+use authflow_contract::dpop::{htu, parse_proof, DpopError, Expectations, NonceCheck, AUTH_SCHEME, DEFAULT_FUTURE_SKEW_SECS, PROOF_HEADER};
+use sha2::{Digest, Sha256};
+
+use crate::config::{DpopMode, DpopPolicy};
+use crate::deny::DenyReason;
+use crate::provider_id::ProviderId;
+use crate::request::Request;
+use crate::signature::SignatureChecker;
+use crate::verify::VerifiedToken;
+
+/// A proof accepted on this request, to be recorded once (replay).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProofUse {
+    /// The first 8 bytes of SHA-256(jkt ‖ NUL ‖ jti): the proof's identity in the replay store.
+    pub id: [u8; 8],
+    pub iat: u64,
+    pub provider: ProviderId,
+}
+
+/// Whether the request's `Authorization` header uses the `DPoP` scheme.
+pub fn presented_as_dpop(req: &Request) -> bool {
+    req.header_values("authorization").any(|v| {
+        let v = v.trim_start();
+        v.get(..AUTH_SCHEME.len()).is_some_and(|s| s.eq_ignore_ascii_case(AUTH_SCHEME)) && v.as_bytes().get(AUTH_SCHEME.len()) == Some(&b' ')
+    })
+}
+
+/// The scheme the request was made with, for `htu`: Envoy's `:scheme` (the
+/// downstream connection's, or as the listener is configured to trust).
+fn request_scheme(req: &Request) -> &str {
+    req.header(":scheme").unwrap_or("http")
+}
+
+/// RFC 9449 §7 for one request whose token verified. `Ok(None)`: no proof
+/// involved (a bearer token where that is allowed); `Ok(Some(use))`: a proof
+/// that holds, still to be recorded against replay.
+pub fn judge(
+    policy: &DpopPolicy,
+    token: &VerifiedToken,
+    raw_token: &str,
+    as_dpop: bool,
+    req: &Request,
+    now: u64,
+    signatures: &SignatureChecker,
+) -> Result<Option<ProofUse>, DenyReason> {
+    let deny = |e: DpopError| Err(DenyReason::Dpop(e));
+    if !as_dpop {
+        return match (&token.cnf_jkt, policy.mode) {
+            // A bound token without its proof: stolen, or a client that lost its key.
+            (Some(_), _) => deny(DpopError::BearerDowngrade),
+            (None, DpopMode::Required) => deny(DpopError::TokenNotBound),
+            (None, _) => Ok(None),
+        };
+    }
+    if policy.mode == DpopMode::Off {
+        return Err(DenyReason::InvalidRequest);
+    }
+    let Some(jkt) = token.cnf_jkt.as_deref() else {
+        return deny(DpopError::TokenNotBound);
+    };
+    let mut proofs = req.header_values(PROOF_HEADER);
+    let proof = match (proofs.next(), proofs.next()) {
+        (Some(p), None) => p.trim(),
+        // RFC 9449 §4.3 step 1: exactly one.
+        (Some(_), Some(_)) => return Err(DenyReason::InvalidRequest),
+        (None, _) => return deny(DpopError::Malformed),
+    };
+    let uri = htu::request_uri(request_scheme(req), req.header(":authority").unwrap_or_default(), req.header(":path").unwrap_or_default());
+    let expect = Expectations {
+        method: req.method(),
+        uri: &uri,
+        now,
+        max_age_secs: policy.max_age_secs,
+        future_skew_secs: DEFAULT_FUTURE_SKEW_SECS,
+        algorithms: &policy.algorithms,
+        access_token: Some(raw_token),
+        bound_jkt: Some(jkt),
+        nonce: NonceCheck::NotRequired,
+    };
+    let proof = parse_proof(proof).map_err(DenyReason::Dpop)?;
+    let checked = proof.check_with(&expect, |key, input, sig| signatures.verify_once(key, input, sig)).map_err(DenyReason::Dpop)?;
+    let mut hash = Sha256::new();
+    hash.update(checked.jkt.as_bytes());
+    hash.update([0]);
+    hash.update(checked.jti.as_bytes());
+    let digest: [u8; 32] = hash.finalize().into();
+    let mut id = [0u8; 8];
+    id.iter_mut().zip(digest.iter()).for_each(|(slot, byte)| *slot = *byte);
+    Ok(Some(ProofUse { id, iat: checked.iat, provider: token.provider }))
+}

@@ -1,0 +1,127 @@
+//! The DPoP replay store's layout in proxy-wasm shared data, so that a
+//! proof's `jti` is accepted once across every worker VM of one Envoy
+//! process. The glue reads a slot, asks [`record`] for its new value and
+//! writes it back with the read's compare-and-swap token (retrying when
+//! another worker wrote in between).
+//!
+//! A proof is filed under the time bucket of its `iat` (which its signature
+//! fixes, so a replay lands in the same place) and a shard of its id. Slots
+//! form a ring over buckets: a slot holding an older bucket is simply
+//! overwritten, which evicts by age with no sweep. The ring spans more than
+//! the longest acceptance window, so a bucket is only reused once no proof
+//! filed in it could still be accepted. Each slot holds at most
+//! [`ENTRIES_PER_SLOT`] ids; a full slot refuses (fail closed), counted as
+//! `dpop_replay_store_full`.
+//!
+//! Slot value: bucket number (u64 big-endian), then 8-byte proof ids.
+
+use authflow_contract::dpop::{DpopError, DEFAULT_FUTURE_SKEW_SECS};
+
+use crate::config::MAX_DPOP_MAX_AGE_SECS;
+use crate::dpop::ProofUse;
+
+/// Width of a time bucket.
+pub const BUCKET_SECS: u64 = 5;
+/// Shards per bucket (by the first byte of the proof id).
+pub const SHARDS: u64 = 64;
+/// Proof ids one slot holds: 64 shards × 512 = 32768 proofs per 5 s bucket
+/// (≈ 6500 new proofs a second per Envoy process), 4 KiB per slot.
+pub const ENTRIES_PER_SLOT: usize = 512;
+/// Buckets in the ring: the longest window (max age + future skew) and two spare.
+pub const RING: u64 = (MAX_DPOP_MAX_AGE_SECS + DEFAULT_FUTURE_SKEW_SECS) / BUCKET_SECS + 2;
+
+// A bucket is reused only once no proof filed in it can still be accepted.
+const _: () = assert!(RING * BUCKET_SECS > MAX_DPOP_MAX_AGE_SECS + DEFAULT_FUTURE_SKEW_SECS + BUCKET_SECS);
+
+const ID_LEN: usize = 8;
+const HEADER_LEN: usize = 8;
+
+/// The shared-data key of the slot a proof is filed in, and its bucket.
+pub fn slot_for(proof: &ProofUse) -> (String, u64) {
+    let bucket = proof.iat / BUCKET_SECS;
+    let shard = u64::from(proof.id.first().copied().unwrap_or(0)) % SHARDS;
+    (format!("authflow.dpop.replay.{}.{shard}", bucket % RING), bucket)
+}
+
+/// The slot's new value with `proof` filed in it, or why it is refused:
+/// [`DpopError::Replayed`] when its id is there already,
+/// [`DpopError::ReplayStoreFull`] when the slot is full, and
+/// [`DpopError::Stale`] when the slot already moved on to a later bucket.
+pub fn record(current: Option<&[u8]>, bucket: u64, proof: &ProofUse) -> Result<Vec<u8>, DpopError> {
+    let fresh = || {
+        let mut value = bucket.to_be_bytes().to_vec();
+        value.extend_from_slice(&proof.id);
+        value
+    };
+    let Some(current) = current else { return Ok(fresh()) };
+    let Some((header, ids)) = current.split_first_chunk::<HEADER_LEN>() else { return Ok(fresh()) };
+    let held = u64::from_be_bytes(*header);
+    if held < bucket {
+        return Ok(fresh());
+    }
+    if held > bucket {
+        return Err(DpopError::Stale);
+    }
+    if ids.chunks_exact(ID_LEN).any(|id| id == proof.id) {
+        return Err(DpopError::Replayed);
+    }
+    if ids.len() / ID_LEN >= ENTRIES_PER_SLOT {
+        return Err(DpopError::ReplayStoreFull);
+    }
+    let mut value = current.to_vec();
+    value.extend_from_slice(&proof.id);
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider_id::ProviderId;
+
+    fn proof(id: u64, iat: u64) -> ProofUse {
+        ProofUse { id: id.to_be_bytes(), iat, provider: ProviderId::FIRST }
+    }
+
+    #[test]
+    fn a_proof_is_accepted_once() {
+        let p = proof(1, 1000);
+        let (_, bucket) = slot_for(&p);
+        let v = record(None, bucket, &p).unwrap();
+        assert_eq!(record(Some(&v), bucket, &p), Err(DpopError::Replayed));
+        let v2 = record(Some(&v), bucket, &proof(2, 1000)).unwrap();
+        assert_eq!(record(Some(&v2), bucket, &p), Err(DpopError::Replayed));
+        assert_eq!(record(Some(&v2), bucket, &proof(2, 1000)), Err(DpopError::Replayed));
+    }
+
+    #[test]
+    fn old_buckets_are_evicted_and_newer_ones_refuse_older_proofs() {
+        let old = proof(1, 1000);
+        let (key_old, b_old) = slot_for(&old);
+        let v = record(None, b_old, &old).unwrap();
+        // The same slot a ring later: the old bucket's ids are gone.
+        let later = proof(1, 1000 + RING * BUCKET_SECS);
+        let (key_later, b_later) = slot_for(&later);
+        assert_eq!(key_old, key_later);
+        let v = record(Some(&v), b_later, &later).unwrap();
+        assert_eq!(v.len(), HEADER_LEN + ID_LEN);
+        assert_eq!(record(Some(&v), b_old, &old), Err(DpopError::Stale));
+    }
+
+    #[test]
+    fn a_full_slot_fails_closed() {
+        let first = proof(0, 1000);
+        let (_, bucket) = slot_for(&first);
+        let mut v = record(None, bucket, &first).unwrap();
+        for i in 1..ENTRIES_PER_SLOT as u64 {
+            v = record(Some(&v), bucket, &proof(i, 1000)).unwrap();
+        }
+        assert_eq!(record(Some(&v), bucket, &proof(u64::MAX, 1000)), Err(DpopError::ReplayStoreFull));
+    }
+
+    #[test]
+    fn garbage_in_a_slot_is_replaced() {
+        let p = proof(1, 1000);
+        let (_, bucket) = slot_for(&p);
+        assert_eq!(record(Some(&[1, 2, 3]), bucket, &p).unwrap().len(), HEADER_LEN + ID_LEN);
+    }
+}

@@ -1,0 +1,236 @@
+//! DPoP (RFC 9449) in the per-request decision, on the host: real
+//! access tokens bound with `cnf.jkt`, real proofs signed as a client does.
+// Tests may unwrap and panic: a failure should stop the test where it happened.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use authflow_contract::dpop::{access_token_hash, canonical_jwk, jwk_thumbprint, DpopError};
+use authflow_contract::jwk::PublicKey;
+use authflow_contract::{AccessClaims, Confirmation, KeySet};
+use authflow_filter_core::deny::DenyReason;
+use authflow_filter_core::engine::{Engine, Outcome};
+use authflow_filter_core::{FilterConfig, ProviderId, Request};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jwt_simple::prelude::*;
+use p256::ecdsa::signature::Signer as _;
+use serde_json::{json, Value};
+
+const ISS: &str = "https://auth.test";
+const NOW: u64 = 1_900_000_000;
+const URI: &str = "https://api.example.com/v1/items";
+
+/// A client's proof key.
+enum ClientKey {
+    Es(p256::ecdsa::SigningKey),
+    Ed(ed25519_dalek::SigningKey),
+}
+
+impl ClientKey {
+    fn public(&self) -> PublicKey {
+        match self {
+            ClientKey::Es(k) => {
+                let p = k.verifying_key().to_sec1_point(false);
+                let b = p.as_bytes();
+                PublicKey::ES256 { x: b[1..33].try_into().unwrap(), y: b[33..].try_into().unwrap() }
+            }
+            ClientKey::Ed(k) => PublicKey::EdDSA(k.verifying_key().to_bytes()),
+        }
+    }
+
+    fn jkt(&self) -> String {
+        jwk_thumbprint(&self.public())
+    }
+
+    /// A proof for `method` `uri` with `token`, `iat` `NOW - age`, changed by `edit`.
+    fn proof(&self, method: &str, uri: &str, token: &str, jti: &str, edit: impl FnOnce(&mut Value)) -> String {
+        let alg = match self {
+            ClientKey::Es(_) => "ES256",
+            ClientKey::Ed(_) => "EdDSA",
+        };
+        let header = json!({"typ": "dpop+jwt", "alg": alg, "jwk": serde_json::from_str::<Value>(&canonical_jwk(&self.public())).unwrap()});
+        let mut claims = json!({"jti": jti, "htm": method, "htu": uri, "iat": NOW, "ath": access_token_hash(token)});
+        edit(&mut claims);
+        let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
+        let sig = match self {
+            ClientKey::Es(k) => {
+                let s: p256::ecdsa::Signature = k.sign(input.as_bytes());
+                s.to_bytes().to_vec()
+            }
+            ClientKey::Ed(k) => ed25519_dalek::Signer::sign(k, input.as_bytes()).to_bytes().to_vec(),
+        };
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
+    }
+}
+
+struct Fixture {
+    kp: Ed25519KeyPair,
+    engine: Engine,
+}
+
+fn fixture(dpop: Value) -> Fixture {
+    let mut provider = json!({"name": "test", "issuer": ISS, "audiences": ["api"], "algorithms": ["EdDSA"], "jwks": {"remote": {"cluster": "auth", "path": "/jwks"}}});
+    for (k, v) in dpop.as_object().unwrap() {
+        provider[k] = v.clone();
+    }
+    let config = json!({"providers": [provider], "routes": [{"match": {"prefix": "/public"}, "policy": "public"}]});
+    let kp = Ed25519KeyPair::generate().with_key_id("k1");
+    let mut engine = Engine::new(FilterConfig::from_json(config.to_string().as_bytes()).unwrap(), NOW * 1000);
+    let jwks = format!(r#"{{"keys":[{}]}}"#, kp.public_key().to_jwk());
+    engine.set_keys(ProviderId::FIRST, KeySet::parse(jwks.as_bytes()).unwrap());
+    Fixture { kp, engine }
+}
+
+impl Fixture {
+    /// An access token, bound to `jkt` when given.
+    fn token(&self, jkt: Option<String>) -> String {
+        let custom = AccessClaims { sid: "s-1".into(), roles: vec!["user".into()], cnf: jkt.map(|jkt| Confirmation { jkt }), ..AccessClaims::default() };
+        let mut c = Claims::with_custom_claims(custom, Duration::from_mins(15)).with_issuer(ISS).with_subject("user-1").with_audience("api");
+        c.issued_at = Some(UnixTimeStamp::from_secs(NOW - 10));
+        c.expires_at = Some(UnixTimeStamp::from_secs(NOW + 890));
+        self.kp.sign(c).unwrap()
+    }
+
+    /// A GET of `URI` as it reaches Envoy, with these headers.
+    fn eval_at(&mut self, method: &str, path: &str, headers: &[(&str, &str)]) -> Outcome {
+        let mut h = vec![
+            (":method".to_string(), method.to_string()),
+            (":scheme".to_string(), "https".to_string()),
+            (":authority".to_string(), "api.example.com".to_string()),
+            (":path".to_string(), path.to_string()),
+        ];
+        h.extend(headers.iter().map(|(a, b)| (a.to_string(), b.to_string())));
+        self.engine.evaluate(&Request::from_headers(h, None), NOW * 1000 + 200, true)
+    }
+
+    fn eval(&mut self, headers: &[(&str, &str)]) -> Outcome {
+        self.eval_at("GET", "/v1/items?page=2", headers)
+    }
+}
+
+fn refusal(o: &Outcome) -> (DenyReason, u32, Vec<String>) {
+    match o {
+        Outcome::Deny(d) => {
+            let challenges = d.response.headers.iter().filter(|(n, _)| n == "www-authenticate").map(|(_, v)| v.clone()).collect();
+            (d.reason, d.response.status, challenges)
+        }
+        other => panic!("expected a denial, got {other:?}"),
+    }
+}
+
+fn dpop_refusal(o: &Outcome, expected: DpopError) {
+    let (reason, status, challenges) = refusal(o);
+    assert_eq!((reason, status), (DenyReason::Dpop(expected), 401), "{challenges:?}");
+    assert!(challenges[0].starts_with(&format!("DPoP error=\"{}\"", expected.error_code())), "{challenges:?}");
+    assert!(challenges[0].ends_with("algs=\"ES256 EdDSA\""), "{challenges:?}");
+}
+
+fn keys() -> [ClientKey; 2] {
+    [ClientKey::Es(p256::ecdsa::SigningKey::from_slice(&[3u8; 32]).unwrap()), ClientKey::Ed(ed25519_dalek::SigningKey::from_bytes(&[4u8; 32]))]
+}
+
+#[test]
+fn a_bound_token_passes_with_a_proof_of_its_key_every_time() {
+    for key in keys() {
+        let mut f = fixture(json!({"dpop": "allowed"}));
+        let token = f.token(Some(key.jkt()));
+        let auth = format!("DPoP {token}");
+        for (i, cached) in [(1, false), (2, true)] {
+            let proof = key.proof("GET", URI, &token, &format!("jti-{i}"), |_| {});
+            let Outcome::Allow(a) = f.eval(&[("authorization", &auth), ("dpop", &proof)]) else { panic!("refused") };
+            assert_eq!(a.notes.cache_hit, cached);
+            let used = a.proof.expect("a proof to record against replay");
+            assert_eq!(used.iat, NOW);
+        }
+        // The token is cached now, but a cached token still needs a proof, and a good one.
+        dpop_refusal(&f.eval(&[("authorization", &auth)]), DpopError::Malformed);
+        let other_url = key.proof("GET", "https://api.example.com/v1/other", &token, "jti-3", |_| {});
+        dpop_refusal(&f.eval(&[("authorization", &auth), ("dpop", &other_url)]), DpopError::UriMismatch);
+    }
+}
+
+#[test]
+fn every_refusal_of_rfc9449() {
+    let [es, ed] = keys();
+    let mut f = fixture(json!({"dpop": "allowed"}));
+    let token = f.token(Some(es.jkt()));
+    let auth = format!("DPoP {token}");
+    let cases: Vec<(&str, String, DpopError)> = vec![
+        ("stolen token, thief's key", ed.proof("GET", URI, &token, "a", |_| {}), DpopError::KeyMismatch),
+        ("other method", es.proof("POST", URI, &token, "b", |_| {}), DpopError::MethodMismatch),
+        ("other URL", es.proof("GET", "https://api.example.com/v1/items/7", &token, "c", |_| {}), DpopError::UriMismatch),
+        ("other scheme", es.proof("GET", "http://api.example.com/v1/items", &token, "c2", |_| {}), DpopError::UriMismatch),
+        ("stale iat", es.proof("GET", URI, &token, "d", |c| c["iat"] = (NOW - 61).into()), DpopError::Stale),
+        ("future iat", es.proof("GET", URI, &token, "e", |c| c["iat"] = (NOW + 60).into()), DpopError::IssuedInFuture),
+        ("wrong ath", es.proof("GET", URI, &token, "f", |c| c["ath"] = access_token_hash("other").into()), DpopError::AccessTokenHashMismatch),
+        ("not a proof", "garbage".to_owned(), DpopError::Malformed),
+    ];
+    for (name, proof, expected) in cases {
+        let o = f.eval(&[("authorization", &auth), ("dpop", &proof)]);
+        assert_eq!(refusal(&o).0, DenyReason::Dpop(expected), "{name}");
+        dpop_refusal(&o, expected);
+        assert_eq!(refusal(&o).2.get(1).map(String::as_str), Some("Bearer"), "allowed mode also offers Bearer");
+    }
+    // The same URL spelled differently by the proxy and the client still matches (RFC 3986 normalization).
+    let proof = es.proof("GET", "HTTPS://API.example.com:443/v1/items", &token, "g", |_| {});
+    assert!(matches!(f.eval(&[("authorization", &auth), ("dpop", &proof)]), Outcome::Allow(_)));
+    // Two proofs: 400 invalid_request.
+    let p1 = es.proof("GET", URI, &token, "h", |_| {});
+    let p2 = es.proof("GET", URI, &token, "i", |_| {});
+    let o = f.eval(&[("authorization", &auth), ("dpop", &p1), ("dpop", &p2)]);
+    assert_eq!(refusal(&o).0, DenyReason::InvalidRequest);
+    assert_eq!(refusal(&o).1, 400);
+}
+
+#[test]
+fn bearer_downgrade_and_required_mode() {
+    let [es, _] = keys();
+    for mode in ["off", "allowed", "required"] {
+        let mut f = fixture(json!({"dpop": mode}));
+        // A bound token as Bearer is refused in every mode: the binding is the token's.
+        let bound = f.token(Some(es.jkt()));
+        let o = f.eval(&[("authorization", &format!("Bearer {bound}"))]);
+        assert_eq!(refusal(&o).0, DenyReason::Dpop(DpopError::BearerDowngrade), "{mode}");
+        assert_eq!(refusal(&o).1, 401);
+        let plain = f.token(None);
+        let o = f.eval(&[("authorization", &format!("Bearer {plain}"))]);
+        match mode {
+            "required" => {
+                assert_eq!(refusal(&o).0, DenyReason::Dpop(DpopError::TokenNotBound));
+                assert_eq!(refusal(&o).2, ["DPoP error=\"invalid_token\", error_description=\"the access token is not valid for this request\", algs=\"ES256 EdDSA\""]);
+            }
+            _ => assert!(matches!(o, Outcome::Allow(_)), "{mode}"),
+        }
+        // An unbound token presented with the DPoP scheme.
+        let proof = es.proof("GET", URI, &plain, "u", |_| {});
+        let o = f.eval(&[("authorization", &format!("DPoP {plain}")), ("dpop", &proof)]);
+        let expected = if mode == "off" { DenyReason::InvalidRequest } else { DenyReason::Dpop(DpopError::TokenNotBound) };
+        assert_eq!(refusal(&o).0, expected, "{mode}");
+    }
+}
+
+#[test]
+fn a_failed_proof_on_a_public_route_is_anonymous() {
+    let [es, _] = keys();
+    let mut f = fixture(json!({"dpop": "allowed"}));
+    let token = f.token(Some(es.jkt()));
+    let o = f.eval_at("GET", "/public/x", &[("authorization", &format!("DPoP {token}"))]);
+    let Outcome::Allow(a) = o else { panic!("public route refused") };
+    assert_eq!(a.verified_by, None);
+    assert!(a.identity_headers().is_empty());
+}
+
+#[test]
+fn dpop_settings_are_validated() {
+    let bad = |p: Value| {
+        let mut provider = json!({"name": "t", "issuer": ISS, "algorithms": ["EdDSA"], "jwks": {"remote": {"cluster": "a", "path": "/j"}}});
+        for (k, v) in p.as_object().unwrap() {
+            provider[k] = v.clone();
+        }
+        FilterConfig::from_json(json!({"providers": [provider]}).to_string().as_bytes()).unwrap_err().0
+    };
+    assert!(bad(json!({"dpop": "sometimes"})).contains("`off`, `allowed`, `required`"));
+    assert!(bad(json!({"dpop_algorithms": ["RS256"]})).contains("dpop_algorithms"));
+    assert!(bad(json!({"dpop_algorithms": []})).contains("dpop_algorithms"));
+    assert!(bad(json!({"dpop_max_age_secs": 0})).contains("dpop_max_age_secs"));
+    assert!(bad(json!({"dpop_max_age_secs": 301})).contains("dpop_max_age_secs"));
+}
