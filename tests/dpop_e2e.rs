@@ -1,0 +1,197 @@
+//! DPoP (RFC 9449) through the real Envoy (two workers) with the built
+//! filter and the real auth service: a client signs in with a proof, gets a
+//! token bound to its key, and calls the echo backend with a fresh proof per
+//! request — and every way of misusing that token is refused.
+// Tests may unwrap and panic: a failure should stop the test where it happened.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use authflow_contract::dpop::{access_token_hash, canonical_jwk, jwk_thumbprint};
+use authflow_contract::fingerprint::DEVICE_HEADER;
+use authflow_contract::jwk::PublicKey;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use p256::ecdsa::signature::Signer as _;
+use serde_json::{json, Value};
+use support::stack::*;
+use support::*;
+
+const ISSUER: &str = "http://authflow.dpop-e2e";
+
+/// A client's proof key, as a browser's non-extractable WebCrypto key would be.
+enum ClientKey {
+    Es(p256::ecdsa::SigningKey),
+    Ed(ed25519_dalek::SigningKey),
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+impl ClientKey {
+    fn public(&self) -> PublicKey {
+        match self {
+            ClientKey::Es(k) => {
+                let p = k.verifying_key().to_sec1_point(false);
+                let b = p.as_bytes();
+                PublicKey::ES256 { x: b[1..33].try_into().unwrap(), y: b[33..].try_into().unwrap() }
+            }
+            ClientKey::Ed(k) => PublicKey::EdDSA(k.verifying_key().to_bytes()),
+        }
+    }
+
+    /// A fresh proof for `method` `url`, with `ath` of `token`; `edit` changes the claims before signing.
+    fn proof_with(&self, method: &str, url: &str, token: Option<&str>, edit: impl FnOnce(&mut Value)) -> String {
+        let alg = if matches!(self, ClientKey::Es(_)) { "ES256" } else { "EdDSA" };
+        let header = json!({"typ": "dpop+jwt", "alg": alg, "jwk": serde_json::from_str::<Value>(&canonical_jwk(&self.public())).unwrap()});
+        let jti = URL_SAFE_NO_PAD.encode(rand_bytes());
+        let mut claims = json!({"jti": jti, "htm": method, "htu": url, "iat": now()});
+        if let Some(t) = token {
+            claims["ath"] = access_token_hash(t).into();
+        }
+        edit(&mut claims);
+        let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
+        let sig = match self {
+            ClientKey::Es(k) => {
+                let s: p256::ecdsa::Signature = k.sign(input.as_bytes());
+                s.to_bytes().to_vec()
+            }
+            ClientKey::Ed(k) => ed25519_dalek::Signer::sign(k, input.as_bytes()).to_bytes().to_vec(),
+        };
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
+    }
+
+    fn proof(&self, method: &str, url: &str, token: Option<&str>) -> String {
+        self.proof_with(method, url, token, |_| {})
+    }
+}
+
+/// 16 bytes that differ from call to call (a proof's `jti`).
+fn rand_bytes() -> [u8; 16] {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&t.to_be_bytes());
+    out[8..].copy_from_slice(&n.to_be_bytes());
+    out
+}
+
+fn stack() -> Stack {
+    Stack::start(StackOptions { issuer: ISSUER, service_env: &[], extra_clusters: &[] }, |f| {
+        f["providers"][0]["dpop"] = "allowed".into();
+    })
+}
+
+/// A signed-in device whose access token is bound to `key`.
+fn dpop_sign_in(stack: &Stack, email: &str, key: &ClientKey) -> Session {
+    let r = stack.envoy.post("/v1/auth/signin", &device_headers(), &json!({"email": email, "password": PASSWORD}));
+    assert_eq!(r.status, 200, "signin: {r:?}");
+    let challenge = r.json()["challenge_id"].as_str().unwrap().to_owned();
+    let code = stack.auth.latest_mail(email, "sign-in code", "code");
+    let proof = key.proof("POST", &format!("{ISSUER}/v1/auth/signin/verify"), None);
+    let mut headers = device_headers().to_vec();
+    headers.push(("dpop", &proof));
+    let r = stack.envoy.post("/v1/auth/signin/verify", &headers, &json!({"challenge_id": challenge, "code": code}));
+    assert_eq!(r.status, 200, "second factor with a proof: {r:?}");
+    let j = r.json();
+    assert_eq!(j["token_type"], "DPoP", "{j}");
+    let text = |name: &str| j[name].as_str().unwrap().to_owned();
+    let access = text("access_token");
+    Session { bearer: format!("DPoP {access}"), access, refresh: text("refresh_token"), device: text("device_secret") }
+}
+
+/// `method path` through Envoy from the session's device, with these proofs as `DPoP` headers.
+fn call(stack: &Stack, method: &str, path: &str, s: &Session, proofs: &[&str]) -> Reply {
+    let mut req = ureq::http::Request::builder().method(method).uri(stack.envoy.url(path)).header("authorization", &s.bearer);
+    for (n, v) in [(DEVICE_HEADER, s.device.as_str()), ("user-agent", UA), ("accept-language", LANG)] {
+        req = req.header(n, v);
+    }
+    for p in proofs {
+        req = req.header("dpop", *p);
+    }
+    let req = req.body(()).unwrap();
+    reply(http().run(req).unwrap())
+}
+
+fn assert_refused(r: &Reply, error: &str, what: &str) {
+    assert_eq!(r.status, 401, "{what}: {r:?}");
+    let challenge = r.header("www-authenticate").unwrap_or_default();
+    assert!(challenge.starts_with(&format!("DPoP error=\"{error}\"")), "{what}: {challenge}");
+    assert!(challenge.contains("algs=\"ES256 EdDSA\""), "{what}: {challenge}");
+}
+
+#[test]
+fn dpop_bound_tokens_through_envoy() {
+    let stack = stack();
+    let email = "dpop@example.com";
+    stack.sign_up(email);
+    let key = ClientKey::Es(p256::ecdsa::SigningKey::from_slice(&[0x42; 32]).unwrap());
+    let s = dpop_sign_in(&stack, email, &key);
+    let url = |path: &str| stack.envoy.url(path);
+
+    // The bound token works with its key, once per proof, cached or not; the
+    // backend gets the identity, neither the token nor the proof.
+    for _ in 0..3 {
+        let proof = key.proof("GET", &url("/v1/items"), Some(&s.access));
+        let r = call(&stack, "GET", "/v1/items?page=2", &s, &[&proof]);
+        assert_eq!(r.status, 200, "{r:?}");
+        assert!(r.echoed("x-auth-user").is_some(), "{r:?}");
+        assert_eq!(r.echoed("authorization"), None);
+        assert_eq!(r.echoed("dpop"), None);
+    }
+
+    // A replayed proof: refused on every later try, whichever of the two workers gets it.
+    let proof = key.proof("GET", &url("/v1/items"), Some(&s.access));
+    assert_eq!(call(&stack, "GET", "/v1/items", &s, &[&proof]).status, 200);
+    for i in 0..8 {
+        assert_refused(&call(&stack, "GET", "/v1/items", &s, &[&proof]), "invalid_dpop_proof", &format!("replay {i}"));
+    }
+    assert!(stack.envoy.stat("denied.dpop_replayed") >= 8);
+
+    // A stolen token used with the thief's own key.
+    let thief = ClientKey::Ed(ed25519_dalek::SigningKey::from_bytes(&[7; 32]));
+    assert_ne!(jwk_thumbprint(&thief.public()), jwk_thumbprint(&key.public()));
+    let r = call(&stack, "GET", "/v1/items", &s, &[&thief.proof("GET", &url("/v1/items"), Some(&s.access))]);
+    assert_refused(&r, "invalid_dpop_proof", "thief's key");
+    assert!(stack.envoy.stat("denied.dpop_key_mismatch") >= 1);
+
+    // A proof for another method, another URL, too old, or for another token.
+    let cases = [
+        ("other method", key.proof("POST", &url("/v1/items"), Some(&s.access))),
+        ("other URL", key.proof("GET", &url("/v1/admin/users"), Some(&s.access))),
+        ("other host", key.proof("GET", "http://elsewhere.example/v1/items", Some(&s.access))),
+        ("stale iat", key.proof_with("GET", &url("/v1/items"), Some(&s.access), |c| c["iat"] = (now() - 600).into())),
+        ("wrong ath", key.proof("GET", &url("/v1/items"), Some("another token"))),
+        ("no proof at all", String::new()),
+    ];
+    for (what, proof) in &cases {
+        let proofs: Vec<&str> = if proof.is_empty() { vec![] } else { vec![proof] };
+        assert_refused(&call(&stack, "GET", "/v1/items", &s, &proofs), "invalid_dpop_proof", what);
+    }
+    for stat in ["dpop_method_mismatch", "dpop_uri_mismatch", "dpop_stale", "dpop_ath_mismatch", "dpop_malformed"] {
+        assert!(stack.envoy.stat(&format!("denied.{stat}")) >= 1, "{stat}");
+    }
+
+    // Two proofs on one request: 400.
+    let (a, b) = (key.proof("GET", &url("/v1/items"), Some(&s.access)), key.proof("GET", &url("/v1/items"), Some(&s.access)));
+    assert_eq!(call(&stack, "GET", "/v1/items", &s, &[&a, &b]).status, 400);
+
+    // The bound token presented as a bearer token (a downgrade).
+    let bearer = Session { bearer: format!("Bearer {}", s.access), ..s.clone() };
+    let r = call(&stack, "GET", "/v1/items", &bearer, &[]);
+    assert_refused(&r, "invalid_token", "bearer downgrade");
+    assert!(stack.envoy.stat("denied.dpop_bearer_downgrade") >= 1);
+
+    // An EdDSA key works the same way; a plain bearer sign-in still works where DPoP is allowed.
+    let ed = ClientKey::Ed(ed25519_dalek::SigningKey::from_bytes(&[9; 32]));
+    let s2 = dpop_sign_in(&stack, email, &ed);
+    let r = call(&stack, "GET", "/v1/items", &s2, &[&ed.proof("GET", &url("/v1/items"), Some(&s2.access))]);
+    assert_eq!(r.status, 200, "{r:?}");
+    let plain = stack.sign_in(email);
+    assert_eq!(stack.call("/v1/items", &plain).status, 200);
+}
