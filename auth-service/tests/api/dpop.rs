@@ -231,6 +231,23 @@ async fn a_bound_refresh_token_works_only_with_its_key_and_a_wrong_key_burns_not
 }
 
 #[tokio::test]
+async fn an_unbound_session_stays_unbound_and_a_proof_binds_only_the_new_access_token() {
+    let app = spawn_app().await;
+    app.verified_user("ada@example.com").await;
+    let t = app.signin("ada@example.com", PASSWORD).await;
+    let key = DpopKey::es256();
+    let r = app.dpop_refresh(&t, &key).await;
+    assert_eq!(r.status(), 200);
+    let t2 = dpop_tokens_of(r).await;
+    assert_eq!(bound_jkt(&t2.access), key.jkt().as_str());
+    assert!(app.state.store.session(&t.session).await.unwrap().unwrap().dpop_jkt.is_none());
+    // The session was not bound by that refresh: a later one needs no proof (and answers Bearer).
+    let r = app.refresh_with(&t2, None).await;
+    assert_eq!(r.status(), 200);
+    assert!(claims(&tokens_of(r).await.access).get("cnf").is_none());
+}
+
+#[tokio::test]
 async fn a_proof_is_accepted_once() {
     let app = spawn_app().await;
     app.verified_user("ada@example.com").await;
