@@ -13,9 +13,10 @@ pub mod dpop;
 pub mod fingerprint;
 pub mod jwk;
 pub mod jws;
-pub mod p256_verify;
-pub mod rsa_verify;
 pub mod revocation;
+
+// The Wasm-tuned verifiers live in a crate of their own (see its documentation).
+pub use authflow_verifiers::{p256_verify, rsa_verify};
 
 pub use claims::{AccessClaims, Confirmation};
 pub use fingerprint::{DeviceAttribute, FingerprintInput};

@@ -3,6 +3,10 @@
 use super::*;
 use p256::ecdsa::signature::{Signer, Verifier};
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
+// The reference's scalars (these names shadow the module's own).
+use p256::elliptic_curve::ff::PrimeField;
+use p256::elliptic_curve::ops::Reduce;
+use p256::{FieldBytes, Scalar};
 
 /// Deterministic test randomness (splitmix64).
 struct Rng(u64);

@@ -96,7 +96,7 @@ mod tests {
     use p256::{ProjectivePoint, Scalar};
 
     fn limbs(k: &Scalar) -> [u32; 8] {
-        super::super::scalar_limbs(k)
+        super::super::field::limbs_from_be_bytes(&k.to_repr().into())
     }
 
     fn scalar(be_hex: &str) -> Scalar {

@@ -5,7 +5,8 @@
 //! public data, so this module trades that for speed: 32-bit limbs
 //! ([`field`]), Jacobian points ([`point`]) and fixed-base comb tables for
 //! both the generator and the public key ([`comb`]); the key's table is built
-//! once, when the key is prepared. Scalars mod n still come from `p256`.
+//! once, when the key is prepared. Scalars mod n are [`scalar`]'s, on the
+//! same limbs.
 //!
 //! The decision is exactly the one of `p256::ecdsa::VerifyingKey::verify`
 //! (high-S signatures are accepted, as JWS allows); the tests compare the two.
@@ -13,15 +14,14 @@
 mod comb;
 mod field;
 mod point;
+mod scalar;
 
-use p256::elliptic_curve::ff::PrimeField;
-use p256::elliptic_curve::ops::Reduce;
-use p256::{FieldBytes, Scalar};
 use sha2::{Digest, Sha256};
 
 use comb::CombTable;
 use field::Fe;
 use point::{Affine, Jacobian};
+use scalar::Scalar;
 
 /// The group order n, big-endian.
 const ORDER: [u8; 32] = [
@@ -70,10 +70,10 @@ impl P256Key {
         let s = nonzero_scalar(s_bytes.try_into().ok()?)?;
         // SHA-256 output is exactly as long as n, so no truncation: e = H(m) mod n.
         let digest: [u8; 32] = Sha256::digest(message).into();
-        let e = <Scalar as Reduce<FieldBytes>>::reduce(&FieldBytes::from(digest));
-        let w = Option::<Scalar>::from(s.invert_vartime())?;
-        let u1 = scalar_limbs(&(e * w));
-        let u2 = scalar_limbs(&(r * w));
+        let e = Scalar::reduce_be_bytes(&digest);
+        let w = s.invert()?;
+        let u1 = e.mul(&w).limbs();
+        let u2 = r.mul(&w).limbs();
         let sum = comb::double_mul(&u1, comb::generator_table()?, &u2, &self.table);
         Some(x_reduces_to(&sum, r_bytes))
     }
@@ -87,13 +87,7 @@ pub fn is_curve_point(x: &[u8; 32], y: &[u8; 32]) -> bool {
 
 /// A scalar in [1, n − 1] from big-endian bytes; anything else is not a valid r or s.
 fn nonzero_scalar(bytes: &[u8; 32]) -> Option<Scalar> {
-    let k = Option::<Scalar>::from(Scalar::from_repr(FieldBytes::from(*bytes)))?;
-    (k != Scalar::ZERO).then_some(k)
-}
-
-/// Little-endian u32 limbs of a scalar, as the comb reads them.
-fn scalar_limbs(k: &Scalar) -> [u32; 8] {
-    field::limbs_from_be_bytes(&k.to_repr().into())
+    Scalar::from_be_bytes(bytes).filter(|k| !k.is_zero())
 }
 
 /// Whether x(point) mod n equals r (given in [1, n − 1]), without leaving
