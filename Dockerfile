@@ -26,14 +26,20 @@ COPY auth-service auth-service
 # Cache mounts keep the crate registry and compiled dependencies between builds. The release
 # profile's fat LTO in one codegen unit is for the filter's module (size, speed in V8); for the
 # native binaries it only adds minutes to every image build, so they are built without it.
-# The module is trimmed like `make wasm` does (crates/wasm-trim).
+# The module is built, trimmed and shrunk like `make wasm` does (the `wasm` profile,
+# crates/wasm-trim, binaryen's wasm-opt).
+RUN command -v wasm-opt >/dev/null || { apt-get update -qq \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends binaryen >/dev/null \
+ && rm -rf /var/lib/apt/lists/*; }
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
     CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
     cargo build --release --locked -p authflow-auth-service -p authflow-echo -p authflow-wasm-trim \
- && cargo build --release --locked --target wasm32-wasip1 -p authflow \
+ && cargo build --profile wasm --locked --target wasm32-wasip1 -p authflow \
  && install -d /out \
- && target/release/authflow-wasm-trim target/wasm32-wasip1/release/authflow.wasm /out/authflow.wasm \
+ && target/release/authflow-wasm-trim target/wasm32-wasip1/wasm/authflow.wasm target/authflow.trimmed.wasm \
+ && wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext --enable-simd \
+      target/authflow.trimmed.wasm -o /out/authflow.wasm \
  && install -D -m 0755 target/release/authflow-auth /out/authflow-auth \
  && install -D -m 0755 target/release/authflow-echo /out/authflow-echo
 

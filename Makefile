@@ -8,18 +8,22 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 VENV := .venv
 ENVOY := $(VENV)/bin/envoy
-# cargo's output, and the module every test, config and image uses: the same
-# with the callbacks the filter leaves unhandled taken out of its exports
-# (see UNHANDLED_CALLBACKS in src/lib.rs).
-WASM_BUILD := target/wasm32-wasip1/release/authflow.wasm
+# cargo's output (the `wasm` profile in Cargo.toml), the same with the callbacks
+# the filter leaves unhandled taken out of its exports (see UNHANDLED_CALLBACKS in
+# src/lib.rs), and the module every test, config and image uses: that, optimized
+# for size by binaryen's wasm-opt (docs/bench.md, "Module size").
+WASM_BUILD := target/wasm32-wasip1/wasm/authflow.wasm
+WASM_TRIMMED := target/authflow.trimmed.wasm
 WASM := target/authflow.wasm
+# rustc's wasm32-wasip1 output uses these post-MVP features (SIMD: .cargo/config.toml).
+WASM_OPT_FLAGS := -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext --enable-simd
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export AUTHFLOW_ENVOY := $(abspath $(ENVOY))
 export AUTHFLOW_WASM := $(abspath $(WASM))
 export AUTHFLOW_AUTH_BIN := $(abspath target/debug/authflow-auth)
 
-.PHONY: help test toolchain wasm envoy postgres unit wasm-unit e2e clippy
+.PHONY: help test toolchain wasm-opt wasm envoy postgres unit wasm-unit e2e clippy
 
 help:
 	@echo "make run    - auth service + echo backend + Envoy with the filter, on 127.0.0.1"
@@ -32,9 +36,15 @@ help:
 toolchain:
 	@rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
 
-wasm: toolchain
-	$(CARGO) build --release --target wasm32-wasip1 -p authflow
-	$(CARGO) run --quiet -p authflow-wasm-trim -- $(WASM_BUILD) $(WASM)
+# wasm-opt from Debian's binaryen, installed when missing.
+wasm-opt:
+	@command -v wasm-opt >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq binaryen; }
+
+wasm: toolchain wasm-opt
+	$(CARGO) build --profile wasm --target wasm32-wasip1 -p authflow
+	$(CARGO) run --quiet -p authflow-wasm-trim -- $(WASM_BUILD) $(WASM_TRIMMED)
+	wasm-opt $(WASM_OPT_FLAGS) $(WASM_TRIMMED) -o $(WASM)
+	@echo "$(WASM): $$(stat -c %s $(WASM)) bytes"
 
 envoy: $(ENVOY)
 
@@ -73,7 +83,7 @@ unit:
 wasm-unit: toolchain
 	@command -v node >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq nodejs; }
 	CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings $(abspath scripts/wasi-run.mjs)" \
-	  $(CARGO) test --release -p authflow-contract --target wasm32-wasip1
+	  $(CARGO) test --release -p authflow-verifiers -p authflow-contract --target wasm32-wasip1
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets

@@ -54,18 +54,23 @@ pub fn readings(path: &str) -> Result<Readings<'_>, Unreadable> {
     }
     let unreserved = decode_unreserved(path);
     let normalized = merge_slashes(&remove_dot_segments(&unreserved));
-    let mut others = vec![path.to_owned(), remove_dot_segments(&merge_slashes(&unreserved))];
+    let mut candidates = vec![path.to_owned(), remove_dot_segments(&merge_slashes(&unreserved))];
     let params_first = strip_params(path);
     let decoded = decode_fully(path)?;
     let params_after = strip_params(&String::from_utf8_lossy(&decoded)).into_bytes();
     for decoded in [decoded, params_after, decode_fully(&params_first)?] {
         let lenient = lenient(&decoded);
-        others.push(merge_slashes(&remove_dot_segments(&lenient)));
-        others.push(remove_dot_segments(&merge_slashes(&lenient)));
+        candidates.push(merge_slashes(&remove_dot_segments(&lenient)));
+        candidates.push(remove_dot_segments(&merge_slashes(&lenient)));
     }
-    others.sort_unstable();
-    others.dedup();
-    others.retain(|o| *o != normalized);
+    // Eight candidates at most: a linear check for duplicates needs no sort
+    // (and links none into the module).
+    let mut others: Vec<String> = Vec::with_capacity(candidates.len());
+    for candidate in candidates {
+        if candidate != normalized && !others.contains(&candidate) {
+            others.push(candidate);
+        }
+    }
     Ok(Readings { normalized: Cow::Owned(normalized), others })
 }
 
