@@ -4,11 +4,10 @@
 //! what a refused dispatch means) are `authflow_filter_core::fetch`'s; this
 //! carries them out against the host and reports what to do next.
 
-use authflow_contract::revocation::{Blob, Change};
 use authflow_contract::KeySet;
 use authflow_filter_core::config::{JwksSource, Provider};
 use authflow_filter_core::fetch::{
-    feed_answer, feed_path, jwks_answer, status_of, Answer, Document, DocumentFetch, FeedBody, FetchEnd, KeyNeed, KeyWait, Refusal,
+    feed_answer, feed_path, jwks_answer, status_of, Answer, Document, DocumentFetch, FetchEnd, KeyNeed, KeyWait, Refusal,
     FEED_ACCEPT,
 };
 use authflow_filter_core::{Engine, ProviderId};
@@ -58,7 +57,6 @@ pub struct ProviderRuntime {
     /// Names the provider in the configuration and the engine.
     id: ProviderId,
     name: String,
-    issuer: String,
     jwks: Option<SharedFetch>,
     revocations: Option<SharedFetch>,
     /// Where the revocation list's overlay (what deltas added since its
@@ -74,7 +72,7 @@ impl ProviderRuntime {
         };
         let revocations = provider.revocations.clone().map(|u| SharedFetch::new(Document::Revocations, &provider.issuer, u));
         let revocation_overlay = revocations.as_ref().map(|s| SharedSlot::new(format!("{}:overlay", s.fetch.shared_key)));
-        ProviderRuntime { id, name: provider.name.clone(), issuer: provider.issuer.clone(), jwks, revocations, revocation_overlay }
+        ProviderRuntime { id, name: provider.name.clone(), jwks, revocations, revocation_overlay }
     }
 
     pub fn name(&self) -> &str {
@@ -110,40 +108,32 @@ impl ProviderRuntime {
             }
         }
         let (Some(s), Some(overlay)) = (self.revocations.as_mut(), self.revocation_overlay.as_mut()) else { return };
-        let Some(state) = env.engine.provider_mut(self.id) else { return };
+        let (engine, id) = (&mut *env.engine, self.id);
         // The base is searched where it lands: no parse into maps. The old
         // copy is dropped before the new one is copied in.
-        let list = &mut state.revocations;
-        let mut cleared = false;
-        if let Some(bytes) = s.slot.take_if_changed_with(|| {
-            list.clear();
-            cleared = true;
-        }) {
-            if let Ok(base) = Blob::parse(bytes) {
-                list.adopt_base(base);
-            }
+        let mut base_changed = false;
+        if let Some(bytes) = s.slot.take_if_changed_with(|| engine.clear_revocations(id)) {
+            base_changed = true;
             overlay.forget_seen();
-        }
-        if list.cursor().is_some() {
-            if let Some(bytes) = overlay.take_if_changed() {
-                // An overlay of a base not adopted yet is taken after that base.
-                if !Blob::parse(bytes).is_ok_and(|o| list.adopt_overlay(o)) {
-                    overlay.forget_seen();
-                }
+            if !engine.adopt_revocation_base(id, bytes) {
+                // Unreadable: stale until a readable copy comes, then the policy decides.
+                s.slot.forget_seen();
+                env.metrics.set(Metric::RevocationEntries, 0);
+                return;
             }
         }
-        if cleared {
-            env.metrics.set(Metric::RevocationEntries, list.len() as u64);
+        if let Some(bytes) = overlay.take_if_changed() {
+            // An overlay of a base not adopted yet is taken after that base.
+            if !engine.adopt_revocation_overlay(id, bytes) {
+                overlay.forget_seen();
+            }
         }
-        if cleared && list.cursor().is_none() {
-            // The shared copy could not be read: stale until it can, then the policy decides.
-            s.slot.forget_seen();
-            state.revocations_fresh_at_ms = 0;
-            return;
+        if base_changed {
+            env.metrics.set(Metric::RevocationEntries, engine.revocation_entries(id) as u64);
         }
         let fresh = s.slot.value("fresh").and_then(|v| String::from_utf8(v).ok()).and_then(|v| v.parse::<u64>().ok());
         if let Some(fresh) = fresh {
-            state.revocations_fresh_at_ms = state.revocations_fresh_at_ms.max(fresh);
+            engine.revocations_current_at(id, fresh);
         }
     }
 
@@ -240,46 +230,32 @@ impl ProviderRuntime {
     fn on_feed(&mut self, status: u32, content_type: Option<&str>, body_size: usize, env: &mut Env) {
         let (Some(s), Some(overlay)) = (self.revocations.as_mut(), self.revocation_overlay.as_mut()) else { return };
         let now = env.now_ms;
-        let (max, skew) = (env.engine.config.revocation.max_entries, env.engine.config.clock_skew_secs);
-        let Some(state) = env.engine.provider_mut(self.id) else { return };
-        let sent_cursor = state.revocations.cursor().map(str::to_owned);
-        let list = &mut state.revocations;
         match feed_answer(status, content_type, body_size, host::call_response_body) {
             Answer::NotModified => {
                 s.fetch.finished(FetchEnd::NotModified, now, env.jitter);
                 s.slot.set_value("fresh", now.to_string().as_bytes());
-                state.revocations_fresh_at_ms = now;
+                env.engine.revocations_current_at(self.id, now);
                 env.metrics.inc(Metric::RevocationNotModified);
             }
-            Answer::Fresh(feed, _) => {
-                let applied = match feed {
-                    FeedBody::Compact(blob) => list.apply_compact(blob, &self.issuer, max, skew, now / 1000),
-                    FeedBody::Json(feed) => list.apply(feed, &self.issuer, max, skew, now / 1000),
-                };
-                match applied {
-                    Ok(change) => {
-                        // Only a moved cursor is news: a long poll goes on at once after it.
-                        let moved = list.cursor() != sent_cursor.as_deref();
-                        let end = if moved { FetchEnd::Fresh { etag: None } } else { FetchEnd::NotModified };
-                        s.fetch.finished(end, now, env.jitter);
-                        state.revocations_fresh_at_ms = now;
-                        // Others take the list as it is here (a delta means nothing
-                        // without its base): the base only when it changed, then the overlay.
-                        if change == Change::Base {
-                            s.slot.publish(list.set().base().bytes(), env.vm_id, now);
+            Answer::Fresh(body, _) => match env.engine.apply_feed(self.id, body, now) {
+                Ok(applied) => {
+                    s.fetch.finished(applied.end, now, env.jitter);
+                    if let Some((base, delta)) = env.engine.revocation_blobs(self.id) {
+                        if applied.base_changed {
+                            s.slot.publish(base, env.vm_id, now);
                         }
-                        overlay.publish(list.set().overlay().bytes(), env.vm_id, now);
-                        s.slot.set_value("fresh", now.to_string().as_bytes());
-                        env.metrics.inc(Metric::RevocationFetchOk);
-                        env.metrics.set(Metric::RevocationEntries, list.len() as u64);
+                        overlay.publish(delta, env.vm_id, now);
                     }
-                    Err(e) => {
-                        s.fetch.finished(FetchEnd::Failed, now, env.jitter);
-                        env.metrics.inc(Metric::RevocationRejected);
-                        log::error!("authflow: provider {}: revocation feed refused, keeping the last good list: {e}", self.name);
-                    }
+                    s.slot.set_value("fresh", now.to_string().as_bytes());
+                    env.metrics.inc(Metric::RevocationFetchOk);
+                    env.metrics.set(Metric::RevocationEntries, env.engine.revocation_entries(self.id) as u64);
                 }
-            }
+                Err(e) => {
+                    s.fetch.finished(FetchEnd::Failed, now, env.jitter);
+                    env.metrics.inc(Metric::RevocationRejected);
+                    log::error!("authflow: provider {}: revocation feed refused, keeping the last good list: {e}", self.name);
+                }
+            },
             Answer::Failed(why) => {
                 s.fetch.finished(FetchEnd::Failed, now, env.jitter);
                 env.metrics.inc(Metric::RevocationFetchFailed);

@@ -21,6 +21,7 @@ pub mod provider_id;
 pub mod replay;
 pub mod request;
 pub mod revocation;
+pub mod revocation_sync;
 pub mod schedule;
 pub mod signature;
 pub mod verify;

@@ -1,0 +1,234 @@
+//! Keeping each provider's revocation list current in one VM, as the
+//! background side does it: a fetched feed applied, the base and overlay
+//! another worker VM shared adopted, and the time the list was last known
+//! current (what staleness is measured from). The glue only moves bytes
+//! between the host's shared data and these.
+//!
+//! The worker VMs of one Envoy share the list as the lease VM holds it: the
+//! base (replaced on a snapshot or a compaction) and the overlay (the deltas
+//! since). A delta alone means nothing without its base, so a VM adopts the
+//! base first and an overlay only once it holds that overlay's base.
+
+use authflow_contract::revocation::{ApplyError, Blob, Change};
+
+use crate::engine::Engine;
+use crate::fetch::{FeedBody, FetchEnd};
+use crate::provider_id::ProviderId;
+
+/// A feed applied: how the fetch ended, and what the other VMs must take.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeedApplied {
+    /// News (`Fresh`) only when the cursor moved: a long poll goes on at
+    /// once only after news.
+    pub end: FetchEnd,
+    /// The base changed (a snapshot, or a delta that compacted into it):
+    /// share the base again, then the overlay. Otherwise the overlay alone.
+    pub base_changed: bool,
+}
+
+impl Engine {
+    /// Applies a feed fetched for `id` and marks the list current. A refused
+    /// feed leaves the list and its freshness as they were.
+    pub fn apply_feed(&mut self, id: ProviderId, body: FeedBody, now_ms: u64) -> Result<FeedApplied, ApplyError> {
+        let (max, skew) = (self.config.revocation.max_entries, self.config.clock_skew_secs);
+        let Some(issuer) = self.config.provider(id).map(|p| p.issuer.clone()) else { return Err(ApplyError::WrongIssuer) };
+        let Some(state) = self.provider_mut(id) else { return Err(ApplyError::WrongIssuer) };
+        let list = &mut state.revocations;
+        let sent_cursor = list.cursor().map(str::to_owned);
+        let change = match body {
+            FeedBody::Compact(blob) => list.apply_compact(blob, &issuer, max, skew, now_ms / 1000),
+            FeedBody::Json(feed) => list.apply(feed, &issuer, max, skew, now_ms / 1000),
+        }?;
+        let moved = list.cursor() != sent_cursor.as_deref();
+        state.revocations_fresh_at_ms = state.revocations_fresh_at_ms.max(now_ms);
+        Ok(FeedApplied {
+            end: if moved { FetchEnd::Fresh { etag: None } } else { FetchEnd::NotModified },
+            base_changed: change == Change::Base,
+        })
+    }
+
+    /// The list of `id` was known current at `at_ms` (a `304` here, or
+    /// another VM's fetch). Never moves back.
+    pub fn revocations_current_at(&mut self, id: ProviderId, at_ms: u64) {
+        if let Some(state) = self.provider_mut(id) {
+            state.revocations_fresh_at_ms = state.revocations_fresh_at_ms.max(at_ms);
+        }
+    }
+
+    /// Empties the list of `id` before another VM's base is copied in (a VM
+    /// holds one base at a time). The list is stale until a base lands.
+    pub fn clear_revocations(&mut self, id: ProviderId) {
+        if let Some(state) = self.provider_mut(id) {
+            state.revocations.clear();
+        }
+    }
+
+    /// Takes the base another VM shared into the emptied list of `id`. False
+    /// when the bytes are no base: the list then stays empty and stale (its
+    /// freshness is reset, so the staleness policy decides) until a readable
+    /// base comes.
+    pub fn adopt_revocation_base(&mut self, id: ProviderId, bytes: Vec<u8>) -> bool {
+        let Some(state) = self.provider_mut(id) else { return false };
+        match Blob::parse(bytes) {
+            Ok(base) => {
+                state.revocations.adopt_base(base);
+                true
+            }
+            Err(_) => {
+                state.revocations_fresh_at_ms = 0;
+                false
+            }
+        }
+    }
+
+    /// Takes the overlay another VM shared. False when it is unreadable or
+    /// extends a base this VM does not hold yet: it is then taken again
+    /// after that base.
+    pub fn adopt_revocation_overlay(&mut self, id: ProviderId, bytes: Vec<u8>) -> bool {
+        let Some(state) = self.provider_mut(id) else { return false };
+        state.revocations.cursor().is_some() && Blob::parse(bytes).is_ok_and(|o| state.revocations.adopt_overlay(o))
+    }
+
+    /// The base and the overlay of `id` as this VM holds them, for the others.
+    pub fn revocation_blobs(&self, id: ProviderId) -> Option<(&[u8], &[u8])> {
+        let set = self.provider(id)?.revocations.set();
+        Some((set.base().bytes(), set.overlay().bytes()))
+    }
+
+    /// How many entries the list of `id` holds.
+    pub fn revocation_entries(&self, id: ProviderId) -> usize {
+        self.provider(id).map_or(0, |p| p.revocations.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use authflow_contract::revocation::{BannedSubject, RevocationFeed, RevokedSession, RevokedToken};
+
+    use super::*;
+    use crate::FilterConfig;
+
+    const ISS: &str = "https://auth.test";
+    const NOW_MS: u64 = 1_900_000_000_000;
+
+    fn engine() -> Engine {
+        let config = serde_json::json!({"providers": [{"name": "p", "issuer": ISS, "algorithms": ["EdDSA"],
+            "jwks": {"remote": {"cluster": "auth", "path": "/jwks"}},
+            "revocations": {"cluster": "auth", "path": "/v1/revocations"}}]});
+        Engine::new(FilterConfig::from_json(config.to_string().as_bytes()).unwrap(), NOW_MS)
+    }
+
+    fn feed(cursor: &str, snapshot: bool, jti: &str) -> FeedBody {
+        let expires_at = NOW_MS / 1000 + 900;
+        FeedBody::Json(RevocationFeed {
+            issuer: ISS.into(),
+            cursor: cursor.into(),
+            snapshot,
+            revoked_tokens: vec![RevokedToken { jti: jti.into(), expires_at }],
+            revoked_sessions: vec![RevokedSession { sid: format!("s-{jti}"), expires_at }],
+            banned_subjects: vec![BannedSubject { sub: format!("u-{jti}"), not_before: NOW_MS / 1000, expires_at }],
+        })
+    }
+
+    /// What a poll at the current cursor gets when nothing happened.
+    fn empty_delta(cursor: &str) -> FeedBody {
+        FeedBody::Json(RevocationFeed {
+            issuer: ISS.into(),
+            cursor: cursor.into(),
+            snapshot: false,
+            revoked_tokens: vec![],
+            revoked_sessions: vec![],
+            banned_subjects: vec![],
+        })
+    }
+
+    fn fresh_at(e: &Engine) -> u64 {
+        e.provider(ProviderId::FIRST).unwrap().revocations_fresh_at_ms
+    }
+
+    fn cursor(e: &Engine) -> Option<&str> {
+        e.provider(ProviderId::FIRST).unwrap().revocations.cursor()
+    }
+
+    /// What the lease VM shares, as owned bytes (the host hands copies out).
+    fn shared(e: &Engine) -> (Vec<u8>, Vec<u8>) {
+        let (base, overlay) = e.revocation_blobs(ProviderId::FIRST).unwrap();
+        (base.to_vec(), overlay.to_vec())
+    }
+
+    #[test]
+    fn a_feed_is_news_only_when_its_cursor_moved() {
+        let mut e = engine();
+        let id = ProviderId::FIRST;
+        let first = e.apply_feed(id, feed("1", true, "a"), NOW_MS + 10).unwrap();
+        assert_eq!(first, FeedApplied { end: FetchEnd::Fresh { etag: None }, base_changed: true }, "a snapshot is a new base");
+        assert_eq!(e.revocation_entries(id), 3);
+        assert_eq!(fresh_at(&e), NOW_MS + 10, "current as of the answer");
+        let same = e.apply_feed(id, empty_delta("1"), NOW_MS + 20).unwrap();
+        assert_eq!(same.end, FetchEnd::NotModified, "same cursor: nothing new");
+        assert_eq!(fresh_at(&e), NOW_MS + 20, "but the list is current");
+        let delta = e.apply_feed(id, feed("2", false, "b"), NOW_MS + 30).unwrap();
+        assert_eq!(delta, FeedApplied { end: FetchEnd::Fresh { etag: None }, base_changed: false }, "a small delta: overlay only");
+        assert_eq!(e.revocation_entries(id), 6, "a delta keeps what came before");
+    }
+
+    #[test]
+    fn a_refused_feed_changes_nothing() {
+        let mut e = engine();
+        let id = ProviderId::FIRST;
+        e.apply_feed(id, feed("1", true, "a"), NOW_MS + 10).unwrap();
+        let FeedBody::Json(mut foreign) = feed("3", true, "c") else { unreachable!() };
+        foreign.issuer = "https://other".into();
+        assert_eq!(e.apply_feed(id, FeedBody::Json(foreign), NOW_MS + 40), Err(ApplyError::WrongIssuer));
+        assert_eq!((e.revocation_entries(id), fresh_at(&e), cursor(&e)), (3, NOW_MS + 10, Some("1")));
+    }
+
+    #[test]
+    fn another_vm_takes_the_base_then_the_overlay() {
+        let (mut lease, mut worker) = (engine(), engine());
+        let id = ProviderId::FIRST;
+        lease.apply_feed(id, feed("1", true, "a"), NOW_MS).unwrap();
+        lease.apply_feed(id, feed("2", false, "b"), NOW_MS).unwrap();
+        let (base, overlay) = shared(&lease);
+
+        assert!(!worker.adopt_revocation_overlay(id, overlay.clone()), "an overlay without its base is not taken");
+        assert_eq!(worker.revocation_entries(id), 0);
+        worker.clear_revocations(id);
+        assert!(worker.adopt_revocation_base(id, base));
+        assert_eq!(worker.revocation_entries(id), 3, "the base alone: the snapshot");
+        assert!(worker.adopt_revocation_overlay(id, overlay));
+        assert_eq!(worker.revocation_entries(id), 6, "the merged list, not the last delta");
+        assert_eq!(cursor(&worker), Some("2"));
+    }
+
+    #[test]
+    fn an_overlay_of_another_base_is_not_taken() {
+        let (mut old, mut new, mut worker) = (engine(), engine(), engine());
+        let id = ProviderId::FIRST;
+        old.apply_feed(id, feed("1", true, "a"), NOW_MS).unwrap();
+        new.apply_feed(id, feed("5", true, "x"), NOW_MS).unwrap();
+        new.apply_feed(id, feed("6", false, "y"), NOW_MS).unwrap();
+        worker.adopt_revocation_base(id, shared(&old).0);
+        assert!(!worker.adopt_revocation_overlay(id, shared(&new).1), "it extends a base this VM does not hold");
+        assert_eq!((worker.revocation_entries(id), cursor(&worker)), (3, Some("1")));
+    }
+
+    #[test]
+    fn an_unreadable_base_leaves_the_list_empty_and_stale() {
+        let mut worker = engine();
+        let id = ProviderId::FIRST;
+        worker.revocations_current_at(id, NOW_MS + 1_000);
+        worker.clear_revocations(id);
+        assert!(!worker.adopt_revocation_base(id, b"not a list".to_vec()));
+        assert_eq!((worker.revocation_entries(id), cursor(&worker), fresh_at(&worker)), (0, None, 0));
+        assert!(!worker.adopt_revocation_overlay(id, b"\0\0".to_vec()));
+    }
+
+    #[test]
+    fn known_current_never_moves_back() {
+        let mut e = engine();
+        e.revocations_current_at(ProviderId::FIRST, NOW_MS + 5_000);
+        e.revocations_current_at(ProviderId::FIRST, NOW_MS + 1_000);
+        assert_eq!(fresh_at(&e), NOW_MS + 5_000);
+    }
+}
