@@ -89,7 +89,9 @@ clippy:
 	$(CARGO) clippy --workspace --all-targets
 	$(CARGO) clippy --target wasm32-wasip1 -p authflow
 
--include mk/*.mk
+# deploy.mk first: compose.mk's prerequisites name its DEPLOY_TOOLS_STAMP, and make expands
+# a rule's prerequisites when it reads the rule.
+-include mk/deploy.mk $(filter-out mk/deploy.mk,$(wildcard mk/*.mk))
 
 # Until the deployment checks exist, `make test` has nothing more to run.
 ifeq ($(wildcard mk/deploy.mk),)
