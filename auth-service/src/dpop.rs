@@ -83,6 +83,12 @@ pub fn nonce_header(state: &AppState, now: i64) -> Option<(&'static str, HeaderV
 /// (§11.1) across every instance. Returns the thumbprint of the proof's key.
 pub async fn check_proof(state: &AppState, compact: &str, request: &ProofRequest<'_>, now: i64) -> Result<String, ProofFailure> {
     let checked = check_statelessly(state, compact, request, now)?;
+    remember(state, &checked).await?;
+    Ok(checked.jkt)
+}
+
+/// Records the proof as used (§11.1): `Replayed` when it already was.
+async fn remember(state: &AppState, checked: &CheckedProof) -> Result<(), ProofFailure> {
     // Kept until the proof is too old anyway, with the skew allowed both ways.
     let forget_at = checked.iat.saturating_add(PROOF_MAX_AGE_SECS + PROOF_FUTURE_SKEW_SECS);
     let first_time = state
@@ -93,7 +99,7 @@ pub async fn check_proof(state: &AppState, compact: &str, request: &ProofRequest
     if !first_time {
         return Err(DpopError::Replayed.into());
     }
-    Ok(checked.jkt)
+    Ok(())
 }
 
 /// Everything but the replay check, by the contract.
@@ -139,21 +145,50 @@ impl From<DpopError> for ProofFailure {
     }
 }
 
-/// The thumbprint of a token request's proof key (§5), or `None` when the
-/// request carries no `DPoP` header (then nothing is bound: `Bearer`).
-/// Refusals are 400 `invalid_dpop_proof`, or `use_dpop_nonce` with a nonce.
-pub async fn token_request_key(state: &AppState, headers: &HeaderMap, path: &str, now: i64) -> ApiResult<Option<String>> {
+/// A token request's proof that passed every check but the replay check.
+/// It is recorded as used ([`Self::accept`]) only once the rest of the
+/// request has succeeded: a caller without a valid challenge, code or
+/// refresh token cannot fill the replay table, nor burn a proof.
+#[must_use = "a proof is only bound once accepted"]
+pub struct PendingProof(CheckedProof);
+
+impl PendingProof {
+    /// The RFC 7638 thumbprint of the proof's key.
+    pub fn jkt(&self) -> &str {
+        &self.0.jkt
+    }
+
+    /// Records the proof as used; a replay is refused (400 `invalid_dpop_proof`).
+    /// Returns the key thumbprint the new tokens are bound to.
+    pub async fn accept(self, state: &AppState, now: i64) -> ApiResult<String> {
+        match remember(state, &self.0).await {
+            Ok(()) => Ok(self.0.jkt),
+            Err(ProofFailure::Proof(e)) => Err(token_endpoint_error(state, e, now)),
+            Err(ProofFailure::Store(e)) => Err(e),
+        }
+    }
+}
+
+/// Records `pending` (if any) as used: the thumbprint to bind to, or `None`.
+pub async fn accept(state: &AppState, pending: Option<PendingProof>, now: i64) -> ApiResult<Option<String>> {
+    match pending {
+        Some(proof) => proof.accept(state, now).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The proof of a token request (§5), checked statelessly (nothing is
+/// written), or `None` when the request carries no `DPoP` header (then
+/// nothing is bound: `Bearer`). Refusals are 400 `invalid_dpop_proof`, or
+/// `use_dpop_nonce` with a nonce.
+pub fn token_request_proof(state: &AppState, headers: &HeaderMap, path: &str, now: i64) -> ApiResult<Option<PendingProof>> {
     let compact = match proof_header(headers) {
         Ok(None) => return Ok(None),
         Ok(Some(compact)) => compact,
         Err(e) => return Err(token_endpoint_error(state, e, now)),
     };
     let request = ProofRequest { method: "POST", path, access_token: None, bound_jkt: None, require_nonce: state.config.dpop.require_nonce };
-    match check_proof(state, compact, &request, now).await {
-        Ok(jkt) => Ok(Some(jkt)),
-        Err(ProofFailure::Proof(e)) => Err(token_endpoint_error(state, e, now)),
-        Err(ProofFailure::Store(e)) => Err(e),
-    }
+    check_statelessly(state, compact, &request, now).map(|checked| Some(PendingProof(checked))).map_err(|e| token_endpoint_error(state, e, now))
 }
 
 /// A refused proof at a token endpoint (RFC 9449 §5, §8).

@@ -7,6 +7,7 @@ use crate::audit;
 use crate::clock::now;
 use crate::domain::secret::hashes_match;
 use crate::domain::{hash_secret, random_id, random_secret, Secret};
+use crate::dpop::PendingProof;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Client;
 use crate::metrics::inc;
@@ -110,22 +111,24 @@ pub async fn start(state: &AppState, user: &User, client: &Client, dpop_jkt: Opt
 /// two parties hold it: the whole session is revoked (OAuth 2.0 Security BCP
 /// §4.14) and shows up in the revocation feed.
 ///
-/// `dpop_jkt` is the key thumbprint of the request's (already checked) DPoP
-/// proof. A session bound to a key refreshes only with a proof from that key
+/// `proof` is the request's DPoP proof, checked but not yet recorded: it is
+/// recorded as used only when everything else holds, just before rotation,
+/// so an unknown or ended refresh token burns no proof and writes nothing.
+/// A session bound to a key refreshes only with a proof from that key
 /// (RFC 9449 §5), and that is checked first: a request without it is refused
 /// and changes nothing — it neither rotates the token nor counts as reuse,
 /// since whoever holds the token without the key can do nothing with it, and
 /// must not be able to end the owner's session either. The new access token
 /// is bound to the proof's key; a bound session stays bound.
-pub async fn refresh(state: &AppState, client: &Client, refresh_token: &Secret, dpop_jkt: Option<String>, now: i64) -> ApiResult<SessionTokens> {
+pub async fn refresh(state: &AppState, client: &Client, refresh_token: &Secret, proof: Option<PendingProof>, now: i64) -> ApiResult<SessionTokens> {
     let device = tokens::device_secret(&client.headers).ok_or(ApiError::InvalidGrant("the device secret is missing"))?;
     let old_hash = refresh_token.hash();
     let record = state.store.refresh_token(&old_hash).await?.ok_or(ApiError::InvalidGrant("unknown refresh token"))?;
     let session = state.store.session(&record.session_id).await?.ok_or(ApiError::InvalidGrant("unknown refresh token"))?;
     if let Some(bound) = &session.dpop_jkt {
-        if dpop_jkt.as_deref() != Some(bound.as_str()) {
+        if proof.as_ref().map(PendingProof::jkt) != Some(bound.as_str()) {
             inc(&state.metrics.dpop_refused);
-            let outcome = if dpop_jkt.is_some() { "wrong_dpop_key" } else { "dpop_proof_missing" };
+            let outcome = if proof.is_some() { "wrong_dpop_key" } else { "dpop_proof_missing" };
             audit::record(state, Some(client), "refresh", outcome, Some(&session.user_id), None).await;
             return Err(ApiError::InvalidDpopProof("this refresh token needs a DPoP proof signed with the key it is bound to"));
         }
@@ -144,6 +147,7 @@ pub async fn refresh(state: &AppState, client: &Client, refresh_token: &Secret, 
     if user.banned_at.is_some() {
         return Err(ApiError::AccountDisabled);
     }
+    let dpop_jkt = crate::dpop::accept(state, proof, now).await?;
     let next = random_secret();
     let next_record = RefreshRecord {
         hash: next.hash(),

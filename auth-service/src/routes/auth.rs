@@ -339,7 +339,9 @@ pub fn totp_step(secret_base32: &str, code: &str, now: i64) -> Option<i64> {
 ///
 /// With a `DPoP` proof (RFC 9449 §5) the session and its tokens are bound to
 /// the proof's key (`token_type: DPoP`). The proof is checked before the
-/// code, so a refused proof costs no attempt.
+/// code, so a refused proof costs no attempt; it is recorded as used only
+/// once the code is accepted, so a request without a valid challenge and
+/// code writes nothing and burns no proof.
 #[utoipa::path(post, path = "/v1/auth/signin/verify", tag = "auth", request_body = ChallengeAnswer,
     params(("DPoP" = Option<String>, Header, description = "DPoP proof (RFC 9449): `htm` POST, `htu` the issuer + `/v1/auth/signin/verify`")),
     responses((status = 200, body = super::tokens::TokenResponse, headers(("DPoP-Nonce" = String, description = "a fresh server nonce, when nonces are required"))),
@@ -347,7 +349,7 @@ pub fn totp_step(secret_base32: &str, code: &str, now: i64) -> Option<i64> {
               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn signin_verify(State(state): State<Arc<AppState>>, client: Client, Json(req): Json<ChallengeAnswer>) -> ApiResult<Response> {
     let now = now();
-    let dpop_jkt = crate::dpop::token_request_key(&state, &client.headers, SIGNIN_VERIFY_PATH, now).await?;
+    let proof = crate::dpop::token_request_proof(&state, &client.headers, SIGNIN_VERIFY_PATH, now)?;
     let challenge = state.store.challenge(&req.challenge_id).await?.ok_or(ApiError::InvalidCode("unknown or expired challenge"))?;
     if challenge.consumed_at.is_some() || challenge.expires_at <= now {
         return Err(ApiError::InvalidCode("unknown or expired challenge"));
@@ -381,6 +383,8 @@ pub async fn signin_verify(State(state): State<Arc<AppState>>, client: Client, J
         second_factor_failed(&state, &user, &client, now, attempt).await?;
         return Err(ApiError::InvalidCode("the code is wrong"));
     }
+    // A replayed proof is refused before the challenge is consumed.
+    let dpop_jkt = crate::dpop::accept(&state, proof, now).await?;
     if !state.store.consume_challenge(&challenge.id, now).await? {
         return Err(ApiError::InvalidCode("unknown or expired challenge"));
     }

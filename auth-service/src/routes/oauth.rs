@@ -81,7 +81,8 @@ pub async fn token(State(state): State<Arc<AppState>>, client: Client, form: Res
     let scope = granted_scope(&account.scope, form.scope.as_deref()).map_err(ApiError::InvalidScope)?;
     // After client authentication: an unauthenticated caller cannot fill the replay table.
     let now = now();
-    let dpop_jkt = dpop::token_request_key(&state, &client.headers, TOKEN_PATH, now).await?;
+    let proof = dpop::token_request_proof(&state, &client.headers, TOKEN_PATH, now)?;
+    let dpop_jkt = dpop::accept(&state, proof, now).await?;
     let access = tokens::issue_for_service(&state, &account.client_id, &scope, dpop_jkt, now).await?;
     let subject = authflow_contract::claims::service_subject(&account.client_id);
     audit::record(&state, Some(&client), "client_credentials", "success", Some(&subject), None).await;

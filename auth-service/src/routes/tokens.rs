@@ -83,8 +83,8 @@ pub fn token_response(state: &AppState, tokens: SessionTokens, now: i64) -> Resp
               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn refresh(State(state): State<Arc<AppState>>, client: Client, Json(req): Json<RefreshRequest>) -> ApiResult<Response> {
     let now = now();
-    let dpop_jkt = dpop::token_request_key(&state, &client.headers, REFRESH_PATH, now).await?;
-    let tokens = sessions::refresh(&state, &client, &req.refresh_token, dpop_jkt, now).await?;
+    let proof = dpop::token_request_proof(&state, &client.headers, REFRESH_PATH, now)?;
+    let tokens = sessions::refresh(&state, &client, &req.refresh_token, proof, now).await?;
     Ok(token_response(&state, tokens, now))
 }
 

@@ -263,6 +263,40 @@ async fn a_proof_is_accepted_once() {
     assert_eq!(app.dpop_refresh(&t2, &key).await.status(), 200);
 }
 
+/// A proof is recorded as used only by a request that otherwise succeeds:
+/// whoever has no valid challenge (or code, or refresh token) cannot make
+/// the service write replay rows, and a refused request burns no proof.
+#[tokio::test]
+async fn a_proof_is_recorded_only_by_a_request_that_succeeds() {
+    let app = spawn_app().await;
+    app.verified_user("ada@example.com").await;
+    let key = DpopKey::es256();
+
+    // Sign-in: an unknown challenge, then a wrong code, with the same proof.
+    let proof = key.proof("POST", &app.htu(SIGNIN_VERIFY), None, None);
+    let (challenge, code) = app.challenge_and_code("ada@example.com").await;
+    let r = app.verify_with_proof("no-such-challenge", &code, Some(proof.clone())).await;
+    assert_eq!(error_code(r, 401).await, "invalid_code");
+    let wrong_code = json!(if code.as_str() == Some("000000") { "111111" } else { "000000" });
+    let r = app.verify_with_proof(&challenge, &wrong_code, Some(proof.clone())).await;
+    assert_eq!(error_code(r, 401).await, "invalid_code");
+    let r = app.verify_with_proof(&challenge, &code, Some(proof.clone())).await;
+    assert_eq!(r.status(), 200, "the refused requests did not record the proof");
+    let t = dpop_tokens_of(r).await;
+
+    // Refresh: an unknown refresh token with a proof, then the real one with the same proof.
+    let proof = key.proof("POST", &app.htu(REFRESH), None, None);
+    let unknown = Tokens { refresh: "not-a-refresh-token".into(), access: t.access.clone(), device: t.device.clone(), session: t.session.clone() };
+    let r = app.refresh_with(&unknown, Some(proof.clone())).await;
+    assert_eq!(error_code(r, 401).await, "invalid_grant");
+    let r = app.refresh_with(&t, Some(proof.clone())).await;
+    assert_eq!(r.status(), 200, "the unknown refresh token did not record the proof");
+    let t2 = dpop_tokens_of(r).await;
+    // Once it succeeded, it is used.
+    let r = app.refresh_with(&t2, Some(proof)).await;
+    assert_eq!(error_code(r, 400).await, "invalid_dpop_proof");
+}
+
 #[tokio::test]
 async fn a_proof_used_at_one_instance_is_refused_by_another() {
     let one = spawn_app().await;
