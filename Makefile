@@ -31,6 +31,7 @@ help:
 	@echo "make test   - everything: unit, service, end-to-end with the real Envoy, deploy checks"
 	@echo "make wasm   - build $(WASM)"
 	@echo "make bench  - benchmarks against Envoy's jwt_authn and no auth"
+	@echo "make browser-test - browser sign-in in headless Chromium (browser-screenshots: into docs/)"
 	@echo "make fuzz   - every fuzz target for FUZZ_TIME seconds (docs/fuzzing.md)"
 
 toolchain:
@@ -60,8 +61,8 @@ postgres:
 	  { $(SUDO) apt-get install -y -qq postgresql-15 || $(SUDO) apt-get install -y -qq postgresql; }; }
 
 # Host unit tests of the pure logic, the auth service's tests (on SQLite and
-# on PostgreSQL), and the end-to-end tests against the real Envoy (they need
-# the .wasm and Envoy).
+# on PostgreSQL), the end-to-end tests against the real Envoy (they need
+# the .wasm and Envoy), and the sign-in pages in headless Chromium (mk/browser.mk).
 test: wasm envoy postgres
 	# The filter's no-panic lints (unwrap/expect/panic denied) are enforced on the Wasm build.
 	$(CARGO) clippy --release --target wasm32-wasip1 -p authflow
@@ -70,6 +71,7 @@ test: wasm envoy postgres
 	$(MAKE) --no-print-directory wasm-unit
 	$(MAKE) --no-print-directory deploy-check
 	$(MAKE) --no-print-directory fuzz-smoke
+	$(MAKE) --no-print-directory browser-test
 
 e2e: wasm envoy
 	$(CARGO) build -p authflow-auth-service

@@ -1,11 +1,23 @@
-# Shared by run.sh and demo.sh: start the local stack on 127.0.0.1, stop it on exit.
+# Shared by run.sh, demo.sh and the browser test: start the local stack on 127.0.0.1, stop it on exit.
 # Ports: Envoy 8080 (admin 9901), auth service 8081, echo backend 8082 — as in envoy/local.yaml.
+#
+# Knobs for tests that run the same stack beside another `make run` (all optional):
+#   AUTHFLOW_RUN_DIR        data and logs (default .run/)
+#   AUTHFLOW_RUN_BIN_DIR    where authflow-auth and authflow-echo are (default target/release)
+#   AUTHFLOW_RUN_ENVOY_PORT, AUTHFLOW_RUN_ADMIN_PORT, AUTHFLOW_RUN_AUTH_PORT, AUTHFLOW_RUN_ECHO_PORT
+#     other ports: Envoy then runs a copy of envoy/local.yaml with these ports in it.
+# Any other AUTHFLOW_* setting in the environment reaches the auth service as usual.
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-RUN_DIR="$ROOT/.run"
+RUN_DIR="${AUTHFLOW_RUN_DIR:-$ROOT/.run}"
 ENVOY_BIN="$ROOT/.venv/bin/envoy"
-AUTH_BIN="$ROOT/target/release/authflow-auth"
-ECHO_BIN="$ROOT/target/release/authflow-echo"
+BIN_DIR="${AUTHFLOW_RUN_BIN_DIR:-$ROOT/target/release}"
+AUTH_BIN="$BIN_DIR/authflow-auth"
+ECHO_BIN="$BIN_DIR/authflow-echo"
+ENVOY_PORT="${AUTHFLOW_RUN_ENVOY_PORT:-8080}"
+ADMIN_PORT="${AUTHFLOW_RUN_ADMIN_PORT:-9901}"
+AUTH_PORT="${AUTHFLOW_RUN_AUTH_PORT:-8081}"
+ECHO_PORT="${AUTHFLOW_RUN_ECHO_PORT:-8082}"
 PIDS=()
 
 say() { printf '\033[1m%s\033[0m\n' "$*"; }
@@ -36,11 +48,24 @@ wait_http() { # url, what
   return 1
 }
 
+# envoy/local.yaml, or a copy of it in RUN_DIR with the knobs' ports (the
+# issuer URL and the callouts' authority name the auth service's port too).
+envoy_config_for_ports() {
+  if [ "$ENVOY_PORT$ADMIN_PORT$AUTH_PORT$ECHO_PORT" = 8080990180818082 ]; then
+    echo envoy/local.yaml
+    return
+  fi
+  sed -e "s/port_value: 8080\b/port_value: $ENVOY_PORT/" -e "s/port_value: 9901\b/port_value: $ADMIN_PORT/" \
+      -e "s/port_value: 8081\b/port_value: $AUTH_PORT/" -e "s/port_value: 8082\b/port_value: $ECHO_PORT/" \
+      -e "s/127\.0\.0\.1:8081\b/127.0.0.1:$AUTH_PORT/g" "$ROOT/envoy/local.yaml" >"$RUN_DIR/envoy.yaml" || return 1
+  echo "$RUN_DIR/envoy.yaml"
+}
+
 random_password() { python3 -c 'import secrets; print("pw-" + secrets.token_urlsafe(15))'; }
 
 start_stack() {
   need_curl
-  for port in 8080 8081 8082 9901; do
+  for port in "$ENVOY_PORT" "$AUTH_PORT" "$ECHO_PORT" "$ADMIN_PORT"; do
     if port_busy "$port"; then
       say "port $port on 127.0.0.1 is in use: stop whatever listens there (another 'make run'?) and retry"
       return 1
@@ -49,7 +74,7 @@ start_stack() {
   # A fresh data directory per run: development keys and passwords are generated now, never committed.
   rm -rf "$RUN_DIR" && mkdir -p "$RUN_DIR"
   export AUTHFLOW_DATA_DIR="$RUN_DIR/auth-data" AUTHFLOW_ENVIRONMENT=development AUTHFLOW_DEV_ENDPOINTS=true
-  export AUTHFLOW_LISTEN=127.0.0.1:8081 AUTHFLOW_ISSUER=http://127.0.0.1:8081 AUTHFLOW_AUDIENCES=authflow-demo
+  export AUTHFLOW_LISTEN=127.0.0.1:$AUTH_PORT AUTHFLOW_ISSUER=http://127.0.0.1:$AUTH_PORT AUTHFLOW_AUDIENCES=authflow-demo
   # Envoy (use_remote_address: true) appends the client's address to x-forwarded-for: one trusted hop.
   export AUTHFLOW_XFF_NUM_TRUSTED_HOPS=1
   # The key-encryption key for secrets at rest: generated for this run (the data directory is fresh too).
@@ -58,13 +83,15 @@ start_stack() {
   trap 'exit 130' INT TERM
 
   "$AUTH_BIN" serve >"$RUN_DIR/auth.log" 2>&1 & PIDS+=($!)
-  AUTHFLOW_ECHO_LISTEN=127.0.0.1:8082 "$ECHO_BIN" >"$RUN_DIR/echo.log" 2>&1 & PIDS+=($!)
-  wait_http http://127.0.0.1:8081/readyz "auth service" || return 1
-  (cd "$ROOT" && exec "$ENVOY_BIN" -c envoy/local.yaml --disable-hot-restart --concurrency 2 -l warn) >"$RUN_DIR/envoy.log" 2>&1 & PIDS+=($!)
-  wait_http http://127.0.0.1:9901/ready "Envoy" || return 1
+  AUTHFLOW_ECHO_LISTEN=127.0.0.1:$ECHO_PORT "$ECHO_BIN" >"$RUN_DIR/echo.log" 2>&1 & PIDS+=($!)
+  wait_http "http://127.0.0.1:$AUTH_PORT/readyz" "auth service" || return 1
+  local envoy_config
+  envoy_config=$(envoy_config_for_ports) || return 1
+  (cd "$ROOT" && exec "$ENVOY_BIN" -c "$envoy_config" --disable-hot-restart --concurrency 2 -l warn) >"$RUN_DIR/envoy.log" 2>&1 & PIDS+=($!)
+  wait_http "http://127.0.0.1:$ADMIN_PORT/ready" "Envoy" || return 1
   # Ready means the filter has its keys: the first JWKS fetch happens at start-up.
   for _ in $(seq 1 50); do
-    curl -fsS 'http://127.0.0.1:9901/stats?filter=authflow.jwks.keys_loaded' | grep -qv ': 0$' && break
+    curl -fsS "http://127.0.0.1:$ADMIN_PORT/stats?filter=authflow.jwks.keys_loaded" | grep -qv ': 0$' && break
     sleep 0.1
   done
 
