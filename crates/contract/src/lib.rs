@@ -13,6 +13,7 @@ pub mod dpop;
 pub mod fingerprint;
 pub mod jwk;
 pub mod jws;
+pub mod return_to;
 pub mod revocation;
 
 // The Wasm-tuned verifiers live in a crate of their own (see its documentation).
