@@ -6,6 +6,7 @@
 //! the same transaction, so the feed can never miss a revocation that was
 //! acknowledged.
 
+mod portable;
 pub mod postgres;
 mod rows;
 mod sealed;

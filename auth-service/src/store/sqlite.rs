@@ -7,10 +7,10 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+use super::portable::{SESSION_COLUMNS, USER_COLUMNS};
 use super::rows::{ChallengeRow, EventRow, KeyRow, UserRow};
 use super::sealed::{self, key_purpose, totp_purpose};
 use super::*;
@@ -27,6 +27,16 @@ pub struct SqliteStore {
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 impl SqliteStore {
+    /// Where reads go: the read-only pool.
+    fn reader(&self) -> &SqlitePool {
+        &self.read
+    }
+
+    /// Where writes go: the one writer connection.
+    fn writer(&self) -> &SqlitePool {
+        &self.write
+    }
+
     /// Opens (creating if needed) the database, applies migrations, and seals
     /// with the current KEK every secret still in clear or sealed with an
     /// older one (a wrong KEK fails here, naming the key that sealed them).
@@ -159,16 +169,8 @@ async fn meta_get(conn: &SqlitePool, key: &str) -> Result<Option<String>, sqlx::
     sqlx::query_scalar("SELECT value FROM meta WHERE key = ?").bind(key).fetch_optional(conn).await
 }
 
-const USER_COLUMNS: &str = "id, email, password_hash, roles, scope, email_verified, banned_at, totp_secret, totp_pending, totp_last_step, created_at";
-const SESSION_COLUMNS: &str =
-    "id, user_id, device_secret_hash, created_at, last_seen_at, expires_at, revoked_at, revoke_reason, ip, user_agent, dpop_jkt";
-
-#[async_trait]
-impl Store for SqliteStore {
-    async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.read).await?;
-        Ok(())
-    }
+super::portable::impl_store! {
+    SqliteStore;
 
     async fn epoch(&self) -> StoreResult<String> {
         let fresh = crate::domain::random_id();
@@ -200,49 +202,8 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
-        let row: Option<UserRow> = sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE email = ?"))
-            .bind(email)
-            .fetch_optional(&self.read)
-            .await?;
-        row.map(|r| self.user(r)).transpose()
-    }
-
-    async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
-        let row: Option<UserRow> = sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?;
-        row.map(|r| self.user(r)).transpose()
-    }
-
-    async fn list_users(&self) -> StoreResult<Vec<User>> {
-        let rows: Vec<UserRow> = sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY created_at, email"))
-            .fetch_all(&self.read)
-            .await?;
-        rows.into_iter().map(|r| self.user(r)).collect()
-    }
-
     async fn set_email_verified(&self, user_id: &str) -> StoreResult<()> {
         sqlx::query("UPDATE users SET email_verified = 1 WHERE id = ?")
-            .bind(user_id)
-            .execute(&self.write)
-            .await?;
-        Ok(())
-    }
-
-    async fn set_password(&self, user_id: &str, password_hash: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
-            .bind(password_hash)
-            .bind(user_id)
-            .execute(&self.write)
-            .await?;
-        Ok(())
-    }
-
-    async fn set_roles(&self, user_id: &str, roles: &[String]) -> StoreResult<()> {
-        sqlx::query("UPDATE users SET roles = ? WHERE id = ?")
-            .bind(roles.join(" "))
             .bind(user_id)
             .execute(&self.write)
             .await?;
@@ -285,14 +246,6 @@ impl Store for SqliteStore {
         Ok(r.rows_affected() == 1)
     }
 
-    async fn clear_totp(&self, user_id: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE users SET totp_secret = NULL, totp_pending = NULL WHERE id = ?")
-            .bind(user_id)
-            .execute(&self.write)
-            .await?;
-        Ok(())
-    }
-
     async fn use_totp_step(&self, user_id: &str, step: i64) -> StoreResult<bool> {
         let r = sqlx::query("UPDATE users SET totp_last_step = ? WHERE id = ? AND totp_last_step < ?")
             .bind(step)
@@ -301,29 +254,6 @@ impl Store for SqliteStore {
             .execute(&self.write)
             .await?;
         Ok(r.rows_affected() == 1)
-    }
-
-    async fn put_one_time_token(&self, hash: &str, purpose: TokenPurpose, user_id: &str, expires_at: i64) -> StoreResult<()> {
-        sqlx::query("INSERT INTO one_time_tokens (hash, purpose, user_id, expires_at) VALUES (?, ?, ?, ?)")
-            .bind(hash)
-            .bind(purpose.as_str())
-            .bind(user_id)
-            .bind(expires_at)
-            .execute(&self.write)
-            .await?;
-        Ok(())
-    }
-
-    async fn peek_one_time_token(&self, hash: &str, purpose: TokenPurpose, now: i64) -> StoreResult<Option<String>> {
-        sqlx::query_scalar(
-            "SELECT user_id FROM one_time_tokens WHERE hash = ? AND purpose = ? AND used_at IS NULL AND expires_at > ?",
-        )
-        .bind(hash)
-        .bind(purpose.as_str())
-        .bind(now)
-        .fetch_optional(&self.read)
-        .await
-        .map_err(StoreError::from)
     }
 
     async fn take_one_time_token(&self, hash: &str, purpose: TokenPurpose, now: i64) -> StoreResult<Option<String>> {
@@ -375,14 +305,6 @@ impl Store for SqliteStore {
         .map_err(StoreError::from)
     }
 
-    async fn second_factor_success(&self, user_id: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE second_factor_guard SET attempts = 0, lockouts = 0 WHERE user_id = ?")
-            .bind(user_id)
-            .execute(&self.write)
-            .await?;
-        Ok(())
-    }
-
     async fn count_signin_failure(&self, key: &str, now: i64, quiet_secs: i64) -> StoreResult<u32> {
         // One statement: concurrent failures each count. SET reads the old row.
         let n: i64 = sqlx::query_scalar(
@@ -423,86 +345,6 @@ impl Store for SqliteStore {
         Ok(until)
     }
 
-    async fn clear_signin_failures(&self, key: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM signin_throttle WHERE key = ?").bind(key).execute(&self.write).await?;
-        Ok(())
-    }
-
-    async fn prune_signin_failures(&self, now: i64, before: i64) -> StoreResult<u64> {
-        let r = sqlx::query("DELETE FROM signin_throttle WHERE locked_until <= ? AND last_failure < ?")
-            .bind(now)
-            .bind(before)
-            .execute(&self.write)
-            .await?;
-        Ok(r.rows_affected())
-    }
-
-    async fn put_challenge(&self, c: &Challenge) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO challenges (id, user_id, method, code_hash, expires_at, attempts, created_at) VALUES (?, ?, ?, ?, ?, 0, ?)",
-        )
-        .bind(&c.id)
-        .bind(&c.user_id)
-        .bind(&c.method)
-        .bind(&c.code_hash)
-        .bind(c.expires_at)
-        .bind(c.created_at)
-        .execute(&self.write)
-        .await?;
-        Ok(())
-    }
-
-    async fn challenge(&self, id: &str) -> StoreResult<Option<Challenge>> {
-        let row: Option<ChallengeRow> = sqlx::query_as(
-            "SELECT id, user_id, method, code_hash, expires_at, attempts, consumed_at, created_at FROM challenges WHERE id = ?",
-        )
-        .bind(id)
-        .fetch_optional(&self.read)
-        .await?;
-        Ok(row.map(Challenge::from))
-    }
-
-    async fn challenge_attempt(&self, id: &str) -> StoreResult<u32> {
-        let n: Option<i64> = sqlx::query_scalar("UPDATE challenges SET attempts = attempts + 1 WHERE id = ? RETURNING attempts")
-            .bind(id)
-            .fetch_optional(&self.write)
-            .await?;
-        Ok(n.and_then(|n| u32::try_from(n).ok()).unwrap_or(u32::MAX))
-    }
-
-    async fn consume_challenge(&self, id: &str, now: i64) -> StoreResult<bool> {
-        let r = sqlx::query("UPDATE challenges SET consumed_at = ? WHERE id = ? AND consumed_at IS NULL")
-            .bind(now)
-            .bind(id)
-            .execute(&self.write)
-            .await?;
-        Ok(r.rows_affected() == 1)
-    }
-
-    async fn create_session(&self, s: &Session, refresh: &RefreshRecord) -> StoreResult<()> {
-        let mut tx = self.write.begin().await?;
-        sqlx::query(&format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?)"))
-            .bind(&s.id)
-            .bind(&s.user_id)
-            .bind(&s.device_secret_hash)
-            .bind(s.created_at)
-            .bind(s.last_seen_at)
-            .bind(s.expires_at)
-            .bind(&s.ip)
-            .bind(&s.user_agent)
-            .bind(&s.dpop_jkt)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("INSERT INTO refresh_tokens (hash, session_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
-            .bind(&refresh.hash)
-            .bind(&refresh.session_id)
-            .bind(refresh.created_at)
-            .bind(refresh.expires_at)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await.map_err(StoreError::from)
-    }
-
     async fn session(&self, id: &str) -> StoreResult<Option<Session>> {
         let row: Option<Session> = sqlx::query_as(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?"))
             .bind(id)
@@ -517,14 +359,6 @@ impl Store for SqliteStore {
             .fetch_all(&self.read)
             .await?;
         Ok(rows)
-    }
-
-    async fn refresh_token(&self, hash: &str) -> StoreResult<Option<RefreshRecord>> {
-        sqlx::query_as("SELECT hash, session_id, created_at, expires_at, used_at FROM refresh_tokens WHERE hash = ?")
-            .bind(hash)
-            .fetch_optional(&self.read)
-            .await
-            .map_err(StoreError::from)
     }
 
     async fn rotate_refresh(&self, old_hash: &str, new: &RefreshRecord, now: i64) -> StoreResult<bool> {
@@ -551,65 +385,6 @@ impl Store for SqliteStore {
             .await?;
         tx.commit().await?;
         Ok(true)
-    }
-
-    async fn record_access_token(&self, t: &IssuedToken) -> StoreResult<()> {
-        sqlx::query("INSERT INTO access_tokens (jti, user_id, session_id, issued_at, expires_at) VALUES (?, ?, ?, ?, ?)")
-            .bind(&t.jti)
-            .bind(&t.user_id)
-            .bind(&t.session_id)
-            .bind(t.issued_at)
-            .bind(t.expires_at)
-            .execute(&self.write)
-            .await?;
-        Ok(())
-    }
-
-    async fn access_token(&self, jti: &str) -> StoreResult<Option<IssuedToken>> {
-        sqlx::query_as("SELECT jti, user_id, session_id, issued_at, expires_at FROM access_tokens WHERE jti = ?")
-            .bind(jti)
-            .fetch_optional(&self.read)
-            .await
-            .map_err(StoreError::from)
-    }
-
-    async fn revoke_session(&self, session_id: &str, reason: &str, now: i64, feed_expires_at: i64) -> StoreResult<bool> {
-        let mut tx = self.write.begin().await?;
-        let r = sqlx::query("UPDATE sessions SET revoked_at = ?, revoke_reason = ? WHERE id = ? AND revoked_at IS NULL")
-            .bind(now)
-            .bind(reason)
-            .bind(session_id)
-            .execute(&mut *tx)
-            .await?;
-        if r.rows_affected() != 1 {
-            return Ok(false);
-        }
-        append_event(&mut tx, FeedKind::Session, session_id, None, feed_expires_at, now).await?;
-        tx.commit().await?;
-        Ok(true)
-    }
-
-    async fn revoke_user_sessions(&self, user_id: &str, reason: &str, now: i64, feed_expires_at: i64) -> StoreResult<Vec<String>> {
-        let mut tx = self.write.begin().await?;
-        let ids: Vec<String> = sqlx::query_scalar(
-            "UPDATE sessions SET revoked_at = ?, revoke_reason = ? WHERE user_id = ? AND revoked_at IS NULL RETURNING id",
-        )
-        .bind(now)
-        .bind(reason)
-        .bind(user_id)
-        .fetch_all(&mut *tx)
-        .await?;
-        for id in &ids {
-            append_event(&mut tx, FeedKind::Session, id, None, feed_expires_at, now).await?;
-        }
-        tx.commit().await?;
-        Ok(ids)
-    }
-
-    async fn revoke_token(&self, jti: &str, now: i64, expires_at: i64) -> StoreResult<()> {
-        let mut tx = self.write.begin().await?;
-        append_event(&mut tx, FeedKind::Token, jti, None, expires_at, now).await?;
-        tx.commit().await.map_err(StoreError::from)
     }
 
     async fn ban_user(&self, user_id: &str, now: i64, expires_at: i64) -> StoreResult<bool> {
@@ -641,93 +416,6 @@ impl Store for SqliteStore {
         Ok(true)
     }
 
-    async fn unban_user(&self, user_id: &str) -> StoreResult<bool> {
-        let r = sqlx::query("UPDATE users SET banned_at = NULL WHERE id = ? AND banned_at IS NOT NULL")
-            .bind(user_id)
-            .execute(&self.write)
-            .await?;
-        Ok(r.rows_affected() == 1)
-    }
-
-    async fn create_service_account(&self, a: &ServiceAccount) -> StoreResult<()> {
-        let result = sqlx::query(
-            "INSERT INTO service_accounts (client_id, secret_hash, scope, created_at, rotated_at, public_jwk) VALUES (?, ?, ?, ?, ?, ?) \
-             ON CONFLICT(client_id) DO NOTHING",
-        )
-        .bind(&a.client_id)
-        .bind(&a.secret_hash)
-        .bind(&a.scope)
-        .bind(a.created_at)
-        .bind(a.rotated_at)
-        .bind(&a.public_jwk)
-        .execute(&self.write)
-        .await?;
-        if result.rows_affected() == 0 {
-            return Err(StoreError::Conflict("the client id"));
-        }
-        Ok(())
-    }
-
-    async fn service_account(&self, client_id: &str) -> StoreResult<Option<ServiceAccount>> {
-        Ok(sqlx::query_as(
-            "SELECT client_id, secret_hash, scope, disabled_at, created_at, rotated_at, public_jwk FROM service_accounts WHERE client_id = ?",
-        )
-        .bind(client_id)
-        .fetch_optional(&self.read)
-        .await?)
-    }
-
-    async fn set_service_secret(&self, client_id: &str, secret_hash: &str, now: i64) -> StoreResult<bool> {
-        let r = sqlx::query("UPDATE service_accounts SET secret_hash = ?, rotated_at = ? WHERE client_id = ? AND disabled_at IS NULL")
-            .bind(secret_hash)
-            .bind(now)
-            .bind(client_id)
-            .execute(&self.write)
-            .await?;
-        Ok(r.rows_affected() == 1)
-    }
-
-    async fn set_service_public_jwk(&self, client_id: &str, public_jwk: Option<&str>, now: i64) -> StoreResult<bool> {
-        let r = sqlx::query("UPDATE service_accounts SET public_jwk = ?, rotated_at = ? WHERE client_id = ? AND disabled_at IS NULL")
-            .bind(public_jwk)
-            .bind(now)
-            .bind(client_id)
-            .execute(&self.write)
-            .await?;
-        Ok(r.rows_affected() == 1)
-    }
-
-    async fn take_client_assertion(&self, client_id: &str, jti: &str, expires_at: i64) -> StoreResult<bool> {
-        // One statement: of two instances taking the same jti, one inserts.
-        let r = sqlx::query(
-            "INSERT INTO client_assertion_jtis (client_id, jti, expires_at) VALUES (?, ?, ?) ON CONFLICT (client_id, jti) DO NOTHING",
-        )
-        .bind(client_id)
-        .bind(jti)
-        .bind(expires_at)
-        .execute(&self.write)
-        .await?;
-        Ok(r.rows_affected() == 1)
-    }
-
-    async fn disable_service_account(&self, client_id: &str, subject: &str, now: i64, expires_at: i64) -> StoreResult<bool> {
-        let mut tx = self.write.begin().await?;
-        let r = sqlx::query("UPDATE service_accounts SET disabled_at = ? WHERE client_id = ? AND disabled_at IS NULL")
-            .bind(now)
-            .bind(client_id)
-            .execute(&mut *tx)
-            .await?;
-        if r.rows_affected() != 1 {
-            return Ok(false);
-        }
-        // Like a ban, but tokens issued in this very second die too (a service
-        // token has no session event to catch them); a disabled account gets no
-        // new tokens, so nothing legitimate is issued after it.
-        append_event(&mut tx, FeedKind::Subject, subject, Some(now + 1), expires_at, now).await?;
-        tx.commit().await?;
-        Ok(true)
-    }
-
     async fn feed_head(&self) -> StoreResult<FeedHead> {
         // Read through the writer so a head read right after a commit sees it.
         let head: Option<i64> = sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'revocation_events'")
@@ -738,17 +426,6 @@ impl Store for SqliteStore {
             head: head.unwrap_or(0),
             pruned_through: pruned.and_then(|p| p.parse().ok()).unwrap_or(0),
         })
-    }
-
-    async fn feed_events_after(&self, after: i64, forgotten_through: i64) -> StoreResult<Vec<FeedEvent>> {
-        let rows: Vec<EventRow> = sqlx::query_as(
-            "SELECT seq, kind, subject, not_before, expires_at FROM revocation_events WHERE seq > ? AND expires_at > ? ORDER BY seq",
-        )
-        .bind(after)
-        .bind(forgotten_through)
-        .fetch_all(&self.read)
-        .await?;
-        Ok(rows.into_iter().map(FeedEvent::from).collect())
     }
 
     async fn prune_feed(&self, forgotten_through: i64) -> StoreResult<u64> {
@@ -796,21 +473,6 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn remember_dpop_proof(&self, id_hash: &str, expires_at: i64) -> StoreResult<bool> {
-        // The primary key decides between instances racing on one proof.
-        let r = sqlx::query("INSERT INTO dpop_proofs (id_hash, expires_at) VALUES (?, ?) ON CONFLICT (id_hash) DO NOTHING").bind(id_hash).bind(expires_at).execute(&self.write).await?;
-        Ok(r.rows_affected() == 1)
-    }
-
-    async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>> {
-        let rows: Vec<KeyRow> = sqlx::query_as(
-            "SELECT kid, alg, private_key, public_key, created_at, publish_at, active_at, retired_at FROM signing_keys ORDER BY active_at, created_at",
-        )
-        .fetch_all(&self.write)
-        .await?;
-        rows.into_iter().map(|r| self.signing_key(r)).collect()
-    }
-
     async fn add_first_signing_key(&self, k: &StoredKey) -> StoreResult<bool> {
         // One statement on the one writer connection: atomic.
         let r = sqlx::query(
@@ -851,15 +513,6 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(StoreError::from)
     }
 
-    async fn set_signing_key_public(&self, kid: &str, public_key: &[u8]) -> StoreResult<()> {
-        sqlx::query("UPDATE signing_keys SET public_key = ? WHERE kid = ?")
-            .bind(public_key)
-            .bind(kid)
-            .execute(&self.write)
-            .await?;
-        Ok(())
-    }
-
     async fn delete_retired_private_keys(&self, now: i64) -> StoreResult<u64> {
         let r = sqlx::query(
             "UPDATE signing_keys SET private_key = X'' \
@@ -885,33 +538,6 @@ impl Store for SqliteStore {
         .fetch_one(&self.write)
         .await?;
         Ok(sent <= i64::from(max))
-    }
-
-    async fn prune_mail_budget(&self, before: i64) -> StoreResult<u64> {
-        let r = sqlx::query("DELETE FROM mail_budget WHERE window_start < ?").bind(before).execute(&self.write).await?;
-        Ok(r.rows_affected())
-    }
-
-    async fn prune_audit(&self, before: i64) -> StoreResult<u64> {
-        let r = sqlx::query("DELETE FROM audit_log WHERE at < ?").bind(before).execute(&self.write).await?;
-        Ok(r.rows_affected())
-    }
-
-    async fn audit(&self, e: &AuditEntry) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO audit_log (at, event, outcome, user_id, email, ip, user_agent, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(e.at)
-        .bind(&e.event)
-        .bind(&e.outcome)
-        .bind(&e.user_id)
-        .bind(&e.email)
-        .bind(&e.ip)
-        .bind(&e.user_agent)
-        .bind(&e.detail)
-        .execute(&self.write)
-        .await?;
-        Ok(())
     }
 
     async fn audit_log(&self, user_id: Option<&str>, limit: u32) -> StoreResult<Vec<AuditEntry>> {

@@ -1,0 +1,409 @@
+//! The queries both backends run word for word: portable SQL with `$N`
+//! placeholders (SQLite reads `$N` as the N-th argument, as Postgres does).
+//! Each backend's own module keeps only the queries whose dialects differ
+//! (upserts, locks, array parameters, notifications); this macro writes the
+//! `Store` implementation with both, so a portable query exists once.
+//!
+//! A macro rather than generic code over `sqlx::Database`: the bounds sqlx
+//! needs for a generic executor (encode/decode/type for every bound value,
+//! per database) would outweigh the queries themselves.
+
+pub(super) const USER_COLUMNS: &str = "id, email, password_hash, roles, scope, email_verified, banned_at, totp_secret, totp_pending, totp_last_step, created_at";
+pub(super) const SESSION_COLUMNS: &str =
+    "id, user_id, device_secret_hash, created_at, last_seen_at, expires_at, revoked_at, revoke_reason, ip, user_agent, dpop_jkt";
+
+/// `impl Store for $store { <the backend's own methods> <the portable ones> }`.
+/// The backend provides `reader()` and `writer()` (its pools for reads and
+/// writes; the same pool on Postgres) and the row helpers `user`,
+/// `signing_key` and `seal`.
+macro_rules! impl_store {
+    ($store:ty; $($own:tt)*) => {
+        #[::async_trait::async_trait]
+        impl Store for $store {
+            $($own)*
+
+            async fn ping(&self) -> StoreResult<()> {
+                sqlx::query("SELECT 1").execute(self.reader()).await?;
+                Ok(())
+            }
+
+            async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
+                let row: Option<UserRow> = sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1"))
+                    .bind(email)
+                    .fetch_optional(self.reader())
+                    .await?;
+                row.map(|r| self.user(r)).transpose()
+            }
+
+            async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
+                let row: Option<UserRow> = sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(self.reader())
+                    .await?;
+                row.map(|r| self.user(r)).transpose()
+            }
+
+            async fn list_users(&self) -> StoreResult<Vec<User>> {
+                let rows: Vec<UserRow> = sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY created_at, email"))
+                    .fetch_all(self.reader())
+                    .await?;
+                rows.into_iter().map(|r| self.user(r)).collect()
+            }
+
+            async fn set_password(&self, user_id: &str, password_hash: &str) -> StoreResult<()> {
+                sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+                    .bind(password_hash)
+                    .bind(user_id)
+                    .execute(self.writer())
+                    .await?;
+                Ok(())
+            }
+
+            async fn set_roles(&self, user_id: &str, roles: &[String]) -> StoreResult<()> {
+                sqlx::query("UPDATE users SET roles = $1 WHERE id = $2")
+                    .bind(roles.join(" "))
+                    .bind(user_id)
+                    .execute(self.writer())
+                    .await?;
+                Ok(())
+            }
+
+            async fn clear_totp(&self, user_id: &str) -> StoreResult<()> {
+                sqlx::query("UPDATE users SET totp_secret = NULL, totp_pending = NULL WHERE id = $1")
+                    .bind(user_id)
+                    .execute(self.writer())
+                    .await?;
+                Ok(())
+            }
+
+            async fn put_one_time_token(&self, hash: &str, purpose: TokenPurpose, user_id: &str, expires_at: i64) -> StoreResult<()> {
+                sqlx::query("INSERT INTO one_time_tokens (hash, purpose, user_id, expires_at) VALUES ($1, $2, $3, $4)")
+                    .bind(hash)
+                    .bind(purpose.as_str())
+                    .bind(user_id)
+                    .bind(expires_at)
+                    .execute(self.writer())
+                    .await?;
+                Ok(())
+            }
+
+            async fn peek_one_time_token(&self, hash: &str, purpose: TokenPurpose, now: i64) -> StoreResult<Option<String>> {
+                sqlx::query_scalar(
+                    "SELECT user_id FROM one_time_tokens WHERE hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > $3",
+                )
+                .bind(hash)
+                .bind(purpose.as_str())
+                .bind(now)
+                .fetch_optional(self.reader())
+                .await
+                .map_err(StoreError::from)
+            }
+
+            async fn second_factor_success(&self, user_id: &str) -> StoreResult<()> {
+                sqlx::query("UPDATE second_factor_guard SET attempts = 0, lockouts = 0 WHERE user_id = $1")
+                    .bind(user_id)
+                    .execute(self.writer())
+                    .await?;
+                Ok(())
+            }
+
+            async fn clear_signin_failures(&self, key: &str) -> StoreResult<()> {
+                sqlx::query("DELETE FROM signin_throttle WHERE key = $1").bind(key).execute(self.writer()).await?;
+                Ok(())
+            }
+
+            async fn prune_signin_failures(&self, now: i64, before: i64) -> StoreResult<u64> {
+                let r = sqlx::query("DELETE FROM signin_throttle WHERE locked_until <= $1 AND last_failure < $2")
+                    .bind(now)
+                    .bind(before)
+                    .execute(self.writer())
+                    .await?;
+                Ok(r.rows_affected())
+            }
+
+            async fn put_challenge(&self, c: &Challenge) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO challenges (id, user_id, method, code_hash, expires_at, attempts, created_at) VALUES ($1, $2, $3, $4, $5, 0, $6)",
+                )
+                .bind(&c.id)
+                .bind(&c.user_id)
+                .bind(&c.method)
+                .bind(&c.code_hash)
+                .bind(c.expires_at)
+                .bind(c.created_at)
+                .execute(self.writer())
+                .await?;
+                Ok(())
+            }
+
+            async fn challenge(&self, id: &str) -> StoreResult<Option<Challenge>> {
+                let row: Option<ChallengeRow> = sqlx::query_as(
+                    "SELECT id, user_id, method, code_hash, expires_at, attempts, consumed_at, created_at FROM challenges WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(self.reader())
+                .await?;
+                Ok(row.map(Challenge::from))
+            }
+
+            async fn challenge_attempt(&self, id: &str) -> StoreResult<u32> {
+                let n: Option<i64> = sqlx::query_scalar("UPDATE challenges SET attempts = attempts + 1 WHERE id = $1 RETURNING attempts")
+                    .bind(id)
+                    .fetch_optional(self.writer())
+                    .await?;
+                Ok(n.and_then(|n| u32::try_from(n).ok()).unwrap_or(u32::MAX))
+            }
+
+            async fn consume_challenge(&self, id: &str, now: i64) -> StoreResult<bool> {
+                let r = sqlx::query("UPDATE challenges SET consumed_at = $1 WHERE id = $2 AND consumed_at IS NULL")
+                    .bind(now)
+                    .bind(id)
+                    .execute(self.writer())
+                    .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn create_session(&self, s: &Session, refresh: &RefreshRecord) -> StoreResult<()> {
+                let mut tx = self.writer().begin().await?;
+                sqlx::query(&format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL, $7, $8, $9)"))
+                    .bind(&s.id)
+                    .bind(&s.user_id)
+                    .bind(&s.device_secret_hash)
+                    .bind(s.created_at)
+                    .bind(s.last_seen_at)
+                    .bind(s.expires_at)
+                    .bind(&s.ip)
+                    .bind(&s.user_agent)
+                    .bind(&s.dpop_jkt)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("INSERT INTO refresh_tokens (hash, session_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
+                    .bind(&refresh.hash)
+                    .bind(&refresh.session_id)
+                    .bind(refresh.created_at)
+                    .bind(refresh.expires_at)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await.map_err(StoreError::from)
+            }
+
+            async fn refresh_token(&self, hash: &str) -> StoreResult<Option<RefreshRecord>> {
+                sqlx::query_as("SELECT hash, session_id, created_at, expires_at, used_at FROM refresh_tokens WHERE hash = $1")
+                    .bind(hash)
+                    .fetch_optional(self.reader())
+                    .await
+                    .map_err(StoreError::from)
+            }
+
+            async fn record_access_token(&self, t: &IssuedToken) -> StoreResult<()> {
+                sqlx::query("INSERT INTO access_tokens (jti, user_id, session_id, issued_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(&t.jti)
+                    .bind(&t.user_id)
+                    .bind(&t.session_id)
+                    .bind(t.issued_at)
+                    .bind(t.expires_at)
+                    .execute(self.writer())
+                    .await?;
+                Ok(())
+            }
+
+            async fn access_token(&self, jti: &str) -> StoreResult<Option<IssuedToken>> {
+                sqlx::query_as("SELECT jti, user_id, session_id, issued_at, expires_at FROM access_tokens WHERE jti = $1")
+                    .bind(jti)
+                    .fetch_optional(self.reader())
+                    .await
+                    .map_err(StoreError::from)
+            }
+
+            async fn revoke_session(&self, session_id: &str, reason: &str, now: i64, feed_expires_at: i64) -> StoreResult<bool> {
+                let mut tx = self.writer().begin().await?;
+                let r = sqlx::query("UPDATE sessions SET revoked_at = $1, revoke_reason = $2 WHERE id = $3 AND revoked_at IS NULL")
+                    .bind(now)
+                    .bind(reason)
+                    .bind(session_id)
+                    .execute(&mut *tx)
+                    .await?;
+                if r.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                append_event(&mut tx, FeedKind::Session, session_id, None, feed_expires_at, now).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn revoke_user_sessions(&self, user_id: &str, reason: &str, now: i64, feed_expires_at: i64) -> StoreResult<Vec<String>> {
+                let mut tx = self.writer().begin().await?;
+                let ids: Vec<String> = sqlx::query_scalar(
+                    "UPDATE sessions SET revoked_at = $1, revoke_reason = $2 WHERE user_id = $3 AND revoked_at IS NULL RETURNING id",
+                )
+                .bind(now)
+                .bind(reason)
+                .bind(user_id)
+                .fetch_all(&mut *tx)
+                .await?;
+                for id in &ids {
+                    append_event(&mut tx, FeedKind::Session, id, None, feed_expires_at, now).await?;
+                }
+                tx.commit().await?;
+                Ok(ids)
+            }
+
+            async fn revoke_token(&self, jti: &str, now: i64, expires_at: i64) -> StoreResult<()> {
+                let mut tx = self.writer().begin().await?;
+                append_event(&mut tx, FeedKind::Token, jti, None, expires_at, now).await?;
+                tx.commit().await.map_err(StoreError::from)
+            }
+
+            async fn unban_user(&self, user_id: &str) -> StoreResult<bool> {
+                let r = sqlx::query("UPDATE users SET banned_at = NULL WHERE id = $1 AND banned_at IS NOT NULL")
+                    .bind(user_id)
+                    .execute(self.writer())
+                    .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn create_service_account(&self, a: &ServiceAccount) -> StoreResult<()> {
+                let result = sqlx::query(
+                    "INSERT INTO service_accounts (client_id, secret_hash, scope, created_at, rotated_at, public_jwk) VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT(client_id) DO NOTHING",
+                )
+                .bind(&a.client_id)
+                .bind(&a.secret_hash)
+                .bind(&a.scope)
+                .bind(a.created_at)
+                .bind(a.rotated_at)
+                .bind(&a.public_jwk)
+                .execute(self.writer())
+                .await?;
+                if result.rows_affected() == 0 {
+                    return Err(StoreError::Conflict("the client id"));
+                }
+                Ok(())
+            }
+
+            async fn service_account(&self, client_id: &str) -> StoreResult<Option<ServiceAccount>> {
+                Ok(sqlx::query_as(
+                    "SELECT client_id, secret_hash, scope, disabled_at, created_at, rotated_at, public_jwk FROM service_accounts WHERE client_id = $1",
+                )
+                .bind(client_id)
+                .fetch_optional(self.reader())
+                .await?)
+            }
+
+            async fn set_service_secret(&self, client_id: &str, secret_hash: &str, now: i64) -> StoreResult<bool> {
+                let r = sqlx::query("UPDATE service_accounts SET secret_hash = $1, rotated_at = $2 WHERE client_id = $3 AND disabled_at IS NULL")
+                    .bind(secret_hash)
+                    .bind(now)
+                    .bind(client_id)
+                    .execute(self.writer())
+                    .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn set_service_public_jwk(&self, client_id: &str, public_jwk: Option<&str>, now: i64) -> StoreResult<bool> {
+                let r = sqlx::query("UPDATE service_accounts SET public_jwk = $1, rotated_at = $2 WHERE client_id = $3 AND disabled_at IS NULL")
+                    .bind(public_jwk)
+                    .bind(now)
+                    .bind(client_id)
+                    .execute(self.writer())
+                    .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn take_client_assertion(&self, client_id: &str, jti: &str, expires_at: i64) -> StoreResult<bool> {
+                // One statement: of two instances taking the same jti, one inserts.
+                let r = sqlx::query(
+                    "INSERT INTO client_assertion_jtis (client_id, jti, expires_at) VALUES ($1, $2, $3) ON CONFLICT (client_id, jti) DO NOTHING",
+                )
+                .bind(client_id)
+                .bind(jti)
+                .bind(expires_at)
+                .execute(self.writer())
+                .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn disable_service_account(&self, client_id: &str, subject: &str, now: i64, expires_at: i64) -> StoreResult<bool> {
+                let mut tx = self.writer().begin().await?;
+                let r = sqlx::query("UPDATE service_accounts SET disabled_at = $1 WHERE client_id = $2 AND disabled_at IS NULL")
+                    .bind(now)
+                    .bind(client_id)
+                    .execute(&mut *tx)
+                    .await?;
+                if r.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                // Like a ban, but tokens issued in this very second die too (a service
+                // token has no session event to catch them); a disabled account gets no
+                // new tokens, so nothing legitimate is issued after it.
+                append_event(&mut tx, FeedKind::Subject, subject, Some(now + 1), expires_at, now).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn feed_events_after(&self, after: i64, forgotten_through: i64) -> StoreResult<Vec<FeedEvent>> {
+                let rows: Vec<EventRow> = sqlx::query_as(
+                    "SELECT seq, kind, subject, not_before, expires_at FROM revocation_events WHERE seq > $1 AND expires_at > $2 ORDER BY seq",
+                )
+                .bind(after)
+                .bind(forgotten_through)
+                .fetch_all(self.reader())
+                .await?;
+                Ok(rows.into_iter().map(FeedEvent::from).collect())
+            }
+
+            async fn remember_dpop_proof(&self, id_hash: &str, expires_at: i64) -> StoreResult<bool> {
+                // The primary key decides between instances racing on one proof.
+                let r = sqlx::query("INSERT INTO dpop_proofs (id_hash, expires_at) VALUES ($1, $2) ON CONFLICT (id_hash) DO NOTHING").bind(id_hash).bind(expires_at).execute(self.writer()).await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>> {
+                let rows: Vec<KeyRow> = sqlx::query_as(
+                    "SELECT kid, alg, private_key, public_key, created_at, publish_at, active_at, retired_at FROM signing_keys ORDER BY active_at, created_at",
+                )
+                .fetch_all(self.writer())
+                .await?;
+                rows.into_iter().map(|r| self.signing_key(r)).collect()
+            }
+
+            async fn set_signing_key_public(&self, kid: &str, public_key: &[u8]) -> StoreResult<()> {
+                sqlx::query("UPDATE signing_keys SET public_key = $1 WHERE kid = $2")
+                    .bind(public_key)
+                    .bind(kid)
+                    .execute(self.writer())
+                    .await?;
+                Ok(())
+            }
+
+            async fn prune_mail_budget(&self, before: i64) -> StoreResult<u64> {
+                let r = sqlx::query("DELETE FROM mail_budget WHERE window_start < $1").bind(before).execute(self.writer()).await?;
+                Ok(r.rows_affected())
+            }
+
+            async fn prune_audit(&self, before: i64) -> StoreResult<u64> {
+                let r = sqlx::query("DELETE FROM audit_log WHERE at < $1").bind(before).execute(self.writer()).await?;
+                Ok(r.rows_affected())
+            }
+
+            async fn audit(&self, e: &AuditEntry) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO audit_log (at, event, outcome, user_id, email, ip, user_agent, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(e.at)
+                .bind(&e.event)
+                .bind(&e.outcome)
+                .bind(&e.user_id)
+                .bind(&e.email)
+                .bind(&e.ip)
+                .bind(&e.user_agent)
+                .bind(&e.detail)
+                .execute(self.writer())
+                .await?;
+                Ok(())
+            }
+        }
+    };
+}
+
+pub(super) use impl_store;
