@@ -71,6 +71,12 @@ mod abi {
         ) -> u32;
     }
 
+    // WASI's random source (Envoy implements it from its own CSPRNG).
+    #[link(wasm_import_module = "wasi_snapshot_preview1")]
+    extern "C" {
+        pub fn random_get(buf: *mut u8, buf_len: usize) -> i32;
+    }
+
     /// Takes back a buffer the host wrote through the SDK's exported
     /// `proxy_on_memory_allocate` (a leaked `Vec<u8>` of capacity `size`).
     ///
@@ -142,6 +148,12 @@ pub fn now_ms() -> u64 {
         return 0;
     }
     nanos / 1_000_000
+}
+
+/// Fills `buf` with random bytes from the host; false when it cannot.
+pub fn random_bytes(buf: &mut [u8]) -> bool {
+    // SAFETY: the buffer is valid for writes of its length.
+    unsafe { abi::random_get(buf.as_mut_ptr(), buf.len()) == 0 }
 }
 
 pub fn set_tick_period(period: Duration) -> bool {

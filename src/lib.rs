@@ -6,6 +6,7 @@
 //! - `vm`: what a VM's contexts share; pausing and settling requests that wait for keys.
 //! - `provider`: one provider's key and revocation fetches.
 //! - `outcome`: carrying a decision out on a request.
+//! - `nonce_key`: where the DPoP nonce key comes from.
 //! - `shared`: state shared between worker VMs; `metrics`: every statistic;
 //!   `host`: every host call, through the raw ABI.
 //!
@@ -17,6 +18,7 @@
 mod host;
 mod http;
 mod metrics;
+mod nonce_key;
 mod outcome;
 mod provider;
 mod root;

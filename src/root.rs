@@ -15,6 +15,7 @@ use proxy_wasm::types::ContextType;
 
 use crate::host;
 use crate::http::AuthflowHttp;
+use crate::nonce_key::NonceKeySource;
 use crate::provider::Env;
 use crate::vm::Vm;
 
@@ -92,6 +93,13 @@ impl RootContext for AuthflowRoot {
         };
         let now = host::now_ms();
         let mut vm = Vm::new(config, now);
+        match NonceKeySource::configure(&mut vm.engine) {
+            Ok(source) => vm.nonce_keys = source,
+            Err(e) => {
+                log::error!("authflow: {e}");
+                return false;
+            }
+        }
         if !host::set_tick_period(TICK) {
             log::error!("authflow: the host refused a tick period; keys and revocations would never refresh");
             return false;
@@ -113,6 +121,7 @@ impl RootContext for AuthflowRoot {
         let vm = &mut *vm;
         vm.clock_ms = now;
         self.run_providers(vm, now, true);
+        vm.nonce_keys.refresh(&mut vm.engine);
         vm.settle_paused(now);
         vm.metrics.count_signatures(&vm.engine.signatures);
         vm.metrics.flush();

@@ -11,10 +11,13 @@
 //!   and copy the (possibly large) data only when it moved.
 //! - **Replay store**: DPoP proofs accepted, written with compare-and-swap
 //!   ([`record_proof_once`]).
+//! - **DPoP nonce key** of the process, when none comes from the
+//!   environment: the first VM that finds none writes a random one
+//!   ([`process_nonce_key`]).
 
 use authflow_contract::dpop::DpopError;
 use authflow_filter_core::dpop::ProofUse;
-use authflow_filter_core::{lease, replay};
+use authflow_filter_core::{lease, nonce, replay};
 
 use crate::host;
 
@@ -105,4 +108,26 @@ pub fn record_proof_once(proof: &ProofUse) -> Result<(), DpopError> {
         }
     }
     Err(DpopError::ReplayStoreFull)
+}
+
+/// The raw DPoP nonce key every worker of this Envoy process uses, made
+/// here if no worker made one yet; `(key, made_here)`. Creating a missing
+/// shared value cannot be compare-and-swapped, so two workers starting
+/// together may both write: each VM re-reads the key on every tick and
+/// adopts the one that stayed.
+pub fn process_nonce_key() -> Option<(Vec<u8>, bool)> {
+    if let Some(key) = stored_nonce_key() {
+        return Some((key, false));
+    }
+    let mut fresh = vec![0u8; authflow_contract::dpop::nonce::MIN_KEY_BYTES];
+    if !host::random_bytes(&mut fresh) {
+        return None;
+    }
+    host::shared_set(nonce::SHARED_DATA_KEY, &fresh, 0).ok()?;
+    Some((fresh, true))
+}
+
+/// The process's nonce key as stored in shared data, if it is one.
+pub fn stored_nonce_key() -> Option<Vec<u8>> {
+    host::shared_get(nonce::SHARED_DATA_KEY)?.0.filter(|bytes| nonce::from_shared(bytes).is_some())
 }

@@ -12,6 +12,7 @@ use authflow_filter_core::{Engine, FilterConfig, PerProvider, Request};
 
 use crate::host;
 use crate::metrics::{Metric, Metrics};
+use crate::nonce_key::NonceKeySource;
 use crate::outcome::carry_out;
 use crate::provider::ProviderRuntime;
 
@@ -33,6 +34,8 @@ pub struct Vm {
     pub clock_ms: u64,
     /// The last request's header buffer, reused by the next one.
     pub header_buffer: Vec<u8>,
+    /// Where the DPoP nonce key comes from (set at configuration, renewed on ticks).
+    pub nonce_keys: NonceKeySource,
 }
 
 /// A request's fate at its headers.
@@ -59,6 +62,7 @@ impl Vm {
             paused: PausedRequests::default(),
             clock_ms: now_ms,
             header_buffer: Vec::new(),
+            nonce_keys: NonceKeySource::NotNeeded,
         }
     }
 

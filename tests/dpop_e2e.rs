@@ -9,7 +9,7 @@ mod support;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use authflow_contract::dpop::{access_token_hash, canonical_jwk, jwk_thumbprint};
+use authflow_contract::dpop::{access_token_hash, canonical_jwk, jwk_thumbprint, nonce, NonceKey};
 use authflow_contract::fingerprint::DEVICE_HEADER;
 use authflow_contract::jwk::PublicKey;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -194,4 +194,97 @@ fn dpop_bound_tokens_through_envoy() {
     assert_eq!(r.status, 200, "{r:?}");
     let plain = stack.sign_in(email);
     assert_eq!(stack.call("/v1/items", &plain).status, 200);
+}
+
+/// The variable the nonce test passes its key in (host → Wasm VM, `host_env_keys`).
+const NONCE_KEY_ENV: &str = "AUTHFLOW_E2E_DPOP_NONCE_KEY";
+const NONCE_KEY: [u8; 32] = [0x5a; 32];
+
+fn nonce_stack(key_env: Option<&str>) -> Stack {
+    Stack::start(StackOptions { issuer: ISSUER, service_env: &[], extra_clusters: &[] }, |f| {
+        f["providers"][0]["dpop"] = "allowed".into();
+        f["providers"][0]["dpop_nonce"] = "required".into();
+        if let Some(name) = key_env {
+            f["dpop_nonce_key_env"] = name.into();
+        }
+    })
+}
+
+/// A fresh proof for `GET /v1/items` with `nonce`.
+fn nonce_proof(stack: &Stack, key: &ClientKey, s: &Session, nonce: &str) -> String {
+    key.proof_with("GET", &stack.envoy.url("/v1/items"), Some(&s.access), |c| c["nonce"] = nonce.into())
+}
+
+/// A `use_dpop_nonce` refusal; the fresh nonce it offers.
+fn nonce_refusal(r: &Reply, what: &str) -> String {
+    assert_refused(r, "use_dpop_nonce", what);
+    r.header("dpop-nonce").unwrap_or_else(|| panic!("{what}: no DPoP-Nonce in {r:?}")).to_owned()
+}
+
+#[test]
+fn dpop_nonces_from_a_configured_key_through_envoy() {
+    // Every replica would be given this key the same way.
+    std::env::set_var(NONCE_KEY_ENV, base64::engine::general_purpose::STANDARD.encode(NONCE_KEY));
+    let stack = nonce_stack(Some(NONCE_KEY_ENV));
+    let email = "nonce@example.com";
+    stack.sign_up(email);
+    let key = ClientKey::Ed(ed25519_dalek::SigningKey::from_bytes(&[11; 32]));
+    let s = dpop_sign_in(&stack, email, &key);
+    let shared_key = NonceKey::new(&NONCE_KEY).unwrap();
+
+    // No nonce: 401 use_dpop_nonce with a nonce of the configured key; the retry with it passes.
+    let r = call(&stack, "GET", "/v1/items", &s, &[&key.proof("GET", &stack.envoy.url("/v1/items"), Some(&s.access))]);
+    let fresh = nonce_refusal(&r, "no nonce");
+    assert!(nonce::check(&shared_key, &fresh, now(), 30), "issued with the key from the environment");
+    assert_eq!(call(&stack, "GET", "/v1/items", &s, &[&nonce_proof(&stack, &key, &s, &fresh)]).status, 200);
+
+    // A nonce another replica issued with the same key passes too.
+    let other_replica = nonce::issue(&shared_key, now());
+    assert_eq!(call(&stack, "GET", "/v1/items", &s, &[&nonce_proof(&stack, &key, &s, &other_replica)]).status, 200);
+
+    // Another key's nonce, an expired one, a forged one: refused, each with a fresh nonce.
+    let mut forged = fresh.clone().into_bytes();
+    forged[50] = if forged[50] == b'A' { b'B' } else { b'A' };
+    for (what, bad) in [
+        ("another key", nonce::issue(&NonceKey::new(&[1; 32]).unwrap(), now())),
+        ("expired", nonce::issue(&shared_key, now() - 600)),
+        ("forged", String::from_utf8(forged).unwrap()),
+    ] {
+        let r = call(&stack, "GET", "/v1/items", &s, &[&nonce_proof(&stack, &key, &s, &bad)]);
+        let offered = nonce_refusal(&r, what);
+        assert!(nonce::check(&shared_key, &offered, now(), 30), "{what}");
+    }
+    assert!(stack.envoy.stat("denied.dpop_nonce_missing") >= 1);
+    assert!(stack.envoy.stat("denied.dpop_nonce_invalid") >= 3);
+}
+
+#[test]
+fn dpop_nonces_with_a_per_process_key_hold_across_workers() {
+    let stack = nonce_stack(None);
+    let email = "nonce2@example.com";
+    stack.sign_up(email);
+    let key = ClientKey::Es(p256::ecdsa::SigningKey::from_slice(&[0x24; 32]).unwrap());
+    let s = dpop_sign_in(&stack, email, &key);
+    let r = call(&stack, "GET", "/v1/items", &s, &[&key.proof("GET", &stack.envoy.url("/v1/items"), Some(&s.access))]);
+    let fresh = nonce_refusal(&r, "no nonce");
+    // Each call is a new connection, spread over the two workers: each accepts the nonce either issued.
+    for i in 0..12 {
+        let r = call(&stack, "GET", "/v1/items", &s, &[&nonce_proof(&stack, &key, &s, &fresh)]);
+        assert_eq!(r.status, 200, "call {i}: {r:?}");
+    }
+    assert!(stack.envoy.log().contains("each replica issues its own"), "the operator is told replicas differ");
+}
+
+#[test]
+fn a_nonce_key_variable_the_vm_lacks_is_refused_at_load() {
+    let mut filter = filter_config(ISSUER);
+    filter["providers"][0]["dpop"] = "allowed".into();
+    filter["providers"][0]["dpop_nonce"] = "required".into();
+    filter["dpop_nonce_key_env"] = "AUTHFLOW_E2E_NO_SUCH_VARIABLE".into();
+    let clusters = vec![("backend".to_owned(), free_port()), ("authflow_auth".to_owned(), free_port())];
+    let err = match Envoy::start(EnvoyOptions { filter, routes: vec![], clusters, concurrency: 1 }) {
+        Ok(_) => panic!("Envoy served without a nonce key"),
+        Err(e) => e,
+    };
+    assert!(err.contains("AUTHFLOW_E2E_NO_SUCH_VARIABLE") && err.contains("host_env_keys"), "the log says what to fix:\n{err}");
 }

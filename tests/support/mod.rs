@@ -129,6 +129,12 @@ pub fn envoy_config(filter: &Value, clusters: &[(String, u16)], port: u16, admin
 pub fn envoy_config_with_routes(filter: &Value, clusters: &[(String, u16)], extra_routes: &[Value], port: u16, admin_port: u16) -> Value {
     let mut routes: Vec<Value> = extra_routes.to_vec();
     routes.push(json!({"match": {"prefix": "/"}, "route": {"cluster": "backend"}}));
+    let mut vm_config = json!({"vm_id": "authflow", "runtime": "envoy.wasm.runtime.v8",
+        "code": {"local": {"filename": wasm_path().to_string_lossy()}}});
+    // The variable the filter reads its DPoP nonce key from goes into the VM (as a deployment passes it).
+    if let Some(name) = filter["dpop_nonce_key_env"].as_str() {
+        vm_config["environment_variables"] = json!({"host_env_keys": [name]});
+    }
     json!({
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "static_resources": {
@@ -153,8 +159,7 @@ pub fn envoy_config_with_routes(filter: &Value, clusters: &[(String, u16)], extr
                                 "config": {
                                     "name": "authflow", "root_id": "authflow", "fail_open": false,
                                     "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": filter.to_string()},
-                                    "vm_config": {"vm_id": "authflow", "runtime": "envoy.wasm.runtime.v8",
-                                        "code": {"local": {"filename": wasm_path().to_string_lossy()}}}
+                                    "vm_config": vm_config
                                 }}},
                             {"name": "envoy.filters.http.router", "typed_config": {
                                 "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}

@@ -49,6 +49,8 @@ struct RawConfig {
     revocation: Option<RawRevocationPolicy>,
     #[serde(default)]
     forward_device_secret: bool,
+    #[serde(default)]
+    dpop_nonce_key_env: Option<String>,
 }
 
 mod defaults {
@@ -88,6 +90,8 @@ struct RawProvider {
     dpop_algorithms: Option<Vec<String>>,
     #[serde(default)]
     dpop_max_age_secs: Option<u64>,
+    #[serde(default)]
+    dpop_nonce: DpopNonce,
 }
 
 #[derive(Debug, Deserialize)]
@@ -290,6 +294,10 @@ pub struct FilterConfig {
     /// Forward the device secret (`x-authflow-device`, the device cookie)
     /// upstream; off by default: it is a credential for the auth service only.
     pub forward_device_secret: bool,
+    /// The environment variable of the Wasm VM holding the DPoP nonce key
+    /// (base64, at least 32 bytes), so every replica issues and accepts the
+    /// same nonces. Unset: a random key per Envoy process.
+    pub dpop_nonce_key_env: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -322,6 +330,17 @@ pub enum DpopMode {
     Required,
 }
 
+/// Whether a provider's DPoP proofs must carry a server nonce (RFC 9449 §9).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DpopNonce {
+    #[default]
+    Off,
+    /// A proof without a current nonce of this filter is refused with
+    /// `use_dpop_nonce` and a fresh one in `DPoP-Nonce`.
+    Required,
+}
+
 /// A provider's DPoP settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DpopPolicy {
@@ -330,6 +349,7 @@ pub struct DpopPolicy {
     pub algorithms: Vec<Algorithm>,
     /// How old a proof's `iat` may be.
     pub max_age_secs: u64,
+    pub nonce: DpopNonce,
 }
 
 /// The longest `dpop_max_age_secs`: the replay store keeps every proof this long.
@@ -579,6 +599,7 @@ impl FilterConfig {
             device,
             revocation,
             forward_device_secret: raw.forward_device_secret,
+            dpop_nonce_key_env: validate_env_name(raw.dpop_nonce_key_env)?,
         })
     }
 
@@ -624,7 +645,7 @@ fn validate_provider(p: RawProvider, policy: &RevocationPolicy) -> Result<Provid
             Some(upstream)
         }
     };
-    let dpop = validate_dpop(p.dpop, p.dpop_algorithms, p.dpop_max_age_secs)?;
+    let dpop = validate_dpop(p.dpop, p.dpop_algorithms, p.dpop_max_age_secs, p.dpop_nonce)?;
     Ok(Provider {
         dpop,
         name: p.name,
@@ -639,7 +660,7 @@ fn validate_provider(p: RawProvider, policy: &RevocationPolicy) -> Result<Provid
     })
 }
 
-fn validate_dpop(mode: DpopMode, algorithms: Option<Vec<String>>, max_age_secs: Option<u64>) -> Result<DpopPolicy, ConfigError> {
+fn validate_dpop(mode: DpopMode, algorithms: Option<Vec<String>>, max_age_secs: Option<u64>, nonce: DpopNonce) -> Result<DpopPolicy, ConfigError> {
     use authflow_contract::dpop::{DEFAULT_MAX_AGE_SECS, SUPPORTED_ALGORITHMS};
     let algorithms = match algorithms {
         None => SUPPORTED_ALGORITHMS.to_vec(),
@@ -659,7 +680,20 @@ fn validate_dpop(mode: DpopMode, algorithms: Option<Vec<String>>, max_age_secs: 
     if !(1..=MAX_DPOP_MAX_AGE_SECS).contains(&max_age_secs) {
         return err(format!("dpop_max_age_secs: must be 1-{MAX_DPOP_MAX_AGE_SECS}"));
     }
-    Ok(DpopPolicy { mode, algorithms, max_age_secs })
+    if nonce == DpopNonce::Required && mode == DpopMode::Off {
+        return err("dpop_nonce: `required` needs `dpop: allowed` or `required`");
+    }
+    Ok(DpopPolicy { mode, algorithms, max_age_secs, nonce })
+}
+
+/// `dpop_nonce_key_env`: a plain environment variable name.
+fn validate_env_name(name: Option<String>) -> Result<Option<String>, ConfigError> {
+    match name {
+        Some(n) if n.is_empty() || n.len() > 128 || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') => {
+            err(format!("`dpop_nonce_key_env`: `{n}` must be 1-128 letters, digits or `_`"))
+        }
+        name => Ok(name),
+    }
 }
 
 /// The longest `revocations.wait_secs` (the service's own bound).

@@ -164,7 +164,7 @@ impl DenyReason {
     /// The HTTP answer. `required_scope` is named in the header for 403 scope denials (RFC 6750 §3).
     pub fn response(self, retry_after_secs: u32, required_scope: Option<&str>) -> DenyResponse {
         if let Self::Dpop(e) = self {
-            let policy = DpopPolicy { mode: DpopMode::Allowed, algorithms: authflow_contract::dpop::SUPPORTED_ALGORITHMS.to_vec(), max_age_secs: 0 };
+            let policy = DpopPolicy { mode: DpopMode::Allowed, algorithms: authflow_contract::dpop::SUPPORTED_ALGORITHMS.to_vec(), max_age_secs: 0, nonce: crate::config::DpopNonce::Off };
             return Self::dpop_response(e, &policy);
         }
         let (status, code) = match self {
@@ -265,7 +265,7 @@ mod tests {
 
     #[test]
     fn rfc9449_challenges() {
-        let both = DpopPolicy { mode: DpopMode::Allowed, algorithms: vec![authflow_contract::Algorithm::ES256, authflow_contract::Algorithm::EdDSA], max_age_secs: 60 };
+        let both = DpopPolicy { mode: DpopMode::Allowed, algorithms: vec![authflow_contract::Algorithm::ES256, authflow_contract::Algorithm::EdDSA], max_age_secs: 60, nonce: crate::config::DpopNonce::Off };
         let r = DenyReason::dpop_response(DpopError::Replayed, &both);
         assert_eq!(r.status, 401);
         let challenges: Vec<&str> = r.headers.iter().filter(|(n, _)| n == "www-authenticate").map(|(_, v)| v.as_str()).collect();

@@ -8,7 +8,7 @@
 //! request's proof is new and is checked here every time. Replay (a `jti`
 //! used twice) is decided afterwards across every worker ([`crate::replay`]).
 
-use authflow_contract::dpop::{htu, parse_proof, DpopError, Expectations, NonceCheck, AUTH_SCHEME, DEFAULT_FUTURE_SKEW_SECS, PROOF_HEADER};
+use authflow_contract::dpop::{htu, parse_proof, DpopError, Expectations, NonceKey, AUTH_SCHEME, DEFAULT_FUTURE_SKEW_SECS, PROOF_HEADER};
 use sha2::{Digest, Sha256};
 
 use crate::config::{DpopMode, DpopPolicy};
@@ -43,7 +43,9 @@ fn request_scheme(req: &Request) -> &str {
 
 /// RFC 9449 §7 for one request whose token verified. `Ok(None)`: no proof
 /// involved (a bearer token where that is allowed); `Ok(Some(use))`: a proof
-/// that holds, still to be recorded against replay.
+/// that holds, still to be recorded against replay. `nonce_key` checks
+/// nonces where the provider requires them ([`crate::nonce`]).
+#[allow(clippy::too_many_arguments)]
 pub fn judge(
     policy: &DpopPolicy,
     token: &VerifiedToken,
@@ -52,6 +54,7 @@ pub fn judge(
     req: &Request,
     now: u64,
     signatures: &SignatureChecker,
+    nonce_key: Option<&NonceKey>,
 ) -> Result<Option<ProofUse>, DenyReason> {
     let deny = |e: DpopError| Err(DenyReason::Dpop(e));
     if !as_dpop {
@@ -85,7 +88,7 @@ pub fn judge(
         algorithms: &policy.algorithms,
         access_token: Some(raw_token),
         bound_jkt: Some(jkt),
-        nonce: NonceCheck::NotRequired,
+        nonce: crate::nonce::check(policy, nonce_key),
     };
     let proof = parse_proof(proof).map_err(DenyReason::Dpop)?;
     let checked = proof.check_with(&expect, |key, input, sig| signatures.verify_once(key, input, sig)).map_err(DenyReason::Dpop)?;

@@ -4,6 +4,7 @@
 
 use std::rc::Rc;
 
+use authflow_contract::dpop::{DpopError, NonceKey, NONCE_HEADER};
 use authflow_contract::KeySet;
 
 use crate::cache::TokenCache;
@@ -36,6 +37,9 @@ pub struct Engine {
     /// Checks signatures; the glue gives it the host's verifier ([`Engine::with_signatures`]).
     pub signatures: SignatureChecker,
     cache: TokenCache,
+    /// The DPoP nonce key of this Envoy process (or of every replica), set by
+    /// the glue when a provider requires nonces ([`crate::nonce`]).
+    nonce_key: Option<NonceKey>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,7 +135,18 @@ impl Engine {
             revocations_fresh_at_ms: now_ms,
         });
         let cache = TokenCache::new(config.cache_max_entries);
-        Engine { config, providers, signatures: SignatureChecker::own_only(), cache }
+        Engine { config, providers, signatures: SignatureChecker::own_only(), cache, nonce_key: None }
+    }
+
+    /// The same engine issuing and checking DPoP nonces with `key`.
+    pub fn with_nonce_key(mut self, key: NonceKey) -> Self {
+        self.set_nonce_key(key);
+        self
+    }
+
+    /// Issues and checks DPoP nonces with `key` from now on.
+    pub fn set_nonce_key(&mut self, key: NonceKey) {
+        self.nonce_key = Some(key);
     }
 
     /// The same engine checking signatures with `signatures`.
@@ -218,9 +233,9 @@ impl Engine {
         }
         // The proof is new on every request: checked even when the token came from the cache.
         let proof = match self.config.provider(verified.provider) {
-            Some(p) => match dpop_check::judge(&p.dpop, &verified, token, dpop_check::presented_as_dpop(req), req, now, &self.signatures) {
+            Some(p) => match dpop_check::judge(&p.dpop, &verified, token, dpop_check::presented_as_dpop(req), req, now, &self.signatures, self.nonce_key.as_ref()) {
                 Ok(proof) => proof,
-                Err(DenyReason::Dpop(e)) if !public => return Outcome::Deny(self.dpop_denied(verified.provider, e)),
+                Err(DenyReason::Dpop(e)) if !public => return Outcome::Deny(self.dpop_denied(verified.provider, e, now)),
                 Err(reason) => return self.deny_or_public(public, reason),
             },
             None => None,
@@ -248,13 +263,18 @@ impl Engine {
         Outcome::Allow(Allowed { headers, notes, verified_by: Some(verified.provider), proof })
     }
 
-    /// The refusal of a DPoP failure, with the challenge of the token's provider (RFC 9449 §7.1).
-    pub fn dpop_denied(&self, provider: ProviderId, error: authflow_contract::dpop::DpopError) -> Denied {
+    /// The refusal of a DPoP failure, with the challenge of the token's
+    /// provider (RFC 9449 §7.1); a missing or stale nonce comes with a fresh
+    /// one in `DPoP-Nonce` (§9). `now` in seconds.
+    pub fn dpop_denied(&self, provider: ProviderId, error: DpopError, now: u64) -> Denied {
         let reason = DenyReason::Dpop(error);
-        let response = match self.config.provider(provider) {
+        let mut response = match self.config.provider(provider) {
             Some(p) => DenyReason::dpop_response(error, &p.dpop),
             None => reason.response(self.config.retry_after_secs, None),
         };
+        if let (true, Some(key)) = (matches!(error, DpopError::NonceMissing | DpopError::NonceInvalid), &self.nonce_key) {
+            response.headers.push((NONCE_HEADER.to_owned(), crate::nonce::fresh(key, now)));
+        }
         Denied { reason, response, device: None }
     }
 

@@ -13,6 +13,7 @@ pub mod extract;
 pub mod fetch;
 pub mod forward;
 pub mod lease;
+pub mod nonce;
 pub mod header_spellings;
 pub mod path;
 pub mod paused;

@@ -3,7 +3,7 @@
 // Tests may unwrap and panic: a failure should stop the test where it happened.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use authflow_contract::dpop::{access_token_hash, canonical_jwk, jwk_thumbprint, DpopError};
+use authflow_contract::dpop::{access_token_hash, canonical_jwk, jwk_thumbprint, nonce, DpopError, NonceKey};
 use authflow_contract::jwk::PublicKey;
 use authflow_contract::{AccessClaims, Confirmation, KeySet};
 use authflow_filter_core::deny::DenyReason;
@@ -233,4 +233,108 @@ fn dpop_settings_are_validated() {
     assert!(bad(json!({"dpop_algorithms": []})).contains("dpop_algorithms"));
     assert!(bad(json!({"dpop_max_age_secs": 0})).contains("dpop_max_age_secs"));
     assert!(bad(json!({"dpop_max_age_secs": 301})).contains("dpop_max_age_secs"));
+}
+
+/// A fixture whose provider requires server nonces, issued with `key`.
+fn nonce_fixture(key: Option<&[u8; 32]>) -> Fixture {
+    let Fixture { kp, engine } = fixture(json!({"dpop": "allowed", "dpop_nonce": "required"}));
+    let engine = match key {
+        Some(k) => engine.with_nonce_key(NonceKey::new(k).unwrap()),
+        None => engine,
+    };
+    Fixture { kp, engine }
+}
+
+fn offered_nonce(o: &Outcome) -> Option<String> {
+    match o {
+        Outcome::Deny(d) => d.response.headers.iter().find(|(n, _)| n == "dpop-nonce").map(|(_, v)| v.clone()),
+        _ => None,
+    }
+}
+
+#[test]
+fn with_nonces_required_a_proof_needs_a_current_nonce_of_this_filter() {
+    let [es, _] = keys();
+    let key = [5u8; 32];
+    let mut f = nonce_fixture(Some(&key));
+    let token = f.token(Some(es.jkt()));
+    let auth = format!("DPoP {token}");
+
+    // No nonce: 401 use_dpop_nonce, with a fresh nonce of this key to retry with.
+    let o = f.eval(&[("authorization", &auth), ("dpop", &es.proof("GET", URI, &token, "n1", |_| {}))]);
+    dpop_refusal(&o, DpopError::NonceMissing);
+    let fresh = offered_nonce(&o).expect("a DPoP-Nonce header");
+    assert!(nonce::check(&NonceKey::new(&key).unwrap(), &fresh, NOW, 10));
+
+    // The retry with it passes.
+    let o = f.eval(&[("authorization", &auth), ("dpop", &es.proof("GET", URI, &token, "n2", |c| c["nonce"] = fresh.clone().into()))]);
+    assert!(matches!(o, Outcome::Allow(_)), "{o:?}");
+
+    // Another key's nonce, an expired one, a forged one: refused, each with a fresh nonce.
+    let mut forged = fresh.clone().into_bytes();
+    forged[50] = if forged[50] == b'A' { b'B' } else { b'A' };
+    let cases = [
+        ("another key", nonce::issue(&NonceKey::new(&[6u8; 32]).unwrap(), NOW)),
+        ("expired", nonce::issue(&NonceKey::new(&key).unwrap(), NOW - 130)),
+        ("forged", String::from_utf8(forged).unwrap()),
+        ("not a nonce", "x".to_owned()),
+    ];
+    for (what, bad) in cases {
+        let proof = es.proof("GET", URI, &token, what, |c| c["nonce"] = bad.clone().into());
+        let o = f.eval(&[("authorization", &auth), ("dpop", &proof)]);
+        assert_eq!(refusal(&o).0, DenyReason::Dpop(DpopError::NonceInvalid), "{what}");
+        dpop_refusal(&o, DpopError::NonceInvalid);
+        assert!(offered_nonce(&o).is_some(), "{what}");
+    }
+
+    // A nonce does not excuse anything else: a proof for another URL is still refused as such.
+    let proof = es.proof("GET", "https://api.example.com/v1/other", &token, "n3", |c| c["nonce"] = fresh.clone().into());
+    dpop_refusal(&f.eval(&[("authorization", &auth), ("dpop", &proof)]), DpopError::UriMismatch);
+}
+
+#[test]
+fn without_a_nonce_key_a_required_nonce_fails_closed() {
+    let [es, _] = keys();
+    let mut f = nonce_fixture(None);
+    let token = f.token(Some(es.jkt()));
+    let forged = nonce::issue(&NonceKey::new(&[5u8; 32]).unwrap(), NOW);
+    let proof = es.proof("GET", URI, &token, "k1", |c| c["nonce"] = forged.into());
+    let o = f.eval(&[("authorization", &format!("DPoP {token}")), ("dpop", &proof)]);
+    dpop_refusal(&o, DpopError::NonceInvalid);
+    assert_eq!(offered_nonce(&o), None);
+}
+
+#[test]
+fn nonces_are_not_asked_for_by_default() {
+    let [es, _] = keys();
+    let Fixture { kp, engine } = fixture(json!({"dpop": "allowed"}));
+    let mut f = Fixture { kp, engine: engine.with_nonce_key(NonceKey::new(&[5u8; 32]).unwrap()) };
+    let token = f.token(Some(es.jkt()));
+    let proof = es.proof("GET", URI, &token, "d1", |_| {});
+    assert!(matches!(f.eval(&[("authorization", &format!("DPoP {token}")), ("dpop", &proof)]), Outcome::Allow(_)));
+}
+
+#[test]
+fn nonce_settings_are_validated() {
+    let config = |provider_extra: Value, top: Value| {
+        let mut provider = json!({"name": "t", "issuer": ISS, "algorithms": ["EdDSA"], "jwks": {"remote": {"cluster": "a", "path": "/j"}}});
+        for (k, v) in provider_extra.as_object().unwrap() {
+            provider[k] = v.clone();
+        }
+        let mut doc = json!({"providers": [provider]});
+        for (k, v) in top.as_object().unwrap() {
+            doc[k] = v.clone();
+        }
+        FilterConfig::from_json(doc.to_string().as_bytes())
+    };
+    assert!(config(json!({"dpop_nonce": "required"}), json!({})).unwrap_err().0.contains("dpop_nonce"));
+    assert!(config(json!({"dpop": "allowed", "dpop_nonce": "sometimes"}), json!({})).is_err());
+    for name in ["", "A B", "KEY=1", &"K".repeat(129)] {
+        let e = config(json!({}), json!({"dpop_nonce_key_env": name})).unwrap_err().0;
+        assert!(e.contains("dpop_nonce_key_env"), "{name:?}: {e}");
+    }
+    let ok = config(json!({"dpop": "required", "dpop_nonce": "required"}), json!({"dpop_nonce_key_env": "AUTHFLOW_DPOP_NONCE_KEY"})).unwrap();
+    assert_eq!(ok.dpop_nonce_key_env.as_deref(), Some("AUTHFLOW_DPOP_NONCE_KEY"));
+    assert!(authflow_filter_core::nonce::needed(&ok));
+    assert!(!authflow_filter_core::nonce::needed(&config(json!({"dpop": "required"}), json!({})).unwrap()));
 }
