@@ -402,6 +402,119 @@ macro_rules! impl_store {
                 .await?;
                 Ok(())
             }
+
+            async fn session(&self, id: &str) -> StoreResult<Option<Session>> {
+                let row: Option<Session> = sqlx::query_as(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(self.reader())
+                    .await?;
+                Ok(row)
+            }
+
+            async fn sessions_of(&self, user_id: &str) -> StoreResult<Vec<Session>> {
+                let rows: Vec<Session> = sqlx::query_as(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 ORDER BY created_at, id"))
+                    .bind(user_id)
+                    .fetch_all(self.reader())
+                    .await?;
+                Ok(rows)
+            }
+
+            async fn ban_user(&self, user_id: &str, now: i64, expires_at: i64) -> StoreResult<bool> {
+                let mut tx = self.writer().begin().await?;
+                let r = sqlx::query("UPDATE users SET banned_at = $1 WHERE id = $2 AND banned_at IS NULL")
+                    .bind(now)
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+                if r.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                // The subject event kills every access token issued before `now`;
+                // ending the sessions makes their refresh tokens useless for good.
+                // Session events too: a token issued in the very second of the ban
+                // has `iat == not_before` and would otherwise slip through.
+                let ids: Vec<String> = sqlx::query_scalar(
+                    "UPDATE sessions SET revoked_at = $1, revoke_reason = 'banned' WHERE user_id = $2 AND revoked_at IS NULL RETURNING id",
+                )
+                .bind(now)
+                .bind(user_id)
+                .fetch_all(&mut *tx)
+                .await?;
+                for id in &ids {
+                    append_event(&mut tx, FeedKind::Session, id, None, expires_at, now).await?;
+                }
+                append_event(&mut tx, FeedKind::Subject, user_id, Some(now), expires_at, now).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn prune(&self, now: i64) -> StoreResult<()> {
+                let mut tx = self.writer().begin().await?;
+                for sql in [
+                    "DELETE FROM challenges WHERE expires_at <= $1",
+                    "DELETE FROM one_time_tokens WHERE expires_at <= $1",
+                    "DELETE FROM refresh_tokens WHERE expires_at <= $1",
+                    "DELETE FROM dpop_proofs WHERE expires_at <= $1",
+                    "DELETE FROM client_assertion_jtis WHERE expires_at <= $1",
+                ] {
+                    sqlx::query(sql).bind(now).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn use_totp_step(&self, user_id: &str, step: i64) -> StoreResult<bool> {
+                // `$1` twice: the step is both the new value and the bound. On Postgres the
+                // row lock makes two instances checking the same code agree: one wins.
+                let r = sqlx::query("UPDATE users SET totp_last_step = $1 WHERE id = $2 AND totp_last_step < $1")
+                    .bind(step)
+                    .bind(user_id)
+                    .execute(self.writer())
+                    .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn take_one_time_token(&self, hash: &str, purpose: TokenPurpose, now: i64) -> StoreResult<Option<String>> {
+                // On Postgres a concurrent taker waits on the row lock, then re-checks `used_at IS NULL`: one wins.
+                sqlx::query_scalar(
+                    "UPDATE one_time_tokens SET used_at = $1 \
+                     WHERE hash = $2 AND purpose = $3 AND used_at IS NULL AND expires_at > $1 RETURNING user_id",
+                )
+                .bind(now)
+                .bind(hash)
+                .bind(purpose.as_str())
+                .fetch_optional(self.writer())
+                .await
+                .map_err(StoreError::from)
+            }
+
+            async fn rotate_refresh(&self, old_hash: &str, new: &RefreshRecord, now: i64) -> StoreResult<bool> {
+                let mut tx = self.writer().begin().await?;
+                // Two instances presenting the same token (Postgres): the second waits on the row
+                // lock, re-checks `used_at IS NULL` after the first commits, and loses.
+                let used = sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE hash = $2 AND used_at IS NULL")
+                    .bind(now)
+                    .bind(old_hash)
+                    .execute(&mut *tx)
+                    .await?;
+                if used.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                sqlx::query("INSERT INTO refresh_tokens (hash, session_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
+                    .bind(&new.hash)
+                    .bind(&new.session_id)
+                    .bind(new.created_at)
+                    .bind(new.expires_at)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id = $2")
+                    .bind(now)
+                    .bind(&new.session_id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
         }
     };
 }

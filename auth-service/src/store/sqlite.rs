@@ -246,30 +246,6 @@ super::portable::impl_store! {
         Ok(r.rows_affected() == 1)
     }
 
-    async fn use_totp_step(&self, user_id: &str, step: i64) -> StoreResult<bool> {
-        let r = sqlx::query("UPDATE users SET totp_last_step = ? WHERE id = ? AND totp_last_step < ?")
-            .bind(step)
-            .bind(user_id)
-            .bind(step)
-            .execute(&self.write)
-            .await?;
-        Ok(r.rows_affected() == 1)
-    }
-
-    async fn take_one_time_token(&self, hash: &str, purpose: TokenPurpose, now: i64) -> StoreResult<Option<String>> {
-        sqlx::query_scalar(
-            "UPDATE one_time_tokens SET used_at = ? \
-             WHERE hash = ? AND purpose = ? AND used_at IS NULL AND expires_at > ? RETURNING user_id",
-        )
-        .bind(now)
-        .bind(hash)
-        .bind(purpose.as_str())
-        .bind(now)
-        .fetch_optional(&self.write)
-        .await
-        .map_err(StoreError::from)
-    }
-
     async fn second_factor_attempt(&self, user_id: &str, now: i64) -> StoreResult<SecondFactorAttempt> {
         // One statement: concurrent attempts each get their own number.
         let counted: Option<i64> = sqlx::query_scalar(
@@ -345,77 +321,6 @@ super::portable::impl_store! {
         Ok(until)
     }
 
-    async fn session(&self, id: &str) -> StoreResult<Option<Session>> {
-        let row: Option<Session> = sqlx::query_as(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?;
-        Ok(row)
-    }
-
-    async fn sessions_of(&self, user_id: &str) -> StoreResult<Vec<Session>> {
-        let rows: Vec<Session> = sqlx::query_as(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = ? ORDER BY created_at, id"))
-            .bind(user_id)
-            .fetch_all(&self.read)
-            .await?;
-        Ok(rows)
-    }
-
-    async fn rotate_refresh(&self, old_hash: &str, new: &RefreshRecord, now: i64) -> StoreResult<bool> {
-        let mut tx = self.write.begin().await?;
-        let used = sqlx::query("UPDATE refresh_tokens SET used_at = ? WHERE hash = ? AND used_at IS NULL")
-            .bind(now)
-            .bind(old_hash)
-            .execute(&mut *tx)
-            .await?;
-        if used.rows_affected() != 1 {
-            return Ok(false);
-        }
-        sqlx::query("INSERT INTO refresh_tokens (hash, session_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
-            .bind(&new.hash)
-            .bind(&new.session_id)
-            .bind(new.created_at)
-            .bind(new.expires_at)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE sessions SET last_seen_at = ? WHERE id = ?")
-            .bind(now)
-            .bind(&new.session_id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(true)
-    }
-
-    async fn ban_user(&self, user_id: &str, now: i64, expires_at: i64) -> StoreResult<bool> {
-        let mut tx = self.write.begin().await?;
-        let r = sqlx::query("UPDATE users SET banned_at = ? WHERE id = ? AND banned_at IS NULL")
-            .bind(now)
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
-        if r.rows_affected() != 1 {
-            return Ok(false);
-        }
-        // The subject event kills every access token issued before `now`;
-        // ending the sessions makes their refresh tokens useless for good.
-        // Session events too: a token issued in the very second of the ban
-        // has `iat == not_before` and would otherwise slip through.
-        let ids: Vec<String> = sqlx::query_scalar(
-            "UPDATE sessions SET revoked_at = ?, revoke_reason = 'banned' WHERE user_id = ? AND revoked_at IS NULL RETURNING id",
-        )
-        .bind(now)
-        .bind(user_id)
-        .fetch_all(&mut *tx)
-        .await?;
-        for id in &ids {
-            append_event(&mut tx, FeedKind::Session, id, None, expires_at, now).await?;
-        }
-        append_event(&mut tx, FeedKind::Subject, user_id, Some(now), expires_at, now).await?;
-        tx.commit().await?;
-        Ok(true)
-    }
-
     async fn feed_head(&self) -> StoreResult<FeedHead> {
         // Read through the writer so a head read right after a commit sees it.
         let head: Option<i64> = sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'revocation_events'")
@@ -456,21 +361,6 @@ super::portable::impl_store! {
             .await?;
         tx.commit().await?;
         Ok(deleted)
-    }
-
-    async fn prune(&self, now: i64) -> StoreResult<()> {
-        let mut tx = self.write.begin().await?;
-        for sql in [
-            "DELETE FROM challenges WHERE expires_at <= ?",
-            "DELETE FROM one_time_tokens WHERE expires_at <= ?",
-            "DELETE FROM refresh_tokens WHERE expires_at <= ?",
-            "DELETE FROM dpop_proofs WHERE expires_at <= ?",
-            "DELETE FROM client_assertion_jtis WHERE expires_at <= ?",
-        ] {
-            sqlx::query(sql).bind(now).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
     }
 
     async fn add_first_signing_key(&self, k: &StoredKey) -> StoreResult<bool> {
