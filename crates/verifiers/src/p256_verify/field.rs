@@ -92,7 +92,8 @@ pub fn limbs_from_be_bytes(bytes: &[u8; 32]) -> [u32; 8] {
     limbs
 }
 
-fn add_limbs(a: &[u32; 8], b: &[u32; 8]) -> ([u32; 8], u32) {
+/// a + b and the carry out; shared with the scalar field (`scalar.rs`).
+pub(super) fn add_limbs(a: &[u32; 8], b: &[u32; 8]) -> ([u32; 8], u32) {
     let mut out = [0u32; 8];
     let mut carry = 0u64;
     for i in 0..8 {
@@ -104,7 +105,7 @@ fn add_limbs(a: &[u32; 8], b: &[u32; 8]) -> ([u32; 8], u32) {
 }
 
 /// a − b mod 2²⁵⁶ and the borrow out (1 when a < b).
-fn sub_limbs(a: &[u32; 8], b: &[u32; 8]) -> ([u32; 8], u32) {
+pub(super) fn sub_limbs(a: &[u32; 8], b: &[u32; 8]) -> ([u32; 8], u32) {
     let mut out = [0u32; 8];
     let mut borrow = 0u64;
     for i in 0..8 {

@@ -7,7 +7,7 @@
 // Every index is a loop counter bounded by the fixed length of the limb arrays.
 #![allow(clippy::indexing_slicing)]
 
-use super::field::limbs_from_be_bytes;
+use super::field::{add_limbs, limbs_from_be_bytes, sub_limbs};
 
 /// A scalar in [0, n), least significant limb first.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -26,14 +26,14 @@ impl Scalar {
     /// Big-endian bytes; `None` unless the value is below n (canonical).
     pub fn from_be_bytes(bytes: &[u8; 32]) -> Option<Scalar> {
         let limbs = limbs_from_be_bytes(bytes);
-        let (_, borrow) = sub(&limbs, &N);
+        let (_, borrow) = sub_limbs(&limbs, &N);
         (borrow == 1).then_some(Scalar(limbs))
     }
 
     /// Any 256-bit big-endian value mod n. Since 2²⁵⁶ < 2n one subtraction suffices.
     pub fn reduce_be_bytes(bytes: &[u8; 32]) -> Scalar {
         let limbs = limbs_from_be_bytes(bytes);
-        let (reduced, borrow) = sub(&limbs, &N);
+        let (reduced, borrow) = sub_limbs(&limbs, &N);
         Scalar(if borrow == 1 { limbs } else { reduced })
     }
 
@@ -72,40 +72,17 @@ impl Scalar {
                 v = shift_right(&v, 0);
                 x2 = halve_mod_n(&x2);
             }
-            let (difference, borrow) = sub(&u, &v);
+            let (difference, borrow) = sub_limbs(&u, &v);
             if borrow == 0 {
                 u = difference;
                 x1 = sub_mod_n(&x1, &x2);
             } else {
-                v = sub(&v, &u).0;
+                v = sub_limbs(&v, &u).0;
                 x2 = sub_mod_n(&x2, &x1);
             }
         }
         Some(Scalar(if u == ONE { x1 } else { x2 }))
     }
-}
-
-fn add(a: &[u32; 8], b: &[u32; 8]) -> ([u32; 8], u32) {
-    let mut out = [0u32; 8];
-    let mut carry = 0u64;
-    for i in 0..8 {
-        let t = u64::from(a[i]) + u64::from(b[i]) + carry;
-        out[i] = t as u32;
-        carry = t >> 32;
-    }
-    (out, carry as u32)
-}
-
-/// a − b mod 2²⁵⁶ and the borrow out (1 when a < b).
-fn sub(a: &[u32; 8], b: &[u32; 8]) -> ([u32; 8], u32) {
-    let mut out = [0u32; 8];
-    let mut borrow = 0u64;
-    for i in 0..8 {
-        let t = u64::from(a[i]).wrapping_sub(u64::from(b[i])).wrapping_sub(borrow);
-        out[i] = t as u32;
-        borrow = t >> 63;
-    }
-    (out, borrow as u32)
 }
 
 /// (top·2²⁵⁶ + a) / 2, for `top` 0 or 1.
@@ -123,18 +100,18 @@ fn halve_mod_n(a: &[u32; 8]) -> [u32; 8] {
     if a[0] & 1 == 0 {
         shift_right(a, 0)
     } else {
-        let (sum, carry) = add(a, &N);
+        let (sum, carry) = add_limbs(a, &N);
         shift_right(&sum, carry)
     }
 }
 
 /// a − b mod n for a, b < n.
 fn sub_mod_n(a: &[u32; 8], b: &[u32; 8]) -> [u32; 8] {
-    let (difference, borrow) = sub(a, b);
+    let (difference, borrow) = sub_limbs(a, b);
     if borrow == 0 {
         difference
     } else {
-        add(&difference, &N).0
+        add_limbs(&difference, &N).0
     }
 }
 
@@ -166,7 +143,7 @@ fn montgomery_mul(a: &[u32; 8], b: &[u32; 8]) -> [u32; 8] {
         t[7] = s as u32;
         t_high = top_carry + (s >> 32) as u32;
     }
-    let (reduced, borrow) = sub(&t, &N);
+    let (reduced, borrow) = sub_limbs(&t, &N);
     if t_high != 0 || borrow == 0 {
         reduced
     } else {
