@@ -64,6 +64,16 @@ impl ApiError {
         Self::Internal(e.to_string())
     }
 
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    /// The human-readable description (fixed texts; internal details never).
+    pub fn description(&self) -> String {
+        self.parts().2
+    }
+
     fn parts(&self) -> (StatusCode, &'static str, String) {
         use StatusCode as S;
         match self {

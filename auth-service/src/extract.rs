@@ -120,37 +120,43 @@ impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
-        let now = now();
         let (scheme, token) = access_token(&parts.headers).ok_or(ApiError::InvalidToken("a bearer access token is required"))?;
-        let verified = tokens::verify(state, token, now).map_err(ApiError::InvalidToken)?;
-        if is_service_token(Some(&verified.sub), verified.claims.client_id.as_deref()) {
-            return Err(ApiError::Forbidden("a service account cannot act as a user here"));
-        }
-        match (scheme, verified.claims.cnf.as_ref()) {
-            (Scheme::Bearer, None) => {}
-            (Scheme::Bearer, Some(_)) => return Err(dpop::resource_error(state, DpopError::BearerDowngrade, now)),
-            (Scheme::Dpop, None) => return Err(dpop::resource_error(state, DpopError::TokenNotBound, now)),
-            (Scheme::Dpop, Some(cnf)) => {
-                let (method, path) = (parts.method.as_str(), parts.uri.path());
-                dpop::check_resource_request(state, &parts.headers, method, path, token, &cnf.jkt, now).await?;
-            }
-        }
-        if let Some(claimed) = &verified.claims.dfp {
-            let secret = tokens::device_secret(&parts.headers).ok_or(ApiError::InvalidToken("device secret missing"))?;
-            let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
-            let computed = tokens::fingerprint(
-                &state.config.tokens.fingerprint_attributes,
-                state.config.server.xff_num_trusted_hops,
-                &secret,
-                &parts.headers,
-                peer,
-            );
-            if !authflow_contract::fingerprint::matches(claimed, &computed) {
-                return Err(ApiError::InvalidToken("token is bound to another device"));
-            }
-        }
-        Ok(Self(verified))
+        verify_user_token(state, parts, scheme, token).await.map(Self)
     }
+}
+
+/// The checks of [`Caller`] on an access token presented with `scheme` (the
+/// pages take it from the access cookie, as `Bearer`).
+pub async fn verify_user_token(state: &AppState, parts: &Parts, scheme: Scheme, token: &str) -> Result<Verified, ApiError> {
+    let now = now();
+    let verified = tokens::verify(state, token, now).map_err(ApiError::InvalidToken)?;
+    if is_service_token(Some(&verified.sub), verified.claims.client_id.as_deref()) {
+        return Err(ApiError::Forbidden("a service account cannot act as a user here"));
+    }
+    match (scheme, verified.claims.cnf.as_ref()) {
+        (Scheme::Bearer, None) => {}
+        (Scheme::Bearer, Some(_)) => return Err(dpop::resource_error(state, DpopError::BearerDowngrade, now)),
+        (Scheme::Dpop, None) => return Err(dpop::resource_error(state, DpopError::TokenNotBound, now)),
+        (Scheme::Dpop, Some(cnf)) => {
+            let (method, path) = (parts.method.as_str(), parts.uri.path());
+            dpop::check_resource_request(state, &parts.headers, method, path, token, &cnf.jkt, now).await?;
+        }
+    }
+    if let Some(claimed) = &verified.claims.dfp {
+        let secret = tokens::device_secret(&parts.headers).ok_or(ApiError::InvalidToken("device secret missing"))?;
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+        let computed = tokens::fingerprint(
+            &state.config.tokens.fingerprint_attributes,
+            state.config.server.xff_num_trusted_hops,
+            &secret,
+            &parts.headers,
+            peer,
+        );
+        if !authflow_contract::fingerprint::matches(claimed, &computed) {
+            return Err(ApiError::InvalidToken("token is bound to another device"));
+        }
+    }
+    Ok(verified)
 }
 
 /// A caller whose token carries the `admin` role.

@@ -88,6 +88,16 @@ pub struct AccountConfig {
     pub email_token_ttl: Duration,
     pub reset_token_ttl: Duration,
     pub totp_issuer: String,
+    /// Public origin of the browser pages (`/auth/…`) for links in mails;
+    /// `None`: the issuer.
+    pub pages_url: Option<String>,
+}
+
+impl AccountConfig {
+    /// The origin mailed links start with (no trailing `/`).
+    pub fn pages_url<'a>(&'a self, issuer: &'a str) -> &'a str {
+        self.pages_url.as_deref().unwrap_or(issuer).trim_end_matches('/')
+    }
 }
 
 /// `[passwords]`: the argon2id cost.

@@ -106,6 +106,7 @@ pub struct RawAccounts {
     pub email_token_ttl_secs: Option<u64>,
     pub reset_token_ttl_secs: Option<u64>,
     pub totp_issuer: Option<String>,
+    pub pages_url: Option<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -355,6 +356,12 @@ impl RawAccounts {
             email_token_ttl: secs("accounts.email_token_ttl_secs", self.email_token_ttl_secs, 86_400, 60, 30 * 86_400)?,
             reset_token_ttl: secs("accounts.reset_token_ttl_secs", self.reset_token_ttl_secs, 1800, 60, 86_400)?,
             totp_issuer,
+            pages_url: match self.pages_url {
+                Some(url) if !(url.starts_with("https://") || url.starts_with("http://")) || url.chars().any(char::is_whitespace) => {
+                    return Err(bad("accounts.pages_url", "must be an http(s) origin such as https://example.com"));
+                }
+                url => url,
+            },
         })
     }
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::domain::password::Password;
+use crate::dpop::PendingProof;
 use crate::domain::secret::{hash_secret, hashes_match, random_code};
 use crate::domain::{random_id, random_secret, Email, Secret};
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -21,7 +22,7 @@ use crate::store::{Challenge, SecondFactorAttempt, StoreError, TokenPurpose, Use
 use crate::throttle::{account_key, ip_key};
 use crate::audit;
 use crate::clock::now;
-use crate::sessions;
+use crate::sessions::{self, SessionTokens};
 use crate::state::AppState;
 
 /// Where sign-in completes (DPoP proofs name it in `htu`).
@@ -137,14 +138,28 @@ async fn send_mail(state: &AppState, mail: Mail) {
     }
 }
 
-async fn send_verification(state: &AppState, user_id: &str, email: &str) -> ApiResult<()> {
+/// What a mailed one-time token leads to: the API endpoint that takes it
+/// (clients of the JSON API) or the service's own page (the browser flow).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MailLink {
+    Api,
+    Page,
+}
+
+/// The page a mailed token opens: the public origin of the pages, then
+/// `path?token=…` (tokens are URL-safe base64, so nothing needs escaping).
+fn page_link(state: &AppState, path: &str, token: &Secret) -> String {
+    format!("{}{path}?token={}", state.config.accounts.pages_url(&state.config.tokens.issuer), token.expose())
+}
+
+async fn send_verification(state: &AppState, user_id: &str, email: &str, link: MailLink) -> ApiResult<()> {
     let token = random_secret();
     let expires = now() + i64::try_from(state.config.accounts.email_token_ttl.as_secs()).unwrap_or(86_400);
     state.store.put_one_time_token(&token.hash(), TokenPurpose::VerifyEmail, user_id, expires).await?;
-    let body = format!(
-        "Confirm your email address with this token (POST /v1/auth/verify-email):\n\n{}\n",
-        token.expose()
-    );
+    let body = match link {
+        MailLink::Api => format!("Confirm your email address with this token (POST /v1/auth/verify-email):\n\n{}\n", token.expose()),
+        MailLink::Page => format!("Confirm your email address by opening this link:\n\n{}\n", page_link(state, "/auth/verify", &token)),
+    };
     let mail = Mail {
         to: email.to_owned(),
         subject: "Verify your email address".into(),
@@ -163,9 +178,16 @@ async fn send_verification(state: &AppState, user_id: &str, email: &str) -> ApiR
 #[utoipa::path(post, path = "/v1/auth/signup", tag = "auth", request_body = Credentials,
     responses((status = 201, body = SignupResponse), (status = 400, body = ErrorBody)))]
 pub async fn signup(State(state): State<Arc<AppState>>, client: Client, Json(req): Json<Credentials>) -> ApiResult<Response> {
-    let email = parse_email(&req.email)?;
-    let password = Password::parse(req.password.expose(), email.as_str()).map_err(|e| ApiError::WeakPassword(e.0))?;
-    let hash = hash_password(&state, password.expose().to_owned()).await?;
+    let user_id = register(&state, &client, &req.email, &req.password, MailLink::Api).await?;
+    Ok((StatusCode::CREATED, axum::Json(SignupResponse { user_id })).into_response())
+}
+
+/// Sign-up for the API and the pages: the new user's id (or an id that leads
+/// nowhere when the address is taken). `link` is what the mailed token opens.
+pub async fn register(state: &AppState, client: &Client, raw_email: &str, password: &Secret, link: MailLink) -> ApiResult<String> {
+    let email = parse_email(raw_email)?;
+    let password = Password::parse(password.expose(), email.as_str()).map_err(|e| ApiError::WeakPassword(e.0))?;
+    let hash = hash_password(state, password.expose().to_owned()).await?;
     let user = User {
         id: random_id(),
         email: email.as_str().to_owned(),
@@ -188,13 +210,13 @@ pub async fn signup(State(state): State<Arc<AppState>>, client: Client, Json(req
         inc(&state.metrics.signups);
     }
     // Asked the same way for a new and a taken address (no difference in answer or timing).
-    if !mail_budget::allow(&state, email.as_str(), &client, now()).await? {
+    if !mail_budget::allow(state, email.as_str(), client, now()).await? {
         let outcome = if created { "success_mail_limited" } else { "duplicate_email_mail_limited" };
         let uid = created.then_some(user.id.as_str());
-        audit::record(&state, Some(&client), "signup", outcome, uid, Some(email.as_str())).await;
+        audit::record(state, Some(client), "signup", outcome, uid, Some(email.as_str())).await;
     } else if created {
-        send_verification(&state, &user.id, email.as_str()).await?;
-        audit::record(&state, Some(&client), "signup", "success", Some(&user.id), Some(email.as_str())).await;
+        send_verification(state, &user.id, email.as_str(), link).await?;
+        audit::record(state, Some(client), "signup", "success", Some(&user.id), Some(email.as_str())).await;
     } else {
         let mail = Mail {
             to: email.as_str().to_owned(),
@@ -206,23 +228,25 @@ pub async fn signup(State(state): State<Arc<AppState>>, client: Client, Json(req
             token: None,
             sent_at: 0,
         };
-        send_mail(&state, mail).await;
-        audit::record(&state, Some(&client), "signup", "duplicate_email", None, Some(email.as_str())).await;
+        send_mail(state, mail).await;
+        audit::record(state, Some(client), "signup", "duplicate_email", None, Some(email.as_str())).await;
     }
-    Ok((StatusCode::CREATED, axum::Json(SignupResponse { user_id: user.id })).into_response())
+    Ok(user.id)
 }
 
 #[utoipa::path(post, path = "/v1/auth/verify-email", tag = "auth", request_body = TokenRequest,
     responses((status = 200, body = StatusResponse), (status = 400, body = ErrorBody)))]
 pub async fn verify_email(State(state): State<Arc<AppState>>, client: Client, Json(req): Json<TokenRequest>) -> ApiResult<axum::Json<StatusResponse>> {
-    let user_id = state
-        .store
-        .take_one_time_token(&req.token.hash(), TokenPurpose::VerifyEmail, now())
-        .await?
-        .ok_or(ApiError::InvalidLink)?;
-    state.store.set_email_verified(&user_id).await?;
-    audit::record(&state, Some(&client), "verify_email", "success", Some(&user_id), None).await;
+    confirm_email(&state, &client, &req.token).await?;
     Ok(axum::Json(StatusResponse { status: "verified" }))
+}
+
+/// Marks the address of the mailed `token`'s user verified (the token is used up).
+pub async fn confirm_email(state: &AppState, client: &Client, token: &Secret) -> ApiResult<()> {
+    let user_id = state.store.take_one_time_token(&token.hash(), TokenPurpose::VerifyEmail, now()).await?.ok_or(ApiError::InvalidLink)?;
+    state.store.set_email_verified(&user_id).await?;
+    audit::record(state, Some(client), "verify_email", "success", Some(&user_id), None).await;
+    Ok(())
 }
 
 async fn throttled(state: &AppState, email: &str, client: &Client) -> ApiResult<()> {
@@ -254,29 +278,35 @@ async fn clear_account_failures(state: &AppState, email: &str) -> ApiResult<()> 
     responses((status = 200, body = ChallengeResponse), (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn signin(State(state): State<Arc<AppState>>, client: Client, Json(req): Json<Credentials>) -> ApiResult<axum::Json<ChallengeResponse>> {
-    let email = parse_email(&req.email)?;
-    if req.password.expose().len() > MAX_PASSWORD_BYTES {
+    start_signin(&state, &client, &req.email, &req.password).await.map(axum::Json)
+}
+
+/// Sign-in step 1 for the API and the pages: checks the password and starts
+/// a second-factor challenge (mailing the code unless the user has TOTP).
+pub async fn start_signin(state: &AppState, client: &Client, raw_email: &str, password: &Secret) -> ApiResult<ChallengeResponse> {
+    let email = parse_email(raw_email)?;
+    if password.expose().len() > MAX_PASSWORD_BYTES {
         return Err(ApiError::BadRequest("password is too long".into()));
     }
-    if let Err(e) = throttled(&state, email.as_str(), &client).await {
-        audit::record(&state, Some(&client), "signin", "throttled", None, Some(email.as_str())).await;
+    if let Err(e) = throttled(state, email.as_str(), client).await {
+        audit::record(state, Some(client), "signin", "throttled", None, Some(email.as_str())).await;
         return Err(e);
     }
     let user = state.store.user_by_email(email.as_str()).await?;
-    let ok = verify_password(&state, req.password.expose().to_owned(), user.as_ref().map(|u| u.password_hash.clone())).await?;
+    let ok = verify_password(state, password.expose().to_owned(), user.as_ref().map(|u| u.password_hash.clone())).await?;
     let user = match (ok, user) {
         (true, Some(user)) => user,
         (_, user) => {
             inc(&state.metrics.signin_password_failed);
-            count_failure(&state, email.as_str(), &client).await?;
+            count_failure(state, email.as_str(), client).await?;
             let uid = user.as_ref().map(|u| u.id.as_str());
-            audit::record(&state, Some(&client), "signin", "bad_credentials", uid, Some(email.as_str())).await;
+            audit::record(state, Some(client), "signin", "bad_credentials", uid, Some(email.as_str())).await;
             return Err(ApiError::InvalidCredentials);
         }
     };
-    clear_account_failures(&state, email.as_str()).await?;
+    clear_account_failures(state, email.as_str()).await?;
     if user.banned_at.is_some() {
-        audit::record(&state, Some(&client), "signin", "banned", Some(&user.id), Some(email.as_str())).await;
+        audit::record(state, Some(client), "signin", "banned", Some(&user.id), Some(email.as_str())).await;
         return Err(ApiError::AccountDisabled);
     }
     inc(&state.metrics.signin_password_ok);
@@ -308,10 +338,10 @@ pub async fn signin(State(state): State<Arc<AppState>>, client: Client, Json(req
             token: None,
             sent_at: 0,
         };
-        send_mail(&state, mail).await;
+        send_mail(state, mail).await;
     }
-    audit::record(&state, Some(&client), "signin", "challenge_sent", Some(&user.id), Some(email.as_str())).await;
-    Ok(axum::Json(ChallengeResponse { challenge_id: challenge.id, method: method.into() }))
+    audit::record(state, Some(client), "signin", "challenge_sent", Some(&user.id), Some(email.as_str())).await;
+    Ok(ChallengeResponse { challenge_id: challenge.id, method: method.into() })
 }
 
 /// The TOTP time step that `code` matches (RFC 6238, 30 s steps, ±1 step).
@@ -350,24 +380,32 @@ pub fn totp_step(secret_base32: &str, code: &str, now: i64) -> Option<i64> {
 pub async fn signin_verify(State(state): State<Arc<AppState>>, client: Client, Json(req): Json<ChallengeAnswer>) -> ApiResult<Response> {
     let now = now();
     let proof = crate::dpop::token_request_proof(&state, &client.headers, SIGNIN_VERIFY_PATH, now)?;
-    let challenge = state.store.challenge(&req.challenge_id).await?.ok_or(ApiError::InvalidCode("unknown or expired challenge"))?;
+    let tokens = finish_signin(&state, &client, &req.challenge_id, &req.code, proof, now).await?;
+    Ok(super::tokens::token_response(&state, tokens, now))
+}
+
+/// Sign-in step 2 for the API and the pages: the challenge's code, under the
+/// per-challenge and per-account attempt limits; a new session on success
+/// (bound to the key of `proof`, a DPoP proof already checked, if any).
+pub async fn finish_signin(state: &AppState, client: &Client, challenge_id: &str, code: &Secret, proof: Option<PendingProof>, now: i64) -> ApiResult<SessionTokens> {
+    let challenge = state.store.challenge(challenge_id).await?.ok_or(ApiError::InvalidCode("unknown or expired challenge"))?;
     if challenge.consumed_at.is_some() || challenge.expires_at <= now {
         return Err(ApiError::InvalidCode("unknown or expired challenge"));
     }
     let user = state.store.user_by_id(&challenge.user_id).await?.ok_or(ApiError::InvalidCode("unknown or expired challenge"))?;
-    throttled(&state, &user.email, &client).await?;
+    throttled(state, &user.email, client).await?;
     if user.banned_at.is_some() {
         return Err(ApiError::AccountDisabled);
     }
     if !user.email_verified {
-        audit::record(&state, Some(&client), "signin_verify", "email_not_verified", Some(&user.id), Some(&user.email)).await;
+        audit::record(state, Some(client), "signin_verify", "email_not_verified", Some(&user.id), Some(&user.email)).await;
         return Err(ApiError::EmailNotVerified);
     }
-    let attempt = count_second_factor_attempt(&state, &user, now).await?;
+    let attempt = count_second_factor_attempt(state, &user, now).await?;
     if state.store.challenge_attempt(&challenge.id).await? > state.config.accounts.challenge_max_attempts {
         return Err(ApiError::InvalidCode("too many wrong codes; sign in again"));
     }
-    let code = req.code.expose().trim();
+    let code = code.expose().trim();
     let accepted = match (challenge.method.as_str(), &challenge.code_hash, &user.totp_secret) {
         ("email", Some(expected), _) => hashes_match(&hash_secret(code), expected),
         ("totp", _, Some(secret)) => match totp_step(secret, code, now) {
@@ -377,23 +415,23 @@ pub async fn signin_verify(State(state): State<Arc<AppState>>, client: Client, J
         _ => false,
     };
     if !accepted {
-        count_address_failure(&state, &client, now).await?;
+        count_address_failure(state, client, now).await?;
         inc(&state.metrics.second_factor_failed);
-        audit::record(&state, Some(&client), "signin_verify", "bad_code", Some(&user.id), Some(&user.email)).await;
-        second_factor_failed(&state, &user, &client, now, attempt).await?;
+        audit::record(state, Some(client), "signin_verify", "bad_code", Some(&user.id), Some(&user.email)).await;
+        second_factor_failed(state, &user, client, now, attempt).await?;
         return Err(ApiError::InvalidCode("the code is wrong"));
     }
     // A replayed proof is refused before the challenge is consumed.
-    let dpop_jkt = crate::dpop::accept(&state, proof, now).await?;
+    let dpop_jkt = crate::dpop::accept(state, proof, now).await?;
     if !state.store.consume_challenge(&challenge.id, now).await? {
         return Err(ApiError::InvalidCode("unknown or expired challenge"));
     }
     inc(&state.metrics.second_factor_ok);
     state.store.second_factor_success(&user.id).await?;
-    clear_account_failures(&state, &user.email).await?;
-    let tokens = sessions::start(&state, &user, &client, dpop_jkt, now).await?;
-    audit::record(&state, Some(&client), "signin_verify", "success", Some(&user.id), Some(&user.email)).await;
-    Ok(super::tokens::token_response(&state, tokens, now))
+    clear_account_failures(state, &user.email).await?;
+    let tokens = sessions::start(state, &user, client, dpop_jkt, now).await?;
+    audit::record(state, Some(client), "signin_verify", "success", Some(&user.id), Some(&user.email)).await;
+    Ok(tokens)
 }
 
 /// Counts a second-factor attempt for the account before any code is
@@ -451,17 +489,24 @@ async fn lock_second_factor(state: &AppState, user: &User, client: &Client, now:
 #[utoipa::path(post, path = "/v1/auth/password/forgot", tag = "auth", request_body = ForgotRequest,
     responses((status = 202, body = StatusResponse), (status = 400, body = ErrorBody)))]
 pub async fn password_forgot(State(state): State<Arc<AppState>>, client: Client, Json(req): Json<ForgotRequest>) -> ApiResult<Response> {
-    let email = parse_email(&req.email)?;
-    let task_state = Arc::clone(&state);
-    tokio::spawn(async move {
-        if let Err(e) = send_reset(&task_state, &email, &client).await {
-            tracing::warn!(error = ?e, "password reset mail failed");
-        }
-    });
+    request_password_reset(&state, client, &req.email, MailLink::Api)?;
     Ok((StatusCode::ACCEPTED, axum::Json(StatusResponse { status: "accepted" })).into_response())
 }
 
-async fn send_reset(state: &AppState, email: &Email, client: &Client) -> ApiResult<()> {
+/// Password reset for the API and the pages: only the address is checked
+/// here; the lookup and the mail happen in the background.
+pub fn request_password_reset(state: &Arc<AppState>, client: Client, raw_email: &str, link: MailLink) -> ApiResult<()> {
+    let email = parse_email(raw_email)?;
+    let task_state = Arc::clone(state);
+    tokio::spawn(async move {
+        if let Err(e) = send_reset(&task_state, &email, &client, link).await {
+            tracing::warn!(error = ?e, "password reset mail failed");
+        }
+    });
+    Ok(())
+}
+
+async fn send_reset(state: &AppState, email: &Email, client: &Client, link: MailLink) -> ApiResult<()> {
     // Taken for unknown addresses too, so the limit behaves the same for both.
     if !mail_budget::allow(state, email.as_str(), client, now()).await? {
         audit::record(state, Some(client), "password_forgot", "mail_limited", None, Some(email.as_str())).await;
@@ -477,11 +522,18 @@ async fn send_reset(state: &AppState, email: &Email, client: &Client) -> ApiResu
     let mail = Mail {
         to: user.email.clone(),
         subject: "Reset your password".into(),
-        body: format!(
-            "Reset your password with this token (POST /v1/auth/password/reset); it expires in {} minutes:\n\n{}\n",
-            state.config.accounts.reset_token_ttl.as_secs() / 60,
-            token.expose()
-        ),
+        body: match link {
+            MailLink::Api => format!(
+                "Reset your password with this token (POST /v1/auth/password/reset); it expires in {} minutes:\n\n{}\n",
+                state.config.accounts.reset_token_ttl.as_secs() / 60,
+                token.expose()
+            ),
+            MailLink::Page => format!(
+                "Choose a new password by opening this link; it expires in {} minutes:\n\n{}\n",
+                state.config.accounts.reset_token_ttl.as_secs() / 60,
+                page_link(state, "/auth/password/reset", &token)
+            ),
+        },
         code: None,
         token: Some(token.expose().to_owned()),
         sent_at: 0,
@@ -495,22 +547,28 @@ async fn send_reset(state: &AppState, email: &Email, client: &Client) -> ApiResu
 #[utoipa::path(post, path = "/v1/auth/password/reset", tag = "auth", request_body = ResetRequest,
     responses((status = 200, body = StatusResponse), (status = 400, body = ErrorBody)))]
 pub async fn password_reset(State(state): State<Arc<AppState>>, client: Client, Json(req): Json<ResetRequest>) -> ApiResult<axum::Json<StatusResponse>> {
+    reset_password(&state, &client, &req.token, &req.password).await?;
+    Ok(axum::Json(StatusResponse { status: "password_changed" }))
+}
+
+/// A new password with a mailed token, for the API and the pages.
+pub async fn reset_password(state: &AppState, client: &Client, token: &Secret, password: &Secret) -> ApiResult<()> {
     let now = now();
-    let hash = req.token.hash();
+    let hash = token.hash();
     // Check the policy before using the token, so a weak password does not burn it.
     let user_id = state.store.peek_one_time_token(&hash, TokenPurpose::ResetPassword, now).await?.ok_or(ApiError::InvalidLink)?;
     let user = state.store.user_by_id(&user_id).await?.ok_or(ApiError::InvalidLink)?;
-    let password = Password::parse(req.password.expose(), &user.email).map_err(|e| ApiError::WeakPassword(e.0))?;
+    let password = Password::parse(password.expose(), &user.email).map_err(|e| ApiError::WeakPassword(e.0))?;
     if state.store.take_one_time_token(&hash, TokenPurpose::ResetPassword, now).await?.is_none() {
         return Err(ApiError::InvalidLink);
     }
-    let password_hash = hash_password(&state, password.expose().to_owned()).await?;
+    let password_hash = hash_password(state, password.expose().to_owned()).await?;
     state.store.set_password(&user.id, &password_hash).await?;
-    sessions::revoke_all_sessions(&state, &user.id, "password_reset").await?;
-    clear_account_failures(&state, &user.email).await?;
-    audit::record(&state, Some(&client), "password_reset", "success", Some(&user.id), Some(&user.email)).await;
-    notify(&state, &user, "Your password was changed", "The password of your account was changed and every session was signed out.").await;
-    Ok(axum::Json(StatusResponse { status: "password_changed" }))
+    sessions::revoke_all_sessions(state, &user.id, "password_reset").await?;
+    clear_account_failures(state, &user.email).await?;
+    audit::record(state, Some(client), "password_reset", "success", Some(&user.id), Some(&user.email)).await;
+    notify(state, &user, "Your password was changed", "The password of your account was changed and every session was signed out.").await;
+    Ok(())
 }
 
 /// Checks a [`FactorProof`]: a current TOTP code (through the same
@@ -566,7 +624,13 @@ async fn notify(state: &AppState, user: &User, subject: &str, body: &str) {
               (status = 429, body = ErrorBody)))]
 pub async fn totp_enroll(State(state): State<Arc<AppState>>, client: Client, Caller(caller): Caller, Json(proof): Json<FactorProof>) -> ApiResult<axum::Json<TotpEnrollment>> {
     let user = state.store.user_by_id(&caller.sub).await?.ok_or(ApiError::InvalidToken("unknown user"))?;
-    prove_owner(&state, &client, &user, &proof).await?;
+    begin_totp_enrollment(&state, &client, &user, &proof).await.map(axum::Json)
+}
+
+/// TOTP enrolment for the API and the pages: after a fresh proof, a new
+/// pending secret (confirmed by [`confirm_totp_enrollment`]).
+pub async fn begin_totp_enrollment(state: &AppState, client: &Client, user: &User, proof: &FactorProof) -> ApiResult<TotpEnrollment> {
+    prove_owner(state, client, user, proof).await?;
     let mut bytes = [0u8; 20];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
     let totp = totp_rs::TOTP::new(
@@ -581,23 +645,29 @@ pub async fn totp_enroll(State(state): State<Arc<AppState>>, client: Client, Cal
     .map_err(ApiError::internal)?;
     let secret = totp.get_secret_base32();
     state.store.set_totp_pending(&user.id, Some(&secret)).await?;
-    audit::record(&state, Some(&client), "totp_enroll", "pending", Some(&user.id), Some(&user.email)).await;
-    Ok(axum::Json(TotpEnrollment { otpauth_uri: totp.get_url(), secret }))
+    audit::record(state, Some(client), "totp_enroll", "pending", Some(&user.id), Some(&user.email)).await;
+    Ok(TotpEnrollment { otpauth_uri: totp.get_url(), secret })
 }
 
 #[utoipa::path(post, path = "/v1/auth/totp/confirm", tag = "auth", request_body = CodeRequest, security(("bearer" = [])),
     responses((status = 200, body = StatusResponse), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn totp_confirm(State(state): State<Arc<AppState>>, client: Client, Caller(caller): Caller, Json(req): Json<CodeRequest>) -> ApiResult<axum::Json<StatusResponse>> {
     let user = state.store.user_by_id(&caller.sub).await?.ok_or(ApiError::InvalidToken("unknown user"))?;
+    confirm_totp_enrollment(&state, &client, &user, &req.code).await?;
+    Ok(axum::Json(StatusResponse { status: "totp_enabled" }))
+}
+
+/// Confirms the pending TOTP secret with a current code (API and pages).
+pub async fn confirm_totp_enrollment(state: &AppState, client: &Client, user: &User, code: &Secret) -> ApiResult<()> {
     let pending = user.totp_pending.clone().ok_or(ApiError::Conflict("no TOTP enrolment is pending; call /v1/auth/totp/enroll"))?;
-    let step = totp_step(&pending, req.code.expose().trim(), now()).ok_or(ApiError::InvalidCode("the code is wrong"))?;
+    let step = totp_step(&pending, code.expose().trim(), now()).ok_or(ApiError::InvalidCode("the code is wrong"))?;
     if !state.store.confirm_totp(&user.id, &pending, step).await? {
         return Err(ApiError::Conflict("the enrolment changed; enroll again"));
     }
-    audit::record(&state, Some(&client), "totp_confirm", "success", Some(&user.id), Some(&user.email)).await;
+    audit::record(state, Some(client), "totp_confirm", "success", Some(&user.id), Some(&user.email)).await;
     let what = if user.totp_secret.is_some() { "replaced" } else { "set up" };
-    notify(&state, &user, "A new authenticator app was set up", &format!("The authenticator app of your account was {what}.")).await;
-    Ok(axum::Json(StatusResponse { status: "totp_enabled" }))
+    notify(state, user, "A new authenticator app was set up", &format!("The authenticator app of your account was {what}.")).await;
+    Ok(())
 }
 
 /// Removes the TOTP authenticator (sign-in falls back to mailed codes); needs
