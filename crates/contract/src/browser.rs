@@ -1,0 +1,19 @@
+//! Browser sign-in: the cookie names and paths the auth service's pages set
+//! and the filter (and the shipped configurations) read — one spelling.
+
+/// The access token. `__Host-`: Secure, `Path=/`, no `Domain`, so no other
+/// host (or a sibling subdomain) can plant one.
+pub const ACCESS_COOKIE: &str = "__Host-authflow-access";
+
+/// The rotating refresh token, sent only to [`REFRESH_PATH`].
+pub const REFRESH_COOKIE: &str = "__Secure-authflow-refresh";
+
+/// Where the filter sends a browser whose access token is missing or
+/// expired; the service rotates the refresh cookie there and sends it back.
+pub const REFRESH_PATH: &str = "/auth/refresh";
+
+/// Where a browser signs in (the service's page).
+pub const SIGNIN_PATH: &str = "/auth/signin";
+
+/// The device secret: the one cookie the token's fingerprint binds to.
+pub use crate::fingerprint::DEVICE_COOKIE;
