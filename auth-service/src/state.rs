@@ -29,6 +29,9 @@ pub struct AppState {
     /// Signs and checks DPoP server nonces: derived from the KEK, so every
     /// instance sharing the database (and so the KEK) accepts the others' nonces.
     pub dpop_nonce_key: [u8; 32],
+    /// Signs the browser pages' CSRF tokens: derived from the KEK, so a form
+    /// served by one instance is accepted by every other.
+    pub csrf_key: [u8; 32],
 }
 
 /// Opens the store chosen by the database URL (`sqlite:` or `postgres://`).
@@ -67,6 +70,7 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
     let kek = kek(&config)?;
     let store = open_store_with(&config, Arc::clone(&kek)).await?;
     let dpop_nonce_key = kek.derive("dpop-nonce").map_err(StartError)?;
+    let csrf_key = kek.derive("browser-csrf").map_err(StartError)?;
     let now = now();
     let ttl = i64::try_from(config.tokens.access_ttl.as_secs()).unwrap_or(900);
     let keys = KeyRing::load(store.as_ref(), config.keys.signing_alg, ttl, now).await.map_err(StartError::from_display)?;
@@ -76,5 +80,5 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
     let mailer = mailer::from_config(&config).map_err(StartError)?;
     let hasher = Hasher::new(config.passwords.hash_memory_kib, config.passwords.hash_iterations).map_err(StartError)?;
     let throttle = Throttle::new(config.throttle.lockout_base, config.throttle.lockout_max);
-    Ok(Arc::new(AppState { config, store, keys, feed, mailer, hasher, throttle, metrics: Metrics::default(), dpop_nonce_key }))
+    Ok(Arc::new(AppState { config, store, keys, feed, mailer, hasher, throttle, metrics: Metrics::default(), dpop_nonce_key, csrf_key }))
 }

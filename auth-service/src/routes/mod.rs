@@ -35,6 +35,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     let doc = ServedDocument(Arc::new(openapi::with_openapi_path_templates(doc)));
     router
         .layer(Extension(doc))
+        // The browser pages: HTML, not the API, so outside the OpenAPI document.
+        .merge(crate::web::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.server.body_limit_bytes))

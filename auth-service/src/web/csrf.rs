@@ -1,0 +1,138 @@
+//! CSRF protection for every form of the pages (signed double submit).
+//!
+//! Each browser gets a random value in the `__Host-authflow-csrf` cookie; a
+//! form carries `HMAC(csrf_key, value)`. A POST passes only when its cookie
+//! (exactly one value: a second, tossed cookie is refused) and its token
+//! agree. The key is derived from the KEK, so every replica accepts every
+//! other's forms, and a site that cannot read our pages cannot mint a token
+//! — nor plant a `__Host-` cookie, which only this origin over a secure
+//! channel can set. `Origin` and `Sec-Fetch-Site`, when a browser sends them,
+//! must name this origin too.
+
+use axum::http::{header, HeaderMap};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use authflow_contract::cookie::single_value;
+
+/// The per-browser value (service-only: the filter never reads it).
+pub const CSRF_COOKIE: &str = "__Host-authflow-csrf";
+
+/// Why a POST was refused (logged, never shown in detail).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    CrossSite,
+    MissingCookie,
+    DuplicateCookie,
+    BadToken,
+}
+
+fn cookie_headers(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok())
+}
+
+fn sign(key: &[u8; 32], value: &str) -> Option<String> {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).ok()?;
+    mac.update(b"authflow csrf v1\0");
+    mac.update(value.as_bytes());
+    Some(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+}
+
+/// The token for this browser's forms, and the `Set-Cookie` value when the
+/// browser has no (single) CSRF cookie yet.
+pub fn token_for(key: &[u8; 32], headers: &HeaderMap) -> (String, Option<String>) {
+    if let Ok(Some(value)) = single_value(cookie_headers(headers), CSRF_COOKIE) {
+        if let Some(token) = sign(key, value) {
+            return (token, None);
+        }
+    }
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let value = URL_SAFE_NO_PAD.encode(bytes);
+    let cookie = format!("{CSRF_COOKIE}={value}; HttpOnly; Secure; SameSite=Lax; Path=/");
+    (sign(key, &value).unwrap_or_default(), Some(cookie))
+}
+
+/// The checks of one form POST: same origin, one CSRF cookie, its token.
+pub fn check(key: &[u8; 32], headers: &HeaderMap, token: &str) -> Result<(), Refusal> {
+    if !same_origin(headers) {
+        return Err(Refusal::CrossSite);
+    }
+    let value = single_value(cookie_headers(headers), CSRF_COOKIE).map_err(|()| Refusal::DuplicateCookie)?.ok_or(Refusal::MissingCookie)?;
+    let expected = sign(key, value).ok_or(Refusal::BadToken)?;
+    if expected.len() == token.len() && bool::from(expected.as_bytes().ct_eq(token.as_bytes())) {
+        Ok(())
+    } else {
+        Err(Refusal::BadToken)
+    }
+}
+
+/// `Sec-Fetch-Site` and `Origin` as browsers send them: absent (older
+/// browsers, non-browser clients: the token still decides) or this origin.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let text = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or("\u{0}"));
+    if let Some(site) = text("sec-fetch-site") {
+        if site != "same-origin" && site != "none" {
+            return false;
+        }
+    }
+    match text("origin") {
+        None => true,
+        Some(origin) => {
+            let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let authority = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://"));
+            !host.is_empty() && authority.is_some_and(|a| a.eq_ignore_ascii_case(host))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn with(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn a_token_fits_only_its_cookie_and_key() {
+        let key = [7u8; 32];
+        let (token, cookie) = token_for(&key, &HeaderMap::new());
+        let cookie = cookie.unwrap();
+        let value = cookie.split(';').next().unwrap().split_once('=').unwrap().1.to_owned();
+        let jar = format!("{CSRF_COOKIE}={value}");
+        assert_eq!(check(&key, &with(&[("cookie", &jar)]), &token), Ok(()));
+        assert_eq!(token_for(&key, &with(&[("cookie", &jar)])), (token.clone(), None), "the same token while the cookie lives");
+        assert_eq!(check(&[8u8; 32], &with(&[("cookie", &jar)]), &token), Err(Refusal::BadToken));
+        assert_eq!(check(&key, &with(&[("cookie", &jar)]), "forged"), Err(Refusal::BadToken));
+        assert_eq!(check(&key, &HeaderMap::new(), &token), Err(Refusal::MissingCookie));
+        let tossed = format!("{jar}; {CSRF_COOKIE}=attacker");
+        assert_eq!(check(&key, &with(&[("cookie", &tossed)]), &token), Err(Refusal::DuplicateCookie));
+    }
+
+    #[test]
+    fn cross_site_posts_are_refused_before_the_token() {
+        let key = [7u8; 32];
+        let (token, cookie) = token_for(&key, &HeaderMap::new());
+        let jar = cookie.unwrap().split(';').next().unwrap().to_owned();
+        let ok = |extra: &[(&'static str, &str)]| {
+            let mut pairs = vec![("cookie", jar.as_str()), ("host", "app.example:8080")];
+            pairs.extend_from_slice(extra);
+            check(&key, &with(&pairs), &token)
+        };
+        assert_eq!(ok(&[("origin", "http://app.example:8080"), ("sec-fetch-site", "same-origin")]), Ok(()));
+        assert_eq!(ok(&[("origin", "https://evil.example")]), Err(Refusal::CrossSite));
+        assert_eq!(ok(&[("origin", "null")]), Err(Refusal::CrossSite));
+        assert_eq!(ok(&[("sec-fetch-site", "cross-site")]), Err(Refusal::CrossSite));
+        assert_eq!(ok(&[("sec-fetch-site", "same-site")]), Err(Refusal::CrossSite));
+    }
+}

@@ -1,0 +1,147 @@
+//! Sign-in (password, then the mailed or TOTP code), the refresh endpoint
+//! the filter sends browsers to, and logout.
+
+use std::sync::Arc;
+
+use axum::extract::{RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use authflow_contract::browser::{REFRESH_COOKIE, SIGNIN_PATH};
+
+use super::return_target::{target, with_return_to};
+use super::templates::{self, Form};
+use super::{cookies, csrf_token, explain, failed, query, see_other, MaybeSignedIn, Page, Posted, ReturnQuery};
+use crate::audit;
+use crate::clock::now;
+use crate::domain::Secret;
+use crate::extract::Client;
+use crate::routes::auth::{finish_signin, start_signin};
+use crate::sessions;
+use crate::state::AppState;
+
+#[derive(Deserialize)]
+pub struct SigninForm {
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+    return_to: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct CodeForm {
+    #[serde(default)]
+    code: String,
+    return_to: Option<String>,
+}
+
+/// Only the CSRF token (checked by [`Posted`]).
+#[derive(Deserialize)]
+pub struct NoFields {}
+
+fn signin_page(state: &AppState, client: &Client, email: &str, return_to: &str, error: Option<&str>) -> Page {
+    let (csrf, cookie) = csrf_token(state, &client.headers);
+    let body = templates::signin(&Form { csrf: &csrf, error }, email, return_to, "/auth/signup");
+    Page::ok("Sign in", body).with_cookie(cookie)
+}
+
+pub async fn form(State(state): State<Arc<AppState>>, client: Client, RawQuery(raw): RawQuery) -> Response {
+    let q: ReturnQuery = query(raw.as_deref());
+    signin_page(&state, &client, "", &target(q.return_to.as_deref()), None).into_response()
+}
+
+/// Password checked: the challenge goes into a short-lived cookie and the
+/// browser on to the code page.
+pub async fn submit(State(state): State<Arc<AppState>>, client: Client, Posted(f): Posted<SigninForm>) -> Response {
+    let return_to = target(f.return_to.as_deref());
+    match start_signin(&state, &client, &f.email, &Secret::new(f.password)).await {
+        Ok(challenge) => {
+            let cookie = cookies::challenge(&challenge.challenge_id, state.config.accounts.challenge_ttl.as_secs());
+            see_other(&with_return_to("/auth/signin/code", &return_to), &[cookie])
+        }
+        Err(e) => signin_page(&state, &client, &f.email, &return_to, Some(&explain(&e))).with_status(e.status()).into_response(),
+    }
+}
+
+/// The method of the browser's pending challenge, if it is still open.
+async fn pending_method(state: &AppState, client: &Client) -> Option<(String, String)> {
+    let id = cookies::read(&client.headers, cookies::CHALLENGE_COOKIE)?;
+    let challenge = state.store.challenge(id).await.ok()??;
+    (challenge.consumed_at.is_none() && challenge.expires_at > now()).then_some((challenge.id, challenge.method))
+}
+
+fn code_page(state: &AppState, client: &Client, method: &str, return_to: &str, error: Option<&str>) -> Page {
+    let (csrf, cookie) = csrf_token(state, &client.headers);
+    let title = if method == "totp" { "Enter your app's code" } else { "Enter the mailed code" };
+    Page::ok(title, templates::code(&Form { csrf: &csrf, error }, method, return_to)).with_cookie(cookie)
+}
+
+pub async fn code_form(State(state): State<Arc<AppState>>, client: Client, RawQuery(raw): RawQuery) -> Response {
+    let q: ReturnQuery = query(raw.as_deref());
+    let return_to = target(q.return_to.as_deref());
+    match pending_method(&state, &client).await {
+        Some((_, method)) => code_page(&state, &client, &method, &return_to, None).into_response(),
+        None => see_other(&with_return_to(SIGNIN_PATH, &return_to), &[]),
+    }
+}
+
+/// The code: through the API's own checks and attempt limits; on success
+/// the session's cookies and 303 to `return_to`.
+pub async fn code_submit(State(state): State<Arc<AppState>>, client: Client, Posted(f): Posted<CodeForm>) -> Response {
+    let return_to = target(f.return_to.as_deref());
+    let Some((challenge_id, method)) = pending_method(&state, &client).await else {
+        return see_other(&with_return_to(SIGNIN_PATH, &return_to), &[cookies::cleared_challenge()]);
+    };
+    let now = now();
+    match finish_signin(&state, &client, &challenge_id, &Secret::new(f.code), None, now).await {
+        Ok(tokens) => {
+            let mut set = cookies::session(&state, &tokens);
+            set.push(cookies::cleared_challenge());
+            see_other(&return_to, &set)
+        }
+        Err(e) => code_page(&state, &client, &method, &return_to, Some(&explain(&e))).with_status(e.status()).into_response(),
+    }
+}
+
+/// `GET /auth/refresh?return_to=…`: rotate the refresh cookie and go back,
+/// or (no cookie, expired, revoked, reused, banned) clear the cookies and go
+/// to sign-in. Never a page of its own.
+pub async fn refresh(State(state): State<Arc<AppState>>, client: Client, RawQuery(raw): RawQuery) -> Response {
+    let q: ReturnQuery = query(raw.as_deref());
+    let return_to = target(q.return_to.as_deref());
+    let to_signin = || see_other(&with_return_to(SIGNIN_PATH, &return_to), &cookies::cleared_session());
+    let Some(token) = cookies::read(&client.headers, REFRESH_COOKIE) else {
+        return to_signin();
+    };
+    match sessions::refresh(&state, &client, &Secret::new(token.to_owned()), None, now()).await {
+        Ok(tokens) => see_other(&return_to, &cookies::session(&state, &tokens)),
+        Err(e) => {
+            tracing::debug!(error = ?e, "browser refresh refused");
+            to_signin()
+        }
+    }
+}
+
+/// Ends this browser's session (if its access cookie still checks out) and
+/// clears the cookies either way.
+pub async fn logout(State(state): State<Arc<AppState>>, client: Client, MaybeSignedIn(user): MaybeSignedIn, Posted(_): Posted<NoFields>) -> Response {
+    if let Some(v) = user {
+        if let Err(e) = sessions::revoke_session(&state, &v.claims.sid, "logout").await {
+            return failed("Log out", &e);
+        }
+        audit::record(&state, Some(&client), "logout", "success", Some(&v.sub), None).await;
+    }
+    see_other(SIGNIN_PATH, &cookies::cleared_session())
+}
+
+/// Ends every session of the signed-in user and clears this browser's cookies.
+pub async fn logout_all(State(state): State<Arc<AppState>>, client: Client, MaybeSignedIn(user): MaybeSignedIn, Posted(_): Posted<NoFields>) -> Response {
+    if let Some(v) = user {
+        if let Err(e) = sessions::revoke_all_sessions(&state, &v.sub, "logout_all").await {
+            return failed("Log out everywhere", &e);
+        }
+        audit::record(&state, Some(&client), "logout_all", "success", Some(&v.sub), None).await;
+    }
+    see_other(SIGNIN_PATH, &cookies::cleared_session())
+}

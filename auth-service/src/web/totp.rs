@@ -1,0 +1,120 @@
+//! TOTP enrolment: a fresh password proof (as at the API: an access cookie
+//! alone cannot take over the second factor), then the QR code and the key,
+//! then a code from the app to turn it on.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use qrcode::render::svg;
+use qrcode::QrCode;
+use serde::Deserialize;
+
+use super::templates::{self, Form};
+use super::{csrf_token, explain, failed, see_other, Page, Posted, SignedIn};
+use crate::domain::Secret;
+use crate::error::ApiError;
+use crate::extract::Client;
+use crate::routes::auth::{begin_totp_enrollment, confirm_totp_enrollment, FactorProof};
+use crate::state::AppState;
+use crate::store::User;
+
+#[derive(Deserialize)]
+pub struct PasswordForm {
+    #[serde(default)]
+    password: String,
+}
+
+#[derive(Deserialize)]
+pub struct CodeForm {
+    #[serde(default)]
+    code: String,
+}
+
+const TITLE: &str = "Set up an authenticator app";
+
+async fn user_of(state: &AppState, sub: &str) -> Result<User, Response> {
+    match state.store.user_by_id(sub).await {
+        Ok(Some(user)) => Ok(user),
+        Ok(None) => Err(failed(TITLE, &ApiError::InvalidToken("unknown user"))),
+        Err(e) => Err(failed(TITLE, &e.into())),
+    }
+}
+
+fn start_page(state: &AppState, client: &Client, error: Option<&str>) -> Page {
+    let (csrf, cookie) = csrf_token(state, &client.headers);
+    Page::ok(TITLE, templates::totp_start(&Form { csrf: &csrf, error })).with_cookie(cookie)
+}
+
+pub async fn start(State(state): State<Arc<AppState>>, client: Client, SignedIn(_): SignedIn) -> Response {
+    start_page(&state, &client, None).into_response()
+}
+
+/// The otpauth URI as an SVG QR code; its attributes are presentational
+/// (no `style`), so the CSP allows it inline.
+fn qr_svg(uri: &str) -> Result<String, ApiError> {
+    let code = QrCode::new(uri.as_bytes()).map_err(ApiError::internal)?;
+    let svg = code.render::<svg::Color>().min_dimensions(200, 200).build();
+    // The XML declaration has no place inside an HTML document.
+    Ok(match svg.find("<svg") {
+        Some(start) => svg.get(start..).unwrap_or_default().to_owned(),
+        None => svg,
+    })
+}
+
+fn enrol_page(state: &AppState, client: &Client, secret: &str, uri: &str, error: Option<&str>) -> Response {
+    let svg = match qr_svg(uri) {
+        Ok(svg) => svg,
+        Err(e) => return failed(TITLE, &e),
+    };
+    let (csrf, cookie) = csrf_token(state, &client.headers);
+    Page::ok(TITLE, templates::totp_enrol(&Form { csrf: &csrf, error }, &svg, secret)).with_cookie(cookie).into_response()
+}
+
+pub async fn enrol(State(state): State<Arc<AppState>>, client: Client, SignedIn(v): SignedIn, Posted(f): Posted<PasswordForm>) -> Response {
+    let user = match user_of(&state, &v.sub).await {
+        Ok(user) => user,
+        Err(page) => return page,
+    };
+    let proof = FactorProof { password: Some(Secret::new(f.password)), code: None };
+    match begin_totp_enrollment(&state, &client, &user, &proof).await {
+        Ok(enrolment) => enrol_page(&state, &client, &enrolment.secret, &enrolment.otpauth_uri, None),
+        Err(e) => start_page(&state, &client, Some(&explain(&e))).with_status(e.status()).into_response(),
+    }
+}
+
+pub async fn confirm(State(state): State<Arc<AppState>>, client: Client, SignedIn(v): SignedIn, Posted(f): Posted<CodeForm>) -> Response {
+    let user = match user_of(&state, &v.sub).await {
+        Ok(user) => user,
+        Err(page) => return page,
+    };
+    match confirm_totp_enrollment(&state, &client, &user, &Secret::new(f.code)).await {
+        Ok(()) => see_other("/auth/totp/done", &[]),
+        Err(e) => {
+            // Show the same pending key again, so the person can retry.
+            let Some(secret) = user.totp_pending.as_deref() else {
+                return start_page(&state, &client, Some(&explain(&e))).with_status(e.status()).into_response();
+            };
+            let uri = otpauth_uri(&state, &user, secret);
+            let mut response = enrol_page(&state, &client, secret, &uri, Some(&explain(&e)));
+            *response.status_mut() = e.status();
+            response
+        }
+    }
+}
+
+fn otpauth_uri(state: &AppState, user: &User, secret: &str) -> String {
+    totp_rs::Secret::Encoded(secret.to_owned())
+        .to_bytes()
+        .ok()
+        .and_then(|bytes| {
+            totp_rs::TOTP::new(totp_rs::Algorithm::SHA1, 6, 1, 30, bytes, Some(state.config.accounts.totp_issuer.clone()), user.email.clone()).ok()
+        })
+        .map(|t| t.get_url())
+        .unwrap_or_default()
+}
+
+pub async fn done() -> Response {
+    let text = "Your authenticator app is on: sign-in now asks for its code instead of a mailed one.";
+    Page::ok("Authenticator app on", templates::message(text, Some(("/auth/devices", "Your devices")))).into_response()
+}

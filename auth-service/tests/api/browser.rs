@@ -1,0 +1,506 @@
+//! The browser pages under `/auth/` over real HTTP, driven like a browser:
+//! a cookie jar that honours `Path` and `Max-Age=0`, forms posted with the
+//! CSRF token the page carried, no automatic redirects (every 303 and its
+//! `Location` is asserted).
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::common::*;
+
+const ACCESS: &str = authflow_contract::browser::ACCESS_COOKIE;
+const REFRESH: &str = authflow_contract::browser::REFRESH_COOKIE;
+const DEVICE: &str = authflow_contract::fingerprint::DEVICE_COOKIE;
+
+#[derive(Clone, Debug)]
+struct Cookie {
+    name: String,
+    value: String,
+    path: String,
+    /// The whole `Set-Cookie` line, for attribute checks.
+    raw: String,
+}
+
+struct Page {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Page {
+    fn location(&self) -> &str {
+        self.headers.get("location").map(|v| v.to_str().unwrap()).unwrap_or("")
+    }
+
+    /// The CSRF token of the page's (first) form.
+    fn csrf(&self) -> String {
+        hidden(&self.body, "csrf")
+    }
+
+    fn alert(&self) -> Option<String> {
+        let start = self.body.find("role=\"alert\"")?;
+        let text = &self.body[start..];
+        let open = text.find('>')? + 1;
+        let close = text.find('<')?;
+        Some(text[open..close].to_owned())
+    }
+}
+
+/// The value of the hidden input `name` in `html`.
+fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker).unwrap_or_else(|| panic!("no field {name} in {html}")) + marker.len();
+    html[start..].split('"').next().unwrap().replace("&amp;", "&")
+}
+
+#[derive(Clone)]
+struct Browser {
+    base: String,
+    http: reqwest::Client,
+    jar: Vec<Cookie>,
+}
+
+impl Browser {
+    fn new(app: &TestApp) -> Self {
+        let mut headers = HeaderMap::new();
+        headers.insert("accept-language", HeaderValue::from_static(LANG));
+        headers.insert("accept", HeaderValue::from_static("text/html"));
+        let http = reqwest::Client::builder()
+            .user_agent(UA)
+            .default_headers(headers)
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        Self { base: app.base.clone(), http, jar: Vec::new() }
+    }
+
+    fn cookie(&self, name: &str) -> Option<&Cookie> {
+        self.jar.iter().find(|c| c.name == name)
+    }
+
+    fn cookie_header(&self, path: &str) -> String {
+        self.jar.iter().filter(|c| path.starts_with(&c.path)).map(|c| format!("{}={}", c.name, c.value)).collect::<Vec<_>>().join("; ")
+    }
+
+    fn store(&mut self, headers: &HeaderMap) {
+        for line in headers.get_all("set-cookie") {
+            let raw = line.to_str().unwrap().to_owned();
+            let (pair, attrs) = raw.split_once(';').unwrap_or((&raw, ""));
+            let (name, value) = pair.split_once('=').unwrap();
+            let path = attrs.split(';').find_map(|a| a.trim().strip_prefix("Path=")).unwrap_or("/").to_owned();
+            self.jar.retain(|c| c.name != name);
+            if !attrs.contains("Max-Age=0") {
+                self.jar.push(Cookie { name: name.into(), value: value.into(), path, raw: raw.clone() });
+            }
+        }
+    }
+
+    async fn send(&mut self, req: reqwest::RequestBuilder, path: &str) -> Page {
+        let cookies = self.cookie_header(path.split('?').next().unwrap());
+        let req = if cookies.is_empty() { req } else { req.header("cookie", cookies) };
+        let r = req.send().await.unwrap();
+        let status = r.status();
+        let headers = r.headers().clone();
+        self.store(&headers);
+        Page { status, headers, body: r.text().await.unwrap() }
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        let req = self.http.get(format!("{}{path}", self.base));
+        self.send(req, path).await
+    }
+
+    /// A form post as a browser sends it from one of our pages.
+    async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
+        let req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("origin", &self.base)
+            .header("sec-fetch-site", "same-origin")
+            .form(fields);
+        self.send(req, path).await
+    }
+
+    /// GET the page with the form, then post it with the page's CSRF token.
+    async fn submit(&mut self, page: &str, action: &str, fields: &[(&str, &str)]) -> Page {
+        let form = self.get(page).await;
+        assert_eq!(form.status, 200, "{page}: {}", form.body);
+        let csrf = form.csrf();
+        let mut all = fields.to_vec();
+        all.push(("csrf", &csrf));
+        self.post(action, &all).await
+    }
+
+    /// Sign-up, the mailed link, sign-in and the mailed code.
+    async fn sign_up_and_in(&mut self, app: &TestApp, email: &str, return_to: &str) -> Page {
+        let r = self.submit("/auth/signup", "/auth/signup", &[("email", email), ("password", PASSWORD)]).await;
+        assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/signup/sent"));
+        let mail = app.last_mail(email, 1).await;
+        let body = mail["body"].as_str().unwrap();
+        let link = body.lines().find(|l| l.contains("/auth/verify?token=")).unwrap_or_else(|| panic!("no page link in {body}"));
+        let path = &link[link.find("/auth/verify").unwrap()..];
+        let r = self.get(path).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        self.sign_in(app, email, return_to).await
+    }
+
+    async fn sign_in(&mut self, app: &TestApp, email: &str, return_to: &str) -> Page {
+        let before = app.outbox(email, 0).await.len();
+        let page = format!("/auth/signin?return_to={}", url_escape(return_to));
+        let r = self.submit(&page, "/auth/signin", &[("email", email), ("password", PASSWORD), ("return_to", return_to)]).await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+        assert!(r.location().starts_with("/auth/signin/code"), "{}", r.location());
+        let mail = app.last_mail(email, before + 1).await;
+        let code_page = r.location().to_owned();
+        self.submit(&code_page, "/auth/signin/code", &[("code", mail["code"].as_str().unwrap()), ("return_to", return_to)]).await
+    }
+}
+
+fn url_escape(s: &str) -> String {
+    s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+}
+
+fn assert_page_headers(page: &Page, what: &str) {
+    let h = |name: &str| page.headers.get(name).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    assert_eq!(
+        h("content-security-policy"),
+        "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        "{what}"
+    );
+    assert_eq!(h("x-content-type-options"), "nosniff", "{what}");
+    assert_eq!(h("referrer-policy"), "no-referrer", "{what}");
+    assert_eq!(h("cache-control"), "no-store", "{what}");
+}
+
+#[tokio::test]
+async fn sign_up_verify_sign_in_with_the_code_sets_the_session_cookies() {
+    let app = spawn_app().await;
+    let mut b = Browser::new(&app);
+    let email = "page-user@example.com";
+    let r = b.sign_up_and_in(&app, email, "/app/hello?x=1").await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/app/hello?x=1"));
+
+    let access = b.cookie(ACCESS).expect("access cookie").clone();
+    let ttl = app.state.config.tokens.access_ttl.as_secs();
+    assert!(access.raw.contains("HttpOnly") && access.raw.contains("Secure") && access.raw.contains("SameSite=Lax"), "{}", access.raw);
+    assert!(access.raw.contains("Path=/;") && access.raw.contains(&format!("Max-Age={ttl}")), "{}", access.raw);
+    let refresh = b.cookie(REFRESH).expect("refresh cookie");
+    assert!(refresh.raw.contains("HttpOnly") && refresh.raw.contains("Secure") && refresh.raw.contains("SameSite=Lax"), "{}", refresh.raw);
+    assert_eq!(refresh.path, "/auth/refresh");
+    let device = b.cookie(DEVICE).expect("device cookie");
+    assert!(device.raw.contains("SameSite=Lax") && device.raw.contains("Path=/;") && device.raw.contains("HttpOnly"), "{}", device.raw);
+    assert!(b.cookie("__Host-authflow-challenge").is_none(), "the challenge cookie is gone");
+    assert_eq!(claims(&access.value)["sub"].as_str().unwrap().len(), 32);
+
+    let devices = b.get("/auth/devices").await;
+    assert_eq!(devices.status, 200, "{}", devices.body);
+    assert!(devices.body.contains("(this device)") && devices.body.contains(UA), "{}", devices.body);
+    assert!(devices.body.contains(email));
+}
+
+#[tokio::test]
+async fn every_page_has_the_strict_headers_and_accessible_markup() {
+    let app = spawn_app().await;
+    let mut b = Browser::new(&app);
+    for path in ["/auth/signin", "/auth/signup", "/auth/signup/sent", "/auth/password/forgot", "/auth/password/reset?token=x", "/auth/verify?token=nope"] {
+        let page = b.get(path).await;
+        assert!(page.status == 200 || page.status == 400, "{path}: {}", page.status);
+        assert_page_headers(&page, path);
+        assert!(page.body.starts_with("<!DOCTYPE html><html lang=\"en\">"), "{path}");
+        assert!(page.body.contains("<h1>"), "{path}");
+        assert!(!page.body.contains("<script"), "{path}: works without JavaScript");
+        assert!(!page.body.contains("http://") && !page.body.contains("https://"), "{path}: no third-party assets");
+    }
+    let form = b.get("/auth/signin").await;
+    for needle in ["id=\"signin-form\"", "<label for=\"email\">", "autocomplete=\"username\"", "autocomplete=\"current-password\"", "<button type=\"submit\">"] {
+        assert!(form.body.contains(needle), "{needle} in {}", form.body);
+    }
+    let css = b.get("/auth/static/authflow.css").await;
+    assert_eq!(css.status, 200);
+    assert!(css.headers["content-type"].to_str().unwrap().starts_with("text/css"));
+    let refused = b.post("/auth/signin", &[("email", "a@example.com"), ("password", "x")]).await;
+    assert_page_headers(&refused, "a refused post");
+    let redirect = b.get("/auth/refresh").await;
+    assert_page_headers(&redirect, "the refresh redirect");
+}
+
+#[tokio::test]
+async fn refresh_rotates_the_cookie_and_the_old_one_is_refused() {
+    let app = spawn_app().await;
+    let mut b = Browser::new(&app);
+    b.sign_up_and_in(&app, "rotate@example.com", "/").await;
+    let old = b.cookie(REFRESH).unwrap().value.clone();
+    let old_access = b.cookie(ACCESS).unwrap().value.clone();
+    let mut stale = b.clone();
+
+    let r = b.get("/auth/refresh?return_to=%2Fapp%2Fhello").await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/app/hello"));
+    assert_page_headers(&r, "refresh");
+    let new = b.cookie(REFRESH).unwrap().value.clone();
+    assert_ne!(new, old, "rotated");
+    assert_ne!(b.cookie(ACCESS).unwrap().value, old_access, "a fresh access token");
+
+    // The rotated-out cookie: sign-in again (and the session, reused, ends).
+    let r = stale.get("/auth/refresh?return_to=%2Fapp%2Fhello").await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/signin?return_to=%2Fapp%2Fhello"));
+    assert!(stale.cookie(ACCESS).is_none() && stale.cookie(REFRESH).is_none(), "cleared");
+    // Without any refresh cookie: straight to sign-in.
+    let mut fresh = Browser::new(&app);
+    let r = fresh.get("/auth/refresh").await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/signin"));
+}
+
+#[tokio::test]
+async fn forms_without_a_valid_csrf_token_or_from_another_site_are_refused() {
+    let app = spawn_app().await;
+    app.verified_user("csrf@example.com").await;
+    let mut b = Browser::new(&app);
+    let form = b.get("/auth/signin").await;
+    let token = form.csrf();
+    let creds = [("email", "csrf@example.com"), ("password", PASSWORD)];
+    let with = |t: &str| {
+        let mut f = creds.to_vec();
+        f.push(("csrf", Box::leak(t.to_owned().into_boxed_str())));
+        f
+    };
+
+    // Missing and forged tokens.
+    let r = b.post("/auth/signin", &creds).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.alert().is_some(), "{}", r.body);
+    let r = b.post("/auth/signin", &with("forged")).await;
+    assert_eq!(r.status, 403);
+    // Login CSRF: another site's browser (its own cookie and token) posting ours.
+    let mut attacker = Browser::new(&app);
+    let theirs = attacker.get("/auth/signin").await.csrf();
+    let r = b.post("/auth/signin", &with(&theirs)).await;
+    assert_eq!(r.status, 403, "a token of another browser's cookie");
+    // A cross-site form post with a valid pair is refused on its origin.
+    let req = b.http.post(format!("{}/auth/signin", b.base)).header("origin", "https://evil.example").form(&with(&token));
+    let r = b.send(req, "/auth/signin").await;
+    assert_eq!(r.status, 403);
+    let req = b.http.post(format!("{}/auth/signin", b.base)).header("sec-fetch-site", "cross-site").form(&with(&token));
+    let r = b.send(req, "/auth/signin").await;
+    assert_eq!(r.status, 403);
+    // Cookie tossing: a second CSRF cookie beside ours.
+    let mut tossed = b.clone();
+    let mut header = tossed.cookie_header("/auth/signin");
+    header.push_str("; __Host-authflow-csrf=planted");
+    tossed.jar.clear();
+    let req = tossed.http.post(format!("{}/auth/signin", tossed.base)).header("cookie", header).form(&with(&token));
+    let r = tossed.send(req, "/auth/signin").await;
+    assert_eq!(r.status, 403);
+    // The genuine pair passes.
+    let r = b.post("/auth/signin", &with(&token)).await;
+    assert_eq!(r.status, 303, "{}", r.body);
+}
+
+#[tokio::test]
+async fn return_to_never_leaves_the_site() {
+    let app = spawn_app().await;
+    let mut b = Browser::new(&app);
+    b.sign_up_and_in(&app, "redirect@example.com", "/").await;
+    for evil in ["//evil.example", "https://evil.example", "/\\evil.example", "/ok\r\nset-cookie: x=y", "javascript:alert(1)", "/%0d%0aset-cookie:x=y"] {
+        let r = b.get(&format!("/auth/refresh?return_to={}", url_escape(evil))).await;
+        assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/"), "{evil:?}");
+        assert!(r.headers.get_all("set-cookie").iter().all(|c| !c.to_str().unwrap().starts_with("x=")), "{evil:?}");
+        let page = b.get(&format!("/auth/signin?return_to={}", url_escape(evil))).await;
+        assert_eq!(hidden(&page.body, "return_to"), "/", "{evil:?}");
+    }
+    // Through sign-in itself: the posted field is checked again.
+    let mut other = Browser::new(&app);
+    let r = other.submit("/auth/signin", "/auth/signin", &[("email", "redirect@example.com"), ("password", PASSWORD), ("return_to", "//evil.example")]).await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/signin/code"));
+}
+
+#[tokio::test]
+async fn logout_clears_the_cookies_and_ends_the_session() {
+    let app = spawn_app().await;
+    let mut b = Browser::new(&app);
+    b.sign_up_and_in(&app, "bye@example.com", "/").await;
+    let access = b.cookie(ACCESS).unwrap().value.clone();
+    let device = b.cookie(DEVICE).unwrap().value.clone();
+    let mut kept = b.clone();
+
+    let devices = b.get("/auth/devices").await;
+    let r = b.post("/auth/logout", &[("csrf", &devices.csrf())]).await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/signin"));
+    for name in [ACCESS, REFRESH, DEVICE] {
+        let line = r.headers.get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).find(|l| l.starts_with(&format!("{name}=;")));
+        assert!(line.as_deref().is_some_and(|l| l.contains("Max-Age=0")), "{name} cleared");
+    }
+    assert!(b.cookie(ACCESS).is_none());
+
+    // The old access token is refused at the API and on the pages.
+    let r = app.http.post(app.url("/v1/auth/logout")).bearer_auth(&access).header("x-authflow-device", &device).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = kept.get("/auth/devices").await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/refresh?return_to=%2Fauth%2Fdevices"));
+    let r = kept.get(r.location()).await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/signin?return_to=%2Fauth%2Fdevices"));
+}
+
+#[tokio::test]
+async fn devices_log_out_one_and_everywhere() {
+    let app = spawn_app().await;
+    let mut phone = Browser::new(&app);
+    phone.sign_up_and_in(&app, "two@example.com", "/").await;
+    let mut laptop = Browser::new(&app);
+    laptop.sign_in(&app, "two@example.com", "/").await;
+
+    let page = laptop.get("/auth/devices").await;
+    assert_eq!(page.body.matches("device-logout-form-").count(), 2, "{}", page.body);
+    // Log out the phone's session from the laptop.
+    let phone_sid = claims(&phone.cookie(ACCESS).unwrap().value)["sid"].as_str().unwrap().to_owned();
+    let r = laptop.post("/auth/devices/logout", &[("session", &phone_sid), ("csrf", &page.csrf())]).await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/devices"));
+    assert_eq!(phone.get("/auth/devices").await.status, StatusCode::SEE_OTHER, "the phone is signed out");
+    let page = laptop.get("/auth/devices").await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.body.matches("device-logout-form-").count(), 1);
+
+    // Another user cannot end someone else's session through the form.
+    let mut other = Browser::new(&app);
+    other.sign_up_and_in(&app, "other@example.com", "/").await;
+    let laptop_sid = claims(&laptop.cookie(ACCESS).unwrap().value)["sid"].as_str().unwrap().to_owned();
+    let csrf = other.get("/auth/devices").await.csrf();
+    other.post("/auth/devices/logout", &[("session", &laptop_sid), ("csrf", &csrf)]).await;
+    assert_eq!(laptop.get("/auth/devices").await.status, 200, "still signed in");
+
+    let r = laptop.post("/auth/logout-all", &[("csrf", &page.csrf())]).await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/signin"));
+    let other_sub = claims(&other.cookie(ACCESS).unwrap().value)["sub"].as_str().unwrap().to_owned();
+    let live = app.state.store.sessions_of(&other_sub).await.unwrap();
+    assert!(live.iter().any(|s| s.revoked_at.is_none()), "the other user keeps theirs");
+}
+
+#[tokio::test]
+async fn wrong_codes_on_the_page_hit_the_same_limits() {
+    let app = spawn_app().await;
+    app.verified_user("guess@example.com").await;
+    let mut b = Browser::new(&app);
+    let r = b.submit("/auth/signin", "/auth/signin", &[("email", "guess@example.com"), ("password", PASSWORD)]).await;
+    assert_eq!(r.status, 303);
+    let code = app.last_mail("guess@example.com", 2).await["code"].as_str().unwrap().to_owned();
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let form = b.get("/auth/signin/code").await;
+    let csrf = form.csrf();
+    let max = app.state.config.accounts.challenge_max_attempts;
+    for n in 0..max {
+        let r = b.post("/auth/signin/code", &[("code", wrong), ("csrf", &csrf)]).await;
+        assert!(r.status == 401 || r.status == 429, "attempt {n}: {}", r.status);
+        assert!(r.alert().is_some(), "{}", r.body);
+    }
+    // The right code, after the limit, no longer signs in.
+    let r = b.post("/auth/signin/code", &[("code", &code), ("csrf", &csrf)]).await;
+    assert_ne!(r.status, 303, "{}", r.body);
+    assert!(b.cookie(ACCESS).is_none());
+}
+
+#[tokio::test]
+async fn huge_forms_are_refused() {
+    let app = spawn_app().await;
+    let mut b = Browser::new(&app);
+    let csrf = b.get("/auth/signin").await.csrf();
+    let big = "a".repeat(app.state.config.server.body_limit_bytes + 1);
+    let r = b.post("/auth/signin", &[("email", &big), ("password", "x"), ("csrf", &csrf)]).await;
+    assert_eq!(r.status, 413);
+}
+
+#[tokio::test]
+async fn a_banned_user_is_sent_to_sign_in_and_told_why() {
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    let mut b = Browser::new(&app);
+    b.sign_up_and_in(&app, "banned@example.com", "/").await;
+    let sub = claims(&b.cookie(ACCESS).unwrap().value)["sub"].as_str().unwrap().to_owned();
+    let r = app.authed(reqwest::Method::POST, &format!("/v1/admin/users/{sub}/ban"), &admin).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+
+    let r = b.get("/auth/refresh?return_to=%2Fapp").await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/signin?return_to=%2Fapp"));
+    let r = b.submit("/auth/signin", "/auth/signin", &[("email", "banned@example.com"), ("password", PASSWORD)]).await;
+    assert_eq!(r.status, 403);
+    assert!(r.alert().unwrap().contains("disabled"), "{}", r.body);
+}
+
+#[tokio::test]
+async fn password_reset_through_the_pages() {
+    let app = spawn_app().await;
+    let email = "forgot@example.com";
+    let mut b = Browser::new(&app);
+    b.sign_up_and_in(&app, email, "/").await;
+    let before = app.outbox(email, 0).await.len();
+    let r = b.submit("/auth/password/forgot", "/auth/password/forgot", &[("email", email)]).await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/password/forgot/sent"));
+    let mail: Value = app.last_mail(email, before + 1).await;
+    let body = mail["body"].as_str().unwrap();
+    let link = body.lines().find(|l| l.contains("/auth/password/reset?token=")).unwrap_or_else(|| panic!("{body}"));
+    let path = link[link.find("/auth/").unwrap()..].to_owned();
+    let new_password = "a brand new passphrase 42";
+    let token = hidden(&b.get(&path).await.body, "token");
+    let r = b.submit(&path, "/auth/password/reset", &[("token", &token), ("password", new_password)]).await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/password/reset/done"), "{}", r.body);
+    assert_eq!(b.get("/auth/devices").await.status, StatusCode::SEE_OTHER, "every session ended");
+
+    let r = b.submit("/auth/signin", "/auth/signin", &[("email", email), ("password", PASSWORD)]).await;
+    assert_eq!(r.status, 401, "the old password is refused");
+    let r = b.submit("/auth/signin", "/auth/signin", &[("email", email), ("password", new_password)]).await;
+    assert_eq!(r.status, 303);
+    // The link works once.
+    let token = hidden(&b.get(&path).await.body, "token");
+    let r = b.submit(&path, "/auth/password/reset", &[("token", &token), ("password", new_password)]).await;
+    assert_eq!(r.status, 400);
+    assert!(r.alert().is_some());
+}
+
+fn totp_code(secret: &str, at: i64) -> String {
+    let bytes = totp_rs::Secret::Encoded(secret.to_owned()).to_bytes().unwrap();
+    totp_rs::TOTP::new_unchecked(totp_rs::Algorithm::SHA1, 6, 1, 30, bytes, None, String::new()).generate(at as u64)
+}
+
+#[tokio::test]
+async fn totp_enrolment_with_the_qr_code_then_sign_in_with_the_app() {
+    let app = spawn_app().await;
+    let email = "totp-page@example.com";
+    let mut b = Browser::new(&app);
+    b.sign_up_and_in(&app, email, "/").await;
+
+    let r = b.submit("/auth/totp", "/auth/totp", &[("password", "wrong password!")]).await;
+    assert_eq!(r.status, 401, "a fresh proof is needed");
+    let r = b.submit("/auth/totp", "/auth/totp", &[("password", PASSWORD)]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_page_headers(&r, "enrolment");
+    assert!(r.body.contains("<svg") && !r.body.contains("<?xml") && !r.body.contains("style="), "inline, CSP-safe SVG");
+    let start = r.body.find("id=\"totp-secret\">").unwrap() + "id=\"totp-secret\">".len();
+    let secret = r.body[start..].split('<').next().unwrap().to_owned();
+    let csrf = r.csrf();
+    let now = authflow_auth_service::clock::now();
+    let r = b.post("/auth/totp/confirm", &[("code", "000000"), ("csrf", &csrf)]).await;
+    assert!(r.status == 401 && r.body.contains(&secret), "a wrong code shows the key again: {}", r.status);
+    let r = b.post("/auth/totp/confirm", &[("code", &totp_code(&secret, now)), ("csrf", &csrf)]).await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/totp/done"));
+
+    // Sign-in now asks for the app's code (the next time step: the last one is used).
+    let mut other = Browser::new(&app);
+    let r = other.submit("/auth/signin", "/auth/signin", &[("email", email), ("password", PASSWORD)]).await;
+    assert_eq!(r.status, 303);
+    let form = other.get("/auth/signin/code").await;
+    assert!(form.body.contains("authenticator app"), "{}", form.body);
+    let r = other.post("/auth/signin/code", &[("code", &totp_code(&secret, now + 30)), ("csrf", &form.csrf())]).await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/"), "{}", r.body);
+    assert!(other.cookie(ACCESS).is_some());
+}
+
+#[tokio::test]
+async fn the_pages_are_not_in_the_api_document() {
+    let app = spawn_app().await;
+    let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.keys().all(|p| !p.starts_with("/auth/")), "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(app.get("/auth/signin").await.status(), 200);
+}
