@@ -209,11 +209,6 @@ pub fn query<T: DeserializeOwned + Default>(raw: Option<&str>) -> T {
     raw.and_then(|q| serde_urlencoded::from_str(q).ok()).unwrap_or_default()
 }
 
-#[derive(Default, Deserialize)]
-pub struct ReturnQuery {
-    pub return_to: Option<String>,
-}
-
 /// The user of the access cookie, checked like a bearer token at the API
 /// (signature, revocation, device fingerprint); `None` when signed out.
 pub async fn signed_in_user(state: &AppState, parts: &Parts) -> Option<Verified> {

@@ -9,9 +9,9 @@ use serde::Deserialize;
 
 use authflow_contract::browser::{REFRESH_COOKIE, SIGNIN_PATH};
 
-use super::return_target::{target, with_return_to};
+use super::return_target::{from_query, target, with_return_to};
 use super::templates::{self, Form};
-use super::{cookies, csrf_token, explain, failed, query, see_other, MaybeSignedIn, Page, Posted, ReturnQuery};
+use super::{cookies, csrf_token, explain, failed, see_other, MaybeSignedIn, Page, Posted};
 use crate::audit;
 use crate::clock::now;
 use crate::domain::Secret;
@@ -47,8 +47,7 @@ fn signin_page(state: &AppState, client: &Client, email: &str, return_to: &str, 
 }
 
 pub async fn form(State(state): State<Arc<AppState>>, client: Client, RawQuery(raw): RawQuery) -> Response {
-    let q: ReturnQuery = query(raw.as_deref());
-    signin_page(&state, &client, "", &target(q.return_to.as_deref()), None).into_response()
+    signin_page(&state, &client, "", &from_query(raw.as_deref()), None).into_response()
 }
 
 /// Password checked: the challenge goes into a short-lived cookie and the
@@ -78,8 +77,7 @@ fn code_page(state: &AppState, client: &Client, method: &str, return_to: &str, e
 }
 
 pub async fn code_form(State(state): State<Arc<AppState>>, client: Client, RawQuery(raw): RawQuery) -> Response {
-    let q: ReturnQuery = query(raw.as_deref());
-    let return_to = target(q.return_to.as_deref());
+    let return_to = from_query(raw.as_deref());
     match pending_method(&state, &client).await {
         Some((_, method)) => code_page(&state, &client, &method, &return_to, None).into_response(),
         None => see_other(&with_return_to(SIGNIN_PATH, &return_to), &[]),
@@ -108,8 +106,7 @@ pub async fn code_submit(State(state): State<Arc<AppState>>, client: Client, Pos
 /// or (no cookie, expired, revoked, reused, banned) clear the cookies and go
 /// to sign-in. Never a page of its own.
 pub async fn refresh(State(state): State<Arc<AppState>>, client: Client, RawQuery(raw): RawQuery) -> Response {
-    let q: ReturnQuery = query(raw.as_deref());
-    let return_to = target(q.return_to.as_deref());
+    let return_to = from_query(raw.as_deref());
     let to_signin = || see_other(&with_return_to(SIGNIN_PATH, &return_to), &cookies::cleared_session());
     let Some(token) = cookies::read(&client.headers, REFRESH_COOKIE) else {
         return to_signin();
