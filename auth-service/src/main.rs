@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use authflow_auth_service::config::{Config, Environment};
 use authflow_auth_service::domain::password::{Hasher, Password};
-use authflow_auth_service::domain::{random_id, random_secret, Email};
+use authflow_auth_service::domain::{random_secret, Email};
 use authflow_auth_service::store::{Backend, StoreError, User};
 use authflow_auth_service::clock::now;
 use authflow_auth_service::startup::spawn;
@@ -238,19 +238,7 @@ async fn create_user(config: Config, email: &str, password: &str, extra_roles: V
         }
     }
     let store = open_store(&config).await.map_err(|e| e.to_string())?;
-    let user = User {
-        id: random_id(),
-        email: email.as_str().to_owned(),
-        password_hash: hash,
-        roles: roles.clone(),
-        scope: "profile".into(),
-        email_verified: true,
-        banned_at: None,
-        totp_secret: None,
-        totp_pending: None,
-        totp_last_step: 0,
-        created_at: now(),
-    };
+    let user = User { email_verified: true, ..User::new(email.as_str(), hash, roles.clone(), now()) };
     match store.create_user(&user).await {
         Ok(()) => {}
         Err(StoreError::Conflict(_)) => return Err(format!("a user with email {email} already exists")),

@@ -100,6 +100,26 @@ pub struct User {
     pub created_at: i64,
 }
 
+impl User {
+    /// A new account: a fresh id, the default scope, no second factor yet,
+    /// the e-mail not verified (the CLI and tests set `email_verified` themselves).
+    pub fn new(email: &str, password_hash: String, roles: Vec<String>, created_at: i64) -> Self {
+        Self {
+            id: crate::domain::random_id(),
+            email: email.to_owned(),
+            password_hash,
+            roles,
+            scope: "profile".into(),
+            email_verified: false,
+            banned_at: None,
+            totp_secret: None,
+            totp_pending: None,
+            totp_last_step: 0,
+            created_at,
+        }
+    }
+}
+
 /// A caller of the client-credentials grant (RFC 6749 §4.4).
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct ServiceAccount {

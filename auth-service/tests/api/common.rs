@@ -140,17 +140,8 @@ impl TestApp {
     pub async fn admin(&self, email: &str) -> Tokens {
         let hasher = Hasher::new(1024, 1).unwrap();
         let user = User {
-            id: authflow_auth_service::domain::random_id(),
-            email: email.to_owned(),
-            password_hash: hasher.hash(PASSWORD).unwrap(),
-            roles: vec!["user".into(), "admin".into()],
-            scope: "profile".into(),
             email_verified: true,
-            banned_at: None,
-            totp_secret: None,
-            totp_pending: None,
-            totp_last_step: 0,
-            created_at: now(),
+            ..User::new(email, hasher.hash(PASSWORD).unwrap(), vec!["user".into(), "admin".into()], now())
         };
         self.state.store.create_user(&user).await.unwrap();
         self.signin(email, PASSWORD).await

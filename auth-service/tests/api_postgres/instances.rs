@@ -20,17 +20,8 @@ async fn two_instances(tweak: impl Fn(&mut authflow_auth_service::config::Config
 /// A verified user written straight to the store (no mail, no limits).
 async fn stored_user(app: &TestApp, email: &str) -> String {
     let user = authflow_auth_service::store::User {
-        id: authflow_auth_service::domain::random_id(),
-        email: email.to_owned(),
-        password_hash: "unused".into(),
-        roles: vec!["user".into()],
-        scope: "profile".into(),
         email_verified: true,
-        banned_at: None,
-        totp_secret: None,
-        totp_pending: None,
-        totp_last_step: 0,
-        created_at: authflow_auth_service::clock::now(),
+        ..authflow_auth_service::store::User::new(email, "unused".into(), vec!["user".into()], authflow_auth_service::clock::now())
     };
     app.state.store.create_user(&user).await.unwrap();
     user.id
