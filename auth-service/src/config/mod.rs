@@ -434,6 +434,7 @@ mod tests {
             (&[("AUTHFLOW_LISTEN", "nowhere")], &["server.listen", "AUTHFLOW_LISTEN"]),
             (&[("AUTHFLOW_SERVER__LISTEN", "nowhere")], &["server.listen", "AUTHFLOW_SERVER__LISTEN"]),
             (&[("AUTHFLOW_FINGERPRINT_ATTRIBUTES", "bad header")], &["tokens.fingerprint_attributes"]),
+            (&[("AUTHFLOW_ACCOUNTS__PAGES_URL", "javascript:alert(1)")], &["accounts.pages_url", "AUTHFLOW_ACCOUNTS__PAGES_URL"]),
             (
                 &[("AUTHFLOW_ENVIRONMENT", "production"), ("AUTHFLOW_ISSUER", "https://a.example"), ("AUTHFLOW_DEV_ENDPOINTS", "true")],
                 &["server.dev_endpoints", "AUTHFLOW_DEV_ENDPOINTS"],

@@ -142,6 +142,8 @@ impl Browser {
         let mail = app.last_mail(email, 1).await;
         let body = mail["body"].as_str().unwrap();
         let link = body.lines().find(|l| l.contains("/auth/verify?token=")).unwrap_or_else(|| panic!("no page link in {body}"));
+        let origin = app.state.config.accounts.pages_url(&app.state.config.tokens.issuer);
+        assert!(link.starts_with(&format!("{origin}/auth/verify?token=")), "an absolute link to the page: {link}");
         let path = &link[link.find("/auth/verify").unwrap()..];
         let r = self.get(path).await;
         assert_eq!(r.status, 200, "{}", r.body);
@@ -294,6 +296,10 @@ async fn forms_without_a_valid_csrf_token_or_from_another_site_are_refused() {
     let req = tossed.http.post(format!("{}/auth/signin", tossed.base)).header("cookie", header).form(&with(&token));
     let r = tossed.send(req, "/auth/signin").await;
     assert_eq!(r.status, 403);
+    // What a page echoes back is escaped.
+    let r = b.post("/auth/signin", &[("email", "\"><script>alert(1)</script>"), ("password", "x"), ("csrf", &token)]).await;
+    assert_eq!(r.status, 400);
+    assert!(!r.body.contains("<script>") && r.body.contains("&lt;script&gt;"), "{}", r.body);
     // The genuine pair passes.
     let r = b.post("/auth/signin", &with(&token)).await;
     assert_eq!(r.status, 303, "{}", r.body);
@@ -503,4 +509,22 @@ async fn the_pages_are_not_in_the_api_document() {
     let paths = doc["paths"].as_object().unwrap();
     assert!(paths.keys().all(|p| !p.starts_with("/auth/")), "{:?}", paths.keys().collect::<Vec<_>>());
     assert_eq!(app.get("/auth/signin").await.status(), 200);
+}
+
+#[tokio::test]
+async fn mailed_links_use_the_configured_pages_origin_not_the_request_host() {
+    let app = spawn_app_with(|c| c.accounts.pages_url = Some("https://app.example.com/".into())).await;
+    let mut b = Browser::new(&app);
+    let email = "origin@example.com";
+    let form = b.get("/auth/signup").await;
+    let req = b
+        .http
+        .post(format!("{}/auth/signup", b.base))
+        .header("host", "evil.example")
+        .form(&[("email", email), ("password", PASSWORD), ("csrf", &form.csrf())]);
+    let r = b.send(req, "/auth/signup").await;
+    assert_eq!(r.status, 303);
+    let body = app.last_mail(email, 1).await["body"].as_str().unwrap().to_owned();
+    assert!(body.contains("\nhttps://app.example.com/auth/verify?token="), "{body}");
+    assert!(!body.contains("evil.example"), "{body}");
 }
