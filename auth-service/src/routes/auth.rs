@@ -188,19 +188,7 @@ pub async fn register(state: &AppState, client: &Client, raw_email: &str, passwo
     let email = parse_email(raw_email)?;
     let password = Password::parse(password.expose(), email.as_str()).map_err(|e| ApiError::WeakPassword(e.0))?;
     let hash = hash_password(state, password.expose().to_owned()).await?;
-    let user = User {
-        id: random_id(),
-        email: email.as_str().to_owned(),
-        password_hash: hash,
-        roles: vec!["user".into()],
-        scope: "profile".into(),
-        email_verified: false,
-        banned_at: None,
-        totp_secret: None,
-        totp_pending: None,
-        totp_last_step: 0,
-        created_at: now(),
-    };
+    let user = User::new(email.as_str(), hash, vec!["user".into()], now());
     let created = match state.store.create_user(&user).await {
         Ok(()) => true,
         Err(StoreError::Conflict(_)) => false,
