@@ -39,18 +39,23 @@ use crate::extract::{verify_user_token, Scheme};
 use crate::state::AppState;
 use crate::tokens::Verified;
 
-/// Every answer of the pages: nothing but our own styles and images, forms
-/// post only here, never framed, never cached, no referrer leaks tokens in
-/// URLs (`/auth/verify?token=…`) to anyone.
-const CONTENT_SECURITY_POLICY: &str =
-    "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// Every answer of the pages: nothing but our own styles, images and
+/// scripts (no inline script: the pages need none; `script-src` and
+/// `connect-src` 'self' let a page of this origin load the DPoP client and
+/// call the API with it), forms post only here, never framed, never cached,
+/// no referrer leaks tokens in URLs (`/auth/verify?token=…`) to anyone.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; \
+     connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 const STYLESHEET: &str = include_str!("static/authflow.css");
+/// The browser's DPoP client (RFC 9449, a non-extractable WebCrypto key): an ES module.
+const DPOP_CLIENT: &str = include_str!("static/authflow-dpop.js");
 
 /// The pages' routes (merged into the service's router after the documented ones).
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/auth/static/authflow.css", get(stylesheet))
+        .route("/auth/static/authflow-dpop.js", get(dpop_client))
         .route("/auth/signin", get(signin::form).post(signin::submit))
         .route("/auth/signin/code", get(signin::code_form).post(signin::code_submit))
         .route(REFRESH_PATH, get(signin::refresh))
@@ -84,6 +89,11 @@ async fn security_headers(mut response: Response) -> Response {
 async fn stylesheet() -> Response {
     let headers = [(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")];
     (headers, STYLESHEET).into_response()
+}
+
+async fn dpop_client() -> Response {
+    let headers = [(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")];
+    (headers, DPOP_CLIENT).into_response()
 }
 
 /// An HTML page with its status and any cookies to set.

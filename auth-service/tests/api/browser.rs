@@ -170,7 +170,8 @@ fn assert_page_headers(page: &Page, what: &str) {
     let h = |name: &str| page.headers.get(name).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
     assert_eq!(
         h("content-security-policy"),
-        "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; connect-src 'self'; form-action 'self'; \
+         frame-ancestors 'none'; base-uri 'none'",
         "{what}"
     );
     assert_eq!(h("x-content-type-options"), "nosniff", "{what}");
@@ -224,6 +225,11 @@ async fn every_page_has_the_strict_headers_and_accessible_markup() {
     let css = b.get("/auth/static/authflow.css").await;
     assert_eq!(css.status, 200);
     assert!(css.headers["content-type"].to_str().unwrap().starts_with("text/css"));
+    // The DPoP client (tests/browser/test_dpop.py runs it in Chromium): a module the pages' CSP allows.
+    let client = b.get("/auth/static/authflow-dpop.js").await;
+    assert_eq!(client.status, 200);
+    assert!(client.headers["content-type"].to_str().unwrap().starts_with("text/javascript"));
+    assert!(client.body.contains("export async function completeSignIn"));
     let refused = b.post("/auth/signin", &[("email", "a@example.com"), ("password", "x")]).await;
     assert_page_headers(&refused, "a refused post");
     let redirect = b.get("/auth/refresh").await;
