@@ -80,6 +80,78 @@ pub async fn sign_in(http: &reqwest::Client, base: &str, email: &str) -> (String
     (t["access_token"].as_str().unwrap().to_owned(), t["device_secret"].as_str().unwrap().to_owned())
 }
 
+/// What a load of sign-ups and bans got acknowledged before its server died.
+pub struct Acknowledged {
+    /// (email, user id) of every sign-up answered 201.
+    pub signed_up: Vec<(String, String)>,
+    /// User ids of every ban answered 200.
+    pub banned: Vec<String>,
+}
+
+/// Three writers sign users up through `base` (and ban every other one with
+/// the admin's token) until `server` is killed with SIGKILL, which happens once
+/// at least 30 sign-ups are acknowledged (or after `patience`).
+pub async fn write_until_killed(http: &reqwest::Client, base: &str, admin: &str, device: &str, server: &mut Server, patience: Duration) -> Acknowledged {
+    let signed_up: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let banned: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut writers = Vec::new();
+    for w in 0..3 {
+        let (http, base, admin, device) = (http.clone(), base.to_owned(), admin.to_owned(), device.to_owned());
+        let (signed_up, banned) = (Arc::clone(&signed_up), Arc::clone(&banned));
+        writers.push(tokio::spawn(async move {
+            for i in 0..10_000 {
+                let email = format!("w{w}-{i}@example.com");
+                let Ok(r) = http.post(format!("{base}/v1/auth/signup")).json(&json!({"email": email, "password": PASSWORD})).send().await else { return };
+                if r.status() != 201 {
+                    return;
+                }
+                let Ok(body) = r.json::<Value>().await else { return };
+                let id = body["user_id"].as_str().unwrap_or_default().to_owned();
+                signed_up.lock().unwrap().push((email, id.clone()));
+                if i % 2 == 0 {
+                    let Ok(r) = http.post(format!("{base}/v1/admin/users/{id}/ban")).bearer_auth(&admin).header("x-authflow-device", &device).send().await else { return };
+                    if r.status() == 200 {
+                        banned.lock().unwrap().push(id);
+                    }
+                }
+            }
+        }));
+    }
+    // Let writes flow, then SIGKILL in the middle of them: no shutdown path runs.
+    let started = std::time::Instant::now();
+    while signed_up.lock().unwrap().len() < 30 && started.elapsed() < patience {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.0.kill().unwrap();
+    server.0.wait().unwrap();
+    for w in writers {
+        let _ = w.await;
+    }
+    let signed_up = signed_up.lock().unwrap().clone();
+    let banned = banned.lock().unwrap().clone();
+    Acknowledged { signed_up, banned }
+}
+
+/// Every acknowledged sign-up and ban is what the admin API of `base` lists,
+/// and every acknowledged ban is in its revocation feed.
+pub async fn assert_nothing_lost(http: &reqwest::Client, base: &str, admin: &str, device: &str, acked: &Acknowledged) {
+    let users: Vec<Value> =
+        http.get(format!("{base}/v1/admin/users")).bearer_auth(admin).header("x-authflow-device", device).send().await.unwrap().json().await.unwrap();
+    for (email, id) in &acked.signed_up {
+        let user = users.iter().find(|u| u["email"] == email.as_str()).unwrap_or_else(|| panic!("{email} lost"));
+        assert_eq!(user["user_id"], id.as_str());
+        // A ban in flight at the kill may or may not have committed; an acknowledged one must have.
+        if acked.banned.contains(id) {
+            assert_eq!(user["banned"], true, "acknowledged ban of {email} lost");
+        }
+    }
+    let feed: Value = http.get(format!("{base}/v1/revocations")).send().await.unwrap().json().await.unwrap();
+    let subs: Vec<&str> = feed["banned_subjects"].as_array().unwrap().iter().map(|b| b["sub"].as_str().unwrap()).collect();
+    for id in &acked.banned {
+        assert!(subs.contains(&id.as_str()), "ban of {id} is in the feed of {base}");
+    }
+}
+
 #[tokio::test]
 async fn kill_dash_nine_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
@@ -103,71 +175,10 @@ async fn kill_dash_nine_loses_nothing_acknowledged() {
     let mut server = start(&data, db, port, &http).await;
     let (admin, device) = sign_in(&http, &base, "root@example.com").await;
 
-    let signed_up: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
-    let banned: Arc<Mutex<Vec<String>>> = Arc::default();
-    let mut writers = Vec::new();
-    for w in 0..3 {
-        let (http, base, admin, device) = (http.clone(), base.clone(), admin.clone(), device.clone());
-        let (signed_up, banned) = (Arc::clone(&signed_up), Arc::clone(&banned));
-        writers.push(tokio::spawn(async move {
-            for i in 0..10_000 {
-                let email = format!("w{w}-{i}@example.com");
-                let Ok(r) = http.post(format!("{base}/v1/auth/signup")).json(&json!({"email": email, "password": PASSWORD})).send().await else { return };
-                if r.status() != 201 {
-                    return;
-                }
-                let Ok(body) = r.json::<Value>().await else { return };
-                let id = body["user_id"].as_str().unwrap_or_default().to_owned();
-                signed_up.lock().unwrap().push((email, id.clone()));
-                if i % 2 == 0 {
-                    let Ok(r) = http.post(format!("{base}/v1/admin/users/{id}/ban")).bearer_auth(&admin).header("x-authflow-device", &device).send().await else { return };
-                    if r.status() == 200 {
-                        banned.lock().unwrap().push(id);
-                    }
-                }
-            }
-        }));
-    }
-    // Let writes flow, then SIGKILL in the middle of them.
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        if signed_up.lock().unwrap().len() >= 30 {
-            break;
-        }
-    }
-    // SIGKILL: no shutdown path runs.
-    server.0.kill().unwrap();
-    server.0.wait().unwrap();
-    for w in writers {
-        let _ = w.await;
-    }
-    let signed_up = signed_up.lock().unwrap().clone();
-    let banned = banned.lock().unwrap().clone();
-    assert!(signed_up.len() >= 10, "writes were acknowledged before the kill ({})", signed_up.len());
+    let acked = write_until_killed(&http, &base, &admin, &device, &mut server, Duration::from_secs(5)).await;
+    assert!(acked.signed_up.len() >= 10, "writes were acknowledged before the kill ({})", acked.signed_up.len());
 
     let _server = start(&data, db, port, &http).await;
     let (admin, device) = sign_in(&http, &base, "root@example.com").await;
-    let users: Vec<Value> = http
-        .get(format!("{base}/v1/admin/users"))
-        .bearer_auth(&admin)
-        .header("x-authflow-device", &device)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    for (email, id) in &signed_up {
-        let user = users.iter().find(|u| u["email"] == email.as_str()).unwrap_or_else(|| panic!("{email} lost"));
-        assert_eq!(user["user_id"], id.as_str());
-        // A ban in flight at the kill may or may not have committed; an acknowledged one must have.
-        if banned.contains(id) {
-            assert_eq!(user["banned"], true, "acknowledged ban of {email} lost");
-        }
-    }
-    let feed: Value = http.get(format!("{base}/v1/revocations")).send().await.unwrap().json().await.unwrap();
-    let subs: Vec<&str> = feed["banned_subjects"].as_array().unwrap().iter().map(|b| b["sub"].as_str().unwrap()).collect();
-    for id in &banned {
-        assert!(subs.contains(&id.as_str()), "ban of {id} is in the feed");
-    }
+    assert_nothing_lost(&http, &base, &admin, &device, &acked).await;
 }

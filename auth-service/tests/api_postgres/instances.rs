@@ -183,8 +183,7 @@ async fn instances_starting_together_agree_on_one_signing_key() {
 /// there, and the other instance keeps serving reads, writes and the feed.
 #[tokio::test]
 async fn kill_dash_nine_of_one_instance_loses_nothing_and_the_other_keeps_serving() {
-    use crate::durability::{command, free_port, sign_in, start};
-    use std::sync::Mutex;
+    use crate::durability::{assert_nothing_lost, command, free_port, sign_in, start, write_until_killed};
 
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -202,69 +201,11 @@ async fn kill_dash_nine_of_one_instance_loses_nothing_and_the_other_keeps_servin
     let _b = start(&data, db, port_b, &http).await;
     let (admin, device) = sign_in(&http, &base_b, "root@example.com").await;
 
-    let signed_up: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
-    let banned: Arc<Mutex<Vec<String>>> = Arc::default();
-    let mut writers = Vec::new();
-    for w in 0..3 {
-        let (http, base, admin, device) = (http.clone(), base_a.clone(), admin.clone(), device.clone());
-        let (signed_up, banned) = (Arc::clone(&signed_up), Arc::clone(&banned));
-        writers.push(tokio::spawn(async move {
-            for i in 0..10_000 {
-                let email = format!("w{w}-{i}@example.com");
-                let Ok(r) = http.post(format!("{base}/v1/auth/signup")).json(&json!({"email": email, "password": PASSWORD})).send().await else { return };
-                if r.status() != 201 {
-                    return;
-                }
-                let Ok(body) = r.json::<Value>().await else { return };
-                let id = body["user_id"].as_str().unwrap_or_default().to_owned();
-                signed_up.lock().unwrap().push((email, id.clone()));
-                if i % 2 == 0 {
-                    let Ok(r) = http.post(format!("{base}/v1/admin/users/{id}/ban")).bearer_auth(&admin).header("x-authflow-device", &device).send().await else { return };
-                    if r.status() == 200 {
-                        banned.lock().unwrap().push(id);
-                    }
-                }
-            }
-        }));
-    }
-    for _ in 0..200 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        if signed_up.lock().unwrap().len() >= 30 {
-            break;
-        }
-    }
-    a.0.kill().unwrap();
-    a.0.wait().unwrap();
-    for w in writers {
-        let _ = w.await;
-    }
-    let signed_up = signed_up.lock().unwrap().clone();
-    let banned = banned.lock().unwrap().clone();
-    assert!(signed_up.len() >= 10 && !banned.is_empty(), "writes were acknowledged before the kill ({})", signed_up.len());
+    let acked = write_until_killed(&http, &base_a, &admin, &device, &mut a, Duration::from_secs(10)).await;
+    assert!(acked.signed_up.len() >= 10 && !acked.banned.is_empty(), "writes were acknowledged before the kill ({})", acked.signed_up.len());
 
     // Instance B: every acknowledged write is there, and it still writes.
-    let users: Vec<Value> = http
-        .get(format!("{base_b}/v1/admin/users"))
-        .bearer_auth(&admin)
-        .header("x-authflow-device", &device)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    for (email, id) in &signed_up {
-        let user = users.iter().find(|u| u["email"] == email.as_str()).unwrap_or_else(|| panic!("{email} lost"));
-        assert_eq!(user["user_id"], id.as_str());
-        if banned.contains(id) {
-            assert_eq!(user["banned"], true, "acknowledged ban of {email} lost");
-        }
-    }
-    let feed: Value = http.get(format!("{base_b}/v1/revocations")).send().await.unwrap().json().await.unwrap();
-    let subs = banned_subjects(&feed);
-    for id in &banned {
-        assert!(subs.contains(id), "ban of {id} is in instance B's feed");
-    }
+    assert_nothing_lost(&http, &base_b, &admin, &device, &acked).await;
     let r = http.post(format!("{base_b}/v1/auth/signup")).json(&json!({"email": "after@example.com", "password": PASSWORD})).send().await.unwrap();
     assert_eq!(r.status(), 201, "instance B keeps taking writes");
 }
