@@ -59,7 +59,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/auth/signin", get(signin::form).post(signin::submit))
         .route("/auth/signin/code", get(signin::code_form).post(signin::code_submit))
         .route(REFRESH_PATH, get(signin::refresh))
-        .route("/auth/logout", axum::routing::post(signin::logout))
+        .route(signin::LOGOUT_PATH, get(signin::logout_page).post(signin::logout))
         .route("/auth/logout-all", axum::routing::post(signin::logout_all))
         .route("/auth/signup", get(account::signup_form).post(account::signup_submit))
         .route("/auth/signup/sent", get(account::signup_sent))

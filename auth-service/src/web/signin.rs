@@ -7,11 +7,11 @@ use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use authflow_contract::browser::{REFRESH_COOKIE, SIGNIN_PATH};
+use authflow_contract::browser::{REFRESH_COOKIE, REFRESH_PATH, SIGNIN_PATH};
 
 use super::return_target::{from_query, target, with_return_to};
 use super::templates::{self, Form};
-use super::{cookies, csrf_token, explain, failed, see_other, MaybeSignedIn, Page, Posted};
+use super::{cookies, csrf_token, explain, failed, see_other, MaybeSignedIn, Page, Posted, SignedIn};
 use crate::audit;
 use crate::clock::now;
 use crate::domain::Secret;
@@ -19,6 +19,8 @@ use crate::extract::Client;
 use crate::routes::auth::{finish_signin, start_signin};
 use crate::sessions;
 use crate::state::AppState;
+
+pub const LOGOUT_PATH: &str = "/auth/logout";
 
 #[derive(Deserialize)]
 pub struct SigninForm {
@@ -120,25 +122,42 @@ pub async fn refresh(State(state): State<Arc<AppState>>, client: Client, RawQuer
     }
 }
 
-/// Ends this browser's session (if its access cookie still checks out) and
-/// clears the cookies either way.
+/// Where a logout clicked without a valid access cookie (it expired with
+/// its token) goes: through the refresh endpoint, which signs the browser
+/// back in and shows the logout page, or (no live session) goes to sign-in.
+fn logout_via_refresh() -> Response {
+    see_other(&with_return_to(REFRESH_PATH, LOGOUT_PATH), &[])
+}
+
+/// `GET /auth/logout`: the page asking to log out (where a logout clicked
+/// after the access cookie expired lands, signed in again).
+pub async fn logout_page(State(state): State<Arc<AppState>>, client: Client, SignedIn(_): SignedIn) -> Response {
+    let (csrf, cookie) = csrf_token(&state, &client.headers);
+    Page::ok("Log out", templates::logout(&Form { csrf: &csrf, error: None })).with_cookie(cookie).into_response()
+}
+
+/// Ends this browser's session and clears its cookies. Without a valid
+/// access cookie the session is found through the refresh cookie first
+/// (clearing cookies alone would leave the session alive on the server).
 pub async fn logout(State(state): State<Arc<AppState>>, client: Client, MaybeSignedIn(user): MaybeSignedIn, Posted(_): Posted<NoFields>) -> Response {
-    if let Some(v) = user {
-        if let Err(e) = sessions::revoke_session(&state, &v.claims.sid, "logout").await {
-            return failed("Log out", &e);
-        }
-        audit::record(&state, Some(&client), "logout", "success", Some(&v.sub), None).await;
+    let Some(v) = user else {
+        return logout_via_refresh();
+    };
+    if let Err(e) = sessions::revoke_session(&state, &v.claims.sid, "logout").await {
+        return failed("Log out", &e);
     }
+    audit::record(&state, Some(&client), "logout", "success", Some(&v.sub), None).await;
     see_other(SIGNIN_PATH, &cookies::cleared_session())
 }
 
 /// Ends every session of the signed-in user and clears this browser's cookies.
 pub async fn logout_all(State(state): State<Arc<AppState>>, client: Client, MaybeSignedIn(user): MaybeSignedIn, Posted(_): Posted<NoFields>) -> Response {
-    if let Some(v) = user {
-        if let Err(e) = sessions::revoke_all_sessions(&state, &v.sub, "logout_all").await {
-            return failed("Log out everywhere", &e);
-        }
-        audit::record(&state, Some(&client), "logout_all", "success", Some(&v.sub), None).await;
+    let Some(v) = user else {
+        return logout_via_refresh();
+    };
+    if let Err(e) = sessions::revoke_all_sessions(&state, &v.sub, "logout_all").await {
+        return failed("Log out everywhere", &e);
     }
+    audit::record(&state, Some(&client), "logout_all", "success", Some(&v.sub), None).await;
     see_other(SIGNIN_PATH, &cookies::cleared_session())
 }

@@ -8,6 +8,8 @@
 
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
+use crate::domain::password::MIN_CHARS;
+
 pub const STYLESHEET_PATH: &str = "/auth/static/authflow.css";
 
 pub fn layout(title: &str, content: Markup) -> Markup {
@@ -99,8 +101,8 @@ pub fn signup(f: &Form, email: &str) -> Markup {
             label for="email" { "Email" }
             input #email type="email" name="email" value=(email) autocomplete="email" required maxlength="254";
             label for="password" { "Password" }
-            input #password type="password" name="password" autocomplete="new-password" aria-describedby="password-hint" required minlength="12" maxlength="1024";
-            p #password-hint .hint { "At least 12 characters." }
+            input #password type="password" name="password" autocomplete="new-password" aria-describedby="password-hint" required minlength=(MIN_CHARS) maxlength="1024";
+            p #password-hint .hint { "At least " (MIN_CHARS) " characters." }
             button type="submit" { "Create account" }
         }
         p { "Have an account? " a href="/auth/signin" { "Sign in" } }
@@ -136,8 +138,8 @@ pub fn reset(f: &Form, token: &str) -> Markup {
             (csrf_field(f.csrf))
             input type="hidden" name="token" value=(token);
             label for="password" { "New password" }
-            input #password type="password" name="password" autocomplete="new-password" aria-describedby="password-hint" required minlength="12" maxlength="1024";
-            p #password-hint .hint { "At least 12 characters. Every device will be signed out." }
+            input #password type="password" name="password" autocomplete="new-password" aria-describedby="password-hint" required minlength=(MIN_CHARS) maxlength="1024";
+            p #password-hint .hint { "At least " (MIN_CHARS) " characters. Every device will be signed out." }
             button type="submit" { "Set password" }
         }
     }
@@ -176,15 +178,30 @@ pub fn devices(f: &Form, email: &str, rows: &[DeviceRow]) -> Markup {
                 }
             }
         }
+        (logout_forms(f.csrf))
+        p { a href="/auth/totp" { "Set up an authenticator app" } }
+    }
+}
+
+/// "Log out of this device" and "Log out everywhere".
+fn logout_forms(csrf: &str) -> Markup {
+    html! {
         form #logout-form method="post" action="/auth/logout" {
-            (csrf_field(f.csrf))
+            (csrf_field(csrf))
             button type="submit" { "Log out of this device" }
         }
         form #logout-all-form method="post" action="/auth/logout-all" {
-            (csrf_field(f.csrf))
+            (csrf_field(csrf))
             button type="submit" { "Log out everywhere" }
         }
-        p { a href="/auth/totp" { "Set up an authenticator app" } }
+    }
+}
+
+pub fn logout(f: &Form) -> Markup {
+    html! {
+        (alert(f.error))
+        (logout_forms(f.csrf))
+        p { a href="/auth/devices" { "Your devices" } }
     }
 }
 

@@ -534,3 +534,28 @@ async fn mailed_links_use_the_configured_pages_origin_not_the_request_host() {
     assert!(body.contains("\nhttps://app.example.com/auth/verify?token="), "{body}");
     assert!(!body.contains("evil.example"), "{body}");
 }
+
+/// The access cookie lives as long as its token; a "Log out" clicked after
+/// that must still end the session on the server, not just forget cookies
+/// (whoever copied the refresh cookie would stay signed in).
+#[tokio::test]
+async fn logout_after_the_access_cookie_expired_still_ends_the_session() {
+    let app = spawn_app().await;
+    let mut b = Browser::new(&app);
+    b.sign_up_and_in(&app, "idle@example.com", "/").await;
+    let sid = claims(&b.cookie(ACCESS).unwrap().value)["sid"].as_str().unwrap().to_owned();
+    let csrf = b.get("/auth/devices").await.csrf();
+    b.jar.retain(|c| c.name != ACCESS); // Max-Age reached: the browser dropped it.
+
+    let r = b.post("/auth/logout", &[("csrf", &csrf)]).await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/refresh?return_to=/auth/logout"));
+    let r = b.get(r.location()).await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/logout"));
+    let page = b.get("/auth/logout").await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("id=\"logout-form\""), "{}", page.body);
+    let r = b.post("/auth/logout", &[("csrf", &page.csrf())]).await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/signin"));
+    let session = app.state.store.session(&sid).await.unwrap().unwrap();
+    assert!(session.revoked_at.is_some(), "the session ended on the server");
+}
