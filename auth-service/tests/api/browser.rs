@@ -559,3 +559,33 @@ async fn logout_after_the_access_cookie_expired_still_ends_the_session() {
     let session = app.state.store.session(&sid).await.unwrap().unwrap();
     assert!(session.revoked_at.is_some(), "the session ended on the server");
 }
+
+/// The pages go through the API's guards: wrong passwords lock the account
+/// for a while, and reset mails stay within the recipient's budget.
+#[tokio::test]
+async fn password_guessing_and_mail_floods_on_the_pages_hit_the_api_limits() {
+    let app = spawn_app_with(|c| {
+        c.throttle.account_max_failures = 3;
+        c.mail.max_per_recipient_per_hour = 2;
+    })
+    .await;
+    let email = "target@example.com";
+    app.verified_user(email).await;
+    let mut b = Browser::new(&app);
+    for n in 0..3 {
+        let r = b.submit("/auth/signin", "/auth/signin", &[("email", email), ("password", "not the password")]).await;
+        assert_eq!(r.status, 401, "attempt {n}");
+    }
+    let r = b.submit("/auth/signin", "/auth/signin", &[("email", email), ("password", PASSWORD)]).await;
+    assert_eq!(r.status, 429, "locked even with the right password");
+    assert!(r.alert().unwrap().contains("Too many attempts"), "{}", r.body);
+
+    let before = app.outbox(email, 0).await.len();
+    for _ in 0..6 {
+        let r = b.submit("/auth/password/forgot", "/auth/password/forgot", &[("email", email)]).await;
+        assert_eq!(r.status, 303);
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let sent = app.outbox(email, 0).await.len() - before;
+    assert!(sent <= 2, "{sent} reset mails sent past the budget");
+}
