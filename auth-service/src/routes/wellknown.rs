@@ -44,12 +44,16 @@ pub async fn openid_configuration(State(state): State<Arc<AppState>>) -> Respons
     let body = serde_json::json!({
         "issuer": issuer,
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
-        "token_endpoint": format!("{issuer}/v1/auth/refresh"),
+        // The OAuth token endpoint (RFC 8414 §2) is the client-credentials grant's;
+        // users refresh through the service's own JSON API (`/v1/auth/refresh`).
+        "token_endpoint": format!("{issuer}{}", crate::routes::oauth::TOKEN_PATH),
         "revocation_feed_endpoint": format!("{issuer}{}", authflow_contract::revocation::FEED_PATH),
-        "grant_types_supported": ["refresh_token"],
+        "grant_types_supported": [crate::routes::oauth::CLIENT_CREDENTIALS],
         "response_types_supported": ["token"],
         "subject_types_supported": ["public"],
-        "token_endpoint_auth_methods_supported": ["none"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        // RFC 7523 assertions: the key types an admin can register (`client_assertion::ClientKey`).
+        "token_endpoint_auth_signing_alg_values_supported": ["ES256", "EdDSA"],
         "access_token_signing_alg_values_supported": algs,
         "id_token_signing_alg_values_supported": algs,
         "scopes_supported": ["profile"],

@@ -327,3 +327,23 @@ async fn only_public_es256_and_eddsa_keys_can_be_registered() {
     let r = app.authed(Method::PUT, "/v1/admin/service-accounts/nobody/key", &admin).json(&json!({"jwk": es256_jwk(&kp)})).send().await.unwrap();
     assert_eq!(error_code(r, 404).await, "not_found");
 }
+
+/// A client configured from the discovery document (RFC 8414) finds the
+/// token endpoint that serves its grant and the ways it may authenticate.
+#[tokio::test]
+async fn discovery_names_the_client_credentials_endpoint_and_its_client_authentication() {
+    let app = spawn_app().await;
+    let meta: Value = app.get("/.well-known/openid-configuration").await.json().await.unwrap();
+    let issuer = meta["issuer"].as_str().unwrap();
+    assert_eq!(meta["token_endpoint"], format!("{issuer}{TOKEN}"));
+    assert_eq!(meta["grant_types_supported"], json!(["client_credentials"]));
+    assert_eq!(meta["token_endpoint_auth_methods_supported"], json!(["client_secret_basic", "client_secret_post", "private_key_jwt"]));
+    assert_eq!(meta["token_endpoint_auth_signing_alg_values_supported"], json!(["ES256", "EdDSA"]));
+
+    // The advertised endpoint is the one that issues the token.
+    let admin = app.admin("root@example.com").await;
+    let secret = app.create_service_account(&admin, "reports", &["reports:read"]).await;
+    let path = meta["token_endpoint"].as_str().unwrap().strip_prefix(issuer).unwrap();
+    let r = app.http.post(app.url(path)).basic_auth("reports", Some(&secret)).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
