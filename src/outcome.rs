@@ -60,6 +60,9 @@ pub fn carry_out(vm: &Vm, request: &Request, decision: Decision, resume: bool) -
         }
         Decision::Deny(denied) => {
             vm.metrics.denied(denied.reason);
+            if denied.browser_redirect {
+                vm.metrics.inc(Metric::BrowserRedirect);
+            }
             if let Some(check) = denied.device {
                 log_device(vm, check, request, "denied");
             } else {

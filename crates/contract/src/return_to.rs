@@ -32,22 +32,53 @@ pub const PARAM: &str = "return_to";
 pub const DEFAULT: &str = "/";
 
 /// Whether `target` is a same-origin path a redirect may send a browser to.
+///
+/// One pass over the bytes, each escape decoded on the way (no allocation:
+/// the filter asks this on the request path).
 pub fn is_safe(target: &str) -> bool {
     let raw = target.as_bytes();
     if raw.len() > MAX_LEN || raw.first() != Some(&b'/') {
         return false;
     }
-    if !raw.iter().all(|&b| b.is_ascii_graphic() && b != b'\\') {
-        return false;
+    let mut in_path = true;
+    let mut after_slash = false;
+    // The current path segment (decoded): its length and how many dots it holds.
+    let (mut segment_len, mut segment_dots) = (0usize, 0usize);
+    let mut at = 0;
+    while let Some(&b) = raw.get(at) {
+        if !b.is_ascii_graphic() || b == b'\\' {
+            return false;
+        }
+        let byte = if b == b'%' {
+            let Some(decoded) = raw.get(at + 1..at + 3).and_then(hex_pair) else { return false };
+            at += 3;
+            decoded
+        } else {
+            at += 1;
+            b
+        };
+        if byte.is_ascii_control() || byte == b'\\' {
+            return false;
+        }
+        if !in_path {
+            continue;
+        }
+        let dot_segment = segment_len == segment_dots && (1..=2).contains(&segment_dots);
+        // Only a raw `?` or `#` ends the path (an escaped one is data).
+        if b == b'?' || b == b'#' || byte == b'/' {
+            if dot_segment || (byte == b'/' && after_slash) {
+                return false;
+            }
+            in_path = byte == b'/';
+            after_slash = in_path;
+            (segment_len, segment_dots) = (0, 0);
+        } else {
+            after_slash = false;
+            segment_len += 1;
+            segment_dots += usize::from(byte == b'.');
+        }
     }
-    let Some(decoded) = percent_decode(raw) else { return false };
-    if decoded.iter().any(|&b| b.is_ascii_control() || b == b'\\') {
-        return false;
-    }
-    // The path ends at the first raw `?` or `#` (an escaped one is data).
-    let path_len = raw.iter().position(|&b| b == b'?' || b == b'#').unwrap_or(raw.len());
-    let Some(path) = raw.get(..path_len).and_then(percent_decode) else { return false };
-    !path.windows(2).any(|w| w == b"//") && !path.split(|&b| b == b'/').any(is_dot_segment)
+    !(in_path && segment_len == segment_dots && (1..=2).contains(&segment_dots))
 }
 
 /// `target` when it [`is_safe`], else [`DEFAULT`].
@@ -63,14 +94,13 @@ pub fn or_root(target: &str) -> &str {
 /// unreserved characters and `/` is escaped, so `&`, `=`, `+`, `#`, `?` and
 /// `%` in the target survive the trip through `?return_to=`.
 pub fn encode(target: &str) -> String {
-    use std::fmt::Write as _;
+    let hex = |nibble: u8| char::from(b"0123456789ABCDEF".get(usize::from(nibble)).copied().unwrap_or(b'0'));
     let mut out = String::with_capacity(target.len());
     for &b in target.as_bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
             out.push(char::from(b));
         } else {
-            // Writing into a String cannot fail.
-            let _ = write!(out, "%{b:02X}");
+            out.extend(['%', hex(b >> 4), hex(b & 0xf)]);
         }
     }
     out
@@ -99,11 +129,14 @@ pub fn from_query(query: &str) -> String {
 /// the `Location` that sends a browser to `endpoint` (itself a fixed,
 /// configured path) and lets it come back.
 pub fn location(endpoint: &str, target: &str) -> String {
-    format!("{endpoint}?{PARAM}={}", encode(or_root(target)))
+    [endpoint, "?", PARAM, "=", &encode(or_root(target))].concat()
 }
 
-fn is_dot_segment(segment: &[u8]) -> bool {
-    segment == b"." || segment == b".."
+/// Two hex digits as the byte they spell.
+fn hex_pair(pair: &[u8]) -> Option<u8> {
+    let digit = |c: &u8| char::from(*c).to_digit(16);
+    let value = digit(pair.first()?)? * 16 + digit(pair.get(1)?)?;
+    u8::try_from(value).ok()
 }
 
 /// `%XX` escapes decoded once; `None` when one is malformed.
@@ -112,10 +145,7 @@ fn percent_decode(bytes: &[u8]) -> Option<Vec<u8>> {
     let mut rest = bytes;
     while let Some((&b, tail)) = rest.split_first() {
         if b == b'%' {
-            let (hi, lo) = (tail.first()?, tail.get(1)?);
-            let digit = |c: &u8| char::from(*c).to_digit(16);
-            let value = digit(hi)? * 16 + digit(lo)?;
-            out.push(u8::try_from(value).ok()?);
+            out.push(hex_pair(tail.get(..2)?)?);
             rest = tail.get(2..)?;
         } else {
             out.push(b);

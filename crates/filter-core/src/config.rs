@@ -51,6 +51,17 @@ struct RawConfig {
     forward_device_secret: bool,
     #[serde(default)]
     dpop_nonce_key_env: Option<String>,
+    #[serde(default)]
+    browser: RawBrowser,
+}
+
+/// Not an `Option` of a struct: each such instantiation costs Wasm, and an
+/// absent section reads the same as one without `refresh_path`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBrowser {
+    #[serde(default)]
+    refresh_path: Option<String>,
 }
 
 mod defaults {
@@ -65,6 +76,7 @@ mod defaults {
     pub fn min_refetch_interval_secs() -> u64 { 5 }
     pub fn poll_interval_ms() -> u64 { 1_000 }
     pub fn max_staleness_secs() -> u64 { 45 }
+    pub fn refresh_path() -> String { "/auth/refresh".to_owned() }
 }
 
 #[derive(Debug, Deserialize)]
@@ -163,6 +175,8 @@ struct RawRoute {
     policy: Policy,
     #[serde(default)]
     forward_credentials: bool,
+    #[serde(default)]
+    browser_redirect: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -298,6 +312,17 @@ pub struct FilterConfig {
     /// (base64, at least 32 bytes), so every replica issues and accepts the
     /// same nonces. Unset: a random key per Envoy process.
     pub dpop_nonce_key_env: Option<String>,
+    /// Browser sign-in (see `crate::browser`): set when the `browser` section
+    /// is given or a route has `browser_redirect`.
+    pub browser: Option<BrowserSignIn>,
+}
+
+/// Where browsers refused on a `browser_redirect` route are sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrowserSignIn {
+    /// The auth service's refresh endpoint, a same-origin path without a
+    /// query: the filter appends `?return_to=…`.
+    pub refresh_path: String,
 }
 
 #[derive(Clone, Debug)]
@@ -418,6 +443,9 @@ pub struct Route {
     /// The token and the device secret reach this route's upstream as sent
     /// (e.g. the auth service's own API: logout, refresh, admin calls).
     pub forward_credentials: bool,
+    /// A browser navigation refused with 401 here is sent to sign in
+    /// (`302` to `browser.refresh_path`) instead; see `crate::browser`.
+    pub browser_redirect: bool,
 }
 
 /// How a route matches the normalized request path (see `crate::path`).
@@ -548,6 +576,7 @@ impl FilterConfig {
         for (i, r) in raw.routes.into_iter().enumerate() {
             routes.push(validate_route(r).map_err(|e| ConfigError(format!("`routes[{i}]`.{}", e.0)))?);
         }
+        let browser = validate_browser(raw.browser, &routes)?;
         let default_policy = raw.default_policy.unwrap_or(Policy::Authenticated);
         check_policy(&default_policy).map_err(|e| ConfigError(format!("`default_policy`: {}", e.0)))?;
         let device = match raw.device_binding {
@@ -600,6 +629,7 @@ impl FilterConfig {
             revocation,
             forward_device_secret: raw.forward_device_secret,
             dpop_nonce_key_env: validate_env_name(raw.dpop_nonce_key_env)?,
+            browser,
         })
     }
 
@@ -837,7 +867,39 @@ fn validate_route(r: RawRoute) -> Result<Route, ConfigError> {
         host: r.matcher.host.map(|h| h.to_ascii_lowercase()),
         policy: r.policy,
         forward_credentials: r.forward_credentials,
+        browser_redirect: r.browser_redirect,
     })
+}
+
+/// The browser sign-in settings: the refresh path must be a safe
+/// same-origin path (it becomes a `Location`), and a browser sent there
+/// must not be sent there again (a redirect loop).
+fn validate_browser(raw: RawBrowser, routes: &[Route]) -> Result<Option<BrowserSignIn>, ConfigError> {
+    let refresh_path = match raw.refresh_path {
+        Some(path) => path,
+        None if routes.iter().any(|r| r.browser_redirect) => defaults::refresh_path(),
+        None => return Ok(None),
+    };
+    if !authflow_contract::return_to::is_safe(&refresh_path) || refresh_path.bytes().any(|b| b == b'?' || b == b'#') {
+        return err(format!("`browser.refresh_path`: `{refresh_path}` must be a safe same-origin path without a query"));
+    }
+    for (i, route) in routes.iter().enumerate() {
+        if !crate::policy::path_matches(&route.path, &refresh_path, false) {
+            continue;
+        }
+        if route.browser_redirect {
+            return err(format!("`routes[{i}]`.browser_redirect: covers `browser.refresh_path`, a redirect loop"));
+        }
+        if route.methods.is_empty() && route.host.is_none() {
+            break;
+        }
+    }
+    for (i, route) in routes.iter().enumerate() {
+        if route.browser_redirect && route.policy == Policy::Public {
+            return err(format!("`routes[{i}]`.browser_redirect: a public route refuses no one"));
+        }
+    }
+    Ok(Some(BrowserSignIn { refresh_path }))
 }
 
 fn check_policy(p: &Policy) -> Result<(), ConfigError> {
@@ -1023,6 +1085,37 @@ mod tests {
         let b = serde_json::json!({"name": "main", "issuer": "https://b", "algorithms": ["ES256"], "jwks": {"remote": {"cluster": "c", "path": "/b"}}});
         let e = with(serde_json::json!({"providers": [a, b]})).unwrap_err();
         assert!(e.0.contains("providers[1].name") && e.0.contains("`main`"), "{e}");
+    }
+
+    #[test]
+    fn browser_sign_in_is_checked() {
+        let routes = |r: serde_json::Value| serde_json::json!({"routes": r});
+        let app = serde_json::json!({"match": {"path_prefix": "/app"}, "policy": "authenticated", "browser_redirect": true});
+        let auth = serde_json::json!({"match": {"path_prefix": "/auth"}, "policy": "public"});
+        assert_eq!(with(serde_json::json!({})).unwrap().browser, None, "off unless asked for");
+        assert_eq!(with(serde_json::json!({"browser": {}})).unwrap().browser, None, "or a path is given");
+        let c = with(routes(serde_json::json!([auth.clone(), app.clone()]))).unwrap();
+        assert_eq!(c.browser, Some(BrowserSignIn { refresh_path: "/auth/refresh".into() }), "the default refresh path");
+        assert!(c.routes[1].browser_redirect && !c.routes[0].browser_redirect);
+        let mut patch = routes(serde_json::json!([app.clone()]));
+        patch["browser"] = serde_json::json!({"refresh_path": "/signin/refresh"});
+        assert_eq!(with(patch).unwrap().browser.unwrap().refresh_path, "/signin/refresh");
+        for bad in ["//evil.example/refresh", "https://evil.example/", "/auth/refresh?x=1", "/auth/../refresh", "/a\\b", "auth/refresh", "/auth/refresh#x", "/a b"] {
+            let e = with(serde_json::json!({"browser": {"refresh_path": bad}})).unwrap_err();
+            assert!(e.0.contains("`browser.refresh_path`"), "{bad}: {e}");
+        }
+        let e = with(serde_json::json!({"browser": {"refresh_path": "/x", "refresh": "/x"}})).unwrap_err();
+        assert!(e.0.contains("unknown field `refresh`"), "{e}");
+        assert!(with(serde_json::json!({"browser": {"refresh_path": 1}})).is_err());
+        assert!(with(serde_json::json!({"browser": "/x"})).is_err());
+        // A refresh path under a redirecting route would send browsers round in a loop.
+        let all = serde_json::json!({"match": {"prefix": "/"}, "policy": "authenticated", "browser_redirect": true});
+        let e = with(routes(serde_json::json!([all.clone()]))).unwrap_err();
+        assert!(e.0.contains("`routes[0]`.browser_redirect") && e.0.contains("loop"), "{e}");
+        assert!(with(routes(serde_json::json!([auth, all]))).is_ok(), "the refresh path's own route comes first");
+        let public = serde_json::json!({"match": {"prefix": "/p"}, "policy": "public", "browser_redirect": true});
+        let e = with(routes(serde_json::json!([public]))).unwrap_err();
+        assert!(e.0.contains("`routes[0]`.browser_redirect") && e.0.contains("public"), "{e}");
     }
 
     #[test]

@@ -122,6 +122,9 @@ pub struct Denied {
     pub response: DenyResponse,
     /// Device check detail for logs (which failure), when the reason is device related.
     pub device: Option<DeviceCheck>,
+    /// The answer is a browser's `302` to sign in rather than the refusal
+    /// `reason` describes (see [`crate::browser`]).
+    pub browser_redirect: bool,
 }
 
 impl Engine {
@@ -183,7 +186,24 @@ impl Engine {
         self.cache.len()
     }
 
+    /// Decides a request; `may_wait`: it may be paused for its provider's keys.
     pub fn evaluate(&mut self, req: &Request, now_ms: u64, may_wait: bool) -> Outcome {
+        match self.evaluate_token(req, now_ms, may_wait) {
+            Outcome::Deny(denied) => Outcome::Deny(self.for_browser(req, denied)),
+            other => other,
+        }
+    }
+
+    /// A refusal a browser navigating on a `browser_redirect` route gets as
+    /// a `302` to sign in; any other stays as it is.
+    fn for_browser(&self, req: &Request, denied: Denied) -> Denied {
+        match crate::browser::redirect(&self.config, req, denied.reason, &denied.response) {
+            Some(response) => Denied { response, browser_redirect: true, ..denied },
+            None => denied,
+        }
+    }
+
+    fn evaluate_token(&mut self, req: &Request, now_ms: u64, may_wait: bool) -> Outcome {
         let Ok(policy) = policy_for(&self.config, req) else {
             return self.deny(DenyReason::AmbiguousPath);
         };
@@ -275,7 +295,7 @@ impl Engine {
         if let (true, Some(key)) = (matches!(error, DpopError::NonceMissing | DpopError::NonceInvalid), &self.nonce_key) {
             response.headers.push((NONCE_HEADER.to_owned(), crate::nonce::fresh(key, now)));
         }
-        Denied { reason, response, device: None }
+        Denied { reason, response, device: None, browser_redirect: false }
     }
 
     /// Decides a request for good: no waiting for keys, it is decided with
@@ -326,7 +346,7 @@ impl Engine {
     }
 
     fn denied(&self, reason: DenyReason, scope: Option<&str>) -> Denied {
-        Denied { reason, response: reason.response(self.config.retry_after_secs, scope), device: None }
+        Denied { reason, response: reason.response(self.config.retry_after_secs, scope), device: None, browser_redirect: false }
     }
 }
 

@@ -3,6 +3,7 @@
 // Indexing and slicing panic when out of range: the filter uses `get`, iterators and patterns.
 #![deny(clippy::indexing_slicing)]
 
+pub mod browser;
 pub mod cache;
 pub mod config;
 pub mod deny;

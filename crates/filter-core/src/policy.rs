@@ -57,7 +57,7 @@ fn matches(route: &Route, req: &Request, path: &str, ignore_case: bool) -> bool 
         && route.host.as_deref().is_none_or(|h| h.eq_ignore_ascii_case(req.host_without_port()))
 }
 
-fn path_matches(rule: &PathMatch, path: &str, ignore_case: bool) -> bool {
+pub(crate) fn path_matches(rule: &PathMatch, path: &str, ignore_case: bool) -> bool {
     let same = |a: &[u8], b: &[u8]| if ignore_case { a.eq_ignore_ascii_case(b) } else { a == b };
     let starts_with = |p: &str| path.as_bytes().get(..p.len()).is_some_and(|head| same(head, p.as_bytes()));
     match rule {

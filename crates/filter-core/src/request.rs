@@ -152,6 +152,8 @@ impl HeaderReads {
             || !config.forward_device_secret
             // Every copy of `DPoP` must be seen: a second proof is refused (RFC 9449 §4.3).
             || config.providers.iter().any(|p| p.dpop.mode != crate::config::DpopMode::Off)
+            // Every copy of `accept`: a browser navigation may list `text/html` in any.
+            || config.browser.is_some()
         {
             return HeaderReads::All;
         }
