@@ -11,13 +11,12 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use authflow_contract::fingerprint::DEVICE_COOKIE;
+use authflow_contract::browser::{ACCESS_COOKIE, DEVICE_COOKIE};
 use authflow_contract::return_to;
 use serde_json::{json, Value};
 use support::stack::*;
 use support::*;
 
-const ACCESS_COOKIE: &str = "__Host-authflow-access";
 /// What Chromium sends when it loads a page.
 const NAVIGATION: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8";
 /// Access tokens live this long in these tests, so one can be seen expiring.
@@ -67,6 +66,10 @@ fn a_browser_without_a_valid_token_is_sent_to_sign_in_and_api_clients_are_not() 
 
     let r = navigate(&st, "/app/hello?x=1&y=2", &[]);
     assert_sent_to_sign_in(&r, "/auth/refresh?return_to=/app/hello%3Fx%3D1%26y%3D2", "navigation without a token");
+    // The auth service reads that target back: without a refresh cookie, on to sign-in with it.
+    let r = navigate(&st, r.header("location").unwrap(), &[]);
+    assert_eq!(r.status, 303, "{r:?}");
+    assert_eq!(r.header("location"), Some("/auth/signin?return_to=/app/hello%3Fx%3D1%26y%3D2"));
     let r = http().head(st.envoy.url("/app/")).header("accept", "text/html").call().map(reply).unwrap();
     assert_sent_to_sign_in(&r, "/auth/refresh?return_to=/app/", "HEAD");
     let r = navigate(&st, "/app/hello", &[("cookie", &format!("{ACCESS_COOKIE}=not.a.token"))]);

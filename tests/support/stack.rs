@@ -96,7 +96,7 @@ impl Stack {
         clusters.extend(opts.extra_clusters.iter().map(|(name, port)| (name.to_string(), *port)));
         let envoy = Envoy::start(EnvoyOptions {
             filter,
-            routes: super::routes_to("authflow_auth", &["/v1/auth/", "/v1/admin/", "/.well-known/"]),
+            routes: super::routes_to("authflow_auth", &["/v1/auth/", "/v1/admin/", "/.well-known/", "/auth/"]),
             clusters,
             concurrency: 2,
         })

@@ -76,7 +76,7 @@ mod defaults {
     pub fn min_refetch_interval_secs() -> u64 { 5 }
     pub fn poll_interval_ms() -> u64 { 1_000 }
     pub fn max_staleness_secs() -> u64 { 45 }
-    pub fn refresh_path() -> String { "/auth/refresh".to_owned() }
+    pub fn refresh_path() -> String { authflow_contract::browser::REFRESH_PATH.to_owned() }
 }
 
 #[derive(Debug, Deserialize)]
