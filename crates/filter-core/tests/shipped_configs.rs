@@ -10,7 +10,12 @@
 
 use std::path::{Path, PathBuf};
 
-use authflow_filter_core::config::{FilterConfig, JwksSource};
+use authflow_contract::browser::{ACCESS_COOKIE, REFRESH_PATH};
+use authflow_filter_core::browser;
+use authflow_filter_core::config::{FilterConfig, JwksSource, Policy};
+use authflow_filter_core::deny::DenyReason;
+use authflow_filter_core::policy::policy_for;
+use authflow_filter_core::Request;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -79,11 +84,34 @@ fn owns_the_client_id_header(name: &str, config: &FilterConfig) {
     assert_eq!(config.identity.client_id.as_deref(), Some("x-auth-client-id"), "{name}: identity_headers.client_id");
 }
 
+/// Browser sign-in works out of the box (issue #16): the access cookie the
+/// auth service's pages set is a token source, the demo pages under `/app`
+/// send a browser without a valid token to the refresh page, and the pages
+/// under `/auth/` are public (the refresh page itself must never redirect).
+fn sends_browsers_to_sign_in(name: &str, config: &FilterConfig) {
+    assert!(config.token_sources.cookies.iter().any(|c| c == ACCESS_COOKIE), "{name}: token_sources.cookies lacks {ACCESS_COOKIE}");
+    assert_eq!(config.browser.as_ref().map(|b| b.refresh_path.as_str()), Some(REFRESH_PATH), "{name}: browser.refresh_path");
+    let get = |path: &str, accept: &str| {
+        let headers = [(":method", "GET"), (":path", path), (":authority", "app.example"), ("accept", accept)];
+        Request::from_headers(headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(), None)
+    };
+    for page in ["/auth/refresh?return_to=/app/hello", "/auth/signin", "/auth/signin/code"] {
+        assert_eq!(policy_for(config, &get(page, "text/html")), Ok(&Policy::Public), "{name}: {page}");
+    }
+    let refused = DenyReason::MissingToken.response(5, None);
+    let page = browser::redirect(config, &get("/app/hello?x=1", "text/html"), DenyReason::MissingToken, &refused);
+    let location = page.as_ref().and_then(|r| r.headers.iter().find(|(n, _)| n == "location")).map(|(_, v)| v.as_str());
+    assert_eq!(location, Some("/auth/refresh?return_to=/app/hello%3Fx%3D1"), "{name}: a browser on /app/hello");
+    let api = browser::redirect(config, &get("/app/hello", "application/json"), DenyReason::MissingToken, &refused);
+    assert_eq!(api, None, "{name}: an API call keeps its 401");
+}
+
 #[test]
 fn the_standalone_filter_configuration_is_valid_and_owns_the_client_id_header() {
     let path = repo_root().join("envoy/authflow-filter.json");
     let parsed = FilterConfig::from_json(&std::fs::read(&path).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     owns_the_client_id_header(&path.display().to_string(), &parsed);
+    sends_browsers_to_sign_in(&path.display().to_string(), &parsed);
 }
 
 #[test]
@@ -109,6 +137,18 @@ fn every_envoy_config_carries_a_valid_filter_configuration() {
 
             let parsed = FilterConfig::from_json(json.as_bytes()).unwrap_or_else(|e| panic!("{name}: {e}"));
             owns_the_client_id_header(&name.to_string(), &parsed);
+            sends_browsers_to_sign_in(&name.to_string(), &parsed);
+
+            // The pages the filter sends browsers to are served by the auth service.
+            let mut managers = Vec::new();
+            connection_managers(&doc, &mut managers);
+            let routes: Vec<&Value> = managers
+                .iter()
+                .flat_map(|hcm| hcm["route_config"]["virtual_hosts"].as_array().into_iter().flatten())
+                .flat_map(|v| v["routes"].as_array().into_iter().flatten())
+                .collect();
+            let pages = routes.iter().find(|r| r["match"]["prefix"] == "/auth/").unwrap_or_else(|| panic!("{name}: no route for /auth/"));
+            assert!(upstream_clusters(&parsed).iter().any(|c| pages["route"]["cluster"] == c.as_str()), "{name}: /auth/ goes to {}", pages["route"]);
 
             // The callouts name clusters this Envoy config defines.
             let clusters: Vec<&str> = doc["static_resources"]["clusters"]
@@ -138,6 +178,7 @@ fn every_wasmplugin_plugin_config_is_a_valid_filter_configuration() {
             let json = serde_json::to_vec(plugin_config).unwrap();
             let parsed = FilterConfig::from_json(&json).unwrap_or_else(|e| panic!("{name}: {e}"));
             owns_the_client_id_header(&name.to_string(), &parsed);
+            sends_browsers_to_sign_in(&name.to_string(), &parsed);
             for cluster in upstream_clusters(&parsed) {
                 // Istio names a Service's outbound cluster `outbound|PORT||FQDN`.
                 let parts: Vec<&str> = cluster.split('|').collect();
