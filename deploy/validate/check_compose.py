@@ -148,6 +148,18 @@ def volume_of(svc: dict, path: str) -> dict | None:
     return mounts.get(path)
 
 
+def envoy_service(services: dict, name: str, target_name: str) -> tuple[dict, dict, dict]:
+    """The Envoy service `name`, the generated config target it must load
+    (bind-mounted at /etc/envoy/envoy.yaml) and that target's filter configuration."""
+    target = generate.load_targets()[target_name]
+    filter_cfg = json.loads(generate.render_filter_json(target))
+    envoy = services.get(name, {})
+    binds = {v["target"]: Path(v["source"]) for v in envoy.get("volumes", []) if v.get("type") == "bind"}
+    check(binds.get("/etc/envoy/envoy.yaml") == ROOT / target["output"],
+          f"{name}: /etc/envoy/envoy.yaml must be {target['output']}, is {binds.get('/etc/envoy/envoy.yaml')}")
+    return target, filter_cfg, envoy
+
+
 def check_postgres_profile(default: dict, services: dict) -> None:
     """Profile `postgres`: two auth replicas on one PostgreSQL behind their own Envoy."""
     check(set(services) == DEFAULT_SERVICES | PG_SERVICES,
@@ -162,13 +174,8 @@ def check_postgres_profile(default: dict, services: dict) -> None:
         for key in svc.get("environment", {}):
             check(key != "POSTGRES_PASSWORD", f"{name}: POSTGRES_PASSWORD would put the password in the file; use POSTGRES_PASSWORD_FILE")
 
-    target = generate.load_targets()["compose-postgres"]
-    filter_cfg = json.loads(generate.render_filter_json(target))
+    target, filter_cfg, envoy = envoy_service(pg, "envoy-pg", "compose-postgres")
     provider = filter_cfg["providers"][0]
-    envoy = pg.get("envoy-pg", {})
-    binds = {v["target"]: Path(v["source"]) for v in envoy.get("volumes", []) if v.get("type") == "bind"}
-    check(binds.get("/etc/envoy/envoy.yaml") == ROOT / target["output"],
-          f"envoy-pg: /etc/envoy/envoy.yaml must be {target['output']}, is {binds.get('/etc/envoy/envoy.yaml')}")
     check(envoy.get("image") == default.get("envoy", {}).get("image") and envoy.get("build") == default.get("envoy", {}).get("build"),
           "envoy-pg: must run the `envoy` service's image (the filter built in)")
     check(envoy.get("command") == default.get("envoy", {}).get("command"), "envoy-pg: command must equal the `envoy` service's")
@@ -262,13 +269,8 @@ def main() -> int:
         check_ports(name, svc, EXPECTED_PORTS.get(name, {}))
 
     # 4. agreement with the Envoy config and the filter configuration
-    target = generate.load_targets()["compose"]
-    filter_cfg = json.loads(generate.render_filter_json(target))
+    target, filter_cfg, envoy = envoy_service(services, "envoy", "compose")
     provider = filter_cfg["providers"][0]
-    envoy = services.get("envoy", {})
-    binds = {v["target"]: Path(v["source"]) for v in envoy.get("volumes", []) if v.get("type") == "bind"}
-    check(binds.get("/etc/envoy/envoy.yaml") == ROOT / target["output"],
-          f"envoy: /etc/envoy/envoy.yaml must be {target['output']}, is {binds.get('/etc/envoy/envoy.yaml')}")
     envoy_stage = stage_text(ROOT / "Dockerfile", (envoy.get("build") or {}).get("target", ""))
     check(re.search(rf"(?m)^COPY\s+--from=\S+\s+\S+\.wasm\s+{re.escape(target['wasm_path'])}\s*$", envoy_stage) is not None,
           f"envoy: its Dockerfile stage must COPY the built module to {target['wasm_path']} (loaded by {target['output']})")
