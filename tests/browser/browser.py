@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import tempfile
+from urllib.parse import parse_qs, urlsplit
 
 os.environ.setdefault("SE_OFFLINE", "true")
 
@@ -43,6 +44,9 @@ class Browser:
         # The console (CSP violations show up there) and the network events (statuses, redirects).
         options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
         self.driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+        # The page area itself WIDTH × HEIGHT (the window size includes the window's frame).
+        self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                    {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False})
         self.driver.set_page_load_timeout(WAIT_SECS)
         self.driver.set_script_timeout(WAIT_SECS)
         self.console = []
@@ -60,9 +64,14 @@ class Browser:
 
     @property
     def path(self):
-        from urllib.parse import urlsplit
         u = urlsplit(self.driver.current_url)
         return u.path + ("?" + u.query if u.query else "")
+
+    def query(self):
+        return parse_qs(urlsplit(self.driver.current_url).query)
+
+    def has(self, css):
+        return bool(self.driver.find_elements(By.CSS_SELECTOR, css))
 
     def text(self):
         return self.driver.find_element(By.TAG_NAME, "body").text
@@ -89,6 +98,14 @@ class Browser:
         button.click()
         WebDriverWait(self.driver, WAIT_SECS).until(EC.staleness_of(old))
 
+    def click_link(self, path_prefix):
+        """Follows the page's first link whose href starts with `path_prefix`."""
+        self.driver.find_element(By.CSS_SELECTOR, f'a[href^="{path_prefix}"]').click()
+
+    def submit(self, form_id):
+        """Presses the submit button of `#form_id` and waits for the next page."""
+        self.fill_and_submit(form_id, {})
+
     def screenshot(self, step):
         os.makedirs(SCREENSHOTS, exist_ok=True)
         self.driver.save_screenshot(os.path.join(SCREENSHOTS, f"{step}.png"))
@@ -106,15 +123,17 @@ class Browser:
         return [e["message"] for e in self.console if "Content Security Policy" in e.get("message", "")]
 
     def document_statuses(self):
-        """(status, url) of every document response since the last call, in order."""
+        """(status, url) of every http(s) document response since the last call, in order
+        (the browser's own pages, such as its new-tab page, left out)."""
         out = []
         for entry in self.driver.get_log("performance"):
             msg = json.loads(entry["message"])["message"]
             if msg.get("method") == "Network.responseReceived" and msg["params"].get("type") == "Document":
                 r = msg["params"]["response"]
-                out.append((r["status"], r["url"]))
+                if r["url"].startswith("http"):
+                    out.append((r["status"], r["url"]))
             elif msg.get("method") == "Network.requestWillBeSent" and msg["params"].get("redirectResponse"):
                 r = msg["params"]["redirectResponse"]
-                if msg["params"].get("type") == "Document":
+                if msg["params"].get("type") == "Document" and r["url"].startswith("http"):
                     out.append((r["status"], r["url"]))
         return out

@@ -7,8 +7,12 @@ only the ports, the data directory and the binaries' directory differ
 (lib.sh's AUTHFLOW_RUN_* knobs), so it runs beside another `make run`.
 """
 
+import base64
+import hashlib
+import hmac
 import json
 import os
+import struct
 import re
 import shutil
 import signal
@@ -29,6 +33,14 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def totp_now(secret):
+    """The current RFC 6238 code (SHA-1, 6 digits, 30 s) for a base32 secret, as an authenticator app shows it."""
+    key = base64.b32decode(secret.replace(" ", "").upper() + "=" * (-len(secret.replace(" ", "")) % 8))
+    mac = hmac.new(key, struct.pack(">Q", int(time.time()) // 30), hashlib.sha1).digest()
+    offset = mac[-1] & 0x0F
+    return "%06d" % ((struct.unpack(">I", mac[offset:offset + 4])[0] & 0x7FFFFFFF) % 1_000_000)
 
 
 class Reply:
