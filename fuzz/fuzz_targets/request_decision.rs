@@ -10,17 +10,20 @@
 //!   any case) reaches the admin area without the admin role — checked
 //!   with a normalizer written here, independent of the filter's;
 //! - identity headers carry no control characters and stay bounded;
-//! - a refusal is RFC 6750-shaped (400/401/403/503) and echoes no token;
+//! - a refusal is RFC 6750-shaped (400/401/403/503) and echoes no token,
+//!   or it is a browser's `302` to sign in: only for a `GET`/`HEAD` on the
+//!   `browser_redirect` route (`/app`), to the refresh page, with a safe
+//!   same-origin `return_to` the `Location` carries exactly;
 //! - asking again (now from the token cache) gives the same decision.
 #![no_main]
 
 use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
-use authflow_contract::KeySet;
+use authflow_contract::{return_to, KeySet};
 use authflow_filter_core::config::Policy;
 use authflow_filter_core::engine::Outcome;
-use authflow_filter_core::policy::policy_for;
+use authflow_filter_core::policy::{policy_for, route_for};
 use authflow_filter_core::request::HeaderBlock;
 use authflow_filter_core::{FilterConfig, Request};
 use authflow_fuzz::decision::{self, Keys};
@@ -98,6 +101,7 @@ enum Name<'a> {
     UserAgent,
     /// An identity header the filter sets: a client must not be able to supply it.
     XAuthUser,
+    Accept,
     Raw(&'a [u8]),
 }
 
@@ -109,6 +113,8 @@ enum Value<'a> {
     Token(Tok<'a>),
     DeviceSecret,
     BoundUserAgent,
+    /// What a browser sends as `accept` when it loads a page.
+    Navigation,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -297,6 +303,7 @@ fn build_request(w: &World, r: &Req, placed: &mut Vec<Placed>) -> Request {
             Name::DeviceHeader => b"x-authflow-device",
             Name::UserAgent => b"user-agent",
             Name::XAuthUser => b"x-auth-user",
+            Name::Accept => b"accept",
             Name::Raw(n) => n,
         };
         let value: Vec<u8> = match value {
@@ -323,6 +330,7 @@ fn build_request(w: &World, r: &Req, placed: &mut Vec<Placed>) -> Request {
             }
             Value::DeviceSecret => decision::DEVICE_SECRET.as_bytes().to_vec(),
             Value::BoundUserAgent => decision::USER_AGENT.as_bytes().to_vec(),
+            Value::Navigation => b"text/html,application/xhtml+xml,*/*;q=0.8".to_vec(),
         };
         h.push(name, &value);
     }
@@ -420,7 +428,21 @@ fn check(w: &World, req: &Request, placed: &[Placed], outcome: &Outcome) {
                 assert_eq!(policy_for(&w.config, req), Ok(&Policy::Public), "an anonymous request passed a protected route");
             }
         }
+        Outcome::Deny(d) if d.response.status == 302 => {
+            // Only a browser on the redirecting route is sent to sign in, and only to the
+            // refresh page with a same-origin target the location carries exactly.
+            assert!(d.browser_redirect);
+            assert!(matches!(req.method(), "GET" | "HEAD"), "a {} was redirected", req.method());
+            assert!(route_for(&w.config, req).is_some_and(|r| r.browser_redirect), "{:?} is not on a browser_redirect route", req.path());
+            let location = d.response.headers.iter().find(|(n, _)| n == "location").map(|(_, v)| v.as_str()).unwrap_or_default();
+            let query = location.strip_prefix(decision::REFRESH_PATH).and_then(|l| l.strip_prefix('?'));
+            let Some(query) = query else { panic!("redirected to {location:?}") };
+            let target = return_to::from_query(query);
+            assert!(return_to::is_safe(&target));
+            assert_eq!(return_to::location(decision::REFRESH_PATH, &target), location, "the target is carried exactly");
+        }
         Outcome::Deny(d) => {
+            assert!(!d.browser_redirect);
             assert!([400, 401, 403, 503].contains(&d.response.status), "status {}", d.response.status);
             let mut echoed = d.response.body.clone();
             for (_, v) in &d.response.headers {

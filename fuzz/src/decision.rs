@@ -26,7 +26,9 @@ pub const ES_KID: &str = "es-1";
 pub const PARTNER_KID: &str = "partner-1";
 
 /// Route prefixes of [`config_json`], for building paths that hit them.
-pub const ROUTE_PATHS: &[&str] = &["/public", "/healthz", "/admin", "/write", "/api", "/"];
+pub const ROUTE_PATHS: &[&str] = &["/public", "/healthz", "/admin", "/write", "/api", "/", "/app"];
+/// Where browsers refused on `/app` (a `browser_redirect` route) are sent.
+pub const REFRESH_PATH: &str = "/auth/refresh";
 
 pub fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
@@ -100,8 +102,10 @@ pub fn config_json(keys: &Keys) -> String {
             {"match": {"prefix": "/public"}, "policy": "public"},
             {"match": {"exact": "/healthz"}, "policy": "public"},
             {"match": {"prefix": "/admin"}, "policy": {"roles_any": ["admin"]}},
-            {"match": {"prefix": "/write", "methods": ["POST", "PUT", "DELETE"]}, "policy": {"scopes_all": ["write"]}}
+            {"match": {"prefix": "/write", "methods": ["POST", "PUT", "DELETE"]}, "policy": {"scopes_all": ["write"]}},
+            {"match": {"path_prefix": "/app"}, "policy": "authenticated", "browser_redirect": true}
         ],
+        "browser": {"refresh_path": REFRESH_PATH},
         "device_binding": {"mode": "enforce", "attributes": ["user-agent", "client-ip-prefix"], "tokens_without_fingerprint": "allow"},
         "revocation": {"max_staleness_secs": 3600, "on_stale": "deny"}
     })
@@ -213,7 +217,14 @@ pub fn check_seeds(config: &FilterConfig, keys: &KeySet, seeds: &[String]) -> Re
             return Err(format!("seed {seed} ({name}) on {path}: {outcome:?}"));
         }
     }
-    Ok(())
+    // A browser on /app with the expired seed is sent to sign in: the redirect path is reachable.
+    let expired = seeds.get(3).ok_or("no seed 3")?;
+    let navigation = [(":method", "GET"), (":path", "/app/x"), (":authority", "api.test"), ("accept", "text/html"), ("cookie", &format!("access_token={expired}"))];
+    let req = Request::from_headers(navigation.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(), None);
+    match engine(config, keys).evaluate(&req, NOW * 1000, false) {
+        Outcome::Deny(d) if d.response.status == 302 => Ok(()),
+        other => Err(format!("a browser with the expired seed on /app: {other:?}")),
+    }
 }
 
 #[cfg(test)]
