@@ -114,8 +114,9 @@ fn log_device(vm: &Vm, check: DeviceCheck, request: &Request, what: &str) {
     }
     let attrs: Vec<&str> = vm.engine.config.device.attributes.iter().map(|a| a.name()).collect();
     log::info!(
-        "authflow: device check {check:?} on {} {}: {what}. Fingerprint attributes here: {attrs:?}; if every request fails, compare them with the auth service's fingerprint attributes.",
+        "authflow: device check {check:?} on {} {}: {what}. Fingerprint attributes here: [{}]; if every request fails, compare them with the auth service's fingerprint attributes.",
         request.method(),
-        request.path()
+        request.path(),
+        attrs.join(", ")
     );
 }

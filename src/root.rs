@@ -104,8 +104,9 @@ impl RootContext for AuthflowRoot {
             log::error!("authflow: the host refused a tick period; keys and revocations would never refresh");
             return false;
         }
+        // Joined rather than `{:?}`: Debug for strings links Unicode escape tables.
         let names: Vec<&str> = vm.providers.iter().map(|p| p.name()).collect();
-        log::info!("authflow: configured with providers {names:?}");
+        log::info!("authflow: configured with providers [{}]", names.join(", "));
         // Do not wait for the first tick to load keys. Only keys (nothing is
         // adopted, no lease is taken: Envoy may configure, and then discard, a
         // VM that will never tick): keys not loaded yet need no lease.

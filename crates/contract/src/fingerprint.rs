@@ -179,20 +179,24 @@ pub fn matches(claimed: &str, computed: &str) -> bool {
 /// unparsable gives the empty string (so it fails to match, never panics).
 pub fn client_ip_prefix(address: &str) -> String {
     use std::net::{IpAddr, SocketAddr};
-    let ip = address
+    address
         .parse::<SocketAddr>()
         .map(|s| s.ip())
-        .or_else(|_| address.parse::<IpAddr>());
+        .or_else(|_| address.parse::<IpAddr>())
+        .map(ip_prefix)
+        .unwrap_or_default()
+}
+
+/// [`client_ip_prefix`] of an address already parsed.
+pub fn ip_prefix(ip: std::net::IpAddr) -> String {
     match ip {
-        Ok(IpAddr::V4(v4)) => {
-            let o = v4.octets();
-            format!("{}.{}.{}.0/24", o[0], o[1], o[2])
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{a}.{b}.{c}.0/24")
         }
-        Ok(IpAddr::V6(v6)) => {
-            let s = v6.segments();
-            format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
-        }
-        Err(_) => String::new(),
+        std::net::IpAddr::V6(v6) => match v6.segments() {
+            [a, b, c, ..] => format!("{a:x}:{b:x}:{c:x}::/48"),
+        },
     }
 }
 

@@ -133,6 +133,11 @@ impl KeySet {
             return Err(JwksError::TooLarge(document.len()));
         }
         let doc: Value = serde_json::from_slice(document).map_err(|e| JwksError::NotJson(e.to_string()))?;
+        Self::from_document(&doc)
+    }
+
+    /// A JWKS already read as JSON (e.g. inline in the filter's configuration).
+    pub fn from_document(doc: &Value) -> Result<Self, JwksError> {
         let keys = doc.get("keys").and_then(Value::as_array).ok_or(JwksError::NoKeysMember)?;
         let mut set = KeySet::default();
         for jwk in keys {

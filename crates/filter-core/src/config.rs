@@ -662,7 +662,7 @@ fn validate_provider(p: RawProvider, policy: &RevocationPolicy) -> Result<Provid
     let jwks = match p.jwks {
         RawJwksSource::Remote(u) => JwksSource::Remote(validate_upstream(u, "jwks.remote", defaults::refresh_interval_secs() * 1000, true)?),
         RawJwksSource::Inline(doc) => {
-            let set = KeySet::parse(doc.to_string().as_bytes()).map_err(|e| ConfigError(format!("jwks.inline: {e}")))?;
+            let set = KeySet::from_document(&doc).map_err(|e| ConfigError(format!("jwks.inline: {e}")))?;
             JwksSource::Inline(set)
         }
     };

@@ -5,6 +5,7 @@
 use authflow_contract::dpop::{algs_parameter, DpopError};
 
 use crate::config::{DpopMode, DpopPolicy};
+use crate::json_text;
 
 /// A refusal. `label()` names the stats counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,7 +158,7 @@ impl DenyReason {
                 headers.push(("www-authenticate".to_owned(), "Bearer".to_owned()));
             }
         }
-        let body = serde_json::json!({"error": code, "error_description": description}).to_string();
+        let body = json_text::error_body(code, description);
         DenyResponse { status: 401, headers, body }
     }
 
@@ -187,11 +188,7 @@ impl DenyReason {
                 headers.push(("www-authenticate".to_owned(), challenge));
             }
         }
-        let body = serde_json::json!({
-            "error": code.unwrap_or("unauthorized"),
-            "error_description": description,
-        })
-        .to_string();
+        let body = json_text::error_body(code.unwrap_or("unauthorized"), description);
         DenyResponse { status, headers, body }
     }
 }

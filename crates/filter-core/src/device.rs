@@ -47,7 +47,7 @@ pub fn check(binding: &DeviceBinding, token: &VerifiedToken, req: &Request) -> D
         .contains(&DeviceAttribute::ClientIpPrefix)
         .then(|| {
             client_address(req.header("x-forwarded-for"), req.client_address.as_deref(), binding.xff_num_trusted_hops)
-                .map(|ip| fingerprint::client_ip_prefix(&ip.to_string()))
+                .map(fingerprint::ip_prefix)
                 .unwrap_or_default()
         });
     // A header sent several times counts with all its copies, combined as the contract says.

@@ -39,7 +39,7 @@ impl Document {
 /// Filters that trust the same issuer through the same source share one fetch.
 pub fn shared_key(document: Document, issuer: &str, source: &Upstream) -> String {
     // JSON quoting keeps the parts apart whatever characters they hold.
-    let parts = serde_json::json!([issuer, source.cluster, source.authority, source.path]);
+    let parts = crate::json_text::string_array([issuer, &source.cluster, &source.authority, &source.path]);
     format!("authflow:{}:{parts}", document.label())
 }
 

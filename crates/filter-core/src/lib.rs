@@ -16,6 +16,7 @@ pub mod forward;
 pub mod lease;
 pub mod nonce;
 pub mod header_spellings;
+pub mod json_text;
 pub mod path;
 pub mod paused;
 pub mod policy;
