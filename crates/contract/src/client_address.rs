@@ -12,7 +12,9 @@
 //!
 //! The first (leftmost) entry is never trusted: the client controls it.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
+
+use crate::ip_text::parse_ip;
 
 /// Longest `x-forwarded-for` value considered; a longer one is ignored (peer used).
 pub const MAX_FORWARDED_FOR_LEN: usize = 4096;
@@ -32,10 +34,6 @@ pub fn client_address(forwarded_for: Option<&str>, peer: Option<&str>, trusted_h
     xff.rsplit(',').nth(hops - 1).and_then(|entry| parse_ip(entry.trim())).or_else(peer_ip)
 }
 
-/// `ip`, `ip:port` or `[ipv6]:port`.
-fn parse_ip(text: &str) -> Option<IpAddr> {
-    text.parse::<IpAddr>().ok().or_else(|| text.parse::<SocketAddr>().ok().map(|s| s.ip()))
-}
 
 #[cfg(test)]
 mod tests {

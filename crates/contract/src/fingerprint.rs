@@ -178,13 +178,7 @@ pub fn matches(claimed: &str, computed: &str) -> bool {
 /// IPv6 groups `/48`. Accepts `ip`, `ip:port` and `[ipv6]:port`; anything
 /// unparsable gives the empty string (so it fails to match, never panics).
 pub fn client_ip_prefix(address: &str) -> String {
-    use std::net::{IpAddr, SocketAddr};
-    address
-        .parse::<SocketAddr>()
-        .map(|s| s.ip())
-        .or_else(|_| address.parse::<IpAddr>())
-        .map(ip_prefix)
-        .unwrap_or_default()
+    crate::ip_text::parse_ip(address).map(ip_prefix).unwrap_or_default()
 }
 
 /// [`client_ip_prefix`] of an address already parsed.

@@ -12,6 +12,7 @@ pub mod cookie;
 pub mod der;
 pub mod dpop;
 pub mod fingerprint;
+pub mod ip_text;
 pub mod jwk;
 pub mod jws;
 pub mod return_to;
