@@ -52,12 +52,48 @@ impl ClientKey {
         }
     }
 
+    /// A key stored by [`Self::from_jwk`], read back for a token request: the
+    /// policy again, but without preparing the point for the contract's own
+    /// verifiers (jwt-simple checks the signature here), which would cost more
+    /// than the check itself on every request.
+    pub fn from_registered(jwk: &Value) -> Option<Self> {
+        match authflow_contract::jwk::public_signature_key(jwk.as_object()?)? {
+            PublicKey::ES256 { x, y } => ES256PublicKey::from_bytes(&PublicKey::sec1_uncompressed(&x, &y)).ok().map(Self::Es256),
+            PublicKey::EdDSA(x) => Ed25519PublicKey::from_bytes(&x).ok().map(Self::EdDsa),
+            _ => None,
+        }
+    }
+
     fn verify(&self, token: &str, options: VerificationOptions) -> Option<JWTClaims<NoCustomClaims>> {
         match self {
             Self::Es256(k) => k.verify_token::<NoCustomClaims>(token, Some(options)).ok(),
             Self::EdDsa(k) => k.verify_token::<NoCustomClaims>(token, Some(options)).ok(),
         }
     }
+}
+
+impl ClientKey {
+    /// A key no client holds, of the algorithm `assertion` names: checking an
+    /// assertion of an unknown, disabled or key-less client against it costs
+    /// the same signature check as a forged one, so the refusal's timing does
+    /// not tell which client ids exist. It can never verify (its private half
+    /// is dropped at creation).
+    pub fn decoy_for(assertion: &str) -> &'static ClientKey {
+        static ES256_DECOY: std::sync::OnceLock<ClientKey> = std::sync::OnceLock::new();
+        static EDDSA_DECOY: std::sync::OnceLock<ClientKey> = std::sync::OnceLock::new();
+        if header_alg(assertion).as_deref() == Some("EdDSA") {
+            EDDSA_DECOY.get_or_init(|| ClientKey::EdDsa(Ed25519KeyPair::generate().public_key()))
+        } else {
+            ES256_DECOY.get_or_init(|| ClientKey::Es256(ES256KeyPair::generate().public_key()))
+        }
+    }
+}
+
+/// The `alg` of an assertion's header, when it has a readable one.
+fn header_alg(assertion: &str) -> Option<String> {
+    let header = assertion.get(..assertion.len().min(MAX_ASSERTION_BYTES))?.split('.').next()?;
+    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).ok()?).ok()?;
+    header.get("alg")?.as_str().map(str::to_owned)
 }
 
 /// What a valid assertion leaves to check: its `jti` is single use until `expires_at`.
@@ -175,4 +211,18 @@ mod tests {
         let jwk = serde_json::json!({"kty": "RSA", "n": URL_SAFE_NO_PAD.encode(n), "e": "AQAB"});
         assert!(ClientKey::from_jwk(&jwk).is_err(), "RS256 is not offered for clients");
     }
+
+    #[test]
+    fn the_decoy_matches_the_assertions_algorithm_and_verifies_nothing() {
+        let es = ES256KeyPair::generate();
+        let a = assertion(&es, "billing", "billing", AUD, Some(60), Some("j"));
+        assert!(matches!(ClientKey::decoy_for(&a), ClientKey::Es256(_)));
+        assert_eq!(verify(&a, "billing", ClientKey::decoy_for(&a), &[AUD.to_owned()], NOW), None);
+        let ed = Ed25519KeyPair::generate();
+        let claims = Claims::create(Duration::from_secs(60)).with_issuer("billing").with_subject("billing").with_audience(AUD);
+        let a = ed.sign(claims).unwrap();
+        assert!(matches!(ClientKey::decoy_for(&a), ClientKey::EdDsa(_)));
+        assert!(matches!(ClientKey::decoy_for("not a jwt"), ClientKey::Es256(_)));
+    }
+
 }

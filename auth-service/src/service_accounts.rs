@@ -157,10 +157,17 @@ pub async fn authenticate_assertion(state: &AppState, client_id: Option<&str>, a
     if client_id.is_some_and(|id| id != claimed) || !valid_client_id(&claimed) {
         return Err(ApiError::InvalidClient);
     }
-    let account = state.store.service_account(&claimed).await?.filter(|a| a.disabled_at.is_none()).ok_or(ApiError::InvalidClient)?;
-    let jwk: Value = account.public_jwk.as_deref().and_then(|j| serde_json::from_str(j).ok()).ok_or(ApiError::InvalidClient)?;
-    let key = ClientKey::from_jwk(&jwk).map_err(|_| ApiError::InvalidClient)?;
-    let accepted = client_assertion::verify(assertion, &claimed, &key, &assertion_audiences(state), now).ok_or(ApiError::InvalidClient)?;
+    let account = state.store.service_account(&claimed).await?.filter(|a| a.disabled_at.is_none());
+    let key = account
+        .as_ref()
+        .and_then(|a| a.public_jwk.as_deref())
+        .and_then(|j| serde_json::from_str::<Value>(j).ok())
+        .and_then(|jwk| ClientKey::from_registered(&jwk));
+    // Without a live account and its key, a decoy key: the same signature work, then the same refusal.
+    let checked = client_assertion::verify(assertion, &claimed, key.as_ref().unwrap_or_else(|| ClientKey::decoy_for(assertion)), &assertion_audiences(state), now);
+    let (Some(account), Some(_), Some(accepted)) = (account, key, checked) else {
+        return Err(ApiError::InvalidClient);
+    };
     if !state.store.take_client_assertion(&claimed, &accepted.jti, accepted.expires_at).await? {
         return Err(ApiError::InvalidClient);
     }

@@ -347,3 +347,42 @@ async fn discovery_names_the_client_credentials_endpoint_and_its_client_authenti
     let r = app.http.post(app.url(path)).basic_auth("reports", Some(&secret)).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// No client enumeration by timing: an unknown client, or one without a key,
+/// costs the same signature check as a known client's forged assertion.
+/// Generous bound, as in `timing.rs`: this catches a refusal that skips the
+/// signature check (an unknown client answered before any crypto).
+#[tokio::test]
+async fn unknown_clients_take_as_long_as_forged_assertions() {
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    let kp = ES256KeyPair::generate();
+    let r = app.authed(Method::POST, "/v1/admin/service-accounts", &admin)
+        .json(&json!({"client_id": "billing", "scopes": ["read"], "jwk": es256_jwk(&kp), "secret": false}))
+        .send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    app.create_service_account(&admin, "payroll", &["read"]).await;
+    let forger = ES256KeyPair::generate();
+    async fn time(app: &TestApp, assertion: String) -> std::time::Duration {
+        let start = std::time::Instant::now();
+        refused_client(app.assertion_token(&assertion, &[]).await, "timed").await;
+        start.elapsed()
+    }
+    let median = |mut v: Vec<std::time::Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    time(&app, Assertion::new(&app, "billing").es256(&forger)).await;
+    let (mut forged, mut unknown, mut keyless) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..7 {
+        forged.push(time(&app, Assertion::new(&app, "billing").es256(&forger)).await);
+        unknown.push(time(&app, Assertion::new(&app, &format!("ghost{i}")).es256(&forger)).await);
+        keyless.push(time(&app, Assertion::new(&app, "payroll").es256(&forger)).await);
+    }
+    let (f, u, k) = (median(forged), median(unknown), median(keyless));
+    eprintln!("median forged {f:?}, unknown client {u:?}, client without a key {k:?}");
+    for (what, t) in [("unknown client", u), ("client without a key", k)] {
+        let ratio = t.as_secs_f64() / f.as_secs_f64();
+        assert!((0.33..3.0).contains(&ratio), "median {what} {t:?} vs forged assertion {f:?}");
+    }
+}
