@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 os.environ.setdefault("SE_OFFLINE", "true")
 
 from selenium import webdriver  # noqa: E402
+from selenium.common.exceptions import WebDriverException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
@@ -27,6 +28,17 @@ WAIT_SECS = 15
 # Where screenshots go: a temporary directory unless AUTHFLOW_SCREENSHOTS names
 # one (`make browser-screenshots` points it at docs/screenshots).
 SCREENSHOTS = os.environ.get("AUTHFLOW_SCREENSHOTS") or tempfile.mkdtemp(prefix="authflow-screenshots-")
+
+
+def _gone(element):
+    """Whether `element`'s document was replaced. While Chromium swaps documents, asking
+    about an old node fails either as stale or as an inspector error ("does not belong
+    to the document"); both mean the page it was on is gone."""
+    try:
+        element.is_enabled()
+        return False
+    except WebDriverException:
+        return True
 
 
 class Browser:
@@ -96,7 +108,9 @@ class Browser:
         button = form.find_element(By.CSS_SELECTOR, 'button[type="submit"]')
         old = self.driver.find_element(By.TAG_NAME, "html")
         button.click()
-        WebDriverWait(self.driver, WAIT_SECS).until(EC.staleness_of(old))
+        WebDriverWait(self.driver, WAIT_SECS).until(lambda d: _gone(old), f"{form_id}: no next page")
+        WebDriverWait(self.driver, WAIT_SECS).until(
+            lambda d: d.execute_script("return document.readyState") == "complete", f"{form_id}: next page not loaded")
 
     def click_link(self, path_prefix):
         """Follows the page's first link whose href starts with `path_prefix`."""
