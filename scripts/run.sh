@@ -13,6 +13,9 @@ $(say "authflow is running on 127.0.0.1")
   echo backend    http://127.0.0.1:8082   (answers with the headers it received)
   logs            .run/*.log
 
+In a browser: open http://127.0.0.1:8080/app/hello — the filter sends you to sign in
+  (or sign up: the verification link and the sign-in code are in the dev outbox above).
+
 Demo users (generated for this run):
   demo@authflow.local   $DEMO_PASSWORD
   admin@authflow.local  $ADMIN_PASSWORD   (role admin)
