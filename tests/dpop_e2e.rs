@@ -9,76 +9,18 @@ mod support;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use authflow_contract::dpop::{access_token_hash, canonical_jwk, jwk_thumbprint, nonce, NonceKey};
+use authflow_contract::dpop::client::ProofKey;
+use authflow_contract::dpop::{nonce, NonceKey};
 use authflow_contract::fingerprint::DEVICE_HEADER;
-use authflow_contract::jwk::PublicKey;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use p256::ecdsa::signature::Signer as _;
-use serde_json::{json, Value};
+use serde_json::json;
 use support::stack::*;
 use support::*;
 
 const ISSUER: &str = "http://authflow.dpop-e2e";
 
-/// A client's proof key, as a browser's non-extractable WebCrypto key would be.
-enum ClientKey {
-    Es(p256::ecdsa::SigningKey),
-    Ed(ed25519_dalek::SigningKey),
-}
-
 fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
-}
-
-impl ClientKey {
-    fn public(&self) -> PublicKey {
-        match self {
-            ClientKey::Es(k) => {
-                let p = k.verifying_key().to_sec1_point(false);
-                let b = p.as_bytes();
-                PublicKey::ES256 { x: b[1..33].try_into().unwrap(), y: b[33..].try_into().unwrap() }
-            }
-            ClientKey::Ed(k) => PublicKey::EdDSA(k.verifying_key().to_bytes()),
-        }
-    }
-
-    /// A fresh proof for `method` `url`, with `ath` of `token`; `edit` changes the claims before signing.
-    fn proof_with(&self, method: &str, url: &str, token: Option<&str>, edit: impl FnOnce(&mut Value)) -> String {
-        let alg = if matches!(self, ClientKey::Es(_)) { "ES256" } else { "EdDSA" };
-        let header = json!({"typ": "dpop+jwt", "alg": alg, "jwk": serde_json::from_str::<Value>(&canonical_jwk(&self.public())).unwrap()});
-        let jti = URL_SAFE_NO_PAD.encode(rand_bytes());
-        let mut claims = json!({"jti": jti, "htm": method, "htu": url, "iat": now()});
-        if let Some(t) = token {
-            claims["ath"] = access_token_hash(t).into();
-        }
-        edit(&mut claims);
-        let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
-        let sig = match self {
-            ClientKey::Es(k) => {
-                let s: p256::ecdsa::Signature = k.sign(input.as_bytes());
-                s.to_bytes().to_vec()
-            }
-            ClientKey::Ed(k) => ed25519_dalek::Signer::sign(k, input.as_bytes()).to_bytes().to_vec(),
-        };
-        format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
-    }
-
-    fn proof(&self, method: &str, url: &str, token: Option<&str>) -> String {
-        self.proof_with(method, url, token, |_| {})
-    }
-}
-
-/// 16 bytes that differ from call to call (a proof's `jti`).
-fn rand_bytes() -> [u8; 16] {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
-    let mut out = [0u8; 16];
-    out[..8].copy_from_slice(&t.to_be_bytes());
-    out[8..].copy_from_slice(&n.to_be_bytes());
-    out
 }
 
 fn stack() -> Stack {
@@ -88,7 +30,7 @@ fn stack() -> Stack {
 }
 
 /// A signed-in device whose access token is bound to `key`.
-fn dpop_sign_in(stack: &Stack, email: &str, key: &ClientKey) -> Session {
+fn dpop_sign_in(stack: &Stack, email: &str, key: &ProofKey) -> Session {
     let r = stack.envoy.post("/v1/auth/signin", &device_headers(), &json!({"email": email, "password": PASSWORD}));
     assert_eq!(r.status, 200, "signin: {r:?}");
     let challenge = r.json()["challenge_id"].as_str().unwrap().to_owned();
@@ -130,7 +72,7 @@ fn dpop_bound_tokens_through_envoy() {
     let stack = stack();
     let email = "dpop@example.com";
     stack.sign_up(email);
-    let key = ClientKey::Es(p256::ecdsa::SigningKey::from_slice(&[0x42; 32]).unwrap());
+    let key = ProofKey::es256(&[0x42; 32]);
     let s = dpop_sign_in(&stack, email, &key);
     let url = |path: &str| stack.envoy.url(path);
 
@@ -154,8 +96,8 @@ fn dpop_bound_tokens_through_envoy() {
     assert!(stack.envoy.stat("denied.dpop_replayed") >= 8);
 
     // A stolen token used with the thief's own key.
-    let thief = ClientKey::Ed(ed25519_dalek::SigningKey::from_bytes(&[7; 32]));
-    assert_ne!(jwk_thumbprint(&thief.public()), jwk_thumbprint(&key.public()));
+    let thief = ProofKey::ed25519(&[7; 32]);
+    assert_ne!(thief.jkt(), key.jkt());
     let r = call(&stack, "GET", "/v1/items", &s, &[&thief.proof("GET", &url("/v1/items"), Some(&s.access))]);
     assert_refused(&r, "invalid_dpop_proof", "thief's key");
     assert!(stack.envoy.stat("denied.dpop_key_mismatch") >= 1);
@@ -188,7 +130,7 @@ fn dpop_bound_tokens_through_envoy() {
     assert!(stack.envoy.stat("denied.dpop_bearer_downgrade") >= 1);
 
     // An EdDSA key works the same way; a plain bearer sign-in still works where DPoP is allowed.
-    let ed = ClientKey::Ed(ed25519_dalek::SigningKey::from_bytes(&[9; 32]));
+    let ed = ProofKey::ed25519(&[9; 32]);
     let s2 = dpop_sign_in(&stack, email, &ed);
     let r = call(&stack, "GET", "/v1/items", &s2, &[&ed.proof("GET", &url("/v1/items"), Some(&s2.access))]);
     assert_eq!(r.status, 200, "{r:?}");
@@ -211,7 +153,7 @@ fn nonce_stack(key_env: Option<&str>) -> Stack {
 }
 
 /// A fresh proof for `GET /v1/items` with `nonce`.
-fn nonce_proof(stack: &Stack, key: &ClientKey, s: &Session, nonce: &str) -> String {
+fn nonce_proof(stack: &Stack, key: &ProofKey, s: &Session, nonce: &str) -> String {
     key.proof_with("GET", &stack.envoy.url("/v1/items"), Some(&s.access), |c| c["nonce"] = nonce.into())
 }
 
@@ -228,7 +170,7 @@ fn dpop_nonces_from_a_configured_key_through_envoy() {
     let stack = nonce_stack(Some(NONCE_KEY_ENV));
     let email = "nonce@example.com";
     stack.sign_up(email);
-    let key = ClientKey::Ed(ed25519_dalek::SigningKey::from_bytes(&[11; 32]));
+    let key = ProofKey::ed25519(&[11; 32]);
     let s = dpop_sign_in(&stack, email, &key);
     let shared_key = NonceKey::new(&NONCE_KEY).unwrap();
 
@@ -263,7 +205,7 @@ fn dpop_nonces_with_a_per_process_key_hold_across_workers() {
     let stack = nonce_stack(None);
     let email = "nonce2@example.com";
     stack.sign_up(email);
-    let key = ClientKey::Es(p256::ecdsa::SigningKey::from_slice(&[0x24; 32]).unwrap());
+    let key = ProofKey::es256(&[0x24; 32]);
     let s = dpop_sign_in(&stack, email, &key);
     let r = call(&stack, "GET", "/v1/items", &s, &[&key.proof("GET", &stack.envoy.url("/v1/items"), Some(&s.access))]);
     let fresh = nonce_refusal(&r, "no nonce");

@@ -1,5 +1,6 @@
 //! A minimal DPoP client (RFC 9449): prints a fresh proof for one request,
-//! signed with a P-256 key kept in a file (created on first use, owner-only).
+//! signed with a P-256 key kept in a file (created on first use, owner-only),
+//! made by the contract's proof maker (`authflow_contract::dpop::client`).
 //!
 //! ```sh
 //! cargo run -q -p authflow-auth-service --example dpop_proof -- --key dpop-key.json \
@@ -10,13 +11,11 @@
 
 use std::path::PathBuf;
 
+use authflow_contract::dpop::client::ProofKey;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use clap::Parser;
-use p256::ecdsa::signature::Signer as _;
-use p256::ecdsa::{Signature, SigningKey};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 #[derive(Parser)]
 struct Args {
@@ -35,44 +34,31 @@ struct Args {
     nonce: Option<String>,
 }
 
-fn b64(bytes: impl AsRef<[u8]>) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// The key in `path`, or a new one written there.
-fn load_or_create(path: &PathBuf) -> Result<SigningKey, String> {
+/// The P-256 private scalar in `path`, or a new one written there (owner-only).
+fn load_or_create(path: &PathBuf) -> Result<[u8; 32], String> {
     if let Ok(text) = std::fs::read_to_string(path) {
         let stored: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         let d = stored["d"].as_str().and_then(|d| URL_SAFE_NO_PAD.decode(d).ok()).ok_or("the key file has no `d`")?;
-        return SigningKey::from_slice(&d).map_err(|e| e.to_string());
+        return d.try_into().map_err(|_| "`d` is not 32 bytes".to_owned());
     }
-    let key = SigningKey::from_slice(&rand::random::<[u8; 32]>()).map_err(|e| e.to_string())?;
-    std::fs::write(path, json!({"d": b64(key.to_bytes())}).to_string()).map_err(|e| format!("{}: {e}", path.display()))?;
+    let d: [u8; 32] = rand::random();
+    std::fs::write(path, json!({"d": URL_SAFE_NO_PAD.encode(d)}).to_string()).map_err(|e| format!("{}: {e}", path.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
     }
-    Ok(key)
+    Ok(d)
 }
 
 fn main() -> Result<(), String> {
     let args = Args::parse();
-    let key = load_or_create(&args.key)?;
-    let point = key.verifying_key().to_sec1_point(false);
-    let xy = point.as_bytes().get(1..65).ok_or("unexpected point encoding")?;
-    let jwk = json!({"kty": "EC", "crv": "P-256", "x": b64(&xy[..32]), "y": b64(&xy[32..])});
-    let header = json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk});
-    let iat = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?.as_secs();
-    let mut claims = json!({"jti": b64(rand::random::<[u8; 16]>()), "htm": args.method, "htu": args.url, "iat": iat});
-    if let Some(token) = &args.access_token {
-        claims["ath"] = json!(b64(Sha256::digest(token.as_bytes())));
-    }
-    if let Some(nonce) = &args.nonce {
-        claims["nonce"] = json!(nonce);
-    }
-    let input = format!("{}.{}", b64(header.to_string()), b64(claims.to_string()));
-    let signature: Signature = key.sign(input.as_bytes());
-    println!("{input}.{}", b64(signature.to_bytes()));
+    let key = ProofKey::es256(&load_or_create(&args.key)?);
+    let proof = key.proof_with(&args.method, &args.url, args.access_token.as_deref(), |claims| {
+        if let Some(nonce) = &args.nonce {
+            claims["nonce"] = json!(nonce);
+        }
+    });
+    println!("{proof}");
     Ok(())
 }

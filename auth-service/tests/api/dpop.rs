@@ -3,52 +3,31 @@
 //! once (across instances: the table is in the database), server nonces,
 //! and a bound token never passes as a plain bearer token.
 //!
-//! The client here makes real proofs with its own keys (p256 ECDSA and
-//! ed25519-dalek) and computes the RFC 7638 thumbprint itself.
+//! The client here makes real proofs with the contract's proof maker
+//! (`authflow_contract::dpop::client`, p256 ECDSA and ed25519-dalek) from
+//! random keys.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-use p256::ecdsa::signature::Signer as _;
+use authflow_contract::dpop::client::ProofKey;
 use reqwest::Method;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use crate::common::*;
 
-/// A client's DPoP key pair.
-pub enum DpopKey {
-    Es256(p256::ecdsa::SigningKey),
-    EdDsa(ed25519_dalek::SigningKey),
-}
-
-fn b64(bytes: impl AsRef<[u8]>) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
-}
+/// A client's DPoP key: the contract's proof maker, called the way these tests call it.
+pub struct DpopKey(ProofKey);
 
 impl DpopKey {
     pub fn es256() -> Self {
-        Self::Es256(p256::ecdsa::SigningKey::from_slice(&rand::random::<[u8; 32]>()).unwrap())
+        Self(ProofKey::es256(&rand::random()))
     }
 
     pub fn ed25519() -> Self {
-        Self::EdDsa(ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>()))
+        Self(ProofKey::ed25519(&rand::random()))
     }
 
-    /// The public JWK, members in RFC 7638's order (so it is also the thumbprint input).
-    fn jwk(&self) -> Value {
-        match self {
-            Self::Es256(k) => {
-                let point = k.verifying_key().to_sec1_point(false);
-                let bytes = point.as_bytes();
-                json!({"crv": "P-256", "kty": "EC", "x": b64(&bytes[1..33]), "y": b64(&bytes[33..65])})
-            }
-            Self::EdDsa(k) => json!({"crv": "Ed25519", "kty": "OKP", "x": b64(k.verifying_key().to_bytes())}),
-        }
-    }
-
-    /// RFC 7638: SHA-256 of the required members, sorted, no whitespace.
+    /// The RFC 7638 thumbprint a token bound to this key carries.
     pub fn jkt(&self) -> String {
-        b64(Sha256::digest(serde_json::to_string(&self.jwk()).unwrap()))
+        self.0.jkt()
     }
 
     /// A fresh proof for `method` `url`: new `jti`, `iat` now; `ath` for
@@ -58,27 +37,12 @@ impl DpopKey {
     }
 
     pub fn proof_at(&self, method: &str, url: &str, access_token: Option<&str>, nonce: Option<&str>, iat: i64) -> String {
-        let alg = match self {
-            Self::Es256(_) => "ES256",
-            Self::EdDsa(_) => "EdDSA",
-        };
-        let header = json!({"typ": "dpop+jwt", "alg": alg, "jwk": self.jwk()});
-        let mut claims = json!({"jti": b64(rand::random::<[u8; 16]>()), "htm": method, "htu": url, "iat": iat});
-        if let Some(token) = access_token {
-            claims["ath"] = json!(b64(Sha256::digest(token.as_bytes())));
-        }
-        if let Some(nonce) = nonce {
-            claims["nonce"] = json!(nonce);
-        }
-        let input = format!("{}.{}", b64(header.to_string()), b64(claims.to_string()));
-        let signature = match self {
-            Self::Es256(k) => {
-                let s: p256::ecdsa::Signature = k.sign(input.as_bytes());
-                s.to_bytes().to_vec()
+        self.0.proof_with(method, url, access_token, |claims| {
+            claims["iat"] = iat.into();
+            if let Some(nonce) = nonce {
+                claims["nonce"] = nonce.into();
             }
-            Self::EdDsa(k) => ed25519_dalek::Signer::sign(k, input.as_bytes()).to_bytes().to_vec(),
-        };
-        format!("{input}.{}", b64(signature))
+        })
     }
 }
 

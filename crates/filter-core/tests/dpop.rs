@@ -3,63 +3,26 @@
 // Tests may unwrap and panic: a failure should stop the test where it happened.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use authflow_contract::dpop::{access_token_hash, canonical_jwk, jwk_thumbprint, nonce, DpopError, NonceKey};
-use authflow_contract::jwk::PublicKey;
+use authflow_contract::dpop::client::ProofKey;
+use authflow_contract::dpop::{access_token_hash, nonce, DpopError, NonceKey};
 use authflow_contract::{AccessClaims, Confirmation, KeySet};
 use authflow_filter_core::deny::DenyReason;
 use authflow_filter_core::engine::{Engine, Outcome};
 use authflow_filter_core::{FilterConfig, ProviderId, Request};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use jwt_simple::prelude::*;
-use p256::ecdsa::signature::Signer as _;
 use serde_json::{json, Value};
 
 const ISS: &str = "https://auth.test";
 const NOW: u64 = 1_900_000_000;
 const URI: &str = "https://api.example.com/v1/items";
 
-/// A client's proof key.
-enum ClientKey {
-    Es(p256::ecdsa::SigningKey),
-    Ed(ed25519_dalek::SigningKey),
-}
-
-impl ClientKey {
-    fn public(&self) -> PublicKey {
-        match self {
-            ClientKey::Es(k) => {
-                let p = k.verifying_key().to_sec1_point(false);
-                let b = p.as_bytes();
-                PublicKey::ES256 { x: b[1..33].try_into().unwrap(), y: b[33..].try_into().unwrap() }
-            }
-            ClientKey::Ed(k) => PublicKey::EdDSA(k.verifying_key().to_bytes()),
-        }
-    }
-
-    fn jkt(&self) -> String {
-        jwk_thumbprint(&self.public())
-    }
-
-    /// A proof for `method` `uri` with `token`, `iat` `NOW - age`, changed by `edit`.
-    fn proof(&self, method: &str, uri: &str, token: &str, jti: &str, edit: impl FnOnce(&mut Value)) -> String {
-        let alg = match self {
-            ClientKey::Es(_) => "ES256",
-            ClientKey::Ed(_) => "EdDSA",
-        };
-        let header = json!({"typ": "dpop+jwt", "alg": alg, "jwk": serde_json::from_str::<Value>(&canonical_jwk(&self.public())).unwrap()});
-        let mut claims = json!({"jti": jti, "htm": method, "htu": uri, "iat": NOW, "ath": access_token_hash(token)});
-        edit(&mut claims);
-        let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
-        let sig = match self {
-            ClientKey::Es(k) => {
-                let s: p256::ecdsa::Signature = k.sign(input.as_bytes());
-                s.to_bytes().to_vec()
-            }
-            ClientKey::Ed(k) => ed25519_dalek::Signer::sign(k, input.as_bytes()).to_bytes().to_vec(),
-        };
-        format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
-    }
+/// A proof for `method` `uri` with `token`, `iat` `NOW` and this `jti`, changed by `edit`.
+fn proof_at_now(key: &ProofKey, method: &str, uri: &str, token: &str, jti: &str, edit: impl FnOnce(&mut Value)) -> String {
+    key.proof_with(method, uri, Some(token), |c| {
+        c["iat"] = NOW.into();
+        c["jti"] = jti.into();
+        edit(c)
+    })
 }
 
 struct Fixture {
@@ -124,8 +87,8 @@ fn dpop_refusal(o: &Outcome, expected: DpopError) {
     assert!(challenges[0].ends_with("algs=\"ES256 EdDSA\""), "{challenges:?}");
 }
 
-fn keys() -> [ClientKey; 2] {
-    [ClientKey::Es(p256::ecdsa::SigningKey::from_slice(&[3u8; 32]).unwrap()), ClientKey::Ed(ed25519_dalek::SigningKey::from_bytes(&[4u8; 32]))]
+fn keys() -> [ProofKey; 2] {
+    [ProofKey::es256(&[3u8; 32]), ProofKey::ed25519(&[4u8; 32])]
 }
 
 #[test]
@@ -135,7 +98,7 @@ fn a_bound_token_passes_with_a_proof_of_its_key_every_time() {
         let token = f.token(Some(key.jkt()));
         let auth = format!("DPoP {token}");
         for (i, cached) in [(1, false), (2, true)] {
-            let proof = key.proof("GET", URI, &token, &format!("jti-{i}"), |_| {});
+            let proof = proof_at_now(&key, "GET", URI, &token, &format!("jti-{i}"), |_| {});
             let Outcome::Allow(a) = f.eval(&[("authorization", &auth), ("dpop", &proof)]) else { panic!("refused") };
             assert_eq!(a.notes.cache_hit, cached);
             let used = a.proof.expect("a proof to record against replay");
@@ -143,7 +106,7 @@ fn a_bound_token_passes_with_a_proof_of_its_key_every_time() {
         }
         // The token is cached now, but a cached token still needs a proof, and a good one.
         dpop_refusal(&f.eval(&[("authorization", &auth)]), DpopError::Malformed);
-        let other_url = key.proof("GET", "https://api.example.com/v1/other", &token, "jti-3", |_| {});
+        let other_url = proof_at_now(&key, "GET", "https://api.example.com/v1/other", &token, "jti-3", |_| {});
         dpop_refusal(&f.eval(&[("authorization", &auth), ("dpop", &other_url)]), DpopError::UriMismatch);
     }
 }
@@ -155,13 +118,13 @@ fn every_refusal_of_rfc9449() {
     let token = f.token(Some(es.jkt()));
     let auth = format!("DPoP {token}");
     let cases: Vec<(&str, String, DpopError)> = vec![
-        ("stolen token, thief's key", ed.proof("GET", URI, &token, "a", |_| {}), DpopError::KeyMismatch),
-        ("other method", es.proof("POST", URI, &token, "b", |_| {}), DpopError::MethodMismatch),
-        ("other URL", es.proof("GET", "https://api.example.com/v1/items/7", &token, "c", |_| {}), DpopError::UriMismatch),
-        ("other scheme", es.proof("GET", "http://api.example.com/v1/items", &token, "c2", |_| {}), DpopError::UriMismatch),
-        ("stale iat", es.proof("GET", URI, &token, "d", |c| c["iat"] = (NOW - 61).into()), DpopError::Stale),
-        ("future iat", es.proof("GET", URI, &token, "e", |c| c["iat"] = (NOW + 60).into()), DpopError::IssuedInFuture),
-        ("wrong ath", es.proof("GET", URI, &token, "f", |c| c["ath"] = access_token_hash("other").into()), DpopError::AccessTokenHashMismatch),
+        ("stolen token, thief's key", proof_at_now(&ed, "GET", URI, &token, "a", |_| {}), DpopError::KeyMismatch),
+        ("other method", proof_at_now(&es, "POST", URI, &token, "b", |_| {}), DpopError::MethodMismatch),
+        ("other URL", proof_at_now(&es, "GET", "https://api.example.com/v1/items/7", &token, "c", |_| {}), DpopError::UriMismatch),
+        ("other scheme", proof_at_now(&es, "GET", "http://api.example.com/v1/items", &token, "c2", |_| {}), DpopError::UriMismatch),
+        ("stale iat", proof_at_now(&es, "GET", URI, &token, "d", |c| c["iat"] = (NOW - 61).into()), DpopError::Stale),
+        ("future iat", proof_at_now(&es, "GET", URI, &token, "e", |c| c["iat"] = (NOW + 60).into()), DpopError::IssuedInFuture),
+        ("wrong ath", proof_at_now(&es, "GET", URI, &token, "f", |c| c["ath"] = access_token_hash("other").into()), DpopError::AccessTokenHashMismatch),
         ("not a proof", "garbage".to_owned(), DpopError::Malformed),
     ];
     for (name, proof, expected) in cases {
@@ -171,11 +134,11 @@ fn every_refusal_of_rfc9449() {
         assert_eq!(refusal(&o).2.get(1).map(String::as_str), Some("Bearer"), "allowed mode also offers Bearer");
     }
     // The same URL spelled differently by the proxy and the client still matches (RFC 3986 normalization).
-    let proof = es.proof("GET", "HTTPS://API.example.com:443/v1/items", &token, "g", |_| {});
+    let proof = proof_at_now(&es, "GET", "HTTPS://API.example.com:443/v1/items", &token, "g", |_| {});
     assert!(matches!(f.eval(&[("authorization", &auth), ("dpop", &proof)]), Outcome::Allow(_)));
     // Two proofs: 400 invalid_request.
-    let p1 = es.proof("GET", URI, &token, "h", |_| {});
-    let p2 = es.proof("GET", URI, &token, "i", |_| {});
+    let p1 = proof_at_now(&es, "GET", URI, &token, "h", |_| {});
+    let p2 = proof_at_now(&es, "GET", URI, &token, "i", |_| {});
     let o = f.eval(&[("authorization", &auth), ("dpop", &p1), ("dpop", &p2)]);
     assert_eq!(refusal(&o).0, DenyReason::InvalidRequest);
     assert_eq!(refusal(&o).1, 400);
@@ -201,7 +164,7 @@ fn bearer_downgrade_and_required_mode() {
             _ => assert!(matches!(o, Outcome::Allow(_)), "{mode}"),
         }
         // An unbound token presented with the DPoP scheme.
-        let proof = es.proof("GET", URI, &plain, "u", |_| {});
+        let proof = proof_at_now(&es, "GET", URI, &plain, "u", |_| {});
         let o = f.eval(&[("authorization", &format!("DPoP {plain}")), ("dpop", &proof)]);
         let expected = if mode == "off" { DenyReason::InvalidRequest } else { DenyReason::Dpop(DpopError::TokenNotBound) };
         assert_eq!(refusal(&o).0, expected, "{mode}");
@@ -261,13 +224,13 @@ fn with_nonces_required_a_proof_needs_a_current_nonce_of_this_filter() {
     let auth = format!("DPoP {token}");
 
     // No nonce: 401 use_dpop_nonce, with a fresh nonce of this key to retry with.
-    let o = f.eval(&[("authorization", &auth), ("dpop", &es.proof("GET", URI, &token, "n1", |_| {}))]);
+    let o = f.eval(&[("authorization", &auth), ("dpop", &proof_at_now(&es, "GET", URI, &token, "n1", |_| {}))]);
     dpop_refusal(&o, DpopError::NonceMissing);
     let fresh = offered_nonce(&o).expect("a DPoP-Nonce header");
     assert!(nonce::check(&NonceKey::new(&key).unwrap(), &fresh, NOW, 10));
 
     // The retry with it passes.
-    let o = f.eval(&[("authorization", &auth), ("dpop", &es.proof("GET", URI, &token, "n2", |c| c["nonce"] = fresh.clone().into()))]);
+    let o = f.eval(&[("authorization", &auth), ("dpop", &proof_at_now(&es, "GET", URI, &token, "n2", |c| c["nonce"] = fresh.clone().into()))]);
     assert!(matches!(o, Outcome::Allow(_)), "{o:?}");
 
     // Another key's nonce, an expired one, a forged one: refused, each with a fresh nonce.
@@ -280,7 +243,7 @@ fn with_nonces_required_a_proof_needs_a_current_nonce_of_this_filter() {
         ("not a nonce", "x".to_owned()),
     ];
     for (what, bad) in cases {
-        let proof = es.proof("GET", URI, &token, what, |c| c["nonce"] = bad.clone().into());
+        let proof = proof_at_now(&es, "GET", URI, &token, what, |c| c["nonce"] = bad.clone().into());
         let o = f.eval(&[("authorization", &auth), ("dpop", &proof)]);
         assert_eq!(refusal(&o).0, DenyReason::Dpop(DpopError::NonceInvalid), "{what}");
         dpop_refusal(&o, DpopError::NonceInvalid);
@@ -288,7 +251,7 @@ fn with_nonces_required_a_proof_needs_a_current_nonce_of_this_filter() {
     }
 
     // A nonce does not excuse anything else: a proof for another URL is still refused as such.
-    let proof = es.proof("GET", "https://api.example.com/v1/other", &token, "n3", |c| c["nonce"] = fresh.clone().into());
+    let proof = proof_at_now(&es, "GET", "https://api.example.com/v1/other", &token, "n3", |c| c["nonce"] = fresh.clone().into());
     dpop_refusal(&f.eval(&[("authorization", &auth), ("dpop", &proof)]), DpopError::UriMismatch);
 }
 
@@ -298,7 +261,7 @@ fn without_a_nonce_key_a_required_nonce_fails_closed() {
     let mut f = nonce_fixture(None);
     let token = f.token(Some(es.jkt()));
     let forged = nonce::issue(&NonceKey::new(&[5u8; 32]).unwrap(), NOW);
-    let proof = es.proof("GET", URI, &token, "k1", |c| c["nonce"] = forged.into());
+    let proof = proof_at_now(&es, "GET", URI, &token, "k1", |c| c["nonce"] = forged.into());
     let o = f.eval(&[("authorization", &format!("DPoP {token}")), ("dpop", &proof)]);
     dpop_refusal(&o, DpopError::NonceInvalid);
     assert_eq!(offered_nonce(&o), None);
@@ -310,7 +273,7 @@ fn nonces_are_not_asked_for_by_default() {
     let Fixture { kp, engine } = fixture(json!({"dpop": "allowed"}));
     let mut f = Fixture { kp, engine: engine.with_nonce_key(NonceKey::new(&[5u8; 32]).unwrap()) };
     let token = f.token(Some(es.jkt()));
-    let proof = es.proof("GET", URI, &token, "d1", |_| {});
+    let proof = proof_at_now(&es, "GET", URI, &token, "d1", |_| {});
     assert!(matches!(f.eval(&[("authorization", &format!("DPoP {token}")), ("dpop", &proof)]), Outcome::Allow(_)));
 }
 

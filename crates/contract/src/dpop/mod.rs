@@ -16,6 +16,8 @@
 //! Parsed with serde_json and base64 only, like [`crate::jwk`]: the filter
 //! links no JOSE library.
 
+#[cfg(any(test, feature = "test-support"))]
+pub mod client;
 pub mod htu;
 pub mod nonce;
 mod proof;
