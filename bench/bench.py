@@ -27,6 +27,9 @@ Cases:
       arriving as deltas (the compact feed the filter asks for)
   P   auth service alone, pinned to one core: the 304 answers pollers get from
       /v1/revocations?since=CURSOR and /.well-known/jwks.json (If-None-Match)
+  DPoP authflow with a warm DPoP-bound access token and a fresh proof on every
+      request, per proof algorithm (ES256, EdDSA): one proof signature check
+      per request, next to E and C uncached of the same algorithm
 
 Usage: bench/bench.py [--duration S] [--repeats N] [--out DIR] [--quick]
 Paths come from the environment (the Makefile sets them): AUTHFLOW_ENVOY,
@@ -350,6 +353,106 @@ def measure(env: "Env", pids: dict[str, int], url: str, tokens: Path | None, hea
         "errors": r["status_errors"] + r["socket_errors"],
         "requests": r["requests"],
     }
+    for k in s1:
+        result[k] = s1[k] - s0[k]
+    for k, p in pids.items():
+        result[f"{k}_cpu_us"] = (after[k] - before[k]) / CLK_TCK * 1e6 / n
+        result[f"{k}_rss_mib"] = rss_kib(p) / 1024
+    return result
+
+
+# ---------------------------------------------------------------- DPoP (proof per request)
+
+
+DPOP_ALGS = ("ES256", "EdDSA")
+# Proofs name the URL as the client addressed it: wrk sends this Host, whatever
+# port the case's Envoy listens on.
+DPOP_HOST = "bench.authflow.test"
+DPOP_HTU = f"http://{DPOP_HOST}/bench"
+# Proofs made per second of load: above what one Envoy core can check (C
+# uncached tops out near 16k req/s), so no proof is sent twice — a repeat would
+# be refused as a replay and counted as an error.
+DPOP_PROOFS_PER_SECOND = 20_000
+# Proofs carry `iat` spread over the last minute (as requests arriving over a
+# minute would), so the replay store files them over twelve 5-second buckets;
+# a proof may be 300 s old, so none goes stale while a case runs.
+DPOP_IAT_SPREAD_SECS = 60
+DPOP_MAX_AGE_SECS = 300
+
+WRK_DPOP_LUA = r"""
+local token = nil
+local proofs = {}
+local i = 0
+function init(args)
+  for line in io.lines(args[1]) do
+    if #line > 0 then
+      if token == nil then token = "DPoP " .. line else proofs[#proofs + 1] = line end
+    end
+  end
+end
+function request()
+  i = i + 1
+  if i > #proofs then i = 1 end
+  return wrk.format("GET", nil, { ["Host"] = "%s", ["Authorization"] = token, ["DPoP"] = proofs[i] })
+end
+""" % DPOP_HOST + WRK_PLAIN_LUA
+
+
+def dpop_authflow_config(jwks: dict) -> str:
+    """D's configuration with DPoP accepted (`dpop: allowed`)."""
+    doc = json.loads(authflow_config(jwks, False))
+    doc["providers"][0].update({"dpop": "allowed", "dpop_max_age_secs": DPOP_MAX_AGE_SECS})
+    return json.dumps(doc)
+
+
+def add_dpop_cases(env: "Env", cases: list[dict], tokdir: Path, jwks: dict) -> None:
+    """One DPoP case per proof algorithm, right after E of that algorithm (so
+    C, E and DPoP of one algorithm run back to back within a repeat)."""
+    filters = [wasm_filter("authflow", env.wasm, dpop_authflow_config(jwks))]
+    for a in DPOP_ALGS:
+        case = dict(id=f"DPoP-{a}", label=f"DPoP: authflow, warm bound token, fresh {a} proof per request",
+                    filters=filters, tokens=None, tamper=None, tampered_token=None, dpop=a, tokdir=tokdir)
+        at = next(i for i, c in enumerate(cases) if c["id"] == f"E-{a}")
+        cases.insert(at + 1, case)
+
+
+def dpop_proofs(env: "Env", c: dict, count: int, name: str) -> Path:
+    """A file for WRK_DPOP_LUA: the bound access token, then `count` fresh proofs."""
+    tokdir, a = c["tokdir"], c["dpop"]
+    out = env.tmp / f"dpop-{a}-{name}.txt"
+    proofs = env.tmp / f"dpop-{a}-{name}.proofs"
+    subprocess.run([env.tokens_bin, "proofs", str(tokdir), a, DPOP_HTU, str(count), str(DPOP_IAT_SPREAD_SECS), str(proofs)],
+                   check=True)
+    out.write_text(read_first(tokdir / f"dpop-token-{a}.txt") + "\n" + proofs.read_text())
+    proofs.unlink()
+    return out
+
+
+def check_dpop(env: "Env", envoy: Envoy, c: dict) -> None:
+    """The bound token with a fresh proof passes, the same proof again is a replay (401)."""
+    lines = dpop_proofs(env, c, 1, "check").read_text().split("\n")
+    headers = {"Host": DPOP_HOST, "Authorization": f"DPoP {lines[0]}", "DPoP": lines[1]}
+    for want in (200, 401):
+        status = http_get(envoy.url(), headers)[0]
+        if status != want:
+            raise RuntimeError(f"{c['id']}: proof got {status}, expected {want}")
+
+
+def measure_dpop(env: "Env", pids: dict[str, int], envoy: Envoy, c: dict, sample=None) -> dict:
+    """`measure` with a fresh proof per request: new proofs for the warm-up and
+    for the timed run, made just before each, so none repeats or goes stale."""
+    script = env.tmp / "dpop.lua"
+    script.write_text(WRK_DPOP_LUA)
+    wrk(env, envoy.url(), 1, script, [str(dpop_proofs(env, c, DPOP_PROOFS_PER_SECOND, "warmup"))])
+    timed = dpop_proofs(env, c, int(DPOP_PROOFS_PER_SECOND * (max(1, round(env.duration)) + 1)), "timed")
+    s0 = sample() if sample else {}
+    before = {k: cpu_ticks(p) for k, p in pids.items()}
+    r = wrk(env, envoy.url(), env.duration, script, [str(timed)])
+    after = {k: cpu_ticks(p) for k, p in pids.items()}
+    s1 = sample() if sample else {}
+    n = max(r["requests"], 1)
+    result = {"rps": r["requests"] / (r["duration_us"] / 1e6), "p50_us": r["p50_us"], "p99_us": r["p99_us"],
+              "errors": r["status_errors"] + r["socket_errors"], "requests": r["requests"]}
     for k in s1:
         result[k] = s1[k] - s0[k]
     for k, p in pids.items():
@@ -993,6 +1096,7 @@ def run(env: Env, args) -> int:
                           warmup=cold_warmup[a], tamper=a))
     for c in cases:
         c["tampered_token"] = tampered[c["tamper"]] if c["tamper"] else None
+    add_dpop_cases(env, cases, tokdir, jwks)
 
     wanted = set(args.only.split(",")) if args.only else None
     if wanted and "push" in wanted:
@@ -1028,9 +1132,12 @@ def run(env: Env, args) -> int:
                 if c.get("auth") and auth.proc.poll() is not None:
                     log(f"auth service exited ({auth.proc.returncode}); restarting it")
                     auth.serve()
-                valid = read_first(c.get("warmup") or c["tokens"])
-                tam = auth.tampered if c.get("auth") else (tampered[c["tamper"]] if c["tamper"] else None)
-                check(envoy.url(), valid, tam, 401)
+                if c.get("dpop"):
+                    check_dpop(env, envoy, c)
+                else:
+                    valid = read_first(c.get("warmup") or c["tokens"])
+                    tam = auth.tampered if c.get("auth") else (tampered[c["tamper"]] if c["tamper"] else None)
+                    check(envoy.url(), valid, tam, 401)
                 pids = {"envoy": envoy.proc.pid}
                 if c.get("auth"):
                     pids["auth"] = auth.proc.pid
@@ -1039,7 +1146,10 @@ def run(env: Env, args) -> int:
                     def sample(envoy=envoy):
                         return {"cache_hits": envoy.stat("wasmcustom.authflow.token_cache.hit"),
                                 "cache_misses": envoy.stat("wasmcustom.authflow.token_cache.miss")}
-                r = measure(env, pids, envoy.url(), c["tokens"], warmup_tokens=c.get("warmup"), sample=sample)
+                if c.get("dpop"):
+                    r = measure_dpop(env, pids, envoy, c, sample)
+                else:
+                    r = measure(env, pids, envoy.url(), c["tokens"], warmup_tokens=c.get("warmup"), sample=sample)
                 if c.get("feed"):
                     r["revocation_entries"] = envoy.stat("wasmcustom.authflow.revocations.entries")
                 r["rep"] = rep
@@ -1277,7 +1387,7 @@ def write_results(env: Env, args, cases, results, inter, pollers, failures, elap
     # Tables list the cases by letter (A, B, B−, C…), whatever order they ran in.
     alts = [c["id"] for c in cases if c["id"].startswith("D@")]
     display = (["A", "B", "B-trimmed", "C-cached"] + [f"C-{a}" for a in ALGS] + ["D"] + alts + ["D-identity"]
-               + [f"E-{a}" for a in ALGS] + ["G", "G-1M", "G-churn", "F"])
+               + [f"E-{a}" for a in ALGS] + [f"DPoP-{a}" for a in DPOP_ALGS] + ["G", "G-1M", "G-churn", "F"])
     rows = []
     for c in sorted(cases, key=lambda c: display.index(c["id"]) if c["id"] in display else len(display)):
         runs = results[c["id"]]
@@ -1421,6 +1531,9 @@ def write_results(env: Env, args, cases, results, inter, pollers, failures, elap
     for a in ALGS:
         # Native speed: ES256 and RS256 are checked by Envoy's BoringSSL (verify_signature).
         target(f"E cold {a} ≤ 1.0 × C uncached {a}", f"E-{a}", f"C-{a}", 1.0)
+    for a in DPOP_ALGS:
+        # Issue #17: a fresh proof costs at most what jwt_authn pays for an uncached token.
+        target(f"DPoP {a} (warm token, fresh proof) ≤ 1.0 × C uncached {a}", f"DPoP-{a}", f"C-{a}", 1.0)
     target("G (100k revocations) ≤ 1.05 × D", "G", "D", 1.05)
     target("G at a million revocations ≤ 1.05 × D", "G-1M", "D", 1.05)
     target(f"G with {CHURN_PER_SECOND} revocations/s on 100k (deltas) ≤ 1.05 × D", "G-churn", "D", 1.05)

@@ -3,15 +3,24 @@
 //! - `jwks.json`: the public keys (EdDSA `ed-1`, ES256 `es-1`, RS256 `rs-1`),
 //! - `warm.txt`: one EdDSA token per user for a set of users who reuse them,
 //! - `cold-<ALG>.txt`: distinct tokens per algorithm (each one new to a cache),
-//! - `tampered-<ALG>.txt`: a token whose payload was changed after signing.
+//! - `tampered-<ALG>.txt`: a token whose payload was changed after signing,
+//! - `dpop-<ALG>.seed` and `dpop-token-<ALG>.txt` (ALG: ES256, EdDSA): a DPoP
+//!   client's proof key and an EdDSA access token bound to it (`cnf.jkt`).
+//!
+//! The second form writes fresh DPoP proofs of one of those keys, one per
+//! line: each a new `jti`, `iat` spread over the last `SPREAD` seconds (so
+//! the filter's replay store files them over several time buckets, as
+//! requests arriving over that time would be).
 //!
 //! Keys are generated on every run and never leave the temporary directory.
 //!
 //! Usage: authflow-bench-tokens DIR ISSUER AUDIENCE WARM COLD_EDDSA COLD_ES256 COLD_RS256
+//!        authflow-bench-tokens proofs DIR ALG HTU COUNT SPREAD OUT
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use authflow_contract::dpop::client::ProofKey;
 use jwt_simple::prelude::*;
 use serde::Serialize;
 
@@ -20,7 +29,18 @@ struct Custom {
     sid: String,
     roles: Vec<String>,
     scope: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cnf: Option<Cnf>,
 }
+
+/// RFC 9449 §6.1: the key thumbprint a DPoP-bound token is bound to.
+#[derive(Serialize, Deserialize)]
+struct Cnf {
+    jkt: String,
+}
+
+/// The DPoP proof algorithms the benchmark exercises.
+const DPOP_ALGS: [&str; 2] = ["ES256", "EdDSA"];
 
 #[derive(Clone, Copy)]
 enum Alg {
@@ -46,7 +66,7 @@ struct Keys {
 }
 
 fn claims(issuer: &str, audience: &str, user: &str, serial: &str) -> JWTClaims<Custom> {
-    let custom = Custom { sid: format!("s-{serial}"), roles: vec!["user".into()], scope: "read".into() };
+    let custom = Custom { sid: format!("s-{serial}"), roles: vec!["user".into()], scope: "read".into(), cnf: None };
     let mut c = Claims::with_custom_claims(custom, Duration::from_hours(2))
         .with_issuer(issuer)
         .with_subject(user)
@@ -110,8 +130,80 @@ fn tamper(token: &str) -> String {
     format!("{}.{}.{}", parts[0], enc, parts[2])
 }
 
+/// A DPoP client key of `alg` from its seed.
+fn proof_key(alg: &str, seed: &[u8; 32]) -> ProofKey {
+    match alg {
+        "ES256" => ProofKey::es256(seed),
+        "EdDSA" => ProofKey::ed25519(seed),
+        other => fail(&format!("no DPoP proofs with {other}")),
+    }
+}
+
+fn seed_path(dir: &Path, alg: &str) -> PathBuf {
+    dir.join(format!("dpop-{alg}.seed"))
+}
+
+/// Per DPoP algorithm: a new client key (its seed kept for `proofs`) and a
+/// warm EdDSA access token bound to it.
+fn dpop_clients(dir: &Path, keys: &Keys, issuer: &str, audience: &str) {
+    for alg in DPOP_ALGS {
+        // Random and a valid P-256 scalar: the low half of a random key's bytes
+        // is below the group order with overwhelming probability; retry otherwise.
+        let seed: [u8; 32] = loop {
+            let candidate = Ed25519KeyPair::generate().to_bytes();
+            let mut s = [0u8; 32];
+            s.copy_from_slice(&candidate[..32]);
+            if s[0] < 0xff {
+                break s;
+            }
+        };
+        let key = proof_key(alg, &seed);
+        std::fs::write(seed_path(dir, alg), seed).unwrap_or_else(|e| fail(&format!("seed: {e}")));
+        let mut c = claims(issuer, audience, "user-dpop", &format!("dpop-{alg}"));
+        c.custom.cnf = Some(Cnf { jkt: key.jkt() });
+        write_lines(dir, &format!("dpop-token-{alg}.txt"), &[sign(keys, Alg::Ed, c)]);
+    }
+}
+
+/// `proofs DIR ALG HTU COUNT SPREAD OUT`: fresh proofs for `GET HTU` with the
+/// bound token's `ath`, signed over the machine's cores.
+fn proofs(args: &[String]) {
+    let [dir, alg, htu, count, spread, out] = args else {
+        fail("usage: proofs DIR ALG HTU COUNT SPREAD OUT");
+    };
+    let dir = PathBuf::from(dir);
+    let n = |s: &str| s.parse::<u64>().unwrap_or_else(|_| fail(&format!("`{s}` is not a count")));
+    let (count, spread) = (n(count) as usize, n(spread).max(1));
+    let seed: [u8; 32] = std::fs::read(seed_path(&dir, alg))
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .unwrap_or_else(|| fail("no DPoP key seed: run the first form first"));
+    let key = proof_key(alg, &seed);
+    let token = std::fs::read_to_string(dir.join(format!("dpop-token-{alg}.txt"))).unwrap_or_else(|e| fail(&format!("token: {e}")));
+    let token = token.trim();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).max(1);
+    let chunk = count.div_ceil(threads).max(1);
+    let mut lines = vec![String::new(); count];
+    std::thread::scope(|s| {
+        for (t, slot) in lines.chunks_mut(chunk).enumerate() {
+            let key = &key;
+            s.spawn(move || {
+                for (i, line) in slot.iter_mut().enumerate() {
+                    let iat = now - ((t * chunk + i) as u64 % spread);
+                    *line = key.proof_with("GET", htu, Some(token), |c| c["iat"] = iat.into());
+                }
+            });
+        }
+    });
+    write_lines(Path::new("."), out, &lines);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("proofs") {
+        return proofs(&args[2..]);
+    }
     if args.len() != 8 {
         fail("usage: DIR ISSUER AUDIENCE WARM COLD_EDDSA COLD_ES256 COLD_RS256");
     }
@@ -147,4 +239,5 @@ fn main() {
         let one = sign(&keys, alg, claims(issuer, audience, "user-0", &format!("tampered-{}", alg.name())));
         write_lines(&dir, &format!("tampered-{}.txt", alg.name()), &[tamper(&one)]);
     }
+    dpop_clients(&dir, &keys, issuer, audience);
 }
