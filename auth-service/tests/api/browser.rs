@@ -114,12 +114,14 @@ impl Browser {
         self.send(req, path).await
     }
 
-    /// A form post as a browser sends it from one of our pages.
+    /// A form post as Chromium sends it from one of our pages: under their
+    /// `Referrer-Policy: no-referrer` the `Origin` is `null`, and
+    /// `Sec-Fetch-Site` says where the form came from.
     async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
         let req = self
             .http
             .post(format!("{}{path}", self.base))
-            .header("origin", &self.base)
+            .header("origin", "null")
             .header("sec-fetch-site", "same-origin")
             .form(fields);
         self.send(req, path).await
@@ -306,6 +308,12 @@ async fn forms_without_a_valid_csrf_token_or_from_another_site_are_refused() {
     let r = b.post("/auth/signin", &[("email", "\"><script>alert(1)</script>"), ("password", "x"), ("csrf", &token)]).await;
     assert_eq!(r.status, 400);
     assert!(!r.body.contains("<script>") && r.body.contains("&lt;script&gt;"), "{}", r.body);
+    // A page of another site posting with Origin: null (a sandboxed frame, or its own no-referrer).
+    let req = b.http.post(format!("{}/auth/signin", b.base)).header("origin", "null").header("sec-fetch-site", "cross-site").form(&with(&token));
+    assert_eq!(b.send(req, "/auth/signin").await.status, 403);
+    // A browser that names our origin passes (no Sec-Fetch-Site: an older one).
+    let req = b.http.post(format!("{}/auth/signin", b.base)).header("origin", &b.base).form(&with(&token));
+    assert_eq!(b.send(req, "/auth/signin").await.status, 303);
     // The genuine pair passes.
     let r = b.post("/auth/signin", &with(&token)).await;
     assert_eq!(r.status, 303, "{}", r.body);
