@@ -9,8 +9,9 @@
 //! let with_nonce = key.proof_with("GET", url, Some(&access_token), |claims| claims["nonce"] = nonce.into());
 //! ```
 
-// Test support: a key that cannot be made from its seed is the caller's bug.
-#![allow(clippy::expect_used)]
+// Test support: a key that cannot be made from its seed is the caller's bug,
+// and the claims indexed are the JSON object made here.
+#![allow(clippy::expect_used, clippy::indexing_slicing)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};

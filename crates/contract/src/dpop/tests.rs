@@ -1,71 +1,48 @@
-//! Proofs made here with real keys (p256's ECDSA and ed25519-dalek signers),
-//! then every way RFC 9449 §4.3 refuses one.
+//! Proofs made with real keys by the proof maker ([`super::client`]: p256's
+//! ECDSA and ed25519-dalek signers), then every way RFC 9449 §4.3 refuses one.
 
+use super::client::ProofKey;
 use super::*;
 use crate::jwk;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use p256::ecdsa::signature::Signer as _;
 use serde_json::{json, Value};
 
 const NOW: u64 = 1_764_547_200;
 const URI: &str = "https://api.example.com/v1/items";
 const TOKEN: &str = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ1In0.c2ln";
 
-enum Signer {
-    Es(p256::ecdsa::SigningKey),
-    Ed(ed25519_dalek::SigningKey),
-}
+/// A client key: the proof maker's ([`super::client`]), with these tests' shorthands.
+struct Signer(ProofKey);
 
 impl Signer {
     fn es(seed: u8) -> Signer {
-        Signer::Es(p256::ecdsa::SigningKey::from_slice(&[seed; 32]).unwrap())
+        Signer(ProofKey::es256(&[seed; 32]))
     }
 
     fn ed(seed: u8) -> Signer {
-        Signer::Ed(ed25519_dalek::SigningKey::from_bytes(&[seed; 32]))
+        Signer(ProofKey::ed25519(&[seed; 32]))
     }
 
     fn alg(&self) -> &'static str {
-        match self {
-            Signer::Es(_) => "ES256",
-            Signer::Ed(_) => "EdDSA",
-        }
+        self.0.algorithm().as_str()
     }
 
     fn public(&self) -> jwk::PublicKey {
-        match self {
-            Signer::Es(k) => {
-                let point = k.verifying_key().to_sec1_point(false);
-                let bytes = point.as_bytes();
-                jwk::PublicKey::ES256 { x: bytes[1..33].try_into().unwrap(), y: bytes[33..].try_into().unwrap() }
-            }
-            Signer::Ed(k) => jwk::PublicKey::EdDSA(k.verifying_key().to_bytes()),
-        }
+        self.0.public()
     }
 
     fn jwk(&self) -> Value {
-        serde_json::from_str(&canonical_jwk(&self.public())).unwrap()
-    }
-
-    fn sign(&self, message: &[u8]) -> Vec<u8> {
-        match self {
-            Signer::Es(k) => {
-                let s: p256::ecdsa::Signature = k.sign(message);
-                s.to_bytes().to_vec()
-            }
-            Signer::Ed(k) => ed25519_dalek::Signer::sign(k, message).to_bytes().to_vec(),
-        }
+        self.0.header()["jwk"].clone()
     }
 
     /// A compact proof of `header` and `claims`, signed.
     fn proof_of(&self, header: &Value, claims: &Value) -> String {
-        let input = format!("{}.{}", b64(header), b64(claims));
-        format!("{input}.{}", URL_SAFE_NO_PAD.encode(self.sign(input.as_bytes())))
+        self.0.sign(header, claims)
     }
 
     fn header(&self) -> Value {
-        json!({"typ": "dpop+jwt", "alg": self.alg(), "jwk": self.jwk()})
+        self.0.header()
     }
 
     /// A genuine proof for GET `URI` with `TOKEN`, changed by `edit`.
@@ -246,14 +223,10 @@ fn signature_and_binding_refusals() {
         let swapped = format!("{header}.{}.{signature}", b64(&swapped_claims));
         assert_eq!(verdict(&swapped, &expect()).unwrap_err(), DpopError::BadSignature);
         // Signed by another key than the one in the header (a stolen token's proof made with the thief's key, claiming the victim's).
-        let thief = match signer {
-            Signer::Es(_) => Signer::es(99),
-            Signer::Ed(_) => Signer::ed(99),
-        };
+        let thief = if signer.alg() == "ES256" { Signer::es(99) } else { Signer::ed(99) };
         let mut header = signer.header();
         let claims = json!({"jti": "x", "htm": "GET", "htu": URI, "iat": NOW, "ath": access_token_hash(TOKEN)});
-        let input = format!("{}.{}", b64(&header), b64(&claims));
-        let forged = format!("{input}.{}", URL_SAFE_NO_PAD.encode(thief.sign(input.as_bytes())));
+        let forged = thief.proof_of(&header, &claims);
         assert_eq!(verdict(&forged, &expect()).unwrap_err(), DpopError::BadSignature);
         // The thief's own key signs fine, but the token is bound to the victim's key.
         header["jwk"] = thief.jwk();
