@@ -2,7 +2,7 @@
 # Selenium through Debian's chromedriver, against `make run`'s stack on free 127.0.0.1 ports.
 # Included by the top-level Makefile, which defines VENV, ENVOY, CARGO, SUDO and `wasm` / `$(ENVOY)`.
 #
-#   make browser-test          the browser tests (part of `make test`); screenshots go to a temp dir
+#   make browser-test          the browser tests (part of `make test`); screenshots in target/browser-screenshots/
 #   make browser-screenshots   the same, writing the screenshots into docs/screenshots/
 
 BROWSER_PY := $(VENV)/bin/python

@@ -25,9 +25,10 @@ CHROMEDRIVER = os.environ.get("AUTHFLOW_CHROMEDRIVER", "/usr/bin/chromedriver")
 WIDTH, HEIGHT = 1000, 700
 WAIT_SECS = 15
 
-# Where screenshots go: a temporary directory unless AUTHFLOW_SCREENSHOTS names
-# one (`make browser-screenshots` points it at docs/screenshots).
-SCREENSHOTS = os.environ.get("AUTHFLOW_SCREENSHOTS") or tempfile.mkdtemp(prefix="authflow-screenshots-")
+# Where screenshots go: target/browser-screenshots/ (each run overwrites the last)
+# unless AUTHFLOW_SCREENSHOTS names a directory (`make browser-screenshots`: docs/screenshots).
+SCREENSHOTS = os.environ.get("AUTHFLOW_SCREENSHOTS") or os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "target", "browser-screenshots")
 
 
 def _gone(element):

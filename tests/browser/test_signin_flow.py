@@ -2,8 +2,8 @@
 the filter's redirect, the auth service's pages and cookies, a silent refresh,
 logout, a ban, TOTP enrolment — with no Content-Security-Policy violation.
 
-Screenshots of each page go to AUTHFLOW_SCREENSHOTS (`make browser-screenshots`
-writes docs/screenshots/), else to a temporary directory."""
+Screenshots of each page go to target/browser-screenshots/, or to
+AUTHFLOW_SCREENSHOTS (`make browser-screenshots` writes docs/screenshots/)."""
 
 import time
 import unittest
