@@ -1,6 +1,7 @@
 """DPoP (RFC 9449) from the browser: the service's own client script
-(/auth/static/authflow-dpop.js) signs in with a non-extractable WebCrypto key
-and calls a protected API through Envoy with `Authorization: DPoP`."""
+(/auth/static/authflow-dpop.js) signs in with a non-extractable WebCrypto key,
+calls a protected API through Envoy with `Authorization: DPoP` and refreshes
+its tokens with proofs from the same key."""
 
 import json
 import unittest
@@ -75,6 +76,15 @@ class DpopInTheBrowser(unittest.TestCase):
             )
             self.assertEqual(status, 200, body)
             self.assertTrue(json.loads(body)["headers"].get("x-auth-user"), body)
+
+        # The refresh token rotates with a proof from the same key; the new token is bound too.
+        renewed = self.run_js("return dpop.refresh(args[0], {issuer: args[1]});", session["refresh_token"], s.auth)
+        self.assertEqual(renewed["token_type"], "DPoP", renewed)
+        status, body = self.run_js(
+            "const r = await dpop.fetchWithDpop('/api/hello', {}, args[0]); return [r.status, await r.text()];",
+            renewed["access_token"],
+        )
+        self.assertEqual(status, 200, body)
 
         # One proof, copied and sent again with the same token: the replay is refused.
         copied = self.run_js("return dpop.proof('GET', '/api/hello', args[0]);", token)

@@ -11,6 +11,7 @@
 //   const challenge = await dpop.startSignIn(email, password);          // mails a code
 //   const session = await dpop.completeSignIn(challenge, code, {issuer}); // token bound to the key
 //   const response = await dpop.fetchWithDpop("/api/hello", {}, session.access_token);
+//   const renewed = await dpop.refresh(session.refresh_token, {issuer});  // same key, new tokens
 //
 // `issuer` is the auth service's public URL (the token endpoint's `htu` is
 // the issuer followed by the path, as the service checks it); it defaults
@@ -150,4 +151,11 @@ export async function completeSignIn(challengeId, code, { issuer = location.orig
   const path = "/v1/auth/signin/verify";
   const init = { headers: { "content-type": "application/json" }, body: JSON.stringify({ challenge_id: challengeId, code }) };
   return json(await withProof("POST", path, issuer + path, init, undefined), "second factor");
+}
+
+/** Rotates the refresh token with a proof from the same key (a bound session refreshes only so). */
+export async function refresh(refreshToken, { issuer = location.origin } = {}) {
+  const path = "/v1/auth/refresh";
+  const init = { headers: { "content-type": "application/json" }, body: JSON.stringify({ refresh_token: refreshToken }) };
+  return json(await withProof("POST", path, issuer + path, init, undefined), "refresh");
 }
