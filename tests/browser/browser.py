@@ -23,7 +23,7 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 CHROMIUM = os.environ.get("AUTHFLOW_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("AUTHFLOW_CHROMEDRIVER", "/usr/bin/chromedriver")
 WIDTH, HEIGHT = 1000, 700
-WAIT_SECS = 15
+WAIT_SECS = 30
 
 # Where screenshots go: target/browser-screenshots/ (each run overwrites the last)
 # unless AUTHFLOW_SCREENSHOTS names a directory (`make browser-screenshots`: docs/screenshots).

@@ -14,7 +14,7 @@ from stack import Stack, totp_now
 
 # Short access tokens, so the silent refresh is seen within seconds (the
 # cookie's Max-Age is the token's lifetime: the browser drops it).
-ACCESS_TTL_SECS = 12
+ACCESS_TTL_SECS = 20
 PASSWORD = "a-long-browser-passphrase-1"
 APP = "/app/hello"
 
