@@ -163,3 +163,37 @@ fn the_access_cookie_signs_a_browser_in_and_stays_away_from_the_backend() {
     assert_json_401(&r, "an API call with the expired cookie");
     assert!(r.header("www-authenticate").unwrap().contains("token expired"), "{r:?}");
 }
+
+/// A page's own API call carries its token in `Authorization` (a DPoP client,
+/// a script holding a token), while the browser attaches the access cookie to
+/// every request of the origin by itself: the explicit token is the one
+/// verified, and neither credential reaches the backend.
+#[test]
+fn an_explicit_authorization_header_wins_over_the_ambient_access_cookie() {
+    let st = stack();
+    st.sign_up("fay@e2e.test");
+    let cookie_user = st.sign_in("fay@e2e.test");
+    let header_user_id = st.sign_up("gus@e2e.test");
+    let header_user = st.sign_in("gus@e2e.test");
+    let cookies = format!("theme=dark; {ACCESS_COOKIE}={}; lang=en", cookie_user.access);
+    let bearer = format!("Bearer {}", header_user.access);
+    let r = st.envoy.get(
+        "/app/hello",
+        &[
+            ("accept", "application/json"),
+            ("cookie", &cookies),
+            ("authorization", &bearer),
+            ("x-authflow-device", &header_user.device),
+            ("user-agent", UA),
+            ("accept-language", LANG),
+        ],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.echoed("x-auth-user").as_deref(), Some(header_user_id.as_str()), "the header's token is the identity");
+    assert_eq!(r.echoed("cookie").as_deref(), Some("theme=dark; lang=en"), "the cookie token is not forwarded");
+    assert_eq!(r.echoed("authorization"), None, "nor the header's");
+
+    // The header decides also when it is bad: no falling back to the cookie.
+    let r = st.envoy.get("/app/hello", &[("accept", "application/json"), ("cookie", &cookies), ("authorization", "Bearer not.a.token")]);
+    assert_json_401(&r, "a bad explicit token beside a good cookie");
+}

@@ -1,6 +1,11 @@
-//! Finding the token in a request: `Authorization: Bearer`, configured headers,
-//! configured cookies — in that order. More than one token is refused: a
-//! request must not be able to smuggle a second identity past the check.
+//! Finding the token in a request: `Authorization: Bearer` (or `DPoP`) and
+//! configured headers, the explicit sources; else configured cookies. More
+//! than one token among the explicit sources, or among the cookies, is
+//! refused: a request must not be able to smuggle a second identity past the
+//! check. An explicit token wins over cookies: a browser attaches the
+//! access cookie to every request of the origin by itself, also to a page's
+//! own API call that carries its token in `Authorization` (the DPoP client);
+//! the cookie is never forwarded, so no one downstream reads it instead.
 
 use crate::config::TokenSources;
 use crate::request::Request;
@@ -20,6 +25,7 @@ pub enum ExtractError {
 
 pub fn extract<'a>(req: &'a Request, sources: &'a TokenSources, max_bytes: usize) -> Result<Extracted<'a>, ExtractError> {
     let mut found: Option<&str> = None;
+    let mut explicit = false;
     let mut take = |candidate: &'a str| -> Result<(), ExtractError> {
         if found.is_some_and(|f| f != candidate) {
             return Err(ExtractError::Malformed);
@@ -41,6 +47,7 @@ pub fn extract<'a>(req: &'a Request, sources: &'a TokenSources, max_bytes: usize
                 return Err(ExtractError::Malformed);
             }
             take(token)?;
+            explicit = true;
         }
     }
     for h in &sources.headers {
@@ -49,11 +56,13 @@ pub fn extract<'a>(req: &'a Request, sources: &'a TokenSources, max_bytes: usize
             let token = token.strip_prefix("Bearer ").unwrap_or(token).trim();
             if !token.is_empty() {
                 take(token)?;
+                explicit = true;
             }
         }
     }
-    // Every occurrence, in every `cookie` header: a second value is a second token.
-    for c in &sources.cookies {
+    // Cookies only when no explicit token came: every occurrence, in every
+    // `cookie` header; a second value is a second token.
+    for c in sources.cookies.iter().filter(|_| !explicit) {
         for token in req.cookie_values(c).filter(|t| !t.is_empty()) {
             take(token)?;
         }
@@ -102,10 +111,21 @@ mod tests {
         assert_eq!(extract(&req(&[("cookie", "x=1"), ("cookie", "at=a.b.c")]), &s, 100), Ok(Extracted::Token("a.b.c")));
         assert_eq!(extract(&req(&[("cookie", "at=a.b.c; at=d.e.f")]), &s, 100), Err(ExtractError::Malformed));
         assert_eq!(extract(&req(&[("cookie", "at=a.b.c"), ("cookie", "at=d.e.f")]), &s, 100), Err(ExtractError::Malformed));
+        assert_eq!(extract(&req(&[("authorization", "Bearer a.b.c"), ("cookie", "at=a.b.c; at=")]), &s, 100), Ok(Extracted::Token("a.b.c")));
+    }
+
+    #[test]
+    fn an_explicit_token_wins_over_ambient_cookies() {
+        let s = sources();
+        // A browser attaches its cookies to a page's own API call: the header is the token.
         assert_eq!(
             extract(&req(&[("authorization", "Bearer a.b.c"), ("cookie", "x=1"), ("cookie", "at=d.e.f")]), &s, 100),
-            Err(ExtractError::Malformed)
+            Ok(Extracted::Token("a.b.c"))
         );
-        assert_eq!(extract(&req(&[("authorization", "Bearer a.b.c"), ("cookie", "at=a.b.c; at=")]), &s, 100), Ok(Extracted::Token("a.b.c")));
+        assert_eq!(extract(&req(&[("authorization", "DPoP a.b.c"), ("cookie", "at=d.e.f; at=g.h.i")]), &s, 100), Ok(Extracted::Token("a.b.c")));
+        assert_eq!(extract(&req(&[("x-token", "a.b.c"), ("cookie", "at=d.e.f")]), &s, 100), Ok(Extracted::Token("a.b.c")));
+        // Explicit sources still may not disagree, and a bad header is not rescued by a cookie.
+        assert_eq!(extract(&req(&[("authorization", "Bearer a.b.c"), ("x-token", "d.e.f"), ("cookie", "at=a.b.c")]), &s, 100), Err(ExtractError::Malformed));
+        assert_eq!(extract(&req(&[("authorization", "Bearer"), ("cookie", "at=a.b.c")]), &s, 100), Err(ExtractError::Malformed));
     }
 }
