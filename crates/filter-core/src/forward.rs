@@ -50,17 +50,27 @@ pub fn credential_edits(config: &FilterConfig, req: &Request, verified_by: Optio
                 edits.push(HeaderEdit::Remove(authflow_contract::dpop::PROOF_HEADER.to_owned()));
             }
         }
-        edits.extend(sources.headers.iter().map(|h| HeaderEdit::Remove(h.clone())));
+        edits.extend(sources.headers.iter().filter(|h| carries(req, h)).map(|h| HeaderEdit::Remove(h.clone())));
         cookies.extend(sources.cookies.iter().map(String::as_str));
     }
     if strip_device {
-        edits.push(HeaderEdit::Remove(DEVICE_HEADER.to_owned()));
+        if carries(req, DEVICE_HEADER) {
+            edits.push(HeaderEdit::Remove(DEVICE_HEADER.to_owned()));
+        }
         cookies.push(DEVICE_COOKIE);
     }
     if let Some(edit) = cookie_edit(req, &cookies) {
         edits.push(edit);
     }
     edits
+}
+
+/// Whether the request carries a header (any case). Removing one it does not
+/// carry would cost a host call for nothing. Exact only because a
+/// configuration that strips the device secret or names token headers makes
+/// the glue read the whole header map (`HeaderReads::for_config`).
+fn carries(req: &Request, name: &str) -> bool {
+    req.headers().iter().any(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
 }
 
 /// `Bearer <token>` or `DPoP <token>` (RFC 9449 §7.1).
@@ -124,6 +134,7 @@ mod tests {
 
     const CREDENTIALS: &[(&str, &str)] = &[
         ("authorization", "Bearer t"),
+        ("x-token", "t"),
         ("x-authflow-device", "secret"),
         ("cookie", "a=1; __Secure-authflow-device=secret"),
         ("cookie", "access_token=t; b=2"),
@@ -143,9 +154,29 @@ mod tests {
         );
         // Nothing but credentials in the cookie header: the header goes.
         let only = req("/api", &[("cookie", " __Secure-authflow-device=s ;access_token=t")]);
-        assert_eq!(credential_edits(&c, &only, Some(ProviderId::FIRST)), vec![remove("x-token"), remove("x-authflow-device"), remove("cookie")]);
+        assert_eq!(credential_edits(&c, &only, Some(ProviderId::FIRST)), vec![remove("cookie")]);
         // No credential cookie: the cookie header is left as it is.
-        assert_eq!(credential_edits(&c, &req("/api", &[("cookie", "a=1")]), None), vec![remove("x-authflow-device")]);
+        assert_eq!(credential_edits(&c, &req("/api", &[("cookie", "a=1")]), None), vec![]);
+    }
+
+    /// Each removal is a host call on every request: a header the request
+    /// does not carry is not removed. Only sound because the glue then reads
+    /// the whole header map (every copy of every header).
+    #[test]
+    fn only_the_credentials_a_request_carries_are_removed() {
+        let c = config(json!({}));
+        assert_eq!(crate::request::HeaderReads::for_config(&c), crate::request::HeaderReads::All);
+        let bare = req("/api", &[("authorization", "Bearer t")]);
+        assert_eq!(credential_edits(&c, &bare, Some(ProviderId::FIRST)), vec![remove("authorization")]);
+        let shouted = req("/api", &[("authorization", "Bearer t"), ("X-Token", "t"), ("X-Authflow-Device", "s")]);
+        assert_eq!(
+            credential_edits(&c, &shouted, Some(ProviderId::FIRST)),
+            vec![remove("authorization"), remove("x-token"), remove("x-authflow-device")],
+            "whatever the case of the name"
+        );
+        let c = config(json!({"forward_device_secret": true}));
+        assert_eq!(crate::request::HeaderReads::for_config(&c), crate::request::HeaderReads::All, "token headers are configured");
+        assert_eq!(credential_edits(&c, &bare, Some(ProviderId::FIRST)), vec![remove("authorization")]);
     }
 
     #[test]
