@@ -6,7 +6,7 @@
 
 mod support;
 
-/// Today's module (460 279 bytes) with a little room. The footprint goal is
+/// Today's module (460 556 bytes) with a little room. The footprint goal is
 /// 450 000 bytes: the module reached 448 416 before DPoP server nonces and
 /// browser sign-in were added (docs/bench.md, "Module size").
 const MODULE_LIMIT_BYTES: u64 = 462_000;

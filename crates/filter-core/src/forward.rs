@@ -20,7 +20,7 @@ use authflow_contract::fingerprint::{DEVICE_COOKIE, DEVICE_HEADER};
 use crate::config::FilterConfig;
 use crate::policy::route_for;
 use crate::provider_id::ProviderId;
-use crate::request::Request;
+use crate::request::{HeaderReads, Request};
 
 /// One change to the request before it goes upstream.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,11 +50,11 @@ pub fn credential_edits(config: &FilterConfig, req: &Request, verified_by: Optio
                 edits.push(HeaderEdit::Remove(authflow_contract::dpop::PROOF_HEADER.to_owned()));
             }
         }
-        edits.extend(sources.headers.iter().filter(|h| carries(req, h)).map(|h| HeaderEdit::Remove(h.clone())));
+        edits.extend(sources.headers.iter().filter(|h| carries(config, req, h)).map(|h| HeaderEdit::Remove(h.clone())));
         cookies.extend(sources.cookies.iter().map(String::as_str));
     }
     if strip_device {
-        if carries(req, DEVICE_HEADER) {
+        if carries(config, req, DEVICE_HEADER) {
             edits.push(HeaderEdit::Remove(DEVICE_HEADER.to_owned()));
         }
         cookies.push(DEVICE_COOKIE);
@@ -65,12 +65,13 @@ pub fn credential_edits(config: &FilterConfig, req: &Request, verified_by: Optio
     edits
 }
 
-/// Whether the request carries a header (any case). Removing one it does not
-/// carry would cost a host call for nothing. Exact only because a
-/// configuration that strips the device secret or names token headers makes
-/// the glue read the whole header map (`HeaderReads::for_config`).
-fn carries(req: &Request, name: &str) -> bool {
-    req.headers().iter().any(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+/// Whether the request may carry a header (any case of its name). Removing
+/// one it does not carry would cost a host call for nothing; that is known
+/// only when the glue read the whole header map, which a configuration that
+/// strips the device secret or names token headers makes it do
+/// (`HeaderReads::for_config`, an early answer there). Otherwise: assume so.
+fn carries(config: &FilterConfig, req: &Request, name: &str) -> bool {
+    HeaderReads::for_config(config) != HeaderReads::All || req.headers().iter().any(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
 }
 
 /// `Bearer <token>` or `DPoP <token>` (RFC 9449 §7.1).
