@@ -45,6 +45,13 @@ fn navigate(st: &Stack, path: &str, more: &[(&str, &str)]) -> Reply {
     st.envoy.get(path, &headers)
 }
 
+/// Lets a token minted this second become valid by the filter's clock: with
+/// no clock skew allowed, a token whose `nbf` is this very second is "not yet
+/// valid" to a filter whose whole-second clock still reads the one before.
+fn wait_until_valid() {
+    std::thread::sleep(Duration::from_millis(1100));
+}
+
 fn assert_sent_to_sign_in(r: &Reply, location: &str, what: &str) {
     assert_eq!(r.status, 302, "{what}: {r:?}");
     assert_eq!(r.header("location"), Some(location), "{what}");
@@ -141,6 +148,7 @@ fn the_access_cookie_signs_a_browser_in_and_stays_away_from_the_backend() {
     let user_id = st.sign_up("erin@e2e.test");
     let s = st.sign_in("erin@e2e.test");
     let signed_in = Instant::now();
+    wait_until_valid();
     // A browser holds the token and the device secret in cookies, among its own.
     let cookies = format!("theme=dark; {ACCESS_COOKIE}={}; {DEVICE_COOKIE}={}; lang=en", s.access, s.device);
 
@@ -175,6 +183,7 @@ fn an_explicit_authorization_header_wins_over_the_ambient_access_cookie() {
     let cookie_user = st.sign_in("fay@e2e.test");
     let header_user_id = st.sign_up("gus@e2e.test");
     let header_user = st.sign_in("gus@e2e.test");
+    wait_until_valid();
     let cookies = format!("theme=dark; {ACCESS_COOKIE}={}; lang=en", cookie_user.access);
     let bearer = format!("Bearer {}", header_user.access);
     let r = st.envoy.get(
