@@ -346,13 +346,15 @@ def measure(env: "Env", pids: dict[str, int], url: str, tokens: Path | None, hea
     r = wrk(env, url, env.duration, script, args, headers, connections)
     after = {k: cpu_ticks(p) for k, p in pids.items()}
     s1 = sample() if sample else {}
+    return timed_result(r, pids, before, after, s0, s1)
+
+
+def timed_result(r: dict, pids: dict[str, int], before: dict, after: dict, s0: dict, s1: dict) -> dict:
+    """One timed wrk run's figures: rate, latency, errors, the counters' change,
+    and per process CPU per request and RSS."""
     n = max(r["requests"], 1)
-    result = {
-        "rps": r["requests"] / (r["duration_us"] / 1e6),
-        "p50_us": r["p50_us"], "p99_us": r["p99_us"],
-        "errors": r["status_errors"] + r["socket_errors"],
-        "requests": r["requests"],
-    }
+    result = {"rps": r["requests"] / (r["duration_us"] / 1e6), "p50_us": r["p50_us"], "p99_us": r["p99_us"],
+              "errors": r["status_errors"] + r["socket_errors"], "requests": r["requests"]}
     for k in s1:
         result[k] = s1[k] - s0[k]
     for k, p in pids.items():
@@ -450,15 +452,7 @@ def measure_dpop(env: "Env", pids: dict[str, int], envoy: Envoy, c: dict, sample
     r = wrk(env, envoy.url(), env.duration, script, [str(timed)])
     after = {k: cpu_ticks(p) for k, p in pids.items()}
     s1 = sample() if sample else {}
-    n = max(r["requests"], 1)
-    result = {"rps": r["requests"] / (r["duration_us"] / 1e6), "p50_us": r["p50_us"], "p99_us": r["p99_us"],
-              "errors": r["status_errors"] + r["socket_errors"], "requests": r["requests"]}
-    for k in s1:
-        result[k] = s1[k] - s0[k]
-    for k, p in pids.items():
-        result[f"{k}_cpu_us"] = (after[k] - before[k]) / CLK_TCK * 1e6 / n
-        result[f"{k}_rss_mib"] = rss_kib(p) / 1024
-    return result
+    return timed_result(r, pids, before, after, s0, s1)
 
 
 # ---------------------------------------------------------------- revocation feed (G)

@@ -232,7 +232,7 @@ fn fold(limbs: [u32; 8], k: i64) -> ([u32; 8], i64) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use p256::elliptic_curve::bigint::{NonZero, U256};
 
@@ -250,19 +250,25 @@ mod tests {
         U256::from_be_slice(&a.to_be_bytes())
     }
 
+    /// 32 pseudo-random bytes (shared with the scalar tests), biased towards
+    /// the edges where carries and the final subtraction matter.
+    pub(in crate::p256_verify) fn random_bytes(seed: &mut u64) -> [u8; 32] {
+        let mut bytes = [0u8; 32];
+        for b in bytes.iter_mut() {
+            *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            *b = (*seed >> 56) as u8;
+        }
+        match *seed % 5 {
+            0 => bytes[..8].fill(0xff),
+            1 => bytes[..4].fill(0),
+            _ => {}
+        }
+        bytes
+    }
+
     fn random_fe(seed: &mut u64) -> Fe {
         loop {
-            let mut bytes = [0u8; 32];
-            for b in bytes.iter_mut() {
-                *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                *b = (*seed >> 56) as u8;
-            }
-            // Bias towards the edges where carries and the final subtraction matter.
-            match *seed % 5 {
-                0 => bytes[..8].fill(0xff),
-                1 => bytes[..4].fill(0),
-                _ => {}
-            }
+            let bytes = random_bytes(seed);
             if let Some(fe) = Fe::from_be_bytes(&bytes) {
                 return fe;
             }

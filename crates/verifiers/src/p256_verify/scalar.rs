@@ -158,6 +158,8 @@ mod tests {
     use p256::elliptic_curve::ops::Reduce;
     use p256::FieldBytes;
 
+    use super::super::field::tests::random_bytes;
+
     type Reference = p256::Scalar;
 
     fn ours(k: &Reference) -> Scalar {
@@ -170,21 +172,6 @@ mod tests {
             chunk.copy_from_slice(&limb.to_be_bytes());
         }
         out
-    }
-
-    fn random_bytes(seed: &mut u64) -> [u8; 32] {
-        let mut bytes = [0u8; 32];
-        for b in bytes.iter_mut() {
-            *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            *b = (*seed >> 56) as u8;
-        }
-        // Bias towards the edges where carries and the final subtraction matter.
-        match *seed % 5 {
-            0 => bytes[..8].fill(0xff),
-            1 => bytes[..4].fill(0),
-            _ => {}
-        }
-        bytes
     }
 
     fn values() -> Vec<Reference> {
