@@ -10,6 +10,7 @@ use authflow_contract::{fingerprint::DeviceAttribute, Algorithm, KeySet};
 use serde::Deserialize;
 
 use crate::provider_id::{PerProvider, ProviderId};
+use crate::unit_enum::deserialize_by_name;
 
 /// Upper bounds on what the configuration may ask for.
 pub const MAX_CONFIG_BYTES: usize = 256 * 1024;
@@ -244,8 +245,7 @@ pub enum Policy {
 }
 
 /// What to do when no key was ever loaded for the token's provider.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FailureMode {
     /// `503` + `Retry-After`: nothing passes unverified.
     #[default]
@@ -253,9 +253,9 @@ pub enum FailureMode {
     /// Let requests through unauthenticated (no identity headers). For staged roll-outs only.
     FailOpen,
 }
+deserialize_by_name!(FailureMode { "fail_closed" => FailClosed, "fail_open" => FailOpen });
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DeviceMode {
     /// A token whose `dfp` does not match the request is refused (401).
     Enforce,
@@ -264,19 +264,19 @@ pub enum DeviceMode {
     #[default]
     Off,
 }
+deserialize_by_name!(DeviceMode { "enforce" => Enforce, "report" => Report, "off" => Off });
 
 /// Tokens with no `dfp` claim (e.g. from another identity provider).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum MissingFingerprint {
     #[default]
     Allow,
     Deny,
 }
+deserialize_by_name!(MissingFingerprint { "allow" => Allow, "deny" => Deny });
 
 /// When the revocation list could not be refreshed for longer than allowed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum StalePolicy {
     /// `503`: a revoked token must not slip through an outage.
     #[default]
@@ -284,6 +284,7 @@ pub enum StalePolicy {
     /// Keep serving on the last good list, counting every such request.
     Allow,
 }
+deserialize_by_name!(StalePolicy { "deny" => Deny, "allow" => Allow });
 
 // ---- validated runtime types ----
 
@@ -342,8 +343,7 @@ pub struct Provider {
 }
 
 /// Whether a provider's tokens may or must be DPoP-bound (RFC 9449).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DpopMode {
     /// The default: the `DPoP` scheme is refused (400), and so is a bound
     /// token (`cnf.jkt`) presented as `Bearer`. Costs nothing per request.
@@ -354,10 +354,10 @@ pub enum DpopMode {
     /// Only DPoP-bound tokens with a valid proof pass.
     Required,
 }
+deserialize_by_name!(DpopMode { "off" => Off, "allowed" => Allowed, "required" => Required });
 
 /// Whether a provider's DPoP proofs must carry a server nonce (RFC 9449 §9).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DpopNonce {
     #[default]
     Off,
@@ -365,6 +365,7 @@ pub enum DpopNonce {
     /// `use_dpop_nonce` and a fresh one in `DPoP-Nonce`.
     Required,
 }
+deserialize_by_name!(DpopNonce { "off" => Off, "required" => Required });
 
 /// A provider's DPoP settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -972,6 +973,35 @@ mod tests {
             }
             (a, b) => *a = b,
         }
+    }
+
+    #[test]
+    fn every_mode_name_reads_as_its_variant() {
+        let device = |mode: &str, missing: &str| {
+            let c = with(serde_json::json!({"device_binding": {"mode": mode, "tokens_without_fingerprint": missing}})).unwrap();
+            (c.device.mode, c.device.tokens_without_fingerprint)
+        };
+        assert_eq!(device("enforce", "deny"), (DeviceMode::Enforce, MissingFingerprint::Deny));
+        assert_eq!(device("report", "allow"), (DeviceMode::Report, MissingFingerprint::Allow));
+        assert_eq!(device("off", "allow"), (DeviceMode::Off, MissingFingerprint::Allow));
+        let failure = |mode: &str| with(serde_json::json!({"failure_mode": mode})).unwrap().failure_mode;
+        assert_eq!(failure("fail_closed"), FailureMode::FailClosed);
+        assert_eq!(failure("fail_open"), FailureMode::FailOpen);
+        let stale = |policy: &str| with(serde_json::json!({"revocation": {"on_stale": policy}})).unwrap().revocation.on_stale;
+        assert_eq!(stale("deny"), StalePolicy::Deny);
+        assert_eq!(stale("allow"), StalePolicy::Allow);
+        let dpop = |mode: &str, nonce: &str| {
+            let c = with(serde_json::json!({"providers": [{"name": "a", "issuer": "i", "algorithms": ["EdDSA"],
+                "jwks": {"remote": {"cluster": "auth", "path": "/jwks"}}, "dpop": mode, "dpop_nonce": nonce}]}))
+            .unwrap();
+            let p = c.provider(ProviderId::FIRST).unwrap();
+            (p.dpop.mode, p.dpop.nonce)
+        };
+        assert_eq!(dpop("off", "off"), (DpopMode::Off, DpopNonce::Off));
+        assert_eq!(dpop("allowed", "required"), (DpopMode::Allowed, DpopNonce::Required));
+        assert_eq!(dpop("required", "off"), (DpopMode::Required, DpopNonce::Off));
+        let e = with(serde_json::json!({"device_binding": {"mode": "Enforce"}})).unwrap_err();
+        assert!(e.0.contains("unknown variant `Enforce`, expected one of `enforce`, `report`, `off`"), "{e}");
     }
 
     #[test]

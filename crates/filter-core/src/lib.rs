@@ -27,6 +27,7 @@ pub mod revocation;
 pub mod revocation_sync;
 pub mod schedule;
 pub mod signature;
+mod unit_enum;
 pub mod verify;
 
 pub use config::FilterConfig;
