@@ -132,7 +132,7 @@ impl KeySet {
         if document.len() > MAX_JWKS_BYTES {
             return Err(JwksError::TooLarge(document.len()));
         }
-        let doc: Value = serde_json::from_slice(document).map_err(|e| JwksError::NotJson(e.to_string()))?;
+        let doc: Value = crate::json::from_slice(document).map_err(|e| JwksError::NotJson(e.to_string()))?;
         Self::from_document(&doc)
     }
 

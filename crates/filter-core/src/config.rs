@@ -498,7 +498,7 @@ impl FilterConfig {
             return err(format!("configuration is {} bytes, over the {MAX_CONFIG_BYTES}-byte limit", bytes.len()));
         }
         // serde_json's message names the unknown/mistyped field and its position.
-        let raw: RawConfig = serde_json::from_slice(bytes).map_err(|e| ConfigError(e.to_string()))?;
+        let raw: RawConfig = authflow_contract::json::from_slice(bytes).map_err(|e| ConfigError(e.to_string()))?;
         Self::validate(raw)
     }
 

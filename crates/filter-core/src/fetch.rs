@@ -332,7 +332,7 @@ pub fn feed_answer(status: u32, content_type: Option<&str>, body_size: usize, bo
                 Ok(blob) => Answer::Fresh(FeedBody::Compact(blob), Vec::new()),
                 Err(e) => Answer::Failed(format!("revocation feed is not valid: {e}")),
             },
-            Some(bytes) => match serde_json::from_slice::<RevocationFeed>(&bytes) {
+            Some(bytes) => match authflow_contract::json::from_slice::<RevocationFeed>(&bytes) {
                 Ok(feed) => Answer::Fresh(FeedBody::Json(feed), Vec::new()),
                 Err(e) => Answer::Failed(format!("revocation feed is not valid: {e}")),
             },

@@ -143,7 +143,7 @@ fn decode_json(part: &str) -> Result<Map<String, Value>, DenyReason> {
         return Err(DenyReason::TokenTooLarge);
     }
     let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| DenyReason::Malformed)?;
-    serde_json::from_slice(&bytes).map_err(|_| DenyReason::Malformed)
+    authflow_contract::json::from_slice(&bytes).map_err(|_| DenyReason::Malformed)
 }
 
 /// Verifies signature and claims with the provider's current keys.

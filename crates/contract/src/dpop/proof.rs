@@ -116,7 +116,7 @@ pub fn parse_proof(compact: &str) -> Result<Proof, DpopError> {
 
 fn json_object(b64: &str) -> Result<Map<String, Value>, DpopError> {
     let bytes = URL_SAFE_NO_PAD.decode(b64).map_err(|_| DpopError::Malformed)?;
-    serde_json::from_slice(&bytes).map_err(|_| DpopError::Malformed)
+    crate::json::from_slice(&bytes).map_err(|_| DpopError::Malformed)
 }
 
 /// A public EC P-256 or Ed25519 key on its curve, under the JWK key policy.
