@@ -407,15 +407,20 @@ def dpop_authflow_config(jwks: dict) -> str:
     return json.dumps(doc)
 
 
-def add_dpop_cases(env: "Env", cases: list[dict], tokdir: Path, jwks: dict) -> None:
+def add_dpop_cases(env: "Env", cases: list[dict], tokdir: Path, jwks: dict, alts: list[tuple[str, str]]) -> None:
     """One DPoP case per proof algorithm, right after E of that algorithm (so
-    C, E and DPoP of one algorithm run back to back within a repeat)."""
-    filters = [wasm_filter("authflow", env.wasm, dpop_authflow_config(jwks))]
+    C, E and DPoP of one algorithm run back to back within a repeat), each
+    followed by the same case with every other build of the module (`--alt`)."""
+    builds = [("", env.wasm)] + [(f"@{name}", path) for name, path in alts]
     for a in DPOP_ALGS:
-        case = dict(id=f"DPoP-{a}", label=f"DPoP: authflow, warm bound token, fresh {a} proof per request",
-                    filters=filters, tokens=None, tamper=None, tampered_token=None, dpop=a, tokdir=tokdir)
         at = next(i for i, c in enumerate(cases) if c["id"] == f"E-{a}")
-        cases.insert(at + 1, case)
+        for n, (suffix, wasm) in enumerate(builds, start=1):
+            label = f"DPoP: authflow, warm bound token, fresh {a} proof per request"
+            if suffix:
+                label += f", with {suffix[1:]} ({Path(wasm).stat().st_size:,} bytes)"
+            cases.insert(at + n, dict(id=f"DPoP-{a}{suffix}", label=label,
+                                      filters=[wasm_filter("authflow", wasm, dpop_authflow_config(jwks))], tokens=None,
+                                      tamper=None, tampered_token=None, dpop=a, tokdir=tokdir))
 
 
 def dpop_proofs(env: "Env", c: dict, count: int, name: str) -> Path:
@@ -1001,7 +1006,8 @@ def main() -> int:
     ap.add_argument("--no-auth-service", action="store_true", help="skip F and P")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs, tokens)")
     ap.add_argument("--alt", action="append", default=[], metavar="NAME=WASM",
-                    help="also run D with another build of the module (case D@NAME, interleaved with the warm cases): "
+                    help="also run D and the DPoP cases with another build of the module (cases D@NAME, DPoP-ALG@NAME; "
+                    "D@NAME interleaved with the warm cases): "
                     "compares build settings on the same machine minutes apart at most; repeatable")
     args = ap.parse_args()
 
@@ -1064,11 +1070,14 @@ def run(env: Env, args) -> int:
              filters=[wasm_filter("authflow", env.wasm, authflow_config(jwks, False, identity=True))], tokens=warm,
              tamper="EdDSA"),
     ]
-    # Other builds of the module (--alt NAME=WASM), each configured exactly as D, right after it.
+    # Other builds of the module (--alt NAME=WASM), each configured exactly as D, right after it
+    # (and as each DPoP case, right after that).
+    alts = []
     for spec in args.alt:
         name, _, path = spec.partition("=")
         if not name or not Path(path).is_file():
             raise SystemExit(f"--alt {spec}: expected NAME=PATH to a .wasm file")
+        alts.append((name, str(Path(path).resolve())))
         cases.insert(cases.index(next(c for c in cases if c["id"] == "D")) + 1, dict(
             id=f"D@{name}", label=f"D with {name} ({Path(path).stat().st_size:,} bytes)",
             filters=[wasm_filter("authflow", str(Path(path).resolve()), authflow_config(jwks, False))], tokens=warm,
@@ -1090,7 +1099,7 @@ def run(env: Env, args) -> int:
                           warmup=cold_warmup[a], tamper=a))
     for c in cases:
         c["tampered_token"] = tampered[c["tamper"]] if c["tamper"] else None
-    add_dpop_cases(env, cases, tokdir, jwks)
+    add_dpop_cases(env, cases, tokdir, jwks, alts)
 
     wanted = set(args.only.split(",")) if args.only else None
     if wanted and "push" in wanted:

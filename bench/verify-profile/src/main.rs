@@ -14,6 +14,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use jwt_simple::prelude::*;
 
+mod dpop;
+
 const ISS: &str = "https://bench.authflow.test";
 
 type Custom = serde_json::Map<String, serde_json::Value>;
@@ -72,6 +74,10 @@ fn parts(t: &str) -> (&str, Vec<u8>) {
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let (batches, scale) = if quick { (3, 1) } else { (7, 4) };
+    if std::env::args().any(|a| a == "--dpop") {
+        dpop::profile(batches, scale);
+        return;
+    }
     let ed = Ed25519KeyPair::generate().with_key_id("ed-1");
     let es = ES256KeyPair::generate().with_key_id("es-1");
     let rs = RS256KeyPair::generate(2048).expect("rsa").with_key_id("rs-1");

@@ -8,7 +8,7 @@
 //! request's proof is new and is checked here every time. Replay (a `jti`
 //! used twice) is decided afterwards across every worker ([`crate::replay`]).
 
-use authflow_contract::dpop::{htu, parse_proof, DpopError, Expectations, NonceKey, AUTH_SCHEME, DEFAULT_FUTURE_SKEW_SECS, PROOF_HEADER};
+use authflow_contract::dpop::{htu, parse_proof_with, DpopError, Expectations, NonceKey, AUTH_SCHEME, DEFAULT_FUTURE_SKEW_SECS, PROOF_HEADER};
 use sha2::{Digest, Sha256};
 
 use crate::config::{DpopMode, DpopPolicy};
@@ -90,8 +90,8 @@ pub fn judge(
         bound_jkt: Some(jkt),
         nonce: crate::nonce::check(policy, nonce_key),
     };
-    let proof = parse_proof(proof).map_err(DenyReason::Dpop)?;
-    let checked = proof.check_with(&expect, |key, input, sig| signatures.verify_once(key, input, sig)).map_err(DenyReason::Dpop)?;
+    let proof = parse_proof_with(proof, signatures).map_err(DenyReason::Dpop)?;
+    let checked = proof.check_with(&expect, signatures).map_err(DenyReason::Dpop)?;
     let mut hash = Sha256::new();
     hash.update(checked.jkt.as_bytes());
     hash.update([0]);

@@ -20,6 +20,7 @@ pub mod json_text;
 pub mod path;
 pub mod paused;
 pub mod policy;
+pub mod proof_keys;
 pub mod provider_id;
 pub mod replay;
 pub mod request;

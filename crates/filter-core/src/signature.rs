@@ -16,7 +16,10 @@
 use std::cell::Cell;
 
 use authflow_contract::der;
+use authflow_contract::dpop::{jwk_thumbprint, ProofKeys};
 use authflow_contract::jwk::{Algorithm, KeyEntry, PublicKey};
+
+use crate::proof_keys::ProofKeyCache;
 
 /// The foreign function's name in Envoy's Wasm host.
 pub const FOREIGN_FUNCTION: &str = "verify_signature";
@@ -55,6 +58,8 @@ pub struct SignatureChecker {
     support: [Cell<Support>; 3],
     /// Signatures checked per algorithm (as [`ALGORITHMS`]) and path, not yet reported.
     counts: [[Cell<u64>; 2]; 3],
+    /// DPoP proof keys seen lately, prepared.
+    proof_keys: ProofKeyCache,
 }
 
 impl Default for SignatureChecker {
@@ -66,7 +71,7 @@ impl Default for SignatureChecker {
 impl SignatureChecker {
     /// Only the filter's own verifiers (a host without the foreign function, and host tests).
     pub fn own_only() -> Self {
-        SignatureChecker { host: None, support: Default::default(), counts: Default::default() }
+        SignatureChecker { host: None, support: Default::default(), counts: Default::default(), proof_keys: ProofKeyCache::default() }
     }
 
     /// The host's verifier where it proves able, the own ones elsewhere.
@@ -79,13 +84,6 @@ impl SignatureChecker {
         self.decide(key.algorithm(), &key.spki, input, signature, || key.signature.verify(input, signature))
     }
 
-    /// Whether `signature` signs `input` under a key used once (a DPoP
-    /// proof's): no prepared table is built for it; the host decides when it
-    /// can, else the contract's verifiers.
-    pub fn verify_once(&self, key: &PublicKey, input: &[u8], signature: &[u8]) -> bool {
-        let spki = der::subject_public_key_info(key);
-        self.decide(key.algorithm(), &spki, input, signature, || authflow_contract::dpop::verify_signature(key, input, signature))
-    }
 
     fn decide(&self, alg: Algorithm, spki: &[u8], input: &[u8], signature: &[u8], own: impl Fn() -> bool) -> bool {
         let support = self.support.get(index(alg)).map_or(Support::No, Cell::get);
@@ -129,6 +127,26 @@ impl SignatureChecker {
             }
         }
         out
+    }
+}
+
+/// DPoP proof keys ([`crate::proof_keys`]): the host decides a signature
+/// when it can, else the contract's verifiers.
+impl ProofKeys for SignatureChecker {
+    fn on_curve(&self, key: &PublicKey) -> bool {
+        self.proof_keys.get(key).is_some()
+    }
+
+    fn thumbprint(&self, key: &PublicKey) -> String {
+        self.proof_keys.get(key).map_or_else(|| jwk_thumbprint(key), |k| k.thumbprint.clone())
+    }
+
+    fn verify(&self, key: &PublicKey, input: &[u8], signature: &[u8]) -> bool {
+        let Some(k) = self.proof_keys.get(key) else { return false };
+        self.decide(key.algorithm(), &k.spki, input, signature, || match &k.own {
+            Some(own) => own.verify(input, signature),
+            None => authflow_contract::dpop::verify_signature(key, input, signature),
+        })
     }
 }
 

@@ -24,7 +24,7 @@ mod proof;
 pub mod thumbprint;
 
 pub use nonce::NonceKey;
-pub use proof::{parse_proof, verify_signature, CheckedProof, Expectations, NonceCheck, Proof, ProofClaims};
+pub use proof::{is_on_curve, parse_proof, parse_proof_with, verify_signature, CheckedProof, Expectations, FreshKeys, NonceCheck, Proof, ProofClaims, ProofKeys};
 pub use thumbprint::{access_token_hash, canonical_jwk, jwk_thumbprint};
 
 use crate::jwk::Algorithm;

@@ -76,8 +76,44 @@ pub struct CheckedProof {
     pub iat: u64,
 }
 
+/// How a proof's public key is handled: checked on its curve, its RFC 7638
+/// thumbprint taken, signatures verified with it. [`FreshKeys`] does each
+/// from scratch; a resource server, which sees a client's one key on every
+/// request, may keep keys prepared (the filter does), with the same results.
+pub trait ProofKeys {
+    /// Whether the key is a point of its curve (an Ed25519 key: one that decompresses).
+    fn on_curve(&self, key: &PublicKey) -> bool;
+    /// [`thumbprint::jwk_thumbprint`] of the key.
+    fn thumbprint(&self, key: &PublicKey) -> String;
+    /// Whether `signature` signs `signing_input` under the key (one [`on_curve`](Self::on_curve) accepted).
+    fn verify(&self, key: &PublicKey, signing_input: &[u8], signature: &[u8]) -> bool;
+}
+
+/// Every key prepared anew, with the contract's own verifiers (a token
+/// endpoint sees a key once).
+pub struct FreshKeys;
+
+impl ProofKeys for FreshKeys {
+    fn on_curve(&self, key: &PublicKey) -> bool {
+        is_on_curve(key)
+    }
+
+    fn thumbprint(&self, key: &PublicKey) -> String {
+        thumbprint::jwk_thumbprint(key)
+    }
+
+    fn verify(&self, key: &PublicKey, signing_input: &[u8], signature: &[u8]) -> bool {
+        verify_signature(key, signing_input, signature)
+    }
+}
+
 /// Reads a `DPoP` header value; checks its shape, header and key, not its signature.
 pub fn parse_proof(compact: &str) -> Result<Proof, DpopError> {
+    parse_proof_with(compact, &FreshKeys)
+}
+
+/// [`parse_proof`] with the key checked on its curve by `keys`.
+pub fn parse_proof_with(compact: &str, keys: &dyn ProofKeys) -> Result<Proof, DpopError> {
     if compact.len() > MAX_PROOF_BYTES {
         return Err(DpopError::TooLarge);
     }
@@ -100,7 +136,12 @@ pub fn parse_proof(compact: &str) -> Result<Proof, DpopError> {
         .and_then(Algorithm::parse)
         .filter(|a| SUPPORTED_ALGORITHMS.contains(a))
         .ok_or(DpopError::UnsupportedAlgorithm)?;
-    let key = header.get("jwk").and_then(Value::as_object).and_then(proof_key).ok_or(DpopError::InvalidKey)?;
+    let key = header
+        .get("jwk")
+        .and_then(Value::as_object)
+        .and_then(jwk::public_signature_key)
+        .filter(|key| keys.on_curve(key))
+        .ok_or(DpopError::InvalidKey)?;
     if key.algorithm() != algorithm {
         return Err(DpopError::InvalidKey);
     }
@@ -119,15 +160,13 @@ fn json_object(b64: &str) -> Result<Map<String, Value>, DpopError> {
     crate::json::from_slice(&bytes).map_err(|_| DpopError::Malformed)
 }
 
-/// A public EC P-256 or Ed25519 key on its curve, under the JWK key policy.
-fn proof_key(jwk: &Map<String, Value>) -> Option<PublicKey> {
-    let key = jwk::public_signature_key(jwk)?;
-    let on_curve = match &key {
+/// Whether a public EC P-256 or Ed25519 key is on its curve (an RSA key never is a proof key).
+pub fn is_on_curve(key: &PublicKey) -> bool {
+    match key {
         PublicKey::ES256 { x, y } => crate::p256_verify::is_curve_point(x, y),
         PublicKey::EdDSA(x) => ed25519_dalek::VerifyingKey::from_bytes(x).is_ok(),
         PublicKey::RS256 { .. } => false,
-    };
-    on_curve.then_some(key)
+    }
 }
 
 fn proof_claims(payload: &Map<String, Value>) -> Result<ProofClaims, DpopError> {
@@ -154,17 +193,13 @@ fn proof_claims(payload: &Map<String, Value>) -> Result<ProofClaims, DpopError> 
 impl Proof {
     /// RFC 9449 §4.3 with the contract's own verifiers.
     pub fn check(&self, expect: &Expectations<'_>) -> Result<CheckedProof, DpopError> {
-        self.check_with(expect, verify_signature)
+        self.check_with(expect, &FreshKeys)
     }
 
-    /// [`Self::check`] with the signature verified by `verify(key, signing input, signature)`
-    /// (e.g. a host's native verifier). `verify` is called only when every
-    /// other claim but the nonce holds.
-    pub fn check_with(
-        &self,
-        expect: &Expectations<'_>,
-        verify: impl FnOnce(&PublicKey, &[u8], &[u8]) -> bool,
-    ) -> Result<CheckedProof, DpopError> {
+    /// [`Self::check`] with the key's thumbprint and signature from `keys`
+    /// (e.g. a host's native verifier, keys kept prepared). The signature is
+    /// verified only when every other claim but the nonce holds.
+    pub fn check_with(&self, expect: &Expectations<'_>, keys: &dyn ProofKeys) -> Result<CheckedProof, DpopError> {
         let claims = &self.claims;
         if !expect.algorithms.contains(&self.algorithm) {
             return Err(DpopError::UnsupportedAlgorithm);
@@ -188,11 +223,11 @@ impl Proof {
                 return Err(DpopError::AccessTokenHashMismatch);
             }
         }
-        let jkt = thumbprint::jwk_thumbprint(&self.key);
+        let jkt = keys.thumbprint(&self.key);
         if expect.bound_jkt.is_some_and(|bound| !bool::from(bound.as_bytes().ct_eq(jkt.as_bytes()))) {
             return Err(DpopError::KeyMismatch);
         }
-        if !verify(&self.key, self.signing_input.as_bytes(), &self.signature) {
+        if !keys.verify(&self.key, self.signing_input.as_bytes(), &self.signature) {
             return Err(DpopError::BadSignature);
         }
         let nonce_ok = |judge: &dyn Fn(&str) -> bool| match &claims.nonce {

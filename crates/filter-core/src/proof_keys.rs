@@ -1,0 +1,133 @@
+//! DPoP proof keys kept prepared. A client signs every proof with its one
+//! key, so the work a key needs before its first signature — checked on its
+//! curve (for Ed25519 a point decompression, as costly as a tenth of a
+//! verification), its RFC 7638 thumbprint (a SHA-256), the DER form Envoy's
+//! `verify_signature` takes — is done once per key and VM, not per request.
+//!
+//! Bounded: [`CAPACITY`] keys, the least recently used replaced. A key is
+//! cached only once it is on its curve, so results are exactly the
+//! contract's ([`authflow_contract::dpop::FreshKeys`]).
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use authflow_contract::der;
+use authflow_contract::dpop::{is_on_curve, jwk_thumbprint};
+use authflow_contract::jwk::PublicKey;
+use authflow_contract::jws::SignatureKey;
+
+/// Keys kept per VM (a few hundred bytes each).
+pub const CAPACITY: usize = 16;
+
+/// One key, ready for its next proof.
+pub struct PreparedKey {
+    pub key: PublicKey,
+    /// The key's `jkt`.
+    pub thumbprint: String,
+    /// `SubjectPublicKeyInfo` DER, for the host's verifier.
+    pub spki: Vec<u8>,
+    /// The own verifier's key, where preparing it is cheap (Ed25519: the
+    /// decompressed point; a P-256 key's comb table is not built for a
+    /// fallback the host makes rare).
+    pub own: Option<SignatureKey>,
+    last_used: Cell<u64>,
+}
+
+#[derive(Default)]
+pub struct ProofKeyCache {
+    keys: RefCell<Vec<Rc<PreparedKey>>>,
+    clock: Cell<u64>,
+}
+
+impl ProofKeyCache {
+    /// `key` prepared (from the cache, or prepared and cached now); `None`
+    /// when the key is not on its curve. (One function, not a generic one
+    /// per caller: module size.)
+    pub fn get(&self, key: &PublicKey) -> Option<Rc<PreparedKey>> {
+        let now = self.clock.get().wrapping_add(1);
+        self.clock.set(now);
+        let mut keys = self.keys.try_borrow_mut().ok()?;
+        let entry = match keys.iter().find(|k| k.key == *key) {
+            Some(entry) => Rc::clone(entry),
+            None => {
+                let prepared = Rc::new(prepare(key)?);
+                if keys.len() < CAPACITY {
+                    keys.push(Rc::clone(&prepared));
+                } else if let Some(oldest) = keys.iter_mut().min_by_key(|k| k.last_used.get()) {
+                    *oldest = Rc::clone(&prepared);
+                }
+                prepared
+            }
+        };
+        entry.last_used.set(now);
+        Some(entry)
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.try_borrow().map_or(0, |k| k.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn prepare(key: &PublicKey) -> Option<PreparedKey> {
+    let own = match key {
+        // Decompressing the point is the curve check.
+        PublicKey::EdDSA(_) => Some(SignatureKey::from_public(key)?),
+        _ if is_on_curve(key) => None,
+        _ => return None,
+    };
+    Some(PreparedKey { key: key.clone(), thumbprint: jwk_thumbprint(key), spki: der::subject_public_key_info(key), own, last_used: Cell::new(0) })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+    use authflow_contract::dpop::client::ProofKey;
+
+    #[test]
+    fn keys_are_prepared_once_and_match_the_contract() {
+        let cache = ProofKeyCache::default();
+        for key in [ProofKey::es256(&[3; 32]), ProofKey::ed25519(&[4; 32])] {
+            let public = key.public();
+            for _ in 0..3 {
+                let jkt = cache.get(&public).unwrap().thumbprint.clone();
+                assert_eq!(jkt, key.jkt());
+            }
+        }
+        assert_eq!(cache.len(), 2);
+    }
+
+    #[test]
+    fn keys_off_their_curve_are_refused_and_not_kept() {
+        let cache = ProofKeyCache::default();
+        let off = PublicKey::ES256 { x: [1; 32], y: [2; 32] };
+        assert!(!is_on_curve(&off));
+        assert!(cache.get(&off).is_none());
+        // An Ed25519 y with no x on the curve (2 is not a valid encoding's y here).
+        let mut bad_ed = [0u8; 32];
+        bad_ed[0] = 2;
+        assert_eq!(cache.get(&PublicKey::EdDSA(bad_ed)).is_some(), is_on_curve(&PublicKey::EdDSA(bad_ed)));
+        assert!(cache.get(&PublicKey::RS256 { n: vec![1; 256] }).is_none());
+        assert!(cache.len() <= 1);
+    }
+
+    #[test]
+    fn the_least_recently_used_key_makes_room() {
+        let cache = ProofKeyCache::default();
+        let keys: Vec<PublicKey> = (0..=CAPACITY as u8).map(|i| ProofKey::ed25519(&[i + 1; 32]).public()).collect();
+        for k in &keys[..CAPACITY] {
+            cache.get(k).unwrap();
+        }
+        // Touch the first again: the second is now the oldest.
+        cache.get(&keys[0]).unwrap();
+        cache.get(&keys[CAPACITY]).unwrap();
+        assert_eq!(cache.len(), CAPACITY);
+        let held: Vec<PublicKey> = cache.keys.borrow().iter().map(|k| k.key.clone()).collect();
+        assert!(held.contains(&keys[0]) && held.contains(&keys[CAPACITY]));
+        assert!(!held.contains(&keys[1]));
+    }
+}
