@@ -42,7 +42,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
  && install -d /out \
  && target/release/authflow-wasm-trim target/wasm32-wasip1/wasm/authflow.wasm target/authflow.trimmed.wasm \
  && if command -v wasm-opt >/dev/null; then \
-      wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext --enable-simd \
+      wasm-opt -Oz --one-caller-inline-max-function-size 100 --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext --enable-simd \
         target/authflow.trimmed.wasm -o /out/authflow.wasm; \
     else cp target/authflow.trimmed.wasm /out/authflow.wasm; fi \
  && install -D -m 0755 target/release/authflow-auth /out/authflow-auth \

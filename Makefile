@@ -16,7 +16,12 @@ WASM_BUILD := target/wasm32-wasip1/wasm/authflow.wasm
 WASM_TRIMMED := target/authflow.trimmed.wasm
 WASM := target/authflow.wasm
 # rustc's wasm32-wasip1 output uses these post-MVP features (SIMD: .cargo/config.toml).
-WASM_OPT_FLAGS := -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext --enable-simd
+# `--one-caller-inline-max-function-size 100`: a function with one caller is inlined
+# into it only when small. -Oz alone inlines them all, into functions of 30-50 KB that
+# Envoy's V8 (it compiles every function with its optimizing tier at load) needs about
+# 12 MiB more RSS for; this costs 3 KB of module (docs/bench.md, "Memory per VM";
+# tests/module_size.rs).
+WASM_OPT_FLAGS := -Oz --one-caller-inline-max-function-size 100 --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext --enable-simd
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export AUTHFLOW_ENVOY := $(abspath $(ENVOY))
