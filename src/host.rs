@@ -96,6 +96,7 @@ const NOT_FOUND: u32 = 1;
 
 /// The ABI's map and buffer numbers the filter uses.
 const MAP_REQUEST_HEADERS: u32 = 0;
+const MAP_RESPONSE_HEADERS: u32 = 2;
 const MAP_CALL_RESPONSE_HEADERS: u32 = 6;
 const BUFFER_CALL_RESPONSE_BODY: u32 = 4;
 const BUFFER_PLUGIN_CONFIGURATION: u32 = 7;
@@ -236,6 +237,24 @@ pub fn remove_request_header(name: &str) {
     let status = unsafe { abi::proxy_remove_header_map_value(MAP_REQUEST_HEADERS, name.as_ptr(), name.len()) };
     if status != OK {
         log::warn!("authflow: could not remove header {name}: status {status}");
+    }
+}
+
+/// Sets a response header unless the response already has one (the upstream's own wins).
+pub fn add_response_header_if_absent(name: &str, value: &str) {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: as in `header_map_block`; a value found is taken back and dropped.
+    unsafe {
+        if abi::proxy_get_header_map_value(MAP_RESPONSE_HEADERS, name.as_ptr(), name.len(), &mut data, &mut size) == OK {
+            drop(abi::take_host_buffer(data, size));
+            return;
+        }
+    }
+    // SAFETY: both slices are valid for reads for the duration of the call.
+    let status = unsafe { abi::proxy_replace_header_map_value(MAP_RESPONSE_HEADERS, name.as_ptr(), name.len(), value.as_ptr(), value.len()) };
+    if status != OK {
+        log::warn!("authflow: could not set response header {name}: status {status}");
     }
 }
 

@@ -4,7 +4,9 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use authflow_contract::fingerprint::DeviceAttribute;
+use authflow_contract::dpop::NONCE_HEADER;
 use authflow_filter_core::deny::DenyReason;
+use authflow_filter_core::engine::Decision;
 use authflow_filter_core::request::{HeaderBlock, HeaderReads};
 use authflow_filter_core::Request;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -17,11 +19,13 @@ use crate::vm::{Decided, Vm};
 pub struct AuthflowHttp {
     vm: Rc<RefCell<Vm>>,
     context_id: u32,
+    /// A fresh DPoP nonce for the response (its proof's nonce was getting old).
+    response_nonce: Option<String>,
 }
 
 impl AuthflowHttp {
     pub fn new(vm: Rc<RefCell<Vm>>, context_id: u32) -> Self {
-        AuthflowHttp { vm, context_id }
+        AuthflowHttp { vm, context_id, response_nonce: None }
     }
 }
 
@@ -59,15 +63,30 @@ impl HttpContext for AuthflowHttp {
         match vm.decide(self.context_id, Request::new(headers, client), now) {
             Decided::Paused => Action::Pause,
             Decided::Now(request, decision) => {
+                let nonce = match &decision {
+                    Decision::Allow(allowed) => allowed.dpop_nonce.clone(),
+                    Decision::Deny(_) => None,
+                };
                 let go_on = carry_out(vm, &request, decision, false);
                 vm.header_buffer = request.into_headers().into_buffer();
                 if go_on {
+                    // (A request that waited for keys gets none: it is resumed from the root context.)
+                    self.response_nonce = nonce;
                     Action::Continue
                 } else {
                     Action::Pause
                 }
             }
         }
+    }
+
+    /// Exported only for this (see `UNHANDLED_CALLBACKS`): every response
+    /// enters the VM once more, which costs a request no measurable time.
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if let Some(nonce) = self.response_nonce.take() {
+            host::add_response_header_if_absent(NONCE_HEADER, &nonce);
+        }
+        Action::Continue
     }
 }
 

@@ -201,6 +201,41 @@ fn dpop_nonces_from_a_configured_key_through_envoy() {
 }
 
 #[test]
+fn a_nonce_past_half_its_window_is_renewed_on_success() {
+    // RFC 9449 §8.2: a fresh nonce on a successful response spares the client the 401 it would pay when its nonce expires.
+    std::env::set_var(NONCE_KEY_ENV, base64::engine::general_purpose::STANDARD.encode(NONCE_KEY));
+    let stack = nonce_stack(Some(NONCE_KEY_ENV));
+    let shared_key = NonceKey::new(&NONCE_KEY).unwrap();
+    for email in ["renew@example.com", "renew-bearer@example.com"] {
+        stack.sign_up(email);
+    }
+    let key = ProofKey::es256(&[0x31; 32]);
+    let s = dpop_sign_in(&stack, "renew@example.com", &key);
+
+    // A nonce issued just now: accepted, and no new one (nothing to renew).
+    let young = nonce::issue(&shared_key, now());
+    let r = call(&stack, "GET", "/v1/items", &s, &[&nonce_proof(&stack, &key, &s, &young)]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("dpop-nonce"), None, "a young nonce is not renewed: {r:?}");
+
+    // One past half its 120 s window: accepted, and the response brings a fresh one…
+    let old = nonce::issue(&shared_key, now() - 75);
+    let r = call(&stack, "GET", "/v1/items", &s, &[&nonce_proof(&stack, &key, &s, &old)]);
+    assert_eq!(r.status, 200, "{r:?}");
+    let renewed = r.header("dpop-nonce").unwrap_or_else(|| panic!("no DPoP-Nonce on success: {r:?}")).to_owned();
+    assert_ne!(renewed, old);
+    assert!(nonce::check(&shared_key, &renewed, now(), 10), "a nonce issued now with the shared key");
+    // …that the next proof uses.
+    assert_eq!(call(&stack, "GET", "/v1/items", &s, &[&nonce_proof(&stack, &key, &s, &renewed)]).status, 200);
+
+    // A bearer request passes without any DPoP-Nonce.
+    let bearer = stack.sign_in("renew-bearer@example.com");
+    let r = stack.envoy.get("/v1/items", &bearer.headers());
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("dpop-nonce"), None, "{r:?}");
+}
+
+#[test]
 fn dpop_nonces_with_a_per_process_key_hold_across_workers() {
     let stack = nonce_stack(None);
     let email = "nonce2@example.com";

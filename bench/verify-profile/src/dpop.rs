@@ -142,6 +142,24 @@ pub fn profile(batches: usize, scale: usize) {
                     let p = &parsed[i % n];
                     assert!(tk.verify_strict(&bt, p.signing_input(), p.signature()));
                 }));
+                // The two side by side, alternating batches (the machine's load drifts).
+                let (mut plain, mut tabled) = (0.0, 0.0);
+                for round in 0..20 * scale {
+                    let t = std::time::Instant::now();
+                    for i in 0..20 {
+                        let p = &parsed[(round + i) % n];
+                        let s = ed25519_dalek::Signature::from_slice(p.signature()).expect("sig");
+                        assert!(vk.verify_strict(p.signing_input(), &s).is_ok());
+                    }
+                    plain += t.elapsed().as_secs_f64();
+                    let t = std::time::Instant::now();
+                    for i in 0..20 {
+                        let p = &parsed[(round + i) % n];
+                        assert!(tk.verify_strict(&bt, p.signing_input(), p.signature()));
+                    }
+                    tabled += t.elapsed().as_secs_f64();
+                }
+                println!("EdDSA: alternating: tables / verify_strict = {:.2}", tabled / plain);
             }
             PublicKey::ES256 { .. } => {
                 row("ES256:   host call's arguments (SPKI, DER signature, protobuf)", time(batches, 200 * scale, |i| {
@@ -170,7 +188,7 @@ pub fn profile(batches: usize, scale: usize) {
 
     // The replay store's slot: a proof filed in a slot of k ids.
     for held in [30usize, 470] {
-        let first = ProofUse { id: [0; 8], iat: now, provider: ProviderId::FIRST };
+        let first = ProofUse { id: [0; 8], iat: now, provider: ProviderId::FIRST, renew_nonce: false };
         let (_, bucket) = replay::slot_for(&first);
         let mut slot = replay::record(None, bucket, &first).expect("record");
         for i in 1..held as u64 {

@@ -8,10 +8,10 @@
 //! request's proof is new and is checked here every time. Replay (a `jti`
 //! used twice) is decided afterwards across every worker ([`crate::replay`]).
 
-use authflow_contract::dpop::{htu, parse_proof_with, DpopError, Expectations, NonceKey, AUTH_SCHEME, DEFAULT_FUTURE_SKEW_SECS, PROOF_HEADER};
+use authflow_contract::dpop::{htu, nonce, parse_proof_with, DpopError, Expectations, NonceKey, AUTH_SCHEME, DEFAULT_FUTURE_SKEW_SECS, PROOF_HEADER};
 use sha2::{Digest, Sha256};
 
-use crate::config::{DpopMode, DpopPolicy};
+use crate::config::{DpopMode, DpopNonce, DpopPolicy};
 use crate::deny::DenyReason;
 use crate::provider_id::ProviderId;
 use crate::request::Request;
@@ -25,6 +25,8 @@ pub struct ProofUse {
     pub id: [u8; 8],
     pub iat: u64,
     pub provider: ProviderId,
+    /// Its nonce (required here) is past half its window: the response carries a fresh one.
+    pub renew_nonce: bool,
 }
 
 /// Whether the request's `Authorization` header uses the `DPoP` scheme.
@@ -99,5 +101,7 @@ pub fn judge(
     let digest: [u8; 32] = hash.finalize().into();
     let mut id = [0u8; 8];
     id.iter_mut().zip(digest.iter()).for_each(|(slot, byte)| *slot = *byte);
-    Ok(Some(ProofUse { id, iat: checked.iat, provider: token.provider }))
+    let renew_nonce = policy.nonce == DpopNonce::Required
+        && proof.claims.nonce.as_deref().and_then(nonce::issued_at).is_some_and(|issued| crate::nonce::renewal_due(issued, now));
+    Ok(Some(ProofUse { id, iat: checked.iat, provider: token.provider, renew_nonce }))
 }

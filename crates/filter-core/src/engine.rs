@@ -93,6 +93,9 @@ pub struct Allowed {
     /// once across workers, and refuses the request if it was seen before
     /// ([`Engine::dpop_denied`]).
     pub proof: Option<ProofUse>,
+    /// A fresh DPoP nonce for the response's `DPoP-Nonce`, when the proof's
+    /// was past half its window ([`crate::nonce::renewal_due`]).
+    pub dpop_nonce: Option<String>,
 }
 
 impl Allowed {
@@ -280,7 +283,11 @@ impl Engine {
             return Outcome::Deny(self.denied(reason, scope.as_deref()));
         }
         let headers = (!verified.identity_headers.is_empty()).then(|| Rc::clone(&verified.identity_headers));
-        Outcome::Allow(Allowed { headers, notes, verified_by: Some(verified.provider), proof })
+        let dpop_nonce = match (proof, &self.nonce_key) {
+            (Some(ProofUse { renew_nonce: true, .. }), Some(key)) => Some(crate::nonce::fresh(key, now)),
+            _ => None,
+        };
+        Outcome::Allow(Allowed { headers, notes, verified_by: Some(verified.provider), proof, dpop_nonce })
     }
 
     /// The refusal of a DPoP failure, with the challenge of the token's

@@ -57,6 +57,14 @@ pub fn check<'a>(policy: &DpopPolicy, key: Option<&'a NonceKey>) -> NonceCheck<'
     }
 }
 
+/// Whether a request whose proof carried an accepted nonce issued at
+/// `issued` should get a fresh one with its successful response (RFC 9449
+/// §8.2): once the nonce is past half its window, so a client that keeps
+/// using the latest one it got never meets `use_dpop_nonce` again.
+pub fn renewal_due(issued: u64, now: u64) -> bool {
+    now.saturating_sub(issued) > NONCE_WINDOW_SECS / 2
+}
+
 /// A fresh nonce for the `DPoP-Nonce` header.
 pub fn fresh(key: &NonceKey, now: u64) -> String {
     nonce::issue(key, now)
@@ -65,6 +73,17 @@ pub fn fresh(key: &NonceKey, now: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nonces_are_renewed_past_half_their_window() {
+        let key = NonceKey::new(&[9; 32]).unwrap();
+        let now = 1_900_000_005;
+        let young = fresh(&key, now - 30);
+        let old = fresh(&key, now - 70);
+        assert!(!renewal_due(nonce::issued_at(&young).unwrap(), now));
+        assert!(renewal_due(nonce::issued_at(&old).unwrap(), now));
+        assert_eq!(nonce::issued_at("not base64!"), None);
+    }
 
     #[test]
     fn keys_are_base64_of_32_bytes_or_more() {

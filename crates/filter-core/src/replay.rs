@@ -79,7 +79,7 @@ mod tests {
     use crate::provider_id::ProviderId;
 
     fn proof(id: u64, iat: u64) -> ProofUse {
-        ProofUse { id: id.to_be_bytes(), iat, provider: ProviderId::FIRST }
+        ProofUse { id: id.to_be_bytes(), iat, provider: ProviderId::FIRST, renew_nonce: false }
     }
 
     #[test]

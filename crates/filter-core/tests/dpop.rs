@@ -256,6 +256,27 @@ fn with_nonces_required_a_proof_needs_a_current_nonce_of_this_filter() {
 }
 
 #[test]
+fn an_accepted_nonce_past_half_its_window_is_renewed() {
+    let [es, _] = keys();
+    let key = [5u8; 32];
+    let nonce_key = NonceKey::new(&key).unwrap();
+    let mut f = nonce_fixture(Some(&key));
+    let token = f.token(Some(es.jkt()));
+    let auth = format!("DPoP {token}");
+    let renewal = |o: &Outcome| match o {
+        Outcome::Allow(a) => a.dpop_nonce.clone(),
+        other => panic!("expected a pass, got {other:?}"),
+    };
+    let young = nonce::issue(&nonce_key, NOW - 20);
+    let o = f.eval(&[("authorization", &auth), ("dpop", &proof_at_now(&es, "GET", URI, &token, "r1", |c| c["nonce"] = young.into()))]);
+    assert_eq!(renewal(&o), None, "half its window is still ahead");
+    let old = nonce::issue(&nonce_key, NOW - 80);
+    let o = f.eval(&[("authorization", &auth), ("dpop", &proof_at_now(&es, "GET", URI, &token, "r2", |c| c["nonce"] = old.clone().into()))]);
+    let renewed = renewal(&o).expect("a fresh nonce with the response");
+    assert!(nonce::check(&nonce_key, &renewed, NOW, 10) && renewed != old);
+}
+
+#[test]
 fn without_a_nonce_key_a_required_nonce_fails_closed() {
     let [es, _] = keys();
     let mut f = nonce_fixture(None);

@@ -71,6 +71,14 @@ pub fn check(key: &NonceKey, nonce: &str, now: u64, window_secs: u64) -> bool {
     issued <= now.saturating_add(STEP_SECS) && now.saturating_sub(issued) <= window_secs
 }
 
+/// When `nonce` says it was issued (seconds, rounded down to a step), read
+/// without checking its tag: only for a nonce [`check`] accepted.
+pub fn issued_at(nonce: &str) -> Option<u64> {
+    let raw = URL_SAFE_NO_PAD.decode(nonce).ok()?;
+    let (step, _) = raw.split_first_chunk::<8>()?;
+    Some(u64::from_be_bytes(*step).saturating_mul(STEP_SECS))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
