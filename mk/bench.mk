@@ -6,6 +6,8 @@
 BENCH_DURATION ?= 5
 BENCH_REPEATS ?= 3
 BENCH_ARGS ?=
+# Extra arguments for the profiler (`--dpop`: a DPoP request's pieces; `--quick`).
+BENCH_PROFILE_ARGS ?=
 BENCH_TARGET_DIR := target/bench
 
 .PHONY: bench bench-tools bench-build
@@ -39,6 +41,6 @@ bench: bench-build
 bench-profile: toolchain
 	$(CARGO) build --release --manifest-path bench/verify-profile/Cargo.toml --target-dir $(BENCH_TARGET_DIR)
 	$(CARGO) build --release --target wasm32-wasip1 --manifest-path bench/verify-profile/Cargo.toml --target-dir $(BENCH_TARGET_DIR)
-	taskset -c 0 $(BENCH_TARGET_DIR)/release/authflow-verify-profile
+	taskset -c 0 $(BENCH_TARGET_DIR)/release/authflow-verify-profile $(BENCH_PROFILE_ARGS)
 	@command -v node >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq nodejs; }
-	taskset -c 0 node --no-warnings bench/verify-profile/run-node.mjs $(BENCH_TARGET_DIR)/wasm32-wasip1/release/authflow-verify-profile.wasm
+	taskset -c 0 node --no-warnings bench/verify-profile/run-node.mjs $(BENCH_TARGET_DIR)/wasm32-wasip1/release/authflow-verify-profile.wasm $(BENCH_PROFILE_ARGS)
