@@ -207,6 +207,23 @@ fn main() {
         println!("{:<58} {checked:>10} cases agree with the reference", "");
     }
 
+    // --- EdDSA with a per-key table of multiples (authflow_verifiers::ed25519_verify), against dalek's verify_strict
+    let ed_bytes: [u8; 32] = ed.public_key().to_bytes().try_into().expect("32 bytes");
+    row("EdDSA: per-key table, built once per key", time(batches, scale, |_| {
+        black_box(authflow_contract::ed25519_verify::Ed25519Key::new(&ed_bytes));
+    }));
+    let ed_table = authflow_contract::ed25519_verify::Ed25519Key::new(&ed_bytes).expect("a point");
+    for (msg, sig) in &ed_p {
+        assert!(ed_table.verify(msg.as_bytes(), sig) && dalek(msg.as_bytes(), sig));
+        let mut bad = sig.clone();
+        bad[5] ^= 1;
+        assert!(!ed_table.verify(msg.as_bytes(), &bad) && !dalek(msg.as_bytes(), &bad));
+    }
+    row("EdDSA: per-key table (authflow_verifiers::ed25519_verify)", time(batches, 20 * scale, |i| {
+        let (msg, sig) = &ed_p[i % n];
+        assert!(ed_table.verify(msg.as_bytes(), sig));
+    }));
+
     // --- a fresh token through Engine::evaluate: cache empty vs full (steady state
     // when every request brings a new token). EdDSA, so the signature is the cheapest part.
     let cold_n = if quick { 2_000 } else { 10_000 };

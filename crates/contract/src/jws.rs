@@ -3,21 +3,23 @@
 //!
 //! Why not jwt-simple here: its pure-Rust backends use 64-bit limbs with
 //! 128-bit products, which Wasm has to emulate in software. Inside Envoy's
-//! V8 these are several times faster: ed25519-dalek (a 32-bit backend on
-//! wasm32), [`crate::p256_verify`] (32-bit limbs and a precomputed table per
-//! key, built when the key is prepared) and [`crate::rsa_verify`]. The
+//! V8 these are several times faster: [`crate::ed25519_verify`] (ed25519-dalek's
+//! 32-bit arithmetic on wasm32 with a table of multiples per key),
+//! [`crate::p256_verify`] (32-bit limbs and a precomputed table per key) and
+//! [`crate::rsa_verify`]; the tables are built when the key is prepared. The
 //! service signs with jwt-simple, and the tests below check every result
 //! against jwt-simple's own verification (a test-only dependency: the filter
 //! links none of it).
 
 use crate::jwk::{PublicKey, RSA_EXPONENT};
+use crate::ed25519_verify::Ed25519Key;
 use crate::p256_verify::P256Key;
 use crate::rsa_verify::RsaKey;
 
 /// A public key prepared for fast verification of one algorithm.
 #[derive(Clone)]
 pub enum SignatureKey {
-    EdDSA(ed25519_dalek::VerifyingKey),
+    EdDSA(Ed25519Key),
     ES256(P256Key),
     RS256(RsaKey),
 }
@@ -36,7 +38,7 @@ impl SignatureKey {
     /// Prepares a key parsed from a JWK; `None` if it cannot be (then the key is skipped).
     pub fn from_public(key: &PublicKey) -> Option<Self> {
         match key {
-            PublicKey::EdDSA(x) => ed25519_dalek::VerifyingKey::from_bytes(x).ok().map(Self::EdDSA),
+            PublicKey::EdDSA(x) => Ed25519Key::new(x).map(Self::EdDSA),
             PublicKey::ES256 { x, y } => P256Key::from_sec1_uncompressed(&PublicKey::sec1_uncompressed(x, y)).map(Self::ES256),
             PublicKey::RS256 { n } => RsaKey::new(n, &RSA_EXPONENT).map(Self::RS256),
         }
@@ -45,12 +47,22 @@ impl SignatureKey {
     /// Whether `signature` (raw, base64url-decoded) signs `signing_input`.
     pub fn verify(&self, signing_input: &[u8], signature: &[u8]) -> bool {
         match self {
-            // verify_strict: rejects small-order keys and non-canonical signatures.
-            Self::EdDSA(k) => ed25519_dalek::Signature::from_slice(signature)
-                .is_ok_and(|s| k.verify_strict(signing_input, &s).is_ok()),
+            // As ed25519-dalek's verify_strict: small-order keys and non-canonical signatures are refused.
+            Self::EdDSA(k) => k.verify(signing_input, signature),
             Self::ES256(k) => k.verify(signing_input, signature),
             Self::RS256(k) => k.verify(signing_input, signature),
         }
+    }
+}
+
+/// Verifies with a key seen once (a DPoP proof's own key): no per-key table,
+/// which would cost more to build than the one check it serves.
+pub fn verify_once(key: &PublicKey, signing_input: &[u8], signature: &[u8]) -> bool {
+    match key {
+        PublicKey::EdDSA(x) => ed25519_dalek::VerifyingKey::from_bytes(x).is_ok_and(|k| {
+            ed25519_dalek::Signature::from_slice(signature).is_ok_and(|s| k.verify_strict(signing_input, &s).is_ok())
+        }),
+        _ => SignatureKey::from_public(key).is_some_and(|k| k.verify(signing_input, signature)),
     }
 }
 

@@ -20,7 +20,7 @@ pub mod return_to;
 pub mod revocation;
 
 // The Wasm-tuned verifiers live in a crate of their own (see its documentation).
-pub use authflow_verifiers::{p256_verify, rsa_verify};
+pub use authflow_verifiers::{ed25519_verify, p256_verify, rsa_verify};
 
 pub use claims::{AccessClaims, Confirmation};
 pub use fingerprint::{DeviceAttribute, FingerprintInput};

@@ -10,5 +10,6 @@
 // Indexing and slicing panic when out of range: the filter uses `get`, iterators and patterns.
 #![deny(clippy::indexing_slicing)]
 
+pub mod ed25519_verify;
 pub mod p256_verify;
 pub mod rsa_verify;

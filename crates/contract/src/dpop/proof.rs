@@ -8,7 +8,6 @@ use subtle::ConstantTimeEq;
 use super::{htu, nonce, thumbprint, DpopError, NonceKey};
 use super::{MAX_HTM_LEN, MAX_HTU_LEN, MAX_JTI_LEN, MAX_NONCE_LEN, MAX_PROOF_BYTES, PROOF_TYPE, SUPPORTED_ALGORITHMS};
 use crate::jwk::{self, Algorithm, PublicKey};
-use crate::jws::SignatureKey;
 
 /// The claims of a proof, each within its bound.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -254,7 +253,7 @@ impl Proof {
     }
 }
 
-/// The contract's verifiers; the key is prepared for this one use.
+/// The contract's verifiers, for a key used once.
 pub fn verify_signature(key: &PublicKey, signing_input: &[u8], signature: &[u8]) -> bool {
-    SignatureKey::from_public(key).is_some_and(|k| k.verify(signing_input, signature))
+    crate::jws::verify_once(key, signing_input, signature)
 }
