@@ -49,6 +49,8 @@ impl Ed25519Key {
     /// `ed25519_dalek::VerifyingKey::from_bytes` decides).
     pub fn new(encoded: &[u8; 32]) -> Option<Ed25519Key> {
         let a = CompressedEdwardsY(*encoded).decompress()?;
+        // Built now, with the key (when a key set arrives), not by the first request.
+        base_table();
         let minus_a = (!a.is_small_order()).then(|| Box::new(EdwardsBasepointTable::create(&-a)));
         Some(Ed25519Key { encoded: *encoded, minus_a })
     }
