@@ -1,5 +1,6 @@
 //! Differential: the filter's Ed25519 verifier (`Ed25519Key`, a table of
-//! multiples of the key, comparing encodings) must decide as ed25519-dalek's
+//! multiples of the key, comparing encodings; `verify_once` for a key used
+//! once, without the table) must decide as ed25519-dalek's
 //! `verify_strict` on every key, message and signature: genuine signatures
 //! (then tampered), arbitrary bytes, the small-order points as key or `R`,
 //! and `s` at the group order's edges. The one difference allowed is the
@@ -11,7 +12,7 @@
 use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
-use authflow_contract::ed25519_verify::Ed25519Key;
+use authflow_contract::ed25519_verify::{verify_once, Ed25519Key};
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use libfuzzer_sys::fuzz_target;
 
@@ -163,6 +164,8 @@ fuzz_target!(|input: Input| {
     }
     let Some(ours) = ours else { return };
     let decided = ours.verify(input.message, &sig);
+    // With the table and without it (a DPoP proof's key): the same decision.
+    assert_eq!(decided, verify_once(&key_bytes, input.message, &sig));
     let expected = reference(&key_bytes, input.message, &sig);
     if decided != expected {
         let r: [u8; 32] = sig[..32].try_into().unwrap_or([0; 32]);

@@ -59,9 +59,7 @@ impl SignatureKey {
 /// which would cost more to build than the one check it serves.
 pub fn verify_once(key: &PublicKey, signing_input: &[u8], signature: &[u8]) -> bool {
     match key {
-        PublicKey::EdDSA(x) => ed25519_dalek::VerifyingKey::from_bytes(x).is_ok_and(|k| {
-            ed25519_dalek::Signature::from_slice(signature).is_ok_and(|s| k.verify_strict(signing_input, &s).is_ok())
-        }),
+        PublicKey::EdDSA(x) => crate::ed25519_verify::verify_once(x, signing_input, signature),
         _ => SignatureKey::from_public(key).is_some_and(|k| k.verify(signing_input, signature)),
     }
 }

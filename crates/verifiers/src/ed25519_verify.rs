@@ -24,12 +24,13 @@
 //! Only curve25519-dalek's public API is used: its point arithmetic, its
 //! table type (`EdwardsBasepointTable::create` works for any point) and its
 //! constant-time table lookups. Nothing here is secret, so constant time is
-//! not needed, only correctness.
+//! not needed, only correctness. A key used once (a DPoP proof's) goes
+//! through [`verify_once`], the same checks without a table.
 
 use std::sync::OnceLock;
 
 use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
-use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsBasepointTable};
+use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsBasepointTable, EdwardsPoint};
 use curve25519_dalek::scalar::Scalar;
 use curve25519_dalek::traits::BasepointTable;
 use sha2::{Digest, Sha512};
@@ -58,15 +59,37 @@ impl Ed25519Key {
     /// Whether `signature` (`R ‖ s`, 64 bytes) signs `message` under this key.
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
         let Some(minus_a) = &self.minus_a else { return false };
-        let Some((r, s)) = split_signature(signature) else { return false };
-        let Some(s) = Option::<Scalar>::from(Scalar::from_canonical_bytes(*s)) else { return false };
-        let digest: [u8; 64] = Sha512::new().chain_update(r).chain_update(self.encoded).chain_update(message).finalize().into();
-        let k = Scalar::from_bytes_mod_order_wide(&digest);
-        // R' = [s]B − [k]A. R' is never compared as a point: its encoding is
-        // canonical, so equality with `r` also proves `r` canonical.
-        let expected = base_table().mul_base(&s) + minus_a.mul_base(&k);
-        !expected.is_small_order() && expected.compress().as_bytes() == r
+        check(&self.encoded, message, signature, |s, k| base_table().mul_base(s) + minus_a.mul_base(k))
     }
+}
+
+/// The same decision for a key used once (a DPoP proof's own key), without
+/// building its table: `[s]B − [k]A` by curve25519-dalek's variable-time
+/// double-scalar multiplication, as `verify_strict` computes it.
+pub fn verify_once(encoded: &[u8; 32], message: &[u8], signature: &[u8]) -> bool {
+    let Some(a) = CompressedEdwardsY(*encoded).decompress() else { return false };
+    if a.is_small_order() {
+        return false;
+    }
+    let minus_a = -a;
+    check(encoded, message, signature, |s, k| EdwardsPoint::vartime_double_scalar_mul_basepoint(k, &minus_a, s))
+}
+
+/// Whether 32 bytes encode a point on the curve (a usable public key).
+pub fn is_point(encoded: &[u8; 32]) -> bool {
+    CompressedEdwardsY(*encoded).decompress().is_some()
+}
+
+/// RFC 8032 §5.1.7 around `recompute`, which gives `R' = [s]B − [k]A`.
+fn check(encoded: &[u8; 32], message: &[u8], signature: &[u8], recompute: impl Fn(&Scalar, &Scalar) -> EdwardsPoint) -> bool {
+    let Some((r, s)) = split_signature(signature) else { return false };
+    let Some(s) = Option::<Scalar>::from(Scalar::from_canonical_bytes(*s)) else { return false };
+    let digest: [u8; 64] = Sha512::new().chain_update(r).chain_update(encoded).chain_update(message).finalize().into();
+    let k = Scalar::from_bytes_mod_order_wide(&digest);
+    // R' is never compared as a point: its encoding is canonical, so equality
+    // with `r` also proves `r` canonical; R' of small order means R is.
+    let expected = recompute(&s, &k);
+    !expected.is_small_order() && expected.compress().as_bytes() == r
 }
 
 /// The same table for the base point `B`, built on first use rather than

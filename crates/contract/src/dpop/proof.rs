@@ -163,7 +163,7 @@ fn json_object(b64: &str) -> Result<Map<String, Value>, DpopError> {
 pub fn is_on_curve(key: &PublicKey) -> bool {
     match key {
         PublicKey::ES256 { x, y } => crate::p256_verify::is_curve_point(x, y),
-        PublicKey::EdDSA(x) => ed25519_dalek::VerifyingKey::from_bytes(x).is_ok(),
+        PublicKey::EdDSA(x) => crate::ed25519_verify::is_point(x),
         PublicKey::RS256 { .. } => false,
     }
 }
