@@ -44,6 +44,16 @@ impl SignatureKey {
         }
     }
 
+    /// As [`SignatureKey::from_public`] for a key whose use is not known yet
+    /// (a DPoP proof's): an Ed25519 key's table is built only once the key
+    /// has been used often ([`crate::ed25519_verify::Ed25519Key::lazy`]).
+    pub fn from_public_lazily(key: &PublicKey) -> Option<Self> {
+        match key {
+            PublicKey::EdDSA(x) => Ed25519Key::lazy(x).map(Self::EdDSA),
+            _ => Self::from_public(key),
+        }
+    }
+
     /// Whether `signature` (raw, base64url-decoded) signs `signing_input`.
     pub fn verify(&self, signing_input: &[u8], signature: &[u8]) -> bool {
         match self {

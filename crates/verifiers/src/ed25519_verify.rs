@@ -8,8 +8,10 @@
 //! curve25519-dalek keeps for the base point `B`, 32 × 8 points, ~30 KiB),
 //! `[k](−A)` costs 64 additions and 4 doublings, and comparing the
 //! *encoding* of the result with `R` needs no decompression. The table costs
-//! a few milliseconds to build, so it is made for JWKS keys (prepared once
-//! per key set), not for one-off keys such as a DPoP proof's.
+//! a few milliseconds to build, so a JWKS key gets it when the key set
+//! arrives ([`Ed25519Key::new`]), and a DPoP proof's key only once it has
+//! checked [`TABLE_AFTER_CHECKS`] signatures ([`Ed25519Key::lazy`]): a client
+//! keeps its key, a key made up per request never gets that far.
 //!
 //! Decisions are those of `verify_strict` — `s` must be canonical (< ℓ),
 //! small-order keys and small-order `R` are refused — with one difference,
@@ -24,9 +26,11 @@
 //! Only curve25519-dalek's public API is used: its point arithmetic, its
 //! table type (`EdwardsBasepointTable::create` works for any point) and its
 //! constant-time table lookups. Nothing here is secret, so constant time is
-//! not needed, only correctness. A key used once (a DPoP proof's) goes
-//! through [`verify_once`], the same checks without a table.
+//! not needed, only correctness. Without a table, `[s]B − [k]A` is
+//! curve25519-dalek's variable-time double-scalar multiplication (what
+//! `verify_strict` uses); the checks around it are the same.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
 use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
@@ -35,44 +39,82 @@ use curve25519_dalek::scalar::Scalar;
 use curve25519_dalek::traits::BasepointTable;
 use sha2::{Digest, Sha512};
 
+/// Checks with a key before its table is built lazily (see
+/// [`Ed25519Key::lazy`]): enough for a client that keeps its key, too many
+/// for a key made up per request to be worth it — by then its proofs have
+/// cost ~64 signature checks, several times the table.
+pub const TABLE_AFTER_CHECKS: u32 = 64;
+
 /// An Ed25519 public key prepared for verification.
-#[derive(Clone)]
 pub struct Ed25519Key {
     /// The key as it was given: `k = SHA-512(R ‖ A ‖ M)` hashes these bytes.
     encoded: [u8; 32],
-    /// Multiples of `−A`; `None` for a small-order key, which verifies nothing
-    /// (as with `verify_strict`: any signature would do for such a key).
-    minus_a: Option<Box<EdwardsBasepointTable>>,
+    /// `−A`; `None` for a small-order key, which verifies nothing (as with
+    /// `verify_strict`: any signature would do for such a key).
+    minus_a: Option<EdwardsPoint>,
+    /// Multiples of `−A`, once built.
+    table: OnceLock<Box<EdwardsBasepointTable>>,
+    /// Checks made without the table (a lazy key builds it at [`TABLE_AFTER_CHECKS`]).
+    checks: AtomicU32,
+}
+
+impl Clone for Ed25519Key {
+    fn clone(&self) -> Self {
+        Ed25519Key {
+            encoded: self.encoded,
+            minus_a: self.minus_a,
+            table: self.table.clone(),
+            checks: AtomicU32::new(self.checks.load(Ordering::Relaxed)),
+        }
+    }
 }
 
 impl Ed25519Key {
-    /// `None` when the 32 bytes are not a point on the curve (as
-    /// `ed25519_dalek::VerifyingKey::from_bytes` decides).
+    /// A key that checks many signatures (a JWKS key): its table is built
+    /// now, when the key set arrives. `None` when the 32 bytes are not a
+    /// point on the curve (as `ed25519_dalek::VerifyingKey::from_bytes` decides).
     pub fn new(encoded: &[u8; 32]) -> Option<Ed25519Key> {
-        let a = CompressedEdwardsY(*encoded).decompress()?;
-        // Built now, with the key (when a key set arrives), not by the first request.
+        let key = Ed25519Key::lazy(encoded)?;
+        // Built now, with the key, not by the first request.
         base_table();
-        let minus_a = (!a.is_small_order()).then(|| Box::new(EdwardsBasepointTable::create(&-a)));
-        Some(Ed25519Key { encoded: *encoded, minus_a })
+        if let Some(minus_a) = &key.minus_a {
+            let _ = key.table.set(Box::new(EdwardsBasepointTable::create(minus_a)));
+        }
+        Some(key)
+    }
+
+    /// A key whose use is not known yet (a DPoP proof's): checked without a
+    /// table until it has been used [`TABLE_AFTER_CHECKS`] times, so a key
+    /// seen once costs what `verify_strict` costs, and one a client keeps
+    /// gets the faster checks.
+    pub fn lazy(encoded: &[u8; 32]) -> Option<Ed25519Key> {
+        let a = CompressedEdwardsY(*encoded).decompress()?;
+        let minus_a = (!a.is_small_order()).then(|| -a);
+        Some(Ed25519Key { encoded: *encoded, minus_a, table: OnceLock::new(), checks: AtomicU32::new(0) })
     }
 
     /// Whether `signature` (`R ‖ s`, 64 bytes) signs `message` under this key.
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
         let Some(minus_a) = &self.minus_a else { return false };
-        check(&self.encoded, message, signature, |s, k| base_table().mul_base(s) + minus_a.mul_base(k))
+        let table = self.table.get().or_else(|| {
+            let checks = self.checks.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+            (checks >= TABLE_AFTER_CHECKS).then(|| self.table.get_or_init(|| Box::new(EdwardsBasepointTable::create(minus_a))))
+        });
+        match table {
+            Some(minus_a) => check(&self.encoded, message, signature, |s, k| base_table().mul_base(s) + minus_a.mul_base(k)),
+            None => check(&self.encoded, message, signature, |s, k| EdwardsPoint::vartime_double_scalar_mul_basepoint(k, minus_a, s)),
+        }
+    }
+
+    /// Whether the table of multiples is built (for tests and stats).
+    pub fn has_table(&self) -> bool {
+        self.table.get().is_some()
     }
 }
 
-/// The same decision for a key used once (a DPoP proof's own key), without
-/// building its table: `[s]B − [k]A` by curve25519-dalek's variable-time
-/// double-scalar multiplication, as `verify_strict` computes it.
+/// The same decision for a key used once, without a table.
 pub fn verify_once(encoded: &[u8; 32], message: &[u8], signature: &[u8]) -> bool {
-    let Some(a) = CompressedEdwardsY(*encoded).decompress() else { return false };
-    if a.is_small_order() {
-        return false;
-    }
-    let minus_a = -a;
-    check(encoded, message, signature, |s, k| EdwardsPoint::vartime_double_scalar_mul_basepoint(k, &minus_a, s))
+    Ed25519Key::lazy(encoded).is_some_and(|k| k.verify(message, signature))
 }
 
 /// Whether 32 bytes encode a point on the curve (a usable public key).

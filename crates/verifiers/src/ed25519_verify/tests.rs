@@ -140,3 +140,29 @@ fn signatures_of_the_wrong_length_are_refused() {
     long.push(0);
     assert!(!key.verify(b"m", &long));
 }
+
+/// A lazy key (a DPoP proof's) checks without a table until it has been used
+/// `TABLE_AFTER_CHECKS` times, then builds it; its decisions never change.
+#[test]
+fn a_lazy_key_gets_its_table_once_used_often_and_decides_the_same() {
+    let signer = SigningKey::from_bytes(&bytes32("lazy", 4));
+    let public = signer.verifying_key().to_bytes();
+    let lazy = Ed25519Key::lazy(&public).unwrap();
+    assert!(Ed25519Key::new(&public).unwrap().has_table(), "a JWKS key has its table at once");
+    let good = signer.sign(b"proof").to_bytes();
+    let mut bad = good;
+    bad[40] ^= 2;
+    for i in 1..=TABLE_AFTER_CHECKS + 3 {
+        assert_eq!(lazy.has_table(), i > TABLE_AFTER_CHECKS, "before check {i}");
+        // Refused signatures count as uses too: the cost was paid either way.
+        let (signature, valid) = if i % 2 == 0 { (&good, true) } else { (&bad, false) };
+        assert_eq!(lazy.verify(b"proof", signature), valid, "check {i}");
+    }
+    assert!(lazy.has_table());
+    // A small-order key never builds one.
+    let weak = Ed25519Key::lazy(&small_order_encodings()[1]).unwrap();
+    for _ in 0..TABLE_AFTER_CHECKS + 1 {
+        assert!(!weak.verify(b"proof", &good));
+    }
+    assert!(!weak.has_table());
+}
