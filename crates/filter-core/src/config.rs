@@ -3,7 +3,7 @@
 //! unknown fields → a validated [`FilterConfig`] the request path can trust.
 //! Any error names the field, so the log line at `on_configure` says what to fix.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 use authflow_contract::revocation::MAX_CLOCK_SKEW_SECS;
 use authflow_contract::{fingerprint::DeviceAttribute, Algorithm, KeySet};
@@ -163,9 +163,11 @@ struct RawIdentityHeaders {
     /// The service account calling (a verified service-account token's `client_id`).
     #[serde(default)]
     client_id: Option<String>,
-    /// claim path (dots for nesting) → header name
+    /// claim path (dots for nesting) → header name. A JSON object as read
+    /// (the map type the token's claims use too: no second map reader in the
+    /// module); each value is checked to be a string by `validate_identity`.
     #[serde(default)]
-    claims: BTreeMap<String, String>,
+    claims: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -798,7 +800,7 @@ fn validate_identity(raw: Option<RawIdentityHeaders>) -> Result<IdentityHeaders,
         scopes: Some("x-auth-scopes".into()),
         session: Some("x-auth-session".into()),
         client_id: Some("x-auth-client-id".into()),
-        claims: BTreeMap::new(),
+        claims: serde_json::Map::new(),
     });
     let one = |v: Option<String>, field: &str| -> Result<Option<String>, ConfigError> {
         v.map(|h| header_name(&h).ok_or_else(|| ConfigError(format!("`identity_headers.{field}`: `{h}` is not a valid header name"))))
@@ -806,7 +808,10 @@ fn validate_identity(raw: Option<RawIdentityHeaders>) -> Result<IdentityHeaders,
     };
     let mut claims = Vec::new();
     for (path, header) in raw.claims {
-        let h = header_name(&header)
+        let Some(header) = header.as_str() else {
+            return err(format!("`identity_headers.claims.{path}`: must be a header name (a string)"));
+        };
+        let h = header_name(header)
             .ok_or_else(|| ConfigError(format!("`identity_headers.claims.{path}`: `{header}` is not a valid header name")))?;
         let parts: Vec<String> = path.split('.').map(str::to_owned).collect();
         if parts.iter().any(String::is_empty) || parts.len() > 8 {
@@ -1020,6 +1025,8 @@ mod tests {
         assert!(e.0.contains("routes[0]`.policy"), "{e}");
         let e = with(serde_json::json!({"identity_headers": {"subject": "bad header"}})).unwrap_err();
         assert!(e.0.contains("identity_headers.subject"), "{e}");
+        let e = with(serde_json::json!({"identity_headers": {"claims": {"org.team": 7}}})).unwrap_err();
+        assert!(e.0.contains("identity_headers.claims.org.team") && e.0.contains("header name"), "{e}");
         let e = with(serde_json::json!({"max_token_bytes": 10})).unwrap_err();
         assert!(e.0.contains("max_token_bytes"), "{e}");
         let e = with(serde_json::json!({"device_binding": {"mode": "enforce", "attributes": ["no good"]}})).unwrap_err();
