@@ -31,7 +31,7 @@
 //! `verify_strict` uses); the checks around it are the same.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsBasepointTable, EdwardsPoint};
@@ -45,28 +45,23 @@ use sha2::{Digest, Sha512};
 /// cost ~64 signature checks, several times the table.
 pub const TABLE_AFTER_CHECKS: u32 = 64;
 
-/// An Ed25519 public key prepared for verification.
+/// An Ed25519 public key prepared for verification. Clones share the table.
+#[derive(Clone)]
 pub struct Ed25519Key {
     /// The key as it was given: `k = SHA-512(R ‖ A ‖ M)` hashes these bytes.
     encoded: [u8; 32],
     /// `−A`; `None` for a small-order key, which verifies nothing (as with
     /// `verify_strict`: any signature would do for such a key).
     minus_a: Option<EdwardsPoint>,
+    table: Arc<LazyTable>,
+}
+
+#[derive(Default)]
+struct LazyTable {
     /// Multiples of `−A`, once built.
     table: OnceLock<Box<EdwardsBasepointTable>>,
     /// Checks made without the table (a lazy key builds it at [`TABLE_AFTER_CHECKS`]).
     checks: AtomicU32,
-}
-
-impl Clone for Ed25519Key {
-    fn clone(&self) -> Self {
-        Ed25519Key {
-            encoded: self.encoded,
-            minus_a: self.minus_a,
-            table: self.table.clone(),
-            checks: AtomicU32::new(self.checks.load(Ordering::Relaxed)),
-        }
-    }
 }
 
 impl Ed25519Key {
@@ -78,7 +73,7 @@ impl Ed25519Key {
         // Built now, with the key, not by the first request.
         base_table();
         if let Some(minus_a) = &key.minus_a {
-            let _ = key.table.set(Box::new(EdwardsBasepointTable::create(minus_a)));
+            let _ = key.table.table.set(Box::new(EdwardsBasepointTable::create(minus_a)));
         }
         Some(key)
     }
@@ -90,25 +85,26 @@ impl Ed25519Key {
     pub fn lazy(encoded: &[u8; 32]) -> Option<Ed25519Key> {
         let a = CompressedEdwardsY(*encoded).decompress()?;
         let minus_a = (!a.is_small_order()).then(|| -a);
-        Some(Ed25519Key { encoded: *encoded, minus_a, table: OnceLock::new(), checks: AtomicU32::new(0) })
+        Some(Ed25519Key { encoded: *encoded, minus_a, table: Arc::default() })
     }
 
     /// Whether `signature` (`R ‖ s`, 64 bytes) signs `message` under this key.
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
         let Some(minus_a) = &self.minus_a else { return false };
-        let table = self.table.get().or_else(|| {
-            let checks = self.checks.fetch_add(1, Ordering::Relaxed).saturating_add(1);
-            (checks >= TABLE_AFTER_CHECKS).then(|| self.table.get_or_init(|| Box::new(EdwardsBasepointTable::create(minus_a))))
+        let lazy = &self.table;
+        let table = lazy.table.get().or_else(|| {
+            let checks = lazy.checks.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+            (checks >= TABLE_AFTER_CHECKS).then(|| lazy.table.get_or_init(|| Box::new(EdwardsBasepointTable::create(minus_a))))
         });
         match table {
-            Some(minus_a) => check(&self.encoded, message, signature, |s, k| base_table().mul_base(s) + minus_a.mul_base(k)),
-            None => check(&self.encoded, message, signature, |s, k| EdwardsPoint::vartime_double_scalar_mul_basepoint(k, minus_a, s)),
+            Some(minus_a) => check(&self.encoded, message, signature, &|s, k| base_table().mul_base(s) + minus_a.mul_base(k)),
+            None => check(&self.encoded, message, signature, &|s, k| EdwardsPoint::vartime_double_scalar_mul_basepoint(k, minus_a, s)),
         }
     }
 
     /// Whether the table of multiples is built (for tests and stats).
     pub fn has_table(&self) -> bool {
-        self.table.get().is_some()
+        self.table.table.get().is_some()
     }
 }
 
@@ -123,7 +119,7 @@ pub fn is_point(encoded: &[u8; 32]) -> bool {
 }
 
 /// RFC 8032 §5.1.7 around `recompute`, which gives `R' = [s]B − [k]A`.
-fn check(encoded: &[u8; 32], message: &[u8], signature: &[u8], recompute: impl Fn(&Scalar, &Scalar) -> EdwardsPoint) -> bool {
+fn check(encoded: &[u8; 32], message: &[u8], signature: &[u8], recompute: &dyn Fn(&Scalar, &Scalar) -> EdwardsPoint) -> bool {
     let Some((r, s)) = split_signature(signature) else { return false };
     let Some(s) = Option::<Scalar>::from(Scalar::from_canonical_bytes(*s)) else { return false };
     let digest: [u8; 64] = Sha512::new().chain_update(r).chain_update(encoded).chain_update(message).finalize().into();

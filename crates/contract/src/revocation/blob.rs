@@ -151,6 +151,15 @@ fn push_entry(out: &mut Vec<u8>, kind: Kind, e: &Entry) {
     out.extend_from_slice(&e.expires_at.to_le_bytes());
 }
 
+/// The entry counts in a written header.
+fn write_counts(bytes: &mut [u8], counts: PerKind) {
+    for (i, c) in counts.0.iter().enumerate() {
+        if let Some(slot) = bytes.get_mut(12 + 4 * i..16 + 4 * i) {
+            slot.copy_from_slice(&u32::try_from(*c).unwrap_or(u32::MAX).to_le_bytes());
+        }
+    }
+}
+
 fn push_header(out: &mut Vec<u8>, h: &Header, counts: PerKind) {
     let issuer = h.issuer.get(..h.issuer.len().min(MAX_ISSUER_LEN)).unwrap_or_default();
     let cursor = h.cursor.get(..h.cursor.len().min(MAX_CURSOR_LEN)).unwrap_or_default();
@@ -244,6 +253,8 @@ impl Blob {
 
     /// Merges two sorted lists into a new one with `header`, one entry per
     /// digest (the widest), dropping what no token could outlive at `now`.
+    /// The reference [`merge_into`](Self::merge_into) is tested against.
+    #[cfg(test)]
     pub fn merge(a: &Blob, b: &Blob, header: &Header, skew_secs: u64, now: u64) -> Blob {
         let mut bytes = Vec::with_capacity(HEADER_LEN + header.issuer.len() + header.cursor.len() + a.section_bytes() + b.section_bytes());
         push_header(&mut bytes, header, PerKind::default());
@@ -282,11 +293,82 @@ impl Blob {
                 }
             }
         }
-        for (i, c) in counts.0.iter().enumerate() {
-            if let Some(slot) = bytes.get_mut(12 + 4 * i..16 + 4 * i) {
-                slot.copy_from_slice(&u32::try_from(*c).unwrap_or(u32::MAX).to_le_bytes());
+        write_counts(&mut bytes, counts);
+        Blob::from_written(bytes)
+    }
+
+    /// Merges two sorted lists into one with `header`, one entry per digest
+    /// (the widest), dropping what no token could outlive at `now` — written
+    /// into `base`'s
+    /// own buffer (grown by the overlay's size, in place where the allocator
+    /// can): a compaction of a 1M-entry list never holds two copies of it.
+    ///
+    /// The merge runs backwards, largest digest first, from the end of the
+    /// grown buffer: every record is written at or past the end of the base
+    /// records not read yet (the room in between is the overlay's records
+    /// not taken yet, plus any growth of the header), so nothing is
+    /// overwritten before it is read. The result is then moved down behind
+    /// the new header.
+    pub fn merge_into(base: Blob, overlay: &Blob, header: &Header, skew_secs: u64, now: u64) -> Blob {
+        let Blob { mut bytes, counts: base_counts, starts: base_starts } = base;
+        let mut new_header = Vec::with_capacity(HEADER_LEN + MAX_ISSUER_LEN + MAX_CURSOR_LEN);
+        push_header(&mut new_header, header, PerKind::default());
+        let old_start = base_starts.of(Kind::Token);
+        let base_data = bytes.len().saturating_sub(old_start);
+        let end = old_start.max(new_header.len()) + base_data + overlay.section_bytes();
+        // Exactly: a doubling growth would ask for a second list's worth.
+        bytes.reserve_exact(end.saturating_sub(bytes.len()));
+        bytes.resize(end, 0);
+        let mut write = end;
+        let mut counts = PerKind::default();
+        let mut record = Vec::with_capacity(32);
+        for kind in Kind::ALL.into_iter().rev() {
+            let (start, len) = (base_starts.of(kind), record_len(kind));
+            let mut left_n = base_counts.of(kind);
+            let mut right = overlay.entries(kind).rev().peekable();
+            loop {
+                let left = left_n.checked_sub(1).and_then(|i| bytes.get(start + i * len..start + (i + 1) * len)).map(|r| entry_of(kind, r));
+                let next = match (left, right.peek()) {
+                    (Some(l), Some(r)) if l.digest == r.digest => {
+                        let e = l.widest(*r);
+                        left_n -= 1;
+                        right.next();
+                        e
+                    }
+                    (Some(l), Some(r)) if l.digest > r.digest => {
+                        left_n -= 1;
+                        l
+                    }
+                    (_, Some(r)) => {
+                        let e = *r;
+                        right.next();
+                        e
+                    }
+                    (Some(l), None) => {
+                        left_n -= 1;
+                        l
+                    }
+                    (None, None) => break,
+                };
+                if still_needed(next.expires_at, skew_secs, now) {
+                    write -= len;
+                    record.clear();
+                    push_entry(&mut record, kind, &next);
+                    if let Some(slot) = bytes.get_mut(write..write + len) {
+                        slot.copy_from_slice(&record);
+                    }
+                    *counts.at(kind) += 1;
+                }
             }
         }
+        let header_len = new_header.len();
+        bytes.copy_within(write..end, header_len);
+        bytes.truncate(header_len + (end - write));
+        if let Some(slot) = bytes.get_mut(..header_len) {
+            slot.copy_from_slice(&new_header);
+        }
+        write_counts(&mut bytes, counts);
+        // Capacity beyond the list stays: room for the next merge to grow into.
         Blob::from_written(bytes)
     }
 
@@ -309,11 +391,7 @@ impl Blob {
         }
         self.bytes.truncate(write);
         self.counts = counts;
-        for (i, c) in counts.0.iter().enumerate() {
-            if let Some(slot) = self.bytes.get_mut(12 + 4 * i..16 + 4 * i) {
-                slot.copy_from_slice(&u32::try_from(*c).unwrap_or(u32::MAX).to_le_bytes());
-            }
-        }
+        write_counts(&mut self.bytes, counts);
     }
 
     fn section(&self, kind: Kind) -> &[u8] {
@@ -471,5 +549,52 @@ mod tests {
         assert_eq!(pruned.count(Kind::Session), 0);
         assert_eq!(pruned.count(Kind::Subject), 0);
         assert_eq!(Blob::parse(pruned.bytes().to_vec()).unwrap(), pruned);
+    }
+
+    /// `merge_into` writes exactly the list `merge` builds — for lists of
+    /// every shape: empty sides, every kind, shared digests (the widest wins),
+    /// entries forgotten on either side, a cursor that grows, shrinks or stays.
+    #[test]
+    fn merge_into_builds_byte_for_byte_what_merge_builds() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut cases = 0;
+        for round in 0..400 {
+            let mut side = |n: u64| -> [Vec<Entry>; 3] {
+                [0, 1, 2].map(|kind| {
+                    let mut v: Vec<Entry> = (0..next() % (n + 1))
+                        .map(|_| {
+                            let r = next();
+                            let mut digest = [0u8; 16];
+                            // Few distinct digests, so the two sides share some.
+                            digest[0] = (r % 40) as u8;
+                            digest[15] = (r >> 8) as u8 % 3;
+                            let not_before = if kind == 2 { r >> 16 & 0xff } else { 0 };
+                            Entry { digest, not_before, expires_at: 40 + (r >> 24) % 40 }
+                        })
+                        .collect();
+                    v.sort_by_key(|e| e.digest);
+                    v.dedup_by_key(|e| e.digest);
+                    v
+                })
+            };
+            let (a, b) = (side(if round % 7 == 0 { 0 } else { 30 }), side(if round % 5 == 0 { 0 } else { 12 }));
+            let cursors = ["", "7", "cursor-12345", "a-much-longer-cursor-than-the-others-000000000000"];
+            let base = Blob::build(&header(cursors[round % 4]), [&a[0], &a[1], &a[2]]);
+            let overlay = Blob::build(&header("o"), [&b[0], &b[1], &b[2]]);
+            let to = header(cursors[(round / 4) % 4]);
+            let now = 40 + next() % 50;
+            let expected = Blob::merge(&base, &overlay, &to, 5, now);
+            let got = Blob::merge_into(base, &overlay, &to, 5, now);
+            assert_eq!(got.bytes(), expected.bytes(), "round {round}");
+            assert_eq!(Blob::parse(got.bytes().to_vec()).unwrap(), got);
+            cases += usize::from(!expected.is_empty());
+        }
+        assert!(cases > 300, "most cases kept entries ({cases})");
     }
 }

@@ -122,7 +122,8 @@ impl RevocationSet {
             return Err(ApplyError::KeyMismatch);
         }
         let header = Header { snapshot: false, base_id: self.base.base_id(), ..feed.header() };
-        let overlay = Blob::merge(&self.overlay, &feed, &header, skew_secs, now);
+        // A copy of the small overlay: a refused feed leaves the list as it was.
+        let overlay = Blob::merge_into(self.overlay.clone(), &feed, &header, skew_secs, now);
         let total = self.base.len() + overlay.len();
         if total > max_entries {
             return Err(ApplyError::TooManyEntries(total));
@@ -131,7 +132,7 @@ impl RevocationSet {
             self.overlay = overlay;
             return Ok(Change::Overlay);
         }
-        let base = Blob::merge(&self.base, &overlay, &Header { snapshot: true, ..header }, skew_secs, now);
+        let base = Blob::merge_into(std::mem::take(&mut self.base), &overlay, &Header { snapshot: true, ..header }, skew_secs, now);
         self.install_base(base);
         Ok(Change::Base)
     }
