@@ -33,6 +33,11 @@ pub const FORMAT_VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 48;
 pub const MAX_ISSUER_LEN: usize = 1024;
 pub const MAX_CURSOR_LEN: usize = 256;
+/// Spare room a merged list keeps for the merges after it (a few overlays'
+/// worth; an eighth of the list for a small one, such as an overlay). Growing a large buffer can move it — Wasm's allocator extends a
+/// block in place only into a free neighbour — and a move holds two copies
+/// for a moment; with the room, most merges never grow the buffer at all.
+pub const MERGE_HEADROOM: usize = 256 * 1024;
 const FLAG_SNAPSHOT: u8 = 1;
 const BASE_ID_AT: usize = 40;
 
@@ -299,9 +304,8 @@ impl Blob {
 
     /// Merges two sorted lists into one with `header`, one entry per digest
     /// (the widest), dropping what no token could outlive at `now` — written
-    /// into `base`'s
-    /// own buffer (grown by the overlay's size, in place where the allocator
-    /// can): a compaction of a 1M-entry list never holds two copies of it.
+    /// into `base`'s own buffer, which keeps [`MERGE_HEADROOM`] spare: a
+    /// compaction of a 1M-entry list does not build a second copy of it.
     ///
     /// The merge runs backwards, largest digest first, from the end of the
     /// grown buffer: every record is written at or past the end of the base
@@ -316,8 +320,11 @@ impl Blob {
         let old_start = base_starts.of(Kind::Token);
         let base_data = bytes.len().saturating_sub(old_start);
         let end = old_start.max(new_header.len()) + base_data + overlay.section_bytes();
-        // Exactly: a doubling growth would ask for a second list's worth.
-        bytes.reserve_exact(end.saturating_sub(bytes.len()));
+        // Room for this merge and the next few: the buffer is grown rarely,
+        // and not by doubling (that would ask for a second list's worth).
+        if bytes.capacity() < end {
+            bytes.reserve_exact(end.saturating_sub(bytes.len()).saturating_add(MERGE_HEADROOM.min(end / 8)));
+        }
         bytes.resize(end, 0);
         let mut write = end;
         let mut counts = PerKind::default();
