@@ -164,11 +164,16 @@ pub fn set_tick_period(period: Duration) -> bool {
 }
 
 fn buffer(buffer_type: u32, max_size: usize) -> Option<Vec<u8>> {
+    buffer_range(buffer_type, 0, max_size)
+}
+
+/// Up to `max_size` bytes of a buffer from `start`.
+fn buffer_range(buffer_type: u32, start: usize, max_size: usize) -> Option<Vec<u8>> {
     let mut data: *mut u8 = std::ptr::null_mut();
     let mut size: usize = 0;
     // SAFETY: the out-pointers are valid for writes; the buffer is taken back only on success.
     unsafe {
-        match abi::proxy_get_buffer_bytes(buffer_type, 0, max_size, &mut data, &mut size) {
+        match abi::proxy_get_buffer_bytes(buffer_type, start, max_size, &mut data, &mut size) {
             OK => Some(abi::take_host_buffer(data, size)),
             _ => None,
         }
@@ -181,8 +186,26 @@ pub fn plugin_configuration() -> Vec<u8> {
 }
 
 /// The body of the callout being answered, up to `size` bytes.
+///
+/// A large one (a revocation snapshot: 23 MiB for a million entries) is read
+/// in chunks into one buffer with the spare room the list built on it keeps
+/// (`blob::spare_room`): taken whole, the host would allocate it at its exact
+/// size, and the list's first merge would have to grow it — which can move
+/// it, holding two copies for a moment in a VM whose memory never shrinks.
 pub fn call_response_body(size: usize) -> Option<Vec<u8>> {
-    buffer(BUFFER_CALL_RESPONSE_BODY, size)
+    const CHUNK: usize = 256 * 1024;
+    if size <= CHUNK {
+        return buffer(BUFFER_CALL_RESPONSE_BODY, size);
+    }
+    let mut body = Vec::with_capacity(size.saturating_add(authflow_contract::revocation::blob::spare_room(size)));
+    while body.len() < size {
+        let chunk = buffer_range(BUFFER_CALL_RESPONSE_BODY, body.len(), CHUNK.min(size - body.len()))?;
+        if chunk.is_empty() {
+            break;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Some(body)
 }
 
 // ---- headers ----

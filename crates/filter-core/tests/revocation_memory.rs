@@ -115,3 +115,29 @@ fn compacting_a_million_entries_stays_within_30_mib() {
         }
     }
 }
+
+/// A snapshot read the way the filter reads a feed body (in chunks, into a
+/// buffer with `spare_room`) compacts the first time in place too.
+#[test]
+fn a_snapshot_read_with_spare_room_compacts_in_place_the_first_time() {
+    use authflow_contract::revocation::blob::spare_room;
+    use authflow_contract::revocation::{set, Blob, SetKey};
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let before = LIVE.load(Ordering::SeqCst);
+    let snapshot = feed(true, "1", 0..1_000_000);
+    let wire = set::encode(&snapshot, SetKey::derive(ISS, "1")).bytes().to_vec();
+    drop(snapshot);
+    let mut body = Vec::with_capacity(wire.len() + spare_room(wire.len()));
+    body.extend_from_slice(&wire);
+    drop(wire);
+    let mut list = RevocationList::default();
+    list.apply_compact(Blob::parse(body).unwrap(), ISS, 2_000_000, 30, NOW).unwrap();
+    let live = LIVE.load(Ordering::SeqCst);
+    PEAK.store(live, Ordering::SeqCst);
+    let n = set::COMPACT_AT + 1;
+    list.apply(feed(false, "2", 1_000_000..1_000_000 + n), ISS, 2_000_000, 30, NOW).unwrap();
+    let peak = PEAK.load(Ordering::SeqCst) - before;
+    println!("first compaction of a 1M snapshot read with room: peak {:.2} MiB (list and room held)", peak as f64 / MIB as f64);
+    assert_eq!(list.len(), 1_000_000 + n);
+    assert!(peak <= 30 * MIB, "the first compaction peaked at {peak} bytes");
+}

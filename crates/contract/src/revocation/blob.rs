@@ -38,6 +38,12 @@ pub const MAX_CURSOR_LEN: usize = 256;
 /// block in place only into a free neighbour — and a move holds two copies
 /// for a moment; with the room, most merges never grow the buffer at all.
 pub const MERGE_HEADROOM: usize = 256 * 1024;
+
+/// The spare room a list of `len` bytes keeps (see [`MERGE_HEADROOM`]); a
+/// reader that fills a buffer for a list (the filter's feed body) gives it this.
+pub fn spare_room(len: usize) -> usize {
+    MERGE_HEADROOM.min(len / 8)
+}
 const FLAG_SNAPSHOT: u8 = 1;
 const BASE_ID_AT: usize = 40;
 
@@ -323,7 +329,7 @@ impl Blob {
         // Room for this merge and the next few: the buffer is grown rarely,
         // and not by doubling (that would ask for a second list's worth).
         if bytes.capacity() < end {
-            bytes.reserve_exact(end.saturating_sub(bytes.len()).saturating_add(MERGE_HEADROOM.min(end / 8)));
+            bytes.reserve_exact(end.saturating_sub(bytes.len()).saturating_add(spare_room(end)));
         }
         bytes.resize(end, 0);
         let mut write = end;
