@@ -79,7 +79,12 @@ CHURN_PER_SECOND = 100
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # The warm cases the tight targets compare (D ≤ 1.10 × B, D level with C cached,
 # G ≤ 1.05 × D), measured again interleaved: see `interleave`.
-INTERLEAVED = ("B", "B-trimmed", "D", "D-identity", "C-cached", "G", "G-1M", "G-churn")
+INTERLEAVED = ("B", "B-trimmed", "B-calls", "B-calls-identity", "B-calls-min", "D", "D-identity", "C-cached", "G", "G-1M",
+               "G-churn")
+# The host calls a cache hit makes in D (the whole map read for the cookies, the token removed)
+# and in D+ (also the four identity headers, one write each): the bench no-op makes exactly these.
+HOST_CALLS_D = "get-all\nremove authorization"
+HOST_CALLS_D_IDENTITY = HOST_CALLS_D + "".join(f"\nset x-auth-{h} bench" for h in ("user", "roles", "scopes", "session"))
 SLICE_SECONDS = 1
 
 CHILDREN: list[subprocess.Popen] = []
@@ -1006,7 +1011,8 @@ def main() -> int:
     ap.add_argument("--no-auth-service", action="store_true", help="skip F and P")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs, tokens)")
     ap.add_argument("--alt", action="append", default=[], metavar="NAME=WASM",
-                    help="also run D and the DPoP cases with another build of the module (cases D@NAME, DPoP-ALG@NAME; "
+                    help="also run D, D+ and the DPoP cases with another build of the module (cases D@NAME, D@NAME-identity, "
+                    "DPoP-ALG@NAME; "
                     "D@NAME interleaved with the warm cases): "
                     "compares build settings on the same machine minutes apart at most; repeatable")
     args = ap.parse_args()
@@ -1059,6 +1065,15 @@ def run(env: Env, args) -> int:
         dict(id="A", label="A: router only (no auth)", filters=[], tokens=warm, tamper=None),
         dict(id="B-trimmed", label="B−: no-op Wasm filter, exports trimmed like authflow.wasm",
              filters=[wasm_filter("noop", env.noop_trimmed, "")], tokens=warm, tamper=None),
+        # B− making the host calls D's job needs and nothing between them: what the proxy-wasm
+        # ABI costs any filter doing that job, before it decides anything.
+        dict(id="B-calls", label="B⁰: B− reading the header map and removing `authorization` (D's host calls)",
+             filters=[wasm_filter("noop", env.noop_trimmed, HOST_CALLS_D)], tokens=warm, tamper=None),
+        dict(id="B-calls-identity", label="B⁰+: B⁰ also setting 4 identity headers (D+'s host calls)",
+             filters=[wasm_filter("noop", env.noop_trimmed, HOST_CALLS_D_IDENTITY)], tokens=warm, tamper=None),
+        dict(id="B-calls-min", label="B⁰−: B− reading `authorization` by name and removing it (jwt_authn's job in the fewest calls)",
+             filters=[wasm_filter("noop", env.noop_trimmed, "get authorization\nremove authorization")], tokens=warm,
+             tamper=None),
         dict(id="B", label="B: no-op Wasm filter", filters=[wasm_filter("noop", env.noop, "")], tokens=warm, tamper=None),
         dict(id="D", label="D: authflow, warm (1000 users, EdDSA)", filters=authflow_warm, tokens=warm, tamper="EdDSA"),
         dict(id="G", label=f"G: authflow, warm, {REVOKED_ENTRIES // 1000}k revocations",
@@ -1082,6 +1097,10 @@ def run(env: Env, args) -> int:
             id=f"D@{name}", label=f"D with {name} ({Path(path).stat().st_size:,} bytes)",
             filters=[wasm_filter("authflow", str(Path(path).resolve()), authflow_config(jwks, False))], tokens=warm,
             tamper="EdDSA"))
+        cases.insert(cases.index(next(c for c in cases if c["id"] == "D-identity")) + 1, dict(
+            id=f"D@{name}-identity", label=f"D+ with {name} ({Path(path).stat().st_size:,} bytes)",
+            filters=[wasm_filter("authflow", str(Path(path).resolve()), authflow_config(jwks, False, identity=True))],
+            tokens=warm, tamper="EdDSA"))
     if feed_1m:
         cases.insert(cases.index(next(c for c in cases if c["id"] == "G")) + 1, dict(
             id="G-1M", label=f"G: authflow, warm, {REVOKED_ENTRIES_1M / 1e6:.3f}M revocations (compact feed)",
@@ -1389,7 +1408,8 @@ def write_results(env: Env, args, cases, results, inter, pollers, failures, elap
 
     # Tables list the cases by letter (A, B, B−, C…), whatever order they ran in.
     alts = [c["id"] for c in cases if c["id"].startswith("D@")]
-    display = (["A", "B", "B-trimmed", "C-cached"] + [f"C-{a}" for a in ALGS] + ["D"] + alts + ["D-identity"]
+    display = (["A", "B", "B-trimmed", "B-calls-min", "B-calls", "B-calls-identity", "C-cached"] + [f"C-{a}" for a in ALGS] + ["D"]
+               + [a for a in alts if not a.endswith("-identity")] + ["D-identity"] + [a for a in alts if a.endswith("-identity")]
                + [f"E-{a}" for a in ALGS] + [f"DPoP-{a}" for a in DPOP_ALGS] + ["G", "G-1M", "G-churn", "F"])
     rows = []
     for c in sorted(cases, key=lambda c: display.index(c["id"]) if c["id"] in display else len(display)):
@@ -1529,8 +1549,13 @@ def write_results(env: Env, args, cases, results, inter, pollers, failures, elap
     target("D warm ≤ 1.05 × B−, the no-op trimmed the same way", "D", "B-trimmed", 1.05)
     target("D warm ≤ 1.05 × C cached", "D", "C-cached", 1.05)
     target("D+ (4 identity headers forwarded) ≤ 1.05 × D", "D-identity", "D", 1.05)
+    target("B⁰− vs B−: reading and removing `authorization`, host calls alone (for reference)", "B-calls-min", "B-trimmed", None)
+    target("B⁰ vs B−: D's host calls alone (for reference)", "B-calls", "B-trimmed", None)
+    target("D vs B⁰: everything D does besides its host calls (for reference)", "D", "B-calls", None)
+    target("D+ vs B⁰+: the same for D+ (for reference)", "D-identity", "B-calls-identity", None)
     for i in alts:
-        target(f"{label.get(i, i)} vs D (for reference)", i, "D", None)
+        plus = i.endswith("-identity")
+        target(f"{label.get(i, i)} vs {'D+' if plus else 'D'} (for reference)", i, "D-identity" if plus else "D", None)
     for a in ALGS:
         # Native speed: ES256 and RS256 are checked by Envoy's BoringSSL (verify_signature).
         target(f"E cold {a} ≤ 1.0 × C uncached {a}", f"E-{a}", f"C-{a}", 1.0)
