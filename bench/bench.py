@@ -1370,7 +1370,7 @@ def push_tables(push: dict, a_row: dict | None) -> list[str]:
         lines += ["", f"A fleet of {FLEET_SIDECARS:,} simulated sidecars (`bench/fleet`, one thread on CPU 1), each holding "
                   f"`GET /v1/revocations?since=C&wait=S` on its own connection; the auth instances on CPU 0. "
                   f"{FLEET_BANS} bans on the first instance; idle rate over {FLEET_IDLE_SECS} s without bans, half the fleet "
-                  f"at each `wait` ({waits} s).", "",
+                  f"at each `wait` ({waits} s). Ban times run from the admin's ban request being sent.", "",
                   "| auth | ban → all answered, median ms | worst ms | answers p50 ms | answers p99 ms | "
                   f"RSS per 1,000 waiters KiB | idle requests per sidecar per min (wait {waits} s) | idle CPU ms/min | early 304s | errors |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]

@@ -223,9 +223,9 @@ fn header_map_block(map_type: u32) -> Vec<u8> {
     }
 }
 
-/// Every request header (empty on a host error or a malformed map).
-pub fn request_headers() -> HeaderBlock {
-    HeaderBlock::parse(&header_map_block(MAP_REQUEST_HEADERS)).unwrap_or_default()
+/// Every request header, written into `buffer` (empty on a host error or a malformed map).
+pub fn request_headers(buffer: Vec<u8>) -> HeaderBlock {
+    HeaderBlock::parse_into(buffer, &header_map_block(MAP_REQUEST_HEADERS)).unwrap_or_default()
 }
 
 /// The headers of the callout being answered.

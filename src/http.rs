@@ -94,7 +94,7 @@ impl HttpContext for AuthflowHttp {
 /// written into `buffer` (the previous request's, so no allocation per request).
 fn read_headers(reads: &HeaderReads, buffer: Vec<u8>) -> HeaderBlock {
     match reads {
-        HeaderReads::All => host::request_headers(),
+        HeaderReads::All => host::request_headers(buffer),
         HeaderReads::Only(names) => {
             let mut block = HeaderBlock::reuse(buffer);
             for name in names {

@@ -45,7 +45,7 @@ pub fn carry_out(vm: &Vm, request: &Request, decision: Decision, resume: bool) -
                 vm.metrics.inc(Metric::DeviceMismatchReported);
                 log_device(vm, check, request, "allowed (report mode)");
             }
-            set_identity(&vm.identity_names, allowed.identity_headers());
+            set_identity(vm, request, allowed.identity_headers());
             remove_spellings(vm, request);
             for edit in credential_edits(&vm.engine.config, request, allowed.verified_by) {
                 match edit {
@@ -78,12 +78,15 @@ pub fn carry_out(vm: &Vm, request: &Request, decision: Decision, resume: bool) -
 
 /// Identity headers are the filter's alone: each configured one is set to
 /// this request's value, replacing any copy the client sent, or removed when
-/// this request has none. Without reading the client's headers first: one
-/// host call per name, whatever arrived.
-fn set_identity(owned: &[String], values: &[(String, String)]) {
-    for name in owned {
+/// this request has none and the client may have sent one (with the whole
+/// header map read that is known: a removal costs a host call, and most
+/// requests carry no identity header of their own).
+fn set_identity(vm: &Vm, request: &Request, values: &[(String, String)]) {
+    let whole_map = whole_map_read(vm, request);
+    for name in &vm.identity_names {
         match values.iter().find(|(n, _)| n == name) {
             Some((_, value)) => host::set_request_header(name, value),
+            None if whole_map && request.header(name).is_none() => {}
             None => host::remove_request_header(name),
         }
     }
@@ -93,7 +96,7 @@ fn set_identity(owned: &[String], values: &[(String, String)]) {
 /// them. With the whole header map read, only those the client actually
 /// sent are removed (usually none: no host call); otherwise each by name.
 fn remove_spellings(vm: &Vm, request: &Request) {
-    if vm.header_reads == HeaderReads::All {
+    if whole_map_read(vm, request) {
         for (name, _) in request.headers().iter() {
             if is_one_of(name, &vm.identity_spellings) {
                 host::remove_request_header(&String::from_utf8_lossy(name));
@@ -104,6 +107,13 @@ fn remove_spellings(vm: &Vm, request: &Request) {
             host::remove_request_header(name);
         }
     }
+}
+
+/// Whether every request header is known, so a header not seen is not
+/// there. An empty map is a failed read (a request always has its
+/// pseudo-headers): then each owned header is removed by name.
+fn whole_map_read(vm: &Vm, request: &Request) -> bool {
+    vm.header_reads == HeaderReads::All && !request.headers().is_empty()
 }
 
 /// Device failures are logged with what the operator needs to tell a stolen

@@ -8,7 +8,7 @@
 //! Steps, all timed in this one process: the instances' RSS idle; the fleet
 //! connects and parks; RSS with every sidecar parked; for each user in
 //! `ban.users`, a ban through the admin API on `ban.target`, then the time
-//! from its `200` to each sidecar's answer; then `idle_secs` with no bans,
+//! from its request to each sidecar's answer; then `idle_secs` with no bans,
 //! counting requests. One JSON document on stdout.
 
 mod http;
@@ -176,12 +176,15 @@ async fn all_parked(board: &Board, n: usize, settle: Duration, limit: Duration) 
     false
 }
 
-/// One ban through the admin API; the instant its `200` was read.
+/// One ban through the admin API; the instant its request was sent. Not the
+/// instant its `200` was read: the service wakes its waiters once the ban is
+/// committed, before it answers the admin, and this one thread reads many of
+/// their answers before it gets to the `200` (which made times negative).
 async fn ban(plan: &Ban, user: &str) -> Result<Instant, String> {
     let mut conn = Conn::open(&plan.target).await.map_err(|e| e.to_string())?;
+    let at = Instant::now();
     conn.send("POST", &format!("/v1/admin/users/{user}/ban"), &plan.headers, b"{}").await.map_err(|e| e.to_string())?;
     let r = conn.receive().await.map_err(|e| e.to_string())?;
-    let at = Instant::now();
     if r.status != 200 {
         return Err(format!("ban answered {}: {}", r.status, String::from_utf8_lossy(&r.body)));
     }
@@ -250,7 +253,7 @@ async fn run(plan: Plan) -> Result<serde_json::Value, String> {
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        // ms from the admin's 200 to each sidecar's answer (negative: the answer came first).
+        // ms from the ban's request to each sidecar's answer.
         let mut ms: Vec<f64> = board
             .answered
             .iter()

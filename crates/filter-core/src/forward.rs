@@ -69,9 +69,12 @@ pub fn credential_edits(config: &FilterConfig, req: &Request, verified_by: Optio
 /// one it does not carry would cost a host call for nothing; that is known
 /// only when the glue read the whole header map, which a configuration that
 /// strips the device secret or names token headers makes it do
-/// (`HeaderReads::for_config`, an early answer there). Otherwise: assume so.
+/// (`HeaderReads::for_config`, an early answer there) and the read worked
+/// (a request's map is never empty). Otherwise: assume so.
 fn carries(config: &FilterConfig, req: &Request, name: &str) -> bool {
-    HeaderReads::for_config(config) != HeaderReads::All || req.headers().iter().any(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+    HeaderReads::for_config(config) != HeaderReads::All
+        || req.headers().is_empty()
+        || req.headers().iter().any(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
 }
 
 /// `Bearer <token>` or `DPoP <token>` (RFC 9449 §7.1).
@@ -178,6 +181,11 @@ mod tests {
         let c = config(json!({"forward_device_secret": true}));
         assert_eq!(crate::request::HeaderReads::for_config(&c), crate::request::HeaderReads::All, "token headers are configured");
         assert_eq!(credential_edits(&c, &bare, Some(ProviderId::FIRST)), vec![remove("authorization")]);
+        // A failed read leaves the map empty (a request always has pseudo-headers):
+        // nothing is known absent, so every credential header is removed by name.
+        let c = config(json!({}));
+        let unread = Request::from_headers(Vec::new(), None);
+        assert_eq!(credential_edits(&c, &unread, None), vec![remove("x-authflow-device")]);
     }
 
     #[test]

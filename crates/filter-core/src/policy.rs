@@ -38,6 +38,9 @@ pub fn policy_for<'a>(config: &'a FilterConfig, req: &Request) -> Result<&'a Pol
 /// (for per-route settings other than the policy; the policy itself comes
 /// from [`policy_for`], which also refuses ambiguous paths).
 pub fn route_for<'a>(config: &'a FilterConfig, req: &Request) -> Option<&'a Route> {
+    if config.routes.is_empty() {
+        return None; // (and no path to normalize on every request)
+    }
     let readings = path::readings(req.path()).ok()?;
     config.routes.iter().find(|r| matches(r, req, &readings.normalized, config.case_insensitive_paths))
 }

@@ -58,7 +58,12 @@ impl HeaderBlock {
     /// checking it end to end; `None` if anything is out of bounds or not
     /// NUL-terminated. An empty buffer is an empty map.
     pub fn parse(encoded: &[u8]) -> Option<HeaderBlock> {
-        let mut block = HeaderBlock::reuse(Vec::with_capacity(encoded.len()));
+        HeaderBlock::parse_into(Vec::with_capacity(encoded.len()), encoded)
+    }
+
+    /// [`HeaderBlock::parse`] into `buffer` (see [`HeaderBlock::reuse`]).
+    pub fn parse_into(buffer: Vec<u8>, encoded: &[u8]) -> Option<HeaderBlock> {
+        let mut block = HeaderBlock::reuse(buffer);
         if encoded.is_empty() {
             return Some(block);
         }
