@@ -1011,7 +1011,7 @@ def main() -> int:
     ap.add_argument("--no-auth-service", action="store_true", help="skip F and P")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs, tokens)")
     ap.add_argument("--alt", action="append", default=[], metavar="NAME=WASM",
-                    help="also run D, D+ and the DPoP cases with another build of the module (cases D@NAME, D@NAME-identity, "
+                    help="also run D, D+, E and the DPoP cases with another build of the module (cases D@NAME, D@NAME-identity, E-ALG@NAME, "
                     "DPoP-ALG@NAME; "
                     "D@NAME interleaved with the warm cases): "
                     "compares build settings on the same machine minutes apart at most; repeatable")
@@ -1116,6 +1116,10 @@ def run(env: Env, args) -> int:
                           tokens=cold[a], warmup=cold_warmup[a], tamper=a))
         cases.append(dict(id=f"E-{a}", label=f"E: authflow, cold, {a}", filters=authflow_warm, tokens=cold[a],
                           warmup=cold_warmup[a], tamper=a))
+        for name, path in alts:
+            cases.append(dict(id=f"E-{a}@{name}", label=f"E: authflow, cold, {a}, with {name} ({Path(path).stat().st_size:,} bytes)",
+                              filters=[wasm_filter("authflow", path, authflow_config(jwks, False))], tokens=cold[a],
+                              warmup=cold_warmup[a], tamper=a))
     for c in cases:
         c["tampered_token"] = tampered[c["tamper"]] if c["tamper"] else None
     add_dpop_cases(env, cases, tokdir, jwks, alts)
@@ -1408,9 +1412,11 @@ def write_results(env: Env, args, cases, results, inter, pollers, failures, elap
 
     # Tables list the cases by letter (A, B, B−, C…), whatever order they ran in.
     alts = [c["id"] for c in cases if c["id"].startswith("D@")]
+    e_alts = [c["id"] for c in cases if c["id"].startswith("E-") and "@" in c["id"]]
     display = (["A", "B", "B-trimmed", "B-calls-min", "B-calls", "B-calls-identity", "C-cached"] + [f"C-{a}" for a in ALGS] + ["D"]
                + [a for a in alts if not a.endswith("-identity")] + ["D-identity"] + [a for a in alts if a.endswith("-identity")]
-               + [f"E-{a}" for a in ALGS] + [f"DPoP-{a}" for a in DPOP_ALGS] + ["G", "G-1M", "G-churn", "F"])
+               + [e for a in ALGS for e in [f"E-{a}"] + [i for i in e_alts if i.startswith(f"E-{a}@")]]
+               + [f"DPoP-{a}" for a in DPOP_ALGS] + ["G", "G-1M", "G-churn", "F"])
     rows = []
     for c in sorted(cases, key=lambda c: display.index(c["id"]) if c["id"] in display else len(display)):
         runs = results[c["id"]]
@@ -1559,6 +1565,9 @@ def write_results(env: Env, args, cases, results, inter, pollers, failures, elap
     for a in ALGS:
         # Native speed: ES256 and RS256 are checked by Envoy's BoringSSL (verify_signature).
         target(f"E cold {a} ≤ 1.0 × C uncached {a}", f"E-{a}", f"C-{a}", 1.0)
+        for i in e_alts:
+            if i.startswith(f"E-{a}@"):
+                target(f"E cold {a} with {i.split('@', 1)[1]} vs C uncached {a} (for reference)", i, f"C-{a}", None)
     for a in DPOP_ALGS:
         # Issue #17: a fresh proof costs at most what jwt_authn pays for an uncached token.
         target(f"DPoP {a} (warm token, fresh proof) ≤ 1.0 × C uncached {a}", f"DPoP-{a}", f"C-{a}", 1.0)
