@@ -86,7 +86,7 @@ fn set_identity(vm: &Vm, request: &Request, values: &[(String, String)]) {
     for name in &vm.identity_names {
         match values.iter().find(|(n, _)| n == name) {
             Some((_, value)) => host::set_request_header(name, value),
-            None if whole_map && request.header(name).is_none() => {}
+            None if whole_map && !request.has_header(name) => {}
             None => host::remove_request_header(name),
         }
     }

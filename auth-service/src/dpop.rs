@@ -108,6 +108,7 @@ fn check_statelessly(state: &AppState, compact: &str, request: &ProofRequest<'_>
     let uri = endpoint_url(state, request.path);
     let key = nonce_key(state)?;
     let nonce = if request.require_nonce { NonceCheck::Stateless { key: &key, window_secs: NONCE_WINDOW_SECS } } else { NonceCheck::NotRequired };
+    let access_token_hash = request.access_token.map(contract::access_token_hash);
     let expectations = Expectations {
         method: request.method,
         uri: &uri,
@@ -115,7 +116,7 @@ fn check_statelessly(state: &AppState, compact: &str, request: &ProofRequest<'_>
         max_age_secs: PROOF_MAX_AGE_SECS,
         future_skew_secs: PROOF_FUTURE_SKEW_SECS,
         algorithms: &state.config.dpop.algorithms,
-        access_token: request.access_token,
+        access_token_hash: access_token_hash.as_deref(),
         bound_jkt: request.bound_jkt,
         nonce,
     };

@@ -42,6 +42,7 @@ fn token(jti: Option<&str>, sid: Option<&str>, sub: Option<&str>, issued_at: Opt
         identity_headers: Rc::from(Vec::new()),
         not_revoked_in: Cell::new(0),
         cnf_jkt: None,
+        ath: None,
     }
 }
 

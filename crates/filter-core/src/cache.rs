@@ -126,6 +126,7 @@ mod tests {
             roles: vec![],
             scopes: vec![],
             cnf_jkt: None,
+            ath: None,
             dfp: None,
             identity_headers: Rc::from(Vec::new()),
             not_revoked_in: std::cell::Cell::new(0),

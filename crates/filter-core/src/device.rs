@@ -104,6 +104,7 @@ mod tests {
             roles: vec![],
             scopes: vec![],
             cnf_jkt: None,
+            ath: None,
         }
     }
 

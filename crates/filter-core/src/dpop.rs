@@ -80,6 +80,15 @@ pub fn judge(
         (Some(_), Some(_)) => return Err(DenyReason::InvalidRequest),
         (None, _) => return deny(DpopError::Malformed),
     };
+    // Kept with the verified token, computed once when it was verified.
+    let computed;
+    let ath = match token.ath.as_deref() {
+        Some(ath) => ath,
+        None => {
+            computed = authflow_contract::dpop::access_token_hash(raw_token);
+            computed.as_str()
+        }
+    };
     let uri = htu::request_uri(request_scheme(req), req.header(":authority").unwrap_or_default(), req.header(":path").unwrap_or_default());
     let expect = Expectations {
         method: req.method(),
@@ -88,7 +97,7 @@ pub fn judge(
         max_age_secs: policy.max_age_secs,
         future_skew_secs: DEFAULT_FUTURE_SKEW_SECS,
         algorithms: &policy.algorithms,
-        access_token: Some(raw_token),
+        access_token_hash: Some(ath),
         bound_jkt: Some(jkt),
         nonce: crate::nonce::check(policy, nonce_key),
     };

@@ -74,7 +74,7 @@ pub fn credential_edits(config: &FilterConfig, req: &Request, verified_by: Optio
 fn carries(config: &FilterConfig, req: &Request, name: &str) -> bool {
     HeaderReads::for_config(config) != HeaderReads::All
         || req.headers().is_empty()
-        || req.headers().iter().any(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+        || req.has_header(name)
 }
 
 /// `Bearer <token>` or `DPoP <token>` (RFC 9449 §7.1).

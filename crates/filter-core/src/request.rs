@@ -212,6 +212,11 @@ impl Request {
         self.header_values(name).next()
     }
 
+    /// Whether a header of this name, in any case, is among the headers read.
+    pub fn has_header(&self, name: &str) -> bool {
+        self.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+    }
+
     pub fn method(&self) -> &str {
         self.header(":method").unwrap_or_default()
     }

@@ -149,6 +149,7 @@ mod tests {
             roles: vec![],
             scopes: vec![],
             cnf_jkt: None,
+            ath: None,
             dfp: None,
             identity_headers: std::rc::Rc::from(Vec::new()),
             not_revoked_in: std::cell::Cell::new(0),

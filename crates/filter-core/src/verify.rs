@@ -76,6 +76,8 @@ pub struct VerifiedToken {
     pub scopes: Vec<String>,
     /// The key thumbprint a DPoP-bound token is bound to (`cnf.jkt`, RFC 9449 §6.1).
     pub cnf_jkt: Option<String>,
+    /// For a bound token, its hash as its DPoP proofs carry it (`ath`, RFC 9449 §4.2).
+    pub ath: Option<String>,
 }
 
 /// Why a token could not be verified with the keys at hand.
@@ -175,7 +177,12 @@ pub fn verify(
             return Err(DenyReason::WrongType.into());
         }
     }
-    finish(&screened.payload, screened.provider, provider, config, now)
+    let mut verified = finish(&screened.payload, screened.provider, provider, config, now)?;
+    // Every proof sent with a bound token carries its hash (`ath`): computed once, here.
+    if verified.cnf_jkt.is_some() {
+        verified.ath = Some(authflow_contract::dpop::access_token_hash(token));
+    }
+    Ok(verified)
 }
 
 /// `typ` is compared case-insensitively, with or without `application/` (RFC 7515 §4.1.9).
@@ -284,6 +291,7 @@ fn finish(
         identity_headers: Rc::from(Vec::new()),
         not_revoked_in: Cell::new(0),
         cnf_jkt,
+        ath: None,
     };
     let mapped = config.identity.claims.iter().filter_map(|(path, header)| {
         let value = claim_at(payload, path)?;

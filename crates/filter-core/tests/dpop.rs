@@ -108,6 +108,9 @@ fn a_bound_token_passes_with_a_proof_of_its_key_every_time() {
         dpop_refusal(&f.eval(&[("authorization", &auth)]), DpopError::Malformed);
         let other_url = proof_at_now(&key, "GET", "https://api.example.com/v1/other", &token, "jti-3", |_| {});
         dpop_refusal(&f.eval(&[("authorization", &auth), ("dpop", &other_url)]), DpopError::UriMismatch);
+        // The token's hash comes from the cache now (kept from its verification): still checked.
+        let other_token = proof_at_now(&key, "GET", URI, "another.access.token", "jti-4", |_| {});
+        dpop_refusal(&f.eval(&[("authorization", &auth), ("dpop", &other_token)]), DpopError::AccessTokenHashMismatch);
     }
 }
 

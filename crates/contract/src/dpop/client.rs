@@ -142,7 +142,7 @@ mod tests {
                 max_age_secs: 60,
                 future_skew_secs: 5,
                 algorithms: &[Algorithm::ES256, Algorithm::EdDSA],
-                access_token: Some("a.b.c"),
+                access_token_hash: Some(&super::access_token_hash("a.b.c")),
                 bound_jkt: Some(&key.jkt()),
                 nonce: NonceCheck::NotRequired,
             };

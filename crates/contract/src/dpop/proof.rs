@@ -58,8 +58,10 @@ pub struct Expectations<'a> {
     pub future_skew_secs: u64,
     /// The algorithms allowed here (a subset of [`SUPPORTED_ALGORITHMS`]).
     pub algorithms: &'a [Algorithm],
-    /// The access token presented with the proof: then `ath` must be its hash.
-    pub access_token: Option<&'a str>,
+    /// The hash of the access token presented with the proof
+    /// ([`access_token_hash`](super::access_token_hash)): then `ath` must be
+    /// it. A hash, so that a verifier that keeps tokens computes it once per token.
+    pub access_token_hash: Option<&'a str>,
     /// The thumbprint the access token is bound to (`cnf.jkt`): then the proof's key must have it.
     pub bound_jkt: Option<&'a str>,
     pub nonce: NonceCheck<'a>,
@@ -216,8 +218,7 @@ impl Proof {
         if claims.iat > expect.now.saturating_add(expect.future_skew_secs) {
             return Err(DpopError::IssuedInFuture);
         }
-        if let Some(token) = expect.access_token {
-            let expected = thumbprint::access_token_hash(token);
+        if let Some(expected) = expect.access_token_hash {
             if !claims.ath.as_deref().is_some_and(|ath| bool::from(ath.as_bytes().ct_eq(expected.as_bytes()))) {
                 return Err(DpopError::AccessTokenHashMismatch);
             }
