@@ -17,6 +17,9 @@ use support::*;
 const ISS: &str = "https://auth.signature.test";
 const TOKENS: usize = 6;
 
+/// Signs the `i`th test token with one algorithm's key.
+type Signer<'a> = Box<dyn Fn(usize) -> String + 'a>;
+
 fn claims(i: usize) -> JWTClaims<NoCustomClaims> {
     Claims::create(Duration::from_mins(10)).with_issuer(ISS).with_subject(format!("user-{i}")).with_audience("api").with_jwt_id(format!("jti-{i}"))
 }
@@ -48,7 +51,7 @@ fn signatures_are_checked_by_the_host_where_it_can_and_in_wasm_otherwise() {
     let envoy = Envoy::start(EnvoyOptions { filter, routes: vec![], clusters: vec![("backend".into(), backend.addr.port())], concurrency: 1 })
         .unwrap_or_else(|e| panic!("{e}"));
 
-    let sign: [(&str, Box<dyn Fn(usize) -> String>); 3] = [
+    let sign: [(&str, Signer); 3] = [
         ("eddsa", Box::new(|i| ed.sign(claims(i)).unwrap())),
         ("es256", Box::new(|i| es.sign(claims(i)).unwrap())),
         ("rs256", Box::new(|i| rs.sign(claims(i)).unwrap())),
