@@ -114,8 +114,9 @@ fn checked_invariants(compact: &str, proof: &Proof, expect: &Expectations<'_>, j
     assert!(htu::normalize(&c.htu).is_some());
     assert_eq!(htu::normalize(&c.htu), htu::normalize(expect.uri));
     assert!(c.iat.saturating_add(expect.max_age_secs) >= expect.now && c.iat <= expect.now.saturating_add(expect.future_skew_secs));
-    if let Some(token) = expect.access_token {
-        assert_eq!(c.ath.as_deref(), Some(access_token_hash(token).as_str()));
+    if let Some(hash) = expect.access_token_hash {
+        assert_eq!(c.ath.as_deref(), Some(hash));
+        assert_eq!(hash, access_token_hash(TOKEN), "the only token these proofs are sent with");
     }
     if let Some(bound) = expect.bound_jkt {
         assert_eq!(bound, jkt);
@@ -140,7 +141,7 @@ fn raw(compact: &str) {
     let Ok(proof) = parse_proof(compact) else { return };
     parsed_invariants(compact, &proof);
     // A request made from the proof's own claims: what is left to decide is mostly the signature.
-    let token = TOKEN;
+    let token_hash = access_token_hash(TOKEN);
     let expect = Expectations {
         method: &proof.claims.htm,
         uri: &proof.claims.htu,
@@ -148,14 +149,14 @@ fn raw(compact: &str) {
         max_age_secs: 60,
         future_skew_secs: 5,
         algorithms: &SUPPORTED_ALGORITHMS,
-        access_token: proof.claims.ath.is_some().then_some(token),
+        access_token_hash: proof.claims.ath.is_some().then_some(token_hash.as_str()),
         bound_jkt: None,
         nonce: NonceCheck::NotRequired,
     };
     if let Ok(checked) = proof.check(&expect) {
         checked_invariants(compact, &proof, &expect, &checked.jkt);
     } else {
-        let unsigned = Expectations { access_token: None, ..expect };
+        let unsigned = Expectations { access_token_hash: None, ..expect };
         if proof.check(&unsigned).is_err() && htu::normalize(&proof.claims.htu).is_some() {
             assert!(!reference_verifies(&proof), "a genuine proof for its own request was refused");
         }
@@ -193,6 +194,7 @@ fn signed(input: &Signed<'_>) {
     let Ok(proof) = parse_proof(&compact) else { return };
     parsed_invariants(&compact, &proof);
     let jkt = jwk_thumbprint(&public_of(input.eddsa));
+    let token_hash = access_token_hash(TOKEN);
     let expect = Expectations {
         method: input.method,
         uri: input.uri,
@@ -200,7 +202,7 @@ fn signed(input: &Signed<'_>) {
         max_age_secs: 60,
         future_skew_secs: 5,
         algorithms: &SUPPORTED_ALGORITHMS,
-        access_token: input.with_token.then_some(TOKEN),
+        access_token_hash: input.with_token.then_some(token_hash.as_str()),
         bound_jkt: input.bind_to_key.then_some(jkt.as_str()),
         nonce: if input.require_nonce { NonceCheck::Stateless { key: &nonce_key, window_secs: 300 } } else { NonceCheck::NotRequired },
     };

@@ -73,6 +73,8 @@ pub fn profile(batches: usize, scale: usize) {
         }));
         let parsed: Vec<_> = proofs.iter().map(|p| dpop::parse_proof(p).expect("parse")).collect();
         let jkt = key.jkt();
+        // As the filter does: the token's hash kept from its verification.
+        let token_hash = dpop::access_token_hash(&token);
         let algorithms = [Algorithm::ES256, Algorithm::EdDSA];
         let expect = Expectations {
             method: "GET",
@@ -81,7 +83,7 @@ pub fn profile(batches: usize, scale: usize) {
             max_age_secs: 300,
             future_skew_secs: 5,
             algorithms: &algorithms,
-            access_token: Some(&token),
+            access_token_hash: Some(&token_hash),
             bound_jkt: Some(&jkt),
             nonce: NonceCheck::NotRequired,
         };
