@@ -5,7 +5,6 @@ use authflow_filter_core::device::DeviceCheck;
 use authflow_filter_core::engine::Decision;
 use authflow_filter_core::forward::{credential_edits, HeaderEdit};
 use authflow_filter_core::header_spellings::is_one_of;
-use authflow_filter_core::request::HeaderReads;
 use authflow_filter_core::Request;
 
 use crate::host;
@@ -82,7 +81,7 @@ pub fn carry_out(vm: &Vm, request: &Request, decision: Decision, resume: bool) -
 /// header map read that is known: a removal costs a host call, and most
 /// requests carry no identity header of their own).
 fn set_identity(vm: &Vm, request: &Request, values: &[(String, String)]) {
-    let whole_map = whole_map_read(vm, request);
+    let whole_map = request.has_every_header(&vm.header_reads);
     for name in &vm.identity_names {
         match values.iter().find(|(n, _)| n == name) {
             Some((_, value)) => host::set_request_header(name, value),
@@ -96,7 +95,7 @@ fn set_identity(vm: &Vm, request: &Request, values: &[(String, String)]) {
 /// them. With the whole header map read, only those the client actually
 /// sent are removed (usually none: no host call); otherwise each by name.
 fn remove_spellings(vm: &Vm, request: &Request) {
-    if whole_map_read(vm, request) {
+    if request.has_every_header(&vm.header_reads) {
         for (name, _) in request.headers().iter() {
             if is_one_of(name, &vm.identity_spellings) {
                 host::remove_request_header(&String::from_utf8_lossy(name));
@@ -107,13 +106,6 @@ fn remove_spellings(vm: &Vm, request: &Request) {
             host::remove_request_header(name);
         }
     }
-}
-
-/// Whether every request header is known, so a header not seen is not
-/// there. An empty map is a failed read (a request always has its
-/// pseudo-headers): then each owned header is removed by name.
-fn whole_map_read(vm: &Vm, request: &Request) -> bool {
-    vm.header_reads == HeaderReads::All && !request.headers().is_empty()
 }
 
 /// Device failures are logged with what the operator needs to tell a stolen

@@ -47,11 +47,9 @@ fn request_scheme(req: &Request) -> &str {
 /// involved (a bearer token where that is allowed); `Ok(Some(use))`: a proof
 /// that holds, still to be recorded against replay. `nonce_key` checks
 /// nonces where the provider requires them ([`crate::nonce`]).
-#[allow(clippy::too_many_arguments)]
 pub fn judge(
     policy: &DpopPolicy,
     token: &VerifiedToken,
-    raw_token: &str,
     as_dpop: bool,
     req: &Request,
     now: u64,
@@ -80,15 +78,9 @@ pub fn judge(
         (Some(_), Some(_)) => return Err(DenyReason::InvalidRequest),
         (None, _) => return deny(DpopError::Malformed),
     };
-    // Kept with the verified token, computed once when it was verified.
-    let computed;
-    let ath = match token.ath.as_deref() {
-        Some(ath) => ath,
-        None => {
-            computed = authflow_contract::dpop::access_token_hash(raw_token);
-            computed.as_str()
-        }
-    };
+    // Kept with the verified token, computed once when it was verified (for
+    // every bound token; none would match nothing: refused).
+    let ath = token.ath.as_deref().unwrap_or_default();
     let uri = htu::request_uri(request_scheme(req), req.header(":authority").unwrap_or_default(), req.header(":path").unwrap_or_default());
     let expect = Expectations {
         method: req.method(),

@@ -256,7 +256,7 @@ impl Engine {
         }
         // The proof is new on every request: checked even when the token came from the cache.
         let proof = match self.config.provider(verified.provider) {
-            Some(p) => match dpop_check::judge(&p.dpop, &verified, token, dpop_check::presented_as_dpop(req), req, now, &self.signatures, self.nonce_key.as_ref()) {
+            Some(p) => match dpop_check::judge(&p.dpop, &verified, dpop_check::presented_as_dpop(req), req, now, &self.signatures, self.nonce_key.as_ref()) {
                 Ok(proof) => proof,
                 Err(DenyReason::Dpop(e)) if !public => return Outcome::Deny(self.dpop_denied(verified.provider, e, now)),
                 Err(reason) => return self.deny_or_public(public, reason),

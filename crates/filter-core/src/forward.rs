@@ -72,9 +72,7 @@ pub fn credential_edits(config: &FilterConfig, req: &Request, verified_by: Optio
 /// (`HeaderReads::for_config`, an early answer there) and the read worked
 /// (a request's map is never empty). Otherwise: assume so.
 fn carries(config: &FilterConfig, req: &Request, name: &str) -> bool {
-    HeaderReads::for_config(config) != HeaderReads::All
-        || req.headers().is_empty()
-        || req.has_header(name)
+    !req.has_every_header(&HeaderReads::for_config(config)) || req.has_header(name)
 }
 
 /// `Bearer <token>` or `DPoP <token>` (RFC 9449 §7.1).

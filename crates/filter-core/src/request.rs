@@ -217,6 +217,13 @@ impl Request {
         self.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
     }
 
+    /// Whether every header of the request is known, so one not seen is not
+    /// there: the whole map was read (`reads`) and the read worked (an empty
+    /// map is a failed read; a request always has its pseudo-headers).
+    pub fn has_every_header(&self, reads: &HeaderReads) -> bool {
+        *reads == HeaderReads::All && !self.headers.is_empty()
+    }
+
     pub fn method(&self) -> &str {
         self.header(":method").unwrap_or_default()
     }

@@ -177,12 +177,7 @@ pub fn verify(
             return Err(DenyReason::WrongType.into());
         }
     }
-    let mut verified = finish(&screened.payload, screened.provider, provider, config, now)?;
-    // Every proof sent with a bound token carries its hash (`ath`): computed once, here.
-    if verified.cnf_jkt.is_some() {
-        verified.ath = Some(authflow_contract::dpop::access_token_hash(token));
-    }
-    Ok(verified)
+    finish(token, &screened.payload, screened.provider, provider, config, now)
 }
 
 /// `typ` is compared case-insensitively, with or without `application/` (RFC 7515 §4.1.9).
@@ -208,6 +203,7 @@ fn numeric_date(payload: &Map<String, Value>, name: &str) -> Result<Option<u64>,
 }
 
 fn finish(
+    token: &str,
     payload: &Map<String, Value>,
     provider_id: ProviderId,
     provider: &Provider,
@@ -290,8 +286,9 @@ fn finish(
         dfp: text(claims::CLAIM_DEVICE_FINGERPRINT),
         identity_headers: Rc::from(Vec::new()),
         not_revoked_in: Cell::new(0),
+        // Every proof sent with a bound token carries its hash: computed once, here.
+        ath: cnf_jkt.as_ref().map(|_| authflow_contract::dpop::access_token_hash(token)),
         cnf_jkt,
-        ath: None,
     };
     let mapped = config.identity.claims.iter().filter_map(|(path, header)| {
         let value = claim_at(payload, path)?;
