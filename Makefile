@@ -28,7 +28,7 @@ export AUTHFLOW_ENVOY := $(abspath $(ENVOY))
 export AUTHFLOW_WASM := $(abspath $(WASM))
 export AUTHFLOW_AUTH_BIN := $(abspath target/debug/authflow-auth)
 
-.PHONY: help test toolchain wasm-opt wasm envoy postgres unit wasm-unit e2e clippy
+.PHONY: help test toolchain wasm-opt wasm wasm-timing envoy postgres unit wasm-unit e2e clippy
 
 help:
 	@echo "make run    - auth service + echo backend + Envoy with the filter, on 127.0.0.1"
@@ -52,6 +52,15 @@ wasm: toolchain wasm-opt
 	wasm-opt $(WASM_OPT_FLAGS) $(WASM_TRIMMED) -o $(WASM)
 	@echo "$(WASM): $$(stat -c %s $(WASM)) bytes"
 
+# The module with the `timing` feature, for measuring only (never shipped): it
+# logs where each request's time goes inside Envoy (docs/bench.md, "Inside Envoy").
+# Its own target directory, so that `make wasm` keeps its build.
+wasm-timing: toolchain wasm-opt
+	CARGO_TARGET_DIR=target/timing $(CARGO) build --profile wasm --target wasm32-wasip1 -p authflow --features timing
+	$(CARGO) run --quiet -p authflow-wasm-trim -- target/timing/wasm32-wasip1/wasm/authflow.wasm target/authflow-timing.trimmed.wasm
+	wasm-opt $(WASM_OPT_FLAGS) target/authflow-timing.trimmed.wasm -o target/authflow-timing.wasm
+	@echo "target/authflow-timing.wasm: $$(stat -c %s target/authflow-timing.wasm) bytes"
+
 envoy: $(ENVOY)
 
 $(ENVOY):
@@ -71,8 +80,11 @@ postgres:
 test: wasm envoy postgres
 	# The filter's no-panic lints (unwrap/expect/panic denied) are enforced on the Wasm build.
 	$(CARGO) clippy --release --target wasm32-wasip1 -p authflow
+	# The measuring build (`make wasm-timing`) is held to the same lints, and its timer tested.
+	$(CARGO) clippy --release --target wasm32-wasip1 -p authflow --features timing
 	$(CARGO) build -p authflow-auth-service
 	$(CARGO) test --workspace
+	$(CARGO) test -p authflow-filter-core --features timing --lib timing
 	$(MAKE) --no-print-directory wasm-unit
 	$(MAKE) --no-print-directory deploy-check
 	$(MAKE) --no-print-directory fuzz-smoke
@@ -84,6 +96,7 @@ e2e: wasm envoy
 
 unit:
 	$(CARGO) test -p authflow-contract -p authflow-filter-core
+	$(CARGO) test -p authflow-filter-core --features timing --lib timing
 
 # The signature code again, compiled as it ships (wasm32-wasip1 with SIMD) and
 # run in V8 under Node: the reference comparisons must hold on that path too.
@@ -95,6 +108,7 @@ wasm-unit: toolchain
 clippy:
 	$(CARGO) clippy --workspace --all-targets
 	$(CARGO) clippy --target wasm32-wasip1 -p authflow
+	$(CARGO) clippy --target wasm32-wasip1 -p authflow --features timing
 
 # deploy.mk first: compose.mk's prerequisites name its DEPLOY_TOOLS_STAMP, and make expands
 # a rule's prerequisites when it reads the rule.

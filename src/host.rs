@@ -142,13 +142,18 @@ pub fn install_logger(max: log::LevelFilter) {
 
 // ---- time, ticks, configuration ----
 
-pub fn now_ms() -> u64 {
+/// The host's clock in nanoseconds (0 when it cannot be read).
+pub fn now_ns() -> u64 {
     let mut nanos: u64 = 0;
     // SAFETY: the out-pointer is valid for writes.
     if unsafe { abi::proxy_get_current_time_nanoseconds(&mut nanos) } != OK {
         return 0;
     }
-    nanos / 1_000_000
+    nanos
+}
+
+pub fn now_ms() -> u64 {
+    now_ns() / 1_000_000
 }
 
 /// Fills `buf` with random bytes from the host; false when it cannot.

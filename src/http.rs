@@ -8,6 +8,7 @@ use authflow_contract::dpop::NONCE_HEADER;
 use authflow_filter_core::deny::DenyReason;
 use authflow_filter_core::engine::Decision;
 use authflow_filter_core::request::{HeaderBlock, HeaderReads};
+use authflow_filter_core::timing::{self, Piece};
 use authflow_filter_core::Request;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
@@ -44,6 +45,10 @@ impl Drop for AuthflowHttp {
 
 impl HttpContext for AuthflowHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if let Some(line) = timing::report() {
+            log::warn!("{line}");
+        }
+        let _span = timing::span(Piece::Callback);
         let Ok(mut vm) = self.vm.try_borrow_mut() else {
             let r = DenyReason::KeysUnavailable.response(1, None);
             host::send_response(r.status, &r.headers, &r.body);
@@ -93,6 +98,7 @@ impl HttpContext for AuthflowHttp {
 /// The request headers the configuration's decisions read (see `HeaderReads`),
 /// written into `buffer` (the previous request's, so no allocation per request).
 fn read_headers(reads: &HeaderReads, buffer: Vec<u8>) -> HeaderBlock {
+    let _span = timing::span(Piece::HeaderRead);
     match reads {
         HeaderReads::All => host::request_headers(buffer),
         HeaderReads::Only(names) => {

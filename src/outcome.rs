@@ -5,6 +5,7 @@ use authflow_filter_core::device::DeviceCheck;
 use authflow_filter_core::engine::Decision;
 use authflow_filter_core::forward::{credential_edits, HeaderEdit};
 use authflow_filter_core::header_spellings::is_one_of;
+use authflow_filter_core::timing::{self, Piece};
 use authflow_filter_core::Request;
 
 use crate::host;
@@ -15,6 +16,7 @@ use crate::vm::Vm;
 /// Applies a decision. Returns whether the request may continue upstream.
 /// `resume` is for requests that were paused.
 pub fn carry_out(vm: &Vm, request: &Request, decision: Decision, resume: bool) -> bool {
+    let _span = timing::span(Piece::CarryOut);
     // A DPoP proof is good once per Envoy process: the last check, across workers.
     let decision = match decision {
         Decision::Allow(allowed) => match allowed.proof.map(|p| (p.provider, shared::record_proof_once(&p))) {

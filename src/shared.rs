@@ -17,6 +17,7 @@
 
 use authflow_contract::dpop::DpopError;
 use authflow_filter_core::dpop::ProofUse;
+use authflow_filter_core::timing::{self, Piece};
 use authflow_filter_core::{lease, nonce, replay};
 
 use crate::host;
@@ -98,6 +99,7 @@ impl SharedSlot {
 /// refusal after. A write raced by another worker is retried on the new
 /// value; a store that cannot be read or written refuses (fail closed).
 pub fn record_proof_once(proof: &ProofUse) -> Result<(), DpopError> {
+    let _span = timing::span(Piece::ReplayStore);
     const ATTEMPTS: usize = 8;
     let (key, bucket) = replay::slot_for(proof);
     for _ in 0..ATTEMPTS {

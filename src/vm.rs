@@ -8,6 +8,7 @@ use authflow_filter_core::header_spellings::underscore_spellings;
 use authflow_filter_core::paused::{PausedRequest, PausedRequests};
 use authflow_filter_core::request::HeaderReads;
 use authflow_filter_core::signature::{self, SignatureChecker};
+use authflow_filter_core::timing;
 use authflow_filter_core::{Engine, FilterConfig, PerProvider, Request};
 
 use crate::host;
@@ -52,6 +53,7 @@ impl Vm {
         let identity_names = config.identity.all_names().into_iter().map(str::to_owned).collect();
         let identity_spellings = underscore_spellings(&config.identity.all_names());
         let header_reads = HeaderReads::for_config(&config);
+        timing::set_clock(host::now_ns);
         Vm {
             engine: Engine::new(config, now_ms).with_signatures(host_signatures()),
             providers,

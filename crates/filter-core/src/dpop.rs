@@ -16,6 +16,7 @@ use crate::deny::DenyReason;
 use crate::provider_id::ProviderId;
 use crate::request::Request;
 use crate::signature::SignatureChecker;
+use crate::timing::{self, Piece};
 use crate::verify::VerifiedToken;
 
 /// A proof accepted on this request, to be recorded once (replay).
@@ -56,6 +57,7 @@ pub fn judge(
     signatures: &SignatureChecker,
     nonce_key: Option<&NonceKey>,
 ) -> Result<Option<ProofUse>, DenyReason> {
+    let _span = timing::span(Piece::Proof);
     let deny = |e: DpopError| Err(DenyReason::Dpop(e));
     if !as_dpop {
         return match (&token.cnf_jkt, policy.mode) {
@@ -93,7 +95,10 @@ pub fn judge(
         bound_jkt: Some(jkt),
         nonce: crate::nonce::check(policy, nonce_key),
     };
-    let proof = parse_proof_with(proof, signatures).map_err(DenyReason::Dpop)?;
+    let parse = timing::span(Piece::ProofParse);
+    let proof = parse_proof_with(proof, signatures);
+    drop(parse);
+    let proof = proof.map_err(DenyReason::Dpop)?;
     let checked = proof.check_with(&expect, signatures).map_err(DenyReason::Dpop)?;
     let mut hash = Sha256::new();
     hash.update(checked.jkt.as_bytes());

@@ -14,6 +14,7 @@ use crate::device::{self, DeviceCheck};
 use crate::dpop::{self as dpop_check, ProofUse};
 use crate::extract::{extract, ExtractError, Extracted};
 use crate::fetch::KeyNeed;
+use crate::timing::{self, Piece};
 use crate::policy::{authorize, policy_for};
 use crate::provider_id::{PerProvider, ProviderId};
 use crate::request::Request;
@@ -191,6 +192,7 @@ impl Engine {
 
     /// Decides a request; `may_wait`: it may be paused for its provider's keys.
     pub fn evaluate(&mut self, req: &Request, now_ms: u64, may_wait: bool) -> Outcome {
+        let _span = timing::span(Piece::Evaluate);
         match self.evaluate_token(req, now_ms, may_wait) {
             Outcome::Deny(denied) => Outcome::Deny(self.for_browser(req, denied)),
             other => other,
@@ -224,7 +226,9 @@ impl Engine {
             None => match self.verify_fresh(token, now, may_wait && !public) {
                 Ok(t) => {
                     let t = Rc::new(t);
+                    let insert = timing::span(Piece::CacheInsert);
                     self.cache.insert(token, Rc::clone(&t), now);
+                    drop(insert);
                     (t, false)
                 }
                 Err(Fresh::Wait(o)) => return o,

@@ -28,6 +28,7 @@ pub mod revocation;
 pub mod revocation_sync;
 pub mod schedule;
 pub mod signature;
+pub mod timing;
 mod unit_enum;
 pub mod verify;
 

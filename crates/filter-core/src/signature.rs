@@ -20,6 +20,7 @@ use authflow_contract::dpop::{jwk_thumbprint, ProofKeys};
 use authflow_contract::jwk::{Algorithm, KeyEntry, PublicKey};
 
 use crate::proof_keys::ProofKeyCache;
+use crate::timing::{self, Piece};
 
 /// The foreign function's name in Envoy's Wasm host.
 pub const FOREIGN_FUNCTION: &str = "verify_signature";
@@ -86,6 +87,7 @@ impl SignatureChecker {
 
 
     fn decide(&self, alg: Algorithm, spki: &[u8], input: &[u8], signature: &[u8], own: impl Fn() -> bool) -> bool {
+        let _span = timing::span(Piece::Signature);
         let support = self.support.get(index(alg)).map_or(Support::No, Cell::get);
         let (valid, path) = match (support, &self.host) {
             (Support::Yes, Some(host)) => match host_verify(host, alg, spki, input, signature) {

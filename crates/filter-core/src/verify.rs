@@ -23,6 +23,7 @@ use crate::config::{FilterConfig, IdentityHeaders, Provider};
 use crate::deny::DenyReason;
 use crate::provider_id::ProviderId;
 use crate::signature::SignatureChecker;
+use crate::timing::{self, Piece};
 
 /// Most keys tried for a token without `kid`.
 const MAX_KEYS_TRIED: usize = 4;
@@ -96,6 +97,7 @@ impl From<DenyReason> for VerifyError {
 
 /// Checks the token's shape and header and finds its provider, without keys.
 pub fn screen(token: &str, config: &FilterConfig) -> Result<Screened, DenyReason> {
+    let _span = timing::span(Piece::Screen);
     let mut parts = token.split('.');
     let (Some(header_b64), Some(payload_b64), Some(sig_b64), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(DenyReason::Malformed);
@@ -210,6 +212,7 @@ fn finish(
     config: &FilterConfig,
     now: u64,
 ) -> Result<VerifiedToken, VerifyError> {
+    let _span = timing::span(Piece::Claims);
     let skew = config.clock_skew_secs;
     let expires_at = numeric_date(payload, "exp")?.ok_or(DenyReason::MissingClaim)?;
     let issued_at = numeric_date(payload, "iat")?;
