@@ -183,6 +183,39 @@ impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for ObjectsOnly<A> {
     }
 }
 
+/// A JSON object whose member names are all different: read with
+/// [`from_slice`], a name seen twice is an error. serde_json's own map keeps
+/// the last of two; a protocol that refuses duplicates (JWS headers and JWT
+/// claims, RFC 7515 §4 and RFC 7519 §4) reads its objects as this.
+#[derive(Debug, Default, PartialEq)]
+pub struct UniqueObject(pub serde_json::Map<String, serde_json::Value>);
+
+impl<'de> Deserialize<'de> for UniqueObject {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(UniqueNames)
+    }
+}
+
+struct UniqueNames;
+
+impl<'de> Visitor<'de> for UniqueNames {
+    type Value = UniqueObject;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object with unique member names")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut members: A) -> Result<UniqueObject, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some((name, value)) = members.next_entry::<String, serde_json::Value>()? {
+            if object.insert(name, value).is_some() {
+                return Err(de::Error::custom("a member name appears twice"));
+            }
+        }
+        Ok(UniqueObject(object))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -232,6 +265,19 @@ mod tests {
         let reference = serde_json::from_slice::<T>(text.as_bytes()).map_err(|e| e.to_string());
         assert_eq!(ours, reference, "{text}");
         ours
+    }
+
+    #[test]
+    fn a_unique_object_refuses_a_name_seen_twice() {
+        let read = |text: &str| from_slice::<super::UniqueObject>(text.as_bytes()).map(|o| o.0);
+        let object = read(r#"{"a": 1, "b": {"a": 2}, "c": [{"a": 3}]}"#).unwrap();
+        assert_eq!(object, serde_json::from_str::<Map<String, Value>>(r#"{"a": 1, "b": {"a": 2}, "c": [{"a": 3}]}"#).unwrap());
+        for twice in [r#"{"a": 1, "a": 1}"#, r#"{"a": 1, "b": 2, "a": null}"#, r#"{"\u0061": 1, "a": 2}"#] {
+            assert!(read(twice).unwrap_err().to_string().contains("twice"), "{twice}");
+        }
+        for not_an_object in ["[]", "1", "null", "\"a\"", "{} {}"] {
+            assert!(read(not_an_object).is_err(), "{not_an_object}");
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod der;
 pub mod dpop;
 pub mod fingerprint;
 pub mod ip_text;
+pub mod jose;
 pub mod json;
 pub mod jwk;
 pub mod jws;

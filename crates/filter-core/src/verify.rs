@@ -14,6 +14,7 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
+use authflow_contract::jose::{self, CompactParts, JoseHeader};
 use authflow_contract::{claims, Algorithm, KeySet};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -98,56 +99,53 @@ impl From<DenyReason> for VerifyError {
 /// Checks the token's shape and header and finds its provider, without keys.
 pub fn screen(token: &str, config: &FilterConfig) -> Result<Screened, DenyReason> {
     let _span = timing::span(Piece::Screen);
-    let mut parts = token.split('.');
-    let (Some(header_b64), Some(payload_b64), Some(sig_b64), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-        return Err(DenyReason::Malformed);
-    };
-    let b64url = |s: &str| s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if header_b64.is_empty() || payload_b64.is_empty() || !b64url(header_b64) || !b64url(payload_b64) || !b64url(sig_b64) {
+    let parts = CompactParts::split(token).ok_or(DenyReason::Malformed)?;
+    if parts.header.is_empty() || parts.payload.is_empty() {
         return Err(DenyReason::Malformed);
     }
-    let header = decode_json(header_b64)?;
-    let alg = header.get("alg").and_then(Value::as_str).ok_or(DenyReason::Malformed)?;
+    let header = JoseHeader::from(decode_json(parts.header)?);
+    let alg = header.alg().and_then(Value::as_str).ok_or(DenyReason::Malformed)?;
     // Keys come from configuration only; `crit` names extensions we do not implement (RFC 7515 §4.1.11).
-    if ["jwk", "jku", "x5u", "x5c", "crit"].iter().any(|k| header.contains_key(*k)) {
+    if header.has_key_or_extension() {
         return Err(DenyReason::KeyInHeader);
     }
-    if sig_b64.is_empty() {
+    if parts.signature.is_empty() {
         // `alg: none` and friends: an unsigned token is never accepted.
         return Err(DenyReason::AlgorithmNotAllowed);
     }
-    let payload = decode_json(payload_b64)?;
+    let payload = decode_json(parts.payload)?;
     let issuer = payload.get("iss").and_then(Value::as_str).ok_or(DenyReason::MissingClaim)?;
     let provider = config.provider_for_issuer(issuer).ok_or(DenyReason::UnknownIssuer)?;
     let algorithm = Algorithm::parse(alg)
         .filter(|a| config.provider(provider).is_some_and(|p| p.algorithms.contains(a)))
         .ok_or(DenyReason::AlgorithmNotAllowed)?;
-    let text = |name: &str| match header.get(name) {
+    let text = |member: Option<&Value>| match member {
         None => Ok(None),
         Some(Value::String(k)) if k.len() <= 256 => Ok(Some(k.clone())),
         Some(_) => Err(DenyReason::Malformed),
     };
-    if sig_b64.len() > MAX_SIGNATURE_BYTES * 4 / 3 + 4 {
+    if parts.signature.len() > MAX_SIGNATURE_BYTES * 4 / 3 + 4 {
         return Err(DenyReason::TokenTooLarge);
     }
-    let signature = URL_SAFE_NO_PAD.decode(sig_b64).map_err(|_| DenyReason::Malformed)?;
+    // The decoder refuses any character outside base64url, as it does in the header and payload.
+    let signature = URL_SAFE_NO_PAD.decode(parts.signature).map_err(|_| DenyReason::Malformed)?;
     Ok(Screened {
         provider,
         algorithm,
-        kid: text("kid")?,
-        typ: text("typ")?,
+        kid: text(header.kid())?,
+        typ: text(header.typ())?,
         payload,
         signature,
-        signing_input_len: header_b64.len() + 1 + payload_b64.len(),
+        signing_input_len: parts.signing_input_len(),
     })
 }
 
+/// A header or payload part, bounded before it is decoded.
 fn decode_json(part: &str) -> Result<Map<String, Value>, DenyReason> {
     if part.len() > MAX_UNVERIFIED_JSON * 4 / 3 + 4 {
         return Err(DenyReason::TokenTooLarge);
     }
-    let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| DenyReason::Malformed)?;
-    authflow_contract::json::from_slice(&bytes).map_err(|_| DenyReason::Malformed)
+    jose::decode_object(part).map_err(|_| DenyReason::Malformed)
 }
 
 /// Verifies signature and claims with the provider's current keys.

@@ -189,6 +189,18 @@ fn header_attacks_are_refused() {
     assert_eq!(denied(&f.eval("/api", &[("authorization", &format!("Bearer {hs}"))])).0, DenyReason::AlgorithmNotAllowed);
     let jwk = format!("{}.{}.c2ln", b64(r#"{"alg":"EdDSA","jwk":{"kty":"OKP"}}"#), payload);
     assert_eq!(denied(&f.eval("/api", &[("authorization", &format!("Bearer {jwk}"))])).0, DenyReason::KeyInHeader);
+    let null_jwk = format!("{}.{}.c2ln", b64(r#"{"alg":"EdDSA","jwk":null}"#), payload);
+    assert_eq!(denied(&f.eval("/api", &[("authorization", &format!("Bearer {null_jwk}"))])).0, DenyReason::KeyInHeader);
+    // A header member named twice: refused before any key is looked at (RFC 7515 §4).
+    for twice in [r#"{"alg":"EdDSA","alg":"EdDSA"}"#, r#"{"alg":"EdDSA","kid":"a","kid":"b"}"#, r#"{"alg":"EdDSA","typ":"JWT","typ":"at+jwt"}"#] {
+        let token = format!("{}.{}.c2ln", b64(twice), payload);
+        assert_eq!(denied(&f.eval("/api", &[("authorization", &format!("Bearer {token}"))])), (DenyReason::Malformed, 401), "{twice}");
+    }
+    // And a claim named twice (RFC 7519 §4): no reader may take another `sub` than the filter did.
+    let header = f.token().split('.').next().unwrap().to_owned();
+    let twice = b64(&format!(r#"{{"iss":"{ISS}","sub":"x","aud":"api","exp":{},"sub":"admin"}}"#, NOW + 100));
+    let token = format!("{header}.{twice}.c2ln");
+    assert_eq!(denied(&f.eval("/api", &[("authorization", &format!("Bearer {token}"))])), (DenyReason::Malformed, 401));
     let t = f.token();
     let mut parts: Vec<&str> = t.split('.').collect();
     let forged_payload = b64(&json!({"iss": ISS, "sub": "admin", "aud": "api", "exp": NOW + 100, "sid": "s"}).to_string());

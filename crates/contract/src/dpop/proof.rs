@@ -7,6 +7,7 @@ use subtle::ConstantTimeEq;
 
 use super::{htu, nonce, thumbprint, DpopError, NonceKey};
 use super::{MAX_HTM_LEN, MAX_HTU_LEN, MAX_JTI_LEN, MAX_NONCE_LEN, MAX_PROOF_BYTES, PROOF_TYPE, SUPPORTED_ALGORITHMS};
+use crate::jose::{decode_object, CompactParts, JoseHeader};
 use crate::jwk::{self, Algorithm, PublicKey};
 
 /// The claims of a proof, each within its bound.
@@ -118,27 +119,23 @@ pub fn parse_proof_with(compact: &str, keys: &dyn ProofKeys) -> Result<Proof, Dp
     if compact.len() > MAX_PROOF_BYTES {
         return Err(DpopError::TooLarge);
     }
-    let mut parts = compact.split('.');
-    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(DpopError::Malformed);
-    };
-    let header = json_object(header_b64)?;
-    if header.get("typ").and_then(Value::as_str) != Some(PROOF_TYPE) {
+    let parts = CompactParts::split(compact).ok_or(DpopError::Malformed)?;
+    let header = JoseHeader::decode(parts.header).map_err(|_| DpopError::Malformed)?;
+    if header.typ().and_then(Value::as_str) != Some(PROOF_TYPE) {
         return Err(DpopError::WrongType);
     }
     // No extension is understood, so none may be critical (RFC 7515 §4.1.11).
-    if header.contains_key("crit") {
+    if header.has_critical() {
         return Err(DpopError::Malformed);
     }
     let algorithm = header
-        .get("alg")
+        .alg()
         .and_then(Value::as_str)
         .and_then(Algorithm::parse)
         .filter(|a| SUPPORTED_ALGORITHMS.contains(a))
         .ok_or(DpopError::UnsupportedAlgorithm)?;
     let key = header
-        .get("jwk")
+        .jwk()
         .and_then(Value::as_object)
         .and_then(jwk::public_signature_key)
         .filter(|key| keys.on_curve(key))
@@ -146,19 +143,14 @@ pub fn parse_proof_with(compact: &str, keys: &dyn ProofKeys) -> Result<Proof, Dp
     if key.algorithm() != algorithm {
         return Err(DpopError::InvalidKey);
     }
-    let claims = proof_claims(&json_object(payload_b64)?)?;
-    let signature = URL_SAFE_NO_PAD.decode(signature_b64).map_err(|_| DpopError::Malformed)?;
+    let claims = proof_claims(&decode_object(parts.payload).map_err(|_| DpopError::Malformed)?)?;
+    let signature = URL_SAFE_NO_PAD.decode(parts.signature).map_err(|_| DpopError::Malformed)?;
     // Both algorithms sign with 64 bytes (ES256 r ‖ s, Ed25519 R ‖ S).
     if signature.len() != 64 {
         return Err(DpopError::BadSignature);
     }
-    let signing_input = compact.get(..header_b64.len() + 1 + payload_b64.len()).ok_or(DpopError::Malformed)?.to_owned();
+    let signing_input = compact.get(..parts.signing_input_len()).ok_or(DpopError::Malformed)?.to_owned();
     Ok(Proof { algorithm, key, claims, signing_input, signature })
-}
-
-fn json_object(b64: &str) -> Result<Map<String, Value>, DpopError> {
-    let bytes = URL_SAFE_NO_PAD.decode(b64).map_err(|_| DpopError::Malformed)?;
-    crate::json::from_slice(&bytes).map_err(|_| DpopError::Malformed)
 }
 
 /// Whether a public EC P-256 or Ed25519 key is on its curve (an RSA key never is a proof key).

@@ -292,6 +292,30 @@ fn malformed_and_oversized_inputs() {
 }
 
 #[test]
+fn a_member_named_twice_or_null_is_refused_though_signed() {
+    for signer in signers() {
+        let header = signer.header().to_string();
+        let claims = json!({"jti": "j", "htm": "GET", "htu": URI, "iat": NOW, "ath": access_token_hash(TOKEN)}).to_string();
+        let thief_jwk = (if signer.alg() == "ES256" { Signer::es(98) } else { Signer::ed(98) }).jwk();
+        let cases = [
+            // The first `jwk` is another key: a reader keeping the first would see another key than one keeping the last.
+            (header.replacen('{', &format!("{{\"jwk\":{thief_jwk},"), 1), claims.clone()),
+            (header.replacen('{', "{\"alg\":\"none\",", 1), claims.clone()),
+            (header.clone(), claims.replacen('{', "{\"htu\":\"https://evil.example/\",", 1)),
+            (header.clone(), claims.replacen('{', "{\"jti\":\"other\",", 1)),
+            (header.clone(), claims.replacen('{', "{\"nonce\":null,", 1)),
+            (header.clone(), claims.replace(&format!("\"ath\":\"{}\"", access_token_hash(TOKEN)), "\"ath\":null")),
+        ];
+        for (header, claims) in cases {
+            let proof = signer.0.sign_text(&header, &claims);
+            assert_eq!(parse_proof(&proof).unwrap_err(), DpopError::Malformed, "{header} {claims}");
+        }
+        // The same texts without the repetition pass: only the repetition is refused.
+        assert!(verdict(&signer.0.sign_text(&header, &claims), &expect()).is_ok());
+    }
+}
+
+#[test]
 fn errors_map_to_rfc9449_codes_without_detail() {
     for e in DpopError::ALL {
         let code = e.error_code();
