@@ -7,9 +7,6 @@
 //! one VM shares of it (base and overlay bytes) another adopts unchanged.
 #![no_main]
 
-use std::cell::Cell;
-use std::rc::Rc;
-
 use authflow_contract::revocation::blob::Blob;
 use authflow_contract::revocation::{
     set::encode, BannedSubject, Kind, RevocationFeed, RevokedSession, RevokedToken, SetKey, MAX_COMPACT_FEED_BYTES,
@@ -27,22 +24,11 @@ const SKEW: u64 = 30;
 
 fn token(jti: Option<&str>, sid: Option<&str>, sub: Option<&str>, issued_at: Option<u64>) -> VerifiedToken {
     VerifiedToken {
-        provider: ProviderId::FIRST,
-        issuer: ISSUER.into(),
         subject: sub.map(str::to_owned),
-        expires_at: NOW + 900,
-        not_before: None,
         issued_at,
         jti: jti.map(str::to_owned),
         sid: sid.map(str::to_owned),
-        client_id: None,
-        roles: vec![],
-        scopes: vec![],
-        dfp: None,
-        identity_headers: Rc::from(Vec::new()),
-        not_revoked_in: Cell::new(0),
-        cnf_jkt: None,
-        ath: None,
+        ..VerifiedToken::new(ProviderId::FIRST, ISSUER.into(), NOW + 900)
     }
 }
 

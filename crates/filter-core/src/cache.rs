@@ -113,24 +113,7 @@ mod tests {
     use super::*;
 
     fn token(exp: u64) -> Rc<VerifiedToken> {
-        Rc::new(VerifiedToken {
-            provider: crate::ProviderId::FIRST,
-            issuer: "i".into(),
-            subject: None,
-            expires_at: exp,
-            not_before: None,
-            issued_at: None,
-            jti: None,
-            sid: None,
-            client_id: None,
-            roles: vec![],
-            scopes: vec![],
-            cnf_jkt: None,
-            ath: None,
-            dfp: None,
-            identity_headers: Rc::from(Vec::new()),
-            not_revoked_in: std::cell::Cell::new(0),
-        })
+        Rc::new(VerifiedToken::new(crate::ProviderId::FIRST, "i".into(), exp))
     }
 
     #[test]

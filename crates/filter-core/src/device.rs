@@ -88,24 +88,7 @@ mod tests {
             attributes: vec![(DeviceAttribute::CLIENT_IP_PREFIX, &fingerprint::client_ip_prefix(address))],
         }
         .hash();
-        VerifiedToken {
-            expires_at: 0,
-            not_revoked_in: std::cell::Cell::new(0),
-            not_before: None,
-            provider: crate::ProviderId::FIRST,
-            identity_headers: std::rc::Rc::from(Vec::new()),
-            dfp: Some(dfp),
-            issuer: String::new(),
-            subject: None,
-            issued_at: None,
-            jti: None,
-            sid: None,
-            client_id: None,
-            roles: vec![],
-            scopes: vec![],
-            cnf_jkt: None,
-            ath: None,
-        }
+        VerifiedToken { dfp: Some(dfp), ..VerifiedToken::new(crate::ProviderId::FIRST, String::new(), 0) }
     }
 
     fn request(xff: &str, peer: &str) -> Request {

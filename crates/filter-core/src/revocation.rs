@@ -137,22 +137,11 @@ mod tests {
 
     fn token(jti: &str, sid: &str, sub: &str, iat: u64) -> VerifiedToken {
         VerifiedToken {
-            provider: crate::ProviderId::FIRST,
-            issuer: "iss".into(),
             subject: Some(sub.into()),
-            expires_at: iat + 900,
-            not_before: None,
             issued_at: Some(iat),
             jti: Some(jti.into()),
             sid: Some(sid.into()),
-            client_id: None,
-            roles: vec![],
-            scopes: vec![],
-            cnf_jkt: None,
-            ath: None,
-            dfp: None,
-            identity_headers: std::rc::Rc::from(Vec::new()),
-            not_revoked_in: std::cell::Cell::new(0),
+            ..VerifiedToken::new(crate::ProviderId::FIRST, "iss".into(), iat + 900)
         }
     }
 

@@ -82,6 +82,32 @@ pub struct VerifiedToken {
     pub ath: Option<String>,
 }
 
+impl VerifiedToken {
+    /// A token of `issuer` (its provider's) expiring at `expires_at`, with no
+    /// other claim: what a verified token is built from, and a whole token
+    /// for tests and fuzzing (`VerifiedToken { jti, ..VerifiedToken::new(…) }`).
+    pub fn new(provider: ProviderId, issuer: String, expires_at: u64) -> Self {
+        VerifiedToken {
+            expires_at,
+            not_revoked_in: Cell::new(0),
+            not_before: None,
+            provider,
+            identity_headers: Rc::from(Vec::new()),
+            dfp: None,
+            issuer,
+            subject: None,
+            issued_at: None,
+            jti: None,
+            sid: None,
+            client_id: None,
+            roles: Vec::new(),
+            scopes: Vec::new(),
+            cnf_jkt: None,
+            ath: None,
+        }
+    }
+}
+
 /// Why a token could not be verified with the keys at hand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VerifyError {
@@ -273,11 +299,8 @@ fn finish(
     let subject = text("sub");
     let client_id = text(claims::CLAIM_CLIENT_ID).filter(|id| claims::is_service_token(subject.as_deref(), Some(id)));
     let mut token = VerifiedToken {
-        provider: provider_id,
-        issuer: provider.issuer.clone(),
         subject,
         client_id,
-        expires_at,
         not_before,
         issued_at,
         jti: text("jti"),
@@ -285,11 +308,10 @@ fn finish(
         roles: string_list(payload.get(claims::CLAIM_ROLES)),
         scopes,
         dfp: text(claims::CLAIM_DEVICE_FINGERPRINT),
-        identity_headers: Rc::from(Vec::new()),
-        not_revoked_in: Cell::new(0),
         // Every proof sent with a bound token carries its hash: computed once, here.
         ath: cnf_jkt.as_ref().map(|_| authflow_contract::dpop::access_token_hash(token)),
         cnf_jkt,
+        ..VerifiedToken::new(provider_id, provider.issuer.clone(), expires_at)
     };
     let mapped = config.identity.claims.iter().filter_map(|(path, header)| {
         let value = claim_at(payload, path)?;
