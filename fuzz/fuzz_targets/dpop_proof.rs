@@ -8,7 +8,8 @@
 //! (decided again by the reference verifiers, p256 and ed25519-dalek), meets
 //! every expectation taken one by one, has the thumbprint of its key, and
 //! re-serializes consistently (canonical base64url segments, the key's
-//! canonical JWK parses back to the same key, parsing again gives the same claims).
+//! canonical JWK parses back to the same key, parsing again gives the same claims),
+//! and names no member twice (a member repeated before signing is refused).
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -51,6 +52,17 @@ struct Signed<'a> {
     with_token: bool,
     require_nonce: bool,
     bind_to_key: bool,
+    /// A member written once more at the start of the header or the claims, before signing.
+    repeat: Option<Repeat<'a>>,
+}
+
+#[derive(Arbitrary, Debug)]
+struct Repeat<'a> {
+    in_claims: bool,
+    /// Which of the object's members is written again (by position).
+    member: u8,
+    /// Its second value: this JSON text, or this text as a JSON string.
+    value: &'a str,
 }
 
 fn es_key() -> p256::ecdsa::SigningKey {
@@ -93,9 +105,40 @@ fn reference_verifies(proof: &Proof) -> bool {
     }
 }
 
+/// The top-level member names of a JSON object, each as often as it is
+/// written (an independent reader: serde_json's map keeps only the last).
+fn member_names(json: &[u8]) -> Option<Vec<String>> {
+    struct Names;
+    impl<'de> serde::de::Visitor<'de> for Names {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut members: A) -> Result<Vec<String>, A::Error> {
+            let mut names = Vec::new();
+            while let Some((name, _)) = members.next_entry::<String, serde::de::IgnoredAny>()? {
+                names.push(name);
+            }
+            Ok(names)
+        }
+    }
+    serde::Deserializer::deserialize_map(&mut serde_json::Deserializer::from_slice(json), Names).ok()
+}
+
+fn names_are_unique(names: &[String]) -> bool {
+    let mut sorted = names.to_vec();
+    sorted.sort();
+    sorted.windows(2).all(|pair| pair[0] != pair[1])
+}
+
 /// What holds for every proof that parses.
 fn parsed_invariants(compact: &str, proof: &Proof) {
     assert!(compact.len() <= MAX_PROOF_BYTES);
+    // No member is named twice: no other reader can see another key, algorithm or claim.
+    for part in compact.split('.').take(2) {
+        let names = member_names(&URL_SAFE_NO_PAD.decode(part).unwrap()).expect("a parsed part is a JSON object");
+        assert!(names_are_unique(&names), "a proof with a member named twice parsed: {names:?}");
+    }
     let c = &proof.claims;
     assert!(!c.jti.is_empty() && c.jti.len() <= MAX_JTI_LEN);
     assert!(!c.htm.is_empty() && c.htm.len() <= MAX_HTM_LEN);
@@ -183,7 +226,18 @@ fn signed(input: &Signed<'_>) {
     if let Some(age) = input.nonce_age {
         claims["nonce"] = nonce::issue(&nonce_key, NOW.saturating_sub(age.into())).into();
     }
-    let signing_input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
+    let (mut header_text, mut claims_text) = (header.to_string(), claims.to_string());
+    let mut repeated = false;
+    if let Some(r) = &input.repeat {
+        let (object, text) = if r.in_claims { (&claims, &mut claims_text) } else { (&header, &mut header_text) };
+        let names: Vec<&String> = object.as_object().map(|o| o.keys().collect()).unwrap_or_default();
+        if let Some(name) = names.get(usize::from(r.member) % names.len().max(1)) {
+            let value = serde_json::from_str::<Value>(r.value).unwrap_or_else(|_| Value::from(r.value));
+            *text = text.replacen('{', &format!("{{{}:{value},", Value::from(name.as_str())), 1);
+            repeated = true;
+        }
+    }
+    let signing_input = format!("{}.{}", URL_SAFE_NO_PAD.encode(&header_text), URL_SAFE_NO_PAD.encode(&claims_text));
     let signature = if input.eddsa {
         ed25519_dalek::Signer::sign(&ed_key(), signing_input.as_bytes()).to_bytes().to_vec()
     } else {
@@ -192,6 +246,7 @@ fn signed(input: &Signed<'_>) {
     };
     let compact = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature));
     let Ok(proof) = parse_proof(&compact) else { return };
+    assert!(!repeated, "a proof signed with a member named twice parsed");
     parsed_invariants(&compact, &proof);
     let jkt = jwk_thumbprint(&public_of(input.eddsa));
     let token_hash = access_token_hash(TOKEN);
