@@ -102,7 +102,10 @@ fn dpop_bound_tokens_through_envoy() {
     assert_refused(&r, "invalid_dpop_proof", "thief's key");
     assert!(stack.envoy.stat("denied.dpop_key_mismatch") >= 1);
 
-    // A proof for another method, another URL, too old, or for another token.
+    // A proof for another method, another URL, too old, or for another token; or with `htu`
+    // written twice (another URL first): refused whichever one a reader would take.
+    let claims = ProofKey::claims("GET", &url("/v1/items"), Some(&s.access)).to_string();
+    let htu_twice = key.sign_text(&key.header().to_string(), &claims.replacen('{', &format!("{{\"htu\":\"{}\",", url("/v1/admin/users")), 1));
     let cases = [
         ("other method", key.proof("POST", &url("/v1/items"), Some(&s.access))),
         ("other URL", key.proof("GET", &url("/v1/admin/users"), Some(&s.access))),
@@ -110,6 +113,7 @@ fn dpop_bound_tokens_through_envoy() {
         ("stale iat", key.proof_with("GET", &url("/v1/items"), Some(&s.access), |c| c["iat"] = (now() - 600).into())),
         ("wrong ath", key.proof("GET", &url("/v1/items"), Some("another token"))),
         ("no proof at all", String::new()),
+        ("htu named twice", htu_twice),
     ];
     for (what, proof) in &cases {
         let proofs: Vec<&str> = if proof.is_empty() { vec![] } else { vec![proof] };
