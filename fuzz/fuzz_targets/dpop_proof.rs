@@ -18,6 +18,7 @@ use authflow_contract::dpop::{
     Proof, MAX_HTM_LEN, MAX_HTU_LEN, MAX_JTI_LEN, MAX_NONCE_LEN, MAX_PROOF_BYTES, SUPPORTED_ALGORITHMS,
 };
 use authflow_contract::jwk::{public_signature_key, Algorithm, PublicKey};
+use authflow_fuzz::json_names::{member_names, names_a_member_twice};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use libfuzzer_sys::fuzz_target;
@@ -105,39 +106,14 @@ fn reference_verifies(proof: &Proof) -> bool {
     }
 }
 
-/// The top-level member names of a JSON object, each as often as it is
-/// written (an independent reader: serde_json's map keeps only the last).
-fn member_names(json: &[u8]) -> Option<Vec<String>> {
-    struct Names;
-    impl<'de> serde::de::Visitor<'de> for Names {
-        type Value = Vec<String>;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a JSON object")
-        }
-        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut members: A) -> Result<Vec<String>, A::Error> {
-            let mut names = Vec::new();
-            while let Some((name, _)) = members.next_entry::<String, serde::de::IgnoredAny>()? {
-                names.push(name);
-            }
-            Ok(names)
-        }
-    }
-    serde::Deserializer::deserialize_map(&mut serde_json::Deserializer::from_slice(json), Names).ok()
-}
-
-fn names_are_unique(names: &[String]) -> bool {
-    let mut sorted = names.to_vec();
-    sorted.sort();
-    sorted.windows(2).all(|pair| pair[0] != pair[1])
-}
-
 /// What holds for every proof that parses.
 fn parsed_invariants(compact: &str, proof: &Proof) {
     assert!(compact.len() <= MAX_PROOF_BYTES);
     // No member is named twice: no other reader can see another key, algorithm or claim.
     for part in compact.split('.').take(2) {
-        let names = member_names(&URL_SAFE_NO_PAD.decode(part).unwrap()).expect("a parsed part is a JSON object");
-        assert!(names_are_unique(&names), "a proof with a member named twice parsed: {names:?}");
+        let json = URL_SAFE_NO_PAD.decode(part).unwrap();
+        assert!(member_names(&json).is_some(), "a parsed part is a JSON object");
+        assert!(!names_a_member_twice(&json), "a proof with a member named twice parsed: {:?}", member_names(&json));
     }
     let c = &proof.claims;
     assert!(!c.jti.is_empty() && c.jti.len() <= MAX_JTI_LEN);

@@ -3,7 +3,9 @@
 //! edited) or freshly signed over fuzzer-chosen claims with the real key.
 //!
 //! Beyond "never panics", every outcome is checked for what a user relies on:
-//! - an accepted token's signed bytes are bytes we signed (no forgery);
+//! - an accepted token's signed bytes are bytes we signed (no forgery), and
+//!   its header and claims name no member twice (some claims are signed
+//!   written twice);
 //! - without a token, only a public route lets a request through;
 //! - no reading of the path that a lenient backend might act on (every
 //!   escape decoded, `\` as `/`, `;` parameters and dot segments dropped,
@@ -27,6 +29,9 @@ use authflow_filter_core::policy::{policy_for, route_for};
 use authflow_filter_core::request::HeaderBlock;
 use authflow_filter_core::{FilterConfig, Request};
 use authflow_fuzz::decision::{self, Keys};
+use authflow_fuzz::json_names::{member_names, names_a_member_twice};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use libfuzzer_sys::fuzz_target;
 use serde_json::json;
 
@@ -127,7 +132,7 @@ struct Tok<'a> {
 enum Source<'a> {
     Seed(u8),
     /// Claims chosen by the fuzzer, signed with the main provider's EdDSA key.
-    Signed(Claims<'a>),
+    Signed(Box<Claims<'a>>),
     /// Any header and payload bytes, signed with the same key.
     SignedRaw { header: &'a [u8], payload: &'a [u8] },
 }
@@ -148,6 +153,8 @@ struct Claims<'a> {
     bound: bool,
     team: Option<&'a str>,
     extra: Option<(&'a str, &'a str)>,
+    /// One claim (by position) written again at the start, with this text as its first value.
+    repeat: Option<(u8, &'a str)>,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -232,7 +239,14 @@ fn build_claims(c: &Claims) -> (Vec<u8>, Vec<u8>) {
     if let Some((k, v)) = c.extra {
         put(k, Some(json!(v)));
     }
-    (header, serde_json::Value::Object(claims).to_string().into_bytes())
+    let mut payload = serde_json::Value::Object(claims.clone()).to_string();
+    if let Some((at, first)) = c.repeat {
+        let names: Vec<&String> = claims.keys().collect();
+        if let Some(name) = names.get(usize::from(at) % names.len().max(1)) {
+            payload = payload.replacen('{', &format!("{{{}:{},", json!(name), json!(first)), 1);
+        }
+    }
+    (header, payload.into_bytes())
 }
 
 fn make_token(w: &World, tok: &Tok) -> Placed {
@@ -419,10 +433,18 @@ fn check(w: &World, req: &Request, placed: &[Placed], outcome: &Outcome) {
             if a.notes.authenticated {
                 // The token that passed was signed by us over exactly these bytes.
                 let sources = header_text(req);
-                let genuine = placed
+                let present: Vec<&Placed> = placed
                     .iter()
-                    .any(|p| !p.signed_input.is_empty() && sources.iter().any(|s| s.contains(&format!("{}.", p.signed_input))));
-                assert!(genuine, "a token nobody signed was accepted");
+                    .filter(|p| !p.signed_input.is_empty() && sources.iter().any(|s| s.contains(&format!("{}.", p.signed_input))))
+                    .collect();
+                assert!(!present.is_empty(), "a token nobody signed was accepted");
+                // The only signed token in the request is the one accepted: it names no member twice.
+                if let [accepted] = present.as_slice() {
+                    for part in accepted.signed_input.split('.') {
+                        let json = URL_SAFE_NO_PAD.decode(part).unwrap_or_default();
+                        assert!(!names_a_member_twice(&json), "a token naming a member twice was accepted: {:?}", member_names(&json));
+                    }
+                }
             } else {
                 assert!(!a.notes.failed_open, "failure_mode is fail_closed");
                 assert_eq!(policy_for(&w.config, req), Ok(&Policy::Public), "an anonymous request passed a protected route");

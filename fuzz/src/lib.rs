@@ -6,3 +6,4 @@
 //! tokens, so a crash reproduces from its input file alone.
 
 pub mod decision;
+pub mod json_names;
