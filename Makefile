@@ -8,12 +8,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 VENV := .venv
 ENVOY := $(VENV)/bin/envoy
-# cargo's output (the `wasm` profile in Cargo.toml), the same with the callbacks
-# the filter leaves unhandled taken out of its exports (see UNHANDLED_CALLBACKS in
-# src/lib.rs), and the module every test, config and image uses: that, optimized
-# for size by binaryen's wasm-opt (docs/bench.md, "Module size").
-WASM_BUILD := target/wasm32-wasip1/wasm/authflow.wasm
-WASM_TRIMMED := target/authflow.trimmed.wasm
+# The module every test, config and image uses (built by `build-module` below).
 WASM := target/authflow.wasm
 # rustc's wasm32-wasip1 output uses these post-MVP features (SIMD: .cargo/config.toml).
 # `--one-caller-inline-max-function-size 100`: a function with one caller is inlined
@@ -46,20 +41,26 @@ toolchain:
 wasm-opt:
 	@command -v wasm-opt >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq binaryen; }
 
+# The filter's module: cargo's output (the `wasm` profile in Cargo.toml) in cargo
+# target directory $(1), built with cargo flags $(2); the same with the callbacks
+# the filter leaves unhandled taken out of its exports (see UNHANDLED_CALLBACKS in
+# src/lib.rs), beside $(3) as NAME.trimmed.wasm; and that, optimized for size by
+# binaryen's wasm-opt, as $(3) (docs/bench.md, "Module size").
+define build-module
+	CARGO_TARGET_DIR=$(1) $(CARGO) build --profile wasm --target wasm32-wasip1 -p authflow $(2)
+	$(CARGO) run --quiet -p authflow-wasm-trim -- $(1)/wasm32-wasip1/wasm/authflow.wasm $(basename $(3)).trimmed.wasm
+	wasm-opt $(WASM_OPT_FLAGS) $(basename $(3)).trimmed.wasm -o $(3)
+	@echo "$(3): $$(stat -c %s $(3)) bytes"
+endef
+
 wasm: toolchain wasm-opt
-	$(CARGO) build --profile wasm --target wasm32-wasip1 -p authflow
-	$(CARGO) run --quiet -p authflow-wasm-trim -- $(WASM_BUILD) $(WASM_TRIMMED)
-	wasm-opt $(WASM_OPT_FLAGS) $(WASM_TRIMMED) -o $(WASM)
-	@echo "$(WASM): $$(stat -c %s $(WASM)) bytes"
+	$(call build-module,target,,$(WASM))
 
 # The module with the `timing` feature, for measuring only (never shipped): it
 # logs where each request's time goes inside Envoy (docs/bench.md, "Inside Envoy").
 # Its own target directory, so that `make wasm` keeps its build.
 wasm-timing: toolchain wasm-opt
-	CARGO_TARGET_DIR=target/timing $(CARGO) build --profile wasm --target wasm32-wasip1 -p authflow --features timing
-	$(CARGO) run --quiet -p authflow-wasm-trim -- target/timing/wasm32-wasip1/wasm/authflow.wasm target/authflow-timing.trimmed.wasm
-	wasm-opt $(WASM_OPT_FLAGS) target/authflow-timing.trimmed.wasm -o target/authflow-timing.wasm
-	@echo "target/authflow-timing.wasm: $$(stat -c %s target/authflow-timing.wasm) bytes"
+	$(call build-module,target/timing,--features timing,target/authflow-timing.wasm)
 
 envoy: $(ENVOY)
 

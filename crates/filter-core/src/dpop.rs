@@ -95,10 +95,7 @@ pub fn judge(
         bound_jkt: Some(jkt),
         nonce: crate::nonce::check(policy, nonce_key),
     };
-    let parse = timing::span(Piece::ProofParse);
-    let proof = parse_proof_with(proof, signatures);
-    drop(parse);
-    let proof = proof.map_err(DenyReason::Dpop)?;
+    let proof = timing::timed(Piece::ProofParse, || parse_proof_with(proof, signatures)).map_err(DenyReason::Dpop)?;
     let checked = proof.check_with(&expect, signatures).map_err(DenyReason::Dpop)?;
     let mut hash = Sha256::new();
     hash.update(checked.jkt.as_bytes());

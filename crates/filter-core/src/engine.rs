@@ -14,12 +14,12 @@ use crate::device::{self, DeviceCheck};
 use crate::dpop::{self as dpop_check, ProofUse};
 use crate::extract::{extract, ExtractError, Extracted};
 use crate::fetch::KeyNeed;
-use crate::timing::{self, Piece};
 use crate::policy::{authorize, policy_for};
 use crate::provider_id::{PerProvider, ProviderId};
 use crate::request::Request;
 use crate::revocation::RevocationList;
 use crate::signature::SignatureChecker;
+use crate::timing::{self, Piece};
 use crate::verify::{self, check_times, VerifiedToken, VerifyError};
 
 /// Per-provider state this VM decides with: keys and revocation list.
@@ -226,9 +226,7 @@ impl Engine {
             None => match self.verify_fresh(token, now, may_wait && !public) {
                 Ok(t) => {
                     let t = Rc::new(t);
-                    let insert = timing::span(Piece::CacheInsert);
-                    self.cache.insert(token, Rc::clone(&t), now);
-                    drop(insert);
+                    timing::timed(Piece::CacheInsert, || self.cache.insert(token, Rc::clone(&t), now));
                     (t, false)
                 }
                 Err(Fresh::Wait(o)) => return o,

@@ -76,6 +76,13 @@ pub fn span(piece: Piece) -> Span {
     }
 }
 
+/// Runs `work`, timed as `piece`.
+#[inline(always)]
+pub fn timed<T>(piece: Piece, work: impl FnOnce() -> T) -> T {
+    let _span = span(piece);
+    work()
+}
+
 /// The host's clock, in nanoseconds; set once per VM by the glue.
 #[inline(always)]
 pub fn set_clock(now_ns: fn() -> u64) {

@@ -208,6 +208,9 @@ fn header_attacks_are_refused() {
     let forged = parts.join(".");
     assert_eq!(denied(&f.eval("/api", &[("authorization", &format!("Bearer {forged}"))])).0, DenyReason::BadSignature);
     assert_eq!(denied(&f.eval("/api", &[("authorization", "Bearer not-a-jwt")])), (DenyReason::Malformed, 401));
+    for empty_part in [format!(".{payload}.c2ln"), format!("{}..c2ln", b64(r#"{"alg":"EdDSA"}"#))] {
+        assert_eq!(denied(&f.eval("/api", &[("authorization", &format!("Bearer {empty_part}"))])), (DenyReason::Malformed, 401), "{empty_part}");
+    }
     let huge = "a".repeat(9000);
     assert_eq!(denied(&f.eval("/api", &[("authorization", &format!("Bearer {huge}"))])).0, DenyReason::TokenTooLarge);
 }
