@@ -51,6 +51,7 @@ statistics! {
     BrowserRedirect => "authflow.browser_redirect", Counter;
     KeyWaits => "authflow.key_waits", Counter;
     KeyWaitsOverflow => "authflow.key_waits_overflow", Counter;
+    RevocationWaits => "authflow.revocations.first_list_waits", Counter;
     SignatureHostEdDSA => "authflow.signature.host.eddsa", Counter;
     SignatureHostES256 => "authflow.signature.host.es256", Counter;
     SignatureHostRS256 => "authflow.signature.host.rs256", Counter;

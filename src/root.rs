@@ -9,6 +9,7 @@ use std::hash::BuildHasher;
 use std::rc::Rc;
 use std::time::Duration;
 
+use authflow_filter_core::config::DpopMode;
 use authflow_filter_core::FilterConfig;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
@@ -17,6 +18,7 @@ use crate::host;
 use crate::http::AuthflowHttp;
 use crate::nonce_key::NonceKeySource;
 use crate::provider::Env;
+use crate::shared;
 use crate::vm::Vm;
 
 const TICK: Duration = Duration::from_millis(100);
@@ -42,16 +44,14 @@ impl AuthflowRoot {
         (self.rng % 10_000) as f64 / 10_000.0
     }
 
-    /// Adopts what other VMs shared and may take fetch leases (when `ticking`),
+    /// Adopts what other VMs shared, may take fetch leases (when `ticking`),
     /// then starts every callout that is due.
     fn run_providers(&mut self, vm: &mut Vm, now_ms: u64, ticking: bool) {
         let jitter = self.jitter();
         let Vm { engine, providers, metrics, .. } = vm;
         for runtime in providers.iter_mut() {
             let mut env = Env { engine, metrics, vm_id: self.vm_id, now_ms, jitter };
-            if ticking {
-                runtime.adopt_shared(&mut env);
-            }
+            runtime.adopt_shared(&mut env);
             for call in runtime.due_callouts(env.engine, self.vm_id, now_ms, ticking) {
                 let extra: Vec<(&str, &str)> = [("if-none-match", call.if_none_match.as_deref()), ("accept", call.accept)]
                     .into_iter()
@@ -100,6 +100,9 @@ impl RootContext for AuthflowRoot {
                 return false;
             }
         }
+        if vm.engine.config.providers.iter().any(|p| p.dpop.mode != DpopMode::Off) {
+            shared::create_replay_slots();
+        }
         if !host::set_tick_period(TICK) {
             log::error!("authflow: the host refused a tick period; keys and revocations would never refresh");
             return false;
@@ -107,9 +110,11 @@ impl RootContext for AuthflowRoot {
         // Joined rather than `{:?}`: Debug for strings links Unicode escape tables.
         let names: Vec<&str> = vm.providers.iter().map(|p| p.name()).collect();
         log::info!("authflow: configured with providers [{}]", names.join(", "));
-        // Do not wait for the first tick to load keys. Only keys (nothing is
-        // adopted, no lease is taken: Envoy may configure, and then discard, a
-        // VM that will never tick): keys not loaded yet need no lease.
+        // Do not wait for the first tick: take the keys and revocation list
+        // other workers already hold (a VM started in a running Envoy, e.g.
+        // on a configuration change, serves with them at once), and fetch
+        // keys not loaded yet. No lease is taken: Envoy may configure, and
+        // then discard, a VM that will never tick.
         self.run_providers(&mut vm, now, false);
         self.vm = Some(Rc::new(RefCell::new(vm)));
         true

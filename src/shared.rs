@@ -39,11 +39,16 @@ impl SharedSlot {
         let Some((current, cas)) = host::shared_get(&key) else {
             return false;
         };
-        let Some(value) = lease::claim(current.as_deref(), vm_id, now_ms, ttl_ms) else {
+        let Some(current) = current else {
+            // The host writes a key that does not exist whatever the cas,
+            // so two VMs could both take a lease never written: create it
+            // free, and claim it on a later look with compare-and-swap.
+            let _ = host::shared_set(&key, &[], 0);
             return false;
         };
-        // With a cas of 0 the host accepts any current value; pass it
-        // through so two VMs racing for a free lease cannot both win.
+        let Some(value) = lease::claim(Some(&current), vm_id, now_ms, ttl_ms) else {
+            return false;
+        };
         host::shared_set(&key, value.as_bytes(), cas).is_ok()
     }
 
@@ -94,22 +99,30 @@ impl SharedSlot {
     }
 }
 
-/// Records a DPoP proof in the replay store shared by every worker VM
-/// (layout: `authflow_filter_core::replay`): `Ok` the first time, the
-/// refusal after. A write raced by another worker is retried on the new
-/// value; a store that cannot be read or written refuses (fail closed).
-pub fn record_proof_once(proof: &ProofUse) -> Result<(), DpopError> {
-    let _span = timing::span(Piece::ReplayStore);
-    const ATTEMPTS: usize = 8;
-    let (key, bucket) = replay::slot_for(proof);
-    for _ in 0..ATTEMPTS {
-        let Some((current, cas)) = host::shared_get(&key) else { break };
-        let value = replay::record(current.as_deref(), bucket, proof)?;
-        if host::shared_set(&key, &value, cas).is_ok() {
-            return Ok(());
-        }
+/// The host's shared data, as the replay store reads and writes it.
+struct HostSharedData;
+
+impl replay::SharedData for HostSharedData {
+    fn get(&self, key: &str) -> Option<(Option<Vec<u8>>, u32)> {
+        host::shared_get(key)
     }
-    Err(DpopError::ReplayStoreFull)
+    fn set(&self, key: &str, value: &[u8], cas: u32) -> bool {
+        host::shared_set(key, value, cas).is_ok()
+    }
+}
+
+/// Creates the DPoP replay store's slots before this VM records any proof
+/// (`authflow_filter_core::replay::create_slots`: only then is every write
+/// compare-and-swapped).
+pub fn create_replay_slots() {
+    replay::create_slots(&HostSharedData);
+}
+
+/// Records a DPoP proof in the replay store shared by every worker VM
+/// (`authflow_filter_core::replay::record_once`): `Ok` the first time, the
+/// refusal after.
+pub fn record_proof_once(proof: &ProofUse) -> Result<(), DpopError> {
+    timing::timed(Piece::ReplayStore, || replay::record_once(&HostSharedData, proof))
 }
 
 /// The raw DPoP nonce key every worker of this Envoy process uses, made

@@ -1,8 +1,8 @@
 //! What one VM's contexts share (one VM = one thread: `RefCell` is enough),
-//! and the one place a request that lacks keys is paused or answered, and a
-//! paused request is settled.
+//! and the one place a request that lacks keys (or its provider's first
+//! revocation list) is paused or answered, and a paused request is settled.
 
-use authflow_filter_core::engine::{Decision, KeysAwaited};
+use authflow_filter_core::engine::{Awaited, Decision};
 use authflow_filter_core::fetch::KeyWait;
 use authflow_filter_core::header_spellings::underscore_spellings;
 use authflow_filter_core::paused::{PausedRequest, PausedRequests};
@@ -85,23 +85,30 @@ impl Vm {
         }
     }
 
-    /// Pauses a request until its keys may have come, or hands it back when
-    /// no fetch is coming or the paused list is full.
-    fn pause(&mut self, context_id: u32, request: Request, awaited: KeysAwaited, now_ms: u64) -> Result<(), Request> {
-        let Some(runtime) = self.providers.get_mut(awaited.provider) else { return Err(request) };
-        if runtime.key_wait(awaited.need, now_ms) == KeyWait::AnswerNow {
-            return Err(request);
+    /// Pauses a request until its keys or revocation list may have come, or
+    /// hands it back when no key fetch is coming or the paused list is full.
+    /// A revocation list always comes (this VM's poll, or another worker's
+    /// copy on a tick), or the wait ends.
+    fn pause(&mut self, context_id: u32, request: Request, awaited: Awaited, now_ms: u64) -> Result<(), Request> {
+        let Some(runtime) = self.providers.get_mut(awaited.provider()) else { return Err(request) };
+        if let Awaited::Keys { need, .. } = awaited {
+            if runtime.key_wait(need, now_ms) == KeyWait::AnswerNow {
+                return Err(request);
+            }
         }
         let paused = PausedRequest {
             context_id,
             request,
-            provider: awaited.provider,
+            provider: awaited.provider(),
             generation: runtime.key_generation(),
             deadline_ms: now_ms.saturating_add(self.engine.config.key_wait_ms),
         };
         match self.paused.push(paused) {
             Ok(()) => {
-                self.metrics.inc(Metric::KeyWaits);
+                self.metrics.inc(match awaited {
+                    Awaited::Keys { .. } => Metric::KeyWaits,
+                    Awaited::RevocationList { .. } => Metric::RevocationWaits,
+                });
                 Ok(())
             }
             Err(overflow) => {

@@ -220,3 +220,42 @@ fn a_dns_cluster_still_resolving_at_startup_is_not_a_failed_fetch() {
     assert!(envoy.stat("jwks.fetch_ok") >= 1);
     assert!(envoy.stat("jwks.dispatch_deferred") >= 1, "the refused startup callouts are counted as deferred");
 }
+
+/// A worker that just started knows no revocation yet. Here the feed answers
+/// with something that is no feed: a token must not pass on the empty list
+/// (it waits for the list, then the staleness policy refuses it, 503), and
+/// once a real list comes it is judged by it.
+#[test]
+fn no_token_passes_before_the_first_revocation_list() {
+    const ISS: &str = "https://feed.glue.test";
+    let key = Ed25519KeyPair::generate().with_key_id("k1");
+    let jwks = JwksServer::start(jwks_of(&[key.public_key().to_jwk()]));
+    let feed = JwksServer::start("this is not a revocation feed".into());
+    let backend = EchoServer::start("127.0.0.1:0").unwrap();
+    let mut filter = filter_config("feed", ISS, "jwks", json!({}), json!({"key_wait_ms": 1_500}));
+    filter["providers"][0]["revocations"] = json!({"cluster": "feed", "path": "/v1/revocations", "poll_interval_ms": 200, "wait_secs": 0});
+    let envoy = Envoy::start(EnvoyOptions {
+        filter,
+        clusters: vec![("backend".into(), backend.addr.port()), ("jwks".into(), jwks.port), ("feed".into(), feed.port)],
+        concurrency: 2,
+        routes: vec![],
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let own = token(&key, ISS);
+    assert!(eventually(Duration::from_secs(10), || feed.hits() > 0), "the feed is polled");
+    for _ in 0..4 {
+        let r = envoy.get("/api", &[("authorization", &bearer(&own))]);
+        assert_eq!(r.status, 503, "a token judged by a list that never came: {r:?}");
+        assert!(r.header("retry-after").is_some(), "{r:?}");
+    }
+    assert!(envoy.stat("revocations.first_list_waits") > 0, "the requests waited for the list first");
+
+    // The real list: the subject is banned.
+    let banned = json!({"issuer": ISS, "cursor": "1", "snapshot": true,
+        "banned_subjects": [{"sub": "alice", "not_before": now() + 60, "expires_at": now() + 900}]});
+    feed.set(banned.to_string());
+    assert!(
+        eventually(Duration::from_secs(10), || envoy.get("/api", &[("authorization", &bearer(&own))]).status == 401),
+        "once the list lands the token is judged by it (banned: 401)"
+    );
+}

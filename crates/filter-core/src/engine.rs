@@ -28,7 +28,9 @@ pub struct ProviderState {
     /// `None` until a key set was loaded once.
     pub keys: Option<KeySet>,
     pub revocations: RevocationList,
-    /// When the revocation list was last known current (ms); staleness is measured from here.
+    /// When the revocation list was last known current (ms); staleness is
+    /// measured from here once the list is loaded. A list never loaded is
+    /// stale whatever this says.
     pub revocations_fresh_at_ms: u64,
 }
 
@@ -50,33 +52,47 @@ pub enum Outcome {
     /// The token's provider has no keys yet, or the token's `kid` is unknown:
     /// pause the request, fetch keys, and evaluate again (with `may_wait = false`).
     AwaitKeys { provider: ProviderId, unknown_kid: bool },
+    /// The token verified, but its provider's revocation list has not landed
+    /// in this VM yet, so whether it was revoked is unknown: pause the
+    /// request until the list comes, and evaluate again (with `may_wait =
+    /// false` once the wait ended: the staleness policy then decides).
+    AwaitRevocations { provider: ProviderId },
 }
 
-/// What is done with a request for good: an [`Outcome`] that is not
-/// [`AwaitKeys`](Outcome::AwaitKeys). The glue carries out only these.
+/// What is done with a request for good: an [`Outcome`] that is not a
+/// wait. The glue carries out only these.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Allow(Allowed),
     Deny(Denied),
 }
 
-/// A request that may wait for its provider's keys.
+/// What a request that may wait would wait for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KeysAwaited {
-    pub provider: ProviderId,
-    pub need: KeyNeed,
+pub enum Awaited {
+    Keys { provider: ProviderId, need: KeyNeed },
+    RevocationList { provider: ProviderId },
+}
+
+impl Awaited {
+    pub fn provider(&self) -> ProviderId {
+        match *self {
+            Awaited::Keys { provider, .. } | Awaited::RevocationList { provider } => provider,
+        }
+    }
 }
 
 impl Outcome {
     /// The decision, or what the request would wait for.
-    pub fn settled(self) -> Result<Decision, KeysAwaited> {
+    pub fn settled(self) -> Result<Decision, Awaited> {
         match self {
             Outcome::Allow(a) => Ok(Decision::Allow(a)),
             Outcome::Deny(d) => Ok(Decision::Deny(d)),
             Outcome::AwaitKeys { provider, unknown_kid } => {
                 let need = if unknown_kid { KeyNeed::UnknownKid } else { KeyNeed::NotLoaded };
-                Err(KeysAwaited { provider, need })
+                Err(Awaited::Keys { provider, need })
             }
+            Outcome::AwaitRevocations { provider } => Err(Awaited::RevocationList { provider }),
         }
     }
 }
@@ -190,7 +206,8 @@ impl Engine {
         self.cache.len()
     }
 
-    /// Decides a request; `may_wait`: it may be paused for its provider's keys.
+    /// Decides a request; `may_wait`: it may be paused for its provider's
+    /// keys or first revocation list.
     pub fn evaluate(&mut self, req: &Request, now_ms: u64, may_wait: bool) -> Outcome {
         let _span = timing::span(Piece::Evaluate);
         match self.evaluate_token(req, now_ms, may_wait) {
@@ -242,7 +259,14 @@ impl Engine {
         }
         if let Some(state) = self.providers.get(verified.provider) {
             if self.config.provider(verified.provider).is_some_and(|p| p.revocations.is_some()) {
-                let age = now_ms.saturating_sub(state.revocations_fresh_at_ms);
+                // No list yet (a VM just started, or one emptied to take
+                // another VM's copy): every revocation is unknown, so wait
+                // for it as for keys, then the staleness policy decides.
+                let loaded = state.revocations.is_loaded();
+                if !loaded && may_wait && !public {
+                    return Outcome::AwaitRevocations { provider: verified.provider };
+                }
+                let age = if loaded { now_ms.saturating_sub(state.revocations_fresh_at_ms) } else { u64::MAX };
                 if age > self.config.revocation.max_staleness_ms {
                     match self.config.revocation.on_stale {
                         // A public route stays open, but a token that may have been

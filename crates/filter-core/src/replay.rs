@@ -14,6 +14,13 @@
 //! `dpop_replay_store_full`.
 //!
 //! Slot value: bucket number (u64 big-endian), then 8-byte proof ids.
+//!
+//! The host writes a key that does not exist yet whatever compare-and-swap
+//! token comes with it, so two workers filing the first proof of an absent
+//! slot could both succeed (the same proof accepted twice, or one's id lost).
+//! Every slot is therefore created before any proof is filed
+//! ([`create_slots`], when a VM is configured): from then on each write is a
+//! compare-and-swap.
 
 use authflow_contract::dpop::{DpopError, DEFAULT_FUTURE_SKEW_SECS};
 
@@ -36,11 +43,62 @@ const _: () = assert!(RING * BUCKET_SECS > MAX_DPOP_MAX_AGE_SECS + DEFAULT_FUTUR
 const ID_LEN: usize = 8;
 const HEADER_LEN: usize = 8;
 
+/// Written once every slot exists: a VM configured later need not look at each.
+pub const SLOTS_CREATED_KEY: &str = "authflow.dpop.replay.created";
+
 /// The shared-data key of the slot a proof is filed in, and its bucket.
 pub fn slot_for(proof: &ProofUse) -> (String, u64) {
     let bucket = proof.iat / BUCKET_SECS;
     let shard = u64::from(proof.id.first().copied().unwrap_or(0)) % SHARDS;
-    (format!("authflow.dpop.replay.{}.{shard}", bucket % RING), bucket)
+    (slot_key(bucket % RING, shard), bucket)
+}
+
+fn slot_key(ring_position: u64, shard: u64) -> String {
+    format!("authflow.dpop.replay.{ring_position}.{shard}")
+}
+
+/// Proxy-wasm shared data, as the replay store uses it (the glue's host
+/// calls; a map with the host's rules in tests).
+pub trait SharedData {
+    /// The value (`None`: no such key) and its compare-and-swap token;
+    /// `None` when the host failed.
+    fn get(&self, key: &str) -> Option<(Option<Vec<u8>>, u32)>;
+    /// Writes unless `cas` is non-zero and the key was written since; a
+    /// key that does not exist is written whatever `cas` says.
+    fn set(&self, key: &str, value: &[u8], cas: u32) -> bool;
+}
+
+/// Creates, empty, every slot that does not exist yet. Two VMs doing this
+/// at once write the same empty values; a proof filed meanwhile lands in a
+/// slot that already exists, which is left alone.
+pub fn create_slots(store: &impl SharedData) {
+    if matches!(store.get(SLOTS_CREATED_KEY), Some((Some(_), _))) {
+        return;
+    }
+    for (position, shard) in (0..RING).flat_map(|p| (0..SHARDS).map(move |s| (p, s))) {
+        let key = slot_key(position, shard);
+        if matches!(store.get(&key), Some((None, _))) {
+            store.set(&key, &[], 0);
+        }
+    }
+    store.set(SLOTS_CREATED_KEY, b"1", 0);
+}
+
+/// Files `proof` once across every worker: `Ok` the first time, the refusal
+/// after. A write raced by another worker is retried on the new value; a
+/// store that cannot be read or written, or a slot never created, refuses
+/// (fail closed: such a write could not be compare-and-swapped).
+pub fn record_once(store: &impl SharedData, proof: &ProofUse) -> Result<(), DpopError> {
+    const ATTEMPTS: usize = 8;
+    let (key, bucket) = slot_for(proof);
+    for _ in 0..ATTEMPTS {
+        let Some((Some(current), cas)) = store.get(&key) else { break };
+        let value = record(Some(&current), bucket, proof)?;
+        if store.set(&key, &value, cas) {
+            return Ok(());
+        }
+    }
+    Err(DpopError::ReplayStoreFull)
 }
 
 /// The slot's new value with `proof` filed in it, or why it is refused:
@@ -75,6 +133,9 @@ pub fn record(current: Option<&[u8]>, bucket: u64, proof: &ProofUse) -> Result<V
 
 #[cfg(test)]
 mod tests {
+    use std::cell::{Cell, RefCell};
+    use std::collections::HashMap;
+
     use super::*;
     use crate::provider_id::ProviderId;
 
@@ -116,6 +177,67 @@ mod tests {
             v = record(Some(&v), bucket, &proof(i, 1000)).unwrap();
         }
         assert_eq!(record(Some(&v), bucket, &proof(u64::MAX, 1000)), Err(DpopError::ReplayStoreFull));
+    }
+
+    /// Shared data with the host's rules (proxy-wasm-cpp-host
+    /// `SharedData::set`): a key that exists is written only with its
+    /// current token or 0; a new key whatever the token. `on_get` runs once,
+    /// inside the first read: another worker acting between a read and its write.
+    struct Host {
+        map: RefCell<HashMap<String, (Vec<u8>, u32)>>,
+        next_cas: Cell<u32>,
+        on_get: RefCell<Option<Box<dyn FnOnce(&Host)>>>,
+    }
+
+    impl Host {
+        fn new() -> Self {
+            Host { map: RefCell::default(), next_cas: Cell::new(1), on_get: RefCell::default() }
+        }
+    }
+
+    impl SharedData for Host {
+        fn get(&self, key: &str) -> Option<(Option<Vec<u8>>, u32)> {
+            let found = self.map.borrow().get(key).cloned();
+            let meanwhile = self.on_get.borrow_mut().take();
+            if let Some(other_worker) = meanwhile {
+                other_worker(self);
+            }
+            Some(found.map_or((None, 0), |(v, cas)| (Some(v), cas)))
+        }
+        fn set(&self, key: &str, value: &[u8], cas: u32) -> bool {
+            let mut map = self.map.borrow_mut();
+            if map.get(key).is_some_and(|(_, current)| cas != 0 && cas != *current) {
+                return false;
+            }
+            self.next_cas.set(self.next_cas.get() + 1);
+            map.insert(key.to_owned(), (value.to_vec(), self.next_cas.get()));
+            true
+        }
+    }
+
+    #[test]
+    fn two_workers_racing_on_one_proof_accept_it_once() {
+        let p = proof(7, 1000);
+        let host = Host::new();
+        create_slots(&host);
+        // Worker A reads the slot; worker B files the same proof before A writes.
+        let other = p;
+        *host.on_get.borrow_mut() = Some(Box::new(move |h: &Host| assert_eq!(record_once(h, &other), Ok(()))));
+        assert_eq!(record_once(&host, &p), Err(DpopError::Replayed));
+        assert_eq!(record_once(&host, &proof(8, 1000)), Ok(()), "another proof still goes in");
+    }
+
+    #[test]
+    fn a_slot_never_created_refuses_rather_than_write_blind() {
+        // Without its slot, A's write and B's could both succeed.
+        let host = Host::new();
+        assert_eq!(record_once(&host, &proof(7, 1000)), Err(DpopError::ReplayStoreFull));
+        create_slots(&host);
+        assert_eq!(record_once(&host, &proof(7, 1000)), Ok(()));
+        assert_eq!(host.map.borrow().len() as u64, RING * SHARDS + 1, "every slot, and the mark");
+        // A VM configured later leaves the slots (and the proofs in them) alone.
+        create_slots(&host);
+        assert_eq!(record_once(&host, &proof(7, 1000)), Err(DpopError::Replayed));
     }
 
     #[test]

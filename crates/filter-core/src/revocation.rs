@@ -40,6 +40,12 @@ impl RevocationList {
         self.set.len()
     }
 
+    /// Whether the list holds a feed: until the first one lands (and after
+    /// it is emptied to take another VM's copy) no token can be judged by it.
+    pub fn is_loaded(&self) -> bool {
+        self.set.is_loaded()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.set.is_empty()
     }

@@ -6,8 +6,8 @@ use authflow_contract::fingerprint::{FingerprintInput, DEVICE_HEADER};
 use authflow_contract::revocation::{BannedSubject, RevocationFeed, RevokedToken};
 use authflow_contract::{AccessClaims, KeySet};
 use authflow_filter_core::deny::DenyReason;
-use authflow_filter_core::engine::{Decision, Engine, KeysAwaited, Outcome, ProviderState};
-use authflow_filter_core::fetch::KeyNeed;
+use authflow_filter_core::engine::{Awaited, Decision, Engine, Outcome, ProviderState};
+use authflow_filter_core::fetch::{FeedBody, KeyNeed};
 use authflow_filter_core::{FilterConfig, ProviderId, Request};
 use jwt_simple::prelude::*;
 use serde_json::json;
@@ -45,7 +45,14 @@ fn fixture(extra: serde_json::Value) -> Fixture {
     let mut engine = Engine::new(config(extra), NOW * 1000);
     let jwks = format!(r#"{{"keys":[{}]}}"#, kp.public_key().to_jwk());
     engine.set_keys(ProviderId::FIRST, KeySet::parse(jwks.as_bytes()).unwrap());
+    load_empty_revocation_list(&mut engine, NOW * 1000);
     Fixture { kp, engine }
+}
+
+/// What the background side does first: the provider's (empty) list lands.
+fn load_empty_revocation_list(engine: &mut Engine, now_ms: u64) {
+    let empty = RevocationFeed { issuer: ISS.into(), cursor: "0".into(), snapshot: true, ..Default::default() };
+    engine.apply_feed(ProviderId::FIRST, FeedBody::Json(empty), now_ms).unwrap();
 }
 
 /// The test provider's keys and revocation list, as the background side holds them.
@@ -247,14 +254,14 @@ fn a_wait_names_the_provider_and_what_it_lacks_and_decide_now_never_waits() {
         None,
     );
     let awaited = f.engine.evaluate(&unknown_kid, NOW * 1000, true).settled();
-    assert_eq!(awaited, Err(KeysAwaited { provider: ProviderId::FIRST, need: KeyNeed::UnknownKid }));
+    assert_eq!(awaited, Err(Awaited::Keys { provider: ProviderId::FIRST, need: KeyNeed::UnknownKid }));
     let Decision::Deny(d) = f.engine.decide_now(&unknown_kid, NOW * 1000) else { panic!("an unknown key is refused") };
     assert_eq!(d.reason, DenyReason::UnknownKey);
 
     let mut cold = Engine::new(config(json!({})), NOW * 1000);
     let req = Request::from_headers(vec![(":path".to_string(), "/api".to_string()), ("authorization".to_string(), format!("Bearer {}", f.token()))], None);
     let awaited = cold.evaluate(&req, NOW * 1000, true).settled();
-    assert_eq!(awaited, Err(KeysAwaited { provider: ProviderId::FIRST, need: KeyNeed::NotLoaded }));
+    assert_eq!(awaited, Err(Awaited::Keys { provider: ProviderId::FIRST, need: KeyNeed::NotLoaded }));
     let Decision::Deny(d) = cold.decide_now(&req, NOW * 1000) else { panic!("no keys: refused, not let through") };
     assert_eq!((d.reason, d.response.status), (DenyReason::KeysUnavailable, 503));
 
@@ -319,6 +326,49 @@ fn stale_revocation_list_follows_policy() {
     let req = Request::from_headers(h, None);
     let Outcome::Allow(a) = f.engine.evaluate(&req, NOW * 1000 + 11_000, true) else { panic!() };
     assert!(a.notes.stale_revocations);
+}
+
+#[test]
+fn no_token_passes_before_the_first_revocation_list() {
+    // A VM that just started knows no revocation: a banned user's token
+    // waits for the list, and is never judged by an empty one.
+    let f = fixture(json!({}));
+    let mut cold = Engine::new(config(json!({})), NOW * 1000);
+    let jwks = format!(r#"{{"keys":[{}]}}"#, f.kp.public_key().to_jwk());
+    cold.set_keys(ProviderId::FIRST, KeySet::parse(jwks.as_bytes()).unwrap());
+    let request = |path: &str| Request::from_headers(vec![(":path".into(), path.into()), ("authorization".into(), format!("Bearer {}", f.token()))], None);
+    let (api, public) = (request("/api"), request("/public"));
+
+    assert_eq!(cold.evaluate(&api, NOW * 1000 + 500, true).settled(), Err(Awaited::RevocationList { provider: ProviderId::FIRST }));
+    // The wait ended with no list: stale, whatever time the engine started at.
+    let Decision::Deny(d) = cold.decide_now(&api, NOW * 1000 + 500) else { panic!("no list: refused") };
+    assert_eq!((d.reason, d.response.status), (DenyReason::RevocationStale, 503));
+    // A public route stays open, anonymously.
+    let Decision::Allow(a) = cold.decide_now(&public, NOW * 1000 + 500) else { panic!("public stays open") };
+    assert_eq!((a.verified_by, a.identity_headers().len()), (None, 0));
+    // `allow` lets it through, counted as stale.
+    let mut lenient = Engine::new(config(json!({"revocation": {"on_stale": "allow"}})), NOW * 1000);
+    lenient.set_keys(ProviderId::FIRST, KeySet::parse(jwks.as_bytes()).unwrap());
+    let Decision::Allow(a) = lenient.decide_now(&api, NOW * 1000 + 500) else { panic!("on_stale: allow") };
+    assert!(a.notes.stale_revocations);
+
+    // Once the list lands, the token is judged by it.
+    let ban = RevocationFeed {
+        issuer: ISS.into(),
+        cursor: "1".into(),
+        snapshot: true,
+        banned_subjects: vec![BannedSubject { sub: "user-1".into(), not_before: NOW, expires_at: NOW + 900 }],
+        ..Default::default()
+    };
+    cold.apply_feed(ProviderId::FIRST, FeedBody::Json(ban), NOW * 1000 + 600).unwrap();
+    assert_eq!(denied(&cold.evaluate(&api, NOW * 1000 + 700, true)).0, DenyReason::SubjectBanned);
+
+    // A list emptied to take another worker's copy is no list, even when
+    // that worker says the list is current.
+    cold.clear_revocations(ProviderId::FIRST);
+    cold.revocations_current_at(ProviderId::FIRST, NOW * 1000 + 800);
+    let Decision::Deny(d) = cold.decide_now(&api, NOW * 1000 + 900) else { panic!("emptied: refused") };
+    assert_eq!(d.reason, DenyReason::RevocationStale);
 }
 
 #[test]

@@ -76,6 +76,12 @@ impl RevocationSet {
         self.loaded.then(|| self.overlay.cursor())
     }
 
+    /// Whether a feed (or another VM's base) was ever taken in: an empty
+    /// list that was never loaded says nothing about what is revoked.
+    pub fn is_loaded(&self) -> bool {
+        self.loaded
+    }
+
     /// Entries held (a value revoked again since the base was built counts twice until the next compaction).
     pub fn len(&self) -> usize {
         self.base.len() + self.overlay.len()
