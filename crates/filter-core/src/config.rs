@@ -866,15 +866,34 @@ fn validate_route(r: RawRoute) -> Result<Route, ConfigError> {
     if methods.iter().any(|m| m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase())) {
         return err("match.methods: HTTP method names only");
     }
+    let host = r.matcher.host.as_deref().map(validate_route_host).transpose()?;
     check_policy(&r.policy).map_err(|e| ConfigError(format!("policy: {}", e.0)))?;
     Ok(Route {
         path,
         methods,
-        host: r.matcher.host.map(|h| h.to_ascii_lowercase()),
+        host,
         policy: r.policy,
         forward_credentials: r.forward_credentials,
         browser_redirect: r.browser_redirect,
     })
+}
+
+/// A route's host as requests are compared with it (lower case, one trailing
+/// dot dropped: see `request::host_name`). The request's port is dropped
+/// before the compare and nothing is a pattern, so a host with a port, a
+/// wildcard or an empty one would never match: refused.
+fn validate_route_host(h: &str) -> Result<String, ConfigError> {
+    let bad = |why: &str| err(format!("match.host: `{h}` {why}"));
+    if crate::request::without_port(h) != h {
+        return bad("has a port: requests are matched on the host without its port");
+    }
+    if h.contains('*') {
+        return bad("is a wildcard: only one exact host name matches");
+    }
+    match crate::request::host_name(h) {
+        "" => bad("is empty"),
+        name => Ok(name.to_ascii_lowercase()),
+    }
 }
 
 /// The browser sign-in settings: the refresh path must be a safe
@@ -1079,6 +1098,18 @@ mod tests {
             assert!(e.0.contains("routes[0]`.match"), "{bad}: {e}");
         }
         assert!(with(serde_json::json!({"case_insensitive_paths": true})).unwrap().case_insensitive_paths);
+    }
+
+    #[test]
+    fn route_hosts_are_checked() {
+        let host = |h: &str| with(serde_json::json!({"routes": [{"match": {"prefix": "/", "host": h}, "policy": "public"}]}));
+        assert_eq!(host("Admin.Example.").unwrap().routes[0].host.as_deref(), Some("admin.example"), "one trailing dot dropped");
+        assert_eq!(host("[::1]").unwrap().routes[0].host.as_deref(), Some("[::1]"));
+        // The request's port is dropped before matching: these could never match.
+        for (bad, why) in [("admin.example:8443", "port"), ("[::1]:80", "port"), ("*.example.com", "wildcard"), ("", "empty"), (".", "empty")] {
+            let e = host(bad).unwrap_err();
+            assert!(e.0.contains("`routes[0]`.match.host") && e.0.contains(why), "{bad}: {e}");
+        }
     }
 
     #[test]

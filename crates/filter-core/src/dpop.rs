@@ -32,9 +32,10 @@ pub struct ProofUse {
 
 /// Whether the request's `Authorization` header uses the `DPoP` scheme.
 pub fn presented_as_dpop(req: &Request) -> bool {
+    // Read as the token's extraction reads it (`DPoP<TAB>token` included).
     req.header_values("authorization").any(|v| {
-        let v = v.trim_start();
-        v.get(..AUTH_SCHEME.len()).is_some_and(|s| s.eq_ignore_ascii_case(AUTH_SCHEME)) && v.as_bytes().get(AUTH_SCHEME.len()) == Some(&b' ')
+        let (scheme, token) = crate::extract::split_authorization(v);
+        scheme.eq_ignore_ascii_case(AUTH_SCHEME) && !token.is_empty()
     })
 }
 

@@ -5,15 +5,25 @@
 //! check. An explicit token wins over cookies: a browser attaches the
 //! access cookie to every request of the origin by itself, also to a page's
 //! own API call that carries its token in `Authorization` (the DPoP client);
-//! the cookie is never forwarded, so no one downstream reads it instead.
+//! the cookie is never forwarded then, even with `forward_token` (see
+//! `crate::forward`), so no one downstream reads it instead.
 
 use crate::config::TokenSources;
-use crate::request::Request;
+use crate::request::{Request, NOT_UTF8};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Extracted<'a> {
     None,
     Token(&'a str),
+}
+
+/// Where the token was found.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum Source {
+    /// `Authorization` or a configured token header.
+    Explicit,
+    /// A configured token cookie (no explicit token came).
+    Cookie,
 }
 
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -23,7 +33,30 @@ pub enum ExtractError {
     TooLarge,
 }
 
+/// The scheme of an `Authorization` value and what follows it, both trimmed.
+/// Split at the first whitespace: RFC 7235 allows only SP, but a backend
+/// splitting on `\s+` reads `Bearer<TAB>t` as the token `t` (Go's
+/// `strings.Fields` also at NBSP and other Unicode spaces), so the filter
+/// must too. The one reading of the header for extraction and forwarding.
+pub fn split_authorization(value: &str) -> (&str, &str) {
+    let value = value.trim();
+    let (scheme, rest) = value.split_once(char::is_whitespace).unwrap_or((value, ""));
+    (scheme, rest.trim())
+}
+
+/// Whether an `Authorization` scheme carries a token of ours: `Bearer`
+/// (case-insensitive, RFC 6750 §2.1) or `DPoP` (RFC 9449 §7.1; its proof is
+/// checked later). Other schemes (Basic …) are not ours.
+pub fn is_token_scheme(scheme: &str) -> bool {
+    scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("dpop")
+}
+
 pub fn extract<'a>(req: &'a Request, sources: &'a TokenSources, max_bytes: usize) -> Result<Extracted<'a>, ExtractError> {
+    Ok(find_token(req, sources, max_bytes)?.map_or(Extracted::None, |(t, _)| Extracted::Token(t)))
+}
+
+/// [`extract`], with where the token came from.
+pub fn find_token<'a>(req: &'a Request, sources: &'a TokenSources, max_bytes: usize) -> Result<Option<(&'a str, Source)>, ExtractError> {
     let mut found: Option<&str> = None;
     let mut explicit = false;
     let mut take = |candidate: &'a str| -> Result<(), ExtractError> {
@@ -35,15 +68,17 @@ pub fn extract<'a>(req: &'a Request, sources: &'a TokenSources, max_bytes: usize
     };
     if sources.authorization_bearer {
         for value in req.header_values("authorization") {
-            let value = value.trim();
-            let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-            // RFC 6750 §2.1: the scheme is case-insensitive; other schemes (Basic …) are not ours.
-            // A DPoP-bound token comes as `DPoP <token>` (RFC 9449 §7.1); its proof is checked later.
-            if !scheme.eq_ignore_ascii_case("bearer") && !scheme.eq_ignore_ascii_case("dpop") {
+            // Not UTF-8 (obs-text) reads as one marker here, but a backend
+            // decoding Latin-1 splits `Bearer<0xA0>t` into a token: refused.
+            if value == NOT_UTF8 {
+                return Err(ExtractError::Malformed);
+            }
+            let (scheme, token) = split_authorization(value);
+            if !is_token_scheme(scheme) {
                 continue;
             }
-            let token = rest.trim();
-            if token.is_empty() || token.contains(' ') {
+            // Whitespace inside: some backend may take either half.
+            if token.is_empty() || token.contains(char::is_whitespace) {
                 return Err(ExtractError::Malformed);
             }
             take(token)?;
@@ -67,10 +102,11 @@ pub fn extract<'a>(req: &'a Request, sources: &'a TokenSources, max_bytes: usize
             take(token)?;
         }
     }
+    let source = if explicit { Source::Explicit } else { Source::Cookie };
     match found {
-        None => Ok(Extracted::None),
+        None => Ok(None),
         Some(t) if t.len() > max_bytes => Err(ExtractError::TooLarge),
-        Some(t) => Ok(Extracted::Token(t)),
+        Some(t) => Ok(Some((t, source))),
     }
 }
 
@@ -127,5 +163,49 @@ mod tests {
         // Explicit sources still may not disagree, and a bad header is not rescued by a cookie.
         assert_eq!(extract(&req(&[("authorization", "Bearer a.b.c"), ("x-token", "d.e.f"), ("cookie", "at=a.b.c")]), &s, 100), Err(ExtractError::Malformed));
         assert_eq!(extract(&req(&[("authorization", "Bearer"), ("cookie", "at=a.b.c")]), &s, 100), Err(ExtractError::Malformed));
+    }
+
+    /// RFC 7235 puts one SP between scheme and token, but backends that split
+    /// on `\s+` read `Bearer<TAB>t` as the token `t`: so does the filter.
+    #[test]
+    fn a_tab_after_the_scheme_is_read_as_a_separator() {
+        let s = sources();
+        assert_eq!(split_authorization("Bearer\ta.b.c"), ("Bearer", "a.b.c"));
+        assert_eq!(split_authorization(" DPoP \t a.b.c "), ("DPoP", "a.b.c"));
+        assert_eq!(split_authorization("Basic"), ("Basic", ""));
+        assert_eq!(extract(&req(&[("authorization", "Bearer\ta.b.c")]), &s, 100), Ok(Extracted::Token("a.b.c")));
+        assert_eq!(extract(&req(&[("authorization", "dpop\ta.b.c")]), &s, 100), Ok(Extracted::Token("a.b.c")));
+        // Read as a token, it is explicit: it wins over the cookie, and may not disagree with a token header.
+        assert_eq!(extract(&req(&[("authorization", "Bearer\td.e.f"), ("cookie", "at=a.b.c")]), &s, 100), Ok(Extracted::Token("d.e.f")));
+        assert_eq!(extract(&req(&[("authorization", "Bearer\td.e.f"), ("x-token", "a.b.c")]), &s, 100), Err(ExtractError::Malformed));
+        // Whitespace of any kind inside the token: not one token.
+        for bad in ["Bearer a\tb", "Bearer a\u{a0}b", "Bearer\ta\u{2028}b", "Bearer\t"] {
+            assert_eq!(extract(&req(&[("authorization", bad)]), &s, 100), Err(ExtractError::Malformed), "{bad:?}");
+        }
+    }
+
+    /// Go's `strings.Fields` splits on any Unicode space; a backend decoding
+    /// the header as Latin-1 (Node, Python) splits `Bearer<0xA0>t` too.
+    #[test]
+    fn any_space_after_the_scheme_is_a_separator() {
+        let s = sources();
+        assert_eq!(split_authorization("Bearer\u{a0}a.b.c"), ("Bearer", "a.b.c"));
+        assert_eq!(extract(&req(&[("authorization", "Bearer\u{3000}d.e.f"), ("cookie", "at=a.b.c")]), &s, 100), Ok(Extracted::Token("d.e.f")));
+        // Not UTF-8: unreadable here, so not let through beside a cookie token.
+        let raw = Request::new(
+            crate::request::HeaderBlock::from_pairs(&[(b"authorization".as_slice(), b"Bearer\xa0d.e.f".as_slice()), (b"cookie", b"at=a.b.c")]),
+            None,
+        );
+        assert_eq!(extract(&raw, &s, 100), Err(ExtractError::Malformed));
+    }
+
+    #[test]
+    fn reports_where_the_token_came_from() {
+        let s = sources();
+        let from = |h: &[(&str, &str)]| find_token(&req(h), &s, 100).map(|found| found.map(|(t, source)| (t.to_owned(), source)));
+        assert_eq!(from(&[("authorization", "Bearer a.b.c"), ("cookie", "at=d.e.f")]), Ok(Some(("a.b.c".into(), Source::Explicit))));
+        assert_eq!(from(&[("x-token", "a.b.c")]), Ok(Some(("a.b.c".into(), Source::Explicit))));
+        assert_eq!(from(&[("authorization", "Basic Zm9v"), ("cookie", "at=d.e.f")]), Ok(Some(("d.e.f".into(), Source::Cookie))));
+        assert_eq!(from(&[]), Ok(None));
     }
 }

@@ -5,7 +5,8 @@
 //! and replayed. So, like Envoy's `jwt_authn` with `forward: false`:
 //! - a token that verified is removed from where it can travel (a `Bearer`
 //!   `Authorization` header, the configured token cookies and headers) unless
-//!   its provider sets `forward_token`;
+//!   its provider sets `forward_token` — and then only that token goes: the
+//!   token cookies beside an explicit token were never checked and are removed;
 //! - the device secret (`x-authflow-device`, the device cookie) is a
 //!   credential for the auth service alone: removed from every request let
 //!   through unless `forward_device_secret`;
@@ -18,6 +19,7 @@
 use authflow_contract::fingerprint::{DEVICE_COOKIE, DEVICE_HEADER};
 
 use crate::config::FilterConfig;
+use crate::extract::{find_token, split_authorization, Source};
 use crate::policy::route_for;
 use crate::provider_id::ProviderId;
 use crate::request::{HeaderReads, Request};
@@ -37,13 +39,21 @@ pub fn credential_edits(config: &FilterConfig, req: &Request, verified_by: Optio
     if route_for(config, req).is_some_and(|r| r.forward_credentials) {
         return Vec::new();
     }
-    let strip_token = verified_by.and_then(|p| config.provider(p)).is_some_and(|p| !p.forward_token);
+    let sources = &config.token_sources;
+    let provider = verified_by.and_then(|p| config.provider(p));
+    let strip_token = provider.is_some_and(|p| !p.forward_token);
+    // `forward_token` forwards the token that verified and no other: beside
+    // an explicit token the token cookies were never looked at (it wins over
+    // them), so one may be revoked, or someone else's.
+    let strip_cookies = strip_token || (provider.is_some() && token_was_explicit(config, req));
     let strip_device = !config.forward_device_secret;
     let mut edits = Vec::new();
     let mut cookies: Vec<&str> = Vec::new();
+    if strip_cookies {
+        cookies.extend(sources.cookies.iter().map(String::as_str));
+    }
     if strip_token {
-        let sources = &config.token_sources;
-        if sources.authorization_bearer && req.header("authorization").is_some_and(is_token_scheme) {
+        if sources.authorization_bearer && req.header("authorization").is_some_and(is_token_authorization) {
             edits.push(HeaderEdit::Remove("authorization".to_owned()));
             // The DPoP proof goes with its token: it is a credential for this hop only.
             if req.header(authflow_contract::dpop::PROOF_HEADER).is_some() {
@@ -51,7 +61,6 @@ pub fn credential_edits(config: &FilterConfig, req: &Request, verified_by: Optio
             }
         }
         edits.extend(sources.headers.iter().filter(|h| carries(config, req, h)).map(|h| HeaderEdit::Remove(h.clone())));
-        cookies.extend(sources.cookies.iter().map(String::as_str));
     }
     if strip_device {
         if carries(config, req, DEVICE_HEADER) {
@@ -75,10 +84,20 @@ fn carries(config: &FilterConfig, req: &Request, name: &str) -> bool {
     !req.has_every_header(&HeaderReads::for_config(config)) || req.has_header(name)
 }
 
-/// `Bearer <token>` or `DPoP <token>` (RFC 9449 §7.1).
-fn is_token_scheme(value: &str) -> bool {
-    let value = value.trim_start();
-    value.get(..7).is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer ")) || value.get(..5).is_some_and(|scheme| scheme.eq_ignore_ascii_case("dpop "))
+/// Whether the request's token came from `Authorization` or a token header
+/// (extraction run again: the engine reports only that a token verified).
+fn token_was_explicit(config: &FilterConfig, req: &Request) -> bool {
+    let sources = &config.token_sources;
+    // Without token cookies there is nothing to tell apart (and nothing to re-read).
+    !sources.cookies.is_empty() && matches!(find_token(req, sources, config.max_token_bytes), Ok(Some((_, Source::Explicit))))
+}
+
+/// `Bearer <token>` or `DPoP <token>`, read as extraction reads it.
+fn is_token_authorization(value: &str) -> bool {
+    match split_authorization(value) {
+        (_, "") => false,
+        (scheme, _) => crate::extract::is_token_scheme(scheme),
+    }
 }
 
 /// The `cookie` header without the cookies named in `drop` (all copies of
@@ -204,9 +223,43 @@ mod tests {
         );
         let mut c = config(json!({"forward_device_secret": true}));
         c.providers.get_mut(ProviderId::FIRST).unwrap().forward_token = true;
-        assert_eq!(credential_edits(&c, &req("/api", CREDENTIALS), Some(ProviderId::FIRST)), vec![]);
+        // The explicit token goes upstream; the token cookie beside it was never
+        // checked, so it does not (see `only_the_token_that_verified_is_forwarded`).
+        assert_eq!(
+            credential_edits(&c, &req("/api", CREDENTIALS), Some(ProviderId::FIRST)),
+            vec![HeaderEdit::Set("cookie".into(), "a=1; __Secure-authflow-device=secret; b=2".into())]
+        );
         // A route for the credentials' own service gets them whatever the defaults.
         let c = config(json!({}));
         assert_eq!(credential_edits(&c, &req("/v1/auth/logout", CREDENTIALS), Some(ProviderId::FIRST)), vec![]);
+    }
+
+    /// `forward_token` forwards the token that verified, never a second one:
+    /// a token cookie beside an explicit token was not checked (revoked, or
+    /// another user's) and goes, whatever the provider forwards.
+    #[test]
+    fn only_the_token_that_verified_is_forwarded() {
+        let mut c = config(json!({"forward_device_secret": true}));
+        c.providers.get_mut(ProviderId::FIRST).unwrap().forward_token = true;
+        let both = req("/api", &[("authorization", "Bearer t"), ("cookie", "a=1; access_token=other"), ("cookie", "b=2")]);
+        assert_eq!(credential_edits(&c, &both, Some(ProviderId::FIRST)), vec![HeaderEdit::Set("cookie".into(), "a=1; b=2".into())]);
+        let header = req("/api", &[("x-token", "t"), ("cookie", "access_token=other")]);
+        assert_eq!(credential_edits(&c, &header, Some(ProviderId::FIRST)), vec![remove("cookie")]);
+        // The cookie is the token that verified: forwarded as configured.
+        let cookie = req("/api", &[("authorization", "Basic dTpw"), ("cookie", "a=1; access_token=t")]);
+        assert_eq!(credential_edits(&c, &cookie, Some(ProviderId::FIRST)), vec![]);
+        // No token verified: nothing of it is touched.
+        assert_eq!(credential_edits(&c, &both, None), vec![]);
+    }
+
+    #[test]
+    fn a_tab_after_the_scheme_still_marks_the_token() {
+        let c = config(json!({}));
+        for value in ["Bearer\tt", "dpop\tt", " bearer \t t"] {
+            let r = req("/api", &[("authorization", value)]);
+            assert_eq!(credential_edits(&c, &r, Some(ProviderId::FIRST)), vec![remove("authorization")], "{value:?}");
+        }
+        let other = req("/api", &[("authorization", "Bearertoken"), ("authorization", "Basic\tdTpw")]);
+        assert_eq!(credential_edits(&c, &other, Some(ProviderId::FIRST)), vec![]);
     }
 }

@@ -1,9 +1,10 @@
 //! Route rules: ordered, first match wins, default from configuration.
 //!
-//! Rules are matched on the normalized path (see [`crate::path`]). A path
-//! that some backend could read as another path with a stronger policy —
-//! another spelling, or the same letters in another case — is refused
-//! rather than decided on the weaker one.
+//! Rules are matched on the normalized path (see [`crate::path`]). A request
+//! that some backend could read as another request with a stronger policy —
+//! another spelling of the path, the same letters in another case, an
+//! `exact` path with or without its trailing slash, a method it does not
+//! upper-case — is refused rather than decided on the weaker one.
 
 use crate::config::{FilterConfig, PathMatch, Policy, Route};
 use crate::deny::DenyReason;
@@ -16,17 +17,40 @@ use crate::verify::VerifiedToken;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AmbiguousPath;
 
+/// How a backend may match a request against the rules, beyond which path it reads.
+#[derive(Clone, Copy, Debug, Default)]
+struct Reading {
+    /// Paths compared ignoring ASCII case (`/API/admin` is `/api/admin`).
+    ignore_case: bool,
+    /// An `exact` path matches with or without a trailing `/`, as Express
+    /// (non-strict), Rails, ASP.NET and Spring ≤ 5 route `/a/` to `/a`.
+    exact_ignores_trailing_slash: bool,
+    /// The method compared as sent: `delete` is not `DELETE` to a backend
+    /// that does not upper-case it.
+    method_as_sent: bool,
+}
+
+impl Reading {
+    /// Every combination of the flags (`method_as_sent` only where it changes anything).
+    fn every(method_as_sent_differs: bool) -> impl Iterator<Item = Reading> {
+        (0..8u8)
+            .map(|bits| Reading { ignore_case: bits & 1 != 0, exact_ignores_trailing_slash: bits & 2 != 0, method_as_sent: bits & 4 != 0 })
+            .filter(move |r| method_as_sent_differs || !r.method_as_sent)
+    }
+}
+
 pub fn policy_for<'a>(config: &'a FilterConfig, req: &Request) -> Result<&'a Policy, AmbiguousPath> {
     if config.routes.is_empty() {
         return Ok(&config.default_policy);
     }
     let readings = path::readings(req.path()).map_err(|_| AmbiguousPath)?;
-    let decided = policy_on(config, req, &readings.normalized, config.case_insensitive_paths);
-    let every_reading = std::iter::once(readings.normalized.as_ref()).chain(readings.others.iter().map(String::as_str));
-    for reading in every_reading {
-        // Case too: `/API/admin` is the admin area to a case-insensitive backend.
-        for ignore_case in [false, true] {
-            if !at_least_as_strong(decided, policy_on(config, req, reading, ignore_case)) {
+    let decided = policy_on(config, req, &readings.normalized, Reading { ignore_case: config.case_insensitive_paths, ..Reading::default() });
+    // Rule methods are upper case (config): only a method with a lower-case letter reads two ways.
+    let method_as_sent_differs = req.method().bytes().any(|b| b.is_ascii_lowercase());
+    let every_path = std::iter::once(readings.normalized.as_ref()).chain(readings.others.iter().map(String::as_str));
+    for path in every_path {
+        for reading in Reading::every(method_as_sent_differs) {
+            if !at_least_as_strong(decided, policy_on(config, req, path, reading)) {
                 return Err(AmbiguousPath);
             }
         }
@@ -42,33 +66,57 @@ pub fn route_for<'a>(config: &'a FilterConfig, req: &Request) -> Option<&'a Rout
         return None; // (and no path to normalize on every request)
     }
     let readings = path::readings(req.path()).ok()?;
-    config.routes.iter().find(|r| matches(r, req, &readings.normalized, config.case_insensitive_paths))
+    let reading = Reading { ignore_case: config.case_insensitive_paths, ..Reading::default() };
+    config.routes.iter().find(|r| matches(r, req, &readings.normalized, reading))
 }
 
-fn policy_on<'a>(config: &'a FilterConfig, req: &Request, path: &str, ignore_case: bool) -> &'a Policy {
+fn policy_on<'a>(config: &'a FilterConfig, req: &Request, path: &str, reading: Reading) -> &'a Policy {
     config
         .routes
         .iter()
-        .find(|r| matches(r, req, path, ignore_case))
+        .find(|r| matches(r, req, path, reading))
         .map(|r| &r.policy)
         .unwrap_or(&config.default_policy)
 }
 
-fn matches(route: &Route, req: &Request, path: &str, ignore_case: bool) -> bool {
-    path_matches(&route.path, path, ignore_case)
-        && (route.methods.is_empty() || route.methods.iter().any(|m| m == req.method()))
+fn matches(route: &Route, req: &Request, path: &str, reading: Reading) -> bool {
+    path_matches_as(&route.path, path, reading)
+        && (route.methods.is_empty() || route.methods.iter().any(|m| method_matches(m, req.method(), reading.method_as_sent)))
         && route.host.as_deref().is_none_or(|h| h.eq_ignore_ascii_case(req.host_without_port()))
 }
 
+/// A rule's method (upper case) against the request's. Many frameworks
+/// upper-case the method (HTTP/2 sends any token), and run the GET handler
+/// for HEAD (RFC 9110 §9.3.2: GET without the body).
+fn method_matches(rule: &str, method: &str, as_sent: bool) -> bool {
+    let same = |a: &str| if as_sent { a == method } else { a.eq_ignore_ascii_case(method) };
+    same(rule) || (rule == "GET" && same("HEAD"))
+}
+
 pub(crate) fn path_matches(rule: &PathMatch, path: &str, ignore_case: bool) -> bool {
-    let same = |a: &[u8], b: &[u8]| if ignore_case { a.eq_ignore_ascii_case(b) } else { a == b };
+    path_matches_as(rule, path, Reading { ignore_case, ..Reading::default() })
+}
+
+fn path_matches_as(rule: &PathMatch, path: &str, reading: Reading) -> bool {
+    let same = |a: &[u8], b: &[u8]| if reading.ignore_case { a.eq_ignore_ascii_case(b) } else { a == b };
     let starts_with = |p: &str| path.as_bytes().get(..p.len()).is_some_and(|head| same(head, p.as_bytes()));
     match rule {
+        PathMatch::Exact(p) if reading.exact_ignores_trailing_slash => {
+            same(without_trailing_slash(path).as_bytes(), without_trailing_slash(p).as_bytes())
+        }
         PathMatch::Exact(p) => same(path.as_bytes(), p.as_bytes()),
         PathMatch::Prefix(p) => starts_with(p),
         PathMatch::PathPrefix(p) => {
             starts_with(p) && (p.ends_with('/') || path.as_bytes().get(p.len()).is_none_or(|b| *b == b'/'))
         }
+    }
+}
+
+/// `/a/` → `/a` (and `/a//` too); `/` stays `/`, never the empty path.
+fn without_trailing_slash(p: &str) -> &str {
+    match p.trim_end_matches('/') {
+        "" => p.get(..1).unwrap_or_default(),
+        trimmed => trimmed,
     }
 }
 
@@ -200,6 +248,71 @@ mod tests {
             assert!(!at_least_as_strong(&y, &x), "{y:?} vs {x:?}");
         }
         assert!(!at_least_as_strong(&scopes(&["s"]), &Policy::User));
+    }
+
+    fn decide_as<'a>(c: &'a FilterConfig, method: &str, authority: &str, path: &str) -> Result<&'a Policy, AmbiguousPath> {
+        let h = [(":path", path), (":method", method), (":authority", authority)];
+        policy_for(c, &Request::from_headers(h.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(), None))
+    }
+
+    #[test]
+    fn an_exact_rule_reads_with_or_without_a_trailing_slash() {
+        let admin = Policy::RolesAny(vec!["admin".into()]);
+        let c = config(serde_json::json!({"routes": [
+            {"match": {"exact": "/api/export"}, "policy": {"roles_any": ["admin"]}},
+            {"match": {"exact": "/api/import/"}, "policy": {"roles_any": ["admin"]}},
+            {"match": {"exact": "/healthz"}, "policy": "public"},
+            {"match": {"prefix": "/docs/"}, "policy": "public"},
+            {"match": {"exact": "/"}, "policy": "public"}
+        ]}));
+        assert_eq!(decide(&c, "/api/export"), Ok(&admin));
+        // Express (non-strict), Rails, ASP.NET, Spring ≤ 5 serve these with the exact rule's handler.
+        for p in ["/api/export/", "/API/export/", "/api/x/../export/", "/api/import"] {
+            assert_eq!(decide(&c, p), Err(AmbiguousPath), "{p}");
+        }
+        // A weaker exact rule lends nothing: `/healthz/` stays under the default.
+        assert_eq!(decide(&c, "/healthz/"), Ok(&Policy::Authenticated));
+        // Prefix rules keep their slash: `/docs/` is public, `/docs` is not, and neither is refused.
+        assert_eq!(decide(&c, "/docs/"), Ok(&Policy::Public));
+        assert_eq!(decide(&c, "/docs"), Ok(&Policy::Authenticated));
+        // `/` never becomes the empty path: it is no trailing slash to drop.
+        assert_eq!(decide(&c, "/"), Ok(&Policy::Public));
+    }
+
+    #[test]
+    fn methods_match_ignoring_case_and_head_is_get() {
+        let admin = Policy::RolesAny(vec!["admin".into()]);
+        let c = config(serde_json::json!({"routes": [
+            {"match": {"path_prefix": "/api/items", "methods": ["DELETE"]}, "policy": {"roles_any": ["admin"]}},
+            {"match": {"path_prefix": "/api/reports", "methods": ["GET"]}, "policy": {"roles_any": ["admin"]}},
+            {"match": {"path_prefix": "/files", "methods": ["GET"]}, "policy": "public"}
+        ]}));
+        // HTTP/2 takes any token as a method; many frameworks upper-case it.
+        for m in ["DELETE", "delete", "Delete"] {
+            assert_eq!(decide_as(&c, m, "api", "/api/items/1"), Ok(&admin), "{m}");
+        }
+        assert_eq!(decide_as(&c, "GET", "api", "/api/items/1"), Ok(&Policy::Authenticated));
+        // Flask, Django, Express, Go, Spring run the GET handler for HEAD.
+        for m in ["GET", "HEAD", "head"] {
+            assert_eq!(decide_as(&c, m, "api", "/api/reports/q1"), Ok(&admin), "{m}");
+        }
+        assert_eq!(decide_as(&c, "HEAD", "api", "/files/a"), Ok(&Policy::Public));
+        // A backend that does not upper-case `get` may serve it with a stronger handler: refused.
+        assert_eq!(decide_as(&c, "get", "api", "/files/a"), Err(AmbiguousPath));
+    }
+
+    #[test]
+    fn a_host_rule_ignores_one_trailing_dot() {
+        let admin = Policy::RolesAny(vec!["admin".into()]);
+        let c = config(serde_json::json!({"routes": [
+            {"match": {"prefix": "/", "host": "admin.example"}, "policy": {"roles_any": ["admin"]}},
+            {"match": {"prefix": "/", "host": "ops.example."}, "policy": {"roles_any": ["admin"]}}
+        ]}));
+        for host in ["admin.example", "ADMIN.example.", "admin.example.:8443", "ops.example", "ops.example.:443"] {
+            assert_eq!(decide_as(&c, "GET", host, "/x"), Ok(&admin), "{host}");
+        }
+        assert_eq!(decide_as(&c, "GET", "admin.example..", "/x"), Ok(&Policy::Authenticated));
+        assert_eq!(decide_as(&c, "GET", "other.example.", "/x"), Ok(&Policy::Authenticated));
     }
 
     #[test]

@@ -238,14 +238,24 @@ impl Request {
         authflow_contract::cookie::values(self.header_values("cookie"), name)
     }
 
-    /// `:authority` without a port, for route matching (`[::1]:80` → `[::1]`;
-    /// a bare IPv6 address stays whole). Compare it ignoring ASCII case.
+    /// `:authority` as route rules compare it: see `host_name`.
     pub fn host_without_port(&self) -> &str {
-        let host = self.header(":authority").unwrap_or_default();
-        match host.rsplit_once(':') {
-            Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && (h.ends_with(']') || !h.contains(':')) => h,
-            _ => host,
-        }
+        host_name(self.header(":authority").unwrap_or_default())
+    }
+}
+
+/// An authority as route rules compare it (ignoring ASCII case): without a
+/// port (`[::1]:80` → `[::1]`; a bare IPv6 address stays whole), and without
+/// one trailing dot (`example.com.` is the same DNS name as `example.com`).
+pub(crate) fn host_name(authority: &str) -> &str {
+    let host = without_port(authority);
+    host.strip_suffix('.').unwrap_or(host)
+}
+
+pub(crate) fn without_port(authority: &str) -> &str {
+    match authority.rsplit_once(':') {
+        Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && (h.ends_with(']') || !h.contains(':')) => h,
+        _ => authority,
     }
 }
 
@@ -270,6 +280,10 @@ mod tests {
         assert_eq!(r.host_without_port(), "[::1]");
         assert_eq!(req(&[(":authority", "::1")]).host_without_port(), "::1", "a bare IPv6 address has no port");
         assert_eq!(req(&[(":authority", "api")]).host_without_port(), "api");
+        // The same DNS name with its root dot: one is dropped, with or without a port.
+        assert_eq!(req(&[(":authority", "api.example.")]).host_without_port(), "api.example");
+        assert_eq!(req(&[(":authority", "api.example.:8443")]).host_without_port(), "api.example");
+        assert_eq!(req(&[(":authority", "api.example..")]).host_without_port(), "api.example.");
         let r = req(&[]);
         assert_eq!(r.path(), "");
         assert_eq!(r.method(), "");

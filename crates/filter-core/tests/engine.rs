@@ -614,3 +614,92 @@ fn service_tokens_need_no_device_binding_but_user_tokens_still_do() {
     let posing = format!("Bearer {}", f.sign(c));
     assert_eq!(denied(&f.eval("/api", &[("authorization", &posing)])), (DenyReason::DeviceFingerprintMissing, 401));
 }
+
+fn request(method: &str, authority: &str, path: &str, headers: &[(&str, &str)]) -> Request {
+    let mut h = vec![(":method", method), (":path", path), (":authority", authority)];
+    h.extend_from_slice(headers);
+    Request::from_headers(h.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(), None)
+}
+
+fn admin_token(f: &Fixture) -> String {
+    format!("Bearer {}", f.sign(claims(AccessClaims { roles: vec!["admin".into()], ..default_claims() })))
+}
+
+#[test]
+fn an_exact_route_is_not_dodged_with_a_trailing_slash() {
+    let mut f = fixture(json!({"routes": [
+        {"match": {"exact": "/api/export"}, "policy": {"roles_any": ["admin"]}},
+        {"match": {"exact": "/healthz"}, "policy": "public"},
+        {"match": {"prefix": "/docs/"}, "policy": "public"}
+    ]}));
+    let user = format!("Bearer {}", f.token());
+    assert_eq!(denied(&f.eval("/api/export", &[("authorization", &user)])), (DenyReason::InsufficientRole, 403));
+    // Many frameworks serve `/api/export/` with the `/api/export` handler.
+    assert_eq!(denied(&f.eval("/api/export/", &[("authorization", &user)])), (DenyReason::AmbiguousPath, 400));
+    assert_eq!(denied(&f.eval("/healthz/", &[])), (DenyReason::MissingToken, 401), "a public exact rule lends nothing");
+    assert!(allowed(&f.eval("/docs/", &[])));
+}
+
+#[test]
+fn method_rules_match_any_case_and_head_as_get() {
+    let mut f = fixture(json!({"routes": [
+        {"match": {"path_prefix": "/api/items", "methods": ["DELETE"]}, "policy": {"roles_any": ["admin"]}},
+        {"match": {"path_prefix": "/api/reports", "methods": ["GET"]}, "policy": {"roles_any": ["admin"]}}
+    ]}));
+    let user = format!("Bearer {}", f.token());
+    let admin = admin_token(&f);
+    let mut eval = |method: &str, path: &str, auth: &str| f.engine.evaluate(&request(method, "api", path, &[("authorization", auth)]), NOW * 1000 + 500, true);
+    assert_eq!(denied(&eval("delete", "/api/items/1", &user)), (DenyReason::InsufficientRole, 403));
+    assert!(allowed(&eval("delete", "/api/items/1", &admin)));
+    assert_eq!(denied(&eval("HEAD", "/api/reports/q1", &user)), (DenyReason::InsufficientRole, 403));
+    assert!(allowed(&eval("HEAD", "/api/reports/q1", &admin)));
+    assert!(allowed(&eval("HEAD", "/api/items/1", &user)), "HEAD is not DELETE");
+}
+
+#[test]
+fn a_host_route_is_not_dodged_with_a_trailing_dot() {
+    let mut f = fixture(json!({"routes": [{"match": {"prefix": "/", "host": "admin.example"}, "policy": {"roles_any": ["admin"]}}]}));
+    let user = format!("Bearer {}", f.token());
+    let admin = admin_token(&f);
+    for authority in ["admin.example", "admin.example.", "Admin.Example.:443"] {
+        let o = f.engine.evaluate(&request("GET", authority, "/x", &[("authorization", &user)]), NOW * 1000 + 500, true);
+        assert_eq!(denied(&o), (DenyReason::InsufficientRole, 403), "{authority}");
+        assert!(allowed(&f.engine.evaluate(&request("GET", authority, "/x", &[("authorization", &admin)]), NOW * 1000 + 500, true)));
+    }
+}
+
+/// The provider of `fixture`, with `forward_token`, and the token also read from the `at` cookie.
+fn forwarding_fixture(forward_token: bool) -> Fixture {
+    fixture(json!({
+        "providers": [{
+            "name": "test", "issuer": ISS, "audiences": ["api"], "algorithms": ["EdDSA"], "forward_token": forward_token,
+            "jwks": {"remote": {"cluster": "auth", "path": "/jwks"}},
+            "revocations": {"cluster": "auth", "path": "/v1/revocations"}
+        }],
+        "token_sources": {"authorization_bearer": true, "cookies": ["at"]}
+    }))
+}
+
+#[test]
+fn no_unverified_second_token_reaches_the_upstream() {
+    use authflow_filter_core::forward::{credential_edits, HeaderEdit};
+    let mut f = forwarding_fixture(true);
+    let good = f.token();
+    // `forward_token`: the verified `Authorization` token goes; the cookie beside it was never checked.
+    let req = request("GET", "api", "/api", &[("authorization", &format!("Bearer {good}")), ("cookie", "a=1; at=someone-elses")]);
+    let Outcome::Allow(a) = f.engine.evaluate(&req, NOW * 1000 + 500, true) else { panic!("the bearer token is valid") };
+    assert_eq!(credential_edits(&f.engine.config, &req, a.verified_by), vec![HeaderEdit::Set("cookie".into(), "a=1".into())]);
+    // The cookie that verified is the token forwarded.
+    let req = request("GET", "api", "/api", &[("cookie", &format!("a=1; at={good}"))]);
+    let Outcome::Allow(a) = f.engine.evaluate(&req, NOW * 1000 + 500, true) else { panic!("the cookie token is valid") };
+    assert_eq!(credential_edits(&f.engine.config, &req, a.verified_by), vec![]);
+
+    // `Bearer<TAB>token` is a token to backends that split on whitespace: it is the one checked.
+    let mut f = forwarding_fixture(false);
+    let good = f.token();
+    let o = f.eval("/api", &[("authorization", "Bearer\tsomeone-elses"), ("cookie", &format!("at={good}"))]);
+    assert_eq!(denied(&o).1, 401, "the tab-separated token is the token, and it is not valid");
+    let req = request("GET", "api", "/api", &[("authorization", &format!("Bearer\t{good}"))]);
+    let Outcome::Allow(a) = f.engine.evaluate(&req, NOW * 1000 + 500, true) else { panic!("the token is valid") };
+    assert_eq!(credential_edits(&f.engine.config, &req, a.verified_by), vec![HeaderEdit::Remove("authorization".into())]);
+}
