@@ -9,7 +9,7 @@
 //! every expectation taken one by one, has the thumbprint of its key, and
 //! re-serializes consistently (canonical base64url segments, the key's
 //! canonical JWK parses back to the same key, parsing again gives the same claims),
-//! and names no member twice (a member repeated before signing is refused).
+//! and names no member twice, at any depth (a member repeated before signing is refused).
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -109,7 +109,7 @@ fn reference_verifies(proof: &Proof) -> bool {
 /// What holds for every proof that parses.
 fn parsed_invariants(compact: &str, proof: &Proof) {
     assert!(compact.len() <= MAX_PROOF_BYTES);
-    // No member is named twice: no other reader can see another key, algorithm or claim.
+    // No member is named twice, at any depth: no other reader can see another key, algorithm or claim.
     for part in compact.split('.').take(2) {
         let json = URL_SAFE_NO_PAD.decode(part).unwrap();
         assert!(member_names(&json).is_some(), "a parsed part is a JSON object");

@@ -404,6 +404,7 @@ fn decision_of(o: &Outcome) -> String {
         Outcome::Allow(a) => format!("allow {:?} authenticated={}", a.identity_headers(), a.notes.authenticated),
         Outcome::Deny(d) => format!("deny {:?}", d.reason),
         Outcome::AwaitKeys { provider, unknown_kid } => format!("await {provider:?} {unknown_kid}"),
+        Outcome::AwaitRevocations { provider } => format!("await revocations {provider:?}"),
     }
 }
 
@@ -477,7 +478,7 @@ fn check(w: &World, req: &Request, placed: &[Placed], outcome: &Outcome) {
                 }
             }
         }
-        Outcome::AwaitKeys { provider, .. } => assert!(w.config.provider(*provider).is_some()),
+        Outcome::AwaitKeys { provider, .. } | Outcome::AwaitRevocations { provider } => assert!(w.config.provider(*provider).is_some()),
     }
 }
 

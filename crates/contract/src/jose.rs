@@ -3,10 +3,11 @@
 //! screen) and DPoP proofs (the filter and the auth service).
 //!
 //! Every JSON part (the header, a token's claims, a proof's claims) is read
-//! as an object whose member names are unique ([`crate::json::UniqueObject`]):
-//! RFC 7515 §4 and RFC 7519 §4 let a parser either refuse a name seen twice or
-//! keep the last one; refusing means no other reader of the same JWS can see
-//! a different `alg`, `kid`, `jwk` or claim than authflow did.
+//! as an object whose member names are unique, in it and in every object
+//! within it at any depth ([`crate::json::UniqueObject`]): RFC 7515 §4 and
+//! RFC 7519 §4 let a parser either refuse a name seen twice or keep the last
+//! one; refusing means no other reader of the same JWS can see a different
+//! `alg`, `kid`, `jwk` (or `x` within it), `cnf.jkt` or claim than authflow did.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -44,7 +45,7 @@ impl<'a> CompactParts<'a> {
 pub struct Unreadable;
 
 /// A base64url part (no padding, canonical) decoded and read as a JSON object
-/// with unique member names.
+/// with unique member names at any depth.
 pub fn decode_object(part: &str) -> Result<Map<String, Value>, Unreadable> {
     let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| Unreadable)?;
     crate::json::from_slice::<UniqueObject>(&bytes).map(|object| object.0).map_err(|_| Unreadable)
@@ -155,6 +156,17 @@ mod tests {
         // Any member: another reader may judge what authflow does not.
         assert!(JoseHeader::decode(&b64(r#"{"alg":"ES256","x":1,"x":2}"#)).is_err());
         assert_eq!(decode_object(&b64(r#"{"sub":"a","sub":"admin"}"#)), Err(Unreadable), "claims too");
+    }
+
+    #[test]
+    fn a_member_named_twice_inside_a_member_is_refused() {
+        // A token bound to one key for a reader keeping the first `jkt`, to another for one keeping the last.
+        assert_eq!(decode_object(&b64(r#"{"sub":"a","cnf":{"jkt":"A","jkt":"B"}}"#)), Err(Unreadable));
+        assert_eq!(decode_object(&b64(r#"{"sub":"a","aud":["x",{"y":1,"y":2}]}"#)), Err(Unreadable), "in an array too");
+        let header = r#"{"alg":"EdDSA","jwk":{"kty":"OKP","crv":"Ed25519","x":"thief","x":"own"}}"#;
+        assert_eq!(JoseHeader::decode(&b64(header)).unwrap_err(), Unreadable);
+        let cnf = decode_object(&b64(r#"{"sub":"a","cnf":{"jkt":"B"}}"#)).unwrap();
+        assert_eq!(cnf["cnf"], json!({"jkt": "B"}), "read once, it is read");
     }
 
     #[test]

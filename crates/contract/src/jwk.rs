@@ -215,7 +215,8 @@ pub fn public_signature_key(obj: &Map<String, Value>) -> Option<PublicKey> {
     Some(public)
 }
 
-/// `use`, if present, is `sig`; `key_ops`, if present, lists only `verify`, once.
+/// `use`, if present, is `sig`; `key_ops`, if present, is exactly `["verify"]`
+/// (an empty list permits no operation, RFC 7517 §4.3).
 fn is_public_signature_key(obj: &Map<String, Value>) -> bool {
     let use_ok = match obj.get("use") {
         None => true,
@@ -223,7 +224,7 @@ fn is_public_signature_key(obj: &Map<String, Value>) -> bool {
     };
     let ops_ok = match obj.get("key_ops") {
         None => true,
-        Some(Value::Array(ops)) => ops.len() <= 1 && ops.iter().all(|op| op.as_str() == Some("verify")),
+        Some(Value::Array(ops)) => matches!(ops.as_slice(), [op] if op.as_str() == Some("verify")),
         Some(_) => false,
     };
     use_ok && ops_ok
@@ -337,6 +338,7 @@ mod tests {
             with(&es, "n", "AAAA".into()),                        // another key type's material
             with(&ed, "key_ops", serde_json::json!(["sign"])),    // not a verification key
             with(&ed, "key_ops", serde_json::json!(["verify", "verify"])),
+            with(&ed, "key_ops", serde_json::json!([])),           // permits no operation (RFC 7517 §4.3)
             with(&ed, "alg", "ES256".into()),                     // alg of another type
             with(&ed, "x", padded_x.into()),                      // non-canonical base64url
             with(&ed, "x", "AAAA".into()),                        // wrong length

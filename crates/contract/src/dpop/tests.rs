@@ -297,9 +297,14 @@ fn a_member_named_twice_or_null_is_refused_though_signed() {
         let header = signer.header().to_string();
         let claims = json!({"jti": "j", "htm": "GET", "htu": URI, "iat": NOW, "ath": access_token_hash(TOKEN)}).to_string();
         let thief_jwk = (if signer.alg() == "ES256" { Signer::es(98) } else { Signer::ed(98) }).jwk();
+        // Inside the `jwk`, the first `x` is another key's: the same choice one level down.
+        let own_x = format!("\"x\":{}", signer.jwk()["x"]);
+        assert!(header.contains(&own_x) && thief_jwk["x"] != signer.jwk()["x"], "{header}");
+        let thief_x = header.replacen(&own_x, &format!("\"x\":{},{own_x}", thief_jwk["x"]), 1);
         let cases = [
             // The first `jwk` is another key: a reader keeping the first would see another key than one keeping the last.
             (header.replacen('{', &format!("{{\"jwk\":{thief_jwk},"), 1), claims.clone()),
+            (thief_x, claims.clone()),
             (header.replacen('{', "{\"alg\":\"none\",", 1), claims.clone()),
             (header.clone(), claims.replacen('{', "{\"htu\":\"https://evil.example/\",", 1)),
             (header.clone(), claims.replacen('{', "{\"jti\":\"other\",", 1)),
