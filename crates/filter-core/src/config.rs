@@ -180,6 +180,8 @@ struct RawRoute {
     forward_credentials: bool,
     #[serde(default)]
     browser_redirect: bool,
+    #[serde(default)]
+    providers: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -449,6 +451,10 @@ pub struct Route {
     /// A browser navigation refused with 401 here is sent to sign in
     /// (`302` to `browser.refresh_path`) instead; see `crate::browser`.
     pub browser_redirect: bool,
+    /// Only tokens of these providers pass (like `jwt_authn`'s per-route
+    /// `provider_name`); empty: any configured provider's. Another issuer's
+    /// roles, scopes or `sub` mean nothing on a route that is not for it.
+    pub providers: Vec<ProviderId>,
 }
 
 /// How a route matches the normalized request path (see `crate::path`).
@@ -575,9 +581,10 @@ impl FilterConfig {
             }
         };
         let identity = validate_identity(raw.identity_headers)?;
+        let providers = PerProvider::from_vec(providers);
         let mut routes = Vec::with_capacity(raw.routes.len());
         for (i, r) in raw.routes.into_iter().enumerate() {
-            routes.push(validate_route(r).map_err(|e| ConfigError(format!("`routes[{i}]`.{}", e.0)))?);
+            routes.push(validate_route(r, &providers).map_err(|e| ConfigError(format!("`routes[{i}]`.{}", e.0)))?);
         }
         let browser = validate_browser(raw.browser, &routes)?;
         let default_policy = raw.default_policy.unwrap_or(Policy::Authenticated);
@@ -615,7 +622,7 @@ impl FilterConfig {
             }
         };
         Ok(FilterConfig {
-            providers: PerProvider::from_vec(providers),
+            providers,
             clock_skew_secs: raw.clock_skew_secs,
             max_token_lifetime_secs: raw.max_token_lifetime_secs,
             token_sources,
@@ -845,7 +852,7 @@ fn validate_identity(raw: Option<RawIdentityHeaders>) -> Result<IdentityHeaders,
     Ok(identity)
 }
 
-fn validate_route(r: RawRoute) -> Result<Route, ConfigError> {
+fn validate_route(r: RawRoute, configured: &PerProvider<Provider>) -> Result<Route, ConfigError> {
     let path = match (r.matcher.prefix, r.matcher.path_prefix, r.matcher.exact) {
         (Some(p), None, None) => PathMatch::Prefix(p),
         (None, Some(p), None) if p.len() > 1 && p.ends_with('/') => {
@@ -868,6 +875,16 @@ fn validate_route(r: RawRoute) -> Result<Route, ConfigError> {
     }
     let host = r.matcher.host.as_deref().map(validate_route_host).transpose()?;
     check_policy(&r.policy).map_err(|e| ConfigError(format!("policy: {}", e.0)))?;
+    if !r.providers.is_empty() && r.policy == Policy::Public {
+        return err("providers: a public route takes any token, or none");
+    }
+    let mut providers = Vec::with_capacity(r.providers.len());
+    for name in &r.providers {
+        match configured.find(|p| p.name == *name) {
+            Some(id) => providers.push(id),
+            None => return err(format!("providers: no provider is named `{name}`")),
+        }
+    }
     Ok(Route {
         path,
         methods,
@@ -875,6 +892,7 @@ fn validate_route(r: RawRoute) -> Result<Route, ConfigError> {
         policy: r.policy,
         forward_credentials: r.forward_credentials,
         browser_redirect: r.browser_redirect,
+        providers,
     })
 }
 
@@ -1098,6 +1116,19 @@ mod tests {
             assert!(e.0.contains("routes[0]`.match"), "{bad}: {e}");
         }
         assert!(with(serde_json::json!({"case_insensitive_paths": true})).unwrap().case_insensitive_paths);
+    }
+
+    #[test]
+    fn route_providers_name_configured_providers() {
+        let route = |providers: serde_json::Value, policy: &str| {
+            with(serde_json::json!({"routes": [{"match": {"prefix": "/a"}, "policy": policy, "providers": providers}]}))
+        };
+        let c = route(serde_json::json!(["authflow"]), "authenticated").unwrap();
+        assert_eq!(c.routes[0].providers, vec![ProviderId::FIRST]);
+        let e = route(serde_json::json!(["nobody"]), "authenticated").unwrap_err();
+        assert!(e.0.contains("`routes[0]`.providers: no provider is named `nobody`"), "{e}");
+        let e = route(serde_json::json!(["authflow"]), "public").unwrap_err();
+        assert!(e.0.contains("a public route takes any token"), "{e}");
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub enum DenyReason {
     UserRequired,
     /// A route for named service accounts (`client_ids_any`) and a token of another caller.
     ClientNotAllowed,
+    /// A route for tokens of named providers (`providers`) and a token of another.
+    ProviderNotAllowed,
     /// No key was ever loaded for the token's issuer (fail closed).
     KeysUnavailable,
     /// The revocation list is older than allowed and the policy says deny.
@@ -50,13 +52,13 @@ pub enum DenyReason {
 }
 
 impl DenyReason {
-    pub const ALL: [DenyReason; 46] = [
+    pub const ALL: [DenyReason; 47] = [
         Self::MissingToken, Self::InvalidRequest, Self::AmbiguousPath, Self::TokenTooLarge, Self::Malformed, Self::AlgorithmNotAllowed,
         Self::KeyInHeader, Self::UnknownIssuer, Self::UnknownKey, Self::BadSignature, Self::Expired,
         Self::NotYetValid, Self::IssuedInFuture, Self::WrongAudience, Self::LifetimeTooLong, Self::WrongType,
         Self::MissingClaim, Self::TokenRevoked, Self::SessionRevoked, Self::SubjectBanned, Self::DeviceMismatch,
         Self::DeviceFingerprintMissing, Self::InsufficientRole, Self::InsufficientScope, Self::UserRequired,
-        Self::ClientNotAllowed, Self::KeysUnavailable, Self::RevocationStale,
+        Self::ClientNotAllowed, Self::ProviderNotAllowed, Self::KeysUnavailable, Self::RevocationStale,
         Self::Dpop(DpopError::TooLarge), Self::Dpop(DpopError::Malformed), Self::Dpop(DpopError::WrongType),
         Self::Dpop(DpopError::UnsupportedAlgorithm), Self::Dpop(DpopError::InvalidKey), Self::Dpop(DpopError::BadSignature),
         Self::Dpop(DpopError::MethodMismatch), Self::Dpop(DpopError::UriMismatch), Self::Dpop(DpopError::Stale),
@@ -93,6 +95,7 @@ impl DenyReason {
             Self::InsufficientScope => "insufficient_scope",
             Self::UserRequired => "user_required",
             Self::ClientNotAllowed => "client_not_allowed",
+            Self::ProviderNotAllowed => "provider_not_allowed",
             Self::KeysUnavailable => "keys_unavailable",
             Self::RevocationStale => "revocation_stale",
             Self::Dpop(e) => dpop_label(e),
@@ -127,6 +130,7 @@ impl DenyReason {
             Self::InsufficientScope => "a required scope is missing",
             Self::UserRequired => "this resource is for users, not service accounts",
             Self::ClientNotAllowed => "this resource is not open to the calling client",
+            Self::ProviderNotAllowed => "this resource is not open to tokens of this issuer",
             Self::KeysUnavailable => "authentication temporarily unavailable",
             Self::RevocationStale => "authentication temporarily unavailable",
             Self::Dpop(e) => match e.error_code() {
@@ -171,7 +175,9 @@ impl DenyReason {
         let (status, code) = match self {
             Self::MissingToken => (401, None),
             Self::InvalidRequest | Self::AmbiguousPath => (400, Some("invalid_request")),
-            Self::InsufficientRole | Self::InsufficientScope | Self::UserRequired | Self::ClientNotAllowed => (403, Some("insufficient_scope")),
+            Self::InsufficientRole | Self::InsufficientScope | Self::UserRequired | Self::ClientNotAllowed | Self::ProviderNotAllowed => {
+                (403, Some("insufficient_scope"))
+            }
             Self::KeysUnavailable | Self::RevocationStale => (503, Some("temporarily_unavailable")),
             _ => (401, Some("invalid_token")),
         };

@@ -226,10 +226,10 @@ impl Engine {
     }
 
     fn evaluate_token(&mut self, req: &Request, now_ms: u64, may_wait: bool) -> Outcome {
-        let Ok(policy) = policy_for(&self.config, req) else {
+        let Ok(required) = policy_for(&self.config, req) else {
             return self.deny(DenyReason::AmbiguousPath);
         };
-        let public = *policy == Policy::Public;
+        let public = *required.policy == Policy::Public;
         let token = match extract(req, &self.config.token_sources, self.config.max_token_bytes) {
             Ok(Extracted::Token(t)) => t,
             Ok(Extracted::None) if public => return Outcome::Allow(Allowed::default()),
@@ -305,7 +305,7 @@ impl Engine {
                 return Outcome::Deny(denied);
             }
         }
-        if let Err((reason, scope)) = authorize(policy, &verified) {
+        if let Err((reason, scope)) = authorize(required, &verified) {
             return Outcome::Deny(self.denied(reason, scope.as_deref()));
         }
         let headers = (!verified.identity_headers.is_empty()).then(|| Rc::clone(&verified.identity_headers));

@@ -9,6 +9,7 @@
 use crate::config::{FilterConfig, PathMatch, Policy, Route};
 use crate::deny::DenyReason;
 use crate::path;
+use crate::provider_id::ProviderId;
 use crate::request::Request;
 use crate::verify::VerifiedToken;
 
@@ -39,9 +40,33 @@ impl Reading {
     }
 }
 
-pub fn policy_for<'a>(config: &'a FilterConfig, req: &Request) -> Result<&'a Policy, AmbiguousPath> {
+/// What a request must bring: the route's policy, and whose tokens may
+/// satisfy it (empty: any configured provider's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Requirement<'a> {
+    pub policy: &'a Policy,
+    pub providers: &'a [ProviderId],
+}
+
+impl<'a> Requirement<'a> {
+    fn of(route: &'a Route) -> Self {
+        Requirement { policy: &route.policy, providers: &route.providers }
+    }
+
+    fn default_of(config: &'a FilterConfig) -> Self {
+        Requirement { policy: &config.default_policy, providers: &[] }
+    }
+
+    /// Whether every token this lets through would also satisfy `other`.
+    fn covers(&self, other: &Requirement) -> bool {
+        let providers_within = other.providers.is_empty() || (!self.providers.is_empty() && self.providers.iter().all(|p| other.providers.contains(p)));
+        at_least_as_strong(self.policy, other.policy) && (*other.policy == Policy::Public || providers_within)
+    }
+}
+
+pub fn policy_for<'a>(config: &'a FilterConfig, req: &Request) -> Result<Requirement<'a>, AmbiguousPath> {
     if config.routes.is_empty() {
-        return Ok(&config.default_policy);
+        return Ok(Requirement::default_of(config));
     }
     let readings = path::readings(req.path()).map_err(|_| AmbiguousPath)?;
     let decided = policy_on(config, req, &readings.normalized, Reading { ignore_case: config.case_insensitive_paths, ..Reading::default() });
@@ -50,7 +75,7 @@ pub fn policy_for<'a>(config: &'a FilterConfig, req: &Request) -> Result<&'a Pol
     let every_path = std::iter::once(readings.normalized.as_ref()).chain(readings.others.iter().map(String::as_str));
     for path in every_path {
         for reading in Reading::every(method_as_sent_differs) {
-            if !at_least_as_strong(decided, policy_on(config, req, path, reading)) {
+            if !decided.covers(&policy_on(config, req, path, reading)) {
                 return Err(AmbiguousPath);
             }
         }
@@ -70,13 +95,8 @@ pub fn route_for<'a>(config: &'a FilterConfig, req: &Request) -> Option<&'a Rout
     config.routes.iter().find(|r| matches(r, req, &readings.normalized, reading))
 }
 
-fn policy_on<'a>(config: &'a FilterConfig, req: &Request, path: &str, reading: Reading) -> &'a Policy {
-    config
-        .routes
-        .iter()
-        .find(|r| matches(r, req, path, reading))
-        .map(|r| &r.policy)
-        .unwrap_or(&config.default_policy)
+fn policy_on<'a>(config: &'a FilterConfig, req: &Request, path: &str, reading: Reading) -> Requirement<'a> {
+    config.routes.iter().find(|r| matches(r, req, path, reading)).map_or(Requirement::default_of(config), Requirement::of)
 }
 
 fn matches(route: &Route, req: &Request, path: &str, reading: Reading) -> bool {
@@ -146,8 +166,11 @@ pub fn at_least_as_strong(applied: &Policy, other: &Policy) -> bool {
 
 /// Whether a verified token satisfies the policy. For scope denials, the scopes
 /// the route needs (for the `scope` attribute of the challenge).
-pub fn authorize(policy: &Policy, token: &VerifiedToken) -> Result<(), (DenyReason, Option<String>)> {
-    match policy {
+pub fn authorize(required: Requirement, token: &VerifiedToken) -> Result<(), (DenyReason, Option<String>)> {
+    if !required.providers.is_empty() && !required.providers.contains(&token.provider) {
+        return Err((DenyReason::ProviderNotAllowed, None));
+    }
+    match required.policy {
         Policy::Public | Policy::Authenticated => Ok(()),
         // A service token's role claim (another issuer's, or a mistake) makes no user of it.
         Policy::User | Policy::RolesAny(_) if token.client_id.is_some() => Err((DenyReason::UserRequired, None)),
@@ -181,7 +204,7 @@ mod tests {
     }
 
     fn decide<'a>(c: &'a FilterConfig, path: &str) -> Result<&'a Policy, AmbiguousPath> {
-        policy_for(c, &Request::from_headers(vec![(":path".into(), path.into()), (":method".into(), "GET".into())], None))
+        policy_for(c, &Request::from_headers(vec![(":path".into(), path.into()), (":method".into(), "GET".into())], None)).map(|r| r.policy)
     }
 
     #[test]
@@ -252,7 +275,7 @@ mod tests {
 
     fn decide_as<'a>(c: &'a FilterConfig, method: &str, authority: &str, path: &str) -> Result<&'a Policy, AmbiguousPath> {
         let h = [(":path", path), (":method", method), (":authority", authority)];
-        policy_for(c, &Request::from_headers(h.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(), None))
+        policy_for(c, &Request::from_headers(h.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(), None)).map(|r| r.policy)
     }
 
     #[test]

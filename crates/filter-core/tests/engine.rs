@@ -703,3 +703,44 @@ fn no_unverified_second_token_reaches_the_upstream() {
     let Outcome::Allow(a) = f.engine.evaluate(&req, NOW * 1000 + 500, true) else { panic!("the token is valid") };
     assert_eq!(credential_edits(&f.engine.config, &req, a.verified_by), vec![HeaderEdit::Remove("authorization".into())]);
 }
+
+/// Two issuers, one trusted for everything, a partner only for its own
+/// routes: the partner's `admin` role opens nothing of the main issuer's.
+#[test]
+fn a_route_for_named_providers_refuses_another_issuers_token_whatever_it_claims() {
+    const PARTNER: &str = "https://partner.test";
+    let main_key = Ed25519KeyPair::generate().with_key_id("main");
+    let partner_key = Ed25519KeyPair::generate().with_key_id("partner");
+    let inline = |kp: &Ed25519KeyPair| serde_json::from_str::<serde_json::Value>(&format!(r#"{{"keys":[{}]}}"#, kp.public_key().to_jwk())).unwrap();
+    let config = json!({
+        "providers": [
+            {"name": "main", "issuer": ISS, "audiences": ["api"], "algorithms": ["EdDSA"], "jwks": {"inline": inline(&main_key)}},
+            {"name": "partner", "issuer": PARTNER, "audiences": ["api"], "algorithms": ["EdDSA"], "jwks": {"inline": inline(&partner_key)}}
+        ],
+        "routes": [
+            {"match": {"path_prefix": "/admin"}, "policy": {"roles_any": ["admin"]}, "providers": ["main"]},
+            {"match": {"path_prefix": "/partner"}, "policy": "authenticated", "providers": ["partner", "main"]},
+            {"match": {"path_prefix": "/internal"}, "policy": "authenticated", "providers": ["main"]}
+        ]
+    });
+    let mut engine = Engine::new(FilterConfig::from_json(config.to_string().as_bytes()).unwrap(), NOW * 1000);
+    let admin = AccessClaims { roles: vec!["admin".into()], ..default_claims() };
+    let from_main = main_key.sign(claims(admin.clone())).unwrap();
+    let from_partner = partner_key.sign(claims(admin).with_issuer(PARTNER)).unwrap();
+    let mut eval = |path: &str, token: &str| {
+        let h = vec![(":method".into(), "GET".into()), (":path".into(), path.into()), ("authorization".into(), format!("Bearer {token}"))];
+        engine.evaluate(&Request::from_headers(h, None), NOW * 1000 + 500, true)
+    };
+    assert!(matches!(eval("/admin/users", &from_main), Outcome::Allow(_)));
+    assert_eq!(denied(&eval("/admin/users", &from_partner)), (DenyReason::ProviderNotAllowed, 403));
+    assert_eq!(denied(&eval("/internal/x", &from_partner)), (DenyReason::ProviderNotAllowed, 403));
+    assert!(matches!(eval("/partner/x", &from_partner), Outcome::Allow(_)));
+    assert!(matches!(eval("/partner/x", &from_main), Outcome::Allow(_)));
+    // Unlisted routes (the default policy) take any configured provider's token.
+    assert!(matches!(eval("/elsewhere", &from_partner), Outcome::Allow(_)));
+    // Another spelling of a restricted path is no way around the
+    // restriction, even where the policy alone is the same.
+    assert_eq!(denied(&eval("/ADMIN/users", &from_partner)).1, 400);
+    assert_eq!(denied(&eval("/INTERNAL/x", &from_partner)), (DenyReason::AmbiguousPath, 400));
+    assert_eq!(denied(&eval("/INTERNAL/x", &from_main)), (DenyReason::AmbiguousPath, 400));
+}
