@@ -64,7 +64,9 @@ pub async fn revoke_all_sessions(state: &AppState, user_id: &str, reason: &str) 
 }
 
 /// Stores a new session bound to `device` (and to the DPoP key thumbprint
-/// `dpop_jkt`, if any), with `refresh` as its first refresh token. Returns its id.
+/// `dpop_jkt`, if any), with `refresh` as its first refresh token. Returns its
+/// id; 403 `account_disabled` when the user is banned by then, whatever
+/// `user` (read earlier) says: the store decides against concurrent bans.
 pub async fn create_session(
     state: &AppState,
     user: &User,
@@ -90,7 +92,9 @@ pub async fn create_session(
         dpop_jkt,
     };
     let record = RefreshRecord { hash: refresh.hash(), session_id: session_id.clone(), created_at: now, expires_at, used_at: None };
-    state.store.create_session(&session, &record).await?;
+    if !state.store.create_session(&session, &record).await? {
+        return Err(ApiError::AccountDisabled);
+    }
     Ok(session_id)
 }
 

@@ -2,16 +2,29 @@
 //! exponential lockout. Keys are the submitted email (whether or not such a
 //! user exists, so a lockout reveals nothing) and the client IP.
 //!
-//! While locked, sign-in answers `429` with `Retry-After` before checking the
-//! password. The counters live in the database (`Store::count_signin_failure`
-//! and friends), so every instance of the service counts the same failures
-//! and honours the same locks, and a restart forgets nothing. This module is
-//! the policy: how long a lock lasts, when a quiet period wipes the slate.
+//! A password attempt is counted *before* the password is compared
+//! ([`Throttle::attempt`], one atomic statement): the attempt that reaches the
+//! limit locks the key at once, so parallel guesses cannot all slip in before
+//! a failure is counted; a right password takes its attempt back. While
+//! locked, sign-in answers `429` with `Retry-After` before checking the
+//! password. The counters live in the database (`Store::signin_attempt` and
+//! friends), so every instance of the service counts the same failures and
+//! honours the same locks, and a restart forgets nothing. This module is the
+//! policy: how long a lock lasts, when a quiet period wipes the slate.
 //! A database error refuses the request (fails closed), never skips the check.
 
 use std::time::Duration;
 
-use crate::store::{Store, StoreResult};
+use crate::store::{SigninAttempt, Store, StoreResult};
+
+/// A password attempt counted against a key, to be taken back
+/// ([`Throttle::undo`]) if it turns out to be no failure.
+#[derive(Debug)]
+pub struct Attempt {
+    key: String,
+    /// The lock this attempt wrote (it reached or passed the limit).
+    lock: Option<i64>,
+}
 
 pub struct Throttle {
     base_secs: i64,
@@ -38,13 +51,33 @@ impl Throttle {
         Some(self.base_secs.saturating_mul(1_i64 << exponent).min(self.max_secs))
     }
 
+    /// Counts an attempt against `key` before anything is compared, locking
+    /// the key when the count reaches `limit` (or passes it: the one attempt
+    /// let through after a lock ran out); `Err(retry_after_secs)`, counting
+    /// nothing, while the key is locked.
+    pub async fn attempt(&self, store: &dyn Store, key: &str, limit: u32, now: i64) -> StoreResult<Result<Attempt, u64>> {
+        Ok(match store.signin_attempt(key, now, self.quiet_secs(), limit, self.base_secs, self.max_secs).await? {
+            SigninAttempt::Locked(until) => Err(u64::try_from(until - now).unwrap_or(1)),
+            SigninAttempt::Counted { failures, locked_until } => {
+                Ok(Attempt { key: key.to_owned(), lock: (failures >= limit).then_some(locked_until) })
+            }
+        })
+    }
+
+    /// Takes back an attempt that was no failure, and the lock it wrote.
+    pub async fn undo(&self, store: &dyn Store, attempt: &Attempt) -> StoreResult<()> {
+        store.undo_signin_attempt(&attempt.key, attempt.lock).await
+    }
+
     /// `Err(retry_after_secs)` when any key is locked at `now`.
     pub async fn check(&self, store: &dyn Store, keys: &[String], now: i64) -> StoreResult<Result<(), u64>> {
         let until = store.signin_locked_until(keys).await?;
         Ok(if until > now { Err(u64::try_from(until - now).unwrap_or(1)) } else { Ok(()) })
     }
 
-    /// Counts a failure against `key` and locks it once past `limit`.
+    /// Counts a failure against `key` after the fact and locks it once past
+    /// `limit` (for failures that are not password attempts: wrong
+    /// second-factor codes against the client address).
     pub async fn failure(&self, store: &dyn Store, key: &str, limit: u32, now: i64) -> StoreResult<()> {
         let failures = store.count_signin_failure(key, now, self.quiet_secs()).await?;
         if let Some(lock) = self.lock_secs(failures, limit) {

@@ -56,12 +56,16 @@ pub async fn issue(state: &AppState, user: &User, sid: &str, dfp: Option<String>
         client_id: None,
         cnf: confirmation(jkt),
     };
-    sign_and_record(state, &user.id, custom, now).await
+    let (issued, record) = sign(state, &user.id, custom, now)?;
+    state.store.record_access_token(&record).await?;
+    Ok(counted(state, issued))
 }
 
 /// Signs an access token for a service account (client-credentials grant):
 /// `sub` is its service subject, no session, no device binding, no roles;
-/// bound to the DPoP key thumbprint `jkt`, if any.
+/// bound to the DPoP key thumbprint `jkt`, if any. 401 `invalid_client` when
+/// the account was disabled meanwhile: the token is recorded only while the
+/// account is live, so a disable covers every token that was handed out.
 pub async fn issue_for_service(state: &AppState, client_id: &str, scope: &str, jkt: Option<String>, now: i64) -> Result<IssuedAccess, ApiError> {
     let custom = AccessClaims {
         sid: String::new(),
@@ -71,10 +75,15 @@ pub async fn issue_for_service(state: &AppState, client_id: &str, scope: &str, j
         client_id: Some(client_id.to_owned()),
         cnf: confirmation(jkt),
     };
-    sign_and_record(state, &service_subject(client_id), custom, now).await
+    let (issued, record) = sign(state, &service_subject(client_id), custom, now)?;
+    if !state.store.record_service_token(&record, client_id).await? {
+        return Err(ApiError::InvalidClient);
+    }
+    Ok(counted(state, issued))
 }
 
-async fn sign_and_record(state: &AppState, subject: &str, custom: AccessClaims, now: i64) -> Result<IssuedAccess, ApiError> {
+/// A signed token and the record of it (stored by the caller).
+fn sign(state: &AppState, subject: &str, custom: AccessClaims, now: i64) -> Result<(IssuedAccess, IssuedToken), ApiError> {
     let ttl = state.config.tokens.access_ttl.as_secs();
     let jti = random_id();
     let sid = custom.sid.clone();
@@ -99,21 +108,17 @@ async fn sign_and_record(state: &AppState, subject: &str, custom: AccessClaims, 
         .ok_or_else(|| ApiError::internal("no signing key"))?
         .map_err(ApiError::internal)?;
     let expires_at = now + i64::try_from(ttl).unwrap_or(0);
-    state
-        .store
-        .record_access_token(&IssuedToken {
-            jti: jti.clone(),
-            user_id: subject.to_owned(),
-            session_id: sid,
-            issued_at: now,
-            expires_at,
-        })
-        .await?;
+    let record = IssuedToken { jti: jti.clone(), user_id: subject.to_owned(), session_id: sid, issued_at: now, expires_at };
+    Ok((IssuedAccess { token, jti, expires_in: ttl, dpop_bound }, record))
+}
+
+/// A recorded token, in the metrics.
+fn counted(state: &AppState, issued: IssuedAccess) -> IssuedAccess {
     crate::metrics::inc(&state.metrics.tokens_issued);
-    if dpop_bound {
+    if issued.dpop_bound {
         crate::metrics::inc(&state.metrics.dpop_bound_tokens);
     }
-    Ok(IssuedAccess { token, jti, expires_in: ttl, dpop_bound })
+    issued
 }
 
 /// A token that verified.

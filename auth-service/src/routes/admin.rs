@@ -124,8 +124,9 @@ async fn existing_user(state: &AppState, user_id: &str) -> ApiResult<User> {
     state.store.user_by_id(user_id).await?.ok_or(ApiError::NotFound("no such user"))
 }
 
-/// Bans a user: sign-in is refused, every session ends, and the feed gets a
-/// subject entry killing every token issued before now.
+/// Bans a user: sign-in is refused, every session ends (a sign-in under way
+/// gets no session: see `Store::create_session`), and the feed gets a
+/// subject entry killing every token issued up to now, this second included.
 #[utoipa::path(post, path = "/v1/admin/users/{user_id}/ban", tag = "admin", security(("bearer" = [])),
     params(("user_id" = String, Path)),
     responses((status = 200, body = BanResponse), (status = 404, body = ErrorBody)))]

@@ -19,7 +19,7 @@ use crate::mail_budget;
 use crate::mailer::Mail;
 use crate::metrics::inc;
 use crate::store::{Challenge, SecondFactorAttempt, StoreError, TokenPurpose, User};
-use crate::throttle::{account_key, ip_key};
+use crate::throttle::{account_key, ip_key, Attempt};
 use crate::audit;
 use crate::clock::now;
 use crate::sessions::{self, SessionTokens};
@@ -237,18 +237,41 @@ pub async fn confirm_email(state: &AppState, client: &Client, token: &Secret) ->
     Ok(())
 }
 
-async fn throttled(state: &AppState, email: &str, client: &Client) -> ApiResult<()> {
-    let keys = [account_key(email), ip_key(&client.ip)];
-    state.throttle.check(state.store.as_ref(), &keys, now()).await?.map_err(|retry| {
-        inc(&state.metrics.signin_throttled);
-        ApiError::TooManyRequests { retry_after_secs: retry.max(1) }
-    })
+fn signin_locked(state: &AppState, retry_after_secs: u64) -> ApiError {
+    inc(&state.metrics.signin_throttled);
+    ApiError::TooManyRequests { retry_after_secs: retry_after_secs.max(1) }
 }
 
-async fn count_failure(state: &AppState, email: &str, client: &Client) -> ApiResult<()> {
-    let now = now();
-    state.throttle.failure(state.store.as_ref(), &account_key(email), state.config.throttle.account_max_failures, now).await?;
-    count_address_failure(state, client, now).await
+async fn throttled(state: &AppState, email: &str, client: &Client) -> ApiResult<()> {
+    let keys = [account_key(email), ip_key(&client.ip)];
+    state.throttle.check(state.store.as_ref(), &keys, now()).await?.map_err(|retry| signin_locked(state, retry))
+}
+
+/// A password attempt, counted against the client address and the account
+/// before the password is compared: parallel guesses cannot all pass a check
+/// before any failure is counted. 429 while either key is locked, and then
+/// nothing stays counted. A wrong password needs nothing more (it was
+/// counted, and locked at the limit); a right one calls [`password_ok`] with
+/// the address's attempt.
+async fn password_attempt(state: &AppState, email: &str, client: &Client) -> ApiResult<Attempt> {
+    let (store, now, limits) = (state.store.as_ref(), now(), &state.config.throttle);
+    let address = state.throttle.attempt(store, &ip_key(&client.ip), limits.ip_max_failures, now).await?.map_err(|retry| signin_locked(state, retry))?;
+    match state.throttle.attempt(store, &account_key(email), limits.account_max_failures, now).await? {
+        Ok(_account) => Ok(address),
+        Err(retry) => {
+            // Refused unchecked: not a failure of this address.
+            state.throttle.undo(store, &address).await?;
+            Err(signin_locked(state, retry))
+        }
+    }
+}
+
+/// The password was right: the account's failures are forgotten, and the
+/// address's count (which only success does not clear: a guesser could sign in
+/// to an account of its own) takes this attempt back.
+async fn password_ok(state: &AppState, email: &str, address: Attempt) -> ApiResult<()> {
+    clear_account_failures(state, email).await?;
+    Ok(state.throttle.undo(state.store.as_ref(), &address).await?)
 }
 
 async fn count_address_failure(state: &AppState, client: &Client, now: i64) -> ApiResult<()> {
@@ -261,7 +284,9 @@ async fn clear_account_failures(state: &AppState, email: &str) -> ApiResult<()> 
 
 /// Step 1: password. The same 401, after the same argon2 work, for an unknown
 /// email and a wrong password. A banned account is told so only after its
-/// password checked out.
+/// password checked out. Each attempt is counted (per account and per client
+/// address) before the password is compared, so parallel guesses cannot
+/// exceed the limit.
 #[utoipa::path(post, path = "/v1/auth/signin", tag = "auth", request_body = Credentials,
     responses((status = 200, body = ChallengeResponse), (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
@@ -276,23 +301,26 @@ pub async fn start_signin(state: &AppState, client: &Client, raw_email: &str, pa
     if password.expose().len() > MAX_PASSWORD_BYTES {
         return Err(ApiError::BadRequest("password is too long".into()));
     }
-    if let Err(e) = throttled(state, email.as_str(), client).await {
-        audit::record(state, Some(client), "signin", "throttled", None, Some(email.as_str())).await;
-        return Err(e);
-    }
+    let attempt = match password_attempt(state, email.as_str(), client).await {
+        Ok(attempt) => attempt,
+        Err(e) => {
+            audit::record(state, Some(client), "signin", "throttled", None, Some(email.as_str())).await;
+            return Err(e);
+        }
+    };
     let user = state.store.user_by_email(email.as_str()).await?;
     let ok = verify_password(state, password.expose().to_owned(), user.as_ref().map(|u| u.password_hash.clone())).await?;
     let user = match (ok, user) {
         (true, Some(user)) => user,
         (_, user) => {
+            // Already counted (and the key locked at the limit) by `password_attempt`.
             inc(&state.metrics.signin_password_failed);
-            count_failure(state, email.as_str(), client).await?;
             let uid = user.as_ref().map(|u| u.id.as_str());
             audit::record(state, Some(client), "signin", "bad_credentials", uid, Some(email.as_str())).await;
             return Err(ApiError::InvalidCredentials);
         }
     };
-    clear_account_failures(state, email.as_str()).await?;
+    password_ok(state, email.as_str(), attempt).await?;
     if user.banned_at.is_some() {
         audit::record(state, Some(client), "signin", "banned", Some(&user.id), Some(email.as_str())).await;
         return Err(ApiError::AccountDisabled);
@@ -353,7 +381,10 @@ pub fn totp_step(secret_base32: &str, code: &str, now: i64) -> Option<i64> {
 /// Every attempt is counted (per challenge and per account, atomically)
 /// before the code is compared, so parallel guesses cannot exceed the limit;
 /// the account's count survives new challenges, a correct password and a
-/// restart, and each lockout doubles the next.
+/// restart, and each lockout doubles the next. Whatever refuses a counted
+/// attempt (a wrong code, a used-up challenge, a refused proof), the one that
+/// reaches the limit locks, so a lock that runs out always lets the next
+/// attempt be compared.
 ///
 /// With a `DPoP` proof (RFC 9449 §5) the session and its tokens are bound to
 /// the proof's key (`token_type: DPoP`). The proof is checked before the
@@ -389,7 +420,35 @@ pub async fn finish_signin(state: &AppState, client: &Client, challenge_id: &str
         audit::record(state, Some(client), "signin_verify", "email_not_verified", Some(&user.id), Some(&user.email)).await;
         return Err(ApiError::EmailNotVerified);
     }
-    let attempt = count_second_factor_attempt(state, &user, now).await?;
+    let attempt = count_second_factor_attempt(state, &user, client, now).await?;
+    let dpop_jkt = match check_counted_attempt(state, client, &challenge, &user, code, proof, now).await {
+        Ok(dpop_jkt) => dpop_jkt,
+        Err(refused) => {
+            // Counted, not accepted: a failure, whichever check refused it.
+            second_factor_failed(state, &user, client, now, attempt).await?;
+            return Err(refused);
+        }
+    };
+    inc(&state.metrics.second_factor_ok);
+    state.store.second_factor_success(&user.id).await?;
+    clear_account_failures(state, &user.email).await?;
+    let tokens = sessions::start(state, &user, client, dpop_jkt, now).await?;
+    audit::record(state, Some(client), "signin_verify", "success", Some(&user.id), Some(&user.email)).await;
+    Ok(tokens)
+}
+
+/// Everything that can refuse an attempt already counted against the
+/// account: the challenge's own limit, the code, the proof, single use. The
+/// DPoP key thumbprint to bind to when the challenge is consumed.
+async fn check_counted_attempt(
+    state: &AppState,
+    client: &Client,
+    challenge: &Challenge,
+    user: &User,
+    code: &Secret,
+    proof: Option<PendingProof>,
+    now: i64,
+) -> ApiResult<Option<String>> {
     if state.store.challenge_attempt(&challenge.id).await? > state.config.accounts.challenge_max_attempts {
         return Err(ApiError::InvalidCode("too many wrong codes; sign in again"));
     }
@@ -406,7 +465,6 @@ pub async fn finish_signin(state: &AppState, client: &Client, challenge_id: &str
         count_address_failure(state, client, now).await?;
         inc(&state.metrics.second_factor_failed);
         audit::record(state, Some(client), "signin_verify", "bad_code", Some(&user.id), Some(&user.email)).await;
-        second_factor_failed(state, &user, client, now, attempt).await?;
         return Err(ApiError::InvalidCode("the code is wrong"));
     }
     // A replayed proof is refused before the challenge is consumed.
@@ -414,28 +472,27 @@ pub async fn finish_signin(state: &AppState, client: &Client, challenge_id: &str
     if !state.store.consume_challenge(&challenge.id, now).await? {
         return Err(ApiError::InvalidCode("unknown or expired challenge"));
     }
-    inc(&state.metrics.second_factor_ok);
-    state.store.second_factor_success(&user.id).await?;
-    clear_account_failures(state, &user.email).await?;
-    let tokens = sessions::start(state, &user, client, dpop_jkt, now).await?;
-    audit::record(state, Some(client), "signin_verify", "success", Some(&user.id), Some(&user.email)).await;
-    Ok(tokens)
+    Ok(dpop_jkt)
 }
 
 /// Counts a second-factor attempt for the account before any code is
-/// compared: its number, or 429 while locked (or past the limit, when
-/// parallel attempts overtook the one that is about to lock).
-async fn count_second_factor_attempt(state: &AppState, user: &User, now: i64) -> ApiResult<u32> {
+/// compared: its number, or 429 while locked, or past the limit (parallel
+/// attempts overtook the one at the limit, or a count was left past it):
+/// then refused unchecked, and locked unless a lock is in force already, so
+/// that the refusal always ends when a lock runs out.
+async fn count_second_factor_attempt(state: &AppState, user: &User, client: &Client, now: i64) -> ApiResult<u32> {
     match state.store.second_factor_attempt(&user.id, now).await? {
         SecondFactorAttempt::Locked(until) => Err(second_factor_locked(state, until - now)),
         SecondFactorAttempt::Counted(n) if n > state.config.throttle.second_factor_max_failures => {
-            Err(second_factor_locked(state, i64::try_from(state.config.throttle.lockout_base.as_secs()).unwrap_or(30)))
+            let until = lock_second_factor(state, user, client, now).await?;
+            let base = i64::try_from(state.config.throttle.lockout_base.as_secs()).unwrap_or(30);
+            Err(second_factor_locked(state, until.map_or(base, |until| until - now)))
         }
         SecondFactorAttempt::Counted(n) => Ok(n),
     }
 }
 
-/// A wrong code on attempt `attempt`: at the limit, lock and tell the owner.
+/// Attempt `attempt` was counted and refused: at the limit, lock and tell the owner.
 async fn second_factor_failed(state: &AppState, user: &User, client: &Client, now: i64, attempt: u32) -> ApiResult<()> {
     if attempt >= state.config.throttle.second_factor_max_failures {
         lock_second_factor(state, user, client, now).await?;
@@ -449,11 +506,15 @@ fn second_factor_locked(state: &AppState, retry_after_secs: i64) -> ApiError {
 }
 
 /// The limit was reached: lock (doubling each time) and tell the owner, whose
-/// password is probably known to whoever is guessing.
-async fn lock_second_factor(state: &AppState, user: &User, client: &Client, now: i64) -> ApiResult<()> {
+/// password is probably known to whoever is guessing. The lock's end, or
+/// `None` when a lock was in force already (written by a parallel attempt,
+/// which told the owner).
+async fn lock_second_factor(state: &AppState, user: &User, client: &Client, now: i64) -> ApiResult<Option<i64>> {
     let base = i64::try_from(state.config.throttle.lockout_base.as_secs()).unwrap_or(30);
     let max = i64::try_from(state.config.throttle.second_factor_lockout_max.as_secs()).unwrap_or(86_400);
-    let until = state.store.second_factor_lock(&user.id, now, base, max).await?;
+    let Some(until) = state.store.second_factor_lock(&user.id, now, base, max).await? else {
+        return Ok(None);
+    };
     audit::record(state, Some(client), "signin_verify", "second_factor_locked", Some(&user.id), Some(&user.email)).await;
     let mail = Mail {
         to: user.email.clone(),
@@ -469,7 +530,7 @@ async fn lock_second_factor(state: &AppState, user: &User, client: &Client, now:
         sent_at: 0,
     };
     send_mail(state, mail).await;
-    Ok(())
+    Ok(Some(until))
 }
 
 /// Always 202; the work (and the mail, if the account exists) happens in the
@@ -531,7 +592,8 @@ async fn send_reset(state: &AppState, email: &Email, client: &Client, link: Mail
     Ok(())
 }
 
-/// Sets a new password with a mailed token; every session of the user ends.
+/// Sets a new password with a mailed token; every session of the user ends,
+/// and so do their other reset links and their sign-ins waiting for a code.
 #[utoipa::path(post, path = "/v1/auth/password/reset", tag = "auth", request_body = ResetRequest,
     responses((status = 200, body = StatusResponse), (status = 400, body = ErrorBody)))]
 pub async fn password_reset(State(state): State<Arc<AppState>>, client: Client, Json(req): Json<ResetRequest>) -> ApiResult<axum::Json<StatusResponse>> {
@@ -541,17 +603,17 @@ pub async fn password_reset(State(state): State<Arc<AppState>>, client: Client, 
 
 /// A new password with a mailed token, for the API and the pages.
 pub async fn reset_password(state: &AppState, client: &Client, token: &Secret, password: &Secret) -> ApiResult<()> {
-    let now = now();
     let hash = token.hash();
     // Check the policy before using the token, so a weak password does not burn it.
-    let user_id = state.store.peek_one_time_token(&hash, TokenPurpose::ResetPassword, now).await?.ok_or(ApiError::InvalidLink)?;
+    let user_id = state.store.peek_one_time_token(&hash, TokenPurpose::ResetPassword, now()).await?.ok_or(ApiError::InvalidLink)?;
     let user = state.store.user_by_id(&user_id).await?.ok_or(ApiError::InvalidLink)?;
     let password = Password::parse(password.expose(), &user.email).map_err(|e| ApiError::WeakPassword(e.0))?;
-    if state.store.take_one_time_token(&hash, TokenPurpose::ResetPassword, now).await?.is_none() {
+    let password_hash = hash_password(state, password.expose().to_owned()).await?;
+    // One transaction: the token is used up with the user's other reset links,
+    // the password set, and the sign-ins begun with the old password ended.
+    if state.store.reset_password(&hash, &password_hash, now()).await?.is_none() {
         return Err(ApiError::InvalidLink);
     }
-    let password_hash = hash_password(state, password.expose().to_owned()).await?;
-    state.store.set_password(&user.id, &password_hash).await?;
     sessions::revoke_all_sessions(state, &user.id, "password_reset").await?;
     clear_account_failures(state, &user.email).await?;
     audit::record(state, Some(client), "password_reset", "success", Some(&user.id), Some(&user.email)).await;
@@ -562,10 +624,10 @@ pub async fn reset_password(state: &AppState, client: &Client, token: &Secret, p
 /// Checks a [`FactorProof`]: a current TOTP code (through the same
 /// per-account guard as sign-in) or the password (throttled like sign-in).
 async fn prove_owner(state: &AppState, client: &Client, user: &User, proof: &FactorProof) -> ApiResult<()> {
-    throttled(state, &user.email, client).await?;
     let now = now();
     if let (Some(code), Some(secret)) = (&proof.code, &user.totp_secret) {
-        let attempt = count_second_factor_attempt(state, user, now).await?;
+        throttled(state, &user.email, client).await?;
+        let attempt = count_second_factor_attempt(state, user, client, now).await?;
         let accepted = match totp_step(secret, code.expose().trim(), now) {
             Some(step) => state.store.use_totp_step(&user.id, step).await?,
             None => false,
@@ -584,10 +646,11 @@ async fn prove_owner(state: &AppState, client: &Client, user: &User, proof: &Fac
     if password.expose().len() > MAX_PASSWORD_BYTES {
         return Err(ApiError::BadRequest("password is too long".into()));
     }
+    // Counted before it is compared, as at sign-in.
+    let attempt = password_attempt(state, &user.email, client).await?;
     if verify_password(state, password.expose().to_owned(), Some(user.password_hash.clone())).await? {
-        return Ok(());
+        return password_ok(state, &user.email, attempt).await;
     }
-    count_failure(state, &user.email, client).await?;
     audit::record(state, Some(client), "factor_proof", "bad_password", Some(&user.id), Some(&user.email)).await;
     Err(ApiError::InvalidCredentials)
 }

@@ -165,6 +165,17 @@ pub struct Challenge {
     pub created_at: i64,
 }
 
+/// The sign-in throttle's answer to one password attempt against a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SigninAttempt {
+    /// Counted: the key now holds `failures` (this attempt included), and
+    /// `locked_until` is its lock (written by this attempt when `failures`
+    /// reached the limit; otherwise not in force).
+    Counted { failures: u32, locked_until: i64 },
+    /// Locked until this time; nothing was counted.
+    Locked(i64),
+}
+
 /// The per-account second-factor guard's answer to one attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SecondFactorAttempt {
@@ -312,6 +323,11 @@ pub trait Store: Send + Sync + 'static {
     async fn list_users(&self) -> StoreResult<Vec<User>>;
     async fn set_email_verified(&self, user_id: &str) -> StoreResult<()>;
     async fn set_password(&self, user_id: &str, password_hash: &str) -> StoreResult<()>;
+    /// A password reset, in one transaction: uses up the reset token `hash`
+    /// (unused, unexpired), sets `password_hash`, uses up every other reset
+    /// token of the user and ends their open sign-in challenges (begun with
+    /// the old password). The user's id, or `None` when the token is not valid.
+    async fn reset_password(&self, hash: &str, password_hash: &str, now: i64) -> StoreResult<Option<String>>;
     async fn set_roles(&self, user_id: &str, roles: &[String]) -> StoreResult<()>;
     async fn set_totp_pending(&self, user_id: &str, secret: Option<&str>) -> StoreResult<()>;
     /// Moves the pending secret to the confirmed one and records `step` as used.
@@ -331,11 +347,26 @@ pub trait Store: Send + Sync + 'static {
     /// any code is compared; refused while the account is locked.
     async fn second_factor_attempt(&self, user_id: &str, now: i64) -> StoreResult<SecondFactorAttempt>;
     /// Locks the account's second factor for `base × 2^lockouts` seconds
-    /// (capped at `max`), counts the lockout, clears the attempts; returns the end.
-    async fn second_factor_lock(&self, user_id: &str, now: i64, base_secs: i64, max_secs: i64) -> StoreResult<i64>;
-    /// A correct code: attempts and lockouts start over.
+    /// (capped at `max`), counts the lockout, clears the attempts; returns
+    /// the end. `None`, changing nothing, while a lock is in force at `now`
+    /// (parallel attempts past the limit lock once, not once each).
+    async fn second_factor_lock(&self, user_id: &str, now: i64, base_secs: i64, max_secs: i64) -> StoreResult<Option<i64>>;
+    /// A correct code: attempts, lockouts and any lock start over.
     async fn second_factor_success(&self, user_id: &str) -> StoreResult<()>;
 
+    /// Counts one password attempt against a throttle key (an account or a
+    /// client address) *before* the password is compared, in one atomic
+    /// statement: refused, counting nothing, while the key is locked at
+    /// `now`; otherwise counted, and when the count reaches `limit` (or is
+    /// past it: the first attempt after a lock ran out) the key is locked at
+    /// once, until `now + min(base × 2^(count − limit), max)`, so no parallel
+    /// attempt gets past the limit. A key quiet for more than `quiet_secs`
+    /// starts over.
+    async fn signin_attempt(&self, key: &str, now: i64, quiet_secs: i64, limit: u32, base_secs: i64, max_secs: i64) -> StoreResult<SigninAttempt>;
+    /// Takes back one counted attempt that was no failure (the password was
+    /// right, or another key refused it unchecked), with the lock it wrote
+    /// (`lock`, the `locked_until` it returned), if that lock is still the key's.
+    async fn undo_signin_attempt(&self, key: &str, lock: Option<i64>) -> StoreResult<()>;
     /// Counts one sign-in failure against a throttle key (an account or a
     /// client address), atomically; a key quiet for more than `quiet_secs`
     /// starts over (its lock too). Returns the count.
@@ -356,13 +387,22 @@ pub trait Store: Send + Sync + 'static {
     /// Single use: true only for the first caller.
     async fn consume_challenge(&self, id: &str, now: i64) -> StoreResult<bool>;
 
-    async fn create_session(&self, session: &Session, refresh: &RefreshRecord) -> StoreResult<()>;
+    /// Stores a session and its first refresh token, only if its user is not
+    /// banned at that moment (false otherwise, nothing stored). Decided in the
+    /// transaction that inserts, against a concurrent [`Store::ban_user`]:
+    /// either the insert sees the ban, or the ban sees (and ends) the session.
+    async fn create_session(&self, session: &Session, refresh: &RefreshRecord) -> StoreResult<bool>;
     async fn session(&self, id: &str) -> StoreResult<Option<Session>>;
     async fn sessions_of(&self, user_id: &str) -> StoreResult<Vec<Session>>;
     async fn refresh_token(&self, hash: &str) -> StoreResult<Option<RefreshRecord>>;
     /// Marks `old_hash` used and stores `new`; false when `old_hash` was already used.
     async fn rotate_refresh(&self, old_hash: &str, new: &RefreshRecord, now: i64) -> StoreResult<bool>;
     async fn record_access_token(&self, token: &IssuedToken) -> StoreResult<()>;
+    /// Records a service account's access token only while `client_id` is
+    /// live (false otherwise, nothing recorded); ordered against a concurrent
+    /// [`Store::disable_service_account`], which thus sees every token that
+    /// was recorded.
+    async fn record_service_token(&self, token: &IssuedToken, client_id: &str) -> StoreResult<bool>;
     async fn access_token(&self, jti: &str) -> StoreResult<Option<IssuedToken>>;
 
     /// Revokes one session (and its refresh tokens) + a feed event. False if already revoked.
@@ -370,7 +410,9 @@ pub trait Store: Send + Sync + 'static {
     /// Revokes every live session of a user, one feed event each; returns their ids.
     async fn revoke_user_sessions(&self, user_id: &str, reason: &str, now: i64, feed_expires_at: i64) -> StoreResult<Vec<String>>;
     async fn revoke_token(&self, jti: &str, now: i64, expires_at: i64) -> StoreResult<()>;
-    /// Bans a user, ends their sessions, and appends a subject event. False if already banned.
+    /// Bans a user, ends their sessions, and appends a subject event killing
+    /// every token issued up to `now` (its `not_before` is `now + 1`: `iat`
+    /// has whole seconds). False if already banned.
     async fn ban_user(&self, user_id: &str, now: i64, expires_at: i64) -> StoreResult<bool>;
     async fn unban_user(&self, user_id: &str) -> StoreResult<bool>;
 
@@ -385,8 +427,10 @@ pub trait Store: Send + Sync + 'static {
     /// false when it was taken before, by this instance or another.
     async fn take_client_assertion(&self, client_id: &str, jti: &str, expires_at: i64) -> StoreResult<bool>;
     /// Disables the account and appends a subject event for `subject` (its
-    /// tokens' `sub`) killing every token issued before `now`. False if
-    /// there is no such live account.
+    /// tokens' `sub`) killing every token issued up to `now`, or up to the
+    /// newest one recorded for it if that is later (a token request that
+    /// raced this disable); `expires_at` moves on as far. False if there is
+    /// no such live account.
     async fn disable_service_account(&self, client_id: &str, subject: &str, now: i64, expires_at: i64) -> StoreResult<bool>;
 
     async fn feed_head(&self) -> StoreResult<FeedHead>;

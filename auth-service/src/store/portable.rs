@@ -14,8 +14,11 @@ pub(super) const SESSION_COLUMNS: &str =
 
 /// `impl Store for $store { <the backend's own methods> <the portable ones> }`.
 /// The backend provides `reader()` and `writer()` (its pools for reads and
-/// writes; the same pool on Postgres) and the row helpers `user`,
-/// `signing_key` and `seal`.
+/// writes; the same pool on Postgres), the row helpers `user`,
+/// `signing_key` and `seal`, and `SHARE_LOCK`: the clause that makes a
+/// read in a writing statement wait for, and then see, a concurrent
+/// update of the rows it reads (Postgres: ` FOR SHARE`; SQLite: empty,
+/// its one writer already runs one write at a time).
 macro_rules! impl_store {
     ($store:ty; $($own:tt)*) => {
         #[::async_trait::async_trait]
@@ -100,10 +103,26 @@ macro_rules! impl_store {
             }
 
             async fn second_factor_success(&self, user_id: &str) -> StoreResult<()> {
-                sqlx::query("UPDATE second_factor_guard SET attempts = 0, lockouts = 0 WHERE user_id = $1")
+                // The lock too: one written meanwhile by a parallel attempt past the limit
+                // is lifted by the owner's correct code.
+                sqlx::query("UPDATE second_factor_guard SET attempts = 0, lockouts = 0, locked_until = 0 WHERE user_id = $1")
                     .bind(user_id)
                     .execute(self.writer())
                     .await?;
+                Ok(())
+            }
+
+            async fn undo_signin_attempt(&self, key: &str, lock: Option<i64>) -> StoreResult<()> {
+                // While the lock this attempt wrote is in force no other attempt counts or
+                // locks, so a `locked_until` still equal to it is that lock.
+                sqlx::query(
+                    "UPDATE signin_throttle SET failures = CASE WHEN failures > 0 THEN failures - 1 ELSE 0 END, \
+                     locked_until = CASE WHEN locked_until = $2 THEN 0 ELSE locked_until END WHERE key = $1",
+                )
+                .bind(key)
+                .bind(lock)
+                .execute(self.writer())
+                .await?;
                 Ok(())
             }
 
@@ -163,9 +182,16 @@ macro_rules! impl_store {
                 Ok(r.rows_affected() == 1)
             }
 
-            async fn create_session(&self, s: &Session, refresh: &RefreshRecord) -> StoreResult<()> {
+            async fn create_session(&self, s: &Session, refresh: &RefreshRecord) -> StoreResult<bool> {
                 let mut tx = self.writer().begin().await?;
-                sqlx::query(&format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL, $7, $8, $9)"))
+                // Only for a user not banned now. The user row is read under SHARE_LOCK: a
+                // ban under way (it updates that row first) is waited for and then seen;
+                // a ban coming later waits for this commit, and then ends this session
+                // with the others. A user read earlier by the caller proves nothing.
+                let inserted = sqlx::query(&format!(
+                    "INSERT INTO sessions (id, user_id, device_secret_hash, created_at, last_seen_at, expires_at, ip, user_agent, dpop_jkt) \
+                     SELECT $1, id, $3, $4, $5, $6, $7, $8, $9 FROM users WHERE id = $2 AND banned_at IS NULL{SHARE_LOCK}"
+                ))
                     .bind(&s.id)
                     .bind(&s.user_id)
                     .bind(&s.device_secret_hash)
@@ -177,6 +203,9 @@ macro_rules! impl_store {
                     .bind(&s.dpop_jkt)
                     .execute(&mut *tx)
                     .await?;
+                if inserted.rows_affected() != 1 {
+                    return Ok(false);
+                }
                 sqlx::query("INSERT INTO refresh_tokens (hash, session_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
                     .bind(&refresh.hash)
                     .bind(&refresh.session_id)
@@ -184,7 +213,8 @@ macro_rules! impl_store {
                     .bind(refresh.expires_at)
                     .execute(&mut *tx)
                     .await?;
-                tx.commit().await.map_err(StoreError::from)
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn refresh_token(&self, hash: &str) -> StoreResult<Option<RefreshRecord>> {
@@ -205,6 +235,25 @@ macro_rules! impl_store {
                     .execute(self.writer())
                     .await?;
                 Ok(())
+            }
+
+            async fn record_service_token(&self, t: &IssuedToken, client_id: &str) -> StoreResult<bool> {
+                // The account row read under SHARE_LOCK orders this against a disable: one
+                // under way is waited for and seen (nothing recorded); one coming later
+                // waits for this commit and then counts this token (see disable_service_account).
+                let r = sqlx::query(&format!(
+                    "INSERT INTO access_tokens (jti, user_id, session_id, issued_at, expires_at) \
+                     SELECT $1, $2, $3, $4, $5 FROM service_accounts WHERE client_id = $6 AND disabled_at IS NULL{SHARE_LOCK}"
+                ))
+                .bind(&t.jti)
+                .bind(&t.user_id)
+                .bind(&t.session_id)
+                .bind(t.issued_at)
+                .bind(t.expires_at)
+                .bind(client_id)
+                .execute(self.writer())
+                .await?;
+                Ok(r.rows_affected() == 1)
             }
 
             async fn access_token(&self, jti: &str) -> StoreResult<Option<IssuedToken>> {
@@ -333,10 +382,18 @@ macro_rules! impl_store {
                 if r.rows_affected() != 1 {
                     return Ok(false);
                 }
-                // Like a ban, but tokens issued in this very second die too (a service
-                // token has no session event to catch them); a disabled account gets no
-                // new tokens, so nothing legitimate is issued after it.
-                append_event(&mut tx, FeedKind::Subject, subject, Some(now + 1), expires_at, now).await?;
+                // Every token recorded for the account is visible here (record_service_token
+                // orders itself against the update above), but one may have been issued after
+                // `now` was read: the ban reaches up to the newest, whichever is later. Tokens
+                // of the ban's last second die too (`iat` has whole seconds); a disabled account
+                // gets no new tokens, so nothing legitimate is issued after it.
+                let newest: Option<i64> = sqlx::query_scalar("SELECT MAX(issued_at) FROM access_tokens WHERE user_id = $1 AND expires_at > $2")
+                    .bind(subject)
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let through = newest.map_or(now, |n| n.max(now));
+                append_event(&mut tx, FeedKind::Subject, subject, Some(through + 1), expires_at + (through - now), now).await?;
                 tx.commit().await?;
                 Ok(true)
             }
@@ -429,10 +486,12 @@ macro_rules! impl_store {
                 if r.rows_affected() != 1 {
                     return Ok(false);
                 }
-                // The subject event kills every access token issued before `now`;
-                // ending the sessions makes their refresh tokens useless for good.
-                // Session events too: a token issued in the very second of the ban
-                // has `iat == not_before` and would otherwise slip through.
+                // Ending the sessions (one event each) kills their access tokens and makes
+                // their refresh tokens useless for good; no session starts after this
+                // (create_session checks the ban in its own transaction). The subject
+                // event kills every access token issued up to `now`, those of the ban's
+                // own second too (`iat` has whole seconds: not_before = now + 1, as for a
+                // disabled service account).
                 let ids: Vec<String> = sqlx::query_scalar(
                     "UPDATE sessions SET revoked_at = $1, revoke_reason = 'banned' WHERE user_id = $2 AND revoked_at IS NULL RETURNING id",
                 )
@@ -443,7 +502,7 @@ macro_rules! impl_store {
                 for id in &ids {
                     append_event(&mut tx, FeedKind::Session, id, None, expires_at, now).await?;
                 }
-                append_event(&mut tx, FeedKind::Subject, user_id, Some(now), expires_at, now).await?;
+                append_event(&mut tx, FeedKind::Subject, user_id, Some(now + 1), expires_at, now).await?;
                 tx.commit().await?;
                 Ok(true)
             }
@@ -472,6 +531,41 @@ macro_rules! impl_store {
                     .execute(self.writer())
                     .await?;
                 Ok(r.rows_affected() == 1)
+            }
+
+            async fn reset_password(&self, hash: &str, password_hash: &str, now: i64) -> StoreResult<Option<String>> {
+                let mut tx = self.writer().begin().await?;
+                // On Postgres a concurrent use of the same token waits on the row lock and loses.
+                let user_id: Option<String> = sqlx::query_scalar(
+                    "UPDATE one_time_tokens SET used_at = $1 \
+                     WHERE hash = $2 AND purpose = $3 AND used_at IS NULL AND expires_at > $1 RETURNING user_id",
+                )
+                .bind(now)
+                .bind(hash)
+                .bind(TokenPurpose::ResetPassword.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(user_id) = user_id else { return Ok(None) };
+                sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+                    .bind(password_hash)
+                    .bind(&user_id)
+                    .execute(&mut *tx)
+                    .await?;
+                // The new password closes every other way in the old one opened: the
+                // user's other reset links, and sign-ins waiting for their code.
+                sqlx::query("UPDATE one_time_tokens SET used_at = $1 WHERE user_id = $2 AND purpose = $3 AND used_at IS NULL")
+                    .bind(now)
+                    .bind(&user_id)
+                    .bind(TokenPurpose::ResetPassword.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE challenges SET consumed_at = $1 WHERE user_id = $2 AND consumed_at IS NULL")
+                    .bind(now)
+                    .bind(&user_id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(Some(user_id))
             }
 
             async fn take_one_time_token(&self, hash: &str, purpose: TokenPurpose, now: i64) -> StoreResult<Option<String>> {

@@ -42,6 +42,10 @@ const RESEAL_LOCK: i64 = 0x6175_7468_666c_0001;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// Read under a share lock, a row being updated by another transaction is
+/// waited for and then read as committed (see `portable`).
+const SHARE_LOCK: &str = " FOR SHARE";
+
 /// Upper bound on connections one instance holds.
 const MAX_CONNECTIONS: u32 = 10;
 
@@ -334,19 +338,56 @@ super::portable::impl_store! {
         Ok(SecondFactorAttempt::Locked(until))
     }
 
-    async fn second_factor_lock(&self, user_id: &str, now: i64, base_secs: i64, max_secs: i64) -> StoreResult<i64> {
+    async fn second_factor_lock(&self, user_id: &str, now: i64, base_secs: i64, max_secs: i64) -> StoreResult<Option<i64>> {
+        // Two lockers on two instances: the second waits on the row lock, re-checks
+        // `locked_until` and finds the first one's lock.
         sqlx::query_scalar(
             "UPDATE second_factor_guard SET attempts = 0, lockouts = lockouts + 1, \
              locked_until = $2 + LEAST($4, $3 * (1::BIGINT << LEAST(lockouts, 30)::INTEGER)) \
-             WHERE user_id = $1 RETURNING locked_until",
+             WHERE user_id = $1 AND locked_until <= $2 RETURNING locked_until",
         )
         .bind(user_id)
         .bind(now)
         .bind(base_secs)
         .bind(max_secs)
-        .fetch_one(&self.pool)
+        .fetch_optional(&self.pool)
         .await
         .map_err(StoreError::from)
+    }
+
+    async fn signin_attempt(&self, key: &str, now: i64, quiet_secs: i64, limit: u32, base_secs: i64, max_secs: i64) -> StoreResult<SigninAttempt> {
+        // One statement: attempts on any instance wait on the row lock and see the
+        // count and lock of the one before. SET reads the old row, so the new count
+        // is spelt out.
+        let count = "(CASE WHEN $2 - t.last_failure > $3 THEN 1 ELSE t.failures + 1 END)";
+        let counted: Option<(i64, i64)> = sqlx::query_as(&format!(
+            "INSERT INTO signin_throttle AS t (key, failures, last_failure, locked_until) \
+             VALUES ($1, 1, $2, CASE WHEN 1 >= $4 THEN $2 + LEAST($6, $5) ELSE 0 END) \
+             ON CONFLICT (key) DO UPDATE SET \
+               failures = {count}, \
+               locked_until = CASE WHEN {count} >= $4 \
+                 THEN $2 + LEAST($6, $5 * (1::BIGINT << LEAST({count} - $4, 20)::INTEGER)) ELSE 0 END, \
+               last_failure = $2 \
+             WHERE t.locked_until <= $2 \
+             RETURNING failures, locked_until"
+        ))
+        .bind(key)
+        .bind(now)
+        .bind(quiet_secs)
+        .bind(i64::from(limit))
+        .bind(base_secs)
+        .bind(max_secs)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some((failures, locked_until)) = counted {
+            return Ok(SigninAttempt::Counted { failures: u32::try_from(failures).unwrap_or(u32::MAX), locked_until });
+        }
+        let until: Option<i64> = sqlx::query_scalar("SELECT locked_until FROM signin_throttle WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        // Cleared in between (a success): this attempt was still refused, briefly.
+        Ok(SigninAttempt::Locked(until.unwrap_or(0).max(now + 1)))
     }
 
     async fn count_signin_failure(&self, key: &str, now: i64, quiet_secs: i64) -> StoreResult<u32> {

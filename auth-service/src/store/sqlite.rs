@@ -26,6 +26,10 @@ pub struct SqliteStore {
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
+/// No row locks in SQLite: a statement that writes reads the latest commit
+/// and holds the one write lock until its transaction ends (see `portable`).
+const SHARE_LOCK: &str = "";
+
 impl SqliteStore {
     /// Where reads go: the read-only pool.
     fn reader(&self) -> &SqlitePool {
@@ -267,18 +271,52 @@ super::portable::impl_store! {
         Ok(SecondFactorAttempt::Locked(until))
     }
 
-    async fn second_factor_lock(&self, user_id: &str, now: i64, base_secs: i64, max_secs: i64) -> StoreResult<i64> {
+    async fn second_factor_lock(&self, user_id: &str, now: i64, base_secs: i64, max_secs: i64) -> StoreResult<Option<i64>> {
         sqlx::query_scalar(
             "UPDATE second_factor_guard SET attempts = 0, lockouts = lockouts + 1, \
-             locked_until = ?2 + MIN(?4, ?3 << MIN(lockouts, 30)) WHERE user_id = ?1 RETURNING locked_until",
+             locked_until = ?2 + MIN(?4, ?3 << MIN(lockouts, 30)) WHERE user_id = ?1 AND locked_until <= ?2 RETURNING locked_until",
         )
         .bind(user_id)
         .bind(now)
         .bind(base_secs)
         .bind(max_secs)
-        .fetch_one(&self.write)
+        .fetch_optional(&self.write)
         .await
         .map_err(StoreError::from)
+    }
+
+    async fn signin_attempt(&self, key: &str, now: i64, quiet_secs: i64, limit: u32, base_secs: i64, max_secs: i64) -> StoreResult<SigninAttempt> {
+        // One statement on the one writer: concurrent attempts each get their own
+        // count, and the one that reaches the limit has locked the key before the
+        // next is counted. SET reads the old row, so the new count is spelt out.
+        let count = "(CASE WHEN ?2 - last_failure > ?3 THEN 1 ELSE failures + 1 END)";
+        let counted: Option<(i64, i64)> = sqlx::query_as(&format!(
+            "INSERT INTO signin_throttle (key, failures, last_failure, locked_until) \
+             VALUES (?1, 1, ?2, CASE WHEN 1 >= ?4 THEN ?2 + MIN(?6, ?5) ELSE 0 END) \
+             ON CONFLICT(key) DO UPDATE SET \
+               failures = {count}, \
+               locked_until = CASE WHEN {count} >= ?4 THEN ?2 + MIN(?6, ?5 << MIN({count} - ?4, 20)) ELSE 0 END, \
+               last_failure = ?2 \
+             WHERE locked_until <= ?2 \
+             RETURNING failures, locked_until"
+        ))
+        .bind(key)
+        .bind(now)
+        .bind(quiet_secs)
+        .bind(i64::from(limit))
+        .bind(base_secs)
+        .bind(max_secs)
+        .fetch_optional(&self.write)
+        .await?;
+        if let Some((failures, locked_until)) = counted {
+            return Ok(SigninAttempt::Counted { failures: u32::try_from(failures).unwrap_or(u32::MAX), locked_until });
+        }
+        let until: Option<i64> = sqlx::query_scalar("SELECT locked_until FROM signin_throttle WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.write)
+            .await?;
+        // Cleared in between (a success): this attempt was still refused, briefly.
+        Ok(SigninAttempt::Locked(until.unwrap_or(0).max(now + 1)))
     }
 
     async fn count_signin_failure(&self, key: &str, now: i64, quiet_secs: i64) -> StoreResult<u32> {

@@ -75,7 +75,9 @@ async fn ban_unban_revoke_and_sessions() {
     assert_eq!(feed.banned_subjects.len(), 1);
     let ban = &feed.banned_subjects[0];
     assert_eq!(ban.sub, user_id);
-    assert_eq!(ban.expires_at - ban.not_before, 900 + 600, "the last token issued before it, plus the margin");
+    // not_before is one past the ban's second (its own second's tokens die too); the
+    // entry lives as long as the last token it kills (issued in that second), plus the margin.
+    assert_eq!(ban.expires_at - ban.not_before, 900 + 600 - 1, "the last token issued up to the ban, plus the margin");
     assert!(feed.revoked_sessions.iter().any(|s| s.sid == t.session));
     let r = app
         .http
@@ -268,4 +270,99 @@ async fn a_second_account_with_a_taken_email_is_a_conflict() {
     let stored = app.state.store.user_by_email("taken@example.com").await.unwrap().unwrap();
     assert_eq!(stored.id, first);
     assert_eq!(stored.roles, vec!["user"]);
+}
+
+/// A verified user created directly in the store (as the CLI does): no
+/// sign-up mail, so many of them stay within the per-client mail budget.
+async fn stored_user(app: &TestApp, email: &str) -> String {
+    use authflow_auth_service::domain::password::Hasher;
+    use authflow_auth_service::store::User;
+    let hash = Hasher::new(1024, 1).unwrap().hash(PASSWORD).unwrap();
+    let user = User { email_verified: true, ..User::new(email, hash, vec!["user".into()], now()) };
+    app.state.store.create_user(&user).await.unwrap();
+    user.id
+}
+
+/// A sign-in that read its user just before a ban and starts the session
+/// after the ban gets no working token: no session is created for a user
+/// banned at that moment (had it been created first, the ban would end it).
+#[tokio::test]
+async fn a_session_started_from_a_user_read_before_the_ban_gives_no_valid_token() {
+    use authflow_auth_service::extract::Client;
+    use authflow_auth_service::{sessions, tokens};
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    let user_id = stored_user(&app, "stale@example.com").await;
+    let stale = app.state.store.user_by_id(&user_id).await.unwrap().unwrap();
+    assert!(stale.banned_at.is_none());
+    let r = app.authed(Method::POST, &format!("/v1/admin/users/{user_id}/ban"), &admin).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    let client = Client { ip: "127.0.0.1".into(), peer: None, user_agent: UA.into(), headers: Default::default() };
+    let at = now();
+    match sessions::start(&app.state, &stale, &client, None, at).await {
+        Err(e) => assert!(matches!(e, authflow_auth_service::error::ApiError::AccountDisabled), "{e:?}"),
+        Ok(t) => {
+            assert!(tokens::verify(&app.state, &t.access.token, at).is_err(), "a token for a banned user verifies");
+            let r = app.http.get(app.url("/v1/ext-authz")).bearer_auth(&t.access.token).send().await.unwrap();
+            assert_eq!(r.status(), 401, "ext_authz lets a banned user's new token through");
+        }
+    }
+}
+
+/// Sign-ins racing bans, round after round: whatever the interleaving,
+/// every token a sign-in got is refused once the ban has answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_token_from_a_sign_in_racing_a_ban_outlives_the_ban() {
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    let mut got = 0;
+    for round in 0..20_u64 {
+        let email = format!("race{round}@example.com");
+        let user_id = stored_user(&app, &email).await;
+        let (challenge, _) = app.challenge(&email, PASSWORD).await;
+        let code = app.last_mail(&email, 1).await["code"].clone();
+        let verify = app.post("/v1/auth/signin/verify", json!({"challenge_id": challenge, "code": code}));
+        let ban = async {
+            // Sweep the ban across the sign-in's steps.
+            tokio::time::sleep(Duration::from_millis(round % 7)).await;
+            app.authed(Method::POST, &format!("/v1/admin/users/{user_id}/ban"), &admin).send().await.unwrap()
+        };
+        let (signed_in, banned) = tokio::join!(verify, ban);
+        assert_eq!(banned.status(), 200);
+        match signed_in.status().as_u16() {
+            200 => {
+                got += 1;
+                let t = tokens_of(signed_in).await;
+                let r = app.http.get(app.url("/v1/ext-authz")).bearer_auth(&t.access).send().await.unwrap();
+                assert_eq!(r.status(), 401, "round {round}: a token issued around the ban still passes");
+                let r = app.http.post(app.url("/v1/auth/refresh")).header("x-authflow-device", &t.device).json(&json!({"refresh_token": t.refresh})).send().await.unwrap();
+                assert_ne!(r.status(), 200, "round {round}: the refresh token still works");
+            }
+            403 => {}
+            other => panic!("round {round}: sign-in answered {other}"),
+        }
+    }
+    eprintln!("{got} of 20 sign-ins got tokens before their ban");
+}
+
+/// A ban kills tokens issued in its own second too: `iat` has whole seconds,
+/// so a token of that second may have been issued after the ban.
+#[tokio::test]
+async fn a_ban_kills_tokens_issued_in_its_own_second() {
+    use authflow_auth_service::{sessions, tokens};
+    let app = spawn_app().await;
+    let user_id = stored_user(&app, "second@example.com").await;
+    let user = app.state.store.user_by_id(&user_id).await.unwrap().unwrap();
+    let at = now();
+    // Tied to no session the ban could end: only the ban's subject entry can stop it.
+    let access = tokens::issue(&app.state, &user, "no-such-session", None, None, at).await.unwrap();
+    assert!(tokens::verify(&app.state, &access.token, at).is_ok());
+    assert!(app.state.store.ban_user(&user.id, at, at + 900).await.unwrap());
+    sessions::feed_changed(&app.state).await;
+    assert_eq!(tokens::verify(&app.state, &access.token, at).err(), Some("token has been revoked"));
+    // What the filters get says the same: the entry's not_before is past the token's iat.
+    let (_, snapshot) = app.feed(None).await;
+    let feed: RevocationFeed = serde_json::from_value(snapshot.unwrap()).unwrap();
+    assert!(feed.banned_subjects.iter().any(|b| b.sub == user_id && b.not_before > u64::try_from(at).unwrap()), "{:?}", feed.banned_subjects);
 }

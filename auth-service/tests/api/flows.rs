@@ -355,3 +355,82 @@ async fn per_address_throttle() {
     let r = app.post("/v1/auth/signin", json!({"email": "fresh@example.com", "password": "wrong password!!"})).await;
     assert_eq!(error_code(r, 429).await, "too_many_attempts");
 }
+
+/// Wrong passwords sent in parallel are each counted before any is compared:
+/// no more are compared than the limit allows, the rest are refused unchecked,
+/// and once the lock runs out the right password signs in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_wrong_passwords_cannot_get_past_the_lockout() {
+    // A lock longer than the burst takes, so none of it outlives the lock.
+    let app = spawn_app_with(|c| {
+        c.throttle.account_max_failures = 3;
+        c.throttle.lockout_base = std::time::Duration::from_secs(4);
+    })
+    .await;
+    let email = "burst@example.com";
+    app.verified_user(email).await;
+    let burst: Vec<_> = (0..20)
+        .map(|_| {
+            let (http, url) = (app.http.clone(), app.url("/v1/auth/signin"));
+            tokio::spawn(async move {
+                let r = http.post(url).json(&json!({"email": email, "password": "wrong password!!"})).send().await.unwrap();
+                let status = r.status().as_u16();
+                let body: Value = r.json().await.unwrap();
+                (status, body["error"].as_str().unwrap_or_default().to_owned())
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in burst {
+        answers.push(task.await.unwrap());
+    }
+    let compared = answers.iter().filter(|(s, e)| *s == 401 && e == "invalid_credentials").count();
+    assert!(compared <= 3, "{compared} of 20 parallel wrong passwords were compared: {answers:?}");
+    assert!(answers.iter().all(|(s, e)| (*s, e.as_str()) == (401, "invalid_credentials") || (*s, e.as_str()) == (429, "too_many_attempts")), "{answers:?}");
+
+    // The lock runs out; then the right password is compared, and works.
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let r = app.post("/v1/auth/signin", json!({"email": email, "password": PASSWORD})).await;
+        statuses.push(r.status().as_u16());
+        if r.status() != 429 {
+            break;
+        }
+        let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(retry * 1000 + 200)).await;
+    }
+    assert_eq!(statuses.last(), Some(&200), "{statuses:?}");
+}
+
+/// A password reset ends every way in that the old password opened: the
+/// user's other reset links, and sign-ins still waiting for their code.
+#[tokio::test]
+async fn a_password_reset_ends_other_reset_links_and_pending_sign_ins() {
+    let app = spawn_app().await;
+    let email = "olga@example.com";
+    app.verified_user(email).await;
+    let (challenge, _) = app.challenge(email, PASSWORD).await;
+    let code = app.last_mail(email, 2).await["code"].clone();
+    for mails in [3, 4] {
+        let r = app.post("/v1/auth/password/forgot", json!({"email": email})).await;
+        assert_eq!(r.status(), 202);
+        // One at a time, so the outbox has them in order.
+        app.outbox(email, mails).await;
+    }
+    let resets: Vec<String> = app
+        .outbox(email, 4)
+        .await
+        .iter()
+        .filter(|m| m["subject"] == "Reset your password")
+        .map(|m| m["token"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(resets.len(), 2);
+    let r = app.post("/v1/auth/password/reset", json!({"token": resets[1], "password": "a brand new passphrase"})).await;
+    assert_eq!(r.status(), 200);
+
+    let r = app.post("/v1/auth/signin/verify", json!({"challenge_id": challenge, "code": code})).await;
+    assert_eq!(error_code(r, 401).await, "invalid_code", "a sign-in begun with the old password does not complete");
+    let r = app.post("/v1/auth/password/reset", json!({"token": resets[0], "password": "yet another passphrase"})).await;
+    assert_eq!(error_code(r, 400).await, "invalid_token", "the other reset link is used up");
+    app.signin(email, "a brand new passphrase").await;
+}

@@ -115,3 +115,100 @@ async fn password_and_guess_cycles_escalate_and_survive_a_restart() {
     assert_eq!(status, 429, "a restart does not lift the second-factor lockout");
     assert!(retry.unwrap() > 1);
 }
+
+/// The right `code` on `challenge` until it is compared: after each 429 waits
+/// out its `Retry-After`, at most `tries` times. Every answer, in order.
+async fn right_code_once_unlocked(app: &TestApp, challenge: &str, code: &str, tries: usize) -> Vec<(u16, String, Option<u64>)> {
+    let mut answers = Vec::new();
+    for _ in 0..tries {
+        let answer = guess(app, challenge, code).await;
+        let (status, _, retry) = answer.clone();
+        answers.push(answer);
+        if status != 429 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(retry.unwrap_or(1) * 1000 + 200)).await;
+    }
+    answers
+}
+
+/// A challenge whose attempts are used up refuses before comparing, but the
+/// attempt was counted against the account: reaching the limit that way must
+/// lock (a lock that runs out), not leave a count past the limit with no lock,
+/// which refused every later attempt, the right code too, forever.
+#[tokio::test]
+async fn a_used_up_challenge_cannot_lock_the_account_forever() {
+    let app = spawn_app_with(|c| {
+        c.throttle.lockout_base = Duration::from_secs(1);
+        c.throttle.account_max_failures = 1000;
+    })
+    .await;
+    let email = "stuck@example.com";
+    app.verified_user(email).await;
+    let (a, _) = app.challenge(email, PASSWORD).await;
+    let real_a = app.last_mail(email, 2).await["code"].as_str().unwrap().to_owned();
+    for i in 1..=5 {
+        let (status, _, _) = guess(&app, &a, wrong(&real_a)).await;
+        assert_eq!(status, 401, "wrong code {i} (the fifth locks)");
+    }
+    // The 1 s lock runs out; challenge A has no attempts left.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    for i in 1..=5 {
+        let (status, _, _) = guess(&app, &a, wrong(&real_a)).await;
+        assert!([401, 429].contains(&status), "post {i} to the used-up challenge: {status}");
+    }
+    // A fresh challenge with the right code is compared once any lock has run out.
+    let before = app.outbox(email, 0).await.len();
+    let (b, _) = app.challenge(email, PASSWORD).await;
+    let real_b = app.last_mail(email, before + 1).await["code"].as_str().unwrap().to_owned();
+    let answers = right_code_once_unlocked(&app, &b, &real_b, 8).await;
+    assert_eq!(answers.last().unwrap().0, 200, "the right code never got through: {answers:?}");
+}
+
+/// The right code with a refused DPoP proof (a replay, found only after the
+/// code was compared) is a counted attempt too: on the last allowed attempt
+/// it locks, and once the lock runs out the right code with a fresh proof works.
+#[tokio::test]
+async fn a_refused_proof_on_the_last_attempt_locks_rather_than_sticks() {
+    use crate::dpop::DpopKey;
+    let app = spawn_app_with(|c| {
+        c.throttle.lockout_base = Duration::from_secs(1);
+        c.throttle.account_max_failures = 1000;
+    })
+    .await;
+    let email = "replay@example.com";
+    app.verified_user(email).await;
+    let key = DpopKey::es256();
+    let url = app.htu("/v1/auth/signin/verify");
+    // A proof accepted once: from then on a replay.
+    let used = key.proof("POST", &url, None, None);
+    let (first, _) = app.challenge(email, PASSWORD).await;
+    let code = app.last_mail(email, 2).await["code"].clone();
+    let r = app.http.post(app.url("/v1/auth/signin/verify")).header("dpop", &used).json(&json!({"challenge_id": first, "code": code})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    let before = app.outbox(email, 0).await.len();
+    let (challenge, _) = app.challenge(email, PASSWORD).await;
+    let real = app.last_mail(email, before + 1).await["code"].as_str().unwrap().to_owned();
+    for _ in 0..4 {
+        assert_eq!(guess(&app, &challenge, wrong(&real)).await.0, 401);
+    }
+    let r = app.http.post(app.url("/v1/auth/signin/verify")).header("dpop", &used).json(&json!({"challenge_id": challenge, "code": real})).send().await.unwrap();
+    assert_eq!(error_code(r, 400).await, "invalid_dpop_proof", "the fifth attempt: the right code, a replayed proof");
+    // That challenge's attempts are used up: a fresh one, the right code, fresh proofs.
+    let before = app.outbox(email, 0).await.len();
+    let (fresh, _) = app.challenge(email, PASSWORD).await;
+    let real = app.last_mail(email, before + 1).await["code"].as_str().unwrap().to_owned();
+    let mut answers = Vec::new();
+    for _ in 0..8 {
+        let r = app.http.post(app.url("/v1/auth/signin/verify")).header("dpop", key.proof("POST", &url, None, None)).json(&json!({"challenge_id": fresh, "code": real})).send().await.unwrap();
+        let status = r.status().as_u16();
+        let retry: Option<u64> = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+        answers.push((status, retry));
+        if status != 429 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(retry.unwrap_or(1) * 1000 + 200)).await;
+    }
+    assert_eq!(answers.last().unwrap().0, 200, "the right code with a fresh proof never got through: {answers:?}");
+}

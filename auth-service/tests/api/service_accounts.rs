@@ -386,3 +386,32 @@ async fn unknown_clients_take_as_long_as_forged_assertions() {
         assert!((0.33..3.0).contains(&ratio), "median {what} {t:?} vs forged assertion {f:?}");
     }
 }
+
+/// A disable kills every token its account was issued, also one issued after
+/// the disable read its clock (a slow disable racing a token request), and a
+/// token request that authenticated just before the disable gets no usable token.
+#[tokio::test]
+async fn a_disable_kills_every_token_its_account_was_issued() {
+    use authflow_auth_service::{sessions, tokens};
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    let secret = app.create_service_account(&admin, "racer", &["r"]).await;
+    let r = app.client_token("racer", &secret, &[("grant_type", "client_credentials")]).await;
+    assert_eq!(r.status(), 200);
+    let token = r.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
+    let iat = claims(&token)["iat"].as_i64().unwrap();
+
+    // The disable read its clock well before that token was issued, and commits only now.
+    let stale = iat - 5;
+    let subject = authflow_contract::claims::service_subject("racer");
+    assert!(app.state.store.disable_service_account("racer", &subject, stale, stale + 900).await.unwrap());
+    sessions::feed_changed(&app.state).await;
+    let r = app.http.get(app.url("/v1/ext-authz")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 401, "a token issued before the disable committed still passes");
+
+    // Authenticated before the disable, issued after it: no token comes out that passes.
+    let at = authflow_auth_service::clock::now();
+    if let Ok(late) = tokens::issue_for_service(&app.state, "racer", "r", None, at).await {
+        assert!(tokens::verify(&app.state, &late.token, at).is_err(), "a disabled account got a token that passes");
+    }
+}
