@@ -186,8 +186,10 @@ mod tests {
     struct Host {
         map: RefCell<HashMap<String, (Vec<u8>, u32)>>,
         next_cas: Cell<u32>,
-        on_get: RefCell<Option<Box<dyn FnOnce(&Host)>>>,
+        on_get: RefCell<Option<OtherWorker>>,
     }
+
+    type OtherWorker = Box<dyn FnOnce(&Host)>;
 
     impl Host {
         fn new() -> Self {
