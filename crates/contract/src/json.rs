@@ -215,6 +215,20 @@ impl<'de> Visitor<'de> for UniqueNames {
     }
 }
 
+/// Any JSON value whose objects all have unique member names (read with
+/// [`from_slice`]): the filter's one reader of untyped JSON (a key set, the
+/// configuration's inline keys and claim map), so serde_json's own `Value`
+/// reader is not built into the module beside it, and a name given twice is
+/// refused there too rather than read as its last copy.
+#[derive(Debug, Default, PartialEq)]
+pub struct UniqueJson(pub serde_json::Value);
+
+impl<'de> Deserialize<'de> for UniqueJson {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        UniqueValue.deserialize(deserializer).map(UniqueJson)
+    }
+}
+
 /// Any JSON value within a [`UniqueObject`], read as serde_json reads a
 /// [`serde_json::Value`] except that each of its objects has unique member names.
 struct UniqueValue;

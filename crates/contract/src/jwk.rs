@@ -132,8 +132,8 @@ impl KeySet {
         if document.len() > MAX_JWKS_BYTES {
             return Err(JwksError::TooLarge(document.len()));
         }
-        let doc: Value = crate::json::from_slice(document).map_err(|e| JwksError::NotJson(e.to_string()))?;
-        Self::from_document(&doc)
+        let doc: crate::json::UniqueJson = crate::json::from_slice(document).map_err(|e| JwksError::NotJson(e.to_string()))?;
+        Self::from_document(&doc.0)
     }
 
     /// A JWKS already read as JSON (e.g. inline in the filter's configuration).
@@ -387,6 +387,13 @@ mod tests {
         assert_eq!(KeySet::parse(br#"{"keys":[{"kty":"oct","k":"AAAA"}]}"#).unwrap_err(), JwksError::NoUsableKey { skipped: 1 });
         let huge = vec![b' '; MAX_JWKS_BYTES + 1];
         assert!(matches!(KeySet::parse(&huge), Err(JwksError::TooLarge(_))));
+        // RFC 7517 §4: a member named twice is refused, not read as its last
+        // copy (another reader could use the first `x`).
+        let ed = Ed25519KeyPair::generate().public_key().to_jwk();
+        let twice = ed.replacen("\"x\":", "\"x\":\"AAAA\",\"x\":", 1);
+        assert!(KeySet::parse(format!(r#"{{"keys":[{ed}]}}"#).as_bytes()).is_ok());
+        assert!(matches!(KeySet::parse(format!(r#"{{"keys":[{twice}]}}"#).as_bytes()), Err(JwksError::NotJson(e)) if e.contains("twice")));
+        assert!(matches!(KeySet::parse(format!(r#"{{"keys":[{ed}],"keys":[]}}"#).as_bytes()), Err(JwksError::NotJson(_))));
     }
 
     #[test]

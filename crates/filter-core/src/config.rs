@@ -111,7 +111,7 @@ struct RawProvider {
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 enum RawJwksSource {
     Remote(RawUpstream),
-    Inline(serde_json::Value),
+    Inline(authflow_contract::json::UniqueJson),
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,10 +164,11 @@ struct RawIdentityHeaders {
     #[serde(default)]
     client_id: Option<String>,
     /// claim path (dots for nesting) → header name. A JSON object as read
-    /// (the map type the token's claims use too: no second map reader in the
-    /// module); each value is checked to be a string by `validate_identity`.
+    /// (by the reader the token's claims use too: no second map reader in
+    /// the module, and a path given twice is refused); each value is checked
+    /// to be a string by `validate_identity`.
     #[serde(default)]
-    claims: serde_json::Map<String, serde_json::Value>,
+    claims: authflow_contract::json::UniqueObject,
 }
 
 #[derive(Debug, Deserialize)]
@@ -672,7 +673,7 @@ fn validate_provider(p: RawProvider, policy: &RevocationPolicy) -> Result<Provid
     let jwks = match p.jwks {
         RawJwksSource::Remote(u) => JwksSource::Remote(validate_upstream(u, "jwks.remote", defaults::refresh_interval_secs() * 1000, true)?),
         RawJwksSource::Inline(doc) => {
-            let set = KeySet::from_document(&doc).map_err(|e| ConfigError(format!("jwks.inline: {e}")))?;
+            let set = KeySet::from_document(&doc.0).map_err(|e| ConfigError(format!("jwks.inline: {e}")))?;
             JwksSource::Inline(set)
         }
     };
@@ -807,14 +808,14 @@ fn validate_identity(raw: Option<RawIdentityHeaders>) -> Result<IdentityHeaders,
         scopes: Some("x-auth-scopes".into()),
         session: Some("x-auth-session".into()),
         client_id: Some("x-auth-client-id".into()),
-        claims: serde_json::Map::new(),
+        claims: authflow_contract::json::UniqueObject::default(),
     });
     let one = |v: Option<String>, field: &str| -> Result<Option<String>, ConfigError> {
         v.map(|h| header_name(&h).ok_or_else(|| ConfigError(format!("`identity_headers.{field}`: `{h}` is not a valid header name"))))
             .transpose()
     };
     let mut claims = Vec::new();
-    for (path, header) in raw.claims {
+    for (path, header) in raw.claims.0 {
         let Some(header) = header.as_str() else {
             return err(format!("`identity_headers.claims.{path}`: must be a header name (a string)"));
         };
@@ -1064,6 +1065,10 @@ mod tests {
         assert!(e.0.contains("identity_headers.subject"), "{e}");
         let e = with(serde_json::json!({"identity_headers": {"claims": {"org.team": 7}}})).unwrap_err();
         assert!(e.0.contains("identity_headers.claims.org.team") && e.0.contains("header name"), "{e}");
+        // A name given twice is refused, not read as its last copy.
+        let twice = MINIMAL.replacen("{", r#"{"identity_headers": {"claims": {"org.team": "x-team", "org.team": "x-other"}},"#, 1);
+        let e = FilterConfig::from_json(twice.as_bytes()).unwrap_err();
+        assert!(e.0.contains("twice"), "{e}");
         let e = with(serde_json::json!({"max_token_bytes": 10})).unwrap_err();
         assert!(e.0.contains("max_token_bytes"), "{e}");
         let e = with(serde_json::json!({"device_binding": {"mode": "enforce", "attributes": ["no good"]}})).unwrap_err();
