@@ -125,16 +125,18 @@ impl Vm {
         }
         for p in self.paused.take_all() {
             let generation = self.providers.get(p.provider).map_or(0, ProviderRuntime::key_generation);
-            let decision = if p.final_round(generation, now_ms) {
-                self.engine.decide_now(&p.request, now_ms)
-            } else {
-                match self.engine.evaluate(&p.request, now_ms, true).settled() {
-                    Ok(decision) => decision,
-                    Err(_) => {
-                        // Back where it was: the list only shrank since `take_all`.
-                        let _ = self.paused.push(p);
-                        continue;
-                    }
+            let decision = match self.engine.evaluate(&p.request, now_ms, true).settled() {
+                Ok(decision) => decision,
+                // The wait ran out, or the key fetch it waited for ended
+                // without its key: decided with what there is. (Keys that came
+                // first may leave it waiting for the revocation list.)
+                Err(awaited) if now_ms >= p.deadline_ms || (matches!(awaited, Awaited::Keys { .. }) && p.final_round(generation, now_ms)) => {
+                    self.engine.decide_now(&p.request, now_ms)
+                }
+                Err(_) => {
+                    // Back where it was: the list only shrank since `take_all`.
+                    let _ = self.paused.push(p);
+                    continue;
                 }
             };
             if host::act_on(p.context_id) {

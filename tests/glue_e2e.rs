@@ -232,7 +232,7 @@ fn no_token_passes_before_the_first_revocation_list() {
     let jwks = JwksServer::start(jwks_of(&[key.public_key().to_jwk()]));
     let feed = JwksServer::start("this is not a revocation feed".into());
     let backend = EchoServer::start("127.0.0.1:0").unwrap();
-    let mut filter = filter_config("feed", ISS, "jwks", json!({}), json!({"key_wait_ms": 1_500}));
+    let mut filter = filter_config("feed", ISS, "jwks", json!({}), json!({"key_wait_ms": 3_000}));
     filter["providers"][0]["revocations"] = json!({"cluster": "feed", "path": "/v1/revocations", "poll_interval_ms": 200, "wait_secs": 0});
     let envoy = Envoy::start(EnvoyOptions {
         filter,
@@ -258,4 +258,30 @@ fn no_token_passes_before_the_first_revocation_list() {
         eventually(Duration::from_secs(10), || envoy.get("/api", &[("authorization", &bearer(&own))]).status == 401),
         "once the list lands the token is judged by it (banned: 401)"
     );
+}
+
+/// At startup the keys may come first and the revocation list after: a
+/// request that waited for the keys goes on waiting for the list (within
+/// `key_wait_ms`), rather than being judged stale the moment the keys land.
+#[test]
+fn a_request_that_waited_for_keys_waits_for_the_list_too() {
+    const ISS: &str = "https://slow.glue.test";
+    let key = Ed25519KeyPair::generate().with_key_id("k1");
+    let jwks = JwksServer::start_slow(jwks_of(&[key.public_key().to_jwk()]), Duration::from_millis(1_000));
+    let empty = json!({"issuer": ISS, "cursor": "1", "snapshot": true});
+    let feed = JwksServer::start_slow(empty.to_string(), Duration::from_millis(2_000));
+    let backend = EchoServer::start("127.0.0.1:0").unwrap();
+    let mut filter = filter_config("slow", ISS, "jwks", json!({}), json!({"key_wait_ms": 8_000}));
+    filter["providers"][0]["revocations"] = json!({"cluster": "feed", "path": "/v1/revocations", "poll_interval_ms": 500, "wait_secs": 0});
+    let envoy = Envoy::start(EnvoyOptions {
+        filter,
+        clusters: vec![("backend".into(), backend.addr.port()), ("jwks".into(), jwks.port), ("feed".into(), feed.port)],
+        concurrency: 1,
+        routes: vec![],
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    // Sent before the keys came (they take a second): it waits for them, then for the list.
+    let r = envoy.get("/api", &[("authorization", &bearer(&token(&key, ISS)))]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(envoy.stat("key_waits") > 0 && envoy.stat("revocations.first_list_waits") == 0, "it paused for the keys first");
 }

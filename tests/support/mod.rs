@@ -313,13 +313,23 @@ impl JwksServer {
         Self::start_on(0, Arc::new(Mutex::new(body)), Arc::new(AtomicUsize::new(0)))
     }
 
+    /// One that takes `delay` to answer each request (a slow upstream).
+    pub fn start_slow(body: String, delay: Duration) -> JwksServer {
+        Self::serve(0, Arc::new(Mutex::new(body)), Arc::new(AtomicUsize::new(0)), delay)
+    }
+
     fn start_on(port: u16, body: Arc<Mutex<String>>, hits: Arc<AtomicUsize>) -> JwksServer {
+        Self::serve(port, body, hits, Duration::ZERO)
+    }
+
+    fn serve(port: u16, body: Arc<Mutex<String>>, hits: Arc<AtomicUsize>, delay: Duration) -> JwksServer {
         let server = Arc::new(tiny_http::Server::http(("127.0.0.1", port)).expect("JWKS server"));
         let port = server.server_addr().to_ip().map(|a| a.port()).expect("ip");
         let (s, b, h) = (Arc::clone(&server), Arc::clone(&body), Arc::clone(&hits));
         std::thread::spawn(move || {
             for req in s.incoming_requests() {
                 h.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(delay);
                 let doc = b.lock().map(|d| d.clone()).unwrap_or_default();
                 let _ = req.respond(tiny_http::Response::from_string(doc));
             }

@@ -43,6 +43,11 @@ pub struct Engine {
     /// The DPoP nonce key of this Envoy process (or of every replica), set by
     /// the glue when a provider requires nonces ([`crate::nonce`]).
     nonce_key: Option<NonceKey>,
+    /// Until when a request may wait for a provider's first revocation list
+    /// (the VM's start plus `key_wait_ms`): a list that has not come by then
+    /// is not about to, and a request is answered by the staleness policy at
+    /// once rather than held.
+    first_list_wait_until_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,7 +163,8 @@ impl Engine {
             revocations_fresh_at_ms: now_ms,
         });
         let cache = TokenCache::new(config.cache_max_entries);
-        Engine { config, providers, signatures: SignatureChecker::own_only(), cache, nonce_key: None }
+        let first_list_wait_until_ms = now_ms.saturating_add(config.key_wait_ms);
+        Engine { config, providers, signatures: SignatureChecker::own_only(), cache, nonce_key: None, first_list_wait_until_ms }
     }
 
     /// The same engine issuing and checking DPoP nonces with `key`.
@@ -260,10 +266,11 @@ impl Engine {
         if let Some(state) = self.providers.get(verified.provider) {
             if self.config.provider(verified.provider).is_some_and(|p| p.revocations.is_some()) {
                 // No list yet (a VM just started, or one emptied to take
-                // another VM's copy): every revocation is unknown, so wait
-                // for it as for keys, then the staleness policy decides.
+                // another VM's copy): every revocation is unknown, so a VM
+                // that just started waits for it as for keys; then (or later)
+                // the staleness policy decides.
                 let loaded = state.revocations.is_loaded();
-                if !loaded && may_wait && !public {
+                if !loaded && may_wait && !public && now_ms < self.first_list_wait_until_ms {
                     return Outcome::AwaitRevocations { provider: verified.provider };
                 }
                 let age = if loaded { now_ms.saturating_sub(state.revocations_fresh_at_ms) } else { u64::MAX };

@@ -77,8 +77,11 @@ pub fn find_token<'a>(req: &'a Request, sources: &'a TokenSources, max_bytes: us
             if !is_token_scheme(scheme) {
                 continue;
             }
-            // Whitespace inside: some backend may take either half.
-            if token.is_empty() || token.contains(char::is_whitespace) {
+            // Whitespace inside: some backend may take either half. A token
+            // is ASCII (RFC 6750 b64token): any other byte, Unicode spaces
+            // included, is refused by one pass over the bytes (every request's
+            // token goes through here).
+            if token.is_empty() || token.bytes().any(|b| b.is_ascii_whitespace() || !b.is_ascii()) {
                 return Err(ExtractError::Malformed);
             }
             take(token)?;

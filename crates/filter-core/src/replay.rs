@@ -70,18 +70,27 @@ pub trait SharedData {
 
 /// Creates, empty, every slot that does not exist yet. Two VMs doing this
 /// at once write the same empty values; a proof filed meanwhile lands in a
-/// slot that already exists, which is left alone.
+/// slot that already exists, which is left alone. The mark names the layout
+/// it was made for, so a module with another ring (shared data outlives a
+/// module update) creates its missing slots; it is written only once every
+/// slot was seen.
 pub fn create_slots(store: &impl SharedData) {
-    if matches!(store.get(SLOTS_CREATED_KEY), Some((Some(_), _))) {
+    let layout = format!("{RING}x{SHARDS}");
+    if matches!(store.get(SLOTS_CREATED_KEY), Some((Some(mark), _)) if mark == layout.as_bytes()) {
         return;
     }
+    let mut every_slot_seen = true;
     for (position, shard) in (0..RING).flat_map(|p| (0..SHARDS).map(move |s| (p, s))) {
         let key = slot_key(position, shard);
-        if matches!(store.get(&key), Some((None, _))) {
-            store.set(&key, &[], 0);
+        match store.get(&key) {
+            Some((Some(_), _)) => {}
+            Some((None, _)) => every_slot_seen &= store.set(&key, &[], 0),
+            None => every_slot_seen = false,
         }
     }
-    store.set(SLOTS_CREATED_KEY, b"1", 0);
+    if every_slot_seen {
+        store.set(SLOTS_CREATED_KEY, layout.as_bytes(), 0);
+    }
 }
 
 /// Files `proof` once across every worker: `Ok` the first time, the refusal
@@ -239,6 +248,16 @@ mod tests {
         assert_eq!(host.map.borrow().len() as u64, RING * SHARDS + 1, "every slot, and the mark");
         // A VM configured later leaves the slots (and the proofs in them) alone.
         create_slots(&host);
+        assert_eq!(record_once(&host, &proof(7, 1000)), Err(DpopError::Replayed));
+        // A mark of another layout (a module with another ring, before an
+        // update): the missing slots are created, the existing ones kept.
+        let elsewhere = proof(5 << 56, 1000);
+        let (key, _) = slot_for(&elsewhere);
+        assert_ne!(key, slot_for(&proof(7, 1000)).0);
+        host.map.borrow_mut().remove(&key);
+        host.set(SLOTS_CREATED_KEY, b"9x9", 0);
+        create_slots(&host);
+        assert_eq!(record_once(&host, &elsewhere), Ok(()));
         assert_eq!(record_once(&host, &proof(7, 1000)), Err(DpopError::Replayed));
     }
 

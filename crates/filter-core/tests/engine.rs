@@ -340,6 +340,9 @@ fn no_token_passes_before_the_first_revocation_list() {
     let (api, public) = (request("/api"), request("/public"));
 
     assert_eq!(cold.evaluate(&api, NOW * 1000 + 500, true).settled(), Err(Awaited::RevocationList { provider: ProviderId::FIRST }));
+    // A list that has not come within `key_wait_ms` of the VM's start is not
+    // about to: no more waits, the staleness policy answers at once.
+    assert_eq!(denied(&cold.evaluate(&api, NOW * 1000 + 3_000, true)), (DenyReason::RevocationStale, 503));
     // The wait ended with no list: stale, whatever time the engine started at.
     let Decision::Deny(d) = cold.decide_now(&api, NOW * 1000 + 500) else { panic!("no list: refused") };
     assert_eq!((d.reason, d.response.status), (DenyReason::RevocationStale, 503));
