@@ -29,7 +29,8 @@ use crate::dpop::ProofUse;
 
 /// Width of a time bucket.
 pub const BUCKET_SECS: u64 = 5;
-/// Shards per bucket (by the first byte of the proof id).
+/// Shards per bucket (by the first byte of the proof id; a full one
+/// overflows into the shard of its second byte).
 pub const SHARDS: u64 = 64;
 /// Proof ids one slot holds: 64 shards × 512 = 32768 proofs per 5 s bucket
 /// (≈ 6500 new proofs a second per Envoy process), 4 KiB per slot.
@@ -46,11 +47,22 @@ const HEADER_LEN: usize = 8;
 /// Written once every slot exists: a VM configured later need not look at each.
 pub const SLOTS_CREATED_KEY: &str = "authflow.dpop.replay.created";
 
-/// The shared-data key of the slot a proof is filed in, and its bucket.
+/// The shared-data key of the slot a proof is filed in first, and its bucket.
 pub fn slot_for(proof: &ProofUse) -> (String, u64) {
+    let (keys, bucket) = slots_for(proof);
+    let [first, _] = keys;
+    (first, bucket)
+}
+
+/// The two slots a proof may be filed in (by the first and the second byte
+/// of its id), and its bucket. The id is the client's to choose (its key and
+/// `jti`), so a client can aim many proofs at one shard and fill it; with a
+/// second choice, refusing another client's proofs means filling both of
+/// its shards, and most of the store to refuse many.
+pub fn slots_for(proof: &ProofUse) -> ([String; 2], u64) {
     let bucket = proof.iat / BUCKET_SECS;
-    let shard = u64::from(proof.id.first().copied().unwrap_or(0)) % SHARDS;
-    (slot_key(bucket % RING, shard), bucket)
+    let shard = |byte: usize| u64::from(proof.id.get(byte).copied().unwrap_or(0)) % SHARDS;
+    ([slot_key(bucket % RING, shard(0)), slot_key(bucket % RING, shard(1))], bucket)
 }
 
 fn slot_key(ring_position: u64, shard: u64) -> String {
@@ -97,14 +109,25 @@ pub fn create_slots(store: &impl SharedData) {
 /// after. A write raced by another worker is retried on the new value; a
 /// store that cannot be read or written, or a slot never created, refuses
 /// (fail closed: such a write could not be compare-and-swapped).
+///
+/// A proof goes to its first slot while that has room, else to its second.
+/// Within a bucket a slot only fills up, so every worker makes the same
+/// choice: an id is in its first slot, or in its second with the first full,
+/// and each write is still one compare-and-swap on one slot.
 pub fn record_once(store: &impl SharedData, proof: &ProofUse) -> Result<(), DpopError> {
     const ATTEMPTS: usize = 8;
-    let (key, bucket) = slot_for(proof);
-    for _ in 0..ATTEMPTS {
-        let Some((Some(current), cas)) = store.get(&key) else { break };
-        let value = record(Some(&current), bucket, proof)?;
-        if store.set(&key, &value, cas) {
-            return Ok(());
+    let (keys, bucket) = slots_for(proof);
+    for key in &keys {
+        for _ in 0..ATTEMPTS {
+            let Some((Some(current), cas)) = store.get(key) else { return Err(DpopError::ReplayStoreFull) };
+            let value = match record(Some(&current), bucket, proof) {
+                Ok(value) => value,
+                Err(DpopError::ReplayStoreFull) => break,
+                Err(refused) => return Err(refused),
+            };
+            if store.set(key, &value, cas) {
+                return Ok(());
+            }
         }
     }
     Err(DpopError::ReplayStoreFull)
@@ -259,6 +282,30 @@ mod tests {
         create_slots(&host);
         assert_eq!(record_once(&host, &elsewhere), Ok(()));
         assert_eq!(record_once(&host, &proof(7, 1000)), Err(DpopError::Replayed));
+    }
+
+    #[test]
+    fn a_client_filling_one_shard_refuses_no_one_else() {
+        let host = Host::new();
+        create_slots(&host);
+        // Proofs aimed at one shard (ids the client chose, all with first byte 9).
+        let aimed = |i: u64| proof((9 << 56) | i, 1000);
+        for i in 0..ENTRIES_PER_SLOT as u64 {
+            assert_eq!(record_once(&host, &aimed(i)), Ok(()));
+        }
+        // Another client's proof of that shard overflows into its second one,
+        // and is still accepted once only.
+        let victim = proof((9 << 56) | (20 << 48) | 7, 1000);
+        assert_eq!(record_once(&host, &victim), Ok(()));
+        assert_eq!(record_once(&host, &victim), Err(DpopError::Replayed));
+        // A proof filed in its first slot before it filled is still found there.
+        assert_eq!(record_once(&host, &aimed(3)), Err(DpopError::Replayed));
+        // Both of its shards full: refused (fail closed).
+        let second_full = |i: u64| proof((9 << 56) | (20 << 48) | (1 << 40) | i, 1000);
+        for i in 1..ENTRIES_PER_SLOT as u64 {
+            assert_eq!(record_once(&host, &second_full(i)), Ok(()));
+        }
+        assert_eq!(record_once(&host, &proof((9 << 56) | (20 << 48) | (2 << 40), 1000)), Err(DpopError::ReplayStoreFull));
     }
 
     #[test]
