@@ -65,8 +65,10 @@ pub async fn revoke_all_sessions(state: &AppState, user_id: &str, reason: &str) 
 
 /// Stores a new session bound to `device` (and to the DPoP key thumbprint
 /// `dpop_jkt`, if any), with `refresh` as its first refresh token. Returns its
-/// id; 403 `account_disabled` when the user is banned by then, whatever
-/// `user` (read earlier) says: the store decides against concurrent bans.
+/// id; 403 `account_disabled` when the user is banned by then, and 401
+/// `invalid_code` when their password was replaced since `user` was read (a
+/// reset ended this sign-in), whatever `user` says: the store decides
+/// against concurrent bans and resets.
 pub async fn create_session(
     state: &AppState,
     user: &User,
@@ -92,8 +94,10 @@ pub async fn create_session(
         dpop_jkt,
     };
     let record = RefreshRecord { hash: refresh.hash(), session_id: session_id.clone(), created_at: now, expires_at, used_at: None };
-    if !state.store.create_session(&session, &record).await? {
-        return Err(ApiError::AccountDisabled);
+    if !state.store.create_session(&session, &record, user.password_version).await? {
+        // Which of the two refused it, for the answer only (both end the sign-in).
+        let now_banned = state.store.user_by_id(&user.id).await?.is_none_or(|u| u.banned_at.is_some());
+        return Err(if now_banned { ApiError::AccountDisabled } else { ApiError::InvalidCode("the password was changed; sign in again") });
     }
     Ok(session_id)
 }

@@ -5,7 +5,9 @@
 //! A password attempt is counted *before* the password is compared
 //! ([`Throttle::attempt`], one atomic statement): the attempt that reaches the
 //! limit locks the key at once, so parallel guesses cannot all slip in before
-//! a failure is counted; a right password takes its attempt back. While
+//! a failure is counted; a right password takes its attempt back, and its
+//! time: a key starts over once quiet (no failure) for a while, however many
+//! right passwords came meanwhile (an office behind one address). While
 //! locked, sign-in answers `429` with `Retry-After` before checking the
 //! password. The counters live in the database (`Store::signin_attempt` and
 //! friends), so every instance of the service counts the same failures and
@@ -24,6 +26,8 @@ pub struct Attempt {
     key: String,
     /// The lock this attempt wrote (it reached or passed the limit).
     lock: Option<i64>,
+    /// Its number among the key's attempts (its time is undone only while it is the latest).
+    seq: i64,
 }
 
 pub struct Throttle {
@@ -39,7 +43,7 @@ impl Throttle {
         }
     }
 
-    /// A key whose last failure is older than this starts over.
+    /// A key whose last failure (an attempt not taken back) is older than this starts over.
     pub fn quiet_secs(&self) -> i64 {
         self.max_secs.saturating_mul(2)
     }
@@ -58,15 +62,16 @@ impl Throttle {
     pub async fn attempt(&self, store: &dyn Store, key: &str, limit: u32, now: i64) -> StoreResult<Result<Attempt, u64>> {
         Ok(match store.signin_attempt(key, now, self.quiet_secs(), limit, self.base_secs, self.max_secs).await? {
             SigninAttempt::Locked(until) => Err(u64::try_from(until - now).unwrap_or(1)),
-            SigninAttempt::Counted { failures, locked_until } => {
-                Ok(Attempt { key: key.to_owned(), lock: (failures >= limit).then_some(locked_until) })
+            SigninAttempt::Counted { failures, locked_until, seq } => {
+                Ok(Attempt { key: key.to_owned(), lock: (failures >= limit).then_some(locked_until), seq })
             }
         })
     }
 
-    /// Takes back an attempt that was no failure, and the lock it wrote.
+    /// Takes back an attempt that was no failure, the lock it wrote, and its
+    /// time (the quiet period runs from the last failure, not from it).
     pub async fn undo(&self, store: &dyn Store, attempt: &Attempt) -> StoreResult<()> {
-        store.undo_signin_attempt(&attempt.key, attempt.lock).await
+        store.undo_signin_attempt(&attempt.key, attempt.lock, attempt.seq).await
     }
 
     /// `Err(retry_after_secs)` when any key is locked at `now`.

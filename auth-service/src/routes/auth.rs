@@ -338,6 +338,9 @@ pub async fn start_signin(state: &AppState, client: &Client, raw_email: &str, pa
         attempts: 0,
         consumed_at: None,
         created_at: now,
+        // The version whose password was just checked (read with its hash): a
+        // reset from here on ends this sign-in, even one that misses this challenge.
+        password_version: user.password_version,
     };
     state.store.put_challenge(&challenge).await?;
     // An unverified address gets no code: the verify step refuses it anyway.
@@ -412,6 +415,11 @@ pub async fn finish_signin(state: &AppState, client: &Client, challenge_id: &str
         return Err(ApiError::InvalidCode("unknown or expired challenge"));
     }
     let user = state.store.user_by_id(&challenge.user_id).await?.ok_or(ApiError::InvalidCode("unknown or expired challenge"))?;
+    // Begun with a password replaced since (a challenge stored just after the reset that
+    // would have ended it). A reset from here on is caught when the session is stored.
+    if user.password_version != challenge.password_version {
+        return Err(ApiError::InvalidCode("unknown or expired challenge"));
+    }
     throttled(state, &user.email, client).await?;
     if user.banned_at.is_some() {
         return Err(ApiError::AccountDisabled);

@@ -98,6 +98,10 @@ pub struct User {
     pub totp_pending: Option<String>,
     pub totp_last_step: i64,
     pub created_at: i64,
+    /// How many times the password was replaced. A sign-in carries the
+    /// version whose password it checked, and gets a session only while that
+    /// is still the user's (see [`Store::create_session`]).
+    pub password_version: i64,
 }
 
 impl User {
@@ -116,6 +120,7 @@ impl User {
             totp_pending: None,
             totp_last_step: 0,
             created_at,
+            password_version: 0,
         }
     }
 }
@@ -163,6 +168,9 @@ pub struct Challenge {
     pub attempts: u32,
     pub consumed_at: Option<i64>,
     pub created_at: i64,
+    /// The user's [`User::password_version`] whose password this sign-in
+    /// checked: a reset since then ends it.
+    pub password_version: i64,
 }
 
 /// The sign-in throttle's answer to one password attempt against a key.
@@ -170,8 +178,9 @@ pub struct Challenge {
 pub enum SigninAttempt {
     /// Counted: the key now holds `failures` (this attempt included), and
     /// `locked_until` is its lock (written by this attempt when `failures`
-    /// reached the limit; otherwise not in force).
-    Counted { failures: u32, locked_until: i64 },
+    /// reached the limit; otherwise not in force). `seq` numbers the attempt
+    /// among the key's, for [`Store::undo_signin_attempt`].
+    Counted { failures: u32, locked_until: i64, seq: i64 },
     /// Locked until this time; nothing was counted.
     Locked(i64),
 }
@@ -322,11 +331,14 @@ pub trait Store: Send + Sync + 'static {
     async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>>;
     async fn list_users(&self) -> StoreResult<Vec<User>>;
     async fn set_email_verified(&self, user_id: &str) -> StoreResult<()>;
+    /// Replaces the password (a new [`User::password_version`]).
     async fn set_password(&self, user_id: &str, password_hash: &str) -> StoreResult<()>;
     /// A password reset, in one transaction: uses up the reset token `hash`
-    /// (unused, unexpired), sets `password_hash`, uses up every other reset
-    /// token of the user and ends their open sign-in challenges (begun with
-    /// the old password). The user's id, or `None` when the token is not valid.
+    /// (unused, unexpired), sets `password_hash` (a new
+    /// [`User::password_version`], so no sign-in begun with the old password
+    /// gets a session), uses up every other reset token of the user and ends
+    /// their open sign-in challenges. Resets of one user take turns. The
+    /// user's id, or `None` when the token is not valid.
     async fn reset_password(&self, hash: &str, password_hash: &str, now: i64) -> StoreResult<Option<String>>;
     async fn set_roles(&self, user_id: &str, roles: &[String]) -> StoreResult<()>;
     async fn set_totp_pending(&self, user_id: &str, secret: Option<&str>) -> StoreResult<()>;
@@ -361,12 +373,15 @@ pub trait Store: Send + Sync + 'static {
     /// past it: the first attempt after a lock ran out) the key is locked at
     /// once, until `now + min(base × 2^(count − limit), max)`, so no parallel
     /// attempt gets past the limit. A key quiet for more than `quiet_secs`
-    /// starts over.
+    /// starts over: the quiet period runs from the key's last attempt that
+    /// was not taken back.
     async fn signin_attempt(&self, key: &str, now: i64, quiet_secs: i64, limit: u32, base_secs: i64, max_secs: i64) -> StoreResult<SigninAttempt>;
     /// Takes back one counted attempt that was no failure (the password was
     /// right, or another key refused it unchecked), with the lock it wrote
-    /// (`lock`, the `locked_until` it returned), if that lock is still the key's.
-    async fn undo_signin_attempt(&self, key: &str, lock: Option<i64>) -> StoreResult<()>;
+    /// (`lock`, the `locked_until` it returned), if that lock is still the
+    /// key's, and with its time if it is still the key's latest attempt
+    /// (`seq`, as returned): the key's last failure is then the one before.
+    async fn undo_signin_attempt(&self, key: &str, lock: Option<i64>, seq: i64) -> StoreResult<()>;
     /// Counts one sign-in failure against a throttle key (an account or a
     /// client address), atomically; a key quiet for more than `quiet_secs`
     /// starts over (its lock too). Returns the count.
@@ -388,10 +403,12 @@ pub trait Store: Send + Sync + 'static {
     async fn consume_challenge(&self, id: &str, now: i64) -> StoreResult<bool>;
 
     /// Stores a session and its first refresh token, only if its user is not
-    /// banned at that moment (false otherwise, nothing stored). Decided in the
-    /// transaction that inserts, against a concurrent [`Store::ban_user`]:
-    /// either the insert sees the ban, or the ban sees (and ends) the session.
-    async fn create_session(&self, session: &Session, refresh: &RefreshRecord) -> StoreResult<bool>;
+    /// banned at that moment and their password is still `password_version`
+    /// (the one the sign-in checked); false otherwise, nothing stored.
+    /// Decided in the transaction that inserts, against a concurrent
+    /// [`Store::ban_user`] or [`Store::reset_password`]: either the insert
+    /// sees it, or it sees (and ends) the session.
+    async fn create_session(&self, session: &Session, refresh: &RefreshRecord, password_version: i64) -> StoreResult<bool>;
     async fn session(&self, id: &str) -> StoreResult<Option<Session>>;
     async fn sessions_of(&self, user_id: &str) -> StoreResult<Vec<Session>>;
     async fn refresh_token(&self, hash: &str) -> StoreResult<Option<RefreshRecord>>;

@@ -8,17 +8,20 @@
 //! needs for a generic executor (encode/decode/type for every bound value,
 //! per database) would outweigh the queries themselves.
 
-pub(super) const USER_COLUMNS: &str = "id, email, password_hash, roles, scope, email_verified, banned_at, totp_secret, totp_pending, totp_last_step, created_at";
+pub(super) const USER_COLUMNS: &str = "id, email, password_hash, roles, scope, email_verified, banned_at, totp_secret, totp_pending, totp_last_step, created_at, password_version";
 pub(super) const SESSION_COLUMNS: &str =
     "id, user_id, device_secret_hash, created_at, last_seen_at, expires_at, revoked_at, revoke_reason, ip, user_agent, dpop_jkt";
 
 /// `impl Store for $store { <the backend's own methods> <the portable ones> }`.
 /// The backend provides `reader()` and `writer()` (its pools for reads and
 /// writes; the same pool on Postgres), the row helpers `user`,
-/// `signing_key` and `seal`, and `SHARE_LOCK`: the clause that makes a
+/// `signing_key` and `seal`, `SHARE_LOCK`: the clause that makes a
 /// read in a writing statement wait for, and then see, a concurrent
 /// update of the rows it reads (Postgres: ` FOR SHARE`; SQLite: empty,
-/// its one writer already runs one write at a time).
+/// its one writer already runs one write at a time), and `UPDATE_LOCK`:
+/// the clause that makes a read lock its rows for an update later in the
+/// transaction, so another such transaction waits for this one's commit
+/// (Postgres: ` FOR NO KEY UPDATE`; SQLite: empty, for the same reason).
 macro_rules! impl_store {
     ($store:ty; $($own:tt)*) => {
         #[::async_trait::async_trait]
@@ -54,7 +57,7 @@ macro_rules! impl_store {
             }
 
             async fn set_password(&self, user_id: &str, password_hash: &str) -> StoreResult<()> {
-                sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+                sqlx::query("UPDATE users SET password_hash = $1, password_version = password_version + 1 WHERE id = $2")
                     .bind(password_hash)
                     .bind(user_id)
                     .execute(self.writer())
@@ -112,15 +115,21 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn undo_signin_attempt(&self, key: &str, lock: Option<i64>) -> StoreResult<()> {
+            async fn undo_signin_attempt(&self, key: &str, lock: Option<i64>, seq: i64) -> StoreResult<()> {
                 // While the lock this attempt wrote is in force no other attempt counts or
-                // locks, so a `locked_until` still equal to it is that lock.
+                // locks, so a `locked_until` still equal to it is that lock. Its time goes
+                // too, back to the failure before it, so right passwords do not keep old
+                // failures alive; but only if no attempt (or failure) was counted since:
+                // `last_failure` is then that one's time, and must stay.
                 sqlx::query(
                     "UPDATE signin_throttle SET failures = CASE WHEN failures > 0 THEN failures - 1 ELSE 0 END, \
-                     locked_until = CASE WHEN locked_until = $2 THEN 0 ELSE locked_until END WHERE key = $1",
+                     locked_until = CASE WHEN locked_until = $2 THEN 0 ELSE locked_until END, \
+                     last_failure = CASE WHEN attempt_seq = $3 THEN prior_failure ELSE last_failure END \
+                     WHERE key = $1",
                 )
                 .bind(key)
                 .bind(lock)
+                .bind(seq)
                 .execute(self.writer())
                 .await?;
                 Ok(())
@@ -142,7 +151,8 @@ macro_rules! impl_store {
 
             async fn put_challenge(&self, c: &Challenge) -> StoreResult<()> {
                 sqlx::query(
-                    "INSERT INTO challenges (id, user_id, method, code_hash, expires_at, attempts, created_at) VALUES ($1, $2, $3, $4, $5, 0, $6)",
+                    "INSERT INTO challenges (id, user_id, method, code_hash, expires_at, attempts, created_at, password_version) \
+                     VALUES ($1, $2, $3, $4, $5, 0, $6, $7)",
                 )
                 .bind(&c.id)
                 .bind(&c.user_id)
@@ -150,6 +160,7 @@ macro_rules! impl_store {
                 .bind(&c.code_hash)
                 .bind(c.expires_at)
                 .bind(c.created_at)
+                .bind(c.password_version)
                 .execute(self.writer())
                 .await?;
                 Ok(())
@@ -157,7 +168,7 @@ macro_rules! impl_store {
 
             async fn challenge(&self, id: &str) -> StoreResult<Option<Challenge>> {
                 let row: Option<ChallengeRow> = sqlx::query_as(
-                    "SELECT id, user_id, method, code_hash, expires_at, attempts, consumed_at, created_at FROM challenges WHERE id = $1",
+                    "SELECT id, user_id, method, code_hash, expires_at, attempts, consumed_at, created_at, password_version FROM challenges WHERE id = $1",
                 )
                 .bind(id)
                 .fetch_optional(self.reader())
@@ -182,15 +193,17 @@ macro_rules! impl_store {
                 Ok(r.rows_affected() == 1)
             }
 
-            async fn create_session(&self, s: &Session, refresh: &RefreshRecord) -> StoreResult<bool> {
+            async fn create_session(&self, s: &Session, refresh: &RefreshRecord, password_version: i64) -> StoreResult<bool> {
                 let mut tx = self.writer().begin().await?;
-                // Only for a user not banned now. The user row is read under SHARE_LOCK: a
-                // ban under way (it updates that row first) is waited for and then seen;
-                // a ban coming later waits for this commit, and then ends this session
-                // with the others. A user read earlier by the caller proves nothing.
+                // Only for a user not banned now, whose password is still the one the
+                // sign-in checked. The user row is read under SHARE_LOCK: a ban or reset
+                // under way (each updates that row) is waited for and then seen; one
+                // coming later waits for this commit, and then ends this session with the
+                // others. A user read earlier by the caller proves nothing.
                 let inserted = sqlx::query(&format!(
                     "INSERT INTO sessions (id, user_id, device_secret_hash, created_at, last_seen_at, expires_at, ip, user_agent, dpop_jkt) \
-                     SELECT $1, id, $3, $4, $5, $6, $7, $8, $9 FROM users WHERE id = $2 AND banned_at IS NULL{SHARE_LOCK}"
+                     SELECT $1, id, $3, $4, $5, $6, $7, $8, $9 FROM users \
+                     WHERE id = $2 AND banned_at IS NULL AND password_version = $10{SHARE_LOCK}"
                 ))
                     .bind(&s.id)
                     .bind(&s.user_id)
@@ -201,6 +214,7 @@ macro_rules! impl_store {
                     .bind(&s.ip)
                     .bind(&s.user_agent)
                     .bind(&s.dpop_jkt)
+                    .bind(password_version)
                     .execute(&mut *tx)
                     .await?;
                 if inserted.rows_affected() != 1 {
@@ -535,7 +549,21 @@ macro_rules! impl_store {
 
             async fn reset_password(&self, hash: &str, password_hash: &str, now: i64) -> StoreResult<Option<String>> {
                 let mut tx = self.writer().begin().await?;
-                // On Postgres a concurrent use of the same token waits on the row lock and loses.
+                // The user's row first (found through the token), under UPDATE_LOCK: two
+                // resets of one user, with the same link or two, take turns here. Taking
+                // their links' rows first, each would hold its own and wait for the
+                // other's to use it up (a deadlock on Postgres, one of them aborted).
+                let owner: Option<String> = sqlx::query_scalar(&format!(
+                    "SELECT id FROM users WHERE id = (SELECT user_id FROM one_time_tokens WHERE hash = $1 AND purpose = $2){UPDATE_LOCK}"
+                ))
+                .bind(hash)
+                .bind(TokenPurpose::ResetPassword.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+                if owner.is_none() {
+                    return Ok(None);
+                }
+                // Read after the lock: a reset that went first has used this link up.
                 let user_id: Option<String> = sqlx::query_scalar(
                     "UPDATE one_time_tokens SET used_at = $1 \
                      WHERE hash = $2 AND purpose = $3 AND used_at IS NULL AND expires_at > $1 RETURNING user_id",
@@ -546,7 +574,8 @@ macro_rules! impl_store {
                 .fetch_optional(&mut *tx)
                 .await?;
                 let Some(user_id) = user_id else { return Ok(None) };
-                sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+                // A new version: no sign-in that checked the old password gets a session.
+                sqlx::query("UPDATE users SET password_hash = $1, password_version = password_version + 1 WHERE id = $2")
                     .bind(password_hash)
                     .bind(&user_id)
                     .execute(&mut *tx)

@@ -45,6 +45,10 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 /// Read under a share lock, a row being updated by another transaction is
 /// waited for and then read as committed (see `portable`).
 const SHARE_LOCK: &str = " FOR SHARE";
+/// Read under this lock, a row is held for an update later in the same
+/// transaction: another such reader waits for the commit (see `portable`).
+/// NO KEY: inserts referencing the row (its foreign keys) are not held up.
+const UPDATE_LOCK: &str = " FOR NO KEY UPDATE";
 
 /// Upper bound on connections one instance holds.
 const MAX_CONNECTIONS: u32 = 10;
@@ -358,18 +362,23 @@ super::portable::impl_store! {
     async fn signin_attempt(&self, key: &str, now: i64, quiet_secs: i64, limit: u32, base_secs: i64, max_secs: i64) -> StoreResult<SigninAttempt> {
         // One statement: attempts on any instance wait on the row lock and see the
         // count and lock of the one before. SET reads the old row, so the new count
-        // is spelt out.
+        // is spelt out. `last_failure` moves to now at once, so a burst after a
+        // quiet period starts over once, not at every attempt; `prior_failure`
+        // keeps the old value for `undo_signin_attempt`, and `attempt_seq`
+        // numbers the attempt.
         let count = "(CASE WHEN $2 - t.last_failure > $3 THEN 1 ELSE t.failures + 1 END)";
-        let counted: Option<(i64, i64)> = sqlx::query_as(&format!(
-            "INSERT INTO signin_throttle AS t (key, failures, last_failure, locked_until) \
-             VALUES ($1, 1, $2, CASE WHEN 1 >= $4 THEN $2 + LEAST($6, $5) ELSE 0 END) \
+        let counted: Option<(i64, i64, i64)> = sqlx::query_as(&format!(
+            "INSERT INTO signin_throttle AS t (key, failures, last_failure, locked_until, attempt_seq, prior_failure) \
+             VALUES ($1, 1, $2, CASE WHEN 1 >= $4 THEN $2 + LEAST($6, $5) ELSE 0 END, 1, 0) \
              ON CONFLICT (key) DO UPDATE SET \
                failures = {count}, \
                locked_until = CASE WHEN {count} >= $4 \
                  THEN $2 + LEAST($6, $5 * (1::BIGINT << LEAST({count} - $4, 20)::INTEGER)) ELSE 0 END, \
-               last_failure = $2 \
+               prior_failure = t.last_failure, \
+               last_failure = $2, \
+               attempt_seq = t.attempt_seq + 1 \
              WHERE t.locked_until <= $2 \
-             RETURNING failures, locked_until"
+             RETURNING failures, locked_until, attempt_seq"
         ))
         .bind(key)
         .bind(now)
@@ -379,8 +388,8 @@ super::portable::impl_store! {
         .bind(max_secs)
         .fetch_optional(&self.pool)
         .await?;
-        if let Some((failures, locked_until)) = counted {
-            return Ok(SigninAttempt::Counted { failures: u32::try_from(failures).unwrap_or(u32::MAX), locked_until });
+        if let Some((failures, locked_until, seq)) = counted {
+            return Ok(SigninAttempt::Counted { failures: u32::try_from(failures).unwrap_or(u32::MAX), locked_until, seq });
         }
         let until: Option<i64> = sqlx::query_scalar("SELECT locked_until FROM signin_throttle WHERE key = $1")
             .bind(key)
@@ -392,12 +401,14 @@ super::portable::impl_store! {
 
     async fn count_signin_failure(&self, key: &str, now: i64, quiet_secs: i64) -> StoreResult<u32> {
         // One statement: concurrent failures on any instance each count. SET reads the old row.
+        // A new `attempt_seq`: an attempt taken back later leaves this time alone.
         let n: i64 = sqlx::query_scalar(
-            "INSERT INTO signin_throttle AS t (key, failures, last_failure, locked_until) VALUES ($1, 1, $2, 0) \
+            "INSERT INTO signin_throttle AS t (key, failures, last_failure, locked_until, attempt_seq) VALUES ($1, 1, $2, 0, 1) \
              ON CONFLICT (key) DO UPDATE SET \
                failures = CASE WHEN $2 - t.last_failure > $3 THEN 1 ELSE t.failures + 1 END, \
                locked_until = CASE WHEN $2 - t.last_failure > $3 THEN 0 ELSE t.locked_until END, \
-               last_failure = $2 \
+               last_failure = $2, \
+               attempt_seq = t.attempt_seq + 1 \
              RETURNING failures",
         )
         .bind(key)

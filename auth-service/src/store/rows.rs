@@ -20,6 +20,7 @@ pub(super) struct UserRow {
     pub(super) totp_pending: Option<String>,
     pub(super) totp_last_step: i64,
     pub(super) created_at: i64,
+    pub(super) password_version: i64,
 }
 
 impl From<UserRow> for User {
@@ -36,6 +37,7 @@ impl From<UserRow> for User {
             totp_pending: r.totp_pending,
             totp_last_step: r.totp_last_step,
             created_at: r.created_at,
+            password_version: r.password_version,
         }
     }
 }
@@ -51,6 +53,7 @@ pub(super) struct ChallengeRow {
     pub(super) attempts: i64,
     pub(super) consumed_at: Option<i64>,
     pub(super) created_at: i64,
+    pub(super) password_version: i64,
 }
 
 impl From<ChallengeRow> for Challenge {
@@ -64,6 +67,7 @@ impl From<ChallengeRow> for Challenge {
             attempts: u32::try_from(r.attempts).unwrap_or(u32::MAX),
             consumed_at: r.consumed_at,
             created_at: r.created_at,
+            password_version: r.password_version,
         }
     }
 }

@@ -29,6 +29,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 /// No row locks in SQLite: a statement that writes reads the latest commit
 /// and holds the one write lock until its transaction ends (see `portable`).
 const SHARE_LOCK: &str = "";
+/// Nor here: a transaction on the one writer runs alone (see `portable`).
+const UPDATE_LOCK: &str = "";
 
 impl SqliteStore {
     /// Where reads go: the read-only pool.
@@ -289,16 +291,21 @@ super::portable::impl_store! {
         // One statement on the one writer: concurrent attempts each get their own
         // count, and the one that reaches the limit has locked the key before the
         // next is counted. SET reads the old row, so the new count is spelt out.
+        // `last_failure` moves to now at once, so a burst after a quiet period
+        // starts over once, not at every attempt; `prior_failure` keeps the old
+        // value for `undo_signin_attempt`, and `attempt_seq` numbers the attempt.
         let count = "(CASE WHEN ?2 - last_failure > ?3 THEN 1 ELSE failures + 1 END)";
-        let counted: Option<(i64, i64)> = sqlx::query_as(&format!(
-            "INSERT INTO signin_throttle (key, failures, last_failure, locked_until) \
-             VALUES (?1, 1, ?2, CASE WHEN 1 >= ?4 THEN ?2 + MIN(?6, ?5) ELSE 0 END) \
+        let counted: Option<(i64, i64, i64)> = sqlx::query_as(&format!(
+            "INSERT INTO signin_throttle (key, failures, last_failure, locked_until, attempt_seq, prior_failure) \
+             VALUES (?1, 1, ?2, CASE WHEN 1 >= ?4 THEN ?2 + MIN(?6, ?5) ELSE 0 END, 1, 0) \
              ON CONFLICT(key) DO UPDATE SET \
                failures = {count}, \
                locked_until = CASE WHEN {count} >= ?4 THEN ?2 + MIN(?6, ?5 << MIN({count} - ?4, 20)) ELSE 0 END, \
-               last_failure = ?2 \
+               prior_failure = last_failure, \
+               last_failure = ?2, \
+               attempt_seq = attempt_seq + 1 \
              WHERE locked_until <= ?2 \
-             RETURNING failures, locked_until"
+             RETURNING failures, locked_until, attempt_seq"
         ))
         .bind(key)
         .bind(now)
@@ -308,8 +315,8 @@ super::portable::impl_store! {
         .bind(max_secs)
         .fetch_optional(&self.write)
         .await?;
-        if let Some((failures, locked_until)) = counted {
-            return Ok(SigninAttempt::Counted { failures: u32::try_from(failures).unwrap_or(u32::MAX), locked_until });
+        if let Some((failures, locked_until, seq)) = counted {
+            return Ok(SigninAttempt::Counted { failures: u32::try_from(failures).unwrap_or(u32::MAX), locked_until, seq });
         }
         let until: Option<i64> = sqlx::query_scalar("SELECT locked_until FROM signin_throttle WHERE key = ?")
             .bind(key)
@@ -321,12 +328,14 @@ super::portable::impl_store! {
 
     async fn count_signin_failure(&self, key: &str, now: i64, quiet_secs: i64) -> StoreResult<u32> {
         // One statement: concurrent failures each count. SET reads the old row.
+        // A new `attempt_seq`: an attempt taken back later leaves this time alone.
         let n: i64 = sqlx::query_scalar(
-            "INSERT INTO signin_throttle (key, failures, last_failure, locked_until) VALUES (?1, 1, ?2, 0) \
+            "INSERT INTO signin_throttle (key, failures, last_failure, locked_until, attempt_seq) VALUES (?1, 1, ?2, 0, 1) \
              ON CONFLICT(key) DO UPDATE SET \
                failures = CASE WHEN ?2 - last_failure > ?3 THEN 1 ELSE failures + 1 END, \
                locked_until = CASE WHEN ?2 - last_failure > ?3 THEN 0 ELSE locked_until END, \
-               last_failure = ?2 \
+               last_failure = ?2, \
+               attempt_seq = attempt_seq + 1 \
              RETURNING failures",
         )
         .bind(key)

@@ -54,3 +54,58 @@ async fn one_clients_failures_do_not_lock_out_the_others() {
     assert_eq!(fail_signin(&app, "b9@example.com", None, "203.0.113.6").await, 401);
     assert_eq!(fail_signin(&app, "c0@example.com", Some("203.0.113.5"), "192.0.2.44").await, 401);
 }
+
+/// Quiet 200 s (the throttle's `2 × max`), a limit of 3. Times from now on:
+/// the maintenance task deletes keys quiet for its own quiet period.
+const QUIET_THROTTLE: (u64, u64, u32) = (10, 100, 3);
+
+fn quiet_throttle() -> authflow_auth_service::throttle::Throttle {
+    let (base, max, _) = QUIET_THROTTLE;
+    authflow_auth_service::throttle::Throttle::new(std::time::Duration::from_secs(base), std::time::Duration::from_secs(max))
+}
+
+/// One attempt against `key` at `at`, as `Throttle::attempt` counts it; the store's answer.
+async fn count_attempt(app: &TestApp, key: &str, at: i64) -> authflow_auth_service::store::SigninAttempt {
+    let (base, max, limit) = QUIET_THROTTLE;
+    let quiet = quiet_throttle().quiet_secs();
+    app.state.store.signin_attempt(key, at, quiet, limit, base as i64, max as i64).await.unwrap()
+}
+
+/// On a shared address (an office behind NAT) where someone signs in
+/// successfully every 150 s, a typo is forgotten once the quiet period has
+/// passed since it: a right password takes back its attempt, its time too.
+#[tokio::test]
+async fn right_passwords_do_not_keep_an_addresss_old_failures_alive() {
+    use authflow_auth_service::store::SigninAttempt;
+    let app = spawn_app().await;
+    let (store, throttle, limit) = (app.state.store.as_ref(), quiet_throttle(), QUIET_THROTTLE.2);
+    let (key, t0) = ("ip:192.0.2.7", authflow_auth_service::clock::now());
+    // t = 0: a wrong password, counted and kept.
+    assert!(matches!(count_attempt(&app, key, t0).await, SigninAttempt::Counted { failures: 1, .. }));
+    // t = 150, 300: right passwords, counted and taken back.
+    for at in [t0 + 150, t0 + 300] {
+        let attempt = throttle.attempt(store, key, limit, at).await.unwrap().unwrap();
+        throttle.undo(store, &attempt).await.unwrap();
+    }
+    // t = 450: the one failure, at t = 0, is older than the quiet period.
+    let next = count_attempt(&app, key, t0 + 450).await;
+    assert!(matches!(next, SigninAttempt::Counted { failures: 1, .. }), "{next:?}");
+}
+
+/// A right password taken back after a later attempt was counted leaves
+/// that attempt's time: the later failure keeps the count alive for the
+/// whole quiet period (taking back never forgets a failure early).
+#[tokio::test]
+async fn taking_back_a_right_password_keeps_a_later_failures_time() {
+    use authflow_auth_service::store::SigninAttempt;
+    let app = spawn_app().await;
+    let (store, throttle, limit) = (app.state.store.as_ref(), quiet_throttle(), QUIET_THROTTLE.2);
+    let (key, t0) = ("ip:192.0.2.8", authflow_auth_service::clock::now());
+    // A right password and a wrong one in flight together at t = 150; the right one is taken back last.
+    let right = throttle.attempt(store, key, limit, t0 + 150).await.unwrap().unwrap();
+    assert!(matches!(count_attempt(&app, key, t0 + 150).await, SigninAttempt::Counted { failures: 2, .. }));
+    throttle.undo(store, &right).await.unwrap();
+    // t = 300: the failure at 150 is within the quiet period, so it still counts.
+    let next = count_attempt(&app, key, t0 + 300).await;
+    assert!(matches!(next, SigninAttempt::Counted { failures: 2, .. }), "{next:?}");
+}

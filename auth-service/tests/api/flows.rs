@@ -434,3 +434,81 @@ async fn a_password_reset_ends_other_reset_links_and_pending_sign_ins() {
     assert_eq!(error_code(r, 400).await, "invalid_token", "the other reset link is used up");
     app.signin(email, "a brand new passphrase").await;
 }
+
+/// Two resets of one user racing with two of their links, round after
+/// round: one wins, the other finds its link used up; neither fails. (On
+/// Postgres each held its own link's row and waited for the other's: a
+/// deadlock, one aborted, a 500.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_resets_of_one_user_never_fail() {
+    use authflow_auth_service::clock::now;
+    use authflow_auth_service::store::TokenPurpose;
+    let app = spawn_app().await;
+    let user_id = app.verified_user("twice@example.com").await;
+    let store = app.state.store.as_ref();
+    for round in 0..20 {
+        let links = [format!("link-a-{round}"), format!("link-b-{round}")];
+        for link in &links {
+            store.put_one_time_token(link, TokenPurpose::ResetPassword, &user_id, now() + 600).await.unwrap();
+        }
+        let (a, b) = tokio::join!(store.reset_password(&links[0], "hash-a", now()), store.reset_password(&links[1], "hash-b", now()));
+        let (a, b) = (a.unwrap_or_else(|e| panic!("round {round}: {e}")), b.unwrap_or_else(|e| panic!("round {round}: {e}")));
+        assert_eq!(usize::from(a.is_some()) + usize::from(b.is_some()), 1, "round {round}: {a:?} {b:?}");
+    }
+}
+
+/// A client as the routes see it, for calls below the HTTP layer.
+fn local_client() -> authflow_auth_service::extract::Client {
+    authflow_auth_service::extract::Client { ip: "127.0.0.1".into(), peer: None, user_agent: UA.into(), headers: Default::default() }
+}
+
+/// A sign-in past its code check (its challenge consumed, its user read)
+/// when a reset commits gets no session: the session is stored only for the
+/// password the sign-in checked.
+#[tokio::test]
+async fn a_session_started_from_a_user_read_before_a_reset_is_refused() {
+    use authflow_auth_service::clock::now;
+    use authflow_auth_service::error::ApiError;
+    use authflow_auth_service::store::TokenPurpose;
+    let app = spawn_app().await;
+    let email = "gap@example.com";
+    let user_id = app.verified_user(email).await;
+    let store = app.state.store.as_ref();
+    let (challenge, _) = app.challenge(email, PASSWORD).await;
+    // `finish_signin` read the user and consumed the challenge...
+    let before = store.user_by_id(&user_id).await.unwrap().unwrap();
+    assert!(store.consume_challenge(&challenge, now()).await.unwrap());
+    // ...a reset commits...
+    store.put_one_time_token("gap-link", TokenPurpose::ResetPassword, &user_id, now() + 600).await.unwrap();
+    assert!(store.reset_password("gap-link", "new-hash", now()).await.unwrap().is_some());
+    // ...and then the session would be stored.
+    match authflow_auth_service::sessions::start(&app.state, &before, &local_client(), None, now()).await {
+        Err(e) => assert!(matches!(e, ApiError::InvalidCode(_)), "{e:?}"),
+        Ok(t) => panic!("a sign-in begun with the old password got session {} after the reset", t.session_id),
+    }
+    assert!(store.sessions_of(&user_id).await.unwrap().is_empty());
+}
+
+/// A password checked just before a reset whose challenge is stored just
+/// after it (so the reset did not end it) completes no sign-in.
+#[tokio::test]
+async fn a_challenge_stored_after_a_reset_for_the_old_password_completes_nothing() {
+    use authflow_auth_service::clock::now;
+    use authflow_auth_service::store::{Challenge, TokenPurpose};
+    let app = spawn_app().await;
+    let email = "late@example.com";
+    let user_id = app.verified_user(email).await;
+    let store = app.state.store.as_ref();
+    // The old password checked out (this challenge stands for the one being stored)...
+    let (checked, _) = app.challenge(email, PASSWORD).await;
+    let code = app.last_mail(email, 2).await["code"].clone();
+    let checked = store.challenge(&checked).await.unwrap().unwrap();
+    // ...a reset commits (ending every challenge stored so far)...
+    store.put_one_time_token("late-link", TokenPurpose::ResetPassword, &user_id, now() + 600).await.unwrap();
+    assert!(store.reset_password("late-link", "new-hash", now()).await.unwrap().is_some());
+    // ...and then the challenge is stored.
+    let late = Challenge { id: "late-challenge".into(), consumed_at: None, ..checked };
+    store.put_challenge(&late).await.unwrap();
+    let r = app.post("/v1/auth/signin/verify", json!({"challenge_id": late.id, "code": code})).await;
+    assert_eq!(error_code(r, 401).await, "invalid_code", "a sign-in begun with the old password completed after the reset");
+}

@@ -21,6 +21,7 @@ mod retention;
 mod second_factor;
 mod service_accounts;
 mod timing;
+mod upgrade;
 mod vectors;
 
 /// The database each test runs on: here a SQLite file in the test's data dir.

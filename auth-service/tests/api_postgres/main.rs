@@ -39,6 +39,8 @@ mod second_factor;
 mod service_accounts;
 #[path = "../api/timing.rs"]
 mod timing;
+#[path = "../api/upgrade.rs"]
+mod upgrade;
 #[path = "../api/vectors.rs"]
 mod vectors;
 

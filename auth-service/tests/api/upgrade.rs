@@ -1,0 +1,87 @@
+//! A database made by an earlier version upgrades in place: its rows keep
+//! working under the migrations added since.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use authflow_auth_service::clock::now;
+use authflow_auth_service::domain::password::Hasher;
+use authflow_auth_service::store::SigninAttempt;
+use authflow_auth_service::throttle::Throttle;
+
+use crate::common::*;
+
+/// The first migration (per backend) this test treats as new: a database
+/// made by the ones before it (the schema before the throttle's
+/// `attempt_seq`, `password_version` and the `access_tokens` user index).
+const SQLITE_FIRST_NEW: i64 = 9;
+const POSTGRES_FIRST_NEW: i64 = 6;
+
+/// A copy of `backend`'s migrations numbered below `first_new`.
+fn earlier_migrations(backend: &str, first_new: i64, into: &Path) -> PathBuf {
+    let dir = into.join(format!("earlier-{backend}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(backend);
+    for entry in std::fs::read_dir(source).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        let version: i64 = name.split('_').next().unwrap().parse().unwrap();
+        if version < first_new {
+            std::fs::copy(&path, dir.join(name)).unwrap();
+        }
+    }
+    dir
+}
+
+/// Rows an earlier version wrote, in its schema (no column added since).
+const EARLIER_ROWS: [&str; 3] = [
+    "INSERT INTO users (id, email, password_hash, roles, scope, email_verified, created_at) \
+     VALUES ('old-user', 'old@example.com', $1, 'user', 'profile', $2, 0)",
+    "INSERT INTO signin_throttle (key, failures, last_failure, locked_until) VALUES ('ip:192.0.2.9', 1, $3, 0)",
+    "INSERT INTO access_tokens (jti, user_id, session_id, issued_at, expires_at) VALUES ('old-jti', 'svc:old', '', $3, $3)",
+];
+
+#[tokio::test]
+async fn a_database_of_the_earlier_schema_upgrades_and_keeps_working() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let database_url = crate::backend::fresh_database_url().await;
+    let hash = Hasher::new(1024, 1).unwrap().hash(PASSWORD).unwrap();
+    let at = now();
+    match &database_url {
+        None => {
+            let url = format!("sqlite://{}", dir.path().join("authflow.db").display());
+            let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url).unwrap().create_if_missing(true);
+            let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+            let migrations = earlier_migrations("sqlite", SQLITE_FIRST_NEW, dir.path());
+            sqlx::migrate::Migrator::new(migrations).await.unwrap().run(&pool).await.unwrap();
+            for sql in EARLIER_ROWS {
+                sqlx::query(sql).bind(&hash).bind(1_i64).bind(at).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        }
+        Some(url) => {
+            let pool = sqlx::PgPool::connect(url).await.unwrap();
+            let migrations = earlier_migrations("postgres", POSTGRES_FIRST_NEW, dir.path());
+            sqlx::migrate::Migrator::new(migrations).await.unwrap().run(&pool).await.unwrap();
+            for sql in EARLIER_ROWS {
+                sqlx::query(sql).bind(&hash).bind(true).bind(at).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        }
+    }
+
+    // The service applies the rest on start.
+    let app = spawn_app_in(dir, database_url, |_| {}).await;
+    let store = app.state.store.as_ref();
+    let user = store.user_by_id("old-user").await.unwrap().unwrap();
+    assert_eq!(user.password_version, 0);
+    // The earlier user signs in (challenge and session carry version 0).
+    app.signin("old@example.com", PASSWORD).await;
+    // The earlier throttle row: its failure still counts, and a right password taken back keeps it.
+    let throttle = Throttle::new(std::time::Duration::from_secs(10), std::time::Duration::from_secs(100));
+    let attempt = throttle.attempt(store, "ip:192.0.2.9", 3, at).await.unwrap().unwrap();
+    throttle.undo(store, &attempt).await.unwrap();
+    let next = store.signin_attempt("ip:192.0.2.9", at, throttle.quiet_secs(), 3, 10, 100).await.unwrap();
+    assert!(matches!(next, SigninAttempt::Counted { failures: 2, .. }), "{next:?}");
+}
