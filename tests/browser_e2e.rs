@@ -164,7 +164,9 @@ fn the_access_cookie_signs_a_browser_in_and_stays_away_from_the_backend() {
     assert!(signed_in.elapsed() < Duration::from_secs(ACCESS_TTL_SECS), "the checks above ran on a live token");
 
     // The same cookie once the token has expired: back to sign-in, not a JSON 401.
-    std::thread::sleep(Duration::from_secs(ACCESS_TTL_SECS + 1).saturating_sub(signed_in.elapsed()));
+    // A token is valid through its `exp` second, and the filter's clock is its
+    // last tick's (up to 100 ms old): a second and a bit past the TTL.
+    std::thread::sleep((Duration::from_secs(ACCESS_TTL_SECS + 1) + Duration::from_millis(300)).saturating_sub(signed_in.elapsed()));
     let r = navigate(&st, "/app/hello?tab=2", &[("cookie", &cookies)]);
     assert_sent_to_sign_in(&r, "/auth/refresh?return_to=/app/hello%3Ftab%3D2", "an expired token cookie");
     let r = st.envoy.get("/app/hello", &[("accept", "application/json"), ("cookie", &cookies), ("user-agent", UA), ("accept-language", LANG)]);
