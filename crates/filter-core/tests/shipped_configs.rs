@@ -164,6 +164,39 @@ fn every_envoy_config_carries_a_valid_filter_configuration() {
     assert!(checked >= 2, "expected the local and compose Envoy configs under envoy/, checked {checked}");
 }
 
+/// The edge listener is bounded against slow and flooding clients (Envoy's
+/// edge best practices): header and idle timeouts, HTTP/2 streams and
+/// windows, buffers per connection, and a cap on client connections.
+#[test]
+fn every_edge_listener_is_bounded() {
+    let mut checked = 0;
+    for path in yaml_files(&repo_root().join("envoy")) {
+        let name = path.display();
+        for doc in documents(&path) {
+            let Some(listeners) = doc["static_resources"]["listeners"].as_array() else { continue };
+            let monitors = doc["overload_manager"]["resource_monitors"].as_array().cloned().unwrap_or_default();
+            assert!(
+                monitors.iter().any(|m| m["name"] == "envoy.resource_monitors.global_downstream_max_connections"),
+                "{name}: no cap on client connections"
+            );
+            for listener in listeners {
+                let limit = listener["per_connection_buffer_limit_bytes"].as_u64();
+                assert!(limit.is_some_and(|b| b <= 65_536), "{name}: per_connection_buffer_limit_bytes {limit:?}");
+                let mut found = Vec::new();
+                connection_managers(listener, &mut found);
+                for hcm in found {
+                    assert!(hcm["request_headers_timeout"].is_string(), "{name}: request_headers_timeout");
+                    assert!(hcm["stream_idle_timeout"].is_string(), "{name}: stream_idle_timeout");
+                    let streams = hcm["http2_protocol_options"]["max_concurrent_streams"].as_u64();
+                    assert!(streams.is_some_and(|n| n <= 1_000), "{name}: http2 max_concurrent_streams {streams:?}");
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked >= 2, "expected the local and compose Envoy configs under envoy/, checked {checked}");
+}
+
 #[test]
 fn every_wasmplugin_plugin_config_is_a_valid_filter_configuration() {
     let mut checked = 0;
