@@ -7,15 +7,20 @@ Inputs (the only places to edit):
   envoy/envoy.yaml.in          the Envoy bootstrap shared by the local run and compose
   deploy/istio/wasmplugin.yaml.in
   deploy/istio/ratelimit.yaml.in
-  deploy/targets.json          per-target values (addresses, wasm path, issuer, image url/digest)
+  deploy/istio/auth-access.yaml.in
+  deploy/targets.json          per-target values (addresses, wasm path, issuer, image url/digest,
+                               the gateway's mTLS principal)
 
 Outputs (committed, never edited by hand):
   envoy/local.yaml  envoy/compose.yaml  envoy/compose-postgres.yaml
-  deploy/istio/wasmplugin.yaml  deploy/istio/ratelimit.yaml
+  deploy/istio/wasmplugin.yaml  deploy/istio/ratelimit.yaml  deploy/istio/auth-access.yaml
 
   generate.py            write the outputs
   generate.py --check    exit 1 (with a diff) if a committed output differs from what would be written
   generate.py --set-image URL SHA256   record the WasmPlugin image in targets.json, then write
+
+A WasmPlugin url other than the placeholder (oci://registry.example.com/...) is refused
+without its sha256: Istio would run whatever the tag points to when it pulls.
 
 Python 3.11 standard library only.
 """
@@ -37,6 +42,10 @@ WASMPLUGIN_TEMPLATE = ROOT / "deploy/istio/wasmplugin.yaml.in"
 RATE_LIMITS = ROOT / "envoy/rate-limits.json"
 RATE_LIMIT_TEMPLATE = ROOT / "deploy/istio/ratelimit.yaml.in"
 RATE_LIMIT_OUTPUT = "deploy/istio/ratelimit.yaml"
+AUTH_ACCESS_TEMPLATE = ROOT / "deploy/istio/auth-access.yaml.in"
+AUTH_ACCESS_OUTPUT = "deploy/istio/auth-access.yaml"
+# The shipped WasmPlugin url, which no cluster can pull: the only one allowed without a digest.
+PLACEHOLDER_WASM_URL_PREFIX = "oci://registry.example.com/"
 LOCAL_RATE_LIMIT_TYPE = "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
 TARGETS = ROOT / "deploy/targets.json"
 
@@ -192,7 +201,19 @@ def to_yaml(v, indent: int) -> list[str]:
     return lines
 
 
+def check_wasm_image(values: dict) -> None:
+    """A real image is pinned: its sha256 is set (and a digest). Only the placeholder may go without."""
+    url, sha256 = values.get("wasm_url", ""), values.get("wasm_sha256", "")
+    if sha256 and not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        sys.exit(f"deploy/targets.json: istio.wasm_sha256 `{sha256}` is not 64 lowercase hex digits (the image manifest digest)")
+    if not sha256 and not url.startswith(PLACEHOLDER_WASM_URL_PREFIX):
+        sys.exit(f"deploy/targets.json: istio.wasm_url is {url} but istio.wasm_sha256 is empty: an unpinned image "
+                 "runs whatever its tag points to. Run `make wasm-digest WASM_IMAGE=...` (it records url and digest), "
+                 "or set wasm_sha256 to the image manifest digest your registry reports.")
+
+
 def render_wasmplugin(values: dict) -> str:
+    check_wasm_image(values)
     config = json.loads(render_filter_json(values))
     fields = dict(values)
     fields["generated_note"] = NOTE.format(sources="deploy/istio/wasmplugin.yaml.in, envoy/authflow-filter.json, deploy/targets.json")
@@ -206,6 +227,15 @@ def render_istio_rate_limits(values: dict) -> str:
     return Template(RATE_LIMIT_TEMPLATE.read_text()).substitute(fields)
 
 
+def render_auth_access(values: dict) -> str:
+    principal = values["gateway_principal"]
+    if not re.fullmatch(r"[^/*\s\"]+/ns/[a-z0-9-]+/sa/[a-z0-9.-]+", principal):
+        sys.exit(f"deploy/targets.json: istio.gateway_principal `{principal}` is not TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE_ACCOUNT")
+    fields = {"generated_note": NOTE.format(sources="deploy/istio/auth-access.yaml.in, deploy/targets.json"),
+              "gateway_principal": principal}
+    return Template(AUTH_ACCESS_TEMPLATE.read_text()).substitute(fields)
+
+
 def render_all() -> dict[Path, str]:
     targets = load_targets()
     out = {}
@@ -213,6 +243,7 @@ def render_all() -> dict[Path, str]:
         out[ROOT / targets[name]["output"]] = render_envoy(name, targets[name])
     out[ROOT / targets["istio"]["output"]] = render_wasmplugin(targets["istio"])
     out[ROOT / RATE_LIMIT_OUTPUT] = render_istio_rate_limits(targets["istio"])
+    out[ROOT / AUTH_ACCESS_OUTPUT] = render_auth_access(targets["istio"])
     return out
 
 

@@ -16,10 +16,25 @@
 //     ReadWriteOnce volume cannot be shared by replicas); readiness and liveness probes; a
 //     rolling update that never takes a ready replica away first; a PodDisruptionBudget that
 //     selects the pods and keeps at least one while still letting a node drain.
+//  5. Access and the edge: the auth pods run a sidecar, their namespace has a STRICT
+//     PeerAuthentication, and ALLOW AuthorizationPolicies admit only the ingress gateway
+//     (deploy/targets.json istio.gateway_principal; other named callers may only get POST
+//     /v1/oauth/token, or GET the filter's callout paths when it runs in their sidecars), so
+//     nothing reaches the service past the filter; the gateway the WasmPlugin runs on is
+//     that principal's, so the filter's callouts are admitted. Every
+//     Gateway server is HTTPS with a credentialName or HTTP that only redirects to https. The
+//     WasmPlugin's image is pinned by a 64-hex sha256 unless its url is the
+//     registry.example.com placeholder. An EnvoyFilter on the WasmPlugin's workloads rejects
+//     underscore headers and normalizes paths (normalize_path, merge_slashes).
 //
 // usage: node validate-manifests.mjs [DIR ...]     (after npm ci in deploy/validate)
+// Without DIRs it checks deploy/istio and deploy/k8s and then tests its own checks: it runs
+// itself on altered copies of those manifests (each must fail with the expected error, the
+// unaltered copy must pass).
 
-import { readFileSync, readdirSync, statSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import yaml from "js-yaml";
@@ -27,7 +42,17 @@ import yaml from "js-yaml";
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, "..", "..");
 // Directories to scan (default: the shipped ones); others only for testing the checks themselves.
-const dirs = process.argv.length > 2 ? process.argv.slice(2) : ["deploy/istio", "deploy/k8s"];
+const SHIPPED_DIRS = ["deploy/istio", "deploy/k8s"];
+const dirs = process.argv.length > 2 ? process.argv.slice(2) : SHIPPED_DIRS;
+// The only caller the auth service admits (rendered into deploy/istio/auth-access.yaml).
+const targets = JSON.parse(readFileSync(join(root, "deploy/targets.json"), "utf8"));
+const GATEWAY_PRINCIPAL = targets.istio?.gateway_principal;
+// The shipped WasmPlugin url, which nothing can pull: the only one allowed without a sha256.
+const PLACEHOLDER_WASM_URL = "oci://registry.example.com/";
+// Istio's root namespace (default): AuthorizationPolicies there apply to every namespace.
+const ROOT_NAMESPACE = "istio-system";
+const HCM = "envoy.filters.network.http_connection_manager";
+const HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 
 // ---- allow-lists for Istio spec keys --------------------------------------------------------
 // A node is `true` (anything below is accepted: free-form or not checked further), an object
@@ -56,7 +81,16 @@ const ISTIO_SPEC = {
   },
   "networking.istio.io/Gateway": {
     selector: ANY,
-    servers: [{ port: { number: ANY, protocol: ANY, name: ANY, targetPort: ANY }, bind: ANY, hosts: ANY, tls: ANY, name: ANY }],
+    servers: [{
+      port: { number: ANY, protocol: ANY, name: ANY, targetPort: ANY }, bind: ANY, hosts: ANY, name: ANY, defaultEndpoint: ANY,
+      // A misspelt httpsRedirect or credentialName would be dropped: port 80 serving cleartext.
+      tls: {
+        httpsRedirect: ANY, mode: ANY, credentialName: ANY, credentialNames: ANY, caCertCredentialName: ANY,
+        serverCertificate: ANY, privateKey: ANY, caCertificates: ANY, caCrl: ANY, tlsCertificates: ANY,
+        subjectAltNames: ANY, verifyCertificateSpki: ANY, verifyCertificateHash: ANY,
+        minProtocolVersion: ANY, maxProtocolVersion: ANY, cipherSuites: ANY,
+      },
+    }],
   },
   "networking.istio.io/VirtualService": {
     hosts: ANY,
@@ -88,6 +122,24 @@ const ISTIO_SPEC = {
   },
   "security.istio.io/RequestAuthentication": {
     selector: { matchLabels: ANY }, targetRef, targetRefs: [targetRef], jwtRules: ANY,
+  },
+  "security.istio.io/PeerAuthentication": {
+    selector: { matchLabels: ANY }, mtls: { mode: ANY }, portLevelMtls: ANY,
+  },
+  // A misspelt `principals` or `from` would be dropped, and the rule would admit every caller.
+  "security.istio.io/AuthorizationPolicy": {
+    selector: { matchLabels: ANY }, targetRef, targetRefs: [targetRef], action: ANY, provider: { name: ANY },
+    rules: [{
+      from: [{ source: {
+        principals: ANY, notPrincipals: ANY, requestPrincipals: ANY, notRequestPrincipals: ANY,
+        namespaces: ANY, notNamespaces: ANY, serviceAccounts: ANY, notServiceAccounts: ANY,
+        ipBlocks: ANY, notIpBlocks: ANY, remoteIpBlocks: ANY, notRemoteIpBlocks: ANY,
+      } }],
+      to: [{ operation: {
+        hosts: ANY, notHosts: ANY, ports: ANY, notPorts: ANY, methods: ANY, notMethods: ANY, paths: ANY, notPaths: ANY,
+      } }],
+      when: [{ key: ANY, values: ANY, notValues: ANY }],
+    }],
   },
 };
 
@@ -184,6 +236,12 @@ if (plugin && deployment) {
   if (spec.failStrategy !== "FAIL_CLOSE") errors.push(`WasmPlugin: failStrategy is ${spec.failStrategy}, expected FAIL_CLOSE`);
   if (!String(spec.url).startsWith("oci://")) errors.push(`WasmPlugin: url ${spec.url} is not oci://`);
   if (spec.sha256 && !/^[0-9a-f]{64}$/.test(spec.sha256)) errors.push(`WasmPlugin: sha256 ${spec.sha256} is not a hex digest`);
+  // Unpinned, the gateway runs whatever the tag points to when it pulls.
+  if (!String(spec.url).startsWith(PLACEHOLDER_WASM_URL) && !/^[0-9a-f]{64}$/.test(spec.sha256 ?? "")) {
+    errors.push(`WasmPlugin: url ${spec.url} is not pinned: sha256 must be its 64-hex image manifest digest (run \`make wasm-digest\`; only the ${PLACEHOLDER_WASM_URL} placeholder may go without)`);
+  }
+  const urlDigest = /@sha256:([0-9a-f]{64})$/.exec(String(spec.url))?.[1];
+  if (urlDigest && spec.sha256 && urlDigest !== spec.sha256) errors.push("WasmPlugin: the url's @sha256 digest differs from sha256");
 
   const upstreams = [provider.jwks?.remote, provider.revocations].filter(Boolean);
   if (upstreams.length !== 2) errors.push("WasmPlugin: pluginConfig needs jwks.remote and revocations upstreams");
@@ -279,6 +337,143 @@ if (limiter && plugin) {
   }
 }
 
+// ---- access and the edge (point 5 above) ----------------------------------------------------------
+const all = (kind) => docs.map(({ doc }) => doc).filter((d) => d.kind === kind);
+const sameLabels = (a, b) => JSON.stringify(Object.entries(a ?? {}).sort()) === JSON.stringify(Object.entries(b ?? {}).sort());
+const selects = (matchLabels, labels) => Object.entries(matchLabels ?? {}).every(([k, v]) => labels[k] === v);
+
+if (deployment) errors.push(...accessProblems(deployment));
+if (plugin) errors.push(...edgeProblems(plugin));
+
+// Nothing reaches the auth pods but the gateway: mutual TLS only, and an ALLOW policy whose rules
+// name the gateway's principal. Other principals: only these requests (exact paths and methods).
+function otherCallerRequests() {
+  const provider = plugin?.spec?.pluginConfig?.providers?.[0] ?? {};
+  return [
+    { methods: ["POST"], paths: ["/v1/oauth/token"] }, // the client-credentials grant of service accounts
+    // the filter's callouts, when it runs in those workloads' sidecars
+    { methods: ["GET"], paths: [provider.jwks?.remote?.path, provider.revocations?.path].filter(Boolean) },
+  ];
+}
+
+function accessProblems(deployment) {
+  const problems = [];
+  const ns = deployment.metadata.namespace;
+  const pod = deployment.spec.template.metadata ?? {};
+  const labels = pod.labels ?? {};
+  const nsLabels = all("Namespace").find((n) => n.metadata?.name === ns)?.metadata?.labels ?? {};
+  const inject = labels["sidecar.istio.io/inject"] ?? pod.annotations?.["sidecar.istio.io/inject"];
+  // Without a sidecar, PeerAuthentication and AuthorizationPolicy do nothing.
+  if (inject === "false" || (inject !== "true" && nsLabels["istio-injection"] !== "enabled" && !nsLabels["istio.io/rev"])) {
+    problems.push(`Deployment: the authflow-auth pods get no Istio sidecar (namespace ${ns} label istio-injection: enabled, pod label sidecar.istio.io/inject: "true"): nothing would enforce mTLS or the AuthorizationPolicy`);
+  }
+  if (pod.annotations?.["sidecar.istio.io/rewriteAppHTTPProbers"] === "false") {
+    problems.push("Deployment: sidecar.istio.io/rewriteAppHTTPProbers \"false\": under STRICT mTLS the kubelet's plaintext probes would fail");
+  }
+
+  // PeerAuthentication: the namespace's is STRICT, and no workload-level one loosens it.
+  const peers = all("PeerAuthentication").filter((p) => p.metadata?.namespace === ns && selects(p.spec?.selector?.matchLabels, labels));
+  if (!peers.some((p) => !Object.keys(p.spec?.selector?.matchLabels ?? {}).length && p.spec?.mtls?.mode === "STRICT")) {
+    problems.push(`no STRICT PeerAuthentication for namespace ${ns} (no selector, mtls.mode STRICT): Istio's default PERMISSIVE takes plaintext from any pod`);
+  }
+  for (const p of peers) {
+    const modes = [p.spec?.mtls?.mode, ...Object.values(p.spec?.portLevelMtls ?? {}).map((m) => m?.mode)];
+    if (modes.some((m) => m !== "STRICT")) {
+      problems.push(`PeerAuthentication ${ns}/${p.metadata.name}: applies to the authflow-auth pods with mTLS ${modes.join("/")}; it must be STRICT (ports included)`);
+    }
+  }
+
+  // AuthorizationPolicy: ALLOW policies add up, so every rule of every one that applies is checked.
+  const applies = (p) => (p.metadata?.namespace === ns || p.metadata?.namespace === ROOT_NAMESPACE)
+    && !p.spec?.targetRef && !p.spec?.targetRefs && selects(p.spec?.selector?.matchLabels, labels);
+  const allows = all("AuthorizationPolicy").filter((p) => applies(p) && (p.spec?.action ?? "ALLOW") === "ALLOW");
+  if (!allows.some((p) => p.metadata.namespace === ns && Object.keys(p.spec?.selector?.matchLabels ?? {}).length && p.spec?.action === "ALLOW")) {
+    problems.push(`no ALLOW AuthorizationPolicy in ${ns} selecting the authflow-auth pods: any pod can call the auth service past the filter`);
+  }
+  if (!GATEWAY_PRINCIPAL) problems.push("deploy/targets.json: no istio.gateway_principal");
+  let gatewayAdmitted = false;
+  for (const p of allows) {
+    (p.spec.rules ?? []).forEach((rule, i) => {
+      const where = `AuthorizationPolicy ${p.metadata.namespace}/${p.metadata.name} rules[${i}]`;
+      const sources = (rule.from ?? []).map((f) => f.source ?? {});
+      if (!sources.length) return problems.push(`${where}: no \`from\`: admits every caller`);
+      const principals = sources.flatMap((s) => s.principals ?? []);
+      if (sources.some((s) => !(s.principals ?? []).length)) problems.push(`${where}: a source without principals admits callers other than the gateway`);
+      const others = principals.filter((pr) => pr !== GATEWAY_PRINCIPAL);
+      if (others.some((pr) => pr.includes("*"))) problems.push(`${where}: wildcard principal ${others.find((pr) => pr.includes("*"))}`);
+      // Callers other than the gateway: every operation within one of otherCallerRequests().
+      const ops = (rule.to ?? []).map((t) => t.operation ?? {});
+      const within = (o) => otherCallerRequests().some((r) => (o.methods ?? []).length && (o.paths ?? []).length
+        && o.methods.every((m) => r.methods.includes(m)) && o.paths.every((x) => r.paths.includes(x)));
+      if (others.length && !(ops.length && ops.every(within))) {
+        problems.push(`${where}: admits ${others.join(", ")}; only the gateway (${GATEWAY_PRINCIPAL}) may call the auth service (others: exactly ${otherCallerRequests().map((r) => `${r.methods} ${r.paths.join(" ")}`).join(", or ")})`);
+      }
+      // The gateway with no path, method or condition: its routes and the filter's callouts.
+      if (!rule.to && !rule.when && sources.some((s) => Object.keys(s).join() === "principals" && s.principals.includes(GATEWAY_PRINCIPAL))) {
+        gatewayAdmitted = true;
+      }
+    });
+  }
+  if (allows.length && !gatewayAdmitted) {
+    problems.push(`AuthorizationPolicy: no rule admits the gateway (${GATEWAY_PRINCIPAL}) unconditionally: its routes and the filter's JWKS / revocation callouts would be refused`);
+  }
+  return problems;
+}
+
+// The gateway the filter runs on: its principal is the admitted one, it serves HTTPS only, and it
+// rejects underscore headers and normalizes paths.
+function edgeProblems(plugin) {
+  const problems = [];
+  const pluginNs = plugin.metadata?.namespace;
+  const pluginLabels = plugin.spec?.selector?.matchLabels;
+  // The callouts leave from the WasmPlugin's workloads: the principal must be theirs.
+  const principalNs = /^[^/]+\/ns\/([^/]+)\/sa\/[^/]+$/.exec(GATEWAY_PRINCIPAL ?? "")?.[1];
+  if (principalNs !== pluginNs) {
+    problems.push(`deploy/targets.json istio.gateway_principal ${GATEWAY_PRINCIPAL} is not an identity in ${pluginNs}, where the WasmPlugin's gateway runs: its callouts would be refused`);
+  }
+  const gateways = all("Gateway");
+  if (!gateways.length) problems.push("no Gateway shipped");
+  for (const gw of gateways) {
+    const name = `Gateway ${gw.metadata?.namespace}/${gw.metadata?.name}`;
+    if (!sameLabels(gw.spec?.selector, pluginLabels)) problems.push(`${name}: selector differs from the WasmPlugin's: requests would reach routes the filter does not run on`);
+    const servers = gw.spec?.servers ?? [];
+    const httpsOk = (s) => s.port?.protocol === "HTTPS" && ["SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL"].includes(s.tls?.mode)
+      && Boolean(s.tls?.credentialName || (s.tls?.credentialNames ?? []).length);
+    servers.forEach((s, i) => {
+      const where = `${name} servers[${i}] (port ${s.port?.number} ${s.port?.protocol})`;
+      if (s.port?.protocol === "HTTPS") {
+        if (!httpsOk(s)) problems.push(`${where}: needs tls.mode SIMPLE (or MUTUAL) and a credentialName`);
+      } else if (s.port?.protocol === "HTTP") {
+        if (s.tls?.httpsRedirect !== true) problems.push(`${where}: plain HTTP: set tls.httpsRedirect: true (passwords, codes and tokens must not cross in cleartext)`);
+      } else {
+        problems.push(`${where}: only HTTPS with a credentialName, or HTTP redirecting to https`);
+      }
+    });
+    if (!servers.some(httpsOk)) problems.push(`${name}: no HTTPS server`);
+  }
+
+  // Patches of every HTTP connection manager of the gateway (no port or listener name to narrow them).
+  const hcmPatches = all("EnvoyFilter")
+    .filter((f) => f.metadata?.namespace === pluginNs && sameLabels(f.spec?.workloadSelector?.labels, pluginLabels))
+    .flatMap((f) => f.spec?.configPatches ?? [])
+    .filter((p) => p.applyTo === "NETWORK_FILTER" && p.match?.listener?.filterChain?.filter?.name === HCM
+      && p.patch?.value?.typed_config?.["@type"] === HCM_TYPE);
+  const everyHcm = hcmPatches.filter((p) => p.patch.operation === "MERGE" && [undefined, "ANY", "GATEWAY"].includes(p.match.context)
+    && !p.match.listener.portNumber && !p.match.listener.name && !p.match.listener.filterChain.name && !p.match.listener.filterChain.sni)
+    .map((p) => p.patch.value.typed_config);
+  const settings = hcmPatches.map((p) => p.patch.value.typed_config);
+  const underscores = settings.map((c) => c.common_http_protocol_options?.headers_with_underscores_action).filter((v) => v !== undefined);
+  if (!everyHcm.some((c) => c.common_http_protocol_options?.headers_with_underscores_action === "REJECT_REQUEST") || underscores.some((v) => v !== "REJECT_REQUEST")) {
+    problems.push(`no EnvoyFilter on the WasmPlugin's workloads (${pluginNs}, ${JSON.stringify(pluginLabels)}) sets headers_with_underscores_action: REJECT_REQUEST on every HTTP connection manager (x_auth_user would reach CGI-style backends as x-auth-user)`);
+  }
+  for (const key of ["normalize_path", "merge_slashes"]) {
+    if (!everyHcm.some((c) => c[key] === true) || settings.some((c) => c[key] !== undefined && c[key] !== true)) {
+      problems.push(`no EnvoyFilter on the WasmPlugin's workloads sets ${key}: true on every HTTP connection manager`);
+    }
+  }
+  return problems;
+}
+
 // Several replicas on one PostgreSQL, and what keeps them available (point 4 above).
 function availabilityProblems(deployment, container, env) {
   const problems = [];
@@ -327,3 +522,80 @@ if (errors.length) {
   process.exit(1);
 }
 console.log(`manifests valid and consistent: ${docs.length} documents`);
+if (process.argv.length <= 2) selfTest();
+
+// ---- the checks themselves ------------------------------------------------------------------------
+// Each case alters a copy of the shipped manifests; the validator, run on that copy, must fail
+// with `expect` in its report (or pass, for expect === null). The unaltered copy must pass.
+function selfTest() {
+  const of = (files, kind, name) => files.flatMap((f) => f.docs).find((d) => d.kind === kind && (!name || d.metadata?.name === name));
+  const drop = (files, kind, name) => files.forEach((f) => {
+    f.docs = f.docs.filter((d) => !(d.kind === kind && (!name || d.metadata?.name === name)));
+  });
+  const rules = (files) => of(files, "AuthorizationPolicy", "authflow-auth").spec.rules;
+  const server = (files, protocol) => of(files, "Gateway").spec.servers.find((s) => s.port.protocol === protocol);
+  const hardening = (files) => of(files, "EnvoyFilter", "authflow-gateway-hardening").spec.configPatches[0].patch.value.typed_config;
+  const cases = [
+    ["unaltered", () => {}, null],
+    ["no PeerAuthentication", (f) => drop(f, "PeerAuthentication"), "no STRICT PeerAuthentication"],
+    ["mTLS PERMISSIVE", (f) => { of(f, "PeerAuthentication").spec.mtls.mode = "PERMISSIVE"; }, "no STRICT PeerAuthentication"],
+    ["a workload PeerAuthentication loosening a port", (f) => {
+      f[0].docs.push({ apiVersion: "security.istio.io/v1", kind: "PeerAuthentication", metadata: { name: "auth-port", namespace: "authflow-system" },
+        spec: { selector: { matchLabels: { "app.kubernetes.io/name": "authflow-auth" } }, mtls: { mode: "STRICT" }, portLevelMtls: { 8081: { mode: "PERMISSIVE" } } } });
+    }, "must be STRICT"],
+    ["no AuthorizationPolicy", (f) => drop(f, "AuthorizationPolicy"), "no ALLOW AuthorizationPolicy"],
+    ["AuthorizationPolicy on other pods", (f) => { of(f, "AuthorizationPolicy").spec.selector.matchLabels = { app: "other" }; }, "no ALLOW AuthorizationPolicy"],
+    ["a rule without from", (f) => rules(f).push({ to: [{ operation: { paths: ["/metrics"] } }] }), "admits every caller"],
+    ["a source by namespace", (f) => rules(f).push({ from: [{ source: { namespaces: ["default"] } }] }), "source without principals"],
+    ["a misspelt principals", (f) => rules(f).push({ from: [{ source: { principal: ["x"] } }] }), "unknown keys"],
+    ["another principal on /metrics", (f) => rules(f).push({
+      from: [{ source: { principals: ["cluster.local/ns/default/sa/app"] } }], to: [{ operation: { paths: ["/metrics"], methods: ["GET"] } }],
+    }), "only the gateway"],
+    ["another principal on /v1/revocations, any method", (f) => rules(f).push({
+      from: [{ source: { principals: ["cluster.local/ns/default/sa/app"] } }], to: [{ operation: { paths: ["/v1/revocations"] } }],
+    }), "only the gateway"],
+    ["a sidecar running the filter: its callouts (allowed)", (f) => rules(f).push({
+      from: [{ source: { principals: ["cluster.local/ns/shop/sa/shop"] } }],
+      to: [{ operation: { paths: ["/.well-known/jwks.json", "/v1/revocations"], methods: ["GET"] } }],
+    }), null],
+    ["another principal on POST /v1/oauth/token (allowed)", (f) => rules(f).push({
+      from: [{ source: { principals: ["cluster.local/ns/billing/sa/billing"] } }], to: [{ operation: { paths: ["/v1/oauth/token"], methods: ["POST"] } }],
+    }), null],
+    ["gateway not admitted", (f) => { rules(f)[0].from[0].source.principals = ["cluster.local/ns/istio-system/sa/other"]; }, "no rule admits the gateway"],
+    ["gateway limited to some paths", (f) => { rules(f)[0].to = [{ operation: { paths: ["/v1/auth/*"] } }]; }, "no rule admits the gateway"],
+    ["no sidecar", (f) => { of(f, "Deployment").spec.template.metadata.labels["sidecar.istio.io/inject"] = "false"; }, "no Istio sidecar"],
+    ["plain HTTP server", (f) => { delete server(f, "HTTP").tls; }, "set tls.httpsRedirect: true"],
+    ["HTTPS without credentialName", (f) => { delete server(f, "HTTPS").tls.credentialName; }, "needs tls.mode SIMPLE"],
+    ["no HTTPS server", (f) => { const g = of(f, "Gateway"); g.spec.servers = g.spec.servers.filter((s) => s.port.protocol !== "HTTPS"); }, "no HTTPS server"],
+    ["a misspelt httpsRedirect", (f) => { server(f, "HTTP").tls = { httpRedirect: true }; }, "unknown keys"],
+    ["unpinned WasmPlugin", (f) => { Object.assign(of(f, "WasmPlugin").spec, { url: "oci://ghcr.io/you/authflow-wasm:0.1.0", sha256: "" }); }, "is not pinned"],
+    ["pinned WasmPlugin (allowed)", (f) => { Object.assign(of(f, "WasmPlugin").spec, { url: "oci://ghcr.io/you/authflow-wasm:0.1.0", sha256: "0".repeat(64) }); }, null],
+    ["no hardening EnvoyFilter", (f) => drop(f, "EnvoyFilter", "authflow-gateway-hardening"), "headers_with_underscores_action: REJECT_REQUEST"],
+    ["underscore headers allowed", (f) => { hardening(f).common_http_protocol_options.headers_with_underscores_action = "ALLOW"; }, "headers_with_underscores_action: REJECT_REQUEST"],
+    ["slashes not merged", (f) => { delete hardening(f).merge_slashes; }, "merge_slashes: true"],
+  ];
+  const shipped = SHIPPED_DIRS.flatMap((d) => yamlFiles(resolve(root, d)).sort())
+    .map((file) => ({ rel: relative(root, file), docs: yaml.loadAll(readFileSync(file, "utf8")).filter((d) => d != null) }));
+  const failures = [];
+  for (const [name, alter, expect] of cases) {
+    const files = structuredClone(shipped);
+    alter(files);
+    const dir = mkdtempSync(join(tmpdir(), "authflow-manifests-"));
+    try {
+      for (const f of files) {
+        mkdirSync(dirname(join(dir, f.rel)), { recursive: true });
+        writeFileSync(join(dir, f.rel), f.docs.map((d) => yaml.dump(d, { noRefs: true })).join("---\n"));
+      }
+      const run = spawnSync(process.execPath, [fileURLToPath(import.meta.url), dir], { encoding: "utf8" });
+      const ok = expect === null ? run.status === 0 : run.status === 1 && run.stderr.includes(expect);
+      if (!ok) failures.push(`${name}: expected ${expect === null ? "a pass" : `a failure naming "${expect}"`}, got exit ${run.status}:\n${run.stderr}`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  if (failures.length) {
+    console.error("validator self-test FAILED:\n" + failures.map((e) => `  - ${e}`).join("\n"));
+    process.exit(1);
+  }
+  console.log(`validator self-test: ${cases.length} altered copies judged as expected`);
+}
