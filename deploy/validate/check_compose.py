@@ -239,6 +239,14 @@ def check_postgres_profile(default: dict, services: dict) -> None:
     check(len(data_volumes) == 1, "the replicas must share one outbox volume, so a mail sent by one is read through the other")
 
 
+def check_hardening(services: dict) -> None:
+    """Every service runs with a read-only root, no capabilities and no new privileges."""
+    for name, svc in sorted(services.items()):
+        check(svc.get("read_only") is True, f"{name}: read_only must be true")
+        check(svc.get("cap_drop") == ["ALL"], f"{name}: cap_drop must be [ALL]")
+        check("no-new-privileges:true" in (svc.get("security_opt") or []), f"{name}: security_opt must hold no-new-privileges:true")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--compose-bin", required=True, help="the Compose v2 binary itself, not a wrapper")
@@ -311,6 +319,7 @@ def main() -> int:
     if pg_services is None:
         return 1
     check_postgres_profile(services, pg_services)
+    check_hardening(pg_services)
 
     check_dockerfile(ROOT / "Dockerfile", {svc.get("build", {}).get("target") for svc in pg_services.values()} - {None})
 
