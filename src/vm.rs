@@ -130,7 +130,7 @@ impl Vm {
                 // The wait ran out, or the key fetch it waited for ended
                 // without its key: decided with what there is. (Keys that came
                 // first may leave it waiting for the revocation list.)
-                Err(awaited) if now_ms >= p.deadline_ms || (matches!(awaited, Awaited::Keys { .. }) && p.final_round(generation, now_ms)) => {
+                Err(awaited) if p.final_round(&awaited, generation, now_ms) => {
                     self.engine.decide_now(&p.request, now_ms)
                 }
                 Err(_) => {

@@ -185,6 +185,20 @@ pub enum SigninAttempt {
     Locked(i64),
 }
 
+impl SigninAttempt {
+    /// The attempt statement's row (`failures`, `locked_until`, `attempt_seq`)
+    /// when it counted the attempt.
+    pub(crate) fn counted((failures, locked_until, seq): (i64, i64, i64)) -> Self {
+        SigninAttempt::Counted { failures: u32::try_from(failures).unwrap_or(u32::MAX), locked_until, seq }
+    }
+
+    /// Not counted: the key's lock as read after the statement. None or past
+    /// means a success cleared it in between; this attempt is still refused, briefly.
+    pub(crate) fn refused(locked_until: Option<i64>, now: i64) -> Self {
+        SigninAttempt::Locked(locked_until.unwrap_or(0).max(now + 1))
+    }
+}
+
 /// The per-account second-factor guard's answer to one attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SecondFactorAttempt {

@@ -388,15 +388,14 @@ super::portable::impl_store! {
         .bind(max_secs)
         .fetch_optional(&self.pool)
         .await?;
-        if let Some((failures, locked_until, seq)) = counted {
-            return Ok(SigninAttempt::Counted { failures: u32::try_from(failures).unwrap_or(u32::MAX), locked_until, seq });
+        if let Some(row) = counted {
+            return Ok(SigninAttempt::counted(row));
         }
         let until: Option<i64> = sqlx::query_scalar("SELECT locked_until FROM signin_throttle WHERE key = $1")
             .bind(key)
             .fetch_optional(&self.pool)
             .await?;
-        // Cleared in between (a success): this attempt was still refused, briefly.
-        Ok(SigninAttempt::Locked(until.unwrap_or(0).max(now + 1)))
+        Ok(SigninAttempt::refused(until, now))
     }
 
     async fn count_signin_failure(&self, key: &str, now: i64, quiet_secs: i64) -> StoreResult<u32> {

@@ -1,6 +1,7 @@
 //! Requests paused until their provider's keys arrive: a bounded list, and
 //! when each is decided for good.
 
+use crate::engine::Awaited;
 use crate::provider_id::ProviderId;
 use crate::request::Request;
 
@@ -21,9 +22,12 @@ pub struct PausedRequest {
 }
 
 impl PausedRequest {
-    /// Whether its next evaluation must be its last (no more waiting).
-    pub fn final_round(&self, current_generation: u64, now_ms: u64) -> bool {
-        current_generation != self.generation || now_ms >= self.deadline_ms
+    /// Whether a request still `awaited` after its latest evaluation is
+    /// decided for good now: its wait ran out, or the key fetch it waited
+    /// for ended without its key. A wait for the revocation list goes on
+    /// after keys came (they often come first at startup).
+    pub fn final_round(&self, awaited: &Awaited, current_generation: u64, now_ms: u64) -> bool {
+        now_ms >= self.deadline_ms || (matches!(awaited, Awaited::Keys { .. }) && current_generation != self.generation)
     }
 }
 
@@ -66,6 +70,7 @@ impl PausedRequests {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fetch::KeyNeed;
 
     fn paused(context_id: u32) -> PausedRequest {
         PausedRequest { context_id, request: Request::from_headers(vec![], None), provider: ProviderId::FIRST, generation: 3, deadline_ms: 1_000 }
@@ -88,8 +93,12 @@ mod tests {
     #[test]
     fn decided_for_good_when_the_fetch_ended_or_the_wait_ran_out() {
         let p = paused(1);
-        assert!(!p.final_round(3, 999));
-        assert!(p.final_round(4, 999), "its fetch ended");
-        assert!(p.final_round(3, 1_000), "deadline");
+        let keys = Awaited::Keys { provider: ProviderId::FIRST, need: KeyNeed::NotLoaded };
+        let list = Awaited::RevocationList { provider: ProviderId::FIRST };
+        assert!(!p.final_round(&keys, 3, 999));
+        assert!(p.final_round(&keys, 4, 999), "its fetch ended");
+        assert!(p.final_round(&keys, 3, 1_000), "deadline");
+        assert!(!p.final_round(&list, 4, 999), "keys came: the list is still awaited");
+        assert!(p.final_round(&list, 4, 1_000), "deadline");
     }
 }
