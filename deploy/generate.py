@@ -153,6 +153,80 @@ def render_auth_endpoints(values: dict) -> str:
     return "\n".join(lines)
 
 
+# Envoy's admin can stop Envoy (/quitquitquit), fail its health checks and dump its
+# configuration: it listens on loopback only. Where the host or a healthcheck must read it
+# from outside the container, this listener passes GET on a few read-only paths to it and
+# refuses everything else. Its path handling is the public listener's, so no other spelling
+# (`/stats/../quitquitquit`, `/stats%2F..`) reaches another admin path.
+ADMIN_READONLY_PORT = 9901
+ADMIN_READONLY_PATHS = ("/ready", "/stats", "/clusters")
+
+
+def render_admin_readonly(values: dict) -> tuple[str, str]:
+    """The read-only admin listener and its cluster, or two empty strings."""
+    address = values.get("admin_readonly_address")
+    if not address:
+        return "", ""
+    routes = []
+    for path in ADMIN_READONLY_PATHS:
+        routes += [f"              - match:",
+                   f"                  path_separated_prefix: \"{path}\"",
+                   f"                  headers: [{{ name: \":method\", string_match: {{ exact: GET }} }}]",
+                   f"                route: {{ cluster: envoy_admin }}"]
+    listener = "\n".join([
+        "  # Envoy's admin, read-only, for the host and the healthcheck (deploy/generate.py).",
+        "  - name: admin_readonly",
+        "    address:",
+        f"      socket_address: {{ address: {address}, port_value: {ADMIN_READONLY_PORT} }}",
+        "    per_connection_buffer_limit_bytes: 32768",
+        "    filter_chains:",
+        "    - filters:",
+        "      - name: envoy.filters.network.http_connection_manager",
+        "        typed_config:",
+        "          \"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "          stat_prefix: admin_readonly",
+        "          normalize_path: true",
+        "          merge_slashes: true",
+        "          path_with_escaped_slashes_action: REJECT_REQUEST",
+        "          common_http_protocol_options:",
+        "            headers_with_underscores_action: REJECT_REQUEST",
+        "            idle_timeout: 300s",
+        "          http2_protocol_options: { max_concurrent_streams: 100 }",
+        "          request_headers_timeout: 10s",
+        "          stream_idle_timeout: 60s",
+        "          request_timeout: 60s",
+        "          route_config:",
+        "            virtual_hosts:",
+        "            - name: admin_readonly",
+        "              domains: [\"*\"]",
+        "              routes:",
+        *routes,
+        "              - match: { prefix: \"/\" }",
+        "                direct_response:",
+        "                  status: 403",
+        "                  body: { inline_string: \"read-only admin: GET "
+        + ", ".join(ADMIN_READONLY_PATHS) + " only\\n\" }",
+        "          http_filters:",
+        "          - name: envoy.filters.http.router",
+        "            typed_config:",
+        "              \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+    ]) + "\n"
+    cluster = "\n".join([
+        "  # Envoy's own admin on loopback, behind the read-only listener.",
+        "  - name: envoy_admin",
+        "    type: STATIC",
+        "    connect_timeout: 1s",
+        "    load_assignment:",
+        "      cluster_name: envoy_admin",
+        "      endpoints:",
+        "      - lb_endpoints:",
+        "        - endpoint:",
+        "            address:",
+        f"              socket_address: {{ address: 127.0.0.1, port_value: {values['admin_port']} }}",
+    ]) + "\n"
+    return listener, cluster
+
+
 def render_envoy(name: str, values: dict) -> str:
     filter_json = render_filter_json(values)
     indent = " " * 20  # under `value: |` in envoy.yaml.in
@@ -163,6 +237,7 @@ def render_envoy(name: str, values: dict) -> str:
     fields["filter_config"] = block
     fields.update(rate_limit_fields(values, 20, 14))
     fields["auth_endpoints"] = render_auth_endpoints(values)
+    fields["admin_readonly_listener"], fields["admin_readonly_cluster"] = render_admin_readonly(values)
     return Template(ENVOY_TEMPLATE.read_text()).substitute(fields)
 
 

@@ -9,7 +9,9 @@ For each config:
      endpoints are pointed at a closed loopback port so nothing on the machine is called),
      wait for admin `/ready` = LIVE, check that a V8 Wasm VM is active (the filter was
      instantiated and accepted its configuration — it refuses a bad one at load), that a
-     public request passes the rate limiter (x-ratelimit-* on the answer), stop it.
+     public request passes the rate limiter (x-ratelimit-* on the answer); Envoy's admin is on
+     loopback, or behind the read-only admin listener (deploy/generate.py), which must answer
+     its few GETs and refuse every request that would stop, reconfigure or dump Envoy; stop it.
   0. Before both: the HTTP filters are in order authflow (wasm) → local_ratelimit → router.
      The rate limiter keys on the identity header the filter sets and strips from clients;
      placed before the filter, a client would choose its own budget.
@@ -50,10 +52,13 @@ def with_wasm(text: str, wasm: Path) -> str:
     return new
 
 
-def for_load_test(text: str, listen: int, admin: int, closed: int) -> str:
-    """Loopback-only copy on free ports. Relies on the generated layout (envoy/envoy.yaml.in)."""
+def for_load_test(text: str, listen: int, admin: int, closed: int, inner_admin: int) -> str:
+    """Loopback-only copy on free ports. Relies on the generated layout (envoy/envoy.yaml.in):
+    9901 is the admin, or the read-only listener in front of it (then the admin is on 9900)."""
     subs = [
         (r"address: \S+, port_value: 9901 }", f"address: 127.0.0.1, port_value: {admin} }}", 1),
+        # The admin behind the read-only listener, and that listener's cluster: both or neither.
+        (r"address: 127\.0\.0\.1, port_value: 9900 }", f"address: 127.0.0.1, port_value: {inner_admin} }}", None),
         (r"address: \S+, port_value: 8080 }", f"address: 127.0.0.1, port_value: {listen} }}", 1),
         # The auth service (one endpoint, or one per replica) and the backend: at least two.
         (r"address: \S+, port_value: 808[12] }", f"address: 127.0.0.1, port_value: {closed} }}", -2),
@@ -61,6 +66,8 @@ def for_load_test(text: str, listen: int, admin: int, closed: int) -> str:
     ]
     for pattern, repl, want in subs:
         text, n = re.subn(pattern, repl, text)
+        if "9900" in pattern and n not in (0, 2):
+            raise SystemExit(f"load-test rewrite: the loopback admin on 9900 appears {n} times, expected 0 or 2")
         if want is not None and (n < -want if want < 0 else n != want):
             expected = f"at least {-want}" if want < 0 else want
             raise SystemExit(f"load-test rewrite: `{pattern}` matched {n} times, expected {expected}")
@@ -106,10 +113,53 @@ def validate(envoy: str, cfg: Path) -> bool:
     return r.returncode == 0
 
 
+def send(port: int, method: str, path: str) -> int:
+    """Status of one raw request (any method, the path as written), 0 when none came."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
+            head = s.recv(4096).decode(errors="replace")
+        m = re.match(r"HTTP/1\.1 (\d{3})", head)
+        return int(m.group(1)) if m else 0
+    except OSError:
+        return 0
+
+
+# The read-only admin listener (deploy/generate.py) must answer these, and refuse all else.
+ADMIN_READ = ("/ready", "/stats?filter=wasm", "/stats/prometheus", "/clusters?format=json")
+ADMIN_REFUSED = [
+    ("POST", "/quitquitquit"), ("GET", "/quitquitquit"), ("POST", "/healthcheck/fail"),
+    ("POST", "/logging?level=trace"), ("GET", "/config_dump"), ("GET", "/certs"),
+    ("POST", "/stats"), ("POST", "/reset_counters"), ("GET", "/statsreset"),
+    ("GET", "/stats/../quitquitquit"), ("GET", "/stats/%2e%2e/config_dump"),
+    ("GET", "//config_dump"), ("GET", "/Stats/../config_dump"), ("GET", "/ready/../runtime"),
+    ("get", "/stats"), ("POST", "/stats/recentlookups/enable"), ("GET", "/stats%2F..%2Fconfig_dump"),
+]
+
+
+def admin_readonly_error(admin: int, inner_admin: int, proc: subprocess.Popen) -> str | None:
+    """Why the admin port is not read-only (None when it is), for configs that front their admin."""
+    for path in ADMIN_READ:
+        status, _ = get(f"http://127.0.0.1:{admin}{path}")
+        if status != 200:
+            return f"GET {path} through the read-only admin answered {status}, expected 200"
+    for method, path in ADMIN_REFUSED:
+        status = send(admin, method, path)
+        if status not in (400, 403, 404, 405):
+            return f"{method} {path} through the read-only admin answered {status}, expected a refusal"
+        if proc.poll() is not None:
+            return f"{method} {path} through the read-only admin stopped Envoy"
+    # Nothing got through to the admin's state: its health check still passes.
+    status, body = get(f"http://127.0.0.1:{inner_admin}/ready")
+    if status != 200 or "LIVE" not in body:
+        return f"the admin behind the read-only listener is no longer LIVE ({status} {body.strip()!r})"
+    return None
+
+
 def load(envoy: str, cfg_text: str, tmp: Path, name: str) -> bool:
-    listen, admin, closed = free_port(), free_port(), free_port()
+    listen, admin, closed, inner_admin = free_port(), free_port(), free_port(), free_port()
     cfg = tmp / f"load-{name}"
-    cfg.write_text(for_load_test(cfg_text, listen, admin, closed))
+    cfg.write_text(for_load_test(cfg_text, listen, admin, closed, inner_admin))
     log = tmp / f"load-{name}.log"
     with open(log, "w") as logf:
         proc = subprocess.Popen(
@@ -149,6 +199,16 @@ def load(envoy: str, cfg_text: str, tmp: Path, name: str) -> bool:
             return False
         print(f"  loaded: /ready LIVE, {active.group(1)} V8 VM active, unauthenticated request refused ({status}),"
               f" public request rate-limited (x-ratelimit-limit {limit})")
+        if "name: admin_readonly" in cfg_text:
+            error = admin_readonly_error(admin, inner_admin, proc)
+            if error:
+                print(f"  {error}", file=sys.stderr)
+                return False
+            print(f"  admin on loopback; port 9901 read-only: GET {', '.join(ADMIN_READ)} answered,"
+                  f" {len(ADMIN_REFUSED)} other requests refused, Envoy still LIVE")
+        elif not re.search(r"^admin:\n  address:\n    socket_address: \{ address: 127\.0\.0\.1,", cfg_text, re.M):
+            print("  Envoy's admin listens beyond loopback without the read-only listener in front", file=sys.stderr)
+            return False
         return True
     finally:
         if proc.poll() is None:

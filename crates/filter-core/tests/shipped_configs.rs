@@ -282,6 +282,54 @@ fn every_connection_manager_normalizes_paths_and_refuses_underscore_headers() {
 
 const RATE_LIMIT_FILTER: &str = "envoy.filters.http.local_ratelimit";
 
+/// The listener in front of Envoy's loopback admin (deploy/generate.py): no application traffic.
+const ADMIN_READONLY: &str = "admin_readonly";
+
+/// The connection managers of the listeners that carry requests to the application.
+fn public_connection_managers(doc: &Value) -> Vec<Value> {
+    let mut found = Vec::new();
+    let listeners = doc["static_resources"]["listeners"].as_array().into_iter().flatten();
+    listeners.filter(|l| l["name"] != ADMIN_READONLY).for_each(|l| connection_managers(l, &mut found));
+    found
+}
+
+/// Envoy's admin never listens beyond loopback; where a container must publish it, the
+/// read-only listener in front passes GETs to it and nothing else (check_envoy.py sends it
+/// the requests that would stop or dump Envoy).
+#[test]
+fn envoy_admin_listens_on_loopback_and_is_published_read_only() {
+    let mut fronted = 0;
+    for path in yaml_files(&repo_root().join("envoy")) {
+        let name = path.display();
+        for doc in documents(&path) {
+            if doc.get("admin").is_none() {
+                continue;
+            }
+            assert_eq!(doc["admin"]["address"]["socket_address"]["address"], "127.0.0.1", "{name}: admin address");
+            let listeners = doc["static_resources"]["listeners"].as_array().cloned().unwrap_or_default();
+            let Some(front) = listeners.iter().find(|l| l["name"] == ADMIN_READONLY) else { continue };
+            let mut hcms = Vec::new();
+            connection_managers(front, &mut hcms);
+            assert_eq!(hcms.len(), 1, "{name}: one connection manager on the read-only admin listener");
+            let filters: Vec<&str> = hcms[0]["http_filters"].as_array().unwrap().iter().filter_map(|f| f["name"].as_str()).collect();
+            assert_eq!(filters, ["envoy.filters.http.router"], "{name}: read-only admin filters");
+            let routes: Vec<&Value> = hcms[0]["route_config"]["virtual_hosts"].as_array().unwrap().iter().flat_map(|v| v["routes"].as_array().unwrap()).collect();
+            let (last, to_admin) = routes.split_last().unwrap();
+            assert_eq!(last["direct_response"]["status"], 403, "{name}: the read-only admin's last route refuses");
+            for route in to_admin {
+                assert_eq!(route["route"]["cluster"], "envoy_admin", "{name}: {route}");
+                let on_get = route["match"]["headers"].as_array().is_some_and(|h| {
+                    h.iter().any(|m| m["name"] == ":method" && m["string_match"]["exact"] == "GET")
+                });
+                assert!(on_get, "{name}: a read-only admin route matches GET only: {route}");
+                assert!(route["match"]["path_separated_prefix"].is_string(), "{name}: whole path segments only: {route}");
+            }
+            fronted += 1;
+        }
+    }
+    assert!(fronted >= 2, "expected the compose configs to publish their admin read-only, found {fronted}");
+}
+
 /// Every local_ratelimit configuration of a connection manager: the filter's own and each route's.
 fn rate_limit_configs(hcm: &Value) -> Vec<Value> {
     let on_filter = hcm["http_filters"].as_array().into_iter().flatten().filter(|f| f["name"] == RATE_LIMIT_FILTER).map(|f| f["typed_config"].clone());
@@ -300,9 +348,7 @@ fn every_envoy_config_limits_requests_after_the_filter_by_its_identity_header() 
     for path in yaml_files(&repo_root().join("envoy")) {
         let name = path.display();
         for doc in documents(&path) {
-            let mut hcms = Vec::new();
-            connection_managers(&doc, &mut hcms);
-            for hcm in hcms {
+            for hcm in public_connection_managers(&doc) {
                 let names: Vec<&str> = hcm["http_filters"].as_array().unwrap().iter().filter_map(|f| f["name"].as_str()).collect();
                 let at = |n: &str| names.iter().position(|x| *x == n).unwrap_or_else(|| panic!("{name}: no {n} in {names:?}"));
                 assert!(at("envoy.filters.http.wasm") < at(RATE_LIMIT_FILTER), "{name}: local_ratelimit must come after the authflow filter: {names:?}");
