@@ -137,7 +137,7 @@ fn public_routes_stay_open_when_the_revocation_list_is_stale() {
 /// The cookie header a browser-like client sends: the device secret and a
 /// cookie of the application's own.
 fn browser_cookie(s: &Session) -> String {
-    format!("theme=dark; __Secure-authflow-device={}", s.device)
+    format!("theme=dark; __Host-authflow-device={}", s.device)
 }
 
 /// The session's headers with that cookie: the token, the device secret as
@@ -173,7 +173,7 @@ fn credentials_stay_out_of_the_upstream_by_default() {
         assert_eq!(r.echoed("cookie").as_deref(), Some("theme=dark"), "{path}: only the device cookie is taken out");
     }
     // Anonymous on a public route: the device secret stays out too.
-    let r = st.envoy.get("/public/page", &[(DEVICE_HEADER, "s3cret"), ("cookie", "__Secure-authflow-device=s3cret")]);
+    let r = st.envoy.get("/public/page", &[(DEVICE_HEADER, "s3cret"), ("cookie", "__Host-authflow-device=s3cret")]);
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.echoed(DEVICE_HEADER), None);
     assert_eq!(r.echoed("cookie"), None, "a cookie header holding only the device secret is removed");

@@ -231,7 +231,7 @@ mod tests {
     fn device_secret_from_header_or_cookie() {
         let mut h = HeaderMap::new();
         assert_eq!(device_secret(&h), None);
-        h.insert("cookie", HeaderValue::from_static("a=b; __Secure-authflow-device=s3cret; c=d"));
+        h.insert("cookie", HeaderValue::from_static("a=b; __Host-authflow-device=s3cret; c=d"));
         assert_eq!(device_secret(&h).as_deref(), Some("s3cret"));
         h.insert("x-authflow-device", HeaderValue::from_static("hdr"));
         assert_eq!(device_secret(&h).as_deref(), Some("hdr"));

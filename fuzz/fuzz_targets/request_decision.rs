@@ -331,7 +331,7 @@ fn build_request(w: &World, r: &Req, placed: &mut Vec<Placed>) -> Request {
             }
             Value::Cookie { name, before, token } => {
                 let t = make_token(w, token);
-                let cookie: &[u8] = [&b"access_token="[..], b"other=", b"__Secure-authflow-device=", b"access_token=\""][usize::from(*name) % 4];
+                let cookie: &[u8] = [&b"access_token="[..], b"other=", b"__Host-authflow-device=", b"access_token=\""][usize::from(*name) % 4];
                 let v = [before, cookie, &t.text].concat();
                 placed.push(t);
                 v

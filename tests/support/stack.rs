@@ -134,7 +134,7 @@ impl Stack {
         let code = self.auth.latest_mail(email, "sign-in code", "code");
         let r = self.envoy.post("/v1/auth/signin/verify", &device_headers(), &json!({"challenge_id": challenge, "code": code}));
         assert_eq!(r.status, 200, "second factor: {r:?}");
-        assert!(r.header("set-cookie").unwrap_or_default().contains("__Secure-authflow-device="), "device cookie: {r:?}");
+        assert!(r.header("set-cookie").unwrap_or_default().contains("__Host-authflow-device="), "device cookie: {r:?}");
         let j = r.json();
         let text = |name: &str| j[name].as_str().unwrap().to_owned();
         Session { bearer: format!("Bearer {}", text("access_token")), access: text("access_token"), refresh: text("refresh_token"), device: text("device_secret") }

@@ -27,7 +27,7 @@ async fn sign_up_verify_sign_in_and_use_the_token() {
     let t = tokens_of(r).await;
     assert_eq!(
         cookie,
-        format!("__Secure-authflow-device={}; HttpOnly; Secure; SameSite=Strict; Path=/", t.device)
+        format!("__Host-authflow-device={}; HttpOnly; Secure; SameSite=Strict; Path=/", t.device)
     );
     assert_eq!(t.device.len(), 43);
 
@@ -207,7 +207,7 @@ async fn refresh_rotation_and_reuse_detection() {
     let r = app
         .http
         .post(app.url("/v1/auth/refresh"))
-        .header("cookie", format!("__Secure-authflow-device={}", t.device))
+        .header("cookie", format!("__Host-authflow-device={}", t.device))
         .json(&json!({"refresh_token": t.refresh}))
         .send()
         .await

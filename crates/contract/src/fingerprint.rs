@@ -31,8 +31,10 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 pub const CANONICAL_VERSION: &str = "authflow-dfp-v1";
-/// Name of the hardened cookie that carries the device secret to browsers.
-pub const DEVICE_COOKIE: &str = "__Secure-authflow-device";
+/// Name of the hardened cookie that carries the device secret to browsers. `__Host-`: only
+/// this origin can set it (Secure, Path=/, no Domain), so a sibling subdomain cannot plant
+/// its own device secret beside an attacker's refresh cookie (a sign-in forced on a victim).
+pub const DEVICE_COOKIE: &str = "__Host-authflow-device";
 /// Header that carries the device secret for non-browser clients.
 pub const DEVICE_HEADER: &str = "x-authflow-device";
 /// Longest device secret either side accepts (the service issues 43 chars).

@@ -157,7 +157,7 @@ mod tests {
         ("authorization", "Bearer t"),
         ("x-token", "t"),
         ("x-authflow-device", "secret"),
-        ("cookie", "a=1; __Secure-authflow-device=secret"),
+        ("cookie", "a=1; __Host-authflow-device=secret"),
         ("cookie", "access_token=t; b=2"),
     ];
 
@@ -174,7 +174,7 @@ mod tests {
             ]
         );
         // Nothing but credentials in the cookie header: the header goes.
-        let only = req("/api", &[("cookie", " __Secure-authflow-device=s ;access_token=t")]);
+        let only = req("/api", &[("cookie", " __Host-authflow-device=s ;access_token=t")]);
         assert_eq!(credential_edits(&c, &only, Some(ProviderId::FIRST)), vec![remove("cookie")]);
         // No credential cookie: the cookie header is left as it is.
         assert_eq!(credential_edits(&c, &req("/api", &[("cookie", "a=1")]), None), vec![]);
@@ -219,7 +219,7 @@ mod tests {
         let c = config(json!({"forward_device_secret": true}));
         assert_eq!(
             credential_edits(&c, &req("/api", CREDENTIALS), Some(ProviderId::FIRST)),
-            vec![remove("authorization"), remove("x-token"), HeaderEdit::Set("cookie".into(), "a=1; __Secure-authflow-device=secret; b=2".into())]
+            vec![remove("authorization"), remove("x-token"), HeaderEdit::Set("cookie".into(), "a=1; __Host-authflow-device=secret; b=2".into())]
         );
         let mut c = config(json!({"forward_device_secret": true}));
         c.providers.get_mut(ProviderId::FIRST).unwrap().forward_token = true;
@@ -227,7 +227,7 @@ mod tests {
         // checked, so it does not (see `only_the_token_that_verified_is_forwarded`).
         assert_eq!(
             credential_edits(&c, &req("/api", CREDENTIALS), Some(ProviderId::FIRST)),
-            vec![HeaderEdit::Set("cookie".into(), "a=1; __Secure-authflow-device=secret; b=2".into())]
+            vec![HeaderEdit::Set("cookie".into(), "a=1; __Host-authflow-device=secret; b=2".into())]
         );
         // A route for the credentials' own service gets them whatever the defaults.
         let c = config(json!({}));
