@@ -64,13 +64,13 @@ fn create_key_account(st: &Stack, client_id: &str, key: &ES256KeyPair) -> Value 
 }
 
 /// The client-credentials grant with a signed assertion (RFC 7523 §2.2):
-/// `iss` = `sub` = the client id, `aud` = the token endpoint, one minute, a fresh `jti`.
+/// `iss` = `sub` = the client id, `aud` = the issuer (a single string), one minute, a fresh `jti`.
 fn token_by_assertion(st: &Stack, issuer: &str, client_id: &str, key: &ES256KeyPair) -> Reply {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
     let mut claims = Claims::create(jwt_simple::prelude::Duration::from_secs(60))
         .with_issuer(client_id)
         .with_subject(client_id)
-        .with_audience(format!("{issuer}/v1/oauth/token"))
+        .with_audience(issuer)
         .with_jwt_id(format!("{client_id}-{now}-{}", std::process::id()));
     claims.expires_at = Some(UnixTimeStamp::from_secs(now + 60));
     let assertion = key.sign(claims).unwrap();

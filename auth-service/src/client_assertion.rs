@@ -16,10 +16,17 @@ use serde_json::Value;
 /// The only `client_assertion_type` (RFC 7523 §2.2).
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// The longest an assertion may live, counted from now: it is made for one
-/// request, and its `jti` is remembered until it expires.
+/// request, and its `jti` is remembered until it expires (and a little
+/// longer: [`JTI_RETENTION_PAST_EXP_SECS`]).
 pub const MAX_LIFETIME_SECS: u64 = 300;
-/// Clock difference tolerated between the client and this service.
+/// Clock difference tolerated between the client and this service: an
+/// assertion is accepted until `exp` + this, by the checking instance's clock.
 pub const CLOCK_SKEW_SECS: u64 = 30;
+pub use crate::clock::INSTANCE_CLOCK_MARGIN_SECS;
+/// How long past its `exp` a used `jti` is remembered (its row's
+/// `expires_at`, pruned once the pruning instance's clock reaches it): as
+/// long as any instance could still accept the assertion.
+pub const JTI_RETENTION_PAST_EXP_SECS: u64 = CLOCK_SKEW_SECS + INSTANCE_CLOCK_MARGIN_SECS;
 /// Longest assertion and `jti` looked at.
 pub const MAX_ASSERTION_BYTES: usize = 4096;
 pub const MAX_JTI_LEN: usize = 256;
@@ -115,11 +122,19 @@ pub fn claimed_client(assertion: &str) -> Option<String> {
 }
 
 /// Checks an assertion from `client_id` with its key: the signature, `iss`
-/// = `sub` = `client_id`, `aud` one of `audiences` (the token endpoint's URL
-/// or the issuer), `exp` present and at most [`MAX_LIFETIME_SECS`] ahead,
-/// not expired, `jti` present. `None` for any failure: the caller answers
-/// one `invalid_client` whatever went wrong.
-pub fn verify(assertion: &str, client_id: &str, key: &ClientKey, audiences: &[String], now: i64) -> Option<Accepted> {
+/// = `sub` = `client_id`, `aud` exactly `issuer` (this service's issuer
+/// identifier) as a single string, `exp` present and at most
+/// [`MAX_LIFETIME_SECS`] ahead, not expired, `jti` present. `None` for any
+/// failure: the caller answers one `invalid_client` whatever went wrong.
+///
+/// The audience is as draft-ietf-oauth-rfc7523bis requires: the issuer
+/// identifier as the sole value, not the token endpoint's URL (which RFC
+/// 7523 §3 allowed) nor an array. A client talking to several authorization
+/// servers can be made, by one that lies about its token endpoint in its
+/// metadata, to sign an assertion for another's token endpoint URL; the
+/// issuer it cannot be made to sign for (RFC 8414 §3.3 has the client check
+/// it), and an array would let one assertion be good at several servers.
+pub fn verify(assertion: &str, client_id: &str, key: &ClientKey, issuer: &str, now: i64) -> Option<Accepted> {
     if assertion.len() > MAX_ASSERTION_BYTES {
         return None;
     }
@@ -127,21 +142,25 @@ pub fn verify(assertion: &str, client_id: &str, key: &ClientKey, audiences: &[St
     let options = VerificationOptions {
         required_subject: Some(client_id.to_owned()),
         allowed_issuers: Some(HashSet::from([client_id.to_owned()])),
-        allowed_audiences: Some(audiences.iter().cloned().collect()),
+        allowed_audiences: Some(HashSet::from([issuer.to_owned()])),
         time_tolerance: Some(Duration::from_secs(CLOCK_SKEW_SECS)),
         max_token_length: Some(MAX_ASSERTION_BYTES),
         artificial_time: Some(UnixTimeStamp::from_secs(now_secs)),
         ..VerificationOptions::default()
     };
     let claims = key.verify(assertion, options)?;
+    // jwt-simple accepts the audience also inside an array: here only as the string.
+    if !matches!(&claims.audiences, Some(Audiences::AsString(aud)) if aud == issuer) {
+        return None;
+    }
     // jwt-simple checks `exp` only when present: here it is required, and short.
     let exp = claims.expires_at?.as_secs();
     if exp > now_secs + MAX_LIFETIME_SECS + CLOCK_SKEW_SECS {
         return None;
     }
     let jti = claims.jwt_id.filter(|j| !j.is_empty() && j.len() <= MAX_JTI_LEN)?;
-    // Remembered until no clock could still take the assertion as unexpired.
-    let expires_at = i64::try_from(exp + CLOCK_SKEW_SECS).ok()?;
+    // Remembered until no instance's clock could still take the assertion as unexpired.
+    let expires_at = i64::try_from(exp + JTI_RETENTION_PAST_EXP_SECS).ok()?;
     Some(Accepted { jti, expires_at })
 }
 
@@ -150,10 +169,16 @@ mod tests {
     use super::*;
 
     const NOW: i64 = 1_900_000_000;
-    const AUD: &str = "https://auth.example/v1/oauth/token";
+    /// The issuer identifier: the one audience.
+    const AUD: &str = "https://auth.example";
 
     fn assertion(kp: &ES256KeyPair, iss: &str, sub: &str, aud: &str, exp_in: Option<u64>, jti: Option<&str>) -> String {
-        let mut c = Claims::create(Duration::from_secs(60)).with_issuer(iss).with_subject(sub).with_audience(aud);
+        assertion_for(kp, iss, sub, Claims::create(Duration::from_secs(60)).with_audience(aud), exp_in, jti)
+    }
+
+    /// An assertion with the audience already in `c`.
+    fn assertion_for(kp: &ES256KeyPair, iss: &str, sub: &str, c: JWTClaims<NoCustomClaims>, exp_in: Option<u64>, jti: Option<&str>) -> String {
+        let mut c = c.with_issuer(iss).with_subject(sub);
         c.issued_at = Some(UnixTimeStamp::from_secs(NOW as u64));
         c.invalid_before = None;
         c.expires_at = exp_in.map(|s| UnixTimeStamp::from_secs(NOW as u64 + s));
@@ -176,24 +201,45 @@ mod tests {
     fn a_valid_assertion_is_accepted_once_its_claims_check_out() {
         let kp = ES256KeyPair::generate();
         let key = key_of(&kp);
-        let aud = [AUD.to_owned()];
+        let aud = AUD;
         let ok = assertion(&kp, "billing", "billing", AUD, Some(60), Some("j1"));
         assert_eq!(claimed_client(&ok).as_deref(), Some("billing"));
-        assert_eq!(verify(&ok, "billing", &key, &aud, NOW), Some(Accepted { jti: "j1".into(), expires_at: NOW + 60 + 30 }));
+        assert_eq!(verify(&ok, "billing", &key, aud, NOW), Some(Accepted { jti: "j1".into(), expires_at: NOW + 60 + 30 + 60 }));
+        let token_endpoint = format!("{AUD}/v1/oauth/token");
+        let array = |auds: &[&str]| Claims::create(Duration::from_secs(60)).with_audiences(auds.iter().copied().collect::<HashSet<_>>());
         for (why, bad) in [
             ("another client", assertion(&kp, "billing", "billing", AUD, Some(60), Some("j"))),
             ("iss is not sub", assertion(&kp, "other", "billing", AUD, Some(60), Some("j"))),
             ("another audience", assertion(&kp, "billing", "billing", "https://elsewhere", Some(60), Some("j"))),
+            ("the token endpoint", assertion(&kp, "billing", "billing", &token_endpoint, Some(60), Some("j"))),
+            ("the issuer in an array", assertion_for(&kp, "billing", "billing", array(&[AUD]), Some(60), Some("j"))),
+            ("the issuer and more", assertion_for(&kp, "billing", "billing", array(&[AUD, &token_endpoint]), Some(60), Some("j"))),
+            ("no audience", assertion_for(&kp, "billing", "billing", Claims::create(Duration::from_secs(60)), Some(60), Some("j"))),
             ("no exp", assertion(&kp, "billing", "billing", AUD, None, Some("j"))),
             ("exp too far ahead", assertion(&kp, "billing", "billing", AUD, Some(3600), Some("j"))),
             ("no jti", assertion(&kp, "billing", "billing", AUD, Some(60), None)),
         ] {
             let client = if why == "another client" { "payroll" } else { "billing" };
-            assert_eq!(verify(&bad, client, &key, &aud, NOW), None, "{why}");
+            assert_eq!(verify(&bad, client, &key, aud, NOW), None, "{why}");
         }
-        assert_eq!(verify(&ok, "billing", &key, &aud, NOW + 60 + 31), None, "expired");
+        assert_eq!(verify(&ok, "billing", &key, aud, NOW + 60 + 31), None, "expired");
         let other = key_of(&ES256KeyPair::generate());
-        assert_eq!(verify(&ok, "billing", &other, &aud, NOW), None, "signed with another key");
+        assert_eq!(verify(&ok, "billing", &other, aud, NOW), None, "signed with another key");
+    }
+
+    /// Its `jti` is remembered past the last second any instance accepts the
+    /// assertion, by the margin between instances' clocks (a row is pruned
+    /// once the pruning instance's clock reaches `expires_at`).
+    #[test]
+    fn a_used_jti_outlives_the_last_second_its_assertion_is_accepted() {
+        let kp = ES256KeyPair::generate();
+        let key = key_of(&kp);
+        let a = assertion(&kp, "billing", "billing", AUD, Some(60), Some("j1"));
+        let last = NOW + 60 + i64::try_from(CLOCK_SKEW_SECS).unwrap();
+        let accepted = verify(&a, "billing", &key, AUD, last).expect("accepted in the last second of the skew");
+        assert_eq!(verify(&a, "billing", &key, AUD, last + 1), None);
+        assert!(accepted.expires_at > last, "kept while the checking instance accepts it");
+        assert_eq!(accepted.expires_at, last + i64::try_from(INSTANCE_CLOCK_MARGIN_SECS).unwrap(), "and while one behind by less than the margin does");
     }
 
     #[test]
@@ -217,7 +263,7 @@ mod tests {
         let es = ES256KeyPair::generate();
         let a = assertion(&es, "billing", "billing", AUD, Some(60), Some("j"));
         assert!(matches!(ClientKey::decoy_for(&a), ClientKey::Es256(_)));
-        assert_eq!(verify(&a, "billing", ClientKey::decoy_for(&a), &[AUD.to_owned()], NOW), None);
+        assert_eq!(verify(&a, "billing", ClientKey::decoy_for(&a), AUD, NOW), None);
         let ed = Ed25519KeyPair::generate();
         let claims = Claims::create(Duration::from_secs(60)).with_issuer("billing").with_subject("billing").with_audience(AUD);
         let a = ed.sign(claims).unwrap();

@@ -89,8 +89,9 @@ pub async fn check_proof(state: &AppState, compact: &str, request: &ProofRequest
 
 /// Records the proof as used (§11.1): `Replayed` when it already was.
 async fn remember(state: &AppState, checked: &CheckedProof) -> Result<(), ProofFailure> {
-    // Kept until the proof is too old anyway, with the skew allowed both ways.
-    let forget_at = checked.iat.saturating_add(PROOF_MAX_AGE_SECS + PROOF_FUTURE_SKEW_SECS);
+    // Kept until the proof is too old anyway, with the skew allowed both ways, on
+    // any instance: one whose clock is behind would still accept it.
+    let forget_at = checked.iat.saturating_add(PROOF_MAX_AGE_SECS + PROOF_FUTURE_SKEW_SECS + crate::clock::INSTANCE_CLOCK_MARGIN_SECS);
     let first_time = state
         .store
         .remember_dpop_proof(&replay_id(&checked.jkt, &checked.jti), i64::try_from(forget_at).unwrap_or(i64::MAX))

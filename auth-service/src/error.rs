@@ -15,7 +15,8 @@ pub enum ApiError {
     PayloadTooLarge,
     UnsupportedMediaType,
     WeakPassword(String),
-    /// Unknown email or wrong password: deliberately indistinguishable.
+    /// Unknown email, wrong password, or (at sign-in) an address not verified
+    /// yet: deliberately indistinguishable.
     InvalidCredentials,
     /// Bad or expired second-factor code / challenge.
     InvalidCode(&'static str),
@@ -49,6 +50,9 @@ pub enum ApiError {
     MethodNotAllowed,
     Conflict(&'static str),
     TooManyRequests { retry_after_secs: u64 },
+    /// No capacity for the work this request needs (every password-hashing
+    /// slot stayed busy): 503 `temporarily_unavailable` with `Retry-After`.
+    TemporarilyUnavailable { retry_after_secs: u64 },
     Unavailable(&'static str),
     Internal(String),
 }
@@ -83,7 +87,11 @@ impl ApiError {
                 (S::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "send Content-Type: application/json".into())
             }
             Self::WeakPassword(d) => (S::BAD_REQUEST, "weak_password", d.clone()),
-            Self::InvalidCredentials => (S::UNAUTHORIZED, "invalid_credentials", "email or password is wrong".into()),
+            Self::InvalidCredentials => (
+                S::UNAUTHORIZED,
+                "invalid_credentials",
+                "wrong email or password, or the address is not verified yet (then a new verification link is mailed)".into(),
+            ),
             Self::InvalidCode(d) => (S::UNAUTHORIZED, "invalid_code", (*d).into()),
             Self::InvalidLink => (S::BAD_REQUEST, "invalid_token", "the link is invalid, expired or already used".into()),
             Self::InvalidToken(d) => (S::UNAUTHORIZED, "invalid_token", (*d).into()),
@@ -104,6 +112,9 @@ impl ApiError {
             Self::Conflict(d) => (S::CONFLICT, "conflict", (*d).into()),
             Self::TooManyRequests { .. } => {
                 (S::TOO_MANY_REQUESTS, "too_many_attempts", "too many failed attempts; retry later".into())
+            }
+            Self::TemporarilyUnavailable { .. } => {
+                (S::SERVICE_UNAVAILABLE, "temporarily_unavailable", "the service is busy; retry later".into())
             }
             Self::Unavailable(d) => (S::SERVICE_UNAVAILABLE, "unavailable", (*d).into()),
             Self::Internal(_) => (S::INTERNAL_SERVER_ERROR, "server_error", "internal error".into()),
@@ -146,7 +157,7 @@ impl IntoResponse for ApiError {
                     headers.insert(crate::dpop::NONCE_HEADER, v);
                 }
             }
-            Self::TooManyRequests { retry_after_secs } => {
+            Self::TooManyRequests { retry_after_secs } | Self::TemporarilyUnavailable { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             _ => {}
@@ -164,6 +175,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Conflict(what) => Self::Internal(format!("unexpected conflict: {what} is taken")),
             StoreError::Database(_)
+            | StoreError::Connect(_)
             | StoreError::Migration(_)
             | StoreError::UnsupportedUrl
             | StoreError::Sealed(_)

@@ -1,19 +1,21 @@
 //! Outgoing mail. Development: every message is a JSON file under
 //! `<data_dir>/outbox/` (readable through `GET /v1/dev/outbox` when the dev
-//! endpoints are on). Production: SMTP to a relay.
+//! endpoints are on). Production: SMTP to a relay, over TLS (STARTTLS,
+//! required, by default; implicit TLS; or none, only when configured so).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::{Deserialize, Serialize};
 
 use secrecy::ExposeSecret;
 
-use crate::config::{Config, MailerConfig};
+use crate::config::{Config, MailerConfig, SmtpTls};
 
 /// One message. `code` / `token` repeat the secret in the body so that the
 /// development outbox can expose it to scripts; SMTP sends only the body.
@@ -48,15 +50,38 @@ pub trait Mailer: Send + Sync + 'static {
 pub fn from_config(config: &Config) -> Result<Box<dyn Mailer>, String> {
     match &config.mail.transport {
         MailerConfig::DevOutbox => Ok(Box::new(DevOutbox::new(config.outbox_dir())?)),
-        MailerConfig::Smtp { host, port, username, password } => {
-            let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.as_str()).port(*port);
+        MailerConfig::Smtp { host, port, username, password, tls, ca_file } => {
+            let transport_tls = match tls {
+                SmtpTls::None => Tls::None,
+                // lettre's `Required`: no STARTTLS in the relay's EHLO answer,
+                // or a failed handshake, and the connection ends before AUTH
+                // or MAIL (`Opportunistic` would go on in clear).
+                SmtpTls::StartTls => Tls::Required(tls_parameters(host, ca_file.as_deref())?),
+                SmtpTls::Implicit => Tls::Wrapper(tls_parameters(host, ca_file.as_deref())?),
+            };
+            // `builder_dangerous` only means "no TLS unless set": it is set here.
+            let mut builder =
+                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.as_str()).port(*port).tls(transport_tls);
             if let (Some(u), Some(p)) = (username, password) {
                 builder = builder.credentials(Credentials::new(u.clone(), p.expose_secret().to_owned()));
             }
             let from: Mailbox = config.mail.from.parse().map_err(|e| format!("mail.from is not a mailbox: {e}"))?;
-            Ok(Box::new(Smtp { transport: builder.build(), from }))
+            Ok(Box::new(Smtp { transport: builder.build(), from, host: host.clone(), tls: *tls }))
         }
     }
+}
+
+/// The relay's certificate must chain to Mozilla's roots (compiled in, see
+/// `tls.rs`) or to a certificate of `ca_file`, and name `host`.
+fn tls_parameters(host: &str, ca_file: Option<&Path>) -> Result<TlsParameters, String> {
+    let mut builder = TlsParameters::builder(host.to_owned()).certificate_store(CertificateStore::WebpkiRoots);
+    if let Some(path) = ca_file {
+        for der in crate::tls::read_ca_file(path).map_err(|e| format!("smtp.ca_file: {e}"))? {
+            let certificate = Certificate::from_der(der.to_vec()).map_err(|e| format!("smtp.ca_file: {}: {e}", path.display()))?;
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    builder.build_rustls().map_err(|e| format!("SMTP TLS settings for {host}: {e}"))
 }
 
 pub struct DevOutbox {
@@ -106,6 +131,9 @@ impl Mailer for DevOutbox {
 pub struct Smtp {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
+    /// For messages about failed deliveries.
+    host: String,
+    tls: SmtpTls,
 }
 
 #[async_trait]
@@ -121,9 +149,14 @@ impl Mailer for Smtp {
             .body(mail.body)
             .map_err(|e| e.to_string())?;
         let transport = self.transport.clone();
+        let (host, tls) = (self.host.clone(), self.tls);
         tokio::spawn(async move {
             if let Err(e) = transport.send(message).await {
-                tracing::warn!(error = %e, "smtp delivery failed");
+                let error = match crate::tls::rustls_error_in(&e) {
+                    Some(handshake) => crate::tls::explain(handshake, &host, "give its CA with smtp.ca_file"),
+                    None => e.to_string(),
+                };
+                tracing::warn!(%error, relay = %host, tls = tls.name(), "smtp delivery failed");
             }
         });
         Ok(())

@@ -28,8 +28,9 @@ counters! {
     http_client_errors => "authflow_http_client_errors_total", "HTTP answers with a 4xx status.";
     http_server_errors => "authflow_http_server_errors_total", "HTTP answers with a 5xx status.";
     signups => "authflow_signups_total", "Accounts created.";
+    signup_throttled => "authflow_signup_throttled_total", "Sign-ups refused by the per-address limit.";
     signin_password_ok => "authflow_signin_password_ok_total", "Sign-ins whose password checked out.";
-    signin_password_failed => "authflow_signin_password_failed_total", "Sign-ins refused (unknown email or wrong password).";
+    signin_password_failed => "authflow_signin_password_failed_total", "Sign-ins refused (unknown email, wrong password, or an address not verified yet).";
     signin_throttled => "authflow_signin_throttled_total", "Sign-in attempts refused by throttling.";
     second_factor_ok => "authflow_second_factor_ok_total", "Second factors accepted.";
     second_factor_failed => "authflow_second_factor_failed_total", "Second factors refused.";

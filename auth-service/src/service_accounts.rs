@@ -6,7 +6,8 @@ use authflow_contract::claims::{scopes, service_subject};
 use serde_json::Value;
 
 use crate::client_assertion::{self, ClientKey};
-use crate::domain::random_secret;
+use crate::domain::secret::hashes_match;
+use crate::domain::{hash_secret, random_secret};
 use crate::error::{ApiError, ApiResult};
 use crate::sessions::feed_changed;
 use crate::state::AppState;
@@ -57,8 +58,8 @@ pub fn granted_scope(account_scope: &str, requested: Option<&str>) -> Result<Str
     }
 }
 
-/// A new account: with a secret (shown once, stored only as an argon2
-/// hash) unless `with_secret` is false, and with a public key for
+/// A new account: with a secret (shown once, stored only as its SHA-256:
+/// see [`stored_secret`]) unless `with_secret` is false, and with a public key for
 /// `private_key_jwt` when `jwk` is given; at least one of the two.
 pub async fn create(
     state: &AppState,
@@ -77,10 +78,7 @@ pub async fn create(
     }
     let public_jwk = jwk.map(checked_jwk).transpose()?;
     let secret = with_secret.then(random_secret);
-    let secret_hash = match &secret {
-        Some(s) => state.hasher.hash(s.expose()).map_err(ApiError::internal)?,
-        None => String::new(),
-    };
+    let secret_hash = secret.as_ref().map_or_else(String::new, |s| stored_secret(s.expose()));
     let account =
         ServiceAccount { client_id: client_id.to_owned(), secret_hash, scope, disabled_at: None, created_at: now, rotated_at: now, public_jwk };
     match state.store.create_service_account(&account).await {
@@ -114,7 +112,7 @@ pub async fn set_public_key(state: &AppState, client_id: &str, jwk: Option<&Valu
 /// A new secret for a live account; the old one stops working at once.
 pub async fn rotate_secret(state: &AppState, client_id: &str, now: i64) -> ApiResult<String> {
     let secret = random_secret();
-    let hash = state.hasher.hash(secret.expose()).map_err(ApiError::internal)?;
+    let hash = stored_secret(secret.expose());
     if !state.store.set_service_secret(client_id, &hash, now).await? {
         return Err(ApiError::NotFound("no live service account has this client_id"));
     }
@@ -132,16 +130,42 @@ pub async fn disable(state: &AppState, client_id: &str, now: i64) -> ApiResult<(
     Ok(())
 }
 
+/// How a client secret is stored: `sha256$` and the hex SHA-256 of the
+/// secret. The secrets this service issues are 256 random bits, which no
+/// guessing can find, so a slow password hash would only make every token
+/// request (and every request with a made-up client id) costly.
+pub const SECRET_SHA256_PREFIX: &str = "sha256$";
+
+/// The stored form of a new client secret.
+pub fn stored_secret(secret: &str) -> String {
+    format!("{SECRET_SHA256_PREFIX}{}", hash_secret(secret))
+}
+
+/// Compared with when there is no stored SHA-256 (unknown or disabled account,
+/// key-only account): the same work, and never a match.
+const NO_SECRET: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Whether `secret` matches `stored` in its SHA-256 form (constant time);
+/// `None` or another form: false, after the same work.
+fn secret_matches_sha256(secret: &str, stored: Option<&str>) -> bool {
+    let expected = stored.and_then(|h| h.strip_prefix(SECRET_SHA256_PREFIX));
+    let matched = hashes_match(&hash_secret(secret), expected.unwrap_or(NO_SECRET));
+    matched && expected.is_some()
+}
+
 /// The live account these credentials belong to. Unknown, disabled and
-/// wrong secret are one answer, after the same hashing work.
+/// wrong secret are one answer. Secrets are checked by their SHA-256;
+/// those stored by earlier releases as argon2id hashes (`$argon2id$…`)
+/// still work, verified under the service's password-hashing limit.
 pub async fn authenticate(state: &AppState, client_id: &str, secret: &str) -> ApiResult<ServiceAccount> {
     let account = if valid_client_id(client_id) { state.store.service_account(client_id).await? } else { None };
     let live = account.filter(|a| a.disabled_at.is_none());
-    let hasher = state.hasher.clone();
-    // No secret (key-only account): the same hashing work, then a refusal.
-    let stored = live.as_ref().map(|a| a.secret_hash.clone()).filter(|h| !h.is_empty());
-    let secret = secret.to_owned();
-    let ok = tokio::task::spawn_blocking(move || hasher.verify(&secret, stored.as_deref())).await.map_err(ApiError::internal)?;
+    // No secret (key-only account): the same work as a wrong one, then a refusal.
+    let stored = live.as_ref().map(|a| a.secret_hash.as_str()).filter(|h| !h.is_empty());
+    let ok = match stored {
+        Some(argon2) if argon2.starts_with("$argon2") => state.password_work.verify(secret.to_owned(), Some(argon2.to_owned())).await?,
+        sha256 => secret_matches_sha256(secret, sha256),
+    };
     match live {
         Some(account) if ok => Ok(account),
         _ => Err(ApiError::InvalidClient),
@@ -164,7 +188,8 @@ pub async fn authenticate_assertion(state: &AppState, client_id: Option<&str>, a
         .and_then(|j| serde_json::from_str::<Value>(j).ok())
         .and_then(|jwk| ClientKey::from_registered(&jwk));
     // Without a live account and its key, a decoy key: the same signature work, then the same refusal.
-    let checked = client_assertion::verify(assertion, &claimed, key.as_ref().unwrap_or_else(|| ClientKey::decoy_for(assertion)), &assertion_audiences(state), now);
+    let key_or_decoy = key.as_ref().unwrap_or_else(|| ClientKey::decoy_for(assertion));
+    let checked = client_assertion::verify(assertion, &claimed, key_or_decoy, &state.config.tokens.issuer, now);
     let (Some(account), Some(_), Some(accepted)) = (account, key, checked) else {
         return Err(ApiError::InvalidClient);
     };
@@ -172,12 +197,6 @@ pub async fn authenticate_assertion(state: &AppState, client_id: Option<&str>, a
         return Err(ApiError::InvalidClient);
     }
     Ok(account)
-}
-
-/// What an assertion's `aud` may be: the token endpoint's URL or the issuer
-/// (RFC 7523 §3 item 3), both from configuration, never from the request.
-pub fn assertion_audiences(state: &AppState) -> Vec<String> {
-    vec![crate::dpop::endpoint_url(state, crate::routes::oauth::TOKEN_PATH), state.config.tokens.issuer.clone()]
 }
 
 #[cfg(test)]
@@ -190,6 +209,19 @@ mod tests {
         for bad in ["", "Billing", "a b", "a:b", "a/b", &"a".repeat(65)] {
             assert!(!valid_client_id(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn secrets_are_stored_and_checked_as_sha256() {
+        let stored = stored_secret("s3cret-value");
+        assert_eq!(stored, format!("sha256${}", hash_secret("s3cret-value")));
+        assert!(secret_matches_sha256("s3cret-value", Some(&stored)));
+        assert!(!secret_matches_sha256("s3cret-valuf", Some(&stored)));
+        assert!(!secret_matches_sha256("s3cret-value", None));
+        // The bare hex (no prefix) or another hash form is never taken as a SHA-256.
+        assert!(!secret_matches_sha256("s3cret-value", Some(&hash_secret("s3cret-value"))));
+        assert!(!secret_matches_sha256("", Some(NO_SECRET)));
+        assert!(!secret_matches_sha256("x", Some(&format!("sha256${NO_SECRET}"))));
     }
 
     #[test]

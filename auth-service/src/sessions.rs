@@ -27,6 +27,24 @@ pub struct SessionTokens {
 /// Where a session was started from: (client address, user agent).
 pub type Origin = (Option<String>, Option<String>);
 
+/// How long (seconds) after its rotation a refresh token sent again from
+/// its own device is only refused, not taken for reuse: the client's own
+/// requests racing (parallel refreshes, browser tabs sharing cookies, a
+/// retry after a lost answer), not a second holder. Past it, reuse revokes
+/// the session.
+pub const REFRESH_REUSE_GRACE_SECS: i64 = 10;
+
+/// The `error_description` of a refresh refused within that grace (401
+/// `invalid_grant`); the browser refresh page tells it apart.
+pub const JUST_ROTATED: &str = "refresh token was just rotated";
+
+/// Whether a refresh token rotated (`used_at`) is, at `now`, still within
+/// [`REFRESH_REUSE_GRACE_SECS`]. A rotation stamped ahead of `now` (another
+/// instance's clock) counts as just rotated.
+pub fn within_reuse_grace(used_at: i64, now: i64) -> bool {
+    now.saturating_sub(used_at) < REFRESH_REUSE_GRACE_SECS
+}
+
 fn feed_expiry(state: &AppState, now: i64) -> i64 {
     // The last access token of a session revoked now expires at the latest
     // one access-token lifetime from now.
@@ -115,24 +133,35 @@ pub async fn start(state: &AppState, user: &User, client: &Client, dpop_jkt: Opt
     Ok(SessionTokens { access, refresh, device_secret: device.expose().to_owned(), session_id })
 }
 
-/// Rotates the refresh token. A refresh token that was already used means
-/// two parties hold it: the whole session is revoked (OAuth 2.0 Security BCP
-/// §4.14) and shows up in the revocation feed.
+/// Rotates the refresh token. A refresh token that was already used, sent
+/// again from its device once [`REFRESH_REUSE_GRACE_SECS`] have passed since
+/// its rotation, means two parties hold it: the whole session is revoked
+/// (OAuth 2.0 Security BCP §4.14) and shows up in the revocation feed.
+/// Within the grace it is refused ([`JUST_ROTATED`]) and nothing changes:
+/// that is the client's own requests racing, and whoever won holds the new
+/// token.
+///
+/// What proves the caller is the session's device comes first: the device
+/// secret, and for a session bound to a DPoP key a proof from that key
+/// (RFC 9449 §5). A request without them is refused and changes nothing —
+/// it neither rotates the token nor counts as reuse, since whoever holds a
+/// refresh token (current or rotated out) without the device can do nothing
+/// with it, and must not be able to end the owner's session either.
 ///
 /// `proof` is the request's DPoP proof, checked but not yet recorded: it is
 /// recorded as used only when everything else holds, just before rotation,
 /// so an unknown or ended refresh token burns no proof and writes nothing.
-/// A session bound to a key refreshes only with a proof from that key
-/// (RFC 9449 §5), and that is checked first: a request without it is refused
-/// and changes nothing — it neither rotates the token nor counts as reuse,
-/// since whoever holds the token without the key can do nothing with it, and
-/// must not be able to end the owner's session either. The new access token
-/// is bound to the proof's key; a bound session stays bound.
+/// The new access token is bound to the proof's key; a bound session stays
+/// bound.
 pub async fn refresh(state: &AppState, client: &Client, refresh_token: &Secret, proof: Option<PendingProof>, now: i64) -> ApiResult<SessionTokens> {
     let device = tokens::device_secret(&client.headers).ok_or(ApiError::InvalidGrant("the device secret is missing"))?;
     let old_hash = refresh_token.hash();
     let record = state.store.refresh_token(&old_hash).await?.ok_or(ApiError::InvalidGrant("unknown refresh token"))?;
     let session = state.store.session(&record.session_id).await?.ok_or(ApiError::InvalidGrant("unknown refresh token"))?;
+    if !hashes_match(&hash_secret(&device), &session.device_secret_hash) {
+        audit::record(state, Some(client), "refresh", "wrong_device", Some(&session.user_id), None).await;
+        return Err(ApiError::InvalidGrant("the refresh token belongs to another device"));
+    }
     if let Some(bound) = &session.dpop_jkt {
         if proof.as_ref().map(PendingProof::jkt) != Some(bound.as_str()) {
             inc(&state.metrics.dpop_refused);
@@ -141,15 +170,11 @@ pub async fn refresh(state: &AppState, client: &Client, refresh_token: &Secret, 
             return Err(ApiError::InvalidDpopProof("this refresh token needs a DPoP proof signed with the key it is bound to"));
         }
     }
-    if record.used_at.is_some() {
-        return Err(reuse_detected(state, client, &session).await);
-    }
     if session.revoked_at.is_some() || record.expires_at <= now || session.expires_at <= now {
         return Err(ApiError::InvalidGrant("the session has ended"));
     }
-    if !hashes_match(&hash_secret(&device), &session.device_secret_hash) {
-        audit::record(state, Some(client), "refresh", "wrong_device", Some(&session.user_id), None).await;
-        return Err(ApiError::InvalidGrant("the refresh token belongs to another device"));
+    if let Some(used_at) = record.used_at {
+        return Err(used_again(state, client, &session, used_at, now).await);
     }
     let user = state.store.user_by_id(&session.user_id).await?.ok_or(ApiError::InvalidGrant("unknown refresh token"))?;
     if user.banned_at.is_some() {
@@ -165,14 +190,26 @@ pub async fn refresh(state: &AppState, client: &Client, refresh_token: &Secret, 
         used_at: None,
     };
     if !state.store.rotate_refresh(&old_hash, &next_record, now).await? {
-        // Lost a race with another use of the same token: that is reuse too.
-        return Err(reuse_detected(state, client, &session).await);
+        // Another use of the same token rotated it since it was read: judged
+        // by that rotation's time, like any second use.
+        let used_at = state.store.refresh_token(&old_hash).await?.and_then(|r| r.used_at).unwrap_or(now);
+        return Err(used_again(state, client, &session, used_at, now).await);
     }
     inc(&state.metrics.refresh_ok);
     let dfp = client.fingerprint(state, &device);
     let access = tokens::issue(state, &user, &session.id, Some(dfp), dpop_jkt, now).await?;
     audit::record(state, Some(client), "refresh", "success", Some(&user.id), None).await;
     Ok(SessionTokens { access, refresh: next, device_secret: device, session_id: session.id })
+}
+
+/// A rotated-out refresh token sent again from its device (rotated at
+/// `used_at`): refused within the grace, reuse past it.
+async fn used_again(state: &AppState, client: &Client, session: &Session, used_at: i64, now: i64) -> ApiError {
+    if within_reuse_grace(used_at, now) {
+        audit::record(state, Some(client), "refresh", "just_rotated", Some(&session.user_id), None).await;
+        return ApiError::InvalidGrant(JUST_ROTATED);
+    }
+    reuse_detected(state, client, session).await
 }
 
 /// Revokes the session whose refresh token was reused; the error to answer with.
@@ -183,4 +220,18 @@ async fn reuse_detected(state: &AppState, client: &Client, session: &Session) ->
     }
     audit::record(state, Some(client), "refresh", "reuse_detected_session_revoked", Some(&session.user_id), None).await;
     ApiError::InvalidGrant("refresh token reuse detected; the session is revoked")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reuse_grace_ends_after_its_last_second() {
+        let rotated = 1_900_000_000;
+        assert!(within_reuse_grace(rotated, rotated));
+        assert!(within_reuse_grace(rotated, rotated + REFRESH_REUSE_GRACE_SECS - 1));
+        assert!(!within_reuse_grace(rotated, rotated + REFRESH_REUSE_GRACE_SECS));
+        assert!(within_reuse_grace(rotated, rotated - 5), "stamped by an instance whose clock is ahead");
+    }
 }

@@ -35,6 +35,14 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
     let state = build_state(config).await?;
     let listener = TcpListener::bind(listen).await.map_err(|e| StartError(format!("cannot listen on {listen}: {e}")))?;
     let addr = listener.local_addr().map_err(StartError::from_display)?;
+    if state.config.server.dev_endpoints {
+        tracing::warn!(
+            %addr,
+            "development endpoints are on (server.dev_endpoints): GET /v1/dev/outbox gives anyone who can reach this \
+             listener the mailed sign-in codes and password-reset tokens, enough to take over any account; \
+             turn them off unless only you can connect"
+        );
+    }
     let router = app(Arc::clone(&state));
     let server = tokio::spawn(async move {
         let service = router.into_make_service_with_connect_info::<SocketAddr>();

@@ -14,6 +14,7 @@ use crate::kek::Kek;
 use crate::keys::KeyRing;
 use crate::mailer::{self, Mailer};
 use crate::metrics::Metrics;
+use crate::password_work::PasswordWork;
 use crate::store::{self, Store};
 use crate::throttle::Throttle;
 
@@ -23,7 +24,8 @@ pub struct AppState {
     pub keys: KeyRing,
     pub feed: Feed,
     pub mailer: Box<dyn Mailer>,
-    pub hasher: Hasher,
+    /// Runs every argon2id hash and verification, a bounded number at once.
+    pub password_work: PasswordWork,
     pub throttle: Throttle,
     pub metrics: Metrics,
     /// Signs and checks DPoP server nonces: derived from the KEK, so every
@@ -79,6 +81,7 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         .map_err(StartError::from_display)?;
     let mailer = mailer::from_config(&config).map_err(StartError)?;
     let hasher = Hasher::new(config.passwords.hash_memory_kib, config.passwords.hash_iterations).map_err(StartError)?;
+    let password_work = PasswordWork::new(hasher, config.limits.password_hash_concurrency, config.limits.password_hash_wait);
     let throttle = Throttle::new(config.throttle.lockout_base, config.throttle.lockout_max);
-    Ok(Arc::new(AppState { config, store, keys, feed, mailer, hasher, throttle, metrics: Metrics::default(), dpop_nonce_key, csrf_key }))
+    Ok(Arc::new(AppState { config, store, keys, feed, mailer, password_work, throttle, metrics: Metrics::default(), dpop_nonce_key, csrf_key }))
 }

@@ -104,6 +104,11 @@ pub fn ip_key(ip: &str) -> String {
     format!("ip:{ip}")
 }
 
+/// Sign-ups from a client address: counted apart from its sign-in failures.
+pub fn signup_key(ip: &str) -> String {
+    format!("signup:ip:{ip}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

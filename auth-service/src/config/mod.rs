@@ -38,6 +38,7 @@ pub struct Config {
     pub revocation: RevocationConfig,
     pub kek: KekConfig,
     pub dpop: DpopConfig,
+    pub limits: LimitsConfig,
 }
 
 /// `[server]`: the listener and the HTTP surface.
@@ -118,6 +119,9 @@ pub struct ThrottleConfig {
     pub second_factor_max_failures: u32,
     /// Cap of the doubling second-factor lockout.
     pub second_factor_lockout_max: Duration,
+    /// Sign-ups per client address before it is locked out (with the same
+    /// backoff as sign-in failures); each one costs a password hash.
+    pub ip_max_signups: u32,
 }
 
 /// `[mail]` (and `[smtp]` for the relay).
@@ -136,8 +140,40 @@ pub enum MailerConfig {
     /// Every message is written under `<data_dir>/outbox/` (and readable via
     /// the dev endpoint when enabled).
     DevOutbox,
-    /// Plain SMTP (optionally authenticated) to a relay.
-    Smtp { host: String, port: u16, username: Option<String>, password: Option<SecretString> },
+    /// SMTP (optionally authenticated) to a relay, over TLS unless
+    /// `smtp.tls = "none"` was chosen.
+    Smtp {
+        host: String,
+        port: u16,
+        username: Option<String>,
+        password: Option<SecretString>,
+        tls: SmtpTls,
+        /// Extra trust root(s) for the relay's certificate (a private CA), PEM.
+        ca_file: Option<PathBuf>,
+    },
+}
+
+/// How the connection to the SMTP relay is protected (`smtp.tls`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS, which is required: a relay
+    /// that does not offer it gets no credentials and no mail.
+    StartTls,
+    /// TLS from the first byte (SMTPS, RFC 8314; port 465).
+    Implicit,
+    /// No TLS at all: only when set explicitly, and credentials only to a
+    /// relay on a loopback address.
+    None,
+}
+
+impl SmtpTls {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::StartTls => "starttls",
+            Self::Implicit => "implicit",
+            Self::None => "none",
+        }
+    }
 }
 
 /// `[maintenance]`: the periodic task.
@@ -186,6 +222,16 @@ pub struct DpopConfig {
     pub algorithms: Vec<Algorithm>,
     /// Token requests need a server nonce (RFC 9449 §8).
     pub require_nonce: bool,
+}
+
+/// `[limits]`: how much of the machine one kind of work may take.
+#[derive(Clone, Debug)]
+pub struct LimitsConfig {
+    /// argon2id hashes and verifications running at once (each holds
+    /// `passwords.hash_memory_kib` of memory and a core).
+    pub password_hash_concurrency: usize,
+    /// How long a request waits for one of them before it is answered 503.
+    pub password_hash_wait: Duration,
 }
 
 /// Settings whose values are secret: never quoted in an error either.
@@ -297,8 +343,35 @@ mod tests {
         assert_eq!(c.tokens.access_ttl, Duration::from_secs(900));
         assert_eq!(c.tokens.fingerprint_attributes.len(), 2);
         assert!(c.database.url.expose_secret().ends_with("authflow.db"));
-        assert!(c.server.dev_endpoints);
+        assert!(!c.server.dev_endpoints);
         assert_eq!(c.keys.signing_alg, Algorithm::EdDSA);
+    }
+
+    /// The development outbox hands out sign-in codes and reset tokens: it is
+    /// served only when asked for by name, whatever the environment, and
+    /// never in production.
+    #[test]
+    fn dev_endpoints_only_when_enabled_explicitly() {
+        for vars in [vec![], vec![("AUTHFLOW_ENVIRONMENT", "development")], vec![("AUTHFLOW_SERVER__DEV_ENDPOINTS", "false")]] {
+            assert!(!Config::load_from(None, &env(&vars)).unwrap().server.dev_endpoints, "{vars:?}");
+        }
+        let c = Config::for_data_dir(Path::new("/nonexistent")).unwrap();
+        assert!(!c.server.dev_endpoints, "the defaults the tests start from");
+        for vars in [
+            vec![("AUTHFLOW_SERVER__DEV_ENDPOINTS", "true")],
+            vec![("AUTHFLOW_DEV_ENDPOINTS", "yes")],
+            vec![("AUTHFLOW_ENVIRONMENT", "development"), ("AUTHFLOW_SERVER__DEV_ENDPOINTS", "on")],
+        ] {
+            assert!(Config::load_from(None, &env(&vars)).unwrap().server.dev_endpoints, "{vars:?}");
+        }
+        let (_dir, path) = file_with("[server]\ndev_endpoints = true\n");
+        assert!(Config::load_from(Some(&path), &[]).unwrap().server.dev_endpoints);
+        let production = [("AUTHFLOW_ENVIRONMENT", "production"), ("AUTHFLOW_TOKENS__ISSUER", "https://a.example")];
+        assert!(!Config::load_from(None, &env(&production)).unwrap().server.dev_endpoints);
+        let mut vars = production.to_vec();
+        vars.push(("AUTHFLOW_SERVER__DEV_ENDPOINTS", "true"));
+        let e = Config::load_from(None, &env(&vars)).unwrap_err().to_string();
+        assert!(e.contains("server.dev_endpoints") && e.contains("AUTHFLOW_SERVER__DEV_ENDPOINTS"), "{e}");
     }
 
     #[test]
@@ -368,6 +441,52 @@ mod tests {
             assert!(shown.contains(expected), "`{expected}` missing from {shown}");
         }
         assert_eq!(c.tokens.audiences, vec!["a", "b"]);
+    }
+
+    /// SMTP is over TLS unless `none` is written out: STARTTLS (required) by
+    /// default, both spellings of the variables, and no password in clear to
+    /// a relay off this machine.
+    #[test]
+    fn smtp_tls_settings() {
+        let smtp = |vars: &[(&str, &str)]| {
+            let mut all = vec![("AUTHFLOW_MAIL__TRANSPORT", "smtp"), ("AUTHFLOW_SMTP__HOST", "relay.internal")];
+            all.extend_from_slice(vars);
+            Config::load_from(None, &env(&all)).map(|c| match c.mail.transport {
+                MailerConfig::Smtp { port, tls, ca_file, .. } => (port, tls, ca_file),
+                MailerConfig::DevOutbox => unreachable!(),
+            })
+        };
+        assert_eq!(smtp(&[]).unwrap(), (25, SmtpTls::StartTls, None));
+        assert_eq!(smtp(&[("AUTHFLOW_SMTP__TLS", "implicit")]).unwrap(), (465, SmtpTls::Implicit, None));
+        assert_eq!(smtp(&[("AUTHFLOW_SMTP_TLS", "implicit"), ("AUTHFLOW_SMTP_PORT", "2465")]).unwrap(), (2465, SmtpTls::Implicit, None));
+        assert_eq!(smtp(&[("AUTHFLOW_SMTP__TLS", "none")]).unwrap(), (25, SmtpTls::None, None));
+        let (_dir, path) = file_with("[mail]\ntransport = \"smtp\"\n[smtp]\nhost = \"relay.internal\"\ntls = \"none\"\n");
+        assert!(matches!(Config::load_from(Some(&path), &[]).unwrap().mail.transport, MailerConfig::Smtp { tls: SmtpTls::None, .. }));
+
+        let e = smtp(&[("AUTHFLOW_SMTP__TLS", "tls")]).unwrap_err().to_string();
+        assert!(e.contains("smtp.tls") && e.contains("AUTHFLOW_SMTP__TLS") && e.contains("starttls|implicit|none"), "{e}");
+        // Credentials over plain SMTP: only to a loopback relay.
+        for vars in [
+            vec![("AUTHFLOW_SMTP__TLS", "none"), ("AUTHFLOW_SMTP__USERNAME", "mailer"), ("AUTHFLOW_SMTP__PASSWORD", "pw-5Kd1")],
+            vec![("AUTHFLOW_SMTP_TLS", "none"), ("AUTHFLOW_SMTP_PASSWORD", "pw-5Kd1")],
+        ] {
+            let e = smtp(&vars).unwrap_err().to_string();
+            assert!(e.contains("smtp.tls") && e.contains("in clear to relay.internal") && !e.contains("pw-5Kd1"), "{e}");
+        }
+        for host in ["localhost", "127.0.0.1", "::1", "[::1]"] {
+            let vars = [("AUTHFLOW_SMTP__HOST", host), ("AUTHFLOW_SMTP__TLS", "none"), ("AUTHFLOW_SMTP__USERNAME", "mailer"), ("AUTHFLOW_SMTP__PASSWORD", "pw")];
+            assert!(smtp(&vars).is_ok(), "{host}");
+        }
+        // The CA file: read at start, named when unusable; no use without TLS.
+        let e = smtp(&[("AUTHFLOW_SMTP__CA_FILE", "/nonexistent/ca.pem")]).unwrap_err().to_string();
+        assert!(e.contains("smtp.ca_file") && e.contains("AUTHFLOW_SMTP__CA_FILE") && e.contains("cannot read"), "{e}");
+        let (_dir, not_pem) = file_with("not a certificate");
+        let e = smtp(&[("AUTHFLOW_SMTP_CA_FILE", not_pem.to_str().unwrap())]).unwrap_err().to_string();
+        assert!(e.contains("smtp.ca_file") && e.contains("no certificate"), "{e}");
+        let e = smtp(&[("AUTHFLOW_SMTP__TLS", "none"), ("AUTHFLOW_SMTP__CA_FILE", "/x.pem")]).unwrap_err().to_string();
+        assert!(e.contains("smtp.ca_file") && e.contains("smtp.tls = none"), "{e}");
+        let e = smtp(&[("AUTHFLOW_SMTP__HOST", "relay internal")]).unwrap_err().to_string();
+        assert!(e.contains("smtp.host"), "{e}");
     }
 
     /// The flat names of earlier releases keep working (file keys and

@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::{
     AccountConfig, Config, DatabaseConfig, DpopConfig, Environment, KekConfig, KeyConfig, MailConfig, MailerConfig, MaintenanceConfig,
-    PasswordConfig, RevocationConfig, ServerConfig, ThrottleConfig, TokenConfig,
+    PasswordConfig, RevocationConfig, ServerConfig, SmtpTls, ThrottleConfig, TokenConfig,
 };
 
 /// A setting that failed validation: its dotted path and why.
@@ -58,6 +58,8 @@ pub struct RawConfig {
     pub kek: RawKek,
     #[serde(default)]
     pub dpop: RawDpop,
+    #[serde(default)]
+    pub limits: RawLimits,
 }
 
 #[derive(Default, Deserialize)]
@@ -125,6 +127,7 @@ pub struct RawThrottle {
     pub lockout_max_secs: Option<u64>,
     pub second_factor_max_failures: Option<u32>,
     pub second_factor_lockout_max_secs: Option<u64>,
+    pub ip_max_signups: Option<u32>,
 }
 
 #[derive(Default, Deserialize)]
@@ -143,6 +146,9 @@ pub struct RawSmtp {
     pub port: Option<u16>,
     pub username: Option<String>,
     pub password: Option<SecretString>,
+    /// `starttls` (default), `implicit` or `none`.
+    pub tls: Option<String>,
+    pub ca_file: Option<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -176,6 +182,13 @@ pub struct RawDpop {
     #[serde(default, deserialize_with = "list")]
     pub algorithms: Option<Vec<String>>,
     pub require_nonce: Option<bool>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub password_hash_concurrency: Option<u32>,
+    pub password_hash_wait_ms: Option<u64>,
 }
 
 /// A list: an array (file) or comma-separated text (environment).
@@ -270,6 +283,7 @@ impl RawConfig {
             },
             kek: self.kek.validate()?,
             dpop: self.dpop.validate()?,
+            limits: self.limits.validate()?,
         })
     }
 }
@@ -279,7 +293,9 @@ impl RawServer {
         let listen_text = self.listen.unwrap_or_else(|| "127.0.0.1:8081".into());
         let listen: SocketAddr =
             listen_text.parse().map_err(|_| bad("server.listen", format!("`{listen_text}` is not an ip:port address")))?;
-        let dev_endpoints = self.dev_endpoints.unwrap_or(environment == Environment::Development);
+        // Off unless asked for by name: the outbox hands out sign-in codes and
+        // reset tokens to whoever can reach the listener.
+        let dev_endpoints = self.dev_endpoints.unwrap_or(false);
         if dev_endpoints && environment == Environment::Production {
             return Err(bad("server.dev_endpoints", "cannot be enabled in production"));
         }
@@ -386,6 +402,7 @@ impl RawThrottle {
                 1,
                 30 * 86_400,
             )?,
+            ip_max_signups: count("throttle.ip_max_signups", self.ip_max_signups, 10, 1, 100_000)?,
         })
     }
 }
@@ -393,12 +410,7 @@ impl RawThrottle {
 fn validate_mail(mail: RawMail, smtp: RawSmtp) -> Result<MailConfig, Invalid> {
     let transport = match mail.transport.as_deref().unwrap_or("dev-outbox") {
         "dev-outbox" => MailerConfig::DevOutbox,
-        "smtp" => MailerConfig::Smtp {
-            host: smtp.host.ok_or_else(|| bad("smtp.host", "required when mail.transport = smtp"))?,
-            port: smtp.port.unwrap_or(25),
-            username: smtp.username,
-            password: smtp.password,
-        },
+        "smtp" => smtp.validate()?,
         other => return Err(bad("mail.transport", format!("`{other}` is not dev-outbox|smtp"))),
     };
     Ok(MailConfig {
@@ -407,6 +419,53 @@ fn validate_mail(mail: RawMail, smtp: RawSmtp) -> Result<MailConfig, Invalid> {
         max_per_recipient_per_hour: count("mail.max_per_recipient_per_hour", mail.max_per_recipient_per_hour, 5, 1, 1000)?,
         max_per_client_per_hour: count("mail.max_per_client_per_hour", mail.max_per_client_per_hour, 20, 1, 100_000)?,
     })
+}
+
+impl RawSmtp {
+    /// The relay when `mail.transport = "smtp"`. TLS is on unless `tls =
+    /// "none"` is written out, and even then a password is sent in clear
+    /// only to a relay on this machine (a loopback address).
+    fn validate(self) -> Result<MailerConfig, Invalid> {
+        let host = self.host.ok_or_else(|| bad("smtp.host", "required when mail.transport = smtp"))?;
+        let tls = match self.tls.as_deref().unwrap_or("starttls") {
+            "starttls" => SmtpTls::StartTls,
+            "implicit" => SmtpTls::Implicit,
+            "none" => SmtpTls::None,
+            other => return Err(bad("smtp.tls", format!("`{other}` is not starttls|implicit|none"))),
+        };
+        if tls == SmtpTls::None {
+            if self.ca_file.is_some() {
+                return Err(bad("smtp.ca_file", "has no use with smtp.tls = none (no TLS, no certificate to check)"));
+            }
+            if (self.username.is_some() || self.password.is_some()) && !crate::tls::is_loopback_host(&host) {
+                return Err(bad(
+                    "smtp.tls",
+                    format!(
+                        "`none` would send smtp.username and smtp.password in clear to {host}: use starttls or implicit \
+                         (without TLS, credentials go only to a relay on a loopback address)"
+                    ),
+                ));
+            }
+        } else if rustls::pki_types::ServerName::try_from(host.as_str()).is_err() {
+            return Err(bad("smtp.host", format!("`{host}` is not a host name or IP address a TLS certificate can be checked against")));
+        }
+        let ca_file = match self.ca_file {
+            Some(path) => {
+                let path = PathBuf::from(path);
+                crate::tls::read_ca_file(&path).map_err(|e| bad("smtp.ca_file", e))?;
+                Some(path)
+            }
+            None => None,
+        };
+        Ok(MailerConfig::Smtp {
+            port: self.port.unwrap_or(if tls == SmtpTls::Implicit { 465 } else { 25 }),
+            host,
+            username: self.username,
+            password: self.password,
+            tls,
+            ca_file,
+        })
+    }
 }
 
 impl RawKek {
@@ -449,5 +508,18 @@ impl RawDpop {
             return Err(bad("dpop.algorithms", "needs at least one of ES256, EdDSA"));
         }
         Ok(DpopConfig { algorithms, require_nonce: self.require_nonce.unwrap_or(false) })
+    }
+}
+
+impl RawLimits {
+    fn validate(self) -> Result<super::LimitsConfig, Invalid> {
+        // Two per core: each holds `passwords.hash_memory_kib` and a core while it runs.
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let default = u32::try_from(cores.saturating_mul(2)).unwrap_or(u32::MAX).clamp(2, 4096);
+        let concurrency = count("limits.password_hash_concurrency", self.password_hash_concurrency, default, 1, 4096)?;
+        Ok(super::LimitsConfig {
+            password_hash_concurrency: concurrency as usize,
+            password_hash_wait: Duration::from_millis(count("limits.password_hash_wait_ms", self.password_hash_wait_ms, 500, 0, 10_000)?),
+        })
     }
 }

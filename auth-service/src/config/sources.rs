@@ -59,6 +59,10 @@ pub const FLAT_ALIASES: &[(&str, &str)] = &[
     ("smtp_port", "smtp.port"),
     ("smtp_username", "smtp.username"),
     ("smtp_password", "smtp.password"),
+    // Newer than the flat names, listed so that a deployment setting the
+    // other SMTP variables flat (as the shipped ones do) can set these alike.
+    ("smtp_tls", "smtp.tls"),
+    ("smtp_ca_file", "smtp.ca_file"),
     ("maintenance_interval_secs", "maintenance.interval_secs"),
     ("audit_retention_days", "maintenance.audit_retention_days"),
     ("revocation_retention_secs", "revocation.retention_secs"),

@@ -1,4 +1,11 @@
-//! Email addresses: trimmed, lower-cased, bounded, one `@`, a dotted domain.
+//! Email addresses in one form, so that spellings that look alike and are
+//! the same address are one account: trimmed, Unicode NFKC, lower-cased, the
+//! domain in ASCII (IDNA, UTS #46); bounded, one `@`, a dotted domain.
+//! Sign-up, sign-in, password reset, the admin lookup, the CLI and the dev
+//! outbox all parse through [`Email::parse`].
+
+use idna::uts46::{AsciiDenyList, DnsLength, Hyphens, Uts46};
+use unicode_normalization::UnicodeNormalization;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Email(String);
@@ -6,21 +13,30 @@ pub struct Email(String);
 impl Email {
     pub const MAX_LEN: usize = 254;
 
+    /// Longest input looked at (normalisation may lengthen or shorten it;
+    /// the result is held to [`Email::MAX_LEN`]).
+    const MAX_INPUT_LEN: usize = 1024;
+
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let value = raw.trim().to_lowercase();
-        if value.is_empty() || value.len() > Self::MAX_LEN {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() || trimmed.len() > Self::MAX_INPUT_LEN {
             return Err("email must be 1 to 254 characters".into());
         }
-        if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        // NFKC folds compatibility forms (fullwidth letters, the Kelvin sign, a
+        // fullwidth `@`) and composes accents; lower-casing can leave a
+        // sequence NFKC would change, so it is applied again.
+        let folded: String = trimmed.nfkc().collect::<String>().to_lowercase().nfkc().collect();
+        if folded.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err("email must not contain spaces or control characters".into());
         }
-        let (local, domain) = value.split_once('@').ok_or("email needs an `@`")?;
+        let (local, domain) = folded.split_once('@').ok_or("email needs an `@`")?;
         if local.is_empty() || local.len() > 64 || domain.contains('@') {
             return Err("email has an invalid local part".into());
         }
-        let labels_ok = domain.split('.').all(|l| !l.is_empty() && !l.starts_with('-') && !l.ends_with('-'));
-        if !domain.contains('.') || !labels_ok {
-            return Err("email has an invalid domain".into());
+        let domain = ascii_domain(domain).ok_or("email has an invalid domain")?;
+        let value = format!("{local}@{domain}");
+        if value.len() > Self::MAX_LEN {
+            return Err("email must be 1 to 254 characters".into());
         }
         Ok(Self(value))
     }
@@ -28,6 +44,19 @@ impl Email {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// The domain as an ASCII host name (UTS #46 processing, IDNA2008 rules):
+/// Unicode labels in their `xn--` form, letters, digits and hyphens only,
+/// no label starting or ending with a hyphen, DNS lengths, at least two
+/// labels. `None` for whatever does not map to one.
+fn ascii_domain(domain: &str) -> Option<String> {
+    let ascii = Uts46::new()
+        .to_ascii(domain.as_bytes(), AsciiDenyList::STD3, Hyphens::CheckFirstLast, DnsLength::Verify)
+        .ok()?
+        .into_owned();
+    let labels_ok = ascii.split('.').all(|l| !l.is_empty() && !l.starts_with('-') && !l.ends_with('-'));
+    (ascii.contains('.') && labels_ok).then_some(ascii)
 }
 
 impl std::fmt::Display for Email {
@@ -45,6 +74,62 @@ mod tests {
         assert_eq!(Email::parse("  Alice@Example.COM ").unwrap().as_str(), "alice@example.com");
         for bad in ["", "alice", "@example.com", "a@b", "a@@b.c", "a b@c.d", "a@.c", "a@b..c", &"x".repeat(300)] {
             assert!(Email::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// Spellings that look alike and are the same address are one address:
+    /// composed and decomposed accents, compatibility characters (fullwidth
+    /// letters, the Kelvin sign, a fullwidth `@`), and a Unicode domain and
+    /// its ASCII (punycode) form.
+    #[test]
+    fn unicode_spellings_of_one_address_are_one_address() {
+        let same: &[(&str, &str)] = &[
+            ("jos\u{e9}@example.com", "jos\u{e9}@example.com"),
+            ("jose\u{301}@example.com", "jos\u{e9}@example.com"),
+            ("JOSE\u{301}@EXAMPLE.COM", "jos\u{e9}@example.com"),
+            ("jose@\u{ff45}xample.com", "jose@example.com"),
+            ("\u{ff4a}\u{ff4f}\u{ff53}\u{ff45}@example.com", "jose@example.com"),
+            ("jose\u{ff20}example.com", "jose@example.com"),
+            // KELVIN SIGN, in the local part and in the domain.
+            ("\u{212a}elvin@example.com", "kelvin@example.com"),
+            ("kelvin@\u{212a}elvin.example", "kelvin@kelvin.example"),
+            ("kelvin@KELVIN.example", "kelvin@kelvin.example"),
+            // ANGSTROM SIGN → å; LATIN SMALL LIGATURE FI → fi.
+            ("\u{212b}sa@example.com", "\u{e5}sa@example.com"),
+            ("\u{fb01}le@example.com", "file@example.com"),
+            ("ada@b\u{fc}cher.example", "ada@xn--bcher-kva.example"),
+            ("ada@bu\u{308}cher.example", "ada@xn--bcher-kva.example"),
+            ("ada@B\u{dc}CHER.example", "ada@xn--bcher-kva.example"),
+            ("ada@xn--bcher-kva.example", "ada@xn--bcher-kva.example"),
+            ("ada@XN--BCHER-KVA.EXAMPLE", "ada@xn--bcher-kva.example"),
+            // Ideographic full stop as a label separator.
+            ("ada@example\u{3002}com", "ada@example.com"),
+        ];
+        for (input, expected) in same {
+            assert_eq!(Email::parse(input).map(|e| e.0), Ok((*expected).to_owned()), "{input:?}");
+        }
+        // Normalising twice changes nothing.
+        for (_, expected) in same {
+            assert_eq!(Email::parse(expected).unwrap().as_str(), *expected);
+        }
+    }
+
+    /// A domain that does not map to a valid ASCII host name is refused.
+    #[test]
+    fn domains_that_do_not_map_are_refused() {
+        for bad in [
+            "a@exa_mple.com",
+            "a@exa mple.com",
+            "a@-example.com",
+            "a@example-.com",
+            "a@xn--zz.example",
+            "a@example.com.",
+            "a@\u{200b}.example",
+            "a@ex\u{fffd}ample.com",
+            &format!("a@{}.com", "x".repeat(64)),
+            &format!("{}@example.com", "\u{fdfa}".repeat(4)),
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad:?}");
         }
     }
 }

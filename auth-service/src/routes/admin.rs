@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::sessions::feed_changed;
+use crate::domain::Email;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Admin, Client, Json, QueryParams};
 use crate::keys::KeyInfo;
@@ -114,7 +115,11 @@ pub struct AuditQuery {
     responses((status = 200, body = Vec<UserView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn find_users(State(state): State<Arc<AppState>>, _admin: Admin, QueryParams(q): QueryParams<UserQuery>) -> ApiResult<axum::Json<Vec<UserView>>> {
     let users = match q.email {
-        Some(email) => state.store.user_by_email(&email.trim().to_lowercase()).await?.into_iter().collect(),
+        // In the stored form (as at sign-up); what is no address matches no one.
+        Some(email) => match Email::parse(&email) {
+            Ok(email) => state.store.user_by_email(email.as_str()).await?.into_iter().collect(),
+            Err(_) => Vec::new(),
+        },
         None => state.store.list_users().await?,
     };
     Ok(axum::Json(users.iter().map(UserView::from).collect()))

@@ -19,7 +19,7 @@ use crate::mail_budget;
 use crate::mailer::Mail;
 use crate::metrics::inc;
 use crate::store::{Challenge, SecondFactorAttempt, StoreError, TokenPurpose, User};
-use crate::throttle::{account_key, ip_key, Attempt};
+use crate::throttle::{account_key, ip_key, signup_key, Attempt};
 use crate::audit;
 use crate::clock::now;
 use crate::sessions::{self, SessionTokens};
@@ -117,18 +117,28 @@ fn parse_email(raw: &str) -> ApiResult<Email> {
     Email::parse(raw).map_err(ApiError::BadRequest)
 }
 
+/// argon2id, under the service-wide limit (503 when no slot frees up in time).
 async fn hash_password(state: &AppState, password: String) -> ApiResult<String> {
-    let hasher = state.hasher.clone();
-    tokio::task::spawn_blocking(move || hasher.hash(&password))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)
+    state.password_work.hash(password).await
 }
 
-/// argon2id verification off the async threads; `None` = dummy hash.
+/// argon2id verification under the service-wide limit; `None` = dummy hash.
 async fn verify_password(state: &AppState, password: String, stored: Option<String>) -> ApiResult<bool> {
-    let hasher = state.hasher.clone();
-    tokio::task::spawn_blocking(move || hasher.verify(&password, stored.as_deref())).await.map_err(ApiError::internal)
+    state.password_work.verify(password, stored).await
+}
+
+/// A sign-up from the client's address, counted before its password is
+/// hashed (with the sign-in throttle's lockout and backoff): 429 with
+/// `Retry-After` once the address reached `throttle.ip_max_signups`.
+async fn count_signup(state: &AppState, client: &Client) -> ApiResult<()> {
+    let key = signup_key(&client.ip);
+    match state.throttle.attempt(state.store.as_ref(), &key, state.config.throttle.ip_max_signups, now()).await? {
+        Ok(_) => Ok(()),
+        Err(retry_after_secs) => {
+            inc(&state.metrics.signup_throttled);
+            Err(ApiError::TooManyRequests { retry_after_secs: retry_after_secs.max(1) })
+        }
+    }
 }
 
 async fn send_mail(state: &AppState, mail: Mail) {
@@ -156,9 +166,15 @@ async fn send_verification(state: &AppState, user_id: &str, email: &str, link: M
     let token = random_secret();
     let expires = now() + i64::try_from(state.config.accounts.email_token_ttl.as_secs()).unwrap_or(86_400);
     state.store.put_one_time_token(&token.hash(), TokenPurpose::VerifyEmail, user_id, expires).await?;
+    // Whoever signed up chose the password, not necessarily the address's owner.
+    let unsought = "If you did not sign up, do not confirm: reset the password instead to use this address yourself.";
     let body = match link {
-        MailLink::Api => format!("Confirm your email address with this token (POST /v1/auth/verify-email):\n\n{}\n", token.expose()),
-        MailLink::Page => format!("Confirm your email address by opening this link:\n\n{}\n", page_link(state, "/auth/verify", &token)),
+        MailLink::Api => {
+            format!("Confirm your email address with this token (POST /v1/auth/verify-email):\n\n{}\n\n{unsought}\n", token.expose())
+        }
+        MailLink::Page => {
+            format!("Confirm your email address by opening this link:\n\n{}\n\n{unsought}\n", page_link(state, "/auth/verify", &token))
+        }
     };
     let mail = Mail {
         to: email.to_owned(),
@@ -170,6 +186,29 @@ async fn send_verification(state: &AppState, user_id: &str, email: &str, link: M
     };
     send_mail(state, mail).await;
     Ok(())
+}
+
+/// A fresh verification link for `user`, whose address is not verified yet
+/// (its first link lost, expired, or never sent past the mail budget), out of
+/// the same budget as sign-up mails. In the background: the caller's answer
+/// must take as long as one that sends nothing.
+fn resend_verification(state: &Arc<AppState>, client: &Client, user: &User, link: MailLink) {
+    let (state, client, user_id, email) = (Arc::clone(state), client.clone(), user.id.clone(), user.email.clone());
+    tokio::spawn(async move {
+        let state = state.as_ref();
+        let sent = async {
+            if !mail_budget::allow(state, &email, &client, now()).await? {
+                audit::record(state, Some(&client), "verify_email_resend", "mail_limited", Some(&user_id), Some(&email)).await;
+                return Ok(());
+            }
+            send_verification(state, &user_id, &email, link).await?;
+            audit::record(state, Some(&client), "verify_email_resend", "mail_sent", Some(&user_id), Some(&email)).await;
+            Ok::<(), ApiError>(())
+        };
+        if let Err(e) = sent.await {
+            tracing::warn!(error = ?e, "verification mail failed");
+        }
+    });
 }
 
 /// Creates an account and mails a verification token. An email that is
@@ -187,6 +226,10 @@ pub async fn signup(State(state): State<Arc<AppState>>, client: Client, Json(req
 pub async fn register(state: &AppState, client: &Client, raw_email: &str, password: &Secret, link: MailLink) -> ApiResult<String> {
     let email = parse_email(raw_email)?;
     let password = Password::parse(password.expose(), email.as_str()).map_err(|e| ApiError::WeakPassword(e.0))?;
+    if let Err(e) = count_signup(state, client).await {
+        audit::record(state, Some(client), "signup", "throttled", None, Some(email.as_str())).await;
+        return Err(e);
+    }
     let hash = hash_password(state, password.expose().to_owned()).await?;
     let user = User::new(email.as_str(), hash, vec!["user".into()], now());
     let created = match state.store.create_user(&user).await {
@@ -283,20 +326,24 @@ async fn clear_account_failures(state: &AppState, email: &str) -> ApiResult<()> 
 }
 
 /// Step 1: password. The same 401, after the same argon2 work, for an unknown
-/// email and a wrong password. A banned account is told so only after its
-/// password checked out. Each attempt is counted (per account and per client
-/// address) before the password is compared, so parallel guesses cannot
-/// exceed the limit.
+/// email, a wrong password and an account whose address is not verified yet
+/// (whose right password also mails a fresh verification link). A banned
+/// account is told so only after its password checked out. Each attempt is
+/// counted (per account and per client address) before the password is
+/// compared, so parallel guesses cannot exceed the limit.
 #[utoipa::path(post, path = "/v1/auth/signin", tag = "auth", request_body = Credentials,
     responses((status = 200, body = ChallengeResponse), (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn signin(State(state): State<Arc<AppState>>, client: Client, Json(req): Json<Credentials>) -> ApiResult<axum::Json<ChallengeResponse>> {
-    start_signin(&state, &client, &req.email, &req.password).await.map(axum::Json)
+    start_signin(&state, &client, &req.email, &req.password, MailLink::Api).await.map(axum::Json)
 }
 
 /// Sign-in step 1 for the API and the pages: checks the password and starts
 /// a second-factor challenge (mailing the code unless the user has TOTP).
-pub async fn start_signin(state: &AppState, client: &Client, raw_email: &str, password: &Secret) -> ApiResult<ChallengeResponse> {
+/// An account whose address is not verified is answered as a wrong password
+/// is; when its password was right, the address is mailed a fresh
+/// verification link (`link`: what it opens).
+pub async fn start_signin(state: &Arc<AppState>, client: &Client, raw_email: &str, password: &Secret, link: MailLink) -> ApiResult<ChallengeResponse> {
     let email = parse_email(raw_email)?;
     if password.expose().len() > MAX_PASSWORD_BYTES {
         return Err(ApiError::BadRequest("password is too long".into()));
@@ -311,7 +358,17 @@ pub async fn start_signin(state: &AppState, client: &Client, raw_email: &str, pa
     let user = state.store.user_by_email(email.as_str()).await?;
     let ok = verify_password(state, password.expose().to_owned(), user.as_ref().map(|u| u.password_hash.clone())).await?;
     let user = match (ok, user) {
-        (true, Some(user)) => user,
+        (true, Some(user)) if user.email_verified => user,
+        (true, Some(user)) => {
+            // The same answer as a wrong password, and the attempt stays counted as
+            // one: a sign-up with a chosen password followed by this sign-in must not
+            // tell a new address (this account) from a taken one. The link goes out
+            // in the background, so the answer takes no longer either.
+            inc(&state.metrics.signin_password_failed);
+            audit::record(state, Some(client), "signin", "email_not_verified", Some(&user.id), Some(email.as_str())).await;
+            resend_verification(state, client, &user, link);
+            return Err(ApiError::InvalidCredentials);
+        }
         (_, user) => {
             // Already counted (and the key locked at the limit) by `password_attempt`.
             inc(&state.metrics.signin_password_failed);
@@ -343,8 +400,7 @@ pub async fn start_signin(state: &AppState, client: &Client, raw_email: &str, pa
         password_version: user.password_version,
     };
     state.store.put_challenge(&challenge).await?;
-    // An unverified address gets no code: the verify step refuses it anyway.
-    if let (Some(code), true) = (code, user.email_verified) {
+    if let Some(code) = code {
         let mail = Mail {
             to: user.email.clone(),
             subject: "Your sign-in code".into(),
@@ -424,6 +480,9 @@ pub async fn finish_signin(state: &AppState, client: &Client, challenge_id: &str
     if user.banned_at.is_some() {
         return Err(ApiError::AccountDisabled);
     }
+    // Step 1 gives no challenge to an unverified address; this only guards a
+    // challenge stored otherwise (by an older version). Its holder passed the
+    // password check, so the answer tells them nothing they did not know.
     if !user.email_verified {
         audit::record(state, Some(client), "signin_verify", "email_not_verified", Some(&user.id), Some(&user.email)).await;
         return Err(ApiError::EmailNotVerified);

@@ -1,5 +1,6 @@
 //! The HTTP surface: one file per area, assembled here with the shared
-//! layers (body limit, panic guard, metrics) and JSON 404 / 405 answers.
+//! layers (body limit, panic guard, metrics, response headers) and JSON
+//! 404 / 405 answers.
 
 pub mod admin;
 pub mod auth;
@@ -15,6 +16,7 @@ pub mod wellknown;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Router};
@@ -44,7 +46,24 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
             ApiError::Internal("handler panicked".into()).into_response()
         }))
+        .layer(middleware::map_response(response_headers))
         .with_state(state)
+}
+
+/// On every answer, outermost (errors, 404 / 405 and a caught panic too):
+/// `X-Content-Type-Options: nosniff`, and `Cache-Control: no-store` unless
+/// the handler chose its caching. Answers carry tokens (RFC 6749 §5.1 asks
+/// `no-store` for them), TOTP and client secrets, mailed codes (development
+/// outbox) and account data, so no cache keeps anything by default; the
+/// public documents set their own (`public, max-age=…` on the JWKS and the
+/// issuer metadata, `no-cache` on the revocation feed, whose `ETag` /
+/// cursor revalidation answers 304), and the browser pages keep theirs
+/// (`web::security_headers`).
+async fn response_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    response
 }
 
 /// Every route with its OpenAPI operation (`#[utoipa::path]` on the

@@ -42,8 +42,9 @@ pub struct TokenForm {
     /// `private_key_jwt`: `urn:ietf:params:oauth:client-assertion-type:jwt-bearer`.
     pub client_assertion_type: Option<String>,
     /// `private_key_jwt`: a JWT signed with the account's registered key;
-    /// `iss` = `sub` = client id, `aud` = this endpoint's URL or the issuer,
-    /// `exp` at most 5 minutes ahead, `jti` never used before.
+    /// `iss` = `sub` = client id, `aud` = the issuer identifier (a single
+    /// string; draft-ietf-oauth-rfc7523bis), `exp` at most 5 minutes ahead,
+    /// `jti` never used before.
     pub client_assertion: Option<String>,
 }
 

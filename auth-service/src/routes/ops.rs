@@ -38,7 +38,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> ApiResult<axum::Json<
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     (
         [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))],
-        state.metrics.render() + &state.feed.render_metrics(),
+        state.metrics.render() + &state.feed.render_metrics() + &state.password_work.render_metrics(),
     )
         .into_response()
 }

@@ -56,7 +56,7 @@ pub struct ServiceAccountKey {
 #[derive(Serialize, ToSchema)]
 pub struct ServiceAccountSecret {
     pub client_id: String,
-    /// Shown only in this answer; stored as an argon2 hash. Absent for an
+    /// Shown only in this answer; stored as its SHA-256. Absent for an
     /// account created without a secret.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_secret: Option<String>,

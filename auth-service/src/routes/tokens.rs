@@ -72,8 +72,10 @@ pub fn token_response(state: &AppState, tokens: SessionTokens, now: i64) -> Resp
     response
 }
 
-/// Rotates the refresh token; reuse of a rotated one revokes the session.
-/// A session started with a DPoP proof refreshes only with a proof from the
+/// Rotates the refresh token; reuse of a rotated one from its device revokes
+/// the session, except within 10 s of its rotation (a client's own requests
+/// racing): then 401 "refresh token was just rotated" and nothing changes.
+/// Without the device secret nothing changes either. A session started with a DPoP proof refreshes only with a proof from the
 /// same key (else 400 `invalid_dpop_proof`, and the token stays usable).
 #[utoipa::path(post, path = "/v1/auth/refresh", tag = "tokens", request_body = RefreshRequest,
     params(("x-authflow-device" = String, Header, description = "device secret (or the cookie)"),

@@ -6,6 +6,7 @@
 //! the same transaction, so the feed can never miss a revocation that was
 //! acknowledged.
 
+mod pg_connect;
 mod portable;
 pub mod postgres;
 mod rows;
@@ -71,6 +72,10 @@ pub enum StoreError {
     /// names what is taken.
     #[error("storage error: {0} is taken")]
     Conflict(&'static str),
+    /// The first connection to the database failed; the text names the
+    /// server (never the URL: it may carry the password) and what to change.
+    #[error("storage error: {0}")]
+    Connect(String),
     /// The database URL names no backend this service has.
     #[error("storage error: the database URL must start with sqlite: or postgres://")]
     UnsupportedUrl,
@@ -129,8 +134,9 @@ impl User {
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct ServiceAccount {
     pub client_id: String,
-    /// argon2 PHC string of the client secret (never the secret itself);
-    /// empty when the account authenticates with its key only.
+    /// The client secret's SHA-256 as `sha256$<hex>` (an argon2id PHC string
+    /// when stored by an earlier release; never the secret itself); empty
+    /// when the account authenticates with its key only.
     pub secret_hash: String,
     /// Space-separated scopes the account may be granted.
     pub scope: String,
@@ -350,9 +356,10 @@ pub trait Store: Send + Sync + 'static {
     /// A password reset, in one transaction: uses up the reset token `hash`
     /// (unused, unexpired), sets `password_hash` (a new
     /// [`User::password_version`], so no sign-in begun with the old password
-    /// gets a session), uses up every other reset token of the user and ends
-    /// their open sign-in challenges. Resets of one user take turns. The
-    /// user's id, or `None` when the token is not valid.
+    /// gets a session), marks the email verified (the token was mailed to
+    /// it), uses up every other reset token of the user and ends their open
+    /// sign-in challenges. Resets of one user take turns. The user's id, or
+    /// `None` when the token is not valid.
     async fn reset_password(&self, hash: &str, password_hash: &str, now: i64) -> StoreResult<Option<String>>;
     async fn set_roles(&self, user_id: &str, roles: &[String]) -> StoreResult<()>;
     async fn set_totp_pending(&self, user_id: &str, secret: Option<&str>) -> StoreResult<()>;

@@ -575,11 +575,16 @@ macro_rules! impl_store {
                 .await?;
                 let Some(user_id) = user_id else { return Ok(None) };
                 // A new version: no sign-in that checked the old password gets a session.
-                sqlx::query("UPDATE users SET password_hash = $1, password_version = password_version + 1 WHERE id = $2")
-                    .bind(password_hash)
-                    .bind(&user_id)
-                    .execute(&mut *tx)
-                    .await?;
+                // The link was mailed to the address, so using it proves control of the
+                // mailbox: the address is verified (whoever began the account).
+                sqlx::query(
+                    "UPDATE users SET password_hash = $1, password_version = password_version + 1, email_verified = $2 WHERE id = $3",
+                )
+                .bind(password_hash)
+                .bind(true)
+                .bind(&user_id)
+                .execute(&mut *tx)
+                .await?;
                 // The new password closes every other way in the old one opened: the
                 // user's other reset links, and sign-ins waiting for their code.
                 sqlx::query("UPDATE one_time_tokens SET used_at = $1 WHERE user_id = $2 AND purpose = $3 AND used_at IS NULL")

@@ -17,9 +17,10 @@
 
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgConnection, PgPool};
 
+use super::pg_connect;
 use super::portable::{SESSION_COLUMNS, USER_COLUMNS};
 use super::rows::{ChallengeRow, EventRow, KeyRow, UserRow};
 use super::sealed::{self, key_purpose, totp_purpose};
@@ -68,13 +69,27 @@ impl PostgresStore {
     /// current KEK every secret still in clear or sealed with an older one
     /// (a wrong KEK fails here).
     pub async fn open(url: &str, kek: Arc<Kek>) -> StoreResult<Self> {
-        let options: PgConnectOptions = url.parse()?;
+        let (options, target) = pg_connect::options(url)?;
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(10))
             .idle_timeout(Duration::from_secs(60))
             .connect_with(options)
-            .await?;
+            .await
+            .map_err(|e| pg_connect::connect_error(&target, e))?;
+        // Whether this connection is encrypted (with `prefer`, up to the server).
+        let tls: Option<String> = sqlx::query_scalar("SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl")
+            .fetch_optional(&pool)
+            .await
+            .unwrap_or_default();
+        tracing::info!(database = %target, tls = tls.as_deref().unwrap_or("none"), "connected to PostgreSQL");
+        if !target.verifies() && !target.is_local() {
+            tracing::warn!(
+                database = %target,
+                "the PostgreSQL server's identity is not checked: use sslmode=verify-full (with sslrootcert=PATH for a private CA) \
+                 unless the network to it is trusted"
+            );
+        }
         // Migrations take their own advisory lock: instances starting together apply them once.
         MIGRATOR.run(&pool).await?;
         let store = Self { pool, kek };

@@ -145,7 +145,9 @@ pub fn see_other(location: &str, cookies: &[String]) -> Response {
 /// What a refused action tells the person, from the API's error.
 pub fn explain(e: &ApiError) -> String {
     match e {
-        ApiError::InvalidCredentials => "Email or password is wrong.".into(),
+        ApiError::InvalidCredentials => {
+            "Email or password is wrong, or the address is not confirmed yet (then we mailed you a new link to confirm it).".into()
+        }
         ApiError::AccountDisabled => "This account is disabled. You cannot sign in.".into(),
         ApiError::EmailNotVerified => "Confirm your email address first: open the link we mailed you.".into(),
         ApiError::TooManyRequests { retry_after_secs } => format!("Too many attempts. Try again in {retry_after_secs} seconds."),

@@ -15,8 +15,9 @@ use super::{cookies, csrf_token, explain, failed, see_other, MaybeSignedIn, Page
 use crate::audit;
 use crate::clock::now;
 use crate::domain::Secret;
+use crate::error::ApiError;
 use crate::extract::Client;
-use crate::routes::auth::{finish_signin, start_signin};
+use crate::routes::auth::{finish_signin, start_signin, MailLink};
 use crate::sessions;
 use crate::state::AppState;
 
@@ -53,10 +54,12 @@ pub async fn form(State(state): State<Arc<AppState>>, client: Client, RawQuery(r
 }
 
 /// Password checked: the challenge goes into a short-lived cookie and the
-/// browser on to the code page.
+/// browser on to the code page. An account whose address is not verified
+/// gets the wrong-password answer (and, with the right password, a fresh
+/// link to the verification page), as at the API.
 pub async fn submit(State(state): State<Arc<AppState>>, client: Client, Posted(f): Posted<SigninForm>) -> Response {
     let return_to = target(f.return_to.as_deref());
-    match start_signin(&state, &client, &f.email, &Secret::new(f.password)).await {
+    match start_signin(&state, &client, &f.email, &Secret::new(f.password), MailLink::Page).await {
         Ok(challenge) => {
             let cookie = cookies::challenge(&challenge.challenge_id, state.config.accounts.challenge_ttl.as_secs());
             see_other(&with_return_to("/auth/signin/code", &return_to), &[cookie])
@@ -107,6 +110,15 @@ pub async fn code_submit(State(state): State<Arc<AppState>>, client: Client, Pos
 /// `GET /auth/refresh?return_to=…`: rotate the refresh cookie and go back,
 /// or (no cookie, expired, revoked, reused, banned) clear the cookies and go
 /// to sign-in. Never a page of its own.
+///
+/// A cookie rotated moments ago ([`sessions::JUST_ROTATED`]: another tab of
+/// this browser refreshed at the same time and won) goes to sign-in too, but
+/// leaves the cookies alone: the jar they share holds, or is about to hold,
+/// the winner's, which clearing could wipe. Not back to `return_to`: if the
+/// winner's answer never arrived (its tab closed), the stale cookie would
+/// bounce between the filter and this endpoint until the browser gives up.
+/// From sign-in, the page the user came from works again as soon as the
+/// winner's cookies are in.
 pub async fn refresh(State(state): State<Arc<AppState>>, client: Client, RawQuery(raw): RawQuery) -> Response {
     let return_to = from_query(raw.as_deref());
     let to_signin = || see_other(&with_return_to(SIGNIN_PATH, &return_to), &cookies::cleared_session());
@@ -115,6 +127,10 @@ pub async fn refresh(State(state): State<Arc<AppState>>, client: Client, RawQuer
     };
     match sessions::refresh(&state, &client, &Secret::new(token.to_owned()), None, now()).await {
         Ok(tokens) => see_other(&return_to, &cookies::session(&state, &tokens)),
+        Err(ApiError::InvalidGrant(why)) if why == sessions::JUST_ROTATED => {
+            tracing::debug!("browser refresh lost a race with another tab");
+            see_other(&with_return_to(SIGNIN_PATH, &return_to), &[])
+        }
         Err(e) => {
             tracing::debug!(error = ?e, "browser refresh refused");
             to_signin()

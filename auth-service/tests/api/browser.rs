@@ -254,14 +254,62 @@ async fn refresh_rotates_the_cookie_and_the_old_one_is_refused() {
     assert_ne!(new, old, "rotated");
     assert_ne!(b.cookie(ACCESS).unwrap().value, old_access, "a fresh access token");
 
-    // The rotated-out cookie: sign-in again (and the session, reused, ends).
+    // The rotated-out cookie at once (a tab that lost the race): to sign-in,
+    // but the cookies stay (the jar may hold the winner's by now) and so does the session.
+    let session = claims(&old_access)["sid"].as_str().unwrap().to_owned();
+    let r = stale.get("/auth/refresh?return_to=%2Fapp%2Fhello").await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/signin?return_to=/app/hello"));
+    assert!(r.headers.get("set-cookie").is_none(), "no cookie cleared: {:?}", r.headers);
+    assert_page_headers(&r, "the refused refresh");
+    assert!(app.state.store.session(&session).await.unwrap().unwrap().revoked_at.is_none(), "the session lives");
+    // Past the grace: reuse; sign-in again, the cookies cleared and the session ended.
+    age_rotation(&app, &old, 60).await;
     let r = stale.get("/auth/refresh?return_to=%2Fapp%2Fhello").await;
     assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/signin?return_to=/app/hello"));
     assert!(stale.cookie(ACCESS).is_none() && stale.cookie(REFRESH).is_none(), "cleared");
+    assert!(app.state.store.session(&session).await.unwrap().unwrap().revoked_at.is_some(), "reuse ended the session");
     // Without any refresh cookie: straight to sign-in.
     let mut fresh = Browser::new(&app);
     let r = fresh.get("/auth/refresh").await;
     assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/signin"));
+}
+
+/// Two tabs of one browser (one cookie jar) sent to the refresh endpoint at
+/// once: one rotates, the other goes to sign-in without touching the
+/// cookies, so whichever answer the browser takes last, the jar keeps the
+/// winner's cookies — and the session is not ended by the race.
+#[tokio::test]
+async fn two_tabs_refreshing_at_once_keep_the_browser_signed_in() {
+    let app = spawn_app().await;
+    let mut b = Browser::new(&app);
+    b.sign_up_and_in(&app, "tabs@example.com", "/").await;
+    let session = claims(&b.cookie(ACCESS).unwrap().value)["sid"].as_str().unwrap().to_owned();
+    let cookies = b.cookie_header(authflow_contract::browser::REFRESH_PATH);
+    let tab = || b.http.get(format!("{}/auth/refresh?return_to=%2Fapp", b.base)).header("cookie", &cookies).send();
+    let (one, two) = tokio::join!(tab(), tab());
+    let (one, two) = (one.unwrap(), two.unwrap());
+    let (winner, loser) = if one.headers().get("location").is_some_and(|l| l == "/app") { (one, two) } else { (two, one) };
+    assert_eq!((winner.status(), winner.headers()["location"].to_str().unwrap()), (StatusCode::SEE_OTHER, "/app"));
+    assert_eq!(loser.status(), StatusCode::SEE_OTHER);
+    assert_eq!(loser.headers()["location"].to_str().unwrap(), "/auth/signin?return_to=/app");
+    assert!(loser.headers().get("set-cookie").is_none(), "the losing tab leaves the cookies alone: {:?}", loser.headers());
+    assert!(app.state.store.session(&session).await.unwrap().unwrap().revoked_at.is_none(), "the race ended the session");
+
+    // Either order of arrival leaves the winner's cookies in the jar.
+    for (first, last) in [(winner.headers(), loser.headers()), (loser.headers(), winner.headers())] {
+        let mut jar = b.clone();
+        jar.store(first);
+        jar.store(last);
+        let mut expected = b.clone();
+        expected.store(winner.headers());
+        for name in [ACCESS, REFRESH, DEVICE] {
+            assert_eq!(jar.cookie(name).map(|c| c.value.clone()), expected.cookie(name).map(|c| c.value.clone()), "{name}");
+        }
+    }
+    b.store(loser.headers());
+    b.store(winner.headers());
+    let r = b.get("/auth/refresh?return_to=%2Fapp").await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/app"), "the jar refreshes on");
 }
 
 #[tokio::test]
@@ -566,6 +614,34 @@ async fn logout_after_the_access_cookie_expired_still_ends_the_session() {
     assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/signin"));
     let session = app.state.store.session(&sid).await.unwrap().unwrap();
     assert!(session.revoked_at.is_some(), "the session ended on the server");
+}
+
+/// The sign-in page answers an unverified account as it answers a wrong
+/// password (no challenge), and mails a fresh link to the page that confirms
+/// the address; then the sign-in goes through.
+#[tokio::test]
+async fn the_sign_in_page_answers_an_unverified_account_like_a_wrong_password() {
+    let app = spawn_app().await;
+    app.verified_user("known@example.com").await;
+    let mut b = Browser::new(&app);
+    let email = "pending@example.com";
+    let r = b.submit("/auth/signup", "/auth/signup", &[("email", email), ("password", PASSWORD)]).await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/signup/sent"));
+    app.last_mail(email, 1).await;
+
+    let wrong = b.submit("/auth/signin", "/auth/signin", &[("email", "known@example.com"), ("password", "not the password")]).await;
+    let unverified = b.submit("/auth/signin", "/auth/signin", &[("email", email), ("password", PASSWORD)]).await;
+    assert_eq!(unverified.status, StatusCode::UNAUTHORIZED, "{}", unverified.body);
+    assert_eq!((unverified.status, unverified.alert()), (wrong.status, wrong.alert()));
+    assert!(b.cookie("__Host-authflow-challenge").is_none(), "no challenge for an unverified account");
+
+    let mail = app.last_mail(email, 2).await;
+    let body = mail["body"].as_str().unwrap();
+    let link = body.lines().find(|l| l.contains("/auth/verify?token=")).unwrap_or_else(|| panic!("no page link in {body}"));
+    let r = b.get(&link[link.find("/auth/verify").unwrap()..]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = b.sign_in(&app, email, "/app/hello").await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/app/hello"));
 }
 
 /// The pages go through the API's guards: wrong passwords lock the account

@@ -38,6 +38,8 @@ pub fn test_config(dir: &std::path::Path, database_url: Option<&str>, tweak: imp
         config.database.url = url.into();
     }
     config.server.listen = "127.0.0.1:0".parse().unwrap();
+    // The tests read mailed codes and tokens from the development outbox (off by default).
+    config.server.dev_endpoints = true;
     config.passwords.hash_memory_kib = 1024;
     config.passwords.hash_iterations = 1;
     config.keys.publish_lead = Duration::from_secs(1);
@@ -186,6 +188,43 @@ pub async fn tokens_of(r: reqwest::Response) -> Tokens {
         device: body["device_secret"].as_str().unwrap().to_owned(),
         session: body["session_id"].as_str().unwrap().to_owned(),
     }
+}
+
+/// Moves the rotation of the (used) refresh token `refresh` `secs` seconds
+/// into the past, in the database: what the service sees once that much
+/// time has gone by since the rotation.
+pub async fn age_rotation(app: &TestApp, refresh: &str, secs: i64) {
+    let hash = authflow_auth_service::domain::hash_secret(refresh);
+    let url = secrecy::ExposeSecret::expose_secret(&app.state.config.database.url).to_owned();
+    let sql = "UPDATE refresh_tokens SET used_at = used_at - $1 WHERE hash = $2 AND used_at IS NOT NULL";
+    let updated = if app.database_url.is_some() {
+        use sqlx::Connection;
+        let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::query(sql).bind(secs).bind(&hash).execute(&mut db).await.unwrap().rows_affected()
+    } else {
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let n = sqlx::query(sql).bind(secs).bind(&hash).execute(&pool).await.unwrap().rows_affected();
+        pool.close().await;
+        n
+    };
+    assert_eq!(updated, 1, "a rotated refresh token to age");
+}
+
+/// A refresh with the refresh token `refresh` and the device secret `device` (none: `None`).
+pub async fn refresh_with_device(app: &TestApp, refresh: &str, device: Option<&str>) -> reqwest::Response {
+    let mut request = app.http.post(app.url("/v1/auth/refresh")).json(&json!({"refresh_token": refresh}));
+    if let Some(device) = device {
+        request = request.header("x-authflow-device", device);
+    }
+    request.send().await.unwrap()
+}
+
+/// The `error_description` of a 401 `invalid_grant` answer.
+pub async fn invalid_grant(r: reqwest::Response) -> String {
+    assert_eq!(r.status(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_grant", "{body}");
+    body["error_description"].as_str().unwrap().to_owned()
 }
 
 /// The claims of a JWT, unverified (tests inspect what was issued).

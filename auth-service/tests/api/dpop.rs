@@ -194,7 +194,12 @@ async fn a_bound_refresh_token_works_only_with_its_key_and_a_wrong_key_burns_not
     let r = app.dpop_refresh(&t2, &key).await;
     assert_eq!(r.status(), 200);
 
-    // Reuse with the right key is still reuse: the session ends.
+    // The rotated-out token with another key, however late: refused, the session lives.
+    age_rotation(&app, &t.refresh, 60).await;
+    let r = app.dpop_refresh(&t, &thief).await;
+    assert_eq!(error_code(r, 400).await, "invalid_dpop_proof");
+    assert!(app.state.store.session(&t.session).await.unwrap().unwrap().revoked_at.is_none());
+    // Reuse with the right key (past the grace) is still reuse: the session ends.
     let r = app.dpop_refresh(&t, &key).await;
     assert_eq!(error_code(r, 401).await, "invalid_grant");
     assert!(app.state.store.session(&t.session).await.unwrap().unwrap().revoked_at.is_some());
@@ -281,6 +286,28 @@ async fn a_proof_used_at_one_instance_is_refused_by_another() {
     let r = two.refresh_with(&t2, Some(proof)).await;
     assert_eq!(error_code(r, 400).await, "invalid_dpop_proof", "replayed at the other instance");
     assert_eq!(two.dpop_refresh(&t2, &key).await.status(), 200);
+}
+
+/// An instance whose clock runs ahead prunes by its clock; one whose clock is
+/// behind still accepts the proof, so the proof is kept past its age by the
+/// margin allowed between instances' clocks.
+#[tokio::test]
+async fn a_proof_pruned_by_an_instance_whose_clock_is_ahead_stays_refused_by_the_others() {
+    use authflow_auth_service::{clock, dpop};
+    let one = spawn_app().await;
+    let two = spawn_app_beside(&one, |_| {}).await;
+    one.verified_user("ada@example.com").await;
+    let key = DpopKey::es256();
+    let t = one.dpop_signin("ada@example.com", &key).await;
+    let proof = key.proof("POST", &one.htu(REFRESH), None, None);
+    let r = one.refresh_with(&t, Some(proof.clone())).await;
+    assert_eq!(r.status(), 200);
+    let t2 = dpop_tokens_of(r).await;
+    // Maintenance on an instance a minute ahead, past the proof's age and skew.
+    let ahead = clock::now() + i64::try_from(dpop::PROOF_MAX_AGE_SECS + dpop::PROOF_FUTURE_SKEW_SECS).unwrap() + 30;
+    two.state.store.prune(ahead).await.unwrap();
+    let r = two.refresh_with(&t2, Some(proof)).await;
+    assert_eq!(error_code(r, 400).await, "invalid_dpop_proof", "replayed after an early prune");
 }
 
 #[tokio::test]

@@ -101,12 +101,93 @@ async fn sign_up_and_verification_failures() {
     let r = app.post("/v1/auth/verify-email", json!({"token": first["token"]})).await;
     assert_eq!(error_code(r, 400).await, "invalid_token", "verification tokens are single use");
 
-    // Unverified: the password step answers, the second step refuses clearly.
+    // Unverified: the right password is answered as a wrong one (no challenge).
     let r = app.post("/v1/auth/signup", json!({"email": "carol@example.com", "password": PASSWORD})).await;
     assert_eq!(r.status(), 201);
-    let (challenge, _) = app.challenge("carol@example.com", PASSWORD).await;
-    let r = app.post("/v1/auth/signin/verify", json!({"challenge_id": challenge, "code": "000000"})).await;
-    assert_eq!(error_code(r, 403).await, "email_not_verified");
+    let r = app.post("/v1/auth/signin", json!({"email": "carol@example.com", "password": PASSWORD})).await;
+    assert_eq!(error_code(r, 401).await, "invalid_credentials");
+}
+
+/// Sign-up then sign-in tells nobody who has an account: with a password of
+/// one's own, a taken address (a wrong password) and a new one (an
+/// unverified account whose password is right) get the same answers, counted
+/// and locked the same way.
+#[tokio::test]
+async fn sign_up_then_sign_in_does_not_reveal_who_has_an_account() {
+    let app = spawn_app_with(|c| c.throttle.account_max_failures = 3).await;
+    app.verified_user("alice@example.com").await;
+    let chosen = "attacker chosen pw1";
+    let mut answers = Vec::new();
+    for email in ["alice@example.com", "carol@example.com"] {
+        let r = app.post("/v1/auth/signup", json!({"email": email, "password": chosen})).await;
+        assert_eq!(r.status(), 201);
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            let r = app.post("/v1/auth/signin", json!({"email": email, "password": chosen})).await;
+            let (status, retry_after) = (r.status().as_u16(), r.headers().contains_key("retry-after"));
+            seen.push((status, retry_after, r.json::<Value>().await.unwrap()));
+        }
+        answers.push(seen);
+    }
+    assert_eq!(answers[0], answers[1], "a taken and a new address answer differently");
+    let statuses: Vec<u16> = answers[1].iter().map(|(s, _, _)| *s).collect();
+    assert_eq!(statuses, [401, 401, 401, 429], "{answers:?}");
+    assert_eq!(answers[1][0].2["error"], "invalid_credentials");
+    let carol = app.state.store.user_by_email("carol@example.com").await.unwrap().unwrap();
+    let log = app.state.store.audit_log(Some(&carol.id), 50).await.unwrap();
+    assert!(log.iter().any(|e| e.event == "signin" && e.outcome == "email_not_verified"), "{log:?}");
+}
+
+/// A lost or expired verification link: signing in with the right password
+/// mails a fresh one (a wrong password mails nothing), and once it is opened
+/// the sign-in goes on as usual.
+#[tokio::test]
+async fn signing_in_to_an_unverified_account_mails_a_fresh_link() {
+    let app = spawn_app().await;
+    let email = "frank@example.com";
+    let r = app.post("/v1/auth/signup", json!({"email": email, "password": PASSWORD})).await;
+    assert_eq!(r.status(), 201);
+    let first = app.last_mail(email, 1).await;
+    let r = app.post("/v1/auth/signin", json!({"email": email, "password": "wrong password!!"})).await;
+    assert_eq!(error_code(r, 401).await, "invalid_credentials");
+    let r = app.post("/v1/auth/signin", json!({"email": email, "password": PASSWORD})).await;
+    assert_eq!(error_code(r, 401).await, "invalid_credentials");
+    let fresh = app.last_mail(email, 2).await;
+    assert_eq!(fresh["subject"], "Verify your email address");
+    assert_ne!(fresh["token"], first["token"]);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(app.outbox(email, 0).await.len(), 2, "a wrong password mails nothing");
+
+    let r = app.post("/v1/auth/verify-email", json!({"token": fresh["token"]})).await;
+    assert_eq!(r.status(), 200);
+    app.signin(email, PASSWORD).await;
+}
+
+/// Someone signed up with another person's address and a password of their
+/// own, and the link went unopened. The owner's own sign-up is only noticed,
+/// but a password reset (mailed to the address, so it proves control of it)
+/// confirms the address: the owner signs in; the other password is gone.
+#[tokio::test]
+async fn a_password_reset_confirms_the_address_of_an_account_someone_else_began() {
+    let app = spawn_app().await;
+    let email = "frank@example.com";
+    let r = app.post("/v1/auth/signup", json!({"email": email, "password": "attacker chosen pw1"})).await;
+    assert_eq!(r.status(), 201);
+    let r = app.post("/v1/auth/signup", json!({"email": email, "password": PASSWORD})).await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(app.last_mail(email, 2).await["subject"], "Sign-up attempt");
+    let r = app.post("/v1/auth/password/forgot", json!({"email": email})).await;
+    assert_eq!(r.status(), 202);
+    let reset = app.last_mail(email, 3).await;
+    assert_eq!(reset["subject"], "Reset your password");
+    let r = app.post("/v1/auth/password/reset", json!({"token": reset["token"], "password": PASSWORD})).await;
+    assert_eq!(r.status(), 200);
+    let user = app.state.store.user_by_email(email).await.unwrap().unwrap();
+    assert!(user.email_verified, "a completed reset confirms the address");
+
+    app.signin(email, PASSWORD).await;
+    let r = app.post("/v1/auth/signin", json!({"email": email, "password": "attacker chosen pw1"})).await;
+    assert_eq!(error_code(r, 401).await, "invalid_credentials");
 }
 
 #[tokio::test]
@@ -220,7 +301,8 @@ async fn refresh_rotation_and_reuse_detection() {
     assert_ne!(claims(&t2.access)["jti"], claims(&t.access)["jti"]);
     assert_eq!(claims(&t2.access)["dfp"], claims(&t.access)["dfp"]);
 
-    // Reusing the rotated token revokes the whole session.
+    // Reusing the rotated token once the grace is over revokes the whole session.
+    age_rotation(&app, &t.refresh, 60).await;
     let r = app
         .http
         .post(app.url("/v1/auth/refresh"))
@@ -229,7 +311,7 @@ async fn refresh_rotation_and_reuse_detection() {
         .send()
         .await
         .unwrap();
-    assert_eq!(error_code(r, 401).await, "invalid_grant");
+    assert_eq!(invalid_grant(r).await, "refresh token reuse detected; the session is revoked");
     let r = app
         .http
         .post(app.url("/v1/auth/refresh"))
@@ -249,6 +331,92 @@ async fn refresh_rotation_and_reuse_detection() {
     assert_eq!(error_code(r, 401).await, "invalid_token");
     let r = app.post("/v1/auth/refresh", json!({"refresh_token": "unknown"})).await;
     assert_eq!(error_code(r, 401).await, "invalid_grant");
+}
+
+/// Two refreshes of one refresh token at once (one client's requests racing,
+/// or two browser tabs): one rotates it, the other is refused — and the
+/// session lives on with the winner's token. Both orders are covered: the
+/// loser reads the token after the winner's commit, or loses the rotation.
+#[tokio::test]
+async fn a_refresh_race_refuses_the_loser_and_keeps_the_session() {
+    let app = spawn_app().await;
+    app.verified_user("racer@example.com").await;
+    for round in 0..5 {
+        let t = app.signin("racer@example.com", PASSWORD).await;
+        let (a, b) = tokio::join!(
+            refresh_with_device(&app, &t.refresh, Some(&t.device)),
+            refresh_with_device(&app, &t.refresh, Some(&t.device))
+        );
+        let (winner, loser) = if a.status() == 200 { (a, b) } else { (b, a) };
+        assert_eq!(winner.status(), 200, "round {round}: one of them rotates");
+        assert_eq!(invalid_grant(loser).await, "refresh token was just rotated", "round {round}");
+        let session = app.state.store.session(&t.session).await.unwrap().unwrap();
+        assert!(session.revoked_at.is_none(), "round {round}: the race ended the session");
+        let t2 = tokens_of(winner).await;
+        let r = refresh_with_device(&app, &t2.refresh, Some(&t2.device)).await;
+        assert_eq!(r.status(), 200, "round {round}: the winner's refresh token works");
+        let r = app.authed(Method::POST, "/v1/auth/logout", &t2).send().await.unwrap();
+        assert_eq!(r.status(), 200, "round {round}: the winner's access token works");
+    }
+}
+
+/// A rotated-out refresh token in the hands of someone without the device
+/// secret (a log, a proxy, a backup) ends nothing, whenever it is sent: the
+/// device is checked before reuse. Sent from its device past the grace, it
+/// is reuse and ends the session.
+#[tokio::test]
+async fn an_old_refresh_token_without_its_device_secret_ends_nothing() {
+    let app = spawn_app().await;
+    app.verified_user("owner@example.com").await;
+    let t = app.signin("owner@example.com", PASSWORD).await;
+    let r = refresh_with_device(&app, &t.refresh, Some(&t.device)).await;
+    assert_eq!(r.status(), 200);
+    let t2 = tokens_of(r).await;
+
+    for aged in [0, 60] {
+        age_rotation(&app, &t.refresh, aged).await;
+        let r = refresh_with_device(&app, &t.refresh, Some("bogus")).await;
+        assert_eq!(invalid_grant(r).await, "the refresh token belongs to another device", "{aged} s after the rotation");
+        let r = refresh_with_device(&app, &t.refresh, None).await;
+        assert_eq!(invalid_grant(r).await, "the device secret is missing", "{aged} s after the rotation");
+        let session = app.state.store.session(&t.session).await.unwrap().unwrap();
+        assert!(session.revoked_at.is_none(), "{aged} s after the rotation: a wrong device ended the session");
+    }
+    // The owner's current refresh token still works.
+    let r = refresh_with_device(&app, &t2.refresh, Some(&t2.device)).await;
+    assert_eq!(r.status(), 200);
+    // From its own device, past the grace: reuse, the session ends.
+    let r = refresh_with_device(&app, &t.refresh, Some(&t.device)).await;
+    assert_eq!(invalid_grant(r).await, "refresh token reuse detected; the session is revoked");
+    assert!(app.state.store.session(&t.session).await.unwrap().unwrap().revoked_at.is_some());
+}
+
+/// Within the grace, the rotated-out token from its own device is refused
+/// and changes nothing, however often; once the grace is over the same
+/// request is reuse.
+#[tokio::test]
+async fn a_just_rotated_refresh_token_is_refused_until_the_grace_is_over() {
+    let app = spawn_app().await;
+    app.verified_user("grace@example.com").await;
+    let t = app.signin("grace@example.com", PASSWORD).await;
+    let r = refresh_with_device(&app, &t.refresh, Some(&t.device)).await;
+    assert_eq!(r.status(), 200);
+    let t2 = tokens_of(r).await;
+    for _ in 0..3 {
+        let r = refresh_with_device(&app, &t.refresh, Some(&t.device)).await;
+        assert_eq!(invalid_grant(r).await, "refresh token was just rotated");
+    }
+    let grace = authflow_auth_service::sessions::REFRESH_REUSE_GRACE_SECS;
+    // Half the grace gone (the rest leaves room for a slow test machine).
+    age_rotation(&app, &t.refresh, grace / 2).await;
+    let r = refresh_with_device(&app, &t.refresh, Some(&t.device)).await;
+    assert_eq!(invalid_grant(r).await, "refresh token was just rotated", "within the grace");
+    assert!(app.state.store.session(&t.session).await.unwrap().unwrap().revoked_at.is_none());
+    age_rotation(&app, &t.refresh, grace / 2).await;
+    let r = refresh_with_device(&app, &t.refresh, Some(&t.device)).await;
+    assert_eq!(invalid_grant(r).await, "refresh token reuse detected; the session is revoked");
+    let r = refresh_with_device(&app, &t2.refresh, Some(&t2.device)).await;
+    assert_eq!(invalid_grant(r).await, "the session has ended");
 }
 
 #[tokio::test]

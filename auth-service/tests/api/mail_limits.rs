@@ -1,6 +1,7 @@
-//! Mail floods: password-reset and sign-up mails are limited per recipient
-//! and per client address, with the same answers whether or not the address
-//! has an account.
+//! Mail floods: password-reset, sign-up and verification mails are limited
+//! per recipient and per client address, with the same answers whether or
+//! not the address has an account; a spent budget does not cost the owner
+//! the address.
 
 use std::time::Duration;
 
@@ -77,4 +78,63 @@ async fn one_client_cannot_mail_many_addresses() {
     // Another client is not affected.
     post_from(&app, "192.0.2.8", "/v1/auth/signup", json!({"email": "other@example.com", "password": PASSWORD})).await;
     assert_eq!(app.outbox("other@example.com", 1).await.len(), 1);
+}
+
+/// Waits until `n` password-forgot requests were handled in the background.
+async fn forgot_handled(app: &TestApp, n: usize) {
+    for _ in 0..300 {
+        let log = app.state.store.audit_log(None, 1000).await.unwrap();
+        if log.iter().filter(|e| e.event == "password_forgot").count() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("fewer than {n} password-forgot requests were handled");
+}
+
+/// An address's mail budget spent with reset requests, then a sign-up with
+/// it and a stranger's password: no verification mail goes out, and the
+/// owner does not know that password. Once the budget is back, a reset gives
+/// the owner the account, its address confirmed.
+#[tokio::test]
+async fn an_address_signed_up_while_its_mail_budget_was_spent_can_be_regained() {
+    let app = spawn_app_with(limited).await;
+    let (email, stranger, owner) = ("dave@example.com", "198.51.100.66", "203.0.113.9");
+    for _ in 0..5 {
+        assert_eq!(post_from(&app, stranger, "/v1/auth/password/forgot", json!({"email": email})).await, 202);
+    }
+    forgot_handled(&app, 5).await;
+    let body = json!({"email": email, "password": "attacker chosen pw1"});
+    assert_eq!(post_from(&app, stranger, "/v1/auth/signup", body).await, 201);
+    assert!(settled_outbox(&app, email).await.is_empty(), "the budget was spent: nothing was mailed");
+
+    // An hour later the spent window is gone (the maintenance task prunes it).
+    app.state.store.prune_mail_budget(authflow_auth_service::clock::now() + 1).await.unwrap();
+    assert_eq!(post_from(&app, owner, "/v1/auth/password/forgot", json!({"email": email})).await, 202);
+    let reset = app.last_mail(email, 1).await;
+    assert_eq!(reset["subject"], "Reset your password");
+    let r = app.http.post(app.url("/v1/auth/password/reset")).header("x-forwarded-for", owner);
+    let r = r.json(&json!({"token": reset["token"], "password": PASSWORD})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    app.signin(email, PASSWORD).await;
+}
+
+/// The fresh verification links a sign-in to an unverified account mails
+/// come out of the same budgets as sign-up mails.
+#[tokio::test]
+async fn verification_links_mailed_at_sign_in_are_limited_per_recipient() {
+    let app = spawn_app_with(|c| {
+        limited(c);
+        c.throttle.account_max_failures = 1000;
+    })
+    .await;
+    let email = "pending@example.com";
+    assert_eq!(post_from(&app, "192.0.2.1", "/v1/auth/signup", json!({"email": email, "password": PASSWORD})).await, 201);
+    for i in 0..10 {
+        let status = post_from(&app, &format!("198.51.100.{i}"), "/v1/auth/signin", json!({"email": email, "password": PASSWORD})).await;
+        assert_eq!(status, 401);
+    }
+    let mails = settled_outbox(&app, email).await;
+    assert!(mails.iter().all(|m| m["subject"] == "Verify your email address"), "{mails:?}");
+    assert!((2..=5).contains(&mails.len()), "{} mails to one address", mails.len());
 }

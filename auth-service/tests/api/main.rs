@@ -6,6 +6,7 @@
 
 mod addresses;
 mod browser;
+mod cache_headers;
 mod admin;
 mod at_rest;
 mod common;
@@ -17,9 +18,12 @@ mod input;
 mod long_poll;
 mod mail_limits;
 mod openapi;
+mod password_work;
 mod retention;
 mod second_factor;
 mod service_accounts;
+mod smtp_tls;
+mod test_pki;
 mod timing;
 mod upgrade;
 mod vectors;

@@ -58,6 +58,36 @@ async fn a_service_account_gets_a_scoped_token_without_session_or_device() {
     assert_eq!(r.json::<Value>().await.unwrap()["scope"], "invoices:read invoices:write");
 }
 
+/// A secret stored by an earlier release as an argon2id hash keeps working;
+/// a rotated one is stored as its SHA-256. Only the legacy form costs a
+/// password hash: a made-up client id costs none.
+#[tokio::test]
+async fn secrets_stored_as_argon2_by_earlier_releases_still_work() {
+    use authflow_auth_service::domain::password::Hasher;
+    use authflow_auth_service::store::ServiceAccount;
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    let secret = "legacy-secret-9fQ2mZ7xW4kT1vB8nR3cY6hJ0pL5sD2g";
+    let account = ServiceAccount {
+        client_id: "legacy".into(),
+        secret_hash: Hasher::new(1024, 1).unwrap().hash(secret).unwrap(),
+        scope: "read".into(),
+        disabled_at: None,
+        created_at: 0,
+        rotated_at: 0,
+        public_jwk: None,
+    };
+    app.state.store.create_service_account(&account).await.unwrap();
+    let grant = [("grant_type", "client_credentials")];
+    assert_eq!(app.client_token("legacy", secret, &grant).await.status(), 200);
+    assert_eq!(error_code(app.client_token("legacy", "wrong", &grant).await, 401).await, "invalid_client");
+    let r = app.authed(Method::POST, "/v1/admin/service-accounts/legacy/secret", &admin).send().await.unwrap();
+    let new = r.json::<Value>().await.unwrap()["client_secret"].as_str().unwrap().to_owned();
+    assert!(app.state.store.service_account("legacy").await.unwrap().unwrap().secret_hash.starts_with("sha256$"));
+    assert_eq!(app.client_token("legacy", secret, &grant).await.status(), 401);
+    assert_eq!(app.client_token("legacy", &new, &grant).await.status(), 200);
+}
+
 #[tokio::test]
 async fn the_token_endpoint_answers_oauth_errors() {
     let app = spawn_app().await;
@@ -100,7 +130,7 @@ async fn admin_creates_rotates_and_disables_and_the_feed_bans_the_service_subjec
     let r = app.authed(Method::POST, "/v1/admin/service-accounts", &admin).json(&json!({"client_id": "mailer"})).send().await.unwrap();
     assert_eq!(error_code(r, 409).await, "conflict");
     let stored = app.state.store.service_account("mailer").await.unwrap().unwrap();
-    assert!(stored.secret_hash.starts_with("$argon2id$") && !stored.secret_hash.contains(&old));
+    assert!(stored.secret_hash.starts_with("sha256$") && !stored.secret_hash.contains(&old));
 
     // Rotate: the old secret stops working, the new one works.
     let r = app.authed(Method::POST, "/v1/admin/service-accounts/mailer/secret", &admin).send().await.unwrap();
@@ -182,19 +212,27 @@ fn ed25519_jwk(kp: &Ed25519KeyPair) -> Value {
 struct Assertion<'a> {
     iss: &'a str,
     sub: &'a str,
+    /// `aud` as a string (the issuer, as draft-ietf-oauth-rfc7523bis asks)...
     aud: String,
+    /// ... or, when not empty, as an array of these.
+    aud_array: Vec<String>,
     exp_in: Option<u64>,
     jti: Option<String>,
 }
 
 impl<'a> Assertion<'a> {
     fn new(app: &TestApp, client_id: &'a str) -> Self {
-        let aud = format!("{}{TOKEN}", app.state.config.tokens.issuer);
-        Assertion { iss: client_id, sub: client_id, aud, exp_in: Some(60), jti: Some(authflow_auth_service::domain::random_id()) }
+        let aud = app.state.config.tokens.issuer.clone();
+        Assertion { iss: client_id, sub: client_id, aud, aud_array: Vec::new(), exp_in: Some(60), jti: Some(authflow_auth_service::domain::random_id()) }
     }
 
     fn claims(&self) -> jwt_simple::prelude::JWTClaims<jwt_simple::prelude::NoCustomClaims> {
-        let mut c = Claims::create(Duration::from_secs(60)).with_issuer(self.iss).with_subject(self.sub).with_audience(&self.aud);
+        let c = Claims::create(Duration::from_secs(60)).with_issuer(self.iss).with_subject(self.sub);
+        let mut c = if self.aud_array.is_empty() {
+            c.with_audience(&self.aud)
+        } else {
+            c.with_audiences(self.aud_array.iter().cloned().collect::<std::collections::HashSet<_>>())
+        };
         c.expires_at = self.exp_in.map(|s| UnixTimeStamp::from_secs(now() as u64 + s));
         c.jwt_id = self.jti.clone();
         c
@@ -252,10 +290,11 @@ async fn private_key_jwt_gets_a_token_and_each_assertion_counts_once_on_every_in
     let fresh = Assertion::new(&app, "billing").es256(&kp);
     assert_eq!(other.assertion_token(&fresh, &[]).await.status(), 200, "a new jti works anywhere");
 
-    // The issuer is an accepted audience too (RFC 7523 §3).
-    let issuer = app.state.config.tokens.issuer.clone();
-    let a = Assertion { aud: issuer, ..Assertion::new(&app, "billing") };
-    assert_eq!(app.assertion_token(&a.es256(&kp), &[]).await.status(), 200);
+    // Only the issuer, as a string (draft-ietf-oauth-rfc7523bis): not the
+    // token endpoint's URL, which RFC 7523 §3 allowed.
+    let token_endpoint = format!("{}{TOKEN}", app.state.config.tokens.issuer);
+    let a = Assertion { aud: token_endpoint, ..Assertion::new(&app, "billing") };
+    refused_client(app.assertion_token(&a.es256(&kp), &[]).await, "the token endpoint as audience").await;
     // A key-only account has no secret to guess.
     refused_client(app.client_token("billing", "", &[("grant_type", "client_credentials")]).await, "empty secret").await;
 }
@@ -273,8 +312,14 @@ async fn bad_assertions_are_one_invalid_client() {
     assert_eq!(app.client_token("billing", &secret, &[("grant_type", "client_credentials")]).await.status(), 200, "and still its secret");
 
     let base = || Assertion::new(&app, "billing");
+    let issuer = app.state.config.tokens.issuer.clone();
+    let token_endpoint = format!("{issuer}{TOKEN}");
     let cases = [
         ("another audience", Assertion { aud: "https://elsewhere.example/token".into(), ..base() }.ed25519(&kp)),
+        ("the token endpoint as audience", Assertion { aud: token_endpoint.clone(), ..base() }.ed25519(&kp)),
+        ("the issuer in an array", Assertion { aud_array: vec![issuer.clone()], ..base() }.ed25519(&kp)),
+        ("the issuer and the token endpoint", Assertion { aud_array: vec![issuer.clone(), token_endpoint], ..base() }.ed25519(&kp)),
+        ("the issuer and another audience", Assertion { aud_array: vec![issuer.clone(), "https://elsewhere.example".into()], ..base() }.ed25519(&kp)),
         ("no exp", Assertion { exp_in: None, ..base() }.ed25519(&kp)),
         ("exp an hour ahead", Assertion { exp_in: Some(3600), ..base() }.ed25519(&kp)),
         ("no jti", Assertion { jti: None, ..base() }.ed25519(&kp)),
@@ -305,6 +350,39 @@ async fn bad_assertions_are_one_invalid_client() {
     app.authed(Method::PUT, "/v1/admin/service-accounts/billing/key", &admin).json(&json!({"jwk": ed25519_jwk(&kp)})).send().await.unwrap();
     app.authed(Method::POST, "/v1/admin/service-accounts/billing/disable", &admin).send().await.unwrap();
     refused_client(app.assertion_token(&base().ed25519(&kp), &[]).await, "disabled").await;
+}
+
+/// A used `jti` is remembered for as long as any instance could still take
+/// its assertion as unexpired: past `exp` by the clock skew allowed to
+/// clients, plus the margin allowed between the clocks of instances sharing
+/// the database. Time is the service's own (`now` of the checks and of the
+/// maintenance task's prune), set here to the edge seconds.
+#[tokio::test]
+async fn a_used_jti_outlives_every_instance_that_could_still_accept_its_assertion() {
+    use authflow_auth_service::client_assertion::{self, ClientKey};
+    let app = spawn_app().await;
+    let kp = ES256KeyPair::generate();
+    let key = ClientKey::from_jwk(&es256_jwk(&kp)).unwrap();
+    let issuer = app.state.config.tokens.issuer.clone();
+    let assertion = Assertion::new(&app, "billing").es256(&kp);
+    let exp = claims(&assertion)["exp"].as_i64().unwrap();
+    let verify = |at: i64| client_assertion::verify(&assertion, "billing", &key, &issuer, at);
+    // The last second at which an instance, by its own clock, accepts it.
+    let last = exp + client_assertion::CLOCK_SKEW_SECS as i64;
+    let accepted = verify(last).expect("accepted in the last second of the skew");
+    assert!(verify(last + 1).is_none(), "expired after it");
+    let store = &app.state.store;
+    assert!(store.take_client_assertion("billing", &accepted.jti, accepted.expires_at).await.unwrap());
+    // Pruned by this instance in that second, or by one whose clock is ahead
+    // by less than the margin while another still accepts it: kept.
+    let margin = client_assertion::INSTANCE_CLOCK_MARGIN_SECS as i64;
+    for pruned_at in [last, last + margin - 1] {
+        store.prune(pruned_at).await.unwrap();
+        assert!(!store.take_client_assertion("billing", &accepted.jti, accepted.expires_at).await.unwrap(), "a replay after a prune at {}", pruned_at - last);
+    }
+    // Once no instance can accept it any more, the row goes.
+    store.prune(last + margin).await.unwrap();
+    assert!(store.take_client_assertion("billing", &accepted.jti, accepted.expires_at).await.unwrap(), "pruned at last");
 }
 
 #[tokio::test]

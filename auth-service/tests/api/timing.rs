@@ -1,6 +1,8 @@
 //! No user enumeration by timing: an unknown email costs the same argon2
-//! work as a wrong password (a dummy hash). Generous bound: this only
-//! catches a missing dummy hash (an unknown email answering in ~0 ms).
+//! work as a wrong password (a dummy hash), and an unverified account's
+//! right password no more than a wrong one. Generous bound: this only
+//! catches a missing dummy hash (an unknown email answering in ~0 ms) or
+//! work done before answering that a wrong password does not do.
 
 use std::time::{Duration, Instant};
 
@@ -37,4 +39,39 @@ async fn unknown_email_and_wrong_password_take_about_the_same_time() {
     let ratio = u.as_secs_f64() / k.as_secs_f64();
     eprintln!("median unknown {u:?} vs wrong password {k:?}");
     assert!((0.33..3.0).contains(&ratio), "median unknown {u:?} vs wrong password {k:?}");
+}
+
+/// A new address signed up with a chosen password, then signed in with it,
+/// answers like a taken one (whose password that is not) and as fast: the
+/// fresh verification link goes out in the background.
+#[tokio::test]
+async fn an_unverified_account_and_a_wrong_password_take_about_the_same_time() {
+    let app = spawn_app_with(|c| {
+        c.passwords.hash_memory_kib = 8192;
+        c.passwords.hash_iterations = 2;
+        c.throttle.account_max_failures = 1000;
+        c.throttle.ip_max_failures = 1000;
+    })
+    .await;
+    app.verified_user("olga@example.com").await;
+    let r = app.post("/v1/auth/signup", json!({"email": "pat@example.com", "password": PASSWORD})).await;
+    assert_eq!(r.status(), 201);
+    async fn time(app: &TestApp, email: &str, password: &str) -> Duration {
+        let start = Instant::now();
+        let r = app.post("/v1/auth/signin", json!({"email": email, "password": password})).await;
+        assert_eq!(r.status(), 401, "{email}");
+        start.elapsed()
+    }
+    time(&app, "olga@example.com", "wrong password!!").await;
+    let (mut wrong, mut unverified) = (Vec::new(), Vec::new());
+    for _ in 0..6 {
+        wrong.push(time(&app, "olga@example.com", "wrong password!!").await);
+        unverified.push(time(&app, "pat@example.com", PASSWORD).await);
+    }
+    wrong.sort();
+    unverified.sort();
+    let (w, u) = (wrong[wrong.len() / 2], unverified[unverified.len() / 2]);
+    let ratio = u.as_secs_f64() / w.as_secs_f64();
+    eprintln!("median unverified {u:?} vs wrong password {w:?}");
+    assert!((0.33..3.0).contains(&ratio), "median unverified {u:?} vs wrong password {w:?}");
 }

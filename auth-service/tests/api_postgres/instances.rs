@@ -149,13 +149,29 @@ async fn two_instances_racing_on_one_refresh_token_exactly_one_wins() {
                 .send()
         };
         let (a, b) = tokio::join!(refresh(&one), refresh(&two));
-        let statuses = [a.unwrap().status().as_u16(), b.unwrap().status().as_u16()];
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let statuses = [a.status().as_u16(), b.status().as_u16()];
         let mut sorted = statuses;
         sorted.sort_unstable();
         assert_eq!(sorted, [200, 401], "exactly one rotation wins: {statuses:?}");
-        // The loser was a reuse: the session is over on both instances.
+        // The loser is refused as just rotated, not taken for reuse: the
+        // session lives on with the winner's token, on both instances.
+        let (winner, loser) = if a.status() == 200 { (a, b) } else { (b, a) };
+        assert_eq!(invalid_grant(loser).await, "refresh token was just rotated");
         let session = one.state.store.session(&t.session).await.unwrap().unwrap();
-        assert!(session.revoked_at.is_some(), "the reuse revoked the session");
+        assert!(session.revoked_at.is_none(), "the race revoked the session");
+        let won = tokens_of(winner).await;
+        for app in [&one, &two] {
+            let r = app.http.get(app.url("/v1/ext-authz")).bearer_auth(&won.access).send().await.unwrap();
+            assert_eq!(r.status(), 200, "the winner's access token works");
+        }
+        let r = refresh_with_device(&two, &won.refresh, Some(&won.device)).await;
+        assert_eq!(r.status(), 200, "the winner's refresh token works");
+        // Past the grace, the rotated-out token is reuse: the session is over on both instances.
+        age_rotation(&one, &t.refresh, 60).await;
+        let r = refresh_with_device(&two, &t.refresh, Some(&t.device)).await;
+        assert_eq!(invalid_grant(r).await, "refresh token reuse detected; the session is revoked");
+        assert!(one.state.store.session(&t.session).await.unwrap().unwrap().revoked_at.is_some());
     }
 }
 

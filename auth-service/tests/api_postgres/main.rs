@@ -12,6 +12,8 @@ mod admin;
 mod at_rest;
 #[path = "../api/browser.rs"]
 mod browser;
+#[path = "../api/cache_headers.rs"]
+mod cache_headers;
 #[path = "../api/common.rs"]
 mod common;
 #[path = "../api/dpop.rs"]
@@ -31,6 +33,8 @@ mod long_poll;
 mod mail_limits;
 #[path = "../api/openapi.rs"]
 mod openapi;
+#[path = "../api/password_work.rs"]
+mod password_work;
 #[path = "../api/retention.rs"]
 mod retention;
 #[path = "../api/second_factor.rs"]
@@ -45,6 +49,9 @@ mod upgrade;
 mod vectors;
 
 mod pg_cluster;
+#[path = "../api/test_pki.rs"]
+mod test_pki;
+mod tls;
 
 /// The database each test runs on: a new database on the test cluster.
 mod backend {

@@ -13,8 +13,13 @@
 //! - Stopping: a small watchdog process, started with the cluster, waits for
 //!   this test process to exit (however it exits, even `kill -9`), then stops
 //!   the postmaster by its pid and deletes the temp dir.
+//! - The TLS tests (`tls.rs`) get a second cluster, started on first use,
+//!   always from the local binaries: `ssl=on` with a certificate for
+//!   127.0.0.1 from a CA made for this run, and only `hostssl` connections
+//!   accepted, so whatever works on it went over TLS.
 
 use std::path::{Path, PathBuf};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -28,22 +33,61 @@ const DB_USER: &str = "authflow";
 struct Server {
     /// A URL of the server without the database name, e.g. `postgres://authflow@127.0.0.1:5433`.
     base: String,
+    /// The cluster's temp dir, when started here.
+    dir: Option<PathBuf>,
 }
 
 static SERVER: OnceLock<Server> = OnceLock::new();
 
 fn server() -> &'static Server {
     SERVER.get_or_init(|| match std::env::var("AUTHFLOW_TEST_PG_URL") {
-        Ok(url) => Server { base: url.rsplit_once('/').map(|(base, _)| base.to_owned()).unwrap_or(url) },
-        Err(_) => start_cluster(),
+        Ok(url) => Server { base: url.rsplit_once('/').map(|(base, _)| base.to_owned()).unwrap_or(url), dir: None },
+        Err(_) => start_cluster(None),
     })
 }
 
 /// A new, empty database on the test server; its URL.
 pub async fn fresh_database() -> String {
-    let base = &server().base;
+    create_database(&server().base, "").await
+}
+
+/// The TLS cluster: its URL without a database, and its CA's certificate.
+struct TlsServer {
+    server: Server,
+    ca_file: PathBuf,
+}
+
+static TLS_SERVER: OnceLock<TlsServer> = OnceLock::new();
+
+/// A database on the TLS cluster: a URL without query, e.g.
+/// `postgres://authflow@127.0.0.1:5433/t_…`, and the file of the CA that
+/// signed the server's certificate.
+pub struct TlsDatabase {
+    pub url: String,
+    pub port: u16,
+    pub name: String,
+    pub ca_file: PathBuf,
+}
+
+/// A new, empty database on the TLS cluster.
+pub async fn fresh_tls_database() -> TlsDatabase {
+    let tls = TLS_SERVER.get_or_init(|| {
+        let ca = crate::test_pki::TestCa::new("authflow test PostgreSQL CA");
+        let server = start_cluster(Some(&ca.server(&["127.0.0.1"])));
+        let dir = server.dir.clone().expect("a local cluster");
+        TlsServer { ca_file: ca.write_pem(&dir, "ca.pem"), server }
+    });
+    let query = format!("?sslmode=verify-full&sslrootcert={}", tls.ca_file.display());
+    let url = create_database(&tls.server.base, &query).await;
+    let (_, name) = url.rsplit_once('/').unwrap();
+    let port = tls.server.base.rsplit_once(':').unwrap().1.parse().unwrap();
+    TlsDatabase { name: name.to_owned(), port, ca_file: tls.ca_file.clone(), url }
+}
+
+/// A new database on the server at `base`, reached with the URL query `query`.
+async fn create_database(base: &str, query: &str) -> String {
     let name = format!("t_{}", authflow_auth_service::domain::random_id().to_ascii_lowercase().replace('-', "_"));
-    let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres")).await.expect("connect to the test PostgreSQL");
+    let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres{query}")).await.expect("connect to the test PostgreSQL");
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create a test database");
     let _ = admin.close().await;
     format!("{base}/{name}")
@@ -100,7 +144,18 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn start_cluster() -> Server {
+/// Writes `contents` to `path`, owner-only, owned by the cluster's user.
+fn write_for_cluster(root: bool, path: &Path, contents: &str) {
+    std::fs::write(path, contents).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    if root {
+        let status = Command::new("chown").arg(format!("{OS_USER}:")).arg(path).status().unwrap();
+        assert!(status.success(), "chown of {} failed", path.display());
+    }
+}
+
+/// A cluster; with `tls`, serving that certificate and refusing connections without TLS.
+fn start_cluster(tls: Option<&crate::test_pki::ServerCert>) -> Server {
     let bin = bin_dir();
     let root = is_root();
     let dir = tempfile::Builder::new().prefix("authflow-pg-").tempdir().unwrap().keep();
@@ -114,10 +169,23 @@ fn start_cluster() -> Server {
     // Durability settings off: a test cluster dies with its run.
     run_pg(root, &bin.join("initdb"), &["-D", data_s, "-U", DB_USER, "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions"]);
     let port = free_port();
-    let options = format!(
+    let mut options = format!(
         "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400",
         dir.display()
     );
+    if let Some(cert) = tls {
+        let (cert_file, key_file, hba_file) = (dir.join("server.crt"), dir.join("server.key"), dir.join("pg_hba.conf"));
+        write_for_cluster(root, &cert_file, &cert.cert_pem);
+        write_for_cluster(root, &key_file, &cert.key_pem);
+        // TCP only with TLS: a connection without it matches no line and is refused.
+        write_for_cluster(root, &hba_file, "local all all trust\nhostssl all all 127.0.0.1/32 trust\n");
+        options.push_str(&format!(
+            " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={} -c hba_file={}",
+            cert_file.display(),
+            key_file.display(),
+            hba_file.display()
+        ));
+    }
     let log = dir.join("postgres.log");
     run_pg(root, &bin.join("pg_ctl"), &["-D", data_s, "-l", log.to_str().unwrap(), "-o", &options, "-w", "-t", "60", "start"]);
     let pid = std::fs::read_to_string(data.join("postmaster.pid"))
@@ -127,7 +195,7 @@ fn start_cluster() -> Server {
     start_watchdog(pid, &dir);
     // The server is up (pg_ctl -w waited); a first connection proves it.
     std::thread::sleep(Duration::from_millis(50));
-    Server { base: format!("postgres://{DB_USER}@127.0.0.1:{port}") }
+    Server { base: format!("postgres://{DB_USER}@127.0.0.1:{port}"), dir: Some(dir) }
 }
 
 /// Stops the postmaster (by pid) and removes `dir` once this process is gone.

@@ -1,0 +1,159 @@
+//! Connecting to PostgreSQL: the libpq parameters of the URL (`sslmode`,
+//! `sslrootcert`, …, and libpq's `PGSSLMODE` / `PGSSLROOTCERT` when the URL
+//! has none), TLS through rustls on ring, and start-up errors that say what
+//! to fix without repeating the URL (it may carry the password).
+//!
+//! `sslmode` keeps libpq's default, `prefer`: TLS when the server offers it,
+//! without checking who the server is, and plain otherwise — so a URL means
+//! what it means to `psql`, and a database on a trusted network without TLS
+//! (the compose profile's) keeps working. A database across a network wants
+//! `sslmode=verify-full` (the chain to a trusted CA and the host name), with
+//! `sslrootcert=PATH` for a private CA; the service warns at start when a
+//! remote server's identity is not checked. As in libpq, `require` with a
+//! root certificate given verifies the chain like `verify-ca`.
+//!
+//! `verify-ca` checks the host name as well, like `verify-full`: sqlx 0.8's
+//! "chain only" verifier lets through rustls' older name-mismatch error but
+//! not the one current rustls returns (sqlx issue #3793, fixed after 0.8.6).
+//! It fails closed, and the start-up error says so.
+
+use std::path::Path;
+
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
+
+use super::StoreError;
+
+/// What the URL connects to, for messages and the start-up log: never the
+/// user or password.
+pub(super) struct Target {
+    /// Host name, address, or the Unix socket's path.
+    host: String,
+    port: u16,
+    /// A Unix socket or a loopback address: nothing crosses a network.
+    local: bool,
+    mode: PgSslMode,
+}
+
+impl Target {
+    /// The server's certificate is checked against trusted CAs.
+    pub(super) fn verifies(&self) -> bool {
+        matches!(self.mode, PgSslMode::VerifyCa | PgSslMode::VerifyFull)
+    }
+
+    pub(super) fn is_local(&self) -> bool {
+        self.local
+    }
+
+    fn mode_name(&self) -> &'static str {
+        match self.mode {
+            PgSslMode::Disable => "disable",
+            PgSslMode::Allow => "allow",
+            PgSslMode::Prefer => "prefer",
+            PgSslMode::Require => "require",
+            PgSslMode::VerifyCa => "verify-ca",
+            PgSslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{} (sslmode={})", self.host, self.port, self.mode_name())
+    }
+}
+
+/// The connect options of a `postgres://` URL, and what it connects to.
+/// A root certificate file that verification will need is read here, so a
+/// missing or empty one is named before any connection is tried.
+pub(super) fn options(url: &str) -> Result<(PgConnectOptions, Target), StoreError> {
+    let mut options: PgConnectOptions = url.parse()?;
+    let root_cert = root_cert_of(url);
+    let mut mode = options.get_ssl_mode();
+    if matches!(mode, PgSslMode::Require) && root_cert.is_some() {
+        // libpq: "if a root CA file exists, the behavior of sslmode=require
+        // will be the same as that of verify-ca" (sqlx alone would not check).
+        mode = PgSslMode::VerifyCa;
+        options = options.ssl_mode(mode);
+    }
+    let target = match options.get_socket() {
+        Some(socket) => Target { host: socket.display().to_string(), port: options.get_port(), local: true, mode },
+        None => {
+            let host = options.get_host().to_owned();
+            Target { local: crate::tls::is_loopback_host(&host), host, port: options.get_port(), mode }
+        }
+    };
+    if let Some(path) = root_cert.filter(|_| target.verifies()) {
+        // sqlx also takes the certificate itself in place of a path.
+        if !path.trim_start().starts_with("-----BEGIN") {
+            crate::tls::read_ca_file(Path::new(&path))
+                .map_err(|e| StoreError::Connect(format!("cannot connect to PostgreSQL at {target}: sslrootcert: {e}")))?;
+        }
+    }
+    Ok((options, target))
+}
+
+/// `sslrootcert` (or the aliases sqlx reads) from the URL, else `PGSSLROOTCERT`.
+fn root_cert_of(url: &str) -> Option<String> {
+    let from_url = url::Url::parse(url).ok().and_then(|parsed| {
+        parsed
+            .query_pairs()
+            .filter(|(key, _)| matches!(&**key, "sslrootcert" | "ssl-root-cert" | "ssl-ca"))
+            .map(|(_, value)| value.into_owned())
+            .last()
+    });
+    from_url.or_else(|| std::env::var("PGSSLROOTCERT").ok()).filter(|v| !v.is_empty())
+}
+
+/// A failed first connection, in words: which server, which `sslmode`, and
+/// what to change. The text holds no part of the URL but host and port.
+pub(super) fn connect_error(target: &Target, error: sqlx::Error) -> StoreError {
+    let why = match &error {
+        sqlx::Error::Tls(inner) if inner.to_string().contains("does not support TLS") => format!(
+            "the server does not offer TLS, which sslmode={} requires: turn ssl on at the server \
+             (or, on a trusted network only, choose sslmode=prefer or disable)",
+            target.mode_name()
+        ),
+        _ => match crate::tls::rustls_error_in(&error) {
+            Some(handshake) => {
+                let mut why = crate::tls::explain(handshake, &target.host, "give the CA that signed it with sslrootcert=PATH in the URL");
+                if matches!(
+                    handshake,
+                    rustls::Error::InvalidCertificate(
+                        rustls::CertificateError::NotValidForName | rustls::CertificateError::NotValidForNameContext { .. }
+                    )
+                ) {
+                    why.push_str(match target.mode {
+                        PgSslMode::VerifyFull => "; sslmode=verify-full checks the name: connect by a name the certificate holds",
+                        // sqlx 0.8 skips only rustls' older name-mismatch error, so
+                        // verify-ca fails closed on a name too (sqlx issue #3793).
+                        _ => "; the PostgreSQL driver of this build checks the name under sslmode=verify-ca too: \
+                              connect by a name the certificate holds",
+                    });
+                }
+                why
+            }
+            None => error.to_string(),
+        },
+    };
+    StoreError::Connect(format!("cannot connect to PostgreSQL at {target}: {why}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn require_with_a_root_certificate_verifies_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("ca.pem");
+        let url = format!("postgres://u:pw@db.internal:5433/app?sslmode=require&sslrootcert={}", missing.display());
+        // Upgraded to verify-ca, so the file is needed, and its absence named.
+        let e = options(&url).err().unwrap().to_string();
+        assert!(e.contains("db.internal:5433 (sslmode=verify-ca)") && e.contains("sslrootcert") && !e.contains("pw@"), "{e}");
+        let (_, target) = options("postgres://u:pw@db.internal/app?sslmode=require").unwrap();
+        assert_eq!(target.to_string(), "db.internal:5432 (sslmode=require)");
+        assert!(!target.verifies() && !target.is_local());
+        let (_, target) = options("postgres://u@127.0.0.1:5433/app?sslmode=verify-full").unwrap();
+        assert!(target.verifies() && target.is_local());
+    }
+}

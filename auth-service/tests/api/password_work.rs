@@ -1,0 +1,203 @@
+//! The cost of password hashing is bounded: at most
+//! `limits.password_hash_concurrency` argon2id hashes run at once, a request
+//! that finds no free slot in time is answered 503 `temporarily_unavailable`
+//! with `Retry-After`, made-up client ids cost no hash at all, and sign-ups
+//! are counted per client address before their password is hashed.
+
+use std::time::Duration;
+
+use authflow_auth_service::config::Config;
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+/// Runs every request at once (each on its own task); the answers in order.
+async fn join_all<T: Send + 'static>(requests: Vec<impl std::future::Future<Output = T> + Send + 'static>) -> Vec<T> {
+    let handles: Vec<_> = requests.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+/// One slot, a short wait, and hashes slow enough that parallel requests overlap.
+fn one_slot(c: &mut Config) {
+    c.limits.password_hash_concurrency = 1;
+    c.limits.password_hash_wait = Duration::from_millis(20);
+    c.passwords.hash_memory_kib = 16 * 1024;
+    c.passwords.hash_iterations = 2;
+    c.server.xff_num_trusted_hops = 1;
+}
+
+/// (status, `error`, `Retry-After`) of a JSON answer.
+async fn outcome(r: reqwest::Response) -> (u16, String, Option<String>) {
+    let status = r.status().as_u16();
+    let retry_after = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+    let body: Value = r.json().await.unwrap();
+    (status, body["error"].as_str().unwrap_or_default().to_owned(), retry_after)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_password_work_beyond_the_limit_is_refused_with_503() {
+    let app = spawn_app_with(one_slot).await;
+    // Sign-ins of unknown addresses (each checked against the dummy hash), from
+    // as many client addresses, so that no throttle is involved.
+    let requests: Vec<_> = (0..16)
+        .map(|i| {
+            let (http, url) = (app.http.clone(), app.url("/v1/auth/signin"));
+            async move {
+                let r = http
+                    .post(url)
+                    .header("x-forwarded-for", format!("203.0.113.{i}"))
+                    .json(&json!({"email": format!("nobody{i}@example.com"), "password": PASSWORD}))
+                    .send()
+                    .await
+                    .unwrap();
+                outcome(r).await
+            }
+        })
+        .collect();
+    let answers = join_all(requests).await;
+    let (mut refused, mut checked) = (0, 0);
+    for (status, error, retry_after) in &answers {
+        match (status, error.as_str()) {
+            (503, "temporarily_unavailable") => {
+                assert_eq!(retry_after.as_deref(), Some("1"));
+                refused += 1;
+            }
+            (401, "invalid_credentials") => checked += 1,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert!(refused >= 1, "no request was refused: {answers:?}");
+    assert!(checked >= 1, "no request got a slot: {answers:?}");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains(&format!("authflow_password_work_busy_total {refused}\n")), "{metrics}");
+    // Every slot came back: the service works as before.
+    assert_eq!(app.state.password_work.available(), 1);
+    app.verified_user("after@example.com").await;
+    app.signin("after@example.com", PASSWORD).await;
+}
+
+/// Client secrets are checked by their SHA-256: a flood of made-up client
+/// ids (or wrong secrets) takes no hashing slot, so with one slot and no wait
+/// every answer is still the plain 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_client_credentials_cost_no_password_hash() {
+    let app = spawn_app_with(|c| {
+        one_slot(c);
+        c.limits.password_hash_wait = Duration::ZERO;
+    })
+    .await;
+    let requests: Vec<_> = (0..32)
+        .map(|i| {
+            let (http, url) = (app.http.clone(), app.url("/v1/oauth/token"));
+            async move {
+                let r = http.post(url).basic_auth(format!("nosuch{i}"), Some("secret")).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
+                outcome(r).await
+            }
+        })
+        .collect();
+    for (status, error, _) in join_all(requests).await {
+        assert_eq!((status, error.as_str()), (401, "invalid_client"));
+    }
+    assert!(app.get("/metrics").await.text().await.unwrap().contains("authflow_password_work_busy_total 0\n"));
+}
+
+async fn signup_from(app: &TestApp, client: &str, email: &str, password: &str) -> reqwest::Response {
+    app.http.post(app.url("/v1/auth/signup")).header("x-forwarded-for", client).json(&json!({"email": email, "password": password})).send().await.unwrap()
+}
+
+/// Sign-ups are counted per client address before the password is hashed:
+/// past `throttle.ip_max_signups` the address gets 429 with `Retry-After`,
+/// and no account, no mail and no hash; other addresses are not affected.
+#[tokio::test]
+async fn sign_ups_from_one_address_are_throttled() {
+    let app = spawn_app_with(|c| c.server.xff_num_trusted_hops = 1).await;
+    let limit = app.state.config.throttle.ip_max_signups;
+    assert_eq!(limit, 10, "the default");
+    // Refused before counting: a weak password costs no hash and is no sign-up.
+    for i in 0..15 {
+        let r = signup_from(&app, "192.0.2.50", &format!("weak{i}@example.com"), "short").await;
+        assert_eq!(error_code(r, 400).await, "weak_password");
+    }
+    for i in 0..limit {
+        let r = signup_from(&app, "192.0.2.50", &format!("many{i}@example.com"), PASSWORD).await;
+        assert_eq!(r.status(), 201, "sign-up {i}");
+    }
+    for i in 0..3 {
+        let email = format!("toomany{i}@example.com");
+        let (status, error, retry_after) = outcome(signup_from(&app, "192.0.2.50", &email, PASSWORD).await).await;
+        assert_eq!((status, error.as_str()), (429, "too_many_attempts"));
+        let retry_after: u64 = retry_after.unwrap().parse().unwrap();
+        assert!((1..=app.state.config.throttle.lockout_base.as_secs()).contains(&retry_after), "{retry_after}");
+        assert!(app.state.store.user_by_email(&email).await.unwrap().is_none());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(app.outbox("toomany0@example.com", 0).await.is_empty());
+    assert!(app.get("/metrics").await.text().await.unwrap().contains("authflow_signup_throttled_total 3\n"));
+    let log = app.state.store.audit_log(None, 1000).await.unwrap();
+    assert_eq!(log.iter().filter(|e| e.event == "signup" && e.outcome == "throttled").count(), 3);
+    // Another address signs up; and sign-ups do not lock the address's sign-ins.
+    assert_eq!(signup_from(&app, "192.0.2.51", "other@example.com", PASSWORD).await.status(), 201);
+    let r = app
+        .http
+        .post(app.url("/v1/auth/signin"))
+        .header("x-forwarded-for", "192.0.2.50")
+        .json(&json!({"email": "many0@example.com", "password": "not the password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+/// Spellings of one address (composed or decomposed accents, fullwidth
+/// letters, a Unicode or an ASCII domain) are one account everywhere:
+/// sign-up, sign-in, password reset and the admin lookup.
+#[tokio::test]
+async fn unicode_spellings_of_an_address_are_one_account() {
+    let app = spawn_app().await;
+    let stored = "jos\u{e9}@xn--bcher-kva.example";
+    let user_id = app.verified_user("jos\u{e9}@b\u{fc}cher.example").await;
+    let user = app.state.store.user_by_id(&user_id).await.unwrap().unwrap();
+    assert_eq!(user.email, stored);
+
+    // A second sign-up with another spelling is the taken address: no new account, a notice to the owner.
+    let r = app.post("/v1/auth/signup", json!({"email": "JOSE\u{301}@BU\u{308}CHER.example", "password": PASSWORD})).await;
+    assert_eq!(r.status(), 201);
+    let notice = app.last_mail(stored, 2).await;
+    assert_eq!(notice["subject"], "Sign-up attempt");
+    assert_eq!(app.state.store.list_users().await.unwrap().len(), 1);
+
+    // Sign-in with a decomposed accent, fullwidth letters and the ASCII domain.
+    let (_, method) = app.challenge("\u{ff4a}ose\u{301}@xn--bcher-kva.\u{ff45}xample", PASSWORD).await;
+    assert_eq!(method, "email");
+
+    // Password reset with yet another spelling reaches the account.
+    let r = app.post("/v1/auth/password/forgot", json!({"email": "jose\u{301}@B\u{dc}cher.example"})).await;
+    assert_eq!(r.status(), 202);
+    let mut reset = None;
+    for _ in 0..100 {
+        reset = app.outbox(stored, 0).await.into_iter().find(|m| m["subject"] == "Reset your password");
+        if reset.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(reset.is_some(), "no reset mail for {stored}");
+
+    // The admin lookup normalises the same way.
+    let admin = app.admin("root@example.com").await;
+    let r = app
+        .authed(reqwest::Method::GET, "/v1/admin/users", &admin)
+        .query(&[("email", "JOSE\u{301}@b\u{fc}cher.EXAMPLE")])
+        .send()
+        .await
+        .unwrap();
+    let found: Value = r.json().await.unwrap();
+    assert_eq!(found.as_array().unwrap().len(), 1, "{found}");
+    assert_eq!(found[0]["user_id"], user_id.as_str());
+    let r = app.authed(reqwest::Method::GET, "/v1/admin/users", &admin).query(&[("email", "not an address")]).send().await.unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap(), json!([]));
+}
