@@ -73,6 +73,15 @@ impl ApiError {
         self.parts().0
     }
 
+    /// When to try again, for the refusals that say so (`Retry-After`, on the
+    /// API's answers and on the pages').
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::TooManyRequests { retry_after_secs } | Self::TemporarilyUnavailable { retry_after_secs } => Some(*retry_after_secs),
+            _ => None,
+        }
+    }
+
     /// The human-readable description (fixed texts; internal details never).
     pub fn description(&self) -> String {
         self.parts().2
@@ -111,7 +120,7 @@ impl ApiError {
             Self::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here".into()),
             Self::Conflict(d) => (S::CONFLICT, "conflict", (*d).into()),
             Self::TooManyRequests { .. } => {
-                (S::TOO_MANY_REQUESTS, "too_many_attempts", "too many failed attempts; retry later".into())
+                (S::TOO_MANY_REQUESTS, "too_many_attempts", "too many attempts; retry later".into())
             }
             Self::TemporarilyUnavailable { .. } => {
                 (S::SERVICE_UNAVAILABLE, "temporarily_unavailable", "the service is busy; retry later".into())
@@ -157,8 +166,10 @@ impl IntoResponse for ApiError {
                     headers.insert(crate::dpop::NONCE_HEADER, v);
                 }
             }
-            Self::TooManyRequests { retry_after_secs } | Self::TemporarilyUnavailable { retry_after_secs } => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            Self::TooManyRequests { .. } | Self::TemporarilyUnavailable { .. } => {
+                if let Some(secs) = self.retry_after() {
+                    headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                }
             }
             _ => {}
         }

@@ -477,6 +477,11 @@ mod tests {
             let vars = [("AUTHFLOW_SMTP__HOST", host), ("AUTHFLOW_SMTP__TLS", "none"), ("AUTHFLOW_SMTP__USERNAME", "mailer"), ("AUTHFLOW_SMTP__PASSWORD", "pw")];
             assert!(smtp(&vars).is_ok(), "{host}");
         }
+        // Half the credentials would send mail unauthenticated without a word.
+        let e = smtp(&[("AUTHFLOW_SMTP__USERNAME", "mailer")]).unwrap_err().to_string();
+        assert!(e.contains("smtp.password") && e.contains("required with smtp.username"), "{e}");
+        let e = smtp(&[("AUTHFLOW_SMTP__PASSWORD", "pw-5Kd1")]).unwrap_err().to_string();
+        assert!(e.contains("smtp.username") && !e.contains("pw-5Kd1"), "{e}");
         // The CA file: read at start, named when unusable; no use without TLS.
         let e = smtp(&[("AUTHFLOW_SMTP__CA_FILE", "/nonexistent/ca.pem")]).unwrap_err().to_string();
         assert!(e.contains("smtp.ca_file") && e.contains("AUTHFLOW_SMTP__CA_FILE") && e.contains("cannot read"), "{e}");

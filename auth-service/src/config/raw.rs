@@ -449,6 +449,12 @@ impl RawSmtp {
         } else if rustls::pki_types::ServerName::try_from(host.as_str()).is_err() {
             return Err(bad("smtp.host", format!("`{host}` is not a host name or IP address a TLS certificate can be checked against")));
         }
+        // One without the other would send mail unauthenticated without a word.
+        match (&self.username, &self.password) {
+            (Some(_), None) => return Err(bad("smtp.password", "required with smtp.username")),
+            (None, Some(_)) => return Err(bad("smtp.username", "required with smtp.password")),
+            _ => {}
+        }
         let ca_file = match self.ca_file {
             Some(path) => {
                 let path = PathBuf::from(path);

@@ -55,7 +55,7 @@ pub async fn signup_form(State(state): State<Arc<AppState>>, client: Client) -> 
 pub async fn signup_submit(State(state): State<Arc<AppState>>, client: Client, Posted(f): Posted<SignupForm>) -> Response {
     match register(&state, &client, &f.email, &Secret::new(f.password), MailLink::Page).await {
         Ok(_) => see_other("/auth/signup/sent", &[]),
-        Err(e) => signup_page(&state, &client, &f.email, Some(&explain(&e))).with_status(e.status()).into_response(),
+        Err(e) => signup_page(&state, &client, &f.email, Some(&explain(&e))).refused_by(&e).into_response(),
     }
 }
 
@@ -73,7 +73,7 @@ pub async fn verify(State(state): State<Arc<AppState>>, client: Client, RawQuery
     match confirm_email(&state, &client, &token).await {
         Ok(()) => Page::ok("Address confirmed", templates::message("Your email address is confirmed.", Some((SIGNIN_PATH, "Sign in")))).into_response(),
         Err(e) => Page::ok("Link not valid", templates::refused(&explain(&e), ("/auth/signin", "Sign in")))
-            .with_status(e.status())
+            .refused_by(&e)
             .into_response(),
     }
 }
@@ -91,7 +91,7 @@ pub async fn forgot_form(State(state): State<Arc<AppState>>, client: Client) -> 
 pub async fn forgot_submit(State(state): State<Arc<AppState>>, client: Client, Posted(f): Posted<ForgotForm>) -> Response {
     match request_password_reset(&state, client.clone(), &f.email, MailLink::Page) {
         Ok(()) => see_other("/auth/password/forgot/sent", &[]),
-        Err(e) => forgot_page(&state, &client, Some(&explain(&e))).with_status(e.status()).into_response(),
+        Err(e) => forgot_page(&state, &client, Some(&explain(&e))).refused_by(&e).into_response(),
     }
 }
 
@@ -115,7 +115,7 @@ pub async fn reset_form(State(state): State<Arc<AppState>>, client: Client, RawQ
 pub async fn reset_submit(State(state): State<Arc<AppState>>, client: Client, Posted(f): Posted<ResetForm>) -> Response {
     match reset_password(&state, &client, &Secret::new(f.token.clone()), &Secret::new(f.password)).await {
         Ok(()) => see_other("/auth/password/reset/done", &cookies::cleared_session()),
-        Err(e) => reset_page(&state, &client, &f.token, Some(&explain(&e))).with_status(e.status()).into_response(),
+        Err(e) => reset_page(&state, &client, &f.token, Some(&explain(&e))).refused_by(&e).into_response(),
     }
 }
 

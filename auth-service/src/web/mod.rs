@@ -102,15 +102,25 @@ pub struct Page {
     pub title: &'static str,
     pub body: Markup,
     pub cookies: Vec<String>,
+    /// `Retry-After` (seconds), for a refusal that says when to try again.
+    pub retry_after: Option<u64>,
 }
 
 impl Page {
     pub fn ok(title: &'static str, body: Markup) -> Self {
-        Self { status: StatusCode::OK, title, body, cookies: Vec::new() }
+        Self { status: StatusCode::OK, title, body, cookies: Vec::new(), retry_after: None }
     }
 
     pub fn with_status(mut self, status: StatusCode) -> Self {
         self.status = status;
+        self
+    }
+
+    /// The page answering a refused action: the error's status, and its
+    /// `Retry-After` when it has one (a throttle, a busy service).
+    pub fn refused_by(mut self, e: &ApiError) -> Self {
+        self.status = e.status();
+        self.retry_after = e.retry_after();
         self
     }
 
@@ -123,7 +133,11 @@ impl Page {
 impl IntoResponse for Page {
     fn into_response(self) -> Response {
         let html = templates::layout(self.title, self.body).into_string();
-        with_cookies((self.status, Html(html)).into_response(), &self.cookies)
+        let mut response = with_cookies((self.status, Html(html)).into_response(), &self.cookies);
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
     }
 }
 
@@ -171,7 +185,7 @@ fn refusal(status: StatusCode, title: &'static str, text: &str) -> Response {
 
 /// An action that failed on the service's side (the store): a page saying so.
 pub fn failed(title: &'static str, e: &ApiError) -> Response {
-    Page::ok(title, templates::refused(&explain(e), (SIGNIN_PATH, "Go to sign-in"))).with_status(e.status()).into_response()
+    Page::ok(title, templates::refused(&explain(e), (SIGNIN_PATH, "Go to sign-in"))).refused_by(e).into_response()
 }
 
 /// The CSRF token for a page's forms (and the cookie when the browser has none).

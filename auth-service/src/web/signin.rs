@@ -64,7 +64,7 @@ pub async fn submit(State(state): State<Arc<AppState>>, client: Client, Posted(f
             let cookie = cookies::challenge(&challenge.challenge_id, state.config.accounts.challenge_ttl.as_secs());
             see_other(&with_return_to("/auth/signin/code", &return_to), &[cookie])
         }
-        Err(e) => signin_page(&state, &client, &f.email, &return_to, Some(&explain(&e))).with_status(e.status()).into_response(),
+        Err(e) => signin_page(&state, &client, &f.email, &return_to, Some(&explain(&e))).refused_by(&e).into_response(),
     }
 }
 
@@ -103,7 +103,7 @@ pub async fn code_submit(State(state): State<Arc<AppState>>, client: Client, Pos
             set.push(cookies::cleared_challenge());
             see_other(&return_to, &set)
         }
-        Err(e) => code_page(&state, &client, &method, &return_to, Some(&explain(&e))).with_status(e.status()).into_response(),
+        Err(e) => code_page(&state, &client, &method, &return_to, Some(&explain(&e))).refused_by(&e).into_response(),
     }
 }
 

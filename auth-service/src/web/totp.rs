@@ -79,7 +79,7 @@ pub async fn enrol(State(state): State<Arc<AppState>>, client: Client, SignedIn(
     let proof = FactorProof { password: Some(Secret::new(f.password)), code: None };
     match begin_totp_enrollment(&state, &client, &user, &proof).await {
         Ok(enrolment) => enrol_page(&state, &client, &enrolment.secret, &enrolment.otpauth_uri, None),
-        Err(e) => start_page(&state, &client, Some(&explain(&e))).with_status(e.status()).into_response(),
+        Err(e) => start_page(&state, &client, Some(&explain(&e))).refused_by(&e).into_response(),
     }
 }
 
@@ -93,11 +93,14 @@ pub async fn confirm(State(state): State<Arc<AppState>>, client: Client, SignedI
         Err(e) => {
             // Show the same pending key again, so the person can retry.
             let Some(secret) = user.totp_pending.as_deref() else {
-                return start_page(&state, &client, Some(&explain(&e))).with_status(e.status()).into_response();
+                return start_page(&state, &client, Some(&explain(&e))).refused_by(&e).into_response();
             };
             let uri = otpauth_uri(&state, &user, secret);
             let mut response = enrol_page(&state, &client, secret, &uri, Some(&explain(&e)));
             *response.status_mut() = e.status();
+            if let Some(secs) = e.retry_after() {
+                response.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.into());
+            }
             response
         }
     }

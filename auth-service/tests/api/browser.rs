@@ -663,6 +663,8 @@ async fn password_guessing_and_mail_floods_on_the_pages_hit_the_api_limits() {
     let r = b.submit("/auth/signin", "/auth/signin", &[("email", email), ("password", PASSWORD)]).await;
     assert_eq!(r.status, 429, "locked even with the right password");
     assert!(r.alert().unwrap().contains("Too many attempts"), "{}", r.body);
+    let retry: u64 = r.headers.get("retry-after").expect("Retry-After on the page").to_str().unwrap().parse().unwrap();
+    assert!(retry >= 1 && r.alert().unwrap().contains(&format!("{retry} seconds")), "{retry}: {}", r.body);
 
     let before = app.outbox(email, 0).await.len();
     for _ in 0..6 {
