@@ -7,6 +7,7 @@ pub mod client_assertion;
 pub mod config;
 pub mod domain;
 pub mod dpop;
+pub mod email_upgrade;
 pub mod error;
 pub mod extract;
 pub mod feed;

@@ -71,6 +71,7 @@ async fn open_store_with(config: &Config, kek: Arc<Kek>) -> Result<Arc<dyn Store
 pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
     let kek = kek(&config)?;
     let store = open_store_with(&config, Arc::clone(&kek)).await?;
+    crate::email_upgrade::normalize_stored_emails(store.as_ref()).await.map_err(StartError::from_display)?;
     let dpop_nonce_key = kek.derive("dpop-nonce").map_err(StartError)?;
     let csrf_key = kek.derive("browser-csrf").map_err(StartError)?;
     let now = now();

@@ -350,6 +350,13 @@ pub trait Store: Send + Sync + 'static {
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
     async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>>;
     async fn list_users(&self) -> StoreResult<Vec<User>>;
+    /// `(id, email)` of the users whose stored email has a character outside
+    /// printable ASCII: the only ones an earlier, plainer normalization can
+    /// have stored in another form than `Email::parse` gives today.
+    async fn users_with_non_ascii_email(&self) -> StoreResult<Vec<(String, String)>>;
+    /// Changes a user's stored email from `from` to `to`: false when the row
+    /// no longer holds `from`, [`StoreError::Conflict`] when `to` is taken.
+    async fn rename_email(&self, user_id: &str, from: &str, to: &str) -> StoreResult<bool>;
     async fn set_email_verified(&self, user_id: &str) -> StoreResult<()>;
     /// Replaces the password (a new [`User::password_version`]).
     async fn set_password(&self, user_id: &str, password_hash: &str) -> StoreResult<()>;

@@ -56,6 +56,20 @@ macro_rules! impl_store {
                 rows.into_iter().map(|r| self.user(r)).collect()
             }
 
+            async fn rename_email(&self, user_id: &str, from: &str, to: &str) -> StoreResult<bool> {
+                let result = sqlx::query("UPDATE users SET email = $1 WHERE id = $2 AND email = $3")
+                    .bind(to)
+                    .bind(user_id)
+                    .bind(from)
+                    .execute(self.writer())
+                    .await;
+                match result {
+                    Ok(r) => Ok(r.rows_affected() == 1),
+                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict("the email")),
+                    Err(e) => Err(e.into()),
+                }
+            }
+
             async fn set_password(&self, user_id: &str, password_hash: &str) -> StoreResult<()> {
                 sqlx::query("UPDATE users SET password_hash = $1, password_version = password_version + 1 WHERE id = $2")
                     .bind(password_hash)

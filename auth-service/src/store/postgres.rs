@@ -295,6 +295,10 @@ super::portable::impl_store! {
         Ok(())
     }
 
+    async fn users_with_non_ascii_email(&self) -> StoreResult<Vec<(String, String)>> {
+        Ok(sqlx::query_as("SELECT id, email FROM users WHERE email ~ '[^ -~]'").fetch_all(&self.pool).await?)
+    }
+
     async fn set_email_verified(&self, user_id: &str) -> StoreResult<()> {
         sqlx::query("UPDATE users SET email_verified = TRUE WHERE id = $1").bind(user_id).execute(&self.pool).await?;
         Ok(())

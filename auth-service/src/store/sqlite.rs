@@ -208,6 +208,10 @@ super::portable::impl_store! {
         Ok(())
     }
 
+    async fn users_with_non_ascii_email(&self) -> StoreResult<Vec<(String, String)>> {
+        Ok(sqlx::query_as("SELECT id, email FROM users WHERE email GLOB '*[^ -~]*'").fetch_all(&self.write).await?)
+    }
+
     async fn set_email_verified(&self, user_id: &str) -> StoreResult<()> {
         sqlx::query("UPDATE users SET email_verified = 1 WHERE id = ?")
             .bind(user_id)

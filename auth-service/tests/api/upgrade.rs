@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use authflow_auth_service::clock::now;
 use authflow_auth_service::domain::password::Hasher;
-use authflow_auth_service::store::SigninAttempt;
+use authflow_auth_service::domain::Email;
+use authflow_auth_service::store::{SigninAttempt, User};
 use authflow_auth_service::throttle::Throttle;
 
 use crate::common::*;
@@ -84,4 +85,45 @@ async fn a_database_of_the_earlier_schema_upgrades_and_keeps_working() {
     throttle.undo(store, &attempt).await.unwrap();
     let next = store.signin_attempt("ip:192.0.2.9", at, throttle.quiet_secs(), 3, 10, 100).await.unwrap();
     assert!(matches!(next, SigninAttempt::Counted { failures: 2, .. }), "{next:?}");
+}
+
+/// Accounts stored by a release that only trimmed and lowercased emails: an
+/// address with a decomposed accent or a Unicode domain is brought to its
+/// normalized form when the service starts, and can be signed in to by any
+/// spelling; one whose normalized form another account holds is left alone.
+#[tokio::test]
+async fn emails_stored_in_an_earlier_form_are_normalized_at_start() {
+    let first = spawn_app().await;
+    let hasher = Hasher::new(1024, 1).unwrap();
+    let stored = |email: &str| User {
+        email_verified: true,
+        ..User::new(email, hasher.hash(PASSWORD).unwrap(), vec!["user".into()], now())
+    };
+    let decomposed = stored("jose\u{301}@example.com");
+    let unicode_domain = stored("ana@b\u{fc}cher.example");
+    // Two accounts for one address: the composed spelling was signed up separately.
+    let composed = stored("l\u{e9}a@example.com");
+    let twin = stored("le\u{301}a@example.com");
+    for user in [&decomposed, &unicode_domain, &composed, &twin] {
+        first.state.store.create_user(user).await.unwrap();
+    }
+
+    let again = spawn_app_beside(&first, |_| {}).await;
+    for (user, spelling) in [
+        (&decomposed, "jos\u{e9}@example.com"),
+        (&decomposed, "JOSE\u{301}@example.com"),
+        (&unicode_domain, "ana@xn--bcher-kva.example"),
+        (&unicode_domain, "ana@B\u{dc}CHER.example"),
+        (&composed, "le\u{301}a@example.com"),
+    ] {
+        let found = again.state.store.user_by_email(Email::parse(spelling).unwrap().as_str()).await.unwrap();
+        assert_eq!(found.map(|u| u.id), Some(user.id.clone()), "{spelling}");
+    }
+    again.signin("jos\u{e9}@example.com", PASSWORD).await;
+    // The twin keeps its row as it was; the pass reports it again at the next start.
+    let twin_now = again.state.store.user_by_id(&twin.id).await.unwrap().unwrap();
+    assert_eq!(twin_now.email, twin.email);
+    let upgraded = authflow_auth_service::email_upgrade::normalize_stored_emails(again.state.store.as_ref()).await.unwrap();
+    assert_eq!(upgraded.renamed, 0, "nothing left to rename");
+    assert_eq!(upgraded.taken, vec![twin.id.clone()]);
 }
