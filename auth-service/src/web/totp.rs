@@ -79,6 +79,10 @@ pub async fn enrol(State(state): State<Arc<AppState>>, client: Client, SignedIn(
     let proof = FactorProof { password: Some(Secret::new(f.password)), code: None };
     match begin_totp_enrollment(&state, &client, &user, &proof).await {
         Ok(enrolment) => enrol_page(&state, &client, &enrolment.secret, &enrolment.otpauth_uri, None),
+        // Signed in, so the address is verified: a refused proof is the password alone.
+        Err(ApiError::InvalidCredentials) => {
+            start_page(&state, &client, Some("The password is wrong.")).refused_by(&ApiError::InvalidCredentials).into_response()
+        }
         Err(e) => start_page(&state, &client, Some(&explain(&e))).refused_by(&e).into_response(),
     }
 }

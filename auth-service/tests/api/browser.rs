@@ -540,6 +540,7 @@ async fn totp_enrolment_with_the_qr_code_then_sign_in_with_the_app() {
 
     let r = b.submit("/auth/totp", "/auth/totp", &[("password", "wrong password!")]).await;
     assert_eq!(r.status, 401, "a fresh proof is needed");
+    assert_eq!(r.alert().as_deref(), Some("The password is wrong."), "a signed-in person's address is verified");
     let r = b.submit("/auth/totp", "/auth/totp", &[("password", PASSWORD)]).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_page_headers(&r, "enrolment");
