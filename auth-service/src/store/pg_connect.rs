@@ -66,6 +66,7 @@ impl std::fmt::Display for Target {
 /// A root certificate file that verification will need is read here, so a
 /// missing or empty one is named before any connection is tried.
 pub(super) fn options(url: &str) -> Result<(PgConnectOptions, Target), StoreError> {
+    check_parameters(url)?;
     let mut options: PgConnectOptions = url.parse()?;
     let root_cert = root_cert_of(url);
     let mut mode = options.get_ssl_mode();
@@ -93,6 +94,47 @@ pub(super) fn options(url: &str) -> Result<(PgConnectOptions, Target), StoreErro
 }
 
 /// `sslrootcert` (or the aliases sqlx reads) from the URL, else `PGSSLROOTCERT`.
+/// The URL's parameters, each under one of its names, at most once.
+const PARAMETERS: &[&[&str]] = &[
+    &["sslmode", "ssl-mode"],
+    &["sslrootcert", "ssl-root-cert", "ssl-ca"],
+    &["sslcert", "ssl-cert"],
+    &["sslkey", "ssl-key"],
+    &["statement-cache-capacity"],
+    &["host"],
+    &["hostaddr"],
+    &["port"],
+    &["dbname"],
+    &["user"],
+    &["password"],
+    &["application_name"],
+    &["options"],
+];
+
+/// Refuses a parameter the driver would ignore (it would log it with its
+/// value: a mistyped `pasword=` would put the password in the log) and one
+/// given twice (`sslmode=verify-full&sslmode=disable`: one reading takes the
+/// first, another the last). Names only, never values, in the error.
+fn check_parameters(url: &str) -> Result<(), StoreError> {
+    let Ok(parsed) = url::Url::parse(url) else { return Ok(()) };
+    let mut seen: Vec<usize> = Vec::new();
+    for (key, _) in parsed.query_pairs() {
+        if key.starts_with("options[") {
+            continue;
+        }
+        let Some(at) = PARAMETERS.iter().position(|names| names.contains(&&*key)) else {
+            return Err(StoreError::Connect(format!(
+                "the database URL has a parameter `{key}` PostgreSQL connections do not take (a misspelling?)"
+            )));
+        };
+        if seen.contains(&at) {
+            return Err(StoreError::Connect(format!("the database URL gives `{key}` more than once")));
+        }
+        seen.push(at);
+    }
+    Ok(())
+}
+
 fn root_cert_of(url: &str) -> Option<String> {
     let from_url = url::Url::parse(url).ok().and_then(|parsed| {
         parsed
@@ -155,5 +197,23 @@ mod tests {
         assert!(!target.verifies() && !target.is_local());
         let (_, target) = options("postgres://u@127.0.0.1:5433/app?sslmode=verify-full").unwrap();
         assert!(target.verifies() && target.is_local());
+    }
+
+    /// A parameter the driver would ignore (and log with its value), or one
+    /// given twice, is refused by its name alone.
+    #[test]
+    fn unknown_and_repeated_parameters_are_refused_without_their_values() {
+        let e = options("postgres://u@db.internal/app?sslmode=verify-full&pasword=hunter2-secret").err().unwrap().to_string();
+        assert!(e.contains("`pasword`") && !e.contains("hunter2"), "{e}");
+        for url in [
+            "postgres://u@db.internal/app?sslmode=verify-full&sslmode=disable",
+            "postgres://u@db.internal/app?ssl-mode=disable&sslmode=verify-full",
+            "postgres://u@db.internal/app?sslrootcert=/a.pem&ssl-ca=/b.pem",
+        ] {
+            let e = options(url).err().unwrap().to_string();
+            assert!(e.contains("more than once"), "{url}: {e}");
+        }
+        let url = "postgres://u:pw@db.internal/app?sslmode=disable&application_name=authflow&options[statement_timeout]=5s&port=5433";
+        assert!(options(url).is_ok());
     }
 }
