@@ -272,7 +272,15 @@ fn finish(
             return Err(DenyReason::MissingClaim.into());
         }
     }
-    let text = |name: &str| payload.get(name).and_then(Value::as_str).map(str::to_owned);
+    // RFC 7519 §4.1: these are strings. Another type would be read as absent (a numeric
+    // `sub` as no subject, past a ban listed under its text): refused instead.
+    let text = |name: &str| -> Result<Option<String>, VerifyError> {
+        match payload.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(DenyReason::Malformed.into()),
+        }
+    };
     let string_list = |v: Option<&Value>| -> Vec<String> {
         match v {
             Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::to_owned).take(64).collect(),
@@ -293,43 +301,65 @@ fn finish(
             _ => return Err(DenyReason::Malformed.into()),
         },
     };
-    let subject = text("sub");
-    let client_id = text(claims::CLAIM_CLIENT_ID).filter(|id| claims::is_service_token(subject.as_deref(), Some(id)));
+    let subject = text("sub")?;
+    let client_id = text(claims::CLAIM_CLIENT_ID)?.filter(|id| claims::is_service_token(subject.as_deref(), Some(id)));
     let mut token = VerifiedToken {
         subject,
         client_id,
         not_before,
         issued_at,
-        jti: text("jti"),
-        sid: text(claims::CLAIM_SESSION),
+        jti: text("jti")?,
+        sid: text(claims::CLAIM_SESSION)?,
         roles: string_list(payload.get(claims::CLAIM_ROLES)),
         scopes,
-        dfp: text(claims::CLAIM_DEVICE_FINGERPRINT),
+        dfp: text(claims::CLAIM_DEVICE_FINGERPRINT)?,
         // Every proof sent with a bound token carries its hash: computed once, here.
         ath: cnf_jkt.as_ref().map(|_| authflow_contract::dpop::access_token_hash(token)),
         cnf_jkt,
         ..VerifiedToken::new(provider_id, provider.issuer.clone(), expires_at)
     };
-    let mapped = config.identity.claims.iter().filter_map(|(path, header)| {
-        let value = claim_at(payload, path)?;
-        Some((header.clone(), header_value(value)?))
-    });
-    token.identity_headers = identity_headers(&config.identity, &token).chain(mapped).collect();
+    // A role or scope holding its list's separator would read as two upstream
+    // (`user,admin` one role here, two roles to a backend splitting the header).
+    if token.roles.iter().any(|r| !list_item(r, ',')) || token.scopes.iter().any(|s| !list_item(s, ' ')) {
+        return Err(DenyReason::Malformed.into());
+    }
+    let mut headers = identity_headers(&config.identity, &token)?;
+    for (path, header) in &config.identity.claims {
+        if let Some(value) = claim_at(payload, path).map(header_value).transpose()?.flatten() {
+            headers.push((header.clone(), value));
+        }
+    }
+    token.identity_headers = headers.into();
     Ok(token)
 }
 
-fn identity_headers<'a>(id: &'a IdentityHeaders, t: &VerifiedToken) -> impl Iterator<Item = (String, String)> + 'a {
-    [
+/// Whether `item` goes into a list joined by `separator` and comes out the
+/// same: not empty, no separator, no surrounding whitespace a reader trims.
+fn list_item(item: &str, separator: char) -> bool {
+    !item.is_empty() && !item.contains(separator) && item.trim() == item && safe_header_value(item)
+}
+
+/// The identity headers the configuration names, each exactly its claim: a
+/// value a header cannot carry (control characters, over 4 KiB) refuses the
+/// token — dropped, the backend would see the rest of the identity without it
+/// (roles without the subject they belong to).
+fn identity_headers(id: &IdentityHeaders, t: &VerifiedToken) -> Result<Vec<(String, String)>, VerifyError> {
+    let mut headers = Vec::new();
+    for (header, value) in [
         (&id.subject, t.subject.clone()),
         (&id.issuer, Some(t.issuer.clone())),
         (&id.roles, Some(t.roles.join(","))),
         (&id.scopes, Some(t.scopes.join(" "))),
         (&id.session, t.sid.clone()),
         (&id.client_id, t.client_id.clone()),
-    ]
-    .into_iter()
-    .filter_map(|(header, value)| Some((header.clone()?, value?)))
-    .filter(|(_, v)| safe_header_value(v))
+    ] {
+        let (Some(header), Some(value)) = (header, value) else { continue };
+        if !safe_header_value(&value) {
+            return Err(DenyReason::Malformed.into());
+        }
+        headers.push((header.clone(), value));
+    }
+    Ok(headers)
 }
 
 /// A claim by dotted path (`org.team`).
@@ -339,25 +369,35 @@ fn claim_at<'a>(payload: &'a Map<String, Value>, path: &[String]) -> Option<&'a 
 }
 
 /// Renders a claim as a header value: strings as-is, arrays comma-joined,
-/// numbers and booleans as text. Anything with control characters is dropped
-/// rather than forwarded, so a claim can never inject a header line.
-fn header_value(v: &Value) -> Option<String> {
+/// numbers and booleans as text; `None` for what has no header form (an
+/// object, null). A value that would not arrive as it is — control
+/// characters (a header line injected), over 4 KiB, an array item holding a
+/// comma — refuses the token rather than being dropped or split.
+fn header_value(v: &Value) -> Result<Option<String>, VerifyError> {
     let s = match v {
         Value::String(s) => s.clone(),
         Value::Number(n) => n.to_string(),
         Value::Bool(b) => b.to_string(),
-        Value::Array(items) => items
-            .iter()
-            .filter_map(|i| match i {
-                Value::String(s) => Some(s.clone()),
-                Value::Number(n) => Some(n.to_string()),
-                _ => None,
-            })
-            .collect::<Vec<_>>()
-            .join(","),
-        _ => return None,
+        Value::Array(items) => {
+            let items: Vec<String> = items
+                .iter()
+                .filter_map(|i| match i {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                })
+                .collect();
+            if items.iter().any(|i| !list_item(i, ',')) {
+                return Err(DenyReason::Malformed.into());
+            }
+            items.join(",")
+        }
+        _ => return Ok(None),
     };
-    safe_header_value(&s).then_some(s)
+    if !safe_header_value(&s) {
+        return Err(DenyReason::Malformed.into());
+    }
+    Ok(Some(s))
 }
 
 pub(crate) fn safe_header_value(s: &str) -> bool {

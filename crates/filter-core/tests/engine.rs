@@ -747,3 +747,49 @@ fn a_route_for_named_providers_refuses_another_issuers_token_whatever_it_claims(
     assert_eq!(denied(&eval("/INTERNAL/x", &from_partner)), (DenyReason::AmbiguousPath, 400));
     assert_eq!(denied(&eval("/INTERNAL/x", &from_main)), (DenyReason::AmbiguousPath, 400));
 }
+
+/// A token whose claims (besides iss, aud, iat, exp) are `custom`, as given.
+fn token_with(f: &Fixture, custom: serde_json::Value) -> String {
+    let mut c = Claims::with_custom_claims(custom, Duration::from_mins(5)).with_issuer(ISS).with_audience("api");
+    c.issued_at = Some(UnixTimeStamp::from_secs(NOW));
+    c.expires_at = Some(UnixTimeStamp::from_secs(NOW + 300));
+    f.kp.sign(c).unwrap()
+}
+
+/// Every identity header arrives exactly as its claim, or the token is
+/// refused: a role holding the list's separator would be two roles to a
+/// backend that splits the header (one of them `admin`), and a value a
+/// header cannot carry would have been dropped, leaving roles without the
+/// subject they belong to.
+#[test]
+fn claims_an_identity_header_cannot_carry_as_they_are_refuse_the_token() {
+    let mut f = fixture(json!({}));
+    let long = "u".repeat(5000);
+    for (custom, why) in [
+        (json!({"sub": "u-1", "roles": ["user,admin"]}), "a comma inside a role"),
+        (json!({"sub": "u-1", "roles": ["user", " admin"]}), "a role a reader trims"),
+        (json!({"sub": "u-1", "roles": [""]}), "an empty role"),
+        (json!({"sub": "u-1", "scp": ["read write"]}), "a space inside a scope"),
+        (json!({"sub": long, "roles": ["user"]}), "a subject over 4 KiB"),
+        (json!({"sub": "u-1\r\nx-auth-roles: admin", "roles": ["user"]}), "CR LF in the subject"),
+        (json!({"sub": "u-1", "sid": "s\u{0}1", "roles": ["user"]}), "NUL in the session"),
+        (json!({"sub": 42, "roles": ["user"]}), "a subject that is not a string"),
+        (json!({"sub": "u-1", "jti": ["j"], "roles": ["user"]}), "a jti that is not a string"),
+        (json!({"sub": "u-1", "org": {"team": "blue\nred"}}), "a mapped claim with a line break"),
+        (json!({"sub": "u-1", "org": {"team": ["blue,red", "green"]}}), "a mapped list item holding a comma"),
+    ] {
+        let t = token_with(&f, custom);
+        let o = f.eval("/api", &[("authorization", &format!("Bearer {t}"))]);
+        assert_eq!(denied(&o), (DenyReason::Malformed, 401), "{why}");
+    }
+    // The same shapes, representable, pass as they are.
+    let t = token_with(&f, json!({"sub": "u-1", "sid": "s-1", "roles": ["user", "Billing Admin"], "scp": ["read", "write"], "org": {"team": ["blue", "red"]}}));
+    let o = f.eval("/api", &[("authorization", &format!("Bearer {t}"))]);
+    assert_eq!(header(&o, "x-auth-user"), Some("u-1"));
+    assert_eq!(header(&o, "x-auth-roles"), Some("user,Billing Admin"));
+    assert_eq!(header(&o, "x-auth-team"), Some("blue,red"));
+    // A mapped claim with no header form (an object) is left out, as an absent one is.
+    let t = token_with(&f, json!({"sub": "u-1", "org": {"team": {"name": "blue"}}}));
+    let o = f.eval("/api", &[("authorization", &format!("Bearer {t}"))]);
+    assert_eq!((header(&o, "x-auth-user"), header(&o, "x-auth-team")), (Some("u-1"), None));
+}
