@@ -264,7 +264,7 @@ pub fn remove_request_header(name: &str) {
     // SAFETY: the slice is valid for reads for the duration of the call.
     let status = unsafe { abi::proxy_remove_header_map_value(MAP_REQUEST_HEADERS, name.as_ptr(), name.len()) };
     if status != OK {
-        log::warn!("authflow: could not remove header {name}: status {status}");
+        log::warn!("authflow: cannot remove header {name}: {status}");
     }
 }
 
@@ -282,7 +282,7 @@ pub fn add_response_header_if_absent(name: &str, value: &str) {
     // SAFETY: both slices are valid for reads for the duration of the call.
     let status = unsafe { abi::proxy_replace_header_map_value(MAP_RESPONSE_HEADERS, name.as_ptr(), name.len(), value.as_ptr(), value.len()) };
     if status != OK {
-        log::warn!("authflow: could not set response header {name}: status {status}");
+        log::warn!("authflow: cannot set response header {name}: {status}");
     }
 }
 

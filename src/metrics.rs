@@ -37,6 +37,7 @@ statistics! {
     JwksFetchFailed => "authflow.jwks.fetch_failed", Counter;
     JwksNotModified => "authflow.jwks.not_modified", Counter;
     JwksRejected => "authflow.jwks.rejected", Counter;
+    JwksNoUsableKey => "authflow.jwks.no_usable_key", Counter;
     JwksDispatchDeferred => "authflow.jwks.dispatch_deferred", Counter;
     RevocationFetchOk => "authflow.revocations.fetch_ok", Counter;
     RevocationFetchFailed => "authflow.revocations.fetch_failed", Counter;

@@ -40,7 +40,7 @@ pub fn carry_out(vm: &Vm, request: &Request, decision: Decision, resume: bool) -
             }
             if let Some(reason) = n.public_invalid_token {
                 vm.metrics.inc(Metric::PublicInvalidToken);
-                log::debug!("authflow: public route {} got an invalid token ({}), forwarded anonymously", request.path(), reason.label());
+                log::debug!("authflow: public route {}: invalid token ({}), passed anonymously", request.path(), reason.label());
             }
             if let Some(check) = n.device_reported {
                 vm.metrics.inc(Metric::DeviceMismatchReported);
@@ -118,7 +118,7 @@ fn log_device(vm: &Vm, check: DeviceCheck, request: &Request, what: &str) {
     }
     let attrs: Vec<&str> = vm.engine.config.device.attributes.iter().map(|a| a.name()).collect();
     log::info!(
-        "authflow: device check {check:?} on {} {}: {what}. Fingerprint attributes here: [{}]; if every request fails, compare them with the auth service's fingerprint attributes.",
+        "authflow: device check {check:?} on {} {}: {what}; attributes [{}] (as the auth service's?)",
         request.method(),
         request.path(),
         attrs.join(", ")

@@ -103,23 +103,21 @@ impl ProviderRuntime {
     /// the key a paused request is waiting for.
     pub fn adopt_shared(&mut self, env: &mut Env) {
         if let Some(s) = self.jwks.as_mut() {
-            if let Some(set) = s.slot.take_if_changed().and_then(|bytes| KeySet::parse(&bytes).ok()) {
+            if let Some(set) = s.slot.take_if_changed().and_then(|bytes| KeySet::parse_published(&bytes).ok()) {
                 install_keys(env, self.id, &self.name, set);
             }
         }
         let (Some(s), Some(overlay)) = (self.revocations.as_mut(), self.revocation_overlay.as_mut()) else { return };
         let (engine, id) = (&mut *env.engine, self.id);
-        // The base is searched where it lands: no parse into maps. The old
-        // copy is dropped before the new one is copied in.
+        // The base is searched where it lands: no parse into maps. The list
+        // held is dropped only once the new copy has parsed.
         let mut base_changed = false;
-        if let Some(bytes) = s.slot.take_if_changed_with(|| engine.clear_revocations(id)) {
+        if let Some(bytes) = s.slot.take_if_changed() {
             base_changed = true;
             overlay.forget_seen();
             if !engine.adopt_revocation_base(id, bytes) {
-                // Unreadable: stale until a readable copy comes, then the policy decides.
-                s.slot.forget_seen();
-                env.metrics.set(Metric::RevocationEntries, 0);
-                return;
+                // Kept, but stale from now on: the policy decides until a readable copy comes.
+                log::warn!("authflow: provider {}: shared revocation list unreadable", self.name);
             }
         }
         if let Some(bytes) = overlay.take_if_changed() {
@@ -142,11 +140,10 @@ impl ProviderRuntime {
     /// process-wide lease, so one VM per Envoy does them. Without `may_lease`
     /// (a VM being configured, which Envoy may discard before it ever ticks)
     /// no lease is taken: only keys this VM lacks are fetched.
-    pub fn due_callouts(&mut self, engine: &Engine, vm_id: u64, now_ms: u64, may_lease: bool) -> Vec<Callout> {
+    pub fn due_callouts(&mut self, engine: &mut Engine, vm_id: u64, now_ms: u64, may_lease: bool) -> Vec<Callout> {
         let mut due = Vec::new();
-        let state = engine.provider(self.id);
         if let Some(s) = self.jwks.as_mut() {
-            let have_keys = state.is_some_and(|p| p.keys.is_some());
+            let have_keys = engine.provider(self.id).is_some_and(|p| p.keys.is_some());
             let SharedFetch { fetch, slot } = s;
             let ttl = fetch.lease_ttl_ms();
             if fetch.should_start(now_ms, || !have_keys || (may_lease && slot.acquire_lease(vm_id, now_ms, ttl))) {
@@ -161,8 +158,9 @@ impl ProviderRuntime {
                 slot.acquire_lease(vm_id, now_ms, ttl);
             }
             if fetch.should_start(now_ms, || may_lease && slot.acquire_lease(vm_id, now_ms, ttl)) {
-                let cursor = state.and_then(|p| p.revocations.cursor());
-                let mut call = callout(fetch, feed_path(&fetch.upstream.path, cursor, fetch.upstream.wait_ms), None);
+                // Remembered: the answer is judged against the list this poll is sent from.
+                let cursor = engine.revocation_poll(self.id);
+                let mut call = callout(fetch, feed_path(&fetch.upstream.path, cursor.as_deref(), fetch.upstream.wait_ms), None);
                 call.accept = Some(FEED_ACCEPT);
                 due.push(call);
             }
@@ -185,7 +183,7 @@ impl ProviderRuntime {
                 Refusal::Deferred => {
                     env.metrics.inc(pick(document, Metric::JwksDispatchDeferred, Metric::RevocationDispatchDeferred));
                     let cluster = &fetch.upstream.cluster;
-                    log::debug!("authflow: provider {name}: cluster {cluster} not ready for the {} fetch ({status:?}), retrying", document.label());
+                    log::debug!("authflow: provider {name}: cluster {cluster} not ready for {} ({status:?})", document.label());
                 }
                 Refusal::Failed => {
                     env.metrics.inc(pick(document, Metric::JwksFetchFailed, Metric::RevocationFetchFailed));
@@ -217,12 +215,17 @@ impl ProviderRuntime {
                 s.fetch.finished(FetchEnd::Fresh { etag }, env.now_ms, env.jitter);
                 s.slot.publish(&bytes, env.vm_id, env.now_ms);
                 env.metrics.inc(Metric::JwksFetchOk);
+                if set.keys.is_empty() {
+                    // The issuer's word: every key it published before is withdrawn.
+                    env.metrics.inc(Metric::JwksNoUsableKey);
+                    log::warn!("authflow: provider {}: no usable key ({} skipped)", self.name, set.skipped);
+                }
                 install_keys(env, self.id, &self.name, set);
             }
             Answer::Failed(why) => {
                 s.fetch.finished(FetchEnd::Failed, env.now_ms, env.jitter);
                 env.metrics.inc(if status == 200 { Metric::JwksRejected } else { Metric::JwksFetchFailed });
-                log::warn!("authflow: provider {}: key fetch failed, keeping the last good keys: {why}", self.name);
+                log::warn!("authflow: provider {}: key fetch failed: {why}", self.name);
             }
         }
     }
@@ -233,8 +236,10 @@ impl ProviderRuntime {
         match feed_answer(status, content_type, body_size, host::call_response_body) {
             Answer::NotModified => {
                 s.fetch.finished(FetchEnd::NotModified, now, env.jitter);
-                s.slot.set_value("fresh", now.to_string().as_bytes());
-                env.engine.revocations_current_at(self.id, now);
+                // Only if the list is still the one the poll was sent from.
+                if env.engine.revocations_unchanged(self.id, now) {
+                    s.slot.set_value("fresh", now.to_string().as_bytes());
+                }
                 env.metrics.inc(Metric::RevocationNotModified);
             }
             Answer::Fresh(body, _) => match env.engine.apply_feed(self.id, body, now) {
@@ -253,7 +258,7 @@ impl ProviderRuntime {
                 Err(e) => {
                     s.fetch.finished(FetchEnd::Failed, now, env.jitter);
                     env.metrics.inc(Metric::RevocationRejected);
-                    log::error!("authflow: provider {}: revocation feed refused, keeping the last good list: {e}", self.name);
+                    log::error!("authflow: provider {}: revocation feed refused: {e}", self.name);
                 }
             },
             Answer::Failed(why) => {
@@ -287,7 +292,7 @@ fn pick(document: Document, jwks: Metric, revocations: Metric) -> Metric {
 
 fn install_keys(env: &mut Env, id: ProviderId, name: &str, set: KeySet) {
     if set.skipped > 0 {
-        log::info!("authflow: provider {name}: {} keys loaded, {} unusable keys skipped", set.keys.len(), set.skipped);
+        log::info!("authflow: provider {name}: {} keys, {} skipped", set.keys.len(), set.skipped);
     }
     env.engine.set_keys(id, set);
     let total: usize = env.engine.providers().filter_map(|p| p.keys.as_ref()).map(|k| k.keys.len()).sum();

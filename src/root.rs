@@ -104,7 +104,7 @@ impl RootContext for AuthflowRoot {
             shared::create_replay_slots();
         }
         if !host::set_tick_period(TICK) {
-            log::error!("authflow: the host refused a tick period; keys and revocations would never refresh");
+            log::error!("authflow: no tick period: keys and revocations cannot refresh");
             return false;
         }
         // Joined rather than `{:?}`: Debug for strings links Unicode escape tables.

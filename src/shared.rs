@@ -66,19 +66,11 @@ impl SharedSlot {
 
     /// The published data, if it changed since this VM last looked.
     pub fn take_if_changed(&mut self) -> Option<Vec<u8>> {
-        self.take_if_changed_with(|| {})
-    }
-
-    /// Like [`take_if_changed`](Self::take_if_changed), calling `make_room`
-    /// once a change is seen and before the data is copied in, so a large
-    /// old copy can be freed first (a VM then never holds two).
-    pub fn take_if_changed_with(&mut self, make_room: impl FnOnce()) -> Option<Vec<u8>> {
         let (version, _) = host::shared_get(&format!("{}:version", self.prefix))?;
         let version = version?;
         if self.seen_version.as_ref() == Some(&version) {
             return None;
         }
-        make_room();
         let (data, _) = host::shared_get(&format!("{}:data", self.prefix))?;
         self.seen_version = Some(version);
         data

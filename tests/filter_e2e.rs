@@ -275,6 +275,57 @@ fn key_rotation_and_jwks_outage() {
     assert_eq!(envoy.get("/api", &[("authorization", &bearer(&t_old))]).status, 200);
 }
 
+/// The issuer withdraws its key: a `200` that is a key set replaces the keys
+/// held even when nothing in it is usable (empty, or only a key type the
+/// filter does not take), so the withdrawn key's tokens are refused — 401,
+/// unknown key, not 503: keys were loaded. An answer that is no key set
+/// (`410 Gone`, even with a key set as its body) is an outage: the last good
+/// keys stay.
+#[test]
+fn withdrawn_keys_stop_verifying() {
+    let key = Ed25519KeyPair::generate().with_key_id("2026-01");
+    let other = Ed25519KeyPair::generate().with_key_id("2026-02");
+    let good = jwks_of(&[key.public_key().to_jwk()]);
+    let jwks = JwksServer::start(good.clone());
+    let backend = EchoServer::start("127.0.0.1:0").unwrap();
+    let envoy = start(filter_config("jwks", json!({})), jwks.port, &backend);
+    let t = key.sign(claims_with(user())).unwrap();
+    let get = || envoy.get("/api", &[("authorization", &bearer(&t))]);
+    assert_eq!(get().status, 200);
+
+    let p384 = format!(r#"{{"keys":[{{"kty":"EC","crv":"P-384","kid":"2026-01","x":"{0}","y":"{0}"}}]}}"#, "A".repeat(64));
+    let withdrawals = [
+        ("a set with another key (control)", jwks_of(&[other.public_key().to_jwk()])),
+        ("an empty set", r#"{"keys":[]}"#.to_owned()),
+        ("a set with only a P-384 key", p384),
+    ];
+    for (what, body) in withdrawals {
+        jwks.set(body);
+        assert!(eventually(Duration::from_secs(10), || get().status == 401), "{what}: the withdrawn key's token is refused");
+        // Every worker, not only the one that fetched.
+        std::thread::sleep(Duration::from_millis(300));
+        for _ in 0..4 {
+            let r = get();
+            assert_invalid_token(&r, what);
+            assert!(r.header("www-authenticate").unwrap().contains("unknown key"), "{what}: {r:?}");
+        }
+        jwks.set(good.clone());
+        assert!(eventually(Duration::from_secs(10), || get().status == 200), "{what}: the key published again is taken again");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(envoy.stat("denied.unknown_key") >= 12);
+    assert!(envoy.stat("jwks.no_usable_key") >= 2, "key sets with no usable key are counted");
+
+    // No key set: the last good keys stay.
+    let failed = envoy.stat("jwks.fetch_failed");
+    jwks.set(r#"{"keys":[]}"#.to_owned());
+    jwks.set_status(410);
+    assert!(eventually(Duration::from_secs(10), || envoy.stat("jwks.fetch_failed") >= failed + 2), "a 410 is a failed fetch");
+    for _ in 0..4 {
+        assert_eq!(get().status, 200, "410 Gone keeps the last good keys");
+    }
+}
+
 #[test]
 fn no_key_ever_loaded_fails_closed() {
     let backend = EchoServer::start("127.0.0.1:0").unwrap();

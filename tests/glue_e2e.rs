@@ -260,6 +260,45 @@ fn no_token_passes_before_the_first_revocation_list() {
     );
 }
 
+/// A feed that answers the first poll (no cursor: it asks for a snapshot)
+/// with a delta: a delta only says what changed since a cursor, it is no
+/// list on its own. It is refused, no token passes on it (the list never
+/// came: 503), and once a snapshot comes the token is judged by that.
+#[test]
+fn a_delta_never_becomes_the_whole_list() {
+    const ISS: &str = "https://delta.glue.test";
+    let key = Ed25519KeyPair::generate().with_key_id("k1");
+    let jwks = JwksServer::start(jwks_of(&[key.public_key().to_jwk()]));
+    let delta = json!({"issuer": ISS, "cursor": "e.2", "snapshot": false,
+        "banned_subjects": [{"sub": "bob", "not_before": now() + 60, "expires_at": now() + 900}]});
+    let feed = JwksServer::start(delta.to_string());
+    let backend = EchoServer::start("127.0.0.1:0").unwrap();
+    let mut filter = filter_config("delta", ISS, "jwks", json!({}), json!({"key_wait_ms": 1_000}));
+    filter["providers"][0]["revocations"] = json!({"cluster": "feed", "path": "/v1/revocations", "poll_interval_ms": 200, "wait_secs": 0});
+    let envoy = Envoy::start(EnvoyOptions {
+        filter,
+        clusters: vec![("backend".into(), backend.addr.port()), ("jwks".into(), jwks.port), ("feed".into(), feed.port)],
+        concurrency: 2,
+        routes: vec![],
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let own = token(&key, ISS);
+    assert!(eventually(Duration::from_secs(10), || envoy.stat("revocations.rejected") >= 2), "the delta is refused");
+    for _ in 0..4 {
+        let r = envoy.get("/api", &[("authorization", &bearer(&own))]);
+        assert_eq!(r.status, 503, "no list came, only a delta: {r:?}");
+    }
+    assert_eq!(envoy.stat("revocations.fetch_ok"), 0);
+
+    let banned = json!({"issuer": ISS, "cursor": "e.3", "snapshot": true,
+        "banned_subjects": [{"sub": "alice", "not_before": now() + 60, "expires_at": now() + 900}]});
+    feed.set(banned.to_string());
+    assert!(
+        eventually(Duration::from_secs(10), || envoy.get("/api", &[("authorization", &bearer(&own))]).status == 401),
+        "the snapshot is the list (alice banned: 401)"
+    );
+}
+
 /// At startup the keys may come first and the revocation list after: a
 /// request that waited for the keys goes on waiting for the list (within
 /// `key_wait_ms`), rather than being judged stale the moment the keys land.

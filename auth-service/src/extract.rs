@@ -53,6 +53,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T>
 /// Who is calling from where: for audit, throttling and the fingerprint.
 #[derive(Clone, Debug)]
 pub struct Client {
+    /// The client address (see `tokens::client_address`); empty when unknown.
     pub ip: String,
     pub peer: Option<SocketAddr>,
     pub user_agent: String,
@@ -76,6 +77,12 @@ impl FromRequestParts<Arc<AppState>> for Client {
 }
 
 impl Client {
+    /// The bucket this client counts in for every per-address limit
+    /// (`throttle::address_bucket`).
+    pub fn bucket(&self, state: &AppState) -> String {
+        crate::throttle::address_bucket(&self.ip, state.config.throttle.ipv6_prefix_len)
+    }
+
     pub fn fingerprint(&self, state: &AppState, secret: &str) -> String {
         tokens::fingerprint(&state.config.tokens.fingerprint_attributes, state.config.server.xff_num_trusted_hops, secret, &self.headers, self.peer)
     }

@@ -35,6 +35,8 @@ impl OwnList {
         let mut feed = events_feed(events, |exp| exp);
         feed.issuer = OWN.into();
         feed.cursor = self.seq.to_string();
+        // The first events load the list; later ones extend it.
+        feed.snapshot = !self.set.is_loaded();
         // Unbounded: the database is the bound.
         let _ = self.set.apply_values(&feed, OWN, usize::MAX, retention.secs(), u(now));
         self.seq = events.iter().map(|e| e.seq).fold(self.seq, i64::max);

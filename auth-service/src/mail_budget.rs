@@ -15,14 +15,23 @@ use crate::state::AppState;
 /// The budgets' window.
 pub const WINDOW_SECS: i64 = 3600;
 
-/// Takes one mail from the recipient's and the client's budgets; true when
+/// Takes one mail from the recipient's and the client's budgets (the
+/// client's by its address's bucket: `throttle::address_bucket`); true when
 /// both still allowed it.
 pub async fn allow(state: &AppState, recipient: &str, client: &Client, now: i64) -> ApiResult<bool> {
+    let ip_key = format!("ip:{}", client.bucket(state));
+    let for_client = state.store.take_mail_budget(&ip_key, now, WINDOW_SECS, state.config.mail.max_per_client_per_hour).await?;
+    let for_recipient = allow_recipient(state, recipient, now).await?;
+    Ok(for_client && for_recipient)
+}
+
+/// Takes one mail from the recipient's budget only: for a mail whose sending
+/// depends on the account behind the address (a fresh verification link at
+/// sign-in goes only to an account not verified yet). Charged to the
+/// requester's budget, it would let the requester count, with its own later
+/// mails, whether the address was new; the recipient's budget it cannot see.
+pub async fn allow_recipient(state: &AppState, recipient: &str, now: i64) -> ApiResult<bool> {
     // The address is hashed: the table need not be another list of who has an account.
     let to_key = format!("to:{}", hex::encode(Sha256::digest(recipient.to_ascii_lowercase().as_bytes())));
-    let ip_key = format!("ip:{}", client.ip);
-    let config = &state.config;
-    let for_client = state.store.take_mail_budget(&ip_key, now, WINDOW_SECS, config.mail.max_per_client_per_hour).await?;
-    let for_recipient = state.store.take_mail_budget(&to_key, now, WINDOW_SECS, config.mail.max_per_recipient_per_hour).await?;
-    Ok(for_client && for_recipient)
+    Ok(state.store.take_mail_budget(&to_key, now, WINDOW_SECS, state.config.mail.max_per_recipient_per_hour).await?)
 }

@@ -27,7 +27,7 @@ counters! {
     http_requests => "authflow_http_requests_total", "HTTP requests answered.";
     http_client_errors => "authflow_http_client_errors_total", "HTTP answers with a 4xx status.";
     http_server_errors => "authflow_http_server_errors_total", "HTTP answers with a 5xx status.";
-    signups => "authflow_signups_total", "Accounts created.";
+    signups => "authflow_signups_total", "Sign-ups accepted (answered 201), whether the address was new or had an account already.";
     signup_throttled => "authflow_signup_throttled_total", "Sign-ups refused by the per-address limit.";
     signin_password_ok => "authflow_signin_password_ok_total", "Sign-ins whose password checked out.";
     signin_password_failed => "authflow_signin_password_failed_total", "Sign-ins refused (unknown email, wrong password, or an address not verified yet).";

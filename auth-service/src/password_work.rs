@@ -11,12 +11,18 @@
 //!
 //! A slot is held by the blocking task itself, so a request whose client
 //! went away still counts until its hash is done.
+//!
+//! A request that counts an attempt before its password is compared (sign-in,
+//! sign-up, a legacy client secret) takes its slot first ([`PasswordWork::reserve`])
+//! and counts only then: a 503 for want of a slot leaves no trace, so a flood
+//! that keeps the slots busy cannot lock anyone out by making their
+//! attempts fail.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::domain::password::Hasher;
 use crate::error::{ApiError, ApiResult};
@@ -24,6 +30,13 @@ use crate::error::{ApiError, ApiResult};
 /// `Retry-After` of a request refused for want of a slot: the queue is
 /// usually gone within a few hashes.
 const BUSY_RETRY_AFTER_SECS: u64 = 1;
+
+/// A hashing slot taken ahead of the work ([`PasswordWork::reserve`]);
+/// given back when the hash or verification it is spent on ends, or when dropped.
+#[derive(Debug)]
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+}
 
 pub struct PasswordWork {
     hasher: Hasher,
@@ -43,14 +56,42 @@ impl PasswordWork {
 
     /// The argon2id hash (PHC string) of a new password.
     pub async fn hash(&self, password: String) -> ApiResult<String> {
-        self.run(move |hasher| hasher.hash(&password)).await?.map_err(ApiError::internal)
+        let slot = self.reserve().await?;
+        self.hash_in(slot, password).await
     }
 
     /// Whether `password` matches `stored`; `None` checks against a dummy
     /// hash (false, after the same work), so that "no such user" and "wrong
     /// password" cost the same.
     pub async fn verify(&self, password: String, stored: Option<String>) -> ApiResult<bool> {
-        self.run(move |hasher| hasher.verify(&password, stored.as_deref())).await
+        let slot = self.reserve().await?;
+        self.verify_in(slot, password, stored).await
+    }
+
+    /// A slot for one hash or verification, waiting at most
+    /// `limits.password_hash_wait_ms`; 503 `temporarily_unavailable` when
+    /// none frees up. Taken before an attempt is counted, so that a refusal
+    /// for want of a slot counts nothing.
+    pub async fn reserve(&self) -> ApiResult<Slot> {
+        match Arc::clone(&self.slots).try_acquire_owned() {
+            Ok(slot) => Ok(Slot { _permit: slot }),
+            Err(_) if self.wait.is_zero() => Err(self.busy()),
+            Err(_) => match tokio::time::timeout(self.wait, Arc::clone(&self.slots).acquire_owned()).await {
+                Ok(Ok(slot)) => Ok(Slot { _permit: slot }),
+                // Timed out, or the semaphore closed (it never is).
+                Ok(Err(_)) | Err(_) => Err(self.busy()),
+            },
+        }
+    }
+
+    /// [`PasswordWork::hash`] in a slot already reserved.
+    pub async fn hash_in(&self, slot: Slot, password: String) -> ApiResult<String> {
+        self.run(slot, move |hasher| hasher.hash(&password)).await?.map_err(ApiError::internal)
+    }
+
+    /// [`PasswordWork::verify`] in a slot already reserved.
+    pub async fn verify_in(&self, slot: Slot, password: String, stored: Option<String>) -> ApiResult<bool> {
+        self.run(slot, move |hasher| hasher.verify(&password, stored.as_deref())).await
     }
 
     /// Slots free right now.
@@ -70,16 +111,7 @@ impl PasswordWork {
         )
     }
 
-    async fn run<T: Send + 'static>(&self, work: impl FnOnce(&Hasher) -> T + Send + 'static) -> ApiResult<T> {
-        let slot = match Arc::clone(&self.slots).try_acquire_owned() {
-            Ok(slot) => slot,
-            Err(_) if self.wait.is_zero() => return Err(self.busy()),
-            Err(_) => match tokio::time::timeout(self.wait, Arc::clone(&self.slots).acquire_owned()).await {
-                Ok(Ok(slot)) => slot,
-                // Timed out, or the semaphore closed (it never is).
-                Ok(Err(_)) | Err(_) => return Err(self.busy()),
-            },
-        };
+    async fn run<T: Send + 'static>(&self, slot: Slot, work: impl FnOnce(&Hasher) -> T + Send + 'static) -> ApiResult<T> {
         let hasher = self.hasher.clone();
         tokio::task::spawn_blocking(move || {
             let _slot = slot;
@@ -144,5 +176,22 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         drop(held);
         assert!(!waiting.await.unwrap().unwrap());
+    }
+
+    /// A reserved slot is taken until the work spent on it ends, or until
+    /// it is dropped unused; while it is held, others are refused.
+    #[tokio::test]
+    async fn a_reserved_slot_is_held_until_spent_or_dropped() {
+        let w = work(1, Duration::ZERO);
+        let slot = w.reserve().await.unwrap();
+        assert_eq!(w.available(), 0);
+        assert!(matches!(w.reserve().await, Err(ApiError::TemporarilyUnavailable { .. })));
+        assert!(!w.verify_in(slot, "x".into(), None).await.unwrap());
+        assert_eq!(w.available(), 1);
+        let slot = w.reserve().await.unwrap();
+        drop(slot);
+        assert_eq!(w.available(), 1);
+        let stored = w.hash_in(w.reserve().await.unwrap(), "pw".into()).await.unwrap();
+        assert!(w.verify("pw".into(), Some(stored)).await.unwrap());
     }
 }

@@ -9,9 +9,11 @@ use crate::client_assertion::{self, ClientKey};
 use crate::domain::secret::hashes_match;
 use crate::domain::{hash_secret, random_secret};
 use crate::error::{ApiError, ApiResult};
+use crate::extract::Client;
 use crate::sessions::feed_changed;
 use crate::state::AppState;
 use crate::store::{ServiceAccount, StoreError};
+use crate::throttle::{client_key, ip_key};
 
 /// Longest client id; ids are `[a-z0-9._-]`, so they need no escaping in a
 /// header, a `sub` or HTTP Basic credentials.
@@ -156,20 +158,76 @@ fn secret_matches_sha256(secret: &str, stored: Option<&str>) -> bool {
 /// The live account these credentials belong to. Unknown, disabled and
 /// wrong secret are one answer. Secrets are checked by their SHA-256;
 /// those stored by earlier releases as argon2id hashes (`$argon2id$…`)
-/// still work, verified under the service's password-hashing limit.
-pub async fn authenticate(state: &AppState, client_id: &str, secret: &str) -> ApiResult<ServiceAccount> {
-    let account = if valid_client_id(client_id) { state.store.service_account(client_id).await? } else { None };
+/// still work, verified under the service's password-hashing limit (see
+/// [`legacy_secret_matches`]), and are re-stored as SHA-256 once they verify.
+///
+/// Wrong secrets are counted against the client address (its bucket, with
+/// the sign-in limit `throttle.ip_max_failures`), whatever the client id: a
+/// locked address gets 429 for every wrong secret (a right SHA-256 secret,
+/// cheap to check and unguessable, still passes).
+pub async fn authenticate(state: &AppState, client: &Client, client_id: &str, secret: &str) -> ApiResult<ServiceAccount> {
+    let (store, now) = (state.store.as_ref(), crate::clock::now());
+    let address_key = ip_key(&client.bucket(state));
+    let locked = state.throttle.check(store, std::slice::from_ref(&address_key), now).await?.err();
+    let account = if valid_client_id(client_id) { store.service_account(client_id).await? } else { None };
     let live = account.filter(|a| a.disabled_at.is_none());
     // No secret (key-only account): the same work as a wrong one, then a refusal.
     let stored = live.as_ref().map(|a| a.secret_hash.as_str()).filter(|h| !h.is_empty());
     let ok = match stored {
-        Some(argon2) if argon2.starts_with("$argon2") => state.password_work.verify(secret.to_owned(), Some(argon2.to_owned())).await?,
-        sha256 => secret_matches_sha256(secret, sha256),
+        Some(argon2) if argon2.starts_with("$argon2") => match locked {
+            Some(retry_after_secs) => return Err(too_many_failures(retry_after_secs)),
+            None => legacy_secret_matches(state, &address_key, client_id, secret, argon2, now).await?,
+        },
+        sha256 => {
+            let ok = secret_matches_sha256(secret, sha256);
+            if !ok {
+                if let Some(retry_after_secs) = locked {
+                    return Err(too_many_failures(retry_after_secs));
+                }
+                // Counted after the comparison: it costs nothing, and a 256-bit secret is not guessed.
+                state.throttle.failure(store, &address_key, state.config.throttle.ip_max_failures, now).await?;
+            }
+            ok
+        }
     };
     match live {
         Some(account) if ok => Ok(account),
         _ => Err(ApiError::InvalidClient),
     }
+}
+
+fn too_many_failures(retry_after_secs: u64) -> ApiError {
+    ApiError::TooManyRequests { retry_after_secs: retry_after_secs.max(1) }
+}
+
+/// A secret checked against a legacy argon2id hash, like a password at
+/// sign-in: the hashing slot first (a 503 counts nothing), then the attempt
+/// counted against the address and the client id before the hash runs. A
+/// client id at its limit (`throttle.account_max_failures`, locked with the
+/// sign-in backoff) is refused unchecked, with the answer of a wrong secret
+/// and no hash, from any address. A right secret takes its attempts back and
+/// is re-stored as SHA-256, only over the hash it was checked against (a
+/// rotation in between wins), so it costs no hash from then on.
+async fn legacy_secret_matches(state: &AppState, address_key: &str, client_id: &str, secret: &str, stored: &str, now: i64) -> ApiResult<bool> {
+    let (store, limits) = (state.store.as_ref(), &state.config.throttle);
+    let slot = state.password_work.reserve().await?;
+    let address = state.throttle.attempt(store, address_key, limits.ip_max_failures, now).await?.map_err(too_many_failures)?;
+    let id_key = client_key(client_id);
+    if state.throttle.attempt(store, &id_key, limits.account_max_failures, now).await?.is_err() {
+        // Refused unchecked: not a failure of this address.
+        state.throttle.undo(store, &address).await?;
+        return Ok(false);
+    }
+    if !state.password_work.verify_in(slot, secret.to_owned(), Some(stored.to_owned())).await? {
+        return Ok(false);
+    }
+    state.throttle.undo(store, &address).await?;
+    state.throttle.success(store, &id_key).await?;
+    if let Err(e) = store.upgrade_service_secret(client_id, stored, &stored_secret(secret)).await {
+        // The secret was right; the next request tries again.
+        tracing::warn!(error = %e, client_id, "a legacy client secret was not re-stored as SHA-256");
+    }
+    Ok(true)
 }
 
 /// The live account a `private_key_jwt` assertion (RFC 7523 §2.2) proves:

@@ -1,6 +1,7 @@
 //! Failed-attempt throttling per account and per client address, with an
 //! exponential lockout. Keys are the submitted email (whether or not such a
-//! user exists, so a lockout reveals nothing) and the client IP.
+//! user exists, so a lockout reveals nothing) and the client address's
+//! bucket ([`address_bucket`]: an IPv6 address by its prefix).
 //!
 //! A password attempt is counted *before* the password is compared
 //! ([`Throttle::attempt`], one atomic statement): the attempt that reaches the
@@ -15,6 +16,7 @@
 //! policy: how long a lock lasts, when a quiet period wipes the slate.
 //! A database error refuses the request (fails closed), never skips the check.
 
+use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
 use crate::store::{SigninAttempt, Store, StoreResult};
@@ -100,13 +102,46 @@ pub fn account_key(email: &str) -> String {
     format!("account:{email}")
 }
 
-pub fn ip_key(ip: &str) -> String {
-    format!("ip:{ip}")
+/// The bucket of a client whose address is unknown (see [`address_bucket`]).
+pub const UNKNOWN_CLIENT: &str = "unknown";
+
+/// The bucket a client address counts in, for every per-address limit
+/// (sign-in failures, sign-ups, client authentication, the mail budget): an
+/// IPv4 address alone; an IPv6 address by its first `ipv6_prefix_len` bits
+/// (`2001:db8:1:2::/64`), since one IPv6 client holds a whole /64 at least
+/// and would otherwise get a fresh budget with every address in it; an
+/// IPv4-mapped IPv6 address as its IPv4 address. An empty or unreadable
+/// address (no peer, or the entry the trusted proxies append missing):
+/// [`UNKNOWN_CLIENT`], one bucket for all such requests, never the proxy's.
+pub fn address_bucket(address: &str, ipv6_prefix_len: u8) -> String {
+    match address.parse::<IpAddr>() {
+        Ok(IpAddr::V4(v4)) => v4.to_string(),
+        Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let len = ipv6_prefix_len.min(128);
+                let mask = u128::MAX.checked_shl(u32::from(128 - len)).unwrap_or(0);
+                format!("{}/{len}", Ipv6Addr::from(u128::from(v6) & mask))
+            }
+        },
+        Err(_) => UNKNOWN_CLIENT.to_owned(),
+    }
 }
 
-/// Sign-ups from a client address: counted apart from its sign-in failures.
-pub fn signup_key(ip: &str) -> String {
-    format!("signup:ip:{ip}")
+/// Sign-in failures (and other failed proofs) of a client address's bucket.
+pub fn ip_key(bucket: &str) -> String {
+    format!("ip:{bucket}")
+}
+
+/// Sign-ups from a client address's bucket: counted apart from its sign-in failures.
+pub fn signup_key(bucket: &str) -> String {
+    format!("signup:ip:{bucket}")
+}
+
+/// Failed client authentications of a service account whose secret is still
+/// stored as an argon2id hash (each one costs a hash).
+pub fn client_key(client_id: &str) -> String {
+    format!("client:{client_id}")
 }
 
 #[cfg(test)]
@@ -122,5 +157,18 @@ mod tests {
         assert_eq!(t.lock_secs(13, 3), Some(100));
         assert_eq!(t.lock_secs(u32::MAX, 3), Some(100));
         assert_eq!(t.quiet_secs(), 200);
+    }
+
+    #[test]
+    fn address_buckets() {
+        assert_eq!(address_bucket("203.0.113.5", 64), "203.0.113.5");
+        assert_eq!(address_bucket("::ffff:203.0.113.5", 64), "203.0.113.5");
+        assert_eq!(address_bucket("2001:db8:1:2::1", 64), "2001:db8:1:2::/64");
+        assert_eq!(address_bucket("2001:db8:1:2:ffff:ffff:ffff:ffff", 64), "2001:db8:1:2::/64");
+        assert_eq!(address_bucket("2001:db8:1:2:3:4:5:6", 56), "2001:db8:1::/56");
+        assert_eq!(address_bucket("2001:db8:1:2:3:4:5:6", 128), "2001:db8:1:2:3:4:5:6/128");
+        assert_eq!(address_bucket("2001:db8::1", 0), "::/0");
+        assert_eq!(address_bucket("", 64), UNKNOWN_CLIENT);
+        assert_eq!(address_bucket("junk", 64), UNKNOWN_CLIENT);
     }
 }

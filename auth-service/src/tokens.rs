@@ -177,17 +177,17 @@ pub fn device_secret(headers: &HeaderMap) -> Option<String> {
     fingerprint::device_secret(copies, cookies).map(str::to_owned)
 }
 
-/// The client address of a request: `trusted_hops` entries from the right of
-/// `x-forwarded-for`, else the peer (the contract's one definition, which the
-/// filter's `client-ip-prefix` uses too). Empty when there is none.
+/// The client address of a request: the peer with no trusted hop, else the
+/// entry `trusted_hops` from the right of `x-forwarded-for` (the contract's
+/// one definition, which the filter's `client-ip-prefix` uses too). Empty
+/// when it is unknown: that entry missing or not an address — never the
+/// peer, which is then the nearest proxy.
 pub fn client_address(headers: &HeaderMap, peer: Option<SocketAddr>, trusted_hops: u32) -> String {
-    // Several header lines are one list, as if joined with commas.
-    let joined: Option<String> = {
-        let values: Vec<&str> = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
-        (!values.is_empty()).then(|| values.join(","))
-    };
+    // Every header line, as raw bytes (a line that is not visible ASCII still
+    // holds the entries the proxies appended after it), read from the right.
+    let lines: Vec<&[u8]> = headers.get_all("x-forwarded-for").iter().map(|v| v.as_bytes()).collect();
     let peer = peer.map(|p| p.to_string());
-    authflow_contract::client_address::client_address(joined.as_deref(), peer.as_deref(), trusted_hops)
+    authflow_contract::client_address::client_address_in_lines(lines, peer.as_deref(), trusted_hops)
         .map(|ip| ip.to_string())
         .unwrap_or_default()
 }
@@ -244,11 +244,28 @@ mod tests {
     fn client_address_counts_trusted_hops_over_every_header_line() {
         let mut h = HeaderMap::new();
         let peer: SocketAddr = "10.0.0.1:5000".parse().unwrap();
-        assert_eq!(client_address(&h, Some(peer), 1), "10.0.0.1");
+        assert_eq!(client_address(&h, Some(peer), 1), "", "behind a proxy, no entry: unknown, not the proxy");
         h.append("x-forwarded-for", HeaderValue::from_static("198.51.100.7, 203.0.113.9"));
         h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2"));
         assert_eq!(client_address(&h, Some(peer), 0), "10.0.0.1");
         assert_eq!(client_address(&h, Some(peer), 1), "10.0.0.2");
         assert_eq!(client_address(&h, Some(peer), 2), "203.0.113.9");
+    }
+
+    /// A line with bytes that are not visible ASCII, or padded past any
+    /// length, still yields the entries appended after it; a missing entry is
+    /// an unknown client (empty), never the peer (the proxy).
+    #[test]
+    fn client_address_reads_raw_lines_and_never_falls_back_to_the_proxy() {
+        let peer: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_bytes(b"\xff, 192.0.2.90").unwrap());
+        assert_eq!(client_address(&h, Some(peer), 1), "192.0.2.90");
+        assert_eq!(client_address(&h, Some(peer), 2), "");
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_str(&format!("{}198.51.100.7, 203.0.113.9", " ".repeat(5000))).unwrap());
+        assert_eq!(client_address(&h, Some(peer), 1), "203.0.113.9");
+        assert_eq!(client_address(&HeaderMap::new(), Some(peer), 1), "");
+        assert_eq!(client_address(&HeaderMap::new(), Some(peer), 0), "10.0.0.1");
     }
 }

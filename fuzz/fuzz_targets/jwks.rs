@@ -1,5 +1,6 @@
-//! Arbitrary bytes into JWKS parsing (`KeySet::parse`), as fetched from an
-//! identity provider. Whatever parses must respect the bounds and yield keys
+//! Arbitrary bytes into JWKS parsing (`KeySet::parse_published`, as fetched
+//! from an identity provider, and `KeySet::parse`, the same set required to
+//! hold a usable key). Whatever parses must respect the bounds and yield keys
 //! that are safe to use: each verifies without panicking, refuses a
 //! signature nobody made, and only answers for its own algorithm.
 #![no_main]
@@ -10,9 +11,12 @@ use authflow_contract::KeySet;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(set) = KeySet::parse(data) else { return };
+    let published = KeySet::parse_published(data);
+    let strict = KeySet::parse(data);
+    assert_eq!(strict.is_ok(), published.as_ref().is_ok_and(|s| !s.keys.is_empty()), "`parse` is `parse_published` with a usable key");
+    let Ok(set) = published else { return };
     assert!(data.len() <= MAX_JWKS_BYTES);
-    assert!(!set.keys.is_empty() && set.keys.len() <= MAX_KEYS);
+    assert!(set.keys.len() <= MAX_KEYS);
     for entry in &set.keys {
         let same_kind = matches!(
             (&entry.signature, entry.algorithm()),

@@ -4,7 +4,8 @@
 //! already holds entries. An applied feed must be enforced: every entry whose
 //! tokens could still pass (up to `expires_at` + clock skew) kills them; a
 //! refused feed changes nothing; the list stays within its bound and what
-//! one VM shares of it (base and overlay bytes) another adopts unchanged.
+//! one VM shares of it (base and overlay bytes) another adopts unchanged. A
+//! delta never loads a list that holds none.
 #![no_main]
 
 use authflow_contract::revocation::blob::Blob;
@@ -71,6 +72,10 @@ fuzz_target!(|data: &[u8]| {
     }
     // The compact layout: every digest a parsed feed carries is enforced.
     if let Ok(blob) = Blob::parse(data.to_vec()) {
+        if !blob.is_snapshot() {
+            let mut empty = RevocationList::default();
+            assert!(empty.apply_compact(blob.clone(), ISSUER, MAX_ENTRIES, SKEW, NOW).is_err() && !empty.is_loaded(), "a delta loaded a list");
+        }
         let mut list = existing();
         let before = list.len();
         if list.apply_compact(blob.clone(), ISSUER, MAX_ENTRIES, SKEW, NOW).is_err() {
@@ -92,6 +97,10 @@ fuzz_target!(|data: &[u8]| {
     }
     // JSON: every value of an applied feed kills its tokens.
     let Ok(feed) = serde_json::from_slice::<RevocationFeed>(data) else { return };
+    if !feed.snapshot {
+        let mut empty = RevocationList::default();
+        assert!(empty.apply(feed.clone(), ISSUER, MAX_ENTRIES, SKEW, NOW).is_err() && !empty.is_loaded(), "a delta loaded a list");
+    }
     let mut list = existing();
     let before = list.len();
     if list.apply(feed.clone(), ISSUER, MAX_ENTRIES, SKEW, NOW).is_err() {

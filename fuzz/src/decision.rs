@@ -95,16 +95,17 @@ pub fn config_json(keys: &Keys) -> String {
         ],
         "token_sources": {"authorization_bearer": true, "cookies": ["access_token"], "headers": ["x-token"]},
         "identity_headers": {
-            "subject": "x-auth-user", "roles": "x-auth-roles", "scopes": "x-auth-scopes", "session": "x-auth-session",
+            "subject": "x-auth-user", "issuer": "x-auth-issuer", "roles": "x-auth-roles", "scopes": "x-auth-scopes", "session": "x-auth-session",
             "claims": {"org.team": "x-auth-team", "email": "x-auth-email"}
         },
         "routes": [
             {"match": {"prefix": "/public"}, "policy": "public"},
             {"match": {"exact": "/healthz"}, "policy": "public"},
-            {"match": {"prefix": "/admin"}, "policy": {"roles_any": ["admin"]}},
-            {"match": {"prefix": "/write", "methods": ["POST", "PUT", "DELETE"]}, "policy": {"scopes_all": ["write"]}},
-            {"match": {"path_prefix": "/app"}, "policy": "authenticated", "browser_redirect": true}
+            {"match": {"prefix": "/admin"}, "policy": {"roles_any": ["admin"]}, "providers": ["main"]},
+            {"match": {"prefix": "/write", "methods": ["POST", "PUT", "DELETE"]}, "policy": {"scopes_all": ["write"]}, "providers": ["main", "partner"]},
+            {"match": {"path_prefix": "/app"}, "policy": "authenticated", "browser_redirect": true, "providers": ["main"]}
         ],
+        "default_providers": ["main", "partner"],
         "browser": {"refresh_path": REFRESH_PATH},
         "device_binding": {"mode": "enforce", "attributes": ["user-agent", "client-ip-prefix"], "tokens_without_fingerprint": "allow"},
         "revocation": {"max_staleness_secs": 3600, "on_stale": "deny"}

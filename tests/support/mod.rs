@@ -8,7 +8,7 @@ use std::io::Read;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -305,6 +305,8 @@ pub struct JwksServer {
     server: Option<Arc<tiny_http::Server>>,
     pub body: Arc<Mutex<String>>,
     pub hits: Arc<AtomicUsize>,
+    /// The HTTP status every answer has (200 unless set).
+    pub status: Arc<AtomicU16>,
     pub port: u16,
 }
 
@@ -325,16 +327,17 @@ impl JwksServer {
     fn serve(port: u16, body: Arc<Mutex<String>>, hits: Arc<AtomicUsize>, delay: Duration) -> JwksServer {
         let server = Arc::new(tiny_http::Server::http(("127.0.0.1", port)).expect("JWKS server"));
         let port = server.server_addr().to_ip().map(|a| a.port()).expect("ip");
-        let (s, b, h) = (Arc::clone(&server), Arc::clone(&body), Arc::clone(&hits));
+        let status = Arc::new(AtomicU16::new(200));
+        let (s, b, h, st) = (Arc::clone(&server), Arc::clone(&body), Arc::clone(&hits), Arc::clone(&status));
         std::thread::spawn(move || {
             for req in s.incoming_requests() {
                 h.fetch_add(1, Ordering::SeqCst);
                 std::thread::sleep(delay);
                 let doc = b.lock().map(|d| d.clone()).unwrap_or_default();
-                let _ = req.respond(tiny_http::Response::from_string(doc));
+                let _ = req.respond(tiny_http::Response::from_string(doc).with_status_code(st.load(Ordering::SeqCst)));
             }
         });
-        JwksServer { server: Some(server), body, hits, port }
+        JwksServer { server: Some(server), body, hits, status, port }
     }
 
     pub fn set(&self, body: String) {
@@ -343,6 +346,11 @@ impl JwksServer {
 
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Answers with `status` from now on (the body stays what `set` gave).
+    pub fn set_status(&self, status: u16) {
+        self.status.store(status, Ordering::SeqCst);
     }
 
     /// Stops answering: connections to the port are refused.

@@ -122,6 +122,9 @@ pub struct ThrottleConfig {
     /// Sign-ups per client address before it is locked out (with the same
     /// backoff as sign-in failures); each one costs a password hash.
     pub ip_max_signups: u32,
+    /// The IPv6 prefix every per-address limit counts as one client (an
+    /// IPv6 client holds a whole /64 at least); IPv4 addresses count alone.
+    pub ipv6_prefix_len: u8,
 }
 
 /// `[mail]` (and `[smtp]` for the relay).

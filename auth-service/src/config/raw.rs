@@ -128,6 +128,7 @@ pub struct RawThrottle {
     pub second_factor_max_failures: Option<u32>,
     pub second_factor_lockout_max_secs: Option<u64>,
     pub ip_max_signups: Option<u32>,
+    pub ipv6_prefix_len: Option<u8>,
 }
 
 #[derive(Default, Deserialize)]
@@ -403,6 +404,7 @@ impl RawThrottle {
                 30 * 86_400,
             )?,
             ip_max_signups: count("throttle.ip_max_signups", self.ip_max_signups, 10, 1, 100_000)?,
+            ipv6_prefix_len: count("throttle.ipv6_prefix_len", self.ipv6_prefix_len, 64, 32, 128)?,
         })
     }
 }

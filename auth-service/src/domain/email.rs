@@ -1,11 +1,15 @@
 //! Email addresses in one form, so that spellings that look alike and are
 //! the same address are one account: trimmed, Unicode NFKC, lower-cased, the
-//! domain in ASCII (IDNA, UTS #46); bounded, one `@`, a dotted domain.
+//! domain in ASCII (IDNA, UTS #46); bounded, one `@`, a dotted domain; no
+//! invisible characters in the local part (Unicode format characters, among
+//! them the bidi controls): each would make an account that displays like
+//! another's.
 //! Sign-up, sign-in, password reset, the admin lookup, the CLI and the dev
 //! outbox all parse through [`Email::parse`].
 
 use idna::uts46::{AsciiDenyList, DnsLength, Hyphens, Uts46};
 use unicode_normalization::UnicodeNormalization;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Email(String);
@@ -33,6 +37,10 @@ impl Email {
         if local.is_empty() || local.len() > 64 || domain.contains('@') {
             return Err("email has an invalid local part".into());
         }
+        // The domain's are UTS #46's to map or refuse (a joiner is valid in some scripts' labels).
+        if local.chars().any(invisible) {
+            return Err("email must not contain invisible characters".into());
+        }
         let domain = ascii_domain(domain).ok_or("email has an invalid domain")?;
         let value = format!("{local}@{domain}");
         if value.len() > Self::MAX_LEN {
@@ -44,6 +52,16 @@ impl Email {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// A character that shows nothing (or only reorders what is around it):
+/// general category Cf — zero-width space and joiners, the soft hyphen, the
+/// word joiner, the byte-order mark, the bidi embeddings, overrides, isolates
+/// and marks — and, outside Cf, those that render nothing after a letter:
+/// the combining grapheme joiner and the variation selectors.
+fn invisible(c: char) -> bool {
+    c.general_category() == GeneralCategory::Format
+        || matches!(c, '\u{34f}' | '\u{180b}'..='\u{180d}' | '\u{180f}' | '\u{fe00}'..='\u{fe0f}' | '\u{e0100}'..='\u{e01ef}')
 }
 
 /// The domain as an ASCII host name (UTS #46 processing, IDNA2008 rules):
@@ -112,6 +130,32 @@ mod tests {
         for (_, expected) in same {
             assert_eq!(Email::parse(expected).unwrap().as_str(), *expected);
         }
+    }
+
+    /// Invisible characters in the local part (format characters, bidi
+    /// controls, variation selectors) are refused: each would make an
+    /// account that displays like another's.
+    #[test]
+    fn invisible_characters_in_the_local_part_are_refused() {
+        for bad in [
+            "alice\u{200b}@example.com",
+            "al\u{ad}ice@example.com",
+            "alice\u{2060}@example.com",
+            "ecila\u{202e}@example.com",
+            "\u{202a}alice@example.com",
+            "alice\u{2066}@example.com",
+            "alice\u{200e}@example.com",
+            "alice\u{61c}@example.com",
+            "alice\u{200d}@example.com",
+            "\u{feff}alice@example.com",
+            "ali\u{34f}ce@example.com",
+            "alice\u{fe0f}@example.com",
+            "alice\u{e0041}@example.com",
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad:?}");
+        }
+        // Letters of any script are not invisible.
+        assert_eq!(Email::parse("\u{627}\u{644}\u{62c}@example.com").unwrap().as_str(), "\u{627}\u{644}\u{62c}@example.com");
     }
 
     /// A domain that does not map to a valid ASCII host name is refused.

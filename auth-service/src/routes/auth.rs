@@ -122,16 +122,12 @@ async fn hash_password(state: &AppState, password: String) -> ApiResult<String> 
     state.password_work.hash(password).await
 }
 
-/// argon2id verification under the service-wide limit; `None` = dummy hash.
-async fn verify_password(state: &AppState, password: String, stored: Option<String>) -> ApiResult<bool> {
-    state.password_work.verify(password, stored).await
-}
-
 /// A sign-up from the client's address, counted before its password is
 /// hashed (with the sign-in throttle's lockout and backoff): 429 with
-/// `Retry-After` once the address reached `throttle.ip_max_signups`.
+/// `Retry-After` once the address reached `throttle.ip_max_signups`. The
+/// caller holds its hashing slot already, so a 503 never counts.
 async fn count_signup(state: &AppState, client: &Client) -> ApiResult<()> {
-    let key = signup_key(&client.ip);
+    let key = signup_key(&client.bucket(state));
     match state.throttle.attempt(state.store.as_ref(), &key, state.config.throttle.ip_max_signups, now()).await? {
         Ok(_) => Ok(()),
         Err(retry_after_secs) => {
@@ -190,14 +186,17 @@ async fn send_verification(state: &AppState, user_id: &str, email: &str, link: M
 
 /// A fresh verification link for `user`, whose address is not verified yet
 /// (its first link lost, expired, or never sent past the mail budget), out of
-/// the same budget as sign-up mails. In the background: the caller's answer
-/// must take as long as one that sends nothing.
+/// the recipient's mail budget (not the requester's: whether this mail goes
+/// out depends on the account being new, which the requester could measure
+/// with its own later mails). In the background: the caller's answer must
+/// take as long as one that sends nothing.
 fn resend_verification(state: &Arc<AppState>, client: &Client, user: &User, link: MailLink) {
     let (state, client, user_id, email) = (Arc::clone(state), client.clone(), user.id.clone(), user.email.clone());
     tokio::spawn(async move {
         let state = state.as_ref();
         let sent = async {
-            if !mail_budget::allow(state, &email, &client, now()).await? {
+            // The recipient's budget only: the requester's would tell it whether the address was new.
+            if !mail_budget::allow_recipient(state, &email, now()).await? {
                 audit::record(state, Some(&client), "verify_email_resend", "mail_limited", Some(&user_id), Some(&email)).await;
                 return Ok(());
             }
@@ -226,20 +225,19 @@ pub async fn signup(State(state): State<Arc<AppState>>, client: Client, Json(req
 pub async fn register(state: &AppState, client: &Client, raw_email: &str, password: &Secret, link: MailLink) -> ApiResult<String> {
     let email = parse_email(raw_email)?;
     let password = Password::parse(password.expose(), email.as_str()).map_err(|e| ApiError::WeakPassword(e.0))?;
+    // The hashing slot first: a sign-up refused for want of one (503) is not counted.
+    let slot = state.password_work.reserve().await?;
     if let Err(e) = count_signup(state, client).await {
         audit::record(state, Some(client), "signup", "throttled", None, Some(email.as_str())).await;
         return Err(e);
     }
-    let hash = hash_password(state, password.expose().to_owned()).await?;
+    let hash = state.password_work.hash_in(slot, password.expose().to_owned()).await?;
     let user = User::new(email.as_str(), hash, vec!["user".into()], now());
     let created = match state.store.create_user(&user).await {
         Ok(()) => true,
         Err(StoreError::Conflict(_)) => false,
         Err(e) => return Err(e.into()),
     };
-    if created {
-        inc(&state.metrics.signups);
-    }
     // Asked the same way for a new and a taken address (no difference in answer or timing).
     if !mail_budget::allow(state, email.as_str(), client, now()).await? {
         let outcome = if created { "success_mail_limited" } else { "duplicate_email_mail_limited" };
@@ -262,6 +260,8 @@ pub async fn register(state: &AppState, client: &Client, raw_email: &str, passwo
         send_mail(state, mail).await;
         audit::record(state, Some(client), "signup", "duplicate_email", None, Some(email.as_str())).await;
     }
+    // Accepted sign-ups, new address or taken: the metrics do not tell them apart either.
+    inc(&state.metrics.signups);
     Ok(user.id)
 }
 
@@ -286,7 +286,7 @@ fn signin_locked(state: &AppState, retry_after_secs: u64) -> ApiError {
 }
 
 async fn throttled(state: &AppState, email: &str, client: &Client) -> ApiResult<()> {
-    let keys = [account_key(email), ip_key(&client.ip)];
+    let keys = [account_key(email), ip_key(&client.bucket(state))];
     state.throttle.check(state.store.as_ref(), &keys, now()).await?.map_err(|retry| signin_locked(state, retry))
 }
 
@@ -295,10 +295,11 @@ async fn throttled(state: &AppState, email: &str, client: &Client) -> ApiResult<
 /// before any failure is counted. 429 while either key is locked, and then
 /// nothing stays counted. A wrong password needs nothing more (it was
 /// counted, and locked at the limit); a right one calls [`password_ok`] with
-/// the address's attempt.
+/// the address's attempt. The caller holds the hashing slot for the
+/// comparison already: a 503 for want of one must leave nothing counted.
 async fn password_attempt(state: &AppState, email: &str, client: &Client) -> ApiResult<Attempt> {
     let (store, now, limits) = (state.store.as_ref(), now(), &state.config.throttle);
-    let address = state.throttle.attempt(store, &ip_key(&client.ip), limits.ip_max_failures, now).await?.map_err(|retry| signin_locked(state, retry))?;
+    let address = state.throttle.attempt(store, &ip_key(&client.bucket(state)), limits.ip_max_failures, now).await?.map_err(|retry| signin_locked(state, retry))?;
     match state.throttle.attempt(store, &account_key(email), limits.account_max_failures, now).await? {
         Ok(_account) => Ok(address),
         Err(retry) => {
@@ -318,7 +319,7 @@ async fn password_ok(state: &AppState, email: &str, address: Attempt) -> ApiResu
 }
 
 async fn count_address_failure(state: &AppState, client: &Client, now: i64) -> ApiResult<()> {
-    Ok(state.throttle.failure(state.store.as_ref(), &ip_key(&client.ip), state.config.throttle.ip_max_failures, now).await?)
+    Ok(state.throttle.failure(state.store.as_ref(), &ip_key(&client.bucket(state)), state.config.throttle.ip_max_failures, now).await?)
 }
 
 async fn clear_account_failures(state: &AppState, email: &str) -> ApiResult<()> {
@@ -348,6 +349,8 @@ pub async fn start_signin(state: &Arc<AppState>, client: &Client, raw_email: &st
     if password.expose().len() > MAX_PASSWORD_BYTES {
         return Err(ApiError::BadRequest("password is too long".into()));
     }
+    // The hashing slot before the attempt is counted: a 503 (every slot busy) is no failure.
+    let slot = state.password_work.reserve().await?;
     let attempt = match password_attempt(state, email.as_str(), client).await {
         Ok(attempt) => attempt,
         Err(e) => {
@@ -356,7 +359,8 @@ pub async fn start_signin(state: &Arc<AppState>, client: &Client, raw_email: &st
         }
     };
     let user = state.store.user_by_email(email.as_str()).await?;
-    let ok = verify_password(state, password.expose().to_owned(), user.as_ref().map(|u| u.password_hash.clone())).await?;
+    let stored = user.as_ref().map(|u| u.password_hash.clone());
+    let ok = state.password_work.verify_in(slot, password.expose().to_owned(), stored).await?;
     let user = match (ok, user) {
         (true, Some(user)) if user.email_verified => user,
         (true, Some(user)) => {
@@ -713,9 +717,10 @@ async fn prove_owner(state: &AppState, client: &Client, user: &User, proof: &Fac
     if password.expose().len() > MAX_PASSWORD_BYTES {
         return Err(ApiError::BadRequest("password is too long".into()));
     }
-    // Counted before it is compared, as at sign-in.
+    // Counted before it is compared, as at sign-in, once its hashing slot is held.
+    let slot = state.password_work.reserve().await?;
     let attempt = password_attempt(state, &user.email, client).await?;
-    if verify_password(state, password.expose().to_owned(), Some(user.password_hash.clone())).await? {
+    if state.password_work.verify_in(slot, password.expose().to_owned(), Some(user.password_hash.clone())).await? {
         return password_ok(state, &user.email, attempt).await;
     }
     audit::record(state, Some(client), "factor_proof", "bad_password", Some(&user.id), Some(&user.email)).await;

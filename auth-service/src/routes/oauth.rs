@@ -66,16 +66,18 @@ pub struct ClientTokenResponse {
     security((), ("client_basic" = [])),
     responses((status = 200, body = ClientTokenResponse, headers(("DPoP-Nonce" = String, description = "a fresh server nonce, when nonces are required"))),
               (status = 400, body = ErrorBody, description = "also `invalid_dpop_proof`, or `use_dpop_nonce` with the nonce in `DPoP-Nonce`"),
-              (status = 401, body = ErrorBody)))]
+              (status = 401, body = ErrorBody),
+              (status = 429, body = ErrorBody, description = "a wrong secret from a client address past its limit of failures")))]
 pub async fn token(State(state): State<Arc<AppState>>, client: Client, form: Result<Form<TokenForm>, FormRejection>) -> ApiResult<Response> {
     let Form(form) = form.map_err(|_| ApiError::BadRequest("send a form-encoded body (application/x-www-form-urlencoded) with grant_type".into()))?;
     if form.grant_type != CLIENT_CREDENTIALS {
         return Err(ApiError::UnsupportedGrantType);
     }
-    let account = match authenticate_client(&state, &client.headers, form.client_id, form.client_secret, form.client_assertion_type, form.client_assertion).await {
+    let account = match authenticate_client(&state, &client, form.client_id, form.client_secret, form.client_assertion_type, form.client_assertion).await {
         Ok(a) => a,
         Err(e) => {
-            audit::record(&state, Some(&client), "client_credentials", "invalid_client", None, None).await;
+            let outcome = if matches!(e, ApiError::TooManyRequests { .. }) { "throttled" } else { "invalid_client" };
+            audit::record(&state, Some(&client), "client_credentials", outcome, None, None).await;
             return Err(e);
         }
     };
@@ -102,16 +104,17 @@ pub async fn token(State(state): State<Arc<AppState>>, client: Client, form: Res
 /// client assertion, or a secret (HTTP Basic or in the form).
 async fn authenticate_client(
     state: &AppState,
-    headers: &HeaderMap,
+    client: &Client,
     id: Option<String>,
     secret: Option<String>,
     assertion_type: Option<String>,
     assertion: Option<String>,
 ) -> ApiResult<ServiceAccount> {
+    let headers = &client.headers;
     match (assertion_type, assertion) {
         (None, None) => {
             let (client_id, secret) = client_credentials(headers, id, secret)?;
-            authenticate(state, &client_id, &secret).await
+            authenticate(state, client, &client_id, &secret).await
         }
         (Some(kind), Some(assertion)) => {
             if kind != JWT_BEARER {

@@ -466,6 +466,10 @@ pub trait Store: Send + Sync + 'static {
     async fn service_account(&self, client_id: &str) -> StoreResult<Option<ServiceAccount>>;
     /// Replaces the secret hash of a live account; false when there is none.
     async fn set_service_secret(&self, client_id: &str, secret_hash: &str, now: i64) -> StoreResult<bool>;
+    /// Replaces the secret hash of a live account with `new_hash` only while
+    /// it is still `verified` (the hash a secret was just checked against: a
+    /// rotation in between wins); the rotation time stays. False when not replaced.
+    async fn upgrade_service_secret(&self, client_id: &str, verified: &str, new_hash: &str) -> StoreResult<bool>;
     /// Registers (or, with `None`, removes) a live account's public JWK; false when there is none.
     async fn set_service_public_jwk(&self, client_id: &str, public_jwk: Option<&str>, now: i64) -> StoreResult<bool>;
     /// Takes a client assertion's `jti` for good (kept until `expires_at`);

@@ -16,6 +16,10 @@
 //! "chain only" verifier lets through rustls' older name-mismatch error but
 //! not the one current rustls returns (sqlx issue #3793, fixed after 0.8.6).
 //! It fails closed, and the start-up error says so.
+//!
+//! The `sslmode` of the URL, else of `PGSSLMODE`, is read here, not left to
+//! the driver, which takes an unknown `PGSSLMODE` (`verify_full`) silently
+//! for `prefer`: an unknown value stops the start, named (a mode is no secret).
 
 use std::path::Path;
 
@@ -67,7 +71,11 @@ impl std::fmt::Display for Target {
 /// missing or empty one is named before any connection is tried.
 pub(super) fn options(url: &str) -> Result<(PgConnectOptions, Target), StoreError> {
     check_parameters(url)?;
+    let chosen = ssl_mode_of(url, std::env::var_os("PGSSLMODE").as_deref())?;
     let mut options: PgConnectOptions = url.parse()?;
+    if let Some(mode) = chosen {
+        options = options.ssl_mode(mode);
+    }
     let root_cert = root_cert_of(url);
     let mut mode = options.get_ssl_mode();
     if matches!(mode, PgSslMode::Require) && root_cert.is_some() {
@@ -133,6 +141,44 @@ fn check_parameters(url: &str) -> Result<(), StoreError> {
         seen.push(at);
     }
     Ok(())
+}
+
+/// The `sslmode` values libpq knows (any case, as the driver reads them).
+const SSL_MODES: &[(&str, PgSslMode)] = &[
+    ("disable", PgSslMode::Disable),
+    ("allow", PgSslMode::Allow),
+    ("prefer", PgSslMode::Prefer),
+    ("require", PgSslMode::Require),
+    ("verify-ca", PgSslMode::VerifyCa),
+    ("verify-full", PgSslMode::VerifyFull),
+];
+
+/// The `sslmode` the URL gives (under any of its names), else `PGSSLMODE`
+/// (`env`; unset or empty: none, the driver's default `prefer`). An unknown
+/// value in either is refused with the value and the accepted ones; a
+/// `PGSSLMODE` the URL overrides is checked too (a typo there misleads
+/// whoever reads the environment).
+fn ssl_mode_of(url: &str, env: Option<&std::ffi::OsStr>) -> Result<Option<PgSslMode>, StoreError> {
+    let known = || SSL_MODES.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", ");
+    let parse = |value: &str, source: &str| {
+        SSL_MODES.iter().find(|(name, _)| name.eq_ignore_ascii_case(value)).map(|(_, mode)| *mode).ok_or_else(|| {
+            StoreError::Connect(format!("{source} is `{}`, which is not an sslmode; use one of {}", value.escape_debug(), known()))
+        })
+    };
+    let from_env = match env.filter(|v| !v.is_empty()) {
+        None => None,
+        Some(value) => Some(match value.to_str() {
+            Some(text) => parse(text, "PGSSLMODE")?,
+            None => return Err(StoreError::Connect(format!("PGSSLMODE is not text; use one of {}", known()))),
+        }),
+    };
+    let from_url = url::Url::parse(url).ok().and_then(|parsed| {
+        parsed.query_pairs().find(|(key, _)| matches!(&**key, "sslmode" | "ssl-mode")).map(|(_, value)| value.into_owned())
+    });
+    match from_url {
+        Some(value) => parse(&value, "the database URL's sslmode").map(Some),
+        None => Ok(from_env),
+    }
 }
 
 fn root_cert_of(url: &str) -> Option<String> {
@@ -215,5 +261,27 @@ mod tests {
         }
         let url = "postgres://u:pw@db.internal/app?sslmode=disable&application_name=authflow&options[statement_timeout]=5s&port=5433";
         assert!(options(url).is_ok());
+    }
+
+    /// An unknown sslmode, in the URL or in `PGSSLMODE`, is refused and
+    /// named; `PGSSLMODE` applies when the URL has none.
+    #[test]
+    fn unknown_ssl_modes_are_refused() {
+        use std::ffi::OsStr;
+        let url = "postgres://u:pw@db.internal/app";
+        let e = ssl_mode_of(url, Some(OsStr::new("verify_full"))).err().unwrap().to_string();
+        assert!(e.contains("PGSSLMODE") && e.contains("`verify_full`") && e.contains("verify-full") && !e.contains("pw"), "{e}");
+        assert!(matches!(ssl_mode_of(url, Some(OsStr::new("verify-full"))), Ok(Some(PgSslMode::VerifyFull))));
+        assert!(matches!(ssl_mode_of(url, Some(OsStr::new("Require"))), Ok(Some(PgSslMode::Require))));
+        assert!(matches!(ssl_mode_of(url, Some(OsStr::new(""))), Ok(None)));
+        assert!(matches!(ssl_mode_of(url, None), Ok(None)));
+        // The URL's wins over PGSSLMODE, and is checked the same way.
+        let with_mode = "postgres://u:pw@db.internal/app?sslmode=disable";
+        assert!(matches!(ssl_mode_of(with_mode, Some(OsStr::new("verify-full"))), Ok(Some(PgSslMode::Disable))));
+        assert!(ssl_mode_of(with_mode, Some(OsStr::new("verify_full"))).is_err());
+        for url in ["postgres://u:pw@db.internal/app?sslmode=verify_full", "postgres://u:pw@db.internal/app?ssl-mode=on"] {
+            let e = options(url).err().unwrap().to_string();
+            assert!(e.contains("the database URL's sslmode") && !e.contains("pw@"), "{url}: {e}");
+        }
     }
 }

@@ -377,6 +377,19 @@ macro_rules! impl_store {
                 Ok(r.rows_affected() == 1)
             }
 
+            async fn upgrade_service_secret(&self, client_id: &str, verified: &str, new_hash: &str) -> StoreResult<bool> {
+                // One statement: compared and replaced at once.
+                let r = sqlx::query(
+                    "UPDATE service_accounts SET secret_hash = $1 WHERE client_id = $2 AND secret_hash = $3 AND disabled_at IS NULL",
+                )
+                .bind(new_hash)
+                .bind(client_id)
+                .bind(verified)
+                .execute(self.writer())
+                .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
             async fn set_service_public_jwk(&self, client_id: &str, public_jwk: Option<&str>, now: i64) -> StoreResult<bool> {
                 let r = sqlx::query("UPDATE service_accounts SET public_jwk = $1, rotated_at = $2 WHERE client_id = $3 AND disabled_at IS NULL")
                     .bind(public_jwk)

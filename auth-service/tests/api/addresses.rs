@@ -109,3 +109,115 @@ async fn taking_back_a_right_password_keeps_a_later_failures_time() {
     let next = count_attempt(&app, key, t0 + 300).await;
     assert!(matches!(next, SigninAttempt::Counted { failures: 2, .. }), "{next:?}");
 }
+
+/// A request from `client` (the `x-forwarded-for` value, written by the one trusted proxy).
+async fn post_from(app: &TestApp, client: &str, path: &str, body: serde_json::Value) -> u16 {
+    app.http.post(app.url(path)).header("x-forwarded-for", client).json(&body).send().await.unwrap().status().as_u16()
+}
+
+/// One IPv6 client holds a whole /64 (and often more): every per-address
+/// limit counts the /64 (`throttle.ipv6_prefix_len`), so changing the last
+/// groups of the address does not give a fresh budget. Another /64 has its own.
+#[tokio::test]
+async fn an_ipv6_client_cannot_escape_its_limits_by_changing_its_address_within_the_prefix() {
+    let app = spawn_app_with(|c| {
+        c.server.xff_num_trusted_hops = 1;
+        c.throttle.ip_max_failures = 3;
+        c.throttle.account_max_failures = 1000;
+        c.mail.max_per_client_per_hour = 3;
+    })
+    .await;
+    let signup = |i: u32| json!({"email": format!("v6-{i}@example.com"), "password": PASSWORD});
+    for i in 0..10 {
+        assert_eq!(post_from(&app, &format!("2001:db8:1:2::{:x}", i + 1), "/v1/auth/signup", signup(i)).await, 201, "sign-up {i}");
+    }
+    for i in 10..13 {
+        let status = post_from(&app, &format!("2001:db8:1:2:{:x}::13", i), "/v1/auth/signup", signup(i)).await;
+        assert_eq!(status, 429, "sign-up {i} from the same /64");
+    }
+    assert_eq!(post_from(&app, "2001:db8:1:3::1", "/v1/auth/signup", signup(20)).await, 201, "another /64");
+
+    // The mail budget of the /64: three of the ten sign-ups were mailed.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mut mailed = 0;
+    for i in 0..10 {
+        mailed += app.outbox(&format!("v6-{i}@example.com"), 0).await.len();
+    }
+    assert_eq!(mailed, 3, "one /64's mails are limited together");
+
+    // Sign-in failures of the /64.
+    let wrong = |i: u32| json!({"email": format!("x{i}@example.com"), "password": "wrong password!!"});
+    for i in 0..3 {
+        assert_eq!(post_from(&app, &format!("2001:db8:5:6::{:x}", i + 1), "/v1/auth/signin", wrong(i)).await, 401);
+    }
+    assert_eq!(post_from(&app, "2001:db8:5:6:ffff:ffff:ffff:ffff", "/v1/auth/signin", wrong(9)).await, 429);
+    assert_eq!(post_from(&app, "2001:db8:5:7::1", "/v1/auth/signin", wrong(9)).await, 401, "another /64");
+}
+
+/// An IPv4 address is its own bucket, whether the proxy wrote it as IPv4 or
+/// IPv4-mapped IPv6; and the prefix length is a setting.
+#[tokio::test]
+async fn ipv4_mapped_addresses_count_as_ipv4_and_the_ipv6_prefix_is_configurable() {
+    let app = spawn_app_with(|c| {
+        behind_one_proxy(c);
+        c.throttle.ipv6_prefix_len = 128;
+    })
+    .await;
+    for client in ["192.0.2.60", "::ffff:192.0.2.60", "[::ffff:192.0.2.60]:4711"] {
+        assert_eq!(fail_signin(&app, &format!("m-{client}@example.com"), None, client).await, 401);
+    }
+    assert_eq!(fail_signin(&app, "m9@example.com", None, "192.0.2.60").await, 429);
+    assert_eq!(fail_signin(&app, "m9@example.com", None, "192.0.2.61").await, 401);
+    // With /128, each IPv6 address is its own bucket.
+    for i in 0..4 {
+        assert_eq!(fail_signin(&app, &format!("n{i}@example.com"), None, &format!("2001:db8::{:x}", i + 1)).await, 401);
+    }
+}
+
+/// Padding before the proxy's entry, or a line with a byte that is not
+/// ASCII, does not turn the client into the proxy (the peer): its failures
+/// count against its own address, which the audit shows.
+#[tokio::test]
+async fn an_odd_forwarded_for_does_not_make_the_client_the_proxy() {
+    let app = spawn_app_with(behind_one_proxy).await;
+    let padded = format!("{}198.51.100.1, 203.0.113.7", " ".repeat(5000));
+    let non_ascii = reqwest::header::HeaderValue::from_bytes(b"\xff, 203.0.113.7").unwrap();
+    for xff in [reqwest::header::HeaderValue::from_str(&padded).unwrap(), non_ascii.clone(), non_ascii] {
+        let r = app.http.post(app.url("/v1/auth/signin")).header("x-forwarded-for", xff);
+        let r = r.json(&json!({"email": "odd@example.com", "password": "wrong password!!"})).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    // The client's own address is locked; the proxy's (the peer) is not.
+    assert_eq!(fail_signin(&app, "odd2@example.com", None, "203.0.113.7").await, 429);
+    assert_eq!(fail_signin(&app, "odd2@example.com", None, "127.0.0.1").await, 401);
+    let log = app.state.store.audit_log(None, 100).await.unwrap();
+    let odd: Vec<_> = log.iter().filter(|e| e.email.as_deref() == Some("odd@example.com")).collect();
+    assert_eq!(odd.len(), 3);
+    assert!(odd.iter().all(|e| e.ip.as_deref() == Some("203.0.113.7")), "not the client's address in the audit log: {odd:?}");
+}
+
+/// Without the entry the trusted proxy appends (a request that did not come
+/// through it, or one with an unreadable entry), the client is unknown:
+/// every such request shares one bucket, with the per-address limits, and
+/// the proxy's own address is neither used nor locked.
+#[tokio::test]
+async fn a_client_without_a_readable_entry_counts_in_the_unknown_bucket() {
+    let app = spawn_app_with(|c| {
+        behind_one_proxy(c);
+        c.server.xff_num_trusted_hops = 2;
+    })
+    .await;
+    // One entry where two are needed; an entry that is no address.
+    for xff in ["203.0.113.8", "junk, 203.0.113.8", "203.0.113.9"] {
+        let r = app.http.post(app.url("/v1/auth/signin")).header("x-forwarded-for", xff);
+        let r = r.json(&json!({"email": "unknown@example.com", "password": "wrong password!!"})).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    let r = app.post("/v1/auth/signin", json!({"email": "unknown@example.com", "password": "wrong password!!"})).await;
+    assert_eq!(r.status(), 429, "no x-forwarded-for at all: the same unknown client");
+    // Neither the proxy's address nor the entries it appended were locked.
+    assert_eq!(fail_signin(&app, "k@example.com", Some("127.0.0.1"), "203.0.113.8").await, 401);
+    assert_eq!(fail_signin(&app, "k@example.com", Some("203.0.113.8"), "127.0.0.1").await, 401);
+    let log = app.state.store.audit_log(None, 100).await.unwrap();
+    assert!(log.iter().filter(|e| e.email.as_deref() == Some("unknown@example.com")).all(|e| e.ip.as_deref() == Some("")), "{log:?}");
+}

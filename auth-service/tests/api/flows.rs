@@ -680,3 +680,31 @@ async fn a_challenge_stored_after_a_reset_for_the_old_password_completes_nothing
     let r = app.post("/v1/auth/signin/verify", json!({"challenge_id": late.id, "code": code})).await;
     assert_eq!(error_code(r, 401).await, "invalid_code", "a sign-in begun with the old password completed after the reset");
 }
+
+/// `authflow_signups_total` counts accepted sign-ups (the 201s), whatever
+/// happened behind them: a new address and a taken one count alike, so the
+/// metrics do not tell whether an address was new.
+#[tokio::test]
+async fn the_sign_up_metric_counts_accepted_sign_ups_not_accounts() {
+    let app = spawn_app().await;
+    app.verified_user("taken@example.com").await;
+    for email in ["taken@example.com", "new@example.com", "TAKEN@example.com"] {
+        assert_eq!(app.post("/v1/auth/signup", json!({"email": email, "password": PASSWORD})).await.status(), 201);
+    }
+    assert_eq!(app.post("/v1/auth/signup", json!({"email": "weak@example.com", "password": "short"})).await.status(), 400);
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("authflow_signups_total 4\n"), "{metrics}");
+}
+
+/// Invisible characters (format characters, bidi controls) in the local
+/// part would make accounts that display like another's: refused.
+#[tokio::test]
+async fn addresses_with_invisible_characters_are_refused() {
+    let app = spawn_app().await;
+    app.verified_user("alice@example.com").await;
+    for email in ["alice\u{200b}@example.com", "al\u{ad}ice@example.com", "alice\u{2060}@example.com", "ecila\u{202e}@example.com", "\u{feff}alice@example.com"] {
+        let r = app.post("/v1/auth/signup", json!({"email": email, "password": PASSWORD})).await;
+        assert_eq!(error_code(r, 400).await, "invalid_request", "{email:?}");
+    }
+    assert_eq!(app.state.store.list_users().await.unwrap().len(), 1);
+}

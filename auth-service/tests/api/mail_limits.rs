@@ -138,3 +138,27 @@ async fn verification_links_mailed_at_sign_in_are_limited_per_recipient() {
     assert!(mails.iter().all(|m| m["subject"] == "Verify your email address"), "{mails:?}");
     assert!((2..=5).contains(&mails.len()), "{} mails to one address", mails.len());
 }
+
+/// Sign-up, then sign-in with the chosen password: for a new address the
+/// sign-in mails a fresh verification link, for a taken one nothing. That
+/// mail is charged to the recipient's budget only, never to the requester's,
+/// so the requester's later mails cannot tell the two apart.
+#[tokio::test]
+async fn a_verification_link_mailed_at_sign_in_does_not_spend_the_requesters_budget() {
+    let app = spawn_app_with(|c| {
+        limited(c);
+        c.mail.max_per_client_per_hour = 3;
+    })
+    .await;
+    let prober = "192.0.2.9";
+    // A new address: sign-up (one mail), then a sign-in with its password (a link in the background).
+    let body = json!({"email": "probe@example.com", "password": PASSWORD});
+    assert_eq!(post_from(&app, prober, "/v1/auth/signup", body.clone()).await, 201);
+    assert_eq!(post_from(&app, prober, "/v1/auth/signin", body).await, 401);
+    assert_eq!(app.outbox("probe@example.com", 2).await.len(), 2, "the sign-in mailed a fresh link");
+    // Two more sign-ups from the prober: its budget of 3 holds both.
+    for email in ["second@example.com", "third@example.com"] {
+        assert_eq!(post_from(&app, prober, "/v1/auth/signup", json!({"email": email, "password": PASSWORD})).await, 201);
+    }
+    assert_eq!(app.outbox("third@example.com", 1).await.len(), 1, "the prober's budget was charged for the link");
+}

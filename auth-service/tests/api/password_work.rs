@@ -201,3 +201,146 @@ async fn unicode_spellings_of_an_address_are_one_account() {
     let r = app.authed(reqwest::Method::GET, "/v1/admin/users", &admin).query(&[("email", "not an address")]).send().await.unwrap();
     assert_eq!(r.json::<Value>().await.unwrap(), json!([]));
 }
+
+/// A request refused for want of a hashing slot (503) leaves no trace: it is
+/// no failed sign-in, so a flood that keeps the slots busy cannot lock a
+/// user out; the one that got a slot was counted (and taken back: the
+/// password was right). Afterwards the user signs in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_answer_at_sign_in_is_not_a_failed_attempt() {
+    let app = spawn_app_with(one_slot).await;
+    let email = "alice@example.com";
+    app.verified_user(email).await;
+    let requests: Vec<_> = (0..12)
+        .map(|_| {
+            let (http, url) = (app.http.clone(), app.url("/v1/auth/signin"));
+            async move {
+                let r = http.post(url).header("x-forwarded-for", "192.0.2.70").json(&json!({"email": email, "password": PASSWORD})).send().await.unwrap();
+                outcome(r).await
+            }
+        })
+        .collect();
+    let answers = join_all(requests).await;
+    assert!(answers.iter().any(|(s, _, _)| *s == 503), "no request was refused: {answers:?}");
+    assert!(answers.iter().all(|(s, _, _)| [200, 503].contains(s)), "the right password was refused otherwise: {answers:?}");
+    // Nothing stayed counted: the account and the address are as fresh as before.
+    for _ in 0..3 {
+        let r = app.http.post(app.url("/v1/auth/signin")).header("x-forwarded-for", "192.0.2.70");
+        let r = r.json(&json!({"email": email, "password": PASSWORD})).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+}
+
+/// Sign-ups refused for want of a hashing slot are not counted against the
+/// client address's sign-up limit either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_answer_at_sign_up_is_not_a_counted_sign_up() {
+    let app = spawn_app_with(one_slot).await;
+    let limit = app.state.config.throttle.ip_max_signups;
+    let requests: Vec<_> = (0..16)
+        .map(|i| {
+            let (http, url) = (app.http.clone(), app.url("/v1/auth/signup"));
+            async move {
+                let body = json!({"email": format!("burst{i}@example.com"), "password": PASSWORD});
+                outcome(http.post(url).header("x-forwarded-for", "192.0.2.71").json(&body).send().await.unwrap()).await
+            }
+        })
+        .collect();
+    let answers = join_all(requests).await;
+    assert!(answers.iter().any(|(s, _, _)| *s == 503), "no request was refused: {answers:?}");
+    let mut created = answers.iter().filter(|(s, _, _)| *s == 201).count() as u32;
+    assert!(answers.iter().all(|(s, _, _)| [201, 503].contains(s)), "{answers:?}");
+    // One at a time now: exactly the rest of the limit is accepted.
+    for i in 0.. {
+        let r = signup_from(&app, "192.0.2.71", &format!("later{i}@example.com"), PASSWORD).await;
+        if r.status() == 429 {
+            break;
+        }
+        assert_eq!(r.status(), 201);
+        created += 1;
+    }
+    assert_eq!(created, limit, "sign-ups accepted from one address");
+}
+
+/// A secret stored by an earlier release as argon2id: wrong secrets are
+/// counted per client address before any hash (429 past
+/// `throttle.ip_max_failures`), and per client id, whose lock stops the
+/// hashing for that account from any address. The first right secret
+/// re-stores it as SHA-256, so it costs no hash afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_client_secrets_are_throttled_and_upgraded() {
+    use authflow_auth_service::domain::password::Hasher;
+    use authflow_auth_service::store::ServiceAccount;
+    let app = spawn_app_with(|c| {
+        c.server.xff_num_trusted_hops = 1;
+        c.throttle.ip_max_failures = 10;
+        c.throttle.account_max_failures = 5;
+    })
+    .await;
+    let secret = "legacy-secret-9fQ2mZ7xW4kT1vB8nR3cY6hJ0pL5sD2g";
+    let legacy = Hasher::new(1024, 1).unwrap().hash(secret).unwrap();
+    for id in ["legacy", "legacy2"] {
+        let account = ServiceAccount {
+            client_id: id.into(),
+            secret_hash: legacy.clone(),
+            scope: "read".into(),
+            disabled_at: None,
+            created_at: 0,
+            rotated_at: 0,
+            public_jwk: None,
+        };
+        app.state.store.create_service_account(&account).await.unwrap();
+    }
+    let token = |id: &'static str, secret: &'static str, client: String| {
+        let r = app.http.post(app.url("/v1/oauth/token")).header("x-forwarded-for", client).basic_auth(id, Some(secret));
+        async move { outcome(r.form(&[("grant_type", "client_credentials")]).send().await.unwrap()).await }
+    };
+    // One address: 429 once its failures reach the limit, whichever client id it names.
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        let id = if i % 2 == 0 { "nosuch" } else { "legacy2" };
+        statuses.push(token(id, "wrong", "192.0.2.80".into()).await.0);
+    }
+    assert_eq!(statuses[..10], [401; 10], "{statuses:?}");
+    assert_eq!(statuses[10..], [429; 2], "{statuses:?}");
+    // Many addresses, one legacy client id: past its limit the id is locked,
+    // and its secret is no longer checked (the same 401, no hash).
+    for i in 0..5 {
+        assert_eq!(token("legacy2", "wrong", format!("198.51.100.{i}")).await.0, 401);
+    }
+    let now = authflow_auth_service::clock::now();
+    assert!(app.state.store.signin_locked_until(&["client:legacy2".to_owned()]).await.unwrap() > now);
+    assert_eq!(token("legacy2", secret, "203.0.113.1".into()).await.0, 401, "refused unchecked while locked");
+    assert!(app.state.store.service_account("legacy2").await.unwrap().unwrap().secret_hash.starts_with("$argon2"));
+
+    // The right secret of the other account: accepted, and re-stored as SHA-256.
+    assert_eq!(token("legacy", secret, "203.0.113.2".into()).await.0, 200);
+    let stored = app.state.store.service_account("legacy").await.unwrap().unwrap().secret_hash;
+    assert_eq!(stored, authflow_auth_service::service_accounts::stored_secret(secret));
+    assert_eq!(token("legacy", secret, "203.0.113.2".into()).await.0, 200);
+    assert_eq!(token("legacy", "wrong", "203.0.113.2".into()).await.0, 401);
+}
+
+/// The re-storing of a legacy secret replaces only the hash it verified: a
+/// rotation in between wins.
+#[tokio::test]
+async fn a_legacy_secret_is_not_restored_over_a_rotation() {
+    use authflow_auth_service::store::ServiceAccount;
+    let app = spawn_app().await;
+    let account = ServiceAccount {
+        client_id: "cas".into(),
+        secret_hash: "$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".into(),
+        scope: "read".into(),
+        disabled_at: None,
+        created_at: 0,
+        rotated_at: 0,
+        public_jwk: None,
+    };
+    let store = app.state.store.as_ref();
+    store.create_service_account(&account).await.unwrap();
+    assert!(store.set_service_secret("cas", "sha256$rotated", 1).await.unwrap());
+    assert!(!store.upgrade_service_secret("cas", &account.secret_hash, "sha256$upgraded").await.unwrap());
+    assert_eq!(store.service_account("cas").await.unwrap().unwrap().secret_hash, "sha256$rotated");
+    assert!(store.upgrade_service_secret("cas", "sha256$rotated", "sha256$upgraded").await.unwrap());
+    assert_eq!(store.service_account("cas").await.unwrap().unwrap().secret_hash, "sha256$upgraded");
+}

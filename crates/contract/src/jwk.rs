@@ -128,16 +128,33 @@ impl std::fmt::Display for JwksError {
 }
 
 impl KeySet {
+    /// A key set that must hold a usable key (a configuration's, a client's
+    /// registration): one without is [`JwksError::NoUsableKey`].
     pub fn parse(document: &[u8]) -> Result<Self, JwksError> {
+        Self::parse_published(document)?.with_usable_key()
+    }
+
+    /// A key set as its issuer publishes it: a document within the size
+    /// limit, JSON (each member once) with a `keys` array. Such a document is
+    /// the issuer's word on its keys even when none of them is usable here
+    /// (none left, or only other types): it is then an empty set, which
+    /// withdraws every key held before. Only a document that is no key set
+    /// is an error.
+    pub fn parse_published(document: &[u8]) -> Result<Self, JwksError> {
         if document.len() > MAX_JWKS_BYTES {
             return Err(JwksError::TooLarge(document.len()));
         }
         let doc: crate::json::UniqueJson = crate::json::from_slice(document).map_err(|e| JwksError::NotJson(e.to_string()))?;
-        Self::from_document(&doc.0)
+        Self::read(&doc.0)
     }
 
-    /// A JWKS already read as JSON (e.g. inline in the filter's configuration).
+    /// A JWKS already read as JSON (e.g. inline in the filter's
+    /// configuration); like [`Self::parse`], it must hold a usable key.
     pub fn from_document(doc: &Value) -> Result<Self, JwksError> {
+        Self::read(doc)?.with_usable_key()
+    }
+
+    fn read(doc: &Value) -> Result<Self, JwksError> {
         let keys = doc.get("keys").and_then(Value::as_array).ok_or(JwksError::NoKeysMember)?;
         let mut set = KeySet::default();
         for jwk in keys {
@@ -146,10 +163,14 @@ impl KeySet {
                 None => set.skipped += 1,
             }
         }
-        if set.keys.is_empty() {
-            return Err(JwksError::NoUsableKey { skipped: set.skipped });
-        }
         Ok(set)
+    }
+
+    fn with_usable_key(self) -> Result<Self, JwksError> {
+        if self.keys.is_empty() {
+            return Err(JwksError::NoUsableKey { skipped: self.skipped });
+        }
+        Ok(self)
     }
 
     /// Keys that may verify a token of `alg` with this `kid`. With a `kid`,
@@ -394,6 +415,27 @@ mod tests {
         assert!(KeySet::parse(format!(r#"{{"keys":[{ed}]}}"#).as_bytes()).is_ok());
         assert!(matches!(KeySet::parse(format!(r#"{{"keys":[{twice}]}}"#).as_bytes()), Err(JwksError::NotJson(e)) if e.contains("twice")));
         assert!(matches!(KeySet::parse(format!(r#"{{"keys":[{ed}],"keys":[]}}"#).as_bytes()), Err(JwksError::NotJson(_))));
+    }
+
+    /// What an issuer publishes is its word on its keys: a key set with no
+    /// usable key (none left, only other types) is an empty set, not an
+    /// error; a document that is no key set still is one.
+    #[test]
+    fn a_published_set_without_usable_keys_is_empty() {
+        let p384 = format!(r#"{{"keys":[{{"kty":"EC","crv":"P-384","x":"{0}","y":"{0}"}}]}}"#, "A".repeat(64));
+        for (doc, skipped) in [(r#"{"keys":[]}"#, 0), (p384.as_str(), 1), (r#"{"keys":[null,{"kty":"oct","k":"AAAA"}]}"#, 2)] {
+            let set = KeySet::parse_published(doc.as_bytes()).unwrap();
+            assert!(set.keys.is_empty() && !set.has_kid("k1"), "{doc}");
+            assert_eq!(set.skipped, skipped, "{doc}");
+            assert_eq!(KeySet::parse(doc.as_bytes()).unwrap_err(), JwksError::NoUsableKey { skipped }, "{doc}: a set that must hold a key");
+        }
+        let (_, good) = eddsa_jwks("k1");
+        assert!(KeySet::parse_published(good.as_bytes()).unwrap().has_kid("k1"));
+        assert!(matches!(KeySet::parse_published(b"nope"), Err(JwksError::NotJson(_))));
+        assert!(matches!(KeySet::parse_published(br#"{"keys":[],"keys":[]}"#), Err(JwksError::NotJson(_))));
+        assert_eq!(KeySet::parse_published(b"{}").unwrap_err(), JwksError::NoKeysMember);
+        assert_eq!(KeySet::parse_published(br#"{"keys":{}}"#).unwrap_err(), JwksError::NoKeysMember);
+        assert!(matches!(KeySet::parse_published(&vec![b' '; MAX_JWKS_BYTES + 1]), Err(JwksError::TooLarge(_))));
     }
 
     #[test]

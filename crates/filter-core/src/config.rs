@@ -37,6 +37,8 @@ struct RawConfig {
     #[serde(default)]
     default_policy: Option<Policy>,
     #[serde(default)]
+    default_providers: Vec<String>,
+    #[serde(default)]
     failure_mode: FailureMode,
     #[serde(default = "defaults::retry_after_secs")]
     retry_after_secs: u32,
@@ -249,13 +251,27 @@ pub enum Policy {
     ScopesAll(Vec<String>),
 }
 
-/// What to do when no key was ever loaded for the token's provider.
+impl Policy {
+    /// Whether `failure_mode: fail_open` may pass this policy unverified:
+    /// it asks only that there is a caller, and nothing the token claims.
+    pub fn opens_without_keys(&self) -> bool {
+        matches!(self, Policy::Public | Policy::Authenticated | Policy::User)
+    }
+}
+
+/// What to do when the token's provider has no keys (none ever loaded).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FailureMode {
     /// `503` + `Retry-After`: nothing passes unverified.
     #[default]
     FailClosed,
-    /// Let requests through unauthenticated (no identity headers). For staged roll-outs only.
+    /// Only while no provider at all ever loaded keys (the auth system is
+    /// down at start): a request whose token names a provider the route
+    /// admits passes unauthenticated (no identity headers) on a route that
+    /// asks for nothing more than a caller (`authenticated`, `user`). Roles,
+    /// scopes and client ids cannot be read from an unverified token: those
+    /// routes answer as under `FailClosed`, and so does every route once any
+    /// provider holds keys. For staged roll-outs only.
     FailOpen,
 }
 deserialize_by_name!(FailureMode { "fail_closed" => FailClosed, "fail_open" => FailOpen });
@@ -305,6 +321,8 @@ pub struct FilterConfig {
     /// Route paths match ignoring ASCII case (for case-insensitive backends).
     pub case_insensitive_paths: bool,
     pub default_policy: Policy,
+    /// Whose tokens pass the default policy (as a route's `providers`).
+    pub default_providers: Vec<ProviderId>,
     pub failure_mode: FailureMode,
     pub retry_after_secs: u32,
     pub cache_max_entries: usize,
@@ -453,8 +471,10 @@ pub struct Route {
     /// (`302` to `browser.refresh_path`) instead; see `crate::browser`.
     pub browser_redirect: bool,
     /// Only tokens of these providers pass (like `jwt_authn`'s per-route
-    /// `provider_name`); empty: any configured provider's. Another issuer's
-    /// roles, scopes or `sub` mean nothing on a route that is not for it.
+    /// `provider_name`). Empty only where it cannot mix issuers: on a public
+    /// route, or with a single provider (which it then means); with several,
+    /// a non-public route must name them (see `admitted_providers`). Another
+    /// issuer's roles, scopes or `sub` mean nothing on a route not for it.
     pub providers: Vec<ProviderId>,
 }
 
@@ -581,7 +601,8 @@ impl FilterConfig {
                 TokenSources { authorization_bearer: t.authorization_bearer, cookies: t.cookies, headers }
             }
         };
-        let identity = validate_identity(raw.identity_headers)?;
+        let several = providers.len() > 1;
+        let identity = validate_identity(raw.identity_headers, several)?;
         let providers = PerProvider::from_vec(providers);
         let mut routes = Vec::with_capacity(raw.routes.len());
         for (i, r) in raw.routes.into_iter().enumerate() {
@@ -590,6 +611,7 @@ impl FilterConfig {
         let browser = validate_browser(raw.browser, &routes)?;
         let default_policy = raw.default_policy.unwrap_or(Policy::Authenticated);
         check_policy(&default_policy).map_err(|e| ConfigError(format!("`default_policy`: {}", e.0)))?;
+        let default_providers = admitted_providers(&raw.default_providers, &default_policy, &providers, "`default_providers`")?;
         let device = match raw.device_binding {
             None => DeviceBinding {
                 mode: DeviceMode::Off,
@@ -632,6 +654,7 @@ impl FilterConfig {
             routes,
             case_insensitive_paths: raw.case_insensitive_paths,
             default_policy,
+            default_providers,
             failure_mode: raw.failure_mode,
             retry_after_secs: raw.retry_after_secs,
             cache_max_entries: raw.cache_max_entries,
@@ -800,7 +823,10 @@ fn validate_upstream(u: RawUpstream, field: &str, default_interval_ms: u64, seco
     })
 }
 
-fn validate_identity(raw: Option<RawIdentityHeaders>) -> Result<IdentityHeaders, ConfigError> {
+/// `several`: more than one provider is configured, so the same `sub` may
+/// be two people: the issuer always goes upstream (`x-auth-issuer` unless
+/// `issuer` names another header), so backends can tell them apart.
+fn validate_identity(raw: Option<RawIdentityHeaders>, several: bool) -> Result<IdentityHeaders, ConfigError> {
     let raw = raw.unwrap_or(RawIdentityHeaders {
         subject: Some("x-auth-user".into()),
         issuer: None,
@@ -829,7 +855,7 @@ fn validate_identity(raw: Option<RawIdentityHeaders>) -> Result<IdentityHeaders,
     }
     let identity = IdentityHeaders {
         subject: one(raw.subject, "subject")?,
-        issuer: one(raw.issuer, "issuer")?,
+        issuer: one(raw.issuer.or_else(|| several.then(|| "x-auth-issuer".into())), "issuer")?,
         roles: one(raw.roles, "roles")?,
         scopes: one(raw.scopes, "scopes")?,
         session: one(raw.session, "session")?,
@@ -876,16 +902,7 @@ fn validate_route(r: RawRoute, configured: &PerProvider<Provider>) -> Result<Rou
     }
     let host = r.matcher.host.as_deref().map(validate_route_host).transpose()?;
     check_policy(&r.policy).map_err(|e| ConfigError(format!("policy: {}", e.0)))?;
-    if !r.providers.is_empty() && r.policy == Policy::Public {
-        return err("providers: a public route takes any token, or none");
-    }
-    let mut providers = Vec::with_capacity(r.providers.len());
-    for name in &r.providers {
-        match configured.find(|p| p.name == *name) {
-            Some(id) => providers.push(id),
-            None => return err(format!("providers: no provider is named `{name}`")),
-        }
-    }
+    let providers = admitted_providers(&r.providers, &r.policy, configured, "providers")?;
     Ok(Route {
         path,
         methods,
@@ -895,6 +912,30 @@ fn validate_route(r: RawRoute, configured: &PerProvider<Provider>) -> Result<Rou
         browser_redirect: r.browser_redirect,
         providers,
     })
+}
+
+/// The providers whose tokens may satisfy `policy` (`field`: a route's
+/// `providers`, or `default_providers`). With more than one provider
+/// configured, a policy that is not public must name them: left empty it
+/// would take every issuer's tokens, and one issuer's `sub`, roles or client
+/// id would pass as another's (a partner's `u-alice` with `admin` as yours).
+fn admitted_providers(names: &[String], policy: &Policy, configured: &PerProvider<Provider>, field: &str) -> Result<Vec<ProviderId>, ConfigError> {
+    let wrong = match (*policy == Policy::Public, names.is_empty()) {
+        (true, false) => Some("not with a public policy"),
+        (false, true) if configured.len() > 1 => Some("required with several providers"),
+        _ => None,
+    };
+    if let Some(why) = wrong {
+        return err(format!("{field}: {why}"));
+    }
+    let mut ids = Vec::with_capacity(names.len());
+    for name in names {
+        match configured.find(|p| p.name == *name) {
+            Some(id) => ids.push(id),
+            None => return err(format!("{field}: no provider is named `{name}`")),
+        }
+    }
+    Ok(ids)
 }
 
 /// A route's host as requests are compared with it (lower case, one trailing

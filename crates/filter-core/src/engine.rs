@@ -14,7 +14,7 @@ use crate::device::{self, DeviceCheck};
 use crate::dpop::{self as dpop_check, ProofUse};
 use crate::extract::{extract, ExtractError, Extracted};
 use crate::fetch::KeyNeed;
-use crate::policy::{authorize, policy_for};
+use crate::policy::{authorize, policy_for, Requirement};
 use crate::provider_id::{PerProvider, ProviderId};
 use crate::request::Request;
 use crate::revocation::RevocationList;
@@ -135,7 +135,8 @@ pub struct Notes {
     pub device_reported: Option<DeviceCheck>,
     /// Allowed on a revocation list older than the bound (`on_stale: allow`).
     pub stale_revocations: bool,
-    /// Allowed with no keys ever loaded (`failure_mode: fail_open`).
+    /// Allowed unverified, no provider having ever loaded keys
+    /// (`failure_mode: fail_open`).
     pub failed_open: bool,
     /// A public route received a token that did not verify; forwarded anonymously.
     pub public_invalid_token: Option<DenyReason>,
@@ -253,9 +254,7 @@ impl Engine {
                     (t, false)
                 }
                 Err(Fresh::Wait(o)) => return o,
-                Err(Fresh::FailOpen) => {
-                    return Outcome::Allow(Allowed { notes: Notes { failed_open: true, ..Notes::default() }, ..Allowed::default() })
-                }
+                Err(Fresh::NoKeys(provider)) => return self.without_keys(required, provider, public, may_wait),
                 Err(Fresh::Deny(r)) => return self.deny_or_public(public, r),
             },
         };
@@ -349,13 +348,7 @@ impl Engine {
     fn verify_fresh(&self, token: &str, now: u64, may_wait: bool) -> Result<VerifiedToken, Fresh> {
         let screened = verify::screen(token, &self.config).map_err(Fresh::Deny)?;
         let Some(keys) = self.providers.get(screened.provider).and_then(|p| p.keys.as_ref()) else {
-            if may_wait {
-                return Err(Fresh::Wait(Outcome::AwaitKeys { provider: screened.provider, unknown_kid: false }));
-            }
-            return match self.config.failure_mode {
-                FailureMode::FailClosed => Err(Fresh::Deny(DenyReason::KeysUnavailable)),
-                FailureMode::FailOpen => Err(Fresh::FailOpen),
-            };
+            return Err(Fresh::NoKeys(screened.provider));
         };
         match verify::verify(token, &screened, keys, &self.signatures, &self.config, now) {
             Ok(t) => Ok(t),
@@ -366,6 +359,29 @@ impl Engine {
             Err(VerifyError::UnknownKid) => Err(Fresh::Deny(DenyReason::UnknownKey)),
             Err(VerifyError::Deny(r)) => Err(Fresh::Deny(r)),
         }
+    }
+
+    /// A token naming `provider` (unverified: anyone can write any `iss`),
+    /// which has no keys in this VM. Kept out of line: inlined, it was copied
+    /// into each caller of `evaluate` (187 bytes more in the module).
+    #[inline(never)]
+    fn without_keys(&self, required: Requirement, provider: ProviderId, public: bool, may_wait: bool) -> Outcome {
+        // No key would let this token pass here: no wait, and no failing open.
+        if !required.admits(provider) {
+            return self.deny(DenyReason::ProviderNotAllowed);
+        }
+        if may_wait && !public {
+            return Outcome::AwaitKeys { provider, unknown_kid: false };
+        }
+        // Failing open is for the auth system being down, not for a token
+        // naming the one provider without keys while the others hold theirs.
+        // Nothing the token claims is believed: only a route asking for no
+        // more than a caller passes, with no identity.
+        let down = self.providers.iter().all(|p| p.keys.is_none());
+        if self.config.failure_mode == FailureMode::FailOpen && down && required.policy.opens_without_keys() {
+            return Outcome::Allow(Allowed { notes: Notes { failed_open: true, ..Notes::default() }, ..Allowed::default() });
+        }
+        self.deny_or_public(public, DenyReason::KeysUnavailable)
     }
 
     fn remote_keys(&self, provider: ProviderId) -> bool {
@@ -393,5 +409,6 @@ impl Engine {
 enum Fresh {
     Wait(Outcome),
     Deny(DenyReason),
-    FailOpen,
+    /// The token's provider has no keys yet: see [`Engine::without_keys`].
+    NoKeys(ProviderId),
 }

@@ -290,12 +290,15 @@ pub fn status_of(headers: &HeaderBlock) -> u32 {
 }
 
 /// A key-set answer. `body(size)` reads the body, only once it is known to fit.
+/// A `200` that is a key set is fresh even with no usable key in it (the
+/// issuer withdrew its keys: the set held is replaced by an empty one); any
+/// other answer fails, and the keys held stay.
 pub fn jwks_answer(status: u32, body_size: usize, body: impl FnOnce(usize) -> Option<Vec<u8>>) -> Answer<KeySet> {
     match status {
         304 => Answer::NotModified,
         200 if body_size > MAX_JWKS_BYTES => Answer::Failed(format!("JWKS of {body_size} bytes is over the limit")),
         200 => match body(body_size) {
-            Some(bytes) => match KeySet::parse(&bytes) {
+            Some(bytes) => match KeySet::parse_published(&bytes) {
                 Ok(set) => Answer::Fresh(set, bytes),
                 Err(e) => Answer::Failed(e.to_string()),
             },
@@ -501,6 +504,30 @@ mod tests {
         assert!(matches!(feed_answer(200, None, MAX_FEED_BYTES + 1, |_| panic!("never read")), Answer::Failed(_)));
         let compact = Some(COMPACT_FEED_TYPE);
         assert!(matches!(feed_answer(200, compact, MAX_COMPACT_FEED_BYTES + 1, |_| panic!("never read")), Answer::Failed(_)));
+    }
+
+    /// A `200` that is a key set is the issuer's word on its keys, even when
+    /// it holds none the filter can use (the issuer withdrew them): it
+    /// replaces the keys held. Anything that is no key set keeps them.
+    #[test]
+    fn a_key_set_without_usable_keys_is_fresh_and_errors_are_not() {
+        let answer = |status: u32, body: &str| {
+            let bytes = body.as_bytes().to_vec();
+            jwks_answer(status, bytes.len(), |_| Some(bytes))
+        };
+        let p384 = format!(r#"{{"keys":[{{"kty":"EC","crv":"P-384","kid":"k1","x":"{0}","y":"{0}"}}]}}"#, "A".repeat(64));
+        for (body, skipped) in [(r#"{"keys":[]}"#, 0), (p384.as_str(), 1), (r#"{"keys":[7,"x",{}]}"#, 3)] {
+            match answer(200, body) {
+                Answer::Fresh(set, bytes) => {
+                    assert!(set.keys.is_empty(), "{body}");
+                    assert_eq!((set.skipped, bytes.as_slice()), (skipped, body.as_bytes()), "{body}");
+                }
+                _ => panic!("a well-formed key set with no usable key withdraws the keys: {body}"),
+            }
+        }
+        for (status, body) in [(410, r#"{"keys":[]}"#), (503, ""), (0, ""), (200, "{}"), (200, r#"{"keys":{}}"#), (200, r#"{"keys":[] "#)] {
+            assert!(matches!(answer(status, body), Answer::Failed(_)), "{status} {body}: keeps the last good keys");
+        }
     }
 
     /// The content type picks the decoder: a million-entry compact feed is

@@ -41,7 +41,8 @@ impl Reading {
 }
 
 /// What a request must bring: the route's policy, and whose tokens may
-/// satisfy it (empty: any configured provider's).
+/// satisfy it (empty: any token's; only a public policy, or the policy of a
+/// single-provider configuration, leaves it empty: see `config`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Requirement<'a> {
     pub policy: &'a Policy,
@@ -54,7 +55,12 @@ impl<'a> Requirement<'a> {
     }
 
     fn default_of(config: &'a FilterConfig) -> Self {
-        Requirement { policy: &config.default_policy, providers: &[] }
+        Requirement { policy: &config.default_policy, providers: &config.default_providers }
+    }
+
+    /// Whether a token of `provider` may satisfy this requirement at all.
+    pub fn admits(&self, provider: ProviderId) -> bool {
+        self.providers.is_empty() || self.providers.contains(&provider)
     }
 
     /// Whether every token this lets through would also satisfy `other`.
@@ -167,7 +173,7 @@ pub fn at_least_as_strong(applied: &Policy, other: &Policy) -> bool {
 /// Whether a verified token satisfies the policy. For scope denials, the scopes
 /// the route needs (for the `scope` attribute of the challenge).
 pub fn authorize(required: Requirement, token: &VerifiedToken) -> Result<(), (DenyReason, Option<String>)> {
-    if !required.providers.is_empty() && !required.providers.contains(&token.provider) {
+    if !required.admits(token.provider) {
         return Err((DenyReason::ProviderNotAllowed, None));
     }
     match required.policy {

@@ -24,16 +24,46 @@ pub struct RevocationList {
     set: RevocationSet,
     /// Which list state this is (0: the empty list nothing was applied to yet).
     generation: u64,
-    /// A delta did not fit the list held (another digest key, e.g. the
-    /// service switched from JSON to the compact feed): the next poll asks
-    /// for a snapshot, and the list is kept meanwhile.
+    /// The list is off the feed's line: a delta did not fit it (another
+    /// digest key, e.g. the service switched from JSON to the compact feed),
+    /// or another VM's copy that should have replaced it was unreadable. The
+    /// next poll asks for a snapshot; the list is kept meanwhile, but what
+    /// another VM says is current no longer speaks of it.
     needs_snapshot: bool,
+    /// The cursor the poll in flight was sent with (`None`: it asked for a
+    /// snapshot): its answer speaks of the list as it was then, whatever
+    /// this VM adopted since.
+    polled_from: Option<String>,
 }
 
 impl RevocationList {
     /// The cursor to poll with (none: ask for a snapshot).
     pub fn cursor(&self) -> Option<&str> {
         self.set.cursor().filter(|_| !self.needs_snapshot)
+    }
+
+    /// The cursor a poll starting now sends, remembered for its answer.
+    pub fn poll(&mut self) -> Option<&str> {
+        self.polled_from = self.cursor().map(str::to_owned);
+        self.polled_from.as_deref()
+    }
+
+    /// The poll in flight is answered: the cursor it was sent with, if it
+    /// still is the list's. Only then does a delta or a `304` answering it
+    /// speak of this list (never for a poll that asked for a snapshot).
+    pub fn end_poll(&mut self) -> Option<String> {
+        self.polled_from.take().filter(|from| self.cursor() == Some(from))
+    }
+
+    /// Whether the next poll asks for a snapshot though a list is held.
+    pub fn needs_snapshot(&self) -> bool {
+        self.needs_snapshot
+    }
+
+    /// Another VM's copy could not be taken: the list held stays, asks for a
+    /// snapshot, and goes stale unless this VM's own poll keeps it current.
+    pub fn off_feed(&mut self) {
+        self.needs_snapshot = true;
     }
 
     pub fn len(&self) -> usize {
@@ -83,16 +113,16 @@ impl RevocationList {
         applied
     }
 
-    /// Empties the list before a new shared base is copied in: a VM holds one
-    /// base at a time. The list is stale until the copy lands.
+    /// Empties the list: it is stale until a snapshot or a shared copy lands.
     pub fn clear(&mut self) {
         self.set.clear();
         self.moved();
     }
 
-    /// Takes over the base another VM shared.
+    /// Takes over the base another VM shared (it replaces the list held).
     pub fn adopt_base(&mut self, base: Blob) {
         self.set.adopt_base(base);
+        self.needs_snapshot = false;
         self.moved();
     }
 

@@ -7,7 +7,9 @@
 //! The worker VMs of one Envoy share the list as the lease VM holds it: the
 //! base (replaced on a snapshot or a compaction) and the overlay (the deltas
 //! since). A delta alone means nothing without its base, so a VM adopts the
-//! base first and an overlay only once it holds that overlay's base.
+//! base first and an overlay only once it holds that overlay's base; and a
+//! delta the feed answers is taken only onto the list its poll was sent
+//! from. A list is replaced only by one that has parsed.
 
 use authflow_contract::revocation::{ApplyError, Blob, Change};
 
@@ -27,14 +29,32 @@ pub struct FeedApplied {
 }
 
 impl Engine {
-    /// Applies a feed fetched for `id` and marks the list current. A refused
-    /// feed leaves the list and its freshness as they were.
+    /// The cursor the next poll of `id` sends (none: it asks for a
+    /// snapshot), remembered as the one its answer is judged against.
+    pub fn revocation_poll(&mut self, id: ProviderId) -> Option<String> {
+        self.provider_mut(id)?.revocations.poll().map(str::to_owned)
+    }
+
+    /// Applies a feed fetched for `id` (the answer to the last
+    /// [`revocation_poll`](Self::revocation_poll)) and marks the list
+    /// current. A delta is taken only onto the list its poll was sent from:
+    /// one answering a poll for a snapshot, or reaching a list that changed
+    /// meanwhile (another VM's copy adopted, or none loaded), is refused
+    /// ([`ApplyError::DeltaWithoutBase`]). A refused feed leaves the list and
+    /// its freshness as they were.
     pub fn apply_feed(&mut self, id: ProviderId, body: FeedBody, now_ms: u64) -> Result<FeedApplied, ApplyError> {
         let (max, skew) = (self.config.revocation.max_entries, self.config.clock_skew_secs);
         let Some(issuer) = self.config.provider(id).map(|p| p.issuer.clone()) else { return Err(ApplyError::WrongIssuer) };
         let Some(state) = self.provider_mut(id) else { return Err(ApplyError::WrongIssuer) };
         let list = &mut state.revocations;
-        let sent_cursor = list.cursor().map(str::to_owned);
+        let sent_cursor = list.end_poll();
+        let snapshot = match &body {
+            FeedBody::Compact(blob) => blob.is_snapshot(),
+            FeedBody::Json(feed) => feed.snapshot,
+        };
+        if !snapshot && sent_cursor.is_none() {
+            return Err(ApplyError::DeltaWithoutBase);
+        }
         let change = match body {
             FeedBody::Compact(blob) => list.apply_compact(blob, &issuer, max, skew, now_ms / 1000),
             FeedBody::Json(feed) => list.apply(feed, &issuer, max, skew, now_ms / 1000),
@@ -47,26 +67,41 @@ impl Engine {
         })
     }
 
-    /// The list of `id` was known current at `at_ms` (a `304` here, or
-    /// another VM's fetch). Never moves back.
+    /// The poll of `id` was answered `304` at `now_ms`: the list is current
+    /// if it still holds the cursor the poll was sent with. Whether it is.
+    pub fn revocations_unchanged(&mut self, id: ProviderId, now_ms: u64) -> bool {
+        let Some(state) = self.provider_mut(id) else { return false };
+        let current = state.revocations.end_poll().is_some();
+        if current {
+            state.revocations_fresh_at_ms = state.revocations_fresh_at_ms.max(now_ms);
+        }
+        current
+    }
+
+    /// The list the VMs share (as another VM fetched it) was known current
+    /// at `at_ms`. It does not speak of a list this VM could not take
+    /// ([`adopt_revocation_base`](Self::adopt_revocation_base) false). Never
+    /// moves back.
     pub fn revocations_current_at(&mut self, id: ProviderId, at_ms: u64) {
-        if let Some(state) = self.provider_mut(id) {
+        if let Some(state) = self.provider_mut(id).filter(|s| !s.revocations.needs_snapshot()) {
             state.revocations_fresh_at_ms = state.revocations_fresh_at_ms.max(at_ms);
         }
     }
 
-    /// Empties the list of `id` before another VM's base is copied in (a VM
-    /// holds one base at a time). The list is stale until a base lands.
+    /// Empties the list of `id`: it is stale until a snapshot or another
+    /// VM's base lands (a delta loads no list).
     pub fn clear_revocations(&mut self, id: ProviderId) {
         if let Some(state) = self.provider_mut(id) {
             state.revocations.clear();
         }
     }
 
-    /// Takes the base another VM shared into the emptied list of `id`. False
-    /// when the bytes are no base: the list then stays empty and stale (its
-    /// freshness is reset, so the staleness policy decides) until a readable
-    /// base comes.
+    /// Takes the base another VM shared in place of the list of `id` (the
+    /// list held is dropped only once the new one has parsed). False when
+    /// the bytes are no base: the list held then stays, asks for a snapshot
+    /// when this VM polls, and is no longer made current by what the other
+    /// VMs fetch, so it goes stale and the staleness policy decides, until a
+    /// readable base comes.
     pub fn adopt_revocation_base(&mut self, id: ProviderId, bytes: Vec<u8>) -> bool {
         let Some(state) = self.provider_mut(id) else { return false };
         match Blob::parse(bytes) {
@@ -75,7 +110,7 @@ impl Engine {
                 true
             }
             Err(_) => {
-                state.revocations_fresh_at_ms = 0;
+                state.revocations.off_feed();
                 false
             }
         }
@@ -103,7 +138,7 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
-    use authflow_contract::revocation::{BannedSubject, RevocationFeed, RevokedSession, RevokedToken};
+    use authflow_contract::revocation::{BannedSubject, Probe, RevocationFeed, RevokedSession, RevokedToken};
 
     use super::*;
     use crate::FilterConfig;
@@ -150,6 +185,18 @@ mod tests {
         e.provider(ProviderId::FIRST).unwrap().revocations.cursor()
     }
 
+    /// A poll sent now, answered with `body` at `now_ms`.
+    fn polled(e: &mut Engine, body: FeedBody, now_ms: u64) -> Result<FeedApplied, ApplyError> {
+        e.revocation_poll(ProviderId::FIRST);
+        e.apply_feed(ProviderId::FIRST, body, now_ms)
+    }
+
+    /// Whether the list of `e` revokes the `jti` of [`feed`]'s entries.
+    fn revokes(e: &Engine, jti: &str) -> bool {
+        let probe = Probe { jti: Some(jti), ..Probe::default() };
+        e.provider(ProviderId::FIRST).unwrap().revocations.set().check(&probe, 0, NOW_MS / 1000).is_some()
+    }
+
     /// What the lease VM shares, as owned bytes (the host hands copies out).
     fn shared(e: &Engine) -> (Vec<u8>, Vec<u8>) {
         let (base, overlay) = e.revocation_blobs(ProviderId::FIRST).unwrap();
@@ -160,14 +207,14 @@ mod tests {
     fn a_feed_is_news_only_when_its_cursor_moved() {
         let mut e = engine();
         let id = ProviderId::FIRST;
-        let first = e.apply_feed(id, feed("1", true, "a"), NOW_MS + 10).unwrap();
+        let first = polled(&mut e, feed("1", true, "a"), NOW_MS + 10).unwrap();
         assert_eq!(first, FeedApplied { end: FetchEnd::Fresh { etag: None }, base_changed: true }, "a snapshot is a new base");
         assert_eq!(e.revocation_entries(id), 3);
         assert_eq!(fresh_at(&e), NOW_MS + 10, "current as of the answer");
-        let same = e.apply_feed(id, empty_delta("1"), NOW_MS + 20).unwrap();
+        let same = polled(&mut e, empty_delta("1"), NOW_MS + 20).unwrap();
         assert_eq!(same.end, FetchEnd::NotModified, "same cursor: nothing new");
         assert_eq!(fresh_at(&e), NOW_MS + 20, "but the list is current");
-        let delta = e.apply_feed(id, feed("2", false, "b"), NOW_MS + 30).unwrap();
+        let delta = polled(&mut e, feed("2", false, "b"), NOW_MS + 30).unwrap();
         assert_eq!(delta, FeedApplied { end: FetchEnd::Fresh { etag: None }, base_changed: false }, "a small delta: overlay only");
         assert_eq!(e.revocation_entries(id), 6, "a delta keeps what came before");
     }
@@ -188,12 +235,11 @@ mod tests {
         let (mut lease, mut worker) = (engine(), engine());
         let id = ProviderId::FIRST;
         lease.apply_feed(id, feed("1", true, "a"), NOW_MS).unwrap();
-        lease.apply_feed(id, feed("2", false, "b"), NOW_MS).unwrap();
+        polled(&mut lease, feed("2", false, "b"), NOW_MS).unwrap();
         let (base, overlay) = shared(&lease);
 
         assert!(!worker.adopt_revocation_overlay(id, overlay.clone()), "an overlay without its base is not taken");
         assert_eq!(worker.revocation_entries(id), 0);
-        worker.clear_revocations(id);
         assert!(worker.adopt_revocation_base(id, base));
         assert_eq!(worker.revocation_entries(id), 3, "the base alone: the snapshot");
         assert!(worker.adopt_revocation_overlay(id, overlay));
@@ -207,21 +253,91 @@ mod tests {
         let id = ProviderId::FIRST;
         old.apply_feed(id, feed("1", true, "a"), NOW_MS).unwrap();
         new.apply_feed(id, feed("5", true, "x"), NOW_MS).unwrap();
-        new.apply_feed(id, feed("6", false, "y"), NOW_MS).unwrap();
+        polled(&mut new, feed("6", false, "y"), NOW_MS).unwrap();
         worker.adopt_revocation_base(id, shared(&old).0);
         assert!(!worker.adopt_revocation_overlay(id, shared(&new).1), "it extends a base this VM does not hold");
         assert_eq!((worker.revocation_entries(id), cursor(&worker)), (3, Some("1")));
     }
 
+    /// A copy that does not parse never replaces the list held: it stays,
+    /// asks for a snapshot, and what the other VMs say is current no longer
+    /// speaks of it (it goes stale) — until a readable base comes.
     #[test]
-    fn an_unreadable_base_leaves_the_list_empty_and_stale() {
-        let mut worker = engine();
+    fn an_unreadable_base_keeps_the_list_held() {
+        let (mut lease, mut worker) = (engine(), engine());
         let id = ProviderId::FIRST;
+        lease.apply_feed(id, feed("1", true, "a"), NOW_MS).unwrap();
+        assert!(worker.adopt_revocation_base(id, shared(&lease).0));
         worker.revocations_current_at(id, NOW_MS + 1_000);
-        worker.clear_revocations(id);
         assert!(!worker.adopt_revocation_base(id, b"not a list".to_vec()));
-        assert_eq!((worker.revocation_entries(id), cursor(&worker), fresh_at(&worker)), (0, None, 0));
+        assert_eq!((worker.revocation_entries(id), cursor(&worker)), (3, None), "kept; the next poll asks for a snapshot");
+        assert!(revokes(&worker, "a"));
+        worker.revocations_current_at(id, NOW_MS + 9_000);
+        assert_eq!(fresh_at(&worker), NOW_MS + 1_000, "not current by another VM's word");
         assert!(!worker.adopt_revocation_overlay(id, b"\0\0".to_vec()));
+        assert!(!worker.adopt_revocation_overlay(id, shared(&lease).1), "an overlay of the base it could not take");
+
+        polled(&mut lease, feed("2", true, "b"), NOW_MS + 10_000).unwrap();
+        assert!(worker.adopt_revocation_base(id, shared(&lease).0));
+        worker.revocations_current_at(id, NOW_MS + 10_000);
+        assert_eq!((cursor(&worker), fresh_at(&worker)), (Some("2"), NOW_MS + 10_000), "back on the shared list");
+    }
+
+    /// The polling worker has a poll out (sent with cursor 1) when another
+    /// worker's copy comes in and cannot be read; then the delta answering
+    /// the poll lands. It must not become the whole list, nor extend one it
+    /// does not belong to: it is refused, and the next poll asks for a
+    /// snapshot.
+    #[test]
+    fn a_delta_never_becomes_the_whole_list() {
+        let mut e = engine();
+        let id = ProviderId::FIRST;
+        polled(&mut e, feed("1", true, "a"), NOW_MS).unwrap();
+        assert_eq!(e.revocation_poll(id).as_deref(), Some("1"));
+        assert!(!e.adopt_revocation_base(id, b"not a list".to_vec()));
+        assert_eq!(e.apply_feed(id, feed("2", false, "b"), NOW_MS + 10), Err(ApplyError::DeltaWithoutBase));
+        assert!(revokes(&e, "a") && !revokes(&e, "b"), "the list held is kept");
+        assert_eq!(fresh_at(&e), NOW_MS, "and not made current");
+        assert_eq!(e.revocation_poll(id), None, "the next poll asks for a snapshot");
+        assert_eq!(e.apply_feed(id, feed("2", false, "b"), NOW_MS + 20), Err(ApplyError::DeltaWithoutBase), "a delta is no answer to it");
+        e.revocation_poll(id);
+        assert!(e.apply_feed(id, feed("3", true, "c"), NOW_MS + 30).is_ok());
+        assert!(revokes(&e, "c") && !revokes(&e, "a"), "the snapshot is the list");
+        assert_eq!((cursor(&e), fresh_at(&e)), (Some("3"), NOW_MS + 30));
+
+        // A list never loaded (or emptied) takes no delta either.
+        let mut cold = engine();
+        cold.revocation_poll(id);
+        assert_eq!(cold.apply_feed(id, feed("2", false, "b"), NOW_MS), Err(ApplyError::DeltaWithoutBase));
+        e.clear_revocations(id);
+        e.revocation_poll(id);
+        assert_eq!(e.apply_feed(id, feed("4", false, "d"), NOW_MS + 40), Err(ApplyError::DeltaWithoutBase));
+        assert_eq!((e.revocation_entries(id), cursor(&e)), (0, None));
+    }
+
+    /// This VM's poll is out (from cursor 1) when it adopts another VM's list
+    /// (cursor 5): the delta from 1 and a `304` for 1 speak of another list
+    /// than the one held now. The delta is refused, the `304` makes nothing
+    /// current; the next poll goes on from the list held.
+    #[test]
+    fn an_answer_for_the_list_before_an_adoption_is_not_taken() {
+        let (mut lease, mut e) = (engine(), engine());
+        let id = ProviderId::FIRST;
+        polled(&mut e, feed("1", true, "a"), NOW_MS).unwrap();
+        lease.apply_feed(id, feed("5", true, "x"), NOW_MS).unwrap();
+        e.revocation_poll(id);
+        assert!(e.adopt_revocation_base(id, shared(&lease).0));
+        assert_eq!(e.apply_feed(id, feed("2", false, "b"), NOW_MS + 10), Err(ApplyError::DeltaWithoutBase));
+        assert!(revokes(&e, "x") && !revokes(&e, "b"));
+        e.revocation_poll(id);
+        lease.apply_feed(id, feed("6", true, "y"), NOW_MS).unwrap();
+        assert!(e.adopt_revocation_base(id, shared(&lease).0));
+        assert!(!e.revocations_unchanged(id, NOW_MS + 20), "a 304 for cursor 5, the list is at 6");
+        assert_eq!(fresh_at(&e), NOW_MS);
+        assert_eq!(e.revocation_poll(id).as_deref(), Some("6"));
+        assert!(e.revocations_unchanged(id, NOW_MS + 30));
+        assert_eq!(fresh_at(&e), NOW_MS + 30);
+        assert!(!e.revocations_unchanged(id, NOW_MS + 40), "one answer per poll");
     }
 
     #[test]

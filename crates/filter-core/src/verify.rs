@@ -335,6 +335,7 @@ fn finish(
 
 /// Whether `item` goes into a list joined by `separator` and comes out the
 /// same: not empty, no separator, no surrounding whitespace a reader trims.
+#[inline(never)] // one copy for its three callers: the module's size is bounded
 fn list_item(item: &str, separator: char) -> bool {
     !item.is_empty() && !item.contains(separator) && item.trim() == item && safe_header_value(item)
 }

@@ -724,7 +724,9 @@ fn a_route_for_named_providers_refuses_another_issuers_token_whatever_it_claims(
             {"match": {"path_prefix": "/admin"}, "policy": {"roles_any": ["admin"]}, "providers": ["main"]},
             {"match": {"path_prefix": "/partner"}, "policy": "authenticated", "providers": ["partner", "main"]},
             {"match": {"path_prefix": "/internal"}, "policy": "authenticated", "providers": ["main"]}
-        ]
+        ],
+        "default_providers": ["main", "partner"],
+        "identity_headers": {"subject": "x-auth-user", "issuer": "x-auth-issuer", "roles": "x-auth-roles"}
     });
     let mut engine = Engine::new(FilterConfig::from_json(config.to_string().as_bytes()).unwrap(), NOW * 1000);
     let admin = AccessClaims { roles: vec!["admin".into()], ..default_claims() };
@@ -739,13 +741,202 @@ fn a_route_for_named_providers_refuses_another_issuers_token_whatever_it_claims(
     assert_eq!(denied(&eval("/internal/x", &from_partner)), (DenyReason::ProviderNotAllowed, 403));
     assert!(matches!(eval("/partner/x", &from_partner), Outcome::Allow(_)));
     assert!(matches!(eval("/partner/x", &from_main), Outcome::Allow(_)));
-    // Unlisted routes (the default policy) take any configured provider's token.
+    // Unlisted routes (the default policy) take the tokens of `default_providers`.
     assert!(matches!(eval("/elsewhere", &from_partner), Outcome::Allow(_)));
     // Another spelling of a restricted path is no way around the
     // restriction, even where the policy alone is the same.
     assert_eq!(denied(&eval("/ADMIN/users", &from_partner)).1, 400);
     assert_eq!(denied(&eval("/INTERNAL/x", &from_partner)), (DenyReason::AmbiguousPath, 400));
     assert_eq!(denied(&eval("/INTERNAL/x", &from_main)), (DenyReason::AmbiguousPath, 400));
+}
+
+const PARTNER: &str = "https://partner.test";
+const PARTNER2: &str = "https://partner2.test";
+
+fn inline_jwks(kp: &Ed25519KeyPair) -> serde_json::Value {
+    serde_json::from_str(&format!(r#"{{"keys":[{}]}}"#, kp.public_key().to_jwk())).unwrap()
+}
+
+fn provider_json(name: &str, issuer: &str, jwks: serde_json::Value) -> serde_json::Value {
+    json!({"name": name, "issuer": issuer, "audiences": ["api"], "algorithms": ["EdDSA"], "jwks": jwks})
+}
+
+/// `b64(header).b64(payload).AAAA`: signed by no one.
+fn forged(issuer: &str) -> String {
+    format!("{}.{}.AAAA", base64_url(br#"{"alg":"EdDSA"}"#), base64_url(format!(r#"{{"iss":"{issuer}"}}"#).as_bytes()))
+}
+
+fn bearer_request(path: &str, token: &str) -> Request {
+    request("GET", "api", path, &[("authorization", &format!("Bearer {token}"))])
+}
+
+/// `failure_mode: fail_open` with two providers holding their (inline) keys
+/// and a third whose key set never loaded: a token naming the third is not
+/// let through unverified, and never onto a route that does not admit it.
+#[test]
+fn fail_open_is_no_way_past_a_route_while_other_providers_hold_keys() {
+    let main_key = Ed25519KeyPair::generate().with_key_id("main");
+    let partner_key = Ed25519KeyPair::generate().with_key_id("partner");
+    let config = json!({
+        "providers": [
+            provider_json("main", ISS, json!({"inline": inline_jwks(&main_key)})),
+            provider_json("partner", PARTNER, json!({"inline": inline_jwks(&partner_key)})),
+            provider_json("partner2", PARTNER2, json!({"remote": {"cluster": "partner2", "path": "/jwks"}}))
+        ],
+        "failure_mode": "fail_open",
+        "routes": [
+            {"match": {"path_prefix": "/admin"}, "policy": {"roles_any": ["admin"]}, "providers": ["main"]},
+            {"match": {"path_prefix": "/api"}, "policy": "authenticated", "providers": ["main", "partner", "partner2"]}
+        ],
+        "default_providers": ["main"],
+        "identity_headers": {"subject": "x-auth-user", "issuer": "x-auth-issuer", "roles": "x-auth-roles"}
+    });
+    let mut engine = Engine::new(FilterConfig::from_json(config.to_string().as_bytes()).unwrap(), NOW * 1000);
+    let mut decide = |path: &str, token: &str, may_wait: bool| engine.evaluate(&bearer_request(path, token), NOW * 1000 + 500, may_wait);
+    assert_eq!(denied(&decide("/admin", &forged(ISS), false)), (DenyReason::BadSignature, 401));
+    // The route admits `main` only: the issuer the token names settles it, keys or not.
+    assert_eq!(denied(&decide("/admin", &forged(PARTNER2), false)), (DenyReason::ProviderNotAllowed, 403));
+    assert_eq!(denied(&decide("/admin", &forged(PARTNER2), true)), (DenyReason::ProviderNotAllowed, 403));
+    // A route for `partner2`: its keys are missing while the others' are there, so the
+    // filter is not down — the token waits for its keys, then is answered as without them.
+    assert!(matches!(decide("/api", &forged(PARTNER2), true), Outcome::AwaitKeys { unknown_kid: false, .. }));
+    assert_eq!(denied(&decide("/api", &forged(PARTNER2), false)), (DenyReason::KeysUnavailable, 503));
+    let Decision::Deny(d) = engine.decide_now(&bearer_request("/api", &forged(PARTNER2)), NOW * 1000 + 500) else { panic!("not let through") };
+    assert_eq!(d.response.status, 503);
+}
+
+/// `failure_mode: fail_open` when no provider ever loaded keys (the auth
+/// system is down at start): only routes that need no more than a caller
+/// pass, anonymously; roles, scopes and client ids cannot be read from an
+/// unverified token, so those routes answer 503 as under `fail_closed`.
+#[test]
+fn fail_open_with_no_keys_anywhere_passes_only_routes_that_need_no_claim() {
+    let config = json!({
+        "providers": [
+            provider_json("main", ISS, json!({"remote": {"cluster": "auth", "path": "/jwks"}})),
+            provider_json("partner2", PARTNER2, json!({"remote": {"cluster": "partner2", "path": "/jwks"}}))
+        ],
+        "failure_mode": "fail_open",
+        "routes": [
+            {"match": {"path_prefix": "/public"}, "policy": "public"},
+            {"match": {"path_prefix": "/admin"}, "policy": {"roles_any": ["admin"]}, "providers": ["main"]},
+            {"match": {"path_prefix": "/billing"}, "policy": {"client_ids_any": ["billing"]}, "providers": ["main"]},
+            {"match": {"path_prefix": "/write"}, "policy": {"scopes_all": ["write"]}, "providers": ["main"]},
+            {"match": {"path_prefix": "/me"}, "policy": "user", "providers": ["main"]},
+            {"match": {"path_prefix": "/api"}, "policy": "authenticated", "providers": ["main"]}
+        ],
+        "default_providers": ["main"],
+        "identity_headers": {"subject": "x-auth-user", "issuer": "x-auth-issuer", "roles": "x-auth-roles"}
+    });
+    let mut engine = Engine::new(FilterConfig::from_json(config.to_string().as_bytes()).unwrap(), NOW * 1000);
+    let mut decide = |path: &str, token: &str| engine.evaluate(&bearer_request(path, token), NOW * 1000 + 500, false);
+    let open = |o: &Outcome| match o {
+        Outcome::Allow(a) => a.notes.failed_open && !a.notes.authenticated && a.identity_headers().is_empty() && a.verified_by.is_none(),
+        _ => false,
+    };
+    for path in ["/api/x", "/me"] {
+        assert!(open(&decide(path, &forged(ISS))), "{path}");
+    }
+    for path in ["/admin", "/billing", "/write"] {
+        assert_eq!(denied(&decide(path, &forged(ISS))), (DenyReason::KeysUnavailable, 503), "{path}");
+    }
+    assert_eq!(denied(&decide("/api/x", &forged(PARTNER2))), (DenyReason::ProviderNotAllowed, 403));
+    assert!(allowed(&decide("/public", &forged(PARTNER2))));
+    assert_eq!(denied(&decide("/api/x", "not-a-token")).1, 401, "a token that names no provider is refused");
+    let no_token = engine.evaluate(&request("GET", "api", "/api/x", &[]), NOW * 1000 + 500, false);
+    assert_eq!(denied(&no_token), (DenyReason::MissingToken, 401));
+}
+
+/// With several providers, a non-public route (or default) that does not
+/// say whose tokens it takes is refused at load, and the issuer always goes
+/// upstream: a partner's `sub: u-alice` with `roles: [admin]` would
+/// otherwise pass as the main issuer's alice.
+#[test]
+fn several_providers_must_say_whose_tokens_each_route_takes() {
+    let main_key = Ed25519KeyPair::generate().with_key_id("main");
+    let partner_key = Ed25519KeyPair::generate().with_key_id("partner");
+    let providers = json!([
+        provider_json("main", ISS, json!({"inline": inline_jwks(&main_key)})),
+        provider_json("partner", PARTNER, json!({"inline": inline_jwks(&partner_key)}))
+    ]);
+    let load = |extra: serde_json::Value| {
+        let mut c = json!({"providers": providers.clone()});
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        FilterConfig::from_json(c.to_string().as_bytes())
+    };
+    let e = load(json!({"routes": [{"match": {"path_prefix": "/admin"}, "policy": {"roles_any": ["admin"]}}], "default_policy": "public"})).unwrap_err();
+    assert!(e.0.contains("`routes[0]`.providers") && e.0.contains("more than one provider"), "{e}");
+    let e = load(json!({"routes": [{"match": {"path_prefix": "/billing"}, "policy": {"client_ids_any": ["billing"]}}], "default_policy": "public"})).unwrap_err();
+    assert!(e.0.contains("`routes[0]`.providers"), "{e}");
+    let e = load(json!({"routes": [{"match": {"path_prefix": "/admin"}, "policy": {"roles_any": ["admin"]}, "providers": ["main"]}]})).unwrap_err();
+    assert!(e.0.contains("`default_providers`") && e.0.contains("more than one provider"), "{e}");
+    let e = load(json!({"default_policy": "public", "default_providers": ["main"]})).unwrap_err();
+    assert!(e.0.contains("`default_providers`") && e.0.contains("public"), "{e}");
+    let e = load(json!({"default_providers": ["nobody"]})).unwrap_err();
+    assert!(e.0.contains("`default_providers`") && e.0.contains("no provider is named `nobody`"), "{e}");
+    assert!(load(json!({"default_providers": ["main", "partner"]})).is_ok());
+    // Public routes take any token, or none.
+    assert!(load(json!({"default_policy": "public", "routes": [{"match": {"prefix": "/p"}, "policy": "public"}]})).is_ok());
+    // The issuer always goes upstream: `x-auth-issuer` unless another header is named.
+    let issuer = |identity: serde_json::Value| load(json!({"default_policy": "public", "identity_headers": identity})).unwrap().identity.issuer;
+    assert_eq!(load(json!({"default_policy": "public"})).unwrap().identity.issuer.as_deref(), Some("x-auth-issuer"));
+    assert_eq!(issuer(json!({"subject": "x-auth-user", "roles": "x-auth-roles"})).as_deref(), Some("x-auth-issuer"));
+    assert_eq!(issuer(json!({"subject": "x-auth-user", "issuer": "x-iss"})).as_deref(), Some("x-iss"));
+    // One provider: nothing to tell apart, nothing changes.
+    let one = FilterConfig::from_json(json!({"providers": [providers[0].clone()], "routes": [{"match": {"prefix": "/admin"}, "policy": {"roles_any": ["admin"]}}]}).to_string().as_bytes()).unwrap();
+    assert_eq!(one.identity.issuer, None);
+}
+
+/// A partner's tokens never pass as your own users or service accounts:
+/// the routes say whose tokens they take, and the issuer goes upstream.
+#[test]
+fn a_partner_token_is_not_your_user_nor_your_service_account() {
+    let main_key = Ed25519KeyPair::generate().with_key_id("main");
+    let partner_key = Ed25519KeyPair::generate().with_key_id("partner");
+    let config = json!({
+        "providers": [
+            provider_json("main", ISS, json!({"inline": inline_jwks(&main_key)})),
+            provider_json("partner", PARTNER, json!({"inline": inline_jwks(&partner_key)}))
+        ],
+        "routes": [
+            {"match": {"path_prefix": "/admin"}, "policy": {"roles_any": ["admin"]}, "providers": ["main"]},
+            {"match": {"path_prefix": "/internal/billing"}, "policy": {"client_ids_any": ["billing"]}, "providers": ["main"]},
+            {"match": {"path_prefix": "/partner"}, "policy": "authenticated", "providers": ["partner", "main"]}
+        ],
+        "default_providers": ["main"]
+    });
+    let mut engine = Engine::new(FilterConfig::from_json(config.to_string().as_bytes()).unwrap(), NOW * 1000);
+    let alice = AccessClaims { roles: vec!["user".into(), "admin".into()], ..default_claims() };
+    let ours = main_key.sign(claims(alice.clone()).with_subject("u-alice")).unwrap();
+    let theirs = partner_key.sign(claims(alice).with_subject("u-alice").with_issuer(PARTNER)).unwrap();
+    let svc = AccessClaims { sid: String::new(), client_id: Some("billing".into()), ..default_claims() };
+    let their_billing = partner_key.sign(claims(svc).with_subject("svc:billing").with_issuer(PARTNER)).unwrap();
+    let mut decide = |path: &str, token: &str| engine.evaluate(&bearer_request(path, token), NOW * 1000 + 500, true);
+    let o = decide("/admin/users", &ours);
+    assert_eq!((header(&o, "x-auth-user"), header(&o, "x-auth-issuer")), (Some("u-alice"), Some(ISS)));
+    assert_eq!(header(&o, "x-auth-roles"), Some("user,admin"));
+    assert_eq!(denied(&decide("/admin/users", &theirs)), (DenyReason::ProviderNotAllowed, 403));
+    assert_eq!(denied(&decide("/elsewhere", &theirs)), (DenyReason::ProviderNotAllowed, 403));
+    assert_eq!(denied(&decide("/internal/billing", &their_billing)), (DenyReason::ProviderNotAllowed, 403));
+    // Where the partner is admitted, its u-alice arrives as the partner's, not as yours.
+    let o = decide("/partner/x", &theirs);
+    assert_eq!((header(&o, "x-auth-user"), header(&o, "x-auth-issuer")), (Some("u-alice"), Some(PARTNER)));
+    // Your ban of u-alice is yours: the partner's u-alice is another person, told apart upstream.
+    let ban = RevocationFeed {
+        issuer: ISS.into(),
+        cursor: "1".into(),
+        snapshot: true,
+        banned_subjects: vec![BannedSubject { sub: "u-alice".into(), not_before: NOW, expires_at: NOW + 900 }],
+        ..Default::default()
+    };
+    first_provider(&mut engine).revocations.apply(ban, ISS, 100, 30, NOW).unwrap();
+    let mut decide = |path: &str, token: &str| engine.evaluate(&bearer_request(path, token), NOW * 1000 + 500, true);
+    assert_eq!(denied(&decide("/admin/users", &ours)), (DenyReason::SubjectBanned, 401));
+    assert_eq!(denied(&decide("/partner/x", &ours)), (DenyReason::SubjectBanned, 401));
+    assert_eq!(header(&decide("/partner/x", &theirs), "x-auth-issuer"), Some(PARTNER));
+    assert_eq!(denied(&decide("/admin/users", &theirs)), (DenyReason::ProviderNotAllowed, 403));
 }
 
 /// A token whose claims (besides iss, aud, iat, exp) are `custom`, as given.

@@ -39,6 +39,11 @@ pub enum ApplyError {
     TooManyEntries(usize),
     /// A delta computed with another key than the list it extends.
     KeyMismatch,
+    /// A delta for a list that does not hold what it extends: none loaded
+    /// (a delta only says what changed since a cursor; it is no list on its
+    /// own), or, in a filter, another list than the poll it answers was
+    /// sent from. Only a snapshot loads a list.
+    DeltaWithoutBase,
     Malformed(BlobError),
 }
 
@@ -48,6 +53,7 @@ impl std::fmt::Display for ApplyError {
             Self::WrongIssuer => write!(f, "feed is for another issuer"),
             Self::TooManyEntries(n) => write!(f, "feed would hold {n} live entries, over the configured maximum"),
             Self::KeyMismatch => write!(f, "delta does not extend the list held (another digest key)"),
+            Self::DeltaWithoutBase => write!(f, "delta for another list than the one held"),
             Self::Malformed(e) => write!(f, "{e}"),
         }
     }
@@ -109,13 +115,14 @@ impl RevocationSet {
     }
 
     /// Applies a feed in the compact layout: a snapshot replaces the list, a
-    /// delta extends it. Forgets what no token could outlive any more. A feed
-    /// that would push the list past `max_entries` is refused whole.
+    /// delta extends it (and is refused by a list not loaded). Forgets what
+    /// no token could outlive any more. A feed that would push the list past
+    /// `max_entries` is refused whole.
     pub fn apply(&mut self, feed: Blob, issuer: &str, max_entries: usize, skew_secs: u64, now: u64) -> Result<Change, ApplyError> {
         if feed.issuer() != issuer {
             return Err(ApplyError::WrongIssuer);
         }
-        if feed.is_snapshot() || !self.loaded {
+        if feed.is_snapshot() {
             let mut base = feed;
             base.retain_needed(skew_secs, now);
             if base.len() > max_entries {
@@ -123,6 +130,9 @@ impl RevocationSet {
             }
             self.install_base(base);
             return Ok(Change::Base);
+        }
+        if !self.loaded {
+            return Err(ApplyError::DeltaWithoutBase);
         }
         if feed.key() != self.key() {
             return Err(ApplyError::KeyMismatch);
@@ -146,7 +156,7 @@ impl RevocationSet {
     /// Applies a feed as JSON carries it: its values are digested with the
     /// list's key (for a snapshot, the key of its issuer and cursor).
     pub fn apply_values(&mut self, feed: &RevocationFeed, issuer: &str, max_entries: usize, skew_secs: u64, now: u64) -> Result<Change, ApplyError> {
-        let key = if feed.snapshot || !self.loaded { SetKey::derive(&feed.issuer, &feed.cursor) } else { self.key() };
+        let key = if feed.snapshot { SetKey::derive(&feed.issuer, &feed.cursor) } else { self.key() };
         self.apply(encode(feed, key), issuer, max_entries, skew_secs, now)
     }
 
@@ -287,5 +297,26 @@ mod tests {
         assert!((0..110 + COMPACT_AT).all(|i| revoked(&set, i)));
         let other_key = encode(&feed(false, "e.4", 0..1), SetKey::derive("iss", "other"));
         assert_eq!(set.apply(other_key, "iss", 100_000, 0, 100), Err(ApplyError::KeyMismatch));
+    }
+
+    /// A delta says what changed since a cursor: without the list it extends
+    /// it is no list at all. One reaching an empty (never loaded, or cleared)
+    /// list is refused, and the list stays unloaded, asking for a snapshot.
+    #[test]
+    fn a_delta_never_becomes_the_whole_list() {
+        let key = SetKey::derive("iss", "e");
+        let mut set = RevocationSet::default();
+        set.apply(encode(&feed(true, "e.1", 0..1), key), "iss", 100, 0, 100).unwrap();
+        assert!(revoked(&set, 0));
+        set.clear();
+        let delta = encode(&feed(false, "e.2", 1..2), key);
+        assert_eq!(set.apply(delta, "iss", 100, 0, 100), Err(ApplyError::DeltaWithoutBase), "a delta on a cleared list");
+        assert_eq!((set.is_loaded(), set.cursor(), set.len()), (false, None, 0));
+        let json = feed(false, "e.2", 1..2);
+        let never = RevocationSet::default().apply_values(&json, "iss", 100, 0, 100);
+        assert_eq!(never, Err(ApplyError::DeltaWithoutBase), "a JSON delta on a list never loaded");
+        // A snapshot is what such a list takes.
+        set.apply(encode(&feed(true, "e.2", 0..2), key), "iss", 100, 0, 100).unwrap();
+        assert!(revoked(&set, 0) && revoked(&set, 1));
     }
 }
