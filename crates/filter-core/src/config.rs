@@ -1174,7 +1174,7 @@ mod tests {
         let e = route(serde_json::json!(["nobody"]), "authenticated").unwrap_err();
         assert!(e.0.contains("`routes[0]`.providers: no provider is named `nobody`"), "{e}");
         let e = route(serde_json::json!(["authflow"]), "public").unwrap_err();
-        assert!(e.0.contains("a public route takes any token"), "{e}");
+        assert!(e.0.contains("not with a public policy"), "{e}");
     }
 
     #[test]

@@ -867,11 +867,11 @@ fn several_providers_must_say_whose_tokens_each_route_takes() {
         FilterConfig::from_json(c.to_string().as_bytes())
     };
     let e = load(json!({"routes": [{"match": {"path_prefix": "/admin"}, "policy": {"roles_any": ["admin"]}}], "default_policy": "public"})).unwrap_err();
-    assert!(e.0.contains("`routes[0]`.providers") && e.0.contains("more than one provider"), "{e}");
+    assert!(e.0.contains("`routes[0]`.providers") && e.0.contains("several providers"), "{e}");
     let e = load(json!({"routes": [{"match": {"path_prefix": "/billing"}, "policy": {"client_ids_any": ["billing"]}}], "default_policy": "public"})).unwrap_err();
     assert!(e.0.contains("`routes[0]`.providers"), "{e}");
     let e = load(json!({"routes": [{"match": {"path_prefix": "/admin"}, "policy": {"roles_any": ["admin"]}, "providers": ["main"]}]})).unwrap_err();
-    assert!(e.0.contains("`default_providers`") && e.0.contains("more than one provider"), "{e}");
+    assert!(e.0.contains("`default_providers`") && e.0.contains("several providers"), "{e}");
     let e = load(json!({"default_policy": "public", "default_providers": ["main"]})).unwrap_err();
     assert!(e.0.contains("`default_providers`") && e.0.contains("public"), "{e}");
     let e = load(json!({"default_providers": ["nobody"]})).unwrap_err();
