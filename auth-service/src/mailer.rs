@@ -71,10 +71,13 @@ pub fn from_config(config: &Config) -> Result<Box<dyn Mailer>, String> {
     }
 }
 
-/// The relay's certificate must chain to Mozilla's roots (compiled in, see
-/// `tls.rs`) or to a certificate of `ca_file`, and name `host`.
+/// The relay's certificate must chain to a certificate of `ca_file`, or
+/// without one to Mozilla's roots (compiled in, see `tls.rs`), and name
+/// `host`. A CA file replaces the public roots: a private relay's name may
+/// be one a public CA certifies for someone else too.
 fn tls_parameters(host: &str, ca_file: Option<&Path>) -> Result<TlsParameters, String> {
-    let mut builder = TlsParameters::builder(host.to_owned()).certificate_store(CertificateStore::WebpkiRoots);
+    let store = if ca_file.is_some() { CertificateStore::None } else { CertificateStore::WebpkiRoots };
+    let mut builder = TlsParameters::builder(host.to_owned()).certificate_store(store);
     if let Some(path) = ca_file {
         for der in crate::tls::read_ca_file(path).map_err(|e| format!("smtp.ca_file: {e}"))? {
             let certificate = Certificate::from_der(der.to_vec()).map_err(|e| format!("smtp.ca_file: {}: {e}", path.display()))?;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use authflow_auth_service::config::{Config, Environment};
 use authflow_auth_service::domain::password::{Hasher, Password};
 use authflow_auth_service::domain::{random_secret, Email};
-use authflow_auth_service::store::{Backend, StoreError, User};
+use authflow_auth_service::store::{Backend, PageCursor, PageRequest, StoreError, User};
 use authflow_auth_service::clock::now;
 use authflow_auth_service::startup::spawn;
 use authflow_auth_service::state::{build_state, open_store};
@@ -190,14 +190,20 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::User(UserCommand::Create { email, password, roles }) => create_user(config, &email, &password, roles).await,
         Command::User(UserCommand::List) => {
             let store = open_store(&config).await.map_err(|e| e.to_string())?;
-            for u in store.list_users().await.map_err(|e| e.to_string())? {
-                let flags = [
-                    (u.email_verified, "verified"),
-                    (u.banned_at.is_some(), "banned"),
-                    (u.totp_secret.is_some(), "totp"),
-                ];
-                let flags: Vec<&str> = flags.iter().filter(|(on, _)| *on).map(|(_, f)| *f).collect();
-                println!("{}  {}  roles={}  {}", u.id, u.email, u.roles.join(","), flags.join(","));
+            let mut page = PageRequest::first(1000);
+            loop {
+                let users = store.list_users(&page).await.map_err(|e| e.to_string())?;
+                let Some(last) = users.last() else { break };
+                page.after = Some(PageCursor { created_at: last.created_at, id: last.id.clone() });
+                for u in &users {
+                    let flags = [
+                        (u.email_verified, "verified"),
+                        (u.banned_at.is_some(), "banned"),
+                        (u.totp_secret.is_some(), "totp"),
+                    ];
+                    let flags: Vec<&str> = flags.iter().filter(|(on, _)| *on).map(|(_, f)| *f).collect();
+                    println!("{}  {}  roles={}  {}", u.id, u.email, u.roles.join(","), flags.join(","));
+                }
             }
             Ok(())
         }

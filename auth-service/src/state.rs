@@ -64,7 +64,8 @@ async fn open_store_with(config: &Config, kek: Arc<Kek>) -> Result<Arc<dyn Store
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(&config.server.data_dir, std::fs::Permissions::from_mode(0o700));
     }
-    store::open(config.database.url.expose_secret(), kek).await.map_err(StartError::from_display)
+    let production = config.environment == crate::config::Environment::Production;
+    store::open(config.database.url.expose_secret(), kek, production).await.map_err(StartError::from_display)
 }
 
 /// Everything the routes need: store, keys (generated on first start), feed state, mailer.

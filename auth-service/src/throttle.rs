@@ -138,12 +138,6 @@ pub fn signup_key(bucket: &str) -> String {
     format!("signup:ip:{bucket}")
 }
 
-/// Failed client authentications of a service account whose secret is still
-/// stored as an argon2id hash (each one costs a hash).
-pub fn client_key(client_id: &str) -> String {
-    format!("client:{client_id}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -480,6 +480,20 @@ mod tests {
             let vars = [("AUTHFLOW_SMTP__HOST", host), ("AUTHFLOW_SMTP__TLS", "none"), ("AUTHFLOW_SMTP__USERNAME", "mailer"), ("AUTHFLOW_SMTP__PASSWORD", "pw")];
             assert!(smtp(&vars).is_ok(), "{host}");
         }
+        // In production, mail (codes and reset links) goes in clear to no relay off this machine.
+        let production = |host: &str| {
+            let vars = [
+                ("AUTHFLOW_ENVIRONMENT", "production"),
+                ("AUTHFLOW_ISSUER", "https://auth.example.com"),
+                ("AUTHFLOW_MAIL__TRANSPORT", "smtp"),
+                ("AUTHFLOW_SMTP__HOST", host),
+                ("AUTHFLOW_SMTP__TLS", "none"),
+            ];
+            Config::load_from(None, &env(&vars)).map(|_| ())
+        };
+        let e = production("relay.internal").unwrap_err().to_string();
+        assert!(e.contains("smtp.tls") && e.contains("sign-in codes and reset links in clear to relay.internal"), "{e}");
+        production("127.0.0.1").unwrap();
         // Half the credentials would send mail unauthenticated without a word.
         let e = smtp(&[("AUTHFLOW_SMTP__USERNAME", "mailer")]).unwrap_err().to_string();
         assert!(e.contains("smtp.password") && e.contains("required with smtp.username"), "{e}");

@@ -263,7 +263,7 @@ impl RawConfig {
                 hash_iterations: count("passwords.hash_iterations", self.passwords.hash_iterations, 2, 1, 16)?,
             },
             throttle: self.throttle.validate()?,
-            mail: validate_mail(self.mail, self.smtp)?,
+            mail: validate_mail(self.mail, self.smtp, environment)?,
             maintenance: MaintenanceConfig {
                 interval: secs("maintenance.interval_secs", self.maintenance.interval_secs, 30, 1, 3600)?,
                 audit_retention: Duration::from_secs(
@@ -409,10 +409,10 @@ impl RawThrottle {
     }
 }
 
-fn validate_mail(mail: RawMail, smtp: RawSmtp) -> Result<MailConfig, Invalid> {
+fn validate_mail(mail: RawMail, smtp: RawSmtp, environment: Environment) -> Result<MailConfig, Invalid> {
     let transport = match mail.transport.as_deref().unwrap_or("dev-outbox") {
         "dev-outbox" => MailerConfig::DevOutbox,
-        "smtp" => smtp.validate()?,
+        "smtp" => smtp.validate(environment)?,
         other => return Err(bad("mail.transport", format!("`{other}` is not dev-outbox|smtp"))),
     };
     Ok(MailConfig {
@@ -426,8 +426,10 @@ fn validate_mail(mail: RawMail, smtp: RawSmtp) -> Result<MailConfig, Invalid> {
 impl RawSmtp {
     /// The relay when `mail.transport = "smtp"`. TLS is on unless `tls =
     /// "none"` is written out, and even then a password is sent in clear
-    /// only to a relay on this machine (a loopback address).
-    fn validate(self) -> Result<MailerConfig, Invalid> {
+    /// only to a relay on this machine (a loopback address) — and in
+    /// production no mail at all to another: it carries sign-in codes and
+    /// reset links, each as good as the password.
+    fn validate(self, environment: Environment) -> Result<MailerConfig, Invalid> {
         let host = self.host.ok_or_else(|| bad("smtp.host", "required when mail.transport = smtp"))?;
         let tls = match self.tls.as_deref().unwrap_or("starttls") {
             "starttls" => SmtpTls::StartTls,
@@ -438,6 +440,15 @@ impl RawSmtp {
         if tls == SmtpTls::None {
             if self.ca_file.is_some() {
                 return Err(bad("smtp.ca_file", "has no use with smtp.tls = none (no TLS, no certificate to check)"));
+            }
+            if environment == Environment::Production && !crate::tls::is_loopback_host(&host) {
+                return Err(bad(
+                    "smtp.tls",
+                    format!(
+                        "`none` would send sign-in codes and reset links in clear to {host}: in production use starttls or \
+                         implicit (without TLS, mail goes only to a relay on a loopback address)"
+                    ),
+                ));
             }
             if (self.username.is_some() || self.password.is_some()) && !crate::tls::is_loopback_host(&host) {
                 return Err(bad(

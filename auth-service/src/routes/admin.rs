@@ -4,6 +4,8 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -12,7 +14,7 @@ use crate::domain::Email;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Admin, Client, Json, QueryParams};
 use crate::keys::KeyInfo;
-use crate::store::{AuditEntry, Session, User};
+use crate::store::{AuditEntry, PageCursor, PageRequest, Session, User};
 use crate::audit;
 use crate::clock::now;
 use crate::state::AppState;
@@ -74,8 +76,21 @@ impl SessionView {
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct UserQuery {
-    /// Exact email (case-insensitive); all users when absent.
+    /// Exact email (case-insensitive); all users when absent, oldest first, a page at a time.
     pub email: Option<String>,
+    /// Users per page: 1 to 1000, 100 when absent.
+    pub limit: Option<u32>,
+    /// Where the page starts: the cursor in the `after` of the previous page's `Link: <…>; rel="next"`.
+    pub after: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SessionQuery {
+    /// Sessions per page (newest first): 1 to 1000, 100 when absent.
+    pub limit: Option<u32>,
+    /// Where the page starts: the cursor in the `after` of the previous page's `Link: <…>; rel="next"`.
+    pub after: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -112,17 +127,51 @@ pub struct AuditQuery {
 }
 
 #[utoipa::path(get, path = "/v1/admin/users", tag = "admin", params(UserQuery), security(("bearer" = [])),
-    responses((status = 200, body = Vec<UserView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn find_users(State(state): State<Arc<AppState>>, _admin: Admin, QueryParams(q): QueryParams<UserQuery>) -> ApiResult<axum::Json<Vec<UserView>>> {
-    let users = match q.email {
-        // In the stored form (as at sign-up); what is no address matches no one.
-        Some(email) => match Email::parse(&email) {
-            Ok(email) => state.store.user_by_email(email.as_str()).await?.into_iter().collect(),
-            Err(_) => Vec::new(),
-        },
-        None => state.store.list_users().await?,
+    responses((status = 200, body = Vec<UserView>, description = "a page of users; `Link: <…>; rel=\"next\"` when more follow"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn find_users(State(state): State<Arc<AppState>>, _admin: Admin, QueryParams(q): QueryParams<UserQuery>) -> ApiResult<Response> {
+    let page = page_request(q.limit, q.after.as_deref())?;
+    let Some(email) = q.email else {
+        let users = state.store.list_users(&page.one_more()).await?;
+        return Ok(paged(users, &page, "/v1/admin/users", |u| PageCursor { created_at: u.created_at, id: u.id.clone() }, |u| UserView::from(u)));
     };
-    Ok(axum::Json(users.iter().map(UserView::from).collect()))
+    // In the stored form (as at sign-up); what is no address matches no one.
+    let users: Vec<User> = match Email::parse(&email) {
+        Ok(email) => state.store.user_by_email(email.as_str()).await?.into_iter().collect(),
+        Err(_) => Vec::new(),
+    };
+    Ok(axum::Json(users.iter().map(UserView::from).collect::<Vec<_>>()).into_response())
+}
+
+/// `limit` and `after` of a listing's query: 400 for a limit out of range or
+/// a cursor this service did not write.
+fn page_request(limit: Option<u32>, after: Option<&str>) -> ApiResult<PageRequest> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::BadRequest(format!("`limit`: between 1 and {MAX_PAGE}")));
+    }
+    let after = match after {
+        None => None,
+        Some(a) => Some(PageCursor::parse(a).ok_or_else(|| ApiError::BadRequest("`after`: not a cursor of this listing".into()))?),
+    };
+    Ok(PageRequest { after, limit })
+}
+
+const DEFAULT_PAGE: u32 = 100;
+const MAX_PAGE: u32 = 1000;
+
+/// One page of a listing read with [`PageRequest::one_more`]: its first
+/// `page.limit` rows, and when a row follows them, `Link: <PATH?limit=…&after=…>;
+/// rel="next"` (RFC 8288; relative, as the request's own path).
+fn paged<T, V: Serialize>(mut rows: Vec<T>, page: &PageRequest, path: &str, key: impl Fn(&T) -> PageCursor, view: impl Fn(&T) -> V) -> Response {
+    let more = rows.len() > page.limit as usize;
+    rows.truncate(page.limit as usize);
+    let body = axum::Json(rows.iter().map(view).collect::<Vec<V>>());
+    match rows.last().filter(|_| more) {
+        // A cursor is digits, a dot and an id's characters: nothing to escape.
+        Some(last) => ([(header::LINK, format!("<{path}?limit={}&after={}>; rel=\"next\"", page.limit, key(last)))], body).into_response(),
+        None => body.into_response(),
+    }
 }
 
 async fn existing_user(state: &AppState, user_id: &str) -> ApiResult<User> {
@@ -156,13 +205,21 @@ pub async fn unban(State(state): State<Arc<AppState>>, client: Client, Admin(adm
 }
 
 #[utoipa::path(get, path = "/v1/admin/users/{user_id}/sessions", tag = "admin", security(("bearer" = [])),
-    params(("user_id" = String, Path)),
-    responses((status = 200, body = Vec<SessionView>), (status = 404, body = ErrorBody)))]
-pub async fn sessions(State(state): State<Arc<AppState>>, _admin: Admin, Path(user_id): Path<String>) -> ApiResult<axum::Json<Vec<SessionView>>> {
+    params(("user_id" = String, Path), SessionQuery),
+    responses((status = 200, body = Vec<SessionView>, description = "a page of sessions, newest first; `Link: <…>; rel=\"next\"` when more follow"),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn sessions(
+    State(state): State<Arc<AppState>>,
+    _admin: Admin,
+    Path(user_id): Path<String>,
+    QueryParams(q): QueryParams<SessionQuery>,
+) -> ApiResult<Response> {
+    let page = page_request(q.limit, q.after.as_deref())?;
     let user = existing_user(&state, &user_id).await?;
     let now = now();
-    let sessions = state.store.sessions_of(&user.id).await?;
-    Ok(axum::Json(sessions.iter().map(|s| SessionView::new(s, now)).collect()))
+    let sessions = state.store.sessions_of(&user.id, &page.one_more()).await?;
+    let path = format!("/v1/admin/users/{}/sessions", user.id);
+    Ok(paged(sessions, &page, &path, |s| PageCursor { created_at: s.created_at, id: s.id.clone() }, |s| SessionView::new(s, now)))
 }
 
 /// Revokes one access token by `jti`, also one just past its `exp` that

@@ -6,6 +6,7 @@
 //! the same transaction, so the feed can never miss a revocation that was
 //! acknowledged.
 
+mod page;
 mod pg_connect;
 mod portable;
 pub mod postgres;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::kek::Kek;
+pub use page::{PageCursor, PageRequest};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -49,11 +51,12 @@ impl Backend {
 }
 
 /// Opens the store the URL names, applies its migrations and seals every
-/// secret at rest with the current KEK.
-pub async fn open(url: &str, kek: Arc<Kek>) -> StoreResult<Arc<dyn Store>> {
+/// secret at rest with the current KEK. `production` holds a remote
+/// database to a TLS mode named on purpose (see `pg_connect`).
+pub async fn open(url: &str, kek: Arc<Kek>, production: bool) -> StoreResult<Arc<dyn Store>> {
     match Backend::of_url(url) {
         Some(Backend::Sqlite) => Ok(Arc::new(SqliteStore::open(url, kek).await?)),
-        Some(Backend::Postgres) => Ok(Arc::new(PostgresStore::open(url, kek).await?)),
+        Some(Backend::Postgres) => Ok(Arc::new(PostgresStore::open(url, kek, production).await?)),
         None => Err(StoreError::UnsupportedUrl),
     }
 }
@@ -349,7 +352,8 @@ pub trait Store: Send + Sync + 'static {
     async fn create_user(&self, user: &User) -> StoreResult<()>;
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
     async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>>;
-    async fn list_users(&self) -> StoreResult<Vec<User>>;
+    /// Users oldest first, by `(created_at, id)`.
+    async fn list_users(&self, page: &PageRequest) -> StoreResult<Vec<User>>;
     /// `(id, email)` of the users whose stored email has a character outside
     /// printable ASCII: the only ones an earlier, plainer normalization can
     /// have stored in another form than `Email::parse` gives today.
@@ -438,7 +442,8 @@ pub trait Store: Send + Sync + 'static {
     /// sees it, or it sees (and ends) the session.
     async fn create_session(&self, session: &Session, refresh: &RefreshRecord, password_version: i64) -> StoreResult<bool>;
     async fn session(&self, id: &str) -> StoreResult<Option<Session>>;
-    async fn sessions_of(&self, user_id: &str) -> StoreResult<Vec<Session>>;
+    /// A user's sessions newest first, by `(created_at, id)`.
+    async fn sessions_of(&self, user_id: &str, page: &PageRequest) -> StoreResult<Vec<Session>>;
     async fn refresh_token(&self, hash: &str) -> StoreResult<Option<RefreshRecord>>;
     /// Marks `old_hash` used and stores `new`; false when `old_hash` was already used.
     async fn rotate_refresh(&self, old_hash: &str, new: &RefreshRecord, now: i64) -> StoreResult<bool>;

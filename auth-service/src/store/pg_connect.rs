@@ -36,6 +36,8 @@ pub(super) struct Target {
     /// A Unix socket or a loopback address: nothing crosses a network.
     local: bool,
     mode: PgSslMode,
+    /// The URL or `PGSSLMODE` names the mode (else libpq's default, `prefer`).
+    explicit: bool,
 }
 
 impl Target {
@@ -46,6 +48,21 @@ impl Target {
 
     pub(super) fn is_local(&self) -> bool {
         self.local
+    }
+
+    /// In production, a database across a network under the default mode is
+    /// refused: `prefer` takes whatever server answers, with or without TLS,
+    /// and sends it the password. Verifying (`verify-full`) or a weaker mode
+    /// named on purpose (a trusted network) starts; a weaker one is warned about.
+    pub(super) fn check_production(&self) -> Result<(), StoreError> {
+        if self.local || self.explicit {
+            return Ok(());
+        }
+        Err(StoreError::Connect(format!(
+            "PostgreSQL at {self}: in production a database across a network needs its sslmode named: \
+             sslmode=verify-full (with sslrootcert=PATH for a private CA), or on a network you trust \
+             sslmode=require, prefer or disable; libpq's default (prefer) does not check who answers"
+        )))
     }
 
     fn mode_name(&self) -> &'static str {
@@ -77,6 +94,15 @@ pub(super) fn options(url: &str) -> Result<(PgConnectOptions, Target), StoreErro
         options = options.ssl_mode(mode);
     }
     let root_cert = root_cert_of(url);
+    if root_cert.as_ref().is_some_and(|r| r.value == "system") {
+        // libpq 16 reads it as "the system's CAs, verify-full": the driver
+        // would look for a file named `system`.
+        return Err(StoreError::Connect(
+            "sslrootcert=system is not supported: for a server whose certificate a public CA signed, \
+             give sslmode=verify-full without sslrootcert (Mozilla's roots are built in)"
+                .into(),
+        ));
+    }
     let mut mode = options.get_ssl_mode();
     if matches!(mode, PgSslMode::Require) && root_cert.is_some() {
         // libpq: "if a root CA file exists, the behavior of sslmode=require
@@ -85,17 +111,21 @@ pub(super) fn options(url: &str) -> Result<(PgConnectOptions, Target), StoreErro
         options = options.ssl_mode(mode);
     }
     let target = match options.get_socket() {
-        Some(socket) => Target { host: socket.display().to_string(), port: options.get_port(), local: true, mode },
+        Some(socket) => Target { host: socket.display().to_string(), port: options.get_port(), local: true, mode, explicit: chosen.is_some() },
         None => {
             let host = options.get_host().to_owned();
-            Target { local: crate::tls::is_loopback_host(&host), host, port: options.get_port(), mode }
+            Target { local: crate::tls::is_loopback_host(&host), host, port: options.get_port(), mode, explicit: chosen.is_some() }
         }
     };
-    if let Some(path) = root_cert.filter(|_| target.verifies()) {
+    if let Some(root) = root_cert.filter(|_| target.verifies()) {
         // sqlx also takes the certificate itself in place of a path.
-        if !path.trim_start().starts_with("-----BEGIN") {
-            crate::tls::read_ca_file(Path::new(&path))
-                .map_err(|e| StoreError::Connect(format!("cannot connect to PostgreSQL at {target}: sslrootcert: {e}")))?;
+        if !root.value.trim_start().starts_with("-----BEGIN") {
+            crate::tls::read_ca_file(Path::new(&root.value)).map_err(|e| {
+                // A value from the URL is not repeated: a mistyped URL
+                // (`sslrootcert=/ca.pem?password=…`) can carry the password into it.
+                let e = if root.from_url { e.replace(&root.value, "the file it names") } else { e };
+                StoreError::Connect(format!("cannot connect to PostgreSQL at {target}: sslrootcert: {e}"))
+            })?;
         }
     }
     Ok((options, target))
@@ -160,15 +190,18 @@ const SSL_MODES: &[(&str, PgSslMode)] = &[
 /// whoever reads the environment).
 fn ssl_mode_of(url: &str, env: Option<&std::ffi::OsStr>) -> Result<Option<PgSslMode>, StoreError> {
     let known = || SSL_MODES.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", ");
-    let parse = |value: &str, source: &str| {
+    // The URL's value is not repeated: a mistyped URL (`sslmode=verify-full?password=…`)
+    // carries the rest of itself in it.
+    let parse = |value: &str, source: &str, show: bool| {
         SSL_MODES.iter().find(|(name, _)| name.eq_ignore_ascii_case(value)).map(|(_, mode)| *mode).ok_or_else(|| {
-            StoreError::Connect(format!("{source} is `{}`, which is not an sslmode; use one of {}", value.escape_debug(), known()))
+            let shown = if show { format!(" is `{}`, which", value.escape_debug()) } else { String::new() };
+            StoreError::Connect(format!("{source}{shown} is not an sslmode; use one of {}", known()))
         })
     };
     let from_env = match env.filter(|v| !v.is_empty()) {
         None => None,
         Some(value) => Some(match value.to_str() {
-            Some(text) => parse(text, "PGSSLMODE")?,
+            Some(text) => parse(text, "PGSSLMODE", true)?,
             None => return Err(StoreError::Connect(format!("PGSSLMODE is not text; use one of {}", known()))),
         }),
     };
@@ -176,12 +209,18 @@ fn ssl_mode_of(url: &str, env: Option<&std::ffi::OsStr>) -> Result<Option<PgSslM
         parsed.query_pairs().find(|(key, _)| matches!(&**key, "sslmode" | "ssl-mode")).map(|(_, value)| value.into_owned())
     });
     match from_url {
-        Some(value) => parse(&value, "the database URL's sslmode").map(Some),
+        Some(value) => parse(&value, "the database URL's sslmode", false).map(Some),
         None => Ok(from_env),
     }
 }
 
-fn root_cert_of(url: &str) -> Option<String> {
+/// The root certificate setting, and whether the URL gave it.
+struct RootCert {
+    value: String,
+    from_url: bool,
+}
+
+fn root_cert_of(url: &str) -> Option<RootCert> {
     let from_url = url::Url::parse(url).ok().and_then(|parsed| {
         parsed
             .query_pairs()
@@ -189,7 +228,11 @@ fn root_cert_of(url: &str) -> Option<String> {
             .map(|(_, value)| value.into_owned())
             .last()
     });
-    from_url.or_else(|| std::env::var("PGSSLROOTCERT").ok()).filter(|v| !v.is_empty())
+    match from_url {
+        Some(value) => Some(RootCert { value, from_url: true }),
+        None => std::env::var("PGSSLROOTCERT").ok().map(|value| RootCert { value, from_url: false }),
+    }
+    .filter(|r| !r.value.is_empty())
 }
 
 /// A failed first connection, in words: which server, which `sslmode`, and
@@ -279,9 +322,44 @@ mod tests {
         let with_mode = "postgres://u:pw@db.internal/app?sslmode=disable";
         assert!(matches!(ssl_mode_of(with_mode, Some(OsStr::new("verify-full"))), Ok(Some(PgSslMode::Disable))));
         assert!(ssl_mode_of(with_mode, Some(OsStr::new("verify_full"))).is_err());
-        for url in ["postgres://u:pw@db.internal/app?sslmode=verify_full", "postgres://u:pw@db.internal/app?ssl-mode=on"] {
+        for url in [
+            "postgres://u:pw@db.internal/app?sslmode=verify_full",
+            "postgres://u:pw@db.internal/app?ssl-mode=on",
+            // A second `?` for `&`: the value runs on into the password.
+            "postgres://u@db.internal/app?sslmode=verify-full?password=hunter2-secret",
+        ] {
             let e = options(url).err().unwrap().to_string();
-            assert!(e.contains("the database URL's sslmode") && !e.contains("pw@"), "{url}: {e}");
+            assert!(e.contains("the database URL's sslmode") && !e.contains("pw@") && !e.contains("hunter2"), "{url}: {e}");
+        }
+    }
+
+    /// A root certificate path from the URL is not repeated either.
+    #[test]
+    fn a_root_certificate_value_from_the_url_is_not_repeated() {
+        let url = "postgres://u@db.internal/app?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem?password=hunter2-secret";
+        let e = options(url).err().unwrap().to_string();
+        assert!(e.contains("sslrootcert") && e.contains("cannot read") && !e.contains("hunter2"), "{e}");
+    }
+
+    /// libpq's `sslrootcert=system` is refused with what to use instead,
+    /// not taken for a file, nor for no verification.
+    #[test]
+    fn sslrootcert_system_is_refused_with_its_replacement() {
+        for url in ["postgres://u@db.internal/app?sslrootcert=system", "postgres://u@db.internal/app?sslmode=prefer&sslrootcert=system"] {
+            let e = options(url).err().unwrap().to_string();
+            assert!(e.contains("sslrootcert=system") && e.contains("sslmode=verify-full without sslrootcert"), "{url}: {e}");
+        }
+    }
+
+    /// Production refuses a remote database under libpq's default mode,
+    /// and takes a mode named on purpose, or a local database.
+    #[test]
+    fn production_needs_a_named_mode_for_a_remote_database() {
+        let (_, target) = options("postgres://u:pw@db.internal/app").unwrap();
+        let e = target.check_production().err().unwrap().to_string();
+        assert!(e.contains("db.internal:5432 (sslmode=prefer)") && e.contains("sslmode=verify-full") && !e.contains("pw"), "{e}");
+        for url in ["postgres://u@db.internal/app?sslmode=verify-full", "postgres://u@db.internal/app?sslmode=prefer", "postgres://u@127.0.0.1/app"] {
+            options(url).unwrap().1.check_production().unwrap();
         }
     }
 }

@@ -49,9 +49,15 @@ macro_rules! impl_store {
                 row.map(|r| self.user(r)).transpose()
             }
 
-            async fn list_users(&self) -> StoreResult<Vec<User>> {
-                let rows: Vec<UserRow> = sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY created_at, email"))
-                    .fetch_all(self.reader())
+            async fn list_users(&self, page: &PageRequest) -> StoreResult<Vec<User>> {
+                let (at, id) = page.after_ascending();
+                let rows: Vec<UserRow> = sqlx::query_as(&format!(
+                    "SELECT {USER_COLUMNS} FROM users WHERE created_at > $1 OR (created_at = $1 AND id > $2) ORDER BY created_at, id LIMIT $3"
+                ))
+                .bind(at)
+                .bind(id)
+                .bind(i64::from(page.limit))
+                .fetch_all(self.reader())
                     .await?;
                 rows.into_iter().map(|r| self.user(r)).collect()
             }
@@ -509,10 +515,17 @@ macro_rules! impl_store {
                 Ok(row)
             }
 
-            async fn sessions_of(&self, user_id: &str) -> StoreResult<Vec<Session>> {
-                let rows: Vec<Session> = sqlx::query_as(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 ORDER BY created_at, id"))
-                    .bind(user_id)
-                    .fetch_all(self.reader())
+            async fn sessions_of(&self, user_id: &str, page: &PageRequest) -> StoreResult<Vec<Session>> {
+                let (at, id) = page.before_descending();
+                let rows: Vec<Session> = sqlx::query_as(&format!(
+                    "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 AND (created_at < $2 OR (created_at = $2 AND id < $3)) \
+                     ORDER BY created_at DESC, id DESC LIMIT $4"
+                ))
+                .bind(user_id)
+                .bind(at)
+                .bind(id)
+                .bind(i64::from(page.limit))
+                .fetch_all(self.reader())
                     .await?;
                 Ok(rows)
             }

@@ -68,8 +68,11 @@ impl PostgresStore {
     /// Connects (`postgres://…` URL), applies migrations, and seals with the
     /// current KEK every secret still in clear or sealed with an older one
     /// (a wrong KEK fails here).
-    pub async fn open(url: &str, kek: Arc<Kek>) -> StoreResult<Self> {
+    pub async fn open(url: &str, kek: Arc<Kek>, production: bool) -> StoreResult<Self> {
         let (options, target) = pg_connect::options(url)?;
+        if production {
+            target.check_production()?;
+        }
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(10))

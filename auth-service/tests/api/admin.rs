@@ -1,11 +1,13 @@
 //! Admin endpoints, the revocation feed, keys and discovery.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use authflow_contract::revocation::RevocationFeed;
 use authflow_contract::KeySet;
 use authflow_auth_service::clock::now;
-use authflow_auth_service::store::StoreError;
+use authflow_auth_service::domain::password::Hasher;
+use authflow_auth_service::store::{StoreError, User};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -365,4 +367,80 @@ async fn a_ban_kills_tokens_issued_in_its_own_second() {
     let (_, snapshot) = app.feed(None).await;
     let feed: RevocationFeed = serde_json::from_value(snapshot.unwrap()).unwrap();
     assert!(feed.banned_subjects.iter().any(|b| b.sub == user_id && b.not_before > u64::try_from(at).unwrap()), "{:?}", feed.banned_subjects);
+}
+
+/// Follows `Link: <…>; rel="next"` from `first`: every page's rows, and the limit each page asked for.
+async fn all_pages(app: &TestApp, admin: &Tokens, first: &str) -> Vec<Vec<Value>> {
+    let mut pages = Vec::new();
+    let mut next = Some(first.to_owned());
+    while let Some(path) = next.take() {
+        assert!(pages.len() < 20, "the listing never ends");
+        let r = app.authed(Method::GET, &path, admin).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        next = r.headers().get("link").map(|l| {
+            let l = l.to_str().unwrap();
+            let (target, rel) = l.split_once(">; ").unwrap();
+            assert_eq!(rel, "rel=\"next\"");
+            target.strip_prefix('<').unwrap().to_owned()
+        });
+        pages.push(r.json::<Vec<Value>>().await.unwrap());
+    }
+    pages
+}
+
+#[tokio::test]
+async fn user_and_session_listings_come_in_bounded_pages() {
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    // Seven users made in the same second as the admin: the order within a second is the id's.
+    let hasher = Hasher::new(1024, 1).unwrap();
+    let at = now();
+    for i in 0..7 {
+        let user = User::new(&format!("u{i}@example.com"), hasher.hash(PASSWORD).unwrap(), vec!["user".into()], at);
+        app.state.store.create_user(&user).await.unwrap();
+    }
+    let pages = all_pages(&app, &admin, "/v1/admin/users?limit=3").await;
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 2], "8 users in pages of 3, no empty page after the last");
+    let listed: Vec<(i64, String)> =
+        pages.iter().flatten().map(|u| (u["created_at"].as_i64().unwrap(), u["user_id"].as_str().unwrap().to_owned())).collect();
+    let mut sorted = listed.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(listed, sorted, "oldest first, each user once");
+
+    // A user signed up (in a later second) while an admin pages through shows up, once.
+    let r = app.authed(Method::GET, "/v1/admin/users?limit=4", &admin).send().await.unwrap();
+    let next = r.headers()["link"].to_str().unwrap().to_owned();
+    let first: Vec<Value> = r.json().await.unwrap();
+    while now() <= at {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let late = app.verified_user("late@example.com").await;
+    let rest = all_pages(&app, &admin, next.trim_start_matches('<').split_once('>').unwrap().0).await;
+    let ids: Vec<&str> = first.iter().chain(rest.iter().flatten()).map(|u| u["user_id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 9);
+    assert_eq!(ids.iter().filter(|id| **id == late).count(), 1);
+    // Without a limit: 100 a page.
+    let r = app.authed(Method::GET, "/v1/admin/users", &admin).send().await.unwrap();
+    assert!(r.headers().get("link").is_none());
+    assert_eq!(r.json::<Vec<Value>>().await.unwrap().len(), 9);
+
+    for bad in ["limit=0", "limit=1001", "limit=-1", "after=abc", "after=1.x%20y", "after=-5.ab", "limit=2&after=1.a.b"] {
+        let r = app.authed(Method::GET, &format!("/v1/admin/users?{bad}"), &admin).send().await.unwrap();
+        assert_eq!(error_code(r, 400).await, "invalid_request", "{bad}");
+    }
+
+    // Sessions: newest first, in pages.
+    let user_id = app.verified_user("leo@example.com").await;
+    for _ in 0..3 {
+        app.signin("leo@example.com", PASSWORD).await;
+    }
+    let pages = all_pages(&app, &admin, &format!("/v1/admin/users/{user_id}/sessions?limit=2")).await;
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [2, 1]);
+    let created: Vec<i64> = pages.iter().flatten().map(|s| s["created_at"].as_i64().unwrap()).collect();
+    assert!(created.windows(2).all(|w| w[0] >= w[1]), "newest first: {created:?}");
+    let ids: HashSet<&str> = pages.iter().flatten().map(|s| s["session_id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 3);
+    let r = app.authed(Method::GET, &format!("/v1/admin/users/{user_id}/sessions?limit=5000"), &admin).send().await.unwrap();
+    assert_eq!(error_code(r, 400).await, "invalid_request");
 }

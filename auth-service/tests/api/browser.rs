@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderValue};
+use authflow_auth_service::store::PageRequest;
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -442,7 +443,7 @@ async fn devices_log_out_one_and_everywhere() {
     let r = laptop.post("/auth/logout-all", &[("csrf", &page.csrf())]).await;
     assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/signin"));
     let other_sub = claims(&other.cookie(ACCESS).unwrap().value)["sub"].as_str().unwrap().to_owned();
-    let live = app.state.store.sessions_of(&other_sub).await.unwrap();
+    let live = app.state.store.sessions_of(&other_sub, &PageRequest::first(1000)).await.unwrap();
     assert!(live.iter().any(|s| s.revoked_at.is_none()), "the other user keeps theirs");
 }
 

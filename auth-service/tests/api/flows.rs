@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 
 use authflow_contract::fingerprint::FingerprintInput;
+use authflow_auth_service::store::PageRequest;
 use authflow_contract::{AccessClaims, KeySet};
 use jwt_simple::prelude::*;
 use reqwest::Method;
@@ -654,7 +655,7 @@ async fn a_session_started_from_a_user_read_before_a_reset_is_refused() {
         Err(e) => assert!(matches!(e, ApiError::InvalidCode(_)), "{e:?}"),
         Ok(t) => panic!("a sign-in begun with the old password got session {} after the reset", t.session_id),
     }
-    assert!(store.sessions_of(&user_id).await.unwrap().is_empty());
+    assert!(store.sessions_of(&user_id, &PageRequest::first(1000)).await.unwrap().is_empty());
 }
 
 /// A password checked just before a reset whose challenge is stored just
@@ -706,5 +707,5 @@ async fn addresses_with_invisible_characters_are_refused() {
         let r = app.post("/v1/auth/signup", json!({"email": email, "password": PASSWORD})).await;
         assert_eq!(error_code(r, 400).await, "invalid_request", "{email:?}");
     }
-    assert_eq!(app.state.store.list_users().await.unwrap().len(), 1);
+    assert_eq!(app.state.store.list_users(&PageRequest::first(1000)).await.unwrap().len(), 1);
 }

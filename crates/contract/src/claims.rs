@@ -69,6 +69,12 @@ pub fn scopes(scope: &str) -> impl Iterator<Item = &str> {
     scope.split(' ').filter(|s| !s.is_empty())
 }
 
+/// RFC 6749 §3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )` — printable
+/// ASCII but space, `"` and `\`: no Unicode space a backend could split on.
+pub fn is_scope_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
