@@ -444,6 +444,8 @@ pub trait Store: Send + Sync + 'static {
     async fn session(&self, id: &str) -> StoreResult<Option<Session>>;
     /// A user's sessions newest first, by `(created_at, id)`.
     async fn sessions_of(&self, user_id: &str, page: &PageRequest) -> StoreResult<Vec<Session>>;
+    /// A user's newest `limit` sessions still usable at `now` (not revoked, not expired).
+    async fn live_sessions_of(&self, user_id: &str, now: i64, limit: u32) -> StoreResult<Vec<Session>>;
     async fn refresh_token(&self, hash: &str) -> StoreResult<Option<RefreshRecord>>;
     /// Marks `old_hash` used and stores `new`; false when `old_hash` was already used.
     async fn rotate_refresh(&self, old_hash: &str, new: &RefreshRecord, now: i64) -> StoreResult<bool>;

@@ -123,7 +123,7 @@ pub(super) fn options(url: &str) -> Result<(PgConnectOptions, Target), StoreErro
             crate::tls::read_ca_file(Path::new(&root.value)).map_err(|e| {
                 // A value from the URL is not repeated: a mistyped URL
                 // (`sslrootcert=/ca.pem?password=…`) can carry the password into it.
-                let e = if root.from_url { e.replace(&root.value, "the file it names") } else { e };
+                let e = if root.from_url { "the file the URL names cannot be read or holds no CA certificate".into() } else { e };
                 StoreError::Connect(format!("cannot connect to PostgreSQL at {target}: sslrootcert: {e}"))
             })?;
         }
@@ -338,7 +338,7 @@ mod tests {
     fn a_root_certificate_value_from_the_url_is_not_repeated() {
         let url = "postgres://u@db.internal/app?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem?password=hunter2-secret";
         let e = options(url).err().unwrap().to_string();
-        assert!(e.contains("sslrootcert") && e.contains("cannot read") && !e.contains("hunter2"), "{e}");
+        assert!(e.contains("sslrootcert") && e.contains("cannot be read") && !e.contains("hunter2"), "{e}");
     }
 
     /// libpq's `sslrootcert=system` is refused with what to use instead,

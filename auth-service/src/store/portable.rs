@@ -52,7 +52,7 @@ macro_rules! impl_store {
             async fn list_users(&self, page: &PageRequest) -> StoreResult<Vec<User>> {
                 let (at, id) = page.after_ascending();
                 let rows: Vec<UserRow> = sqlx::query_as(&format!(
-                    "SELECT {USER_COLUMNS} FROM users WHERE created_at > $1 OR (created_at = $1 AND id > $2) ORDER BY created_at, id LIMIT $3"
+                    "SELECT {USER_COLUMNS} FROM users WHERE (created_at, id) > ($1, $2) ORDER BY created_at, id LIMIT $3"
                 ))
                 .bind(at)
                 .bind(id)
@@ -515,10 +515,23 @@ macro_rules! impl_store {
                 Ok(row)
             }
 
+            async fn live_sessions_of(&self, user_id: &str, now: i64, limit: u32) -> StoreResult<Vec<Session>> {
+                let rows: Vec<Session> = sqlx::query_as(&format!(
+                    "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 \
+                     ORDER BY created_at DESC, id DESC LIMIT $3"
+                ))
+                .bind(user_id)
+                .bind(now)
+                .bind(i64::from(limit))
+                .fetch_all(self.reader())
+                .await?;
+                Ok(rows)
+            }
+
             async fn sessions_of(&self, user_id: &str, page: &PageRequest) -> StoreResult<Vec<Session>> {
                 let (at, id) = page.before_descending();
                 let rows: Vec<Session> = sqlx::query_as(&format!(
-                    "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 AND (created_at < $2 OR (created_at = $2 AND id < $3)) \
+                    "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 AND (created_at, id) < ($2, $3) \
                      ORDER BY created_at DESC, id DESC LIMIT $4"
                 ))
                 .bind(user_id)

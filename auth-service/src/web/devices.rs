@@ -17,7 +17,7 @@ use crate::error::ApiResult;
 use crate::extract::Client;
 use crate::sessions;
 use crate::state::AppState;
-use crate::store::{PageRequest, Session};
+use crate::store::Session;
 
 #[derive(Deserialize)]
 pub struct DeviceForm {
@@ -25,15 +25,14 @@ pub struct DeviceForm {
     session: String,
 }
 
-/// Sessions the page reads: the newest, so that a user with thousands
+/// Live sessions the page lists: the newest, so that a user with thousands
 /// (an account signed in by a script) still gets a page of bounded size.
-const DEVICES_READ: u32 = 200;
+/// Each of the others can still be ended on its own (by id), or all at once.
+const DEVICES_LISTED: u32 = 200;
 
 /// The user's sessions that can still be used, newest first.
 async fn live_sessions(state: &AppState, user_id: &str) -> ApiResult<Vec<Session>> {
-    let now = now();
-    let newest = state.store.sessions_of(user_id, &PageRequest::first(DEVICES_READ)).await?;
-    Ok(newest.into_iter().filter(|s| s.revoked_at.is_none() && s.expires_at > now).collect())
+    Ok(state.store.live_sessions_of(user_id, now(), DEVICES_LISTED).await?)
 }
 
 pub async fn list(State(state): State<Arc<AppState>>, client: Client, SignedIn(v): SignedIn) -> Response {
@@ -65,9 +64,11 @@ pub async fn logout_one(State(state): State<Arc<AppState>>, client: Client, Mayb
     let Some(v) = user else {
         return see_other(SIGNIN_PATH, &cookies::cleared_session());
     };
-    let owned = match live_sessions(&state, &v.sub).await {
-        Ok(live) => live.iter().any(|s| s.id == f.session),
-        Err(e) => return failed("Your devices", &e),
+    // Looked up by id, not in the list shown: a session past the listed
+    // ones is the user's to end too.
+    let owned = match state.store.session(&f.session).await {
+        Ok(session) => session.is_some_and(|s| s.user_id == v.sub),
+        Err(e) => return failed("Your devices", &e.into()),
     };
     if owned {
         if let Err(e) = sessions::revoke_session(&state, &f.session, "logout_device").await {

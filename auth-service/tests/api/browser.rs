@@ -677,3 +677,53 @@ async fn password_guessing_and_mail_floods_on_the_pages_hit_the_api_limits() {
     let sent = app.outbox(email, 0).await.len() - before;
     assert!(sent <= 2, "{sent} reset mails sent past the budget");
 }
+
+/// A user with more live sessions than the devices page lists (200, newest
+/// first) can still end one it does not list, by its id; revoked and expired
+/// sessions take no room in the list.
+#[tokio::test]
+async fn a_session_past_the_listed_ones_can_still_be_logged_out() {
+    use authflow_auth_service::store::{RefreshRecord, Session};
+    let app = spawn_app().await;
+    let mut tablet = Browser::new(&app);
+    tablet.sign_up_and_in(&app, "many@example.com", "/").await;
+    let tablet_sid = claims(&tablet.cookie(ACCESS).unwrap().value)["sid"].as_str().unwrap().to_owned();
+    let mut laptop = Browser::new(&app);
+    laptop.sign_in(&app, "many@example.com", "/").await;
+    let user = app.state.store.user_by_email("many@example.com").await.unwrap().unwrap();
+    let now = authflow_auth_service::clock::now();
+    // 250 newer sessions ended at once (a script signing in and out): they push nothing out.
+    let session = |i: usize| Session {
+        id: format!("s{i:04}"),
+        user_id: user.id.clone(),
+        device_secret_hash: "x".into(),
+        created_at: now + 10,
+        last_seen_at: now + 10,
+        expires_at: now + 3600,
+        revoked_at: None,
+        revoke_reason: None,
+        ip: None,
+        user_agent: Some("script".into()),
+        dpop_jkt: None,
+    };
+    let refresh = |i: usize| RefreshRecord { hash: format!("h{i:04}"), session_id: format!("s{i:04}"), created_at: now, expires_at: now + 3600, used_at: None };
+    for i in 0..250 {
+        let s = session(i);
+        assert!(app.state.store.create_session(&s, &refresh(i), user.password_version).await.unwrap());
+        assert!(app.state.store.revoke_session(&s.id, "logout", now + 10, now + 3600).await.unwrap());
+    }
+    let page = laptop.get("/auth/devices").await;
+    assert_eq!(page.body.matches("device-logout-form-").count(), 2, "the tablet and the laptop");
+    // 200 newer live ones: the tablet's is no longer listed, and is still the user's to end.
+    for i in 250..450 {
+        assert!(app.state.store.create_session(&session(i), &refresh(i), user.password_version).await.unwrap());
+    }
+    let page = laptop.get("/auth/devices").await;
+    assert_eq!(page.body.matches("device-logout-form-").count(), 200);
+    assert!(!page.body.contains(&tablet_sid));
+    let r = laptop.post("/auth/devices/logout", &[("session", &tablet_sid), ("csrf", &page.csrf())]).await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/devices"));
+    let ended = app.state.store.session(&tablet_sid).await.unwrap().unwrap();
+    assert_eq!(ended.revoke_reason.as_deref(), Some("logout_device"));
+    assert_eq!(tablet.get("/auth/devices").await.status, StatusCode::SEE_OTHER, "the tablet is signed out");
+}

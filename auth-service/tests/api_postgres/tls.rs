@@ -89,7 +89,7 @@ async fn verify_full_checks_the_host_name() {
 async fn a_missing_root_certificate_is_named() {
     let db = fresh_tls_database().await;
     let e = start_error(&format!("{}?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem", db.url)).await;
-    assert!(e.contains("sslrootcert: cannot read the file it names") && !e.contains("/nonexistent"), "{e}");
+    assert!(e.contains("sslrootcert: the file the URL names cannot be read") && !e.contains("/nonexistent"), "{e}");
 }
 
 /// `require` against a server without TLS (the main test cluster) stops the
