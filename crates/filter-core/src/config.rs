@@ -611,7 +611,7 @@ impl FilterConfig {
         let browser = validate_browser(raw.browser, &routes)?;
         let default_policy = raw.default_policy.unwrap_or(Policy::Authenticated);
         check_policy(&default_policy).map_err(|e| ConfigError(format!("`default_policy`: {}", e.0)))?;
-        let default_providers = admitted_providers(&raw.default_providers, &default_policy, &providers, "`default_providers`")?;
+        let default_providers = admitted_providers(&raw.default_providers, &providers, "`default_providers`")?;
         let device = match raw.device_binding {
             None => DeviceBinding {
                 mode: DeviceMode::Off,
@@ -863,12 +863,18 @@ fn validate_identity(raw: Option<RawIdentityHeaders>, several: bool) -> Result<I
         claims,
     };
     let names = identity.all_names();
-    let unique: HashSet<&str> = names.iter().copied().collect();
-    if unique.len() != names.len() {
-        return err("`identity_headers`: the same header is mapped twice");
-    }
-    for n in names {
-        if n.starts_with(':') || n == "authorization" || n == "cookie" || n == "host" {
+    // Credentials, routing and message framing: a claim must not set them.
+    const RESERVED: &[&str] = &[
+        "authorization", "cookie", "host", "content-length", "transfer-encoding", "connection", "te", "upgrade",
+        "keep-alive", "proxy-authorization", "x-forwarded-for", "dpop", authflow_contract::fingerprint::DEVICE_HEADER,
+    ];
+    for (i, n) in names.iter().enumerate() {
+        // `x-auth-user` and `x_auth_user` are one header to a CGI-style backend
+        // (both `HTTP_X_AUTH_USER`): a claim mapped to one would fill the other.
+        if names.iter().take(i).any(|m| one_header(m, n)) {
+            return err("`identity_headers`: the same header is mapped twice (`-` and `_` count as one)");
+        }
+        if n.starts_with(':') || RESERVED.iter().any(|r| one_header(r, n)) {
             return err(format!("`identity_headers`: `{n}` cannot be an identity header"));
         }
         // Each `-`/`_` mix of the name is removed from every request (see `header_spellings`).
@@ -877,6 +883,13 @@ fn validate_identity(raw: Option<RawIdentityHeaders>, several: bool) -> Result<I
         }
     }
     Ok(identity)
+}
+
+/// Whether two (lower-case) header names are one header to a backend that
+/// reads `_` as `-`.
+fn one_header(a: &str, b: &str) -> bool {
+    let fold = |c: u8| if c == b'_' { b'-' } else { c };
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
 }
 
 fn validate_route(r: RawRoute, configured: &PerProvider<Provider>) -> Result<Route, ConfigError> {
@@ -902,7 +915,7 @@ fn validate_route(r: RawRoute, configured: &PerProvider<Provider>) -> Result<Rou
     }
     let host = r.matcher.host.as_deref().map(validate_route_host).transpose()?;
     check_policy(&r.policy).map_err(|e| ConfigError(format!("policy: {}", e.0)))?;
-    let providers = admitted_providers(&r.providers, &r.policy, configured, "providers")?;
+    let providers = admitted_providers(&r.providers, configured, "providers")?;
     Ok(Route {
         path,
         methods,
@@ -914,19 +927,16 @@ fn validate_route(r: RawRoute, configured: &PerProvider<Provider>) -> Result<Rou
     })
 }
 
-/// The providers whose tokens may satisfy `policy` (`field`: a route's
+/// The providers whose tokens may satisfy a policy (`field`: a route's
 /// `providers`, or `default_providers`). With more than one provider
-/// configured, a policy that is not public must name them: left empty it
-/// would take every issuer's tokens, and one issuer's `sub`, roles or client
-/// id would pass as another's (a partner's `u-alice` with `admin` as yours).
-fn admitted_providers(names: &[String], policy: &Policy, configured: &PerProvider<Provider>, field: &str) -> Result<Vec<ProviderId>, ConfigError> {
-    let wrong = match (*policy == Policy::Public, names.is_empty()) {
-        (true, false) => Some("not with a public policy"),
-        (false, true) if configured.len() > 1 => Some("required with several providers"),
-        _ => None,
-    };
-    if let Some(why) = wrong {
-        return err(format!("{field}: {why}"));
+/// configured, every policy must name them: left empty it would take every
+/// issuer's tokens, and one issuer's `sub`, roles or client id would pass as
+/// another's (a partner's `u-alice` with `admin` as yours) — on a public
+/// route too, where the identity still goes to the backend. On a public
+/// route another provider's token is anonymous.
+fn admitted_providers(names: &[String], configured: &PerProvider<Provider>, field: &str) -> Result<Vec<ProviderId>, ConfigError> {
+    if names.is_empty() && configured.len() > 1 {
+        return err(format!("{field}: required with several providers"));
     }
     let mut ids = Vec::with_capacity(names.len());
     for name in names {
@@ -1173,8 +1183,24 @@ mod tests {
         assert_eq!(c.routes[0].providers, vec![ProviderId::FIRST]);
         let e = route(serde_json::json!(["nobody"]), "authenticated").unwrap_err();
         assert!(e.0.contains("`routes[0]`.providers: no provider is named `nobody`"), "{e}");
-        let e = route(serde_json::json!(["authflow"]), "public").unwrap_err();
-        assert!(e.0.contains("not with a public policy"), "{e}");
+        // A public route may name them too: their identity alone reaches its backend.
+        assert_eq!(route(serde_json::json!(["authflow"]), "public").unwrap().routes[0].providers, vec![ProviderId::FIRST]);
+    }
+
+    /// Identity header names that are one header to a backend folding `-`
+    /// and `_` (CGI: `HTTP_X_AUTH_USER`) are refused: a claim could fill the subject.
+    #[test]
+    fn identity_headers_differ_by_more_than_dash_and_underscore() {
+        let e = with(serde_json::json!({"identity_headers": {"subject": "x-auth-user", "claims": {"nickname": "x_auth_user"}}})).unwrap_err();
+        assert!(e.0.contains("mapped twice") && e.0.contains("`-` and `_` count as one"), "{e}");
+        let e = with(serde_json::json!({"identity_headers": {"subject": "x-auth-user", "roles": "X_Auth_Roles", "claims": {"grp": "x-auth-roles"}}})).unwrap_err();
+        assert!(e.0.contains("mapped twice"), "{e}");
+        assert!(with(serde_json::json!({"identity_headers": {"subject": "x-auth-user", "claims": {"nickname": "x-auth-nick"}}})).is_ok());
+        // Nor a header that frames the message or carries credentials, in any spelling.
+        for reserved in ["content-length", "Transfer-Encoding", "x_forwarded_for", "dpop", "x-authflow-device", "cookie"] {
+            let e = with(serde_json::json!({"identity_headers": {"subject": "x-auth-user", "claims": {"size": reserved}}})).unwrap_err();
+            assert!(e.0.contains("cannot be an identity header"), "{reserved}: {e}");
+        }
     }
 
     #[test]

@@ -312,6 +312,10 @@ impl Engine {
             }
         }
         if let Err((reason, scope)) = authorize(required, &verified) {
+            // Public: another provider's token is no one's here (anonymous).
+            if public {
+                return self.deny_or_public(true, reason);
+            }
             return Outcome::Deny(self.denied(reason, scope.as_deref()));
         }
         let headers = (!verified.identity_headers.is_empty()).then(|| Rc::clone(&verified.identity_headers));
@@ -368,7 +372,7 @@ impl Engine {
     fn without_keys(&self, required: Requirement, provider: ProviderId, public: bool, may_wait: bool) -> Outcome {
         // No key would let this token pass here: no wait, and no failing open.
         if !required.admits(provider) {
-            return self.deny(DenyReason::ProviderNotAllowed);
+            return self.deny_or_public(public, DenyReason::ProviderNotAllowed);
         }
         if may_wait && !public {
             return Outcome::AwaitKeys { provider, unknown_kid: false };

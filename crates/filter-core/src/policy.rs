@@ -41,8 +41,8 @@ impl Reading {
 }
 
 /// What a request must bring: the route's policy, and whose tokens may
-/// satisfy it (empty: any token's; only a public policy, or the policy of a
-/// single-provider configuration, leaves it empty: see `config`).
+/// satisfy it (empty: any token's; only a single-provider configuration
+/// leaves it empty: see `config`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Requirement<'a> {
     pub policy: &'a Policy,
@@ -66,7 +66,7 @@ impl<'a> Requirement<'a> {
     /// Whether every token this lets through would also satisfy `other`.
     fn covers(&self, other: &Requirement) -> bool {
         let providers_within = other.providers.is_empty() || (!self.providers.is_empty() && self.providers.iter().all(|p| other.providers.contains(p)));
-        at_least_as_strong(self.policy, other.policy) && (*other.policy == Policy::Public || providers_within)
+        at_least_as_strong(self.policy, other.policy) && providers_within
     }
 }
 

@@ -34,6 +34,8 @@ pub struct RevocationList {
     /// snapshot): its answer speaks of the list as it was then, whatever
     /// this VM adopted since.
     polled_from: Option<String>,
+    /// Another VM's copy was taken since that poll was sent.
+    adopted_since_poll: bool,
 }
 
 impl RevocationList {
@@ -45,7 +47,15 @@ impl RevocationList {
     /// The cursor a poll starting now sends, remembered for its answer.
     pub fn poll(&mut self) -> Option<&str> {
         self.polled_from = self.cursor().map(str::to_owned);
+        self.adopted_since_poll = false;
         self.polled_from.as_deref()
+    }
+
+    /// Whether a list is held that is not the one the poll in flight was
+    /// sent from (another VM's copy taken since): a snapshot answering the
+    /// poll may be older than it.
+    pub fn superseded_since_poll(&self) -> bool {
+        self.is_loaded() && self.adopted_since_poll
     }
 
     /// The poll in flight is answered: the cursor it was sent with, if it
@@ -123,6 +133,7 @@ impl RevocationList {
     pub fn adopt_base(&mut self, base: Blob) {
         self.set.adopt_base(base);
         self.needs_snapshot = false;
+        self.adopted_since_poll = true;
         self.moved();
     }
 
@@ -131,6 +142,7 @@ impl RevocationList {
     pub fn adopt_overlay(&mut self, overlay: Blob) -> bool {
         let taken = self.set.adopt_overlay(overlay);
         if taken {
+            self.adopted_since_poll = true;
             self.moved();
         }
         taken

@@ -40,13 +40,16 @@ impl Engine {
     /// current. A delta is taken only onto the list its poll was sent from:
     /// one answering a poll for a snapshot, or reaching a list that changed
     /// meanwhile (another VM's copy adopted, or none loaded), is refused
-    /// ([`ApplyError::DeltaWithoutBase`]). A refused feed leaves the list and
-    /// its freshness as they were.
+    /// ([`ApplyError::DeltaWithoutBase`]); a snapshot is refused by a list
+    /// taken from another VM since the poll was sent
+    /// ([`ApplyError::Superseded`]: it may be the older of the two). A
+    /// refused feed leaves the list and its freshness as they were.
     pub fn apply_feed(&mut self, id: ProviderId, body: FeedBody, now_ms: u64) -> Result<FeedApplied, ApplyError> {
         let (max, skew) = (self.config.revocation.max_entries, self.config.clock_skew_secs);
         let Some(issuer) = self.config.provider(id).map(|p| p.issuer.clone()) else { return Err(ApplyError::WrongIssuer) };
         let Some(state) = self.provider_mut(id) else { return Err(ApplyError::WrongIssuer) };
         let list = &mut state.revocations;
+        let superseded = list.superseded_since_poll();
         let sent_cursor = list.end_poll();
         let snapshot = match &body {
             FeedBody::Compact(blob) => blob.is_snapshot(),
@@ -54,6 +57,9 @@ impl Engine {
         };
         if !snapshot && sent_cursor.is_none() {
             return Err(ApplyError::DeltaWithoutBase);
+        }
+        if snapshot && superseded {
+            return Err(ApplyError::Superseded);
         }
         let change = match body {
             FeedBody::Compact(blob) => list.apply_compact(blob, &issuer, max, skew, now_ms / 1000),
@@ -338,6 +344,27 @@ mod tests {
         assert!(e.revocations_unchanged(id, NOW_MS + 30));
         assert_eq!(fresh_at(&e), NOW_MS + 30);
         assert!(!e.revocations_unchanged(id, NOW_MS + 40), "one answer per poll");
+    }
+
+    /// A slow snapshot answer (cursor 7, without `r`) lands after this VM
+    /// took a newer list from the VM that took the lease over meanwhile
+    /// (cursor 9, revoking `r`): refused, so `r` stays revoked and the list
+    /// is not marked current by the older one.
+    #[test]
+    fn a_late_snapshot_does_not_roll_back_a_newer_list() {
+        let (mut lease, mut e) = (engine(), engine());
+        let id = ProviderId::FIRST;
+        assert_eq!(e.revocation_poll(id), None, "a VM with no list asks for a snapshot");
+        lease.apply_feed(id, feed("9", true, "r"), NOW_MS).unwrap();
+        assert!(e.adopt_revocation_base(id, shared(&lease).0));
+        assert_eq!(e.apply_feed(id, feed("7", true, "a"), NOW_MS + 10), Err(ApplyError::Superseded));
+        assert!(revokes(&e, "r") && !revokes(&e, "a"));
+        assert_eq!(cursor(&e), Some("9"));
+        // Asked from the list held, a snapshot (the service reset its cursors) is taken.
+        assert_eq!(e.revocation_poll(id).as_deref(), Some("9"));
+        e.apply_feed(id, feed("11", true, "s"), NOW_MS + 20).unwrap();
+        assert!(revokes(&e, "s") && !revokes(&e, "r"));
+        assert_eq!((cursor(&e), fresh_at(&e)), (Some("11"), NOW_MS + 20));
     }
 
     #[test]

@@ -281,17 +281,24 @@ fn finish(
             Some(_) => Err(DenyReason::Malformed.into()),
         }
     };
-    let string_list = |v: Option<&Value>| -> Vec<String> {
+    // A list claim: an array of strings, or one string — split on spaces
+    // only for scopes (RFC 9068): a role `Domain Admins` is one role, never
+    // `Domain` and `Admins`. An item of another type is refused, not dropped.
+    let string_list = |v: Option<&Value>, space_separated: bool| -> Result<Vec<String>, VerifyError> {
         match v {
-            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::to_owned).take(64).collect(),
-            Some(Value::String(s)) => claims::scopes(s).map(str::to_owned).take(64).collect(),
-            _ => Vec::new(),
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(items)) => {
+                items.iter().take(64).map(|i| i.as_str().map(str::to_owned).ok_or(DenyReason::Malformed.into())).collect()
+            }
+            Some(Value::String(s)) if space_separated => Ok(claims::scopes(s).map(str::to_owned).take(64).collect()),
+            Some(Value::String(s)) => Ok(vec![s.clone()]),
+            Some(_) => Err(DenyReason::Malformed.into()),
         }
     };
     // `scope` is space-separated (RFC 9068); `scp` as an array is common elsewhere.
-    let mut scopes = string_list(payload.get(claims::CLAIM_SCOPE));
+    let mut scopes = string_list(payload.get(claims::CLAIM_SCOPE), true)?;
     if scopes.is_empty() {
-        scopes = string_list(payload.get("scp"));
+        scopes = string_list(payload.get("scp"), true)?;
     }
     // A `cnf` we cannot read binds the token to something unknown: refused, never treated as unbound.
     let cnf_jkt = match payload.get("cnf") {
@@ -310,7 +317,7 @@ fn finish(
         issued_at,
         jti: text("jti")?,
         sid: text(claims::CLAIM_SESSION)?,
-        roles: string_list(payload.get(claims::CLAIM_ROLES)),
+        roles: string_list(payload.get(claims::CLAIM_ROLES), false)?,
         scopes,
         dfp: text(claims::CLAIM_DEVICE_FINGERPRINT)?,
         // Every proof sent with a bound token carries its hash: computed once, here.
@@ -319,8 +326,9 @@ fn finish(
         ..VerifiedToken::new(provider_id, provider.issuer.clone(), expires_at)
     };
     // A role or scope holding its list's separator would read as two upstream
-    // (`user,admin` one role here, two roles to a backend splitting the header).
-    if token.roles.iter().any(|r| !list_item(r, ',')) || token.scopes.iter().any(|s| !list_item(s, ' ')) {
+    // (`user,admin` one role here, two roles to a backend splitting the header);
+    // a scope is RFC 6749's scope-token, so no Unicode space (`read\u{a0}admin`) either.
+    if token.roles.iter().any(|r| !list_item(r, ',')) || !token.scopes.iter().all(|s| claims::is_scope_token(s)) {
         return Err(DenyReason::Malformed.into());
     }
     let mut headers = identity_headers(&config.identity, &token)?;
@@ -335,7 +343,7 @@ fn finish(
 
 /// Whether `item` goes into a list joined by `separator` and comes out the
 /// same: not empty, no separator, no surrounding whitespace a reader trims.
-#[inline(never)] // one copy for its three callers: the module's size is bounded
+#[inline(never)] // one copy for its two callers: the module's size is bounded
 fn list_item(item: &str, separator: char) -> bool {
     !item.is_empty() && !item.contains(separator) && item.trim() == item && safe_header_value(item)
 }

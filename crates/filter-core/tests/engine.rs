@@ -818,7 +818,7 @@ fn fail_open_with_no_keys_anywhere_passes_only_routes_that_need_no_claim() {
         ],
         "failure_mode": "fail_open",
         "routes": [
-            {"match": {"path_prefix": "/public"}, "policy": "public"},
+            {"match": {"path_prefix": "/public"}, "policy": "public", "providers": ["main"]},
             {"match": {"path_prefix": "/admin"}, "policy": {"roles_any": ["admin"]}, "providers": ["main"]},
             {"match": {"path_prefix": "/billing"}, "policy": {"client_ids_any": ["billing"]}, "providers": ["main"]},
             {"match": {"path_prefix": "/write"}, "policy": {"scopes_all": ["write"]}, "providers": ["main"]},
@@ -872,16 +872,20 @@ fn several_providers_must_say_whose_tokens_each_route_takes() {
     assert!(e.0.contains("`routes[0]`.providers"), "{e}");
     let e = load(json!({"routes": [{"match": {"path_prefix": "/admin"}, "policy": {"roles_any": ["admin"]}, "providers": ["main"]}]})).unwrap_err();
     assert!(e.0.contains("`default_providers`") && e.0.contains("several providers"), "{e}");
-    let e = load(json!({"default_policy": "public", "default_providers": ["main"]})).unwrap_err();
-    assert!(e.0.contains("`default_providers`") && e.0.contains("public"), "{e}");
     let e = load(json!({"default_providers": ["nobody"]})).unwrap_err();
     assert!(e.0.contains("`default_providers`") && e.0.contains("no provider is named `nobody`"), "{e}");
     assert!(load(json!({"default_providers": ["main", "partner"]})).is_ok());
-    // Public routes take any token, or none.
-    assert!(load(json!({"default_policy": "public", "routes": [{"match": {"prefix": "/p"}, "policy": "public"}]})).is_ok());
+    // Public routes and a public default too: their backends get the identity.
+    let e = load(json!({"default_policy": "public"})).unwrap_err();
+    assert!(e.0.contains("`default_providers`") && e.0.contains("several providers"), "{e}");
+    let e = load(json!({"default_policy": "public", "default_providers": ["main"], "routes": [{"match": {"prefix": "/p"}, "policy": "public"}]})).unwrap_err();
+    assert!(e.0.contains("`routes[0]`.providers") && e.0.contains("several providers"), "{e}");
+    assert!(load(json!({"default_policy": "public", "default_providers": ["main"], "routes": [{"match": {"prefix": "/p"}, "policy": "public", "providers": ["partner"]}]})).is_ok());
     // The issuer always goes upstream: `x-auth-issuer` unless another header is named.
-    let issuer = |identity: serde_json::Value| load(json!({"default_policy": "public", "identity_headers": identity})).unwrap().identity.issuer;
-    assert_eq!(load(json!({"default_policy": "public"})).unwrap().identity.issuer.as_deref(), Some("x-auth-issuer"));
+    let issuer = |identity: serde_json::Value| {
+        load(json!({"default_policy": "public", "default_providers": ["main"], "identity_headers": identity})).unwrap().identity.issuer
+    };
+    assert_eq!(load(json!({"default_policy": "public", "default_providers": ["main"]})).unwrap().identity.issuer.as_deref(), Some("x-auth-issuer"));
     assert_eq!(issuer(json!({"subject": "x-auth-user", "roles": "x-auth-roles"})).as_deref(), Some("x-auth-issuer"));
     assert_eq!(issuer(json!({"subject": "x-auth-user", "issuer": "x-iss"})).as_deref(), Some("x-iss"));
     // One provider: nothing to tell apart, nothing changes.
@@ -939,6 +943,41 @@ fn a_partner_token_is_not_your_user_nor_your_service_account() {
     assert_eq!(denied(&decide("/admin/users", &theirs)), (DenyReason::ProviderNotAllowed, 403));
 }
 
+/// A public route names its providers too: another provider's token is
+/// anonymous there (the request passes, no identity reaches the backend),
+/// also when that provider has no keys.
+#[test]
+fn on_a_public_route_another_providers_token_is_anonymous() {
+    let main_key = Ed25519KeyPair::generate().with_key_id("main");
+    let partner_key = Ed25519KeyPair::generate().with_key_id("partner");
+    let config = json!({
+        "providers": [
+            provider_json("main", ISS, json!({"inline": inline_jwks(&main_key)})),
+            provider_json("partner", PARTNER, json!({"inline": inline_jwks(&partner_key)})),
+            provider_json("keyless", "https://keyless.example", json!({"remote": {"cluster": "k", "path": "/jwks"}}))
+        ],
+        "routes": [{"match": {"path_prefix": "/home"}, "policy": "public", "providers": ["main"]}],
+        "default_providers": ["main"]
+    });
+    let mut engine = Engine::new(FilterConfig::from_json(config.to_string().as_bytes()).unwrap(), NOW * 1000);
+    let alice = AccessClaims { roles: vec!["user".into(), "admin".into()], ..default_claims() };
+    let ours = main_key.sign(claims(alice.clone()).with_subject("u-alice")).unwrap();
+    let theirs = partner_key.sign(claims(alice.clone()).with_subject("u-alice").with_issuer(PARTNER)).unwrap();
+    let keyless = partner_key.sign(claims(alice).with_subject("u-alice").with_issuer("https://keyless.example")).unwrap();
+    let mut decide = |token: &str| engine.evaluate(&bearer_request("/home", token), NOW * 1000 + 500, true);
+    let o = decide(&ours);
+    assert_eq!((header(&o, "x-auth-user"), header(&o, "x-auth-roles")), (Some("u-alice"), Some("user,admin")));
+    for (token, which) in [(&theirs, "the partner's"), (&keyless, "a provider without keys")] {
+        match decide(token) {
+            Outcome::Allow(a) => {
+                assert!(a.headers.is_none(), "{which}: identity forwarded");
+                assert_eq!(a.notes.public_invalid_token, Some(DenyReason::ProviderNotAllowed), "{which}");
+            }
+            other => panic!("{which}: {other:?}"),
+        }
+    }
+}
+
 /// A token whose claims (besides iss, aud, iat, exp) are `custom`, as given.
 fn token_with(f: &Fixture, custom: serde_json::Value) -> String {
     let mut c = Claims::with_custom_claims(custom, Duration::from_mins(5)).with_issuer(ISS).with_audience("api");
@@ -968,6 +1007,11 @@ fn claims_an_identity_header_cannot_carry_as_they_are_refuse_the_token() {
         (json!({"sub": "u-1", "jti": ["j"], "roles": ["user"]}), "a jti that is not a string"),
         (json!({"sub": "u-1", "org": {"team": "blue\nred"}}), "a mapped claim with a line break"),
         (json!({"sub": "u-1", "org": {"team": ["blue,red", "green"]}}), "a mapped list item holding a comma"),
+        (json!({"sub": "u-1", "roles": ["user", 7]}), "a role that is not a string"),
+        (json!({"sub": "u-1", "roles": {"admin": true}}), "roles that are neither a list nor a string"),
+        (json!({"sub": "u-1", "scope": ["read", null]}), "a scope that is not a string"),
+        (json!({"sub": "u-1", "scope": "read\u{a0}admin"}), "a Unicode space inside a scope"),
+        (json!({"sub": "u-1", "scp": ["read\"admin"]}), "a scope character RFC 6749 does not allow"),
     ] {
         let t = token_with(&f, custom);
         let o = f.eval("/api", &[("authorization", &format!("Bearer {t}"))]);
@@ -979,6 +1023,11 @@ fn claims_an_identity_header_cannot_carry_as_they_are_refuse_the_token() {
     assert_eq!(header(&o, "x-auth-user"), Some("u-1"));
     assert_eq!(header(&o, "x-auth-roles"), Some("user,Billing Admin"));
     assert_eq!(header(&o, "x-auth-team"), Some("blue,red"));
+    // Roles as one string are one role (some issuers send a single role so):
+    // `Domain Admins` is never `Domain` and `Admins`.
+    let t = token_with(&f, json!({"sub": "u-1", "roles": "Domain Admins"}));
+    let o = f.eval("/api", &[("authorization", &format!("Bearer {t}"))]);
+    assert_eq!(header(&o, "x-auth-roles"), Some("Domain Admins"));
     // A mapped claim with no header form (an object) is left out, as an absent one is.
     let t = token_with(&f, json!({"sub": "u-1", "org": {"team": {"name": "blue"}}}));
     let o = f.eval("/api", &[("authorization", &format!("Bearer {t}"))]);

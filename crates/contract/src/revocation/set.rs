@@ -44,6 +44,10 @@ pub enum ApplyError {
     /// own), or, in a filter, another list than the poll it answers was
     /// sent from. Only a snapshot loads a list.
     DeltaWithoutBase,
+    /// In a filter: a snapshot answering a poll sent before the list held
+    /// now was taken (another VM's newer copy): it may be older, and would
+    /// bring back what the newer list revokes.
+    Superseded,
     Malformed(BlobError),
 }
 
@@ -54,6 +58,7 @@ impl std::fmt::Display for ApplyError {
             Self::TooManyEntries(n) => write!(f, "feed would hold {n} live entries, over the configured maximum"),
             Self::KeyMismatch => write!(f, "delta does not extend the list held (another digest key)"),
             Self::DeltaWithoutBase => write!(f, "delta for another list than the one held"),
+            Self::Superseded => write!(f, "snapshot for a poll sent before the list held was taken"),
             Self::Malformed(e) => write!(f, "{e}"),
         }
     }
