@@ -99,8 +99,8 @@ pub fn config_json(keys: &Keys) -> String {
             "claims": {"org.team": "x-auth-team", "email": "x-auth-email"}
         },
         "routes": [
-            {"match": {"prefix": "/public"}, "policy": "public"},
-            {"match": {"exact": "/healthz"}, "policy": "public"},
+            {"match": {"prefix": "/public"}, "policy": "public", "providers": ["main", "partner"]},
+            {"match": {"exact": "/healthz"}, "policy": "public", "providers": ["main", "partner"]},
             {"match": {"prefix": "/admin"}, "policy": {"roles_any": ["admin"]}, "providers": ["main"]},
             {"match": {"prefix": "/write", "methods": ["POST", "PUT", "DELETE"]}, "policy": {"scopes_all": ["write"]}, "providers": ["main", "partner"]},
             {"match": {"path_prefix": "/app"}, "policy": "authenticated", "browser_redirect": true, "providers": ["main"]}
