@@ -173,7 +173,7 @@ pub fn verify(state: &AppState, token: &str, now: i64) -> Result<Verified, &'sta
 pub fn device_secret(headers: &HeaderMap) -> Option<String> {
     // The contract's rule, as the filter applies it: every copy of the header, then every cookie header.
     let copies = headers.get_all(fingerprint::DEVICE_HEADER).iter().filter_map(|v| v.to_str().ok());
-    let cookies = headers.get_all(axum::http::header::COOKIE).iter().filter_map(|v| v.to_str().ok());
+    let cookies = headers.get_all(axum::http::header::COOKIE).iter().map(|v| v.as_bytes());
     fingerprint::device_secret(copies, cookies).map(str::to_owned)
 }
 

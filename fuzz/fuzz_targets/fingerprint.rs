@@ -87,9 +87,9 @@ fuzz_target!(|input: Input| {
     // The device secret: the header when any copy has one (all copies must
     // agree), else the cookie; bounded, never blank.
     let header_values: Vec<&str> = input.device_headers.iter().map(|c| c.trim()).filter(|c| !c.is_empty()).collect();
-    let secret = device_secret(input.device_headers.iter().copied(), input.cookie_headers.iter().copied());
+    let secret = device_secret(input.device_headers.iter().copied(), input.cookie_headers.iter().map(|c| c.as_bytes()));
     if let Some(s) = secret {
-        assert!(!s.trim().is_empty() && s.len() <= MAX_SECRET_LEN, "secret {s:?}");
+        assert!(!s.trim_ascii().is_empty() && s.len() <= MAX_SECRET_LEN, "secret {s:?}");
     }
     match header_values.first() {
         Some(first) if header_values.iter().all(|v| v == first) && first.len() <= MAX_SECRET_LEN => {

@@ -7,7 +7,7 @@
 use axum::http::{header, HeaderMap};
 
 use authflow_contract::browser::{ACCESS_COOKIE, DEVICE_COOKIE, REFRESH_COOKIE, REFRESH_PATH};
-use authflow_contract::cookie::single_value;
+use authflow_contract::cookie::{single_value, values};
 
 use crate::sessions::SessionTokens;
 use crate::state::AppState;
@@ -46,5 +46,23 @@ pub fn cleared_challenge() -> String {
 /// The one value of cookie `name`; `None` when absent or when two copies
 /// disagree (a cookie planted beside ours is not picked by chance).
 pub fn read<'a>(headers: &'a HeaderMap, name: &'a str) -> Option<&'a str> {
-    single_value(headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()), name).ok().flatten()
+    // Bytes, pair by pair: one cookie that is not ASCII (`lang=café`) must not hide ours.
+    single_value(headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes()), name).ok().flatten()
+}
+
+/// Most copies of a cookie [`candidates`] returns.
+const MAX_CANDIDATES: usize = 4;
+
+/// The distinct non-empty values of cookie `name`, at most four: for the
+/// refresh cookie, which cannot be `__Host-` (it is scoped to its path), so a
+/// sibling site may set another beside ours with `Domain=`; each is tried,
+/// and one planted there neither wins nor signs the browser out.
+pub fn candidates<'a>(headers: &'a HeaderMap, name: &'a str) -> Vec<&'a str> {
+    let mut found: Vec<&str> = Vec::new();
+    for v in values(headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes()), name) {
+        if !v.is_empty() && !found.contains(&v) && found.len() < MAX_CANDIDATES {
+            found.push(v);
+        }
+    }
+    found
 }

@@ -31,8 +31,8 @@ pub enum Refusal {
     BadToken,
 }
 
-fn cookie_headers(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok())
+fn cookie_headers(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes())
 }
 
 fn sign(key: &[u8; 32], value: &str) -> Option<String> {

@@ -122,20 +122,23 @@ pub async fn code_submit(State(state): State<Arc<AppState>>, client: Client, Pos
 pub async fn refresh(State(state): State<Arc<AppState>>, client: Client, RawQuery(raw): RawQuery) -> Response {
     let return_to = from_query(raw.as_deref());
     let to_signin = || see_other(&with_return_to(SIGNIN_PATH, &return_to), &cookies::cleared_session());
-    let Some(token) = cookies::read(&client.headers, REFRESH_COOKIE) else {
-        return to_signin();
-    };
-    match sessions::refresh(&state, &client, &Secret::new(token.to_owned()), None, now()).await {
-        Ok(tokens) => see_other(&return_to, &cookies::session(&state, &tokens)),
-        Err(ApiError::InvalidGrant(why)) if why == sessions::JUST_ROTATED => {
-            tracing::debug!("browser refresh lost a race with another tab");
-            see_other(&with_return_to(SIGNIN_PATH, &return_to), &[])
-        }
-        Err(e) => {
-            tracing::debug!(error = ?e, "browser refresh refused");
-            to_signin()
+    // Every copy, ours first or not: one planted beside it (another site of
+    // the domain can) is unknown here, or bound to another device, and is
+    // refused without effect before or after ours is taken.
+    let mut just_rotated = false;
+    for token in cookies::candidates(&client.headers, REFRESH_COOKIE) {
+        match sessions::refresh(&state, &client, &Secret::new(token.to_owned()), None, now()).await {
+            Ok(tokens) => return see_other(&return_to, &cookies::session(&state, &tokens)),
+            Err(ApiError::InvalidGrant(why)) if why == sessions::JUST_ROTATED => just_rotated = true,
+            Err(e) => tracing::debug!(error = ?e, "browser refresh refused"),
         }
     }
+    if just_rotated {
+        // Another tab refreshed first: its cookies are (or will be) this browser's.
+        tracing::debug!("browser refresh lost a race with another tab");
+        return see_other(&with_return_to(SIGNIN_PATH, &return_to), &[]);
+    }
+    to_signin()
 }
 
 /// Where a logout clicked without a valid access cookie (it expired with

@@ -62,6 +62,8 @@ struct Browser {
     base: String,
     http: reqwest::Client,
     jar: Vec<Cookie>,
+    /// Cookies of other sites of the domain, sent on every path after ours.
+    foreign: Vec<String>,
 }
 
 impl Browser {
@@ -76,7 +78,7 @@ impl Browser {
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap();
-        Self { base: app.base.clone(), http, jar: Vec::new() }
+        Self { base: app.base.clone(), http, jar: Vec::new(), foreign: Vec::new() }
     }
 
     fn cookie(&self, name: &str) -> Option<&Cookie> {
@@ -84,7 +86,8 @@ impl Browser {
     }
 
     fn cookie_header(&self, path: &str) -> String {
-        self.jar.iter().filter(|c| path.starts_with(&c.path)).map(|c| format!("{}={}", c.name, c.value)).collect::<Vec<_>>().join("; ")
+        let ours = self.jar.iter().filter(|c| path.starts_with(&c.path)).map(|c| format!("{}={}", c.name, c.value));
+        ours.chain(self.foreign.iter().cloned()).collect::<Vec<_>>().join("; ")
     }
 
     fn store(&mut self, headers: &HeaderMap) {
@@ -726,4 +729,31 @@ async fn a_session_past_the_listed_ones_can_still_be_logged_out() {
     let ended = app.state.store.session(&tablet_sid).await.unwrap().unwrap();
     assert_eq!(ended.revoke_reason.as_deref(), Some("logout_device"));
     assert_eq!(tablet.get("/auth/devices").await.status, StatusCode::SEE_OTHER, "the tablet is signed out");
+}
+
+/// Cookies other sites of the domain may set beside ours change nothing: one
+/// that is not ASCII (`lang=café`) hid every cookie of its line from the
+/// pages (signed out, and no form accepted), a refresh cookie planted with
+/// `Domain=` signed the browser out at every refresh, and a prefixed name
+/// behind a Unicode space is another cookie.
+#[tokio::test]
+async fn foreign_cookies_beside_ours_change_nothing() {
+    let app = spawn_app().await;
+    let mut b = Browser::new(&app);
+    b.sign_up_and_in(&app, "jar@example.com", "/").await;
+    b.foreign = vec![
+        "lang=café".into(),
+        "__Secure-authflow-refresh=planted-by-a-sibling".into(),
+        "\u{2000}__Host-authflow-access=planted".into(),
+        "\u{2000}__Host-authflow-device=planted".into(),
+    ];
+    assert_eq!(b.get("/auth/devices").await.status, StatusCode::OK, "signed in");
+    // The access token has run out: the refresh takes ours, whatever is beside it.
+    b.jar.retain(|c| c.name != ACCESS);
+    let r = b.get("/auth/refresh?return_to=/auth/devices").await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/devices"));
+    assert!(b.cookie(ACCESS).is_some() && b.cookie(REFRESH).is_some() && b.cookie(DEVICE).is_some());
+    // Forms still pass their CSRF check.
+    let r = b.submit("/auth/logout", "/auth/logout", &[]).await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/signin"));
 }

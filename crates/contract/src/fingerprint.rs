@@ -155,7 +155,7 @@ pub fn combined_header_value<'a>(copies: impl IntoIterator<Item = &'a str>) -> s
 /// longer than [`MAX_SECRET_LEN`]. An empty header does not hide the cookie.
 pub fn device_secret<'a>(
     header_copies: impl IntoIterator<Item = &'a str>,
-    cookie_headers: impl IntoIterator<Item = &'a str>,
+    cookie_headers: impl IntoIterator<Item = &'a [u8]>,
 ) -> Option<&'a str> {
     let mut from_header: Option<&str> = None;
     for copy in header_copies.into_iter().map(str::trim).filter(|c| !c.is_empty()) {
@@ -247,13 +247,13 @@ mod tests {
     #[test]
     fn device_secret_from_header_or_cookie() {
         let cookie = format!("a=1; {DEVICE_COOKIE}=from-cookie");
-        assert_eq!(device_secret(["from-header"], [cookie.as_str()]), Some("from-header"));
-        assert_eq!(device_secret([""], [cookie.as_str()]), Some("from-cookie"), "an empty header does not hide the cookie");
-        assert_eq!(device_secret([], ["a=1", cookie.as_str()]), Some("from-cookie"), "any cookie header");
+        assert_eq!(device_secret(["from-header"], [cookie.as_bytes()]), Some("from-header"));
+        assert_eq!(device_secret([""], [cookie.as_bytes()]), Some("from-cookie"), "an empty header does not hide the cookie");
+        assert_eq!(device_secret([], [b"a=1".as_slice(), cookie.as_bytes()]), Some("from-cookie"), "any cookie header");
         assert_eq!(device_secret(["s", " s "], []), Some("s"));
-        assert_eq!(device_secret(["s", "t"], [cookie.as_str()]), None, "copies that disagree");
+        assert_eq!(device_secret(["s", "t"], [cookie.as_bytes()]), None, "copies that disagree");
         let two = format!("{DEVICE_COOKIE}=x; {DEVICE_COOKIE}=y");
-        assert_eq!(device_secret([], [two.as_str()]), None);
+        assert_eq!(device_secret([], [two.as_bytes()]), None);
         let long = "s".repeat(MAX_SECRET_LEN + 1);
         assert_eq!(device_secret([long.as_str()], []), None);
         assert_eq!(device_secret([], []), None);

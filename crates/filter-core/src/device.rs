@@ -39,7 +39,7 @@ pub fn check(binding: &DeviceBinding, token: &VerifiedToken, req: &Request) -> D
         };
     };
     // The header if it has a value, else the cookie, from every copy of either (the contract's rule).
-    let Some(secret) = fingerprint::device_secret(req.header_values(DEVICE_HEADER), req.header_values("cookie")) else {
+    let Some(secret) = fingerprint::device_secret(req.header_values(DEVICE_HEADER), req.header_bytes("cookie")) else {
         return DeviceCheck::SecretMissing;
     };
     let ip_prefix = binding

@@ -101,25 +101,31 @@ fn is_token_authorization(value: &str) -> bool {
 }
 
 /// The `cookie` header without the cookies named in `drop` (all copies of
-/// the header joined into one), or `None` when none of them is there.
+/// the header joined into one), or `None` when none of them is there. Read
+/// on bytes, as the device check reads it: a line with another cookie that is
+/// not UTF-8 still loses ours (its bytes reach the upstream as U+FFFD then).
 fn cookie_edit(req: &Request, drop: &[&str]) -> Option<HeaderEdit> {
+    use authflow_contract::cookie::{raw_pairs, split_pair};
     if drop.is_empty() {
         return None;
     }
     let mut removed = false;
-    let mut kept: Vec<&str> = Vec::new();
-    for pair in req.header_values("cookie").flat_map(|h| h.split(';')).map(str::trim).filter(|p| !p.is_empty()) {
-        let name = pair.split_once('=').map_or(pair, |(n, _)| n).trim();
-        if drop.contains(&name) {
+    let mut kept: Vec<u8> = Vec::new();
+    for pair in req.header_bytes("cookie").flat_map(raw_pairs) {
+        let name = split_pair(pair).0;
+        if drop.iter().any(|d| d.as_bytes() == name) {
             removed = true;
         } else {
-            kept.push(pair);
+            if !kept.is_empty() {
+                kept.extend_from_slice(b"; ");
+            }
+            kept.extend_from_slice(pair);
         }
     }
     match (removed, kept.is_empty()) {
         (false, _) => None,
         (true, true) => Some(HeaderEdit::Remove("cookie".to_owned())),
-        (true, false) => Some(HeaderEdit::Set("cookie".to_owned(), kept.join("; "))),
+        (true, false) => Some(HeaderEdit::Set("cookie".to_owned(), String::from_utf8_lossy(&kept).into_owned())),
     }
 }
 
@@ -176,6 +182,10 @@ mod tests {
         // Nothing but credentials in the cookie header: the header goes.
         let only = req("/api", &[("cookie", " __Host-authflow-device=s ;access_token=t")]);
         assert_eq!(credential_edits(&c, &only, Some(ProviderId::FIRST)), vec![remove("cookie")]);
+        // A line with a cookie that is not UTF-8 still loses the device cookie.
+        let block = crate::request::HeaderBlock::from_pairs(&[(":path", b"/api".as_slice()), ("cookie", b"name=Jos\xe9; __Host-authflow-device=s".as_slice())]);
+        let latin1 = Request::new(block, None);
+        assert_eq!(credential_edits(&c, &latin1, Some(ProviderId::FIRST)), vec![HeaderEdit::Set("cookie".into(), "name=Jos\u{FFFD}".into())]);
         // No credential cookie: the cookie header is left as it is.
         assert_eq!(credential_edits(&c, &req("/api", &[("cookie", "a=1")]), None), vec![]);
     }

@@ -233,9 +233,14 @@ impl Request {
         crate::path::without_query(self.header(":path").unwrap_or_default())
     }
 
+    /// Every value of a header (lower-case name) as its bytes.
+    pub fn header_bytes<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.headers.iter().filter(move |(n, _)| *n == name.as_bytes()).map(|(_, v)| v)
+    }
+
     /// Every value of a cookie, from every `cookie` header (see `authflow_contract::cookie`).
     pub fn cookie_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        authflow_contract::cookie::values(self.header_values("cookie"), name)
+        authflow_contract::cookie::values(self.header_bytes("cookie"), name)
     }
 
     /// `:authority` as route rules compare it: see `host_name`.
