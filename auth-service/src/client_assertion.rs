@@ -80,6 +80,15 @@ impl ClientKey {
 }
 
 impl ClientKey {
+    /// Whether `assertion` names this key's algorithm (jwt-simple takes
+    /// `Ed25519` for `EdDSA`). One that names another is checked against a
+    /// decoy instead: refused by the key, it would be refused before any
+    /// signature work, faster than an unknown client's — telling which client
+    /// ids exist and their key types.
+    pub fn takes(&self, assertion: &str) -> bool {
+        matches!((self, header_alg(assertion).as_deref()), (Self::Es256(_), Some("ES256")) | (Self::EdDsa(_), Some("EdDSA" | "Ed25519")))
+    }
+
     /// A key no client holds, of the algorithm `assertion` names: checking an
     /// assertion of an unknown, disabled or key-less client against it costs
     /// the same signature check as a forged one, so the refusal's timing does
@@ -88,7 +97,7 @@ impl ClientKey {
     pub fn decoy_for(assertion: &str) -> &'static ClientKey {
         static ES256_DECOY: std::sync::OnceLock<ClientKey> = std::sync::OnceLock::new();
         static EDDSA_DECOY: std::sync::OnceLock<ClientKey> = std::sync::OnceLock::new();
-        if header_alg(assertion).as_deref() == Some("EdDSA") {
+        if matches!(header_alg(assertion).as_deref(), Some("EdDSA" | "Ed25519")) {
             EDDSA_DECOY.get_or_init(|| ClientKey::EdDsa(Ed25519KeyPair::generate().public_key()))
         } else {
             ES256_DECOY.get_or_init(|| ClientKey::Es256(ES256KeyPair::generate().public_key()))
@@ -269,6 +278,26 @@ mod tests {
         let a = ed.sign(claims).unwrap();
         assert!(matches!(ClientKey::decoy_for(&a), ClientKey::EdDsa(_)));
         assert!(matches!(ClientKey::decoy_for("not a jwt"), ClientKey::Es256(_)));
+    }
+
+    /// A registered key checks only assertions naming its algorithm; for
+    /// another the decoy of that algorithm does the same work an unknown
+    /// client's assertion costs (never a refusal before any signature check).
+    #[test]
+    fn a_key_takes_only_assertions_of_its_algorithm() {
+        let es = ES256KeyPair::generate();
+        let ed = Ed25519KeyPair::generate();
+        let es_key = ClientKey::Es256(es.public_key());
+        let ed_key = ClientKey::EdDsa(ed.public_key());
+        let by_es = assertion(&es, "billing", "billing", AUD, Some(60), Some("j"));
+        let by_ed = ed.sign(Claims::create(Duration::from_secs(60)).with_issuer("billing").with_subject("billing").with_audience(AUD)).unwrap();
+        assert!(es_key.takes(&by_es) && !es_key.takes(&by_ed));
+        assert!(ed_key.takes(&by_ed) && !ed_key.takes(&by_es));
+        // jwt-simple's other name for EdDSA: the EdDSA decoy, like an EdDSA key.
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"Ed25519","typ":"JWT"}"#);
+        let renamed = format!("{header}.{}", by_ed.split_once('.').unwrap().1);
+        assert!(ed_key.takes(&renamed) && matches!(ClientKey::decoy_for(&renamed), ClientKey::EdDsa(_)));
+        assert!(!es_key.takes("not a jwt"));
     }
 
 }

@@ -104,6 +104,8 @@ pub struct Feed {
     store_reads: AtomicU64,
     /// The delta built last: the long polls one change wakes all ask for it.
     last_delta: tokio::sync::Mutex<Option<LastDelta>>,
+    /// The cursor of the delta being read under `last_delta` (-1: none).
+    reading_from: AtomicI64,
 }
 
 /// A delta from cursor `from` built while the head was `head`.
@@ -134,6 +136,7 @@ impl Feed {
             notifier: FeedNotifier::new(0, max_waiters),
             store_reads: AtomicU64::new(0),
             last_delta: tokio::sync::Mutex::new(None),
+            reading_from: AtomicI64::new(-1),
         };
         feed.sync(store, now).await?;
         Ok(feed)
@@ -197,9 +200,15 @@ impl Feed {
 
     /// Answers `GET /v1/revocations?since=`; the 304 path reads memory only.
     pub async fn answer(&self, store: &dyn Store, issuer: &str, since: Option<&str>, now: i64) -> Result<FeedAnswer, StoreError> {
+        let since = since.and_then(|c| self.parse_cursor(c));
+        if since > Some(self.head.load(Ordering::SeqCst)) {
+            // A cursor from another instance that saw a newer write than this
+            // one has synced yet (milliseconds, on one database): catch up
+            // first, rather than answer a whole snapshot to a current poller.
+            self.sync(store, now).await?;
+        }
         let head = self.head.load(Ordering::SeqCst);
         let pruned = self.pruned_through.load(Ordering::SeqCst);
-        let since = since.and_then(|c| self.parse_cursor(c));
         let delta_from = since.filter(|s| *s >= pruned && *s <= head);
         if delta_from == Some(head) {
             return Ok(FeedAnswer::NotModified);
@@ -207,12 +216,21 @@ impl Feed {
         let Some(from) = delta_from else { return Ok(FeedAnswer::Body(self.read(store, issuer, None, head, now).await?)) };
         // Every long poll a change wakes holds the same cursor and asks for the
         // same delta at once: the first reads it, the others wait on the lock
-        // and share it, rather than queueing one database read each.
-        let mut last = self.last_delta.lock().await;
+        // and share it, rather than queueing one database read each. A poll
+        // from another cursor does not queue behind that read (nor behind
+        // anyone's: any caller may send any cursor): it reads on its own.
+        let mut last = match self.last_delta.try_lock() {
+            Ok(last) => last,
+            Err(_) if self.reading_from.load(Ordering::SeqCst) == from => self.last_delta.lock().await,
+            Err(_) => return Ok(FeedAnswer::Body(self.read(store, issuer, Some(from), head, now).await?)),
+        };
         if let Some(hit) = last.as_ref().filter(|d| d.from == from && d.head == head) {
             return Ok(FeedAnswer::Body(hit.feed.clone()));
         }
-        let feed = self.read(store, issuer, Some(from), head, now).await?;
+        self.reading_from.store(from, Ordering::SeqCst);
+        let feed = self.read(store, issuer, Some(from), head, now).await;
+        self.reading_from.store(-1, Ordering::SeqCst);
+        let feed = feed?;
         *last = Some(LastDelta { from, head, feed: feed.clone() });
         Ok(FeedAnswer::Body(feed))
     }
@@ -304,5 +322,22 @@ mod tests {
         feed.sync(&store, EXP + 601).await.unwrap();
         let FeedAnswer::Body(body) = feed.answer(&store, "iss", None, EXP + 601).await.unwrap() else { panic!() };
         assert_eq!(body.entry_count(), 0);
+    }
+
+    /// A poller holding the cursor another instance answered (one write
+    /// ahead of this instance's head) is current: `304`, not a snapshot of
+    /// the whole list. The instance catches up with the database first.
+    #[tokio::test]
+    async fn a_cursor_ahead_of_this_instance_is_not_answered_with_a_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        store.revoke_token("j1", EXP - 10, EXP).await.unwrap();
+        let (a, b) = (Feed::load(&store, MARGIN, 10, EXP - 10).await.unwrap(), Feed::load(&store, MARGIN, 10, EXP - 10).await.unwrap());
+        store.revoke_token("j2", EXP - 10, EXP).await.unwrap();
+        a.sync(&store, EXP - 10).await.unwrap();
+        assert_ne!(a.cursor(), b.cursor(), "b has not seen the write yet");
+        let answer = b.answer(&store, "iss", Some(&a.cursor()), EXP - 10).await.unwrap();
+        assert!(matches!(answer, FeedAnswer::NotModified), "a current poller never gets the whole list");
+        assert_eq!(a.cursor(), b.cursor());
     }
 }

@@ -238,8 +238,9 @@ pub async fn authenticate_assertion(state: &AppState, client_id: Option<&str>, a
         .and_then(|a| a.public_jwk.as_deref())
         .and_then(|j| serde_json::from_str::<Value>(j).ok())
         .and_then(|jwk| ClientKey::from_registered(&jwk));
-    // Without a live account and its key, a decoy key: the same signature work, then the same refusal.
-    let key_or_decoy = key.as_ref().unwrap_or_else(|| ClientKey::decoy_for(assertion));
+    // Without a live account and its key (or for an assertion naming another
+    // algorithm than its key's), a decoy key: the same signature work, then the same refusal.
+    let key_or_decoy = key.as_ref().filter(|k| k.takes(assertion)).unwrap_or_else(|| ClientKey::decoy_for(assertion));
     let checked = client_assertion::verify(assertion, &claimed, key_or_decoy, &state.config.tokens.issuer, now);
     let (Some(account), Some(_), Some(accepted)) = (account, key, checked) else {
         return Err(ApiError::InvalidClient);

@@ -309,7 +309,11 @@ macro_rules! impl_store {
                 if r.rows_affected() != 1 {
                     return Ok(false);
                 }
-                append_event(&mut tx, FeedKind::Session, session_id, None, feed_expires_at, now).await?;
+                let latest: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(expires_at), 0) FROM access_tokens WHERE session_id = $1")
+                    .bind(session_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                append_event(&mut tx, FeedKind::Session, session_id, None, feed_expires_at.max(latest), now).await?;
                 tx.commit().await?;
                 Ok(true)
             }
@@ -324,6 +328,7 @@ macro_rules! impl_store {
                 .bind(user_id)
                 .fetch_all(&mut *tx)
                 .await?;
+                let feed_expires_at = feed_expires_at.max(latest_token_expiry(&mut tx, user_id).await?);
                 for id in &ids {
                     append_event(&mut tx, FeedKind::Session, id, None, feed_expires_at, now).await?;
                 }
@@ -440,7 +445,8 @@ macro_rules! impl_store {
                     .fetch_one(&mut *tx)
                     .await?;
                 let through = newest.map_or(now, |n| n.max(now));
-                append_event(&mut tx, FeedKind::Subject, subject, Some(through + 1), expires_at + (through - now), now).await?;
+                let expires_at = (expires_at + (through - now)).max(latest_token_expiry(&mut tx, subject).await?);
+                append_event(&mut tx, FeedKind::Subject, subject, Some(through + 1), expires_at, now).await?;
                 tx.commit().await?;
                 Ok(true)
             }
@@ -566,6 +572,7 @@ macro_rules! impl_store {
                 .bind(user_id)
                 .fetch_all(&mut *tx)
                 .await?;
+                let expires_at = expires_at.max(latest_token_expiry(&mut tx, user_id).await?);
                 for id in &ids {
                     append_event(&mut tx, FeedKind::Session, id, None, expires_at, now).await?;
                 }

@@ -152,6 +152,14 @@ impl SqliteStore {
     }
 }
 
+/// When the last access token recorded for `user_id` expires (0: none). A
+/// revocation lives at least that long, whatever the token lifetime is now:
+/// one set from a lifetime lowered since would be forgotten (by the service
+/// and every filter) while tokens issued under the longer one still verify.
+async fn latest_token_expiry(tx: &mut sqlx::SqliteConnection, user_id: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COALESCE(MAX(expires_at), 0) FROM access_tokens WHERE user_id = $1").bind(user_id).fetch_one(tx).await
+}
+
 async fn append_event(
     tx: &mut sqlx::SqliteConnection,
     kind: FeedKind,

@@ -444,3 +444,33 @@ async fn user_and_session_listings_come_in_bounded_pages() {
     let r = app.authed(Method::GET, &format!("/v1/admin/users/{user_id}/sessions?limit=5000"), &admin).send().await.unwrap();
     assert_eq!(error_code(r, 400).await, "invalid_request");
 }
+
+/// A revocation outlives the tokens it kills, also ones issued under a
+/// longer token lifetime than the one configured when it is written (an
+/// operator lowered it, or instances run with different settings): were it
+/// forgotten at now + the new lifetime, the token would verify again.
+#[tokio::test]
+async fn a_revocation_outlives_tokens_issued_under_a_longer_lifetime() {
+    let app = spawn_app_with(|c| c.tokens.access_ttl = Duration::from_secs(3600)).await;
+    let admin = app.admin("root@example.com").await;
+    let user_id = app.verified_user("long@example.com").await;
+    let long = app.signin("long@example.com", PASSWORD).await;
+    let other = app.signin("long@example.com", PASSWORD).await;
+    let exp = |t: &Tokens| claims(&t.access)["exp"].as_i64().unwrap();
+    assert!(exp(&long) >= now() + 3500);
+    // The lifetime lowered to 5 minutes: the session logged out, then the user banned.
+    let short = spawn_app_beside(&app, |c| c.tokens.access_ttl = Duration::from_secs(300)).await;
+    let r = short.authed(Method::POST, "/v1/auth/logout", &long).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = short.authed(Method::POST, &format!("/v1/admin/users/{user_id}/ban"), &admin).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, feed) = short.feed(None).await;
+    let feed: RevocationFeed = serde_json::from_value(feed.unwrap()).unwrap();
+    let sid = |t: &Tokens| claims(&t.access)["sid"].as_str().unwrap().to_owned();
+    for t in [&long, &other] {
+        let entry = feed.revoked_sessions.iter().find(|s| s.sid == sid(t)).expect("the session's entry");
+        assert!(entry.expires_at as i64 >= exp(t), "session entry forgotten at {} before its token expires at {}", entry.expires_at, exp(t));
+    }
+    let ban = feed.banned_subjects.iter().find(|b| b.sub == user_id).expect("the ban");
+    assert!(ban.expires_at as i64 >= exp(&other));
+}
