@@ -62,8 +62,10 @@ struct Browser {
     base: String,
     http: reqwest::Client,
     jar: Vec<Cookie>,
-    /// Cookies of other sites of the domain, sent on every path after ours.
+    /// Cookies of other sites of the domain, sent on every path after ours
+    /// (before them with `foreign_first`: browsers order by path, then age).
     foreign: Vec<String>,
+    foreign_first: bool,
 }
 
 impl Browser {
@@ -78,7 +80,7 @@ impl Browser {
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap();
-        Self { base: app.base.clone(), http, jar: Vec::new(), foreign: Vec::new() }
+        Self { base: app.base.clone(), http, jar: Vec::new(), foreign: Vec::new(), foreign_first: false }
     }
 
     fn cookie(&self, name: &str) -> Option<&Cookie> {
@@ -86,8 +88,13 @@ impl Browser {
     }
 
     fn cookie_header(&self, path: &str) -> String {
-        let ours = self.jar.iter().filter(|c| path.starts_with(&c.path)).map(|c| format!("{}={}", c.name, c.value));
-        ours.chain(self.foreign.iter().cloned()).collect::<Vec<_>>().join("; ")
+        let mut all: Vec<String> = self.jar.iter().filter(|c| path.starts_with(&c.path)).map(|c| format!("{}={}", c.name, c.value)).collect();
+        if self.foreign_first {
+            all.splice(0..0, self.foreign.iter().cloned());
+        } else {
+            all.extend(self.foreign.iter().cloned());
+        }
+        all.join("; ")
     }
 
     fn store(&mut self, headers: &HeaderMap) {
@@ -753,6 +760,12 @@ async fn foreign_cookies_beside_ours_change_nothing() {
     let r = b.get("/auth/refresh?return_to=/auth/devices").await;
     assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/devices"));
     assert!(b.cookie(ACCESS).is_some() && b.cookie(REFRESH).is_some() && b.cookie(DEVICE).is_some());
+    // The planted copies sent before ours: tried, refused without effect, ours taken.
+    b.foreign_first = true;
+    b.jar.retain(|c| c.name != ACCESS);
+    let r = b.get("/auth/refresh?return_to=/auth/devices").await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/devices"));
+    assert!(b.cookie(ACCESS).is_some());
     // Forms still pass their CSRF check.
     let r = b.submit("/auth/logout", "/auth/logout", &[]).await;
     assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/signin"));
