@@ -205,7 +205,15 @@ impl Feed {
             // A cursor from another instance that saw a newer write than this
             // one has synced yet (milliseconds, on one database): catch up
             // first, rather than answer a whole snapshot to a current poller.
-            self.sync(store, now).await?;
+            // While a sync runs, its result is this one's: such cursors (anyone
+            // may send one) never queue syncs ahead of a revoking write's.
+            match self.sync_lock.try_lock() {
+                Ok(free) => {
+                    drop(free);
+                    self.sync(store, now).await?;
+                }
+                Err(_) => drop(self.sync_lock.lock().await),
+            }
         }
         let head = self.head.load(Ordering::SeqCst);
         let pruned = self.pruned_through.load(Ordering::SeqCst);
