@@ -1111,6 +1111,12 @@ def run(env: Env, args) -> int:
             id="G-churn", label=f"G: authflow, warm, {REVOKED_ENTRIES // 1000}k revocations + {CHURN_PER_SECOND}/s as deltas",
             filters=[wasm_filter("authflow", env.wasm, authflow_config(jwks, True))],
             clusters=[cluster("feed", feed_churn.port)], tokens=warm, tamper="EdDSA", feed=REVOKED_ENTRIES))
+        # The churn again with every other build of the module (one feed serves both: it answers by cursor).
+        for name, path in reversed(alts):
+            cases.insert(cases.index(next(c for c in cases if c["id"] == "G-churn")) + 1, dict(
+                id=f"G-churn@{name}", label=f"G-churn with {name} ({Path(path).stat().st_size:,} bytes)",
+                filters=[wasm_filter("authflow", path, authflow_config(jwks, True))],
+                clusters=[cluster("feed", feed_churn.port)], tokens=warm, tamper="EdDSA", feed=REVOKED_ENTRIES))
     for a in ALGS:
         cases.append(dict(id=f"C-{a}", label=f"C: jwt_authn, no cache, {a}", filters=[jwt_authn(jwks_text, False)],
                           tokens=cold[a], warmup=cold_warmup[a], tamper=a))
@@ -1143,7 +1149,7 @@ def run(env: Env, args) -> int:
 
     if wanted:
         cases = [c for c in cases if c["id"] in wanted or c["id"].split("-")[0] in wanted or c["id"] == "A"
-                 or c["id"].startswith("D@")]
+                 or c["id"].startswith("D@") or c["id"].split("@")[0] in wanted]
 
     results: dict[str, list[dict]] = {c["id"]: [] for c in cases}
     failures: list[str] = []
@@ -1219,6 +1225,10 @@ def run(env: Env, args) -> int:
     if not wanted or "S" in wanted:
         push["fleets"] = measure_fleets(env)
         failures += [f"{f['id']}: {f['error']}" for f in push["fleets"] if "error" in f]
+    if feed_churn:
+        # Every Envoy of a churn case long-polls it: each poll gets a delta at once.
+        log(f"churn feed: {feed_churn.deltas} deltas, {feed_churn.snapshots} snapshots served "
+            f"in {time.time() - feed_churn.started:.0f} s")
     for f in (feed_1m, feed_churn):
         if f:
             f.close()
@@ -1232,7 +1242,7 @@ def interleave(env: Env, cases: list[dict], rounds: int) -> dict[str, list[dict]
     turn, the order rotating each round. The machine's load comes and goes over
     seconds; here it falls on every case alike, which runs minutes apart cannot
     promise. Per slice: Envoy's CPU ticks and the requests wrk completed."""
-    chosen = [c for c in cases if c["id"] in INTERLEAVED or c["id"].startswith("D@")]
+    chosen = [c for c in cases if c["id"] in INTERLEAVED or c["id"].startswith(("D@", "G-churn@"))]
     envoys: dict[str, Envoy] = {}
     out: dict[str, list[dict]] = {c["id"]: [] for c in chosen}
     try:
@@ -1416,7 +1426,8 @@ def write_results(env: Env, args, cases, results, inter, pollers, failures, elap
     display = (["A", "B", "B-trimmed", "B-calls-min", "B-calls", "B-calls-identity", "C-cached"] + [f"C-{a}" for a in ALGS] + ["D"]
                + [a for a in alts if not a.endswith("-identity")] + ["D-identity"] + [a for a in alts if a.endswith("-identity")]
                + [e for a in ALGS for e in [f"E-{a}"] + [i for i in e_alts if i.startswith(f"E-{a}@")]]
-               + [f"DPoP-{a}" for a in DPOP_ALGS] + ["G", "G-1M", "G-churn", "F"])
+               + [f"DPoP-{a}" for a in DPOP_ALGS] + ["G", "G-1M", "G-churn"]
+               + [c["id"] for c in cases if c["id"].startswith("G-churn@")] + ["F"])
     rows = []
     for c in sorted(cases, key=lambda c: display.index(c["id"]) if c["id"] in display else len(display)):
         runs = results[c["id"]]

@@ -18,7 +18,7 @@ pub mod set;
 
 pub use blob::{Blob, BlobError};
 pub use digest::{Kind, SetKey};
-pub use set::{ApplyError, Change, Probe, RevocationSet, Revoked};
+pub use set::{ApplyError, Change, Probe, RevocationSet, Revoked, Runs};
 
 pub const FEED_PATH: &str = "/v1/revocations";
 /// Largest JSON feed body the filter accepts (a 100k-entry snapshot fits).

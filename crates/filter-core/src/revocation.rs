@@ -1,7 +1,8 @@
 //! The revocation/ban list of one issuer in this VM: the contract's
 //! [`RevocationSet`] (sorted runs of keyed digests, searched in place) plus
 //! what only the filter needs — a number per list state, so a cached token
-//! found clean is not looked up again until the list changes.
+//! found clean is not looked up again until the list changes, and then only
+//! in the overlay while the base it was found clean in is held.
 //!
 //! Entries are forgotten past `expires_at` plus this filter's clock skew (the
 //! contract's rule). A feed that would push the list past its bound is
@@ -10,7 +11,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use authflow_contract::revocation::{ApplyError, Blob, Change, Probe, RevocationFeed, RevocationSet, Revoked};
+use authflow_contract::revocation::{ApplyError, Blob, Change, Probe, RevocationFeed, RevocationSet, Revoked, Runs};
 
 use crate::deny::DenyReason;
 use crate::verify::VerifiedToken;
@@ -24,6 +25,9 @@ pub struct RevocationList {
     set: RevocationSet,
     /// Which list state this is (0: the empty list nothing was applied to yet).
     generation: u64,
+    /// Which base the list holds: moves with a snapshot, a compaction,
+    /// another VM's base, not with a delta (0: none yet).
+    base_generation: u64,
     /// The list is off the feed's line: a delta did not fit it (another
     /// digest key, e.g. the service switched from JSON to the compact feed),
     /// or another VM's copy that should have replaced it was unreadable. The
@@ -113,9 +117,12 @@ impl RevocationList {
 
     fn applied(&mut self, applied: Result<Change, ApplyError>) -> Result<Change, ApplyError> {
         match &applied {
-            Ok(_) => {
+            Ok(change) => {
                 self.needs_snapshot = false;
-                self.moved();
+                match change {
+                    Change::Base => self.base_moved(),
+                    Change::Overlay => self.moved(),
+                }
             }
             Err(ApplyError::KeyMismatch) => self.needs_snapshot = true,
             Err(_) => {}
@@ -126,7 +133,7 @@ impl RevocationList {
     /// Empties the list: it is stale until a snapshot or a shared copy lands.
     pub fn clear(&mut self) {
         self.set.clear();
-        self.moved();
+        self.base_moved();
     }
 
     /// Takes over the base another VM shared (it replaces the list held).
@@ -134,7 +141,7 @@ impl RevocationList {
         self.set.adopt_base(base);
         self.needs_snapshot = false;
         self.adopted_since_poll = true;
-        self.moved();
+        self.base_moved();
     }
 
     /// Takes over the overlay another VM shared; false when it extends a
@@ -152,25 +159,37 @@ impl RevocationList {
         self.generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
     }
 
+    fn base_moved(&mut self) {
+        self.moved();
+        self.base_generation = self.generation;
+    }
+
     /// Why the token is revoked, if it is. A cached token found clean in this
     /// list is not looked up again until the list changes: lookups in a large
-    /// list miss the CPU cache, and the list changes rarely. (Time only makes
-    /// entries forgotten, so it never makes a clean token revoked.)
+    /// list miss the CPU cache. Under a stream of revocations the list
+    /// changes every poll, but only its overlay: a token found clean in the
+    /// base held is then looked up in the overlay alone (deltas only add
+    /// entries). Time only makes entries forgotten, so it never makes a
+    /// clean token revoked.
+    #[inline] // into `Engine::evaluate`, its one caller: the module's size
     pub fn check(&self, token: &VerifiedToken, skew_secs: u64, now: u64) -> Option<DenyReason> {
         // The common case (no feed, or nothing revoked) hashes nothing.
         if self.is_empty() || token.not_revoked_in.get() == self.generation {
             return None;
         }
-        let found = self.lookup(token, skew_secs, now);
+        // (A list holding entries has a base: its number is never 0.)
+        let runs = if token.clean_in_base.get() == self.base_generation { Runs::Overlay } else { Runs::Both };
+        let found = self.lookup(token, runs, skew_secs, now);
         if found.is_none() {
             token.not_revoked_in.set(self.generation);
+            token.clean_in_base.set(self.base_generation);
         }
         found
     }
 
-    fn lookup(&self, token: &VerifiedToken, skew_secs: u64, now: u64) -> Option<DenyReason> {
+    fn lookup(&self, token: &VerifiedToken, runs: Runs, skew_secs: u64, now: u64) -> Option<DenyReason> {
         let probe = Probe { jti: token.jti.as_deref(), sid: token.sid.as_deref(), sub: token.subject.as_deref(), issued_at: token.issued_at };
-        self.set.check(&probe, skew_secs, now).map(|r| match r {
+        self.set.check_in(runs, &probe, skew_secs, now).map(|r| match r {
             Revoked::SubjectBanned => DenyReason::SubjectBanned,
             Revoked::SessionRevoked => DenyReason::SessionRevoked,
             Revoked::TokenRevoked => DenyReason::TokenRevoked,
@@ -181,6 +200,7 @@ impl RevocationList {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use authflow_contract::revocation::set::COMPACT_AT;
     use authflow_contract::revocation::{BannedSubject, RevokedSession, RevokedToken};
 
     fn token(jti: &str, sid: &str, sub: &str, iat: u64) -> VerifiedToken {
@@ -226,6 +246,71 @@ mod tests {
         assert_eq!(set.check(&t2, 0, 1000), Some(DenyReason::SubjectBanned));
     }
 
+    /// Tokens keep their memos across every kind of change — deltas,
+    /// compactions, snapshots, another VM's base and overlay — and the
+    /// memoized answer (an overlay-only lookup while the base is the one a
+    /// token was found clean in) is always the whole list's.
+    #[test]
+    fn memoized_checks_always_agree_with_the_whole_list() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let tokens: Vec<VerifiedToken> =
+            (0..40).map(|i| token(&format!("j{}", i % 20), &format!("s{}", i % 13), &format!("u{}", i % 7), 1000 + (i % 5) * 100)).collect();
+        let mut cursor = 0u64;
+        let mut random_feed = |snapshot: bool, n: u64, next: &mut dyn FnMut(u64) -> u64| {
+            cursor += 1;
+            let mut f = feed(snapshot, &cursor.to_string());
+            for _ in 0..n {
+                match next(3) {
+                    0 => f.revoked_tokens.push(RevokedToken { jti: format!("j{}", next(30)), expires_at: 5000 }),
+                    1 => f.revoked_sessions.push(RevokedSession { sid: format!("s{}", next(20)), expires_at: 5000 }),
+                    _ => f.banned_subjects.push(BannedSubject { sub: format!("u{}", next(10)), not_before: 900 + next(600), expires_at: 5000 }),
+                }
+            }
+            f
+        };
+        let (mut revoked_seen, mut overlay_only_rounds) = (0, 0);
+        for round in 0..300 {
+            let mut list = RevocationList::default();
+            list.apply(random_feed(true, next(6), &mut next), "iss", 100_000, 0, 1000).unwrap();
+            for step in 0..12 {
+                let base_before = list.base_generation;
+                match next(10) {
+                    0 => drop(list.apply(random_feed(true, next(6), &mut next), "iss", 100_000, 0, 1000).unwrap()),
+                    // Past `COMPACT_AT`: the overlay folds into a new base.
+                    1 if round % 10 == 0 => drop(list.apply(random_feed(false, COMPACT_AT as u64 + 1, &mut next), "iss", 100_000, 0, 1000).unwrap()),
+                    2 => {
+                        // Another VM's copy: its base, then its overlay.
+                        let mut other = RevocationList::default();
+                        other.apply(random_feed(true, next(6), &mut next), "iss", 100_000, 0, 1000).unwrap();
+                        other.apply(random_feed(false, next(3), &mut next), "iss", 100_000, 0, 1000).unwrap();
+                        if next(2) == 0 {
+                            list.clear();
+                        }
+                        list.adopt_base(other.set().base().clone());
+                        assert!(list.adopt_overlay(other.set().overlay().clone()));
+                    }
+                    _ => drop(list.apply(random_feed(false, 1 + next(2), &mut next), "iss", 100_000, 0, 1000).unwrap()),
+                }
+                if list.base_generation == base_before {
+                    overlay_only_rounds += 1;
+                }
+                for t in &tokens {
+                    let whole = list.lookup(t, Runs::Both, 0, 1000);
+                    assert_eq!(list.check(t, 0, 1000), whole, "round {round} step {step}: {:?}", t.jti);
+                    assert_eq!(list.check(t, 0, 1000), whole, "again, from the memo");
+                    revoked_seen += usize::from(whole.is_some());
+                }
+            }
+        }
+        assert!(revoked_seen > 1000 && overlay_only_rounds > 1000, "the sequences exercise both paths: {revoked_seen} {overlay_only_rounds}");
+    }
+
     #[test]
     fn deltas_snapshots_and_checks() {
         let mut set = RevocationList::default();
@@ -266,11 +351,11 @@ mod tests {
         let mut f = feed(false, "2");
         f.revoked_tokens.push(RevokedToken { jti: "later".into(), expires_at: 900 });
         set.apply(f, "iss", 10, 30, 501).unwrap();
-        assert_eq!(set.lookup(&token("new", "s", "u", 300), 30, 530), Some(DenyReason::SubjectBanned));
-        assert_eq!(set.lookup(&token("x", "s", "v", 300), 30, 530), Some(DenyReason::SessionRevoked));
-        assert_eq!(set.lookup(&token("new", "x", "v", 300), 30, 530), Some(DenyReason::TokenRevoked), "kept through exp + skew, inclusive");
-        assert_eq!(set.lookup(&token("new", "s", "u", 300), 30, 531), None, "forgotten one second later");
-        assert_eq!(set.lookup(&token("later", "x", "v", 300), 30, 531), Some(DenyReason::TokenRevoked));
+        assert_eq!(set.lookup(&token("new", "s", "u", 300), Runs::Both, 30, 530), Some(DenyReason::SubjectBanned));
+        assert_eq!(set.lookup(&token("x", "s", "v", 300), Runs::Both, 30, 530), Some(DenyReason::SessionRevoked));
+        assert_eq!(set.lookup(&token("new", "x", "v", 300), Runs::Both, 30, 530), Some(DenyReason::TokenRevoked), "kept through exp + skew, inclusive");
+        assert_eq!(set.lookup(&token("new", "s", "u", 300), Runs::Both, 30, 531), None, "forgotten one second later");
+        assert_eq!(set.lookup(&token("later", "x", "v", 300), Runs::Both, 30, 531), Some(DenyReason::TokenRevoked));
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub struct VerifiedToken {
     /// The revocation list (its generation) this token was last found clean
     /// in; 0 when never checked. See `RevocationList::check`.
     pub not_revoked_in: Cell<u64>,
+    /// The base of that list this token was found clean in (0: none).
+    pub clean_in_base: Cell<u64>,
     pub not_before: Option<u64>,
     pub provider: ProviderId,
     /// Every identity header to forward, computed once at verification: a
@@ -90,6 +92,7 @@ impl VerifiedToken {
         VerifiedToken {
             expires_at,
             not_revoked_in: Cell::new(0),
+            clean_in_base: Cell::new(0),
             not_before: None,
             provider,
             identity_headers: Rc::from(Vec::new()),
