@@ -224,10 +224,12 @@ async fn legacy_secret_matches(state: &AppState, address_key: &str, client_id: &
 }
 
 /// The live account a `private_key_jwt` assertion (RFC 7523 §2.2) proves:
-/// signed with the account's registered key, for this service, short-lived,
-/// and its `jti` never seen before (on any instance). `client_id`, when the
-/// form names one, must be the assertion's. Every failure is one `invalid_client`.
-pub async fn authenticate_assertion(state: &AppState, client_id: Option<&str>, assertion: &str, now: i64) -> ApiResult<ServiceAccount> {
+/// signed with the account's registered key, for this service, short-lived.
+/// `client_id`, when the form names one, must be the assertion's. Every
+/// failure is one `invalid_client`. Its `jti` must also never have been
+/// used (on any instance): that is checked, and the assertion spent, by
+/// [`UnspentAssertion::spend`] once the rest of the request is known good.
+pub async fn authenticate_assertion(state: &AppState, client_id: Option<&str>, assertion: &str, now: i64) -> ApiResult<(ServiceAccount, UnspentAssertion)> {
     let claimed = client_assertion::claimed_client(assertion).ok_or(ApiError::InvalidClient)?;
     if client_id.is_some_and(|id| id != claimed) || !valid_client_id(&claimed) {
         return Err(ApiError::InvalidClient);
@@ -245,10 +247,29 @@ pub async fn authenticate_assertion(state: &AppState, client_id: Option<&str>, a
     let (Some(account), Some(_), Some(accepted)) = (account, key, checked) else {
         return Err(ApiError::InvalidClient);
     };
-    if !state.store.take_client_assertion(&claimed, &accepted.jti, accepted.expires_at).await? {
-        return Err(ApiError::InvalidClient);
+    Ok((account, UnspentAssertion { client_id: claimed, accepted }))
+}
+
+/// A client assertion that passed every check but the replay check. A
+/// request whose DPoP proof is refused (without the server nonce: RFC 9449
+/// §8 has the client send the same request again with one) must not spend
+/// it, so it is spent only once the proof passed.
+#[must_use = "an assertion authenticates only once spent"]
+pub struct UnspentAssertion {
+    client_id: String,
+    accepted: client_assertion::Accepted,
+}
+
+impl UnspentAssertion {
+    /// Records the assertion's `jti` as used; a replay is `invalid_client`.
+    pub async fn spend(self, state: &AppState) -> ApiResult<()> {
+        let Self { client_id, accepted } = self;
+        if state.store.take_client_assertion(&client_id, &accepted.jti, accepted.expires_at).await? {
+            Ok(())
+        } else {
+            Err(ApiError::InvalidClient)
+        }
     }
-    Ok(account)
 }
 
 #[cfg(test)]

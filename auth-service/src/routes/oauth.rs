@@ -21,7 +21,7 @@ use crate::dpop;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::Client;
 use crate::client_assertion::JWT_BEARER;
-use crate::service_accounts::{authenticate, authenticate_assertion, granted_scope};
+use crate::service_accounts::{authenticate, authenticate_assertion, granted_scope, UnspentAssertion};
 use crate::store::ServiceAccount;
 use crate::state::AppState;
 use crate::tokens;
@@ -73,18 +73,24 @@ pub async fn token(State(state): State<Arc<AppState>>, client: Client, form: Res
     if form.grant_type != CLIENT_CREDENTIALS {
         return Err(ApiError::UnsupportedGrantType);
     }
-    let account = match authenticate_client(&state, &client, form.client_id, form.client_secret, form.client_assertion_type, form.client_assertion).await {
+    let (account, assertion) = match authenticate_client(&state, &client, form.client_id, form.client_secret, form.client_assertion_type, form.client_assertion).await {
         Ok(a) => a,
-        Err(e) => {
-            let outcome = if matches!(e, ApiError::TooManyRequests { .. }) { "throttled" } else { "invalid_client" };
-            audit::record(&state, Some(&client), "client_credentials", outcome, None, None).await;
-            return Err(e);
-        }
+        Err(e) => return Err(client_refused(&state, &client, e).await),
     };
-    let scope = granted_scope(&account.scope, form.scope.as_deref()).map_err(ApiError::InvalidScope)?;
-    // After client authentication: an unauthenticated caller cannot fill the replay table.
     let now = now();
+    // Checked without writing anything: the proof is recorded only once
+    // the client is authenticated, so no unauthenticated caller fills the replay table.
     let proof = dpop::token_request_proof(&state, &client.headers, TOKEN_PATH, now)?;
+    // A proof refused for want of the server nonce leaves the assertion
+    // unspent: the client sends the same request again with a new proof.
+    // Spent before anything else is answered, so a used assertion learns
+    // nothing of its account (its scopes).
+    if let Some(assertion) = assertion {
+        if let Err(e) = assertion.spend(&state).await {
+            return Err(client_refused(&state, &client, e).await);
+        }
+    }
+    let scope = granted_scope(&account.scope, form.scope.as_deref()).map_err(ApiError::InvalidScope)?;
     let dpop_jkt = dpop::accept(&state, proof, now).await?;
     let access = tokens::issue_for_service(&state, &account.client_id, &scope, dpop_jkt, now).await?;
     let subject = authflow_contract::claims::service_subject(&account.client_id);
@@ -100,6 +106,13 @@ pub async fn token(State(state): State<Arc<AppState>>, client: Client, form: Res
     Ok(response)
 }
 
+/// A failed client authentication, audited.
+async fn client_refused(state: &AppState, client: &Client, e: ApiError) -> ApiError {
+    let outcome = if matches!(e, ApiError::TooManyRequests { .. }) { "throttled" } else { "invalid_client" };
+    audit::record(state, Some(client), "client_credentials", outcome, None, None).await;
+    e
+}
+
 /// The account the request authenticates as, by exactly one method: a
 /// client assertion, or a secret (HTTP Basic or in the form).
 async fn authenticate_client(
@@ -109,12 +122,12 @@ async fn authenticate_client(
     secret: Option<String>,
     assertion_type: Option<String>,
     assertion: Option<String>,
-) -> ApiResult<ServiceAccount> {
+) -> ApiResult<(ServiceAccount, Option<UnspentAssertion>)> {
     let headers = &client.headers;
     match (assertion_type, assertion) {
         (None, None) => {
             let (client_id, secret) = client_credentials(headers, id, secret)?;
-            authenticate(state, client, &client_id, &secret).await
+            Ok((authenticate(state, client, &client_id, &secret).await?, None))
         }
         (Some(kind), Some(assertion)) => {
             if kind != JWT_BEARER {
@@ -123,7 +136,8 @@ async fn authenticate_client(
             if secret.is_some() || headers.contains_key(header::AUTHORIZATION) {
                 return Err(ApiError::BadRequest("use one client authentication method, not both".into()));
             }
-            authenticate_assertion(state, id.as_deref(), &assertion, now()).await
+            let (account, unspent) = authenticate_assertion(state, id.as_deref(), &assertion, now()).await?;
+            Ok((account, Some(unspent)))
         }
         _ => Err(ApiError::BadRequest("client_assertion and client_assertion_type go together".into())),
     }

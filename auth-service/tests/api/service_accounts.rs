@@ -299,6 +299,47 @@ async fn private_key_jwt_gets_a_token_and_each_assertion_counts_once_on_every_in
     refused_client(app.client_token("billing", "", &[("grant_type", "client_credentials")]).await, "empty secret").await;
 }
 
+/// RFC 9449 §8: a client told `use_dpop_nonce` (or whose proof was refused)
+/// sends the same request again with a new proof. The refused attempt must
+/// not have spent its assertion: the retry is its first use.
+#[tokio::test]
+async fn an_assertion_is_spent_only_by_a_request_that_gets_a_token() {
+    let app = spawn_app_with(|c| c.dpop.require_nonce = true).await;
+    let admin = app.admin("root@example.com").await;
+    let kp = Ed25519KeyPair::generate();
+    let r = app.authed(Method::POST, "/v1/admin/service-accounts", &admin)
+        .json(&json!({"client_id": "billing", "scopes": ["invoices:read"], "jwk": ed25519_jwk(&kp), "secret": false}))
+        .send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let key = crate::dpop::DpopKey::es256();
+    let assertion = Assertion::new(&app, "billing").ed25519(&kp);
+    let send = |proof: String| {
+        let form = [("grant_type", "client_credentials"), ("client_assertion_type", JWT_BEARER), ("client_assertion", assertion.as_str())];
+        app.http.post(app.url(TOKEN)).header("dpop", proof).form(&form).send()
+    };
+
+    let r = send(key.proof("POST", &app.htu(TOKEN), None, None)).await.unwrap();
+    let nonce = r.headers()["dpop-nonce"].to_str().unwrap().to_owned();
+    assert_eq!(error_code(r, 400).await, "use_dpop_nonce");
+    let r = send(key.proof("GET", &app.htu(TOKEN), None, Some(&nonce))).await.unwrap();
+    assert_eq!(error_code(r, 400).await, "invalid_dpop_proof", "a proof for another method");
+
+    let r = send(key.proof("POST", &app.htu(TOKEN), None, Some(&nonce))).await.unwrap();
+    assert_eq!(r.status(), 200, "the same assertion, now with the nonce");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["token_type"], "DPoP");
+    // Spent by the answer that gave a token: once only.
+    refused_client(send(key.proof("POST", &app.htu(TOKEN), None, Some(&nonce))).await.unwrap(), "replayed after a token").await;
+    // A spent assertion learns nothing of its account: not which scopes it may ask for.
+    let form = [("grant_type", "client_credentials"), ("client_assertion_type", JWT_BEARER), ("client_assertion", assertion.as_str()), ("scope", "payroll:write")];
+    let r = app.http.post(app.url(TOKEN)).header("dpop", key.proof("POST", &app.htu(TOKEN), None, Some(&nonce))).form(&form).send().await.unwrap();
+    refused_client(r, "replayed, asking for a scope it is not granted").await;
+    let fresh = Assertion::new(&app, "billing").ed25519(&kp);
+    let form = [("grant_type", "client_credentials"), ("client_assertion_type", JWT_BEARER), ("client_assertion", fresh.as_str()), ("scope", "payroll:write")];
+    let r = app.http.post(app.url(TOKEN)).header("dpop", key.proof("POST", &app.htu(TOKEN), None, Some(&nonce))).form(&form).send().await.unwrap();
+    assert_eq!(error_code(r, 400).await, "invalid_scope", "the same request with an unused assertion");
+}
+
 #[tokio::test]
 async fn bad_assertions_are_one_invalid_client() {
     let app = spawn_app().await;
