@@ -261,6 +261,13 @@ pub struct UnspentAssertion {
 }
 
 impl UnspentAssertion {
+    /// Whether this assertion was spent already (by another request, here
+    /// or on another instance): it is then answered as a replay, whatever
+    /// else the request got wrong.
+    pub async fn was_spent(&self, state: &AppState) -> ApiResult<bool> {
+        Ok(state.store.client_assertion_taken(&self.client_id, &self.accepted.jti).await?)
+    }
+
     /// Records the assertion's `jti` as used; a replay is `invalid_client`.
     pub async fn spend(self, state: &AppState) -> ApiResult<()> {
         let Self { client_id, accepted } = self;

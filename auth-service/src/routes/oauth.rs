@@ -80,9 +80,17 @@ pub async fn token(State(state): State<Arc<AppState>>, client: Client, form: Res
     let now = now();
     // Checked without writing anything: the proof is recorded only once
     // the client is authenticated, so no unauthenticated caller fills the replay table.
-    let proof = dpop::token_request_proof(&state, &client.headers, TOKEN_PATH, now)?;
-    // A proof refused for want of the server nonce leaves the assertion
-    // unspent: the client sends the same request again with a new proof.
+    let proof = match dpop::token_request_proof(&state, &client.headers, TOKEN_PATH, now) {
+        Ok(proof) => proof,
+        // A proof refused for want of the server nonce leaves the assertion
+        // unspent: the client sends the same request again with a new proof.
+        // But a spent one gets the replay's answer: the proof's would tell
+        // that its account is still live, with the same key.
+        Err(e) => match &assertion {
+            Some(unspent) if unspent.was_spent(&state).await? => return Err(client_refused(&state, &client, ApiError::InvalidClient).await),
+            _ => return Err(e),
+        },
+    };
     // Spent before anything else is answered, so a used assertion learns
     // nothing of its account (its scopes).
     if let Some(assertion) = assertion {

@@ -482,6 +482,9 @@ pub trait Store: Send + Sync + 'static {
     /// Takes a client assertion's `jti` for good (kept until `expires_at`);
     /// false when it was taken before, by this instance or another.
     async fn take_client_assertion(&self, client_id: &str, jti: &str, expires_at: i64) -> StoreResult<bool>;
+    /// Whether a client assertion's `jti` was taken (and is still kept), read
+    /// on the primary so a take on another instance is seen.
+    async fn client_assertion_taken(&self, client_id: &str, jti: &str) -> StoreResult<bool>;
     /// Disables the account and appends a subject event for `subject` (its
     /// tokens' `sub`) killing every token issued up to `now`, or up to the
     /// newest one recorded for it if that is later (a token request that

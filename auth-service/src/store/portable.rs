@@ -424,6 +424,15 @@ macro_rules! impl_store {
                 Ok(r.rows_affected() == 1)
             }
 
+            async fn client_assertion_taken(&self, client_id: &str, jti: &str) -> StoreResult<bool> {
+                let taken: Option<i64> = sqlx::query_scalar("SELECT 1 FROM client_assertion_jtis WHERE client_id = $1 AND jti = $2")
+                    .bind(client_id)
+                    .bind(jti)
+                    .fetch_optional(self.writer())
+                    .await?;
+                Ok(taken.is_some())
+            }
+
             async fn disable_service_account(&self, client_id: &str, subject: &str, now: i64, expires_at: i64) -> StoreResult<bool> {
                 let mut tx = self.writer().begin().await?;
                 let r = sqlx::query("UPDATE service_accounts SET disabled_at = $1 WHERE client_id = $2 AND disabled_at IS NULL")

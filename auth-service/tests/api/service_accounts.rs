@@ -330,7 +330,11 @@ async fn an_assertion_is_spent_only_by_a_request_that_gets_a_token() {
     assert_eq!(body["token_type"], "DPoP");
     // Spent by the answer that gave a token: once only.
     refused_client(send(key.proof("POST", &app.htu(TOKEN), None, Some(&nonce))).await.unwrap(), "replayed after a token").await;
-    // A spent assertion learns nothing of its account: not which scopes it may ask for.
+    // A spent assertion learns nothing of its account: not that it is still
+    // live with the same key (a refused proof's answer would tell), nor which
+    // scopes it may ask for.
+    refused_client(send(key.proof("GET", &app.htu(TOKEN), None, Some(&nonce))).await.unwrap(), "replayed with a bad proof").await;
+    refused_client(send(key.proof("POST", &app.htu(TOKEN), None, None)).await.unwrap(), "replayed without the nonce").await;
     let form = [("grant_type", "client_credentials"), ("client_assertion_type", JWT_BEARER), ("client_assertion", assertion.as_str()), ("scope", "payroll:write")];
     let r = app.http.post(app.url(TOKEN)).header("dpop", key.proof("POST", &app.htu(TOKEN), None, Some(&nonce))).form(&form).send().await.unwrap();
     refused_client(r, "replayed, asking for a scope it is not granted").await;

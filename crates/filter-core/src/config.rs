@@ -9,6 +9,7 @@ use authflow_contract::revocation::MAX_CLOCK_SKEW_SECS;
 use authflow_contract::{fingerprint::DeviceAttribute, Algorithm, KeySet};
 use serde::Deserialize;
 
+use crate::header_spellings;
 use crate::provider_id::{PerProvider, ProviderId};
 use crate::unit_enum::deserialize_by_name;
 
@@ -871,25 +872,18 @@ fn validate_identity(raw: Option<RawIdentityHeaders>, several: bool) -> Result<I
     for (i, n) in names.iter().enumerate() {
         // `x-auth-user` and `x_auth_user` are one header to a CGI-style backend
         // (both `HTTP_X_AUTH_USER`): a claim mapped to one would fill the other.
-        if names.iter().take(i).any(|m| one_header(m, n)) {
+        if names.iter().take(i).any(|m| header_spellings::same_header(m, n)) {
             return err("`identity_headers`: the same header is mapped twice (`-` and `_` count as one)");
         }
-        if n.starts_with(':') || RESERVED.iter().any(|r| one_header(r, n)) {
+        if n.starts_with(':') || RESERVED.iter().any(|r| header_spellings::same_header(r, n)) {
             return err(format!("`identity_headers`: `{n}` cannot be an identity header"));
         }
         // Each `-`/`_` mix of the name is removed from every request (see `header_spellings`).
-        if n.bytes().filter(|b| matches!(b, b'-' | b'_')).count() > crate::header_spellings::MAX_SEPARATORS {
-            return err(format!("`identity_headers`: `{n}` has more than {} `-` or `_`", crate::header_spellings::MAX_SEPARATORS));
+        if n.bytes().filter(|b| matches!(b, b'-' | b'_')).count() > header_spellings::MAX_SEPARATORS {
+            return err(format!("`identity_headers`: `{n}` has more than {} `-` or `_`", header_spellings::MAX_SEPARATORS));
         }
     }
     Ok(identity)
-}
-
-/// Whether two (lower-case) header names are one header to a backend that
-/// reads `_` as `-`.
-fn one_header(a: &str, b: &str) -> bool {
-    let fold = |c: u8| if c == b'_' { b'-' } else { c };
-    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
 }
 
 fn validate_route(r: RawRoute, configured: &PerProvider<Provider>) -> Result<Route, ConfigError> {

@@ -36,6 +36,14 @@ pub fn underscore_spellings(names: &[&str]) -> Vec<String> {
     out
 }
 
+/// Whether two (lower-case) header names are one header to a backend that
+/// reads `_` as `-`: what the configuration refuses among identity headers
+/// (two of them, or one and a reserved name).
+pub fn same_header(a: &str, b: &str) -> bool {
+    let fold = |c: u8| if c == b'_' { b'-' } else { c };
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
+}
+
 /// Whether a name from a request is one of `spellings` (names from Envoy are lower-case).
 pub fn is_one_of(name: &[u8], spellings: &[String]) -> bool {
     spellings.iter().any(|s| s.as_bytes() == name)
@@ -56,5 +64,17 @@ mod tests {
         assert_eq!(underscore_spellings(&["x-a", "x_a"]), Vec::<String>::new());
         assert_eq!(underscore_spellings(&["a-b-c-d-e-f-g"]).len(), 63);
         assert!(underscore_spellings(&["a-b-c-d-e-f-g-h"]).is_empty());
+    }
+
+    /// `same_header` and the spellings agree: every spelling is the same header, nothing else is.
+    #[test]
+    fn the_same_header_is_every_spelling_and_nothing_more() {
+        for spelling in underscore_spellings(&["x-auth-user"]) {
+            assert!(same_header("x-auth-user", &spelling), "{spelling}");
+        }
+        assert!(same_header("x-auth-user", "x-auth-user"));
+        for other in ["x-auth-users", "x-auth-use", "x.auth-user", "xauth-user", "x-auth-usEr"] {
+            assert!(!same_header("x-auth-user", other), "{other}");
+        }
     }
 }
