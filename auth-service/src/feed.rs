@@ -190,6 +190,11 @@ impl Feed {
         (epoch == self.epoch).then(|| seq.parse::<i64>().ok()).flatten().filter(|s| *s >= 0)
     }
 
+    /// Long polls parked right now.
+    pub fn waiting(&self) -> usize {
+        self.notifier.waiting()
+    }
+
     /// For a long poll that would be answered `304` now: waits (parked, under
     /// the waiter cap) until the head passes `since` or `wait` is over; whether
     /// it passed. Over the cap it returns at once: the caller answers as a plain poll.

@@ -40,8 +40,8 @@ async fn a_waiting_request_is_answered_as_soon_as_a_ban_is_committed() {
             r.expect("answered within 5 s, not after the 20 s wait")
         }
     });
-    // Let the request park before the ban.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The request parks before the ban.
+    until_parked(&app, 1).await;
     assert!(!waiter.is_finished(), "nothing new yet: the request waits");
     let r = app.authed(Method::POST, &format!("/v1/admin/users/{user_id}/ban"), &admin).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -109,12 +109,21 @@ async fn over_the_waiter_cap_a_request_is_answered_as_a_plain_poll() {
         let (http, url, cursor) = (app.http.clone(), app.url("/v1/revocations"), cursor.clone());
         async move { http.get(url).query(&[("since", cursor.as_str()), ("wait", "3")]).send().await.unwrap().status() }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_parked(&app, 1).await;
     let started = Instant::now();
     let r = long_poll(&app, &cursor, "3", Duration::from_secs(5)).await;
     assert_eq!(r.status(), 304);
     assert!(started.elapsed() < Duration::from_secs(1), "over the cap: no wait ({:?})", started.elapsed());
     assert_eq!(parked.await.unwrap(), 304, "the first one waited its turn out");
+}
+
+/// Waits until `n` long polls are parked (a fixed sleep is not enough on a busy machine).
+async fn until_parked(app: &TestApp, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.state.feed.waiting() < n {
+        assert!(Instant::now() < deadline, "only {} of {n} polls parked", app.state.feed.waiting());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn store_reads(metrics: &str) -> u64 {
@@ -146,7 +155,9 @@ async fn waiters_woken_by_one_ban_share_one_database_read() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every waiter parked before the ban (a poll arriving after the shared
+    // read reads again, as it should).
+    until_parked(&app, WAITERS).await;
     let before = store_reads(&app.get("/metrics").await.text().await.unwrap());
     let r = app.authed(Method::POST, &format!("/v1/admin/users/{user_id}/ban"), &admin).send().await.unwrap();
     assert_eq!(r.status(), 200);
