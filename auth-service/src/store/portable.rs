@@ -425,12 +425,13 @@ macro_rules! impl_store {
             }
 
             async fn client_assertion_taken(&self, client_id: &str, jti: &str) -> StoreResult<bool> {
-                let taken: Option<i64> = sqlx::query_scalar("SELECT 1 FROM client_assertion_jtis WHERE client_id = $1 AND jti = $2")
+                // COUNT: a BIGINT on both backends (PostgreSQL's `SELECT 1` is an INT4).
+                let taken: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM client_assertion_jtis WHERE client_id = $1 AND jti = $2")
                     .bind(client_id)
                     .bind(jti)
-                    .fetch_optional(self.writer())
+                    .fetch_one(self.writer())
                     .await?;
-                Ok(taken.is_some())
+                Ok(taken > 0)
             }
 
             async fn disable_service_account(&self, client_id: &str, subject: &str, now: i64, expires_at: i64) -> StoreResult<bool> {
