@@ -10,6 +10,9 @@
 //! re-serializes consistently (canonical base64url segments, the key's
 //! canonical JWK parses back to the same key, parsing again gives the same claims),
 //! and names no member twice, at any depth (a member repeated before signing is refused).
+//! The filter's reading (its proof keys kept prepared and their headers
+//! remembered, across every input of the run) decides each input exactly as
+//! the contract's fresh one does.
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -17,7 +20,9 @@ use authflow_contract::dpop::{
     access_token_hash, canonical_jwk, htu, jwk_thumbprint, nonce, parse_proof, Expectations, NonceCheck, NonceKey,
     Proof, MAX_HTM_LEN, MAX_HTU_LEN, MAX_JTI_LEN, MAX_NONCE_LEN, MAX_PROOF_BYTES, SUPPORTED_ALGORITHMS,
 };
+use authflow_contract::dpop::{parse_proof_with, DpopError};
 use authflow_contract::jwk::{public_signature_key, Algorithm, PublicKey};
+use authflow_filter_core::signature::SignatureChecker;
 use authflow_fuzz::json_names::{member_names, names_a_member_twice};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -156,8 +161,36 @@ fn checked_invariants(compact: &str, proof: &Proof, expect: &Expectations<'_>, j
     assert_eq!(again.key, proof.key);
 }
 
+thread_local! {
+    /// The filter's keys, kept for the whole run: headers remembered from one input serve the next.
+    static KEPT: SignatureChecker = SignatureChecker::own_only();
+}
+
+/// The filter's reading of `compact` gives what the contract's fresh one gave,
+/// and so does its check against `expect`.
+fn kept_reads_alike(compact: &str, fresh: &Result<Proof, DpopError>, expect: Option<&Expectations<'_>>) {
+    KEPT.with(|kept| {
+        let again = parse_proof_with(compact, kept);
+        match (fresh, &again) {
+            (Ok(a), Ok(b)) => {
+                assert_eq!((a.algorithm, &a.key, &a.claims), (b.algorithm, &b.key, &b.claims));
+                assert_eq!((a.signing_input(), a.signature()), (b.signing_input(), b.signature()));
+                if let Some(expect) = expect {
+                    assert_eq!(a.check(expect), b.check_with(expect, kept), "kept keys decided a proof otherwise");
+                }
+            }
+            (Err(a), Err(b)) => assert_eq!(a, b),
+            _ => panic!("kept keys read a proof otherwise: {fresh:?} / {again:?}"),
+        }
+    });
+}
+
 fn raw(compact: &str) {
-    let Ok(proof) = parse_proof(compact) else { return };
+    let fresh = parse_proof(compact);
+    let Ok(proof) = fresh else {
+        kept_reads_alike(compact, &fresh, None);
+        return;
+    };
     parsed_invariants(compact, &proof);
     // A request made from the proof's own claims: what is left to decide is mostly the signature.
     let token_hash = access_token_hash(TOKEN);
@@ -172,6 +205,7 @@ fn raw(compact: &str) {
         bound_jkt: None,
         nonce: NonceCheck::NotRequired,
     };
+    kept_reads_alike(compact, &Ok(proof.clone()), Some(&expect));
     if let Ok(checked) = proof.check(&expect) {
         checked_invariants(compact, &proof, &expect, &checked.jkt);
     } else {
@@ -221,7 +255,11 @@ fn signed(input: &Signed<'_>) {
         s.to_bytes().to_vec()
     };
     let compact = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature));
-    let Ok(proof) = parse_proof(&compact) else { return };
+    let fresh = parse_proof(&compact);
+    let Ok(proof) = fresh else {
+        kept_reads_alike(&compact, &fresh, None);
+        return;
+    };
     assert!(!repeated, "a proof signed with a member named twice parsed");
     parsed_invariants(&compact, &proof);
     let jkt = jwk_thumbprint(&public_of(input.eddsa));
@@ -237,6 +275,7 @@ fn signed(input: &Signed<'_>) {
         bound_jkt: input.bind_to_key.then_some(jkt.as_str()),
         nonce: if input.require_nonce { NonceCheck::Stateless { key: &nonce_key, window_secs: 300 } } else { NonceCheck::NotRequired },
     };
+    kept_reads_alike(&compact, &Ok(proof.clone()), Some(&expect));
     if let Ok(checked) = proof.check(&expect) {
         checked_invariants(&compact, &proof, &expect, &checked.jkt);
         // Our key signed it, so the key in the header must be ours.

@@ -4,9 +4,14 @@
 //! verification), its RFC 7638 thumbprint (a SHA-256), the DER form Envoy's
 //! `verify_signature` takes — is done once per key and VM, not per request.
 //!
-//! Bounded: [`CAPACITY`] keys, the least recently used replaced. A key is
-//! cached only once it is on its curve, so results are exactly the
-//! contract's ([`authflow_contract::dpop::FreshKeys`]).
+//! Each key also remembers the header part it last came in: a client's
+//! proofs repeat their header byte for byte, so the next one skips the
+//! header's base64, its JSON and the `jwk` in it.
+//!
+//! Bounded: [`CAPACITY`] keys, the least recently used replaced, and a header
+//! of at most [`MAX_REMEMBERED_HEADER`] bytes each. A key is cached only once
+//! it is on its curve, and a header only as the contract read it, so results
+//! are exactly the contract's ([`authflow_contract::dpop::FreshKeys`]).
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -18,6 +23,8 @@ use authflow_contract::jws::SignatureKey;
 
 /// Keys kept per VM (a few hundred bytes each).
 pub const CAPACITY: usize = 16;
+/// Longest header part remembered (an ES256 or Ed25519 `jwk` header is about 250).
+pub const MAX_REMEMBERED_HEADER: usize = 512;
 
 /// One key, ready for its next proof.
 pub struct PreparedKey {
@@ -30,6 +37,8 @@ pub struct PreparedKey {
     /// decompressed point; a P-256 key's comb table is not built for a
     /// fallback the host makes rare).
     pub own: Option<SignatureKey>,
+    /// The header part (base64url) this key was last read from.
+    header: RefCell<Option<String>>,
     last_used: Cell<u64>,
 }
 
@@ -63,6 +72,27 @@ impl ProofKeyCache {
         Some(entry)
     }
 
+    /// The key a kept header part names, if one came in exactly `header`.
+    pub fn by_header(&self, header: &str) -> Option<Rc<PreparedKey>> {
+        let keys = self.keys.try_borrow().ok()?;
+        let entry = keys.iter().find(|k| k.header.try_borrow().is_ok_and(|h| h.as_deref() == Some(header)))?;
+        let now = self.clock.get().wrapping_add(1);
+        self.clock.set(now);
+        entry.last_used.set(now);
+        Some(Rc::clone(entry))
+    }
+
+    /// `header` was read as naming `key` (a kept key: the reading asked for it).
+    pub fn remember_header(&self, header: &str, key: &PublicKey) {
+        if header.len() > MAX_REMEMBERED_HEADER {
+            return;
+        }
+        let Ok(keys) = self.keys.try_borrow() else { return };
+        if let Some(mut held) = keys.iter().find(|k| k.key == *key).and_then(|k| k.header.try_borrow_mut().ok()) {
+            *held = Some(header.to_owned());
+        };
+    }
+
     pub fn len(&self) -> usize {
         self.keys.try_borrow().map_or(0, |k| k.len())
     }
@@ -80,7 +110,7 @@ fn prepare(key: &PublicKey) -> Option<PreparedKey> {
         _ if is_on_curve(key) => None,
         _ => return None,
     };
-    Some(PreparedKey { key: key.clone(), thumbprint: jwk_thumbprint(key), spki: der::subject_public_key_info(key), own, last_used: Cell::new(0) })
+    Some(PreparedKey { key: key.clone(), thumbprint: jwk_thumbprint(key), spki: der::subject_public_key_info(key), own, header: RefCell::new(None), last_used: Cell::new(0) })
 }
 
 #[cfg(test)]
@@ -113,6 +143,44 @@ mod tests {
             Some(SignatureKey::EdDSA(k)) => assert!(!k.has_table()),
             other => panic!("an Ed25519 key prepared for the own verifier: {other:?}"),
         }
+    }
+
+    /// A client's proofs repeat their header: the second is read from the
+    /// memo, with the key and verdicts of a fresh reading; another header
+    /// (another key, the same key spelt otherwise) is read anew.
+    #[test]
+    fn a_clients_header_is_read_once_and_read_alike_after() {
+        use authflow_contract::dpop::{parse_proof, parse_proof_with};
+        let checker = crate::signature::SignatureChecker::own_only();
+        let client = ProofKey::es256(&[3; 32]);
+        let other = ProofKey::ed25519(&[4; 32]);
+        let first = client.proof("GET", "https://api.example/a", None);
+        let header = first.split('.').next().unwrap();
+        assert!(checker_knows(&checker, header).is_none());
+        for proof in [first.clone(), client.proof("POST", "https://api.example/b", Some("t")), other.proof("GET", "https://api.example/a", None)] {
+            let (fresh, kept) = (parse_proof(&proof).unwrap(), parse_proof_with(&proof, &checker).unwrap());
+            assert_eq!((fresh.key, fresh.algorithm, fresh.claims), (kept.key, kept.algorithm, kept.claims));
+        }
+        assert_eq!(checker_knows(&checker, header), Some(client.public()));
+        // The same key and members in another order: its own text, read anew and remembered.
+        let claims = ProofKey::claims("GET", "https://api.example/a", None).to_string();
+        let jwk = authflow_contract::dpop::canonical_jwk(&client.public());
+        let reordered = client.sign_text(&format!(r#"{{"jwk":{jwk},"alg":"ES256","typ":"dpop+jwt"}}"#), &claims);
+        let reordered_header = reordered.split('.').next().unwrap();
+        assert_ne!(reordered_header, header);
+        assert_eq!(parse_proof_with(&reordered, &checker).unwrap().key, client.public());
+        assert_eq!(checker_knows(&checker, reordered_header), Some(client.public()));
+        // A header too long to keep is still read, every time.
+        let pad = "p".repeat(MAX_REMEMBERED_HEADER);
+        let long = client.sign_text(&format!(r#"{{"typ":"dpop+jwt","alg":"ES256","jwk":{jwk},"x-pad":"{pad}"}}"#), &claims);
+        let long_header = long.split('.').next().unwrap();
+        assert_eq!(parse_proof_with(&long, &checker).unwrap().key, client.public());
+        assert!(checker_knows(&checker, long_header).is_none());
+    }
+
+    fn checker_knows(checker: &crate::signature::SignatureChecker, header: &str) -> Option<PublicKey> {
+        use authflow_contract::dpop::ProofKeys;
+        checker.known_header(header)
     }
 
     #[test]

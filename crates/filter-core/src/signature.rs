@@ -150,6 +150,14 @@ impl ProofKeys for SignatureChecker {
             None => authflow_contract::dpop::verify_signature(key, input, signature),
         })
     }
+
+    fn known_header(&self, header: &str) -> Option<PublicKey> {
+        self.proof_keys.by_header(header).map(|k| k.key.clone())
+    }
+
+    fn remember_header(&self, header: &str, key: &PublicKey) {
+        self.proof_keys.remember_header(header, key);
+    }
 }
 
 /// The host accepts a signature the own verifier accepted, and refuses it

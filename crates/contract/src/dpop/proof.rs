@@ -89,6 +89,15 @@ pub trait ProofKeys {
     fn thumbprint(&self, key: &PublicKey) -> String;
     /// Whether `signature` signs `signing_input` under the key (one [`on_curve`](Self::on_curve) accepted).
     fn verify(&self, key: &PublicKey, signing_input: &[u8], signature: &[u8]) -> bool;
+    /// The key of a header part read before with [`remember_header`](Self::remember_header)
+    /// (every proof of a client repeats its header, byte for byte); `None`:
+    /// read it.
+    fn known_header(&self, _header: &str) -> Option<PublicKey> {
+        None
+    }
+    /// `header` (the base64url part) was read and names `key`, which is on its
+    /// curve and of the header's `alg`: the same text always reads the same.
+    fn remember_header(&self, _header: &str, _key: &PublicKey) {}
 }
 
 /// Every key prepared anew, with the contract's own verifiers (a token
@@ -120,7 +129,28 @@ pub fn parse_proof_with(compact: &str, keys: &dyn ProofKeys) -> Result<Proof, Dp
         return Err(DpopError::TooLarge);
     }
     let parts = CompactParts::split(compact).ok_or(DpopError::Malformed)?;
-    let header = JoseHeader::decode(parts.header).map_err(|_| DpopError::Malformed)?;
+    let key = match keys.known_header(parts.header) {
+        Some(key) => key,
+        None => {
+            let key = read_header(parts.header, keys)?;
+            keys.remember_header(parts.header, &key);
+            key
+        }
+    };
+    let claims = proof_claims(&decode_object(parts.payload).map_err(|_| DpopError::Malformed)?)?;
+    let signature = URL_SAFE_NO_PAD.decode(parts.signature).map_err(|_| DpopError::Malformed)?;
+    // Both algorithms sign with 64 bytes (ES256 r ‖ s, Ed25519 R ‖ S).
+    if signature.len() != 64 {
+        return Err(DpopError::BadSignature);
+    }
+    let signing_input = compact.get(..parts.signing_input_len()).ok_or(DpopError::Malformed)?.to_owned();
+    Ok(Proof { algorithm: key.algorithm(), key, claims, signing_input, signature })
+}
+
+/// A proof's header part: `typ`, no critical extension, a supported `alg`
+/// and the public `jwk` of that algorithm, on its curve.
+fn read_header(part: &str, keys: &dyn ProofKeys) -> Result<PublicKey, DpopError> {
+    let header = JoseHeader::decode(part).map_err(|_| DpopError::Malformed)?;
     if header.typ().and_then(Value::as_str) != Some(PROOF_TYPE) {
         return Err(DpopError::WrongType);
     }
@@ -143,14 +173,7 @@ pub fn parse_proof_with(compact: &str, keys: &dyn ProofKeys) -> Result<Proof, Dp
     if key.algorithm() != algorithm {
         return Err(DpopError::InvalidKey);
     }
-    let claims = proof_claims(&decode_object(parts.payload).map_err(|_| DpopError::Malformed)?)?;
-    let signature = URL_SAFE_NO_PAD.decode(parts.signature).map_err(|_| DpopError::Malformed)?;
-    // Both algorithms sign with 64 bytes (ES256 r ‖ s, Ed25519 R ‖ S).
-    if signature.len() != 64 {
-        return Err(DpopError::BadSignature);
-    }
-    let signing_input = compact.get(..parts.signing_input_len()).ok_or(DpopError::Malformed)?.to_owned();
-    Ok(Proof { algorithm, key, claims, signing_input, signature })
+    Ok(key)
 }
 
 /// Whether a public EC P-256 or Ed25519 key is on its curve (an RSA key never is a proof key).
