@@ -347,11 +347,19 @@ def measure(env: "Env", pids: dict[str, int], url: str, tokens: Path | None, hea
     # Warm-up: V8 tiers up, connections open, caches fill.
     wrk(env, url, 1, script, [str(warmup_tokens)] if warmup_tokens else args, headers, connections)
     s0 = sample() if sample else {}
+    rec = perf_record(env, pids.get("envoy"))
     before = {k: cpu_ticks(p) for k, p in pids.items()}
     r = wrk(env, url, env.duration, script, args, headers, connections)
     after = {k: cpu_ticks(p) for k, p in pids.items()}
     s1 = sample() if sample else {}
-    return timed_result(r, pids, before, after, s0, s1)
+    return with_perf(timed_result(r, pids, before, after, s0, s1), rec)
+
+
+def with_perf(result: dict, rec) -> dict:
+    split = perf_split(rec, result["envoy_cpu_us"])
+    if split:
+        result["perf"] = split
+    return result
 
 
 def timed_result(r: dict, pids: dict[str, int], before: dict, after: dict, s0: dict, s1: dict) -> dict:
@@ -366,6 +374,56 @@ def timed_result(r: dict, pids: dict[str, int], before: dict, after: dict, s0: d
         result[f"{k}_cpu_us"] = (after[k] - before[k]) / CLK_TCK * 1e6 / n
         result[f"{k}_rss_mib"] = rss_kib(p) / 1024
     return result
+
+
+# ---------------------------------------------------------------- where Envoy's CPU goes (--perf)
+
+
+# Where the code an Envoy sample fell in lives: V8's generated code is the
+# filter (and the few stubs V8 puts around host calls); the Envoy binary holds
+# Envoy, jwt_authn, BoringSSL and V8's runtime (a stripped build: no finer split).
+PERF_REGIONS = (("wasm", "Wasm (V8-generated code)"), ("envoy", "Envoy binary (Envoy, jwt_authn, BoringSSL, V8 runtime)"),
+                ("kernel", "kernel"), ("libc", "libc"), ("other", "other"))
+
+
+def perf_record(env: "Env", pid: int | None) -> tuple[subprocess.Popen, Path] | None:
+    """`perf record` of one process on the software clock (no hardware
+    counters needed, as in a VM), until `perf_split` stops it."""
+    if not env.perf or pid is None:
+        return None
+    env.perf_runs += 1
+    data = env.tmp / f"perf-{env.perf_runs}.data"
+    p = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "999", "-p", str(pid), "-o", str(data)],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.2)  # attached before the load starts
+    return p, data
+
+
+def perf_split(rec: tuple[subprocess.Popen, Path] | None, cpu_us: float) -> dict | None:
+    """Stops the recording; the process's CPU per request split by region, in µs."""
+    if rec is None:
+        return None
+    p, data = rec
+    p.send_signal(signal.SIGINT)
+    try:
+        p.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        return None
+    out = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "--sort", "dso", "-F", "sample,dso"],
+                         capture_output=True, text=True, timeout=120).stdout
+    data.unlink(missing_ok=True)
+    samples = {k: 0 for k, _ in PERF_REGIONS}
+    for line in out.splitlines():
+        count, _, dso = line.strip().partition(" ")
+        if line.startswith("#") or not count.isdigit():
+            continue
+        dso = dso.strip()
+        region = ("wasm" if dso.startswith("[JIT]") else "envoy" if dso == "envoy" else "kernel" if dso.startswith("[kernel")
+                  else "libc" if dso.startswith("libc.") else "other")
+        samples[region] += int(count)
+    total = sum(samples.values())
+    return {k: v / total * cpu_us for k, v in samples.items()} if total else None
 
 
 # ---------------------------------------------------------------- DPoP (proof per request)
@@ -458,11 +516,12 @@ def measure_dpop(env: "Env", pids: dict[str, int], envoy: Envoy, c: dict, sample
     wrk(env, envoy.url(), 1, script, [str(dpop_proofs(env, c, DPOP_PROOFS_PER_SECOND, "warmup"))])
     timed = dpop_proofs(env, c, int(DPOP_PROOFS_PER_SECOND * (max(1, round(env.duration)) + 1)), "timed")
     s0 = sample() if sample else {}
+    rec = perf_record(env, pids.get("envoy"))
     before = {k: cpu_ticks(p) for k, p in pids.items()}
     r = wrk(env, envoy.url(), env.duration, script, [str(timed)])
     after = {k: cpu_ticks(p) for k, p in pids.items()}
     s1 = sample() if sample else {}
-    return timed_result(r, pids, before, after, s0, s1)
+    return with_perf(timed_result(r, pids, before, after, s0, s1), rec)
 
 
 # ---------------------------------------------------------------- revocation feed (G)
@@ -973,6 +1032,10 @@ class Env:
         self.fleet_bin = os.environ.get("BENCH_FLEET_BIN", str(ROOT / "target/bench/release/authflow-bench-fleet"))
         self.wrk = shutil.which("wrk") or "wrk"
         self.duration = args.duration
+        self.perf = args.perf
+        self.perf_runs = 0
+        if self.perf and not shutil.which("perf"):
+            raise SystemExit("--perf needs `perf` (Debian: linux-perf)")
         self.tmp = Path(tempfile.mkdtemp(prefix="authflow-bench-"))
         self.lua = self.tmp / "tokens.lua"
         self.lua.write_text(WRK_LUA)
@@ -1009,6 +1072,9 @@ def main() -> int:
                     "revocation push cases); default all")
     ap.add_argument("--bans", type=int, default=20, help="bans per mode in W (default 20)")
     ap.add_argument("--no-auth-service", action="store_true", help="skip F and P")
+    ap.add_argument("--perf", action="store_true",
+                    help="also sample each timed run's Envoy with `perf record` (software clock) and report its CPU per request "
+                    "split by code region: Wasm, Envoy binary, kernel, libc")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs, tokens)")
     ap.add_argument("--alt", action="append", default=[], metavar="NAME=WASM",
                     help="also run D, D+, E and the DPoP cases with another build of the module (cases D@NAME, D@NAME-identity, E-ALG@NAME, "
@@ -1495,6 +1561,14 @@ def write_results(env: Env, args, cases, results, inter, pollers, failures, elap
         lines.append(f"| {r['case']} | {f0(r['rps'])} | {x(r['rps_vs_A'])} | {ms(r['p50_us'])} | {ms(r['p99_us'])} | "
                      f"{us(r['envoy_cpu_us'])} | {x(r['envoy_cpu_us_vs_A'])} | {us(r['envoy_rss_mib'])} | "
                      f"{x(r['envoy_rss_mib_vs_A'])} | {'; '.join(notes)} |")
+    perf_rows = [r for r in rows if any("perf" in run for run in results[r["id"]])]
+    if perf_rows:
+        lines += ["", "Where Envoy's CPU per request goes (`--perf`: `perf record` on the software clock during each timed "
+                  "run, samples by the code they fell in; µs per request, medians over the repeats):", "",
+                  "| case | " + " | ".join(name for _, name in PERF_REGIONS) + " |", "|---|" + "---:|" * len(PERF_REGIONS)]
+        for r in perf_rows:
+            runs = [run["perf"] for run in results[r["id"]] if "perf" in run]
+            lines.append(f"| {r['case']} | " + " | ".join(us(statistics.median(run[k] for run in runs)) for k, _ in PERF_REGIONS) + " |")
     if pollers:
         lines += ["", "Auth service alone, pinned to one core (CPU 0), wrk with 64 connections on CPU 1:", "",
                   "| endpoint | status | req/s | p50 ms | p99 ms | auth CPU µs/req | RSS MiB |", "|---|---:|---:|---:|---:|---:|---:|"]
