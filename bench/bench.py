@@ -356,9 +356,11 @@ def measure(env: "Env", pids: dict[str, int], url: str, tokens: Path | None, hea
 
 
 def with_perf(result: dict, rec) -> dict:
-    split = perf_split(rec, result["envoy_cpu_us"])
-    if split:
-        result["perf"] = split
+    """The result with its Envoy's CPU split by code region, when recorded (`--perf`)."""
+    if rec is not None:
+        split = perf_split(rec, result["envoy_cpu_us"])
+        if split:
+            result["perf"] = split
     return result
 
 
