@@ -1034,7 +1034,7 @@ class Env:
         self.fleet_bin = os.environ.get("BENCH_FLEET_BIN", str(ROOT / "target/bench/release/authflow-bench-fleet"))
         self.wrk = shutil.which("wrk") or "wrk"
         self.duration = args.duration
-        self.perf = args.perf
+        self.perf = getattr(args, "perf", False)  # bench/rss.py builds an Env without it
         self.perf_runs = 0
         if self.perf and not shutil.which("perf"):
             raise SystemExit("--perf needs `perf` (Debian: linux-perf)")
