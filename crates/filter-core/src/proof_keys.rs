@@ -53,8 +53,6 @@ impl ProofKeyCache {
     /// when the key is not on its curve. (One function, not a generic one
     /// per caller: module size.)
     pub fn get(&self, key: &PublicKey) -> Option<Rc<PreparedKey>> {
-        let now = self.clock.get().wrapping_add(1);
-        self.clock.set(now);
         let mut keys = self.keys.try_borrow_mut().ok()?;
         let entry = match keys.iter().find(|k| k.key == *key) {
             Some(entry) => Rc::clone(entry),
@@ -68,7 +66,7 @@ impl ProofKeyCache {
                 prepared
             }
         };
-        entry.last_used.set(now);
+        self.touch(&entry);
         Some(entry)
     }
 
@@ -76,10 +74,15 @@ impl ProofKeyCache {
     pub fn by_header(&self, header: &str) -> Option<Rc<PreparedKey>> {
         let keys = self.keys.try_borrow().ok()?;
         let entry = keys.iter().find(|k| k.header.try_borrow().is_ok_and(|h| h.as_deref() == Some(header)))?;
+        self.touch(entry);
+        Some(Rc::clone(entry))
+    }
+
+    /// Marks `entry` the most recently used.
+    fn touch(&self, entry: &PreparedKey) {
         let now = self.clock.get().wrapping_add(1);
         self.clock.set(now);
         entry.last_used.set(now);
-        Some(Rc::clone(entry))
     }
 
     /// `header` was read as naming `key` (a kept key: the reading asked for it).
