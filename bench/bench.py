@@ -346,21 +346,23 @@ def measure(env: "Env", pids: dict[str, int], url: str, tokens: Path | None, hea
     args = [str(tokens)] if tokens else []
     # Warm-up: V8 tiers up, connections open, caches fill.
     wrk(env, url, 1, script, [str(warmup_tokens)] if warmup_tokens else args, headers, connections)
+    return timed(env, pids, lambda: wrk(env, url, env.duration, script, args, headers, connections), sample)
+
+
+def timed(env: "Env", pids: dict[str, int], load, sample=None) -> dict:
+    """The timed run of `load()` (a wrk run): the processes' CPU and the
+    counters (`sample()`) diffed over it, and with `--perf` Envoy's CPU split
+    by code region."""
     s0 = sample() if sample else {}
     rec = perf_record(env, pids.get("envoy"))
     before = {k: cpu_ticks(p) for k, p in pids.items()}
-    r = wrk(env, url, env.duration, script, args, headers, connections)
+    r = load()
     after = {k: cpu_ticks(p) for k, p in pids.items()}
     s1 = sample() if sample else {}
-    return with_perf(timed_result(r, pids, before, after, s0, s1), rec)
-
-
-def with_perf(result: dict, rec) -> dict:
-    """The result with its Envoy's CPU split by code region, when recorded (`--perf`)."""
-    if rec is not None:
-        split = perf_split(rec, result["envoy_cpu_us"])
-        if split:
-            result["perf"] = split
+    result = timed_result(r, pids, before, after, s0, s1)
+    split = perf_split(rec, result["envoy_cpu_us"]) if rec else None
+    if split:
+        result["perf"] = split
     return result
 
 
@@ -401,10 +403,8 @@ def perf_record(env: "Env", pid: int | None) -> tuple[subprocess.Popen, Path] | 
     return p, data
 
 
-def perf_split(rec: tuple[subprocess.Popen, Path] | None, cpu_us: float) -> dict | None:
+def perf_split(rec: tuple[subprocess.Popen, Path], cpu_us: float) -> dict | None:
     """Stops the recording; the process's CPU per request split by region, in µs."""
-    if rec is None:
-        return None
     p, data = rec
     p.send_signal(signal.SIGINT)
     try:
@@ -516,14 +516,8 @@ def measure_dpop(env: "Env", pids: dict[str, int], envoy: Envoy, c: dict, sample
     script = env.tmp / "dpop.lua"
     script.write_text(WRK_DPOP_LUA)
     wrk(env, envoy.url(), 1, script, [str(dpop_proofs(env, c, DPOP_PROOFS_PER_SECOND, "warmup"))])
-    timed = dpop_proofs(env, c, int(DPOP_PROOFS_PER_SECOND * (max(1, round(env.duration)) + 1)), "timed")
-    s0 = sample() if sample else {}
-    rec = perf_record(env, pids.get("envoy"))
-    before = {k: cpu_ticks(p) for k, p in pids.items()}
-    r = wrk(env, envoy.url(), env.duration, script, [str(timed)])
-    after = {k: cpu_ticks(p) for k, p in pids.items()}
-    s1 = sample() if sample else {}
-    return with_perf(timed_result(r, pids, before, after, s0, s1), rec)
+    proofs = dpop_proofs(env, c, int(DPOP_PROOFS_PER_SECOND * (max(1, round(env.duration)) + 1)), "timed")
+    return timed(env, pids, lambda: wrk(env, envoy.url(), env.duration, script, [str(proofs)]), sample)
 
 
 # ---------------------------------------------------------------- revocation feed (G)
