@@ -153,6 +153,20 @@ fn verifies_tokens_inside_envoy() {
     let r = envoy.get("/api/data", &[("authorization", &bearer(good)), ("x-auth-user", "mallory"), ("x-auth-user", "eve")]);
     assert_eq!(r.echoed("x-auth-user").as_deref(), Some("alice"), "every forged copy is gone (the echo joins copies)");
 
+    // Beside the identity headers and the token's removal, everything arrives
+    // as sent, repeated headers in their order; a forged spelling does not.
+    let sent = [("authorization", bearer(good)), ("x-multi", "a".into()), ("x_auth_user", "eve".into()), ("x-multi", "b".into()),
+                ("accept", "text/plain".into()), ("x-auth-scopes", "admin".into())];
+    let r = envoy.get("/api/data?q=1", &sent.iter().map(|(n, v)| (*n, v.as_str())).collect::<Vec<_>>());
+    assert_eq!(r.status, 200, "{r:?}");
+    let echo = r.json();
+    assert_eq!((echo["method"].as_str(), echo["path"].as_str()), (Some("GET"), Some("/api/data?q=1")));
+    assert_eq!(r.echoed("x-multi").as_deref(), Some("a, b"));
+    assert_eq!(r.echoed("accept").as_deref(), Some("text/plain"));
+    assert!(r.echoed("host").is_some_and(|h| h.starts_with("127.0.0.1:")), "{echo}");
+    assert_eq!((r.echoed("x-auth-user").as_deref(), r.echoed("x-auth-scopes").as_deref()), (Some("alice"), Some("read")));
+    assert_eq!((r.echoed("authorization"), r.echoed("x_auth_user")), (None, None), "{echo}");
+
     // Two Authorization headers (a second identity riding along): refused, not
     // verified on the first and forwarded with the second.
     let other = keys.ed.sign(claims_with(user()).with_subject("mallory")).unwrap();

@@ -603,7 +603,7 @@ impl FilterConfig {
             }
         };
         let several = providers.len() > 1;
-        let identity = validate_identity(raw.identity_headers, several)?;
+        let identity = validate_identity(raw.identity_headers, several, &token_sources.headers)?;
         let providers = PerProvider::from_vec(providers);
         let mut routes = Vec::with_capacity(raw.routes.len());
         for (i, r) in raw.routes.into_iter().enumerate() {
@@ -827,7 +827,9 @@ fn validate_upstream(u: RawUpstream, field: &str, default_interval_ms: u64, seco
 /// `several`: more than one provider is configured, so the same `sub` may
 /// be two people: the issuer always goes upstream (`x-auth-issuer` unless
 /// `issuer` names another header), so backends can tell them apart.
-fn validate_identity(raw: Option<RawIdentityHeaders>, several: bool) -> Result<IdentityHeaders, ConfigError> {
+/// `token_headers`: credentials too (a token header is removed, an identity
+/// header set: one header cannot be both).
+fn validate_identity(raw: Option<RawIdentityHeaders>, several: bool, token_headers: &[String]) -> Result<IdentityHeaders, ConfigError> {
     let raw = raw.unwrap_or(RawIdentityHeaders {
         subject: Some("x-auth-user".into()),
         issuer: None,
@@ -875,7 +877,10 @@ fn validate_identity(raw: Option<RawIdentityHeaders>, several: bool) -> Result<I
         if names.iter().take(i).any(|m| header_spellings::same_header(m, n)) {
             return err("`identity_headers`: the same header is mapped twice (`-` and `_` count as one)");
         }
-        if n.starts_with(':') || RESERVED.iter().any(|r| header_spellings::same_header(r, n)) {
+        if n.starts_with(':')
+            || RESERVED.iter().any(|r| header_spellings::same_header(r, n))
+            || token_headers.iter().any(|t| header_spellings::same_header(t, n))
+        {
             return err(format!("`identity_headers`: `{n}` cannot be an identity header"));
         }
         // Each `-`/`_` mix of the name is removed from every request (see `header_spellings`).
@@ -1191,8 +1196,9 @@ mod tests {
         assert!(e.0.contains("mapped twice"), "{e}");
         assert!(with(serde_json::json!({"identity_headers": {"subject": "x-auth-user", "claims": {"nickname": "x-auth-nick"}}})).is_ok());
         // Nor a header that frames the message or carries credentials, in any spelling.
-        for reserved in ["content-length", "Transfer-Encoding", "x_forwarded_for", "dpop", "x-authflow-device", "cookie"] {
-            let e = with(serde_json::json!({"identity_headers": {"subject": "x-auth-user", "claims": {"size": reserved}}})).unwrap_err();
+        for reserved in ["content-length", "Transfer-Encoding", "x_forwarded_for", "dpop", "x-authflow-device", "cookie", "x_token"] {
+            let e = with(serde_json::json!({"token_sources": {"headers": ["x-token"]},
+                "identity_headers": {"subject": "x-auth-user", "claims": {"size": reserved}}})).unwrap_err();
             assert!(e.0.contains("cannot be an identity header"), "{reserved}: {e}");
         }
     }
