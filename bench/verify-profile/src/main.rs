@@ -15,6 +15,7 @@ use base64::Engine as _;
 use jwt_simple::prelude::*;
 
 mod dpop;
+mod revocations;
 
 const ISS: &str = "https://bench.authflow.test";
 
@@ -77,6 +78,10 @@ fn main() {
     let (batches, scale) = if quick { (3, 1) } else { (7, 4) };
     if std::env::args().any(|a| a == "--dpop") {
         dpop::profile(batches, scale);
+        return;
+    }
+    if std::env::args().any(|a| a == "--revocations") {
+        revocations::profile(batches, scale);
         return;
     }
     let ed = Ed25519KeyPair::generate().with_key_id("ed-1");

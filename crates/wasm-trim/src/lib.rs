@@ -6,10 +6,12 @@
 //! default does nothing. Dropping the ones authflow leaves unhandled
 //! (`authflow::UNHANDLED_CALLBACKS`) saves those VM entries on every request.
 //!
-//! The `name` custom section (function names, an eighth of the module) is
-//! dropped too: nothing at run time reads it. The untrimmed build output
-//! keeps it, and function indices are unchanged, so a trap's function index
-//! can still be looked up there.
+//! The custom sections for tools are dropped too: nothing at run time reads
+//! them. `name` (function names, an eighth of the module): the untrimmed
+//! build output keeps it, and function indices are unchanged, so a trap's
+//! function index can still be looked up there; `producers` and
+//! `target_features` (the compiler's name and version, the features it used:
+//! `make wasm` gives `wasm-opt` those by flag).
 
 use wasm_encoder::{ExportKind, ExportSection, Module, RawSection};
 use wasmparser::{ExternalKind, Parser, Payload};
@@ -47,7 +49,7 @@ pub fn trim(module: &[u8], remove: &[&str]) -> Result<Trimmed, String> {
                 }
                 out.section(&exports);
             }
-            Payload::CustomSection(reader) if reader.name() == NAME_SECTION => {}
+            Payload::CustomSection(reader) if TOOL_SECTIONS.contains(&reader.name()) => {}
             _ => {
                 if let Some((id, range)) = payload.as_section() {
                     let data = slice(module, range).ok_or("section out of bounds")?;
@@ -62,8 +64,9 @@ pub fn trim(module: &[u8], remove: &[&str]) -> Result<Trimmed, String> {
     Ok(Trimmed { module: out.finish(), removed })
 }
 
-/// The custom section of debug names (function, local, … names).
-const NAME_SECTION: &str = "name";
+/// The custom sections for tools: debug names (function, local, … names),
+/// the producing toolchain, the features it compiled with.
+const TOOL_SECTIONS: [&str; 3] = ["name", "producers", "target_features"];
 
 fn slice(module: &[u8], range: std::ops::Range<u64>) -> Option<&[u8]> {
     module.get(usize::try_from(range.start).ok()?..usize::try_from(range.end).ok()?)
@@ -126,7 +129,8 @@ mod tests {
             code.function(&f);
         }
         m.section(&code);
-        m.section(&CustomSection { name: "producers".into(), data: b"kept as is".as_slice().into() });
+        m.section(&CustomSection { name: "producers".into(), data: b"rustc".as_slice().into() });
+        m.section(&CustomSection { name: "kept".into(), data: b"as is".as_slice().into() });
         m.section(&CustomSection { name: "name".into(), data: b"\x01\x04\x01\x00\x01f".as_slice().into() });
         m.finish()
     }
@@ -146,12 +150,15 @@ mod tests {
                 .filter(|(id, _)| *id != wasm_encoder::SectionId::Export as u8)
                 .collect()
         };
-        let without_names: Vec<_> = sections(&before).into_iter().filter(|(_, data)| !data.starts_with(b"\x04name")).collect();
+        let without_names: Vec<_> = sections(&before)
+            .into_iter()
+            .filter(|(_, data)| !data.starts_with(b"\x04name") && !data.starts_with(b"\x09producers"))
+            .collect();
         assert_eq!(without_names, sections(&t.module));
     }
 
     #[test]
-    fn the_name_section_is_dropped_and_nothing_else() {
+    fn the_sections_for_tools_are_dropped_and_nothing_else() {
         let before = sample();
         let custom = |m: &[u8]| -> Vec<String> {
             Parser::new(0)
@@ -162,9 +169,9 @@ mod tests {
                 })
                 .collect()
         };
-        assert_eq!(custom(&before), ["producers", "name"]);
+        assert_eq!(custom(&before), ["producers", "kept", "name"]);
         let after = trim(&before, &[]).unwrap().module;
-        assert_eq!(custom(&after), ["producers"]);
+        assert_eq!(custom(&after), ["kept"]);
         assert_eq!(exports(&after).unwrap(), exports(&before).unwrap());
         wasmparser::validate(&after).unwrap();
     }

@@ -162,6 +162,15 @@ fn push_entry(out: &mut Vec<u8>, kind: Kind, e: &Entry) {
     out.extend_from_slice(&e.expires_at.to_le_bytes());
 }
 
+/// Moves records `run` of a section (its `start` and record `len`) down to
+/// end at `write` (lowering it) in one copy; how many records that was.
+fn move_run(bytes: &mut [u8], (start, len): (usize, usize), run: std::ops::Range<usize>, write: &mut usize) -> usize {
+    let n = run.len();
+    *write -= n * len;
+    bytes.copy_within(start + run.start * len..start + run.end * len, *write);
+    n
+}
+
 /// The entry counts in a written header.
 fn write_counts(bytes: &mut [u8], counts: PerKind) {
     for (i, c) in counts.0.iter().enumerate() {
@@ -337,40 +346,45 @@ impl Blob {
         let mut record = Vec::with_capacity(32);
         for kind in Kind::ALL.into_iter().rev() {
             let (start, len) = (base_starts.of(kind), record_len(kind));
+            // Base records `left_n..run_end` are kept as they are and not
+            // moved yet: moved in one piece when something else is written
+            // or dropped, so a merge costs about one copy of the list (most
+            // of it is runs of base records between overlay entries).
             let mut left_n = base_counts.of(kind);
+            let mut run_end = left_n;
             let mut right = overlay.entries(kind).rev().peekable();
             loop {
                 let left = left_n.checked_sub(1).and_then(|i| bytes.get(start + i * len..start + (i + 1) * len)).map(|r| entry_of(kind, r));
-                let next = match (left, right.peek()) {
-                    (Some(l), Some(r)) if l.digest == r.digest => {
-                        let e = l.widest(*r);
+                let right_digest = right.peek().map(|r| r.digest);
+                let took_left = left.filter(|l| right_digest.is_none_or(|d| l.digest >= d));
+                let written = match took_left {
+                    Some(l) => {
                         left_n -= 1;
-                        right.next();
-                        e
+                        match right.next_if(|r| r.digest == l.digest) {
+                            Some(r) => Some(l.widest(r)),
+                            // The run grows.
+                            None if still_needed(l.expires_at, skew_secs, now) => continue,
+                            None => None,
+                        }
                     }
-                    (Some(l), Some(r)) if l.digest > r.digest => {
-                        left_n -= 1;
-                        l
-                    }
-                    (_, Some(r)) => {
-                        let e = *r;
-                        right.next();
-                        e
-                    }
-                    (Some(l), None) => {
-                        left_n -= 1;
-                        l
-                    }
-                    (None, None) => break,
+                    // An overlay entry, or none: both sides are done.
+                    None => right.next(),
                 };
-                if still_needed(next.expires_at, skew_secs, now) {
-                    write -= len;
-                    record.clear();
-                    push_entry(&mut record, kind, &next);
-                    if let Some(slot) = bytes.get_mut(write..write + len) {
-                        slot.copy_from_slice(&record);
+                let run_start = left_n + usize::from(took_left.is_some());
+                *counts.at(kind) += move_run(&mut bytes, (start, len), run_start..run_end, &mut write);
+                run_end = left_n;
+                match written {
+                    Some(e) if still_needed(e.expires_at, skew_secs, now) => {
+                        write -= len;
+                        record.clear();
+                        push_entry(&mut record, kind, &e);
+                        if let Some(slot) = bytes.get_mut(write..write + len) {
+                            slot.copy_from_slice(&record);
+                        }
+                        *counts.at(kind) += 1;
                     }
-                    *counts.at(kind) += 1;
+                    None if took_left.is_none() => break,
+                    _ => {}
                 }
             }
         }
