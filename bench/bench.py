@@ -212,9 +212,13 @@ def jwt_authn(jwks_text: str, cache: bool) -> dict:
 
 
 def ext_authz() -> dict:
+    # The device secret and the service's fingerprint attributes (its defaults) travel to the
+    # check: a device-bound token is checked there as the filter checks it.
+    forwarded = ["x-authflow-device", "cookie", "user-agent", "accept-language"]
     return {"name": "envoy.filters.http.ext_authz", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
         "transport_api_version": "V3",
+        "allowed_headers": {"patterns": [{"exact": name} for name in forwarded]},
         "http_service": {
             "server_uri": {"uri": "http://127.0.0.1", "cluster": "authsvc", "timeout": "2s"},
             "path_prefix": "/v1/ext-authz",
@@ -302,10 +306,22 @@ function init(args)
     if #line > 0 then tokens[#tokens + 1] = "Bearer " .. line end
   end
 end
+local requests = nil
 function request()
+  if requests == nil then
+    -- Each token's request written once, with the -H headers (a table given to
+    -- wrk.format replaces them, it does not add to them).
+    requests = {}
+    for j, token in ipairs(tokens) do
+      local headers = {}
+      for name, value in pairs(wrk.headers) do headers[name] = value end
+      headers["Authorization"] = token
+      requests[j] = wrk.format("GET", nil, headers)
+    end
+  end
   i = i + 1
-  if i > #tokens then i = 1 end
-  return wrk.format("GET", nil, { ["Authorization"] = tokens[i] })
+  if i > #requests then i = 1 end
+  return requests[i]
 end
 function done(summary, latency, requests)
   io.write(string.format(
@@ -1046,13 +1062,18 @@ def read_first(p: Path) -> str:
     return p.read_text().split("\n", 1)[0].strip()
 
 
-def check(url: str, valid: str | None, tampered: str | None, expect_tampered: int) -> None:
+def check(url: str, valid: str | None, tampered: str | None, expect_tampered: int, headers: list[str] = ()) -> None:
+    extra = dict(h.split(": ", 1) for h in headers)
     if valid is not None:
-        status = http_get(url, {"Authorization": f"Bearer {valid}"})[0]
+        status = http_get(url, {"Authorization": f"Bearer {valid}", **extra})[0]
         if status != 200:
             raise RuntimeError(f"{url}: valid token got {status}, expected 200")
+        if extra:
+            status = http_get(url, {"Authorization": f"Bearer {valid}"})[0]
+            if status != 401:
+                raise RuntimeError(f"{url}: valid token without {', '.join(extra)} got {status}, expected 401")
     if tampered is not None:
-        status = http_get(url, {"Authorization": f"Bearer {tampered}"})[0]
+        status = http_get(url, {"Authorization": f"Bearer {tampered}", **extra})[0]
         if status != expect_tampered:
             raise RuntimeError(f"{url}: tampered token got {status}, expected {expect_tampered}")
 
@@ -1202,7 +1223,8 @@ def run(env: Env, args) -> int:
         try:
             auth = setup_auth_service(env)
             cases.append(dict(id="F", label="F: ext_authz → auth service (every request)", filters=[ext_authz()],
-                              clusters=[cluster("authsvc", auth.port)], tokens=auth.tokens, tamper="auth", auth=True))
+                              clusters=[cluster("authsvc", auth.port)], tokens=auth.tokens, tamper="auth", auth=True,
+                              headers=auth.device_headers))
         except RuntimeError as e:
             log(f"auth service unusable, F and P skipped: {e}")
             auth = None
@@ -1231,7 +1253,7 @@ def run(env: Env, args) -> int:
                 else:
                     valid = read_first(c.get("warmup") or c["tokens"])
                     tam = auth.tampered if c.get("auth") else (tampered[c["tamper"]] if c["tamper"] else None)
-                    check(envoy.url(), valid, tam, 401)
+                    check(envoy.url(), valid, tam, 401, c.get("headers", ()))
                 pids = {"envoy": envoy.proc.pid}
                 if c.get("auth"):
                     pids["auth"] = auth.proc.pid
@@ -1243,7 +1265,8 @@ def run(env: Env, args) -> int:
                 if c.get("dpop"):
                     r = measure_dpop(env, pids, envoy, c, sample)
                 else:
-                    r = measure(env, pids, envoy.url(), c["tokens"], warmup_tokens=c.get("warmup"), sample=sample)
+                    r = measure(env, pids, envoy.url(), c["tokens"], c.get("headers", ()), warmup_tokens=c.get("warmup"),
+                                    sample=sample)
                 if c.get("feed"):
                     r["revocation_entries"] = envoy.stat("wasmcustom.authflow.revocations.entries")
                 r["rep"] = rep
@@ -1342,8 +1365,12 @@ def setup_auth_service(env: Env) -> AuthService:
     auth = AuthService(env, data, LOAD_CPU)
     auth.cli("user", "create", "--email", "bench@example.com", extra_env={"AUTHFLOW_NEW_PASSWORD": os.urandom(12).hex()})
     tokens = []
+    # One device for all of them (its secret and user agent): the load sends it with every token.
+    device = os.urandom(16).hex()
+    auth.device_headers = [f"x-authflow-device: {device}", "user-agent: authflow-bench"]
     for _ in range(20):
-        out = json.loads(auth.cli("token", "mint", "--email", "bench@example.com"))
+        out = json.loads(auth.cli("token", "mint", "--email", "bench@example.com", "--device-secret", device,
+                                  "--header", "user-agent=authflow-bench"))
         tokens.append(out["access_token"])
     path = env.tmp / "auth-tokens.txt"
     path.write_text("\n".join(tokens) + "\n")
@@ -1353,7 +1380,8 @@ def setup_auth_service(env: Env) -> AuthService:
     mid = len(s) // 2
     auth.tampered = f"{h}.{p}.{s[:mid]}{'A' if s[mid] != 'A' else 'B'}{s[mid + 1:]}"
     auth.serve()
-    status = http_get(auth.url("/v1/ext-authz/x"), {"Authorization": f"Bearer {tokens[0]}"})[0]
+    device_headers = dict(h.split(": ", 1) for h in auth.device_headers)
+    status = http_get(auth.url("/v1/ext-authz/x"), {"Authorization": f"Bearer {tokens[0]}", **device_headers})[0]
     if status != 200:
         raise RuntimeError(f"ext-authz answered {status} for a freshly minted token")
     log(f"auth service on :{auth.port} with {len(tokens)} minted tokens")

@@ -43,7 +43,7 @@ fn sleep_until(unix_secs: u64) {
 
 /// The auth service's own verdict on a token (its ext_authz endpoint, called directly).
 fn service_verdict(st: &Stack, s: &Session) -> u16 {
-    get(&st.auth.url("/v1/ext-authz"), &[("authorization", &s.bearer)]).status
+    get(&st.auth.url("/v1/ext-authz"), &s.headers()).status
 }
 
 /// Finding: a revoked token worked again between its `exp` and `exp` +

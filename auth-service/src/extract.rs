@@ -149,21 +149,28 @@ pub async fn verify_user_token(state: &AppState, parts: &Parts, scheme: Scheme, 
             dpop::check_resource_request(state, &parts.headers, method, path, token, &cnf.jkt, now).await?;
         }
     }
-    if let Some(claimed) = &verified.claims.dfp {
-        let secret = tokens::device_secret(&parts.headers).ok_or(ApiError::InvalidToken("device secret missing"))?;
-        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
-        let computed = tokens::fingerprint(
-            &state.config.tokens.fingerprint_attributes,
-            state.config.server.xff_num_trusted_hops,
-            &secret,
-            &parts.headers,
-            peer,
-        );
-        if !authflow_contract::fingerprint::matches(claimed, &computed) {
-            return Err(ApiError::InvalidToken("token is bound to another device"));
-        }
-    }
+    check_device(state, parts, &verified).map_err(ApiError::InvalidToken)?;
     Ok(verified)
+}
+
+/// The device check of a device-bound token (`dfp`), as the filter makes it:
+/// the request's device secret and configured attributes must give the
+/// token's fingerprint. A token without `dfp` passes.
+pub fn check_device(state: &AppState, parts: &Parts, verified: &Verified) -> Result<(), &'static str> {
+    let Some(claimed) = &verified.claims.dfp else { return Ok(()) };
+    let secret = tokens::device_secret(&parts.headers).ok_or("device secret missing")?;
+    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let computed = tokens::fingerprint(
+        &state.config.tokens.fingerprint_attributes,
+        state.config.server.xff_num_trusted_hops,
+        &secret,
+        &parts.headers,
+        peer,
+    );
+    if !authflow_contract::fingerprint::matches(claimed, &computed) {
+        return Err("token is bound to another device");
+    }
+    Ok(())
 }
 
 /// A caller whose token carries the `admin` role.

@@ -1,16 +1,20 @@
 //! Envoy HTTP ext_authz target, for comparison benchmarks: verifies the
-//! bearer token (signature, iss/aud/exp, revocation) from memory only.
-//! DPoP-bound tokens are refused here, whatever the scheme: their proofs are
-//! checked by the filter, and a bound token must never pass on its own.
+//! bearer token (signature, iss/aud/exp, revocation) from memory only, and a
+//! device-bound token's device as the filter does: Envoy must forward the
+//! device secret (`x-authflow-device`, `cookie`) and the configured
+//! attributes, or such a token is refused. DPoP-bound tokens are refused here,
+//! whatever the scheme: their proofs are checked by the filter, and a bound
+//! token must never pass on its own.
 
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;
-use crate::extract::bearer;
+use crate::extract::{bearer, check_device};
 use crate::metrics::inc;
 use crate::clock::now;
 use crate::state::AppState;
@@ -21,11 +25,12 @@ use crate::tokens;
 #[utoipa::path(method(get, post, put, delete, patch, head, options, trace), path = "/v1/ext-authz", tag = "ext_authz",
     security(("bearer" = [])),
     responses((status = 200, description = "allowed; `x-auth-user` carries the subject"), (status = 401, description = "denied")))]
-pub async fn check(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let verified = bearer(&headers)
+pub async fn check(State(state): State<Arc<AppState>>, parts: Parts) -> Response {
+    let verified = bearer(&parts.headers)
         .ok_or("a bearer access token is required")
         .and_then(|t| tokens::verify(&state, t, now()))
-        .and_then(|v| if v.claims.cnf.is_some() { Err("a DPoP-bound token is not accepted here") } else { Ok(v) });
+        .and_then(|v| if v.claims.cnf.is_some() { Err("a DPoP-bound token is not accepted here") } else { Ok(v) })
+        .and_then(|v| check_device(&state, &parts, &v).map(|()| v));
     match verified.map(|v| HeaderValue::from_str(&v.sub)) {
         Ok(Ok(user)) => {
             inc(&state.metrics.ext_authz_allowed);
@@ -47,6 +52,6 @@ pub async fn check(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Re
     params(("rest" = String, Path, description = "the original request path (any number of segments)")),
     security(("bearer" = [])),
     responses((status = 200, description = "allowed; `x-auth-user` carries the subject"), (status = 401, description = "denied")))]
-pub async fn check_subpath(state: State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    check(state, headers).await
+pub async fn check_subpath(state: State<Arc<AppState>>, parts: Parts) -> Response {
+    check(state, parts).await
 }

@@ -60,7 +60,7 @@ async fn ban_unban_revoke_and_sessions() {
     let delta = delta.unwrap();
     assert_eq!(delta["revoked_tokens"][0]["jti"], jti.as_str());
     assert_eq!(delta["revoked_tokens"][0]["expires_at"], claims(&t.access)["exp"].as_u64().unwrap() + 600);
-    let r = app.http.get(app.url("/v1/ext-authz")).bearer_auth(&t.access).send().await.unwrap();
+    let r = app.authed(Method::GET, "/v1/ext-authz", &t).send().await.unwrap();
     assert_eq!(r.status(), 401);
     let cursor = delta["cursor"].as_str().unwrap().to_owned();
 
@@ -100,7 +100,7 @@ async fn ban_unban_revoke_and_sessions() {
     let r = app.authed(Method::DELETE, &format!("/v1/admin/users/{user_id}/ban"), &admin).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let t2 = app.signin("leo@example.com", PASSWORD).await;
-    let r = app.http.get(app.url("/v1/ext-authz")).bearer_auth(&t2.access).send().await.unwrap();
+    let r = app.authed(Method::GET, "/v1/ext-authz", &t2).send().await.unwrap();
     assert_eq!(r.status(), 200);
 
     let log = app.state.store.audit_log(Some(&user_id), 100).await.unwrap();
@@ -224,7 +224,7 @@ async fn es256_signing_option() {
     assert_eq!(header(&t.access)["alg"], "ES256");
     let jwks = KeySet::parse(&app.get("/.well-known/jwks.json").await.bytes().await.unwrap()).unwrap();
     assert!(jwks.entries(authflow_contract::Algorithm::ES256, header(&t.access)["kid"].as_str()).next().is_some());
-    let r = app.http.get(app.url("/v1/ext-authz")).bearer_auth(&t.access).send().await.unwrap();
+    let r = app.authed(Method::GET, "/v1/ext-authz", &t).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
 
@@ -300,13 +300,15 @@ async fn a_session_started_from_a_user_read_before_the_ban_gives_no_valid_token(
     let r = app.authed(Method::POST, &format!("/v1/admin/users/{user_id}/ban"), &admin).send().await.unwrap();
     assert_eq!(r.status(), 200);
 
-    let client = Client { ip: "127.0.0.1".into(), peer: None, user_agent: UA.into(), headers: Default::default() };
+    // The test client's own attributes, so that only the ban can refuse the token below.
+    let headers = [("user-agent", UA), ("accept-language", LANG)].into_iter().map(|(n, v)| (n.parse().unwrap(), v.parse().unwrap())).collect();
+    let client = Client { ip: "127.0.0.1".into(), peer: None, user_agent: UA.into(), headers };
     let at = now();
     match sessions::start(&app.state, &stale, &client, None, at).await {
         Err(e) => assert!(matches!(e, authflow_auth_service::error::ApiError::AccountDisabled), "{e:?}"),
         Ok(t) => {
             assert!(tokens::verify(&app.state, &t.access.token, at).is_err(), "a token for a banned user verifies");
-            let r = app.http.get(app.url("/v1/ext-authz")).bearer_auth(&t.access.token).send().await.unwrap();
+            let r = app.http.get(app.url("/v1/ext-authz")).bearer_auth(&t.access.token).header("x-authflow-device", &t.device_secret).send().await.unwrap();
             assert_eq!(r.status(), 401, "ext_authz lets a banned user's new token through");
         }
     }
@@ -336,7 +338,7 @@ async fn no_token_from_a_sign_in_racing_a_ban_outlives_the_ban() {
             200 => {
                 got += 1;
                 let t = tokens_of(signed_in).await;
-                let r = app.http.get(app.url("/v1/ext-authz")).bearer_auth(&t.access).send().await.unwrap();
+                let r = app.authed(Method::GET, "/v1/ext-authz", &t).send().await.unwrap();
                 assert_eq!(r.status(), 401, "round {round}: a token issued around the ban still passes");
                 let r = app.http.post(app.url("/v1/auth/refresh")).header("x-authflow-device", &t.device).json(&json!({"refresh_token": t.refresh})).send().await.unwrap();
                 assert_ne!(r.status(), 200, "round {round}: the refresh token still works");

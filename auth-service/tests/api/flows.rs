@@ -66,8 +66,8 @@ async fn sign_up_verify_sign_in_and_use_the_token() {
     let r = app.post("/v1/auth/signin/verify", json!({"challenge_id": challenge, "code": code})).await;
     assert_eq!(error_code(r, 401).await, "invalid_code");
 
-    // ext_authz accepts it and names the user.
-    let r = app.http.get(app.url("/v1/ext-authz/some/path")).bearer_auth(&t.access).send().await.unwrap();
+    // ext_authz accepts it from its device and names the user.
+    let r = app.authed(Method::GET, "/v1/ext-authz/some/path", &t).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-auth-user"], user_id.as_str());
     let r = app.http.post(app.url("/v1/ext-authz")).send().await.unwrap();
@@ -708,4 +708,39 @@ async fn addresses_with_invisible_characters_are_refused() {
         assert_eq!(error_code(r, 400).await, "invalid_request", "{email:?}");
     }
     assert_eq!(app.state.store.list_users(&PageRequest::first(1000)).await.unwrap().len(), 1);
+}
+
+/// Finding: ext_authz let a device-bound token through on its own, so a
+/// token copied off its device passed wherever Envoy asked this service
+/// instead of the filter. It now checks the device as the filter does.
+#[tokio::test]
+async fn ext_authz_checks_the_device_of_a_device_bound_token() {
+    let app = spawn_app().await;
+    app.verified_user("dev@example.com").await;
+    let t = app.signin("dev@example.com", PASSWORD).await;
+    let other = app.signin("dev@example.com", PASSWORD).await;
+    assert_ne!(t.device, other.device);
+    let ext_authz = |device: Option<&str>, cookie: Option<String>, user_agent: &str| {
+        let mut r = app.http.get(app.url("/v1/ext-authz/items")).bearer_auth(&t.access).header("user-agent", user_agent);
+        if let Some(device) = device {
+            r = r.header("x-authflow-device", device);
+        }
+        if let Some(cookie) = cookie {
+            r = r.header("cookie", cookie);
+        }
+        r.send()
+    };
+
+    assert_eq!(ext_authz(Some(&t.device), None, UA).await.unwrap().status(), 200);
+    let cookie = format!("{}={}", authflow_contract::fingerprint::DEVICE_COOKIE, t.device);
+    assert_eq!(ext_authz(None, Some(cookie), UA).await.unwrap().status(), 200, "the device cookie serves as well");
+    for (why, device, user_agent) in [
+        ("no device secret", None, UA),
+        ("another device's secret", Some(other.device.as_str()), UA),
+        ("another attribute (user agent)", Some(t.device.as_str()), "curl/8"),
+    ] {
+        let r = ext_authz(device, None, user_agent).await.unwrap();
+        assert_eq!(r.status(), 401, "{why}");
+        assert!(r.headers()["www-authenticate"].to_str().unwrap().contains("invalid_token"), "{why}");
+    }
 }

@@ -162,7 +162,7 @@ async fn two_instances_racing_on_one_refresh_token_exactly_one_wins() {
         assert!(session.revoked_at.is_none(), "the race revoked the session");
         let won = tokens_of(winner).await;
         for app in [&one, &two] {
-            let r = app.http.get(app.url("/v1/ext-authz")).bearer_auth(&won.access).send().await.unwrap();
+            let r = app.authed(Method::GET, "/v1/ext-authz", &won).send().await.unwrap();
             assert_eq!(r.status(), 200, "the winner's access token works");
         }
         let r = refresh_with_device(&two, &won.refresh, Some(&won.device)).await;
