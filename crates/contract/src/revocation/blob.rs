@@ -147,6 +147,33 @@ fn digest_of(record: &[u8]) -> Digest {
     record.get(..16).and_then(|s| <[u8; 16]>::try_from(s).ok()).unwrap_or_default()
 }
 
+/// A digest as a number in the lists' order (bytewise is big-endian): one
+/// integer comparison instead of a byte-by-byte one per probe.
+fn order_of(digest: Digest) -> u128 {
+    u128::from_be_bytes(digest)
+}
+
+/// How many of a section's first `n` records (its `start`, record `len`)
+/// have a digest at or below `digest` (in [`order_of`]'s order): binary
+/// search over the bytes.
+fn rank(bytes: &[u8], (start, len): (usize, usize), n: usize, digest: u128) -> usize {
+    let (mut lo, mut hi) = (0, n);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if bytes.get(start + mid * len..).map_or(0, |r| order_of(digest_of(r))) <= digest {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
+/// Where a record of `kind` keeps its `expires_at`.
+fn expiry_offset(kind: Kind) -> usize {
+    record_len(kind) - 8
+}
+
 fn entry_of(kind: Kind, record: &[u8]) -> Entry {
     match kind {
         Kind::Subject => Entry { digest: digest_of(record), not_before: u64_at(record, 16), expires_at: u64_at(record, 24) },
@@ -167,8 +194,25 @@ fn push_entry(out: &mut Vec<u8>, kind: Kind, e: &Entry) {
 fn move_run(bytes: &mut [u8], (start, len): (usize, usize), run: std::ops::Range<usize>, write: &mut usize) -> usize {
     let n = run.len();
     *write -= n * len;
-    bytes.copy_within(start + run.start * len..start + run.end * len, *write);
+    // Records that stay where they are (nothing dropped or added above them) are not copied.
+    if start + run.start * len != *write {
+        bytes.copy_within(start + run.start * len..start + run.end * len, *write);
+    }
     n
+}
+
+/// [`move_run`] for the records of `run` that some token could still
+/// outlive at `now` (runs of them in one copy each); how many were kept.
+/// Only their `expires_at` is read.
+fn move_needed(bytes: &mut [u8], (start, len, expiry_at): (usize, usize, usize), run: std::ops::Range<usize>, write: &mut usize, skew_secs: u64, now: u64) -> usize {
+    let (mut kept, mut end) = (0, run.end);
+    for i in run.clone().rev() {
+        if !still_needed(u64_at(bytes, start + i * len + expiry_at), skew_secs, now) {
+            kept += move_run(bytes, (start, len), i + 1..end, write);
+            end = i;
+        }
+    }
+    kept + move_run(bytes, (start, len), run.start..end, write)
 }
 
 /// The entry counts in a written header.
@@ -231,7 +275,7 @@ impl Blob {
         let blob = Blob { bytes, counts, starts };
         for kind in Kind::ALL {
             let section = blob.section(kind);
-            let mut records = section.chunks_exact(record_len(kind)).map(digest_of);
+            let mut records = section.chunks_exact(record_len(kind)).map(|r| order_of(digest_of(r)));
             let mut previous = records.next();
             for d in records {
                 if previous.is_some_and(|p| p >= d) {
@@ -346,50 +390,41 @@ impl Blob {
         let mut record = Vec::with_capacity(32);
         for kind in Kind::ALL.into_iter().rev() {
             let (start, len) = (base_starts.of(kind), record_len(kind));
-            // Base records `left_n..run_end` are kept as they are and not
-            // moved yet: moved in one piece when something else is written
-            // or dropped, so a merge costs about one copy of the list (most
-            // of it is runs of base records between overlay entries).
+            let section = (start, len, expiry_offset(kind));
+            // Base records `..left_n` are not read yet. For each overlay
+            // entry, largest first, the base records above it are found by
+            // binary search and moved in runs (only their expiry is read):
+            // a merge costs about one copy of the list, not a decoding of
+            // every record.
             let mut left_n = base_counts.of(kind);
-            let mut run_end = left_n;
-            let mut right = overlay.entries(kind).rev().peekable();
-            loop {
-                let left = left_n.checked_sub(1).and_then(|i| bytes.get(start + i * len..start + (i + 1) * len)).map(|r| entry_of(kind, r));
-                let right_digest = right.peek().map(|r| r.digest);
-                let took_left = left.filter(|l| right_digest.is_none_or(|d| l.digest >= d));
-                let written = match took_left {
+            for r in overlay.entries(kind).rev() {
+                let below = rank(&bytes, (start, len), left_n, order_of(r.digest));
+                *counts.at(kind) += move_needed(&mut bytes, section, below..left_n, &mut write, skew_secs, now);
+                left_n = below;
+                let same = left_n.checked_sub(1).and_then(|i| bytes.get(start + i * len..start + (i + 1) * len)).filter(|l| digest_of(l) == r.digest);
+                let e = match same {
                     Some(l) => {
                         left_n -= 1;
-                        match right.next_if(|r| r.digest == l.digest) {
-                            Some(r) => Some(l.widest(r)),
-                            // The run grows.
-                            None if still_needed(l.expires_at, skew_secs, now) => continue,
-                            None => None,
-                        }
+                        entry_of(kind, l).widest(r)
                     }
-                    // An overlay entry, or none: both sides are done.
-                    None => right.next(),
+                    None => r,
                 };
-                let run_start = left_n + usize::from(took_left.is_some());
-                *counts.at(kind) += move_run(&mut bytes, (start, len), run_start..run_end, &mut write);
-                run_end = left_n;
-                match written {
-                    Some(e) if still_needed(e.expires_at, skew_secs, now) => {
-                        write -= len;
-                        record.clear();
-                        push_entry(&mut record, kind, &e);
-                        if let Some(slot) = bytes.get_mut(write..write + len) {
-                            slot.copy_from_slice(&record);
-                        }
-                        *counts.at(kind) += 1;
+                if still_needed(e.expires_at, skew_secs, now) {
+                    write -= len;
+                    record.clear();
+                    push_entry(&mut record, kind, &e);
+                    if let Some(slot) = bytes.get_mut(write..write + len) {
+                        slot.copy_from_slice(&record);
                     }
-                    None if took_left.is_none() => break,
-                    _ => {}
+                    *counts.at(kind) += 1;
                 }
             }
+            *counts.at(kind) += move_needed(&mut bytes, section, 0..left_n, &mut write, skew_secs, now);
         }
         let header_len = new_header.len();
-        bytes.copy_within(write..end, header_len);
+        if write != header_len {
+            bytes.copy_within(write..end, header_len);
+        }
         bytes.truncate(header_len + (end - write));
         if let Some(slot) = bytes.get_mut(..header_len) {
             slot.copy_from_slice(&new_header);
@@ -401,24 +436,8 @@ impl Blob {
 
     /// Forgets, in place, the entries no token could outlive at `now`.
     pub fn retain_needed(&mut self, skew_secs: u64, now: u64) {
-        let mut write = self.starts.of(Kind::Token);
-        let mut counts = PerKind::default();
-        for kind in Kind::ALL {
-            let (start, len) = (self.starts.of(kind), record_len(kind));
-            *self.starts.at(kind) = write;
-            for i in 0..self.counts.of(kind) {
-                let from = start + i * len;
-                let keep = self.bytes.get(from..from + len).is_some_and(|r| still_needed(entry_of(kind, r).expires_at, skew_secs, now));
-                if keep {
-                    self.bytes.copy_within(from..from + len, write);
-                    write += len;
-                    *counts.at(kind) += 1;
-                }
-            }
-        }
-        self.bytes.truncate(write);
-        self.counts = counts;
-        write_counts(&mut self.bytes, counts);
+        let header = self.header();
+        *self = Blob::merge_into(std::mem::take(self), &Blob::default(), &header, skew_secs, now);
     }
 
     fn section(&self, kind: Kind) -> &[u8] {
@@ -432,19 +451,10 @@ impl Blob {
 
     /// The entry for `digest`, by binary search over the bytes.
     pub fn find(&self, kind: Kind, digest: &Digest) -> Option<Entry> {
-        let len = record_len(kind);
-        let section = self.section(kind);
-        let (mut lo, mut hi) = (0usize, self.counts.of(kind));
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            let record = section.get(mid * len..(mid + 1) * len)?;
-            match digest_of(record).cmp(digest) {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return Some(entry_of(kind, record)),
-            }
-        }
-        None
+        let (start, len) = (self.starts.of(kind), record_len(kind));
+        let i = rank(&self.bytes, (start, len), self.counts.of(kind), order_of(*digest)).checked_sub(1)?;
+        let record = self.bytes.get(start + i * len..start + (i + 1) * len)?;
+        (digest_of(record) == *digest).then(|| entry_of(kind, record))
     }
 
     pub fn entries(&self, kind: Kind) -> impl DoubleEndedIterator<Item = Entry> + ExactSizeIterator + '_ {
@@ -617,6 +627,10 @@ mod tests {
             let to = header(cursors[(round / 4) % 4]);
             let now = 40 + next() % 50;
             let expected = Blob::merge(&base, &overlay, &to, 5, now);
+            let mut retained = base.clone();
+            retained.retain_needed(5, now);
+            assert_eq!(retained.bytes(), Blob::merge(&base, &Blob::default(), &base.header(), 5, now).bytes(), "round {round}: retain_needed");
+            assert_eq!(Blob::parse(retained.bytes().to_vec()).unwrap(), retained);
             let got = Blob::merge_into(base, &overlay, &to, 5, now);
             assert_eq!(got.bytes(), expected.bytes(), "round {round}");
             assert_eq!(Blob::parse(got.bytes().to_vec()).unwrap(), got);
