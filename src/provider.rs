@@ -245,13 +245,20 @@ impl ProviderRuntime {
             Answer::Fresh(body, _) => match env.engine.apply_feed(self.id, body, now) {
                 Ok(applied) => {
                     s.fetch.finished(applied.end, now, env.jitter);
-                    if let Some((base, delta)) = env.engine.revocation_blobs(self.id) {
+                    let published = env.engine.revocation_blobs(self.id).is_some_and(|(base, delta)| {
                         if applied.base_changed {
-                            s.slot.publish(base, env.vm_id, now);
+                            if !s.slot.publish(base, env.vm_id, now) {
+                                return false;
+                            }
+                            // The overlay of the base just published goes over any other.
+                            overlay.forget_seen();
                         }
-                        overlay.publish(delta, env.vm_id, now);
+                        overlay.publish(delta, env.vm_id, now)
+                    });
+                    // A worker superseded by a newer copy does not vouch for the shared list.
+                    if published {
+                        s.slot.set_value("fresh", now.to_string().as_bytes());
                     }
-                    s.slot.set_value("fresh", now.to_string().as_bytes());
                     env.metrics.inc(Metric::RevocationFetchOk);
                     env.metrics.set(Metric::RevocationEntries, env.engine.revocation_entries(self.id) as u64);
                 }

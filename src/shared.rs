@@ -1,14 +1,10 @@
 //! State shared by every worker VM of the plugin through proxy-wasm shared
 //! data (each Envoy worker runs its own VM; a field of the root context is
-//! per worker). Two patterns:
+//! per worker):
 //!
-//! - **Lease**: the VM that wins a compare-and-swap on `…:lease` does the
-//!   periodic fetch, so one Envoy process polls the auth service once per
-//!   interval, not once per worker. A lease not renewed in time (its holder
-//!   stalled) is taken over by the next VM that looks.
-//! - **Publication**: the fetched document goes into `…:data`, then a small
-//!   `…:version` key changes; other VMs read only the version on each tick
-//!   and copy the (possibly large) data only when it moved.
+//! - **Fetched documents** (keys, revocations): one worker fetches under a
+//!   lease and publishes, the others take its copy
+//!   ([`authflow_filter_core::shared_slot`]; [`SharedSlot`] here is it on the host).
 //! - **Replay store**: DPoP proofs accepted, written with compare-and-swap
 //!   ([`record_proof_once`]).
 //! - **DPoP nonce key** of the process, when none comes from the
@@ -17,84 +13,67 @@
 
 use authflow_contract::dpop::DpopError;
 use authflow_filter_core::dpop::ProofUse;
+use authflow_filter_core::shared_slot::{self, NotPublished, SharedData};
 use authflow_filter_core::timing::{self, Piece};
-use authflow_filter_core::{lease, nonce, replay};
+use authflow_filter_core::{nonce, replay};
 
 use crate::host;
 
-pub struct SharedSlot {
-    prefix: String,
-    seen_version: Option<Vec<u8>>,
-}
+/// A fetched document's slot in the host's shared data.
+pub struct SharedSlot(shared_slot::SharedSlot);
 
 impl SharedSlot {
     /// `prefix`: what the shared document is (`authflow_filter_core::fetch::shared_key`).
     pub fn new(prefix: String) -> Self {
-        SharedSlot { prefix, seen_version: None }
+        SharedSlot(shared_slot::SharedSlot::new(prefix))
     }
 
     /// Tries to hold the fetch lease until `now_ms + ttl_ms`. True: this VM fetches.
     pub fn acquire_lease(&self, vm_id: u64, now_ms: u64, ttl_ms: u64) -> bool {
-        let key = format!("{}:lease", self.prefix);
-        let Some((current, cas)) = host::shared_get(&key) else {
-            return false;
-        };
-        let Some(current) = current else {
-            // The host writes a key that does not exist whatever the cas,
-            // so two VMs could both take a lease never written: create it
-            // free, and claim it on a later look with compare-and-swap.
-            let _ = host::shared_set(&key, &[], 0);
-            return false;
-        };
-        let Some(value) = lease::claim(Some(&current), vm_id, now_ms, ttl_ms) else {
-            return false;
-        };
-        host::shared_set(&key, value.as_bytes(), cas).is_ok()
+        self.0.acquire_lease(&HostSharedData, vm_id, now_ms, ttl_ms)
     }
 
-    /// Publishes `data` for the other VMs.
-    pub fn publish(&mut self, data: &[u8], vm_id: u64, now_ms: u64) {
-        let data_key = format!("{}:data", self.prefix);
-        if let Err(status) = host::shared_set(&data_key, data, 0) {
-            log::warn!("authflow: could not share {}: status {status}", self.prefix);
-            return;
+    /// Publishes `data` for the other VMs, unless another VM published since
+    /// this one last looked (then this VM takes that copy on its next look).
+    pub fn publish(&mut self, data: &[u8], vm_id: u64, now_ms: u64) -> bool {
+        match self.0.publish(&HostSharedData, data, vm_id, now_ms) {
+            Ok(()) => true,
+            Err(NotPublished::Superseded) => {
+                log::info!("authflow: a newer shared copy stands");
+                false
+            }
+            Err(NotPublished::Host) => {
+                log::warn!("authflow: could not share a fetched document");
+                false
+            }
         }
-        let version = format!("{vm_id}:{now_ms}:{}", data.len()).into_bytes();
-        let _ = host::shared_set(&format!("{}:version", self.prefix), &version, 0);
-        self.seen_version = Some(version);
     }
 
     /// The published data, if it changed since this VM last looked.
     pub fn take_if_changed(&mut self) -> Option<Vec<u8>> {
-        let (version, _) = host::shared_get(&format!("{}:version", self.prefix))?;
-        let version = version?;
-        if self.seen_version.as_ref() == Some(&version) {
-            return None;
-        }
-        let (data, _) = host::shared_get(&format!("{}:data", self.prefix))?;
-        self.seen_version = Some(version);
-        data
+        self.0.take_if_changed(&HostSharedData)
     }
 
-    /// Takes the published data again on the next look, changed or not.
+    /// Takes the published data again on the next look, changed or not;
+    /// the next publication goes over whatever is published.
     pub fn forget_seen(&mut self) {
-        self.seen_version = None;
+        self.0.forget_seen();
     }
 
     /// A small side value (e.g. a timestamp) under `…:<name>`.
     pub fn set_value(&self, name: &str, value: &[u8]) {
-        let _ = host::shared_set(&format!("{}:{name}", self.prefix), value, 0);
+        self.0.set_value(&HostSharedData, name, value);
     }
 
     pub fn value(&self, name: &str) -> Option<Vec<u8>> {
-        host::shared_get(&format!("{}:{name}", self.prefix))?.0
+        self.0.value(&HostSharedData, name)
     }
 }
 
 /// The host's shared data, as the replay store reads and writes it.
 struct HostSharedData;
 
-impl replay::SharedData for HostSharedData {
+impl SharedData for HostSharedData {
     fn get(&self, key: &str) -> Option<(Option<Vec<u8>>, u32)> {
         host::shared_get(key)
     }

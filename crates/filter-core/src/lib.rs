@@ -27,6 +27,7 @@ pub mod request;
 pub mod revocation;
 pub mod revocation_sync;
 pub mod schedule;
+pub mod shared_slot;
 pub mod signature;
 pub mod timing;
 mod unit_enum;

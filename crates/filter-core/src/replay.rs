@@ -26,6 +26,7 @@ use authflow_contract::dpop::{DpopError, DEFAULT_FUTURE_SKEW_SECS};
 
 use crate::config::MAX_DPOP_MAX_AGE_SECS;
 use crate::dpop::ProofUse;
+use crate::shared_slot::SharedData;
 
 /// Width of a time bucket.
 pub const BUCKET_SECS: u64 = 5;
@@ -67,17 +68,6 @@ pub fn slots_for(proof: &ProofUse) -> ([String; 2], u64) {
 
 fn slot_key(ring_position: u64, shard: u64) -> String {
     format!("authflow.dpop.replay.{ring_position}.{shard}")
-}
-
-/// Proxy-wasm shared data, as the replay store uses it (the glue's host
-/// calls; a map with the host's rules in tests).
-pub trait SharedData {
-    /// The value (`None`: no such key) and its compare-and-swap token;
-    /// `None` when the host failed.
-    fn get(&self, key: &str) -> Option<(Option<Vec<u8>>, u32)>;
-    /// Writes unless `cas` is non-zero and the key was written since; a
-    /// key that does not exist is written whatever `cas` says.
-    fn set(&self, key: &str, value: &[u8], cas: u32) -> bool;
 }
 
 /// Creates, empty, every slot that does not exist yet. Two VMs doing this

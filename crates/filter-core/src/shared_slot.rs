@@ -1,0 +1,201 @@
+//! A document one worker VM fetched, shared with every other worker of the
+//! Envoy process through proxy-wasm shared data (each worker runs its own
+//! VM; a field of the root context is per worker):
+//!
+//! - **Lease**: the VM that wins a compare-and-swap on `…:lease` does the
+//!   periodic fetch, so one Envoy process polls once per interval, not once
+//!   per worker. A lease not renewed in time (its holder stalled) is taken
+//!   over by the next VM that looks.
+//! - **Publication**: the fetched document goes into `…:data`, then a small
+//!   `…:version` key changes; other VMs read only the version on each tick
+//!   and copy the (possibly large) data only when it moved.
+//! - **No step back**: a VM publishes only over the version it last saw. A
+//!   worker that stalled past its lease and then got its late answer would
+//!   otherwise replace what the new lease holder published since with an
+//!   older list, which every other worker would then take and keep until
+//!   the next change.
+
+use crate::lease;
+
+/// Proxy-wasm shared data (the glue's host calls; a map with the host's
+/// rules in tests).
+pub trait SharedData {
+    /// The value (`None`: no such key) and its compare-and-swap token;
+    /// `None` when the host failed.
+    fn get(&self, key: &str) -> Option<(Option<Vec<u8>>, u32)>;
+    /// Writes unless `cas` is non-zero and the key was written since; a
+    /// key that does not exist is written whatever `cas` says.
+    fn set(&self, key: &str, value: &[u8], cas: u32) -> bool;
+}
+
+/// Why a document was not published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotPublished {
+    /// Another VM published since this one last looked: its copy stands,
+    /// and this VM takes it on its next look.
+    Superseded,
+    /// The host refused a read or a write.
+    Host,
+}
+
+pub struct SharedSlot {
+    prefix: String,
+    /// The version this VM last published or took (`None`: none yet, or forgotten).
+    seen_version: Option<Vec<u8>>,
+    /// Publications by this VM: two in one millisecond still differ.
+    published: u64,
+}
+
+impl SharedSlot {
+    /// `prefix`: what the shared document is (`crate::fetch::shared_key`).
+    pub fn new(prefix: String) -> Self {
+        SharedSlot { prefix, seen_version: None, published: 0 }
+    }
+
+    /// Tries to hold the fetch lease until `now_ms + ttl_ms`. True: this VM fetches.
+    pub fn acquire_lease(&self, store: &impl SharedData, vm_id: u64, now_ms: u64, ttl_ms: u64) -> bool {
+        let key = format!("{}:lease", self.prefix);
+        let Some((current, cas)) = store.get(&key) else {
+            return false;
+        };
+        let Some(current) = current else {
+            // The host writes a key that does not exist whatever the cas,
+            // so two VMs could both take a lease never written: create it
+            // free, and claim it on a later look with compare-and-swap.
+            let _ = store.set(&key, &[], 0);
+            return false;
+        };
+        let Some(value) = lease::claim(Some(&current), vm_id, now_ms, ttl_ms) else {
+            return false;
+        };
+        store.set(&key, value.as_bytes(), cas)
+    }
+
+    /// Publishes `data` for the other VMs, unless another VM published since
+    /// this one last looked ([`forget_seen`](Self::forget_seen) first: whatever was published).
+    pub fn publish(&mut self, store: &impl SharedData, data: &[u8], vm_id: u64, now_ms: u64) -> Result<(), NotPublished> {
+        let version_key = format!("{}:version", self.prefix);
+        let (current, _) = store.get(&version_key).ok_or(NotPublished::Host)?;
+        if current.is_some_and(|current| self.seen_version.as_ref().is_some_and(|seen| *seen != current)) {
+            return Err(NotPublished::Superseded);
+        }
+        if !store.set(&format!("{}:data", self.prefix), data, 0) {
+            return Err(NotPublished::Host);
+        }
+        self.published += 1;
+        let version = format!("{vm_id}:{now_ms}:{}", self.published).into_bytes();
+        let _ = store.set(&version_key, &version, 0);
+        self.seen_version = Some(version);
+        Ok(())
+    }
+
+    /// The published data, if it changed since this VM last looked.
+    pub fn take_if_changed(&mut self, store: &impl SharedData) -> Option<Vec<u8>> {
+        let version = store.get(&format!("{}:version", self.prefix))?.0?;
+        if self.seen_version.as_ref() == Some(&version) {
+            return None;
+        }
+        let (data, _) = store.get(&format!("{}:data", self.prefix))?;
+        self.seen_version = Some(version);
+        data
+    }
+
+    /// Takes the published data again on the next look, changed or not;
+    /// the next publication goes over whatever is published.
+    pub fn forget_seen(&mut self) {
+        self.seen_version = None;
+    }
+
+    /// A small side value (e.g. a timestamp) under `…:<name>`.
+    pub fn set_value(&self, store: &impl SharedData, name: &str, value: &[u8]) {
+        let _ = store.set(&format!("{}:{name}", self.prefix), value, 0);
+    }
+
+    pub fn value(&self, store: &impl SharedData, name: &str) -> Option<Vec<u8>> {
+        store.get(&format!("{}:{name}", self.prefix))?.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    /// Shared data with the host's rules, for the workers of one process.
+    #[derive(Default)]
+    struct Process(RefCell<HashMap<String, (Vec<u8>, u32)>>);
+
+    impl SharedData for Process {
+        fn get(&self, key: &str) -> Option<(Option<Vec<u8>>, u32)> {
+            Some(self.0.borrow().get(key).map_or((None, 0), |(v, cas)| (Some(v.clone()), *cas)))
+        }
+        fn set(&self, key: &str, value: &[u8], cas: u32) -> bool {
+            let mut map = self.0.borrow_mut();
+            let current = map.get(key).map(|(_, c)| *c);
+            if current.is_some_and(|current| cas != 0 && cas != current) {
+                return false;
+            }
+            map.insert(key.to_owned(), (value.to_vec(), current.unwrap_or(0) + 1));
+            true
+        }
+    }
+
+    fn worker() -> SharedSlot {
+        SharedSlot::new("authflow.revocations.p".into())
+    }
+
+    /// Finding: a worker that stalled past its lease and then received its
+    /// late answer published it over what the new lease holder had
+    /// published since, and every other worker took the older list.
+    #[test]
+    fn a_worker_that_fell_behind_does_not_publish_over_a_newer_copy() {
+        let process = Process::default();
+        let (mut stalled, mut holder, mut reader) = (worker(), worker(), worker());
+        stalled.publish(&process, b"list 1", 1, 1_000).unwrap();
+        assert_eq!(holder.take_if_changed(&process).as_deref(), Some(&b"list 1"[..]));
+        // The stalled worker's lease ran out; the next holder fetched and published.
+        holder.publish(&process, b"list 2", 2, 5_000).unwrap();
+        assert_eq!(stalled.publish(&process, b"list 1 and a late delta", 1, 6_000), Err(NotPublished::Superseded));
+        assert_eq!(reader.take_if_changed(&process).as_deref(), Some(&b"list 2"[..]));
+        // The stalled worker takes the newer copy, and may publish after it.
+        assert_eq!(stalled.take_if_changed(&process).as_deref(), Some(&b"list 2"[..]));
+        stalled.publish(&process, b"list 3", 1, 7_000).unwrap();
+        assert_eq!(reader.take_if_changed(&process).as_deref(), Some(&b"list 3"[..]));
+        assert_eq!(holder.publish(&process, b"list 2 and more", 2, 7_500), Err(NotPublished::Superseded));
+    }
+
+    #[test]
+    fn a_worker_that_never_looked_or_forgot_publishes_over_anything() {
+        let process = Process::default();
+        let (mut first, mut second, mut reader) = (worker(), worker(), worker());
+        first.publish(&process, b"keys", 1, 1_000).unwrap();
+        second.publish(&process, b"keys again", 2, 1_000).unwrap();
+        assert_eq!(reader.take_if_changed(&process).as_deref(), Some(&b"keys again"[..]));
+        first.forget_seen();
+        first.publish(&process, b"keys, forced", 1, 1_001).unwrap();
+        assert_eq!(reader.take_if_changed(&process).as_deref(), Some(&b"keys, forced"[..]));
+    }
+
+    #[test]
+    fn two_publications_in_one_millisecond_are_both_seen() {
+        let process = Process::default();
+        let (mut holder, mut reader) = (worker(), worker());
+        holder.publish(&process, b"a", 1, 1_000).unwrap();
+        assert_eq!(reader.take_if_changed(&process).as_deref(), Some(&b"a"[..]));
+        holder.publish(&process, b"b", 1, 1_000).unwrap();
+        assert_eq!(reader.take_if_changed(&process).as_deref(), Some(&b"b"[..]));
+        assert_eq!(reader.take_if_changed(&process), None, "nothing new");
+    }
+
+    #[test]
+    fn one_lease_holder_at_a_time() {
+        let process = Process::default();
+        let (a, b) = (worker(), worker());
+        assert!(!a.acquire_lease(&process, 1, 1_000, 500), "the first look creates the lease free");
+        assert!(a.acquire_lease(&process, 1, 1_000, 500));
+        assert!(!b.acquire_lease(&process, 2, 1_400, 500), "held");
+        assert!(b.acquire_lease(&process, 2, 1_600, 500), "not renewed: taken over");
+        assert!(!a.acquire_lease(&process, 1, 1_700, 500));
+    }
+}
