@@ -162,6 +162,17 @@ pub fn random_bytes(buf: &mut [u8]) -> bool {
     unsafe { abi::random_get(buf.as_mut_ptr(), buf.len()) == 0 }
 }
 
+/// Two random words from the host; from the clock when it has none (they
+/// key hashes and tell VMs apart, nothing secret is made from them).
+pub fn random_key() -> [u64; 2] {
+    let mut bytes = [0u8; 16];
+    if !random_bytes(&mut bytes) {
+        bytes[..8].copy_from_slice(&now_ns().to_le_bytes());
+    }
+    let (a, b) = bytes.split_at(8);
+    [a, b].map(|half| half.try_into().map_or(0, u64::from_le_bytes))
+}
+
 pub fn set_tick_period(period: Duration) -> bool {
     let ms = u32::try_from(period.as_millis()).unwrap_or(u32::MAX);
     // SAFETY: no pointers.

@@ -4,8 +4,6 @@
 //! `authflow_filter_core::fetch`; this only calls the host.
 
 use std::cell::RefCell;
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -31,8 +29,8 @@ pub struct AuthflowRoot {
 
 impl AuthflowRoot {
     pub fn new() -> Self {
-        // Random per VM (WASI random_get): identifies the lease holder.
-        let seed = RandomState::new().hash_one(host::now_ms()) | 1;
+        // Random per VM: identifies the lease holder.
+        let seed = host::random_key()[0] | 1;
         AuthflowRoot { vm: None, vm_id: seed, rng: seed }
     }
 

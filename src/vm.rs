@@ -55,7 +55,7 @@ impl Vm {
         let header_reads = HeaderReads::for_config(&config);
         timing::set_clock(host::now_ns);
         Vm {
-            engine: Engine::new(config, now_ms).with_signatures(host_signatures()),
+            engine: Engine::new(config, now_ms).with_signatures(host_signatures()).with_cache_key(host::random_key()),
             providers,
             identity_names,
             identity_spellings,

@@ -4,13 +4,13 @@
 //! token can never hit another's entry. Only the token's last
 //! [`HASHED_TAIL_BYTES`] go through std's keyed SipHash: that tail is
 //! signature, unique per token, and hashing the whole token was most of the
-//! cost of a cache hit. Entries live
+//! cost of a cache hit. The SipHash key comes from the glue (the host's
+//! random bytes, [`TokenCache::new`]). Entries live
 //! until the token's `exp`; the time, revocation and device checks still run
 //! on every request. Bounded, and O(1) amortised per insert: when full the
 //! oldest entry goes (a miss costs one signature check, not correctness), and
 //! expired entries are swept at most once per [`SWEEP_INTERVAL_SECS`].
 
-use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::rc::Rc;
@@ -26,15 +26,22 @@ pub const HASHED_TAIL_BYTES: usize = 48;
 /// SipHash over the tail of what is hashed. Equal tokens have equal tails, so
 /// this agrees with `Eq`; tokens sharing a tail (only forgeries can) merely
 /// share a bucket, and they never get in: only verified tokens are inserted.
-#[derive(Default, Clone)]
-struct TailHash(RandomState);
+///
+/// Keyed here rather than by std's `RandomState`: on WASI that draws its key
+/// through a panicking `expect` whose message prints WASI's error names, 2 KB
+/// of module. `SipHasher` (SipHash-2-4, the one keyed SipHash std exposes)
+/// is deprecated only in favour of a crate.
+#[derive(Clone, Copy)]
+struct TailHash([u64; 2]);
 
-struct TailHasher(std::collections::hash_map::DefaultHasher);
+#[allow(deprecated)]
+struct TailHasher(std::hash::SipHasher);
 
 impl BuildHasher for TailHash {
     type Hasher = TailHasher;
+    #[allow(deprecated)]
     fn build_hasher(&self) -> TailHasher {
-        TailHasher(self.0.build_hasher())
+        TailHasher(std::hash::SipHasher::new_with_keys(self.0[0], self.0[1]))
     }
 }
 
@@ -56,8 +63,9 @@ pub struct TokenCache {
 }
 
 impl TokenCache {
-    pub fn new(max_entries: usize) -> Self {
-        TokenCache { max_entries, entries: HashMap::default(), order: VecDeque::new(), last_sweep: 0 }
+    /// `hash_key`: random per VM, so nobody outside can aim tokens at one bucket.
+    pub fn new(max_entries: usize, hash_key: [u64; 2]) -> Self {
+        TokenCache { max_entries, entries: HashMap::with_hasher(TailHash(hash_key)), order: VecDeque::new(), last_sweep: 0 }
     }
 
     pub fn get(&self, key: &str) -> Option<Rc<VerifiedToken>> {
@@ -118,7 +126,7 @@ mod tests {
 
     #[test]
     fn bounded_oldest_first_and_expired_swept() {
-        let mut c = TokenCache::new(3);
+        let mut c = TokenCache::new(3, [1, 2]);
         c.insert("t1", token(100), 10);
         c.insert("t2", token(20), 10);
         c.insert("t3", token(100), 10);
@@ -137,7 +145,7 @@ mod tests {
 
     #[test]
     fn a_full_cache_stays_cheap() {
-        let mut c = TokenCache::new(1_000);
+        let mut c = TokenCache::new(1_000, [3, 4]);
         for i in 0..100_000u64 {
             c.insert(&format!("token-{i}"), token(1_000_000), 1 + i / 1_000);
         }

@@ -3,7 +3,7 @@
 //! unknown fields → a validated [`FilterConfig`] the request path can trust.
 //! Any error names the field, so the log line at `on_configure` says what to fix.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 
 use authflow_contract::revocation::MAX_CLOCK_SKEW_SECS;
 use authflow_contract::{fingerprint::DeviceAttribute, Algorithm, KeySet};
@@ -557,8 +557,8 @@ impl FilterConfig {
             }
         };
         let mut providers = Vec::with_capacity(raw.providers.len());
-        let mut issuers = HashSet::new();
-        let mut names = HashSet::new();
+        let mut issuers = BTreeSet::new();
+        let mut names = BTreeSet::new();
         for (i, p) in raw.providers.into_iter().enumerate() {
             let provider = validate_provider(p, &revocation).map_err(|e| ConfigError(format!("`providers[{i}]`.{}", e.0)))?;
             if !issuers.insert(provider.issuer.clone()) {

@@ -163,7 +163,7 @@ impl Engine {
             revocations: RevocationList::default(),
             revocations_fresh_at_ms: now_ms,
         });
-        let cache = TokenCache::new(config.cache_max_entries);
+        let cache = TokenCache::new(config.cache_max_entries, [0, 0]);
         let first_list_wait_until_ms = now_ms.saturating_add(config.key_wait_ms);
         Engine { config, providers, signatures: SignatureChecker::own_only(), cache, nonce_key: None, first_list_wait_until_ms }
     }
@@ -182,6 +182,13 @@ impl Engine {
     /// The same engine checking signatures with `signatures`.
     pub fn with_signatures(self, signatures: SignatureChecker) -> Self {
         Engine { signatures, ..self }
+    }
+
+    /// The same engine, its token cache keyed with `hash_key` (random per VM;
+    /// a new engine's cache is empty, so nothing is hashed with the old key).
+    pub fn with_cache_key(self, hash_key: [u64; 2]) -> Self {
+        let cache = TokenCache::new(self.config.cache_max_entries, hash_key);
+        Engine { cache, ..self }
     }
 
     /// Installs a new key set for a provider. Cached verifications are dropped:
