@@ -8,6 +8,7 @@ use authflow_auth_service::domain::password::{Hasher, Password};
 use authflow_auth_service::domain::{random_secret, Email};
 use authflow_auth_service::store::{Backend, PageCursor, PageRequest, StoreError, User};
 use authflow_auth_service::clock::now;
+use authflow_contract::claims;
 use authflow_auth_service::startup::spawn;
 use authflow_auth_service::state::{build_state, open_store};
 use authflow_auth_service::{sessions, tokens};
@@ -236,12 +237,16 @@ async fn create_user(config: Config, email: &str, password: &str, extra_roles: V
     let mut roles = vec!["user".to_owned()];
     for r in extra_roles {
         let r = r.trim().to_owned();
-        if r.is_empty() || r.contains(char::is_whitespace) {
-            return Err(format!("role `{r}` must be one word"));
+        // Stored space-separated, forwarded comma-separated (`x-auth-roles`).
+        if r.contains(char::is_whitespace) || !claims::is_list_item(&r) {
+            return Err(format!("role `{r}` must be one word without commas"));
         }
         if !roles.contains(&r) {
             roles.push(r);
         }
+    }
+    if roles.len() > claims::MAX_LIST_ITEMS {
+        return Err(format!("a user has at most {} roles (the filter refuses tokens with more)", claims::MAX_LIST_ITEMS));
     }
     let store = open_store(&config).await.map_err(|e| e.to_string())?;
     let user = User { email_verified: true, ..User::new(email.as_str(), hash, roles.clone(), now()) };

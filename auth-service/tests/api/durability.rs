@@ -186,3 +186,30 @@ async fn kill_dash_nine_loses_nothing_acknowledged() {
     let (admin, device) = sign_in(&http, &base, "root@example.com").await;
     assert_nothing_lost(&http, &base, &admin, &device, &acked).await;
 }
+
+/// The CLI gives no user a role the filter would refuse every token of:
+/// one holding the comma `x-auth-roles` joins them with, or more roles than a
+/// token may list.
+#[test]
+fn the_cli_refuses_roles_no_token_could_carry() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let create = |email: &str, roles: &[String]| {
+        let mut c = command(&data, None, free_port());
+        c.args(["user", "create", "--email", email, "--password", PASSWORD]);
+        for r in roles {
+            c.args(["--role", r]);
+        }
+        c.stderr(Stdio::piped()).output().unwrap()
+    };
+    let out = create("comma@example.com", &["billing,admin".into()]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("without commas"));
+    let many: Vec<String> = (0..authflow_contract::claims::MAX_LIST_ITEMS).map(|i| format!("r{i}")).collect();
+    let out = create("many@example.com", &many);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("at most 64 roles"));
+    // One fewer (with `user`, exactly as many as a token may list) is created.
+    assert!(create("full@example.com", &many[1..]).status.success());
+    let out = command(&data, None, free_port()).args(["user", "list"]).stdout(Stdio::piped()).output().unwrap();
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(list.contains("full@example.com") && !list.contains("comma@") && !list.contains("many@"), "{list}");
+}

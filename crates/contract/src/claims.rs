@@ -64,6 +64,26 @@ pub struct Confirmation {
     pub jkt: String,
 }
 
+/// Most items a list claim (`roles`, `scope` or `scp`) may hold. The filter
+/// keeps every verified token's lists and refuses a longer one rather than
+/// cutting it short (a role past the cut would be missing upstream, where a
+/// backend may deny by it); the service issues none longer.
+pub const MAX_LIST_ITEMS: usize = 64;
+
+/// Whether `value` can travel as an HTTP header value as it is: at most
+/// 4 KiB, no control character (a line break would inject a header).
+pub fn is_header_value(value: &str) -> bool {
+    value.len() <= 4096 && !value.bytes().any(|b| b < 0x20 || b == 0x7f)
+}
+
+/// Whether `item` goes into a comma-joined header list (roles, a mapped list
+/// claim) and comes out the same: not empty, no comma, no surrounding
+/// whitespace a reader trims, a header value.
+#[inline(never)] // one copy for the filter's two callers: the module's size is bounded
+pub fn is_list_item(item: &str) -> bool {
+    !item.is_empty() && !item.contains(',') && item.trim() == item && is_header_value(item)
+}
+
 /// Splits a `scope` claim into its scopes.
 pub fn scopes(scope: &str) -> impl Iterator<Item = &str> {
     scope.split(' ').filter(|s| !s.is_empty())

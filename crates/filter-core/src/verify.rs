@@ -286,14 +286,20 @@ fn finish(
     };
     // A list claim: an array of strings, or one string — split on spaces
     // only for scopes (RFC 9068): a role `Domain Admins` is one role, never
-    // `Domain` and `Admins`. An item of another type is refused, not dropped.
+    // `Domain` and `Admins`. An item of another type is refused, not dropped;
+    // so is a list longer than kept, never cut short.
+    let too_long = |count: usize| if count > claims::MAX_LIST_ITEMS { Err(VerifyError::from(DenyReason::TokenTooLarge)) } else { Ok(()) };
     let string_list = |v: Option<&Value>, space_separated: bool| -> Result<Vec<String>, VerifyError> {
         match v {
             None | Some(Value::Null) => Ok(Vec::new()),
             Some(Value::Array(items)) => {
-                items.iter().take(64).map(|i| i.as_str().map(str::to_owned).ok_or(DenyReason::Malformed.into())).collect()
+                too_long(items.len())?;
+                items.iter().map(|i| i.as_str().map(str::to_owned).ok_or(DenyReason::Malformed.into())).collect()
             }
-            Some(Value::String(s)) if space_separated => Ok(claims::scopes(s).map(str::to_owned).take(64).collect()),
+            Some(Value::String(s)) if space_separated => {
+                too_long(claims::scopes(s).count())?;
+                Ok(claims::scopes(s).map(str::to_owned).collect())
+            }
             Some(Value::String(s)) => Ok(vec![s.clone()]),
             Some(_) => Err(DenyReason::Malformed.into()),
         }
@@ -331,7 +337,7 @@ fn finish(
     // A role or scope holding its list's separator would read as two upstream
     // (`user,admin` one role here, two roles to a backend splitting the header);
     // a scope is RFC 6749's scope-token, so no Unicode space (`read\u{a0}admin`) either.
-    if token.roles.iter().any(|r| !list_item(r, ',')) || !token.scopes.iter().all(|s| claims::is_scope_token(s)) {
+    if token.roles.iter().any(|r| !claims::is_list_item(r)) || !token.scopes.iter().all(|s| claims::is_scope_token(s)) {
         return Err(DenyReason::Malformed.into());
     }
     let mut headers = identity_headers(&config.identity, &token)?;
@@ -342,13 +348,6 @@ fn finish(
     }
     token.identity_headers = headers.into();
     Ok(token)
-}
-
-/// Whether `item` goes into a list joined by `separator` and comes out the
-/// same: not empty, no separator, no surrounding whitespace a reader trims.
-#[inline(never)] // one copy for its two callers: the module's size is bounded
-fn list_item(item: &str, separator: char) -> bool {
-    !item.is_empty() && !item.contains(separator) && item.trim() == item && safe_header_value(item)
 }
 
 /// The identity headers the configuration names, each exactly its claim: a
@@ -366,7 +365,7 @@ fn identity_headers(id: &IdentityHeaders, t: &VerifiedToken) -> Result<Vec<(Stri
         (&id.client_id, t.client_id.clone()),
     ] {
         let (Some(header), Some(value)) = (header, value) else { continue };
-        if !safe_header_value(&value) {
+        if !claims::is_header_value(&value) {
             return Err(DenyReason::Malformed.into());
         }
         headers.push((header.clone(), value));
@@ -399,21 +398,17 @@ fn header_value(v: &Value) -> Result<Option<String>, VerifyError> {
                     _ => None,
                 })
                 .collect();
-            if items.iter().any(|i| !list_item(i, ',')) {
+            if items.iter().any(|i| !claims::is_list_item(i)) {
                 return Err(DenyReason::Malformed.into());
             }
             items.join(",")
         }
         _ => return Ok(None),
     };
-    if !safe_header_value(&s) {
+    if !claims::is_header_value(&s) {
         return Err(DenyReason::Malformed.into());
     }
     Ok(Some(s))
-}
-
-pub(crate) fn safe_header_value(s: &str) -> bool {
-    s.len() <= 4096 && !s.bytes().any(|b| b < 0x20 || b == 0x7f)
 }
 
 /// The time checks that must run on every request, cached token or not.

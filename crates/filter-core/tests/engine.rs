@@ -4,7 +4,7 @@
 
 use authflow_contract::fingerprint::{FingerprintInput, DEVICE_HEADER};
 use authflow_contract::revocation::{BannedSubject, RevocationFeed, RevokedToken};
-use authflow_contract::{AccessClaims, KeySet};
+use authflow_contract::{claims, AccessClaims, KeySet};
 use authflow_filter_core::deny::DenyReason;
 use authflow_filter_core::engine::{Awaited, Decision, Engine, Outcome, ProviderState};
 use authflow_filter_core::fetch::{FeedBody, KeyNeed};
@@ -1032,4 +1032,32 @@ fn claims_an_identity_header_cannot_carry_as_they_are_refuse_the_token() {
     let t = token_with(&f, json!({"sub": "u-1", "org": {"team": {"name": "blue"}}}));
     let o = f.eval("/api", &[("authorization", &format!("Bearer {t}"))]);
     assert_eq!((header(&o, "x-auth-user"), header(&o, "x-auth-team")), (Some("u-1"), None));
+}
+
+/// A list claim longer than the filter keeps is refused, never cut short: the
+/// roles past the cut would be missing upstream (a backend denying `suspended`
+/// would not see it), and a route's scope check would judge part of the list.
+#[test]
+fn a_list_claim_longer_than_the_filter_keeps_refuses_the_token() {
+    let mut f = fixture(json!({}));
+    let many = |last: &str| {
+        let mut items: Vec<String> = (0..claims::MAX_LIST_ITEMS).map(|i| format!("r{i}")).collect();
+        items.push(last.to_owned());
+        items
+    };
+    for (custom, why) in [
+        (json!({"sub": "u-1", "roles": many("suspended")}), "roles"),
+        (json!({"sub": "u-1", "scp": many("admin")}), "scopes as a list"),
+        (json!({"sub": "u-1", "scope": many("admin").join(" ")}), "scopes as one string"),
+        (json!({"sub": "u-1", "roles": many("x").into_iter().map(serde_json::Value::from).chain([serde_json::Value::from(7)]).collect::<Vec<_>>()}), "an item past the cut of another type"),
+    ] {
+        let t = token_with(&f, custom);
+        let o = f.eval("/api", &[("authorization", &format!("Bearer {t}"))]);
+        assert_eq!(denied(&o), (DenyReason::TokenTooLarge, 401), "{why}");
+    }
+    // Exactly as many as kept pass, every one forwarded.
+    let full: Vec<String> = (0..claims::MAX_LIST_ITEMS).map(|i| format!("r{i}")).collect();
+    let t = token_with(&f, json!({"sub": "u-1", "roles": full}));
+    let o = f.eval("/api", &[("authorization", &format!("Bearer {t}"))]);
+    assert_eq!(header(&o, "x-auth-roles").map(|r| r.split(',').count()), Some(claims::MAX_LIST_ITEMS));
 }
