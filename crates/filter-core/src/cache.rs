@@ -2,7 +2,7 @@
 //!
 //! Keyed by the exact token bytes (compared in full on lookup), so a different
 //! token can never hit another's entry. Only the token's last
-//! [`HASHED_TAIL_BYTES`] go through std's keyed SipHash: that tail is
+//! [`HASHED_TAIL_BYTES`] go through a keyed SipHash: that tail is
 //! signature, unique per token, and hashing the whole token was most of the
 //! cost of a cache hit. The SipHash key comes from the glue (the host's
 //! random bytes, [`TokenCache::new`]). Entries live
@@ -14,6 +14,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::rc::Rc;
+
+use siphasher::sip::SipHasher13;
 
 use crate::verify::VerifiedToken;
 
@@ -29,19 +31,18 @@ pub const HASHED_TAIL_BYTES: usize = 48;
 ///
 /// Keyed here rather than by std's `RandomState`: on WASI that draws its key
 /// through a panicking `expect` whose message prints WASI's error names, 2 KB
-/// of module. `SipHasher` (SipHash-2-4, the one keyed SipHash std exposes)
-/// is deprecated only in favour of a crate.
+/// of module. SipHash-1-3 as std's `HashMap` uses it (std exposes no keyed
+/// 1-3 of its own): a round fewer per 8 bytes, and one at the end, than
+/// the 2-4 of std's deprecated `SipHasher`, on every request.
 #[derive(Clone, Copy)]
 struct TailHash([u64; 2]);
 
-#[allow(deprecated)]
-struct TailHasher(std::hash::SipHasher);
+struct TailHasher(SipHasher13);
 
 impl BuildHasher for TailHash {
     type Hasher = TailHasher;
-    #[allow(deprecated)]
     fn build_hasher(&self) -> TailHasher {
-        TailHasher(std::hash::SipHasher::new_with_keys(self.0[0], self.0[1]))
+        TailHasher(SipHasher13::new_with_keys(self.0[0], self.0[1]))
     }
 }
 
