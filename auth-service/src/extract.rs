@@ -140,6 +140,9 @@ pub async fn verify_user_token(state: &AppState, parts: &Parts, scheme: Scheme, 
     if is_service_token(Some(&verified.sub), verified.claims.client_id.as_deref()) {
         return Err(ApiError::Forbidden("a service account cannot act as a user here"));
     }
+    // Every check that writes nothing comes first: a proof is recorded as
+    // used (below) only by a request that otherwise passes.
+    check_device(state, parts, &verified).map_err(ApiError::InvalidToken)?;
     match (scheme, verified.claims.cnf.as_ref()) {
         (Scheme::Bearer, None) => {}
         (Scheme::Bearer, Some(_)) => return Err(dpop::resource_error(state, DpopError::BearerDowngrade, now)),
@@ -149,7 +152,6 @@ pub async fn verify_user_token(state: &AppState, parts: &Parts, scheme: Scheme, 
             dpop::check_resource_request(state, &parts.headers, method, path, token, &cnf.jkt, now).await?;
         }
     }
-    check_device(state, parts, &verified).map_err(ApiError::InvalidToken)?;
     Ok(verified)
 }
 

@@ -435,8 +435,20 @@ async fn a_bound_token_is_not_a_bearer_token_at_the_services_own_endpoints() {
         assert_eq!(error_code(r, 401).await, "invalid_dpop_proof");
     }
 
-    // With its proof it works, once.
+    // Its proof without the device secret: refused, and the proof is not
+    // spent (it is recorded only by a request that otherwise succeeds).
     let proof = key.proof("POST", &app.htu(LOGOUT), Some(&t.access), None);
+    let r = app
+        .http
+        .post(app.url(LOGOUT))
+        .header("authorization", format!("DPoP {}", t.access))
+        .header("dpop", &proof)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 401).await, "invalid_token");
+
+    // With its proof it works, once.
     let r = logout("DPoP", Some(proof.clone())).await.unwrap();
     assert_eq!(r.status(), 200);
     let r = logout("DPoP", Some(proof)).await.unwrap();
