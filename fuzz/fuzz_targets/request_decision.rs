@@ -411,8 +411,10 @@ fn decision_of(o: &Outcome) -> String {
 fn check(w: &World, req: &Request, placed: &[Placed], outcome: &Outcome) {
     let header_text = |req: &Request| -> Vec<String> {
         let mut all = Vec::new();
+        // On bytes, as the filter reads cookies: a token in a `cookie` line
+        // that is not UTF-8 as a whole is still read (and must be ours).
         for name in ["authorization", "cookie", "x-token"] {
-            all.extend(req.header_values(name).map(str::to_owned));
+            all.extend(req.header_bytes(name).map(|v| String::from_utf8_lossy(v).into_owned()));
         }
         all
     };
