@@ -64,7 +64,10 @@ impl ClientKey {
     /// verifiers (jwt-simple checks the signature here), which would cost more
     /// than the check itself on every request.
     pub fn from_registered(jwk: &Value) -> Option<Self> {
-        match authflow_contract::jwk::public_signature_key(jwk.as_object()?)? {
+        // The contract reads JWKs as JSON text (its reader refuses a member named twice).
+        let text = jwk.to_string();
+        let object = authflow_contract::json::borrowed::Object::read(text.as_bytes()).ok()?;
+        match authflow_contract::jwk::public_signature_key(&object)? {
             PublicKey::ES256 { x, y } => ES256PublicKey::from_bytes(&PublicKey::sec1_uncompressed(&x, &y)).ok().map(Self::Es256),
             PublicKey::EdDSA(x) => Ed25519PublicKey::from_bytes(&x).ok().map(Self::EdDsa),
             _ => None,

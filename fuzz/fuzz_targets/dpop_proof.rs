@@ -21,6 +21,7 @@ use authflow_contract::dpop::{
     Proof, MAX_HTM_LEN, MAX_HTU_LEN, MAX_JTI_LEN, MAX_NONCE_LEN, MAX_PROOF_BYTES, SUPPORTED_ALGORITHMS,
 };
 use authflow_contract::dpop::{parse_proof_with, DpopError};
+use authflow_contract::json::borrowed::Object;
 use authflow_contract::jwk::{public_signature_key, Algorithm, PublicKey};
 use authflow_filter_core::signature::SignatureChecker;
 use authflow_fuzz::json_names::{member_names, names_a_member_twice};
@@ -28,7 +29,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use libfuzzer_sys::fuzz_target;
 use p256::ecdsa::signature::{Signer as _, Verifier as _};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 const NOW: u64 = 1_764_547_200;
 const TOKEN: &str = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ1In0.c2ln";
@@ -151,7 +152,8 @@ fn checked_invariants(compact: &str, proof: &Proof, expect: &Expectations<'_>, j
     // Re-serialization: the thumbprint is the key's, its canonical JWK is the same key,
     // the segments are canonical base64url, and parsing again gives the same proof.
     assert_eq!(jkt, jwk_thumbprint(&proof.key));
-    let jwk: Map<String, Value> = serde_json::from_str(&canonical_jwk(&proof.key)).unwrap();
+    let jwk_text = canonical_jwk(&proof.key);
+    let jwk = Object::read(jwk_text.as_bytes()).unwrap();
     assert_eq!(public_signature_key(&jwk).as_ref(), Some(&proof.key));
     for segment in compact.split('.') {
         assert_eq!(URL_SAFE_NO_PAD.encode(URL_SAFE_NO_PAD.decode(segment).unwrap()), segment);

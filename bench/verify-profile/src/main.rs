@@ -108,7 +108,7 @@ fn main() {
     if !cold_only {
         // --- pieces shared by every algorithm
         row("screen (split, 2× base64 + JSON, issuer/alg/kid)", time(batches, 100 * scale, |i| {
-            black_box(verify::screen(black_box(&ed_t[i % n]), &config).ok());
+            black_box(verify::screen(black_box(&ed_t[i % n]), &config, &mut Vec::new()).ok());
         }));
 
         // --- primitives, called directly
@@ -151,7 +151,8 @@ fn main() {
             let own_verifiers = SignatureChecker::own_only();
             let full = time(batches, per, |i| {
                 let t = &toks[i % n];
-                let s = verify::screen(t, &config).expect("screen");
+                let mut payload = Vec::new();
+                let s = verify::screen(t, &config, &mut payload).expect("screen");
                 let v = verify::verify(t, &s, &keys, &own_verifiers, &config, now).expect("verify");
                 black_box(v);
             });

@@ -9,9 +9,13 @@
 //! `serde_json::from_slice`, error messages and positions included.
 //!
 //! Every JSON document the filter reads goes through here: one deserializer
-//! type, so each type's reader is built once.
+//! type, so each type's reader is built once. Untyped JSON (a JWS's parts, a
+//! key set, the configuration's inline keys and claim map) is read by
+//! [`borrowed`], whose objects refuse a member name given twice.
 
 use std::fmt;
+
+pub mod borrowed;
 
 use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor};
 
@@ -183,122 +187,6 @@ impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for ObjectsOnly<A> {
     }
 }
 
-/// A JSON object whose member names are all different, in it and in every
-/// object within it (member values and array elements, at any depth): read
-/// with [`from_slice`], a name seen twice in one object is an error.
-/// serde_json's own map keeps the last of two; a protocol that refuses
-/// duplicates (JWS headers and JWT claims, RFC 7515 §4 and RFC 7519 §4) reads
-/// its objects as this, so that no other reader can see another `jwk`'s `x`
-/// or `cnf`'s `jkt` either. Nesting stays bounded by serde_json's recursion
-/// limit (128 levels): each nested value is read through its deserializer.
-#[derive(Debug, Default, PartialEq)]
-pub struct UniqueObject(pub serde_json::Map<String, serde_json::Value>);
-
-impl<'de> Deserialize<'de> for UniqueObject {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(UniqueNames)
-    }
-}
-
-/// The top-level object of a [`UniqueObject`] (only an object is expected).
-struct UniqueNames;
-
-impl<'de> Visitor<'de> for UniqueNames {
-    type Value = UniqueObject;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object with unique member names")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, members: A) -> Result<UniqueObject, A::Error> {
-        unique_members(members).map(UniqueObject)
-    }
-}
-
-/// Any JSON value whose objects all have unique member names (read with
-/// [`from_slice`]): the filter's one reader of untyped JSON (a key set, the
-/// configuration's inline keys and claim map), so serde_json's own `Value`
-/// reader is not built into the module beside it, and a name given twice is
-/// refused there too rather than read as its last copy.
-#[derive(Debug, Default, PartialEq)]
-pub struct UniqueJson(pub serde_json::Value);
-
-impl<'de> Deserialize<'de> for UniqueJson {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        UniqueValue.deserialize(deserializer).map(UniqueJson)
-    }
-}
-
-/// Any JSON value within a [`UniqueObject`], read as serde_json reads a
-/// [`serde_json::Value`] except that each of its objects has unique member names.
-struct UniqueValue;
-
-impl<'de> DeserializeSeed<'de> for UniqueValue {
-    type Value = serde_json::Value;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<serde_json::Value, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for UniqueValue {
-    type Value = serde_json::Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value with unique member names")
-    }
-
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<serde_json::Value, E> {
-        Ok(v.into())
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<serde_json::Value, E> {
-        Ok(v.into())
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<serde_json::Value, E> {
-        Ok(v.into())
-    }
-
-    /// serde_json's reader yields finite numbers only (a non-finite one would be `null`, as in its `Value`).
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<serde_json::Value, E> {
-        Ok(v.into())
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<serde_json::Value, E> {
-        Ok(v.into())
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<serde_json::Value, E> {
-        Ok(serde_json::Value::Null)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut elements: A) -> Result<serde_json::Value, A::Error> {
-        let mut array = Vec::new();
-        while let Some(element) = elements.next_element_seed(UniqueValue)? {
-            array.push(element);
-        }
-        Ok(serde_json::Value::Array(array))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, members: A) -> Result<serde_json::Value, A::Error> {
-        unique_members(members).map(serde_json::Value::Object)
-    }
-}
-
-/// The members of one object, each value read as a [`UniqueValue`]: the one
-/// place a repeated name is refused, at the top level and within.
-fn unique_members<'de, A: MapAccess<'de>>(mut members: A) -> Result<serde_json::Map<String, serde_json::Value>, A::Error> {
-    let mut object = serde_json::Map::new();
-    while let Some(name) = members.next_key::<String>()? {
-        let value = members.next_value_seed(UniqueValue)?;
-        if object.insert(name, value).is_some() {
-            return Err(de::Error::custom("a member name appears twice"));
-        }
-    }
-    Ok(object)
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -348,49 +236,6 @@ mod tests {
         let reference = serde_json::from_slice::<T>(text.as_bytes()).map_err(|e| e.to_string());
         assert_eq!(ours, reference, "{text}");
         ours
-    }
-
-    #[test]
-    fn a_unique_object_refuses_a_name_seen_twice() {
-        let read = |text: &str| from_slice::<super::UniqueObject>(text.as_bytes()).map(|o| o.0);
-        let object = read(r#"{"a": 1, "b": {"a": 2}, "c": [{"a": 3}]}"#).unwrap();
-        assert_eq!(object, serde_json::from_str::<Map<String, Value>>(r#"{"a": 1, "b": {"a": 2}, "c": [{"a": 3}]}"#).unwrap());
-        for twice in [r#"{"a": 1, "a": 1}"#, r#"{"a": 1, "b": 2, "a": null}"#, r#"{"\u0061": 1, "a": 2}"#] {
-            assert!(read(twice).unwrap_err().to_string().contains("twice"), "{twice}");
-        }
-        for not_an_object in ["[]", "1", "null", "\"a\"", "{} {}"] {
-            assert!(read(not_an_object).is_err(), "{not_an_object}");
-        }
-    }
-
-    #[test]
-    fn a_unique_object_refuses_a_name_seen_twice_at_any_depth() {
-        let read = |text: &str| from_slice::<super::UniqueObject>(text.as_bytes()).map(|o| o.0);
-        for twice in [
-            r#"{"jwk": {"kty": "OKP", "x": "thief", "x": "own"}}"#,
-            r#"{"cnf": {"jkt": "A", "jkt": "B"}}"#,
-            r#"{"a": {"b": {"c": {"d": 1, "d": 2}}}}"#,
-            r#"{"keys": [{"x": 1}, {"y": 1, "y": 1}]}"#,
-            r#"{"a": [[[{"b": [{"c": null, "c": null}]}]]]}"#,
-            r#"{"a": {"\u0062": 1, "b": 2}}"#,
-        ] {
-            assert!(read(twice).unwrap_err().to_string().contains("twice"), "{twice}");
-        }
-        // Equal names in different objects are no repetition, and values read as serde_json reads them.
-        let text = r#"{"a": {"a": {"a": [{"a": 1}, {"a": -2}]}}, "b": [1, -1, 1.5, 2.5e-3, -9223372036854775808, 18446744073709551615, "s\u00e9", true, null, [], {}]}"#;
-        assert_eq!(read(text).unwrap(), serde_json::from_str::<Map<String, Value>>(text).unwrap());
-    }
-
-    #[test]
-    fn deep_nesting_is_refused_cleanly() {
-        let read = |text: &str| from_slice::<super::UniqueObject>(text.as_bytes()).map(|o| o.0);
-        let nested = |depth: usize, open: &str, close: &str| format!(r#"{{"a": {}1{}}}"#, open.repeat(depth), close.repeat(depth));
-        for (open, close) in [("[", "]"), (r#"{"a": "#, "}")] {
-            // serde_json's recursion limit (128 levels) still holds: an error, not an overflowed stack.
-            let e = read(&nested(10_000, open, close)).unwrap_err().to_string();
-            assert!(e.contains("recursion limit"), "{open}: {e}");
-            assert!(read(&nested(100, open, close)).is_ok(), "{open}");
-        }
     }
 
     #[test]

@@ -9,7 +9,8 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde::Deserialize;
-use serde_json::{Map, Value};
+
+use crate::json::borrowed::{Json, Object};
 
 use crate::jws::SignatureKey;
 
@@ -144,18 +145,18 @@ impl KeySet {
         if document.len() > MAX_JWKS_BYTES {
             return Err(JwksError::TooLarge(document.len()));
         }
-        let doc: crate::json::UniqueJson = crate::json::from_slice(document).map_err(|e| JwksError::NotJson(e.to_string()))?;
-        Self::read(&doc.0)
+        let doc: Json<'_> = crate::json::from_slice(document).map_err(|e| JwksError::NotJson(e.to_string()))?;
+        Self::read(&doc)
     }
 
     /// A JWKS already read as JSON (e.g. inline in the filter's
     /// configuration); like [`Self::parse`], it must hold a usable key.
-    pub fn from_document(doc: &Value) -> Result<Self, JwksError> {
+    pub fn from_document(doc: &Json<'_>) -> Result<Self, JwksError> {
         Self::read(doc)?.with_usable_key()
     }
 
-    fn read(doc: &Value) -> Result<Self, JwksError> {
-        let keys = doc.get("keys").and_then(Value::as_array).ok_or(JwksError::NoKeysMember)?;
+    fn read(doc: &Json<'_>) -> Result<Self, JwksError> {
+        let keys = doc.get("keys").and_then(Json::as_array).ok_or(JwksError::NoKeysMember)?;
         let mut set = KeySet::default();
         for jwk in keys {
             match (set.keys.len() < MAX_KEYS).then(|| parse_key(jwk)).flatten() {
@@ -192,11 +193,11 @@ impl KeySet {
 /// Members that carry key material; a public signature key may hold only its own public ones.
 const MATERIAL_MEMBERS: [&str; 15] = ["crv", "x", "y", "d", "n", "e", "p", "q", "dp", "dq", "qi", "oth", "k", "pub", "priv"];
 
-fn parse_key(jwk: &Value) -> Option<KeyEntry> {
+fn parse_key(jwk: &Json<'_>) -> Option<KeyEntry> {
     let obj = jwk.as_object()?;
     let kid = match obj.get("kid") {
         None => None,
-        Some(Value::String(k)) => Some(k.clone()),
+        Some(Json::String(k)) => Some(k.to_string()),
         Some(_) => return None,
     };
     let public = public_signature_key(obj)?;
@@ -209,8 +210,8 @@ fn parse_key(jwk: &Value) -> Option<KeyEntry> {
 /// use only, a known type and curve, a consistent `alg`, no private member nor
 /// another type's material). Points are not checked against their curve here:
 /// preparing the key ([`SignatureKey::from_public`]) does that.
-pub fn public_signature_key(obj: &Map<String, Value>) -> Option<PublicKey> {
-    let text = |k: &str| obj.get(k).and_then(Value::as_str);
+pub fn public_signature_key(obj: &Object<'_>) -> Option<PublicKey> {
+    let text = |k: &str| obj.get(k).and_then(Json::as_str);
     if !is_public_signature_key(obj) {
         return None;
     }
@@ -230,7 +231,7 @@ pub fn public_signature_key(obj: &Map<String, Value>) -> Option<PublicKey> {
         _ => return None,
     };
     // Material of another key type, or a private member, makes the key suspect: skipped.
-    if obj.keys().any(|name| MATERIAL_MEMBERS.contains(&name.as_str()) && !own_members.contains(&name.as_str())) {
+    if obj.names().any(|name| MATERIAL_MEMBERS.contains(&name) && !own_members.contains(&name)) {
         return None;
     }
     Some(public)
@@ -238,14 +239,14 @@ pub fn public_signature_key(obj: &Map<String, Value>) -> Option<PublicKey> {
 
 /// `use`, if present, is `sig`; `key_ops`, if present, is exactly `["verify"]`
 /// (an empty list permits no operation, RFC 7517 §4.3).
-fn is_public_signature_key(obj: &Map<String, Value>) -> bool {
+fn is_public_signature_key(obj: &Object<'_>) -> bool {
     let use_ok = match obj.get("use") {
         None => true,
         Some(v) => v.as_str() == Some("sig"),
     };
     let ops_ok = match obj.get("key_ops") {
         None => true,
-        Some(Value::Array(ops)) => matches!(ops.as_slice(), [op] if op.as_str() == Some("verify")),
+        Some(Json::Array(ops)) => matches!(ops.as_slice(), [op] if op.as_str() == Some("verify")),
         Some(_) => false,
     };
     use_ok && ops_ok
@@ -281,6 +282,7 @@ fn rsa_modulus(b64: &str) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
     use jwt_simple::prelude::*;
+    use serde_json::Value;
 
     fn eddsa_jwks(kid: &str) -> (Ed25519KeyPair, String) {
         let kp = Ed25519KeyPair::generate().with_key_id(kid);

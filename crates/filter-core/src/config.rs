@@ -114,7 +114,33 @@ struct RawProvider {
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 enum RawJwksSource {
     Remote(RawUpstream),
-    Inline(authflow_contract::json::UniqueJson),
+    Inline(InlineKeys),
+}
+
+/// An inline JWKS, read into keys as the configuration is read (the error
+/// is kept for `validate`, which names the field).
+#[derive(Debug)]
+struct InlineKeys(Result<KeySet, authflow_contract::jwk::JwksError>);
+
+impl<'de> Deserialize<'de> for InlineKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let document = authflow_contract::json::borrowed::Json::deserialize(deserializer)?;
+        Ok(InlineKeys(KeySet::from_document(&document)))
+    }
+}
+
+/// `identity_headers.claims`: claim path → header name, as given (the
+/// header name `None` where it is no string, for `validate_identity` to
+/// name). Read as a JSON object by the reader the token's claims use too: a
+/// path given twice is refused.
+#[derive(Debug, Default)]
+struct ClaimHeaders(Vec<(String, Option<String>)>);
+
+impl<'de> Deserialize<'de> for ClaimHeaders {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let object = authflow_contract::json::borrowed::Object::deserialize(deserializer)?;
+        Ok(ClaimHeaders(object.members().map(|(path, header)| (path.to_owned(), header.as_str().map(str::to_owned))).collect()))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -166,12 +192,10 @@ struct RawIdentityHeaders {
     /// The service account calling (a verified service-account token's `client_id`).
     #[serde(default)]
     client_id: Option<String>,
-    /// claim path (dots for nesting) → header name. A JSON object as read
-    /// (by the reader the token's claims use too: no second map reader in
-    /// the module, and a path given twice is refused); each value is checked
+    /// claim path (dots for nesting) → header name; each value is checked
     /// to be a string by `validate_identity`.
     #[serde(default)]
-    claims: authflow_contract::json::UniqueObject,
+    claims: ClaimHeaders,
 }
 
 #[derive(Debug, Deserialize)]
@@ -697,7 +721,7 @@ fn validate_provider(p: RawProvider, policy: &RevocationPolicy) -> Result<Provid
     let jwks = match p.jwks {
         RawJwksSource::Remote(u) => JwksSource::Remote(validate_upstream(u, "jwks.remote", defaults::refresh_interval_secs() * 1000, true)?),
         RawJwksSource::Inline(doc) => {
-            let set = KeySet::from_document(&doc.0).map_err(|e| ConfigError(format!("jwks.inline: {e}")))?;
+            let set = doc.0.map_err(|e| ConfigError(format!("jwks.inline: {e}")))?;
             JwksSource::Inline(set)
         }
     };
@@ -837,7 +861,7 @@ fn validate_identity(raw: Option<RawIdentityHeaders>, several: bool, token_heade
         scopes: Some("x-auth-scopes".into()),
         session: Some("x-auth-session".into()),
         client_id: Some("x-auth-client-id".into()),
-        claims: authflow_contract::json::UniqueObject::default(),
+        claims: ClaimHeaders::default(),
     });
     let one = |v: Option<String>, field: &str| -> Result<Option<String>, ConfigError> {
         v.map(|h| header_name(&h).ok_or_else(|| ConfigError(format!("`identity_headers.{field}`: `{h}` is not a valid header name"))))
@@ -845,10 +869,10 @@ fn validate_identity(raw: Option<RawIdentityHeaders>, several: bool, token_heade
     };
     let mut claims = Vec::new();
     for (path, header) in raw.claims.0 {
-        let Some(header) = header.as_str() else {
+        let Some(header) = header else {
             return err(format!("`identity_headers.claims.{path}`: must be a header name (a string)"));
         };
-        let h = header_name(header)
+        let h = header_name(&header)
             .ok_or_else(|| ConfigError(format!("`identity_headers.claims.{path}`: `{header}` is not a valid header name")))?;
         let parts: Vec<String> = path.split('.').map(str::to_owned).collect();
         if parts.iter().any(String::is_empty) || parts.len() > 8 {

@@ -357,7 +357,8 @@ impl Engine {
     }
 
     fn verify_fresh(&self, token: &str, now: u64, may_wait: bool) -> Result<VerifiedToken, Fresh> {
-        let screened = verify::screen(token, &self.config).map_err(Fresh::Deny)?;
+        let mut payload = Vec::new();
+        let screened = verify::screen(token, &self.config, &mut payload).map_err(Fresh::Deny)?;
         let Some(keys) = self.providers.get(screened.provider).and_then(|p| p.keys.as_ref()) else {
             return Err(Fresh::NoKeys(screened.provider));
         };

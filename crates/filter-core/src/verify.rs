@@ -15,10 +15,10 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 use authflow_contract::jose::{self, CompactParts, JoseHeader};
+use authflow_contract::json::borrowed::{Json, Object};
 use authflow_contract::{claims, Algorithm, KeySet};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use serde_json::{Map, Value};
 
 use crate::config::{FilterConfig, IdentityHeaders, Provider};
 use crate::deny::DenyReason;
@@ -33,15 +33,16 @@ const MAX_UNVERIFIED_JSON: usize = 16 * 1024;
 /// Largest signature of the supported algorithms (RSA-4096).
 const MAX_SIGNATURE_BYTES: usize = 512;
 
-/// What the screening of an unverified token found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Screened {
+/// What the screening of an unverified token found; its claims borrow from
+/// the decoded payload (the buffer given to [`screen`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Screened<'b> {
     pub provider: ProviderId,
     pub algorithm: Algorithm,
     pub kid: Option<String>,
     typ: Option<String>,
     /// The claims, believed only once the signature checked out.
-    payload: Map<String, Value>,
+    payload: Object<'b>,
     signature: Vec<u8>,
     /// Length of `header.payload`, the signed bytes.
     signing_input_len: usize,
@@ -126,11 +127,14 @@ impl From<DenyReason> for VerifyError {
 }
 
 /// Checks the token's shape and header and finds its provider, without keys.
-pub fn screen(token: &str, config: &FilterConfig) -> Result<Screened, DenyReason> {
+/// The payload is decoded into `payload` (its previous content dropped),
+/// which the claims then borrow from.
+pub fn screen<'b>(token: &str, config: &FilterConfig, payload: &'b mut Vec<u8>) -> Result<Screened<'b>, DenyReason> {
     let _span = timing::span(Piece::Screen);
     let parts = CompactParts::split(token).ok_or(DenyReason::Malformed)?;
-    let header = JoseHeader::from(decode_json(parts.header)?);
-    let alg = header.alg().and_then(Value::as_str).ok_or(DenyReason::Malformed)?;
+    let mut header_bytes = Vec::new();
+    let header = JoseHeader::from(decode_json(parts.header, &mut header_bytes)?);
+    let alg = header.alg().and_then(Json::as_str).ok_or(DenyReason::Malformed)?;
     // Keys come from configuration only; `crit` names extensions we do not implement (RFC 7515 §4.1.11).
     if header.has_key_or_extension() {
         return Err(DenyReason::KeyInHeader);
@@ -139,15 +143,15 @@ pub fn screen(token: &str, config: &FilterConfig) -> Result<Screened, DenyReason
         // `alg: none` and friends: an unsigned token is never accepted.
         return Err(DenyReason::AlgorithmNotAllowed);
     }
-    let payload = decode_json(parts.payload)?;
-    let issuer = payload.get("iss").and_then(Value::as_str).ok_or(DenyReason::MissingClaim)?;
+    let payload = decode_json(parts.payload, payload)?;
+    let issuer = payload.get("iss").and_then(Json::as_str).ok_or(DenyReason::MissingClaim)?;
     let provider = config.provider_for_issuer(issuer).ok_or(DenyReason::UnknownIssuer)?;
     let algorithm = Algorithm::parse(alg)
         .filter(|a| config.provider(provider).is_some_and(|p| p.algorithms.contains(a)))
         .ok_or(DenyReason::AlgorithmNotAllowed)?;
-    let text = |member: Option<&Value>| match member {
+    let text = |member: Option<&Json<'_>>| match member {
         None => Ok(None),
-        Some(Value::String(k)) if k.len() <= 256 => Ok(Some(k.clone())),
+        Some(Json::String(k)) if k.len() <= 256 => Ok(Some(k.to_string())),
         Some(_) => Err(DenyReason::Malformed),
     };
     if parts.signature.len() > MAX_SIGNATURE_BYTES * 4 / 3 + 4 {
@@ -166,18 +170,18 @@ pub fn screen(token: &str, config: &FilterConfig) -> Result<Screened, DenyReason
     })
 }
 
-/// A header or payload part, bounded before it is decoded.
-fn decode_json(part: &str) -> Result<Map<String, Value>, DenyReason> {
+/// A header or payload part, bounded before it is decoded (into `buffer`).
+fn decode_json<'b>(part: &str, buffer: &'b mut Vec<u8>) -> Result<Object<'b>, DenyReason> {
     if part.len() > MAX_UNVERIFIED_JSON * 4 / 3 + 4 {
         return Err(DenyReason::TokenTooLarge);
     }
-    jose::decode_object(part).map_err(|_| DenyReason::Malformed)
+    jose::decode_object(part, buffer).map_err(|_| DenyReason::Malformed)
 }
 
 /// Verifies signature and claims with the provider's current keys.
 pub fn verify(
     token: &str,
-    screened: &Screened,
+    screened: &Screened<'_>,
     keys: &KeySet,
     signatures: &SignatureChecker,
     config: &FilterConfig,
@@ -216,10 +220,10 @@ fn type_matches(typ: Option<&str>, wanted: &str) -> bool {
 }
 
 /// A NumericDate claim (RFC 7519 §2): absent, or a non-negative number.
-fn numeric_date(payload: &Map<String, Value>, name: &str) -> Result<Option<u64>, DenyReason> {
+fn numeric_date(payload: &Object<'_>, name: &str) -> Result<Option<u64>, DenyReason> {
     match payload.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::Number(n)) => n
             .as_u64()
             .or_else(|| n.as_f64().filter(|f| f.is_finite() && *f >= 0.0).map(|f| f as u64))
             .map(Some)
@@ -230,7 +234,7 @@ fn numeric_date(payload: &Map<String, Value>, name: &str) -> Result<Option<u64>,
 
 fn finish(
     token: &str,
-    payload: &Map<String, Value>,
+    payload: &Object<'_>,
     provider_id: ProviderId,
     provider: &Provider,
     config: &FilterConfig,
@@ -250,14 +254,14 @@ fn finish(
     if issued_at.is_some_and(|iat| iat > now.saturating_add(skew)) {
         return Err(DenyReason::IssuedInFuture.into());
     }
-    if payload.get("iss").and_then(Value::as_str) != Some(provider.issuer.as_str()) {
+    if payload.get("iss").and_then(Json::as_str) != Some(provider.issuer.as_str()) {
         return Err(DenyReason::UnknownIssuer.into());
     }
     if !provider.audiences.is_empty() {
         let accepted = |a: &str| provider.audiences.iter().any(|x| x == a);
         let ok = match payload.get("aud") {
-            Some(Value::String(a)) => accepted(a),
-            Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).any(accepted),
+            Some(Json::String(a)) => accepted(a),
+            Some(Json::Array(list)) => list.iter().filter_map(Json::as_str).any(accepted),
             _ => false,
         };
         if !ok {
@@ -271,7 +275,7 @@ fn finish(
         return Err(DenyReason::LifetimeTooLong.into());
     }
     for required in &provider.required_claims {
-        if payload.get(required).is_none_or(Value::is_null) {
+        if payload.get(required).is_none_or(Json::is_null) {
             return Err(DenyReason::MissingClaim.into());
         }
     }
@@ -279,8 +283,8 @@ fn finish(
     // `sub` as no subject, past a ban listed under its text): refused instead.
     let text = |name: &str| -> Result<Option<String>, VerifyError> {
         match payload.get(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
+            None | Some(Json::Null) => Ok(None),
+            Some(Json::String(s)) => Ok(Some(s.to_string())),
             Some(_) => Err(DenyReason::Malformed.into()),
         }
     };
@@ -289,18 +293,18 @@ fn finish(
     // `Domain` and `Admins`. An item of another type is refused, not dropped;
     // so is a list longer than kept, never cut short.
     let too_long = |count: usize| if count > claims::MAX_LIST_ITEMS { Err(VerifyError::from(DenyReason::TokenTooLarge)) } else { Ok(()) };
-    let string_list = |v: Option<&Value>, space_separated: bool| -> Result<Vec<String>, VerifyError> {
+    let string_list = |v: Option<&Json<'_>>, space_separated: bool| -> Result<Vec<String>, VerifyError> {
         match v {
-            None | Some(Value::Null) => Ok(Vec::new()),
-            Some(Value::Array(items)) => {
+            None | Some(Json::Null) => Ok(Vec::new()),
+            Some(Json::Array(items)) => {
                 too_long(items.len())?;
                 items.iter().map(|i| i.as_str().map(str::to_owned).ok_or(DenyReason::Malformed.into())).collect()
             }
-            Some(Value::String(s)) if space_separated => {
+            Some(Json::String(s)) if space_separated => {
                 too_long(claims::scopes(s).count())?;
                 Ok(claims::scopes(s).map(str::to_owned).collect())
             }
-            Some(Value::String(s)) => Ok(vec![s.clone()]),
+            Some(Json::String(s)) => Ok(vec![s.to_string()]),
             Some(_) => Err(DenyReason::Malformed.into()),
         }
     };
@@ -312,7 +316,7 @@ fn finish(
     // A `cnf` we cannot read binds the token to something unknown: refused, never treated as unbound.
     let cnf_jkt = match payload.get("cnf") {
         None => None,
-        Some(cnf) => match cnf.get("jkt").and_then(Value::as_str) {
+        Some(cnf) => match cnf.get("jkt").and_then(Json::as_str) {
             Some(jkt) if !jkt.is_empty() && jkt.len() <= 64 => Some(jkt.to_owned()),
             _ => return Err(DenyReason::Malformed.into()),
         },
@@ -374,7 +378,7 @@ fn identity_headers(id: &IdentityHeaders, t: &VerifiedToken) -> Result<Vec<(Stri
 }
 
 /// A claim by dotted path (`org.team`).
-fn claim_at<'a>(payload: &'a Map<String, Value>, path: &[String]) -> Option<&'a Value> {
+fn claim_at<'a, 'b>(payload: &'a Object<'b>, path: &[String]) -> Option<&'a Json<'b>> {
     let (first, rest) = path.split_first()?;
     rest.iter().try_fold(payload.get(first)?, |v, key| v.get(key))
 }
@@ -384,17 +388,17 @@ fn claim_at<'a>(payload: &'a Map<String, Value>, path: &[String]) -> Option<&'a 
 /// object, null). A value that would not arrive as it is — control
 /// characters (a header line injected), over 4 KiB, an array item holding a
 /// comma — refuses the token rather than being dropped or split.
-fn header_value(v: &Value) -> Result<Option<String>, VerifyError> {
+fn header_value(v: &Json<'_>) -> Result<Option<String>, VerifyError> {
     let s = match v {
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
-        Value::Bool(b) => b.to_string(),
-        Value::Array(items) => {
+        Json::String(s) => s.to_string(),
+        Json::Number(n) => n.to_string(),
+        Json::Bool(b) => b.to_string(),
+        Json::Array(items) => {
             let items: Vec<String> = items
                 .iter()
                 .filter_map(|i| match i {
-                    Value::String(s) => Some(s.clone()),
-                    Value::Number(n) => Some(n.to_string()),
+                    Json::String(s) => Some(s.to_string()),
+                    Json::Number(n) => Some(n.to_string()),
                     _ => None,
                 })
                 .collect();

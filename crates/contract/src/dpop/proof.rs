@@ -2,7 +2,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use serde_json::{Map, Value};
+use crate::json::borrowed::{Json, Object};
 use subtle::ConstantTimeEq;
 
 use super::{htu, nonce, thumbprint, DpopError, NonceKey};
@@ -137,7 +137,7 @@ pub fn parse_proof_with(compact: &str, keys: &dyn ProofKeys) -> Result<Proof, Dp
             key
         }
     };
-    let claims = proof_claims(&decode_object(parts.payload).map_err(|_| DpopError::Malformed)?)?;
+    let claims = proof_claims(&decode_object(parts.payload, &mut Vec::new()).map_err(|_| DpopError::Malformed)?)?;
     let signature = URL_SAFE_NO_PAD.decode(parts.signature).map_err(|_| DpopError::Malformed)?;
     // Both algorithms sign with 64 bytes (ES256 r ‖ s, Ed25519 R ‖ S).
     if signature.len() != 64 {
@@ -150,8 +150,9 @@ pub fn parse_proof_with(compact: &str, keys: &dyn ProofKeys) -> Result<Proof, Dp
 /// A proof's header part: `typ`, no critical extension, a supported `alg`
 /// and the public `jwk` of that algorithm, on its curve.
 fn read_header(part: &str, keys: &dyn ProofKeys) -> Result<PublicKey, DpopError> {
-    let header = JoseHeader::decode(part).map_err(|_| DpopError::Malformed)?;
-    if header.typ().and_then(Value::as_str) != Some(PROOF_TYPE) {
+    let mut buffer = Vec::new();
+    let header = JoseHeader::decode(part, &mut buffer).map_err(|_| DpopError::Malformed)?;
+    if header.typ().and_then(Json::as_str) != Some(PROOF_TYPE) {
         return Err(DpopError::WrongType);
     }
     // No extension is understood, so none may be critical (RFC 7515 §4.1.11).
@@ -160,13 +161,13 @@ fn read_header(part: &str, keys: &dyn ProofKeys) -> Result<PublicKey, DpopError>
     }
     let algorithm = header
         .alg()
-        .and_then(Value::as_str)
+        .and_then(Json::as_str)
         .and_then(Algorithm::parse)
         .filter(|a| SUPPORTED_ALGORITHMS.contains(a))
         .ok_or(DpopError::UnsupportedAlgorithm)?;
     let key = header
         .jwk()
-        .and_then(Value::as_object)
+        .and_then(Json::as_object)
         .and_then(jwk::public_signature_key)
         .filter(|key| keys.on_curve(key))
         .ok_or(DpopError::InvalidKey)?;
@@ -185,11 +186,11 @@ pub fn is_on_curve(key: &PublicKey) -> bool {
     }
 }
 
-fn proof_claims(payload: &Map<String, Value>) -> Result<ProofClaims, DpopError> {
+fn proof_claims(payload: &Object<'_>) -> Result<ProofClaims, DpopError> {
     let bounded = |name: &str, max: usize| -> Result<Option<String>, DpopError> {
         match payload.get(name) {
             None => Ok(None),
-            Some(Value::String(s)) if !s.is_empty() && s.len() <= max => Ok(Some(s.clone())),
+            Some(Json::String(s)) if !s.is_empty() && s.len() <= max => Ok(Some(s.to_string())),
             Some(_) => Err(DpopError::Malformed),
         }
     };
@@ -199,7 +200,7 @@ fn proof_claims(payload: &Map<String, Value>) -> Result<ProofClaims, DpopError> 
         htm: required("htm", MAX_HTM_LEN)?,
         htu: required("htu", MAX_HTU_LEN)?,
         // An integer number of seconds (a fraction or a string is refused).
-        iat: payload.get("iat").and_then(Value::as_u64).ok_or(DpopError::Malformed)?,
+        iat: payload.get("iat").and_then(Json::as_u64).ok_or(DpopError::Malformed)?,
         // A SHA-256 hash in base64url is 43 characters.
         ath: bounded("ath", 43)?,
         nonce: bounded("nonce", MAX_NONCE_LEN)?,
