@@ -106,7 +106,7 @@ impl<'a> Json<'a> {
 
 impl<'de> Deserialize<'de> for Object<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(JsonVisitor).and_then(|value| match value {
+        deserializer.deserialize_map(JsonVisitor { members: OUTER_MEMBERS }).and_then(|value| match value {
             Json::Object(object) => Ok(object),
             _ => Err(de::Error::custom("a JSON object was expected")),
         })
@@ -115,11 +115,20 @@ impl<'de> Deserialize<'de> for Object<'de> {
 
 impl<'de> Deserialize<'de> for Json<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(JsonVisitor)
+        deserializer.deserialize_any(JsonVisitor { members: 0 })
     }
 }
 
-struct JsonVisitor;
+/// Room made up front for the members of the outermost object: a token's
+/// usual claims, read without growing the vector (each growth a copy).
+/// Objects within start empty: a document of many small objects must not
+/// claim that much room for each (16 KiB of `{"a":1},` would be 1.3 MB).
+const OUTER_MEMBERS: usize = 16;
+
+struct JsonVisitor {
+    /// Members to make room for before the first is read.
+    members: usize,
+}
 
 impl<'de> Visitor<'de> for JsonVisitor {
     type Value = Json<'de>;
@@ -169,8 +178,7 @@ impl<'de> Visitor<'de> for JsonVisitor {
     /// to its twin, and is refused. (Sorting bounds the work at n log n for
     /// an object of many members, where a search per insert would not.)
     fn visit_map<A: MapAccess<'de>>(self, mut members: A) -> Result<Json<'de>, A::Error> {
-        // Room for a token's usual claims without growing (each growth a copy).
-        let mut object = Vec::with_capacity(16);
+        let mut object = Vec::with_capacity(self.members);
         while let Some(name) = members.next_key_seed(Name)? {
             object.push((name, members.next_value()?));
         }
