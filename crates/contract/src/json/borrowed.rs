@@ -59,10 +59,6 @@ impl<'a> Object<'a> {
     pub fn members(&self) -> impl Iterator<Item = (&str, &Json<'a>)> {
         self.0.iter().map(|(name, value)| (name.as_ref(), value))
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 impl<'a> Json<'a> {
@@ -275,6 +271,18 @@ mod tests {
         for not_an_object in ["[]", "1", "null", "\"a\"", "{} {}", "{", "", r#"{"a": 1,}"#] {
             assert!(read(not_an_object).is_err(), "{not_an_object}");
         }
+    }
+
+    #[test]
+    fn only_the_outermost_object_claims_room_up_front() {
+        // 16 KiB of small objects must not claim room for 16 members each.
+        let small: Vec<&str> = vec![r#"{"b":1}"#; 2_000];
+        let text = format!(r#"{{"a":[{}]}}"#, small.join(","));
+        let object = read(&text).unwrap();
+        assert!(object.0.capacity() >= OUTER_MEMBERS, "the outermost object: a token's claims without growing");
+        let items = object.get("a").and_then(Json::as_array).unwrap();
+        let room: usize = items.iter().filter_map(Json::as_object).map(|o| o.0.capacity()).sum();
+        assert!(room <= 4 * items.len(), "{room} member slots for {} one-member objects", items.len());
     }
 
     #[test]
