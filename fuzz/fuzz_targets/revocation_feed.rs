@@ -1,6 +1,7 @@
 //! Arbitrary bytes into both revocation feed decoders the filter uses — the
 //! compact layout (`Blob::parse`, what the filter asks for) and JSON (a
-//! service without the compact encoding) — then applied to a list that
+//! service without the compact encoding, read as the filter reads it and
+//! compared with serde_json) — then applied to a list that
 //! already holds entries. An applied feed must be enforced: every entry whose
 //! tokens could still pass (up to `expires_at` + clock skew) kills them; a
 //! refused feed changes nothing; the list stays within its bound and what
@@ -95,8 +96,20 @@ fuzz_target!(|data: &[u8]| {
         assert_shares_the_same(&list);
         return;
     }
-    // JSON: every value of an applied feed kills its tokens.
-    let Ok(feed) = serde_json::from_slice::<RevocationFeed>(data) else { return };
+    // JSON, read as the filter reads it: what it accepts serde_json reads
+    // the same; what only serde_json accepts has a member name twice or a
+    // struct written as an array (refused on purpose).
+    let ours = authflow_contract::json::from_slice::<RevocationFeed>(data);
+    match (&ours, serde_json::from_slice::<RevocationFeed>(data)) {
+        (Ok(feed), reference) => assert_eq!(Some(feed), reference.ok().as_ref(), "read otherwise than serde_json reads it"),
+        (Err(e), Ok(_)) => {
+            let refused_on_purpose = authflow_contract::json::borrowed::Json::read(data).is_err() || e.to_string().contains("invalid type: sequence, expected struct");
+            assert!(refused_on_purpose, "refused what serde_json reads: {e}");
+        }
+        (Err(_), Err(_)) => {}
+    }
+    // Every value of an applied feed kills its tokens.
+    let Ok(feed) = ours else { return };
     if !feed.snapshot {
         let mut empty = RevocationList::default();
         assert!(empty.apply(feed.clone(), ISSUER, MAX_ENTRIES, SKEW, NOW).is_err() && !empty.is_loaded(), "a delta loaded a list");

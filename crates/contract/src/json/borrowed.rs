@@ -37,7 +37,15 @@ pub struct Object<'a>(Vec<(Cow<'a, str>, Json<'a>)>);
 impl<'a> Object<'a> {
     /// `bytes` as one JSON object with unique member names at any depth.
     pub fn read(bytes: &'a [u8]) -> Result<Self, serde_json::Error> {
-        super::from_slice(bytes)
+        match parse(bytes, OUTER_MEMBERS)? {
+            Json::Object(object) => Ok(object),
+            _ => Err(de::Error::custom("a JSON object was expected")),
+        }
+    }
+
+    /// The members, sorted by name.
+    pub fn members_in_order(&self) -> &[(Cow<'a, str>, Json<'a>)] {
+        &self.0
     }
 
     /// The member named `name`.
@@ -62,6 +70,11 @@ impl<'a> Object<'a> {
 }
 
 impl<'a> Json<'a> {
+    /// `bytes` as one JSON value, with unique member names at any depth.
+    pub fn read(bytes: &'a [u8]) -> Result<Self, serde_json::Error> {
+        parse(bytes, 0)
+    }
+
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Json::String(s) => Some(s),
@@ -113,6 +126,15 @@ impl<'de> Deserialize<'de> for Json<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_any(JsonVisitor { members: 0 })
     }
+}
+
+/// The one place serde_json reads text: into a [`Json`], through
+/// `deserialize_any` alone (see the parent module for why).
+fn parse(bytes: &[u8], members: usize) -> Result<Json<'_>, serde_json::Error> {
+    let mut reader = serde_json::Deserializer::from_slice(bytes);
+    let value = (&mut reader).deserialize_any(JsonVisitor { members })?;
+    reader.end()?;
+    Ok(value)
 }
 
 /// Room made up front for the members of the outermost object: a token's
@@ -167,6 +189,7 @@ impl<'de> Visitor<'de> for JsonVisitor {
         while let Some(item) = elements.next_element()? {
             items.push(item);
         }
+        items.shrink_to_fit();
         Ok(Json::Array(items))
     }
 
@@ -181,6 +204,11 @@ impl<'de> Visitor<'de> for JsonVisitor {
         object.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
         if object.windows(2).any(|pair| matches!(pair, [(a, _), (b, _)] if a == b)) {
             return Err(de::Error::custom("a member name appears twice"));
+        }
+        // A vector grows to twice what it holds: a document of many small
+        // objects (a JSON revocation feed) would keep that slack in every one.
+        if self.members == 0 {
+            object.shrink_to_fit();
         }
         Ok(Json::Object(Object(object)))
     }
