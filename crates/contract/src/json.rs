@@ -38,6 +38,9 @@ pub fn from_slice<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Error> {
     T::deserialize(Node(&document))
 }
 
+/// Longest member name an error's path shows whole.
+const MAX_NAME_IN_PATH: usize = 64;
+
 /// Why a document could not be read as the type asked for.
 #[derive(Debug)]
 pub struct Error {
@@ -51,9 +54,16 @@ impl Error {
         Error { message, path: String::new() }
     }
 
-    /// The error as seen from the object holding `name`.
+    /// The error as seen from the object holding `name`. A name is the
+    /// document's: in the path its control characters are `?` and it is cut
+    /// at [`MAX_NAME_IN_PATH`] characters, so that a logged error stays one
+    /// line of bounded length.
     fn within(self, name: &str) -> Self {
-        self.under(name)
+        let mut shown: String = name.chars().take(MAX_NAME_IN_PATH).map(|c| if c.is_control() { '?' } else { c }).collect();
+        if name.chars().nth(MAX_NAME_IN_PATH).is_some() {
+            shown.push('…');
+        }
+        self.under(&shown)
     }
 
     /// The error as seen from the array holding item `index`.
@@ -528,6 +538,15 @@ mod tests {
         assert_eq!(e, "items[0]: invalid type: sequence, expected struct Inner");
         let e = from_slice::<Outer>(br#"{"name": "n", "items": [], "choice": {"wrapped": [1]}}"#).unwrap_err().to_string();
         assert_eq!(e, "choice.wrapped: invalid type: sequence, expected struct Inner");
+    }
+
+    #[test]
+    fn a_path_shows_names_on_one_bounded_line() {
+        let e = from_slice::<BTreeMap<String, u64>>(br#"{"a\nb\u0000": "x"}"#).unwrap_err().to_string();
+        assert!(e.starts_with("a?b?: invalid type: string"), "{e}");
+        let long = "n".repeat(1000);
+        let e = from_slice::<BTreeMap<String, u64>>(format!(r#"{{"{long}": true}}"#).as_bytes()).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{}…: invalid type: boolean", "n".repeat(64))), "{e}");
     }
 
     /// serde_json keeps the last of two members with one name; here the
