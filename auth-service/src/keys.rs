@@ -209,11 +209,13 @@ impl KeyRing {
         Ok(n)
     }
 
-    /// Runs `f` with the key that signs at `now`: the newest already active.
+    /// Runs `f` with the key that signs at `now`: the newest already active
+    /// (of two that became active in the same second, the one not retired:
+    /// the later rotation retired the other at once).
     pub fn with_signer<R>(&self, now: i64, f: impl FnOnce(&SigningKey) -> R) -> Option<R> {
         let keys = self.snapshot();
-        let signers = || keys.iter().filter_map(|k| k.signer.as_ref().map(|s| (k.active_at, s)));
-        let (_, signer) = signers().filter(|(at, _)| *at <= now).max_by_key(|(at, _)| *at).or_else(|| signers().next())?;
+        let signers = || keys.iter().filter_map(|k| k.signer.as_ref().map(|s| ((k.active_at, k.retired_at.is_none()), s)));
+        let (_, signer) = signers().filter(|((at, _), _)| *at <= now).max_by_key(|(order, _)| *order).or_else(|| signers().next())?;
         Some(f(signer))
     }
 

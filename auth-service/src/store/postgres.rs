@@ -34,8 +34,10 @@ pub struct PostgresStore {
 }
 
 /// Key of the transaction-level advisory lock under which an instance
-/// checks for and creates the first signing key.
-const FIRST_KEY_LOCK: i64 = 0x6175_7468_666c_0002;
+/// checks for and creates the first signing key, or adds one: two rotations
+/// at once (one per instance) would each retire only the keys their UPDATE
+/// saw, and leave both new keys unretired.
+const SIGNING_KEYS_LOCK: i64 = 0x6175_7468_666c_0002;
 
 /// Key of the transaction-level advisory lock under which an instance
 /// re-seals the secrets at rest on start (instances starting together take turns).
@@ -499,7 +501,7 @@ super::portable::impl_store! {
         let sealed = StoredKey { private_key: sealed::seal(&self.kek, &key_purpose(&k.kid), &k.private_key)?.into_bytes(), ..k.clone() };
         let mut tx = self.pool.begin().await?;
         // Held to commit: a second instance checks only after the first key is visible.
-        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(FIRST_KEY_LOCK).execute(&mut *tx).await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(SIGNING_KEYS_LOCK).execute(&mut *tx).await?;
         let any: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM signing_keys)").fetch_one(&mut *tx).await?;
         if any {
             return Ok(false);
@@ -512,6 +514,8 @@ super::portable::impl_store! {
     async fn add_signing_key(&self, k: &StoredKey) -> StoreResult<()> {
         let sealed = StoredKey { private_key: sealed::seal(&self.kek, &key_purpose(&k.kid), &k.private_key)?.into_bytes(), ..k.clone() };
         let mut tx = self.pool.begin().await?;
+        // Held to commit: the next rotation's UPDATE then sees this key, and retires it.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(SIGNING_KEYS_LOCK).execute(&mut *tx).await?;
         insert_key(&mut tx, &sealed).await?;
         tx.commit().await.map_err(StoreError::from)
     }

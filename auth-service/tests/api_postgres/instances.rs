@@ -292,3 +292,30 @@ async fn a_ban_on_one_instance_wakes_long_polls_on_the_other() {
     eprintln!("ban on instance 1 to the long poll's answer on instance 2: {took:?}");
     assert!(took < Duration::from_secs(1), "{took:?}");
 }
+
+/// Two rotations at once, one on each instance (two admins, or one request
+/// retried through another instance): as if they had run one after the
+/// other, exactly one key is left unretired, and both instances sign with it.
+#[tokio::test]
+async fn rotations_racing_on_two_instances_leave_one_key_unretired() {
+    let (one, two) = two_instances(|c| c.keys.publish_lead = Duration::from_secs(0)).await;
+    one.admin("root@example.com").await;
+    let alg = one.state.config.keys.signing_alg;
+    for round in 0..12 {
+        let now = authflow_auth_service::clock::now();
+        let (a, b) = tokio::join!(
+            one.state.keys.rotate(one.state.store.as_ref(), alg, now, 0),
+            two.state.keys.rotate(two.state.store.as_ref(), alg, now, 0)
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let keys = one.state.store.signing_keys().await.unwrap();
+        let unretired: Vec<&str> = keys.iter().filter(|k| k.retired_at.is_none()).map(|k| k.kid.as_str()).collect();
+        assert_eq!(unretired.len(), 1, "round {round}: {unretired:?} are all unretired after rotations to {a} and {b}");
+        one.state.keys.reload(one.state.store.as_ref()).await.unwrap();
+        two.state.keys.reload(two.state.store.as_ref()).await.unwrap();
+        for (n, app) in [(1, &one), (2, &two)] {
+            let t = app.signin("root@example.com", PASSWORD).await;
+            assert_eq!(header(&t.access)["kid"], unretired[0], "round {round}: instance {n} signs with a retired key");
+        }
+    }
+}
