@@ -1143,6 +1143,15 @@ mod tests {
         let twice = MINIMAL.replacen("{", r#"{"identity_headers": {"claims": {"org.team": "x-team", "org.team": "x-other"}},"#, 1);
         let e = FilterConfig::from_json(twice.as_bytes()).unwrap_err();
         assert!(e.0.contains("twice"), "{e}");
+        // Where a wrong value sits, by its path in the document; a field given
+        // twice anywhere is refused, whichever type reads it.
+        let misspelt = MINIMAL.replace(r#""remote": {"cluster""#, r#""remote": {"clustr""#);
+        let e = FilterConfig::from_json(misspelt.as_bytes()).unwrap_err();
+        assert!(e.0.contains("providers[0].jwks.remote: unknown field `clustr`"), "{e}");
+        let e = FilterConfig::from_json(MINIMAL.replace(r#""issuer""#, r#""issuer": "https://other.example", "issuer""#).as_bytes()).unwrap_err();
+        assert!(e.0.contains("a member name appears twice"), "{e}");
+        let e = FilterConfig::from_json(MINIMAL.replace(r#""path""#, r#""path": "/a", "path""#).as_bytes()).unwrap_err();
+        assert!(e.0.contains("a member name appears twice"), "{e}");
         let e = with(serde_json::json!({"max_token_bytes": 10})).unwrap_err();
         assert!(e.0.contains("max_token_bytes"), "{e}");
         let e = with(serde_json::json!({"device_binding": {"mode": "enforce", "attributes": ["no good"]}})).unwrap_err();
