@@ -74,11 +74,6 @@ async fn a_missing_or_wrong_key_is_a_clear_start_error() {
     assert!(e.to_string().contains("key-encryption key"), "{e}");
 }
 
-fn totp_code(secret: &str, at: i64) -> String {
-    let bytes = totp_rs::Secret::Encoded(secret.to_owned()).to_bytes().unwrap();
-    totp_rs::TOTP::new_unchecked(totp_rs::Algorithm::SHA1, 6, 1, 30, bytes, None, String::new()).generate(at as u64)
-}
-
 #[tokio::test]
 async fn clear_secrets_are_sealed_on_start_and_a_rotated_key_reseals_everything() {
     let app = spawn_app().await;

@@ -537,11 +537,6 @@ async fn password_reset_through_the_pages() {
     assert!(r.alert().is_some());
 }
 
-fn totp_code(secret: &str, at: i64) -> String {
-    let bytes = totp_rs::Secret::Encoded(secret.to_owned()).to_bytes().unwrap();
-    totp_rs::TOTP::new_unchecked(totp_rs::Algorithm::SHA1, 6, 1, 30, bytes, None, String::new()).generate(at as u64)
-}
-
 #[tokio::test]
 async fn totp_enrolment_with_the_qr_code_then_sign_in_with_the_app() {
     let app = spawn_app().await;

@@ -179,6 +179,13 @@ impl TestApp {
     }
 }
 
+/// The authenticator app's code for `secret` at time `at` (RFC 6238: SHA-1,
+/// 6 digits, 30 s steps), as the service's TOTP settings expect.
+pub fn totp_code(secret: &str, at: i64) -> String {
+    let bytes = totp_rs::Secret::Encoded(secret.to_owned()).to_bytes().unwrap();
+    totp_rs::TOTP::new_unchecked(totp_rs::Algorithm::SHA1, 6, 1, 30, bytes, None, String::new()).generate(at as u64)
+}
+
 pub async fn tokens_of(r: reqwest::Response) -> Tokens {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["token_type"], "Bearer");

@@ -7,11 +7,6 @@ use serde_json::{json, Value};
 
 use crate::common::*;
 
-fn totp_code(secret: &str, at: i64) -> String {
-    let bytes = totp_rs::Secret::Encoded(secret.to_owned()).to_bytes().unwrap();
-    totp_rs::TOTP::new_unchecked(totp_rs::Algorithm::SHA1, 6, 1, 30, bytes, None, String::new()).generate(at as u64)
-}
-
 fn subjects(mails: &[Value]) -> Vec<String> {
     mails.iter().map(|m| m["subject"].as_str().unwrap_or_default().to_owned()).collect()
 }

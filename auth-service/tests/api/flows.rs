@@ -219,11 +219,6 @@ async fn sign_in_failures_and_code_attempt_limit() {
     assert_eq!(error_code(r, 401).await, "invalid_code");
 }
 
-fn totp_code(secret: &str, at: i64) -> String {
-    let bytes = totp_rs::Secret::Encoded(secret.to_owned()).to_bytes().unwrap();
-    totp_rs::TOTP::new_unchecked(totp_rs::Algorithm::SHA1, 6, 1, 30, bytes, None, String::new()).generate(at as u64)
-}
-
 #[tokio::test]
 async fn totp_enrolment_and_sign_in() {
     let app = spawn_app().await;

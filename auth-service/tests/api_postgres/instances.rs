@@ -319,3 +319,62 @@ async fn rotations_racing_on_two_instances_leave_one_key_unretired() {
         }
     }
 }
+
+/// The second factor is spent once, whichever instance it reaches: one
+/// mailed code sent to both instances at once signs in once.
+#[tokio::test]
+async fn one_mailed_code_raced_on_two_instances_signs_in_once() {
+    let (one, two) = two_instances(|_| {}).await;
+    let email = "mona@example.com";
+    one.verified_user(email).await;
+    for round in 0..6 {
+        let before = one.outbox(email, 0).await.len();
+        let (challenge, _) = one.challenge(email, PASSWORD).await;
+        let code = one.last_mail(email, before + 1).await["code"].clone();
+        let verify = |app: &TestApp| {
+            app.http.post(app.url("/v1/auth/signin/verify")).json(&json!({"challenge_id": challenge, "code": code})).send()
+        };
+        let (a, b) = tokio::join!(verify(&one), verify(&two));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let mut statuses = [a.status().as_u16(), b.status().as_u16()];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 401], "round {round}: one code, one sign-in");
+        let loser = if a.status() == 200 { b } else { a };
+        assert_eq!(loser.json::<Value>().await.unwrap()["error"], "invalid_code", "round {round}");
+    }
+}
+
+/// A TOTP code is spent once per account (RFC 6238 §5.2), across instances:
+/// two challenges, one on each instance, answered with the same code at
+/// once sign in once, and the code is refused afterwards on either.
+#[tokio::test]
+async fn a_totp_code_spent_on_one_instance_is_refused_by_the_other() {
+    let (one, two) = two_instances(|_| {}).await;
+    let email = "tess@example.com";
+    one.verified_user(email).await;
+    let t = one.signin(email, PASSWORD).await;
+    let r = one.authed(Method::POST, "/v1/auth/totp/enroll", &t).json(&json!({"password": PASSWORD})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let secret = r.json::<Value>().await.unwrap()["secret"].as_str().unwrap().to_owned();
+    let now = authflow_auth_service::clock::now();
+    let r = one.authed(Method::POST, "/v1/auth/totp/confirm", &t).json(&json!({"code": totp_code(&secret, now)})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // The next step's code: within the ±1 step window for the next minute, not spent yet.
+    let code = totp_code(&secret, now + 30);
+    let verify = |app: &TestApp, challenge: &str| {
+        app.http.post(app.url("/v1/auth/signin/verify")).json(&json!({"challenge_id": challenge, "code": code})).send()
+    };
+    let (first, method) = one.challenge(email, PASSWORD).await;
+    assert_eq!(method, "totp");
+    let (second, _) = two.challenge(email, PASSWORD).await;
+    let (a, b) = tokio::join!(verify(&one, &first), verify(&two, &second));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let mut statuses = [a.status().as_u16(), b.status().as_u16()];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 401], "one code, one sign-in");
+    for app in [&one, &two] {
+        let (again, _) = app.challenge(email, PASSWORD).await;
+        let r = verify(app, &again).await.unwrap();
+        assert_eq!(error_code(r, 401).await, "invalid_code", "a spent code on a fresh challenge");
+    }
+}
