@@ -80,11 +80,7 @@ async fn clear_secrets_are_sealed_on_start_and_a_rotated_key_reseals_everything(
     let email = "rotate@example.com";
     app.verified_user(email).await;
     let t = app.signin(email, PASSWORD).await;
-    let r = app.authed(Method::POST, "/v1/auth/totp/enroll", &t).json(&json!({"password": PASSWORD})).send().await.unwrap();
-    let secret = r.json::<Value>().await.unwrap()["secret"].as_str().unwrap().to_owned();
-    let now = authflow_auth_service::clock::now();
-    let r = app.authed(Method::POST, "/v1/auth/totp/confirm", &t).json(&json!({"code": totp_code(&secret, now)})).send().await.unwrap();
-    assert_eq!(r.status(), 200);
+    let (secret, now) = app.enrol_totp(&t).await;
 
     // A database from before encryption: the secret in clear.
     let url = secrecy::ExposeSecret::expose_secret(&app.state.config.database.url).to_owned();

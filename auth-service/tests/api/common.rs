@@ -167,6 +167,18 @@ impl TestApp {
         tokens_of(r).await
     }
 
+    /// Sets up TOTP for a signed-in user (proving the password, then a current
+    /// code) and returns its base32 secret and the time the code was made for.
+    pub async fn enrol_totp(&self, t: &Tokens) -> (String, i64) {
+        let r = self.authed(reqwest::Method::POST, "/v1/auth/totp/enroll", t).json(&json!({"password": PASSWORD})).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let secret = r.json::<Value>().await.unwrap()["secret"].as_str().unwrap().to_owned();
+        let now = now();
+        let r = self.authed(reqwest::Method::POST, "/v1/auth/totp/confirm", t).json(&json!({"code": totp_code(&secret, now)})).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        (secret, now)
+    }
+
     pub async fn feed(&self, since: Option<&str>) -> (u16, Option<Value>) {
         let mut req = self.http.get(self.url("/v1/revocations"));
         if let Some(s) = since {

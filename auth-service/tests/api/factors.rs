@@ -19,12 +19,7 @@ async fn a_stolen_token_cannot_replace_the_authenticator() {
     let t = app.signin(email, PASSWORD).await;
 
     // The owner sets up TOTP, proving the password.
-    let r = app.authed(Method::POST, "/v1/auth/totp/enroll", &t).json(&json!({"password": PASSWORD})).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    let secret = r.json::<Value>().await.unwrap()["secret"].as_str().unwrap().to_owned();
-    let now = authflow_auth_service::clock::now();
-    let r = app.authed(Method::POST, "/v1/auth/totp/confirm", &t).json(&json!({"code": totp_code(&secret, now)})).send().await.unwrap();
-    assert_eq!(r.status(), 200);
+    let (secret, _) = app.enrol_totp(&t).await;
     let mails = app.outbox(email, 0).await;
     assert!(subjects(&mails).iter().any(|s| s.contains("authenticator")), "the owner is told: {:?}", subjects(&mails));
 

@@ -353,12 +353,7 @@ async fn a_totp_code_spent_on_one_instance_is_refused_by_the_other() {
     let email = "tess@example.com";
     one.verified_user(email).await;
     let t = one.signin(email, PASSWORD).await;
-    let r = one.authed(Method::POST, "/v1/auth/totp/enroll", &t).json(&json!({"password": PASSWORD})).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    let secret = r.json::<Value>().await.unwrap()["secret"].as_str().unwrap().to_owned();
-    let now = authflow_auth_service::clock::now();
-    let r = one.authed(Method::POST, "/v1/auth/totp/confirm", &t).json(&json!({"code": totp_code(&secret, now)})).send().await.unwrap();
-    assert_eq!(r.status(), 200);
+    let (secret, now) = one.enrol_totp(&t).await;
     // The next step's code: within the ±1 step window for the next minute, not spent yet.
     let code = totp_code(&secret, now + 30);
     let verify = |app: &TestApp, challenge: &str| {
