@@ -86,7 +86,7 @@ impl HttpContext for AuthflowHttp {
     }
 
     /// Exported only for this (see `UNHANDLED_CALLBACKS`): every response
-    /// enters the VM once more, which costs a request no measurable time.
+    /// enters the VM once more, a few per cent of a warm request's cost.
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         if let Some(nonce) = self.response_nonce.take() {
             host::add_response_header_if_absent(NONCE_HEADER, &nonce);
