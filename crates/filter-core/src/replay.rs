@@ -11,7 +11,8 @@
 //! the longest acceptance window, so a bucket is only reused once no proof
 //! filed in it could still be accepted. Each slot holds at most
 //! [`ENTRIES_PER_SLOT`] ids; a full slot refuses (fail closed), counted as
-//! `dpop_replay_store_full`.
+//! `dpop_replay_store_full`, as does a slot whose every compare-and-swap is
+//! lost to other workers' writes.
 //!
 //! Slot value: bucket number (u64 big-endian), then 8-byte proof ids.
 //!
@@ -45,6 +46,12 @@ const _: () = assert!(RING * BUCKET_SECS > MAX_DPOP_MAX_AGE_SECS + DEFAULT_FUTUR
 const ID_LEN: usize = 8;
 const HEADER_LEN: usize = 8;
 
+/// The compare-and-swap token that creates a key only if it is absent. The
+/// host numbers its writes from 1 across every key, so an existing slot
+/// holds this token only after some 4 billion writes in the process, at
+/// that very moment: as close to "create if absent" as the ABI allows.
+const CREATE_ONLY: u32 = u32::MAX;
+
 /// Written once every slot exists: a VM configured later need not look at each.
 pub const SLOTS_CREATED_KEY: &str = "authflow.dpop.replay.created";
 
@@ -71,8 +78,11 @@ fn slot_key(ring_position: u64, shard: u64) -> String {
 }
 
 /// Creates, empty, every slot that does not exist yet. Two VMs doing this
-/// at once write the same empty values; a proof filed meanwhile lands in a
-/// slot that already exists, which is left alone. The mark names the layout
+/// at once write the same empty values. A slot another VM created (and
+/// maybe filed a proof in) between this VM's read and its write is left
+/// alone: the write carries [`CREATE_ONLY`] as its compare-and-swap token,
+/// which the host ignores for a key that does not exist and refuses for
+/// one that does (token 0 would overwrite it, and the proof with it). The mark names the layout
 /// it was made for, so a module with another ring (shared data outlives a
 /// module update) creates its missing slots; it is written only once every
 /// slot was seen.
@@ -86,7 +96,7 @@ pub fn create_slots(store: &impl SharedData) {
         let key = slot_key(position, shard);
         match store.get(&key) {
             Some((Some(_), _)) => {}
-            Some((None, _)) => every_slot_seen &= store.set(&key, &[], 0),
+            Some((None, _)) => every_slot_seen &= store.set(&key, &[], CREATE_ONLY),
             None => every_slot_seen = false,
         }
     }
@@ -103,22 +113,28 @@ pub fn create_slots(store: &impl SharedData) {
 /// A proof goes to its first slot while that has room, else to its second.
 /// Within a bucket a slot only fills up, so every worker makes the same
 /// choice: an id is in its first slot, or in its second with the first full,
-/// and each write is still one compare-and-swap on one slot.
+/// and each write is still one compare-and-swap on one slot. Only a full
+/// first slot sends a proof on: one that keeps losing its compare-and-swaps
+/// there (other workers filing theirs) is refused, as a full store is. Filed
+/// in its second slot while the first had room, the same proof would find
+/// room in its first slot again, and be accepted twice.
 pub fn record_once(store: &impl SharedData, proof: &ProofUse) -> Result<(), DpopError> {
-    const ATTEMPTS: usize = 8;
+    const ATTEMPTS: usize = 16;
     let (keys, bucket) = slots_for(proof);
-    for key in &keys {
+    'slots: for key in &keys {
         for _ in 0..ATTEMPTS {
             let Some((Some(current), cas)) = store.get(key) else { return Err(DpopError::ReplayStoreFull) };
             let value = match record(Some(&current), bucket, proof) {
                 Ok(value) => value,
-                Err(DpopError::ReplayStoreFull) => break,
+                Err(DpopError::ReplayStoreFull) => continue 'slots,
                 Err(refused) => return Err(refused),
             };
             if store.set(key, &value, cas) {
                 return Ok(());
             }
         }
+        // Every attempt lost to another worker's write: this slot has room.
+        return Err(DpopError::ReplayStoreFull);
     }
     Err(DpopError::ReplayStoreFull)
 }
@@ -203,15 +219,16 @@ mod tests {
 
     /// Shared data with the host's rules (proxy-wasm-cpp-host
     /// `SharedData::set`): a key that exists is written only with its
-    /// current token or 0; a new key whatever the token. `on_get` runs once,
-    /// inside the first read: another worker acting between a read and its write.
+    /// current token or 0; a new key whatever the token. `on_get` runs
+    /// inside every read (of the key read) until it is cleared: other
+    /// workers acting between a read and its write.
     struct Host {
         map: RefCell<HashMap<String, (Vec<u8>, u32)>>,
         next_cas: Cell<u32>,
-        on_get: RefCell<Option<OtherWorker>>,
+        on_get: RefCell<Option<OtherWorkers>>,
     }
 
-    type OtherWorker = Box<dyn FnOnce(&Host)>;
+    type OtherWorkers = Box<dyn FnMut(&Host, &str)>;
 
     impl Host {
         fn new() -> Self {
@@ -223,8 +240,10 @@ mod tests {
         fn get(&self, key: &str) -> Option<(Option<Vec<u8>>, u32)> {
             let found = self.map.borrow().get(key).cloned();
             let meanwhile = self.on_get.borrow_mut().take();
-            if let Some(other_worker) = meanwhile {
-                other_worker(self);
+            if let Some(mut other_workers) = meanwhile {
+                other_workers(self, key);
+                // Unless they cleared it (or set another) meanwhile.
+                self.on_get.borrow_mut().get_or_insert(other_workers);
             }
             Some(found.map_or((None, 0), |(v, cas)| (Some(v), cas)))
         }
@@ -246,7 +265,12 @@ mod tests {
         create_slots(&host);
         // Worker A reads the slot; worker B files the same proof before A writes.
         let other = p;
-        *host.on_get.borrow_mut() = Some(Box::new(move |h: &Host| assert_eq!(record_once(h, &other), Ok(()))));
+        let once = Cell::new(true);
+        *host.on_get.borrow_mut() = Some(Box::new(move |h: &Host, _: &str| {
+            if once.replace(false) {
+                assert_eq!(record_once(h, &other), Ok(()));
+            }
+        }));
         assert_eq!(record_once(&host, &p), Err(DpopError::Replayed));
         assert_eq!(record_once(&host, &proof(8, 1000)), Ok(()), "another proof still goes in");
     }
@@ -296,6 +320,66 @@ mod tests {
             assert_eq!(record_once(&host, &second_full(i)), Ok(()));
         }
         assert_eq!(record_once(&host, &proof((9 << 56) | (20 << 48) | (2 << 40), 1000)), Err(DpopError::ReplayStoreFull));
+    }
+
+    /// Another worker files its own proof in `key` (the slot's token moves on).
+    fn file_another(h: &Host, key: &str, id: u64) {
+        let Some((Some(current), cas)) = h.get(key) else { panic!("{key} exists") };
+        let (_, bucket) = slot_for(&proof(id, 1000));
+        let value = record(Some(&current), bucket, &proof(id, 1000)).unwrap();
+        assert!(h.set(key, &value, cas));
+    }
+
+    #[test]
+    fn a_proof_that_loses_every_write_to_its_first_slot_is_refused_not_moved() {
+        let host = Host::new();
+        create_slots(&host);
+        let p = proof((1 << 56) | (2 << 48) | 42, 1000);
+        let ([first, second], _) = slots_for(&p);
+        // Other workers keep filing their own proofs in the first slot between
+        // each of this worker's reads and writes: the slot is far from full.
+        let busy = first.clone();
+        let n = Cell::new(0u64);
+        *host.on_get.borrow_mut() = Some(Box::new(move |h: &Host, key: &str| {
+            if key == busy {
+                n.set(n.get() + 1);
+                let meanwhile = h.on_get.borrow_mut().take();
+                file_another(h, key, (0xAA << 56) | n.get());
+                *h.on_get.borrow_mut() = meanwhile;
+            }
+        }));
+        assert_eq!(record_once(&host, &p), Err(DpopError::ReplayStoreFull), "refused (fail closed), not filed in its second slot");
+        assert!(host.map.borrow()[&second].0.is_empty(), "the second slot is untouched");
+        *host.on_get.borrow_mut() = None;
+        // Once the contention is over: accepted once.
+        assert_eq!(record_once(&host, &p), Ok(()));
+        assert_eq!(record_once(&host, &p), Err(DpopError::Replayed));
+    }
+
+    #[test]
+    fn a_vm_creating_the_slots_late_keeps_a_proof_another_vm_filed() {
+        let host = Host::new();
+        let p = proof(7, 1000);
+        let (key, _) = slot_for(&p);
+        // This VM reads the proof's slot (absent); meanwhile another VM, whose
+        // own `create_slots` ran, creates it and accepts `p`.
+        let target = key.clone();
+        *host.on_get.borrow_mut() = Some(Box::new(move |h: &Host, k: &str| {
+            if k == target && !h.map.borrow().contains_key(k) {
+                assert!(h.set(k, &[], 0));
+                let meanwhile = h.on_get.borrow_mut().take();
+                assert_eq!(record_once(h, &p), Ok(()));
+                *h.on_get.borrow_mut() = meanwhile;
+            }
+        }));
+        create_slots(&host);
+        *host.on_get.borrow_mut() = None;
+        assert_eq!(record_once(&host, &p), Err(DpopError::Replayed), "the proof the other VM accepted stays filed");
+        // The mark waits for a run that saw every slot; the next one writes it.
+        assert!(!host.map.borrow().contains_key(SLOTS_CREATED_KEY));
+        create_slots(&host);
+        assert!(host.map.borrow().contains_key(SLOTS_CREATED_KEY));
+        assert_eq!(record_once(&host, &p), Err(DpopError::Replayed));
     }
 
     #[test]
