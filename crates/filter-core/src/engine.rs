@@ -161,7 +161,9 @@ impl Engine {
                 JwksSource::Remote(_) => None,
             },
             revocations: RevocationList::default(),
-            revocations_fresh_at_ms: now_ms,
+            // Nothing vouches for a list yet: not the VM's start. A list
+            // adopted from another VM is as fresh as the stamp shared with it.
+            revocations_fresh_at_ms: 0,
         });
         let cache = TokenCache::new(config.cache_max_entries, [0, 0]);
         let first_list_wait_until_ms = now_ms.saturating_add(config.key_wait_ms);

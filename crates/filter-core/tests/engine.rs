@@ -374,6 +374,57 @@ fn no_token_passes_before_the_first_revocation_list() {
     assert_eq!(d.reason, DenyReason::RevocationStale);
 }
 
+/// A worker VM started after the feed became unreachable takes the list the
+/// others share, and that list is as old as the shared stamp says: not as
+/// fresh as the VM's start (which let tokens revoked meanwhile through for
+/// `max_staleness_secs` after every configuration push).
+#[test]
+fn a_vm_started_later_judges_a_shared_list_by_its_shared_age() {
+    let hour_ago_ms = (NOW - 3_600) * 1000;
+    let mut fetcher = Engine::new(config(json!({})), hour_ago_ms);
+    let kp = Ed25519KeyPair::generate().with_key_id("k1");
+    let jwks = KeySet::parse(format!(r#"{{"keys":[{}]}}"#, kp.public_key().to_jwk()).as_bytes()).unwrap();
+    fetcher.set_keys(ProviderId::FIRST, jwks.clone());
+    load_empty_revocation_list(&mut fetcher, hour_ago_ms);
+    let (base, _) = fetcher.revocation_blobs(ProviderId::FIRST).map(|(b, o)| (b.to_vec(), o.to_vec())).unwrap();
+
+    // The feed has not answered since. A VM starts now and takes what is shared.
+    let mut late = Engine::new(config(json!({})), NOW * 1000);
+    late.set_keys(ProviderId::FIRST, jwks);
+    assert!(late.adopt_revocation_base(ProviderId::FIRST, base));
+    late.revocations_current_at(ProviderId::FIRST, hour_ago_ms);
+    let t = kp.sign(claims(default_claims())).unwrap();
+    let api = Request::from_headers(vec![(":path".into(), "/api".into()), ("authorization".into(), format!("Bearer {t}"))], None);
+    assert_eq!(denied(&fetcher.evaluate(&api, NOW * 1000 + 500, true)).0, DenyReason::RevocationStale, "the VM that fetched it");
+    assert_eq!(denied(&late.evaluate(&api, NOW * 1000 + 500, true)).0, DenyReason::RevocationStale, "the same list in a VM started later");
+    // A stamp from just now makes it current.
+    late.revocations_current_at(ProviderId::FIRST, NOW * 1000);
+    assert!(matches!(late.evaluate(&api, NOW * 1000 + 500, true), Outcome::Allow(_)));
+}
+
+/// A list that was once full takes new revocations after its entries
+/// expired: dead entries do not count against `max_entries` (they did, and
+/// every delta was refused while the list looked current).
+#[test]
+fn a_list_once_full_still_takes_revocations_after_its_entries_expired() {
+    let hour_ago_ms = (NOW - 3_600) * 1000;
+    let mut f = fixture(json!({"revocation": {"max_entries": 100}}));
+    let old: Vec<_> = (0..100).map(|i| RevokedToken { jti: format!("old{i}"), expires_at: NOW - 3_500 }).collect();
+    let full = RevocationFeed { issuer: ISS.into(), cursor: "1".into(), snapshot: true, revoked_tokens: old, ..Default::default() };
+    f.engine.revocation_poll(ProviderId::FIRST);
+    f.engine.apply_feed(ProviderId::FIRST, FeedBody::Json(full), hour_ago_ms).unwrap();
+    let delta = RevocationFeed {
+        issuer: ISS.into(),
+        cursor: "2".into(),
+        revoked_tokens: vec![RevokedToken { jti: "jti-1".into(), expires_at: NOW + 900 }],
+        ..Default::default()
+    };
+    f.engine.revocation_poll(ProviderId::FIRST);
+    f.engine.apply_feed(ProviderId::FIRST, FeedBody::Json(delta), NOW * 1000).unwrap();
+    let t = f.token();
+    assert_eq!(denied(&f.eval("/api", &[("authorization", &format!("Bearer {t}"))])).0, DenyReason::TokenRevoked);
+}
+
 #[test]
 fn device_binding_modes() {
     let secret = "device-secret-1";

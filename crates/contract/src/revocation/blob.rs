@@ -434,6 +434,18 @@ impl Blob {
         Blob::from_written(bytes)
     }
 
+    /// How many entries some token could still outlive at `now`: what a
+    /// merge would keep of this list alone. Reads only their expiry.
+    pub fn count_needed(&self, skew_secs: u64, now: u64) -> usize {
+        Kind::ALL
+            .into_iter()
+            .map(|kind| {
+                let at = expiry_offset(kind);
+                self.section(kind).chunks_exact(record_len(kind)).filter(|r| still_needed(u64_at(r, at), skew_secs, now)).count()
+            })
+            .sum()
+    }
+
     /// Forgets, in place, the entries no token could outlive at `now`.
     pub fn retain_needed(&mut self, skew_secs: u64, now: u64) {
         let header = self.header();

@@ -132,8 +132,8 @@ impl RevocationSet {
 
     /// Applies a feed in the compact layout: a snapshot replaces the list, a
     /// delta extends it (and is refused by a list not loaded). Forgets what
-    /// no token could outlive any more. A feed that would push the list past
-    /// `max_entries` is refused whole.
+    /// no token could outlive any more. A feed that would push the list's
+    /// live entries past `max_entries` is refused whole.
     pub fn apply(&mut self, feed: Blob, issuer: &str, max_entries: usize, skew_secs: u64, now: u64) -> Result<Change, ApplyError> {
         if feed.issuer() != issuer {
             return Err(ApplyError::WrongIssuer);
@@ -157,10 +157,20 @@ impl RevocationSet {
         // A copy of the small overlay: a refused feed leaves the list as it was.
         let overlay = Blob::merge_into(self.overlay.clone(), &feed, &header, skew_secs, now);
         let total = self.base.len() + overlay.len();
-        if total > max_entries {
-            return Err(ApplyError::TooManyEntries(total));
+        // The base forgets its dead entries only when it is rebuilt: until
+        // then they count here, and a list that was once full would refuse
+        // every delta after they died (and go stale, revocations unheard).
+        // The bound is on live entries: counted, then the base is rebuilt
+        // without the dead ones (the merge below drops them).
+        let over = total > max_entries;
+        if over {
+            // The overlay was just merged at `now`: every entry of it is live.
+            let live = self.base.count_needed(skew_secs, now) + overlay.len();
+            if live > max_entries {
+                return Err(ApplyError::TooManyEntries(live));
+            }
         }
-        if overlay.len() <= COMPACT_AT {
+        if overlay.len() <= COMPACT_AT && !over {
             self.overlay = overlay;
             return Ok(Change::Overlay);
         }
@@ -326,6 +336,32 @@ mod tests {
         assert!((0..110 + COMPACT_AT).all(|i| revoked(&set, i)));
         let other_key = encode(&feed(false, "e.4", 0..1), SetKey::derive("iss", "other"));
         assert_eq!(set.apply(other_key, "iss", 100_000, 0, 100), Err(ApplyError::KeyMismatch));
+    }
+
+    /// Dead entries of the base do not count against `max_entries`: a list
+    /// once full still takes new revocations after its entries expired.
+    #[test]
+    fn a_delta_fits_once_the_entries_filling_the_bound_have_expired() {
+        let key = SetKey::derive("iss", "e");
+        let mut set = RevocationSet::default();
+        // 100 entries expiring at 500, the bound 100.
+        assert_eq!(set.apply(encode(&feed(true, "e.1", 0..100), key), "iss", 100, 0, 100), Ok(Change::Base));
+        let one_more = |cursor: &str, i: usize| {
+            let revoked_tokens = vec![RevokedToken { jti: format!("j{i}"), expires_at: 9_000 }];
+            encode(&RevocationFeed { issuer: "iss".into(), cursor: cursor.into(), revoked_tokens, ..Default::default() }, key)
+        };
+        // While they live, one more is refused, and the list stays as it was.
+        assert_eq!(set.apply(one_more("e.2", 100), "iss", 100, 0, 400), Err(ApplyError::TooManyEntries(101)));
+        assert!(revoked(&set, 0) && !revoked(&set, 100));
+        // Once they expired it is taken, and the base is rebuilt without them.
+        assert_eq!(set.apply(one_more("e.2", 100), "iss", 100, 0, 600), Ok(Change::Base));
+        assert_eq!((set.base().len(), set.overlay().len(), set.cursor()), (1, 0, Some("e.2")));
+        assert!(revoked(&set, 100));
+        // Live entries past the bound are still refused.
+        let many = encode(&RevocationFeed { issuer: "iss".into(), cursor: "e.3".into(),
+            revoked_tokens: (200..300).map(|i| RevokedToken { jti: format!("j{i}"), expires_at: 9_000 }).collect(), ..Default::default() }, key);
+        assert_eq!(set.apply(many, "iss", 100, 0, 600), Err(ApplyError::TooManyEntries(101)));
+        assert!(revoked(&set, 100) && !revoked(&set, 200));
     }
 
     /// A delta says what changed since a cursor: without the list it extends
