@@ -182,6 +182,11 @@ impl RevocationSet {
     /// Applies a feed as JSON carries it: its values are digested with the
     /// list's key (for a snapshot, the key of its issuer and cursor).
     pub fn apply_values(&mut self, feed: &RevocationFeed, issuer: &str, max_entries: usize, skew_secs: u64, now: u64) -> Result<Change, ApplyError> {
+        // The compact layout holds no longer ones; cut short, a cursor would
+        // name no position the feed knows (and every poll ask for a snapshot).
+        if feed.cursor.len() > super::blob::MAX_CURSOR_LEN || feed.issuer.len() > super::blob::MAX_ISSUER_LEN {
+            return Err(ApplyError::Malformed(super::blob::BlobError("cursor or issuer longer than the compact layout holds")));
+        }
         let key = if feed.snapshot { SetKey::derive(&feed.issuer, &feed.cursor) } else { self.key() };
         self.apply(encode(feed, key), issuer, max_entries, skew_secs, now)
     }
@@ -362,6 +367,18 @@ mod tests {
             revoked_tokens: (200..300).map(|i| RevokedToken { jti: format!("j{i}"), expires_at: 9_000 }).collect(), ..Default::default() }, key);
         assert_eq!(set.apply(many, "iss", 100, 0, 600), Err(ApplyError::TooManyEntries(101)));
         assert!(revoked(&set, 100) && !revoked(&set, 200));
+    }
+
+    /// A JSON feed's cursor or issuer too long for the compact layout is
+    /// refused, not cut short (a cut cursor names no position of the feed).
+    #[test]
+    fn an_overlong_json_cursor_is_refused_not_cut() {
+        let mut set = RevocationSet::default();
+        let mut long = feed(true, &"c".repeat(super::super::blob::MAX_CURSOR_LEN + 1), 0..1);
+        assert!(matches!(set.apply_values(&long, "iss", 100, 0, 100), Err(ApplyError::Malformed(_))));
+        long.cursor = "c".repeat(super::super::blob::MAX_CURSOR_LEN);
+        assert_eq!(set.apply_values(&long, "iss", 100, 0, 100), Ok(Change::Base));
+        assert_eq!(set.cursor().map(str::len), Some(super::super::blob::MAX_CURSOR_LEN));
     }
 
     /// A delta says what changed since a cursor: without the list it extends

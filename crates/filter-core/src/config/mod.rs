@@ -361,6 +361,18 @@ mod tests {
         FilterConfig::from_json(v.to_string().as_bytes())
     }
 
+    #[test]
+    fn an_issuer_longer_than_the_revocation_layout_holds_is_refused() {
+        let issuer = |len: usize| {
+            let mut v: serde_json::Value = serde_json::from_str(MINIMAL).unwrap();
+            v["providers"][0]["issuer"] = format!("https://{}", "a".repeat(len - 8)).into();
+            FilterConfig::from_json(v.to_string().as_bytes())
+        };
+        assert!(issuer(1024).is_ok());
+        let e = issuer(1025).unwrap_err();
+        assert!(e.0.contains("issuer: at most 1024 bytes"), "{e}");
+    }
+
     fn json_merge(a: &mut serde_json::Value, b: serde_json::Value) {
         match (a, b) {
             (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {

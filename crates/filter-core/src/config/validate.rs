@@ -155,6 +155,9 @@ fn validate_provider(p: RawProvider, policy: &RevocationPolicy) -> Result<Provid
     if p.issuer.is_empty() {
         return err("issuer: must not be empty");
     }
+    if p.issuer.len() > authflow_contract::revocation::blob::MAX_ISSUER_LEN {
+        return err(format!("issuer: at most {} bytes (the revocation list's layout)", authflow_contract::revocation::blob::MAX_ISSUER_LEN));
+    }
     if p.algorithms.is_empty() {
         return err("algorithms: list at least one of EdDSA, ES256, RS256");
     }
