@@ -107,6 +107,11 @@ impl ProviderRuntime {
                 install_keys(env, self.id, &self.name, set);
             }
         }
+        self.adopt_shared_revocations(env);
+    }
+
+    /// The revocation part of [`adopt_shared`](Self::adopt_shared).
+    fn adopt_shared_revocations(&mut self, env: &mut Env) {
         let (Some(s), Some(overlay)) = (self.revocations.as_mut(), self.revocation_overlay.as_mut()) else { return };
         let (engine, id) = (&mut *env.engine, self.id);
         // The base is searched where it lands: no parse into maps. The list
@@ -231,6 +236,13 @@ impl ProviderRuntime {
     }
 
     fn on_feed(&mut self, status: u32, content_type: Option<&str>, body_size: usize, env: &mut Env) {
+        // What the other VMs shared first: a worker whose lease ran out while
+        // its poll was out (a slow answer, a stalled thread) must not apply
+        // that late answer over the newer list the next holder published
+        // since, nor vouch for it. Taken in, that newer copy makes the
+        // engine refuse the late answer (`Superseded`, `DeltaWithoutBase`)
+        // and a late 304 leave the list's freshness alone.
+        self.adopt_shared_revocations(env);
         let (Some(s), Some(overlay)) = (self.revocations.as_mut(), self.revocation_overlay.as_mut()) else { return };
         let now = env.now_ms;
         match feed_answer(status, content_type, body_size, host::call_response_body) {
