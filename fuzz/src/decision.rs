@@ -173,6 +173,8 @@ pub fn engine(config: &FilterConfig, keys: &KeySet) -> Engine {
     if let Some(p) = engine.provider_mut(ProviderId::FIRST) {
         // The feed matches the configured issuer and is tiny: it always applies.
         let _ = p.revocations.apply(feed, ISSUER, 1000, config.clock_skew_secs, NOW);
+        // Fetched just now: current (a list is fresh only when a feed says so).
+        p.revocations_fresh_at_ms = NOW * 1000;
     }
     engine
 }
