@@ -84,7 +84,8 @@ pub fn judge(
     // Kept with the verified token, computed once when it was verified (for
     // every bound token; none would match nothing: refused).
     let ath = token.ath.as_deref().unwrap_or_default();
-    let uri = htu::request_uri(request_scheme(req), req.header(":authority").unwrap_or_default(), req.header(":path").unwrap_or_default());
+    // Pieces that would not stay apart once joined match no `htu` (an empty URI never normalizes).
+    let uri = htu::request_uri(request_scheme(req), req.header(":authority").unwrap_or_default(), req.header(":path").unwrap_or_default()).unwrap_or_default();
     let expect = Expectations {
         method: req.method(),
         uri: &uri,

@@ -33,8 +33,15 @@ pub fn normalize(uri: &str) -> Option<String> {
 
 /// The URI of a request as its client addressed it, from the pieces a proxy
 /// sees: scheme, `:authority` (Host) and `:path` (its query is dropped later).
-pub fn request_uri(scheme: &str, authority: &str, path: &str) -> String {
-    format!("{scheme}://{authority}{path}")
+/// `None` when the pieces would not stay apart once joined: an authority
+/// with `/`, `?`, `#` or `@` in it (glued to the path it would move where the
+/// path starts, and a proof for one URL would pass on another), or a path
+/// that does not start with `/`.
+pub fn request_uri(scheme: &str, authority: &str, path: &str) -> Option<String> {
+    if authority.contains(['/', '?', '#', '@']) || !path.starts_with('/') {
+        return None;
+    }
+    Some(format!("{scheme}://{authority}{path}"))
 }
 
 /// Lower-case host, port kept only when it is not the scheme's default.
@@ -186,8 +193,16 @@ mod tests {
     }
 
     #[test]
+    fn an_authority_cannot_move_where_the_path_starts() {
+        for (authority, path) in [("api.example.com/v1", "/items"), ("api.example.com?", "/admin"), ("api.example.com#", "/admin"), ("u@api.example.com", "/"), ("api.example.com", "items"), ("api.example.com", "*")] {
+            assert_eq!(request_uri("https", authority, path), None, "{authority} {path}");
+        }
+        assert!(request_uri("https", "api.example.com", "/v1/items").is_some());
+    }
+
+    #[test]
     fn request_uri_from_proxy_pieces() {
-        let uri = request_uri("https", "API.example.com:443", "/v1/items?page=2");
+        let uri = request_uri("https", "API.example.com:443", "/v1/items?page=2").unwrap();
         assert_eq!(normalize(&uri).as_deref(), Some("https://api.example.com/v1/items"));
     }
 }
