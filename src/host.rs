@@ -27,7 +27,11 @@ mod abi {
             return_buffer_data: *mut *mut u8,
             return_buffer_size: *mut usize,
         ) -> u32;
-        pub fn proxy_get_header_map_pairs(map_type: u32, return_map_data: *mut *mut u8, return_map_size: *mut usize) -> u32;
+        pub fn proxy_get_header_map_pairs(
+            map_type: u32,
+            return_map_data: *mut *mut u8,
+            return_map_size: *mut usize,
+        ) -> u32;
         pub fn proxy_get_header_map_value(
             map_type: u32,
             key_data: *const u8,
@@ -35,9 +39,24 @@ mod abi {
             return_value_data: *mut *mut u8,
             return_value_size: *mut usize,
         ) -> u32;
-        pub fn proxy_replace_header_map_value(map_type: u32, key_data: *const u8, key_size: usize, value_data: *const u8, value_size: usize) -> u32;
-        pub fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
-        pub fn proxy_get_property(path_data: *const u8, path_size: usize, return_value_data: *mut *mut u8, return_value_size: *mut usize) -> u32;
+        pub fn proxy_replace_header_map_value(
+            map_type: u32,
+            key_data: *const u8,
+            key_size: usize,
+            value_data: *const u8,
+            value_size: usize,
+        ) -> u32;
+        pub fn proxy_remove_header_map_value(
+            map_type: u32,
+            key_data: *const u8,
+            key_size: usize,
+        ) -> u32;
+        pub fn proxy_get_property(
+            path_data: *const u8,
+            path_size: usize,
+            return_value_data: *mut *mut u8,
+            return_value_size: *mut usize,
+        ) -> u32;
         pub fn proxy_send_local_response(
             status_code: u32,
             status_code_details_data: *const u8,
@@ -57,8 +76,19 @@ mod abi {
             return_value_size: *mut usize,
             return_cas: *mut u32,
         ) -> u32;
-        pub fn proxy_set_shared_data(key_data: *const u8, key_size: usize, value_data: *const u8, value_size: usize, cas: u32) -> u32;
-        pub fn proxy_define_metric(metric_type: u32, name_data: *const u8, name_size: usize, return_id: *mut u32) -> u32;
+        pub fn proxy_set_shared_data(
+            key_data: *const u8,
+            key_size: usize,
+            value_data: *const u8,
+            value_size: usize,
+            cas: u32,
+        ) -> u32;
+        pub fn proxy_define_metric(
+            metric_type: u32,
+            name_data: *const u8,
+            name_size: usize,
+            return_id: *mut u32,
+        ) -> u32;
         pub fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
         pub fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
         pub fn proxy_call_foreign_function(
@@ -213,9 +243,15 @@ pub fn call_response_body(size: usize) -> Option<Vec<u8>> {
     if size <= CHUNK {
         return buffer(BUFFER_CALL_RESPONSE_BODY, size);
     }
-    let mut body = Vec::with_capacity(size.saturating_add(authflow_contract::revocation::blob::spare_room(size)));
+    let mut body = Vec::with_capacity(
+        size.saturating_add(authflow_contract::revocation::blob::spare_room(size)),
+    );
     while body.len() < size {
-        let chunk = buffer_range(BUFFER_CALL_RESPONSE_BODY, body.len(), CHUNK.min(size - body.len()))?;
+        let chunk = buffer_range(
+            BUFFER_CALL_RESPONSE_BODY,
+            body.len(),
+            CHUNK.min(size - body.len()),
+        )?;
         if chunk.is_empty() {
             break;
         }
@@ -255,7 +291,14 @@ pub fn request_header(name: &str) -> Option<Vec<u8>> {
     let mut size: usize = 0;
     // SAFETY: as in `header_map_block`.
     unsafe {
-        if abi::proxy_get_header_map_value(MAP_REQUEST_HEADERS, name.as_ptr(), name.len(), &mut data, &mut size) != OK {
+        if abi::proxy_get_header_map_value(
+            MAP_REQUEST_HEADERS,
+            name.as_ptr(),
+            name.len(),
+            &mut data,
+            &mut size,
+        ) != OK
+        {
             return None;
         }
         Some(abi::take_host_buffer(data, size))
@@ -265,7 +308,15 @@ pub fn request_header(name: &str) -> Option<Vec<u8>> {
 /// Sets a request header to exactly this one value (replacing every copy).
 pub fn set_request_header(name: &str, value: &str) {
     // SAFETY: both slices are valid for reads for the duration of the call.
-    let status = unsafe { abi::proxy_replace_header_map_value(MAP_REQUEST_HEADERS, name.as_ptr(), name.len(), value.as_ptr(), value.len()) };
+    let status = unsafe {
+        abi::proxy_replace_header_map_value(
+            MAP_REQUEST_HEADERS,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        )
+    };
     if status != OK {
         log::warn!("authflow: could not set header {name}: status {status}");
     }
@@ -273,7 +324,9 @@ pub fn set_request_header(name: &str, value: &str) {
 
 pub fn remove_request_header(name: &str) {
     // SAFETY: the slice is valid for reads for the duration of the call.
-    let status = unsafe { abi::proxy_remove_header_map_value(MAP_REQUEST_HEADERS, name.as_ptr(), name.len()) };
+    let status = unsafe {
+        abi::proxy_remove_header_map_value(MAP_REQUEST_HEADERS, name.as_ptr(), name.len())
+    };
     if status != OK {
         log::warn!("authflow: cannot remove header {name}: {status}");
     }
@@ -285,13 +338,28 @@ pub fn add_response_header_if_absent(name: &str, value: &str) {
     let mut size: usize = 0;
     // SAFETY: as in `header_map_block`; a value found is taken back and dropped.
     unsafe {
-        if abi::proxy_get_header_map_value(MAP_RESPONSE_HEADERS, name.as_ptr(), name.len(), &mut data, &mut size) == OK {
+        if abi::proxy_get_header_map_value(
+            MAP_RESPONSE_HEADERS,
+            name.as_ptr(),
+            name.len(),
+            &mut data,
+            &mut size,
+        ) == OK
+        {
             drop(abi::take_host_buffer(data, size));
             return;
         }
     }
     // SAFETY: both slices are valid for reads for the duration of the call.
-    let status = unsafe { abi::proxy_replace_header_map_value(MAP_RESPONSE_HEADERS, name.as_ptr(), name.len(), value.as_ptr(), value.len()) };
+    let status = unsafe {
+        abi::proxy_replace_header_map_value(
+            MAP_RESPONSE_HEADERS,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        )
+    };
     if status != OK {
         log::warn!("authflow: cannot set response header {name}: {status}");
     }
@@ -319,7 +387,10 @@ pub fn property_string(path: &[&str]) -> Option<String> {
 /// length (u32 LE), then each name and value followed by a NUL byte.
 fn encode_map(pairs: &[(String, String)]) -> Vec<u8> {
     let len32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
-    let size = 4 + pairs.iter().map(|(n, v)| n.len() + v.len() + 10).sum::<usize>();
+    let size = 4 + pairs
+        .iter()
+        .map(|(n, v)| n.len() + v.len() + 10)
+        .sum::<usize>();
     let mut out = Vec::with_capacity(size);
     out.extend_from_slice(&len32(pairs.len()));
     for (n, v) in pairs {
@@ -340,7 +411,16 @@ pub fn send_response(status: u32, headers: &[(String, String)], body: &str) {
     let headers = encode_map(headers);
     // SAFETY: every slice is valid for reads for the duration of the call.
     let result = unsafe {
-        abi::proxy_send_local_response(status, std::ptr::null(), 0, body.as_ptr(), body.len(), headers.as_ptr(), headers.len(), -1)
+        abi::proxy_send_local_response(
+            status,
+            std::ptr::null(),
+            0,
+            body.as_ptr(),
+            body.len(),
+            headers.as_ptr(),
+            headers.len(),
+            -1,
+        )
     };
     if result != OK {
         log::warn!("authflow: could not send local reply: status {result}");
@@ -373,10 +453,27 @@ pub fn act_on(context_id: u32) -> bool {
 /// reachable otherwise. Its wrapper handles every status Envoy's `httpCall`
 /// returns (`BadArgument` for an unknown or not yet ready cluster,
 /// `InternalFailure` when the request cannot start).
-pub fn dispatch_get(cluster: &str, authority: &str, path: &str, extra: &[(&str, &str)], timeout_ms: u64) -> Result<u32, Status> {
-    let mut headers = vec![(":method", "GET"), (":path", path), (":authority", authority), ("accept", "application/json")];
+pub fn dispatch_get(
+    cluster: &str,
+    authority: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+    timeout_ms: u64,
+) -> Result<u32, Status> {
+    let mut headers = vec![
+        (":method", "GET"),
+        (":path", path),
+        (":authority", authority),
+        ("accept", "application/json"),
+    ];
     headers.extend_from_slice(extra);
-    proxy_wasm::hostcalls::dispatch_http_call(cluster, headers, None, vec![], Duration::from_millis(timeout_ms))
+    proxy_wasm::hostcalls::dispatch_http_call(
+        cluster,
+        headers,
+        None,
+        vec![],
+        Duration::from_millis(timeout_ms),
+    )
 }
 
 // ---- shared data ----
@@ -400,7 +497,9 @@ pub fn shared_get(key: &str) -> Option<(Option<Vec<u8>>, u32)> {
 /// the host's status (8: someone else wrote since `cas` was read).
 pub fn shared_set(key: &str, value: &[u8], cas: u32) -> Result<(), u32> {
     // SAFETY: both slices are valid for reads for the duration of the call.
-    match unsafe { abi::proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas) } {
+    match unsafe {
+        abi::proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas)
+    } {
         OK => Ok(()),
         status => Err(status),
     }
@@ -416,7 +515,14 @@ pub fn call_foreign_function(name: &str, arguments: &[u8]) -> Option<Vec<u8>> {
     // SAFETY: both slices are valid for reads and the out-pointers for writes;
     // the result is reclaimed as in `header_map_block`.
     unsafe {
-        match abi::proxy_call_foreign_function(name.as_ptr(), name.len(), arguments.as_ptr(), arguments.len(), &mut data, &mut size) {
+        match abi::proxy_call_foreign_function(
+            name.as_ptr(),
+            name.len(),
+            arguments.as_ptr(),
+            arguments.len(),
+            &mut data,
+            &mut size,
+        ) {
             OK => Some(abi::take_host_buffer(data, size)),
             _ => None,
         }
@@ -435,7 +541,8 @@ pub enum MetricKind {
 pub fn define_metric(kind: MetricKind, name: &str) -> Option<u32> {
     let mut id: u32 = 0;
     // SAFETY: the name is valid for reads and the out-pointer for writes.
-    let status = unsafe { abi::proxy_define_metric(kind as u32, name.as_ptr(), name.len(), &mut id) };
+    let status =
+        unsafe { abi::proxy_define_metric(kind as u32, name.as_ptr(), name.len(), &mut id) };
     (status == OK).then_some(id)
 }
 

@@ -3,8 +3,8 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use authflow_contract::fingerprint::DeviceAttribute;
 use authflow_contract::dpop::NONCE_HEADER;
+use authflow_contract::fingerprint::DeviceAttribute;
 use authflow_filter_core::deny::DenyReason;
 use authflow_filter_core::engine::Decision;
 use authflow_filter_core::request::{HeaderBlock, HeaderReads};
@@ -26,7 +26,11 @@ pub struct AuthflowHttp {
 
 impl AuthflowHttp {
     pub fn new(vm: Rc<RefCell<Vm>>, context_id: u32) -> Self {
-        AuthflowHttp { vm, context_id, response_nonce: None }
+        AuthflowHttp {
+            vm,
+            context_id,
+            response_nonce: None,
+        }
     }
 }
 

@@ -76,14 +76,27 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn define() -> Self {
-        let ids = TABLE.iter().map(|(name, kind)| host::define_metric(*kind, name)).collect();
+        let ids = TABLE
+            .iter()
+            .map(|(name, kind)| host::define_metric(*kind, name))
+            .collect();
         let denied = DenyReason::ALL
             .iter()
-            .map(|r| host::define_metric(MetricKind::Counter, &format!("authflow.denied.{}", r.label())))
+            .map(|r| {
+                host::define_metric(
+                    MetricKind::Counter,
+                    &format!("authflow.denied.{}", r.label()),
+                )
+            })
             .collect();
         let pending = TABLE.iter().map(|_| Cell::new(0)).collect();
         let pending_denied = DenyReason::ALL.iter().map(|_| Cell::new(0)).collect();
-        Metrics { ids, denied, pending, pending_denied }
+        Metrics {
+            ids,
+            denied,
+            pending,
+            pending_denied,
+        }
     }
 
     pub fn inc(&self, m: Metric) {

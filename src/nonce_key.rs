@@ -32,7 +32,8 @@ impl NonceKeySource {
             engine.set_nonce_key(key);
             return Ok(NonceKeySource::Environment);
         }
-        let (bytes, made_here) = shared::process_nonce_key().ok_or("dpop_nonce: could not make or read this process's nonce key")?;
+        let (bytes, made_here) = shared::process_nonce_key()
+            .ok_or("dpop_nonce: could not make or read this process's nonce key")?;
         if made_here {
             log::info!(
                 "authflow: DPoP nonces use a random key of this Envoy process; each replica issues its own, and refuses the others' \

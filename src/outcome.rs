@@ -19,8 +19,13 @@ pub fn carry_out(vm: &Vm, request: &Request, decision: Decision, resume: bool) -
     let _span = timing::span(Piece::CarryOut);
     // A DPoP proof is good once per Envoy process: the last check, across workers.
     let decision = match decision {
-        Decision::Allow(allowed) => match allowed.proof.map(|p| (p.provider, shared::record_proof_once(&p))) {
-            Some((provider, Err(e))) => Decision::Deny(vm.engine.dpop_denied(provider, e, vm.clock_ms / 1000)),
+        Decision::Allow(allowed) => match allowed
+            .proof
+            .map(|p| (p.provider, shared::record_proof_once(&p)))
+        {
+            Some((provider, Err(e))) => {
+                Decision::Deny(vm.engine.dpop_denied(provider, e, vm.clock_ms / 1000))
+            }
             _ => Decision::Allow(allowed),
         },
         deny => deny,
@@ -28,9 +33,17 @@ pub fn carry_out(vm: &Vm, request: &Request, decision: Decision, resume: bool) -
     match decision {
         Decision::Allow(allowed) => {
             let n = allowed.notes;
-            vm.metrics.inc(if n.authenticated { Metric::Allowed } else { Metric::AllowedAnonymous });
+            vm.metrics.inc(if n.authenticated {
+                Metric::Allowed
+            } else {
+                Metric::AllowedAnonymous
+            });
             if n.authenticated {
-                vm.metrics.inc(if n.cache_hit { Metric::CacheHit } else { Metric::CacheMiss });
+                vm.metrics.inc(if n.cache_hit {
+                    Metric::CacheHit
+                } else {
+                    Metric::CacheMiss
+                });
             }
             if n.stale_revocations {
                 vm.metrics.inc(Metric::RevocationStaleAllowed);
@@ -40,7 +53,11 @@ pub fn carry_out(vm: &Vm, request: &Request, decision: Decision, resume: bool) -
             }
             if let Some(reason) = n.public_invalid_token {
                 vm.metrics.inc(Metric::PublicInvalidToken);
-                log::debug!("authflow: public route {}: invalid token ({}), passed anonymously", request.path(), reason.label());
+                log::debug!(
+                    "authflow: public route {}: invalid token ({}), passed anonymously",
+                    request.path(),
+                    reason.label()
+                );
             }
             if let Some(check) = n.device_reported {
                 vm.metrics.inc(Metric::DeviceMismatchReported);
@@ -68,7 +85,12 @@ pub fn carry_out(vm: &Vm, request: &Request, decision: Decision, resume: bool) -
                 log_device(vm, check, request, "denied");
             } else {
                 // The reason label only: never the token, never claims.
-                log::debug!("authflow: {} {} denied: {}", request.method(), request.path(), denied.reason.label());
+                log::debug!(
+                    "authflow: {} {} denied: {}",
+                    request.method(),
+                    request.path(),
+                    denied.reason.label()
+                );
             }
             let r = &denied.response;
             host::send_response(r.status, &r.headers, &r.body);
@@ -116,7 +138,14 @@ fn log_device(vm: &Vm, check: DeviceCheck, request: &Request, what: &str) {
     if check == DeviceCheck::SecretMissing {
         vm.metrics.inc(Metric::DeviceSecretMissing);
     }
-    let attrs: Vec<&str> = vm.engine.config.device.attributes.iter().map(|a| a.name()).collect();
+    let attrs: Vec<&str> = vm
+        .engine
+        .config
+        .device
+        .attributes
+        .iter()
+        .map(|a| a.name())
+        .collect();
     log::info!(
         "authflow: device check {check:?} on {} {}: {what}; attributes [{}] (as the auth service's?)",
         request.method(),

@@ -7,8 +7,8 @@
 use authflow_contract::KeySet;
 use authflow_filter_core::config::{JwksSource, Provider};
 use authflow_filter_core::fetch::{
-    feed_answer, feed_path, jwks_answer, status_of, Answer, Document, DocumentFetch, FetchEnd, KeyNeed, KeyWait, Refusal,
-    FEED_ACCEPT,
+    feed_answer, feed_path, jwks_answer, status_of, Answer, Document, DocumentFetch, FetchEnd,
+    KeyNeed, KeyWait, Refusal, FEED_ACCEPT,
 };
 use authflow_filter_core::{Engine, ProviderId};
 use proxy_wasm::types::Status;
@@ -24,7 +24,11 @@ struct SharedFetch {
 }
 
 impl SharedFetch {
-    fn new(document: Document, issuer: &str, upstream: authflow_filter_core::config::Upstream) -> Self {
+    fn new(
+        document: Document,
+        issuer: &str,
+        upstream: authflow_filter_core::config::Upstream,
+    ) -> Self {
         let fetch = DocumentFetch::new(document, issuer, upstream);
         let slot = SharedSlot::new(fetch.shared_key.clone());
         SharedFetch { fetch, slot }
@@ -67,12 +71,27 @@ pub struct ProviderRuntime {
 impl ProviderRuntime {
     pub fn new(id: ProviderId, provider: &Provider) -> Self {
         let jwks = match &provider.jwks {
-            JwksSource::Remote(u) => Some(SharedFetch::new(Document::Jwks, &provider.issuer, u.clone())),
+            JwksSource::Remote(u) => Some(SharedFetch::new(
+                Document::Jwks,
+                &provider.issuer,
+                u.clone(),
+            )),
             JwksSource::Inline(_) => None,
         };
-        let revocations = provider.revocations.clone().map(|u| SharedFetch::new(Document::Revocations, &provider.issuer, u));
-        let revocation_overlay = revocations.as_ref().map(|s| SharedSlot::new(format!("{}:overlay", s.fetch.shared_key)));
-        ProviderRuntime { id, name: provider.name.clone(), jwks, revocations, revocation_overlay }
+        let revocations = provider
+            .revocations
+            .clone()
+            .map(|u| SharedFetch::new(Document::Revocations, &provider.issuer, u));
+        let revocation_overlay = revocations
+            .as_ref()
+            .map(|s| SharedSlot::new(format!("{}:overlay", s.fetch.shared_key)));
+        ProviderRuntime {
+            id,
+            name: provider.name.clone(),
+            jwks,
+            revocations,
+            revocation_overlay,
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -95,7 +114,11 @@ impl ProviderRuntime {
 
     /// Whether `token` is one of this provider's callouts, and for which document.
     pub fn callout_document(&self, token: u32) -> Option<Document> {
-        [&self.jwks, &self.revocations].into_iter().flatten().find(|s| s.fetch.is_call(token)).map(|s| s.fetch.document)
+        [&self.jwks, &self.revocations]
+            .into_iter()
+            .flatten()
+            .find(|s| s.fetch.is_call(token))
+            .map(|s| s.fetch.document)
     }
 
     /// Takes over what another VM fetched and shared since the last look.
@@ -103,7 +126,11 @@ impl ProviderRuntime {
     /// the key a paused request is waiting for.
     pub fn adopt_shared(&mut self, env: &mut Env) {
         if let Some(s) = self.jwks.as_mut() {
-            if let Some(set) = s.slot.take_if_changed().and_then(|bytes| KeySet::parse_published(&bytes).ok()) {
+            if let Some(set) = s
+                .slot
+                .take_if_changed()
+                .and_then(|bytes| KeySet::parse_published(&bytes).ok())
+            {
                 install_keys(env, self.id, &self.name, set);
             }
         }
@@ -112,7 +139,11 @@ impl ProviderRuntime {
 
     /// The revocation part of [`adopt_shared`](Self::adopt_shared).
     fn adopt_shared_revocations(&mut self, env: &mut Env) {
-        let (Some(s), Some(overlay)) = (self.revocations.as_mut(), self.revocation_overlay.as_mut()) else { return };
+        let (Some(s), Some(overlay)) =
+            (self.revocations.as_mut(), self.revocation_overlay.as_mut())
+        else {
+            return;
+        };
         let (engine, id) = (&mut *env.engine, self.id);
         // The base is searched where it lands: no parse into maps. The list
         // held is dropped only once the new copy has parsed.
@@ -122,7 +153,10 @@ impl ProviderRuntime {
             overlay.forget_seen();
             if !engine.adopt_revocation_base(id, bytes) {
                 // Kept, but stale from now on: the policy decides until a readable copy comes.
-                log::warn!("authflow: provider {}: shared revocation list unreadable", self.name);
+                log::warn!(
+                    "authflow: provider {}: shared revocation list unreadable",
+                    self.name
+                );
             }
         }
         if let Some(bytes) = overlay.take_if_changed() {
@@ -132,9 +166,16 @@ impl ProviderRuntime {
             }
         }
         if base_changed {
-            env.metrics.set(Metric::RevocationEntries, engine.revocation_entries(id) as u64);
+            env.metrics.set(
+                Metric::RevocationEntries,
+                engine.revocation_entries(id) as u64,
+            );
         }
-        let fresh = s.slot.value("fresh").and_then(|v| String::from_utf8(v).ok()).and_then(|v| v.parse::<u64>().ok());
+        let fresh = s
+            .slot
+            .value("fresh")
+            .and_then(|v| String::from_utf8(v).ok())
+            .and_then(|v| v.parse::<u64>().ok());
         if let Some(fresh) = fresh {
             engine.revocations_current_at(id, fresh);
         }
@@ -145,14 +186,26 @@ impl ProviderRuntime {
     /// process-wide lease, so one VM per Envoy does them. Without `may_lease`
     /// (a VM being configured, which Envoy may discard before it ever ticks)
     /// no lease is taken: only keys this VM lacks are fetched.
-    pub fn due_callouts(&mut self, engine: &mut Engine, vm_id: u64, now_ms: u64, may_lease: bool) -> Vec<Callout> {
+    pub fn due_callouts(
+        &mut self,
+        engine: &mut Engine,
+        vm_id: u64,
+        now_ms: u64,
+        may_lease: bool,
+    ) -> Vec<Callout> {
         let mut due = Vec::new();
         if let Some(s) = self.jwks.as_mut() {
             let have_keys = engine.provider(self.id).is_some_and(|p| p.keys.is_some());
             let SharedFetch { fetch, slot } = s;
             let ttl = fetch.lease_ttl_ms();
-            if fetch.should_start(now_ms, || !have_keys || (may_lease && slot.acquire_lease(vm_id, now_ms, ttl))) {
-                let etag = if have_keys { fetch.etag().map(str::to_owned) } else { None };
+            if fetch.should_start(now_ms, || {
+                !have_keys || (may_lease && slot.acquire_lease(vm_id, now_ms, ttl))
+            }) {
+                let etag = if have_keys {
+                    fetch.etag().map(str::to_owned)
+                } else {
+                    None
+                };
                 due.push(callout(fetch, fetch.upstream.path.clone(), etag));
             }
         }
@@ -162,10 +215,20 @@ impl ProviderRuntime {
             if may_lease && fetch.renews_lease_while_waiting() {
                 slot.acquire_lease(vm_id, now_ms, ttl);
             }
-            if fetch.should_start(now_ms, || may_lease && slot.acquire_lease(vm_id, now_ms, ttl)) {
+            if fetch.should_start(now_ms, || {
+                may_lease && slot.acquire_lease(vm_id, now_ms, ttl)
+            }) {
                 // Remembered: the answer is judged against the list this poll is sent from.
                 let cursor = engine.revocation_poll(self.id);
-                let mut call = callout(fetch, feed_path(&fetch.upstream.path, cursor.as_deref(), fetch.upstream.wait_ms), None);
+                let mut call = callout(
+                    fetch,
+                    feed_path(
+                        &fetch.upstream.path,
+                        cursor.as_deref(),
+                        fetch.upstream.wait_ms,
+                    ),
+                    None,
+                );
                 call.accept = Some(FEED_ACCEPT);
                 due.push(call);
             }
@@ -180,18 +243,28 @@ impl ProviderRuntime {
             Document::Jwks => self.jwks.as_mut(),
             Document::Revocations => self.revocations.as_mut(),
         };
-        let Some(fetch) = shared.map(|s| &mut s.fetch) else { return };
+        let Some(fetch) = shared.map(|s| &mut s.fetch) else {
+            return;
+        };
         match result {
             Ok(token) => fetch.started(token, env.now_ms),
             Err(status) => match fetch.refused(env.now_ms, env.jitter) {
                 // Typically a STRICT_DNS cluster not resolved yet at startup.
                 Refusal::Deferred => {
-                    env.metrics.inc(pick(document, Metric::JwksDispatchDeferred, Metric::RevocationDispatchDeferred));
+                    env.metrics.inc(pick(
+                        document,
+                        Metric::JwksDispatchDeferred,
+                        Metric::RevocationDispatchDeferred,
+                    ));
                     let cluster = &fetch.upstream.cluster;
                     log::debug!("authflow: provider {name}: cluster {cluster} not ready for {} ({status:?})", document.label());
                 }
                 Refusal::Failed => {
-                    env.metrics.inc(pick(document, Metric::JwksFetchFailed, Metric::RevocationFetchFailed));
+                    env.metrics.inc(pick(
+                        document,
+                        Metric::JwksFetchFailed,
+                        Metric::RevocationFetchFailed,
+                    ));
                     let cluster = &fetch.upstream.cluster;
                     log::warn!("authflow: provider {name}: cannot call cluster {cluster} for {}: {status:?}", document.label());
                 }
@@ -204,8 +277,15 @@ impl ProviderRuntime {
         let headers = host::call_response_headers();
         let status = status_of(&headers);
         match document {
-            Document::Jwks => self.on_jwks(status, headers.first("etag").map(str::to_owned), body_size, env),
-            Document::Revocations => self.on_feed(status, headers.first("content-type"), body_size, env),
+            Document::Jwks => self.on_jwks(
+                status,
+                headers.first("etag").map(str::to_owned),
+                body_size,
+                env,
+            ),
+            Document::Revocations => {
+                self.on_feed(status, headers.first("content-type"), body_size, env)
+            }
         }
     }
 
@@ -213,29 +293,45 @@ impl ProviderRuntime {
         let Some(s) = self.jwks.as_mut() else { return };
         match jwks_answer(status, body_size, host::call_response_body) {
             Answer::NotModified => {
-                s.fetch.finished(FetchEnd::NotModified, env.now_ms, env.jitter);
+                s.fetch
+                    .finished(FetchEnd::NotModified, env.now_ms, env.jitter);
                 env.metrics.inc(Metric::JwksNotModified);
             }
             Answer::Fresh(set, bytes) => {
-                s.fetch.finished(FetchEnd::Fresh { etag }, env.now_ms, env.jitter);
+                s.fetch
+                    .finished(FetchEnd::Fresh { etag }, env.now_ms, env.jitter);
                 s.slot.publish(&bytes, env.vm_id, env.now_ms);
                 env.metrics.inc(Metric::JwksFetchOk);
                 if set.keys.is_empty() {
                     // The issuer's word: every key it published before is withdrawn.
                     env.metrics.inc(Metric::JwksNoUsableKey);
-                    log::warn!("authflow: provider {}: no usable key ({} skipped)", self.name, set.skipped);
+                    log::warn!(
+                        "authflow: provider {}: no usable key ({} skipped)",
+                        self.name,
+                        set.skipped
+                    );
                 }
                 install_keys(env, self.id, &self.name, set);
             }
             Answer::Failed(why) => {
                 s.fetch.finished(FetchEnd::Failed, env.now_ms, env.jitter);
-                env.metrics.inc(if status == 200 { Metric::JwksRejected } else { Metric::JwksFetchFailed });
+                env.metrics.inc(if status == 200 {
+                    Metric::JwksRejected
+                } else {
+                    Metric::JwksFetchFailed
+                });
                 log::warn!("authflow: provider {}: key fetch failed: {why}", self.name);
             }
         }
     }
 
-    fn on_feed(&mut self, status: u32, content_type: Option<&str>, body_size: usize, env: &mut Env) {
+    fn on_feed(
+        &mut self,
+        status: u32,
+        content_type: Option<&str>,
+        body_size: usize,
+        env: &mut Env,
+    ) {
         // What the other VMs shared first: a worker whose lease ran out while
         // its poll was out (a slow answer, a stalled thread) must not apply
         // that late answer over the newer list the next holder published
@@ -243,7 +339,11 @@ impl ProviderRuntime {
         // engine refuse the late answer (`Superseded`, `DeltaWithoutBase`)
         // and a late 304 leave the list's freshness alone.
         self.adopt_shared_revocations(env);
-        let (Some(s), Some(overlay)) = (self.revocations.as_mut(), self.revocation_overlay.as_mut()) else { return };
+        let (Some(s), Some(overlay)) =
+            (self.revocations.as_mut(), self.revocation_overlay.as_mut())
+        else {
+            return;
+        };
         let now = env.now_ms;
         match feed_answer(status, content_type, body_size, host::call_response_body) {
             Answer::NotModified => {
@@ -257,33 +357,45 @@ impl ProviderRuntime {
             Answer::Fresh(body, _) => match env.engine.apply_feed(self.id, body, now) {
                 Ok(applied) => {
                     s.fetch.finished(applied.end, now, env.jitter);
-                    let published = env.engine.revocation_blobs(self.id).is_some_and(|(base, delta)| {
-                        if applied.base_changed {
-                            if !s.slot.publish(base, env.vm_id, now) {
-                                return false;
-                            }
-                            // The overlay of the base just published goes over any other.
-                            overlay.forget_seen();
-                        }
-                        overlay.publish(delta, env.vm_id, now)
-                    });
+                    let published =
+                        env.engine
+                            .revocation_blobs(self.id)
+                            .is_some_and(|(base, delta)| {
+                                if applied.base_changed {
+                                    if !s.slot.publish(base, env.vm_id, now) {
+                                        return false;
+                                    }
+                                    // The overlay of the base just published goes over any other.
+                                    overlay.forget_seen();
+                                }
+                                overlay.publish(delta, env.vm_id, now)
+                            });
                     // A worker superseded by a newer copy does not vouch for the shared list.
                     if published {
                         s.slot.set_value("fresh", now.to_string().as_bytes());
                     }
                     env.metrics.inc(Metric::RevocationFetchOk);
-                    env.metrics.set(Metric::RevocationEntries, env.engine.revocation_entries(self.id) as u64);
+                    env.metrics.set(
+                        Metric::RevocationEntries,
+                        env.engine.revocation_entries(self.id) as u64,
+                    );
                 }
                 Err(e) => {
                     s.fetch.finished(FetchEnd::Failed, now, env.jitter);
                     env.metrics.inc(Metric::RevocationRejected);
-                    log::error!("authflow: provider {}: revocation feed refused: {e}", self.name);
+                    log::error!(
+                        "authflow: provider {}: revocation feed refused: {e}",
+                        self.name
+                    );
                 }
             },
             Answer::Failed(why) => {
                 s.fetch.finished(FetchEnd::Failed, now, env.jitter);
                 env.metrics.inc(Metric::RevocationFetchFailed);
-                log::warn!("authflow: provider {}: revocation poll failed: {why}", self.name);
+                log::warn!(
+                    "authflow: provider {}: revocation poll failed: {why}",
+                    self.name
+                );
             }
         }
     }
@@ -311,9 +423,18 @@ fn pick(document: Document, jwks: Metric, revocations: Metric) -> Metric {
 
 fn install_keys(env: &mut Env, id: ProviderId, name: &str, set: KeySet) {
     if set.skipped > 0 {
-        log::info!("authflow: provider {name}: {} keys, {} skipped", set.keys.len(), set.skipped);
+        log::info!(
+            "authflow: provider {name}: {} keys, {} skipped",
+            set.keys.len(),
+            set.skipped
+        );
     }
     env.engine.set_keys(id, set);
-    let total: usize = env.engine.providers().filter_map(|p| p.keys.as_ref()).map(|k| k.keys.len()).sum();
+    let total: usize = env
+        .engine
+        .providers()
+        .filter_map(|p| p.keys.as_ref())
+        .map(|k| k.keys.len())
+        .sum();
     env.metrics.set(Metric::KeysLoaded, total as u64);
 }

@@ -31,7 +31,11 @@ impl AuthflowRoot {
     pub fn new() -> Self {
         // Random per VM: identifies the lease holder.
         let seed = host::random_key()[0] | 1;
-        AuthflowRoot { vm: None, vm_id: seed, rng: seed }
+        AuthflowRoot {
+            vm: None,
+            vm_id: seed,
+            rng: seed,
+        }
     }
 
     fn jitter(&mut self) -> f64 {
@@ -46,16 +50,36 @@ impl AuthflowRoot {
     /// then starts every callout that is due.
     fn run_providers(&mut self, vm: &mut Vm, now_ms: u64, ticking: bool) {
         let jitter = self.jitter();
-        let Vm { engine, providers, metrics, .. } = vm;
+        let Vm {
+            engine,
+            providers,
+            metrics,
+            ..
+        } = vm;
         for runtime in providers.iter_mut() {
-            let mut env = Env { engine, metrics, vm_id: self.vm_id, now_ms, jitter };
+            let mut env = Env {
+                engine,
+                metrics,
+                vm_id: self.vm_id,
+                now_ms,
+                jitter,
+            };
             runtime.adopt_shared(&mut env);
             for call in runtime.due_callouts(env.engine, self.vm_id, now_ms, ticking) {
-                let extra: Vec<(&str, &str)> = [("if-none-match", call.if_none_match.as_deref()), ("accept", call.accept)]
-                    .into_iter()
-                    .filter_map(|(name, value)| Some((name, value?)))
-                    .collect();
-                let result = host::dispatch_get(&call.cluster, &call.authority, &call.path, &extra, call.timeout_ms);
+                let extra: Vec<(&str, &str)> = [
+                    ("if-none-match", call.if_none_match.as_deref()),
+                    ("accept", call.accept),
+                ]
+                .into_iter()
+                .filter_map(|(name, value)| Some((name, value?)))
+                .collect();
+                let result = host::dispatch_get(
+                    &call.cluster,
+                    &call.authority,
+                    &call.path,
+                    &extra,
+                    call.timeout_ms,
+                );
                 runtime.dispatched(call.document, result, &mut env);
             }
         }
@@ -63,16 +87,37 @@ impl AuthflowRoot {
 }
 
 impl Context for AuthflowRoot {
-    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
         let Some(vm_rc) = self.vm.clone() else { return };
         let jitter = self.jitter();
         let now = host::now_ms();
-        let Ok(mut vm) = vm_rc.try_borrow_mut() else { return };
+        let Ok(mut vm) = vm_rc.try_borrow_mut() else {
+            return;
+        };
         let vm = &mut *vm;
-        let Vm { engine, providers, metrics, .. } = vm;
-        let owner = providers.iter_mut().find_map(|p| p.callout_document(token_id).map(|d| (p, d)));
+        let Vm {
+            engine,
+            providers,
+            metrics,
+            ..
+        } = vm;
+        let owner = providers
+            .iter_mut()
+            .find_map(|p| p.callout_document(token_id).map(|d| (p, d)));
         if let Some((runtime, document)) = owner {
-            let mut env = Env { engine, metrics, vm_id: self.vm_id, now_ms: now, jitter };
+            let mut env = Env {
+                engine,
+                metrics,
+                vm_id: self.vm_id,
+                now_ms: now,
+                jitter,
+            };
             runtime.on_answer(document, body_size, &mut env);
         }
         vm.settle_paused(now);
@@ -98,7 +143,13 @@ impl RootContext for AuthflowRoot {
                 return false;
             }
         }
-        if vm.engine.config.providers.iter().any(|p| p.dpop.mode != DpopMode::Off) {
+        if vm
+            .engine
+            .config
+            .providers
+            .iter()
+            .any(|p| p.dpop.mode != DpopMode::Off)
+        {
             shared::create_replay_slots();
         }
         if !host::set_tick_period(TICK) {
@@ -121,7 +172,9 @@ impl RootContext for AuthflowRoot {
     fn on_tick(&mut self) {
         let Some(vm_rc) = self.vm.clone() else { return };
         let now = host::now_ms();
-        let Ok(mut vm) = vm_rc.try_borrow_mut() else { return };
+        let Ok(mut vm) = vm_rc.try_borrow_mut() else {
+            return;
+        };
         let vm = &mut *vm;
         vm.clock_ms = now;
         self.run_providers(vm, now, true);

@@ -93,7 +93,9 @@ pub fn create_replay_slots() {
 /// (`authflow_filter_core::replay::record_once`): `Ok` the first time, the
 /// refusal after.
 pub fn record_proof_once(proof: &ProofUse) -> Result<(), DpopError> {
-    timing::timed(Piece::ReplayStore, || replay::record_once(&HostSharedData, proof))
+    timing::timed(Piece::ReplayStore, || {
+        replay::record_once(&HostSharedData, proof)
+    })
 }
 
 /// The raw DPoP nonce key every worker of this Envoy process uses, made
@@ -115,5 +117,7 @@ pub fn process_nonce_key() -> Option<(Vec<u8>, bool)> {
 
 /// The process's nonce key as stored in shared data, if it is one.
 pub fn stored_nonce_key() -> Option<Vec<u8>> {
-    host::shared_get(nonce::SHARED_DATA_KEY)?.0.filter(|bytes| nonce::from_shared(bytes).is_some())
+    host::shared_get(nonce::SHARED_DATA_KEY)?
+        .0
+        .filter(|bytes| nonce::from_shared(bytes).is_some())
 }

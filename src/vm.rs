@@ -50,12 +50,19 @@ pub enum Decided {
 impl Vm {
     pub fn new(config: FilterConfig, now_ms: u64) -> Self {
         let providers = config.providers.map(ProviderRuntime::new);
-        let identity_names = config.identity.all_names().into_iter().map(str::to_owned).collect();
+        let identity_names = config
+            .identity
+            .all_names()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
         let identity_spellings = underscore_spellings(&config.identity.all_names());
         let header_reads = HeaderReads::for_config(&config);
         timing::set_clock(host::now_ns);
         Vm {
-            engine: Engine::new(config, now_ms).with_signatures(host_signatures()).with_cache_key(host::random_key()),
+            engine: Engine::new(config, now_ms)
+                .with_signatures(host_signatures())
+                .with_cache_key(host::random_key()),
             providers,
             identity_names,
             identity_spellings,
@@ -89,8 +96,16 @@ impl Vm {
     /// hands it back when no key fetch is coming or the paused list is full.
     /// A revocation list always comes (this VM's poll, or another worker's
     /// copy on a tick), or the wait ends.
-    fn pause(&mut self, context_id: u32, request: Request, awaited: Awaited, now_ms: u64) -> Result<(), Request> {
-        let Some(runtime) = self.providers.get_mut(awaited.provider()) else { return Err(request) };
+    fn pause(
+        &mut self,
+        context_id: u32,
+        request: Request,
+        awaited: Awaited,
+        now_ms: u64,
+    ) -> Result<(), Request> {
+        let Some(runtime) = self.providers.get_mut(awaited.provider()) else {
+            return Err(request);
+        };
         if let Awaited::Keys { need, .. } = awaited {
             if runtime.key_wait(need, now_ms) == KeyWait::AnswerNow {
                 return Err(request);
@@ -124,7 +139,10 @@ impl Vm {
             return;
         }
         for p in self.paused.take_all() {
-            let generation = self.providers.get(p.provider).map_or(0, ProviderRuntime::key_generation);
+            let generation = self
+                .providers
+                .get(p.provider)
+                .map_or(0, ProviderRuntime::key_generation);
             let decision = match self.engine.evaluate(&p.request, now_ms, true).settled() {
                 Ok(decision) => decision,
                 // The wait ran out, or the key fetch it waited for ended
@@ -149,5 +167,7 @@ impl Vm {
 /// Signatures checked by Envoy's `verify_signature` (BoringSSL) where the host
 /// proves able, by the filter's own verifiers elsewhere.
 fn host_signatures() -> SignatureChecker {
-    SignatureChecker::with_host(Box::new(|arguments: &[u8]| host::call_foreign_function(signature::FOREIGN_FUNCTION, arguments)))
+    SignatureChecker::with_host(Box::new(|arguments: &[u8]| {
+        host::call_foreign_function(signature::FOREIGN_FUNCTION, arguments)
+    }))
 }

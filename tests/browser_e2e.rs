@@ -18,7 +18,8 @@ use support::stack::*;
 use support::*;
 
 /// What Chromium sends when it loads a page.
-const NAVIGATION: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8";
+const NAVIGATION: &str =
+    "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8";
 /// Access tokens live this long in these tests, so one can be seen expiring.
 const ACCESS_TTL_SECS: u64 = 8;
 
@@ -28,19 +29,31 @@ const ACCESS_TTL_SECS: u64 = 8;
 fn stack() -> Stack {
     let ttl = ACCESS_TTL_SECS.to_string();
     let env = [("AUTHFLOW_TOKENS__ACCESS_TTL_SECS", ttl.as_str())];
-    Stack::start(StackOptions { issuer: "http://authflow.e2e", service_env: &env, extra_clusters: &[] }, |filter: &mut Value| {
-        filter["clock_skew_secs"] = json!(0);
-        filter["token_sources"] = json!({"authorization_bearer": true, "cookies": [ACCESS_COOKIE]});
-        filter["browser"] = json!({"refresh_path": "/auth/refresh"});
-        let routes = filter["routes"].as_array_mut().unwrap();
-        routes.insert(0, json!({"match": {"path_prefix": "/auth"}, "policy": "public", "forward_credentials": true}));
-        routes.push(json!({"match": {"path_prefix": "/app"}, "policy": "authenticated", "browser_redirect": true}));
-    })
+    Stack::start(
+        StackOptions {
+            issuer: "http://authflow.e2e",
+            service_env: &env,
+            extra_clusters: &[],
+        },
+        |filter: &mut Value| {
+            filter["clock_skew_secs"] = json!(0);
+            filter["token_sources"] =
+                json!({"authorization_bearer": true, "cookies": [ACCESS_COOKIE]});
+            filter["browser"] = json!({"refresh_path": "/auth/refresh"});
+            let routes = filter["routes"].as_array_mut().unwrap();
+            routes.insert(0, json!({"match": {"path_prefix": "/auth"}, "policy": "public", "forward_credentials": true}));
+            routes.push(json!({"match": {"path_prefix": "/app"}, "policy": "authenticated", "browser_redirect": true}));
+        },
+    )
 }
 
 /// A browser's page load: `accept` as Chromium sends it, plus `more`.
 fn navigate(st: &Stack, path: &str, more: &[(&str, &str)]) -> Reply {
-    let mut headers = vec![("accept", NAVIGATION), ("user-agent", UA), ("accept-language", LANG)];
+    let mut headers = vec![
+        ("accept", NAVIGATION),
+        ("user-agent", UA),
+        ("accept-language", LANG),
+    ];
     headers.extend_from_slice(more);
     st.envoy.get(path, &headers)
 }
@@ -56,14 +69,22 @@ fn assert_sent_to_sign_in(r: &Reply, location: &str, what: &str) {
     assert_eq!(r.status, 302, "{what}: {r:?}");
     assert_eq!(r.header("location"), Some(location), "{what}");
     assert_eq!(r.header("cache-control"), Some("no-store"), "{what}");
-    assert_eq!(r.header("www-authenticate"), None, "{what}: no challenge details for a browser");
+    assert_eq!(
+        r.header("www-authenticate"),
+        None,
+        "{what}: no challenge details for a browser"
+    );
     assert!(r.body.is_empty(), "{what}: {:?}", r.body);
 }
 
 fn assert_json_401(r: &Reply, what: &str) {
     assert_eq!(r.status, 401, "{what}: {r:?}");
     assert_eq!(r.header("location"), None, "{what}");
-    assert!(r.header("www-authenticate").is_some_and(|c| c.starts_with("Bearer")), "{what}: {r:?}");
+    assert!(
+        r.header("www-authenticate")
+            .is_some_and(|c| c.starts_with("Bearer")),
+        "{what}: {r:?}"
+    );
     assert!(r.json()["error"].is_string(), "{what}: {}", r.body);
 }
 
@@ -72,36 +93,102 @@ fn a_browser_without_a_valid_token_is_sent_to_sign_in_and_api_clients_are_not() 
     let st = stack();
 
     let r = navigate(&st, "/app/hello?x=1&y=2", &[]);
-    assert_sent_to_sign_in(&r, "/auth/refresh?return_to=/app/hello%3Fx%3D1%26y%3D2", "navigation without a token");
+    assert_sent_to_sign_in(
+        &r,
+        "/auth/refresh?return_to=/app/hello%3Fx%3D1%26y%3D2",
+        "navigation without a token",
+    );
     // The auth service reads that target back: without a refresh cookie, on to sign-in with it.
     let r = navigate(&st, r.header("location").unwrap(), &[]);
     assert_eq!(r.status, 303, "{r:?}");
-    assert_eq!(r.header("location"), Some("/auth/signin?return_to=/app/hello%3Fx%3D1%26y%3D2"));
-    let r = http().head(st.envoy.url("/app/")).header("accept", "text/html").call().map(reply).unwrap();
+    assert_eq!(
+        r.header("location"),
+        Some("/auth/signin?return_to=/app/hello%3Fx%3D1%26y%3D2")
+    );
+    let r = http()
+        .head(st.envoy.url("/app/"))
+        .header("accept", "text/html")
+        .call()
+        .map(reply)
+        .unwrap();
     assert_sent_to_sign_in(&r, "/auth/refresh?return_to=/app/", "HEAD");
-    let r = navigate(&st, "/app/hello", &[("cookie", &format!("{ACCESS_COOKIE}=not.a.token"))]);
-    assert_sent_to_sign_in(&r, "/auth/refresh?return_to=/app/hello", "a cookie that is no token");
+    let r = navigate(
+        &st,
+        "/app/hello",
+        &[("cookie", &format!("{ACCESS_COOKIE}=not.a.token"))],
+    );
+    assert_sent_to_sign_in(
+        &r,
+        "/auth/refresh?return_to=/app/hello",
+        "a cookie that is no token",
+    );
 
     // API calls and other requests keep their RFC 6750 answers.
-    assert_json_401(&st.envoy.get("/app/hello", &[("accept", "application/json")]), "accept: application/json");
-    assert_json_401(&st.envoy.get("/app/hello", &[("accept", "*/*")]), "accept: */*");
-    assert_json_401(&st.envoy.get("/app/hello", &[("accept", "text/html;q=0")]), "text/html refused by weight");
-    assert_json_401(&st.envoy.post("/app/hello", &[("accept", NAVIGATION)], &json!({})), "POST");
-    assert_json_401(&navigate(&st, "/api/hello", &[]), "a route without browser_redirect");
+    assert_json_401(
+        &st.envoy
+            .get("/app/hello", &[("accept", "application/json")]),
+        "accept: application/json",
+    );
+    assert_json_401(
+        &st.envoy.get("/app/hello", &[("accept", "*/*")]),
+        "accept: */*",
+    );
+    assert_json_401(
+        &st.envoy.get("/app/hello", &[("accept", "text/html;q=0")]),
+        "text/html refused by weight",
+    );
+    assert_json_401(
+        &st.envoy
+            .post("/app/hello", &[("accept", NAVIGATION)], &json!({})),
+        "POST",
+    );
+    assert_json_401(
+        &navigate(&st, "/api/hello", &[]),
+        "a route without browser_redirect",
+    );
     let r = navigate(&st, "/app/hello", &[("authorization", "DPoP a.b.c")]);
-    assert_eq!((r.status, r.header("location")), (401, None), "the DPoP scheme keeps its challenge: {r:?}");
+    assert_eq!(
+        (r.status, r.header("location")),
+        (401, None),
+        "the DPoP scheme keeps its challenge: {r:?}"
+    );
     // Several accept headers: text/html in the second still makes a navigation.
-    let r = st.envoy.get("/app/hello", &[("accept", "application/json"), ("accept", "text/html")]);
-    assert_sent_to_sign_in(&r, "/auth/refresh?return_to=/app/hello", "text/html in a second accept header");
+    let r = st.envoy.get(
+        "/app/hello",
+        &[("accept", "application/json"), ("accept", "text/html")],
+    );
+    assert_sent_to_sign_in(
+        &r,
+        "/auth/refresh?return_to=/app/hello",
+        "text/html in a second accept header",
+    );
 
     // The route is the one the normalized path matches, as for the route rules.
     let r = navigate(&st, "/public/../app/x", &[]);
-    assert_sent_to_sign_in(&r, "/auth/refresh?return_to=/app/x", "dot segments resolved");
-    assert_json_401(&navigate(&st, "/app/../v1/admin/users", &[]), "normalized onto the admin API");
-    assert_eq!(navigate(&st, "/app%2F..%2Fv1/admin/users", &[]).status, 400, "an ambiguous path stays refused");
+    assert_sent_to_sign_in(
+        &r,
+        "/auth/refresh?return_to=/app/x",
+        "dot segments resolved",
+    );
+    assert_json_401(
+        &navigate(&st, "/app/../v1/admin/users", &[]),
+        "normalized onto the admin API",
+    );
+    assert_eq!(
+        navigate(&st, "/app%2F..%2Fv1/admin/users", &[]).status,
+        400,
+        "an ambiguous path stays refused"
+    );
 
-    assert_eq!(st.envoy.stat("browser_redirect"), 5, "each redirect counted");
-    assert!(st.envoy.stat("denied.missing_token") >= 5, "and still counted as the refusal it is");
+    assert_eq!(
+        st.envoy.stat("browser_redirect"),
+        5,
+        "each redirect counted"
+    );
+    assert!(
+        st.envoy.stat("denied.missing_token") >= 5,
+        "and still counted as the refusal it is"
+    );
 }
 
 #[test]
@@ -130,16 +217,41 @@ fn a_crafted_path_never_yields_an_off_site_location() {
             continue;
         };
         assert_eq!(r.status, 302, "{path}: {r:?}");
-        let query = location.strip_prefix("/auth/refresh?").unwrap_or_else(|| panic!("{path}: Location {location:?}"));
+        let query = location
+            .strip_prefix("/auth/refresh?")
+            .unwrap_or_else(|| panic!("{path}: Location {location:?}"));
         let target = return_to::from_query(query);
         assert!(return_to::is_safe(&target), "{path}: {location:?}");
-        assert_eq!(return_to::location("/auth/refresh", &target), location, "{path}: the Location carries exactly that target");
-        assert!(!location.contains("evil.example") || target.starts_with("/app/"), "{path}: {location:?}");
-        assert!(!location.bytes().any(|b| b.is_ascii_control()), "{path}: {location:?}");
-        assert_eq!(r.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("set-cookie")).count(), 0, "{path}: {r:?}");
+        assert_eq!(
+            return_to::location("/auth/refresh", &target),
+            location,
+            "{path}: the Location carries exactly that target"
+        );
+        assert!(
+            !location.contains("evil.example") || target.starts_with("/app/"),
+            "{path}: {location:?}"
+        );
+        assert!(
+            !location.bytes().any(|b| b.is_ascii_control()),
+            "{path}: {location:?}"
+        );
+        assert_eq!(
+            r.headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case("set-cookie"))
+                .count(),
+            0,
+            "{path}: {r:?}"
+        );
     }
-    assert_eq!(navigate(&st, "/app/x?next=%0d%0aSet-Cookie:%20a=b", &[]).header("location"), Some("/auth/refresh?return_to=/"));
-    assert_eq!(navigate(&st, "/app/%2F%2Fevil.example", &[]).header("location"), Some("/auth/refresh?return_to=/"));
+    assert_eq!(
+        navigate(&st, "/app/x?next=%0d%0aSet-Cookie:%20a=b", &[]).header("location"),
+        Some("/auth/refresh?return_to=/")
+    );
+    assert_eq!(
+        navigate(&st, "/app/%2F%2Fevil.example", &[]).header("location"),
+        Some("/auth/refresh?return_to=/")
+    );
 }
 
 #[test]
@@ -150,28 +262,73 @@ fn the_access_cookie_signs_a_browser_in_and_stays_away_from_the_backend() {
     let signed_in = Instant::now();
     wait_until_valid();
     // A browser holds the token and the device secret in cookies, among its own.
-    let cookies = format!("theme=dark; {ACCESS_COOKIE}={}; {DEVICE_COOKIE}={}; lang=en", s.access, s.device);
+    let cookies = format!(
+        "theme=dark; {ACCESS_COOKIE}={}; {DEVICE_COOKIE}={}; lang=en",
+        s.access, s.device
+    );
 
-    let r = st.envoy.get("/app/hello", &[("accept", "application/json"), ("cookie", &cookies), ("user-agent", UA), ("accept-language", LANG)]);
+    let r = st.envoy.get(
+        "/app/hello",
+        &[
+            ("accept", "application/json"),
+            ("cookie", &cookies),
+            ("user-agent", UA),
+            ("accept-language", LANG),
+        ],
+    );
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.echoed("x-auth-user").as_deref(), Some(user_id.as_str()));
-    assert_eq!(r.echoed("cookie").as_deref(), Some("theme=dark; lang=en"), "neither the token nor the device secret is forwarded");
+    assert_eq!(
+        r.echoed("cookie").as_deref(),
+        Some("theme=dark; lang=en"),
+        "neither the token nor the device secret is forwarded"
+    );
 
     let r = navigate(&st, "/app/hello", &[("cookie", &cookies)]);
     assert_eq!(r.status, 200, "{r:?}");
-    assert!(r.body.contains(&user_id), "the page names the user: {}", r.body);
-    assert!(!r.body.contains(ACCESS_COOKIE) && !r.body.contains(&s.access[..40]), "the token never reaches the backend");
-    assert!(signed_in.elapsed() < Duration::from_secs(ACCESS_TTL_SECS), "the checks above ran on a live token");
+    assert!(
+        r.body.contains(&user_id),
+        "the page names the user: {}",
+        r.body
+    );
+    assert!(
+        !r.body.contains(ACCESS_COOKIE) && !r.body.contains(&s.access[..40]),
+        "the token never reaches the backend"
+    );
+    assert!(
+        signed_in.elapsed() < Duration::from_secs(ACCESS_TTL_SECS),
+        "the checks above ran on a live token"
+    );
 
     // The same cookie once the token has expired: back to sign-in, not a JSON 401.
     // A token is valid through its `exp` second, and the filter's clock is its
     // last tick's (up to 100 ms old): a second and a bit past the TTL.
-    std::thread::sleep((Duration::from_secs(ACCESS_TTL_SECS + 1) + Duration::from_millis(300)).saturating_sub(signed_in.elapsed()));
+    std::thread::sleep(
+        (Duration::from_secs(ACCESS_TTL_SECS + 1) + Duration::from_millis(300))
+            .saturating_sub(signed_in.elapsed()),
+    );
     let r = navigate(&st, "/app/hello?tab=2", &[("cookie", &cookies)]);
-    assert_sent_to_sign_in(&r, "/auth/refresh?return_to=/app/hello%3Ftab%3D2", "an expired token cookie");
-    let r = st.envoy.get("/app/hello", &[("accept", "application/json"), ("cookie", &cookies), ("user-agent", UA), ("accept-language", LANG)]);
+    assert_sent_to_sign_in(
+        &r,
+        "/auth/refresh?return_to=/app/hello%3Ftab%3D2",
+        "an expired token cookie",
+    );
+    let r = st.envoy.get(
+        "/app/hello",
+        &[
+            ("accept", "application/json"),
+            ("cookie", &cookies),
+            ("user-agent", UA),
+            ("accept-language", LANG),
+        ],
+    );
     assert_json_401(&r, "an API call with the expired cookie");
-    assert!(r.header("www-authenticate").unwrap().contains("token expired"), "{r:?}");
+    assert!(
+        r.header("www-authenticate")
+            .unwrap()
+            .contains("token expired"),
+        "{r:?}"
+    );
 }
 
 /// A page's own API call carries its token in `Authorization` (a DPoP client,
@@ -186,7 +343,10 @@ fn an_explicit_authorization_header_wins_over_the_ambient_access_cookie() {
     let header_user_id = st.sign_up("gus@e2e.test");
     let header_user = st.sign_in("gus@e2e.test");
     wait_until_valid();
-    let cookies = format!("theme=dark; {ACCESS_COOKIE}={}; lang=en", cookie_user.access);
+    let cookies = format!(
+        "theme=dark; {ACCESS_COOKIE}={}; lang=en",
+        cookie_user.access
+    );
     let bearer = format!("Bearer {}", header_user.access);
     let r = st.envoy.get(
         "/app/hello",
@@ -200,11 +360,26 @@ fn an_explicit_authorization_header_wins_over_the_ambient_access_cookie() {
         ],
     );
     assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(r.echoed("x-auth-user").as_deref(), Some(header_user_id.as_str()), "the header's token is the identity");
-    assert_eq!(r.echoed("cookie").as_deref(), Some("theme=dark; lang=en"), "the cookie token is not forwarded");
+    assert_eq!(
+        r.echoed("x-auth-user").as_deref(),
+        Some(header_user_id.as_str()),
+        "the header's token is the identity"
+    );
+    assert_eq!(
+        r.echoed("cookie").as_deref(),
+        Some("theme=dark; lang=en"),
+        "the cookie token is not forwarded"
+    );
     assert_eq!(r.echoed("authorization"), None, "nor the header's");
 
     // The header decides also when it is bad: no falling back to the cookie.
-    let r = st.envoy.get("/app/hello", &[("accept", "application/json"), ("cookie", &cookies), ("authorization", "Bearer not.a.token")]);
+    let r = st.envoy.get(
+        "/app/hello",
+        &[
+            ("accept", "application/json"),
+            ("cookie", &cookies),
+            ("authorization", "Bearer not.a.token"),
+        ],
+    );
     assert_json_401(&r, "a bad explicit token beside a good cookie");
 }

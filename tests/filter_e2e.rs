@@ -17,7 +17,10 @@ use support::*;
 const ISS: &str = "https://auth.e2e.test";
 
 fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 struct Keys {
@@ -35,7 +38,11 @@ impl Keys {
         }
     }
     fn jwks(&self) -> String {
-        jwks_of(&[self.ed.public_key().to_jwk(), self.es.public_key().to_jwk(), self.rs.public_key().to_jwk()])
+        jwks_of(&[
+            self.ed.public_key().to_jwk(),
+            self.es.public_key().to_jwk(),
+            self.rs.public_key().to_jwk(),
+        ])
     }
 }
 
@@ -51,7 +58,14 @@ fn claims_with(custom: AccessClaims) -> JWTClaims<AccessClaims> {
 }
 
 fn user() -> AccessClaims {
-    AccessClaims { sid: "session-1".into(), roles: vec!["user".into()], scope: "read".into(), dfp: None, client_id: None, cnf: None }
+    AccessClaims {
+        sid: "session-1".into(),
+        roles: vec!["user".into()],
+        scope: "read".into(),
+        dfp: None,
+        client_id: None,
+        cnf: None,
+    }
 }
 
 fn filter_config(jwks_port_cluster: &str, extra: Value) -> Value {
@@ -100,8 +114,10 @@ fn b64(s: &str) -> String {
 fn raw_get_status(port: u16, path: &str, headers: &[(&str, &[u8])]) -> u16 {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n").into_bytes();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut req =
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n").into_bytes();
     for (n, v) in headers {
         req.extend_from_slice(n.as_bytes());
         req.extend_from_slice(b": ");
@@ -112,14 +128,23 @@ fn raw_get_status(port: u16, path: &str, headers: &[(&str, &[u8])]) -> u16 {
     s.write_all(&req).unwrap();
     let mut resp = Vec::new();
     let _ = s.read_to_end(&mut resp);
-    let line = String::from_utf8_lossy(&resp[..resp.iter().position(|b| *b == b'\r').unwrap_or(resp.len())]).to_string();
-    line.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no status line: {line:?}"))
+    let line = String::from_utf8_lossy(
+        &resp[..resp.iter().position(|b| *b == b'\r').unwrap_or(resp.len())],
+    )
+    .to_string();
+    line.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {line:?}"))
 }
 
 fn assert_invalid_token(r: &Reply, what: &str) {
     assert_eq!(r.status, 401, "{what}: {r:?}");
     let challenge = r.header("www-authenticate").unwrap_or_default();
-    assert!(challenge.starts_with("Bearer error=\"invalid_token\", error_description=\""), "{what}: {challenge}");
+    assert!(
+        challenge.starts_with("Bearer error=\"invalid_token\", error_description=\""),
+        "{what}: {challenge}"
+    );
     assert_eq!(r.json()["error"], "invalid_token", "{what}");
 }
 
@@ -141,36 +166,92 @@ fn verifies_tokens_inside_envoy() {
         assert_eq!(r.status, 200, "{alg}: {r:?}");
         assert_eq!(r.echoed("x-auth-user").as_deref(), Some("alice"), "{alg}");
         assert_eq!(r.echoed("x-auth-roles").as_deref(), Some("user"), "{alg}");
-        assert_eq!(r.echoed("x-auth-session").as_deref(), Some("session-1"), "{alg}");
+        assert_eq!(
+            r.echoed("x-auth-session").as_deref(),
+            Some("session-1"),
+            "{alg}"
+        );
     }
     let good = &tokens[0].1;
 
     // Forged identity headers never reach the backend.
-    let r = envoy.get("/public/page", &[("x-auth-user", "mallory"), ("x-auth-roles", "admin")]);
+    let r = envoy.get(
+        "/public/page",
+        &[("x-auth-user", "mallory"), ("x-auth-roles", "admin")],
+    );
     assert_eq!(r.status, 200);
     assert_eq!(r.echoed("x-auth-user"), None);
     assert_eq!(r.echoed("x-auth-roles"), None);
-    let r = envoy.get("/api/data", &[("authorization", &bearer(good)), ("x-auth-user", "mallory"), ("x-auth-user", "eve")]);
-    assert_eq!(r.echoed("x-auth-user").as_deref(), Some("alice"), "every forged copy is gone (the echo joins copies)");
+    let r = envoy.get(
+        "/api/data",
+        &[
+            ("authorization", &bearer(good)),
+            ("x-auth-user", "mallory"),
+            ("x-auth-user", "eve"),
+        ],
+    );
+    assert_eq!(
+        r.echoed("x-auth-user").as_deref(),
+        Some("alice"),
+        "every forged copy is gone (the echo joins copies)"
+    );
 
     // Beside the identity headers and the token's removal, everything arrives
     // as sent, repeated headers in their order; a forged spelling does not.
-    let sent = [("authorization", bearer(good)), ("x-multi", "a".into()), ("x_auth_user", "eve".into()), ("x-multi", "b".into()),
-                ("accept", "text/plain".into()), ("x-auth-scopes", "admin".into())];
-    let r = envoy.get("/api/data?q=1", &sent.iter().map(|(n, v)| (*n, v.as_str())).collect::<Vec<_>>());
+    let sent = [
+        ("authorization", bearer(good)),
+        ("x-multi", "a".into()),
+        ("x_auth_user", "eve".into()),
+        ("x-multi", "b".into()),
+        ("accept", "text/plain".into()),
+        ("x-auth-scopes", "admin".into()),
+    ];
+    let r = envoy.get(
+        "/api/data?q=1",
+        &sent
+            .iter()
+            .map(|(n, v)| (*n, v.as_str()))
+            .collect::<Vec<_>>(),
+    );
     assert_eq!(r.status, 200, "{r:?}");
     let echo = r.json();
-    assert_eq!((echo["method"].as_str(), echo["path"].as_str()), (Some("GET"), Some("/api/data?q=1")));
+    assert_eq!(
+        (echo["method"].as_str(), echo["path"].as_str()),
+        (Some("GET"), Some("/api/data?q=1"))
+    );
     assert_eq!(r.echoed("x-multi").as_deref(), Some("a, b"));
     assert_eq!(r.echoed("accept").as_deref(), Some("text/plain"));
-    assert!(r.echoed("host").is_some_and(|h| h.starts_with("127.0.0.1:")), "{echo}");
-    assert_eq!((r.echoed("x-auth-user").as_deref(), r.echoed("x-auth-scopes").as_deref()), (Some("alice"), Some("read")));
-    assert_eq!((r.echoed("authorization"), r.echoed("x_auth_user")), (None, None), "{echo}");
+    assert!(
+        r.echoed("host")
+            .is_some_and(|h| h.starts_with("127.0.0.1:")),
+        "{echo}"
+    );
+    assert_eq!(
+        (
+            r.echoed("x-auth-user").as_deref(),
+            r.echoed("x-auth-scopes").as_deref()
+        ),
+        (Some("alice"), Some("read"))
+    );
+    assert_eq!(
+        (r.echoed("authorization"), r.echoed("x_auth_user")),
+        (None, None),
+        "{echo}"
+    );
 
     // Two Authorization headers (a second identity riding along): refused, not
     // verified on the first and forwarded with the second.
-    let other = keys.ed.sign(claims_with(user()).with_subject("mallory")).unwrap();
-    let r = envoy.get("/api/data", &[("authorization", &bearer(good)), ("authorization", &bearer(&other))]);
+    let other = keys
+        .ed
+        .sign(claims_with(user()).with_subject("mallory"))
+        .unwrap();
+    let r = envoy.get(
+        "/api/data",
+        &[
+            ("authorization", &bearer(good)),
+            ("authorization", &bearer(&other)),
+        ],
+    );
     assert_eq!(r.status, 400, "{r:?}");
     assert_eq!(r.json()["error"], "invalid_request");
 
@@ -181,7 +262,13 @@ fn verifies_tokens_inside_envoy() {
     let with_token = [odd.as_slice(), &[("authorization", good_bearer.as_bytes())]].concat();
     assert_eq!(raw_get_status(envoy.port, "/direct/x", &with_token), 200);
     assert_eq!(raw_get_status(envoy.port, "/direct/x", &odd), 401);
-    assert_eq!(envoy.get("/api/data", &[("authorization", &bearer(good))]).status, 200, "still serving");
+    assert_eq!(
+        envoy
+            .get("/api/data", &[("authorization", &bearer(good))])
+            .status,
+        200,
+        "still serving"
+    );
 
     // No token: a bare challenge.
     let r = envoy.get("/api/data", &[]);
@@ -200,37 +287,100 @@ fn verifies_tokens_inside_envoy() {
     wrong_aud.audiences = Some(Audiences::AsString("other".into()));
     let stranger = Ed25519KeyPair::generate().with_key_id("ed-1");
     let unknown_kid = Ed25519KeyPair::generate().with_key_id("nobody");
-    let payload = b64(&json!({"iss": ISS, "sub": "alice", "aud": "api", "exp": now() + 600}).to_string());
+    let payload =
+        b64(&json!({"iss": ISS, "sub": "alice", "aud": "api", "exp": now() + 600}).to_string());
     let cases = [
         ("expired", keys.ed.sign(expired).unwrap(), "token expired"),
-        ("not yet valid", keys.ed.sign(future).unwrap(), "token not yet valid"),
-        ("wrong issuer", keys.ed.sign(wrong_iss).unwrap(), "token issuer not trusted"),
-        ("wrong audience", keys.ed.sign(wrong_aud).unwrap(), "token audience not accepted"),
-        ("bad signature", stranger.sign(claims_with(user())).unwrap(), "token signature is invalid"),
-        ("alg none", format!("{}.{payload}.", b64(r#"{"alg":"none","typ":"JWT"}"#)), "token signing algorithm not allowed"),
-        ("header key", format!("{}.{payload}.c2ln", b64(r#"{"alg":"EdDSA","jwk":{"kty":"OKP","crv":"Ed25519","x":"AA"}}"#)), "key material"),
-        ("unknown kid", unknown_kid.sign(claims_with(user())).unwrap(), "token signed with an unknown key"),
+        (
+            "not yet valid",
+            keys.ed.sign(future).unwrap(),
+            "token not yet valid",
+        ),
+        (
+            "wrong issuer",
+            keys.ed.sign(wrong_iss).unwrap(),
+            "token issuer not trusted",
+        ),
+        (
+            "wrong audience",
+            keys.ed.sign(wrong_aud).unwrap(),
+            "token audience not accepted",
+        ),
+        (
+            "bad signature",
+            stranger.sign(claims_with(user())).unwrap(),
+            "token signature is invalid",
+        ),
+        (
+            "alg none",
+            format!("{}.{payload}.", b64(r#"{"alg":"none","typ":"JWT"}"#)),
+            "token signing algorithm not allowed",
+        ),
+        (
+            "header key",
+            format!(
+                "{}.{payload}.c2ln",
+                b64(r#"{"alg":"EdDSA","jwk":{"kty":"OKP","crv":"Ed25519","x":"AA"}}"#)
+            ),
+            "key material",
+        ),
+        (
+            "unknown kid",
+            unknown_kid.sign(claims_with(user())).unwrap(),
+            "token signed with an unknown key",
+        ),
         ("malformed", "abc.def".to_owned(), "token is malformed"),
-        ("oversized", format!("{}.{}.{}", b64("{}"), "a".repeat(9000), "b"), "token too large"),
+        (
+            "oversized",
+            format!("{}.{}.{}", b64("{}"), "a".repeat(9000), "b"),
+            "token too large",
+        ),
     ];
     for (what, token, description) in &cases {
         let r = envoy.get("/api/data", &[("authorization", &bearer(token))]);
         assert_invalid_token(&r, what);
-        assert!(r.header("www-authenticate").unwrap().contains(description), "{what}: {r:?}");
-        assert!(!r.body.contains(token.as_str()) || token.len() < 8, "{what}: the token is not echoed back");
+        assert!(
+            r.header("www-authenticate").unwrap().contains(description),
+            "{what}: {r:?}"
+        );
+        assert!(
+            !r.body.contains(token.as_str()) || token.len() < 8,
+            "{what}: the token is not echoed back"
+        );
     }
 
     // Roles and scopes.
     let r = envoy.get("/admin/users", &[("authorization", &bearer(good))]);
     assert_eq!(r.status, 403);
-    assert!(r.header("www-authenticate").unwrap().contains("error=\"insufficient_scope\""));
+    assert!(r
+        .header("www-authenticate")
+        .unwrap()
+        .contains("error=\"insufficient_scope\""));
     let r = envoy.get("/write/doc", &[("authorization", &bearer(good))]);
     assert_eq!(r.status, 403);
-    assert!(r.header("www-authenticate").unwrap().contains("scope=\"write\""));
-    let admin = keys.es.sign(claims_with(AccessClaims { roles: vec!["admin".into()], scope: "read write".into(), ..user() })).unwrap();
-    assert_eq!(envoy.get("/admin/users", &[("authorization", &bearer(&admin))]).status, 200);
+    assert!(r
+        .header("www-authenticate")
+        .unwrap()
+        .contains("scope=\"write\""));
+    let admin = keys
+        .es
+        .sign(claims_with(AccessClaims {
+            roles: vec!["admin".into()],
+            scope: "read write".into(),
+            ..user()
+        }))
+        .unwrap();
+    assert_eq!(
+        envoy
+            .get("/admin/users", &[("authorization", &bearer(&admin))])
+            .status,
+        200
+    );
     let r = envoy.get("/write/doc", &[("authorization", &bearer(&admin))]);
-    assert_eq!((r.status, r.echoed("x-auth-scopes").as_deref()), (200, Some("read write")));
+    assert_eq!(
+        (r.status, r.echoed("x-auth-scopes").as_deref()),
+        (200, Some("read write"))
+    );
 
     // Public route: no token needed; a valid token still yields identity.
     assert_eq!(envoy.get("/public/page", &[]).status, 200);
@@ -238,11 +388,21 @@ fn verifies_tokens_inside_envoy() {
     assert_eq!(r.echoed("x-auth-user").as_deref(), Some("alice"));
 
     // Cookie as token source.
-    let r = envoy.get("/api/data", &[("cookie", &format!("theme=dark; access_token={good}"))]);
-    assert_eq!((r.status, r.echoed("x-auth-user").as_deref()), (200, Some("alice")));
+    let r = envoy.get(
+        "/api/data",
+        &[("cookie", &format!("theme=dark; access_token={good}"))],
+    );
+    assert_eq!(
+        (r.status, r.echoed("x-auth-user").as_deref()),
+        (200, Some("alice"))
+    );
 
     // Stats counters moved, and are exported to Prometheus too.
-    assert!(envoy.stat("allowed") >= 8, "allowed: {}", envoy.stat("allowed"));
+    assert!(
+        envoy.stat("allowed") >= 8,
+        "allowed: {}",
+        envoy.stat("allowed")
+    );
     assert!(envoy.stat("denied.expired") >= 1);
     assert!(envoy.stat("denied.missing_token") >= 1);
     assert!(envoy.stat("denied.insufficient_scope") >= 1);
@@ -263,30 +423,73 @@ fn key_rotation_and_jwks_outage() {
     let envoy = start(filter_config("jwks", json!({})), jwks.port, &backend);
 
     let t_old = old.sign(claims_with(user())).unwrap();
-    assert_eq!(envoy.get("/api", &[("authorization", &bearer(&t_old))]).status, 200);
+    assert_eq!(
+        envoy
+            .get("/api", &[("authorization", &bearer(&t_old))])
+            .status,
+        200
+    );
 
     // The issuer publishes a new key; a token with the new kid triggers an early
     // refetch and waits for it instead of failing.
-    jwks.set(jwks_of(&[old.public_key().to_jwk(), new.public_key().to_jwk()]));
+    jwks.set(jwks_of(&[
+        old.public_key().to_jwk(),
+        new.public_key().to_jwk(),
+    ]));
     let t_new = new.sign(claims_with(user())).unwrap();
     let r = envoy.get("/api", &[("authorization", &bearer(&t_new))]);
     assert_eq!(r.status, 200, "new key picked up without a restart: {r:?}");
 
     // A broken or oversized key set never replaces the last good one.
     jwks.set("{\"keys\": [ this is not json".into());
-    assert!(eventually(Duration::from_secs(10), || envoy.stat("jwks.rejected") >= 1), "a bad JWKS is counted");
-    assert_eq!(envoy.get("/api", &[("authorization", &bearer(&t_new))]).status, 200);
-    jwks.set(format!(r#"{{"keys":[{}],"padding":"{}"}}"#, new.public_key().to_jwk(), "x".repeat(70_000)));
-    assert!(eventually(Duration::from_secs(10), || envoy.stat("jwks.rejected") >= 2), "an oversized JWKS is counted");
-    assert_eq!(envoy.get("/api", &[("authorization", &bearer(&t_old))]).status, 200, "the old key is still there");
+    assert!(
+        eventually(Duration::from_secs(10), || envoy.stat("jwks.rejected") >= 1),
+        "a bad JWKS is counted"
+    );
+    assert_eq!(
+        envoy
+            .get("/api", &[("authorization", &bearer(&t_new))])
+            .status,
+        200
+    );
+    jwks.set(format!(
+        r#"{{"keys":[{}],"padding":"{}"}}"#,
+        new.public_key().to_jwk(),
+        "x".repeat(70_000)
+    ));
+    assert!(
+        eventually(Duration::from_secs(10), || envoy.stat("jwks.rejected") >= 2),
+        "an oversized JWKS is counted"
+    );
+    assert_eq!(
+        envoy
+            .get("/api", &[("authorization", &bearer(&t_old))])
+            .status,
+        200,
+        "the old key is still there"
+    );
 
     // The JWKS server goes away: the last good keys keep working.
     let hits_before = jwks.hits();
     jwks.stop();
-    assert!(eventually(Duration::from_secs(10), || envoy.stat("jwks.fetch_failed") >= 1), "a failed fetch is counted");
+    assert!(
+        eventually(Duration::from_secs(10), || envoy.stat("jwks.fetch_failed")
+            >= 1),
+        "a failed fetch is counted"
+    );
     assert!(hits_before >= 2);
-    assert_eq!(envoy.get("/api", &[("authorization", &bearer(&t_new))]).status, 200);
-    assert_eq!(envoy.get("/api", &[("authorization", &bearer(&t_old))]).status, 200);
+    assert_eq!(
+        envoy
+            .get("/api", &[("authorization", &bearer(&t_new))])
+            .status,
+        200
+    );
+    assert_eq!(
+        envoy
+            .get("/api", &[("authorization", &bearer(&t_old))])
+            .status,
+        200
+    );
 }
 
 /// The issuer withdraws its key: a `200` that is a key set replaces the keys
@@ -307,34 +510,58 @@ fn withdrawn_keys_stop_verifying() {
     let get = || envoy.get("/api", &[("authorization", &bearer(&t))]);
     assert_eq!(get().status, 200);
 
-    let p384 = format!(r#"{{"keys":[{{"kty":"EC","crv":"P-384","kid":"2026-01","x":"{0}","y":"{0}"}}]}}"#, "A".repeat(64));
+    let p384 = format!(
+        r#"{{"keys":[{{"kty":"EC","crv":"P-384","kid":"2026-01","x":"{0}","y":"{0}"}}]}}"#,
+        "A".repeat(64)
+    );
     let withdrawals = [
-        ("a set with another key (control)", jwks_of(&[other.public_key().to_jwk()])),
+        (
+            "a set with another key (control)",
+            jwks_of(&[other.public_key().to_jwk()]),
+        ),
         ("an empty set", r#"{"keys":[]}"#.to_owned()),
         ("a set with only a P-384 key", p384),
     ];
     for (what, body) in withdrawals {
         jwks.set(body);
-        assert!(eventually(Duration::from_secs(10), || get().status == 401), "{what}: the withdrawn key's token is refused");
+        assert!(
+            eventually(Duration::from_secs(10), || get().status == 401),
+            "{what}: the withdrawn key's token is refused"
+        );
         // Every worker, not only the one that fetched.
         std::thread::sleep(Duration::from_millis(300));
         for _ in 0..4 {
             let r = get();
             assert_invalid_token(&r, what);
-            assert!(r.header("www-authenticate").unwrap().contains("unknown key"), "{what}: {r:?}");
+            assert!(
+                r.header("www-authenticate")
+                    .unwrap()
+                    .contains("unknown key"),
+                "{what}: {r:?}"
+            );
         }
         jwks.set(good.clone());
-        assert!(eventually(Duration::from_secs(10), || get().status == 200), "{what}: the key published again is taken again");
+        assert!(
+            eventually(Duration::from_secs(10), || get().status == 200),
+            "{what}: the key published again is taken again"
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
     assert!(envoy.stat("denied.unknown_key") >= 12);
-    assert!(envoy.stat("jwks.no_usable_key") >= 2, "key sets with no usable key are counted");
+    assert!(
+        envoy.stat("jwks.no_usable_key") >= 2,
+        "key sets with no usable key are counted"
+    );
 
     // No key set: the last good keys stay.
     let failed = envoy.stat("jwks.fetch_failed");
     jwks.set(r#"{"keys":[]}"#.to_owned());
     jwks.set_status(410);
-    assert!(eventually(Duration::from_secs(10), || envoy.stat("jwks.fetch_failed") >= failed + 2), "a 410 is a failed fetch");
+    assert!(
+        eventually(Duration::from_secs(10), || envoy.stat("jwks.fetch_failed")
+            >= failed + 2),
+        "a 410 is a failed fetch"
+    );
     for _ in 0..4 {
         assert_eq!(get().status, 200, "410 Gone keeps the last good keys");
     }
@@ -344,7 +571,11 @@ fn withdrawn_keys_stop_verifying() {
 fn no_key_ever_loaded_fails_closed() {
     let backend = EchoServer::start("127.0.0.1:0").unwrap();
     let closed_port = free_port();
-    let envoy = start(filter_config("jwks", json!({"key_wait_ms": 500})), closed_port, &backend);
+    let envoy = start(
+        filter_config("jwks", json!({"key_wait_ms": 500})),
+        closed_port,
+        &backend,
+    );
     let kp = Ed25519KeyPair::generate().with_key_id("k");
     let t = kp.sign(claims_with(user())).unwrap();
     let r = envoy.get("/api", &[("authorization", &bearer(&t))]);
@@ -353,8 +584,15 @@ fn no_key_ever_loaded_fails_closed() {
     assert_eq!(r.json()["error"], "temporarily_unavailable");
     // A request with a body waits the same way: its body arriving must not
     // carry the unverified request upstream.
-    let r = envoy.post("/api", &[("authorization", &bearer(&t))], &json!({"transfer": 100}));
-    assert_eq!(r.status, 503, "a waiting request with a body is not forwarded: {r:?}");
+    let r = envoy.post(
+        "/api",
+        &[("authorization", &bearer(&t))],
+        &json!({"transfer": 100}),
+    );
+    assert_eq!(
+        r.status, 503,
+        "a waiting request with a body is not forwarded: {r:?}"
+    );
     assert_eq!(r.json()["error"], "temporarily_unavailable");
     // Public routes still work while keys are missing.
     assert_eq!(envoy.get("/public/x", &[]).status, 200);
@@ -365,11 +603,22 @@ fn invalid_configuration_is_refused_by_envoy() {
     let backend = EchoServer::start("127.0.0.1:0").unwrap();
     let mut bad = filter_config("jwks", json!({}));
     bad["providers"][0]["algorithms"] = json!(["HS256"]);
-    let err = match Envoy::start(EnvoyOptions { filter: bad, routes: vec![], clusters: vec![("backend".into(), backend.addr.port()), ("jwks".into(), free_port())], concurrency: 1 }) {
+    let err = match Envoy::start(EnvoyOptions {
+        filter: bad,
+        routes: vec![],
+        clusters: vec![
+            ("backend".into(), backend.addr.port()),
+            ("jwks".into(), free_port()),
+        ],
+        concurrency: 1,
+    }) {
         Ok(_) => panic!("Envoy accepted an invalid filter configuration"),
         Err(e) => e,
     };
-    assert!(err.contains("providers[0]`.algorithms") && err.contains("HS256"), "the log names the field:\n{err}");
+    assert!(
+        err.contains("providers[0]`.algorithms") && err.contains("HS256"),
+        "the log names the field:\n{err}"
+    );
 }
 
 #[test]
@@ -379,7 +628,13 @@ fn envoy_jwt_authn_conformance_vectors() {
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let doc: Value = serde_json::from_str(&text).unwrap();
     let mut all_keys = doc["jwks_rs256"]["keys"].as_array().unwrap().clone();
-    all_keys.extend(doc["jwks_es256"]["keys"].as_array().unwrap().iter().cloned());
+    all_keys.extend(
+        doc["jwks_es256"]["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .cloned(),
+    );
     let backend = EchoServer::start("127.0.0.1:0").unwrap();
     let filter = json!({
         "providers": [{
@@ -391,14 +646,27 @@ fn envoy_jwt_authn_conformance_vectors() {
         "max_token_lifetime_secs": 20 * 365 * 86400,
         "identity_headers": {"subject": "x-auth-user", "claims": {"nested.key-1": "x-nested"}}
     });
-    let envoy = Envoy::start(EnvoyOptions { filter, routes: vec![], clusters: vec![("backend".into(), backend.addr.port())], concurrency: 1 })
-        .unwrap_or_else(|e| panic!("{e}"));
+    let envoy = Envoy::start(EnvoyOptions {
+        filter,
+        routes: vec![],
+        clusters: vec![("backend".into(), backend.addr.port())],
+        concurrency: 1,
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
     let cases = doc["cases"].as_array().unwrap();
     assert!(cases.len() >= 10);
     for case in cases {
         let name = case["name"].as_str().unwrap();
-        let r = envoy.get("/", &[("authorization", &bearer(case["token"].as_str().unwrap()))]);
-        assert_eq!(u64::from(r.status), case["expect_status"].as_u64().unwrap(), "{name}: {}", case["why"]);
+        let r = envoy.get(
+            "/",
+            &[("authorization", &bearer(case["token"].as_str().unwrap()))],
+        );
+        assert_eq!(
+            u64::from(r.status),
+            case["expect_status"].as_u64().unwrap(),
+            "{name}: {}",
+            case["why"]
+        );
         if name == "NestedGoodToken" {
             assert_eq!(r.echoed("x-nested").as_deref(), Some("value1"));
         }

@@ -14,7 +14,14 @@ use support::stack::*;
 use support::*;
 
 fn stack() -> Stack {
-    Stack::start(StackOptions { issuer: "http://authflow.e2e", service_env: &[], extra_clusters: &[] }, |_| {})
+    Stack::start(
+        StackOptions {
+            issuer: "http://authflow.e2e",
+            service_env: &[],
+            extra_clusters: &[],
+        },
+        |_| {},
+    )
 }
 
 impl Stack {
@@ -54,10 +61,17 @@ fn user_journey_through_envoy() {
     // Refresh through Envoy with the same device: a new token that works.
     let mut refresh_headers = device_headers().to_vec();
     refresh_headers.push((DEVICE_HEADER, &s.device));
-    let r = st.envoy.post("/v1/auth/refresh", &refresh_headers, &json!({"refresh_token": s.refresh}));
+    let r = st.envoy.post(
+        "/v1/auth/refresh",
+        &refresh_headers,
+        &json!({"refresh_token": s.refresh}),
+    );
     assert_eq!(r.status, 200, "refresh: {r:?}");
     let j = r.json();
-    let refreshed = Session { refresh: j["refresh_token"].as_str().unwrap().to_owned(), ..s.with_access(j["access_token"].as_str().unwrap().to_owned()) };
+    let refreshed = Session {
+        refresh: j["refresh_token"].as_str().unwrap().to_owned(),
+        ..s.with_access(j["access_token"].as_str().unwrap().to_owned())
+    };
     assert_ne!(refreshed.access, s.access);
     assert_eq!(st.call("/api/profile", &refreshed).status, 200);
 
@@ -77,8 +91,14 @@ fn user_journey_through_envoy() {
         )
     });
     let r = st.call("/api/profile", &s);
-    assert_eq!(r.status, 401, "the pre-refresh token of the session is refused too");
-    assert!(r.header("www-authenticate").unwrap().contains("session ended"));
+    assert_eq!(
+        r.status, 401,
+        "the pre-refresh token of the session is refused too"
+    );
+    assert!(r
+        .header("www-authenticate")
+        .unwrap()
+        .contains("session ended"));
     println!("logout took effect in {took:?}");
 }
 
@@ -89,10 +109,16 @@ fn stolen_token_does_not_work_from_another_device() {
     let s = st.sign_in("bob@e2e.test");
     assert_eq!(st.call("/api/x", &s).status, 200);
 
-    let other_secret = Session { device: "a-different-device-secret".into(), ..s.clone() };
+    let other_secret = Session {
+        device: "a-different-device-secret".into(),
+        ..s.clone()
+    };
     let r = st.call("/api/x", &other_secret);
     assert_eq!(r.status, 401);
-    assert!(r.header("www-authenticate").unwrap().contains("token is bound to another device"));
+    assert!(r
+        .header("www-authenticate")
+        .unwrap()
+        .contains("token is bound to another device"));
 
     let mut other_browser = s.headers();
     other_browser[2].1 = "Mozilla/5.0 (stolen)";
@@ -115,26 +141,56 @@ fn ban_and_password_reset_take_effect_through_envoy() {
     assert_eq!(st.call("/api/x", &carol_s).status, 200);
 
     // A user without the admin role cannot reach the admin API.
-    assert_eq!(st.envoy.post(&format!("/v1/admin/users/{carol}/ban"), &dave_s.headers(), &json!({})).status, 403);
+    assert_eq!(
+        st.envoy
+            .post(
+                &format!("/v1/admin/users/{carol}/ban"),
+                &dave_s.headers(),
+                &json!({})
+            )
+            .status,
+        403
+    );
 
-    let r = st.envoy.post(&format!("/v1/admin/users/{carol}/ban"), &admin.headers(), &json!({}));
+    let r = st.envoy.post(
+        &format!("/v1/admin/users/{carol}/ban"),
+        &admin.headers(),
+        &json!({}),
+    );
     assert!(r.status == 200 || r.status == 204, "ban: {r:?}");
     let took = st.refused_within("/api/x", &carol_s, Duration::from_secs(2));
     println!("ban propagation through the revocation feed: {took:?}");
     let took = took.expect("banned user's live token refused");
     assert!(took <= Duration::from_secs(2), "ban took {took:?}");
-    assert!(st.call("/api/x", &carol_s).header("www-authenticate").unwrap().contains("account disabled"));
-    let r = st.envoy.post("/v1/auth/signin", &device_headers(), &json!({"email": "carol@e2e.test", "password": PASSWORD}));
+    assert!(st
+        .call("/api/x", &carol_s)
+        .header("www-authenticate")
+        .unwrap()
+        .contains("account disabled"));
+    let r = st.envoy.post(
+        "/v1/auth/signin",
+        &device_headers(),
+        &json!({"email": "carol@e2e.test", "password": PASSWORD}),
+    );
     assert_eq!(r.status, 403, "a banned user cannot sign in again: {r:?}");
 
     // Password reset ends dave's sessions.
     assert_eq!(st.call("/api/x", &dave_s).status, 200);
-    let r = st.envoy.post("/v1/auth/password/forgot", &device_headers(), &json!({"email": "dave@e2e.test"}));
+    let r = st.envoy.post(
+        "/v1/auth/password/forgot",
+        &device_headers(),
+        &json!({"email": "dave@e2e.test"}),
+    );
     assert!(r.status == 202 || r.status == 200, "forgot: {r:?}");
     let reset = st.auth.latest_mail("dave@e2e.test", "Reset", "token");
-    let r = st.envoy.post("/v1/auth/password/reset", &device_headers(), &json!({"token": reset, "password": "another-long-passphrase-7"}));
+    let r = st.envoy.post(
+        "/v1/auth/password/reset",
+        &device_headers(),
+        &json!({"token": reset, "password": "another-long-passphrase-7"}),
+    );
     assert_eq!(r.status, 200, "reset: {r:?}");
-    st.refused_within("/api/x", &dave_s, Duration::from_secs(2)).expect("old session refused after reset");
+    st.refused_within("/api/x", &dave_s, Duration::from_secs(2))
+        .expect("old session refused after reset");
     let fresh = st.sign_in_with("dave@e2e.test", "another-long-passphrase-7");
     assert_eq!(st.call("/api/x", &fresh).status, 200);
 }
@@ -147,9 +203,14 @@ fn auth_service_outage_and_restart() {
     st.sign_up("frank@e2e.test");
     let frank_s = st.sign_in("frank@e2e.test");
     let admin = st.admin("admin@e2e.test");
-    let r = st.envoy.post(&format!("/v1/admin/users/{erin}/ban"), &admin.headers(), &json!({}));
+    let r = st.envoy.post(
+        &format!("/v1/admin/users/{erin}/ban"),
+        &admin.headers(),
+        &json!({}),
+    );
     assert!(r.status == 200 || r.status == 204, "ban: {r:?}");
-    st.refused_within("/api/x", &erin_s, Duration::from_secs(2)).expect("ban in force");
+    st.refused_within("/api/x", &erin_s, Duration::from_secs(2))
+        .expect("ban in force");
 
     st.auth.kill();
     // Valid tokens keep working on the last good keys and list; the banned one stays refused.
@@ -158,9 +219,16 @@ fn auth_service_outage_and_restart() {
         assert_eq!(st.call("/api/x", &erin_s).status, 401);
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(eventually(Duration::from_secs(5), || st.envoy.stat("revocations.fetch_failed") >= 1));
+    assert!(eventually(Duration::from_secs(5), || st
+        .envoy
+        .stat("revocations.fetch_failed")
+        >= 1));
     // Sign-in fails cleanly: a JSON 503 from Envoy, not a hang or an HTML page.
-    let r = st.envoy.post("/v1/auth/signin", &device_headers(), &json!({"email": "frank@e2e.test", "password": PASSWORD}));
+    let r = st.envoy.post(
+        "/v1/auth/signin",
+        &device_headers(),
+        &json!({"email": "frank@e2e.test", "password": PASSWORD}),
+    );
     assert_eq!(r.status, 503, "{r:?}");
     assert_eq!(r.json()["error"], "temporarily_unavailable");
     assert!(r.header("retry-after").is_some());
@@ -168,9 +236,20 @@ fn auth_service_outage_and_restart() {
     st.auth.restart();
     // The ban survived the crash: still in the feed, still refused, sign-in still refused.
     let feed: Value = get(&st.auth.url("/v1/revocations"), &[]).json();
-    assert!(feed["banned_subjects"].as_array().unwrap().iter().any(|b| b["sub"] == erin.as_str()), "{feed}");
+    assert!(
+        feed["banned_subjects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["sub"] == erin.as_str()),
+        "{feed}"
+    );
     assert_eq!(st.call("/api/x", &erin_s).status, 401);
-    let r = st.envoy.post("/v1/auth/signin", &device_headers(), &json!({"email": "erin@e2e.test", "password": PASSWORD}));
+    let r = st.envoy.post(
+        "/v1/auth/signin",
+        &device_headers(),
+        &json!({"email": "erin@e2e.test", "password": PASSWORD}),
+    );
     assert_eq!(r.status, 403, "{r:?}");
     assert_eq!(st.call("/api/x", &frank_s).status, 200);
 }

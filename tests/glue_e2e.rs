@@ -15,11 +15,21 @@ use serde_json::{json, Value};
 use support::*;
 
 fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 fn token(key: &Ed25519KeyPair, issuer: &str) -> String {
-    let custom = AccessClaims { sid: "session-1".into(), roles: vec!["user".into()], scope: "read".into(), dfp: None, client_id: None, cnf: None };
+    let custom = AccessClaims {
+        sid: "session-1".into(),
+        roles: vec!["user".into()],
+        scope: "read".into(),
+        dfp: None,
+        client_id: None,
+        cnf: None,
+    };
     let mut c = Claims::with_custom_claims(custom, Duration::from_mins(10).into())
         .with_issuer(issuer)
         .with_subject("alice")
@@ -71,15 +81,23 @@ fn two_filter_configs_with_one_provider_name_keep_their_own_keys() {
     let filter_a = filter_config("main", ISS_A, "jwks_a", refresh.clone(), json!({}));
     let filter_b = filter_config("main", ISS_B, "jwks_b", refresh, json!({}));
     let port_b = free_port();
-    let clusters = vec![("backend".into(), backend.addr.port()), ("jwks_a".into(), jwks_a.port), ("jwks_b".into(), jwks_b.port)];
+    let clusters = vec![
+        ("backend".into(), backend.addr.port()),
+        ("jwks_a".into(), jwks_a.port),
+        ("jwks_b".into(), jwks_b.port),
+    ];
     let envoy = Envoy::start_doc(2, |port, admin_port| {
         let mut doc = envoy_config(&filter_a, &clusters, port, admin_port);
         let mut second = doc["static_resources"]["listeners"][0].clone();
         second["name"] = json!("second");
         second["address"]["socket_address"]["port_value"] = json!(port_b);
-        let wasm = &mut second["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]["typed_config"]["config"];
+        let wasm = &mut second["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]
+            ["typed_config"]["config"];
         wasm["configuration"]["value"] = json!(filter_b.to_string());
-        doc["static_resources"]["listeners"].as_array_mut().unwrap().push(second);
+        doc["static_resources"]["listeners"]
+            .as_array_mut()
+            .unwrap()
+            .push(second);
         doc
     })
     .unwrap_or_else(|e| panic!("{e}"));
@@ -88,8 +106,13 @@ fn two_filter_configs_with_one_provider_name_keep_their_own_keys() {
     let own_a = token(&key_a, ISS_A);
     let own_b = token(&key_b, ISS_B);
     assert!(
-        eventually(Duration::from_secs(10), || envoy.get("/api", &[("authorization", &bearer(&own_a))]).status == 200
-            && get(&url_b("/api"), &[("authorization", &bearer(&own_b))]).status == 200),
+        eventually(Duration::from_secs(10), || envoy
+            .get("/api", &[("authorization", &bearer(&own_a))])
+            .status
+            == 200
+            && get(&url_b("/api"), &[("authorization", &bearer(&own_b))])
+                .status
+                == 200),
         "each listener accepts its own issuer's tokens"
     );
     // Several refresh rounds: every VM has published and adopted by now.
@@ -98,11 +121,27 @@ fn two_filter_configs_with_one_provider_name_keep_their_own_keys() {
         let forged_a = token(&key_b, ISS_A);
         let forged_b = token(&key_a, ISS_B);
         let r = envoy.get("/api", &[("authorization", &bearer(&forged_a))]);
-        assert_eq!(r.status, 401, "issuer A's listener accepted a token signed with B's key: {r:?}");
+        assert_eq!(
+            r.status, 401,
+            "issuer A's listener accepted a token signed with B's key: {r:?}"
+        );
         let r = get(&url_b("/api"), &[("authorization", &bearer(&forged_b))]);
-        assert_eq!(r.status, 401, "issuer B's listener accepted a token signed with A's key: {r:?}");
-        assert_eq!(envoy.get("/api", &[("authorization", &bearer(&own_a))]).status, 200, "A still accepts its own");
-        assert_eq!(get(&url_b("/api"), &[("authorization", &bearer(&own_b))]).status, 200, "B still accepts its own");
+        assert_eq!(
+            r.status, 401,
+            "issuer B's listener accepted a token signed with A's key: {r:?}"
+        );
+        assert_eq!(
+            envoy
+                .get("/api", &[("authorization", &bearer(&own_a))])
+                .status,
+            200,
+            "A still accepts its own"
+        );
+        assert_eq!(
+            get(&url_b("/api"), &[("authorization", &bearer(&own_b))]).status,
+            200,
+            "B still accepts its own"
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
 }
@@ -110,7 +149,10 @@ fn two_filter_configs_with_one_provider_name_keep_their_own_keys() {
 fn single_listener(filter: Value, jwks_port: u16, backend: &EchoServer) -> Envoy {
     Envoy::start(EnvoyOptions {
         filter,
-        clusters: vec![("backend".into(), backend.addr.port()), ("jwks".into(), jwks_port)],
+        clusters: vec![
+            ("backend".into(), backend.addr.port()),
+            ("jwks".into(), jwks_port),
+        ],
         concurrency: 1,
         routes: vec![],
     })
@@ -120,7 +162,11 @@ fn single_listener(filter: Value, jwks_port: u16, backend: &EchoServer) -> Envoy
 /// An agent that gives up long before `key_wait_ms`: a request still paused
 /// for keys shows up as a client timeout, not as a slow pass.
 fn impatient() -> ureq::Agent {
-    ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(4))).build().into()
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(4)))
+        .build()
+        .into()
 }
 
 /// Random `kid`s cannot hold requests: once the one early refetch the rate
@@ -142,7 +188,10 @@ fn unknown_kids_after_the_early_refetch_are_answered_at_once() {
     );
     let envoy = single_listener(filter, jwks.port, &backend);
     let own = token(&key, ISS);
-    assert!(eventually(Duration::from_secs(10), || envoy.get("/api", &[("authorization", &bearer(&own))]).status == 200));
+    assert!(eventually(Duration::from_secs(10), || envoy
+        .get("/api", &[("authorization", &bearer(&own))])
+        .status
+        == 200));
 
     // The first unknown kid spends the early refetch (and waits for it: it is in flight).
     let first = token(&Ed25519KeyPair::generate().with_key_id("random-0"), ISS);
@@ -154,21 +203,55 @@ fn unknown_kids_after_the_early_refetch_are_answered_at_once() {
     let url = envoy.url("/api");
     let burst: Vec<_> = (1..=24)
         .map(|i| {
-            let t = token(&Ed25519KeyPair::generate().with_key_id(&format!("random-{i}")), ISS);
+            let t = token(
+                &Ed25519KeyPair::generate().with_key_id(&format!("random-{i}")),
+                ISS,
+            );
             let url = url.clone();
-            std::thread::spawn(move || impatient().get(&url).header("authorization", &bearer(&t)).call().map(|mut r| {
-                let challenge = r.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-                (r.status().as_u16(), challenge, r.body_mut().read_to_string().unwrap_or_default())
-            }))
+            std::thread::spawn(move || {
+                impatient()
+                    .get(&url)
+                    .header("authorization", &bearer(&t))
+                    .call()
+                    .map(|mut r| {
+                        let challenge = r
+                            .headers()
+                            .get("www-authenticate")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned();
+                        (
+                            r.status().as_u16(),
+                            challenge,
+                            r.body_mut().read_to_string().unwrap_or_default(),
+                        )
+                    })
+            })
         })
         .collect();
     for (i, handle) in burst.into_iter().enumerate() {
-        let (status, challenge, body) = handle.join().unwrap().unwrap_or_else(|e| panic!("random kid {i}: not answered in time: {e}"));
+        let (status, challenge, body) = handle
+            .join()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("random kid {i}: not answered in time: {e}"));
         assert_eq!(status, 401, "random kid {i}: {body}");
-        assert!(challenge.contains("error=\"invalid_token\"") && challenge.contains("unknown key"), "random kid {i}: {challenge}");
+        assert!(
+            challenge.contains("error=\"invalid_token\"") && challenge.contains("unknown key"),
+            "random kid {i}: {challenge}"
+        );
     }
-    assert_eq!(jwks.hits(), hits, "no extra fetch: the early refetch is rate limited");
-    assert_eq!(envoy.get("/api", &[("authorization", &bearer(&own))]).status, 200, "known keys still work");
+    assert_eq!(
+        jwks.hits(),
+        hits,
+        "no extra fetch: the early refetch is rate limited"
+    );
+    assert_eq!(
+        envoy
+            .get("/api", &[("authorization", &bearer(&own))])
+            .status,
+        200,
+        "known keys still work"
+    );
 }
 
 /// A `STRICT_DNS` cluster (as in the compose and Kubernetes configs) is not
@@ -183,8 +266,17 @@ fn a_dns_cluster_still_resolving_at_startup_is_not_a_failed_fetch() {
     let backend = EchoServer::start("127.0.0.1:0").unwrap();
     // Resolution takes a second: Envoy refuses callouts to the cluster until then.
     let dns = SlowDns::start(Duration::from_millis(1_000));
-    let filter = filter_config("dns", ISS, "jwks", json!({"refresh_interval_secs": 300}), json!({}));
-    let clusters = vec![("backend".into(), backend.addr.port()), ("jwks".into(), jwks.port)];
+    let filter = filter_config(
+        "dns",
+        ISS,
+        "jwks",
+        json!({"refresh_interval_secs": 300}),
+        json!({}),
+    );
+    let clusters = vec![
+        ("backend".into(), backend.addr.port()),
+        ("jwks".into(), jwks.port),
+    ];
     let envoy = Envoy::start_doc(2, |port, admin_port| {
         let mut doc = envoy_config(&filter, &clusters, port, admin_port);
         let jwks_cluster = doc["static_resources"]["clusters"]
@@ -210,15 +302,28 @@ fn a_dns_cluster_still_resolving_at_startup_is_not_a_failed_fetch() {
     .unwrap_or_else(|e| panic!("{e}"));
     let own = token(&key, ISS);
     assert!(
-        eventually(Duration::from_secs(10), || envoy.get("/api", &[("authorization", &bearer(&own))]).status == 200),
+        eventually(Duration::from_secs(10), || envoy
+            .get("/api", &[("authorization", &bearer(&own))])
+            .status
+            == 200),
         "keys load through the DNS cluster: {}",
         envoy.log()
     );
     let log = envoy.log();
-    assert!(!log.contains("cannot call cluster"), "no warning for a cluster that was only not ready yet:\n{log}");
-    assert_eq!(envoy.stat("jwks.fetch_failed"), 0, "no failed fetch counted");
+    assert!(
+        !log.contains("cannot call cluster"),
+        "no warning for a cluster that was only not ready yet:\n{log}"
+    );
+    assert_eq!(
+        envoy.stat("jwks.fetch_failed"),
+        0,
+        "no failed fetch counted"
+    );
     assert!(envoy.stat("jwks.fetch_ok") >= 1);
-    assert!(envoy.stat("jwks.dispatch_deferred") >= 1, "the refused startup callouts are counted as deferred");
+    assert!(
+        envoy.stat("jwks.dispatch_deferred") >= 1,
+        "the refused startup callouts are counted as deferred"
+    );
 }
 
 /// A worker that just started knows no revocation yet. Here the feed answers
@@ -232,30 +337,52 @@ fn no_token_passes_before_the_first_revocation_list() {
     let jwks = JwksServer::start(jwks_of(&[key.public_key().to_jwk()]));
     let feed = JwksServer::start("this is not a revocation feed".into());
     let backend = EchoServer::start("127.0.0.1:0").unwrap();
-    let mut filter = filter_config("feed", ISS, "jwks", json!({}), json!({"key_wait_ms": 3_000}));
+    let mut filter = filter_config(
+        "feed",
+        ISS,
+        "jwks",
+        json!({}),
+        json!({"key_wait_ms": 3_000}),
+    );
     filter["providers"][0]["revocations"] = json!({"cluster": "feed", "path": "/v1/revocations", "poll_interval_ms": 200, "wait_secs": 0});
     let envoy = Envoy::start(EnvoyOptions {
         filter,
-        clusters: vec![("backend".into(), backend.addr.port()), ("jwks".into(), jwks.port), ("feed".into(), feed.port)],
+        clusters: vec![
+            ("backend".into(), backend.addr.port()),
+            ("jwks".into(), jwks.port),
+            ("feed".into(), feed.port),
+        ],
         concurrency: 2,
         routes: vec![],
     })
     .unwrap_or_else(|e| panic!("{e}"));
     let own = token(&key, ISS);
-    assert!(eventually(Duration::from_secs(10), || feed.hits() > 0), "the feed is polled");
+    assert!(
+        eventually(Duration::from_secs(10), || feed.hits() > 0),
+        "the feed is polled"
+    );
     for _ in 0..4 {
         let r = envoy.get("/api", &[("authorization", &bearer(&own))]);
-        assert_eq!(r.status, 503, "a token judged by a list that never came: {r:?}");
+        assert_eq!(
+            r.status, 503,
+            "a token judged by a list that never came: {r:?}"
+        );
         assert!(r.header("retry-after").is_some(), "{r:?}");
     }
-    assert!(envoy.stat("revocations.first_list_waits") > 0, "the requests waited for the list first");
+    assert!(
+        envoy.stat("revocations.first_list_waits") > 0,
+        "the requests waited for the list first"
+    );
 
     // The real list: the subject is banned.
     let banned = json!({"issuer": ISS, "cursor": "1", "snapshot": true,
         "banned_subjects": [{"sub": "alice", "not_before": now() + 60, "expires_at": now() + 900}]});
     feed.set(banned.to_string());
     assert!(
-        eventually(Duration::from_secs(10), || envoy.get("/api", &[("authorization", &bearer(&own))]).status == 401),
+        eventually(Duration::from_secs(10), || envoy
+            .get("/api", &[("authorization", &bearer(&own))])
+            .status
+            == 401),
         "once the list lands the token is judged by it (banned: 401)"
     );
 }
@@ -273,17 +400,32 @@ fn a_delta_never_becomes_the_whole_list() {
         "banned_subjects": [{"sub": "bob", "not_before": now() + 60, "expires_at": now() + 900}]});
     let feed = JwksServer::start(delta.to_string());
     let backend = EchoServer::start("127.0.0.1:0").unwrap();
-    let mut filter = filter_config("delta", ISS, "jwks", json!({}), json!({"key_wait_ms": 1_000}));
+    let mut filter = filter_config(
+        "delta",
+        ISS,
+        "jwks",
+        json!({}),
+        json!({"key_wait_ms": 1_000}),
+    );
     filter["providers"][0]["revocations"] = json!({"cluster": "feed", "path": "/v1/revocations", "poll_interval_ms": 200, "wait_secs": 0});
     let envoy = Envoy::start(EnvoyOptions {
         filter,
-        clusters: vec![("backend".into(), backend.addr.port()), ("jwks".into(), jwks.port), ("feed".into(), feed.port)],
+        clusters: vec![
+            ("backend".into(), backend.addr.port()),
+            ("jwks".into(), jwks.port),
+            ("feed".into(), feed.port),
+        ],
         concurrency: 2,
         routes: vec![],
     })
     .unwrap_or_else(|e| panic!("{e}"));
     let own = token(&key, ISS);
-    assert!(eventually(Duration::from_secs(10), || envoy.stat("revocations.rejected") >= 2), "the delta is refused");
+    assert!(
+        eventually(Duration::from_secs(10), || envoy
+            .stat("revocations.rejected")
+            >= 2),
+        "the delta is refused"
+    );
     for _ in 0..4 {
         let r = envoy.get("/api", &[("authorization", &bearer(&own))]);
         assert_eq!(r.status, 503, "no list came, only a delta: {r:?}");
@@ -294,7 +436,10 @@ fn a_delta_never_becomes_the_whole_list() {
         "banned_subjects": [{"sub": "alice", "not_before": now() + 60, "expires_at": now() + 900}]});
     feed.set(banned.to_string());
     assert!(
-        eventually(Duration::from_secs(10), || envoy.get("/api", &[("authorization", &bearer(&own))]).status == 401),
+        eventually(Duration::from_secs(10), || envoy
+            .get("/api", &[("authorization", &bearer(&own))])
+            .status
+            == 401),
         "the snapshot is the list (alice banned: 401)"
     );
 }
@@ -306,15 +451,28 @@ fn a_delta_never_becomes_the_whole_list() {
 fn a_request_that_waited_for_keys_waits_for_the_list_too() {
     const ISS: &str = "https://slow.glue.test";
     let key = Ed25519KeyPair::generate().with_key_id("k1");
-    let jwks = JwksServer::start_slow(jwks_of(&[key.public_key().to_jwk()]), Duration::from_millis(1_000));
+    let jwks = JwksServer::start_slow(
+        jwks_of(&[key.public_key().to_jwk()]),
+        Duration::from_millis(1_000),
+    );
     let empty = json!({"issuer": ISS, "cursor": "1", "snapshot": true});
     let feed = JwksServer::start_slow(empty.to_string(), Duration::from_millis(2_000));
     let backend = EchoServer::start("127.0.0.1:0").unwrap();
-    let mut filter = filter_config("slow", ISS, "jwks", json!({}), json!({"key_wait_ms": 8_000}));
+    let mut filter = filter_config(
+        "slow",
+        ISS,
+        "jwks",
+        json!({}),
+        json!({"key_wait_ms": 8_000}),
+    );
     filter["providers"][0]["revocations"] = json!({"cluster": "feed", "path": "/v1/revocations", "poll_interval_ms": 500, "wait_secs": 0});
     let envoy = Envoy::start(EnvoyOptions {
         filter,
-        clusters: vec![("backend".into(), backend.addr.port()), ("jwks".into(), jwks.port), ("feed".into(), feed.port)],
+        clusters: vec![
+            ("backend".into(), backend.addr.port()),
+            ("jwks".into(), jwks.port),
+            ("feed".into(), feed.port),
+        ],
         concurrency: 1,
         routes: vec![],
     })
@@ -322,5 +480,8 @@ fn a_request_that_waited_for_keys_waits_for_the_list_too() {
     // Sent before the keys came (they take a second): it waits for them, then for the list.
     let r = envoy.get("/api", &[("authorization", &bearer(&token(&key, ISS)))]);
     assert_eq!(r.status, 200, "{r:?}");
-    assert!(envoy.stat("key_waits") > 0 && envoy.stat("revocations.first_list_waits") == 0, "it paused for the keys first");
+    assert!(
+        envoy.stat("key_waits") > 0 && envoy.stat("revocations.first_list_waits") == 0,
+        "it paused for the keys first"
+    );
 }

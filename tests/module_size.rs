@@ -41,7 +41,8 @@ const FUNCTION_LIMIT_BYTES: u64 = 16 * 1024;
 #[test]
 fn no_function_of_the_module_is_huge() {
     let path = support::wasm_path();
-    let module = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (build it with `make wasm`)", path.display()));
+    let module = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (build it with `make wasm`)", path.display()));
     let mut sizes = Vec::new();
     for payload in wasmparser::Parser::new(0).parse_all(&module) {
         if let wasmparser::Payload::CodeSectionEntry(body) = payload.unwrap() {
@@ -49,8 +50,18 @@ fn no_function_of_the_module_is_huge() {
             sizes.push(range.end - range.start);
         }
     }
-    assert!(sizes.len() > 100, "{} holds only {} functions", path.display(), sizes.len());
-    let (index, largest) = sizes.iter().copied().enumerate().max_by_key(|&(_, size)| size).unwrap();
+    assert!(
+        sizes.len() > 100,
+        "{} holds only {} functions",
+        path.display(),
+        sizes.len()
+    );
+    let (index, largest) = sizes
+        .iter()
+        .copied()
+        .enumerate()
+        .max_by_key(|&(_, size)| size)
+        .unwrap();
     assert!(
         largest <= FUNCTION_LIMIT_BYTES,
         "{}: function {index} (code entry) is {largest} bytes, over the {FUNCTION_LIMIT_BYTES}-byte limit: see docs/bench.md, \"Memory per VM\"",
@@ -64,9 +75,19 @@ fn no_function_of_the_module_is_huge() {
 #[test]
 fn the_module_names_no_directory_of_the_build_machine() {
     let path = support::wasm_path();
-    let module = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (build it with `make wasm`)", path.display()));
-    let home = std::env::var("CARGO_HOME").ok().or_else(|| std::env::var("HOME").ok().map(|h| format!("{h}/.cargo")));
-    for needle in ["/registry/src/".to_owned(), "index.crates.io-".to_owned()].into_iter().chain(home) {
-        assert!(!module.windows(needle.len()).any(|w| w == needle.as_bytes()), "{} holds {needle:?}", path.display());
+    let module = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (build it with `make wasm`)", path.display()));
+    let home = std::env::var("CARGO_HOME")
+        .ok()
+        .or_else(|| std::env::var("HOME").ok().map(|h| format!("{h}/.cargo")));
+    for needle in ["/registry/src/".to_owned(), "index.crates.io-".to_owned()]
+        .into_iter()
+        .chain(home)
+    {
+        assert!(
+            !module.windows(needle.len()).any(|w| w == needle.as_bytes()),
+            "{} holds {needle:?}",
+            path.display()
+        );
     }
 }

@@ -34,11 +34,21 @@ fn shipped_hcm_settings() -> Value {
 }
 
 fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 fn token(key: &Ed25519KeyPair, subject: &str, roles: &[&str]) -> String {
-    let custom = AccessClaims { sid: "s-1".into(), roles: roles.iter().map(|r| r.to_string()).collect(), scope: "read".into(), dfp: None, client_id: None, cnf: None };
+    let custom = AccessClaims {
+        sid: "s-1".into(),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+        scope: "read".into(),
+        dfp: None,
+        client_id: None,
+        cnf: None,
+    };
     let mut c = Claims::with_custom_claims(custom, Duration::from_mins(10).into())
         .with_issuer(ISS)
         .with_subject(subject)
@@ -75,7 +85,8 @@ fn start(filter: Value, backend: &EchoServer, hcm: &Value) -> Envoy {
     let clusters = vec![("backend".to_owned(), backend.addr.port())];
     Envoy::start_doc(1, |port, admin_port| {
         let mut doc = envoy_config(&filter, &clusters, port, admin_port);
-        let manager = &mut doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+        let manager = &mut doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"]
+            [0]["typed_config"];
         for (k, v) in hcm.as_object().into_iter().flatten() {
             manager[k] = v.clone();
         }
@@ -97,7 +108,10 @@ impl Raw {
     }
     /// The path the echo backend received (only for a forwarded request).
     fn received_path(&self) -> String {
-        self.json()["path"].as_str().unwrap_or_else(|| panic!("not an echo answer: {self:?}")).to_owned()
+        self.json()["path"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not an echo answer: {self:?}"))
+            .to_owned()
     }
     fn echoed(&self, name: &str) -> Option<String> {
         self.json()["headers"][name].as_str().map(str::to_owned)
@@ -111,7 +125,13 @@ fn send_raw(port: u16, target: &str, headers: &[(&str, &str)]) -> Raw {
 }
 
 /// Like [`send_raw`], any method, with an optional JSON body.
-fn send_raw_request(port: u16, method: &str, target: &str, headers: &[(&str, &str)], body: Option<&Value>) -> Raw {
+fn send_raw_request(
+    port: u16,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: Option<&Value>,
+) -> Raw {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut req = format!("{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
@@ -120,15 +140,29 @@ fn send_raw_request(port: u16, method: &str, target: &str, headers: &[(&str, &st
     }
     let body = body.map(Value::to_string).unwrap_or_default();
     if !body.is_empty() {
-        req.push_str(&format!("content-type: application/json\r\ncontent-length: {}\r\n", body.len()));
+        req.push_str(&format!(
+            "content-type: application/json\r\ncontent-length: {}\r\n",
+            body.len()
+        ));
     }
     req.push_str("\r\n");
     req.push_str(&body);
     s.write_all(req.as_bytes()).unwrap();
     let text = read_response(&mut s);
-    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no status line for {target:?}: {text:?}"));
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line for {target:?}: {text:?}"));
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_owned() };
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
     Raw { status, body }
 }
 
@@ -141,7 +175,10 @@ fn read_response(s: &mut std::net::TcpStream) -> String {
         let text = String::from_utf8_lossy(&resp).into_owned();
         if let Some((head, body)) = text.split_once("\r\n\r\n") {
             let head = head.to_ascii_lowercase();
-            let length = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok());
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
             let done = match length {
                 Some(n) => body.len() >= n,
                 None if head.contains("transfer-encoding: chunked") => body.ends_with("0\r\n\r\n"),
@@ -208,7 +245,10 @@ fn percent_decode_once(s: &[u8]) -> Vec<u8> {
 }
 
 fn strip_params(s: &str) -> String {
-    s.split('/').map(|seg| seg.split(';').next().unwrap_or("")).collect::<Vec<_>>().join("/")
+    s.split('/')
+        .map(|seg| seg.split(';').next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 fn merge_slashes(s: &str) -> String {
@@ -250,7 +290,11 @@ fn backend_readings(received: &str) -> Vec<String> {
     let mut out = vec![path.to_owned()];
     for rounds in 0..=3 {
         for params in 0..3 {
-            let mut s = if params == 1 { strip_params(path) } else { path.to_owned() };
+            let mut s = if params == 1 {
+                strip_params(path)
+            } else {
+                path.to_owned()
+            };
             for _ in 0..rounds {
                 s = String::from_utf8_lossy(&percent_decode_once(s.as_bytes())).into_owned();
             }
@@ -262,7 +306,11 @@ fn backend_readings(received: &str) -> Vec<String> {
                 s.truncate(at);
             }
             for lower in [false, true] {
-                let s = if lower { s.to_ascii_lowercase() } else { s.clone() };
+                let s = if lower {
+                    s.to_ascii_lowercase()
+                } else {
+                    s.clone()
+                };
                 out.push(resolve_dots(&merge_slashes(&s)));
                 out.push(merge_slashes(&resolve_dots(&s)));
             }
@@ -272,7 +320,11 @@ fn backend_readings(received: &str) -> Vec<String> {
 }
 
 fn strongest_need(received: &str, segment_prefix: bool) -> (u8, String) {
-    backend_readings(received).into_iter().map(|r| (needed(&r, segment_prefix), r)).max_by_key(|(n, _)| *n).unwrap()
+    backend_readings(received)
+        .into_iter()
+        .map(|r| (needed(&r, segment_prefix), r))
+        .max_by_key(|(n, _)| *n)
+        .unwrap()
 }
 
 /// Spellings of the admin area (and of ways into it from public routes).
@@ -336,13 +388,20 @@ const SPELLINGS: &[&str] = &[
 /// checks the rule: whatever is forwarded was decided with a policy at least
 /// as strong as the one the backend's path needs, however it reads it.
 /// Returns the statuses seen with the user token, by spelling.
-fn run_table(envoy: &Envoy, user: &str, admin: &str, segment_prefix: bool, label: &str) -> Vec<(&'static str, u16)> {
+fn run_table(
+    envoy: &Envoy,
+    user: &str,
+    admin: &str,
+    segment_prefix: bool,
+    label: &str,
+) -> Vec<(&'static str, u16)> {
     let mut user_statuses = Vec::new();
     let mut forwarded = 0;
     for &spelling in SPELLINGS {
         for (rank, tok) in [(0u8, None), (1, Some(user)), (2, Some(admin))] {
             let auth = tok.map(|t| format!("Bearer {t}"));
-            let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+            let headers: Vec<(&str, &str)> =
+                auth.iter().map(|a| ("authorization", a.as_str())).collect();
             let r = send_raw(envoy.port, spelling, &headers);
             if rank == 1 {
                 user_statuses.push((spelling, r.status));
@@ -350,7 +409,11 @@ fn run_table(envoy: &Envoy, user: &str, admin: &str, segment_prefix: bool, label
             match r.status {
                 400 | 401 | 403 | 404 => {
                     if r.status == 400 && r.body.starts_with('{') {
-                        assert_eq!(r.json()["error"], "invalid_request", "{label}: 400 for {spelling:?} is RFC 6750 shaped: {r:?}");
+                        assert_eq!(
+                            r.json()["error"],
+                            "invalid_request",
+                            "{label}: 400 for {spelling:?} is RFC 6750 shaped: {r:?}"
+                        );
                     }
                 }
                 200 => {
@@ -366,12 +429,19 @@ fn run_table(envoy: &Envoy, user: &str, admin: &str, segment_prefix: bool, label
             }
         }
     }
-    assert!(forwarded >= 20, "{label}: the table must also show legitimate requests passing ({forwarded} forwarded)");
+    assert!(
+        forwarded >= 20,
+        "{label}: the table must also show legitimate requests passing ({forwarded} forwarded)"
+    );
     user_statuses
 }
 
 fn status_of(table: &[(&str, u16)], spelling: &str) -> u16 {
-    table.iter().find(|(s, _)| *s == spelling).map(|(_, c)| *c).unwrap()
+    table
+        .iter()
+        .find(|(s, _)| *s == spelling)
+        .map(|(_, c)| *c)
+        .unwrap()
 }
 
 fn check_table(hcm: &Value, admin_match: &str, label: &str) -> Vec<(&'static str, u16)> {
@@ -381,13 +451,48 @@ fn check_table(hcm: &Value, admin_match: &str, label: &str) -> Vec<(&'static str
     let user = token(&key, "alice", &["user"]);
     let admin = token(&key, "root", &["admin"]);
     // The canonical spellings behave as configured.
-    assert_eq!(send_raw(envoy.port, "/api/admin", &[("authorization", &format!("Bearer {admin}"))]).status, 200, "{label}");
-    assert_eq!(send_raw(envoy.port, "/api/admin/users", &[("authorization", &format!("Bearer {user}"))]).status, 403, "{label}");
-    assert_eq!(send_raw(envoy.port, "/api/items/1", &[("authorization", &format!("Bearer {user}"))]).status, 200, "{label}");
-    assert_eq!(send_raw(envoy.port, "/public/page", &[]).status, 200, "{label}");
+    assert_eq!(
+        send_raw(
+            envoy.port,
+            "/api/admin",
+            &[("authorization", &format!("Bearer {admin}"))]
+        )
+        .status,
+        200,
+        "{label}"
+    );
+    assert_eq!(
+        send_raw(
+            envoy.port,
+            "/api/admin/users",
+            &[("authorization", &format!("Bearer {user}"))]
+        )
+        .status,
+        403,
+        "{label}"
+    );
+    assert_eq!(
+        send_raw(
+            envoy.port,
+            "/api/items/1",
+            &[("authorization", &format!("Bearer {user}"))]
+        )
+        .status,
+        200,
+        "{label}"
+    );
+    assert_eq!(
+        send_raw(envoy.port, "/public/page", &[]).status,
+        200,
+        "{label}"
+    );
     let table = run_table(&envoy, &user, &admin, admin_match == "path_prefix", label);
     // Harmless spellings are not refused just for looking odd.
-    assert_eq!(status_of(&table, "/api/items?next=/api/admin"), 200, "{label}");
+    assert_eq!(
+        status_of(&table, "/api/items?next=/api/admin"),
+        200,
+        "{label}"
+    );
     table
 }
 
@@ -400,12 +505,22 @@ fn path_spellings_never_reach_a_stronger_policy_filter_alone() {
 
 #[test]
 fn path_spellings_never_reach_a_stronger_policy_with_envoy_normalization() {
-    check_table(&shipped_hcm_settings(), "prefix", "shipped Envoy settings, prefix");
+    check_table(
+        &shipped_hcm_settings(),
+        "prefix",
+        "shipped Envoy settings, prefix",
+    );
 }
 
 #[test]
 fn segment_prefix_rules_filter_alone_and_with_envoy_normalization() {
-    for (hcm, label) in [(json!({}), "filter alone, path_prefix"), (shipped_hcm_settings(), "shipped Envoy settings, path_prefix")] {
+    for (hcm, label) in [
+        (json!({}), "filter alone, path_prefix"),
+        (
+            shipped_hcm_settings(),
+            "shipped Envoy settings, path_prefix",
+        ),
+    ] {
         let table = check_table(&hcm, "path_prefix", label);
         // `path_prefix` stops at a segment boundary: /api/adminx is not the admin area.
         assert_eq!(status_of(&table, "/api/adminx"), 200, "{label}");
@@ -418,13 +533,30 @@ fn segment_prefix_rules_filter_alone_and_with_envoy_normalization() {
 fn ambiguous_paths_are_refused_with_an_rfc6750_body() {
     let key = Ed25519KeyPair::generate().with_key_id("k1");
     let backend = EchoServer::start("127.0.0.1:0").unwrap();
-    let envoy = start(filter_config(&key, "path_prefix", json!({})), &backend, &json!({}));
+    let envoy = start(
+        filter_config(&key, "path_prefix", json!({})),
+        &backend,
+        &json!({}),
+    );
     let user = format!("Bearer {}", token(&key, "alice", &["user"]));
-    for spelling in ["/api%2Fadmin", "/api;x/admin", "/api/%2561dmin", "/public/..;/api/admin", "/API/admin", "/api/admin%zz"] {
+    for spelling in [
+        "/api%2Fadmin",
+        "/api;x/admin",
+        "/api/%2561dmin",
+        "/public/..;/api/admin",
+        "/API/admin",
+        "/api/admin%zz",
+    ] {
         let r = send_raw(envoy.port, spelling, &[("authorization", &user)]);
         assert_eq!(r.status, 400, "{spelling}: {r:?}");
         assert_eq!(r.json()["error"], "invalid_request", "{spelling}");
-        assert!(r.json()["error_description"].as_str().unwrap_or("").contains("path"), "{spelling}: {r:?}");
+        assert!(
+            r.json()["error_description"]
+                .as_str()
+                .unwrap_or("")
+                .contains("path"),
+            "{spelling}: {r:?}"
+        );
     }
 }
 
@@ -432,7 +564,11 @@ fn ambiguous_paths_are_refused_with_an_rfc6750_body() {
 /// backend received them (it lower-cases names).
 fn forged_spellings_received(r: &Raw) -> Vec<String> {
     let headers = r.json()["headers"].as_object().cloned().unwrap_or_default();
-    headers.keys().filter(|k| k.replace('_', "-").starts_with("x-auth-") && k.contains('_')).cloned().collect()
+    headers
+        .keys()
+        .filter(|k| k.replace('_', "-").starts_with("x-auth-") && k.contains('_'))
+        .cloned()
+        .collect()
 }
 
 #[test]
@@ -440,21 +576,48 @@ fn underscore_spellings_of_identity_headers_never_reach_the_backend() {
     let key = Ed25519KeyPair::generate().with_key_id("k1");
     let backend = EchoServer::start("127.0.0.1:0").unwrap();
     let user = format!("Bearer {}", token(&key, "alice", &["user"]));
-    let forged = [("x_auth_user", "admin"), ("x_auth_roles", "admin"), ("x-auth_session", "s"), ("x_auth-scopes", "all"), ("X_Auth_User", "root")];
+    let forged = [
+        ("x_auth_user", "admin"),
+        ("x_auth_roles", "admin"),
+        ("x-auth_session", "s"),
+        ("x_auth-scopes", "all"),
+        ("X_Auth_User", "root"),
+    ];
     // Bearer only: the filter reads a few headers by name and removes every spelling by name.
     // A token header configured by name: it reads the whole map and removes what is there.
-    let reads = [json!({"token_sources": {"authorization_bearer": true}}), json!({"token_sources": {"headers": ["x-token"]}})];
-    let settings = [(json!({}), "filter alone"), (shipped_hcm_settings(), "shipped Envoy settings")];
-    for ((hcm, label), extra) in settings.iter().flat_map(|s| reads.iter().map(move |r| (s, r))) {
+    let reads = [
+        json!({"token_sources": {"authorization_bearer": true}}),
+        json!({"token_sources": {"headers": ["x-token"]}}),
+    ];
+    let settings = [
+        (json!({}), "filter alone"),
+        (shipped_hcm_settings(), "shipped Envoy settings"),
+    ];
+    for ((hcm, label), extra) in settings
+        .iter()
+        .flat_map(|s| reads.iter().map(move |r| (s, r)))
+    {
         let label = *label;
-        let envoy = start(filter_config(&key, "path_prefix", extra.clone()), &backend, hcm);
-        for (path, auth) in [("/public/page", None), ("/healthz", None), ("/api/items/1", Some(user.as_str()))] {
+        let envoy = start(
+            filter_config(&key, "path_prefix", extra.clone()),
+            &backend,
+            hcm,
+        );
+        for (path, auth) in [
+            ("/public/page", None),
+            ("/healthz", None),
+            ("/api/items/1", Some(user.as_str())),
+        ] {
             let mut headers: Vec<(&str, &str)> = forged.to_vec();
             headers.extend(auth.map(|a| ("authorization", a)));
             let r = send_raw(envoy.port, path, &headers);
             if label == "filter alone" {
                 assert_eq!(r.status, 200, "{label} {path}: {r:?}");
-                assert_eq!(forged_spellings_received(&r), Vec::<String>::new(), "{label} {path}: {r:?}");
+                assert_eq!(
+                    forged_spellings_received(&r),
+                    Vec::<String>::new(),
+                    "{label} {path}: {r:?}"
+                );
                 let expected_user = auth.map(|_| "alice".to_owned());
                 assert_eq!(r.echoed("x-auth-user"), expected_user, "{label} {path}");
             } else {
@@ -468,7 +631,11 @@ fn underscore_spellings_of_identity_headers_never_reach_the_backend() {
 // ---- repeated cookies, device secret, repeated fingerprint headers ----
 
 fn cookie_config(key: &Ed25519KeyPair) -> Value {
-    filter_config(key, "path_prefix", json!({"token_sources": {"authorization_bearer": true, "cookies": ["access_token"]}}))
+    filter_config(
+        key,
+        "path_prefix",
+        json!({"token_sources": {"authorization_bearer": true, "cookies": ["access_token"]}}),
+    )
 }
 
 #[test]
@@ -477,32 +644,73 @@ fn every_cookie_header_is_read_and_two_tokens_are_refused() {
     let backend = EchoServer::start("127.0.0.1:0").unwrap();
     let user = token(&key, "alice", &["user"]);
     let admin = token(&key, "root", &["admin"]);
-    for (hcm, label) in [(json!({}), "filter alone"), (shipped_hcm_settings(), "shipped Envoy settings")] {
+    for (hcm, label) in [
+        (json!({}), "filter alone"),
+        (shipped_hcm_settings(), "shipped Envoy settings"),
+    ] {
         let envoy = start(cookie_config(&key), &backend, &hcm);
         let bearer = format!("Bearer {user}");
         let second = format!("access_token={admin}");
         // A token in a second Cookie header is seen: alone it is used …
-        let r = send_raw(envoy.port, "/api/admin", &[("cookie", "a=1"), ("cookie", &second)]);
+        let r = send_raw(
+            envoy.port,
+            "/api/admin",
+            &[("cookie", "a=1"), ("cookie", &second)],
+        );
         assert_eq!(r.status, 200, "{label}: {r:?}");
         assert_eq!(r.echoed("x-auth-user").as_deref(), Some("root"), "{label}");
         // … but next to a bearer token the explicit token is the identity (a browser sends
         // its cookies with a page's own API call): the cookie's admin cannot lend its roles,
         // and the cookie token does not reach the backend.
-        let r = send_raw(envoy.port, "/api/items/1", &[("authorization", &bearer), ("cookie", "a=1"), ("cookie", &second)]);
+        let r = send_raw(
+            envoy.port,
+            "/api/items/1",
+            &[
+                ("authorization", &bearer),
+                ("cookie", "a=1"),
+                ("cookie", &second),
+            ],
+        );
         assert_eq!(r.status, 200, "{label}: {r:?}");
         assert_eq!(r.echoed("x-auth-user").as_deref(), Some("alice"), "{label}");
-        assert!(!r.body.contains(&admin), "{label}: the cookie token is not forwarded: {r:?}");
-        let r = send_raw(envoy.port, "/api/admin", &[("authorization", &bearer), ("cookie", "a=1"), ("cookie", &second)]);
-        assert_eq!(r.status, 403, "{label}: the bearer user is no admin, whatever the cookie says: {r:?}");
+        assert!(
+            !r.body.contains(&admin),
+            "{label}: the cookie token is not forwarded: {r:?}"
+        );
+        let r = send_raw(
+            envoy.port,
+            "/api/admin",
+            &[
+                ("authorization", &bearer),
+                ("cookie", "a=1"),
+                ("cookie", &second),
+            ],
+        );
+        assert_eq!(
+            r.status, 403,
+            "{label}: the bearer user is no admin, whatever the cookie says: {r:?}"
+        );
         // Two values for the cookie in one header, or across headers.
         let both = format!("access_token={user}; access_token={admin}");
         let r = send_raw(envoy.port, "/api/items/1", &[("cookie", &both)]);
         assert_eq!(r.status, 400, "{label}: {r:?}");
         let first = format!("access_token={user}");
-        let r = send_raw(envoy.port, "/api/items/1", &[("cookie", &first), ("cookie", &second)]);
+        let r = send_raw(
+            envoy.port,
+            "/api/items/1",
+            &[("cookie", &first), ("cookie", &second)],
+        );
         assert_eq!(r.status, 400, "{label}: {r:?}");
         // The same token twice is one identity.
-        let r = send_raw(envoy.port, "/api/items/1", &[("authorization", &bearer), ("cookie", &first), ("cookie", &first)]);
+        let r = send_raw(
+            envoy.port,
+            "/api/items/1",
+            &[
+                ("authorization", &bearer),
+                ("cookie", &first),
+                ("cookie", &first),
+            ],
+        );
         assert_eq!(r.status, 200, "{label}: {r:?}");
         assert_eq!(r.echoed("x-auth-user").as_deref(), Some("alice"), "{label}");
     }
@@ -516,21 +724,65 @@ fn an_empty_device_header_does_not_hide_the_device_cookie() {
     let key = Ed25519KeyPair::generate().with_key_id("k1");
     let backend = EchoServer::start("127.0.0.1:0").unwrap();
     let secret = "device-secret-0123456789";
-    let dfp = FingerprintInput { secret, attributes: vec![("user-agent", UA)] }.hash();
-    let custom = AccessClaims { sid: "s-1".into(), roles: vec!["user".into()], scope: "read".into(), dfp: Some(dfp), client_id: None, cnf: None };
-    let mut c = Claims::with_custom_claims(custom, Duration::from_mins(10).into()).with_issuer(ISS).with_subject("alice").with_audience("api");
+    let dfp = FingerprintInput {
+        secret,
+        attributes: vec![("user-agent", UA)],
+    }
+    .hash();
+    let custom = AccessClaims {
+        sid: "s-1".into(),
+        roles: vec!["user".into()],
+        scope: "read".into(),
+        dfp: Some(dfp),
+        client_id: None,
+        cnf: None,
+    };
+    let mut c = Claims::with_custom_claims(custom, Duration::from_mins(10).into())
+        .with_issuer(ISS)
+        .with_subject("alice")
+        .with_audience("api");
     c.issued_at = Some(UnixTimeStamp::from_secs(now() - 5));
     let bound = format!("Bearer {}", key.sign(c).unwrap());
-    let filter = filter_config(&key, "path_prefix", json!({"device_binding": {"mode": "enforce", "attributes": ["user-agent"]}}));
+    let filter = filter_config(
+        &key,
+        "path_prefix",
+        json!({"device_binding": {"mode": "enforce", "attributes": ["user-agent"]}}),
+    );
     let envoy = start(filter, &backend, &json!({}));
     let cookie = format!("{DEVICE_COOKIE}={secret}");
-    let r = send_raw(envoy.port, "/api/items/1", &[("authorization", &bound), ("user-agent", UA), (DEVICE_HEADER, ""), ("cookie", &cookie)]);
+    let r = send_raw(
+        envoy.port,
+        "/api/items/1",
+        &[
+            ("authorization", &bound),
+            ("user-agent", UA),
+            (DEVICE_HEADER, ""),
+            ("cookie", &cookie),
+        ],
+    );
     assert_eq!(r.status, 200, "{r:?}");
     // The secret in a second Cookie header counts too.
-    let r = send_raw(envoy.port, "/api/items/1", &[("authorization", &bound), ("user-agent", UA), ("cookie", "a=1"), ("cookie", &cookie)]);
+    let r = send_raw(
+        envoy.port,
+        "/api/items/1",
+        &[
+            ("authorization", &bound),
+            ("user-agent", UA),
+            ("cookie", "a=1"),
+            ("cookie", &cookie),
+        ],
+    );
     assert_eq!(r.status, 200, "{r:?}");
     // Another secret still fails.
-    let r = send_raw(envoy.port, "/api/items/1", &[("authorization", &bound), ("user-agent", UA), (DEVICE_HEADER, "another-secret")]);
+    let r = send_raw(
+        envoy.port,
+        "/api/items/1",
+        &[
+            ("authorization", &bound),
+            ("user-agent", UA),
+            (DEVICE_HEADER, "another-secret"),
+        ],
+    );
     assert_eq!(r.status, 401, "{r:?}");
 }
 
@@ -551,24 +803,58 @@ fn repeated_fingerprint_headers_fingerprint_the_same_on_both_sides() {
         }],
         "device_binding": {"mode": "enforce", "attributes": ["user-agent", "accept-language"]}
     });
-    let clusters = vec![("backend".to_owned(), backend.addr.port()), ("authflow_auth".to_owned(), auth.port)];
-    let envoy = Envoy::start_doc(1, |port, admin_port| envoy_config(&filter, &clusters, port, admin_port)).unwrap_or_else(|e| panic!("{e}"));
-    let device = [("user-agent", UA), ("user-agent", "agent-two"), ("accept-language", "en"), ("accept-language", "fr")];
-    let post = |path: &str, body: Value| send_raw_request(auth.port, "POST", path, &device, Some(&body));
+    let clusters = vec![
+        ("backend".to_owned(), backend.addr.port()),
+        ("authflow_auth".to_owned(), auth.port),
+    ];
+    let envoy = Envoy::start_doc(1, |port, admin_port| {
+        envoy_config(&filter, &clusters, port, admin_port)
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let device = [
+        ("user-agent", UA),
+        ("user-agent", "agent-two"),
+        ("accept-language", "en"),
+        ("accept-language", "fr"),
+    ];
+    let post =
+        |path: &str, body: Value| send_raw_request(auth.port, "POST", path, &device, Some(&body));
     let (email, password) = ("repeat@e2e.test", "correct-horse-battery-staple-42");
-    assert_eq!(post("/v1/auth/signup", json!({"email": email, "password": password})).status, 201);
+    assert_eq!(
+        post(
+            "/v1/auth/signup",
+            json!({"email": email, "password": password})
+        )
+        .status,
+        201
+    );
     let verify = auth.latest_mail(email, "Verify", "token");
-    assert_eq!(post("/v1/auth/verify-email", json!({"token": verify})).status, 200);
-    let r = post("/v1/auth/signin", json!({"email": email, "password": password}));
+    assert_eq!(
+        post("/v1/auth/verify-email", json!({"token": verify})).status,
+        200
+    );
+    let r = post(
+        "/v1/auth/signin",
+        json!({"email": email, "password": password}),
+    );
     assert_eq!(r.status, 200, "{r:?}");
     let challenge = r.json()["challenge_id"].as_str().unwrap().to_owned();
     let code = auth.latest_mail(email, "sign-in code", "code");
-    let r = post("/v1/auth/signin/verify", json!({"challenge_id": challenge, "code": code}));
+    let r = post(
+        "/v1/auth/signin/verify",
+        json!({"challenge_id": challenge, "code": code}),
+    );
     assert_eq!(r.status, 200, "{r:?}");
-    let (access, secret) = (r.json()["access_token"].as_str().unwrap().to_owned(), r.json()["device_secret"].as_str().unwrap().to_owned());
+    let (access, secret) = (
+        r.json()["access_token"].as_str().unwrap().to_owned(),
+        r.json()["device_secret"].as_str().unwrap().to_owned(),
+    );
     let bearer = format!("Bearer {access}");
     let mut headers = device.to_vec();
-    headers.extend([("authorization", bearer.as_str()), (DEVICE_HEADER, secret.as_str())]);
+    headers.extend([
+        ("authorization", bearer.as_str()),
+        (DEVICE_HEADER, secret.as_str()),
+    ]);
     let mut last = None;
     let ok = eventually(Duration::from_secs(10), || {
         let r = send_raw(envoy.port, "/api/items/1", &headers);
@@ -578,6 +864,15 @@ fn repeated_fingerprint_headers_fingerprint_the_same_on_both_sides() {
     });
     assert!(ok, "the device that signed in is refused: {last:?}");
     // The service agrees with itself, and a device with only the first copies is another device.
-    let r = send_raw(envoy.port, "/api/items/1", &[("authorization", &bearer), (DEVICE_HEADER, &secret), ("user-agent", UA), ("accept-language", "en")]);
+    let r = send_raw(
+        envoy.port,
+        "/api/items/1",
+        &[
+            ("authorization", &bearer),
+            (DEVICE_HEADER, &secret),
+            ("user-agent", UA),
+            ("accept-language", "en"),
+        ],
+    );
     assert_eq!(r.status, 401, "{r:?}");
 }

@@ -20,24 +20,41 @@ const PARTNER: &str = "https://partner.e2e.test";
 const PARTNER2: &str = "https://partner2.e2e.test";
 
 fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 fn token(key: &Ed25519KeyPair, issuer: &str, sub: &str, custom: AccessClaims) -> String {
-    let mut c = Claims::with_custom_claims(custom, Duration::from_secs(600).into()).with_issuer(issuer).with_subject(sub).with_audience("api");
+    let mut c = Claims::with_custom_claims(custom, Duration::from_secs(600).into())
+        .with_issuer(issuer)
+        .with_subject(sub)
+        .with_audience("api");
     c.issued_at = Some(UnixTimeStamp::from_secs(now() - 5));
     key.sign(c).unwrap()
 }
 
 fn roles(r: &[&str]) -> AccessClaims {
-    AccessClaims { sid: "s-1".into(), roles: r.iter().map(|s| s.to_string()).collect(), scope: "read".into(), dfp: None, client_id: None, cnf: None }
+    AccessClaims {
+        sid: "s-1".into(),
+        roles: r.iter().map(|s| s.to_string()).collect(),
+        scope: "read".into(),
+        dfp: None,
+        client_id: None,
+        cnf: None,
+    }
 }
 
 /// `b64(header).b64(payload).AAAA`: signed by no one.
 fn forged(issuer: &str) -> String {
     use base64::Engine as _;
     let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
-    format!("{}.{}.AAAA", b64(r#"{"alg":"EdDSA"}"#), b64(&format!(r#"{{"iss":"{issuer}"}}"#)))
+    format!(
+        "{}.{}.AAAA",
+        b64(r#"{"alg":"EdDSA"}"#),
+        b64(&format!(r#"{{"iss":"{issuer}"}}"#))
+    )
 }
 
 fn inline(key: &Ed25519KeyPair) -> Value {
@@ -50,13 +67,20 @@ fn provider(name: &str, issuer: &str, jwks: Value) -> Value {
 
 /// A provider whose key set never loads: its cluster is a port nothing listens on.
 fn unreachable(name: &str, issuer: &str) -> Value {
-    provider(name, issuer, json!({"remote": {"cluster": "nowhere", "path": "/jwks.json", "timeout_ms": 500}}))
+    provider(
+        name,
+        issuer,
+        json!({"remote": {"cluster": "nowhere", "path": "/jwks.json", "timeout_ms": 500}}),
+    )
 }
 
 fn start(filter: Value, backend: &EchoServer) -> Envoy {
     Envoy::start(EnvoyOptions {
         filter,
-        clusters: vec![("backend".into(), backend.addr.port()), ("nowhere".into(), free_port())],
+        clusters: vec![
+            ("backend".into(), backend.addr.port()),
+            ("nowhere".into(), free_port()),
+        ],
         concurrency: 1,
         routes: vec![],
     })
@@ -92,10 +116,25 @@ fn a_partner_is_not_your_users_and_fail_open_opens_nothing_while_keys_are_held()
     );
     // The forged token naming the provider without keys: not let through unverified.
     let r = envoy.get("/admin", &[("authorization", &bearer(&forged(PARTNER2)))]);
-    assert_eq!((r.status, r.json()["error"].as_str()), (403, Some("insufficient_scope")), "{r:?}");
-    assert_eq!(envoy.get("/admin", &[("authorization", &bearer(&forged(MAIN)))]).status, 401);
-    let r = envoy.get("/partner/x", &[("authorization", &bearer(&forged(PARTNER2)))]);
-    assert_eq!(r.status, 503, "a route that admits partner2 waits for its keys, then fails closed: {r:?}");
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (403, Some("insufficient_scope")),
+        "{r:?}"
+    );
+    assert_eq!(
+        envoy
+            .get("/admin", &[("authorization", &bearer(&forged(MAIN)))])
+            .status,
+        401
+    );
+    let r = envoy.get(
+        "/partner/x",
+        &[("authorization", &bearer(&forged(PARTNER2)))],
+    );
+    assert_eq!(
+        r.status, 503,
+        "a route that admits partner2 waits for its keys, then fails closed: {r:?}"
+    );
     assert_eq!(envoy.stat("failed_open"), 0);
 
     // The partner's u-alice with `admin`, and its svc:billing, are not yours.
@@ -104,17 +143,50 @@ fn a_partner_is_not_your_users_and_fail_open_opens_nothing_while_keys_are_held()
     let theirs = token(&partner_key, PARTNER, "u-alice", alice);
     let r = envoy.get("/admin", &[("authorization", &bearer(&ours))]);
     assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!((r.echoed("x-auth-user").as_deref(), r.echoed("x-auth-issuer").as_deref()), (Some("u-alice"), Some(MAIN)));
+    assert_eq!(
+        (
+            r.echoed("x-auth-user").as_deref(),
+            r.echoed("x-auth-issuer").as_deref()
+        ),
+        (Some("u-alice"), Some(MAIN))
+    );
     for path in ["/admin", "/elsewhere"] {
-        assert_eq!(envoy.get(path, &[("authorization", &bearer(&theirs))]).status, 403, "{path}");
+        assert_eq!(
+            envoy
+                .get(path, &[("authorization", &bearer(&theirs))])
+                .status,
+            403,
+            "{path}"
+        );
     }
-    let billing = AccessClaims { sid: String::new(), client_id: Some("billing".into()), ..roles(&[]) };
+    let billing = AccessClaims {
+        sid: String::new(),
+        client_id: Some("billing".into()),
+        ..roles(&[])
+    };
     let their_billing = token(&partner_key, PARTNER, "svc:billing", billing);
-    assert_eq!(envoy.get("/internal/billing", &[("authorization", &bearer(&their_billing))]).status, 403);
+    assert_eq!(
+        envoy
+            .get(
+                "/internal/billing",
+                &[("authorization", &bearer(&their_billing))]
+            )
+            .status,
+        403
+    );
     // Where the partner is admitted, its u-alice reaches the backend as the partner's.
-    let r = envoy.get("/partner/x", &[("authorization", &bearer(&theirs)), ("x-auth-issuer", MAIN)]);
+    let r = envoy.get(
+        "/partner/x",
+        &[("authorization", &bearer(&theirs)), ("x-auth-issuer", MAIN)],
+    );
     assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!((r.echoed("x-auth-user").as_deref(), r.echoed("x-auth-issuer").as_deref()), (Some("u-alice"), Some(PARTNER)));
+    assert_eq!(
+        (
+            r.echoed("x-auth-user").as_deref(),
+            r.echoed("x-auth-issuer").as_deref()
+        ),
+        (Some("u-alice"), Some(PARTNER))
+    );
 }
 
 #[test]
@@ -133,11 +205,29 @@ fn fail_open_with_no_keys_anywhere_passes_only_routes_that_need_no_claim() {
         &backend,
     );
     let forged_main = bearer(&forged(MAIN));
-    let r = envoy.get("/api/x", &[("authorization", &forged_main), ("x-auth-user", "someone")]);
+    let r = envoy.get(
+        "/api/x",
+        &[("authorization", &forged_main), ("x-auth-user", "someone")],
+    );
     assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!((r.echoed("x-auth-user"), r.echoed("x-auth-issuer")), (None, None), "unauthenticated: no identity");
+    assert_eq!(
+        (r.echoed("x-auth-user"), r.echoed("x-auth-issuer")),
+        (None, None),
+        "unauthenticated: no identity"
+    );
     assert!(envoy.stat("failed_open") >= 1);
-    assert_eq!(envoy.get("/admin", &[("authorization", &forged_main)]).status, 503, "a role cannot be read unverified");
-    assert_eq!(envoy.get("/api/x", &[("authorization", &bearer(&forged(PARTNER2)))]).status, 403);
+    assert_eq!(
+        envoy
+            .get("/admin", &[("authorization", &forged_main)])
+            .status,
+        503,
+        "a role cannot be read unverified"
+    );
+    assert_eq!(
+        envoy
+            .get("/api/x", &[("authorization", &bearer(&forged(PARTNER2)))])
+            .status,
+        403
+    );
     assert_eq!(envoy.get("/api/x", &[]).status, 401);
 }

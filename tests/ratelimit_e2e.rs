@@ -44,7 +44,10 @@ struct User {
 
 impl User {
     fn headers(&self) -> Vec<(&str, &str)> {
-        self.headers.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect()
+        self.headers
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect()
     }
 }
 
@@ -52,9 +55,15 @@ fn stack() -> Stack {
     let auth = AuthService::start(ISSUER, &[("AUTHFLOW_KEY_PUBLISH_LEAD_SECS", "0")]);
     let backend = EchoServer::start("127.0.0.1:0").unwrap();
     let (auth_port, backend_port) = (auth.port, backend.addr.port());
-    let envoy = Envoy::start_doc(2, |port, admin_port| shipped_local_config(port, admin_port, auth_port, backend_port))
-        .unwrap_or_else(|e| panic!("{e}"));
-    Stack { auth, envoy, _backend: backend }
+    let envoy = Envoy::start_doc(2, |port, admin_port| {
+        shipped_local_config(port, admin_port, auth_port, backend_port)
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    Stack {
+        auth,
+        envoy,
+        _backend: backend,
+    }
 }
 
 /// `envoy/local.yaml` on the test's ports, with the built module and `BUDGET`-token buckets.
@@ -70,13 +79,16 @@ fn shipped_local_config(port: u16, admin_port: u16, auth_port: u16, backend_port
             "backend" => backend_port,
             other => panic!("unexpected cluster {other} in envoy/local.yaml"),
         };
-        cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["port_value"] = json!(to);
+        cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+            ["socket_address"]["port_value"] = json!(to);
     }
-    let hcm = &mut doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+    let hcm = &mut doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"];
     let mut limiters = 0;
     for filter in hcm["http_filters"].as_array_mut().unwrap() {
         if filter["name"] == "envoy.filters.http.wasm" {
-            filter["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] = json!(wasm_path().to_string_lossy());
+            filter["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] =
+                json!(wasm_path().to_string_lossy());
         }
         if filter["name"] == RATE_LIMIT_FILTER {
             limiters += shrink_buckets(&mut filter["typed_config"]);
@@ -84,7 +96,10 @@ fn shipped_local_config(port: u16, admin_port: u16, auth_port: u16, backend_port
     }
     for vhost in hcm["route_config"]["virtual_hosts"].as_array_mut().unwrap() {
         for route in vhost["routes"].as_array_mut().unwrap() {
-            if let Some(limiter) = route.get_mut("typed_per_filter_config").and_then(|c| c.get_mut(RATE_LIMIT_FILTER)) {
+            if let Some(limiter) = route
+                .get_mut("typed_per_filter_config")
+                .and_then(|c| c.get_mut(RATE_LIMIT_FILTER))
+            {
                 limiters += shrink_buckets(limiter);
             }
         }
@@ -97,7 +112,10 @@ fn shipped_local_config(port: u16, admin_port: u16, auth_port: u16, backend_port
 fn shrink_buckets(limiter: &mut Value) -> usize {
     let small = json!({"max_tokens": BUDGET, "tokens_per_fill": 1, "fill_interval": "3600s"});
     limiter["token_bucket"] = small.clone();
-    for d in limiter["descriptors"].as_array_mut().expect("local_ratelimit with descriptors") {
+    for d in limiter["descriptors"]
+        .as_array_mut()
+        .expect("local_ratelimit with descriptors")
+    {
         d["token_bucket"] = small.clone();
     }
     1
@@ -107,19 +125,41 @@ impl Stack {
     /// A user created with the service's CLI and signed in on the service itself (not
     /// through Envoy: signing in spends none of the budgets under test).
     fn user(&self, email: &str) -> User {
-        let created: Value = serde_json::from_str(&self.auth.cli(&["user", "create", "--email", email, "--password", PASSWORD])).unwrap();
+        let created: Value = serde_json::from_str(&self.auth.cli(&[
+            "user",
+            "create",
+            "--email",
+            email,
+            "--password",
+            PASSWORD,
+        ]))
+        .unwrap();
         let id = created["user_id"].as_str().unwrap().to_owned();
         let device = [("user-agent", UA), ("accept-language", LANG)];
-        let r = post(&self.auth.url("/v1/auth/signin"), &device, &json!({"email": email, "password": PASSWORD}));
+        let r = post(
+            &self.auth.url("/v1/auth/signin"),
+            &device,
+            &json!({"email": email, "password": PASSWORD}),
+        );
         assert_eq!(r.status, 200, "signin: {r:?}");
         let challenge = r.json()["challenge_id"].as_str().unwrap().to_owned();
         let code = self.auth.latest_mail(email, "sign-in code", "code");
-        let r = post(&self.auth.url("/v1/auth/signin/verify"), &device, &json!({"challenge_id": challenge, "code": code}));
+        let r = post(
+            &self.auth.url("/v1/auth/signin/verify"),
+            &device,
+            &json!({"challenge_id": challenge, "code": code}),
+        );
         assert_eq!(r.status, 200, "second factor: {r:?}");
         let j = r.json();
         let headers = vec![
-            ("authorization".to_owned(), format!("Bearer {}", j["access_token"].as_str().unwrap())),
-            (DEVICE_HEADER.to_owned(), j["device_secret"].as_str().unwrap().to_owned()),
+            (
+                "authorization".to_owned(),
+                format!("Bearer {}", j["access_token"].as_str().unwrap()),
+            ),
+            (
+                DEVICE_HEADER.to_owned(),
+                j["device_secret"].as_str().unwrap().to_owned(),
+            ),
             ("user-agent".to_owned(), UA.to_owned()),
             ("accept-language".to_owned(), LANG.to_owned()),
         ];
@@ -134,7 +174,10 @@ impl Stack {
     fn spend(&self, user: &User) {
         for i in 0..BUDGET {
             let r = self.call(user);
-            assert_eq!(r.status, 200, "request {i} of {BUDGET} within the budget: {r:?}");
+            assert_eq!(
+                r.status, 200,
+                "request {i} of {BUDGET} within the budget: {r:?}"
+            );
             assert_eq!(r.echoed("x-auth-user").as_deref(), Some(user.id.as_str()));
         }
     }
@@ -145,8 +188,17 @@ impl Stack {
 fn assert_limited(r: &Reply) {
     assert_eq!(r.status, 429, "{r:?}");
     assert_eq!(r.json()["error"], "too_many_requests", "{r:?}");
-    assert!(r.header("retry-after").and_then(|v| v.parse::<u64>().ok()).is_some_and(|s| s >= 1), "Retry-After: {r:?}");
-    assert_eq!(r.header("x-ratelimit-limit"), Some(BUDGET.to_string().as_str()), "{r:?}");
+    assert!(
+        r.header("retry-after")
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|s| s >= 1),
+        "Retry-After: {r:?}"
+    );
+    assert_eq!(
+        r.header("x-ratelimit-limit"),
+        Some(BUDGET.to_string().as_str()),
+        "{r:?}"
+    );
     assert_eq!(r.header("x-ratelimit-remaining"), Some("0"), "{r:?}");
 }
 
@@ -154,13 +206,28 @@ fn assert_limited(r: &Reply) {
 fn status_from(from: [u8; 4], to_port: u16, path: &str) -> u16 {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     socket.bind(&SocketAddr::from((from, 0)).into()).unwrap();
-    socket.connect_timeout(&SocketAddr::from(([127, 0, 0, 1], to_port)).into(), Duration::from_secs(5)).unwrap();
+    socket
+        .connect_timeout(
+            &SocketAddr::from(([127, 0, 0, 1], to_port)).into(),
+            Duration::from_secs(5),
+        )
+        .unwrap();
     let mut stream: TcpStream = socket.into();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n").unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
-    answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no HTTP answer: {answer:?}"))
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer: {answer:?}"))
 }
 
 #[test]
@@ -179,7 +246,8 @@ fn a_user_who_spent_her_budget_gets_429_while_another_user_is_still_served() {
 }
 
 #[test]
-fn anonymous_requests_are_limited_per_client_address_and_a_forged_identity_header_picks_no_bucket() {
+fn anonymous_requests_are_limited_per_client_address_and_a_forged_identity_header_picks_no_bucket()
+{
     let st = stack();
     let bob = st.user("bob@ratelimit.test");
 
@@ -189,8 +257,15 @@ fn anonymous_requests_are_limited_per_client_address_and_a_forged_identity_heade
     // backend sees no identity), so these requests spend the client address's budget, not Bob's.
     for i in 0..BUDGET {
         let r = st.envoy.get(PUBLIC, &[("x-auth-user", &bob.id)]);
-        assert_eq!(r.status, 200, "anonymous request {i} within the address's budget: {r:?}");
-        assert_eq!(r.echoed("x-auth-user"), None, "the forged identity reached the backend: {r:?}");
+        assert_eq!(
+            r.status, 200,
+            "anonymous request {i} within the address's budget: {r:?}"
+        );
+        assert_eq!(
+            r.echoed("x-auth-user"),
+            None,
+            "the forged identity reached the backend: {r:?}"
+        );
     }
     // The address's budget is spent, whatever the client says about itself: no identity,
     // someone else's, a fresh one in another spelling, or another address in x-forwarded-for.

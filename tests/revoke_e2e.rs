@@ -16,14 +16,23 @@ use support::*;
 
 /// The stack with `service_env` for the auth service; `tweak` edits the filter configuration.
 fn stack(service_env: &[(&str, &str)], tweak: impl FnOnce(&mut Value)) -> Stack {
-    Stack::start(StackOptions { issuer: "http://authflow.revoke-e2e", service_env, extra_clusters: &[] }, tweak)
+    Stack::start(
+        StackOptions {
+            issuer: "http://authflow.revoke-e2e",
+            service_env,
+            extra_clusters: &[],
+        },
+        tweak,
+    )
 }
 
 /// A claim of the session's access token.
 fn claim(s: &Session, name: &str) -> Value {
     use base64::Engine;
     let payload = s.access.split('.').nth(1).unwrap();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
     serde_json::from_slice::<Value>(&bytes).unwrap()[name].clone()
 }
 
@@ -32,7 +41,10 @@ fn exp(s: &Session) -> u64 {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 fn sleep_until(unix_secs: u64) {
@@ -52,7 +64,13 @@ fn service_verdict(st: &Stack, s: &Session) -> u16 {
 /// banned user and a token revoked by `jti` must stay refused there.
 #[test]
 fn revocations_outlive_their_tokens_by_the_clock_skew() {
-    let st = stack(&[("AUTHFLOW_ACCESS_TTL_SECS", "10"), ("AUTHFLOW_MAINTENANCE_INTERVAL_SECS", "1")], |f| f["clock_skew_secs"] = json!(30));
+    let st = stack(
+        &[
+            ("AUTHFLOW_ACCESS_TTL_SECS", "10"),
+            ("AUTHFLOW_MAINTENANCE_INTERVAL_SECS", "1"),
+        ],
+        |f| f["clock_skew_secs"] = json!(30),
+    );
     st.sign_up("alice@e2e.test");
     let bob = st.sign_up("bob@e2e.test");
     st.sign_up("carol@e2e.test");
@@ -67,9 +85,17 @@ fn revocations_outlive_their_tokens_by_the_clock_skew() {
     }
 
     st.logout(&alice);
-    let r = st.envoy.post(&format!("/v1/admin/users/{bob}/ban"), &admin.headers(), &json!({}));
+    let r = st.envoy.post(
+        &format!("/v1/admin/users/{bob}/ban"),
+        &admin.headers(),
+        &json!({}),
+    );
     assert_eq!(r.status, 200, "ban: {r:?}");
-    let r = st.envoy.post("/v1/admin/tokens/revoke", &admin.headers(), &json!({"jti": claim(&carol, "jti")}));
+    let r = st.envoy.post(
+        "/v1/admin/tokens/revoke",
+        &admin.headers(),
+        &json!({"jti": claim(&carol, "jti")}),
+    );
     assert_eq!(r.status, 200, "revoke: {r:?}");
     let revoked_at = unix_now();
     for s in [&alice, &bob_s, &carol] {
@@ -78,7 +104,11 @@ fn revocations_outlive_their_tokens_by_the_clock_skew() {
 
     // Past every token's `exp` (and the 10 s a logout/ban entry used to last),
     // still inside the 30 s skew the filter grants.
-    let last_exp = [&alice, &bob_s, &carol].iter().map(|s| exp(s)).max().unwrap();
+    let last_exp = [&alice, &bob_s, &carol]
+        .iter()
+        .map(|s| exp(s))
+        .max()
+        .unwrap();
     sleep_until(last_exp.max(revoked_at + 10) + 1);
     // The next feed change: the filter applies a delta (and prunes its list).
     let dave = st.sign_in("dave@e2e.test");
@@ -86,12 +116,29 @@ fn revocations_outlive_their_tokens_by_the_clock_skew() {
     assert!(st.refused("/api/x", &dave), "the new delta arrived");
 
     let now = unix_now();
-    for (who, s, why) in [("alice", &alice, "session ended"), ("bob", &bob_s, "account disabled"), ("carol", &carol, "token revoked")] {
-        assert!(now > exp(s) && now < exp(s) + 30, "{who}: between exp and exp + skew");
+    for (who, s, why) in [
+        ("alice", &alice, "session ended"),
+        ("bob", &bob_s, "account disabled"),
+        ("carol", &carol, "token revoked"),
+    ] {
+        assert!(
+            now > exp(s) && now < exp(s) + 30,
+            "{who}: between exp and exp + skew"
+        );
         let r = st.call("/api/x", s);
         assert_eq!(r.status, 401, "{who} at exp+{}: {r:?}", now - exp(s));
-        assert!(r.header("www-authenticate").unwrap_or_default().contains(why), "{who}: {r:?}");
-        assert_eq!(service_verdict(&st, s), 401, "{who}: the service's own check at exp+{}", now - exp(s));
+        assert!(
+            r.header("www-authenticate")
+                .unwrap_or_default()
+                .contains(why),
+            "{who}: {r:?}"
+        );
+        assert_eq!(
+            service_verdict(&st, s),
+            401,
+            "{who}: the service's own check at exp+{}",
+            now - exp(s)
+        );
     }
 }
 
@@ -110,13 +157,17 @@ fn public_routes_stay_open_when_the_revocation_list_is_stale() {
     let erin = st.sign_in("erin@e2e.test");
     let r = st.call("/public/page", &erin);
     assert_eq!(r.status, 200, "{r:?}");
-    assert!(r.echoed("x-auth-user").is_some(), "a fresh list: the token's identity is forwarded");
+    assert!(
+        r.echoed("x-auth-user").is_some(),
+        "a fresh list: the token's identity is forwarded"
+    );
 
     st.auth.kill();
     // Every worker judges staleness on its own clock tick: wait until several
     // calls in a row (spread over the workers) are refused, not just the first.
     assert!(
-        eventually(Duration::from_secs(8), || (0..8).all(|_| st.call("/api/x", &erin).status == 503)),
+        eventually(Duration::from_secs(8), || (0..8)
+            .all(|_| st.call("/api/x", &erin).status == 503)),
         "the list goes stale in every worker once the feed is gone for max_staleness_secs"
     );
     let r = st.call("/api/x", &erin);
@@ -125,9 +176,21 @@ fn public_routes_stay_open_when_the_revocation_list_is_stale() {
 
     for _ in 0..6 {
         let r = st.call("/public/page", &erin);
-        assert_eq!(r.status, 200, "public route with a token on a stale list: {r:?}");
-        for h in ["x-auth-user", "x-auth-roles", "x-auth-session", "x-auth-scopes"] {
-            assert_eq!(r.echoed(h), None, "{h}: no identity from an unverifiable token");
+        assert_eq!(
+            r.status, 200,
+            "public route with a token on a stale list: {r:?}"
+        );
+        for h in [
+            "x-auth-user",
+            "x-auth-roles",
+            "x-auth-session",
+            "x-auth-scopes",
+        ] {
+            assert_eq!(
+                r.echoed(h),
+                None,
+                "{h}: no identity from an unverifiable token"
+            );
         }
         let r = st.envoy.get("/public/page", &device_headers());
         assert_eq!(r.status, 200, "anonymous on a public route: {r:?}");
@@ -167,16 +230,42 @@ fn credentials_stay_out_of_the_upstream_by_default() {
     for path in ["/api/x", "/public/page"] {
         let r = st.envoy.get(path, &with_credentials(&gina, &cookie));
         assert_eq!(r.status, 200, "{path}: {r:?}");
-        assert_eq!(r.echoed("x-auth-user").as_deref(), Some(user.as_str()), "{path}: identity headers instead");
-        assert_eq!(r.echoed("authorization"), None, "{path}: the token is not forwarded");
-        assert_eq!(r.echoed(DEVICE_HEADER), None, "{path}: the device secret header is not forwarded");
-        assert_eq!(r.echoed("cookie").as_deref(), Some("theme=dark"), "{path}: only the device cookie is taken out");
+        assert_eq!(
+            r.echoed("x-auth-user").as_deref(),
+            Some(user.as_str()),
+            "{path}: identity headers instead"
+        );
+        assert_eq!(
+            r.echoed("authorization"),
+            None,
+            "{path}: the token is not forwarded"
+        );
+        assert_eq!(
+            r.echoed(DEVICE_HEADER),
+            None,
+            "{path}: the device secret header is not forwarded"
+        );
+        assert_eq!(
+            r.echoed("cookie").as_deref(),
+            Some("theme=dark"),
+            "{path}: only the device cookie is taken out"
+        );
     }
     // Anonymous on a public route: the device secret stays out too.
-    let r = st.envoy.get("/public/page", &[(DEVICE_HEADER, "s3cret"), ("cookie", "__Host-authflow-device=s3cret")]);
+    let r = st.envoy.get(
+        "/public/page",
+        &[
+            (DEVICE_HEADER, "s3cret"),
+            ("cookie", "__Host-authflow-device=s3cret"),
+        ],
+    );
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.echoed(DEVICE_HEADER), None);
-    assert_eq!(r.echoed("cookie"), None, "a cookie header holding only the device secret is removed");
+    assert_eq!(
+        r.echoed("cookie"),
+        None,
+        "a cookie header holding only the device secret is removed"
+    );
 }
 
 /// Forwarding is a configured choice: `forward_token` per provider,
@@ -194,7 +283,10 @@ fn credentials_are_forwarded_when_configured() {
     let cookie = browser_cookie(&hank);
     let r = st.envoy.get("/api/x", &with_credentials(&hank, &cookie));
     assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(r.echoed("authorization"), Some(format!("Bearer {}", hank.access)));
+    assert_eq!(
+        r.echoed("authorization"),
+        Some(format!("Bearer {}", hank.access))
+    );
     assert_eq!(r.echoed(DEVICE_HEADER), Some(hank.device.clone()));
     assert_eq!(r.echoed("cookie"), Some(cookie));
 
@@ -202,7 +294,13 @@ fn credentials_are_forwarded_when_configured() {
     default.sign_up("ivy@e2e.test");
     let ivy = default.sign_in("ivy@e2e.test");
     let cookie = browser_cookie(&ivy);
-    assert_eq!(default.envoy.get("/api/x", &with_credentials(&ivy, &cookie)).echoed("authorization"), None);
+    assert_eq!(
+        default
+            .envoy
+            .get("/api/x", &with_credentials(&ivy, &cookie))
+            .echoed("authorization"),
+        None
+    );
     // The auth service's routes get what they need: logout needs the token and the device secret.
     default.logout(&ivy);
     assert!(default.refused("/api/x", &ivy));

@@ -37,16 +37,22 @@ struct Args {
 /// The P-256 private scalar in `path`, or a new one written there (owner-only).
 fn load_or_create(path: &PathBuf) -> Result<[u8; 32], String> {
     if let Ok(text) = std::fs::read_to_string(path) {
-        let stored: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        let d = stored["d"].as_str().and_then(|d| URL_SAFE_NO_PAD.decode(d).ok()).ok_or("the key file has no `d`")?;
+        let stored: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let d = stored["d"]
+            .as_str()
+            .and_then(|d| URL_SAFE_NO_PAD.decode(d).ok())
+            .ok_or("the key file has no `d`")?;
         return d.try_into().map_err(|_| "`d` is not 32 bytes".to_owned());
     }
     let d: [u8; 32] = rand::random();
-    std::fs::write(path, json!({"d": URL_SAFE_NO_PAD.encode(d)}).to_string()).map_err(|e| format!("{}: {e}", path.display()))?;
+    std::fs::write(path, json!({"d": URL_SAFE_NO_PAD.encode(d)}).to_string())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| e.to_string())?;
     }
     Ok(d)
 }
@@ -54,11 +60,16 @@ fn load_or_create(path: &PathBuf) -> Result<[u8; 32], String> {
 fn main() -> Result<(), String> {
     let args = Args::parse();
     let key = ProofKey::es256(&load_or_create(&args.key)?);
-    let proof = key.proof_with(&args.method, &args.url, args.access_token.as_deref(), |claims| {
-        if let Some(nonce) = &args.nonce {
-            claims["nonce"] = json!(nonce);
-        }
-    });
+    let proof = key.proof_with(
+        &args.method,
+        &args.url,
+        args.access_token.as_deref(),
+        |claims| {
+            if let Some(nonce) = &args.nonce {
+                claims["nonce"] = json!(nonce);
+            }
+        },
+    );
     println!("{proof}");
     Ok(())
 }

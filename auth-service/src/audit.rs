@@ -6,7 +6,14 @@ use crate::state::AppState;
 use crate::store::AuditEntry;
 
 /// Writes one audit row; a failure is logged, never fatal to the request.
-pub async fn record(state: &AppState, client: Option<&Client>, event: &str, outcome: &str, user_id: Option<&str>, email: Option<&str>) {
+pub async fn record(
+    state: &AppState,
+    client: Option<&Client>,
+    event: &str,
+    outcome: &str,
+    user_id: Option<&str>,
+    email: Option<&str>,
+) {
     let entry = AuditEntry {
         at: now(),
         event: event.to_owned(),

@@ -48,13 +48,18 @@ impl ClientKey {
         if document.len() > MAX_JWK_BYTES {
             return Err("the JWK is too large");
         }
-        let set = KeySet::parse(document.as_bytes())
-            .map_err(|_| "not a usable public signature JWK (EC P-256 or OKP Ed25519, public members only)")?;
+        let set = KeySet::parse(document.as_bytes()).map_err(|_| {
+            "not a usable public signature JWK (EC P-256 or OKP Ed25519, public members only)"
+        })?;
         match set.keys.first().map(|k| &k.public) {
-            Some(PublicKey::ES256 { x, y }) => ES256PublicKey::from_bytes(&PublicKey::sec1_uncompressed(x, y))
-                .map(Self::Es256)
-                .map_err(|_| "the EC point is not on P-256"),
-            Some(PublicKey::EdDSA(x)) => Ed25519PublicKey::from_bytes(x).map(Self::EdDsa).map_err(|_| "not an Ed25519 key"),
+            Some(PublicKey::ES256 { x, y }) => {
+                ES256PublicKey::from_bytes(&PublicKey::sec1_uncompressed(x, y))
+                    .map(Self::Es256)
+                    .map_err(|_| "the EC point is not on P-256")
+            }
+            Some(PublicKey::EdDSA(x)) => Ed25519PublicKey::from_bytes(x)
+                .map(Self::EdDsa)
+                .map_err(|_| "not an Ed25519 key"),
             _ => Err("only ES256 (EC P-256) and EdDSA (OKP Ed25519) keys are accepted"),
         }
     }
@@ -68,13 +73,21 @@ impl ClientKey {
         let text = jwk.to_string();
         let object = authflow_contract::json::borrowed::Object::read(text.as_bytes()).ok()?;
         match authflow_contract::jwk::public_signature_key(&object)? {
-            PublicKey::ES256 { x, y } => ES256PublicKey::from_bytes(&PublicKey::sec1_uncompressed(&x, &y)).ok().map(Self::Es256),
+            PublicKey::ES256 { x, y } => {
+                ES256PublicKey::from_bytes(&PublicKey::sec1_uncompressed(&x, &y))
+                    .ok()
+                    .map(Self::Es256)
+            }
             PublicKey::EdDSA(x) => Ed25519PublicKey::from_bytes(&x).ok().map(Self::EdDsa),
             _ => None,
         }
     }
 
-    fn verify(&self, token: &str, options: VerificationOptions) -> Option<JWTClaims<NoCustomClaims>> {
+    fn verify(
+        &self,
+        token: &str,
+        options: VerificationOptions,
+    ) -> Option<JWTClaims<NoCustomClaims>> {
         match self {
             Self::Es256(k) => k.verify_token::<NoCustomClaims>(token, Some(options)).ok(),
             Self::EdDsa(k) => k.verify_token::<NoCustomClaims>(token, Some(options)).ok(),
@@ -89,7 +102,10 @@ impl ClientKey {
     /// signature work, faster than an unknown client's — telling which client
     /// ids exist and their key types.
     pub fn takes(&self, assertion: &str) -> bool {
-        matches!((self, header_alg(assertion).as_deref()), (Self::Es256(_), Some("ES256")) | (Self::EdDsa(_), Some("EdDSA" | "Ed25519")))
+        matches!(
+            (self, header_alg(assertion).as_deref()),
+            (Self::Es256(_), Some("ES256")) | (Self::EdDsa(_), Some("EdDSA" | "Ed25519"))
+        )
     }
 
     /// A key no client holds, of the algorithm `assertion` names: checking an
@@ -110,7 +126,10 @@ impl ClientKey {
 
 /// The `alg` of an assertion's header, when it has a readable one.
 fn header_alg(assertion: &str) -> Option<String> {
-    let header = assertion.get(..assertion.len().min(MAX_ASSERTION_BYTES))?.split('.').next()?;
+    let header = assertion
+        .get(..assertion.len().min(MAX_ASSERTION_BYTES))?
+        .split('.')
+        .next()?;
     let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).ok()?).ok()?;
     header.get("alg")?.as_str().map(str::to_owned)
 }
@@ -146,7 +165,13 @@ pub fn claimed_client(assertion: &str) -> Option<String> {
 /// metadata, to sign an assertion for another's token endpoint URL; the
 /// issuer it cannot be made to sign for (RFC 8414 §3.3 has the client check
 /// it), and an array would let one assertion be good at several servers.
-pub fn verify(assertion: &str, client_id: &str, key: &ClientKey, issuer: &str, now: i64) -> Option<Accepted> {
+pub fn verify(
+    assertion: &str,
+    client_id: &str,
+    key: &ClientKey,
+    issuer: &str,
+    now: i64,
+) -> Option<Accepted> {
     if assertion.len() > MAX_ASSERTION_BYTES {
         return None;
     }
@@ -170,7 +195,9 @@ pub fn verify(assertion: &str, client_id: &str, key: &ClientKey, issuer: &str, n
     if exp > now_secs + MAX_LIFETIME_SECS + CLOCK_SKEW_SECS {
         return None;
     }
-    let jti = claims.jwt_id.filter(|j| !j.is_empty() && j.len() <= MAX_JTI_LEN)?;
+    let jti = claims
+        .jwt_id
+        .filter(|j| !j.is_empty() && j.len() <= MAX_JTI_LEN)?;
     // Remembered until no instance's clock could still take the assertion as unexpired.
     let expires_at = i64::try_from(exp + JTI_RETENTION_PAST_EXP_SECS).ok()?;
     Some(Accepted { jti, expires_at })
@@ -184,12 +211,33 @@ mod tests {
     /// The issuer identifier: the one audience.
     const AUD: &str = "https://auth.example";
 
-    fn assertion(kp: &ES256KeyPair, iss: &str, sub: &str, aud: &str, exp_in: Option<u64>, jti: Option<&str>) -> String {
-        assertion_for(kp, iss, sub, Claims::create(Duration::from_secs(60)).with_audience(aud), exp_in, jti)
+    fn assertion(
+        kp: &ES256KeyPair,
+        iss: &str,
+        sub: &str,
+        aud: &str,
+        exp_in: Option<u64>,
+        jti: Option<&str>,
+    ) -> String {
+        assertion_for(
+            kp,
+            iss,
+            sub,
+            Claims::create(Duration::from_secs(60)).with_audience(aud),
+            exp_in,
+            jti,
+        )
     }
 
     /// An assertion with the audience already in `c`.
-    fn assertion_for(kp: &ES256KeyPair, iss: &str, sub: &str, c: JWTClaims<NoCustomClaims>, exp_in: Option<u64>, jti: Option<&str>) -> String {
+    fn assertion_for(
+        kp: &ES256KeyPair,
+        iss: &str,
+        sub: &str,
+        c: JWTClaims<NoCustomClaims>,
+        exp_in: Option<u64>,
+        jti: Option<&str>,
+    ) -> String {
         let mut c = c.with_issuer(iss).with_subject(sub);
         c.issued_at = Some(UnixTimeStamp::from_secs(NOW as u64));
         c.invalid_before = None;
@@ -201,7 +249,10 @@ mod tests {
     /// The JWK an admin registers for this key pair.
     pub fn es256_jwk(kp: &ES256KeyPair) -> Value {
         let point = kp.public_key().public_key().to_bytes_uncompressed();
-        let (x, y) = (URL_SAFE_NO_PAD.encode(&point[1..33]), URL_SAFE_NO_PAD.encode(&point[33..65]));
+        let (x, y) = (
+            URL_SAFE_NO_PAD.encode(&point[1..33]),
+            URL_SAFE_NO_PAD.encode(&point[33..65]),
+        );
         serde_json::json!({"kty": "EC", "crv": "P-256", "x": x, "y": y})
     }
 
@@ -216,27 +267,113 @@ mod tests {
         let aud = AUD;
         let ok = assertion(&kp, "billing", "billing", AUD, Some(60), Some("j1"));
         assert_eq!(claimed_client(&ok).as_deref(), Some("billing"));
-        assert_eq!(verify(&ok, "billing", &key, aud, NOW), Some(Accepted { jti: "j1".into(), expires_at: NOW + 60 + 30 + 60 }));
+        assert_eq!(
+            verify(&ok, "billing", &key, aud, NOW),
+            Some(Accepted {
+                jti: "j1".into(),
+                expires_at: NOW + 60 + 30 + 60
+            })
+        );
         let token_endpoint = format!("{AUD}/v1/oauth/token");
-        let array = |auds: &[&str]| Claims::create(Duration::from_secs(60)).with_audiences(auds.iter().copied().collect::<HashSet<_>>());
+        let array = |auds: &[&str]| {
+            Claims::create(Duration::from_secs(60))
+                .with_audiences(auds.iter().copied().collect::<HashSet<_>>())
+        };
         for (why, bad) in [
-            ("another client", assertion(&kp, "billing", "billing", AUD, Some(60), Some("j"))),
-            ("iss is not sub", assertion(&kp, "other", "billing", AUD, Some(60), Some("j"))),
-            ("another audience", assertion(&kp, "billing", "billing", "https://elsewhere", Some(60), Some("j"))),
-            ("the token endpoint", assertion(&kp, "billing", "billing", &token_endpoint, Some(60), Some("j"))),
-            ("the issuer in an array", assertion_for(&kp, "billing", "billing", array(&[AUD]), Some(60), Some("j"))),
-            ("the issuer and more", assertion_for(&kp, "billing", "billing", array(&[AUD, &token_endpoint]), Some(60), Some("j"))),
-            ("no audience", assertion_for(&kp, "billing", "billing", Claims::create(Duration::from_secs(60)), Some(60), Some("j"))),
-            ("no exp", assertion(&kp, "billing", "billing", AUD, None, Some("j"))),
-            ("exp too far ahead", assertion(&kp, "billing", "billing", AUD, Some(3600), Some("j"))),
-            ("no jti", assertion(&kp, "billing", "billing", AUD, Some(60), None)),
+            (
+                "another client",
+                assertion(&kp, "billing", "billing", AUD, Some(60), Some("j")),
+            ),
+            (
+                "iss is not sub",
+                assertion(&kp, "other", "billing", AUD, Some(60), Some("j")),
+            ),
+            (
+                "another audience",
+                assertion(
+                    &kp,
+                    "billing",
+                    "billing",
+                    "https://elsewhere",
+                    Some(60),
+                    Some("j"),
+                ),
+            ),
+            (
+                "the token endpoint",
+                assertion(
+                    &kp,
+                    "billing",
+                    "billing",
+                    &token_endpoint,
+                    Some(60),
+                    Some("j"),
+                ),
+            ),
+            (
+                "the issuer in an array",
+                assertion_for(
+                    &kp,
+                    "billing",
+                    "billing",
+                    array(&[AUD]),
+                    Some(60),
+                    Some("j"),
+                ),
+            ),
+            (
+                "the issuer and more",
+                assertion_for(
+                    &kp,
+                    "billing",
+                    "billing",
+                    array(&[AUD, &token_endpoint]),
+                    Some(60),
+                    Some("j"),
+                ),
+            ),
+            (
+                "no audience",
+                assertion_for(
+                    &kp,
+                    "billing",
+                    "billing",
+                    Claims::create(Duration::from_secs(60)),
+                    Some(60),
+                    Some("j"),
+                ),
+            ),
+            (
+                "no exp",
+                assertion(&kp, "billing", "billing", AUD, None, Some("j")),
+            ),
+            (
+                "exp too far ahead",
+                assertion(&kp, "billing", "billing", AUD, Some(3600), Some("j")),
+            ),
+            (
+                "no jti",
+                assertion(&kp, "billing", "billing", AUD, Some(60), None),
+            ),
         ] {
-            let client = if why == "another client" { "payroll" } else { "billing" };
+            let client = if why == "another client" {
+                "payroll"
+            } else {
+                "billing"
+            };
             assert_eq!(verify(&bad, client, &key, aud, NOW), None, "{why}");
         }
-        assert_eq!(verify(&ok, "billing", &key, aud, NOW + 60 + 31), None, "expired");
+        assert_eq!(
+            verify(&ok, "billing", &key, aud, NOW + 60 + 31),
+            None,
+            "expired"
+        );
         let other = key_of(&ES256KeyPair::generate());
-        assert_eq!(verify(&ok, "billing", &other, aud, NOW), None, "signed with another key");
+        assert_eq!(
+            verify(&ok, "billing", &other, aud, NOW),
+            None,
+            "signed with another key"
+        );
     }
 
     /// Its `jti` is remembered past the last second any instance accepts the
@@ -248,26 +385,43 @@ mod tests {
         let key = key_of(&kp);
         let a = assertion(&kp, "billing", "billing", AUD, Some(60), Some("j1"));
         let last = NOW + 60 + i64::try_from(CLOCK_SKEW_SECS).unwrap();
-        let accepted = verify(&a, "billing", &key, AUD, last).expect("accepted in the last second of the skew");
+        let accepted = verify(&a, "billing", &key, AUD, last)
+            .expect("accepted in the last second of the skew");
         assert_eq!(verify(&a, "billing", &key, AUD, last + 1), None);
-        assert!(accepted.expires_at > last, "kept while the checking instance accepts it");
-        assert_eq!(accepted.expires_at, last + i64::try_from(INSTANCE_CLOCK_MARGIN_SECS).unwrap(), "and while one behind by less than the margin does");
+        assert!(
+            accepted.expires_at > last,
+            "kept while the checking instance accepts it"
+        );
+        assert_eq!(
+            accepted.expires_at,
+            last + i64::try_from(INSTANCE_CLOCK_MARGIN_SECS).unwrap(),
+            "and while one behind by less than the margin does"
+        );
     }
 
     #[test]
     fn only_public_es256_and_eddsa_keys_register() {
         let ed = Ed25519KeyPair::generate();
         let x = URL_SAFE_NO_PAD.encode(ed.public_key().to_bytes());
-        assert!(ClientKey::from_jwk(&serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": x})).is_ok());
+        assert!(
+            ClientKey::from_jwk(&serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": x}))
+                .is_ok()
+        );
         let private = serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": x, "d": x});
-        assert!(ClientKey::from_jwk(&private).is_err(), "a private key is refused");
+        assert!(
+            ClientKey::from_jwk(&private).is_err(),
+            "a private key is refused"
+        );
         assert!(ClientKey::from_jwk(&serde_json::json!({"kty": "oct", "k": "c2VjcmV0"})).is_err());
         assert!(ClientKey::from_jwk(&serde_json::json!("not a jwk")).is_err());
         // A well-formed 2048-bit modulus: usable in a JWKS, not for a client.
         let mut n = vec![0xC1u8; 256];
         n[255] = 0x01;
         let jwk = serde_json::json!({"kty": "RSA", "n": URL_SAFE_NO_PAD.encode(n), "e": "AQAB"});
-        assert!(ClientKey::from_jwk(&jwk).is_err(), "RS256 is not offered for clients");
+        assert!(
+            ClientKey::from_jwk(&jwk).is_err(),
+            "RS256 is not offered for clients"
+        );
     }
 
     #[test]
@@ -275,12 +429,21 @@ mod tests {
         let es = ES256KeyPair::generate();
         let a = assertion(&es, "billing", "billing", AUD, Some(60), Some("j"));
         assert!(matches!(ClientKey::decoy_for(&a), ClientKey::Es256(_)));
-        assert_eq!(verify(&a, "billing", ClientKey::decoy_for(&a), AUD, NOW), None);
+        assert_eq!(
+            verify(&a, "billing", ClientKey::decoy_for(&a), AUD, NOW),
+            None
+        );
         let ed = Ed25519KeyPair::generate();
-        let claims = Claims::create(Duration::from_secs(60)).with_issuer("billing").with_subject("billing").with_audience(AUD);
+        let claims = Claims::create(Duration::from_secs(60))
+            .with_issuer("billing")
+            .with_subject("billing")
+            .with_audience(AUD);
         let a = ed.sign(claims).unwrap();
         assert!(matches!(ClientKey::decoy_for(&a), ClientKey::EdDsa(_)));
-        assert!(matches!(ClientKey::decoy_for("not a jwt"), ClientKey::Es256(_)));
+        assert!(matches!(
+            ClientKey::decoy_for("not a jwt"),
+            ClientKey::Es256(_)
+        ));
     }
 
     /// A registered key checks only assertions naming its algorithm; for
@@ -293,14 +456,22 @@ mod tests {
         let es_key = ClientKey::Es256(es.public_key());
         let ed_key = ClientKey::EdDsa(ed.public_key());
         let by_es = assertion(&es, "billing", "billing", AUD, Some(60), Some("j"));
-        let by_ed = ed.sign(Claims::create(Duration::from_secs(60)).with_issuer("billing").with_subject("billing").with_audience(AUD)).unwrap();
+        let by_ed = ed
+            .sign(
+                Claims::create(Duration::from_secs(60))
+                    .with_issuer("billing")
+                    .with_subject("billing")
+                    .with_audience(AUD),
+            )
+            .unwrap();
         assert!(es_key.takes(&by_es) && !es_key.takes(&by_ed));
         assert!(ed_key.takes(&by_ed) && !ed_key.takes(&by_es));
         // jwt-simple's other name for EdDSA: the EdDSA decoy, like an EdDSA key.
         let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"Ed25519","typ":"JWT"}"#);
         let renamed = format!("{header}.{}", by_ed.split_once('.').unwrap().1);
-        assert!(ed_key.takes(&renamed) && matches!(ClientKey::decoy_for(&renamed), ClientKey::EdDsa(_)));
+        assert!(
+            ed_key.takes(&renamed) && matches!(ClientKey::decoy_for(&renamed), ClientKey::EdDsa(_))
+        );
         assert!(!es_key.takes("not a jwt"));
     }
-
 }

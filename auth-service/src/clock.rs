@@ -8,6 +8,8 @@ pub const INSTANCE_CLOCK_MARGIN_SECS: u64 = 60;
 
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }

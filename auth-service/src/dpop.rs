@@ -11,7 +11,9 @@
 //! - Server nonces (§8) are stateless: an HMAC over the time with a key
 //!   derived from the KEK, so any instance checks any other's nonces.
 
-use authflow_contract::dpop::{self as contract, nonce, CheckedProof, DpopError, Expectations, NonceCheck, NonceKey};
+use authflow_contract::dpop::{
+    self as contract, nonce, CheckedProof, DpopError, Expectations, NonceCheck, NonceKey,
+};
 use axum::http::{HeaderMap, HeaderValue};
 use sha2::{Digest, Sha256};
 
@@ -81,7 +83,12 @@ pub fn nonce_header(state: &AppState, now: i64) -> Option<(&'static str, HeaderV
 
 /// RFC 9449 §4.3 for `compact` (by the contract), then the replay check
 /// (§11.1) across every instance. Returns the thumbprint of the proof's key.
-pub async fn check_proof(state: &AppState, compact: &str, request: &ProofRequest<'_>, now: i64) -> Result<String, ProofFailure> {
+pub async fn check_proof(
+    state: &AppState,
+    compact: &str,
+    request: &ProofRequest<'_>,
+    now: i64,
+) -> Result<String, ProofFailure> {
     let checked = check_statelessly(state, compact, request, now)?;
     remember(state, &checked).await?;
     Ok(checked.jkt)
@@ -91,10 +98,15 @@ pub async fn check_proof(state: &AppState, compact: &str, request: &ProofRequest
 async fn remember(state: &AppState, checked: &CheckedProof) -> Result<(), ProofFailure> {
     // Kept until the proof is too old anyway, with the skew allowed both ways, on
     // any instance: one whose clock is behind would still accept it.
-    let forget_at = checked.iat.saturating_add(PROOF_MAX_AGE_SECS + PROOF_FUTURE_SKEW_SECS + crate::clock::INSTANCE_CLOCK_MARGIN_SECS);
+    let forget_at = checked.iat.saturating_add(
+        PROOF_MAX_AGE_SECS + PROOF_FUTURE_SKEW_SECS + crate::clock::INSTANCE_CLOCK_MARGIN_SECS,
+    );
     let first_time = state
         .store
-        .remember_dpop_proof(&replay_id(&checked.jkt, &checked.jti), i64::try_from(forget_at).unwrap_or(i64::MAX))
+        .remember_dpop_proof(
+            &replay_id(&checked.jkt, &checked.jti),
+            i64::try_from(forget_at).unwrap_or(i64::MAX),
+        )
         .await
         .map_err(|e| ProofFailure::Store(e.into()))?;
     if !first_time {
@@ -104,11 +116,23 @@ async fn remember(state: &AppState, checked: &CheckedProof) -> Result<(), ProofF
 }
 
 /// Everything but the replay check, by the contract.
-fn check_statelessly(state: &AppState, compact: &str, request: &ProofRequest<'_>, now: i64) -> Result<CheckedProof, DpopError> {
+fn check_statelessly(
+    state: &AppState,
+    compact: &str,
+    request: &ProofRequest<'_>,
+    now: i64,
+) -> Result<CheckedProof, DpopError> {
     let now_u = u64::try_from(now).unwrap_or(0);
     let uri = endpoint_url(state, request.path);
     let key = nonce_key(state)?;
-    let nonce = if request.require_nonce { NonceCheck::Stateless { key: &key, window_secs: NONCE_WINDOW_SECS } } else { NonceCheck::NotRequired };
+    let nonce = if request.require_nonce {
+        NonceCheck::Stateless {
+            key: &key,
+            window_secs: NONCE_WINDOW_SECS,
+        }
+    } else {
+        NonceCheck::NotRequired
+    };
     let access_token_hash = request.access_token.map(contract::access_token_hash);
     let expectations = Expectations {
         method: request.method,
@@ -172,7 +196,11 @@ impl PendingProof {
 }
 
 /// Records `pending` (if any) as used: the thumbprint to bind to, or `None`.
-pub async fn accept(state: &AppState, pending: Option<PendingProof>, now: i64) -> ApiResult<Option<String>> {
+pub async fn accept(
+    state: &AppState,
+    pending: Option<PendingProof>,
+    now: i64,
+) -> ApiResult<Option<String>> {
     match pending {
         Some(proof) => proof.accept(state, now).await.map(Some),
         None => Ok(None),
@@ -183,20 +211,36 @@ pub async fn accept(state: &AppState, pending: Option<PendingProof>, now: i64) -
 /// written), or `None` when the request carries no `DPoP` header (then
 /// nothing is bound: `Bearer`). Refusals are 400 `invalid_dpop_proof`, or
 /// `use_dpop_nonce` with a nonce.
-pub fn token_request_proof(state: &AppState, headers: &HeaderMap, path: &str, now: i64) -> ApiResult<Option<PendingProof>> {
+pub fn token_request_proof(
+    state: &AppState,
+    headers: &HeaderMap,
+    path: &str,
+    now: i64,
+) -> ApiResult<Option<PendingProof>> {
     let compact = match proof_header(headers) {
         Ok(None) => return Ok(None),
         Ok(Some(compact)) => compact,
         Err(e) => return Err(token_endpoint_error(state, e, now)),
     };
-    let request = ProofRequest { method: "POST", path, access_token: None, bound_jkt: None, require_nonce: state.config.dpop.require_nonce };
-    check_statelessly(state, compact, &request, now).map(|checked| Some(PendingProof(checked))).map_err(|e| token_endpoint_error(state, e, now))
+    let request = ProofRequest {
+        method: "POST",
+        path,
+        access_token: None,
+        bound_jkt: None,
+        require_nonce: state.config.dpop.require_nonce,
+    };
+    check_statelessly(state, compact, &request, now)
+        .map(|checked| Some(PendingProof(checked)))
+        .map_err(|e| token_endpoint_error(state, e, now))
 }
 
 /// A refused proof at a token endpoint (RFC 9449 §5, §8).
 pub fn token_endpoint_error(state: &AppState, e: DpopError, now: i64) -> ApiError {
     inc(&state.metrics.dpop_refused);
-    tracing::info!(reason = e.reason(), "DPoP proof refused at a token endpoint");
+    tracing::info!(
+        reason = e.reason(),
+        "DPoP proof refused at a token endpoint"
+    );
     match (e.error_code(), fresh_nonce(state, now)) {
         ("use_dpop_nonce", Some(nonce)) => ApiError::UseDpopNonce(nonce),
         _ => ApiError::InvalidDpopProof(description(e)),
@@ -212,18 +256,26 @@ pub fn resource_error(state: &AppState, e: DpopError, now: i64) -> ApiError {
         error,
         description: description(e),
         algs: contract::algs_parameter(&state.config.dpop.algorithms),
-        nonce: (error == "use_dpop_nonce").then(|| fresh_nonce(state, now)).flatten(),
+        nonce: (error == "use_dpop_nonce")
+            .then(|| fresh_nonce(state, now))
+            .flatten(),
     }
 }
 
 /// Fixed texts a client can act on, saying no more than the error code.
 fn description(e: DpopError) -> &'static str {
     match e {
-        DpopError::BearerDowngrade => "this token is DPoP-bound: send it as `Authorization: DPoP` with a DPoP proof",
-        DpopError::TokenNotBound => "this token is not DPoP-bound: send it as `Authorization: Bearer`",
+        DpopError::BearerDowngrade => {
+            "this token is DPoP-bound: send it as `Authorization: DPoP` with a DPoP proof"
+        }
+        DpopError::TokenNotBound => {
+            "this token is not DPoP-bound: send it as `Authorization: Bearer`"
+        }
         DpopError::Replayed => "the DPoP proof was already used; sign a new one",
         DpopError::KeyMismatch => "the DPoP proof is not signed with the key the token is bound to",
-        DpopError::NonceMissing | DpopError::NonceInvalid => "use the server nonce in the DPoP-Nonce header",
+        DpopError::NonceMissing | DpopError::NonceInvalid => {
+            "use the server nonce in the DPoP-Nonce header"
+        }
         _ => "the DPoP proof is missing or not valid for this request",
     }
 }
@@ -245,7 +297,13 @@ pub async fn check_resource_request(
         Err(e) => return Err(resource_error(state, e, now)),
     };
     // Server nonces are asked for at the token endpoints only (§8).
-    let request = ProofRequest { method, path, access_token: Some(token), bound_jkt: Some(bound_jkt), require_nonce: false };
+    let request = ProofRequest {
+        method,
+        path,
+        access_token: Some(token),
+        bound_jkt: Some(bound_jkt),
+        require_nonce: false,
+    };
     match check_proof(state, compact, &request, now).await {
         Ok(_) => Ok(()),
         Err(ProofFailure::Proof(e)) => Err(resource_error(state, e, now)),
@@ -261,8 +319,16 @@ mod tests {
     fn replay_ids_are_per_key_and_fixed_size() {
         let a = replay_id("key-a", "jti-1");
         assert_eq!(a.len(), 64);
-        assert_ne!(a, replay_id("key-b", "jti-1"), "the same jti under another key is another proof");
-        assert_ne!(replay_id("key-a", "jti-1"), replay_id("key-aj", "ti-1"), "the separator keeps the parts apart");
+        assert_ne!(
+            a,
+            replay_id("key-b", "jti-1"),
+            "the same jti under another key is another proof"
+        );
+        assert_ne!(
+            replay_id("key-a", "jti-1"),
+            replay_id("key-aj", "ti-1"),
+            "the separator keeps the parts apart"
+        );
         assert_eq!(a, replay_id("key-a", "jti-1"));
     }
 

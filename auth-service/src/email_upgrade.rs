@@ -41,7 +41,10 @@ pub async fn normalize_stored_emails(store: &dyn Store) -> StoreResult<Upgraded>
         }
     }
     if done.renamed > 0 {
-        tracing::info!(renamed = done.renamed, "stored emails brought to their normalized form (NFKC, lowercase, IDNA)");
+        tracing::info!(
+            renamed = done.renamed,
+            "stored emails brought to their normalized form (NFKC, lowercase, IDNA)"
+        );
     }
     if !done.taken.is_empty() {
         tracing::warn!(

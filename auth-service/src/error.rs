@@ -42,17 +42,26 @@ pub enum ApiError {
     /// under the DPoP scheme (RFC 9449 §7.1): 401 with a `DPoP` challenge;
     /// `error` is `invalid_token`, `invalid_dpop_proof` or `use_dpop_nonce`
     /// (then `nonce` is the one to use).
-    DpopUnauthorized { error: &'static str, description: &'static str, algs: String, nonce: Option<String> },
+    DpopUnauthorized {
+        error: &'static str,
+        description: &'static str,
+        algs: String,
+        nonce: Option<String>,
+    },
     EmailNotVerified,
     AccountDisabled,
     Forbidden(&'static str),
     NotFound(&'static str),
     MethodNotAllowed,
     Conflict(&'static str),
-    TooManyRequests { retry_after_secs: u64 },
+    TooManyRequests {
+        retry_after_secs: u64,
+    },
     /// No capacity for the work this request needs (every password-hashing
     /// slot stayed busy): 503 `temporarily_unavailable` with `Retry-After`.
-    TemporarilyUnavailable { retry_after_secs: u64 },
+    TemporarilyUnavailable {
+        retry_after_secs: u64,
+    },
     Unavailable(&'static str),
     Internal(String),
 }
@@ -77,7 +86,8 @@ impl ApiError {
     /// API's answers and on the pages').
     pub fn retry_after(&self) -> Option<u64> {
         match self {
-            Self::TooManyRequests { retry_after_secs } | Self::TemporarilyUnavailable { retry_after_secs } => Some(*retry_after_secs),
+            Self::TooManyRequests { retry_after_secs }
+            | Self::TemporarilyUnavailable { retry_after_secs } => Some(*retry_after_secs),
             _ => None,
         }
     }
@@ -137,28 +147,47 @@ impl IntoResponse for ApiError {
             tracing::error!(%detail, "internal error");
         }
         let (status, error, error_description) = self.parts();
-        let mut response = (status, axum::Json(ErrorBody { error, error_description: error_description.clone() })).into_response();
+        let mut response = (
+            status,
+            axum::Json(ErrorBody {
+                error,
+                error_description: error_description.clone(),
+            }),
+        )
+            .into_response();
         let headers = response.headers_mut();
         match &self {
             Self::InvalidToken(_) => {
                 // RFC 6750 §3: the description is fixed text, never input.
-                let value = format!("Bearer error=\"invalid_token\", error_description=\"{error_description}\"");
+                let value = format!(
+                    "Bearer error=\"invalid_token\", error_description=\"{error_description}\""
+                );
                 if let Ok(v) = HeaderValue::from_str(&value) {
                     headers.insert(header::WWW_AUTHENTICATE, v);
                 }
             }
             Self::InvalidClient => {
                 // RFC 6749 §5.2: a 401 names the scheme the client can authenticate with.
-                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"authflow\""));
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"authflow\""),
+                );
             }
             Self::UseDpopNonce(nonce) => {
                 if let Ok(v) = HeaderValue::from_str(nonce) {
                     headers.insert(crate::dpop::NONCE_HEADER, v);
                 }
             }
-            Self::DpopUnauthorized { error, description, algs, nonce } => {
+            Self::DpopUnauthorized {
+                error,
+                description,
+                algs,
+                nonce,
+            } => {
                 // RFC 9449 §7.1: fixed texts and the configured algorithms, never input.
-                let value = format!("DPoP error=\"{error}\", error_description=\"{description}\", algs=\"{algs}\"");
+                let value = format!(
+                    "DPoP error=\"{error}\", error_description=\"{description}\", algs=\"{algs}\""
+                );
                 if let Ok(v) = HeaderValue::from_str(&value) {
                     headers.insert(header::WWW_AUTHENTICATE, v);
                 }
@@ -184,7 +213,9 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Conflict(what) => Self::Internal(format!("unexpected conflict: {what} is taken")),
+            StoreError::Conflict(what) => {
+                Self::Internal(format!("unexpected conflict: {what} is taken"))
+            }
             StoreError::Database(_)
             | StoreError::Connect(_)
             | StoreError::Migration(_)

@@ -12,11 +12,11 @@ use serde::de::DeserializeOwned;
 use authflow_contract::claims::is_service_token;
 use authflow_contract::dpop::DpopError;
 
+use crate::clock::now;
 use crate::dpop;
 use crate::error::ApiError;
-use crate::tokens::{self, Verified};
-use crate::clock::now;
 use crate::state::AppState;
+use crate::tokens::{self, Verified};
 
 /// `axum::Json` with errors in the service's shape.
 pub struct Json<T>(pub T);
@@ -28,7 +28,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Self(v)),
             Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::UnsupportedMediaType),
-            Err(JsonRejection::BytesRejection(r)) if r.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+            Err(JsonRejection::BytesRejection(r))
+                if r.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE =>
+            {
                 Err(ApiError::PayloadTooLarge)
             }
             Err(e) => Err(ApiError::BadRequest(e.body_text())),
@@ -63,16 +65,31 @@ pub struct Client {
 impl FromRequestParts<Arc<AppState>> for Client {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
-        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
-        let ip = tokens::client_address(&parts.headers, peer, state.config.server.xff_num_trusted_hops);
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        let ip = tokens::client_address(
+            &parts.headers,
+            peer,
+            state.config.server.xff_num_trusted_hops,
+        );
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.chars().take(256).collect())
             .unwrap_or_default();
-        Ok(Self { ip, peer, user_agent, headers: parts.headers.clone() })
+        Ok(Self {
+            ip,
+            peer,
+            user_agent,
+            headers: parts.headers.clone(),
+        })
     }
 }
 
@@ -84,7 +101,13 @@ impl Client {
     }
 
     pub fn fingerprint(&self, state: &AppState, secret: &str) -> String {
-        tokens::fingerprint(&state.config.tokens.fingerprint_attributes, state.config.server.xff_num_trusted_hops, secret, &self.headers, self.peer)
+        tokens::fingerprint(
+            &state.config.tokens.fingerprint_attributes,
+            state.config.server.xff_num_trusted_hops,
+            secret,
+            &self.headers,
+            self.peer,
+        )
     }
 }
 
@@ -126,30 +149,48 @@ pub struct Caller(pub Verified);
 impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
-        let (scheme, token) = access_token(&parts.headers).ok_or(ApiError::InvalidToken("a bearer access token is required"))?;
-        verify_user_token(state, parts, scheme, token).await.map(Self)
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let (scheme, token) = access_token(&parts.headers)
+            .ok_or(ApiError::InvalidToken("a bearer access token is required"))?;
+        verify_user_token(state, parts, scheme, token)
+            .await
+            .map(Self)
     }
 }
 
 /// The checks of [`Caller`] on an access token presented with `scheme` (the
 /// pages take it from the access cookie, as `Bearer`).
-pub async fn verify_user_token(state: &AppState, parts: &Parts, scheme: Scheme, token: &str) -> Result<Verified, ApiError> {
+pub async fn verify_user_token(
+    state: &AppState,
+    parts: &Parts,
+    scheme: Scheme,
+    token: &str,
+) -> Result<Verified, ApiError> {
     let now = now();
     let verified = tokens::verify(state, token, now).map_err(ApiError::InvalidToken)?;
     if is_service_token(Some(&verified.sub), verified.claims.client_id.as_deref()) {
-        return Err(ApiError::Forbidden("a service account cannot act as a user here"));
+        return Err(ApiError::Forbidden(
+            "a service account cannot act as a user here",
+        ));
     }
     // Every check that writes nothing comes first: a proof is recorded as
     // used (below) only by a request that otherwise passes.
     check_device(state, parts, &verified).map_err(ApiError::InvalidToken)?;
     match (scheme, verified.claims.cnf.as_ref()) {
         (Scheme::Bearer, None) => {}
-        (Scheme::Bearer, Some(_)) => return Err(dpop::resource_error(state, DpopError::BearerDowngrade, now)),
-        (Scheme::Dpop, None) => return Err(dpop::resource_error(state, DpopError::TokenNotBound, now)),
+        (Scheme::Bearer, Some(_)) => {
+            return Err(dpop::resource_error(state, DpopError::BearerDowngrade, now))
+        }
+        (Scheme::Dpop, None) => {
+            return Err(dpop::resource_error(state, DpopError::TokenNotBound, now))
+        }
         (Scheme::Dpop, Some(cnf)) => {
             let (method, path) = (parts.method.as_str(), parts.uri.path());
-            dpop::check_resource_request(state, &parts.headers, method, path, token, &cnf.jkt, now).await?;
+            dpop::check_resource_request(state, &parts.headers, method, path, token, &cnf.jkt, now)
+                .await?;
         }
     }
     Ok(verified)
@@ -158,10 +199,19 @@ pub async fn verify_user_token(state: &AppState, parts: &Parts, scheme: Scheme, 
 /// The device check of a device-bound token (`dfp`), as the filter makes it:
 /// the request's device secret and configured attributes must give the
 /// token's fingerprint. A token without `dfp` passes.
-pub fn check_device(state: &AppState, parts: &Parts, verified: &Verified) -> Result<(), &'static str> {
-    let Some(claimed) = &verified.claims.dfp else { return Ok(()) };
+pub fn check_device(
+    state: &AppState,
+    parts: &Parts,
+    verified: &Verified,
+) -> Result<(), &'static str> {
+    let Some(claimed) = &verified.claims.dfp else {
+        return Ok(());
+    };
     let secret = tokens::device_secret(&parts.headers).ok_or("device secret missing")?;
-    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
     let computed = tokens::fingerprint(
         &state.config.tokens.fingerprint_attributes,
         state.config.server.xff_num_trusted_hops,
@@ -181,7 +231,10 @@ pub struct Admin(pub Verified);
 impl FromRequestParts<Arc<AppState>> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
         let Caller(v) = Caller::from_request_parts(parts, state).await?;
         if !v.has_role("admin") {
             return Err(ApiError::Forbidden("the admin role is required"));

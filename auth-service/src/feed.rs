@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::RwLock;
 
 use authflow_contract::revocation::{
-    still_needed, BannedSubject, Probe, RevocationFeed, RevocationSet, RevokedSession, RevokedToken, SetKey,
+    still_needed, BannedSubject, Probe, RevocationFeed, RevocationSet, RevokedSession,
+    RevokedToken, SetKey,
 };
 
 use crate::feed_notify::FeedNotifier;
@@ -38,7 +39,9 @@ impl OwnList {
         // The first events load the list; later ones extend it.
         feed.snapshot = !self.set.is_loaded();
         // Unbounded: the database is the bound.
-        let _ = self.set.apply_values(&feed, OWN, usize::MAX, retention.secs(), u(now));
+        let _ = self
+            .set
+            .apply_values(&feed, OWN, usize::MAX, retention.secs(), u(now));
         self.seq = events.iter().map(|e| e.seq).fold(self.seq, i64::max);
     }
 }
@@ -54,11 +57,21 @@ fn events_feed(events: &[FeedEvent], forget_after: impl Fn(i64) -> i64) -> Revoc
     for e in events {
         let expires_at = u(forget_after(e.expires_at));
         match e.kind {
-            FeedKind::Token => feed.revoked_tokens.push(RevokedToken { jti: e.subject.clone(), expires_at }),
-            FeedKind::Session => feed.revoked_sessions.push(RevokedSession { sid: e.subject.clone(), expires_at }),
+            FeedKind::Token => feed.revoked_tokens.push(RevokedToken {
+                jti: e.subject.clone(),
+                expires_at,
+            }),
+            FeedKind::Session => feed.revoked_sessions.push(RevokedSession {
+                sid: e.subject.clone(),
+                expires_at,
+            }),
             FeedKind::Subject => {
                 let not_before = u(e.not_before.unwrap_or(0));
-                feed.banned_subjects.push(BannedSubject { sub: e.subject.clone(), not_before, expires_at });
+                feed.banned_subjects.push(BannedSubject {
+                    sub: e.subject.clone(),
+                    not_before,
+                    expires_at,
+                });
             }
         }
     }
@@ -125,7 +138,12 @@ impl Feed {
     /// `retention_secs`: how long past its token's `exp` an entry is kept
     /// (at least the largest clock skew of any verifier of these tokens);
     /// `max_waiters`: long polls held open at once.
-    pub async fn load(store: &dyn Store, retention_secs: u64, max_waiters: usize, now: i64) -> Result<Self, StoreError> {
+    pub async fn load(
+        store: &dyn Store,
+        retention_secs: u64,
+        max_waiters: usize,
+        now: i64,
+    ) -> Result<Self, StoreError> {
         let feed = Self {
             epoch: store.epoch().await?,
             retention: Retention(i64::try_from(retention_secs).unwrap_or(i64::MAX)),
@@ -148,12 +166,15 @@ impl Feed {
         let _one_at_a_time = self.sync_lock.lock().await;
         let head = store.feed_head().await?;
         let after = self.set.read().map(|s| s.seq).unwrap_or(0);
-        let events = store.feed_events_after(after, self.retention.forgotten_through(now)).await?;
+        let events = store
+            .feed_events_after(after, self.retention.forgotten_through(now))
+            .await?;
         if let Ok(mut set) = self.set.write() {
             set.apply(&events, self.retention, now);
             set.seq = set.seq.max(head.head);
         }
-        self.pruned_through.fetch_max(head.pruned_through, Ordering::SeqCst);
+        self.pruned_through
+            .fetch_max(head.pruned_through, Ordering::SeqCst);
         self.head.fetch_max(head.head, Ordering::SeqCst);
         // After `head` and the set: a woken waiter answers from both.
         self.notifier.bump(head.head);
@@ -162,7 +183,9 @@ impl Feed {
 
     /// Deletes the events no token can outlive any more; returns how many.
     pub async fn prune(&self, store: &dyn Store, now: i64) -> Result<u64, StoreError> {
-        store.prune_feed(self.retention.forgotten_through(now)).await
+        store
+            .prune_feed(self.retention.forgotten_through(now))
+            .await
     }
 
     /// Its counters in the Prometheus text format.
@@ -187,7 +210,10 @@ impl Feed {
     /// The sequence number in `cursor` if it was issued by this database.
     fn parse_cursor(&self, cursor: &str) -> Option<i64> {
         let (epoch, seq) = cursor.split_once('.')?;
-        (epoch == self.epoch).then(|| seq.parse::<i64>().ok()).flatten().filter(|s| *s >= 0)
+        (epoch == self.epoch)
+            .then(|| seq.parse::<i64>().ok())
+            .flatten()
+            .filter(|s| *s >= 0)
     }
 
     /// Long polls parked right now.
@@ -199,12 +225,20 @@ impl Feed {
     /// the waiter cap) until the head passes `since` or `wait` is over; whether
     /// it passed. Over the cap it returns at once: the caller answers as a plain poll.
     pub async fn wait_past(&self, since: &str, wait: std::time::Duration) -> bool {
-        let (Some(seq), Some(slot)) = (self.parse_cursor(since), self.notifier.try_park()) else { return false };
+        let (Some(seq), Some(slot)) = (self.parse_cursor(since), self.notifier.try_park()) else {
+            return false;
+        };
         self.notifier.wait_past(&slot, seq, wait).await
     }
 
     /// Answers `GET /v1/revocations?since=`; the 304 path reads memory only.
-    pub async fn answer(&self, store: &dyn Store, issuer: &str, since: Option<&str>, now: i64) -> Result<FeedAnswer, StoreError> {
+    pub async fn answer(
+        &self,
+        store: &dyn Store,
+        issuer: &str,
+        since: Option<&str>,
+        now: i64,
+    ) -> Result<FeedAnswer, StoreError> {
         let since = since.and_then(|c| self.parse_cursor(c));
         if since > Some(self.head.load(Ordering::SeqCst)) {
             // A cursor from another instance that saw a newer write than this
@@ -226,7 +260,11 @@ impl Feed {
         if delta_from == Some(head) {
             return Ok(FeedAnswer::NotModified);
         }
-        let Some(from) = delta_from else { return Ok(FeedAnswer::Body(self.read(store, issuer, None, head, now).await?)) };
+        let Some(from) = delta_from else {
+            return Ok(FeedAnswer::Body(
+                self.read(store, issuer, None, head, now).await?,
+            ));
+        };
         // Every long poll a change wakes holds the same cursor and asks for the
         // same delta at once: the first reads it, the others wait on the lock
         // and share it, rather than queueing one database read each. A poll
@@ -234,8 +272,14 @@ impl Feed {
         // anyone's: any caller may send any cursor): it reads on its own.
         let mut last = match self.last_delta.try_lock() {
             Ok(last) => last,
-            Err(_) if self.reading_from.load(Ordering::SeqCst) == from => self.last_delta.lock().await,
-            Err(_) => return Ok(FeedAnswer::Body(self.read(store, issuer, Some(from), head, now).await?)),
+            Err(_) if self.reading_from.load(Ordering::SeqCst) == from => {
+                self.last_delta.lock().await
+            }
+            Err(_) => {
+                return Ok(FeedAnswer::Body(
+                    self.read(store, issuer, Some(from), head, now).await?,
+                ))
+            }
         };
         if let Some(hit) = last.as_ref().filter(|d| d.from == from && d.head == head) {
             return Ok(FeedAnswer::Body(hit.feed.clone()));
@@ -244,15 +288,28 @@ impl Feed {
         let feed = self.read(store, issuer, Some(from), head, now).await;
         self.reading_from.store(-1, Ordering::SeqCst);
         let feed = feed?;
-        *last = Some(LastDelta { from, head, feed: feed.clone() });
+        *last = Some(LastDelta {
+            from,
+            head,
+            feed: feed.clone(),
+        });
         Ok(FeedAnswer::Body(feed))
     }
 
     /// The delta after `delta_from`, or a snapshot without it, from the database.
-    async fn read(&self, store: &dyn Store, issuer: &str, delta_from: Option<i64>, head: i64, now: i64) -> Result<RevocationFeed, StoreError> {
+    async fn read(
+        &self,
+        store: &dyn Store,
+        issuer: &str,
+        delta_from: Option<i64>,
+        head: i64,
+        now: i64,
+    ) -> Result<RevocationFeed, StoreError> {
         let after = delta_from.unwrap_or(0);
         self.store_reads.fetch_add(1, Ordering::Relaxed);
-        let events = store.feed_events_after(after, self.retention.forgotten_through(now)).await?;
+        let events = store
+            .feed_events_after(after, self.retention.forgotten_through(now))
+            .await?;
         let newest = events.iter().map(|e| e.seq).max().unwrap_or(0).max(head);
         let retention = self.retention;
         let feed = RevocationFeed {
@@ -271,10 +328,26 @@ impl Feed {
     }
 
     /// Is a token with these claims revoked, per what this process knows?
-    pub fn is_revoked(&self, jti: Option<&str>, sid: &str, sub: Option<&str>, issued_at: i64, now: i64) -> bool {
-        let Ok(own) = self.set.read() else { return true };
-        let probe = Probe { jti, sid: Some(sid), sub, issued_at: Some(u(issued_at)) };
-        own.set.check(&probe, self.retention.secs(), u(now)).is_some()
+    pub fn is_revoked(
+        &self,
+        jti: Option<&str>,
+        sid: &str,
+        sub: Option<&str>,
+        issued_at: i64,
+        now: i64,
+    ) -> bool {
+        let Ok(own) = self.set.read() else {
+            return true;
+        };
+        let probe = Probe {
+            jti,
+            sid: Some(sid),
+            sub,
+            issued_at: Some(u(issued_at)),
+        };
+        own.set
+            .check(&probe, self.retention.secs(), u(now))
+            .is_some()
     }
 }
 
@@ -287,12 +360,27 @@ mod tests {
     const MARGIN: u64 = 600;
 
     async fn store(dir: &tempfile::TempDir) -> SqliteStore {
-        let kek = crate::kek::Kek::new(&crate::kek::parse_key(&crate::kek::generate_key()).unwrap(), &[]).unwrap();
-        SqliteStore::open(&format!("sqlite://{}", dir.path().join("feed.db").display()), std::sync::Arc::new(kek)).await.unwrap()
+        let kek = crate::kek::Kek::new(
+            &crate::kek::parse_key(&crate::kek::generate_key()).unwrap(),
+            &[],
+        )
+        .unwrap();
+        SqliteStore::open(
+            &format!("sqlite://{}", dir.path().join("feed.db").display()),
+            std::sync::Arc::new(kek),
+        )
+        .await
+        .unwrap()
     }
 
     fn event(kind: FeedKind, subject: &str, not_before: Option<i64>) -> FeedEvent {
-        FeedEvent { seq: 1, kind, subject: subject.into(), not_before, expires_at: EXP }
+        FeedEvent {
+            seq: 1,
+            kind,
+            subject: subject.into(),
+            not_before,
+            expires_at: EXP,
+        }
     }
 
     /// Tokens pass this service (and every filter) until `exp` plus a skew:
@@ -304,16 +392,35 @@ mod tests {
         let store = store(&dir).await;
         let feed = Feed::load(&store, MARGIN, 10, EXP - 10).await.unwrap();
         if let Ok(mut set) = feed.set.write() {
-            let events = [event(FeedKind::Token, "j1", None), event(FeedKind::Session, "s1", None), event(FeedKind::Subject, "u1", Some(EXP - 100))];
+            let events = [
+                event(FeedKind::Token, "j1", None),
+                event(FeedKind::Session, "s1", None),
+                event(FeedKind::Subject, "u1", Some(EXP - 100)),
+            ];
             set.apply(&events, feed.retention, EXP - 10);
         }
         let iat = EXP - 900;
         for now in [EXP + 1, EXP + 30, EXP + 600] {
-            assert!(feed.is_revoked(Some("j1"), "other", None, iat, now), "jti at exp+{}", now - EXP);
-            assert!(feed.is_revoked(None, "s1", None, iat, now), "sid at exp+{}", now - EXP);
-            assert!(feed.is_revoked(None, "other", Some("u1"), iat, now), "ban at exp+{}", now - EXP);
+            assert!(
+                feed.is_revoked(Some("j1"), "other", None, iat, now),
+                "jti at exp+{}",
+                now - EXP
+            );
+            assert!(
+                feed.is_revoked(None, "s1", None, iat, now),
+                "sid at exp+{}",
+                now - EXP
+            );
+            assert!(
+                feed.is_revoked(None, "other", Some("u1"), iat, now),
+                "ban at exp+{}",
+                now - EXP
+            );
         }
-        assert!(!feed.is_revoked(Some("j1"), "s1", Some("u1"), iat, EXP + 601), "forgotten past the margin");
+        assert!(
+            !feed.is_revoked(Some("j1"), "s1", Some("u1"), iat, EXP + 601),
+            "forgotten past the margin"
+        );
     }
 
     /// The feed publishes an entry until its token's `exp` plus the retention
@@ -327,13 +434,28 @@ mod tests {
         for now in [EXP + 1, EXP + 600] {
             feed.prune(&store, now).await.unwrap();
             feed.sync(&store, now).await.unwrap();
-            let FeedAnswer::Body(body) = feed.answer(&store, "iss", None, now).await.unwrap() else { panic!() };
-            assert_eq!(body.revoked_tokens.len(), 1, "published at exp+{}", now - EXP);
-            assert_eq!(body.revoked_tokens[0].expires_at, u64::try_from(EXP + 600).unwrap(), "forget-after = exp + margin");
+            let FeedAnswer::Body(body) = feed.answer(&store, "iss", None, now).await.unwrap()
+            else {
+                panic!()
+            };
+            assert_eq!(
+                body.revoked_tokens.len(),
+                1,
+                "published at exp+{}",
+                now - EXP
+            );
+            assert_eq!(
+                body.revoked_tokens[0].expires_at,
+                u64::try_from(EXP + 600).unwrap(),
+                "forget-after = exp + margin"
+            );
         }
         assert_eq!(feed.prune(&store, EXP + 601).await.unwrap(), 1);
         feed.sync(&store, EXP + 601).await.unwrap();
-        let FeedAnswer::Body(body) = feed.answer(&store, "iss", None, EXP + 601).await.unwrap() else { panic!() };
+        let FeedAnswer::Body(body) = feed.answer(&store, "iss", None, EXP + 601).await.unwrap()
+        else {
+            panic!()
+        };
         assert_eq!(body.entry_count(), 0);
     }
 
@@ -345,12 +467,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir).await;
         store.revoke_token("j1", EXP - 10, EXP).await.unwrap();
-        let (a, b) = (Feed::load(&store, MARGIN, 10, EXP - 10).await.unwrap(), Feed::load(&store, MARGIN, 10, EXP - 10).await.unwrap());
+        let (a, b) = (
+            Feed::load(&store, MARGIN, 10, EXP - 10).await.unwrap(),
+            Feed::load(&store, MARGIN, 10, EXP - 10).await.unwrap(),
+        );
         store.revoke_token("j2", EXP - 10, EXP).await.unwrap();
         a.sync(&store, EXP - 10).await.unwrap();
         assert_ne!(a.cursor(), b.cursor(), "b has not seen the write yet");
-        let answer = b.answer(&store, "iss", Some(&a.cursor()), EXP - 10).await.unwrap();
-        assert!(matches!(answer, FeedAnswer::NotModified), "a current poller never gets the whole list");
+        let answer = b
+            .answer(&store, "iss", Some(&a.cursor()), EXP - 10)
+            .await
+            .unwrap();
+        assert!(
+            matches!(answer, FeedAnswer::NotModified),
+            "a current poller never gets the whole list"
+        );
         assert_eq!(a.cursor(), b.cursor());
     }
 }

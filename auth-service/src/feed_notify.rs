@@ -27,7 +27,11 @@ impl Drop for WaiterSlot<'_> {
 
 impl FeedNotifier {
     pub fn new(head: i64, max_waiters: usize) -> Self {
-        FeedNotifier { head: watch::Sender::new(head), waiters: AtomicUsize::new(0), max_waiters }
+        FeedNotifier {
+            head: watch::Sender::new(head),
+            waiters: AtomicUsize::new(0),
+            max_waiters,
+        }
     }
 
     /// The head moved to `head` (only ever forwards): wakes every waiter behind it.
@@ -43,14 +47,20 @@ impl FeedNotifier {
 
     /// A place to wait, or `None` when `max_waiters` requests already wait.
     pub fn try_park(&self) -> Option<WaiterSlot<'_>> {
-        let taken = self.waiters.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < self.max_waiters).then_some(n + 1));
+        let taken = self
+            .waiters
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.max_waiters).then_some(n + 1)
+            });
         taken.ok().map(|_| WaiterSlot(&self.waiters))
     }
 
     /// Waits until the head is past `seq` or `wait` is over; whether it is past.
     pub async fn wait_past(&self, _slot: &WaiterSlot<'_>, seq: i64, wait: Duration) -> bool {
         let mut head = self.head.subscribe();
-        let passed = tokio::time::timeout(wait, head.wait_for(|h| *h > seq)).await.is_ok_and(|r| r.is_ok());
+        let passed = tokio::time::timeout(wait, head.wait_for(|h| *h > seq))
+            .await
+            .is_ok_and(|r| r.is_ok());
         passed
     }
 
@@ -69,9 +79,19 @@ mod tests {
         let notifier = std::sync::Arc::new(FeedNotifier::new(5, 1));
         let slot = notifier.try_park().unwrap();
         assert!(notifier.try_park().is_none(), "over the cap");
-        assert!(!notifier.wait_past(&slot, 5, Duration::from_millis(20)).await, "nothing new: the wait runs out");
+        assert!(
+            !notifier
+                .wait_past(&slot, 5, Duration::from_millis(20))
+                .await,
+            "nothing new: the wait runs out"
+        );
         notifier.bump(4);
-        assert!(!notifier.wait_past(&slot, 5, Duration::from_millis(20)).await, "the head never moves back");
+        assert!(
+            !notifier
+                .wait_past(&slot, 5, Duration::from_millis(20))
+                .await,
+            "the head never moves back"
+        );
         let n = std::sync::Arc::clone(&notifier);
         let bumper = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(20)).await;

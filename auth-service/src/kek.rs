@@ -33,8 +33,12 @@ struct SealingKey {
 
 impl SealingKey {
     fn new(bytes: &[u8; 32]) -> Result<Self, String> {
-        let cipher = Aes256Gcm::new_from_slice(bytes).map_err(|_| "the key-encryption key must be 32 bytes".to_owned())?;
-        Ok(Self { id: hex::encode(&Sha256::digest(bytes)[..8]), cipher })
+        let cipher = Aes256Gcm::new_from_slice(bytes)
+            .map_err(|_| "the key-encryption key must be 32 bytes".to_owned())?;
+        Ok(Self {
+            id: hex::encode(&Sha256::digest(bytes)[..8]),
+            cipher,
+        })
     }
 }
 
@@ -48,15 +52,23 @@ pub struct Kek {
 
 impl std::fmt::Debug for Kek {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Kek").field("current", &self.current.id).finish_non_exhaustive()
+        f.debug_struct("Kek")
+            .field("current", &self.current.id)
+            .finish_non_exhaustive()
     }
 }
 
 /// A KEK as configured: 32 random bytes in standard base64.
 pub fn parse_key(text: &str) -> Result<[u8; 32], String> {
-    let bytes = STANDARD.decode(text.trim()).map_err(|_| "is not base64".to_owned())?;
-    <[u8; 32]>::try_from(bytes.as_slice())
-        .map_err(|_| format!("must be 32 random bytes in base64 (e.g. `openssl rand -base64 32`), found {} bytes", bytes.len()))
+    let bytes = STANDARD
+        .decode(text.trim())
+        .map_err(|_| "is not base64".to_owned())?;
+    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+        format!(
+            "must be 32 random bytes in base64 (e.g. `openssl rand -base64 32`), found {} bytes",
+            bytes.len()
+        )
+    })
 }
 
 /// A fresh random KEK in its configured form (development runs and tests).
@@ -68,7 +80,14 @@ pub fn generate_key() -> String {
 
 impl Kek {
     pub fn new(current: &[u8; 32], previous: &[[u8; 32]]) -> Result<Self, String> {
-        Ok(Self { current: SealingKey::new(current)?, current_bytes: *current, previous: previous.iter().map(SealingKey::new).collect::<Result<_, _>>()? })
+        Ok(Self {
+            current: SealingKey::new(current)?,
+            current_bytes: *current,
+            previous: previous
+                .iter()
+                .map(SealingKey::new)
+                .collect::<Result<_, _>>()?,
+        })
     }
 
     /// A key for `purpose`, derived from the current KEK (HMAC-SHA256 as a
@@ -77,7 +96,8 @@ impl Kek {
     /// reveals the KEK or another purpose's key.
     pub fn derive(&self, purpose: &str) -> Result<[u8; 32], String> {
         use hmac::{Hmac, Mac};
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.current_bytes).map_err(|_| "cannot derive a key".to_owned())?;
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.current_bytes)
+            .map_err(|_| "cannot derive a key".to_owned())?;
         mac.update(b"authflow derived key v1\0");
         mac.update(purpose.as_bytes());
         Ok(mac.finalize().into_bytes().into())
@@ -93,7 +113,9 @@ impl Kek {
 
     /// True when `value` is sealed with the current KEK (nothing to re-seal).
     pub fn is_current(&self, value: &[u8]) -> bool {
-        value.strip_prefix(PREFIX.as_bytes()).is_some_and(|rest| rest.starts_with(format!("{}:", self.current.id).as_bytes()))
+        value
+            .strip_prefix(PREFIX.as_bytes())
+            .is_some_and(|rest| rest.starts_with(format!("{}:", self.current.id).as_bytes()))
     }
 
     pub fn seal(&self, purpose: &str, plaintext: &[u8]) -> Result<String, String> {
@@ -102,32 +124,54 @@ impl Kek {
         let sealed = self
             .current
             .cipher
-            .encrypt(&nonce.into(), Payload { msg: plaintext, aad: purpose.as_bytes() })
+            .encrypt(
+                &nonce.into(),
+                Payload {
+                    msg: plaintext,
+                    aad: purpose.as_bytes(),
+                },
+            )
             .map_err(|_| "encryption failed".to_owned())?;
         let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&sealed);
-        Ok(format!("{PREFIX}{}:{}", self.current.id, URL_SAFE_NO_PAD.encode(out)))
+        Ok(format!(
+            "{PREFIX}{}:{}",
+            self.current.id,
+            URL_SAFE_NO_PAD.encode(out)
+        ))
     }
 
     /// Opens a sealed value; the error says why without revealing anything.
     pub fn open(&self, purpose: &str, value: &[u8]) -> Result<Vec<u8>, String> {
-        let text = std::str::from_utf8(value).map_err(|_| format!("{purpose}: not a sealed value"))?;
-        let rest = text.strip_prefix(PREFIX).ok_or_else(|| format!("{purpose}: stored in clear, not sealed"))?;
-        let (id, data) = rest.split_once(':').ok_or_else(|| format!("{purpose}: malformed sealed value"))?;
-        let key = std::iter::once(&self.current).chain(&self.previous).find(|k| k.id == id).ok_or_else(|| {
-            format!(
-                "{purpose}: sealed with key-encryption key {id}, but the configured key is {} \
+        let text =
+            std::str::from_utf8(value).map_err(|_| format!("{purpose}: not a sealed value"))?;
+        let rest = text
+            .strip_prefix(PREFIX)
+            .ok_or_else(|| format!("{purpose}: stored in clear, not sealed"))?;
+        let (id, data) = rest
+            .split_once(':')
+            .ok_or_else(|| format!("{purpose}: malformed sealed value"))?;
+        let key = std::iter::once(&self.current)
+            .chain(&self.previous)
+            .find(|k| k.id == id)
+            .ok_or_else(|| {
+                format!(
+                    "{purpose}: sealed with key-encryption key {id}, but the configured key is {} \
                  (wrong `kek`? during a rotation the old key goes in `kek_previous`)",
-                self.current.id
-            )
-        })?;
-        let bytes = URL_SAFE_NO_PAD.decode(data).map_err(|_| format!("{purpose}: malformed sealed value"))?;
+                    self.current.id
+                )
+            })?;
+        let bytes = URL_SAFE_NO_PAD
+            .decode(data)
+            .map_err(|_| format!("{purpose}: malformed sealed value"))?;
         if bytes.len() < NONCE_LEN {
             return Err(format!("{purpose}: malformed sealed value"));
         }
         let (nonce, sealed) = bytes.split_at(NONCE_LEN);
-        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| format!("{purpose}: malformed sealed value"))?;
+        let nonce: [u8; NONCE_LEN] = nonce
+            .try_into()
+            .map_err(|_| format!("{purpose}: malformed sealed value"))?;
         key.cipher
             .decrypt(&nonce.into(), Payload { msg: sealed, aad: purpose.as_bytes() })
             .map_err(|_| format!("{purpose}: does not open with key-encryption key {id} (altered, or moved from another row)"))
@@ -149,8 +193,14 @@ mod tests {
         let b = kek.seal("totp:u1", b"JBSWY3DPEHPK3PXP").unwrap();
         assert_ne!(a, b, "a random nonce per value");
         assert!(!a.contains("JBSWY3DP"));
-        assert_eq!(kek.open("totp:u1", a.as_bytes()).unwrap(), b"JBSWY3DPEHPK3PXP");
-        assert!(kek.open("totp:u2", a.as_bytes()).is_err(), "bound to its row");
+        assert_eq!(
+            kek.open("totp:u1", a.as_bytes()).unwrap(),
+            b"JBSWY3DPEHPK3PXP"
+        );
+        assert!(
+            kek.open("totp:u2", a.as_bytes()).is_err(),
+            "bound to its row"
+        );
         let mut altered = a.clone().into_bytes();
         let last = altered.len() - 2;
         altered[last] = if altered[last] == b'A' { b'B' } else { b'A' };
@@ -173,9 +223,22 @@ mod tests {
     fn derived_keys_depend_on_the_kek_and_the_purpose() {
         let a = Kek::new(&key(1), &[]).unwrap();
         let nonce_key = a.derive("dpop-nonce").unwrap();
-        assert_eq!(nonce_key, Kek::new(&key(1), &[key(9)]).unwrap().derive("dpop-nonce").unwrap(), "same KEK, same key");
+        assert_eq!(
+            nonce_key,
+            Kek::new(&key(1), &[key(9)])
+                .unwrap()
+                .derive("dpop-nonce")
+                .unwrap(),
+            "same KEK, same key"
+        );
         assert_ne!(nonce_key, a.derive("other").unwrap());
-        assert_ne!(nonce_key, Kek::new(&key(2), &[]).unwrap().derive("dpop-nonce").unwrap());
+        assert_ne!(
+            nonce_key,
+            Kek::new(&key(2), &[])
+                .unwrap()
+                .derive("dpop-nonce")
+                .unwrap()
+        );
         assert_ne!(nonce_key, key(1));
     }
 

@@ -36,7 +36,11 @@ impl VerifyingKey {
     }
 
     /// Verifies signature and the registered claims per `options`.
-    pub fn verify<C>(&self, token: &str, options: &VerificationOptions) -> Result<JWTClaims<C>, jwt_simple::Error>
+    pub fn verify<C>(
+        &self,
+        token: &str,
+        options: &VerificationOptions,
+    ) -> Result<JWTClaims<C>, jwt_simple::Error>
     where
         C: serde::Serialize + serde::de::DeserializeOwned,
     {
@@ -63,11 +67,24 @@ impl SigningKey {
     }
 
     fn from_stored(k: &StoredKey) -> Result<Self, StoreError> {
-        let bad = |e: jwt_simple::Error| StoreError::Corrupt(format!("signing key {} is unreadable: {e}", k.kid));
+        let bad = |e: jwt_simple::Error| {
+            StoreError::Corrupt(format!("signing key {} is unreadable: {e}", k.kid))
+        };
         match k.alg.as_str() {
-            "EdDSA" => Ok(Self::EdDSA(Ed25519KeyPair::from_bytes(&k.private_key).map_err(bad)?.with_key_id(&k.kid))),
-            "ES256" => Ok(Self::ES256(ES256KeyPair::from_bytes(&k.private_key).map_err(bad)?.with_key_id(&k.kid))),
-            other => Err(StoreError::Corrupt(format!("signing key {} has unknown alg {other}", k.kid))),
+            "EdDSA" => Ok(Self::EdDSA(
+                Ed25519KeyPair::from_bytes(&k.private_key)
+                    .map_err(bad)?
+                    .with_key_id(&k.kid),
+            )),
+            "ES256" => Ok(Self::ES256(
+                ES256KeyPair::from_bytes(&k.private_key)
+                    .map_err(bad)?
+                    .with_key_id(&k.kid),
+            )),
+            other => Err(StoreError::Corrupt(format!(
+                "signing key {} has unknown alg {other}",
+                k.kid
+            ))),
         }
     }
 
@@ -93,7 +110,10 @@ impl SigningKey {
     }
 
     /// Signs with `typ: at+jwt` (RFC 9068); the key id goes in `kid`.
-    pub fn sign<C: serde::Serialize + serde::de::DeserializeOwned>(&self, claims: JWTClaims<C>) -> Result<String, jwt_simple::Error> {
+    pub fn sign<C: serde::Serialize + serde::de::DeserializeOwned>(
+        &self,
+        claims: JWTClaims<C>,
+    ) -> Result<String, jwt_simple::Error> {
         let options = HeaderOptions {
             signature_type: Some(authflow_contract::claims::ACCESS_TOKEN_TYPE.to_owned()),
             ..HeaderOptions::default()
@@ -118,17 +138,24 @@ pub struct LoadedKey {
 
 /// The public half of a stored key: verifier and JWK.
 fn public_half(alg: &str, kid: &str, bytes: &[u8]) -> Result<(VerifyingKey, String), StoreError> {
-    let bad = |e: jwt_simple::Error| StoreError::Corrupt(format!("public key {kid} is unreadable: {e}"));
+    let bad =
+        |e: jwt_simple::Error| StoreError::Corrupt(format!("public key {kid} is unreadable: {e}"));
     match alg {
         "EdDSA" => {
-            let k = Ed25519PublicKey::from_bytes(bytes).map_err(bad)?.with_key_id(kid);
+            let k = Ed25519PublicKey::from_bytes(bytes)
+                .map_err(bad)?
+                .with_key_id(kid);
             Ok((VerifyingKey::EdDSA(k.clone()), k.to_jwk()))
         }
         "ES256" => {
-            let k = ES256PublicKey::from_bytes(bytes).map_err(bad)?.with_key_id(kid);
+            let k = ES256PublicKey::from_bytes(bytes)
+                .map_err(bad)?
+                .with_key_id(kid);
             Ok((VerifyingKey::ES256(k.clone()), k.to_jwk()))
         }
-        other => Err(StoreError::Corrupt(format!("signing key {kid} has unknown alg {other}"))),
+        other => Err(StoreError::Corrupt(format!(
+            "signing key {kid} has unknown alg {other}"
+        ))),
     }
 }
 
@@ -149,12 +176,22 @@ pub struct KeyRing {
 
 impl KeyRing {
     /// Loads the stored keys, generating the first one if there is none.
-    pub async fn load(store: &dyn Store, alg: Algorithm, access_ttl_secs: i64, now: i64) -> Result<Self, StoreError> {
+    pub async fn load(
+        store: &dyn Store,
+        alg: Algorithm,
+        access_ttl_secs: i64,
+        now: i64,
+    ) -> Result<Self, StoreError> {
         if store.signing_keys().await?.is_empty() {
             // Another instance starting at the same moment may win: then its key is the one.
-            store.add_first_signing_key(&new_key(alg, now, now)?).await?;
+            store
+                .add_first_signing_key(&new_key(alg, now, now)?)
+                .await?;
         }
-        let ring = Self { keys: RwLock::new(Arc::new(Vec::new())), access_ttl_secs };
+        let ring = Self {
+            keys: RwLock::new(Arc::new(Vec::new())),
+            access_ttl_secs,
+        };
         ring.reload(store).await?;
         Ok(ring)
     }
@@ -163,11 +200,17 @@ impl KeyRing {
         let stored = store.signing_keys().await?;
         let mut loaded = Vec::with_capacity(stored.len());
         for k in &stored {
-            let signer = if k.private_key.is_empty() { None } else { Some(SigningKey::from_stored(k)?) };
+            let signer = if k.private_key.is_empty() {
+                None
+            } else {
+                Some(SigningKey::from_stored(k)?)
+            };
             let mut public = k.public_key.clone();
             if public.is_empty() {
                 // A row from before public halves were stored: fill it in.
-                let signer = signer.as_ref().ok_or_else(|| StoreError::Corrupt(format!("signing key {} has no key material", k.kid)))?;
+                let signer = signer.as_ref().ok_or_else(|| {
+                    StoreError::Corrupt(format!("signing key {} has no key material", k.kid))
+                })?;
                 public = signer.public_bytes();
                 store.set_signing_key_public(&k.kid, &public).await?;
             }
@@ -193,7 +236,13 @@ impl KeyRing {
     }
 
     /// Publishes a new key now; it signs from `now + lead`.
-    pub async fn rotate(&self, store: &dyn Store, alg: Algorithm, now: i64, lead_secs: i64) -> Result<String, StoreError> {
+    pub async fn rotate(
+        &self,
+        store: &dyn Store,
+        alg: Algorithm,
+        now: i64,
+        lead_secs: i64,
+    ) -> Result<String, StoreError> {
         let kid = add_key(store, alg, now, now + lead_secs).await?;
         self.reload(store).await?;
         Ok(kid)
@@ -201,7 +250,11 @@ impl KeyRing {
 
     /// Deletes the private halves of keys that no longer sign (retired at or
     /// before `now`); their public halves stay published as before.
-    pub async fn forget_retired_private_keys(&self, store: &dyn Store, now: i64) -> Result<u64, StoreError> {
+    pub async fn forget_retired_private_keys(
+        &self,
+        store: &dyn Store,
+        now: i64,
+    ) -> Result<u64, StoreError> {
         let n = store.delete_retired_private_keys(now).await?;
         if n > 0 {
             self.reload(store).await?;
@@ -214,24 +267,42 @@ impl KeyRing {
     /// the later rotation retired the other at once).
     pub fn with_signer<R>(&self, now: i64, f: impl FnOnce(&SigningKey) -> R) -> Option<R> {
         let keys = self.snapshot();
-        let signers = || keys.iter().filter_map(|k| k.signer.as_ref().map(|s| ((k.active_at, k.retired_at.is_none()), s)));
-        let (_, signer) = signers().filter(|((at, _), _)| *at <= now).max_by_key(|(order, _)| *order).or_else(|| signers().next())?;
+        let signers = || {
+            keys.iter().filter_map(|k| {
+                k.signer
+                    .as_ref()
+                    .map(|s| ((k.active_at, k.retired_at.is_none()), s))
+            })
+        };
+        let (_, signer) = signers()
+            .filter(|((at, _), _)| *at <= now)
+            .max_by_key(|(order, _)| *order)
+            .or_else(|| signers().next())?;
         Some(f(signer))
     }
 
     pub fn verifier(&self, kid: &str) -> Option<VerifyingKey> {
-        self.snapshot().iter().find(|k| k.kid == kid).map(|k| k.verifier.clone())
+        self.snapshot()
+            .iter()
+            .find(|k| k.kid == kid)
+            .map(|k| k.verifier.clone())
     }
 
     fn published(&self, key: &LoadedKey, now: i64) -> bool {
         key.publish_at <= now
-            && key.retired_at.is_none_or(|r| now < r + self.access_ttl_secs + RETIRED_GRACE_SECS)
+            && key
+                .retired_at
+                .is_none_or(|r| now < r + self.access_ttl_secs + RETIRED_GRACE_SECS)
     }
 
     /// The JWKS document and its ETag.
     pub fn jwks(&self, now: i64) -> (String, String) {
         let keys = self.snapshot();
-        let jwks: Vec<&str> = keys.iter().filter(|k| self.published(k, now)).map(|k| k.public_jwk.as_str()).collect();
+        let jwks: Vec<&str> = keys
+            .iter()
+            .filter(|k| self.published(k, now))
+            .map(|k| k.public_jwk.as_str())
+            .collect();
         let body = format!("{{\"keys\":[{}]}}", jwks.join(","));
         let etag = format!("\"{}\"", &hex_digest(body.as_bytes())[..32]);
         (body, etag)
@@ -270,7 +341,12 @@ fn new_key(alg: Algorithm, publish_at: i64, active_at: i64) -> Result<StoredKey,
     })
 }
 
-async fn add_key(store: &dyn Store, alg: Algorithm, publish_at: i64, active_at: i64) -> Result<String, StoreError> {
+async fn add_key(
+    store: &dyn Store,
+    alg: Algorithm,
+    publish_at: i64,
+    active_at: i64,
+) -> Result<String, StoreError> {
     let key = new_key(alg, publish_at, active_at)?;
     store.add_signing_key(&key).await?;
     Ok(key.kid)

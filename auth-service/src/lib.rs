@@ -2,8 +2,8 @@
 //! contract crate) and feeds it keys and revocations.
 
 pub mod audit;
-pub mod clock;
 pub mod client_assertion;
+pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod dpop;

@@ -18,9 +18,22 @@ pub const WINDOW_SECS: i64 = 3600;
 /// Takes one mail from the recipient's and the client's budgets (the
 /// client's by its address's bucket: `throttle::address_bucket`); true when
 /// both still allowed it.
-pub async fn allow(state: &AppState, recipient: &str, client: &Client, now: i64) -> ApiResult<bool> {
+pub async fn allow(
+    state: &AppState,
+    recipient: &str,
+    client: &Client,
+    now: i64,
+) -> ApiResult<bool> {
     let ip_key = format!("ip:{}", client.bucket(state));
-    let for_client = state.store.take_mail_budget(&ip_key, now, WINDOW_SECS, state.config.mail.max_per_client_per_hour).await?;
+    let for_client = state
+        .store
+        .take_mail_budget(
+            &ip_key,
+            now,
+            WINDOW_SECS,
+            state.config.mail.max_per_client_per_hour,
+        )
+        .await?;
     let for_recipient = allow_recipient(state, recipient, now).await?;
     Ok(for_client && for_recipient)
 }
@@ -32,6 +45,17 @@ pub async fn allow(state: &AppState, recipient: &str, client: &Client, now: i64)
 /// mails, whether the address was new; the recipient's budget it cannot see.
 pub async fn allow_recipient(state: &AppState, recipient: &str, now: i64) -> ApiResult<bool> {
     // The address is hashed: the table need not be another list of who has an account.
-    let to_key = format!("to:{}", hex::encode(Sha256::digest(recipient.to_ascii_lowercase().as_bytes())));
-    Ok(state.store.take_mail_budget(&to_key, now, WINDOW_SECS, state.config.mail.max_per_recipient_per_hour).await?)
+    let to_key = format!(
+        "to:{}",
+        hex::encode(Sha256::digest(recipient.to_ascii_lowercase().as_bytes()))
+    );
+    Ok(state
+        .store
+        .take_mail_budget(
+            &to_key,
+            now,
+            WINDOW_SECS,
+            state.config.mail.max_per_recipient_per_hour,
+        )
+        .await?)
 }

@@ -34,7 +34,10 @@ pub struct Mail {
 
 impl std::fmt::Debug for Mail {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mail").field("to", &self.to).field("subject", &self.subject).finish_non_exhaustive()
+        f.debug_struct("Mail")
+            .field("to", &self.to)
+            .field("subject", &self.subject)
+            .finish_non_exhaustive()
     }
 }
 
@@ -50,7 +53,14 @@ pub trait Mailer: Send + Sync + 'static {
 pub fn from_config(config: &Config) -> Result<Box<dyn Mailer>, String> {
     match &config.mail.transport {
         MailerConfig::DevOutbox => Ok(Box::new(DevOutbox::new(config.outbox_dir())?)),
-        MailerConfig::Smtp { host, port, username, password, tls, ca_file } => {
+        MailerConfig::Smtp {
+            host,
+            port,
+            username,
+            password,
+            tls,
+            ca_file,
+        } => {
             let transport_tls = match tls {
                 SmtpTls::None => Tls::None,
                 // lettre's `Required`: no STARTTLS in the relay's EHLO answer,
@@ -61,12 +71,24 @@ pub fn from_config(config: &Config) -> Result<Box<dyn Mailer>, String> {
             };
             // `builder_dangerous` only means "no TLS unless set": it is set here.
             let mut builder =
-                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.as_str()).port(*port).tls(transport_tls);
+                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.as_str())
+                    .port(*port)
+                    .tls(transport_tls);
             if let (Some(u), Some(p)) = (username, password) {
-                builder = builder.credentials(Credentials::new(u.clone(), p.expose_secret().to_owned()));
+                builder =
+                    builder.credentials(Credentials::new(u.clone(), p.expose_secret().to_owned()));
             }
-            let from: Mailbox = config.mail.from.parse().map_err(|e| format!("mail.from is not a mailbox: {e}"))?;
-            Ok(Box::new(Smtp { transport: builder.build(), from, host: host.clone(), tls: *tls }))
+            let from: Mailbox = config
+                .mail
+                .from
+                .parse()
+                .map_err(|e| format!("mail.from is not a mailbox: {e}"))?;
+            Ok(Box::new(Smtp {
+                transport: builder.build(),
+                from,
+                host: host.clone(),
+                tls: *tls,
+            }))
         }
     }
 }
@@ -76,15 +98,22 @@ pub fn from_config(config: &Config) -> Result<Box<dyn Mailer>, String> {
 /// `host`. A CA file replaces the public roots: a private relay's name may
 /// be one a public CA certifies for someone else too.
 fn tls_parameters(host: &str, ca_file: Option<&Path>) -> Result<TlsParameters, String> {
-    let store = if ca_file.is_some() { CertificateStore::None } else { CertificateStore::WebpkiRoots };
+    let store = if ca_file.is_some() {
+        CertificateStore::None
+    } else {
+        CertificateStore::WebpkiRoots
+    };
     let mut builder = TlsParameters::builder(host.to_owned()).certificate_store(store);
     if let Some(path) = ca_file {
         for der in crate::tls::read_ca_file(path).map_err(|e| format!("smtp.ca_file: {e}"))? {
-            let certificate = Certificate::from_der(der.to_vec()).map_err(|e| format!("smtp.ca_file: {}: {e}", path.display()))?;
+            let certificate = Certificate::from_der(der.to_vec())
+                .map_err(|e| format!("smtp.ca_file: {}: {e}", path.display()))?;
             builder = builder.add_root_certificate(certificate);
         }
     }
-    builder.build_rustls().map_err(|e| format!("SMTP TLS settings for {host}: {e}"))
+    builder
+        .build_rustls()
+        .map_err(|e| format!("SMTP TLS settings for {host}: {e}"))
 }
 
 pub struct DevOutbox {
@@ -94,25 +123,35 @@ pub struct DevOutbox {
 
 impl DevOutbox {
     pub fn new(dir: PathBuf) -> Result<Self, String> {
-        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create outbox {}: {e}", dir.display()))?;
-        Ok(Self { dir, counter: AtomicU64::new(0) })
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create outbox {}: {e}", dir.display()))?;
+        Ok(Self {
+            dir,
+            counter: AtomicU64::new(0),
+        })
     }
 }
 
 #[async_trait]
 impl Mailer for DevOutbox {
     async fn send(&self, mut mail: Mail) -> Result<(), String> {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         mail.sent_at = i64::try_from(now.as_secs()).unwrap_or(0);
         let n = self.counter.fetch_add(1, Ordering::SeqCst);
         // Name sorts by time, then by order within this process.
         let name = format!("{:020}-{:08}.json", now.as_nanos(), n);
         let json = serde_json::to_vec_pretty(&mail).map_err(|e| e.to_string())?;
-        tokio::fs::write(self.dir.join(name), json).await.map_err(|e| e.to_string())
+        tokio::fs::write(self.dir.join(name), json)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     async fn outbox(&self, to: &str) -> Result<Vec<Mail>, String> {
-        let mut entries = tokio::fs::read_dir(&self.dir).await.map_err(|e| e.to_string())?;
+        let mut entries = tokio::fs::read_dir(&self.dir)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut names = Vec::new();
         while let Some(entry) = entries.next_entry().await.map_err(|e| e.to_string())? {
             names.push(entry.path());
@@ -120,7 +159,9 @@ impl Mailer for DevOutbox {
         names.sort();
         let mut out = Vec::new();
         for path in names {
-            let Ok(bytes) = tokio::fs::read(&path).await else { continue };
+            let Ok(bytes) = tokio::fs::read(&path).await else {
+                continue;
+            };
             if let Ok(mail) = serde_json::from_slice::<Mail>(&bytes) {
                 if mail.to == to {
                     out.push(mail);
@@ -156,7 +197,9 @@ impl Mailer for Smtp {
         tokio::spawn(async move {
             if let Err(e) = transport.send(message).await {
                 let error = match crate::tls::rustls_error_in(&e) {
-                    Some(handshake) => crate::tls::explain(handshake, &host, "give its CA with smtp.ca_file"),
+                    Some(handshake) => {
+                        crate::tls::explain(handshake, &host, "give its CA with smtp.ca_file")
+                    }
                     None => e.to_string(),
                 };
                 tracing::warn!(%error, relay = %host, tls = tls.name(), "smtp delivery failed");

@@ -3,15 +3,15 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use authflow_auth_service::clock::now;
 use authflow_auth_service::config::{Config, Environment};
 use authflow_auth_service::domain::password::{Hasher, Password};
 use authflow_auth_service::domain::{random_secret, Email};
-use authflow_auth_service::store::{Backend, PageCursor, PageRequest, StoreError, User};
-use authflow_auth_service::clock::now;
-use authflow_contract::claims;
 use authflow_auth_service::startup::spawn;
 use authflow_auth_service::state::{build_state, open_store};
+use authflow_auth_service::store::{Backend, PageCursor, PageRequest, StoreError, User};
 use authflow_auth_service::{sessions, tokens};
+use authflow_contract::claims;
 use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
 
@@ -136,12 +136,16 @@ enum KeysCommand {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
@@ -184,36 +188,62 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Migrate => {
             open_store(&config).await.map_err(|e| e.to_string())?;
             // Not the URL itself: it may carry a password.
-            let backend = Backend::of_url(config.database.url.expose_secret()).map_or("unknown", Backend::name);
+            let backend = Backend::of_url(config.database.url.expose_secret())
+                .map_or("unknown", Backend::name);
             println!("migrations applied ({backend})");
             Ok(())
         }
-        Command::User(UserCommand::Create { email, password, roles }) => create_user(config, &email, &password, roles).await,
+        Command::User(UserCommand::Create {
+            email,
+            password,
+            roles,
+        }) => create_user(config, &email, &password, roles).await,
         Command::User(UserCommand::List) => {
             let store = open_store(&config).await.map_err(|e| e.to_string())?;
             let mut page = PageRequest::first(1000);
             loop {
                 let users = store.list_users(&page).await.map_err(|e| e.to_string())?;
                 let Some(last) = users.last() else { break };
-                page.after = Some(PageCursor { created_at: last.created_at, id: last.id.clone() });
+                page.after = Some(PageCursor {
+                    created_at: last.created_at,
+                    id: last.id.clone(),
+                });
                 for u in &users {
                     let flags = [
                         (u.email_verified, "verified"),
                         (u.banned_at.is_some(), "banned"),
                         (u.totp_secret.is_some(), "totp"),
                     ];
-                    let flags: Vec<&str> = flags.iter().filter(|(on, _)| *on).map(|(_, f)| *f).collect();
-                    println!("{}  {}  roles={}  {}", u.id, u.email, u.roles.join(","), flags.join(","));
+                    let flags: Vec<&str> = flags
+                        .iter()
+                        .filter(|(on, _)| *on)
+                        .map(|(_, f)| *f)
+                        .collect();
+                    println!(
+                        "{}  {}  roles={}  {}",
+                        u.id,
+                        u.email,
+                        u.roles.join(","),
+                        flags.join(",")
+                    );
                 }
             }
             Ok(())
         }
-        Command::Token(TokenCommand::Mint { email, device_secret, headers }) => mint(config, &email, device_secret, &headers).await,
+        Command::Token(TokenCommand::Mint {
+            email,
+            device_secret,
+            headers,
+        }) => mint(config, &email, device_secret, &headers).await,
         Command::Keys(KeysCommand::Rotate) => {
             let lead = i64::try_from(config.keys.publish_lead.as_secs()).unwrap_or(60);
             let alg = config.keys.signing_alg;
             let state = build_state(config).await.map_err(|e| e.to_string())?;
-            let kid = state.keys.rotate(state.store.as_ref(), alg, now(), lead).await.map_err(|e| e.to_string())?;
+            let kid = state
+                .keys
+                .rotate(state.store.as_ref(), alg, now(), lead)
+                .await
+                .map_err(|e| e.to_string())?;
             println!("new key {kid} published; it signs in {lead} s (a running service picks it up within its maintenance interval)");
             Ok(())
         }
@@ -222,17 +252,28 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Keys(KeysCommand::List) => {
             let state = build_state(config).await.map_err(|e| e.to_string())?;
             for k in state.keys.list() {
-                println!("{}  {}  publish_at={} active_at={} retired_at={:?}", k.kid, k.alg, k.publish_at, k.active_at, k.retired_at);
+                println!(
+                    "{}  {}  publish_at={} active_at={} retired_at={:?}",
+                    k.kid, k.alg, k.publish_at, k.active_at, k.retired_at
+                );
             }
             Ok(())
         }
     }
 }
 
-async fn create_user(config: Config, email: &str, password: &str, extra_roles: Vec<String>) -> Result<(), String> {
+async fn create_user(
+    config: Config,
+    email: &str,
+    password: &str,
+    extra_roles: Vec<String>,
+) -> Result<(), String> {
     let email = Email::parse(email)?;
     let password = Password::parse(password, email.as_str()).map_err(|e| e.0)?;
-    let hasher = Hasher::new(config.passwords.hash_memory_kib, config.passwords.hash_iterations)?;
+    let hasher = Hasher::new(
+        config.passwords.hash_memory_kib,
+        config.passwords.hash_iterations,
+    )?;
     let hash = hasher.hash(password.expose())?;
     let mut roles = vec!["user".to_owned()];
     for r in extra_roles {
@@ -246,42 +287,77 @@ async fn create_user(config: Config, email: &str, password: &str, extra_roles: V
         }
     }
     if roles.len() > claims::MAX_LIST_ITEMS {
-        return Err(format!("a user has at most {} roles (the filter refuses tokens with more)", claims::MAX_LIST_ITEMS));
+        return Err(format!(
+            "a user has at most {} roles (the filter refuses tokens with more)",
+            claims::MAX_LIST_ITEMS
+        ));
     }
     let store = open_store(&config).await.map_err(|e| e.to_string())?;
-    let user = User { email_verified: true, ..User::new(email.as_str(), hash, roles.clone(), now()) };
+    let user = User {
+        email_verified: true,
+        ..User::new(email.as_str(), hash, roles.clone(), now())
+    };
     match store.create_user(&user).await {
         Ok(()) => {}
-        Err(StoreError::Conflict(_)) => return Err(format!("a user with email {email} already exists")),
+        Err(StoreError::Conflict(_)) => {
+            return Err(format!("a user with email {email} already exists"))
+        }
         Err(e) => return Err(e.to_string()),
     }
-    println!("{}", serde_json::json!({"user_id": user.id, "email": user.email, "roles": roles}));
+    println!(
+        "{}",
+        serde_json::json!({"user_id": user.id, "email": user.email, "roles": roles})
+    );
     Ok(())
 }
 
-async fn mint(config: Config, email: &str, device_secret: Option<String>, headers: &[String]) -> Result<(), String> {
+async fn mint(
+    config: Config,
+    email: &str,
+    device_secret: Option<String>,
+    headers: &[String],
+) -> Result<(), String> {
     if config.environment != Environment::Development {
         return Err("token mint is for the development environment only".into());
     }
     let state = build_state(config).await.map_err(|e| e.to_string())?;
     let email = Email::parse(email)?;
-    let user = state.store.user_by_email(email.as_str()).await.map_err(|e| e.to_string())?.ok_or("no such user")?;
+    let user = state
+        .store
+        .user_by_email(email.as_str())
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("no such user")?;
     let now = now();
-    let device = device_secret.map(authflow_auth_service::domain::Secret::new).unwrap_or_else(random_secret);
+    let device = device_secret
+        .map(authflow_auth_service::domain::Secret::new)
+        .unwrap_or_else(random_secret);
     let mut header_map = axum::http::HeaderMap::new();
     for h in headers {
-        let (name, value) = h.split_once('=').ok_or_else(|| format!("--header `{h}` is not name=value"))?;
-        let name = axum::http::HeaderName::from_bytes(name.trim().to_ascii_lowercase().as_bytes()).map_err(|e| e.to_string())?;
+        let (name, value) = h
+            .split_once('=')
+            .ok_or_else(|| format!("--header `{h}` is not name=value"))?;
+        let name = axum::http::HeaderName::from_bytes(name.trim().to_ascii_lowercase().as_bytes())
+            .map_err(|e| e.to_string())?;
         let value = axum::http::HeaderValue::from_str(value.trim()).map_err(|e| e.to_string())?;
         header_map.insert(name, value);
     }
     // A throwaway refresh token nobody receives: the session exists so it can be revoked.
     let origin = (None, Some("authflow-auth token mint".to_owned()));
-    let session_id = sessions::create_session(&state, &user, &device, &random_secret(), now, origin, None)
+    let session_id =
+        sessions::create_session(&state, &user, &device, &random_secret(), now, origin, None)
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+    let dfp = tokens::fingerprint(
+        &state.config.tokens.fingerprint_attributes,
+        0,
+        device.expose(),
+        &header_map,
+        None,
+    );
+    let access = tokens::issue(&state, &user, &session_id, Some(dfp), None, now)
         .await
         .map_err(|e| format!("{e:?}"))?;
-    let dfp = tokens::fingerprint(&state.config.tokens.fingerprint_attributes, 0, device.expose(), &header_map, None);
-    let access = tokens::issue(&state, &user, &session_id, Some(dfp), None, now).await.map_err(|e| format!("{e:?}"))?;
     println!(
         "{}",
         serde_json::json!({
@@ -303,32 +379,68 @@ async fn service_account(config: Config, cmd: ServiceAccountCommand) -> Result<(
     let state = build_state(config).await.map_err(|e| e.to_string())?;
     let now = now();
     match cmd {
-        ServiceAccountCommand::Create { client_id, scopes, jwk_file, no_secret } => {
+        ServiceAccountCommand::Create {
+            client_id,
+            scopes,
+            jwk_file,
+            no_secret,
+        } => {
             let jwk = jwk_file.as_deref().map(read_jwk).transpose()?;
-            let (account, secret) =
-                service_accounts::create(&state, &client_id, &scopes, jwk.as_ref(), !no_secret, now).await.map_err(|e| format!("{e:?}"))?;
+            let (account, secret) = service_accounts::create(
+                &state,
+                &client_id,
+                &scopes,
+                jwk.as_ref(),
+                !no_secret,
+                now,
+            )
+            .await
+            .map_err(|e| format!("{e:?}"))?;
             let mut out = serde_json::json!({"client_id": account.client_id, "scope": account.scope, "public_key": jwk.is_some()});
             if let Some(secret) = secret {
                 out["client_secret"] = secret.into();
             }
             println!("{out}");
         }
-        ServiceAccountCommand::SetKey { client_id, jwk_file } => {
+        ServiceAccountCommand::SetKey {
+            client_id,
+            jwk_file,
+        } => {
             let jwk = read_jwk(&jwk_file)?;
-            service_accounts::set_public_key(&state, &client_id, Some(&jwk), now).await.map_err(|e| format!("{e:?}"))?;
-            println!("{}", serde_json::json!({"client_id": client_id, "public_key": true}));
+            service_accounts::set_public_key(&state, &client_id, Some(&jwk), now)
+                .await
+                .map_err(|e| format!("{e:?}"))?;
+            println!(
+                "{}",
+                serde_json::json!({"client_id": client_id, "public_key": true})
+            );
         }
         ServiceAccountCommand::RemoveKey { client_id } => {
-            service_accounts::set_public_key(&state, &client_id, None, now).await.map_err(|e| format!("{e:?}"))?;
-            println!("{}", serde_json::json!({"client_id": client_id, "public_key": false}));
+            service_accounts::set_public_key(&state, &client_id, None, now)
+                .await
+                .map_err(|e| format!("{e:?}"))?;
+            println!(
+                "{}",
+                serde_json::json!({"client_id": client_id, "public_key": false})
+            );
         }
         ServiceAccountCommand::RotateSecret { client_id } => {
-            let secret = service_accounts::rotate_secret(&state, &client_id, now).await.map_err(|e| format!("{e:?}"))?;
-            println!("{}", serde_json::json!({"client_id": client_id, "client_secret": secret}));
+            let secret = service_accounts::rotate_secret(&state, &client_id, now)
+                .await
+                .map_err(|e| format!("{e:?}"))?;
+            println!(
+                "{}",
+                serde_json::json!({"client_id": client_id, "client_secret": secret})
+            );
         }
         ServiceAccountCommand::Disable { client_id } => {
-            service_accounts::disable(&state, &client_id, now).await.map_err(|e| format!("{e:?}"))?;
-            println!("{}", serde_json::json!({"client_id": client_id, "disabled": true}));
+            service_accounts::disable(&state, &client_id, now)
+                .await
+                .map_err(|e| format!("{e:?}"))?;
+            println!(
+                "{}",
+                serde_json::json!({"client_id": client_id, "disabled": true})
+            );
         }
     }
     Ok(())

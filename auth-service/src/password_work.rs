@@ -51,7 +51,13 @@ impl PasswordWork {
     /// `concurrency` hashes at once (at least one); a request waits at most `wait` for one.
     pub fn new(hasher: Hasher, concurrency: usize, wait: Duration) -> Self {
         let permits = concurrency.clamp(1, Semaphore::MAX_PERMITS);
-        Self { hasher, slots: Arc::new(Semaphore::new(permits)), size: permits, wait, refused: AtomicU64::new(0) }
+        Self {
+            hasher,
+            slots: Arc::new(Semaphore::new(permits)),
+            size: permits,
+            wait,
+            refused: AtomicU64::new(0),
+        }
     }
 
     /// The argon2id hash (PHC string) of a new password.
@@ -76,22 +82,35 @@ impl PasswordWork {
         match Arc::clone(&self.slots).try_acquire_owned() {
             Ok(slot) => Ok(Slot { _permit: slot }),
             Err(_) if self.wait.is_zero() => Err(self.busy()),
-            Err(_) => match tokio::time::timeout(self.wait, Arc::clone(&self.slots).acquire_owned()).await {
-                Ok(Ok(slot)) => Ok(Slot { _permit: slot }),
-                // Timed out, or the semaphore closed (it never is).
-                Ok(Err(_)) | Err(_) => Err(self.busy()),
-            },
+            Err(_) => {
+                match tokio::time::timeout(self.wait, Arc::clone(&self.slots).acquire_owned()).await
+                {
+                    Ok(Ok(slot)) => Ok(Slot { _permit: slot }),
+                    // Timed out, or the semaphore closed (it never is).
+                    Ok(Err(_)) | Err(_) => Err(self.busy()),
+                }
+            }
         }
     }
 
     /// [`PasswordWork::hash`] in a slot already reserved.
     pub async fn hash_in(&self, slot: Slot, password: String) -> ApiResult<String> {
-        self.run(slot, move |hasher| hasher.hash(&password)).await?.map_err(ApiError::internal)
+        self.run(slot, move |hasher| hasher.hash(&password))
+            .await?
+            .map_err(ApiError::internal)
     }
 
     /// [`PasswordWork::verify`] in a slot already reserved.
-    pub async fn verify_in(&self, slot: Slot, password: String, stored: Option<String>) -> ApiResult<bool> {
-        self.run(slot, move |hasher| hasher.verify(&password, stored.as_deref())).await
+    pub async fn verify_in(
+        &self,
+        slot: Slot,
+        password: String,
+        stored: Option<String>,
+    ) -> ApiResult<bool> {
+        self.run(slot, move |hasher| {
+            hasher.verify(&password, stored.as_deref())
+        })
+        .await
     }
 
     /// Slots free right now.
@@ -111,7 +130,11 @@ impl PasswordWork {
         )
     }
 
-    async fn run<T: Send + 'static>(&self, slot: Slot, work: impl FnOnce(&Hasher) -> T + Send + 'static) -> ApiResult<T> {
+    async fn run<T: Send + 'static>(
+        &self,
+        slot: Slot,
+        work: impl FnOnce(&Hasher) -> T + Send + 'static,
+    ) -> ApiResult<T> {
         let hasher = self.hasher.clone();
         tokio::task::spawn_blocking(move || {
             let _slot = slot;
@@ -123,7 +146,9 @@ impl PasswordWork {
 
     fn busy(&self) -> ApiError {
         self.refused.fetch_add(1, Ordering::Relaxed);
-        ApiError::TemporarilyUnavailable { retry_after_secs: BUSY_RETRY_AFTER_SECS }
+        ApiError::TemporarilyUnavailable {
+            retry_after_secs: BUSY_RETRY_AFTER_SECS,
+        }
     }
 }
 
@@ -139,9 +164,18 @@ mod tests {
     async fn hashes_and_verifies() {
         let w = work(2, Duration::from_millis(100));
         let stored = w.hash("correct horse battery".into()).await.unwrap();
-        assert!(w.verify("correct horse battery".into(), Some(stored.clone())).await.unwrap());
-        assert!(!w.verify("wrong horse battery".into(), Some(stored)).await.unwrap());
-        assert!(!w.verify("correct horse battery".into(), None).await.unwrap());
+        assert!(w
+            .verify("correct horse battery".into(), Some(stored.clone()))
+            .await
+            .unwrap());
+        assert!(!w
+            .verify("wrong horse battery".into(), Some(stored))
+            .await
+            .unwrap());
+        assert!(!w
+            .verify("correct horse battery".into(), None)
+            .await
+            .unwrap());
         assert_eq!(w.available(), 2, "every slot is given back");
     }
 
@@ -155,10 +189,25 @@ mod tests {
             let started = std::time::Instant::now();
             let refused = w.verify("x".into(), None).await.unwrap_err();
             assert!(started.elapsed() >= wait);
-            assert!(matches!(refused, ApiError::TemporarilyUnavailable { retry_after_secs: 1 }), "{refused:?}");
-            assert_eq!(refused.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+            assert!(
+                matches!(
+                    refused,
+                    ApiError::TemporarilyUnavailable {
+                        retry_after_secs: 1
+                    }
+                ),
+                "{refused:?}"
+            );
+            assert_eq!(
+                refused.status(),
+                axum::http::StatusCode::SERVICE_UNAVAILABLE
+            );
             let shown = w.render_metrics();
-            assert!(shown.contains("authflow_password_work_busy_total 1\n") && shown.contains("authflow_password_work_running 1\n"), "{shown}");
+            assert!(
+                shown.contains("authflow_password_work_busy_total 1\n")
+                    && shown.contains("authflow_password_work_running 1\n"),
+                "{shown}"
+            );
             drop(held);
             assert!(!w.verify("x".into(), None).await.unwrap());
         }
@@ -185,13 +234,19 @@ mod tests {
         let w = work(1, Duration::ZERO);
         let slot = w.reserve().await.unwrap();
         assert_eq!(w.available(), 0);
-        assert!(matches!(w.reserve().await, Err(ApiError::TemporarilyUnavailable { .. })));
+        assert!(matches!(
+            w.reserve().await,
+            Err(ApiError::TemporarilyUnavailable { .. })
+        ));
         assert!(!w.verify_in(slot, "x".into(), None).await.unwrap());
         assert_eq!(w.available(), 1);
         let slot = w.reserve().await.unwrap();
         drop(slot);
         assert_eq!(w.available(), 1);
-        let stored = w.hash_in(w.reserve().await.unwrap(), "pw".into()).await.unwrap();
+        let stored = w
+            .hash_in(w.reserve().await.unwrap(), "pw".into())
+            .await
+            .unwrap();
         assert!(w.verify("pw".into(), Some(stored)).await.unwrap());
     }
 }

@@ -25,12 +25,16 @@ pub const MAX_SCOPES: usize = 32;
 pub fn valid_client_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_CLIENT_ID_LEN
-        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
 }
 
 /// A scope list in its stored form (space-separated, de-duplicated, in the
 /// given order); refuses scope tokens RFC 6749 §3.3 does not allow.
-pub fn normalize_scope<'a>(items: impl IntoIterator<Item = &'a str>) -> Result<String, &'static str> {
+pub fn normalize_scope<'a>(
+    items: impl IntoIterator<Item = &'a str>,
+) -> Result<String, &'static str> {
     let mut out: Vec<&str> = Vec::new();
     for s in items.into_iter().flat_map(scopes) {
         if !is_scope_token(s) {
@@ -49,7 +53,9 @@ pub fn normalize_scope<'a>(items: impl IntoIterator<Item = &'a str>) -> Result<S
 /// The scope to grant: the requested one when every scope in it is the
 /// account's, all of the account's when none was requested (RFC 6749 §3.3).
 pub fn granted_scope(account_scope: &str, requested: Option<&str>) -> Result<String, &'static str> {
-    let Some(requested) = requested else { return Ok(account_scope.to_owned()) };
+    let Some(requested) = requested else {
+        return Ok(account_scope.to_owned());
+    };
     let requested = normalize_scope([requested])?;
     let allowed: Vec<&str> = scopes(account_scope).collect();
     if scopes(&requested).all(|s| allowed.contains(&s)) {
@@ -71,20 +77,36 @@ pub async fn create(
     now: i64,
 ) -> ApiResult<(ServiceAccount, Option<String>)> {
     if !valid_client_id(client_id) {
-        return Err(ApiError::BadRequest("client_id must be 1-64 of a-z, 0-9, `.`, `_`, `-`".into()));
+        return Err(ApiError::BadRequest(
+            "client_id must be 1-64 of a-z, 0-9, `.`, `_`, `-`".into(),
+        ));
     }
-    let scope = normalize_scope(scope.iter().map(String::as_str)).map_err(|e| ApiError::BadRequest(e.into()))?;
+    let scope = normalize_scope(scope.iter().map(String::as_str))
+        .map_err(|e| ApiError::BadRequest(e.into()))?;
     if !with_secret && jwk.is_none() {
-        return Err(ApiError::BadRequest("an account without a secret needs a public key (jwk)".into()));
+        return Err(ApiError::BadRequest(
+            "an account without a secret needs a public key (jwk)".into(),
+        ));
     }
     let public_jwk = jwk.map(checked_jwk).transpose()?;
     let secret = with_secret.then(random_secret);
-    let secret_hash = secret.as_ref().map_or_else(String::new, |s| stored_secret(s.expose()));
-    let account =
-        ServiceAccount { client_id: client_id.to_owned(), secret_hash, scope, disabled_at: None, created_at: now, rotated_at: now, public_jwk };
+    let secret_hash = secret
+        .as_ref()
+        .map_or_else(String::new, |s| stored_secret(s.expose()));
+    let account = ServiceAccount {
+        client_id: client_id.to_owned(),
+        secret_hash,
+        scope,
+        disabled_at: None,
+        created_at: now,
+        rotated_at: now,
+        public_jwk,
+    };
     match state.store.create_service_account(&account).await {
         Ok(()) => Ok((account, secret.map(|s| s.expose().to_owned()))),
-        Err(StoreError::Conflict(_)) => Err(ApiError::Conflict("a service account with this client_id exists")),
+        Err(StoreError::Conflict(_)) => Err(ApiError::Conflict(
+            "a service account with this client_id exists",
+        )),
         Err(e) => Err(e.into()),
     }
 }
@@ -97,15 +119,28 @@ fn checked_jwk(jwk: &Value) -> ApiResult<String> {
 
 /// Registers (replaces) or, with `None`, removes a live account's public key.
 /// Assertions signed with a replaced key stop working at once.
-pub async fn set_public_key(state: &AppState, client_id: &str, jwk: Option<&Value>, now: i64) -> ApiResult<()> {
+pub async fn set_public_key(
+    state: &AppState,
+    client_id: &str,
+    jwk: Option<&Value>,
+    now: i64,
+) -> ApiResult<()> {
     let public_jwk = jwk.map(checked_jwk).transpose()?;
     if let (None, Some(account)) = (&public_jwk, state.store.service_account(client_id).await?) {
         if account.secret_hash.is_empty() {
-            return Err(ApiError::BadRequest("the account has no secret: removing its key would lock it out".into()));
+            return Err(ApiError::BadRequest(
+                "the account has no secret: removing its key would lock it out".into(),
+            ));
         }
     }
-    if !state.store.set_service_public_jwk(client_id, public_jwk.as_deref(), now).await? {
-        return Err(ApiError::NotFound("no live service account has this client_id"));
+    if !state
+        .store
+        .set_service_public_jwk(client_id, public_jwk.as_deref(), now)
+        .await?
+    {
+        return Err(ApiError::NotFound(
+            "no live service account has this client_id",
+        ));
     }
     Ok(())
 }
@@ -114,8 +149,14 @@ pub async fn set_public_key(state: &AppState, client_id: &str, jwk: Option<&Valu
 pub async fn rotate_secret(state: &AppState, client_id: &str, now: i64) -> ApiResult<String> {
     let secret = random_secret();
     let hash = stored_secret(secret.expose());
-    if !state.store.set_service_secret(client_id, &hash, now).await? {
-        return Err(ApiError::NotFound("no live service account has this client_id"));
+    if !state
+        .store
+        .set_service_secret(client_id, &hash, now)
+        .await?
+    {
+        return Err(ApiError::NotFound(
+            "no live service account has this client_id",
+        ));
     }
     Ok(secret.expose().to_owned())
 }
@@ -124,8 +165,14 @@ pub async fn rotate_secret(state: &AppState, client_id: &str, now: i64) -> ApiRe
 /// subject in the revocation feed kills the ones it holds.
 pub async fn disable(state: &AppState, client_id: &str, now: i64) -> ApiResult<()> {
     let expires = now + i64::try_from(state.config.tokens.access_ttl.as_secs()).unwrap_or(900);
-    if !state.store.disable_service_account(client_id, &service_subject(client_id), now, expires).await? {
-        return Err(ApiError::NotFound("no live service account has this client_id"));
+    if !state
+        .store
+        .disable_service_account(client_id, &service_subject(client_id), now, expires)
+        .await?
+    {
+        return Err(ApiError::NotFound(
+            "no live service account has this client_id",
+        ));
     }
     feed_changed(state).await;
     Ok(())
@@ -164,18 +211,36 @@ fn secret_matches_sha256(secret: &str, stored: Option<&str>) -> bool {
 /// the sign-in limit `throttle.ip_max_failures`), whatever the client id: a
 /// locked address gets 429 for every wrong secret (a right SHA-256 secret,
 /// cheap to check and unguessable, still passes).
-pub async fn authenticate(state: &AppState, client: &Client, client_id: &str, secret: &str) -> ApiResult<ServiceAccount> {
+pub async fn authenticate(
+    state: &AppState,
+    client: &Client,
+    client_id: &str,
+    secret: &str,
+) -> ApiResult<ServiceAccount> {
     let (store, now) = (state.store.as_ref(), crate::clock::now());
     let address_key = ip_key(&client.bucket(state));
-    let locked = state.throttle.check(store, std::slice::from_ref(&address_key), now).await?.err();
-    let account = if valid_client_id(client_id) { store.service_account(client_id).await? } else { None };
+    let locked = state
+        .throttle
+        .check(store, std::slice::from_ref(&address_key), now)
+        .await?
+        .err();
+    let account = if valid_client_id(client_id) {
+        store.service_account(client_id).await?
+    } else {
+        None
+    };
     let live = account.filter(|a| a.disabled_at.is_none());
     // No secret (key-only account): the same work as a wrong one, then a refusal.
-    let stored = live.as_ref().map(|a| a.secret_hash.as_str()).filter(|h| !h.is_empty());
+    let stored = live
+        .as_ref()
+        .map(|a| a.secret_hash.as_str())
+        .filter(|h| !h.is_empty());
     let ok = match stored {
         Some(argon2) if argon2.starts_with("$argon2") => match locked {
             Some(retry_after_secs) => return Err(too_many_failures(retry_after_secs)),
-            None => legacy_secret_matches(state, &address_key, client_id, secret, argon2, now).await?,
+            None => {
+                legacy_secret_matches(state, &address_key, client_id, secret, argon2, now).await?
+            }
         },
         sha256 => {
             let ok = secret_matches_sha256(secret, sha256);
@@ -184,7 +249,15 @@ pub async fn authenticate(state: &AppState, client: &Client, client_id: &str, se
                     return Err(too_many_failures(retry_after_secs));
                 }
                 // Counted after the comparison: it costs nothing, and a 256-bit secret is not guessed.
-                state.throttle.failure(store, &address_key, state.config.throttle.ip_max_failures, now).await?;
+                state
+                    .throttle
+                    .failure(
+                        store,
+                        &address_key,
+                        state.config.throttle.ip_max_failures,
+                        now,
+                    )
+                    .await?;
             }
             ok
         }
@@ -196,7 +269,9 @@ pub async fn authenticate(state: &AppState, client: &Client, client_id: &str, se
 }
 
 fn too_many_failures(retry_after_secs: u64) -> ApiError {
-    ApiError::TooManyRequests { retry_after_secs: retry_after_secs.max(1) }
+    ApiError::TooManyRequests {
+        retry_after_secs: retry_after_secs.max(1),
+    }
 }
 
 /// A secret checked against a legacy argon2id hash: the hashing slot first
@@ -208,15 +283,33 @@ fn too_many_failures(retry_after_secs: u64) -> ApiError {
 /// the account from its own, right secret. A right secret takes its
 /// attempt back and is re-stored as SHA-256, only over the hash it was
 /// checked against (a rotation in between wins), so it costs no hash from then on.
-async fn legacy_secret_matches(state: &AppState, address_key: &str, client_id: &str, secret: &str, stored: &str, now: i64) -> ApiResult<bool> {
+async fn legacy_secret_matches(
+    state: &AppState,
+    address_key: &str,
+    client_id: &str,
+    secret: &str,
+    stored: &str,
+    now: i64,
+) -> ApiResult<bool> {
     let (store, limits) = (state.store.as_ref(), &state.config.throttle);
     let slot = state.password_work.reserve().await?;
-    let address = state.throttle.attempt(store, address_key, limits.ip_max_failures, now).await?.map_err(too_many_failures)?;
-    if !state.password_work.verify_in(slot, secret.to_owned(), Some(stored.to_owned())).await? {
+    let address = state
+        .throttle
+        .attempt(store, address_key, limits.ip_max_failures, now)
+        .await?
+        .map_err(too_many_failures)?;
+    if !state
+        .password_work
+        .verify_in(slot, secret.to_owned(), Some(stored.to_owned()))
+        .await?
+    {
         return Ok(false);
     }
     state.throttle.undo(store, &address).await?;
-    if let Err(e) = store.upgrade_service_secret(client_id, stored, &stored_secret(secret)).await {
+    if let Err(e) = store
+        .upgrade_service_secret(client_id, stored, &stored_secret(secret))
+        .await
+    {
         // The secret was right; the next request tries again.
         tracing::warn!(error = %e, client_id, "a legacy client secret was not re-stored as SHA-256");
     }
@@ -229,12 +322,21 @@ async fn legacy_secret_matches(state: &AppState, address_key: &str, client_id: &
 /// failure is one `invalid_client`. Its `jti` must also never have been
 /// used (on any instance): that is checked, and the assertion spent, by
 /// [`UnspentAssertion::spend`] once the rest of the request is known good.
-pub async fn authenticate_assertion(state: &AppState, client_id: Option<&str>, assertion: &str, now: i64) -> ApiResult<(ServiceAccount, UnspentAssertion)> {
+pub async fn authenticate_assertion(
+    state: &AppState,
+    client_id: Option<&str>,
+    assertion: &str,
+    now: i64,
+) -> ApiResult<(ServiceAccount, UnspentAssertion)> {
     let claimed = client_assertion::claimed_client(assertion).ok_or(ApiError::InvalidClient)?;
     if client_id.is_some_and(|id| id != claimed) || !valid_client_id(&claimed) {
         return Err(ApiError::InvalidClient);
     }
-    let account = state.store.service_account(&claimed).await?.filter(|a| a.disabled_at.is_none());
+    let account = state
+        .store
+        .service_account(&claimed)
+        .await?
+        .filter(|a| a.disabled_at.is_none());
     let key = account
         .as_ref()
         .and_then(|a| a.public_jwk.as_deref())
@@ -242,12 +344,27 @@ pub async fn authenticate_assertion(state: &AppState, client_id: Option<&str>, a
         .and_then(|jwk| ClientKey::from_registered(&jwk));
     // Without a live account and its key (or for an assertion naming another
     // algorithm than its key's), a decoy key: the same signature work, then the same refusal.
-    let key_or_decoy = key.as_ref().filter(|k| k.takes(assertion)).unwrap_or_else(|| ClientKey::decoy_for(assertion));
-    let checked = client_assertion::verify(assertion, &claimed, key_or_decoy, &state.config.tokens.issuer, now);
+    let key_or_decoy = key
+        .as_ref()
+        .filter(|k| k.takes(assertion))
+        .unwrap_or_else(|| ClientKey::decoy_for(assertion));
+    let checked = client_assertion::verify(
+        assertion,
+        &claimed,
+        key_or_decoy,
+        &state.config.tokens.issuer,
+        now,
+    );
     let (Some(account), Some(_), Some(accepted)) = (account, key, checked) else {
         return Err(ApiError::InvalidClient);
     };
-    Ok((account, UnspentAssertion { client_id: claimed, accepted }))
+    Ok((
+        account,
+        UnspentAssertion {
+            client_id: claimed,
+            accepted,
+        },
+    ))
 }
 
 /// A client assertion that passed every check but the replay check. A
@@ -265,13 +382,23 @@ impl UnspentAssertion {
     /// or on another instance): it is then answered as a replay, whatever
     /// else the request got wrong.
     pub async fn was_spent(&self, state: &AppState) -> ApiResult<bool> {
-        Ok(state.store.client_assertion_taken(&self.client_id, &self.accepted.jti).await?)
+        Ok(state
+            .store
+            .client_assertion_taken(&self.client_id, &self.accepted.jti)
+            .await?)
     }
 
     /// Records the assertion's `jti` as used; a replay is `invalid_client`.
     pub async fn spend(self, state: &AppState) -> ApiResult<()> {
-        let Self { client_id, accepted } = self;
-        if state.store.take_client_assertion(&client_id, &accepted.jti, accepted.expires_at).await? {
+        let Self {
+            client_id,
+            accepted,
+        } = self;
+        if state
+            .store
+            .take_client_assertion(&client_id, &accepted.jti, accepted.expires_at)
+            .await?
+        {
             Ok(())
         } else {
             Err(ApiError::InvalidClient)
@@ -299,16 +426,31 @@ mod tests {
         assert!(!secret_matches_sha256("s3cret-valuf", Some(&stored)));
         assert!(!secret_matches_sha256("s3cret-value", None));
         // The bare hex (no prefix) or another hash form is never taken as a SHA-256.
-        assert!(!secret_matches_sha256("s3cret-value", Some(&hash_secret("s3cret-value"))));
+        assert!(!secret_matches_sha256(
+            "s3cret-value",
+            Some(&hash_secret("s3cret-value"))
+        ));
         assert!(!secret_matches_sha256("", Some(NO_SECRET)));
-        assert!(!secret_matches_sha256("x", Some(&format!("sha256${NO_SECRET}"))));
+        assert!(!secret_matches_sha256(
+            "x",
+            Some(&format!("sha256${NO_SECRET}"))
+        ));
     }
 
     #[test]
     fn granted_scope_is_a_subset() {
-        assert_eq!(granted_scope("read write", None).as_deref(), Ok("read write"));
-        assert_eq!(granted_scope("read write", Some("write")).as_deref(), Ok("write"));
-        assert_eq!(granted_scope("read write", Some("write  read write")).as_deref(), Ok("write read"));
+        assert_eq!(
+            granted_scope("read write", None).as_deref(),
+            Ok("read write")
+        );
+        assert_eq!(
+            granted_scope("read write", Some("write")).as_deref(),
+            Ok("write")
+        );
+        assert_eq!(
+            granted_scope("read write", Some("write  read write")).as_deref(),
+            Ok("write read")
+        );
         assert!(granted_scope("read", Some("read admin")).is_err());
         assert!(granted_scope("read", Some("re\"ad")).is_err());
     }

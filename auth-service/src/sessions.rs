@@ -62,7 +62,10 @@ pub async fn feed_changed(state: &AppState) {
 /// Ends one session (it enters the revocation feed); false if it already had ended.
 pub async fn revoke_session(state: &AppState, session_id: &str, reason: &str) -> ApiResult<bool> {
     let now = now();
-    let revoked = state.store.revoke_session(session_id, reason, now, feed_expiry(state, now)).await?;
+    let revoked = state
+        .store
+        .revoke_session(session_id, reason, now, feed_expiry(state, now))
+        .await?;
     if revoked {
         inc(&state.metrics.sessions_revoked);
         feed_changed(state).await;
@@ -71,9 +74,16 @@ pub async fn revoke_session(state: &AppState, session_id: &str, reason: &str) ->
 }
 
 /// Ends every live session of a user; returns how many.
-pub async fn revoke_all_sessions(state: &AppState, user_id: &str, reason: &str) -> ApiResult<usize> {
+pub async fn revoke_all_sessions(
+    state: &AppState,
+    user_id: &str,
+    reason: &str,
+) -> ApiResult<usize> {
     let now = now();
-    let ids = state.store.revoke_user_sessions(user_id, reason, now, feed_expiry(state, now)).await?;
+    let ids = state
+        .store
+        .revoke_user_sessions(user_id, reason, now, feed_expiry(state, now))
+        .await?;
     for _ in &ids {
         inc(&state.metrics.sessions_revoked);
     }
@@ -111,11 +121,29 @@ pub async fn create_session(
         user_agent: origin.1,
         dpop_jkt,
     };
-    let record = RefreshRecord { hash: refresh.hash(), session_id: session_id.clone(), created_at: now, expires_at, used_at: None };
-    if !state.store.create_session(&session, &record, user.password_version).await? {
+    let record = RefreshRecord {
+        hash: refresh.hash(),
+        session_id: session_id.clone(),
+        created_at: now,
+        expires_at,
+        used_at: None,
+    };
+    if !state
+        .store
+        .create_session(&session, &record, user.password_version)
+        .await?
+    {
         // Which of the two refused it, for the answer only (both end the sign-in).
-        let now_banned = state.store.user_by_id(&user.id).await?.is_none_or(|u| u.banned_at.is_some());
-        return Err(if now_banned { ApiError::AccountDisabled } else { ApiError::InvalidCode("the password was changed; sign in again") });
+        let now_banned = state
+            .store
+            .user_by_id(&user.id)
+            .await?
+            .is_none_or(|u| u.banned_at.is_some());
+        return Err(if now_banned {
+            ApiError::AccountDisabled
+        } else {
+            ApiError::InvalidCode("the password was changed; sign in again")
+        });
     }
     Ok(session_id)
 }
@@ -123,14 +151,34 @@ pub async fn create_session(
 /// A signed-in user (second factor passed): a session bound to a fresh device
 /// secret (and to the key of the request's DPoP proof, `dpop_jkt`), and its
 /// first tokens.
-pub async fn start(state: &AppState, user: &User, client: &Client, dpop_jkt: Option<String>, now: i64) -> ApiResult<SessionTokens> {
+pub async fn start(
+    state: &AppState,
+    user: &User,
+    client: &Client,
+    dpop_jkt: Option<String>,
+    now: i64,
+) -> ApiResult<SessionTokens> {
     let device = random_secret();
     let refresh = random_secret();
     let origin = (Some(client.ip.clone()), Some(client.user_agent.clone()));
-    let session_id = create_session(state, user, &device, &refresh, now, origin, dpop_jkt.clone()).await?;
+    let session_id = create_session(
+        state,
+        user,
+        &device,
+        &refresh,
+        now,
+        origin,
+        dpop_jkt.clone(),
+    )
+    .await?;
     let dfp = client.fingerprint(state, device.expose());
     let access = tokens::issue(state, user, &session_id, Some(dfp), dpop_jkt, now).await?;
-    Ok(SessionTokens { access, refresh, device_secret: device.expose().to_owned(), session_id })
+    Ok(SessionTokens {
+        access,
+        refresh,
+        device_secret: device.expose().to_owned(),
+        session_id,
+    })
 }
 
 /// Rotates the refresh token. A refresh token that was already used, sent
@@ -153,21 +201,60 @@ pub async fn start(state: &AppState, user: &User, client: &Client, dpop_jkt: Opt
 /// so an unknown or ended refresh token burns no proof and writes nothing.
 /// The new access token is bound to the proof's key; a bound session stays
 /// bound.
-pub async fn refresh(state: &AppState, client: &Client, refresh_token: &Secret, proof: Option<PendingProof>, now: i64) -> ApiResult<SessionTokens> {
-    let device = tokens::device_secret(&client.headers).ok_or(ApiError::InvalidGrant("the device secret is missing"))?;
+pub async fn refresh(
+    state: &AppState,
+    client: &Client,
+    refresh_token: &Secret,
+    proof: Option<PendingProof>,
+    now: i64,
+) -> ApiResult<SessionTokens> {
+    let device = tokens::device_secret(&client.headers)
+        .ok_or(ApiError::InvalidGrant("the device secret is missing"))?;
     let old_hash = refresh_token.hash();
-    let record = state.store.refresh_token(&old_hash).await?.ok_or(ApiError::InvalidGrant("unknown refresh token"))?;
-    let session = state.store.session(&record.session_id).await?.ok_or(ApiError::InvalidGrant("unknown refresh token"))?;
+    let record = state
+        .store
+        .refresh_token(&old_hash)
+        .await?
+        .ok_or(ApiError::InvalidGrant("unknown refresh token"))?;
+    let session = state
+        .store
+        .session(&record.session_id)
+        .await?
+        .ok_or(ApiError::InvalidGrant("unknown refresh token"))?;
     if !hashes_match(&hash_secret(&device), &session.device_secret_hash) {
-        audit::record(state, Some(client), "refresh", "wrong_device", Some(&session.user_id), None).await;
-        return Err(ApiError::InvalidGrant("the refresh token belongs to another device"));
+        audit::record(
+            state,
+            Some(client),
+            "refresh",
+            "wrong_device",
+            Some(&session.user_id),
+            None,
+        )
+        .await;
+        return Err(ApiError::InvalidGrant(
+            "the refresh token belongs to another device",
+        ));
     }
     if let Some(bound) = &session.dpop_jkt {
         if proof.as_ref().map(PendingProof::jkt) != Some(bound.as_str()) {
             inc(&state.metrics.dpop_refused);
-            let outcome = if proof.is_some() { "wrong_dpop_key" } else { "dpop_proof_missing" };
-            audit::record(state, Some(client), "refresh", outcome, Some(&session.user_id), None).await;
-            return Err(ApiError::InvalidDpopProof("this refresh token needs a DPoP proof signed with the key it is bound to"));
+            let outcome = if proof.is_some() {
+                "wrong_dpop_key"
+            } else {
+                "dpop_proof_missing"
+            };
+            audit::record(
+                state,
+                Some(client),
+                "refresh",
+                outcome,
+                Some(&session.user_id),
+                None,
+            )
+            .await;
+            return Err(ApiError::InvalidDpopProof(
+                "this refresh token needs a DPoP proof signed with the key it is bound to",
+            ));
         }
     }
     if session.revoked_at.is_some() || record.expires_at <= now || session.expires_at <= now {
@@ -176,7 +263,11 @@ pub async fn refresh(state: &AppState, client: &Client, refresh_token: &Secret, 
     if let Some(used_at) = record.used_at {
         return Err(used_again(state, client, &session, used_at, now).await);
     }
-    let user = state.store.user_by_id(&session.user_id).await?.ok_or(ApiError::InvalidGrant("unknown refresh token"))?;
+    let user = state
+        .store
+        .user_by_id(&session.user_id)
+        .await?
+        .ok_or(ApiError::InvalidGrant("unknown refresh token"))?;
     if user.banned_at.is_some() {
         return Err(ApiError::AccountDisabled);
     }
@@ -189,24 +280,60 @@ pub async fn refresh(state: &AppState, client: &Client, refresh_token: &Secret, 
         expires_at: session.expires_at,
         used_at: None,
     };
-    if !state.store.rotate_refresh(&old_hash, &next_record, now).await? {
+    if !state
+        .store
+        .rotate_refresh(&old_hash, &next_record, now)
+        .await?
+    {
         // Another use of the same token rotated it since it was read: judged
         // by that rotation's time, like any second use.
-        let used_at = state.store.refresh_token(&old_hash).await?.and_then(|r| r.used_at).unwrap_or(now);
+        let used_at = state
+            .store
+            .refresh_token(&old_hash)
+            .await?
+            .and_then(|r| r.used_at)
+            .unwrap_or(now);
         return Err(used_again(state, client, &session, used_at, now).await);
     }
     inc(&state.metrics.refresh_ok);
     let dfp = client.fingerprint(state, &device);
     let access = tokens::issue(state, &user, &session.id, Some(dfp), dpop_jkt, now).await?;
-    audit::record(state, Some(client), "refresh", "success", Some(&user.id), None).await;
-    Ok(SessionTokens { access, refresh: next, device_secret: device, session_id: session.id })
+    audit::record(
+        state,
+        Some(client),
+        "refresh",
+        "success",
+        Some(&user.id),
+        None,
+    )
+    .await;
+    Ok(SessionTokens {
+        access,
+        refresh: next,
+        device_secret: device,
+        session_id: session.id,
+    })
 }
 
 /// A rotated-out refresh token sent again from its device (rotated at
 /// `used_at`): refused within the grace, reuse past it.
-async fn used_again(state: &AppState, client: &Client, session: &Session, used_at: i64, now: i64) -> ApiError {
+async fn used_again(
+    state: &AppState,
+    client: &Client,
+    session: &Session,
+    used_at: i64,
+    now: i64,
+) -> ApiError {
     if within_reuse_grace(used_at, now) {
-        audit::record(state, Some(client), "refresh", "just_rotated", Some(&session.user_id), None).await;
+        audit::record(
+            state,
+            Some(client),
+            "refresh",
+            "just_rotated",
+            Some(&session.user_id),
+            None,
+        )
+        .await;
         return ApiError::InvalidGrant(JUST_ROTATED);
     }
     reuse_detected(state, client, session).await
@@ -218,7 +345,15 @@ async fn reuse_detected(state: &AppState, client: &Client, session: &Session) ->
     if let Err(e) = revoke_session(state, &session.id, "refresh_token_reuse").await {
         return e;
     }
-    audit::record(state, Some(client), "refresh", "reuse_detected_session_revoked", Some(&session.user_id), None).await;
+    audit::record(
+        state,
+        Some(client),
+        "refresh",
+        "reuse_detected_session_revoked",
+        Some(&session.user_id),
+        None,
+    )
+    .await;
     ApiError::InvalidGrant("refresh token reuse detected; the session is revoked")
 }
 
@@ -230,8 +365,17 @@ mod tests {
     fn the_reuse_grace_ends_after_its_last_second() {
         let rotated = 1_900_000_000;
         assert!(within_reuse_grace(rotated, rotated));
-        assert!(within_reuse_grace(rotated, rotated + REFRESH_REUSE_GRACE_SECS - 1));
-        assert!(!within_reuse_grace(rotated, rotated + REFRESH_REUSE_GRACE_SECS));
-        assert!(within_reuse_grace(rotated, rotated - 5), "stamped by an instance whose clock is ahead");
+        assert!(within_reuse_grace(
+            rotated,
+            rotated + REFRESH_REUSE_GRACE_SECS - 1
+        ));
+        assert!(!within_reuse_grace(
+            rotated,
+            rotated + REFRESH_REUSE_GRACE_SECS
+        ));
+        assert!(
+            within_reuse_grace(rotated, rotated - 5),
+            "stamped by an instance whose clock is ahead"
+        );
     }
 }

@@ -33,7 +33,9 @@ pub struct Running {
 pub async fn spawn(config: Config) -> Result<Running, StartError> {
     let listen = config.server.listen;
     let state = build_state(config).await?;
-    let listener = TcpListener::bind(listen).await.map_err(|e| StartError(format!("cannot listen on {listen}: {e}")))?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| StartError(format!("cannot listen on {listen}: {e}")))?;
     let addr = listener.local_addr().map_err(StartError::from_display)?;
     if state.config.server.dev_endpoints {
         tracing::warn!(
@@ -46,7 +48,10 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
     let router = app(Arc::clone(&state));
     let server = tokio::spawn(async move {
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = axum::serve(listener, service).with_graceful_shutdown(shutdown_signal()).await {
+        if let Err(e) = axum::serve(listener, service)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+        {
             tracing::error!(error = %e, "server stopped");
         }
     });
@@ -55,17 +60,23 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
         tokio::spawn(follow_shared_state(Arc::clone(&state)));
         tokio::spawn(follow_feed_notifications(Arc::clone(&state)));
     }
-    Ok(Running { addr, state, server, maintenance })
+    Ok(Running {
+        addr,
+        state,
+        server,
+        maintenance,
+    })
 }
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(t) => t,
-            Err(_) => return std::future::pending().await,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => return std::future::pending().await,
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -133,7 +144,11 @@ async fn maintenance(state: Arc<AppState>) {
         if let Err(e) = state.store.prune(now).await {
             tracing::warn!(error = %e, "prune failed");
         }
-        if let Err(e) = state.store.prune_signin_failures(now, now.saturating_sub(state.throttle.quiet_secs())).await {
+        if let Err(e) = state
+            .store
+            .prune_signin_failures(now, now.saturating_sub(state.throttle.quiet_secs()))
+            .await
+        {
             tracing::warn!(error = %e, "sign-in throttle prune failed");
         }
         match state.feed.prune(state.store.as_ref(), now).await {
@@ -147,15 +162,26 @@ async fn maintenance(state: Arc<AppState>) {
         if let Err(e) = state.keys.reload(state.store.as_ref()).await {
             tracing::warn!(error = %e, "key reload failed");
         }
-        match state.keys.forget_retired_private_keys(state.store.as_ref(), now).await {
-            Ok(n) if n > 0 => tracing::info!(keys = n, "private halves of retired signing keys deleted"),
+        match state
+            .keys
+            .forget_retired_private_keys(state.store.as_ref(), now)
+            .await
+        {
+            Ok(n) if n > 0 => {
+                tracing::info!(keys = n, "private halves of retired signing keys deleted")
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "retired key cleanup failed"),
         }
-        if let Err(e) = state.store.prune_mail_budget(now - mail_budget::WINDOW_SECS).await {
+        if let Err(e) = state
+            .store
+            .prune_mail_budget(now - mail_budget::WINDOW_SECS)
+            .await
+        {
             tracing::warn!(error = %e, "mail budget prune failed");
         }
-        let retention = i64::try_from(state.config.maintenance.audit_retention.as_secs()).unwrap_or(i64::MAX);
+        let retention =
+            i64::try_from(state.config.maintenance.audit_retention.as_secs()).unwrap_or(i64::MAX);
         match state.store.prune_audit(now.saturating_sub(retention)).await {
             Ok(n) if n > 0 => tracing::debug!(pruned = n, "expired audit rows deleted"),
             Ok(_) => {}

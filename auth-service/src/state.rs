@@ -52,38 +52,77 @@ fn kek(config: &Config) -> Result<Arc<Kek>, StartError> {
                 .into(),
         )
     })?;
-    Ok(Arc::new(Kek::new(&current, &config.kek.previous).map_err(StartError)?))
+    Ok(Arc::new(
+        Kek::new(&current, &config.kek.previous).map_err(StartError)?,
+    ))
 }
 
 async fn open_store_with(config: &Config, kek: Arc<Kek>) -> Result<Arc<dyn Store>, StartError> {
-    std::fs::create_dir_all(&config.server.data_dir)
-        .map_err(|e| StartError(format!("cannot create data dir {}: {e}", config.server.data_dir.display())))?;
+    std::fs::create_dir_all(&config.server.data_dir).map_err(|e| {
+        StartError(format!(
+            "cannot create data dir {}: {e}",
+            config.server.data_dir.display()
+        ))
+    })?;
     // The database holds the private signing keys: owner only.
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&config.server.data_dir, std::fs::Permissions::from_mode(0o700));
+        let _ = std::fs::set_permissions(
+            &config.server.data_dir,
+            std::fs::Permissions::from_mode(0o700),
+        );
     }
     let production = config.environment == crate::config::Environment::Production;
-    store::open(config.database.url.expose_secret(), kek, production).await.map_err(StartError::from_display)
+    store::open(config.database.url.expose_secret(), kek, production)
+        .await
+        .map_err(StartError::from_display)
 }
 
 /// Everything the routes need: store, keys (generated on first start), feed state, mailer.
 pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
     let kek = kek(&config)?;
     let store = open_store_with(&config, Arc::clone(&kek)).await?;
-    crate::email_upgrade::normalize_stored_emails(store.as_ref()).await.map_err(StartError::from_display)?;
+    crate::email_upgrade::normalize_stored_emails(store.as_ref())
+        .await
+        .map_err(StartError::from_display)?;
     let dpop_nonce_key = kek.derive("dpop-nonce").map_err(StartError)?;
     let csrf_key = kek.derive("browser-csrf").map_err(StartError)?;
     let now = now();
     let ttl = i64::try_from(config.tokens.access_ttl.as_secs()).unwrap_or(900);
-    let keys = KeyRing::load(store.as_ref(), config.keys.signing_alg, ttl, now).await.map_err(StartError::from_display)?;
-    let feed = Feed::load(store.as_ref(), config.revocation.retention.as_secs(), config.revocation.max_waiters, now)
+    let keys = KeyRing::load(store.as_ref(), config.keys.signing_alg, ttl, now)
         .await
         .map_err(StartError::from_display)?;
+    let feed = Feed::load(
+        store.as_ref(),
+        config.revocation.retention.as_secs(),
+        config.revocation.max_waiters,
+        now,
+    )
+    .await
+    .map_err(StartError::from_display)?;
     let mailer = mailer::from_config(&config).map_err(StartError)?;
-    let hasher = Hasher::new(config.passwords.hash_memory_kib, config.passwords.hash_iterations).map_err(StartError)?;
-    let password_work = PasswordWork::new(hasher, config.limits.password_hash_concurrency, config.limits.password_hash_wait);
+    let hasher = Hasher::new(
+        config.passwords.hash_memory_kib,
+        config.passwords.hash_iterations,
+    )
+    .map_err(StartError)?;
+    let password_work = PasswordWork::new(
+        hasher,
+        config.limits.password_hash_concurrency,
+        config.limits.password_hash_wait,
+    );
     let throttle = Throttle::new(config.throttle.lockout_base, config.throttle.lockout_max);
-    Ok(Arc::new(AppState { config, store, keys, feed, mailer, password_work, throttle, metrics: Metrics::default(), dpop_nonce_key, csrf_key }))
+    Ok(Arc::new(AppState {
+        config,
+        store,
+        keys,
+        feed,
+        mailer,
+        password_work,
+        throttle,
+        metrics: Metrics::default(),
+        dpop_nonce_key,
+        csrf_key,
+    }))
 }

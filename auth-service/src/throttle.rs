@@ -54,39 +54,86 @@ impl Throttle {
     /// base × 2^(failures − limit), capped at the maximum.
     pub fn lock_secs(&self, failures: u32, limit: u32) -> Option<i64> {
         let exponent = failures.checked_sub(limit)?.min(20);
-        Some(self.base_secs.saturating_mul(1_i64 << exponent).min(self.max_secs))
+        Some(
+            self.base_secs
+                .saturating_mul(1_i64 << exponent)
+                .min(self.max_secs),
+        )
     }
 
     /// Counts an attempt against `key` before anything is compared, locking
     /// the key when the count reaches `limit` (or passes it: the one attempt
     /// let through after a lock ran out); `Err(retry_after_secs)`, counting
     /// nothing, while the key is locked.
-    pub async fn attempt(&self, store: &dyn Store, key: &str, limit: u32, now: i64) -> StoreResult<Result<Attempt, u64>> {
-        Ok(match store.signin_attempt(key, now, self.quiet_secs(), limit, self.base_secs, self.max_secs).await? {
-            SigninAttempt::Locked(until) => Err(u64::try_from(until - now).unwrap_or(1)),
-            SigninAttempt::Counted { failures, locked_until, seq } => {
-                Ok(Attempt { key: key.to_owned(), lock: (failures >= limit).then_some(locked_until), seq })
-            }
-        })
+    pub async fn attempt(
+        &self,
+        store: &dyn Store,
+        key: &str,
+        limit: u32,
+        now: i64,
+    ) -> StoreResult<Result<Attempt, u64>> {
+        Ok(
+            match store
+                .signin_attempt(
+                    key,
+                    now,
+                    self.quiet_secs(),
+                    limit,
+                    self.base_secs,
+                    self.max_secs,
+                )
+                .await?
+            {
+                SigninAttempt::Locked(until) => Err(u64::try_from(until - now).unwrap_or(1)),
+                SigninAttempt::Counted {
+                    failures,
+                    locked_until,
+                    seq,
+                } => Ok(Attempt {
+                    key: key.to_owned(),
+                    lock: (failures >= limit).then_some(locked_until),
+                    seq,
+                }),
+            },
+        )
     }
 
     /// Takes back an attempt that was no failure, the lock it wrote, and its
     /// time (the quiet period runs from the last failure, not from it).
     pub async fn undo(&self, store: &dyn Store, attempt: &Attempt) -> StoreResult<()> {
-        store.undo_signin_attempt(&attempt.key, attempt.lock, attempt.seq).await
+        store
+            .undo_signin_attempt(&attempt.key, attempt.lock, attempt.seq)
+            .await
     }
 
     /// `Err(retry_after_secs)` when any key is locked at `now`.
-    pub async fn check(&self, store: &dyn Store, keys: &[String], now: i64) -> StoreResult<Result<(), u64>> {
+    pub async fn check(
+        &self,
+        store: &dyn Store,
+        keys: &[String],
+        now: i64,
+    ) -> StoreResult<Result<(), u64>> {
         let until = store.signin_locked_until(keys).await?;
-        Ok(if until > now { Err(u64::try_from(until - now).unwrap_or(1)) } else { Ok(()) })
+        Ok(if until > now {
+            Err(u64::try_from(until - now).unwrap_or(1))
+        } else {
+            Ok(())
+        })
     }
 
     /// Counts a failure against `key` after the fact and locks it once past
     /// `limit` (for failures that are not password attempts: wrong
     /// second-factor codes against the client address).
-    pub async fn failure(&self, store: &dyn Store, key: &str, limit: u32, now: i64) -> StoreResult<()> {
-        let failures = store.count_signin_failure(key, now, self.quiet_secs()).await?;
+    pub async fn failure(
+        &self,
+        store: &dyn Store,
+        key: &str,
+        limit: u32,
+        now: i64,
+    ) -> StoreResult<()> {
+        let failures = store
+            .count_signin_failure(key, now, self.quiet_secs())
+            .await?;
         if let Some(lock) = self.lock_secs(failures, limit) {
             store.lock_signin(key, now.saturating_add(lock)).await?;
         }
@@ -158,9 +205,18 @@ mod tests {
         assert_eq!(address_bucket("203.0.113.5", 64), "203.0.113.5");
         assert_eq!(address_bucket("::ffff:203.0.113.5", 64), "203.0.113.5");
         assert_eq!(address_bucket("2001:db8:1:2::1", 64), "2001:db8:1:2::/64");
-        assert_eq!(address_bucket("2001:db8:1:2:ffff:ffff:ffff:ffff", 64), "2001:db8:1:2::/64");
-        assert_eq!(address_bucket("2001:db8:1:2:3:4:5:6", 56), "2001:db8:1::/56");
-        assert_eq!(address_bucket("2001:db8:1:2:3:4:5:6", 128), "2001:db8:1:2:3:4:5:6/128");
+        assert_eq!(
+            address_bucket("2001:db8:1:2:ffff:ffff:ffff:ffff", 64),
+            "2001:db8:1:2::/64"
+        );
+        assert_eq!(
+            address_bucket("2001:db8:1:2:3:4:5:6", 56),
+            "2001:db8:1::/56"
+        );
+        assert_eq!(
+            address_bucket("2001:db8:1:2:3:4:5:6", 128),
+            "2001:db8:1:2:3:4:5:6/128"
+        );
         assert_eq!(address_bucket("2001:db8::1", 0), "::/0");
         assert_eq!(address_bucket("", 64), UNKNOWN_CLIENT);
         assert_eq!(address_bucket("junk", 64), UNKNOWN_CLIENT);

@@ -22,8 +22,12 @@ pub fn is_loopback_host(host: &str) -> bool {
     if host.eq_ignore_ascii_case("localhost") {
         return true;
     }
-    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-    bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    bare.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The certificates of a PEM file meant as extra trust roots: at least one,
@@ -34,18 +38,28 @@ pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String>
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{} is not a PEM file: {e}", path.display()))?;
     if certs.is_empty() {
-        return Err(format!("{} holds no certificate (-----BEGIN CERTIFICATE-----)", path.display()));
+        return Err(format!(
+            "{} holds no certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        ));
     }
     let mut roots = rustls::RootCertStore::empty();
     for cert in &certs {
-        roots.add(cert.clone()).map_err(|e| format!("{}: a certificate in it cannot be a trust root: {e}", path.display()))?;
+        roots.add(cert.clone()).map_err(|e| {
+            format!(
+                "{}: a certificate in it cannot be a trust root: {e}",
+                path.display()
+            )
+        })?;
     }
     Ok(certs)
 }
 
 /// The rustls error somewhere in `error`'s chain (also inside an I/O error,
 /// where the TLS libraries put handshake failures).
-pub fn rustls_error_in<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+pub fn rustls_error_in<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a rustls::Error> {
     let mut current = error;
     loop {
         if let Some(found) = current.downcast_ref::<rustls::Error>() {
@@ -53,7 +67,9 @@ pub fn rustls_error_in<'a>(error: &'a (dyn std::error::Error + 'static)) -> Opti
         }
         // `io::Error::source` skips the error it wraps: look inside it.
         let next = match current.downcast_ref::<std::io::Error>() {
-            Some(io) => io.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static)),
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
             None => current.source(),
         };
         current = next?;
@@ -67,7 +83,9 @@ pub fn explain(error: &rustls::Error, host: &str, ca_hint: &str) -> String {
         rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
             format!("the certificate of {host} is not signed by a trusted CA ({error}); {ca_hint}")
         }
-        rustls::Error::InvalidCertificate(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }) => {
+        rustls::Error::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        ) => {
             format!("the certificate of {host} is not valid for the name `{host}` ({error})")
         }
         rustls::Error::InvalidCertificate(
@@ -76,7 +94,9 @@ pub fn explain(error: &rustls::Error, host: &str, ca_hint: &str) -> String {
             | CertificateError::NotValidYet
             | CertificateError::NotValidYetContext { .. },
         ) => format!("the certificate of {host} is outside its validity period ({error})"),
-        rustls::Error::InvalidCertificate(_) => format!("the certificate of {host} was refused ({error})"),
+        rustls::Error::InvalidCertificate(_) => {
+            format!("the certificate of {host} was refused ({error})")
+        }
         _ => format!("the TLS handshake with {host} failed ({error})"),
     }
 }
@@ -92,9 +112,15 @@ mod tests {
         assert!(read_ca_file(&missing).unwrap_err().contains("cannot read"));
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "no certificate here\n").unwrap();
-        assert!(read_ca_file(&empty).unwrap_err().contains("holds no certificate"));
+        assert!(read_ca_file(&empty)
+            .unwrap_err()
+            .contains("holds no certificate"));
         let garbage = dir.path().join("garbage.pem");
-        std::fs::write(&garbage, "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n").unwrap();
+        std::fs::write(
+            &garbage,
+            "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
         assert!(read_ca_file(&garbage).is_err());
     }
 
@@ -104,6 +130,9 @@ mod tests {
         let io = std::io::Error::new(std::io::ErrorKind::InvalidData, inner);
         let found = rustls_error_in(&io).unwrap();
         let text = explain(found, "db.internal", "give its CA with sslrootcert=PATH");
-        assert!(text.contains("not signed by a trusted CA") && text.contains("sslrootcert"), "{text}");
+        assert!(
+            text.contains("not signed by a trusted CA") && text.contains("sslrootcert"),
+            "{text}"
+        );
     }
 }

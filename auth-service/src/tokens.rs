@@ -5,17 +5,17 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 
+use authflow_contract::claims::service_subject;
 use authflow_contract::fingerprint::{self, DeviceAttribute, FingerprintInput};
 use authflow_contract::jwk::Algorithm;
-use authflow_contract::claims::service_subject;
 use authflow_contract::{AccessClaims, Confirmation};
 use axum::http::HeaderMap;
 use jwt_simple::prelude::*;
 
 use crate::domain::random_id;
 use crate::error::ApiError;
-use crate::store::{IssuedToken, User};
 use crate::state::AppState;
+use crate::store::{IssuedToken, User};
 
 /// Longest bearer token accepted (ours are well under 1 KiB).
 pub const MAX_TOKEN_LEN: usize = 4096;
@@ -47,7 +47,14 @@ fn confirmation(jkt: Option<String>) -> Option<Confirmation> {
 
 /// Signs an access token for `user` in session `sid` (bound to the DPoP key
 /// thumbprint `jkt`, if any) and records its jti.
-pub async fn issue(state: &AppState, user: &User, sid: &str, dfp: Option<String>, jkt: Option<String>, now: i64) -> Result<IssuedAccess, ApiError> {
+pub async fn issue(
+    state: &AppState,
+    user: &User,
+    sid: &str,
+    dfp: Option<String>,
+    jkt: Option<String>,
+    now: i64,
+) -> Result<IssuedAccess, ApiError> {
     let custom = AccessClaims {
         sid: sid.to_owned(),
         roles: user.roles.clone(),
@@ -66,7 +73,13 @@ pub async fn issue(state: &AppState, user: &User, sid: &str, dfp: Option<String>
 /// bound to the DPoP key thumbprint `jkt`, if any. 401 `invalid_client` when
 /// the account was disabled meanwhile: the token is recorded only while the
 /// account is live, so a disable covers every token that was handed out.
-pub async fn issue_for_service(state: &AppState, client_id: &str, scope: &str, jkt: Option<String>, now: i64) -> Result<IssuedAccess, ApiError> {
+pub async fn issue_for_service(
+    state: &AppState,
+    client_id: &str,
+    scope: &str,
+    jkt: Option<String>,
+    now: i64,
+) -> Result<IssuedAccess, ApiError> {
     let custom = AccessClaims {
         sid: String::new(),
         roles: Vec::new(),
@@ -83,7 +96,12 @@ pub async fn issue_for_service(state: &AppState, client_id: &str, scope: &str, j
 }
 
 /// A signed token and the record of it (stored by the caller).
-fn sign(state: &AppState, subject: &str, custom: AccessClaims, now: i64) -> Result<(IssuedAccess, IssuedToken), ApiError> {
+fn sign(
+    state: &AppState,
+    subject: &str,
+    custom: AccessClaims,
+    now: i64,
+) -> Result<(IssuedAccess, IssuedToken), ApiError> {
     let ttl = state.config.tokens.access_ttl.as_secs();
     let jti = random_id();
     let sid = custom.sid.clone();
@@ -108,8 +126,22 @@ fn sign(state: &AppState, subject: &str, custom: AccessClaims, now: i64) -> Resu
         .ok_or_else(|| ApiError::internal("no signing key"))?
         .map_err(ApiError::internal)?;
     let expires_at = now + i64::try_from(ttl).unwrap_or(0);
-    let record = IssuedToken { jti: jti.clone(), user_id: subject.to_owned(), session_id: sid, issued_at: now, expires_at };
-    Ok((IssuedAccess { token, jti, expires_in: ttl, dpop_bound }, record))
+    let record = IssuedToken {
+        jti: jti.clone(),
+        user_id: subject.to_owned(),
+        session_id: sid,
+        issued_at: now,
+        expires_at,
+    };
+    Ok((
+        IssuedAccess {
+            token,
+            jti,
+            expires_in: ttl,
+            dpop_bound,
+        },
+        record,
+    ))
 }
 
 /// A recorded token, in the metrics.
@@ -148,7 +180,10 @@ pub fn verify(state: &AppState, token: &str, now: i64) -> Result<Verified, &'sta
         return Err("token is not an access token");
     }
     let kid = meta.key_id().ok_or("token has no key id")?;
-    let key = state.keys.verifier(kid).ok_or("token signed by an unknown key")?;
+    let key = state
+        .keys
+        .verifier(kid)
+        .ok_or("token signed by an unknown key")?;
     if Algorithm::parse(meta.algorithm()) != Some(key.algorithm()) {
         return Err("token algorithm does not match its key");
     }
@@ -159,21 +194,44 @@ pub fn verify(state: &AppState, token: &str, now: i64) -> Result<Verified, &'sta
         max_token_length: Some(MAX_TOKEN_LEN),
         ..VerificationOptions::default()
     };
-    let claims = key.verify::<AccessClaims>(token, &options).map_err(|_| "token is invalid or expired")?;
+    let claims = key
+        .verify::<AccessClaims>(token, &options)
+        .map_err(|_| "token is invalid or expired")?;
     let sub = claims.subject.clone().ok_or("token has no subject")?;
-    let secs = |d: Option<Duration>| d.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)).unwrap_or(0);
+    let secs = |d: Option<Duration>| {
+        d.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            .unwrap_or(0)
+    };
     let issued_at = secs(claims.issued_at);
-    if state.feed.is_revoked(claims.jwt_id.as_deref(), &claims.custom.sid, Some(&sub), issued_at, now) {
+    if state.feed.is_revoked(
+        claims.jwt_id.as_deref(),
+        &claims.custom.sid,
+        Some(&sub),
+        issued_at,
+        now,
+    ) {
         return Err("token has been revoked");
     }
-    Ok(Verified { sub, jti: claims.jwt_id, issued_at, expires_at: secs(claims.expires_at), claims: claims.custom })
+    Ok(Verified {
+        sub,
+        jti: claims.jwt_id,
+        issued_at,
+        expires_at: secs(claims.expires_at),
+        claims: claims.custom,
+    })
 }
 
 /// The device secret a request carries: the header, else the cookie.
 pub fn device_secret(headers: &HeaderMap) -> Option<String> {
     // The contract's rule, as the filter applies it: every copy of the header, then every cookie header.
-    let copies = headers.get_all(fingerprint::DEVICE_HEADER).iter().filter_map(|v| v.to_str().ok());
-    let cookies = headers.get_all(axum::http::header::COOKIE).iter().map(|v| v.as_bytes());
+    let copies = headers
+        .get_all(fingerprint::DEVICE_HEADER)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let cookies = headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .map(|v| v.as_bytes());
     fingerprint::device_secret(copies, cookies).map(str::to_owned)
 }
 
@@ -185,7 +243,11 @@ pub fn device_secret(headers: &HeaderMap) -> Option<String> {
 pub fn client_address(headers: &HeaderMap, peer: Option<SocketAddr>, trusted_hops: u32) -> String {
     // Every header line, as raw bytes (a line that is not visible ASCII still
     // holds the entries the proxies appended after it), read from the right.
-    let lines: Vec<&[u8]> = headers.get_all("x-forwarded-for").iter().map(|v| v.as_bytes()).collect();
+    let lines: Vec<&[u8]> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
     let peer = peer.map(|p| p.to_string());
     authflow_contract::client_address::client_address_in_lines(lines, peer.as_deref(), trusted_hops)
         .map(|ip| ip.to_string())
@@ -209,7 +271,10 @@ pub fn fingerprint(
                     // Raw UTF-8, not `to_str()` (visible ASCII only): the filter sees
                     // the bytes as a string, so must we; a copy that is not UTF-8 reads
                     // as U+FFFD there. Every copy, combined as the contract says.
-                    let copies = headers.get_all(name.as_str()).iter().map(|v| std::str::from_utf8(v.as_bytes()).unwrap_or("\u{FFFD}"));
+                    let copies = headers
+                        .get_all(name.as_str())
+                        .iter()
+                        .map(|v| std::str::from_utf8(v.as_bytes()).unwrap_or("\u{FFFD}"));
                     fingerprint::combined_header_value(copies).into_owned()
                 }
                 DeviceAttribute::ClientIpPrefix => {
@@ -219,7 +284,14 @@ pub fn fingerprint(
             (a.name().to_owned(), value)
         })
         .collect();
-    FingerprintInput { secret, attributes: values.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect() }.hash()
+    FingerprintInput {
+        secret,
+        attributes: values
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect(),
+    }
+    .hash()
 }
 
 #[cfg(test)]
@@ -231,7 +303,10 @@ mod tests {
     fn device_secret_from_header_or_cookie() {
         let mut h = HeaderMap::new();
         assert_eq!(device_secret(&h), None);
-        h.insert("cookie", HeaderValue::from_static("a=b; __Host-authflow-device=s3cret; c=d"));
+        h.insert(
+            "cookie",
+            HeaderValue::from_static("a=b; __Host-authflow-device=s3cret; c=d"),
+        );
         assert_eq!(device_secret(&h).as_deref(), Some("s3cret"));
         h.insert("x-authflow-device", HeaderValue::from_static("hdr"));
         assert_eq!(device_secret(&h).as_deref(), Some("hdr"));
@@ -244,8 +319,15 @@ mod tests {
     fn client_address_counts_trusted_hops_over_every_header_line() {
         let mut h = HeaderMap::new();
         let peer: SocketAddr = "10.0.0.1:5000".parse().unwrap();
-        assert_eq!(client_address(&h, Some(peer), 1), "", "behind a proxy, no entry: unknown, not the proxy");
-        h.append("x-forwarded-for", HeaderValue::from_static("198.51.100.7, 203.0.113.9"));
+        assert_eq!(
+            client_address(&h, Some(peer), 1),
+            "",
+            "behind a proxy, no entry: unknown, not the proxy"
+        );
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("198.51.100.7, 203.0.113.9"),
+        );
         h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2"));
         assert_eq!(client_address(&h, Some(peer), 0), "10.0.0.1");
         assert_eq!(client_address(&h, Some(peer), 1), "10.0.0.2");
@@ -259,11 +341,18 @@ mod tests {
     fn client_address_reads_raw_lines_and_never_falls_back_to_the_proxy() {
         let peer: SocketAddr = "10.0.0.1:5000".parse().unwrap();
         let mut h = HeaderMap::new();
-        h.append("x-forwarded-for", HeaderValue::from_bytes(b"\xff, 192.0.2.90").unwrap());
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"\xff, 192.0.2.90").unwrap(),
+        );
         assert_eq!(client_address(&h, Some(peer), 1), "192.0.2.90");
         assert_eq!(client_address(&h, Some(peer), 2), "");
         let mut h = HeaderMap::new();
-        h.append("x-forwarded-for", HeaderValue::from_str(&format!("{}198.51.100.7, 203.0.113.9", " ".repeat(5000))).unwrap());
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_str(&format!("{}198.51.100.7, 203.0.113.9", " ".repeat(5000)))
+                .unwrap(),
+        );
         assert_eq!(client_address(&h, Some(peer), 1), "203.0.113.9");
         assert_eq!(client_address(&HeaderMap::new(), Some(peer), 1), "");
         assert_eq!(client_address(&HeaderMap::new(), Some(peer), 0), "10.0.0.1");

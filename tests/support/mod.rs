@@ -22,7 +22,9 @@ pub fn repo_root() -> PathBuf {
 
 /// `AUTHFLOW_ENVOY`, else the project venv's Envoy (`make test` installs it).
 pub fn envoy_bin() -> PathBuf {
-    std::env::var_os("AUTHFLOW_ENVOY").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".venv/bin/envoy"))
+    std::env::var_os("AUTHFLOW_ENVOY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv/bin/envoy"))
 }
 
 /// `AUTHFLOW_WASM`, else the release build `make wasm` produces.
@@ -33,7 +35,10 @@ pub fn wasm_path() -> PathBuf {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 pub fn http() -> ureq::Agent {
@@ -56,7 +61,10 @@ pub struct Reply {
 
 impl Reply {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or(Value::Null)
@@ -83,7 +91,11 @@ pub fn reply(mut resp: ureq::http::Response<ureq::Body>) -> Reply {
         .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
         .collect();
     let body = resp.body_mut().read_to_string().unwrap_or_default();
-    Reply { status, headers, body }
+    Reply {
+        status,
+        headers,
+        body,
+    }
 }
 
 pub fn post(url: &str, headers: &[(&str, &str)], body: &Value) -> Reply {
@@ -91,7 +103,10 @@ pub fn post(url: &str, headers: &[(&str, &str)], body: &Value) -> Reply {
     for (n, v) in headers {
         req = req.header(*n, *v);
     }
-    reply(req.send(body.to_string()).unwrap_or_else(|e| panic!("POST {url}: {e}")))
+    reply(
+        req.send(body.to_string())
+            .unwrap_or_else(|e| panic!("POST {url}: {e}")),
+    )
 }
 
 /// The Envoy admin/listener pair of one test.
@@ -113,7 +128,10 @@ pub struct EnvoyOptions {
 
 /// Path prefixes sent to another cluster than `backend` (the auth service, for the flow tests).
 pub fn routes_to(cluster: &str, prefixes: &[&str]) -> Vec<Value> {
-    prefixes.iter().map(|p| json!({"match": {"prefix": p}, "route": {"cluster": cluster}})).collect()
+    prefixes
+        .iter()
+        .map(|p| json!({"match": {"prefix": p}, "route": {"cluster": cluster}}))
+        .collect()
 }
 
 fn cluster(name: &str, port: u16) -> Value {
@@ -124,11 +142,22 @@ fn cluster(name: &str, port: u16) -> Value {
     })
 }
 
-pub fn envoy_config(filter: &Value, clusters: &[(String, u16)], port: u16, admin_port: u16) -> Value {
+pub fn envoy_config(
+    filter: &Value,
+    clusters: &[(String, u16)],
+    port: u16,
+    admin_port: u16,
+) -> Value {
     envoy_config_with_routes(filter, clusters, &[], port, admin_port)
 }
 
-pub fn envoy_config_with_routes(filter: &Value, clusters: &[(String, u16)], extra_routes: &[Value], port: u16, admin_port: u16) -> Value {
+pub fn envoy_config_with_routes(
+    filter: &Value,
+    clusters: &[(String, u16)],
+    extra_routes: &[Value],
+    port: u16,
+    admin_port: u16,
+) -> Value {
     let mut routes: Vec<Value> = extra_routes.to_vec();
     routes.push(json!({"match": {"prefix": "/"}, "route": {"cluster": "backend"}}));
     let mut vm_config = json!({"vm_id": "authflow", "runtime": "envoy.wasm.runtime.v8",
@@ -185,9 +214,20 @@ impl Envoy {
 
     /// Starts Envoy on a whole configuration document built by `doc(port, admin_port)`
     /// (for layouts `EnvoyOptions` does not cover, e.g. several listeners).
-    pub fn start_doc(concurrency: u32, doc: impl FnOnce(u16, u16) -> Value) -> Result<Envoy, String> {
-        assert!(envoy_bin().exists(), "no Envoy at {} (run `make test`, which installs it)", envoy_bin().display());
-        assert!(wasm_path().exists(), "no filter at {} (run `make wasm`)", wasm_path().display());
+    pub fn start_doc(
+        concurrency: u32,
+        doc: impl FnOnce(u16, u16) -> Value,
+    ) -> Result<Envoy, String> {
+        assert!(
+            envoy_bin().exists(),
+            "no Envoy at {} (run `make test`, which installs it)",
+            envoy_bin().display()
+        );
+        assert!(
+            wasm_path().exists(),
+            "no filter at {} (run `make wasm`)",
+            wasm_path().display()
+        );
         let port = free_port();
         let admin_port = free_port();
         let dir = std::env::temp_dir().join(format!("authflow-e2e-{}-{port}", std::process::id()));
@@ -199,14 +239,25 @@ impl Envoy {
         let child = Command::new(envoy_bin())
             .arg("-c")
             .arg(&config)
-            .args(["--disable-hot-restart", "-l", "info", "--concurrency", &concurrency.to_string()])
+            .args([
+                "--disable-hot-restart",
+                "-l",
+                "info",
+                "--concurrency",
+                &concurrency.to_string(),
+            ])
             .args(["--base-id", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
             .spawn()
             .map_err(|e| format!("cannot start Envoy: {e}"))?;
-        let mut envoy = Envoy { child, port, admin_port, dir };
+        let mut envoy = Envoy {
+            child,
+            port,
+            admin_port,
+            dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = envoy.child.try_wait() {
@@ -237,7 +288,8 @@ impl Envoy {
 
     /// Resident memory of the Envoy process, in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -262,7 +314,14 @@ impl Envoy {
     pub fn stat(&self, name: &str) -> u64 {
         std::thread::sleep(Duration::from_millis(150));
         let full = format!("wasmcustom.authflow.{name}");
-        let r = get(&format!("http://127.0.0.1:{}/stats?filter=^{}$", self.admin_port, regex_escape(&full)), &[]);
+        let r = get(
+            &format!(
+                "http://127.0.0.1:{}/stats?filter=^{}$",
+                self.admin_port,
+                regex_escape(&full)
+            ),
+            &[],
+        );
         r.body
             .lines()
             .filter_map(|l| l.split_once(": "))
@@ -272,7 +331,11 @@ impl Envoy {
     }
 
     pub fn prometheus(&self) -> String {
-        get(&format!("http://127.0.0.1:{}/stats/prometheus", self.admin_port), &[]).body
+        get(
+            &format!("http://127.0.0.1:{}/stats/prometheus", self.admin_port),
+            &[],
+        )
+        .body
     }
 }
 
@@ -317,27 +380,51 @@ impl JwksServer {
 
     /// One that takes `delay` to answer each request (a slow upstream).
     pub fn start_slow(body: String, delay: Duration) -> JwksServer {
-        Self::serve(0, Arc::new(Mutex::new(body)), Arc::new(AtomicUsize::new(0)), delay)
+        Self::serve(
+            0,
+            Arc::new(Mutex::new(body)),
+            Arc::new(AtomicUsize::new(0)),
+            delay,
+        )
     }
 
     fn start_on(port: u16, body: Arc<Mutex<String>>, hits: Arc<AtomicUsize>) -> JwksServer {
         Self::serve(port, body, hits, Duration::ZERO)
     }
 
-    fn serve(port: u16, body: Arc<Mutex<String>>, hits: Arc<AtomicUsize>, delay: Duration) -> JwksServer {
+    fn serve(
+        port: u16,
+        body: Arc<Mutex<String>>,
+        hits: Arc<AtomicUsize>,
+        delay: Duration,
+    ) -> JwksServer {
         let server = Arc::new(tiny_http::Server::http(("127.0.0.1", port)).expect("JWKS server"));
         let port = server.server_addr().to_ip().map(|a| a.port()).expect("ip");
         let status = Arc::new(AtomicU16::new(200));
-        let (s, b, h, st) = (Arc::clone(&server), Arc::clone(&body), Arc::clone(&hits), Arc::clone(&status));
+        let (s, b, h, st) = (
+            Arc::clone(&server),
+            Arc::clone(&body),
+            Arc::clone(&hits),
+            Arc::clone(&status),
+        );
         std::thread::spawn(move || {
             for req in s.incoming_requests() {
                 h.fetch_add(1, Ordering::SeqCst);
                 std::thread::sleep(delay);
                 let doc = b.lock().map(|d| d.clone()).unwrap_or_default();
-                let _ = req.respond(tiny_http::Response::from_string(doc).with_status_code(st.load(Ordering::SeqCst)));
+                let _ = req.respond(
+                    tiny_http::Response::from_string(doc)
+                        .with_status_code(st.load(Ordering::SeqCst)),
+                );
             }
         });
-        JwksServer { server: Some(server), body, hits, status, port }
+        JwksServer {
+            server: Some(server),
+            body,
+            hits,
+            status,
+            port,
+        }
     }
 
     pub fn set(&self, body: String) {
@@ -391,17 +478,35 @@ pub struct AuthService {
 
 impl AuthService {
     pub fn start(issuer: &str, env: &[(&str, &str)]) -> AuthService {
-        assert!(auth_bin().exists(), "no auth service at {} (make test builds it)", auth_bin().display());
+        assert!(
+            auth_bin().exists(),
+            "no auth service at {} (make test builds it)",
+            auth_bin().display()
+        );
         let port = free_port();
-        let data_dir = std::env::temp_dir().join(format!("authflow-auth-{}-{port}", std::process::id()));
+        let data_dir =
+            std::env::temp_dir().join(format!("authflow-auth-{}-{port}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data_dir);
         // A key-encryption key generated for this run (never a committed one).
-        let kek = Command::new(auth_bin()).args(["kek", "generate"]).output().expect("authflow-auth kek generate");
-        assert!(kek.status.success(), "kek generate: {}", String::from_utf8_lossy(&kek.stderr));
+        let kek = Command::new(auth_bin())
+            .args(["kek", "generate"])
+            .output()
+            .expect("authflow-auth kek generate");
+        assert!(
+            kek.status.success(),
+            "kek generate: {}",
+            String::from_utf8_lossy(&kek.stderr)
+        );
         let mut all = vec![
-            ("AUTHFLOW_KEK".to_owned(), String::from_utf8_lossy(&kek.stdout).trim().to_owned()),
+            (
+                "AUTHFLOW_KEK".to_owned(),
+                String::from_utf8_lossy(&kek.stdout).trim().to_owned(),
+            ),
             ("AUTHFLOW_LISTEN".to_owned(), format!("127.0.0.1:{port}")),
-            ("AUTHFLOW_DATA_DIR".to_owned(), data_dir.to_string_lossy().into_owned()),
+            (
+                "AUTHFLOW_DATA_DIR".to_owned(),
+                data_dir.to_string_lossy().into_owned(),
+            ),
             ("AUTHFLOW_ISSUER".to_owned(), issuer.to_owned()),
             ("AUTHFLOW_AUDIENCES".to_owned(), "authflow-demo".to_owned()),
             ("AUTHFLOW_ENVIRONMENT".to_owned(), "development".to_owned()),
@@ -410,15 +515,29 @@ impl AuthService {
             ("RUST_LOG".to_owned(), "warn".to_owned()),
         ];
         all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let mut svc = AuthService { child: None, seen_mail: Mutex::new(Vec::new()), port, data_dir, env: all };
+        let mut svc = AuthService {
+            child: None,
+            seen_mail: Mutex::new(Vec::new()),
+            port,
+            data_dir,
+            env: all,
+        };
         svc.restart();
         svc
     }
 
     /// Runs the service's CLI on the same data directory and configuration.
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new(auth_bin()).args(args).envs(self.env.iter().cloned()).output().expect("auth CLI");
-        assert!(out.status.success(), "authflow-auth {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(auth_bin())
+            .args(args)
+            .envs(self.env.iter().cloned())
+            .output()
+            .expect("auth CLI");
+        assert!(
+            out.status.success(),
+            "authflow-auth {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -434,7 +553,10 @@ impl AuthService {
         self.child = Some(child);
         let url = format!("http://127.0.0.1:{}/readyz", self.port);
         assert!(
-            eventually(Duration::from_secs(30), || matches!(http().get(&url).call(), Ok(r) if r.status() == 200)),
+            eventually(
+                Duration::from_secs(30),
+                || matches!(http().get(&url).call(), Ok(r) if r.status() == 200)
+            ),
             "auth service not ready"
         );
     }
@@ -462,13 +584,15 @@ impl AuthService {
             found = r.json().as_array().and_then(|m| {
                 m.iter().rev().find_map(|x| {
                     let value = x[field].as_str()?;
-                    let fresh = x["subject"].as_str()?.contains(subject) && !seen.contains(&value.to_owned());
+                    let fresh = x["subject"].as_str()?.contains(subject)
+                        && !seen.contains(&value.to_owned());
                     fresh.then(|| value.to_owned())
                 })
             });
             found.is_some()
         });
-        let value = found.unwrap_or_else(|| panic!("no new mail '{subject}' with a {field} for {to}"));
+        let value =
+            found.unwrap_or_else(|| panic!("no new mail '{subject}' with a {field} for {to}"));
         self.seen_mail.lock().expect("lock").push(value.clone());
         value
     }
@@ -493,15 +617,21 @@ pub struct SlowDns {
 impl SlowDns {
     pub fn start(delay: Duration) -> SlowDns {
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("DNS socket");
-        socket.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
         let port = socket.local_addr().expect("addr").port();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopped = Arc::clone(&stop);
         std::thread::spawn(move || {
             let mut buf = [0u8; 512];
             while !stopped.load(Ordering::SeqCst) {
-                let Ok((n, from)) = socket.recv_from(&mut buf) else { continue };
-                let Some(answer) = dns_answer(&buf[..n]) else { continue };
+                let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                    continue;
+                };
+                let Some(answer) = dns_answer(&buf[..n]) else {
+                    continue;
+                };
                 let socket = socket.try_clone().expect("clone");
                 std::thread::spawn(move || {
                     std::thread::sleep(delay);

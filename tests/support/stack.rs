@@ -74,12 +74,21 @@ pub struct Session {
 impl Session {
     /// What the signed-in device sends with every request.
     pub fn headers(&self) -> Vec<(&str, &str)> {
-        vec![("authorization", &self.bearer), (DEVICE_HEADER, &self.device), ("user-agent", UA), ("accept-language", LANG)]
+        vec![
+            ("authorization", &self.bearer),
+            (DEVICE_HEADER, &self.device),
+            ("user-agent", UA),
+            ("accept-language", LANG),
+        ]
     }
 
     /// The same device presenting another access token.
     pub fn with_access(&self, access: String) -> Session {
-        Session { bearer: format!("Bearer {access}"), access, ..self.clone() }
+        Session {
+            bearer: format!("Bearer {access}"),
+            access,
+            ..self.clone()
+        }
     }
 }
 
@@ -92,16 +101,30 @@ impl Stack {
         let backend = EchoServer::start("127.0.0.1:0").unwrap();
         let mut filter = filter_config(opts.issuer);
         tweak(&mut filter);
-        let mut clusters = vec![("backend".to_owned(), backend.addr.port()), ("authflow_auth".to_owned(), auth.port)];
-        clusters.extend(opts.extra_clusters.iter().map(|(name, port)| (name.to_string(), *port)));
+        let mut clusters = vec![
+            ("backend".to_owned(), backend.addr.port()),
+            ("authflow_auth".to_owned(), auth.port),
+        ];
+        clusters.extend(
+            opts.extra_clusters
+                .iter()
+                .map(|(name, port)| (name.to_string(), *port)),
+        );
         let envoy = Envoy::start(EnvoyOptions {
             filter,
-            routes: super::routes_to("authflow_auth", &["/v1/auth/", "/v1/admin/", "/.well-known/", "/auth/"]),
+            routes: super::routes_to(
+                "authflow_auth",
+                &["/v1/auth/", "/v1/admin/", "/.well-known/", "/auth/"],
+            ),
             clusters,
             concurrency: 2,
         })
         .unwrap_or_else(|e| panic!("{e}"));
-        Stack { auth, envoy, _backend: backend }
+        Stack {
+            auth,
+            envoy,
+            _backend: backend,
+        }
     }
 
     /// `GET path` from the session's device.
@@ -112,11 +135,19 @@ impl Stack {
     /// Sign-up and e-mail verification, through Envoy; the mail comes from
     /// the development outbox. The new user's id.
     pub fn sign_up(&self, email: &str) -> String {
-        let r = self.envoy.post("/v1/auth/signup", &device_headers(), &json!({"email": email, "password": PASSWORD}));
+        let r = self.envoy.post(
+            "/v1/auth/signup",
+            &device_headers(),
+            &json!({"email": email, "password": PASSWORD}),
+        );
         assert_eq!(r.status, 201, "signup: {r:?}");
         let user_id = r.json()["user_id"].as_str().unwrap().to_owned();
         let token = self.auth.latest_mail(email, "Verify", "token");
-        let r = self.envoy.post("/v1/auth/verify-email", &device_headers(), &json!({"token": token}));
+        let r = self.envoy.post(
+            "/v1/auth/verify-email",
+            &device_headers(),
+            &json!({"token": token}),
+        );
         assert_eq!(r.status, 200, "verify-email: {r:?}");
         user_id
     }
@@ -128,21 +159,48 @@ impl Stack {
 
     /// The password, then the 6-digit code from the outbox; the device gets its secret.
     pub fn sign_in_with(&self, email: &str, password: &str) -> Session {
-        let r = self.envoy.post("/v1/auth/signin", &device_headers(), &json!({"email": email, "password": password}));
+        let r = self.envoy.post(
+            "/v1/auth/signin",
+            &device_headers(),
+            &json!({"email": email, "password": password}),
+        );
         assert_eq!(r.status, 200, "signin: {r:?}");
         let challenge = r.json()["challenge_id"].as_str().unwrap().to_owned();
         let code = self.auth.latest_mail(email, "sign-in code", "code");
-        let r = self.envoy.post("/v1/auth/signin/verify", &device_headers(), &json!({"challenge_id": challenge, "code": code}));
+        let r = self.envoy.post(
+            "/v1/auth/signin/verify",
+            &device_headers(),
+            &json!({"challenge_id": challenge, "code": code}),
+        );
         assert_eq!(r.status, 200, "second factor: {r:?}");
-        assert!(r.header("set-cookie").unwrap_or_default().contains("__Host-authflow-device="), "device cookie: {r:?}");
+        assert!(
+            r.header("set-cookie")
+                .unwrap_or_default()
+                .contains("__Host-authflow-device="),
+            "device cookie: {r:?}"
+        );
         let j = r.json();
         let text = |name: &str| j[name].as_str().unwrap().to_owned();
-        Session { bearer: format!("Bearer {}", text("access_token")), access: text("access_token"), refresh: text("refresh_token"), device: text("device_secret") }
+        Session {
+            bearer: format!("Bearer {}", text("access_token")),
+            access: text("access_token"),
+            refresh: text("refresh_token"),
+            device: text("device_secret"),
+        }
     }
 
     /// An admin created with the service's CLI, signed in.
     pub fn admin(&self, email: &str) -> Session {
-        self.auth.cli(&["user", "create", "--email", email, "--password", PASSWORD, "--role", "admin"]);
+        self.auth.cli(&[
+            "user",
+            "create",
+            "--email",
+            email,
+            "--password",
+            PASSWORD,
+            "--role",
+            "admin",
+        ]);
         self.sign_in(email)
     }
 
@@ -153,6 +211,8 @@ impl Stack {
 
     /// Waits (bounded) until every worker refuses `s` on `path`.
     pub fn refused(&self, path: &str, s: &Session) -> bool {
-        eventually(Duration::from_secs(3), || (0..6).all(|_| self.call(path, s).status == 401))
+        eventually(Duration::from_secs(3), || {
+            (0..6).all(|_| self.call(path, s).status == 401)
+        })
     }
 }

@@ -97,7 +97,10 @@ pub struct AccountConfig {
 impl AccountConfig {
     /// The origin mailed links start with (no trailing `/`).
     pub fn pages_url<'a>(&'a self, issuer: &'a str) -> &'a str {
-        self.pages_url.as_deref().unwrap_or(issuer).trim_end_matches('/')
+        self.pages_url
+            .as_deref()
+            .unwrap_or(issuer)
+            .trim_end_matches('/')
     }
 }
 
@@ -259,7 +262,10 @@ impl Config {
         let (config, deprecated) = Self::load_reporting(file, &env)?;
         // One line, not one per name: the shipped deployment files use them.
         if !deprecated.is_empty() {
-            let renames: Vec<String> = deprecated.iter().map(|(old, new)| format!("{old} → {new}")).collect();
+            let renames: Vec<String> = deprecated
+                .iter()
+                .map(|(old, new)| format!("{old} → {new}"))
+                .collect();
             tracing::warn!(renames = %renames.join(", "), "deprecated flat setting names (still honoured; a nested name wins)");
         }
         Ok(config)
@@ -271,13 +277,23 @@ impl Config {
 
     /// As [`Config::load_from`], also returning each deprecated flat name
     /// used, as `(old, new)`.
-    pub fn load_reporting(file: Option<&Path>, env: &[(String, String)]) -> Result<(Self, Vec<(String, String)>), ConfigError> {
+    pub fn load_reporting(
+        file: Option<&Path>,
+        env: &[(String, String)],
+    ) -> Result<(Self, Vec<(String, String)>), ConfigError> {
         let (figment, deprecated) = sources::layered(file, env)?;
         // Lossy: environment values are text; numbers and booleans
         // (true/false, yes/no, on/off, 1/0) are read out of it.
-        let raw: RawConfig = figment.extract_lossy().map_err(|e| extraction_error(&figment, e))?;
+        let raw: RawConfig = figment
+            .extract_lossy()
+            .map_err(|e| extraction_error(&figment, e))?;
         let config = raw.validate().map_err(|invalid| {
-            ConfigError(format!("`{}` ({}): {}", invalid.path, sources::origin_of(&figment, invalid.path), invalid.why))
+            ConfigError(format!(
+                "`{}` ({}): {}",
+                invalid.path,
+                sources::origin_of(&figment, invalid.path),
+                invalid.why
+            ))
         })?;
         Ok((config, deprecated))
     }
@@ -286,7 +302,8 @@ impl Config {
     pub fn for_data_dir(data_dir: &Path) -> Result<Self, ConfigError> {
         let mut raw = RawConfig::default();
         raw.server.data_dir = Some(data_dir.display().to_string());
-        raw.validate().map_err(|invalid| ConfigError(format!("`{}`: {}", invalid.path, invalid.why)))
+        raw.validate()
+            .map_err(|invalid| ConfigError(format!("`{}`: {}", invalid.path, invalid.why)))
     }
 
     pub fn outbox_dir(&self) -> PathBuf {
@@ -301,7 +318,11 @@ fn extraction_error(figment: &figment::Figment, error: figment::Error) -> Config
     if let figment::error::Kind::UnknownField(field, _) = &error.kind {
         // The path may stop at the section: the key itself is the field.
         if error.path.last() != Some(field) {
-            path = if path.is_empty() { field.clone() } else { format!("{path}.{field}") };
+            path = if path.is_empty() {
+                field.clone()
+            } else {
+                format!("{path}.{field}")
+            };
         }
     }
     let origin = match &error.metadata {
@@ -313,7 +334,10 @@ fn extraction_error(figment: &figment::Figment, error: figment::Error) -> Config
             format!("expected {expected}")
         }
         figment::error::Kind::UnknownField(field, expected) => {
-            format!("unknown setting `{field}`; expected one of: {}", expected.join(", "))
+            format!(
+                "unknown setting `{field}`; expected one of: {}",
+                expected.join(", ")
+            )
         }
         kind => kind.to_string(),
     };
@@ -327,7 +351,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     fn file_with(text: &str) -> (tempfile::TempDir, PathBuf) {
@@ -355,39 +382,114 @@ mod tests {
     /// never in production.
     #[test]
     fn dev_endpoints_only_when_enabled_explicitly() {
-        for vars in [vec![], vec![("AUTHFLOW_ENVIRONMENT", "development")], vec![("AUTHFLOW_SERVER__DEV_ENDPOINTS", "false")]] {
-            assert!(!Config::load_from(None, &env(&vars)).unwrap().server.dev_endpoints, "{vars:?}");
+        for vars in [
+            vec![],
+            vec![("AUTHFLOW_ENVIRONMENT", "development")],
+            vec![("AUTHFLOW_SERVER__DEV_ENDPOINTS", "false")],
+        ] {
+            assert!(
+                !Config::load_from(None, &env(&vars))
+                    .unwrap()
+                    .server
+                    .dev_endpoints,
+                "{vars:?}"
+            );
         }
         let c = Config::for_data_dir(Path::new("/nonexistent")).unwrap();
         assert!(!c.server.dev_endpoints, "the defaults the tests start from");
         for vars in [
             vec![("AUTHFLOW_SERVER__DEV_ENDPOINTS", "true")],
             vec![("AUTHFLOW_DEV_ENDPOINTS", "yes")],
-            vec![("AUTHFLOW_ENVIRONMENT", "development"), ("AUTHFLOW_SERVER__DEV_ENDPOINTS", "on")],
+            vec![
+                ("AUTHFLOW_ENVIRONMENT", "development"),
+                ("AUTHFLOW_SERVER__DEV_ENDPOINTS", "on"),
+            ],
         ] {
-            assert!(Config::load_from(None, &env(&vars)).unwrap().server.dev_endpoints, "{vars:?}");
+            assert!(
+                Config::load_from(None, &env(&vars))
+                    .unwrap()
+                    .server
+                    .dev_endpoints,
+                "{vars:?}"
+            );
         }
         let (_dir, path) = file_with("[server]\ndev_endpoints = true\n");
-        assert!(Config::load_from(Some(&path), &[]).unwrap().server.dev_endpoints);
-        let production = [("AUTHFLOW_ENVIRONMENT", "production"), ("AUTHFLOW_TOKENS__ISSUER", "https://a.example")];
-        assert!(!Config::load_from(None, &env(&production)).unwrap().server.dev_endpoints);
+        assert!(
+            Config::load_from(Some(&path), &[])
+                .unwrap()
+                .server
+                .dev_endpoints
+        );
+        let production = [
+            ("AUTHFLOW_ENVIRONMENT", "production"),
+            ("AUTHFLOW_TOKENS__ISSUER", "https://a.example"),
+        ];
+        assert!(
+            !Config::load_from(None, &env(&production))
+                .unwrap()
+                .server
+                .dev_endpoints
+        );
         let mut vars = production.to_vec();
         vars.push(("AUTHFLOW_SERVER__DEV_ENDPOINTS", "true"));
-        let e = Config::load_from(None, &env(&vars)).unwrap_err().to_string();
-        assert!(e.contains("server.dev_endpoints") && e.contains("AUTHFLOW_SERVER__DEV_ENDPOINTS"), "{e}");
+        let e = Config::load_from(None, &env(&vars))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("server.dev_endpoints") && e.contains("AUTHFLOW_SERVER__DEV_ENDPOINTS"),
+            "{e}"
+        );
     }
 
     #[test]
     fn dpop_settings_default_to_both_algorithms_without_nonces() {
         let c = Config::load_from(None, &[]).unwrap();
-        assert_eq!(c.dpop, DpopConfig { algorithms: vec![Algorithm::ES256, Algorithm::EdDSA], require_nonce: false });
-        let c = Config::load_from(None, &env(&[("AUTHFLOW_DPOP__ALGORITHMS", "EdDSA"), ("AUTHFLOW_DPOP__REQUIRE_NONCE", "true")])).unwrap();
-        assert_eq!(c.dpop, DpopConfig { algorithms: vec![Algorithm::EdDSA], require_nonce: true });
-        let c = Config::load_from(None, &env(&[("AUTHFLOW_DPOP_ALGORITHMS", "EdDSA"), ("AUTHFLOW_DPOP_REQUIRE_NONCE", "true")])).unwrap();
-        assert_eq!(c.dpop, DpopConfig { algorithms: vec![Algorithm::EdDSA], require_nonce: true }, "the flat names");
+        assert_eq!(
+            c.dpop,
+            DpopConfig {
+                algorithms: vec![Algorithm::ES256, Algorithm::EdDSA],
+                require_nonce: false
+            }
+        );
+        let c = Config::load_from(
+            None,
+            &env(&[
+                ("AUTHFLOW_DPOP__ALGORITHMS", "EdDSA"),
+                ("AUTHFLOW_DPOP__REQUIRE_NONCE", "true"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.dpop,
+            DpopConfig {
+                algorithms: vec![Algorithm::EdDSA],
+                require_nonce: true
+            }
+        );
+        let c = Config::load_from(
+            None,
+            &env(&[
+                ("AUTHFLOW_DPOP_ALGORITHMS", "EdDSA"),
+                ("AUTHFLOW_DPOP_REQUIRE_NONCE", "true"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.dpop,
+            DpopConfig {
+                algorithms: vec![Algorithm::EdDSA],
+                require_nonce: true
+            },
+            "the flat names"
+        );
         for refused in ["RS256", "none", ""] {
-            let e = Config::load_from(None, &env(&[("AUTHFLOW_DPOP__ALGORITHMS", refused)])).unwrap_err();
-            assert!(e.to_string().contains("dpop.algorithms") && e.to_string().contains("AUTHFLOW_DPOP__ALGORITHMS"), "{refused}: {e}");
+            let e = Config::load_from(None, &env(&[("AUTHFLOW_DPOP__ALGORITHMS", refused)]))
+                .unwrap_err();
+            assert!(
+                e.to_string().contains("dpop.algorithms")
+                    && e.to_string().contains("AUTHFLOW_DPOP__ALGORITHMS"),
+                "{refused}: {e}"
+            );
         }
     }
 
@@ -398,10 +500,18 @@ mod tests {
     fn revocation_retention_covers_every_allowed_skew() {
         use authflow_contract::revocation::MAX_CLOCK_SKEW_SECS;
         let c = Config::load_from(None, &[]).unwrap();
-        assert_eq!(c.revocation.retention, Duration::from_secs(MAX_CLOCK_SKEW_SECS));
-        let c = Config::load_from(None, &env(&[("AUTHFLOW_REVOCATION__RETENTION_SECS", "120")])).unwrap();
+        assert_eq!(
+            c.revocation.retention,
+            Duration::from_secs(MAX_CLOCK_SKEW_SECS)
+        );
+        let c = Config::load_from(
+            None,
+            &env(&[("AUTHFLOW_REVOCATION__RETENTION_SECS", "120")]),
+        )
+        .unwrap();
         assert_eq!(c.revocation.retention, Duration::from_secs(120));
-        let e = Config::load_from(None, &env(&[("AUTHFLOW_REVOCATION_RETENTION_SECS", "29")])).unwrap_err();
+        let e = Config::load_from(None, &env(&[("AUTHFLOW_REVOCATION_RETENTION_SECS", "29")]))
+            .unwrap_err();
         assert!(e.to_string().contains("revocation.retention_secs"), "{e}");
     }
 
@@ -420,7 +530,10 @@ mod tests {
             Some(&path),
             &env(&[
                 ("AUTHFLOW_TOKENS__ACCESS_TTL_SECS", "120"),
-                ("AUTHFLOW_TOKENS__FINGERPRINT_ATTRIBUTES", "user-agent, client-ip-prefix"),
+                (
+                    "AUTHFLOW_TOKENS__FINGERPRINT_ATTRIBUTES",
+                    "user-agent, client-ip-prefix",
+                ),
                 ("AUTHFLOW_KEYS__SIGNING_ALG", "ES256"),
                 ("AUTHFLOW_SERVER__DEV_ENDPOINTS", "off"),
                 ("AUTHFLOW_REVOCATION__MAX_WAITERS", "3"),
@@ -441,7 +554,10 @@ mod tests {
             "max_waiters: 3",
             "xff_num_trusted_hops: 1",
         ] {
-            assert!(shown.contains(expected), "`{expected}` missing from {shown}");
+            assert!(
+                shown.contains(expected),
+                "`{expected}` missing from {shown}"
+            );
         }
         assert_eq!(c.tokens.audiences, vec!["a", "b"]);
     }
@@ -452,32 +568,82 @@ mod tests {
     #[test]
     fn smtp_tls_settings() {
         let smtp = |vars: &[(&str, &str)]| {
-            let mut all = vec![("AUTHFLOW_MAIL__TRANSPORT", "smtp"), ("AUTHFLOW_SMTP__HOST", "relay.internal")];
+            let mut all = vec![
+                ("AUTHFLOW_MAIL__TRANSPORT", "smtp"),
+                ("AUTHFLOW_SMTP__HOST", "relay.internal"),
+            ];
             all.extend_from_slice(vars);
             Config::load_from(None, &env(&all)).map(|c| match c.mail.transport {
-                MailerConfig::Smtp { port, tls, ca_file, .. } => (port, tls, ca_file),
+                MailerConfig::Smtp {
+                    port, tls, ca_file, ..
+                } => (port, tls, ca_file),
                 MailerConfig::DevOutbox => unreachable!(),
             })
         };
         assert_eq!(smtp(&[]).unwrap(), (25, SmtpTls::StartTls, None));
-        assert_eq!(smtp(&[("AUTHFLOW_SMTP__TLS", "implicit")]).unwrap(), (465, SmtpTls::Implicit, None));
-        assert_eq!(smtp(&[("AUTHFLOW_SMTP_TLS", "implicit"), ("AUTHFLOW_SMTP_PORT", "2465")]).unwrap(), (2465, SmtpTls::Implicit, None));
-        assert_eq!(smtp(&[("AUTHFLOW_SMTP__TLS", "none")]).unwrap(), (25, SmtpTls::None, None));
-        let (_dir, path) = file_with("[mail]\ntransport = \"smtp\"\n[smtp]\nhost = \"relay.internal\"\ntls = \"none\"\n");
-        assert!(matches!(Config::load_from(Some(&path), &[]).unwrap().mail.transport, MailerConfig::Smtp { tls: SmtpTls::None, .. }));
+        assert_eq!(
+            smtp(&[("AUTHFLOW_SMTP__TLS", "implicit")]).unwrap(),
+            (465, SmtpTls::Implicit, None)
+        );
+        assert_eq!(
+            smtp(&[
+                ("AUTHFLOW_SMTP_TLS", "implicit"),
+                ("AUTHFLOW_SMTP_PORT", "2465")
+            ])
+            .unwrap(),
+            (2465, SmtpTls::Implicit, None)
+        );
+        assert_eq!(
+            smtp(&[("AUTHFLOW_SMTP__TLS", "none")]).unwrap(),
+            (25, SmtpTls::None, None)
+        );
+        let (_dir, path) = file_with(
+            "[mail]\ntransport = \"smtp\"\n[smtp]\nhost = \"relay.internal\"\ntls = \"none\"\n",
+        );
+        assert!(matches!(
+            Config::load_from(Some(&path), &[]).unwrap().mail.transport,
+            MailerConfig::Smtp {
+                tls: SmtpTls::None,
+                ..
+            }
+        ));
 
-        let e = smtp(&[("AUTHFLOW_SMTP__TLS", "tls")]).unwrap_err().to_string();
-        assert!(e.contains("smtp.tls") && e.contains("AUTHFLOW_SMTP__TLS") && e.contains("starttls|implicit|none"), "{e}");
+        let e = smtp(&[("AUTHFLOW_SMTP__TLS", "tls")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("smtp.tls")
+                && e.contains("AUTHFLOW_SMTP__TLS")
+                && e.contains("starttls|implicit|none"),
+            "{e}"
+        );
         // Credentials over plain SMTP: only to a loopback relay.
         for vars in [
-            vec![("AUTHFLOW_SMTP__TLS", "none"), ("AUTHFLOW_SMTP__USERNAME", "mailer"), ("AUTHFLOW_SMTP__PASSWORD", "pw-5Kd1")],
-            vec![("AUTHFLOW_SMTP_TLS", "none"), ("AUTHFLOW_SMTP_PASSWORD", "pw-5Kd1")],
+            vec![
+                ("AUTHFLOW_SMTP__TLS", "none"),
+                ("AUTHFLOW_SMTP__USERNAME", "mailer"),
+                ("AUTHFLOW_SMTP__PASSWORD", "pw-5Kd1"),
+            ],
+            vec![
+                ("AUTHFLOW_SMTP_TLS", "none"),
+                ("AUTHFLOW_SMTP_PASSWORD", "pw-5Kd1"),
+            ],
         ] {
             let e = smtp(&vars).unwrap_err().to_string();
-            assert!(e.contains("smtp.tls") && e.contains("in clear to relay.internal") && !e.contains("pw-5Kd1"), "{e}");
+            assert!(
+                e.contains("smtp.tls")
+                    && e.contains("in clear to relay.internal")
+                    && !e.contains("pw-5Kd1"),
+                "{e}"
+            );
         }
         for host in ["localhost", "127.0.0.1", "::1", "[::1]"] {
-            let vars = [("AUTHFLOW_SMTP__HOST", host), ("AUTHFLOW_SMTP__TLS", "none"), ("AUTHFLOW_SMTP__USERNAME", "mailer"), ("AUTHFLOW_SMTP__PASSWORD", "pw")];
+            let vars = [
+                ("AUTHFLOW_SMTP__HOST", host),
+                ("AUTHFLOW_SMTP__TLS", "none"),
+                ("AUTHFLOW_SMTP__USERNAME", "mailer"),
+                ("AUTHFLOW_SMTP__PASSWORD", "pw"),
+            ];
             assert!(smtp(&vars).is_ok(), "{host}");
         }
         // In production, mail (codes and reset links) goes in clear to no relay off this machine.
@@ -492,22 +658,55 @@ mod tests {
             Config::load_from(None, &env(&vars)).map(|_| ())
         };
         let e = production("relay.internal").unwrap_err().to_string();
-        assert!(e.contains("smtp.tls") && e.contains("sign-in codes and reset links in clear to relay.internal"), "{e}");
+        assert!(
+            e.contains("smtp.tls")
+                && e.contains("sign-in codes and reset links in clear to relay.internal"),
+            "{e}"
+        );
         production("127.0.0.1").unwrap();
         // Half the credentials would send mail unauthenticated without a word.
-        let e = smtp(&[("AUTHFLOW_SMTP__USERNAME", "mailer")]).unwrap_err().to_string();
-        assert!(e.contains("smtp.password") && e.contains("required with smtp.username"), "{e}");
-        let e = smtp(&[("AUTHFLOW_SMTP__PASSWORD", "pw-5Kd1")]).unwrap_err().to_string();
+        let e = smtp(&[("AUTHFLOW_SMTP__USERNAME", "mailer")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("smtp.password") && e.contains("required with smtp.username"),
+            "{e}"
+        );
+        let e = smtp(&[("AUTHFLOW_SMTP__PASSWORD", "pw-5Kd1")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("smtp.username") && !e.contains("pw-5Kd1"), "{e}");
         // The CA file: read at start, named when unusable; no use without TLS.
-        let e = smtp(&[("AUTHFLOW_SMTP__CA_FILE", "/nonexistent/ca.pem")]).unwrap_err().to_string();
-        assert!(e.contains("smtp.ca_file") && e.contains("AUTHFLOW_SMTP__CA_FILE") && e.contains("cannot read"), "{e}");
+        let e = smtp(&[("AUTHFLOW_SMTP__CA_FILE", "/nonexistent/ca.pem")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("smtp.ca_file")
+                && e.contains("AUTHFLOW_SMTP__CA_FILE")
+                && e.contains("cannot read"),
+            "{e}"
+        );
         let (_dir, not_pem) = file_with("not a certificate");
-        let e = smtp(&[("AUTHFLOW_SMTP_CA_FILE", not_pem.to_str().unwrap())]).unwrap_err().to_string();
-        assert!(e.contains("smtp.ca_file") && e.contains("no certificate"), "{e}");
-        let e = smtp(&[("AUTHFLOW_SMTP__TLS", "none"), ("AUTHFLOW_SMTP__CA_FILE", "/x.pem")]).unwrap_err().to_string();
-        assert!(e.contains("smtp.ca_file") && e.contains("smtp.tls = none"), "{e}");
-        let e = smtp(&[("AUTHFLOW_SMTP__HOST", "relay internal")]).unwrap_err().to_string();
+        let e = smtp(&[("AUTHFLOW_SMTP_CA_FILE", not_pem.to_str().unwrap())])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("smtp.ca_file") && e.contains("no certificate"),
+            "{e}"
+        );
+        let e = smtp(&[
+            ("AUTHFLOW_SMTP__TLS", "none"),
+            ("AUTHFLOW_SMTP__CA_FILE", "/x.pem"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("smtp.ca_file") && e.contains("smtp.tls = none"),
+            "{e}"
+        );
+        let e = smtp(&[("AUTHFLOW_SMTP__HOST", "relay internal")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("smtp.host"), "{e}");
     }
 
@@ -515,7 +714,8 @@ mod tests {
     /// variables), are reported as deprecated, and lose to the nested name.
     #[test]
     fn flat_names_are_deprecated_aliases() {
-        let (_dir, path) = file_with("listen = \"127.0.0.1:9\"\naccess_ttl_secs = 60\nkek_previous = []\n");
+        let (_dir, path) =
+            file_with("listen = \"127.0.0.1:9\"\naccess_ttl_secs = 60\nkek_previous = []\n");
         let (c, deprecated) = Config::load_reporting(
             Some(&path),
             &env(&[
@@ -531,17 +731,31 @@ mod tests {
         .unwrap();
         assert_eq!(c.server.listen.port(), 9);
         assert_eq!(c.tokens.access_ttl, Duration::from_secs(60));
-        assert_eq!(c.tokens.refresh_ttl, Duration::from_secs(7200), "the nested name wins");
-        assert!(matches!(&c.mail.transport, MailerConfig::Smtp { host, .. } if host == "relay.internal"));
+        assert_eq!(
+            c.tokens.refresh_ttl,
+            Duration::from_secs(7200),
+            "the nested name wins"
+        );
+        assert!(
+            matches!(&c.mail.transport, MailerConfig::Smtp { host, .. } if host == "relay.internal")
+        );
         for (old, new) in [
             ("listen", "server.listen"),
             ("access_ttl_secs", "tokens.access_ttl_secs"),
             ("AUTHFLOW_MAILER", "AUTHFLOW_MAIL__TRANSPORT"),
             ("AUTHFLOW_SMTP_HOST", "AUTHFLOW_SMTP__HOST"),
         ] {
-            assert!(deprecated.iter().any(|(o, n)| o == old && n == new), "{old} → {new} not in {deprecated:?}");
+            assert!(
+                deprecated.iter().any(|(o, n)| o == old && n == new),
+                "{old} → {new} not in {deprecated:?}"
+            );
         }
-        assert!(!deprecated.iter().any(|(o, _)| o.contains("CONFIG") || o.contains("NEW_PASSWORD")), "{deprecated:?}");
+        assert!(
+            !deprecated
+                .iter()
+                .any(|(o, _)| o.contains("CONFIG") || o.contains("NEW_PASSWORD")),
+            "{deprecated:?}"
+        );
     }
 
     #[test]
@@ -551,7 +765,10 @@ mod tests {
             &env(&[
                 ("AUTHFLOW_AUDIENCES", "a, b"),
                 ("AUTHFLOW_ACCESS_TTL_SECS", "60"),
-                ("AUTHFLOW_FINGERPRINT_ATTRIBUTES", "user-agent,client-ip-prefix"),
+                (
+                    "AUTHFLOW_FINGERPRINT_ATTRIBUTES",
+                    "user-agent,client-ip-prefix",
+                ),
                 ("AUTHFLOW_SIGNING_ALG", "ES256"),
                 ("AUTHFLOW_DEV_ENDPOINTS", "false"),
             ]),
@@ -559,7 +776,10 @@ mod tests {
         .unwrap();
         assert_eq!(c.tokens.audiences, vec!["a", "b"]);
         assert_eq!(c.tokens.access_ttl, Duration::from_secs(60));
-        assert_eq!(c.tokens.fingerprint_attributes[1], DeviceAttribute::ClientIpPrefix);
+        assert_eq!(
+            c.tokens.fingerprint_attributes[1],
+            DeviceAttribute::ClientIpPrefix
+        );
         assert_eq!(c.keys.signing_alg, Algorithm::ES256);
         assert!(!c.server.dev_endpoints);
     }
@@ -569,21 +789,66 @@ mod tests {
     fn bad_values_name_the_field_and_its_source() {
         type Vars<'a> = &'a [(&'a str, &'a str)];
         let cases: &[(Vars, &[&str])] = &[
-            (&[("AUTHFLOW_ACCESS_TTL_SECS", "soon")], &["tokens.access_ttl_secs", "AUTHFLOW_ACCESS_TTL_SECS", "deprecated"]),
-            (&[("AUTHFLOW_TOKENS__ACCESS_TTL_SECS", "soon")], &["tokens.access_ttl_secs", "AUTHFLOW_TOKENS__ACCESS_TTL_SECS"]),
-            (&[("AUTHFLOW_TOKENS__ACCESS_TTL_SECS", "0")], &["tokens.access_ttl_secs", "AUTHFLOW_TOKENS__ACCESS_TTL_SECS", "1..=86400"]),
-            (&[("AUTHFLOW_LISTEN", "nowhere")], &["server.listen", "AUTHFLOW_LISTEN"]),
-            (&[("AUTHFLOW_SERVER__LISTEN", "nowhere")], &["server.listen", "AUTHFLOW_SERVER__LISTEN"]),
-            (&[("AUTHFLOW_FINGERPRINT_ATTRIBUTES", "bad header")], &["tokens.fingerprint_attributes"]),
-            (&[("AUTHFLOW_ACCOUNTS__PAGES_URL", "javascript:alert(1)")], &["accounts.pages_url", "AUTHFLOW_ACCOUNTS__PAGES_URL"]),
             (
-                &[("AUTHFLOW_ENVIRONMENT", "production"), ("AUTHFLOW_ISSUER", "https://a.example"), ("AUTHFLOW_DEV_ENDPOINTS", "true")],
+                &[("AUTHFLOW_ACCESS_TTL_SECS", "soon")],
+                &[
+                    "tokens.access_ttl_secs",
+                    "AUTHFLOW_ACCESS_TTL_SECS",
+                    "deprecated",
+                ],
+            ),
+            (
+                &[("AUTHFLOW_TOKENS__ACCESS_TTL_SECS", "soon")],
+                &["tokens.access_ttl_secs", "AUTHFLOW_TOKENS__ACCESS_TTL_SECS"],
+            ),
+            (
+                &[("AUTHFLOW_TOKENS__ACCESS_TTL_SECS", "0")],
+                &[
+                    "tokens.access_ttl_secs",
+                    "AUTHFLOW_TOKENS__ACCESS_TTL_SECS",
+                    "1..=86400",
+                ],
+            ),
+            (
+                &[("AUTHFLOW_LISTEN", "nowhere")],
+                &["server.listen", "AUTHFLOW_LISTEN"],
+            ),
+            (
+                &[("AUTHFLOW_SERVER__LISTEN", "nowhere")],
+                &["server.listen", "AUTHFLOW_SERVER__LISTEN"],
+            ),
+            (
+                &[("AUTHFLOW_FINGERPRINT_ATTRIBUTES", "bad header")],
+                &["tokens.fingerprint_attributes"],
+            ),
+            (
+                &[("AUTHFLOW_ACCOUNTS__PAGES_URL", "javascript:alert(1)")],
+                &["accounts.pages_url", "AUTHFLOW_ACCOUNTS__PAGES_URL"],
+            ),
+            (
+                &[
+                    ("AUTHFLOW_ENVIRONMENT", "production"),
+                    ("AUTHFLOW_ISSUER", "https://a.example"),
+                    ("AUTHFLOW_DEV_ENDPOINTS", "true"),
+                ],
                 &["server.dev_endpoints", "AUTHFLOW_DEV_ENDPOINTS"],
             ),
-            (&[("AUTHFLOW_TRUST_FORWARDED_FOR", "true")], &["xff_num_trusted_hops"]),
-            (&[("AUTHFLOW_XFF_NUM_TRUSTED_HOPS", "11")], &["server.xff_num_trusted_hops"]),
-            (&[("AUTHFLOW_MAIL__TRANSPORT", "smtp")], &["smtp.host", "not set", "AUTHFLOW_SMTP__HOST"]),
-            (&[("AUTHFLOW_KEK__KEY", "short")], &["kek.key", "AUTHFLOW_KEK__KEY"]),
+            (
+                &[("AUTHFLOW_TRUST_FORWARDED_FOR", "true")],
+                &["xff_num_trusted_hops"],
+            ),
+            (
+                &[("AUTHFLOW_XFF_NUM_TRUSTED_HOPS", "11")],
+                &["server.xff_num_trusted_hops"],
+            ),
+            (
+                &[("AUTHFLOW_MAIL__TRANSPORT", "smtp")],
+                &["smtp.host", "not set", "AUTHFLOW_SMTP__HOST"],
+            ),
+            (
+                &[("AUTHFLOW_KEK__KEY", "short")],
+                &["kek.key", "AUTHFLOW_KEK__KEY"],
+            ),
         ];
         for (vars, needles) in cases {
             let e = Config::load_from(None, &env(vars)).unwrap_err().to_string();
@@ -593,10 +858,18 @@ mod tests {
         }
         let (_dir, path) = file_with("[tokens]\naccess_ttl_secs = \"soon\"\n");
         let e = Config::load_from(Some(&path), &[]).unwrap_err().to_string();
-        assert!(e.contains("tokens.access_ttl_secs") && e.contains("authflow.toml") && e.contains("u64"), "{e}");
+        assert!(
+            e.contains("tokens.access_ttl_secs")
+                && e.contains("authflow.toml")
+                && e.contains("u64"),
+            "{e}"
+        );
         let (_dir, path) = file_with("[throttle]\nlockout_base_secs = 60\nlockout_max_secs = 10\n");
         let e = Config::load_from(Some(&path), &[]).unwrap_err().to_string();
-        assert!(e.contains("throttle.lockout_max_secs") && e.contains("authflow.toml"), "{e}");
+        assert!(
+            e.contains("throttle.lockout_max_secs") && e.contains("authflow.toml"),
+            "{e}"
+        );
     }
 
     /// Configuration is logged and printed with `{:?}`: no secret may show,
@@ -604,10 +877,16 @@ mod tests {
     #[test]
     fn debug_output_holds_no_secret() {
         let (kek, previous) = (crate::kek::generate_key(), crate::kek::generate_key());
-        let (_dir, path) = file_with(&format!("[kek]\nprevious = [\"{}\"]\n[smtp]\npassword = \"file-pass-3Rt8\"\n", previous.trim()));
+        let (_dir, path) = file_with(&format!(
+            "[kek]\nprevious = [\"{}\"]\n[smtp]\npassword = \"file-pass-3Rt8\"\n",
+            previous.trim()
+        ));
         for vars in [
             vec![
-                ("AUTHFLOW_DATABASE_URL", "postgres://authflow:db-pass-7Hq2@db.internal:5432/authflow"),
+                (
+                    "AUTHFLOW_DATABASE_URL",
+                    "postgres://authflow:db-pass-7Hq2@db.internal:5432/authflow",
+                ),
                 ("AUTHFLOW_MAILER", "smtp"),
                 ("AUTHFLOW_SMTP_HOST", "relay.internal"),
                 ("AUTHFLOW_SMTP_USERNAME", "mailer"),
@@ -615,7 +894,10 @@ mod tests {
                 ("AUTHFLOW_KEK", &kek),
             ],
             vec![
-                ("AUTHFLOW_DATABASE__URL", "postgres://authflow:db-pass-7Hq2@db.internal:5432/authflow"),
+                (
+                    "AUTHFLOW_DATABASE__URL",
+                    "postgres://authflow:db-pass-7Hq2@db.internal:5432/authflow",
+                ),
                 ("AUTHFLOW_MAIL__TRANSPORT", "smtp"),
                 ("AUTHFLOW_SMTP__HOST", "relay.internal"),
                 ("AUTHFLOW_SMTP__USERNAME", "mailer"),
@@ -627,11 +909,20 @@ mod tests {
                 let c = Config::load_from(file, &env(&vars)).unwrap();
                 assert_eq!(c.kek.previous.len(), usize::from(file.is_some()));
                 let shown = format!("{c:?} {c:#?}");
-                for secret in ["db-pass-7Hq2", "smtp-pass-9Xw4", "file-pass-3Rt8", kek.trim(), previous.trim()] {
+                for secret in [
+                    "db-pass-7Hq2",
+                    "smtp-pass-9Xw4",
+                    "file-pass-3Rt8",
+                    kek.trim(),
+                    previous.trim(),
+                ] {
                     assert!(!shown.contains(secret), "`{secret}` appears in {shown}");
                 }
                 // What is not secret still shows, so the output stays useful.
-                assert!(shown.contains("relay.internal") && shown.contains("mailer"), "{shown}");
+                assert!(
+                    shown.contains("relay.internal") && shown.contains("mailer"),
+                    "{shown}"
+                );
             }
         }
     }
@@ -641,9 +932,20 @@ mod tests {
     fn errors_do_not_repeat_a_secret() {
         let (_dir, path) = file_with("[smtp]\npassword = 987654321\n");
         let e = Config::load_from(Some(&path), &[]).unwrap_err().to_string();
-        assert!(e.contains("smtp.password") && !e.contains("987654321"), "{e}");
-        let e = Config::load_from(None, &env(&[("AUTHFLOW_KEK__PREVIOUS", "secret-not-a-key")])).unwrap_err().to_string();
-        assert!(e.contains("kek.previous") && !e.contains("secret-not-a-key"), "{e}");
+        assert!(
+            e.contains("smtp.password") && !e.contains("987654321"),
+            "{e}"
+        );
+        let e = Config::load_from(
+            None,
+            &env(&[("AUTHFLOW_KEK__PREVIOUS", "secret-not-a-key")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("kek.previous") && !e.contains("secret-not-a-key"),
+            "{e}"
+        );
     }
 
     /// A typo in a security setting must not silently fall back to a default:
@@ -652,24 +954,50 @@ mod tests {
     #[test]
     fn unknown_settings_are_refused() {
         let files: &[(&str, &str)] = &[
-            ("listen = \"127.0.0.1:9\"\nlisten_adress = \"x\"\n", "listen_adress"),
+            (
+                "listen = \"127.0.0.1:9\"\nlisten_adress = \"x\"\n",
+                "listen_adress",
+            ),
             ("[tokens]\naccess_ttl_sec = 60\n", "tokens.access_ttl_sec"),
-            ("[throttle]\naccount_max_failure = 1000\n", "throttle.account_max_failure"),
+            (
+                "[throttle]\naccount_max_failure = 1000\n",
+                "throttle.account_max_failure",
+            ),
             ("[kek]\nkey_fiel = \"/run/kek\"\n", "kek.key_fiel"),
             ("[token]\naccess_ttl_secs = 60\n", "token"),
         ];
         for (text, name) in files {
             let (_dir, path) = file_with(text);
             let e = Config::load_from(Some(&path), &[]).unwrap_err().to_string();
-            assert!(e.contains(&format!("`{name}`")) && e.contains("authflow.toml"), "{text:?}: {e}");
+            assert!(
+                e.contains(&format!("`{name}`")) && e.contains("authflow.toml"),
+                "{text:?}: {e}"
+            );
         }
         for (var, name, source) in [
-            ("AUTHFLOW_TOKENS__ACESS_TTL_SECS", "tokens.acess_ttl_secs", "AUTHFLOW_TOKENS__ACESS_TTL_SECS"),
-            ("AUTHFLOW_THROTLE__IP_MAX_FAILURES", "throtle", "AUTHFLOW_THROTLE__"),
-            ("AUTHFLOW_SMTP__PASSWORT", "smtp.passwort", "AUTHFLOW_SMTP__PASSWORT"),
+            (
+                "AUTHFLOW_TOKENS__ACESS_TTL_SECS",
+                "tokens.acess_ttl_secs",
+                "AUTHFLOW_TOKENS__ACESS_TTL_SECS",
+            ),
+            (
+                "AUTHFLOW_THROTLE__IP_MAX_FAILURES",
+                "throtle",
+                "AUTHFLOW_THROTLE__",
+            ),
+            (
+                "AUTHFLOW_SMTP__PASSWORT",
+                "smtp.passwort",
+                "AUTHFLOW_SMTP__PASSWORT",
+            ),
         ] {
-            let e = Config::load_from(None, &env(&[(var, "1")])).unwrap_err().to_string();
-            assert!(e.contains(&format!("`{name}`")) && e.contains(source), "{var}: {e}");
+            let e = Config::load_from(None, &env(&[(var, "1")]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("`{name}`")) && e.contains(source),
+                "{var}: {e}"
+            );
         }
     }
 
@@ -680,7 +1008,10 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("authflow.example.toml");
         let (example, deprecated) = Config::load_reporting(Some(&path), &[]).unwrap();
         assert!(deprecated.is_empty(), "{deprecated:?}");
-        assert_eq!(format!("{example:?}"), format!("{:?}", Config::load_from(None, &[]).unwrap()));
+        assert_eq!(
+            format!("{example:?}"),
+            format!("{:?}", Config::load_from(None, &[]).unwrap())
+        );
     }
 
     #[test]
@@ -688,8 +1019,13 @@ mod tests {
         let (_dir, path) = file_with("listen = \"127.0.0.1:9\"\nissuer = \"https://a.example\"\n");
         let c = Config::load_from(Some(&path), &[]).unwrap();
         assert_eq!(c.server.listen.port(), 9);
-        let (_dir, path) = file_with("[server]\nlisten = \"127.0.0.1:10\"\n[tokens]\nissuer = \"https://a.example\"\n");
+        let (_dir, path) = file_with(
+            "[server]\nlisten = \"127.0.0.1:10\"\n[tokens]\nissuer = \"https://a.example\"\n",
+        );
         let c = Config::load_from(Some(&path), &[]).unwrap();
-        assert_eq!((c.server.listen.port(), c.tokens.issuer.as_str()), (10, "https://a.example"));
+        assert_eq!(
+            (c.server.listen.port(), c.tokens.issuer.as_str()),
+            (10, "https://a.example")
+        );
     }
 }

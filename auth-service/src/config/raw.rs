@@ -13,8 +13,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer};
 
 use super::{
-    AccountConfig, Config, DatabaseConfig, DpopConfig, Environment, KekConfig, KeyConfig, MailConfig, MailerConfig, MaintenanceConfig,
-    PasswordConfig, RevocationConfig, ServerConfig, SmtpTls, ThrottleConfig, TokenConfig,
+    AccountConfig, Config, DatabaseConfig, DpopConfig, Environment, KekConfig, KeyConfig,
+    MailConfig, MailerConfig, MaintenanceConfig, PasswordConfig, RevocationConfig, ServerConfig,
+    SmtpTls, ThrottleConfig, TokenConfig,
 };
 
 /// A setting that failed validation: its dotted path and why.
@@ -25,7 +26,10 @@ pub struct Invalid {
 }
 
 fn bad(path: &'static str, why: impl std::fmt::Display) -> Invalid {
-    Invalid { path, why: why.to_string() }
+    Invalid {
+        path,
+        why: why.to_string(),
+    }
 }
 
 #[derive(Default, Deserialize)]
@@ -201,9 +205,17 @@ fn list<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Vec<String>>, D::Erro
             f.write_str("a list of strings (comma-separated in the environment)")
         }
         fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
-            Ok(text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+            Ok(text
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect())
         }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
             let mut items = Vec::new();
             while let Some(item) = seq.next_element::<String>()? {
                 items.push(item);
@@ -218,7 +230,13 @@ fn secret_list<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Vec<SecretStri
     Ok(list(de)?.map(|items| items.into_iter().map(SecretString::from).collect()))
 }
 
-fn secs(path: &'static str, value: Option<u64>, default: u64, min: u64, max: u64) -> Result<Duration, Invalid> {
+fn secs(
+    path: &'static str,
+    value: Option<u64>,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<Duration, Invalid> {
     let v = value.unwrap_or(default);
     if v < min || v > max {
         return Err(bad(path, format!("{v} is outside {min}..={max} seconds")));
@@ -226,7 +244,13 @@ fn secs(path: &'static str, value: Option<u64>, default: u64, min: u64, max: u64
     Ok(Duration::from_secs(v))
 }
 
-fn count<T: Copy + PartialOrd + std::fmt::Display>(path: &'static str, value: Option<T>, default: T, min: T, max: T) -> Result<T, Invalid> {
+fn count<T: Copy + PartialOrd + std::fmt::Display>(
+    path: &'static str,
+    value: Option<T>,
+    default: T,
+    min: T,
+    max: T,
+) -> Result<T, Invalid> {
     let v = value.unwrap_or(default);
     if v < min || v > max {
         return Err(bad(path, format!("{v} is outside {min}..={max}")));
@@ -239,16 +263,27 @@ impl RawConfig {
         let environment = match self.environment.as_deref().unwrap_or("development") {
             "development" => Environment::Development,
             "production" => Environment::Production,
-            other => return Err(bad("environment", format!("`{other}` is not development|production"))),
+            other => {
+                return Err(bad(
+                    "environment",
+                    format!("`{other}` is not development|production"),
+                ))
+            }
         };
         let server = self.server.validate(environment)?;
         let database = DatabaseConfig {
             url: self.database.url.unwrap_or_else(|| {
-                SecretString::from(format!("sqlite://{}", server.data_dir.join("authflow.db").display()))
+                SecretString::from(format!(
+                    "sqlite://{}",
+                    server.data_dir.join("authflow.db").display()
+                ))
             }),
         };
         if crate::store::Backend::of_url(database.url.expose_secret()).is_none() {
-            return Err(bad("database.url", "must start with sqlite: or postgres://"));
+            return Err(bad(
+                "database.url",
+                "must start with sqlite: or postgres://",
+            ));
         }
         let tokens = self.tokens.validate(environment)?;
         Ok(Config {
@@ -259,15 +294,40 @@ impl RawConfig {
             keys: self.keys.validate()?,
             accounts: self.accounts.validate()?,
             passwords: PasswordConfig {
-                hash_memory_kib: count("passwords.hash_memory_kib", self.passwords.hash_memory_kib, 19_456, 1024, 1024 * 1024)?,
-                hash_iterations: count("passwords.hash_iterations", self.passwords.hash_iterations, 2, 1, 16)?,
+                hash_memory_kib: count(
+                    "passwords.hash_memory_kib",
+                    self.passwords.hash_memory_kib,
+                    19_456,
+                    1024,
+                    1024 * 1024,
+                )?,
+                hash_iterations: count(
+                    "passwords.hash_iterations",
+                    self.passwords.hash_iterations,
+                    2,
+                    1,
+                    16,
+                )?,
             },
             throttle: self.throttle.validate()?,
             mail: validate_mail(self.mail, self.smtp, environment)?,
             maintenance: MaintenanceConfig {
-                interval: secs("maintenance.interval_secs", self.maintenance.interval_secs, 30, 1, 3600)?,
+                interval: secs(
+                    "maintenance.interval_secs",
+                    self.maintenance.interval_secs,
+                    30,
+                    1,
+                    3600,
+                )?,
                 audit_retention: Duration::from_secs(
-                    86_400 * count("maintenance.audit_retention_days", self.maintenance.audit_retention_days, 90, 1, 3650)?,
+                    86_400
+                        * count(
+                            "maintenance.audit_retention_days",
+                            self.maintenance.audit_retention_days,
+                            90,
+                            1,
+                            3650,
+                        )?,
                 ),
             },
             revocation: RevocationConfig {
@@ -280,7 +340,13 @@ impl RawConfig {
                     crate::tokens::TIME_TOLERANCE_SECS,
                     7 * 86_400,
                 )?,
-                max_waiters: count("revocation.max_waiters", self.revocation.max_waiters, 10_000, 0, 1_000_000)? as usize,
+                max_waiters: count(
+                    "revocation.max_waiters",
+                    self.revocation.max_waiters,
+                    10_000,
+                    0,
+                    1_000_000,
+                )? as usize,
             },
             kek: self.kek.validate()?,
             dpop: self.dpop.validate()?,
@@ -292,13 +358,20 @@ impl RawConfig {
 impl RawServer {
     fn validate(self, environment: Environment) -> Result<ServerConfig, Invalid> {
         let listen_text = self.listen.unwrap_or_else(|| "127.0.0.1:8081".into());
-        let listen: SocketAddr =
-            listen_text.parse().map_err(|_| bad("server.listen", format!("`{listen_text}` is not an ip:port address")))?;
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            bad(
+                "server.listen",
+                format!("`{listen_text}` is not an ip:port address"),
+            )
+        })?;
         // Off unless asked for by name: the outbox hands out sign-in codes and
         // reset tokens to whoever can reach the listener.
         let dev_endpoints = self.dev_endpoints.unwrap_or(false);
         if dev_endpoints && environment == Environment::Production {
-            return Err(bad("server.dev_endpoints", "cannot be enabled in production"));
+            return Err(bad(
+                "server.dev_endpoints",
+                "cannot be enabled in production",
+            ));
         }
         if self.trust_forwarded_for.is_some() {
             return Err(bad(
@@ -310,7 +383,13 @@ impl RawServer {
             listen,
             data_dir: PathBuf::from(self.data_dir.unwrap_or_else(|| "./.authflow-data".into())),
             dev_endpoints,
-            body_limit_bytes: count("server.body_limit_bytes", self.body_limit_bytes, 16 * 1024, 1024, 1024 * 1024)?,
+            body_limit_bytes: count(
+                "server.body_limit_bytes",
+                self.body_limit_bytes,
+                16 * 1024,
+                1024,
+                1024 * 1024,
+            )?,
             xff_num_trusted_hops: count(
                 "server.xff_num_trusted_hops",
                 self.xff_num_trusted_hops,
@@ -324,29 +403,63 @@ impl RawServer {
 
 impl RawTokens {
     fn validate(self, environment: Environment) -> Result<TokenConfig, Invalid> {
-        let issuer = self.issuer.unwrap_or_else(|| "http://127.0.0.1:8081".into());
-        if !(issuer.starts_with("https://") || issuer.starts_with("http://")) || issuer.ends_with('/') {
-            return Err(bad("tokens.issuer", format!("`{issuer}` must be an http(s) URL without a trailing slash")));
+        let issuer = self
+            .issuer
+            .unwrap_or_else(|| "http://127.0.0.1:8081".into());
+        if !(issuer.starts_with("https://") || issuer.starts_with("http://"))
+            || issuer.ends_with('/')
+        {
+            return Err(bad(
+                "tokens.issuer",
+                format!("`{issuer}` must be an http(s) URL without a trailing slash"),
+            ));
         }
         if environment == Environment::Production && !issuer.starts_with("https://") {
             return Err(bad("tokens.issuer", "must be https:// in production"));
         }
-        let audiences = self.audiences.unwrap_or_else(|| vec!["authflow-demo".into()]);
+        let audiences = self
+            .audiences
+            .unwrap_or_else(|| vec!["authflow-demo".into()]);
         if audiences.is_empty() || audiences.iter().any(|a| a.trim().is_empty()) {
-            return Err(bad("tokens.audiences", "needs at least one non-empty audience"));
+            return Err(bad(
+                "tokens.audiences",
+                "needs at least one non-empty audience",
+            ));
         }
-        let access_ttl = secs("tokens.access_ttl_secs", self.access_ttl_secs, 900, 1, 86_400)?;
-        let refresh_ttl = secs("tokens.refresh_ttl_secs", self.refresh_ttl_secs, 30 * 86_400, 60, 365 * 86_400)?;
+        let access_ttl = secs(
+            "tokens.access_ttl_secs",
+            self.access_ttl_secs,
+            900,
+            1,
+            86_400,
+        )?;
+        let refresh_ttl = secs(
+            "tokens.refresh_ttl_secs",
+            self.refresh_ttl_secs,
+            30 * 86_400,
+            60,
+            365 * 86_400,
+        )?;
         if refresh_ttl <= access_ttl {
-            return Err(bad("tokens.refresh_ttl_secs", "must be longer than tokens.access_ttl_secs"));
+            return Err(bad(
+                "tokens.refresh_ttl_secs",
+                "must be longer than tokens.access_ttl_secs",
+            ));
         }
-        let attribute_names =
-            self.fingerprint_attributes.unwrap_or_else(|| vec!["user-agent".into(), "accept-language".into()]);
+        let attribute_names = self
+            .fingerprint_attributes
+            .unwrap_or_else(|| vec!["user-agent".into(), "accept-language".into()]);
         let fingerprint_attributes = attribute_names
             .iter()
             .map(|n| DeviceAttribute::parse(n).map_err(|e| bad("tokens.fingerprint_attributes", e)))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(TokenConfig { issuer, audiences, access_ttl, refresh_ttl, fingerprint_attributes })
+        Ok(TokenConfig {
+            issuer,
+            audiences,
+            access_ttl,
+            refresh_ttl,
+            fingerprint_attributes,
+        })
     }
 }
 
@@ -355,9 +468,23 @@ impl RawKeys {
         let signing_alg = match self.signing_alg.as_deref().unwrap_or("EdDSA") {
             "EdDSA" => Algorithm::EdDSA,
             "ES256" => Algorithm::ES256,
-            other => return Err(bad("keys.signing_alg", format!("`{other}` is not EdDSA|ES256"))),
+            other => {
+                return Err(bad(
+                    "keys.signing_alg",
+                    format!("`{other}` is not EdDSA|ES256"),
+                ))
+            }
         };
-        Ok(KeyConfig { signing_alg, publish_lead: secs("keys.publish_lead_secs", self.publish_lead_secs, 60, 0, 86_400)? })
+        Ok(KeyConfig {
+            signing_alg,
+            publish_lead: secs(
+                "keys.publish_lead_secs",
+                self.publish_lead_secs,
+                60,
+                0,
+                86_400,
+            )?,
+        })
     }
 }
 
@@ -365,17 +492,50 @@ impl RawAccounts {
     fn validate(self) -> Result<AccountConfig, Invalid> {
         let totp_issuer = self.totp_issuer.unwrap_or_else(|| "authflow".into());
         if totp_issuer.is_empty() || totp_issuer.contains(':') {
-            return Err(bad("accounts.totp_issuer", "must be non-empty and contain no `:`"));
+            return Err(bad(
+                "accounts.totp_issuer",
+                "must be non-empty and contain no `:`",
+            ));
         }
         Ok(AccountConfig {
-            challenge_ttl: secs("accounts.challenge_ttl_secs", self.challenge_ttl_secs, 300, 30, 3600)?,
-            challenge_max_attempts: count("accounts.challenge_max_attempts", self.challenge_max_attempts, 5, 1, 20)?,
-            email_token_ttl: secs("accounts.email_token_ttl_secs", self.email_token_ttl_secs, 86_400, 60, 30 * 86_400)?,
-            reset_token_ttl: secs("accounts.reset_token_ttl_secs", self.reset_token_ttl_secs, 1800, 60, 86_400)?,
+            challenge_ttl: secs(
+                "accounts.challenge_ttl_secs",
+                self.challenge_ttl_secs,
+                300,
+                30,
+                3600,
+            )?,
+            challenge_max_attempts: count(
+                "accounts.challenge_max_attempts",
+                self.challenge_max_attempts,
+                5,
+                1,
+                20,
+            )?,
+            email_token_ttl: secs(
+                "accounts.email_token_ttl_secs",
+                self.email_token_ttl_secs,
+                86_400,
+                60,
+                30 * 86_400,
+            )?,
+            reset_token_ttl: secs(
+                "accounts.reset_token_ttl_secs",
+                self.reset_token_ttl_secs,
+                1800,
+                60,
+                86_400,
+            )?,
             totp_issuer,
             pages_url: match self.pages_url {
-                Some(url) if !(url.starts_with("https://") || url.starts_with("http://")) || url.chars().any(char::is_whitespace) => {
-                    return Err(bad("accounts.pages_url", "must be an http(s) origin such as https://example.com"));
+                Some(url)
+                    if !(url.starts_with("https://") || url.starts_with("http://"))
+                        || url.chars().any(char::is_whitespace) =>
+                {
+                    return Err(bad(
+                        "accounts.pages_url",
+                        "must be an http(s) origin such as https://example.com",
+                    ));
                 }
                 url => url,
             },
@@ -385,17 +545,50 @@ impl RawAccounts {
 
 impl RawThrottle {
     fn validate(self) -> Result<ThrottleConfig, Invalid> {
-        let lockout_base = secs("throttle.lockout_base_secs", self.lockout_base_secs, 30, 1, 3600)?;
-        let lockout_max = secs("throttle.lockout_max_secs", self.lockout_max_secs, 900, 1, 86_400)?;
+        let lockout_base = secs(
+            "throttle.lockout_base_secs",
+            self.lockout_base_secs,
+            30,
+            1,
+            3600,
+        )?;
+        let lockout_max = secs(
+            "throttle.lockout_max_secs",
+            self.lockout_max_secs,
+            900,
+            1,
+            86_400,
+        )?;
         if lockout_max < lockout_base {
-            return Err(bad("throttle.lockout_max_secs", "must be at least throttle.lockout_base_secs"));
+            return Err(bad(
+                "throttle.lockout_max_secs",
+                "must be at least throttle.lockout_base_secs",
+            ));
         }
         Ok(ThrottleConfig {
-            account_max_failures: count("throttle.account_max_failures", self.account_max_failures, 5, 1, 1000)?,
-            ip_max_failures: count("throttle.ip_max_failures", self.ip_max_failures, 50, 1, 100_000)?,
+            account_max_failures: count(
+                "throttle.account_max_failures",
+                self.account_max_failures,
+                5,
+                1,
+                1000,
+            )?,
+            ip_max_failures: count(
+                "throttle.ip_max_failures",
+                self.ip_max_failures,
+                50,
+                1,
+                100_000,
+            )?,
             lockout_base,
             lockout_max,
-            second_factor_max_failures: count("throttle.second_factor_max_failures", self.second_factor_max_failures, 5, 1, 20)?,
+            second_factor_max_failures: count(
+                "throttle.second_factor_max_failures",
+                self.second_factor_max_failures,
+                5,
+                1,
+                20,
+            )?,
             second_factor_lockout_max: secs(
                 "throttle.second_factor_lockout_max_secs",
                 self.second_factor_lockout_max_secs,
@@ -403,23 +596,58 @@ impl RawThrottle {
                 1,
                 30 * 86_400,
             )?,
-            ip_max_signups: count("throttle.ip_max_signups", self.ip_max_signups, 10, 1, 100_000)?,
-            ipv6_prefix_len: count("throttle.ipv6_prefix_len", self.ipv6_prefix_len, 64, 32, 128)?,
+            ip_max_signups: count(
+                "throttle.ip_max_signups",
+                self.ip_max_signups,
+                10,
+                1,
+                100_000,
+            )?,
+            ipv6_prefix_len: count(
+                "throttle.ipv6_prefix_len",
+                self.ipv6_prefix_len,
+                64,
+                32,
+                128,
+            )?,
         })
     }
 }
 
-fn validate_mail(mail: RawMail, smtp: RawSmtp, environment: Environment) -> Result<MailConfig, Invalid> {
+fn validate_mail(
+    mail: RawMail,
+    smtp: RawSmtp,
+    environment: Environment,
+) -> Result<MailConfig, Invalid> {
     let transport = match mail.transport.as_deref().unwrap_or("dev-outbox") {
         "dev-outbox" => MailerConfig::DevOutbox,
         "smtp" => smtp.validate(environment)?,
-        other => return Err(bad("mail.transport", format!("`{other}` is not dev-outbox|smtp"))),
+        other => {
+            return Err(bad(
+                "mail.transport",
+                format!("`{other}` is not dev-outbox|smtp"),
+            ))
+        }
     };
     Ok(MailConfig {
         transport,
-        from: mail.from.unwrap_or_else(|| "authflow <no-reply@authflow.invalid>".into()),
-        max_per_recipient_per_hour: count("mail.max_per_recipient_per_hour", mail.max_per_recipient_per_hour, 5, 1, 1000)?,
-        max_per_client_per_hour: count("mail.max_per_client_per_hour", mail.max_per_client_per_hour, 20, 1, 100_000)?,
+        from: mail
+            .from
+            .unwrap_or_else(|| "authflow <no-reply@authflow.invalid>".into()),
+        max_per_recipient_per_hour: count(
+            "mail.max_per_recipient_per_hour",
+            mail.max_per_recipient_per_hour,
+            5,
+            1,
+            1000,
+        )?,
+        max_per_client_per_hour: count(
+            "mail.max_per_client_per_hour",
+            mail.max_per_client_per_hour,
+            20,
+            1,
+            100_000,
+        )?,
     })
 }
 
@@ -430,16 +658,26 @@ impl RawSmtp {
     /// production no mail at all to another: it carries sign-in codes and
     /// reset links, each as good as the password.
     fn validate(self, environment: Environment) -> Result<MailerConfig, Invalid> {
-        let host = self.host.ok_or_else(|| bad("smtp.host", "required when mail.transport = smtp"))?;
+        let host = self
+            .host
+            .ok_or_else(|| bad("smtp.host", "required when mail.transport = smtp"))?;
         let tls = match self.tls.as_deref().unwrap_or("starttls") {
             "starttls" => SmtpTls::StartTls,
             "implicit" => SmtpTls::Implicit,
             "none" => SmtpTls::None,
-            other => return Err(bad("smtp.tls", format!("`{other}` is not starttls|implicit|none"))),
+            other => {
+                return Err(bad(
+                    "smtp.tls",
+                    format!("`{other}` is not starttls|implicit|none"),
+                ))
+            }
         };
         if tls == SmtpTls::None {
             if self.ca_file.is_some() {
-                return Err(bad("smtp.ca_file", "has no use with smtp.tls = none (no TLS, no certificate to check)"));
+                return Err(bad(
+                    "smtp.ca_file",
+                    "has no use with smtp.tls = none (no TLS, no certificate to check)",
+                ));
             }
             if environment == Environment::Production && !crate::tls::is_loopback_host(&host) {
                 return Err(bad(
@@ -450,7 +688,9 @@ impl RawSmtp {
                     ),
                 ));
             }
-            if (self.username.is_some() || self.password.is_some()) && !crate::tls::is_loopback_host(&host) {
+            if (self.username.is_some() || self.password.is_some())
+                && !crate::tls::is_loopback_host(&host)
+            {
                 return Err(bad(
                     "smtp.tls",
                     format!(
@@ -477,7 +717,9 @@ impl RawSmtp {
             None => None,
         };
         Ok(MailerConfig::Smtp {
-            port: self.port.unwrap_or(if tls == SmtpTls::Implicit { 465 } else { 25 }),
+            port: self
+                .port
+                .unwrap_or(if tls == SmtpTls::Implicit { 465 } else { 25 }),
             host,
             username: self.username,
             password: self.password,
@@ -490,12 +732,22 @@ impl RawSmtp {
 impl RawKek {
     fn validate(self) -> Result<KekConfig, Invalid> {
         let current = match (&self.key, &self.key_file) {
-            (Some(_), Some(_)) => return Err(bad("kek.key_file", "set either `kek.key` or `kek.key_file`, not both")),
-            (Some(text), None) => Some(crate::kek::parse_key(text.expose_secret()).map_err(|e| bad("kek.key", e))?),
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "kek.key_file",
+                    "set either `kek.key` or `kek.key_file`, not both",
+                ))
+            }
+            (Some(text), None) => {
+                Some(crate::kek::parse_key(text.expose_secret()).map_err(|e| bad("kek.key", e))?)
+            }
             (None, Some(path)) => {
-                let text =
-                    std::fs::read_to_string(path).map_err(|e| bad("kek.key_file", format!("cannot read {path}: {e}")))?;
-                Some(crate::kek::parse_key(&text).map_err(|e| bad("kek.key_file", format!("{path}: {e}")))?)
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| bad("kek.key_file", format!("cannot read {path}: {e}")))?;
+                Some(
+                    crate::kek::parse_key(&text)
+                        .map_err(|e| bad("kek.key_file", format!("{path}: {e}")))?,
+                )
             }
             (None, None) => None,
         };
@@ -511,13 +763,20 @@ impl RawKek {
 
 impl RawDpop {
     fn validate(self) -> Result<DpopConfig, Invalid> {
-        let names = self.algorithms.unwrap_or_else(|| vec!["ES256".into(), "EdDSA".into()]);
+        let names = self
+            .algorithms
+            .unwrap_or_else(|| vec!["ES256".into(), "EdDSA".into()]);
         let mut algorithms = Vec::new();
         for name in &names {
             let alg = match name.as_str() {
                 "ES256" => Algorithm::ES256,
                 "EdDSA" => Algorithm::EdDSA,
-                other => return Err(bad("dpop.algorithms", format!("`{other}` is not ES256|EdDSA"))),
+                other => {
+                    return Err(bad(
+                        "dpop.algorithms",
+                        format!("`{other}` is not ES256|EdDSA"),
+                    ))
+                }
             };
             if !algorithms.contains(&alg) {
                 algorithms.push(alg);
@@ -526,7 +785,10 @@ impl RawDpop {
         if algorithms.is_empty() {
             return Err(bad("dpop.algorithms", "needs at least one of ES256, EdDSA"));
         }
-        Ok(DpopConfig { algorithms, require_nonce: self.require_nonce.unwrap_or(false) })
+        Ok(DpopConfig {
+            algorithms,
+            require_nonce: self.require_nonce.unwrap_or(false),
+        })
     }
 }
 
@@ -534,11 +796,25 @@ impl RawLimits {
     fn validate(self) -> Result<super::LimitsConfig, Invalid> {
         // Two per core: each holds `passwords.hash_memory_kib` and a core while it runs.
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-        let default = u32::try_from(cores.saturating_mul(2)).unwrap_or(u32::MAX).clamp(2, 4096);
-        let concurrency = count("limits.password_hash_concurrency", self.password_hash_concurrency, default, 1, 4096)?;
+        let default = u32::try_from(cores.saturating_mul(2))
+            .unwrap_or(u32::MAX)
+            .clamp(2, 4096);
+        let concurrency = count(
+            "limits.password_hash_concurrency",
+            self.password_hash_concurrency,
+            default,
+            1,
+            4096,
+        )?;
         Ok(super::LimitsConfig {
             password_hash_concurrency: concurrency as usize,
-            password_hash_wait: Duration::from_millis(count("limits.password_hash_wait_ms", self.password_hash_wait_ms, 500, 0, 10_000)?),
+            password_hash_wait: Duration::from_millis(count(
+                "limits.password_hash_wait_ms",
+                self.password_hash_wait_ms,
+                500,
+                0,
+                10_000,
+            )?),
         })
     }
 }

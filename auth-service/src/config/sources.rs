@@ -49,12 +49,24 @@ pub const FLAT_ALIASES: &[(&str, &str)] = &[
     ("ip_max_failures", "throttle.ip_max_failures"),
     ("lockout_base_secs", "throttle.lockout_base_secs"),
     ("lockout_max_secs", "throttle.lockout_max_secs"),
-    ("second_factor_max_failures", "throttle.second_factor_max_failures"),
-    ("second_factor_lockout_max_secs", "throttle.second_factor_lockout_max_secs"),
+    (
+        "second_factor_max_failures",
+        "throttle.second_factor_max_failures",
+    ),
+    (
+        "second_factor_lockout_max_secs",
+        "throttle.second_factor_lockout_max_secs",
+    ),
     ("mailer", "mail.transport"),
     ("mail_from", "mail.from"),
-    ("mail_max_per_recipient_per_hour", "mail.max_per_recipient_per_hour"),
-    ("mail_max_per_client_per_hour", "mail.max_per_client_per_hour"),
+    (
+        "mail_max_per_recipient_per_hour",
+        "mail.max_per_recipient_per_hour",
+    ),
+    (
+        "mail_max_per_client_per_hour",
+        "mail.max_per_client_per_hour",
+    ),
     ("smtp_host", "smtp.host"),
     ("smtp_port", "smtp.port"),
     ("smtp_username", "smtp.username"),
@@ -75,17 +87,26 @@ pub const FLAT_ALIASES: &[(&str, &str)] = &[
 ];
 
 fn nested_path_of(flat: &str) -> Option<&'static str> {
-    FLAT_ALIASES.iter().find(|(f, _)| *f == flat).map(|(_, path)| *path)
+    FLAT_ALIASES
+        .iter()
+        .find(|(f, _)| *f == flat)
+        .map(|(_, path)| *path)
 }
 
 fn flat_name_of(path: &str) -> Option<&'static str> {
-    FLAT_ALIASES.iter().find(|(_, p)| *p == path).map(|(flat, _)| *flat)
+    FLAT_ALIASES
+        .iter()
+        .find(|(_, p)| *p == path)
+        .map(|(flat, _)| *flat)
 }
 
 /// The environment variable that sets `path` (`tokens.access_ttl_secs` →
 /// `AUTHFLOW_TOKENS__ACCESS_TTL_SECS`).
 pub fn env_var_of(path: &str) -> String {
-    format!("{ENV_PREFIX}{}", path.replace('.', "__").to_ascii_uppercase())
+    format!(
+        "{ENV_PREFIX}{}",
+        path.replace('.', "__").to_ascii_uppercase()
+    )
 }
 
 /// How a layer spells a setting's path, for messages.
@@ -113,7 +134,9 @@ impl Naming {
             Naming::FileKey => path.to_owned(),
             Naming::FlatFileKey => flat().to_owned(),
             // A whole section (an unknown one, in an error): its variables' prefix.
-            Naming::EnvVar if !path.contains('.') && !TOP_LEVEL.contains(&path) => format!("{}__…", env_var_of(path)),
+            Naming::EnvVar if !path.contains('.') && !TOP_LEVEL.contains(&path) => {
+                format!("{}__…", env_var_of(path))
+            }
             Naming::EnvVar => env_var_of(path),
             Naming::FlatEnvVar => format!("{ENV_PREFIX}{}", flat().to_ascii_uppercase()),
         }
@@ -131,7 +154,8 @@ struct Layer {
 impl Provider for Layer {
     fn metadata(&self) -> Metadata {
         let naming = self.naming;
-        let md = Metadata::named(naming.describe()).interpolater(move |_: &Profile, keys: &[&str]| naming.spell(&keys.join(".")));
+        let md = Metadata::named(naming.describe())
+            .interpolater(move |_: &Profile, keys: &[&str]| naming.spell(&keys.join(".")));
         match &self.file {
             Some(path) => md.source(figment::Source::File(path.clone())),
             None => md,
@@ -150,7 +174,9 @@ fn insert_at(dict: &mut Dict, path: &str, value: Value) {
             dict.insert(path.to_owned(), value);
         }
         Some((section, rest)) => {
-            let entry = dict.entry(section.to_owned()).or_insert_with(|| Value::from(Dict::new()));
+            let entry = dict
+                .entry(section.to_owned())
+                .or_insert_with(|| Value::from(Dict::new()));
             if !matches!(entry, Value::Dict(..)) {
                 *entry = Value::from(Dict::new());
             }
@@ -164,15 +190,18 @@ fn insert_at(dict: &mut Dict, path: &str, value: Value) {
 /// The merged layers, lowest precedence first: the file's flat keys, its
 /// nested keys, flat variables, nested variables. Also the deprecated names
 /// that were used, as `(old, new)`.
-pub fn layered(file: Option<&Path>, env: &[(String, String)]) -> Result<(Figment, Vec<(String, String)>), ConfigError> {
+pub fn layered(
+    file: Option<&Path>,
+    env: &[(String, String)],
+) -> Result<(Figment, Vec<(String, String)>), ConfigError> {
     let mut deprecated = Vec::new();
     let (mut file_flat, mut file_nested) = (Dict::new(), Dict::new());
     if let Some(path) = file {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
-        let mut parsed = Toml::string(&text)
-            .data()
-            .map_err(|e| ConfigError(format!("{} is not valid TOML: {}", path.display(), e.kind)))?;
+        let mut parsed = Toml::string(&text).data().map_err(|e| {
+            ConfigError(format!("{} is not valid TOML: {}", path.display(), e.kind))
+        })?;
         for (key, value) in parsed.remove(&Profile::Default).unwrap_or_default() {
             // `kek` is both a section and the flat name of `kek.key`: a table is the section.
             match nested_path_of(&key).filter(|_| !matches!(value, Value::Dict(..))) {
@@ -189,14 +218,18 @@ pub fn layered(file: Option<&Path>, env: &[(String, String)]) -> Result<(Figment
     }
     let (mut env_flat, mut env_nested) = (Dict::new(), Dict::new());
     for (name, text) in env {
-        let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
         let key = rest.to_ascii_lowercase();
         // Kept as text: extraction reads numbers and booleans out of it.
         let value = Value::from(text.trim().to_owned());
         if key.contains("__") {
             let path = key.replace("__", ".");
             if path.split('.').any(str::is_empty) {
-                return Err(ConfigError(format!("`{name}` is not a setting name (empty section or field)")));
+                return Err(ConfigError(format!(
+                    "`{name}` is not a setting name (empty section or field)"
+                )));
             }
             insert_at(&mut env_nested, &path, value);
         } else if TOP_LEVEL.contains(&key.as_str()) {
@@ -206,7 +239,11 @@ pub fn layered(file: Option<&Path>, env: &[(String, String)]) -> Result<(Figment
             insert_at(&mut env_flat, nested, value);
         }
     }
-    let layer = |naming, dict, file: Option<&Path>| Layer { naming, dict, file: file.map(Path::to_path_buf) };
+    let layer = |naming, dict, file: Option<&Path>| Layer {
+        naming,
+        dict,
+        file: file.map(Path::to_path_buf),
+    };
     let figment = Figment::new()
         .merge(layer(Naming::FlatFileKey, file_flat, file))
         .merge(layer(Naming::FileKey, file_nested, file))
@@ -218,7 +255,10 @@ pub fn layered(file: Option<&Path>, env: &[(String, String)]) -> Result<(Figment
 /// Where the value at `path` came from, e.g. `env AUTHFLOW_ACCESS_TTL_SECS
 /// (deprecated flat name)` or `file cfg.toml: tokens.access_ttl_secs`.
 pub fn origin_of(figment: &Figment, path: &str) -> String {
-    let found = figment.find_value(path).ok().and_then(|v| figment.get_metadata(v.tag()).cloned());
+    let found = figment
+        .find_value(path)
+        .ok()
+        .and_then(|v| figment.get_metadata(v.tag()).cloned());
     match found {
         Some(md) => describe(&md, path),
         None => format!("not set; file `{path}` or env {}", env_var_of(path)),
@@ -230,7 +270,10 @@ pub fn describe(md: &Metadata, path: &str) -> String {
     let keys: Vec<&str> = path.split('.').collect();
     let spelled = md.interpolate(&Profile::Default, &keys);
     // The name is "file" or "env", then what kind of name it was, if any.
-    let (kind, note) = md.name.split_once(' ').map_or((&*md.name, String::new()), |(k, n)| (k, format!(" {n}")));
+    let (kind, note) = md
+        .name
+        .split_once(' ')
+        .map_or((&*md.name, String::new()), |(k, n)| (k, format!(" {n}")));
     match md.source.as_ref().and_then(|s| s.file_path()) {
         Some(file) => format!("{kind} {}: {spelled}{note}", file.display()),
         None => format!("{kind} {spelled}{note}"),

@@ -29,7 +29,12 @@ impl Email {
         // NFKC folds compatibility forms (fullwidth letters, the Kelvin sign, a
         // fullwidth `@`) and composes accents; lower-casing can leave a
         // sequence NFKC would change, so it is applied again.
-        let folded: String = trimmed.nfkc().collect::<String>().to_lowercase().nfkc().collect();
+        let folded: String = trimmed
+            .nfkc()
+            .collect::<String>()
+            .to_lowercase()
+            .nfkc()
+            .collect();
         if folded.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err("email must not contain spaces or control characters".into());
         }
@@ -70,10 +75,17 @@ fn invisible(c: char) -> bool {
 /// labels. `None` for whatever does not map to one.
 fn ascii_domain(domain: &str) -> Option<String> {
     let ascii = Uts46::new()
-        .to_ascii(domain.as_bytes(), AsciiDenyList::STD3, Hyphens::CheckFirstLast, DnsLength::Verify)
+        .to_ascii(
+            domain.as_bytes(),
+            AsciiDenyList::STD3,
+            Hyphens::CheckFirstLast,
+            DnsLength::Verify,
+        )
         .ok()?
         .into_owned();
-    let labels_ok = ascii.split('.').all(|l| !l.is_empty() && !l.starts_with('-') && !l.ends_with('-'));
+    let labels_ok = ascii
+        .split('.')
+        .all(|l| !l.is_empty() && !l.starts_with('-') && !l.ends_with('-'));
     (ascii.contains('.') && labels_ok).then_some(ascii)
 }
 
@@ -89,8 +101,21 @@ mod tests {
 
     #[test]
     fn parses_and_normalises() {
-        assert_eq!(Email::parse("  Alice@Example.COM ").unwrap().as_str(), "alice@example.com");
-        for bad in ["", "alice", "@example.com", "a@b", "a@@b.c", "a b@c.d", "a@.c", "a@b..c", &"x".repeat(300)] {
+        assert_eq!(
+            Email::parse("  Alice@Example.COM ").unwrap().as_str(),
+            "alice@example.com"
+        );
+        for bad in [
+            "",
+            "alice",
+            "@example.com",
+            "a@b",
+            "a@@b.c",
+            "a b@c.d",
+            "a@.c",
+            "a@b..c",
+            &"x".repeat(300),
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
     }
@@ -106,7 +131,10 @@ mod tests {
             ("jose\u{301}@example.com", "jos\u{e9}@example.com"),
             ("JOSE\u{301}@EXAMPLE.COM", "jos\u{e9}@example.com"),
             ("jose@\u{ff45}xample.com", "jose@example.com"),
-            ("\u{ff4a}\u{ff4f}\u{ff53}\u{ff45}@example.com", "jose@example.com"),
+            (
+                "\u{ff4a}\u{ff4f}\u{ff53}\u{ff45}@example.com",
+                "jose@example.com",
+            ),
             ("jose\u{ff20}example.com", "jose@example.com"),
             // KELVIN SIGN, in the local part and in the domain.
             ("\u{212a}elvin@example.com", "kelvin@example.com"),
@@ -124,7 +152,11 @@ mod tests {
             ("ada@example\u{3002}com", "ada@example.com"),
         ];
         for (input, expected) in same {
-            assert_eq!(Email::parse(input).map(|e| e.0), Ok((*expected).to_owned()), "{input:?}");
+            assert_eq!(
+                Email::parse(input).map(|e| e.0),
+                Ok((*expected).to_owned()),
+                "{input:?}"
+            );
         }
         // Normalising twice changes nothing.
         for (_, expected) in same {
@@ -155,7 +187,12 @@ mod tests {
             assert!(Email::parse(bad).is_err(), "{bad:?}");
         }
         // Letters of any script are not invisible.
-        assert_eq!(Email::parse("\u{627}\u{644}\u{62c}@example.com").unwrap().as_str(), "\u{627}\u{644}\u{62c}@example.com");
+        assert_eq!(
+            Email::parse("\u{627}\u{644}\u{62c}@example.com")
+                .unwrap()
+                .as_str(),
+            "\u{627}\u{644}\u{62c}@example.com"
+        );
     }
 
     /// A domain that does not map to a valid ASCII host name is refused.

@@ -10,9 +10,22 @@ pub const MAX_CHARS: usize = 128;
 
 /// A few of the most common passwords that pass the length rule.
 const BLOCKED: &[&str] = &[
-    "1234567890", "12345678910", "123456789012", "0123456789", "qwertyuiop", "password123", "password1234",
-    "iloveyou123", "qwerty12345", "abcdefghij", "passwordpassword", "letmein123", "welcome123", "1q2w3e4r5t",
-    "administrator", "changeme123",
+    "1234567890",
+    "12345678910",
+    "123456789012",
+    "0123456789",
+    "qwertyuiop",
+    "password123",
+    "password1234",
+    "iloveyou123",
+    "qwerty12345",
+    "abcdefghij",
+    "passwordpassword",
+    "letmein123",
+    "welcome123",
+    "1q2w3e4r5t",
+    "administrator",
+    "changeme123",
 ];
 
 /// A password that satisfies the policy. `Debug` redacts it.
@@ -26,10 +39,14 @@ impl Password {
     pub fn parse(raw: &str, email: &str) -> Result<Self, PasswordError> {
         let chars = raw.chars().count();
         if chars < MIN_CHARS {
-            return Err(PasswordError(format!("password must be at least {MIN_CHARS} characters")));
+            return Err(PasswordError(format!(
+                "password must be at least {MIN_CHARS} characters"
+            )));
         }
         if chars > MAX_CHARS {
-            return Err(PasswordError(format!("password must be at most {MAX_CHARS} characters")));
+            return Err(PasswordError(format!(
+                "password must be at most {MAX_CHARS} characters"
+            )));
         }
         let lower = raw.to_lowercase();
         if BLOCKED.contains(&lower.as_str()) {
@@ -39,11 +56,15 @@ impl Password {
         distinct.sort_unstable();
         distinct.dedup();
         if distinct.len() < 4 {
-            return Err(PasswordError("password needs at least 4 different characters".into()));
+            return Err(PasswordError(
+                "password needs at least 4 different characters".into(),
+            ));
         }
         let local = email.split('@').next().unwrap_or_default();
         if lower == email || (local.len() >= 4 && lower.contains(local)) {
-            return Err(PasswordError("password must not contain the email address".into()));
+            return Err(PasswordError(
+                "password must not contain the email address".into(),
+            ));
         }
         Ok(Self(raw.to_owned()))
     }
@@ -71,7 +92,10 @@ pub struct Hasher {
 impl Hasher {
     pub fn new(memory_kib: u32, iterations: u32) -> Result<Self, String> {
         let params = Params::new(memory_kib, iterations, 1, None).map_err(|e| e.to_string())?;
-        let mut hasher = Self { params, dummy: String::new() };
+        let mut hasher = Self {
+            params,
+            dummy: String::new(),
+        };
         hasher.dummy = hasher.hash(crate::domain::random_secret().expose())?;
         Ok(hasher)
     }
@@ -82,15 +106,23 @@ impl Hasher {
 
     pub fn hash(&self, password: &str) -> Result<String, String> {
         let salt = SaltString::generate(&mut OsRng);
-        self.argon().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
+        self.argon()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| e.to_string())
     }
 
     /// Verifies against `stored`, or against the dummy hash when `None`
     /// (always false then, after the same work).
     pub fn verify(&self, password: &str, stored: Option<&str>) -> bool {
         let target = stored.unwrap_or(&self.dummy);
-        let Ok(parsed) = PasswordHash::new(target) else { return false };
-        let ok = self.argon().verify_password(password.as_bytes(), &parsed).is_ok();
+        let Ok(parsed) = PasswordHash::new(target) else {
+            return false;
+        };
+        let ok = self
+            .argon()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok();
         ok && stored.is_some()
     }
 }
@@ -117,6 +149,10 @@ mod tests {
         assert!(h.verify("correct horse battery", Some(&stored)));
         assert!(!h.verify("wrong horse battery", Some(&stored)));
         assert!(!h.verify("correct horse battery", None));
-        assert!(!format!("{:?}", Password::parse("correct horse battery", "a@b.c").unwrap()).contains("horse"));
+        assert!(!format!(
+            "{:?}",
+            Password::parse("correct horse battery", "a@b.c").unwrap()
+        )
+        .contains("horse"));
     }
 }

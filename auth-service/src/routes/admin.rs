@@ -9,15 +9,15 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::sessions::feed_changed;
+use crate::audit;
+use crate::clock::now;
 use crate::domain::Email;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Admin, Client, Json, QueryParams};
 use crate::keys::KeyInfo;
-use crate::store::{AuditEntry, PageCursor, PageRequest, Session, User};
-use crate::audit;
-use crate::clock::now;
+use crate::sessions::feed_changed;
 use crate::state::AppState;
+use crate::store::{AuditEntry, PageCursor, PageRequest, Session, User};
 
 #[derive(Serialize, ToSchema)]
 pub struct UserView {
@@ -129,15 +129,33 @@ pub struct AuditQuery {
 #[utoipa::path(get, path = "/v1/admin/users", tag = "admin", params(UserQuery), security(("bearer" = [])),
     responses((status = 200, body = Vec<UserView>, description = "a page of users; `Link: <…>; rel=\"next\"` when more follow"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn find_users(State(state): State<Arc<AppState>>, _admin: Admin, QueryParams(q): QueryParams<UserQuery>) -> ApiResult<Response> {
+pub async fn find_users(
+    State(state): State<Arc<AppState>>,
+    _admin: Admin,
+    QueryParams(q): QueryParams<UserQuery>,
+) -> ApiResult<Response> {
     let page = page_request(q.limit, q.after.as_deref())?;
     let Some(email) = q.email else {
         let users = state.store.list_users(&page.one_more()).await?;
-        return Ok(paged(users, &page, "/v1/admin/users", |u| PageCursor { created_at: u.created_at, id: u.id.clone() }, |u| UserView::from(u)));
+        return Ok(paged(
+            users,
+            &page,
+            "/v1/admin/users",
+            |u| PageCursor {
+                created_at: u.created_at,
+                id: u.id.clone(),
+            },
+            |u| UserView::from(u),
+        ));
     };
     // In the stored form (as at sign-up); what is no address matches no one.
     let users: Vec<User> = match Email::parse(&email) {
-        Ok(email) => state.store.user_by_email(email.as_str()).await?.into_iter().collect(),
+        Ok(email) => state
+            .store
+            .user_by_email(email.as_str())
+            .await?
+            .into_iter()
+            .collect(),
         Err(_) => Vec::new(),
     };
     Ok(axum::Json(users.iter().map(UserView::from).collect::<Vec<_>>()).into_response())
@@ -148,12 +166,17 @@ pub async fn find_users(State(state): State<Arc<AppState>>, _admin: Admin, Query
 fn page_request(limit: Option<u32>, after: Option<&str>) -> ApiResult<PageRequest> {
     let limit = limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::BadRequest(format!("`limit`: between 1 and {MAX_PAGE}")));
+        return Err(ApiError::BadRequest(format!(
+            "`limit`: between 1 and {MAX_PAGE}"
+        )));
     }
-    let after = match after {
-        None => None,
-        Some(a) => Some(PageCursor::parse(a).ok_or_else(|| ApiError::BadRequest("`after`: not a cursor of this listing".into()))?),
-    };
+    let after =
+        match after {
+            None => None,
+            Some(a) => Some(PageCursor::parse(a).ok_or_else(|| {
+                ApiError::BadRequest("`after`: not a cursor of this listing".into())
+            })?),
+        };
     Ok(PageRequest { after, limit })
 }
 
@@ -163,19 +186,40 @@ const MAX_PAGE: u32 = 1000;
 /// One page of a listing read with [`PageRequest::one_more`]: its first
 /// `page.limit` rows, and when a row follows them, `Link: <PATH?limit=…&after=…>;
 /// rel="next"` (RFC 8288; relative, as the request's own path).
-fn paged<T, V: Serialize>(mut rows: Vec<T>, page: &PageRequest, path: &str, key: impl Fn(&T) -> PageCursor, view: impl Fn(&T) -> V) -> Response {
+fn paged<T, V: Serialize>(
+    mut rows: Vec<T>,
+    page: &PageRequest,
+    path: &str,
+    key: impl Fn(&T) -> PageCursor,
+    view: impl Fn(&T) -> V,
+) -> Response {
     let more = rows.len() > page.limit as usize;
     rows.truncate(page.limit as usize);
     let body = axum::Json(rows.iter().map(view).collect::<Vec<V>>());
     match rows.last().filter(|_| more) {
         // A cursor is digits, a dot and an id's characters: nothing to escape.
-        Some(last) => ([(header::LINK, format!("<{path}?limit={}&after={}>; rel=\"next\"", page.limit, key(last)))], body).into_response(),
+        Some(last) => (
+            [(
+                header::LINK,
+                format!(
+                    "<{path}?limit={}&after={}>; rel=\"next\"",
+                    page.limit,
+                    key(last)
+                ),
+            )],
+            body,
+        )
+            .into_response(),
         None => body.into_response(),
     }
 }
 
 async fn existing_user(state: &AppState, user_id: &str) -> ApiResult<User> {
-    state.store.user_by_id(user_id).await?.ok_or(ApiError::NotFound("no such user"))
+    state
+        .store
+        .user_by_id(user_id)
+        .await?
+        .ok_or(ApiError::NotFound("no such user"))
 }
 
 /// Bans a user: sign-in is refused, every session ends (a sign-in under way
@@ -184,24 +228,56 @@ async fn existing_user(state: &AppState, user_id: &str) -> ApiResult<User> {
 #[utoipa::path(post, path = "/v1/admin/users/{user_id}/ban", tag = "admin", security(("bearer" = [])),
     params(("user_id" = String, Path)),
     responses((status = 200, body = BanResponse), (status = 404, body = ErrorBody)))]
-pub async fn ban(State(state): State<Arc<AppState>>, client: Client, Admin(admin): Admin, Path(user_id): Path<String>) -> ApiResult<axum::Json<BanResponse>> {
+pub async fn ban(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    Admin(admin): Admin,
+    Path(user_id): Path<String>,
+) -> ApiResult<axum::Json<BanResponse>> {
     let user = existing_user(&state, &user_id).await?;
     let now = now();
     let expires = now + i64::try_from(state.config.tokens.access_ttl.as_secs()).unwrap_or(900);
     state.store.ban_user(&user.id, now, expires).await?;
     feed_changed(&state).await;
-    audit::record(&state, Some(&client), "admin_ban", &format!("by {}", admin.sub), Some(&user.id), Some(&user.email)).await;
-    Ok(axum::Json(BanResponse { user_id: user.id, banned: true }))
+    audit::record(
+        &state,
+        Some(&client),
+        "admin_ban",
+        &format!("by {}", admin.sub),
+        Some(&user.id),
+        Some(&user.email),
+    )
+    .await;
+    Ok(axum::Json(BanResponse {
+        user_id: user.id,
+        banned: true,
+    }))
 }
 
 #[utoipa::path(delete, path = "/v1/admin/users/{user_id}/ban", tag = "admin", security(("bearer" = [])),
     params(("user_id" = String, Path)),
     responses((status = 200, body = BanResponse), (status = 404, body = ErrorBody)))]
-pub async fn unban(State(state): State<Arc<AppState>>, client: Client, Admin(admin): Admin, Path(user_id): Path<String>) -> ApiResult<axum::Json<BanResponse>> {
+pub async fn unban(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    Admin(admin): Admin,
+    Path(user_id): Path<String>,
+) -> ApiResult<axum::Json<BanResponse>> {
     let user = existing_user(&state, &user_id).await?;
     state.store.unban_user(&user.id).await?;
-    audit::record(&state, Some(&client), "admin_unban", &format!("by {}", admin.sub), Some(&user.id), Some(&user.email)).await;
-    Ok(axum::Json(BanResponse { user_id: user.id, banned: false }))
+    audit::record(
+        &state,
+        Some(&client),
+        "admin_unban",
+        &format!("by {}", admin.sub),
+        Some(&user.id),
+        Some(&user.email),
+    )
+    .await;
+    Ok(axum::Json(BanResponse {
+        user_id: user.id,
+        banned: false,
+    }))
 }
 
 #[utoipa::path(get, path = "/v1/admin/users/{user_id}/sessions", tag = "admin", security(("bearer" = [])),
@@ -219,7 +295,16 @@ pub async fn sessions(
     let now = now();
     let sessions = state.store.sessions_of(&user.id, &page.one_more()).await?;
     let path = format!("/v1/admin/users/{}/sessions", user.id);
-    Ok(paged(sessions, &page, &path, |s| PageCursor { created_at: s.created_at, id: s.id.clone() }, |s| SessionView::new(s, now)))
+    Ok(paged(
+        sessions,
+        &page,
+        &path,
+        |s| PageCursor {
+            created_at: s.created_at,
+            id: s.id.clone(),
+        },
+        |s| SessionView::new(s, now),
+    ))
 }
 
 /// Revokes one access token by `jti`, also one just past its `exp` that
@@ -227,7 +312,12 @@ pub async fn sessions(
 /// until the token's own expiry plus the retention margin.
 #[utoipa::path(post, path = "/v1/admin/tokens/revoke", tag = "admin", request_body = RevokeTokenRequest, security(("bearer" = [])),
     responses((status = 200, body = RevokeTokenResponse), (status = 404, body = ErrorBody)))]
-pub async fn revoke_token(State(state): State<Arc<AppState>>, client: Client, Admin(admin): Admin, Json(req): Json<RevokeTokenRequest>) -> ApiResult<axum::Json<RevokeTokenResponse>> {
+pub async fn revoke_token(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    Admin(admin): Admin,
+    Json(req): Json<RevokeTokenRequest>,
+) -> ApiResult<axum::Json<RevokeTokenResponse>> {
     let now = now();
     let token = state
         .store
@@ -235,32 +325,79 @@ pub async fn revoke_token(State(state): State<Arc<AppState>>, client: Client, Ad
         .await?
         .filter(|t| state.feed.may_still_pass(t.expires_at, now))
         .ok_or(ApiError::NotFound("no live access token has this jti"))?;
-    state.store.revoke_token(&token.jti, now, token.expires_at).await?;
+    state
+        .store
+        .revoke_token(&token.jti, now, token.expires_at)
+        .await?;
     feed_changed(&state).await;
-    audit::record(&state, Some(&client), "admin_revoke_token", &format!("by {}", admin.sub), Some(&token.user_id), None).await;
-    Ok(axum::Json(RevokeTokenResponse { jti: token.jti, expires_at: token.expires_at }))
+    audit::record(
+        &state,
+        Some(&client),
+        "admin_revoke_token",
+        &format!("by {}", admin.sub),
+        Some(&token.user_id),
+        None,
+    )
+    .await;
+    Ok(axum::Json(RevokeTokenResponse {
+        jti: token.jti,
+        expires_at: token.expires_at,
+    }))
 }
 
 #[utoipa::path(get, path = "/v1/admin/keys", tag = "admin", security(("bearer" = [])),
     responses((status = 200, description = "every stored signing key (public metadata only)")))]
-pub async fn list_keys(State(state): State<Arc<AppState>>, _admin: Admin) -> axum::Json<Vec<KeyInfo>> {
+pub async fn list_keys(
+    State(state): State<Arc<AppState>>,
+    _admin: Admin,
+) -> axum::Json<Vec<KeyInfo>> {
     axum::Json(state.keys.list())
 }
 
 /// Publishes a new key now; it signs after `key_publish_lead_secs`.
 #[utoipa::path(post, path = "/v1/admin/keys/rotate", tag = "admin", security(("bearer" = [])),
     responses((status = 200, body = RotateResponse)))]
-pub async fn rotate_keys(State(state): State<Arc<AppState>>, client: Client, Admin(admin): Admin) -> ApiResult<axum::Json<RotateResponse>> {
+pub async fn rotate_keys(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    Admin(admin): Admin,
+) -> ApiResult<axum::Json<RotateResponse>> {
     let now = now();
     let lead = i64::try_from(state.config.keys.publish_lead.as_secs()).unwrap_or(60);
-    let kid = state.keys.rotate(state.store.as_ref(), state.config.keys.signing_alg, now, lead).await?;
-    audit::record(&state, Some(&client), "admin_rotate_keys", &format!("by {}", admin.sub), None, None).await;
-    Ok(axum::Json(RotateResponse { kid, publish_at: now, active_at: now + lead }))
+    let kid = state
+        .keys
+        .rotate(
+            state.store.as_ref(),
+            state.config.keys.signing_alg,
+            now,
+            lead,
+        )
+        .await?;
+    audit::record(
+        &state,
+        Some(&client),
+        "admin_rotate_keys",
+        &format!("by {}", admin.sub),
+        None,
+        None,
+    )
+    .await;
+    Ok(axum::Json(RotateResponse {
+        kid,
+        publish_at: now,
+        active_at: now + lead,
+    }))
 }
 
 #[utoipa::path(get, path = "/v1/admin/audit", tag = "admin", params(AuditQuery), security(("bearer" = [])),
     responses((status = 200, description = "newest audit entries first")))]
-pub async fn audit_log(State(state): State<Arc<AppState>>, _admin: Admin, QueryParams(q): QueryParams<AuditQuery>) -> ApiResult<axum::Json<Vec<AuditEntry>>> {
+pub async fn audit_log(
+    State(state): State<Arc<AppState>>,
+    _admin: Admin,
+    QueryParams(q): QueryParams<AuditQuery>,
+) -> ApiResult<axum::Json<Vec<AuditEntry>>> {
     let limit = q.limit.unwrap_or(100).min(1000);
-    Ok(axum::Json(state.store.audit_log(q.user_id.as_deref(), limit).await?))
+    Ok(axum::Json(
+        state.store.audit_log(q.user_id.as_deref(), limit).await?,
+    ))
 }

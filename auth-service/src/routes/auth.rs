@@ -9,21 +9,21 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::audit;
+use crate::clock::now;
 use crate::domain::password::Password;
-use crate::dpop::PendingProof;
 use crate::domain::secret::{hash_secret, hashes_match, random_code};
 use crate::domain::{random_id, random_secret, Email, Secret};
+use crate::dpop::PendingProof;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Caller, Client, Json};
 use crate::mail_budget;
 use crate::mailer::Mail;
 use crate::metrics::inc;
-use crate::store::{Challenge, SecondFactorAttempt, StoreError, TokenPurpose, User};
-use crate::throttle::{account_key, ip_key, signup_key, Attempt};
-use crate::audit;
-use crate::clock::now;
 use crate::sessions::{self, SessionTokens};
 use crate::state::AppState;
+use crate::store::{Challenge, SecondFactorAttempt, StoreError, TokenPurpose, User};
+use crate::throttle::{account_key, ip_key, signup_key, Attempt};
 
 /// Where sign-in completes (DPoP proofs name it in `htu`).
 pub const SIGNIN_VERIFY_PATH: &str = "/v1/auth/signin/verify";
@@ -128,11 +128,22 @@ async fn hash_password(state: &AppState, password: String) -> ApiResult<String> 
 /// caller holds its hashing slot already, so a 503 never counts.
 async fn count_signup(state: &AppState, client: &Client) -> ApiResult<()> {
     let key = signup_key(&client.bucket(state));
-    match state.throttle.attempt(state.store.as_ref(), &key, state.config.throttle.ip_max_signups, now()).await? {
+    match state
+        .throttle
+        .attempt(
+            state.store.as_ref(),
+            &key,
+            state.config.throttle.ip_max_signups,
+            now(),
+        )
+        .await?
+    {
         Ok(_) => Ok(()),
         Err(retry_after_secs) => {
             inc(&state.metrics.signup_throttled);
-            Err(ApiError::TooManyRequests { retry_after_secs: retry_after_secs.max(1) })
+            Err(ApiError::TooManyRequests {
+                retry_after_secs: retry_after_secs.max(1),
+            })
         }
     }
 }
@@ -155,13 +166,26 @@ pub enum MailLink {
 /// The page a mailed token opens: the public origin of the pages, then
 /// `path?token=…` (tokens are URL-safe base64, so nothing needs escaping).
 fn page_link(state: &AppState, path: &str, token: &Secret) -> String {
-    format!("{}{path}?token={}", state.config.accounts.pages_url(&state.config.tokens.issuer), token.expose())
+    format!(
+        "{}{path}?token={}",
+        state.config.accounts.pages_url(&state.config.tokens.issuer),
+        token.expose()
+    )
 }
 
-async fn send_verification(state: &AppState, user_id: &str, email: &str, link: MailLink) -> ApiResult<()> {
+async fn send_verification(
+    state: &AppState,
+    user_id: &str,
+    email: &str,
+    link: MailLink,
+) -> ApiResult<()> {
     let token = random_secret();
-    let expires = now() + i64::try_from(state.config.accounts.email_token_ttl.as_secs()).unwrap_or(86_400);
-    state.store.put_one_time_token(&token.hash(), TokenPurpose::VerifyEmail, user_id, expires).await?;
+    let expires =
+        now() + i64::try_from(state.config.accounts.email_token_ttl.as_secs()).unwrap_or(86_400);
+    state
+        .store
+        .put_one_time_token(&token.hash(), TokenPurpose::VerifyEmail, user_id, expires)
+        .await?;
     // Whoever signed up chose the password, not necessarily the address's owner.
     let unsought = "If you did not sign up, do not confirm: reset the password instead to use this address yourself.";
     let body = match link {
@@ -169,7 +193,10 @@ async fn send_verification(state: &AppState, user_id: &str, email: &str, link: M
             format!("Confirm your email address with this token (POST /v1/auth/verify-email):\n\n{}\n\n{unsought}\n", token.expose())
         }
         MailLink::Page => {
-            format!("Confirm your email address by opening this link:\n\n{}\n\n{unsought}\n", page_link(state, "/auth/verify", &token))
+            format!(
+                "Confirm your email address by opening this link:\n\n{}\n\n{unsought}\n",
+                page_link(state, "/auth/verify", &token)
+            )
         }
     };
     let mail = Mail {
@@ -191,17 +218,38 @@ async fn send_verification(state: &AppState, user_id: &str, email: &str, link: M
 /// with its own later mails). In the background: the caller's answer must
 /// take as long as one that sends nothing.
 fn resend_verification(state: &Arc<AppState>, client: &Client, user: &User, link: MailLink) {
-    let (state, client, user_id, email) = (Arc::clone(state), client.clone(), user.id.clone(), user.email.clone());
+    let (state, client, user_id, email) = (
+        Arc::clone(state),
+        client.clone(),
+        user.id.clone(),
+        user.email.clone(),
+    );
     tokio::spawn(async move {
         let state = state.as_ref();
         let sent = async {
             // The recipient's budget only: the requester's would tell it whether the address was new.
             if !mail_budget::allow_recipient(state, &email, now()).await? {
-                audit::record(state, Some(&client), "verify_email_resend", "mail_limited", Some(&user_id), Some(&email)).await;
+                audit::record(
+                    state,
+                    Some(&client),
+                    "verify_email_resend",
+                    "mail_limited",
+                    Some(&user_id),
+                    Some(&email),
+                )
+                .await;
                 return Ok(());
             }
             send_verification(state, &user_id, &email, link).await?;
-            audit::record(state, Some(&client), "verify_email_resend", "mail_sent", Some(&user_id), Some(&email)).await;
+            audit::record(
+                state,
+                Some(&client),
+                "verify_email_resend",
+                "mail_sent",
+                Some(&user_id),
+                Some(&email),
+            )
+            .await;
             Ok::<(), ApiError>(())
         };
         if let Err(e) = sent.await {
@@ -215,23 +263,45 @@ fn resend_verification(state: &Arc<AppState>, client: &Client, user: &User, link
 /// its owner a notice, so sign-up does not reveal who has an account.
 #[utoipa::path(post, path = "/v1/auth/signup", tag = "auth", request_body = Credentials,
     responses((status = 201, body = SignupResponse), (status = 400, body = ErrorBody)))]
-pub async fn signup(State(state): State<Arc<AppState>>, client: Client, Json(req): Json<Credentials>) -> ApiResult<Response> {
+pub async fn signup(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    Json(req): Json<Credentials>,
+) -> ApiResult<Response> {
     let user_id = register(&state, &client, &req.email, &req.password, MailLink::Api).await?;
     Ok((StatusCode::CREATED, axum::Json(SignupResponse { user_id })).into_response())
 }
 
 /// Sign-up for the API and the pages: the new user's id (or an id that leads
 /// nowhere when the address is taken). `link` is what the mailed token opens.
-pub async fn register(state: &AppState, client: &Client, raw_email: &str, password: &Secret, link: MailLink) -> ApiResult<String> {
+pub async fn register(
+    state: &AppState,
+    client: &Client,
+    raw_email: &str,
+    password: &Secret,
+    link: MailLink,
+) -> ApiResult<String> {
     let email = parse_email(raw_email)?;
-    let password = Password::parse(password.expose(), email.as_str()).map_err(|e| ApiError::WeakPassword(e.0))?;
+    let password = Password::parse(password.expose(), email.as_str())
+        .map_err(|e| ApiError::WeakPassword(e.0))?;
     // The hashing slot first: a sign-up refused for want of one (503) is not counted.
     let slot = state.password_work.reserve().await?;
     if let Err(e) = count_signup(state, client).await {
-        audit::record(state, Some(client), "signup", "throttled", None, Some(email.as_str())).await;
+        audit::record(
+            state,
+            Some(client),
+            "signup",
+            "throttled",
+            None,
+            Some(email.as_str()),
+        )
+        .await;
         return Err(e);
     }
-    let hash = state.password_work.hash_in(slot, password.expose().to_owned()).await?;
+    let hash = state
+        .password_work
+        .hash_in(slot, password.expose().to_owned())
+        .await?;
     let user = User::new(email.as_str(), hash, vec!["user".into()], now());
     let created = match state.store.create_user(&user).await {
         Ok(()) => true,
@@ -240,12 +310,32 @@ pub async fn register(state: &AppState, client: &Client, raw_email: &str, passwo
     };
     // Asked the same way for a new and a taken address (no difference in answer or timing).
     if !mail_budget::allow(state, email.as_str(), client, now()).await? {
-        let outcome = if created { "success_mail_limited" } else { "duplicate_email_mail_limited" };
+        let outcome = if created {
+            "success_mail_limited"
+        } else {
+            "duplicate_email_mail_limited"
+        };
         let uid = created.then_some(user.id.as_str());
-        audit::record(state, Some(client), "signup", outcome, uid, Some(email.as_str())).await;
+        audit::record(
+            state,
+            Some(client),
+            "signup",
+            outcome,
+            uid,
+            Some(email.as_str()),
+        )
+        .await;
     } else if created {
         send_verification(state, &user.id, email.as_str(), link).await?;
-        audit::record(state, Some(client), "signup", "success", Some(&user.id), Some(email.as_str())).await;
+        audit::record(
+            state,
+            Some(client),
+            "signup",
+            "success",
+            Some(&user.id),
+            Some(email.as_str()),
+        )
+        .await;
     } else {
         let mail = Mail {
             to: email.as_str().to_owned(),
@@ -258,7 +348,15 @@ pub async fn register(state: &AppState, client: &Client, raw_email: &str, passwo
             sent_at: 0,
         };
         send_mail(state, mail).await;
-        audit::record(state, Some(client), "signup", "duplicate_email", None, Some(email.as_str())).await;
+        audit::record(
+            state,
+            Some(client),
+            "signup",
+            "duplicate_email",
+            None,
+            Some(email.as_str()),
+        )
+        .await;
     }
     // Accepted sign-ups, new address or taken: the metrics do not tell them apart either.
     inc(&state.metrics.signups);
@@ -267,27 +365,49 @@ pub async fn register(state: &AppState, client: &Client, raw_email: &str, passwo
 
 #[utoipa::path(post, path = "/v1/auth/verify-email", tag = "auth", request_body = TokenRequest,
     responses((status = 200, body = StatusResponse), (status = 400, body = ErrorBody)))]
-pub async fn verify_email(State(state): State<Arc<AppState>>, client: Client, Json(req): Json<TokenRequest>) -> ApiResult<axum::Json<StatusResponse>> {
+pub async fn verify_email(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    Json(req): Json<TokenRequest>,
+) -> ApiResult<axum::Json<StatusResponse>> {
     confirm_email(&state, &client, &req.token).await?;
     Ok(axum::Json(StatusResponse { status: "verified" }))
 }
 
 /// Marks the address of the mailed `token`'s user verified (the token is used up).
 pub async fn confirm_email(state: &AppState, client: &Client, token: &Secret) -> ApiResult<()> {
-    let user_id = state.store.take_one_time_token(&token.hash(), TokenPurpose::VerifyEmail, now()).await?.ok_or(ApiError::InvalidLink)?;
+    let user_id = state
+        .store
+        .take_one_time_token(&token.hash(), TokenPurpose::VerifyEmail, now())
+        .await?
+        .ok_or(ApiError::InvalidLink)?;
     state.store.set_email_verified(&user_id).await?;
-    audit::record(state, Some(client), "verify_email", "success", Some(&user_id), None).await;
+    audit::record(
+        state,
+        Some(client),
+        "verify_email",
+        "success",
+        Some(&user_id),
+        None,
+    )
+    .await;
     Ok(())
 }
 
 fn signin_locked(state: &AppState, retry_after_secs: u64) -> ApiError {
     inc(&state.metrics.signin_throttled);
-    ApiError::TooManyRequests { retry_after_secs: retry_after_secs.max(1) }
+    ApiError::TooManyRequests {
+        retry_after_secs: retry_after_secs.max(1),
+    }
 }
 
 async fn throttled(state: &AppState, email: &str, client: &Client) -> ApiResult<()> {
     let keys = [account_key(email), ip_key(&client.bucket(state))];
-    state.throttle.check(state.store.as_ref(), &keys, now()).await?.map_err(|retry| signin_locked(state, retry))
+    state
+        .throttle
+        .check(state.store.as_ref(), &keys, now())
+        .await?
+        .map_err(|retry| signin_locked(state, retry))
 }
 
 /// A password attempt, counted against the client address and the account
@@ -299,8 +419,21 @@ async fn throttled(state: &AppState, email: &str, client: &Client) -> ApiResult<
 /// comparison already: a 503 for want of one must leave nothing counted.
 async fn password_attempt(state: &AppState, email: &str, client: &Client) -> ApiResult<Attempt> {
     let (store, now, limits) = (state.store.as_ref(), now(), &state.config.throttle);
-    let address = state.throttle.attempt(store, &ip_key(&client.bucket(state)), limits.ip_max_failures, now).await?.map_err(|retry| signin_locked(state, retry))?;
-    match state.throttle.attempt(store, &account_key(email), limits.account_max_failures, now).await? {
+    let address = state
+        .throttle
+        .attempt(
+            store,
+            &ip_key(&client.bucket(state)),
+            limits.ip_max_failures,
+            now,
+        )
+        .await?
+        .map_err(|retry| signin_locked(state, retry))?;
+    match state
+        .throttle
+        .attempt(store, &account_key(email), limits.account_max_failures, now)
+        .await?
+    {
         Ok(_account) => Ok(address),
         Err(retry) => {
             // Refused unchecked: not a failure of this address.
@@ -319,11 +452,22 @@ async fn password_ok(state: &AppState, email: &str, address: Attempt) -> ApiResu
 }
 
 async fn count_address_failure(state: &AppState, client: &Client, now: i64) -> ApiResult<()> {
-    Ok(state.throttle.failure(state.store.as_ref(), &ip_key(&client.bucket(state)), state.config.throttle.ip_max_failures, now).await?)
+    Ok(state
+        .throttle
+        .failure(
+            state.store.as_ref(),
+            &ip_key(&client.bucket(state)),
+            state.config.throttle.ip_max_failures,
+            now,
+        )
+        .await?)
 }
 
 async fn clear_account_failures(state: &AppState, email: &str) -> ApiResult<()> {
-    Ok(state.throttle.success(state.store.as_ref(), &account_key(email)).await?)
+    Ok(state
+        .throttle
+        .success(state.store.as_ref(), &account_key(email))
+        .await?)
 }
 
 /// Step 1: password. The same 401, after the same argon2 work, for an unknown
@@ -335,8 +479,14 @@ async fn clear_account_failures(state: &AppState, email: &str) -> ApiResult<()> 
 #[utoipa::path(post, path = "/v1/auth/signin", tag = "auth", request_body = Credentials,
     responses((status = 200, body = ChallengeResponse), (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
-pub async fn signin(State(state): State<Arc<AppState>>, client: Client, Json(req): Json<Credentials>) -> ApiResult<axum::Json<ChallengeResponse>> {
-    start_signin(&state, &client, &req.email, &req.password, MailLink::Api).await.map(axum::Json)
+pub async fn signin(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    Json(req): Json<Credentials>,
+) -> ApiResult<axum::Json<ChallengeResponse>> {
+    start_signin(&state, &client, &req.email, &req.password, MailLink::Api)
+        .await
+        .map(axum::Json)
 }
 
 /// Sign-in step 1 for the API and the pages: checks the password and starts
@@ -344,7 +494,13 @@ pub async fn signin(State(state): State<Arc<AppState>>, client: Client, Json(req
 /// An account whose address is not verified is answered as a wrong password
 /// is; when its password was right, the address is mailed a fresh
 /// verification link (`link`: what it opens).
-pub async fn start_signin(state: &Arc<AppState>, client: &Client, raw_email: &str, password: &Secret, link: MailLink) -> ApiResult<ChallengeResponse> {
+pub async fn start_signin(
+    state: &Arc<AppState>,
+    client: &Client,
+    raw_email: &str,
+    password: &Secret,
+    link: MailLink,
+) -> ApiResult<ChallengeResponse> {
     let email = parse_email(raw_email)?;
     if password.expose().len() > MAX_PASSWORD_BYTES {
         return Err(ApiError::BadRequest("password is too long".into()));
@@ -354,13 +510,24 @@ pub async fn start_signin(state: &Arc<AppState>, client: &Client, raw_email: &st
     let attempt = match password_attempt(state, email.as_str(), client).await {
         Ok(attempt) => attempt,
         Err(e) => {
-            audit::record(state, Some(client), "signin", "throttled", None, Some(email.as_str())).await;
+            audit::record(
+                state,
+                Some(client),
+                "signin",
+                "throttled",
+                None,
+                Some(email.as_str()),
+            )
+            .await;
             return Err(e);
         }
     };
     let user = state.store.user_by_email(email.as_str()).await?;
     let stored = user.as_ref().map(|u| u.password_hash.clone());
-    let ok = state.password_work.verify_in(slot, password.expose().to_owned(), stored).await?;
+    let ok = state
+        .password_work
+        .verify_in(slot, password.expose().to_owned(), stored)
+        .await?;
     let user = match (ok, user) {
         (true, Some(user)) if user.email_verified => user,
         (true, Some(user)) => {
@@ -369,7 +536,15 @@ pub async fn start_signin(state: &Arc<AppState>, client: &Client, raw_email: &st
             // tell a new address (this account) from a taken one. The link goes out
             // in the background, so the answer takes no longer either.
             inc(&state.metrics.signin_password_failed);
-            audit::record(state, Some(client), "signin", "email_not_verified", Some(&user.id), Some(email.as_str())).await;
+            audit::record(
+                state,
+                Some(client),
+                "signin",
+                "email_not_verified",
+                Some(&user.id),
+                Some(email.as_str()),
+            )
+            .await;
             resend_verification(state, client, &user, link);
             return Err(ApiError::InvalidCredentials);
         }
@@ -377,19 +552,40 @@ pub async fn start_signin(state: &Arc<AppState>, client: &Client, raw_email: &st
             // Already counted (and the key locked at the limit) by `password_attempt`.
             inc(&state.metrics.signin_password_failed);
             let uid = user.as_ref().map(|u| u.id.as_str());
-            audit::record(state, Some(client), "signin", "bad_credentials", uid, Some(email.as_str())).await;
+            audit::record(
+                state,
+                Some(client),
+                "signin",
+                "bad_credentials",
+                uid,
+                Some(email.as_str()),
+            )
+            .await;
             return Err(ApiError::InvalidCredentials);
         }
     };
     password_ok(state, email.as_str(), attempt).await?;
     if user.banned_at.is_some() {
-        audit::record(state, Some(client), "signin", "banned", Some(&user.id), Some(email.as_str())).await;
+        audit::record(
+            state,
+            Some(client),
+            "signin",
+            "banned",
+            Some(&user.id),
+            Some(email.as_str()),
+        )
+        .await;
         return Err(ApiError::AccountDisabled);
     }
     inc(&state.metrics.signin_password_ok);
     let now = now();
-    let expires_at = now + i64::try_from(state.config.accounts.challenge_ttl.as_secs()).unwrap_or(300);
-    let (method, code) = if user.totp_secret.is_some() { ("totp", None) } else { ("email", Some(random_code())) };
+    let expires_at =
+        now + i64::try_from(state.config.accounts.challenge_ttl.as_secs()).unwrap_or(300);
+    let (method, code) = if user.totp_secret.is_some() {
+        ("totp", None)
+    } else {
+        ("email", Some(random_code()))
+    };
     let challenge = Challenge {
         id: random_id(),
         user_id: user.id.clone(),
@@ -419,20 +615,46 @@ pub async fn start_signin(state: &Arc<AppState>, client: &Client, raw_email: &st
         };
         send_mail(state, mail).await;
     }
-    audit::record(state, Some(client), "signin", "challenge_sent", Some(&user.id), Some(email.as_str())).await;
-    Ok(ChallengeResponse { challenge_id: challenge.id, method: method.into() })
+    audit::record(
+        state,
+        Some(client),
+        "signin",
+        "challenge_sent",
+        Some(&user.id),
+        Some(email.as_str()),
+    )
+    .await;
+    Ok(ChallengeResponse {
+        challenge_id: challenge.id,
+        method: method.into(),
+    })
 }
 
 /// The TOTP time step that `code` matches (RFC 6238, 30 s steps, ±1 step).
 pub fn totp_step(secret_base32: &str, code: &str, now: i64) -> Option<i64> {
-    let bytes = totp_rs::Secret::Encoded(secret_base32.to_owned()).to_bytes().ok()?;
-    let totp = totp_rs::TOTP::new_unchecked(totp_rs::Algorithm::SHA1, 6, 1, 30, bytes, None, String::new());
+    let bytes = totp_rs::Secret::Encoded(secret_base32.to_owned())
+        .to_bytes()
+        .ok()?;
+    let totp = totp_rs::TOTP::new_unchecked(
+        totp_rs::Algorithm::SHA1,
+        6,
+        1,
+        30,
+        bytes,
+        None,
+        String::new(),
+    );
     let current = now / 30;
     let mut found = None;
     for step in [current - 1, current, current + 1] {
         let expected = totp.generate(u64::try_from(step * 30).unwrap_or(0));
         // No early exit: every candidate costs the same.
-        if expected.len() == code.len() && bool::from(subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), code.as_bytes())) {
+        if expected.len() == code.len()
+            && bool::from(subtle::ConstantTimeEq::ct_eq(
+                expected.as_bytes(),
+                code.as_bytes(),
+            ))
+        {
             found = Some(step);
         }
     }
@@ -459,7 +681,11 @@ pub fn totp_step(secret_base32: &str, code: &str, now: i64) -> Option<i64> {
     responses((status = 200, body = super::tokens::TokenResponse, headers(("DPoP-Nonce" = String, description = "a fresh server nonce, when nonces are required"))),
               (status = 400, body = ErrorBody, description = "`invalid_dpop_proof`, or `use_dpop_nonce` with the nonce in `DPoP-Nonce`"),
               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
-pub async fn signin_verify(State(state): State<Arc<AppState>>, client: Client, Json(req): Json<ChallengeAnswer>) -> ApiResult<Response> {
+pub async fn signin_verify(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    Json(req): Json<ChallengeAnswer>,
+) -> ApiResult<Response> {
     let now = now();
     let proof = crate::dpop::token_request_proof(&state, &client.headers, SIGNIN_VERIFY_PATH, now)?;
     let tokens = finish_signin(&state, &client, &req.challenge_id, &req.code, proof, now).await?;
@@ -469,12 +695,27 @@ pub async fn signin_verify(State(state): State<Arc<AppState>>, client: Client, J
 /// Sign-in step 2 for the API and the pages: the challenge's code, under the
 /// per-challenge and per-account attempt limits; a new session on success
 /// (bound to the key of `proof`, a DPoP proof already checked, if any).
-pub async fn finish_signin(state: &AppState, client: &Client, challenge_id: &str, code: &Secret, proof: Option<PendingProof>, now: i64) -> ApiResult<SessionTokens> {
-    let challenge = state.store.challenge(challenge_id).await?.ok_or(ApiError::InvalidCode("unknown or expired challenge"))?;
+pub async fn finish_signin(
+    state: &AppState,
+    client: &Client,
+    challenge_id: &str,
+    code: &Secret,
+    proof: Option<PendingProof>,
+    now: i64,
+) -> ApiResult<SessionTokens> {
+    let challenge = state
+        .store
+        .challenge(challenge_id)
+        .await?
+        .ok_or(ApiError::InvalidCode("unknown or expired challenge"))?;
     if challenge.consumed_at.is_some() || challenge.expires_at <= now {
         return Err(ApiError::InvalidCode("unknown or expired challenge"));
     }
-    let user = state.store.user_by_id(&challenge.user_id).await?.ok_or(ApiError::InvalidCode("unknown or expired challenge"))?;
+    let user = state
+        .store
+        .user_by_id(&challenge.user_id)
+        .await?
+        .ok_or(ApiError::InvalidCode("unknown or expired challenge"))?;
     // Begun with a password replaced since (a challenge stored just after the reset that
     // would have ended it). A reset from here on is caught when the session is stored.
     if user.password_version != challenge.password_version {
@@ -488,23 +729,40 @@ pub async fn finish_signin(state: &AppState, client: &Client, challenge_id: &str
     // challenge stored otherwise (by an older version). Its holder passed the
     // password check, so the answer tells them nothing they did not know.
     if !user.email_verified {
-        audit::record(state, Some(client), "signin_verify", "email_not_verified", Some(&user.id), Some(&user.email)).await;
+        audit::record(
+            state,
+            Some(client),
+            "signin_verify",
+            "email_not_verified",
+            Some(&user.id),
+            Some(&user.email),
+        )
+        .await;
         return Err(ApiError::EmailNotVerified);
     }
     let attempt = count_second_factor_attempt(state, &user, client, now).await?;
-    let dpop_jkt = match check_counted_attempt(state, client, &challenge, &user, code, proof, now).await {
-        Ok(dpop_jkt) => dpop_jkt,
-        Err(refused) => {
-            // Counted, not accepted: a failure, whichever check refused it.
-            second_factor_failed(state, &user, client, now, attempt).await?;
-            return Err(refused);
-        }
-    };
+    let dpop_jkt =
+        match check_counted_attempt(state, client, &challenge, &user, code, proof, now).await {
+            Ok(dpop_jkt) => dpop_jkt,
+            Err(refused) => {
+                // Counted, not accepted: a failure, whichever check refused it.
+                second_factor_failed(state, &user, client, now, attempt).await?;
+                return Err(refused);
+            }
+        };
     inc(&state.metrics.second_factor_ok);
     state.store.second_factor_success(&user.id).await?;
     clear_account_failures(state, &user.email).await?;
     let tokens = sessions::start(state, &user, client, dpop_jkt, now).await?;
-    audit::record(state, Some(client), "signin_verify", "success", Some(&user.id), Some(&user.email)).await;
+    audit::record(
+        state,
+        Some(client),
+        "signin_verify",
+        "success",
+        Some(&user.id),
+        Some(&user.email),
+    )
+    .await;
     Ok(tokens)
 }
 
@@ -520,11 +778,17 @@ async fn check_counted_attempt(
     proof: Option<PendingProof>,
     now: i64,
 ) -> ApiResult<Option<String>> {
-    if state.store.challenge_attempt(&challenge.id).await? > state.config.accounts.challenge_max_attempts {
+    if state.store.challenge_attempt(&challenge.id).await?
+        > state.config.accounts.challenge_max_attempts
+    {
         return Err(ApiError::InvalidCode("too many wrong codes; sign in again"));
     }
     let code = code.expose().trim();
-    let accepted = match (challenge.method.as_str(), &challenge.code_hash, &user.totp_secret) {
+    let accepted = match (
+        challenge.method.as_str(),
+        &challenge.code_hash,
+        &user.totp_secret,
+    ) {
         ("email", Some(expected), _) => hashes_match(&hash_secret(code), expected),
         ("totp", _, Some(secret)) => match totp_step(secret, code, now) {
             Some(step) => state.store.use_totp_step(&user.id, step).await?,
@@ -535,7 +799,15 @@ async fn check_counted_attempt(
     if !accepted {
         count_address_failure(state, client, now).await?;
         inc(&state.metrics.second_factor_failed);
-        audit::record(state, Some(client), "signin_verify", "bad_code", Some(&user.id), Some(&user.email)).await;
+        audit::record(
+            state,
+            Some(client),
+            "signin_verify",
+            "bad_code",
+            Some(&user.id),
+            Some(&user.email),
+        )
+        .await;
         return Err(ApiError::InvalidCode("the code is wrong"));
     }
     // A replayed proof is refused before the challenge is consumed.
@@ -551,20 +823,34 @@ async fn check_counted_attempt(
 /// attempts overtook the one at the limit, or a count was left past it):
 /// then refused unchecked, and locked unless a lock is in force already, so
 /// that the refusal always ends when a lock runs out.
-async fn count_second_factor_attempt(state: &AppState, user: &User, client: &Client, now: i64) -> ApiResult<u32> {
+async fn count_second_factor_attempt(
+    state: &AppState,
+    user: &User,
+    client: &Client,
+    now: i64,
+) -> ApiResult<u32> {
     match state.store.second_factor_attempt(&user.id, now).await? {
         SecondFactorAttempt::Locked(until) => Err(second_factor_locked(state, until - now)),
         SecondFactorAttempt::Counted(n) if n > state.config.throttle.second_factor_max_failures => {
             let until = lock_second_factor(state, user, client, now).await?;
             let base = i64::try_from(state.config.throttle.lockout_base.as_secs()).unwrap_or(30);
-            Err(second_factor_locked(state, until.map_or(base, |until| until - now)))
+            Err(second_factor_locked(
+                state,
+                until.map_or(base, |until| until - now),
+            ))
         }
         SecondFactorAttempt::Counted(n) => Ok(n),
     }
 }
 
 /// Attempt `attempt` was counted and refused: at the limit, lock and tell the owner.
-async fn second_factor_failed(state: &AppState, user: &User, client: &Client, now: i64, attempt: u32) -> ApiResult<()> {
+async fn second_factor_failed(
+    state: &AppState,
+    user: &User,
+    client: &Client,
+    now: i64,
+    attempt: u32,
+) -> ApiResult<()> {
     if attempt >= state.config.throttle.second_factor_max_failures {
         lock_second_factor(state, user, client, now).await?;
     }
@@ -573,20 +859,40 @@ async fn second_factor_failed(state: &AppState, user: &User, client: &Client, no
 
 fn second_factor_locked(state: &AppState, retry_after_secs: i64) -> ApiError {
     inc(&state.metrics.signin_throttled);
-    ApiError::TooManyRequests { retry_after_secs: u64::try_from(retry_after_secs).unwrap_or(1).max(1) }
+    ApiError::TooManyRequests {
+        retry_after_secs: u64::try_from(retry_after_secs).unwrap_or(1).max(1),
+    }
 }
 
 /// The limit was reached: lock (doubling each time) and tell the owner, whose
 /// password is probably known to whoever is guessing. The lock's end, or
 /// `None` when a lock was in force already (written by a parallel attempt,
 /// which told the owner).
-async fn lock_second_factor(state: &AppState, user: &User, client: &Client, now: i64) -> ApiResult<Option<i64>> {
+async fn lock_second_factor(
+    state: &AppState,
+    user: &User,
+    client: &Client,
+    now: i64,
+) -> ApiResult<Option<i64>> {
     let base = i64::try_from(state.config.throttle.lockout_base.as_secs()).unwrap_or(30);
-    let max = i64::try_from(state.config.throttle.second_factor_lockout_max.as_secs()).unwrap_or(86_400);
-    let Some(until) = state.store.second_factor_lock(&user.id, now, base, max).await? else {
+    let max =
+        i64::try_from(state.config.throttle.second_factor_lockout_max.as_secs()).unwrap_or(86_400);
+    let Some(until) = state
+        .store
+        .second_factor_lock(&user.id, now, base, max)
+        .await?
+    else {
         return Ok(None);
     };
-    audit::record(state, Some(client), "signin_verify", "second_factor_locked", Some(&user.id), Some(&user.email)).await;
+    audit::record(
+        state,
+        Some(client),
+        "signin_verify",
+        "second_factor_locked",
+        Some(&user.id),
+        Some(&user.email),
+    )
+    .await;
     let mail = Mail {
         to: user.email.clone(),
         subject: "Sign-in blocked: too many wrong second factor codes".into(),
@@ -608,14 +914,27 @@ async fn lock_second_factor(state: &AppState, user: &User, client: &Client, now:
 /// background so timing does not reveal who has an account.
 #[utoipa::path(post, path = "/v1/auth/password/forgot", tag = "auth", request_body = ForgotRequest,
     responses((status = 202, body = StatusResponse), (status = 400, body = ErrorBody)))]
-pub async fn password_forgot(State(state): State<Arc<AppState>>, client: Client, Json(req): Json<ForgotRequest>) -> ApiResult<Response> {
+pub async fn password_forgot(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    Json(req): Json<ForgotRequest>,
+) -> ApiResult<Response> {
     request_password_reset(&state, client, &req.email, MailLink::Api)?;
-    Ok((StatusCode::ACCEPTED, axum::Json(StatusResponse { status: "accepted" })).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(StatusResponse { status: "accepted" }),
+    )
+        .into_response())
 }
 
 /// Password reset for the API and the pages: only the address is checked
 /// here; the lookup and the mail happen in the background.
-pub fn request_password_reset(state: &Arc<AppState>, client: Client, raw_email: &str, link: MailLink) -> ApiResult<()> {
+pub fn request_password_reset(
+    state: &Arc<AppState>,
+    client: Client,
+    raw_email: &str,
+    link: MailLink,
+) -> ApiResult<()> {
     let email = parse_email(raw_email)?;
     let task_state = Arc::clone(state);
     tokio::spawn(async move {
@@ -626,19 +945,49 @@ pub fn request_password_reset(state: &Arc<AppState>, client: Client, raw_email: 
     Ok(())
 }
 
-async fn send_reset(state: &AppState, email: &Email, client: &Client, link: MailLink) -> ApiResult<()> {
+async fn send_reset(
+    state: &AppState,
+    email: &Email,
+    client: &Client,
+    link: MailLink,
+) -> ApiResult<()> {
     // Taken for unknown addresses too, so the limit behaves the same for both.
     if !mail_budget::allow(state, email.as_str(), client, now()).await? {
-        audit::record(state, Some(client), "password_forgot", "mail_limited", None, Some(email.as_str())).await;
+        audit::record(
+            state,
+            Some(client),
+            "password_forgot",
+            "mail_limited",
+            None,
+            Some(email.as_str()),
+        )
+        .await;
         return Ok(());
     }
     let Some(user) = state.store.user_by_email(email.as_str()).await? else {
-        audit::record(state, Some(client), "password_forgot", "unknown_email", None, Some(email.as_str())).await;
+        audit::record(
+            state,
+            Some(client),
+            "password_forgot",
+            "unknown_email",
+            None,
+            Some(email.as_str()),
+        )
+        .await;
         return Ok(());
     };
     let token = random_secret();
-    let expires = now() + i64::try_from(state.config.accounts.reset_token_ttl.as_secs()).unwrap_or(1800);
-    state.store.put_one_time_token(&token.hash(), TokenPurpose::ResetPassword, &user.id, expires).await?;
+    let expires =
+        now() + i64::try_from(state.config.accounts.reset_token_ttl.as_secs()).unwrap_or(1800);
+    state
+        .store
+        .put_one_time_token(
+            &token.hash(),
+            TokenPurpose::ResetPassword,
+            &user.id,
+            expires,
+        )
+        .await?;
     let mail = Mail {
         to: user.email.clone(),
         subject: "Reset your password".into(),
@@ -659,7 +1008,15 @@ async fn send_reset(state: &AppState, email: &Email, client: &Client, link: Mail
         sent_at: 0,
     };
     send_mail(state, mail).await;
-    audit::record(state, Some(client), "password_forgot", "mail_sent", Some(&user.id), Some(&user.email)).await;
+    audit::record(
+        state,
+        Some(client),
+        "password_forgot",
+        "mail_sent",
+        Some(&user.id),
+        Some(&user.email),
+    )
+    .await;
     Ok(())
 }
 
@@ -667,34 +1024,78 @@ async fn send_reset(state: &AppState, email: &Email, client: &Client, link: Mail
 /// and so do their other reset links and their sign-ins waiting for a code.
 #[utoipa::path(post, path = "/v1/auth/password/reset", tag = "auth", request_body = ResetRequest,
     responses((status = 200, body = StatusResponse), (status = 400, body = ErrorBody)))]
-pub async fn password_reset(State(state): State<Arc<AppState>>, client: Client, Json(req): Json<ResetRequest>) -> ApiResult<axum::Json<StatusResponse>> {
+pub async fn password_reset(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    Json(req): Json<ResetRequest>,
+) -> ApiResult<axum::Json<StatusResponse>> {
     reset_password(&state, &client, &req.token, &req.password).await?;
-    Ok(axum::Json(StatusResponse { status: "password_changed" }))
+    Ok(axum::Json(StatusResponse {
+        status: "password_changed",
+    }))
 }
 
 /// A new password with a mailed token, for the API and the pages.
-pub async fn reset_password(state: &AppState, client: &Client, token: &Secret, password: &Secret) -> ApiResult<()> {
+pub async fn reset_password(
+    state: &AppState,
+    client: &Client,
+    token: &Secret,
+    password: &Secret,
+) -> ApiResult<()> {
     let hash = token.hash();
     // Check the policy before using the token, so a weak password does not burn it.
-    let user_id = state.store.peek_one_time_token(&hash, TokenPurpose::ResetPassword, now()).await?.ok_or(ApiError::InvalidLink)?;
-    let user = state.store.user_by_id(&user_id).await?.ok_or(ApiError::InvalidLink)?;
-    let password = Password::parse(password.expose(), &user.email).map_err(|e| ApiError::WeakPassword(e.0))?;
+    let user_id = state
+        .store
+        .peek_one_time_token(&hash, TokenPurpose::ResetPassword, now())
+        .await?
+        .ok_or(ApiError::InvalidLink)?;
+    let user = state
+        .store
+        .user_by_id(&user_id)
+        .await?
+        .ok_or(ApiError::InvalidLink)?;
+    let password =
+        Password::parse(password.expose(), &user.email).map_err(|e| ApiError::WeakPassword(e.0))?;
     let password_hash = hash_password(state, password.expose().to_owned()).await?;
     // One transaction: the token is used up with the user's other reset links,
     // the password set, and the sign-ins begun with the old password ended.
-    if state.store.reset_password(&hash, &password_hash, now()).await?.is_none() {
+    if state
+        .store
+        .reset_password(&hash, &password_hash, now())
+        .await?
+        .is_none()
+    {
         return Err(ApiError::InvalidLink);
     }
     sessions::revoke_all_sessions(state, &user.id, "password_reset").await?;
     clear_account_failures(state, &user.email).await?;
-    audit::record(state, Some(client), "password_reset", "success", Some(&user.id), Some(&user.email)).await;
-    notify(state, &user, "Your password was changed", "The password of your account was changed and every session was signed out.").await;
+    audit::record(
+        state,
+        Some(client),
+        "password_reset",
+        "success",
+        Some(&user.id),
+        Some(&user.email),
+    )
+    .await;
+    notify(
+        state,
+        &user,
+        "Your password was changed",
+        "The password of your account was changed and every session was signed out.",
+    )
+    .await;
     Ok(())
 }
 
 /// Checks a [`FactorProof`]: a current TOTP code (through the same
 /// per-account guard as sign-in) or the password (throttled like sign-in).
-async fn prove_owner(state: &AppState, client: &Client, user: &User, proof: &FactorProof) -> ApiResult<()> {
+async fn prove_owner(
+    state: &AppState,
+    client: &Client,
+    user: &User,
+    proof: &FactorProof,
+) -> ApiResult<()> {
     let now = now();
     if let (Some(code), Some(secret)) = (&proof.code, &user.totp_secret) {
         throttled(state, &user.email, client).await?;
@@ -707,12 +1108,22 @@ async fn prove_owner(state: &AppState, client: &Client, user: &User, proof: &Fac
             state.store.second_factor_success(&user.id).await?;
             return Ok(());
         }
-        audit::record(state, Some(client), "factor_proof", "bad_code", Some(&user.id), Some(&user.email)).await;
+        audit::record(
+            state,
+            Some(client),
+            "factor_proof",
+            "bad_code",
+            Some(&user.id),
+            Some(&user.email),
+        )
+        .await;
         second_factor_failed(state, user, client, now, attempt).await?;
         return Err(ApiError::InvalidCode("the code is wrong"));
     }
     let Some(password) = &proof.password else {
-        return Err(ApiError::BadRequest("confirm with your `password` (or a current TOTP `code`)".into()));
+        return Err(ApiError::BadRequest(
+            "confirm with your `password` (or a current TOTP `code`)".into(),
+        ));
     };
     if password.expose().len() > MAX_PASSWORD_BYTES {
         return Err(ApiError::BadRequest("password is too long".into()));
@@ -720,10 +1131,26 @@ async fn prove_owner(state: &AppState, client: &Client, user: &User, proof: &Fac
     // Counted before it is compared, as at sign-in, once its hashing slot is held.
     let slot = state.password_work.reserve().await?;
     let attempt = password_attempt(state, &user.email, client).await?;
-    if state.password_work.verify_in(slot, password.expose().to_owned(), Some(user.password_hash.clone())).await? {
+    if state
+        .password_work
+        .verify_in(
+            slot,
+            password.expose().to_owned(),
+            Some(user.password_hash.clone()),
+        )
+        .await?
+    {
         return password_ok(state, &user.email, attempt).await;
     }
-    audit::record(state, Some(client), "factor_proof", "bad_password", Some(&user.id), Some(&user.email)).await;
+    audit::record(
+        state,
+        Some(client),
+        "factor_proof",
+        "bad_password",
+        Some(&user.id),
+        Some(&user.email),
+    )
+    .await;
     Err(ApiError::InvalidCredentials)
 }
 
@@ -745,14 +1172,30 @@ async fn notify(state: &AppState, user: &User, subject: &str, body: &str) {
 #[utoipa::path(post, path = "/v1/auth/totp/enroll", tag = "auth", request_body = FactorProof, security(("bearer" = [])),
     responses((status = 200, body = TotpEnrollment), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 429, body = ErrorBody)))]
-pub async fn totp_enroll(State(state): State<Arc<AppState>>, client: Client, Caller(caller): Caller, Json(proof): Json<FactorProof>) -> ApiResult<axum::Json<TotpEnrollment>> {
-    let user = state.store.user_by_id(&caller.sub).await?.ok_or(ApiError::InvalidToken("unknown user"))?;
-    begin_totp_enrollment(&state, &client, &user, &proof).await.map(axum::Json)
+pub async fn totp_enroll(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    Caller(caller): Caller,
+    Json(proof): Json<FactorProof>,
+) -> ApiResult<axum::Json<TotpEnrollment>> {
+    let user = state
+        .store
+        .user_by_id(&caller.sub)
+        .await?
+        .ok_or(ApiError::InvalidToken("unknown user"))?;
+    begin_totp_enrollment(&state, &client, &user, &proof)
+        .await
+        .map(axum::Json)
 }
 
 /// TOTP enrolment for the API and the pages: after a fresh proof, a new
 /// pending secret (confirmed by [`confirm_totp_enrollment`]).
-pub async fn begin_totp_enrollment(state: &AppState, client: &Client, user: &User, proof: &FactorProof) -> ApiResult<TotpEnrollment> {
+pub async fn begin_totp_enrollment(
+    state: &AppState,
+    client: &Client,
+    user: &User,
+    proof: &FactorProof,
+) -> ApiResult<TotpEnrollment> {
     prove_owner(state, client, user, proof).await?;
     let mut bytes = [0u8; 20];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
@@ -767,29 +1210,80 @@ pub async fn begin_totp_enrollment(state: &AppState, client: &Client, user: &Use
     )
     .map_err(ApiError::internal)?;
     let secret = totp.get_secret_base32();
-    state.store.set_totp_pending(&user.id, Some(&secret)).await?;
-    audit::record(state, Some(client), "totp_enroll", "pending", Some(&user.id), Some(&user.email)).await;
-    Ok(TotpEnrollment { otpauth_uri: totp.get_url(), secret })
+    state
+        .store
+        .set_totp_pending(&user.id, Some(&secret))
+        .await?;
+    audit::record(
+        state,
+        Some(client),
+        "totp_enroll",
+        "pending",
+        Some(&user.id),
+        Some(&user.email),
+    )
+    .await;
+    Ok(TotpEnrollment {
+        otpauth_uri: totp.get_url(),
+        secret,
+    })
 }
 
 #[utoipa::path(post, path = "/v1/auth/totp/confirm", tag = "auth", request_body = CodeRequest, security(("bearer" = [])),
     responses((status = 200, body = StatusResponse), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn totp_confirm(State(state): State<Arc<AppState>>, client: Client, Caller(caller): Caller, Json(req): Json<CodeRequest>) -> ApiResult<axum::Json<StatusResponse>> {
-    let user = state.store.user_by_id(&caller.sub).await?.ok_or(ApiError::InvalidToken("unknown user"))?;
+pub async fn totp_confirm(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    Caller(caller): Caller,
+    Json(req): Json<CodeRequest>,
+) -> ApiResult<axum::Json<StatusResponse>> {
+    let user = state
+        .store
+        .user_by_id(&caller.sub)
+        .await?
+        .ok_or(ApiError::InvalidToken("unknown user"))?;
     confirm_totp_enrollment(&state, &client, &user, &req.code).await?;
-    Ok(axum::Json(StatusResponse { status: "totp_enabled" }))
+    Ok(axum::Json(StatusResponse {
+        status: "totp_enabled",
+    }))
 }
 
 /// Confirms the pending TOTP secret with a current code (API and pages).
-pub async fn confirm_totp_enrollment(state: &AppState, client: &Client, user: &User, code: &Secret) -> ApiResult<()> {
-    let pending = user.totp_pending.clone().ok_or(ApiError::Conflict("no TOTP enrolment is pending; call /v1/auth/totp/enroll"))?;
-    let step = totp_step(&pending, code.expose().trim(), now()).ok_or(ApiError::InvalidCode("the code is wrong"))?;
+pub async fn confirm_totp_enrollment(
+    state: &AppState,
+    client: &Client,
+    user: &User,
+    code: &Secret,
+) -> ApiResult<()> {
+    let pending = user.totp_pending.clone().ok_or(ApiError::Conflict(
+        "no TOTP enrolment is pending; call /v1/auth/totp/enroll",
+    ))?;
+    let step = totp_step(&pending, code.expose().trim(), now())
+        .ok_or(ApiError::InvalidCode("the code is wrong"))?;
     if !state.store.confirm_totp(&user.id, &pending, step).await? {
         return Err(ApiError::Conflict("the enrolment changed; enroll again"));
     }
-    audit::record(state, Some(client), "totp_confirm", "success", Some(&user.id), Some(&user.email)).await;
-    let what = if user.totp_secret.is_some() { "replaced" } else { "set up" };
-    notify(state, user, "A new authenticator app was set up", &format!("The authenticator app of your account was {what}.")).await;
+    audit::record(
+        state,
+        Some(client),
+        "totp_confirm",
+        "success",
+        Some(&user.id),
+        Some(&user.email),
+    )
+    .await;
+    let what = if user.totp_secret.is_some() {
+        "replaced"
+    } else {
+        "set up"
+    };
+    notify(
+        state,
+        user,
+        "A new authenticator app was set up",
+        &format!("The authenticator app of your account was {what}."),
+    )
+    .await;
     Ok(())
 }
 
@@ -798,14 +1292,39 @@ pub async fn confirm_totp_enrollment(state: &AppState, client: &Client, user: &U
 #[utoipa::path(post, path = "/v1/auth/totp/remove", tag = "auth", request_body = FactorProof, security(("bearer" = [])),
     responses((status = 200, body = StatusResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 409, body = ErrorBody), (status = 429, body = ErrorBody)))]
-pub async fn totp_remove(State(state): State<Arc<AppState>>, client: Client, Caller(caller): Caller, Json(proof): Json<FactorProof>) -> ApiResult<axum::Json<StatusResponse>> {
-    let user = state.store.user_by_id(&caller.sub).await?.ok_or(ApiError::InvalidToken("unknown user"))?;
+pub async fn totp_remove(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    Caller(caller): Caller,
+    Json(proof): Json<FactorProof>,
+) -> ApiResult<axum::Json<StatusResponse>> {
+    let user = state
+        .store
+        .user_by_id(&caller.sub)
+        .await?
+        .ok_or(ApiError::InvalidToken("unknown user"))?;
     if user.totp_secret.is_none() {
         return Err(ApiError::Conflict("no TOTP authenticator is set up"));
     }
     prove_owner(&state, &client, &user, &proof).await?;
     state.store.clear_totp(&user.id).await?;
-    audit::record(&state, Some(&client), "totp_remove", "success", Some(&user.id), Some(&user.email)).await;
-    notify(&state, &user, "Your authenticator app was removed", "The authenticator app of your account was removed; sign-in codes now come by mail.").await;
-    Ok(axum::Json(StatusResponse { status: "totp_removed" }))
+    audit::record(
+        &state,
+        Some(&client),
+        "totp_remove",
+        "success",
+        Some(&user.id),
+        Some(&user.email),
+    )
+    .await;
+    notify(
+        &state,
+        &user,
+        "Your authenticator app was removed",
+        "The authenticator app of your account was removed; sign-in codes now come by mail.",
+    )
+    .await;
+    Ok(axum::Json(StatusResponse {
+        status: "totp_removed",
+    }))
 }

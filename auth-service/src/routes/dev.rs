@@ -21,8 +21,15 @@ pub struct OutboxQuery {
 /// Messages sent to `to`, oldest first, with `code` / `token` extracted.
 #[utoipa::path(get, path = "/v1/dev/outbox", tag = "development", params(OutboxQuery),
     responses((status = 200, description = "messages sent to that address, newest last")))]
-pub async fn outbox(State(state): State<Arc<AppState>>, QueryParams(q): QueryParams<OutboxQuery>) -> ApiResult<axum::Json<Vec<Mail>>> {
+pub async fn outbox(
+    State(state): State<Arc<AppState>>,
+    QueryParams(q): QueryParams<OutboxQuery>,
+) -> ApiResult<axum::Json<Vec<Mail>>> {
     let to = Email::parse(&q.to).map_err(ApiError::BadRequest)?;
-    let mails = state.mailer.outbox(to.as_str()).await.map_err(ApiError::internal)?;
+    let mails = state
+        .mailer
+        .outbox(to.as_str())
+        .await
+        .map_err(ApiError::internal)?;
     Ok(axum::Json(mails))
 }

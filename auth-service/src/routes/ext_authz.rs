@@ -13,10 +13,10 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::clock::now;
 use crate::error::ApiError;
 use crate::extract::{bearer, check_device};
 use crate::metrics::inc;
-use crate::clock::now;
 use crate::state::AppState;
 use crate::tokens;
 
@@ -29,7 +29,13 @@ pub async fn check(State(state): State<Arc<AppState>>, parts: Parts) -> Response
     let verified = bearer(&parts.headers)
         .ok_or("a bearer access token is required")
         .and_then(|t| tokens::verify(&state, t, now()))
-        .and_then(|v| if v.claims.cnf.is_some() { Err("a DPoP-bound token is not accepted here") } else { Ok(v) })
+        .and_then(|v| {
+            if v.claims.cnf.is_some() {
+                Err("a DPoP-bound token is not accepted here")
+            } else {
+                Ok(v)
+            }
+        })
         .and_then(|v| check_device(&state, &parts, &v).map(|()| v));
     match verified.map(|v| HeaderValue::from_str(&v.sub)) {
         Ok(Ok(user)) => {

@@ -42,10 +42,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.server.body_limit_bytes))
-        .layer(middleware::from_fn_with_state(Arc::clone(&state), count_responses))
-        .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
-            ApiError::Internal("handler panicked".into()).into_response()
-        }))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            count_responses,
+        ))
+        .layer(CatchPanicLayer::custom(
+            |_panic: Box<dyn std::any::Any + Send>| {
+                ApiError::Internal("handler panicked".into()).into_response()
+            },
+        ))
         .layer(middleware::map_response(response_headers))
         .with_state(state)
 }
@@ -61,8 +66,13 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// (`web::security_headers`).
 async fn response_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
     response
 }
 
@@ -91,7 +101,10 @@ pub fn documented_routes(dev_endpoints: bool) -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(admin::audit_log))
         .routes(routes!(service_accounts::create))
         .routes(routes!(service_accounts::rotate_secret))
-        .routes(routes!(service_accounts::set_key, service_accounts::remove_key))
+        .routes(routes!(
+            service_accounts::set_key,
+            service_accounts::remove_key
+        ))
         .routes(routes!(service_accounts::disable))
         .routes(routes!(oauth::token))
         .routes(routes!(wellknown::jwks))
@@ -118,7 +131,11 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-async fn count_responses(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+async fn count_responses(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let response = next.run(request).await;
     inc(&state.metrics.http_requests);
     let status = response.status();

@@ -16,14 +16,16 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::audit;
+use crate::client_assertion::JWT_BEARER;
 use crate::clock::now;
 use crate::dpop;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::Client;
-use crate::client_assertion::JWT_BEARER;
-use crate::service_accounts::{authenticate, authenticate_assertion, granted_scope, UnspentAssertion};
-use crate::store::ServiceAccount;
+use crate::service_accounts::{
+    authenticate, authenticate_assertion, granted_scope, UnspentAssertion,
+};
 use crate::state::AppState;
+use crate::store::ServiceAccount;
 use crate::tokens;
 
 pub const CLIENT_CREDENTIALS: &str = "client_credentials";
@@ -68,12 +70,29 @@ pub struct ClientTokenResponse {
               (status = 400, body = ErrorBody, description = "also `invalid_dpop_proof`, or `use_dpop_nonce` with the nonce in `DPoP-Nonce`"),
               (status = 401, body = ErrorBody),
               (status = 429, body = ErrorBody, description = "a wrong secret from a client address past its limit of failures")))]
-pub async fn token(State(state): State<Arc<AppState>>, client: Client, form: Result<Form<TokenForm>, FormRejection>) -> ApiResult<Response> {
-    let Form(form) = form.map_err(|_| ApiError::BadRequest("send a form-encoded body (application/x-www-form-urlencoded) with grant_type".into()))?;
+pub async fn token(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    form: Result<Form<TokenForm>, FormRejection>,
+) -> ApiResult<Response> {
+    let Form(form) = form.map_err(|_| {
+        ApiError::BadRequest(
+            "send a form-encoded body (application/x-www-form-urlencoded) with grant_type".into(),
+        )
+    })?;
     if form.grant_type != CLIENT_CREDENTIALS {
         return Err(ApiError::UnsupportedGrantType);
     }
-    let (account, assertion) = match authenticate_client(&state, &client, form.client_id, form.client_secret, form.client_assertion_type, form.client_assertion).await {
+    let (account, assertion) = match authenticate_client(
+        &state,
+        &client,
+        form.client_id,
+        form.client_secret,
+        form.client_assertion_type,
+        form.client_assertion,
+    )
+    .await
+    {
         Ok(a) => a,
         Err(e) => return Err(client_refused(&state, &client, e).await),
     };
@@ -87,7 +106,9 @@ pub async fn token(State(state): State<Arc<AppState>>, client: Client, form: Res
         // But a spent one gets the replay's answer: the proof's would tell
         // that its account is still live, with the same key.
         Err(e) => match &assertion {
-            Some(unspent) if unspent.was_spent(&state).await? => return Err(client_refused(&state, &client, ApiError::InvalidClient).await),
+            Some(unspent) if unspent.was_spent(&state).await? => {
+                return Err(client_refused(&state, &client, ApiError::InvalidClient).await)
+            }
             _ => return Err(e),
         },
     };
@@ -98,16 +119,35 @@ pub async fn token(State(state): State<Arc<AppState>>, client: Client, form: Res
             return Err(client_refused(&state, &client, e).await);
         }
     }
-    let scope = granted_scope(&account.scope, form.scope.as_deref()).map_err(ApiError::InvalidScope)?;
+    let scope =
+        granted_scope(&account.scope, form.scope.as_deref()).map_err(ApiError::InvalidScope)?;
     let dpop_jkt = dpop::accept(&state, proof, now).await?;
-    let access = tokens::issue_for_service(&state, &account.client_id, &scope, dpop_jkt, now).await?;
+    let access =
+        tokens::issue_for_service(&state, &account.client_id, &scope, dpop_jkt, now).await?;
     let subject = authflow_contract::claims::service_subject(&account.client_id);
-    audit::record(&state, Some(&client), "client_credentials", "success", Some(&subject), None).await;
-    let body = ClientTokenResponse { token_type: access.token_type(), access_token: access.token, expires_in: access.expires_in, scope };
+    audit::record(
+        &state,
+        Some(&client),
+        "client_credentials",
+        "success",
+        Some(&subject),
+        None,
+    )
+    .await;
+    let body = ClientTokenResponse {
+        token_type: access.token_type(),
+        access_token: access.token,
+        expires_in: access.expires_in,
+        scope,
+    };
     let mut response = axum::Json(body).into_response();
     // RFC 6749 §5.1: token answers are never cached.
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     if let Some((name, value)) = dpop::nonce_header(&state, now) {
         response.headers_mut().insert(name, value);
     }
@@ -116,8 +156,20 @@ pub async fn token(State(state): State<Arc<AppState>>, client: Client, form: Res
 
 /// A failed client authentication, audited.
 async fn client_refused(state: &AppState, client: &Client, e: ApiError) -> ApiError {
-    let outcome = if matches!(e, ApiError::TooManyRequests { .. }) { "throttled" } else { "invalid_client" };
-    audit::record(state, Some(client), "client_credentials", outcome, None, None).await;
+    let outcome = if matches!(e, ApiError::TooManyRequests { .. }) {
+        "throttled"
+    } else {
+        "invalid_client"
+    };
+    audit::record(
+        state,
+        Some(client),
+        "client_credentials",
+        outcome,
+        None,
+        None,
+    )
+    .await;
     e
 }
 
@@ -135,30 +187,49 @@ async fn authenticate_client(
     match (assertion_type, assertion) {
         (None, None) => {
             let (client_id, secret) = client_credentials(headers, id, secret)?;
-            Ok((authenticate(state, client, &client_id, &secret).await?, None))
+            Ok((
+                authenticate(state, client, &client_id, &secret).await?,
+                None,
+            ))
         }
         (Some(kind), Some(assertion)) => {
             if kind != JWT_BEARER {
-                return Err(ApiError::BadRequest(format!("client_assertion_type must be {JWT_BEARER}")));
+                return Err(ApiError::BadRequest(format!(
+                    "client_assertion_type must be {JWT_BEARER}"
+                )));
             }
             if secret.is_some() || headers.contains_key(header::AUTHORIZATION) {
-                return Err(ApiError::BadRequest("use one client authentication method, not both".into()));
+                return Err(ApiError::BadRequest(
+                    "use one client authentication method, not both".into(),
+                ));
             }
-            let (account, unspent) = authenticate_assertion(state, id.as_deref(), &assertion, now()).await?;
+            let (account, unspent) =
+                authenticate_assertion(state, id.as_deref(), &assertion, now()).await?;
             Ok((account, Some(unspent)))
         }
-        _ => Err(ApiError::BadRequest("client_assertion and client_assertion_type go together".into())),
+        _ => Err(ApiError::BadRequest(
+            "client_assertion and client_assertion_type go together".into(),
+        )),
     }
 }
 
 /// The client's id and secret, from exactly one method: HTTP Basic or the
 /// form (RFC 6749 §2.3: a client must not use more than one).
-fn client_credentials(headers: &HeaderMap, id: Option<String>, secret: Option<String>) -> ApiResult<(String, String)> {
-    let basic = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(basic_credentials);
+fn client_credentials(
+    headers: &HeaderMap,
+    id: Option<String>,
+    secret: Option<String>,
+) -> ApiResult<(String, String)> {
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(basic_credentials);
     match (basic, id, secret) {
         (Some(pair), None, None) => Ok(pair),
         (None, Some(id), Some(secret)) => Ok((id, secret)),
-        (Some(_), _, _) => Err(ApiError::BadRequest("use one client authentication method, not both".into())),
+        (Some(_), _, _) => Err(ApiError::BadRequest(
+            "use one client authentication method, not both".into(),
+        )),
         _ => Err(ApiError::InvalidClient),
     }
 }
@@ -198,9 +269,15 @@ mod tests {
     #[test]
     fn basic_credentials_are_decoded() {
         let v = format!("Basic {}", STANDARD.encode("billing:s%3Acr+t"));
-        assert_eq!(basic_credentials(&v), Some(("billing".into(), "s:cr t".into())));
+        assert_eq!(
+            basic_credentials(&v),
+            Some(("billing".into(), "s:cr t".into()))
+        );
         assert_eq!(basic_credentials("Bearer abc"), None);
         assert_eq!(basic_credentials("Basic !!!"), None);
-        assert_eq!(basic_credentials(&format!("Basic {}", STANDARD.encode("nocolon"))), None);
+        assert_eq!(
+            basic_credentials(&format!("Basic {}", STANDARD.encode("nocolon"))),
+            None
+        );
     }
 }

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::Extension;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -37,8 +37,13 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> ApiResult<axum::Json<
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format")))]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))],
-        state.metrics.render() + &state.feed.render_metrics() + &state.password_work.render_metrics(),
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        state.metrics.render()
+            + &state.feed.render_metrics()
+            + &state.password_work.render_metrics(),
     )
         .into_response()
 }

@@ -11,10 +11,10 @@ use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::clock::now;
 use crate::error::{ApiError, ApiResult};
 use crate::feed::FeedAnswer;
 use crate::metrics::inc;
-use crate::clock::now;
 use crate::state::AppState;
 
 /// Longest query string looked at (a cursor is ~50 bytes).
@@ -25,7 +25,9 @@ pub const MAX_WAIT_SECS: u64 = 60;
 
 fn param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
     let query = query.filter(|q| q.len() <= MAX_QUERY)?;
-    query.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
 }
 
 fn since(query: Option<&str>) -> Option<&str> {
@@ -34,23 +36,39 @@ fn since(query: Option<&str>) -> Option<&str> {
 
 /// `wait` in whole seconds, 0 ..= [`MAX_WAIT_SECS`]; absent is 0 (a plain poll).
 fn wait(query: Option<&str>) -> Result<Duration, ApiError> {
-    let Some(raw) = param(query, "wait") else { return Ok(Duration::ZERO) };
+    let Some(raw) = param(query, "wait") else {
+        return Ok(Duration::ZERO);
+    };
     let secs = Some(raw)
         .filter(|v| !v.is_empty() && v.len() <= 2 && v.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|v| v.parse::<u64>().ok())
         .filter(|s| *s <= MAX_WAIT_SECS);
-    secs.map(Duration::from_secs)
-        .ok_or_else(|| ApiError::BadRequest(format!("`wait` must be whole seconds from 0 to {MAX_WAIT_SECS}")))
+    secs.map(Duration::from_secs).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "`wait` must be whole seconds from 0 to {MAX_WAIT_SECS}"
+        ))
+    })
 }
 
 /// Whether the client listed the compact encoding in `Accept` (without
 /// `q=0`); anything else gets JSON, the default older filters read.
 fn wants_compact(headers: &HeaderMap) -> bool {
-    headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(|item| {
-        let mut parts = item.split(';').map(str::trim);
-        let refused = |p: &str| p.strip_prefix("q=").is_some_and(|q| q.parse::<f32>().is_ok_and(|q| q <= 0.0));
-        parts.next().is_some_and(|m| m.eq_ignore_ascii_case(COMPACT_FEED_TYPE)) && !parts.any(refused)
-    })
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';').map(str::trim);
+            let refused = |p: &str| {
+                p.strip_prefix("q=")
+                    .is_some_and(|q| q.parse::<f32>().is_ok_and(|q| q <= 0.0))
+            };
+            parts
+                .next()
+                .is_some_and(|m| m.eq_ignore_ascii_case(COMPACT_FEED_TYPE))
+                && !parts.any(refused)
+        })
 }
 
 #[utoipa::path(get, path = "/v1/revocations", tag = "discovery",
@@ -59,28 +77,63 @@ fn wants_compact(headers: &HeaderMap) -> bool {
     responses((status = 200, description = "delta (snapshot=false) or snapshot (snapshot=true); JSON, or the compact binary layout (README, \"Compact revocation feed\") when `Accept` lists application/vnd.authflow.revocations.v1"),
               (status = 304, description = "nothing changed since the cursor (within the wait)"),
               (status = 400, description = "`wait` is not whole seconds from 0 to 60")))]
-pub async fn feed(State(state): State<Arc<AppState>>, RawQuery(query): RawQuery, headers: HeaderMap) -> ApiResult<Response> {
+pub async fn feed(
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let (since, wait) = (since(query.as_deref()), wait(query.as_deref())?);
     let feed = &state.feed;
-    let mut answer = feed.answer(state.store.as_ref(), &state.config.tokens.issuer, since, now()).await?;
+    let mut answer = feed
+        .answer(
+            state.store.as_ref(),
+            &state.config.tokens.issuer,
+            since,
+            now(),
+        )
+        .await?;
     if let (FeedAnswer::NotModified, Some(cursor)) = (&answer, since) {
         if !wait.is_zero() && feed.wait_past(cursor, wait).await {
-            answer = feed.answer(state.store.as_ref(), &state.config.tokens.issuer, Some(cursor), now()).await?;
+            answer = feed
+                .answer(
+                    state.store.as_ref(),
+                    &state.config.tokens.issuer,
+                    Some(cursor),
+                    now(),
+                )
+                .await?;
         }
     }
     let no_cache = HeaderValue::from_static("no-cache");
     Ok(match answer {
         FeedAnswer::NotModified => {
             inc(&state.metrics.feed_not_modified);
-            (StatusCode::NOT_MODIFIED, [(header::CACHE_CONTROL, no_cache)]).into_response()
+            (
+                StatusCode::NOT_MODIFIED,
+                [(header::CACHE_CONTROL, no_cache)],
+            )
+                .into_response()
         }
         FeedAnswer::Body(feed) => {
-            inc(if feed.snapshot { &state.metrics.feed_snapshots } else { &state.metrics.feed_deltas });
+            inc(if feed.snapshot {
+                &state.metrics.feed_snapshots
+            } else {
+                &state.metrics.feed_deltas
+            });
             let vary = (header::VARY, HeaderValue::from_static("accept"));
             if wants_compact(&headers) {
-                let body = encode(&feed, state.feed.digest_key(&feed.issuer)).bytes().to_vec();
-                let content_type = (header::CONTENT_TYPE, HeaderValue::from_static(COMPACT_FEED_TYPE));
-                ([(header::CACHE_CONTROL, no_cache), content_type, vary], body).into_response()
+                let body = encode(&feed, state.feed.digest_key(&feed.issuer))
+                    .bytes()
+                    .to_vec();
+                let content_type = (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(COMPACT_FEED_TYPE),
+                );
+                (
+                    [(header::CACHE_CONTROL, no_cache), content_type, vary],
+                    body,
+                )
+                    .into_response()
             } else {
                 ([(header::CACHE_CONTROL, no_cache), vary], axum::Json(feed)).into_response()
             }
@@ -99,8 +152,12 @@ mod tests {
             h.insert(header::ACCEPT, HeaderValue::from_str(v).unwrap());
             wants_compact(&h)
         };
-        assert!(with("application/vnd.authflow.revocations.v1, application/json;q=0.5"));
-        assert!(with("application/json, Application/Vnd.Authflow.Revocations.V1;q=0.9"));
+        assert!(with(
+            "application/vnd.authflow.revocations.v1, application/json;q=0.5"
+        ));
+        assert!(with(
+            "application/json, Application/Vnd.Authflow.Revocations.V1;q=0.9"
+        ));
         assert!(!with("application/json"));
         assert!(!with("*/*"), "JSON stays the default");
         assert!(!with("application/vnd.authflow.revocations.v1;q=0"));
@@ -119,9 +176,19 @@ mod tests {
     #[test]
     fn wait_parameter() {
         assert_eq!(wait(None).ok(), Some(Duration::ZERO));
-        assert_eq!(wait(Some("since=a.1&wait=30")).ok(), Some(Duration::from_secs(30)));
+        assert_eq!(
+            wait(Some("since=a.1&wait=30")).ok(),
+            Some(Duration::from_secs(30))
+        );
         assert_eq!(wait(Some("wait=60")).ok(), Some(Duration::from_secs(60)));
-        for bad in ["wait=61", "wait=", "wait=-1", "wait=+5", "wait=1.5", "wait=0030"] {
+        for bad in [
+            "wait=61",
+            "wait=",
+            "wait=-1",
+            "wait=+5",
+            "wait=1.5",
+            "wait=0030",
+        ] {
             assert!(wait(Some(bad)).is_err(), "{bad}");
         }
     }

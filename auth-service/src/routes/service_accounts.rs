@@ -71,51 +71,142 @@ pub struct DisabledServiceAccount {
 
 #[utoipa::path(post, path = "/v1/admin/service-accounts", tag = "admin", request_body = CreateServiceAccount, security(("bearer" = [])),
     responses((status = 201, body = ServiceAccountSecret), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn create(State(state): State<Arc<AppState>>, client: Client, Admin(admin): Admin, Json(req): Json<CreateServiceAccount>)
-    -> ApiResult<(axum::http::StatusCode, axum::Json<ServiceAccountSecret>)> {
-    let (account, secret) = service_accounts::create(&state, &req.client_id, &req.scopes, req.jwk.as_ref(), req.secret, now()).await?;
-    audit::record(&state, Some(&client), "admin_create_service_account", &format!("by {}", admin.sub), Some(&account.client_id), None).await;
-    let body = ServiceAccountSecret { client_id: account.client_id, client_secret: secret, scope: account.scope };
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    Admin(admin): Admin,
+    Json(req): Json<CreateServiceAccount>,
+) -> ApiResult<(axum::http::StatusCode, axum::Json<ServiceAccountSecret>)> {
+    let (account, secret) = service_accounts::create(
+        &state,
+        &req.client_id,
+        &req.scopes,
+        req.jwk.as_ref(),
+        req.secret,
+        now(),
+    )
+    .await?;
+    audit::record(
+        &state,
+        Some(&client),
+        "admin_create_service_account",
+        &format!("by {}", admin.sub),
+        Some(&account.client_id),
+        None,
+    )
+    .await;
+    let body = ServiceAccountSecret {
+        client_id: account.client_id,
+        client_secret: secret,
+        scope: account.scope,
+    };
     Ok((axum::http::StatusCode::CREATED, axum::Json(body)))
 }
 
 #[utoipa::path(post, path = "/v1/admin/service-accounts/{client_id}/secret", tag = "admin", security(("bearer" = [])),
     params(("client_id" = String, Path)),
     responses((status = 200, body = ServiceAccountSecret), (status = 404, body = ErrorBody)))]
-pub async fn rotate_secret(State(state): State<Arc<AppState>>, client: Client, Admin(admin): Admin, Path(client_id): Path<String>)
-    -> ApiResult<axum::Json<ServiceAccountSecret>> {
+pub async fn rotate_secret(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    Admin(admin): Admin,
+    Path(client_id): Path<String>,
+) -> ApiResult<axum::Json<ServiceAccountSecret>> {
     let secret = service_accounts::rotate_secret(&state, &client_id, now()).await?;
-    let scope = state.store.service_account(&client_id).await?.map(|a| a.scope).unwrap_or_default();
-    audit::record(&state, Some(&client), "admin_rotate_service_secret", &format!("by {}", admin.sub), Some(&client_id), None).await;
-    Ok(axum::Json(ServiceAccountSecret { client_id, client_secret: Some(secret), scope }))
+    let scope = state
+        .store
+        .service_account(&client_id)
+        .await?
+        .map(|a| a.scope)
+        .unwrap_or_default();
+    audit::record(
+        &state,
+        Some(&client),
+        "admin_rotate_service_secret",
+        &format!("by {}", admin.sub),
+        Some(&client_id),
+        None,
+    )
+    .await;
+    Ok(axum::Json(ServiceAccountSecret {
+        client_id,
+        client_secret: Some(secret),
+        scope,
+    }))
 }
 
 #[utoipa::path(put, path = "/v1/admin/service-accounts/{client_id}/key", tag = "admin", request_body = PublicKeyRequest, security(("bearer" = [])),
     params(("client_id" = String, Path)),
     responses((status = 200, body = ServiceAccountKey), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn set_key(State(state): State<Arc<AppState>>, client: Client, Admin(admin): Admin, Path(client_id): Path<String>, Json(req): Json<PublicKeyRequest>)
-    -> ApiResult<axum::Json<ServiceAccountKey>> {
+pub async fn set_key(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    Admin(admin): Admin,
+    Path(client_id): Path<String>,
+    Json(req): Json<PublicKeyRequest>,
+) -> ApiResult<axum::Json<ServiceAccountKey>> {
     service_accounts::set_public_key(&state, &client_id, Some(&req.jwk), now()).await?;
-    audit::record(&state, Some(&client), "admin_set_service_key", &format!("by {}", admin.sub), Some(&client_id), None).await;
-    Ok(axum::Json(ServiceAccountKey { client_id, public_key: true }))
+    audit::record(
+        &state,
+        Some(&client),
+        "admin_set_service_key",
+        &format!("by {}", admin.sub),
+        Some(&client_id),
+        None,
+    )
+    .await;
+    Ok(axum::Json(ServiceAccountKey {
+        client_id,
+        public_key: true,
+    }))
 }
 
 #[utoipa::path(delete, path = "/v1/admin/service-accounts/{client_id}/key", tag = "admin", security(("bearer" = [])),
     params(("client_id" = String, Path)),
     responses((status = 200, body = ServiceAccountKey), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn remove_key(State(state): State<Arc<AppState>>, client: Client, Admin(admin): Admin, Path(client_id): Path<String>)
-    -> ApiResult<axum::Json<ServiceAccountKey>> {
+pub async fn remove_key(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    Admin(admin): Admin,
+    Path(client_id): Path<String>,
+) -> ApiResult<axum::Json<ServiceAccountKey>> {
     service_accounts::set_public_key(&state, &client_id, None, now()).await?;
-    audit::record(&state, Some(&client), "admin_remove_service_key", &format!("by {}", admin.sub), Some(&client_id), None).await;
-    Ok(axum::Json(ServiceAccountKey { client_id, public_key: false }))
+    audit::record(
+        &state,
+        Some(&client),
+        "admin_remove_service_key",
+        &format!("by {}", admin.sub),
+        Some(&client_id),
+        None,
+    )
+    .await;
+    Ok(axum::Json(ServiceAccountKey {
+        client_id,
+        public_key: false,
+    }))
 }
 
 #[utoipa::path(post, path = "/v1/admin/service-accounts/{client_id}/disable", tag = "admin", security(("bearer" = [])),
     params(("client_id" = String, Path)),
     responses((status = 200, body = DisabledServiceAccount), (status = 404, body = ErrorBody)))]
-pub async fn disable(State(state): State<Arc<AppState>>, client: Client, Admin(admin): Admin, Path(client_id): Path<String>)
-    -> ApiResult<axum::Json<DisabledServiceAccount>> {
+pub async fn disable(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    Admin(admin): Admin,
+    Path(client_id): Path<String>,
+) -> ApiResult<axum::Json<DisabledServiceAccount>> {
     service_accounts::disable(&state, &client_id, now()).await?;
-    audit::record(&state, Some(&client), "admin_disable_service_account", &format!("by {}", admin.sub), Some(&client_id), None).await;
-    Ok(axum::Json(DisabledServiceAccount { client_id, disabled: true }))
+    audit::record(
+        &state,
+        Some(&client),
+        "admin_disable_service_account",
+        &format!("by {}", admin.sub),
+        Some(&client_id),
+        None,
+    )
+    .await;
+    Ok(axum::Json(DisabledServiceAccount {
+        client_id,
+        disabled: true,
+    }))
 }

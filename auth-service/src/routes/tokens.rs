@@ -51,8 +51,14 @@ pub const REFRESH_PATH: &str = "/v1/auth/refresh";
 /// The token answer, plus the hardened device cookie for browsers and a
 /// fresh `DPoP-Nonce` when nonces are required.
 pub fn token_response(state: &AppState, tokens: SessionTokens, now: i64) -> Response {
-    let SessionTokens { access, refresh, device_secret, session_id } = tokens;
-    let cookie = format!("{DEVICE_COOKIE}={device_secret}; HttpOnly; Secure; SameSite=Strict; Path=/");
+    let SessionTokens {
+        access,
+        refresh,
+        device_secret,
+        session_id,
+    } = tokens;
+    let cookie =
+        format!("{DEVICE_COOKIE}={device_secret}; HttpOnly; Secure; SameSite=Strict; Path=/");
     let body = TokenResponse {
         token_type: access.token_type(),
         access_token: access.token,
@@ -65,7 +71,9 @@ pub fn token_response(state: &AppState, tokens: SessionTokens, now: i64) -> Resp
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, v);
     }
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Some((name, value)) = dpop::nonce_header(state, now) {
         response.headers_mut().insert(name, value);
     }
@@ -83,7 +91,11 @@ pub fn token_response(state: &AppState, tokens: SessionTokens, now: i64) -> Resp
     responses((status = 200, body = TokenResponse, headers(("DPoP-Nonce" = String, description = "a fresh server nonce, when nonces are required"))),
               (status = 400, body = ErrorBody, description = "`invalid_dpop_proof`, or `use_dpop_nonce` with the nonce in `DPoP-Nonce`"),
               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn refresh(State(state): State<Arc<AppState>>, client: Client, Json(req): Json<RefreshRequest>) -> ApiResult<Response> {
+pub async fn refresh(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    Json(req): Json<RefreshRequest>,
+) -> ApiResult<Response> {
     let now = now();
     let proof = dpop::token_request_proof(&state, &client.headers, REFRESH_PATH, now)?;
     let tokens = sessions::refresh(&state, &client, &req.refresh_token, proof, now).await?;
@@ -92,16 +104,44 @@ pub async fn refresh(State(state): State<Arc<AppState>>, client: Client, Json(re
 
 #[utoipa::path(post, path = "/v1/auth/logout", tag = "tokens", security(("bearer" = [])),
     responses((status = 200, body = LogoutResponse), (status = 401, body = ErrorBody)))]
-pub async fn logout(State(state): State<Arc<AppState>>, client: Client, Caller(caller): Caller) -> ApiResult<axum::Json<LogoutResponse>> {
+pub async fn logout(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    Caller(caller): Caller,
+) -> ApiResult<axum::Json<LogoutResponse>> {
     let revoked = sessions::revoke_session(&state, &caller.claims.sid, "logout").await?;
-    audit::record(&state, Some(&client), "logout", "success", Some(&caller.sub), None).await;
-    Ok(axum::Json(LogoutResponse { revoked_sessions: usize::from(revoked) }))
+    audit::record(
+        &state,
+        Some(&client),
+        "logout",
+        "success",
+        Some(&caller.sub),
+        None,
+    )
+    .await;
+    Ok(axum::Json(LogoutResponse {
+        revoked_sessions: usize::from(revoked),
+    }))
 }
 
 #[utoipa::path(post, path = "/v1/auth/logout-all", tag = "tokens", security(("bearer" = [])),
     responses((status = 200, body = LogoutResponse), (status = 401, body = ErrorBody)))]
-pub async fn logout_all(State(state): State<Arc<AppState>>, client: Client, Caller(caller): Caller) -> ApiResult<axum::Json<LogoutResponse>> {
+pub async fn logout_all(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    Caller(caller): Caller,
+) -> ApiResult<axum::Json<LogoutResponse>> {
     let n = sessions::revoke_all_sessions(&state, &caller.sub, "logout_all").await?;
-    audit::record(&state, Some(&client), "logout_all", "success", Some(&caller.sub), None).await;
-    Ok(axum::Json(LogoutResponse { revoked_sessions: n }))
+    audit::record(
+        &state,
+        Some(&client),
+        "logout_all",
+        "success",
+        Some(&caller.sub),
+        None,
+    )
+    .await;
+    Ok(axum::Json(LogoutResponse {
+        revoked_sessions: n,
+    }))
 }

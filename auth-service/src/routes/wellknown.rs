@@ -6,8 +6,8 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::metrics::inc;
 use crate::clock::now;
+use crate::metrics::inc;
 use crate::state::AppState;
 
 /// Every key that is published and not yet past its last token's expiry.
@@ -23,11 +23,18 @@ pub async fn jwks(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Res
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
     if matches {
-        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value), (header::CACHE_CONTROL, cache)]).into_response();
+        return (
+            StatusCode::NOT_MODIFIED,
+            [(header::ETAG, etag_value), (header::CACHE_CONTROL, cache)],
+        )
+            .into_response();
     }
     (
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
             (header::ETAG, etag_value),
             (header::CACHE_CONTROL, cache),
         ],
@@ -62,5 +69,12 @@ pub async fn openid_configuration(State(state): State<Arc<AppState>>) -> Respons
         "dpop_signing_alg_values_supported": state.config.dpop.algorithms.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
         "service_documentation": format!("{issuer}/openapi.json"),
     });
-    ([(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"))], axum::Json(body)).into_response()
+    (
+        [(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=300"),
+        )],
+        axum::Json(body),
+    )
+        .into_response()
 }

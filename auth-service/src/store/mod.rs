@@ -189,7 +189,11 @@ pub enum SigninAttempt {
     /// `locked_until` is its lock (written by this attempt when `failures`
     /// reached the limit; otherwise not in force). `seq` numbers the attempt
     /// among the key's, for [`Store::undo_signin_attempt`].
-    Counted { failures: u32, locked_until: i64, seq: i64 },
+    Counted {
+        failures: u32,
+        locked_until: i64,
+        seq: i64,
+    },
     /// Locked until this time; nothing was counted.
     Locked(i64),
 }
@@ -198,7 +202,11 @@ impl SigninAttempt {
     /// The attempt statement's row (`failures`, `locked_until`, `attempt_seq`)
     /// when it counted the attempt.
     pub(crate) fn counted((failures, locked_until, seq): (i64, i64, i64)) -> Self {
-        SigninAttempt::Counted { failures: u32::try_from(failures).unwrap_or(u32::MAX), locked_until, seq }
+        SigninAttempt::Counted {
+            failures: u32::try_from(failures).unwrap_or(u32::MAX),
+            locked_until,
+            seq,
+        }
     }
 
     /// Not counted: the key's lock as read after the statement. None or past
@@ -371,7 +379,12 @@ pub trait Store: Send + Sync + 'static {
     /// it), uses up every other reset token of the user and ends their open
     /// sign-in challenges. Resets of one user take turns. The user's id, or
     /// `None` when the token is not valid.
-    async fn reset_password(&self, hash: &str, password_hash: &str, now: i64) -> StoreResult<Option<String>>;
+    async fn reset_password(
+        &self,
+        hash: &str,
+        password_hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<String>>;
     async fn set_roles(&self, user_id: &str, roles: &[String]) -> StoreResult<()>;
     async fn set_totp_pending(&self, user_id: &str, secret: Option<&str>) -> StoreResult<()>;
     /// Moves the pending secret to the confirmed one and records `step` as used.
@@ -381,20 +394,46 @@ pub trait Store: Send + Sync + 'static {
     /// Records a TOTP time step as used; false when it (or a later one) already was.
     async fn use_totp_step(&self, user_id: &str, step: i64) -> StoreResult<bool>;
 
-    async fn put_one_time_token(&self, hash: &str, purpose: TokenPurpose, user_id: &str, expires_at: i64) -> StoreResult<()>;
+    async fn put_one_time_token(
+        &self,
+        hash: &str,
+        purpose: TokenPurpose,
+        user_id: &str,
+        expires_at: i64,
+    ) -> StoreResult<()>;
     /// The user of an unused, unexpired token, without using it.
-    async fn peek_one_time_token(&self, hash: &str, purpose: TokenPurpose, now: i64) -> StoreResult<Option<String>>;
+    async fn peek_one_time_token(
+        &self,
+        hash: &str,
+        purpose: TokenPurpose,
+        now: i64,
+    ) -> StoreResult<Option<String>>;
     /// Marks the token used and returns its user, if it exists, is unused and unexpired.
-    async fn take_one_time_token(&self, hash: &str, purpose: TokenPurpose, now: i64) -> StoreResult<Option<String>>;
+    async fn take_one_time_token(
+        &self,
+        hash: &str,
+        purpose: TokenPurpose,
+        now: i64,
+    ) -> StoreResult<Option<String>>;
 
     /// Counts one second-factor attempt for the account, atomically, before
     /// any code is compared; refused while the account is locked.
-    async fn second_factor_attempt(&self, user_id: &str, now: i64) -> StoreResult<SecondFactorAttempt>;
+    async fn second_factor_attempt(
+        &self,
+        user_id: &str,
+        now: i64,
+    ) -> StoreResult<SecondFactorAttempt>;
     /// Locks the account's second factor for `base × 2^lockouts` seconds
     /// (capped at `max`), counts the lockout, clears the attempts; returns
     /// the end. `None`, changing nothing, while a lock is in force at `now`
     /// (parallel attempts past the limit lock once, not once each).
-    async fn second_factor_lock(&self, user_id: &str, now: i64, base_secs: i64, max_secs: i64) -> StoreResult<Option<i64>>;
+    async fn second_factor_lock(
+        &self,
+        user_id: &str,
+        now: i64,
+        base_secs: i64,
+        max_secs: i64,
+    ) -> StoreResult<Option<i64>>;
     /// A correct code: attempts, lockouts and any lock start over.
     async fn second_factor_success(&self, user_id: &str) -> StoreResult<()>;
 
@@ -407,7 +446,15 @@ pub trait Store: Send + Sync + 'static {
     /// attempt gets past the limit. A key quiet for more than `quiet_secs`
     /// starts over: the quiet period runs from the key's last attempt that
     /// was not taken back.
-    async fn signin_attempt(&self, key: &str, now: i64, quiet_secs: i64, limit: u32, base_secs: i64, max_secs: i64) -> StoreResult<SigninAttempt>;
+    async fn signin_attempt(
+        &self,
+        key: &str,
+        now: i64,
+        quiet_secs: i64,
+        limit: u32,
+        base_secs: i64,
+        max_secs: i64,
+    ) -> StoreResult<SigninAttempt>;
     /// Takes back one counted attempt that was no failure (the password was
     /// right, or another key refused it unchecked), with the lock it wrote
     /// (`lock`, the `locked_until` it returned), if that lock is still the
@@ -440,27 +487,55 @@ pub trait Store: Send + Sync + 'static {
     /// Decided in the transaction that inserts, against a concurrent
     /// [`Store::ban_user`] or [`Store::reset_password`]: either the insert
     /// sees it, or it sees (and ends) the session.
-    async fn create_session(&self, session: &Session, refresh: &RefreshRecord, password_version: i64) -> StoreResult<bool>;
+    async fn create_session(
+        &self,
+        session: &Session,
+        refresh: &RefreshRecord,
+        password_version: i64,
+    ) -> StoreResult<bool>;
     async fn session(&self, id: &str) -> StoreResult<Option<Session>>;
     /// A user's sessions newest first, by `(created_at, id)`.
     async fn sessions_of(&self, user_id: &str, page: &PageRequest) -> StoreResult<Vec<Session>>;
     /// A user's newest `limit` sessions still usable at `now` (not revoked, not expired).
-    async fn live_sessions_of(&self, user_id: &str, now: i64, limit: u32) -> StoreResult<Vec<Session>>;
+    async fn live_sessions_of(
+        &self,
+        user_id: &str,
+        now: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Session>>;
     async fn refresh_token(&self, hash: &str) -> StoreResult<Option<RefreshRecord>>;
     /// Marks `old_hash` used and stores `new`; false when `old_hash` was already used.
-    async fn rotate_refresh(&self, old_hash: &str, new: &RefreshRecord, now: i64) -> StoreResult<bool>;
+    async fn rotate_refresh(
+        &self,
+        old_hash: &str,
+        new: &RefreshRecord,
+        now: i64,
+    ) -> StoreResult<bool>;
     async fn record_access_token(&self, token: &IssuedToken) -> StoreResult<()>;
     /// Records a service account's access token only while `client_id` is
     /// live (false otherwise, nothing recorded); ordered against a concurrent
     /// [`Store::disable_service_account`], which thus sees every token that
     /// was recorded.
-    async fn record_service_token(&self, token: &IssuedToken, client_id: &str) -> StoreResult<bool>;
+    async fn record_service_token(&self, token: &IssuedToken, client_id: &str)
+        -> StoreResult<bool>;
     async fn access_token(&self, jti: &str) -> StoreResult<Option<IssuedToken>>;
 
     /// Revokes one session (and its refresh tokens) + a feed event. False if already revoked.
-    async fn revoke_session(&self, session_id: &str, reason: &str, now: i64, feed_expires_at: i64) -> StoreResult<bool>;
+    async fn revoke_session(
+        &self,
+        session_id: &str,
+        reason: &str,
+        now: i64,
+        feed_expires_at: i64,
+    ) -> StoreResult<bool>;
     /// Revokes every live session of a user, one feed event each; returns their ids.
-    async fn revoke_user_sessions(&self, user_id: &str, reason: &str, now: i64, feed_expires_at: i64) -> StoreResult<Vec<String>>;
+    async fn revoke_user_sessions(
+        &self,
+        user_id: &str,
+        reason: &str,
+        now: i64,
+        feed_expires_at: i64,
+    ) -> StoreResult<Vec<String>>;
     async fn revoke_token(&self, jti: &str, now: i64, expires_at: i64) -> StoreResult<()>;
     /// Bans a user, ends their sessions, and appends a subject event killing
     /// every token issued up to `now` (its `not_before` is `now + 1`: `iat`
@@ -472,16 +547,36 @@ pub trait Store: Send + Sync + 'static {
     async fn create_service_account(&self, account: &ServiceAccount) -> StoreResult<()>;
     async fn service_account(&self, client_id: &str) -> StoreResult<Option<ServiceAccount>>;
     /// Replaces the secret hash of a live account; false when there is none.
-    async fn set_service_secret(&self, client_id: &str, secret_hash: &str, now: i64) -> StoreResult<bool>;
+    async fn set_service_secret(
+        &self,
+        client_id: &str,
+        secret_hash: &str,
+        now: i64,
+    ) -> StoreResult<bool>;
     /// Replaces the secret hash of a live account with `new_hash` only while
     /// it is still `verified` (the hash a secret was just checked against: a
     /// rotation in between wins); the rotation time stays. False when not replaced.
-    async fn upgrade_service_secret(&self, client_id: &str, verified: &str, new_hash: &str) -> StoreResult<bool>;
+    async fn upgrade_service_secret(
+        &self,
+        client_id: &str,
+        verified: &str,
+        new_hash: &str,
+    ) -> StoreResult<bool>;
     /// Registers (or, with `None`, removes) a live account's public JWK; false when there is none.
-    async fn set_service_public_jwk(&self, client_id: &str, public_jwk: Option<&str>, now: i64) -> StoreResult<bool>;
+    async fn set_service_public_jwk(
+        &self,
+        client_id: &str,
+        public_jwk: Option<&str>,
+        now: i64,
+    ) -> StoreResult<bool>;
     /// Takes a client assertion's `jti` for good (kept until `expires_at`);
     /// false when it was taken before, by this instance or another.
-    async fn take_client_assertion(&self, client_id: &str, jti: &str, expires_at: i64) -> StoreResult<bool>;
+    async fn take_client_assertion(
+        &self,
+        client_id: &str,
+        jti: &str,
+        expires_at: i64,
+    ) -> StoreResult<bool>;
     /// Whether a client assertion's `jti` was taken (and is still kept), read
     /// on the primary so a take on another instance is seen.
     async fn client_assertion_taken(&self, client_id: &str, jti: &str) -> StoreResult<bool>;
@@ -490,11 +585,21 @@ pub trait Store: Send + Sync + 'static {
     /// newest one recorded for it if that is later (a token request that
     /// raced this disable); `expires_at` moves on as far. False if there is
     /// no such live account.
-    async fn disable_service_account(&self, client_id: &str, subject: &str, now: i64, expires_at: i64) -> StoreResult<bool>;
+    async fn disable_service_account(
+        &self,
+        client_id: &str,
+        subject: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> StoreResult<bool>;
 
     async fn feed_head(&self) -> StoreResult<FeedHead>;
     /// Events with `seq > after` whose `expires_at` is past `forgotten_through`, oldest first.
-    async fn feed_events_after(&self, after: i64, forgotten_through: i64) -> StoreResult<Vec<FeedEvent>>;
+    async fn feed_events_after(
+        &self,
+        after: i64,
+        forgotten_through: i64,
+    ) -> StoreResult<Vec<FeedEvent>>;
     /// Deletes feed events and access-token records with `expires_at <=
     /// forgotten_through` (the feed decides that cut-off: revocations outlive
     /// their tokens); returns the number of feed events deleted.
@@ -521,7 +626,13 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_retired_private_keys(&self, now: i64) -> StoreResult<u64>;
     /// Counts one mail against `key`'s budget of `max` per `window_secs`
     /// (atomically); false when it is used up.
-    async fn take_mail_budget(&self, key: &str, now: i64, window_secs: i64, max: u32) -> StoreResult<bool>;
+    async fn take_mail_budget(
+        &self,
+        key: &str,
+        now: i64,
+        window_secs: i64,
+        max: u32,
+    ) -> StoreResult<bool>;
     /// Deletes mail budgets whose window started before `before`.
     async fn prune_mail_budget(&self, before: i64) -> StoreResult<u64>;
     /// Deletes audit rows older than `before`; returns how many.

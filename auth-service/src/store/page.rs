@@ -18,10 +18,18 @@ impl PageCursor {
         if at.is_empty() || at.len() > 18 || !at.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
-        if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        if id.is_empty()
+            || id.len() > 64
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
             return None;
         }
-        Some(Self { created_at: at.parse().ok()?, id: id.to_owned() })
+        Some(Self {
+            created_at: at.parse().ok()?,
+            id: id.to_owned(),
+        })
     }
 }
 
@@ -45,17 +53,24 @@ impl PageRequest {
 
     /// This page with one row more: a row past the limit tells the caller another page follows.
     pub fn one_more(&self) -> Self {
-        Self { after: self.after.clone(), limit: self.limit.saturating_add(1) }
+        Self {
+            after: self.after.clone(),
+            limit: self.limit.saturating_add(1),
+        }
     }
 
     /// The bound for a listing oldest first: every row is after `(i64::MIN, "")`.
     pub(super) fn after_ascending(&self) -> (i64, &str) {
-        self.after.as_ref().map_or((i64::MIN, ""), |c| (c.created_at, c.id.as_str()))
+        self.after
+            .as_ref()
+            .map_or((i64::MIN, ""), |c| (c.created_at, c.id.as_str()))
     }
 
     /// The bound for a listing newest first: every row is before `(i64::MAX, "")`.
     pub(super) fn before_descending(&self) -> (i64, &str) {
-        self.after.as_ref().map_or((i64::MAX, ""), |c| (c.created_at, c.id.as_str()))
+        self.after
+            .as_ref()
+            .map_or((i64::MAX, ""), |c| (c.created_at, c.id.as_str()))
     }
 }
 
@@ -65,9 +80,24 @@ mod tests {
 
     #[test]
     fn a_cursor_reads_back_what_it_writes_and_nothing_else() {
-        let c = PageCursor { created_at: 1_764_640_000, id: "0f3a".into() };
+        let c = PageCursor {
+            created_at: 1_764_640_000,
+            id: "0f3a".into(),
+        };
         assert_eq!(PageCursor::parse(&c.to_string()), Some(c));
-        for bad in ["", ".", "1.", ".ab", "-1.ab", "+1.ab", "1.a b", "1.a.b", "99999999999999999999.ab", "1.a%2F", &format!("1.{}", "a".repeat(65))] {
+        for bad in [
+            "",
+            ".",
+            "1.",
+            ".ab",
+            "-1.ab",
+            "+1.ab",
+            "1.a b",
+            "1.a.b",
+            "99999999999999999999.ab",
+            "1.a%2F",
+            &format!("1.{}", "a".repeat(65)),
+        ] {
             assert_eq!(PageCursor::parse(bad), None, "{bad:?}");
         }
     }

@@ -79,7 +79,13 @@ impl Target {
 
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{} (sslmode={})", self.host, self.port, self.mode_name())
+        write!(
+            f,
+            "{}:{} (sslmode={})",
+            self.host,
+            self.port,
+            self.mode_name()
+        )
     }
 }
 
@@ -111,10 +117,22 @@ pub(super) fn options(url: &str) -> Result<(PgConnectOptions, Target), StoreErro
         options = options.ssl_mode(mode);
     }
     let target = match options.get_socket() {
-        Some(socket) => Target { host: socket.display().to_string(), port: options.get_port(), local: true, mode, explicit: chosen.is_some() },
+        Some(socket) => Target {
+            host: socket.display().to_string(),
+            port: options.get_port(),
+            local: true,
+            mode,
+            explicit: chosen.is_some(),
+        },
         None => {
             let host = options.get_host().to_owned();
-            Target { local: crate::tls::is_loopback_host(&host), host, port: options.get_port(), mode, explicit: chosen.is_some() }
+            Target {
+                local: crate::tls::is_loopback_host(&host),
+                host,
+                port: options.get_port(),
+                mode,
+                explicit: chosen.is_some(),
+            }
         }
     };
     if let Some(root) = root_cert.filter(|_| target.verifies()) {
@@ -123,8 +141,14 @@ pub(super) fn options(url: &str) -> Result<(PgConnectOptions, Target), StoreErro
             crate::tls::read_ca_file(Path::new(&root.value)).map_err(|e| {
                 // A value from the URL is not repeated: a mistyped URL
                 // (`sslrootcert=/ca.pem?password=…`) can carry the password into it.
-                let e = if root.from_url { "the file the URL names cannot be read or holds no CA certificate".into() } else { e };
-                StoreError::Connect(format!("cannot connect to PostgreSQL at {target}: sslrootcert: {e}"))
+                let e = if root.from_url {
+                    "the file the URL names cannot be read or holds no CA certificate".into()
+                } else {
+                    e
+                };
+                StoreError::Connect(format!(
+                    "cannot connect to PostgreSQL at {target}: sslrootcert: {e}"
+                ))
             })?;
         }
     }
@@ -154,7 +178,9 @@ const PARAMETERS: &[&[&str]] = &[
 /// given twice (`sslmode=verify-full&sslmode=disable`: one reading takes the
 /// first, another the last). Names only, never values, in the error.
 fn check_parameters(url: &str) -> Result<(), StoreError> {
-    let Ok(parsed) = url::Url::parse(url) else { return Ok(()) };
+    let Ok(parsed) = url::Url::parse(url) else {
+        return Ok(());
+    };
     let mut seen: Vec<usize> = Vec::new();
     for (key, _) in parsed.query_pairs() {
         if key.starts_with("options[") {
@@ -166,7 +192,9 @@ fn check_parameters(url: &str) -> Result<(), StoreError> {
             )));
         };
         if seen.contains(&at) {
-            return Err(StoreError::Connect(format!("the database URL gives `{key}` more than once")));
+            return Err(StoreError::Connect(format!(
+                "the database URL gives `{key}` more than once"
+            )));
         }
         seen.push(at);
     }
@@ -189,24 +217,49 @@ const SSL_MODES: &[(&str, PgSslMode)] = &[
 /// `PGSSLMODE` the URL overrides is checked too (a typo there misleads
 /// whoever reads the environment).
 fn ssl_mode_of(url: &str, env: Option<&std::ffi::OsStr>) -> Result<Option<PgSslMode>, StoreError> {
-    let known = || SSL_MODES.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", ");
+    let known = || {
+        SSL_MODES
+            .iter()
+            .map(|(name, _)| *name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     // The URL's value is not repeated: a mistyped URL (`sslmode=verify-full?password=…`)
     // carries the rest of itself in it.
     let parse = |value: &str, source: &str, show: bool| {
-        SSL_MODES.iter().find(|(name, _)| name.eq_ignore_ascii_case(value)).map(|(_, mode)| *mode).ok_or_else(|| {
-            let shown = if show { format!(" is `{}`, which", value.escape_debug()) } else { String::new() };
-            StoreError::Connect(format!("{source}{shown} is not an sslmode; use one of {}", known()))
-        })
+        SSL_MODES
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(value))
+            .map(|(_, mode)| *mode)
+            .ok_or_else(|| {
+                let shown = if show {
+                    format!(" is `{}`, which", value.escape_debug())
+                } else {
+                    String::new()
+                };
+                StoreError::Connect(format!(
+                    "{source}{shown} is not an sslmode; use one of {}",
+                    known()
+                ))
+            })
     };
     let from_env = match env.filter(|v| !v.is_empty()) {
         None => None,
         Some(value) => Some(match value.to_str() {
             Some(text) => parse(text, "PGSSLMODE", true)?,
-            None => return Err(StoreError::Connect(format!("PGSSLMODE is not text; use one of {}", known()))),
+            None => {
+                return Err(StoreError::Connect(format!(
+                    "PGSSLMODE is not text; use one of {}",
+                    known()
+                )))
+            }
         }),
     };
     let from_url = url::Url::parse(url).ok().and_then(|parsed| {
-        parsed.query_pairs().find(|(key, _)| matches!(&**key, "sslmode" | "ssl-mode")).map(|(_, value)| value.into_owned())
+        parsed
+            .query_pairs()
+            .find(|(key, _)| matches!(&**key, "sslmode" | "ssl-mode"))
+            .map(|(_, value)| value.into_owned())
     });
     match from_url {
         Some(value) => parse(&value, "the database URL's sslmode", false).map(Some),
@@ -229,8 +282,14 @@ fn root_cert_of(url: &str) -> Option<RootCert> {
             .last()
     });
     match from_url {
-        Some(value) => Some(RootCert { value, from_url: true }),
-        None => std::env::var("PGSSLROOTCERT").ok().map(|value| RootCert { value, from_url: false }),
+        Some(value) => Some(RootCert {
+            value,
+            from_url: true,
+        }),
+        None => std::env::var("PGSSLROOTCERT").ok().map(|value| RootCert {
+            value,
+            from_url: false,
+        }),
     }
     .filter(|r| !r.value.is_empty())
 }
@@ -246,11 +305,16 @@ pub(super) fn connect_error(target: &Target, error: sqlx::Error) -> StoreError {
         ),
         _ => match crate::tls::rustls_error_in(&error) {
             Some(handshake) => {
-                let mut why = crate::tls::explain(handshake, &target.host, "give the CA that signed it with sslrootcert=PATH in the URL");
+                let mut why = crate::tls::explain(
+                    handshake,
+                    &target.host,
+                    "give the CA that signed it with sslrootcert=PATH in the URL",
+                );
                 if matches!(
                     handshake,
                     rustls::Error::InvalidCertificate(
-                        rustls::CertificateError::NotValidForName | rustls::CertificateError::NotValidForNameContext { .. }
+                        rustls::CertificateError::NotValidForName
+                            | rustls::CertificateError::NotValidForNameContext { .. }
                     )
                 ) {
                     why.push_str(match target.mode {
@@ -277,10 +341,18 @@ mod tests {
     fn require_with_a_root_certificate_verifies_the_chain() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("ca.pem");
-        let url = format!("postgres://u:pw@db.internal:5433/app?sslmode=require&sslrootcert={}", missing.display());
+        let url = format!(
+            "postgres://u:pw@db.internal:5433/app?sslmode=require&sslrootcert={}",
+            missing.display()
+        );
         // Upgraded to verify-ca, so the file is needed, and its absence named.
         let e = options(&url).err().unwrap().to_string();
-        assert!(e.contains("db.internal:5433 (sslmode=verify-ca)") && e.contains("sslrootcert") && !e.contains("pw@"), "{e}");
+        assert!(
+            e.contains("db.internal:5433 (sslmode=verify-ca)")
+                && e.contains("sslrootcert")
+                && !e.contains("pw@"),
+            "{e}"
+        );
         let (_, target) = options("postgres://u:pw@db.internal/app?sslmode=require").unwrap();
         assert_eq!(target.to_string(), "db.internal:5432 (sslmode=require)");
         assert!(!target.verifies() && !target.is_local());
@@ -292,7 +364,10 @@ mod tests {
     /// given twice, is refused by its name alone.
     #[test]
     fn unknown_and_repeated_parameters_are_refused_without_their_values() {
-        let e = options("postgres://u@db.internal/app?sslmode=verify-full&pasword=hunter2-secret").err().unwrap().to_string();
+        let e = options("postgres://u@db.internal/app?sslmode=verify-full&pasword=hunter2-secret")
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("`pasword`") && !e.contains("hunter2"), "{e}");
         for url in [
             "postgres://u@db.internal/app?sslmode=verify-full&sslmode=disable",
@@ -312,15 +387,33 @@ mod tests {
     fn unknown_ssl_modes_are_refused() {
         use std::ffi::OsStr;
         let url = "postgres://u:pw@db.internal/app";
-        let e = ssl_mode_of(url, Some(OsStr::new("verify_full"))).err().unwrap().to_string();
-        assert!(e.contains("PGSSLMODE") && e.contains("`verify_full`") && e.contains("verify-full") && !e.contains("pw"), "{e}");
-        assert!(matches!(ssl_mode_of(url, Some(OsStr::new("verify-full"))), Ok(Some(PgSslMode::VerifyFull))));
-        assert!(matches!(ssl_mode_of(url, Some(OsStr::new("Require"))), Ok(Some(PgSslMode::Require))));
+        let e = ssl_mode_of(url, Some(OsStr::new("verify_full")))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("PGSSLMODE")
+                && e.contains("`verify_full`")
+                && e.contains("verify-full")
+                && !e.contains("pw"),
+            "{e}"
+        );
+        assert!(matches!(
+            ssl_mode_of(url, Some(OsStr::new("verify-full"))),
+            Ok(Some(PgSslMode::VerifyFull))
+        ));
+        assert!(matches!(
+            ssl_mode_of(url, Some(OsStr::new("Require"))),
+            Ok(Some(PgSslMode::Require))
+        ));
         assert!(matches!(ssl_mode_of(url, Some(OsStr::new(""))), Ok(None)));
         assert!(matches!(ssl_mode_of(url, None), Ok(None)));
         // The URL's wins over PGSSLMODE, and is checked the same way.
         let with_mode = "postgres://u:pw@db.internal/app?sslmode=disable";
-        assert!(matches!(ssl_mode_of(with_mode, Some(OsStr::new("verify-full"))), Ok(Some(PgSslMode::Disable))));
+        assert!(matches!(
+            ssl_mode_of(with_mode, Some(OsStr::new("verify-full"))),
+            Ok(Some(PgSslMode::Disable))
+        ));
         assert!(ssl_mode_of(with_mode, Some(OsStr::new("verify_full"))).is_err());
         for url in [
             "postgres://u:pw@db.internal/app?sslmode=verify_full",
@@ -329,7 +422,12 @@ mod tests {
             "postgres://u@db.internal/app?sslmode=verify-full?password=hunter2-secret",
         ] {
             let e = options(url).err().unwrap().to_string();
-            assert!(e.contains("the database URL's sslmode") && !e.contains("pw@") && !e.contains("hunter2"), "{url}: {e}");
+            assert!(
+                e.contains("the database URL's sslmode")
+                    && !e.contains("pw@")
+                    && !e.contains("hunter2"),
+                "{url}: {e}"
+            );
         }
     }
 
@@ -338,16 +436,26 @@ mod tests {
     fn a_root_certificate_value_from_the_url_is_not_repeated() {
         let url = "postgres://u@db.internal/app?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem?password=hunter2-secret";
         let e = options(url).err().unwrap().to_string();
-        assert!(e.contains("sslrootcert") && e.contains("cannot be read") && !e.contains("hunter2"), "{e}");
+        assert!(
+            e.contains("sslrootcert") && e.contains("cannot be read") && !e.contains("hunter2"),
+            "{e}"
+        );
     }
 
     /// libpq's `sslrootcert=system` is refused with what to use instead,
     /// not taken for a file, nor for no verification.
     #[test]
     fn sslrootcert_system_is_refused_with_its_replacement() {
-        for url in ["postgres://u@db.internal/app?sslrootcert=system", "postgres://u@db.internal/app?sslmode=prefer&sslrootcert=system"] {
+        for url in [
+            "postgres://u@db.internal/app?sslrootcert=system",
+            "postgres://u@db.internal/app?sslmode=prefer&sslrootcert=system",
+        ] {
             let e = options(url).err().unwrap().to_string();
-            assert!(e.contains("sslrootcert=system") && e.contains("sslmode=verify-full without sslrootcert"), "{url}: {e}");
+            assert!(
+                e.contains("sslrootcert=system")
+                    && e.contains("sslmode=verify-full without sslrootcert"),
+                "{url}: {e}"
+            );
         }
     }
 
@@ -357,8 +465,17 @@ mod tests {
     fn production_needs_a_named_mode_for_a_remote_database() {
         let (_, target) = options("postgres://u:pw@db.internal/app").unwrap();
         let e = target.check_production().err().unwrap().to_string();
-        assert!(e.contains("db.internal:5432 (sslmode=prefer)") && e.contains("sslmode=verify-full") && !e.contains("pw"), "{e}");
-        for url in ["postgres://u@db.internal/app?sslmode=verify-full", "postgres://u@db.internal/app?sslmode=prefer", "postgres://u@127.0.0.1/app"] {
+        assert!(
+            e.contains("db.internal:5432 (sslmode=prefer)")
+                && e.contains("sslmode=verify-full")
+                && !e.contains("pw"),
+            "{e}"
+        );
+        for url in [
+            "postgres://u@db.internal/app?sslmode=verify-full",
+            "postgres://u@db.internal/app?sslmode=prefer",
+            "postgres://u@127.0.0.1/app",
+        ] {
             options(url).unwrap().1.check_production().unwrap();
         }
     }

@@ -83,10 +83,12 @@ impl PostgresStore {
             .await
             .map_err(|e| pg_connect::connect_error(&target, e))?;
         // Whether this connection is encrypted (with `prefer`, up to the server).
-        let tls: Option<String> = sqlx::query_scalar("SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl")
-            .fetch_optional(&pool)
-            .await
-            .unwrap_or_default();
+        let tls: Option<String> = sqlx::query_scalar(
+            "SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl",
+        )
+        .fetch_optional(&pool)
+        .await
+        .unwrap_or_default();
         tracing::info!(database = %target, tls = tls.as_deref().unwrap_or("none"), "connected to PostgreSQL");
         if !target.verifies() && !target.is_local() {
             tracing::warn!(
@@ -100,7 +102,11 @@ impl PostgresStore {
         let store = Self { pool, kek };
         let resealed = store.reseal_all().await?;
         if resealed > 0 {
-            tracing::info!(values = resealed, kek = store.kek.id(), "secrets at rest sealed with the current key-encryption key");
+            tracing::info!(
+                values = resealed,
+                kek = store.kek.id(),
+                "secrets at rest sealed with the current key-encryption key"
+            );
         }
         Ok(store)
     }
@@ -108,7 +114,10 @@ impl PostgresStore {
     /// One transaction: every TOTP secret and private key under the current KEK.
     async fn reseal_all(&self) -> StoreResult<u64> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(RESEAL_LOCK).execute(&mut *tx).await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(RESEAL_LOCK)
+            .execute(&mut *tx)
+            .await?;
         let mut count = 0;
         let users: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
             "SELECT id, totp_secret, totp_pending FROM users WHERE totp_secret IS NOT NULL OR totp_pending IS NOT NULL FOR UPDATE",
@@ -118,7 +127,9 @@ impl PostgresStore {
         for (id, secret, pending) in &users {
             for (column, value) in [("totp_secret", secret), ("totp_pending", pending)] {
                 let Some(value) = value else { continue };
-                if let Some(sealed) = sealed::resealed(&self.kek, &totp_purpose(id), value.as_bytes())? {
+                if let Some(sealed) =
+                    sealed::resealed(&self.kek, &totp_purpose(id), value.as_bytes())?
+                {
                     sqlx::query(&format!("UPDATE users SET {column} = $1 WHERE id = $2"))
                         .bind(sealed)
                         .bind(id)
@@ -128,10 +139,11 @@ impl PostgresStore {
                 }
             }
         }
-        let keys: Vec<(String, Vec<u8>)> =
-            sqlx::query_as("SELECT kid, private_key FROM signing_keys WHERE length(private_key) > 0 FOR UPDATE")
-                .fetch_all(&mut *tx)
-                .await?;
+        let keys: Vec<(String, Vec<u8>)> = sqlx::query_as(
+            "SELECT kid, private_key FROM signing_keys WHERE length(private_key) > 0 FOR UPDATE",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
         for (kid, value) in &keys {
             if let Some(sealed) = sealed::resealed(&self.kek, &key_purpose(kid), value)? {
                 sqlx::query("UPDATE signing_keys SET private_key = $1 WHERE kid = $2")
@@ -153,7 +165,10 @@ impl PostgresStore {
         for secret in [&mut user.totp_secret, &mut user.totp_pending] {
             if let Some(value) = secret.take() {
                 let clear = sealed::open(&self.kek, &purpose, value.as_bytes())?;
-                *secret = Some(String::from_utf8(clear).map_err(|_| StoreError::Corrupt("a TOTP secret is not text".into()))?);
+                *secret = Some(
+                    String::from_utf8(clear)
+                        .map_err(|_| StoreError::Corrupt("a TOTP secret is not text".into()))?,
+                );
             }
         }
         Ok(user)
@@ -174,7 +189,10 @@ impl PostgresStore {
 /// one set from a lifetime lowered since would be forgotten (by the service
 /// and every filter) while tokens issued under the longer one still verify.
 async fn latest_token_expiry(tx: &mut PgConnection, user_id: &str) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT COALESCE(MAX(expires_at), 0) FROM access_tokens WHERE user_id = $1").bind(user_id).fetch_one(tx).await
+    sqlx::query_scalar("SELECT COALESCE(MAX(expires_at), 0) FROM access_tokens WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_one(tx)
+        .await
 }
 
 /// Appends one feed event inside the caller's transaction. The `feed_state`
@@ -191,9 +209,10 @@ async fn append_event(
     expires_at: i64,
     now: i64,
 ) -> Result<i64, sqlx::Error> {
-    let seq: i64 = sqlx::query_scalar("UPDATE feed_state SET head = head + 1 WHERE id = 1 RETURNING head")
-        .fetch_one(&mut *tx)
-        .await?;
+    let seq: i64 =
+        sqlx::query_scalar("UPDATE feed_state SET head = head + 1 WHERE id = 1 RETURNING head")
+            .fetch_one(&mut *tx)
+            .await?;
     sqlx::query("INSERT INTO revocation_events (seq, kind, subject, not_before, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
         .bind(seq)
         .bind(kind.as_str())
@@ -203,7 +222,11 @@ async fn append_event(
         .bind(now)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("SELECT pg_notify($1, $2)").bind(FEED_CHANNEL).bind(seq.to_string()).execute(&mut *tx).await?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(FEED_CHANNEL)
+        .bind(seq.to_string())
+        .execute(&mut *tx)
+        .await?;
     Ok(seq)
 }
 

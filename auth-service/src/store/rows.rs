@@ -29,7 +29,12 @@ impl From<UserRow> for User {
             id: r.id,
             email: r.email,
             password_hash: r.password_hash,
-            roles: r.roles.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+            roles: r
+                .roles
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
             scope: r.scope,
             email_verified: r.email_verified,
             banned_at: r.banned_at,

@@ -27,6 +27,10 @@ pub fn resealed(kek: &Kek, purpose: &str, value: &[u8]) -> StoreResult<Option<St
     if kek.is_current(value) {
         return Ok(None);
     }
-    let clear = if Kek::is_sealed(value) { open(kek, purpose, value)? } else { value.to_vec() };
+    let clear = if Kek::is_sealed(value) {
+        open(kek, purpose, value)?
+    } else {
+        value.to_vec()
+    };
     seal(kek, purpose, &clear).map(Some)
 }

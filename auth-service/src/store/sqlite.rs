@@ -74,7 +74,11 @@ impl SqliteStore {
             for sql in ["VACUUM", "PRAGMA wal_checkpoint(TRUNCATE)"] {
                 sqlx::query(sql).execute(&store.write).await?;
             }
-            tracing::info!(values = resealed, kek = store.kek.id(), "secrets at rest sealed with the current key-encryption key");
+            tracing::info!(
+                values = resealed,
+                kek = store.kek.id(),
+                "secrets at rest sealed with the current key-encryption key"
+            );
         }
         Ok(store)
     }
@@ -101,7 +105,9 @@ impl SqliteStore {
         for row in &rows {
             let id: String = row.try_get("id")?;
             for column in ["totp_secret", "totp_pending"] {
-                let Some(value) = row.try_get::<Option<String>, _>(column)? else { continue };
+                let Some(value) = row.try_get::<Option<String>, _>(column)? else {
+                    continue;
+                };
                 if let Some(sealed) = self.resealed(&totp_purpose(&id), value.as_bytes())? {
                     sqlx::query(&format!("UPDATE users SET {column} = ? WHERE id = ?"))
                         .bind(sealed)
@@ -112,7 +118,10 @@ impl SqliteStore {
                 }
             }
         }
-        let keys = sqlx::query("SELECT kid, private_key FROM signing_keys WHERE length(private_key) > 0").fetch_all(&mut *tx).await?;
+        let keys =
+            sqlx::query("SELECT kid, private_key FROM signing_keys WHERE length(private_key) > 0")
+                .fetch_all(&mut *tx)
+                .await?;
         for row in &keys {
             let kid: String = row.try_get("kid")?;
             let value: Vec<u8> = row.try_get("private_key")?;
@@ -136,7 +145,10 @@ impl SqliteStore {
         for secret in [&mut user.totp_secret, &mut user.totp_pending] {
             if let Some(sealed) = secret.take() {
                 let clear = self.open_secret(&purpose, sealed.as_bytes())?;
-                *secret = Some(String::from_utf8(clear).map_err(|_| StoreError::Corrupt("a TOTP secret is not text".into()))?);
+                *secret = Some(
+                    String::from_utf8(clear)
+                        .map_err(|_| StoreError::Corrupt("a TOTP secret is not text".into()))?,
+                );
             }
         }
         Ok(user)
@@ -156,8 +168,14 @@ impl SqliteStore {
 /// revocation lives at least that long, whatever the token lifetime is now:
 /// one set from a lifetime lowered since would be forgotten (by the service
 /// and every filter) while tokens issued under the longer one still verify.
-async fn latest_token_expiry(tx: &mut sqlx::SqliteConnection, user_id: &str) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT COALESCE(MAX(expires_at), 0) FROM access_tokens WHERE user_id = $1").bind(user_id).fetch_one(tx).await
+async fn latest_token_expiry(
+    tx: &mut sqlx::SqliteConnection,
+    user_id: &str,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COALESCE(MAX(expires_at), 0) FROM access_tokens WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_one(tx)
+        .await
 }
 
 async fn append_event(
@@ -180,7 +198,10 @@ async fn append_event(
 }
 
 async fn meta_get(conn: &SqlitePool, key: &str) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT value FROM meta WHERE key = ?").bind(key).fetch_optional(conn).await
+    sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+        .bind(key)
+        .fetch_optional(conn)
+        .await
 }
 
 super::portable::impl_store! {

@@ -12,7 +12,9 @@ use super::templates::{self, Form};
 use super::{cookies, csrf_token, explain, query, see_other, Page, Posted};
 use crate::domain::Secret;
 use crate::extract::Client;
-use crate::routes::auth::{confirm_email, register, request_password_reset, reset_password, MailLink};
+use crate::routes::auth::{
+    confirm_email, register, request_password_reset, reset_password, MailLink,
+};
 use crate::state::AppState;
 
 #[derive(Deserialize)]
@@ -44,7 +46,11 @@ pub struct TokenQuery {
 
 fn signup_page(state: &AppState, client: &Client, email: &str, error: Option<&str>) -> Page {
     let (csrf, cookie) = csrf_token(state, &client.headers);
-    Page::ok("Create an account", templates::signup(&Form { csrf: &csrf, error }, email)).with_cookie(cookie)
+    Page::ok(
+        "Create an account",
+        templates::signup(&Form { csrf: &csrf, error }, email),
+    )
+    .with_cookie(cookie)
 }
 
 pub async fn signup_form(State(state): State<Arc<AppState>>, client: Client) -> Response {
@@ -52,35 +58,71 @@ pub async fn signup_form(State(state): State<Arc<AppState>>, client: Client) -> 
 }
 
 /// The same answer for a new and a taken address (as the API): "check your mail".
-pub async fn signup_submit(State(state): State<Arc<AppState>>, client: Client, Posted(f): Posted<SignupForm>) -> Response {
-    match register(&state, &client, &f.email, &Secret::new(f.password), MailLink::Page).await {
+pub async fn signup_submit(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    Posted(f): Posted<SignupForm>,
+) -> Response {
+    match register(
+        &state,
+        &client,
+        &f.email,
+        &Secret::new(f.password),
+        MailLink::Page,
+    )
+    .await
+    {
         Ok(_) => see_other("/auth/signup/sent", &[]),
-        Err(e) => signup_page(&state, &client, &f.email, Some(&explain(&e))).refused_by(&e).into_response(),
-    }
-}
-
-pub async fn signup_sent() -> Response {
-    let text = "We mailed you a link to confirm your address. Open it, then sign in.";
-    Page::ok("Check your mail", templates::message(text, Some((SIGNIN_PATH, "Sign in")))).into_response()
-}
-
-/// The mailed link. Opening it confirms the address: it only marks the
-/// address verified (no session), so a mail scanner that follows it gains
-/// nothing.
-pub async fn verify(State(state): State<Arc<AppState>>, client: Client, RawQuery(raw): RawQuery) -> Response {
-    let q: TokenQuery = query(raw.as_deref());
-    let token = Secret::new(q.token.unwrap_or_default());
-    match confirm_email(&state, &client, &token).await {
-        Ok(()) => Page::ok("Address confirmed", templates::message("Your email address is confirmed.", Some((SIGNIN_PATH, "Sign in")))).into_response(),
-        Err(e) => Page::ok("Link not valid", templates::refused(&explain(&e), ("/auth/signin", "Sign in")))
+        Err(e) => signup_page(&state, &client, &f.email, Some(&explain(&e)))
             .refused_by(&e)
             .into_response(),
     }
 }
 
+pub async fn signup_sent() -> Response {
+    let text = "We mailed you a link to confirm your address. Open it, then sign in.";
+    Page::ok(
+        "Check your mail",
+        templates::message(text, Some((SIGNIN_PATH, "Sign in"))),
+    )
+    .into_response()
+}
+
+/// The mailed link. Opening it confirms the address: it only marks the
+/// address verified (no session), so a mail scanner that follows it gains
+/// nothing.
+pub async fn verify(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let q: TokenQuery = query(raw.as_deref());
+    let token = Secret::new(q.token.unwrap_or_default());
+    match confirm_email(&state, &client, &token).await {
+        Ok(()) => Page::ok(
+            "Address confirmed",
+            templates::message(
+                "Your email address is confirmed.",
+                Some((SIGNIN_PATH, "Sign in")),
+            ),
+        )
+        .into_response(),
+        Err(e) => Page::ok(
+            "Link not valid",
+            templates::refused(&explain(&e), ("/auth/signin", "Sign in")),
+        )
+        .refused_by(&e)
+        .into_response(),
+    }
+}
+
 fn forgot_page(state: &AppState, client: &Client, error: Option<&str>) -> Page {
     let (csrf, cookie) = csrf_token(state, &client.headers);
-    Page::ok("Forgot your password?", templates::forgot(&Form { csrf: &csrf, error })).with_cookie(cookie)
+    Page::ok(
+        "Forgot your password?",
+        templates::forgot(&Form { csrf: &csrf, error }),
+    )
+    .with_cookie(cookie)
 }
 
 pub async fn forgot_form(State(state): State<Arc<AppState>>, client: Client) -> Response {
@@ -88,38 +130,73 @@ pub async fn forgot_form(State(state): State<Arc<AppState>>, client: Client) -> 
 }
 
 /// The same answer whether the account exists or not (as the API).
-pub async fn forgot_submit(State(state): State<Arc<AppState>>, client: Client, Posted(f): Posted<ForgotForm>) -> Response {
+pub async fn forgot_submit(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    Posted(f): Posted<ForgotForm>,
+) -> Response {
     match request_password_reset(&state, client.clone(), &f.email, MailLink::Page) {
         Ok(()) => see_other("/auth/password/forgot/sent", &[]),
-        Err(e) => forgot_page(&state, &client, Some(&explain(&e))).refused_by(&e).into_response(),
+        Err(e) => forgot_page(&state, &client, Some(&explain(&e)))
+            .refused_by(&e)
+            .into_response(),
     }
 }
 
 pub async fn forgot_sent() -> Response {
     let text = "If an account uses that address, we mailed it a link to choose a new password.";
-    Page::ok("Check your mail", templates::message(text, Some((SIGNIN_PATH, "Sign in")))).into_response()
+    Page::ok(
+        "Check your mail",
+        templates::message(text, Some((SIGNIN_PATH, "Sign in"))),
+    )
+    .into_response()
 }
 
 fn reset_page(state: &AppState, client: &Client, token: &str, error: Option<&str>) -> Page {
     let (csrf, cookie) = csrf_token(state, &client.headers);
-    Page::ok("Choose a new password", templates::reset(&Form { csrf: &csrf, error }, token)).with_cookie(cookie)
+    Page::ok(
+        "Choose a new password",
+        templates::reset(&Form { csrf: &csrf, error }, token),
+    )
+    .with_cookie(cookie)
 }
 
 /// The mailed link shows the form; only the POST uses the token up.
-pub async fn reset_form(State(state): State<Arc<AppState>>, client: Client, RawQuery(raw): RawQuery) -> Response {
+pub async fn reset_form(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let q: TokenQuery = query(raw.as_deref());
     reset_page(&state, &client, q.token.as_deref().unwrap_or(""), None).into_response()
 }
 
 /// Every session ends (as at the API), this browser's cookies too.
-pub async fn reset_submit(State(state): State<Arc<AppState>>, client: Client, Posted(f): Posted<ResetForm>) -> Response {
-    match reset_password(&state, &client, &Secret::new(f.token.clone()), &Secret::new(f.password)).await {
+pub async fn reset_submit(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    Posted(f): Posted<ResetForm>,
+) -> Response {
+    match reset_password(
+        &state,
+        &client,
+        &Secret::new(f.token.clone()),
+        &Secret::new(f.password),
+    )
+    .await
+    {
         Ok(()) => see_other("/auth/password/reset/done", &cookies::cleared_session()),
-        Err(e) => reset_page(&state, &client, &f.token, Some(&explain(&e))).refused_by(&e).into_response(),
+        Err(e) => reset_page(&state, &client, &f.token, Some(&explain(&e)))
+            .refused_by(&e)
+            .into_response(),
     }
 }
 
 pub async fn reset_done() -> Response {
     let text = "Your password is changed and every device was signed out.";
-    Page::ok("Password changed", templates::message(text, Some((SIGNIN_PATH, "Sign in")))).into_response()
+    Page::ok(
+        "Password changed",
+        templates::message(text, Some((SIGNIN_PATH, "Sign in"))),
+    )
+    .into_response()
 }

@@ -23,8 +23,18 @@ fn cookie(name: &str, value: &str, path: &str, max_age: u64) -> String {
 pub fn session(state: &AppState, tokens: &SessionTokens) -> Vec<String> {
     let session_life = state.config.tokens.refresh_ttl.as_secs();
     vec![
-        cookie(ACCESS_COOKIE, &tokens.access.token, "/", tokens.access.expires_in),
-        cookie(REFRESH_COOKIE, tokens.refresh.expose(), REFRESH_PATH, session_life),
+        cookie(
+            ACCESS_COOKIE,
+            &tokens.access.token,
+            "/",
+            tokens.access.expires_in,
+        ),
+        cookie(
+            REFRESH_COOKIE,
+            tokens.refresh.expose(),
+            REFRESH_PATH,
+            session_life,
+        ),
         cookie(DEVICE_COOKIE, &tokens.device_secret, "/", session_life),
     ]
 }
@@ -32,7 +42,11 @@ pub fn session(state: &AppState, tokens: &SessionTokens) -> Vec<String> {
 /// `Set-Cookie` values that remove the session's cookies (sign-out, a
 /// refused refresh).
 pub fn cleared_session() -> Vec<String> {
-    vec![cookie(ACCESS_COOKIE, "", "/", 0), cookie(REFRESH_COOKIE, "", REFRESH_PATH, 0), cookie(DEVICE_COOKIE, "", "/", 0)]
+    vec![
+        cookie(ACCESS_COOKIE, "", "/", 0),
+        cookie(REFRESH_COOKIE, "", REFRESH_PATH, 0),
+        cookie(DEVICE_COOKIE, "", "/", 0),
+    ]
 }
 
 pub fn challenge(id: &str, ttl_secs: u64) -> String {
@@ -47,7 +61,12 @@ pub fn cleared_challenge() -> String {
 /// disagree (a cookie planted beside ours is not picked by chance).
 pub fn read<'a>(headers: &'a HeaderMap, name: &'a str) -> Option<&'a str> {
     // Bytes, pair by pair: one cookie that is not ASCII (`lang=café`) must not hide ours.
-    single_value(headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes()), name).ok().flatten()
+    single_value(
+        headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes()),
+        name,
+    )
+    .ok()
+    .flatten()
 }
 
 /// Most copies of a cookie [`candidates`] returns.
@@ -59,7 +78,10 @@ const MAX_CANDIDATES: usize = 4;
 /// and one planted there neither wins nor signs the browser out.
 pub fn candidates<'a>(headers: &'a HeaderMap, name: &'a str) -> Vec<&'a str> {
     let mut found: Vec<&str> = Vec::new();
-    for v in values(headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes()), name) {
+    for v in values(
+        headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes()),
+        name,
+    ) {
         if !v.is_empty() && !found.contains(&v) && found.len() < MAX_CANDIDATES {
             found.push(v);
         }

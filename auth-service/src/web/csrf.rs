@@ -62,7 +62,9 @@ pub fn check(key: &[u8; 32], headers: &HeaderMap, token: &str) -> Result<(), Ref
     if !same_origin(headers) {
         return Err(Refusal::CrossSite);
     }
-    let value = single_value(cookie_headers(headers), CSRF_COOKIE).map_err(|()| Refusal::DuplicateCookie)?.ok_or(Refusal::MissingCookie)?;
+    let value = single_value(cookie_headers(headers), CSRF_COOKIE)
+        .map_err(|()| Refusal::DuplicateCookie)?
+        .ok_or(Refusal::MissingCookie)?;
     let expected = sign(key, value).ok_or(Refusal::BadToken)?;
     if expected.len() == token.len() && bool::from(expected.as_bytes().ct_eq(token.as_bytes())) {
         Ok(())
@@ -88,8 +90,13 @@ fn same_origin(headers: &HeaderMap) -> bool {
         None => true,
         Some("null") => site == Some("same-origin"),
         Some(origin) => {
-            let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
-            let authority = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://"));
+            let host = headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let authority = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"));
             !host.is_empty() && authority.is_some_and(|a| a.eq_ignore_ascii_case(host))
         }
     }
@@ -113,15 +120,38 @@ mod tests {
         let key = [7u8; 32];
         let (token, cookie) = token_for(&key, &HeaderMap::new());
         let cookie = cookie.unwrap();
-        let value = cookie.split(';').next().unwrap().split_once('=').unwrap().1.to_owned();
+        let value = cookie
+            .split(';')
+            .next()
+            .unwrap()
+            .split_once('=')
+            .unwrap()
+            .1
+            .to_owned();
         let jar = format!("{CSRF_COOKIE}={value}");
         assert_eq!(check(&key, &with(&[("cookie", &jar)]), &token), Ok(()));
-        assert_eq!(token_for(&key, &with(&[("cookie", &jar)])), (token.clone(), None), "the same token while the cookie lives");
-        assert_eq!(check(&[8u8; 32], &with(&[("cookie", &jar)]), &token), Err(Refusal::BadToken));
-        assert_eq!(check(&key, &with(&[("cookie", &jar)]), "forged"), Err(Refusal::BadToken));
-        assert_eq!(check(&key, &HeaderMap::new(), &token), Err(Refusal::MissingCookie));
+        assert_eq!(
+            token_for(&key, &with(&[("cookie", &jar)])),
+            (token.clone(), None),
+            "the same token while the cookie lives"
+        );
+        assert_eq!(
+            check(&[8u8; 32], &with(&[("cookie", &jar)]), &token),
+            Err(Refusal::BadToken)
+        );
+        assert_eq!(
+            check(&key, &with(&[("cookie", &jar)]), "forged"),
+            Err(Refusal::BadToken)
+        );
+        assert_eq!(
+            check(&key, &HeaderMap::new(), &token),
+            Err(Refusal::MissingCookie)
+        );
         let tossed = format!("{jar}; {CSRF_COOKIE}=attacker");
-        assert_eq!(check(&key, &with(&[("cookie", &tossed)]), &token), Err(Refusal::DuplicateCookie));
+        assert_eq!(
+            check(&key, &with(&[("cookie", &tossed)]), &token),
+            Err(Refusal::DuplicateCookie)
+        );
     }
 
     #[test]
@@ -134,12 +164,30 @@ mod tests {
             pairs.extend_from_slice(extra);
             check(&key, &with(&pairs), &token)
         };
-        assert_eq!(ok(&[("origin", "http://app.example:8080"), ("sec-fetch-site", "same-origin")]), Ok(()));
-        assert_eq!(ok(&[("origin", "https://evil.example")]), Err(Refusal::CrossSite));
+        assert_eq!(
+            ok(&[
+                ("origin", "http://app.example:8080"),
+                ("sec-fetch-site", "same-origin")
+            ]),
+            Ok(())
+        );
+        assert_eq!(
+            ok(&[("origin", "https://evil.example")]),
+            Err(Refusal::CrossSite)
+        );
         assert_eq!(ok(&[("origin", "null")]), Err(Refusal::CrossSite));
-        assert_eq!(ok(&[("sec-fetch-site", "cross-site")]), Err(Refusal::CrossSite));
-        assert_eq!(ok(&[("sec-fetch-site", "same-site")]), Err(Refusal::CrossSite));
-        assert_eq!(ok(&[("origin", "null"), ("sec-fetch-site", "cross-site")]), Err(Refusal::CrossSite));
+        assert_eq!(
+            ok(&[("sec-fetch-site", "cross-site")]),
+            Err(Refusal::CrossSite)
+        );
+        assert_eq!(
+            ok(&[("sec-fetch-site", "same-site")]),
+            Err(Refusal::CrossSite)
+        );
+        assert_eq!(
+            ok(&[("origin", "null"), ("sec-fetch-site", "cross-site")]),
+            Err(Refusal::CrossSite)
+        );
     }
 
     #[test]
@@ -150,7 +198,12 @@ mod tests {
         let key = [7u8; 32];
         let (token, cookie) = token_for(&key, &HeaderMap::new());
         let jar = cookie.unwrap().split(';').next().unwrap().to_owned();
-        let headers = with(&[("cookie", &jar), ("host", "127.0.0.1:8080"), ("origin", "null"), ("sec-fetch-site", "same-origin")]);
+        let headers = with(&[
+            ("cookie", &jar),
+            ("host", "127.0.0.1:8080"),
+            ("origin", "null"),
+            ("sec-fetch-site", "same-origin"),
+        ]);
         assert_eq!(check(&key, &headers, &token), Ok(()));
     }
 }

@@ -32,10 +32,17 @@ const DEVICES_LISTED: u32 = 200;
 
 /// The user's sessions that can still be used, newest first.
 async fn live_sessions(state: &AppState, user_id: &str) -> ApiResult<Vec<Session>> {
-    Ok(state.store.live_sessions_of(user_id, now(), DEVICES_LISTED).await?)
+    Ok(state
+        .store
+        .live_sessions_of(user_id, now(), DEVICES_LISTED)
+        .await?)
 }
 
-pub async fn list(State(state): State<Arc<AppState>>, client: Client, SignedIn(v): SignedIn) -> Response {
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    SignedIn(v): SignedIn,
+) -> Response {
     let user = match state.store.user_by_id(&v.sub).await {
         Ok(Some(user)) => user,
         Ok(None) => return see_other(SIGNIN_PATH, &cookies::cleared_session()),
@@ -49,18 +56,39 @@ pub async fn list(State(state): State<Arc<AppState>>, client: Client, SignedIn(v
         .iter()
         .map(|s| DeviceRow {
             session_id: s.id.clone(),
-            user_agent: s.user_agent.clone().filter(|ua| !ua.is_empty()).unwrap_or_else(|| "Unknown device".into()),
+            user_agent: s
+                .user_agent
+                .clone()
+                .filter(|ua| !ua.is_empty())
+                .unwrap_or_else(|| "Unknown device".into()),
             created: utc(s.created_at),
             last_used: utc(s.last_seen_at),
             this_device: s.id == v.claims.sid,
         })
         .collect();
     let (csrf, cookie) = csrf_token(&state, &client.headers);
-    Page::ok("Your devices", templates::devices(&Form { csrf: &csrf, error: None }, &user.email, &rows)).with_cookie(cookie).into_response()
+    Page::ok(
+        "Your devices",
+        templates::devices(
+            &Form {
+                csrf: &csrf,
+                error: None,
+            },
+            &user.email,
+            &rows,
+        ),
+    )
+    .with_cookie(cookie)
+    .into_response()
 }
 
 /// Logs out one of the user's own sessions (another user's id does nothing).
-pub async fn logout_one(State(state): State<Arc<AppState>>, client: Client, MaybeSignedIn(user): MaybeSignedIn, Posted(f): Posted<DeviceForm>) -> Response {
+pub async fn logout_one(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    MaybeSignedIn(user): MaybeSignedIn,
+    Posted(f): Posted<DeviceForm>,
+) -> Response {
     let Some(v) = user else {
         return see_other(SIGNIN_PATH, &cookies::cleared_session());
     };
@@ -74,7 +102,15 @@ pub async fn logout_one(State(state): State<Arc<AppState>>, client: Client, Mayb
         if let Err(e) = sessions::revoke_session(&state, &f.session, "logout_device").await {
             return failed("Your devices", &e);
         }
-        audit::record(&state, Some(&client), "logout_device", "success", Some(&v.sub), None).await;
+        audit::record(
+            &state,
+            Some(&client),
+            "logout_device",
+            "success",
+            Some(&v.sub),
+            None,
+        )
+        .await;
     }
     if f.session == v.claims.sid {
         see_other(SIGNIN_PATH, &cookies::cleared_session())

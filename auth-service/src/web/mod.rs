@@ -44,7 +44,8 @@ use crate::tokens::Verified;
 /// `connect-src` 'self' let a page of this origin load the DPoP client and
 /// call the API with it), forms post only here, never framed, never cached,
 /// no referrer leaks tokens in URLs (`/auth/verify?token=…`) to anyone.
-const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; \
+const CONTENT_SECURITY_POLICY: &str =
+    "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; \
      connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 const STYLESHEET: &str = include_str!("static/authflow.css");
@@ -57,19 +58,37 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/auth/static/authflow.css", get(stylesheet))
         .route("/auth/static/authflow-dpop.js", get(dpop_client))
         .route("/auth/signin", get(signin::form).post(signin::submit))
-        .route("/auth/signin/code", get(signin::code_form).post(signin::code_submit))
+        .route(
+            "/auth/signin/code",
+            get(signin::code_form).post(signin::code_submit),
+        )
         .route(REFRESH_PATH, get(signin::refresh))
-        .route(signin::LOGOUT_PATH, get(signin::logout_page).post(signin::logout))
+        .route(
+            signin::LOGOUT_PATH,
+            get(signin::logout_page).post(signin::logout),
+        )
         .route("/auth/logout-all", axum::routing::post(signin::logout_all))
-        .route("/auth/signup", get(account::signup_form).post(account::signup_submit))
+        .route(
+            "/auth/signup",
+            get(account::signup_form).post(account::signup_submit),
+        )
         .route("/auth/signup/sent", get(account::signup_sent))
         .route("/auth/verify", get(account::verify))
-        .route("/auth/password/forgot", get(account::forgot_form).post(account::forgot_submit))
+        .route(
+            "/auth/password/forgot",
+            get(account::forgot_form).post(account::forgot_submit),
+        )
         .route("/auth/password/forgot/sent", get(account::forgot_sent))
-        .route("/auth/password/reset", get(account::reset_form).post(account::reset_submit))
+        .route(
+            "/auth/password/reset",
+            get(account::reset_form).post(account::reset_submit),
+        )
         .route("/auth/password/reset/done", get(account::reset_done))
         .route("/auth/devices", get(devices::list))
-        .route("/auth/devices/logout", axum::routing::post(devices::logout_one))
+        .route(
+            "/auth/devices/logout",
+            axum::routing::post(devices::logout_one),
+        )
         .route("/auth/totp", get(totp::start).post(totp::enrol))
         .route("/auth/totp/confirm", axum::routing::post(totp::confirm))
         .route("/auth/totp/done", get(totp::done))
@@ -78,21 +97,38 @@ pub fn routes() -> Router<Arc<AppState>> {
 
 async fn security_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
     response
 }
 
 async fn stylesheet() -> Response {
-    let headers = [(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")];
+    let headers = [
+        (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+        (header::CACHE_CONTROL, "public, max-age=3600"),
+    ];
     (headers, STYLESHEET).into_response()
 }
 
 async fn dpop_client() -> Response {
-    let headers = [(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")];
+    let headers = [
+        (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+        (header::CACHE_CONTROL, "public, max-age=3600"),
+    ];
     (headers, DPOP_CLIENT).into_response()
 }
 
@@ -108,7 +144,13 @@ pub struct Page {
 
 impl Page {
     pub fn ok(title: &'static str, body: Markup) -> Self {
-        Self { status: StatusCode::OK, title, body, cookies: Vec::new(), retry_after: None }
+        Self {
+            status: StatusCode::OK,
+            title,
+            body,
+            cookies: Vec::new(),
+            retry_after: None,
+        }
     }
 
     pub fn with_status(mut self, status: StatusCode) -> Self {
@@ -135,7 +177,9 @@ impl IntoResponse for Page {
         let html = templates::layout(self.title, self.body).into_string();
         let mut response = with_cookies((self.status, Html(html)).into_response(), &self.cookies);
         if let Some(secs) = self.retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }
@@ -153,7 +197,10 @@ fn with_cookies(mut response: Response, cookies: &[String]) -> Response {
 /// `303 See Other` to one of our own paths (already validated).
 pub fn see_other(location: &str, cookies: &[String]) -> Response {
     let location = HeaderValue::from_str(location).unwrap_or(HeaderValue::from_static("/"));
-    with_cookies((StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response(), cookies)
+    with_cookies(
+        (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response(),
+        cookies,
+    )
 }
 
 /// What a refused action tells the person, from the API's error.
@@ -180,12 +227,22 @@ pub fn explain(e: &ApiError) -> String {
 
 /// The page a request that cannot be served gets (bad form, refused CSRF…).
 fn refusal(status: StatusCode, title: &'static str, text: &str) -> Response {
-    Page::ok(title, templates::refused(text, (SIGNIN_PATH, "Go to sign-in"))).with_status(status).into_response()
+    Page::ok(
+        title,
+        templates::refused(text, (SIGNIN_PATH, "Go to sign-in")),
+    )
+    .with_status(status)
+    .into_response()
 }
 
 /// An action that failed on the service's side (the store): a page saying so.
 pub fn failed(title: &'static str, e: &ApiError) -> Response {
-    Page::ok(title, templates::refused(&explain(e), (SIGNIN_PATH, "Go to sign-in"))).refused_by(e).into_response()
+    Page::ok(
+        title,
+        templates::refused(&explain(e), (SIGNIN_PATH, "Go to sign-in")),
+    )
+    .refused_by(e)
+    .into_response()
 }
 
 /// The CSRF token for a page's forms (and the cookie when the browser has none).
@@ -210,12 +267,26 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for Posted<T> {
         let headers = req.headers().clone();
         let bytes = Bytes::from_request(req, state).await.map_err(|r| {
             if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                refusal(StatusCode::PAYLOAD_TOO_LARGE, "Form too large", "The form you sent is too large.")
+                refusal(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "Form too large",
+                    "The form you sent is too large.",
+                )
             } else {
-                refusal(StatusCode::BAD_REQUEST, "Bad request", "The form could not be read.")
+                refusal(
+                    StatusCode::BAD_REQUEST,
+                    "Bad request",
+                    "The form could not be read.",
+                )
             }
         })?;
-        let bad_form = |_| refusal(StatusCode::BAD_REQUEST, "Bad request", "The form could not be read.");
+        let bad_form = |_| {
+            refusal(
+                StatusCode::BAD_REQUEST,
+                "Bad request",
+                "The form could not be read.",
+            )
+        };
         let CsrfField { csrf: token } = serde_urlencoded::from_bytes(&bytes).map_err(bad_form)?;
         if let Err(why) = csrf::check(&state.csrf_key, &headers, &token) {
             tracing::info!(?why, "form refused: CSRF check");
@@ -225,21 +296,26 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for Posted<T> {
                 "This form has expired or was not sent from this site. Go back, reload the page and try again.",
             ));
         }
-        serde_urlencoded::from_bytes(&bytes).map(Self).map_err(bad_form)
+        serde_urlencoded::from_bytes(&bytes)
+            .map(Self)
+            .map_err(bad_form)
     }
 }
 
 /// A query string decoded leniently: anything unreadable is the default
 /// (a page never fails on a mangled link; `return_to` falls back to `/`).
 pub fn query<T: DeserializeOwned + Default>(raw: Option<&str>) -> T {
-    raw.and_then(|q| serde_urlencoded::from_str(q).ok()).unwrap_or_default()
+    raw.and_then(|q| serde_urlencoded::from_str(q).ok())
+        .unwrap_or_default()
 }
 
 /// The user of the access cookie, checked like a bearer token at the API
 /// (signature, revocation, device fingerprint); `None` when signed out.
 pub async fn signed_in_user(state: &AppState, parts: &Parts) -> Option<Verified> {
     let token = cookies::read(&parts.headers, ACCESS_COOKIE)?;
-    verify_user_token(state, parts, Scheme::Bearer, token).await.ok()
+    verify_user_token(state, parts, Scheme::Bearer, token)
+        .await
+        .ok()
 }
 
 /// A page that needs a signed-in user: otherwise 303 through the refresh
@@ -249,13 +325,19 @@ pub struct SignedIn(pub Verified);
 impl FromRequestParts<Arc<AppState>> for SignedIn {
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
         match signed_in_user(state, parts).await {
             Some(v) => Ok(Self(v)),
             None => {
                 let here = parts.uri.path_and_query().map_or("/", |p| p.as_str());
                 let back = return_target::target(Some(here));
-                Err(see_other(&return_target::with_return_to(REFRESH_PATH, &back), &[]))
+                Err(see_other(
+                    &return_target::with_return_to(REFRESH_PATH, &back),
+                    &[],
+                ))
             }
         }
     }
@@ -268,7 +350,10 @@ pub struct MaybeSignedIn(pub Option<Verified>);
 impl FromRequestParts<Arc<AppState>> for MaybeSignedIn {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
         Ok(Self(signed_in_user(state, parts).await))
     }
 }
@@ -286,7 +371,11 @@ pub fn utc(ts: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02} UTC", secs / 3600, secs % 3600 / 60)
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        secs / 3600,
+        secs % 3600 / 60
+    )
 }
 
 #[cfg(test)]
@@ -302,8 +391,16 @@ mod tests {
 
     #[test]
     fn refusals_read_as_sentences() {
-        assert_eq!(explain(&ApiError::InvalidCode("the code is wrong")), "The code is wrong.");
-        assert_eq!(explain(&ApiError::TooManyRequests { retry_after_secs: 30 }), "Too many attempts. Try again in 30 seconds.");
+        assert_eq!(
+            explain(&ApiError::InvalidCode("the code is wrong")),
+            "The code is wrong."
+        );
+        assert_eq!(
+            explain(&ApiError::TooManyRequests {
+                retry_after_secs: 30
+            }),
+            "Too many attempts. Try again in 30 seconds."
+        );
         assert!(!explain(&ApiError::Internal("db path /x".into())).contains("/x"));
     }
 }

@@ -7,7 +7,8 @@ use authflow_contract::return_to;
 
 /// The validated target of a posted `return_to` field (`/` when absent or unsafe).
 pub fn target(raw: Option<&str>) -> String {
-    raw.map_or(return_to::DEFAULT, return_to::or_root).to_owned()
+    raw.map_or(return_to::DEFAULT, return_to::or_root)
+        .to_owned()
 }
 
 /// The validated `return_to` of a request's query string.

@@ -11,7 +11,9 @@ use authflow_contract::browser::{REFRESH_COOKIE, REFRESH_PATH, SIGNIN_PATH};
 
 use super::return_target::{from_query, target, with_return_to};
 use super::templates::{self, Form};
-use super::{cookies, csrf_token, explain, failed, see_other, MaybeSignedIn, Page, Posted, SignedIn};
+use super::{
+    cookies, csrf_token, explain, failed, see_other, MaybeSignedIn, Page, Posted, SignedIn,
+};
 use crate::audit;
 use crate::clock::now;
 use crate::domain::Secret;
@@ -43,13 +45,28 @@ pub struct CodeForm {
 #[derive(Deserialize)]
 pub struct NoFields {}
 
-fn signin_page(state: &AppState, client: &Client, email: &str, return_to: &str, error: Option<&str>) -> Page {
+fn signin_page(
+    state: &AppState,
+    client: &Client,
+    email: &str,
+    return_to: &str,
+    error: Option<&str>,
+) -> Page {
     let (csrf, cookie) = csrf_token(state, &client.headers);
-    let body = templates::signin(&Form { csrf: &csrf, error }, email, return_to, "/auth/signup");
+    let body = templates::signin(
+        &Form { csrf: &csrf, error },
+        email,
+        return_to,
+        "/auth/signup",
+    );
     Page::ok("Sign in", body).with_cookie(cookie)
 }
 
-pub async fn form(State(state): State<Arc<AppState>>, client: Client, RawQuery(raw): RawQuery) -> Response {
+pub async fn form(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    RawQuery(raw): RawQuery,
+) -> Response {
     signin_page(&state, &client, "", &from_query(raw.as_deref()), None).into_response()
 }
 
@@ -57,14 +74,31 @@ pub async fn form(State(state): State<Arc<AppState>>, client: Client, RawQuery(r
 /// browser on to the code page. An account whose address is not verified
 /// gets the wrong-password answer (and, with the right password, a fresh
 /// link to the verification page), as at the API.
-pub async fn submit(State(state): State<Arc<AppState>>, client: Client, Posted(f): Posted<SigninForm>) -> Response {
+pub async fn submit(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    Posted(f): Posted<SigninForm>,
+) -> Response {
     let return_to = target(f.return_to.as_deref());
-    match start_signin(&state, &client, &f.email, &Secret::new(f.password), MailLink::Page).await {
+    match start_signin(
+        &state,
+        &client,
+        &f.email,
+        &Secret::new(f.password),
+        MailLink::Page,
+    )
+    .await
+    {
         Ok(challenge) => {
-            let cookie = cookies::challenge(&challenge.challenge_id, state.config.accounts.challenge_ttl.as_secs());
+            let cookie = cookies::challenge(
+                &challenge.challenge_id,
+                state.config.accounts.challenge_ttl.as_secs(),
+            );
             see_other(&with_return_to("/auth/signin/code", &return_to), &[cookie])
         }
-        Err(e) => signin_page(&state, &client, &f.email, &return_to, Some(&explain(&e))).refused_by(&e).into_response(),
+        Err(e) => signin_page(&state, &client, &f.email, &return_to, Some(&explain(&e)))
+            .refused_by(&e)
+            .into_response(),
     }
 }
 
@@ -72,16 +106,35 @@ pub async fn submit(State(state): State<Arc<AppState>>, client: Client, Posted(f
 async fn pending_method(state: &AppState, client: &Client) -> Option<(String, String)> {
     let id = cookies::read(&client.headers, cookies::CHALLENGE_COOKIE)?;
     let challenge = state.store.challenge(id).await.ok()??;
-    (challenge.consumed_at.is_none() && challenge.expires_at > now()).then_some((challenge.id, challenge.method))
+    (challenge.consumed_at.is_none() && challenge.expires_at > now())
+        .then_some((challenge.id, challenge.method))
 }
 
-fn code_page(state: &AppState, client: &Client, method: &str, return_to: &str, error: Option<&str>) -> Page {
+fn code_page(
+    state: &AppState,
+    client: &Client,
+    method: &str,
+    return_to: &str,
+    error: Option<&str>,
+) -> Page {
     let (csrf, cookie) = csrf_token(state, &client.headers);
-    let title = if method == "totp" { "Enter your app's code" } else { "Enter the mailed code" };
-    Page::ok(title, templates::code(&Form { csrf: &csrf, error }, method, return_to)).with_cookie(cookie)
+    let title = if method == "totp" {
+        "Enter your app's code"
+    } else {
+        "Enter the mailed code"
+    };
+    Page::ok(
+        title,
+        templates::code(&Form { csrf: &csrf, error }, method, return_to),
+    )
+    .with_cookie(cookie)
 }
 
-pub async fn code_form(State(state): State<Arc<AppState>>, client: Client, RawQuery(raw): RawQuery) -> Response {
+pub async fn code_form(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let return_to = from_query(raw.as_deref());
     match pending_method(&state, &client).await {
         Some((_, method)) => code_page(&state, &client, &method, &return_to, None).into_response(),
@@ -91,19 +144,37 @@ pub async fn code_form(State(state): State<Arc<AppState>>, client: Client, RawQu
 
 /// The code: through the API's own checks and attempt limits; on success
 /// the session's cookies and 303 to `return_to`.
-pub async fn code_submit(State(state): State<Arc<AppState>>, client: Client, Posted(f): Posted<CodeForm>) -> Response {
+pub async fn code_submit(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    Posted(f): Posted<CodeForm>,
+) -> Response {
     let return_to = target(f.return_to.as_deref());
     let Some((challenge_id, method)) = pending_method(&state, &client).await else {
-        return see_other(&with_return_to(SIGNIN_PATH, &return_to), &[cookies::cleared_challenge()]);
+        return see_other(
+            &with_return_to(SIGNIN_PATH, &return_to),
+            &[cookies::cleared_challenge()],
+        );
     };
     let now = now();
-    match finish_signin(&state, &client, &challenge_id, &Secret::new(f.code), None, now).await {
+    match finish_signin(
+        &state,
+        &client,
+        &challenge_id,
+        &Secret::new(f.code),
+        None,
+        now,
+    )
+    .await
+    {
         Ok(tokens) => {
             let mut set = cookies::session(&state, &tokens);
             set.push(cookies::cleared_challenge());
             see_other(&return_to, &set)
         }
-        Err(e) => code_page(&state, &client, &method, &return_to, Some(&explain(&e))).refused_by(&e).into_response(),
+        Err(e) => code_page(&state, &client, &method, &return_to, Some(&explain(&e)))
+            .refused_by(&e)
+            .into_response(),
     }
 }
 
@@ -119,17 +190,29 @@ pub async fn code_submit(State(state): State<Arc<AppState>>, client: Client, Pos
 /// bounce between the filter and this endpoint until the browser gives up.
 /// From sign-in, the page the user came from works again as soon as the
 /// winner's cookies are in.
-pub async fn refresh(State(state): State<Arc<AppState>>, client: Client, RawQuery(raw): RawQuery) -> Response {
+pub async fn refresh(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let return_to = from_query(raw.as_deref());
-    let to_signin = || see_other(&with_return_to(SIGNIN_PATH, &return_to), &cookies::cleared_session());
+    let to_signin = || {
+        see_other(
+            &with_return_to(SIGNIN_PATH, &return_to),
+            &cookies::cleared_session(),
+        )
+    };
     // Every copy, ours first or not: one planted beside it (another site of
     // the domain can) is unknown here, or bound to another device, and is
     // refused without effect before or after ours is taken.
     let mut just_rotated = false;
     for token in cookies::candidates(&client.headers, REFRESH_COOKIE) {
-        match sessions::refresh(&state, &client, &Secret::new(token.to_owned()), None, now()).await {
+        match sessions::refresh(&state, &client, &Secret::new(token.to_owned()), None, now()).await
+        {
             Ok(tokens) => return see_other(&return_to, &cookies::session(&state, &tokens)),
-            Err(ApiError::InvalidGrant(why)) if why == sessions::JUST_ROTATED => just_rotated = true,
+            Err(ApiError::InvalidGrant(why)) if why == sessions::JUST_ROTATED => {
+                just_rotated = true
+            }
             Err(e) => tracing::debug!(error = ?e, "browser refresh refused"),
         }
     }
@@ -150,33 +233,71 @@ fn logout_via_refresh() -> Response {
 
 /// `GET /auth/logout`: the page asking to log out (where a logout clicked
 /// after the access cookie expired lands, signed in again).
-pub async fn logout_page(State(state): State<Arc<AppState>>, client: Client, SignedIn(_): SignedIn) -> Response {
+pub async fn logout_page(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    SignedIn(_): SignedIn,
+) -> Response {
     let (csrf, cookie) = csrf_token(&state, &client.headers);
-    Page::ok("Log out", templates::logout(&Form { csrf: &csrf, error: None })).with_cookie(cookie).into_response()
+    Page::ok(
+        "Log out",
+        templates::logout(&Form {
+            csrf: &csrf,
+            error: None,
+        }),
+    )
+    .with_cookie(cookie)
+    .into_response()
 }
 
 /// Ends this browser's session and clears its cookies. Without a valid
 /// access cookie the session is found through the refresh cookie first
 /// (clearing cookies alone would leave the session alive on the server).
-pub async fn logout(State(state): State<Arc<AppState>>, client: Client, MaybeSignedIn(user): MaybeSignedIn, Posted(_): Posted<NoFields>) -> Response {
+pub async fn logout(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    MaybeSignedIn(user): MaybeSignedIn,
+    Posted(_): Posted<NoFields>,
+) -> Response {
     let Some(v) = user else {
         return logout_via_refresh();
     };
     if let Err(e) = sessions::revoke_session(&state, &v.claims.sid, "logout").await {
         return failed("Log out", &e);
     }
-    audit::record(&state, Some(&client), "logout", "success", Some(&v.sub), None).await;
+    audit::record(
+        &state,
+        Some(&client),
+        "logout",
+        "success",
+        Some(&v.sub),
+        None,
+    )
+    .await;
     see_other(SIGNIN_PATH, &cookies::cleared_session())
 }
 
 /// Ends every session of the signed-in user and clears this browser's cookies.
-pub async fn logout_all(State(state): State<Arc<AppState>>, client: Client, MaybeSignedIn(user): MaybeSignedIn, Posted(_): Posted<NoFields>) -> Response {
+pub async fn logout_all(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    MaybeSignedIn(user): MaybeSignedIn,
+    Posted(_): Posted<NoFields>,
+) -> Response {
     let Some(v) = user else {
         return logout_via_refresh();
     };
     if let Err(e) = sessions::revoke_all_sessions(&state, &v.sub, "logout_all").await {
         return failed("Log out everywhere", &e);
     }
-    audit::record(&state, Some(&client), "logout_all", "success", Some(&v.sub), None).await;
+    audit::record(
+        &state,
+        Some(&client),
+        "logout_all",
+        "success",
+        Some(&v.sub),
+        None,
+    )
+    .await;
     see_other(SIGNIN_PATH, &cookies::cleared_session())
 }

@@ -79,7 +79,11 @@ pub fn signin(f: &Form, email: &str, return_to: &str, signup_href: &str) -> Mark
 
 /// `method`: `email` (a mailed code) or `totp`.
 pub fn code(f: &Form, method: &str, return_to: &str) -> Markup {
-    let hint = if method == "totp" { "Enter the 6-digit code your authenticator app shows." } else { "We mailed you a 6-digit code. Enter it here." };
+    let hint = if method == "totp" {
+        "Enter the 6-digit code your authenticator app shows."
+    } else {
+        "We mailed you a 6-digit code. Enter it here."
+    };
     html! {
         (alert(f.error))
         p #code-hint { (hint) }

@@ -46,7 +46,11 @@ fn start_page(state: &AppState, client: &Client, error: Option<&str>) -> Page {
     Page::ok(TITLE, templates::totp_start(&Form { csrf: &csrf, error })).with_cookie(cookie)
 }
 
-pub async fn start(State(state): State<Arc<AppState>>, client: Client, SignedIn(_): SignedIn) -> Response {
+pub async fn start(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    SignedIn(_): SignedIn,
+) -> Response {
     start_page(&state, &client, None).into_response()
 }
 
@@ -62,32 +66,66 @@ fn qr_svg(uri: &str) -> Result<String, ApiError> {
     })
 }
 
-fn enrol_page(state: &AppState, client: &Client, secret: &str, uri: &str, error: Option<&str>) -> Response {
+fn enrol_page(
+    state: &AppState,
+    client: &Client,
+    secret: &str,
+    uri: &str,
+    error: Option<&str>,
+) -> Response {
     let svg = match qr_svg(uri) {
         Ok(svg) => svg,
         Err(e) => return failed(TITLE, &e),
     };
     let (csrf, cookie) = csrf_token(state, &client.headers);
-    Page::ok(TITLE, templates::totp_enrol(&Form { csrf: &csrf, error }, &svg, secret)).with_cookie(cookie).into_response()
+    Page::ok(
+        TITLE,
+        templates::totp_enrol(&Form { csrf: &csrf, error }, &svg, secret),
+    )
+    .with_cookie(cookie)
+    .into_response()
 }
 
-pub async fn enrol(State(state): State<Arc<AppState>>, client: Client, SignedIn(v): SignedIn, Posted(f): Posted<PasswordForm>) -> Response {
+pub async fn enrol(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    SignedIn(v): SignedIn,
+    Posted(f): Posted<PasswordForm>,
+) -> Response {
     let user = match user_of(&state, &v.sub).await {
         Ok(user) => user,
         Err(page) => return page,
     };
-    let proof = FactorProof { password: Some(Secret::new(f.password)), code: None };
+    let proof = FactorProof {
+        password: Some(Secret::new(f.password)),
+        code: None,
+    };
     match begin_totp_enrollment(&state, &client, &user, &proof).await {
-        Ok(enrolment) => enrol_page(&state, &client, &enrolment.secret, &enrolment.otpauth_uri, None),
+        Ok(enrolment) => enrol_page(
+            &state,
+            &client,
+            &enrolment.secret,
+            &enrolment.otpauth_uri,
+            None,
+        ),
         // Signed in, so the address is verified: a refused proof is the password alone.
         Err(ApiError::InvalidCredentials) => {
-            start_page(&state, &client, Some("The password is wrong.")).refused_by(&ApiError::InvalidCredentials).into_response()
+            start_page(&state, &client, Some("The password is wrong."))
+                .refused_by(&ApiError::InvalidCredentials)
+                .into_response()
         }
-        Err(e) => start_page(&state, &client, Some(&explain(&e))).refused_by(&e).into_response(),
+        Err(e) => start_page(&state, &client, Some(&explain(&e)))
+            .refused_by(&e)
+            .into_response(),
     }
 }
 
-pub async fn confirm(State(state): State<Arc<AppState>>, client: Client, SignedIn(v): SignedIn, Posted(f): Posted<CodeForm>) -> Response {
+pub async fn confirm(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    SignedIn(v): SignedIn,
+    Posted(f): Posted<CodeForm>,
+) -> Response {
     let user = match user_of(&state, &v.sub).await {
         Ok(user) => user,
         Err(page) => return page,
@@ -97,13 +135,17 @@ pub async fn confirm(State(state): State<Arc<AppState>>, client: Client, SignedI
         Err(e) => {
             // Show the same pending key again, so the person can retry.
             let Some(secret) = user.totp_pending.as_deref() else {
-                return start_page(&state, &client, Some(&explain(&e))).refused_by(&e).into_response();
+                return start_page(&state, &client, Some(&explain(&e)))
+                    .refused_by(&e)
+                    .into_response();
             };
             let uri = otpauth_uri(&state, &user, secret);
             let mut response = enrol_page(&state, &client, secret, &uri, Some(&explain(&e)));
             *response.status_mut() = e.status();
             if let Some(secs) = e.retry_after() {
-                response.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.into());
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, secs.into());
             }
             response
         }
@@ -115,13 +157,27 @@ fn otpauth_uri(state: &AppState, user: &User, secret: &str) -> String {
         .to_bytes()
         .ok()
         .and_then(|bytes| {
-            totp_rs::TOTP::new(totp_rs::Algorithm::SHA1, 6, 1, 30, bytes, Some(state.config.accounts.totp_issuer.clone()), user.email.clone()).ok()
+            totp_rs::TOTP::new(
+                totp_rs::Algorithm::SHA1,
+                6,
+                1,
+                30,
+                bytes,
+                Some(state.config.accounts.totp_issuer.clone()),
+                user.email.clone(),
+            )
+            .ok()
         })
         .map(|t| t.get_url())
         .unwrap_or_default()
 }
 
 pub async fn done() -> Response {
-    let text = "Your authenticator app is on: sign-in now asks for its code instead of a mailed one.";
-    Page::ok("Authenticator app on", templates::message(text, Some(("/auth/devices", "Your devices")))).into_response()
+    let text =
+        "Your authenticator app is on: sign-in now asks for its code instead of a mailed one.";
+    Page::ok(
+        "Authenticator app on",
+        templates::message(text, Some(("/auth/devices", "Your devices"))),
+    )
+    .into_response()
 }

@@ -34,13 +34,25 @@ fn behind_one_proxy(c: &mut authflow_auth_service::config::Config) {
 async fn rotating_a_forged_first_hop_does_not_bypass_the_address_limit() {
     let app = spawn_app_with(behind_one_proxy).await;
     for i in 0..3 {
-        let status = fail_signin(&app, &format!("a{i}@example.com"), Some(&format!("198.51.100.{i}")), "203.0.113.5").await;
+        let status = fail_signin(
+            &app,
+            &format!("a{i}@example.com"),
+            Some(&format!("198.51.100.{i}")),
+            "203.0.113.5",
+        )
+        .await;
         assert_eq!(status, 401);
     }
     let status = fail_signin(&app, "a9@example.com", Some("198.51.100.99"), "203.0.113.5").await;
-    assert_eq!(status, 429, "the address the proxy saw is locked, whatever the client wrote before it");
+    assert_eq!(
+        status, 429,
+        "the address the proxy saw is locked, whatever the client wrote before it"
+    );
     let log = app.state.store.audit_log(None, 100).await.unwrap();
-    assert!(log.iter().all(|e| e.ip.as_deref() == Some("203.0.113.5")), "forged addresses in the audit log: {log:?}");
+    assert!(
+        log.iter().all(|e| e.ip.as_deref() == Some("203.0.113.5")),
+        "forged addresses in the audit log: {log:?}"
+    );
 }
 
 #[tokio::test]
@@ -49,10 +61,19 @@ async fn one_clients_failures_do_not_lock_out_the_others() {
     for i in 0..4 {
         fail_signin(&app, &format!("b{i}@example.com"), None, "203.0.113.5").await;
     }
-    assert_eq!(fail_signin(&app, "b9@example.com", None, "203.0.113.5").await, 429);
+    assert_eq!(
+        fail_signin(&app, "b9@example.com", None, "203.0.113.5").await,
+        429
+    );
     // Everyone else behind the same proxy still gets an answer.
-    assert_eq!(fail_signin(&app, "b9@example.com", None, "203.0.113.6").await, 401);
-    assert_eq!(fail_signin(&app, "c0@example.com", Some("203.0.113.5"), "192.0.2.44").await, 401);
+    assert_eq!(
+        fail_signin(&app, "b9@example.com", None, "203.0.113.6").await,
+        401
+    );
+    assert_eq!(
+        fail_signin(&app, "c0@example.com", Some("203.0.113.5"), "192.0.2.44").await,
+        401
+    );
 }
 
 /// Quiet 200 s (the throttle's `2 × max`), a limit of 3. Times from now on:
@@ -61,14 +82,25 @@ const QUIET_THROTTLE: (u64, u64, u32) = (10, 100, 3);
 
 fn quiet_throttle() -> authflow_auth_service::throttle::Throttle {
     let (base, max, _) = QUIET_THROTTLE;
-    authflow_auth_service::throttle::Throttle::new(std::time::Duration::from_secs(base), std::time::Duration::from_secs(max))
+    authflow_auth_service::throttle::Throttle::new(
+        std::time::Duration::from_secs(base),
+        std::time::Duration::from_secs(max),
+    )
 }
 
 /// One attempt against `key` at `at`, as `Throttle::attempt` counts it; the store's answer.
-async fn count_attempt(app: &TestApp, key: &str, at: i64) -> authflow_auth_service::store::SigninAttempt {
+async fn count_attempt(
+    app: &TestApp,
+    key: &str,
+    at: i64,
+) -> authflow_auth_service::store::SigninAttempt {
     let (base, max, limit) = QUIET_THROTTLE;
     let quiet = quiet_throttle().quiet_secs();
-    app.state.store.signin_attempt(key, at, quiet, limit, base as i64, max as i64).await.unwrap()
+    app.state
+        .store
+        .signin_attempt(key, at, quiet, limit, base as i64, max as i64)
+        .await
+        .unwrap()
 }
 
 /// On a shared address (an office behind NAT) where someone signs in
@@ -81,15 +113,25 @@ async fn right_passwords_do_not_keep_an_addresss_old_failures_alive() {
     let (store, throttle, limit) = (app.state.store.as_ref(), quiet_throttle(), QUIET_THROTTLE.2);
     let (key, t0) = ("ip:192.0.2.7", authflow_auth_service::clock::now());
     // t = 0: a wrong password, counted and kept.
-    assert!(matches!(count_attempt(&app, key, t0).await, SigninAttempt::Counted { failures: 1, .. }));
+    assert!(matches!(
+        count_attempt(&app, key, t0).await,
+        SigninAttempt::Counted { failures: 1, .. }
+    ));
     // t = 150, 300: right passwords, counted and taken back.
     for at in [t0 + 150, t0 + 300] {
-        let attempt = throttle.attempt(store, key, limit, at).await.unwrap().unwrap();
+        let attempt = throttle
+            .attempt(store, key, limit, at)
+            .await
+            .unwrap()
+            .unwrap();
         throttle.undo(store, &attempt).await.unwrap();
     }
     // t = 450: the one failure, at t = 0, is older than the quiet period.
     let next = count_attempt(&app, key, t0 + 450).await;
-    assert!(matches!(next, SigninAttempt::Counted { failures: 1, .. }), "{next:?}");
+    assert!(
+        matches!(next, SigninAttempt::Counted { failures: 1, .. }),
+        "{next:?}"
+    );
 }
 
 /// A right password taken back after a later attempt was counted leaves
@@ -102,17 +144,35 @@ async fn taking_back_a_right_password_keeps_a_later_failures_time() {
     let (store, throttle, limit) = (app.state.store.as_ref(), quiet_throttle(), QUIET_THROTTLE.2);
     let (key, t0) = ("ip:192.0.2.8", authflow_auth_service::clock::now());
     // A right password and a wrong one in flight together at t = 150; the right one is taken back last.
-    let right = throttle.attempt(store, key, limit, t0 + 150).await.unwrap().unwrap();
-    assert!(matches!(count_attempt(&app, key, t0 + 150).await, SigninAttempt::Counted { failures: 2, .. }));
+    let right = throttle
+        .attempt(store, key, limit, t0 + 150)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        count_attempt(&app, key, t0 + 150).await,
+        SigninAttempt::Counted { failures: 2, .. }
+    ));
     throttle.undo(store, &right).await.unwrap();
     // t = 300: the failure at 150 is within the quiet period, so it still counts.
     let next = count_attempt(&app, key, t0 + 300).await;
-    assert!(matches!(next, SigninAttempt::Counted { failures: 2, .. }), "{next:?}");
+    assert!(
+        matches!(next, SigninAttempt::Counted { failures: 2, .. }),
+        "{next:?}"
+    );
 }
 
 /// A request from `client` (the `x-forwarded-for` value, written by the one trusted proxy).
 async fn post_from(app: &TestApp, client: &str, path: &str, body: serde_json::Value) -> u16 {
-    app.http.post(app.url(path)).header("x-forwarded-for", client).json(&body).send().await.unwrap().status().as_u16()
+    app.http
+        .post(app.url(path))
+        .header("x-forwarded-for", client)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
 }
 
 /// One IPv6 client holds a whole /64 (and often more): every per-address
@@ -129,13 +189,33 @@ async fn an_ipv6_client_cannot_escape_its_limits_by_changing_its_address_within_
     .await;
     let signup = |i: u32| json!({"email": format!("v6-{i}@example.com"), "password": PASSWORD});
     for i in 0..10 {
-        assert_eq!(post_from(&app, &format!("2001:db8:1:2::{:x}", i + 1), "/v1/auth/signup", signup(i)).await, 201, "sign-up {i}");
+        assert_eq!(
+            post_from(
+                &app,
+                &format!("2001:db8:1:2::{:x}", i + 1),
+                "/v1/auth/signup",
+                signup(i)
+            )
+            .await,
+            201,
+            "sign-up {i}"
+        );
     }
     for i in 10..13 {
-        let status = post_from(&app, &format!("2001:db8:1:2:{:x}::13", i), "/v1/auth/signup", signup(i)).await;
+        let status = post_from(
+            &app,
+            &format!("2001:db8:1:2:{:x}::13", i),
+            "/v1/auth/signup",
+            signup(i),
+        )
+        .await;
         assert_eq!(status, 429, "sign-up {i} from the same /64");
     }
-    assert_eq!(post_from(&app, "2001:db8:1:3::1", "/v1/auth/signup", signup(20)).await, 201, "another /64");
+    assert_eq!(
+        post_from(&app, "2001:db8:1:3::1", "/v1/auth/signup", signup(20)).await,
+        201,
+        "another /64"
+    );
 
     // The mail budget of the /64: three of the ten sign-ups were mailed.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
@@ -146,12 +226,35 @@ async fn an_ipv6_client_cannot_escape_its_limits_by_changing_its_address_within_
     assert_eq!(mailed, 3, "one /64's mails are limited together");
 
     // Sign-in failures of the /64.
-    let wrong = |i: u32| json!({"email": format!("x{i}@example.com"), "password": "wrong password!!"});
+    let wrong =
+        |i: u32| json!({"email": format!("x{i}@example.com"), "password": "wrong password!!"});
     for i in 0..3 {
-        assert_eq!(post_from(&app, &format!("2001:db8:5:6::{:x}", i + 1), "/v1/auth/signin", wrong(i)).await, 401);
+        assert_eq!(
+            post_from(
+                &app,
+                &format!("2001:db8:5:6::{:x}", i + 1),
+                "/v1/auth/signin",
+                wrong(i)
+            )
+            .await,
+            401
+        );
     }
-    assert_eq!(post_from(&app, "2001:db8:5:6:ffff:ffff:ffff:ffff", "/v1/auth/signin", wrong(9)).await, 429);
-    assert_eq!(post_from(&app, "2001:db8:5:7::1", "/v1/auth/signin", wrong(9)).await, 401, "another /64");
+    assert_eq!(
+        post_from(
+            &app,
+            "2001:db8:5:6:ffff:ffff:ffff:ffff",
+            "/v1/auth/signin",
+            wrong(9)
+        )
+        .await,
+        429
+    );
+    assert_eq!(
+        post_from(&app, "2001:db8:5:7::1", "/v1/auth/signin", wrong(9)).await,
+        401,
+        "another /64"
+    );
 }
 
 /// An IPv4 address is its own bucket, whether the proxy wrote it as IPv4 or
@@ -163,14 +266,36 @@ async fn ipv4_mapped_addresses_count_as_ipv4_and_the_ipv6_prefix_is_configurable
         c.throttle.ipv6_prefix_len = 128;
     })
     .await;
-    for client in ["192.0.2.60", "::ffff:192.0.2.60", "[::ffff:192.0.2.60]:4711"] {
-        assert_eq!(fail_signin(&app, &format!("m-{client}@example.com"), None, client).await, 401);
+    for client in [
+        "192.0.2.60",
+        "::ffff:192.0.2.60",
+        "[::ffff:192.0.2.60]:4711",
+    ] {
+        assert_eq!(
+            fail_signin(&app, &format!("m-{client}@example.com"), None, client).await,
+            401
+        );
     }
-    assert_eq!(fail_signin(&app, "m9@example.com", None, "192.0.2.60").await, 429);
-    assert_eq!(fail_signin(&app, "m9@example.com", None, "192.0.2.61").await, 401);
+    assert_eq!(
+        fail_signin(&app, "m9@example.com", None, "192.0.2.60").await,
+        429
+    );
+    assert_eq!(
+        fail_signin(&app, "m9@example.com", None, "192.0.2.61").await,
+        401
+    );
     // With /128, each IPv6 address is its own bucket.
     for i in 0..4 {
-        assert_eq!(fail_signin(&app, &format!("n{i}@example.com"), None, &format!("2001:db8::{:x}", i + 1)).await, 401);
+        assert_eq!(
+            fail_signin(
+                &app,
+                &format!("n{i}@example.com"),
+                None,
+                &format!("2001:db8::{:x}", i + 1)
+            )
+            .await,
+            401
+        );
     }
 }
 
@@ -182,18 +307,41 @@ async fn an_odd_forwarded_for_does_not_make_the_client_the_proxy() {
     let app = spawn_app_with(behind_one_proxy).await;
     let padded = format!("{}198.51.100.1, 203.0.113.7", " ".repeat(5000));
     let non_ascii = reqwest::header::HeaderValue::from_bytes(b"\xff, 203.0.113.7").unwrap();
-    for xff in [reqwest::header::HeaderValue::from_str(&padded).unwrap(), non_ascii.clone(), non_ascii] {
-        let r = app.http.post(app.url("/v1/auth/signin")).header("x-forwarded-for", xff);
-        let r = r.json(&json!({"email": "odd@example.com", "password": "wrong password!!"})).send().await.unwrap();
+    for xff in [
+        reqwest::header::HeaderValue::from_str(&padded).unwrap(),
+        non_ascii.clone(),
+        non_ascii,
+    ] {
+        let r = app
+            .http
+            .post(app.url("/v1/auth/signin"))
+            .header("x-forwarded-for", xff);
+        let r = r
+            .json(&json!({"email": "odd@example.com", "password": "wrong password!!"}))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 401);
     }
     // The client's own address is locked; the proxy's (the peer) is not.
-    assert_eq!(fail_signin(&app, "odd2@example.com", None, "203.0.113.7").await, 429);
-    assert_eq!(fail_signin(&app, "odd2@example.com", None, "127.0.0.1").await, 401);
+    assert_eq!(
+        fail_signin(&app, "odd2@example.com", None, "203.0.113.7").await,
+        429
+    );
+    assert_eq!(
+        fail_signin(&app, "odd2@example.com", None, "127.0.0.1").await,
+        401
+    );
     let log = app.state.store.audit_log(None, 100).await.unwrap();
-    let odd: Vec<_> = log.iter().filter(|e| e.email.as_deref() == Some("odd@example.com")).collect();
+    let odd: Vec<_> = log
+        .iter()
+        .filter(|e| e.email.as_deref() == Some("odd@example.com"))
+        .collect();
     assert_eq!(odd.len(), 3);
-    assert!(odd.iter().all(|e| e.ip.as_deref() == Some("203.0.113.7")), "not the client's address in the audit log: {odd:?}");
+    assert!(
+        odd.iter().all(|e| e.ip.as_deref() == Some("203.0.113.7")),
+        "not the client's address in the audit log: {odd:?}"
+    );
 }
 
 /// Without the entry the trusted proxy appends (a request that did not come
@@ -209,15 +357,42 @@ async fn a_client_without_a_readable_entry_counts_in_the_unknown_bucket() {
     .await;
     // One entry where two are needed; an entry that is no address.
     for xff in ["203.0.113.8", "junk, 203.0.113.8", "203.0.113.9"] {
-        let r = app.http.post(app.url("/v1/auth/signin")).header("x-forwarded-for", xff);
-        let r = r.json(&json!({"email": "unknown@example.com", "password": "wrong password!!"})).send().await.unwrap();
+        let r = app
+            .http
+            .post(app.url("/v1/auth/signin"))
+            .header("x-forwarded-for", xff);
+        let r = r
+            .json(&json!({"email": "unknown@example.com", "password": "wrong password!!"}))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 401);
     }
-    let r = app.post("/v1/auth/signin", json!({"email": "unknown@example.com", "password": "wrong password!!"})).await;
-    assert_eq!(r.status(), 429, "no x-forwarded-for at all: the same unknown client");
+    let r = app
+        .post(
+            "/v1/auth/signin",
+            json!({"email": "unknown@example.com", "password": "wrong password!!"}),
+        )
+        .await;
+    assert_eq!(
+        r.status(),
+        429,
+        "no x-forwarded-for at all: the same unknown client"
+    );
     // Neither the proxy's address nor the entries it appended were locked.
-    assert_eq!(fail_signin(&app, "k@example.com", Some("127.0.0.1"), "203.0.113.8").await, 401);
-    assert_eq!(fail_signin(&app, "k@example.com", Some("203.0.113.8"), "127.0.0.1").await, 401);
+    assert_eq!(
+        fail_signin(&app, "k@example.com", Some("127.0.0.1"), "203.0.113.8").await,
+        401
+    );
+    assert_eq!(
+        fail_signin(&app, "k@example.com", Some("203.0.113.8"), "127.0.0.1").await,
+        401
+    );
     let log = app.state.store.audit_log(None, 100).await.unwrap();
-    assert!(log.iter().filter(|e| e.email.as_deref() == Some("unknown@example.com")).all(|e| e.ip.as_deref() == Some("")), "{log:?}");
+    assert!(
+        log.iter()
+            .filter(|e| e.email.as_deref() == Some("unknown@example.com"))
+            .all(|e| e.ip.as_deref() == Some("")),
+        "{log:?}"
+    );
 }

@@ -3,11 +3,11 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use authflow_contract::revocation::RevocationFeed;
-use authflow_contract::KeySet;
 use authflow_auth_service::clock::now;
 use authflow_auth_service::domain::password::Hasher;
 use authflow_auth_service::store::{StoreError, User};
+use authflow_contract::revocation::RevocationFeed;
+use authflow_contract::KeySet;
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -18,20 +18,48 @@ async fn admin_requires_the_admin_role() {
     let app = spawn_app().await;
     let user_id = app.verified_user("kim@example.com").await;
     let user = app.signin("kim@example.com", PASSWORD).await;
-    let r = app.http.get(app.url("/v1/admin/users")).send().await.unwrap();
+    let r = app
+        .http
+        .get(app.url("/v1/admin/users"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(r, 401).await, "invalid_token");
-    let r = app.authed(Method::POST, &format!("/v1/admin/users/{user_id}/ban"), &user).send().await.unwrap();
+    let r = app
+        .authed(
+            Method::POST,
+            &format!("/v1/admin/users/{user_id}/ban"),
+            &user,
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(r, 403).await, "insufficient_scope");
     let admin = app.admin("root@example.com").await;
-    let r = app.authed(Method::POST, "/v1/admin/users/nope/ban", &admin).send().await.unwrap();
+    let r = app
+        .authed(Method::POST, "/v1/admin/users/nope/ban", &admin)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(r, 404).await, "not_found");
-    let r = app.authed(Method::GET, "/v1/admin/users?email=KIM@example.com", &admin).send().await.unwrap();
+    let r = app
+        .authed(Method::GET, "/v1/admin/users?email=KIM@example.com", &admin)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let found: Value = r.json().await.unwrap();
     assert_eq!(found[0]["user_id"], user_id.as_str());
     assert_eq!(found[0]["roles"], json!(["user"]));
-    let r = app.authed(Method::GET, "/v1/admin/users", &admin).send().await.unwrap();
-    assert_eq!(r.json::<Value>().await.unwrap().as_array().unwrap().len(), 2);
+    let r = app
+        .authed(Method::GET, "/v1/admin/users", &admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap().as_array().unwrap().len(),
+        2
+    );
 }
 
 #[tokio::test]
@@ -43,7 +71,15 @@ async fn ban_unban_revoke_and_sessions() {
     let (_, snap) = app.feed(None).await;
     let cursor = snap.unwrap()["cursor"].as_str().unwrap().to_owned();
 
-    let r = app.authed(Method::GET, &format!("/v1/admin/users/{user_id}/sessions"), &admin).send().await.unwrap();
+    let r = app
+        .authed(
+            Method::GET,
+            &format!("/v1/admin/users/{user_id}/sessions"),
+            &admin,
+        )
+        .send()
+        .await
+        .unwrap();
     let sessions: Value = r.json().await.unwrap();
     assert_eq!(sessions[0]["session_id"], t.session.as_str());
     assert_eq!(sessions[0]["active"], true);
@@ -51,25 +87,60 @@ async fn ban_unban_revoke_and_sessions() {
     // Revoke one token by jti: it shows in the feed until the token's own
     // expiry plus the retention margin (600 s by default: the largest skew a filter may use).
     let jti = claims(&t.access)["jti"].as_str().unwrap().to_owned();
-    let r = app.authed(Method::POST, "/v1/admin/tokens/revoke", &admin).json(&json!({"jti": jti})).send().await.unwrap();
+    let r = app
+        .authed(Method::POST, "/v1/admin/tokens/revoke", &admin)
+        .json(&json!({"jti": jti}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = app.authed(Method::POST, "/v1/admin/tokens/revoke", &admin).json(&json!({"jti": "unknown"})).send().await.unwrap();
+    let r = app
+        .authed(Method::POST, "/v1/admin/tokens/revoke", &admin)
+        .json(&json!({"jti": "unknown"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(r, 404).await, "not_found");
     let (status, delta) = app.feed(Some(&cursor)).await;
     assert_eq!(status, 200);
     let delta = delta.unwrap();
     assert_eq!(delta["revoked_tokens"][0]["jti"], jti.as_str());
-    assert_eq!(delta["revoked_tokens"][0]["expires_at"], claims(&t.access)["exp"].as_u64().unwrap() + 600);
-    let r = app.authed(Method::GET, "/v1/ext-authz", &t).send().await.unwrap();
+    assert_eq!(
+        delta["revoked_tokens"][0]["expires_at"],
+        claims(&t.access)["exp"].as_u64().unwrap() + 600
+    );
+    let r = app
+        .authed(Method::GET, "/v1/ext-authz", &t)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     let cursor = delta["cursor"].as_str().unwrap().to_owned();
 
     // Ban: sign-in refused only after the right password; feed entry; sessions ended.
-    let r = app.authed(Method::POST, &format!("/v1/admin/users/{user_id}/ban"), &admin).send().await.unwrap();
+    let r = app
+        .authed(
+            Method::POST,
+            &format!("/v1/admin/users/{user_id}/ban"),
+            &admin,
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = app.post("/v1/auth/signin", json!({"email": "leo@example.com", "password": "wrong password!!"})).await;
+    let r = app
+        .post(
+            "/v1/auth/signin",
+            json!({"email": "leo@example.com", "password": "wrong password!!"}),
+        )
+        .await;
     assert_eq!(error_code(r, 401).await, "invalid_credentials");
-    let r = app.post("/v1/auth/signin", json!({"email": "leo@example.com", "password": PASSWORD})).await;
+    let r = app
+        .post(
+            "/v1/auth/signin",
+            json!({"email": "leo@example.com", "password": PASSWORD}),
+        )
+        .await;
     assert_eq!(error_code(r, 403).await, "account_disabled");
     let (_, delta) = app.feed(Some(&cursor)).await;
     let feed: RevocationFeed = serde_json::from_value(delta.unwrap()).unwrap();
@@ -79,7 +150,11 @@ async fn ban_unban_revoke_and_sessions() {
     assert_eq!(ban.sub, user_id);
     // not_before is one past the ban's second (its own second's tokens die too); the
     // entry lives as long as the last token it kills (issued in that second), plus the margin.
-    assert_eq!(ban.expires_at - ban.not_before, 900 + 600 - 1, "the last token issued up to the ban, plus the margin");
+    assert_eq!(
+        ban.expires_at - ban.not_before,
+        900 + 600 - 1,
+        "the last token issued up to the ban, plus the margin"
+    );
     assert!(feed.revoked_sessions.iter().any(|s| s.sid == t.session));
     let r = app
         .http
@@ -90,20 +165,45 @@ async fn ban_unban_revoke_and_sessions() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    let r = app.authed(Method::GET, &format!("/v1/admin/users/{user_id}/sessions"), &admin).send().await.unwrap();
+    let r = app
+        .authed(
+            Method::GET,
+            &format!("/v1/admin/users/{user_id}/sessions"),
+            &admin,
+        )
+        .send()
+        .await
+        .unwrap();
     let sessions: Value = r.json().await.unwrap();
     assert_eq!(sessions[0]["active"], false);
     assert_eq!(sessions[0]["revoke_reason"], "banned");
 
     // Unban: sign-in works again; the new token is not killed by the old ban.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let r = app.authed(Method::DELETE, &format!("/v1/admin/users/{user_id}/ban"), &admin).send().await.unwrap();
+    let r = app
+        .authed(
+            Method::DELETE,
+            &format!("/v1/admin/users/{user_id}/ban"),
+            &admin,
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let t2 = app.signin("leo@example.com", PASSWORD).await;
-    let r = app.authed(Method::GET, "/v1/ext-authz", &t2).send().await.unwrap();
+    let r = app
+        .authed(Method::GET, "/v1/ext-authz", &t2)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 
-    let log = app.state.store.audit_log(Some(&user_id), 100).await.unwrap();
+    let log = app
+        .state
+        .store
+        .audit_log(Some(&user_id), 100)
+        .await
+        .unwrap();
     for event in ["admin_ban", "admin_unban", "admin_revoke_token"] {
         assert!(log.iter().any(|e| e.event == event), "{event} audited");
     }
@@ -130,7 +230,11 @@ async fn revocation_feed_deltas_304_snapshots_and_expiry() {
     let c0 = snap.cursor.clone();
     assert_eq!(app.feed(Some(&c0)).await.0, 304);
 
-    let r = app.authed(Method::POST, "/v1/auth/logout", &t).send().await.unwrap();
+    let r = app
+        .authed(Method::POST, "/v1/auth/logout", &t)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let (status, delta) = app.feed(Some(&c0)).await;
     assert_eq!(status, 200);
@@ -143,7 +247,11 @@ async fn revocation_feed_deltas_304_snapshots_and_expiry() {
     assert_eq!(app.feed(Some(&c1)).await.0, 304);
 
     // Unknown cursors (another database, garbage, the future) get a snapshot.
-    for unknown in ["deadbeef.1", "garbage", &format!("{}.999", c1.split('.').next().unwrap())] {
+    for unknown in [
+        "deadbeef.1",
+        "garbage",
+        &format!("{}.999", c1.split('.').next().unwrap()),
+    ] {
         let (status, body) = app.feed(Some(unknown)).await;
         assert_eq!(status, 200);
         let feed: RevocationFeed = serde_json::from_value(body.unwrap()).unwrap();
@@ -160,7 +268,11 @@ async fn revocation_feed_deltas_304_snapshots_and_expiry() {
     }
     let (_, body) = app.feed(None).await;
     let feed: RevocationFeed = serde_json::from_value(body.unwrap()).unwrap();
-    assert_eq!(feed.revoked_sessions.len(), 1, "still published past the token's exp");
+    assert_eq!(
+        feed.revoked_sessions.len(),
+        1,
+        "still published past the token's exp"
+    );
     let mut pruned = false;
     for _ in 0..80 {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -171,7 +283,10 @@ async fn revocation_feed_deltas_304_snapshots_and_expiry() {
             break;
         }
     }
-    assert!(pruned, "the expired entry was pruned and the pre-prune cursor answered with a snapshot");
+    assert!(
+        pruned,
+        "the expired entry was pruned and the pre-prune cursor answered with a snapshot"
+    );
     let (_, body) = app.feed(None).await;
     let feed: RevocationFeed = serde_json::from_value(body.unwrap()).unwrap();
     assert_eq!(feed.entry_count(), 0);
@@ -189,13 +304,32 @@ async fn key_rotation_is_published_before_it_signs() {
     let before = KeySet::parse(&r.bytes().await.unwrap()).unwrap();
     assert_eq!(before.keys.len(), 1);
     let old_kid = header(&admin.access)["kid"].as_str().unwrap().to_owned();
-    let r = app.http.get(app.url("/.well-known/jwks.json")).header("if-none-match", &etag).send().await.unwrap();
+    let r = app
+        .http
+        .get(app.url("/.well-known/jwks.json"))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 304);
 
-    let r = app.authed(Method::POST, "/v1/admin/keys/rotate", &admin).send().await.unwrap();
+    let r = app
+        .authed(Method::POST, "/v1/admin/keys/rotate", &admin)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let new_kid = r.json::<Value>().await.unwrap()["kid"].as_str().unwrap().to_owned();
-    let r = app.http.get(app.url("/.well-known/jwks.json")).header("if-none-match", &etag).send().await.unwrap();
+    let new_kid = r.json::<Value>().await.unwrap()["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = app
+        .http
+        .get(app.url("/.well-known/jwks.json"))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "the JWKS changed");
     let after = KeySet::parse(&r.bytes().await.unwrap()).unwrap();
     assert!(after.has_kid(&old_kid) && after.has_kid(&new_kid));
@@ -210,9 +344,20 @@ async fn key_rotation_is_published_before_it_signs() {
     let jwks = KeySet::parse(&r.bytes().await.unwrap()).unwrap();
     assert!(jwks.has_kid(&old_kid), "kept until its last token expired");
     // Tokens of both keys verify at the service.
-    let r = app.authed(Method::GET, "/v1/admin/keys", &t).send().await.unwrap();
-    assert_eq!(r.json::<Value>().await.unwrap().as_array().unwrap().len(), 2);
-    let r = app.authed(Method::GET, "/v1/admin/keys", &admin).send().await.unwrap();
+    let r = app
+        .authed(Method::GET, "/v1/admin/keys", &t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap().as_array().unwrap().len(),
+        2
+    );
+    let r = app
+        .authed(Method::GET, "/v1/admin/keys", &admin)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 }
 
@@ -222,18 +367,43 @@ async fn es256_signing_option() {
     app.verified_user("ned@example.com").await;
     let t = app.signin("ned@example.com", PASSWORD).await;
     assert_eq!(header(&t.access)["alg"], "ES256");
-    let jwks = KeySet::parse(&app.get("/.well-known/jwks.json").await.bytes().await.unwrap()).unwrap();
-    assert!(jwks.entries(authflow_contract::Algorithm::ES256, header(&t.access)["kid"].as_str()).next().is_some());
-    let r = app.authed(Method::GET, "/v1/ext-authz", &t).send().await.unwrap();
+    let jwks = KeySet::parse(
+        &app.get("/.well-known/jwks.json")
+            .await
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(jwks
+        .entries(
+            authflow_contract::Algorithm::ES256,
+            header(&t.access)["kid"].as_str()
+        )
+        .next()
+        .is_some());
+    let r = app
+        .authed(Method::GET, "/v1/ext-authz", &t)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 }
 
 #[tokio::test]
 async fn discovery_health_metrics_openapi() {
     let app = spawn_app().await;
-    let oidc: Value = app.get("/.well-known/openid-configuration").await.json().await.unwrap();
+    let oidc: Value = app
+        .get("/.well-known/openid-configuration")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(oidc["issuer"], "http://127.0.0.1:8081");
-    assert_eq!(oidc["jwks_uri"], "http://127.0.0.1:8081/.well-known/jwks.json");
+    assert_eq!(
+        oidc["jwks_uri"],
+        "http://127.0.0.1:8081/.well-known/jwks.json"
+    );
     assert_eq!(app.get("/healthz").await.status(), 200);
     assert_eq!(app.get("/readyz").await.status(), 200);
     app.feed(None).await;
@@ -241,7 +411,12 @@ async fn discovery_health_metrics_openapi() {
     assert!(metrics.contains("# TYPE authflow_feed_snapshots_total counter"));
     assert!(metrics.contains("authflow_feed_snapshots_total 1"));
     let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
-    for path in ["/v1/auth/signup", "/v1/auth/signin/verify", "/v1/revocations", "/v1/admin/users/{user_id}/ban"] {
+    for path in [
+        "/v1/auth/signup",
+        "/v1/auth/signin/verify",
+        "/v1/revocations",
+        "/v1/admin/users/{user_id}/ban",
+    ] {
         assert!(doc["paths"][path].is_object(), "{path} documented");
     }
 }
@@ -252,9 +427,16 @@ async fn dev_outbox_is_off_when_disabled() {
     let r = app.get("/v1/dev/outbox?to=a@example.com").await;
     assert_eq!(error_code(r, 404).await, "not_found");
     // The outbox files are still written.
-    let r = app.post("/v1/auth/signup", json!({"email": "o@example.com", "password": PASSWORD})).await;
+    let r = app
+        .post(
+            "/v1/auth/signup",
+            json!({"email": "o@example.com", "password": PASSWORD}),
+        )
+        .await;
     assert_eq!(r.status(), 201);
-    let files = std::fs::read_dir(app.dir.path().join("outbox")).unwrap().count();
+    let files = std::fs::read_dir(app.dir.path().join("outbox"))
+        .unwrap()
+        .count();
     assert_eq!(files, 1);
 }
 
@@ -264,12 +446,24 @@ async fn dev_outbox_is_off_when_disabled() {
 async fn a_second_account_with_a_taken_email_is_a_conflict() {
     let app = spawn_app().await;
     let first = app.verified_user("taken@example.com").await;
-    let mut second = app.state.store.user_by_email("taken@example.com").await.unwrap().unwrap();
+    let mut second = app
+        .state
+        .store
+        .user_by_email("taken@example.com")
+        .await
+        .unwrap()
+        .unwrap();
     second.id = authflow_auth_service::domain::random_id();
     second.roles = vec!["user".into(), "admin".into()];
     let e = app.state.store.create_user(&second).await.unwrap_err();
     assert!(matches!(e, StoreError::Conflict(_)), "{e:?}");
-    let stored = app.state.store.user_by_email("taken@example.com").await.unwrap().unwrap();
+    let stored = app
+        .state
+        .store
+        .user_by_email("taken@example.com")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.id, first);
     assert_eq!(stored.roles, vec!["user"]);
 }
@@ -280,7 +474,10 @@ async fn stored_user(app: &TestApp, email: &str) -> String {
     use authflow_auth_service::domain::password::Hasher;
     use authflow_auth_service::store::User;
     let hash = Hasher::new(1024, 1).unwrap().hash(PASSWORD).unwrap();
-    let user = User { email_verified: true, ..User::new(email, hash, vec!["user".into()], now()) };
+    let user = User {
+        email_verified: true,
+        ..User::new(email, hash, vec!["user".into()], now())
+    };
     app.state.store.create_user(&user).await.unwrap();
     user.id
 }
@@ -297,19 +494,52 @@ async fn a_session_started_from_a_user_read_before_the_ban_gives_no_valid_token(
     let user_id = stored_user(&app, "stale@example.com").await;
     let stale = app.state.store.user_by_id(&user_id).await.unwrap().unwrap();
     assert!(stale.banned_at.is_none());
-    let r = app.authed(Method::POST, &format!("/v1/admin/users/{user_id}/ban"), &admin).send().await.unwrap();
+    let r = app
+        .authed(
+            Method::POST,
+            &format!("/v1/admin/users/{user_id}/ban"),
+            &admin,
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 
     // The test client's own attributes, so that only the ban can refuse the token below.
-    let headers = [("user-agent", UA), ("accept-language", LANG)].into_iter().map(|(n, v)| (n.parse().unwrap(), v.parse().unwrap())).collect();
-    let client = Client { ip: "127.0.0.1".into(), peer: None, user_agent: UA.into(), headers };
+    let headers = [("user-agent", UA), ("accept-language", LANG)]
+        .into_iter()
+        .map(|(n, v)| (n.parse().unwrap(), v.parse().unwrap()))
+        .collect();
+    let client = Client {
+        ip: "127.0.0.1".into(),
+        peer: None,
+        user_agent: UA.into(),
+        headers,
+    };
     let at = now();
     match sessions::start(&app.state, &stale, &client, None, at).await {
-        Err(e) => assert!(matches!(e, authflow_auth_service::error::ApiError::AccountDisabled), "{e:?}"),
+        Err(e) => assert!(
+            matches!(e, authflow_auth_service::error::ApiError::AccountDisabled),
+            "{e:?}"
+        ),
         Ok(t) => {
-            assert!(tokens::verify(&app.state, &t.access.token, at).is_err(), "a token for a banned user verifies");
-            let r = app.http.get(app.url("/v1/ext-authz")).bearer_auth(&t.access.token).header("x-authflow-device", &t.device_secret).send().await.unwrap();
-            assert_eq!(r.status(), 401, "ext_authz lets a banned user's new token through");
+            assert!(
+                tokens::verify(&app.state, &t.access.token, at).is_err(),
+                "a token for a banned user verifies"
+            );
+            let r = app
+                .http
+                .get(app.url("/v1/ext-authz"))
+                .bearer_auth(&t.access.token)
+                .header("x-authflow-device", &t.device_secret)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                r.status(),
+                401,
+                "ext_authz lets a banned user's new token through"
+            );
         }
     }
 }
@@ -326,11 +556,21 @@ async fn no_token_from_a_sign_in_racing_a_ban_outlives_the_ban() {
         let user_id = stored_user(&app, &email).await;
         let (challenge, _) = app.challenge(&email, PASSWORD).await;
         let code = app.last_mail(&email, 1).await["code"].clone();
-        let verify = app.post("/v1/auth/signin/verify", json!({"challenge_id": challenge, "code": code}));
+        let verify = app.post(
+            "/v1/auth/signin/verify",
+            json!({"challenge_id": challenge, "code": code}),
+        );
         let ban = async {
             // Sweep the ban across the sign-in's steps.
             tokio::time::sleep(Duration::from_millis(round % 7)).await;
-            app.authed(Method::POST, &format!("/v1/admin/users/{user_id}/ban"), &admin).send().await.unwrap()
+            app.authed(
+                Method::POST,
+                &format!("/v1/admin/users/{user_id}/ban"),
+                &admin,
+            )
+            .send()
+            .await
+            .unwrap()
         };
         let (signed_in, banned) = tokio::join!(verify, ban);
         assert_eq!(banned.status(), 200);
@@ -338,10 +578,29 @@ async fn no_token_from_a_sign_in_racing_a_ban_outlives_the_ban() {
             200 => {
                 got += 1;
                 let t = tokens_of(signed_in).await;
-                let r = app.authed(Method::GET, "/v1/ext-authz", &t).send().await.unwrap();
-                assert_eq!(r.status(), 401, "round {round}: a token issued around the ban still passes");
-                let r = app.http.post(app.url("/v1/auth/refresh")).header("x-authflow-device", &t.device).json(&json!({"refresh_token": t.refresh})).send().await.unwrap();
-                assert_ne!(r.status(), 200, "round {round}: the refresh token still works");
+                let r = app
+                    .authed(Method::GET, "/v1/ext-authz", &t)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    r.status(),
+                    401,
+                    "round {round}: a token issued around the ban still passes"
+                );
+                let r = app
+                    .http
+                    .post(app.url("/v1/auth/refresh"))
+                    .header("x-authflow-device", &t.device)
+                    .json(&json!({"refresh_token": t.refresh}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_ne!(
+                    r.status(),
+                    200,
+                    "round {round}: the refresh token still works"
+                );
             }
             403 => {}
             other => panic!("round {round}: sign-in answered {other}"),
@@ -360,15 +619,31 @@ async fn a_ban_kills_tokens_issued_in_its_own_second() {
     let user = app.state.store.user_by_id(&user_id).await.unwrap().unwrap();
     let at = now();
     // Tied to no session the ban could end: only the ban's subject entry can stop it.
-    let access = tokens::issue(&app.state, &user, "no-such-session", None, None, at).await.unwrap();
+    let access = tokens::issue(&app.state, &user, "no-such-session", None, None, at)
+        .await
+        .unwrap();
     assert!(tokens::verify(&app.state, &access.token, at).is_ok());
-    assert!(app.state.store.ban_user(&user.id, at, at + 900).await.unwrap());
+    assert!(app
+        .state
+        .store
+        .ban_user(&user.id, at, at + 900)
+        .await
+        .unwrap());
     sessions::feed_changed(&app.state).await;
-    assert_eq!(tokens::verify(&app.state, &access.token, at).err(), Some("token has been revoked"));
+    assert_eq!(
+        tokens::verify(&app.state, &access.token, at).err(),
+        Some("token has been revoked")
+    );
     // What the filters get says the same: the entry's not_before is past the token's iat.
     let (_, snapshot) = app.feed(None).await;
     let feed: RevocationFeed = serde_json::from_value(snapshot.unwrap()).unwrap();
-    assert!(feed.banned_subjects.iter().any(|b| b.sub == user_id && b.not_before > u64::try_from(at).unwrap()), "{:?}", feed.banned_subjects);
+    assert!(
+        feed.banned_subjects
+            .iter()
+            .any(|b| b.sub == user_id && b.not_before > u64::try_from(at).unwrap()),
+        "{:?}",
+        feed.banned_subjects
+    );
 }
 
 /// Follows `Link: <…>; rel="next"` from `first`: every page's rows, and the limit each page asked for.
@@ -398,37 +673,83 @@ async fn user_and_session_listings_come_in_bounded_pages() {
     let hasher = Hasher::new(1024, 1).unwrap();
     let at = now();
     for i in 0..7 {
-        let user = User::new(&format!("u{i}@example.com"), hasher.hash(PASSWORD).unwrap(), vec!["user".into()], at);
+        let user = User::new(
+            &format!("u{i}@example.com"),
+            hasher.hash(PASSWORD).unwrap(),
+            vec!["user".into()],
+            at,
+        );
         app.state.store.create_user(&user).await.unwrap();
     }
     let pages = all_pages(&app, &admin, "/v1/admin/users?limit=3").await;
-    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 2], "8 users in pages of 3, no empty page after the last");
-    let listed: Vec<(i64, String)> =
-        pages.iter().flatten().map(|u| (u["created_at"].as_i64().unwrap(), u["user_id"].as_str().unwrap().to_owned())).collect();
+    assert_eq!(
+        pages.iter().map(Vec::len).collect::<Vec<_>>(),
+        [3, 3, 2],
+        "8 users in pages of 3, no empty page after the last"
+    );
+    let listed: Vec<(i64, String)> = pages
+        .iter()
+        .flatten()
+        .map(|u| {
+            (
+                u["created_at"].as_i64().unwrap(),
+                u["user_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
     let mut sorted = listed.clone();
     sorted.sort();
     sorted.dedup();
     assert_eq!(listed, sorted, "oldest first, each user once");
 
     // A user signed up (in a later second) while an admin pages through shows up, once.
-    let r = app.authed(Method::GET, "/v1/admin/users?limit=4", &admin).send().await.unwrap();
+    let r = app
+        .authed(Method::GET, "/v1/admin/users?limit=4", &admin)
+        .send()
+        .await
+        .unwrap();
     let next = r.headers()["link"].to_str().unwrap().to_owned();
     let first: Vec<Value> = r.json().await.unwrap();
     while now() <= at {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let late = app.verified_user("late@example.com").await;
-    let rest = all_pages(&app, &admin, next.trim_start_matches('<').split_once('>').unwrap().0).await;
-    let ids: Vec<&str> = first.iter().chain(rest.iter().flatten()).map(|u| u["user_id"].as_str().unwrap()).collect();
+    let rest = all_pages(
+        &app,
+        &admin,
+        next.trim_start_matches('<').split_once('>').unwrap().0,
+    )
+    .await;
+    let ids: Vec<&str> = first
+        .iter()
+        .chain(rest.iter().flatten())
+        .map(|u| u["user_id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids.len(), 9);
     assert_eq!(ids.iter().filter(|id| **id == late).count(), 1);
     // Without a limit: 100 a page.
-    let r = app.authed(Method::GET, "/v1/admin/users", &admin).send().await.unwrap();
+    let r = app
+        .authed(Method::GET, "/v1/admin/users", &admin)
+        .send()
+        .await
+        .unwrap();
     assert!(r.headers().get("link").is_none());
     assert_eq!(r.json::<Vec<Value>>().await.unwrap().len(), 9);
 
-    for bad in ["limit=0", "limit=1001", "limit=-1", "after=abc", "after=1.x%20y", "after=-5.ab", "limit=2&after=1.a.b"] {
-        let r = app.authed(Method::GET, &format!("/v1/admin/users?{bad}"), &admin).send().await.unwrap();
+    for bad in [
+        "limit=0",
+        "limit=1001",
+        "limit=-1",
+        "after=abc",
+        "after=1.x%20y",
+        "after=-5.ab",
+        "limit=2&after=1.a.b",
+    ] {
+        let r = app
+            .authed(Method::GET, &format!("/v1/admin/users?{bad}"), &admin)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(error_code(r, 400).await, "invalid_request", "{bad}");
     }
 
@@ -437,13 +758,37 @@ async fn user_and_session_listings_come_in_bounded_pages() {
     for _ in 0..3 {
         app.signin("leo@example.com", PASSWORD).await;
     }
-    let pages = all_pages(&app, &admin, &format!("/v1/admin/users/{user_id}/sessions?limit=2")).await;
+    let pages = all_pages(
+        &app,
+        &admin,
+        &format!("/v1/admin/users/{user_id}/sessions?limit=2"),
+    )
+    .await;
     assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [2, 1]);
-    let created: Vec<i64> = pages.iter().flatten().map(|s| s["created_at"].as_i64().unwrap()).collect();
-    assert!(created.windows(2).all(|w| w[0] >= w[1]), "newest first: {created:?}");
-    let ids: HashSet<&str> = pages.iter().flatten().map(|s| s["session_id"].as_str().unwrap()).collect();
+    let created: Vec<i64> = pages
+        .iter()
+        .flatten()
+        .map(|s| s["created_at"].as_i64().unwrap())
+        .collect();
+    assert!(
+        created.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {created:?}"
+    );
+    let ids: HashSet<&str> = pages
+        .iter()
+        .flatten()
+        .map(|s| s["session_id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids.len(), 3);
-    let r = app.authed(Method::GET, &format!("/v1/admin/users/{user_id}/sessions?limit=5000"), &admin).send().await.unwrap();
+    let r = app
+        .authed(
+            Method::GET,
+            &format!("/v1/admin/users/{user_id}/sessions?limit=5000"),
+            &admin,
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(r, 400).await, "invalid_request");
 }
 
@@ -462,17 +807,42 @@ async fn a_revocation_outlives_tokens_issued_under_a_longer_lifetime() {
     assert!(exp(&long) >= now() + 3500);
     // The lifetime lowered to 5 minutes: the session logged out, then the user banned.
     let short = spawn_app_beside(&app, |c| c.tokens.access_ttl = Duration::from_secs(300)).await;
-    let r = short.authed(Method::POST, "/v1/auth/logout", &long).send().await.unwrap();
+    let r = short
+        .authed(Method::POST, "/v1/auth/logout", &long)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = short.authed(Method::POST, &format!("/v1/admin/users/{user_id}/ban"), &admin).send().await.unwrap();
+    let r = short
+        .authed(
+            Method::POST,
+            &format!("/v1/admin/users/{user_id}/ban"),
+            &admin,
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let (_, feed) = short.feed(None).await;
     let feed: RevocationFeed = serde_json::from_value(feed.unwrap()).unwrap();
     let sid = |t: &Tokens| claims(&t.access)["sid"].as_str().unwrap().to_owned();
     for t in [&long, &other] {
-        let entry = feed.revoked_sessions.iter().find(|s| s.sid == sid(t)).expect("the session's entry");
-        assert!(entry.expires_at as i64 >= exp(t), "session entry forgotten at {} before its token expires at {}", entry.expires_at, exp(t));
+        let entry = feed
+            .revoked_sessions
+            .iter()
+            .find(|s| s.sid == sid(t))
+            .expect("the session's entry");
+        assert!(
+            entry.expires_at as i64 >= exp(t),
+            "session entry forgotten at {} before its token expires at {}",
+            entry.expires_at,
+            exp(t)
+        );
     }
-    let ban = feed.banned_subjects.iter().find(|b| b.sub == user_id).expect("the ban");
+    let ban = feed
+        .banned_subjects
+        .iter()
+        .find(|b| b.sub == user_id)
+        .expect("the ban");
     assert!(ban.expires_at as i64 >= exp(&other));
 }

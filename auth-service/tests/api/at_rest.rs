@@ -16,7 +16,12 @@ async fn database_files(app: &TestApp) -> Vec<u8> {
     let mut all = Vec::new();
     for entry in std::fs::read_dir(app.dir.path()).unwrap() {
         let path = entry.unwrap().path();
-        if path.file_name().unwrap().to_string_lossy().starts_with("authflow.db") {
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("authflow.db")
+        {
             all.extend(std::fs::read(&path).unwrap());
         }
     }
@@ -29,12 +34,18 @@ async fn postgres_values(url: &str) -> Vec<u8> {
     let mut db = sqlx::PgConnection::connect(url).await.unwrap();
     let mut all = Vec::new();
     let users: Vec<(Option<String>, Option<String>)> =
-        sqlx::query_as("SELECT totp_secret, totp_pending FROM users").fetch_all(&mut db).await.unwrap();
+        sqlx::query_as("SELECT totp_secret, totp_pending FROM users")
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
     for (secret, pending) in users {
         all.extend(secret.unwrap_or_default().into_bytes());
         all.extend(pending.unwrap_or_default().into_bytes());
     }
-    let keys: Vec<Vec<u8>> = sqlx::query_scalar("SELECT private_key FROM signing_keys").fetch_all(&mut db).await.unwrap();
+    let keys: Vec<Vec<u8>> = sqlx::query_scalar("SELECT private_key FROM signing_keys")
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
     keys.into_iter().for_each(|k| all.extend(k));
     assert!(!all.is_empty());
     all
@@ -49,15 +60,29 @@ async fn a_database_copy_holds_no_usable_secret() {
     let app = spawn_app().await;
     app.verified_user("rest@example.com").await;
     let t = app.signin("rest@example.com", PASSWORD).await;
-    let r = app.authed(Method::POST, "/v1/auth/totp/enroll", &t).json(&json!({"password": PASSWORD})).send().await.unwrap();
-    let secret = r.json::<Value>().await.unwrap()["secret"].as_str().unwrap().to_owned();
+    let r = app
+        .authed(Method::POST, "/v1/auth/totp/enroll", &t)
+        .json(&json!({"password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let secret = r.json::<Value>().await.unwrap()["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     let keys = app.state.store.signing_keys().await.unwrap();
     let private = &keys[0].private_key;
     assert!(private.len() >= 32);
     let files = database_files(&app).await;
-    assert!(!contains(&files, secret.as_bytes()), "the TOTP secret is in the database in clear");
-    assert!(!contains(&files, private), "a signing key's private half is in the database in clear");
+    assert!(
+        !contains(&files, secret.as_bytes()),
+        "the TOTP secret is in the database in clear"
+    );
+    assert!(
+        !contains(&files, private),
+        "a signing key's private half is in the database in clear"
+    );
 }
 
 #[tokio::test]
@@ -66,11 +91,17 @@ async fn a_missing_or_wrong_key_is_a_clear_start_error() {
     app.verified_user("kek@example.com").await;
     let mut config = test_config(app.dir.path(), app.database_url.as_deref(), |_| {});
     config.kek.current = None;
-    let e = authflow_auth_service::startup::spawn(config).await.err().expect("no KEK: refused");
+    let e = authflow_auth_service::startup::spawn(config)
+        .await
+        .err()
+        .expect("no KEK: refused");
     assert!(e.to_string().contains("AUTHFLOW_KEK"), "{e}");
     let mut config = test_config(app.dir.path(), app.database_url.as_deref(), |_| {});
     config.kek.current = Some([7u8; 32]);
-    let e = authflow_auth_service::startup::spawn(config).await.err().expect("wrong KEK: refused");
+    let e = authflow_auth_service::startup::spawn(config)
+        .await
+        .err()
+        .expect("wrong KEK: refused");
     assert!(e.to_string().contains("key-encryption key"), "{e}");
 }
 
@@ -87,10 +118,20 @@ async fn clear_secrets_are_sealed_on_start_and_a_rotated_key_reseals_everything(
     if app.database_url.is_some() {
         use sqlx::Connection;
         let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
-        sqlx::query("UPDATE users SET totp_secret = $1 WHERE email = $2").bind(&secret).bind(email).execute(&mut db).await.unwrap();
+        sqlx::query("UPDATE users SET totp_secret = $1 WHERE email = $2")
+            .bind(&secret)
+            .bind(email)
+            .execute(&mut db)
+            .await
+            .unwrap();
     } else {
         let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-        sqlx::query("UPDATE users SET totp_secret = ? WHERE email = ?").bind(&secret).bind(email).execute(&pool).await.unwrap();
+        sqlx::query("UPDATE users SET totp_secret = ? WHERE email = ?")
+            .bind(&secret)
+            .bind(email)
+            .execute(&pool)
+            .await
+            .unwrap();
         pool.close().await;
     }
 
@@ -102,14 +143,30 @@ async fn clear_secrets_are_sealed_on_start_and_a_rotated_key_reseals_everything(
         c.kek.previous = vec![old];
     })
     .await;
-    assert!(!contains(&database_files(&rotated).await, secret.as_bytes()), "sealed in place on start");
+    assert!(
+        !contains(&database_files(&rotated).await, secret.as_bytes()),
+        "sealed in place on start"
+    );
     // The old key can go now: everything opens with the new one alone.
     let only_new = spawn_app_beside(&app, |c| c.kek.current = Some(new)).await;
     let (challenge, method) = only_new.challenge(email, PASSWORD).await;
     assert_eq!(method, "totp");
-    let r = only_new.post("/v1/auth/signin/verify", json!({"challenge_id": challenge, "code": totp_code(&secret, now + 30)})).await;
-    assert_eq!(r.status(), 200, "the TOTP secret survived the migration and the rotation");
+    let r = only_new
+        .post(
+            "/v1/auth/signin/verify",
+            json!({"challenge_id": challenge, "code": totp_code(&secret, now + 30)}),
+        )
+        .await;
+    assert_eq!(
+        r.status(),
+        200,
+        "the TOTP secret survived the migration and the rotation"
+    );
     let t = tokens_of(r).await;
-    let r = only_new.authed(Method::POST, "/v1/auth/logout", &t).send().await.unwrap();
+    let r = only_new
+        .authed(Method::POST, "/v1/auth/logout", &t)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "the signing key survived too");
 }

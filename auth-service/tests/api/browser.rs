@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderValue};
 use authflow_auth_service::store::PageRequest;
+use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -33,7 +33,10 @@ struct Page {
 
 impl Page {
     fn location(&self) -> &str {
-        self.headers.get("location").map(|v| v.to_str().unwrap()).unwrap_or("")
+        self.headers
+            .get("location")
+            .map(|v| v.to_str().unwrap())
+            .unwrap_or("")
     }
 
     /// The CSRF token of the page's (first) form.
@@ -53,8 +56,15 @@ impl Page {
 /// The value of the hidden input `name` in `html`.
 fn hidden(html: &str, name: &str) -> String {
     let marker = format!("name=\"{name}\" value=\"");
-    let start = html.find(&marker).unwrap_or_else(|| panic!("no field {name} in {html}")) + marker.len();
-    html[start..].split('"').next().unwrap().replace("&amp;", "&")
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no field {name} in {html}"))
+        + marker.len();
+    html[start..]
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&amp;", "&")
 }
 
 #[derive(Clone)]
@@ -80,7 +90,13 @@ impl Browser {
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap();
-        Self { base: app.base.clone(), http, jar: Vec::new(), foreign: Vec::new(), foreign_first: false }
+        Self {
+            base: app.base.clone(),
+            http,
+            jar: Vec::new(),
+            foreign: Vec::new(),
+            foreign_first: false,
+        }
     }
 
     fn cookie(&self, name: &str) -> Option<&Cookie> {
@@ -88,7 +104,12 @@ impl Browser {
     }
 
     fn cookie_header(&self, path: &str) -> String {
-        let mut all: Vec<String> = self.jar.iter().filter(|c| path.starts_with(&c.path)).map(|c| format!("{}={}", c.name, c.value)).collect();
+        let mut all: Vec<String> = self
+            .jar
+            .iter()
+            .filter(|c| path.starts_with(&c.path))
+            .map(|c| format!("{}={}", c.name, c.value))
+            .collect();
         if self.foreign_first {
             all.splice(0..0, self.foreign.iter().cloned());
         } else {
@@ -102,22 +123,39 @@ impl Browser {
             let raw = line.to_str().unwrap().to_owned();
             let (pair, attrs) = raw.split_once(';').unwrap_or((&raw, ""));
             let (name, value) = pair.split_once('=').unwrap();
-            let path = attrs.split(';').find_map(|a| a.trim().strip_prefix("Path=")).unwrap_or("/").to_owned();
+            let path = attrs
+                .split(';')
+                .find_map(|a| a.trim().strip_prefix("Path="))
+                .unwrap_or("/")
+                .to_owned();
             self.jar.retain(|c| c.name != name);
             if !attrs.contains("Max-Age=0") {
-                self.jar.push(Cookie { name: name.into(), value: value.into(), path, raw: raw.clone() });
+                self.jar.push(Cookie {
+                    name: name.into(),
+                    value: value.into(),
+                    path,
+                    raw: raw.clone(),
+                });
             }
         }
     }
 
     async fn send(&mut self, req: reqwest::RequestBuilder, path: &str) -> Page {
         let cookies = self.cookie_header(path.split('?').next().unwrap());
-        let req = if cookies.is_empty() { req } else { req.header("cookie", cookies) };
+        let req = if cookies.is_empty() {
+            req
+        } else {
+            req.header("cookie", cookies)
+        };
         let r = req.send().await.unwrap();
         let status = r.status();
         let headers = r.headers().clone();
         self.store(&headers);
-        Page { status, headers, body: r.text().await.unwrap() }
+        Page {
+            status,
+            headers,
+            body: r.text().await.unwrap(),
+        }
     }
 
     async fn get(&mut self, path: &str) -> Page {
@@ -150,13 +188,32 @@ impl Browser {
 
     /// Sign-up, the mailed link, sign-in and the mailed code.
     async fn sign_up_and_in(&mut self, app: &TestApp, email: &str, return_to: &str) -> Page {
-        let r = self.submit("/auth/signup", "/auth/signup", &[("email", email), ("password", PASSWORD)]).await;
-        assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/signup/sent"));
+        let r = self
+            .submit(
+                "/auth/signup",
+                "/auth/signup",
+                &[("email", email), ("password", PASSWORD)],
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.location()),
+            (StatusCode::SEE_OTHER, "/auth/signup/sent")
+        );
         let mail = app.last_mail(email, 1).await;
         let body = mail["body"].as_str().unwrap();
-        let link = body.lines().find(|l| l.contains("/auth/verify?token=")).unwrap_or_else(|| panic!("no page link in {body}"));
-        let origin = app.state.config.accounts.pages_url(&app.state.config.tokens.issuer);
-        assert!(link.starts_with(&format!("{origin}/auth/verify?token=")), "an absolute link to the page: {link}");
+        let link = body
+            .lines()
+            .find(|l| l.contains("/auth/verify?token="))
+            .unwrap_or_else(|| panic!("no page link in {body}"));
+        let origin = app
+            .state
+            .config
+            .accounts
+            .pages_url(&app.state.config.tokens.issuer);
+        assert!(
+            link.starts_with(&format!("{origin}/auth/verify?token=")),
+            "an absolute link to the page: {link}"
+        );
         let path = &link[link.find("/auth/verify").unwrap()..];
         let r = self.get(path).await;
         assert_eq!(r.status, 200, "{}", r.body);
@@ -166,21 +223,56 @@ impl Browser {
     async fn sign_in(&mut self, app: &TestApp, email: &str, return_to: &str) -> Page {
         let before = app.outbox(email, 0).await.len();
         let page = format!("/auth/signin?return_to={}", url_escape(return_to));
-        let r = self.submit(&page, "/auth/signin", &[("email", email), ("password", PASSWORD), ("return_to", return_to)]).await;
+        let r = self
+            .submit(
+                &page,
+                "/auth/signin",
+                &[
+                    ("email", email),
+                    ("password", PASSWORD),
+                    ("return_to", return_to),
+                ],
+            )
+            .await;
         assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
-        assert!(r.location().starts_with("/auth/signin/code"), "{}", r.location());
+        assert!(
+            r.location().starts_with("/auth/signin/code"),
+            "{}",
+            r.location()
+        );
         let mail = app.last_mail(email, before + 1).await;
         let code_page = r.location().to_owned();
-        self.submit(&code_page, "/auth/signin/code", &[("code", mail["code"].as_str().unwrap()), ("return_to", return_to)]).await
+        self.submit(
+            &code_page,
+            "/auth/signin/code",
+            &[
+                ("code", mail["code"].as_str().unwrap()),
+                ("return_to", return_to),
+            ],
+        )
+        .await
     }
 }
 
 fn url_escape(s: &str) -> String {
-    s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 fn assert_page_headers(page: &Page, what: &str) {
-    let h = |name: &str| page.headers.get(name).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    let h = |name: &str| {
+        page.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
     assert_eq!(
         h("content-security-policy"),
         "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; connect-src 'self'; form-action 'self'; \
@@ -198,23 +290,55 @@ async fn sign_up_verify_sign_in_with_the_code_sets_the_session_cookies() {
     let mut b = Browser::new(&app);
     let email = "page-user@example.com";
     let r = b.sign_up_and_in(&app, email, "/app/hello?x=1").await;
-    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/app/hello?x=1"));
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/app/hello?x=1")
+    );
 
     let access = b.cookie(ACCESS).expect("access cookie").clone();
     let ttl = app.state.config.tokens.access_ttl.as_secs();
-    assert!(access.raw.contains("HttpOnly") && access.raw.contains("Secure") && access.raw.contains("SameSite=Lax"), "{}", access.raw);
-    assert!(access.raw.contains("Path=/;") && access.raw.contains(&format!("Max-Age={ttl}")), "{}", access.raw);
+    assert!(
+        access.raw.contains("HttpOnly")
+            && access.raw.contains("Secure")
+            && access.raw.contains("SameSite=Lax"),
+        "{}",
+        access.raw
+    );
+    assert!(
+        access.raw.contains("Path=/;") && access.raw.contains(&format!("Max-Age={ttl}")),
+        "{}",
+        access.raw
+    );
     let refresh = b.cookie(REFRESH).expect("refresh cookie");
-    assert!(refresh.raw.contains("HttpOnly") && refresh.raw.contains("Secure") && refresh.raw.contains("SameSite=Lax"), "{}", refresh.raw);
+    assert!(
+        refresh.raw.contains("HttpOnly")
+            && refresh.raw.contains("Secure")
+            && refresh.raw.contains("SameSite=Lax"),
+        "{}",
+        refresh.raw
+    );
     assert_eq!(refresh.path, "/auth/refresh");
     let device = b.cookie(DEVICE).expect("device cookie");
-    assert!(device.raw.contains("SameSite=Lax") && device.raw.contains("Path=/;") && device.raw.contains("HttpOnly"), "{}", device.raw);
-    assert!(b.cookie("__Host-authflow-challenge").is_none(), "the challenge cookie is gone");
+    assert!(
+        device.raw.contains("SameSite=Lax")
+            && device.raw.contains("Path=/;")
+            && device.raw.contains("HttpOnly"),
+        "{}",
+        device.raw
+    );
+    assert!(
+        b.cookie("__Host-authflow-challenge").is_none(),
+        "the challenge cookie is gone"
+    );
     assert_eq!(claims(&access.value)["sub"].as_str().unwrap().len(), 32);
 
     let devices = b.get("/auth/devices").await;
     assert_eq!(devices.status, 200, "{}", devices.body);
-    assert!(devices.body.contains("(this device)") && devices.body.contains(UA), "{}", devices.body);
+    assert!(
+        devices.body.contains("(this device)") && devices.body.contains(UA),
+        "{}",
+        devices.body
+    );
     assert!(devices.body.contains(email));
 }
 
@@ -222,28 +346,65 @@ async fn sign_up_verify_sign_in_with_the_code_sets_the_session_cookies() {
 async fn every_page_has_the_strict_headers_and_accessible_markup() {
     let app = spawn_app().await;
     let mut b = Browser::new(&app);
-    for path in ["/auth/signin", "/auth/signup", "/auth/signup/sent", "/auth/password/forgot", "/auth/password/reset?token=x", "/auth/verify?token=nope"] {
+    for path in [
+        "/auth/signin",
+        "/auth/signup",
+        "/auth/signup/sent",
+        "/auth/password/forgot",
+        "/auth/password/reset?token=x",
+        "/auth/verify?token=nope",
+    ] {
         let page = b.get(path).await;
-        assert!(page.status == 200 || page.status == 400, "{path}: {}", page.status);
+        assert!(
+            page.status == 200 || page.status == 400,
+            "{path}: {}",
+            page.status
+        );
         assert_page_headers(&page, path);
-        assert!(page.body.starts_with("<!DOCTYPE html><html lang=\"en\">"), "{path}");
+        assert!(
+            page.body.starts_with("<!DOCTYPE html><html lang=\"en\">"),
+            "{path}"
+        );
         assert!(page.body.contains("<h1>"), "{path}");
-        assert!(!page.body.contains("<script"), "{path}: works without JavaScript");
-        assert!(!page.body.contains("http://") && !page.body.contains("https://"), "{path}: no third-party assets");
+        assert!(
+            !page.body.contains("<script"),
+            "{path}: works without JavaScript"
+        );
+        assert!(
+            !page.body.contains("http://") && !page.body.contains("https://"),
+            "{path}: no third-party assets"
+        );
     }
     let form = b.get("/auth/signin").await;
-    for needle in ["id=\"signin-form\"", "<label for=\"email\">", "autocomplete=\"username\"", "autocomplete=\"current-password\"", "<button type=\"submit\">"] {
+    for needle in [
+        "id=\"signin-form\"",
+        "<label for=\"email\">",
+        "autocomplete=\"username\"",
+        "autocomplete=\"current-password\"",
+        "<button type=\"submit\">",
+    ] {
         assert!(form.body.contains(needle), "{needle} in {}", form.body);
     }
     let css = b.get("/auth/static/authflow.css").await;
     assert_eq!(css.status, 200);
-    assert!(css.headers["content-type"].to_str().unwrap().starts_with("text/css"));
+    assert!(css.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/css"));
     // The DPoP client (tests/browser/test_dpop.py runs it in Chromium): a module the pages' CSP allows.
     let client = b.get("/auth/static/authflow-dpop.js").await;
     assert_eq!(client.status, 200);
-    assert!(client.headers["content-type"].to_str().unwrap().starts_with("text/javascript"));
+    assert!(client.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/javascript"));
     assert!(client.body.contains("export async function completeSignIn"));
-    let refused = b.post("/auth/signin", &[("email", "a@example.com"), ("password", "x")]).await;
+    let refused = b
+        .post(
+            "/auth/signin",
+            &[("email", "a@example.com"), ("password", "x")],
+        )
+        .await;
     assert_page_headers(&refused, "a refused post");
     let redirect = b.get("/auth/refresh").await;
     assert_page_headers(&redirect, "the refresh redirect");
@@ -259,30 +420,73 @@ async fn refresh_rotates_the_cookie_and_the_old_one_is_refused() {
     let mut stale = b.clone();
 
     let r = b.get("/auth/refresh?return_to=%2Fapp%2Fhello").await;
-    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/app/hello"));
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/app/hello")
+    );
     assert_page_headers(&r, "refresh");
     let new = b.cookie(REFRESH).unwrap().value.clone();
     assert_ne!(new, old, "rotated");
-    assert_ne!(b.cookie(ACCESS).unwrap().value, old_access, "a fresh access token");
+    assert_ne!(
+        b.cookie(ACCESS).unwrap().value,
+        old_access,
+        "a fresh access token"
+    );
 
     // The rotated-out cookie at once (a tab that lost the race): to sign-in,
     // but the cookies stay (the jar may hold the winner's by now) and so does the session.
     let session = claims(&old_access)["sid"].as_str().unwrap().to_owned();
     let r = stale.get("/auth/refresh?return_to=%2Fapp%2Fhello").await;
-    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/signin?return_to=/app/hello"));
-    assert!(r.headers.get("set-cookie").is_none(), "no cookie cleared: {:?}", r.headers);
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/auth/signin?return_to=/app/hello")
+    );
+    assert!(
+        r.headers.get("set-cookie").is_none(),
+        "no cookie cleared: {:?}",
+        r.headers
+    );
     assert_page_headers(&r, "the refused refresh");
-    assert!(app.state.store.session(&session).await.unwrap().unwrap().revoked_at.is_none(), "the session lives");
+    assert!(
+        app.state
+            .store
+            .session(&session)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_none(),
+        "the session lives"
+    );
     // Past the grace: reuse; sign-in again, the cookies cleared and the session ended.
     age_rotation(&app, &old, 60).await;
     let r = stale.get("/auth/refresh?return_to=%2Fapp%2Fhello").await;
-    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/signin?return_to=/app/hello"));
-    assert!(stale.cookie(ACCESS).is_none() && stale.cookie(REFRESH).is_none(), "cleared");
-    assert!(app.state.store.session(&session).await.unwrap().unwrap().revoked_at.is_some(), "reuse ended the session");
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/auth/signin?return_to=/app/hello")
+    );
+    assert!(
+        stale.cookie(ACCESS).is_none() && stale.cookie(REFRESH).is_none(),
+        "cleared"
+    );
+    assert!(
+        app.state
+            .store
+            .session(&session)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some(),
+        "reuse ended the session"
+    );
     // Without any refresh cookie: straight to sign-in.
     let mut fresh = Browser::new(&app);
     let r = fresh.get("/auth/refresh").await;
-    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/signin"));
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/auth/signin")
+    );
 }
 
 /// Two tabs of one browser (one cookie jar) sent to the refresh endpoint at
@@ -294,33 +498,79 @@ async fn two_tabs_refreshing_at_once_keep_the_browser_signed_in() {
     let app = spawn_app().await;
     let mut b = Browser::new(&app);
     b.sign_up_and_in(&app, "tabs@example.com", "/").await;
-    let session = claims(&b.cookie(ACCESS).unwrap().value)["sid"].as_str().unwrap().to_owned();
+    let session = claims(&b.cookie(ACCESS).unwrap().value)["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let cookies = b.cookie_header(authflow_contract::browser::REFRESH_PATH);
-    let tab = || b.http.get(format!("{}/auth/refresh?return_to=%2Fapp", b.base)).header("cookie", &cookies).send();
+    let tab = || {
+        b.http
+            .get(format!("{}/auth/refresh?return_to=%2Fapp", b.base))
+            .header("cookie", &cookies)
+            .send()
+    };
     let (one, two) = tokio::join!(tab(), tab());
     let (one, two) = (one.unwrap(), two.unwrap());
-    let (winner, loser) = if one.headers().get("location").is_some_and(|l| l == "/app") { (one, two) } else { (two, one) };
-    assert_eq!((winner.status(), winner.headers()["location"].to_str().unwrap()), (StatusCode::SEE_OTHER, "/app"));
+    let (winner, loser) = if one.headers().get("location").is_some_and(|l| l == "/app") {
+        (one, two)
+    } else {
+        (two, one)
+    };
+    assert_eq!(
+        (
+            winner.status(),
+            winner.headers()["location"].to_str().unwrap()
+        ),
+        (StatusCode::SEE_OTHER, "/app")
+    );
     assert_eq!(loser.status(), StatusCode::SEE_OTHER);
-    assert_eq!(loser.headers()["location"].to_str().unwrap(), "/auth/signin?return_to=/app");
-    assert!(loser.headers().get("set-cookie").is_none(), "the losing tab leaves the cookies alone: {:?}", loser.headers());
-    assert!(app.state.store.session(&session).await.unwrap().unwrap().revoked_at.is_none(), "the race ended the session");
+    assert_eq!(
+        loser.headers()["location"].to_str().unwrap(),
+        "/auth/signin?return_to=/app"
+    );
+    assert!(
+        loser.headers().get("set-cookie").is_none(),
+        "the losing tab leaves the cookies alone: {:?}",
+        loser.headers()
+    );
+    assert!(
+        app.state
+            .store
+            .session(&session)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_none(),
+        "the race ended the session"
+    );
 
     // Either order of arrival leaves the winner's cookies in the jar.
-    for (first, last) in [(winner.headers(), loser.headers()), (loser.headers(), winner.headers())] {
+    for (first, last) in [
+        (winner.headers(), loser.headers()),
+        (loser.headers(), winner.headers()),
+    ] {
         let mut jar = b.clone();
         jar.store(first);
         jar.store(last);
         let mut expected = b.clone();
         expected.store(winner.headers());
         for name in [ACCESS, REFRESH, DEVICE] {
-            assert_eq!(jar.cookie(name).map(|c| c.value.clone()), expected.cookie(name).map(|c| c.value.clone()), "{name}");
+            assert_eq!(
+                jar.cookie(name).map(|c| c.value.clone()),
+                expected.cookie(name).map(|c| c.value.clone()),
+                "{name}"
+            );
         }
     }
     b.store(loser.headers());
     b.store(winner.headers());
     let r = b.get("/auth/refresh?return_to=%2Fapp").await;
-    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/app"), "the jar refreshes on");
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/app"),
+        "the jar refreshes on"
+    );
 }
 
 #[tokio::test]
@@ -349,10 +599,18 @@ async fn forms_without_a_valid_csrf_token_or_from_another_site_are_refused() {
     let r = b.post("/auth/signin", &with(&theirs)).await;
     assert_eq!(r.status, 403, "a token of another browser's cookie");
     // A cross-site form post with a valid pair is refused on its origin.
-    let req = b.http.post(format!("{}/auth/signin", b.base)).header("origin", "https://evil.example").form(&with(&token));
+    let req = b
+        .http
+        .post(format!("{}/auth/signin", b.base))
+        .header("origin", "https://evil.example")
+        .form(&with(&token));
     let r = b.send(req, "/auth/signin").await;
     assert_eq!(r.status, 403);
-    let req = b.http.post(format!("{}/auth/signin", b.base)).header("sec-fetch-site", "cross-site").form(&with(&token));
+    let req = b
+        .http
+        .post(format!("{}/auth/signin", b.base))
+        .header("sec-fetch-site", "cross-site")
+        .form(&with(&token));
     let r = b.send(req, "/auth/signin").await;
     assert_eq!(r.status, 403);
     // Cookie tossing: a second CSRF cookie beside ours.
@@ -360,18 +618,44 @@ async fn forms_without_a_valid_csrf_token_or_from_another_site_are_refused() {
     let mut header = tossed.cookie_header("/auth/signin");
     header.push_str("; __Host-authflow-csrf=planted");
     tossed.jar.clear();
-    let req = tossed.http.post(format!("{}/auth/signin", tossed.base)).header("cookie", header).form(&with(&token));
+    let req = tossed
+        .http
+        .post(format!("{}/auth/signin", tossed.base))
+        .header("cookie", header)
+        .form(&with(&token));
     let r = tossed.send(req, "/auth/signin").await;
     assert_eq!(r.status, 403);
     // What a page echoes back is escaped.
-    let r = b.post("/auth/signin", &[("email", "\"><script>alert(1)</script>"), ("password", "x"), ("csrf", &token)]).await;
+    let r = b
+        .post(
+            "/auth/signin",
+            &[
+                ("email", "\"><script>alert(1)</script>"),
+                ("password", "x"),
+                ("csrf", &token),
+            ],
+        )
+        .await;
     assert_eq!(r.status, 400);
-    assert!(!r.body.contains("<script>") && r.body.contains("&lt;script&gt;"), "{}", r.body);
+    assert!(
+        !r.body.contains("<script>") && r.body.contains("&lt;script&gt;"),
+        "{}",
+        r.body
+    );
     // A page of another site posting with Origin: null (a sandboxed frame, or its own no-referrer).
-    let req = b.http.post(format!("{}/auth/signin", b.base)).header("origin", "null").header("sec-fetch-site", "cross-site").form(&with(&token));
+    let req = b
+        .http
+        .post(format!("{}/auth/signin", b.base))
+        .header("origin", "null")
+        .header("sec-fetch-site", "cross-site")
+        .form(&with(&token));
     assert_eq!(b.send(req, "/auth/signin").await.status, 403);
     // A browser that names our origin passes (no Sec-Fetch-Site: an older one).
-    let req = b.http.post(format!("{}/auth/signin", b.base)).header("origin", &b.base).form(&with(&token));
+    let req = b
+        .http
+        .post(format!("{}/auth/signin", b.base))
+        .header("origin", &b.base)
+        .form(&with(&token));
     assert_eq!(b.send(req, "/auth/signin").await.status, 303);
     // The genuine pair passes.
     let r = b.post("/auth/signin", &with(&token)).await;
@@ -383,17 +667,51 @@ async fn return_to_never_leaves_the_site() {
     let app = spawn_app().await;
     let mut b = Browser::new(&app);
     b.sign_up_and_in(&app, "redirect@example.com", "/").await;
-    for evil in ["//evil.example", "https://evil.example", "/\\evil.example", "/ok\r\nset-cookie: x=y", "javascript:alert(1)", "/%0d%0aset-cookie:x=y"] {
-        let r = b.get(&format!("/auth/refresh?return_to={}", url_escape(evil))).await;
-        assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/"), "{evil:?}");
-        assert!(r.headers.get_all("set-cookie").iter().all(|c| !c.to_str().unwrap().starts_with("x=")), "{evil:?}");
-        let page = b.get(&format!("/auth/signin?return_to={}", url_escape(evil))).await;
+    for evil in [
+        "//evil.example",
+        "https://evil.example",
+        "/\\evil.example",
+        "/ok\r\nset-cookie: x=y",
+        "javascript:alert(1)",
+        "/%0d%0aset-cookie:x=y",
+    ] {
+        let r = b
+            .get(&format!("/auth/refresh?return_to={}", url_escape(evil)))
+            .await;
+        assert_eq!(
+            (r.status, r.location()),
+            (StatusCode::SEE_OTHER, "/"),
+            "{evil:?}"
+        );
+        assert!(
+            r.headers
+                .get_all("set-cookie")
+                .iter()
+                .all(|c| !c.to_str().unwrap().starts_with("x=")),
+            "{evil:?}"
+        );
+        let page = b
+            .get(&format!("/auth/signin?return_to={}", url_escape(evil)))
+            .await;
         assert_eq!(hidden(&page.body, "return_to"), "/", "{evil:?}");
     }
     // Through sign-in itself: the posted field is checked again.
     let mut other = Browser::new(&app);
-    let r = other.submit("/auth/signin", "/auth/signin", &[("email", "redirect@example.com"), ("password", PASSWORD), ("return_to", "//evil.example")]).await;
-    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/signin/code"));
+    let r = other
+        .submit(
+            "/auth/signin",
+            "/auth/signin",
+            &[
+                ("email", "redirect@example.com"),
+                ("password", PASSWORD),
+                ("return_to", "//evil.example"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/auth/signin/code")
+    );
 }
 
 #[tokio::test]
@@ -407,20 +725,50 @@ async fn logout_clears_the_cookies_and_ends_the_session() {
 
     let devices = b.get("/auth/devices").await;
     let r = b.post("/auth/logout", &[("csrf", &devices.csrf())]).await;
-    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/signin"));
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/auth/signin")
+    );
     for name in [ACCESS, REFRESH, DEVICE] {
-        let line = r.headers.get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).find(|l| l.starts_with(&format!("{name}=;")));
-        assert!(line.as_deref().is_some_and(|l| l.contains("Max-Age=0")), "{name} cleared");
+        let line = r
+            .headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .find(|l| l.starts_with(&format!("{name}=;")));
+        assert!(
+            line.as_deref().is_some_and(|l| l.contains("Max-Age=0")),
+            "{name} cleared"
+        );
     }
     assert!(b.cookie(ACCESS).is_none());
 
     // The old access token is refused at the API and on the pages.
-    let r = app.http.post(app.url("/v1/auth/logout")).bearer_auth(&access).header("x-authflow-device", &device).send().await.unwrap();
+    let r = app
+        .http
+        .post(app.url("/v1/auth/logout"))
+        .bearer_auth(&access)
+        .header("x-authflow-device", &device)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     let r = kept.get("/auth/devices").await;
-    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/refresh?return_to=/auth/devices"));
+    assert_eq!(
+        (r.status, r.location()),
+        (
+            StatusCode::SEE_OTHER,
+            "/auth/refresh?return_to=/auth/devices"
+        )
+    );
     let r = kept.get(r.location()).await;
-    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/signin?return_to=/auth/devices"));
+    assert_eq!(
+        (r.status, r.location()),
+        (
+            StatusCode::SEE_OTHER,
+            "/auth/signin?return_to=/auth/devices"
+        )
+    );
 }
 
 #[tokio::test]
@@ -432,12 +780,32 @@ async fn devices_log_out_one_and_everywhere() {
     laptop.sign_in(&app, "two@example.com", "/").await;
 
     let page = laptop.get("/auth/devices").await;
-    assert_eq!(page.body.matches("device-logout-form-").count(), 2, "{}", page.body);
+    assert_eq!(
+        page.body.matches("device-logout-form-").count(),
+        2,
+        "{}",
+        page.body
+    );
     // Log out the phone's session from the laptop.
-    let phone_sid = claims(&phone.cookie(ACCESS).unwrap().value)["sid"].as_str().unwrap().to_owned();
-    let r = laptop.post("/auth/devices/logout", &[("session", &phone_sid), ("csrf", &page.csrf())]).await;
-    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/devices"));
-    assert_eq!(phone.get("/auth/devices").await.status, StatusCode::SEE_OTHER, "the phone is signed out");
+    let phone_sid = claims(&phone.cookie(ACCESS).unwrap().value)["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = laptop
+        .post(
+            "/auth/devices/logout",
+            &[("session", &phone_sid), ("csrf", &page.csrf())],
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/auth/devices")
+    );
+    assert_eq!(
+        phone.get("/auth/devices").await.status,
+        StatusCode::SEE_OTHER,
+        "the phone is signed out"
+    );
     let page = laptop.get("/auth/devices").await;
     assert_eq!(page.status, 200);
     assert_eq!(page.body.matches("device-logout-form-").count(), 1);
@@ -445,16 +813,44 @@ async fn devices_log_out_one_and_everywhere() {
     // Another user cannot end someone else's session through the form.
     let mut other = Browser::new(&app);
     other.sign_up_and_in(&app, "other@example.com", "/").await;
-    let laptop_sid = claims(&laptop.cookie(ACCESS).unwrap().value)["sid"].as_str().unwrap().to_owned();
+    let laptop_sid = claims(&laptop.cookie(ACCESS).unwrap().value)["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let csrf = other.get("/auth/devices").await.csrf();
-    other.post("/auth/devices/logout", &[("session", &laptop_sid), ("csrf", &csrf)]).await;
-    assert_eq!(laptop.get("/auth/devices").await.status, 200, "still signed in");
+    other
+        .post(
+            "/auth/devices/logout",
+            &[("session", &laptop_sid), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(
+        laptop.get("/auth/devices").await.status,
+        200,
+        "still signed in"
+    );
 
-    let r = laptop.post("/auth/logout-all", &[("csrf", &page.csrf())]).await;
-    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/signin"));
-    let other_sub = claims(&other.cookie(ACCESS).unwrap().value)["sub"].as_str().unwrap().to_owned();
-    let live = app.state.store.sessions_of(&other_sub, &PageRequest::first(1000)).await.unwrap();
-    assert!(live.iter().any(|s| s.revoked_at.is_none()), "the other user keeps theirs");
+    let r = laptop
+        .post("/auth/logout-all", &[("csrf", &page.csrf())])
+        .await;
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/auth/signin")
+    );
+    let other_sub = claims(&other.cookie(ACCESS).unwrap().value)["sub"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let live = app
+        .state
+        .store
+        .sessions_of(&other_sub, &PageRequest::first(1000))
+        .await
+        .unwrap();
+    assert!(
+        live.iter().any(|s| s.revoked_at.is_none()),
+        "the other user keeps theirs"
+    );
 }
 
 #[tokio::test]
@@ -462,20 +858,37 @@ async fn wrong_codes_on_the_page_hit_the_same_limits() {
     let app = spawn_app().await;
     app.verified_user("guess@example.com").await;
     let mut b = Browser::new(&app);
-    let r = b.submit("/auth/signin", "/auth/signin", &[("email", "guess@example.com"), ("password", PASSWORD)]).await;
+    let r = b
+        .submit(
+            "/auth/signin",
+            "/auth/signin",
+            &[("email", "guess@example.com"), ("password", PASSWORD)],
+        )
+        .await;
     assert_eq!(r.status, 303);
-    let code = app.last_mail("guess@example.com", 2).await["code"].as_str().unwrap().to_owned();
+    let code = app.last_mail("guess@example.com", 2).await["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let wrong = if code == "000000" { "111111" } else { "000000" };
     let form = b.get("/auth/signin/code").await;
     let csrf = form.csrf();
     let max = app.state.config.accounts.challenge_max_attempts;
     for n in 0..max {
-        let r = b.post("/auth/signin/code", &[("code", wrong), ("csrf", &csrf)]).await;
-        assert!(r.status == 401 || r.status == 429, "attempt {n}: {}", r.status);
+        let r = b
+            .post("/auth/signin/code", &[("code", wrong), ("csrf", &csrf)])
+            .await;
+        assert!(
+            r.status == 401 || r.status == 429,
+            "attempt {n}: {}",
+            r.status
+        );
         assert!(r.alert().is_some(), "{}", r.body);
     }
     // The right code, after the limit, no longer signs in.
-    let r = b.post("/auth/signin/code", &[("code", &code), ("csrf", &csrf)]).await;
+    let r = b
+        .post("/auth/signin/code", &[("code", &code), ("csrf", &csrf)])
+        .await;
     assert_ne!(r.status, 303, "{}", r.body);
     assert!(b.cookie(ACCESS).is_none());
 }
@@ -486,7 +899,12 @@ async fn huge_forms_are_refused() {
     let mut b = Browser::new(&app);
     let csrf = b.get("/auth/signin").await.csrf();
     let big = "a".repeat(app.state.config.server.body_limit_bytes + 1);
-    let r = b.post("/auth/signin", &[("email", &big), ("password", "x"), ("csrf", &csrf)]).await;
+    let r = b
+        .post(
+            "/auth/signin",
+            &[("email", &big), ("password", "x"), ("csrf", &csrf)],
+        )
+        .await;
     assert_eq!(r.status, 413);
 }
 
@@ -496,13 +914,33 @@ async fn a_banned_user_is_sent_to_sign_in_and_told_why() {
     let admin = app.admin("root@example.com").await;
     let mut b = Browser::new(&app);
     b.sign_up_and_in(&app, "banned@example.com", "/").await;
-    let sub = claims(&b.cookie(ACCESS).unwrap().value)["sub"].as_str().unwrap().to_owned();
-    let r = app.authed(reqwest::Method::POST, &format!("/v1/admin/users/{sub}/ban"), &admin).send().await.unwrap();
+    let sub = claims(&b.cookie(ACCESS).unwrap().value)["sub"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = app
+        .authed(
+            reqwest::Method::POST,
+            &format!("/v1/admin/users/{sub}/ban"),
+            &admin,
+        )
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_success(), "{}", r.status());
 
     let r = b.get("/auth/refresh?return_to=%2Fapp").await;
-    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/signin?return_to=/app"));
-    let r = b.submit("/auth/signin", "/auth/signin", &[("email", "banned@example.com"), ("password", PASSWORD)]).await;
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/auth/signin?return_to=/app")
+    );
+    let r = b
+        .submit(
+            "/auth/signin",
+            "/auth/signin",
+            &[("email", "banned@example.com"), ("password", PASSWORD)],
+        )
+        .await;
     assert_eq!(r.status, 403);
     assert!(r.alert().unwrap().contains("disabled"), "{}", r.body);
 }
@@ -514,25 +952,70 @@ async fn password_reset_through_the_pages() {
     let mut b = Browser::new(&app);
     b.sign_up_and_in(&app, email, "/").await;
     let before = app.outbox(email, 0).await.len();
-    let r = b.submit("/auth/password/forgot", "/auth/password/forgot", &[("email", email)]).await;
-    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/password/forgot/sent"));
+    let r = b
+        .submit(
+            "/auth/password/forgot",
+            "/auth/password/forgot",
+            &[("email", email)],
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/auth/password/forgot/sent")
+    );
     let mail: Value = app.last_mail(email, before + 1).await;
     let body = mail["body"].as_str().unwrap();
-    let link = body.lines().find(|l| l.contains("/auth/password/reset?token=")).unwrap_or_else(|| panic!("{body}"));
+    let link = body
+        .lines()
+        .find(|l| l.contains("/auth/password/reset?token="))
+        .unwrap_or_else(|| panic!("{body}"));
     let path = link[link.find("/auth/").unwrap()..].to_owned();
     let new_password = "a brand new passphrase 42";
     let token = hidden(&b.get(&path).await.body, "token");
-    let r = b.submit(&path, "/auth/password/reset", &[("token", &token), ("password", new_password)]).await;
-    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/password/reset/done"), "{}", r.body);
-    assert_eq!(b.get("/auth/devices").await.status, StatusCode::SEE_OTHER, "every session ended");
+    let r = b
+        .submit(
+            &path,
+            "/auth/password/reset",
+            &[("token", &token), ("password", new_password)],
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/auth/password/reset/done"),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        b.get("/auth/devices").await.status,
+        StatusCode::SEE_OTHER,
+        "every session ended"
+    );
 
-    let r = b.submit("/auth/signin", "/auth/signin", &[("email", email), ("password", PASSWORD)]).await;
+    let r = b
+        .submit(
+            "/auth/signin",
+            "/auth/signin",
+            &[("email", email), ("password", PASSWORD)],
+        )
+        .await;
     assert_eq!(r.status, 401, "the old password is refused");
-    let r = b.submit("/auth/signin", "/auth/signin", &[("email", email), ("password", new_password)]).await;
+    let r = b
+        .submit(
+            "/auth/signin",
+            "/auth/signin",
+            &[("email", email), ("password", new_password)],
+        )
+        .await;
     assert_eq!(r.status, 303);
     // The link works once.
     let token = hidden(&b.get(&path).await.body, "token");
-    let r = b.submit(&path, "/auth/password/reset", &[("token", &token), ("password", new_password)]).await;
+    let r = b
+        .submit(
+            &path,
+            "/auth/password/reset",
+            &[("token", &token), ("password", new_password)],
+        )
+        .await;
     assert_eq!(r.status, 400);
     assert!(r.alert().is_some());
 }
@@ -544,30 +1027,78 @@ async fn totp_enrolment_with_the_qr_code_then_sign_in_with_the_app() {
     let mut b = Browser::new(&app);
     b.sign_up_and_in(&app, email, "/").await;
 
-    let r = b.submit("/auth/totp", "/auth/totp", &[("password", "wrong password!")]).await;
+    let r = b
+        .submit(
+            "/auth/totp",
+            "/auth/totp",
+            &[("password", "wrong password!")],
+        )
+        .await;
     assert_eq!(r.status, 401, "a fresh proof is needed");
-    assert_eq!(r.alert().as_deref(), Some("The password is wrong."), "a signed-in person's address is verified");
-    let r = b.submit("/auth/totp", "/auth/totp", &[("password", PASSWORD)]).await;
+    assert_eq!(
+        r.alert().as_deref(),
+        Some("The password is wrong."),
+        "a signed-in person's address is verified"
+    );
+    let r = b
+        .submit("/auth/totp", "/auth/totp", &[("password", PASSWORD)])
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_page_headers(&r, "enrolment");
-    assert!(r.body.contains("<svg") && !r.body.contains("<?xml") && !r.body.contains("style="), "inline, CSP-safe SVG");
+    assert!(
+        r.body.contains("<svg") && !r.body.contains("<?xml") && !r.body.contains("style="),
+        "inline, CSP-safe SVG"
+    );
     let start = r.body.find("id=\"totp-secret\">").unwrap() + "id=\"totp-secret\">".len();
     let secret = r.body[start..].split('<').next().unwrap().to_owned();
     let csrf = r.csrf();
     let now = authflow_auth_service::clock::now();
-    let r = b.post("/auth/totp/confirm", &[("code", "000000"), ("csrf", &csrf)]).await;
-    assert!(r.status == 401 && r.body.contains(&secret), "a wrong code shows the key again: {}", r.status);
-    let r = b.post("/auth/totp/confirm", &[("code", &totp_code(&secret, now)), ("csrf", &csrf)]).await;
-    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/totp/done"));
+    let r = b
+        .post("/auth/totp/confirm", &[("code", "000000"), ("csrf", &csrf)])
+        .await;
+    assert!(
+        r.status == 401 && r.body.contains(&secret),
+        "a wrong code shows the key again: {}",
+        r.status
+    );
+    let r = b
+        .post(
+            "/auth/totp/confirm",
+            &[("code", &totp_code(&secret, now)), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/auth/totp/done")
+    );
 
     // Sign-in now asks for the app's code (the next time step: the last one is used).
     let mut other = Browser::new(&app);
-    let r = other.submit("/auth/signin", "/auth/signin", &[("email", email), ("password", PASSWORD)]).await;
+    let r = other
+        .submit(
+            "/auth/signin",
+            "/auth/signin",
+            &[("email", email), ("password", PASSWORD)],
+        )
+        .await;
     assert_eq!(r.status, 303);
     let form = other.get("/auth/signin/code").await;
     assert!(form.body.contains("authenticator app"), "{}", form.body);
-    let r = other.post("/auth/signin/code", &[("code", &totp_code(&secret, now + 30)), ("csrf", &form.csrf())]).await;
-    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/"), "{}", r.body);
+    let r = other
+        .post(
+            "/auth/signin/code",
+            &[
+                ("code", &totp_code(&secret, now + 30)),
+                ("csrf", &form.csrf()),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/"),
+        "{}",
+        r.body
+    );
     assert!(other.cookie(ACCESS).is_some());
 }
 
@@ -576,13 +1107,18 @@ async fn the_pages_are_not_in_the_api_document() {
     let app = spawn_app().await;
     let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
     let paths = doc["paths"].as_object().unwrap();
-    assert!(paths.keys().all(|p| !p.starts_with("/auth/")), "{:?}", paths.keys().collect::<Vec<_>>());
+    assert!(
+        paths.keys().all(|p| !p.starts_with("/auth/")),
+        "{:?}",
+        paths.keys().collect::<Vec<_>>()
+    );
     assert_eq!(app.get("/auth/signin").await.status(), 200);
 }
 
 #[tokio::test]
 async fn mailed_links_use_the_configured_pages_origin_not_the_request_host() {
-    let app = spawn_app_with(|c| c.accounts.pages_url = Some("https://app.example.com/".into())).await;
+    let app =
+        spawn_app_with(|c| c.accounts.pages_url = Some("https://app.example.com/".into())).await;
     let mut b = Browser::new(&app);
     let email = "origin@example.com";
     let form = b.get("/auth/signup").await;
@@ -590,11 +1126,21 @@ async fn mailed_links_use_the_configured_pages_origin_not_the_request_host() {
         .http
         .post(format!("{}/auth/signup", b.base))
         .header("host", "evil.example")
-        .form(&[("email", email), ("password", PASSWORD), ("csrf", &form.csrf())]);
+        .form(&[
+            ("email", email),
+            ("password", PASSWORD),
+            ("csrf", &form.csrf()),
+        ]);
     let r = b.send(req, "/auth/signup").await;
     assert_eq!(r.status, 303);
-    let body = app.last_mail(email, 1).await["body"].as_str().unwrap().to_owned();
-    assert!(body.contains("\nhttps://app.example.com/auth/verify?token="), "{body}");
+    let body = app.last_mail(email, 1).await["body"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        body.contains("\nhttps://app.example.com/auth/verify?token="),
+        "{body}"
+    );
     assert!(!body.contains("evil.example"), "{body}");
 }
 
@@ -606,21 +1152,39 @@ async fn logout_after_the_access_cookie_expired_still_ends_the_session() {
     let app = spawn_app().await;
     let mut b = Browser::new(&app);
     b.sign_up_and_in(&app, "idle@example.com", "/").await;
-    let sid = claims(&b.cookie(ACCESS).unwrap().value)["sid"].as_str().unwrap().to_owned();
+    let sid = claims(&b.cookie(ACCESS).unwrap().value)["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let csrf = b.get("/auth/devices").await.csrf();
     b.jar.retain(|c| c.name != ACCESS); // Max-Age reached: the browser dropped it.
 
     let r = b.post("/auth/logout", &[("csrf", &csrf)]).await;
-    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/refresh?return_to=/auth/logout"));
+    assert_eq!(
+        (r.status, r.location()),
+        (
+            StatusCode::SEE_OTHER,
+            "/auth/refresh?return_to=/auth/logout"
+        )
+    );
     let r = b.get(r.location()).await;
-    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/logout"));
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/auth/logout")
+    );
     let page = b.get("/auth/logout").await;
     assert_eq!(page.status, 200);
     assert!(page.body.contains("id=\"logout-form\""), "{}", page.body);
     let r = b.post("/auth/logout", &[("csrf", &page.csrf())]).await;
-    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/signin"));
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/auth/signin")
+    );
     let session = app.state.store.session(&sid).await.unwrap().unwrap();
-    assert!(session.revoked_at.is_some(), "the session ended on the server");
+    assert!(
+        session.revoked_at.is_some(),
+        "the session ended on the server"
+    );
 }
 
 /// The sign-in page answers an unverified account as it answers a wrong
@@ -632,23 +1196,64 @@ async fn the_sign_in_page_answers_an_unverified_account_like_a_wrong_password() 
     app.verified_user("known@example.com").await;
     let mut b = Browser::new(&app);
     let email = "pending@example.com";
-    let r = b.submit("/auth/signup", "/auth/signup", &[("email", email), ("password", PASSWORD)]).await;
-    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/signup/sent"));
+    let r = b
+        .submit(
+            "/auth/signup",
+            "/auth/signup",
+            &[("email", email), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/auth/signup/sent")
+    );
     app.last_mail(email, 1).await;
 
-    let wrong = b.submit("/auth/signin", "/auth/signin", &[("email", "known@example.com"), ("password", "not the password")]).await;
-    let unverified = b.submit("/auth/signin", "/auth/signin", &[("email", email), ("password", PASSWORD)]).await;
-    assert_eq!(unverified.status, StatusCode::UNAUTHORIZED, "{}", unverified.body);
-    assert_eq!((unverified.status, unverified.alert()), (wrong.status, wrong.alert()));
-    assert!(b.cookie("__Host-authflow-challenge").is_none(), "no challenge for an unverified account");
+    let wrong = b
+        .submit(
+            "/auth/signin",
+            "/auth/signin",
+            &[
+                ("email", "known@example.com"),
+                ("password", "not the password"),
+            ],
+        )
+        .await;
+    let unverified = b
+        .submit(
+            "/auth/signin",
+            "/auth/signin",
+            &[("email", email), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(
+        unverified.status,
+        StatusCode::UNAUTHORIZED,
+        "{}",
+        unverified.body
+    );
+    assert_eq!(
+        (unverified.status, unverified.alert()),
+        (wrong.status, wrong.alert())
+    );
+    assert!(
+        b.cookie("__Host-authflow-challenge").is_none(),
+        "no challenge for an unverified account"
+    );
 
     let mail = app.last_mail(email, 2).await;
     let body = mail["body"].as_str().unwrap();
-    let link = body.lines().find(|l| l.contains("/auth/verify?token=")).unwrap_or_else(|| panic!("no page link in {body}"));
+    let link = body
+        .lines()
+        .find(|l| l.contains("/auth/verify?token="))
+        .unwrap_or_else(|| panic!("no page link in {body}"));
     let r = b.get(&link[link.find("/auth/verify").unwrap()..]).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let r = b.sign_in(&app, email, "/app/hello").await;
-    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/app/hello"));
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/app/hello")
+    );
 }
 
 /// The pages go through the API's guards: wrong passwords lock the account
@@ -664,18 +1269,51 @@ async fn password_guessing_and_mail_floods_on_the_pages_hit_the_api_limits() {
     app.verified_user(email).await;
     let mut b = Browser::new(&app);
     for n in 0..3 {
-        let r = b.submit("/auth/signin", "/auth/signin", &[("email", email), ("password", "not the password")]).await;
+        let r = b
+            .submit(
+                "/auth/signin",
+                "/auth/signin",
+                &[("email", email), ("password", "not the password")],
+            )
+            .await;
         assert_eq!(r.status, 401, "attempt {n}");
     }
-    let r = b.submit("/auth/signin", "/auth/signin", &[("email", email), ("password", PASSWORD)]).await;
+    let r = b
+        .submit(
+            "/auth/signin",
+            "/auth/signin",
+            &[("email", email), ("password", PASSWORD)],
+        )
+        .await;
     assert_eq!(r.status, 429, "locked even with the right password");
-    assert!(r.alert().unwrap().contains("Too many attempts"), "{}", r.body);
-    let retry: u64 = r.headers.get("retry-after").expect("Retry-After on the page").to_str().unwrap().parse().unwrap();
-    assert!(retry >= 1 && r.alert().unwrap().contains(&format!("{retry} seconds")), "{retry}: {}", r.body);
+    assert!(
+        r.alert().unwrap().contains("Too many attempts"),
+        "{}",
+        r.body
+    );
+    let retry: u64 = r
+        .headers
+        .get("retry-after")
+        .expect("Retry-After on the page")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        retry >= 1 && r.alert().unwrap().contains(&format!("{retry} seconds")),
+        "{retry}: {}",
+        r.body
+    );
 
     let before = app.outbox(email, 0).await.len();
     for _ in 0..6 {
-        let r = b.submit("/auth/password/forgot", "/auth/password/forgot", &[("email", email)]).await;
+        let r = b
+            .submit(
+                "/auth/password/forgot",
+                "/auth/password/forgot",
+                &[("email", email)],
+            )
+            .await;
         assert_eq!(r.status, 303);
     }
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -692,10 +1330,19 @@ async fn a_session_past_the_listed_ones_can_still_be_logged_out() {
     let app = spawn_app().await;
     let mut tablet = Browser::new(&app);
     tablet.sign_up_and_in(&app, "many@example.com", "/").await;
-    let tablet_sid = claims(&tablet.cookie(ACCESS).unwrap().value)["sid"].as_str().unwrap().to_owned();
+    let tablet_sid = claims(&tablet.cookie(ACCESS).unwrap().value)["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let mut laptop = Browser::new(&app);
     laptop.sign_in(&app, "many@example.com", "/").await;
-    let user = app.state.store.user_by_email("many@example.com").await.unwrap().unwrap();
+    let user = app
+        .state
+        .store
+        .user_by_email("many@example.com")
+        .await
+        .unwrap()
+        .unwrap();
     let now = authflow_auth_service::clock::now();
     // 250 newer sessions ended at once (a script signing in and out): they push nothing out.
     let session = |i: usize| Session {
@@ -711,26 +1358,63 @@ async fn a_session_past_the_listed_ones_can_still_be_logged_out() {
         user_agent: Some("script".into()),
         dpop_jkt: None,
     };
-    let refresh = |i: usize| RefreshRecord { hash: format!("h{i:04}"), session_id: format!("s{i:04}"), created_at: now, expires_at: now + 3600, used_at: None };
+    let refresh = |i: usize| RefreshRecord {
+        hash: format!("h{i:04}"),
+        session_id: format!("s{i:04}"),
+        created_at: now,
+        expires_at: now + 3600,
+        used_at: None,
+    };
     for i in 0..250 {
         let s = session(i);
-        assert!(app.state.store.create_session(&s, &refresh(i), user.password_version).await.unwrap());
-        assert!(app.state.store.revoke_session(&s.id, "logout", now + 10, now + 3600).await.unwrap());
+        assert!(app
+            .state
+            .store
+            .create_session(&s, &refresh(i), user.password_version)
+            .await
+            .unwrap());
+        assert!(app
+            .state
+            .store
+            .revoke_session(&s.id, "logout", now + 10, now + 3600)
+            .await
+            .unwrap());
     }
     let page = laptop.get("/auth/devices").await;
-    assert_eq!(page.body.matches("device-logout-form-").count(), 2, "the tablet and the laptop");
+    assert_eq!(
+        page.body.matches("device-logout-form-").count(),
+        2,
+        "the tablet and the laptop"
+    );
     // 200 newer live ones: the tablet's is no longer listed, and is still the user's to end.
     for i in 250..450 {
-        assert!(app.state.store.create_session(&session(i), &refresh(i), user.password_version).await.unwrap());
+        assert!(app
+            .state
+            .store
+            .create_session(&session(i), &refresh(i), user.password_version)
+            .await
+            .unwrap());
     }
     let page = laptop.get("/auth/devices").await;
     assert_eq!(page.body.matches("device-logout-form-").count(), 200);
     assert!(!page.body.contains(&tablet_sid));
-    let r = laptop.post("/auth/devices/logout", &[("session", &tablet_sid), ("csrf", &page.csrf())]).await;
-    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/devices"));
+    let r = laptop
+        .post(
+            "/auth/devices/logout",
+            &[("session", &tablet_sid), ("csrf", &page.csrf())],
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/auth/devices")
+    );
     let ended = app.state.store.session(&tablet_sid).await.unwrap().unwrap();
     assert_eq!(ended.revoke_reason.as_deref(), Some("logout_device"));
-    assert_eq!(tablet.get("/auth/devices").await.status, StatusCode::SEE_OTHER, "the tablet is signed out");
+    assert_eq!(
+        tablet.get("/auth/devices").await.status,
+        StatusCode::SEE_OTHER,
+        "the tablet is signed out"
+    );
 }
 
 /// Cookies other sites of the domain may set beside ours change nothing: one
@@ -749,19 +1433,34 @@ async fn foreign_cookies_beside_ours_change_nothing() {
         "\u{2000}__Host-authflow-access=planted".into(),
         "\u{2000}__Host-authflow-device=planted".into(),
     ];
-    assert_eq!(b.get("/auth/devices").await.status, StatusCode::OK, "signed in");
+    assert_eq!(
+        b.get("/auth/devices").await.status,
+        StatusCode::OK,
+        "signed in"
+    );
     // The access token has run out: the refresh takes ours, whatever is beside it.
     b.jar.retain(|c| c.name != ACCESS);
     let r = b.get("/auth/refresh?return_to=/auth/devices").await;
-    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/devices"));
-    assert!(b.cookie(ACCESS).is_some() && b.cookie(REFRESH).is_some() && b.cookie(DEVICE).is_some());
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/auth/devices")
+    );
+    assert!(
+        b.cookie(ACCESS).is_some() && b.cookie(REFRESH).is_some() && b.cookie(DEVICE).is_some()
+    );
     // The planted copies sent before ours: tried, refused without effect, ours taken.
     b.foreign_first = true;
     b.jar.retain(|c| c.name != ACCESS);
     let r = b.get("/auth/refresh?return_to=/auth/devices").await;
-    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/devices"));
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/auth/devices")
+    );
     assert!(b.cookie(ACCESS).is_some());
     // Forms still pass their CSRF check.
     let r = b.submit("/auth/logout", "/auth/logout", &[]).await;
-    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/auth/signin"));
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/auth/signin")
+    );
 }

@@ -10,7 +10,10 @@ use serde_json::{json, Value};
 use crate::common::*;
 
 fn header(r: &reqwest::Response, name: &str) -> String {
-    r.headers().get(name).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default()
+    r.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
 }
 
 /// No cache may keep it, and it is not sniffed.
@@ -26,12 +29,26 @@ async fn secret_bearing_answers_are_not_stored_and_none_is_sniffed() {
 
     // A mailed code and the tokens of a sign-in.
     app.verified_user("ada@example.com").await;
-    let r = app.http.get(app.url("/v1/dev/outbox")).query(&[("to", "ada@example.com")]).send().await.unwrap();
+    let r = app
+        .http
+        .get(app.url("/v1/dev/outbox"))
+        .query(&[("to", "ada@example.com")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_no_store(&r, "the development outbox");
     let (challenge, _) = app.challenge("ada@example.com", PASSWORD).await;
-    let code = app.last_mail("ada@example.com", 2).await["code"].as_str().unwrap().to_owned();
-    let r = app.post("/v1/auth/signin/verify", json!({"challenge_id": challenge, "code": code})).await;
+    let code = app.last_mail("ada@example.com", 2).await["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = app
+        .post(
+            "/v1/auth/signin/verify",
+            json!({"challenge_id": challenge, "code": code}),
+        )
+        .await;
     assert_eq!(r.status(), 200);
     assert_no_store(&r, "sign-in tokens");
     let t = tokens_of(r).await;
@@ -41,33 +58,75 @@ async fn secret_bearing_answers_are_not_stored_and_none_is_sniffed() {
     let t = tokens_of(r).await;
 
     // A TOTP secret.
-    let r = app.authed(Method::POST, "/v1/auth/totp/enroll", &t).json(&json!({"password": PASSWORD})).send().await.unwrap();
+    let r = app
+        .authed(Method::POST, "/v1/auth/totp/enroll", &t)
+        .json(&json!({"password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_no_store(&r, "TOTP enrolment");
 
     // A client secret, at creation and rotation, and the client's token.
-    let r = app.authed(Method::POST, "/v1/admin/service-accounts", &admin).json(&json!({"client_id": "billing", "scopes": ["read"]})).send().await.unwrap();
+    let r = app
+        .authed(Method::POST, "/v1/admin/service-accounts", &admin)
+        .json(&json!({"client_id": "billing", "scopes": ["read"]}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
     assert_no_store(&r, "service-account creation");
-    let r = app.authed(Method::POST, "/v1/admin/service-accounts/billing/secret", &admin).send().await.unwrap();
+    let r = app
+        .authed(
+            Method::POST,
+            "/v1/admin/service-accounts/billing/secret",
+            &admin,
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_no_store(&r, "service-account secret rotation");
-    let secret = r.json::<Value>().await.unwrap()["client_secret"].as_str().unwrap().to_owned();
-    let r = app.http.post(app.url("/v1/oauth/token")).basic_auth("billing", Some(&secret)).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
+    let secret = r.json::<Value>().await.unwrap()["client_secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = app
+        .http
+        .post(app.url("/v1/oauth/token"))
+        .basic_auth("billing", Some(&secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_no_store(&r, "client-credentials token");
 
     // Every other JSON answer too: admin reads, errors (the service's own and the router's).
-    let r = app.authed(Method::GET, "/v1/admin/users", &admin).send().await.unwrap();
+    let r = app
+        .authed(Method::GET, "/v1/admin/users", &admin)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_no_store(&r, "admin user list");
-    let r = app.post("/v1/auth/signin", json!({"email": "ada@example.com", "password": "wrong"})).await;
+    let r = app
+        .post(
+            "/v1/auth/signin",
+            json!({"email": "ada@example.com", "password": "wrong"}),
+        )
+        .await;
     assert_eq!(r.status(), 401);
     assert_no_store(&r, "a refusal");
     let r = app.get("/v1/no-such-endpoint").await;
     assert_eq!(r.status(), 404);
     assert_no_store(&r, "404");
-    let r = app.http.delete(app.url("/v1/auth/signin")).send().await.unwrap();
+    let r = app
+        .http
+        .delete(app.url("/v1/auth/signin"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 405);
     assert_no_store(&r, "405");
 }
@@ -82,7 +141,13 @@ async fn public_documents_keep_their_caching_and_conditional_answers() {
     assert_eq!(header(&r, "x-content-type-options"), "nosniff");
     let etag = header(&r, "etag");
     assert!(!etag.is_empty());
-    let r = app.http.get(app.url("/.well-known/jwks.json")).header("if-none-match", &etag).send().await.unwrap();
+    let r = app
+        .http
+        .get(app.url("/.well-known/jwks.json"))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 304);
     assert_eq!(header(&r, "cache-control"), "public, max-age=60");
     assert_eq!(header(&r, "etag"), etag);
@@ -96,8 +161,17 @@ async fn public_documents_keep_their_caching_and_conditional_answers() {
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "cache-control"), "no-cache");
     assert_eq!(header(&r, "x-content-type-options"), "nosniff");
-    let cursor = r.json::<Value>().await.unwrap()["cursor"].as_str().unwrap().to_owned();
-    let r = app.http.get(app.url("/v1/revocations")).query(&[("since", cursor.as_str())]).send().await.unwrap();
+    let cursor = r.json::<Value>().await.unwrap()["cursor"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = app
+        .http
+        .get(app.url("/v1/revocations"))
+        .query(&[("since", cursor.as_str())])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 304);
     assert_eq!(header(&r, "cache-control"), "no-cache");
 }

@@ -6,12 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use authflow_auth_service::clock::now;
 use authflow_auth_service::config::Config;
 use authflow_auth_service::domain::password::Hasher;
-use authflow_auth_service::store::User;
-use authflow_auth_service::clock::now;
 use authflow_auth_service::startup::{spawn, Running};
 use authflow_auth_service::state::AppState;
+use authflow_auth_service::store::User;
 use serde_json::{json, Value};
 
 pub const UA: &str = "authflow-test/1.0";
@@ -32,7 +32,11 @@ pub struct TestApp {
 }
 
 /// Fast settings for tests; `tweak` adjusts them.
-pub fn test_config(dir: &std::path::Path, database_url: Option<&str>, tweak: impl FnOnce(&mut Config)) -> Config {
+pub fn test_config(
+    dir: &std::path::Path,
+    database_url: Option<&str>,
+    tweak: impl FnOnce(&mut Config),
+) -> Config {
     let mut config = Config::for_data_dir(dir).unwrap();
     if let Some(url) = database_url {
         config.database.url = url.into();
@@ -49,7 +53,10 @@ pub fn test_config(dir: &std::path::Path, database_url: Option<&str>, tweak: imp
     if !kek_file.exists() {
         std::fs::write(&kek_file, authflow_auth_service::kek::generate_key()).unwrap();
     }
-    config.kek.current = Some(authflow_auth_service::kek::parse_key(&std::fs::read_to_string(&kek_file).unwrap()).unwrap());
+    config.kek.current = Some(
+        authflow_auth_service::kek::parse_key(&std::fs::read_to_string(&kek_file).unwrap())
+            .unwrap(),
+    );
     tweak(&mut config);
     config
 }
@@ -70,7 +77,11 @@ pub async fn spawn_app_beside(app: &TestApp, tweak: impl FnOnce(&mut Config)) ->
 }
 
 /// An instance on the given data dir and database (`None`: SQLite in `dir`).
-pub async fn spawn_app_in(dir: Arc<tempfile::TempDir>, database_url: Option<String>, tweak: impl FnOnce(&mut Config)) -> TestApp {
+pub async fn spawn_app_in(
+    dir: Arc<tempfile::TempDir>,
+    database_url: Option<String>,
+    tweak: impl FnOnce(&mut Config),
+) -> TestApp {
     let config = test_config(dir.path(), database_url.as_deref(), tweak);
     let running = spawn(config).await.unwrap();
     let mut headers = reqwest::header::HeaderMap::new();
@@ -81,7 +92,14 @@ pub async fn spawn_app_in(dir: Arc<tempfile::TempDir>, database_url: Option<Stri
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
-    TestApp { base: format!("http://{}", running.addr), http, state: Arc::clone(&running.state), running, dir, database_url }
+    TestApp {
+        base: format!("http://{}", running.addr),
+        http,
+        state: Arc::clone(&running.state),
+        running,
+        dir,
+        database_url,
+    }
 }
 
 pub struct Tokens {
@@ -97,7 +115,12 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, body: Value) -> reqwest::Response {
-        self.http.post(self.url(path)).json(&body).send().await.unwrap()
+        self.http
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
@@ -105,14 +128,28 @@ impl TestApp {
     }
 
     /// A bearer request carrying the device secret, like a non-browser client.
-    pub fn authed(&self, method: reqwest::Method, path: &str, t: &Tokens) -> reqwest::RequestBuilder {
-        self.http.request(method, self.url(path)).bearer_auth(&t.access).header("x-authflow-device", &t.device)
+    pub fn authed(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        t: &Tokens,
+    ) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, self.url(path))
+            .bearer_auth(&t.access)
+            .header("x-authflow-device", &t.device)
     }
 
     /// Messages to `to`, oldest first, polling briefly (some mail is sent in the background).
     pub async fn outbox(&self, to: &str, at_least: usize) -> Vec<Value> {
         for _ in 0..100 {
-            let r = self.http.get(self.url("/v1/dev/outbox")).query(&[("to", to)]).send().await.unwrap();
+            let r = self
+                .http
+                .get(self.url("/v1/dev/outbox"))
+                .query(&[("to", to)])
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status(), 200);
             let mails: Vec<Value> = r.json().await.unwrap();
             if mails.len() >= at_least {
@@ -129,11 +166,21 @@ impl TestApp {
 
     /// Sign-up plus email verification through the outbox; returns the user id.
     pub async fn verified_user(&self, email: &str) -> String {
-        let r = self.post("/v1/auth/signup", json!({"email": email, "password": PASSWORD})).await;
+        let r = self
+            .post(
+                "/v1/auth/signup",
+                json!({"email": email, "password": PASSWORD}),
+            )
+            .await;
         assert_eq!(r.status(), 201);
-        let user_id = r.json::<Value>().await.unwrap()["user_id"].as_str().unwrap().to_owned();
+        let user_id = r.json::<Value>().await.unwrap()["user_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         let mail = self.last_mail(email, 1).await;
-        let r = self.post("/v1/auth/verify-email", json!({"token": mail["token"]})).await;
+        let r = self
+            .post("/v1/auth/verify-email", json!({"token": mail["token"]}))
+            .await;
         assert_eq!(r.status(), 200);
         user_id
     }
@@ -143,17 +190,30 @@ impl TestApp {
         let hasher = Hasher::new(1024, 1).unwrap();
         let user = User {
             email_verified: true,
-            ..User::new(email, hasher.hash(PASSWORD).unwrap(), vec!["user".into(), "admin".into()], now())
+            ..User::new(
+                email,
+                hasher.hash(PASSWORD).unwrap(),
+                vec!["user".into(), "admin".into()],
+                now(),
+            )
         };
         self.state.store.create_user(&user).await.unwrap();
         self.signin(email, PASSWORD).await
     }
 
     pub async fn challenge(&self, email: &str, password: &str) -> (String, String) {
-        let r = self.post("/v1/auth/signin", json!({"email": email, "password": password})).await;
+        let r = self
+            .post(
+                "/v1/auth/signin",
+                json!({"email": email, "password": password}),
+            )
+            .await;
         assert_eq!(r.status(), 200, "signin of {email}");
         let body: Value = r.json().await.unwrap();
-        (body["challenge_id"].as_str().unwrap().to_owned(), body["method"].as_str().unwrap().to_owned())
+        (
+            body["challenge_id"].as_str().unwrap().to_owned(),
+            body["method"].as_str().unwrap().to_owned(),
+        )
     }
 
     /// Password, then the mailed code: the full sign-in.
@@ -162,7 +222,12 @@ impl TestApp {
         let (challenge, method) = self.challenge(email, password).await;
         assert_eq!(method, "email");
         let mail = self.last_mail(email, before + 1).await;
-        let r = self.post("/v1/auth/signin/verify", json!({"challenge_id": challenge, "code": mail["code"]})).await;
+        let r = self
+            .post(
+                "/v1/auth/signin/verify",
+                json!({"challenge_id": challenge, "code": mail["code"]}),
+            )
+            .await;
         assert_eq!(r.status(), 200);
         tokens_of(r).await
     }
@@ -170,11 +235,24 @@ impl TestApp {
     /// Sets up TOTP for a signed-in user (proving the password, then a current
     /// code) and returns its base32 secret and the time the code was made for.
     pub async fn enrol_totp(&self, t: &Tokens) -> (String, i64) {
-        let r = self.authed(reqwest::Method::POST, "/v1/auth/totp/enroll", t).json(&json!({"password": PASSWORD})).send().await.unwrap();
+        let r = self
+            .authed(reqwest::Method::POST, "/v1/auth/totp/enroll", t)
+            .json(&json!({"password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
-        let secret = r.json::<Value>().await.unwrap()["secret"].as_str().unwrap().to_owned();
+        let secret = r.json::<Value>().await.unwrap()["secret"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         let now = now();
-        let r = self.authed(reqwest::Method::POST, "/v1/auth/totp/confirm", t).json(&json!({"code": totp_code(&secret, now)})).send().await.unwrap();
+        let r = self
+            .authed(reqwest::Method::POST, "/v1/auth/totp/confirm", t)
+            .json(&json!({"code": totp_code(&secret, now)}))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         (secret, now)
     }
@@ -186,7 +264,11 @@ impl TestApp {
         }
         let r = req.send().await.unwrap();
         let status = r.status().as_u16();
-        let body = if status == 200 { Some(r.json().await.unwrap()) } else { None };
+        let body = if status == 200 {
+            Some(r.json().await.unwrap())
+        } else {
+            None
+        };
         (status, body)
     }
 }
@@ -194,8 +276,19 @@ impl TestApp {
 /// The authenticator app's code for `secret` at time `at` (RFC 6238: SHA-1,
 /// 6 digits, 30 s steps), as the service's TOTP settings expect.
 pub fn totp_code(secret: &str, at: i64) -> String {
-    let bytes = totp_rs::Secret::Encoded(secret.to_owned()).to_bytes().unwrap();
-    totp_rs::TOTP::new_unchecked(totp_rs::Algorithm::SHA1, 6, 1, 30, bytes, None, String::new()).generate(at as u64)
+    let bytes = totp_rs::Secret::Encoded(secret.to_owned())
+        .to_bytes()
+        .unwrap();
+    totp_rs::TOTP::new_unchecked(
+        totp_rs::Algorithm::SHA1,
+        6,
+        1,
+        30,
+        bytes,
+        None,
+        String::new(),
+    )
+    .generate(at as u64)
 }
 
 pub async fn tokens_of(r: reqwest::Response) -> Tokens {
@@ -215,14 +308,27 @@ pub async fn tokens_of(r: reqwest::Response) -> Tokens {
 pub async fn age_rotation(app: &TestApp, refresh: &str, secs: i64) {
     let hash = authflow_auth_service::domain::hash_secret(refresh);
     let url = secrecy::ExposeSecret::expose_secret(&app.state.config.database.url).to_owned();
-    let sql = "UPDATE refresh_tokens SET used_at = used_at - $1 WHERE hash = $2 AND used_at IS NOT NULL";
+    let sql =
+        "UPDATE refresh_tokens SET used_at = used_at - $1 WHERE hash = $2 AND used_at IS NOT NULL";
     let updated = if app.database_url.is_some() {
         use sqlx::Connection;
         let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
-        sqlx::query(sql).bind(secs).bind(&hash).execute(&mut db).await.unwrap().rows_affected()
+        sqlx::query(sql)
+            .bind(secs)
+            .bind(&hash)
+            .execute(&mut db)
+            .await
+            .unwrap()
+            .rows_affected()
     } else {
         let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-        let n = sqlx::query(sql).bind(secs).bind(&hash).execute(&pool).await.unwrap().rows_affected();
+        let n = sqlx::query(sql)
+            .bind(secs)
+            .bind(&hash)
+            .execute(&pool)
+            .await
+            .unwrap()
+            .rows_affected();
         pool.close().await;
         n
     };
@@ -230,8 +336,15 @@ pub async fn age_rotation(app: &TestApp, refresh: &str, secs: i64) {
 }
 
 /// A refresh with the refresh token `refresh` and the device secret `device` (none: `None`).
-pub async fn refresh_with_device(app: &TestApp, refresh: &str, device: Option<&str>) -> reqwest::Response {
-    let mut request = app.http.post(app.url("/v1/auth/refresh")).json(&json!({"refresh_token": refresh}));
+pub async fn refresh_with_device(
+    app: &TestApp,
+    refresh: &str,
+    device: Option<&str>,
+) -> reqwest::Response {
+    let mut request = app
+        .http
+        .post(app.url("/v1/auth/refresh"))
+        .json(&json!({"refresh_token": refresh}));
     if let Some(device) = device {
         request = request.header("x-authflow-device", device);
     }
@@ -250,13 +363,23 @@ pub async fn invalid_grant(r: reqwest::Response) -> String {
 pub fn claims(token: &str) -> Value {
     use base64::Engine as _;
     let part = token.split('.').nth(1).unwrap();
-    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part)
+            .unwrap(),
+    )
+    .unwrap()
 }
 
 pub fn header(token: &str) -> Value {
     use base64::Engine as _;
     let part = token.split('.').next().unwrap();
-    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part)
+            .unwrap(),
+    )
+    .unwrap()
 }
 
 /// Asserts the one error shape and returns the `error` code.

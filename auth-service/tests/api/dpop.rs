@@ -32,11 +32,30 @@ impl DpopKey {
 
     /// A fresh proof for `method` `url`: new `jti`, `iat` now; `ath` for
     /// `access_token`, and `nonce` when given.
-    pub fn proof(&self, method: &str, url: &str, access_token: Option<&str>, nonce: Option<&str>) -> String {
-        self.proof_at(method, url, access_token, nonce, authflow_auth_service::clock::now())
+    pub fn proof(
+        &self,
+        method: &str,
+        url: &str,
+        access_token: Option<&str>,
+        nonce: Option<&str>,
+    ) -> String {
+        self.proof_at(
+            method,
+            url,
+            access_token,
+            nonce,
+            authflow_auth_service::clock::now(),
+        )
     }
 
-    pub fn proof_at(&self, method: &str, url: &str, access_token: Option<&str>, nonce: Option<&str>, iat: i64) -> String {
+    pub fn proof_at(
+        &self,
+        method: &str,
+        url: &str,
+        access_token: Option<&str>,
+        nonce: Option<&str>,
+        iat: i64,
+    ) -> String {
         self.0.proof_with(method, url, access_token, |claims| {
             claims["iat"] = iat.into();
             if let Some(nonce) = nonce {
@@ -67,8 +86,16 @@ impl TestApp {
     }
 
     /// The second sign-in step, with `proof` (if any) as `DPoP`.
-    async fn verify_with_proof(&self, challenge: &str, code: &Value, proof: Option<String>) -> reqwest::Response {
-        let mut request = self.http.post(self.url(SIGNIN_VERIFY)).json(&json!({"challenge_id": challenge, "code": code}));
+    async fn verify_with_proof(
+        &self,
+        challenge: &str,
+        code: &Value,
+        proof: Option<String>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .http
+            .post(self.url(SIGNIN_VERIFY))
+            .json(&json!({"challenge_id": challenge, "code": code}));
         if let Some(proof) = proof {
             request = request.header("dpop", proof);
         }
@@ -83,13 +110,22 @@ impl TestApp {
 
     /// A full sign-in bound to `key`.
     pub async fn dpop_signin(&self, email: &str, key: &DpopKey) -> Tokens {
-        let r = self.signin_with_proof(email, Some(key.proof("POST", &self.htu(SIGNIN_VERIFY), None, None))).await;
+        let r = self
+            .signin_with_proof(
+                email,
+                Some(key.proof("POST", &self.htu(SIGNIN_VERIFY), None, None)),
+            )
+            .await;
         assert_eq!(r.status(), 200);
         dpop_tokens_of(r).await
     }
 
     async fn refresh_with(&self, t: &Tokens, proof: Option<String>) -> reqwest::Response {
-        let mut request = self.http.post(self.url(REFRESH)).header("x-authflow-device", &t.device).json(&json!({"refresh_token": t.refresh}));
+        let mut request = self
+            .http
+            .post(self.url(REFRESH))
+            .header("x-authflow-device", &t.device)
+            .json(&json!({"refresh_token": t.refresh}));
         if let Some(proof) = proof {
             request = request.header("dpop", proof);
         }
@@ -98,7 +134,8 @@ impl TestApp {
 
     /// A refresh with a fresh proof from `key`.
     pub async fn dpop_refresh(&self, t: &Tokens, key: &DpopKey) -> reqwest::Response {
-        self.refresh_with(t, Some(key.proof("POST", &self.htu(REFRESH), None, None))).await
+        self.refresh_with(t, Some(key.proof("POST", &self.htu(REFRESH), None, None)))
+            .await
     }
 }
 
@@ -121,7 +158,10 @@ fn bound_jkt(access_token: &str) -> Value {
 #[tokio::test]
 async fn a_sign_in_with_a_proof_gets_tokens_bound_to_its_key() {
     let app = spawn_app().await;
-    for (email, key) in [("es@example.com", DpopKey::es256()), ("ed@example.com", DpopKey::ed25519())] {
+    for (email, key) in [
+        ("es@example.com", DpopKey::es256()),
+        ("ed@example.com", DpopKey::ed25519()),
+    ] {
         app.verified_user(email).await;
         let t = app.dpop_signin(email, &key).await;
         assert_eq!(bound_jkt(&t.access), key.jkt().as_str(), "{email}");
@@ -144,11 +184,21 @@ async fn a_bad_proof_at_sign_in_is_refused_before_the_code_is_spent() {
         key.proof("POST", &app.htu(REFRESH), None, None),
         key.proof("GET", &app.htu(SIGNIN_VERIFY), None, None),
         key.proof("POST", &app.url(SIGNIN_VERIFY), None, None),
-        key.proof_at("POST", &app.htu(SIGNIN_VERIFY), None, None, authflow_auth_service::clock::now() - 600),
+        key.proof_at(
+            "POST",
+            &app.htu(SIGNIN_VERIFY),
+            None,
+            None,
+            authflow_auth_service::clock::now() - 600,
+        ),
         {
             let good = key.proof("POST", &app.htu(SIGNIN_VERIFY), None, None);
             let other = DpopKey::es256().proof("POST", &app.htu(SIGNIN_VERIFY), None, None);
-            format!("{}.{}", good.rsplit_once('.').unwrap().0, other.rsplit_once('.').unwrap().1)
+            format!(
+                "{}.{}",
+                good.rsplit_once('.').unwrap().0,
+                other.rsplit_once('.').unwrap().1
+            )
         },
         "not a proof".to_owned(),
     ];
@@ -157,14 +207,29 @@ async fn a_bad_proof_at_sign_in_is_refused_before_the_code_is_spent() {
     let mut claims = ProofKey::claims("POST", &app.htu(SIGNIN_VERIFY), None);
     claims["iat"] = authflow_auth_service::clock::now().into();
     let header = key.0.header().to_string();
-    let twice = claims.to_string().replacen('{', &format!("{{\"htu\":\"{}\",", app.htu(REFRESH)), 1);
+    let twice =
+        claims
+            .to_string()
+            .replacen('{', &format!("{{\"htu\":\"{}\",", app.htu(REFRESH)), 1);
     let (challenge, code) = app.challenge_and_code("ada@example.com").await;
     for proof in wrong.into_iter().chain([key.0.sign_text(&header, &twice)]) {
-        let r = app.verify_with_proof(&challenge, &code, Some(proof.clone())).await;
+        let r = app
+            .verify_with_proof(&challenge, &code, Some(proof.clone()))
+            .await;
         assert_eq!(error_code(r, 400).await, "invalid_dpop_proof", "{proof}");
     }
-    let r = app.verify_with_proof(&challenge, &code, Some(key.0.sign_text(&header, &claims.to_string()))).await;
-    assert_eq!(r.status(), 200, "the refusals above spent neither the challenge nor its code");
+    let r = app
+        .verify_with_proof(
+            &challenge,
+            &code,
+            Some(key.0.sign_text(&header, &claims.to_string())),
+        )
+        .await;
+    assert_eq!(
+        r.status(),
+        200,
+        "the refusals above spent neither the challenge nor its code"
+    );
 }
 
 #[tokio::test]
@@ -181,7 +246,10 @@ async fn a_bound_refresh_token_works_only_with_its_key_and_a_wrong_key_burns_not
     let r = app.refresh_with(&t, None).await;
     assert_eq!(error_code(r, 400).await, "invalid_dpop_proof");
     let session = app.state.store.session(&t.session).await.unwrap().unwrap();
-    assert!(session.revoked_at.is_none(), "a wrong proof is not reuse: the owner keeps the session");
+    assert!(
+        session.revoked_at.is_none(),
+        "a wrong proof is not reuse: the owner keeps the session"
+    );
 
     // The owner's key: the same refresh token still works, and the session stays bound.
     let r = app.dpop_refresh(&t, &key).await;
@@ -190,7 +258,11 @@ async fn a_bound_refresh_token_works_only_with_its_key_and_a_wrong_key_burns_not
     assert_eq!(bound_jkt(&t2.access), key.jkt().as_str());
     assert_eq!(t2.session, t.session);
     let r = app.dpop_refresh(&t2, &thief).await;
-    assert_eq!(error_code(r, 400).await, "invalid_dpop_proof", "rotation keeps the binding");
+    assert_eq!(
+        error_code(r, 400).await,
+        "invalid_dpop_proof",
+        "rotation keeps the binding"
+    );
     let r = app.dpop_refresh(&t2, &key).await;
     assert_eq!(r.status(), 200);
 
@@ -198,11 +270,27 @@ async fn a_bound_refresh_token_works_only_with_its_key_and_a_wrong_key_burns_not
     age_rotation(&app, &t.refresh, 60).await;
     let r = app.dpop_refresh(&t, &thief).await;
     assert_eq!(error_code(r, 400).await, "invalid_dpop_proof");
-    assert!(app.state.store.session(&t.session).await.unwrap().unwrap().revoked_at.is_none());
+    assert!(app
+        .state
+        .store
+        .session(&t.session)
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_none());
     // Reuse with the right key (past the grace) is still reuse: the session ends.
     let r = app.dpop_refresh(&t, &key).await;
     assert_eq!(error_code(r, 401).await, "invalid_grant");
-    assert!(app.state.store.session(&t.session).await.unwrap().unwrap().revoked_at.is_some());
+    assert!(app
+        .state
+        .store
+        .session(&t.session)
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_some());
 }
 
 #[tokio::test]
@@ -215,7 +303,15 @@ async fn an_unbound_session_stays_unbound_and_a_proof_binds_only_the_new_access_
     assert_eq!(r.status(), 200);
     let t2 = dpop_tokens_of(r).await;
     assert_eq!(bound_jkt(&t2.access), key.jkt().as_str());
-    assert!(app.state.store.session(&t.session).await.unwrap().unwrap().dpop_jkt.is_none());
+    assert!(app
+        .state
+        .store
+        .session(&t.session)
+        .await
+        .unwrap()
+        .unwrap()
+        .dpop_jkt
+        .is_none());
     // The session was not bound by that refresh: a later one needs no proof (and answers Bearer).
     let r = app.refresh_with(&t2, None).await;
     assert_eq!(r.status(), 200);
@@ -233,7 +329,11 @@ async fn a_proof_is_accepted_once() {
     assert_eq!(r.status(), 200);
     let t2 = dpop_tokens_of(r).await;
     let r = app.refresh_with(&t2, Some(proof)).await;
-    assert_eq!(error_code(r, 400).await, "invalid_dpop_proof", "replayed proof");
+    assert_eq!(
+        error_code(r, 400).await,
+        "invalid_dpop_proof",
+        "replayed proof"
+    );
     // The refusal burnt nothing: a fresh proof refreshes t2.
     assert_eq!(app.dpop_refresh(&t2, &key).await.status(), 200);
 }
@@ -250,22 +350,45 @@ async fn a_proof_is_recorded_only_by_a_request_that_succeeds() {
     // Sign-in: an unknown challenge, then a wrong code, with the same proof.
     let proof = key.proof("POST", &app.htu(SIGNIN_VERIFY), None, None);
     let (challenge, code) = app.challenge_and_code("ada@example.com").await;
-    let r = app.verify_with_proof("no-such-challenge", &code, Some(proof.clone())).await;
+    let r = app
+        .verify_with_proof("no-such-challenge", &code, Some(proof.clone()))
+        .await;
     assert_eq!(error_code(r, 401).await, "invalid_code");
-    let wrong_code = json!(if code.as_str() == Some("000000") { "111111" } else { "000000" });
-    let r = app.verify_with_proof(&challenge, &wrong_code, Some(proof.clone())).await;
+    let wrong_code = json!(if code.as_str() == Some("000000") {
+        "111111"
+    } else {
+        "000000"
+    });
+    let r = app
+        .verify_with_proof(&challenge, &wrong_code, Some(proof.clone()))
+        .await;
     assert_eq!(error_code(r, 401).await, "invalid_code");
-    let r = app.verify_with_proof(&challenge, &code, Some(proof.clone())).await;
-    assert_eq!(r.status(), 200, "the refused requests did not record the proof");
+    let r = app
+        .verify_with_proof(&challenge, &code, Some(proof.clone()))
+        .await;
+    assert_eq!(
+        r.status(),
+        200,
+        "the refused requests did not record the proof"
+    );
     let t = dpop_tokens_of(r).await;
 
     // Refresh: an unknown refresh token with a proof, then the real one with the same proof.
     let proof = key.proof("POST", &app.htu(REFRESH), None, None);
-    let unknown = Tokens { refresh: "not-a-refresh-token".into(), access: t.access.clone(), device: t.device.clone(), session: t.session.clone() };
+    let unknown = Tokens {
+        refresh: "not-a-refresh-token".into(),
+        access: t.access.clone(),
+        device: t.device.clone(),
+        session: t.session.clone(),
+    };
     let r = app.refresh_with(&unknown, Some(proof.clone())).await;
     assert_eq!(error_code(r, 401).await, "invalid_grant");
     let r = app.refresh_with(&t, Some(proof.clone())).await;
-    assert_eq!(r.status(), 200, "the unknown refresh token did not record the proof");
+    assert_eq!(
+        r.status(),
+        200,
+        "the unknown refresh token did not record the proof"
+    );
     let t2 = dpop_tokens_of(r).await;
     // Once it succeeded, it is used.
     let r = app.refresh_with(&t2, Some(proof)).await;
@@ -284,7 +407,11 @@ async fn a_proof_used_at_one_instance_is_refused_by_another() {
     assert_eq!(r.status(), 200);
     let t2 = dpop_tokens_of(r).await;
     let r = two.refresh_with(&t2, Some(proof)).await;
-    assert_eq!(error_code(r, 400).await, "invalid_dpop_proof", "replayed at the other instance");
+    assert_eq!(
+        error_code(r, 400).await,
+        "invalid_dpop_proof",
+        "replayed at the other instance"
+    );
     assert_eq!(two.dpop_refresh(&t2, &key).await.status(), 200);
 }
 
@@ -304,10 +431,16 @@ async fn a_proof_pruned_by_an_instance_whose_clock_is_ahead_stays_refused_by_the
     assert_eq!(r.status(), 200);
     let t2 = dpop_tokens_of(r).await;
     // Maintenance on an instance a minute ahead, past the proof's age and skew.
-    let ahead = clock::now() + i64::try_from(dpop::PROOF_MAX_AGE_SECS + dpop::PROOF_FUTURE_SKEW_SECS).unwrap() + 30;
+    let ahead = clock::now()
+        + i64::try_from(dpop::PROOF_MAX_AGE_SECS + dpop::PROOF_FUTURE_SKEW_SECS).unwrap()
+        + 30;
     two.state.store.prune(ahead).await.unwrap();
     let r = two.refresh_with(&t2, Some(proof)).await;
-    assert_eq!(error_code(r, 400).await, "invalid_dpop_proof", "replayed after an early prune");
+    assert_eq!(
+        error_code(r, 400).await,
+        "invalid_dpop_proof",
+        "replayed after an early prune"
+    );
 }
 
 #[tokio::test]
@@ -318,9 +451,15 @@ async fn remembered_proofs_are_pruned_once_too_old() {
     assert!(store.remember_dpop_proof("p1", now + 65).await.unwrap());
     assert!(!store.remember_dpop_proof("p1", now + 65).await.unwrap());
     store.prune(now + 64).await.unwrap();
-    assert!(!store.remember_dpop_proof("p1", now + 65).await.unwrap(), "kept while the proof could pass");
+    assert!(
+        !store.remember_dpop_proof("p1", now + 65).await.unwrap(),
+        "kept while the proof could pass"
+    );
     store.prune(now + 65).await.unwrap();
-    assert!(store.remember_dpop_proof("p1", now + 130).await.unwrap(), "forgotten after");
+    assert!(
+        store.remember_dpop_proof("p1", now + 130).await.unwrap(),
+        "forgotten after"
+    );
 }
 
 #[tokio::test]
@@ -329,25 +468,45 @@ async fn with_nonces_required_a_token_request_gets_one_and_then_succeeds() {
     app.verified_user("ada@example.com").await;
     let key = DpopKey::es256();
 
-    let r = app.signin_with_proof("ada@example.com", Some(key.proof("POST", &app.htu(SIGNIN_VERIFY), None, None))).await;
+    let r = app
+        .signin_with_proof(
+            "ada@example.com",
+            Some(key.proof("POST", &app.htu(SIGNIN_VERIFY), None, None)),
+        )
+        .await;
     let nonce = r.headers()["dpop-nonce"].to_str().unwrap().to_owned();
     assert_eq!(error_code(r, 400).await, "use_dpop_nonce");
 
     let last = if nonce.ends_with('A') { "B" } else { "A" };
     for forged in ["AAAA", &format!("{}{last}", &nonce[..nonce.len() - 1])] {
-        let r = app.signin_with_proof("ada@example.com", Some(key.proof("POST", &app.htu(SIGNIN_VERIFY), None, Some(forged)))).await;
+        let r = app
+            .signin_with_proof(
+                "ada@example.com",
+                Some(key.proof("POST", &app.htu(SIGNIN_VERIFY), None, Some(forged))),
+            )
+            .await;
         assert!(r.headers().contains_key("dpop-nonce"));
         assert_eq!(error_code(r, 400).await, "use_dpop_nonce", "{forged}");
     }
 
-    let r = app.signin_with_proof("ada@example.com", Some(key.proof("POST", &app.htu(SIGNIN_VERIFY), None, Some(&nonce)))).await;
+    let r = app
+        .signin_with_proof(
+            "ada@example.com",
+            Some(key.proof("POST", &app.htu(SIGNIN_VERIFY), None, Some(&nonce))),
+        )
+        .await;
     assert_eq!(r.status(), 200);
     let next_nonce = r.headers()["dpop-nonce"].to_str().unwrap().to_owned();
     let t = dpop_tokens_of(r).await;
     assert_eq!(bound_jkt(&t.access), key.jkt().as_str());
 
     // The nonce of the answer works for the next token request.
-    let r = app.refresh_with(&t, Some(key.proof("POST", &app.htu(REFRESH), None, Some(&next_nonce)))).await;
+    let r = app
+        .refresh_with(
+            &t,
+            Some(key.proof("POST", &app.htu(REFRESH), None, Some(&next_nonce))),
+        )
+        .await;
     assert_eq!(r.status(), 200);
     assert!(r.headers().contains_key("dpop-nonce"));
 }
@@ -358,10 +517,20 @@ async fn a_nonce_from_one_instance_is_accepted_by_another() {
     let two = spawn_app_beside(&one, |c| c.dpop.require_nonce = true).await;
     one.verified_user("ada@example.com").await;
     let key = DpopKey::ed25519();
-    let r = one.signin_with_proof("ada@example.com", Some(key.proof("POST", &one.htu(SIGNIN_VERIFY), None, None))).await;
+    let r = one
+        .signin_with_proof(
+            "ada@example.com",
+            Some(key.proof("POST", &one.htu(SIGNIN_VERIFY), None, None)),
+        )
+        .await;
     let nonce = r.headers()["dpop-nonce"].to_str().unwrap().to_owned();
     assert_eq!(error_code(r, 400).await, "use_dpop_nonce");
-    let r = two.signin_with_proof("ada@example.com", Some(key.proof("POST", &two.htu(SIGNIN_VERIFY), None, Some(&nonce)))).await;
+    let r = two
+        .signin_with_proof(
+            "ada@example.com",
+            Some(key.proof("POST", &two.htu(SIGNIN_VERIFY), None, Some(&nonce))),
+        )
+        .await;
     assert_eq!(r.status(), 200);
 }
 
@@ -369,31 +538,52 @@ async fn a_nonce_from_one_instance_is_accepted_by_another() {
 async fn a_service_account_gets_a_bound_token_with_a_proof() {
     let app = spawn_app().await;
     let admin = app.admin("root@example.com").await;
-    let r = app.authed(Method::POST, "/v1/admin/service-accounts", &admin).json(&json!({"client_id": "billing", "scopes": ["invoices:read"]})).send().await.unwrap();
+    let r = app
+        .authed(Method::POST, "/v1/admin/service-accounts", &admin)
+        .json(&json!({"client_id": "billing", "scopes": ["invoices:read"]}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
-    let secret = r.json::<Value>().await.unwrap()["client_secret"].as_str().unwrap().to_owned();
+    let secret = r.json::<Value>().await.unwrap()["client_secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let key = DpopKey::es256();
     let request = |proof: Option<String>| {
-        let mut r = app.http.post(app.url(TOKEN)).basic_auth("billing", Some(&secret)).form(&[("grant_type", "client_credentials")]);
+        let mut r = app
+            .http
+            .post(app.url(TOKEN))
+            .basic_auth("billing", Some(&secret))
+            .form(&[("grant_type", "client_credentials")]);
         if let Some(proof) = proof {
             r = r.header("dpop", proof);
         }
         r.send()
     };
 
-    let r = request(Some(key.proof("POST", &app.htu(TOKEN), None, None))).await.unwrap();
+    let r = request(Some(key.proof("POST", &app.htu(TOKEN), None, None)))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["token_type"], "DPoP");
-    assert_eq!(bound_jkt(body["access_token"].as_str().unwrap()), key.jkt().as_str());
+    assert_eq!(
+        bound_jkt(body["access_token"].as_str().unwrap()),
+        key.jkt().as_str()
+    );
 
-    let r = request(Some(key.proof("POST", &app.htu(SIGNIN_VERIFY), None, None))).await.unwrap();
+    let r = request(Some(key.proof("POST", &app.htu(SIGNIN_VERIFY), None, None)))
+        .await
+        .unwrap();
     assert_eq!(error_code(r, 400).await, "invalid_dpop_proof");
 
     let r = request(None).await.unwrap();
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["token_type"], "Bearer");
-    assert!(claims(body["access_token"].as_str().unwrap()).get("cnf").is_none());
+    assert!(claims(body["access_token"].as_str().unwrap())
+        .get("cnf")
+        .is_none());
 }
 
 #[tokio::test]
@@ -413,12 +603,26 @@ async fn a_bound_token_is_not_a_bearer_token_at_the_services_own_endpoints() {
         }
         r.send()
     };
-    let challenge = |r: &reqwest::Response| r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    let challenge =
+        |r: &reqwest::Response| r.headers()["www-authenticate"].to_str().unwrap().to_owned();
 
     // The downgrade: the bound token as a bearer token, even with a good proof.
-    let r = logout("Bearer", Some(key.proof("POST", &app.htu(LOGOUT), Some(&t.access), None))).await.unwrap();
-    assert!(challenge(&r).starts_with("DPoP error=\"invalid_token\""), "{}", challenge(&r));
-    assert!(challenge(&r).contains("algs=\"ES256 EdDSA\""), "{}", challenge(&r));
+    let r = logout(
+        "Bearer",
+        Some(key.proof("POST", &app.htu(LOGOUT), Some(&t.access), None)),
+    )
+    .await
+    .unwrap();
+    assert!(
+        challenge(&r).starts_with("DPoP error=\"invalid_token\""),
+        "{}",
+        challenge(&r)
+    );
+    assert!(
+        challenge(&r).contains("algs=\"ES256 EdDSA\""),
+        "{}",
+        challenge(&r)
+    );
     assert_eq!(error_code(r, 401).await, "invalid_token");
 
     // DPoP scheme: without a proof, with another key's, for another URL or without `ath`.
@@ -426,12 +630,21 @@ async fn a_bound_token_is_not_a_bearer_token_at_the_services_own_endpoints() {
     for proof in [
         None,
         Some(other.proof("POST", &app.htu(LOGOUT), Some(&t.access), None)),
-        Some(key.proof("POST", &app.htu("/v1/auth/logout-all"), Some(&t.access), None)),
+        Some(key.proof(
+            "POST",
+            &app.htu("/v1/auth/logout-all"),
+            Some(&t.access),
+            None,
+        )),
         Some(key.proof("POST", &app.htu(LOGOUT), None, None)),
         Some(key.proof("POST", &app.htu(LOGOUT), Some("another token"), None)),
     ] {
         let r = logout("DPoP", proof).await.unwrap();
-        assert!(challenge(&r).starts_with("DPoP error=\"invalid_dpop_proof\""), "{}", challenge(&r));
+        assert!(
+            challenge(&r).starts_with("DPoP error=\"invalid_dpop_proof\""),
+            "{}",
+            challenge(&r)
+        );
         assert_eq!(error_code(r, 401).await, "invalid_dpop_proof");
     }
 
@@ -452,7 +665,11 @@ async fn a_bound_token_is_not_a_bearer_token_at_the_services_own_endpoints() {
     let r = logout("DPoP", Some(proof.clone())).await.unwrap();
     assert_eq!(r.status(), 200);
     let r = logout("DPoP", Some(proof)).await.unwrap();
-    assert_eq!(error_code(r, 401).await, "invalid_token", "the session ended (and the proof was used)");
+    assert_eq!(
+        error_code(r, 401).await,
+        "invalid_token",
+        "the session ended (and the proof was used)"
+    );
 
     // An unbound token under the DPoP scheme is refused too.
     let plain = app.signin("ada@example.com", PASSWORD).await;
@@ -461,7 +678,10 @@ async fn a_bound_token_is_not_a_bearer_token_at_the_services_own_endpoints() {
         .post(app.url(LOGOUT))
         .header("authorization", format!("DPoP {}", plain.access))
         .header("x-authflow-device", &plain.device)
-        .header("dpop", key.proof("POST", &app.htu(LOGOUT), Some(&plain.access), None))
+        .header(
+            "dpop",
+            key.proof("POST", &app.htu(LOGOUT), Some(&plain.access), None),
+        )
         .send()
         .await
         .unwrap();
@@ -474,13 +694,27 @@ async fn ext_authz_refuses_a_bound_token() {
     app.verified_user("ada@example.com").await;
     let key = DpopKey::ed25519();
     let t = app.dpop_signin("ada@example.com", &key).await;
-    let r = app.http.get(app.url("/v1/ext-authz/items")).bearer_auth(&t.access).send().await.unwrap();
+    let r = app
+        .http
+        .get(app.url("/v1/ext-authz/items"))
+        .bearer_auth(&t.access)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(r, 401).await, "invalid_token");
     let r = app
         .http
         .get(app.url("/v1/ext-authz/items"))
         .header("authorization", format!("DPoP {}", t.access))
-        .header("dpop", key.proof("GET", &app.htu("/v1/ext-authz/items"), Some(&t.access), None))
+        .header(
+            "dpop",
+            key.proof(
+                "GET",
+                &app.htu("/v1/ext-authz/items"),
+                Some(&t.access),
+                None,
+            ),
+        )
         .send()
         .await
         .unwrap();
@@ -489,11 +723,22 @@ async fn ext_authz_refuses_a_bound_token() {
 
 #[tokio::test]
 async fn the_metadata_names_the_proof_algorithms() {
-    let app = spawn_app_with(|c| c.dpop.algorithms = vec![authflow_contract::Algorithm::EdDSA]).await;
-    let body: Value = app.get("/.well-known/openid-configuration").await.json().await.unwrap();
+    let app =
+        spawn_app_with(|c| c.dpop.algorithms = vec![authflow_contract::Algorithm::EdDSA]).await;
+    let body: Value = app
+        .get("/.well-known/openid-configuration")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(body["dpop_signing_alg_values_supported"], json!(["EdDSA"]));
     // A proof with an algorithm not on the list is refused.
     app.verified_user("ada@example.com").await;
-    let r = app.signin_with_proof("ada@example.com", Some(DpopKey::es256().proof("POST", &app.htu(SIGNIN_VERIFY), None, None))).await;
+    let r = app
+        .signin_with_proof(
+            "ada@example.com",
+            Some(DpopKey::es256().proof("POST", &app.htu(SIGNIN_VERIFY), None, None)),
+        )
+        .await;
     assert_eq!(error_code(r, 400).await, "invalid_dpop_proof");
 }

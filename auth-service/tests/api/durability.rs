@@ -23,7 +23,11 @@ impl Drop for Server {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The real binary on `data_dir`, and on `database_url` when given (PostgreSQL).
@@ -54,10 +58,24 @@ pub fn command(data_dir: &Path, database_url: Option<&str>, port: u16) -> Comman
     c
 }
 
-pub async fn start(data_dir: &Path, database_url: Option<&str>, port: u16, http: &reqwest::Client) -> Server {
-    let server = Server(command(data_dir, database_url, port).arg("serve").spawn().unwrap());
+pub async fn start(
+    data_dir: &Path,
+    database_url: Option<&str>,
+    port: u16,
+    http: &reqwest::Client,
+) -> Server {
+    let server = Server(
+        command(data_dir, database_url, port)
+            .arg("serve")
+            .spawn()
+            .unwrap(),
+    );
     for _ in 0..200 {
-        if let Ok(r) = http.get(format!("http://127.0.0.1:{port}/readyz")).send().await {
+        if let Ok(r) = http
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
+        {
             if r.status() == 200 {
                 return server;
             }
@@ -68,10 +86,23 @@ pub async fn start(data_dir: &Path, database_url: Option<&str>, port: u16, http:
 }
 
 pub async fn sign_in(http: &reqwest::Client, base: &str, email: &str) -> (String, String) {
-    let r = http.post(format!("{base}/v1/auth/signin")).json(&json!({"email": email, "password": PASSWORD})).send().await.unwrap();
+    let r = http
+        .post(format!("{base}/v1/auth/signin"))
+        .json(&json!({"email": email, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let challenge: Value = r.json().await.unwrap();
-    let mails: Vec<Value> = http.get(format!("{base}/v1/dev/outbox")).query(&[("to", email)]).send().await.unwrap().json().await.unwrap();
+    let mails: Vec<Value> = http
+        .get(format!("{base}/v1/dev/outbox"))
+        .query(&[("to", email)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let code = mails.last().unwrap()["code"].clone();
     let r = http
         .post(format!("{base}/v1/auth/signin/verify"))
@@ -81,7 +112,10 @@ pub async fn sign_in(http: &reqwest::Client, base: &str, email: &str) -> (String
         .unwrap();
     assert_eq!(r.status(), 200);
     let t: Value = r.json().await.unwrap();
-    (t["access_token"].as_str().unwrap().to_owned(), t["device_secret"].as_str().unwrap().to_owned())
+    (
+        t["access_token"].as_str().unwrap().to_owned(),
+        t["device_secret"].as_str().unwrap().to_owned(),
+    )
 }
 
 /// What a load of sign-ups and bans got acknowledged before its server died.
@@ -95,25 +129,54 @@ pub struct Acknowledged {
 /// Three writers sign users up through `base` (and ban every other one with
 /// the admin's token) until `server` is killed with SIGKILL, which happens once
 /// at least 30 sign-ups are acknowledged (or after `patience`).
-pub async fn write_until_killed(http: &reqwest::Client, base: &str, admin: &str, device: &str, server: &mut Server, patience: Duration) -> Acknowledged {
+pub async fn write_until_killed(
+    http: &reqwest::Client,
+    base: &str,
+    admin: &str,
+    device: &str,
+    server: &mut Server,
+    patience: Duration,
+) -> Acknowledged {
     let signed_up: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let banned: Arc<Mutex<Vec<String>>> = Arc::default();
     let mut writers = Vec::new();
     for w in 0..3 {
-        let (http, base, admin, device) = (http.clone(), base.to_owned(), admin.to_owned(), device.to_owned());
+        let (http, base, admin, device) = (
+            http.clone(),
+            base.to_owned(),
+            admin.to_owned(),
+            device.to_owned(),
+        );
         let (signed_up, banned) = (Arc::clone(&signed_up), Arc::clone(&banned));
         writers.push(tokio::spawn(async move {
             for i in 0..10_000 {
                 let email = format!("w{w}-{i}@example.com");
-                let Ok(r) = http.post(format!("{base}/v1/auth/signup")).json(&json!({"email": email, "password": PASSWORD})).send().await else { return };
+                let Ok(r) = http
+                    .post(format!("{base}/v1/auth/signup"))
+                    .json(&json!({"email": email, "password": PASSWORD}))
+                    .send()
+                    .await
+                else {
+                    return;
+                };
                 if r.status() != 201 {
                     return;
                 }
-                let Ok(body) = r.json::<Value>().await else { return };
+                let Ok(body) = r.json::<Value>().await else {
+                    return;
+                };
                 let id = body["user_id"].as_str().unwrap_or_default().to_owned();
                 signed_up.lock().unwrap().push((email, id.clone()));
                 if i % 2 == 0 {
-                    let Ok(r) = http.post(format!("{base}/v1/admin/users/{id}/ban")).bearer_auth(&admin).header("x-authflow-device", &device).send().await else { return };
+                    let Ok(r) = http
+                        .post(format!("{base}/v1/admin/users/{id}/ban"))
+                        .bearer_auth(&admin)
+                        .header("x-authflow-device", &device)
+                        .send()
+                        .await
+                    else {
+                        return;
+                    };
                     if r.status() == 200 {
                         banned.lock().unwrap().push(id);
                     }
@@ -138,21 +201,53 @@ pub async fn write_until_killed(http: &reqwest::Client, base: &str, admin: &str,
 
 /// Every acknowledged sign-up and ban is what the admin API of `base` lists,
 /// and every acknowledged ban is in its revocation feed.
-pub async fn assert_nothing_lost(http: &reqwest::Client, base: &str, admin: &str, device: &str, acked: &Acknowledged) {
-    let users: Vec<Value> =
-        http.get(format!("{base}/v1/admin/users")).bearer_auth(admin).header("x-authflow-device", device).send().await.unwrap().json().await.unwrap();
+pub async fn assert_nothing_lost(
+    http: &reqwest::Client,
+    base: &str,
+    admin: &str,
+    device: &str,
+    acked: &Acknowledged,
+) {
+    let users: Vec<Value> = http
+        .get(format!("{base}/v1/admin/users"))
+        .bearer_auth(admin)
+        .header("x-authflow-device", device)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     for (email, id) in &acked.signed_up {
-        let user = users.iter().find(|u| u["email"] == email.as_str()).unwrap_or_else(|| panic!("{email} lost"));
+        let user = users
+            .iter()
+            .find(|u| u["email"] == email.as_str())
+            .unwrap_or_else(|| panic!("{email} lost"));
         assert_eq!(user["user_id"], id.as_str());
         // A ban in flight at the kill may or may not have committed; an acknowledged one must have.
         if acked.banned.contains(id) {
             assert_eq!(user["banned"], true, "acknowledged ban of {email} lost");
         }
     }
-    let feed: Value = http.get(format!("{base}/v1/revocations")).send().await.unwrap().json().await.unwrap();
-    let subs: Vec<&str> = feed["banned_subjects"].as_array().unwrap().iter().map(|b| b["sub"].as_str().unwrap()).collect();
+    let feed: Value = http
+        .get(format!("{base}/v1/revocations"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let subs: Vec<&str> = feed["banned_subjects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["sub"].as_str().unwrap())
+        .collect();
     for id in &acked.banned {
-        assert!(subs.contains(&id.as_str()), "ban of {id} is in the feed of {base}");
+        assert!(
+            subs.contains(&id.as_str()),
+            "ban of {id} is in the feed of {base}"
+        );
     }
 }
 
@@ -164,23 +259,51 @@ async fn kill_dash_nine_loses_nothing_acknowledged() {
     let db = database_url.as_deref();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
 
     // The first admin comes from the CLI.
     let out = command(&data, db, port)
-        .args(["user", "create", "--email", "root@example.com", "--password", PASSWORD, "--role", "admin"])
+        .args([
+            "user",
+            "create",
+            "--email",
+            "root@example.com",
+            "--password",
+            PASSWORD,
+            "--role",
+            "admin",
+        ])
         .stdout(Stdio::piped())
         .output()
         .unwrap();
     assert!(out.status.success());
-    let out = command(&data, db, port).args(["user", "list"]).stdout(Stdio::piped()).output().unwrap();
+    let out = command(&data, db, port)
+        .args(["user", "list"])
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("root@example.com  roles=user,admin"));
 
     let mut server = start(&data, db, port, &http).await;
     let (admin, device) = sign_in(&http, &base, "root@example.com").await;
 
-    let acked = write_until_killed(&http, &base, &admin, &device, &mut server, Duration::from_secs(5)).await;
-    assert!(acked.signed_up.len() >= 10, "writes were acknowledged before the kill ({})", acked.signed_up.len());
+    let acked = write_until_killed(
+        &http,
+        &base,
+        &admin,
+        &device,
+        &mut server,
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(
+        acked.signed_up.len() >= 10,
+        "writes were acknowledged before the kill ({})",
+        acked.signed_up.len()
+    );
 
     let _server = start(&data, db, port, &http).await;
     let (admin, device) = sign_in(&http, &base, "root@example.com").await;
@@ -203,13 +326,26 @@ fn the_cli_refuses_roles_no_token_could_carry() {
         c.stderr(Stdio::piped()).output().unwrap()
     };
     let out = create("comma@example.com", &["billing,admin".into()]);
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("without commas"));
-    let many: Vec<String> = (0..authflow_contract::claims::MAX_LIST_ITEMS).map(|i| format!("r{i}")).collect();
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("without commas")
+    );
+    let many: Vec<String> = (0..authflow_contract::claims::MAX_LIST_ITEMS)
+        .map(|i| format!("r{i}"))
+        .collect();
     let out = create("many@example.com", &many);
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("at most 64 roles"));
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("at most 64 roles")
+    );
     // One fewer (with `user`, exactly as many as a token may list) is created.
     assert!(create("full@example.com", &many[1..]).status.success());
-    let out = command(&data, None, free_port()).args(["user", "list"]).stdout(Stdio::piped()).output().unwrap();
+    let out = command(&data, None, free_port())
+        .args(["user", "list"])
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
     let list = String::from_utf8_lossy(&out.stdout);
-    assert!(list.contains("full@example.com") && !list.contains("comma@") && !list.contains("many@"), "{list}");
+    assert!(
+        list.contains("full@example.com") && !list.contains("comma@") && !list.contains("many@"),
+        "{list}"
+    );
 }

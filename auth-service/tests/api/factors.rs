@@ -8,7 +8,10 @@ use serde_json::{json, Value};
 use crate::common::*;
 
 fn subjects(mails: &[Value]) -> Vec<String> {
-    mails.iter().map(|m| m["subject"].as_str().unwrap_or_default().to_owned()).collect()
+    mails
+        .iter()
+        .map(|m| m["subject"].as_str().unwrap_or_default().to_owned())
+        .collect()
 }
 
 #[tokio::test]
@@ -21,19 +24,51 @@ async fn a_stolen_token_cannot_replace_the_authenticator() {
     // The owner sets up TOTP, proving the password.
     let (secret, _) = app.enrol_totp(&t).await;
     let mails = app.outbox(email, 0).await;
-    assert!(subjects(&mails).iter().any(|s| s.contains("authenticator")), "the owner is told: {:?}", subjects(&mails));
+    assert!(
+        subjects(&mails).iter().any(|s| s.contains("authenticator")),
+        "the owner is told: {:?}",
+        subjects(&mails)
+    );
 
     // Whoever holds only the token and device secret cannot start a replacement.
-    let r = app.authed(Method::POST, "/v1/auth/totp/enroll", &t).json(&json!({})).send().await.unwrap();
+    let r = app
+        .authed(Method::POST, "/v1/auth/totp/enroll", &t)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert!([400, 401].contains(&r.status().as_u16()), "{}", r.status());
-    let r = app.authed(Method::POST, "/v1/auth/totp/enroll", &t).send().await.unwrap();
-    assert!([400, 401, 415].contains(&r.status().as_u16()), "{}", r.status());
-    let r = app.authed(Method::POST, "/v1/auth/totp/enroll", &t).json(&json!({"password": "not the password"})).send().await.unwrap();
+    let r = app
+        .authed(Method::POST, "/v1/auth/totp/enroll", &t)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        [400, 401, 415].contains(&r.status().as_u16()),
+        "{}",
+        r.status()
+    );
+    let r = app
+        .authed(Method::POST, "/v1/auth/totp/enroll", &t)
+        .json(&json!({"password": "not the password"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(r, 401).await, "invalid_credentials");
-    let r = app.authed(Method::POST, "/v1/auth/totp/enroll", &t).json(&json!({"code": "000000"})).send().await.unwrap();
+    let r = app
+        .authed(Method::POST, "/v1/auth/totp/enroll", &t)
+        .json(&json!({"code": "000000"}))
+        .send()
+        .await
+        .unwrap();
     assert!([401].contains(&r.status().as_u16()));
     // ... nor remove it.
-    let r = app.authed(Method::POST, "/v1/auth/totp/remove", &t).json(&json!({"password": "not the password"})).send().await.unwrap();
+    let r = app
+        .authed(Method::POST, "/v1/auth/totp/remove", &t)
+        .json(&json!({"password": "not the password"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(r, 401).await, "invalid_credentials");
     let (_, method) = app.challenge(email, PASSWORD).await;
     assert_eq!(method, "totp", "the authenticator is unchanged");
@@ -41,10 +76,21 @@ async fn a_stolen_token_cannot_replace_the_authenticator() {
     // With a current code the owner can remove it, and is told.
     let before = app.outbox(email, 0).await.len();
     let code = totp_code(&secret, authflow_auth_service::clock::now() + 30);
-    let r = app.authed(Method::POST, "/v1/auth/totp/remove", &t).json(&json!({"code": code})).send().await.unwrap();
+    let r = app
+        .authed(Method::POST, "/v1/auth/totp/remove", &t)
+        .json(&json!({"code": code}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let mails = app.outbox(email, before + 1).await;
-    assert!(subjects(&mails[before..]).iter().any(|s| s.contains("authenticator")), "{:?}", subjects(&mails));
+    assert!(
+        subjects(&mails[before..])
+            .iter()
+            .any(|s| s.contains("authenticator")),
+        "{:?}",
+        subjects(&mails)
+    );
     let (_, method) = app.challenge(email, PASSWORD).await;
     assert_eq!(method, "email");
 }
@@ -54,11 +100,27 @@ async fn a_password_change_is_mailed_to_the_owner() {
     let app = spawn_app().await;
     let email = "changed@example.com";
     app.verified_user(email).await;
-    let r = app.post("/v1/auth/password/forgot", json!({"email": email})).await;
+    let r = app
+        .post("/v1/auth/password/forgot", json!({"email": email}))
+        .await;
     assert_eq!(r.status(), 202);
-    let token = app.last_mail(email, 2).await["token"].as_str().unwrap().to_owned();
-    let r = app.post("/v1/auth/password/reset", json!({"token": token, "password": "a brand new passphrase"})).await;
+    let token = app.last_mail(email, 2).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = app
+        .post(
+            "/v1/auth/password/reset",
+            json!({"token": token, "password": "a brand new passphrase"}),
+        )
+        .await;
     assert_eq!(r.status(), 200);
     let mails = app.outbox(email, 3).await;
-    assert!(subjects(&mails[2..]).iter().any(|s| s.contains("password was changed")), "{:?}", subjects(&mails));
+    assert!(
+        subjects(&mails[2..])
+            .iter()
+            .any(|s| s.contains("password was changed")),
+        "{:?}",
+        subjects(&mails)
+    );
 }

@@ -2,8 +2,8 @@
 
 use std::collections::HashSet;
 
-use authflow_contract::fingerprint::FingerprintInput;
 use authflow_auth_service::store::PageRequest;
+use authflow_contract::fingerprint::FingerprintInput;
 use authflow_contract::{AccessClaims, KeySet};
 use jwt_simple::prelude::*;
 use reqwest::Method;
@@ -22,13 +22,21 @@ async fn sign_up_verify_sign_in_and_use_the_token() {
     assert_eq!(code.len(), 6);
     assert!(mail["body"].as_str().unwrap().contains(code));
 
-    let r = app.post("/v1/auth/signin/verify", json!({"challenge_id": challenge, "code": code})).await;
+    let r = app
+        .post(
+            "/v1/auth/signin/verify",
+            json!({"challenge_id": challenge, "code": code}),
+        )
+        .await;
     assert_eq!(r.status(), 200);
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
     let t = tokens_of(r).await;
     assert_eq!(
         cookie,
-        format!("__Host-authflow-device={}; HttpOnly; Secure; SameSite=Strict; Path=/", t.device)
+        format!(
+            "__Host-authflow-device={}; HttpOnly; Secure; SameSite=Strict; Path=/",
+            t.device
+        )
     );
     assert_eq!(t.device.len(), 43);
 
@@ -45,67 +53,140 @@ async fn sign_up_verify_sign_in_and_use_the_token() {
     assert_eq!(c["scope"], "profile");
     assert_eq!(c["exp"].as_u64().unwrap() - c["iat"].as_u64().unwrap(), 900);
     assert!(c["jti"].as_str().unwrap().len() >= 16);
-    let expected = FingerprintInput { secret: &t.device, attributes: vec![("user-agent", UA), ("accept-language", LANG)] }.hash();
+    let expected = FingerprintInput {
+        secret: &t.device,
+        attributes: vec![("user-agent", UA), ("accept-language", LANG)],
+    }
+    .hash();
     assert_eq!(c["dfp"], expected.as_str());
 
     // It verifies with the published JWKS through the contract's code.
-    let jwks = app.get("/.well-known/jwks.json").await.bytes().await.unwrap();
+    let jwks = app
+        .get("/.well-known/jwks.json")
+        .await
+        .bytes()
+        .await
+        .unwrap();
     let set = KeySet::parse(&jwks).unwrap();
-    let entry = set.entries(authflow_contract::Algorithm::EdDSA, h["kid"].as_str()).next().unwrap();
-    let authflow_contract::PublicKey::EdDSA(x) = &entry.public else { panic!("not an EdDSA key") };
+    let entry = set
+        .entries(authflow_contract::Algorithm::EdDSA, h["kid"].as_str())
+        .next()
+        .unwrap();
+    let authflow_contract::PublicKey::EdDSA(x) = &entry.public else {
+        panic!("not an EdDSA key")
+    };
     let key = Ed25519PublicKey::from_bytes(x).unwrap();
     let options = VerificationOptions {
         allowed_issuers: Some(HashSet::from(["http://127.0.0.1:8081".to_owned()])),
         allowed_audiences: Some(HashSet::from(["authflow-demo".to_owned()])),
         ..Default::default()
     };
-    let verified = key.verify_token::<AccessClaims>(&t.access, Some(options)).unwrap();
+    let verified = key
+        .verify_token::<AccessClaims>(&t.access, Some(options))
+        .unwrap();
     assert_eq!(verified.custom.dfp.as_deref(), Some(expected.as_str()));
 
     // The challenge is single use.
-    let r = app.post("/v1/auth/signin/verify", json!({"challenge_id": challenge, "code": code})).await;
+    let r = app
+        .post(
+            "/v1/auth/signin/verify",
+            json!({"challenge_id": challenge, "code": code}),
+        )
+        .await;
     assert_eq!(error_code(r, 401).await, "invalid_code");
 
     // ext_authz accepts it from its device and names the user.
-    let r = app.authed(Method::GET, "/v1/ext-authz/some/path", &t).send().await.unwrap();
+    let r = app
+        .authed(Method::GET, "/v1/ext-authz/some/path", &t)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-auth-user"], user_id.as_str());
-    let r = app.http.post(app.url("/v1/ext-authz")).send().await.unwrap();
+    let r = app
+        .http
+        .post(app.url("/v1/ext-authz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    assert!(r.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Bearer"));
 
     // The audit log recorded the sign-in.
     let log = app.state.store.audit_log(Some(&user_id), 50).await.unwrap();
-    assert!(log.iter().any(|e| e.event == "signin_verify" && e.outcome == "success" && e.ip.as_deref() == Some("127.0.0.1")));
+    assert!(log.iter().any(|e| e.event == "signin_verify"
+        && e.outcome == "success"
+        && e.ip.as_deref() == Some("127.0.0.1")));
 }
 
 #[tokio::test]
 async fn sign_up_and_verification_failures() {
     let app = spawn_app().await;
-    let r = app.post("/v1/auth/signup", json!({"email": "not-an-email", "password": PASSWORD})).await;
+    let r = app
+        .post(
+            "/v1/auth/signup",
+            json!({"email": "not-an-email", "password": PASSWORD}),
+        )
+        .await;
     assert_eq!(error_code(r, 400).await, "invalid_request");
-    let r = app.post("/v1/auth/signup", json!({"email": "bob@example.com", "password": "short"})).await;
+    let r = app
+        .post(
+            "/v1/auth/signup",
+            json!({"email": "bob@example.com", "password": "short"}),
+        )
+        .await;
     assert_eq!(error_code(r, 400).await, "weak_password");
-    let r = app.post("/v1/auth/signup", json!({"email": "bob@example.com", "password": "1234567890"})).await;
+    let r = app
+        .post(
+            "/v1/auth/signup",
+            json!({"email": "bob@example.com", "password": "1234567890"}),
+        )
+        .await;
     assert_eq!(error_code(r, 400).await, "weak_password");
 
     // A registered email gets the same 201 and its owner a notice.
     app.verified_user("bob@example.com").await;
-    let r = app.post("/v1/auth/signup", json!({"email": "Bob@Example.com", "password": PASSWORD})).await;
+    let r = app
+        .post(
+            "/v1/auth/signup",
+            json!({"email": "Bob@Example.com", "password": PASSWORD}),
+        )
+        .await;
     assert_eq!(r.status(), 201);
     let notice = app.last_mail("bob@example.com", 2).await;
     assert_eq!(notice["subject"], "Sign-up attempt");
 
-    let r = app.post("/v1/auth/verify-email", json!({"token": "nonsense"})).await;
+    let r = app
+        .post("/v1/auth/verify-email", json!({"token": "nonsense"}))
+        .await;
     assert_eq!(error_code(r, 400).await, "invalid_token");
     let first = app.outbox("bob@example.com", 1).await[0].clone();
-    let r = app.post("/v1/auth/verify-email", json!({"token": first["token"]})).await;
-    assert_eq!(error_code(r, 400).await, "invalid_token", "verification tokens are single use");
+    let r = app
+        .post("/v1/auth/verify-email", json!({"token": first["token"]}))
+        .await;
+    assert_eq!(
+        error_code(r, 400).await,
+        "invalid_token",
+        "verification tokens are single use"
+    );
 
     // Unverified: the right password is answered as a wrong one (no challenge).
-    let r = app.post("/v1/auth/signup", json!({"email": "carol@example.com", "password": PASSWORD})).await;
+    let r = app
+        .post(
+            "/v1/auth/signup",
+            json!({"email": "carol@example.com", "password": PASSWORD}),
+        )
+        .await;
     assert_eq!(r.status(), 201);
-    let r = app.post("/v1/auth/signin", json!({"email": "carol@example.com", "password": PASSWORD})).await;
+    let r = app
+        .post(
+            "/v1/auth/signin",
+            json!({"email": "carol@example.com", "password": PASSWORD}),
+        )
+        .await;
     assert_eq!(error_code(r, 401).await, "invalid_credentials");
 }
 
@@ -120,23 +201,52 @@ async fn sign_up_then_sign_in_does_not_reveal_who_has_an_account() {
     let chosen = "attacker chosen pw1";
     let mut answers = Vec::new();
     for email in ["alice@example.com", "carol@example.com"] {
-        let r = app.post("/v1/auth/signup", json!({"email": email, "password": chosen})).await;
+        let r = app
+            .post(
+                "/v1/auth/signup",
+                json!({"email": email, "password": chosen}),
+            )
+            .await;
         assert_eq!(r.status(), 201);
         let mut seen = Vec::new();
         for _ in 0..4 {
-            let r = app.post("/v1/auth/signin", json!({"email": email, "password": chosen})).await;
-            let (status, retry_after) = (r.status().as_u16(), r.headers().contains_key("retry-after"));
+            let r = app
+                .post(
+                    "/v1/auth/signin",
+                    json!({"email": email, "password": chosen}),
+                )
+                .await;
+            let (status, retry_after) =
+                (r.status().as_u16(), r.headers().contains_key("retry-after"));
             seen.push((status, retry_after, r.json::<Value>().await.unwrap()));
         }
         answers.push(seen);
     }
-    assert_eq!(answers[0], answers[1], "a taken and a new address answer differently");
+    assert_eq!(
+        answers[0], answers[1],
+        "a taken and a new address answer differently"
+    );
     let statuses: Vec<u16> = answers[1].iter().map(|(s, _, _)| *s).collect();
     assert_eq!(statuses, [401, 401, 401, 429], "{answers:?}");
     assert_eq!(answers[1][0].2["error"], "invalid_credentials");
-    let carol = app.state.store.user_by_email("carol@example.com").await.unwrap().unwrap();
-    let log = app.state.store.audit_log(Some(&carol.id), 50).await.unwrap();
-    assert!(log.iter().any(|e| e.event == "signin" && e.outcome == "email_not_verified"), "{log:?}");
+    let carol = app
+        .state
+        .store
+        .user_by_email("carol@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    let log = app
+        .state
+        .store
+        .audit_log(Some(&carol.id), 50)
+        .await
+        .unwrap();
+    assert!(
+        log.iter()
+            .any(|e| e.event == "signin" && e.outcome == "email_not_verified"),
+        "{log:?}"
+    );
 }
 
 /// A lost or expired verification link: signing in with the right password
@@ -146,20 +256,41 @@ async fn sign_up_then_sign_in_does_not_reveal_who_has_an_account() {
 async fn signing_in_to_an_unverified_account_mails_a_fresh_link() {
     let app = spawn_app().await;
     let email = "frank@example.com";
-    let r = app.post("/v1/auth/signup", json!({"email": email, "password": PASSWORD})).await;
+    let r = app
+        .post(
+            "/v1/auth/signup",
+            json!({"email": email, "password": PASSWORD}),
+        )
+        .await;
     assert_eq!(r.status(), 201);
     let first = app.last_mail(email, 1).await;
-    let r = app.post("/v1/auth/signin", json!({"email": email, "password": "wrong password!!"})).await;
+    let r = app
+        .post(
+            "/v1/auth/signin",
+            json!({"email": email, "password": "wrong password!!"}),
+        )
+        .await;
     assert_eq!(error_code(r, 401).await, "invalid_credentials");
-    let r = app.post("/v1/auth/signin", json!({"email": email, "password": PASSWORD})).await;
+    let r = app
+        .post(
+            "/v1/auth/signin",
+            json!({"email": email, "password": PASSWORD}),
+        )
+        .await;
     assert_eq!(error_code(r, 401).await, "invalid_credentials");
     let fresh = app.last_mail(email, 2).await;
     assert_eq!(fresh["subject"], "Verify your email address");
     assert_ne!(fresh["token"], first["token"]);
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    assert_eq!(app.outbox(email, 0).await.len(), 2, "a wrong password mails nothing");
+    assert_eq!(
+        app.outbox(email, 0).await.len(),
+        2,
+        "a wrong password mails nothing"
+    );
 
-    let r = app.post("/v1/auth/verify-email", json!({"token": fresh["token"]})).await;
+    let r = app
+        .post("/v1/auth/verify-email", json!({"token": fresh["token"]}))
+        .await;
     assert_eq!(r.status(), 200);
     app.signin(email, PASSWORD).await;
 }
@@ -172,22 +303,47 @@ async fn signing_in_to_an_unverified_account_mails_a_fresh_link() {
 async fn a_password_reset_confirms_the_address_of_an_account_someone_else_began() {
     let app = spawn_app().await;
     let email = "frank@example.com";
-    let r = app.post("/v1/auth/signup", json!({"email": email, "password": "attacker chosen pw1"})).await;
+    let r = app
+        .post(
+            "/v1/auth/signup",
+            json!({"email": email, "password": "attacker chosen pw1"}),
+        )
+        .await;
     assert_eq!(r.status(), 201);
-    let r = app.post("/v1/auth/signup", json!({"email": email, "password": PASSWORD})).await;
+    let r = app
+        .post(
+            "/v1/auth/signup",
+            json!({"email": email, "password": PASSWORD}),
+        )
+        .await;
     assert_eq!(r.status(), 201);
     assert_eq!(app.last_mail(email, 2).await["subject"], "Sign-up attempt");
-    let r = app.post("/v1/auth/password/forgot", json!({"email": email})).await;
+    let r = app
+        .post("/v1/auth/password/forgot", json!({"email": email}))
+        .await;
     assert_eq!(r.status(), 202);
     let reset = app.last_mail(email, 3).await;
     assert_eq!(reset["subject"], "Reset your password");
-    let r = app.post("/v1/auth/password/reset", json!({"token": reset["token"], "password": PASSWORD})).await;
+    let r = app
+        .post(
+            "/v1/auth/password/reset",
+            json!({"token": reset["token"], "password": PASSWORD}),
+        )
+        .await;
     assert_eq!(r.status(), 200);
     let user = app.state.store.user_by_email(email).await.unwrap().unwrap();
-    assert!(user.email_verified, "a completed reset confirms the address");
+    assert!(
+        user.email_verified,
+        "a completed reset confirms the address"
+    );
 
     app.signin(email, PASSWORD).await;
-    let r = app.post("/v1/auth/signin", json!({"email": email, "password": "attacker chosen pw1"})).await;
+    let r = app
+        .post(
+            "/v1/auth/signin",
+            json!({"email": email, "password": "attacker chosen pw1"}),
+        )
+        .await;
     assert_eq!(error_code(r, 401).await, "invalid_credentials");
 }
 
@@ -195,27 +351,67 @@ async fn a_password_reset_confirms_the_address_of_an_account_someone_else_began(
 async fn sign_in_failures_and_code_attempt_limit() {
     let app = spawn_app().await;
     app.verified_user("dave@example.com").await;
-    let wrong = app.post("/v1/auth/signin", json!({"email": "dave@example.com", "password": "wrong password!!"})).await;
+    let wrong = app
+        .post(
+            "/v1/auth/signin",
+            json!({"email": "dave@example.com", "password": "wrong password!!"}),
+        )
+        .await;
     let wrong_status = wrong.status();
     let wrong_body: Value = wrong.json().await.unwrap();
-    let unknown = app.post("/v1/auth/signin", json!({"email": "nobody@example.com", "password": "wrong password!!"})).await;
+    let unknown = app
+        .post(
+            "/v1/auth/signin",
+            json!({"email": "nobody@example.com", "password": "wrong password!!"}),
+        )
+        .await;
     assert_eq!(wrong_status, 401);
     assert_eq!(unknown.status(), 401);
-    assert_eq!(unknown.json::<Value>().await.unwrap(), wrong_body, "same answer for unknown email and wrong password");
+    assert_eq!(
+        unknown.json::<Value>().await.unwrap(),
+        wrong_body,
+        "same answer for unknown email and wrong password"
+    );
 
     let (challenge, _) = app.challenge("dave@example.com", PASSWORD).await;
-    let real = app.last_mail("dave@example.com", 2).await["code"].as_str().unwrap().to_owned();
+    let real = app.last_mail("dave@example.com", 2).await["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let bad = if real == "123456" { "654321" } else { "123456" };
     for _ in 0..4 {
-        let r = app.post("/v1/auth/signin/verify", json!({"challenge_id": challenge, "code": bad})).await;
+        let r = app
+            .post(
+                "/v1/auth/signin/verify",
+                json!({"challenge_id": challenge, "code": bad}),
+            )
+            .await;
         assert_eq!(error_code(r, 401).await, "invalid_code");
     }
     // The fifth wrong code uses up the challenge's attempts (or the account locks).
-    let r = app.post("/v1/auth/signin/verify", json!({"challenge_id": challenge, "code": bad})).await;
+    let r = app
+        .post(
+            "/v1/auth/signin/verify",
+            json!({"challenge_id": challenge, "code": bad}),
+        )
+        .await;
     assert!([401, 429].contains(&r.status().as_u16()));
-    let r = app.post("/v1/auth/signin/verify", json!({"challenge_id": challenge, "code": real})).await;
-    assert!([401, 429].contains(&r.status().as_u16()), "the right code after too many wrong ones is refused");
-    let r = app.post("/v1/auth/signin/verify", json!({"challenge_id": "unknown", "code": "123456"})).await;
+    let r = app
+        .post(
+            "/v1/auth/signin/verify",
+            json!({"challenge_id": challenge, "code": real}),
+        )
+        .await;
+    assert!(
+        [401, 429].contains(&r.status().as_u16()),
+        "the right code after too many wrong ones is refused"
+    );
+    let r = app
+        .post(
+            "/v1/auth/signin/verify",
+            json!({"challenge_id": "unknown", "code": "123456"}),
+        )
+        .await;
     assert_eq!(error_code(r, 401).await, "invalid_code");
 }
 
@@ -225,9 +421,19 @@ async fn totp_enrolment_and_sign_in() {
     app.verified_user("erin@example.com").await;
     let t = app.signin("erin@example.com", PASSWORD).await;
 
-    let r = app.authed(Method::POST, "/v1/auth/totp/confirm", &t).json(&json!({"code": "123456"})).send().await.unwrap();
+    let r = app
+        .authed(Method::POST, "/v1/auth/totp/confirm", &t)
+        .json(&json!({"code": "123456"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(r, 409).await, "conflict");
-    let r = app.authed(Method::POST, "/v1/auth/totp/enroll", &t).json(&json!({"password": PASSWORD})).send().await.unwrap();
+    let r = app
+        .authed(Method::POST, "/v1/auth/totp/enroll", &t)
+        .json(&json!({"password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let enrol: Value = r.json().await.unwrap();
     let secret = enrol["secret"].as_str().unwrap().to_owned();
@@ -237,23 +443,43 @@ async fn totp_enrolment_and_sign_in() {
     assert!(uri.contains("issuer=authflow"));
 
     let now = authflow_auth_service::clock::now();
-    let r = app.authed(Method::POST, "/v1/auth/totp/confirm", &t).json(&json!({"code": "000000"})).send().await.unwrap();
+    let r = app
+        .authed(Method::POST, "/v1/auth/totp/confirm", &t)
+        .json(&json!({"code": "000000"}))
+        .send()
+        .await
+        .unwrap();
     let code = totp_code(&secret, now);
     if code != "000000" {
         assert_eq!(error_code(r, 401).await, "invalid_code");
     }
-    let r = app.authed(Method::POST, "/v1/auth/totp/confirm", &t).json(&json!({"code": code})).send().await.unwrap();
+    let r = app
+        .authed(Method::POST, "/v1/auth/totp/confirm", &t)
+        .json(&json!({"code": code}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 
     let (challenge, method) = app.challenge("erin@example.com", PASSWORD).await;
     assert_eq!(method, "totp");
     // The confirmed step cannot be replayed; the next one (within the ±1 window) works.
-    let r = app.post("/v1/auth/signin/verify", json!({"challenge_id": challenge, "code": code})).await;
+    let r = app
+        .post(
+            "/v1/auth/signin/verify",
+            json!({"challenge_id": challenge, "code": code}),
+        )
+        .await;
     if totp_code(&secret, now + 30) != code {
         assert_eq!(error_code(r, 401).await, "invalid_code");
     }
     let next = totp_code(&secret, now + 30);
-    let r = app.post("/v1/auth/signin/verify", json!({"challenge_id": challenge, "code": next})).await;
+    let r = app
+        .post(
+            "/v1/auth/signin/verify",
+            json!({"challenge_id": challenge, "code": next}),
+        )
+        .await;
     assert_eq!(r.status(), 200);
     let t2 = tokens_of(r).await;
     assert_ne!(t2.session, t.session);
@@ -268,7 +494,9 @@ async fn refresh_rotation_and_reuse_detection() {
     let cursor = snapshot.unwrap()["cursor"].as_str().unwrap().to_owned();
 
     // Without the device secret, or with another one: refused, nothing rotated.
-    let r = app.post("/v1/auth/refresh", json!({"refresh_token": t.refresh})).await;
+    let r = app
+        .post("/v1/auth/refresh", json!({"refresh_token": t.refresh}))
+        .await;
     assert_eq!(error_code(r, 401).await, "invalid_grant");
     let r = app
         .http
@@ -307,7 +535,10 @@ async fn refresh_rotation_and_reuse_detection() {
         .send()
         .await
         .unwrap();
-    assert_eq!(invalid_grant(r).await, "refresh token reuse detected; the session is revoked");
+    assert_eq!(
+        invalid_grant(r).await,
+        "refresh token reuse detected; the session is revoked"
+    );
     let r = app
         .http
         .post(app.url("/v1/auth/refresh"))
@@ -316,16 +547,26 @@ async fn refresh_rotation_and_reuse_detection() {
         .send()
         .await
         .unwrap();
-    assert_eq!(error_code(r, 401).await, "invalid_grant", "the newest refresh token died with the session");
+    assert_eq!(
+        error_code(r, 401).await,
+        "invalid_grant",
+        "the newest refresh token died with the session"
+    );
     let (status, delta) = app.feed(Some(&cursor)).await;
     assert_eq!(status, 200);
     let delta = delta.unwrap();
     assert_eq!(delta["snapshot"], false);
     assert_eq!(delta["revoked_sessions"][0]["sid"], t.session.as_str());
     // And the service itself no longer accepts the session's access tokens.
-    let r = app.authed(Method::POST, "/v1/auth/logout", &t2).send().await.unwrap();
+    let r = app
+        .authed(Method::POST, "/v1/auth/logout", &t2)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(r, 401).await, "invalid_token");
-    let r = app.post("/v1/auth/refresh", json!({"refresh_token": "unknown"})).await;
+    let r = app
+        .post("/v1/auth/refresh", json!({"refresh_token": "unknown"}))
+        .await;
     assert_eq!(error_code(r, 401).await, "invalid_grant");
 }
 
@@ -345,14 +586,33 @@ async fn a_refresh_race_refuses_the_loser_and_keeps_the_session() {
         );
         let (winner, loser) = if a.status() == 200 { (a, b) } else { (b, a) };
         assert_eq!(winner.status(), 200, "round {round}: one of them rotates");
-        assert_eq!(invalid_grant(loser).await, "refresh token was just rotated", "round {round}");
+        assert_eq!(
+            invalid_grant(loser).await,
+            "refresh token was just rotated",
+            "round {round}"
+        );
         let session = app.state.store.session(&t.session).await.unwrap().unwrap();
-        assert!(session.revoked_at.is_none(), "round {round}: the race ended the session");
+        assert!(
+            session.revoked_at.is_none(),
+            "round {round}: the race ended the session"
+        );
         let t2 = tokens_of(winner).await;
         let r = refresh_with_device(&app, &t2.refresh, Some(&t2.device)).await;
-        assert_eq!(r.status(), 200, "round {round}: the winner's refresh token works");
-        let r = app.authed(Method::POST, "/v1/auth/logout", &t2).send().await.unwrap();
-        assert_eq!(r.status(), 200, "round {round}: the winner's access token works");
+        assert_eq!(
+            r.status(),
+            200,
+            "round {round}: the winner's refresh token works"
+        );
+        let r = app
+            .authed(Method::POST, "/v1/auth/logout", &t2)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            200,
+            "round {round}: the winner's access token works"
+        );
     }
 }
 
@@ -372,19 +632,41 @@ async fn an_old_refresh_token_without_its_device_secret_ends_nothing() {
     for aged in [0, 60] {
         age_rotation(&app, &t.refresh, aged).await;
         let r = refresh_with_device(&app, &t.refresh, Some("bogus")).await;
-        assert_eq!(invalid_grant(r).await, "the refresh token belongs to another device", "{aged} s after the rotation");
+        assert_eq!(
+            invalid_grant(r).await,
+            "the refresh token belongs to another device",
+            "{aged} s after the rotation"
+        );
         let r = refresh_with_device(&app, &t.refresh, None).await;
-        assert_eq!(invalid_grant(r).await, "the device secret is missing", "{aged} s after the rotation");
+        assert_eq!(
+            invalid_grant(r).await,
+            "the device secret is missing",
+            "{aged} s after the rotation"
+        );
         let session = app.state.store.session(&t.session).await.unwrap().unwrap();
-        assert!(session.revoked_at.is_none(), "{aged} s after the rotation: a wrong device ended the session");
+        assert!(
+            session.revoked_at.is_none(),
+            "{aged} s after the rotation: a wrong device ended the session"
+        );
     }
     // The owner's current refresh token still works.
     let r = refresh_with_device(&app, &t2.refresh, Some(&t2.device)).await;
     assert_eq!(r.status(), 200);
     // From its own device, past the grace: reuse, the session ends.
     let r = refresh_with_device(&app, &t.refresh, Some(&t.device)).await;
-    assert_eq!(invalid_grant(r).await, "refresh token reuse detected; the session is revoked");
-    assert!(app.state.store.session(&t.session).await.unwrap().unwrap().revoked_at.is_some());
+    assert_eq!(
+        invalid_grant(r).await,
+        "refresh token reuse detected; the session is revoked"
+    );
+    assert!(app
+        .state
+        .store
+        .session(&t.session)
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_some());
 }
 
 /// Within the grace, the rotated-out token from its own device is refused
@@ -406,11 +688,26 @@ async fn a_just_rotated_refresh_token_is_refused_until_the_grace_is_over() {
     // Half the grace gone (the rest leaves room for a slow test machine).
     age_rotation(&app, &t.refresh, grace / 2).await;
     let r = refresh_with_device(&app, &t.refresh, Some(&t.device)).await;
-    assert_eq!(invalid_grant(r).await, "refresh token was just rotated", "within the grace");
-    assert!(app.state.store.session(&t.session).await.unwrap().unwrap().revoked_at.is_none());
+    assert_eq!(
+        invalid_grant(r).await,
+        "refresh token was just rotated",
+        "within the grace"
+    );
+    assert!(app
+        .state
+        .store
+        .session(&t.session)
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_none());
     age_rotation(&app, &t.refresh, grace / 2).await;
     let r = refresh_with_device(&app, &t.refresh, Some(&t.device)).await;
-    assert_eq!(invalid_grant(r).await, "refresh token reuse detected; the session is revoked");
+    assert_eq!(
+        invalid_grant(r).await,
+        "refresh token reuse detected; the session is revoked"
+    );
     let r = refresh_with_device(&app, &t2.refresh, Some(&t2.device)).await;
     assert_eq!(invalid_grant(r).await, "the session has ended");
 }
@@ -424,7 +721,13 @@ async fn logout_and_logout_all() {
     let c = app.signin("gina@example.com", PASSWORD).await;
 
     // A token without its device secret, or from another device, is refused.
-    let r = app.http.post(app.url("/v1/auth/logout")).bearer_auth(&a.access).send().await.unwrap();
+    let r = app
+        .http
+        .post(app.url("/v1/auth/logout"))
+        .bearer_auth(&a.access)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(r, 401).await, "invalid_token");
     let r = app
         .http
@@ -436,15 +739,31 @@ async fn logout_and_logout_all() {
         .unwrap();
     assert_eq!(error_code(r, 401).await, "invalid_token");
 
-    let r = app.authed(Method::POST, "/v1/auth/logout", &a).send().await.unwrap();
+    let r = app
+        .authed(Method::POST, "/v1/auth/logout", &a)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["revoked_sessions"], 1);
-    let r = app.authed(Method::POST, "/v1/auth/logout", &a).send().await.unwrap();
+    let r = app
+        .authed(Method::POST, "/v1/auth/logout", &a)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(r, 401).await, "invalid_token");
-    let r = app.authed(Method::POST, "/v1/auth/logout-all", &b).send().await.unwrap();
+    let r = app
+        .authed(Method::POST, "/v1/auth/logout-all", &b)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["revoked_sessions"], 2);
-    let r = app.authed(Method::POST, "/v1/auth/totp/enroll", &c).send().await.unwrap();
+    let r = app
+        .authed(Method::POST, "/v1/auth/totp/enroll", &c)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(r, 401).await, "invalid_token");
 
     let (_, snapshot) = app.feed(None).await;
@@ -463,29 +782,73 @@ async fn password_forgot_and_reset() {
     app.verified_user("hank@example.com").await;
     let t = app.signin("hank@example.com", PASSWORD).await;
 
-    let r = app.post("/v1/auth/password/forgot", json!({"email": "ghost@example.com"})).await;
+    let r = app
+        .post(
+            "/v1/auth/password/forgot",
+            json!({"email": "ghost@example.com"}),
+        )
+        .await;
     assert_eq!(r.status(), 202);
-    let r = app.post("/v1/auth/password/forgot", json!({"email": "hank@example.com"})).await;
+    let r = app
+        .post(
+            "/v1/auth/password/forgot",
+            json!({"email": "hank@example.com"}),
+        )
+        .await;
     assert_eq!(r.status(), 202);
     let mails = app.outbox("hank@example.com", 3).await;
-    let reset = mails.iter().rev().find(|m| m["subject"] == "Reset your password").unwrap();
+    let reset = mails
+        .iter()
+        .rev()
+        .find(|m| m["subject"] == "Reset your password")
+        .unwrap();
     let token = reset["token"].as_str().unwrap();
 
-    let r = app.post("/v1/auth/password/reset", json!({"token": token, "password": "short"})).await;
+    let r = app
+        .post(
+            "/v1/auth/password/reset",
+            json!({"token": token, "password": "short"}),
+        )
+        .await;
     assert_eq!(error_code(r, 400).await, "weak_password");
-    let r = app.post("/v1/auth/password/reset", json!({"token": "wrong", "password": "a brand new passphrase"})).await;
+    let r = app
+        .post(
+            "/v1/auth/password/reset",
+            json!({"token": "wrong", "password": "a brand new passphrase"}),
+        )
+        .await;
     assert_eq!(error_code(r, 400).await, "invalid_token");
-    let r = app.post("/v1/auth/password/reset", json!({"token": token, "password": "a brand new passphrase"})).await;
+    let r = app
+        .post(
+            "/v1/auth/password/reset",
+            json!({"token": token, "password": "a brand new passphrase"}),
+        )
+        .await;
     assert_eq!(r.status(), 200, "a weak password did not burn the token");
-    let r = app.post("/v1/auth/password/reset", json!({"token": token, "password": "another new passphrase"})).await;
+    let r = app
+        .post(
+            "/v1/auth/password/reset",
+            json!({"token": token, "password": "another new passphrase"}),
+        )
+        .await;
     assert_eq!(error_code(r, 400).await, "invalid_token");
 
     // Every session ended; the old password is gone, the new one works.
-    let r = app.authed(Method::POST, "/v1/auth/logout", &t).send().await.unwrap();
+    let r = app
+        .authed(Method::POST, "/v1/auth/logout", &t)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(r, 401).await, "invalid_token");
-    let r = app.post("/v1/auth/signin", json!({"email": "hank@example.com", "password": PASSWORD})).await;
+    let r = app
+        .post(
+            "/v1/auth/signin",
+            json!({"email": "hank@example.com", "password": PASSWORD}),
+        )
+        .await;
     assert_eq!(error_code(r, 401).await, "invalid_credentials");
-    app.signin("hank@example.com", "a brand new passphrase").await;
+    app.signin("hank@example.com", "a brand new passphrase")
+        .await;
 }
 
 #[tokio::test]
@@ -494,11 +857,25 @@ async fn lockout_with_backoff_for_known_and_unknown_accounts() {
     app.verified_user("ivy@example.com").await;
     for email in ["ivy@example.com", "nobody@example.com"] {
         for _ in 0..3 {
-            let r = app.post("/v1/auth/signin", json!({"email": email, "password": "wrong password!!"})).await;
+            let r = app
+                .post(
+                    "/v1/auth/signin",
+                    json!({"email": email, "password": "wrong password!!"}),
+                )
+                .await;
             assert_eq!(error_code(r, 401).await, "invalid_credentials");
         }
-        let r = app.post("/v1/auth/signin", json!({"email": email, "password": PASSWORD})).await;
-        let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        let r = app
+            .post(
+                "/v1/auth/signin",
+                json!({"email": email, "password": PASSWORD}),
+            )
+            .await;
+        let retry: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!((1..=30).contains(&retry), "{retry}");
         assert_eq!(error_code(r, 429).await, "too_many_attempts");
     }
@@ -513,10 +890,20 @@ async fn lockout_with_backoff_for_known_and_unknown_accounts() {
 async fn per_address_throttle() {
     let app = spawn_app_with(|c| c.throttle.ip_max_failures = 4).await;
     for i in 0..4 {
-        let r = app.post("/v1/auth/signin", json!({"email": format!("n{i}@example.com"), "password": "wrong password!!"})).await;
+        let r = app
+            .post(
+                "/v1/auth/signin",
+                json!({"email": format!("n{i}@example.com"), "password": "wrong password!!"}),
+            )
+            .await;
         assert_eq!(r.status(), 401);
     }
-    let r = app.post("/v1/auth/signin", json!({"email": "fresh@example.com", "password": "wrong password!!"})).await;
+    let r = app
+        .post(
+            "/v1/auth/signin",
+            json!({"email": "fresh@example.com", "password": "wrong password!!"}),
+        )
+        .await;
     assert_eq!(error_code(r, 429).await, "too_many_attempts");
 }
 
@@ -537,10 +924,18 @@ async fn parallel_wrong_passwords_cannot_get_past_the_lockout() {
         .map(|_| {
             let (http, url) = (app.http.clone(), app.url("/v1/auth/signin"));
             tokio::spawn(async move {
-                let r = http.post(url).json(&json!({"email": email, "password": "wrong password!!"})).send().await.unwrap();
+                let r = http
+                    .post(url)
+                    .json(&json!({"email": email, "password": "wrong password!!"}))
+                    .send()
+                    .await
+                    .unwrap();
                 let status = r.status().as_u16();
                 let body: Value = r.json().await.unwrap();
-                (status, body["error"].as_str().unwrap_or_default().to_owned())
+                (
+                    status,
+                    body["error"].as_str().unwrap_or_default().to_owned(),
+                )
             })
         })
         .collect();
@@ -548,19 +943,40 @@ async fn parallel_wrong_passwords_cannot_get_past_the_lockout() {
     for task in burst {
         answers.push(task.await.unwrap());
     }
-    let compared = answers.iter().filter(|(s, e)| *s == 401 && e == "invalid_credentials").count();
-    assert!(compared <= 3, "{compared} of 20 parallel wrong passwords were compared: {answers:?}");
-    assert!(answers.iter().all(|(s, e)| (*s, e.as_str()) == (401, "invalid_credentials") || (*s, e.as_str()) == (429, "too_many_attempts")), "{answers:?}");
+    let compared = answers
+        .iter()
+        .filter(|(s, e)| *s == 401 && e == "invalid_credentials")
+        .count();
+    assert!(
+        compared <= 3,
+        "{compared} of 20 parallel wrong passwords were compared: {answers:?}"
+    );
+    assert!(
+        answers
+            .iter()
+            .all(|(s, e)| (*s, e.as_str()) == (401, "invalid_credentials")
+                || (*s, e.as_str()) == (429, "too_many_attempts")),
+        "{answers:?}"
+    );
 
     // The lock runs out; then the right password is compared, and works.
     let mut statuses = Vec::new();
     for _ in 0..6 {
-        let r = app.post("/v1/auth/signin", json!({"email": email, "password": PASSWORD})).await;
+        let r = app
+            .post(
+                "/v1/auth/signin",
+                json!({"email": email, "password": PASSWORD}),
+            )
+            .await;
         statuses.push(r.status().as_u16());
         if r.status() != 429 {
             break;
         }
-        let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        let retry: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(retry * 1000 + 200)).await;
     }
     assert_eq!(statuses.last(), Some(&200), "{statuses:?}");
@@ -576,7 +992,9 @@ async fn a_password_reset_ends_other_reset_links_and_pending_sign_ins() {
     let (challenge, _) = app.challenge(email, PASSWORD).await;
     let code = app.last_mail(email, 2).await["code"].clone();
     for mails in [3, 4] {
-        let r = app.post("/v1/auth/password/forgot", json!({"email": email})).await;
+        let r = app
+            .post("/v1/auth/password/forgot", json!({"email": email}))
+            .await;
         assert_eq!(r.status(), 202);
         // One at a time, so the outbox has them in order.
         app.outbox(email, mails).await;
@@ -589,13 +1007,36 @@ async fn a_password_reset_ends_other_reset_links_and_pending_sign_ins() {
         .map(|m| m["token"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(resets.len(), 2);
-    let r = app.post("/v1/auth/password/reset", json!({"token": resets[1], "password": "a brand new passphrase"})).await;
+    let r = app
+        .post(
+            "/v1/auth/password/reset",
+            json!({"token": resets[1], "password": "a brand new passphrase"}),
+        )
+        .await;
     assert_eq!(r.status(), 200);
 
-    let r = app.post("/v1/auth/signin/verify", json!({"challenge_id": challenge, "code": code})).await;
-    assert_eq!(error_code(r, 401).await, "invalid_code", "a sign-in begun with the old password does not complete");
-    let r = app.post("/v1/auth/password/reset", json!({"token": resets[0], "password": "yet another passphrase"})).await;
-    assert_eq!(error_code(r, 400).await, "invalid_token", "the other reset link is used up");
+    let r = app
+        .post(
+            "/v1/auth/signin/verify",
+            json!({"challenge_id": challenge, "code": code}),
+        )
+        .await;
+    assert_eq!(
+        error_code(r, 401).await,
+        "invalid_code",
+        "a sign-in begun with the old password does not complete"
+    );
+    let r = app
+        .post(
+            "/v1/auth/password/reset",
+            json!({"token": resets[0], "password": "yet another passphrase"}),
+        )
+        .await;
+    assert_eq!(
+        error_code(r, 400).await,
+        "invalid_token",
+        "the other reset link is used up"
+    );
     app.signin(email, "a brand new passphrase").await;
 }
 
@@ -613,17 +1054,35 @@ async fn racing_resets_of_one_user_never_fail() {
     for round in 0..20 {
         let links = [format!("link-a-{round}"), format!("link-b-{round}")];
         for link in &links {
-            store.put_one_time_token(link, TokenPurpose::ResetPassword, &user_id, now() + 600).await.unwrap();
+            store
+                .put_one_time_token(link, TokenPurpose::ResetPassword, &user_id, now() + 600)
+                .await
+                .unwrap();
         }
-        let (a, b) = tokio::join!(store.reset_password(&links[0], "hash-a", now()), store.reset_password(&links[1], "hash-b", now()));
-        let (a, b) = (a.unwrap_or_else(|e| panic!("round {round}: {e}")), b.unwrap_or_else(|e| panic!("round {round}: {e}")));
-        assert_eq!(usize::from(a.is_some()) + usize::from(b.is_some()), 1, "round {round}: {a:?} {b:?}");
+        let (a, b) = tokio::join!(
+            store.reset_password(&links[0], "hash-a", now()),
+            store.reset_password(&links[1], "hash-b", now())
+        );
+        let (a, b) = (
+            a.unwrap_or_else(|e| panic!("round {round}: {e}")),
+            b.unwrap_or_else(|e| panic!("round {round}: {e}")),
+        );
+        assert_eq!(
+            usize::from(a.is_some()) + usize::from(b.is_some()),
+            1,
+            "round {round}: {a:?} {b:?}"
+        );
     }
 }
 
 /// A client as the routes see it, for calls below the HTTP layer.
 fn local_client() -> authflow_auth_service::extract::Client {
-    authflow_auth_service::extract::Client { ip: "127.0.0.1".into(), peer: None, user_agent: UA.into(), headers: Default::default() }
+    authflow_auth_service::extract::Client {
+        ip: "127.0.0.1".into(),
+        peer: None,
+        user_agent: UA.into(),
+        headers: Default::default(),
+    }
 }
 
 /// A sign-in past its code check (its challenge consumed, its user read)
@@ -643,14 +1102,35 @@ async fn a_session_started_from_a_user_read_before_a_reset_is_refused() {
     let before = store.user_by_id(&user_id).await.unwrap().unwrap();
     assert!(store.consume_challenge(&challenge, now()).await.unwrap());
     // ...a reset commits...
-    store.put_one_time_token("gap-link", TokenPurpose::ResetPassword, &user_id, now() + 600).await.unwrap();
-    assert!(store.reset_password("gap-link", "new-hash", now()).await.unwrap().is_some());
+    store
+        .put_one_time_token(
+            "gap-link",
+            TokenPurpose::ResetPassword,
+            &user_id,
+            now() + 600,
+        )
+        .await
+        .unwrap();
+    assert!(store
+        .reset_password("gap-link", "new-hash", now())
+        .await
+        .unwrap()
+        .is_some());
     // ...and then the session would be stored.
-    match authflow_auth_service::sessions::start(&app.state, &before, &local_client(), None, now()).await {
+    match authflow_auth_service::sessions::start(&app.state, &before, &local_client(), None, now())
+        .await
+    {
         Err(e) => assert!(matches!(e, ApiError::InvalidCode(_)), "{e:?}"),
-        Ok(t) => panic!("a sign-in begun with the old password got session {} after the reset", t.session_id),
+        Ok(t) => panic!(
+            "a sign-in begun with the old password got session {} after the reset",
+            t.session_id
+        ),
     }
-    assert!(store.sessions_of(&user_id, &PageRequest::first(1000)).await.unwrap().is_empty());
+    assert!(store
+        .sessions_of(&user_id, &PageRequest::first(1000))
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 /// A password checked just before a reset whose challenge is stored just
@@ -668,13 +1148,38 @@ async fn a_challenge_stored_after_a_reset_for_the_old_password_completes_nothing
     let code = app.last_mail(email, 2).await["code"].clone();
     let checked = store.challenge(&checked).await.unwrap().unwrap();
     // ...a reset commits (ending every challenge stored so far)...
-    store.put_one_time_token("late-link", TokenPurpose::ResetPassword, &user_id, now() + 600).await.unwrap();
-    assert!(store.reset_password("late-link", "new-hash", now()).await.unwrap().is_some());
+    store
+        .put_one_time_token(
+            "late-link",
+            TokenPurpose::ResetPassword,
+            &user_id,
+            now() + 600,
+        )
+        .await
+        .unwrap();
+    assert!(store
+        .reset_password("late-link", "new-hash", now())
+        .await
+        .unwrap()
+        .is_some());
     // ...and then the challenge is stored.
-    let late = Challenge { id: "late-challenge".into(), consumed_at: None, ..checked };
+    let late = Challenge {
+        id: "late-challenge".into(),
+        consumed_at: None,
+        ..checked
+    };
     store.put_challenge(&late).await.unwrap();
-    let r = app.post("/v1/auth/signin/verify", json!({"challenge_id": late.id, "code": code})).await;
-    assert_eq!(error_code(r, 401).await, "invalid_code", "a sign-in begun with the old password completed after the reset");
+    let r = app
+        .post(
+            "/v1/auth/signin/verify",
+            json!({"challenge_id": late.id, "code": code}),
+        )
+        .await;
+    assert_eq!(
+        error_code(r, 401).await,
+        "invalid_code",
+        "a sign-in begun with the old password completed after the reset"
+    );
 }
 
 /// `authflow_signups_total` counts accepted sign-ups (the 201s), whatever
@@ -685,9 +1190,25 @@ async fn the_sign_up_metric_counts_accepted_sign_ups_not_accounts() {
     let app = spawn_app().await;
     app.verified_user("taken@example.com").await;
     for email in ["taken@example.com", "new@example.com", "TAKEN@example.com"] {
-        assert_eq!(app.post("/v1/auth/signup", json!({"email": email, "password": PASSWORD})).await.status(), 201);
+        assert_eq!(
+            app.post(
+                "/v1/auth/signup",
+                json!({"email": email, "password": PASSWORD})
+            )
+            .await
+            .status(),
+            201
+        );
     }
-    assert_eq!(app.post("/v1/auth/signup", json!({"email": "weak@example.com", "password": "short"})).await.status(), 400);
+    assert_eq!(
+        app.post(
+            "/v1/auth/signup",
+            json!({"email": "weak@example.com", "password": "short"})
+        )
+        .await
+        .status(),
+        400
+    );
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("authflow_signups_total 4\n"), "{metrics}");
 }
@@ -698,11 +1219,30 @@ async fn the_sign_up_metric_counts_accepted_sign_ups_not_accounts() {
 async fn addresses_with_invisible_characters_are_refused() {
     let app = spawn_app().await;
     app.verified_user("alice@example.com").await;
-    for email in ["alice\u{200b}@example.com", "al\u{ad}ice@example.com", "alice\u{2060}@example.com", "ecila\u{202e}@example.com", "\u{feff}alice@example.com"] {
-        let r = app.post("/v1/auth/signup", json!({"email": email, "password": PASSWORD})).await;
+    for email in [
+        "alice\u{200b}@example.com",
+        "al\u{ad}ice@example.com",
+        "alice\u{2060}@example.com",
+        "ecila\u{202e}@example.com",
+        "\u{feff}alice@example.com",
+    ] {
+        let r = app
+            .post(
+                "/v1/auth/signup",
+                json!({"email": email, "password": PASSWORD}),
+            )
+            .await;
         assert_eq!(error_code(r, 400).await, "invalid_request", "{email:?}");
     }
-    assert_eq!(app.state.store.list_users(&PageRequest::first(1000)).await.unwrap().len(), 1);
+    assert_eq!(
+        app.state
+            .store
+            .list_users(&PageRequest::first(1000))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 /// Finding: ext_authz let a device-bound token through on its own, so a
@@ -716,7 +1256,11 @@ async fn ext_authz_checks_the_device_of_a_device_bound_token() {
     let other = app.signin("dev@example.com", PASSWORD).await;
     assert_ne!(t.device, other.device);
     let ext_authz = |device: Option<&str>, cookie: Option<String>, user_agent: &str| {
-        let mut r = app.http.get(app.url("/v1/ext-authz/items")).bearer_auth(&t.access).header("user-agent", user_agent);
+        let mut r = app
+            .http
+            .get(app.url("/v1/ext-authz/items"))
+            .bearer_auth(&t.access)
+            .header("user-agent", user_agent);
         if let Some(device) = device {
             r = r.header("x-authflow-device", device);
         }
@@ -726,16 +1270,37 @@ async fn ext_authz_checks_the_device_of_a_device_bound_token() {
         r.send()
     };
 
-    assert_eq!(ext_authz(Some(&t.device), None, UA).await.unwrap().status(), 200);
-    let cookie = format!("{}={}", authflow_contract::fingerprint::DEVICE_COOKIE, t.device);
-    assert_eq!(ext_authz(None, Some(cookie), UA).await.unwrap().status(), 200, "the device cookie serves as well");
+    assert_eq!(
+        ext_authz(Some(&t.device), None, UA).await.unwrap().status(),
+        200
+    );
+    let cookie = format!(
+        "{}={}",
+        authflow_contract::fingerprint::DEVICE_COOKIE,
+        t.device
+    );
+    assert_eq!(
+        ext_authz(None, Some(cookie), UA).await.unwrap().status(),
+        200,
+        "the device cookie serves as well"
+    );
     for (why, device, user_agent) in [
         ("no device secret", None, UA),
         ("another device's secret", Some(other.device.as_str()), UA),
-        ("another attribute (user agent)", Some(t.device.as_str()), "curl/8"),
+        (
+            "another attribute (user agent)",
+            Some(t.device.as_str()),
+            "curl/8",
+        ),
     ] {
         let r = ext_authz(device, None, user_agent).await.unwrap();
         assert_eq!(r.status(), 401, "{why}");
-        assert!(r.headers()["www-authenticate"].to_str().unwrap().contains("invalid_token"), "{why}");
+        assert!(
+            r.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .contains("invalid_token"),
+            "{why}"
+        );
     }
 }

@@ -10,7 +10,15 @@ use serde_json::{json, Value};
 use crate::common::*;
 
 async fn post_from(app: &TestApp, client: &str, path: &str, body: Value) -> u16 {
-    app.http.post(app.url(path)).header("x-forwarded-for", client).json(&body).send().await.unwrap().status().as_u16()
+    app.http
+        .post(app.url(path))
+        .header("x-forwarded-for", client)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
 }
 
 fn limited(c: &mut authflow_auth_service::config::Config) {
@@ -29,10 +37,25 @@ async fn password_reset_mails_are_limited_per_recipient() {
     app.verified_user("flood@example.com").await;
     for i in 0..20 {
         // From many addresses: the recipient's own limit applies.
-        let status = post_from(&app, &format!("203.0.113.{i}"), "/v1/auth/password/forgot", json!({"email": "flood@example.com"})).await;
+        let status = post_from(
+            &app,
+            &format!("203.0.113.{i}"),
+            "/v1/auth/password/forgot",
+            json!({"email": "flood@example.com"}),
+        )
+        .await;
         assert_eq!(status, 202);
-        let status = post_from(&app, &format!("203.0.113.{i}"), "/v1/auth/password/forgot", json!({"email": "ghost@example.com"})).await;
-        assert_eq!(status, 202, "the same answer for an address without an account");
+        let status = post_from(
+            &app,
+            &format!("203.0.113.{i}"),
+            "/v1/auth/password/forgot",
+            json!({"email": "ghost@example.com"}),
+        )
+        .await;
+        assert_eq!(
+            status, 202,
+            "the same answer for an address without an account"
+        );
     }
     // Resets work in the background: wait until all 40 were handled (each writes one audit row).
     for _ in 0..300 {
@@ -42,8 +65,15 @@ async fn password_reset_mails_are_limited_per_recipient() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let resets = settled_outbox(&app, "flood@example.com").await.iter().filter(|m| m["subject"] == "Reset your password").count();
-    assert!((1..=5).contains(&resets), "{resets} reset mails to one address");
+    let resets = settled_outbox(&app, "flood@example.com")
+        .await
+        .iter()
+        .filter(|m| m["subject"] == "Reset your password")
+        .count();
+    assert!(
+        (1..=5).contains(&resets),
+        "{resets} reset mails to one address"
+    );
 }
 
 #[tokio::test]
@@ -51,7 +81,13 @@ async fn sign_up_notices_are_limited_per_recipient() {
     let app = spawn_app_with(limited).await;
     app.verified_user("taken@example.com").await;
     for i in 0..10 {
-        let status = post_from(&app, &format!("198.51.100.{i}"), "/v1/auth/signup", json!({"email": "taken@example.com", "password": PASSWORD})).await;
+        let status = post_from(
+            &app,
+            &format!("198.51.100.{i}"),
+            "/v1/auth/signup",
+            json!({"email": "taken@example.com", "password": PASSWORD}),
+        )
+        .await;
         assert_eq!(status, 201);
     }
     let mails = settled_outbox(&app, "taken@example.com").await;
@@ -66,7 +102,13 @@ async fn one_client_cannot_mail_many_addresses() {
     })
     .await;
     for i in 0..6 {
-        let status = post_from(&app, "192.0.2.7", "/v1/auth/signup", json!({"email": format!("new{i}@example.com"), "password": PASSWORD})).await;
+        let status = post_from(
+            &app,
+            "192.0.2.7",
+            "/v1/auth/signup",
+            json!({"email": format!("new{i}@example.com"), "password": PASSWORD}),
+        )
+        .await;
         assert_eq!(status, 201, "the same answer past the limit");
     }
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -76,7 +118,13 @@ async fn one_client_cannot_mail_many_addresses() {
     }
     assert_eq!(mailed, 3, "one client's mails are limited");
     // Another client is not affected.
-    post_from(&app, "192.0.2.8", "/v1/auth/signup", json!({"email": "other@example.com", "password": PASSWORD})).await;
+    post_from(
+        &app,
+        "192.0.2.8",
+        "/v1/auth/signup",
+        json!({"email": "other@example.com", "password": PASSWORD}),
+    )
+    .await;
     assert_eq!(app.outbox("other@example.com", 1).await.len(), 1);
 }
 
@@ -101,20 +149,55 @@ async fn an_address_signed_up_while_its_mail_budget_was_spent_can_be_regained() 
     let app = spawn_app_with(limited).await;
     let (email, stranger, owner) = ("dave@example.com", "198.51.100.66", "203.0.113.9");
     for _ in 0..5 {
-        assert_eq!(post_from(&app, stranger, "/v1/auth/password/forgot", json!({"email": email})).await, 202);
+        assert_eq!(
+            post_from(
+                &app,
+                stranger,
+                "/v1/auth/password/forgot",
+                json!({"email": email})
+            )
+            .await,
+            202
+        );
     }
     forgot_handled(&app, 5).await;
     let body = json!({"email": email, "password": "attacker chosen pw1"});
-    assert_eq!(post_from(&app, stranger, "/v1/auth/signup", body).await, 201);
-    assert!(settled_outbox(&app, email).await.is_empty(), "the budget was spent: nothing was mailed");
+    assert_eq!(
+        post_from(&app, stranger, "/v1/auth/signup", body).await,
+        201
+    );
+    assert!(
+        settled_outbox(&app, email).await.is_empty(),
+        "the budget was spent: nothing was mailed"
+    );
 
     // An hour later the spent window is gone (the maintenance task prunes it).
-    app.state.store.prune_mail_budget(authflow_auth_service::clock::now() + 1).await.unwrap();
-    assert_eq!(post_from(&app, owner, "/v1/auth/password/forgot", json!({"email": email})).await, 202);
+    app.state
+        .store
+        .prune_mail_budget(authflow_auth_service::clock::now() + 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        post_from(
+            &app,
+            owner,
+            "/v1/auth/password/forgot",
+            json!({"email": email})
+        )
+        .await,
+        202
+    );
     let reset = app.last_mail(email, 1).await;
     assert_eq!(reset["subject"], "Reset your password");
-    let r = app.http.post(app.url("/v1/auth/password/reset")).header("x-forwarded-for", owner);
-    let r = r.json(&json!({"token": reset["token"], "password": PASSWORD})).send().await.unwrap();
+    let r = app
+        .http
+        .post(app.url("/v1/auth/password/reset"))
+        .header("x-forwarded-for", owner);
+    let r = r
+        .json(&json!({"token": reset["token"], "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     app.signin(email, PASSWORD).await;
 }
@@ -129,14 +212,38 @@ async fn verification_links_mailed_at_sign_in_are_limited_per_recipient() {
     })
     .await;
     let email = "pending@example.com";
-    assert_eq!(post_from(&app, "192.0.2.1", "/v1/auth/signup", json!({"email": email, "password": PASSWORD})).await, 201);
+    assert_eq!(
+        post_from(
+            &app,
+            "192.0.2.1",
+            "/v1/auth/signup",
+            json!({"email": email, "password": PASSWORD})
+        )
+        .await,
+        201
+    );
     for i in 0..10 {
-        let status = post_from(&app, &format!("198.51.100.{i}"), "/v1/auth/signin", json!({"email": email, "password": PASSWORD})).await;
+        let status = post_from(
+            &app,
+            &format!("198.51.100.{i}"),
+            "/v1/auth/signin",
+            json!({"email": email, "password": PASSWORD}),
+        )
+        .await;
         assert_eq!(status, 401);
     }
     let mails = settled_outbox(&app, email).await;
-    assert!(mails.iter().all(|m| m["subject"] == "Verify your email address"), "{mails:?}");
-    assert!((2..=5).contains(&mails.len()), "{} mails to one address", mails.len());
+    assert!(
+        mails
+            .iter()
+            .all(|m| m["subject"] == "Verify your email address"),
+        "{mails:?}"
+    );
+    assert!(
+        (2..=5).contains(&mails.len()),
+        "{} mails to one address",
+        mails.len()
+    );
 }
 
 /// Sign-up, then sign-in with the chosen password: for a new address the
@@ -153,12 +260,32 @@ async fn a_verification_link_mailed_at_sign_in_does_not_spend_the_requesters_bud
     let prober = "192.0.2.9";
     // A new address: sign-up (one mail), then a sign-in with its password (a link in the background).
     let body = json!({"email": "probe@example.com", "password": PASSWORD});
-    assert_eq!(post_from(&app, prober, "/v1/auth/signup", body.clone()).await, 201);
+    assert_eq!(
+        post_from(&app, prober, "/v1/auth/signup", body.clone()).await,
+        201
+    );
     assert_eq!(post_from(&app, prober, "/v1/auth/signin", body).await, 401);
-    assert_eq!(app.outbox("probe@example.com", 2).await.len(), 2, "the sign-in mailed a fresh link");
+    assert_eq!(
+        app.outbox("probe@example.com", 2).await.len(),
+        2,
+        "the sign-in mailed a fresh link"
+    );
     // Two more sign-ups from the prober: its budget of 3 holds both.
     for email in ["second@example.com", "third@example.com"] {
-        assert_eq!(post_from(&app, prober, "/v1/auth/signup", json!({"email": email, "password": PASSWORD})).await, 201);
+        assert_eq!(
+            post_from(
+                &app,
+                prober,
+                "/v1/auth/signup",
+                json!({"email": email, "password": PASSWORD})
+            )
+            .await,
+            201
+        );
     }
-    assert_eq!(app.outbox("third@example.com", 1).await.len(), 1, "the prober's budget was charged for the link");
+    assert_eq!(
+        app.outbox("third@example.com", 1).await.len(),
+        1,
+        "the prober's budget was charged for the link"
+    );
 }

@@ -5,10 +5,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod addresses;
-mod browser;
-mod cache_headers;
 mod admin;
 mod at_rest;
+mod browser;
+mod cache_headers;
 mod common;
 mod dpop;
 mod durability;

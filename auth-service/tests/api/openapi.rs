@@ -46,21 +46,29 @@ fn endpoints(dev_endpoints: bool) -> BTreeSet<(String, String)> {
         ("get", "/metrics"),
         ("get", "/openapi.json"),
     ];
-    for method in ["get", "post", "put", "delete", "patch", "head", "options", "trace"] {
+    for method in [
+        "get", "post", "put", "delete", "patch", "head", "options", "trace",
+    ] {
         list.push((method, "/v1/ext-authz"));
         list.push((method, "/v1/ext-authz/{rest}"));
     }
     if dev_endpoints {
         list.push(("get", "/v1/dev/outbox"));
     }
-    list.into_iter().map(|(m, p)| (m.to_owned(), p.to_owned())).collect()
+    list.into_iter()
+        .map(|(m, p)| (m.to_owned(), p.to_owned()))
+        .collect()
 }
 
 fn documented(doc: &Value) -> BTreeSet<(String, String)> {
     let mut set = BTreeSet::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for method in item.as_object().unwrap().keys() {
-            if ["get", "post", "put", "delete", "patch", "head", "options", "trace"].contains(&method.as_str()) {
+            if [
+                "get", "post", "put", "delete", "patch", "head", "options", "trace",
+            ]
+            .contains(&method.as_str())
+            {
                 set.insert((method.clone(), path.clone()));
             }
         }
@@ -91,10 +99,19 @@ async fn check_doc_matches_routes(dev_endpoints: bool) {
     let expected = endpoints(dev_endpoints);
     let undocumented: Vec<_> = expected.difference(&documented).collect();
     let unexpected: Vec<_> = documented.difference(&expected).collect();
-    assert!(undocumented.is_empty(), "served but not documented: {undocumented:?}");
-    assert!(unexpected.is_empty(), "documented but not an endpoint: {unexpected:?}");
+    assert!(
+        undocumented.is_empty(),
+        "served but not documented: {undocumented:?}"
+    );
+    assert!(
+        unexpected.is_empty(),
+        "documented but not an endpoint: {unexpected:?}"
+    );
     for (method, path) in &documented {
-        assert!(is_routed(&app, method, path).await, "documented but not served: {method} {path}");
+        assert!(
+            is_routed(&app, method, path).await,
+            "documented but not served: {method} {path}"
+        );
     }
 }
 
@@ -115,15 +132,39 @@ async fn a_disabled_endpoint_is_not_documented() {
 async fn the_token_endpoints_document_dpop() {
     let app = spawn_app().await;
     let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
-    for path in ["/v1/auth/signin/verify", "/v1/auth/refresh", "/v1/oauth/token"] {
+    for path in [
+        "/v1/auth/signin/verify",
+        "/v1/auth/refresh",
+        "/v1/oauth/token",
+    ] {
         let op = &doc["paths"][path]["post"];
-        let params = op["parameters"].as_array().unwrap_or_else(|| panic!("{path} has no parameters"));
-        assert!(params.iter().any(|p| p["name"] == "DPoP" && p["in"] == "header"), "{path}: {params:?}");
-        assert!(op["responses"]["200"]["headers"]["DPoP-Nonce"].is_object(), "{path}: {}", op["responses"]["200"]);
-        assert!(op["responses"]["400"]["description"].as_str().unwrap().contains("invalid_dpop_proof"), "{path}");
+        let params = op["parameters"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{path} has no parameters"));
+        assert!(
+            params
+                .iter()
+                .any(|p| p["name"] == "DPoP" && p["in"] == "header"),
+            "{path}: {params:?}"
+        );
+        assert!(
+            op["responses"]["200"]["headers"]["DPoP-Nonce"].is_object(),
+            "{path}: {}",
+            op["responses"]["200"]
+        );
+        assert!(
+            op["responses"]["400"]["description"]
+                .as_str()
+                .unwrap()
+                .contains("invalid_dpop_proof"),
+            "{path}"
+        );
     }
     for schema in ["TokenResponse", "ClientTokenResponse"] {
-        let description = doc["components"]["schemas"][schema]["properties"]["token_type"]["description"].as_str().unwrap();
+        let description = doc["components"]["schemas"][schema]["properties"]["token_type"]
+            ["description"]
+            .as_str()
+            .unwrap();
         assert!(description.contains("`DPoP`"), "{schema}: {description}");
     }
 }

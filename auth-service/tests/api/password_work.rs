@@ -13,7 +13,9 @@ use serde_json::{json, Value};
 use crate::common::*;
 
 /// Runs every request at once (each on its own task); the answers in order.
-async fn join_all<T: Send + 'static>(requests: Vec<impl std::future::Future<Output = T> + Send + 'static>) -> Vec<T> {
+async fn join_all<T: Send + 'static>(
+    requests: Vec<impl std::future::Future<Output = T> + Send + 'static>,
+) -> Vec<T> {
     let handles: Vec<_> = requests.into_iter().map(tokio::spawn).collect();
     let mut out = Vec::with_capacity(handles.len());
     for h in handles {
@@ -34,9 +36,16 @@ fn one_slot(c: &mut Config) {
 /// (status, `error`, `Retry-After`) of a JSON answer.
 async fn outcome(r: reqwest::Response) -> (u16, String, Option<String>) {
     let status = r.status().as_u16();
-    let retry_after = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+    let retry_after = r
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
     let body: Value = r.json().await.unwrap();
-    (status, body["error"].as_str().unwrap_or_default().to_owned(), retry_after)
+    (
+        status,
+        body["error"].as_str().unwrap_or_default().to_owned(),
+        retry_after,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,7 +83,10 @@ async fn parallel_password_work_beyond_the_limit_is_refused_with_503() {
     assert!(refused >= 1, "no request was refused: {answers:?}");
     assert!(checked >= 1, "no request got a slot: {answers:?}");
     let metrics = app.get("/metrics").await.text().await.unwrap();
-    assert!(metrics.contains(&format!("authflow_password_work_busy_total {refused}\n")), "{metrics}");
+    assert!(
+        metrics.contains(&format!("authflow_password_work_busy_total {refused}\n")),
+        "{metrics}"
+    );
     // Every slot came back: the service works as before.
     assert_eq!(app.state.password_work.available(), 1);
     app.verified_user("after@example.com").await;
@@ -95,7 +107,13 @@ async fn made_up_client_credentials_cost_no_password_hash() {
         .map(|i| {
             let (http, url) = (app.http.clone(), app.url("/v1/oauth/token"));
             async move {
-                let r = http.post(url).basic_auth(format!("nosuch{i}"), Some("secret")).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
+                let r = http
+                    .post(url)
+                    .basic_auth(format!("nosuch{i}"), Some("secret"))
+                    .form(&[("grant_type", "client_credentials")])
+                    .send()
+                    .await
+                    .unwrap();
                 outcome(r).await
             }
         })
@@ -103,11 +121,28 @@ async fn made_up_client_credentials_cost_no_password_hash() {
     for (status, error, _) in join_all(requests).await {
         assert_eq!((status, error.as_str()), (401, "invalid_client"));
     }
-    assert!(app.get("/metrics").await.text().await.unwrap().contains("authflow_password_work_busy_total 0\n"));
+    assert!(app
+        .get("/metrics")
+        .await
+        .text()
+        .await
+        .unwrap()
+        .contains("authflow_password_work_busy_total 0\n"));
 }
 
-async fn signup_from(app: &TestApp, client: &str, email: &str, password: &str) -> reqwest::Response {
-    app.http.post(app.url("/v1/auth/signup")).header("x-forwarded-for", client).json(&json!({"email": email, "password": password})).send().await.unwrap()
+async fn signup_from(
+    app: &TestApp,
+    client: &str,
+    email: &str,
+    password: &str,
+) -> reqwest::Response {
+    app.http
+        .post(app.url("/v1/auth/signup"))
+        .header("x-forwarded-for", client)
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap()
 }
 
 /// Sign-ups are counted per client address before the password is hashed:
@@ -124,24 +159,56 @@ async fn sign_ups_from_one_address_are_throttled() {
         assert_eq!(error_code(r, 400).await, "weak_password");
     }
     for i in 0..limit {
-        let r = signup_from(&app, "192.0.2.50", &format!("many{i}@example.com"), PASSWORD).await;
+        let r = signup_from(
+            &app,
+            "192.0.2.50",
+            &format!("many{i}@example.com"),
+            PASSWORD,
+        )
+        .await;
         assert_eq!(r.status(), 201, "sign-up {i}");
     }
     for i in 0..3 {
         let email = format!("toomany{i}@example.com");
-        let (status, error, retry_after) = outcome(signup_from(&app, "192.0.2.50", &email, PASSWORD).await).await;
+        let (status, error, retry_after) =
+            outcome(signup_from(&app, "192.0.2.50", &email, PASSWORD).await).await;
         assert_eq!((status, error.as_str()), (429, "too_many_attempts"));
         let retry_after: u64 = retry_after.unwrap().parse().unwrap();
-        assert!((1..=app.state.config.throttle.lockout_base.as_secs()).contains(&retry_after), "{retry_after}");
-        assert!(app.state.store.user_by_email(&email).await.unwrap().is_none());
+        assert!(
+            (1..=app.state.config.throttle.lockout_base.as_secs()).contains(&retry_after),
+            "{retry_after}"
+        );
+        assert!(app
+            .state
+            .store
+            .user_by_email(&email)
+            .await
+            .unwrap()
+            .is_none());
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(app.outbox("toomany0@example.com", 0).await.is_empty());
-    assert!(app.get("/metrics").await.text().await.unwrap().contains("authflow_signup_throttled_total 3\n"));
+    assert!(app
+        .get("/metrics")
+        .await
+        .text()
+        .await
+        .unwrap()
+        .contains("authflow_signup_throttled_total 3\n"));
     let log = app.state.store.audit_log(None, 1000).await.unwrap();
-    assert_eq!(log.iter().filter(|e| e.event == "signup" && e.outcome == "throttled").count(), 3);
+    assert_eq!(
+        log.iter()
+            .filter(|e| e.event == "signup" && e.outcome == "throttled")
+            .count(),
+        3
+    );
     // Another address signs up; and sign-ups do not lock the address's sign-ins.
-    assert_eq!(signup_from(&app, "192.0.2.51", "other@example.com", PASSWORD).await.status(), 201);
+    assert_eq!(
+        signup_from(&app, "192.0.2.51", "other@example.com", PASSWORD)
+            .await
+            .status(),
+        201
+    );
     let r = app
         .http
         .post(app.url("/v1/auth/signin"))
@@ -165,22 +232,46 @@ async fn unicode_spellings_of_an_address_are_one_account() {
     assert_eq!(user.email, stored);
 
     // A second sign-up with another spelling is the taken address: no new account, a notice to the owner.
-    let r = app.post("/v1/auth/signup", json!({"email": "JOSE\u{301}@BU\u{308}CHER.example", "password": PASSWORD})).await;
+    let r = app
+        .post(
+            "/v1/auth/signup",
+            json!({"email": "JOSE\u{301}@BU\u{308}CHER.example", "password": PASSWORD}),
+        )
+        .await;
     assert_eq!(r.status(), 201);
     let notice = app.last_mail(stored, 2).await;
     assert_eq!(notice["subject"], "Sign-up attempt");
-    assert_eq!(app.state.store.list_users(&PageRequest::first(1000)).await.unwrap().len(), 1);
+    assert_eq!(
+        app.state
+            .store
+            .list_users(&PageRequest::first(1000))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 
     // Sign-in with a decomposed accent, fullwidth letters and the ASCII domain.
-    let (_, method) = app.challenge("\u{ff4a}ose\u{301}@xn--bcher-kva.\u{ff45}xample", PASSWORD).await;
+    let (_, method) = app
+        .challenge("\u{ff4a}ose\u{301}@xn--bcher-kva.\u{ff45}xample", PASSWORD)
+        .await;
     assert_eq!(method, "email");
 
     // Password reset with yet another spelling reaches the account.
-    let r = app.post("/v1/auth/password/forgot", json!({"email": "jose\u{301}@B\u{dc}cher.example"})).await;
+    let r = app
+        .post(
+            "/v1/auth/password/forgot",
+            json!({"email": "jose\u{301}@B\u{dc}cher.example"}),
+        )
+        .await;
     assert_eq!(r.status(), 202);
     let mut reset = None;
     for _ in 0..100 {
-        reset = app.outbox(stored, 0).await.into_iter().find(|m| m["subject"] == "Reset your password");
+        reset = app
+            .outbox(stored, 0)
+            .await
+            .into_iter()
+            .find(|m| m["subject"] == "Reset your password");
         if reset.is_some() {
             break;
         }
@@ -199,7 +290,12 @@ async fn unicode_spellings_of_an_address_are_one_account() {
     let found: Value = r.json().await.unwrap();
     assert_eq!(found.as_array().unwrap().len(), 1, "{found}");
     assert_eq!(found[0]["user_id"], user_id.as_str());
-    let r = app.authed(reqwest::Method::GET, "/v1/admin/users", &admin).query(&[("email", "not an address")]).send().await.unwrap();
+    let r = app
+        .authed(reqwest::Method::GET, "/v1/admin/users", &admin)
+        .query(&[("email", "not an address")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.json::<Value>().await.unwrap(), json!([]));
 }
 
@@ -216,18 +312,37 @@ async fn a_busy_answer_at_sign_in_is_not_a_failed_attempt() {
         .map(|_| {
             let (http, url) = (app.http.clone(), app.url("/v1/auth/signin"));
             async move {
-                let r = http.post(url).header("x-forwarded-for", "192.0.2.70").json(&json!({"email": email, "password": PASSWORD})).send().await.unwrap();
+                let r = http
+                    .post(url)
+                    .header("x-forwarded-for", "192.0.2.70")
+                    .json(&json!({"email": email, "password": PASSWORD}))
+                    .send()
+                    .await
+                    .unwrap();
                 outcome(r).await
             }
         })
         .collect();
     let answers = join_all(requests).await;
-    assert!(answers.iter().any(|(s, _, _)| *s == 503), "no request was refused: {answers:?}");
-    assert!(answers.iter().all(|(s, _, _)| [200, 503].contains(s)), "the right password was refused otherwise: {answers:?}");
+    assert!(
+        answers.iter().any(|(s, _, _)| *s == 503),
+        "no request was refused: {answers:?}"
+    );
+    assert!(
+        answers.iter().all(|(s, _, _)| [200, 503].contains(s)),
+        "the right password was refused otherwise: {answers:?}"
+    );
     // Nothing stayed counted: the account and the address are as fresh as before.
     for _ in 0..3 {
-        let r = app.http.post(app.url("/v1/auth/signin")).header("x-forwarded-for", "192.0.2.70");
-        let r = r.json(&json!({"email": email, "password": PASSWORD})).send().await.unwrap();
+        let r = app
+            .http
+            .post(app.url("/v1/auth/signin"))
+            .header("x-forwarded-for", "192.0.2.70");
+        let r = r
+            .json(&json!({"email": email, "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
     }
 }
@@ -243,17 +358,37 @@ async fn a_busy_answer_at_sign_up_is_not_a_counted_sign_up() {
             let (http, url) = (app.http.clone(), app.url("/v1/auth/signup"));
             async move {
                 let body = json!({"email": format!("burst{i}@example.com"), "password": PASSWORD});
-                outcome(http.post(url).header("x-forwarded-for", "192.0.2.71").json(&body).send().await.unwrap()).await
+                outcome(
+                    http.post(url)
+                        .header("x-forwarded-for", "192.0.2.71")
+                        .json(&body)
+                        .send()
+                        .await
+                        .unwrap(),
+                )
+                .await
             }
         })
         .collect();
     let answers = join_all(requests).await;
-    assert!(answers.iter().any(|(s, _, _)| *s == 503), "no request was refused: {answers:?}");
+    assert!(
+        answers.iter().any(|(s, _, _)| *s == 503),
+        "no request was refused: {answers:?}"
+    );
     let mut created = answers.iter().filter(|(s, _, _)| *s == 201).count() as u32;
-    assert!(answers.iter().all(|(s, _, _)| [201, 503].contains(s)), "{answers:?}");
+    assert!(
+        answers.iter().all(|(s, _, _)| [201, 503].contains(s)),
+        "{answers:?}"
+    );
     // One at a time now: exactly the rest of the limit is accepted.
     for i in 0.. {
-        let r = signup_from(&app, "192.0.2.71", &format!("later{i}@example.com"), PASSWORD).await;
+        let r = signup_from(
+            &app,
+            "192.0.2.71",
+            &format!("later{i}@example.com"),
+            PASSWORD,
+        )
+        .await;
         if r.status() == 429 {
             break;
         }
@@ -291,11 +426,27 @@ async fn legacy_client_secrets_are_throttled_and_upgraded() {
             rotated_at: 0,
             public_jwk: None,
         };
-        app.state.store.create_service_account(&account).await.unwrap();
+        app.state
+            .store
+            .create_service_account(&account)
+            .await
+            .unwrap();
     }
     let token = |id: &'static str, secret: &'static str, client: String| {
-        let r = app.http.post(app.url("/v1/oauth/token")).header("x-forwarded-for", client).basic_auth(id, Some(secret));
-        async move { outcome(r.form(&[("grant_type", "client_credentials")]).send().await.unwrap()).await }
+        let r = app
+            .http
+            .post(app.url("/v1/oauth/token"))
+            .header("x-forwarded-for", client)
+            .basic_auth(id, Some(secret));
+        async move {
+            outcome(
+                r.form(&[("grant_type", "client_credentials")])
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
     };
     // One address: 429 once its failures reach the limit, whichever client id it names.
     let mut statuses = Vec::new();
@@ -308,15 +459,40 @@ async fn legacy_client_secrets_are_throttled_and_upgraded() {
     // Many addresses, one legacy client id, more wrong secrets than a
     // password's account limit: the owner's right secret still works.
     for i in 0..8 {
-        assert_eq!(token("legacy2", "wrong", format!("198.51.100.{i}")).await.0, 401);
+        assert_eq!(
+            token("legacy2", "wrong", format!("198.51.100.{i}")).await.0,
+            401
+        );
     }
-    assert_eq!(token("legacy2", secret, "203.0.113.1".into()).await.0, 200, "the owner is not locked out");
-    assert!(app.state.store.service_account("legacy2").await.unwrap().unwrap().secret_hash.starts_with("sha256$"));
+    assert_eq!(
+        token("legacy2", secret, "203.0.113.1".into()).await.0,
+        200,
+        "the owner is not locked out"
+    );
+    assert!(app
+        .state
+        .store
+        .service_account("legacy2")
+        .await
+        .unwrap()
+        .unwrap()
+        .secret_hash
+        .starts_with("sha256$"));
 
     // The right secret of the other account: accepted, and re-stored as SHA-256.
     assert_eq!(token("legacy", secret, "203.0.113.2".into()).await.0, 200);
-    let stored = app.state.store.service_account("legacy").await.unwrap().unwrap().secret_hash;
-    assert_eq!(stored, authflow_auth_service::service_accounts::stored_secret(secret));
+    let stored = app
+        .state
+        .store
+        .service_account("legacy")
+        .await
+        .unwrap()
+        .unwrap()
+        .secret_hash;
+    assert_eq!(
+        stored,
+        authflow_auth_service::service_accounts::stored_secret(secret)
+    );
     assert_eq!(token("legacy", secret, "203.0.113.2".into()).await.0, 200);
     assert_eq!(token("legacy", "wrong", "203.0.113.2".into()).await.0, 401);
 }
@@ -338,9 +514,34 @@ async fn a_legacy_secret_is_not_restored_over_a_rotation() {
     };
     let store = app.state.store.as_ref();
     store.create_service_account(&account).await.unwrap();
-    assert!(store.set_service_secret("cas", "sha256$rotated", 1).await.unwrap());
-    assert!(!store.upgrade_service_secret("cas", &account.secret_hash, "sha256$upgraded").await.unwrap());
-    assert_eq!(store.service_account("cas").await.unwrap().unwrap().secret_hash, "sha256$rotated");
-    assert!(store.upgrade_service_secret("cas", "sha256$rotated", "sha256$upgraded").await.unwrap());
-    assert_eq!(store.service_account("cas").await.unwrap().unwrap().secret_hash, "sha256$upgraded");
+    assert!(store
+        .set_service_secret("cas", "sha256$rotated", 1)
+        .await
+        .unwrap());
+    assert!(!store
+        .upgrade_service_secret("cas", &account.secret_hash, "sha256$upgraded")
+        .await
+        .unwrap());
+    assert_eq!(
+        store
+            .service_account("cas")
+            .await
+            .unwrap()
+            .unwrap()
+            .secret_hash,
+        "sha256$rotated"
+    );
+    assert!(store
+        .upgrade_service_secret("cas", "sha256$rotated", "sha256$upgraded")
+        .await
+        .unwrap());
+    assert_eq!(
+        store
+            .service_account("cas")
+            .await
+            .unwrap()
+            .unwrap()
+            .secret_hash,
+        "sha256$upgraded"
+    );
 }

@@ -10,16 +10,36 @@ use crate::common::*;
 
 /// A code that is not `real`.
 fn wrong(real: &str) -> &'static str {
-    if real == "123456" { "654321" } else { "123456" }
+    if real == "123456" {
+        "654321"
+    } else {
+        "123456"
+    }
 }
 
 /// Status, `error_description` and `Retry-After` of one guess.
 async fn guess(app: &TestApp, challenge: &str, code: &str) -> (u16, String, Option<u64>) {
-    let r = app.post("/v1/auth/signin/verify", json!({"challenge_id": challenge, "code": code})).await;
+    let r = app
+        .post(
+            "/v1/auth/signin/verify",
+            json!({"challenge_id": challenge, "code": code}),
+        )
+        .await;
     let status = r.status().as_u16();
-    let retry = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
     let body: Value = r.json().await.unwrap();
-    (status, body["error_description"].as_str().unwrap_or_default().to_owned(), retry)
+    (
+        status,
+        body["error_description"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        retry,
+    )
 }
 
 #[tokio::test]
@@ -27,20 +47,34 @@ async fn parallel_guesses_never_exceed_the_limit() {
     let app = spawn_app().await;
     app.verified_user("par@example.com").await;
     let (challenge, _) = app.challenge("par@example.com", PASSWORD).await;
-    let real = app.last_mail("par@example.com", 2).await["code"].as_str().unwrap().to_owned();
+    let real = app.last_mail("par@example.com", 2).await["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let bad = wrong(&real);
     let guesses = (0..20).map(|_| guess(&app, &challenge, bad));
     let answers = futures_join_all(guesses).await;
-    let compared = answers.iter().filter(|(_, d, _)| d == "the code is wrong").count();
-    assert!(compared <= 5, "{compared} of 20 parallel guesses were compared: {answers:?}");
-    assert!(answers.iter().all(|(s, _, _)| [401, 429].contains(s)), "{answers:?}");
+    let compared = answers
+        .iter()
+        .filter(|(_, d, _)| d == "the code is wrong")
+        .count();
+    assert!(
+        compared <= 5,
+        "{compared} of 20 parallel guesses were compared: {answers:?}"
+    );
+    assert!(
+        answers.iter().all(|(s, _, _)| [401, 429].contains(s)),
+        "{answers:?}"
+    );
     // The limit holds for the right code too, once it is used up.
     let (status, _, _) = guess(&app, &challenge, &real).await;
     assert!([401, 429].contains(&status));
 }
 
 /// Runs every future concurrently on this task (no extra dependency).
-async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
     let handles: Vec<_> = futures.map(Box::pin).collect();
     let mut out = Vec::with_capacity(handles.len());
     let mut pending: Vec<_> = handles.into_iter().map(Some).collect();
@@ -58,7 +92,11 @@ async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = 
                 }
             }
         }
-        if done { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
+        if done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
     })
     .await;
     out.extend(results.into_iter().map(Option::unwrap));
@@ -68,7 +106,10 @@ async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = 
 /// Password, then wrong codes until the second factor locks; the lock's length.
 async fn lock_once(app: &TestApp, email: &str, mails_before: usize) -> u64 {
     let (challenge, _) = app.challenge(email, PASSWORD).await;
-    let real = app.last_mail(email, mails_before + 1).await["code"].as_str().unwrap().to_owned();
+    let real = app.last_mail(email, mails_before + 1).await["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     for _ in 0..5 {
         let (status, _, retry) = guess(app, &challenge, wrong(&real)).await;
         if status == 429 {
@@ -77,7 +118,10 @@ async fn lock_once(app: &TestApp, email: &str, mails_before: usize) -> u64 {
         assert_eq!(status, 401);
     }
     let (status, _, retry) = guess(app, &challenge, &real).await;
-    assert_eq!(status, 429, "the second factor locks after 5 wrong codes, even for the right one");
+    assert_eq!(
+        status, 429,
+        "the second factor locks after 5 wrong codes, even for the right one"
+    );
     retry.unwrap()
 }
 
@@ -100,10 +144,19 @@ async fn password_and_guess_cycles_escalate_and_survive_a_restart() {
         locks.push(lock);
         tokio::time::sleep(Duration::from_millis(lock * 1000 + 1100)).await;
     }
-    assert!(locks.windows(2).all(|w| w[1] > w[0]), "each lockout is longer than the last: {locks:?}");
+    assert!(
+        locks.windows(2).all(|w| w[1] > w[0]),
+        "each lockout is longer than the last: {locks:?}"
+    );
     // The owner was told (a notice per lockout, at least the first).
     let mails = app.outbox(email, 0).await;
-    assert!(mails.iter().any(|m| m["subject"].as_str().unwrap_or_default().contains("second factor")), "{mails:?}");
+    assert!(
+        mails.iter().any(|m| m["subject"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("second factor")),
+        "{mails:?}"
+    );
 
     // Lock a fourth time, then a restart on the same database keeps the lock.
     let before = app.outbox(email, 0).await.len();
@@ -112,13 +165,21 @@ async fn password_and_guess_cycles_escalate_and_survive_a_restart() {
     let restarted = spawn_app_beside(&app, tweak).await;
     let (challenge, _) = restarted.challenge(email, PASSWORD).await;
     let (status, _, retry) = guess(&restarted, &challenge, "000000").await;
-    assert_eq!(status, 429, "a restart does not lift the second-factor lockout");
+    assert_eq!(
+        status, 429,
+        "a restart does not lift the second-factor lockout"
+    );
     assert!(retry.unwrap() > 1);
 }
 
 /// The right `code` on `challenge` until it is compared: after each 429 waits
 /// out its `Retry-After`, at most `tries` times. Every answer, in order.
-async fn right_code_once_unlocked(app: &TestApp, challenge: &str, code: &str, tries: usize) -> Vec<(u16, String, Option<u64>)> {
+async fn right_code_once_unlocked(
+    app: &TestApp,
+    challenge: &str,
+    code: &str,
+    tries: usize,
+) -> Vec<(u16, String, Option<u64>)> {
     let mut answers = Vec::new();
     for _ in 0..tries {
         let answer = guess(app, challenge, code).await;
@@ -146,7 +207,10 @@ async fn a_used_up_challenge_cannot_lock_the_account_forever() {
     let email = "stuck@example.com";
     app.verified_user(email).await;
     let (a, _) = app.challenge(email, PASSWORD).await;
-    let real_a = app.last_mail(email, 2).await["code"].as_str().unwrap().to_owned();
+    let real_a = app.last_mail(email, 2).await["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     for i in 1..=5 {
         let (status, _, _) = guess(&app, &a, wrong(&real_a)).await;
         assert_eq!(status, 401, "wrong code {i} (the fifth locks)");
@@ -155,14 +219,24 @@ async fn a_used_up_challenge_cannot_lock_the_account_forever() {
     tokio::time::sleep(Duration::from_millis(2100)).await;
     for i in 1..=5 {
         let (status, _, _) = guess(&app, &a, wrong(&real_a)).await;
-        assert!([401, 429].contains(&status), "post {i} to the used-up challenge: {status}");
+        assert!(
+            [401, 429].contains(&status),
+            "post {i} to the used-up challenge: {status}"
+        );
     }
     // A fresh challenge with the right code is compared once any lock has run out.
     let before = app.outbox(email, 0).await.len();
     let (b, _) = app.challenge(email, PASSWORD).await;
-    let real_b = app.last_mail(email, before + 1).await["code"].as_str().unwrap().to_owned();
+    let real_b = app.last_mail(email, before + 1).await["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let answers = right_code_once_unlocked(&app, &b, &real_b, 8).await;
-    assert_eq!(answers.last().unwrap().0, 200, "the right code never got through: {answers:?}");
+    assert_eq!(
+        answers.last().unwrap().0,
+        200,
+        "the right code never got through: {answers:?}"
+    );
 }
 
 /// The right code with a refused DPoP proof (a replay, found only after the
@@ -184,31 +258,70 @@ async fn a_refused_proof_on_the_last_attempt_locks_rather_than_sticks() {
     let used = key.proof("POST", &url, None, None);
     let (first, _) = app.challenge(email, PASSWORD).await;
     let code = app.last_mail(email, 2).await["code"].clone();
-    let r = app.http.post(app.url("/v1/auth/signin/verify")).header("dpop", &used).json(&json!({"challenge_id": first, "code": code})).send().await.unwrap();
+    let r = app
+        .http
+        .post(app.url("/v1/auth/signin/verify"))
+        .header("dpop", &used)
+        .json(&json!({"challenge_id": first, "code": code}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 
     let before = app.outbox(email, 0).await.len();
     let (challenge, _) = app.challenge(email, PASSWORD).await;
-    let real = app.last_mail(email, before + 1).await["code"].as_str().unwrap().to_owned();
+    let real = app.last_mail(email, before + 1).await["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     for _ in 0..4 {
         assert_eq!(guess(&app, &challenge, wrong(&real)).await.0, 401);
     }
-    let r = app.http.post(app.url("/v1/auth/signin/verify")).header("dpop", &used).json(&json!({"challenge_id": challenge, "code": real})).send().await.unwrap();
-    assert_eq!(error_code(r, 400).await, "invalid_dpop_proof", "the fifth attempt: the right code, a replayed proof");
+    let r = app
+        .http
+        .post(app.url("/v1/auth/signin/verify"))
+        .header("dpop", &used)
+        .json(&json!({"challenge_id": challenge, "code": real}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(r, 400).await,
+        "invalid_dpop_proof",
+        "the fifth attempt: the right code, a replayed proof"
+    );
     // That challenge's attempts are used up: a fresh one, the right code, fresh proofs.
     let before = app.outbox(email, 0).await.len();
     let (fresh, _) = app.challenge(email, PASSWORD).await;
-    let real = app.last_mail(email, before + 1).await["code"].as_str().unwrap().to_owned();
+    let real = app.last_mail(email, before + 1).await["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let mut answers = Vec::new();
     for _ in 0..8 {
-        let r = app.http.post(app.url("/v1/auth/signin/verify")).header("dpop", key.proof("POST", &url, None, None)).json(&json!({"challenge_id": fresh, "code": real})).send().await.unwrap();
+        let r = app
+            .http
+            .post(app.url("/v1/auth/signin/verify"))
+            .header("dpop", key.proof("POST", &url, None, None))
+            .json(&json!({"challenge_id": fresh, "code": real}))
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
-        let retry: Option<u64> = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+        let retry: Option<u64> = r
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
         answers.push((status, retry));
         if status != 429 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(retry.unwrap_or(1) * 1000 + 200)).await;
     }
-    assert_eq!(answers.last().unwrap().0, 200, "the right code with a fresh proof never got through: {answers:?}");
+    assert_eq!(
+        answers.last().unwrap().0,
+        200,
+        "the right code with a fresh proof never got through: {answers:?}"
+    );
 }

@@ -11,16 +11,37 @@ use crate::common::*;
 const TOKEN: &str = "/v1/oauth/token";
 
 impl TestApp {
-    async fn create_service_account(&self, admin: &Tokens, client_id: &str, scopes: &[&str]) -> String {
-        let r = self.authed(Method::POST, "/v1/admin/service-accounts", admin).json(&json!({"client_id": client_id, "scopes": scopes})).send().await.unwrap();
+    async fn create_service_account(
+        &self,
+        admin: &Tokens,
+        client_id: &str,
+        scopes: &[&str],
+    ) -> String {
+        let r = self
+            .authed(Method::POST, "/v1/admin/service-accounts", admin)
+            .json(&json!({"client_id": client_id, "scopes": scopes}))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 201);
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["client_id"], client_id);
         body["client_secret"].as_str().unwrap().to_owned()
     }
 
-    async fn client_token(&self, client_id: &str, secret: &str, form: &[(&str, &str)]) -> reqwest::Response {
-        self.http.post(self.url(TOKEN)).basic_auth(client_id, Some(secret)).form(form).send().await.unwrap()
+    async fn client_token(
+        &self,
+        client_id: &str,
+        secret: &str,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        self.http
+            .post(self.url(TOKEN))
+            .basic_auth(client_id, Some(secret))
+            .form(form)
+            .send()
+            .await
+            .unwrap()
     }
 }
 
@@ -28,15 +49,29 @@ impl TestApp {
 async fn a_service_account_gets_a_scoped_token_without_session_or_device() {
     let app = spawn_app().await;
     let admin = app.admin("root@example.com").await;
-    let secret = app.create_service_account(&admin, "billing", &["invoices:read", "invoices:write"]).await;
+    let secret = app
+        .create_service_account(&admin, "billing", &["invoices:read", "invoices:write"])
+        .await;
 
-    let r = app.client_token("billing", &secret, &[("grant_type", "client_credentials"), ("scope", "invoices:read")]).await;
+    let r = app
+        .client_token(
+            "billing",
+            &secret,
+            &[
+                ("grant_type", "client_credentials"),
+                ("scope", "invoices:read"),
+            ],
+        )
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["cache-control"], "no-store");
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["scope"], "invoices:read");
-    assert!(body.get("refresh_token").is_none(), "no refresh token for this grant: {body}");
+    assert!(
+        body.get("refresh_token").is_none(),
+        "no refresh token for this grant: {body}"
+    );
     let token = body["access_token"].as_str().unwrap();
     assert_eq!(header(token)["typ"], "at+jwt");
     let c = claims(token);
@@ -48,14 +83,33 @@ async fn a_service_account_gets_a_scoped_token_without_session_or_device() {
     }
     assert_eq!(c["roles"], json!([]));
     // It verifies like any access token, without a device secret.
-    let r = app.http.get(app.url("/v1/ext-authz")).bearer_auth(token).send().await.unwrap();
+    let r = app
+        .http
+        .get(app.url("/v1/ext-authz"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 
     // client_secret_post, and no scope asked: all of the account's.
-    let form = [("grant_type", "client_credentials"), ("client_id", "billing"), ("client_secret", secret.as_str())];
-    let r = app.http.post(app.url(TOKEN)).form(&form).send().await.unwrap();
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_id", "billing"),
+        ("client_secret", secret.as_str()),
+    ];
+    let r = app
+        .http
+        .post(app.url(TOKEN))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(r.json::<Value>().await.unwrap()["scope"], "invoices:read invoices:write");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["scope"],
+        "invoices:read invoices:write"
+    );
 }
 
 /// A secret stored by an earlier release as an argon2id hash keeps working;
@@ -77,14 +131,46 @@ async fn secrets_stored_as_argon2_by_earlier_releases_still_work() {
         rotated_at: 0,
         public_jwk: None,
     };
-    app.state.store.create_service_account(&account).await.unwrap();
+    app.state
+        .store
+        .create_service_account(&account)
+        .await
+        .unwrap();
     let grant = [("grant_type", "client_credentials")];
-    assert_eq!(app.client_token("legacy", secret, &grant).await.status(), 200);
-    assert_eq!(error_code(app.client_token("legacy", "wrong", &grant).await, 401).await, "invalid_client");
-    let r = app.authed(Method::POST, "/v1/admin/service-accounts/legacy/secret", &admin).send().await.unwrap();
-    let new = r.json::<Value>().await.unwrap()["client_secret"].as_str().unwrap().to_owned();
-    assert!(app.state.store.service_account("legacy").await.unwrap().unwrap().secret_hash.starts_with("sha256$"));
-    assert_eq!(app.client_token("legacy", secret, &grant).await.status(), 401);
+    assert_eq!(
+        app.client_token("legacy", secret, &grant).await.status(),
+        200
+    );
+    assert_eq!(
+        error_code(app.client_token("legacy", "wrong", &grant).await, 401).await,
+        "invalid_client"
+    );
+    let r = app
+        .authed(
+            Method::POST,
+            "/v1/admin/service-accounts/legacy/secret",
+            &admin,
+        )
+        .send()
+        .await
+        .unwrap();
+    let new = r.json::<Value>().await.unwrap()["client_secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(app
+        .state
+        .store
+        .service_account("legacy")
+        .await
+        .unwrap()
+        .unwrap()
+        .secret_hash
+        .starts_with("sha256$"));
+    assert_eq!(
+        app.client_token("legacy", secret, &grant).await.status(),
+        401
+    );
     assert_eq!(app.client_token("legacy", &new, &grant).await.status(), 200);
 }
 
@@ -92,24 +178,58 @@ async fn secrets_stored_as_argon2_by_earlier_releases_still_work() {
 async fn the_token_endpoint_answers_oauth_errors() {
     let app = spawn_app().await;
     let admin = app.admin("root@example.com").await;
-    let secret = app.create_service_account(&admin, "reports", &["read"]).await;
+    let secret = app
+        .create_service_account(&admin, "reports", &["read"])
+        .await;
     let grant = [("grant_type", "client_credentials")];
 
-    for (id, s) in [("reports", "wrong"), ("nobody", secret.as_str()), ("BAD id", "x")] {
+    for (id, s) in [
+        ("reports", "wrong"),
+        ("nobody", secret.as_str()),
+        ("BAD id", "x"),
+    ] {
         let r = app.client_token(id, s, &grant).await;
         assert_eq!(r.headers()["www-authenticate"], "Basic realm=\"authflow\"");
         assert_eq!(error_code(r, 401).await, "invalid_client", "{id}");
     }
-    let r = app.http.post(app.url(TOKEN)).form(&grant).send().await.unwrap();
+    let r = app
+        .http
+        .post(app.url(TOKEN))
+        .form(&grant)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(r, 401).await, "invalid_client");
-    let r = app.client_token("reports", &secret, &[("grant_type", "client_credentials"), ("scope", "read write")]).await;
+    let r = app
+        .client_token(
+            "reports",
+            &secret,
+            &[
+                ("grant_type", "client_credentials"),
+                ("scope", "read write"),
+            ],
+        )
+        .await;
     assert_eq!(error_code(r, 400).await, "invalid_scope");
-    let r = app.client_token("reports", &secret, &[("grant_type", "password")]).await;
+    let r = app
+        .client_token("reports", &secret, &[("grant_type", "password")])
+        .await;
     assert_eq!(error_code(r, 400).await, "unsupported_grant_type");
-    let r = app.http.post(app.url(TOKEN)).basic_auth("reports", Some(&secret)).json(&json!({"grant_type": "client_credentials"})).send().await.unwrap();
+    let r = app
+        .http
+        .post(app.url(TOKEN))
+        .basic_auth("reports", Some(&secret))
+        .json(&json!({"grant_type": "client_credentials"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(r, 400).await, "invalid_request");
     // Two authentication methods at once (RFC 6749 §2.3).
-    let both = [("grant_type", "client_credentials"), ("client_id", "reports"), ("client_secret", secret.as_str())];
+    let both = [
+        ("grant_type", "client_credentials"),
+        ("client_id", "reports"),
+        ("client_secret", secret.as_str()),
+    ];
     let r = app.client_token("reports", &secret, &both).await;
     assert_eq!(error_code(r, 400).await, "invalid_request");
 }
@@ -120,44 +240,111 @@ async fn admin_creates_rotates_and_disables_and_the_feed_bans_the_service_subjec
     let admin = app.admin("root@example.com").await;
     app.verified_user("kim@example.com").await;
     let user = app.signin("kim@example.com", PASSWORD).await;
-    let r = app.authed(Method::POST, "/v1/admin/service-accounts", &user).json(&json!({"client_id": "x"})).send().await.unwrap();
+    let r = app
+        .authed(Method::POST, "/v1/admin/service-accounts", &user)
+        .json(&json!({"client_id": "x"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(r, 403).await, "insufficient_scope");
     for bad in ["", "Upper", "svc:x", &"a".repeat(65)] {
-        let r = app.authed(Method::POST, "/v1/admin/service-accounts", &admin).json(&json!({"client_id": bad})).send().await.unwrap();
+        let r = app
+            .authed(Method::POST, "/v1/admin/service-accounts", &admin)
+            .json(&json!({"client_id": bad}))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(error_code(r, 400).await, "invalid_request", "{bad}");
     }
-    let old = app.create_service_account(&admin, "mailer", &["mail:send"]).await;
-    let r = app.authed(Method::POST, "/v1/admin/service-accounts", &admin).json(&json!({"client_id": "mailer"})).send().await.unwrap();
+    let old = app
+        .create_service_account(&admin, "mailer", &["mail:send"])
+        .await;
+    let r = app
+        .authed(Method::POST, "/v1/admin/service-accounts", &admin)
+        .json(&json!({"client_id": "mailer"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(r, 409).await, "conflict");
-    let stored = app.state.store.service_account("mailer").await.unwrap().unwrap();
+    let stored = app
+        .state
+        .store
+        .service_account("mailer")
+        .await
+        .unwrap()
+        .unwrap();
     assert!(stored.secret_hash.starts_with("sha256$") && !stored.secret_hash.contains(&old));
 
     // Rotate: the old secret stops working, the new one works.
-    let r = app.authed(Method::POST, "/v1/admin/service-accounts/mailer/secret", &admin).send().await.unwrap();
+    let r = app
+        .authed(
+            Method::POST,
+            "/v1/admin/service-accounts/mailer/secret",
+            &admin,
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let new = r.json::<Value>().await.unwrap()["client_secret"].as_str().unwrap().to_owned();
+    let new = r.json::<Value>().await.unwrap()["client_secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_ne!(new, old);
     let grant = [("grant_type", "client_credentials")];
     assert_eq!(app.client_token("mailer", &old, &grant).await.status(), 401);
     let r = app.client_token("mailer", &new, &grant).await;
     assert_eq!(r.status(), 200);
-    let token = r.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
+    let token = r.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     // Disable: no new tokens, and the feed bans `svc:mailer` so every filter drops the live ones.
     let (_, snap) = app.feed(None).await;
     let cursor = snap.unwrap()["cursor"].as_str().unwrap().to_owned();
-    let r = app.authed(Method::POST, "/v1/admin/service-accounts/mailer/disable", &admin).send().await.unwrap();
+    let r = app
+        .authed(
+            Method::POST,
+            "/v1/admin/service-accounts/mailer/disable",
+            &admin,
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(app.client_token("mailer", &new, &grant).await.status(), 401);
     let (_, delta) = app.feed(Some(&cursor)).await;
     let feed: RevocationFeed = serde_json::from_value(delta.unwrap()).unwrap();
     assert_eq!(feed.banned_subjects.len(), 1);
     assert_eq!(feed.banned_subjects[0].sub, "svc:mailer");
-    let r = app.http.get(app.url("/v1/ext-authz")).bearer_auth(&token).send().await.unwrap();
+    let r = app
+        .http
+        .get(app.url("/v1/ext-authz"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = app.authed(Method::POST, "/v1/admin/service-accounts/mailer/secret", &admin).send().await.unwrap();
+    let r = app
+        .authed(
+            Method::POST,
+            "/v1/admin/service-accounts/mailer/secret",
+            &admin,
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(r, 404).await, "not_found");
-    let r = app.authed(Method::POST, "/v1/admin/service-accounts/mailer/disable", &admin).send().await.unwrap();
+    let r = app
+        .authed(
+            Method::POST,
+            "/v1/admin/service-accounts/mailer/disable",
+            &admin,
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(r, 404).await, "not_found");
 }
 
@@ -168,9 +355,16 @@ async fn admin_creates_rotates_and_disables_and_the_feed_bans_the_service_subjec
 async fn a_service_token_does_not_pass_as_a_user() {
     let app = spawn_app().await;
     let admin = app.admin("root@example.com").await;
-    let secret = app.create_service_account(&admin, "billing", &["read"]).await;
-    let r = app.client_token("billing", &secret, &[("grant_type", "client_credentials")]).await;
-    let token = r.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
+    let secret = app
+        .create_service_account(&admin, "billing", &["read"])
+        .await;
+    let r = app
+        .client_token("billing", &secret, &[("grant_type", "client_credentials")])
+        .await;
+    let token = r.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let calls = [
         ("/v1/auth/logout", json!({})),
         ("/v1/auth/logout-all", json!({})),
@@ -180,14 +374,37 @@ async fn a_service_token_does_not_pass_as_a_user() {
         ("/v1/admin/service-accounts", json!({"client_id": "other"})),
     ];
     for (path, body) in calls {
-        let r = app.http.post(app.url(path)).bearer_auth(&token).json(&body).send().await.unwrap();
+        let r = app
+            .http
+            .post(app.url(path))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         let body: Value = r.json().await.unwrap();
-        assert_eq!((status, body["error"].as_str()), (403, Some("insufficient_scope")), "{path}: {body}");
-        assert!(body["error_description"].as_str().unwrap().contains("service account"), "{path}: {body}");
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (403, Some("insufficient_scope")),
+            "{path}: {body}"
+        );
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("service account"),
+            "{path}: {body}"
+        );
     }
     // The token is still good where a service token belongs.
-    let r = app.http.get(app.url("/v1/ext-authz")).bearer_auth(&token).send().await.unwrap();
+    let r = app
+        .http
+        .get(app.url("/v1/ext-authz"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 }
 
@@ -195,7 +412,10 @@ async fn a_service_token_does_not_pass_as_a_user() {
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use jwt_simple::prelude::{Claims, Duration, ECDSAP256KeyPairLike, ECDSAP256PublicKeyLike, ES256KeyPair, Ed25519KeyPair, EdDSAKeyPairLike, UnixTimeStamp};
+use jwt_simple::prelude::{
+    Claims, Duration, ECDSAP256KeyPairLike, ECDSAP256PublicKeyLike, ES256KeyPair, Ed25519KeyPair,
+    EdDSAKeyPairLike, UnixTimeStamp,
+};
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
@@ -223,17 +443,33 @@ struct Assertion<'a> {
 impl<'a> Assertion<'a> {
     fn new(app: &TestApp, client_id: &'a str) -> Self {
         let aud = app.state.config.tokens.issuer.clone();
-        Assertion { iss: client_id, sub: client_id, aud, aud_array: Vec::new(), exp_in: Some(60), jti: Some(authflow_auth_service::domain::random_id()) }
+        Assertion {
+            iss: client_id,
+            sub: client_id,
+            aud,
+            aud_array: Vec::new(),
+            exp_in: Some(60),
+            jti: Some(authflow_auth_service::domain::random_id()),
+        }
     }
 
     fn claims(&self) -> jwt_simple::prelude::JWTClaims<jwt_simple::prelude::NoCustomClaims> {
-        let c = Claims::create(Duration::from_secs(60)).with_issuer(self.iss).with_subject(self.sub);
+        let c = Claims::create(Duration::from_secs(60))
+            .with_issuer(self.iss)
+            .with_subject(self.sub);
         let mut c = if self.aud_array.is_empty() {
             c.with_audience(&self.aud)
         } else {
-            c.with_audiences(self.aud_array.iter().cloned().collect::<std::collections::HashSet<_>>())
+            c.with_audiences(
+                self.aud_array
+                    .iter()
+                    .cloned()
+                    .collect::<std::collections::HashSet<_>>(),
+            )
         };
-        c.expires_at = self.exp_in.map(|s| UnixTimeStamp::from_secs(now() as u64 + s));
+        c.expires_at = self
+            .exp_in
+            .map(|s| UnixTimeStamp::from_secs(now() as u64 + s));
         c.jwt_id = self.jti.clone();
         c
     }
@@ -251,9 +487,18 @@ use authflow_auth_service::clock::now;
 
 impl TestApp {
     async fn assertion_token(&self, assertion: &str, extra: &[(&str, &str)]) -> reqwest::Response {
-        let mut form = vec![("grant_type", "client_credentials"), ("client_assertion_type", JWT_BEARER), ("client_assertion", assertion)];
+        let mut form = vec![
+            ("grant_type", "client_credentials"),
+            ("client_assertion_type", JWT_BEARER),
+            ("client_assertion", assertion),
+        ];
         form.extend_from_slice(extra);
-        self.http.post(self.url(TOKEN)).form(&form).send().await.unwrap()
+        self.http
+            .post(self.url(TOKEN))
+            .form(&form)
+            .send()
+            .await
+            .unwrap()
     }
 }
 
@@ -261,7 +506,11 @@ impl TestApp {
 async fn refused_client(r: reqwest::Response, why: &str) {
     assert_eq!(r.status(), 401, "{why}");
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body, json!({"error": "invalid_client", "error_description": "client authentication failed"}), "{why}");
+    assert_eq!(
+        body,
+        json!({"error": "invalid_client", "error_description": "client authentication failed"}),
+        "{why}"
+    );
 }
 
 #[tokio::test]
@@ -275,28 +524,56 @@ async fn private_key_jwt_gets_a_token_and_each_assertion_counts_once_on_every_in
         .send().await.unwrap();
     assert_eq!(r.status(), 201);
     let body: Value = r.json().await.unwrap();
-    assert!(body.get("client_secret").is_none(), "a key-only account gets no secret: {body}");
+    assert!(
+        body.get("client_secret").is_none(),
+        "a key-only account gets no secret: {body}"
+    );
 
     let assertion = Assertion::new(&app, "billing").es256(&kp);
-    let r = app.assertion_token(&assertion, &[("client_id", "billing")]).await;
+    let r = app
+        .assertion_token(&assertion, &[("client_id", "billing")])
+        .await;
     assert_eq!(r.status(), 200);
-    let token = r.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
+    let token = r.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(claims(&token)["sub"], "svc:billing");
     assert_eq!(claims(&token)["client_id"], "billing");
 
     // Replayed: here, and on another instance of the same database.
     refused_client(app.assertion_token(&assertion, &[]).await, "replayed").await;
-    refused_client(other.assertion_token(&assertion, &[]).await, "replayed on another instance").await;
+    refused_client(
+        other.assertion_token(&assertion, &[]).await,
+        "replayed on another instance",
+    )
+    .await;
     let fresh = Assertion::new(&app, "billing").es256(&kp);
-    assert_eq!(other.assertion_token(&fresh, &[]).await.status(), 200, "a new jti works anywhere");
+    assert_eq!(
+        other.assertion_token(&fresh, &[]).await.status(),
+        200,
+        "a new jti works anywhere"
+    );
 
     // Only the issuer, as a string (draft-ietf-oauth-rfc7523bis): not the
     // token endpoint's URL, which RFC 7523 §3 allowed.
     let token_endpoint = format!("{}{TOKEN}", app.state.config.tokens.issuer);
-    let a = Assertion { aud: token_endpoint, ..Assertion::new(&app, "billing") };
-    refused_client(app.assertion_token(&a.es256(&kp), &[]).await, "the token endpoint as audience").await;
+    let a = Assertion {
+        aud: token_endpoint,
+        ..Assertion::new(&app, "billing")
+    };
+    refused_client(
+        app.assertion_token(&a.es256(&kp), &[]).await,
+        "the token endpoint as audience",
+    )
+    .await;
     // A key-only account has no secret to guess.
-    refused_client(app.client_token("billing", "", &[("grant_type", "client_credentials")]).await, "empty secret").await;
+    refused_client(
+        app.client_token("billing", "", &[("grant_type", "client_credentials")])
+            .await,
+        "empty secret",
+    )
+    .await;
 }
 
 /// RFC 9449 §8: a client told `use_dpop_nonce` (or whose proof was refused)
@@ -314,87 +591,307 @@ async fn an_assertion_is_spent_only_by_a_request_that_gets_a_token() {
     let key = crate::dpop::DpopKey::es256();
     let assertion = Assertion::new(&app, "billing").ed25519(&kp);
     let send = |proof: String| {
-        let form = [("grant_type", "client_credentials"), ("client_assertion_type", JWT_BEARER), ("client_assertion", assertion.as_str())];
-        app.http.post(app.url(TOKEN)).header("dpop", proof).form(&form).send()
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_assertion_type", JWT_BEARER),
+            ("client_assertion", assertion.as_str()),
+        ];
+        app.http
+            .post(app.url(TOKEN))
+            .header("dpop", proof)
+            .form(&form)
+            .send()
     };
 
-    let r = send(key.proof("POST", &app.htu(TOKEN), None, None)).await.unwrap();
+    let r = send(key.proof("POST", &app.htu(TOKEN), None, None))
+        .await
+        .unwrap();
     let nonce = r.headers()["dpop-nonce"].to_str().unwrap().to_owned();
     assert_eq!(error_code(r, 400).await, "use_dpop_nonce");
-    let r = send(key.proof("GET", &app.htu(TOKEN), None, Some(&nonce))).await.unwrap();
-    assert_eq!(error_code(r, 400).await, "invalid_dpop_proof", "a proof for another method");
+    let r = send(key.proof("GET", &app.htu(TOKEN), None, Some(&nonce)))
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(r, 400).await,
+        "invalid_dpop_proof",
+        "a proof for another method"
+    );
 
-    let r = send(key.proof("POST", &app.htu(TOKEN), None, Some(&nonce))).await.unwrap();
+    let r = send(key.proof("POST", &app.htu(TOKEN), None, Some(&nonce)))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "the same assertion, now with the nonce");
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["token_type"], "DPoP");
     // Spent by the answer that gave a token: once only.
-    refused_client(send(key.proof("POST", &app.htu(TOKEN), None, Some(&nonce))).await.unwrap(), "replayed after a token").await;
+    refused_client(
+        send(key.proof("POST", &app.htu(TOKEN), None, Some(&nonce)))
+            .await
+            .unwrap(),
+        "replayed after a token",
+    )
+    .await;
     // A spent assertion learns nothing of its account: not that it is still
     // live with the same key (a refused proof's answer would tell), nor which
     // scopes it may ask for.
-    refused_client(send(key.proof("GET", &app.htu(TOKEN), None, Some(&nonce))).await.unwrap(), "replayed with a bad proof").await;
-    refused_client(send(key.proof("POST", &app.htu(TOKEN), None, None)).await.unwrap(), "replayed without the nonce").await;
-    let form = [("grant_type", "client_credentials"), ("client_assertion_type", JWT_BEARER), ("client_assertion", assertion.as_str()), ("scope", "payroll:write")];
-    let r = app.http.post(app.url(TOKEN)).header("dpop", key.proof("POST", &app.htu(TOKEN), None, Some(&nonce))).form(&form).send().await.unwrap();
+    refused_client(
+        send(key.proof("GET", &app.htu(TOKEN), None, Some(&nonce)))
+            .await
+            .unwrap(),
+        "replayed with a bad proof",
+    )
+    .await;
+    refused_client(
+        send(key.proof("POST", &app.htu(TOKEN), None, None))
+            .await
+            .unwrap(),
+        "replayed without the nonce",
+    )
+    .await;
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_assertion_type", JWT_BEARER),
+        ("client_assertion", assertion.as_str()),
+        ("scope", "payroll:write"),
+    ];
+    let r = app
+        .http
+        .post(app.url(TOKEN))
+        .header(
+            "dpop",
+            key.proof("POST", &app.htu(TOKEN), None, Some(&nonce)),
+        )
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
     refused_client(r, "replayed, asking for a scope it is not granted").await;
     let fresh = Assertion::new(&app, "billing").ed25519(&kp);
-    let form = [("grant_type", "client_credentials"), ("client_assertion_type", JWT_BEARER), ("client_assertion", fresh.as_str()), ("scope", "payroll:write")];
-    let r = app.http.post(app.url(TOKEN)).header("dpop", key.proof("POST", &app.htu(TOKEN), None, Some(&nonce))).form(&form).send().await.unwrap();
-    assert_eq!(error_code(r, 400).await, "invalid_scope", "the same request with an unused assertion");
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_assertion_type", JWT_BEARER),
+        ("client_assertion", fresh.as_str()),
+        ("scope", "payroll:write"),
+    ];
+    let r = app
+        .http
+        .post(app.url(TOKEN))
+        .header(
+            "dpop",
+            key.proof("POST", &app.htu(TOKEN), None, Some(&nonce)),
+        )
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(r, 400).await,
+        "invalid_scope",
+        "the same request with an unused assertion"
+    );
 }
 
 #[tokio::test]
 async fn bad_assertions_are_one_invalid_client() {
     let app = spawn_app().await;
     let admin = app.admin("root@example.com").await;
-    let secret = app.create_service_account(&admin, "billing", &["read"]).await;
-    app.create_service_account(&admin, "payroll", &["read"]).await;
+    let secret = app
+        .create_service_account(&admin, "billing", &["read"])
+        .await;
+    app.create_service_account(&admin, "payroll", &["read"])
+        .await;
     let kp = Ed25519KeyPair::generate();
-    let r = app.authed(Method::PUT, "/v1/admin/service-accounts/billing/key", &admin).json(&json!({"jwk": ed25519_jwk(&kp)})).send().await.unwrap();
+    let r = app
+        .authed(
+            Method::PUT,
+            "/v1/admin/service-accounts/billing/key",
+            &admin,
+        )
+        .json(&json!({"jwk": ed25519_jwk(&kp)}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(app.assertion_token(&Assertion::new(&app, "billing").ed25519(&kp), &[]).await.status(), 200, "EdDSA");
-    assert_eq!(app.client_token("billing", &secret, &[("grant_type", "client_credentials")]).await.status(), 200, "and still its secret");
+    assert_eq!(
+        app.assertion_token(&Assertion::new(&app, "billing").ed25519(&kp), &[])
+            .await
+            .status(),
+        200,
+        "EdDSA"
+    );
+    assert_eq!(
+        app.client_token("billing", &secret, &[("grant_type", "client_credentials")])
+            .await
+            .status(),
+        200,
+        "and still its secret"
+    );
 
     let base = || Assertion::new(&app, "billing");
     let issuer = app.state.config.tokens.issuer.clone();
     let token_endpoint = format!("{issuer}{TOKEN}");
     let cases = [
-        ("another audience", Assertion { aud: "https://elsewhere.example/token".into(), ..base() }.ed25519(&kp)),
-        ("the token endpoint as audience", Assertion { aud: token_endpoint.clone(), ..base() }.ed25519(&kp)),
-        ("the issuer in an array", Assertion { aud_array: vec![issuer.clone()], ..base() }.ed25519(&kp)),
-        ("the issuer and the token endpoint", Assertion { aud_array: vec![issuer.clone(), token_endpoint], ..base() }.ed25519(&kp)),
-        ("the issuer and another audience", Assertion { aud_array: vec![issuer.clone(), "https://elsewhere.example".into()], ..base() }.ed25519(&kp)),
-        ("no exp", Assertion { exp_in: None, ..base() }.ed25519(&kp)),
-        ("exp an hour ahead", Assertion { exp_in: Some(3600), ..base() }.ed25519(&kp)),
-        ("no jti", Assertion { jti: None, ..base() }.ed25519(&kp)),
-        ("iss is not sub", Assertion { iss: "payroll", ..base() }.ed25519(&kp)),
-        ("signed with another key", base().ed25519(&Ed25519KeyPair::generate())),
-        ("a client without a key", Assertion::new(&app, "payroll").ed25519(&kp)),
-        ("an unknown client", Assertion::new(&app, "nobody").ed25519(&kp)),
+        (
+            "another audience",
+            Assertion {
+                aud: "https://elsewhere.example/token".into(),
+                ..base()
+            }
+            .ed25519(&kp),
+        ),
+        (
+            "the token endpoint as audience",
+            Assertion {
+                aud: token_endpoint.clone(),
+                ..base()
+            }
+            .ed25519(&kp),
+        ),
+        (
+            "the issuer in an array",
+            Assertion {
+                aud_array: vec![issuer.clone()],
+                ..base()
+            }
+            .ed25519(&kp),
+        ),
+        (
+            "the issuer and the token endpoint",
+            Assertion {
+                aud_array: vec![issuer.clone(), token_endpoint],
+                ..base()
+            }
+            .ed25519(&kp),
+        ),
+        (
+            "the issuer and another audience",
+            Assertion {
+                aud_array: vec![issuer.clone(), "https://elsewhere.example".into()],
+                ..base()
+            }
+            .ed25519(&kp),
+        ),
+        (
+            "no exp",
+            Assertion {
+                exp_in: None,
+                ..base()
+            }
+            .ed25519(&kp),
+        ),
+        (
+            "exp an hour ahead",
+            Assertion {
+                exp_in: Some(3600),
+                ..base()
+            }
+            .ed25519(&kp),
+        ),
+        (
+            "no jti",
+            Assertion {
+                jti: None,
+                ..base()
+            }
+            .ed25519(&kp),
+        ),
+        (
+            "iss is not sub",
+            Assertion {
+                iss: "payroll",
+                ..base()
+            }
+            .ed25519(&kp),
+        ),
+        (
+            "signed with another key",
+            base().ed25519(&Ed25519KeyPair::generate()),
+        ),
+        (
+            "a client without a key",
+            Assertion::new(&app, "payroll").ed25519(&kp),
+        ),
+        (
+            "an unknown client",
+            Assertion::new(&app, "nobody").ed25519(&kp),
+        ),
         ("not a JWT", "abc.def".to_owned()),
     ];
     for (why, assertion) in cases {
         refused_client(app.assertion_token(&assertion, &[]).await, why).await;
     }
     let a = base().ed25519(&kp);
-    refused_client(app.assertion_token(&a, &[("client_id", "payroll")]).await, "the form names another client").await;
+    refused_client(
+        app.assertion_token(&a, &[("client_id", "payroll")]).await,
+        "the form names another client",
+    )
+    .await;
 
     // Malformed requests are invalid_request.
-    let r = app.http.post(app.url(TOKEN))
-        .form(&[("grant_type", "client_credentials"), ("client_assertion_type", "urn:other"), ("client_assertion", &a)]).send().await.unwrap();
+    let r = app
+        .http
+        .post(app.url(TOKEN))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_assertion_type", "urn:other"),
+            ("client_assertion", &a),
+        ])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(r, 400).await, "invalid_request");
-    let r = app.http.post(app.url(TOKEN)).basic_auth("billing", Some(&secret))
-        .form(&[("grant_type", "client_credentials"), ("client_assertion_type", JWT_BEARER), ("client_assertion", &a)]).send().await.unwrap();
+    let r = app
+        .http
+        .post(app.url(TOKEN))
+        .basic_auth("billing", Some(&secret))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_assertion_type", JWT_BEARER),
+            ("client_assertion", &a),
+        ])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(r, 400).await, "invalid_request", "two methods");
 
     // Removed key: its assertions stop at once; disabled account: likewise.
-    let r = app.authed(Method::DELETE, "/v1/admin/service-accounts/billing/key", &admin).send().await.unwrap();
+    let r = app
+        .authed(
+            Method::DELETE,
+            "/v1/admin/service-accounts/billing/key",
+            &admin,
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    refused_client(app.assertion_token(&base().ed25519(&kp), &[]).await, "key removed").await;
-    app.authed(Method::PUT, "/v1/admin/service-accounts/billing/key", &admin).json(&json!({"jwk": ed25519_jwk(&kp)})).send().await.unwrap();
-    app.authed(Method::POST, "/v1/admin/service-accounts/billing/disable", &admin).send().await.unwrap();
-    refused_client(app.assertion_token(&base().ed25519(&kp), &[]).await, "disabled").await;
+    refused_client(
+        app.assertion_token(&base().ed25519(&kp), &[]).await,
+        "key removed",
+    )
+    .await;
+    app.authed(
+        Method::PUT,
+        "/v1/admin/service-accounts/billing/key",
+        &admin,
+    )
+    .json(&json!({"jwk": ed25519_jwk(&kp)}))
+    .send()
+    .await
+    .unwrap();
+    app.authed(
+        Method::POST,
+        "/v1/admin/service-accounts/billing/disable",
+        &admin,
+    )
+    .send()
+    .await
+    .unwrap();
+    refused_client(
+        app.assertion_token(&base().ed25519(&kp), &[]).await,
+        "disabled",
+    )
+    .await;
 }
 
 /// A used `jti` is remembered for as long as any instance could still take
@@ -417,17 +914,33 @@ async fn a_used_jti_outlives_every_instance_that_could_still_accept_its_assertio
     let accepted = verify(last).expect("accepted in the last second of the skew");
     assert!(verify(last + 1).is_none(), "expired after it");
     let store = &app.state.store;
-    assert!(store.take_client_assertion("billing", &accepted.jti, accepted.expires_at).await.unwrap());
+    assert!(store
+        .take_client_assertion("billing", &accepted.jti, accepted.expires_at)
+        .await
+        .unwrap());
     // Pruned by this instance in that second, or by one whose clock is ahead
     // by less than the margin while another still accepts it: kept.
     let margin = client_assertion::INSTANCE_CLOCK_MARGIN_SECS as i64;
     for pruned_at in [last, last + margin - 1] {
         store.prune(pruned_at).await.unwrap();
-        assert!(!store.take_client_assertion("billing", &accepted.jti, accepted.expires_at).await.unwrap(), "a replay after a prune at {}", pruned_at - last);
+        assert!(
+            !store
+                .take_client_assertion("billing", &accepted.jti, accepted.expires_at)
+                .await
+                .unwrap(),
+            "a replay after a prune at {}",
+            pruned_at - last
+        );
     }
     // Once no instance can accept it any more, the row goes.
     store.prune(last + margin).await.unwrap();
-    assert!(store.take_client_assertion("billing", &accepted.jti, accepted.expires_at).await.unwrap(), "pruned at last");
+    assert!(
+        store
+            .take_client_assertion("billing", &accepted.jti, accepted.expires_at)
+            .await
+            .unwrap(),
+        "pruned at last"
+    );
 }
 
 #[tokio::test]
@@ -437,17 +950,53 @@ async fn only_public_es256_and_eddsa_keys_can_be_registered() {
     let kp = ES256KeyPair::generate();
     let mut private = es256_jwk(&kp);
     private["d"] = json!(URL_SAFE_NO_PAD.encode(kp.to_bytes()));
-    for (why, jwk) in [("private", private), ("symmetric", json!({"kty": "oct", "k": "c2VjcmV0"})), ("not a key", json!("x"))] {
-        let r = app.authed(Method::POST, "/v1/admin/service-accounts", &admin).json(&json!({"client_id": "a", "jwk": jwk, "secret": false})).send().await.unwrap();
+    for (why, jwk) in [
+        ("private", private),
+        ("symmetric", json!({"kty": "oct", "k": "c2VjcmV0"})),
+        ("not a key", json!("x")),
+    ] {
+        let r = app
+            .authed(Method::POST, "/v1/admin/service-accounts", &admin)
+            .json(&json!({"client_id": "a", "jwk": jwk, "secret": false}))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(error_code(r, 400).await, "invalid_request", "{why}");
     }
-    let r = app.authed(Method::POST, "/v1/admin/service-accounts", &admin).json(&json!({"client_id": "a", "secret": false})).send().await.unwrap();
-    assert_eq!(error_code(r, 400).await, "invalid_request", "neither secret nor key");
-    let r = app.authed(Method::POST, "/v1/admin/service-accounts", &admin).json(&json!({"client_id": "a", "jwk": es256_jwk(&kp), "secret": false})).send().await.unwrap();
+    let r = app
+        .authed(Method::POST, "/v1/admin/service-accounts", &admin)
+        .json(&json!({"client_id": "a", "secret": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(r, 400).await,
+        "invalid_request",
+        "neither secret nor key"
+    );
+    let r = app
+        .authed(Method::POST, "/v1/admin/service-accounts", &admin)
+        .json(&json!({"client_id": "a", "jwk": es256_jwk(&kp), "secret": false}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
-    let r = app.authed(Method::DELETE, "/v1/admin/service-accounts/a/key", &admin).send().await.unwrap();
-    assert_eq!(error_code(r, 400).await, "invalid_request", "removing the only credential");
-    let r = app.authed(Method::PUT, "/v1/admin/service-accounts/nobody/key", &admin).json(&json!({"jwk": es256_jwk(&kp)})).send().await.unwrap();
+    let r = app
+        .authed(Method::DELETE, "/v1/admin/service-accounts/a/key", &admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(r, 400).await,
+        "invalid_request",
+        "removing the only credential"
+    );
+    let r = app
+        .authed(Method::PUT, "/v1/admin/service-accounts/nobody/key", &admin)
+        .json(&json!({"jwk": es256_jwk(&kp)}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(r, 404).await, "not_found");
 }
 
@@ -456,18 +1005,46 @@ async fn only_public_es256_and_eddsa_keys_can_be_registered() {
 #[tokio::test]
 async fn discovery_names_the_client_credentials_endpoint_and_its_client_authentication() {
     let app = spawn_app().await;
-    let meta: Value = app.get("/.well-known/openid-configuration").await.json().await.unwrap();
+    let meta: Value = app
+        .get("/.well-known/openid-configuration")
+        .await
+        .json()
+        .await
+        .unwrap();
     let issuer = meta["issuer"].as_str().unwrap();
     assert_eq!(meta["token_endpoint"], format!("{issuer}{TOKEN}"));
     assert_eq!(meta["grant_types_supported"], json!(["client_credentials"]));
-    assert_eq!(meta["token_endpoint_auth_methods_supported"], json!(["client_secret_basic", "client_secret_post", "private_key_jwt"]));
-    assert_eq!(meta["token_endpoint_auth_signing_alg_values_supported"], json!(["ES256", "EdDSA"]));
+    assert_eq!(
+        meta["token_endpoint_auth_methods_supported"],
+        json!([
+            "client_secret_basic",
+            "client_secret_post",
+            "private_key_jwt"
+        ])
+    );
+    assert_eq!(
+        meta["token_endpoint_auth_signing_alg_values_supported"],
+        json!(["ES256", "EdDSA"])
+    );
 
     // The advertised endpoint is the one that issues the token.
     let admin = app.admin("root@example.com").await;
-    let secret = app.create_service_account(&admin, "reports", &["reports:read"]).await;
-    let path = meta["token_endpoint"].as_str().unwrap().strip_prefix(issuer).unwrap();
-    let r = app.http.post(app.url(path)).basic_auth("reports", Some(&secret)).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
+    let secret = app
+        .create_service_account(&admin, "reports", &["reports:read"])
+        .await;
+    let path = meta["token_endpoint"]
+        .as_str()
+        .unwrap()
+        .strip_prefix(issuer)
+        .unwrap();
+    let r = app
+        .http
+        .post(app.url(path))
+        .basic_auth("reports", Some(&secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 }
 
@@ -484,7 +1061,8 @@ async fn unknown_clients_take_as_long_as_forged_assertions() {
         .json(&json!({"client_id": "billing", "scopes": ["read"], "jwk": es256_jwk(&kp), "secret": false}))
         .send().await.unwrap();
     assert_eq!(r.status(), 201);
-    app.create_service_account(&admin, "payroll", &["read"]).await;
+    app.create_service_account(&admin, "payroll", &["read"])
+        .await;
     let forger = ES256KeyPair::generate();
     async fn time(app: &TestApp, assertion: String) -> std::time::Duration {
         let start = std::time::Instant::now();
@@ -499,14 +1077,23 @@ async fn unknown_clients_take_as_long_as_forged_assertions() {
     let (mut forged, mut unknown, mut keyless) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..7 {
         forged.push(time(&app, Assertion::new(&app, "billing").es256(&forger)).await);
-        unknown.push(time(&app, Assertion::new(&app, &format!("ghost{i}")).es256(&forger)).await);
+        unknown.push(
+            time(
+                &app,
+                Assertion::new(&app, &format!("ghost{i}")).es256(&forger),
+            )
+            .await,
+        );
         keyless.push(time(&app, Assertion::new(&app, "payroll").es256(&forger)).await);
     }
     let (f, u, k) = (median(forged), median(unknown), median(keyless));
     eprintln!("median forged {f:?}, unknown client {u:?}, client without a key {k:?}");
     for (what, t) in [("unknown client", u), ("client without a key", k)] {
         let ratio = t.as_secs_f64() / f.as_secs_f64();
-        assert!((0.33..3.0).contains(&ratio), "median {what} {t:?} vs forged assertion {f:?}");
+        assert!(
+            (0.33..3.0).contains(&ratio),
+            "median {what} {t:?} vs forged assertion {f:?}"
+        );
     }
 }
 
@@ -519,22 +1106,45 @@ async fn a_disable_kills_every_token_its_account_was_issued() {
     let app = spawn_app().await;
     let admin = app.admin("root@example.com").await;
     let secret = app.create_service_account(&admin, "racer", &["r"]).await;
-    let r = app.client_token("racer", &secret, &[("grant_type", "client_credentials")]).await;
+    let r = app
+        .client_token("racer", &secret, &[("grant_type", "client_credentials")])
+        .await;
     assert_eq!(r.status(), 200);
-    let token = r.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
+    let token = r.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let iat = claims(&token)["iat"].as_i64().unwrap();
 
     // The disable read its clock well before that token was issued, and commits only now.
     let stale = iat - 5;
     let subject = authflow_contract::claims::service_subject("racer");
-    assert!(app.state.store.disable_service_account("racer", &subject, stale, stale + 900).await.unwrap());
+    assert!(app
+        .state
+        .store
+        .disable_service_account("racer", &subject, stale, stale + 900)
+        .await
+        .unwrap());
     sessions::feed_changed(&app.state).await;
-    let r = app.http.get(app.url("/v1/ext-authz")).bearer_auth(&token).send().await.unwrap();
-    assert_eq!(r.status(), 401, "a token issued before the disable committed still passes");
+    let r = app
+        .http
+        .get(app.url("/v1/ext-authz"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        401,
+        "a token issued before the disable committed still passes"
+    );
 
     // Authenticated before the disable, issued after it: no token comes out that passes.
     let at = authflow_auth_service::clock::now();
     if let Ok(late) = tokens::issue_for_service(&app.state, "racer", "r", None, at).await {
-        assert!(tokens::verify(&app.state, &late.token, at).is_err(), "a disabled account got a token that passes");
+        assert!(
+            tokens::verify(&app.state, &late.token, at).is_err(),
+            "a disabled account got a token that passes"
+        );
     }
 }

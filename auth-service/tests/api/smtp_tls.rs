@@ -91,7 +91,12 @@ fn tls_acceptor(cert: &ServerCert) -> TlsAcceptor {
     TlsAcceptor::from(Arc::new(config))
 }
 
-async fn serve(tcp: TcpStream, offer: Offer, acceptor: TlsAcceptor, session: &mut Session) -> std::io::Result<()> {
+async fn serve(
+    tcp: TcpStream,
+    offer: Offer,
+    acceptor: TlsAcceptor,
+    session: &mut Session,
+) -> std::io::Result<()> {
     match offer {
         Offer::Implicit => {
             let tls = acceptor.accept(tcp).await?;
@@ -139,10 +144,16 @@ async fn dialog<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 lines.extend(["AUTH PLAIN LOGIN", "8BITMIME"]);
                 let last = lines.len() - 1;
-                lines.iter().enumerate().map(|(i, l)| format!("250{}{l}\r\n", if i == last { ' ' } else { '-' })).collect()
+                lines
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| format!("250{}{l}\r\n", if i == last { ' ' } else { '-' }))
+                    .collect()
             }
             "STARTTLS" if offer_starttls => {
-                stream.write_all(b"220 2.0.0 ready to start TLS\r\n").await?;
+                stream
+                    .write_all(b"220 2.0.0 ready to start TLS\r\n")
+                    .await?;
                 stream.flush().await?;
                 return Ok(Some(stream.into_inner()));
             }
@@ -196,14 +207,22 @@ async fn app_mailing_through(relay: &Relay, tls: SmtpTls, ca_file: Option<PathBu
 
 /// A sign-up: its verification mail goes out in the background.
 async fn sign_up(app: &TestApp, email: &str) {
-    let r = app.post("/v1/auth/signup", json!({"email": email, "password": PASSWORD})).await;
+    let r = app
+        .post(
+            "/v1/auth/signup",
+            json!({"email": email, "password": PASSWORD}),
+        )
+        .await;
     assert_eq!(r.status(), 201);
 }
 
 fn assert_all_over_tls(session: &Session) {
     // In clear: the greeting's EHLO and STARTTLS, nothing else.
     for (verb, tls) in &session.commands {
-        assert!(*tls || verb == "EHLO" || verb == "STARTTLS", "{verb} sent in clear: {session:?}");
+        assert!(
+            *tls || verb == "EHLO" || verb == "STARTTLS",
+            "{verb} sent in clear: {session:?}"
+        );
     }
     assert_eq!(session.messages.len(), 1, "{session:?}");
     let (message, over_tls) = &session.messages[0];
@@ -211,17 +230,30 @@ fn assert_all_over_tls(session: &Session) {
     assert!(message.contains("To: ada@example.com"), "{message}");
     // The credentials, over TLS (AUTH PLAIN: base64 of \0user\0password).
     use base64::Engine as _;
-    let [(auth, over_tls)] = session.auth.as_slice() else { panic!("one AUTH expected: {session:?}") };
+    let [(auth, over_tls)] = session.auth.as_slice() else {
+        panic!("one AUTH expected: {session:?}")
+    };
     assert!(over_tls);
     let plain = auth.strip_prefix("PLAIN ").unwrap();
-    let decoded = base64::engine::general_purpose::STANDARD.decode(plain).unwrap();
-    assert_eq!(decoded, format!("\0{RELAY_USER}\0{RELAY_PASSWORD}").into_bytes());
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(plain)
+        .unwrap();
+    assert_eq!(
+        decoded,
+        format!("\0{RELAY_USER}\0{RELAY_PASSWORD}").into_bytes()
+    );
 }
 
 fn assert_nothing_sent(session: &Session) {
-    assert!(session.auth.is_empty() && session.messages.is_empty(), "credentials or mail reached the relay: {session:?}");
+    assert!(
+        session.auth.is_empty() && session.messages.is_empty(),
+        "credentials or mail reached the relay: {session:?}"
+    );
     for (verb, _) in &session.commands {
-        assert!(["EHLO", "STARTTLS", "QUIT"].contains(&verb.as_str()), "{verb} sent: {session:?}");
+        assert!(
+            ["EHLO", "STARTTLS", "QUIT"].contains(&verb.as_str()),
+            "{verb} sent: {session:?}"
+        );
     }
 }
 
@@ -230,10 +262,21 @@ async fn mail_reaches_a_starttls_relay_with_a_private_ca() {
     let ca = TestCa::new("authflow test relay CA");
     let mut relay = Relay::start(Offer::StartTls, &ca.server(&["127.0.0.1"])).await;
     let dir = tempfile::tempdir().unwrap();
-    let app = app_mailing_through(&relay, SmtpTls::StartTls, Some(ca.write_pem(dir.path(), "relay-ca.pem"))).await;
+    let app = app_mailing_through(
+        &relay,
+        SmtpTls::StartTls,
+        Some(ca.write_pem(dir.path(), "relay-ca.pem")),
+    )
+    .await;
     sign_up(&app, "ada@example.com").await;
     let session = relay.next_session().await;
-    assert!(session.commands.iter().any(|(verb, tls)| verb == "STARTTLS" && !tls), "{session:?}");
+    assert!(
+        session
+            .commands
+            .iter()
+            .any(|(verb, tls)| verb == "STARTTLS" && !tls),
+        "{session:?}"
+    );
     assert_all_over_tls(&session);
 }
 
@@ -242,7 +285,12 @@ async fn mail_reaches_an_implicit_tls_relay() {
     let ca = TestCa::new("authflow test relay CA");
     let mut relay = Relay::start(Offer::Implicit, &ca.server(&["127.0.0.1"])).await;
     let dir = tempfile::tempdir().unwrap();
-    let app = app_mailing_through(&relay, SmtpTls::Implicit, Some(ca.write_pem(dir.path(), "relay-ca.pem"))).await;
+    let app = app_mailing_through(
+        &relay,
+        SmtpTls::Implicit,
+        Some(ca.write_pem(dir.path(), "relay-ca.pem")),
+    )
+    .await;
     sign_up(&app, "ada@example.com").await;
     let session = relay.next_session().await;
     assert!(session.commands.iter().all(|(_, tls)| *tls), "{session:?}");
@@ -256,10 +304,18 @@ async fn a_relay_without_starttls_gets_no_credentials_and_no_mail() {
     let ca = TestCa::new("authflow test relay CA");
     let mut relay = Relay::start(Offer::PlainOnly, &ca.server(&["127.0.0.1"])).await;
     let dir = tempfile::tempdir().unwrap();
-    let app = app_mailing_through(&relay, SmtpTls::StartTls, Some(ca.write_pem(dir.path(), "relay-ca.pem"))).await;
+    let app = app_mailing_through(
+        &relay,
+        SmtpTls::StartTls,
+        Some(ca.write_pem(dir.path(), "relay-ca.pem")),
+    )
+    .await;
     sign_up(&app, "ada@example.com").await;
     let session = relay.next_session().await;
-    assert!(session.commands.iter().any(|(verb, _)| verb == "EHLO"), "the service never spoke: {session:?}");
+    assert!(
+        session.commands.iter().any(|(verb, _)| verb == "EHLO"),
+        "the service never spoke: {session:?}"
+    );
     assert_nothing_sent(&session);
 }
 
@@ -267,12 +323,26 @@ async fn a_relay_without_starttls_gets_no_credentials_and_no_mail() {
 /// and `smtp.ca_file` are trusted): the handshake fails, nothing is sent.
 #[tokio::test]
 async fn a_relay_with_an_untrusted_certificate_gets_nothing() {
-    let (trusted, other) = (TestCa::new("authflow test relay CA"), TestCa::new("someone else's CA"));
+    let (trusted, other) = (
+        TestCa::new("authflow test relay CA"),
+        TestCa::new("someone else's CA"),
+    );
     let mut relay = Relay::start(Offer::StartTls, &other.server(&["127.0.0.1"])).await;
     let dir = tempfile::tempdir().unwrap();
-    let app = app_mailing_through(&relay, SmtpTls::StartTls, Some(trusted.write_pem(dir.path(), "relay-ca.pem"))).await;
+    let app = app_mailing_through(
+        &relay,
+        SmtpTls::StartTls,
+        Some(trusted.write_pem(dir.path(), "relay-ca.pem")),
+    )
+    .await;
     sign_up(&app, "ada@example.com").await;
     let session = relay.next_session().await;
-    assert!(session.commands.iter().any(|(verb, tls)| verb == "STARTTLS" && !tls), "{session:?}");
+    assert!(
+        session
+            .commands
+            .iter()
+            .any(|(verb, tls)| verb == "STARTTLS" && !tls),
+        "{session:?}"
+    );
     assert_nothing_sent(&session);
 }

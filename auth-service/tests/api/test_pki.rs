@@ -3,7 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
 
 pub struct TestCa {
     params: CertificateParams,
@@ -25,18 +28,29 @@ impl TestCa {
         params.distinguished_name.push(DnType::CommonName, name);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let cert = params.self_signed(&key).unwrap();
-        Self { pem: cert.pem(), params, key }
+        Self {
+            pem: cert.pem(),
+            params,
+            key,
+        }
     }
 
     /// A server certificate for `names` (host names or IP addresses).
     pub fn server(&self, names: &[&str]) -> ServerCert {
         let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>()).unwrap();
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
+                .unwrap();
         params.distinguished_name.push(DnType::CommonName, names[0]);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let cert = params.signed_by(&key, &Issuer::from_params(&self.params, &self.key)).unwrap();
-        ServerCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() }
+        let cert = params
+            .signed_by(&key, &Issuer::from_params(&self.params, &self.key))
+            .unwrap();
+        ServerCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
     }
 
     /// The CA's certificate as a file in `dir`.

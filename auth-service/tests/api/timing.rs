@@ -23,7 +23,12 @@ async fn unknown_email_and_wrong_password_take_about_the_same_time() {
     app.verified_user("olga@example.com").await;
     async fn time(app: &TestApp, email: &str) -> Duration {
         let start = Instant::now();
-        let r = app.post("/v1/auth/signin", json!({"email": email, "password": "wrong password!!"})).await;
+        let r = app
+            .post(
+                "/v1/auth/signin",
+                json!({"email": email, "password": "wrong password!!"}),
+            )
+            .await;
         assert_eq!(r.status(), 401);
         start.elapsed()
     }
@@ -38,7 +43,10 @@ async fn unknown_email_and_wrong_password_take_about_the_same_time() {
     let (k, u) = (known[known.len() / 2], unknown[unknown.len() / 2]);
     let ratio = u.as_secs_f64() / k.as_secs_f64();
     eprintln!("median unknown {u:?} vs wrong password {k:?}");
-    assert!((0.33..3.0).contains(&ratio), "median unknown {u:?} vs wrong password {k:?}");
+    assert!(
+        (0.33..3.0).contains(&ratio),
+        "median unknown {u:?} vs wrong password {k:?}"
+    );
 }
 
 /// A new address signed up with a chosen password, then signed in with it,
@@ -54,11 +62,21 @@ async fn an_unverified_account_and_a_wrong_password_take_about_the_same_time() {
     })
     .await;
     app.verified_user("olga@example.com").await;
-    let r = app.post("/v1/auth/signup", json!({"email": "pat@example.com", "password": PASSWORD})).await;
+    let r = app
+        .post(
+            "/v1/auth/signup",
+            json!({"email": "pat@example.com", "password": PASSWORD}),
+        )
+        .await;
     assert_eq!(r.status(), 201);
     async fn time(app: &TestApp, email: &str, password: &str) -> Duration {
         let start = Instant::now();
-        let r = app.post("/v1/auth/signin", json!({"email": email, "password": password})).await;
+        let r = app
+            .post(
+                "/v1/auth/signin",
+                json!({"email": email, "password": password}),
+            )
+            .await;
         assert_eq!(r.status(), 401, "{email}");
         start.elapsed()
     }
@@ -73,5 +91,8 @@ async fn an_unverified_account_and_a_wrong_password_take_about_the_same_time() {
     let (w, u) = (wrong[wrong.len() / 2], unverified[unverified.len() / 2]);
     let ratio = u.as_secs_f64() / w.as_secs_f64();
     eprintln!("median unverified {u:?} vs wrong password {w:?}");
-    assert!((0.33..3.0).contains(&ratio), "median unverified {u:?} vs wrong password {w:?}");
+    assert!(
+        (0.33..3.0).contains(&ratio),
+        "median unverified {u:?} vs wrong password {w:?}"
+    );
 }

@@ -23,7 +23,9 @@ const POSTGRES_FIRST_NEW: i64 = 6;
 fn earlier_migrations(backend: &str, first_new: i64, into: &Path) -> PathBuf {
     let dir = into.join(format!("earlier-{backend}"));
     std::fs::create_dir_all(&dir).unwrap();
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(backend);
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(backend);
     for entry in std::fs::read_dir(source).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_str().unwrap().to_owned();
@@ -52,21 +54,45 @@ async fn a_database_of_the_earlier_schema_upgrades_and_keeps_working() {
     match &database_url {
         None => {
             let url = format!("sqlite://{}", dir.path().join("authflow.db").display());
-            let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url).unwrap().create_if_missing(true);
+            let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url)
+                .unwrap()
+                .create_if_missing(true);
             let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
             let migrations = earlier_migrations("sqlite", SQLITE_FIRST_NEW, dir.path());
-            sqlx::migrate::Migrator::new(migrations).await.unwrap().run(&pool).await.unwrap();
+            sqlx::migrate::Migrator::new(migrations)
+                .await
+                .unwrap()
+                .run(&pool)
+                .await
+                .unwrap();
             for sql in EARLIER_ROWS {
-                sqlx::query(sql).bind(&hash).bind(1_i64).bind(at).execute(&pool).await.unwrap();
+                sqlx::query(sql)
+                    .bind(&hash)
+                    .bind(1_i64)
+                    .bind(at)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
             }
             pool.close().await;
         }
         Some(url) => {
             let pool = sqlx::PgPool::connect(url).await.unwrap();
             let migrations = earlier_migrations("postgres", POSTGRES_FIRST_NEW, dir.path());
-            sqlx::migrate::Migrator::new(migrations).await.unwrap().run(&pool).await.unwrap();
+            sqlx::migrate::Migrator::new(migrations)
+                .await
+                .unwrap()
+                .run(&pool)
+                .await
+                .unwrap();
             for sql in EARLIER_ROWS {
-                sqlx::query(sql).bind(&hash).bind(true).bind(at).execute(&pool).await.unwrap();
+                sqlx::query(sql)
+                    .bind(&hash)
+                    .bind(true)
+                    .bind(at)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
             }
             pool.close().await;
         }
@@ -80,11 +106,24 @@ async fn a_database_of_the_earlier_schema_upgrades_and_keeps_working() {
     // The earlier user signs in (challenge and session carry version 0).
     app.signin("old@example.com", PASSWORD).await;
     // The earlier throttle row: its failure still counts, and a right password taken back keeps it.
-    let throttle = Throttle::new(std::time::Duration::from_secs(10), std::time::Duration::from_secs(100));
-    let attempt = throttle.attempt(store, "ip:192.0.2.9", 3, at).await.unwrap().unwrap();
+    let throttle = Throttle::new(
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_secs(100),
+    );
+    let attempt = throttle
+        .attempt(store, "ip:192.0.2.9", 3, at)
+        .await
+        .unwrap()
+        .unwrap();
     throttle.undo(store, &attempt).await.unwrap();
-    let next = store.signin_attempt("ip:192.0.2.9", at, throttle.quiet_secs(), 3, 10, 100).await.unwrap();
-    assert!(matches!(next, SigninAttempt::Counted { failures: 2, .. }), "{next:?}");
+    let next = store
+        .signin_attempt("ip:192.0.2.9", at, throttle.quiet_secs(), 3, 10, 100)
+        .await
+        .unwrap();
+    assert!(
+        matches!(next, SigninAttempt::Counted { failures: 2, .. }),
+        "{next:?}"
+    );
 }
 
 /// Accounts stored by a release that only trimmed and lowercased emails: an
@@ -97,7 +136,12 @@ async fn emails_stored_in_an_earlier_form_are_normalized_at_start() {
     let hasher = Hasher::new(1024, 1).unwrap();
     let stored = |email: &str| User {
         email_verified: true,
-        ..User::new(email, hasher.hash(PASSWORD).unwrap(), vec!["user".into()], now())
+        ..User::new(
+            email,
+            hasher.hash(PASSWORD).unwrap(),
+            vec!["user".into()],
+            now(),
+        )
     };
     let decomposed = stored("jose\u{301}@example.com");
     let unicode_domain = stored("ana@b\u{fc}cher.example");
@@ -116,14 +160,28 @@ async fn emails_stored_in_an_earlier_form_are_normalized_at_start() {
         (&unicode_domain, "ana@B\u{dc}CHER.example"),
         (&composed, "le\u{301}a@example.com"),
     ] {
-        let found = again.state.store.user_by_email(Email::parse(spelling).unwrap().as_str()).await.unwrap();
+        let found = again
+            .state
+            .store
+            .user_by_email(Email::parse(spelling).unwrap().as_str())
+            .await
+            .unwrap();
         assert_eq!(found.map(|u| u.id), Some(user.id.clone()), "{spelling}");
     }
     again.signin("jos\u{e9}@example.com", PASSWORD).await;
     // The twin keeps its row as it was; the pass reports it again at the next start.
-    let twin_now = again.state.store.user_by_id(&twin.id).await.unwrap().unwrap();
+    let twin_now = again
+        .state
+        .store
+        .user_by_id(&twin.id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(twin_now.email, twin.email);
-    let upgraded = authflow_auth_service::email_upgrade::normalize_stored_emails(again.state.store.as_ref()).await.unwrap();
+    let upgraded =
+        authflow_auth_service::email_upgrade::normalize_stored_emails(again.state.store.as_ref())
+            .await
+            .unwrap();
     assert_eq!(upgraded.renamed, 0, "nothing left to rename");
     assert_eq!(upgraded.taken, vec![twin.id.clone()]);
 }

@@ -11,7 +11,9 @@ use serde_json::{json, Value};
 use crate::common::*;
 
 /// Two instances on one fresh database, `tweak` applied to both.
-async fn two_instances(tweak: impl Fn(&mut authflow_auth_service::config::Config)) -> (TestApp, TestApp) {
+async fn two_instances(
+    tweak: impl Fn(&mut authflow_auth_service::config::Config),
+) -> (TestApp, TestApp) {
     let one = spawn_app_with(&tweak).await;
     let two = spawn_app_beside(&one, &tweak).await;
     (one, two)
@@ -21,14 +23,24 @@ async fn two_instances(tweak: impl Fn(&mut authflow_auth_service::config::Config
 async fn stored_user(app: &TestApp, email: &str) -> String {
     let user = authflow_auth_service::store::User {
         email_verified: true,
-        ..authflow_auth_service::store::User::new(email, "unused".into(), vec!["user".into()], authflow_auth_service::clock::now())
+        ..authflow_auth_service::store::User::new(
+            email,
+            "unused".into(),
+            vec!["user".into()],
+            authflow_auth_service::clock::now(),
+        )
     };
     app.state.store.create_user(&user).await.unwrap();
     user.id
 }
 
 fn banned_subjects(feed: &Value) -> Vec<String> {
-    feed["banned_subjects"].as_array().unwrap().iter().map(|b| b["sub"].as_str().unwrap().to_owned()).collect()
+    feed["banned_subjects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["sub"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 #[tokio::test]
@@ -36,12 +48,22 @@ async fn sign_in_failures_on_one_instance_count_on_the_other() {
     let (one, two) = two_instances(|c| c.throttle.account_max_failures = 3).await;
     one.verified_user("ada@example.com").await;
     for app in [&one, &one, &two] {
-        let r = app.post("/v1/auth/signin", json!({"email": "ada@example.com", "password": "wrong password!!"})).await;
+        let r = app
+            .post(
+                "/v1/auth/signin",
+                json!({"email": "ada@example.com", "password": "wrong password!!"}),
+            )
+            .await;
         assert_eq!(error_code(r, 401).await, "invalid_credentials");
     }
     // The third failure (on instance 2) locked the account everywhere.
     for app in [&two, &one] {
-        let r = app.post("/v1/auth/signin", json!({"email": "ada@example.com", "password": PASSWORD})).await;
+        let r = app
+            .post(
+                "/v1/auth/signin",
+                json!({"email": "ada@example.com", "password": PASSWORD}),
+            )
+            .await;
         assert_eq!(error_code(r, 429).await, "too_many_attempts");
     }
 }
@@ -54,7 +76,15 @@ async fn a_ban_on_one_instance_is_served_in_the_others_feed_within_a_second() {
     let (_, snapshot) = two.feed(None).await;
     let cursor = snapshot.unwrap()["cursor"].as_str().unwrap().to_owned();
 
-    let r = one.authed(Method::POST, &format!("/v1/admin/users/{victim}/ban"), &admin).send().await.unwrap();
+    let r = one
+        .authed(
+            Method::POST,
+            &format!("/v1/admin/users/{victim}/ban"),
+            &admin,
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let acknowledged = std::time::Instant::now();
     loop {
@@ -64,7 +94,10 @@ async fn a_ban_on_one_instance_is_served_in_the_others_feed_within_a_second() {
             break;
         }
         assert_eq!(status, 304);
-        assert!(acknowledged.elapsed() < Duration::from_secs(1), "instance 2 still answers 304 a second after the ban");
+        assert!(
+            acknowledged.elapsed() < Duration::from_secs(1),
+            "instance 2 still answers 304 a second after the ban"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -90,7 +123,11 @@ async fn concurrent_bans_on_two_instances_reach_a_poller_exactly_once() {
         writers.push(tokio::spawn(async move {
             let mut acknowledged = Vec::new();
             for id in mine {
-                let r = app.authed(Method::POST, &format!("/v1/admin/users/{id}/ban"), &admin).send().await.unwrap();
+                let r = app
+                    .authed(Method::POST, &format!("/v1/admin/users/{id}/ban"), &admin)
+                    .send()
+                    .await
+                    .unwrap();
                 assert_eq!(r.status(), 200);
                 acknowledged.push(id);
             }
@@ -105,7 +142,12 @@ async fn concurrent_bans_on_two_instances_reach_a_poller_exactly_once() {
     let mut acknowledged: Vec<String> = Vec::new();
     while !(done && victims.iter().all(|v| seen.contains(v))) {
         round += 1;
-        assert!(round < 2000, "the poller never saw every ban: {} of {}", seen.len(), victims.len());
+        assert!(
+            round < 2000,
+            "the poller never saw every ban: {} of {}",
+            seen.len(),
+            victims.len()
+        );
         let app = if round.is_multiple_of(2) { &one } else { &two };
         let (status, body) = app.feed(Some(&cursor)).await;
         if status == 200 {
@@ -115,7 +157,10 @@ async fn concurrent_bans_on_two_instances_reach_a_poller_exactly_once() {
                 seen = subjects.into_iter().collect();
             } else {
                 for s in subjects {
-                    assert!(seen.insert(s.clone()), "ban of {s} delivered twice in deltas");
+                    assert!(
+                        seen.insert(s.clone()),
+                        "ban of {s} delivered twice in deltas"
+                    );
                 }
             }
             let next = body["cursor"].as_str().unwrap().to_owned();
@@ -153,7 +198,11 @@ async fn two_instances_racing_on_one_refresh_token_exactly_one_wins() {
         let statuses = [a.status().as_u16(), b.status().as_u16()];
         let mut sorted = statuses;
         sorted.sort_unstable();
-        assert_eq!(sorted, [200, 401], "exactly one rotation wins: {statuses:?}");
+        assert_eq!(
+            sorted,
+            [200, 401],
+            "exactly one rotation wins: {statuses:?}"
+        );
         // The loser is refused as just rotated, not taken for reuse: the
         // session lives on with the winner's token, on both instances.
         let (winner, loser) = if a.status() == 200 { (a, b) } else { (b, a) };
@@ -162,7 +211,11 @@ async fn two_instances_racing_on_one_refresh_token_exactly_one_wins() {
         assert!(session.revoked_at.is_none(), "the race revoked the session");
         let won = tokens_of(winner).await;
         for app in [&one, &two] {
-            let r = app.authed(Method::GET, "/v1/ext-authz", &won).send().await.unwrap();
+            let r = app
+                .authed(Method::GET, "/v1/ext-authz", &won)
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status(), 200, "the winner's access token works");
         }
         let r = refresh_with_device(&two, &won.refresh, Some(&won.device)).await;
@@ -170,8 +223,19 @@ async fn two_instances_racing_on_one_refresh_token_exactly_one_wins() {
         // Past the grace, the rotated-out token is reuse: the session is over on both instances.
         age_rotation(&one, &t.refresh, 60).await;
         let r = refresh_with_device(&two, &t.refresh, Some(&t.device)).await;
-        assert_eq!(invalid_grant(r).await, "refresh token reuse detected; the session is revoked");
-        assert!(one.state.store.session(&t.session).await.unwrap().unwrap().revoked_at.is_some());
+        assert_eq!(
+            invalid_grant(r).await,
+            "refresh token reuse detected; the session is revoked"
+        );
+        assert!(one
+            .state
+            .store
+            .session(&t.session)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some());
     }
 }
 
@@ -180,16 +244,34 @@ async fn instances_starting_together_agree_on_one_signing_key() {
     for _ in 0..3 {
         let dir = Arc::new(tempfile::tempdir().unwrap());
         let url = crate::backend::fresh_database_url().await;
-        let (one, two) = tokio::join!(spawn_app_in(Arc::clone(&dir), url.clone(), |_| {}), spawn_app_in(dir, url, |_| {}));
+        let (one, two) = tokio::join!(
+            spawn_app_in(Arc::clone(&dir), url.clone(), |_| {}),
+            spawn_app_in(dir, url, |_| {})
+        );
         let keys = one.state.store.signing_keys().await.unwrap();
         assert_eq!(keys.len(), 1, "one first key, not one per instance");
         // A token from either instance verifies with the other's JWKS.
         for (signer, verifier) in [(&one, &two), (&two, &one)] {
-            let email = format!("{}@example.com", authflow_auth_service::domain::random_id().to_ascii_lowercase());
+            let email = format!(
+                "{}@example.com",
+                authflow_auth_service::domain::random_id().to_ascii_lowercase()
+            );
             let t = signer.admin(&email).await;
             let kid = header(&t.access)["kid"].as_str().unwrap().to_owned();
-            let jwks: Value = verifier.get("/.well-known/jwks.json").await.json().await.unwrap();
-            assert!(jwks["keys"].as_array().unwrap().iter().any(|k| k["kid"] == kid.as_str()), "{kid} not published by the other");
+            let jwks: Value = verifier
+                .get("/.well-known/jwks.json")
+                .await
+                .json()
+                .await
+                .unwrap();
+            assert!(
+                jwks["keys"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|k| k["kid"] == kid.as_str()),
+                "{kid} not published by the other"
+            );
         }
     }
 }
@@ -199,30 +281,64 @@ async fn instances_starting_together_agree_on_one_signing_key() {
 /// there, and the other instance keeps serving reads, writes and the feed.
 #[tokio::test]
 async fn kill_dash_nine_of_one_instance_loses_nothing_and_the_other_keeps_serving() {
-    use crate::durability::{assert_nothing_lost, command, free_port, sign_in, start, write_until_killed};
+    use crate::durability::{
+        assert_nothing_lost, command, free_port, sign_in, start, write_until_killed,
+    };
 
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let url = crate::backend::fresh_database_url().await.unwrap();
     let db = Some(url.as_str());
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
     let out = command(&data, db, 0)
-        .args(["user", "create", "--email", "root@example.com", "--password", PASSWORD, "--role", "admin"])
+        .args([
+            "user",
+            "create",
+            "--email",
+            "root@example.com",
+            "--password",
+            PASSWORD,
+            "--role",
+            "admin",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
     let (port_a, port_b) = (free_port(), free_port());
-    let (base_a, base_b) = (format!("http://127.0.0.1:{port_a}"), format!("http://127.0.0.1:{port_b}"));
+    let (base_a, base_b) = (
+        format!("http://127.0.0.1:{port_a}"),
+        format!("http://127.0.0.1:{port_b}"),
+    );
     let mut a = start(&data, db, port_a, &http).await;
     let _b = start(&data, db, port_b, &http).await;
     let (admin, device) = sign_in(&http, &base_b, "root@example.com").await;
 
-    let acked = write_until_killed(&http, &base_a, &admin, &device, &mut a, Duration::from_secs(10)).await;
-    assert!(acked.signed_up.len() >= 10 && !acked.banned.is_empty(), "writes were acknowledged before the kill ({})", acked.signed_up.len());
+    let acked = write_until_killed(
+        &http,
+        &base_a,
+        &admin,
+        &device,
+        &mut a,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(
+        acked.signed_up.len() >= 10 && !acked.banned.is_empty(),
+        "writes were acknowledged before the kill ({})",
+        acked.signed_up.len()
+    );
 
     // Instance B: every acknowledged write is there, and it still writes.
     assert_nothing_lost(&http, &base_b, &admin, &device, &acked).await;
-    let r = http.post(format!("{base_b}/v1/auth/signup")).json(&json!({"email": "after@example.com", "password": PASSWORD})).send().await.unwrap();
+    let r = http
+        .post(format!("{base_b}/v1/auth/signup"))
+        .json(&json!({"email": "after@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201, "instance B keeps taking writes");
 }
 
@@ -233,24 +349,52 @@ async fn a_rotated_key_is_published_by_every_instance_before_any_signs_with_it()
     let (one, two) = two_instances(|c| c.keys.publish_lead = Duration::from_secs(3)).await;
     let admin = one.admin("root@example.com").await;
     let old_kid = header(&admin.access)["kid"].as_str().unwrap().to_owned();
-    let r = one.authed(Method::POST, "/v1/admin/keys/rotate", &admin).send().await.unwrap();
+    let r = one
+        .authed(Method::POST, "/v1/admin/keys/rotate", &admin)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let rotated = std::time::Instant::now();
-    let new_kid = r.json::<Value>().await.unwrap()["kid"].as_str().unwrap().to_owned();
+    let new_kid = r.json::<Value>().await.unwrap()["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     loop {
-        let jwks: Value = two.get("/.well-known/jwks.json").await.json().await.unwrap();
-        if jwks["keys"].as_array().unwrap().iter().any(|k| k["kid"] == new_kid.as_str()) {
+        let jwks: Value = two
+            .get("/.well-known/jwks.json")
+            .await
+            .json()
+            .await
+            .unwrap();
+        if jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kid"] == new_kid.as_str())
+        {
             break;
         }
-        assert!(rotated.elapsed() < Duration::from_millis(1500), "instance 2 does not publish the new key 1.5 s after the rotation");
+        assert!(
+            rotated.elapsed() < Duration::from_millis(1500),
+            "instance 2 does not publish the new key 1.5 s after the rotation"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let t = two.signin("root@example.com", PASSWORD).await;
-    assert_eq!(header(&t.access)["kid"], old_kid.as_str(), "not signing with the new key before its lead time");
+    assert_eq!(
+        header(&t.access)["kid"],
+        old_kid.as_str(),
+        "not signing with the new key before its lead time"
+    );
     tokio::time::sleep(Duration::from_millis(3200).saturating_sub(rotated.elapsed())).await;
     for app in [&one, &two] {
         let t = app.signin("root@example.com", PASSWORD).await;
-        assert_eq!(header(&t.access)["kid"], new_kid.as_str(), "every instance signs with the one active key");
+        assert_eq!(
+            header(&t.access)["kid"],
+            new_kid.as_str(),
+            "every instance signs with the one active key"
+        );
     }
 }
 
@@ -265,25 +409,49 @@ async fn a_ban_on_one_instance_wakes_long_polls_on_the_other() {
 
     // The store's own announcement, seen from instance 2's store.
     let wake = Arc::new(tokio::sync::Notify::new());
-    assert!(two.state.store.notify_feed_changes(Arc::clone(&wake)), "Postgres announces feed changes");
-    tokio::time::timeout(Duration::from_secs(5), wake.notified()).await.expect("woken once listening");
+    assert!(
+        two.state.store.notify_feed_changes(Arc::clone(&wake)),
+        "Postgres announces feed changes"
+    );
+    tokio::time::timeout(Duration::from_secs(5), wake.notified())
+        .await
+        .expect("woken once listening");
 
     let (_, snapshot) = two.feed(None).await;
     let cursor = snapshot.unwrap()["cursor"].as_str().unwrap().to_owned();
     let waiter = tokio::spawn({
         let (http, url) = (two.http.clone(), two.url("/v1/revocations"));
         async move {
-            let r = http.get(url).query(&[("since", cursor.as_str()), ("wait", "20")]).timeout(Duration::from_secs(5)).send().await;
+            let r = http
+                .get(url)
+                .query(&[("since", cursor.as_str()), ("wait", "20")])
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await;
             let r = r.expect("answered within 5 s, not after the 20 s wait");
             let status = r.status().as_u16();
-            (status, r.json::<Value>().await.ok(), std::time::Instant::now())
+            (
+                status,
+                r.json::<Value>().await.ok(),
+                std::time::Instant::now(),
+            )
         }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let r = one.authed(Method::POST, &format!("/v1/admin/users/{user_id}/ban"), &admin).send().await.unwrap();
+    let r = one
+        .authed(
+            Method::POST,
+            &format!("/v1/admin/users/{user_id}/ban"),
+            &admin,
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let banned_at = std::time::Instant::now();
-    tokio::time::timeout(Duration::from_secs(2), wake.notified()).await.expect("the ban was announced on the feed channel");
+    tokio::time::timeout(Duration::from_secs(2), wake.notified())
+        .await
+        .expect("the ban was announced on the feed channel");
 
     let (status, body, answered_at) = waiter.await.unwrap();
     assert_eq!(status, 200);
@@ -309,13 +477,33 @@ async fn rotations_racing_on_two_instances_leave_one_key_unretired() {
         );
         let (a, b) = (a.unwrap(), b.unwrap());
         let keys = one.state.store.signing_keys().await.unwrap();
-        let unretired: Vec<&str> = keys.iter().filter(|k| k.retired_at.is_none()).map(|k| k.kid.as_str()).collect();
-        assert_eq!(unretired.len(), 1, "round {round}: {unretired:?} are all unretired after rotations to {a} and {b}");
-        one.state.keys.reload(one.state.store.as_ref()).await.unwrap();
-        two.state.keys.reload(two.state.store.as_ref()).await.unwrap();
+        let unretired: Vec<&str> = keys
+            .iter()
+            .filter(|k| k.retired_at.is_none())
+            .map(|k| k.kid.as_str())
+            .collect();
+        assert_eq!(
+            unretired.len(),
+            1,
+            "round {round}: {unretired:?} are all unretired after rotations to {a} and {b}"
+        );
+        one.state
+            .keys
+            .reload(one.state.store.as_ref())
+            .await
+            .unwrap();
+        two.state
+            .keys
+            .reload(two.state.store.as_ref())
+            .await
+            .unwrap();
         for (n, app) in [(1, &one), (2, &two)] {
             let t = app.signin("root@example.com", PASSWORD).await;
-            assert_eq!(header(&t.access)["kid"], unretired[0], "round {round}: instance {n} signs with a retired key");
+            assert_eq!(
+                header(&t.access)["kid"],
+                unretired[0],
+                "round {round}: instance {n} signs with a retired key"
+            );
         }
     }
 }
@@ -332,7 +520,10 @@ async fn one_mailed_code_raced_on_two_instances_signs_in_once() {
         let (challenge, _) = one.challenge(email, PASSWORD).await;
         let code = one.last_mail(email, before + 1).await["code"].clone();
         let verify = |app: &TestApp| {
-            app.http.post(app.url("/v1/auth/signin/verify")).json(&json!({"challenge_id": challenge, "code": code})).send()
+            app.http
+                .post(app.url("/v1/auth/signin/verify"))
+                .json(&json!({"challenge_id": challenge, "code": code}))
+                .send()
         };
         let (a, b) = tokio::join!(verify(&one), verify(&two));
         let (a, b) = (a.unwrap(), b.unwrap());
@@ -340,7 +531,11 @@ async fn one_mailed_code_raced_on_two_instances_signs_in_once() {
         statuses.sort_unstable();
         assert_eq!(statuses, [200, 401], "round {round}: one code, one sign-in");
         let loser = if a.status() == 200 { b } else { a };
-        assert_eq!(loser.json::<Value>().await.unwrap()["error"], "invalid_code", "round {round}");
+        assert_eq!(
+            loser.json::<Value>().await.unwrap()["error"],
+            "invalid_code",
+            "round {round}"
+        );
     }
 }
 
@@ -357,7 +552,10 @@ async fn a_totp_code_spent_on_one_instance_is_refused_by_the_other() {
     // The next step's code: within the ±1 step window for the next minute, not spent yet.
     let code = totp_code(&secret, now + 30);
     let verify = |app: &TestApp, challenge: &str| {
-        app.http.post(app.url("/v1/auth/signin/verify")).json(&json!({"challenge_id": challenge, "code": code})).send()
+        app.http
+            .post(app.url("/v1/auth/signin/verify"))
+            .json(&json!({"challenge_id": challenge, "code": code}))
+            .send()
     };
     let (first, method) = one.challenge(email, PASSWORD).await;
     assert_eq!(method, "totp");
@@ -370,6 +568,10 @@ async fn a_totp_code_spent_on_one_instance_is_refused_by_the_other() {
     for app in [&one, &two] {
         let (again, _) = app.challenge(email, PASSWORD).await;
         let r = verify(app, &again).await.unwrap();
-        assert_eq!(error_code(r, 401).await, "invalid_code", "a spent code on a fresh challenge");
+        assert_eq!(
+            error_code(r, 401).await,
+            "invalid_code",
+            "a spent code on a fresh challenge"
+        );
     }
 }

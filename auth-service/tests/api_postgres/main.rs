@@ -24,9 +24,9 @@ mod durability;
 mod factors;
 #[path = "../api/flows.rs"]
 mod flows;
-mod instances;
 #[path = "../api/input.rs"]
 mod input;
+mod instances;
 #[path = "../api/long_poll.rs"]
 mod long_poll;
 #[path = "../api/mail_limits.rs"]

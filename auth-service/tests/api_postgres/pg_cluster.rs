@@ -18,9 +18,9 @@
 //!   127.0.0.1 from a CA made for this run, and only `hostssl` connections
 //!   accepted, so whatever works on it went over TLS.
 
-use std::path::{Path, PathBuf};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -41,7 +41,13 @@ static SERVER: OnceLock<Server> = OnceLock::new();
 
 fn server() -> &'static Server {
     SERVER.get_or_init(|| match std::env::var("AUTHFLOW_TEST_PG_URL") {
-        Ok(url) => Server { base: url.rsplit_once('/').map(|(base, _)| base.to_owned()).unwrap_or(url), dir: None },
+        Ok(url) => Server {
+            base: url
+                .rsplit_once('/')
+                .map(|(base, _)| base.to_owned())
+                .unwrap_or(url),
+            dir: None,
+        },
         Err(_) => start_cluster(None),
     })
 }
@@ -75,20 +81,38 @@ pub async fn fresh_tls_database() -> TlsDatabase {
         let ca = crate::test_pki::TestCa::new("authflow test PostgreSQL CA");
         let server = start_cluster(Some(&ca.server(&["127.0.0.1"])));
         let dir = server.dir.clone().expect("a local cluster");
-        TlsServer { ca_file: ca.write_pem(&dir, "ca.pem"), server }
+        TlsServer {
+            ca_file: ca.write_pem(&dir, "ca.pem"),
+            server,
+        }
     });
     let query = format!("?sslmode=verify-full&sslrootcert={}", tls.ca_file.display());
     let url = create_database(&tls.server.base, &query).await;
     let (_, name) = url.rsplit_once('/').unwrap();
     let port = tls.server.base.rsplit_once(':').unwrap().1.parse().unwrap();
-    TlsDatabase { name: name.to_owned(), port, ca_file: tls.ca_file.clone(), url }
+    TlsDatabase {
+        name: name.to_owned(),
+        port,
+        ca_file: tls.ca_file.clone(),
+        url,
+    }
 }
 
 /// A new database on the server at `base`, reached with the URL query `query`.
 async fn create_database(base: &str, query: &str) -> String {
-    let name = format!("t_{}", authflow_auth_service::domain::random_id().to_ascii_lowercase().replace('-', "_"));
-    let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres{query}")).await.expect("connect to the test PostgreSQL");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create a test database");
+    let name = format!(
+        "t_{}",
+        authflow_auth_service::domain::random_id()
+            .to_ascii_lowercase()
+            .replace('-', "_")
+    );
+    let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres{query}"))
+        .await
+        .expect("connect to the test PostgreSQL");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("create a test database");
     let _ = admin.close().await;
     format!("{base}/{name}")
 }
@@ -98,7 +122,12 @@ fn bin_dir() -> PathBuf {
         return PathBuf::from(dir);
     }
     let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|d| d.filter_map(Result::ok).map(|e| e.path().join("bin")).filter(|p| p.join("initdb").exists()).collect())
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.path().join("bin"))
+                .filter(|p| p.join("initdb").exists())
+                .collect()
+        })
         .unwrap_or_default();
     found.sort();
     found.pop().unwrap_or_else(|| {
@@ -107,7 +136,11 @@ fn bin_dir() -> PathBuf {
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
 }
 
 /// Runs a PostgreSQL program, as `authflow-pg` when we are root.
@@ -119,7 +152,11 @@ fn run_pg(root: bool, program: &Path, args: &[&str]) {
     } else {
         Command::new(program)
     };
-    let out = cmd.args(args).stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+    let out = cmd
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
     assert!(
         out.status.success(),
         "{} failed: {}{}",
@@ -130,10 +167,21 @@ fn run_pg(root: bool, program: &Path, args: &[&str]) {
 }
 
 fn ensure_os_user() {
-    let exists = Command::new("id").arg(OS_USER).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    let exists = Command::new("id")
+        .arg(OS_USER)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
     if !exists {
         let status = Command::new("useradd")
-            .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", OS_USER])
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                OS_USER,
+            ])
             .status()
             .expect("run useradd");
         assert!(status.success(), "useradd {OS_USER} failed");
@@ -141,7 +189,11 @@ fn ensure_os_user() {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Writes `contents` to `path`, owner-only, owned by the cluster's user.
@@ -149,7 +201,11 @@ fn write_for_cluster(root: bool, path: &Path, contents: &str) {
     std::fs::write(path, contents).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
     if root {
-        let status = Command::new("chown").arg(format!("{OS_USER}:")).arg(path).status().unwrap();
+        let status = Command::new("chown")
+            .arg(format!("{OS_USER}:"))
+            .arg(path)
+            .status()
+            .unwrap();
         assert!(status.success(), "chown of {} failed", path.display());
     }
 }
@@ -158,27 +214,57 @@ fn write_for_cluster(root: bool, path: &Path, contents: &str) {
 fn start_cluster(tls: Option<&crate::test_pki::ServerCert>) -> Server {
     let bin = bin_dir();
     let root = is_root();
-    let dir = tempfile::Builder::new().prefix("authflow-pg-").tempdir().unwrap().keep();
+    let dir = tempfile::Builder::new()
+        .prefix("authflow-pg-")
+        .tempdir()
+        .unwrap()
+        .keep();
     if root {
         ensure_os_user();
-        let status = Command::new("chown").arg(format!("{OS_USER}:")).arg(&dir).status().unwrap();
+        let status = Command::new("chown")
+            .arg(format!("{OS_USER}:"))
+            .arg(&dir)
+            .status()
+            .unwrap();
         assert!(status.success(), "chown of the cluster dir failed");
     }
     let data = dir.join("data");
     let data_s = data.to_str().unwrap();
     // Durability settings off: a test cluster dies with its run.
-    run_pg(root, &bin.join("initdb"), &["-D", data_s, "-U", DB_USER, "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions"]);
+    run_pg(
+        root,
+        &bin.join("initdb"),
+        &[
+            "-D",
+            data_s,
+            "-U",
+            DB_USER,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--no-instructions",
+        ],
+    );
     let port = free_port();
     let mut options = format!(
         "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400",
         dir.display()
     );
     if let Some(cert) = tls {
-        let (cert_file, key_file, hba_file) = (dir.join("server.crt"), dir.join("server.key"), dir.join("pg_hba.conf"));
+        let (cert_file, key_file, hba_file) = (
+            dir.join("server.crt"),
+            dir.join("server.key"),
+            dir.join("pg_hba.conf"),
+        );
         write_for_cluster(root, &cert_file, &cert.cert_pem);
         write_for_cluster(root, &key_file, &cert.key_pem);
         // TCP only with TLS: a connection without it matches no line and is refused.
-        write_for_cluster(root, &hba_file, "local all all trust\nhostssl all all 127.0.0.1/32 trust\n");
+        write_for_cluster(
+            root,
+            &hba_file,
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+        );
         options.push_str(&format!(
             " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={} -c hba_file={}",
             cert_file.display(),
@@ -187,7 +273,22 @@ fn start_cluster(tls: Option<&crate::test_pki::ServerCert>) -> Server {
         ));
     }
     let log = dir.join("postgres.log");
-    run_pg(root, &bin.join("pg_ctl"), &["-D", data_s, "-l", log.to_str().unwrap(), "-o", &options, "-w", "-t", "60", "start"]);
+    run_pg(
+        root,
+        &bin.join("pg_ctl"),
+        &[
+            "-D",
+            data_s,
+            "-l",
+            log.to_str().unwrap(),
+            "-o",
+            &options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        ],
+    );
     let pid = std::fs::read_to_string(data.join("postmaster.pid"))
         .ok()
         .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<u32>().ok()))
@@ -195,7 +296,10 @@ fn start_cluster(tls: Option<&crate::test_pki::ServerCert>) -> Server {
     start_watchdog(pid, &dir);
     // The server is up (pg_ctl -w waited); a first connection proves it.
     std::thread::sleep(Duration::from_millis(50));
-    Server { base: format!("postgres://{DB_USER}@127.0.0.1:{port}"), dir: Some(dir) }
+    Server {
+        base: format!("postgres://{DB_USER}@127.0.0.1:{port}"),
+        dir: Some(dir),
+    }
 }
 
 /// Stops the postmaster (by pid) and removes `dir` once this process is gone.

@@ -19,7 +19,10 @@ const DB_PASSWORD: &str = "db-pass-8Jr3";
 async fn start_error(url: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let config = test_config(dir.path(), Some(url), |_| {});
-    match tokio::time::timeout(Duration::from_secs(30), spawn(config)).await.expect("start-up hung") {
+    match tokio::time::timeout(Duration::from_secs(30), spawn(config))
+        .await
+        .expect("start-up hung")
+    {
         Ok(_) => panic!("the service started with {url}"),
         Err(e) => e.to_string(),
     }
@@ -29,11 +32,19 @@ async fn start_error(url: &str) -> String {
 async fn verify_full_with_the_servers_ca_connects_and_serves() {
     let db = fresh_tls_database().await;
     // The cluster refuses every connection without TLS: what works here went over TLS.
-    let url = format!("{}?sslmode=verify-full&sslrootcert={}", db.url, db.ca_file.display());
+    let url = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        db.url,
+        db.ca_file.display()
+    );
     let app = spawn_app_in(Arc::new(tempfile::tempdir().unwrap()), Some(url), |_| {}).await;
     app.verified_user("ada@example.com").await;
     let tokens = app.signin("ada@example.com", PASSWORD).await;
-    let r = app.authed(reqwest::Method::POST, "/v1/auth/logout", &tokens).send().await.unwrap();
+    let r = app
+        .authed(reqwest::Method::POST, "/v1/auth/logout", &tokens)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(app.get("/readyz").await.status(), 200);
 }
@@ -55,10 +66,17 @@ async fn a_certificate_from_another_ca_is_refused() {
         );
         let e = start_error(&url).await;
         let shown_mode = if mode == "require" { "verify-ca" } else { mode };
-        for needle in [format!("127.0.0.1:{} (sslmode={shown_mode})", db.port), "not signed by a trusted CA".into(), "sslrootcert".into()] {
+        for needle in [
+            format!("127.0.0.1:{} (sslmode={shown_mode})", db.port),
+            "not signed by a trusted CA".into(),
+            "sslrootcert".into(),
+        ] {
             assert!(e.contains(&needle), "{mode}: `{needle}` missing from: {e}");
         }
-        assert!(!e.contains(DB_PASSWORD), "{mode}: the password shows in: {e}");
+        assert!(
+            !e.contains(DB_PASSWORD),
+            "{mode}: the password shows in: {e}"
+        );
     }
 }
 
@@ -73,10 +91,26 @@ async fn a_certificate_from_another_ca_is_refused() {
 async fn verify_full_checks_the_host_name() {
     let db = fresh_tls_database().await;
     let ca = db.ca_file.display();
-    let e = start_error(&format!("postgres://authflow@localhost:{}/{}?sslmode=verify-full&sslrootcert={ca}", db.port, db.name)).await;
-    assert!(e.contains("not valid for the name `localhost`") && e.contains("sslmode=verify-full checks the name"), "{e}");
-    let e = start_error(&format!("postgres://authflow@localhost:{}/{}?sslmode=verify-ca&sslrootcert={ca}", db.port, db.name)).await;
-    assert!(e.contains("not valid for the name `localhost`") && e.contains("under sslmode=verify-ca too"), "{e}");
+    let e = start_error(&format!(
+        "postgres://authflow@localhost:{}/{}?sslmode=verify-full&sslrootcert={ca}",
+        db.port, db.name
+    ))
+    .await;
+    assert!(
+        e.contains("not valid for the name `localhost`")
+            && e.contains("sslmode=verify-full checks the name"),
+        "{e}"
+    );
+    let e = start_error(&format!(
+        "postgres://authflow@localhost:{}/{}?sslmode=verify-ca&sslrootcert={ca}",
+        db.port, db.name
+    ))
+    .await;
+    assert!(
+        e.contains("not valid for the name `localhost`")
+            && e.contains("under sslmode=verify-ca too"),
+        "{e}"
+    );
     // By the name in the certificate, verify-ca connects.
     let url = format!("{}?sslmode=verify-ca&sslrootcert={ca}", db.url);
     let app = spawn_app_in(Arc::new(tempfile::tempdir().unwrap()), Some(url), |_| {}).await;
@@ -88,8 +122,16 @@ async fn verify_full_checks_the_host_name() {
 #[tokio::test]
 async fn a_missing_root_certificate_is_named() {
     let db = fresh_tls_database().await;
-    let e = start_error(&format!("{}?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem", db.url)).await;
-    assert!(e.contains("sslrootcert: the file the URL names cannot be read") && !e.contains("/nonexistent"), "{e}");
+    let e = start_error(&format!(
+        "{}?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem",
+        db.url
+    ))
+    .await;
+    assert!(
+        e.contains("sslrootcert: the file the URL names cannot be read")
+            && !e.contains("/nonexistent"),
+        "{e}"
+    );
 }
 
 /// `require` against a server without TLS (the main test cluster) stops the
@@ -99,8 +141,13 @@ async fn require_fails_against_a_server_without_tls() {
     let url = pg_cluster::fresh_database().await;
     if std::env::var("AUTHFLOW_TEST_PG_URL").is_ok() {
         use sqlx::Connection;
-        let mut conn = sqlx::PgConnection::connect(&format!("{url}?sslmode=disable")).await.unwrap();
-        let ssl: String = sqlx::query_scalar("SHOW ssl").fetch_one(&mut conn).await.unwrap();
+        let mut conn = sqlx::PgConnection::connect(&format!("{url}?sslmode=disable"))
+            .await
+            .unwrap();
+        let ssl: String = sqlx::query_scalar("SHOW ssl")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
         if ssl == "on" {
             eprintln!("skipped: the server of AUTHFLOW_TEST_PG_URL has TLS on");
             return;
@@ -109,6 +156,9 @@ async fn require_fails_against_a_server_without_tls() {
     // A password in the URL (the test cluster trusts local connections and ignores it).
     let url = url.replacen("://authflow@", &format!("://authflow:{DB_PASSWORD}@"), 1);
     let e = start_error(&format!("{url}?sslmode=require")).await;
-    assert!(e.contains("does not offer TLS") && e.contains("sslmode=require"), "{e}");
+    assert!(
+        e.contains("does not offer TLS") && e.contains("sslmode=require"),
+        "{e}"
+    );
     assert!(!e.contains(DB_PASSWORD), "the password shows in: {e}");
 }

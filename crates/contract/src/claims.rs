@@ -26,7 +26,10 @@ pub fn service_subject(client_id: &str) -> String {
 /// subject is the service subject of that very client id. Such a token has
 /// no session and no device binding.
 pub fn is_service_token(sub: Option<&str>, client_id: Option<&str>) -> bool {
-    match (sub.and_then(|s| s.strip_prefix(SERVICE_SUBJECT_PREFIX)), client_id) {
+    match (
+        sub.and_then(|s| s.strip_prefix(SERVICE_SUBJECT_PREFIX)),
+        client_id,
+    ) {
         (Some(rest), Some(id)) => !id.is_empty() && rest == id,
         _ => false,
     }
@@ -92,7 +95,9 @@ pub fn scopes(scope: &str) -> impl Iterator<Item = &str> {
 /// RFC 6749 §3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )` — printable
 /// ASCII but space, `"` and `\`: no Unicode space a backend could split on.
 pub fn is_scope_token(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
 }
 
 #[cfg(test)]
@@ -101,7 +106,10 @@ mod tests {
 
     #[test]
     fn a_service_token_names_its_own_client() {
-        assert!(is_service_token(Some(&service_subject("billing")), Some("billing")));
+        assert!(is_service_token(
+            Some(&service_subject("billing")),
+            Some("billing")
+        ));
         assert!(!is_service_token(Some("svc:billing"), Some("other")));
         assert!(!is_service_token(Some("u123"), Some("u123")));
         assert!(!is_service_token(Some("svc:"), Some("")));

@@ -37,14 +37,22 @@ pub const MAX_TRUSTED_HOPS: u32 = 10;
 /// `forwarded_for` is the (comma-joined) `x-forwarded-for` value; `peer` the
 /// connection's address as `ip` or `ip:port`. `None`: no peer (0 hops), or
 /// the entry `trusted_hops` from the right is missing or not an address.
-pub fn client_address(forwarded_for: Option<&str>, peer: Option<&str>, trusted_hops: u32) -> Option<IpAddr> {
+pub fn client_address(
+    forwarded_for: Option<&str>,
+    peer: Option<&str>,
+    trusted_hops: u32,
+) -> Option<IpAddr> {
     client_address_in_lines(forwarded_for.map(str::as_bytes), peer, trusted_hops)
 }
 
 /// [`client_address`] over the raw bytes of every `x-forwarded-for` line, in
 /// the order received. The work is bounded by `trusted_hops` ×
 /// [`MAX_ENTRY_LEN`] bytes (and as many lines), however long the lines are.
-pub fn client_address_in_lines<'a, L>(lines: L, peer: Option<&str>, trusted_hops: u32) -> Option<IpAddr>
+pub fn client_address_in_lines<'a, L>(
+    lines: L,
+    peer: Option<&str>,
+    trusted_hops: u32,
+) -> Option<IpAddr>
 where
     L: IntoIterator<Item = &'a [u8]>,
     L::IntoIter: DoubleEndedIterator,
@@ -93,17 +101,32 @@ mod tests {
 
     #[test]
     fn no_trusted_hop_is_the_peer() {
-        assert_eq!(client_address(Some("198.51.100.1"), Some("10.0.0.1:5000"), 0), ip("10.0.0.1"));
-        assert_eq!(client_address(None, Some("[2001:db8::1]:443"), 0), ip("2001:db8::1"));
+        assert_eq!(
+            client_address(Some("198.51.100.1"), Some("10.0.0.1:5000"), 0),
+            ip("10.0.0.1")
+        );
+        assert_eq!(
+            client_address(None, Some("[2001:db8::1]:443"), 0),
+            ip("2001:db8::1")
+        );
         assert_eq!(client_address(None, None, 0), None);
     }
 
     #[test]
     fn counts_trusted_hops_from_the_right() {
         let xff = "198.51.100.1, 203.0.113.5,10.0.0.2";
-        assert_eq!(client_address(Some(xff), Some("10.0.0.3"), 1), ip("10.0.0.2"));
-        assert_eq!(client_address(Some(xff), Some("10.0.0.3"), 2), ip("203.0.113.5"));
-        assert_eq!(client_address(Some(xff), Some("10.0.0.3"), 3), ip("198.51.100.1"));
+        assert_eq!(
+            client_address(Some(xff), Some("10.0.0.3"), 1),
+            ip("10.0.0.2")
+        );
+        assert_eq!(
+            client_address(Some(xff), Some("10.0.0.3"), 2),
+            ip("203.0.113.5")
+        );
+        assert_eq!(
+            client_address(Some(xff), Some("10.0.0.3"), 3),
+            ip("198.51.100.1")
+        );
     }
 
     #[test]
@@ -111,7 +134,10 @@ mod tests {
         // The client prepends anything it likes; one trusted hop still gives what that hop saw.
         for forged in ["1.2.3.4", "1.2.3.4, 5.6.7.8", "garbage"] {
             let xff = format!("{forged}, 203.0.113.5");
-            assert_eq!(client_address(Some(&xff), Some("10.0.0.3"), 1), ip("203.0.113.5"));
+            assert_eq!(
+                client_address(Some(&xff), Some("10.0.0.3"), 1),
+                ip("203.0.113.5")
+            );
         }
     }
 
@@ -119,13 +145,19 @@ mod tests {
     /// unreadable entry makes the client unknown, never the proxy.
     #[test]
     fn too_few_entries_or_junk_are_an_unknown_client_not_the_peer() {
-        assert_eq!(client_address(Some("203.0.113.5"), Some("10.0.0.3:1"), 2), None);
+        assert_eq!(
+            client_address(Some("203.0.113.5"), Some("10.0.0.3:1"), 2),
+            None
+        );
         assert_eq!(client_address(None, Some("10.0.0.3"), 1), None);
         assert_eq!(client_address(Some("not-an-ip"), Some("10.0.0.3"), 1), None);
         assert_eq!(client_address(Some(""), Some("10.0.0.3"), 1), None);
         let huge = "1.1.1.1,".repeat(1000);
         assert_eq!(client_address(Some(&huge), Some("10.0.0.3"), 1), None);
-        assert_eq!(client_address(Some(&format!("{huge}1.1.1.2")), Some("10.0.0.3"), 1), ip("1.1.1.2"));
+        assert_eq!(
+            client_address(Some(&format!("{huge}1.1.1.2")), Some("10.0.0.3"), 1),
+            ip("1.1.1.2")
+        );
     }
 
     /// Whatever the client wrote left of the trusted entries — padding past
@@ -134,31 +166,67 @@ mod tests {
     #[test]
     fn the_trusted_entries_are_read_from_the_right_on_raw_bytes() {
         let padded = format!("{}198.51.100.1, 203.0.113.5", " ".repeat(10_000));
-        assert_eq!(client_address(Some(&padded), Some("10.0.0.3"), 1), ip("203.0.113.5"));
+        assert_eq!(
+            client_address(Some(&padded), Some("10.0.0.3"), 1),
+            ip("203.0.113.5")
+        );
         let one_long_entry = format!("{}, 203.0.113.5", "9".repeat(1 << 20));
-        assert_eq!(client_address(Some(&one_long_entry), Some("10.0.0.3"), 1), ip("203.0.113.5"));
+        assert_eq!(
+            client_address(Some(&one_long_entry), Some("10.0.0.3"), 1),
+            ip("203.0.113.5")
+        );
         // Too long to be an address: the needed entry, or one to its right, makes the client unknown.
-        assert_eq!(client_address(Some(&one_long_entry), Some("10.0.0.3"), 2), None);
+        assert_eq!(
+            client_address(Some(&one_long_entry), Some("10.0.0.3"), 2),
+            None
+        );
         let padded_entry = format!("198.51.100.1,{}203.0.113.5", " ".repeat(MAX_ENTRY_LEN));
-        assert_eq!(client_address(Some(&padded_entry), Some("10.0.0.3"), 1), None);
+        assert_eq!(
+            client_address(Some(&padded_entry), Some("10.0.0.3"), 1),
+            None
+        );
         let lines: [&[u8]; 3] = [b"\xff\xfe, 198.51.100.1", b"\xff, 192.0.2.90", b"10.0.0.2"];
-        assert_eq!(client_address_in_lines(lines, Some("10.0.0.3"), 1), ip("10.0.0.2"));
-        assert_eq!(client_address_in_lines(lines, Some("10.0.0.3"), 2), ip("192.0.2.90"));
+        assert_eq!(
+            client_address_in_lines(lines, Some("10.0.0.3"), 1),
+            ip("10.0.0.2")
+        );
+        assert_eq!(
+            client_address_in_lines(lines, Some("10.0.0.3"), 2),
+            ip("192.0.2.90")
+        );
         // A line boundary separates entries like a comma.
         assert_eq!(client_address_in_lines(lines, Some("10.0.0.3"), 3), None);
-        assert_eq!(client_address_in_lines(lines, Some("10.0.0.3"), 4), ip("198.51.100.1"));
+        assert_eq!(
+            client_address_in_lines(lines, Some("10.0.0.3"), 4),
+            ip("198.51.100.1")
+        );
         assert_eq!(client_address_in_lines(lines, Some("10.0.0.3"), 5), None);
         let empty_last: [&[u8]; 2] = [b"203.0.113.5", b""];
-        assert_eq!(client_address_in_lines(empty_last, Some("10.0.0.3"), 1), None);
-        assert_eq!(client_address_in_lines(empty_last, Some("10.0.0.3"), 2), ip("203.0.113.5"));
+        assert_eq!(
+            client_address_in_lines(empty_last, Some("10.0.0.3"), 1),
+            None
+        );
+        assert_eq!(
+            client_address_in_lines(empty_last, Some("10.0.0.3"), 2),
+            ip("203.0.113.5")
+        );
         let none: [&[u8]; 0] = [];
         assert_eq!(client_address_in_lines(none, Some("10.0.0.3"), 1), None);
-        assert_eq!(client_address_in_lines(none, Some("10.0.0.3"), 0), ip("10.0.0.3"));
+        assert_eq!(
+            client_address_in_lines(none, Some("10.0.0.3"), 0),
+            ip("10.0.0.3")
+        );
     }
 
     #[test]
     fn entries_with_ports_are_accepted() {
-        assert_eq!(client_address(Some("203.0.113.5:4711"), None, 1), ip("203.0.113.5"));
-        assert_eq!(client_address(Some("[2001:db8::7]:4711"), None, 1), ip("2001:db8::7"));
+        assert_eq!(
+            client_address(Some("203.0.113.5:4711"), None, 1),
+            ip("203.0.113.5")
+        );
+        assert_eq!(
+            client_address(Some("[2001:db8::7]:4711"), None, 1),
+            ip("2001:db8::7")
+        );
     }
 }

@@ -19,14 +19,20 @@ pub const NOT_UTF8: &str = "\u{FFFD}";
 /// The `name=value` pairs of one `cookie` header value as sent, each
 /// trimmed of ASCII whitespace.
 pub fn raw_pairs(header: &[u8]) -> impl Iterator<Item = &[u8]> {
-    header.split(|b| *b == b';').map(<[u8]>::trim_ascii).filter(|p| !p.is_empty())
+    header
+        .split(|b| *b == b';')
+        .map(<[u8]>::trim_ascii)
+        .filter(|p| !p.is_empty())
 }
 
 /// A pair's name and value, each trimmed of ASCII whitespace (a pair
 /// without `=` has an empty value).
 pub fn split_pair(pair: &[u8]) -> (&[u8], &[u8]) {
     match pair.iter().position(|b| *b == b'=') {
-        Some(at) => (pair.get(..at).unwrap_or_default().trim_ascii(), pair.get(at + 1..).unwrap_or_default().trim_ascii()),
+        Some(at) => (
+            pair.get(..at).unwrap_or_default().trim_ascii(),
+            pair.get(at + 1..).unwrap_or_default().trim_ascii(),
+        ),
         None => (pair, &[]),
     }
 }
@@ -34,16 +40,29 @@ pub fn split_pair(pair: &[u8]) -> (&[u8], &[u8]) {
 /// Every value of cookie `name` across all `cookie` header values, in order;
 /// one pair of double quotes (RFC 6265) removed; a value that is not UTF-8
 /// as [`NOT_UTF8`].
-pub fn values<'a>(cookie_headers: impl IntoIterator<Item = &'a [u8]>, name: &'a str) -> impl Iterator<Item = &'a str> {
-    cookie_headers.into_iter().flat_map(raw_pairs).map(split_pair).filter(move |(k, _)| *k == name.as_bytes()).map(|(_, v)| {
-        let v = std::str::from_utf8(v).unwrap_or(NOT_UTF8);
-        v.strip_prefix('"').and_then(|x| x.strip_suffix('"')).unwrap_or(v)
-    })
+pub fn values<'a>(
+    cookie_headers: impl IntoIterator<Item = &'a [u8]>,
+    name: &'a str,
+) -> impl Iterator<Item = &'a str> {
+    cookie_headers
+        .into_iter()
+        .flat_map(raw_pairs)
+        .map(split_pair)
+        .filter(move |(k, _)| *k == name.as_bytes())
+        .map(|(_, v)| {
+            let v = std::str::from_utf8(v).unwrap_or(NOT_UTF8);
+            v.strip_prefix('"')
+                .and_then(|x| x.strip_suffix('"'))
+                .unwrap_or(v)
+        })
 }
 
 /// The one non-empty value of cookie `name`: `Err(())` when two occurrences disagree.
 #[allow(clippy::result_unit_err)]
-pub fn single_value<'a>(cookie_headers: impl IntoIterator<Item = &'a [u8]>, name: &'a str) -> Result<Option<&'a str>, ()> {
+pub fn single_value<'a>(
+    cookie_headers: impl IntoIterator<Item = &'a [u8]>,
+    name: &'a str,
+) -> Result<Option<&'a str>, ()> {
     let mut found: Option<&str> = None;
     for v in values(cookie_headers, name).filter(|v| !v.is_empty()) {
         match found {
@@ -65,7 +84,10 @@ mod tests {
         assert_eq!(values(headers, "b").collect::<Vec<_>>(), ["2"]);
         assert_eq!(values(headers, "c").count(), 0);
         assert_eq!(single_value(headers, "tok"), Err(()));
-        assert_eq!(single_value(["tok=x", "tok=x; tok="].map(str::as_bytes), "tok"), Ok(Some("x")));
+        assert_eq!(
+            single_value(["tok=x", "tok=x; tok="].map(str::as_bytes), "tok"),
+            Ok(Some("x"))
+        );
         assert_eq!(single_value([b"a=1".as_slice()], "tok"), Ok(None));
     }
 
@@ -73,11 +95,23 @@ mod tests {
     /// let any site of the domain set it); ASCII whitespace around a name is not.
     #[test]
     fn names_compare_byte_for_byte_after_ascii_whitespace() {
-        for planted in ["\u{2000}__Host-d=evil", "\u{a0}__Host-d=evil", "\u{3000}__Host-d=evil", "__Host-d\u{2000}=evil"] {
+        for planted in [
+            "\u{2000}__Host-d=evil",
+            "\u{a0}__Host-d=evil",
+            "\u{3000}__Host-d=evil",
+            "__Host-d\u{2000}=evil",
+        ] {
             let line = format!("{planted}; __Host-d=mine");
-            assert_eq!(single_value([line.as_bytes()], "__Host-d"), Ok(Some("mine")), "{planted:?}");
+            assert_eq!(
+                single_value([line.as_bytes()], "__Host-d"),
+                Ok(Some("mine")),
+                "{planted:?}"
+            );
         }
-        assert_eq!(single_value([b" \t__Host-d = mine ;".as_slice()], "__Host-d"), Ok(Some("mine")));
+        assert_eq!(
+            single_value([b" \t__Host-d = mine ;".as_slice()], "__Host-d"),
+            Ok(Some("mine"))
+        );
     }
 
     /// Another cookie that is not ASCII, or not UTF-8, on the same line hides nothing.
@@ -87,8 +121,18 @@ mod tests {
         assert_eq!(single_value([line], "tok"), Ok(Some("t1")));
         assert_eq!(values([line], "name").collect::<Vec<_>>(), [NOT_UTF8]);
         // A copy of ours that is not UTF-8 disagrees with the readable one.
-        assert_eq!(single_value([b"tok=t1; tok=\xff".as_slice()], "tok"), Err(()));
+        assert_eq!(
+            single_value([b"tok=t1; tok=\xff".as_slice()], "tok"),
+            Err(())
+        );
         let split: Vec<_> = raw_pairs(b"a; =b ;; c = ").map(split_pair).collect();
-        assert_eq!(split, [(&b"a"[..], &b""[..]), (&b""[..], &b"b"[..]), (&b"c"[..], &b""[..])]);
+        assert_eq!(
+            split,
+            [
+                (&b"a"[..], &b""[..]),
+                (&b""[..], &b"b"[..]),
+                (&b"c"[..], &b""[..])
+            ]
+        );
     }
 }

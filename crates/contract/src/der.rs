@@ -6,10 +6,13 @@
 use crate::jwk::{PublicKey, RSA_EXPONENT};
 
 /// rsaEncryption (1.2.840.113549.1.1.1) with its NULL parameters.
-const RSA_ALGORITHM: &[u8] = &[0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00];
+const RSA_ALGORITHM: &[u8] = &[
+    0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
+];
 /// id-ecPublicKey (1.2.840.10045.2.1) on prime256v1 (1.2.840.10045.3.1.7).
 const P256_ALGORITHM: &[u8] = &[
-    0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
+    0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48,
+    0xce, 0x3d, 0x03, 0x01, 0x07,
 ];
 /// id-Ed25519 (1.3.101.112), no parameters.
 const ED25519_ALGORITHM: &[u8] = &[0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70];
@@ -82,11 +85,17 @@ mod tests {
     #[test]
     fn key_infos_match_the_reference_encoder() {
         let ed = Ed25519KeyPair::generate().public_key();
-        assert_eq!(subject_public_key_info(&PublicKey::EdDSA(ed.to_bytes().try_into().unwrap())), ed.to_der());
+        assert_eq!(
+            subject_public_key_info(&PublicKey::EdDSA(ed.to_bytes().try_into().unwrap())),
+            ed.to_der()
+        );
         for _ in 0..8 {
             let es = ES256KeyPair::generate().public_key();
             let point = es.public_key().to_bytes_uncompressed();
-            let key = PublicKey::ES256 { x: point[1..33].try_into().unwrap(), y: point[33..].try_into().unwrap() };
+            let key = PublicKey::ES256 {
+                x: point[1..33].try_into().unwrap(),
+                y: point[33..].try_into().unwrap(),
+            };
             assert_eq!(subject_public_key_info(&key), es.to_der().unwrap());
         }
         // The encoding needs a modulus of the size, not a key: none is generated
@@ -95,8 +104,14 @@ mod tests {
             let mut n = vec![0xc5u8; bits / 8];
             n[bits / 8 - 1] |= 1;
             let rs = RS256PublicKey::from_components(&n, &[1, 0, 1]).unwrap();
-            let key = PublicKey::RS256 { n: rs.to_components().n };
-            assert_eq!(subject_public_key_info(&key), rs.to_der().unwrap(), "{bits} bits");
+            let key = PublicKey::RS256 {
+                n: rs.to_components().n,
+            };
+            assert_eq!(
+                subject_public_key_info(&key),
+                rs.to_der().unwrap(),
+                "{bits} bits"
+            );
         }
     }
 

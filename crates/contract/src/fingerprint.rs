@@ -70,7 +70,9 @@ impl DeviceAttribute {
         if valid {
             Ok(Self::Header(lower))
         } else {
-            Err(format!("`{name}` is not a header name or `client-ip-prefix`"))
+            Err(format!(
+                "`{name}` is not a header name or `client-ip-prefix`"
+            ))
         }
     }
 
@@ -133,10 +135,14 @@ fn bounded(value: &str, max: usize) -> &str {
 /// trimmed, empty ones skipped, joined with `,` (RFC 9110 §5.3 field
 /// combination, byte for byte what Envoy does with a repeated `user-agent`).
 /// Stops growing past [`MAX_ATTRIBUTE_LEN`], where the canonical form cuts anyway.
-pub fn combined_header_value<'a>(copies: impl IntoIterator<Item = &'a str>) -> std::borrow::Cow<'a, str> {
+pub fn combined_header_value<'a>(
+    copies: impl IntoIterator<Item = &'a str>,
+) -> std::borrow::Cow<'a, str> {
     use std::borrow::Cow;
     let mut copies = copies.into_iter().map(str::trim).filter(|c| !c.is_empty());
-    let Some(first) = copies.next() else { return Cow::Borrowed("") };
+    let Some(first) = copies.next() else {
+        return Cow::Borrowed("");
+    };
     let mut combined: Option<String> = None;
     for copy in copies {
         let c = combined.get_or_insert_with(|| first.to_owned());
@@ -158,7 +164,11 @@ pub fn device_secret<'a>(
     cookie_headers: impl IntoIterator<Item = &'a [u8]>,
 ) -> Option<&'a str> {
     let mut from_header: Option<&str> = None;
-    for copy in header_copies.into_iter().map(str::trim).filter(|c| !c.is_empty()) {
+    for copy in header_copies
+        .into_iter()
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+    {
         match from_header {
             Some(seen) if seen != copy => return None,
             _ => from_header = Some(copy),
@@ -180,7 +190,9 @@ pub fn matches(claimed: &str, computed: &str) -> bool {
 /// IPv6 groups `/48`. Accepts `ip`, `ip:port` and `[ipv6]:port`; anything
 /// unparsable gives the empty string (so it fails to match, never panics).
 pub fn client_ip_prefix(address: &str) -> String {
-    crate::ip_text::parse_ip(address).map(ip_prefix).unwrap_or_default()
+    crate::ip_text::parse_ip(address)
+        .map(ip_prefix)
+        .unwrap_or_default()
 }
 
 /// [`client_ip_prefix`] of an address already parsed.
@@ -222,36 +234,79 @@ mod tests {
         for v in &vectors {
             let input = FingerprintInput {
                 secret: &v.secret,
-                attributes: v.attributes.iter().map(|(n, x)| (n.as_str(), x.as_str())).collect(),
+                attributes: v
+                    .attributes
+                    .iter()
+                    .map(|(n, x)| (n.as_str(), x.as_str()))
+                    .collect(),
             };
-            assert_eq!(input.canonical_string(), v.canonical, "canonical of {}", v.name);
+            assert_eq!(
+                input.canonical_string(),
+                v.canonical,
+                "canonical of {}",
+                v.name
+            );
             assert_eq!(input.hash(), v.dfp, "dfp of {}", v.name);
             for (name, copies) in &v.header_copies {
-                let value = v.attributes.iter().find(|(n, _)| n == name).map(|(_, x)| x.as_str());
-                assert_eq!(Some(combined_header_value(copies.iter().map(String::as_str)).as_ref()), value, "{}: {name}", v.name);
+                let value = v
+                    .attributes
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, x)| x.as_str());
+                assert_eq!(
+                    Some(combined_header_value(copies.iter().map(String::as_str)).as_ref()),
+                    value,
+                    "{}: {name}",
+                    v.name
+                );
             }
         }
     }
 
     #[test]
     fn repeated_headers_combine_like_envoy() {
-        assert_eq!(combined_header_value(["agent-one", "agent-two"]), "agent-one,agent-two");
-        assert_eq!(combined_header_value(["agent-one,agent-two"]), "agent-one,agent-two", "as Envoy forwards them");
+        assert_eq!(
+            combined_header_value(["agent-one", "agent-two"]),
+            "agent-one,agent-two"
+        );
+        assert_eq!(
+            combined_header_value(["agent-one,agent-two"]),
+            "agent-one,agent-two",
+            "as Envoy forwards them"
+        );
         assert_eq!(combined_header_value([" a ", "", "  ", "b"]), "a,b");
         assert_eq!(combined_header_value([" only "]), "only");
         assert_eq!(combined_header_value(std::iter::empty()), "");
         let long = "x".repeat(MAX_ATTRIBUTE_LEN);
-        assert!(combined_header_value(std::iter::repeat_n(long.as_str(), 1000)).len() <= 2 * MAX_ATTRIBUTE_LEN + 1);
+        assert!(
+            combined_header_value(std::iter::repeat_n(long.as_str(), 1000)).len()
+                <= 2 * MAX_ATTRIBUTE_LEN + 1
+        );
     }
 
     #[test]
     fn device_secret_from_header_or_cookie() {
         let cookie = format!("a=1; {DEVICE_COOKIE}=from-cookie");
-        assert_eq!(device_secret(["from-header"], [cookie.as_bytes()]), Some("from-header"));
-        assert_eq!(device_secret([""], [cookie.as_bytes()]), Some("from-cookie"), "an empty header does not hide the cookie");
-        assert_eq!(device_secret([], [b"a=1".as_slice(), cookie.as_bytes()]), Some("from-cookie"), "any cookie header");
+        assert_eq!(
+            device_secret(["from-header"], [cookie.as_bytes()]),
+            Some("from-header")
+        );
+        assert_eq!(
+            device_secret([""], [cookie.as_bytes()]),
+            Some("from-cookie"),
+            "an empty header does not hide the cookie"
+        );
+        assert_eq!(
+            device_secret([], [b"a=1".as_slice(), cookie.as_bytes()]),
+            Some("from-cookie"),
+            "any cookie header"
+        );
         assert_eq!(device_secret(["s", " s "], []), Some("s"));
-        assert_eq!(device_secret(["s", "t"], [cookie.as_bytes()]), None, "copies that disagree");
+        assert_eq!(
+            device_secret(["s", "t"], [cookie.as_bytes()]),
+            None,
+            "copies that disagree"
+        );
         let two = format!("{DEVICE_COOKIE}=x; {DEVICE_COOKIE}=y");
         assert_eq!(device_secret([], [two.as_bytes()]), None);
         let long = "s".repeat(MAX_SECRET_LEN + 1);
@@ -261,15 +316,24 @@ mod tests {
 
     #[test]
     fn length_prefix_prevents_field_confusion() {
-        let a = FingerprintInput { secret: "s", attributes: vec![("user-agent", "a\nx:1:b")] };
-        let b = FingerprintInput { secret: "s", attributes: vec![("user-agent", "a"), ("x", "b")] };
+        let a = FingerprintInput {
+            secret: "s",
+            attributes: vec![("user-agent", "a\nx:1:b")],
+        };
+        let b = FingerprintInput {
+            secret: "s",
+            attributes: vec![("user-agent", "a"), ("x", "b")],
+        };
         assert_ne!(a.hash(), b.hash());
     }
 
     #[test]
     fn oversized_values_are_bounded_on_a_char_boundary() {
         let long = "é".repeat(MAX_ATTRIBUTE_LEN);
-        let input = FingerprintInput { secret: "s", attributes: vec![("user-agent", &long)] };
+        let input = FingerprintInput {
+            secret: "s",
+            attributes: vec![("user-agent", &long)],
+        };
         let canonical = input.canonical_string();
         assert!(canonical.len() < MAX_ATTRIBUTE_LEN + 100);
     }
@@ -291,8 +355,14 @@ mod tests {
 
     #[test]
     fn attribute_names() {
-        assert_eq!(DeviceAttribute::parse("User-Agent").unwrap(), DeviceAttribute::Header("user-agent".into()));
-        assert_eq!(DeviceAttribute::parse("client-ip-prefix").unwrap(), DeviceAttribute::ClientIpPrefix);
+        assert_eq!(
+            DeviceAttribute::parse("User-Agent").unwrap(),
+            DeviceAttribute::Header("user-agent".into())
+        );
+        assert_eq!(
+            DeviceAttribute::parse("client-ip-prefix").unwrap(),
+            DeviceAttribute::ClientIpPrefix
+        );
         assert!(DeviceAttribute::parse("bad header").is_err());
         assert!(DeviceAttribute::parse("").is_err());
     }

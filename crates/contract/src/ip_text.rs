@@ -11,7 +11,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 pub fn parse_ip(text: &str) -> Option<IpAddr> {
     if let Some(rest) = text.strip_prefix('[') {
         let (ip, port) = rest.split_once("]:")?;
-        return valid_port(port).then(|| parse_v6(ip)).flatten().map(IpAddr::V6);
+        return valid_port(port)
+            .then(|| parse_v6(ip))
+            .flatten()
+            .map(IpAddr::V6);
     }
     if let Some(v4) = parse_v4(text) {
         return Some(IpAddr::V4(v4));
@@ -20,7 +23,10 @@ pub fn parse_ip(text: &str) -> Option<IpAddr> {
         return Some(IpAddr::V6(v6));
     }
     let (ip, port) = text.rsplit_once(':')?;
-    valid_port(port).then(|| parse_v4(ip)).flatten().map(IpAddr::V4)
+    valid_port(port)
+        .then(|| parse_v4(ip))
+        .flatten()
+        .map(IpAddr::V4)
 }
 
 /// Four decimal octets, no leading zeros (as std: `01.2.3.4` is refused).
@@ -29,7 +35,11 @@ pub fn parse_v4(text: &str) -> Option<Ipv4Addr> {
     let mut parts = text.split('.');
     for octet in &mut octets {
         let part = parts.next()?;
-        if part.is_empty() || part.len() > 3 || !part.bytes().all(|b| b.is_ascii_digit()) || (part.len() > 1 && part.starts_with('0')) {
+        if part.is_empty()
+            || part.len() > 3
+            || !part.bytes().all(|b| b.is_ascii_digit())
+            || (part.len() > 1 && part.starts_with('0'))
+        {
             return None;
         }
         *octet = part.parse().ok()?;
@@ -47,12 +57,24 @@ pub fn parse_v6(text: &str) -> Option<Ipv6Addr> {
         }
         Some((head, tail)) => {
             let mut tail_groups = [0u16; 8];
-            let h = if head.is_empty() { 0 } else { read_groups(head, &mut groups, false)? };
-            let t = if tail.is_empty() { 0 } else { read_groups(tail, &mut tail_groups, true)? };
+            let h = if head.is_empty() {
+                0
+            } else {
+                read_groups(head, &mut groups, false)?
+            };
+            let t = if tail.is_empty() {
+                0
+            } else {
+                read_groups(tail, &mut tail_groups, true)?
+            };
             if h + t > 7 {
                 return None;
             }
-            for (slot, g) in groups.iter_mut().skip(8 - t).zip(tail_groups.iter().take(t)) {
+            for (slot, g) in groups
+                .iter_mut()
+                .skip(8 - t)
+                .zip(tail_groups.iter().take(t))
+            {
                 *slot = *g;
             }
         }
@@ -95,18 +117,74 @@ mod tests {
 
     /// What std makes of the same text.
     fn std_reading(text: &str) -> Option<IpAddr> {
-        text.parse::<IpAddr>().ok().or_else(|| text.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        text.parse::<IpAddr>()
+            .ok()
+            .or_else(|| text.parse::<SocketAddr>().ok().map(|s| s.ip()))
     }
 
     const CORPUS: &[&str] = &[
-        "", "1.2.3.4", "255.255.255.255", "256.1.1.1", "1.2.3", "1.2.3.4.5", "01.2.3.4", "0.0.0.0", "1.2.3.4:80",
-        "1.2.3.4:", "1.2.3.4:65535", "1.2.3.4:65536", "1.2.3.4:+1", "+1.2.3.4", "1.2.3.4 ", " 1.2.3.4", "1..3.4",
-        "::", "::1", "1::", "1::2", "2001:db8::7", "2001:db8:0:0:0:0:0:7", "2001:db8::0:0:0:0:0:7", "1:2:3:4:5:6:7:8",
-        "1:2:3:4:5:6:7:8:9", "1:2:3:4:5:6:7", "1:2:3:4:5:6:7::", "::2:3:4:5:6:7:8", "1:2:3:4:5:6:7:8::", ":::", "1:::2",
-        "::ffff:1.2.3.4", "1:2:3:4:5:6:1.2.3.4", "1:2:3:4:5:6:7:1.2.3.4", "::1.2.3.4", "1.2.3.4::", "::1.2.3.4:5",
-        "12345::", "abcd::ef01", "ABCD::EF01", "g::1", "+1::", "[::1]:80", "[::1]", "[::1]:", "[1.2.3.4]:80",
-        "[2001:db8::7]:4711", "[::1]:99999", "::1:80", "1:2", ":1::", "1::2:", "fe80::1%2", "[::ffff:1.2.3.4]:1",
-        "1.2.3.4:0080", "[::1]:00080", "0:0:0:0:0:0:0:0", "::0.0.0.0", "1::2::3", "::ffff:1.2.3", "::ffff:1.2.3.04",
+        "",
+        "1.2.3.4",
+        "255.255.255.255",
+        "256.1.1.1",
+        "1.2.3",
+        "1.2.3.4.5",
+        "01.2.3.4",
+        "0.0.0.0",
+        "1.2.3.4:80",
+        "1.2.3.4:",
+        "1.2.3.4:65535",
+        "1.2.3.4:65536",
+        "1.2.3.4:+1",
+        "+1.2.3.4",
+        "1.2.3.4 ",
+        " 1.2.3.4",
+        "1..3.4",
+        "::",
+        "::1",
+        "1::",
+        "1::2",
+        "2001:db8::7",
+        "2001:db8:0:0:0:0:0:7",
+        "2001:db8::0:0:0:0:0:7",
+        "1:2:3:4:5:6:7:8",
+        "1:2:3:4:5:6:7:8:9",
+        "1:2:3:4:5:6:7",
+        "1:2:3:4:5:6:7::",
+        "::2:3:4:5:6:7:8",
+        "1:2:3:4:5:6:7:8::",
+        ":::",
+        "1:::2",
+        "::ffff:1.2.3.4",
+        "1:2:3:4:5:6:1.2.3.4",
+        "1:2:3:4:5:6:7:1.2.3.4",
+        "::1.2.3.4",
+        "1.2.3.4::",
+        "::1.2.3.4:5",
+        "12345::",
+        "abcd::ef01",
+        "ABCD::EF01",
+        "g::1",
+        "+1::",
+        "[::1]:80",
+        "[::1]",
+        "[::1]:",
+        "[1.2.3.4]:80",
+        "[2001:db8::7]:4711",
+        "[::1]:99999",
+        "::1:80",
+        "1:2",
+        ":1::",
+        "1::2:",
+        "fe80::1%2",
+        "[::ffff:1.2.3.4]:1",
+        "1.2.3.4:0080",
+        "[::1]:00080",
+        "0:0:0:0:0:0:0:0",
+        "::0.0.0.0",
+        "1::2::3",
+        "::ffff:1.2.3",
+        "::ffff:1.2.3.04",
     ];
 
     #[test]
@@ -130,7 +208,9 @@ mod tests {
         };
         for _ in 0..200_000 {
             let len = (next() % 24) as usize;
-            let text: String = (0..len).map(|_| char::from(ALPHABET[(next() % ALPHABET.len() as u64) as usize])).collect();
+            let text: String = (0..len)
+                .map(|_| char::from(ALPHABET[(next() % ALPHABET.len() as u64) as usize]))
+                .collect();
             assert_eq!(parse_ip(&text), std_reading(&text), "{text:?}");
         }
     }

@@ -9,9 +9,9 @@
 //! one; refusing means no other reader of the same JWS can see a different
 //! `alg`, `kid`, `jwk` (or `x` within it), `cnf.jkt` or claim than authflow did.
 
+use crate::json::borrowed::{Json, Object};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use crate::json::borrowed::{Json, Object};
 
 /// The three base64url parts of a compact JWS: `header.payload.signature`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,7 +26,11 @@ impl<'a> CompactParts<'a> {
     pub fn split(compact: &'a str) -> Option<Self> {
         let mut parts = compact.split('.');
         match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some(header), Some(payload), Some(signature), None) => Some(Self { header, payload, signature }),
+            (Some(header), Some(payload), Some(signature), None) => Some(Self {
+                header,
+                payload,
+                signature,
+            }),
             _ => None,
         }
     }
@@ -47,7 +51,9 @@ pub struct Unreadable;
 /// member names at any depth: the object borrows its strings from `buffer`.
 pub fn decode_object<'b>(part: &str, buffer: &'b mut Vec<u8>) -> Result<Object<'b>, Unreadable> {
     buffer.clear();
-    URL_SAFE_NO_PAD.decode_vec(part, buffer).map_err(|_| Unreadable)?;
+    URL_SAFE_NO_PAD
+        .decode_vec(part, buffer)
+        .map_err(|_| Unreadable)?;
     Object::read(buffer).map_err(|_| Unreadable)
 }
 
@@ -99,7 +105,9 @@ impl<'b> JoseHeader<'b> {
     /// Whether the header points at or carries key material (`jwk`, `jku`,
     /// `x5u`, `x5c`), or names critical extensions.
     pub fn has_key_or_extension(&self) -> bool {
-        KEY_OR_EXTENSION.iter().any(|member| self.0.contains(member))
+        KEY_OR_EXTENSION
+            .iter()
+            .any(|member| self.0.contains(member))
     }
 }
 
@@ -128,7 +136,10 @@ mod tests {
     #[test]
     fn splits_exactly_three_parts() {
         let parts = CompactParts::split("aa.bbb.c").unwrap();
-        assert_eq!((parts.header, parts.payload, parts.signature), ("aa", "bbb", "c"));
+        assert_eq!(
+            (parts.header, parts.payload, parts.signature),
+            ("aa", "bbb", "c")
+        );
         assert_eq!(parts.signing_input_len(), "aa.bbb".len());
         assert_eq!(CompactParts::split("a.b.").unwrap().signature, "");
         for bad in ["", "a", "a.b", "a.b.c.d", "a.b.c."] {
@@ -138,11 +149,24 @@ mod tests {
 
     #[test]
     fn reads_the_judged_members_and_skips_the_rest() {
-        let h = header(r#"{"alg":"ES256","typ":"JWT","kid":"k1","x-other":{"deep":[1,2]}}"#).unwrap();
+        let h =
+            header(r#"{"alg":"ES256","typ":"JWT","kid":"k1","x-other":{"deep":[1,2]}}"#).unwrap();
         assert!(!h.has_key_or_extension() && !h.has_critical());
-        assert_eq!((h.alg(), h.typ(), h.kid(), h.jwk()), (Some(&text("ES256")), Some(&text("JWT")), Some(&text("k1")), None));
+        assert_eq!(
+            (h.alg(), h.typ(), h.kid(), h.jwk()),
+            (
+                Some(&text("ES256")),
+                Some(&text("JWT")),
+                Some(&text("k1")),
+                None
+            )
+        );
         let h = header(r#"{"alg":7,"typ":null}"#).unwrap();
-        assert_eq!((h.alg(), h.typ()), (Some(&Json::Number(7.into())), Some(&Json::Null)), "types kept, null present");
+        assert_eq!(
+            (h.alg(), h.typ()),
+            (Some(&Json::Number(7.into())), Some(&Json::Null)),
+            "types kept, null present"
+        );
     }
 
     #[test]
@@ -168,27 +192,55 @@ mod tests {
         }
         // Any member: another reader may judge what authflow does not.
         assert!(header(r#"{"alg":"ES256","x":1,"x":2}"#).is_err());
-        assert_eq!(object(r#"{"sub":"a","sub":"admin"}"#), Err(Unreadable), "claims too");
+        assert_eq!(
+            object(r#"{"sub":"a","sub":"admin"}"#),
+            Err(Unreadable),
+            "claims too"
+        );
     }
 
     #[test]
     fn a_member_named_twice_inside_a_member_is_refused() {
         // A token bound to one key for a reader keeping the first `jkt`, to another for one keeping the last.
-        assert_eq!(object(r#"{"sub":"a","cnf":{"jkt":"A","jkt":"B"}}"#), Err(Unreadable));
-        assert_eq!(object(r#"{"sub":"a","aud":["x",{"y":1,"y":2}]}"#), Err(Unreadable), "in an array too");
+        assert_eq!(
+            object(r#"{"sub":"a","cnf":{"jkt":"A","jkt":"B"}}"#),
+            Err(Unreadable)
+        );
+        assert_eq!(
+            object(r#"{"sub":"a","aud":["x",{"y":1,"y":2}]}"#),
+            Err(Unreadable),
+            "in an array too"
+        );
         let jwk = r#"{"alg":"EdDSA","jwk":{"kty":"OKP","crv":"Ed25519","x":"thief","x":"own"}}"#;
         assert_eq!(header(jwk).unwrap_err(), Unreadable);
         let cnf = object(r#"{"sub":"a","cnf":{"jkt":"B"}}"#).unwrap();
-        assert_eq!(cnf.get("cnf").and_then(|c| c.get("jkt")), Some(&text("B")), "read once, it is read");
+        assert_eq!(
+            cnf.get("cnf").and_then(|c| c.get("jkt")),
+            Some(&text("B")),
+            "read once, it is read"
+        );
     }
 
     #[test]
     fn only_canonical_base64url_of_a_json_object_is_read() {
         let object = b64(r#"{"alg":"ES256"}"#);
         let mut buffer = b"left over".to_vec();
-        assert!(JoseHeader::decode(&object, &mut buffer).is_ok(), "a used buffer is emptied first");
-        for bad in [format!("{object}="), object.replace('J', "+"), b64(r#"["ES256"]"#), b64("not json"), b64(r#"{"alg":"ES256"} x"#), String::new()] {
-            assert!(JoseHeader::decode(&bad, &mut Vec::new()).is_err(), "{bad:?}");
+        assert!(
+            JoseHeader::decode(&object, &mut buffer).is_ok(),
+            "a used buffer is emptied first"
+        );
+        for bad in [
+            format!("{object}="),
+            object.replace('J', "+"),
+            b64(r#"["ES256"]"#),
+            b64("not json"),
+            b64(r#"{"alg":"ES256"} x"#),
+            String::new(),
+        ] {
+            assert!(
+                JoseHeader::decode(&bad, &mut Vec::new()).is_err(),
+                "{bad:?}"
+            );
         }
     }
 }

@@ -29,7 +29,10 @@ use std::slice;
 pub mod borrowed;
 
 use borrowed::Json;
-use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, EnumAccess, Expected, MapAccess, SeqAccess, Unexpected, VariantAccess, Visitor};
+use serde::de::{
+    self, Deserialize, DeserializeSeed, Deserializer, EnumAccess, Expected, MapAccess, SeqAccess,
+    Unexpected, VariantAccess, Visitor,
+};
 
 /// `bytes` as a `T`; a struct must be a JSON object, a member name appear
 /// once per object.
@@ -51,7 +54,10 @@ pub struct Error {
 
 impl Error {
     fn new(message: String) -> Self {
-        Error { message, path: String::new() }
+        Error {
+            message,
+            path: String::new(),
+        }
     }
 
     /// The error as seen from the object holding `name`. A name is the
@@ -59,7 +65,11 @@ impl Error {
     /// at [`MAX_NAME_IN_PATH`] characters, so that a logged error stays one
     /// line of bounded length.
     fn within(self, name: &str) -> Self {
-        let mut shown: String = name.chars().take(MAX_NAME_IN_PATH).map(|c| if c.is_control() { '?' } else { c }).collect();
+        let mut shown: String = name
+            .chars()
+            .take(MAX_NAME_IN_PATH)
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect();
         if name.chars().nth(MAX_NAME_IN_PATH).is_some() {
             shown.push('…');
         }
@@ -97,11 +107,17 @@ impl de::Error for Error {
     }
 
     fn invalid_type(unexpected: Unexpected<'_>, expected: &dyn Expected) -> Self {
-        Error::new(format!("invalid type: {}, expected {expected}", Described(unexpected)))
+        Error::new(format!(
+            "invalid type: {}, expected {expected}",
+            Described(unexpected)
+        ))
     }
 
     fn invalid_value(unexpected: Unexpected<'_>, expected: &dyn Expected) -> Self {
-        Error::new(format!("invalid value: {}, expected {expected}", Described(unexpected)))
+        Error::new(format!(
+            "invalid value: {}, expected {expected}",
+            Described(unexpected)
+        ))
     }
 }
 
@@ -191,26 +207,43 @@ impl<'b, 'de> Deserializer<'de> for Node<'b, 'de> {
                 (_, _, f) => visitor.visit_f64(f.unwrap_or_default()),
             },
             Json::String(s) => visit_text(s, visitor),
-            Json::Array(items) => visitor.visit_seq(Items { items: items.iter(), index: 0 }),
-            Json::Object(object) => visitor.visit_map(Members { members: object.members_in_order().iter(), value: None }),
+            Json::Array(items) => visitor.visit_seq(Items {
+                items: items.iter(),
+                index: 0,
+            }),
+            Json::Object(object) => visitor.visit_map(Members {
+                members: object.members_in_order().iter(),
+                value: None,
+            }),
         }
     }
 
     /// A struct is an object: an array (or anything else) is the wrong type.
-    fn deserialize_struct<V: Visitor<'de>>(self, _name: &'static str, _fields: &'static [&'static str], visitor: V) -> Result<V::Value, Error> {
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Error> {
         self.deserialize_map(visitor)
     }
 
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         match self.0 {
-            Json::Object(object) => visitor.visit_map(Members { members: object.members_in_order().iter(), value: None }),
+            Json::Object(object) => visitor.visit_map(Members {
+                members: object.members_in_order().iter(),
+                value: None,
+            }),
             _ => Err(self.wrong(&visitor)),
         }
     }
 
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         match self.0 {
-            Json::Array(items) => visitor.visit_seq(Items { items: items.iter(), index: 0 }),
+            Json::Array(items) => visitor.visit_seq(Items {
+                items: items.iter(),
+                index: 0,
+            }),
             _ => Err(self.wrong(&visitor)),
         }
     }
@@ -267,18 +300,35 @@ impl<'b, 'de> Deserializer<'de> for Node<'b, 'de> {
         }
     }
 
-    fn deserialize_newtype_struct<V: Visitor<'de>>(self, _name: &'static str, visitor: V) -> Result<V::Value, Error> {
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Error> {
         visitor.visit_newtype_struct(self)
     }
 
     /// A unit variant is its name; any variant an object of one member, the
     /// variant's name and its content.
-    fn deserialize_enum<V: Visitor<'de>>(self, _name: &'static str, _variants: &'static [&'static str], visitor: V) -> Result<V::Value, Error> {
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Error> {
         match self.0 {
-            Json::String(name) => visitor.visit_enum(Variant { name, content: None }),
+            Json::String(name) => visitor.visit_enum(Variant {
+                name,
+                content: None,
+            }),
             Json::Object(object) => match object.members_in_order() {
-                [(name, content)] => visitor.visit_enum(Variant { name, content: Some(content) }),
-                _ => Err(de::Error::custom("an enum variant is a string or an object of one member")),
+                [(name, content)] => visitor.visit_enum(Variant {
+                    name,
+                    content: Some(content),
+                }),
+                _ => Err(de::Error::custom(
+                    "an enum variant is a string or an object of one member",
+                )),
             },
             _ => Err(self.wrong(&visitor)),
         }
@@ -311,11 +361,18 @@ struct Items<'b, 'de> {
 impl<'de> SeqAccess<'de> for Items<'_, 'de> {
     type Error = Error;
 
-    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, Error> {
-        let Some(item) = self.items.next() else { return Ok(None) };
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, Error> {
+        let Some(item) = self.items.next() else {
+            return Ok(None);
+        };
         let index = self.index;
         self.index += 1;
-        seed.deserialize(Node(item)).map(Some).map_err(|e| e.at(index))
+        seed.deserialize(Node(item))
+            .map(Some)
+            .map_err(|e| e.at(index))
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -333,14 +390,22 @@ struct Members<'b, 'de> {
 impl<'de> MapAccess<'de> for Members<'_, 'de> {
     type Error = Error;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Error> {
-        let Some(member) = self.members.next() else { return Ok(None) };
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Error> {
+        let Some(member) = self.members.next() else {
+            return Ok(None);
+        };
         self.value = Some(member);
         seed.deserialize(Name(&member.0)).map(Some)
     }
 
     fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, Error> {
-        let (name, value) = self.value.take().ok_or_else(|| de::Error::custom("a value was asked for before its name"))?;
+        let (name, value) = self
+            .value
+            .take()
+            .ok_or_else(|| de::Error::custom("a value was asked for before its name"))?;
         seed.deserialize(Node(value)).map_err(|e| e.within(name))
     }
 
@@ -383,8 +448,14 @@ impl<'b, 'de> EnumAccess<'de> for Variant<'b, 'de> {
 impl<'de> Variant<'_, 'de> {
     /// The content read by `read`, its errors placed under the variant's
     /// name; a variant written as a plain name has none.
-    fn content<T>(&self, expected: &dyn Expected, read: impl FnOnce(Node<'_, 'de>) -> Result<T, Error>) -> Result<T, Error> {
-        let content = self.content.ok_or_else(|| de::Error::invalid_type(Unexpected::UnitVariant, expected))?;
+    fn content<T>(
+        &self,
+        expected: &dyn Expected,
+        read: impl FnOnce(Node<'_, 'de>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let content = self
+            .content
+            .ok_or_else(|| de::Error::invalid_type(Unexpected::UnitVariant, expected))?;
         read(Node(content)).map_err(|e| e.within(self.name))
     }
 }
@@ -408,8 +479,14 @@ impl<'de> VariantAccess<'de> for Variant<'_, 'de> {
         self.content(&"tuple variant", |content| content.deserialize_seq(visitor))
     }
 
-    fn struct_variant<V: Visitor<'de>>(self, fields: &'static [&'static str], visitor: V) -> Result<V::Value, Error> {
-        self.content(&"struct variant", |content| content.deserialize_struct("", fields, visitor))
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        self.content(&"struct variant", |content| {
+            content.deserialize_struct("", fields, visitor)
+        })
     }
 }
 
@@ -457,7 +534,9 @@ mod tests {
     }
 
     /// Read both ways: the results (or error messages) must be the same.
-    fn both<T: for<'a> Deserialize<'a> + std::fmt::Debug + PartialEq>(text: &str) -> Result<T, String> {
+    fn both<T: for<'a> Deserialize<'a> + std::fmt::Debug + PartialEq>(
+        text: &str,
+    ) -> Result<T, String> {
         let ours = from_slice::<T>(text.as_bytes()).map_err(|e| e.to_string());
         let reference = serde_json::from_slice::<T>(text.as_bytes()).map_err(|e| e.to_string());
         assert_eq!(ours, reference, "{text}");
@@ -473,20 +552,39 @@ mod tests {
         )
         .unwrap();
         assert_eq!(outer.items.len(), 2);
-        assert_eq!(outer.choice, Some(Choice::Wrapped(Inner { id: 1, tags: vec![] })));
+        assert_eq!(
+            outer.choice,
+            Some(Choice::Wrapped(Inner {
+                id: 1,
+                tags: vec![]
+            }))
+        );
         both::<Outer>(r#"{"name": "n", "items": [], "choice": "plain", "count": null}"#).unwrap();
         both::<Outer>(r#"{"name": "n", "items": [], "choice": {"names": ["p", "q"]}}"#).unwrap();
-        both::<Map<String, Value>>(r#"{"iss": "x", "exp": 1e3, "aud": ["a"], "n": -0.5, "big": 18446744073709551615}"#).unwrap();
+        both::<Map<String, Value>>(
+            r#"{"iss": "x", "exp": 1e3, "aud": ["a"], "n": -0.5, "big": 18446744073709551615}"#,
+        )
+        .unwrap();
         both::<Value>(r#"[{"a": {}}, [], "s", 1, 1.5, false, null]"#).unwrap();
     }
 
     #[test]
     fn syntax_errors_are_serde_json_errors_with_their_positions() {
-        for bad in [r#"{"name": "n", "items": []} trailing"#, r#"{"name": "n", "items": [}"#, r#"{"name": 1e400}"#, ""] {
+        for bad in [
+            r#"{"name": "n", "items": []} trailing"#,
+            r#"{"name": "n", "items": [}"#,
+            r#"{"name": 1e400}"#,
+            "",
+        ] {
             let ours = from_slice::<Outer>(bad.as_bytes()).unwrap_err().to_string();
-            let reference = serde_json::from_slice::<Outer>(bad.as_bytes()).unwrap_err().to_string();
+            let reference = serde_json::from_slice::<Outer>(bad.as_bytes())
+                .unwrap_err()
+                .to_string();
             assert_eq!(ours, reference, "{bad}");
-            assert!(ours.contains("line 1 column") || ours.contains("EOF"), "{bad}: {ours}");
+            assert!(
+                ours.contains("line 1 column") || ours.contains("EOF"),
+                "{bad}: {ours}"
+            );
         }
     }
 
@@ -494,59 +592,147 @@ mod tests {
     #[test]
     fn a_wrong_value_is_named_by_its_place() {
         for (bad, place, message) in [
-            (r#"{"name": "n", "items": [], "bogus": 1}"#, "", "unknown field `bogus`, expected one of `name`, `count`"),
-            (r#"{"name": 1, "items": []}"#, "name: ", "invalid type: integer `1`, expected a string"),
-            (r#"{"name": 1.5, "items": []}"#, "name: ", "invalid type: floating point `1.5`, expected a string"),
-            (r#"{"name": null, "items": []}"#, "name: ", "invalid type: null, expected a string"),
-            (r#"{"name": "n", "items": [{"id": 1}, {"id": "1"}]}"#, "items[1].id: ", "invalid type: string \"1\", expected i64"),
-            (r#"{"name": "n", "items": [{"id": 1, "tags": ["a", 2]}]}"#, "items[0].tags[1]: ", "invalid type: integer `2`"),
-            (r#"{"name": "n", "items": [], "choice": "other"}"#, "choice: ", "unknown variant `other`, expected one of"),
-            (r#"{"name": "n", "items": [], "choice": {"wrapped": {"id": true}}}"#, "choice.wrapped.id: ", "invalid type: boolean `true`"),
-            (r#"{"name": "n", "items": [], "choice": {"plain": 1}}"#, "choice: ", "invalid type: integer `1`, expected unit variant"),
-            (r#"{"name": "n", "items": [], "choice": {"wrapped": null}}"#, "choice.wrapped: ", "invalid type: null, expected struct Inner"),
-            (r#"{"name": "n", "items": [], "count": -1}"#, "count: ", "invalid type: integer `-1`, expected u64"),
-            (r#"{"name": "n", "items": 3.25}"#, "items: ", "invalid type: floating point `3.25`, expected a sequence"),
+            (
+                r#"{"name": "n", "items": [], "bogus": 1}"#,
+                "",
+                "unknown field `bogus`, expected one of `name`, `count`",
+            ),
+            (
+                r#"{"name": 1, "items": []}"#,
+                "name: ",
+                "invalid type: integer `1`, expected a string",
+            ),
+            (
+                r#"{"name": 1.5, "items": []}"#,
+                "name: ",
+                "invalid type: floating point `1.5`, expected a string",
+            ),
+            (
+                r#"{"name": null, "items": []}"#,
+                "name: ",
+                "invalid type: null, expected a string",
+            ),
+            (
+                r#"{"name": "n", "items": [{"id": 1}, {"id": "1"}]}"#,
+                "items[1].id: ",
+                "invalid type: string \"1\", expected i64",
+            ),
+            (
+                r#"{"name": "n", "items": [{"id": 1, "tags": ["a", 2]}]}"#,
+                "items[0].tags[1]: ",
+                "invalid type: integer `2`",
+            ),
+            (
+                r#"{"name": "n", "items": [], "choice": "other"}"#,
+                "choice: ",
+                "unknown variant `other`, expected one of",
+            ),
+            (
+                r#"{"name": "n", "items": [], "choice": {"wrapped": {"id": true}}}"#,
+                "choice.wrapped.id: ",
+                "invalid type: boolean `true`",
+            ),
+            (
+                r#"{"name": "n", "items": [], "choice": {"plain": 1}}"#,
+                "choice: ",
+                "invalid type: integer `1`, expected unit variant",
+            ),
+            (
+                r#"{"name": "n", "items": [], "choice": {"wrapped": null}}"#,
+                "choice.wrapped: ",
+                "invalid type: null, expected struct Inner",
+            ),
+            (
+                r#"{"name": "n", "items": [], "count": -1}"#,
+                "count: ",
+                "invalid type: integer `-1`, expected u64",
+            ),
+            (
+                r#"{"name": "n", "items": 3.25}"#,
+                "items: ",
+                "invalid type: floating point `3.25`, expected a sequence",
+            ),
             (r#"{"items": []}"#, "", "missing field `name`"),
         ] {
             let e = from_slice::<Outer>(bad.as_bytes()).unwrap_err().to_string();
             assert!(e.starts_with(&format!("{place}{message}")), "{bad}: {e}");
-            assert!(serde_json::from_slice::<Outer>(bad.as_bytes()).is_err(), "serde_json refuses it too: {bad}");
+            assert!(
+                serde_json::from_slice::<Outer>(bad.as_bytes()).is_err(),
+                "serde_json refuses it too: {bad}"
+            );
         }
     }
 
     /// Where serde_json's typed readers give a vaguer message, ours names the type.
     #[test]
     fn an_enum_of_the_wrong_type_is_named() {
-        let e = from_slice::<Outer>(br#"{"name": "n", "items": [], "choice": 7}"#).unwrap_err().to_string();
+        let e = from_slice::<Outer>(br#"{"name": "n", "items": [], "choice": 7}"#)
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "choice: invalid type: integer `7`, expected enum Choice");
-        let e = from_slice::<Outer>(br#"{"name": "n", "items": [], "choice": {"plain": null, "names": []}}"#).unwrap_err().to_string();
-        assert_eq!(e, "choice: an enum variant is a string or an object of one member");
-        let e = from_slice::<Outer>(br#"{"name": "n", "items": [], "choice": {}}"#).unwrap_err().to_string();
-        assert_eq!(e, "choice: an enum variant is a string or an object of one member");
-        let e = from_slice::<Outer>(br#"{"name": "n", "items": [], "choice": [2.5]}"#).unwrap_err().to_string();
+        let e = from_slice::<Outer>(
+            br#"{"name": "n", "items": [], "choice": {"plain": null, "names": []}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "choice: an enum variant is a string or an object of one member"
+        );
+        let e = from_slice::<Outer>(br#"{"name": "n", "items": [], "choice": {}}"#)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "choice: an enum variant is a string or an object of one member"
+        );
+        let e = from_slice::<Outer>(br#"{"name": "n", "items": [], "choice": [2.5]}"#)
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "choice: invalid type: sequence, expected enum Choice");
-        let e = from_slice::<Inner>(br#"{"id": 0.125}"#).unwrap_err().to_string();
+        let e = from_slice::<Inner>(br#"{"id": 0.125}"#)
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "id: invalid type: floating point `0.125`, expected i64");
     }
 
     #[test]
     fn a_struct_written_as_an_array_is_refused() {
-        assert!(serde_json::from_slice::<Inner>(br#"[1, ["t"]]"#).is_ok(), "serde_json alone takes it");
-        let e = from_slice::<Inner>(br#"[1, ["t"]]"#).unwrap_err().to_string();
+        assert!(
+            serde_json::from_slice::<Inner>(br#"[1, ["t"]]"#).is_ok(),
+            "serde_json alone takes it"
+        );
+        let e = from_slice::<Inner>(br#"[1, ["t"]]"#)
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "invalid type: sequence, expected struct Inner");
-        let e = from_slice::<Outer>(br#"{"name": "n", "items": [[1]]}"#).unwrap_err().to_string();
+        let e = from_slice::<Outer>(br#"{"name": "n", "items": [[1]]}"#)
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "items[0]: invalid type: sequence, expected struct Inner");
-        let e = from_slice::<Outer>(br#"{"name": "n", "items": [], "choice": {"wrapped": [1]}}"#).unwrap_err().to_string();
-        assert_eq!(e, "choice.wrapped: invalid type: sequence, expected struct Inner");
+        let e = from_slice::<Outer>(br#"{"name": "n", "items": [], "choice": {"wrapped": [1]}}"#)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "choice.wrapped: invalid type: sequence, expected struct Inner"
+        );
     }
 
     #[test]
     fn a_path_shows_names_on_one_bounded_line() {
-        let e = from_slice::<BTreeMap<String, u64>>(br#"{"a\nb\u0000": "x"}"#).unwrap_err().to_string();
+        let e = from_slice::<BTreeMap<String, u64>>(br#"{"a\nb\u0000": "x"}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("a?b?: invalid type: string"), "{e}");
         let long = "n".repeat(1000);
-        let e = from_slice::<BTreeMap<String, u64>>(format!(r#"{{"{long}": true}}"#).as_bytes()).unwrap_err().to_string();
-        assert!(e.starts_with(&format!("{}…: invalid type: boolean", "n".repeat(64))), "{e}");
+        let e = from_slice::<BTreeMap<String, u64>>(format!(r#"{{"{long}": true}}"#).as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(&format!("{}…: invalid type: boolean", "n".repeat(64))),
+            "{e}"
+        );
     }
 
     /// serde_json keeps the last of two members with one name; here the
@@ -559,10 +745,14 @@ mod tests {
             r#"{"name": "n", "items": [], "labels": {"k": "1", "k": "2"}}"#,
             r#"{"name": "n", "items": [], "extra": {"x": {"y": 1, "y": 1}}}"#,
         ] {
-            let e = from_slice::<Outer>(twice.as_bytes()).unwrap_err().to_string();
+            let e = from_slice::<Outer>(twice.as_bytes())
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("a member name appears twice"), "{twice}: {e}");
         }
-        let e = from_slice::<BTreeMap<String, u64>>(br#"{"a": 1, "a": 2}"#).unwrap_err().to_string();
+        let e = from_slice::<BTreeMap<String, u64>>(br#"{"a": 1, "a": 2}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("a member name appears twice"), "{e}");
     }
 }

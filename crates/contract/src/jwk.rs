@@ -112,17 +112,24 @@ pub enum JwksError {
     NotJson(String),
     NoKeysMember,
     /// The document parsed but held no key authflow can use.
-    NoUsableKey { skipped: usize },
+    NoUsableKey {
+        skipped: usize,
+    },
 }
 
 impl std::fmt::Display for JwksError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::TooLarge(n) => write!(f, "JWKS is {n} bytes, over the {MAX_JWKS_BYTES}-byte limit"),
+            Self::TooLarge(n) => {
+                write!(f, "JWKS is {n} bytes, over the {MAX_JWKS_BYTES}-byte limit")
+            }
             Self::NotJson(e) => write!(f, "JWKS is not valid JSON: {e}"),
             Self::NoKeysMember => write!(f, "JWKS has no `keys` array"),
             Self::NoUsableKey { skipped } => {
-                write!(f, "JWKS has no usable EdDSA/ES256/RS256 signature key ({skipped} skipped)")
+                write!(
+                    f,
+                    "JWKS has no usable EdDSA/ES256/RS256 signature key ({skipped} skipped)"
+                )
             }
         }
     }
@@ -145,7 +152,8 @@ impl KeySet {
         if document.len() > MAX_JWKS_BYTES {
             return Err(JwksError::TooLarge(document.len()));
         }
-        let doc: Json<'_> = crate::json::from_slice(document).map_err(|e| JwksError::NotJson(e.to_string()))?;
+        let doc: Json<'_> =
+            crate::json::from_slice(document).map_err(|e| JwksError::NotJson(e.to_string()))?;
         Self::read(&doc)
     }
 
@@ -156,10 +164,16 @@ impl KeySet {
     }
 
     fn read(doc: &Json<'_>) -> Result<Self, JwksError> {
-        let keys = doc.get("keys").and_then(Json::as_array).ok_or(JwksError::NoKeysMember)?;
+        let keys = doc
+            .get("keys")
+            .and_then(Json::as_array)
+            .ok_or(JwksError::NoKeysMember)?;
         let mut set = KeySet::default();
         for jwk in keys {
-            match (set.keys.len() < MAX_KEYS).then(|| parse_key(jwk)).flatten() {
+            match (set.keys.len() < MAX_KEYS)
+                .then(|| parse_key(jwk))
+                .flatten()
+            {
                 Some(entry) => set.keys.push(entry),
                 None => set.skipped += 1,
             }
@@ -169,19 +183,31 @@ impl KeySet {
 
     fn with_usable_key(self) -> Result<Self, JwksError> {
         if self.keys.is_empty() {
-            return Err(JwksError::NoUsableKey { skipped: self.skipped });
+            return Err(JwksError::NoUsableKey {
+                skipped: self.skipped,
+            });
         }
         Ok(self)
     }
 
     /// Keys that may verify a token of `alg` with this `kid`. With a `kid`,
     /// only keys with that id; without one, every key of the algorithm.
-    pub fn entries<'a>(&'a self, alg: Algorithm, kid: Option<&'a str>) -> impl Iterator<Item = &'a KeyEntry> + 'a {
-        self.keys.iter().filter(move |e| e.algorithm() == alg && (kid.is_none() || e.kid.as_deref() == kid))
+    pub fn entries<'a>(
+        &'a self,
+        alg: Algorithm,
+        kid: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a KeyEntry> + 'a {
+        self.keys
+            .iter()
+            .filter(move |e| e.algorithm() == alg && (kid.is_none() || e.kid.as_deref() == kid))
     }
 
     /// [`Self::entries`] prepared for [`SignatureKey::verify`] (the filter's path).
-    pub fn signature_candidates<'a>(&'a self, alg: Algorithm, kid: Option<&'a str>) -> impl Iterator<Item = &'a SignatureKey> + 'a {
+    pub fn signature_candidates<'a>(
+        &'a self,
+        alg: Algorithm,
+        kid: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a SignatureKey> + 'a {
         self.entries(alg, kid).map(|e| &e.signature)
     }
 
@@ -191,7 +217,9 @@ impl KeySet {
 }
 
 /// Members that carry key material; a public signature key may hold only its own public ones.
-const MATERIAL_MEMBERS: [&str; 15] = ["crv", "x", "y", "d", "n", "e", "p", "q", "dp", "dq", "qi", "oth", "k", "pub", "priv"];
+const MATERIAL_MEMBERS: [&str; 15] = [
+    "crv", "x", "y", "d", "n", "e", "p", "q", "dp", "dq", "qi", "oth", "k", "pub", "priv",
+];
 
 fn parse_key(jwk: &Json<'_>) -> Option<KeyEntry> {
     let obj = jwk.as_object()?;
@@ -203,7 +231,12 @@ fn parse_key(jwk: &Json<'_>) -> Option<KeyEntry> {
     let public = public_signature_key(obj)?;
     let signature = SignatureKey::from_public(&public)?;
     let spki = crate::der::subject_public_key_info(&public);
-    Some(KeyEntry { kid, public, signature, spki })
+    Some(KeyEntry {
+        kid,
+        public,
+        signature,
+        spki,
+    })
 }
 
 /// The public key material of one JWK object under the key policy (signature
@@ -215,23 +248,36 @@ pub fn public_signature_key(obj: &Object<'_>) -> Option<PublicKey> {
     if !is_public_signature_key(obj) {
         return None;
     }
-    let (public, own_members): (PublicKey, &[&str]) = match (text("kty")?, text("crv"), text("alg")) {
+    let (public, own_members): (PublicKey, &[&str]) = match (text("kty")?, text("crv"), text("alg"))
+    {
         ("OKP", Some("Ed25519"), None | Some("EdDSA") | Some("Ed25519")) => {
             (PublicKey::EdDSA(fixed_b64(text("x")?)?), &["crv", "x"])
         }
-        ("EC", Some("P-256"), None | Some("ES256")) => {
-            (PublicKey::ES256 { x: fixed_b64(text("x")?)?, y: fixed_b64(text("y")?)? }, &["crv", "x", "y"])
-        }
+        ("EC", Some("P-256"), None | Some("ES256")) => (
+            PublicKey::ES256 {
+                x: fixed_b64(text("x")?)?,
+                y: fixed_b64(text("y")?)?,
+            },
+            &["crv", "x", "y"],
+        ),
         ("RSA", None, None | Some("RS256")) => {
             if text("e")? != "AQAB" {
                 return None;
             }
-            (PublicKey::RS256 { n: rsa_modulus(text("n")?)? }, &["n", "e"])
+            (
+                PublicKey::RS256 {
+                    n: rsa_modulus(text("n")?)?,
+                },
+                &["n", "e"],
+            )
         }
         _ => return None,
     };
     // Material of another key type, or a private member, makes the key suspect: skipped.
-    if obj.names().any(|name| MATERIAL_MEMBERS.contains(&name) && !own_members.contains(&name)) {
+    if obj
+        .names()
+        .any(|name| MATERIAL_MEMBERS.contains(&name) && !own_members.contains(&name))
+    {
         return None;
     }
     Some(public)
@@ -294,7 +340,8 @@ mod tests {
     fn verifies(set: &KeySet, alg: Algorithm, kid: Option<&str>, token: &str) -> bool {
         let dot = token.rfind('.').unwrap();
         let sig = URL_SAFE_NO_PAD.decode(&token[dot + 1..]).unwrap();
-        set.signature_candidates(alg, kid).any(|k| k.verify(&token.as_bytes()[..dot], &sig))
+        set.signature_candidates(alg, kid)
+            .any(|k| k.verify(&token.as_bytes()[..dot], &sig))
     }
 
     #[test]
@@ -303,7 +350,10 @@ mod tests {
         let set = KeySet::parse(jwks.as_bytes()).unwrap();
         assert_eq!(set.keys.len(), 1);
         assert_eq!(set.keys[0].kid.as_deref(), Some("k1"));
-        assert_eq!(set.keys[0].public, PublicKey::EdDSA(kp.public_key().to_bytes().try_into().unwrap()));
+        assert_eq!(
+            set.keys[0].public,
+            PublicKey::EdDSA(kp.public_key().to_bytes().try_into().unwrap())
+        );
         let token = kp.sign(Claims::create(Duration::from_mins(5))).unwrap();
         assert!(verifies(&set, Algorithm::EdDSA, Some("k1"), &token));
         assert!(set.entries(Algorithm::ES256, Some("k1")).next().is_none());
@@ -314,14 +364,38 @@ mod tests {
     fn es256_and_rsa_keys_parse_and_verify() {
         let es = ES256KeyPair::generate().with_key_id("e");
         let rs = RS256KeyPair::generate(2048).unwrap().with_key_id("r");
-        let jwks = format!(r#"{{"keys":[{},{}]}}"#, es.public_key().to_jwk(), rs.public_key().to_jwk());
+        let jwks = format!(
+            r#"{{"keys":[{},{}]}}"#,
+            es.public_key().to_jwk(),
+            rs.public_key().to_jwk()
+        );
         let set = KeySet::parse(jwks.as_bytes()).unwrap();
         assert_eq!(set.keys.len(), 2);
         let claims = || Claims::create(Duration::from_mins(5));
-        assert!(verifies(&set, Algorithm::ES256, Some("e"), &es.sign(claims()).unwrap()));
-        assert!(verifies(&set, Algorithm::RS256, Some("r"), &rs.sign(claims()).unwrap()));
-        assert!(!verifies(&set, Algorithm::RS256, Some("e"), &es.sign(claims()).unwrap()));
-        assert_eq!(set.entries(Algorithm::RS256, None).next().unwrap().public, PublicKey::RS256 { n: rs.public_key().to_components().n });
+        assert!(verifies(
+            &set,
+            Algorithm::ES256,
+            Some("e"),
+            &es.sign(claims()).unwrap()
+        ));
+        assert!(verifies(
+            &set,
+            Algorithm::RS256,
+            Some("r"),
+            &rs.sign(claims()).unwrap()
+        ));
+        assert!(!verifies(
+            &set,
+            Algorithm::RS256,
+            Some("e"),
+            &es.sign(claims()).unwrap()
+        ));
+        assert_eq!(
+            set.entries(Algorithm::RS256, None).next().unwrap().public,
+            PublicKey::RS256 {
+                n: rs.public_key().to_components().n
+            }
+        );
     }
 
     #[test]
@@ -330,7 +404,8 @@ mod tests {
         let weak = serde_json::json!({"kty": "RSA", "e": "AQAB", "n": "u".repeat(171) + "w"});
         let (_, good) = eddsa_jwks("k1");
         let good: Value = serde_json::from_str(&good).unwrap();
-        let mut enc: Value = serde_json::from_str(&ES256KeyPair::generate().public_key().to_jwk()).unwrap();
+        let mut enc: Value =
+            serde_json::from_str(&ES256KeyPair::generate().public_key().to_jwk()).unwrap();
         enc["use"] = "enc".into();
         let doc = serde_json::json!({"keys": [weak, enc, good["keys"][0]]});
         let set = KeySet::parse(doc.to_string().as_bytes()).unwrap();
@@ -342,9 +417,13 @@ mod tests {
     /// (the same rules jwt-simple's JWK import applies).
     #[test]
     fn keys_breaking_the_policy_are_skipped() {
-        let ed: Value = serde_json::from_str(&Ed25519KeyPair::generate().public_key().to_jwk()).unwrap();
-        let es: Value = serde_json::from_str(&ES256KeyPair::generate().public_key().to_jwk()).unwrap();
-        let rs: Value = serde_json::from_str(&RS256KeyPair::generate(2048).unwrap().public_key().to_jwk()).unwrap();
+        let ed: Value =
+            serde_json::from_str(&Ed25519KeyPair::generate().public_key().to_jwk()).unwrap();
+        let es: Value =
+            serde_json::from_str(&ES256KeyPair::generate().public_key().to_jwk()).unwrap();
+        let rs: Value =
+            serde_json::from_str(&RS256KeyPair::generate(2048).unwrap().public_key().to_jwk())
+                .unwrap();
         let with = |base: &Value, member: &str, value: Value| {
             let mut k = base.clone();
             k[member] = value;
@@ -357,29 +436,41 @@ mod tests {
         };
         let padded_x = format!("{}=", ed["x"].as_str().unwrap());
         let broken = [
-            with(&ed, "d", "AAAA".into()),                        // a private member
-            with(&es, "n", "AAAA".into()),                        // another key type's material
-            with(&ed, "key_ops", serde_json::json!(["sign"])),    // not a verification key
+            with(&ed, "d", "AAAA".into()),                     // a private member
+            with(&es, "n", "AAAA".into()),                     // another key type's material
+            with(&ed, "key_ops", serde_json::json!(["sign"])), // not a verification key
             with(&ed, "key_ops", serde_json::json!(["verify", "verify"])),
-            with(&ed, "key_ops", serde_json::json!([])),           // permits no operation (RFC 7517 §4.3)
-            with(&ed, "alg", "ES256".into()),                     // alg of another type
-            with(&ed, "x", padded_x.into()),                      // non-canonical base64url
-            with(&ed, "x", "AAAA".into()),                        // wrong length
-            with(&ed, "kid", 7.into()),                           // kid not a string
-            with(&es, "y", es["x"].clone()),                      // point not on the curve
+            with(&ed, "key_ops", serde_json::json!([])), // permits no operation (RFC 7517 §4.3)
+            with(&ed, "alg", "ES256".into()),            // alg of another type
+            with(&ed, "x", padded_x.into()),             // non-canonical base64url
+            with(&ed, "x", "AAAA".into()),               // wrong length
+            with(&ed, "kid", 7.into()),                  // kid not a string
+            with(&es, "y", es["x"].clone()),             // point not on the curve
             with(&es, "crv", "P-384".into()),
-            with(&rs, "e", "AAEAAQ".into()),                      // 65537 with a leading zero
-            with(&rs, "e", "Aw".into()),                          // e = 3
+            with(&rs, "e", "AAEAAQ".into()), // 65537 with a leading zero
+            with(&rs, "e", "Aw".into()),     // e = 3
             with(&rs, "crv", "P-256".into()),
             without(&es, "y"),
             without(&rs, "n"),
         ];
         for (i, key) in broken.iter().enumerate() {
             let doc = serde_json::json!({"keys": [key]});
-            assert_eq!(KeySet::parse(doc.to_string().as_bytes()).unwrap_err(), JwksError::NoUsableKey { skipped: 1 }, "case {i}: {key}");
+            assert_eq!(
+                KeySet::parse(doc.to_string().as_bytes()).unwrap_err(),
+                JwksError::NoUsableKey { skipped: 1 },
+                "case {i}: {key}"
+            );
         }
-        for good in [&ed, &es, &rs, &with(&ed, "key_ops", serde_json::json!(["verify"]))] {
-            assert!(KeySet::parse(serde_json::json!({"keys": [good]}).to_string().as_bytes()).is_ok(), "{good}");
+        for good in [
+            &ed,
+            &es,
+            &rs,
+            &with(&ed, "key_ops", serde_json::json!(["verify"])),
+        ] {
+            assert!(
+                KeySet::parse(serde_json::json!({"keys": [good]}).to_string().as_bytes()).is_ok(),
+                "{good}"
+            );
         }
     }
 
@@ -396,18 +487,33 @@ mod tests {
         assert!(rsa_modulus(&odd(513, 0x01)).is_none(), "4097 bits");
         let mut zero_led = vec![0u8];
         zero_led.extend(vec![0xffu8; 256]);
-        assert_eq!(rsa_modulus(&URL_SAFE_NO_PAD.encode(&zero_led)).unwrap().len(), 256, "one sign byte tolerated");
+        assert_eq!(
+            rsa_modulus(&URL_SAFE_NO_PAD.encode(&zero_led))
+                .unwrap()
+                .len(),
+            256,
+            "one sign byte tolerated"
+        );
         let mut even = vec![0xffu8; 256];
         even[255] = 0xfe;
-        assert!(rsa_modulus(&URL_SAFE_NO_PAD.encode(even)).is_none(), "even modulus");
+        assert!(
+            rsa_modulus(&URL_SAFE_NO_PAD.encode(even)).is_none(),
+            "even modulus"
+        );
     }
 
     #[test]
     fn bad_documents_are_errors() {
         assert!(matches!(KeySet::parse(b"nope"), Err(JwksError::NotJson(_))));
         assert_eq!(KeySet::parse(b"{}").unwrap_err(), JwksError::NoKeysMember);
-        assert_eq!(KeySet::parse(br#"{"keys":[]}"#).unwrap_err(), JwksError::NoUsableKey { skipped: 0 });
-        assert_eq!(KeySet::parse(br#"{"keys":[{"kty":"oct","k":"AAAA"}]}"#).unwrap_err(), JwksError::NoUsableKey { skipped: 1 });
+        assert_eq!(
+            KeySet::parse(br#"{"keys":[]}"#).unwrap_err(),
+            JwksError::NoUsableKey { skipped: 0 }
+        );
+        assert_eq!(
+            KeySet::parse(br#"{"keys":[{"kty":"oct","k":"AAAA"}]}"#).unwrap_err(),
+            JwksError::NoUsableKey { skipped: 1 }
+        );
         let huge = vec![b' '; MAX_JWKS_BYTES + 1];
         assert!(matches!(KeySet::parse(&huge), Err(JwksError::TooLarge(_))));
         // RFC 7517 §4: a member named twice is refused, not read as its last
@@ -415,8 +521,13 @@ mod tests {
         let ed = Ed25519KeyPair::generate().public_key().to_jwk();
         let twice = ed.replacen("\"x\":", "\"x\":\"AAAA\",\"x\":", 1);
         assert!(KeySet::parse(format!(r#"{{"keys":[{ed}]}}"#).as_bytes()).is_ok());
-        assert!(matches!(KeySet::parse(format!(r#"{{"keys":[{twice}]}}"#).as_bytes()), Err(JwksError::NotJson(e)) if e.contains("twice")));
-        assert!(matches!(KeySet::parse(format!(r#"{{"keys":[{ed}],"keys":[]}}"#).as_bytes()), Err(JwksError::NotJson(_))));
+        assert!(
+            matches!(KeySet::parse(format!(r#"{{"keys":[{twice}]}}"#).as_bytes()), Err(JwksError::NotJson(e)) if e.contains("twice"))
+        );
+        assert!(matches!(
+            KeySet::parse(format!(r#"{{"keys":[{ed}],"keys":[]}}"#).as_bytes()),
+            Err(JwksError::NotJson(_))
+        ));
     }
 
     /// What an issuer publishes is its word on its keys: a key set with no
@@ -424,20 +535,48 @@ mod tests {
     /// error; a document that is no key set still is one.
     #[test]
     fn a_published_set_without_usable_keys_is_empty() {
-        let p384 = format!(r#"{{"keys":[{{"kty":"EC","crv":"P-384","x":"{0}","y":"{0}"}}]}}"#, "A".repeat(64));
-        for (doc, skipped) in [(r#"{"keys":[]}"#, 0), (p384.as_str(), 1), (r#"{"keys":[null,{"kty":"oct","k":"AAAA"}]}"#, 2)] {
+        let p384 = format!(
+            r#"{{"keys":[{{"kty":"EC","crv":"P-384","x":"{0}","y":"{0}"}}]}}"#,
+            "A".repeat(64)
+        );
+        for (doc, skipped) in [
+            (r#"{"keys":[]}"#, 0),
+            (p384.as_str(), 1),
+            (r#"{"keys":[null,{"kty":"oct","k":"AAAA"}]}"#, 2),
+        ] {
             let set = KeySet::parse_published(doc.as_bytes()).unwrap();
             assert!(set.keys.is_empty() && !set.has_kid("k1"), "{doc}");
             assert_eq!(set.skipped, skipped, "{doc}");
-            assert_eq!(KeySet::parse(doc.as_bytes()).unwrap_err(), JwksError::NoUsableKey { skipped }, "{doc}: a set that must hold a key");
+            assert_eq!(
+                KeySet::parse(doc.as_bytes()).unwrap_err(),
+                JwksError::NoUsableKey { skipped },
+                "{doc}: a set that must hold a key"
+            );
         }
         let (_, good) = eddsa_jwks("k1");
-        assert!(KeySet::parse_published(good.as_bytes()).unwrap().has_kid("k1"));
-        assert!(matches!(KeySet::parse_published(b"nope"), Err(JwksError::NotJson(_))));
-        assert!(matches!(KeySet::parse_published(br#"{"keys":[],"keys":[]}"#), Err(JwksError::NotJson(_))));
-        assert_eq!(KeySet::parse_published(b"{}").unwrap_err(), JwksError::NoKeysMember);
-        assert_eq!(KeySet::parse_published(br#"{"keys":{}}"#).unwrap_err(), JwksError::NoKeysMember);
-        assert!(matches!(KeySet::parse_published(&vec![b' '; MAX_JWKS_BYTES + 1]), Err(JwksError::TooLarge(_))));
+        assert!(KeySet::parse_published(good.as_bytes())
+            .unwrap()
+            .has_kid("k1"));
+        assert!(matches!(
+            KeySet::parse_published(b"nope"),
+            Err(JwksError::NotJson(_))
+        ));
+        assert!(matches!(
+            KeySet::parse_published(br#"{"keys":[],"keys":[]}"#),
+            Err(JwksError::NotJson(_))
+        ));
+        assert_eq!(
+            KeySet::parse_published(b"{}").unwrap_err(),
+            JwksError::NoKeysMember
+        );
+        assert_eq!(
+            KeySet::parse_published(br#"{"keys":{}}"#).unwrap_err(),
+            JwksError::NoKeysMember
+        );
+        assert!(matches!(
+            KeySet::parse_published(&vec![b' '; MAX_JWKS_BYTES + 1]),
+            Err(JwksError::TooLarge(_))
+        ));
     }
 
     #[test]

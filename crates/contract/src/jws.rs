@@ -11,8 +11,8 @@
 //! against jwt-simple's own verification (a test-only dependency: the filter
 //! links none of it).
 
-use crate::jwk::{PublicKey, RSA_EXPONENT};
 use crate::ed25519_verify::Ed25519Key;
+use crate::jwk::{PublicKey, RSA_EXPONENT};
 use crate::p256_verify::P256Key;
 use crate::rsa_verify::RsaKey;
 
@@ -39,7 +39,10 @@ impl SignatureKey {
     pub fn from_public(key: &PublicKey) -> Option<Self> {
         match key {
             PublicKey::EdDSA(x) => Ed25519Key::new(x).map(Self::EdDSA),
-            PublicKey::ES256 { x, y } => P256Key::from_sec1_uncompressed(&PublicKey::sec1_uncompressed(x, y)).map(Self::ES256),
+            PublicKey::ES256 { x, y } => {
+                P256Key::from_sec1_uncompressed(&PublicKey::sec1_uncompressed(x, y))
+                    .map(Self::ES256)
+            }
             PublicKey::RS256 { n } => RsaKey::new(n, &RSA_EXPONENT).map(Self::RS256),
         }
     }
@@ -77,18 +80,25 @@ pub fn verify_once(key: &PublicKey, signing_input: &[u8], signature: &[u8]) -> b
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jwt_simple::prelude::*;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine as _;
+    use jwt_simple::prelude::*;
 
     fn split(token: &str) -> (&[u8], Vec<u8>) {
         let dot = token.rfind('.').unwrap();
-        (&token.as_bytes()[..dot], URL_SAFE_NO_PAD.decode(&token[dot + 1..]).unwrap())
+        (
+            &token.as_bytes()[..dot],
+            URL_SAFE_NO_PAD.decode(&token[dot + 1..]).unwrap(),
+        )
     }
 
     /// Valid tokens verify; every single-bit flip of the signed bytes or the
     /// signature is refused — exactly as jwt-simple (the reference) decides.
-    fn agrees_with_reference(reference: impl Fn(&str) -> bool, public: PublicKey, tokens: &[String]) {
+    fn agrees_with_reference(
+        reference: impl Fn(&str) -> bool,
+        public: PublicKey,
+        tokens: &[String],
+    ) {
         let fast = SignatureKey::from_public(&public).expect("prepared");
         for t in tokens {
             let (input, sig) = split(t);
@@ -98,24 +108,36 @@ mod tests {
                 let mut bad = sig.clone();
                 bad[bit / 8] ^= 1 << (bit % 8);
                 assert!(!fast.verify(input, &bad), "flipped signature bit {bit}");
-                let forged = format!("{}.{}", std::str::from_utf8(input).unwrap(), URL_SAFE_NO_PAD.encode(&bad));
+                let forged = format!(
+                    "{}.{}",
+                    std::str::from_utf8(input).unwrap(),
+                    URL_SAFE_NO_PAD.encode(&bad)
+                );
                 assert!(!reference(&forged));
             }
             let mut other = input.to_vec();
             let last = other.len() - 1;
             other[last] ^= 1;
             assert!(!fast.verify(&other, &sig), "changed payload");
-            assert!(!fast.verify(input, &sig[..sig.len() - 1]), "short signature");
+            assert!(
+                !fast.verify(input, &sig[..sig.len() - 1]),
+                "short signature"
+            );
             assert!(!fast.verify(input, &[]), "empty signature");
         }
     }
 
     fn lenient() -> VerificationOptions {
-        VerificationOptions { time_tolerance: Some(Duration::from_days(3650)), ..Default::default() }
+        VerificationOptions {
+            time_tolerance: Some(Duration::from_days(3650)),
+            ..Default::default()
+        }
     }
 
     fn claims(i: u32) -> JWTClaims<NoCustomClaims> {
-        Claims::create(Duration::from_mins(5)).with_subject(format!("user-{i}")).with_jwt_id(format!("j{i}"))
+        Claims::create(Duration::from_mins(5))
+            .with_subject(format!("user-{i}"))
+            .with_jwt_id(format!("j{i}"))
     }
 
     #[test]
@@ -123,7 +145,15 @@ mod tests {
         for _ in 0..4 {
             let kp = Ed25519KeyPair::generate();
             let tokens: Vec<String> = (0..8).map(|i| kp.sign(claims(i)).unwrap()).collect();
-            agrees_with_reference(|t| kp.public_key().verify_token::<NoCustomClaims>(t, Some(lenient())).is_ok(), PublicKey::EdDSA(kp.public_key().to_bytes().try_into().unwrap()), &tokens);
+            agrees_with_reference(
+                |t| {
+                    kp.public_key()
+                        .verify_token::<NoCustomClaims>(t, Some(lenient()))
+                        .is_ok()
+                },
+                PublicKey::EdDSA(kp.public_key().to_bytes().try_into().unwrap()),
+                &tokens,
+            );
         }
     }
 
@@ -133,8 +163,19 @@ mod tests {
             let kp = ES256KeyPair::generate();
             let tokens: Vec<String> = (0..8).map(|i| kp.sign(claims(i)).unwrap()).collect();
             let point = kp.public_key().public_key().to_bytes_uncompressed();
-            let public = PublicKey::ES256 { x: point[1..33].try_into().unwrap(), y: point[33..].try_into().unwrap() };
-            agrees_with_reference(|t| kp.public_key().verify_token::<NoCustomClaims>(t, Some(lenient())).is_ok(), public, &tokens);
+            let public = PublicKey::ES256 {
+                x: point[1..33].try_into().unwrap(),
+                y: point[33..].try_into().unwrap(),
+            };
+            agrees_with_reference(
+                |t| {
+                    kp.public_key()
+                        .verify_token::<NoCustomClaims>(t, Some(lenient()))
+                        .is_ok()
+                },
+                public,
+                &tokens,
+            );
         }
     }
 
@@ -143,7 +184,17 @@ mod tests {
         for bits in [2048, 3072] {
             let kp = RS256KeyPair::generate(bits).unwrap();
             let tokens: Vec<String> = (0..4).map(|i| kp.sign(claims(i)).unwrap()).collect();
-            agrees_with_reference(|t| kp.public_key().verify_token::<NoCustomClaims>(t, Some(lenient())).is_ok(), PublicKey::RS256 { n: kp.public_key().to_components().n }, &tokens);
+            agrees_with_reference(
+                |t| {
+                    kp.public_key()
+                        .verify_token::<NoCustomClaims>(t, Some(lenient()))
+                        .is_ok()
+                },
+                PublicKey::RS256 {
+                    n: kp.public_key().to_components().n,
+                },
+                &tokens,
+            );
         }
     }
 
@@ -154,9 +205,17 @@ mod tests {
         let t = ed.sign(claims(1)).unwrap();
         let (input, sig) = split(&t);
         let other = PublicKey::EdDSA(other.public_key().to_bytes().try_into().unwrap());
-        assert!(!SignatureKey::from_public(&other).unwrap().verify(input, &sig));
-        let point = ES256KeyPair::generate().public_key().public_key().to_bytes_uncompressed();
-        let es = PublicKey::ES256 { x: point[1..33].try_into().unwrap(), y: point[33..].try_into().unwrap() };
+        assert!(!SignatureKey::from_public(&other)
+            .unwrap()
+            .verify(input, &sig));
+        let point = ES256KeyPair::generate()
+            .public_key()
+            .public_key()
+            .to_bytes_uncompressed();
+        let es = PublicKey::ES256 {
+            x: point[1..33].try_into().unwrap(),
+            y: point[33..].try_into().unwrap(),
+        };
         let es = SignatureKey::from_public(&es).unwrap();
         assert!(!es.verify(input, &sig));
     }

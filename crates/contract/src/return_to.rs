@@ -50,7 +50,9 @@ pub fn is_safe(target: &str) -> bool {
             return false;
         }
         let byte = if b == b'%' {
-            let Some(decoded) = raw.get(at + 1..at + 3).and_then(hex_pair) else { return false };
+            let Some(decoded) = raw.get(at + 1..at + 3).and_then(hex_pair) else {
+                return false;
+            };
             at += 3;
             decoded
         } else {
@@ -94,7 +96,14 @@ pub fn or_root(target: &str) -> &str {
 /// unreserved characters and `/` is escaped, so `&`, `=`, `+`, `#`, `?` and
 /// `%` in the target survive the trip through `?return_to=`.
 pub fn encode(target: &str) -> String {
-    let hex = |nibble: u8| char::from(b"0123456789ABCDEF".get(usize::from(nibble)).copied().unwrap_or(b'0'));
+    let hex = |nibble: u8| {
+        char::from(
+            b"0123456789ABCDEF"
+                .get(usize::from(nibble))
+                .copied()
+                .unwrap_or(b'0'),
+        )
+    };
     let mut out = String::with_capacity(target.len());
     for &b in target.as_bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
@@ -110,7 +119,10 @@ pub fn encode(target: &str) -> String {
 /// submitting a form: `+` is a space). `None` for a malformed escape or bytes
 /// that are not UTF-8. The result still has to pass [`is_safe`].
 pub fn decode(value: &str) -> Option<String> {
-    let plus_as_space: Vec<u8> = value.bytes().map(|b| if b == b'+' { b' ' } else { b }).collect();
+    let plus_as_space: Vec<u8> = value
+        .bytes()
+        .map(|b| if b == b'+' { b' ' } else { b })
+        .collect();
     String::from_utf8(percent_decode(&plus_as_space)?).ok()
 }
 
@@ -270,7 +282,12 @@ mod tests {
 
     #[test]
     fn encoding_round_trips_through_a_query() {
-        for t in ["/", "/app/hello?x=1&y=a+b#f", "/app/%E2%82%AC?return_to=/x&a=%26", "/~user/a.b_c-d"] {
+        for t in [
+            "/",
+            "/app/hello?x=1&y=a+b#f",
+            "/app/%E2%82%AC?return_to=/x&a=%26",
+            "/~user/a.b_c-d",
+        ] {
             let query = format!("a=1&{PARAM}={}&b=2", encode(t));
             assert_eq!(from_query(&query), t, "through {query:?}");
             assert_eq!(decode(&encode(t)).as_deref(), Some(t));
@@ -306,9 +323,18 @@ mod tests {
 
     #[test]
     fn location_carries_only_safe_targets() {
-        assert_eq!(location("/auth/refresh", "/app/hello?x=1"), "/auth/refresh?return_to=/app/hello%3Fx%3D1");
-        assert_eq!(location("/auth/refresh", "//evil.example/x"), "/auth/refresh?return_to=/");
-        assert_eq!(location("/auth/refresh", "/x\r\nSet-Cookie: a"), "/auth/refresh?return_to=/");
+        assert_eq!(
+            location("/auth/refresh", "/app/hello?x=1"),
+            "/auth/refresh?return_to=/app/hello%3Fx%3D1"
+        );
+        assert_eq!(
+            location("/auth/refresh", "//evil.example/x"),
+            "/auth/refresh?return_to=/"
+        );
+        assert_eq!(
+            location("/auth/refresh", "/x\r\nSet-Cookie: a"),
+            "/auth/refresh?return_to=/"
+        );
     }
 
     #[test]

@@ -88,10 +88,14 @@ impl RevocationFeed {
     /// Sorts each list by value and keeps one entry per value, the widest
     /// (a value may have been revoked twice).
     pub fn merge_duplicates(&mut self) {
-        self.revoked_tokens.sort_by(|a, b| a.jti.cmp(&b.jti).then(b.expires_at.cmp(&a.expires_at)));
-        self.revoked_tokens.dedup_by(|later, kept| later.jti == kept.jti);
-        self.revoked_sessions.sort_by(|a, b| a.sid.cmp(&b.sid).then(b.expires_at.cmp(&a.expires_at)));
-        self.revoked_sessions.dedup_by(|later, kept| later.sid == kept.sid);
+        self.revoked_tokens
+            .sort_by(|a, b| a.jti.cmp(&b.jti).then(b.expires_at.cmp(&a.expires_at)));
+        self.revoked_tokens
+            .dedup_by(|later, kept| later.jti == kept.jti);
+        self.revoked_sessions
+            .sort_by(|a, b| a.sid.cmp(&b.sid).then(b.expires_at.cmp(&a.expires_at)));
+        self.revoked_sessions
+            .dedup_by(|later, kept| later.sid == kept.sid);
         self.banned_subjects.sort_by(|a, b| a.sub.cmp(&b.sub));
         self.banned_subjects.dedup_by(|later, kept| {
             let same = later.sub == kept.sub;
@@ -114,9 +118,19 @@ mod tests {
             issuer: "https://auth.example".into(),
             cursor: "42".into(),
             snapshot: false,
-            revoked_tokens: vec![RevokedToken { jti: "j1".into(), expires_at: 100 }],
-            revoked_sessions: vec![RevokedSession { sid: "s1".into(), expires_at: 200 }],
-            banned_subjects: vec![BannedSubject { sub: "u1".into(), not_before: 50, expires_at: 950 }],
+            revoked_tokens: vec![RevokedToken {
+                jti: "j1".into(),
+                expires_at: 100,
+            }],
+            revoked_sessions: vec![RevokedSession {
+                sid: "s1".into(),
+                expires_at: 200,
+            }],
+            banned_subjects: vec![BannedSubject {
+                sub: "u1".into(),
+                not_before: 50,
+                expires_at: 950,
+            }],
         };
         let json = serde_json::to_value(&feed).unwrap();
         assert_eq!(

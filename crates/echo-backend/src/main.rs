@@ -1,7 +1,8 @@
 //! `authflow-echo`: listens on `AUTHFLOW_ECHO_LISTEN` (default 127.0.0.1:8082).
 
 fn main() {
-    let addr = std::env::var("AUTHFLOW_ECHO_LISTEN").unwrap_or_else(|_| "127.0.0.1:8082".to_owned());
+    let addr =
+        std::env::var("AUTHFLOW_ECHO_LISTEN").unwrap_or_else(|_| "127.0.0.1:8082".to_owned());
     match authflow_echo::EchoServer::start(&addr) {
         Ok(server) => {
             println!("authflow-echo listening on {}", server.addr);

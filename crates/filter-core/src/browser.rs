@@ -29,17 +29,33 @@ use crate::request::Request;
 
 /// The `302` that sends a browser to sign in, when this refusal of this
 /// request should be one.
-pub fn redirect(config: &FilterConfig, req: &Request, reason: DenyReason, refused: &DenyResponse) -> Option<DenyResponse> {
+pub fn redirect(
+    config: &FilterConfig,
+    req: &Request,
+    reason: DenyReason,
+    refused: &DenyResponse,
+) -> Option<DenyResponse> {
     let refresh_path = config.browser.as_ref()?.refresh_path.as_str();
-    if refused.status != 401 || matches!(reason, DenyReason::Dpop(_)) || !is_navigation(req) || presented_as_dpop(req) {
+    if refused.status != 401
+        || matches!(reason, DenyReason::Dpop(_))
+        || !is_navigation(req)
+        || presented_as_dpop(req)
+    {
         return None;
     }
     if !route_for(config, req)?.browser_redirect {
         return None;
     }
     let location = return_to::location(refresh_path, &return_target(req).unwrap_or_default());
-    let headers = vec![("location".to_owned(), location), ("cache-control".to_owned(), "no-store".to_owned())];
-    Some(DenyResponse { status: 302, headers, body: String::new() })
+    let headers = vec![
+        ("location".to_owned(), location),
+        ("cache-control".to_owned(), "no-store".to_owned()),
+    ];
+    Some(DenyResponse {
+        status: 302,
+        headers,
+        body: String::new(),
+    })
 }
 
 /// A browser loading a page: `GET` or `HEAD` with `text/html` acceptable.
@@ -51,17 +67,25 @@ pub fn is_navigation(req: &Request) -> bool {
 /// refusing it by weight (`q=0`, RFC 9110 §12.5.1). Wildcards (`*/*`,
 /// `text/*`) do not count: every HTTP client sends those.
 pub fn accepts_html<'a>(accept_values: impl IntoIterator<Item = &'a str>) -> bool {
-    accept_values.into_iter().flat_map(|v| v.split(',')).any(|range| {
-        let mut parts = range.split(';');
-        parts.next().is_some_and(|media| media.trim().eq_ignore_ascii_case("text/html")) && !parts.any(is_zero_weight)
-    })
+    accept_values
+        .into_iter()
+        .flat_map(|v| v.split(','))
+        .any(|range| {
+            let mut parts = range.split(';');
+            parts
+                .next()
+                .is_some_and(|media| media.trim().eq_ignore_ascii_case("text/html"))
+                && !parts.any(is_zero_weight)
+        })
 }
 
 /// `q=0`, `q=0.0`, … `q=0.000`: "not acceptable".
 fn is_zero_weight(param: &str) -> bool {
     param.split_once('=').is_some_and(|(name, value)| {
         let value = value.trim();
-        name.trim().eq_ignore_ascii_case("q") && value.starts_with('0') && value.bytes().all(|b| b == b'0' || b == b'.')
+        name.trim().eq_ignore_ascii_case("q")
+            && value.starts_with('0')
+            && value.bytes().all(|b| b == b'0' || b == b'.')
     })
 }
 
@@ -98,7 +122,10 @@ mod tests {
     const PAGE: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
 
     fn req(method: &str, path: &str, headers: &[(&str, &str)]) -> Request {
-        let mut h = vec![(":method".to_owned(), method.to_owned()), (":path".to_owned(), path.to_owned())];
+        let mut h = vec![
+            (":method".to_owned(), method.to_owned()),
+            (":path".to_owned(), path.to_owned()),
+        ];
         h.extend(headers.iter().map(|(n, v)| (n.to_string(), v.to_string())));
         Request::from_headers(h, None)
     }
@@ -109,40 +136,96 @@ mod tests {
     }
 
     fn location(r: &DenyResponse) -> Option<&str> {
-        r.headers.iter().find(|(n, _)| n == "location").map(|(_, v)| v.as_str())
+        r.headers
+            .iter()
+            .find(|(n, _)| n == "location")
+            .map(|(_, v)| v.as_str())
     }
 
     #[test]
     fn a_navigation_that_would_get_401_is_sent_to_refresh() {
-        for reason in [DenyReason::MissingToken, DenyReason::Expired, DenyReason::BadSignature, DenyReason::SessionRevoked, DenyReason::SubjectBanned] {
-            let r = decide(&req("GET", "/app/hello?x=1&y=2", &[("accept", PAGE)]), reason);
+        for reason in [
+            DenyReason::MissingToken,
+            DenyReason::Expired,
+            DenyReason::BadSignature,
+            DenyReason::SessionRevoked,
+            DenyReason::SubjectBanned,
+        ] {
+            let r = decide(
+                &req("GET", "/app/hello?x=1&y=2", &[("accept", PAGE)]),
+                reason,
+            );
             assert_eq!(r.status, 302, "{reason:?}");
-            assert_eq!(location(&r), Some("/auth/refresh?return_to=/app/hello%3Fx%3D1%26y%3D2"));
-            assert!(r.headers.contains(&("cache-control".to_owned(), "no-store".to_owned())));
-            assert!(!r.headers.iter().any(|(n, _)| n == "www-authenticate"), "no challenge details");
+            assert_eq!(
+                location(&r),
+                Some("/auth/refresh?return_to=/app/hello%3Fx%3D1%26y%3D2")
+            );
+            assert!(r
+                .headers
+                .contains(&("cache-control".to_owned(), "no-store".to_owned())));
+            assert!(
+                !r.headers.iter().any(|(n, _)| n == "www-authenticate"),
+                "no challenge details"
+            );
             assert!(r.body.is_empty());
         }
-        assert_eq!(decide(&req("HEAD", "/app", &[("accept", "text/html")]), DenyReason::MissingToken).status, 302);
+        assert_eq!(
+            decide(
+                &req("HEAD", "/app", &[("accept", "text/html")]),
+                DenyReason::MissingToken
+            )
+            .status,
+            302
+        );
     }
 
     #[test]
     fn everything_else_keeps_its_answer() {
         let nav = [("accept", PAGE)];
         let kept = [
-            (req("GET", "/app/admin", &nav), DenyReason::InsufficientRole, 403),
-            (req("GET", "/app/x", &[("accept", "application/json")]), DenyReason::MissingToken, 401),
-            (req("GET", "/app/x", &[("accept", "*/*")]), DenyReason::MissingToken, 401),
+            (
+                req("GET", "/app/admin", &nav),
+                DenyReason::InsufficientRole,
+                403,
+            ),
+            (
+                req("GET", "/app/x", &[("accept", "application/json")]),
+                DenyReason::MissingToken,
+                401,
+            ),
+            (
+                req("GET", "/app/x", &[("accept", "*/*")]),
+                DenyReason::MissingToken,
+                401,
+            ),
             (req("GET", "/app/x", &[]), DenyReason::MissingToken, 401),
             (req("POST", "/app/x", &nav), DenyReason::MissingToken, 401),
             (req("GET", "/other", &nav), DenyReason::MissingToken, 401),
-            (req("GET", "/app/x", &[("accept", PAGE), ("authorization", "DPoP a.b.c")]), DenyReason::Expired, 401),
-            (req("GET", "/app/x", &nav), DenyReason::Dpop(authflow_contract::dpop::DpopError::BearerDowngrade), 401),
+            (
+                req(
+                    "GET",
+                    "/app/x",
+                    &[("accept", PAGE), ("authorization", "DPoP a.b.c")],
+                ),
+                DenyReason::Expired,
+                401,
+            ),
+            (
+                req("GET", "/app/x", &nav),
+                DenyReason::Dpop(authflow_contract::dpop::DpopError::BearerDowngrade),
+                401,
+            ),
             (req("GET", "/app/x", &nav), DenyReason::KeysUnavailable, 503),
             (req("GET", "/app/x", &nav), DenyReason::InvalidRequest, 400),
         ];
         for (r, reason, status) in kept {
             let answer = decide(&r, reason);
-            assert_eq!(answer.status, status, "{reason:?} on {:?}", r.header(":path"));
+            assert_eq!(
+                answer.status,
+                status,
+                "{reason:?} on {:?}",
+                r.header(":path")
+            );
             assert_eq!(location(&answer), None);
         }
     }
@@ -151,9 +234,24 @@ mod tests {
     fn the_route_is_matched_on_the_normalized_path() {
         let nav = [("accept", PAGE)];
         // `/other/../app/x` is `/app/x`: a redirect route; `/app/../other` is not.
-        assert_eq!(location(&decide(&req("GET", "/other/../app/x", &nav), DenyReason::MissingToken)), Some("/auth/refresh?return_to=/app/x"));
-        assert_eq!(decide(&req("GET", "/app/../other", &nav), DenyReason::MissingToken).status, 401);
-        assert_eq!(location(&decide(&req("GET", "/app//%68ello", &nav), DenyReason::MissingToken)), Some("/auth/refresh?return_to=/app/hello"));
+        assert_eq!(
+            location(&decide(
+                &req("GET", "/other/../app/x", &nav),
+                DenyReason::MissingToken
+            )),
+            Some("/auth/refresh?return_to=/app/x")
+        );
+        assert_eq!(
+            decide(&req("GET", "/app/../other", &nav), DenyReason::MissingToken).status,
+            401
+        );
+        assert_eq!(
+            location(&decide(
+                &req("GET", "/app//%68ello", &nav),
+                DenyReason::MissingToken
+            )),
+            Some("/auth/refresh?return_to=/app/hello")
+        );
     }
 
     #[test]
@@ -162,10 +260,19 @@ mod tests {
         for (path, target) in [
             // Normalized to `/evil.example/app/x`: not a redirect route at all.
             ("//evil.example/app/x", None),
-            ("/app//evil.example/x", Some("/auth/refresh?return_to=/app/evil.example/x")),
-            ("/app/x?next=%0d%0aSet-Cookie:a", Some("/auth/refresh?return_to=/")),
+            (
+                "/app//evil.example/x",
+                Some("/auth/refresh?return_to=/app/evil.example/x"),
+            ),
+            (
+                "/app/x?next=%0d%0aSet-Cookie:a",
+                Some("/auth/refresh?return_to=/"),
+            ),
             ("/app/x?a=\\b", Some("/auth/refresh?return_to=/")),
-            ("/app/x?a=b#frag", Some("/auth/refresh?return_to=/app/x%3Fa%3Db")),
+            (
+                "/app/x?a=b#frag",
+                Some("/auth/refresh?return_to=/app/x%3Fa%3Db"),
+            ),
             ("/app/%2F%2Fevil.example", Some("/auth/refresh?return_to=/")),
             ("/app/%5Cevil.example", Some("/auth/refresh?return_to=/")),
         ] {

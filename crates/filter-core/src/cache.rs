@@ -48,7 +48,9 @@ impl BuildHasher for TailHash {
 
 impl Hasher for TailHasher {
     fn write(&mut self, bytes: &[u8]) {
-        let tail = bytes.get(bytes.len().saturating_sub(HASHED_TAIL_BYTES)..).unwrap_or(bytes);
+        let tail = bytes
+            .get(bytes.len().saturating_sub(HASHED_TAIL_BYTES)..)
+            .unwrap_or(bytes);
         self.0.write(tail);
     }
     fn finish(&self) -> u64 {
@@ -66,7 +68,12 @@ pub struct TokenCache {
 impl TokenCache {
     /// `hash_key`: random per VM, so nobody outside can aim tokens at one bucket.
     pub fn new(max_entries: usize, hash_key: [u64; 2]) -> Self {
-        TokenCache { max_entries, entries: HashMap::with_hasher(TailHash(hash_key)), order: VecDeque::new(), last_sweep: 0 }
+        TokenCache {
+            max_entries,
+            entries: HashMap::with_hasher(TailHash(hash_key)),
+            order: VecDeque::new(),
+            last_sweep: 0,
+        }
     }
 
     pub fn get(&self, key: &str) -> Option<Rc<VerifiedToken>> {
@@ -122,7 +129,11 @@ mod tests {
     use super::*;
 
     fn token(exp: u64) -> Rc<VerifiedToken> {
-        Rc::new(VerifiedToken::new(crate::ProviderId::FIRST, "i".into(), exp))
+        Rc::new(VerifiedToken::new(
+            crate::ProviderId::FIRST,
+            "i".into(),
+            exp,
+        ))
     }
 
     #[test]

@@ -53,18 +53,53 @@ pub enum DenyReason {
 
 impl DenyReason {
     pub const ALL: [DenyReason; 47] = [
-        Self::MissingToken, Self::InvalidRequest, Self::AmbiguousPath, Self::TokenTooLarge, Self::Malformed, Self::AlgorithmNotAllowed,
-        Self::KeyInHeader, Self::UnknownIssuer, Self::UnknownKey, Self::BadSignature, Self::Expired,
-        Self::NotYetValid, Self::IssuedInFuture, Self::WrongAudience, Self::LifetimeTooLong, Self::WrongType,
-        Self::MissingClaim, Self::TokenRevoked, Self::SessionRevoked, Self::SubjectBanned, Self::DeviceMismatch,
-        Self::DeviceFingerprintMissing, Self::InsufficientRole, Self::InsufficientScope, Self::UserRequired,
-        Self::ClientNotAllowed, Self::ProviderNotAllowed, Self::KeysUnavailable, Self::RevocationStale,
-        Self::Dpop(DpopError::TooLarge), Self::Dpop(DpopError::Malformed), Self::Dpop(DpopError::WrongType),
-        Self::Dpop(DpopError::UnsupportedAlgorithm), Self::Dpop(DpopError::InvalidKey), Self::Dpop(DpopError::BadSignature),
-        Self::Dpop(DpopError::MethodMismatch), Self::Dpop(DpopError::UriMismatch), Self::Dpop(DpopError::Stale),
-        Self::Dpop(DpopError::IssuedInFuture), Self::Dpop(DpopError::AccessTokenHashMismatch), Self::Dpop(DpopError::KeyMismatch),
-        Self::Dpop(DpopError::NonceMissing), Self::Dpop(DpopError::NonceInvalid), Self::Dpop(DpopError::Replayed),
-        Self::Dpop(DpopError::ReplayStoreFull), Self::Dpop(DpopError::BearerDowngrade), Self::Dpop(DpopError::TokenNotBound),
+        Self::MissingToken,
+        Self::InvalidRequest,
+        Self::AmbiguousPath,
+        Self::TokenTooLarge,
+        Self::Malformed,
+        Self::AlgorithmNotAllowed,
+        Self::KeyInHeader,
+        Self::UnknownIssuer,
+        Self::UnknownKey,
+        Self::BadSignature,
+        Self::Expired,
+        Self::NotYetValid,
+        Self::IssuedInFuture,
+        Self::WrongAudience,
+        Self::LifetimeTooLong,
+        Self::WrongType,
+        Self::MissingClaim,
+        Self::TokenRevoked,
+        Self::SessionRevoked,
+        Self::SubjectBanned,
+        Self::DeviceMismatch,
+        Self::DeviceFingerprintMissing,
+        Self::InsufficientRole,
+        Self::InsufficientScope,
+        Self::UserRequired,
+        Self::ClientNotAllowed,
+        Self::ProviderNotAllowed,
+        Self::KeysUnavailable,
+        Self::RevocationStale,
+        Self::Dpop(DpopError::TooLarge),
+        Self::Dpop(DpopError::Malformed),
+        Self::Dpop(DpopError::WrongType),
+        Self::Dpop(DpopError::UnsupportedAlgorithm),
+        Self::Dpop(DpopError::InvalidKey),
+        Self::Dpop(DpopError::BadSignature),
+        Self::Dpop(DpopError::MethodMismatch),
+        Self::Dpop(DpopError::UriMismatch),
+        Self::Dpop(DpopError::Stale),
+        Self::Dpop(DpopError::IssuedInFuture),
+        Self::Dpop(DpopError::AccessTokenHashMismatch),
+        Self::Dpop(DpopError::KeyMismatch),
+        Self::Dpop(DpopError::NonceMissing),
+        Self::Dpop(DpopError::NonceInvalid),
+        Self::Dpop(DpopError::Replayed),
+        Self::Dpop(DpopError::ReplayStoreFull),
+        Self::Dpop(DpopError::BearerDowngrade),
+        Self::Dpop(DpopError::TokenNotBound),
     ];
 
     pub fn label(self) -> &'static str {
@@ -150,7 +185,10 @@ impl DenyReason {
         let code = error.error_code();
         let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
         let challenge = |scheme: &str| match scheme {
-            "DPoP" => format!("DPoP error=\"{code}\", error_description=\"{description}\", algs=\"{}\"", algs_parameter(&policy.algorithms)),
+            "DPoP" => format!(
+                "DPoP error=\"{code}\", error_description=\"{description}\", algs=\"{}\"",
+                algs_parameter(&policy.algorithms)
+            ),
             _ => format!("Bearer error=\"{code}\", error_description=\"{description}\""),
         };
         match policy.mode {
@@ -163,21 +201,32 @@ impl DenyReason {
             }
         }
         let body = json_text::error_body(code, description);
-        DenyResponse { status: 401, headers, body }
+        DenyResponse {
+            status: 401,
+            headers,
+            body,
+        }
     }
 
     /// The HTTP answer. `required_scope` is named in the header for 403 scope denials (RFC 6750 §3).
     pub fn response(self, retry_after_secs: u32, required_scope: Option<&str>) -> DenyResponse {
         if let Self::Dpop(e) = self {
-            let policy = DpopPolicy { mode: DpopMode::Allowed, algorithms: authflow_contract::dpop::SUPPORTED_ALGORITHMS.to_vec(), max_age_secs: 0, nonce: crate::config::DpopNonce::Off };
+            let policy = DpopPolicy {
+                mode: DpopMode::Allowed,
+                algorithms: authflow_contract::dpop::SUPPORTED_ALGORITHMS.to_vec(),
+                max_age_secs: 0,
+                nonce: crate::config::DpopNonce::Off,
+            };
             return Self::dpop_response(e, &policy);
         }
         let (status, code) = match self {
             Self::MissingToken => (401, None),
             Self::InvalidRequest | Self::AmbiguousPath => (400, Some("invalid_request")),
-            Self::InsufficientRole | Self::InsufficientScope | Self::UserRequired | Self::ClientNotAllowed | Self::ProviderNotAllowed => {
-                (403, Some("insufficient_scope"))
-            }
+            Self::InsufficientRole
+            | Self::InsufficientScope
+            | Self::UserRequired
+            | Self::ClientNotAllowed
+            | Self::ProviderNotAllowed => (403, Some("insufficient_scope")),
             Self::KeysUnavailable | Self::RevocationStale => (503, Some("temporarily_unavailable")),
             _ => (401, Some("invalid_token")),
         };
@@ -187,7 +236,8 @@ impl DenyReason {
             (503, _) => headers.push(("retry-after".to_owned(), retry_after_secs.to_string())),
             (_, None) => headers.push(("www-authenticate".to_owned(), "Bearer".to_owned())),
             (_, Some(code)) => {
-                let mut challenge = format!("Bearer error=\"{code}\", error_description=\"{description}\"");
+                let mut challenge =
+                    format!("Bearer error=\"{code}\", error_description=\"{description}\"");
                 if let (Self::InsufficientScope, Some(scope)) = (self, required_scope) {
                     challenge.push_str(&format!(", scope=\"{scope}\""));
                 }
@@ -195,7 +245,11 @@ impl DenyReason {
             }
         }
         let body = json_text::error_body(code.unwrap_or("unauthorized"), description);
-        DenyResponse { status, headers, body }
+        DenyResponse {
+            status,
+            headers,
+            body,
+        }
     }
 }
 
@@ -235,21 +289,32 @@ mod tests {
     use super::*;
 
     fn header<'a>(r: &'a DenyResponse, name: &str) -> Option<&'a str> {
-        r.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        r.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     #[test]
     fn rfc6750_shapes() {
         let r = DenyReason::MissingToken.response(5, None);
-        assert_eq!((r.status, header(&r, "www-authenticate")), (401, Some("Bearer")));
+        assert_eq!(
+            (r.status, header(&r, "www-authenticate")),
+            (401, Some("Bearer"))
+        );
         let r = DenyReason::Expired.response(5, None);
         assert_eq!(r.status, 401);
-        assert_eq!(header(&r, "www-authenticate"), Some("Bearer error=\"invalid_token\", error_description=\"token expired\""));
+        assert_eq!(
+            header(&r, "www-authenticate"),
+            Some("Bearer error=\"invalid_token\", error_description=\"token expired\"")
+        );
         let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
         assert_eq!(body["error"], "invalid_token");
         let r = DenyReason::InsufficientScope.response(5, Some("write"));
         assert_eq!(r.status, 403);
-        assert!(header(&r, "www-authenticate").unwrap().contains("scope=\"write\""));
+        assert!(header(&r, "www-authenticate")
+            .unwrap()
+            .contains("scope=\"write\""));
         let r = DenyReason::KeysUnavailable.response(7, None);
         assert_eq!((r.status, header(&r, "retry-after")), (503, Some("7")));
         assert_eq!(DenyReason::InvalidRequest.response(5, None).status, 400);
@@ -257,7 +322,8 @@ mod tests {
 
     #[test]
     fn labels_are_unique() {
-        let labels: std::collections::HashSet<_> = DenyReason::ALL.iter().map(|r| r.label()).collect();
+        let labels: std::collections::HashSet<_> =
+            DenyReason::ALL.iter().map(|r| r.label()).collect();
         assert_eq!(labels.len(), DenyReason::ALL.len());
         // Every DPoP failure has its counter, named after the contract's reason.
         for e in DpopError::ALL {
@@ -268,16 +334,41 @@ mod tests {
 
     #[test]
     fn rfc9449_challenges() {
-        let both = DpopPolicy { mode: DpopMode::Allowed, algorithms: vec![authflow_contract::Algorithm::ES256, authflow_contract::Algorithm::EdDSA], max_age_secs: 60, nonce: crate::config::DpopNonce::Off };
+        let both = DpopPolicy {
+            mode: DpopMode::Allowed,
+            algorithms: vec![
+                authflow_contract::Algorithm::ES256,
+                authflow_contract::Algorithm::EdDSA,
+            ],
+            max_age_secs: 60,
+            nonce: crate::config::DpopNonce::Off,
+        };
         let r = DenyReason::dpop_response(DpopError::Replayed, &both);
         assert_eq!(r.status, 401);
-        let challenges: Vec<&str> = r.headers.iter().filter(|(n, _)| n == "www-authenticate").map(|(_, v)| v.as_str()).collect();
+        let challenges: Vec<&str> = r
+            .headers
+            .iter()
+            .filter(|(n, _)| n == "www-authenticate")
+            .map(|(_, v)| v.as_str())
+            .collect();
         assert_eq!(challenges, ["DPoP error=\"invalid_dpop_proof\", error_description=\"the DPoP proof is not valid\", algs=\"ES256 EdDSA\"", "Bearer"]);
-        let only = DpopPolicy { mode: DpopMode::Required, algorithms: vec![authflow_contract::Algorithm::EdDSA], ..both };
+        let only = DpopPolicy {
+            mode: DpopMode::Required,
+            algorithms: vec![authflow_contract::Algorithm::EdDSA],
+            ..both
+        };
         let r = DenyReason::dpop_response(DpopError::TokenNotBound, &only);
         assert_eq!(header(&r, "www-authenticate").unwrap(), "DPoP error=\"invalid_token\", error_description=\"the access token is not valid for this request\", algs=\"EdDSA\"");
-        assert_eq!(r.headers.iter().filter(|(n, _)| n == "www-authenticate").count(), 1);
-        let body: serde_json::Value = serde_json::from_str(&DenyReason::dpop_response(DpopError::NonceMissing, &only).body).unwrap();
+        assert_eq!(
+            r.headers
+                .iter()
+                .filter(|(n, _)| n == "www-authenticate")
+                .count(),
+            1
+        );
+        let body: serde_json::Value =
+            serde_json::from_str(&DenyReason::dpop_response(DpopError::NonceMissing, &only).body)
+                .unwrap();
         assert_eq!(body["error"], "use_dpop_nonce");
     }
 }

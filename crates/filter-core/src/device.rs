@@ -39,24 +39,35 @@ pub fn check(binding: &DeviceBinding, token: &VerifiedToken, req: &Request) -> D
         };
     };
     // The header if it has a value, else the cookie, from every copy of either (the contract's rule).
-    let Some(secret) = fingerprint::device_secret(req.header_values(DEVICE_HEADER), req.header_bytes("cookie")) else {
+    let Some(secret) =
+        fingerprint::device_secret(req.header_values(DEVICE_HEADER), req.header_bytes("cookie"))
+    else {
         return DeviceCheck::SecretMissing;
     };
     let ip_prefix = binding
         .attributes
         .contains(&DeviceAttribute::ClientIpPrefix)
         .then(|| {
-            client_address(req.header("x-forwarded-for"), req.client_address.as_deref(), binding.xff_num_trusted_hops)
-                .map(fingerprint::ip_prefix)
-                .unwrap_or_default()
+            client_address(
+                req.header("x-forwarded-for"),
+                req.client_address.as_deref(),
+                binding.xff_num_trusted_hops,
+            )
+            .map(fingerprint::ip_prefix)
+            .unwrap_or_default()
         });
     // A header sent several times counts with all its copies, combined as the contract says.
     let values: Vec<(&str, Cow<'_, str>)> = binding
         .attributes
         .iter()
         .map(|a| match a {
-            DeviceAttribute::Header(h) => (h.as_str(), fingerprint::combined_header_value(req.header_values(h))),
-            DeviceAttribute::ClientIpPrefix => (a.name(), Cow::Borrowed(ip_prefix.as_deref().unwrap_or(""))),
+            DeviceAttribute::Header(h) => (
+                h.as_str(),
+                fingerprint::combined_header_value(req.header_values(h)),
+            ),
+            DeviceAttribute::ClientIpPrefix => {
+                (a.name(), Cow::Borrowed(ip_prefix.as_deref().unwrap_or("")))
+            }
         })
         .collect();
     let attributes = values.iter().map(|(n, v)| (*n, v.as_ref())).collect();
@@ -85,14 +96,23 @@ mod tests {
     fn token_for(address: &str) -> VerifiedToken {
         let dfp = FingerprintInput {
             secret: "s3cret",
-            attributes: vec![(DeviceAttribute::CLIENT_IP_PREFIX, &fingerprint::client_ip_prefix(address))],
+            attributes: vec![(
+                DeviceAttribute::CLIENT_IP_PREFIX,
+                &fingerprint::client_ip_prefix(address),
+            )],
         }
         .hash();
-        VerifiedToken { dfp: Some(dfp), ..VerifiedToken::new(crate::ProviderId::FIRST, String::new(), 0) }
+        VerifiedToken {
+            dfp: Some(dfp),
+            ..VerifiedToken::new(crate::ProviderId::FIRST, String::new(), 0)
+        }
     }
 
     fn request(xff: &str, peer: &str) -> Request {
-        let headers = vec![(DEVICE_HEADER.to_owned(), "s3cret".to_owned()), ("x-forwarded-for".to_owned(), xff.to_owned())];
+        let headers = vec![
+            (DEVICE_HEADER.to_owned(), "s3cret".to_owned()),
+            ("x-forwarded-for".to_owned(), xff.to_owned()),
+        ];
         Request::from_headers(headers, Some(peer.to_owned()))
     }
 
@@ -104,10 +124,19 @@ mod tests {
         // Device binding reads the whole map (every copy counts), x-forwarded-for included.
         assert_eq!(HeaderReads::for_config(&config), HeaderReads::All);
         let req = request("198.51.100.1, 203.0.113.77", "10.0.0.9:4000");
-        assert_eq!(check(&config.device, &token_for("203.0.113.5"), &req), DeviceCheck::Match);
-        assert_eq!(check(&config.device, &token_for("198.51.100.1"), &req), DeviceCheck::Mismatch);
+        assert_eq!(
+            check(&config.device, &token_for("203.0.113.5"), &req),
+            DeviceCheck::Match
+        );
+        assert_eq!(
+            check(&config.device, &token_for("198.51.100.1"), &req),
+            DeviceCheck::Mismatch
+        );
         // Default 0: Envoy's own idea of the client (source.address).
         let config = binding(0);
-        assert_eq!(check(&config.device, &token_for("10.0.0.1"), &req), DeviceCheck::Match);
+        assert_eq!(
+            check(&config.device, &token_for("10.0.0.1"), &req),
+            DeviceCheck::Match
+        );
     }
 }

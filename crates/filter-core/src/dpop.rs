@@ -8,7 +8,10 @@
 //! request's proof is new and is checked here every time. Replay (a `jti`
 //! used twice) is decided afterwards across every worker ([`crate::replay`]).
 
-use authflow_contract::dpop::{htu, nonce, parse_proof_with, DpopError, Expectations, NonceKey, AUTH_SCHEME, DEFAULT_FUTURE_SKEW_SECS, PROOF_HEADER};
+use authflow_contract::dpop::{
+    htu, nonce, parse_proof_with, DpopError, Expectations, NonceKey, AUTH_SCHEME,
+    DEFAULT_FUTURE_SKEW_SECS, PROOF_HEADER,
+};
 use sha2::{Digest, Sha256};
 
 use crate::config::{DpopMode, DpopNonce, DpopPolicy};
@@ -85,7 +88,12 @@ pub fn judge(
     // every bound token; none would match nothing: refused).
     let ath = token.ath.as_deref().unwrap_or_default();
     // Pieces that would not stay apart once joined match no `htu` (an empty URI never normalizes).
-    let uri = htu::request_uri(request_scheme(req), req.header(":authority").unwrap_or_default(), req.header(":path").unwrap_or_default()).unwrap_or_default();
+    let uri = htu::request_uri(
+        request_scheme(req),
+        req.header(":authority").unwrap_or_default(),
+        req.header(":path").unwrap_or_default(),
+    )
+    .unwrap_or_default();
     let expect = Expectations {
         method: req.method(),
         uri: &uri,
@@ -97,16 +105,31 @@ pub fn judge(
         bound_jkt: Some(jkt),
         nonce: crate::nonce::check(policy, nonce_key),
     };
-    let proof = timing::timed(Piece::ProofParse, || parse_proof_with(proof, signatures)).map_err(DenyReason::Dpop)?;
-    let checked = proof.check_with(&expect, signatures).map_err(DenyReason::Dpop)?;
+    let proof = timing::timed(Piece::ProofParse, || parse_proof_with(proof, signatures))
+        .map_err(DenyReason::Dpop)?;
+    let checked = proof
+        .check_with(&expect, signatures)
+        .map_err(DenyReason::Dpop)?;
     let mut hash = Sha256::new();
     hash.update(checked.jkt.as_bytes());
     hash.update([0]);
     hash.update(checked.jti.as_bytes());
     let digest: [u8; 32] = hash.finalize().into();
     let mut id = [0u8; 8];
-    id.iter_mut().zip(digest.iter()).for_each(|(slot, byte)| *slot = *byte);
+    id.iter_mut()
+        .zip(digest.iter())
+        .for_each(|(slot, byte)| *slot = *byte);
     let renew_nonce = policy.nonce == DpopNonce::Required
-        && proof.claims.nonce.as_deref().and_then(nonce::issued_at).is_some_and(|issued| crate::nonce::renewal_due(issued, now));
-    Ok(Some(ProofUse { id, iat: checked.iat, provider: token.provider, renew_nonce }))
+        && proof
+            .claims
+            .nonce
+            .as_deref()
+            .and_then(nonce::issued_at)
+            .is_some_and(|issued| crate::nonce::renewal_due(issued, now));
+    Ok(Some(ProofUse {
+        id,
+        iat: checked.iat,
+        provider: token.provider,
+        renew_nonce,
+    }))
 }

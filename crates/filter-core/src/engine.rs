@@ -56,12 +56,17 @@ pub enum Outcome {
     Deny(Denied),
     /// The token's provider has no keys yet, or the token's `kid` is unknown:
     /// pause the request, fetch keys, and evaluate again (with `may_wait = false`).
-    AwaitKeys { provider: ProviderId, unknown_kid: bool },
+    AwaitKeys {
+        provider: ProviderId,
+        unknown_kid: bool,
+    },
     /// The token verified, but its provider's revocation list has not landed
     /// in this VM yet, so whether it was revoked is unknown: pause the
     /// request until the list comes, and evaluate again (with `may_wait =
     /// false` once the wait ended: the staleness policy then decides).
-    AwaitRevocations { provider: ProviderId },
+    AwaitRevocations {
+        provider: ProviderId,
+    },
 }
 
 /// What is done with a request for good: an [`Outcome`] that is not a
@@ -93,8 +98,15 @@ impl Outcome {
         match self {
             Outcome::Allow(a) => Ok(Decision::Allow(a)),
             Outcome::Deny(d) => Ok(Decision::Deny(d)),
-            Outcome::AwaitKeys { provider, unknown_kid } => {
-                let need = if unknown_kid { KeyNeed::UnknownKid } else { KeyNeed::NotLoaded };
+            Outcome::AwaitKeys {
+                provider,
+                unknown_kid,
+            } => {
+                let need = if unknown_kid {
+                    KeyNeed::UnknownKid
+                } else {
+                    KeyNeed::NotLoaded
+                };
                 Err(Awaited::Keys { provider, need })
             }
             Outcome::AwaitRevocations { provider } => Err(Awaited::RevocationList { provider }),
@@ -167,7 +179,14 @@ impl Engine {
         });
         let cache = TokenCache::new(config.cache_max_entries, [0, 0]);
         let first_list_wait_until_ms = now_ms.saturating_add(config.key_wait_ms);
-        Engine { config, providers, signatures: SignatureChecker::own_only(), cache, nonce_key: None, first_list_wait_until_ms }
+        Engine {
+            config,
+            providers,
+            signatures: SignatureChecker::own_only(),
+            cache,
+            nonce_key: None,
+            first_list_wait_until_ms,
+        }
     }
 
     /// The same engine issuing and checking DPoP nonces with `key`.
@@ -236,7 +255,11 @@ impl Engine {
     /// a `302` to sign in; any other stays as it is.
     fn for_browser(&self, req: &Request, denied: Denied) -> Denied {
         match crate::browser::redirect(&self.config, req, denied.reason, &denied.response) {
-            Some(response) => Denied { response, browser_redirect: true, ..denied },
+            Some(response) => Denied {
+                response,
+                browser_redirect: true,
+                ..denied
+            },
             None => denied,
         }
     }
@@ -250,8 +273,12 @@ impl Engine {
             Ok(Extracted::Token(t)) => t,
             Ok(Extracted::None) if public => return Outcome::Allow(Allowed::default()),
             Ok(Extracted::None) => return self.deny(DenyReason::MissingToken),
-            Err(ExtractError::Malformed) => return self.deny_or_public(public, DenyReason::InvalidRequest),
-            Err(ExtractError::TooLarge) => return self.deny_or_public(public, DenyReason::TokenTooLarge),
+            Err(ExtractError::Malformed) => {
+                return self.deny_or_public(public, DenyReason::InvalidRequest)
+            }
+            Err(ExtractError::TooLarge) => {
+                return self.deny_or_public(public, DenyReason::TokenTooLarge)
+            }
         };
         let now = now_ms / 1000;
         let (verified, cache_hit) = match self.cache.get(token) {
@@ -259,54 +286,89 @@ impl Engine {
             None => match self.verify_fresh(token, now, may_wait && !public) {
                 Ok(t) => {
                     let t = Rc::new(t);
-                    timing::timed(Piece::CacheInsert, || self.cache.insert(token, Rc::clone(&t), now));
+                    timing::timed(Piece::CacheInsert, || {
+                        self.cache.insert(token, Rc::clone(&t), now)
+                    });
                     (t, false)
                 }
                 Err(Fresh::Wait(o)) => return o,
-                Err(Fresh::NoKeys(provider)) => return self.without_keys(required, provider, public, may_wait),
+                Err(Fresh::NoKeys(provider)) => {
+                    return self.without_keys(required, provider, public, may_wait)
+                }
                 Err(Fresh::Deny(r)) => return self.deny_or_public(public, r),
             },
         };
-        let mut notes = Notes { cache_hit, authenticated: true, ..Notes::default() };
+        let mut notes = Notes {
+            cache_hit,
+            authenticated: true,
+            ..Notes::default()
+        };
         if let Err(r) = check_times(&verified, self.config.clock_skew_secs, now) {
             return self.deny_or_public(public, r);
         }
         if let Some(state) = self.providers.get(verified.provider) {
-            if self.config.provider(verified.provider).is_some_and(|p| p.revocations.is_some()) {
+            if self
+                .config
+                .provider(verified.provider)
+                .is_some_and(|p| p.revocations.is_some())
+            {
                 // No list yet (a VM just started, or one emptied to take
                 // another VM's copy): every revocation is unknown, so a VM
                 // that just started waits for it as for keys; then (or later)
                 // the staleness policy decides.
                 let loaded = state.revocations.is_loaded();
                 if !loaded && may_wait && !public && now_ms < self.first_list_wait_until_ms {
-                    return Outcome::AwaitRevocations { provider: verified.provider };
+                    return Outcome::AwaitRevocations {
+                        provider: verified.provider,
+                    };
                 }
-                let age = if loaded { now_ms.saturating_sub(state.revocations_fresh_at_ms) } else { u64::MAX };
+                let age = if loaded {
+                    now_ms.saturating_sub(state.revocations_fresh_at_ms)
+                } else {
+                    u64::MAX
+                };
                 if age > self.config.revocation.max_staleness_ms {
                     match self.config.revocation.on_stale {
                         // A public route stays open, but a token that may have been
                         // revoked vouches for no one: anonymous, no identity headers.
-                        StalePolicy::Deny => return self.deny_or_public(public, DenyReason::RevocationStale),
+                        StalePolicy::Deny => {
+                            return self.deny_or_public(public, DenyReason::RevocationStale)
+                        }
                         StalePolicy::Allow => notes.stale_revocations = true,
                     }
                 }
             }
-            if let Some(r) = state.revocations.check(&verified, self.config.clock_skew_secs, now) {
+            if let Some(r) = state
+                .revocations
+                .check(&verified, self.config.clock_skew_secs, now)
+            {
                 return self.deny_or_public(public, r);
             }
         }
         // The proof is new on every request: checked even when the token came from the cache.
         let proof = match self.config.provider(verified.provider) {
-            Some(p) => match dpop_check::judge(&p.dpop, &verified, dpop_check::presented_as_dpop(req), req, now, &self.signatures, self.nonce_key.as_ref()) {
+            Some(p) => match dpop_check::judge(
+                &p.dpop,
+                &verified,
+                dpop_check::presented_as_dpop(req),
+                req,
+                now,
+                &self.signatures,
+                self.nonce_key.as_ref(),
+            ) {
                 Ok(proof) => proof,
-                Err(DenyReason::Dpop(e)) if !public => return Outcome::Deny(self.dpop_denied(verified.provider, e, now)),
+                Err(DenyReason::Dpop(e)) if !public => {
+                    return Outcome::Deny(self.dpop_denied(verified.provider, e, now))
+                }
                 Err(reason) => return self.deny_or_public(public, reason),
             },
             None => None,
         };
         match device::check(&self.config.device, &verified, req) {
             DeviceCheck::NotChecked | DeviceCheck::Match => {}
-            failed if self.config.device.mode == DeviceMode::Report => notes.device_reported = Some(failed),
+            failed if self.config.device.mode == DeviceMode::Report => {
+                notes.device_reported = Some(failed)
+            }
             failed => {
                 let reason = match failed {
                     DeviceCheck::FingerprintMissing => DenyReason::DeviceFingerprintMissing,
@@ -327,12 +389,24 @@ impl Engine {
             }
             return Outcome::Deny(self.denied(reason, scope.as_deref()));
         }
-        let headers = (!verified.identity_headers.is_empty()).then(|| Rc::clone(&verified.identity_headers));
+        let headers =
+            (!verified.identity_headers.is_empty()).then(|| Rc::clone(&verified.identity_headers));
         let dpop_nonce = match (proof, &self.nonce_key) {
-            (Some(ProofUse { renew_nonce: true, .. }), Some(key)) => Some(crate::nonce::fresh(key, now)),
+            (
+                Some(ProofUse {
+                    renew_nonce: true, ..
+                }),
+                Some(key),
+            ) => Some(crate::nonce::fresh(key, now)),
             _ => None,
         };
-        Outcome::Allow(Allowed { headers, notes, verified_by: Some(verified.provider), proof, dpop_nonce })
+        Outcome::Allow(Allowed {
+            headers,
+            notes,
+            verified_by: Some(verified.provider),
+            proof,
+            dpop_nonce,
+        })
     }
 
     /// The refusal of a DPoP failure, with the challenge of the token's
@@ -344,10 +418,20 @@ impl Engine {
             Some(p) => DenyReason::dpop_response(error, &p.dpop),
             None => reason.response(self.config.retry_after_secs, None),
         };
-        if let (true, Some(key)) = (matches!(error, DpopError::NonceMissing | DpopError::NonceInvalid), &self.nonce_key) {
-            response.headers.push((NONCE_HEADER.to_owned(), crate::nonce::fresh(key, now)));
+        if let (true, Some(key)) = (
+            matches!(error, DpopError::NonceMissing | DpopError::NonceInvalid),
+            &self.nonce_key,
+        ) {
+            response
+                .headers
+                .push((NONCE_HEADER.to_owned(), crate::nonce::fresh(key, now)));
         }
-        Denied { reason, response, device: None, browser_redirect: false }
+        Denied {
+            reason,
+            response,
+            device: None,
+            browser_redirect: false,
+        }
     }
 
     /// Decides a request for good: no waiting for keys, it is decided with
@@ -355,20 +439,29 @@ impl Engine {
     pub fn decide_now(&mut self, req: &Request, now_ms: u64) -> Decision {
         // `evaluate` asks for no wait when told it may not; were it ever to,
         // the request is answered as one without keys, never let through.
-        self.evaluate(req, now_ms, false).settled().unwrap_or_else(|_| Decision::Deny(self.denied(DenyReason::KeysUnavailable, None)))
+        self.evaluate(req, now_ms, false)
+            .settled()
+            .unwrap_or_else(|_| Decision::Deny(self.denied(DenyReason::KeysUnavailable, None)))
     }
 
     fn verify_fresh(&self, token: &str, now: u64, may_wait: bool) -> Result<VerifiedToken, Fresh> {
         let mut payload = Vec::new();
         let screened = verify::screen(token, &self.config, &mut payload).map_err(Fresh::Deny)?;
-        let Some(keys) = self.providers.get(screened.provider).and_then(|p| p.keys.as_ref()) else {
+        let Some(keys) = self
+            .providers
+            .get(screened.provider)
+            .and_then(|p| p.keys.as_ref())
+        else {
             return Err(Fresh::NoKeys(screened.provider));
         };
         match verify::verify(token, &screened, keys, &self.signatures, &self.config, now) {
             Ok(t) => Ok(t),
             // Only a remote key set can learn a new kid; an inline one never will.
             Err(VerifyError::UnknownKid) if may_wait && self.remote_keys(screened.provider) => {
-                Err(Fresh::Wait(Outcome::AwaitKeys { provider: screened.provider, unknown_kid: true }))
+                Err(Fresh::Wait(Outcome::AwaitKeys {
+                    provider: screened.provider,
+                    unknown_kid: true,
+                }))
             }
             Err(VerifyError::UnknownKid) => Err(Fresh::Deny(DenyReason::UnknownKey)),
             Err(VerifyError::Deny(r)) => Err(Fresh::Deny(r)),
@@ -379,33 +472,60 @@ impl Engine {
     /// which has no keys in this VM. Kept out of line: inlined, it was copied
     /// into each caller of `evaluate` (187 bytes more in the module).
     #[inline(never)]
-    fn without_keys(&self, required: Requirement, provider: ProviderId, public: bool, may_wait: bool) -> Outcome {
+    fn without_keys(
+        &self,
+        required: Requirement,
+        provider: ProviderId,
+        public: bool,
+        may_wait: bool,
+    ) -> Outcome {
         // No key would let this token pass here: no wait, and no failing open.
         if !required.admits(provider) {
             return self.deny_or_public(public, DenyReason::ProviderNotAllowed);
         }
         if may_wait && !public {
-            return Outcome::AwaitKeys { provider, unknown_kid: false };
+            return Outcome::AwaitKeys {
+                provider,
+                unknown_kid: false,
+            };
         }
         // Failing open is for the auth system being down, not for a token
         // naming the one provider without keys while the others hold theirs.
         // Nothing the token claims is believed: only a route asking for no
         // more than a caller passes, with no identity.
         let down = self.providers.iter().all(|p| p.keys.is_none());
-        if self.config.failure_mode == FailureMode::FailOpen && down && required.policy.opens_without_keys() {
-            return Outcome::Allow(Allowed { notes: Notes { failed_open: true, ..Notes::default() }, ..Allowed::default() });
+        if self.config.failure_mode == FailureMode::FailOpen
+            && down
+            && required.policy.opens_without_keys()
+        {
+            return Outcome::Allow(Allowed {
+                notes: Notes {
+                    failed_open: true,
+                    ..Notes::default()
+                },
+                ..Allowed::default()
+            });
         }
         self.deny_or_public(public, DenyReason::KeysUnavailable)
     }
 
     fn remote_keys(&self, provider: ProviderId) -> bool {
-        matches!(self.config.provider(provider).map(|p| &p.jwks), Some(JwksSource::Remote(_)))
+        matches!(
+            self.config.provider(provider).map(|p| &p.jwks),
+            Some(JwksSource::Remote(_))
+        )
     }
 
     /// On a public route a failed token only means "anonymous"; elsewhere it is a refusal.
     fn deny_or_public(&self, public: bool, reason: DenyReason) -> Outcome {
         if public {
-            Outcome::Allow(Allowed { notes: Notes { public_invalid_token: Some(reason), ..Notes::default() }, ..Allowed::default() })
+            Outcome::Allow(Allowed {
+                notes: Notes {
+                    public_invalid_token: Some(reason),
+                    ..Notes::default()
+                },
+                ..Allowed::default()
+            })
         } else {
             self.deny(reason)
         }
@@ -416,7 +536,12 @@ impl Engine {
     }
 
     fn denied(&self, reason: DenyReason, scope: Option<&str>) -> Denied {
-        Denied { reason, response: reason.response(self.config.retry_after_secs, scope), device: None, browser_redirect: false }
+        Denied {
+            reason,
+            response: reason.response(self.config.retry_after_secs, scope),
+            device: None,
+            browser_redirect: false,
+        }
     }
 }
 

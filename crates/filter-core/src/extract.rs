@@ -51,12 +51,20 @@ pub fn is_token_scheme(scheme: &str) -> bool {
     scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("dpop")
 }
 
-pub fn extract<'a>(req: &'a Request, sources: &'a TokenSources, max_bytes: usize) -> Result<Extracted<'a>, ExtractError> {
+pub fn extract<'a>(
+    req: &'a Request,
+    sources: &'a TokenSources,
+    max_bytes: usize,
+) -> Result<Extracted<'a>, ExtractError> {
     Ok(find_token(req, sources, max_bytes)?.map_or(Extracted::None, |(t, _)| Extracted::Token(t)))
 }
 
 /// [`extract`], with where the token came from.
-pub fn find_token<'a>(req: &'a Request, sources: &'a TokenSources, max_bytes: usize) -> Result<Option<(&'a str, Source)>, ExtractError> {
+pub fn find_token<'a>(
+    req: &'a Request,
+    sources: &'a TokenSources,
+    max_bytes: usize,
+) -> Result<Option<(&'a str, Source)>, ExtractError> {
     let mut found: Option<&str> = None;
     let mut explicit = false;
     let mut take = |candidate: &'a str| -> Result<(), ExtractError> {
@@ -81,7 +89,11 @@ pub fn find_token<'a>(req: &'a Request, sources: &'a TokenSources, max_bytes: us
             // is ASCII (RFC 6750 b64token): any other byte, Unicode spaces
             // included, is refused by one pass over the bytes (every request's
             // token goes through here).
-            if token.is_empty() || token.bytes().any(|b| b.is_ascii_whitespace() || !b.is_ascii()) {
+            if token.is_empty()
+                || token
+                    .bytes()
+                    .any(|b| b.is_ascii_whitespace() || !b.is_ascii())
+            {
                 return Err(ExtractError::Malformed);
             }
             take(token)?;
@@ -105,7 +117,11 @@ pub fn find_token<'a>(req: &'a Request, sources: &'a TokenSources, max_bytes: us
             take(token)?;
         }
     }
-    let source = if explicit { Source::Explicit } else { Source::Cookie };
+    let source = if explicit {
+        Source::Explicit
+    } else {
+        Source::Cookie
+    };
     match found {
         None => Ok(None),
         Some(t) if t.len() > max_bytes => Err(ExtractError::TooLarge),
@@ -118,39 +134,115 @@ mod tests {
     use super::*;
 
     fn sources() -> TokenSources {
-        TokenSources { authorization_bearer: true, cookies: vec!["at".into()], headers: vec!["x-token".into()] }
+        TokenSources {
+            authorization_bearer: true,
+            cookies: vec!["at".into()],
+            headers: vec!["x-token".into()],
+        }
     }
 
     fn req(h: &[(&str, &str)]) -> Request {
-        Request::from_headers(h.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(), None)
+        Request::from_headers(
+            h.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+            None,
+        )
     }
 
     #[test]
     fn finds_each_source() {
         let s = sources();
-        assert_eq!(extract(&req(&[("authorization", "Bearer a.b.c")]), &s, 100), Ok(Extracted::Token("a.b.c")));
-        assert_eq!(extract(&req(&[("authorization", "bearer   a.b.c ")]), &s, 100), Ok(Extracted::Token("a.b.c")));
-        assert_eq!(extract(&req(&[("x-token", "a.b.c")]), &s, 100), Ok(Extracted::Token("a.b.c")));
-        assert_eq!(extract(&req(&[("cookie", "x=1; at=a.b.c")]), &s, 100), Ok(Extracted::Token("a.b.c")));
-        assert_eq!(extract(&req(&[("authorization", "Basic Zm9vOmJhcg==")]), &s, 100), Ok(Extracted::None));
-        assert_eq!(extract(&req(&[("authorization", "DPoP a.b.c")]), &s, 100), Ok(Extracted::Token("a.b.c")));
-        assert_eq!(extract(&req(&[("authorization", "DPoP")]), &s, 100), Err(ExtractError::Malformed));
+        assert_eq!(
+            extract(&req(&[("authorization", "Bearer a.b.c")]), &s, 100),
+            Ok(Extracted::Token("a.b.c"))
+        );
+        assert_eq!(
+            extract(&req(&[("authorization", "bearer   a.b.c ")]), &s, 100),
+            Ok(Extracted::Token("a.b.c"))
+        );
+        assert_eq!(
+            extract(&req(&[("x-token", "a.b.c")]), &s, 100),
+            Ok(Extracted::Token("a.b.c"))
+        );
+        assert_eq!(
+            extract(&req(&[("cookie", "x=1; at=a.b.c")]), &s, 100),
+            Ok(Extracted::Token("a.b.c"))
+        );
+        assert_eq!(
+            extract(&req(&[("authorization", "Basic Zm9vOmJhcg==")]), &s, 100),
+            Ok(Extracted::None)
+        );
+        assert_eq!(
+            extract(&req(&[("authorization", "DPoP a.b.c")]), &s, 100),
+            Ok(Extracted::Token("a.b.c"))
+        );
+        assert_eq!(
+            extract(&req(&[("authorization", "DPoP")]), &s, 100),
+            Err(ExtractError::Malformed)
+        );
         assert_eq!(extract(&req(&[]), &s, 100), Ok(Extracted::None));
     }
 
     #[test]
     fn refuses_ambiguity_and_size() {
         let s = sources();
-        assert_eq!(extract(&req(&[("authorization", "Bearer a.b.c"), ("x-token", "d.e.f")]), &s, 100), Err(ExtractError::Malformed));
-        assert_eq!(extract(&req(&[("authorization", "Bearer a.b.c"), ("x-token", "a.b.c")]), &s, 100), Ok(Extracted::Token("a.b.c")));
-        assert_eq!(extract(&req(&[("authorization", "Bearer")]), &s, 100), Err(ExtractError::Malformed));
-        assert_eq!(extract(&req(&[("authorization", "Bearer a b")]), &s, 100), Err(ExtractError::Malformed));
-        assert_eq!(extract(&req(&[("authorization", "Bearer abcdef")]), &s, 3), Err(ExtractError::TooLarge));
+        assert_eq!(
+            extract(
+                &req(&[("authorization", "Bearer a.b.c"), ("x-token", "d.e.f")]),
+                &s,
+                100
+            ),
+            Err(ExtractError::Malformed)
+        );
+        assert_eq!(
+            extract(
+                &req(&[("authorization", "Bearer a.b.c"), ("x-token", "a.b.c")]),
+                &s,
+                100
+            ),
+            Ok(Extracted::Token("a.b.c"))
+        );
+        assert_eq!(
+            extract(&req(&[("authorization", "Bearer")]), &s, 100),
+            Err(ExtractError::Malformed)
+        );
+        assert_eq!(
+            extract(&req(&[("authorization", "Bearer a b")]), &s, 100),
+            Err(ExtractError::Malformed)
+        );
+        assert_eq!(
+            extract(&req(&[("authorization", "Bearer abcdef")]), &s, 3),
+            Err(ExtractError::TooLarge)
+        );
         // Cookies: every header, every occurrence.
-        assert_eq!(extract(&req(&[("cookie", "x=1"), ("cookie", "at=a.b.c")]), &s, 100), Ok(Extracted::Token("a.b.c")));
-        assert_eq!(extract(&req(&[("cookie", "at=a.b.c; at=d.e.f")]), &s, 100), Err(ExtractError::Malformed));
-        assert_eq!(extract(&req(&[("cookie", "at=a.b.c"), ("cookie", "at=d.e.f")]), &s, 100), Err(ExtractError::Malformed));
-        assert_eq!(extract(&req(&[("authorization", "Bearer a.b.c"), ("cookie", "at=a.b.c; at=")]), &s, 100), Ok(Extracted::Token("a.b.c")));
+        assert_eq!(
+            extract(&req(&[("cookie", "x=1"), ("cookie", "at=a.b.c")]), &s, 100),
+            Ok(Extracted::Token("a.b.c"))
+        );
+        assert_eq!(
+            extract(&req(&[("cookie", "at=a.b.c; at=d.e.f")]), &s, 100),
+            Err(ExtractError::Malformed)
+        );
+        assert_eq!(
+            extract(
+                &req(&[("cookie", "at=a.b.c"), ("cookie", "at=d.e.f")]),
+                &s,
+                100
+            ),
+            Err(ExtractError::Malformed)
+        );
+        assert_eq!(
+            extract(
+                &req(&[
+                    ("authorization", "Bearer a.b.c"),
+                    ("cookie", "at=a.b.c; at=")
+                ]),
+                &s,
+                100
+            ),
+            Ok(Extracted::Token("a.b.c"))
+        );
     }
 
     #[test]
@@ -158,14 +250,57 @@ mod tests {
         let s = sources();
         // A browser attaches its cookies to a page's own API call: the header is the token.
         assert_eq!(
-            extract(&req(&[("authorization", "Bearer a.b.c"), ("cookie", "x=1"), ("cookie", "at=d.e.f")]), &s, 100),
+            extract(
+                &req(&[
+                    ("authorization", "Bearer a.b.c"),
+                    ("cookie", "x=1"),
+                    ("cookie", "at=d.e.f")
+                ]),
+                &s,
+                100
+            ),
             Ok(Extracted::Token("a.b.c"))
         );
-        assert_eq!(extract(&req(&[("authorization", "DPoP a.b.c"), ("cookie", "at=d.e.f; at=g.h.i")]), &s, 100), Ok(Extracted::Token("a.b.c")));
-        assert_eq!(extract(&req(&[("x-token", "a.b.c"), ("cookie", "at=d.e.f")]), &s, 100), Ok(Extracted::Token("a.b.c")));
+        assert_eq!(
+            extract(
+                &req(&[
+                    ("authorization", "DPoP a.b.c"),
+                    ("cookie", "at=d.e.f; at=g.h.i")
+                ]),
+                &s,
+                100
+            ),
+            Ok(Extracted::Token("a.b.c"))
+        );
+        assert_eq!(
+            extract(
+                &req(&[("x-token", "a.b.c"), ("cookie", "at=d.e.f")]),
+                &s,
+                100
+            ),
+            Ok(Extracted::Token("a.b.c"))
+        );
         // Explicit sources still may not disagree, and a bad header is not rescued by a cookie.
-        assert_eq!(extract(&req(&[("authorization", "Bearer a.b.c"), ("x-token", "d.e.f"), ("cookie", "at=a.b.c")]), &s, 100), Err(ExtractError::Malformed));
-        assert_eq!(extract(&req(&[("authorization", "Bearer"), ("cookie", "at=a.b.c")]), &s, 100), Err(ExtractError::Malformed));
+        assert_eq!(
+            extract(
+                &req(&[
+                    ("authorization", "Bearer a.b.c"),
+                    ("x-token", "d.e.f"),
+                    ("cookie", "at=a.b.c")
+                ]),
+                &s,
+                100
+            ),
+            Err(ExtractError::Malformed)
+        );
+        assert_eq!(
+            extract(
+                &req(&[("authorization", "Bearer"), ("cookie", "at=a.b.c")]),
+                &s,
+                100
+            ),
+            Err(ExtractError::Malformed)
+        );
     }
 
     /// RFC 7235 puts one SP between scheme and token, but backends that split
@@ -176,14 +311,43 @@ mod tests {
         assert_eq!(split_authorization("Bearer\ta.b.c"), ("Bearer", "a.b.c"));
         assert_eq!(split_authorization(" DPoP \t a.b.c "), ("DPoP", "a.b.c"));
         assert_eq!(split_authorization("Basic"), ("Basic", ""));
-        assert_eq!(extract(&req(&[("authorization", "Bearer\ta.b.c")]), &s, 100), Ok(Extracted::Token("a.b.c")));
-        assert_eq!(extract(&req(&[("authorization", "dpop\ta.b.c")]), &s, 100), Ok(Extracted::Token("a.b.c")));
+        assert_eq!(
+            extract(&req(&[("authorization", "Bearer\ta.b.c")]), &s, 100),
+            Ok(Extracted::Token("a.b.c"))
+        );
+        assert_eq!(
+            extract(&req(&[("authorization", "dpop\ta.b.c")]), &s, 100),
+            Ok(Extracted::Token("a.b.c"))
+        );
         // Read as a token, it is explicit: it wins over the cookie, and may not disagree with a token header.
-        assert_eq!(extract(&req(&[("authorization", "Bearer\td.e.f"), ("cookie", "at=a.b.c")]), &s, 100), Ok(Extracted::Token("d.e.f")));
-        assert_eq!(extract(&req(&[("authorization", "Bearer\td.e.f"), ("x-token", "a.b.c")]), &s, 100), Err(ExtractError::Malformed));
+        assert_eq!(
+            extract(
+                &req(&[("authorization", "Bearer\td.e.f"), ("cookie", "at=a.b.c")]),
+                &s,
+                100
+            ),
+            Ok(Extracted::Token("d.e.f"))
+        );
+        assert_eq!(
+            extract(
+                &req(&[("authorization", "Bearer\td.e.f"), ("x-token", "a.b.c")]),
+                &s,
+                100
+            ),
+            Err(ExtractError::Malformed)
+        );
         // Whitespace of any kind inside the token: not one token.
-        for bad in ["Bearer a\tb", "Bearer a\u{a0}b", "Bearer\ta\u{2028}b", "Bearer\t"] {
-            assert_eq!(extract(&req(&[("authorization", bad)]), &s, 100), Err(ExtractError::Malformed), "{bad:?}");
+        for bad in [
+            "Bearer a\tb",
+            "Bearer a\u{a0}b",
+            "Bearer\ta\u{2028}b",
+            "Bearer\t",
+        ] {
+            assert_eq!(
+                extract(&req(&[("authorization", bad)]), &s, 100),
+                Err(ExtractError::Malformed),
+                "{bad:?}"
+            );
         }
     }
 
@@ -192,11 +356,27 @@ mod tests {
     #[test]
     fn any_space_after_the_scheme_is_a_separator() {
         let s = sources();
-        assert_eq!(split_authorization("Bearer\u{a0}a.b.c"), ("Bearer", "a.b.c"));
-        assert_eq!(extract(&req(&[("authorization", "Bearer\u{3000}d.e.f"), ("cookie", "at=a.b.c")]), &s, 100), Ok(Extracted::Token("d.e.f")));
+        assert_eq!(
+            split_authorization("Bearer\u{a0}a.b.c"),
+            ("Bearer", "a.b.c")
+        );
+        assert_eq!(
+            extract(
+                &req(&[
+                    ("authorization", "Bearer\u{3000}d.e.f"),
+                    ("cookie", "at=a.b.c")
+                ]),
+                &s,
+                100
+            ),
+            Ok(Extracted::Token("d.e.f"))
+        );
         // Not UTF-8: unreadable here, so not let through beside a cookie token.
         let raw = Request::new(
-            crate::request::HeaderBlock::from_pairs(&[(b"authorization".as_slice(), b"Bearer\xa0d.e.f".as_slice()), (b"cookie", b"at=a.b.c")]),
+            crate::request::HeaderBlock::from_pairs(&[
+                (b"authorization".as_slice(), b"Bearer\xa0d.e.f".as_slice()),
+                (b"cookie", b"at=a.b.c"),
+            ]),
             None,
         );
         assert_eq!(extract(&raw, &s, 100), Err(ExtractError::Malformed));
@@ -205,10 +385,22 @@ mod tests {
     #[test]
     fn reports_where_the_token_came_from() {
         let s = sources();
-        let from = |h: &[(&str, &str)]| find_token(&req(h), &s, 100).map(|found| found.map(|(t, source)| (t.to_owned(), source)));
-        assert_eq!(from(&[("authorization", "Bearer a.b.c"), ("cookie", "at=d.e.f")]), Ok(Some(("a.b.c".into(), Source::Explicit))));
-        assert_eq!(from(&[("x-token", "a.b.c")]), Ok(Some(("a.b.c".into(), Source::Explicit))));
-        assert_eq!(from(&[("authorization", "Basic Zm9v"), ("cookie", "at=d.e.f")]), Ok(Some(("d.e.f".into(), Source::Cookie))));
+        let from = |h: &[(&str, &str)]| {
+            find_token(&req(h), &s, 100)
+                .map(|found| found.map(|(t, source)| (t.to_owned(), source)))
+        };
+        assert_eq!(
+            from(&[("authorization", "Bearer a.b.c"), ("cookie", "at=d.e.f")]),
+            Ok(Some(("a.b.c".into(), Source::Explicit)))
+        );
+        assert_eq!(
+            from(&[("x-token", "a.b.c")]),
+            Ok(Some(("a.b.c".into(), Source::Explicit)))
+        );
+        assert_eq!(
+            from(&[("authorization", "Basic Zm9v"), ("cookie", "at=d.e.f")]),
+            Ok(Some(("d.e.f".into(), Source::Cookie)))
+        );
         assert_eq!(from(&[]), Ok(None));
     }
 }

@@ -8,7 +8,9 @@
 //! to the host.
 
 use authflow_contract::jwk::MAX_JWKS_BYTES;
-use authflow_contract::revocation::{Blob, RevocationFeed, COMPACT_FEED_TYPE, MAX_COMPACT_FEED_BYTES, MAX_FEED_BYTES};
+use authflow_contract::revocation::{
+    Blob, RevocationFeed, COMPACT_FEED_TYPE, MAX_COMPACT_FEED_BYTES, MAX_FEED_BYTES,
+};
 use authflow_contract::KeySet;
 
 use crate::config::Upstream;
@@ -39,7 +41,8 @@ impl Document {
 /// Filters that trust the same issuer through the same source share one fetch.
 pub fn shared_key(document: Document, issuer: &str, source: &Upstream) -> String {
     // JSON quoting keeps the parts apart whatever characters they hold.
-    let parts = crate::json_text::string_array([issuer, &source.cluster, &source.authority, &source.path]);
+    let parts =
+        crate::json_text::string_array([issuer, &source.cluster, &source.authority, &source.path]);
     format!("authflow:{}:{parts}", document.label())
 }
 
@@ -74,7 +77,9 @@ pub enum KeyWait {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FetchEnd {
     /// A new document (with its `ETag`, if any).
-    Fresh { etag: Option<String> },
+    Fresh {
+        etag: Option<String>,
+    },
     NotModified,
     /// Unreachable, an error status, or a document that was refused.
     Failed,
@@ -201,8 +206,14 @@ impl DocumentFetch {
 
     /// The host accepted the callout.
     pub fn started(&mut self, token: u32, now_ms: u64) {
-        let give_up = now_ms.saturating_add(self.callout_timeout_ms()).saturating_add(IN_FLIGHT_GRACE_MS);
-        self.in_flight = Some(InFlight { token, started_at_ms: now_ms, give_up_at_ms: give_up });
+        let give_up = now_ms
+            .saturating_add(self.callout_timeout_ms())
+            .saturating_add(IN_FLIGHT_GRACE_MS);
+        self.in_flight = Some(InFlight {
+            token,
+            started_at_ms: now_ms,
+            give_up_at_ms: give_up,
+        });
         self.early_fetch_granted = false;
         self.refused_since_ms = None;
     }
@@ -242,13 +253,17 @@ impl DocumentFetch {
     /// The callout's timeout: the network allowance plus the time the service
     /// may hold a long poll.
     pub fn callout_timeout_ms(&self) -> u64 {
-        self.upstream.timeout_ms.saturating_add(self.upstream.wait_ms)
+        self.upstream
+            .timeout_ms
+            .saturating_add(self.upstream.wait_ms)
     }
 
     /// Long enough for the holder to renew on its next round, short enough
     /// that a holder that stopped ticking is replaced within about one interval.
     pub fn lease_ttl_ms(&self) -> u64 {
-        self.upstream.interval_ms.saturating_add((self.upstream.interval_ms / 2).max(1_000))
+        self.upstream
+            .interval_ms
+            .saturating_add((self.upstream.interval_ms / 2).max(1_000))
     }
 
     /// Whether the lease holder renews its lease now, though no fetch starts:
@@ -259,7 +274,8 @@ impl DocumentFetch {
     }
 
     fn deferring(&self, now_ms: u64) -> bool {
-        self.refused_since_ms.is_some_and(|since| now_ms.saturating_sub(since) < DISPATCH_DEFER_LIMIT_MS)
+        self.refused_since_ms
+            .is_some_and(|since| now_ms.saturating_sub(since) < DISPATCH_DEFER_LIMIT_MS)
     }
 }
 
@@ -269,7 +285,12 @@ impl DocumentFetch {
 /// `304` the service held for a good part of the wait (it waits: the list is
 /// current as of now). A quick `304` means the service does not wait (an older
 /// one, or over its waiter cap): poll at the interval, so it is never hammered.
-pub fn next_long_poll_at(wait_ms: u64, started_at_ms: u64, now_ms: u64, changed: bool) -> Option<u64> {
+pub fn next_long_poll_at(
+    wait_ms: u64,
+    started_at_ms: u64,
+    now_ms: u64,
+    changed: bool,
+) -> Option<u64> {
     if wait_ms == 0 {
         return None;
     }
@@ -286,17 +307,26 @@ pub enum Answer<T> {
 
 /// The `:status` of a callout's answer (0 when there is none: no answer came).
 pub fn status_of(headers: &HeaderBlock) -> u32 {
-    headers.first(":status").and_then(|v| v.parse().ok()).unwrap_or(0)
+    headers
+        .first(":status")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// A key-set answer. `body(size)` reads the body, only once it is known to fit.
 /// A `200` that is a key set is fresh even with no usable key in it (the
 /// issuer withdrew its keys: the set held is replaced by an empty one); any
 /// other answer fails, and the keys held stay.
-pub fn jwks_answer(status: u32, body_size: usize, body: impl FnOnce(usize) -> Option<Vec<u8>>) -> Answer<KeySet> {
+pub fn jwks_answer(
+    status: u32,
+    body_size: usize,
+    body: impl FnOnce(usize) -> Option<Vec<u8>>,
+) -> Answer<KeySet> {
     match status {
         304 => Answer::NotModified,
-        200 if body_size > MAX_JWKS_BYTES => Answer::Failed(format!("JWKS of {body_size} bytes is over the limit")),
+        200 if body_size > MAX_JWKS_BYTES => {
+            Answer::Failed(format!("JWKS of {body_size} bytes is over the limit"))
+        }
         200 => match body(body_size) {
             Some(bytes) => match KeySet::parse_published(&bytes) {
                 Ok(set) => Answer::Fresh(set, bytes),
@@ -327,12 +357,27 @@ pub const FEED_ACCEPT: &str = "application/vnd.authflow.revocations.v1, applicat
 
 /// A feed answer. `content_type` picks the decoder; `body(size)` reads the
 /// body, only once it is known to fit the bound of its encoding.
-pub fn feed_answer(status: u32, content_type: Option<&str>, body_size: usize, body: impl FnOnce(usize) -> Option<Vec<u8>>) -> Answer<FeedBody> {
-    let compact = content_type.is_some_and(|t| t.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case(COMPACT_FEED_TYPE)));
-    let limit = if compact { MAX_COMPACT_FEED_BYTES } else { MAX_FEED_BYTES };
+pub fn feed_answer(
+    status: u32,
+    content_type: Option<&str>,
+    body_size: usize,
+    body: impl FnOnce(usize) -> Option<Vec<u8>>,
+) -> Answer<FeedBody> {
+    let compact = content_type.is_some_and(|t| {
+        t.split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case(COMPACT_FEED_TYPE))
+    });
+    let limit = if compact {
+        MAX_COMPACT_FEED_BYTES
+    } else {
+        MAX_FEED_BYTES
+    };
     match status {
         304 => Answer::NotModified,
-        200 if body_size > limit => Answer::Failed(format!("revocation feed of {body_size} bytes is over the limit")),
+        200 if body_size > limit => Answer::Failed(format!(
+            "revocation feed of {body_size} bytes is over the limit"
+        )),
         200 => match body(body_size) {
             Some(bytes) if compact => match Blob::parse(bytes) {
                 Ok(blob) => Answer::Fresh(FeedBody::Compact(blob), Vec::new()),
@@ -400,14 +445,42 @@ mod tests {
     #[test]
     fn shared_key_is_what_the_document_is_not_what_it_is_called() {
         let a = shared_key(Document::Jwks, "https://a", &upstream("auth", "/jwks"));
-        assert_eq!(a, shared_key(Document::Jwks, "https://a", &upstream("auth", "/jwks")), "same issuer and source: one fetch");
-        assert_ne!(a, shared_key(Document::Jwks, "https://b", &upstream("auth", "/jwks")), "another issuer");
-        assert_ne!(a, shared_key(Document::Jwks, "https://a", &upstream("other", "/jwks")), "another cluster");
-        assert_ne!(a, shared_key(Document::Jwks, "https://a", &upstream("auth", "/keys")), "another path");
-        assert_ne!(a, shared_key(Document::Revocations, "https://a", &upstream("auth", "/jwks")), "another document");
+        assert_eq!(
+            a,
+            shared_key(Document::Jwks, "https://a", &upstream("auth", "/jwks")),
+            "same issuer and source: one fetch"
+        );
+        assert_ne!(
+            a,
+            shared_key(Document::Jwks, "https://b", &upstream("auth", "/jwks")),
+            "another issuer"
+        );
+        assert_ne!(
+            a,
+            shared_key(Document::Jwks, "https://a", &upstream("other", "/jwks")),
+            "another cluster"
+        );
+        assert_ne!(
+            a,
+            shared_key(Document::Jwks, "https://a", &upstream("auth", "/keys")),
+            "another path"
+        );
+        assert_ne!(
+            a,
+            shared_key(
+                Document::Revocations,
+                "https://a",
+                &upstream("auth", "/jwks")
+            ),
+            "another document"
+        );
         let mut other_host = upstream("auth", "/jwks");
         other_host.authority = "auth.other".into();
-        assert_ne!(a, shared_key(Document::Jwks, "https://a", &other_host), "another authority");
+        assert_ne!(
+            a,
+            shared_key(Document::Jwks, "https://a", &other_host),
+            "another authority"
+        );
         // Separators inside a part cannot make two sources collide.
         assert_ne!(
             shared_key(Document::Jwks, "i\",\"x", &upstream("c", "/p")),
@@ -427,7 +500,13 @@ mod tests {
     fn loaded(mut f: DocumentFetch, now: u64) -> DocumentFetch {
         assert!(f.should_start(now, || true));
         f.started(1, now);
-        f.finished(FetchEnd::Fresh { etag: Some("\"v1\"".into()) }, now + 10, 0.5);
+        f.finished(
+            FetchEnd::Fresh {
+                etag: Some("\"v1\"".into()),
+            },
+            now + 10,
+            0.5,
+        );
         f
     }
 
@@ -438,33 +517,64 @@ mod tests {
         // The first unknown kid is granted the early fetch: it waits for it,
         // and so does every other request until that fetch has ended.
         assert_eq!(f.key_wait(KeyNeed::UnknownKid, 1_000), KeyWait::Pause);
-        assert_eq!(f.key_wait(KeyNeed::UnknownKid, 1_010), KeyWait::Pause, "granted, about to start");
-        assert!(f.should_start(1_050, || false), "an early fetch needs no lease");
+        assert_eq!(
+            f.key_wait(KeyNeed::UnknownKid, 1_010),
+            KeyWait::Pause,
+            "granted, about to start"
+        );
+        assert!(
+            f.should_start(1_050, || false),
+            "an early fetch needs no lease"
+        );
         f.started(2, 1_050);
-        assert_eq!(f.key_wait(KeyNeed::UnknownKid, 1_060), KeyWait::Pause, "in flight");
+        assert_eq!(
+            f.key_wait(KeyNeed::UnknownKid, 1_060),
+            KeyWait::Pause,
+            "in flight"
+        );
         let seen = f.generation();
         f.finished(FetchEnd::NotModified, 1_100, 0.5);
         assert_ne!(f.generation(), seen, "its waiters are decided now");
         // Rate limited from here on: answered at once, nothing started.
         for t in [1_200, 5_000, 60_999] {
-            assert_eq!(f.key_wait(KeyNeed::UnknownKid, t), KeyWait::AnswerNow, "at {t}");
+            assert_eq!(
+                f.key_wait(KeyNeed::UnknownKid, t),
+                KeyWait::AnswerNow,
+                "at {t}"
+            );
             assert!(!f.should_start(t, || true), "at {t}");
         }
-        assert_eq!(f.key_wait(KeyNeed::UnknownKid, 61_000), KeyWait::Pause, "the next early fetch once the floor has passed");
+        assert_eq!(
+            f.key_wait(KeyNeed::UnknownKid, 61_000),
+            KeyWait::Pause,
+            "the next early fetch once the floor has passed"
+        );
     }
 
     #[test]
     fn keys_never_loaded_pause_only_when_a_fetch_may_start() {
         let mut f = jwks(1_000);
-        assert_eq!(f.key_wait(KeyNeed::NotLoaded, 0), KeyWait::Pause, "due: the next tick fetches");
+        assert_eq!(
+            f.key_wait(KeyNeed::NotLoaded, 0),
+            KeyWait::Pause,
+            "due: the next tick fetches"
+        );
         assert!(f.should_start(0, || true));
         f.started(1, 0);
-        assert_eq!(f.key_wait(KeyNeed::NotLoaded, 10), KeyWait::Pause, "in flight");
+        assert_eq!(
+            f.key_wait(KeyNeed::NotLoaded, 10),
+            KeyWait::Pause,
+            "in flight"
+        );
         f.finished(FetchEnd::Failed, 20, 0.0);
         // Backing off: no fetch before the backoff ends, so nobody waits for one.
         assert_eq!(f.key_wait(KeyNeed::NotLoaded, 30), KeyWait::AnswerNow);
         assert!(!f.should_start(30, || true));
-        assert_eq!(f.key_wait(KeyNeed::NotLoaded, 20_000), KeyWait::Pause, "due again");
+        assert_eq!(
+            f.key_wait(KeyNeed::NotLoaded, 20_000),
+            KeyWait::Pause,
+            "due again"
+        );
     }
 
     #[test]
@@ -484,29 +594,60 @@ mod tests {
     fn periodic_fetches_need_the_lease() {
         let mut f = loaded(jwks(1_000), 0);
         assert!(!f.should_start(300_009, || true), "not due yet");
-        assert!(!f.should_start(300_010, || false), "due, but another VM holds the lease");
+        assert!(
+            !f.should_start(300_010, || false),
+            "due, but another VM holds the lease"
+        );
         assert!(f.should_start(300_010, || true));
     }
 
     #[test]
     fn feed_cursor_is_escaped() {
         assert_eq!(feed_path("/v1/revocations", None, 0), "/v1/revocations");
-        assert_eq!(feed_path("/v1/revocations", Some("a b/c"), 0), "/v1/revocations?since=a%20b%2Fc");
+        assert_eq!(
+            feed_path("/v1/revocations", Some("a b/c"), 0),
+            "/v1/revocations?since=a%20b%2Fc"
+        );
         assert_eq!(feed_path("/r?x=1", Some("7"), 0), "/r?x=1&since=7");
-        assert_eq!(feed_path("/r", Some("7"), 20_000), "/r?since=7&wait=20", "a long poll");
-        assert_eq!(feed_path("/r", None, 20_000), "/r", "no cursor: the snapshot, at once");
+        assert_eq!(
+            feed_path("/r", Some("7"), 20_000),
+            "/r?since=7&wait=20",
+            "a long poll"
+        );
+        assert_eq!(
+            feed_path("/r", None, 20_000),
+            "/r",
+            "no cursor: the snapshot, at once"
+        );
     }
 
     #[test]
     fn oversized_or_bodiless_answers_fail() {
-        assert!(matches!(jwks_answer(200, MAX_JWKS_BYTES + 1, |_| panic!("never read")), Answer::Failed(_)));
+        assert!(matches!(
+            jwks_answer(200, MAX_JWKS_BYTES + 1, |_| panic!("never read")),
+            Answer::Failed(_)
+        ));
         assert!(matches!(jwks_answer(200, 10, |_| None), Answer::Failed(_)));
         assert!(matches!(jwks_answer(304, 0, |_| None), Answer::NotModified));
-        assert!(matches!(feed_answer(0, None, 0, |_| None), Answer::Failed(_)));
-        assert!(matches!(feed_answer(503, None, 0, |_| None), Answer::Failed(_)));
-        assert!(matches!(feed_answer(200, None, MAX_FEED_BYTES + 1, |_| panic!("never read")), Answer::Failed(_)));
+        assert!(matches!(
+            feed_answer(0, None, 0, |_| None),
+            Answer::Failed(_)
+        ));
+        assert!(matches!(
+            feed_answer(503, None, 0, |_| None),
+            Answer::Failed(_)
+        ));
+        assert!(matches!(
+            feed_answer(200, None, MAX_FEED_BYTES + 1, |_| panic!("never read")),
+            Answer::Failed(_)
+        ));
         let compact = Some(COMPACT_FEED_TYPE);
-        assert!(matches!(feed_answer(200, compact, MAX_COMPACT_FEED_BYTES + 1, |_| panic!("never read")), Answer::Failed(_)));
+        assert!(matches!(
+            feed_answer(200, compact, MAX_COMPACT_FEED_BYTES + 1, |_| panic!(
+                "never read"
+            )),
+            Answer::Failed(_)
+        ));
     }
 
     /// A `200` that is a key set is the issuer's word on its keys, even when
@@ -518,18 +659,39 @@ mod tests {
             let bytes = body.as_bytes().to_vec();
             jwks_answer(status, bytes.len(), |_| Some(bytes))
         };
-        let p384 = format!(r#"{{"keys":[{{"kty":"EC","crv":"P-384","kid":"k1","x":"{0}","y":"{0}"}}]}}"#, "A".repeat(64));
-        for (body, skipped) in [(r#"{"keys":[]}"#, 0), (p384.as_str(), 1), (r#"{"keys":[7,"x",{}]}"#, 3)] {
+        let p384 = format!(
+            r#"{{"keys":[{{"kty":"EC","crv":"P-384","kid":"k1","x":"{0}","y":"{0}"}}]}}"#,
+            "A".repeat(64)
+        );
+        for (body, skipped) in [
+            (r#"{"keys":[]}"#, 0),
+            (p384.as_str(), 1),
+            (r#"{"keys":[7,"x",{}]}"#, 3),
+        ] {
             match answer(200, body) {
                 Answer::Fresh(set, bytes) => {
                     assert!(set.keys.is_empty(), "{body}");
-                    assert_eq!((set.skipped, bytes.as_slice()), (skipped, body.as_bytes()), "{body}");
+                    assert_eq!(
+                        (set.skipped, bytes.as_slice()),
+                        (skipped, body.as_bytes()),
+                        "{body}"
+                    );
                 }
                 _ => panic!("a well-formed key set with no usable key withdraws the keys: {body}"),
             }
         }
-        for (status, body) in [(410, r#"{"keys":[]}"#), (503, ""), (0, ""), (200, "{}"), (200, r#"{"keys":{}}"#), (200, r#"{"keys":[] "#)] {
-            assert!(matches!(answer(status, body), Answer::Failed(_)), "{status} {body}: keeps the last good keys");
+        for (status, body) in [
+            (410, r#"{"keys":[]}"#),
+            (503, ""),
+            (0, ""),
+            (200, "{}"),
+            (200, r#"{"keys":{}}"#),
+            (200, r#"{"keys":[] "#),
+        ] {
+            assert!(
+                matches!(answer(status, body), Answer::Failed(_)),
+                "{status} {body}: keeps the last good keys"
+            );
         }
     }
 
@@ -537,15 +699,39 @@ mod tests {
     /// over the JSON bound but within its own.
     #[test]
     fn feed_answers_decode_by_content_type() {
-        let feed = RevocationFeed { issuer: "iss".into(), cursor: "1".into(), snapshot: true, ..Default::default() };
+        let feed = RevocationFeed {
+            issuer: "iss".into(),
+            cursor: "1".into(),
+            snapshot: true,
+            ..Default::default()
+        };
         let json = serde_json::to_vec(&feed).unwrap();
-        assert!(matches!(feed_answer(200, Some("application/json"), json.len(), |_| Some(json.clone())), Answer::Fresh(FeedBody::Json(_), _)));
+        assert!(matches!(
+            feed_answer(200, Some("application/json"), json.len(), |_| Some(
+                json.clone()
+            )),
+            Answer::Fresh(FeedBody::Json(_), _)
+        ));
         let blob = authflow_contract::revocation::set::encode(&feed, Default::default());
         let bytes = blob.bytes().to_vec();
         let typed = Some("Application/Vnd.Authflow.Revocations.v1; q=1");
-        assert!(matches!(feed_answer(200, typed, bytes.len(), |_| Some(bytes.clone())), Answer::Fresh(FeedBody::Compact(b), _) if b == blob));
-        assert!(matches!(feed_answer(200, Some(COMPACT_FEED_TYPE), json.len(), |_| Some(json.clone())), Answer::Failed(_)), "JSON labelled compact");
-        const { assert!(MAX_COMPACT_FEED_BYTES > 1_000_000 * 24 + 4096 && MAX_FEED_BYTES < 1_000_000 * 24) };
+        assert!(
+            matches!(feed_answer(200, typed, bytes.len(), |_| Some(bytes.clone())), Answer::Fresh(FeedBody::Compact(b), _) if b == blob)
+        );
+        assert!(
+            matches!(
+                feed_answer(200, Some(COMPACT_FEED_TYPE), json.len(), |_| Some(
+                    json.clone()
+                )),
+                Answer::Failed(_)
+            ),
+            "JSON labelled compact"
+        );
+        const {
+            assert!(
+                MAX_COMPACT_FEED_BYTES > 1_000_000 * 24 + 4096 && MAX_FEED_BYTES < 1_000_000 * 24
+            )
+        };
     }
 
     #[test]
@@ -554,14 +740,33 @@ mod tests {
         assert!(f.should_start(0, || true));
         let seen = f.generation();
         assert_eq!(f.refused(0, 0.5), Refusal::Deferred);
-        assert_eq!(f.generation(), seen, "nobody waiting is decided by a deferral");
-        assert_eq!(f.key_wait(KeyNeed::NotLoaded, 50), KeyWait::Pause, "the retry is coming");
+        assert_eq!(
+            f.generation(),
+            seen,
+            "nobody waiting is decided by a deferral"
+        );
+        assert_eq!(
+            f.key_wait(KeyNeed::NotLoaded, 50),
+            KeyWait::Pause,
+            "the retry is coming"
+        );
         assert!(!f.should_start(DISPATCH_RETRY_MS - 1, || true));
-        assert!(f.should_start(DISPATCH_RETRY_MS, || true), "retried shortly");
+        assert!(
+            f.should_start(DISPATCH_RETRY_MS, || true),
+            "retried shortly"
+        );
         assert_eq!(f.refused(9_999, 0.5), Refusal::Deferred);
-        assert_eq!(f.refused(10_000, 0.5), Refusal::Failed, "after the bound it is a failure");
+        assert_eq!(
+            f.refused(10_000, 0.5),
+            Refusal::Failed,
+            "after the bound it is a failure"
+        );
         assert_ne!(f.generation(), seen, "and its waiters are decided");
-        assert_eq!(f.key_wait(KeyNeed::NotLoaded, 10_001), KeyWait::AnswerNow, "backing off, nothing coming");
+        assert_eq!(
+            f.key_wait(KeyNeed::NotLoaded, 10_001),
+            KeyWait::AnswerNow,
+            "backing off, nothing coming"
+        );
         // A dispatch that goes through resets the bound.
         assert!(f.should_start(70_000, || true));
         f.started(3, 70_000);
@@ -588,24 +793,43 @@ mod tests {
     #[test]
     fn a_long_poll_follows_at_once_after_news_or_a_held_304() {
         let mut f = feed(20_000);
-        assert_eq!(f.callout_timeout_ms(), 25_000, "the callout outlives the wait");
+        assert_eq!(
+            f.callout_timeout_ms(),
+            25_000,
+            "the callout outlives the wait"
+        );
         assert!(!f.renews_lease_while_waiting());
         assert!(f.should_start(0, || true));
         f.started(8, 0);
-        assert!(f.renews_lease_while_waiting(), "held: the holder keeps its lease");
+        assert!(
+            f.renews_lease_while_waiting(),
+            "held: the holder keeps its lease"
+        );
         f.finished(FetchEnd::Fresh { etag: None }, 30, 0.5);
-        assert!(f.should_start(30 + MIN_LONG_POLL_GAP_MS, || true), "news: the next poll at once");
+        assert!(
+            f.should_start(30 + MIN_LONG_POLL_GAP_MS, || true),
+            "news: the next poll at once"
+        );
         f.started(9, 130);
         f.finished(FetchEnd::Fresh { etag: None }, 140, 0.5);
-        assert!(poll(&mut f, 240, 20_240, FetchEnd::NotModified), "held for the wait: at once");
-        assert!(poll(&mut f, 20_340, 25_000, FetchEnd::Fresh { etag: None }), "woken by news: at once");
+        assert!(
+            poll(&mut f, 240, 20_240, FetchEnd::NotModified),
+            "held for the wait: at once"
+        );
+        assert!(
+            poll(&mut f, 20_340, 25_000, FetchEnd::Fresh { etag: None }),
+            "woken by news: at once"
+        );
     }
 
     #[test]
     fn a_service_that_does_not_wait_is_polled_at_the_interval() {
         let mut f = feed(20_000);
         let mut t = 0;
-        assert!(!poll(&mut f, t, t + 5, FetchEnd::NotModified), "a quick 304: not again at once");
+        assert!(
+            !poll(&mut f, t, t + 5, FetchEnd::NotModified),
+            "a quick 304: not again at once"
+        );
         for _ in 0..5 {
             t += 5 + 1_000; // the last answer came 5 ms after its start; then the interval
             assert!(!f.should_start(t - 1, || true), "not before the interval");
@@ -622,7 +846,10 @@ mod tests {
             }
             now += 1;
         }
-        assert!(starts <= 1_000 / MIN_LONG_POLL_GAP_MS, "{starts} polls in a second");
+        assert!(
+            starts <= 1_000 / MIN_LONG_POLL_GAP_MS,
+            "{starts} polls in a second"
+        );
         // Failures back off as before.
         f.started(2, 200_000);
         f.finished(FetchEnd::Failed, 200_001, 0.5);
@@ -633,7 +860,10 @@ mod tests {
     fn without_a_wait_it_is_plain_polling() {
         let mut f = feed(0);
         assert_eq!(f.callout_timeout_ms(), 5_000);
-        assert!(!poll(&mut f, 0, 30, FetchEnd::Fresh { etag: None }), "at the interval");
+        assert!(
+            !poll(&mut f, 0, 30, FetchEnd::Fresh { etag: None }),
+            "at the interval"
+        );
         assert_eq!(next_long_poll_at(0, 0, 20_000, true), None);
     }
 }

@@ -35,7 +35,11 @@ pub enum HeaderEdit {
 /// The edits that keep the credentials the configuration does not forward
 /// away from the upstream. `verified_by`: the provider whose token verified
 /// on this request, if one did.
-pub fn credential_edits(config: &FilterConfig, req: &Request, verified_by: Option<ProviderId>) -> Vec<HeaderEdit> {
+pub fn credential_edits(
+    config: &FilterConfig,
+    req: &Request,
+    verified_by: Option<ProviderId>,
+) -> Vec<HeaderEdit> {
     if route_for(config, req).is_some_and(|r| r.forward_credentials) {
         return Vec::new();
     }
@@ -53,14 +57,26 @@ pub fn credential_edits(config: &FilterConfig, req: &Request, verified_by: Optio
         cookies.extend(sources.cookies.iter().map(String::as_str));
     }
     if strip_token {
-        if sources.authorization_bearer && req.header("authorization").is_some_and(is_token_authorization) {
+        if sources.authorization_bearer
+            && req
+                .header("authorization")
+                .is_some_and(is_token_authorization)
+        {
             edits.push(HeaderEdit::Remove("authorization".to_owned()));
             // The DPoP proof goes with its token: it is a credential for this hop only.
             if req.header(authflow_contract::dpop::PROOF_HEADER).is_some() {
-                edits.push(HeaderEdit::Remove(authflow_contract::dpop::PROOF_HEADER.to_owned()));
+                edits.push(HeaderEdit::Remove(
+                    authflow_contract::dpop::PROOF_HEADER.to_owned(),
+                ));
             }
         }
-        edits.extend(sources.headers.iter().filter(|h| carries(config, req, h)).map(|h| HeaderEdit::Remove(h.clone())));
+        edits.extend(
+            sources
+                .headers
+                .iter()
+                .filter(|h| carries(config, req, h))
+                .map(|h| HeaderEdit::Remove(h.clone())),
+        );
     }
     if strip_device {
         if carries(config, req, DEVICE_HEADER) {
@@ -89,7 +105,11 @@ fn carries(config: &FilterConfig, req: &Request, name: &str) -> bool {
 fn token_was_explicit(config: &FilterConfig, req: &Request) -> bool {
     let sources = &config.token_sources;
     // Without token cookies there is nothing to tell apart (and nothing to re-read).
-    !sources.cookies.is_empty() && matches!(find_token(req, sources, config.max_token_bytes), Ok(Some((_, Source::Explicit))))
+    !sources.cookies.is_empty()
+        && matches!(
+            find_token(req, sources, config.max_token_bytes),
+            Ok(Some((_, Source::Explicit)))
+        )
 }
 
 /// `Bearer <token>` or `DPoP <token>`, read as extraction reads it.
@@ -125,7 +145,10 @@ fn cookie_edit(req: &Request, drop: &[&str]) -> Option<HeaderEdit> {
     match (removed, kept.is_empty()) {
         (false, _) => None,
         (true, true) => Some(HeaderEdit::Remove("cookie".to_owned())),
-        (true, false) => Some(HeaderEdit::Set("cookie".to_owned(), String::from_utf8_lossy(&kept).into_owned())),
+        (true, false) => Some(HeaderEdit::Set(
+            "cookie".to_owned(),
+            String::from_utf8_lossy(&kept).into_owned(),
+        )),
     }
 }
 
@@ -180,14 +203,32 @@ mod tests {
             ]
         );
         // Nothing but credentials in the cookie header: the header goes.
-        let only = req("/api", &[("cookie", " __Host-authflow-device=s ;access_token=t")]);
-        assert_eq!(credential_edits(&c, &only, Some(ProviderId::FIRST)), vec![remove("cookie")]);
+        let only = req(
+            "/api",
+            &[("cookie", " __Host-authflow-device=s ;access_token=t")],
+        );
+        assert_eq!(
+            credential_edits(&c, &only, Some(ProviderId::FIRST)),
+            vec![remove("cookie")]
+        );
         // A line with a cookie that is not UTF-8 still loses the device cookie.
-        let block = crate::request::HeaderBlock::from_pairs(&[(":path", b"/api".as_slice()), ("cookie", b"name=Jos\xe9; __Host-authflow-device=s".as_slice())]);
+        let block = crate::request::HeaderBlock::from_pairs(&[
+            (":path", b"/api".as_slice()),
+            (
+                "cookie",
+                b"name=Jos\xe9; __Host-authflow-device=s".as_slice(),
+            ),
+        ]);
         let latin1 = Request::new(block, None);
-        assert_eq!(credential_edits(&c, &latin1, Some(ProviderId::FIRST)), vec![HeaderEdit::Set("cookie".into(), "name=Jos\u{FFFD}".into())]);
+        assert_eq!(
+            credential_edits(&c, &latin1, Some(ProviderId::FIRST)),
+            vec![HeaderEdit::Set("cookie".into(), "name=Jos\u{FFFD}".into())]
+        );
         // No credential cookie: the cookie header is left as it is.
-        assert_eq!(credential_edits(&c, &req("/api", &[("cookie", "a=1")]), None), vec![]);
+        assert_eq!(
+            credential_edits(&c, &req("/api", &[("cookie", "a=1")]), None),
+            vec![]
+        );
     }
 
     /// Each removal is a host call on every request: a header the request
@@ -196,32 +237,66 @@ mod tests {
     #[test]
     fn only_the_credentials_a_request_carries_are_removed() {
         let c = config(json!({}));
-        assert_eq!(crate::request::HeaderReads::for_config(&c), crate::request::HeaderReads::All);
+        assert_eq!(
+            crate::request::HeaderReads::for_config(&c),
+            crate::request::HeaderReads::All
+        );
         let bare = req("/api", &[("authorization", "Bearer t")]);
-        assert_eq!(credential_edits(&c, &bare, Some(ProviderId::FIRST)), vec![remove("authorization")]);
-        let shouted = req("/api", &[("authorization", "Bearer t"), ("X-Token", "t"), ("X-Authflow-Device", "s")]);
+        assert_eq!(
+            credential_edits(&c, &bare, Some(ProviderId::FIRST)),
+            vec![remove("authorization")]
+        );
+        let shouted = req(
+            "/api",
+            &[
+                ("authorization", "Bearer t"),
+                ("X-Token", "t"),
+                ("X-Authflow-Device", "s"),
+            ],
+        );
         assert_eq!(
             credential_edits(&c, &shouted, Some(ProviderId::FIRST)),
-            vec![remove("authorization"), remove("x-token"), remove("x-authflow-device")],
+            vec![
+                remove("authorization"),
+                remove("x-token"),
+                remove("x-authflow-device")
+            ],
             "whatever the case of the name"
         );
         let c = config(json!({"forward_device_secret": true}));
-        assert_eq!(crate::request::HeaderReads::for_config(&c), crate::request::HeaderReads::All, "token headers are configured");
-        assert_eq!(credential_edits(&c, &bare, Some(ProviderId::FIRST)), vec![remove("authorization")]);
+        assert_eq!(
+            crate::request::HeaderReads::for_config(&c),
+            crate::request::HeaderReads::All,
+            "token headers are configured"
+        );
+        assert_eq!(
+            credential_edits(&c, &bare, Some(ProviderId::FIRST)),
+            vec![remove("authorization")]
+        );
         // A failed read leaves the map empty (a request always has pseudo-headers):
         // nothing is known absent, so every credential header is removed by name.
         let c = config(json!({}));
         let unread = Request::from_headers(Vec::new(), None);
-        assert_eq!(credential_edits(&c, &unread, None), vec![remove("x-authflow-device")]);
+        assert_eq!(
+            credential_edits(&c, &unread, None),
+            vec![remove("x-authflow-device")]
+        );
     }
 
     #[test]
     fn an_unverified_token_and_other_authorization_schemes_are_left_alone() {
         let c = config(json!({}));
         let edits = credential_edits(&c, &req("/public", CREDENTIALS), None);
-        assert_eq!(edits, vec![remove("x-authflow-device"), HeaderEdit::Set("cookie".into(), "a=1; access_token=t; b=2".into())]);
+        assert_eq!(
+            edits,
+            vec![
+                remove("x-authflow-device"),
+                HeaderEdit::Set("cookie".into(), "a=1; access_token=t; b=2".into())
+            ]
+        );
         let basic = req("/api", &[("authorization", "Basic dTpw")]);
-        assert!(!credential_edits(&c, &basic, Some(ProviderId::FIRST)).contains(&remove("authorization")));
+        assert!(!credential_edits(&c, &basic, Some(ProviderId::FIRST))
+            .contains(&remove("authorization")));
     }
 
     #[test]
@@ -229,19 +304,39 @@ mod tests {
         let c = config(json!({"forward_device_secret": true}));
         assert_eq!(
             credential_edits(&c, &req("/api", CREDENTIALS), Some(ProviderId::FIRST)),
-            vec![remove("authorization"), remove("x-token"), HeaderEdit::Set("cookie".into(), "a=1; __Host-authflow-device=secret; b=2".into())]
+            vec![
+                remove("authorization"),
+                remove("x-token"),
+                HeaderEdit::Set(
+                    "cookie".into(),
+                    "a=1; __Host-authflow-device=secret; b=2".into()
+                )
+            ]
         );
         let mut c = config(json!({"forward_device_secret": true}));
-        c.providers.get_mut(ProviderId::FIRST).unwrap().forward_token = true;
+        c.providers
+            .get_mut(ProviderId::FIRST)
+            .unwrap()
+            .forward_token = true;
         // The explicit token goes upstream; the token cookie beside it was never
         // checked, so it does not (see `only_the_token_that_verified_is_forwarded`).
         assert_eq!(
             credential_edits(&c, &req("/api", CREDENTIALS), Some(ProviderId::FIRST)),
-            vec![HeaderEdit::Set("cookie".into(), "a=1; __Host-authflow-device=secret; b=2".into())]
+            vec![HeaderEdit::Set(
+                "cookie".into(),
+                "a=1; __Host-authflow-device=secret; b=2".into()
+            )]
         );
         // A route for the credentials' own service gets them whatever the defaults.
         let c = config(json!({}));
-        assert_eq!(credential_edits(&c, &req("/v1/auth/logout", CREDENTIALS), Some(ProviderId::FIRST)), vec![]);
+        assert_eq!(
+            credential_edits(
+                &c,
+                &req("/v1/auth/logout", CREDENTIALS),
+                Some(ProviderId::FIRST)
+            ),
+            vec![]
+        );
     }
 
     /// `forward_token` forwards the token that verified, never a second one:
@@ -250,14 +345,42 @@ mod tests {
     #[test]
     fn only_the_token_that_verified_is_forwarded() {
         let mut c = config(json!({"forward_device_secret": true}));
-        c.providers.get_mut(ProviderId::FIRST).unwrap().forward_token = true;
-        let both = req("/api", &[("authorization", "Bearer t"), ("cookie", "a=1; access_token=other"), ("cookie", "b=2")]);
-        assert_eq!(credential_edits(&c, &both, Some(ProviderId::FIRST)), vec![HeaderEdit::Set("cookie".into(), "a=1; b=2".into())]);
-        let header = req("/api", &[("x-token", "t"), ("cookie", "access_token=other")]);
-        assert_eq!(credential_edits(&c, &header, Some(ProviderId::FIRST)), vec![remove("cookie")]);
+        c.providers
+            .get_mut(ProviderId::FIRST)
+            .unwrap()
+            .forward_token = true;
+        let both = req(
+            "/api",
+            &[
+                ("authorization", "Bearer t"),
+                ("cookie", "a=1; access_token=other"),
+                ("cookie", "b=2"),
+            ],
+        );
+        assert_eq!(
+            credential_edits(&c, &both, Some(ProviderId::FIRST)),
+            vec![HeaderEdit::Set("cookie".into(), "a=1; b=2".into())]
+        );
+        let header = req(
+            "/api",
+            &[("x-token", "t"), ("cookie", "access_token=other")],
+        );
+        assert_eq!(
+            credential_edits(&c, &header, Some(ProviderId::FIRST)),
+            vec![remove("cookie")]
+        );
         // The cookie is the token that verified: forwarded as configured.
-        let cookie = req("/api", &[("authorization", "Basic dTpw"), ("cookie", "a=1; access_token=t")]);
-        assert_eq!(credential_edits(&c, &cookie, Some(ProviderId::FIRST)), vec![]);
+        let cookie = req(
+            "/api",
+            &[
+                ("authorization", "Basic dTpw"),
+                ("cookie", "a=1; access_token=t"),
+            ],
+        );
+        assert_eq!(
+            credential_edits(&c, &cookie, Some(ProviderId::FIRST)),
+            vec![]
+        );
         // No token verified: nothing of it is touched.
         assert_eq!(credential_edits(&c, &both, None), vec![]);
     }
@@ -267,9 +390,22 @@ mod tests {
         let c = config(json!({}));
         for value in ["Bearer\tt", "dpop\tt", " bearer \t t"] {
             let r = req("/api", &[("authorization", value)]);
-            assert_eq!(credential_edits(&c, &r, Some(ProviderId::FIRST)), vec![remove("authorization")], "{value:?}");
+            assert_eq!(
+                credential_edits(&c, &r, Some(ProviderId::FIRST)),
+                vec![remove("authorization")],
+                "{value:?}"
+            );
         }
-        let other = req("/api", &[("authorization", "Bearertoken"), ("authorization", "Basic\tdTpw")]);
-        assert_eq!(credential_edits(&c, &other, Some(ProviderId::FIRST)), vec![]);
+        let other = req(
+            "/api",
+            &[
+                ("authorization", "Bearertoken"),
+                ("authorization", "Basic\tdTpw"),
+            ],
+        );
+        assert_eq!(
+            credential_edits(&c, &other, Some(ProviderId::FIRST)),
+            vec![]
+        );
     }
 }

@@ -16,7 +16,12 @@ pub const MAX_SEPARATORS: usize = 6;
 pub fn underscore_spellings(names: &[&str]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for name in names {
-        let separators: Vec<usize> = name.bytes().enumerate().filter(|(_, b)| matches!(b, b'-' | b'_')).map(|(i, _)| i).collect();
+        let separators: Vec<usize> = name
+            .bytes()
+            .enumerate()
+            .filter(|(_, b)| matches!(b, b'-' | b'_'))
+            .map(|(i, _)| i)
+            .collect();
         if separators.len() > MAX_SEPARATORS {
             continue;
         }
@@ -73,7 +78,13 @@ mod tests {
             assert!(same_header("x-auth-user", &spelling), "{spelling}");
         }
         assert!(same_header("x-auth-user", "x-auth-user"));
-        for other in ["x-auth-users", "x-auth-use", "x.auth-user", "xauth-user", "x-auth-usEr"] {
+        for other in [
+            "x-auth-users",
+            "x-auth-use",
+            "x.auth-user",
+            "xauth-user",
+            "x-auth-usEr",
+        ] {
             assert!(!same_header("x-auth-user", other), "{other}");
         }
     }

@@ -36,7 +36,11 @@ pub fn string_array<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
 
 /// The error body of a refusal: `{"error": …, "error_description": …}`.
 pub fn error_body(code: &str, description: &str) -> String {
-    format!("{{\"error\":{},\"error_description\":{}}}", quoted(code), quoted(description))
+    format!(
+        "{{\"error\":{},\"error_description\":{}}}",
+        quoted(code),
+        quoted(description)
+    )
 }
 
 #[cfg(test)]
@@ -44,7 +48,16 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    const AWKWARD: &[&str] = &["", "plain", "a \"quoted\" word", "back\\slash", "line\nbreak\ttab\r", "\u{0}\u{1f}\u{7f}", "é ✓ 𝄞", "</script>"];
+    const AWKWARD: &[&str] = &[
+        "",
+        "plain",
+        "a \"quoted\" word",
+        "back\\slash",
+        "line\nbreak\ttab\r",
+        "\u{0}\u{1f}\u{7f}",
+        "é ✓ 𝄞",
+        "</script>",
+    ];
 
     #[test]
     fn every_string_reads_back_as_itself() {
@@ -56,10 +69,15 @@ mod tests {
 
     #[test]
     fn arrays_and_error_bodies_are_json_a_client_reads() {
-        let back: Vec<String> = serde_json::from_str(&string_array(AWKWARD.iter().copied())).unwrap();
+        let back: Vec<String> =
+            serde_json::from_str(&string_array(AWKWARD.iter().copied())).unwrap();
         assert_eq!(back, AWKWARD);
         assert_eq!(string_array([]), "[]");
-        let body: serde_json::Value = serde_json::from_str(&error_body("invalid_token", "say \"hi\"")).unwrap();
-        assert_eq!(body, serde_json::json!({"error": "invalid_token", "error_description": "say \"hi\""}));
+        let body: serde_json::Value =
+            serde_json::from_str(&error_body("invalid_token", "say \"hi\"")).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"error": "invalid_token", "error_description": "say \"hi\""})
+        );
     }
 }

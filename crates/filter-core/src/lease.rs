@@ -27,9 +27,25 @@ mod tests {
     fn one_holder_until_it_stops_renewing() {
         let taken = claim(None, 7, 1_000, 500).unwrap();
         assert_eq!(taken, "7:1500");
-        assert_eq!(claim(Some(taken.as_bytes()), 9, 1_499, 500), None, "held by another VM");
-        assert_eq!(claim(Some(taken.as_bytes()), 7, 1_200, 500).as_deref(), Some("7:1700"), "the holder renews");
-        assert_eq!(claim(Some(taken.as_bytes()), 9, 1_500, 500).as_deref(), Some("9:2000"), "expired: taken over");
-        assert_eq!(claim(Some(b"garbage"), 9, 0, 500).as_deref(), Some("9:500"), "unreadable: free");
+        assert_eq!(
+            claim(Some(taken.as_bytes()), 9, 1_499, 500),
+            None,
+            "held by another VM"
+        );
+        assert_eq!(
+            claim(Some(taken.as_bytes()), 7, 1_200, 500).as_deref(),
+            Some("7:1700"),
+            "the holder renews"
+        );
+        assert_eq!(
+            claim(Some(taken.as_bytes()), 9, 1_500, 500).as_deref(),
+            Some("9:2000"),
+            "expired: taken over"
+        );
+        assert_eq!(
+            claim(Some(b"garbage"), 9, 0, 500).as_deref(),
+            Some("9:500"),
+            "unreadable: free"
+        );
     }
 }

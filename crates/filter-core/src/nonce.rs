@@ -24,7 +24,10 @@ pub const SHARED_DATA_KEY: &str = "authflow.dpop.nonce_key";
 
 /// Whether any provider asks for nonces (else no key is needed at all).
 pub fn needed(config: &FilterConfig) -> bool {
-    config.providers.iter().any(|p| p.dpop.nonce == DpopNonce::Required)
+    config
+        .providers
+        .iter()
+        .any(|p| p.dpop.nonce == DpopNonce::Required)
 }
 
 /// A key from the environment's text: base64 (standard or URL-safe, with or
@@ -36,7 +39,12 @@ pub fn parse_key(text: &str) -> Result<NonceKey, String> {
         .iter()
         .find_map(|engine| engine.decode(text).ok())
         .ok_or("it is not base64")?;
-    NonceKey::new(&bytes).ok_or_else(|| format!("it decodes to {} bytes, fewer than {MIN_KEY_BYTES}", bytes.len()))
+    NonceKey::new(&bytes).ok_or_else(|| {
+        format!(
+            "it decodes to {} bytes, fewer than {MIN_KEY_BYTES}",
+            bytes.len()
+        )
+    })
 }
 
 /// The key another worker put in shared data, if it is one.
@@ -52,7 +60,10 @@ pub fn check<'a>(policy: &DpopPolicy, key: Option<&'a NonceKey>) -> NonceCheck<'
     }
     match (policy.nonce, key) {
         (DpopNonce::Off, _) => NonceCheck::NotRequired,
-        (DpopNonce::Required, Some(key)) => NonceCheck::Stateless { key, window_secs: NONCE_WINDOW_SECS },
+        (DpopNonce::Required, Some(key)) => NonceCheck::Stateless {
+            key,
+            window_secs: NONCE_WINDOW_SECS,
+        },
         (DpopNonce::Required, None) => NonceCheck::Custom(&none_holds),
     }
 }
@@ -88,10 +99,17 @@ mod tests {
     #[test]
     fn keys_are_base64_of_32_bytes_or_more() {
         let raw = [7u8; 32];
-        for text in [STANDARD.encode(raw), URL_SAFE_NO_PAD.encode(raw), format!(" {}\n", STANDARD.encode(raw))] {
+        for text in [
+            STANDARD.encode(raw),
+            URL_SAFE_NO_PAD.encode(raw),
+            format!(" {}\n", STANDARD.encode(raw)),
+        ] {
             let key = parse_key(&text).unwrap();
             let n = fresh(&key, 1_900_000_000);
-            assert!(nonce::check(&NonceKey::new(&raw).unwrap(), &n, 1_900_000_000, 60), "{text:?}");
+            assert!(
+                nonce::check(&NonceKey::new(&raw).unwrap(), &n, 1_900_000_000, 60),
+                "{text:?}"
+            );
         }
         let short = parse_key(&STANDARD.encode([7u8; 31])).unwrap_err();
         assert!(short.contains("31 bytes"), "{short}");

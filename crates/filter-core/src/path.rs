@@ -47,14 +47,20 @@ pub fn without_query(path: &str) -> &str {
 /// Every reading of `path` (already without its query).
 pub fn readings(path: &str) -> Result<Readings<'_>, Unreadable> {
     if reads_one_way(path) {
-        return Ok(Readings { normalized: Cow::Borrowed(path), others: Vec::new() });
+        return Ok(Readings {
+            normalized: Cow::Borrowed(path),
+            others: Vec::new(),
+        });
     }
     if has_invalid_escape(path.as_bytes()) {
         return Err(Unreadable::InvalidEscape);
     }
     let unreserved = decode_unreserved(path);
     let normalized = merge_slashes(&remove_dot_segments(&unreserved));
-    let mut candidates = vec![path.to_owned(), remove_dot_segments(&merge_slashes(&unreserved))];
+    let mut candidates = vec![
+        path.to_owned(),
+        remove_dot_segments(&merge_slashes(&unreserved)),
+    ];
     let params_first = strip_params(path);
     let decoded = decode_fully(path)?;
     let params_after = strip_params(&String::from_utf8_lossy(&decoded)).into_bytes();
@@ -71,24 +77,35 @@ pub fn readings(path: &str) -> Result<Readings<'_>, Unreadable> {
             others.push(candidate);
         }
     }
-    Ok(Readings { normalized: Cow::Owned(normalized), others })
+    Ok(Readings {
+        normalized: Cow::Owned(normalized),
+        others,
+    })
 }
 
 /// Whether a route path is written the way the filter compares paths:
 /// starting with `/`, normalized, with nothing that reads two ways.
 pub fn is_normalized_rule_path(p: &str) -> bool {
     p.starts_with('/')
-        && !p.bytes().any(|b| matches!(b, b'%' | b'\\' | b';' | b'?' | b'#') || b.is_ascii_control())
+        && !p
+            .bytes()
+            .any(|b| matches!(b, b'%' | b'\\' | b';' | b'?' | b'#') || b.is_ascii_control())
         && !p.contains("//")
         && !p.split('/').any(|segment| matches!(segment, "." | ".."))
 }
 
 fn reads_one_way(path: &str) -> bool {
-    !path.bytes().any(|b| matches!(b, b'%' | b'\\' | b';') || b.is_ascii_control()) && !path.contains("//") && !path.contains("/.")
+    !path
+        .bytes()
+        .any(|b| matches!(b, b'%' | b'\\' | b';') || b.is_ascii_control())
+        && !path.contains("//")
+        && !path.contains("/.")
 }
 
 fn hex(b: u8) -> Option<u8> {
-    char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok())
+    char::from(b)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
 }
 
 /// The byte a `%XX` at the start of `rest` stands for.
@@ -100,7 +117,9 @@ fn escape_at(rest: &[u8]) -> Option<u8> {
 }
 
 fn has_invalid_escape(path: &[u8]) -> bool {
-    path.iter().enumerate().any(|(i, b)| *b == b'%' && path.get(i..).and_then(escape_at).is_none())
+    path.iter()
+        .enumerate()
+        .any(|(i, b)| *b == b'%' && path.get(i..).and_then(escape_at).is_none())
 }
 
 fn is_unreserved(b: u8) -> bool {
@@ -152,14 +171,24 @@ fn decode_fully(path: &str) -> Result<Vec<u8>, Unreadable> {
 /// What a forgiving server does with decoded bytes: `\` is a separator, and a
 /// C string ends at the first NUL (any control character, to be safe).
 fn lenient(decoded: &[u8]) -> String {
-    let end = decoded.iter().position(u8::is_ascii_control).unwrap_or(decoded.len());
-    let bytes: Vec<u8> = decoded.iter().take(end).map(|&b| if b == b'\\' { b'/' } else { b }).collect();
+    let end = decoded
+        .iter()
+        .position(u8::is_ascii_control)
+        .unwrap_or(decoded.len());
+    let bytes: Vec<u8> = decoded
+        .iter()
+        .take(end)
+        .map(|&b| if b == b'\\' { b'/' } else { b })
+        .collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// Path parameters dropped from every segment (`/a;x/b;y=1` → `/a/b`), as servlet containers do.
 fn strip_params(path: &str) -> String {
-    path.split('/').map(|seg| seg.split(';').next().unwrap_or_default()).collect::<Vec<_>>().join("/")
+    path.split('/')
+        .map(|seg| seg.split(';').next().unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 fn merge_slashes(path: &str) -> String {
@@ -174,7 +203,9 @@ fn merge_slashes(path: &str) -> String {
 
 /// RFC 3986 §5.2.4 for an absolute path; anything else is left as it is.
 fn remove_dot_segments(path: &str) -> String {
-    let Some(rest) = path.strip_prefix('/') else { return path.to_owned() };
+    let Some(rest) = path.strip_prefix('/') else {
+        return path.to_owned();
+    };
     let mut out: Vec<&str> = Vec::new();
     let mut trailing_slash = false;
     for segment in rest.split('/') {
@@ -217,7 +248,10 @@ mod tests {
     fn plain_paths_read_one_way_without_copying() {
         for p in ["/", "/api/admin", "/api/items/42", "/a-b_c~d.e", "*"] {
             let r = readings(p).unwrap();
-            assert!(matches!(r.normalized, Cow::Borrowed(_)) && r.others.is_empty(), "{p}");
+            assert!(
+                matches!(r.normalized, Cow::Borrowed(_)) && r.others.is_empty(),
+                "{p}"
+            );
         }
     }
 
@@ -239,12 +273,17 @@ mod tests {
         // Reserved escapes stay escaped in the normalized form.
         assert_eq!(normalized("/api%2Fadmin"), "/api%2Fadmin");
         assert_eq!(normalized("/items/a%2fb"), "/items/a%2fb");
-        assert_eq!(normalized("/.well-known/jwks.json"), "/.well-known/jwks.json");
+        assert_eq!(
+            normalized("/.well-known/jwks.json"),
+            "/.well-known/jwks.json"
+        );
     }
 
     #[test]
     fn readings_cover_what_lenient_backends_do() {
-        let has = |p: &str, reading: &str| assert!(all(p).contains(&reading.to_owned()), "{p}: {:?}", all(p));
+        let has = |p: &str, reading: &str| {
+            assert!(all(p).contains(&reading.to_owned()), "{p}: {:?}", all(p))
+        };
         has("/api%2Fadmin", "/api/admin");
         has("/api%5Cadmin", "/api/admin");
         has("/api\\admin", "/api/admin");
@@ -263,7 +302,12 @@ mod tests {
 
     #[test]
     fn unreadable_paths() {
-        for p in ["/api/admin%zz", "/api/%u0061dmin", "/api/admin%", "/api/admin%4"] {
+        for p in [
+            "/api/admin%zz",
+            "/api/%u0061dmin",
+            "/api/admin%",
+            "/api/admin%4",
+        ] {
             assert_eq!(readings(p), Err(Unreadable::InvalidEscape), "{p}");
         }
         assert_eq!(readings("/a%2525252561"), Err(Unreadable::TooDeeplyEncoded));
@@ -276,7 +320,10 @@ mod tests {
         assert!(is_normalized_rule_path("/api/admin"));
         assert!(is_normalized_rule_path("/.well-known/"));
         assert!(is_normalized_rule_path("/v1/auth/"));
-        for p in ["api", "/a//b", "/a/../b", "/a/./b", "/a%2Fb", "/a;b", "/a\\b", "/a?x", "/a\n", "/a/..", "/."] {
+        for p in [
+            "api", "/a//b", "/a/../b", "/a/./b", "/a%2Fb", "/a;b", "/a\\b", "/a?x", "/a\n",
+            "/a/..", "/.",
+        ] {
             assert!(!is_normalized_rule_path(p), "{p}");
         }
     }

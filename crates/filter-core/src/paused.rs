@@ -27,7 +27,8 @@ impl PausedRequest {
     /// for ended without its key. A wait for the revocation list goes on
     /// after keys came (they often come first at startup).
     pub fn final_round(&self, awaited: &Awaited, current_generation: u64, now_ms: u64) -> bool {
-        now_ms >= self.deadline_ms || (matches!(awaited, Awaited::Keys { .. }) && current_generation != self.generation)
+        now_ms >= self.deadline_ms
+            || (matches!(awaited, Awaited::Keys { .. }) && current_generation != self.generation)
     }
 }
 
@@ -73,7 +74,13 @@ mod tests {
     use crate::fetch::KeyNeed;
 
     fn paused(context_id: u32) -> PausedRequest {
-        PausedRequest { context_id, request: Request::from_headers(vec![], None), provider: ProviderId::FIRST, generation: 3, deadline_ms: 1_000 }
+        PausedRequest {
+            context_id,
+            request: Request::from_headers(vec![], None),
+            provider: ProviderId::FIRST,
+            generation: 3,
+            deadline_ms: 1_000,
+        }
     }
 
     #[test]
@@ -83,7 +90,11 @@ mod tests {
             assert!(list.push(paused(id as u32)).is_ok());
         }
         let over = list.push(paused(99_999)).err().map(|p| p.context_id);
-        assert_eq!(over, Some(99_999), "the one over the bound comes back to be answered at once");
+        assert_eq!(
+            over,
+            Some(99_999),
+            "the one over the bound comes back to be answered at once"
+        );
         assert_eq!(list.len(), MAX_PAUSED_REQUESTS);
         list.remove(5);
         assert_eq!(list.len(), MAX_PAUSED_REQUESTS - 1);
@@ -93,12 +104,20 @@ mod tests {
     #[test]
     fn decided_for_good_when_the_fetch_ended_or_the_wait_ran_out() {
         let p = paused(1);
-        let keys = Awaited::Keys { provider: ProviderId::FIRST, need: KeyNeed::NotLoaded };
-        let list = Awaited::RevocationList { provider: ProviderId::FIRST };
+        let keys = Awaited::Keys {
+            provider: ProviderId::FIRST,
+            need: KeyNeed::NotLoaded,
+        };
+        let list = Awaited::RevocationList {
+            provider: ProviderId::FIRST,
+        };
         assert!(!p.final_round(&keys, 3, 999));
         assert!(p.final_round(&keys, 4, 999), "its fetch ended");
         assert!(p.final_round(&keys, 3, 1_000), "deadline");
-        assert!(!p.final_round(&list, 4, 999), "keys came: the list is still awaited");
+        assert!(
+            !p.final_round(&list, 4, 999),
+            "keys came: the list is still awaited"
+        );
         assert!(p.final_round(&list, 4, 1_000), "deadline");
     }
 }

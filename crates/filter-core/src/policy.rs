@@ -35,7 +35,11 @@ impl Reading {
     /// Every combination of the flags (`method_as_sent` only where it changes anything).
     fn every(method_as_sent_differs: bool) -> impl Iterator<Item = Reading> {
         (0..8u8)
-            .map(|bits| Reading { ignore_case: bits & 1 != 0, exact_ignores_trailing_slash: bits & 2 != 0, method_as_sent: bits & 4 != 0 })
+            .map(|bits| Reading {
+                ignore_case: bits & 1 != 0,
+                exact_ignores_trailing_slash: bits & 2 != 0,
+                method_as_sent: bits & 4 != 0,
+            })
             .filter(move |r| method_as_sent_differs || !r.method_as_sent)
     }
 }
@@ -51,11 +55,17 @@ pub struct Requirement<'a> {
 
 impl<'a> Requirement<'a> {
     fn of(route: &'a Route) -> Self {
-        Requirement { policy: &route.policy, providers: &route.providers }
+        Requirement {
+            policy: &route.policy,
+            providers: &route.providers,
+        }
     }
 
     fn default_of(config: &'a FilterConfig) -> Self {
-        Requirement { policy: &config.default_policy, providers: &config.default_providers }
+        Requirement {
+            policy: &config.default_policy,
+            providers: &config.default_providers,
+        }
     }
 
     /// Whether a token of `provider` may satisfy this requirement at all.
@@ -65,20 +75,34 @@ impl<'a> Requirement<'a> {
 
     /// Whether every token this lets through would also satisfy `other`.
     fn covers(&self, other: &Requirement) -> bool {
-        let providers_within = other.providers.is_empty() || (!self.providers.is_empty() && self.providers.iter().all(|p| other.providers.contains(p)));
+        let providers_within = other.providers.is_empty()
+            || (!self.providers.is_empty()
+                && self.providers.iter().all(|p| other.providers.contains(p)));
         at_least_as_strong(self.policy, other.policy) && providers_within
     }
 }
 
-pub fn policy_for<'a>(config: &'a FilterConfig, req: &Request) -> Result<Requirement<'a>, AmbiguousPath> {
+pub fn policy_for<'a>(
+    config: &'a FilterConfig,
+    req: &Request,
+) -> Result<Requirement<'a>, AmbiguousPath> {
     if config.routes.is_empty() {
         return Ok(Requirement::default_of(config));
     }
     let readings = path::readings(req.path()).map_err(|_| AmbiguousPath)?;
-    let decided = policy_on(config, req, &readings.normalized, Reading { ignore_case: config.case_insensitive_paths, ..Reading::default() });
+    let decided = policy_on(
+        config,
+        req,
+        &readings.normalized,
+        Reading {
+            ignore_case: config.case_insensitive_paths,
+            ..Reading::default()
+        },
+    );
     // Rule methods are upper case (config): only a method with a lower-case letter reads two ways.
     let method_as_sent_differs = req.method().bytes().any(|b| b.is_ascii_lowercase());
-    let every_path = std::iter::once(readings.normalized.as_ref()).chain(readings.others.iter().map(String::as_str));
+    let every_path = std::iter::once(readings.normalized.as_ref())
+        .chain(readings.others.iter().map(String::as_str));
     for path in every_path {
         for reading in Reading::every(method_as_sent_differs) {
             if !decided.covers(&policy_on(config, req, path, reading)) {
@@ -97,43 +121,90 @@ pub fn route_for<'a>(config: &'a FilterConfig, req: &Request) -> Option<&'a Rout
         return None; // (and no path to normalize on every request)
     }
     let readings = path::readings(req.path()).ok()?;
-    let reading = Reading { ignore_case: config.case_insensitive_paths, ..Reading::default() };
-    config.routes.iter().find(|r| matches(r, req, &readings.normalized, reading))
+    let reading = Reading {
+        ignore_case: config.case_insensitive_paths,
+        ..Reading::default()
+    };
+    config
+        .routes
+        .iter()
+        .find(|r| matches(r, req, &readings.normalized, reading))
 }
 
-fn policy_on<'a>(config: &'a FilterConfig, req: &Request, path: &str, reading: Reading) -> Requirement<'a> {
-    config.routes.iter().find(|r| matches(r, req, path, reading)).map_or(Requirement::default_of(config), Requirement::of)
+fn policy_on<'a>(
+    config: &'a FilterConfig,
+    req: &Request,
+    path: &str,
+    reading: Reading,
+) -> Requirement<'a> {
+    config
+        .routes
+        .iter()
+        .find(|r| matches(r, req, path, reading))
+        .map_or(Requirement::default_of(config), Requirement::of)
 }
 
 fn matches(route: &Route, req: &Request, path: &str, reading: Reading) -> bool {
     path_matches_as(&route.path, path, reading)
-        && (route.methods.is_empty() || route.methods.iter().any(|m| method_matches(m, req.method(), reading.method_as_sent)))
-        && route.host.as_deref().is_none_or(|h| h.eq_ignore_ascii_case(req.host_without_port()))
+        && (route.methods.is_empty()
+            || route
+                .methods
+                .iter()
+                .any(|m| method_matches(m, req.method(), reading.method_as_sent)))
+        && route
+            .host
+            .as_deref()
+            .is_none_or(|h| h.eq_ignore_ascii_case(req.host_without_port()))
 }
 
 /// A rule's method (upper case) against the request's. Many frameworks
 /// upper-case the method (HTTP/2 sends any token), and run the GET handler
 /// for HEAD (RFC 9110 §9.3.2: GET without the body).
 fn method_matches(rule: &str, method: &str, as_sent: bool) -> bool {
-    let same = |a: &str| if as_sent { a == method } else { a.eq_ignore_ascii_case(method) };
+    let same = |a: &str| {
+        if as_sent {
+            a == method
+        } else {
+            a.eq_ignore_ascii_case(method)
+        }
+    };
     same(rule) || (rule == "GET" && same("HEAD"))
 }
 
 pub(crate) fn path_matches(rule: &PathMatch, path: &str, ignore_case: bool) -> bool {
-    path_matches_as(rule, path, Reading { ignore_case, ..Reading::default() })
+    path_matches_as(
+        rule,
+        path,
+        Reading {
+            ignore_case,
+            ..Reading::default()
+        },
+    )
 }
 
 fn path_matches_as(rule: &PathMatch, path: &str, reading: Reading) -> bool {
-    let same = |a: &[u8], b: &[u8]| if reading.ignore_case { a.eq_ignore_ascii_case(b) } else { a == b };
-    let starts_with = |p: &str| path.as_bytes().get(..p.len()).is_some_and(|head| same(head, p.as_bytes()));
-    match rule {
-        PathMatch::Exact(p) if reading.exact_ignores_trailing_slash => {
-            same(without_trailing_slash(path).as_bytes(), without_trailing_slash(p).as_bytes())
+    let same = |a: &[u8], b: &[u8]| {
+        if reading.ignore_case {
+            a.eq_ignore_ascii_case(b)
+        } else {
+            a == b
         }
+    };
+    let starts_with = |p: &str| {
+        path.as_bytes()
+            .get(..p.len())
+            .is_some_and(|head| same(head, p.as_bytes()))
+    };
+    match rule {
+        PathMatch::Exact(p) if reading.exact_ignores_trailing_slash => same(
+            without_trailing_slash(path).as_bytes(),
+            without_trailing_slash(p).as_bytes(),
+        ),
         PathMatch::Exact(p) => same(path.as_bytes(), p.as_bytes()),
         PathMatch::Prefix(p) => starts_with(p),
         PathMatch::PathPrefix(p) => {
-            starts_with(p) && (p.ends_with('/') || path.as_bytes().get(p.len()).is_none_or(|b| *b == b'/'))
+            starts_with(p)
+                && (p.ends_with('/') || path.as_bytes().get(p.len()).is_none_or(|b| *b == b'/'))
         }
     }
 }
@@ -172,16 +243,25 @@ pub fn at_least_as_strong(applied: &Policy, other: &Policy) -> bool {
 
 /// Whether a verified token satisfies the policy. For scope denials, the scopes
 /// the route needs (for the `scope` attribute of the challenge).
-pub fn authorize(required: Requirement, token: &VerifiedToken) -> Result<(), (DenyReason, Option<String>)> {
+pub fn authorize(
+    required: Requirement,
+    token: &VerifiedToken,
+) -> Result<(), (DenyReason, Option<String>)> {
     if !required.admits(token.provider) {
         return Err((DenyReason::ProviderNotAllowed, None));
     }
     match required.policy {
         Policy::Public | Policy::Authenticated => Ok(()),
         // A service token's role claim (another issuer's, or a mistake) makes no user of it.
-        Policy::User | Policy::RolesAny(_) if token.client_id.is_some() => Err((DenyReason::UserRequired, None)),
+        Policy::User | Policy::RolesAny(_) if token.client_id.is_some() => {
+            Err((DenyReason::UserRequired, None))
+        }
         Policy::User => Ok(()),
-        Policy::ClientIdsAny(ids) if token.client_id.as_ref().is_some_and(|id| ids.contains(id)) => Ok(()),
+        Policy::ClientIdsAny(ids)
+            if token.client_id.as_ref().is_some_and(|id| ids.contains(id)) =>
+        {
+            Ok(())
+        }
         Policy::ClientIdsAny(_) => Err((DenyReason::ClientNotAllowed, None)),
         Policy::RolesAny(roles) if roles.iter().any(|r| token.roles.contains(r)) => Ok(()),
         Policy::RolesAny(_) => Err((DenyReason::InsufficientRole, None)),
@@ -210,28 +290,64 @@ mod tests {
     }
 
     fn decide<'a>(c: &'a FilterConfig, path: &str) -> Result<&'a Policy, AmbiguousPath> {
-        policy_for(c, &Request::from_headers(vec![(":path".into(), path.into()), (":method".into(), "GET".into())], None)).map(|r| r.policy)
+        policy_for(
+            c,
+            &Request::from_headers(
+                vec![
+                    (":path".into(), path.into()),
+                    (":method".into(), "GET".into()),
+                ],
+                None,
+            ),
+        )
+        .map(|r| r.policy)
     }
 
     #[test]
     fn decides_on_the_normalized_path() {
         let c = config(serde_json::json!({}));
         let admin = Policy::RolesAny(vec!["admin".into()]);
-        for p in ["/api/admin", "/api/admin/x", "/api/x/../admin", "/api//admin", "/api/%61dmin/x", "/public/../api/admin", "/api/admin?x=1"] {
+        for p in [
+            "/api/admin",
+            "/api/admin/x",
+            "/api/x/../admin",
+            "/api//admin",
+            "/api/%61dmin/x",
+            "/public/../api/admin",
+            "/api/admin?x=1",
+        ] {
             assert_eq!(decide(&c, p), Ok(&admin), "{p}");
         }
         assert_eq!(decide(&c, "/api/adminx"), Ok(&Policy::Authenticated));
-        assert_eq!(decide(&c, "/api/items/a%2Fb"), Ok(&Policy::Authenticated), "an escaped slash that changes nothing");
+        assert_eq!(
+            decide(&c, "/api/items/a%2Fb"),
+            Ok(&Policy::Authenticated),
+            "an escaped slash that changes nothing"
+        );
         assert_eq!(decide(&c, "/healthz"), Ok(&Policy::Public));
-        assert_eq!(decide(&c, "/HEALTHZ"), Ok(&Policy::Authenticated), "weaker when read case-insensitively: fine");
+        assert_eq!(
+            decide(&c, "/HEALTHZ"),
+            Ok(&Policy::Authenticated),
+            "weaker when read case-insensitively: fine"
+        );
     }
 
     #[test]
     fn refuses_what_reads_as_a_stronger_rule() {
         let c = config(serde_json::json!({}));
         for p in [
-            "/api%2Fadmin", "/api%5Cadmin", "/api\\admin", "/api;x/admin", "/api/%2561dmin", "/public/..;/api/admin",
-            "/public/..%2Fapi/admin", "/api/x/..%2Fadmin", "/API/admin", "/Api/Admin/x", "/api/admin%zz", "/api/admin/../items",
+            "/api%2Fadmin",
+            "/api%5Cadmin",
+            "/api\\admin",
+            "/api;x/admin",
+            "/api/%2561dmin",
+            "/public/..;/api/admin",
+            "/public/..%2Fapi/admin",
+            "/api/x/..%2Fadmin",
+            "/API/admin",
+            "/Api/Admin/x",
+            "/api/admin%zz",
+            "/api/admin/../items",
         ] {
             assert_eq!(decide(&c, p), Err(AmbiguousPath), "{p}");
         }
@@ -240,7 +356,10 @@ mod tests {
     #[test]
     fn case_insensitive_paths_decide_ignoring_case() {
         let c = config(serde_json::json!({"case_insensitive_paths": true}));
-        assert_eq!(decide(&c, "/API/Admin/x"), Ok(&Policy::RolesAny(vec!["admin".into()])));
+        assert_eq!(
+            decide(&c, "/API/Admin/x"),
+            Ok(&Policy::RolesAny(vec!["admin".into()]))
+        );
     }
 
     #[test]
@@ -249,12 +368,21 @@ mod tests {
         let scopes = |r: &[&str]| Policy::ScopesAll(r.iter().map(|s| s.to_string()).collect());
         assert!(at_least_as_strong(&Policy::Authenticated, &Policy::Public));
         assert!(!at_least_as_strong(&Policy::Public, &Policy::Authenticated));
-        assert!(at_least_as_strong(&roles(&["admin"]), &roles(&["admin", "ops"])));
-        assert!(!at_least_as_strong(&roles(&["admin", "ops"]), &roles(&["admin"])));
+        assert!(at_least_as_strong(
+            &roles(&["admin"]),
+            &roles(&["admin", "ops"])
+        ));
+        assert!(!at_least_as_strong(
+            &roles(&["admin", "ops"]),
+            &roles(&["admin"])
+        ));
         assert!(at_least_as_strong(&scopes(&["a", "b"]), &scopes(&["a"])));
         assert!(!at_least_as_strong(&scopes(&["a"]), &scopes(&["a", "b"])));
         assert!(!at_least_as_strong(&roles(&["admin"]), &scopes(&["a"])));
-        assert!(!at_least_as_strong(&Policy::Authenticated, &roles(&["admin"])));
+        assert!(!at_least_as_strong(
+            &Policy::Authenticated,
+            &roles(&["admin"])
+        ));
     }
 
     #[test]
@@ -265,23 +393,48 @@ mod tests {
         assert!(at_least_as_strong(&Policy::User, &Policy::Authenticated));
         assert!(at_least_as_strong(&clients(&["a"]), &Policy::Authenticated));
         assert!(!at_least_as_strong(&Policy::Authenticated, &Policy::User));
-        assert!(!at_least_as_strong(&Policy::Authenticated, &clients(&["a"])));
+        assert!(!at_least_as_strong(
+            &Policy::Authenticated,
+            &clients(&["a"])
+        ));
         // Only users hold roles: a roles rule admits no service account.
         assert!(at_least_as_strong(&roles(&["admin"]), &Policy::User));
         assert!(!at_least_as_strong(&Policy::User, &roles(&["admin"])));
         assert!(at_least_as_strong(&clients(&["a"]), &clients(&["a", "b"])));
         assert!(!at_least_as_strong(&clients(&["a", "b"]), &clients(&["a"])));
         // Users and service accounts are disjoint: neither rule covers the other.
-        for (x, y) in [(clients(&["a"]), Policy::User), (clients(&["a"]), roles(&["admin"])), (clients(&["a"]), scopes(&["s"]))] {
+        for (x, y) in [
+            (clients(&["a"]), Policy::User),
+            (clients(&["a"]), roles(&["admin"])),
+            (clients(&["a"]), scopes(&["s"])),
+        ] {
             assert!(!at_least_as_strong(&x, &y), "{x:?} vs {y:?}");
             assert!(!at_least_as_strong(&y, &x), "{y:?} vs {x:?}");
         }
         assert!(!at_least_as_strong(&scopes(&["s"]), &Policy::User));
     }
 
-    fn decide_as<'a>(c: &'a FilterConfig, method: &str, authority: &str, path: &str) -> Result<&'a Policy, AmbiguousPath> {
-        let h = [(":path", path), (":method", method), (":authority", authority)];
-        policy_for(c, &Request::from_headers(h.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(), None)).map(|r| r.policy)
+    fn decide_as<'a>(
+        c: &'a FilterConfig,
+        method: &str,
+        authority: &str,
+        path: &str,
+    ) -> Result<&'a Policy, AmbiguousPath> {
+        let h = [
+            (":path", path),
+            (":method", method),
+            (":authority", authority),
+        ];
+        policy_for(
+            c,
+            &Request::from_headers(
+                h.iter()
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect(),
+                None,
+            ),
+        )
+        .map(|r| r.policy)
     }
 
     #[test]
@@ -296,7 +449,12 @@ mod tests {
         ]}));
         assert_eq!(decide(&c, "/api/export"), Ok(&admin));
         // Express (non-strict), Rails, ASP.NET, Spring ≤ 5 serve these with the exact rule's handler.
-        for p in ["/api/export/", "/API/export/", "/api/x/../export/", "/api/import"] {
+        for p in [
+            "/api/export/",
+            "/API/export/",
+            "/api/x/../export/",
+            "/api/import",
+        ] {
             assert_eq!(decide(&c, p), Err(AmbiguousPath), "{p}");
         }
         // A weaker exact rule lends nothing: `/healthz/` stays under the default.
@@ -320,12 +478,22 @@ mod tests {
         for m in ["DELETE", "delete", "Delete"] {
             assert_eq!(decide_as(&c, m, "api", "/api/items/1"), Ok(&admin), "{m}");
         }
-        assert_eq!(decide_as(&c, "GET", "api", "/api/items/1"), Ok(&Policy::Authenticated));
+        assert_eq!(
+            decide_as(&c, "GET", "api", "/api/items/1"),
+            Ok(&Policy::Authenticated)
+        );
         // Flask, Django, Express, Go, Spring run the GET handler for HEAD.
         for m in ["GET", "HEAD", "head"] {
-            assert_eq!(decide_as(&c, m, "api", "/api/reports/q1"), Ok(&admin), "{m}");
+            assert_eq!(
+                decide_as(&c, m, "api", "/api/reports/q1"),
+                Ok(&admin),
+                "{m}"
+            );
         }
-        assert_eq!(decide_as(&c, "HEAD", "api", "/files/a"), Ok(&Policy::Public));
+        assert_eq!(
+            decide_as(&c, "HEAD", "api", "/files/a"),
+            Ok(&Policy::Public)
+        );
         // A backend that does not upper-case `get` may serve it with a stronger handler: refused.
         assert_eq!(decide_as(&c, "get", "api", "/files/a"), Err(AmbiguousPath));
     }
@@ -337,11 +505,23 @@ mod tests {
             {"match": {"prefix": "/", "host": "admin.example"}, "policy": {"roles_any": ["admin"]}},
             {"match": {"prefix": "/", "host": "ops.example."}, "policy": {"roles_any": ["admin"]}}
         ]}));
-        for host in ["admin.example", "ADMIN.example.", "admin.example.:8443", "ops.example", "ops.example.:443"] {
+        for host in [
+            "admin.example",
+            "ADMIN.example.",
+            "admin.example.:8443",
+            "ops.example",
+            "ops.example.:443",
+        ] {
             assert_eq!(decide_as(&c, "GET", host, "/x"), Ok(&admin), "{host}");
         }
-        assert_eq!(decide_as(&c, "GET", "admin.example..", "/x"), Ok(&Policy::Authenticated));
-        assert_eq!(decide_as(&c, "GET", "other.example.", "/x"), Ok(&Policy::Authenticated));
+        assert_eq!(
+            decide_as(&c, "GET", "admin.example..", "/x"),
+            Ok(&Policy::Authenticated)
+        );
+        assert_eq!(
+            decide_as(&c, "GET", "other.example.", "/x"),
+            Ok(&Policy::Authenticated)
+        );
     }
 
     #[test]
@@ -350,9 +530,17 @@ mod tests {
             {"match": {"path_prefix": "/internal/billing"}, "policy": {"client_ids_any": ["billing"]}},
             {"match": {"path_prefix": "/me"}, "policy": "user"}
         ]}));
-        assert_eq!(decide(&c, "/internal/billing/x"), Ok(&Policy::ClientIdsAny(vec!["billing".into()])));
+        assert_eq!(
+            decide(&c, "/internal/billing/x"),
+            Ok(&Policy::ClientIdsAny(vec!["billing".into()]))
+        );
         assert_eq!(decide(&c, "/me/devices"), Ok(&Policy::User));
-        for p in ["/internal%2Fbilling", "/Internal/Billing", "/ME", "/internal/x/..%2Fbilling"] {
+        for p in [
+            "/internal%2Fbilling",
+            "/Internal/Billing",
+            "/ME",
+            "/internal/x/..%2Fbilling",
+        ] {
             assert_eq!(decide(&c, p), Err(AmbiguousPath), "{p}");
         }
     }

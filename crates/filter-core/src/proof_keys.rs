@@ -73,7 +73,11 @@ impl ProofKeyCache {
     /// The key a kept header part names, if one came in exactly `header`.
     pub fn by_header(&self, header: &str) -> Option<Rc<PreparedKey>> {
         let keys = self.keys.try_borrow().ok()?;
-        let entry = keys.iter().find(|k| k.header.try_borrow().is_ok_and(|h| h.as_deref() == Some(header)))?;
+        let entry = keys.iter().find(|k| {
+            k.header
+                .try_borrow()
+                .is_ok_and(|h| h.as_deref() == Some(header))
+        })?;
         self.touch(entry);
         Some(Rc::clone(entry))
     }
@@ -90,8 +94,14 @@ impl ProofKeyCache {
         if header.len() > MAX_REMEMBERED_HEADER {
             return;
         }
-        let Ok(keys) = self.keys.try_borrow() else { return };
-        if let Some(mut held) = keys.iter().find(|k| k.key == *key).and_then(|k| k.header.try_borrow_mut().ok()) {
+        let Ok(keys) = self.keys.try_borrow() else {
+            return;
+        };
+        if let Some(mut held) = keys
+            .iter()
+            .find(|k| k.key == *key)
+            .and_then(|k| k.header.try_borrow_mut().ok())
+        {
             *held = Some(header.to_owned());
         };
     }
@@ -113,7 +123,14 @@ fn prepare(key: &PublicKey) -> Option<PreparedKey> {
         _ if is_on_curve(key) => None,
         _ => return None,
     };
-    Some(PreparedKey { key: key.clone(), thumbprint: jwk_thumbprint(key), spki: der::subject_public_key_info(key), own, header: RefCell::new(None), last_used: Cell::new(0) })
+    Some(PreparedKey {
+        key: key.clone(),
+        thumbprint: jwk_thumbprint(key),
+        spki: der::subject_public_key_info(key),
+        own,
+        header: RefCell::new(None),
+        last_used: Cell::new(0),
+    })
 }
 
 #[cfg(test)]
@@ -160,28 +177,56 @@ mod tests {
         let first = client.proof("GET", "https://api.example/a", None);
         let header = first.split('.').next().unwrap();
         assert!(checker_knows(&checker, header).is_none());
-        for proof in [first.clone(), client.proof("POST", "https://api.example/b", Some("t")), other.proof("GET", "https://api.example/a", None)] {
-            let (fresh, kept) = (parse_proof(&proof).unwrap(), parse_proof_with(&proof, &checker).unwrap());
-            assert_eq!((fresh.key, fresh.algorithm, fresh.claims), (kept.key, kept.algorithm, kept.claims));
+        for proof in [
+            first.clone(),
+            client.proof("POST", "https://api.example/b", Some("t")),
+            other.proof("GET", "https://api.example/a", None),
+        ] {
+            let (fresh, kept) = (
+                parse_proof(&proof).unwrap(),
+                parse_proof_with(&proof, &checker).unwrap(),
+            );
+            assert_eq!(
+                (fresh.key, fresh.algorithm, fresh.claims),
+                (kept.key, kept.algorithm, kept.claims)
+            );
         }
         assert_eq!(checker_knows(&checker, header), Some(client.public()));
         // The same key and members in another order: its own text, read anew and remembered.
         let claims = ProofKey::claims("GET", "https://api.example/a", None).to_string();
         let jwk = authflow_contract::dpop::canonical_jwk(&client.public());
-        let reordered = client.sign_text(&format!(r#"{{"jwk":{jwk},"alg":"ES256","typ":"dpop+jwt"}}"#), &claims);
+        let reordered = client.sign_text(
+            &format!(r#"{{"jwk":{jwk},"alg":"ES256","typ":"dpop+jwt"}}"#),
+            &claims,
+        );
         let reordered_header = reordered.split('.').next().unwrap();
         assert_ne!(reordered_header, header);
-        assert_eq!(parse_proof_with(&reordered, &checker).unwrap().key, client.public());
-        assert_eq!(checker_knows(&checker, reordered_header), Some(client.public()));
+        assert_eq!(
+            parse_proof_with(&reordered, &checker).unwrap().key,
+            client.public()
+        );
+        assert_eq!(
+            checker_knows(&checker, reordered_header),
+            Some(client.public())
+        );
         // A header too long to keep is still read, every time.
         let pad = "p".repeat(MAX_REMEMBERED_HEADER);
-        let long = client.sign_text(&format!(r#"{{"typ":"dpop+jwt","alg":"ES256","jwk":{jwk},"x-pad":"{pad}"}}"#), &claims);
+        let long = client.sign_text(
+            &format!(r#"{{"typ":"dpop+jwt","alg":"ES256","jwk":{jwk},"x-pad":"{pad}"}}"#),
+            &claims,
+        );
         let long_header = long.split('.').next().unwrap();
-        assert_eq!(parse_proof_with(&long, &checker).unwrap().key, client.public());
+        assert_eq!(
+            parse_proof_with(&long, &checker).unwrap().key,
+            client.public()
+        );
         assert!(checker_knows(&checker, long_header).is_none());
     }
 
-    fn checker_knows(checker: &crate::signature::SignatureChecker, header: &str) -> Option<PublicKey> {
+    fn checker_knows(
+        checker: &crate::signature::SignatureChecker,
+        header: &str,
+    ) -> Option<PublicKey> {
         use authflow_contract::dpop::ProofKeys;
         checker.known_header(header)
     }
@@ -189,13 +234,19 @@ mod tests {
     #[test]
     fn keys_off_their_curve_are_refused_and_not_kept() {
         let cache = ProofKeyCache::default();
-        let off = PublicKey::ES256 { x: [1; 32], y: [2; 32] };
+        let off = PublicKey::ES256 {
+            x: [1; 32],
+            y: [2; 32],
+        };
         assert!(!is_on_curve(&off));
         assert!(cache.get(&off).is_none());
         // An Ed25519 y with no x on the curve (2 is not a valid encoding's y here).
         let mut bad_ed = [0u8; 32];
         bad_ed[0] = 2;
-        assert_eq!(cache.get(&PublicKey::EdDSA(bad_ed)).is_some(), is_on_curve(&PublicKey::EdDSA(bad_ed)));
+        assert_eq!(
+            cache.get(&PublicKey::EdDSA(bad_ed)).is_some(),
+            is_on_curve(&PublicKey::EdDSA(bad_ed))
+        );
         assert!(cache.get(&PublicKey::RS256 { n: vec![1; 256] }).is_none());
         assert!(cache.len() <= 1);
     }
@@ -203,7 +254,9 @@ mod tests {
     #[test]
     fn the_least_recently_used_key_makes_room() {
         let cache = ProofKeyCache::default();
-        let keys: Vec<PublicKey> = (0..=CAPACITY as u8).map(|i| ProofKey::ed25519(&[i + 1; 32]).public()).collect();
+        let keys: Vec<PublicKey> = (0..=CAPACITY as u8)
+            .map(|i| ProofKey::ed25519(&[i + 1; 32]).public())
+            .collect();
         for k in &keys[..CAPACITY] {
             cache.get(k).unwrap();
         }

@@ -53,7 +53,10 @@ impl<T> PerProvider<T> {
 
     /// Every item with the id of its provider.
     pub fn with_ids(&self) -> impl Iterator<Item = (ProviderId, &T)> {
-        self.items.iter().enumerate().map(|(i, item)| (ProviderId(i), item))
+        self.items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| (ProviderId(i), item))
     }
 
     pub fn len(&self) -> usize {
@@ -67,7 +70,9 @@ impl<T> PerProvider<T> {
     /// Another per-provider list of the same providers: the ids of this one
     /// name the same providers in it.
     pub fn map<U>(&self, mut f: impl FnMut(ProviderId, &T) -> U) -> PerProvider<U> {
-        PerProvider { items: self.with_ids().map(|(id, item)| f(id, item)).collect() }
+        PerProvider {
+            items: self.with_ids().map(|(id, item)| f(id, item)).collect(),
+        }
     }
 }
 

@@ -41,7 +41,8 @@ pub const ENTRIES_PER_SLOT: usize = 512;
 pub const RING: u64 = (MAX_DPOP_MAX_AGE_SECS + DEFAULT_FUTURE_SKEW_SECS) / BUCKET_SECS + 2;
 
 // A bucket is reused only once no proof filed in it can still be accepted.
-const _: () = assert!(RING * BUCKET_SECS > MAX_DPOP_MAX_AGE_SECS + DEFAULT_FUTURE_SKEW_SECS + BUCKET_SECS);
+const _: () =
+    assert!(RING * BUCKET_SECS > MAX_DPOP_MAX_AGE_SECS + DEFAULT_FUTURE_SKEW_SECS + BUCKET_SECS);
 
 const ID_LEN: usize = 8;
 const HEADER_LEN: usize = 8;
@@ -70,7 +71,13 @@ pub fn slot_for(proof: &ProofUse) -> (String, u64) {
 pub fn slots_for(proof: &ProofUse) -> ([String; 2], u64) {
     let bucket = proof.iat / BUCKET_SECS;
     let shard = |byte: usize| u64::from(proof.id.get(byte).copied().unwrap_or(0)) % SHARDS;
-    ([slot_key(bucket % RING, shard(0)), slot_key(bucket % RING, shard(1))], bucket)
+    (
+        [
+            slot_key(bucket % RING, shard(0)),
+            slot_key(bucket % RING, shard(1)),
+        ],
+        bucket,
+    )
 }
 
 fn slot_key(ring_position: u64, shard: u64) -> String {
@@ -123,7 +130,9 @@ pub fn record_once(store: &impl SharedData, proof: &ProofUse) -> Result<(), Dpop
     let (keys, bucket) = slots_for(proof);
     'slots: for key in &keys {
         for _ in 0..ATTEMPTS {
-            let Some((Some(current), cas)) = store.get(key) else { return Err(DpopError::ReplayStoreFull) };
+            let Some((Some(current), cas)) = store.get(key) else {
+                return Err(DpopError::ReplayStoreFull);
+            };
             let value = match record(Some(&current), bucket, proof) {
                 Ok(value) => value,
                 Err(DpopError::ReplayStoreFull) => continue 'slots,
@@ -149,8 +158,12 @@ pub fn record(current: Option<&[u8]>, bucket: u64, proof: &ProofUse) -> Result<V
         value.extend_from_slice(&proof.id);
         value
     };
-    let Some(current) = current else { return Ok(fresh()) };
-    let Some((header, ids)) = current.split_first_chunk::<HEADER_LEN>() else { return Ok(fresh()) };
+    let Some(current) = current else {
+        return Ok(fresh());
+    };
+    let Some((header, ids)) = current.split_first_chunk::<HEADER_LEN>() else {
+        return Ok(fresh());
+    };
     let held = u64::from_be_bytes(*header);
     if held < bucket {
         return Ok(fresh());
@@ -178,7 +191,12 @@ mod tests {
     use crate::provider_id::ProviderId;
 
     fn proof(id: u64, iat: u64) -> ProofUse {
-        ProofUse { id: id.to_be_bytes(), iat, provider: ProviderId::FIRST, renew_nonce: false }
+        ProofUse {
+            id: id.to_be_bytes(),
+            iat,
+            provider: ProviderId::FIRST,
+            renew_nonce: false,
+        }
     }
 
     #[test]
@@ -189,7 +207,10 @@ mod tests {
         assert_eq!(record(Some(&v), bucket, &p), Err(DpopError::Replayed));
         let v2 = record(Some(&v), bucket, &proof(2, 1000)).unwrap();
         assert_eq!(record(Some(&v2), bucket, &p), Err(DpopError::Replayed));
-        assert_eq!(record(Some(&v2), bucket, &proof(2, 1000)), Err(DpopError::Replayed));
+        assert_eq!(
+            record(Some(&v2), bucket, &proof(2, 1000)),
+            Err(DpopError::Replayed)
+        );
     }
 
     #[test]
@@ -214,7 +235,10 @@ mod tests {
         for i in 1..ENTRIES_PER_SLOT as u64 {
             v = record(Some(&v), bucket, &proof(i, 1000)).unwrap();
         }
-        assert_eq!(record(Some(&v), bucket, &proof(u64::MAX, 1000)), Err(DpopError::ReplayStoreFull));
+        assert_eq!(
+            record(Some(&v), bucket, &proof(u64::MAX, 1000)),
+            Err(DpopError::ReplayStoreFull)
+        );
     }
 
     /// Shared data with the host's rules (proxy-wasm-cpp-host
@@ -232,7 +256,11 @@ mod tests {
 
     impl Host {
         fn new() -> Self {
-            Host { map: RefCell::default(), next_cas: Cell::new(1), on_get: RefCell::default() }
+            Host {
+                map: RefCell::default(),
+                next_cas: Cell::new(1),
+                on_get: RefCell::default(),
+            }
         }
     }
 
@@ -249,7 +277,10 @@ mod tests {
         }
         fn set(&self, key: &str, value: &[u8], cas: u32) -> bool {
             let mut map = self.map.borrow_mut();
-            if map.get(key).is_some_and(|(_, current)| cas != 0 && cas != *current) {
+            if map
+                .get(key)
+                .is_some_and(|(_, current)| cas != 0 && cas != *current)
+            {
                 return false;
             }
             self.next_cas.set(self.next_cas.get() + 1);
@@ -272,20 +303,34 @@ mod tests {
             }
         }));
         assert_eq!(record_once(&host, &p), Err(DpopError::Replayed));
-        assert_eq!(record_once(&host, &proof(8, 1000)), Ok(()), "another proof still goes in");
+        assert_eq!(
+            record_once(&host, &proof(8, 1000)),
+            Ok(()),
+            "another proof still goes in"
+        );
     }
 
     #[test]
     fn a_slot_never_created_refuses_rather_than_write_blind() {
         // Without its slot, A's write and B's could both succeed.
         let host = Host::new();
-        assert_eq!(record_once(&host, &proof(7, 1000)), Err(DpopError::ReplayStoreFull));
+        assert_eq!(
+            record_once(&host, &proof(7, 1000)),
+            Err(DpopError::ReplayStoreFull)
+        );
         create_slots(&host);
         assert_eq!(record_once(&host, &proof(7, 1000)), Ok(()));
-        assert_eq!(host.map.borrow().len() as u64, RING * SHARDS + 1, "every slot, and the mark");
+        assert_eq!(
+            host.map.borrow().len() as u64,
+            RING * SHARDS + 1,
+            "every slot, and the mark"
+        );
         // A VM configured later leaves the slots (and the proofs in them) alone.
         create_slots(&host);
-        assert_eq!(record_once(&host, &proof(7, 1000)), Err(DpopError::Replayed));
+        assert_eq!(
+            record_once(&host, &proof(7, 1000)),
+            Err(DpopError::Replayed)
+        );
         // A mark of another layout (a module with another ring, before an
         // update): the missing slots are created, the existing ones kept.
         let elsewhere = proof(5 << 56, 1000);
@@ -295,7 +340,10 @@ mod tests {
         host.set(SLOTS_CREATED_KEY, b"9x9", 0);
         create_slots(&host);
         assert_eq!(record_once(&host, &elsewhere), Ok(()));
-        assert_eq!(record_once(&host, &proof(7, 1000)), Err(DpopError::Replayed));
+        assert_eq!(
+            record_once(&host, &proof(7, 1000)),
+            Err(DpopError::Replayed)
+        );
     }
 
     #[test]
@@ -319,12 +367,17 @@ mod tests {
         for i in 1..ENTRIES_PER_SLOT as u64 {
             assert_eq!(record_once(&host, &second_full(i)), Ok(()));
         }
-        assert_eq!(record_once(&host, &proof((9 << 56) | (20 << 48) | (2 << 40), 1000)), Err(DpopError::ReplayStoreFull));
+        assert_eq!(
+            record_once(&host, &proof((9 << 56) | (20 << 48) | (2 << 40), 1000)),
+            Err(DpopError::ReplayStoreFull)
+        );
     }
 
     /// Another worker files its own proof in `key` (the slot's token moves on).
     fn file_another(h: &Host, key: &str, id: u64) {
-        let Some((Some(current), cas)) = h.get(key) else { panic!("{key} exists") };
+        let Some((Some(current), cas)) = h.get(key) else {
+            panic!("{key} exists")
+        };
         let (_, bucket) = slot_for(&proof(id, 1000));
         let value = record(Some(&current), bucket, &proof(id, 1000)).unwrap();
         assert!(h.set(key, &value, cas));
@@ -348,8 +401,15 @@ mod tests {
                 *h.on_get.borrow_mut() = meanwhile;
             }
         }));
-        assert_eq!(record_once(&host, &p), Err(DpopError::ReplayStoreFull), "refused (fail closed), not filed in its second slot");
-        assert!(host.map.borrow()[&second].0.is_empty(), "the second slot is untouched");
+        assert_eq!(
+            record_once(&host, &p),
+            Err(DpopError::ReplayStoreFull),
+            "refused (fail closed), not filed in its second slot"
+        );
+        assert!(
+            host.map.borrow()[&second].0.is_empty(),
+            "the second slot is untouched"
+        );
         *host.on_get.borrow_mut() = None;
         // Once the contention is over: accepted once.
         assert_eq!(record_once(&host, &p), Ok(()));
@@ -374,7 +434,11 @@ mod tests {
         }));
         create_slots(&host);
         *host.on_get.borrow_mut() = None;
-        assert_eq!(record_once(&host, &p), Err(DpopError::Replayed), "the proof the other VM accepted stays filed");
+        assert_eq!(
+            record_once(&host, &p),
+            Err(DpopError::Replayed),
+            "the proof the other VM accepted stays filed"
+        );
         // The mark waits for a run that saw every slot; the next one writes it.
         assert!(!host.map.borrow().contains_key(SLOTS_CREATED_KEY));
         create_slots(&host);
@@ -386,6 +450,9 @@ mod tests {
     fn garbage_in_a_slot_is_replaced() {
         let p = proof(1, 1000);
         let (_, bucket) = slot_for(&p);
-        assert_eq!(record(Some(&[1, 2, 3]), bucket, &p).unwrap().len(), HEADER_LEN + ID_LEN);
+        assert_eq!(
+            record(Some(&[1, 2, 3]), bucket, &p).unwrap().len(),
+            HEADER_LEN + ID_LEN
+        );
     }
 }

@@ -8,7 +8,6 @@
 //! validated once and read without copying; a value that is not UTF-8 reads
 //! as [`NOT_UTF8`], which is never a valid token, cookie or fingerprint input.
 
-
 use crate::config::{DeviceMode, FilterConfig};
 
 /// What a header value that is not UTF-8 reads as (bytes ≥ 0x80 are legal
@@ -35,7 +34,10 @@ impl HeaderBlock {
     /// An empty block writing into `buffer` (its contents are dropped, its capacity kept).
     pub fn reuse(mut buffer: Vec<u8>) -> HeaderBlock {
         buffer.clear();
-        HeaderBlock { bytes: buffer, pairs: 0 }
+        HeaderBlock {
+            bytes: buffer,
+            pairs: 0,
+        }
     }
 
     pub fn into_buffer(self) -> Vec<u8> {
@@ -44,7 +46,10 @@ impl HeaderBlock {
 
     /// Appends a pair. A name or value over 4 GiB cannot come from a proxy; it is skipped.
     pub fn push(&mut self, name: &[u8], value: &[u8]) {
-        let (Ok(name_len), Ok(value_len)) = (u32::try_from(name.len()), u32::try_from(value.len())) else { return };
+        let (Ok(name_len), Ok(value_len)) = (u32::try_from(name.len()), u32::try_from(value.len()))
+        else {
+            return;
+        };
         self.bytes.reserve(8 + name.len() + value.len());
         self.bytes.extend_from_slice(&name_len.to_le_bytes());
         self.bytes.extend_from_slice(&value_len.to_le_bytes());
@@ -106,14 +111,19 @@ impl HeaderBlock {
             let name_at = at + 8;
             let value_at = name_at.checked_add(name_len)?;
             at = value_at.checked_add(value_len)?;
-            Some((self.bytes.get(name_at..value_at)?, self.bytes.get(value_at..at)?))
+            Some((
+                self.bytes.get(name_at..value_at)?,
+                self.bytes.get(value_at..at)?,
+            ))
         })
     }
 
     /// Every value of a header (exact, lower-case name); a value that is not
     /// UTF-8 reads as [`NOT_UTF8`].
     pub fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.iter().filter(move |(n, _)| *n == name.as_bytes()).map(|(_, v)| std::str::from_utf8(v).unwrap_or(NOT_UTF8))
+        self.iter()
+            .filter(move |(n, _)| *n == name.as_bytes())
+            .map(|(_, v)| std::str::from_utf8(v).unwrap_or(NOT_UTF8))
     }
 
     pub fn first<'a>(&'a self, name: &'a str) -> Option<&'a str> {
@@ -186,7 +196,10 @@ pub struct Request {
 
 impl Request {
     pub fn new(headers: HeaderBlock, client_address: Option<String>) -> Self {
-        Request { headers, client_address }
+        Request {
+            headers,
+            client_address,
+        }
     }
 
     pub fn from_headers(headers: Vec<(String, String)>, client_address: Option<String>) -> Self {
@@ -214,7 +227,9 @@ impl Request {
 
     /// Whether a header of this name, in any case, is among the headers read.
     pub fn has_header(&self, name: &str) -> bool {
-        self.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+        self.headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
     }
 
     /// Whether every header of the request is known, so one not seen is not
@@ -235,7 +250,10 @@ impl Request {
 
     /// Every value of a header (lower-case name) as its bytes.
     pub fn header_bytes<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.headers.iter().filter(move |(n, _)| *n == name.as_bytes()).map(|(_, v)| v)
+        self.headers
+            .iter()
+            .filter(move |(n, _)| *n == name.as_bytes())
+            .map(|(_, v)| v)
     }
 
     /// Every value of a cookie, from every `cookie` header (see `authflow_contract::cookie`).
@@ -259,7 +277,13 @@ pub(crate) fn host_name(authority: &str) -> &str {
 
 pub(crate) fn without_port(authority: &str) -> &str {
     match authority.rsplit_once(':') {
-        Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && (h.ends_with(']') || !h.contains(':')) => h,
+        Some((h, port))
+            if !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && (h.ends_with(']') || !h.contains(':')) =>
+        {
+            h
+        }
         _ => authority,
     }
 }
@@ -269,26 +293,54 @@ mod tests {
     use super::*;
 
     fn req(h: &[(&str, &str)]) -> Request {
-        Request::from_headers(h.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(), None)
+        Request::from_headers(
+            h.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+            None,
+        )
     }
 
     #[test]
     fn pseudo_headers_and_cookies() {
-        let r = req(&[(":method", "GET"), (":path", "/a/b?x=1"), (":authority", "API.example:8080"), ("cookie", "a=1; tok=\"abc\""), ("cookie", "z=9")]);
+        let r = req(&[
+            (":method", "GET"),
+            (":path", "/a/b?x=1"),
+            (":authority", "API.example:8080"),
+            ("cookie", "a=1; tok=\"abc\""),
+            ("cookie", "z=9"),
+        ]);
         assert_eq!(r.method(), "GET");
         assert_eq!(r.path(), "/a/b");
         assert_eq!(r.host_without_port(), "API.example");
         assert_eq!(r.cookie_values("tok").collect::<Vec<_>>(), ["abc"]);
-        assert_eq!(r.cookie_values("z").collect::<Vec<_>>(), ["9"], "from the second cookie header");
+        assert_eq!(
+            r.cookie_values("z").collect::<Vec<_>>(),
+            ["9"],
+            "from the second cookie header"
+        );
         assert_eq!(r.cookie_values("nope").next(), None);
         let r = req(&[(":authority", "[::1]:80")]);
         assert_eq!(r.host_without_port(), "[::1]");
-        assert_eq!(req(&[(":authority", "::1")]).host_without_port(), "::1", "a bare IPv6 address has no port");
+        assert_eq!(
+            req(&[(":authority", "::1")]).host_without_port(),
+            "::1",
+            "a bare IPv6 address has no port"
+        );
         assert_eq!(req(&[(":authority", "api")]).host_without_port(), "api");
         // The same DNS name with its root dot: one is dropped, with or without a port.
-        assert_eq!(req(&[(":authority", "api.example.")]).host_without_port(), "api.example");
-        assert_eq!(req(&[(":authority", "api.example.:8443")]).host_without_port(), "api.example");
-        assert_eq!(req(&[(":authority", "api.example..")]).host_without_port(), "api.example.");
+        assert_eq!(
+            req(&[(":authority", "api.example.")]).host_without_port(),
+            "api.example"
+        );
+        assert_eq!(
+            req(&[(":authority", "api.example.:8443")]).host_without_port(),
+            "api.example"
+        );
+        assert_eq!(
+            req(&[(":authority", "api.example..")]).host_without_port(),
+            "api.example."
+        );
         let r = req(&[]);
         assert_eq!(r.path(), "");
         assert_eq!(r.method(), "");
@@ -312,10 +364,18 @@ mod tests {
 
     #[test]
     fn encoding_round_trips_and_parses() {
-        let pairs = [("authorization", "Bearer a.b.c"), ("x-empty", ""), ("cookie", "a=1"), ("cookie", "b=2")];
+        let pairs = [
+            ("authorization", "Bearer a.b.c"),
+            ("x-empty", ""),
+            ("cookie", "a=1"),
+            ("cookie", "b=2"),
+        ];
         let parsed = HeaderBlock::parse(&proxy_map(&pairs)).expect("valid encoding");
         let back: Vec<(&[u8], &[u8])> = parsed.iter().collect();
-        let want: Vec<(&[u8], &[u8])> = pairs.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())).collect();
+        let want: Vec<(&[u8], &[u8])> = pairs
+            .iter()
+            .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+            .collect();
         assert_eq!(back, want);
         assert_eq!(parsed.len(), 4);
         assert!(HeaderBlock::parse(&[]).expect("empty map").is_empty());
@@ -331,7 +391,10 @@ mod tests {
         let good = proxy_map(&[("a", "1"), ("bb", "22")]);
         // Every truncation, and every single-byte change to the length table or a terminator.
         for cut in 1..good.len() {
-            assert!(HeaderBlock::parse(&good[..cut]).is_none(), "truncated at {cut}");
+            assert!(
+                HeaderBlock::parse(&good[..cut]).is_none(),
+                "truncated at {cut}"
+            );
         }
         for at in 0..good.len() {
             for byte in [0u8, 1, 0x7f, 0xff] {
@@ -348,7 +411,10 @@ mod tests {
 
     #[test]
     fn values_that_are_not_utf8_read_as_a_marker() {
-        let block = HeaderBlock::from_pairs(&[(b"x-odd".as_slice(), b"caf\xe9".as_slice()), (b"user-agent", b"curl")]);
+        let block = HeaderBlock::from_pairs(&[
+            (b"x-odd".as_slice(), b"caf\xe9".as_slice()),
+            (b"user-agent", b"curl"),
+        ]);
         let r = Request::new(block, None);
         assert_eq!(r.header("x-odd"), Some(NOT_UTF8));
         assert_eq!(r.header("user-agent"), Some("curl"));

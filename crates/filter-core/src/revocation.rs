@@ -11,7 +11,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use authflow_contract::revocation::{ApplyError, Blob, Change, Probe, RevocationFeed, RevocationSet, Revoked, Runs};
+use authflow_contract::revocation::{
+    ApplyError, Blob, Change, Probe, RevocationFeed, RevocationSet, Revoked, Runs,
+};
 
 use crate::deny::DenyReason;
 use crate::verify::VerifiedToken;
@@ -66,7 +68,9 @@ impl RevocationList {
     /// still is the list's. Only then does a delta or a `304` answering it
     /// speak of this list (never for a poll that asked for a snapshot).
     pub fn end_poll(&mut self) -> Option<String> {
-        self.polled_from.take().filter(|from| self.cursor() == Some(from))
+        self.polled_from
+            .take()
+            .filter(|from| self.cursor() == Some(from))
     }
 
     /// Whether the next poll asks for a snapshot though a list is held.
@@ -104,14 +108,30 @@ impl RevocationList {
     }
 
     /// Applies a feed in the compact layout (snapshot: replace, delta: extend).
-    pub fn apply_compact(&mut self, feed: Blob, issuer: &str, max_entries: usize, skew_secs: u64, now: u64) -> Result<Change, ApplyError> {
+    pub fn apply_compact(
+        &mut self,
+        feed: Blob,
+        issuer: &str,
+        max_entries: usize,
+        skew_secs: u64,
+        now: u64,
+    ) -> Result<Change, ApplyError> {
         let applied = self.set.apply(feed, issuer, max_entries, skew_secs, now);
         self.applied(applied)
     }
 
     /// Applies a JSON feed (a service that does not speak the compact one).
-    pub fn apply(&mut self, feed: RevocationFeed, issuer: &str, max_entries: usize, skew_secs: u64, now: u64) -> Result<Change, ApplyError> {
-        let applied = self.set.apply_values(&feed, issuer, max_entries, skew_secs, now);
+    pub fn apply(
+        &mut self,
+        feed: RevocationFeed,
+        issuer: &str,
+        max_entries: usize,
+        skew_secs: u64,
+        now: u64,
+    ) -> Result<Change, ApplyError> {
+        let applied = self
+            .set
+            .apply_values(&feed, issuer, max_entries, skew_secs, now);
         self.applied(applied)
     }
 
@@ -178,7 +198,11 @@ impl RevocationList {
             return None;
         }
         // (A list holding entries has a base: its number is never 0.)
-        let runs = if token.clean_in_base.get() == self.base_generation { Runs::Overlay } else { Runs::Both };
+        let runs = if token.clean_in_base.get() == self.base_generation {
+            Runs::Overlay
+        } else {
+            Runs::Both
+        };
         let found = self.lookup(token, runs, skew_secs, now);
         if found.is_none() {
             token.not_revoked_in.set(self.generation);
@@ -187,13 +211,26 @@ impl RevocationList {
         found
     }
 
-    fn lookup(&self, token: &VerifiedToken, runs: Runs, skew_secs: u64, now: u64) -> Option<DenyReason> {
-        let probe = Probe { jti: token.jti.as_deref(), sid: token.sid.as_deref(), sub: token.subject.as_deref(), issued_at: token.issued_at };
-        self.set.check_in(runs, &probe, skew_secs, now).map(|r| match r {
-            Revoked::SubjectBanned => DenyReason::SubjectBanned,
-            Revoked::SessionRevoked => DenyReason::SessionRevoked,
-            Revoked::TokenRevoked => DenyReason::TokenRevoked,
-        })
+    fn lookup(
+        &self,
+        token: &VerifiedToken,
+        runs: Runs,
+        skew_secs: u64,
+        now: u64,
+    ) -> Option<DenyReason> {
+        let probe = Probe {
+            jti: token.jti.as_deref(),
+            sid: token.sid.as_deref(),
+            sub: token.subject.as_deref(),
+            issued_at: token.issued_at,
+        };
+        self.set
+            .check_in(runs, &probe, skew_secs, now)
+            .map(|r| match r {
+                Revoked::SubjectBanned => DenyReason::SubjectBanned,
+                Revoked::SessionRevoked => DenyReason::SessionRevoked,
+                Revoked::TokenRevoked => DenyReason::TokenRevoked,
+            })
     }
 }
 
@@ -214,7 +251,12 @@ mod tests {
     }
 
     fn feed(snapshot: bool, cursor: &str) -> RevocationFeed {
-        RevocationFeed { issuer: "iss".into(), cursor: cursor.into(), snapshot, ..Default::default() }
+        RevocationFeed {
+            issuer: "iss".into(),
+            cursor: cursor.into(),
+            snapshot,
+            ..Default::default()
+        }
     }
 
     /// A cached token found clean is not looked up again — until the list
@@ -225,21 +267,35 @@ mod tests {
         let t = token("j1", "s1", "u1", 1000);
         assert_eq!(set.check(&t, 0, 1000), None);
         let mut f = feed(true, "1");
-        f.revoked_tokens.push(RevokedToken { jti: "other".into(), expires_at: 2000 });
+        f.revoked_tokens.push(RevokedToken {
+            jti: "other".into(),
+            expires_at: 2000,
+        });
         set.apply(f, "iss", 10, 0, 1000).unwrap();
         assert_eq!(set.check(&t, 0, 1000), None);
         assert_eq!(set.check(&t, 0, 1000), None, "memo hit");
         let mut f = feed(false, "2");
-        f.revoked_tokens.push(RevokedToken { jti: "j1".into(), expires_at: 2000 });
+        f.revoked_tokens.push(RevokedToken {
+            jti: "j1".into(),
+            expires_at: 2000,
+        });
         set.apply(f, "iss", 10, 0, 1000).unwrap();
-        assert_eq!(set.check(&t, 0, 1000), Some(DenyReason::TokenRevoked), "a delta revoking it wins over the memo");
+        assert_eq!(
+            set.check(&t, 0, 1000),
+            Some(DenyReason::TokenRevoked),
+            "a delta revoking it wins over the memo"
+        );
 
         // A list built elsewhere (another VM's copy) never shares a number with this one.
         let t2 = token("j2", "s2", "u2", 1000);
         assert_eq!(set.check(&t2, 0, 1000), None);
         let mut other = RevocationList::default();
         let mut f = feed(true, "9");
-        f.banned_subjects.push(BannedSubject { sub: "u2".into(), not_before: 1500, expires_at: 2400 });
+        f.banned_subjects.push(BannedSubject {
+            sub: "u2".into(),
+            not_before: 1500,
+            expires_at: 2400,
+        });
         other.apply(f, "iss", 10, 0, 1000).unwrap();
         set.clear();
         set.adopt_base(other.set().base().clone());
@@ -259,17 +315,35 @@ mod tests {
             seed ^= seed << 17;
             seed % n
         };
-        let tokens: Vec<VerifiedToken> =
-            (0..40).map(|i| token(&format!("j{}", i % 20), &format!("s{}", i % 13), &format!("u{}", i % 7), 1000 + (i % 5) * 100)).collect();
+        let tokens: Vec<VerifiedToken> = (0..40)
+            .map(|i| {
+                token(
+                    &format!("j{}", i % 20),
+                    &format!("s{}", i % 13),
+                    &format!("u{}", i % 7),
+                    1000 + (i % 5) * 100,
+                )
+            })
+            .collect();
         let mut cursor = 0u64;
         let mut random_feed = |snapshot: bool, n: u64, next: &mut dyn FnMut(u64) -> u64| {
             cursor += 1;
             let mut f = feed(snapshot, &cursor.to_string());
             for _ in 0..n {
                 match next(3) {
-                    0 => f.revoked_tokens.push(RevokedToken { jti: format!("j{}", next(30)), expires_at: 5000 }),
-                    1 => f.revoked_sessions.push(RevokedSession { sid: format!("s{}", next(20)), expires_at: 5000 }),
-                    _ => f.banned_subjects.push(BannedSubject { sub: format!("u{}", next(10)), not_before: 900 + next(600), expires_at: 5000 }),
+                    0 => f.revoked_tokens.push(RevokedToken {
+                        jti: format!("j{}", next(30)),
+                        expires_at: 5000,
+                    }),
+                    1 => f.revoked_sessions.push(RevokedSession {
+                        sid: format!("s{}", next(20)),
+                        expires_at: 5000,
+                    }),
+                    _ => f.banned_subjects.push(BannedSubject {
+                        sub: format!("u{}", next(10)),
+                        not_before: 900 + next(600),
+                        expires_at: 5000,
+                    }),
                 }
             }
             f
@@ -277,58 +351,143 @@ mod tests {
         let (mut revoked_seen, mut overlay_only_rounds) = (0, 0);
         for round in 0..300 {
             let mut list = RevocationList::default();
-            list.apply(random_feed(true, next(6), &mut next), "iss", 100_000, 0, 1000).unwrap();
+            list.apply(
+                random_feed(true, next(6), &mut next),
+                "iss",
+                100_000,
+                0,
+                1000,
+            )
+            .unwrap();
             for step in 0..12 {
                 let base_before = list.base_generation;
                 match next(10) {
-                    0 => drop(list.apply(random_feed(true, next(6), &mut next), "iss", 100_000, 0, 1000).unwrap()),
+                    0 => drop(
+                        list.apply(
+                            random_feed(true, next(6), &mut next),
+                            "iss",
+                            100_000,
+                            0,
+                            1000,
+                        )
+                        .unwrap(),
+                    ),
                     // Past `COMPACT_AT`: the overlay folds into a new base.
-                    1 if round % 10 == 0 => drop(list.apply(random_feed(false, COMPACT_AT as u64 + 1, &mut next), "iss", 100_000, 0, 1000).unwrap()),
+                    1 if round % 10 == 0 => drop(
+                        list.apply(
+                            random_feed(false, COMPACT_AT as u64 + 1, &mut next),
+                            "iss",
+                            100_000,
+                            0,
+                            1000,
+                        )
+                        .unwrap(),
+                    ),
                     2 => {
                         // Another VM's copy: its base, then its overlay.
                         let mut other = RevocationList::default();
-                        other.apply(random_feed(true, next(6), &mut next), "iss", 100_000, 0, 1000).unwrap();
-                        other.apply(random_feed(false, next(3), &mut next), "iss", 100_000, 0, 1000).unwrap();
+                        other
+                            .apply(
+                                random_feed(true, next(6), &mut next),
+                                "iss",
+                                100_000,
+                                0,
+                                1000,
+                            )
+                            .unwrap();
+                        other
+                            .apply(
+                                random_feed(false, next(3), &mut next),
+                                "iss",
+                                100_000,
+                                0,
+                                1000,
+                            )
+                            .unwrap();
                         if next(2) == 0 {
                             list.clear();
                         }
                         list.adopt_base(other.set().base().clone());
                         assert!(list.adopt_overlay(other.set().overlay().clone()));
                     }
-                    _ => drop(list.apply(random_feed(false, 1 + next(2), &mut next), "iss", 100_000, 0, 1000).unwrap()),
+                    _ => drop(
+                        list.apply(
+                            random_feed(false, 1 + next(2), &mut next),
+                            "iss",
+                            100_000,
+                            0,
+                            1000,
+                        )
+                        .unwrap(),
+                    ),
                 }
                 if list.base_generation == base_before {
                     overlay_only_rounds += 1;
                 }
                 for t in &tokens {
                     let whole = list.lookup(t, Runs::Both, 0, 1000);
-                    assert_eq!(list.check(t, 0, 1000), whole, "round {round} step {step}: {:?}", t.jti);
+                    assert_eq!(
+                        list.check(t, 0, 1000),
+                        whole,
+                        "round {round} step {step}: {:?}",
+                        t.jti
+                    );
                     assert_eq!(list.check(t, 0, 1000), whole, "again, from the memo");
                     revoked_seen += usize::from(whole.is_some());
                 }
             }
         }
-        assert!(revoked_seen > 1000 && overlay_only_rounds > 1000, "the sequences exercise both paths: {revoked_seen} {overlay_only_rounds}");
+        assert!(
+            revoked_seen > 1000 && overlay_only_rounds > 1000,
+            "the sequences exercise both paths: {revoked_seen} {overlay_only_rounds}"
+        );
     }
 
     #[test]
     fn deltas_snapshots_and_checks() {
         let mut set = RevocationList::default();
         let mut f = feed(true, "1");
-        f.revoked_tokens.push(RevokedToken { jti: "j1".into(), expires_at: 2000 });
+        f.revoked_tokens.push(RevokedToken {
+            jti: "j1".into(),
+            expires_at: 2000,
+        });
         set.apply(f, "iss", 10, 0, 1000).unwrap();
-        assert_eq!(set.check(&token("j1", "s", "u", 1000), 0, 1000), Some(DenyReason::TokenRevoked));
+        assert_eq!(
+            set.check(&token("j1", "s", "u", 1000), 0, 1000),
+            Some(DenyReason::TokenRevoked)
+        );
         assert_eq!(set.check(&token("j2", "s", "u", 1000), 0, 1000), None);
 
         let mut f = feed(false, "2");
-        f.revoked_sessions.push(RevokedSession { sid: "s9".into(), expires_at: 2000 });
-        f.banned_subjects.push(BannedSubject { sub: "bad".into(), not_before: 1500, expires_at: 2400 });
+        f.revoked_sessions.push(RevokedSession {
+            sid: "s9".into(),
+            expires_at: 2000,
+        });
+        f.banned_subjects.push(BannedSubject {
+            sub: "bad".into(),
+            not_before: 1500,
+            expires_at: 2400,
+        });
         set.apply(f, "iss", 10, 0, 1000).unwrap();
         assert_eq!(set.cursor(), Some("2"));
-        assert_eq!(set.check(&token("j1", "s", "u", 1000), 0, 1000), Some(DenyReason::TokenRevoked), "delta keeps earlier entries");
-        assert_eq!(set.check(&token("x", "s9", "u", 1000), 0, 1000), Some(DenyReason::SessionRevoked));
-        assert_eq!(set.check(&token("x", "s", "bad", 1499), 0, 1000), Some(DenyReason::SubjectBanned));
-        assert_eq!(set.check(&token("x", "s", "bad", 1500), 0, 1000), None, "tokens issued after the ban pass");
+        assert_eq!(
+            set.check(&token("j1", "s", "u", 1000), 0, 1000),
+            Some(DenyReason::TokenRevoked),
+            "delta keeps earlier entries"
+        );
+        assert_eq!(
+            set.check(&token("x", "s9", "u", 1000), 0, 1000),
+            Some(DenyReason::SessionRevoked)
+        );
+        assert_eq!(
+            set.check(&token("x", "s", "bad", 1499), 0, 1000),
+            Some(DenyReason::SubjectBanned)
+        );
+        assert_eq!(
+            set.check(&token("x", "s", "bad", 1500), 0, 1000),
+            None,
+            "tokens issued after the ban pass"
+        );
 
         set.apply(feed(true, "3"), "iss", 10, 0, 1000).unwrap();
         assert!(set.is_empty(), "a snapshot replaces everything");
@@ -340,36 +499,81 @@ mod tests {
     fn entries_are_forgotten_only_past_expiry_plus_skew() {
         let mut set = RevocationList::default();
         let mut f = feed(true, "1");
-        f.revoked_tokens.push(RevokedToken { jti: "old".into(), expires_at: 50 });
-        f.revoked_tokens.push(RevokedToken { jti: "new".into(), expires_at: 500 });
-        f.revoked_sessions.push(RevokedSession { sid: "s".into(), expires_at: 500 });
-        f.banned_subjects.push(BannedSubject { sub: "u".into(), not_before: 400, expires_at: 500 });
+        f.revoked_tokens.push(RevokedToken {
+            jti: "old".into(),
+            expires_at: 50,
+        });
+        f.revoked_tokens.push(RevokedToken {
+            jti: "new".into(),
+            expires_at: 500,
+        });
+        f.revoked_sessions.push(RevokedSession {
+            sid: "s".into(),
+            expires_at: 500,
+        });
+        f.banned_subjects.push(BannedSubject {
+            sub: "u".into(),
+            not_before: 400,
+            expires_at: 500,
+        });
         set.apply(f, "iss", 10, 30, 100).unwrap();
         assert_eq!(set.len(), 3, "50 + 30 < 100: only `old` is gone");
 
         // The next delta arrives one second past `expires_at`: nothing revives.
         let mut f = feed(false, "2");
-        f.revoked_tokens.push(RevokedToken { jti: "later".into(), expires_at: 900 });
+        f.revoked_tokens.push(RevokedToken {
+            jti: "later".into(),
+            expires_at: 900,
+        });
         set.apply(f, "iss", 10, 30, 501).unwrap();
-        assert_eq!(set.lookup(&token("new", "s", "u", 300), Runs::Both, 30, 530), Some(DenyReason::SubjectBanned));
-        assert_eq!(set.lookup(&token("x", "s", "v", 300), Runs::Both, 30, 530), Some(DenyReason::SessionRevoked));
-        assert_eq!(set.lookup(&token("new", "x", "v", 300), Runs::Both, 30, 530), Some(DenyReason::TokenRevoked), "kept through exp + skew, inclusive");
-        assert_eq!(set.lookup(&token("new", "s", "u", 300), Runs::Both, 30, 531), None, "forgotten one second later");
-        assert_eq!(set.lookup(&token("later", "x", "v", 300), Runs::Both, 30, 531), Some(DenyReason::TokenRevoked));
+        assert_eq!(
+            set.lookup(&token("new", "s", "u", 300), Runs::Both, 30, 530),
+            Some(DenyReason::SubjectBanned)
+        );
+        assert_eq!(
+            set.lookup(&token("x", "s", "v", 300), Runs::Both, 30, 530),
+            Some(DenyReason::SessionRevoked)
+        );
+        assert_eq!(
+            set.lookup(&token("new", "x", "v", 300), Runs::Both, 30, 530),
+            Some(DenyReason::TokenRevoked),
+            "kept through exp + skew, inclusive"
+        );
+        assert_eq!(
+            set.lookup(&token("new", "s", "u", 300), Runs::Both, 30, 531),
+            None,
+            "forgotten one second later"
+        );
+        assert_eq!(
+            set.lookup(&token("later", "x", "v", 300), Runs::Both, 30, 531),
+            Some(DenyReason::TokenRevoked)
+        );
     }
 
     #[test]
     fn refuses_wrong_issuer_and_overflow_keeping_last_good() {
         let mut set = RevocationList::default();
         let mut f = feed(true, "1");
-        f.revoked_tokens.push(RevokedToken { jti: "a".into(), expires_at: 500 });
+        f.revoked_tokens.push(RevokedToken {
+            jti: "a".into(),
+            expires_at: 500,
+        });
         set.apply(f, "iss", 1, 0, 100).unwrap();
         let mut other = feed(true, "2");
         other.issuer = "evil".into();
-        assert_eq!(set.apply(other, "iss", 1, 0, 100), Err(ApplyError::WrongIssuer));
+        assert_eq!(
+            set.apply(other, "iss", 1, 0, 100),
+            Err(ApplyError::WrongIssuer)
+        );
         let mut big = feed(false, "3");
-        big.revoked_tokens.push(RevokedToken { jti: "b".into(), expires_at: 500 });
-        assert_eq!(set.apply(big, "iss", 1, 0, 100), Err(ApplyError::TooManyEntries(2)));
+        big.revoked_tokens.push(RevokedToken {
+            jti: "b".into(),
+            expires_at: 500,
+        });
+        assert_eq!(
+            set.apply(big, "iss", 1, 0, 100),
+            Err(ApplyError::TooManyEntries(2))
+        );
         assert_eq!(set.cursor(), Some("1"));
         assert_eq!(set.len(), 1);
     }
@@ -380,20 +584,51 @@ mod tests {
     fn a_delta_of_another_key_asks_for_a_snapshot() {
         let mut set = RevocationList::default();
         let mut f = feed(true, "e1.1");
-        f.revoked_tokens.push(RevokedToken { jti: "a".into(), expires_at: 500 });
+        f.revoked_tokens.push(RevokedToken {
+            jti: "a".into(),
+            expires_at: 500,
+        });
         set.apply(f, "iss", 10, 0, 100).unwrap();
         let mut delta = feed(false, "e1.2");
-        delta.revoked_tokens.push(RevokedToken { jti: "b".into(), expires_at: 500 });
-        let compact = authflow_contract::revocation::set::encode(&delta, authflow_contract::revocation::SetKey::derive("iss", "e1"));
-        assert_eq!(set.apply_compact(compact, "iss", 10, 0, 100), Err(ApplyError::KeyMismatch));
+        delta.revoked_tokens.push(RevokedToken {
+            jti: "b".into(),
+            expires_at: 500,
+        });
+        let compact = authflow_contract::revocation::set::encode(
+            &delta,
+            authflow_contract::revocation::SetKey::derive("iss", "e1"),
+        );
+        assert_eq!(
+            set.apply_compact(compact, "iss", 10, 0, 100),
+            Err(ApplyError::KeyMismatch)
+        );
         assert_eq!(set.cursor(), None, "the next poll asks for a snapshot");
-        assert_eq!(set.check(&token("a", "s", "u", 50), 0, 100), Some(DenyReason::TokenRevoked), "the list is kept meanwhile");
+        assert_eq!(
+            set.check(&token("a", "s", "u", 50), 0, 100),
+            Some(DenyReason::TokenRevoked),
+            "the list is kept meanwhile"
+        );
         let mut snapshot = feed(true, "e1.2");
-        snapshot.revoked_tokens = vec![RevokedToken { jti: "a".into(), expires_at: 500 }, RevokedToken { jti: "b".into(), expires_at: 500 }];
-        let compact = authflow_contract::revocation::set::encode(&snapshot, authflow_contract::revocation::SetKey::derive("iss", "e1"));
+        snapshot.revoked_tokens = vec![
+            RevokedToken {
+                jti: "a".into(),
+                expires_at: 500,
+            },
+            RevokedToken {
+                jti: "b".into(),
+                expires_at: 500,
+            },
+        ];
+        let compact = authflow_contract::revocation::set::encode(
+            &snapshot,
+            authflow_contract::revocation::SetKey::derive("iss", "e1"),
+        );
         set.apply_compact(compact, "iss", 10, 0, 100).unwrap();
         assert_eq!(set.cursor(), Some("e1.2"));
-        assert_eq!(set.check(&token("b", "s", "u", 50), 0, 100), Some(DenyReason::TokenRevoked));
+        assert_eq!(
+            set.check(&token("b", "s", "u", 50), 0, 100),
+            Some(DenyReason::TokenRevoked)
+        );
     }
 
     /// What one VM shares (its base and overlay bytes) another VM adopts as
@@ -402,11 +637,21 @@ mod tests {
     fn shared_copies_round_trip() {
         let mut leader = RevocationList::default();
         let mut f = feed(true, "7");
-        f.revoked_tokens.push(RevokedToken { jti: "a".into(), expires_at: 500 });
-        f.banned_subjects.push(BannedSubject { sub: "u".into(), not_before: 10, expires_at: 500 });
+        f.revoked_tokens.push(RevokedToken {
+            jti: "a".into(),
+            expires_at: 500,
+        });
+        f.banned_subjects.push(BannedSubject {
+            sub: "u".into(),
+            not_before: 10,
+            expires_at: 500,
+        });
         leader.apply(f, "iss", 10, 0, 100).unwrap();
         let mut f = feed(false, "8");
-        f.revoked_sessions.push(RevokedSession { sid: "s".into(), expires_at: 500 });
+        f.revoked_sessions.push(RevokedSession {
+            sid: "s".into(),
+            expires_at: 500,
+        });
         assert_eq!(leader.apply(f, "iss", 10, 0, 100), Ok(Change::Overlay));
 
         let mut follower = RevocationList::default();
@@ -416,7 +661,13 @@ mod tests {
         assert!(follower.adopt_overlay(overlay));
         assert_eq!(follower.len(), 3);
         assert_eq!(follower.cursor(), Some("8"));
-        assert_eq!(follower.check(&token("x", "s", "v", 50), 0, 100), Some(DenyReason::SessionRevoked));
-        assert_eq!(follower.check(&token("a", "x", "v", 50), 0, 100), Some(DenyReason::TokenRevoked));
+        assert_eq!(
+            follower.check(&token("x", "s", "v", 50), 0, 100),
+            Some(DenyReason::SessionRevoked)
+        );
+        assert_eq!(
+            follower.check(&token("a", "x", "v", 50), 0, 100),
+            Some(DenyReason::TokenRevoked)
+        );
     }
 }

@@ -44,10 +44,22 @@ impl Engine {
     /// taken from another VM since the poll was sent
     /// ([`ApplyError::Superseded`]: it may be the older of the two). A
     /// refused feed leaves the list and its freshness as they were.
-    pub fn apply_feed(&mut self, id: ProviderId, body: FeedBody, now_ms: u64) -> Result<FeedApplied, ApplyError> {
-        let (max, skew) = (self.config.revocation.max_entries, self.config.clock_skew_secs);
-        let Some(issuer) = self.config.provider(id).map(|p| p.issuer.clone()) else { return Err(ApplyError::WrongIssuer) };
-        let Some(state) = self.provider_mut(id) else { return Err(ApplyError::WrongIssuer) };
+    pub fn apply_feed(
+        &mut self,
+        id: ProviderId,
+        body: FeedBody,
+        now_ms: u64,
+    ) -> Result<FeedApplied, ApplyError> {
+        let (max, skew) = (
+            self.config.revocation.max_entries,
+            self.config.clock_skew_secs,
+        );
+        let Some(issuer) = self.config.provider(id).map(|p| p.issuer.clone()) else {
+            return Err(ApplyError::WrongIssuer);
+        };
+        let Some(state) = self.provider_mut(id) else {
+            return Err(ApplyError::WrongIssuer);
+        };
         let list = &mut state.revocations;
         let superseded = list.superseded_since_poll();
         let sent_cursor = list.end_poll();
@@ -68,7 +80,11 @@ impl Engine {
         let moved = list.cursor() != sent_cursor.as_deref();
         state.revocations_fresh_at_ms = state.revocations_fresh_at_ms.max(now_ms);
         Ok(FeedApplied {
-            end: if moved { FetchEnd::Fresh { etag: None } } else { FetchEnd::NotModified },
+            end: if moved {
+                FetchEnd::Fresh { etag: None }
+            } else {
+                FetchEnd::NotModified
+            },
             base_changed: change == Change::Base,
         })
     }
@@ -76,7 +92,9 @@ impl Engine {
     /// The poll of `id` was answered `304` at `now_ms`: the list is current
     /// if it still holds the cursor the poll was sent with. Whether it is.
     pub fn revocations_unchanged(&mut self, id: ProviderId, now_ms: u64) -> bool {
-        let Some(state) = self.provider_mut(id) else { return false };
+        let Some(state) = self.provider_mut(id) else {
+            return false;
+        };
         let current = state.revocations.end_poll().is_some();
         if current {
             state.revocations_fresh_at_ms = state.revocations_fresh_at_ms.max(now_ms);
@@ -89,7 +107,10 @@ impl Engine {
     /// ([`adopt_revocation_base`](Self::adopt_revocation_base) false). Never
     /// moves back.
     pub fn revocations_current_at(&mut self, id: ProviderId, at_ms: u64) {
-        if let Some(state) = self.provider_mut(id).filter(|s| !s.revocations.needs_snapshot()) {
+        if let Some(state) = self
+            .provider_mut(id)
+            .filter(|s| !s.revocations.needs_snapshot())
+        {
             state.revocations_fresh_at_ms = state.revocations_fresh_at_ms.max(at_ms);
         }
     }
@@ -109,7 +130,9 @@ impl Engine {
     /// VMs fetch, so it goes stale and the staleness policy decides, until a
     /// readable base comes.
     pub fn adopt_revocation_base(&mut self, id: ProviderId, bytes: Vec<u8>) -> bool {
-        let Some(state) = self.provider_mut(id) else { return false };
+        let Some(state) = self.provider_mut(id) else {
+            return false;
+        };
         match Blob::parse(bytes) {
             Ok(base) => {
                 state.revocations.adopt_base(base);
@@ -126,8 +149,11 @@ impl Engine {
     /// extends a base this VM does not hold yet: it is then taken again
     /// after that base.
     pub fn adopt_revocation_overlay(&mut self, id: ProviderId, bytes: Vec<u8>) -> bool {
-        let Some(state) = self.provider_mut(id) else { return false };
-        state.revocations.cursor().is_some() && Blob::parse(bytes).is_ok_and(|o| state.revocations.adopt_overlay(o))
+        let Some(state) = self.provider_mut(id) else {
+            return false;
+        };
+        state.revocations.cursor().is_some()
+            && Blob::parse(bytes).is_ok_and(|o| state.revocations.adopt_overlay(o))
     }
 
     /// The base and the overlay of `id` as this VM holds them, for the others.
@@ -144,7 +170,9 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
-    use authflow_contract::revocation::{BannedSubject, Probe, RevocationFeed, RevokedSession, RevokedToken};
+    use authflow_contract::revocation::{
+        BannedSubject, Probe, RevocationFeed, RevokedSession, RevokedToken,
+    };
 
     use super::*;
     use crate::FilterConfig;
@@ -156,7 +184,10 @@ mod tests {
         let config = serde_json::json!({"providers": [{"name": "p", "issuer": ISS, "algorithms": ["EdDSA"],
             "jwks": {"remote": {"cluster": "auth", "path": "/jwks"}},
             "revocations": {"cluster": "auth", "path": "/v1/revocations"}}]});
-        Engine::new(FilterConfig::from_json(config.to_string().as_bytes()).unwrap(), NOW_MS)
+        Engine::new(
+            FilterConfig::from_json(config.to_string().as_bytes()).unwrap(),
+            NOW_MS,
+        )
     }
 
     fn feed(cursor: &str, snapshot: bool, jti: &str) -> FeedBody {
@@ -165,9 +196,19 @@ mod tests {
             issuer: ISS.into(),
             cursor: cursor.into(),
             snapshot,
-            revoked_tokens: vec![RevokedToken { jti: jti.into(), expires_at }],
-            revoked_sessions: vec![RevokedSession { sid: format!("s-{jti}"), expires_at }],
-            banned_subjects: vec![BannedSubject { sub: format!("u-{jti}"), not_before: NOW_MS / 1000, expires_at }],
+            revoked_tokens: vec![RevokedToken {
+                jti: jti.into(),
+                expires_at,
+            }],
+            revoked_sessions: vec![RevokedSession {
+                sid: format!("s-{jti}"),
+                expires_at,
+            }],
+            banned_subjects: vec![BannedSubject {
+                sub: format!("u-{jti}"),
+                not_before: NOW_MS / 1000,
+                expires_at,
+            }],
         })
     }
 
@@ -184,7 +225,9 @@ mod tests {
     }
 
     fn fresh_at(e: &Engine) -> u64 {
-        e.provider(ProviderId::FIRST).unwrap().revocations_fresh_at_ms
+        e.provider(ProviderId::FIRST)
+            .unwrap()
+            .revocations_fresh_at_ms
     }
 
     fn cursor(e: &Engine) -> Option<&str> {
@@ -199,8 +242,16 @@ mod tests {
 
     /// Whether the list of `e` revokes the `jti` of [`feed`]'s entries.
     fn revokes(e: &Engine, jti: &str) -> bool {
-        let probe = Probe { jti: Some(jti), ..Probe::default() };
-        e.provider(ProviderId::FIRST).unwrap().revocations.set().check(&probe, 0, NOW_MS / 1000).is_some()
+        let probe = Probe {
+            jti: Some(jti),
+            ..Probe::default()
+        };
+        e.provider(ProviderId::FIRST)
+            .unwrap()
+            .revocations
+            .set()
+            .check(&probe, 0, NOW_MS / 1000)
+            .is_some()
     }
 
     /// What the lease VM shares, as owned bytes (the host hands copies out).
@@ -214,15 +265,33 @@ mod tests {
         let mut e = engine();
         let id = ProviderId::FIRST;
         let first = polled(&mut e, feed("1", true, "a"), NOW_MS + 10).unwrap();
-        assert_eq!(first, FeedApplied { end: FetchEnd::Fresh { etag: None }, base_changed: true }, "a snapshot is a new base");
+        assert_eq!(
+            first,
+            FeedApplied {
+                end: FetchEnd::Fresh { etag: None },
+                base_changed: true
+            },
+            "a snapshot is a new base"
+        );
         assert_eq!(e.revocation_entries(id), 3);
         assert_eq!(fresh_at(&e), NOW_MS + 10, "current as of the answer");
         let same = polled(&mut e, empty_delta("1"), NOW_MS + 20).unwrap();
         assert_eq!(same.end, FetchEnd::NotModified, "same cursor: nothing new");
         assert_eq!(fresh_at(&e), NOW_MS + 20, "but the list is current");
         let delta = polled(&mut e, feed("2", false, "b"), NOW_MS + 30).unwrap();
-        assert_eq!(delta, FeedApplied { end: FetchEnd::Fresh { etag: None }, base_changed: false }, "a small delta: overlay only");
-        assert_eq!(e.revocation_entries(id), 6, "a delta keeps what came before");
+        assert_eq!(
+            delta,
+            FeedApplied {
+                end: FetchEnd::Fresh { etag: None },
+                base_changed: false
+            },
+            "a small delta: overlay only"
+        );
+        assert_eq!(
+            e.revocation_entries(id),
+            6,
+            "a delta keeps what came before"
+        );
     }
 
     #[test]
@@ -230,10 +299,18 @@ mod tests {
         let mut e = engine();
         let id = ProviderId::FIRST;
         e.apply_feed(id, feed("1", true, "a"), NOW_MS + 10).unwrap();
-        let FeedBody::Json(mut foreign) = feed("3", true, "c") else { unreachable!() };
+        let FeedBody::Json(mut foreign) = feed("3", true, "c") else {
+            unreachable!()
+        };
         foreign.issuer = "https://other".into();
-        assert_eq!(e.apply_feed(id, FeedBody::Json(foreign), NOW_MS + 40), Err(ApplyError::WrongIssuer));
-        assert_eq!((e.revocation_entries(id), fresh_at(&e), cursor(&e)), (3, NOW_MS + 10, Some("1")));
+        assert_eq!(
+            e.apply_feed(id, FeedBody::Json(foreign), NOW_MS + 40),
+            Err(ApplyError::WrongIssuer)
+        );
+        assert_eq!(
+            (e.revocation_entries(id), fresh_at(&e), cursor(&e)),
+            (3, NOW_MS + 10, Some("1"))
+        );
     }
 
     #[test]
@@ -244,12 +321,23 @@ mod tests {
         polled(&mut lease, feed("2", false, "b"), NOW_MS).unwrap();
         let (base, overlay) = shared(&lease);
 
-        assert!(!worker.adopt_revocation_overlay(id, overlay.clone()), "an overlay without its base is not taken");
+        assert!(
+            !worker.adopt_revocation_overlay(id, overlay.clone()),
+            "an overlay without its base is not taken"
+        );
         assert_eq!(worker.revocation_entries(id), 0);
         assert!(worker.adopt_revocation_base(id, base));
-        assert_eq!(worker.revocation_entries(id), 3, "the base alone: the snapshot");
+        assert_eq!(
+            worker.revocation_entries(id),
+            3,
+            "the base alone: the snapshot"
+        );
         assert!(worker.adopt_revocation_overlay(id, overlay));
-        assert_eq!(worker.revocation_entries(id), 6, "the merged list, not the last delta");
+        assert_eq!(
+            worker.revocation_entries(id),
+            6,
+            "the merged list, not the last delta"
+        );
         assert_eq!(cursor(&worker), Some("2"));
     }
 
@@ -261,8 +349,14 @@ mod tests {
         new.apply_feed(id, feed("5", true, "x"), NOW_MS).unwrap();
         polled(&mut new, feed("6", false, "y"), NOW_MS).unwrap();
         worker.adopt_revocation_base(id, shared(&old).0);
-        assert!(!worker.adopt_revocation_overlay(id, shared(&new).1), "it extends a base this VM does not hold");
-        assert_eq!((worker.revocation_entries(id), cursor(&worker)), (3, Some("1")));
+        assert!(
+            !worker.adopt_revocation_overlay(id, shared(&new).1),
+            "it extends a base this VM does not hold"
+        );
+        assert_eq!(
+            (worker.revocation_entries(id), cursor(&worker)),
+            (3, Some("1"))
+        );
     }
 
     /// A copy that does not parse never replaces the list held: it stays,
@@ -276,17 +370,32 @@ mod tests {
         assert!(worker.adopt_revocation_base(id, shared(&lease).0));
         worker.revocations_current_at(id, NOW_MS + 1_000);
         assert!(!worker.adopt_revocation_base(id, b"not a list".to_vec()));
-        assert_eq!((worker.revocation_entries(id), cursor(&worker)), (3, None), "kept; the next poll asks for a snapshot");
+        assert_eq!(
+            (worker.revocation_entries(id), cursor(&worker)),
+            (3, None),
+            "kept; the next poll asks for a snapshot"
+        );
         assert!(revokes(&worker, "a"));
         worker.revocations_current_at(id, NOW_MS + 9_000);
-        assert_eq!(fresh_at(&worker), NOW_MS + 1_000, "not current by another VM's word");
+        assert_eq!(
+            fresh_at(&worker),
+            NOW_MS + 1_000,
+            "not current by another VM's word"
+        );
         assert!(!worker.adopt_revocation_overlay(id, b"\0\0".to_vec()));
-        assert!(!worker.adopt_revocation_overlay(id, shared(&lease).1), "an overlay of the base it could not take");
+        assert!(
+            !worker.adopt_revocation_overlay(id, shared(&lease).1),
+            "an overlay of the base it could not take"
+        );
 
         polled(&mut lease, feed("2", true, "b"), NOW_MS + 10_000).unwrap();
         assert!(worker.adopt_revocation_base(id, shared(&lease).0));
         worker.revocations_current_at(id, NOW_MS + 10_000);
-        assert_eq!((cursor(&worker), fresh_at(&worker)), (Some("2"), NOW_MS + 10_000), "back on the shared list");
+        assert_eq!(
+            (cursor(&worker), fresh_at(&worker)),
+            (Some("2"), NOW_MS + 10_000),
+            "back on the shared list"
+        );
     }
 
     /// The polling worker has a poll out (sent with cursor 1) when another
@@ -301,23 +410,46 @@ mod tests {
         polled(&mut e, feed("1", true, "a"), NOW_MS).unwrap();
         assert_eq!(e.revocation_poll(id).as_deref(), Some("1"));
         assert!(!e.adopt_revocation_base(id, b"not a list".to_vec()));
-        assert_eq!(e.apply_feed(id, feed("2", false, "b"), NOW_MS + 10), Err(ApplyError::DeltaWithoutBase));
-        assert!(revokes(&e, "a") && !revokes(&e, "b"), "the list held is kept");
+        assert_eq!(
+            e.apply_feed(id, feed("2", false, "b"), NOW_MS + 10),
+            Err(ApplyError::DeltaWithoutBase)
+        );
+        assert!(
+            revokes(&e, "a") && !revokes(&e, "b"),
+            "the list held is kept"
+        );
         assert_eq!(fresh_at(&e), NOW_MS, "and not made current");
-        assert_eq!(e.revocation_poll(id), None, "the next poll asks for a snapshot");
-        assert_eq!(e.apply_feed(id, feed("2", false, "b"), NOW_MS + 20), Err(ApplyError::DeltaWithoutBase), "a delta is no answer to it");
+        assert_eq!(
+            e.revocation_poll(id),
+            None,
+            "the next poll asks for a snapshot"
+        );
+        assert_eq!(
+            e.apply_feed(id, feed("2", false, "b"), NOW_MS + 20),
+            Err(ApplyError::DeltaWithoutBase),
+            "a delta is no answer to it"
+        );
         e.revocation_poll(id);
         assert!(e.apply_feed(id, feed("3", true, "c"), NOW_MS + 30).is_ok());
-        assert!(revokes(&e, "c") && !revokes(&e, "a"), "the snapshot is the list");
+        assert!(
+            revokes(&e, "c") && !revokes(&e, "a"),
+            "the snapshot is the list"
+        );
         assert_eq!((cursor(&e), fresh_at(&e)), (Some("3"), NOW_MS + 30));
 
         // A list never loaded (or emptied) takes no delta either.
         let mut cold = engine();
         cold.revocation_poll(id);
-        assert_eq!(cold.apply_feed(id, feed("2", false, "b"), NOW_MS), Err(ApplyError::DeltaWithoutBase));
+        assert_eq!(
+            cold.apply_feed(id, feed("2", false, "b"), NOW_MS),
+            Err(ApplyError::DeltaWithoutBase)
+        );
         e.clear_revocations(id);
         e.revocation_poll(id);
-        assert_eq!(e.apply_feed(id, feed("4", false, "d"), NOW_MS + 40), Err(ApplyError::DeltaWithoutBase));
+        assert_eq!(
+            e.apply_feed(id, feed("4", false, "d"), NOW_MS + 40),
+            Err(ApplyError::DeltaWithoutBase)
+        );
         assert_eq!((e.revocation_entries(id), cursor(&e)), (0, None));
     }
 
@@ -333,17 +465,26 @@ mod tests {
         lease.apply_feed(id, feed("5", true, "x"), NOW_MS).unwrap();
         e.revocation_poll(id);
         assert!(e.adopt_revocation_base(id, shared(&lease).0));
-        assert_eq!(e.apply_feed(id, feed("2", false, "b"), NOW_MS + 10), Err(ApplyError::DeltaWithoutBase));
+        assert_eq!(
+            e.apply_feed(id, feed("2", false, "b"), NOW_MS + 10),
+            Err(ApplyError::DeltaWithoutBase)
+        );
         assert!(revokes(&e, "x") && !revokes(&e, "b"));
         e.revocation_poll(id);
         lease.apply_feed(id, feed("6", true, "y"), NOW_MS).unwrap();
         assert!(e.adopt_revocation_base(id, shared(&lease).0));
-        assert!(!e.revocations_unchanged(id, NOW_MS + 20), "a 304 for cursor 5, the list is at 6");
+        assert!(
+            !e.revocations_unchanged(id, NOW_MS + 20),
+            "a 304 for cursor 5, the list is at 6"
+        );
         assert_eq!(fresh_at(&e), NOW_MS);
         assert_eq!(e.revocation_poll(id).as_deref(), Some("6"));
         assert!(e.revocations_unchanged(id, NOW_MS + 30));
         assert_eq!(fresh_at(&e), NOW_MS + 30);
-        assert!(!e.revocations_unchanged(id, NOW_MS + 40), "one answer per poll");
+        assert!(
+            !e.revocations_unchanged(id, NOW_MS + 40),
+            "one answer per poll"
+        );
     }
 
     /// A slow snapshot answer (cursor 7, without `r`) lands after this VM
@@ -354,15 +495,23 @@ mod tests {
     fn a_late_snapshot_does_not_roll_back_a_newer_list() {
         let (mut lease, mut e) = (engine(), engine());
         let id = ProviderId::FIRST;
-        assert_eq!(e.revocation_poll(id), None, "a VM with no list asks for a snapshot");
+        assert_eq!(
+            e.revocation_poll(id),
+            None,
+            "a VM with no list asks for a snapshot"
+        );
         lease.apply_feed(id, feed("9", true, "r"), NOW_MS).unwrap();
         assert!(e.adopt_revocation_base(id, shared(&lease).0));
-        assert_eq!(e.apply_feed(id, feed("7", true, "a"), NOW_MS + 10), Err(ApplyError::Superseded));
+        assert_eq!(
+            e.apply_feed(id, feed("7", true, "a"), NOW_MS + 10),
+            Err(ApplyError::Superseded)
+        );
         assert!(revokes(&e, "r") && !revokes(&e, "a"));
         assert_eq!(cursor(&e), Some("9"));
         // Asked from the list held, a snapshot (the service reset its cursors) is taken.
         assert_eq!(e.revocation_poll(id).as_deref(), Some("9"));
-        e.apply_feed(id, feed("11", true, "s"), NOW_MS + 20).unwrap();
+        e.apply_feed(id, feed("11", true, "s"), NOW_MS + 20)
+            .unwrap();
         assert!(revokes(&e, "s") && !revokes(&e, "r"));
         assert_eq!((cursor(&e), fresh_at(&e)), (Some("11"), NOW_MS + 20));
     }

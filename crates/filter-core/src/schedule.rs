@@ -18,7 +18,13 @@ const FIRST_BACKOFF_MS: u64 = 250;
 impl FetchSchedule {
     /// Due immediately.
     pub fn new(interval_ms: u64, min_early_interval_ms: u64) -> Self {
-        FetchSchedule { interval_ms, failures: 0, next_due_ms: 0, last_early_ms: None, min_early_interval_ms }
+        FetchSchedule {
+            interval_ms,
+            failures: 0,
+            next_due_ms: 0,
+            last_early_ms: None,
+            min_early_interval_ms,
+        }
     }
 
     pub fn is_due(&self, now_ms: u64) -> bool {
@@ -41,7 +47,9 @@ impl FetchSchedule {
     pub fn failed(&mut self, now_ms: u64, jitter: f64) {
         self.failures = self.failures.saturating_add(1);
         let exp = FIRST_BACKOFF_MS.saturating_mul(1u64 << self.failures.min(16).saturating_sub(1));
-        let cap = exp.min(MAX_BACKOFF_MS).min(self.interval_ms.max(FIRST_BACKOFF_MS));
+        let cap = exp
+            .min(MAX_BACKOFF_MS)
+            .min(self.interval_ms.max(FIRST_BACKOFF_MS));
         // "Equal jitter": half fixed, half random.
         let wait = cap / 2 + ((cap / 2) as f64 * jitter.clamp(0.0, 1.0)) as u64;
         self.next_due_ms = now_ms.saturating_add(wait.max(1));
@@ -55,7 +63,8 @@ impl FetchSchedule {
 
     /// Whether [`request_early`](Self::request_early) would grant an early fetch now.
     pub fn may_fetch_early(&self, now_ms: u64) -> bool {
-        self.last_early_ms.is_none_or(|t| now_ms >= t.saturating_add(self.min_early_interval_ms))
+        self.last_early_ms
+            .is_none_or(|t| now_ms >= t.saturating_add(self.min_early_interval_ms))
     }
 
     /// An early fetch (unknown `kid`), at most once per `min_early_interval_ms`.
@@ -67,7 +76,6 @@ impl FetchSchedule {
         self.next_due_ms = now_ms;
         true
     }
-
 }
 
 #[cfg(test)]

@@ -49,11 +49,21 @@ pub struct SharedSlot {
 impl SharedSlot {
     /// `prefix`: what the shared document is (`crate::fetch::shared_key`).
     pub fn new(prefix: String) -> Self {
-        SharedSlot { prefix, seen_version: None, published: 0 }
+        SharedSlot {
+            prefix,
+            seen_version: None,
+            published: 0,
+        }
     }
 
     /// Tries to hold the fetch lease until `now_ms + ttl_ms`. True: this VM fetches.
-    pub fn acquire_lease(&self, store: &impl SharedData, vm_id: u64, now_ms: u64, ttl_ms: u64) -> bool {
+    pub fn acquire_lease(
+        &self,
+        store: &impl SharedData,
+        vm_id: u64,
+        now_ms: u64,
+        ttl_ms: u64,
+    ) -> bool {
         let key = format!("{}:lease", self.prefix);
         let Some((current, cas)) = store.get(&key) else {
             return false;
@@ -73,10 +83,20 @@ impl SharedSlot {
 
     /// Publishes `data` for the other VMs, unless another VM published since
     /// this one last looked ([`forget_seen`](Self::forget_seen) first: whatever was published).
-    pub fn publish(&mut self, store: &impl SharedData, data: &[u8], vm_id: u64, now_ms: u64) -> Result<(), NotPublished> {
+    pub fn publish(
+        &mut self,
+        store: &impl SharedData,
+        data: &[u8],
+        vm_id: u64,
+        now_ms: u64,
+    ) -> Result<(), NotPublished> {
         let version_key = format!("{}:version", self.prefix);
         let (current, _) = store.get(&version_key).ok_or(NotPublished::Host)?;
-        if current.is_some_and(|current| self.seen_version.as_ref().is_some_and(|seen| *seen != current)) {
+        if current.is_some_and(|current| {
+            self.seen_version
+                .as_ref()
+                .is_some_and(|seen| *seen != current)
+        }) {
             return Err(NotPublished::Superseded);
         }
         if !store.set(&format!("{}:data", self.prefix), data, 0) {
@@ -128,7 +148,12 @@ mod tests {
 
     impl SharedData for Process {
         fn get(&self, key: &str) -> Option<(Option<Vec<u8>>, u32)> {
-            Some(self.0.borrow().get(key).map_or((None, 0), |(v, cas)| (Some(v.clone()), *cas)))
+            Some(
+                self.0
+                    .borrow()
+                    .get(key)
+                    .map_or((None, 0), |(v, cas)| (Some(v.clone()), *cas)),
+            )
         }
         fn set(&self, key: &str, value: &[u8], cas: u32) -> bool {
             let mut map = self.0.borrow_mut();
@@ -153,16 +178,34 @@ mod tests {
         let process = Process::default();
         let (mut stalled, mut holder, mut reader) = (worker(), worker(), worker());
         stalled.publish(&process, b"list 1", 1, 1_000).unwrap();
-        assert_eq!(holder.take_if_changed(&process).as_deref(), Some(&b"list 1"[..]));
+        assert_eq!(
+            holder.take_if_changed(&process).as_deref(),
+            Some(&b"list 1"[..])
+        );
         // The stalled worker's lease ran out; the next holder fetched and published.
         holder.publish(&process, b"list 2", 2, 5_000).unwrap();
-        assert_eq!(stalled.publish(&process, b"list 1 and a late delta", 1, 6_000), Err(NotPublished::Superseded));
-        assert_eq!(reader.take_if_changed(&process).as_deref(), Some(&b"list 2"[..]));
+        assert_eq!(
+            stalled.publish(&process, b"list 1 and a late delta", 1, 6_000),
+            Err(NotPublished::Superseded)
+        );
+        assert_eq!(
+            reader.take_if_changed(&process).as_deref(),
+            Some(&b"list 2"[..])
+        );
         // The stalled worker takes the newer copy, and may publish after it.
-        assert_eq!(stalled.take_if_changed(&process).as_deref(), Some(&b"list 2"[..]));
+        assert_eq!(
+            stalled.take_if_changed(&process).as_deref(),
+            Some(&b"list 2"[..])
+        );
         stalled.publish(&process, b"list 3", 1, 7_000).unwrap();
-        assert_eq!(reader.take_if_changed(&process).as_deref(), Some(&b"list 3"[..]));
-        assert_eq!(holder.publish(&process, b"list 2 and more", 2, 7_500), Err(NotPublished::Superseded));
+        assert_eq!(
+            reader.take_if_changed(&process).as_deref(),
+            Some(&b"list 3"[..])
+        );
+        assert_eq!(
+            holder.publish(&process, b"list 2 and more", 2, 7_500),
+            Err(NotPublished::Superseded)
+        );
     }
 
     #[test]
@@ -171,10 +214,16 @@ mod tests {
         let (mut first, mut second, mut reader) = (worker(), worker(), worker());
         first.publish(&process, b"keys", 1, 1_000).unwrap();
         second.publish(&process, b"keys again", 2, 1_000).unwrap();
-        assert_eq!(reader.take_if_changed(&process).as_deref(), Some(&b"keys again"[..]));
+        assert_eq!(
+            reader.take_if_changed(&process).as_deref(),
+            Some(&b"keys again"[..])
+        );
         first.forget_seen();
         first.publish(&process, b"keys, forced", 1, 1_001).unwrap();
-        assert_eq!(reader.take_if_changed(&process).as_deref(), Some(&b"keys, forced"[..]));
+        assert_eq!(
+            reader.take_if_changed(&process).as_deref(),
+            Some(&b"keys, forced"[..])
+        );
     }
 
     #[test]
@@ -192,10 +241,16 @@ mod tests {
     fn one_lease_holder_at_a_time() {
         let process = Process::default();
         let (a, b) = (worker(), worker());
-        assert!(!a.acquire_lease(&process, 1, 1_000, 500), "the first look creates the lease free");
+        assert!(
+            !a.acquire_lease(&process, 1, 1_000, 500),
+            "the first look creates the lease free"
+        );
         assert!(a.acquire_lease(&process, 1, 1_000, 500));
         assert!(!b.acquire_lease(&process, 2, 1_400, 500), "held");
-        assert!(b.acquire_lease(&process, 2, 1_600, 500), "not renewed: taken over");
+        assert!(
+            b.acquire_lease(&process, 2, 1_600, 500),
+            "not renewed: taken over"
+        );
         assert!(!a.acquire_lease(&process, 1, 1_700, 500));
     }
 }

@@ -72,21 +72,37 @@ impl Default for SignatureChecker {
 impl SignatureChecker {
     /// Only the filter's own verifiers (a host without the foreign function, and host tests).
     pub fn own_only() -> Self {
-        SignatureChecker { host: None, support: Default::default(), counts: Default::default(), proof_keys: ProofKeyCache::default() }
+        SignatureChecker {
+            host: None,
+            support: Default::default(),
+            counts: Default::default(),
+            proof_keys: ProofKeyCache::default(),
+        }
     }
 
     /// The host's verifier where it proves able, the own ones elsewhere.
     pub fn with_host(call: ForeignCall) -> Self {
-        SignatureChecker { host: Some(call), ..Self::own_only() }
+        SignatureChecker {
+            host: Some(call),
+            ..Self::own_only()
+        }
     }
 
     /// Whether `signature` signs `input` under `key`.
     pub fn verify(&self, key: &KeyEntry, input: &[u8], signature: &[u8]) -> bool {
-        self.decide(key.algorithm(), &key.spki, input, signature, || key.signature.verify(input, signature))
+        self.decide(key.algorithm(), &key.spki, input, signature, || {
+            key.signature.verify(input, signature)
+        })
     }
 
-
-    fn decide(&self, alg: Algorithm, spki: &[u8], input: &[u8], signature: &[u8], own: impl Fn() -> bool) -> bool {
+    fn decide(
+        &self,
+        alg: Algorithm,
+        spki: &[u8],
+        input: &[u8],
+        signature: &[u8],
+        own: impl Fn() -> bool,
+    ) -> bool {
         let _span = timing::span(Piece::Signature);
         let support = self.support.get(index(alg)).map_or(Support::No, Cell::get);
         let (valid, path) = match (support, &self.host) {
@@ -104,14 +120,22 @@ impl SignatureChecker {
                     log::info!(
                         "authflow: {} signatures are checked {}",
                         alg.as_str(),
-                        if able { "by the host (verify_signature)" } else { "in Wasm (the host cannot)" }
+                        if able {
+                            "by the host (verify_signature)"
+                        } else {
+                            "in Wasm (the host cannot)"
+                        }
                     );
                 }
                 (valid, Path::Wasm)
             }
             _ => (own(), Path::Wasm),
         };
-        if let Some(c) = self.counts.get(index(alg)).and_then(|per_path| per_path.get(path as usize)) {
+        if let Some(c) = self
+            .counts
+            .get(index(alg))
+            .and_then(|per_path| per_path.get(path as usize))
+        {
             c.set(c.get().saturating_add(1));
         }
         valid
@@ -140,14 +164,20 @@ impl ProofKeys for SignatureChecker {
     }
 
     fn thumbprint(&self, key: &PublicKey) -> String {
-        self.proof_keys.get(key).map_or_else(|| jwk_thumbprint(key), |k| k.thumbprint.clone())
+        self.proof_keys
+            .get(key)
+            .map_or_else(|| jwk_thumbprint(key), |k| k.thumbprint.clone())
     }
 
     fn verify(&self, key: &PublicKey, input: &[u8], signature: &[u8]) -> bool {
-        let Some(k) = self.proof_keys.get(key) else { return false };
-        self.decide(key.algorithm(), &k.spki, input, signature, || match &k.own {
-            Some(own) => own.verify(input, signature),
-            None => authflow_contract::dpop::verify_signature(key, input, signature),
+        let Some(k) = self.proof_keys.get(key) else {
+            return false;
+        };
+        self.decide(key.algorithm(), &k.spki, input, signature, || {
+            match &k.own {
+                Some(own) => own.verify(input, signature),
+                None => authflow_contract::dpop::verify_signature(key, input, signature),
+            }
         })
     }
 
@@ -167,11 +197,18 @@ fn probe(host: &ForeignCall, alg: Algorithm, spki: &[u8], input: &[u8], signatur
     if let Some(last) = tampered.last_mut() {
         *last ^= 1;
     }
-    host_verify(host, alg, spki, input, signature) == Some(true) && host_verify(host, alg, spki, input, &tampered) == Some(false)
+    host_verify(host, alg, spki, input, signature) == Some(true)
+        && host_verify(host, alg, spki, input, &tampered) == Some(false)
 }
 
 /// The host's verdict; `None` when the host gave none.
-fn host_verify(host: &ForeignCall, alg: Algorithm, spki: &[u8], input: &[u8], signature: &[u8]) -> Option<bool> {
+fn host_verify(
+    host: &ForeignCall,
+    alg: Algorithm,
+    spki: &[u8],
+    input: &[u8],
+    signature: &[u8],
+) -> Option<bool> {
     let (hash, signature) = match alg {
         Algorithm::RS256 => ("sha256", signature.to_vec()),
         // A signature of the wrong length is no signature at all.
@@ -186,9 +223,20 @@ fn host_verify(host: &ForeignCall, alg: Algorithm, spki: &[u8], input: &[u8], si
 }
 
 /// `VerifySignatureArguments { hash_function = 1, public_key = 2, signature = 3, text = 4 }`.
-pub fn encode_arguments(hash: &str, public_key_der: &[u8], signature: &[u8], text: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(hash.len() + public_key_der.len() + signature.len() + text.len() + 20);
-    for (field, bytes) in [(1u8, hash.as_bytes()), (2, public_key_der), (3, signature), (4, text)] {
+pub fn encode_arguments(
+    hash: &str,
+    public_key_der: &[u8],
+    signature: &[u8],
+    text: &[u8],
+) -> Vec<u8> {
+    let mut out =
+        Vec::with_capacity(hash.len() + public_key_der.len() + signature.len() + text.len() + 20);
+    for (field, bytes) in [
+        (1u8, hash.as_bytes()),
+        (2, public_key_der),
+        (3, signature),
+        (4, text),
+    ] {
         out.push(field << 3 | 2);
         let mut len = bytes.len();
         while len >= 0x80 {
@@ -248,7 +296,10 @@ mod tests {
     const ED25519_SIG: &str = "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b";
 
     fn hex(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     /// A host that answers with the own verifier (what a working BoringSSL would say),
@@ -268,12 +319,19 @@ mod tests {
                 rest = &r[len as usize..];
             }
             let ok = key.signature.verify(&fields[3], &fields[2]);
-            Some(if ok { vec![0x08, 0x01] } else { vec![0x08, 0x00] })
+            Some(if ok {
+                vec![0x08, 0x01]
+            } else {
+                vec![0x08, 0x00]
+            })
         })
     }
 
     fn ed25519_key() -> KeyEntry {
-        KeySet::parse(ED25519_JWKS.as_bytes()).unwrap().keys.remove(0)
+        KeySet::parse(ED25519_JWKS.as_bytes())
+            .unwrap()
+            .keys
+            .remove(0)
     }
 
     #[test]
@@ -288,11 +346,21 @@ mod tests {
         assert!(!checker.verify(&key, b"", &bad));
         assert_eq!(calls.get(), 0);
         assert!(checker.verify(&key, b"", &sig));
-        assert_eq!(calls.get(), 2, "probe: the valid signature and a tampered one");
+        assert_eq!(
+            calls.get(),
+            2,
+            "probe: the valid signature and a tampered one"
+        );
         assert!(checker.verify(&key, b"", &sig));
         assert!(!checker.verify(&key, b"", &bad));
         assert_eq!(calls.get(), 4);
-        assert_eq!(checker.take_counts(), [(Algorithm::EdDSA, Path::Host, 2), (Algorithm::EdDSA, Path::Wasm, 2)]);
+        assert_eq!(
+            checker.take_counts(),
+            [
+                (Algorithm::EdDSA, Path::Host, 2),
+                (Algorithm::EdDSA, Path::Wasm, 2)
+            ]
+        );
         assert!(checker.take_counts().is_empty());
     }
 
@@ -345,11 +413,19 @@ mod tests {
         assert_eq!(&args[12..15], &[0x1a, 0xac, 0x02], "300 as a varint");
         assert_eq!(&args[args.len() - 2..], &[0x22, 0]);
         assert_eq!(decode_result(&[0x08, 0x01]), Some(true));
-        assert_eq!(decode_result(&[]), Some(false), "proto3 leaves a false bool out");
+        assert_eq!(
+            decode_result(&[]),
+            Some(false),
+            "proto3 leaves a false bool out"
+        );
         assert_eq!(decode_result(b"\x12\x03bad"), Some(false));
         assert_eq!(decode_result(b"\x12\x03bad\x08\x01"), Some(true));
         assert_eq!(decode_result(b"\x12\x09short"), None);
         assert_eq!(decode_result(&[0x08, 0xff]), None);
-        assert_eq!(decode_result(&[0x0d, 0, 0, 0, 0]), None, "a fixed32 is no field of this message");
+        assert_eq!(
+            decode_result(&[0x0d, 0, 0, 0, 0]),
+            None,
+            "a fixed32 is no field of this message"
+        );
     }
 }

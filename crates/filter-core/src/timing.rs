@@ -67,7 +67,10 @@ pub struct Span {
 pub fn span(piece: Piece) -> Span {
     #[cfg(feature = "timing")]
     {
-        Span { piece, start_ns: clock::now_ns() }
+        Span {
+            piece,
+            start_ns: clock::now_ns(),
+        }
     }
     #[cfg(not(feature = "timing"))]
     {
@@ -152,10 +155,16 @@ mod clock {
             if requests < REPORT_EVERY {
                 return None;
             }
-            let mut line = format!("authflow timing, µs (mean, times per request) over {requests} requests:");
+            let mut line =
+                format!("authflow timing, µs (mean, times per request) over {requests} requests:");
             for (piece, (total, count)) in PIECES.iter().zip(t.iter()) {
                 if *count > 0 {
-                    let _ = write!(line, " {piece:?} {:.2} ({:.2})", *total as f64 / *count as f64 / 1000.0, *count as f64 / requests as f64);
+                    let _ = write!(
+                        line,
+                        " {piece:?} {:.2} ({:.2})",
+                        *total as f64 / *count as f64 / 1000.0,
+                        *count as f64 / requests as f64
+                    );
                 }
             }
             *t = [(0, 0); PIECES.len()];

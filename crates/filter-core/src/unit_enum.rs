@@ -8,7 +8,10 @@ use serde::de::{Deserializer, Error, Visitor};
 
 /// The position of the string `deserializer` holds in `names`; serde's
 /// "unknown variant `…`, expected one of …" otherwise.
-pub fn variant_index<'de, D: Deserializer<'de>>(deserializer: D, names: &'static [&'static str]) -> Result<usize, D::Error> {
+pub fn variant_index<'de, D: Deserializer<'de>>(
+    deserializer: D,
+    names: &'static [&'static str],
+) -> Result<usize, D::Error> {
     deserializer.deserialize_str(Names(names))
 }
 
@@ -22,7 +25,10 @@ impl Visitor<'_> for Names {
     }
 
     fn visit_str<E: Error>(self, value: &str) -> Result<usize, E> {
-        self.0.iter().position(|name| *name == value).ok_or_else(|| E::unknown_variant(value, self.0))
+        self.0
+            .iter()
+            .position(|name| *name == value)
+            .ok_or_else(|| E::unknown_variant(value, self.0))
     }
 }
 
@@ -54,15 +60,29 @@ mod tests {
 
     #[test]
     fn names_map_to_their_variants() {
-        assert_eq!(serde_json::from_str::<Colour>(r#""red""#).unwrap(), Colour::Red);
-        assert_eq!(serde_json::from_str::<Colour>(r#""dark_blue""#).unwrap(), Colour::DarkBlue);
+        assert_eq!(
+            serde_json::from_str::<Colour>(r#""red""#).unwrap(),
+            Colour::Red
+        );
+        assert_eq!(
+            serde_json::from_str::<Colour>(r#""dark_blue""#).unwrap(),
+            Colour::DarkBlue
+        );
     }
 
     #[test]
     fn an_unknown_name_or_type_is_refused_with_what_is_expected() {
-        let e = serde_json::from_str::<Colour>(r#""Red""#).unwrap_err().to_string();
-        assert!(e.starts_with("unknown variant `Red`, expected `red` or `dark_blue`"), "{e}");
+        let e = serde_json::from_str::<Colour>(r#""Red""#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("unknown variant `Red`, expected `red` or `dark_blue`"),
+            "{e}"
+        );
         let e = serde_json::from_str::<Colour>("1").unwrap_err().to_string();
-        assert!(e.starts_with("invalid type: integer `1`, expected variant identifier"), "{e}");
+        assert!(
+            e.starts_with("invalid type: integer `1`, expected variant identifier"),
+            "{e}"
+        );
     }
 }

@@ -129,12 +129,19 @@ impl From<DenyReason> for VerifyError {
 /// Checks the token's shape and header and finds its provider, without keys.
 /// The payload is decoded into `payload` (its previous content dropped),
 /// which the claims then borrow from.
-pub fn screen<'b>(token: &str, config: &FilterConfig, payload: &'b mut Vec<u8>) -> Result<Screened<'b>, DenyReason> {
+pub fn screen<'b>(
+    token: &str,
+    config: &FilterConfig,
+    payload: &'b mut Vec<u8>,
+) -> Result<Screened<'b>, DenyReason> {
     let _span = timing::span(Piece::Screen);
     let parts = CompactParts::split(token).ok_or(DenyReason::Malformed)?;
     let mut header_bytes = Vec::new();
     let header = JoseHeader::from(decode_json(parts.header, &mut header_bytes)?);
-    let alg = header.alg().and_then(Json::as_str).ok_or(DenyReason::Malformed)?;
+    let alg = header
+        .alg()
+        .and_then(Json::as_str)
+        .ok_or(DenyReason::Malformed)?;
     // Keys come from configuration only; `crit` names extensions we do not implement (RFC 7515 §4.1.11).
     if header.has_key_or_extension() {
         return Err(DenyReason::KeyInHeader);
@@ -144,10 +151,19 @@ pub fn screen<'b>(token: &str, config: &FilterConfig, payload: &'b mut Vec<u8>) 
         return Err(DenyReason::AlgorithmNotAllowed);
     }
     let payload = decode_json(parts.payload, payload)?;
-    let issuer = payload.get("iss").and_then(Json::as_str).ok_or(DenyReason::MissingClaim)?;
-    let provider = config.provider_for_issuer(issuer).ok_or(DenyReason::UnknownIssuer)?;
+    let issuer = payload
+        .get("iss")
+        .and_then(Json::as_str)
+        .ok_or(DenyReason::MissingClaim)?;
+    let provider = config
+        .provider_for_issuer(issuer)
+        .ok_or(DenyReason::UnknownIssuer)?;
     let algorithm = Algorithm::parse(alg)
-        .filter(|a| config.provider(provider).is_some_and(|p| p.algorithms.contains(a)))
+        .filter(|a| {
+            config
+                .provider(provider)
+                .is_some_and(|p| p.algorithms.contains(a))
+        })
         .ok_or(DenyReason::AlgorithmNotAllowed)?;
     let text = |member: Option<&Json<'_>>| match member {
         None => Ok(None),
@@ -158,7 +174,9 @@ pub fn screen<'b>(token: &str, config: &FilterConfig, payload: &'b mut Vec<u8>) 
         return Err(DenyReason::TokenTooLarge);
     }
     // The decoder refuses any character outside base64url, as it does in the header and payload.
-    let signature = URL_SAFE_NO_PAD.decode(parts.signature).map_err(|_| DenyReason::Malformed)?;
+    let signature = URL_SAFE_NO_PAD
+        .decode(parts.signature)
+        .map_err(|_| DenyReason::Malformed)?;
     Ok(Screened {
         provider,
         algorithm,
@@ -187,15 +205,23 @@ pub fn verify(
     config: &FilterConfig,
     now: u64,
 ) -> Result<VerifiedToken, VerifyError> {
-    let provider = config.provider(screened.provider).ok_or(DenyReason::UnknownIssuer)?;
+    let provider = config
+        .provider(screened.provider)
+        .ok_or(DenyReason::UnknownIssuer)?;
     let kid = screened.kid.as_deref();
     if let Some(kid) = kid {
         if !keys.has_kid(kid) {
             return Err(VerifyError::UnknownKid);
         }
     }
-    let signing_input = token.as_bytes().get(..screened.signing_input_len).ok_or(DenyReason::Malformed)?;
-    let mut candidates = keys.entries(screened.algorithm, kid).take(MAX_KEYS_TRIED).peekable();
+    let signing_input = token
+        .as_bytes()
+        .get(..screened.signing_input_len)
+        .ok_or(DenyReason::Malformed)?;
+    let mut candidates = keys
+        .entries(screened.algorithm, kid)
+        .take(MAX_KEYS_TRIED)
+        .peekable();
     if candidates.peek().is_none() {
         return Err(DenyReason::UnknownKey.into());
     }
@@ -207,14 +233,24 @@ pub fn verify(
             return Err(DenyReason::WrongType.into());
         }
     }
-    finish(token, &screened.payload, screened.provider, provider, config, now)
+    finish(
+        token,
+        &screened.payload,
+        screened.provider,
+        provider,
+        config,
+        now,
+    )
 }
 
 /// `typ` is compared case-insensitively, with or without `application/` (RFC 7515 §4.1.9).
 fn type_matches(typ: Option<&str>, wanted: &str) -> bool {
     let bare = |t: &str| {
         let lower = t.to_ascii_lowercase();
-        lower.strip_prefix("application/").map(str::to_owned).unwrap_or(lower)
+        lower
+            .strip_prefix("application/")
+            .map(str::to_owned)
+            .unwrap_or(lower)
     };
     typ.is_some_and(|t| bare(t) == bare(wanted))
 }
@@ -225,7 +261,11 @@ fn numeric_date(payload: &Object<'_>, name: &str) -> Result<Option<u64>, DenyRea
         None | Some(Json::Null) => Ok(None),
         Some(Json::Number(n)) => n
             .as_u64()
-            .or_else(|| n.as_f64().filter(|f| f.is_finite() && *f >= 0.0).map(|f| f as u64))
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.is_finite() && *f >= 0.0)
+                    .map(|f| f as u64)
+            })
             .map(Some)
             .ok_or(DenyReason::Malformed),
         Some(_) => Err(DenyReason::Malformed),
@@ -292,22 +332,36 @@ fn finish(
     // only for scopes (RFC 9068): a role `Domain Admins` is one role, never
     // `Domain` and `Admins`. An item of another type is refused, not dropped;
     // so is a list longer than kept, never cut short.
-    let too_long = |count: usize| if count > claims::MAX_LIST_ITEMS { Err(VerifyError::from(DenyReason::TokenTooLarge)) } else { Ok(()) };
-    let string_list = |v: Option<&Json<'_>>, space_separated: bool| -> Result<Vec<String>, VerifyError> {
-        match v {
-            None | Some(Json::Null) => Ok(Vec::new()),
-            Some(Json::Array(items)) => {
-                too_long(items.len())?;
-                items.iter().map(|i| i.as_str().map(str::to_owned).ok_or(DenyReason::Malformed.into())).collect()
-            }
-            Some(Json::String(s)) if space_separated => {
-                too_long(claims::scopes(s).count())?;
-                Ok(claims::scopes(s).map(str::to_owned).collect())
-            }
-            Some(Json::String(s)) => Ok(vec![s.to_string()]),
-            Some(_) => Err(DenyReason::Malformed.into()),
+    let too_long = |count: usize| {
+        if count > claims::MAX_LIST_ITEMS {
+            Err(VerifyError::from(DenyReason::TokenTooLarge))
+        } else {
+            Ok(())
         }
     };
+    let string_list =
+        |v: Option<&Json<'_>>, space_separated: bool| -> Result<Vec<String>, VerifyError> {
+            match v {
+                None | Some(Json::Null) => Ok(Vec::new()),
+                Some(Json::Array(items)) => {
+                    too_long(items.len())?;
+                    items
+                        .iter()
+                        .map(|i| {
+                            i.as_str()
+                                .map(str::to_owned)
+                                .ok_or(DenyReason::Malformed.into())
+                        })
+                        .collect()
+                }
+                Some(Json::String(s)) if space_separated => {
+                    too_long(claims::scopes(s).count())?;
+                    Ok(claims::scopes(s).map(str::to_owned).collect())
+                }
+                Some(Json::String(s)) => Ok(vec![s.to_string()]),
+                Some(_) => Err(DenyReason::Malformed.into()),
+            }
+        };
     // `scope` is space-separated (RFC 9068); `scp` as an array is common elsewhere.
     let mut scopes = string_list(payload.get(claims::CLAIM_SCOPE), true)?;
     if scopes.is_empty() {
@@ -322,7 +376,8 @@ fn finish(
         },
     };
     let subject = text("sub")?;
-    let client_id = text(claims::CLAIM_CLIENT_ID)?.filter(|id| claims::is_service_token(subject.as_deref(), Some(id)));
+    let client_id = text(claims::CLAIM_CLIENT_ID)?
+        .filter(|id| claims::is_service_token(subject.as_deref(), Some(id)));
     let mut token = VerifiedToken {
         subject,
         client_id,
@@ -334,19 +389,27 @@ fn finish(
         scopes,
         dfp: text(claims::CLAIM_DEVICE_FINGERPRINT)?,
         // Every proof sent with a bound token carries its hash: computed once, here.
-        ath: cnf_jkt.as_ref().map(|_| authflow_contract::dpop::access_token_hash(token)),
+        ath: cnf_jkt
+            .as_ref()
+            .map(|_| authflow_contract::dpop::access_token_hash(token)),
         cnf_jkt,
         ..VerifiedToken::new(provider_id, provider.issuer.clone(), expires_at)
     };
     // A role or scope holding its list's separator would read as two upstream
     // (`user,admin` one role here, two roles to a backend splitting the header);
     // a scope is RFC 6749's scope-token, so no Unicode space (`read\u{a0}admin`) either.
-    if token.roles.iter().any(|r| !claims::is_list_item(r)) || !token.scopes.iter().all(|s| claims::is_scope_token(s)) {
+    if token.roles.iter().any(|r| !claims::is_list_item(r))
+        || !token.scopes.iter().all(|s| claims::is_scope_token(s))
+    {
         return Err(DenyReason::Malformed.into());
     }
     let mut headers = identity_headers(&config.identity, &token)?;
     for (path, header) in &config.identity.claims {
-        if let Some(value) = claim_at(payload, path).map(header_value).transpose()?.flatten() {
+        if let Some(value) = claim_at(payload, path)
+            .map(header_value)
+            .transpose()?
+            .flatten()
+        {
             headers.push((header.clone(), value));
         }
     }
@@ -358,7 +421,10 @@ fn finish(
 /// value a header cannot carry (control characters, over 4 KiB) refuses the
 /// token — dropped, the backend would see the rest of the identity without it
 /// (roles without the subject they belong to).
-fn identity_headers(id: &IdentityHeaders, t: &VerifiedToken) -> Result<Vec<(String, String)>, VerifyError> {
+fn identity_headers(
+    id: &IdentityHeaders,
+    t: &VerifiedToken,
+) -> Result<Vec<(String, String)>, VerifyError> {
     let mut headers = Vec::new();
     for (header, value) in [
         (&id.subject, t.subject.clone()),
@@ -368,7 +434,9 @@ fn identity_headers(id: &IdentityHeaders, t: &VerifiedToken) -> Result<Vec<(Stri
         (&id.session, t.sid.clone()),
         (&id.client_id, t.client_id.clone()),
     ] {
-        let (Some(header), Some(value)) = (header, value) else { continue };
+        let (Some(header), Some(value)) = (header, value) else {
+            continue;
+        };
         if !claims::is_header_value(&value) {
             return Err(DenyReason::Malformed.into());
         }
@@ -380,7 +448,8 @@ fn identity_headers(id: &IdentityHeaders, t: &VerifiedToken) -> Result<Vec<(Stri
 /// A claim by dotted path (`org.team`).
 fn claim_at<'a, 'b>(payload: &'a Object<'b>, path: &[String]) -> Option<&'a Json<'b>> {
     let (first, rest) = path.split_first()?;
-    rest.iter().try_fold(payload.get(first)?, |v, key| v.get(key))
+    rest.iter()
+        .try_fold(payload.get(first)?, |v, key| v.get(key))
 }
 
 /// Renders a claim as a header value: strings as-is, arrays comma-joined,
@@ -420,7 +489,9 @@ pub fn check_times(t: &VerifiedToken, skew: u64, now: u64) -> Result<(), DenyRea
     if now > t.expires_at.saturating_add(skew) {
         return Err(DenyReason::Expired);
     }
-    if t.not_before.is_some_and(|nbf| nbf > now.saturating_add(skew)) {
+    if t.not_before
+        .is_some_and(|nbf| nbf > now.saturating_add(skew))
+    {
         return Err(DenyReason::NotYetValid);
     }
     Ok(())

@@ -17,7 +17,14 @@ const NOW: u64 = 1_900_000_000;
 const URI: &str = "https://api.example.com/v1/items";
 
 /// A proof for `method` `uri` with `token`, `iat` `NOW` and this `jti`, changed by `edit`.
-fn proof_at_now(key: &ProofKey, method: &str, uri: &str, token: &str, jti: &str, edit: impl FnOnce(&mut Value)) -> String {
+fn proof_at_now(
+    key: &ProofKey,
+    method: &str,
+    uri: &str,
+    token: &str,
+    jti: &str,
+    edit: impl FnOnce(&mut Value),
+) -> String {
     key.proof_with(method, uri, Some(token), |c| {
         c["iat"] = NOW.into();
         c["jti"] = jti.into();
@@ -37,7 +44,10 @@ fn fixture(dpop: Value) -> Fixture {
     }
     let config = json!({"providers": [provider], "routes": [{"match": {"prefix": "/public"}, "policy": "public"}]});
     let kp = Ed25519KeyPair::generate().with_key_id("k1");
-    let mut engine = Engine::new(FilterConfig::from_json(config.to_string().as_bytes()).unwrap(), NOW * 1000);
+    let mut engine = Engine::new(
+        FilterConfig::from_json(config.to_string().as_bytes()).unwrap(),
+        NOW * 1000,
+    );
     let jwks = format!(r#"{{"keys":[{}]}}"#, kp.public_key().to_jwk());
     engine.set_keys(ProviderId::FIRST, KeySet::parse(jwks.as_bytes()).unwrap());
     Fixture { kp, engine }
@@ -46,8 +56,16 @@ fn fixture(dpop: Value) -> Fixture {
 impl Fixture {
     /// An access token, bound to `jkt` when given.
     fn token(&self, jkt: Option<String>) -> String {
-        let custom = AccessClaims { sid: "s-1".into(), roles: vec!["user".into()], cnf: jkt.map(|jkt| Confirmation { jkt }), ..AccessClaims::default() };
-        let mut c = Claims::with_custom_claims(custom, Duration::from_mins(15)).with_issuer(ISS).with_subject("user-1").with_audience("api");
+        let custom = AccessClaims {
+            sid: "s-1".into(),
+            roles: vec!["user".into()],
+            cnf: jkt.map(|jkt| Confirmation { jkt }),
+            ..AccessClaims::default()
+        };
+        let mut c = Claims::with_custom_claims(custom, Duration::from_mins(15))
+            .with_issuer(ISS)
+            .with_subject("user-1")
+            .with_audience("api");
         c.issued_at = Some(UnixTimeStamp::from_secs(NOW - 10));
         c.expires_at = Some(UnixTimeStamp::from_secs(NOW + 890));
         self.kp.sign(c).unwrap()
@@ -62,7 +80,8 @@ impl Fixture {
             (":path".to_string(), path.to_string()),
         ];
         h.extend(headers.iter().map(|(a, b)| (a.to_string(), b.to_string())));
-        self.engine.evaluate(&Request::from_headers(h, None), NOW * 1000 + 200, true)
+        self.engine
+            .evaluate(&Request::from_headers(h, None), NOW * 1000 + 200, true)
     }
 
     fn eval(&mut self, headers: &[(&str, &str)]) -> Outcome {
@@ -73,7 +92,13 @@ impl Fixture {
 fn refusal(o: &Outcome) -> (DenyReason, u32, Vec<String>) {
     match o {
         Outcome::Deny(d) => {
-            let challenges = d.response.headers.iter().filter(|(n, _)| n == "www-authenticate").map(|(_, v)| v.clone()).collect();
+            let challenges = d
+                .response
+                .headers
+                .iter()
+                .filter(|(n, _)| n == "www-authenticate")
+                .map(|(_, v)| v.clone())
+                .collect();
             (d.reason, d.response.status, challenges)
         }
         other => panic!("expected a denial, got {other:?}"),
@@ -82,9 +107,19 @@ fn refusal(o: &Outcome) -> (DenyReason, u32, Vec<String>) {
 
 fn dpop_refusal(o: &Outcome, expected: DpopError) {
     let (reason, status, challenges) = refusal(o);
-    assert_eq!((reason, status), (DenyReason::Dpop(expected), 401), "{challenges:?}");
-    assert!(challenges[0].starts_with(&format!("DPoP error=\"{}\"", expected.error_code())), "{challenges:?}");
-    assert!(challenges[0].ends_with("algs=\"ES256 EdDSA\""), "{challenges:?}");
+    assert_eq!(
+        (reason, status),
+        (DenyReason::Dpop(expected), 401),
+        "{challenges:?}"
+    );
+    assert!(
+        challenges[0].starts_with(&format!("DPoP error=\"{}\"", expected.error_code())),
+        "{challenges:?}"
+    );
+    assert!(
+        challenges[0].ends_with("algs=\"ES256 EdDSA\""),
+        "{challenges:?}"
+    );
 }
 
 fn keys() -> [ProofKey; 2] {
@@ -99,18 +134,33 @@ fn a_bound_token_passes_with_a_proof_of_its_key_every_time() {
         let auth = format!("DPoP {token}");
         for (i, cached) in [(1, false), (2, true)] {
             let proof = proof_at_now(&key, "GET", URI, &token, &format!("jti-{i}"), |_| {});
-            let Outcome::Allow(a) = f.eval(&[("authorization", &auth), ("dpop", &proof)]) else { panic!("refused") };
+            let Outcome::Allow(a) = f.eval(&[("authorization", &auth), ("dpop", &proof)]) else {
+                panic!("refused")
+            };
             assert_eq!(a.notes.cache_hit, cached);
             let used = a.proof.expect("a proof to record against replay");
             assert_eq!(used.iat, NOW);
         }
         // The token is cached now, but a cached token still needs a proof, and a good one.
         dpop_refusal(&f.eval(&[("authorization", &auth)]), DpopError::Malformed);
-        let other_url = proof_at_now(&key, "GET", "https://api.example.com/v1/other", &token, "jti-3", |_| {});
-        dpop_refusal(&f.eval(&[("authorization", &auth), ("dpop", &other_url)]), DpopError::UriMismatch);
+        let other_url = proof_at_now(
+            &key,
+            "GET",
+            "https://api.example.com/v1/other",
+            &token,
+            "jti-3",
+            |_| {},
+        );
+        dpop_refusal(
+            &f.eval(&[("authorization", &auth), ("dpop", &other_url)]),
+            DpopError::UriMismatch,
+        );
         // The token's hash comes from the cache now (kept from its verification): still checked.
         let other_token = proof_at_now(&key, "GET", URI, "another.access.token", "jti-4", |_| {});
-        dpop_refusal(&f.eval(&[("authorization", &auth), ("dpop", &other_token)]), DpopError::AccessTokenHashMismatch);
+        dpop_refusal(
+            &f.eval(&[("authorization", &auth), ("dpop", &other_token)]),
+            DpopError::AccessTokenHashMismatch,
+        );
     }
 }
 
@@ -121,24 +171,86 @@ fn every_refusal_of_rfc9449() {
     let token = f.token(Some(es.jkt()));
     let auth = format!("DPoP {token}");
     let cases: Vec<(&str, String, DpopError)> = vec![
-        ("stolen token, thief's key", proof_at_now(&ed, "GET", URI, &token, "a", |_| {}), DpopError::KeyMismatch),
-        ("other method", proof_at_now(&es, "POST", URI, &token, "b", |_| {}), DpopError::MethodMismatch),
-        ("other URL", proof_at_now(&es, "GET", "https://api.example.com/v1/items/7", &token, "c", |_| {}), DpopError::UriMismatch),
-        ("other scheme", proof_at_now(&es, "GET", "http://api.example.com/v1/items", &token, "c2", |_| {}), DpopError::UriMismatch),
-        ("stale iat", proof_at_now(&es, "GET", URI, &token, "d", |c| c["iat"] = (NOW - 61).into()), DpopError::Stale),
-        ("future iat", proof_at_now(&es, "GET", URI, &token, "e", |c| c["iat"] = (NOW + 60).into()), DpopError::IssuedInFuture),
-        ("wrong ath", proof_at_now(&es, "GET", URI, &token, "f", |c| c["ath"] = access_token_hash("other").into()), DpopError::AccessTokenHashMismatch),
+        (
+            "stolen token, thief's key",
+            proof_at_now(&ed, "GET", URI, &token, "a", |_| {}),
+            DpopError::KeyMismatch,
+        ),
+        (
+            "other method",
+            proof_at_now(&es, "POST", URI, &token, "b", |_| {}),
+            DpopError::MethodMismatch,
+        ),
+        (
+            "other URL",
+            proof_at_now(
+                &es,
+                "GET",
+                "https://api.example.com/v1/items/7",
+                &token,
+                "c",
+                |_| {},
+            ),
+            DpopError::UriMismatch,
+        ),
+        (
+            "other scheme",
+            proof_at_now(
+                &es,
+                "GET",
+                "http://api.example.com/v1/items",
+                &token,
+                "c2",
+                |_| {},
+            ),
+            DpopError::UriMismatch,
+        ),
+        (
+            "stale iat",
+            proof_at_now(&es, "GET", URI, &token, "d", |c| {
+                c["iat"] = (NOW - 61).into()
+            }),
+            DpopError::Stale,
+        ),
+        (
+            "future iat",
+            proof_at_now(&es, "GET", URI, &token, "e", |c| {
+                c["iat"] = (NOW + 60).into()
+            }),
+            DpopError::IssuedInFuture,
+        ),
+        (
+            "wrong ath",
+            proof_at_now(&es, "GET", URI, &token, "f", |c| {
+                c["ath"] = access_token_hash("other").into()
+            }),
+            DpopError::AccessTokenHashMismatch,
+        ),
         ("not a proof", "garbage".to_owned(), DpopError::Malformed),
     ];
     for (name, proof, expected) in cases {
         let o = f.eval(&[("authorization", &auth), ("dpop", &proof)]);
         assert_eq!(refusal(&o).0, DenyReason::Dpop(expected), "{name}");
         dpop_refusal(&o, expected);
-        assert_eq!(refusal(&o).2.get(1).map(String::as_str), Some("Bearer"), "allowed mode also offers Bearer");
+        assert_eq!(
+            refusal(&o).2.get(1).map(String::as_str),
+            Some("Bearer"),
+            "allowed mode also offers Bearer"
+        );
     }
     // The same URL spelled differently by the proxy and the client still matches (RFC 3986 normalization).
-    let proof = proof_at_now(&es, "GET", "HTTPS://API.example.com:443/v1/items", &token, "g", |_| {});
-    assert!(matches!(f.eval(&[("authorization", &auth), ("dpop", &proof)]), Outcome::Allow(_)));
+    let proof = proof_at_now(
+        &es,
+        "GET",
+        "HTTPS://API.example.com:443/v1/items",
+        &token,
+        "g",
+        |_| {},
+    );
+    assert!(matches!(
+        f.eval(&[("authorization", &auth), ("dpop", &proof)]),
+        Outcome::Allow(_)
+    ));
     // Two proofs: 400 invalid_request.
     let p1 = proof_at_now(&es, "GET", URI, &token, "h", |_| {});
     let p2 = proof_at_now(&es, "GET", URI, &token, "i", |_| {});
@@ -155,7 +267,11 @@ fn bearer_downgrade_and_required_mode() {
         // A bound token as Bearer is refused in every mode: the binding is the token's.
         let bound = f.token(Some(es.jkt()));
         let o = f.eval(&[("authorization", &format!("Bearer {bound}"))]);
-        assert_eq!(refusal(&o).0, DenyReason::Dpop(DpopError::BearerDowngrade), "{mode}");
+        assert_eq!(
+            refusal(&o).0,
+            DenyReason::Dpop(DpopError::BearerDowngrade),
+            "{mode}"
+        );
         assert_eq!(refusal(&o).1, 401);
         let plain = f.token(None);
         let o = f.eval(&[("authorization", &format!("Bearer {plain}"))]);
@@ -168,7 +284,11 @@ fn bearer_downgrade_and_required_mode() {
         }
         // An unbound token presented with the DPoP scheme.
         let proof = proof_at_now(&es, "GET", URI, &plain, "u", |_| {});
-        let expected = if mode == "off" { DenyReason::InvalidRequest } else { DenyReason::Dpop(DpopError::TokenNotBound) };
+        let expected = if mode == "off" {
+            DenyReason::InvalidRequest
+        } else {
+            DenyReason::Dpop(DpopError::TokenNotBound)
+        };
         // A tab after the scheme is read as the extraction reads it: still the DPoP scheme.
         for auth in [format!("DPoP {plain}"), format!("DPoP\t{plain}")] {
             let o = f.eval(&[("authorization", &auth), ("dpop", &proof)]);
@@ -182,8 +302,14 @@ fn a_failed_proof_on_a_public_route_is_anonymous() {
     let [es, _] = keys();
     let mut f = fixture(json!({"dpop": "allowed"}));
     let token = f.token(Some(es.jkt()));
-    let o = f.eval_at("GET", "/public/x", &[("authorization", &format!("DPoP {token}"))]);
-    let Outcome::Allow(a) = o else { panic!("public route refused") };
+    let o = f.eval_at(
+        "GET",
+        "/public/x",
+        &[("authorization", &format!("DPoP {token}"))],
+    );
+    let Outcome::Allow(a) = o else {
+        panic!("public route refused")
+    };
     assert_eq!(a.verified_by, None);
     assert!(a.identity_headers().is_empty());
 }
@@ -195,7 +321,9 @@ fn dpop_settings_are_validated() {
         for (k, v) in p.as_object().unwrap() {
             provider[k] = v.clone();
         }
-        FilterConfig::from_json(json!({"providers": [provider]}).to_string().as_bytes()).unwrap_err().0
+        FilterConfig::from_json(json!({"providers": [provider]}).to_string().as_bytes())
+            .unwrap_err()
+            .0
     };
     assert!(bad(json!({"dpop": "sometimes"})).contains("`off`, `allowed`, `required`"));
     assert!(bad(json!({"dpop_algorithms": ["RS256"]})).contains("dpop_algorithms"));
@@ -216,7 +344,12 @@ fn nonce_fixture(key: Option<&[u8; 32]>) -> Fixture {
 
 fn offered_nonce(o: &Outcome) -> Option<String> {
     match o {
-        Outcome::Deny(d) => d.response.headers.iter().find(|(n, _)| n == "dpop-nonce").map(|(_, v)| v.clone()),
+        Outcome::Deny(d) => d
+            .response
+            .headers
+            .iter()
+            .find(|(n, _)| n == "dpop-nonce")
+            .map(|(_, v)| v.clone()),
         _ => None,
     }
 }
@@ -230,35 +363,68 @@ fn with_nonces_required_a_proof_needs_a_current_nonce_of_this_filter() {
     let auth = format!("DPoP {token}");
 
     // No nonce: 401 use_dpop_nonce, with a fresh nonce of this key to retry with.
-    let o = f.eval(&[("authorization", &auth), ("dpop", &proof_at_now(&es, "GET", URI, &token, "n1", |_| {}))]);
+    let o = f.eval(&[
+        ("authorization", &auth),
+        ("dpop", &proof_at_now(&es, "GET", URI, &token, "n1", |_| {})),
+    ]);
     dpop_refusal(&o, DpopError::NonceMissing);
     let fresh = offered_nonce(&o).expect("a DPoP-Nonce header");
     assert!(nonce::check(&NonceKey::new(&key).unwrap(), &fresh, NOW, 10));
 
     // The retry with it passes.
-    let o = f.eval(&[("authorization", &auth), ("dpop", &proof_at_now(&es, "GET", URI, &token, "n2", |c| c["nonce"] = fresh.clone().into()))]);
+    let o = f.eval(&[
+        ("authorization", &auth),
+        (
+            "dpop",
+            &proof_at_now(&es, "GET", URI, &token, "n2", |c| {
+                c["nonce"] = fresh.clone().into()
+            }),
+        ),
+    ]);
     assert!(matches!(o, Outcome::Allow(_)), "{o:?}");
 
     // Another key's nonce, an expired one, a forged one: refused, each with a fresh nonce.
     let mut forged = fresh.clone().into_bytes();
     forged[50] = if forged[50] == b'A' { b'B' } else { b'A' };
     let cases = [
-        ("another key", nonce::issue(&NonceKey::new(&[6u8; 32]).unwrap(), NOW)),
-        ("expired", nonce::issue(&NonceKey::new(&key).unwrap(), NOW - 130)),
+        (
+            "another key",
+            nonce::issue(&NonceKey::new(&[6u8; 32]).unwrap(), NOW),
+        ),
+        (
+            "expired",
+            nonce::issue(&NonceKey::new(&key).unwrap(), NOW - 130),
+        ),
         ("forged", String::from_utf8(forged).unwrap()),
         ("not a nonce", "x".to_owned()),
     ];
     for (what, bad) in cases {
-        let proof = proof_at_now(&es, "GET", URI, &token, what, |c| c["nonce"] = bad.clone().into());
+        let proof = proof_at_now(&es, "GET", URI, &token, what, |c| {
+            c["nonce"] = bad.clone().into()
+        });
         let o = f.eval(&[("authorization", &auth), ("dpop", &proof)]);
-        assert_eq!(refusal(&o).0, DenyReason::Dpop(DpopError::NonceInvalid), "{what}");
+        assert_eq!(
+            refusal(&o).0,
+            DenyReason::Dpop(DpopError::NonceInvalid),
+            "{what}"
+        );
         dpop_refusal(&o, DpopError::NonceInvalid);
         assert!(offered_nonce(&o).is_some(), "{what}");
     }
 
     // A nonce does not excuse anything else: a proof for another URL is still refused as such.
-    let proof = proof_at_now(&es, "GET", "https://api.example.com/v1/other", &token, "n3", |c| c["nonce"] = fresh.clone().into());
-    dpop_refusal(&f.eval(&[("authorization", &auth), ("dpop", &proof)]), DpopError::UriMismatch);
+    let proof = proof_at_now(
+        &es,
+        "GET",
+        "https://api.example.com/v1/other",
+        &token,
+        "n3",
+        |c| c["nonce"] = fresh.clone().into(),
+    );
+    dpop_refusal(
+        &f.eval(&[("authorization", &auth), ("dpop", &proof)]),
+        DpopError::UriMismatch,
+    );
 }
 
 #[test]
@@ -274,10 +440,24 @@ fn an_accepted_nonce_past_half_its_window_is_renewed() {
         other => panic!("expected a pass, got {other:?}"),
     };
     let young = nonce::issue(&nonce_key, NOW - 20);
-    let o = f.eval(&[("authorization", &auth), ("dpop", &proof_at_now(&es, "GET", URI, &token, "r1", |c| c["nonce"] = young.into()))]);
+    let o = f.eval(&[
+        ("authorization", &auth),
+        (
+            "dpop",
+            &proof_at_now(&es, "GET", URI, &token, "r1", |c| c["nonce"] = young.into()),
+        ),
+    ]);
     assert_eq!(renewal(&o), None, "half its window is still ahead");
     let old = nonce::issue(&nonce_key, NOW - 80);
-    let o = f.eval(&[("authorization", &auth), ("dpop", &proof_at_now(&es, "GET", URI, &token, "r2", |c| c["nonce"] = old.clone().into()))]);
+    let o = f.eval(&[
+        ("authorization", &auth),
+        (
+            "dpop",
+            &proof_at_now(&es, "GET", URI, &token, "r2", |c| {
+                c["nonce"] = old.clone().into()
+            }),
+        ),
+    ]);
     let renewed = renewal(&o).expect("a fresh nonce with the response");
     assert!(nonce::check(&nonce_key, &renewed, NOW, 10) && renewed != old);
 }
@@ -288,8 +468,13 @@ fn without_a_nonce_key_a_required_nonce_fails_closed() {
     let mut f = nonce_fixture(None);
     let token = f.token(Some(es.jkt()));
     let forged = nonce::issue(&NonceKey::new(&[5u8; 32]).unwrap(), NOW);
-    let proof = proof_at_now(&es, "GET", URI, &token, "k1", |c| c["nonce"] = forged.into());
-    let o = f.eval(&[("authorization", &format!("DPoP {token}")), ("dpop", &proof)]);
+    let proof = proof_at_now(&es, "GET", URI, &token, "k1", |c| {
+        c["nonce"] = forged.into()
+    });
+    let o = f.eval(&[
+        ("authorization", &format!("DPoP {token}")),
+        ("dpop", &proof),
+    ]);
     dpop_refusal(&o, DpopError::NonceInvalid);
     assert_eq!(offered_nonce(&o), None);
 }
@@ -298,10 +483,19 @@ fn without_a_nonce_key_a_required_nonce_fails_closed() {
 fn nonces_are_not_asked_for_by_default() {
     let [es, _] = keys();
     let Fixture { kp, engine } = fixture(json!({"dpop": "allowed"}));
-    let mut f = Fixture { kp, engine: engine.with_nonce_key(NonceKey::new(&[5u8; 32]).unwrap()) };
+    let mut f = Fixture {
+        kp,
+        engine: engine.with_nonce_key(NonceKey::new(&[5u8; 32]).unwrap()),
+    };
     let token = f.token(Some(es.jkt()));
     let proof = proof_at_now(&es, "GET", URI, &token, "d1", |_| {});
-    assert!(matches!(f.eval(&[("authorization", &format!("DPoP {token}")), ("dpop", &proof)]), Outcome::Allow(_)));
+    assert!(matches!(
+        f.eval(&[
+            ("authorization", &format!("DPoP {token}")),
+            ("dpop", &proof)
+        ]),
+        Outcome::Allow(_)
+    ));
 }
 
 #[test]
@@ -317,14 +511,32 @@ fn nonce_settings_are_validated() {
         }
         FilterConfig::from_json(doc.to_string().as_bytes())
     };
-    assert!(config(json!({"dpop_nonce": "required"}), json!({})).unwrap_err().0.contains("dpop_nonce"));
-    assert!(config(json!({"dpop": "allowed", "dpop_nonce": "sometimes"}), json!({})).is_err());
+    assert!(config(json!({"dpop_nonce": "required"}), json!({}))
+        .unwrap_err()
+        .0
+        .contains("dpop_nonce"));
+    assert!(config(
+        json!({"dpop": "allowed", "dpop_nonce": "sometimes"}),
+        json!({})
+    )
+    .is_err());
     for name in ["", "A B", "KEY=1", &"K".repeat(129)] {
-        let e = config(json!({}), json!({"dpop_nonce_key_env": name})).unwrap_err().0;
+        let e = config(json!({}), json!({"dpop_nonce_key_env": name}))
+            .unwrap_err()
+            .0;
         assert!(e.contains("dpop_nonce_key_env"), "{name:?}: {e}");
     }
-    let ok = config(json!({"dpop": "required", "dpop_nonce": "required"}), json!({"dpop_nonce_key_env": "AUTHFLOW_DPOP_NONCE_KEY"})).unwrap();
-    assert_eq!(ok.dpop_nonce_key_env.as_deref(), Some("AUTHFLOW_DPOP_NONCE_KEY"));
+    let ok = config(
+        json!({"dpop": "required", "dpop_nonce": "required"}),
+        json!({"dpop_nonce_key_env": "AUTHFLOW_DPOP_NONCE_KEY"}),
+    )
+    .unwrap();
+    assert_eq!(
+        ok.dpop_nonce_key_env.as_deref(),
+        Some("AUTHFLOW_DPOP_NONCE_KEY")
+    );
     assert!(authflow_filter_core::nonce::needed(&ok));
-    assert!(!authflow_filter_core::nonce::needed(&config(json!({"dpop": "required"}), json!({})).unwrap()));
+    assert!(!authflow_filter_core::nonce::needed(
+        &config(json!({"dpop": "required"}), json!({})).unwrap()
+    ));
 }

@@ -51,8 +51,15 @@ fn fixture(extra: serde_json::Value) -> Fixture {
 
 /// What the background side does first: the provider's (empty) list lands.
 fn load_empty_revocation_list(engine: &mut Engine, now_ms: u64) {
-    let empty = RevocationFeed { issuer: ISS.into(), cursor: "0".into(), snapshot: true, ..Default::default() };
-    engine.apply_feed(ProviderId::FIRST, FeedBody::Json(empty), now_ms).unwrap();
+    let empty = RevocationFeed {
+        issuer: ISS.into(),
+        cursor: "0".into(),
+        snapshot: true,
+        ..Default::default()
+    };
+    engine
+        .apply_feed(ProviderId::FIRST, FeedBody::Json(empty), now_ms)
+        .unwrap();
 }
 
 /// The test provider's keys and revocation list, as the background side holds them.
@@ -72,7 +79,14 @@ fn claims(custom: AccessClaims) -> JWTClaims<AccessClaims> {
 }
 
 fn default_claims() -> AccessClaims {
-    AccessClaims { sid: "sess-1".into(), roles: vec!["user".into()], scope: "read".into(), dfp: None, client_id: None, cnf: None }
+    AccessClaims {
+        sid: "sess-1".into(),
+        roles: vec!["user".into()],
+        scope: "read".into(),
+        dfp: None,
+        client_id: None,
+        cnf: None,
+    }
 }
 
 impl Fixture {
@@ -83,9 +97,17 @@ impl Fixture {
         self.sign(claims(default_claims()))
     }
     fn eval(&mut self, path: &str, headers: &[(&str, &str)]) -> Outcome {
-        let mut h = vec![(":method".to_string(), "GET".to_string()), (":path".to_string(), path.to_string()), (":authority".to_string(), "api".to_string())];
+        let mut h = vec![
+            (":method".to_string(), "GET".to_string()),
+            (":path".to_string(), path.to_string()),
+            (":authority".to_string(), "api".to_string()),
+        ];
         h.extend(headers.iter().map(|(a, b)| (a.to_string(), b.to_string())));
-        self.engine.evaluate(&Request::from_headers(h, Some("203.0.113.9:4000".into())), NOW * 1000 + 500, true)
+        self.engine.evaluate(
+            &Request::from_headers(h, Some("203.0.113.9:4000".into())),
+            NOW * 1000 + 500,
+            true,
+        )
     }
 }
 
@@ -98,7 +120,11 @@ fn denied(o: &Outcome) -> (DenyReason, u32) {
 
 fn header<'a>(o: &'a Outcome, name: &str) -> Option<&'a str> {
     match o {
-        Outcome::Allow(a) => a.identity_headers().iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str()),
+        Outcome::Allow(a) => a
+            .identity_headers()
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str()),
         other => panic!("expected allow, got {other:?}"),
     }
 }
@@ -112,7 +138,9 @@ fn valid_token_is_allowed_with_identity_and_cached() {
     assert_eq!(header(&o, "x-auth-user"), Some("user-1"));
     assert_eq!(header(&o, "x-auth-roles"), Some("user"));
     assert_eq!(header(&o, "x-auth-session"), Some("sess-1"));
-    let Outcome::Allow(a) = f.eval("/api", &[("authorization", &bearer)]) else { panic!() };
+    let Outcome::Allow(a) = f.eval("/api", &[("authorization", &bearer)]) else {
+        panic!()
+    };
     assert!(a.notes.cache_hit);
 }
 
@@ -124,10 +152,16 @@ fn nested_claims_map_to_headers() {
         org: serde_json::Value,
     }
     let mut f = fixture(json!({}));
-    let mut c = Claims::with_custom_claims(WithOrg { sid: "s".into(), org: json!({"team": "blue"}) }, Duration::from_mins(5))
-        .with_issuer(ISS)
-        .with_subject("u")
-        .with_audience("api");
+    let mut c = Claims::with_custom_claims(
+        WithOrg {
+            sid: "s".into(),
+            org: json!({"team": "blue"}),
+        },
+        Duration::from_mins(5),
+    )
+    .with_issuer(ISS)
+    .with_subject("u")
+    .with_audience("api");
     c.issued_at = Some(UnixTimeStamp::from_secs(NOW));
     c.expires_at = Some(UnixTimeStamp::from_secs(NOW + 300));
     let t = f.kp.sign(c).unwrap();
@@ -138,11 +172,18 @@ fn nested_claims_map_to_headers() {
 #[test]
 fn missing_token_and_public_routes() {
     let mut f = fixture(json!({}));
-    assert_eq!(denied(&f.eval("/api", &[])), (DenyReason::MissingToken, 401));
+    assert_eq!(
+        denied(&f.eval("/api", &[])),
+        (DenyReason::MissingToken, 401)
+    );
     assert!(matches!(f.eval("/public/x", &[]), Outcome::Allow(_)));
     let t = f.token();
     let o = f.eval("/public/x", &[("authorization", &format!("Bearer {t}"))]);
-    assert_eq!(header(&o, "x-auth-user"), Some("user-1"), "a valid token on a public route still yields identity");
+    assert_eq!(
+        header(&o, "x-auth-user"),
+        Some("user-1"),
+        "a valid token on a public route still yields identity"
+    );
     let o = f.eval("/public/x", &[("authorization", "Bearer garbage")]);
     assert_eq!(header(&o, "x-auth-user"), None);
 }
@@ -153,23 +194,38 @@ fn time_and_audience_checks() {
     let mut c = claims(default_claims());
     c.expires_at = Some(UnixTimeStamp::from_secs(NOW - 100));
     let t = f.sign(c);
-    assert_eq!(denied(&f.eval("/api", &[("authorization", &format!("Bearer {t}"))])).0, DenyReason::Expired);
+    assert_eq!(
+        denied(&f.eval("/api", &[("authorization", &format!("Bearer {t}"))])).0,
+        DenyReason::Expired
+    );
     let mut c = claims(default_claims());
     c.invalid_before = Some(UnixTimeStamp::from_secs(NOW + 100));
     let t = f.sign(c);
-    assert_eq!(denied(&f.eval("/api", &[("authorization", &format!("Bearer {t}"))])).0, DenyReason::NotYetValid);
+    assert_eq!(
+        denied(&f.eval("/api", &[("authorization", &format!("Bearer {t}"))])).0,
+        DenyReason::NotYetValid
+    );
     let mut c = claims(default_claims());
     c.audiences = Some(Audiences::AsString("other".into()));
     let t = f.sign(c);
-    assert_eq!(denied(&f.eval("/api", &[("authorization", &format!("Bearer {t}"))])).0, DenyReason::WrongAudience);
+    assert_eq!(
+        denied(&f.eval("/api", &[("authorization", &format!("Bearer {t}"))])).0,
+        DenyReason::WrongAudience
+    );
     let mut c = claims(default_claims());
     c.expires_at = None;
     let t = f.sign(c);
-    assert_eq!(denied(&f.eval("/api", &[("authorization", &format!("Bearer {t}"))])).0, DenyReason::MissingClaim);
+    assert_eq!(
+        denied(&f.eval("/api", &[("authorization", &format!("Bearer {t}"))])).0,
+        DenyReason::MissingClaim
+    );
     let mut c = claims(default_claims());
     c.expires_at = Some(UnixTimeStamp::from_secs(NOW + 3 * 86400));
     let t = f.sign(c);
-    assert_eq!(denied(&f.eval("/api", &[("authorization", &format!("Bearer {t}"))])).0, DenyReason::LifetimeTooLong);
+    assert_eq!(
+        denied(&f.eval("/api", &[("authorization", &format!("Bearer {t}"))])).0,
+        DenyReason::LifetimeTooLong
+    );
 }
 
 #[test]
@@ -179,9 +235,17 @@ fn cached_token_still_expires() {
     c.expires_at = Some(UnixTimeStamp::from_secs(NOW + 1));
     let t = f.sign(c);
     let bearer = format!("Bearer {t}");
-    assert!(matches!(f.eval("/api", &[("authorization", &bearer)]), Outcome::Allow(_)));
-    let h = vec![(":path".to_string(), "/api".to_string()), ("authorization".to_string(), bearer)];
-    let later = f.engine.evaluate(&Request::from_headers(h, None), (NOW + 120) * 1000, true);
+    assert!(matches!(
+        f.eval("/api", &[("authorization", &bearer)]),
+        Outcome::Allow(_)
+    ));
+    let h = vec![
+        (":path".to_string(), "/api".to_string()),
+        ("authorization".to_string(), bearer),
+    ];
+    let later = f
+        .engine
+        .evaluate(&Request::from_headers(h, None), (NOW + 120) * 1000, true);
     assert_eq!(denied(&later).0, DenyReason::Expired);
 }
 
@@ -191,35 +255,87 @@ fn header_attacks_are_refused() {
     let b64 = |s: &str| base64_url(s.as_bytes());
     let payload = b64(&json!({"iss": ISS, "sub": "x", "aud": "api", "exp": NOW + 100}).to_string());
     let none = format!("{}.{}.", b64(r#"{"alg":"none"}"#), payload);
-    assert_eq!(denied(&f.eval("/api", &[("authorization", &format!("Bearer {none}"))])).0, DenyReason::AlgorithmNotAllowed);
+    assert_eq!(
+        denied(&f.eval("/api", &[("authorization", &format!("Bearer {none}"))])).0,
+        DenyReason::AlgorithmNotAllowed
+    );
     let hs = format!("{}.{}.c2ln", b64(r#"{"alg":"HS256"}"#), payload);
-    assert_eq!(denied(&f.eval("/api", &[("authorization", &format!("Bearer {hs}"))])).0, DenyReason::AlgorithmNotAllowed);
-    let jwk = format!("{}.{}.c2ln", b64(r#"{"alg":"EdDSA","jwk":{"kty":"OKP"}}"#), payload);
-    assert_eq!(denied(&f.eval("/api", &[("authorization", &format!("Bearer {jwk}"))])).0, DenyReason::KeyInHeader);
+    assert_eq!(
+        denied(&f.eval("/api", &[("authorization", &format!("Bearer {hs}"))])).0,
+        DenyReason::AlgorithmNotAllowed
+    );
+    let jwk = format!(
+        "{}.{}.c2ln",
+        b64(r#"{"alg":"EdDSA","jwk":{"kty":"OKP"}}"#),
+        payload
+    );
+    assert_eq!(
+        denied(&f.eval("/api", &[("authorization", &format!("Bearer {jwk}"))])).0,
+        DenyReason::KeyInHeader
+    );
     let null_jwk = format!("{}.{}.c2ln", b64(r#"{"alg":"EdDSA","jwk":null}"#), payload);
-    assert_eq!(denied(&f.eval("/api", &[("authorization", &format!("Bearer {null_jwk}"))])).0, DenyReason::KeyInHeader);
+    assert_eq!(
+        denied(&f.eval("/api", &[("authorization", &format!("Bearer {null_jwk}"))])).0,
+        DenyReason::KeyInHeader
+    );
     // A header member named twice: refused before any key is looked at (RFC 7515 §4).
-    for twice in [r#"{"alg":"EdDSA","alg":"EdDSA"}"#, r#"{"alg":"EdDSA","kid":"a","kid":"b"}"#, r#"{"alg":"EdDSA","typ":"JWT","typ":"at+jwt"}"#] {
+    for twice in [
+        r#"{"alg":"EdDSA","alg":"EdDSA"}"#,
+        r#"{"alg":"EdDSA","kid":"a","kid":"b"}"#,
+        r#"{"alg":"EdDSA","typ":"JWT","typ":"at+jwt"}"#,
+    ] {
         let token = format!("{}.{}.c2ln", b64(twice), payload);
-        assert_eq!(denied(&f.eval("/api", &[("authorization", &format!("Bearer {token}"))])), (DenyReason::Malformed, 401), "{twice}");
+        assert_eq!(
+            denied(&f.eval("/api", &[("authorization", &format!("Bearer {token}"))])),
+            (DenyReason::Malformed, 401),
+            "{twice}"
+        );
     }
     // And a claim named twice (RFC 7519 §4): no reader may take another `sub` than the filter did.
     let header = f.token().split('.').next().unwrap().to_owned();
-    let twice = b64(&format!(r#"{{"iss":"{ISS}","sub":"x","aud":"api","exp":{},"sub":"admin"}}"#, NOW + 100));
+    let twice = b64(&format!(
+        r#"{{"iss":"{ISS}","sub":"x","aud":"api","exp":{},"sub":"admin"}}"#,
+        NOW + 100
+    ));
     let token = format!("{header}.{twice}.c2ln");
-    assert_eq!(denied(&f.eval("/api", &[("authorization", &format!("Bearer {token}"))])), (DenyReason::Malformed, 401));
+    assert_eq!(
+        denied(&f.eval("/api", &[("authorization", &format!("Bearer {token}"))])),
+        (DenyReason::Malformed, 401)
+    );
     let t = f.token();
     let mut parts: Vec<&str> = t.split('.').collect();
-    let forged_payload = b64(&json!({"iss": ISS, "sub": "admin", "aud": "api", "exp": NOW + 100, "sid": "s"}).to_string());
+    let forged_payload = b64(
+        &json!({"iss": ISS, "sub": "admin", "aud": "api", "exp": NOW + 100, "sid": "s"})
+            .to_string(),
+    );
     parts[1] = &forged_payload;
     let forged = parts.join(".");
-    assert_eq!(denied(&f.eval("/api", &[("authorization", &format!("Bearer {forged}"))])).0, DenyReason::BadSignature);
-    assert_eq!(denied(&f.eval("/api", &[("authorization", "Bearer not-a-jwt")])), (DenyReason::Malformed, 401));
-    for empty_part in [format!(".{payload}.c2ln"), format!("{}..c2ln", b64(r#"{"alg":"EdDSA"}"#))] {
-        assert_eq!(denied(&f.eval("/api", &[("authorization", &format!("Bearer {empty_part}"))])), (DenyReason::Malformed, 401), "{empty_part}");
+    assert_eq!(
+        denied(&f.eval("/api", &[("authorization", &format!("Bearer {forged}"))])).0,
+        DenyReason::BadSignature
+    );
+    assert_eq!(
+        denied(&f.eval("/api", &[("authorization", "Bearer not-a-jwt")])),
+        (DenyReason::Malformed, 401)
+    );
+    for empty_part in [
+        format!(".{payload}.c2ln"),
+        format!("{}..c2ln", b64(r#"{"alg":"EdDSA"}"#)),
+    ] {
+        assert_eq!(
+            denied(&f.eval(
+                "/api",
+                &[("authorization", &format!("Bearer {empty_part}"))]
+            )),
+            (DenyReason::Malformed, 401),
+            "{empty_part}"
+        );
     }
     let huge = "a".repeat(9000);
-    assert_eq!(denied(&f.eval("/api", &[("authorization", &format!("Bearer {huge}"))])).0, DenyReason::TokenTooLarge);
+    assert_eq!(
+        denied(&f.eval("/api", &[("authorization", &format!("Bearer {huge}"))])).0,
+        DenyReason::TokenTooLarge
+    );
 }
 
 fn base64_url(b: &[u8]) -> String {
@@ -233,16 +349,44 @@ fn unknown_kid_and_no_keys_wait_then_fail() {
     let other = Ed25519KeyPair::generate().with_key_id("k2");
     let t = other.sign(claims(default_claims())).unwrap();
     let bearer = format!("Bearer {t}");
-    assert_eq!(f.eval("/api", &[("authorization", &bearer)]), Outcome::AwaitKeys { provider: ProviderId::FIRST, unknown_kid: true });
-    let h = vec![(":path".to_string(), "/api".to_string()), ("authorization".to_string(), bearer)];
-    assert_eq!(denied(&f.engine.evaluate(&Request::from_headers(h, None), NOW * 1000, false)).0, DenyReason::UnknownKey);
+    assert_eq!(
+        f.eval("/api", &[("authorization", &bearer)]),
+        Outcome::AwaitKeys {
+            provider: ProviderId::FIRST,
+            unknown_kid: true
+        }
+    );
+    let h = vec![
+        (":path".to_string(), "/api".to_string()),
+        ("authorization".to_string(), bearer),
+    ];
+    assert_eq!(
+        denied(
+            &f.engine
+                .evaluate(&Request::from_headers(h, None), NOW * 1000, false)
+        )
+        .0,
+        DenyReason::UnknownKey
+    );
 
     let mut cold = Engine::new(config(json!({})), NOW * 1000);
     let t = f.token();
-    let h = vec![(":path".to_string(), "/api".to_string()), ("authorization".to_string(), format!("Bearer {t}"))];
+    let h = vec![
+        (":path".to_string(), "/api".to_string()),
+        ("authorization".to_string(), format!("Bearer {t}")),
+    ];
     let req = Request::from_headers(h, None);
-    assert_eq!(cold.evaluate(&req, NOW * 1000, true), Outcome::AwaitKeys { provider: ProviderId::FIRST, unknown_kid: false });
-    assert_eq!(denied(&cold.evaluate(&req, NOW * 1000, false)), (DenyReason::KeysUnavailable, 503));
+    assert_eq!(
+        cold.evaluate(&req, NOW * 1000, true),
+        Outcome::AwaitKeys {
+            provider: ProviderId::FIRST,
+            unknown_kid: false
+        }
+    );
+    assert_eq!(
+        denied(&cold.evaluate(&req, NOW * 1000, false)),
+        (DenyReason::KeysUnavailable, 503)
+    );
 }
 
 #[test]
@@ -250,22 +394,55 @@ fn a_wait_names_the_provider_and_what_it_lacks_and_decide_now_never_waits() {
     let mut f = fixture(json!({}));
     let other = Ed25519KeyPair::generate().with_key_id("k2");
     let unknown_kid = Request::from_headers(
-        vec![(":path".to_string(), "/api".to_string()), ("authorization".to_string(), format!("Bearer {}", other.sign(claims(default_claims())).unwrap()))],
+        vec![
+            (":path".to_string(), "/api".to_string()),
+            (
+                "authorization".to_string(),
+                format!("Bearer {}", other.sign(claims(default_claims())).unwrap()),
+            ),
+        ],
         None,
     );
     let awaited = f.engine.evaluate(&unknown_kid, NOW * 1000, true).settled();
-    assert_eq!(awaited, Err(Awaited::Keys { provider: ProviderId::FIRST, need: KeyNeed::UnknownKid }));
-    let Decision::Deny(d) = f.engine.decide_now(&unknown_kid, NOW * 1000) else { panic!("an unknown key is refused") };
+    assert_eq!(
+        awaited,
+        Err(Awaited::Keys {
+            provider: ProviderId::FIRST,
+            need: KeyNeed::UnknownKid
+        })
+    );
+    let Decision::Deny(d) = f.engine.decide_now(&unknown_kid, NOW * 1000) else {
+        panic!("an unknown key is refused")
+    };
     assert_eq!(d.reason, DenyReason::UnknownKey);
 
     let mut cold = Engine::new(config(json!({})), NOW * 1000);
-    let req = Request::from_headers(vec![(":path".to_string(), "/api".to_string()), ("authorization".to_string(), format!("Bearer {}", f.token()))], None);
+    let req = Request::from_headers(
+        vec![
+            (":path".to_string(), "/api".to_string()),
+            ("authorization".to_string(), format!("Bearer {}", f.token())),
+        ],
+        None,
+    );
     let awaited = cold.evaluate(&req, NOW * 1000, true).settled();
-    assert_eq!(awaited, Err(Awaited::Keys { provider: ProviderId::FIRST, need: KeyNeed::NotLoaded }));
-    let Decision::Deny(d) = cold.decide_now(&req, NOW * 1000) else { panic!("no keys: refused, not let through") };
-    assert_eq!((d.reason, d.response.status), (DenyReason::KeysUnavailable, 503));
+    assert_eq!(
+        awaited,
+        Err(Awaited::Keys {
+            provider: ProviderId::FIRST,
+            need: KeyNeed::NotLoaded
+        })
+    );
+    let Decision::Deny(d) = cold.decide_now(&req, NOW * 1000) else {
+        panic!("no keys: refused, not let through")
+    };
+    assert_eq!(
+        (d.reason, d.response.status),
+        (DenyReason::KeysUnavailable, 503)
+    );
 
-    let Decision::Allow(a) = f.engine.decide_now(&req, NOW * 1000) else { panic!("the keys are there") };
+    let Decision::Allow(a) = f.engine.decide_now(&req, NOW * 1000) else {
+        panic!("the keys are there")
+    };
     assert_eq!(a.verified_by, Some(ProviderId::FIRST));
 }
 
@@ -274,12 +451,28 @@ fn roles_and_scopes() {
     let mut f = fixture(json!({}));
     let t = f.token();
     let bearer = format!("Bearer {t}");
-    assert_eq!(denied(&f.eval("/admin", &[("authorization", &bearer)])), (DenyReason::InsufficientRole, 403));
-    assert_eq!(denied(&f.eval("/write", &[("authorization", &bearer)])), (DenyReason::InsufficientScope, 403));
-    let admin = f.sign(claims(AccessClaims { roles: vec!["admin".into()], scope: "read write".into(), ..default_claims() }));
+    assert_eq!(
+        denied(&f.eval("/admin", &[("authorization", &bearer)])),
+        (DenyReason::InsufficientRole, 403)
+    );
+    assert_eq!(
+        denied(&f.eval("/write", &[("authorization", &bearer)])),
+        (DenyReason::InsufficientScope, 403)
+    );
+    let admin = f.sign(claims(AccessClaims {
+        roles: vec!["admin".into()],
+        scope: "read write".into(),
+        ..default_claims()
+    }));
     let bearer = format!("Bearer {admin}");
-    assert!(matches!(f.eval("/admin", &[("authorization", &bearer)]), Outcome::Allow(_)));
-    assert!(matches!(f.eval("/write", &[("authorization", &bearer)]), Outcome::Allow(_)));
+    assert!(matches!(
+        f.eval("/admin", &[("authorization", &bearer)]),
+        Outcome::Allow(_)
+    ));
+    assert!(matches!(
+        f.eval("/write", &[("authorization", &bearer)]),
+        Outcome::Allow(_)
+    ));
 }
 
 #[test]
@@ -287,44 +480,80 @@ fn revocations_apply_to_cached_tokens() {
     let mut f = fixture(json!({}));
     let t = f.token();
     let bearer = format!("Bearer {t}");
-    assert!(matches!(f.eval("/api", &[("authorization", &bearer)]), Outcome::Allow(_)));
+    assert!(matches!(
+        f.eval("/api", &[("authorization", &bearer)]),
+        Outcome::Allow(_)
+    ));
     let feed = RevocationFeed {
         issuer: ISS.into(),
         cursor: "1".into(),
         snapshot: true,
-        revoked_tokens: vec![RevokedToken { jti: "jti-1".into(), expires_at: NOW + 900 }],
+        revoked_tokens: vec![RevokedToken {
+            jti: "jti-1".into(),
+            expires_at: NOW + 900,
+        }],
         ..Default::default()
     };
-    first_provider(&mut f.engine).revocations.apply(feed, ISS, 100, 30, NOW).unwrap();
-    assert_eq!(denied(&f.eval("/api", &[("authorization", &bearer)])).0, DenyReason::TokenRevoked);
+    first_provider(&mut f.engine)
+        .revocations
+        .apply(feed, ISS, 100, 30, NOW)
+        .unwrap();
+    assert_eq!(
+        denied(&f.eval("/api", &[("authorization", &bearer)])).0,
+        DenyReason::TokenRevoked
+    );
 
     let mut f = fixture(json!({}));
     let feed = RevocationFeed {
         issuer: ISS.into(),
         cursor: "1".into(),
         snapshot: true,
-        banned_subjects: vec![BannedSubject { sub: "user-1".into(), not_before: NOW, expires_at: NOW + 900 }],
+        banned_subjects: vec![BannedSubject {
+            sub: "user-1".into(),
+            not_before: NOW,
+            expires_at: NOW + 900,
+        }],
         ..Default::default()
     };
-    first_provider(&mut f.engine).revocations.apply(feed, ISS, 100, 30, NOW).unwrap();
+    first_provider(&mut f.engine)
+        .revocations
+        .apply(feed, ISS, 100, 30, NOW)
+        .unwrap();
     let t = f.token();
-    assert_eq!(denied(&f.eval("/api", &[("authorization", &format!("Bearer {t}"))])).0, DenyReason::SubjectBanned);
+    assert_eq!(
+        denied(&f.eval("/api", &[("authorization", &format!("Bearer {t}"))])).0,
+        DenyReason::SubjectBanned
+    );
 }
 
 #[test]
 fn stale_revocation_list_follows_policy() {
     let mut f = fixture(json!({"revocation": {"max_staleness_secs": 10}}));
     let t = f.token();
-    let h = vec![(":path".to_string(), "/api".to_string()), ("authorization".to_string(), format!("Bearer {t}"))];
+    let h = vec![
+        (":path".to_string(), "/api".to_string()),
+        ("authorization".to_string(), format!("Bearer {t}")),
+    ];
     let req = Request::from_headers(h, None);
-    assert!(matches!(f.engine.evaluate(&req, NOW * 1000 + 5_000, true), Outcome::Allow(_)));
-    assert_eq!(denied(&f.engine.evaluate(&req, NOW * 1000 + 11_000, true)), (DenyReason::RevocationStale, 503));
+    assert!(matches!(
+        f.engine.evaluate(&req, NOW * 1000 + 5_000, true),
+        Outcome::Allow(_)
+    ));
+    assert_eq!(
+        denied(&f.engine.evaluate(&req, NOW * 1000 + 11_000, true)),
+        (DenyReason::RevocationStale, 503)
+    );
 
     let mut f = fixture(json!({"revocation": {"max_staleness_secs": 10, "on_stale": "allow"}}));
     let t = f.token();
-    let h = vec![(":path".to_string(), "/api".to_string()), ("authorization".to_string(), format!("Bearer {t}"))];
+    let h = vec![
+        (":path".to_string(), "/api".to_string()),
+        ("authorization".to_string(), format!("Bearer {t}")),
+    ];
     let req = Request::from_headers(h, None);
-    let Outcome::Allow(a) = f.engine.evaluate(&req, NOW * 1000 + 11_000, true) else { panic!() };
+    let Outcome::Allow(a) = f.engine.evaluate(&req, NOW * 1000 + 11_000, true) else {
+        panic!()
+    };
     assert!(a.notes.stale_revocations);
 }
 
@@ -336,23 +565,51 @@ fn no_token_passes_before_the_first_revocation_list() {
     let mut cold = Engine::new(config(json!({})), NOW * 1000);
     let jwks = format!(r#"{{"keys":[{}]}}"#, f.kp.public_key().to_jwk());
     cold.set_keys(ProviderId::FIRST, KeySet::parse(jwks.as_bytes()).unwrap());
-    let request = |path: &str| Request::from_headers(vec![(":path".into(), path.into()), ("authorization".into(), format!("Bearer {}", f.token()))], None);
+    let request = |path: &str| {
+        Request::from_headers(
+            vec![
+                (":path".into(), path.into()),
+                ("authorization".into(), format!("Bearer {}", f.token())),
+            ],
+            None,
+        )
+    };
     let (api, public) = (request("/api"), request("/public"));
 
-    assert_eq!(cold.evaluate(&api, NOW * 1000 + 500, true).settled(), Err(Awaited::RevocationList { provider: ProviderId::FIRST }));
+    assert_eq!(
+        cold.evaluate(&api, NOW * 1000 + 500, true).settled(),
+        Err(Awaited::RevocationList {
+            provider: ProviderId::FIRST
+        })
+    );
     // A list that has not come within `key_wait_ms` of the VM's start is not
     // about to: no more waits, the staleness policy answers at once.
-    assert_eq!(denied(&cold.evaluate(&api, NOW * 1000 + 3_000, true)), (DenyReason::RevocationStale, 503));
+    assert_eq!(
+        denied(&cold.evaluate(&api, NOW * 1000 + 3_000, true)),
+        (DenyReason::RevocationStale, 503)
+    );
     // The wait ended with no list: stale, whatever time the engine started at.
-    let Decision::Deny(d) = cold.decide_now(&api, NOW * 1000 + 500) else { panic!("no list: refused") };
-    assert_eq!((d.reason, d.response.status), (DenyReason::RevocationStale, 503));
+    let Decision::Deny(d) = cold.decide_now(&api, NOW * 1000 + 500) else {
+        panic!("no list: refused")
+    };
+    assert_eq!(
+        (d.reason, d.response.status),
+        (DenyReason::RevocationStale, 503)
+    );
     // A public route stays open, anonymously.
-    let Decision::Allow(a) = cold.decide_now(&public, NOW * 1000 + 500) else { panic!("public stays open") };
+    let Decision::Allow(a) = cold.decide_now(&public, NOW * 1000 + 500) else {
+        panic!("public stays open")
+    };
     assert_eq!((a.verified_by, a.identity_headers().len()), (None, 0));
     // `allow` lets it through, counted as stale.
-    let mut lenient = Engine::new(config(json!({"revocation": {"on_stale": "allow"}})), NOW * 1000);
+    let mut lenient = Engine::new(
+        config(json!({"revocation": {"on_stale": "allow"}})),
+        NOW * 1000,
+    );
     lenient.set_keys(ProviderId::FIRST, KeySet::parse(jwks.as_bytes()).unwrap());
-    let Decision::Allow(a) = lenient.decide_now(&api, NOW * 1000 + 500) else { panic!("on_stale: allow") };
+    let Decision::Allow(a) = lenient.decide_now(&api, NOW * 1000 + 500) else {
+        panic!("on_stale: allow")
+    };
     assert!(a.notes.stale_revocations);
 
     // Once the list lands, the token is judged by it.
@@ -360,17 +617,27 @@ fn no_token_passes_before_the_first_revocation_list() {
         issuer: ISS.into(),
         cursor: "1".into(),
         snapshot: true,
-        banned_subjects: vec![BannedSubject { sub: "user-1".into(), not_before: NOW, expires_at: NOW + 900 }],
+        banned_subjects: vec![BannedSubject {
+            sub: "user-1".into(),
+            not_before: NOW,
+            expires_at: NOW + 900,
+        }],
         ..Default::default()
     };
-    cold.apply_feed(ProviderId::FIRST, FeedBody::Json(ban), NOW * 1000 + 600).unwrap();
-    assert_eq!(denied(&cold.evaluate(&api, NOW * 1000 + 700, true)).0, DenyReason::SubjectBanned);
+    cold.apply_feed(ProviderId::FIRST, FeedBody::Json(ban), NOW * 1000 + 600)
+        .unwrap();
+    assert_eq!(
+        denied(&cold.evaluate(&api, NOW * 1000 + 700, true)).0,
+        DenyReason::SubjectBanned
+    );
 
     // A list emptied to take another worker's copy is no list, even when
     // that worker says the list is current.
     cold.clear_revocations(ProviderId::FIRST);
     cold.revocations_current_at(ProviderId::FIRST, NOW * 1000 + 800);
-    let Decision::Deny(d) = cold.decide_now(&api, NOW * 1000 + 900) else { panic!("emptied: refused") };
+    let Decision::Deny(d) = cold.decide_now(&api, NOW * 1000 + 900) else {
+        panic!("emptied: refused")
+    };
     assert_eq!(d.reason, DenyReason::RevocationStale);
 }
 
@@ -383,10 +650,14 @@ fn a_vm_started_later_judges_a_shared_list_by_its_shared_age() {
     let hour_ago_ms = (NOW - 3_600) * 1000;
     let mut fetcher = Engine::new(config(json!({})), hour_ago_ms);
     let kp = Ed25519KeyPair::generate().with_key_id("k1");
-    let jwks = KeySet::parse(format!(r#"{{"keys":[{}]}}"#, kp.public_key().to_jwk()).as_bytes()).unwrap();
+    let jwks =
+        KeySet::parse(format!(r#"{{"keys":[{}]}}"#, kp.public_key().to_jwk()).as_bytes()).unwrap();
     fetcher.set_keys(ProviderId::FIRST, jwks.clone());
     load_empty_revocation_list(&mut fetcher, hour_ago_ms);
-    let (base, _) = fetcher.revocation_blobs(ProviderId::FIRST).map(|(b, o)| (b.to_vec(), o.to_vec())).unwrap();
+    let (base, _) = fetcher
+        .revocation_blobs(ProviderId::FIRST)
+        .map(|(b, o)| (b.to_vec(), o.to_vec()))
+        .unwrap();
 
     // The feed has not answered since. A VM starts now and takes what is shared.
     let mut late = Engine::new(config(json!({})), NOW * 1000);
@@ -394,12 +665,29 @@ fn a_vm_started_later_judges_a_shared_list_by_its_shared_age() {
     assert!(late.adopt_revocation_base(ProviderId::FIRST, base));
     late.revocations_current_at(ProviderId::FIRST, hour_ago_ms);
     let t = kp.sign(claims(default_claims())).unwrap();
-    let api = Request::from_headers(vec![(":path".into(), "/api".into()), ("authorization".into(), format!("Bearer {t}"))], None);
-    assert_eq!(denied(&fetcher.evaluate(&api, NOW * 1000 + 500, true)).0, DenyReason::RevocationStale, "the VM that fetched it");
-    assert_eq!(denied(&late.evaluate(&api, NOW * 1000 + 500, true)).0, DenyReason::RevocationStale, "the same list in a VM started later");
+    let api = Request::from_headers(
+        vec![
+            (":path".into(), "/api".into()),
+            ("authorization".into(), format!("Bearer {t}")),
+        ],
+        None,
+    );
+    assert_eq!(
+        denied(&fetcher.evaluate(&api, NOW * 1000 + 500, true)).0,
+        DenyReason::RevocationStale,
+        "the VM that fetched it"
+    );
+    assert_eq!(
+        denied(&late.evaluate(&api, NOW * 1000 + 500, true)).0,
+        DenyReason::RevocationStale,
+        "the same list in a VM started later"
+    );
     // A stamp from just now makes it current.
     late.revocations_current_at(ProviderId::FIRST, NOW * 1000);
-    assert!(matches!(late.evaluate(&api, NOW * 1000 + 500, true), Outcome::Allow(_)));
+    assert!(matches!(
+        late.evaluate(&api, NOW * 1000 + 500, true),
+        Outcome::Allow(_)
+    ));
 }
 
 /// A list that was once full takes new revocations after its entries
@@ -409,54 +697,122 @@ fn a_vm_started_later_judges_a_shared_list_by_its_shared_age() {
 fn a_list_once_full_still_takes_revocations_after_its_entries_expired() {
     let hour_ago_ms = (NOW - 3_600) * 1000;
     let mut f = fixture(json!({"revocation": {"max_entries": 100}}));
-    let old: Vec<_> = (0..100).map(|i| RevokedToken { jti: format!("old{i}"), expires_at: NOW - 3_500 }).collect();
-    let full = RevocationFeed { issuer: ISS.into(), cursor: "1".into(), snapshot: true, revoked_tokens: old, ..Default::default() };
-    f.engine.revocation_poll(ProviderId::FIRST);
-    f.engine.apply_feed(ProviderId::FIRST, FeedBody::Json(full), hour_ago_ms).unwrap();
-    let delta = RevocationFeed {
+    let old: Vec<_> = (0..100)
+        .map(|i| RevokedToken {
+            jti: format!("old{i}"),
+            expires_at: NOW - 3_500,
+        })
+        .collect();
+    let full = RevocationFeed {
         issuer: ISS.into(),
-        cursor: "2".into(),
-        revoked_tokens: vec![RevokedToken { jti: "jti-1".into(), expires_at: NOW + 900 }],
+        cursor: "1".into(),
+        snapshot: true,
+        revoked_tokens: old,
         ..Default::default()
     };
     f.engine.revocation_poll(ProviderId::FIRST);
-    f.engine.apply_feed(ProviderId::FIRST, FeedBody::Json(delta), NOW * 1000).unwrap();
+    f.engine
+        .apply_feed(ProviderId::FIRST, FeedBody::Json(full), hour_ago_ms)
+        .unwrap();
+    let delta = RevocationFeed {
+        issuer: ISS.into(),
+        cursor: "2".into(),
+        revoked_tokens: vec![RevokedToken {
+            jti: "jti-1".into(),
+            expires_at: NOW + 900,
+        }],
+        ..Default::default()
+    };
+    f.engine.revocation_poll(ProviderId::FIRST);
+    f.engine
+        .apply_feed(ProviderId::FIRST, FeedBody::Json(delta), NOW * 1000)
+        .unwrap();
     let t = f.token();
-    assert_eq!(denied(&f.eval("/api", &[("authorization", &format!("Bearer {t}"))])).0, DenyReason::TokenRevoked);
+    assert_eq!(
+        denied(&f.eval("/api", &[("authorization", &format!("Bearer {t}"))])).0,
+        DenyReason::TokenRevoked
+    );
 }
 
 #[test]
 fn device_binding_modes() {
     let secret = "device-secret-1";
-    let dfp = FingerprintInput { secret, attributes: vec![("user-agent", "curl/8"), ("accept-language", "")] }.hash();
+    let dfp = FingerprintInput {
+        secret,
+        attributes: vec![("user-agent", "curl/8"), ("accept-language", "")],
+    }
+    .hash();
     for (mode, expect_allow_on_mismatch) in [("enforce", false), ("report", true)] {
         let mut f = fixture(json!({"device_binding": {"mode": mode}}));
-        let t = f.sign(claims(AccessClaims { dfp: Some(dfp.clone()), ..default_claims() }));
+        let t = f.sign(claims(AccessClaims {
+            dfp: Some(dfp.clone()),
+            ..default_claims()
+        }));
         let bearer = format!("Bearer {t}");
-        let ok = f.eval("/api", &[("authorization", &bearer), (DEVICE_HEADER, secret), ("user-agent", "curl/8")]);
-        assert!(matches!(ok, Outcome::Allow(_)), "{mode}: same device passes");
-        let stolen = f.eval("/api", &[("authorization", &bearer), (DEVICE_HEADER, "other"), ("user-agent", "curl/8")]);
-        let other_ua = f.eval("/api", &[("authorization", &bearer), (DEVICE_HEADER, secret), ("user-agent", "python")]);
-        let no_secret = f.eval("/api", &[("authorization", &bearer), ("user-agent", "curl/8")]);
+        let ok = f.eval(
+            "/api",
+            &[
+                ("authorization", &bearer),
+                (DEVICE_HEADER, secret),
+                ("user-agent", "curl/8"),
+            ],
+        );
+        assert!(
+            matches!(ok, Outcome::Allow(_)),
+            "{mode}: same device passes"
+        );
+        let stolen = f.eval(
+            "/api",
+            &[
+                ("authorization", &bearer),
+                (DEVICE_HEADER, "other"),
+                ("user-agent", "curl/8"),
+            ],
+        );
+        let other_ua = f.eval(
+            "/api",
+            &[
+                ("authorization", &bearer),
+                (DEVICE_HEADER, secret),
+                ("user-agent", "python"),
+            ],
+        );
+        let no_secret = f.eval(
+            "/api",
+            &[("authorization", &bearer), ("user-agent", "curl/8")],
+        );
         for o in [stolen, other_ua, no_secret] {
             if expect_allow_on_mismatch {
-                let Outcome::Allow(a) = o else { panic!("report mode allows") };
+                let Outcome::Allow(a) = o else {
+                    panic!("report mode allows")
+                };
                 assert!(a.notes.device_reported.is_some());
             } else {
                 assert_eq!(denied(&o), (DenyReason::DeviceMismatch, 401));
             }
         }
     }
-    let mut f = fixture(json!({"device_binding": {"mode": "enforce", "tokens_without_fingerprint": "deny"}}));
+    let mut f = fixture(
+        json!({"device_binding": {"mode": "enforce", "tokens_without_fingerprint": "deny"}}),
+    );
     let t = f.token();
-    assert_eq!(denied(&f.eval("/api", &[("authorization", &format!("Bearer {t}"))])).0, DenyReason::DeviceFingerprintMissing);
+    assert_eq!(
+        denied(&f.eval("/api", &[("authorization", &format!("Bearer {t}"))])).0,
+        DenyReason::DeviceFingerprintMissing
+    );
 }
 
 #[test]
 fn forged_identity_header_values_never_come_from_the_request() {
     let mut f = fixture(json!({}));
     let t = f.token();
-    let o = f.eval("/api", &[("authorization", &format!("Bearer {t}")), ("x-auth-user", "admin")]);
+    let o = f.eval(
+        "/api",
+        &[
+            ("authorization", &format!("Bearer {t}")),
+            ("x-auth-user", "admin"),
+        ],
+    );
     assert_eq!(header(&o, "x-auth-user"), Some("user-1"));
 }
 
@@ -467,7 +823,11 @@ fn forged_identity_header_values_never_come_from_the_request() {
 fn decisions_on_the_headers_read_equal_decisions_on_all_headers() {
     use authflow_filter_core::request::{HeaderBlock, HeaderReads};
     let secret = "device-secret-1";
-    let dfp = FingerprintInput { secret, attributes: vec![("user-agent", "curl/8"), ("accept-language", "en")] }.hash();
+    let dfp = FingerprintInput {
+        secret,
+        attributes: vec![("user-agent", "curl/8"), ("accept-language", "en")],
+    }
+    .hash();
     let configs = [
         json!({}),
         json!({"routes": []}),
@@ -479,29 +839,64 @@ fn decisions_on_the_headers_read_equal_decisions_on_all_headers() {
     for extra in configs {
         let mut f = fixture(extra.clone());
         let reads = HeaderReads::for_config(&f.engine.config);
-        let token = f.sign(claims(AccessClaims { dfp: Some(dfp.clone()), ..default_claims() }));
+        let token = f.sign(claims(AccessClaims {
+            dfp: Some(dfp.clone()),
+            ..default_claims()
+        }));
         let other = f.sign(claims(default_claims()).with_subject("user-2"));
         let bearer = format!("Bearer {token}");
-        let noise = [("x-auth-user", "forged"), ("accept", "*/*"), ("x-request-id", "r-1")];
+        let noise = [
+            ("x-auth-user", "forged"),
+            ("accept", "*/*"),
+            ("x-request-id", "r-1"),
+        ];
         let cases: Vec<(&str, Vec<(&str, String)>)> = vec![
             ("/api", vec![("authorization", bearer.clone())]),
             ("/public/x", vec![]),
             ("/admin/x", vec![("authorization", bearer.clone())]),
             ("/api", vec![("cookie", format!("a=1; at={token}"))]),
             ("/api", vec![("x-token", token.clone())]),
-            ("/api", vec![("x-token", token.clone()), ("x-token", other.clone())]),
-            ("/api", vec![("authorization", bearer.clone()), (DEVICE_HEADER, secret.into()), ("user-agent", "curl/8".into()), ("accept-language", "en".into())]),
-            ("/api", vec![("authorization", bearer.clone()), (DEVICE_HEADER, secret.into()), ("user-agent", "python".into())]),
+            (
+                "/api",
+                vec![("x-token", token.clone()), ("x-token", other.clone())],
+            ),
+            (
+                "/api",
+                vec![
+                    ("authorization", bearer.clone()),
+                    (DEVICE_HEADER, secret.into()),
+                    ("user-agent", "curl/8".into()),
+                    ("accept-language", "en".into()),
+                ],
+            ),
+            (
+                "/api",
+                vec![
+                    ("authorization", bearer.clone()),
+                    (DEVICE_HEADER, secret.into()),
+                    ("user-agent", "python".into()),
+                ],
+            ),
             ("/api", vec![("authorization", "Basic dTpw".into())]),
         ];
-        for (host, (path, headers)) in ["api.example:443", "other"].into_iter().flat_map(|h| cases.iter().map(move |c| (h, c))) {
-            let mut all = vec![(":method".to_string(), "GET".to_string()), (":path".to_string(), format!("{path}?q=1")), (":authority".to_string(), host.to_string())];
+        for (host, (path, headers)) in ["api.example:443", "other"]
+            .into_iter()
+            .flat_map(|h| cases.iter().map(move |c| (h, c)))
+        {
+            let mut all = vec![
+                (":method".to_string(), "GET".to_string()),
+                (":path".to_string(), format!("{path}?q=1")),
+                (":authority".to_string(), host.to_string()),
+            ];
             all.extend(noise.iter().map(|(n, v)| (n.to_string(), v.to_string())));
             all.extend(headers.iter().map(|(n, v)| (n.to_string(), v.clone())));
             let read: Vec<(String, String)> = match &reads {
                 HeaderReads::All => all.clone(),
                 // What the proxy answers a read by name: the first copy.
-                HeaderReads::Only(names) => names.iter().filter_map(|n| all.iter().find(|(a, _)| a == n).cloned()).collect(),
+                HeaderReads::Only(names) => names
+                    .iter()
+                    .filter_map(|n| all.iter().find(|(a, _)| a == n).cloned())
+                    .collect(),
             };
             let client = Some("203.0.113.9:4000".to_string());
             // The second decision may hit the token cache the first one filled: not a difference.
@@ -512,9 +907,21 @@ fn decisions_on_the_headers_read_equal_decisions_on_all_headers() {
                 }
                 other => other,
             };
-            let full = f.engine.evaluate(&Request::from_headers(all.clone(), client.clone()), NOW * 1000 + 500, false);
-            let partial = f.engine.evaluate(&Request::new(HeaderBlock::from_pairs(&read), client), NOW * 1000 + 500, false);
-            assert_eq!(no_cache_note(full), no_cache_note(partial), "config {extra}, {host}{path}, headers {headers:?}");
+            let full = f.engine.evaluate(
+                &Request::from_headers(all.clone(), client.clone()),
+                NOW * 1000 + 500,
+                false,
+            );
+            let partial = f.engine.evaluate(
+                &Request::new(HeaderBlock::from_pairs(&read), client),
+                NOW * 1000 + 500,
+                false,
+            );
+            assert_eq!(
+                no_cache_note(full),
+                no_cache_note(partial),
+                "config {extra}, {host}{path}, headers {headers:?}"
+            );
         }
     }
 }
@@ -527,34 +934,98 @@ fn revocations_outlive_their_tokens_by_the_clock_skew() {
     use authflow_contract::revocation::RevokedSession;
     let exp = NOW + 890;
     for (what, revoke) in [
-        ("jti", RevocationFeed { revoked_tokens: vec![RevokedToken { jti: "jti-1".into(), expires_at: exp }], ..Default::default() }),
-        ("sid", RevocationFeed { revoked_sessions: vec![RevokedSession { sid: "sess-1".into(), expires_at: exp }], ..Default::default() }),
-        ("ban", RevocationFeed { banned_subjects: vec![BannedSubject { sub: "user-1".into(), not_before: NOW, expires_at: exp }], ..Default::default() }),
+        (
+            "jti",
+            RevocationFeed {
+                revoked_tokens: vec![RevokedToken {
+                    jti: "jti-1".into(),
+                    expires_at: exp,
+                }],
+                ..Default::default()
+            },
+        ),
+        (
+            "sid",
+            RevocationFeed {
+                revoked_sessions: vec![RevokedSession {
+                    sid: "sess-1".into(),
+                    expires_at: exp,
+                }],
+                ..Default::default()
+            },
+        ),
+        (
+            "ban",
+            RevocationFeed {
+                banned_subjects: vec![BannedSubject {
+                    sub: "user-1".into(),
+                    not_before: NOW,
+                    expires_at: exp,
+                }],
+                ..Default::default()
+            },
+        ),
     ] {
         let mut f = fixture(json!({}));
         let bearer = format!("Bearer {}", f.token());
         let at = |secs: u64| {
-            let h = vec![(":path".to_string(), "/api".to_string()), ("authorization".to_string(), bearer.clone())];
+            let h = vec![
+                (":path".to_string(), "/api".to_string()),
+                ("authorization".to_string(), bearer.clone()),
+            ];
             (Request::from_headers(h, None), secs * 1000)
         };
-        first_provider(&mut f.engine).revocations.apply(RevocationFeed { issuer: ISS.into(), cursor: "1".into(), snapshot: true, ..revoke }, ISS, 100, 30, NOW).unwrap();
+        first_provider(&mut f.engine)
+            .revocations
+            .apply(
+                RevocationFeed {
+                    issuer: ISS.into(),
+                    cursor: "1".into(),
+                    snapshot: true,
+                    ..revoke
+                },
+                ISS,
+                100,
+                30,
+                NOW,
+            )
+            .unwrap();
         for later in [exp + 1, exp + 15, exp + 30] {
             // The next feed change (an unrelated revocation) arrives and prunes the list.
             let other = RevocationFeed {
                 issuer: ISS.into(),
                 cursor: later.to_string(),
-                revoked_tokens: vec![RevokedToken { jti: format!("other-{later}"), expires_at: later + 900 }],
+                revoked_tokens: vec![RevokedToken {
+                    jti: format!("other-{later}"),
+                    expires_at: later + 900,
+                }],
                 ..Default::default()
             };
-            first_provider(&mut f.engine).revocations.apply(other, ISS, 100, 30, later).unwrap();
+            first_provider(&mut f.engine)
+                .revocations
+                .apply(other, ISS, 100, 30, later)
+                .unwrap();
             first_provider(&mut f.engine).revocations_fresh_at_ms = later * 1000;
             let (req, now_ms) = at(later);
             let o = f.engine.evaluate(&req, now_ms, true);
-            assert!(matches!(o, Outcome::Deny(_)), "{what}: revoked token at exp+{}: {o:?}", later - exp);
-            assert_ne!(denied(&o).0, DenyReason::Expired, "{what}: still within the skew at exp+{}", later - exp);
+            assert!(
+                matches!(o, Outcome::Deny(_)),
+                "{what}: revoked token at exp+{}: {o:?}",
+                later - exp
+            );
+            assert_ne!(
+                denied(&o).0,
+                DenyReason::Expired,
+                "{what}: still within the skew at exp+{}",
+                later - exp
+            );
         }
         let (req, now_ms) = at(exp + 31);
-        assert_eq!(denied(&f.engine.evaluate(&req, now_ms, true)).0, DenyReason::Expired, "{what}: past the skew it is simply expired");
+        assert_eq!(
+            denied(&f.engine.evaluate(&req, now_ms, true)).0,
+            DenyReason::Expired,
+            "{what}: past the skew it is simply expired"
+        );
     }
 }
 
@@ -574,17 +1045,36 @@ fn public_routes_pass_anonymously_when_the_revocation_list_is_stale() {
         }
         Request::from_headers(h, None)
     };
-    let Outcome::Allow(a) = f.engine.evaluate(&req("/public/page", Some(&t)), stale_ms, true) else {
+    let Outcome::Allow(a) = f
+        .engine
+        .evaluate(&req("/public/page", Some(&t)), stale_ms, true)
+    else {
         panic!("public route with a token refused on a stale list")
     };
-    assert!(a.identity_headers().is_empty(), "no identity from a token that cannot be trusted: {a:?}");
-    assert_eq!(a.notes.public_invalid_token, Some(DenyReason::RevocationStale));
+    assert!(
+        a.identity_headers().is_empty(),
+        "no identity from a token that cannot be trusted: {a:?}"
+    );
+    assert_eq!(
+        a.notes.public_invalid_token,
+        Some(DenyReason::RevocationStale)
+    );
     assert!(!a.notes.authenticated);
-    assert!(matches!(f.engine.evaluate(&req("/public/page", None), stale_ms, true), Outcome::Allow(_)));
+    assert!(matches!(
+        f.engine
+            .evaluate(&req("/public/page", None), stale_ms, true),
+        Outcome::Allow(_)
+    ));
     let o = f.engine.evaluate(&req("/api", Some(&t)), stale_ms, true);
     assert_eq!(denied(&o), (DenyReason::RevocationStale, 503));
     let Outcome::Deny(d) = o else { unreachable!() };
-    assert!(d.response.headers.iter().any(|(n, v)| n == "retry-after" && v == "5"), "{d:?}");
+    assert!(
+        d.response
+            .headers
+            .iter()
+            .any(|(n, v)| n == "retry-after" && v == "5"),
+        "{d:?}"
+    );
 }
 
 /// Routes for service accounts and for users, with the client-id header owned.
@@ -630,15 +1120,35 @@ fn client_ids_any_admits_only_the_named_service_accounts() {
     assert_eq!(header(&o, "x-auth-client-id"), Some("billing"));
     assert_eq!(header(&o, "x-auth-user"), Some("svc:billing"));
     let reports = format!("Bearer {}", service_token(&f, "reports", &[]));
-    assert_eq!(denied(&f.eval("/internal/billing/invoices", &[("authorization", &reports)])), (DenyReason::ClientNotAllowed, 403));
+    assert_eq!(
+        denied(&f.eval("/internal/billing/invoices", &[("authorization", &reports)])),
+        (DenyReason::ClientNotAllowed, 403)
+    );
     // A user is not a service account, whatever client its token names.
     let user = format!("Bearer {}", f.token());
-    assert_eq!(denied(&f.eval("/internal/billing", &[("authorization", &user)])), (DenyReason::ClientNotAllowed, 403));
-    let not_svc = f.sign(claims(AccessClaims { client_id: Some("billing".into()), ..default_claims() }));
-    let o = f.eval("/internal/billing", &[("authorization", &format!("Bearer {not_svc}"))]);
-    assert_eq!(denied(&o), (DenyReason::ClientNotAllowed, 403), "client_id without the service subject is a user token");
+    assert_eq!(
+        denied(&f.eval("/internal/billing", &[("authorization", &user)])),
+        (DenyReason::ClientNotAllowed, 403)
+    );
+    let not_svc = f.sign(claims(AccessClaims {
+        client_id: Some("billing".into()),
+        ..default_claims()
+    }));
+    let o = f.eval(
+        "/internal/billing",
+        &[("authorization", &format!("Bearer {not_svc}"))],
+    );
+    assert_eq!(
+        denied(&o),
+        (DenyReason::ClientNotAllowed, 403),
+        "client_id without the service subject is a user token"
+    );
     let o = f.eval("/api", &[("authorization", &format!("Bearer {not_svc}"))]);
-    assert_eq!(header(&o, "x-auth-client-id"), None, "only a service token names a client");
+    assert_eq!(
+        header(&o, "x-auth-client-id"),
+        None,
+        "only a service token names a client"
+    );
     // Scopes are for both kinds of caller.
     assert!(allowed(&f.eval("/write", &[("authorization", &billing)])));
 }
@@ -647,36 +1157,77 @@ fn client_ids_any_admits_only_the_named_service_accounts() {
 fn user_routes_refuse_service_tokens_even_with_a_role_claim() {
     let mut f = service_fixture(json!({}));
     let svc_admin = format!("Bearer {}", service_token(&f, "billing", &["admin"]));
-    assert_eq!(denied(&f.eval("/me", &[("authorization", &svc_admin)])), (DenyReason::UserRequired, 403));
-    assert_eq!(denied(&f.eval("/admin/users", &[("authorization", &svc_admin)])), (DenyReason::UserRequired, 403));
+    assert_eq!(
+        denied(&f.eval("/me", &[("authorization", &svc_admin)])),
+        (DenyReason::UserRequired, 403)
+    );
+    assert_eq!(
+        denied(&f.eval("/admin/users", &[("authorization", &svc_admin)])),
+        (DenyReason::UserRequired, 403)
+    );
     let user = format!("Bearer {}", f.token());
     assert!(allowed(&f.eval("/me", &[("authorization", &user)])));
-    let admin = f.sign(claims(AccessClaims { roles: vec!["admin".into()], ..default_claims() }));
-    assert!(allowed(&f.eval("/admin/users", &[("authorization", &format!("Bearer {admin}"))])));
+    let admin = f.sign(claims(AccessClaims {
+        roles: vec!["admin".into()],
+        ..default_claims()
+    }));
+    assert!(allowed(&f.eval(
+        "/admin/users",
+        &[("authorization", &format!("Bearer {admin}"))]
+    )));
 }
 
 #[test]
 fn service_tokens_need_no_device_binding_but_user_tokens_still_do() {
-    let mut f = service_fixture(json!({"device_binding": {"mode": "enforce", "tokens_without_fingerprint": "deny"}}));
+    let mut f = service_fixture(
+        json!({"device_binding": {"mode": "enforce", "tokens_without_fingerprint": "deny"}}),
+    );
     let billing = format!("Bearer {}", service_token(&f, "billing", &[]));
-    assert!(allowed(&f.eval("/internal/billing", &[("authorization", &billing)])), "a service token has no device");
+    assert!(
+        allowed(&f.eval("/internal/billing", &[("authorization", &billing)])),
+        "a service token has no device"
+    );
     let user = format!("Bearer {}", f.token());
-    assert_eq!(denied(&f.eval("/api", &[("authorization", &user)])), (DenyReason::DeviceFingerprintMissing, 401));
+    assert_eq!(
+        denied(&f.eval("/api", &[("authorization", &user)])),
+        (DenyReason::DeviceFingerprintMissing, 401)
+    );
     // `svc:` in `sub` is not enough: the client id must be that very account's.
-    let mut c = claims(AccessClaims { client_id: Some("other".into()), ..default_claims() });
+    let mut c = claims(AccessClaims {
+        client_id: Some("other".into()),
+        ..default_claims()
+    });
     c.subject = Some("svc:billing".into());
     let posing = format!("Bearer {}", f.sign(c));
-    assert_eq!(denied(&f.eval("/api", &[("authorization", &posing)])), (DenyReason::DeviceFingerprintMissing, 401));
+    assert_eq!(
+        denied(&f.eval("/api", &[("authorization", &posing)])),
+        (DenyReason::DeviceFingerprintMissing, 401)
+    );
 }
 
 fn request(method: &str, authority: &str, path: &str, headers: &[(&str, &str)]) -> Request {
-    let mut h = vec![(":method", method), (":path", path), (":authority", authority)];
+    let mut h = vec![
+        (":method", method),
+        (":path", path),
+        (":authority", authority),
+    ];
     h.extend_from_slice(headers);
-    Request::from_headers(h.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(), None)
+    Request::from_headers(
+        h.iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect(),
+        None,
+    )
 }
 
 fn admin_token(f: &Fixture) -> String {
-    format!("Bearer {}", f.sign(claims(AccessClaims { roles: vec!["admin".into()], ..default_claims() })))
+    format!(
+        "Bearer {}",
+        f.sign(claims(AccessClaims {
+            roles: vec!["admin".into()],
+            ..default_claims()
+        }))
+    )
 }
 
 #[test]
@@ -687,10 +1238,20 @@ fn an_exact_route_is_not_dodged_with_a_trailing_slash() {
         {"match": {"prefix": "/docs/"}, "policy": "public"}
     ]}));
     let user = format!("Bearer {}", f.token());
-    assert_eq!(denied(&f.eval("/api/export", &[("authorization", &user)])), (DenyReason::InsufficientRole, 403));
+    assert_eq!(
+        denied(&f.eval("/api/export", &[("authorization", &user)])),
+        (DenyReason::InsufficientRole, 403)
+    );
     // Many frameworks serve `/api/export/` with the `/api/export` handler.
-    assert_eq!(denied(&f.eval("/api/export/", &[("authorization", &user)])), (DenyReason::AmbiguousPath, 400));
-    assert_eq!(denied(&f.eval("/healthz/", &[])), (DenyReason::MissingToken, 401), "a public exact rule lends nothing");
+    assert_eq!(
+        denied(&f.eval("/api/export/", &[("authorization", &user)])),
+        (DenyReason::AmbiguousPath, 400)
+    );
+    assert_eq!(
+        denied(&f.eval("/healthz/", &[])),
+        (DenyReason::MissingToken, 401),
+        "a public exact rule lends nothing"
+    );
     assert!(allowed(&f.eval("/docs/", &[])));
 }
 
@@ -702,23 +1263,52 @@ fn method_rules_match_any_case_and_head_as_get() {
     ]}));
     let user = format!("Bearer {}", f.token());
     let admin = admin_token(&f);
-    let mut eval = |method: &str, path: &str, auth: &str| f.engine.evaluate(&request(method, "api", path, &[("authorization", auth)]), NOW * 1000 + 500, true);
-    assert_eq!(denied(&eval("delete", "/api/items/1", &user)), (DenyReason::InsufficientRole, 403));
+    let mut eval = |method: &str, path: &str, auth: &str| {
+        f.engine.evaluate(
+            &request(method, "api", path, &[("authorization", auth)]),
+            NOW * 1000 + 500,
+            true,
+        )
+    };
+    assert_eq!(
+        denied(&eval("delete", "/api/items/1", &user)),
+        (DenyReason::InsufficientRole, 403)
+    );
     assert!(allowed(&eval("delete", "/api/items/1", &admin)));
-    assert_eq!(denied(&eval("HEAD", "/api/reports/q1", &user)), (DenyReason::InsufficientRole, 403));
+    assert_eq!(
+        denied(&eval("HEAD", "/api/reports/q1", &user)),
+        (DenyReason::InsufficientRole, 403)
+    );
     assert!(allowed(&eval("HEAD", "/api/reports/q1", &admin)));
-    assert!(allowed(&eval("HEAD", "/api/items/1", &user)), "HEAD is not DELETE");
+    assert!(
+        allowed(&eval("HEAD", "/api/items/1", &user)),
+        "HEAD is not DELETE"
+    );
 }
 
 #[test]
 fn a_host_route_is_not_dodged_with_a_trailing_dot() {
-    let mut f = fixture(json!({"routes": [{"match": {"prefix": "/", "host": "admin.example"}, "policy": {"roles_any": ["admin"]}}]}));
+    let mut f = fixture(
+        json!({"routes": [{"match": {"prefix": "/", "host": "admin.example"}, "policy": {"roles_any": ["admin"]}}]}),
+    );
     let user = format!("Bearer {}", f.token());
     let admin = admin_token(&f);
     for authority in ["admin.example", "admin.example.", "Admin.Example.:443"] {
-        let o = f.engine.evaluate(&request("GET", authority, "/x", &[("authorization", &user)]), NOW * 1000 + 500, true);
-        assert_eq!(denied(&o), (DenyReason::InsufficientRole, 403), "{authority}");
-        assert!(allowed(&f.engine.evaluate(&request("GET", authority, "/x", &[("authorization", &admin)]), NOW * 1000 + 500, true)));
+        let o = f.engine.evaluate(
+            &request("GET", authority, "/x", &[("authorization", &user)]),
+            NOW * 1000 + 500,
+            true,
+        );
+        assert_eq!(
+            denied(&o),
+            (DenyReason::InsufficientRole, 403),
+            "{authority}"
+        );
+        assert!(allowed(&f.engine.evaluate(
+            &request("GET", authority, "/x", &[("authorization", &admin)]),
+            NOW * 1000 + 500,
+            true
+        )));
     }
 }
 
@@ -740,22 +1330,65 @@ fn no_unverified_second_token_reaches_the_upstream() {
     let mut f = forwarding_fixture(true);
     let good = f.token();
     // `forward_token`: the verified `Authorization` token goes; the cookie beside it was never checked.
-    let req = request("GET", "api", "/api", &[("authorization", &format!("Bearer {good}")), ("cookie", "a=1; at=someone-elses")]);
-    let Outcome::Allow(a) = f.engine.evaluate(&req, NOW * 1000 + 500, true) else { panic!("the bearer token is valid") };
-    assert_eq!(credential_edits(&f.engine.config, &req, a.verified_by), vec![HeaderEdit::Set("cookie".into(), "a=1".into())]);
+    let req = request(
+        "GET",
+        "api",
+        "/api",
+        &[
+            ("authorization", &format!("Bearer {good}")),
+            ("cookie", "a=1; at=someone-elses"),
+        ],
+    );
+    let Outcome::Allow(a) = f.engine.evaluate(&req, NOW * 1000 + 500, true) else {
+        panic!("the bearer token is valid")
+    };
+    assert_eq!(
+        credential_edits(&f.engine.config, &req, a.verified_by),
+        vec![HeaderEdit::Set("cookie".into(), "a=1".into())]
+    );
     // The cookie that verified is the token forwarded.
-    let req = request("GET", "api", "/api", &[("cookie", &format!("a=1; at={good}"))]);
-    let Outcome::Allow(a) = f.engine.evaluate(&req, NOW * 1000 + 500, true) else { panic!("the cookie token is valid") };
-    assert_eq!(credential_edits(&f.engine.config, &req, a.verified_by), vec![]);
+    let req = request(
+        "GET",
+        "api",
+        "/api",
+        &[("cookie", &format!("a=1; at={good}"))],
+    );
+    let Outcome::Allow(a) = f.engine.evaluate(&req, NOW * 1000 + 500, true) else {
+        panic!("the cookie token is valid")
+    };
+    assert_eq!(
+        credential_edits(&f.engine.config, &req, a.verified_by),
+        vec![]
+    );
 
     // `Bearer<TAB>token` is a token to backends that split on whitespace: it is the one checked.
     let mut f = forwarding_fixture(false);
     let good = f.token();
-    let o = f.eval("/api", &[("authorization", "Bearer\tsomeone-elses"), ("cookie", &format!("at={good}"))]);
-    assert_eq!(denied(&o).1, 401, "the tab-separated token is the token, and it is not valid");
-    let req = request("GET", "api", "/api", &[("authorization", &format!("Bearer\t{good}"))]);
-    let Outcome::Allow(a) = f.engine.evaluate(&req, NOW * 1000 + 500, true) else { panic!("the token is valid") };
-    assert_eq!(credential_edits(&f.engine.config, &req, a.verified_by), vec![HeaderEdit::Remove("authorization".into())]);
+    let o = f.eval(
+        "/api",
+        &[
+            ("authorization", "Bearer\tsomeone-elses"),
+            ("cookie", &format!("at={good}")),
+        ],
+    );
+    assert_eq!(
+        denied(&o).1,
+        401,
+        "the tab-separated token is the token, and it is not valid"
+    );
+    let req = request(
+        "GET",
+        "api",
+        "/api",
+        &[("authorization", &format!("Bearer\t{good}"))],
+    );
+    let Outcome::Allow(a) = f.engine.evaluate(&req, NOW * 1000 + 500, true) else {
+        panic!("the token is valid")
+    };
+    assert_eq!(
+        credential_edits(&f.engine.config, &req, a.verified_by),
+        vec![HeaderEdit::Remove("authorization".into())]
+    );
 }
 
 /// Two issuers, one trusted for everything, a partner only for its own
@@ -765,7 +1398,13 @@ fn a_route_for_named_providers_refuses_another_issuers_token_whatever_it_claims(
     const PARTNER: &str = "https://partner.test";
     let main_key = Ed25519KeyPair::generate().with_key_id("main");
     let partner_key = Ed25519KeyPair::generate().with_key_id("partner");
-    let inline = |kp: &Ed25519KeyPair| serde_json::from_str::<serde_json::Value>(&format!(r#"{{"keys":[{}]}}"#, kp.public_key().to_jwk())).unwrap();
+    let inline = |kp: &Ed25519KeyPair| {
+        serde_json::from_str::<serde_json::Value>(&format!(
+            r#"{{"keys":[{}]}}"#,
+            kp.public_key().to_jwk()
+        ))
+        .unwrap()
+    };
     let config = json!({
         "providers": [
             {"name": "main", "issuer": ISS, "audiences": ["api"], "algorithms": ["EdDSA"], "jwks": {"inline": inline(&main_key)}},
@@ -779,26 +1418,59 @@ fn a_route_for_named_providers_refuses_another_issuers_token_whatever_it_claims(
         "default_providers": ["main", "partner"],
         "identity_headers": {"subject": "x-auth-user", "issuer": "x-auth-issuer", "roles": "x-auth-roles"}
     });
-    let mut engine = Engine::new(FilterConfig::from_json(config.to_string().as_bytes()).unwrap(), NOW * 1000);
-    let admin = AccessClaims { roles: vec!["admin".into()], ..default_claims() };
+    let mut engine = Engine::new(
+        FilterConfig::from_json(config.to_string().as_bytes()).unwrap(),
+        NOW * 1000,
+    );
+    let admin = AccessClaims {
+        roles: vec!["admin".into()],
+        ..default_claims()
+    };
     let from_main = main_key.sign(claims(admin.clone())).unwrap();
-    let from_partner = partner_key.sign(claims(admin).with_issuer(PARTNER)).unwrap();
+    let from_partner = partner_key
+        .sign(claims(admin).with_issuer(PARTNER))
+        .unwrap();
     let mut eval = |path: &str, token: &str| {
-        let h = vec![(":method".into(), "GET".into()), (":path".into(), path.into()), ("authorization".into(), format!("Bearer {token}"))];
+        let h = vec![
+            (":method".into(), "GET".into()),
+            (":path".into(), path.into()),
+            ("authorization".into(), format!("Bearer {token}")),
+        ];
         engine.evaluate(&Request::from_headers(h, None), NOW * 1000 + 500, true)
     };
-    assert!(matches!(eval("/admin/users", &from_main), Outcome::Allow(_)));
-    assert_eq!(denied(&eval("/admin/users", &from_partner)), (DenyReason::ProviderNotAllowed, 403));
-    assert_eq!(denied(&eval("/internal/x", &from_partner)), (DenyReason::ProviderNotAllowed, 403));
-    assert!(matches!(eval("/partner/x", &from_partner), Outcome::Allow(_)));
+    assert!(matches!(
+        eval("/admin/users", &from_main),
+        Outcome::Allow(_)
+    ));
+    assert_eq!(
+        denied(&eval("/admin/users", &from_partner)),
+        (DenyReason::ProviderNotAllowed, 403)
+    );
+    assert_eq!(
+        denied(&eval("/internal/x", &from_partner)),
+        (DenyReason::ProviderNotAllowed, 403)
+    );
+    assert!(matches!(
+        eval("/partner/x", &from_partner),
+        Outcome::Allow(_)
+    ));
     assert!(matches!(eval("/partner/x", &from_main), Outcome::Allow(_)));
     // Unlisted routes (the default policy) take the tokens of `default_providers`.
-    assert!(matches!(eval("/elsewhere", &from_partner), Outcome::Allow(_)));
+    assert!(matches!(
+        eval("/elsewhere", &from_partner),
+        Outcome::Allow(_)
+    ));
     // Another spelling of a restricted path is no way around the
     // restriction, even where the policy alone is the same.
     assert_eq!(denied(&eval("/ADMIN/users", &from_partner)).1, 400);
-    assert_eq!(denied(&eval("/INTERNAL/x", &from_partner)), (DenyReason::AmbiguousPath, 400));
-    assert_eq!(denied(&eval("/INTERNAL/x", &from_main)), (DenyReason::AmbiguousPath, 400));
+    assert_eq!(
+        denied(&eval("/INTERNAL/x", &from_partner)),
+        (DenyReason::AmbiguousPath, 400)
+    );
+    assert_eq!(
+        denied(&eval("/INTERNAL/x", &from_main)),
+        (DenyReason::AmbiguousPath, 400)
+    );
 }
 
 const PARTNER: &str = "https://partner.test";
@@ -814,11 +1486,20 @@ fn provider_json(name: &str, issuer: &str, jwks: serde_json::Value) -> serde_jso
 
 /// `b64(header).b64(payload).AAAA`: signed by no one.
 fn forged(issuer: &str) -> String {
-    format!("{}.{}.AAAA", base64_url(br#"{"alg":"EdDSA"}"#), base64_url(format!(r#"{{"iss":"{issuer}"}}"#).as_bytes()))
+    format!(
+        "{}.{}.AAAA",
+        base64_url(br#"{"alg":"EdDSA"}"#),
+        base64_url(format!(r#"{{"iss":"{issuer}"}}"#).as_bytes())
+    )
 }
 
 fn bearer_request(path: &str, token: &str) -> Request {
-    request("GET", "api", path, &[("authorization", &format!("Bearer {token}"))])
+    request(
+        "GET",
+        "api",
+        path,
+        &[("authorization", &format!("Bearer {token}"))],
+    )
 }
 
 /// `failure_mode: fail_open` with two providers holding their (inline) keys
@@ -842,17 +1523,44 @@ fn fail_open_is_no_way_past_a_route_while_other_providers_hold_keys() {
         "default_providers": ["main"],
         "identity_headers": {"subject": "x-auth-user", "issuer": "x-auth-issuer", "roles": "x-auth-roles"}
     });
-    let mut engine = Engine::new(FilterConfig::from_json(config.to_string().as_bytes()).unwrap(), NOW * 1000);
-    let mut decide = |path: &str, token: &str, may_wait: bool| engine.evaluate(&bearer_request(path, token), NOW * 1000 + 500, may_wait);
-    assert_eq!(denied(&decide("/admin", &forged(ISS), false)), (DenyReason::BadSignature, 401));
+    let mut engine = Engine::new(
+        FilterConfig::from_json(config.to_string().as_bytes()).unwrap(),
+        NOW * 1000,
+    );
+    let mut decide = |path: &str, token: &str, may_wait: bool| {
+        engine.evaluate(&bearer_request(path, token), NOW * 1000 + 500, may_wait)
+    };
+    assert_eq!(
+        denied(&decide("/admin", &forged(ISS), false)),
+        (DenyReason::BadSignature, 401)
+    );
     // The route admits `main` only: the issuer the token names settles it, keys or not.
-    assert_eq!(denied(&decide("/admin", &forged(PARTNER2), false)), (DenyReason::ProviderNotAllowed, 403));
-    assert_eq!(denied(&decide("/admin", &forged(PARTNER2), true)), (DenyReason::ProviderNotAllowed, 403));
+    assert_eq!(
+        denied(&decide("/admin", &forged(PARTNER2), false)),
+        (DenyReason::ProviderNotAllowed, 403)
+    );
+    assert_eq!(
+        denied(&decide("/admin", &forged(PARTNER2), true)),
+        (DenyReason::ProviderNotAllowed, 403)
+    );
     // A route for `partner2`: its keys are missing while the others' are there, so the
     // filter is not down — the token waits for its keys, then is answered as without them.
-    assert!(matches!(decide("/api", &forged(PARTNER2), true), Outcome::AwaitKeys { unknown_kid: false, .. }));
-    assert_eq!(denied(&decide("/api", &forged(PARTNER2), false)), (DenyReason::KeysUnavailable, 503));
-    let Decision::Deny(d) = engine.decide_now(&bearer_request("/api", &forged(PARTNER2)), NOW * 1000 + 500) else { panic!("not let through") };
+    assert!(matches!(
+        decide("/api", &forged(PARTNER2), true),
+        Outcome::AwaitKeys {
+            unknown_kid: false,
+            ..
+        }
+    ));
+    assert_eq!(
+        denied(&decide("/api", &forged(PARTNER2), false)),
+        (DenyReason::KeysUnavailable, 503)
+    );
+    let Decision::Deny(d) =
+        engine.decide_now(&bearer_request("/api", &forged(PARTNER2)), NOW * 1000 + 500)
+    else {
+        panic!("not let through")
+    };
     assert_eq!(d.response.status, 503);
 }
 
@@ -879,22 +1587,47 @@ fn fail_open_with_no_keys_anywhere_passes_only_routes_that_need_no_claim() {
         "default_providers": ["main"],
         "identity_headers": {"subject": "x-auth-user", "issuer": "x-auth-issuer", "roles": "x-auth-roles"}
     });
-    let mut engine = Engine::new(FilterConfig::from_json(config.to_string().as_bytes()).unwrap(), NOW * 1000);
-    let mut decide = |path: &str, token: &str| engine.evaluate(&bearer_request(path, token), NOW * 1000 + 500, false);
+    let mut engine = Engine::new(
+        FilterConfig::from_json(config.to_string().as_bytes()).unwrap(),
+        NOW * 1000,
+    );
+    let mut decide = |path: &str, token: &str| {
+        engine.evaluate(&bearer_request(path, token), NOW * 1000 + 500, false)
+    };
     let open = |o: &Outcome| match o {
-        Outcome::Allow(a) => a.notes.failed_open && !a.notes.authenticated && a.identity_headers().is_empty() && a.verified_by.is_none(),
+        Outcome::Allow(a) => {
+            a.notes.failed_open
+                && !a.notes.authenticated
+                && a.identity_headers().is_empty()
+                && a.verified_by.is_none()
+        }
         _ => false,
     };
     for path in ["/api/x", "/me"] {
         assert!(open(&decide(path, &forged(ISS))), "{path}");
     }
     for path in ["/admin", "/billing", "/write"] {
-        assert_eq!(denied(&decide(path, &forged(ISS))), (DenyReason::KeysUnavailable, 503), "{path}");
+        assert_eq!(
+            denied(&decide(path, &forged(ISS))),
+            (DenyReason::KeysUnavailable, 503),
+            "{path}"
+        );
     }
-    assert_eq!(denied(&decide("/api/x", &forged(PARTNER2))), (DenyReason::ProviderNotAllowed, 403));
+    assert_eq!(
+        denied(&decide("/api/x", &forged(PARTNER2))),
+        (DenyReason::ProviderNotAllowed, 403)
+    );
     assert!(allowed(&decide("/public", &forged(PARTNER2))));
-    assert_eq!(denied(&decide("/api/x", "not-a-token")).1, 401, "a token that names no provider is refused");
-    let no_token = engine.evaluate(&request("GET", "api", "/api/x", &[]), NOW * 1000 + 500, false);
+    assert_eq!(
+        denied(&decide("/api/x", "not-a-token")).1,
+        401,
+        "a token that names no provider is refused"
+    );
+    let no_token = engine.evaluate(
+        &request("GET", "api", "/api/x", &[]),
+        NOW * 1000 + 500,
+        false,
+    );
     assert_eq!(denied(&no_token), (DenyReason::MissingToken, 401));
 }
 
@@ -908,7 +1641,11 @@ fn several_providers_must_say_whose_tokens_each_route_takes() {
     let partner_key = Ed25519KeyPair::generate().with_key_id("partner");
     let providers = json!([
         provider_json("main", ISS, json!({"inline": inline_jwks(&main_key)})),
-        provider_json("partner", PARTNER, json!({"inline": inline_jwks(&partner_key)}))
+        provider_json(
+            "partner",
+            PARTNER,
+            json!({"inline": inline_jwks(&partner_key)})
+        )
     ]);
     let load = |extra: serde_json::Value| {
         let mut c = json!({"providers": providers.clone()});
@@ -918,27 +1655,55 @@ fn several_providers_must_say_whose_tokens_each_route_takes() {
         FilterConfig::from_json(c.to_string().as_bytes())
     };
     let e = load(json!({"routes": [{"match": {"path_prefix": "/admin"}, "policy": {"roles_any": ["admin"]}}], "default_policy": "public"})).unwrap_err();
-    assert!(e.0.contains("`routes[0]`.providers") && e.0.contains("several providers"), "{e}");
+    assert!(
+        e.0.contains("`routes[0]`.providers") && e.0.contains("several providers"),
+        "{e}"
+    );
     let e = load(json!({"routes": [{"match": {"path_prefix": "/billing"}, "policy": {"client_ids_any": ["billing"]}}], "default_policy": "public"})).unwrap_err();
     assert!(e.0.contains("`routes[0]`.providers"), "{e}");
     let e = load(json!({"routes": [{"match": {"path_prefix": "/admin"}, "policy": {"roles_any": ["admin"]}, "providers": ["main"]}]})).unwrap_err();
-    assert!(e.0.contains("`default_providers`") && e.0.contains("several providers"), "{e}");
+    assert!(
+        e.0.contains("`default_providers`") && e.0.contains("several providers"),
+        "{e}"
+    );
     let e = load(json!({"default_providers": ["nobody"]})).unwrap_err();
-    assert!(e.0.contains("`default_providers`") && e.0.contains("no provider is named `nobody`"), "{e}");
+    assert!(
+        e.0.contains("`default_providers`") && e.0.contains("no provider is named `nobody`"),
+        "{e}"
+    );
     assert!(load(json!({"default_providers": ["main", "partner"]})).is_ok());
     // Public routes and a public default too: their backends get the identity.
     let e = load(json!({"default_policy": "public"})).unwrap_err();
-    assert!(e.0.contains("`default_providers`") && e.0.contains("several providers"), "{e}");
+    assert!(
+        e.0.contains("`default_providers`") && e.0.contains("several providers"),
+        "{e}"
+    );
     let e = load(json!({"default_policy": "public", "default_providers": ["main"], "routes": [{"match": {"prefix": "/p"}, "policy": "public"}]})).unwrap_err();
-    assert!(e.0.contains("`routes[0]`.providers") && e.0.contains("several providers"), "{e}");
+    assert!(
+        e.0.contains("`routes[0]`.providers") && e.0.contains("several providers"),
+        "{e}"
+    );
     assert!(load(json!({"default_policy": "public", "default_providers": ["main"], "routes": [{"match": {"prefix": "/p"}, "policy": "public", "providers": ["partner"]}]})).is_ok());
     // The issuer always goes upstream: `x-auth-issuer` unless another header is named.
     let issuer = |identity: serde_json::Value| {
         load(json!({"default_policy": "public", "default_providers": ["main"], "identity_headers": identity})).unwrap().identity.issuer
     };
-    assert_eq!(load(json!({"default_policy": "public", "default_providers": ["main"]})).unwrap().identity.issuer.as_deref(), Some("x-auth-issuer"));
-    assert_eq!(issuer(json!({"subject": "x-auth-user", "roles": "x-auth-roles"})).as_deref(), Some("x-auth-issuer"));
-    assert_eq!(issuer(json!({"subject": "x-auth-user", "issuer": "x-iss"})).as_deref(), Some("x-iss"));
+    assert_eq!(
+        load(json!({"default_policy": "public", "default_providers": ["main"]}))
+            .unwrap()
+            .identity
+            .issuer
+            .as_deref(),
+        Some("x-auth-issuer")
+    );
+    assert_eq!(
+        issuer(json!({"subject": "x-auth-user", "roles": "x-auth-roles"})).as_deref(),
+        Some("x-auth-issuer")
+    );
+    assert_eq!(
+        issuer(json!({"subject": "x-auth-user", "issuer": "x-iss"})).as_deref(),
+        Some("x-iss")
+    );
     // One provider: nothing to tell apart, nothing changes.
     let one = FilterConfig::from_json(json!({"providers": [providers[0].clone()], "routes": [{"match": {"prefix": "/admin"}, "policy": {"roles_any": ["admin"]}}]}).to_string().as_bytes()).unwrap();
     assert_eq!(one.identity.issuer, None);
@@ -962,36 +1727,90 @@ fn a_partner_token_is_not_your_user_nor_your_service_account() {
         ],
         "default_providers": ["main"]
     });
-    let mut engine = Engine::new(FilterConfig::from_json(config.to_string().as_bytes()).unwrap(), NOW * 1000);
-    let alice = AccessClaims { roles: vec!["user".into(), "admin".into()], ..default_claims() };
-    let ours = main_key.sign(claims(alice.clone()).with_subject("u-alice")).unwrap();
-    let theirs = partner_key.sign(claims(alice).with_subject("u-alice").with_issuer(PARTNER)).unwrap();
-    let svc = AccessClaims { sid: String::new(), client_id: Some("billing".into()), ..default_claims() };
-    let their_billing = partner_key.sign(claims(svc).with_subject("svc:billing").with_issuer(PARTNER)).unwrap();
-    let mut decide = |path: &str, token: &str| engine.evaluate(&bearer_request(path, token), NOW * 1000 + 500, true);
+    let mut engine = Engine::new(
+        FilterConfig::from_json(config.to_string().as_bytes()).unwrap(),
+        NOW * 1000,
+    );
+    let alice = AccessClaims {
+        roles: vec!["user".into(), "admin".into()],
+        ..default_claims()
+    };
+    let ours = main_key
+        .sign(claims(alice.clone()).with_subject("u-alice"))
+        .unwrap();
+    let theirs = partner_key
+        .sign(claims(alice).with_subject("u-alice").with_issuer(PARTNER))
+        .unwrap();
+    let svc = AccessClaims {
+        sid: String::new(),
+        client_id: Some("billing".into()),
+        ..default_claims()
+    };
+    let their_billing = partner_key
+        .sign(claims(svc).with_subject("svc:billing").with_issuer(PARTNER))
+        .unwrap();
+    let mut decide = |path: &str, token: &str| {
+        engine.evaluate(&bearer_request(path, token), NOW * 1000 + 500, true)
+    };
     let o = decide("/admin/users", &ours);
-    assert_eq!((header(&o, "x-auth-user"), header(&o, "x-auth-issuer")), (Some("u-alice"), Some(ISS)));
+    assert_eq!(
+        (header(&o, "x-auth-user"), header(&o, "x-auth-issuer")),
+        (Some("u-alice"), Some(ISS))
+    );
     assert_eq!(header(&o, "x-auth-roles"), Some("user,admin"));
-    assert_eq!(denied(&decide("/admin/users", &theirs)), (DenyReason::ProviderNotAllowed, 403));
-    assert_eq!(denied(&decide("/elsewhere", &theirs)), (DenyReason::ProviderNotAllowed, 403));
-    assert_eq!(denied(&decide("/internal/billing", &their_billing)), (DenyReason::ProviderNotAllowed, 403));
+    assert_eq!(
+        denied(&decide("/admin/users", &theirs)),
+        (DenyReason::ProviderNotAllowed, 403)
+    );
+    assert_eq!(
+        denied(&decide("/elsewhere", &theirs)),
+        (DenyReason::ProviderNotAllowed, 403)
+    );
+    assert_eq!(
+        denied(&decide("/internal/billing", &their_billing)),
+        (DenyReason::ProviderNotAllowed, 403)
+    );
     // Where the partner is admitted, its u-alice arrives as the partner's, not as yours.
     let o = decide("/partner/x", &theirs);
-    assert_eq!((header(&o, "x-auth-user"), header(&o, "x-auth-issuer")), (Some("u-alice"), Some(PARTNER)));
+    assert_eq!(
+        (header(&o, "x-auth-user"), header(&o, "x-auth-issuer")),
+        (Some("u-alice"), Some(PARTNER))
+    );
     // Your ban of u-alice is yours: the partner's u-alice is another person, told apart upstream.
     let ban = RevocationFeed {
         issuer: ISS.into(),
         cursor: "1".into(),
         snapshot: true,
-        banned_subjects: vec![BannedSubject { sub: "u-alice".into(), not_before: NOW, expires_at: NOW + 900 }],
+        banned_subjects: vec![BannedSubject {
+            sub: "u-alice".into(),
+            not_before: NOW,
+            expires_at: NOW + 900,
+        }],
         ..Default::default()
     };
-    first_provider(&mut engine).revocations.apply(ban, ISS, 100, 30, NOW).unwrap();
-    let mut decide = |path: &str, token: &str| engine.evaluate(&bearer_request(path, token), NOW * 1000 + 500, true);
-    assert_eq!(denied(&decide("/admin/users", &ours)), (DenyReason::SubjectBanned, 401));
-    assert_eq!(denied(&decide("/partner/x", &ours)), (DenyReason::SubjectBanned, 401));
-    assert_eq!(header(&decide("/partner/x", &theirs), "x-auth-issuer"), Some(PARTNER));
-    assert_eq!(denied(&decide("/admin/users", &theirs)), (DenyReason::ProviderNotAllowed, 403));
+    first_provider(&mut engine)
+        .revocations
+        .apply(ban, ISS, 100, 30, NOW)
+        .unwrap();
+    let mut decide = |path: &str, token: &str| {
+        engine.evaluate(&bearer_request(path, token), NOW * 1000 + 500, true)
+    };
+    assert_eq!(
+        denied(&decide("/admin/users", &ours)),
+        (DenyReason::SubjectBanned, 401)
+    );
+    assert_eq!(
+        denied(&decide("/partner/x", &ours)),
+        (DenyReason::SubjectBanned, 401)
+    );
+    assert_eq!(
+        header(&decide("/partner/x", &theirs), "x-auth-issuer"),
+        Some(PARTNER)
+    );
+    assert_eq!(
+        denied(&decide("/admin/users", &theirs)),
+        (DenyReason::ProviderNotAllowed, 403)
+    );
 }
 
 /// A public route names its providers too: another provider's token is
@@ -1010,19 +1829,50 @@ fn on_a_public_route_another_providers_token_is_anonymous() {
         "routes": [{"match": {"path_prefix": "/home"}, "policy": "public", "providers": ["main"]}],
         "default_providers": ["main"]
     });
-    let mut engine = Engine::new(FilterConfig::from_json(config.to_string().as_bytes()).unwrap(), NOW * 1000);
-    let alice = AccessClaims { roles: vec!["user".into(), "admin".into()], ..default_claims() };
-    let ours = main_key.sign(claims(alice.clone()).with_subject("u-alice")).unwrap();
-    let theirs = partner_key.sign(claims(alice.clone()).with_subject("u-alice").with_issuer(PARTNER)).unwrap();
-    let keyless = partner_key.sign(claims(alice).with_subject("u-alice").with_issuer("https://keyless.example")).unwrap();
-    let mut decide = |token: &str| engine.evaluate(&bearer_request("/home", token), NOW * 1000 + 500, true);
+    let mut engine = Engine::new(
+        FilterConfig::from_json(config.to_string().as_bytes()).unwrap(),
+        NOW * 1000,
+    );
+    let alice = AccessClaims {
+        roles: vec!["user".into(), "admin".into()],
+        ..default_claims()
+    };
+    let ours = main_key
+        .sign(claims(alice.clone()).with_subject("u-alice"))
+        .unwrap();
+    let theirs = partner_key
+        .sign(
+            claims(alice.clone())
+                .with_subject("u-alice")
+                .with_issuer(PARTNER),
+        )
+        .unwrap();
+    let keyless = partner_key
+        .sign(
+            claims(alice)
+                .with_subject("u-alice")
+                .with_issuer("https://keyless.example"),
+        )
+        .unwrap();
+    let mut decide =
+        |token: &str| engine.evaluate(&bearer_request("/home", token), NOW * 1000 + 500, true);
     let o = decide(&ours);
-    assert_eq!((header(&o, "x-auth-user"), header(&o, "x-auth-roles")), (Some("u-alice"), Some("user,admin")));
-    for (token, which) in [(&theirs, "the partner's"), (&keyless, "a provider without keys")] {
+    assert_eq!(
+        (header(&o, "x-auth-user"), header(&o, "x-auth-roles")),
+        (Some("u-alice"), Some("user,admin"))
+    );
+    for (token, which) in [
+        (&theirs, "the partner's"),
+        (&keyless, "a provider without keys"),
+    ] {
         match decide(token) {
             Outcome::Allow(a) => {
                 assert!(a.headers.is_none(), "{which}: identity forwarded");
-                assert_eq!(a.notes.public_invalid_token, Some(DenyReason::ProviderNotAllowed), "{which}");
+                assert_eq!(
+                    a.notes.public_invalid_token,
+                    Some(DenyReason::ProviderNotAllowed),
+                    "{which}"
+                );
             }
             other => panic!("{which}: {other:?}"),
         }
@@ -1031,7 +1881,9 @@ fn on_a_public_route_another_providers_token_is_anonymous() {
 
 /// A token whose claims (besides iss, aud, iat, exp) are `custom`, as given.
 fn token_with(f: &Fixture, custom: serde_json::Value) -> String {
-    let mut c = Claims::with_custom_claims(custom, Duration::from_mins(5)).with_issuer(ISS).with_audience("api");
+    let mut c = Claims::with_custom_claims(custom, Duration::from_mins(5))
+        .with_issuer(ISS)
+        .with_audience("api");
     c.issued_at = Some(UnixTimeStamp::from_secs(NOW));
     c.expires_at = Some(UnixTimeStamp::from_secs(NOW + 300));
     f.kp.sign(c).unwrap()
@@ -1047,29 +1899,77 @@ fn claims_an_identity_header_cannot_carry_as_they_are_refuse_the_token() {
     let mut f = fixture(json!({}));
     let long = "u".repeat(5000);
     for (custom, why) in [
-        (json!({"sub": "u-1", "roles": ["user,admin"]}), "a comma inside a role"),
-        (json!({"sub": "u-1", "roles": ["user", " admin"]}), "a role a reader trims"),
+        (
+            json!({"sub": "u-1", "roles": ["user,admin"]}),
+            "a comma inside a role",
+        ),
+        (
+            json!({"sub": "u-1", "roles": ["user", " admin"]}),
+            "a role a reader trims",
+        ),
         (json!({"sub": "u-1", "roles": [""]}), "an empty role"),
-        (json!({"sub": "u-1", "scp": ["read write"]}), "a space inside a scope"),
-        (json!({"sub": long, "roles": ["user"]}), "a subject over 4 KiB"),
-        (json!({"sub": "u-1\r\nx-auth-roles: admin", "roles": ["user"]}), "CR LF in the subject"),
-        (json!({"sub": "u-1", "sid": "s\u{0}1", "roles": ["user"]}), "NUL in the session"),
-        (json!({"sub": 42, "roles": ["user"]}), "a subject that is not a string"),
-        (json!({"sub": "u-1", "jti": ["j"], "roles": ["user"]}), "a jti that is not a string"),
-        (json!({"sub": "u-1", "org": {"team": "blue\nred"}}), "a mapped claim with a line break"),
-        (json!({"sub": "u-1", "org": {"team": ["blue,red", "green"]}}), "a mapped list item holding a comma"),
-        (json!({"sub": "u-1", "roles": ["user", 7]}), "a role that is not a string"),
-        (json!({"sub": "u-1", "roles": {"admin": true}}), "roles that are neither a list nor a string"),
-        (json!({"sub": "u-1", "scope": ["read", null]}), "a scope that is not a string"),
-        (json!({"sub": "u-1", "scope": "read\u{a0}admin"}), "a Unicode space inside a scope"),
-        (json!({"sub": "u-1", "scp": ["read\"admin"]}), "a scope character RFC 6749 does not allow"),
+        (
+            json!({"sub": "u-1", "scp": ["read write"]}),
+            "a space inside a scope",
+        ),
+        (
+            json!({"sub": long, "roles": ["user"]}),
+            "a subject over 4 KiB",
+        ),
+        (
+            json!({"sub": "u-1\r\nx-auth-roles: admin", "roles": ["user"]}),
+            "CR LF in the subject",
+        ),
+        (
+            json!({"sub": "u-1", "sid": "s\u{0}1", "roles": ["user"]}),
+            "NUL in the session",
+        ),
+        (
+            json!({"sub": 42, "roles": ["user"]}),
+            "a subject that is not a string",
+        ),
+        (
+            json!({"sub": "u-1", "jti": ["j"], "roles": ["user"]}),
+            "a jti that is not a string",
+        ),
+        (
+            json!({"sub": "u-1", "org": {"team": "blue\nred"}}),
+            "a mapped claim with a line break",
+        ),
+        (
+            json!({"sub": "u-1", "org": {"team": ["blue,red", "green"]}}),
+            "a mapped list item holding a comma",
+        ),
+        (
+            json!({"sub": "u-1", "roles": ["user", 7]}),
+            "a role that is not a string",
+        ),
+        (
+            json!({"sub": "u-1", "roles": {"admin": true}}),
+            "roles that are neither a list nor a string",
+        ),
+        (
+            json!({"sub": "u-1", "scope": ["read", null]}),
+            "a scope that is not a string",
+        ),
+        (
+            json!({"sub": "u-1", "scope": "read\u{a0}admin"}),
+            "a Unicode space inside a scope",
+        ),
+        (
+            json!({"sub": "u-1", "scp": ["read\"admin"]}),
+            "a scope character RFC 6749 does not allow",
+        ),
     ] {
         let t = token_with(&f, custom);
         let o = f.eval("/api", &[("authorization", &format!("Bearer {t}"))]);
         assert_eq!(denied(&o), (DenyReason::Malformed, 401), "{why}");
     }
     // The same shapes, representable, pass as they are.
-    let t = token_with(&f, json!({"sub": "u-1", "sid": "s-1", "roles": ["user", "Billing Admin"], "scp": ["read", "write"], "org": {"team": ["blue", "red"]}}));
+    let t = token_with(
+        &f,
+        json!({"sub": "u-1", "sid": "s-1", "roles": ["user", "Billing Admin"], "scp": ["read", "write"], "org": {"team": ["blue", "red"]}}),
+    );
     let o = f.eval("/api", &[("authorization", &format!("Bearer {t}"))]);
     assert_eq!(header(&o, "x-auth-user"), Some("u-1"));
     assert_eq!(header(&o, "x-auth-roles"), Some("user,Billing Admin"));
@@ -1082,7 +1982,10 @@ fn claims_an_identity_header_cannot_carry_as_they_are_refuse_the_token() {
     // A mapped claim with no header form (an object) is left out, as an absent one is.
     let t = token_with(&f, json!({"sub": "u-1", "org": {"team": {"name": "blue"}}}));
     let o = f.eval("/api", &[("authorization", &format!("Bearer {t}"))]);
-    assert_eq!((header(&o, "x-auth-user"), header(&o, "x-auth-team")), (Some("u-1"), None));
+    assert_eq!(
+        (header(&o, "x-auth-user"), header(&o, "x-auth-team")),
+        (Some("u-1"), None)
+    );
 }
 
 /// A list claim longer than the filter keeps is refused, never cut short: the
@@ -1092,23 +1995,39 @@ fn claims_an_identity_header_cannot_carry_as_they_are_refuse_the_token() {
 fn a_list_claim_longer_than_the_filter_keeps_refuses_the_token() {
     let mut f = fixture(json!({}));
     let many = |last: &str| {
-        let mut items: Vec<String> = (0..claims::MAX_LIST_ITEMS).map(|i| format!("r{i}")).collect();
+        let mut items: Vec<String> = (0..claims::MAX_LIST_ITEMS)
+            .map(|i| format!("r{i}"))
+            .collect();
         items.push(last.to_owned());
         items
     };
     for (custom, why) in [
         (json!({"sub": "u-1", "roles": many("suspended")}), "roles"),
-        (json!({"sub": "u-1", "scp": many("admin")}), "scopes as a list"),
-        (json!({"sub": "u-1", "scope": many("admin").join(" ")}), "scopes as one string"),
-        (json!({"sub": "u-1", "roles": many("x").into_iter().map(serde_json::Value::from).chain([serde_json::Value::from(7)]).collect::<Vec<_>>()}), "an item past the cut of another type"),
+        (
+            json!({"sub": "u-1", "scp": many("admin")}),
+            "scopes as a list",
+        ),
+        (
+            json!({"sub": "u-1", "scope": many("admin").join(" ")}),
+            "scopes as one string",
+        ),
+        (
+            json!({"sub": "u-1", "roles": many("x").into_iter().map(serde_json::Value::from).chain([serde_json::Value::from(7)]).collect::<Vec<_>>()}),
+            "an item past the cut of another type",
+        ),
     ] {
         let t = token_with(&f, custom);
         let o = f.eval("/api", &[("authorization", &format!("Bearer {t}"))]);
         assert_eq!(denied(&o), (DenyReason::TokenTooLarge, 401), "{why}");
     }
     // Exactly as many as kept pass, every one forwarded.
-    let full: Vec<String> = (0..claims::MAX_LIST_ITEMS).map(|i| format!("r{i}")).collect();
+    let full: Vec<String> = (0..claims::MAX_LIST_ITEMS)
+        .map(|i| format!("r{i}"))
+        .collect();
     let t = token_with(&f, json!({"sub": "u-1", "roles": full}));
     let o = f.eval("/api", &[("authorization", &format!("Bearer {t}"))]);
-    assert_eq!(header(&o, "x-auth-roles").map(|r| r.split(',').count()), Some(claims::MAX_LIST_ITEMS));
+    assert_eq!(
+        header(&o, "x-auth-roles").map(|r| r.split(',').count()),
+        Some(claims::MAX_LIST_ITEMS)
+    );
 }

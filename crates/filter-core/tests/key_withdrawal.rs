@@ -23,23 +23,53 @@ fn engine() -> Engine {
     let config = json!({"providers": [{"name": "p", "issuer": ISS, "audiences": ["api"], "algorithms": ["EdDSA"],
         "jwks": {"remote": {"cluster": "auth", "path": "/jwks"}},
         "revocations": {"cluster": "auth", "path": "/v1/revocations"}}]});
-    let mut engine = Engine::new(FilterConfig::from_json(config.to_string().as_bytes()).unwrap(), NOW_MS);
-    let empty = RevocationFeed { issuer: ISS.into(), cursor: "0".into(), snapshot: true, ..Default::default() };
-    engine.apply_feed(ProviderId::FIRST, FeedBody::Json(empty), NOW_MS).unwrap();
+    let mut engine = Engine::new(
+        FilterConfig::from_json(config.to_string().as_bytes()).unwrap(),
+        NOW_MS,
+    );
+    let empty = RevocationFeed {
+        issuer: ISS.into(),
+        cursor: "0".into(),
+        snapshot: true,
+        ..Default::default()
+    };
+    engine
+        .apply_feed(ProviderId::FIRST, FeedBody::Json(empty), NOW_MS)
+        .unwrap();
     engine
 }
 
 fn token(kp: &Ed25519KeyPair) -> String {
-    let custom = AccessClaims { sid: "s".into(), roles: vec![], scope: "read".into(), dfp: None, client_id: None, cnf: None };
-    let mut c = Claims::with_custom_claims(custom, Duration::from_mins(15)).with_issuer(ISS).with_subject("u").with_audience("api");
+    let custom = AccessClaims {
+        sid: "s".into(),
+        roles: vec![],
+        scope: "read".into(),
+        dfp: None,
+        client_id: None,
+        cnf: None,
+    };
+    let mut c = Claims::with_custom_claims(custom, Duration::from_mins(15))
+        .with_issuer(ISS)
+        .with_subject("u")
+        .with_audience("api");
     c.issued_at = Some(UnixTimeStamp::from_secs(NOW - 10));
     c.expires_at = Some(UnixTimeStamp::from_secs(NOW + 890));
     kp.sign(c).unwrap()
 }
 
 fn request(token: &str) -> Request {
-    let h = [(":method", "GET"), (":path", "/api"), (":authority", "api"), ("authorization", &format!("Bearer {token}"))];
-    Request::from_headers(h.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(), None)
+    let h = [
+        (":method", "GET"),
+        (":path", "/api"),
+        (":authority", "api"),
+        ("authorization", &format!("Bearer {token}")),
+    ];
+    Request::from_headers(
+        h.iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect(),
+        None,
+    )
 }
 
 /// The key set a `200` answer with `body` installs; `None` when the answer keeps the keys held.
@@ -62,39 +92,85 @@ fn denied(o: Outcome) -> (DenyReason, u32) {
 fn a_key_set_with_no_usable_key_withdraws_the_keys_held() {
     let kp = Ed25519KeyPair::generate().with_key_id("k1");
     let good = format!(r#"{{"keys":[{}]}}"#, kp.public_key().to_jwk());
-    let p384 = format!(r#"{{"keys":[{{"kty":"EC","crv":"P-384","kid":"k1","x":"{0}","y":"{0}"}}]}}"#, "A".repeat(64));
+    let p384 = format!(
+        r#"{{"keys":[{{"kty":"EC","crv":"P-384","kid":"k1","x":"{0}","y":"{0}"}}]}}"#,
+        "A".repeat(64)
+    );
     let without_kid = Ed25519KeyPair::generate();
     let good_without_kid = format!(r#"{{"keys":[{}]}}"#, without_kid.public_key().to_jwk());
     for withdrawn in [r#"{"keys":[]}"#, p384.as_str()] {
         let mut e = engine();
         e.set_keys(ProviderId::FIRST, served(200, &good).unwrap());
         let t = token(&kp);
-        assert!(matches!(e.evaluate(&request(&t), NOW_MS, true), Outcome::Allow(_)));
+        assert!(matches!(
+            e.evaluate(&request(&t), NOW_MS, true),
+            Outcome::Allow(_)
+        ));
         assert_eq!(e.cache_len(), 1);
 
         // Errors keep the keys: no status but 200, no document but a key set.
-        for (status, body) in [(410, r#"{"keys":[]}"#), (503, ""), (200, "{}"), (200, "[]"), (200, r#"{"keys":[]"#)] {
+        for (status, body) in [
+            (410, r#"{"keys":[]}"#),
+            (503, ""),
+            (200, "{}"),
+            (200, "[]"),
+            (200, r#"{"keys":[]"#),
+        ] {
             assert!(served(status, body).is_none(), "{status} {body}");
         }
 
         e.set_keys(ProviderId::FIRST, served(200, withdrawn).unwrap());
-        assert_eq!(e.cache_len(), 0, "{withdrawn}: the token verified with the withdrawn key is not cached any more");
+        assert_eq!(
+            e.cache_len(),
+            0,
+            "{withdrawn}: the token verified with the withdrawn key is not cached any more"
+        );
         // Its `kid` is unknown now: it may wait for the early refetch, then it is refused.
-        assert_eq!(e.evaluate(&request(&t), NOW_MS, true), Outcome::AwaitKeys { provider: ProviderId::FIRST, unknown_kid: true });
-        assert_eq!(denied(e.evaluate(&request(&t), NOW_MS, false)), (DenyReason::UnknownKey, 401), "{withdrawn}: not 503, keys were loaded");
-        let Outcome::Deny(d) = e.evaluate(&request(&t), NOW_MS, false) else { unreachable!() };
-        let challenge = d.response.headers.iter().find(|(n, _)| n == "www-authenticate").map(|(_, v)| v.as_str()).unwrap();
-        assert!(challenge.starts_with("Bearer error=\"invalid_token\""), "{challenge}");
+        assert_eq!(
+            e.evaluate(&request(&t), NOW_MS, true),
+            Outcome::AwaitKeys {
+                provider: ProviderId::FIRST,
+                unknown_kid: true
+            }
+        );
+        assert_eq!(
+            denied(e.evaluate(&request(&t), NOW_MS, false)),
+            (DenyReason::UnknownKey, 401),
+            "{withdrawn}: not 503, keys were loaded"
+        );
+        let Outcome::Deny(d) = e.evaluate(&request(&t), NOW_MS, false) else {
+            unreachable!()
+        };
+        let challenge = d
+            .response
+            .headers
+            .iter()
+            .find(|(n, _)| n == "www-authenticate")
+            .map(|(_, v)| v.as_str())
+            .unwrap();
+        assert!(
+            challenge.starts_with("Bearer error=\"invalid_token\""),
+            "{challenge}"
+        );
 
         // A token without `kid` has no key to try either.
         e.set_keys(ProviderId::FIRST, served(200, &good_without_kid).unwrap());
         let t2 = token(&without_kid);
-        assert!(matches!(e.evaluate(&request(&t2), NOW_MS, true), Outcome::Allow(_)));
+        assert!(matches!(
+            e.evaluate(&request(&t2), NOW_MS, true),
+            Outcome::Allow(_)
+        ));
         e.set_keys(ProviderId::FIRST, served(200, withdrawn).unwrap());
-        assert_eq!(denied(e.evaluate(&request(&t2), NOW_MS, true)), (DenyReason::UnknownKey, 401));
+        assert_eq!(
+            denied(e.evaluate(&request(&t2), NOW_MS, true)),
+            (DenyReason::UnknownKey, 401)
+        );
 
         // Published again: taken again.
         e.set_keys(ProviderId::FIRST, served(200, &good).unwrap());
-        assert!(matches!(e.evaluate(&request(&t), NOW_MS, true), Outcome::Allow(_)));
+        assert!(matches!(
+            e.evaluate(&request(&t), NOW_MS, true),
+            Outcome::Allow(_)
+        ));
     }
 }

@@ -47,7 +47,12 @@ fn feed(snapshot: bool, cursor: &str, range: std::ops::Range<usize>) -> Revocati
         cursor: cursor.into(),
         snapshot,
         // A UUID-sized jti, as the auth service issues them.
-        revoked_tokens: range.map(|i| RevokedToken { jti: format!("{i:08}-0000-4000-8000-000000000000"), expires_at: NOW + 900 }).collect(),
+        revoked_tokens: range
+            .map(|i| RevokedToken {
+                jti: format!("{i:08}-0000-4000-8000-000000000000"),
+                expires_at: NOW + 900,
+            })
+            .collect(),
         ..Default::default()
     }
 }
@@ -56,7 +61,8 @@ fn feed(snapshot: bool, cursor: &str, range: std::ops::Range<usize>) -> Revocati
 fn held_by(n: usize) -> (RevocationList, usize) {
     let before = LIVE.load(Ordering::SeqCst);
     let mut list = RevocationList::default();
-    list.apply(feed(true, "1", 0..n), ISS, 2_000_000, 30, NOW).unwrap();
+    list.apply(feed(true, "1", 0..n), ISS, 2_000_000, 30, NOW)
+        .unwrap();
     let held = LIVE.load(Ordering::SeqCst) - before;
     assert_eq!(list.len(), n);
     (list, held)
@@ -78,14 +84,20 @@ fn a_million_entries_fit_in_30_mib_and_a_small_delta_does_not_copy_them() {
     assert!(held <= 30 * MIB, "1M entries hold {held} bytes");
 
     let delta = feed(false, "2", 1_000_000..1_000_010);
-    let (allocated, live) = (ALLOCATED.load(Ordering::SeqCst), LIVE.load(Ordering::SeqCst));
+    let (allocated, live) = (
+        ALLOCATED.load(Ordering::SeqCst),
+        LIVE.load(Ordering::SeqCst),
+    );
     PEAK.store(live, Ordering::SeqCst);
     list.apply(delta, ISS, 2_000_000, 30, NOW).unwrap();
     let written = ALLOCATED.load(Ordering::SeqCst) - allocated;
     let peak = PEAK.load(Ordering::SeqCst) - live;
     println!("delta of 10 on 1M: {written} bytes allocated, peak +{peak} bytes");
     assert_eq!(list.len(), 1_000_010);
-    assert!(written <= 256 * 1024, "a 10-entry delta allocated {written} bytes");
+    assert!(
+        written <= 256 * 1024,
+        "a 10-entry delta allocated {written} bytes"
+    );
 }
 
 /// Merging the overlay into a 1M-entry base (every `COMPACT_AT` revocations)
@@ -105,13 +117,27 @@ fn compacting_a_million_entries_stays_within_30_mib() {
         let live = LIVE.load(Ordering::SeqCst);
         PEAK.store(live, Ordering::SeqCst);
         // One delta past the overlay's limit: the list compacts.
-        list.apply(feed(false, &format!("c{round}"), next..next + n), ISS, 2_000_000, 30, NOW).unwrap();
+        list.apply(
+            feed(false, &format!("c{round}"), next..next + n),
+            ISS,
+            2_000_000,
+            30,
+            NOW,
+        )
+        .unwrap();
         next += n;
         let peak = PEAK.load(Ordering::SeqCst) - live + held;
-        println!("compaction {round} of 1M entries: peak {:.2} MiB (list {:.2} MiB before the first)", peak as f64 / MIB as f64, held as f64 / MIB as f64);
+        println!(
+            "compaction {round} of 1M entries: peak {:.2} MiB (list {:.2} MiB before the first)",
+            peak as f64 / MIB as f64,
+            held as f64 / MIB as f64
+        );
         assert_eq!(list.len(), next);
         if round > 0 {
-            assert!(peak <= 30 * MIB, "compaction {round} of 1M entries peaked at {peak} bytes");
+            assert!(
+                peak <= 30 * MIB,
+                "compaction {round} of 1M entries peaked at {peak} bytes"
+            );
         }
     }
 }
@@ -125,19 +151,35 @@ fn a_snapshot_read_with_spare_room_compacts_in_place_the_first_time() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let before = LIVE.load(Ordering::SeqCst);
     let snapshot = feed(true, "1", 0..1_000_000);
-    let wire = set::encode(&snapshot, SetKey::derive(ISS, "1")).bytes().to_vec();
+    let wire = set::encode(&snapshot, SetKey::derive(ISS, "1"))
+        .bytes()
+        .to_vec();
     drop(snapshot);
     let mut body = Vec::with_capacity(wire.len() + spare_room(wire.len()));
     body.extend_from_slice(&wire);
     drop(wire);
     let mut list = RevocationList::default();
-    list.apply_compact(Blob::parse(body).unwrap(), ISS, 2_000_000, 30, NOW).unwrap();
+    list.apply_compact(Blob::parse(body).unwrap(), ISS, 2_000_000, 30, NOW)
+        .unwrap();
     let live = LIVE.load(Ordering::SeqCst);
     PEAK.store(live, Ordering::SeqCst);
     let n = set::COMPACT_AT + 1;
-    list.apply(feed(false, "2", 1_000_000..1_000_000 + n), ISS, 2_000_000, 30, NOW).unwrap();
+    list.apply(
+        feed(false, "2", 1_000_000..1_000_000 + n),
+        ISS,
+        2_000_000,
+        30,
+        NOW,
+    )
+    .unwrap();
     let peak = PEAK.load(Ordering::SeqCst) - before;
-    println!("first compaction of a 1M snapshot read with room: peak {:.2} MiB (list and room held)", peak as f64 / MIB as f64);
+    println!(
+        "first compaction of a 1M snapshot read with room: peak {:.2} MiB (list and room held)",
+        peak as f64 / MIB as f64
+    );
     assert_eq!(list.len(), 1_000_000 + n);
-    assert!(peak <= 30 * MIB, "the first compaction peaked at {peak} bytes");
+    assert!(
+        peak <= 30 * MIB,
+        "the first compaction peaked at {peak} bytes"
+    );
 }

@@ -59,27 +59,51 @@ fn mutated_requests_never_panic() {
     let kp = Ed25519KeyPair::generate().with_key_id("k");
     let config = FilterConfig::from_json(CONFIG.as_bytes()).unwrap();
     let mut engine = Engine::new(config, 1_000);
-    engine.set_keys(ProviderId::FIRST, KeySet::parse(format!(r#"{{"keys":[{}]}}"#, kp.public_key().to_jwk()).as_bytes()).unwrap());
+    engine.set_keys(
+        ProviderId::FIRST,
+        KeySet::parse(format!(r#"{{"keys":[{}]}}"#, kp.public_key().to_jwk()).as_bytes()).unwrap(),
+    );
     let claims = Claims::with_custom_claims(
-        AccessClaims { sid: "s".into(), roles: vec!["r".into()], scope: "w".into(), dfp: Some("x".into()), client_id: None, cnf: None },
+        AccessClaims {
+            sid: "s".into(),
+            roles: vec!["r".into()],
+            scope: "w".into(),
+            dfp: Some("x".into()),
+            client_id: None,
+            cnf: None,
+        },
         Duration::from_mins(5),
     )
     .with_issuer("https://i")
     .with_subject("u");
     let token = kp.sign(claims).unwrap();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let names = ["authorization", "cookie", "x-token", "user-agent", ":path", ":authority", "x-authflow-device"];
+    let names = [
+        "authorization",
+        "cookie",
+        "x-token",
+        "user-agent",
+        ":path",
+        ":authority",
+        "x-authflow-device",
+    ];
     let (mut allowed, mut denied) = (0, 0);
     for i in 0..20_000 {
         let t = mutate(&mut rng, &token);
         let mut headers = vec![
             (":method".to_string(), "GET".to_string()),
-            (":path".to_string(), ["/", "/p/x", "/s", "/%00?#"][i % 4].to_string()),
+            (
+                ":path".to_string(),
+                ["/", "/p/x", "/s", "/%00?#"][i % 4].to_string(),
+            ),
         ];
         match i % 3 {
             0 => headers.push(("authorization".into(), format!("Bearer {t}"))),
             1 => headers.push(("cookie".into(), format!("at={t}; other=1"))),
-            _ => headers.push((names[rng.below(names.len())].into(), mutate(&mut rng, &format!("Bearer {token}")))),
+            _ => headers.push((
+                names[rng.below(names.len())].into(),
+                mutate(&mut rng, &format!("Bearer {token}")),
+            )),
         }
         let req = Request::from_headers(headers, Some(mutate(&mut rng, "203.0.113.5:80")));
         match engine.evaluate(&req, 1_000 + (i as u64), i % 2 == 0) {
@@ -87,12 +111,18 @@ fn mutated_requests_never_panic() {
             Outcome::Deny(d) => {
                 denied += 1;
                 assert!(matches!(d.response.status, 400 | 401 | 403 | 503));
-                assert!(!d.response.body.contains(&t) || t.len() < 4, "a token is never echoed");
+                assert!(
+                    !d.response.body.contains(&t) || t.len() < 4,
+                    "a token is never echoed"
+                );
             }
             Outcome::AwaitKeys { .. } | Outcome::AwaitRevocations { .. } => {}
         }
     }
-    assert!(denied > 10_000 && allowed > 0, "allowed {allowed}, denied {denied}");
+    assert!(
+        denied > 10_000 && allowed > 0,
+        "allowed {allowed}, denied {denied}"
+    );
 }
 
 #[test]

@@ -31,7 +31,12 @@ struct Process(RefCell<HashMap<String, (Vec<u8>, u32)>>);
 
 impl SharedData for Process {
     fn get(&self, key: &str) -> Option<(Option<Vec<u8>>, u32)> {
-        Some(self.0.borrow().get(key).map_or((None, 0), |(v, c)| (Some(v.clone()), *c)))
+        Some(
+            self.0
+                .borrow()
+                .get(key)
+                .map_or((None, 0), |(v, c)| (Some(v.clone()), *c)),
+        )
     }
     fn set(&self, key: &str, value: &[u8], cas: u32) -> bool {
         let mut map = self.0.borrow_mut();
@@ -57,8 +62,16 @@ impl Worker {
         let config = serde_json::json!({"providers": [{"name": "p", "issuer": ISS, "algorithms": ["EdDSA"],
             "jwks": {"remote": {"cluster": "auth", "path": "/jwks"}},
             "revocations": {"cluster": "auth", "path": "/v1/revocations"}}]});
-        let engine = Engine::new(FilterConfig::from_json(config.to_string().as_bytes()).unwrap(), NOW_MS);
-        Worker { engine, base: SharedSlot::new(KEY.into()), overlay: SharedSlot::new(format!("{KEY}:overlay")), id }
+        let engine = Engine::new(
+            FilterConfig::from_json(config.to_string().as_bytes()).unwrap(),
+            NOW_MS,
+        );
+        Worker {
+            engine,
+            base: SharedSlot::new(KEY.into()),
+            overlay: SharedSlot::new(format!("{KEY}:overlay")),
+            id,
+        }
     }
 
     /// What the glue does on each tick, and first thing on a poll's answer.
@@ -78,8 +91,14 @@ impl Worker {
     /// Whether the answer was applied and published.
     fn answer(&mut self, p: &Process, body: FeedBody, now: u64) -> bool {
         self.adopt_shared(p);
-        let Ok(applied) = self.engine.apply_feed(ID, body, now) else { return false };
-        let (base, overlay) = self.engine.revocation_blobs(ID).map(|(b, o)| (b.to_vec(), o.to_vec())).unwrap();
+        let Ok(applied) = self.engine.apply_feed(ID, body, now) else {
+            return false;
+        };
+        let (base, overlay) = self
+            .engine
+            .revocation_blobs(ID)
+            .map(|(b, o)| (b.to_vec(), o.to_vec()))
+            .unwrap();
         if applied.base_changed {
             if self.base.publish(p, &base, self.id, now).is_err() {
                 return false;
@@ -90,14 +109,35 @@ impl Worker {
     }
 
     fn revokes(&self, jti: &str) -> bool {
-        let probe = Probe { jti: Some(jti), ..Probe::default() };
-        self.engine.provider(ID).unwrap().revocations.set().check(&probe, 0, NOW_MS / 1000).is_some()
+        let probe = Probe {
+            jti: Some(jti),
+            ..Probe::default()
+        };
+        self.engine
+            .provider(ID)
+            .unwrap()
+            .revocations
+            .set()
+            .check(&probe, 0, NOW_MS / 1000)
+            .is_some()
     }
 }
 
 fn feed(cursor: &str, snapshot: bool, jtis: &[&str]) -> FeedBody {
-    let revoked_tokens = jtis.iter().map(|j| RevokedToken { jti: (*j).into(), expires_at: NOW_MS / 1000 + 900 }).collect();
-    FeedBody::Json(RevocationFeed { issuer: ISS.into(), cursor: cursor.into(), snapshot, revoked_tokens, ..Default::default() })
+    let revoked_tokens = jtis
+        .iter()
+        .map(|j| RevokedToken {
+            jti: (*j).into(),
+            expires_at: NOW_MS / 1000 + 900,
+        })
+        .collect();
+    FeedBody::Json(RevocationFeed {
+        issuer: ISS.into(),
+        cursor: cursor.into(),
+        snapshot,
+        revoked_tokens,
+        ..Default::default()
+    })
 }
 
 /// The late answer is the first worker's first snapshot: it never saw a
@@ -106,7 +146,11 @@ fn feed(cursor: &str, snapshot: bool, jtis: &[&str]) -> FeedBody {
 fn a_late_first_snapshot_does_not_roll_back_the_shared_list() {
     let p = Process::default();
     let (mut late, mut next, mut other) = (Worker::new(1), Worker::new(2), Worker::new(3));
-    assert_eq!(late.engine.revocation_poll(ID), None, "asks for a snapshot; the answer is slow");
+    assert_eq!(
+        late.engine.revocation_poll(ID),
+        None,
+        "asks for a snapshot; the answer is slow"
+    );
     next.engine.revocation_poll(ID);
     assert!(next.answer(&p, feed("e.1", true, &["a"]), NOW_MS + 10));
     next.engine.revocation_poll(ID);
@@ -114,7 +158,10 @@ fn a_late_first_snapshot_does_not_roll_back_the_shared_list() {
     other.adopt_shared(&p);
     assert!(other.revokes("r2"));
 
-    assert!(!late.answer(&p, feed("e.1", true, &["a"]), NOW_MS + 30), "the late, older snapshot is refused");
+    assert!(
+        !late.answer(&p, feed("e.1", true, &["a"]), NOW_MS + 30),
+        "the late, older snapshot is refused"
+    );
     assert!(late.revokes("r2"), "and the worker holds the newer list");
     other.adopt_shared(&p);
     assert!(other.revokes("r2"), "nothing older was published");
@@ -130,9 +177,16 @@ fn a_late_snapshot_does_not_go_over_newer_overlays() {
     assert!(late.answer(&p, feed("e.1", true, &["a"]), NOW_MS));
     next.adopt_shared(&p);
     other.adopt_shared(&p);
-    assert_eq!(late.engine.revocation_poll(ID).as_deref(), Some("e.1"), "its answer will be late");
+    assert_eq!(
+        late.engine.revocation_poll(ID).as_deref(),
+        Some("e.1"),
+        "its answer will be late"
+    );
     assert_eq!(next.engine.revocation_poll(ID).as_deref(), Some("e.1"));
-    assert!(next.answer(&p, feed("e.2", false, &["r2"]), NOW_MS + 10), "an overlay only");
+    assert!(
+        next.answer(&p, feed("e.2", false, &["r2"]), NOW_MS + 10),
+        "an overlay only"
+    );
     other.adopt_shared(&p);
     assert!(other.revokes("r2"));
 
@@ -156,6 +210,9 @@ fn without_looking_first_the_late_snapshot_would_be_taken() {
     late.engine.revocation_poll(ID);
     next.engine.revocation_poll(ID);
     assert!(next.answer(&p, feed("e.1", true, &["a", "r2"]), NOW_MS + 10));
-    assert!(late.engine.apply_feed(ID, feed("e.0", true, &["a"]), NOW_MS + 20).is_ok());
+    assert!(late
+        .engine
+        .apply_feed(ID, feed("e.0", true, &["a"]), NOW_MS + 20)
+        .is_ok());
     assert!(!late.revokes("r2"));
 }

@@ -73,7 +73,10 @@ impl Ed25519Key {
         // Built now, with the key, not by the first request.
         base_table();
         if let Some(minus_a) = &key.minus_a {
-            let _ = key.table.table.set(Box::new(EdwardsBasepointTable::create(minus_a)));
+            let _ = key
+                .table
+                .table
+                .set(Box::new(EdwardsBasepointTable::create(minus_a)));
         }
         Some(key)
     }
@@ -85,20 +88,36 @@ impl Ed25519Key {
     pub fn lazy(encoded: &[u8; 32]) -> Option<Ed25519Key> {
         let a = CompressedEdwardsY(*encoded).decompress()?;
         let minus_a = (!a.is_small_order()).then(|| -a);
-        Some(Ed25519Key { encoded: *encoded, minus_a, table: Arc::default() })
+        Some(Ed25519Key {
+            encoded: *encoded,
+            minus_a,
+            table: Arc::default(),
+        })
     }
 
     /// Whether `signature` (`R ‖ s`, 64 bytes) signs `message` under this key.
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
-        let Some(minus_a) = &self.minus_a else { return false };
+        let Some(minus_a) = &self.minus_a else {
+            return false;
+        };
         let lazy = &self.table;
         let table = lazy.table.get().or_else(|| {
-            let checks = lazy.checks.fetch_add(1, Ordering::Relaxed).saturating_add(1);
-            (checks >= TABLE_AFTER_CHECKS).then(|| lazy.table.get_or_init(|| Box::new(EdwardsBasepointTable::create(minus_a))))
+            let checks = lazy
+                .checks
+                .fetch_add(1, Ordering::Relaxed)
+                .saturating_add(1);
+            (checks >= TABLE_AFTER_CHECKS).then(|| {
+                lazy.table
+                    .get_or_init(|| Box::new(EdwardsBasepointTable::create(minus_a)))
+            })
         });
         match table {
-            Some(minus_a) => check(&self.encoded, message, signature, &|s, k| base_table().mul_base(s) + minus_a.mul_base(k)),
-            None => check(&self.encoded, message, signature, &|s, k| EdwardsPoint::vartime_double_scalar_mul_basepoint(k, minus_a, s)),
+            Some(minus_a) => check(&self.encoded, message, signature, &|s, k| {
+                base_table().mul_base(s) + minus_a.mul_base(k)
+            }),
+            None => check(&self.encoded, message, signature, &|s, k| {
+                EdwardsPoint::vartime_double_scalar_mul_basepoint(k, minus_a, s)
+            }),
         }
     }
 
@@ -119,10 +138,24 @@ pub fn is_point(encoded: &[u8; 32]) -> bool {
 }
 
 /// RFC 8032 §5.1.7 around `recompute`, which gives `R' = [s]B − [k]A`.
-fn check(encoded: &[u8; 32], message: &[u8], signature: &[u8], recompute: &dyn Fn(&Scalar, &Scalar) -> EdwardsPoint) -> bool {
-    let Some((r, s)) = split_signature(signature) else { return false };
-    let Some(s) = Option::<Scalar>::from(Scalar::from_canonical_bytes(*s)) else { return false };
-    let digest: [u8; 64] = Sha512::new().chain_update(r).chain_update(encoded).chain_update(message).finalize().into();
+fn check(
+    encoded: &[u8; 32],
+    message: &[u8],
+    signature: &[u8],
+    recompute: &dyn Fn(&Scalar, &Scalar) -> EdwardsPoint,
+) -> bool {
+    let Some((r, s)) = split_signature(signature) else {
+        return false;
+    };
+    let Some(s) = Option::<Scalar>::from(Scalar::from_canonical_bytes(*s)) else {
+        return false;
+    };
+    let digest: [u8; 64] = Sha512::new()
+        .chain_update(r)
+        .chain_update(encoded)
+        .chain_update(message)
+        .finalize()
+        .into();
     let k = Scalar::from_bytes_mod_order_wide(&digest);
     // R' is never compared as a point: its encoding is canonical, so equality
     // with `r` also proves `r` canonical; R' of small order means R is.

@@ -51,7 +51,8 @@ type Limbs = [u32; MAX_LIMBS];
 
 /// `DigestInfo` for SHA-256 (RFC 8017 §9.2, note 1): precedes the hash in the encoded message.
 const SHA256_DIGEST_INFO: [u8; 19] = [
-    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20,
+    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
+    0x00, 0x04, 0x20,
 ];
 
 /// A public key prepared once (per JWKS load): modulus limbs, −n⁻¹ mod 2²⁸, R² mod n.
@@ -71,7 +72,10 @@ impl RsaKey {
         let n_be = strip_leading_zeros(n_be);
         let e_be = strip_leading_zeros(e_be);
         let odd_modulus = n_be.last().is_some_and(|b| b & 1 == 1);
-        if !(MIN_MODULUS_BYTES..=MAX_MODULUS_BYTES).contains(&n_be.len()) || !odd_modulus || e_be.len() > 4 {
+        if !(MIN_MODULUS_BYTES..=MAX_MODULUS_BYTES).contains(&n_be.len())
+            || !odd_modulus
+            || e_be.len() > 4
+        {
             return None;
         }
         let e = e_be.iter().fold(0u32, |a, b| (a << 8) | u32::from(*b));
@@ -83,7 +87,14 @@ impl RsaKey {
         let mut n = Box::new([0u32; MAX_LIMBS]);
         from_be_bytes(n_be, &mut n[..limbs]);
         let n0_inv = neg_inverse_mod_limb(n[0]);
-        let mut key = RsaKey { n, r_squared: Box::new([0; MAX_LIMBS]), n0_inv, e, limbs, modulus_bytes };
+        let mut key = RsaKey {
+            n,
+            r_squared: Box::new([0; MAX_LIMBS]),
+            n0_inv,
+            e,
+            limbs,
+            modulus_bytes,
+        };
         key.r_squared = Box::new(key.compute_r_squared());
         Some(key)
     }
@@ -208,7 +219,9 @@ impl RsaKey {
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 #[inline(always)]
 fn dot_reversed(x: &[u32], y: &[u32]) -> u64 {
-    x.iter().zip(y.iter().rev()).fold(0u64, |sum, (&p, &q)| sum + u64::from(p) * u64::from(q))
+    x.iter()
+        .zip(y.iter().rev())
+        .fold(0u64, |sum, (&p, &q)| sum + u64::from(p) * u64::from(q))
 }
 
 /// Σ x[i]·y[len − 1 − i] with Wasm SIMD: four products per step, two 64-bit lanes.
@@ -220,7 +233,11 @@ fn dot_reversed(x: &[u32], y: &[u32]) -> u64 {
     let (x, y) = (&x[..len], &y[y.len() - len..]);
     let xs = x.chunks_exact(4);
     let ys = y.rchunks_exact(4);
-    let tail = xs.remainder().iter().zip(ys.remainder().iter().rev()).fold(0u64, |s, (&p, &q)| s + u64::from(p) * u64::from(q));
+    let tail = xs
+        .remainder()
+        .iter()
+        .zip(ys.remainder().iter().rev())
+        .fold(0u64, |s, (&p, &q)| s + u64::from(p) * u64::from(q));
     let mut acc = u64x2_splat(0);
     for (p, q) in xs.zip(ys) {
         // SAFETY: each chunk is exactly four u32 (16 bytes); v128 loads need no alignment.
@@ -410,11 +427,21 @@ mod tests {
             for e in [3u32, 65537, random_e] {
                 let key = RsaKey::new(&n_be, &e.to_be_bytes()).unwrap();
                 let one = BigUint::from(1u32);
-                let mut bases = vec![BigUint::from(0u32), one.clone(), BigUint::from(2u32), &n - &one, &n - BigUint::from(2u32)];
+                let mut bases = vec![
+                    BigUint::from(0u32),
+                    one.clone(),
+                    BigUint::from(2u32),
+                    &n - &one,
+                    &n - BigUint::from(2u32),
+                ];
                 bases.extend((0..4).map(|_| BigUint::from_bytes_be(&rng.bytes(len)) % &n));
                 for base in bases {
                     let expected = be_padded(&base.modpow(&BigUint::from(e), &n), len);
-                    assert_eq!(pow_e(&key, &be_padded(&base, len)), expected, "{len} bytes, e = {e}, base {base}");
+                    assert_eq!(
+                        pow_e(&key, &be_padded(&base, len)),
+                        expected,
+                        "{len} bytes, e = {e}, base {base}"
+                    );
                 }
             }
         }
@@ -437,7 +464,10 @@ mod tests {
         let claims = Claims::create(Duration::from_mins(5)).with_subject(format!("user-{i}"));
         let token = kp.sign(claims).unwrap();
         let (input, sig) = token.rsplit_once('.').unwrap();
-        (input.as_bytes().to_vec(), URL_SAFE_NO_PAD.decode(sig).unwrap())
+        (
+            input.as_bytes().to_vec(),
+            URL_SAFE_NO_PAD.decode(sig).unwrap(),
+        )
     }
 
     /// Valid signatures verify; flipped bits, other representatives of the
@@ -488,7 +518,11 @@ mod tests {
         let (mut n, mut phi) = (BigUint::from(1u32), BigUint::from(1u32));
         while n.bits() < bits {
             let p = SMALL_PRIMES[rng.next() as usize % SMALL_PRIMES.len()];
-            phi *= if (&n % p) == BigUint::from(0u32) { BigUint::from(p) } else { BigUint::from(p - 1) };
+            phi *= if (&n % p) == BigUint::from(0u32) {
+                BigUint::from(p)
+            } else {
+                BigUint::from(p - 1)
+            };
             n *= p;
         }
         let d = (&e).mod_inverse(&phi).and_then(|d| d.to_biguint()).unwrap();
@@ -500,7 +534,10 @@ mod tests {
         let mut em = vec![0x00, 0x01];
         em.resize(len - 19 - 32 - 1, 0xff);
         em.push(0x00);
-        em.extend_from_slice(&[0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20]);
+        em.extend_from_slice(&[
+            0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+            0x01, 0x05, 0x00, 0x04, 0x20,
+        ]);
         em.extend_from_slice(&Sha256::digest(msg));
         BigUint::from_bytes_be(&em)
     }
@@ -537,7 +574,10 @@ mod tests {
         even[255] &= 0xfe;
         assert!(RsaKey::new(&even, &e).is_none());
         assert!(RsaKey::new(&n[1..], &e).is_none(), "2040 bits is too small");
-        assert!(RsaKey::new(&rng.odd_modulus(513), &e).is_none(), "4104 bits is too large");
+        assert!(
+            RsaKey::new(&rng.odd_modulus(513), &e).is_none(),
+            "4104 bits is too large"
+        );
         assert!(RsaKey::new(&[], &e).is_none());
         for bad_e in [&[][..], &[1], &[0, 0, 0, 1], &[1, 0, 0], &[1, 0, 0, 0, 1]] {
             assert!(RsaKey::new(&n, bad_e).is_none(), "e = {bad_e:?}");

@@ -61,7 +61,10 @@ pub fn trim(module: &[u8], remove: &[&str]) -> Result<Trimmed, String> {
     if !saw_version {
         return Err("empty input".into());
     }
-    Ok(Trimmed { module: out.finish(), removed })
+    Ok(Trimmed {
+        module: out.finish(),
+        removed,
+    })
 }
 
 /// The custom sections for tools: debug names (function, local, … names),
@@ -86,7 +89,10 @@ fn kind(k: ExternalKind) -> ExportKind {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use wasm_encoder::{CodeSection, CustomSection, Function, FunctionSection, Instruction, MemorySection, MemoryType, TypeSection};
+    use wasm_encoder::{
+        CodeSection, CustomSection, Function, FunctionSection, Instruction, MemorySection,
+        MemoryType, TypeSection,
+    };
 
     /// The names a module exports, in order.
     fn exports(module: &[u8]) -> Result<Vec<String>, String> {
@@ -113,7 +119,13 @@ mod tests {
         }
         m.section(&funcs);
         let mut mem = MemorySection::new();
-        mem.memory(MemoryType { minimum: 1, maximum: None, memory64: false, shared: false, page_size_log2: None });
+        mem.memory(MemoryType {
+            minimum: 1,
+            maximum: None,
+            memory64: false,
+            shared: false,
+            page_size_log2: None,
+        });
         m.section(&mem);
         let mut exports = ExportSection::new();
         exports.export("memory", ExportKind::Memory, 0);
@@ -129,30 +141,56 @@ mod tests {
             code.function(&f);
         }
         m.section(&code);
-        m.section(&CustomSection { name: "producers".into(), data: b"rustc".as_slice().into() });
-        m.section(&CustomSection { name: "kept".into(), data: b"as is".as_slice().into() });
-        m.section(&CustomSection { name: "name".into(), data: b"\x01\x04\x01\x00\x01f".as_slice().into() });
+        m.section(&CustomSection {
+            name: "producers".into(),
+            data: b"rustc".as_slice().into(),
+        });
+        m.section(&CustomSection {
+            name: "kept".into(),
+            data: b"as is".as_slice().into(),
+        });
+        m.section(&CustomSection {
+            name: "name".into(),
+            data: b"\x01\x04\x01\x00\x01f".as_slice().into(),
+        });
         m.finish()
     }
 
     #[test]
     fn removes_only_the_named_exports_and_keeps_everything_else() {
         let before = sample();
-        let t = trim(&before, &["proxy_on_log", "proxy_on_response_headers", "proxy_on_not_there"]).unwrap();
+        let t = trim(
+            &before,
+            &[
+                "proxy_on_log",
+                "proxy_on_response_headers",
+                "proxy_on_not_there",
+            ],
+        )
+        .unwrap();
         assert_eq!(t.removed, ["proxy_on_log", "proxy_on_response_headers"]);
-        assert_eq!(exports(&t.module).unwrap(), ["memory", "proxy_on_request_headers"]);
+        assert_eq!(
+            exports(&t.module).unwrap(),
+            ["memory", "proxy_on_request_headers"]
+        );
         wasmparser::validate(&t.module).unwrap();
         // Every other section but the names is byte-identical, in the same order.
         let sections = |m: &[u8]| -> Vec<(u8, Vec<u8>)> {
             Parser::new(0)
                 .parse_all(m)
-                .filter_map(|p| p.unwrap().as_section().map(|(id, r)| (id, slice(m, r).unwrap().to_vec())))
+                .filter_map(|p| {
+                    p.unwrap()
+                        .as_section()
+                        .map(|(id, r)| (id, slice(m, r).unwrap().to_vec()))
+                })
                 .filter(|(id, _)| *id != wasm_encoder::SectionId::Export as u8)
                 .collect()
         };
         let without_names: Vec<_> = sections(&before)
             .into_iter()
-            .filter(|(_, data)| !data.starts_with(b"\x04name") && !data.starts_with(b"\x09producers"))
+            .filter(|(_, data)| {
+                !data.starts_with(b"\x04name") && !data.starts_with(b"\x09producers")
+            })
             .collect();
         assert_eq!(without_names, sections(&t.module));
     }

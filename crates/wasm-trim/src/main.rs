@@ -11,16 +11,23 @@ fn main() -> ExitCode {
     };
     let result = std::fs::read(input)
         .map_err(|e| format!("{input}: {e}"))
-        .and_then(|bytes| authflow_wasm_trim::trim(&bytes, authflow::UNHANDLED_CALLBACKS).map_err(|e| format!("{input}: {e}")))
+        .and_then(|bytes| {
+            authflow_wasm_trim::trim(&bytes, authflow::UNHANDLED_CALLBACKS)
+                .map_err(|e| format!("{input}: {e}"))
+        })
         .and_then(|t| {
             // Written beside OUT and renamed: a reader never sees half a module.
             let partial = format!("{output}.partial");
-            std::fs::write(&partial, &t.module).and_then(|()| std::fs::rename(&partial, output)).map_err(|e| format!("{output}: {e}"))?;
+            std::fs::write(&partial, &t.module)
+                .and_then(|()| std::fs::rename(&partial, output))
+                .map_err(|e| format!("{output}: {e}"))?;
             Ok(t.removed.len())
         });
     match result {
         Ok(n) => {
-            println!("{output}: {n} unhandled callbacks removed from the exports, and the name section");
+            println!(
+                "{output}: {n} unhandled callbacks removed from the exports, and the name section"
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

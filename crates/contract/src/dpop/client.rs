@@ -53,9 +53,15 @@ impl ProofKey {
         match self {
             ProofKey::Es256(k) => {
                 let point = k.verifying_key().to_sec1_point(false);
-                let xy = point.as_bytes().get(1..65).expect("an uncompressed P-256 point");
+                let xy = point
+                    .as_bytes()
+                    .get(1..65)
+                    .expect("an uncompressed P-256 point");
                 let (x, y) = xy.split_at(32);
-                PublicKey::ES256 { x: x.try_into().expect("32 bytes"), y: y.try_into().expect("32 bytes") }
+                PublicKey::ES256 {
+                    x: x.try_into().expect("32 bytes"),
+                    y: y.try_into().expect("32 bytes"),
+                }
             }
             ProofKey::EdDsa(k) => PublicKey::EdDSA(k.verifying_key().to_bytes()),
         }
@@ -68,7 +74,8 @@ impl ProofKey {
 
     /// The JOSE header of this key's proofs: `typ`, `alg` and the public `jwk`.
     pub fn header(&self) -> Value {
-        let jwk: Value = serde_json::from_str(&canonical_jwk(&self.public())).expect("the contract's JWK is JSON");
+        let jwk: Value = serde_json::from_str(&canonical_jwk(&self.public()))
+            .expect("the contract's JWK is JSON");
         json!({"typ": PROOF_TYPE, "alg": self.algorithm().as_str(), "jwk": jwk})
     }
 
@@ -88,7 +95,13 @@ impl ProofKey {
 
     /// [`Self::proof`] with its claims changed by `edit` before signing (a
     /// `nonce`, another `iat`, a wrong `ath`, …).
-    pub fn proof_with(&self, method: &str, htu: &str, access_token: Option<&str>, edit: impl FnOnce(&mut Value)) -> String {
+    pub fn proof_with(
+        &self,
+        method: &str,
+        htu: &str,
+        access_token: Option<&str>,
+        edit: impl FnOnce(&mut Value),
+    ) -> String {
         let mut claims = Self::claims(method, htu, access_token);
         edit(&mut claims);
         self.sign(&self.header(), &claims)
@@ -102,20 +115,29 @@ impl ProofKey {
     /// A compact JWS of this header and these claims as JSON text, signed with
     /// this key: for texts no JSON value can hold (a member named twice).
     pub fn sign_text(&self, header: &str, claims: &str) -> String {
-        let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(claims));
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(claims)
+        );
         let signature = match self {
             ProofKey::Es256(k) => {
                 let s: p256::ecdsa::Signature = k.sign(input.as_bytes());
                 s.to_bytes().to_vec()
             }
-            ProofKey::EdDsa(k) => ed25519_dalek::Signer::sign(k, input.as_bytes()).to_bytes().to_vec(),
+            ProofKey::EdDsa(k) => ed25519_dalek::Signer::sign(k, input.as_bytes())
+                .to_bytes()
+                .to_vec(),
         };
         format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
     }
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// 128 bits that no other proof of this process (or, by the clock and a
@@ -125,7 +147,10 @@ fn fresh_jti() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
     let mut raw = hasher.finish().to_be_bytes().to_vec();
     raw.extend_from_slice(&nanos.to_be_bytes());
     URL_SAFE_NO_PAD.encode(raw)
@@ -154,7 +179,14 @@ mod tests {
             };
             let checked = parse_proof(&proof).unwrap().check(&expect).unwrap();
             assert_eq!(checked.jkt, key.jkt());
-            assert_ne!(parse_proof(&key.proof("GET", url, None)).unwrap().claims.jti, checked.jti, "a new jti each time");
+            assert_ne!(
+                parse_proof(&key.proof("GET", url, None))
+                    .unwrap()
+                    .claims
+                    .jti,
+                checked.jti,
+                "a new jti each time"
+            );
         }
     }
 }

@@ -25,9 +25,14 @@ pub fn normalize(uri: &str) -> Option<String> {
         _ => return None,
     };
     let rest = rest.split(['?', '#']).next().unwrap_or_default();
-    let (authority, path) = rest.find('/').map_or((rest, ""), |slash| rest.split_at(slash));
+    let (authority, path) = rest
+        .find('/')
+        .map_or((rest, ""), |slash| rest.split_at(slash));
     let authority = normalize_authority(authority, default_port)?;
-    let path = remove_dot_segments(&normalize_percent_encoding(if path.is_empty() { "/" } else { path }, false)?);
+    let path = remove_dot_segments(&normalize_percent_encoding(
+        if path.is_empty() { "/" } else { path },
+        false,
+    )?);
     Some(format!("{scheme}://{authority}{path}"))
 }
 
@@ -61,21 +66,34 @@ fn normalize_authority(authority: &str, default_port: &str) -> Option<String> {
         authority.rsplit_once(':').unwrap_or((authority, ""))
     };
     let host_ok = |c: char| c.is_ascii_alphanumeric() || "-._~%!$&'()*+,;=[]:".contains(c);
-    if host.is_empty() || !host.chars().all(host_ok) || (!host.starts_with('[') && host.contains([':', '[', ']'])) {
+    if host.is_empty()
+        || !host.chars().all(host_ok)
+        || (!host.starts_with('[') && host.contains([':', '[', ']']))
+    {
         return None;
     }
     if !port.bytes().all(|b| b.is_ascii_digit()) || port.len() > 5 {
         return None;
     }
     let host = normalize_percent_encoding(host, true)?;
-    Some(if port.is_empty() || port == default_port { host } else { format!("{host}:{port}") })
+    Some(if port.is_empty() || port == default_port {
+        host
+    } else {
+        format!("{host}:{port}")
+    })
 }
 
 /// `%xx` with upper-case hex, and decoded when it encodes an unreserved
 /// character (RFC 3986 §2.3); `None` for a `%` not followed by two hex digits.
 /// With `lower_case` (a host), letters, literal or decoded, are made lower-case.
 fn normalize_percent_encoding(text: &str, lower_case: bool) -> Option<String> {
-    let case = |b: u8| char::from(if lower_case { b.to_ascii_lowercase() } else { b });
+    let case = |b: u8| {
+        char::from(if lower_case {
+            b.to_ascii_lowercase()
+        } else {
+            b
+        })
+    };
     let mut out = String::with_capacity(text.len());
     let mut bytes = text.bytes();
     while let Some(b) = bytes.next() {
@@ -90,15 +108,21 @@ fn normalize_percent_encoding(text: &str, lower_case: bool) -> Option<String> {
             out.push(case(decoded));
         } else {
             out.push('%');
-            out.push(char::from(b"0123456789ABCDEF".get(usize::from(high)).copied()?));
-            out.push(char::from(b"0123456789ABCDEF".get(usize::from(low)).copied()?));
+            out.push(char::from(
+                b"0123456789ABCDEF".get(usize::from(high)).copied()?,
+            ));
+            out.push(char::from(
+                b"0123456789ABCDEF".get(usize::from(low)).copied()?,
+            ));
         }
     }
     Some(out)
 }
 
 fn hex_value(b: u8) -> Option<u8> {
-    char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok())
+    char::from(b)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
 }
 
 /// RFC 3986 §5.2.4 for an absolute path: `.` segments dropped, `..` removes
@@ -137,8 +161,14 @@ mod tests {
             ("https://example.com", "https://example.com/"),
             ("https://example.com/a?x=1#f", "https://example.com/a"),
             ("https://example.com/a#f?x", "https://example.com/a"),
-            ("https://example.com/%7Euser/%2e/b", "https://example.com/~user/b"),
-            ("https://example.com/a/b/../c/./d", "https://example.com/a/c/d"),
+            (
+                "https://example.com/%7Euser/%2e/b",
+                "https://example.com/~user/b",
+            ),
+            (
+                "https://example.com/a/b/../c/./d",
+                "https://example.com/a/c/d",
+            ),
             ("https://example.com/a/b/..", "https://example.com/a/"),
             ("https://example.com/../../a", "https://example.com/a"),
             ("https://example.com/a%2fb", "https://example.com/a%2Fb"),
@@ -189,13 +219,27 @@ mod tests {
         ] {
             assert_eq!(normalize(bad), None, "{bad:?}");
         }
-        assert_eq!(normalize(&format!("https://e.com/{}", "a".repeat(MAX_HTU_LEN))), None);
+        assert_eq!(
+            normalize(&format!("https://e.com/{}", "a".repeat(MAX_HTU_LEN))),
+            None
+        );
     }
 
     #[test]
     fn an_authority_cannot_move_where_the_path_starts() {
-        for (authority, path) in [("api.example.com/v1", "/items"), ("api.example.com?", "/admin"), ("api.example.com#", "/admin"), ("u@api.example.com", "/"), ("api.example.com", "items"), ("api.example.com", "*")] {
-            assert_eq!(request_uri("https", authority, path), None, "{authority} {path}");
+        for (authority, path) in [
+            ("api.example.com/v1", "/items"),
+            ("api.example.com?", "/admin"),
+            ("api.example.com#", "/admin"),
+            ("u@api.example.com", "/"),
+            ("api.example.com", "items"),
+            ("api.example.com", "*"),
+        ] {
+            assert_eq!(
+                request_uri("https", authority, path),
+                None,
+                "{authority} {path}"
+            );
         }
         assert!(request_uri("https", "api.example.com", "/v1/items").is_some());
     }
@@ -203,6 +247,9 @@ mod tests {
     #[test]
     fn request_uri_from_proxy_pieces() {
         let uri = request_uri("https", "API.example.com:443", "/v1/items?page=2").unwrap();
-        assert_eq!(normalize(&uri).as_deref(), Some("https://api.example.com/v1/items"));
+        assert_eq!(
+            normalize(&uri).as_deref(),
+            Some("https://api.example.com/v1/items")
+        );
     }
 }

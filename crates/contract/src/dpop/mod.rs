@@ -24,7 +24,10 @@ mod proof;
 pub mod thumbprint;
 
 pub use nonce::NonceKey;
-pub use proof::{is_on_curve, parse_proof, parse_proof_with, verify_signature, CheckedProof, Expectations, FreshKeys, NonceCheck, Proof, ProofClaims, ProofKeys};
+pub use proof::{
+    is_on_curve, parse_proof, parse_proof_with, verify_signature, CheckedProof, Expectations,
+    FreshKeys, NonceCheck, Proof, ProofClaims, ProofKeys,
+};
 pub use thumbprint::{access_token_hash, canonical_jwk, jwk_thumbprint};
 
 use crate::jwk::Algorithm;
@@ -169,7 +172,11 @@ impl std::fmt::Display for DpopError {
 
 /// The `algs` parameter of a DPoP challenge: the allowed algorithms, space-separated.
 pub fn algs_parameter(allowed: &[Algorithm]) -> String {
-    let names: Vec<&str> = allowed.iter().filter(|a| SUPPORTED_ALGORITHMS.contains(a)).map(|a| a.as_str()).collect();
+    let names: Vec<&str> = allowed
+        .iter()
+        .filter(|a| SUPPORTED_ALGORITHMS.contains(a))
+        .map(|a| a.as_str())
+        .collect();
     names.join(" ")
 }
 

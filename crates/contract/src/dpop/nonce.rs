@@ -60,10 +60,16 @@ pub fn check(key: &NonceKey, nonce: &str, now: u64, window_secs: u64) -> bool {
     if nonce.len() != NONCE_LEN {
         return false;
     }
-    let Ok(raw) = URL_SAFE_NO_PAD.decode(nonce) else { return false };
-    let Some((step_bytes, tag)) = raw.split_first_chunk::<8>() else { return false };
+    let Ok(raw) = URL_SAFE_NO_PAD.decode(nonce) else {
+        return false;
+    };
+    let Some((step_bytes, tag)) = raw.split_first_chunk::<8>() else {
+        return false;
+    };
     let step = u64::from_be_bytes(*step_bytes);
-    let Some(expected) = key.tag(step) else { return false };
+    let Some(expected) = key.tag(step) else {
+        return false;
+    };
     if !bool::from(tag.ct_eq(&expected)) {
         return false;
     }
@@ -96,7 +102,10 @@ mod tests {
         assert!(check(&k, &n, now, 300));
         assert!(check(&k, &n, now + 300, 300));
         assert!(!check(&k, &n, now + 311, 300), "expired");
-        assert!(check(&k, &n, now - STEP_SECS, 300), "a checker a step behind");
+        assert!(
+            check(&k, &n, now - STEP_SECS, 300),
+            "a checker a step behind"
+        );
         assert!(!check(&k, &n, now - 3 * STEP_SECS, 300), "from the future");
     }
 
@@ -112,7 +121,14 @@ mod tests {
         let mut raw = URL_SAFE_NO_PAD.decode(&n).unwrap();
         raw[39] ^= 1;
         assert!(!check(&key(1), &URL_SAFE_NO_PAD.encode(&raw), now, 300));
-        for bad in ["", "x", &n[1..], &format!("{n}A"), &"A".repeat(NONCE_LEN), &"!".repeat(NONCE_LEN)] {
+        for bad in [
+            "",
+            "x",
+            &n[1..],
+            &format!("{n}A"),
+            &"A".repeat(NONCE_LEN),
+            &"!".repeat(NONCE_LEN),
+        ] {
             assert!(!check(&key(1), bad, now, 300), "{bad:?}");
         }
     }

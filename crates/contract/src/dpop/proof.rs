@@ -1,12 +1,15 @@
 //! Parsing a DPoP proof (RFC 9449 §4.2) and checking it against a request (§4.3).
 
+use crate::json::borrowed::{Json, Object};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use crate::json::borrowed::{Json, Object};
 use subtle::ConstantTimeEq;
 
 use super::{htu, nonce, thumbprint, DpopError, NonceKey};
-use super::{MAX_HTM_LEN, MAX_HTU_LEN, MAX_JTI_LEN, MAX_NONCE_LEN, MAX_PROOF_BYTES, PROOF_TYPE, SUPPORTED_ALGORITHMS};
+use super::{
+    MAX_HTM_LEN, MAX_HTU_LEN, MAX_JTI_LEN, MAX_NONCE_LEN, MAX_PROOF_BYTES, PROOF_TYPE,
+    SUPPORTED_ALGORITHMS,
+};
 use crate::jose::{decode_object, CompactParts, JoseHeader};
 use crate::jwk::{self, Algorithm, PublicKey};
 
@@ -137,14 +140,27 @@ pub fn parse_proof_with(compact: &str, keys: &dyn ProofKeys) -> Result<Proof, Dp
             key
         }
     };
-    let claims = proof_claims(&decode_object(parts.payload, &mut Vec::new()).map_err(|_| DpopError::Malformed)?)?;
-    let signature = URL_SAFE_NO_PAD.decode(parts.signature).map_err(|_| DpopError::Malformed)?;
+    let claims = proof_claims(
+        &decode_object(parts.payload, &mut Vec::new()).map_err(|_| DpopError::Malformed)?,
+    )?;
+    let signature = URL_SAFE_NO_PAD
+        .decode(parts.signature)
+        .map_err(|_| DpopError::Malformed)?;
     // Both algorithms sign with 64 bytes (ES256 r ‖ s, Ed25519 R ‖ S).
     if signature.len() != 64 {
         return Err(DpopError::BadSignature);
     }
-    let signing_input = compact.get(..parts.signing_input_len()).ok_or(DpopError::Malformed)?.to_owned();
-    Ok(Proof { algorithm: key.algorithm(), key, claims, signing_input, signature })
+    let signing_input = compact
+        .get(..parts.signing_input_len())
+        .ok_or(DpopError::Malformed)?
+        .to_owned();
+    Ok(Proof {
+        algorithm: key.algorithm(),
+        key,
+        claims,
+        signing_input,
+        signature,
+    })
 }
 
 /// A proof's header part: `typ`, no critical extension, a supported `alg`
@@ -200,7 +216,10 @@ fn proof_claims(payload: &Object<'_>) -> Result<ProofClaims, DpopError> {
         htm: required("htm", MAX_HTM_LEN)?,
         htu: required("htu", MAX_HTU_LEN)?,
         // An integer number of seconds (a fraction or a string is refused).
-        iat: payload.get("iat").and_then(Json::as_u64).ok_or(DpopError::Malformed)?,
+        iat: payload
+            .get("iat")
+            .and_then(Json::as_u64)
+            .ok_or(DpopError::Malformed)?,
         // A SHA-256 hash in base64url is 43 characters.
         ath: bounded("ath", 43)?,
         nonce: bounded("nonce", MAX_NONCE_LEN)?,
@@ -216,7 +235,11 @@ impl Proof {
     /// [`Self::check`] with the key's thumbprint and signature from `keys`
     /// (e.g. a host's native verifier, keys kept prepared). The signature is
     /// verified only when every other claim but the nonce holds.
-    pub fn check_with(&self, expect: &Expectations<'_>, keys: &dyn ProofKeys) -> Result<CheckedProof, DpopError> {
+    pub fn check_with(
+        &self,
+        expect: &Expectations<'_>,
+        keys: &dyn ProofKeys,
+    ) -> Result<CheckedProof, DpopError> {
         let claims = &self.claims;
         if !expect.algorithms.contains(&self.algorithm) {
             return Err(DpopError::UnsupportedAlgorithm);
@@ -235,12 +258,19 @@ impl Proof {
             return Err(DpopError::IssuedInFuture);
         }
         if let Some(expected) = expect.access_token_hash {
-            if !claims.ath.as_deref().is_some_and(|ath| bool::from(ath.as_bytes().ct_eq(expected.as_bytes()))) {
+            if !claims
+                .ath
+                .as_deref()
+                .is_some_and(|ath| bool::from(ath.as_bytes().ct_eq(expected.as_bytes())))
+            {
                 return Err(DpopError::AccessTokenHashMismatch);
             }
         }
         let jkt = keys.thumbprint(&self.key);
-        if expect.bound_jkt.is_some_and(|bound| !bool::from(bound.as_bytes().ct_eq(jkt.as_bytes()))) {
+        if expect
+            .bound_jkt
+            .is_some_and(|bound| !bool::from(bound.as_bytes().ct_eq(jkt.as_bytes())))
+        {
             return Err(DpopError::KeyMismatch);
         }
         if !keys.verify(&self.key, self.signing_input.as_bytes(), &self.signature) {
@@ -253,10 +283,16 @@ impl Proof {
         };
         match expect.nonce {
             NonceCheck::NotRequired => {}
-            NonceCheck::Stateless { key, window_secs } => nonce_ok(&|n| nonce::check(key, n, expect.now, window_secs))?,
+            NonceCheck::Stateless { key, window_secs } => {
+                nonce_ok(&|n| nonce::check(key, n, expect.now, window_secs))?
+            }
             NonceCheck::Custom(judge) => nonce_ok(judge)?,
         }
-        Ok(CheckedProof { jkt, jti: claims.jti.clone(), iat: claims.iat })
+        Ok(CheckedProof {
+            jkt,
+            jti: claims.jti.clone(),
+            iat: claims.iat,
+        })
     }
 
     /// The bytes the signature covers (`header.payload`).

@@ -63,7 +63,8 @@ fn b64(v: &Value) -> String {
     URL_SAFE_NO_PAD.encode(v.to_string())
 }
 
-static TOKEN_ATH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| access_token_hash(TOKEN));
+static TOKEN_ATH: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| access_token_hash(TOKEN));
 
 fn expect<'a>() -> Expectations<'a> {
     Expectations {
@@ -91,19 +92,37 @@ fn signers() -> [Signer; 2] {
 fn rfc7638_thumbprint_example() {
     // RFC 7638 §3.1: the RSA key of RFC 7517 Appendix A.1.
     let n = "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw";
-    let key = jwk::PublicKey::RS256 { n: URL_SAFE_NO_PAD.decode(n).unwrap() };
-    assert_eq!(jwk_thumbprint(&key), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
+    let key = jwk::PublicKey::RS256 {
+        n: URL_SAFE_NO_PAD.decode(n).unwrap(),
+    };
+    assert_eq!(
+        jwk_thumbprint(&key),
+        "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+    );
 }
 
 #[test]
 fn rfc9449_examples() {
     // §4.2's proof key and §6.1's `jkt` for it.
-    let x = URL_SAFE_NO_PAD.decode("l8tFrhx-34tV3hRICRDY9zCkDlpBhF42UQUfWVAWBFs").unwrap();
-    let y = URL_SAFE_NO_PAD.decode("9VE4jf_Ok_o64zbTTlcuNJajHmt6v9TDVrU0CdvGRDA").unwrap();
-    let key = jwk::PublicKey::ES256 { x: x.try_into().unwrap(), y: y.try_into().unwrap() };
-    assert_eq!(jwk_thumbprint(&key), "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I");
+    let x = URL_SAFE_NO_PAD
+        .decode("l8tFrhx-34tV3hRICRDY9zCkDlpBhF42UQUfWVAWBFs")
+        .unwrap();
+    let y = URL_SAFE_NO_PAD
+        .decode("9VE4jf_Ok_o64zbTTlcuNJajHmt6v9TDVrU0CdvGRDA")
+        .unwrap();
+    let key = jwk::PublicKey::ES256 {
+        x: x.try_into().unwrap(),
+        y: y.try_into().unwrap(),
+    };
+    assert_eq!(
+        jwk_thumbprint(&key),
+        "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"
+    );
     // §7.1's access token and its `ath`.
-    assert_eq!(access_token_hash("Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU"), "fUHyO2r2Z3DZ53EsNrWBb0xWXoaNy59IiKCAqksmQEo");
+    assert_eq!(
+        access_token_hash("Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU"),
+        "fUHyO2r2Z3DZ53EsNrWBb0xWXoaNy59IiKCAqksmQEo"
+    );
 }
 
 #[test]
@@ -111,8 +130,22 @@ fn genuine_proofs_check() {
     for signer in signers() {
         let proof = signer.proof(|_, _| {});
         let jkt = jwk_thumbprint(&signer.public());
-        let checked = verdict(&proof, &Expectations { bound_jkt: Some(&jkt), ..expect() }).unwrap();
-        assert_eq!(checked, CheckedProof { jkt: jkt.clone(), jti: "e1j3V_bKic8-LAEB".into(), iat: NOW });
+        let checked = verdict(
+            &proof,
+            &Expectations {
+                bound_jkt: Some(&jkt),
+                ..expect()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            checked,
+            CheckedProof {
+                jkt: jkt.clone(),
+                jti: "e1j3V_bKic8-LAEB".into(),
+                iat: NOW
+            }
+        );
         // The thumbprint does not depend on member order or extra public members in the proof's jwk.
         let reordered = signer.proof(|h, _| {
             let mut jwk = h["jwk"].as_object().unwrap().clone();
@@ -125,23 +158,50 @@ fn genuine_proofs_check() {
         let without_ath = signer.proof(|_, c| {
             c.as_object_mut().unwrap().remove("ath");
         });
-        assert!(verdict(&without_ath, &Expectations { access_token_hash: None, ..expect() }).is_ok());
+        assert!(verdict(
+            &without_ath,
+            &Expectations {
+                access_token_hash: None,
+                ..expect()
+            }
+        )
+        .is_ok());
     }
 }
 
 #[test]
 fn htu_is_compared_after_normalization() {
     let signer = Signer::es(5);
-    for htu in ["HTTPS://API.Example.COM:443/v1/items", "https://api.example.com/v1/items?x=1", "https://api.example.com/v1/./items#f"] {
+    for htu in [
+        "HTTPS://API.Example.COM:443/v1/items",
+        "https://api.example.com/v1/items?x=1",
+        "https://api.example.com/v1/./items#f",
+    ] {
         let proof = signer.proof(|_, c| c["htu"] = htu.into());
         assert!(verdict(&proof, &expect()).is_ok(), "{htu}");
     }
     let proof = signer.proof(|_, _| {});
-    for uri in ["https://api.example.com:443/v1/items?page=2", "HTTPS://api.EXAMPLE.com/v1/%69tems"] {
-        assert!(verdict(&proof, &Expectations { uri, ..expect() }).is_ok(), "{uri}");
+    for uri in [
+        "https://api.example.com:443/v1/items?page=2",
+        "HTTPS://api.EXAMPLE.com/v1/%69tems",
+    ] {
+        assert!(
+            verdict(&proof, &Expectations { uri, ..expect() }).is_ok(),
+            "{uri}"
+        );
     }
-    for uri in ["http://api.example.com/v1/items", "https://api.example.com/v1/items/", "https://api.example.com:8443/v1/items", "https://other.example.com/v1/items", "https://api.example.com/v1/other"] {
-        assert_eq!(verdict(&proof, &Expectations { uri, ..expect() }), Err(DpopError::UriMismatch), "{uri}");
+    for uri in [
+        "http://api.example.com/v1/items",
+        "https://api.example.com/v1/items/",
+        "https://api.example.com:8443/v1/items",
+        "https://other.example.com/v1/items",
+        "https://api.example.com/v1/other",
+    ] {
+        assert_eq!(
+            verdict(&proof, &Expectations { uri, ..expect() }),
+            Err(DpopError::UriMismatch),
+            "{uri}"
+        );
     }
 }
 
@@ -149,21 +209,81 @@ fn htu_is_compared_after_normalization() {
 fn header_refusals() {
     let es = Signer::es(6);
     let cases: Vec<Case> = vec![
-        ("typ JWT", Box::new(|h| h["typ"] = "JWT".into()), DpopError::WrongType),
-        ("typ upper case", Box::new(|h| h["typ"] = "DPOP+JWT".into()), DpopError::WrongType),
-        ("no typ", Box::new(|h| drop(h.as_object_mut().unwrap().remove("typ"))), DpopError::WrongType),
-        ("alg none", Box::new(|h| h["alg"] = "none".into()), DpopError::UnsupportedAlgorithm),
-        ("alg HS256", Box::new(|h| h["alg"] = "HS256".into()), DpopError::UnsupportedAlgorithm),
-        ("alg RS256", Box::new(|h| h["alg"] = "RS256".into()), DpopError::UnsupportedAlgorithm),
-        ("alg of another key type", Box::new(|h| h["alg"] = "EdDSA".into()), DpopError::InvalidKey),
-        ("private jwk", Box::new(|h| h["jwk"]["d"] = URL_SAFE_NO_PAD.encode([3u8; 32]).into()), DpopError::InvalidKey),
-        ("symmetric jwk", Box::new(|h| h["jwk"] = json!({"kty": "oct", "k": "AAAA"})), DpopError::InvalidKey),
-        ("unknown curve", Box::new(|h| h["jwk"]["crv"] = "P-384".into()), DpopError::InvalidKey),
-        ("unknown kty", Box::new(|h| h["jwk"]["kty"] = "XYZ".into()), DpopError::InvalidKey),
-        ("off the curve", Box::new(|h| h["jwk"]["y"] = h["jwk"]["x"].clone()), DpopError::InvalidKey),
-        ("no jwk", Box::new(|h| drop(h.as_object_mut().unwrap().remove("jwk"))), DpopError::InvalidKey),
-        ("jwk for encryption", Box::new(|h| h["jwk"]["use"] = "enc".into()), DpopError::InvalidKey),
-        ("critical extension", Box::new(|h| h["crit"] = json!(["b64"])), DpopError::Malformed),
+        (
+            "typ JWT",
+            Box::new(|h| h["typ"] = "JWT".into()),
+            DpopError::WrongType,
+        ),
+        (
+            "typ upper case",
+            Box::new(|h| h["typ"] = "DPOP+JWT".into()),
+            DpopError::WrongType,
+        ),
+        (
+            "no typ",
+            Box::new(|h| drop(h.as_object_mut().unwrap().remove("typ"))),
+            DpopError::WrongType,
+        ),
+        (
+            "alg none",
+            Box::new(|h| h["alg"] = "none".into()),
+            DpopError::UnsupportedAlgorithm,
+        ),
+        (
+            "alg HS256",
+            Box::new(|h| h["alg"] = "HS256".into()),
+            DpopError::UnsupportedAlgorithm,
+        ),
+        (
+            "alg RS256",
+            Box::new(|h| h["alg"] = "RS256".into()),
+            DpopError::UnsupportedAlgorithm,
+        ),
+        (
+            "alg of another key type",
+            Box::new(|h| h["alg"] = "EdDSA".into()),
+            DpopError::InvalidKey,
+        ),
+        (
+            "private jwk",
+            Box::new(|h| h["jwk"]["d"] = URL_SAFE_NO_PAD.encode([3u8; 32]).into()),
+            DpopError::InvalidKey,
+        ),
+        (
+            "symmetric jwk",
+            Box::new(|h| h["jwk"] = json!({"kty": "oct", "k": "AAAA"})),
+            DpopError::InvalidKey,
+        ),
+        (
+            "unknown curve",
+            Box::new(|h| h["jwk"]["crv"] = "P-384".into()),
+            DpopError::InvalidKey,
+        ),
+        (
+            "unknown kty",
+            Box::new(|h| h["jwk"]["kty"] = "XYZ".into()),
+            DpopError::InvalidKey,
+        ),
+        (
+            "off the curve",
+            Box::new(|h| h["jwk"]["y"] = h["jwk"]["x"].clone()),
+            DpopError::InvalidKey,
+        ),
+        (
+            "no jwk",
+            Box::new(|h| drop(h.as_object_mut().unwrap().remove("jwk"))),
+            DpopError::InvalidKey,
+        ),
+        (
+            "jwk for encryption",
+            Box::new(|h| h["jwk"]["use"] = "enc".into()),
+            DpopError::InvalidKey,
+        ),
+        (
+            "critical extension",
+            Box::new(|h| h["crit"] = json!(["b64"])),
+            DpopError::Malformed,
+        ),
     ];
     for (name, edit, expected) in cases {
         let proof = es.proof(|h, _| edit(h));
@@ -171,8 +291,12 @@ fn header_refusals() {
     }
     let ed = Signer::ed(7);
     let private = ed.proof(|h, _| h["jwk"]["d"] = URL_SAFE_NO_PAD.encode([7u8; 32]).into());
-    assert_eq!(verdict(&private, &expect()).unwrap_err(), DpopError::InvalidKey);
-    let rsa = ed.proof(|h, _| h["jwk"] = json!({"kty": "RSA", "e": "AQAB", "n": "u".repeat(342) + "w"}));
+    assert_eq!(
+        verdict(&private, &expect()).unwrap_err(),
+        DpopError::InvalidKey
+    );
+    let rsa =
+        ed.proof(|h, _| h["jwk"] = json!({"kty": "RSA", "e": "AQAB", "n": "u".repeat(342) + "w"}));
     assert_eq!(verdict(&rsa, &expect()).unwrap_err(), DpopError::InvalidKey);
 }
 
@@ -180,28 +304,105 @@ fn header_refusals() {
 fn claim_refusals() {
     for signer in signers() {
         let cases: Vec<Case> = vec![
-            ("other method", Box::new(|c| c["htm"] = "POST".into()), DpopError::MethodMismatch),
-            ("method case", Box::new(|c| c["htm"] = "get".into()), DpopError::MethodMismatch),
-            ("other URL", Box::new(|c| c["htu"] = "https://api.example.com/v1/admin".into()), DpopError::UriMismatch),
-            ("relative htu", Box::new(|c| c["htu"] = "/v1/items".into()), DpopError::UriMismatch),
-            ("stale", Box::new(|c| c["iat"] = (NOW - DEFAULT_MAX_AGE_SECS - 1).into()), DpopError::Stale),
-            ("future", Box::new(|c| c["iat"] = (NOW + DEFAULT_FUTURE_SKEW_SECS + 1).into()), DpopError::IssuedInFuture),
-            ("wrong ath", Box::new(|c| c["ath"] = access_token_hash("another token").into()), DpopError::AccessTokenHashMismatch),
-            ("no ath", Box::new(|c| drop(c.as_object_mut().unwrap().remove("ath"))), DpopError::AccessTokenHashMismatch),
-            ("no jti", Box::new(|c| drop(c.as_object_mut().unwrap().remove("jti"))), DpopError::Malformed),
-            ("empty jti", Box::new(|c| c["jti"] = "".into()), DpopError::Malformed),
-            ("long jti", Box::new(|c| c["jti"] = "j".repeat(MAX_JTI_LEN + 1).into()), DpopError::Malformed),
-            ("no htm", Box::new(|c| drop(c.as_object_mut().unwrap().remove("htm"))), DpopError::Malformed),
-            ("no htu", Box::new(|c| drop(c.as_object_mut().unwrap().remove("htu"))), DpopError::Malformed),
-            ("no iat", Box::new(|c| drop(c.as_object_mut().unwrap().remove("iat"))), DpopError::Malformed),
-            ("fractional iat", Box::new(|c| c["iat"] = (NOW as f64 + 0.5).into()), DpopError::Malformed),
-            ("string iat", Box::new(|c| c["iat"] = NOW.to_string().into()), DpopError::Malformed),
-            ("negative iat", Box::new(|c| c["iat"] = (-1).into()), DpopError::Malformed),
-            ("numeric jti", Box::new(|c| c["jti"] = 7.into()), DpopError::Malformed),
+            (
+                "other method",
+                Box::new(|c| c["htm"] = "POST".into()),
+                DpopError::MethodMismatch,
+            ),
+            (
+                "method case",
+                Box::new(|c| c["htm"] = "get".into()),
+                DpopError::MethodMismatch,
+            ),
+            (
+                "other URL",
+                Box::new(|c| c["htu"] = "https://api.example.com/v1/admin".into()),
+                DpopError::UriMismatch,
+            ),
+            (
+                "relative htu",
+                Box::new(|c| c["htu"] = "/v1/items".into()),
+                DpopError::UriMismatch,
+            ),
+            (
+                "stale",
+                Box::new(|c| c["iat"] = (NOW - DEFAULT_MAX_AGE_SECS - 1).into()),
+                DpopError::Stale,
+            ),
+            (
+                "future",
+                Box::new(|c| c["iat"] = (NOW + DEFAULT_FUTURE_SKEW_SECS + 1).into()),
+                DpopError::IssuedInFuture,
+            ),
+            (
+                "wrong ath",
+                Box::new(|c| c["ath"] = access_token_hash("another token").into()),
+                DpopError::AccessTokenHashMismatch,
+            ),
+            (
+                "no ath",
+                Box::new(|c| drop(c.as_object_mut().unwrap().remove("ath"))),
+                DpopError::AccessTokenHashMismatch,
+            ),
+            (
+                "no jti",
+                Box::new(|c| drop(c.as_object_mut().unwrap().remove("jti"))),
+                DpopError::Malformed,
+            ),
+            (
+                "empty jti",
+                Box::new(|c| c["jti"] = "".into()),
+                DpopError::Malformed,
+            ),
+            (
+                "long jti",
+                Box::new(|c| c["jti"] = "j".repeat(MAX_JTI_LEN + 1).into()),
+                DpopError::Malformed,
+            ),
+            (
+                "no htm",
+                Box::new(|c| drop(c.as_object_mut().unwrap().remove("htm"))),
+                DpopError::Malformed,
+            ),
+            (
+                "no htu",
+                Box::new(|c| drop(c.as_object_mut().unwrap().remove("htu"))),
+                DpopError::Malformed,
+            ),
+            (
+                "no iat",
+                Box::new(|c| drop(c.as_object_mut().unwrap().remove("iat"))),
+                DpopError::Malformed,
+            ),
+            (
+                "fractional iat",
+                Box::new(|c| c["iat"] = (NOW as f64 + 0.5).into()),
+                DpopError::Malformed,
+            ),
+            (
+                "string iat",
+                Box::new(|c| c["iat"] = NOW.to_string().into()),
+                DpopError::Malformed,
+            ),
+            (
+                "negative iat",
+                Box::new(|c| c["iat"] = (-1).into()),
+                DpopError::Malformed,
+            ),
+            (
+                "numeric jti",
+                Box::new(|c| c["jti"] = 7.into()),
+                DpopError::Malformed,
+            ),
         ];
         for (name, edit, expected) in cases {
             let proof = signer.proof(|_, c| edit(c));
-            assert_eq!(verdict(&proof, &expect()).unwrap_err(), expected, "{} {name}", signer.alg());
+            assert_eq!(
+                verdict(&proof, &expect()).unwrap_err(),
+                expected,
+                "{} {name}",
+                signer.alg()
+            );
         }
         // The window's edges are inside it.
         for iat in [NOW - DEFAULT_MAX_AGE_SECS, NOW + DEFAULT_FUTURE_SKEW_SECS] {
@@ -219,53 +420,115 @@ fn signature_and_binding_refusals() {
         let mut sig = URL_SAFE_NO_PAD.decode(signature).unwrap();
         sig[10] ^= 1;
         let flipped = format!("{input}.{}", URL_SAFE_NO_PAD.encode(&sig));
-        assert_eq!(verdict(&flipped, &expect()).unwrap_err(), DpopError::BadSignature);
+        assert_eq!(
+            verdict(&flipped, &expect()).unwrap_err(),
+            DpopError::BadSignature
+        );
         let (header, _) = input.split_once('.').unwrap();
         let swapped_claims = json!({"jti": "other", "htm": "GET", "htu": URI, "iat": NOW, "ath": access_token_hash(TOKEN)});
         let swapped = format!("{header}.{}.{signature}", b64(&swapped_claims));
-        assert_eq!(verdict(&swapped, &expect()).unwrap_err(), DpopError::BadSignature);
+        assert_eq!(
+            verdict(&swapped, &expect()).unwrap_err(),
+            DpopError::BadSignature
+        );
         // Signed by another key than the one in the header (a stolen token's proof made with the thief's key, claiming the victim's).
-        let thief = if signer.alg() == "ES256" { Signer::es(99) } else { Signer::ed(99) };
+        let thief = if signer.alg() == "ES256" {
+            Signer::es(99)
+        } else {
+            Signer::ed(99)
+        };
         let mut header = signer.header();
         let claims = json!({"jti": "x", "htm": "GET", "htu": URI, "iat": NOW, "ath": access_token_hash(TOKEN)});
         let forged = thief.proof_of(&header, &claims);
-        assert_eq!(verdict(&forged, &expect()).unwrap_err(), DpopError::BadSignature);
+        assert_eq!(
+            verdict(&forged, &expect()).unwrap_err(),
+            DpopError::BadSignature
+        );
         // The thief's own key signs fine, but the token is bound to the victim's key.
         header["jwk"] = thief.jwk();
         let thiefs = thief.proof_of(&header, &claims);
         let victim_jkt = jwk_thumbprint(&signer.public());
-        assert_eq!(verdict(&thiefs, &Expectations { bound_jkt: Some(&victim_jkt), ..expect() }).unwrap_err(), DpopError::KeyMismatch);
+        assert_eq!(
+            verdict(
+                &thiefs,
+                &Expectations {
+                    bound_jkt: Some(&victim_jkt),
+                    ..expect()
+                }
+            )
+            .unwrap_err(),
+            DpopError::KeyMismatch
+        );
         // An algorithm this deployment does not allow.
-        let only_other = [if signer.alg() == "ES256" { jwk::Algorithm::EdDSA } else { jwk::Algorithm::ES256 }];
-        assert_eq!(verdict(&proof, &Expectations { algorithms: &only_other, ..expect() }).unwrap_err(), DpopError::UnsupportedAlgorithm);
+        let only_other = [if signer.alg() == "ES256" {
+            jwk::Algorithm::EdDSA
+        } else {
+            jwk::Algorithm::ES256
+        }];
+        assert_eq!(
+            verdict(
+                &proof,
+                &Expectations {
+                    algorithms: &only_other,
+                    ..expect()
+                }
+            )
+            .unwrap_err(),
+            DpopError::UnsupportedAlgorithm
+        );
     }
 }
 
 #[test]
 fn nonces_when_required() {
     let key = NonceKey::new(&[8u8; 32]).unwrap();
-    let required = NonceCheck::Stateless { key: &key, window_secs: 300 };
-    let with_nonce = || Expectations { nonce: required, ..expect() };
+    let required = NonceCheck::Stateless {
+        key: &key,
+        window_secs: 300,
+    };
+    let with_nonce = || Expectations {
+        nonce: required,
+        ..expect()
+    };
     for signer in signers() {
         let missing = signer.proof(|_, _| {});
-        assert_eq!(verdict(&missing, &with_nonce()).unwrap_err(), DpopError::NonceMissing);
+        assert_eq!(
+            verdict(&missing, &with_nonce()).unwrap_err(),
+            DpopError::NonceMissing
+        );
         let fresh = nonce::issue(&key, NOW - 20);
         let good = signer.proof(|_, c| c["nonce"] = fresh.clone().into());
         assert!(verdict(&good, &with_nonce()).is_ok());
         let expired = nonce::issue(&key, NOW - 400);
         let old = signer.proof(|_, c| c["nonce"] = expired.into());
-        assert_eq!(verdict(&old, &with_nonce()).unwrap_err(), DpopError::NonceInvalid);
+        assert_eq!(
+            verdict(&old, &with_nonce()).unwrap_err(),
+            DpopError::NonceInvalid
+        );
         let foreign = nonce::issue(&NonceKey::new(&[9u8; 32]).unwrap(), NOW);
         let forged = signer.proof(|_, c| c["nonce"] = foreign.into());
-        assert_eq!(verdict(&forged, &with_nonce()).unwrap_err(), DpopError::NonceInvalid);
+        assert_eq!(
+            verdict(&forged, &with_nonce()).unwrap_err(),
+            DpopError::NonceInvalid
+        );
         // Not required: a nonce is ignored; a custom judge sees it.
         assert!(verdict(&forged, &expect()).is_ok());
         let judge = |n: &str| n == fresh;
-        assert!(verdict(&good, &Expectations { nonce: NonceCheck::Custom(&judge), ..expect() }).is_ok());
+        assert!(verdict(
+            &good,
+            &Expectations {
+                nonce: NonceCheck::Custom(&judge),
+                ..expect()
+            }
+        )
+        .is_ok());
         // A bad signature is reported before a missing nonce.
         let (input, _) = missing.rsplit_once('.').unwrap();
         let unsigned = format!("{input}.{}", URL_SAFE_NO_PAD.encode([1u8; 64]));
-        assert_eq!(verdict(&unsigned, &with_nonce()).unwrap_err(), DpopError::BadSignature);
+        assert_eq!(
+            verdict(&unsigned, &with_nonce()).unwrap_err(),
+            DpopError::BadSignature
+        );
     }
 }
 
@@ -284,10 +547,17 @@ fn malformed_and_oversized_inputs() {
     ] {
         assert!(parse_proof(bad).is_err(), "{bad:?}");
     }
-    assert_eq!(parse_proof(&format!("{input}.{}", URL_SAFE_NO_PAD.encode([0u8; 63]))).unwrap_err(), DpopError::BadSignature);
+    assert_eq!(
+        parse_proof(&format!("{input}.{}", URL_SAFE_NO_PAD.encode([0u8; 63]))).unwrap_err(),
+        DpopError::BadSignature
+    );
     let huge = Signer::ed(10).proof(|_, c| c["pad"] = "p".repeat(MAX_PROOF_BYTES).into());
     assert_eq!(parse_proof(&huge).unwrap_err(), DpopError::TooLarge);
-    let not_json = format!("{}.{}.{sig}", URL_SAFE_NO_PAD.encode("{"), URL_SAFE_NO_PAD.encode("{}"));
+    let not_json = format!(
+        "{}.{}.{sig}",
+        URL_SAFE_NO_PAD.encode("{"),
+        URL_SAFE_NO_PAD.encode("{}")
+    );
     assert_eq!(parse_proof(&not_json).unwrap_err(), DpopError::Malformed);
 }
 
@@ -296,24 +566,54 @@ fn a_member_named_twice_or_null_is_refused_though_signed() {
     for signer in signers() {
         let header = signer.header().to_string();
         let claims = json!({"jti": "j", "htm": "GET", "htu": URI, "iat": NOW, "ath": access_token_hash(TOKEN)}).to_string();
-        let thief_jwk = (if signer.alg() == "ES256" { Signer::es(98) } else { Signer::ed(98) }).jwk();
+        let thief_jwk = (if signer.alg() == "ES256" {
+            Signer::es(98)
+        } else {
+            Signer::ed(98)
+        })
+        .jwk();
         // Inside the `jwk`, the first `x` is another key's: the same choice one level down.
         let own_x = format!("\"x\":{}", signer.jwk()["x"]);
-        assert!(header.contains(&own_x) && thief_jwk["x"] != signer.jwk()["x"], "{header}");
+        assert!(
+            header.contains(&own_x) && thief_jwk["x"] != signer.jwk()["x"],
+            "{header}"
+        );
         let thief_x = header.replacen(&own_x, &format!("\"x\":{},{own_x}", thief_jwk["x"]), 1);
         let cases = [
             // The first `jwk` is another key: a reader keeping the first would see another key than one keeping the last.
-            (header.replacen('{', &format!("{{\"jwk\":{thief_jwk},"), 1), claims.clone()),
+            (
+                header.replacen('{', &format!("{{\"jwk\":{thief_jwk},"), 1),
+                claims.clone(),
+            ),
             (thief_x, claims.clone()),
-            (header.replacen('{', "{\"alg\":\"none\",", 1), claims.clone()),
-            (header.clone(), claims.replacen('{', "{\"htu\":\"https://evil.example/\",", 1)),
-            (header.clone(), claims.replacen('{', "{\"jti\":\"other\",", 1)),
+            (
+                header.replacen('{', "{\"alg\":\"none\",", 1),
+                claims.clone(),
+            ),
+            (
+                header.clone(),
+                claims.replacen('{', "{\"htu\":\"https://evil.example/\",", 1),
+            ),
+            (
+                header.clone(),
+                claims.replacen('{', "{\"jti\":\"other\",", 1),
+            ),
             (header.clone(), claims.replacen('{', "{\"nonce\":null,", 1)),
-            (header.clone(), claims.replace(&format!("\"ath\":\"{}\"", access_token_hash(TOKEN)), "\"ath\":null")),
+            (
+                header.clone(),
+                claims.replace(
+                    &format!("\"ath\":\"{}\"", access_token_hash(TOKEN)),
+                    "\"ath\":null",
+                ),
+            ),
         ];
         for (header, claims) in cases {
             let proof = signer.0.sign_text(&header, &claims);
-            assert_eq!(parse_proof(&proof).unwrap_err(), DpopError::Malformed, "{header} {claims}");
+            assert_eq!(
+                parse_proof(&proof).unwrap_err(),
+                DpopError::Malformed,
+                "{header} {claims}"
+            );
         }
         // The same texts without the repetition pass: only the repetition is refused.
         assert!(verdict(&signer.0.sign_text(&header, &claims), &expect()).is_ok());
@@ -334,7 +634,10 @@ fn errors_map_to_rfc9449_codes_without_detail() {
     let reasons: std::collections::HashSet<_> = DpopError::ALL.iter().map(|e| e.reason()).collect();
     assert_eq!(reasons.len(), DpopError::ALL.len());
     assert_eq!(algs_parameter(&SUPPORTED_ALGORITHMS), "ES256 EdDSA");
-    assert_eq!(algs_parameter(&[jwk::Algorithm::EdDSA, jwk::Algorithm::RS256]), "EdDSA");
+    assert_eq!(
+        algs_parameter(&[jwk::Algorithm::EdDSA, jwk::Algorithm::RS256]),
+        "EdDSA"
+    );
 }
 
 #[test]

@@ -12,7 +12,10 @@ use crate::jwk::{PublicKey, RSA_EXPONENT};
 /// JWK of the key (base64url values contain nothing JSON must escape).
 pub fn canonical_jwk(key: &PublicKey) -> String {
     match key {
-        PublicKey::EdDSA(x) => format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#, URL_SAFE_NO_PAD.encode(x)),
+        PublicKey::EdDSA(x) => format!(
+            r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
+            URL_SAFE_NO_PAD.encode(x)
+        ),
         PublicKey::ES256 { x, y } => format!(
             r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
             URL_SAFE_NO_PAD.encode(x),

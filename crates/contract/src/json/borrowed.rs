@@ -50,7 +50,10 @@ impl<'a> Object<'a> {
 
     /// The member named `name`.
     pub fn get(&self, name: &str) -> Option<&Json<'a>> {
-        let at = self.0.binary_search_by(|(member, _)| member.as_ref().cmp(name)).ok()?;
+        let at = self
+            .0
+            .binary_search_by(|(member, _)| member.as_ref().cmp(name))
+            .ok()?;
         self.0.get(at).map(|(_, value)| value)
     }
 
@@ -115,10 +118,14 @@ impl<'a> Json<'a> {
 
 impl<'de> Deserialize<'de> for Object<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(JsonVisitor { members: OUTER_MEMBERS }).and_then(|value| match value {
-            Json::Object(object) => Ok(object),
-            _ => Err(de::Error::custom("a JSON object was expected")),
-        })
+        deserializer
+            .deserialize_map(JsonVisitor {
+                members: OUTER_MEMBERS,
+            })
+            .and_then(|value| match value {
+                Json::Object(object) => Ok(object),
+                _ => Err(de::Error::custom("a JSON object was expected")),
+            })
     }
 }
 
@@ -202,7 +209,10 @@ impl<'de> Visitor<'de> for JsonVisitor {
             object.push((name, members.next_value()?));
         }
         object.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
-        if object.windows(2).any(|pair| matches!(pair, [(a, _), (b, _)] if a == b)) {
+        if object
+            .windows(2)
+            .any(|pair| matches!(pair, [(a, _), (b, _)] if a == b))
+        {
             return Err(de::Error::custom("a member name appears twice"));
         }
         // A vector grows to twice what it holds: a document of many small
@@ -256,25 +266,53 @@ mod tests {
         let text = r#"{"b": [1, -1, 1.5, 2.5e-3, -9223372036854775808, 18446744073709551615, "s\u00e9", true, null, [], {}],
                        "a": {"z": {"y": [{"x": 1}, {"x": -2}]}}, "c": "plain", "\u0064": "esc\"aped"}"#;
         let ours = read(text).unwrap();
-        let reference: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text).unwrap();
+        let reference: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(text).unwrap();
         fn same(ours: &Json<'_>, reference: &serde_json::Value) -> bool {
             match (ours, reference) {
                 (Json::Null, serde_json::Value::Null) => true,
                 (Json::Bool(a), serde_json::Value::Bool(b)) => a == b,
                 (Json::Number(a), serde_json::Value::Number(b)) => a == b,
                 (Json::String(a), serde_json::Value::String(b)) => a == b,
-                (Json::Array(a), serde_json::Value::Array(b)) => a.len() == b.len() && a.iter().zip(b).all(|(a, b)| same(a, b)),
+                (Json::Array(a), serde_json::Value::Array(b)) => {
+                    a.len() == b.len() && a.iter().zip(b).all(|(a, b)| same(a, b))
+                }
                 (Json::Object(a), serde_json::Value::Object(b)) => {
-                    a.names().eq(b.keys().map(String::as_str)) && a.members().zip(b.values()).all(|((_, a), b)| same(a, b))
+                    a.names().eq(b.keys().map(String::as_str))
+                        && a.members().zip(b.values()).all(|((_, a), b)| same(a, b))
                 }
                 _ => false,
             }
         }
-        assert!(same(&Json::Object(ours.clone()), &serde_json::Value::Object(reference)));
-        assert_eq!(ours.get("d").and_then(Json::as_str), Some("esc\"aped"), "an escaped name is found by its text");
-        assert!(matches!(ours.get("c"), Some(Json::String(Cow::Borrowed("plain")))), "no copy without an escape");
-        assert_eq!(ours.get("a").and_then(|a| a.get("z")).and_then(|z| z.get("y")).and_then(Json::as_array).map(<[_]>::len), Some(2));
-        assert_eq!((ours.get("missing"), Json::Null.get("a"), Json::Bool(true).as_u64()), (None, None, None));
+        assert!(same(
+            &Json::Object(ours.clone()),
+            &serde_json::Value::Object(reference)
+        ));
+        assert_eq!(
+            ours.get("d").and_then(Json::as_str),
+            Some("esc\"aped"),
+            "an escaped name is found by its text"
+        );
+        assert!(
+            matches!(ours.get("c"), Some(Json::String(Cow::Borrowed("plain")))),
+            "no copy without an escape"
+        );
+        assert_eq!(
+            ours.get("a")
+                .and_then(|a| a.get("z"))
+                .and_then(|z| z.get("y"))
+                .and_then(Json::as_array)
+                .map(<[_]>::len),
+            Some(2)
+        );
+        assert_eq!(
+            (
+                ours.get("missing"),
+                Json::Null.get("a"),
+                Json::Bool(true).as_u64()
+            ),
+            (None, None, None)
+        );
     }
 
     #[test]
@@ -307,15 +345,28 @@ mod tests {
         let small: Vec<&str> = vec![r#"{"b":1}"#; 2_000];
         let text = format!(r#"{{"a":[{}]}}"#, small.join(","));
         let object = read(&text).unwrap();
-        assert!(object.0.capacity() >= OUTER_MEMBERS, "the outermost object: a token's claims without growing");
+        assert!(
+            object.0.capacity() >= OUTER_MEMBERS,
+            "the outermost object: a token's claims without growing"
+        );
         let items = object.get("a").and_then(Json::as_array).unwrap();
-        let room: usize = items.iter().filter_map(Json::as_object).map(|o| o.0.capacity()).sum();
-        assert!(room <= 4 * items.len(), "{room} member slots for {} one-member objects", items.len());
+        let room: usize = items
+            .iter()
+            .filter_map(Json::as_object)
+            .map(|o| o.0.capacity())
+            .sum();
+        assert!(
+            room <= 4 * items.len(),
+            "{room} member slots for {} one-member objects",
+            items.len()
+        );
     }
 
     #[test]
     fn deep_nesting_and_many_members_are_bounded() {
-        let nested = |depth: usize, open: &str, close: &str| format!(r#"{{"a": {}1{}}}"#, open.repeat(depth), close.repeat(depth));
+        let nested = |depth: usize, open: &str, close: &str| {
+            format!(r#"{{"a": {}1{}}}"#, open.repeat(depth), close.repeat(depth))
+        };
         for (open, close) in [("[", "]"), (r#"{"a": "#, "}")] {
             let e = read(&nested(10_000, open, close)).unwrap_err();
             assert!(e.contains("recursion limit"), "{open}: {e}");
@@ -326,6 +377,8 @@ mod tests {
         let text = format!("{{{}}}", many.join(","));
         let object = read(&text).unwrap();
         assert_eq!(object.get("m4321").and_then(Json::as_u64), Some(4321));
-        assert!(read(&format!(r#"{{{}, "m0": 0}}"#, many.join(","))).unwrap_err().contains("twice"));
+        assert!(read(&format!(r#"{{{}, "m0": 0}}"#, many.join(",")))
+            .unwrap_err()
+            .contains("twice"));
     }
 }

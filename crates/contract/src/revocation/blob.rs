@@ -93,7 +93,11 @@ pub struct Entry {
 impl Entry {
     /// One entry per digest: the widest wins (a value may be revoked twice).
     fn widest(self, other: Entry) -> Entry {
-        Entry { digest: self.digest, not_before: self.not_before.max(other.not_before), expires_at: self.expires_at.max(other.expires_at) }
+        Entry {
+            digest: self.digest,
+            not_before: self.not_before.max(other.not_before),
+            expires_at: self.expires_at.max(other.expires_at),
+        }
     }
 }
 
@@ -132,19 +136,28 @@ impl Default for Blob {
 }
 
 fn u16_at(b: &[u8], at: usize) -> usize {
-    b.get(at..at + 2).and_then(|s| <[u8; 2]>::try_from(s).ok()).map_or(0, |a| usize::from(u16::from_le_bytes(a)))
+    b.get(at..at + 2)
+        .and_then(|s| <[u8; 2]>::try_from(s).ok())
+        .map_or(0, |a| usize::from(u16::from_le_bytes(a)))
 }
 
 fn u32_at(b: &[u8], at: usize) -> usize {
-    b.get(at..at + 4).and_then(|s| <[u8; 4]>::try_from(s).ok()).map_or(0, |a| u32::from_le_bytes(a) as usize)
+    b.get(at..at + 4)
+        .and_then(|s| <[u8; 4]>::try_from(s).ok())
+        .map_or(0, |a| u32::from_le_bytes(a) as usize)
 }
 
 fn u64_at(b: &[u8], at: usize) -> u64 {
-    b.get(at..at + 8).and_then(|s| <[u8; 8]>::try_from(s).ok()).map_or(0, u64::from_le_bytes)
+    b.get(at..at + 8)
+        .and_then(|s| <[u8; 8]>::try_from(s).ok())
+        .map_or(0, u64::from_le_bytes)
 }
 
 fn digest_of(record: &[u8]) -> Digest {
-    record.get(..16).and_then(|s| <[u8; 16]>::try_from(s).ok()).unwrap_or_default()
+    record
+        .get(..16)
+        .and_then(|s| <[u8; 16]>::try_from(s).ok())
+        .unwrap_or_default()
 }
 
 /// A digest as a number in the lists' order (bytewise is big-endian): one
@@ -160,7 +173,11 @@ fn rank(bytes: &[u8], (start, len): (usize, usize), n: usize, digest: u128) -> u
     let (mut lo, mut hi) = (0, n);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        if bytes.get(start + mid * len..).map_or(0, |r| order_of(digest_of(r))) <= digest {
+        if bytes
+            .get(start + mid * len..)
+            .map_or(0, |r| order_of(digest_of(r)))
+            <= digest
+        {
             lo = mid + 1;
         } else {
             hi = mid;
@@ -176,8 +193,16 @@ fn expiry_offset(kind: Kind) -> usize {
 
 fn entry_of(kind: Kind, record: &[u8]) -> Entry {
     match kind {
-        Kind::Subject => Entry { digest: digest_of(record), not_before: u64_at(record, 16), expires_at: u64_at(record, 24) },
-        _ => Entry { digest: digest_of(record), not_before: 0, expires_at: u64_at(record, 16) },
+        Kind::Subject => Entry {
+            digest: digest_of(record),
+            not_before: u64_at(record, 16),
+            expires_at: u64_at(record, 24),
+        },
+        _ => Entry {
+            digest: digest_of(record),
+            not_before: 0,
+            expires_at: u64_at(record, 16),
+        },
     }
 }
 
@@ -191,7 +216,12 @@ fn push_entry(out: &mut Vec<u8>, kind: Kind, e: &Entry) {
 
 /// Moves records `run` of a section (its `start` and record `len`) down to
 /// end at `write` (lowering it) in one copy; how many records that was.
-fn move_run(bytes: &mut [u8], (start, len): (usize, usize), run: std::ops::Range<usize>, write: &mut usize) -> usize {
+fn move_run(
+    bytes: &mut [u8],
+    (start, len): (usize, usize),
+    run: std::ops::Range<usize>,
+    write: &mut usize,
+) -> usize {
     let n = run.len();
     *write -= n * len;
     // Records that stay where they are (nothing dropped or added above them) are not copied.
@@ -204,7 +234,14 @@ fn move_run(bytes: &mut [u8], (start, len): (usize, usize), run: std::ops::Range
 /// [`move_run`] for the records of `run` that some token could still
 /// outlive at `now` (runs of them in one copy each); how many were kept.
 /// Only their `expires_at` is read.
-fn move_needed(bytes: &mut [u8], (start, len, expiry_at): (usize, usize, usize), run: std::ops::Range<usize>, write: &mut usize, skew_secs: u64, now: u64) -> usize {
+fn move_needed(
+    bytes: &mut [u8],
+    (start, len, expiry_at): (usize, usize, usize),
+    run: std::ops::Range<usize>,
+    write: &mut usize,
+    skew_secs: u64,
+    now: u64,
+) -> usize {
     let (mut kept, mut end) = (0, run.end);
     for i in run.clone().rev() {
         if !still_needed(u64_at(bytes, start + i * len + expiry_at), skew_secs, now) {
@@ -225,8 +262,14 @@ fn write_counts(bytes: &mut [u8], counts: PerKind) {
 }
 
 fn push_header(out: &mut Vec<u8>, h: &Header, counts: PerKind) {
-    let issuer = h.issuer.get(..h.issuer.len().min(MAX_ISSUER_LEN)).unwrap_or_default();
-    let cursor = h.cursor.get(..h.cursor.len().min(MAX_CURSOR_LEN)).unwrap_or_default();
+    let issuer = h
+        .issuer
+        .get(..h.issuer.len().min(MAX_ISSUER_LEN))
+        .unwrap_or_default();
+    let cursor = h
+        .cursor
+        .get(..h.cursor.len().min(MAX_CURSOR_LEN))
+        .unwrap_or_default();
     out.extend_from_slice(MAGIC);
     out.push(FORMAT_VERSION);
     out.push(if h.snapshot { FLAG_SNAPSHOT } else { 0 });
@@ -256,7 +299,11 @@ impl Blob {
         if issuer_len > MAX_ISSUER_LEN || cursor_len > MAX_CURSOR_LEN {
             return Err(BlobError("issuer or cursor too long"));
         }
-        let text = |from: usize, len: usize| bytes.get(from..from + len).is_some_and(|s| std::str::from_utf8(s).is_ok());
+        let text = |from: usize, len: usize| {
+            bytes
+                .get(from..from + len)
+                .is_some_and(|s| std::str::from_utf8(s).is_ok())
+        };
         if !text(HEADER_LEN, issuer_len) || !text(HEADER_LEN + issuer_len, cursor_len) {
             return Err(BlobError("issuer or cursor is not UTF-8"));
         }
@@ -266,16 +313,24 @@ impl Blob {
         for kind in Kind::ALL {
             *starts.at(kind) = at;
             let n = counts.of(kind);
-            let size = n.checked_mul(record_len(kind)).ok_or(BlobError("too many entries"))?;
+            let size = n
+                .checked_mul(record_len(kind))
+                .ok_or(BlobError("too many entries"))?;
             at = at.checked_add(size).ok_or(BlobError("too many entries"))?;
         }
         if at != bytes.len() {
             return Err(BlobError("length does not match the entry counts"));
         }
-        let blob = Blob { bytes, counts, starts };
+        let blob = Blob {
+            bytes,
+            counts,
+            starts,
+        };
         for kind in Kind::ALL {
             let section = blob.section(kind);
-            let mut records = section.chunks_exact(record_len(kind)).map(|r| order_of(digest_of(r)));
+            let mut records = section
+                .chunks_exact(record_len(kind))
+                .map(|r| order_of(digest_of(r)));
             let mut previous = records.next();
             for d in records {
                 if previous.is_some_and(|p| p >= d) {
@@ -292,7 +347,13 @@ impl Blob {
     pub fn build(header: &Header, sections: [&[Entry]; 3]) -> Blob {
         let [tokens, sessions, subjects] = sections.map(<[Entry]>::len);
         let counts = PerKind([tokens, sessions, subjects]);
-        let size = HEADER_LEN + header.issuer.len() + header.cursor.len() + Kind::ALL.iter().map(|k| counts.of(*k) * record_len(*k)).sum::<usize>();
+        let size = HEADER_LEN
+            + header.issuer.len()
+            + header.cursor.len()
+            + Kind::ALL
+                .iter()
+                .map(|k| counts.of(*k) * record_len(*k))
+                .sum::<usize>();
         let mut bytes = Vec::with_capacity(size);
         push_header(&mut bytes, header, counts);
         for (kind, entries) in Kind::ALL.into_iter().zip(sections) {
@@ -312,7 +373,11 @@ impl Blob {
             *starts.at(kind) = at;
             at += counts.of(kind) * record_len(kind);
         }
-        Blob { bytes, counts, starts }
+        Blob {
+            bytes,
+            counts,
+            starts,
+        }
     }
 
     /// Merges two sorted lists into a new one with `header`, one entry per
@@ -320,7 +385,13 @@ impl Blob {
     /// The reference [`merge_into`](Self::merge_into) is tested against.
     #[cfg(test)]
     pub fn merge(a: &Blob, b: &Blob, header: &Header, skew_secs: u64, now: u64) -> Blob {
-        let mut bytes = Vec::with_capacity(HEADER_LEN + header.issuer.len() + header.cursor.len() + a.section_bytes() + b.section_bytes());
+        let mut bytes = Vec::with_capacity(
+            HEADER_LEN
+                + header.issuer.len()
+                + header.cursor.len()
+                + a.section_bytes()
+                + b.section_bytes(),
+        );
         push_header(&mut bytes, header, PerKind::default());
         let mut counts = PerKind::default();
         for kind in Kind::ALL {
@@ -372,8 +443,18 @@ impl Blob {
     /// not taken yet, plus any growth of the header), so nothing is
     /// overwritten before it is read. The result is then moved down behind
     /// the new header.
-    pub fn merge_into(base: Blob, overlay: &Blob, header: &Header, skew_secs: u64, now: u64) -> Blob {
-        let Blob { mut bytes, counts: base_counts, starts: base_starts } = base;
+    pub fn merge_into(
+        base: Blob,
+        overlay: &Blob,
+        header: &Header,
+        skew_secs: u64,
+        now: u64,
+    ) -> Blob {
+        let Blob {
+            mut bytes,
+            counts: base_counts,
+            starts: base_starts,
+        } = base;
         let mut new_header = Vec::with_capacity(HEADER_LEN + MAX_ISSUER_LEN + MAX_CURSOR_LEN);
         push_header(&mut new_header, header, PerKind::default());
         let old_start = base_starts.of(Kind::Token);
@@ -382,7 +463,10 @@ impl Blob {
         // Room for this merge and the next few: the buffer is grown rarely,
         // and not by doubling (that would ask for a second list's worth).
         if bytes.capacity() < end {
-            bytes.reserve_exact(end.saturating_sub(bytes.len()).saturating_add(spare_room(end)));
+            bytes.reserve_exact(
+                end.saturating_sub(bytes.len())
+                    .saturating_add(spare_room(end)),
+            );
         }
         bytes.resize(end, 0);
         let mut write = end;
@@ -399,9 +483,19 @@ impl Blob {
             let mut left_n = base_counts.of(kind);
             for r in overlay.entries(kind).rev() {
                 let below = rank(&bytes, (start, len), left_n, order_of(r.digest));
-                *counts.at(kind) += move_needed(&mut bytes, section, below..left_n, &mut write, skew_secs, now);
+                *counts.at(kind) += move_needed(
+                    &mut bytes,
+                    section,
+                    below..left_n,
+                    &mut write,
+                    skew_secs,
+                    now,
+                );
                 left_n = below;
-                let same = left_n.checked_sub(1).and_then(|i| bytes.get(start + i * len..start + (i + 1) * len)).filter(|l| digest_of(l) == r.digest);
+                let same = left_n
+                    .checked_sub(1)
+                    .and_then(|i| bytes.get(start + i * len..start + (i + 1) * len))
+                    .filter(|l| digest_of(l) == r.digest);
                 let e = match same {
                     Some(l) => {
                         left_n -= 1;
@@ -419,7 +513,8 @@ impl Blob {
                     *counts.at(kind) += 1;
                 }
             }
-            *counts.at(kind) += move_needed(&mut bytes, section, 0..left_n, &mut write, skew_secs, now);
+            *counts.at(kind) +=
+                move_needed(&mut bytes, section, 0..left_n, &mut write, skew_secs, now);
         }
         let header_len = new_header.len();
         if write != header_len {
@@ -441,7 +536,10 @@ impl Blob {
             .into_iter()
             .map(|kind| {
                 let at = expiry_offset(kind);
-                self.section(kind).chunks_exact(record_len(kind)).filter(|r| still_needed(u64_at(r, at), skew_secs, now)).count()
+                self.section(kind)
+                    .chunks_exact(record_len(kind))
+                    .filter(|r| still_needed(u64_at(r, at), skew_secs, now))
+                    .count()
             })
             .sum()
     }
@@ -449,12 +547,20 @@ impl Blob {
     /// Forgets, in place, the entries no token could outlive at `now`.
     pub fn retain_needed(&mut self, skew_secs: u64, now: u64) {
         let header = self.header();
-        *self = Blob::merge_into(std::mem::take(self), &Blob::default(), &header, skew_secs, now);
+        *self = Blob::merge_into(
+            std::mem::take(self),
+            &Blob::default(),
+            &header,
+            skew_secs,
+            now,
+        );
     }
 
     fn section(&self, kind: Kind) -> &[u8] {
         let start = self.starts.of(kind);
-        self.bytes.get(start..start + self.counts.of(kind) * record_len(kind)).unwrap_or_default()
+        self.bytes
+            .get(start..start + self.counts.of(kind) * record_len(kind))
+            .unwrap_or_default()
     }
 
     fn section_bytes(&self) -> usize {
@@ -464,13 +570,24 @@ impl Blob {
     /// The entry for `digest`, by binary search over the bytes.
     pub fn find(&self, kind: Kind, digest: &Digest) -> Option<Entry> {
         let (start, len) = (self.starts.of(kind), record_len(kind));
-        let i = rank(&self.bytes, (start, len), self.counts.of(kind), order_of(*digest)).checked_sub(1)?;
+        let i = rank(
+            &self.bytes,
+            (start, len),
+            self.counts.of(kind),
+            order_of(*digest),
+        )
+        .checked_sub(1)?;
         let record = self.bytes.get(start + i * len..start + (i + 1) * len)?;
         (digest_of(record) == *digest).then(|| entry_of(kind, record))
     }
 
-    pub fn entries(&self, kind: Kind) -> impl DoubleEndedIterator<Item = Entry> + ExactSizeIterator + '_ {
-        self.section(kind).chunks_exact(record_len(kind)).map(move |r| entry_of(kind, r))
+    pub fn entries(
+        &self,
+        kind: Kind,
+    ) -> impl DoubleEndedIterator<Item = Entry> + ExactSizeIterator + '_ {
+        self.section(kind)
+            .chunks_exact(record_len(kind))
+            .map(move |r| entry_of(kind, r))
     }
 
     pub fn len(&self) -> usize {
@@ -490,7 +607,12 @@ impl Blob {
     }
 
     pub fn key(&self) -> SetKey {
-        SetKey(self.bytes.get(24..40).and_then(|s| <[u8; 16]>::try_from(s).ok()).unwrap_or_default())
+        SetKey(
+            self.bytes
+                .get(24..40)
+                .and_then(|s| <[u8; 16]>::try_from(s).ok())
+                .unwrap_or_default(),
+        )
     }
 
     pub fn base_id(&self) -> u64 {
@@ -505,17 +627,29 @@ impl Blob {
 
     pub fn issuer(&self) -> &str {
         let len = u16_at(&self.bytes, 6);
-        self.bytes.get(HEADER_LEN..HEADER_LEN + len).and_then(|s| std::str::from_utf8(s).ok()).unwrap_or_default()
+        self.bytes
+            .get(HEADER_LEN..HEADER_LEN + len)
+            .and_then(|s| std::str::from_utf8(s).ok())
+            .unwrap_or_default()
     }
 
     pub fn cursor(&self) -> &str {
         let from = HEADER_LEN + u16_at(&self.bytes, 6);
         let len = u16_at(&self.bytes, 8);
-        self.bytes.get(from..from + len).and_then(|s| std::str::from_utf8(s).ok()).unwrap_or_default()
+        self.bytes
+            .get(from..from + len)
+            .and_then(|s| std::str::from_utf8(s).ok())
+            .unwrap_or_default()
     }
 
     pub fn header(&self) -> Header {
-        Header { snapshot: self.is_snapshot(), key: self.key(), base_id: self.base_id(), issuer: self.issuer().to_owned(), cursor: self.cursor().to_owned() }
+        Header {
+            snapshot: self.is_snapshot(),
+            key: self.key(),
+            base_id: self.base_id(),
+            issuer: self.issuer().to_owned(),
+            cursor: self.cursor().to_owned(),
+        }
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -546,21 +680,38 @@ mod tests {
     use super::*;
 
     fn e(d: u8, exp: u64) -> Entry {
-        Entry { digest: [d; 16], not_before: 0, expires_at: exp }
+        Entry {
+            digest: [d; 16],
+            not_before: 0,
+            expires_at: exp,
+        }
     }
 
     fn header(cursor: &str) -> Header {
-        Header { snapshot: true, key: SetKey([7; 16]), base_id: 0, issuer: "iss".into(), cursor: cursor.into() }
+        Header {
+            snapshot: true,
+            key: SetKey([7; 16]),
+            base_id: 0,
+            issuer: "iss".into(),
+            cursor: cursor.into(),
+        }
     }
 
     #[test]
     fn layout_round_trips_and_is_searched_in_place() {
-        let ban = Entry { digest: [5; 16], not_before: 40, expires_at: 90 };
+        let ban = Entry {
+            digest: [5; 16],
+            not_before: 40,
+            expires_at: 90,
+        };
         let blob = Blob::build(&header("c1"), [&[e(1, 10), e(3, 30)], &[e(2, 20)], &[ban]]);
         assert_eq!(blob.bytes().len(), HEADER_LEN + 3 + 2 + 24 * 3 + 32);
         let back = Blob::parse(blob.bytes().to_vec()).unwrap();
         assert_eq!(back, blob);
-        assert_eq!((back.issuer(), back.cursor(), back.is_snapshot(), back.key()), ("iss", "c1", true, SetKey([7; 16])));
+        assert_eq!(
+            (back.issuer(), back.cursor(), back.is_snapshot(), back.key()),
+            ("iss", "c1", true, SetKey([7; 16]))
+        );
         assert_eq!(back.find(Kind::Token, &[3; 16]), Some(e(3, 30)));
         assert_eq!(back.find(Kind::Token, &[2; 16]), None, "kinds are separate");
         assert_eq!(back.find(Kind::Session, &[2; 16]), Some(e(2, 20)));
@@ -571,11 +722,17 @@ mod tests {
     fn parse_refuses_what_is_not_a_valid_list() {
         let blob = Blob::build(&header("c"), [&[e(1, 10), e(3, 30)], &[], &[]]);
         let good = blob.bytes().to_vec();
-        assert!(Blob::parse(good[..good.len() - 1].to_vec()).is_err(), "truncated");
+        assert!(
+            Blob::parse(good[..good.len() - 1].to_vec()).is_err(),
+            "truncated"
+        );
         let mut unsorted = good.clone();
         let first = HEADER_LEN + 3 + 1;
         unsorted[first..first + 16].copy_from_slice(&[9; 16]);
-        assert_eq!(Blob::parse(unsorted), Err(BlobError("entries not sorted by digest")));
+        assert_eq!(
+            Blob::parse(unsorted),
+            Err(BlobError("entries not sorted by digest"))
+        );
         let mut huge = good.clone();
         huge[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(Blob::parse(huge).is_err());
@@ -584,17 +741,53 @@ mod tests {
 
     #[test]
     fn merge_keeps_one_widest_entry_per_digest_and_drops_the_forgotten() {
-        let a = Blob::build(&header("1"), [&[e(1, 100), e(4, 100)], &[], &[Entry { digest: [9; 16], not_before: 10, expires_at: 100 }]]);
-        let b = Blob::build(&header("2"), [&[e(1, 300), e(2, 5), e(3, 200)], &[e(8, 100)], &[Entry { digest: [9; 16], not_before: 50, expires_at: 80 }]]);
+        let a = Blob::build(
+            &header("1"),
+            [
+                &[e(1, 100), e(4, 100)],
+                &[],
+                &[Entry {
+                    digest: [9; 16],
+                    not_before: 10,
+                    expires_at: 100,
+                }],
+            ],
+        );
+        let b = Blob::build(
+            &header("2"),
+            [
+                &[e(1, 300), e(2, 5), e(3, 200)],
+                &[e(8, 100)],
+                &[Entry {
+                    digest: [9; 16],
+                    not_before: 50,
+                    expires_at: 80,
+                }],
+            ],
+        );
         let m = Blob::merge(&a, &b, &header("2"), 10, 50);
-        assert_eq!(m.entries(Kind::Token).collect::<Vec<_>>(), vec![e(1, 300), e(3, 200), e(4, 100)], "5 + 10 < 50: forgotten");
-        assert_eq!(m.find(Kind::Subject, &[9; 16]), Some(Entry { digest: [9; 16], not_before: 50, expires_at: 100 }));
+        assert_eq!(
+            m.entries(Kind::Token).collect::<Vec<_>>(),
+            vec![e(1, 300), e(3, 200), e(4, 100)],
+            "5 + 10 < 50: forgotten"
+        );
+        assert_eq!(
+            m.find(Kind::Subject, &[9; 16]),
+            Some(Entry {
+                digest: [9; 16],
+                not_before: 50,
+                expires_at: 100
+            })
+        );
         assert_eq!(m.cursor(), "2");
         assert_eq!(Blob::parse(m.bytes().to_vec()).unwrap(), m);
 
         let mut pruned = m.clone();
         pruned.retain_needed(10, 150);
-        assert_eq!(pruned.entries(Kind::Token).collect::<Vec<_>>(), vec![e(1, 300), e(3, 200)]);
+        assert_eq!(
+            pruned.entries(Kind::Token).collect::<Vec<_>>(),
+            vec![e(1, 300), e(3, 200)]
+        );
         assert_eq!(pruned.count(Kind::Session), 0);
         assert_eq!(pruned.count(Kind::Subject), 0);
         assert_eq!(Blob::parse(pruned.bytes().to_vec()).unwrap(), pruned);
@@ -624,7 +817,11 @@ mod tests {
                             digest[0] = (r % 40) as u8;
                             digest[15] = (r >> 8) as u8 % 3;
                             let not_before = if kind == 2 { r >> 16 & 0xff } else { 0 };
-                            Entry { digest, not_before, expires_at: 40 + (r >> 24) % 40 }
+                            Entry {
+                                digest,
+                                not_before,
+                                expires_at: 40 + (r >> 24) % 40,
+                            }
                         })
                         .collect();
                     v.sort_by_key(|e| e.digest);
@@ -632,8 +829,16 @@ mod tests {
                     v
                 })
             };
-            let (a, b) = (side(if round % 7 == 0 { 0 } else { 30 }), side(if round % 5 == 0 { 0 } else { 12 }));
-            let cursors = ["", "7", "cursor-12345", "a-much-longer-cursor-than-the-others-000000000000"];
+            let (a, b) = (
+                side(if round % 7 == 0 { 0 } else { 30 }),
+                side(if round % 5 == 0 { 0 } else { 12 }),
+            );
+            let cursors = [
+                "",
+                "7",
+                "cursor-12345",
+                "a-much-longer-cursor-than-the-others-000000000000",
+            ];
             let base = Blob::build(&header(cursors[round % 4]), [&a[0], &a[1], &a[2]]);
             let overlay = Blob::build(&header("o"), [&b[0], &b[1], &b[2]]);
             let to = header(cursors[(round / 4) % 4]);
@@ -641,7 +846,11 @@ mod tests {
             let expected = Blob::merge(&base, &overlay, &to, 5, now);
             let mut retained = base.clone();
             retained.retain_needed(5, now);
-            assert_eq!(retained.bytes(), Blob::merge(&base, &Blob::default(), &base.header(), 5, now).bytes(), "round {round}: retain_needed");
+            assert_eq!(
+                retained.bytes(),
+                Blob::merge(&base, &Blob::default(), &base.header(), 5, now).bytes(),
+                "round {round}: retain_needed"
+            );
             assert_eq!(Blob::parse(retained.bytes().to_vec()).unwrap(), retained);
             let got = Blob::merge_into(base, &overlay, &to, 5, now);
             assert_eq!(got.bytes(), expected.bytes(), "round {round}");

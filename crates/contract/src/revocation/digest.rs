@@ -84,9 +84,21 @@ mod tests {
         let a = SetKey::derive("iss", "epoch1");
         let b = SetKey::derive("iss", "epoch2");
         assert_ne!(a, b);
-        assert_ne!(a.digest(Kind::Token, "x"), b.digest(Kind::Token, "x"), "keyed");
-        assert_ne!(a.digest(Kind::Token, "x"), a.digest(Kind::Session, "x"), "kinds never meet");
+        assert_ne!(
+            a.digest(Kind::Token, "x"),
+            b.digest(Kind::Token, "x"),
+            "keyed"
+        );
+        assert_ne!(
+            a.digest(Kind::Token, "x"),
+            a.digest(Kind::Session, "x"),
+            "kinds never meet"
+        );
         assert_ne!(a.digest(Kind::Token, "x"), a.digest(Kind::Token, "y"));
-        assert_eq!(a.digest(Kind::Token, "x"), SetKey::derive("iss", "epoch1").digest(Kind::Token, "x"), "both sides agree");
+        assert_eq!(
+            a.digest(Kind::Token, "x"),
+            SetKey::derive("iss", "epoch1").digest(Kind::Token, "x"),
+            "both sides agree"
+        );
     }
 }

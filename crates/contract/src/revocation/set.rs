@@ -66,10 +66,18 @@ impl std::fmt::Display for ApplyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::WrongIssuer => write!(f, "feed is for another issuer"),
-            Self::TooManyEntries(n) => write!(f, "feed would hold {n} live entries, over the configured maximum"),
-            Self::KeyMismatch => write!(f, "delta does not extend the list held (another digest key)"),
+            Self::TooManyEntries(n) => write!(
+                f,
+                "feed would hold {n} live entries, over the configured maximum"
+            ),
+            Self::KeyMismatch => write!(
+                f,
+                "delta does not extend the list held (another digest key)"
+            ),
             Self::DeltaWithoutBase => write!(f, "delta for another list than the one held"),
-            Self::Superseded => write!(f, "snapshot for a poll sent before the list held was taken"),
+            Self::Superseded => {
+                write!(f, "snapshot for a poll sent before the list held was taken")
+            }
             Self::Malformed(e) => write!(f, "{e}"),
         }
     }
@@ -134,7 +142,14 @@ impl RevocationSet {
     /// delta extends it (and is refused by a list not loaded). Forgets what
     /// no token could outlive any more. A feed that would push the list's
     /// live entries past `max_entries` is refused whole.
-    pub fn apply(&mut self, feed: Blob, issuer: &str, max_entries: usize, skew_secs: u64, now: u64) -> Result<Change, ApplyError> {
+    pub fn apply(
+        &mut self,
+        feed: Blob,
+        issuer: &str,
+        max_entries: usize,
+        skew_secs: u64,
+        now: u64,
+    ) -> Result<Change, ApplyError> {
         if feed.issuer() != issuer {
             return Err(ApplyError::WrongIssuer);
         }
@@ -153,7 +168,11 @@ impl RevocationSet {
         if feed.key() != self.key() {
             return Err(ApplyError::KeyMismatch);
         }
-        let header = Header { snapshot: false, base_id: self.base.base_id(), ..feed.header() };
+        let header = Header {
+            snapshot: false,
+            base_id: self.base.base_id(),
+            ..feed.header()
+        };
         // A copy of the small overlay: a refused feed leaves the list as it was.
         let overlay = Blob::merge_into(self.overlay.clone(), &feed, &header, skew_secs, now);
         let total = self.base.len() + overlay.len();
@@ -174,27 +193,58 @@ impl RevocationSet {
             self.overlay = overlay;
             return Ok(Change::Overlay);
         }
-        let base = Blob::merge_into(std::mem::take(&mut self.base), &overlay, &Header { snapshot: true, ..header }, skew_secs, now);
+        let base = Blob::merge_into(
+            std::mem::take(&mut self.base),
+            &overlay,
+            &Header {
+                snapshot: true,
+                ..header
+            },
+            skew_secs,
+            now,
+        );
         self.install_base(base);
         Ok(Change::Base)
     }
 
     /// Applies a feed as JSON carries it: its values are digested with the
     /// list's key (for a snapshot, the key of its issuer and cursor).
-    pub fn apply_values(&mut self, feed: &RevocationFeed, issuer: &str, max_entries: usize, skew_secs: u64, now: u64) -> Result<Change, ApplyError> {
+    pub fn apply_values(
+        &mut self,
+        feed: &RevocationFeed,
+        issuer: &str,
+        max_entries: usize,
+        skew_secs: u64,
+        now: u64,
+    ) -> Result<Change, ApplyError> {
         // The compact layout holds no longer ones; cut short, a cursor would
         // name no position the feed knows (and every poll ask for a snapshot).
-        if feed.cursor.len() > super::blob::MAX_CURSOR_LEN || feed.issuer.len() > super::blob::MAX_ISSUER_LEN {
-            return Err(ApplyError::Malformed(super::blob::BlobError("cursor or issuer longer than the compact layout holds")));
+        if feed.cursor.len() > super::blob::MAX_CURSOR_LEN
+            || feed.issuer.len() > super::blob::MAX_ISSUER_LEN
+        {
+            return Err(ApplyError::Malformed(super::blob::BlobError(
+                "cursor or issuer longer than the compact layout holds",
+            )));
         }
-        let key = if feed.snapshot { SetKey::derive(&feed.issuer, &feed.cursor) } else { self.key() };
+        let key = if feed.snapshot {
+            SetKey::derive(&feed.issuer, &feed.cursor)
+        } else {
+            self.key()
+        };
         self.apply(encode(feed, key), issuer, max_entries, skew_secs, now)
     }
 
     fn install_base(&mut self, mut base: Blob) {
         let id = content_id(&base);
         base.set_base_id(id);
-        self.overlay = Blob::build(&Header { snapshot: false, base_id: id, ..base.header() }, [&[], &[], &[]]);
+        self.overlay = Blob::build(
+            &Header {
+                snapshot: false,
+                base_id: id,
+                ..base.header()
+            },
+            [&[], &[], &[]],
+        );
         self.base = base;
         self.loaded = true;
     }
@@ -206,7 +256,13 @@ impl RevocationSet {
 
     /// Takes over a base another VM shared (as [`base`](Self::base) gave it).
     pub fn adopt_base(&mut self, base: Blob) {
-        self.overlay = Blob::build(&Header { snapshot: false, ..base.header() }, [&[], &[], &[]]);
+        self.overlay = Blob::build(
+            &Header {
+                snapshot: false,
+                ..base.header()
+            },
+            [&[], &[], &[]],
+        );
         self.base = base;
         self.loaded = true;
     }
@@ -241,7 +297,10 @@ impl RevocationSet {
             let (value, mut digest, mut latest) = (value?, None, None);
             for run in runs.iter().filter(|run| run.count(kind) > 0) {
                 let digest = digest.get_or_insert_with(|| key.digest(kind, value));
-                if let Some(e) = run.find(kind, digest).filter(|e| still_needed(e.expires_at, skew_secs, now)) {
+                if let Some(e) = run
+                    .find(kind, digest)
+                    .filter(|e| still_needed(e.expires_at, skew_secs, now))
+                {
                     latest = latest.max(Some(e.not_before));
                 }
             }
@@ -262,19 +321,40 @@ impl RevocationSet {
         }
         None
     }
-
 }
 
 /// A JSON feed in the compact layout, its values digested with `key`.
 pub fn encode(feed: &RevocationFeed, key: SetKey) -> Blob {
-    let digest = |kind, value: &str, not_before, expires_at| Entry { digest: key.digest(kind, value), not_before, expires_at };
-    let mut tokens: Vec<Entry> = feed.revoked_tokens.iter().map(|t| digest(Kind::Token, &t.jti, 0, t.expires_at)).collect();
-    let mut sessions: Vec<Entry> = feed.revoked_sessions.iter().map(|s| digest(Kind::Session, &s.sid, 0, s.expires_at)).collect();
-    let mut bans: Vec<Entry> = feed.banned_subjects.iter().map(|b| digest(Kind::Subject, &b.sub, b.not_before, b.expires_at)).collect();
+    let digest = |kind, value: &str, not_before, expires_at| Entry {
+        digest: key.digest(kind, value),
+        not_before,
+        expires_at,
+    };
+    let mut tokens: Vec<Entry> = feed
+        .revoked_tokens
+        .iter()
+        .map(|t| digest(Kind::Token, &t.jti, 0, t.expires_at))
+        .collect();
+    let mut sessions: Vec<Entry> = feed
+        .revoked_sessions
+        .iter()
+        .map(|s| digest(Kind::Session, &s.sid, 0, s.expires_at))
+        .collect();
+    let mut bans: Vec<Entry> = feed
+        .banned_subjects
+        .iter()
+        .map(|b| digest(Kind::Subject, &b.sub, b.not_before, b.expires_at))
+        .collect();
     for run in [&mut tokens, &mut sessions, &mut bans] {
         sort_entries(run);
     }
-    let header = Header { snapshot: feed.snapshot, key, base_id: 0, issuer: feed.issuer.clone(), cursor: feed.cursor.clone() };
+    let header = Header {
+        snapshot: feed.snapshot,
+        key,
+        base_id: 0,
+        issuer: feed.issuer.clone(),
+        cursor: feed.cursor.clone(),
+    };
     Blob::build(&header, [&tokens, &sessions, &bans])
 }
 
@@ -288,7 +368,11 @@ fn content_id(base: &Blob) -> u64 {
     h.update(base.cursor().as_bytes());
     for kind in Kind::ALL {
         h.update((base.count(kind) as u64).to_le_bytes());
-        for e in base.entries(kind).take(1).chain(base.entries(kind).next_back()) {
+        for e in base
+            .entries(kind)
+            .take(1)
+            .chain(base.entries(kind).next_back())
+        {
             h.update(e.digest);
             h.update(e.expires_at.to_le_bytes());
         }
@@ -308,13 +392,32 @@ mod tests {
     use crate::revocation::RevokedToken;
 
     fn feed(snapshot: bool, cursor: &str, range: std::ops::Range<usize>) -> RevocationFeed {
-        let revoked_tokens = range.map(|i| RevokedToken { jti: format!("j{i}"), expires_at: 500 }).collect();
-        RevocationFeed { issuer: "iss".into(), cursor: cursor.into(), snapshot, revoked_tokens, ..Default::default() }
+        let revoked_tokens = range
+            .map(|i| RevokedToken {
+                jti: format!("j{i}"),
+                expires_at: 500,
+            })
+            .collect();
+        RevocationFeed {
+            issuer: "iss".into(),
+            cursor: cursor.into(),
+            snapshot,
+            revoked_tokens,
+            ..Default::default()
+        }
     }
 
     fn revoked(set: &RevocationSet, i: usize) -> bool {
         let jti = format!("j{i}");
-        set.check(&Probe { jti: Some(&jti), ..Probe::default() }, 0, 100).is_some()
+        set.check(
+            &Probe {
+                jti: Some(&jti),
+                ..Probe::default()
+            },
+            0,
+            100,
+        )
+        .is_some()
     }
 
     /// Deltas extend the overlay until it passes `COMPACT_AT`, then fold into
@@ -323,24 +426,67 @@ mod tests {
     fn compact_deltas_extend_the_overlay_then_compact() {
         let key = SetKey::derive("iss", "epoch");
         let mut set = RevocationSet::default();
-        assert_eq!(set.apply(encode(&feed(true, "e.1", 0..100), key), "iss", 100_000, 0, 100), Ok(Change::Base));
+        assert_eq!(
+            set.apply(
+                encode(&feed(true, "e.1", 0..100), key),
+                "iss",
+                100_000,
+                0,
+                100
+            ),
+            Ok(Change::Base)
+        );
         let base_id = set.base().base_id();
-        assert_eq!(set.apply(encode(&feed(false, "e.2", 100..110), key), "iss", 100_000, 0, 100), Ok(Change::Overlay));
-        assert_eq!((set.base().len(), set.overlay().len(), set.cursor()), (100, 10, Some("e.2")));
-        assert_eq!(set.overlay().base_id(), base_id, "the overlay names its base");
+        assert_eq!(
+            set.apply(
+                encode(&feed(false, "e.2", 100..110), key),
+                "iss",
+                100_000,
+                0,
+                100
+            ),
+            Ok(Change::Overlay)
+        );
+        assert_eq!(
+            (set.base().len(), set.overlay().len(), set.cursor()),
+            (100, 10, Some("e.2"))
+        );
+        assert_eq!(
+            set.overlay().base_id(),
+            base_id,
+            "the overlay names its base"
+        );
         assert!(revoked(&set, 0) && revoked(&set, 109) && !revoked(&set, 110));
         let in_overlay = |i: usize| {
             let jti = format!("j{i}");
-            set.check_in(Runs::Overlay, &Probe { jti: Some(&jti), ..Probe::default() }, 0, 100).is_some()
+            set.check_in(
+                Runs::Overlay,
+                &Probe {
+                    jti: Some(&jti),
+                    ..Probe::default()
+                },
+                0,
+                100,
+            )
+            .is_some()
         };
-        assert!(!in_overlay(0) && in_overlay(100) && in_overlay(109), "the overlay-only lookup skips the base");
+        assert!(
+            !in_overlay(0) && in_overlay(100) && in_overlay(109),
+            "the overlay-only lookup skips the base"
+        );
         let big = encode(&feed(false, "e.3", 110..110 + COMPACT_AT), key);
         assert_eq!(set.apply(big, "iss", 100_000, 0, 100), Ok(Change::Base));
-        assert_eq!((set.base().len(), set.overlay().len(), set.cursor()), (110 + COMPACT_AT, 0, Some("e.3")));
+        assert_eq!(
+            (set.base().len(), set.overlay().len(), set.cursor()),
+            (110 + COMPACT_AT, 0, Some("e.3"))
+        );
         assert_ne!(set.base().base_id(), base_id);
         assert!((0..110 + COMPACT_AT).all(|i| revoked(&set, i)));
         let other_key = encode(&feed(false, "e.4", 0..1), SetKey::derive("iss", "other"));
-        assert_eq!(set.apply(other_key, "iss", 100_000, 0, 100), Err(ApplyError::KeyMismatch));
+        assert_eq!(
+            set.apply(other_key, "iss", 100_000, 0, 100),
+            Err(ApplyError::KeyMismatch)
+        );
     }
 
     /// Dead entries of the base do not count against `max_entries`: a list
@@ -350,22 +496,60 @@ mod tests {
         let key = SetKey::derive("iss", "e");
         let mut set = RevocationSet::default();
         // 100 entries expiring at 500, the bound 100.
-        assert_eq!(set.apply(encode(&feed(true, "e.1", 0..100), key), "iss", 100, 0, 100), Ok(Change::Base));
+        assert_eq!(
+            set.apply(encode(&feed(true, "e.1", 0..100), key), "iss", 100, 0, 100),
+            Ok(Change::Base)
+        );
         let one_more = |cursor: &str, i: usize| {
-            let revoked_tokens = vec![RevokedToken { jti: format!("j{i}"), expires_at: 9_000 }];
-            encode(&RevocationFeed { issuer: "iss".into(), cursor: cursor.into(), revoked_tokens, ..Default::default() }, key)
+            let revoked_tokens = vec![RevokedToken {
+                jti: format!("j{i}"),
+                expires_at: 9_000,
+            }];
+            encode(
+                &RevocationFeed {
+                    issuer: "iss".into(),
+                    cursor: cursor.into(),
+                    revoked_tokens,
+                    ..Default::default()
+                },
+                key,
+            )
         };
         // While they live, one more is refused, and the list stays as it was.
-        assert_eq!(set.apply(one_more("e.2", 100), "iss", 100, 0, 400), Err(ApplyError::TooManyEntries(101)));
+        assert_eq!(
+            set.apply(one_more("e.2", 100), "iss", 100, 0, 400),
+            Err(ApplyError::TooManyEntries(101))
+        );
         assert!(revoked(&set, 0) && !revoked(&set, 100));
         // Once they expired it is taken, and the base is rebuilt without them.
-        assert_eq!(set.apply(one_more("e.2", 100), "iss", 100, 0, 600), Ok(Change::Base));
-        assert_eq!((set.base().len(), set.overlay().len(), set.cursor()), (1, 0, Some("e.2")));
+        assert_eq!(
+            set.apply(one_more("e.2", 100), "iss", 100, 0, 600),
+            Ok(Change::Base)
+        );
+        assert_eq!(
+            (set.base().len(), set.overlay().len(), set.cursor()),
+            (1, 0, Some("e.2"))
+        );
         assert!(revoked(&set, 100));
         // Live entries past the bound are still refused.
-        let many = encode(&RevocationFeed { issuer: "iss".into(), cursor: "e.3".into(),
-            revoked_tokens: (200..300).map(|i| RevokedToken { jti: format!("j{i}"), expires_at: 9_000 }).collect(), ..Default::default() }, key);
-        assert_eq!(set.apply(many, "iss", 100, 0, 600), Err(ApplyError::TooManyEntries(101)));
+        let many = encode(
+            &RevocationFeed {
+                issuer: "iss".into(),
+                cursor: "e.3".into(),
+                revoked_tokens: (200..300)
+                    .map(|i| RevokedToken {
+                        jti: format!("j{i}"),
+                        expires_at: 9_000,
+                    })
+                    .collect(),
+                ..Default::default()
+            },
+            key,
+        );
+        assert_eq!(
+            set.apply(many, "iss", 100, 0, 600),
+            Err(ApplyError::TooManyEntries(101))
+        );
         assert!(revoked(&set, 100) && !revoked(&set, 200));
     }
 
@@ -374,11 +558,24 @@ mod tests {
     #[test]
     fn an_overlong_json_cursor_is_refused_not_cut() {
         let mut set = RevocationSet::default();
-        let mut long = feed(true, &"c".repeat(super::super::blob::MAX_CURSOR_LEN + 1), 0..1);
-        assert!(matches!(set.apply_values(&long, "iss", 100, 0, 100), Err(ApplyError::Malformed(_))));
+        let mut long = feed(
+            true,
+            &"c".repeat(super::super::blob::MAX_CURSOR_LEN + 1),
+            0..1,
+        );
+        assert!(matches!(
+            set.apply_values(&long, "iss", 100, 0, 100),
+            Err(ApplyError::Malformed(_))
+        ));
         long.cursor = "c".repeat(super::super::blob::MAX_CURSOR_LEN);
-        assert_eq!(set.apply_values(&long, "iss", 100, 0, 100), Ok(Change::Base));
-        assert_eq!(set.cursor().map(str::len), Some(super::super::blob::MAX_CURSOR_LEN));
+        assert_eq!(
+            set.apply_values(&long, "iss", 100, 0, 100),
+            Ok(Change::Base)
+        );
+        assert_eq!(
+            set.cursor().map(str::len),
+            Some(super::super::blob::MAX_CURSOR_LEN)
+        );
     }
 
     /// A delta says what changed since a cursor: without the list it extends
@@ -388,17 +585,27 @@ mod tests {
     fn a_delta_never_becomes_the_whole_list() {
         let key = SetKey::derive("iss", "e");
         let mut set = RevocationSet::default();
-        set.apply(encode(&feed(true, "e.1", 0..1), key), "iss", 100, 0, 100).unwrap();
+        set.apply(encode(&feed(true, "e.1", 0..1), key), "iss", 100, 0, 100)
+            .unwrap();
         assert!(revoked(&set, 0));
         set.clear();
         let delta = encode(&feed(false, "e.2", 1..2), key);
-        assert_eq!(set.apply(delta, "iss", 100, 0, 100), Err(ApplyError::DeltaWithoutBase), "a delta on a cleared list");
+        assert_eq!(
+            set.apply(delta, "iss", 100, 0, 100),
+            Err(ApplyError::DeltaWithoutBase),
+            "a delta on a cleared list"
+        );
         assert_eq!((set.is_loaded(), set.cursor(), set.len()), (false, None, 0));
         let json = feed(false, "e.2", 1..2);
         let never = RevocationSet::default().apply_values(&json, "iss", 100, 0, 100);
-        assert_eq!(never, Err(ApplyError::DeltaWithoutBase), "a JSON delta on a list never loaded");
+        assert_eq!(
+            never,
+            Err(ApplyError::DeltaWithoutBase),
+            "a JSON delta on a list never loaded"
+        );
         // A snapshot is what such a list takes.
-        set.apply(encode(&feed(true, "e.2", 0..2), key), "iss", 100, 0, 100).unwrap();
+        set.apply(encode(&feed(true, "e.2", 0..2), key), "iss", 100, 0, 100)
+            .unwrap();
         assert!(revoked(&set, 0) && revoked(&set, 1));
     }
 }

@@ -236,12 +236,19 @@ pub struct IdentityHeaders {
 impl IdentityHeaders {
     /// Every header name the filter owns: removed from each incoming request.
     pub fn all_names(&self) -> Vec<&str> {
-        [&self.subject, &self.issuer, &self.roles, &self.scopes, &self.session, &self.client_id]
-            .into_iter()
-            .flatten()
-            .map(String::as_str)
-            .chain(self.claims.iter().map(|(_, h)| h.as_str()))
-            .collect()
+        [
+            &self.subject,
+            &self.issuer,
+            &self.roles,
+            &self.scopes,
+            &self.session,
+            &self.client_id,
+        ]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .chain(self.claims.iter().map(|(_, h)| h.as_str()))
+        .collect()
     }
 }
 
@@ -311,10 +318,14 @@ fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
 impl FilterConfig {
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
         if bytes.len() > MAX_CONFIG_BYTES {
-            return err(format!("configuration is {} bytes, over the {MAX_CONFIG_BYTES}-byte limit", bytes.len()));
+            return err(format!(
+                "configuration is {} bytes, over the {MAX_CONFIG_BYTES}-byte limit",
+                bytes.len()
+            ));
         }
         // serde_json's message names the unknown/mistyped field and its position.
-        let raw: raw::RawConfig = authflow_contract::json::from_slice(bytes).map_err(|e| ConfigError(e.to_string()))?;
+        let raw: raw::RawConfig =
+            authflow_contract::json::from_slice(bytes).map_err(|e| ConfigError(e.to_string()))?;
         Self::validate(raw)
     }
 
@@ -347,8 +358,13 @@ mod tests {
         assert!(c.token_sources.authorization_bearer);
         assert_eq!(c.identity.subject.as_deref(), Some("x-auth-user"));
         assert_eq!(c.identity.client_id.as_deref(), Some("x-auth-client-id"));
-        assert!(c.identity.all_names().contains(&"x-auth-client-id"), "owned: stripped from every request");
-        let JwksSource::Remote(u) = &c.provider(ProviderId::FIRST).unwrap().jwks else { panic!() };
+        assert!(
+            c.identity.all_names().contains(&"x-auth-client-id"),
+            "owned: stripped from every request"
+        );
+        let JwksSource::Remote(u) = &c.provider(ProviderId::FIRST).unwrap().jwks else {
+            panic!()
+        };
         assert_eq!(u.authority, "auth");
         assert_eq!(u.interval_ms, 300_000);
         assert_eq!(c.device.mode, DeviceMode::Off);
@@ -390,13 +406,31 @@ mod tests {
             let c = with(serde_json::json!({"device_binding": {"mode": mode, "tokens_without_fingerprint": missing}})).unwrap();
             (c.device.mode, c.device.tokens_without_fingerprint)
         };
-        assert_eq!(device("enforce", "deny"), (DeviceMode::Enforce, MissingFingerprint::Deny));
-        assert_eq!(device("report", "allow"), (DeviceMode::Report, MissingFingerprint::Allow));
-        assert_eq!(device("off", "allow"), (DeviceMode::Off, MissingFingerprint::Allow));
-        let failure = |mode: &str| with(serde_json::json!({"failure_mode": mode})).unwrap().failure_mode;
+        assert_eq!(
+            device("enforce", "deny"),
+            (DeviceMode::Enforce, MissingFingerprint::Deny)
+        );
+        assert_eq!(
+            device("report", "allow"),
+            (DeviceMode::Report, MissingFingerprint::Allow)
+        );
+        assert_eq!(
+            device("off", "allow"),
+            (DeviceMode::Off, MissingFingerprint::Allow)
+        );
+        let failure = |mode: &str| {
+            with(serde_json::json!({"failure_mode": mode}))
+                .unwrap()
+                .failure_mode
+        };
         assert_eq!(failure("fail_closed"), FailureMode::FailClosed);
         assert_eq!(failure("fail_open"), FailureMode::FailOpen);
-        let stale = |policy: &str| with(serde_json::json!({"revocation": {"on_stale": policy}})).unwrap().revocation.on_stale;
+        let stale = |policy: &str| {
+            with(serde_json::json!({"revocation": {"on_stale": policy}}))
+                .unwrap()
+                .revocation
+                .on_stale
+        };
         assert_eq!(stale("deny"), StalePolicy::Deny);
         assert_eq!(stale("allow"), StalePolicy::Allow);
         let dpop = |mode: &str, nonce: &str| {
@@ -407,49 +441,96 @@ mod tests {
             (p.dpop.mode, p.dpop.nonce)
         };
         assert_eq!(dpop("off", "off"), (DpopMode::Off, DpopNonce::Off));
-        assert_eq!(dpop("allowed", "required"), (DpopMode::Allowed, DpopNonce::Required));
-        assert_eq!(dpop("required", "off"), (DpopMode::Required, DpopNonce::Off));
+        assert_eq!(
+            dpop("allowed", "required"),
+            (DpopMode::Allowed, DpopNonce::Required)
+        );
+        assert_eq!(
+            dpop("required", "off"),
+            (DpopMode::Required, DpopNonce::Off)
+        );
         let e = with(serde_json::json!({"device_binding": {"mode": "Enforce"}})).unwrap_err();
-        assert!(e.0.contains("unknown variant `Enforce`, expected one of `enforce`, `report`, `off`"), "{e}");
+        assert!(
+            e.0.contains("unknown variant `Enforce`, expected one of `enforce`, `report`, `off`"),
+            "{e}"
+        );
     }
 
     #[test]
     fn errors_name_the_field() {
         let e = with(serde_json::json!({"bogus": 1})).unwrap_err();
         assert!(e.0.contains("unknown field `bogus`"), "{e}");
-        let e = with(serde_json::json!({"identity_headers": {"subject": "x-a-b-c-d-e-f-g"}})).unwrap_err();
-        assert!(e.0.contains("identity_headers") && e.0.contains("more than 6"), "{e}");
+        let e = with(serde_json::json!({"identity_headers": {"subject": "x-a-b-c-d-e-f-g"}}))
+            .unwrap_err();
+        assert!(
+            e.0.contains("identity_headers") && e.0.contains("more than 6"),
+            "{e}"
+        );
         let e = with(serde_json::json!({"providers": [{"name": "x", "issuer": "i", "algorithms": ["HS256"], "jwks": {"inline": {"keys": []}}}]})).unwrap_err();
-        assert!(e.0.contains("providers[0]`.algorithms") && e.0.contains("HS256"), "{e}");
+        assert!(
+            e.0.contains("providers[0]`.algorithms") && e.0.contains("HS256"),
+            "{e}"
+        );
         let e = with(serde_json::json!({"routes": [{"match": {"prefix": "/a", "exact": "/b"}, "policy": "public"}]})).unwrap_err();
         assert!(e.0.contains("routes[0]"), "{e}");
         let e = with(serde_json::json!({"routes": [{"match": {"prefix": "/a"}, "policy": {"roles_any": []}}]})).unwrap_err();
         assert!(e.0.contains("routes[0]`.policy"), "{e}");
         let e = with(serde_json::json!({"routes": [{"match": {"prefix": "/a"}, "policy": {"client_ids_any": [""]}}]})).unwrap_err();
         assert!(e.0.contains("routes[0]`.policy"), "{e}");
-        let e = with(serde_json::json!({"identity_headers": {"subject": "bad header"}})).unwrap_err();
+        let e =
+            with(serde_json::json!({"identity_headers": {"subject": "bad header"}})).unwrap_err();
         assert!(e.0.contains("identity_headers.subject"), "{e}");
-        let e = with(serde_json::json!({"identity_headers": {"claims": {"org.team": 7}}})).unwrap_err();
-        assert!(e.0.contains("identity_headers.claims.org.team") && e.0.contains("header name"), "{e}");
+        let e =
+            with(serde_json::json!({"identity_headers": {"claims": {"org.team": 7}}})).unwrap_err();
+        assert!(
+            e.0.contains("identity_headers.claims.org.team") && e.0.contains("header name"),
+            "{e}"
+        );
         // A name given twice is refused, not read as its last copy.
-        let twice = MINIMAL.replacen("{", r#"{"identity_headers": {"claims": {"org.team": "x-team", "org.team": "x-other"}},"#, 1);
+        let twice = MINIMAL.replacen(
+            "{",
+            r#"{"identity_headers": {"claims": {"org.team": "x-team", "org.team": "x-other"}},"#,
+            1,
+        );
         let e = FilterConfig::from_json(twice.as_bytes()).unwrap_err();
         assert!(e.0.contains("twice"), "{e}");
         // Where a wrong value sits, by its path in the document; a field given
         // twice anywhere is refused, whichever type reads it.
         let misspelt = MINIMAL.replace(r#""remote": {"cluster""#, r#""remote": {"clustr""#);
         let e = FilterConfig::from_json(misspelt.as_bytes()).unwrap_err();
-        assert!(e.0.contains("providers[0].jwks.remote: unknown field `clustr`"), "{e}");
-        let e = FilterConfig::from_json(MINIMAL.replace(r#""issuer""#, r#""issuer": "https://other.example", "issuer""#).as_bytes()).unwrap_err();
+        assert!(
+            e.0.contains("providers[0].jwks.remote: unknown field `clustr`"),
+            "{e}"
+        );
+        let e = FilterConfig::from_json(
+            MINIMAL
+                .replace(
+                    r#""issuer""#,
+                    r#""issuer": "https://other.example", "issuer""#,
+                )
+                .as_bytes(),
+        )
+        .unwrap_err();
         assert!(e.0.contains("a member name appears twice"), "{e}");
-        let e = FilterConfig::from_json(MINIMAL.replace(r#""path""#, r#""path": "/a", "path""#).as_bytes()).unwrap_err();
+        let e = FilterConfig::from_json(
+            MINIMAL
+                .replace(r#""path""#, r#""path": "/a", "path""#)
+                .as_bytes(),
+        )
+        .unwrap_err();
         assert!(e.0.contains("a member name appears twice"), "{e}");
         let e = with(serde_json::json!({"max_token_bytes": 10})).unwrap_err();
         assert!(e.0.contains("max_token_bytes"), "{e}");
-        let e = with(serde_json::json!({"device_binding": {"mode": "enforce", "attributes": ["no good"]}})).unwrap_err();
+        let e = with(
+            serde_json::json!({"device_binding": {"mode": "enforce", "attributes": ["no good"]}}),
+        )
+        .unwrap_err();
         assert!(e.0.contains("device_binding.attributes[0]"), "{e}");
         assert!(FilterConfig::from_json(b"not json").is_err());
-        assert!(FilterConfig::from_json(br#"{"providers": []}"#).unwrap_err().0.contains("providers"));
+        assert!(FilterConfig::from_json(br#"{"providers": []}"#)
+            .unwrap_err()
+            .0
+            .contains("providers"));
     }
 
     #[test]
@@ -466,19 +547,33 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(c.routes.len(), 5);
-        assert_eq!(c.routes[3].policy, Policy::ClientIdsAny(vec!["billing".into()]));
+        assert_eq!(
+            c.routes[3].policy,
+            Policy::ClientIdsAny(vec!["billing".into()])
+        );
         assert_eq!(c.routes[4].policy, Policy::User);
         assert_eq!(c.routes[1].methods, vec!["POST"]);
         assert_eq!(c.routes[1].host.as_deref(), Some("api.example"));
-        assert_eq!(c.routes[2].policy, Policy::ScopesAll(vec!["read".into(), "write".into()]));
-        assert_eq!(c.identity.claims, vec![(vec!["org".to_string(), "team".to_string()], "x-team".to_string())]);
+        assert_eq!(
+            c.routes[2].policy,
+            Policy::ScopesAll(vec!["read".into(), "write".into()])
+        );
+        assert_eq!(
+            c.identity.claims,
+            vec![(
+                vec!["org".to_string(), "team".to_string()],
+                "x-team".to_string()
+            )]
+        );
         assert_eq!(c.identity.all_names(), vec!["x-user", "x-team"]);
         assert!(!c.case_insensitive_paths);
     }
 
     #[test]
     fn route_paths_are_checked() {
-        let route = |m: serde_json::Value| with(serde_json::json!({"routes": [{"match": m, "policy": "public"}]}));
+        let route = |m: serde_json::Value| {
+            with(serde_json::json!({"routes": [{"match": m, "policy": "public"}]}))
+        };
         let c = route(serde_json::json!({"path_prefix": "/api/admin"})).unwrap();
         assert_eq!(c.routes[0].path, PathMatch::PathPrefix("/api/admin".into()));
         assert!(route(serde_json::json!({"path_prefix": "/"})).is_ok());
@@ -495,20 +590,35 @@ mod tests {
             let e = route(bad.clone()).unwrap_err();
             assert!(e.0.contains("routes[0]`.match"), "{bad}: {e}");
         }
-        assert!(with(serde_json::json!({"case_insensitive_paths": true})).unwrap().case_insensitive_paths);
+        assert!(
+            with(serde_json::json!({"case_insensitive_paths": true}))
+                .unwrap()
+                .case_insensitive_paths
+        );
     }
 
     #[test]
     fn route_providers_name_configured_providers() {
         let route = |providers: serde_json::Value, policy: &str| {
-            with(serde_json::json!({"routes": [{"match": {"prefix": "/a"}, "policy": policy, "providers": providers}]}))
+            with(
+                serde_json::json!({"routes": [{"match": {"prefix": "/a"}, "policy": policy, "providers": providers}]}),
+            )
         };
         let c = route(serde_json::json!(["authflow"]), "authenticated").unwrap();
         assert_eq!(c.routes[0].providers, vec![ProviderId::FIRST]);
         let e = route(serde_json::json!(["nobody"]), "authenticated").unwrap_err();
-        assert!(e.0.contains("`routes[0]`.providers: no provider is named `nobody`"), "{e}");
+        assert!(
+            e.0.contains("`routes[0]`.providers: no provider is named `nobody`"),
+            "{e}"
+        );
         // A public route may name them too: their identity alone reaches its backend.
-        assert_eq!(route(serde_json::json!(["authflow"]), "public").unwrap().routes[0].providers, vec![ProviderId::FIRST]);
+        assert_eq!(
+            route(serde_json::json!(["authflow"]), "public")
+                .unwrap()
+                .routes[0]
+                .providers,
+            vec![ProviderId::FIRST]
+        );
     }
 
     /// Identity header names that are one header to a backend folding `-`
@@ -516,38 +626,82 @@ mod tests {
     #[test]
     fn identity_headers_differ_by_more_than_dash_and_underscore() {
         let e = with(serde_json::json!({"identity_headers": {"subject": "x-auth-user", "claims": {"nickname": "x_auth_user"}}})).unwrap_err();
-        assert!(e.0.contains("mapped twice") && e.0.contains("`-` and `_` count as one"), "{e}");
+        assert!(
+            e.0.contains("mapped twice") && e.0.contains("`-` and `_` count as one"),
+            "{e}"
+        );
         let e = with(serde_json::json!({"identity_headers": {"subject": "x-auth-user", "roles": "X_Auth_Roles", "claims": {"grp": "x-auth-roles"}}})).unwrap_err();
         assert!(e.0.contains("mapped twice"), "{e}");
         assert!(with(serde_json::json!({"identity_headers": {"subject": "x-auth-user", "claims": {"nickname": "x-auth-nick"}}})).is_ok());
         // Nor a header that frames the message or carries credentials, in any spelling.
-        for reserved in ["content-length", "Transfer-Encoding", "x_forwarded_for", "dpop", "x-authflow-device", "cookie", "x_token"] {
-            let e = with(serde_json::json!({"token_sources": {"headers": ["x-token"]},
-                "identity_headers": {"subject": "x-auth-user", "claims": {"size": reserved}}})).unwrap_err();
-            assert!(e.0.contains("cannot be an identity header"), "{reserved}: {e}");
+        for reserved in [
+            "content-length",
+            "Transfer-Encoding",
+            "x_forwarded_for",
+            "dpop",
+            "x-authflow-device",
+            "cookie",
+            "x_token",
+        ] {
+            let e = with(
+                serde_json::json!({"token_sources": {"headers": ["x-token"]},
+                "identity_headers": {"subject": "x-auth-user", "claims": {"size": reserved}}}),
+            )
+            .unwrap_err();
+            assert!(
+                e.0.contains("cannot be an identity header"),
+                "{reserved}: {e}"
+            );
         }
     }
 
     #[test]
     fn route_hosts_are_checked() {
-        let host = |h: &str| with(serde_json::json!({"routes": [{"match": {"prefix": "/", "host": h}, "policy": "public"}]}));
-        assert_eq!(host("Admin.Example.").unwrap().routes[0].host.as_deref(), Some("admin.example"), "one trailing dot dropped");
-        assert_eq!(host("[::1]").unwrap().routes[0].host.as_deref(), Some("[::1]"));
+        let host = |h: &str| {
+            with(
+                serde_json::json!({"routes": [{"match": {"prefix": "/", "host": h}, "policy": "public"}]}),
+            )
+        };
+        assert_eq!(
+            host("Admin.Example.").unwrap().routes[0].host.as_deref(),
+            Some("admin.example"),
+            "one trailing dot dropped"
+        );
+        assert_eq!(
+            host("[::1]").unwrap().routes[0].host.as_deref(),
+            Some("[::1]")
+        );
         // The request's port is dropped before matching: these could never match.
-        for (bad, why) in [("admin.example:8443", "port"), ("[::1]:80", "port"), ("*.example.com", "wildcard"), ("", "empty"), (".", "empty")] {
+        for (bad, why) in [
+            ("admin.example:8443", "port"),
+            ("[::1]:80", "port"),
+            ("*.example.com", "wildcard"),
+            ("", "empty"),
+            (".", "empty"),
+        ] {
             let e = host(bad).unwrap_err();
-            assert!(e.0.contains("`routes[0]`.match.host") && e.0.contains(why), "{bad}: {e}");
+            assert!(
+                e.0.contains("`routes[0]`.match.host") && e.0.contains(why),
+                "{bad}: {e}"
+            );
         }
     }
 
     #[test]
     fn early_refetch_floor_is_at_least_a_second() {
-        let jwks = |min: u64| serde_json::json!({"providers": [{"name": "p", "issuer": "i", "algorithms": ["EdDSA"],
-            "jwks": {"remote": {"cluster": "c", "path": "/j", "min_refetch_interval_secs": min}}}]});
+        let jwks = |min: u64| {
+            serde_json::json!({"providers": [{"name": "p", "issuer": "i", "algorithms": ["EdDSA"],
+            "jwks": {"remote": {"cluster": "c", "path": "/j", "min_refetch_interval_secs": min}}}]})
+        };
         let e = with(jwks(0)).unwrap_err();
-        assert!(e.0.contains("jwks.remote.min_refetch_interval_secs") && e.0.contains("at least 1"), "{e}");
+        assert!(
+            e.0.contains("jwks.remote.min_refetch_interval_secs") && e.0.contains("at least 1"),
+            "{e}"
+        );
         let c = with(jwks(1)).unwrap();
-        let JwksSource::Remote(u) = &c.provider(ProviderId::FIRST).unwrap().jwks else { panic!() };
+        let JwksSource::Remote(u) = &c.provider(ProviderId::FIRST).unwrap().jwks else {
+            panic!()
+        };
         assert_eq!(u.min_refetch_interval_ms, 1_000);
     }
 
@@ -556,22 +710,69 @@ mod tests {
         let feed = |revocations: serde_json::Value, policy: serde_json::Value| {
             let mut r = serde_json::json!({"cluster": "c", "path": "/r"});
             json_merge(&mut r, revocations);
-            with(serde_json::json!({"providers": [{"name": "p", "issuer": "i", "algorithms": ["EdDSA"],
-                "jwks": {"remote": {"cluster": "c", "path": "/j"}}, "revocations": r}], "revocation": policy}))
+            with(
+                serde_json::json!({"providers": [{"name": "p", "issuer": "i", "algorithms": ["EdDSA"],
+                "jwks": {"remote": {"cluster": "c", "path": "/j"}}, "revocations": r}], "revocation": policy}),
+            )
         };
-        let wait = |c: FilterConfig| c.provider(ProviderId::FIRST).unwrap().revocations.as_ref().unwrap().wait_ms;
+        let wait = |c: FilterConfig| {
+            c.provider(ProviderId::FIRST)
+                .unwrap()
+                .revocations
+                .as_ref()
+                .unwrap()
+                .wait_ms
+        };
         let none = serde_json::json!({});
-        assert_eq!(wait(feed(none.clone(), serde_json::Value::Null).unwrap()), 30_000, "default: 30 s + 5 s under 45 s");
-        assert_eq!(wait(feed(none.clone(), serde_json::json!({"max_staleness_secs": 10})).unwrap()), 4_000, "default shrinks to fit");
-        assert_eq!(wait(feed(none, serde_json::json!({"max_staleness_secs": 5})).unwrap()), 0, "no room: plain polling");
-        assert_eq!(wait(feed(serde_json::json!({"wait_secs": 0}), serde_json::Value::Null).unwrap()), 0);
-        assert_eq!(wait(feed(serde_json::json!({"wait_secs": 39}), serde_json::Value::Null).unwrap()), 39_000);
-        let e = feed(serde_json::json!({"wait_secs": 40}), serde_json::Value::Null).unwrap_err();
-        assert!(e.0.contains("revocations.wait_secs") && e.0.contains("max_staleness_secs"), "{e}");
-        let e = feed(serde_json::json!({"wait_secs": 61}), serde_json::json!({"max_staleness_secs": 600})).unwrap_err();
+        assert_eq!(
+            wait(feed(none.clone(), serde_json::Value::Null).unwrap()),
+            30_000,
+            "default: 30 s + 5 s under 45 s"
+        );
+        assert_eq!(
+            wait(feed(none.clone(), serde_json::json!({"max_staleness_secs": 10})).unwrap()),
+            4_000,
+            "default shrinks to fit"
+        );
+        assert_eq!(
+            wait(feed(none, serde_json::json!({"max_staleness_secs": 5})).unwrap()),
+            0,
+            "no room: plain polling"
+        );
+        assert_eq!(
+            wait(feed(serde_json::json!({"wait_secs": 0}), serde_json::Value::Null).unwrap()),
+            0
+        );
+        assert_eq!(
+            wait(
+                feed(
+                    serde_json::json!({"wait_secs": 39}),
+                    serde_json::Value::Null
+                )
+                .unwrap()
+            ),
+            39_000
+        );
+        let e = feed(
+            serde_json::json!({"wait_secs": 40}),
+            serde_json::Value::Null,
+        )
+        .unwrap_err();
+        assert!(
+            e.0.contains("revocations.wait_secs") && e.0.contains("max_staleness_secs"),
+            "{e}"
+        );
+        let e = feed(
+            serde_json::json!({"wait_secs": 61}),
+            serde_json::json!({"max_staleness_secs": 600}),
+        )
+        .unwrap_err();
         assert!(e.0.contains("between 0 and 60"), "{e}");
-        let e = with(serde_json::json!({"providers": [{"name": "p", "issuer": "i", "algorithms": ["EdDSA"],
-            "jwks": {"remote": {"cluster": "c", "path": "/j", "wait_secs": 5}}}]})).unwrap_err();
+        let e = with(
+            serde_json::json!({"providers": [{"name": "p", "issuer": "i", "algorithms": ["EdDSA"],
+            "jwks": {"remote": {"cluster": "c", "path": "/j", "wait_secs": 5}}}]}),
+        )
+        .unwrap_err();
         assert!(e.0.contains("jwks.remote.wait_secs"), "{e}");
     }
 
@@ -580,7 +781,10 @@ mod tests {
         let a = serde_json::json!({"name": "main", "issuer": "https://a", "algorithms": ["ES256"], "jwks": {"remote": {"cluster": "c", "path": "/a"}}});
         let b = serde_json::json!({"name": "main", "issuer": "https://b", "algorithms": ["ES256"], "jwks": {"remote": {"cluster": "c", "path": "/b"}}});
         let e = with(serde_json::json!({"providers": [a, b]})).unwrap_err();
-        assert!(e.0.contains("providers[1].name") && e.0.contains("`main`"), "{e}");
+        assert!(
+            e.0.contains("providers[1].name") && e.0.contains("`main`"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -588,30 +792,66 @@ mod tests {
         let routes = |r: serde_json::Value| serde_json::json!({"routes": r});
         let app = serde_json::json!({"match": {"path_prefix": "/app"}, "policy": "authenticated", "browser_redirect": true});
         let auth = serde_json::json!({"match": {"path_prefix": "/auth"}, "policy": "public"});
-        assert_eq!(with(serde_json::json!({})).unwrap().browser, None, "off unless asked for");
-        assert_eq!(with(serde_json::json!({"browser": {}})).unwrap().browser, None, "or a path is given");
+        assert_eq!(
+            with(serde_json::json!({})).unwrap().browser,
+            None,
+            "off unless asked for"
+        );
+        assert_eq!(
+            with(serde_json::json!({"browser": {}})).unwrap().browser,
+            None,
+            "or a path is given"
+        );
         let c = with(routes(serde_json::json!([auth.clone(), app.clone()]))).unwrap();
-        assert_eq!(c.browser, Some(BrowserSignIn { refresh_path: "/auth/refresh".into() }), "the default refresh path");
+        assert_eq!(
+            c.browser,
+            Some(BrowserSignIn {
+                refresh_path: "/auth/refresh".into()
+            }),
+            "the default refresh path"
+        );
         assert!(c.routes[1].browser_redirect && !c.routes[0].browser_redirect);
         let mut patch = routes(serde_json::json!([app.clone()]));
         patch["browser"] = serde_json::json!({"refresh_path": "/signin/refresh"});
-        assert_eq!(with(patch).unwrap().browser.unwrap().refresh_path, "/signin/refresh");
-        for bad in ["//evil.example/refresh", "https://evil.example/", "/auth/refresh?x=1", "/auth/../refresh", "/a\\b", "auth/refresh", "/auth/refresh#x", "/a b"] {
+        assert_eq!(
+            with(patch).unwrap().browser.unwrap().refresh_path,
+            "/signin/refresh"
+        );
+        for bad in [
+            "//evil.example/refresh",
+            "https://evil.example/",
+            "/auth/refresh?x=1",
+            "/auth/../refresh",
+            "/a\\b",
+            "auth/refresh",
+            "/auth/refresh#x",
+            "/a b",
+        ] {
             let e = with(serde_json::json!({"browser": {"refresh_path": bad}})).unwrap_err();
             assert!(e.0.contains("`browser.refresh_path`"), "{bad}: {e}");
         }
-        let e = with(serde_json::json!({"browser": {"refresh_path": "/x", "refresh": "/x"}})).unwrap_err();
+        let e = with(serde_json::json!({"browser": {"refresh_path": "/x", "refresh": "/x"}}))
+            .unwrap_err();
         assert!(e.0.contains("unknown field `refresh`"), "{e}");
         assert!(with(serde_json::json!({"browser": {"refresh_path": 1}})).is_err());
         assert!(with(serde_json::json!({"browser": "/x"})).is_err());
         // A refresh path under a redirecting route would send browsers round in a loop.
         let all = serde_json::json!({"match": {"prefix": "/"}, "policy": "authenticated", "browser_redirect": true});
         let e = with(routes(serde_json::json!([all.clone()]))).unwrap_err();
-        assert!(e.0.contains("`routes[0]`.browser_redirect") && e.0.contains("loop"), "{e}");
-        assert!(with(routes(serde_json::json!([auth, all]))).is_ok(), "the refresh path's own route comes first");
+        assert!(
+            e.0.contains("`routes[0]`.browser_redirect") && e.0.contains("loop"),
+            "{e}"
+        );
+        assert!(
+            with(routes(serde_json::json!([auth, all]))).is_ok(),
+            "the refresh path's own route comes first"
+        );
         let public = serde_json::json!({"match": {"prefix": "/p"}, "policy": "public", "browser_redirect": true});
         let e = with(routes(serde_json::json!([public]))).unwrap_err();
-        assert!(e.0.contains("`routes[0]`.browser_redirect") && e.0.contains("public"), "{e}");
+        assert!(
+            e.0.contains("`routes[0]`.browser_redirect") && e.0.contains("public"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -5,7 +5,9 @@
 use authflow_contract::KeySet;
 use serde::Deserialize;
 
-use super::{DeviceMode, DpopMode, DpopNonce, FailureMode, MissingFingerprint, Policy, StalePolicy};
+use super::{
+    DeviceMode, DpopMode, DpopNonce, FailureMode, MissingFingerprint, Policy, StalePolicy,
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,18 +61,42 @@ pub(super) struct RawBrowser {
 }
 
 pub(super) mod defaults {
-    pub fn clock_skew_secs() -> u64 { 30 }
-    pub fn max_token_lifetime_secs() -> u64 { 24 * 3600 }
-    pub fn max_token_bytes() -> usize { 8 * 1024 }
-    pub fn retry_after_secs() -> u32 { 5 }
-    pub fn cache_max_entries() -> usize { 10_000 }
-    pub fn key_wait_ms() -> u64 { 3_000 }
-    pub fn refresh_interval_secs() -> u64 { 300 }
-    pub fn timeout_ms() -> u64 { 5_000 }
-    pub fn min_refetch_interval_secs() -> u64 { 5 }
-    pub fn poll_interval_ms() -> u64 { 1_000 }
-    pub fn max_staleness_secs() -> u64 { 45 }
-    pub fn refresh_path() -> String { authflow_contract::browser::REFRESH_PATH.to_owned() }
+    pub fn clock_skew_secs() -> u64 {
+        30
+    }
+    pub fn max_token_lifetime_secs() -> u64 {
+        24 * 3600
+    }
+    pub fn max_token_bytes() -> usize {
+        8 * 1024
+    }
+    pub fn retry_after_secs() -> u32 {
+        5
+    }
+    pub fn cache_max_entries() -> usize {
+        10_000
+    }
+    pub fn key_wait_ms() -> u64 {
+        3_000
+    }
+    pub fn refresh_interval_secs() -> u64 {
+        300
+    }
+    pub fn timeout_ms() -> u64 {
+        5_000
+    }
+    pub fn min_refetch_interval_secs() -> u64 {
+        5
+    }
+    pub fn poll_interval_ms() -> u64 {
+        1_000
+    }
+    pub fn max_staleness_secs() -> u64 {
+        45
+    }
+    pub fn refresh_path() -> String {
+        authflow_contract::browser::REFRESH_PATH.to_owned()
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,7 +155,12 @@ pub(super) struct ClaimHeaders(pub(super) Vec<(String, Option<String>)>);
 impl<'de> Deserialize<'de> for ClaimHeaders {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let object = authflow_contract::json::borrowed::Object::deserialize(deserializer)?;
-        Ok(ClaimHeaders(object.members().map(|(path, header)| (path.to_owned(), header.as_str().map(str::to_owned))).collect()))
+        Ok(ClaimHeaders(
+            object
+                .members()
+                .map(|(path, header)| (path.to_owned(), header.as_str().map(str::to_owned)))
+                .collect(),
+        ))
     }
 }
 
@@ -164,7 +195,9 @@ pub(super) struct RawTokenSources {
     pub(super) headers: Vec<String>,
 }
 
-pub(super) fn yes() -> bool { true }
+pub(super) fn yes() -> bool {
+    true
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -244,4 +277,6 @@ pub(super) struct RawRevocationPolicy {
     pub(super) max_entries: usize,
 }
 
-pub(super) fn default_max_entries() -> usize { 1_000_000 }
+pub(super) fn default_max_entries() -> usize {
+    1_000_000
+}

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeSet;
 
-use authflow_contract::revocation::MAX_CLOCK_SKEW_SECS;
 use authflow_contract::fingerprint::DeviceAttribute;
+use authflow_contract::revocation::MAX_CLOCK_SKEW_SECS;
 
 use super::raw::*;
 use super::*;
@@ -39,18 +39,27 @@ impl FilterConfig {
         let mut issuers = BTreeSet::new();
         let mut names = BTreeSet::new();
         for (i, p) in raw.providers.into_iter().enumerate() {
-            let provider = validate_provider(p, &revocation).map_err(|e| ConfigError(format!("`providers[{i}]`.{}", e.0)))?;
+            let provider = validate_provider(p, &revocation)
+                .map_err(|e| ConfigError(format!("`providers[{i}]`.{}", e.0)))?;
             if !issuers.insert(provider.issuer.clone()) {
-                return err(format!("`providers[{i}].issuer`: issuer `{}` is configured twice", provider.issuer));
+                return err(format!(
+                    "`providers[{i}].issuer`: issuer `{}` is configured twice",
+                    provider.issuer
+                ));
             }
             // Logs, stats and operators tell providers apart by name.
             if !names.insert(provider.name.clone()) {
-                return err(format!("`providers[{i}].name`: provider name `{}` is used twice", provider.name));
+                return err(format!(
+                    "`providers[{i}].name`: provider name `{}` is used twice",
+                    provider.name
+                ));
             }
             providers.push(provider);
         }
         if raw.max_token_bytes < 64 || raw.max_token_bytes > MAX_TOKEN_BYTES_LIMIT {
-            return err(format!("`max_token_bytes`: must be between 64 and {MAX_TOKEN_BYTES_LIMIT}"));
+            return err(format!(
+                "`max_token_bytes`: must be between 64 and {MAX_TOKEN_BYTES_LIMIT}"
+            ));
         }
         // The service keeps publishing a revocation this long past its token's
         // `exp` by default; a larger skew would let revoked tokens revive.
@@ -67,18 +76,28 @@ impl FilterConfig {
             return err("`key_wait_ms`: at most 60000");
         }
         let token_sources = match raw.token_sources {
-            None => TokenSources { authorization_bearer: true, cookies: vec![], headers: vec![] },
+            None => TokenSources {
+                authorization_bearer: true,
+                cookies: vec![],
+                headers: vec![],
+            },
             Some(t) => {
                 for (i, c) in t.cookies.iter().enumerate() {
                     if !is_token(c) {
-                        return err(format!("`token_sources.cookies[{i}]`: `{c}` is not a valid cookie name"));
+                        return err(format!(
+                            "`token_sources.cookies[{i}]`: `{c}` is not a valid cookie name"
+                        ));
                     }
                 }
                 let headers = header_names(&t.headers, "token_sources.headers")?;
                 if !t.authorization_bearer && t.cookies.is_empty() && headers.is_empty() {
                     return err("`token_sources`: no source left to read a token from");
                 }
-                TokenSources { authorization_bearer: t.authorization_bearer, cookies: t.cookies, headers }
+                TokenSources {
+                    authorization_bearer: t.authorization_bearer,
+                    cookies: t.cookies,
+                    headers,
+                }
             }
         };
         let several = providers.len() > 1;
@@ -86,12 +105,17 @@ impl FilterConfig {
         let providers = PerProvider::from_vec(providers);
         let mut routes = Vec::with_capacity(raw.routes.len());
         for (i, r) in raw.routes.into_iter().enumerate() {
-            routes.push(validate_route(r, &providers).map_err(|e| ConfigError(format!("`routes[{i}]`.{}", e.0)))?);
+            routes.push(
+                validate_route(r, &providers)
+                    .map_err(|e| ConfigError(format!("`routes[{i}]`.{}", e.0)))?,
+            );
         }
         let browser = validate_browser(raw.browser, &routes)?;
         let default_policy = raw.default_policy.unwrap_or(Policy::Authenticated);
-        check_policy(&default_policy).map_err(|e| ConfigError(format!("`default_policy`: {}", e.0)))?;
-        let default_providers = admitted_providers(&raw.default_providers, &providers, "`default_providers`")?;
+        check_policy(&default_policy)
+            .map_err(|e| ConfigError(format!("`default_policy`: {}", e.0)))?;
+        let default_providers =
+            admitted_providers(&raw.default_providers, &providers, "`default_providers`")?;
         let device = match raw.device_binding {
             None => DeviceBinding {
                 mode: DeviceMode::Off,
@@ -102,10 +126,9 @@ impl FilterConfig {
             Some(d) => {
                 let mut attributes = Vec::with_capacity(d.attributes.len());
                 for (i, a) in d.attributes.iter().enumerate() {
-                    attributes.push(
-                        DeviceAttribute::parse(a)
-                            .map_err(|e| ConfigError(format!("`device_binding.attributes[{i}]`: {e}")))?,
-                    );
+                    attributes.push(DeviceAttribute::parse(a).map_err(|e| {
+                        ConfigError(format!("`device_binding.attributes[{i}]`: {e}"))
+                    })?);
                 }
                 if attributes.len() > 16 {
                     return err("`device_binding.attributes`: at most 16");
@@ -149,14 +172,26 @@ impl FilterConfig {
 }
 
 fn validate_provider(p: RawProvider, policy: &RevocationPolicy) -> Result<Provider, ConfigError> {
-    if p.name.is_empty() || p.name.len() > 64 || !p.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-        return err(format!("name: `{}` must be 1-64 letters, digits, `-` or `_`", p.name));
+    if p.name.is_empty()
+        || p.name.len() > 64
+        || !p
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return err(format!(
+            "name: `{}` must be 1-64 letters, digits, `-` or `_`",
+            p.name
+        ));
     }
     if p.issuer.is_empty() {
         return err("issuer: must not be empty");
     }
     if p.issuer.len() > authflow_contract::revocation::blob::MAX_ISSUER_LEN {
-        return err(format!("issuer: at most {} bytes (the revocation list's layout)", authflow_contract::revocation::blob::MAX_ISSUER_LEN));
+        return err(format!(
+            "issuer: at most {} bytes (the revocation list's layout)",
+            authflow_contract::revocation::blob::MAX_ISSUER_LEN
+        ));
     }
     if p.algorithms.is_empty() {
         return err("algorithms: list at least one of EdDSA, ES256, RS256");
@@ -165,13 +200,24 @@ fn validate_provider(p: RawProvider, policy: &RevocationPolicy) -> Result<Provid
     for a in &p.algorithms {
         match Algorithm::parse(a) {
             Some(alg) => algorithms.push(alg),
-            None => return err(format!("algorithms: `{a}` is not supported (EdDSA, ES256, RS256)")),
+            None => {
+                return err(format!(
+                    "algorithms: `{a}` is not supported (EdDSA, ES256, RS256)"
+                ))
+            }
         }
     }
     let jwks = match p.jwks {
-        RawJwksSource::Remote(u) => JwksSource::Remote(validate_upstream(u, "jwks.remote", defaults::refresh_interval_secs() * 1000, true)?),
+        RawJwksSource::Remote(u) => JwksSource::Remote(validate_upstream(
+            u,
+            "jwks.remote",
+            defaults::refresh_interval_secs() * 1000,
+            true,
+        )?),
         RawJwksSource::Inline(doc) => {
-            let set = doc.0.map_err(|e| ConfigError(format!("jwks.inline: {e}")))?;
+            let set = doc
+                .0
+                .map_err(|e| ConfigError(format!("jwks.inline: {e}")))?;
             JwksSource::Inline(set)
         }
     };
@@ -179,8 +225,10 @@ fn validate_provider(p: RawProvider, policy: &RevocationPolicy) -> Result<Provid
         None => None,
         Some(u) => {
             let wait_secs = u.wait_secs;
-            let mut upstream = validate_upstream(u, "revocations", defaults::poll_interval_ms(), false)?;
-            upstream.wait_ms = revocation_wait_ms(wait_secs, upstream.timeout_ms, policy.max_staleness_ms)?;
+            let mut upstream =
+                validate_upstream(u, "revocations", defaults::poll_interval_ms(), false)?;
+            upstream.wait_ms =
+                revocation_wait_ms(wait_secs, upstream.timeout_ms, policy.max_staleness_ms)?;
             Some(upstream)
         }
     };
@@ -199,17 +247,28 @@ fn validate_provider(p: RawProvider, policy: &RevocationPolicy) -> Result<Provid
     })
 }
 
-fn validate_dpop(mode: DpopMode, algorithms: Option<Vec<String>>, max_age_secs: Option<u64>, nonce: DpopNonce) -> Result<DpopPolicy, ConfigError> {
+fn validate_dpop(
+    mode: DpopMode,
+    algorithms: Option<Vec<String>>,
+    max_age_secs: Option<u64>,
+    nonce: DpopNonce,
+) -> Result<DpopPolicy, ConfigError> {
     use authflow_contract::dpop::{DEFAULT_MAX_AGE_SECS, SUPPORTED_ALGORITHMS};
     let algorithms = match algorithms {
         None => SUPPORTED_ALGORITHMS.to_vec(),
-        Some(names) if names.is_empty() => return err("dpop_algorithms: list at least one of ES256, EdDSA"),
+        Some(names) if names.is_empty() => {
+            return err("dpop_algorithms: list at least one of ES256, EdDSA")
+        }
         Some(names) => {
             let mut out = Vec::new();
             for name in &names {
                 match Algorithm::parse(name).filter(|a| SUPPORTED_ALGORITHMS.contains(a)) {
                     Some(a) => out.push(a),
-                    None => return err(format!("dpop_algorithms: `{name}` is not supported (ES256, EdDSA)")),
+                    None => {
+                        return err(format!(
+                            "dpop_algorithms: `{name}` is not supported (ES256, EdDSA)"
+                        ))
+                    }
                 }
             }
             out
@@ -217,19 +276,32 @@ fn validate_dpop(mode: DpopMode, algorithms: Option<Vec<String>>, max_age_secs: 
     };
     let max_age_secs = max_age_secs.unwrap_or(DEFAULT_MAX_AGE_SECS);
     if !(1..=MAX_DPOP_MAX_AGE_SECS).contains(&max_age_secs) {
-        return err(format!("dpop_max_age_secs: must be 1-{MAX_DPOP_MAX_AGE_SECS}"));
+        return err(format!(
+            "dpop_max_age_secs: must be 1-{MAX_DPOP_MAX_AGE_SECS}"
+        ));
     }
     if nonce == DpopNonce::Required && mode == DpopMode::Off {
         return err("dpop_nonce: `required` needs `dpop: allowed` or `required`");
     }
-    Ok(DpopPolicy { mode, algorithms, max_age_secs, nonce })
+    Ok(DpopPolicy {
+        mode,
+        algorithms,
+        max_age_secs,
+        nonce,
+    })
 }
 
 /// `dpop_nonce_key_env`: a plain environment variable name.
 fn validate_env_name(name: Option<String>) -> Result<Option<String>, ConfigError> {
     match name {
-        Some(n) if n.is_empty() || n.len() > 128 || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') => {
-            err(format!("`dpop_nonce_key_env`: `{n}` must be 1-128 letters, digits or `_`"))
+        Some(n)
+            if n.is_empty()
+                || n.len() > 128
+                || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+        {
+            err(format!(
+                "`dpop_nonce_key_env`: `{n}` must be 1-128 letters, digits or `_`"
+            ))
         }
         name => Ok(name),
     }
@@ -244,8 +316,15 @@ const DEFAULT_REVOCATION_WAIT_SECS: u64 = 30;
 /// How long the revocation feed may hold a poll. The list is only known
 /// fresh when an answer arrives, so a held poll plus its network allowance
 /// must end before the list counts as stale (`revocation.max_staleness_secs`).
-fn revocation_wait_ms(wait_secs: Option<u64>, timeout_ms: u64, max_staleness_ms: u64) -> Result<u64, ConfigError> {
-    let room_secs = max_staleness_ms.saturating_sub(timeout_ms).saturating_sub(1) / 1000;
+fn revocation_wait_ms(
+    wait_secs: Option<u64>,
+    timeout_ms: u64,
+    max_staleness_ms: u64,
+) -> Result<u64, ConfigError> {
+    let room_secs = max_staleness_ms
+        .saturating_sub(timeout_ms)
+        .saturating_sub(1)
+        / 1000;
     match wait_secs {
         None => Ok(DEFAULT_REVOCATION_WAIT_SECS.min(room_secs) * 1000),
         Some(0) => Ok(0),
@@ -258,7 +337,12 @@ fn revocation_wait_ms(wait_secs: Option<u64>, timeout_ms: u64, max_staleness_ms:
     }
 }
 
-fn validate_upstream(u: RawUpstream, field: &str, default_interval_ms: u64, seconds: bool) -> Result<Upstream, ConfigError> {
+fn validate_upstream(
+    u: RawUpstream,
+    field: &str,
+    default_interval_ms: u64,
+    seconds: bool,
+) -> Result<Upstream, ConfigError> {
     if u.cluster.is_empty() {
         return err(format!("{field}.cluster: must name an Envoy cluster"));
     }
@@ -270,17 +354,29 @@ fn validate_upstream(u: RawUpstream, field: &str, default_interval_ms: u64, seco
         (true, None, None) => default_interval_ms,
         (false, None, Some(ms)) => ms,
         (false, None, None) => default_interval_ms,
-        (true, _, Some(_)) => return err(format!("{field}.poll_interval_ms: not used here; use refresh_interval_secs")),
-        (false, Some(_), _) => return err(format!("{field}.refresh_interval_secs: not used here; use poll_interval_ms")),
+        (true, _, Some(_)) => {
+            return err(format!(
+                "{field}.poll_interval_ms: not used here; use refresh_interval_secs"
+            ))
+        }
+        (false, Some(_), _) => {
+            return err(format!(
+                "{field}.refresh_interval_secs: not used here; use poll_interval_ms"
+            ))
+        }
     };
     if !(100..=24 * 3600 * 1000).contains(&interval_ms) {
-        return err(format!("{field}: refresh interval must be between 100 ms and 24 h"));
+        return err(format!(
+            "{field}: refresh interval must be between 100 ms and 24 h"
+        ));
     }
     if u.timeout_ms == 0 || u.timeout_ms > 60_000 {
         return err(format!("{field}.timeout_ms: between 1 and 60000"));
     }
     if seconds && u.wait_secs.is_some() {
-        return err(format!("{field}.wait_secs: only the revocation feed is long-polled"));
+        return err(format!(
+            "{field}.wait_secs: only the revocation feed is long-polled"
+        ));
     }
     // The floor that keeps random `kid`s from turning into a fetch storm.
     if u.min_refetch_interval_secs == 0 {
@@ -303,7 +399,11 @@ fn validate_upstream(u: RawUpstream, field: &str, default_interval_ms: u64, seco
 /// `issuer` names another header), so backends can tell them apart.
 /// `token_headers`: credentials too (a token header is removed, an identity
 /// header set: one header cannot be both).
-fn validate_identity(raw: Option<RawIdentityHeaders>, several: bool, token_headers: &[String]) -> Result<IdentityHeaders, ConfigError> {
+fn validate_identity(
+    raw: Option<RawIdentityHeaders>,
+    several: bool,
+    token_headers: &[String],
+) -> Result<IdentityHeaders, ConfigError> {
     let raw = raw.unwrap_or(RawIdentityHeaders {
         subject: Some("x-auth-user".into()),
         issuer: None,
@@ -314,25 +414,42 @@ fn validate_identity(raw: Option<RawIdentityHeaders>, several: bool, token_heade
         claims: ClaimHeaders::default(),
     });
     let one = |v: Option<String>, field: &str| -> Result<Option<String>, ConfigError> {
-        v.map(|h| header_name(&h).ok_or_else(|| ConfigError(format!("`identity_headers.{field}`: `{h}` is not a valid header name"))))
-            .transpose()
+        v.map(|h| {
+            header_name(&h).ok_or_else(|| {
+                ConfigError(format!(
+                    "`identity_headers.{field}`: `{h}` is not a valid header name"
+                ))
+            })
+        })
+        .transpose()
     };
     let mut claims = Vec::new();
     for (path, header) in raw.claims.0 {
         let Some(header) = header else {
-            return err(format!("`identity_headers.claims.{path}`: must be a header name (a string)"));
+            return err(format!(
+                "`identity_headers.claims.{path}`: must be a header name (a string)"
+            ));
         };
-        let h = header_name(&header)
-            .ok_or_else(|| ConfigError(format!("`identity_headers.claims.{path}`: `{header}` is not a valid header name")))?;
+        let h = header_name(&header).ok_or_else(|| {
+            ConfigError(format!(
+                "`identity_headers.claims.{path}`: `{header}` is not a valid header name"
+            ))
+        })?;
         let parts: Vec<String> = path.split('.').map(str::to_owned).collect();
         if parts.iter().any(String::is_empty) || parts.len() > 8 {
-            return err(format!("`identity_headers.claims`: `{path}` is not a claim path (dot-separated names)"));
+            return err(format!(
+                "`identity_headers.claims`: `{path}` is not a claim path (dot-separated names)"
+            ));
         }
         claims.push((parts, h));
     }
     let identity = IdentityHeaders {
         subject: one(raw.subject, "subject")?,
-        issuer: one(raw.issuer.or_else(|| several.then(|| "x-auth-issuer".into())), "issuer")?,
+        issuer: one(
+            raw.issuer
+                .or_else(|| several.then(|| "x-auth-issuer".into())),
+            "issuer",
+        )?,
         roles: one(raw.roles, "roles")?,
         scopes: one(raw.scopes, "scopes")?,
         session: one(raw.session, "session")?,
@@ -342,24 +459,49 @@ fn validate_identity(raw: Option<RawIdentityHeaders>, several: bool, token_heade
     let names = identity.all_names();
     // Credentials, routing and message framing: a claim must not set them.
     const RESERVED: &[&str] = &[
-        "authorization", "cookie", "host", "content-length", "transfer-encoding", "connection", "te", "upgrade",
-        "keep-alive", "proxy-authorization", "x-forwarded-for", "dpop", authflow_contract::fingerprint::DEVICE_HEADER,
+        "authorization",
+        "cookie",
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "te",
+        "upgrade",
+        "keep-alive",
+        "proxy-authorization",
+        "x-forwarded-for",
+        "dpop",
+        authflow_contract::fingerprint::DEVICE_HEADER,
     ];
     for (i, n) in names.iter().enumerate() {
         // `x-auth-user` and `x_auth_user` are one header to a CGI-style backend
         // (both `HTTP_X_AUTH_USER`): a claim mapped to one would fill the other.
-        if names.iter().take(i).any(|m| header_spellings::same_header(m, n)) {
-            return err("`identity_headers`: the same header is mapped twice (`-` and `_` count as one)");
+        if names
+            .iter()
+            .take(i)
+            .any(|m| header_spellings::same_header(m, n))
+        {
+            return err(
+                "`identity_headers`: the same header is mapped twice (`-` and `_` count as one)",
+            );
         }
         if n.starts_with(':')
             || RESERVED.iter().any(|r| header_spellings::same_header(r, n))
-            || token_headers.iter().any(|t| header_spellings::same_header(t, n))
+            || token_headers
+                .iter()
+                .any(|t| header_spellings::same_header(t, n))
         {
-            return err(format!("`identity_headers`: `{n}` cannot be an identity header"));
+            return err(format!(
+                "`identity_headers`: `{n}` cannot be an identity header"
+            ));
         }
         // Each `-`/`_` mix of the name is removed from every request (see `header_spellings`).
-        if n.bytes().filter(|b| matches!(b, b'-' | b'_')).count() > header_spellings::MAX_SEPARATORS {
-            return err(format!("`identity_headers`: `{n}` has more than {} `-` or `_`", header_spellings::MAX_SEPARATORS));
+        if n.bytes().filter(|b| matches!(b, b'-' | b'_')).count() > header_spellings::MAX_SEPARATORS
+        {
+            return err(format!(
+                "`identity_headers`: `{n}` has more than {} `-` or `_`",
+                header_spellings::MAX_SEPARATORS
+            ));
         }
     }
     Ok(identity)
@@ -368,9 +510,9 @@ fn validate_identity(raw: Option<RawIdentityHeaders>, several: bool, token_heade
 fn validate_route(r: RawRoute, configured: &PerProvider<Provider>) -> Result<Route, ConfigError> {
     let path = match (r.matcher.prefix, r.matcher.path_prefix, r.matcher.exact) {
         (Some(p), None, None) => PathMatch::Prefix(p),
-        (None, Some(p), None) if p.len() > 1 && p.ends_with('/') => {
-            return err("match.path_prefix: no trailing `/` (it matches whole segments; `/a` covers `/a/…`)")
-        }
+        (None, Some(p), None) if p.len() > 1 && p.ends_with('/') => return err(
+            "match.path_prefix: no trailing `/` (it matches whole segments; `/a` covers `/a/…`)",
+        ),
         (None, Some(p), None) => PathMatch::PathPrefix(p),
         (None, None, Some(e)) => PathMatch::Exact(e),
         (None, None, None) => return err("match: `prefix`, `path_prefix` or `exact` is required"),
@@ -382,11 +524,24 @@ fn validate_route(r: RawRoute, configured: &PerProvider<Provider>) -> Result<Rou
             "match: `{p}` must be a normalized path: start with `/`, no `//`, `.` or `..` segments, `%`, `\\`, `;`, `?` or `#` (requests are matched after normalization)"
         ));
     }
-    let methods = r.matcher.methods.iter().map(|m| m.to_ascii_uppercase()).collect::<Vec<_>>();
-    if methods.iter().any(|m| m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase())) {
+    let methods = r
+        .matcher
+        .methods
+        .iter()
+        .map(|m| m.to_ascii_uppercase())
+        .collect::<Vec<_>>();
+    if methods
+        .iter()
+        .any(|m| m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()))
+    {
         return err("match.methods: HTTP method names only");
     }
-    let host = r.matcher.host.as_deref().map(validate_route_host).transpose()?;
+    let host = r
+        .matcher
+        .host
+        .as_deref()
+        .map(validate_route_host)
+        .transpose()?;
     check_policy(&r.policy).map_err(|e| ConfigError(format!("policy: {}", e.0)))?;
     let providers = admitted_providers(&r.providers, configured, "providers")?;
     Ok(Route {
@@ -407,7 +562,11 @@ fn validate_route(r: RawRoute, configured: &PerProvider<Provider>) -> Result<Rou
 /// another's (a partner's `u-alice` with `admin` as yours) — on a public
 /// route too, where the identity still goes to the backend. On a public
 /// route another provider's token is anonymous.
-fn admitted_providers(names: &[String], configured: &PerProvider<Provider>, field: &str) -> Result<Vec<ProviderId>, ConfigError> {
+fn admitted_providers(
+    names: &[String],
+    configured: &PerProvider<Provider>,
+    field: &str,
+) -> Result<Vec<ProviderId>, ConfigError> {
     if names.is_empty() && configured.len() > 1 {
         return err(format!("{field}: required with several providers"));
     }
@@ -442,13 +601,18 @@ fn validate_route_host(h: &str) -> Result<String, ConfigError> {
 /// The browser sign-in settings: the refresh path must be a safe
 /// same-origin path (it becomes a `Location`), and a browser sent there
 /// must not be sent there again (a redirect loop).
-fn validate_browser(raw: RawBrowser, routes: &[Route]) -> Result<Option<BrowserSignIn>, ConfigError> {
+fn validate_browser(
+    raw: RawBrowser,
+    routes: &[Route],
+) -> Result<Option<BrowserSignIn>, ConfigError> {
     let refresh_path = match raw.refresh_path {
         Some(path) => path,
         None if routes.iter().any(|r| r.browser_redirect) => defaults::refresh_path(),
         None => return Ok(None),
     };
-    if !authflow_contract::return_to::is_safe(&refresh_path) || refresh_path.bytes().any(|b| b == b'?' || b == b'#') {
+    if !authflow_contract::return_to::is_safe(&refresh_path)
+        || refresh_path.bytes().any(|b| b == b'?' || b == b'#')
+    {
         return err(format!("`browser.refresh_path`: `{refresh_path}` must be a safe same-origin path without a query"));
     }
     for (i, route) in routes.iter().enumerate() {
@@ -456,7 +620,9 @@ fn validate_browser(raw: RawBrowser, routes: &[Route]) -> Result<Option<BrowserS
             continue;
         }
         if route.browser_redirect {
-            return err(format!("`routes[{i}]`.browser_redirect: covers `browser.refresh_path`, a redirect loop"));
+            return err(format!(
+                "`routes[{i}]`.browser_redirect: covers `browser.refresh_path`, a redirect loop"
+            ));
         }
         if route.methods.is_empty() && route.host.is_none() {
             break;
@@ -464,7 +630,9 @@ fn validate_browser(raw: RawBrowser, routes: &[Route]) -> Result<Option<BrowserS
     }
     for (i, route) in routes.iter().enumerate() {
         if route.browser_redirect && route.policy == Policy::Public {
-            return err(format!("`routes[{i}]`.browser_redirect: a public route refuses no one"));
+            return err(format!(
+                "`routes[{i}]`.browser_redirect: a public route refuses no one"
+            ));
         }
     }
     Ok(Some(BrowserSignIn { refresh_path }))
@@ -472,7 +640,9 @@ fn validate_browser(raw: RawBrowser, routes: &[Route]) -> Result<Option<BrowserS
 
 fn check_policy(p: &Policy) -> Result<(), ConfigError> {
     match p {
-        Policy::RolesAny(v) | Policy::ScopesAll(v) | Policy::ClientIdsAny(v) if v.is_empty() || v.iter().any(String::is_empty) => {
+        Policy::RolesAny(v) | Policy::ScopesAll(v) | Policy::ClientIdsAny(v)
+            if v.is_empty() || v.iter().any(String::is_empty) =>
+        {
             err("roles_any / scopes_all / client_ids_any need at least one non-empty name")
         }
         _ => Ok(()),
@@ -483,7 +653,8 @@ fn check_policy(p: &Policy) -> Result<(), ConfigError> {
 fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn header_name(s: &str) -> Option<String> {
@@ -493,6 +664,10 @@ fn header_name(s: &str) -> Option<String> {
 fn header_names(v: &[String], field: &str) -> Result<Vec<String>, ConfigError> {
     v.iter()
         .enumerate()
-        .map(|(i, h)| header_name(h).ok_or_else(|| ConfigError(format!("`{field}[{i}]`: `{h}` is not a valid header name"))))
+        .map(|(i, h)| {
+            header_name(h).ok_or_else(|| {
+                ConfigError(format!("`{field}[{i}]`: `{h}` is not a valid header name"))
+            })
+        })
         .collect()
 }

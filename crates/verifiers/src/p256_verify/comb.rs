@@ -63,16 +63,25 @@ fn teeth_bases(point: &Affine) -> Option<Vec<Affine>> {
 /// The generator's table, built on first use (once per process).
 pub fn generator_table() -> Option<&'static CombTable> {
     static TABLE: OnceLock<Option<CombTable>> = OnceLock::new();
-    TABLE.get_or_init(|| CombTable::new(&Affine::generator()?)).as_ref()
+    TABLE
+        .get_or_init(|| CombTable::new(&Affine::generator()?))
+        .as_ref()
 }
 
 /// The comb column at `bit`: bit `bit` of limb i becomes bit i of the table index.
 fn column(scalar: &[u32; 8], bit: usize) -> usize {
-    scalar.iter().enumerate().fold(0, |acc, (i, limb)| acc | ((((limb >> bit) & 1) as usize) << i))
+    scalar.iter().enumerate().fold(0, |acc, (i, limb)| {
+        acc | ((((limb >> bit) & 1) as usize) << i)
+    })
 }
 
 /// a·A + b·B for tables of A and B; scalars as little-endian u32 limbs.
-pub fn double_mul(a: &[u32; 8], table_a: &CombTable, b: &[u32; 8], table_b: &CombTable) -> Jacobian {
+pub fn double_mul(
+    a: &[u32; 8],
+    table_a: &CombTable,
+    b: &[u32; 8],
+    table_b: &CombTable,
+) -> Jacobian {
     let mut acc = Jacobian::IDENTITY;
     for bit in (0..SPACING).rev() {
         if !acc.is_identity() {
@@ -142,7 +151,10 @@ mod tests {
                     k += Scalar::ONE;
                 }
             }
-            assert_eq!(table.entry(pattern), Some(&from_reference(&(ProjectivePoint::GENERATOR * k))));
+            assert_eq!(
+                table.entry(pattern),
+                Some(&from_reference(&(ProjectivePoint::GENERATOR * k)))
+            );
         }
         assert!(table.entry(0).is_none());
         assert!(table.entry(ENTRIES + 1).is_none());
@@ -151,18 +163,27 @@ mod tests {
     #[test]
     fn single_and_double_multiplication_match_reference() {
         let g = generator_table().unwrap();
-        let q_point =
-            ProjectivePoint::GENERATOR * scalar("3a1f00000000000000000000000000000000000000000000000000000000c0de");
+        let q_point = ProjectivePoint::GENERATOR
+            * scalar("3a1f00000000000000000000000000000000000000000000000000000000c0de");
         let q = CombTable::new(&from_reference(&q_point)).unwrap();
         let zero = [0u32; 8];
         let scalars = interesting_scalars();
         for (i, k) in scalars.iter().enumerate() {
             let expected = ProjectivePoint::GENERATOR * k;
-            assert_eq!(encode(&double_mul(&limbs(k), g, &zero, &q)), reference_encode(&expected));
-            assert_eq!(encode(&double_mul(&zero, g, &limbs(k), &q)), reference_encode(&(q_point * k)));
+            assert_eq!(
+                encode(&double_mul(&limbs(k), g, &zero, &q)),
+                reference_encode(&expected)
+            );
+            assert_eq!(
+                encode(&double_mul(&zero, g, &limbs(k), &q)),
+                reference_encode(&(q_point * k))
+            );
             let other = scalars[(i * 7 + 3) % scalars.len()];
             let both = ProjectivePoint::GENERATOR * k + q_point * other;
-            assert_eq!(encode(&double_mul(&limbs(k), g, &limbs(&other), &q)), reference_encode(&both));
+            assert_eq!(
+                encode(&double_mul(&limbs(k), g, &limbs(&other), &q)),
+                reference_encode(&both)
+            );
         }
         assert!(double_mul(&zero, g, &zero, &q).is_identity());
     }
@@ -175,7 +196,10 @@ mod tests {
         for k in interesting_scalars() {
             assert!(double_mul(&limbs(&k), g, &limbs(&-k), g).is_identity());
             let twice = ProjectivePoint::GENERATOR * k.double();
-            assert_eq!(encode(&double_mul(&limbs(&k), g, &limbs(&k), g)), reference_encode(&twice));
+            assert_eq!(
+                encode(&double_mul(&limbs(&k), g, &limbs(&k), g)),
+                reference_encode(&twice)
+            );
         }
     }
 }

@@ -15,10 +15,28 @@
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Fe([u32; 8]);
 
-const P: [u32; 8] = [0xffff_ffff, 0xffff_ffff, 0xffff_ffff, 0, 0, 0, 1, 0xffff_ffff];
+const P: [u32; 8] = [
+    0xffff_ffff,
+    0xffff_ffff,
+    0xffff_ffff,
+    0,
+    0,
+    0,
+    1,
+    0xffff_ffff,
+];
 
 /// p − 2, the exponent that inverts by Fermat's little theorem.
-const P_MINUS_2: [u32; 8] = [0xffff_fffd, 0xffff_ffff, 0xffff_ffff, 0, 0, 0, 1, 0xffff_ffff];
+const P_MINUS_2: [u32; 8] = [
+    0xffff_fffd,
+    0xffff_ffff,
+    0xffff_ffff,
+    0,
+    0,
+    0,
+    1,
+    0xffff_ffff,
+];
 
 impl Fe {
     pub const ZERO: Fe = Fe([0; 8]);
@@ -109,7 +127,9 @@ pub(super) fn sub_limbs(a: &[u32; 8], b: &[u32; 8]) -> ([u32; 8], u32) {
     let mut out = [0u32; 8];
     let mut borrow = 0u64;
     for i in 0..8 {
-        let t = u64::from(a[i]).wrapping_sub(u64::from(b[i])).wrapping_sub(borrow);
+        let t = u64::from(a[i])
+            .wrapping_sub(u64::from(b[i]))
+            .wrapping_sub(borrow);
         out[i] = t as u32;
         borrow = t >> 63;
     }
@@ -201,7 +221,11 @@ fn reduce_wide(c: &[u32; 16]) -> [u32; 8] {
     // folding it in leaves at most ±1, and folding that leaves none (see `fold`).
     let (limbs, overflow) = propagate(columns);
     let (limbs, overflow) = fold(limbs, overflow);
-    let limbs = if overflow == 0 { limbs } else { fold(limbs, overflow).0 };
+    let limbs = if overflow == 0 {
+        limbs
+    } else {
+        fold(limbs, overflow).0
+    };
     subtract_p_if_needed(limbs, 0)
 }
 
@@ -255,7 +279,9 @@ pub(super) mod tests {
     pub(in crate::p256_verify) fn random_bytes(seed: &mut u64) -> [u8; 32] {
         let mut bytes = [0u8; 32];
         for b in bytes.iter_mut() {
-            *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            *seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             *b = (*seed >> 56) as u8;
         }
         match *seed % 5 {
@@ -280,7 +306,9 @@ pub(super) mod tests {
         let mut values = vec![Fe::ZERO, Fe::ONE, Fe::from_be_bytes(&[0x7f; 32]).unwrap()];
         values.extend((1u64..4).map(|k| fe(p.wrapping_sub(&U256::from_u64(k)))));
         // 2²⁵⁶ mod p and its neighbours: the values the reduction folds in.
-        values.push(fe(U256::from_be_hex("00000000fffffffeffffffffffffffffffffffff000000000000000000000001")));
+        values.push(fe(U256::from_be_hex(
+            "00000000fffffffeffffffffffffffffffffffff000000000000000000000001",
+        )));
         values
     }
 
@@ -316,7 +344,10 @@ pub(super) mod tests {
     #[test]
     fn invert_is_the_inverse() {
         let mut seed = 11u64;
-        for a in edge_values().into_iter().chain((0..20).map(|_| random_fe(&mut seed))) {
+        for a in edge_values()
+            .into_iter()
+            .chain((0..20).map(|_| random_fe(&mut seed)))
+        {
             if a.is_zero() {
                 assert!(a.invert().is_zero());
             } else {

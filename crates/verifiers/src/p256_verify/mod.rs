@@ -25,14 +25,14 @@ use scalar::Scalar;
 
 /// The group order n, big-endian.
 const ORDER: [u8; 32] = [
-    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xbc, 0xe6, 0xfa,
-    0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
+    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
 ];
 
 /// p − n, big-endian: an x-coordinate x ≥ n reduces to r = x − n < p − n.
 const P_MINUS_ORDER: [u8; 32] = [
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x43, 0x19, 0x05, 0x53, 0x58, 0xe8, 0x61, 0x7b, 0x0c, 0x46, 0x35,
-    0x3d, 0x03, 0x9c, 0xda, 0xae,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x43, 0x19, 0x05, 0x53, 0x58, 0xe8, 0x61, 0x7b,
+    0x0c, 0x46, 0x35, 0x3d, 0x03, 0x9c, 0xda, 0xae,
 ];
 
 /// A P-256 public key with its comb table (16 KB), ready to verify.
@@ -54,7 +54,9 @@ impl P256Key {
         let point = Affine::from_coordinates(x.try_into().ok()?, y.try_into().ok()?)?;
         // Built here, with the key, so that no request pays for it.
         comb::generator_table()?;
-        Some(P256Key { table: CombTable::new(&point)? })
+        Some(P256Key {
+            table: CombTable::new(&point)?,
+        })
     }
 
     /// Whether `signature` (r ‖ s, 32 bytes each, big-endian) signs `message`.
@@ -97,12 +99,16 @@ fn x_reduces_to(point: &Jacobian, r: &[u8; 32]) -> bool {
     if point.is_identity() {
         return false;
     }
-    let Some(r) = Fe::from_be_bytes(r) else { return false };
+    let Some(r) = Fe::from_be_bytes(r) else {
+        return false;
+    };
     let zz = point.z.square();
     if r.mul(&zz) == point.x {
         return true;
     }
-    let Some(n) = Fe::from_be_bytes(&ORDER) else { return false };
+    let Some(n) = Fe::from_be_bytes(&ORDER) else {
+        return false;
+    };
     // Big-endian byte strings compare like the numbers they encode.
     r.to_be_bytes() < P_MINUS_ORDER && r.add(&n).mul(&zz) == point.x
 }

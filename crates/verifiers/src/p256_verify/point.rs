@@ -6,18 +6,18 @@ use super::field::Fe;
 
 /// The curve constant b, big-endian.
 const B: [u8; 32] = [
-    0x5a, 0xc6, 0x35, 0xd8, 0xaa, 0x3a, 0x93, 0xe7, 0xb3, 0xeb, 0xbd, 0x55, 0x76, 0x98, 0x86, 0xbc, 0x65, 0x1d, 0x06,
-    0xb0, 0xcc, 0x53, 0xb0, 0xf6, 0x3b, 0xce, 0x3c, 0x3e, 0x27, 0xd2, 0x60, 0x4b,
+    0x5a, 0xc6, 0x35, 0xd8, 0xaa, 0x3a, 0x93, 0xe7, 0xb3, 0xeb, 0xbd, 0x55, 0x76, 0x98, 0x86, 0xbc,
+    0x65, 0x1d, 0x06, 0xb0, 0xcc, 0x53, 0xb0, 0xf6, 0x3b, 0xce, 0x3c, 0x3e, 0x27, 0xd2, 0x60, 0x4b,
 ];
 
 /// The base point G (SEC 2), big-endian coordinates.
 const GX: [u8; 32] = [
-    0x6b, 0x17, 0xd1, 0xf2, 0xe1, 0x2c, 0x42, 0x47, 0xf8, 0xbc, 0xe6, 0xe5, 0x63, 0xa4, 0x40, 0xf2, 0x77, 0x03, 0x7d,
-    0x81, 0x2d, 0xeb, 0x33, 0xa0, 0xf4, 0xa1, 0x39, 0x45, 0xd8, 0x98, 0xc2, 0x96,
+    0x6b, 0x17, 0xd1, 0xf2, 0xe1, 0x2c, 0x42, 0x47, 0xf8, 0xbc, 0xe6, 0xe5, 0x63, 0xa4, 0x40, 0xf2,
+    0x77, 0x03, 0x7d, 0x81, 0x2d, 0xeb, 0x33, 0xa0, 0xf4, 0xa1, 0x39, 0x45, 0xd8, 0x98, 0xc2, 0x96,
 ];
 const GY: [u8; 32] = [
-    0x4f, 0xe3, 0x42, 0xe2, 0xfe, 0x1a, 0x7f, 0x9b, 0x8e, 0xe7, 0xeb, 0x4a, 0x7c, 0x0f, 0x9e, 0x16, 0x2b, 0xce, 0x33,
-    0x57, 0x6b, 0x31, 0x5e, 0xce, 0xcb, 0xb6, 0x40, 0x68, 0x37, 0xbf, 0x51, 0xf5,
+    0x4f, 0xe3, 0x42, 0xe2, 0xfe, 0x1a, 0x7f, 0x9b, 0x8e, 0xe7, 0xeb, 0x4a, 0x7c, 0x0f, 0x9e, 0x16,
+    0x2b, 0xce, 0x33, 0x57, 0x6b, 0x31, 0x5e, 0xce, 0xcb, 0xb6, 0x40, 0x68, 0x37, 0xbf, 0x51, 0xf5,
 ];
 
 /// A point on the curve other than the identity (which has no affine form).
@@ -31,7 +31,10 @@ impl Affine {
     /// Checked coordinates: `None` unless both are canonical and on the curve.
     /// P-256 has cofactor 1, so any such point generates the whole group.
     pub fn from_coordinates(x: &[u8; 32], y: &[u8; 32]) -> Option<Affine> {
-        let point = Affine { x: Fe::from_be_bytes(x)?, y: Fe::from_be_bytes(y)? };
+        let point = Affine {
+            x: Fe::from_be_bytes(x)?,
+            y: Fe::from_be_bytes(y)?,
+        };
         point.is_on_curve().then_some(point)
     }
 
@@ -40,7 +43,9 @@ impl Affine {
     }
 
     fn is_on_curve(&self) -> bool {
-        let Some(b) = Fe::from_be_bytes(&B) else { return false };
+        let Some(b) = Fe::from_be_bytes(&B) else {
+            return false;
+        };
         let x_cubed_minus_3x = self.x.square().sub(&triple(&Fe::ONE)).mul(&self.x);
         self.y.square() == x_cubed_minus_3x.add(&b)
     }
@@ -56,12 +61,20 @@ pub struct Jacobian {
 
 impl From<&Affine> for Jacobian {
     fn from(p: &Affine) -> Self {
-        Jacobian { x: p.x, y: p.y, z: Fe::ONE }
+        Jacobian {
+            x: p.x,
+            y: p.y,
+            z: Fe::ONE,
+        }
     }
 }
 
 impl Jacobian {
-    pub const IDENTITY: Jacobian = Jacobian { x: Fe::ONE, y: Fe::ONE, z: Fe::ZERO };
+    pub const IDENTITY: Jacobian = Jacobian {
+        x: Fe::ONE,
+        y: Fe::ONE,
+        z: Fe::ZERO,
+    };
 
     pub fn is_identity(&self) -> bool {
         self.z.is_zero()
@@ -80,7 +93,11 @@ impl Jacobian {
         let z3 = self.y.add(&self.z).square().sub(&gamma).sub(&delta);
         let eight_gamma_sq = gamma.square().double().double().double();
         let y3 = alpha.mul(&four_beta.sub(&x3)).sub(&eight_gamma_sq);
-        Jacobian { x: x3, y: y3, z: z3 }
+        Jacobian {
+            x: x3,
+            y: y3,
+            z: z3,
+        }
     }
 
     /// self + q with q affine (8M + 3S). The formula divides by x₂ − x₁, so the
@@ -96,7 +113,11 @@ impl Jacobian {
         let h = u2.sub(&self.x);
         let r = s2.sub(&self.y);
         if h.is_zero() {
-            return if r.is_zero() { self.double() } else { Jacobian::IDENTITY };
+            return if r.is_zero() {
+                self.double()
+            } else {
+                Jacobian::IDENTITY
+            };
         }
         let hh = h.square();
         let hhh = h.mul(&hh);
@@ -104,7 +125,11 @@ impl Jacobian {
         let x3 = r.square().sub(&hhh).sub(&v.double());
         let y3 = r.mul(&v.sub(&x3)).sub(&self.y.mul(&hhh));
         let z3 = self.z.mul(&h);
-        Jacobian { x: x3, y: y3, z: z3 }
+        Jacobian {
+            x: x3,
+            y: y3,
+            z: z3,
+        }
     }
 }
 
@@ -127,12 +152,21 @@ pub fn batch_to_affine(points: &[Jacobian]) -> Option<Vec<Affine>> {
         product = product.mul(&p.z);
     }
     let mut inverse = product.invert(); // 1 / (Z₀·…·Z_{k−1})
-    let mut affine = vec![Affine { x: Fe::ZERO, y: Fe::ZERO }; points.len()];
+    let mut affine = vec![
+        Affine {
+            x: Fe::ZERO,
+            y: Fe::ZERO
+        };
+        points.len()
+    ];
     for ((p, before), out) in points.iter().zip(&prefix).zip(affine.iter_mut()).rev() {
         let z_inv = inverse.mul(before);
         inverse = inverse.mul(&p.z);
         let z_inv2 = z_inv.square();
-        *out = Affine { x: p.x.mul(&z_inv2), y: p.y.mul(&z_inv2.mul(&z_inv)) };
+        *out = Affine {
+            x: p.x.mul(&z_inv2),
+            y: p.y.mul(&z_inv2.mul(&z_inv)),
+        };
     }
     Some(affine)
 }
@@ -202,15 +236,27 @@ pub(super) mod tests {
         let g = Affine::generator().unwrap();
         let two_g = ProjectivePoint::GENERATOR.double();
         // P + P doubles, also when P is not normalised (Z ≠ 1).
-        assert_eq!(encode(&Jacobian::from(&g).add_affine(&g)), reference_encode(&two_g));
+        assert_eq!(
+            encode(&Jacobian::from(&g).add_affine(&g)),
+            reference_encode(&two_g)
+        );
         let three_g = Jacobian::from(&g).double().add_affine(&g);
         let three_g_affine = from_reference(&(two_g + ProjectivePoint::GENERATOR));
-        assert_eq!(encode(&three_g.add_affine(&three_g_affine)), reference_encode(&(two_g.double() + two_g)));
+        assert_eq!(
+            encode(&three_g.add_affine(&three_g_affine)),
+            reference_encode(&(two_g.double() + two_g))
+        );
         // P + (−P) is the identity.
-        let minus_three_g = Affine { x: three_g_affine.x, y: Fe::ZERO.sub(&three_g_affine.y) };
+        let minus_three_g = Affine {
+            x: three_g_affine.x,
+            y: Fe::ZERO.sub(&three_g_affine.y),
+        };
         assert!(three_g.add_affine(&minus_three_g).is_identity());
         // The identity is neutral, and doubles to itself.
-        assert_eq!(encode(&Jacobian::IDENTITY.add_affine(&g)), reference_encode(&ProjectivePoint::GENERATOR));
+        assert_eq!(
+            encode(&Jacobian::IDENTITY.add_affine(&g)),
+            reference_encode(&ProjectivePoint::GENERATOR)
+        );
         assert!(Jacobian::IDENTITY.double().is_identity());
         assert!(batch_to_affine(&[Jacobian::from(&g), Jacobian::IDENTITY]).is_none());
     }

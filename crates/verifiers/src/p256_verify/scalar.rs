@@ -14,13 +14,31 @@ use super::field::{add_limbs, limbs_from_be_bytes, sub_limbs};
 pub struct Scalar([u32; 8]);
 
 /// n = FFFFFFFF 00000000 FFFFFFFF FFFFFFFF BCE6FAAD A7179E84 F3B9CAC2 FC632551.
-const N: [u32; 8] = [0xfc63_2551, 0xf3b9_cac2, 0xa717_9e84, 0xbce6_faad, 0xffff_ffff, 0xffff_ffff, 0, 0xffff_ffff];
+const N: [u32; 8] = [
+    0xfc63_2551,
+    0xf3b9_cac2,
+    0xa717_9e84,
+    0xbce6_faad,
+    0xffff_ffff,
+    0xffff_ffff,
+    0,
+    0xffff_ffff,
+];
 
 /// −n⁻¹ mod 2³², the Montgomery reduction factor.
 const N_NEG_INV: u32 = 0xee00_bc4f;
 
 /// R² mod n with R = 2²⁵⁶: multiplying by it (Montgomery) enters Montgomery form.
-const R2: [u32; 8] = [0xbe79_eea2, 0x8324_4c95, 0x49bd_6fa6, 0x4699_799c, 0x2b6b_ec59, 0x2845_b239, 0xf3d9_5620, 0x66e1_2d94];
+const R2: [u32; 8] = [
+    0xbe79_eea2,
+    0x8324_4c95,
+    0x49bd_6fa6,
+    0x4699_799c,
+    0x2b6b_ec59,
+    0x2845_b239,
+    0xf3d9_5620,
+    0x66e1_2d94,
+];
 
 impl Scalar {
     /// Big-endian bytes; `None` unless the value is below n (canonical).
@@ -175,10 +193,18 @@ mod tests {
     }
 
     fn values() -> Vec<Reference> {
-        let mut out = vec![Reference::ZERO, Reference::ONE, Reference::ONE.double(), -Reference::ONE, -Reference::ONE.double()];
+        let mut out = vec![
+            Reference::ZERO,
+            Reference::ONE,
+            Reference::ONE.double(),
+            -Reference::ONE,
+            -Reference::ONE.double(),
+        ];
         let mut seed = 5u64;
         while out.len() < 70 {
-            if let Some(k) = Option::<Reference>::from(Reference::from_repr(random_bytes(&mut seed).into())) {
+            if let Some(k) =
+                Option::<Reference>::from(Reference::from_repr(random_bytes(&mut seed).into()))
+            {
                 out.push(k);
             }
         }
@@ -191,7 +217,11 @@ mod tests {
         let mut n = ours(&n_minus_1).0;
         n[0] += 1;
         assert_eq!(n, N);
-        assert_eq!(N[0].wrapping_mul(N_NEG_INV), u32::MAX, "n·(−n⁻¹) ≡ −1 mod 2³²");
+        assert_eq!(
+            N[0].wrapping_mul(N_NEG_INV),
+            u32::MAX,
+            "n·(−n⁻¹) ≡ −1 mod 2³²"
+        );
         // R² mod n: 2²⁵⁶ mod n squared, in the reference's arithmetic.
         let r = Reference::reduce(&FieldBytes::from([0xff; 32])) + Reference::ONE;
         assert_eq!(to_bytes(&Scalar(R2)), <[u8; 32]>::from((r * r).to_repr()));
@@ -212,7 +242,10 @@ mod tests {
         for _ in 0..200 {
             let bytes = random_bytes(&mut seed);
             let reference = Option::<Reference>::from(Reference::from_repr(bytes.into()));
-            assert_eq!(Scalar::from_be_bytes(&bytes).map(|k| to_bytes(&k)), reference.map(|k| <[u8; 32]>::from(k.to_repr())));
+            assert_eq!(
+                Scalar::from_be_bytes(&bytes).map(|k| to_bytes(&k)),
+                reference.map(|k| <[u8; 32]>::from(k.to_repr()))
+            );
         }
     }
 
@@ -223,7 +256,10 @@ mod tests {
         inputs.extend((0..200).map(|_| random_bytes(&mut seed)));
         for bytes in inputs {
             let expected = Reference::reduce(&FieldBytes::from(bytes));
-            assert_eq!(to_bytes(&Scalar::reduce_be_bytes(&bytes)), <[u8; 32]>::from(expected.to_repr()));
+            assert_eq!(
+                to_bytes(&Scalar::reduce_be_bytes(&bytes)),
+                <[u8; 32]>::from(expected.to_repr())
+            );
         }
     }
 

@@ -49,7 +49,11 @@ fn reference(key: &VerifyingKey, message: &[u8], signature: &[u8]) -> bool {
 /// Both verifiers decide the same; returns that decision.
 fn agree(ours: &P256Key, key: &VerifyingKey, message: &[u8], signature: &[u8]) -> bool {
     let expected = reference(key, message, signature);
-    assert_eq!(ours.verify(message, signature), expected, "message {message:02x?}, signature {signature:02x?}");
+    assert_eq!(
+        ours.verify(message, signature),
+        expected,
+        "message {message:02x?}, signature {signature:02x?}"
+    );
     expected
 }
 
@@ -81,7 +85,11 @@ fn valid_signatures_and_bit_flips() {
             let signature = sign(&sk, &message);
             assert!(agree(&ours, &vk, &message, &signature));
             // Every bit of r and s once, a sample of them otherwise (debug builds are slow).
-            let step = if key_index == 0 && message_index == 0 { 1 } else { 29 };
+            let step = if key_index == 0 && message_index == 0 {
+                1
+            } else {
+                29
+            };
             for bit in (0..512).step_by(step) {
                 let mut bad = signature;
                 bad[bit / 8] ^= 1 << (bit % 8);
@@ -111,7 +119,10 @@ fn high_s_is_accepted_like_the_reference() {
         let (r, s) = signature.split_at(32);
         let s = Scalar::from_repr(FieldBytes::from(<[u8; 32]>::try_from(s).unwrap())).unwrap();
         let flipped = with_r_s(r.try_into().unwrap(), &be(&-s));
-        assert!(agree(&ours, &vk, &message, &flipped), "s → n − s is still valid");
+        assert!(
+            agree(&ours, &vk, &message, &flipped),
+            "s → n − s is still valid"
+        );
     }
 }
 
@@ -123,11 +134,22 @@ fn out_of_range_and_malformed_signatures() {
     let ours = prepared(&vk);
     let message = b"header.payload";
     let signature = sign(&sk, message);
-    let (r, s): ([u8; 32], [u8; 32]) = (signature[..32].try_into().unwrap(), signature[32..].try_into().unwrap());
+    let (r, s): ([u8; 32], [u8; 32]) = (
+        signature[..32].try_into().unwrap(),
+        signature[32..].try_into().unwrap(),
+    );
     let n_minus_1 = be(&-Scalar::ONE);
     let mut n_plus_1 = ORDER;
     n_plus_1[31] += 1;
-    let specials = [[0u8; 32], ORDER, n_minus_1, n_plus_1, [0xff; 32], P_MINUS_ORDER, be(&Scalar::ONE)];
+    let specials = [
+        [0u8; 32],
+        ORDER,
+        n_minus_1,
+        n_plus_1,
+        [0xff; 32],
+        P_MINUS_ORDER,
+        be(&Scalar::ONE),
+    ];
     for special in specials {
         assert!(!agree(&ours, &vk, message, &with_r_s(&special, &s)));
         assert!(!agree(&ours, &vk, message, &with_r_s(&r, &special)));
@@ -135,8 +157,14 @@ fn out_of_range_and_malformed_signatures() {
     }
     // r + n and s + n: the same residues, but not canonical encodings.
     for (value, use_as_r) in [(r, true), (s, false)] {
-        let Some(plus_n) = add_be(&value, &ORDER) else { continue };
-        let bad = if use_as_r { with_r_s(&plus_n, &s) } else { with_r_s(&r, &plus_n) };
+        let Some(plus_n) = add_be(&value, &ORDER) else {
+            continue;
+        };
+        let bad = if use_as_r {
+            with_r_s(&plus_n, &s)
+        } else {
+            with_r_s(&r, &plus_n)
+        };
         assert!(!agree(&ours, &vk, message, &bad));
     }
     for len in [0, 1, 32, 63, 65, 128] {
@@ -165,7 +193,12 @@ fn signatures_from_another_key_are_refused() {
         let (signer, other) = (rng.signing_key(), rng.signing_key());
         let vk = *other.verifying_key();
         let message = rng.message();
-        assert!(!agree(&prepared(&vk), &vk, &message, &sign(&signer, &message)));
+        assert!(!agree(
+            &prepared(&vk),
+            &vk,
+            &message,
+            &sign(&signer, &message)
+        ));
     }
 }
 
@@ -176,7 +209,9 @@ fn signatures_summing_to_the_identity_are_refused() {
     let mut rng = Rng(5);
     for _ in 0..4 {
         let d_bytes = rng.bytes::<32>();
-        let Ok(sk) = SigningKey::from_slice(&d_bytes) else { continue };
+        let Ok(sk) = SigningKey::from_slice(&d_bytes) else {
+            continue;
+        };
         let d = Scalar::from_repr(FieldBytes::from(d_bytes)).unwrap();
         let vk = *sk.verifying_key();
         let message = rng.message();
@@ -184,7 +219,12 @@ fn signatures_summing_to_the_identity_are_refused() {
         let e = <Scalar as Reduce<FieldBytes>>::reduce(&FieldBytes::from(digest));
         let r = -(e * d.invert_vartime().unwrap());
         let s = Scalar::from_repr(FieldBytes::from(rng.bytes::<32>())).unwrap_or(Scalar::ONE);
-        assert!(!agree(&prepared(&vk), &vk, &message, &with_r_s(&be(&r), &be(&s))));
+        assert!(!agree(
+            &prepared(&vk),
+            &vk,
+            &message,
+            &with_r_s(&be(&r), &be(&s))
+        ));
     }
 }
 
@@ -209,7 +249,11 @@ fn x_comparison_covers_r_plus_n() {
     let z = Fe::from_be_bytes(&[0x35; 32]).unwrap();
     let zz = z.square();
     let n = Fe::from_be_bytes(&ORDER).unwrap();
-    let at = |x: Fe| Jacobian { x: x.mul(&zz), y: Fe::ONE, z };
+    let at = |x: Fe| Jacobian {
+        x: x.mul(&zz),
+        y: Fe::ONE,
+        z,
+    };
     let mut small = [0u8; 32];
     small[31] = 5;
     let r = Fe::from_be_bytes(&small).unwrap();
@@ -219,7 +263,10 @@ fn x_comparison_covers_r_plus_n() {
     let large = be(&-Scalar::ONE);
     let r = Fe::from_be_bytes(&large).unwrap();
     assert!(x_reduces_to(&at(r), &large));
-    assert!(!x_reduces_to(&at(r.add(&n)), &large), "r + n ≥ p: x would be r + n − p");
+    assert!(
+        !x_reduces_to(&at(r.add(&n)), &large),
+        "r + n ≥ p: x would be r + n − p"
+    );
     let limit = P_MINUS_ORDER;
     let r = Fe::from_be_bytes(&limit).unwrap();
     assert!(!x_reduces_to(&at(r.add(&n)), &limit), "r + n = p ≡ 0");
@@ -239,7 +286,10 @@ fn key_preparation_validates_the_point() {
     let mut wrong_tag = bytes.to_vec();
     wrong_tag[0] = 0x02;
     assert!(P256Key::from_sec1_uncompressed(&wrong_tag).is_none());
-    assert!(P256Key::from_sec1_uncompressed(vk.to_sec1_point(true).as_bytes()).is_none(), "compressed");
+    assert!(
+        P256Key::from_sec1_uncompressed(vk.to_sec1_point(true).as_bytes()).is_none(),
+        "compressed"
+    );
     assert!(P256Key::from_sec1_uncompressed(&[0]).is_none(), "identity");
     assert!(P256Key::from_sec1_uncompressed(&[]).is_none());
     assert!(P256Key::from_sec1_uncompressed(&[0x04; 65]).is_none());
