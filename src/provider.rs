@@ -10,6 +10,7 @@ use authflow_filter_core::fetch::{
     feed_answer, feed_path, jwks_answer, status_of, Answer, Document, DocumentFetch, FetchEnd,
     KeyNeed, KeyWait, Refusal, FEED_ACCEPT,
 };
+use authflow_filter_core::revocation_sync::FreshStamp;
 use authflow_filter_core::{Engine, ProviderId};
 use proxy_wasm::types::Status;
 
@@ -171,13 +172,8 @@ impl ProviderRuntime {
                 engine.revocation_entries(id) as u64,
             );
         }
-        let fresh = s
-            .slot
-            .value("fresh")
-            .and_then(|v| String::from_utf8(v).ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if let Some(fresh) = fresh {
-            engine.revocations_current_at(id, fresh);
+        if let Some(stamp) = s.slot.value("fresh").and_then(|v| FreshStamp::parse(&v)) {
+            engine.revocations_current_at(id, &stamp);
         }
     }
 
@@ -350,7 +346,7 @@ impl ProviderRuntime {
                 s.fetch.finished(FetchEnd::NotModified, now, env.jitter);
                 // Only if the list is still the one the poll was sent from.
                 if env.engine.revocations_unchanged(self.id, now) {
-                    s.slot.set_value("fresh", now.to_string().as_bytes());
+                    share_fresh_stamp(&s.slot, env.engine, self.id, now);
                 }
                 env.metrics.inc(Metric::RevocationNotModified);
             }
@@ -372,7 +368,7 @@ impl ProviderRuntime {
                             });
                     // A worker superseded by a newer copy does not vouch for the shared list.
                     if published {
-                        s.slot.set_value("fresh", now.to_string().as_bytes());
+                        share_fresh_stamp(&s.slot, env.engine, self.id, now);
                     }
                     env.metrics.inc(Metric::RevocationFetchOk);
                     env.metrics.set(
@@ -411,6 +407,13 @@ fn callout(fetch: &DocumentFetch, path: String, if_none_match: Option<String>) -
         if_none_match,
         accept: None,
         timeout_ms: fetch.callout_timeout_ms(),
+    }
+}
+
+/// Tells the other VMs that the list this VM polled from was current at `now_ms`.
+fn share_fresh_stamp(slot: &SharedSlot, engine: &Engine, id: ProviderId, now_ms: u64) {
+    if let Some(stamp) = engine.fresh_stamp(id, now_ms) {
+        slot.set_value("fresh", &stamp.to_bytes());
     }
 }
 

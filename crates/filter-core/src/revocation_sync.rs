@@ -17,6 +17,28 @@ use crate::engine::Engine;
 use crate::fetch::{FeedBody, FetchEnd};
 use crate::provider_id::ProviderId;
 
+/// One VM's word that the list at `cursor` was current at `at_ms` (its
+/// poll got nothing newer), shared with the other VMs as `<at_ms> <cursor>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FreshStamp {
+    pub at_ms: u64,
+    pub cursor: String,
+}
+
+impl FreshStamp {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        format!("{} {}", self.at_ms, self.cursor).into_bytes()
+    }
+
+    pub fn parse(bytes: &[u8]) -> Option<FreshStamp> {
+        let (at_ms, cursor) = std::str::from_utf8(bytes).ok()?.split_once(' ')?;
+        Some(FreshStamp {
+            at_ms: at_ms.parse().ok()?,
+            cursor: cursor.to_owned(),
+        })
+    }
+}
+
 /// A feed applied: how the fetch ended, and what the other VMs must take.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FeedApplied {
@@ -102,16 +124,26 @@ impl Engine {
         current
     }
 
-    /// The list the VMs share (as another VM fetched it) was known current
-    /// at `at_ms`. It does not speak of a list this VM could not take
-    /// ([`adopt_revocation_base`](Self::adopt_revocation_base) false). Never
-    /// moves back.
-    pub fn revocations_current_at(&mut self, id: ProviderId, at_ms: u64) {
+    /// What this VM tells the others after its poll of `id` found the list
+    /// current at `now_ms` (none: it holds no list a poll can go on from).
+    pub fn fresh_stamp(&self, id: ProviderId, now_ms: u64) -> Option<FreshStamp> {
+        let cursor = self.provider(id)?.revocations.cursor()?;
+        Some(FreshStamp {
+            at_ms: now_ms,
+            cursor: cursor.to_owned(),
+        })
+    }
+
+    /// Another VM found the list of `id` current ([`fresh_stamp`](Self::fresh_stamp)).
+    /// That speaks only of the list it polled from: a VM holding another
+    /// one (older, newer, or none it could read) is not made current by it.
+    /// Never moves back.
+    pub fn revocations_current_at(&mut self, id: ProviderId, stamp: &FreshStamp) {
         if let Some(state) = self
             .provider_mut(id)
-            .filter(|s| !s.revocations.needs_snapshot())
+            .filter(|s| s.revocations.cursor() == Some(stamp.cursor.as_str()))
         {
-            state.revocations_fresh_at_ms = state.revocations_fresh_at_ms.max(at_ms);
+            state.revocations_fresh_at_ms = state.revocations_fresh_at_ms.max(stamp.at_ms);
         }
     }
 
@@ -368,7 +400,7 @@ mod tests {
         let id = ProviderId::FIRST;
         lease.apply_feed(id, feed("1", true, "a"), NOW_MS).unwrap();
         assert!(worker.adopt_revocation_base(id, shared(&lease).0));
-        worker.revocations_current_at(id, NOW_MS + 1_000);
+        worker.revocations_current_at(id, &lease.fresh_stamp(id, NOW_MS + 1_000).unwrap());
         assert!(!worker.adopt_revocation_base(id, b"not a list".to_vec()));
         assert_eq!(
             (worker.revocation_entries(id), cursor(&worker)),
@@ -376,7 +408,7 @@ mod tests {
             "kept; the next poll asks for a snapshot"
         );
         assert!(revokes(&worker, "a"));
-        worker.revocations_current_at(id, NOW_MS + 9_000);
+        worker.revocations_current_at(id, &lease.fresh_stamp(id, NOW_MS + 9_000).unwrap());
         assert_eq!(
             fresh_at(&worker),
             NOW_MS + 1_000,
@@ -390,7 +422,7 @@ mod tests {
 
         polled(&mut lease, feed("2", true, "b"), NOW_MS + 10_000).unwrap();
         assert!(worker.adopt_revocation_base(id, shared(&lease).0));
-        worker.revocations_current_at(id, NOW_MS + 10_000);
+        worker.revocations_current_at(id, &lease.fresh_stamp(id, NOW_MS + 10_000).unwrap());
         assert_eq!(
             (cursor(&worker), fresh_at(&worker)),
             (Some("2"), NOW_MS + 10_000),
@@ -519,8 +551,39 @@ mod tests {
     #[test]
     fn known_current_never_moves_back() {
         let mut e = engine();
-        e.revocations_current_at(ProviderId::FIRST, NOW_MS + 5_000);
-        e.revocations_current_at(ProviderId::FIRST, NOW_MS + 1_000);
+        polled(&mut e, feed("1", true, "a"), NOW_MS).unwrap();
+        let stamp = |at_ms| FreshStamp {
+            at_ms,
+            cursor: "1".into(),
+        };
+        e.revocations_current_at(ProviderId::FIRST, &stamp(NOW_MS + 5_000));
+        e.revocations_current_at(ProviderId::FIRST, &stamp(NOW_MS + 1_000));
         assert_eq!(fresh_at(&e), NOW_MS + 5_000);
+    }
+
+    /// Finding: the stamp another VM shared made any list current, also one
+    /// other than the list that VM polled from (an older copy a worker still
+    /// held, missing what was revoked since).
+    #[test]
+    fn a_stamp_makes_current_only_the_list_it_was_measured_on() {
+        let (mut lease, mut worker) = (engine(), engine());
+        let id = ProviderId::FIRST;
+        polled(&mut lease, feed("1", true, "a"), NOW_MS).unwrap();
+        assert!(worker.adopt_revocation_base(id, shared(&lease).0));
+        worker.revocations_current_at(id, &lease.fresh_stamp(id, NOW_MS).unwrap());
+        polled(&mut lease, feed("2", false, "r2"), NOW_MS + 1_000).unwrap();
+        let stamp = lease.fresh_stamp(id, NOW_MS + 2_000).unwrap();
+        assert_eq!(FreshStamp::parse(&stamp.to_bytes()), Some(stamp.clone()));
+        worker.revocations_current_at(id, &stamp);
+        assert_eq!(
+            fresh_at(&worker),
+            NOW_MS,
+            "still as old as the list it holds (without r2)"
+        );
+        assert!(worker.adopt_revocation_overlay(id, shared(&lease).1));
+        worker.revocations_current_at(id, &stamp);
+        assert_eq!(fresh_at(&worker), NOW_MS + 2_000);
+        assert_eq!(FreshStamp::parse(b"12"), None);
+        assert_eq!(FreshStamp::parse(b"x 1"), None);
     }
 }

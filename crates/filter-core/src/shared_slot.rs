@@ -7,8 +7,9 @@
 //!   per worker. A lease not renewed in time (its holder stalled) is taken
 //!   over by the next VM that looks.
 //! - **Publication**: the fetched document goes into `…:data`, then a small
-//!   `…:version` key changes; other VMs read only the version on each tick
-//!   and copy the (possibly large) data only when it moved.
+//!   `…:version` key changes (compare-and-swap: two VMs publishing at once
+//!   still leave every VM with one copy); other VMs read only the version
+//!   on each tick and copy the (possibly large) data only when it moved.
 //! - **No step back**: a VM publishes only over the version it last saw. A
 //!   worker that stalled past its lease and then got its late answer would
 //!   otherwise replace what the new lease holder published since with an
@@ -83,6 +84,18 @@ impl SharedSlot {
 
     /// Publishes `data` for the other VMs, unless another VM published since
     /// this one last looked ([`forget_seen`](Self::forget_seen) first: whatever was published).
+    ///
+    /// The data and its version are two keys, written one after the other:
+    /// two VMs publishing at once could leave the data of one under the
+    /// version of the other, and the VM whose version stood would keep its
+    /// own copy while every other VM took the other one. So the version is
+    /// written with compare-and-swap against the one read before the data
+    /// went in. When that fails another VM published meanwhile, and which
+    /// copy the data key holds is unknown: this VM announces a new version
+    /// without condition (the last version written then always follows the
+    /// last data written) and takes whatever stands on its next look, as
+    /// every other VM does. The VMs end with one copy; if it is the older,
+    /// the lease holder polls on from it.
     pub fn publish(
         &mut self,
         store: &impl SharedData,
@@ -91,12 +104,13 @@ impl SharedSlot {
         now_ms: u64,
     ) -> Result<(), NotPublished> {
         let version_key = format!("{}:version", self.prefix);
-        let (current, _) = store.get(&version_key).ok_or(NotPublished::Host)?;
-        if current.is_some_and(|current| {
-            self.seen_version
+        let (current, cas) = self.version_to_replace(store, &version_key)?;
+        if !current.is_empty()
+            && self
+                .seen_version
                 .as_ref()
                 .is_some_and(|seen| *seen != current)
-        }) {
+        {
             return Err(NotPublished::Superseded);
         }
         if !store.set(&format!("{}:data", self.prefix), data, 0) {
@@ -104,14 +118,42 @@ impl SharedSlot {
         }
         self.published += 1;
         let version = format!("{vm_id}:{now_ms}:{}", self.published).into_bytes();
+        if store.set(&version_key, &version, cas) {
+            self.seen_version = Some(version);
+            return Ok(());
+        }
         let _ = store.set(&version_key, &version, 0);
-        self.seen_version = Some(version);
-        Ok(())
+        self.seen_version = None;
+        Err(NotPublished::Superseded)
+    }
+
+    /// The published version (empty: none yet) and its compare-and-swap
+    /// token. The host writes a key that does not exist whatever the token
+    /// says, so a missing version key is first created empty: only a key
+    /// that exists can be compare-and-swapped.
+    fn version_to_replace(
+        &self,
+        store: &impl SharedData,
+        version_key: &str,
+    ) -> Result<(Vec<u8>, u32), NotPublished> {
+        match store.get(version_key).ok_or(NotPublished::Host)? {
+            (Some(current), cas) => Ok((current, cas)),
+            (None, _) => {
+                let _ = store.set(version_key, &[], 0);
+                match store.get(version_key).ok_or(NotPublished::Host)? {
+                    (Some(current), cas) => Ok((current, cas)),
+                    (None, _) => Err(NotPublished::Host),
+                }
+            }
+        }
     }
 
     /// The published data, if it changed since this VM last looked.
     pub fn take_if_changed(&mut self, store: &impl SharedData) -> Option<Vec<u8>> {
-        let version = store.get(&format!("{}:version", self.prefix))?.0?;
+        let version = store
+            .get(&format!("{}:version", self.prefix))?
+            .0
+            .filter(|v| !v.is_empty())?;
         if self.seen_version.as_ref() == Some(&version) {
             return None;
         }
@@ -141,6 +183,7 @@ mod tests {
     use super::*;
     use std::cell::RefCell;
     use std::collections::HashMap;
+    use std::sync::{Condvar, Mutex};
 
     /// Shared data with the host's rules, for the workers of one process.
     #[derive(Default)]
@@ -235,6 +278,135 @@ mod tests {
         holder.publish(&process, b"b", 1, 1_000).unwrap();
         assert_eq!(reader.take_if_changed(&process).as_deref(), Some(&b"b"[..]));
         assert_eq!(reader.take_if_changed(&process), None, "nothing new");
+    }
+
+    /// Shared data that two worker threads reach in a given order: each host
+    /// call waits for its turn in `schedule` (the index of the worker whose
+    /// call comes next). A worker that is done gives up its remaining turns.
+    struct Interleaved {
+        map: Mutex<HashMap<String, (Vec<u8>, u32)>>,
+        turns: Mutex<(Vec<usize>, usize, [bool; 2])>,
+        moved: Condvar,
+    }
+
+    impl Interleaved {
+        fn new(map: HashMap<String, (Vec<u8>, u32)>, schedule: Vec<usize>) -> Self {
+            Interleaved {
+                map: Mutex::new(map),
+                turns: Mutex::new((schedule, 0, [false; 2])),
+                moved: Condvar::new(),
+            }
+        }
+
+        fn in_turn<T>(
+            &self,
+            worker: usize,
+            call: impl FnOnce(&mut HashMap<String, (Vec<u8>, u32)>) -> T,
+        ) -> T {
+            let mut turns = self.turns.lock().unwrap();
+            loop {
+                let (schedule, next, done) = &mut *turns;
+                while *next < schedule.len() && done[schedule[*next]] {
+                    *next += 1;
+                }
+                if *next >= schedule.len() || schedule[*next] == worker {
+                    break;
+                }
+                turns = self.moved.wait(turns).unwrap();
+            }
+            let result = call(&mut self.map.lock().unwrap());
+            turns.1 += 1;
+            self.moved.notify_all();
+            result
+        }
+
+        fn done(&self, worker: usize) {
+            self.turns.lock().unwrap().2[worker] = true;
+            self.moved.notify_all();
+        }
+    }
+
+    /// One worker's view of [`Interleaved`].
+    struct Turn<'a>(&'a Interleaved, usize);
+
+    impl SharedData for Turn<'_> {
+        fn get(&self, key: &str) -> Option<(Option<Vec<u8>>, u32)> {
+            self.0.in_turn(self.1, |map| {
+                Some(
+                    map.get(key)
+                        .map_or((None, 0), |(v, cas)| (Some(v.clone()), *cas)),
+                )
+            })
+        }
+        fn set(&self, key: &str, value: &[u8], cas: u32) -> bool {
+            self.0.in_turn(self.1, |map| {
+                let current = map.get(key).map(|(_, c)| *c);
+                if current.is_some_and(|current| cas != 0 && cas != current) {
+                    return false;
+                }
+                map.insert(key.to_owned(), (value.to_vec(), current.unwrap_or(0) + 1));
+                true
+            })
+        }
+    }
+
+    /// Every order of `calls` host calls by each of two workers.
+    fn schedules(calls: usize) -> Vec<Vec<usize>> {
+        (0u32..1 << (2 * calls))
+            .filter(|bits| bits.count_ones() as usize == calls)
+            .map(|bits| (0..2 * calls).map(|i| (bits >> i) as usize & 1).collect())
+            .collect()
+    }
+
+    /// Finding: two workers publishing at once (a lease holder and one whose
+    /// lease ran out while its answer was in flight; two fresh workers each
+    /// fetching keys) could leave the data of one under the version of the
+    /// other. The one whose version stood then kept its own copy while every
+    /// other worker took the other's, and nothing made them meet again. In
+    /// every order of their host calls, the workers must end up holding
+    /// one copy: whichever it is, the lease holder polls on from it.
+    #[test]
+    fn two_workers_publishing_at_once_leave_every_worker_with_one_copy() {
+        for (first_saw, second_saw) in [(true, true), (false, false), (true, false)] {
+            for schedule in schedules(6) {
+                // Nothing published yet when neither saw a copy; a worker that
+                // saw none (a new VM) and one that took list 0 otherwise.
+                let setup = Process::default();
+                let mut workers = [worker(), worker()];
+                if first_saw {
+                    worker().publish(&setup, b"list 0", 9, 500).unwrap();
+                }
+                for (w, saw) in workers.iter_mut().zip([first_saw, second_saw]) {
+                    if saw {
+                        w.take_if_changed(&setup).unwrap();
+                    }
+                }
+                let process = Interleaved::new(setup.0.take(), schedule.clone());
+                let lists: [&[u8]; 2] = [b"list 1", b"list 2"];
+                std::thread::scope(|scope| {
+                    for (i, w) in workers.iter_mut().enumerate() {
+                        let process = &process;
+                        scope.spawn(move || {
+                            let _ = w.publish(&Turn(process, i), lists[i], i as u64, 1_000);
+                            process.done(i);
+                        });
+                    }
+                });
+                let process = Process(RefCell::new(process.map.into_inner().unwrap()));
+                let mut reader = worker();
+                let shared = reader
+                    .take_if_changed(&process)
+                    .expect("something is published");
+                for (i, w) in workers.iter_mut().enumerate() {
+                    let held = w.take_if_changed(&process).unwrap_or(lists[i].to_vec());
+                    assert_eq!(
+                        String::from_utf8_lossy(&held),
+                        String::from_utf8_lossy(&shared),
+                        "worker {i} in order {schedule:?} (saw list 0: {first_saw}, {second_saw})"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ use authflow_contract::{claims, AccessClaims, KeySet};
 use authflow_filter_core::deny::DenyReason;
 use authflow_filter_core::engine::{Awaited, Decision, Engine, Outcome, ProviderState};
 use authflow_filter_core::fetch::{FeedBody, KeyNeed};
+use authflow_filter_core::revocation_sync::FreshStamp;
 use authflow_filter_core::{FilterConfig, ProviderId, Request};
 use jwt_simple::prelude::*;
 use serde_json::json;
@@ -634,7 +635,13 @@ fn no_token_passes_before_the_first_revocation_list() {
     // A list emptied to take another worker's copy is no list, even when
     // that worker says the list is current.
     cold.clear_revocations(ProviderId::FIRST);
-    cold.revocations_current_at(ProviderId::FIRST, NOW * 1000 + 800);
+    cold.revocations_current_at(
+        ProviderId::FIRST,
+        &FreshStamp {
+            at_ms: NOW * 1000 + 800,
+            cursor: "1".into(),
+        },
+    );
     let Decision::Deny(d) = cold.decide_now(&api, NOW * 1000 + 900) else {
         panic!("emptied: refused")
     };
@@ -663,7 +670,10 @@ fn a_vm_started_later_judges_a_shared_list_by_its_shared_age() {
     let mut late = Engine::new(config(json!({})), NOW * 1000);
     late.set_keys(ProviderId::FIRST, jwks);
     assert!(late.adopt_revocation_base(ProviderId::FIRST, base));
-    late.revocations_current_at(ProviderId::FIRST, hour_ago_ms);
+    late.revocations_current_at(
+        ProviderId::FIRST,
+        &fetcher.fresh_stamp(ProviderId::FIRST, hour_ago_ms).unwrap(),
+    );
     let t = kp.sign(claims(default_claims())).unwrap();
     let api = Request::from_headers(
         vec![
@@ -683,7 +693,10 @@ fn a_vm_started_later_judges_a_shared_list_by_its_shared_age() {
         "the same list in a VM started later"
     );
     // A stamp from just now makes it current.
-    late.revocations_current_at(ProviderId::FIRST, NOW * 1000);
+    late.revocations_current_at(
+        ProviderId::FIRST,
+        &fetcher.fresh_stamp(ProviderId::FIRST, NOW * 1000).unwrap(),
+    );
     assert!(matches!(
         late.evaluate(&api, NOW * 1000 + 500, true),
         Outcome::Allow(_)
