@@ -27,7 +27,7 @@ use authflow_contract::dpop::{DpopError, DEFAULT_FUTURE_SKEW_SECS};
 
 use crate::config::MAX_DPOP_MAX_AGE_SECS;
 use crate::dpop::ProofUse;
-use crate::shared_slot::SharedData;
+use crate::shared_slot::{SharedData, CREATE_ONLY};
 
 /// Width of a time bucket.
 pub const BUCKET_SECS: u64 = 5;
@@ -46,12 +46,6 @@ const _: () =
 
 const ID_LEN: usize = 8;
 const HEADER_LEN: usize = 8;
-
-/// The compare-and-swap token that creates a key only if it is absent. The
-/// host numbers its writes from 1 across every key, so an existing slot
-/// holds this token only after some 4 billion writes in the process, at
-/// that very moment: as close to "create if absent" as the ABI allows.
-const CREATE_ONLY: u32 = u32::MAX;
 
 /// Written once every slot exists: a VM configured later need not look at each.
 pub const SLOTS_CREATED_KEY: &str = "authflow.dpop.replay.created";

@@ -18,6 +18,12 @@
 
 use crate::lease;
 
+/// The compare-and-swap token that creates a key only if it is absent. The
+/// host numbers its writes from 1 across every key, so an existing key
+/// holds this token only after some 4 billion writes in the process, at
+/// that very moment: as close to "create if absent" as the ABI allows.
+pub const CREATE_ONLY: u32 = u32::MAX;
+
 /// Proxy-wasm shared data (the glue's host calls; a map with the host's
 /// rules in tests).
 pub trait SharedData {
@@ -129,8 +135,9 @@ impl SharedSlot {
 
     /// The published version (empty: none yet) and its compare-and-swap
     /// token. The host writes a key that does not exist whatever the token
-    /// says, so a missing version key is first created empty: only a key
-    /// that exists can be compare-and-swapped.
+    /// says, so a missing version key is first created empty (leaving one
+    /// another VM created meanwhile as it is): only a key that exists can be
+    /// compare-and-swapped.
     fn version_to_replace(
         &self,
         store: &impl SharedData,
@@ -139,7 +146,7 @@ impl SharedSlot {
         match store.get(version_key).ok_or(NotPublished::Host)? {
             (Some(current), cas) => Ok((current, cas)),
             (None, _) => {
-                let _ = store.set(version_key, &[], 0);
+                let _ = store.set(version_key, &[], CREATE_ONLY);
                 match store.get(version_key).ok_or(NotPublished::Host)? {
                     (Some(current), cas) => Ok((current, cas)),
                     (None, _) => Err(NotPublished::Host),
