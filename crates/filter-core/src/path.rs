@@ -6,8 +6,9 @@
 //! then runs of slashes merged. Without those settings (or behind another
 //! proxy) a backend may act on other readings of the same bytes: the raw
 //! path, every escape decoded (a second time for double encoding), `\` taken
-//! as `/`, `;` parameters dropped, the path cut at a NUL, slashes merged
-//! before dot segments. [`readings`] lists them, so the route policy can
+//! as `/`, `;` parameters dropped, the path cut at a NUL, overlong UTF-8 read
+//! as the ASCII it spells, the non-ASCII letters Java and .NET fold onto
+//! ASCII letters folded, slashes merged before dot segments. [`readings`] lists them, so the route policy can
 //! refuse a path whose readings would need a stronger policy than the one
 //! decided on — and only such a path: `%2F` in an id is fine where it
 //! changes nothing.
@@ -168,9 +169,14 @@ fn decode_fully(path: &str) -> Result<Vec<u8>, Unreadable> {
     }
 }
 
-/// What a forgiving server does with decoded bytes: `\` is a separator, and a
-/// C string ends at the first NUL (any control character, to be safe).
+/// What a forgiving server does with decoded bytes: `\` is a separator, a
+/// C string ends at the first NUL (any control character, to be safe), an
+/// overlong UTF-8 form of an ASCII character is that character (`%C0%AF` is
+/// `/` to IIS's and old Tomcat's decoders), and the letters that Java's and
+/// .NET's case-insensitive comparisons fold onto ASCII are those ASCII
+/// letters (`ı` and `İ` are `i`, `ſ` is `s`, the Kelvin sign is `k`).
 fn lenient(decoded: &[u8]) -> String {
+    let decoded = decode_overlong_ascii(decoded);
     let end = decoded
         .iter()
         .position(u8::is_ascii_control)
@@ -180,7 +186,40 @@ fn lenient(decoded: &[u8]) -> String {
         .take(end)
         .map(|&b| if b == b'\\' { b'/' } else { b })
         .collect();
-    String::from_utf8_lossy(&bytes).into_owned()
+    String::from_utf8_lossy(&bytes)
+        .chars()
+        .map(|c| match c {
+            '\u{130}' | '\u{131}' => 'i',
+            '\u{17F}' => 's',
+            '\u{212A}' => 'k',
+            c => c,
+        })
+        .collect()
+}
+
+/// Overlong 2- and 3-byte UTF-8 encodings of ASCII (`C0 AF`, `E0 80 AF`)
+/// replaced by the ASCII byte they spell; every other byte as it is.
+fn decode_overlong_ascii(bytes: &[u8]) -> Vec<u8> {
+    let cont = |b: Option<&u8>| b.copied().filter(|b| b & 0xC0 == 0x80);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match (b, cont(bytes.get(i + 1)), cont(bytes.get(i + 2))) {
+            (0xC0 | 0xC1, Some(c1), _) => {
+                out.push((b & 0x01) << 6 | (c1 & 0x3F));
+                i += 2;
+            }
+            (0xE0, Some(c1), Some(c2)) if c1 & 0xFE == 0x80 => {
+                out.push((c1 & 0x01) << 6 | (c2 & 0x3F));
+                i += 3;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// Path parameters dropped from every segment (`/a;x/b;y=1` → `/a/b`), as servlet containers do.

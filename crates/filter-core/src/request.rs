@@ -277,9 +277,9 @@ pub(crate) fn host_name(authority: &str) -> &str {
 
 pub(crate) fn without_port(authority: &str) -> &str {
     match authority.rsplit_once(':') {
+        // An empty port (`host:`) is no port (RFC 3986 §3.2.3; Go's `net.SplitHostPort`).
         Some((h, port))
-            if !port.is_empty()
-                && port.bytes().all(|b| b.is_ascii_digit())
+            if port.bytes().all(|b| b.is_ascii_digit())
                 && (h.ends_with(']') || !h.contains(':')) =>
         {
             h

@@ -2044,3 +2044,38 @@ fn a_list_claim_longer_than_the_filter_keeps_refuses_the_token() {
         Some(claims::MAX_LIST_ITEMS)
     );
 }
+
+/// Spellings of the admin area, end to end on the host: a token without the `admin`
+/// role must not pass where a backend may serve the admin area. The empty
+/// port (`admin.example:`) is the host `admin.example` to Go's
+/// `net.SplitHostPort` and the WHATWG URL parser; `%C4%B1` (`ı`) is `i` to
+/// Java's `equalsIgnoreCase` and .NET's `OrdinalIgnoreCase`; `%C0%AF` is `/`
+/// to decoders that accept overlong UTF-8. Envoy forwards all three as sent.
+#[test]
+fn a_user_token_does_not_pass_where_a_backend_may_serve_the_admin_area() {
+    let mut f = fixture(json!({"routes": [
+        {"match": {"prefix": "/public"}, "policy": "public"},
+        {"match": {"path_prefix": "/admin"}, "policy": {"roles_any": ["admin"]}},
+        {"match": {"prefix": "/", "host": "admin.example"}, "policy": {"roles_any": ["admin"]}}
+    ]}));
+    let user = format!("Bearer {}", f.token());
+    let mut eval = |authority: &str, path: &str| {
+        f.engine.evaluate(
+            &request("GET", authority, path, &[("authorization", &user)]),
+            NOW * 1000 + 500,
+            true,
+        )
+    };
+    assert_eq!(
+        denied(&eval("admin.example:", "/x")),
+        (DenyReason::InsufficientRole, 403),
+        "empty port"
+    );
+    for path in ["/adm%C4%B1n/users", "/public/..%C0%AF../admin/users"] {
+        assert_eq!(
+            denied(&eval("api", path)),
+            (DenyReason::AmbiguousPath, 400),
+            "{path}"
+        );
+    }
+}
