@@ -8,12 +8,16 @@
 //! path, every escape decoded (a second time for double encoding), `\` taken
 //! as `/`, `;` parameters dropped, the path cut at a NUL, overlong UTF-8 read
 //! as the ASCII it spells, the non-ASCII letters Java and .NET fold onto
-//! ASCII letters folded, slashes merged before dot segments. [`readings`] lists them, so the route policy can
+//! ASCII letters folded, slashes merged before dot segments, trailing dots
+//! and spaces of a segment dropped (Windows). Not the suffix patterns of
+//! Spring MVC before 5.3 (`/admin` served as `/admin.json`): that reading
+//! would refuse every public `exact` rule for a file (`/robots.txt` reads
+//! as `/robots`, under the default policy). [`readings`] lists them, so the route policy can
 //! refuse a path whose readings would need a stronger policy than the one
 //! decided on — and only such a path: `%2F` in an id is fine where it
 //! changes nothing.
 //!
-//! Paths without any of `%`, `\`, `;`, control characters, `//` or `/.`
+//! Paths without any of `%`, `\`, `;`, `.`, control characters or `//`
 //! read one way only and cost no allocation.
 
 use std::borrow::Cow;
@@ -67,11 +71,15 @@ pub fn readings(path: &str) -> Result<Readings<'_>, Unreadable> {
     let params_after = strip_params(&String::from_utf8_lossy(&decoded)).into_bytes();
     for decoded in [decoded, params_after, decode_fully(&params_first)?] {
         let lenient = lenient(&decoded);
-        candidates.push(merge_slashes(&remove_dot_segments(&lenient)));
+        let dots_first = merge_slashes(&remove_dot_segments(&lenient));
+        candidates.push(merge_slashes(&remove_dot_segments(&windows_name(
+            &dots_first,
+        ))));
+        candidates.push(dots_first);
         candidates.push(remove_dot_segments(&merge_slashes(&lenient)));
     }
-    // Eight candidates at most: a linear check for duplicates needs no sort
-    // (and links none into the module).
+    // Eleven candidates at most: a linear check for duplicates needs no
+    // sort (and links none into the module).
     let mut others: Vec<String> = Vec::with_capacity(candidates.len());
     for candidate in candidates {
         if candidate != normalized && !others.contains(&candidate) {
@@ -98,9 +106,8 @@ pub fn is_normalized_rule_path(p: &str) -> bool {
 fn reads_one_way(path: &str) -> bool {
     !path
         .bytes()
-        .any(|b| matches!(b, b'%' | b'\\' | b';') || b.is_ascii_control())
+        .any(|b| matches!(b, b'%' | b'\\' | b';' | b'.') || b.is_ascii_control())
         && !path.contains("//")
-        && !path.contains("/.")
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -222,6 +229,19 @@ fn decode_overlong_ascii(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
+/// What Windows names a path (IIS, files served from NTFS): each segment
+/// without its trailing dots and spaces (`/admin.` and `/admin ` are
+/// `/admin`); a segment of dots alone stays a dot segment.
+fn windows_name(path: &str) -> String {
+    path.split('/')
+        .map(|seg| match seg.trim_end_matches(['.', ' ']) {
+            "" => seg,
+            trimmed => trimmed,
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// Path parameters dropped from every segment (`/a;x/b;y=1` → `/a/b`), as servlet containers do.
 fn strip_params(path: &str) -> String {
     path.split('/')
@@ -285,7 +305,7 @@ mod tests {
 
     #[test]
     fn plain_paths_read_one_way_without_copying() {
-        for p in ["/", "/api/admin", "/api/items/42", "/a-b_c~d.e", "*"] {
+        for p in ["/", "/api/admin", "/api/items/42", "/a-b_c~d", "*"] {
             let r = readings(p).unwrap();
             assert!(
                 matches!(r.normalized, Cow::Borrowed(_)) && r.others.is_empty(),

@@ -13,6 +13,7 @@ fn config() -> FilterConfig {
         "providers": [{"name": "p", "issuer": "i", "algorithms": ["EdDSA"], "jwks": {"remote": {"cluster": "c", "path": "/j"}}}],
         "routes": [
             {"match": {"prefix": "/public"}, "policy": "public"},
+            {"match": {"exact": "/robots.txt"}, "policy": "public"},
             {"match": {"path_prefix": "/api/admin"}, "policy": {"roles_any": ["admin"]}},
             {"match": {"path_prefix": "/api/keys"}, "policy": {"roles_any": ["admin"]}},
             {"match": {"path_prefix": "/internal/billing"}, "policy": {"client_ids_any": ["billing"]}},
@@ -105,5 +106,34 @@ fn a_host_rule_is_not_dodged_with_an_empty_port() {
     let admin = Policy::RolesAny(vec!["admin".into()]);
     for host in ["admin.example:", "ADMIN.example:", "admin.example.:"] {
         assert_eq!(decide(&c, host, "/x"), Ok(&admin), "{host}");
+    }
+}
+
+/// Windows drops trailing dots and spaces from a path segment (`admin.` and
+/// `admin%20` name `admin` to IIS and to a backend serving files from
+/// NTFS). Each reads as the admin rule, so each is refused rather than
+/// decided on the default. A file's extension is no such reading: a public
+/// `exact` rule for `/robots.txt` stays usable.
+#[test]
+fn trailing_dots_spaces_and_a_suffix_read_as_a_stronger_rule() {
+    let c = config();
+    for p in [
+        "/api/admin.",
+        "/api/admin%20",
+        "/api/admin.%20.",
+        "/api./admin/x",
+        "/api/keys%2E",
+    ] {
+        assert_eq!(decide(&c, "api", p), Err(AmbiguousPath), "{p}");
+    }
+    // What reads as nothing stronger stays decided as before.
+    for p in [
+        "/api/items/1.5",
+        "/public/app.js",
+        "/api/admin.json",
+        "/api/.well-known",
+        "/robots.txt",
+    ] {
+        assert_ne!(decide(&c, "api", p), Err(AmbiguousPath), "{p}");
     }
 }
