@@ -45,7 +45,7 @@ pub fn within_reuse_grace(used_at: i64, now: i64) -> bool {
     now.saturating_sub(used_at) < REFRESH_REUSE_GRACE_SECS
 }
 
-fn feed_expiry(state: &AppState, now: i64) -> i64 {
+pub fn feed_expiry(state: &AppState, now: i64) -> i64 {
     // The last access token of a session revoked now expires at the latest
     // one access-token lifetime from now.
     now + i64::try_from(state.config.tokens.access_ttl.as_secs()).unwrap_or(900)
@@ -57,6 +57,16 @@ pub async fn feed_changed(state: &AppState) {
     if let Err(e) = state.feed.sync(state.store.as_ref(), now()).await {
         tracing::warn!(error = %e, "feed sync after write failed");
     }
+}
+
+/// `count` sessions were revoked by the store (alone, or with more in one
+/// transaction, as a password reset does): the metrics, and the in-memory
+/// feed before the caller answers.
+pub async fn revoked_by_store(state: &AppState, count: usize) {
+    for _ in 0..count {
+        inc(&state.metrics.sessions_revoked);
+    }
+    feed_changed(state).await;
 }
 
 /// Ends one session (it enters the revocation feed); false if it already had ended.
@@ -84,10 +94,7 @@ pub async fn revoke_all_sessions(
         .store
         .revoke_user_sessions(user_id, reason, now, feed_expiry(state, now))
         .await?;
-    for _ in &ids {
-        inc(&state.metrics.sessions_revoked);
-    }
-    feed_changed(state).await;
+    revoked_by_store(state, ids.len()).await;
     Ok(ids.len())
 }
 

@@ -114,6 +114,11 @@ impl Hasher {
 
     /// Verifies against `stored`, or against the dummy hash when `None`
     /// (always false then, after the same work).
+    ///
+    /// A stored hash is verified with the cost written in it. One made under
+    /// another cost than today's (the configured cost was raised since) is
+    /// followed by the dummy's verification too, so that an existing account
+    /// never answers faster than an unknown address does (its cost is today's).
     pub fn verify(&self, password: &str, stored: Option<&str>) -> bool {
         let target = stored.unwrap_or(&self.dummy);
         let Ok(parsed) = PasswordHash::new(target) else {
@@ -123,7 +128,21 @@ impl Hasher {
             .argon()
             .verify_password(password.as_bytes(), &parsed)
             .is_ok();
+        if stored.is_some() && !self.of_current_cost(&parsed) {
+            if let Ok(dummy) = PasswordHash::new(&self.dummy) {
+                let _ = self.argon().verify_password(password.as_bytes(), &dummy);
+            }
+        }
         ok && stored.is_some()
+    }
+
+    /// Whether `hash` was made with the cost configured now.
+    fn of_current_cost(&self, hash: &PasswordHash<'_>) -> bool {
+        Params::try_from(hash).is_ok_and(|p| {
+            p.m_cost() == self.params.m_cost()
+                && p.t_cost() == self.params.t_cost()
+                && p.p_cost() == self.params.p_cost()
+        })
     }
 }
 

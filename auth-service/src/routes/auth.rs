@@ -1058,16 +1058,22 @@ pub async fn reset_password(
         Password::parse(password.expose(), &user.email).map_err(|e| ApiError::WeakPassword(e.0))?;
     let password_hash = hash_password(state, password.expose().to_owned()).await?;
     // One transaction: the token is used up with the user's other reset links,
-    // the password set, and the sign-ins begun with the old password ended.
-    if state
+    // the password set, the sign-ins begun with the old password ended, and
+    // every session revoked (never one without the other).
+    let now = now();
+    let Some((_, revoked)) = state
         .store
-        .reset_password(&hash, &password_hash, now())
+        .reset_password(
+            &hash,
+            &password_hash,
+            now,
+            sessions::feed_expiry(state, now),
+        )
         .await?
-        .is_none()
-    {
+    else {
         return Err(ApiError::InvalidLink);
-    }
-    sessions::revoke_all_sessions(state, &user.id, "password_reset").await?;
+    };
+    sessions::revoked_by_store(state, revoked.len()).await;
     clear_account_failures(state, &user.email).await?;
     audit::record(
         state,

@@ -377,14 +377,18 @@ pub trait Store: Send + Sync + 'static {
     /// [`User::password_version`], so no sign-in begun with the old password
     /// gets a session), marks the email verified (the token was mailed to
     /// it), uses up every other reset token of the user and ends their open
-    /// sign-in challenges. Resets of one user take turns. The user's id, or
-    /// `None` when the token is not valid.
+    /// sign-in challenges, and revokes every live session of the user (one
+    /// feed event each, kept until `feed_expires_at` at least): the new
+    /// password and the end of the sessions the old one opened commit
+    /// together, or not at all. Resets of one user take turns. The user's id
+    /// and the ids of the sessions ended, or `None` when the token is not valid.
     async fn reset_password(
         &self,
         hash: &str,
         password_hash: &str,
         now: i64,
-    ) -> StoreResult<Option<String>>;
+        feed_expires_at: i64,
+    ) -> StoreResult<Option<(String, Vec<String>)>>;
     async fn set_roles(&self, user_id: &str, roles: &[String]) -> StoreResult<()>;
     async fn set_totp_pending(&self, user_id: &str, secret: Option<&str>) -> StoreResult<()>;
     /// Moves the pending secret to the confirmed one and records `step` as used.

@@ -12,6 +12,28 @@ pub(super) const USER_COLUMNS: &str = "id, email, password_hash, roles, scope, e
 pub(super) const SESSION_COLUMNS: &str =
     "id, user_id, device_secret_hash, created_at, last_seen_at, expires_at, revoked_at, revoke_reason, ip, user_agent, dpop_jkt";
 
+/// Revokes every live session of a user inside the transaction `$tx`, one
+/// feed event each (kept until `$feed_expires_at`, or until the user's last
+/// access token expires if later): the ids of the sessions ended. A macro
+/// for the same reason as [`impl_store`]; used by it.
+macro_rules! revoke_sessions_in {
+    ($tx:ident, $user_id:expr, $reason:expr, $now:expr, $feed_expires_at:expr) => {{
+        let ids: Vec<String> = sqlx::query_scalar(
+            "UPDATE sessions SET revoked_at = $1, revoke_reason = $2 WHERE user_id = $3 AND revoked_at IS NULL RETURNING id",
+        )
+        .bind($now)
+        .bind($reason)
+        .bind($user_id)
+        .fetch_all(&mut *$tx)
+        .await?;
+        let feed_expires_at = $feed_expires_at.max(latest_token_expiry(&mut $tx, $user_id).await?);
+        for id in &ids {
+            append_event(&mut $tx, FeedKind::Session, id, None, feed_expires_at, $now).await?;
+        }
+        ids
+    }};
+}
+
 /// `impl Store for $store { <the backend's own methods> <the portable ones> }`.
 /// The backend provides `reader()` and `writer()` (its pools for reads and
 /// writes; the same pool on Postgres), the row helpers `user`,
@@ -320,18 +342,7 @@ macro_rules! impl_store {
 
             async fn revoke_user_sessions(&self, user_id: &str, reason: &str, now: i64, feed_expires_at: i64) -> StoreResult<Vec<String>> {
                 let mut tx = self.writer().begin().await?;
-                let ids: Vec<String> = sqlx::query_scalar(
-                    "UPDATE sessions SET revoked_at = $1, revoke_reason = $2 WHERE user_id = $3 AND revoked_at IS NULL RETURNING id",
-                )
-                .bind(now)
-                .bind(reason)
-                .bind(user_id)
-                .fetch_all(&mut *tx)
-                .await?;
-                let feed_expires_at = feed_expires_at.max(latest_token_expiry(&mut tx, user_id).await?);
-                for id in &ids {
-                    append_event(&mut tx, FeedKind::Session, id, None, feed_expires_at, now).await?;
-                }
+                let ids = revoke_sessions_in!(tx, user_id, reason, now, feed_expires_at);
                 tx.commit().await?;
                 Ok(ids)
             }
@@ -617,7 +628,7 @@ macro_rules! impl_store {
                 Ok(r.rows_affected() == 1)
             }
 
-            async fn reset_password(&self, hash: &str, password_hash: &str, now: i64) -> StoreResult<Option<String>> {
+            async fn reset_password(&self, hash: &str, password_hash: &str, now: i64, feed_expires_at: i64) -> StoreResult<Option<(String, Vec<String>)>> {
                 let mut tx = self.writer().begin().await?;
                 // The user's row first (found through the token), under UPDATE_LOCK: two
                 // resets of one user, with the same link or two, take turns here. Taking
@@ -668,8 +679,12 @@ macro_rules! impl_store {
                     .bind(&user_id)
                     .execute(&mut *tx)
                     .await?;
+                // And the sessions the old password opened end in the same commit: a
+                // reset that took effect can never leave them alive (a crash, a
+                // failed write after the commit).
+                let ids = revoke_sessions_in!(tx, &user_id, "password_reset", now, feed_expires_at);
                 tx.commit().await?;
-                Ok(Some(user_id))
+                Ok(Some((user_id, ids)))
             }
 
             async fn take_one_time_token(&self, hash: &str, purpose: TokenPurpose, now: i64) -> StoreResult<Option<String>> {
@@ -717,4 +732,4 @@ macro_rules! impl_store {
     };
 }
 
-pub(super) use impl_store;
+pub(super) use {impl_store, revoke_sessions_in};

@@ -224,7 +224,9 @@ pub fn totp_start(f: &Form) -> Markup {
 
 /// The QR code (inline SVG: no image request, allowed by the CSP) and the
 /// secret for manual entry, then the code that confirms it.
-pub fn totp_enrol(f: &Form, qr_svg: &str, secret: &str) -> Markup {
+/// `enrolment`: the tag that lets this form's wrong code show the key again
+/// (`web::totp::enrolment_tag`), carried only by the page that showed it.
+pub fn totp_enrol(f: &Form, qr_svg: &str, secret: &str, enrolment: &str) -> Markup {
     html! {
         (alert(f.error))
         p { "Scan this code with your authenticator app, or enter the key by hand." }
@@ -232,6 +234,7 @@ pub fn totp_enrol(f: &Form, qr_svg: &str, secret: &str) -> Markup {
         p { "Key: " code #totp-secret { (secret) } }
         form #totp-form method="post" action="/auth/totp/confirm" {
             (csrf_field(f.csrf))
+            input type="hidden" name="enrolment" value=(enrolment);
             label for="code" { "Code from the app" }
             input #code type="text" name="code" inputmode="numeric" autocomplete="one-time-code" required maxlength="16";
             button type="submit" { "Turn on" }

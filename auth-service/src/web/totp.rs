@@ -29,6 +29,36 @@ pub struct PasswordForm {
 pub struct CodeForm {
     #[serde(default)]
     code: String,
+    /// The enrolment page's tag of the key it showed ([`enrolment_tag`]).
+    #[serde(default)]
+    enrolment: String,
+}
+
+/// A tag of the pending key `secret` of user `user_id`, keyed with the
+/// pages' CSRF key: the enrolment page (shown after the password was proven)
+/// carries it, so a wrong code posted from that page may show the key again.
+/// A session alone (an access token without the password) cannot make it,
+/// and so never gets to see the pending key.
+fn enrolment_tag(state: &AppState, user_id: &str, secret: &str) -> String {
+    use base64::Engine as _;
+    use hmac::{Hmac, Mac};
+    let Ok(mut mac) = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&state.csrf_key) else {
+        return String::new();
+    };
+    mac.update(b"authflow totp enrolment v1\0");
+    mac.update(user_id.as_bytes());
+    mac.update(b"\0");
+    mac.update(secret.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+}
+
+/// Whether `tag` is the [`enrolment_tag`] of `secret` (constant time).
+fn shown_before(state: &AppState, user_id: &str, secret: &str, tag: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    let expected = enrolment_tag(state, user_id, secret);
+    !expected.is_empty()
+        && expected.len() == tag.len()
+        && bool::from(expected.as_bytes().ct_eq(tag.as_bytes()))
 }
 
 const TITLE: &str = "Set up an authenticator app";
@@ -69,6 +99,7 @@ fn qr_svg(uri: &str) -> Result<String, ApiError> {
 fn enrol_page(
     state: &AppState,
     client: &Client,
+    user: &User,
     secret: &str,
     uri: &str,
     error: Option<&str>,
@@ -80,7 +111,12 @@ fn enrol_page(
     let (csrf, cookie) = csrf_token(state, &client.headers);
     Page::ok(
         TITLE,
-        templates::totp_enrol(&Form { csrf: &csrf, error }, &svg, secret),
+        templates::totp_enrol(
+            &Form { csrf: &csrf, error },
+            &svg,
+            secret,
+            &enrolment_tag(state, &user.id, secret),
+        ),
     )
     .with_cookie(cookie)
     .into_response()
@@ -104,6 +140,7 @@ pub async fn enrol(
         Ok(enrolment) => enrol_page(
             &state,
             &client,
+            &user,
             &enrolment.secret,
             &enrolment.otpauth_uri,
             None,
@@ -134,13 +171,19 @@ pub async fn confirm(
         Ok(()) => see_other("/auth/totp/done", &[]),
         Err(e) => {
             // Show the same pending key again, so the person can retry.
-            let Some(secret) = user.totp_pending.as_deref() else {
+            // The key again only for the page that showed it: a session that
+            // never proved the password must not read the pending key.
+            let Some(secret) = user
+                .totp_pending
+                .as_deref()
+                .filter(|secret| shown_before(&state, &user.id, secret, &f.enrolment))
+            else {
                 return start_page(&state, &client, Some(&explain(&e)))
                     .refused_by(&e)
                     .into_response();
             };
             let uri = otpauth_uri(&state, &user, secret);
-            let mut response = enrol_page(&state, &client, secret, &uri, Some(&explain(&e)));
+            let mut response = enrol_page(&state, &client, &user, secret, &uri, Some(&explain(&e)));
             *response.status_mut() = e.status();
             if let Some(secs) = e.retry_after() {
                 response

@@ -1053,8 +1053,16 @@ async fn totp_enrolment_with_the_qr_code_then_sign_in_with_the_app() {
     let secret = r.body[start..].split('<').next().unwrap().to_owned();
     let csrf = r.csrf();
     let now = authflow_auth_service::clock::now();
+    let enrolment = hidden(&r.body, "enrolment");
     let r = b
-        .post("/auth/totp/confirm", &[("code", "000000"), ("csrf", &csrf)])
+        .post(
+            "/auth/totp/confirm",
+            &[
+                ("code", "000000"),
+                ("csrf", &csrf),
+                ("enrolment", &enrolment),
+            ],
+        )
         .await;
     assert!(
         r.status == 401 && r.body.contains(&secret),

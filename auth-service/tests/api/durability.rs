@@ -1,5 +1,6 @@
 //! Nothing acknowledged is lost across `kill -9` and restart: the real binary
-//! writes (sign-ups, bans) while it is killed, then restarts on the same data.
+//! writes (sign-ups, bans) while it is killed, then restarts on the same data;
+//! a write that fails halfway leaves nothing half done.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::common::PASSWORD;
+use crate::common::{refresh_with_device, spawn_app, TestApp, PASSWORD};
 
 const BIN: &str = env!("CARGO_BIN_EXE_authflow-auth");
 
@@ -347,5 +348,79 @@ fn the_cli_refuses_roles_no_token_could_carry() {
     assert!(
         list.contains("full@example.com") && !list.contains("comma@") && !list.contains("many@"),
         "{list}"
+    );
+}
+
+/// Runs `sql` on the test's SQLite database (a fault injected from outside,
+/// as a crash or a failing disk would).
+async fn sqlite_exec(app: &TestApp, sql: &str) {
+    let url = secrecy::ExposeSecret::expose_secret(&app.state.config.database.url).to_owned();
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query(sql).execute(&pool).await.unwrap();
+    pool.close().await;
+}
+
+/// A password reset is the owner's way to throw out whoever holds a session
+/// (a stolen refresh token and device secret). The store commits the new
+/// password and uses up the link in one transaction, and only then, in a
+/// second write outside it, are the sessions revoked
+/// (as `routes::auth::reset_password` did with `sessions::revoke_all_sessions`). If
+/// the process dies or the database refuses between the two, the owner is
+/// told the reset failed, the link is spent, the password is changed — and
+/// the attacker's session lives on and keeps refreshing.
+#[tokio::test]
+async fn a_reset_that_fails_after_its_commit_leaves_the_old_sessions_alive() {
+    if crate::backend::fresh_database_url().await.is_some() {
+        return; // the fault is injected with a SQLite trigger
+    }
+    let app = spawn_app().await;
+    let email = "victim-reset@example.com";
+    app.verified_user(email).await;
+    // The attacker's session (its refresh token and device secret were stolen).
+    let stolen = app.signin(email, PASSWORD).await;
+
+    let before = app.outbox(email, 0).await.len();
+    let r = app
+        .post("/v1/auth/password/forgot", json!({"email": email}))
+        .await;
+    assert_eq!(r.status(), 202);
+    let mail = app.last_mail(email, before + 1).await;
+    assert_eq!(mail["subject"], "Reset your password");
+    let token = mail["token"].as_str().unwrap().to_owned();
+
+    // The second write fails (a crash, a full disk, a lost connection).
+    sqlite_exec(
+        &app,
+        "CREATE TRIGGER injected_fault BEFORE UPDATE OF revoked_at ON sessions \
+         WHEN NEW.revoke_reason = 'password_reset' BEGIN SELECT RAISE(ABORT, 'injected fault'); END",
+    )
+    .await;
+    let r = app
+        .post(
+            "/v1/auth/password/reset",
+            json!({"token": token, "password": "a brand new passphrase"}),
+        )
+        .await;
+    let status = r.status().as_u16();
+    // The fault is over (the instance restarted, the disk has room again).
+    sqlite_exec(&app, "DROP TRIGGER injected_fault").await;
+
+    // The owner may retry the link: it is spent, although they saw an error.
+    let retry = app
+        .post(
+            "/v1/auth/password/reset",
+            json!({"token": token, "password": "a brand new passphrase"}),
+        )
+        .await;
+    let retry_status = retry.status().as_u16();
+
+    // Whatever the answers were: a reset that took effect must have ended every session.
+    let r = refresh_with_device(&app, &stolen.refresh, Some(&stolen.device)).await;
+    let refreshed = r.status().as_u16();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    assert_ne!(
+        refreshed, 200,
+        "reset answered {status}, retry answered {retry_status}: the password was changed \
+         but the stolen session still refreshes ({body})"
     );
 }

@@ -1060,8 +1060,8 @@ async fn racing_resets_of_one_user_never_fail() {
                 .unwrap();
         }
         let (a, b) = tokio::join!(
-            store.reset_password(&links[0], "hash-a", now()),
-            store.reset_password(&links[1], "hash-b", now())
+            store.reset_password(&links[0], "hash-a", now(), now() + 900),
+            store.reset_password(&links[1], "hash-b", now(), now() + 900)
         );
         let (a, b) = (
             a.unwrap_or_else(|e| panic!("round {round}: {e}")),
@@ -1112,7 +1112,7 @@ async fn a_session_started_from_a_user_read_before_a_reset_is_refused() {
         .await
         .unwrap();
     assert!(store
-        .reset_password("gap-link", "new-hash", now())
+        .reset_password("gap-link", "new-hash", now(), now() + 900)
         .await
         .unwrap()
         .is_some());
@@ -1158,7 +1158,7 @@ async fn a_challenge_stored_after_a_reset_for_the_old_password_completes_nothing
         .await
         .unwrap();
     assert!(store
-        .reset_password("late-link", "new-hash", now())
+        .reset_password("late-link", "new-hash", now(), now() + 900)
         .await
         .unwrap()
         .is_some());

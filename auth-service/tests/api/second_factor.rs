@@ -325,3 +325,110 @@ async fn a_refused_proof_on_the_last_attempt_locks_rather_than_sticks() {
         "the right code with a fresh proof never got through: {answers:?}"
     );
 }
+
+/// The value of the hidden input `name` in `html`.
+fn hidden_field(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no field {name} in {html}"))
+        + marker.len();
+    html[start..]
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&amp;", "&")
+}
+
+/// Enrolling (or replacing) the authenticator needs a fresh proof — the
+/// password or a current code — "so an access token alone cannot take over
+/// the second factor" (`routes::auth::totp_enroll`). But the pending secret
+/// that proof unlocked stays in the user row with no end, and the pages'
+/// confirm handler (`web::totp::confirm`) answers a wrong code by rendering
+/// the enrolment page again *with the pending secret and its QR code*, to
+/// whoever holds a session of the user: no proof, no tie to the browser that
+/// gave the password. A thief with the access token and device secret (and
+/// no password) posts one wrong code, reads the secret, and confirms it with
+/// a right code: the account's second factor is now one the thief knows.
+#[tokio::test]
+async fn a_session_without_the_password_cannot_read_a_pending_totp_secret() {
+    let app = spawn_app().await;
+    let email = "victim-totp@example.com";
+    app.verified_user(email).await;
+    let owner = app.signin(email, PASSWORD).await;
+    // The owner starts setting up an app (proving the password) and is not done yet.
+    let r = app
+        .authed(reqwest::Method::POST, "/v1/auth/totp/enroll", &owner)
+        .json(&json!({"password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let secret = r.json::<Value>().await.unwrap()["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The thief holds the session's access token and device secret, not the password.
+    let jar = format!(
+        "{}={}; {}={}",
+        authflow_contract::browser::ACCESS_COOKIE,
+        owner.access,
+        authflow_contract::fingerprint::DEVICE_COOKIE,
+        owner.device
+    );
+    let page = app
+        .http
+        .get(app.url("/auth/totp"))
+        .header("cookie", &jar)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        page.status(),
+        200,
+        "the thief's cookies are a signed-in session"
+    );
+    let csrf_cookie = page
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("__Host-authflow-csrf="))
+        .unwrap();
+    let csrf_pair = csrf_cookie.split(';').next().unwrap().to_owned();
+    let csrf = hidden_field(&page.text().await.unwrap(), "csrf");
+    let r = app
+        .http
+        .post(app.url("/auth/totp/confirm"))
+        .header("cookie", format!("{jar}; {csrf_pair}"))
+        .header("origin", "null")
+        .header("sec-fetch-site", "same-origin")
+        .form(&[("code", "000000"), ("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let body = r.text().await.unwrap();
+    let leaked = body.contains(&secret);
+    if leaked {
+        // What the thief does with it: confirms the app as its own.
+        let code = totp_code(&secret, authflow_auth_service::clock::now());
+        let r = app
+            .authed(reqwest::Method::POST, "/v1/auth/totp/confirm", &owner)
+            .json(&json!({"code": code}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            200,
+            "and the thief's copy is now the account's second factor"
+        );
+    }
+    assert!(
+        !leaked,
+        "a wrong code from a session that never proved the password ({status}) \
+         was answered with the pending TOTP secret"
+    );
+}

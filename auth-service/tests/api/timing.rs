@@ -96,3 +96,57 @@ async fn an_unverified_account_and_a_wrong_password_take_about_the_same_time() {
         "median unverified {u:?} vs wrong password {w:?}"
     );
 }
+
+/// Sign-in promises "the same 401, after the same argon2 work, for an
+/// unknown email, a wrong password …" (`routes::auth::start_signin`). The
+/// dummy hash of an unknown email is made with the cost configured now
+/// (`domain::password::Hasher::new`), but a stored hash is verified with the
+/// cost written in it, the one of the day it was set, and nothing re-hashes
+/// it. Once an operator raises `passwords.hash_memory_kib` /
+/// `hash_iterations` (the usual hardening), every existing account answers a
+/// wrong password many times faster than an unknown address: whoever times
+/// one sign-in per address learns which addresses have accounts.
+#[tokio::test]
+async fn raising_the_hash_cost_does_not_let_timing_tell_old_accounts_apart() {
+    use std::time::{Duration, Instant};
+    let limits = |c: &mut authflow_auth_service::config::Config| {
+        c.throttle.account_max_failures = 1000;
+        c.throttle.ip_max_failures = 1000;
+    };
+    // Accounts made under the earlier, cheaper cost (the fixtures' 1 MiB, 1 pass).
+    let before = spawn_app_with(limits).await;
+    before.verified_user("old-timer@example.com").await;
+    // The operator raises the cost; the service restarts on the same data.
+    let app = spawn_app_beside(&before, |c| {
+        limits(c);
+        c.passwords.hash_memory_kib = 32 * 1024;
+        c.passwords.hash_iterations = 3;
+    })
+    .await;
+    async fn time(app: &TestApp, email: &str) -> Duration {
+        let start = Instant::now();
+        let r = app
+            .post(
+                "/v1/auth/signin",
+                json!({"email": email, "password": "wrong password!!"}),
+            )
+            .await;
+        assert_eq!(r.status(), 401);
+        start.elapsed()
+    }
+    time(&app, "old-timer@example.com").await;
+    let (mut known, mut unknown) = (Vec::new(), Vec::new());
+    for i in 0..5 {
+        known.push(time(&app, "old-timer@example.com").await);
+        unknown.push(time(&app, &format!("nobody{i}@example.com")).await);
+    }
+    known.sort();
+    unknown.sort();
+    let (k, u) = (known[known.len() / 2], unknown[unknown.len() / 2]);
+    let ratio = u.as_secs_f64() / k.as_secs_f64();
+    assert!(
+        (0.33..3.0).contains(&ratio),
+        "median unknown {u:?} vs an existing account's wrong password {k:?}: \
+         the address's account is told by timing"
+    );
+}
