@@ -66,6 +66,11 @@ impl PasswordWork {
         self.hash_in(slot, password).await
     }
 
+    /// Whether `stored` was made under another cost than the one configured now.
+    pub fn needs_rehash(&self, stored: &str) -> bool {
+        self.hasher.needs_rehash(stored)
+    }
+
     /// Whether `password` matches `stored`; `None` checks against a dummy
     /// hash (false, after the same work), so that "no such user" and "wrong
     /// password" cost the same.

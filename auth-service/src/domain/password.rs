@@ -118,7 +118,8 @@ impl Hasher {
     /// A stored hash is verified with the cost written in it. One made under
     /// another cost than today's (the configured cost was raised since) is
     /// followed by the dummy's verification too, so that an existing account
-    /// never answers faster than an unknown address does (its cost is today's).
+    /// never answers faster than an unknown address does (its cost is
+    /// today's); its owner's next sign-in replaces it ([`Hasher::needs_rehash`]).
     pub fn verify(&self, password: &str, stored: Option<&str>) -> bool {
         let target = stored.unwrap_or(&self.dummy);
         let Ok(parsed) = PasswordHash::new(target) else {
@@ -134,6 +135,12 @@ impl Hasher {
             }
         }
         ok && stored.is_some()
+    }
+
+    /// Whether `stored` was made under another cost than the one configured
+    /// now (or cannot be read): its owner's next right password replaces it.
+    pub fn needs_rehash(&self, stored: &str) -> bool {
+        PasswordHash::new(stored).map_or(true, |parsed| !self.of_current_cost(&parsed))
     }
 
     /// Whether `hash` was made with the cost configured now.

@@ -217,6 +217,36 @@ async fn send_verification(
 /// out depends on the account being new, which the requester could measure
 /// with its own later mails). In the background: the caller's answer must
 /// take as long as one that sends nothing.
+/// A right password whose stored hash was made under another cost than the
+/// one configured now (the operator raised it) is hashed again under today's
+/// cost and stored, in the background: the answer waits for no extra work.
+/// The same password, so nothing is ended; a password changed meanwhile is
+/// left as it is.
+fn rehash_in_background(state: &Arc<AppState>, user: &User, password: &Secret) {
+    if !state.password_work.needs_rehash(&user.password_hash) {
+        return;
+    }
+    let (state, user_id, old) = (
+        Arc::clone(state),
+        user.id.clone(),
+        user.password_hash.clone(),
+    );
+    let password = password.expose().to_owned();
+    tokio::spawn(async move {
+        let stored = match state.password_work.hash(password).await {
+            Ok(new) => state
+                .store
+                .rehash_password(&user_id, &old, &new)
+                .await
+                .map_err(ApiError::from),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = stored {
+            tracing::warn!(user_id, error = ?e, "could not store the password under today's hash cost; the next sign-in tries again");
+        }
+    });
+}
+
 fn resend_verification(state: &Arc<AppState>, client: &Client, user: &User, link: MailLink) {
     let (state, client, user_id, email) = (
         Arc::clone(state),
@@ -578,6 +608,7 @@ pub async fn start_signin(
         return Err(ApiError::AccountDisabled);
     }
     inc(&state.metrics.signin_password_ok);
+    rehash_in_background(state, &user, password);
     let now = now();
     let expires_at =
         now + i64::try_from(state.config.accounts.challenge_ttl.as_secs()).unwrap_or(300);

@@ -372,6 +372,10 @@ pub trait Store: Send + Sync + 'static {
     async fn set_email_verified(&self, user_id: &str) -> StoreResult<()>;
     /// Replaces the password (a new [`User::password_version`]).
     async fn set_password(&self, user_id: &str, password_hash: &str) -> StoreResult<()>;
+    /// Replaces the hash `old` of a user's password with `new`, a hash of the
+    /// same password under today's cost: the same [`User::password_version`].
+    /// False when the row no longer holds `old` (the password changed since).
+    async fn rehash_password(&self, user_id: &str, old: &str, new: &str) -> StoreResult<bool>;
     /// A password reset, in one transaction: uses up the reset token `hash`
     /// (unused, unexpired), sets `password_hash` (a new
     /// [`User::password_version`], so no sign-in begun with the old password

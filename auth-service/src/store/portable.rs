@@ -98,6 +98,16 @@ macro_rules! impl_store {
                 }
             }
 
+            async fn rehash_password(&self, user_id: &str, old: &str, new: &str) -> StoreResult<bool> {
+                let r = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2 AND password_hash = $3")
+                    .bind(new)
+                    .bind(user_id)
+                    .bind(old)
+                    .execute(self.writer())
+                    .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
             async fn set_password(&self, user_id: &str, password_hash: &str) -> StoreResult<()> {
                 sqlx::query("UPDATE users SET password_hash = $1, password_version = password_version + 1 WHERE id = $2")
                     .bind(password_hash)

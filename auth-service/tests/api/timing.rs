@@ -150,3 +150,86 @@ async fn raising_the_hash_cost_does_not_let_timing_tell_old_accounts_apart() {
          the address's account is told by timing"
     );
 }
+
+/// A raised cost protects the existing accounts too: a hash made under
+/// another cost is replaced, with the same password, the next time its owner
+/// signs in with the right one (the sign-ins begun meanwhile are not ended,
+/// nor are the account's sessions), and a lowered cost no longer leaves the
+/// old accounts slower than an unknown address.
+#[tokio::test]
+async fn a_sign_in_brings_an_old_hash_to_the_cost_configured_now() {
+    let before = spawn_app().await;
+    let email = "rehash@example.com";
+    before.verified_user(email).await;
+    let old = before
+        .state
+        .store
+        .user_by_email(email)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        old.password_hash.contains("m=1024,t=1"),
+        "{}",
+        old.password_hash
+    );
+    let app = spawn_app_beside(&before, |c| c.passwords.hash_iterations = 2).await;
+    let session = app.signin(email, PASSWORD).await;
+    let mut upgraded = None;
+    for _ in 0..100 {
+        let user = app.state.store.user_by_email(email).await.unwrap().unwrap();
+        if user.password_hash != old.password_hash {
+            upgraded = Some(user);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let user = upgraded.expect("the hash is replaced after a sign-in with the right password");
+    assert!(
+        user.password_hash.contains("m=1024,t=2"),
+        "{}",
+        user.password_hash
+    );
+    assert_eq!(
+        user.password_version, old.password_version,
+        "the same password: no sign-in is ended"
+    );
+    app.signin(email, PASSWORD).await;
+    let r = refresh_with_device(&app, &session.refresh, Some(&session.device)).await;
+    assert_eq!(r.status(), 200, "the session of that sign-in lives on");
+    // A wrong password changes nothing.
+    let before_wrong = app
+        .state
+        .store
+        .user_by_email(email)
+        .await
+        .unwrap()
+        .unwrap()
+        .password_hash;
+    let r = app
+        .post(
+            "/v1/auth/signin",
+            json!({"email": email, "password": "wrong password!!"}),
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+    let app2 = spawn_app_beside(&app, |c| c.passwords.hash_iterations = 3).await;
+    let r = app2
+        .post(
+            "/v1/auth/signin",
+            json!({"email": email, "password": "wrong password!!"}),
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        app2.state
+            .store
+            .user_by_email(email)
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash,
+        before_wrong
+    );
+}
