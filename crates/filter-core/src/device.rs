@@ -1,7 +1,7 @@
 //! Device binding: recompute the token's `dfp` from this request (see
 //! `authflow_contract::fingerprint`) and compare in constant time.
 
-use authflow_contract::client_address::client_address;
+use authflow_contract::client_address::client_address_in_lines;
 use std::borrow::Cow;
 
 use authflow_contract::fingerprint::{self, DeviceAttribute, FingerprintInput, DEVICE_HEADER};
@@ -48,8 +48,9 @@ pub fn check(binding: &DeviceBinding, token: &VerifiedToken, req: &Request) -> D
         .attributes
         .contains(&DeviceAttribute::ClientIpPrefix)
         .then(|| {
-            client_address(
-                req.header("x-forwarded-for"),
+            // Every line, as one list: the service computed the fingerprint that way.
+            client_address_in_lines(
+                req.header_bytes("x-forwarded-for"),
                 req.client_address.as_deref(),
                 binding.xff_num_trusted_hops,
             )
@@ -136,6 +137,32 @@ mod tests {
         let config = binding(0);
         assert_eq!(
             check(&config.device, &token_for("10.0.0.1"), &req),
+            DeviceCheck::Match
+        );
+    }
+
+    /// Finding: the filter read only the first `x-forwarded-for` line while
+    /// the service (which computed the fingerprint) reads them all as one
+    /// list. A client that sends its own line, to which the trusted proxy's
+    /// entry is appended as a second line, chose the address the filter
+    /// counted from: a thief holding a token and its device secret could
+    /// claim the owner's network.
+    #[test]
+    fn every_x_forwarded_for_line_counts_as_the_service_counts_them() {
+        let config = binding(1);
+        let headers = vec![
+            (DEVICE_HEADER.to_owned(), "s3cret".to_owned()),
+            ("x-forwarded-for".to_owned(), "203.0.113.5".to_owned()),
+            ("x-forwarded-for".to_owned(), "198.51.100.1".to_owned()),
+        ];
+        let req = Request::from_headers(headers, Some("10.0.0.9:4000".to_owned()));
+        assert_eq!(
+            check(&config.device, &token_for("203.0.113.5"), &req),
+            DeviceCheck::Mismatch,
+            "the client's own line is not the trusted proxy's entry"
+        );
+        assert_eq!(
+            check(&config.device, &token_for("198.51.100.1"), &req),
             DeviceCheck::Match
         );
     }
