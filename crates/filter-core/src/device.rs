@@ -49,8 +49,9 @@ pub fn check(binding: &DeviceBinding, token: &VerifiedToken, req: &Request) -> D
         .contains(&DeviceAttribute::ClientIpPrefix)
         .then(|| {
             // Every line, as one list: the service computed the fingerprint that way.
+            let lines: Vec<&[u8]> = req.header_bytes("x-forwarded-for").collect();
             client_address_in_lines(
-                req.header_bytes("x-forwarded-for"),
+                lines,
                 req.client_address.as_deref(),
                 binding.xff_num_trusted_hops,
             )
