@@ -288,6 +288,47 @@ fn resolve_dots(s: &str) -> String {
 fn backend_readings(received: &str) -> Vec<String> {
     let path = received.split(['?', '#']).next().unwrap_or("");
     let mut out = vec![path.to_owned()];
+    for path in [path.to_owned(), lenient_spellings(path)] {
+        readings_of(&path, &mut out);
+    }
+    // Windows: a segment's trailing dots and spaces are not part of its name.
+    let windows: Vec<String> = out
+        .iter()
+        .map(|r| {
+            r.split('/')
+                .map(|seg| match seg.trim_end_matches(['.', ' ']) {
+                    "" => seg,
+                    trimmed => trimmed,
+                })
+                .collect::<Vec<_>>()
+                .join("/")
+        })
+        .collect();
+    out.extend(windows.iter().map(|w| resolve_dots(&merge_slashes(w))));
+    out
+}
+
+/// What the most lenient decoders make of a few escapes: overlong UTF-8 of
+/// `/`, `.` and `\` (old IIS and Tomcat), and the letters Java's and .NET's
+/// case-insensitive comparisons take for `i` (`ı`, `İ`).
+fn lenient_spellings(path: &str) -> String {
+    let mut s = path.to_owned();
+    for (from, to) in [
+        ("%C0%AF", "/"),
+        ("%E0%80%AF", "/"),
+        ("%C0%AE", "."),
+        ("%C1%9C", "\\"),
+        ("%C4%B1", "i"),
+        ("%C4%B0", "i"),
+    ] {
+        for spelled in [from.to_owned(), from.to_ascii_lowercase()] {
+            s = s.replace(&spelled, to);
+        }
+    }
+    s
+}
+
+fn readings_of(path: &str, out: &mut Vec<String>) {
     for rounds in 0..=3 {
         for params in 0..3 {
             let mut s = if params == 1 {
@@ -316,7 +357,6 @@ fn backend_readings(received: &str) -> Vec<String> {
             }
         }
     }
-    out
 }
 
 fn strongest_need(received: &str, segment_prefix: bool) -> (u8, String) {
@@ -382,6 +422,16 @@ const SPELLINGS: &[&str] = &[
     "/public/x/../../api/admin",
     "/api/adminx",
     "/api/items/a%2Fb",
+    "/api/adm%C4%B1n",
+    "/api/adm%C4%B0n/users",
+    "/public/..%C0%AF../api/admin",
+    "/api%C0%AFadmin",
+    "/api%E0%80%AFadmin/users",
+    "/public/%C0%AE%C0%AE/api/admin",
+    "/api/admin.",
+    "/api/admin%20",
+    "/api./admin/users",
+    "/api/admin.json",
 ];
 
 /// Sends every spelling with no token, a user token and an admin token, and
