@@ -105,7 +105,7 @@ impl Retention {
 }
 
 pub struct Feed {
-    epoch: String,
+    epoch: RwLock<String>,
     retention: Retention,
     head: AtomicI64,
     pruned_through: AtomicI64,
@@ -145,7 +145,7 @@ impl Feed {
         now: i64,
     ) -> Result<Self, StoreError> {
         let feed = Self {
-            epoch: store.epoch().await?,
+            epoch: RwLock::new(store.epoch().await?),
             retention: Retention(i64::try_from(retention_secs).unwrap_or(i64::MAX)),
             head: AtomicI64::new(0),
             pruned_through: AtomicI64::new(0),
@@ -165,6 +165,35 @@ impl Feed {
     pub async fn sync(&self, store: &dyn Store, now: i64) -> Result<(), StoreError> {
         let _one_at_a_time = self.sync_lock.lock().await;
         let head = store.feed_head().await?;
+        if head.head < self.head.load(Ordering::SeqCst) {
+            // The database is behind what this process already published: its
+            // history went back (restored, or failed over to a replica that
+            // missed the last commits), and the sequence numbers of the lost
+            // events will be handed out again. Cursors issued before would
+            // then skip the new events: start a new epoch, so every poller
+            // gets a snapshot, and reload this process's own list.
+            let old = self.epoch();
+            let epoch = store.renew_epoch(&old).await?;
+            tracing::error!(
+                db_head = head.head,
+                known_head = self.head.load(Ordering::SeqCst),
+                "the revocation feed went back in the database; new feed epoch"
+            );
+            if let Ok(mut e) = self.epoch.write() {
+                *e = epoch;
+            }
+            if let Ok(mut set) = self.set.write() {
+                *set = OwnList::default();
+            }
+            self.head.store(head.head, Ordering::SeqCst);
+            self.pruned_through
+                .store(head.pruned_through, Ordering::SeqCst);
+            if let Ok(mut last) = self.last_delta.try_lock() {
+                *last = None;
+            }
+            // Parked long polls hold cursors of the old epoch: answer them now.
+            self.notifier.wake_all();
+        }
         let after = self.set.read().map(|s| s.seq).unwrap_or(0);
         let events = store
             .feed_events_after(after, self.retention.forgotten_through(now))
@@ -200,17 +229,21 @@ impl Feed {
     /// The key of the compact feed's digests: one per issuer and database,
     /// so a delta always extends the snapshot a filter took.
     pub fn digest_key(&self, issuer: &str) -> SetKey {
-        SetKey::derive(issuer, &self.epoch)
+        SetKey::derive(issuer, &self.epoch())
+    }
+
+    fn epoch(&self) -> String {
+        self.epoch.read().map(|e| e.clone()).unwrap_or_default()
     }
 
     pub fn cursor(&self) -> String {
-        format!("{}.{}", self.epoch, self.head.load(Ordering::SeqCst))
+        format!("{}.{}", self.epoch(), self.head.load(Ordering::SeqCst))
     }
 
     /// The sequence number in `cursor` if it was issued by this database.
     fn parse_cursor(&self, cursor: &str) -> Option<i64> {
         let (epoch, seq) = cursor.split_once('.')?;
-        (epoch == self.epoch)
+        (epoch == self.epoch())
             .then(|| seq.parse::<i64>().ok())
             .flatten()
             .filter(|s| *s >= 0)
@@ -225,10 +258,15 @@ impl Feed {
     /// the waiter cap) until the head passes `since` or `wait` is over; whether
     /// it passed. Over the cap it returns at once: the caller answers as a plain poll.
     pub async fn wait_past(&self, since: &str, wait: std::time::Duration) -> bool {
-        let (Some(seq), Some(slot)) = (self.parse_cursor(since), self.notifier.try_park()) else {
+        let Some(seq) = self.parse_cursor(since) else {
+            // Answered 304 a moment ago, of an epoch replaced since: answer again.
+            return true;
+        };
+        let Some(slot) = self.notifier.try_park() else {
             return false;
         };
-        self.notifier.wait_past(&slot, seq, wait).await
+        let passed = self.notifier.wait_past(&slot, seq, wait).await;
+        passed || self.parse_cursor(since).is_none()
     }
 
     /// Answers `GET /v1/revocations?since=`; the 304 path reads memory only.
@@ -314,7 +352,7 @@ impl Feed {
         let retention = self.retention;
         let feed = RevocationFeed {
             issuer: issuer.to_owned(),
-            cursor: format!("{}.{}", self.epoch, newest),
+            cursor: format!("{}.{}", self.epoch(), newest),
             snapshot: delta_from.is_none(),
             ..events_feed(&events, |exp| retention.forget_after(exp))
         };
@@ -457,6 +495,125 @@ mod tests {
             panic!()
         };
         assert_eq!(body.entry_count(), 0);
+    }
+
+    /// A consistent copy of the database as it is now (what a backup, or a
+    /// replica lagging behind the primary, holds).
+    async fn backup(dir: &tempfile::TempDir, name: &str) -> String {
+        let path = dir.path().join(name);
+        let pool = sqlx::SqlitePool::connect(&format!(
+            "sqlite://{}",
+            dir.path().join("feed.db").display()
+        ))
+        .await
+        .unwrap();
+        sqlx::query(&format!("VACUUM INTO '{}'", path.display()))
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        format!("sqlite://{}", path.display())
+    }
+
+    async fn open(url: &str) -> SqliteStore {
+        let kek = crate::kek::Kek::new(
+            &crate::kek::parse_key(&crate::kek::generate_key()).unwrap(),
+            &[],
+        )
+        .unwrap();
+        SqliteStore::open(url, std::sync::Arc::new(kek))
+            .await
+            .unwrap()
+    }
+
+    fn jtis(answer: &FeedAnswer) -> Vec<String> {
+        match answer {
+            FeedAnswer::NotModified => vec![],
+            FeedAnswer::Body(b) => b.revoked_tokens.iter().map(|t| t.jti.clone()).collect(),
+        }
+    }
+
+    /// The database goes back in time under a running instance (a failover
+    /// to a replica that had not received the last commits, a restore from
+    /// a backup): the epoch is stored in the database, so it is the same,
+    /// and the sequence numbers the lost events had are handed out again.
+    /// A revocation acknowledged after that must still reach the filter
+    /// whose cursor was issued before it, and the service's own checks.
+    #[tokio::test]
+    async fn a_revocation_after_the_database_went_back_reaches_current_pollers() {
+        let dir = tempfile::tempdir().unwrap();
+        let primary = store(&dir).await;
+        primary.revoke_token("j1", EXP - 10, EXP).await.unwrap();
+        let feed = Feed::load(&primary, MARGIN, 10, EXP - 10).await.unwrap();
+        let replica = backup(&dir, "replica.db").await;
+        // Two more revocations; a filter polls and takes them.
+        primary.revoke_token("j2", EXP - 10, EXP).await.unwrap();
+        primary.revoke_token("j3", EXP - 10, EXP).await.unwrap();
+        feed.sync(&primary, EXP - 10).await.unwrap();
+        let filter_cursor = feed.cursor();
+        // The primary is lost; the instance goes on against the replica.
+        let replica = open(&replica).await;
+        // An admin revokes a token: committed, synced, acknowledged.
+        replica.revoke_token("j-new", EXP - 10, EXP).await.unwrap();
+        feed.sync(&replica, EXP - 10).await.unwrap();
+        let answer = feed
+            .answer(&replica, "iss", Some(&filter_cursor), EXP - 10)
+            .await
+            .unwrap();
+        assert!(
+            jtis(&answer).contains(&"j-new".to_string()),
+            "the filter at {filter_cursor} gets the new revocation (got {:?})",
+            jtis(&answer)
+        );
+        assert!(
+            feed.is_revoked(Some("j-new"), "s", None, EXP - 900, EXP - 10),
+            "the service's own checks see the acknowledged revocation"
+        );
+    }
+
+    /// The same after a restart: the service comes back on the restored
+    /// database, and revocations are written (admin calls, the CLI, another
+    /// instance) before a filter's poll gets through. The filter's cursor
+    /// names a position of the lost history, and no running instance saw
+    /// the head go back: the restore step (`authflow-auth feed new-epoch`,
+    /// in the README's backup section) starts a new epoch.
+    #[tokio::test]
+    async fn a_cursor_from_a_lost_history_is_not_taken_for_the_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let primary = store(&dir).await;
+        primary.revoke_token("j1", EXP - 10, EXP).await.unwrap();
+        // The service ran on this database before the backup (its epoch is in it).
+        let _ = Feed::load(&primary, MARGIN, 10, EXP - 10).await.unwrap();
+        let restored = backup(&dir, "backup.db").await;
+        primary.revoke_token("j2", EXP - 10, EXP).await.unwrap();
+        primary.revoke_token("j3", EXP - 10, EXP).await.unwrap();
+        let before = Feed::load(&primary, MARGIN, 10, EXP - 10).await.unwrap();
+        let filter_cursor = before.cursor();
+        let restored = open(&restored).await;
+        let old = restored.epoch().await.unwrap();
+        assert_ne!(
+            restored.renew_epoch(&old).await.unwrap(),
+            old,
+            "the restore step"
+        );
+        restored
+            .revoke_token("j-new-1", EXP - 10, EXP)
+            .await
+            .unwrap();
+        restored
+            .revoke_token("j-new-2", EXP - 10, EXP)
+            .await
+            .unwrap();
+        let after = Feed::load(&restored, MARGIN, 10, EXP - 10).await.unwrap();
+        let answer = after
+            .answer(&restored, "iss", Some(&filter_cursor), EXP - 10)
+            .await
+            .unwrap();
+        let got = jtis(&answer);
+        assert!(
+            got.contains(&"j-new-1".to_string()) && got.contains(&"j-new-2".to_string()),
+            "the filter at {filter_cursor} gets the revocations of the restored history (got {got:?})"
+        );
     }
 
     /// A poller holding the cursor another instance answered (one write

@@ -12,6 +12,8 @@ use tokio::sync::watch;
 
 pub struct FeedNotifier {
     head: watch::Sender<i64>,
+    /// Bumped when the feed starts a new epoch: wakes every waiter.
+    resets: watch::Sender<u64>,
     waiters: AtomicUsize,
     max_waiters: usize,
 }
@@ -29,6 +31,7 @@ impl FeedNotifier {
     pub fn new(head: i64, max_waiters: usize) -> Self {
         FeedNotifier {
             head: watch::Sender::new(head),
+            resets: watch::Sender::new(0),
             waiters: AtomicUsize::new(0),
             max_waiters,
         }
@@ -45,6 +48,12 @@ impl FeedNotifier {
         });
     }
 
+    /// Wakes every waiter whatever its cursor (a new epoch: their cursors
+    /// name nothing any more).
+    pub fn wake_all(&self) {
+        self.resets.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     /// A place to wait, or `None` when `max_waiters` requests already wait.
     pub fn try_park(&self) -> Option<WaiterSlot<'_>> {
         let taken = self
@@ -58,9 +67,16 @@ impl FeedNotifier {
     /// Waits until the head is past `seq` or `wait` is over; whether it is past.
     pub async fn wait_past(&self, _slot: &WaiterSlot<'_>, seq: i64, wait: Duration) -> bool {
         let mut head = self.head.subscribe();
-        let passed = tokio::time::timeout(wait, head.wait_for(|h| *h > seq))
-            .await
-            .is_ok_and(|r| r.is_ok());
+        let mut resets = self.resets.subscribe();
+        resets.mark_unchanged();
+        let passed = tokio::time::timeout(wait, async {
+            tokio::select! {
+                r = head.wait_for(|h| *h > seq) => r.is_ok(),
+                r = resets.changed() => r.is_ok(),
+            }
+        })
+        .await
+        .unwrap_or(false);
         passed
     }
 

@@ -45,6 +45,17 @@ enum Command {
     ServiceAccount(ServiceAccountCommand),
     #[command(subcommand)]
     Kek(KekCommand),
+    #[command(subcommand)]
+    Feed(FeedCommand),
+}
+
+#[derive(Subcommand)]
+enum FeedCommand {
+    /// After restoring the database from a backup (or promoting a replica
+    /// that may have missed commits): start a new revocation feed epoch, so
+    /// every filter reloads the whole list instead of skipping what was
+    /// written after the restore under sequence numbers it saw before.
+    NewEpoch,
 }
 
 #[derive(Subcommand)]
@@ -245,6 +256,17 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?;
             println!("new key {kid} published; it signs in {lead} s (a running service picks it up within its maintenance interval)");
+            Ok(())
+        }
+        Command::Feed(FeedCommand::NewEpoch) => {
+            let state = build_state(config).await.map_err(|e| e.to_string())?;
+            let old = state.store.epoch().await.map_err(|e| e.to_string())?;
+            let new = state
+                .store
+                .renew_epoch(&old)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("revocation feed epoch {old} replaced by {new}: every filter takes a full list on its next poll");
             Ok(())
         }
         Command::ServiceAccount(cmd) => service_account(config, cmd).await,

@@ -355,6 +355,11 @@ pub trait Store: Send + Sync + 'static {
     }
     /// A random identifier of this database, created on first use.
     async fn epoch(&self) -> StoreResult<String>;
+    /// Replaces the feed epoch `old` with a fresh one (unless another
+    /// instance already did) and returns the epoch now stored: the feed's
+    /// history went back (a restore, a failover to a lagging replica), so
+    /// every cursor handed out before names a position that no longer exists.
+    async fn renew_epoch(&self, old: &str) -> StoreResult<String>;
 
     /// Adds a user; [`StoreError::Conflict`] when the email is taken.
     async fn create_user(&self, user: &User) -> StoreResult<()>;

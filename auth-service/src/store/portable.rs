@@ -482,6 +482,18 @@ macro_rules! impl_store {
                 Ok(true)
             }
 
+            async fn renew_epoch(&self, old: &str) -> StoreResult<String> {
+                sqlx::query("UPDATE meta SET value = $1 WHERE key = 'feed_epoch' AND value = $2")
+                    .bind(crate::domain::random_id())
+                    .bind(old)
+                    .execute(self.writer())
+                    .await?;
+                sqlx::query_scalar("SELECT value FROM meta WHERE key = 'feed_epoch'")
+                    .fetch_one(self.writer())
+                    .await
+                    .map_err(StoreError::from)
+            }
+
             async fn feed_events_after(&self, after: i64, forgotten_through: i64) -> StoreResult<Vec<FeedEvent>> {
                 let rows: Vec<EventRow> = sqlx::query_as(
                     "SELECT seq, kind, subject, not_before, expires_at FROM revocation_events WHERE seq > $1 AND expires_at > $2 ORDER BY seq",
