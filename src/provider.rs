@@ -130,7 +130,7 @@ impl ProviderRuntime {
             if let Some(set) = s
                 .slot
                 .take_if_changed()
-                .and_then(|bytes| KeySet::parse_published(&bytes).ok())
+                .and_then(|bytes| s.fetch.adopt_shared_keys(&bytes))
             {
                 install_keys(env, self.id, &self.name, set);
             }
@@ -197,11 +197,7 @@ impl ProviderRuntime {
             if fetch.should_start(now_ms, || {
                 !have_keys || (may_lease && slot.acquire_lease(vm_id, now_ms, ttl))
             }) {
-                let etag = if have_keys {
-                    fetch.etag().map(str::to_owned)
-                } else {
-                    None
-                };
+                let etag = fetch.if_none_match(have_keys);
                 due.push(callout(fetch, fetch.upstream.path.clone(), etag));
             }
         }
@@ -288,6 +284,16 @@ impl ProviderRuntime {
     fn on_jwks(&mut self, status: u32, etag: Option<String>, body_size: usize, env: &mut Env) {
         let Some(s) = self.jwks.as_mut() else { return };
         match jwks_answer(status, body_size, host::call_response_body) {
+            Answer::NotModified if !s.fetch.sent_etag() => {
+                // Nothing was named to be "not modified": no keys confirmed.
+                s.fetch
+                    .finished(FetchEnd::NotModified, env.now_ms, env.jitter);
+                env.metrics.inc(Metric::JwksRejected);
+                log::warn!(
+                    "authflow: provider {}: key fetch failed: 304 to a request without If-None-Match",
+                    self.name
+                );
+            }
             Answer::NotModified => {
                 s.fetch
                     .finished(FetchEnd::NotModified, env.now_ms, env.jitter);

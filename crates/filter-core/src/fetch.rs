@@ -125,6 +125,8 @@ pub struct DocumentFetch {
     early_fetch_granted: bool,
     /// Since when the host refuses to dispatch (reset by a dispatch).
     refused_since_ms: Option<u64>,
+    /// The key fetch out carried `If-None-Match` ([`Self::if_none_match`]).
+    conditional: bool,
 }
 
 impl DocumentFetch {
@@ -140,6 +142,7 @@ impl DocumentFetch {
             generation: 0,
             early_fetch_granted: false,
             refused_since_ms: None,
+            conditional: false,
         }
     }
 
@@ -158,6 +161,30 @@ impl DocumentFetch {
     /// The `ETag` of the document this VM holds, for `If-None-Match`.
     pub fn etag(&self) -> Option<&str> {
         self.etag.as_deref()
+    }
+
+    /// The `If-None-Match` of the next key fetch: this VM's `ETag`, only
+    /// while it holds keys (one without keys asks for the whole set).
+    pub fn if_none_match(&mut self, have_keys: bool) -> Option<String> {
+        let etag = if have_keys { self.etag.clone() } else { None };
+        self.conditional = etag.is_some();
+        etag
+    }
+
+    /// Whether the key fetch out carried `If-None-Match` (a `304` to one
+    /// that did not is a failed fetch, see [`Self::finished`]).
+    pub fn sent_etag(&self) -> bool {
+        self.conditional
+    }
+
+    /// A key set another VM fetched and shared, as this VM installs it.
+    /// This VM's `ETag` is forgotten: it named the set this VM last fetched
+    /// itself, not this one, and a `304` to it would keep this set (with a
+    /// key the issuer withdrew since) as current.
+    pub fn adopt_shared_keys(&mut self, bytes: &[u8]) -> Option<KeySet> {
+        let set = KeySet::parse_published(bytes).ok()?;
+        self.etag = None;
+        Some(set)
     }
 
     /// A request found no key for its token: whether pausing it can help.
@@ -239,6 +266,13 @@ impl DocumentFetch {
         let started_at_ms = self.in_flight.take().map_or(now_ms, |c| c.started_at_ms);
         self.generation += 1;
         let changed = matches!(end, FetchEnd::Fresh { .. });
+        // A `304` to a key fetch that named no `ETag` confirms nothing.
+        let unconditional_304 = self.document == Document::Jwks
+            && end == FetchEnd::NotModified
+            && !std::mem::take(&mut self.conditional);
+        if unconditional_304 {
+            return self.schedule.failed(now_ms, jitter);
+        }
         match end {
             FetchEnd::Fresh { etag } => self.etag = etag,
             FetchEnd::NotModified => {}
@@ -526,6 +560,7 @@ mod tests {
             f.should_start(1_050, || false),
             "an early fetch needs no lease"
         );
+        assert_eq!(f.if_none_match(true).as_deref(), Some("\"v1\""));
         f.started(2, 1_050);
         assert_eq!(
             f.key_wait(KeyNeed::UnknownKid, 1_060),

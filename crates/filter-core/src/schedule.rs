@@ -27,8 +27,11 @@ impl FetchSchedule {
         }
     }
 
+    /// Due, or due further away than any wait this schedule sets: the
+    /// wall clock stepped back since, and the fetch is not put off by the step.
     pub fn is_due(&self, now_ms: u64) -> bool {
         now_ms >= self.next_due_ms
+            || self.next_due_ms - now_ms > self.interval_ms.max(MAX_BACKOFF_MS)
     }
 
     pub fn succeeded(&mut self, now_ms: u64) {
@@ -63,8 +66,9 @@ impl FetchSchedule {
 
     /// Whether [`request_early`](Self::request_early) would grant an early fetch now.
     pub fn may_fetch_early(&self, now_ms: u64) -> bool {
+        // An early fetch "later" than now: the clock stepped back.
         self.last_early_ms
-            .is_none_or(|t| now_ms >= t.saturating_add(self.min_early_interval_ms))
+            .is_none_or(|t| now_ms < t || now_ms >= t.saturating_add(self.min_early_interval_ms))
     }
 
     /// An early fetch (unknown `kid`), at most once per `min_early_interval_ms`.
