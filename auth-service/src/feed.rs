@@ -8,7 +8,7 @@
 //! (`revocation_retention_secs`, at least every verifier's skew), and each
 //! published entry says so in its `expires_at` (its forget-after time).
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::RwLock;
 
 use authflow_contract::revocation::{
@@ -119,6 +119,8 @@ pub struct Feed {
     last_delta: tokio::sync::Mutex<Option<LastDelta>>,
     /// The cursor of the delta being read under `last_delta` (-1: none).
     reading_from: AtomicI64,
+    /// The last sync failed: the database may hold acknowledged events not loaded here.
+    behind: AtomicBool,
 }
 
 /// A delta from cursor `from` built while the head was `head`.
@@ -155,14 +157,23 @@ impl Feed {
             store_reads: AtomicU64::new(0),
             last_delta: tokio::sync::Mutex::new(None),
             reading_from: AtomicI64::new(-1),
+            behind: AtomicBool::new(false),
         };
         feed.sync(store, now).await?;
         Ok(feed)
     }
 
     /// Pulls events newer than what this process has seen. Called after every
-    /// revoking write (before it is acknowledged) and periodically.
+    /// revoking write (before it is acknowledged) and periodically. Until one
+    /// works again after a failure, every poll catches up before it is
+    /// answered (the write before the failed sync was acknowledged).
     pub async fn sync(&self, store: &dyn Store, now: i64) -> Result<(), StoreError> {
+        let synced = self.sync_once(store, now).await;
+        self.behind.store(synced.is_err(), Ordering::SeqCst);
+        synced
+    }
+
+    async fn sync_once(&self, store: &dyn Store, now: i64) -> Result<(), StoreError> {
         let _one_at_a_time = self.sync_lock.lock().await;
         let head = store.feed_head().await?;
         if head.head < self.head.load(Ordering::SeqCst) {
@@ -278,10 +289,11 @@ impl Feed {
         now: i64,
     ) -> Result<FeedAnswer, StoreError> {
         let since = since.and_then(|c| self.parse_cursor(c));
-        if since > Some(self.head.load(Ordering::SeqCst)) {
+        if since > Some(self.head.load(Ordering::SeqCst)) || self.behind.load(Ordering::SeqCst) {
             // A cursor from another instance that saw a newer write than this
-            // one has synced yet (milliseconds, on one database): catch up
-            // first, rather than answer a whole snapshot to a current poller.
+            // one has synced yet (milliseconds, on one database), or the last
+            // sync failed: catch up first, rather than answer a whole
+            // snapshot to a current poller, or a 304 over an acknowledged write.
             // While a sync runs, its result is this one's: such cursors (anyone
             // may send one) never queue syncs ahead of a revoking write's.
             match self.sync_lock.try_lock() {
@@ -495,6 +507,47 @@ mod tests {
             panic!()
         };
         assert_eq!(body.entry_count(), 0);
+    }
+
+    /// Finding: a sync that failed right after a revoking write (the write
+    /// committed, the read after it did not) was only logged; the instance
+    /// kept answering `304` from memory until some later sync worked (on
+    /// SQLite, the maintenance tick). The next poll now catches up first.
+    #[tokio::test]
+    async fn a_poll_after_a_failed_sync_catches_up_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let feed = Feed::load(&store, MARGIN, 10, EXP - 10).await.unwrap();
+        let cursor = feed.cursor();
+        store.revoke_token("j-late", EXP - 10, EXP).await.unwrap();
+        let raw = sqlx::SqlitePool::connect(&format!(
+            "sqlite://{}",
+            dir.path().join("feed.db").display()
+        ))
+        .await
+        .unwrap();
+        sqlx::query("ALTER TABLE revocation_events RENAME TO held_away")
+            .execute(&raw)
+            .await
+            .unwrap();
+        assert!(
+            feed.sync(&store, EXP - 10).await.is_err(),
+            "the read after the write fails"
+        );
+        sqlx::query("ALTER TABLE held_away RENAME TO revocation_events")
+            .execute(&raw)
+            .await
+            .unwrap();
+        raw.close().await;
+        let answer = feed
+            .answer(&store, "iss", Some(&cursor), EXP - 10)
+            .await
+            .unwrap();
+        assert!(
+            jtis(&answer).contains(&"j-late".to_string()),
+            "the poll after the failure gets the acknowledged revocation (got {:?})",
+            jtis(&answer)
+        );
     }
 
     /// A consistent copy of the database as it is now (what a backup, or a
