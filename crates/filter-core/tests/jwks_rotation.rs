@@ -6,8 +6,7 @@
 // Tests may unwrap and panic: a failure should stop the test where it happened.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+mod support;
 
 use authflow_contract::AccessClaims;
 use authflow_filter_core::config::Upstream;
@@ -15,38 +14,16 @@ use authflow_filter_core::engine::{Engine, Outcome};
 use authflow_filter_core::fetch::{
     jwks_answer, Answer, Document, DocumentFetch, FetchEnd, KeyNeed, KeyWait,
 };
-use authflow_filter_core::shared_slot::{SharedData, SharedSlot};
+use authflow_filter_core::shared_slot::SharedSlot;
 use authflow_filter_core::{FilterConfig, ProviderId, Request};
 use jwt_simple::prelude::*;
+use support::Process;
 
 const ISS: &str = "https://auth.test";
 const NOW: u64 = 1_900_000_000;
 const T0: u64 = NOW * 1000;
 const ID: ProviderId = ProviderId::FIRST;
 const INTERVAL_MS: u64 = 300_000;
-
-#[derive(Default)]
-struct Process(RefCell<HashMap<String, (Vec<u8>, u32)>>);
-
-impl SharedData for Process {
-    fn get(&self, key: &str) -> Option<(Option<Vec<u8>>, u32)> {
-        Some(
-            self.0
-                .borrow()
-                .get(key)
-                .map_or((None, 0), |(v, c)| (Some(v.clone()), *c)),
-        )
-    }
-    fn set(&self, key: &str, value: &[u8], cas: u32) -> bool {
-        let mut map = self.0.borrow_mut();
-        let current = map.get(key).map(|(_, c)| *c);
-        if current.is_some_and(|c| cas != 0 && cas != c) {
-            return false;
-        }
-        map.insert(key.into(), (value.to_vec(), current.unwrap_or(0) + 1));
-        true
-    }
-}
 
 /// The auth service: serves its current set with a content-derived `ETag`
 /// (as a hash of the document is), answering `304` to a matching `If-None-Match`.

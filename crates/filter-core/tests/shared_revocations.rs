@@ -12,42 +12,18 @@
 // Tests may unwrap and panic: a failure should stop the test where it happened.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+mod support;
 
 use authflow_contract::revocation::{Probe, RevocationFeed, RevokedToken};
 use authflow_filter_core::fetch::FeedBody;
-use authflow_filter_core::shared_slot::{SharedData, SharedSlot};
+use authflow_filter_core::shared_slot::SharedSlot;
 use authflow_filter_core::{Engine, FilterConfig, ProviderId};
+use support::Process;
 
 const ISS: &str = "https://auth.test";
 const NOW_MS: u64 = 1_900_000_000_000;
 const KEY: &str = "authflow:revocations:p";
 const ID: ProviderId = ProviderId::FIRST;
-
-/// One Envoy process's shared data, with the host's compare-and-swap rules.
-#[derive(Default)]
-struct Process(RefCell<HashMap<String, (Vec<u8>, u32)>>);
-
-impl SharedData for Process {
-    fn get(&self, key: &str) -> Option<(Option<Vec<u8>>, u32)> {
-        Some(
-            self.0
-                .borrow()
-                .get(key)
-                .map_or((None, 0), |(v, c)| (Some(v.clone()), *c)),
-        )
-    }
-    fn set(&self, key: &str, value: &[u8], cas: u32) -> bool {
-        let mut map = self.0.borrow_mut();
-        let current = map.get(key).map(|(_, c)| *c);
-        if current.is_some_and(|c| cas != 0 && cas != c) {
-            return false;
-        }
-        map.insert(key.into(), (value.to_vec(), current.unwrap_or(0) + 1));
-        true
-    }
-}
 
 /// One worker VM: its engine and its view of the shared base and overlay.
 struct Worker {
