@@ -148,6 +148,17 @@ impl KeySet {
     /// (none left, or only other types): it is then an empty set, which
     /// withdraws every key held before. Only a document that is no key set
     /// is an error.
+    /// Whether `other` holds the same keys, in the same order: the same
+    /// `kid`s and public material (what a token is verified with).
+    pub fn same_keys(&self, other: &KeySet) -> bool {
+        self.keys.len() == other.keys.len()
+            && self
+                .keys
+                .iter()
+                .zip(&other.keys)
+                .all(|(a, b)| a.kid == b.kid && a.public == b.public)
+    }
+
     pub fn parse_published(document: &[u8]) -> Result<Self, JwksError> {
         if document.len() > MAX_JWKS_BYTES {
             return Err(JwksError::TooLarge(document.len()));

@@ -212,10 +212,17 @@ impl Engine {
         Engine { cache, ..self }
     }
 
-    /// Installs a new key set for a provider. Cached verifications are dropped:
-    /// a key that left the set must not keep its tokens alive.
+    /// Installs a new key set for a provider. Cached verifications are dropped
+    /// unless the set holds the same keys: a key that left the set (or was
+    /// replaced under its `kid`) must not keep its tokens alive.
     pub fn set_keys(&mut self, provider: ProviderId, keys: KeySet) {
         if let Some(p) = self.providers.get_mut(provider) {
+            // The same keys again (another worker's copy, an unconditional
+            // refresh): the keys held stay, prepared as they are, and so do
+            // the tokens they verified. Any other set drops every cached token.
+            if p.keys.as_ref().is_some_and(|held| held.same_keys(&keys)) {
+                return;
+            }
             p.keys = Some(keys);
             self.cache.clear();
         }

@@ -174,3 +174,35 @@ fn a_key_set_with_no_usable_key_withdraws_the_keys_held() {
         ));
     }
 }
+
+/// The same keys served again (another worker's copy taken, a refresh that
+/// could not be conditional) keep the verified tokens: only a set whose
+/// keys differ — one removed, added, or replaced under its `kid` — drops them.
+#[test]
+fn the_same_keys_again_keep_the_cache_and_a_key_replaced_under_its_kid_drops_it() {
+    let kp = Ed25519KeyPair::generate().with_key_id("k1");
+    let good = format!(r#"{{"keys":[{}]}}"#, kp.public_key().to_jwk());
+    let mut e = engine();
+    e.set_keys(ProviderId::FIRST, served(200, &good).unwrap());
+    let t = token(&kp);
+    assert!(matches!(
+        e.evaluate(&request(&t), NOW_MS, true),
+        Outcome::Allow(_)
+    ));
+    assert_eq!(e.cache_len(), 1);
+    e.set_keys(ProviderId::FIRST, served(200, &good).unwrap());
+    assert_eq!(
+        e.cache_len(),
+        1,
+        "the same keys: the tokens they verified stay cached"
+    );
+
+    let other = Ed25519KeyPair::generate().with_key_id("k1");
+    let replaced = format!(r#"{{"keys":[{}]}}"#, other.public_key().to_jwk());
+    e.set_keys(ProviderId::FIRST, served(200, &replaced).unwrap());
+    assert_eq!(e.cache_len(), 0, "k1 is another key now");
+    assert_eq!(
+        denied(e.evaluate(&request(&t), NOW_MS, false)),
+        (DenyReason::BadSignature, 401)
+    );
+}
