@@ -267,12 +267,16 @@ impl KeyRing {
     /// the later rotation retired the other at once).
     pub fn with_signer<R>(&self, now: i64, f: impl FnOnce(&SigningKey) -> R) -> Option<R> {
         let keys = self.snapshot();
+        // A key retired at or before `now` never signs again, even if its
+        // private half is still here (deleted at the next maintenance tick).
         let signers = || {
-            keys.iter().filter_map(|k| {
-                k.signer
-                    .as_ref()
-                    .map(|s| ((k.active_at, k.retired_at.is_none()), s))
-            })
+            keys.iter()
+                .filter(|k| k.retired_at.is_none_or(|r| now < r))
+                .filter_map(|k| {
+                    k.signer
+                        .as_ref()
+                        .map(|s| ((k.active_at, k.retired_at.is_none()), s))
+                })
         };
         let (_, signer) = signers()
             .filter(|((at, _), _)| *at <= now)
@@ -350,4 +354,69 @@ async fn add_key(
     let key = new_key(alg, publish_at, active_at)?;
     store.add_signing_key(&key).await?;
     Ok(key.kid)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::kek::Kek;
+    use crate::store::SqliteStore;
+
+    async fn store(dir: &tempfile::TempDir) -> SqliteStore {
+        let url = format!("sqlite://{}", dir.path().join("keys.db").display());
+        SqliteStore::open(&url, Arc::new(Kek::new(&[7; 32], &[]).unwrap()))
+            .await
+            .unwrap()
+    }
+
+    /// The `kid` of the key `ring` signs with at `now`.
+    fn signing_kid(ring: &KeyRing, now: i64) -> Option<String> {
+        ring.with_signer(now, |s| {
+            let t = s
+                .sign(Claims::create(jwt_simple::prelude::Duration::from_secs(60)))
+                .unwrap();
+            Token::decode_metadata(&t)
+                .unwrap()
+                .key_id()
+                .unwrap()
+                .to_owned()
+        })
+    }
+
+    /// Two rotations whose new keys become active out of order (instances
+    /// with different `publish_lead_secs` during a rolling config change, or
+    /// clocks apart): the later rotation retires the earlier key at once.
+    /// A retired key must never sign, yet `with_signer` picks it as soon as
+    /// its `active_at` passes, as long as its private half is still there
+    /// (until the next maintenance tick).
+    #[tokio::test]
+    async fn a_retired_key_never_signs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let t = 1_000_000;
+        let ring = KeyRing::load(&store, Algorithm::EdDSA, 900, t)
+            .await
+            .unwrap();
+        let b = ring.rotate(&store, Algorithm::EdDSA, t, 600).await.unwrap();
+        let c = ring
+            .rotate(&store, Algorithm::EdDSA, t + 1, 60)
+            .await
+            .unwrap();
+        let info = ring.list();
+        let b_info = info.iter().find(|k| k.kid == b).unwrap();
+        assert_eq!(
+            b_info.retired_at,
+            Some(t + 61),
+            "b was retired by c's rotation"
+        );
+        assert_eq!(signing_kid(&ring, t + 61).as_deref(), Some(c.as_str()));
+        // Past b's active_at: b is retired (at t + 61) and must not sign.
+        assert_eq!(
+            signing_kid(&ring, t + 600).as_deref(),
+            Some(c.as_str()),
+            "the retired key {b} signs again once its active_at passed"
+        );
+    }
 }

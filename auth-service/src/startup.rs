@@ -56,8 +56,11 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
         }
     });
     let maintenance = tokio::spawn(maintenance(Arc::clone(&state)));
+    // On every store: another instance (Postgres) or another process on the
+    // same database (the CLI: `keys rotate`, `service-account disable`)
+    // writes keys and feed events this one must serve within a second.
+    tokio::spawn(follow_shared_state(Arc::clone(&state)));
     if state.store.shared_by_instances() {
-        tokio::spawn(follow_shared_state(Arc::clone(&state)));
         tokio::spawn(follow_feed_notifications(Arc::clone(&state)));
     }
     Ok(Running {
@@ -114,8 +117,8 @@ async fn follow_feed_notifications(state: Arc<AppState>) {
     }
 }
 
-/// With several instances on one database: picks up the feed events and the
-/// signing keys the others write.
+/// Picks up the feed events and the signing keys other writers put in the
+/// database: other instances, and the CLI.
 async fn follow_shared_state(state: Arc<AppState>) {
     let mut tick = tokio::time::interval(FEED_FOLLOW_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -846,3 +846,50 @@ async fn a_revocation_outlives_tokens_issued_under_a_longer_lifetime() {
         .expect("the ban");
     assert!(ban.expires_at as i64 >= exp(&other));
 }
+
+/// Finding: `authflow-auth keys rotate` writes to the database; on SQLite the
+/// running service took the new key in only at its maintenance tick (up to an
+/// hour as configured), kept signing with the key the database had retired,
+/// and then published that key's end from its retirement — tokens it signed
+/// meanwhile lost their key while still valid, and the new key signed the
+/// moment it appeared, its publication lead lost. The service now follows
+/// the keys (and the feed) another process writes within about a second.
+#[tokio::test]
+async fn a_key_rotated_by_another_process_is_published_within_seconds() {
+    let app = spawn_app_with(|c| c.maintenance.interval = Duration::from_secs(3600)).await;
+    let config = &app.state.config;
+    // The maintenance task's first round runs at start: past it, the next is an hour away.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // What the CLI does: its own key ring on the same database.
+    let cli = authflow_auth_service::keys::KeyRing::load(
+        app.state.store.as_ref(),
+        config.keys.signing_alg,
+        i64::try_from(config.tokens.access_ttl.as_secs()).unwrap(),
+        now(),
+    )
+    .await
+    .unwrap();
+    let kid = cli
+        .rotate(app.state.store.as_ref(), config.keys.signing_alg, now(), 60)
+        .await
+        .unwrap();
+    let mut published = false;
+    for _ in 0..30 {
+        let r = app.get("/.well-known/jwks.json").await;
+        let jwks: Value = r.json().await.unwrap();
+        if jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kid"] == kid.as_str())
+        {
+            published = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        published,
+        "the key {kid} the CLI published is served within 3 s"
+    );
+}
