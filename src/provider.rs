@@ -284,20 +284,20 @@ impl ProviderRuntime {
     fn on_jwks(&mut self, status: u32, etag: Option<String>, body_size: usize, env: &mut Env) {
         let Some(s) = self.jwks.as_mut() else { return };
         match jwks_answer(status, body_size, host::call_response_body) {
-            Answer::NotModified if !s.fetch.sent_etag() => {
-                // Nothing was named to be "not modified": no keys confirmed.
-                s.fetch
-                    .finished(FetchEnd::NotModified, env.now_ms, env.jitter);
-                env.metrics.inc(Metric::JwksRejected);
-                log::warn!(
-                    "authflow: provider {}: key fetch failed: 304 to a request without If-None-Match",
-                    self.name
-                );
-            }
             Answer::NotModified => {
+                // A 304 to a fetch that named no ETag confirms nothing: `finished` counts it failed.
+                let confirmed = s.fetch.sent_etag();
                 s.fetch
                     .finished(FetchEnd::NotModified, env.now_ms, env.jitter);
-                env.metrics.inc(Metric::JwksNotModified);
+                if confirmed {
+                    env.metrics.inc(Metric::JwksNotModified);
+                } else {
+                    env.metrics.inc(Metric::JwksRejected);
+                    log::warn!(
+                        "authflow: provider {}: key fetch failed: 304 to a request without If-None-Match",
+                        self.name
+                    );
+                }
             }
             Answer::Fresh(set, bytes) => {
                 s.fetch

@@ -17,7 +17,7 @@ use authflow_contract::revocation::{
 };
 
 use crate::feed_notify::FeedNotifier;
-use crate::store::{FeedEvent, FeedKind, Store, StoreError};
+use crate::store::{FeedEvent, FeedHead, FeedKind, Store, StoreError};
 
 /// What this process checks its own tokens against: the contract's list,
 /// with entries keyed by the `exp` they cover (the retention margin is the
@@ -177,33 +177,7 @@ impl Feed {
         let _one_at_a_time = self.sync_lock.lock().await;
         let head = store.feed_head().await?;
         if head.head < self.head.load(Ordering::SeqCst) {
-            // The database is behind what this process already published: its
-            // history went back (restored, or failed over to a replica that
-            // missed the last commits), and the sequence numbers of the lost
-            // events will be handed out again. Cursors issued before would
-            // then skip the new events: start a new epoch, so every poller
-            // gets a snapshot, and reload this process's own list.
-            let old = self.epoch();
-            let epoch = store.renew_epoch(&old).await?;
-            tracing::error!(
-                db_head = head.head,
-                known_head = self.head.load(Ordering::SeqCst),
-                "the revocation feed went back in the database; new feed epoch"
-            );
-            if let Ok(mut e) = self.epoch.write() {
-                *e = epoch;
-            }
-            if let Ok(mut set) = self.set.write() {
-                *set = OwnList::default();
-            }
-            self.head.store(head.head, Ordering::SeqCst);
-            self.pruned_through
-                .store(head.pruned_through, Ordering::SeqCst);
-            if let Ok(mut last) = self.last_delta.try_lock() {
-                *last = None;
-            }
-            // Parked long polls hold cursors of the old epoch: answer them now.
-            self.notifier.wake_all();
+            self.start_new_epoch(store, &head).await?;
         }
         let after = self.set.read().map(|s| s.seq).unwrap_or(0);
         let events = store
@@ -235,6 +209,37 @@ impl Feed {
              # TYPE authflow_feed_store_reads_total counter\nauthflow_feed_store_reads_total {}\n",
             self.store_reads.load(Ordering::Relaxed)
         )
+    }
+
+    /// The database is behind what this process already published: its
+    /// history went back (restored, or failed over to a replica that missed
+    /// the last commits), and the sequence numbers of the lost events will be
+    /// handed out again. Cursors issued before would then skip the new
+    /// events: a new epoch (the one another instance may have started
+    /// already), so every poller gets a snapshot, and this process's own
+    /// list reloaded from nothing.
+    async fn start_new_epoch(&self, store: &dyn Store, head: &FeedHead) -> Result<(), StoreError> {
+        let epoch = store.renew_epoch(&self.epoch()).await?;
+        tracing::error!(
+            db_head = head.head,
+            known_head = self.head.load(Ordering::SeqCst),
+            "the revocation feed went back in the database; new feed epoch"
+        );
+        if let Ok(mut e) = self.epoch.write() {
+            *e = epoch;
+        }
+        if let Ok(mut set) = self.set.write() {
+            *set = OwnList::default();
+        }
+        self.head.store(head.head, Ordering::SeqCst);
+        self.pruned_through
+            .store(head.pruned_through, Ordering::SeqCst);
+        if let Ok(mut last) = self.last_delta.try_lock() {
+            *last = None;
+        }
+        // Parked long polls hold cursors of the old epoch: answer them now.
+        self.notifier.wake_all();
+        Ok(())
     }
 
     /// The key of the compact feed's digests: one per issuer and database,
