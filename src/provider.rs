@@ -173,7 +173,7 @@ impl ProviderRuntime {
             );
         }
         if let Some(stamp) = s.slot.value("fresh").and_then(|v| FreshStamp::parse(&v)) {
-            engine.revocations_current_at(id, &stamp);
+            engine.revocations_current_at(id, &stamp, env.now_ms);
         }
     }
 

@@ -329,8 +329,12 @@ impl Engine {
                         provider: verified.provider,
                     };
                 }
+                // Both ways: a last good poll that reads as later than now was
+                // read before the wall clock stepped back, and how long ago
+                // it really was is unknown; it vouches for nothing until the
+                // next poll (or another VM's stamp) marks the list again.
                 let age = if loaded {
-                    now_ms.saturating_sub(state.revocations_fresh_at_ms)
+                    now_ms.abs_diff(state.revocations_fresh_at_ms)
                 } else {
                     u64::MAX
                 };

@@ -50,6 +50,19 @@ pub struct FeedApplied {
     pub base_changed: bool,
 }
 
+/// Marks a list current at `at_ms` (at most `now_ms`). The mark never moves
+/// back, except from a reading later than `now_ms`: the wall clock stepped
+/// back since, and that old reading would otherwise keep the list "fresh"
+/// (see `Engine::evaluate`, which measures the age both ways) for as long as
+/// the step, whatever the feed answers meanwhile.
+fn mark_fresh(fresh_at_ms: &mut u64, at_ms: u64, now_ms: u64) {
+    *fresh_at_ms = if *fresh_at_ms > now_ms {
+        at_ms
+    } else {
+        (*fresh_at_ms).max(at_ms)
+    };
+}
+
 impl Engine {
     /// The cursor the next poll of `id` sends (none: it asks for a
     /// snapshot), remembered as the one its answer is judged against.
@@ -100,7 +113,7 @@ impl Engine {
             FeedBody::Json(feed) => list.apply(feed, &issuer, max, skew, now_ms / 1000),
         }?;
         let moved = list.cursor() != sent_cursor.as_deref();
-        state.revocations_fresh_at_ms = state.revocations_fresh_at_ms.max(now_ms);
+        mark_fresh(&mut state.revocations_fresh_at_ms, now_ms, now_ms);
         Ok(FeedApplied {
             end: if moved {
                 FetchEnd::Fresh { etag: None }
@@ -119,7 +132,7 @@ impl Engine {
         };
         let current = state.revocations.end_poll().is_some();
         if current {
-            state.revocations_fresh_at_ms = state.revocations_fresh_at_ms.max(now_ms);
+            mark_fresh(&mut state.revocations_fresh_at_ms, now_ms, now_ms);
         }
         current
     }
@@ -137,13 +150,18 @@ impl Engine {
     /// Another VM found the list of `id` current ([`fresh_stamp`](Self::fresh_stamp)).
     /// That speaks only of the list it polled from: a VM holding another
     /// one (older, newer, or none it could read) is not made current by it.
-    /// Never moves back.
-    pub fn revocations_current_at(&mut self, id: ProviderId, stamp: &FreshStamp) {
+    /// Never moves back (but see [`mark_fresh`]: a clock that stepped back).
+    /// `now_ms`: this VM's clock; a stamp later than it was written before
+    /// the clock stepped back and says nothing of how old the list is now.
+    pub fn revocations_current_at(&mut self, id: ProviderId, stamp: &FreshStamp, now_ms: u64) {
+        if stamp.at_ms > now_ms {
+            return;
+        }
         if let Some(state) = self
             .provider_mut(id)
             .filter(|s| s.revocations.cursor() == Some(stamp.cursor.as_str()))
         {
-            state.revocations_fresh_at_ms = state.revocations_fresh_at_ms.max(stamp.at_ms);
+            mark_fresh(&mut state.revocations_fresh_at_ms, stamp.at_ms, now_ms);
         }
     }
 
@@ -211,6 +229,8 @@ mod tests {
 
     const ISS: &str = "https://auth.test";
     const NOW_MS: u64 = 1_900_000_000_000;
+    /// The reader's clock when it takes another VM's stamp (after every stamp here).
+    const LATER_MS: u64 = NOW_MS + 60_000;
 
     fn engine() -> Engine {
         let config = serde_json::json!({"providers": [{"name": "p", "issuer": ISS, "algorithms": ["EdDSA"],
@@ -400,7 +420,11 @@ mod tests {
         let id = ProviderId::FIRST;
         lease.apply_feed(id, feed("1", true, "a"), NOW_MS).unwrap();
         assert!(worker.adopt_revocation_base(id, shared(&lease).0));
-        worker.revocations_current_at(id, &lease.fresh_stamp(id, NOW_MS + 1_000).unwrap());
+        worker.revocations_current_at(
+            id,
+            &lease.fresh_stamp(id, NOW_MS + 1_000).unwrap(),
+            LATER_MS,
+        );
         assert!(!worker.adopt_revocation_base(id, b"not a list".to_vec()));
         assert_eq!(
             (worker.revocation_entries(id), cursor(&worker)),
@@ -408,7 +432,11 @@ mod tests {
             "kept; the next poll asks for a snapshot"
         );
         assert!(revokes(&worker, "a"));
-        worker.revocations_current_at(id, &lease.fresh_stamp(id, NOW_MS + 9_000).unwrap());
+        worker.revocations_current_at(
+            id,
+            &lease.fresh_stamp(id, NOW_MS + 9_000).unwrap(),
+            LATER_MS,
+        );
         assert_eq!(
             fresh_at(&worker),
             NOW_MS + 1_000,
@@ -422,7 +450,11 @@ mod tests {
 
         polled(&mut lease, feed("2", true, "b"), NOW_MS + 10_000).unwrap();
         assert!(worker.adopt_revocation_base(id, shared(&lease).0));
-        worker.revocations_current_at(id, &lease.fresh_stamp(id, NOW_MS + 10_000).unwrap());
+        worker.revocations_current_at(
+            id,
+            &lease.fresh_stamp(id, NOW_MS + 10_000).unwrap(),
+            LATER_MS,
+        );
         assert_eq!(
             (cursor(&worker), fresh_at(&worker)),
             (Some("2"), NOW_MS + 10_000),
@@ -556,8 +588,8 @@ mod tests {
             at_ms,
             cursor: "1".into(),
         };
-        e.revocations_current_at(ProviderId::FIRST, &stamp(NOW_MS + 5_000));
-        e.revocations_current_at(ProviderId::FIRST, &stamp(NOW_MS + 1_000));
+        e.revocations_current_at(ProviderId::FIRST, &stamp(NOW_MS + 5_000), LATER_MS);
+        e.revocations_current_at(ProviderId::FIRST, &stamp(NOW_MS + 1_000), LATER_MS);
         assert_eq!(fresh_at(&e), NOW_MS + 5_000);
     }
 
@@ -570,18 +602,18 @@ mod tests {
         let id = ProviderId::FIRST;
         polled(&mut lease, feed("1", true, "a"), NOW_MS).unwrap();
         assert!(worker.adopt_revocation_base(id, shared(&lease).0));
-        worker.revocations_current_at(id, &lease.fresh_stamp(id, NOW_MS).unwrap());
+        worker.revocations_current_at(id, &lease.fresh_stamp(id, NOW_MS).unwrap(), LATER_MS);
         polled(&mut lease, feed("2", false, "r2"), NOW_MS + 1_000).unwrap();
         let stamp = lease.fresh_stamp(id, NOW_MS + 2_000).unwrap();
         assert_eq!(FreshStamp::parse(&stamp.to_bytes()), Some(stamp.clone()));
-        worker.revocations_current_at(id, &stamp);
+        worker.revocations_current_at(id, &stamp, LATER_MS);
         assert_eq!(
             fresh_at(&worker),
             NOW_MS,
             "still as old as the list it holds (without r2)"
         );
         assert!(worker.adopt_revocation_overlay(id, shared(&lease).1));
-        worker.revocations_current_at(id, &stamp);
+        worker.revocations_current_at(id, &stamp, LATER_MS);
         assert_eq!(fresh_at(&worker), NOW_MS + 2_000);
         assert_eq!(FreshStamp::parse(b"12"), None);
         assert_eq!(FreshStamp::parse(b"x 1"), None);

@@ -641,6 +641,7 @@ fn no_token_passes_before_the_first_revocation_list() {
             at_ms: NOW * 1000 + 800,
             cursor: "1".into(),
         },
+        NOW * 1000 + 900,
     );
     let Decision::Deny(d) = cold.decide_now(&api, NOW * 1000 + 900) else {
         panic!("emptied: refused")
@@ -673,6 +674,7 @@ fn a_vm_started_later_judges_a_shared_list_by_its_shared_age() {
     late.revocations_current_at(
         ProviderId::FIRST,
         &fetcher.fresh_stamp(ProviderId::FIRST, hour_ago_ms).unwrap(),
+        NOW * 1000,
     );
     let t = kp.sign(claims(default_claims())).unwrap();
     let api = Request::from_headers(
@@ -696,6 +698,7 @@ fn a_vm_started_later_judges_a_shared_list_by_its_shared_age() {
     late.revocations_current_at(
         ProviderId::FIRST,
         &fetcher.fresh_stamp(ProviderId::FIRST, NOW * 1000).unwrap(),
+        NOW * 1000,
     );
     assert!(matches!(
         late.evaluate(&api, NOW * 1000 + 500, true),
@@ -2078,4 +2081,94 @@ fn a_user_token_does_not_pass_where_a_backend_may_serve_the_admin_area() {
             "{path}"
         );
     }
+}
+
+/// The wall clock steps back (an NTP correction of a clock that ran an hour
+/// ahead) just after the last good poll, and the feed stops answering. The
+/// list is then as old as the time that passed since that poll, not
+/// "fresh until the clock catches up with the old reading": otherwise
+/// `max_staleness_secs` is stretched by the size of the step, and tokens
+/// revoked meanwhile pass for up to an hour.
+#[test]
+fn a_clock_step_back_does_not_keep_a_stale_list_fresh() {
+    let mut f = fixture(json!({"revocation": {"max_staleness_secs": 10}}));
+    // The last good poll, read on the clock before the step.
+    f.engine.revocation_poll(ProviderId::FIRST);
+    let empty = RevocationFeed {
+        issuer: ISS.into(),
+        cursor: "0".into(),
+        ..Default::default()
+    };
+    f.engine
+        .apply_feed(ProviderId::FIRST, FeedBody::Json(empty), NOW * 1000)
+        .unwrap();
+    // The clock steps back an hour; the issuer's clock too (same NTP).
+    let stepped = NOW - 3_600;
+    let mut c = claims(default_claims());
+    c.issued_at = Some(UnixTimeStamp::from_secs(stepped - 10));
+    c.expires_at = Some(UnixTimeStamp::from_secs(stepped + 890));
+    let t = f.sign(c);
+    let api = Request::from_headers(
+        vec![
+            (":path".into(), "/api".into()),
+            ("authorization".into(), format!("Bearer {t}")),
+        ],
+        None,
+    );
+    // 11 s pass with no answer from the feed: over the 10 s bound.
+    assert_eq!(
+        denied(&f.engine.evaluate(&api, stepped * 1000 + 11_000, true)),
+        (DenyReason::RevocationStale, 503),
+        "stale 11 s after the last good poll, whatever the clock read then"
+    );
+    // The next good poll marks it current on the stepped clock.
+    f.engine.revocation_poll(ProviderId::FIRST);
+    assert!(f
+        .engine
+        .revocations_unchanged(ProviderId::FIRST, stepped * 1000 + 12_000));
+    assert!(matches!(
+        f.engine.evaluate(&api, stepped * 1000 + 13_000, true),
+        Outcome::Allow(_)
+    ));
+    // A worker that took the same list before the step is made current by
+    // the lease VM's stamp from after it, not by one from before.
+    let mut worker = Engine::new(
+        config(json!({"revocation": {"max_staleness_secs": 10}})),
+        NOW * 1000,
+    );
+    worker.set_keys(
+        ProviderId::FIRST,
+        f.engine
+            .provider(ProviderId::FIRST)
+            .unwrap()
+            .keys
+            .clone()
+            .unwrap(),
+    );
+    let (base, _) = f
+        .engine
+        .revocation_blobs(ProviderId::FIRST)
+        .map(|(b, o)| (b.to_vec(), o.to_vec()))
+        .unwrap();
+    assert!(worker.adopt_revocation_base(ProviderId::FIRST, base));
+    let before = FreshStamp {
+        at_ms: NOW * 1000,
+        cursor: "0".into(),
+    };
+    worker.revocations_current_at(ProviderId::FIRST, &before, NOW * 1000);
+    worker.revocations_current_at(ProviderId::FIRST, &before, stepped * 1000 + 12_500);
+    assert_eq!(
+        denied(&worker.evaluate(&api, stepped * 1000 + 12_500, true)).0,
+        DenyReason::RevocationStale,
+        "a stamp read on the clock before the step vouches for nothing after it"
+    );
+    let after = f
+        .engine
+        .fresh_stamp(ProviderId::FIRST, stepped * 1000 + 12_000)
+        .unwrap();
+    worker.revocations_current_at(ProviderId::FIRST, &after, stepped * 1000 + 12_500);
+    assert!(matches!(
+        worker.evaluate(&api, stepped * 1000 + 13_000, true),
+        Outcome::Allow(_)
+    ));
 }
