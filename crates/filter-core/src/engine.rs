@@ -324,7 +324,10 @@ impl Engine {
                 // that just started waits for it as for keys; then (or later)
                 // the staleness policy decides.
                 let loaded = state.revocations.is_loaded();
-                if !loaded && may_wait && !public && now_ms < self.first_list_wait_until_ms {
+                // (A wait "until" further away than any wait: the clock stepped back; over.)
+                let first_wait = now_ms < self.first_list_wait_until_ms
+                    && self.first_list_wait_until_ms - now_ms <= self.config.key_wait_ms;
+                if !loaded && may_wait && !public && first_wait {
                     return Outcome::AwaitRevocations {
                         provider: verified.provider,
                     };

@@ -1,6 +1,7 @@
 //! Requests paused until their provider's keys arrive: a bounded list, and
 //! when each is decided for good.
 
+use crate::config::MAX_KEY_WAIT_MS;
 use crate::engine::Awaited;
 use crate::provider_id::ProviderId;
 use crate::request::Request;
@@ -26,8 +27,12 @@ impl PausedRequest {
     /// decided for good now: its wait ran out, or the key fetch it waited
     /// for ended without its key. A wait for the revocation list goes on
     /// after keys came (they often come first at startup).
+    /// A deadline further away than any wait sets (`key_wait_ms` is at most
+    /// [`MAX_KEY_WAIT_MS`]) means the wall clock stepped back since: the
+    /// wait has run out, not restarted for the size of the step.
     pub fn final_round(&self, awaited: &Awaited, current_generation: u64, now_ms: u64) -> bool {
         now_ms >= self.deadline_ms
+            || self.deadline_ms - now_ms > MAX_KEY_WAIT_MS
             || (matches!(awaited, Awaited::Keys { .. }) && current_generation != self.generation)
     }
 }
@@ -119,5 +124,29 @@ mod tests {
             "keys came: the list is still awaited"
         );
         assert!(p.final_round(&list, 4, 1_000), "deadline");
+    }
+
+    /// The wall clock steps back an hour while a request waits for its
+    /// provider's first revocation list (which a down feed never brings):
+    /// it is decided once no wait this list sets can still be running, not
+    /// an hour later when the clock reads its old deadline again.
+    #[test]
+    fn a_clock_step_back_does_not_stretch_a_wait() {
+        let now = 1_900_000_000_000;
+        let p = PausedRequest {
+            deadline_ms: now + 3_000,
+            ..paused(1)
+        };
+        let list = Awaited::RevocationList {
+            provider: ProviderId::FIRST,
+        };
+        let keys = Awaited::Keys {
+            provider: ProviderId::FIRST,
+            need: KeyNeed::NotLoaded,
+        };
+        let stepped = now - 3_600_000;
+        assert!(!p.final_round(&list, 3, now + 1), "still within its wait");
+        assert!(p.final_round(&list, 3, stepped), "the clock stepped back");
+        assert!(p.final_round(&keys, 3, stepped), "the clock stepped back");
     }
 }

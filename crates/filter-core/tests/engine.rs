@@ -2172,3 +2172,29 @@ fn a_clock_step_back_does_not_keep_a_stale_list_fresh() {
         Outcome::Allow(_)
     ));
 }
+
+/// A VM that started just before the wall clock stepped back an hour does
+/// not keep pausing every request for its first revocation list for that
+/// hour: the first-list wait is over once it reads further away than `key_wait_ms`.
+#[test]
+fn a_clock_step_back_does_not_stretch_the_first_list_wait() {
+    let f = fixture(json!({}));
+    let mut cold = Engine::new(config(json!({})), NOW * 1000);
+    let jwks = format!(r#"{{"keys":[{}]}}"#, f.kp.public_key().to_jwk());
+    cold.set_keys(ProviderId::FIRST, KeySet::parse(jwks.as_bytes()).unwrap());
+    let stepped = NOW - 3_600;
+    let mut c = claims(default_claims());
+    c.issued_at = Some(UnixTimeStamp::from_secs(stepped - 10));
+    c.expires_at = Some(UnixTimeStamp::from_secs(stepped + 890));
+    let api = Request::from_headers(
+        vec![
+            (":path".into(), "/api".into()),
+            ("authorization".into(), format!("Bearer {}", f.sign(c))),
+        ],
+        None,
+    );
+    assert_eq!(
+        denied(&cold.evaluate(&api, stepped * 1000, true)),
+        (DenyReason::RevocationStale, 503)
+    );
+}

@@ -14,6 +14,8 @@ use crate::unit_enum::deserialize_by_name;
 /// Upper bounds on what the configuration may ask for.
 pub const MAX_CONFIG_BYTES: usize = 256 * 1024;
 pub const MAX_TOKEN_BYTES_LIMIT: usize = 64 * 1024;
+/// The longest `key_wait_ms`: no request waits longer for keys or a first revocation list.
+pub const MAX_KEY_WAIT_MS: u64 = 60_000;
 
 mod raw;
 mod validate;

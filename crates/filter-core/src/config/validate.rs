@@ -72,8 +72,8 @@ impl FilterConfig {
         if raw.cache_max_entries > 1_000_000 {
             return err("`cache_max_entries`: at most 1000000");
         }
-        if raw.key_wait_ms > 60_000 {
-            return err("`key_wait_ms`: at most 60000");
+        if raw.key_wait_ms > MAX_KEY_WAIT_MS {
+            return err(format!("`key_wait_ms`: at most {MAX_KEY_WAIT_MS}"));
         }
         let token_sources = match raw.token_sources {
             None => TokenSources {
