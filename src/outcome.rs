@@ -19,13 +19,9 @@ pub fn carry_out(vm: &Vm, request: &Request, decision: Decision, resume: bool) -
     let _span = timing::span(Piece::CarryOut);
     // A DPoP proof is good once per Envoy process: the last check, across workers.
     let decision = match decision {
-        Decision::Allow(allowed) => match allowed
-            .proof
-            .map(|p| (p.provider, shared::record_proof_once(&p)))
+        Decision::Allow(allowed) => match allowed.proof.map(|p| (p, shared::record_proof_once(&p)))
         {
-            Some((provider, Err(e))) => {
-                Decision::Deny(vm.engine.dpop_denied(provider, e, vm.clock_ms / 1000))
-            }
+            Some((proof, Err(e))) => vm.engine.proof_refused(&proof, e, vm.clock_ms / 1000),
             _ => Decision::Allow(allowed),
         },
         deny => deny,

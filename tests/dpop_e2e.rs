@@ -134,6 +134,16 @@ fn dpop_bound_tokens_through_envoy() {
         );
     }
     assert!(stack.envoy.stat("denied.dpop_replayed") >= 8);
+    // On a public route a replayed proof is no one's: forwarded without the identity.
+    let proof = key.proof("GET", &url("/public/page"), Some(&s.access));
+    let first = call(&stack, "GET", "/public/page", &s, &[&proof]);
+    assert_eq!(first.status, 200, "{first:?}");
+    assert!(first.echoed("x-auth-user").is_some(), "{first:?}");
+    for i in 0..4 {
+        let again = call(&stack, "GET", "/public/page", &s, &[&proof]);
+        assert_eq!(again.status, 200, "public replay {i}: {again:?}");
+        assert_eq!(again.echoed("x-auth-user"), None, "public replay {i}");
+    }
 
     // A stolen token used with the thief's own key.
     let thief = ProofKey::ed25519(&[7; 32]);

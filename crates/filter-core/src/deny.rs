@@ -208,6 +208,44 @@ impl DenyReason {
         }
     }
 
+    /// A request without a token where some of `dpop` (the policies of the
+    /// providers the route admits) accept DPoP: a `DPoP` challenge naming
+    /// their algorithms (RFC 9449 §7.1), and `Bearer` beside it unless every
+    /// one of them requires DPoP. Otherwise [`MissingToken`](Self::MissingToken)'s plain answer.
+    pub fn missing_token_response<'a>(
+        dpop: impl IntoIterator<Item = &'a DpopPolicy>,
+    ) -> DenyResponse {
+        let mut algorithms = Vec::new();
+        let mut bearer = false;
+        for policy in dpop {
+            bearer |= policy.mode != DpopMode::Required;
+            if policy.mode != DpopMode::Off {
+                for a in &policy.algorithms {
+                    if !algorithms.contains(a) {
+                        algorithms.push(*a);
+                    }
+                }
+            }
+        }
+        let mut response = Self::MissingToken.response(0, None);
+        if algorithms.is_empty() {
+            return response;
+        }
+        response
+            .headers
+            .retain(|(name, _)| name != "www-authenticate");
+        response.headers.push((
+            "www-authenticate".to_owned(),
+            format!("DPoP algs=\"{}\"", algs_parameter(&algorithms)),
+        ));
+        if bearer {
+            response
+                .headers
+                .push(("www-authenticate".to_owned(), "Bearer".to_owned()));
+        }
+        response
+    }
+
     /// The HTTP answer. `required_scope` is named in the header for 403 scope denials (RFC 6750 §3).
     pub fn response(self, retry_after_secs: u32, required_scope: Option<&str>) -> DenyResponse {
         if let Self::Dpop(e) = self {

@@ -31,6 +31,10 @@ pub struct ProofUse {
     pub provider: ProviderId,
     /// Its nonce (required here) is past half its window: the response carries a fresh one.
     pub renew_nonce: bool,
+    /// The route lets requests through without a token: one whose proof the
+    /// replay store refuses goes on anonymously, as any unusable token does
+    /// there ([`Engine::proof_refused`](crate::engine::Engine::proof_refused)).
+    pub public_route: bool,
 }
 
 /// Whether the request's `Authorization` header uses the `DPoP` scheme.
@@ -131,5 +135,6 @@ pub fn judge(
         iat: checked.iat,
         provider: token.provider,
         renew_nonce,
+        public_route: false,
     }))
 }

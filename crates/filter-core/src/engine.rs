@@ -279,7 +279,7 @@ impl Engine {
         let token = match extract(req, &self.config.token_sources, self.config.max_token_bytes) {
             Ok(Extracted::Token(t)) => t,
             Ok(Extracted::None) if public => return Outcome::Allow(Allowed::default()),
-            Ok(Extracted::None) => return self.deny(DenyReason::MissingToken),
+            Ok(Extracted::None) => return self.deny_missing_token(&required),
             Err(ExtractError::Malformed) => {
                 return self.deny_or_public(public, DenyReason::InvalidRequest)
             }
@@ -370,7 +370,10 @@ impl Engine {
                 &self.signatures,
                 self.nonce_key.as_ref(),
             ) {
-                Ok(proof) => proof,
+                Ok(proof) => proof.map(|p| ProofUse {
+                    public_route: public,
+                    ..p
+                }),
                 Err(DenyReason::Dpop(e)) if !public => {
                     return Outcome::Deny(self.dpop_denied(verified.provider, e, now))
                 }
@@ -421,6 +424,22 @@ impl Engine {
             proof,
             dpop_nonce,
         })
+    }
+
+    /// What becomes of a request allowed with `proof` when the replay store
+    /// refuses that proof (seen before, or the store full): refused, or on a
+    /// public route forwarded anonymously, its identity dropped.
+    pub fn proof_refused(&self, proof: &ProofUse, error: DpopError, now: u64) -> Decision {
+        if proof.public_route {
+            return Decision::Allow(Allowed {
+                notes: Notes {
+                    public_invalid_token: Some(DenyReason::Dpop(error)),
+                    ..Notes::default()
+                },
+                ..Allowed::default()
+            });
+        }
+        Decision::Deny(self.dpop_denied(proof.provider, error, now))
     }
 
     /// The refusal of a DPoP failure, with the challenge of the token's
@@ -547,6 +566,20 @@ impl Engine {
 
     fn deny(&self, reason: DenyReason) -> Outcome {
         Outcome::Deny(self.denied(reason, None))
+    }
+
+    /// No token: the challenges name what the route's providers accept (DPoP or not).
+    fn deny_missing_token(&self, required: &Requirement) -> Outcome {
+        let dpop = self
+            .config
+            .providers
+            .with_ids()
+            .filter(|(id, _)| required.admits(*id))
+            .map(|(_, p)| &p.dpop);
+        Outcome::Deny(Denied {
+            response: DenyReason::missing_token_response(dpop),
+            ..self.denied(DenyReason::MissingToken, None)
+        })
     }
 
     fn denied(&self, reason: DenyReason, scope: Option<&str>) -> Denied {

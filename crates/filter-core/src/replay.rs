@@ -190,6 +190,7 @@ mod tests {
             iat,
             provider: ProviderId::FIRST,
             renew_nonce: false,
+            public_route: false,
         }
     }
 

@@ -7,7 +7,7 @@ use authflow_contract::dpop::client::ProofKey;
 use authflow_contract::dpop::{access_token_hash, nonce, DpopError, NonceKey};
 use authflow_contract::{AccessClaims, Confirmation, KeySet};
 use authflow_filter_core::deny::DenyReason;
-use authflow_filter_core::engine::{Engine, Outcome};
+use authflow_filter_core::engine::{Decision, Engine, Outcome};
 use authflow_filter_core::{FilterConfig, ProviderId, Request};
 use jwt_simple::prelude::*;
 use serde_json::{json, Value};
@@ -314,6 +314,50 @@ fn a_failed_proof_on_a_public_route_is_anonymous() {
     assert!(a.identity_headers().is_empty());
 }
 
+/// A good proof the replay store then refuses (seen before, or the store
+/// full): refused where a token is needed, forwarded anonymously on a public
+/// route (as any unusable token is there), never with the caller's identity.
+#[test]
+fn a_proof_the_replay_store_refuses_is_anonymous_on_a_public_route() {
+    let [es, _] = keys();
+    let mut f = fixture(json!({"dpop": "allowed"}));
+    let token = f.token(Some(es.jkt()));
+    let auth = format!("DPoP {token}");
+    for (path, public) in [("/public/x", true), ("/v1/items", false)] {
+        let uri = format!("https://api.example.com{path}");
+        let proof = proof_at_now(&es, "GET", &uri, &token, path, |_| {});
+        let Outcome::Allow(a) =
+            f.eval_at("GET", path, &[("authorization", &auth), ("dpop", &proof)])
+        else {
+            panic!("refused")
+        };
+        assert_eq!(
+            a.verified_by,
+            Some(ProviderId::FIRST),
+            "{path}: authenticated"
+        );
+        let used = a.proof.expect("a proof to record");
+        assert_eq!(used.public_route, public, "{path}");
+        for error in [DpopError::Replayed, DpopError::ReplayStoreFull] {
+            match f.engine.proof_refused(&used, error, NOW) {
+                Decision::Allow(a) if public => {
+                    assert_eq!(a.verified_by, None);
+                    assert!(a.identity_headers().is_empty());
+                    assert!(!a.notes.authenticated);
+                    assert_eq!(a.proof, None, "nothing left to record");
+                }
+                Decision::Deny(d) if !public => {
+                    assert_eq!(
+                        (d.reason, d.response.status),
+                        (DenyReason::Dpop(error), 401)
+                    )
+                }
+                other => panic!("{path} {error:?}: {other:?}"),
+            }
+        }
+    }
+}
+
 #[test]
 fn dpop_settings_are_validated() {
     let bad = |p: Value| {
@@ -539,4 +583,22 @@ fn nonce_settings_are_validated() {
     assert!(!authflow_filter_core::nonce::needed(
         &config(json!({"dpop": "required"}), json!({})).unwrap()
     ));
+}
+
+/// RFC 9449 §7.1: where a provider requires DPoP, a request without a token is
+/// told so with a `DPoP` challenge (naming the algorithms), not only `Bearer`.
+#[test]
+fn a_request_without_a_token_is_challenged_for_dpop_where_it_is_required() {
+    let mut f = fixture(json!({"dpop": "required"}));
+    let (reason, status, challenges) = refusal(&f.eval(&[]));
+    assert_eq!((reason, status), (DenyReason::MissingToken, 401));
+    assert_eq!(challenges, ["DPoP algs=\"ES256 EdDSA\""]);
+
+    let mut f = fixture(json!({"dpop": "allowed", "dpop_algorithms": ["EdDSA"]}));
+    let (_, _, challenges) = refusal(&f.eval(&[]));
+    assert_eq!(challenges, ["DPoP algs=\"EdDSA\"", "Bearer"]);
+
+    let mut f = fixture(json!({}));
+    let (_, _, challenges) = refusal(&f.eval(&[]));
+    assert_eq!(challenges, ["Bearer"], "DPoP off: not offered");
 }
