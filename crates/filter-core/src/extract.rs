@@ -111,8 +111,11 @@ pub fn find_token<'a>(
         }
     }
     // Cookies only when no explicit token came: every occurrence, in every
-    // `cookie` header; a second value is a second token.
-    for c in sources.cookies.iter().filter(|_| !explicit) {
+    // `cookie` header; a second value is a second token. Not for a
+    // state-changing request the browser marks as sent by another origin
+    // (see [`ambient_credentials_allowed`]).
+    let cookies_usable = !explicit && ambient_credentials_allowed(req);
+    for c in sources.cookies.iter().filter(|_| cookies_usable) {
         for token in req.cookie_values(c).filter(|t| !t.is_empty()) {
             take(token)?;
         }
@@ -126,6 +129,36 @@ pub fn find_token<'a>(
         None => Ok(None),
         Some(t) if t.len() > max_bytes => Err(ExtractError::TooLarge),
         Some(t) => Ok(Some((t, source))),
+    }
+}
+
+/// Whether a cookie (an ambient credential: the browser attaches it by
+/// itself) may authenticate this request. Always for the safe methods
+/// (`GET`, `HEAD`, `OPTIONS`). Otherwise not when the browser says another
+/// origin sent it: `Sec-Fetch-Site` other than `same-origin` or `none`
+/// (which no page can forge), or, from a browser that sends no
+/// `Sec-Fetch-Site`, an `Origin` that is not this request's `:authority`.
+/// `SameSite=Lax` alone lets every site of the same registrable domain
+/// (`evil.example.com` for `app.example.com`) post with the cookie, and the
+/// backend, seeing only identity headers, cannot tell.
+pub fn ambient_credentials_allowed(req: &Request) -> bool {
+    if matches!(req.method(), "GET" | "HEAD" | "OPTIONS") {
+        return true;
+    }
+    let first = |name| req.header_values(name).next();
+    if let Some(site) = first("sec-fetch-site") {
+        return matches!(site.trim(), "same-origin" | "none");
+    }
+    match first("origin") {
+        None => true,
+        Some(origin) => {
+            let origin = origin.trim();
+            let authority = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"));
+            let host = req.header(":authority").unwrap_or_default();
+            !host.is_empty() && authority.is_some_and(|a| a.eq_ignore_ascii_case(host))
+        }
     }
 }
 

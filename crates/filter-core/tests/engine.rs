@@ -2198,3 +2198,62 @@ fn a_clock_step_back_does_not_stretch_the_first_list_wait() {
         (DenyReason::RevocationStale, 503)
     );
 }
+
+/// The browser's access cookie is ambient: the browser attaches it to any
+/// request to the origin, also one another site of the same registrable
+/// domain makes (`SameSite=Lax` lets same-site requests of any method carry
+/// it: a form POST or a no-preflight `fetch` from `https://evil.example.com`
+/// to `https://app.example.com`). A state-changing request that the browser
+/// itself marks as coming from another origin (`Sec-Fetch-Site`, `Origin`)
+/// must not be authenticated by the cookie alone: the backend only sees the
+/// identity headers and cannot tell a cookie from an `Authorization` header.
+#[test]
+fn a_cross_origin_post_is_not_authenticated_by_the_ambient_cookie() {
+    let mut f = fixture(json!({
+        "token_sources": {"authorization_bearer": true, "cookies": ["__Host-authflow-access"]}
+    }));
+    let t = f.token();
+    let cookie = format!("__Host-authflow-access={t}");
+    let post = |f: &mut Fixture, extra: &[(&str, &str)]| {
+        let mut h = vec![
+            (":method".to_string(), "POST".to_string()),
+            (":path".to_string(), "/api/transfer".to_string()),
+            (":authority".to_string(), "app.example.com".to_string()),
+            ("cookie".to_string(), cookie.clone()),
+        ];
+        h.extend(extra.iter().map(|(a, b)| (a.to_string(), b.to_string())));
+        f.engine.evaluate(
+            &Request::from_headers(h, Some("203.0.113.9:4000".into())),
+            NOW * 1000 + 500,
+            true,
+        )
+    };
+    // The page's own request, or a client that sends neither header: allowed.
+    assert!(matches!(
+        post(
+            &mut f,
+            &[
+                ("origin", "https://app.example.com"),
+                ("sec-fetch-site", "same-origin")
+            ]
+        ),
+        Outcome::Allow(_)
+    ));
+    assert!(matches!(post(&mut f, &[]), Outcome::Allow(_)));
+    // A sibling site's form or fetch: not on the cookie.
+    for extra in [
+        vec![
+            ("origin", "https://evil.example.com"),
+            ("sec-fetch-site", "same-site"),
+        ],
+        vec![("sec-fetch-site", "same-site")],
+        vec![("sec-fetch-site", "cross-site")],
+        vec![("origin", "https://evil.example.com")],
+    ] {
+        let o = post(&mut f, &extra);
+        assert!(
+            matches!(o, Outcome::Deny(_)),
+            "{extra:?}: a cross-origin POST passed on the cookie: {o:?}"
+        );
+    }
+}
