@@ -31,7 +31,7 @@ pub fn session(state: &AppState, tokens: &SessionTokens) -> Vec<String> {
         ),
         cookie(
             REFRESH_COOKIE,
-            tokens.refresh.expose(),
+            &refresh_value(state, &tokens.device_secret, tokens.refresh.expose()),
             REFRESH_PATH,
             session_life,
         ),
@@ -69,22 +69,66 @@ pub fn read<'a>(headers: &'a HeaderMap, name: &'a str) -> Option<&'a str> {
     .flatten()
 }
 
-/// Most copies of a cookie [`candidates`] returns.
+/// Most copies of the refresh cookie [`refresh_candidates`] tries of each
+/// kind (tagged for this browser's device; untagged).
 const MAX_CANDIDATES: usize = 4;
 
-/// The distinct non-empty values of cookie `name`, at most four: for the
-/// refresh cookie, which cannot be `__Host-` (it is scoped to its path), so a
-/// sibling site may set another beside ours with `Domain=`; each is tried,
-/// and one planted there neither wins nor signs the browser out.
-pub fn candidates<'a>(headers: &'a HeaderMap, name: &'a str) -> Vec<&'a str> {
-    let mut found: Vec<&str> = Vec::new();
+/// The refresh cookie's value: the refresh token and a tag binding it to the
+/// device secret of this browser (`<token>.<HMAC>`). The refresh cookie
+/// cannot be `__Host-` (it is scoped to its path), so a sibling site may set
+/// copies beside ours with `Domain=`; without the device secret, which is
+/// `__Host-`, it cannot tag them for this browser.
+fn refresh_value(state: &AppState, device_secret: &str, refresh: &str) -> String {
+    format!("{refresh}.{}", refresh_tag(state, device_secret, refresh))
+}
+
+fn refresh_tag(state: &AppState, device_secret: &str, refresh: &str) -> String {
+    use base64::Engine as _;
+    use hmac::{Hmac, Mac};
+    let Ok(mut mac) = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&state.csrf_key) else {
+        return String::new();
+    };
+    mac.update(b"authflow refresh cookie v1\0");
+    mac.update(device_secret.as_bytes());
+    mac.update(b"\0");
+    mac.update(refresh.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+}
+
+/// The refresh tokens of the refresh cookie's copies to try, in order:
+/// every distinct one tagged for this browser's device secret (a planted
+/// copy never is, however many there are), then untagged ones (set before
+/// the tag existed); at most [`MAX_CANDIDATES`] of each. Each refused
+/// candidate is refused without effect.
+pub fn refresh_candidates(state: &AppState, headers: &HeaderMap) -> Vec<String> {
+    use subtle::ConstantTimeEq;
+    let device = crate::tokens::device_secret(headers).unwrap_or_default();
+    let mut tagged: Vec<String> = Vec::new();
+    let mut untagged: Vec<String> = Vec::new();
     for v in values(
         headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes()),
-        name,
+        REFRESH_COOKIE,
     ) {
-        if !v.is_empty() && !found.contains(&v) && found.len() < MAX_CANDIDATES {
-            found.push(v);
+        match v.split_once('.') {
+            Some((token, tag)) => {
+                let expected = refresh_tag(state, &device, token);
+                let ok = !device.is_empty()
+                    && !expected.is_empty()
+                    && expected.len() == tag.len()
+                    && bool::from(expected.as_bytes().ct_eq(tag.as_bytes()));
+                if ok && tagged.len() < MAX_CANDIDATES && !tagged.iter().any(|t| t == token) {
+                    tagged.push(token.to_owned());
+                }
+            }
+            None if !v.is_empty()
+                && untagged.len() < MAX_CANDIDATES
+                && !untagged.iter().any(|t| t == v) =>
+            {
+                untagged.push(v.to_owned());
+            }
+            None => {}
         }
     }
-    found
+    tagged.extend(untagged);
+    tagged
 }

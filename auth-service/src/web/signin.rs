@@ -7,7 +7,7 @@ use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use authflow_contract::browser::{REFRESH_COOKIE, REFRESH_PATH, SIGNIN_PATH};
+use authflow_contract::browser::{REFRESH_PATH, SIGNIN_PATH};
 
 use super::return_target::{from_query, target, with_return_to};
 use super::templates::{self, Form};
@@ -206,9 +206,8 @@ pub async fn refresh(
     // the domain can) is unknown here, or bound to another device, and is
     // refused without effect before or after ours is taken.
     let mut just_rotated = false;
-    for token in cookies::candidates(&client.headers, REFRESH_COOKIE) {
-        match sessions::refresh(&state, &client, &Secret::new(token.to_owned()), None, now()).await
-        {
+    for token in cookies::refresh_candidates(&state, &client.headers) {
+        match sessions::refresh(&state, &client, &Secret::new(token), None, now()).await {
             Ok(tokens) => return see_other(&return_to, &cookies::session(&state, &tokens)),
             Err(ApiError::InvalidGrant(why)) if why == sessions::JUST_ROTATED => {
                 just_rotated = true

@@ -459,7 +459,8 @@ async fn refresh_rotates_the_cookie_and_the_old_one_is_refused() {
         "the session lives"
     );
     // Past the grace: reuse; sign-in again, the cookies cleared and the session ended.
-    age_rotation(&app, &old, 60).await;
+    // The cookie holds the token and its device tag: `<token>.<tag>`.
+    age_rotation(&app, old.split('.').next().unwrap(), 60).await;
     let r = stale.get("/auth/refresh?return_to=%2Fapp%2Fhello").await;
     assert_eq!(
         (r.status, r.location()),
@@ -1471,4 +1472,29 @@ async fn foreign_cookies_beside_ours_change_nothing() {
         (r.status, r.location()),
         (StatusCode::SEE_OTHER, "/auth/signin")
     );
+}
+
+/// A sibling site of the domain plants refresh cookies of its own
+/// (`Domain=`, `Path=/auth/refresh`) before the person signs in: browsers
+/// send the older ones first, so ours comes after them. However many there
+/// are, ours must still be tried: otherwise every expiry of the access
+/// token signs the browser out (and clears its device cookie), for good.
+#[tokio::test]
+async fn many_planted_refresh_cookies_do_not_hide_ours() {
+    let app = spawn_app().await;
+    let mut b = Browser::new(&app);
+    b.sign_up_and_in(&app, "tossed@example.com", "/").await;
+    b.foreign = (0..4)
+        .map(|n| format!("{REFRESH}=planted-by-a-sibling-{n}"))
+        .chain((0..4).map(|n| format!("{REFRESH}=planted-{n}.with-a-made-up-tag")))
+        .collect();
+    b.foreign_first = true;
+    b.jar.retain(|c| c.name != ACCESS);
+    let r = b.get("/auth/refresh?return_to=/auth/devices").await;
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/auth/devices"),
+        "ours, sent fifth, is tried"
+    );
+    assert!(b.cookie(ACCESS).is_some() && b.cookie(DEVICE).is_some());
 }
