@@ -12,8 +12,9 @@ use authflow_contract::cookie::{single_value, values};
 use crate::sessions::SessionTokens;
 use crate::state::AppState;
 
-/// The challenge between the password and the code pages (service-only).
-pub const CHALLENGE_COOKIE: &str = "__Host-authflow-challenge";
+/// The challenge between the password and the code pages (the filter only
+/// keeps it from other backends).
+pub use authflow_contract::browser::CHALLENGE_COOKIE;
 
 fn cookie(name: &str, value: &str, path: &str, max_age: u64) -> String {
     format!("{name}={value}; HttpOnly; Secure; SameSite=Lax; Path={path}; Max-Age={max_age}")

@@ -19,8 +19,8 @@ use subtle::ConstantTimeEq;
 
 use authflow_contract::cookie::single_value;
 
-/// The per-browser value (service-only: the filter never reads it).
-pub const CSRF_COOKIE: &str = "__Host-authflow-csrf";
+/// The per-browser value (the filter only keeps it from other backends).
+pub use authflow_contract::browser::CSRF_COOKIE;
 
 /// Why a POST was refused (logged, never shown in detail).
 #[derive(Debug, PartialEq, Eq)]

@@ -15,5 +15,14 @@ pub const REFRESH_PATH: &str = "/auth/refresh";
 /// Where a browser signs in (the service's page).
 pub const SIGNIN_PATH: &str = "/auth/signin";
 
+/// The pending sign-in's challenge, between the password and the code pages.
+/// The service's alone: the filter keeps it from every other backend.
+pub const CHALLENGE_COOKIE: &str = "__Host-authflow-challenge";
+
+/// The per-browser CSRF value of the service's forms. The service's alone,
+/// as [`CHALLENGE_COOKIE`]: `__Host-` makes both `Path=/`, so a browser
+/// sends them to every backend of the host.
+pub const CSRF_COOKIE: &str = "__Host-authflow-csrf";
+
 /// The device secret: the one cookie the token's fingerprint binds to.
 pub use crate::fingerprint::DEVICE_COOKIE;

@@ -10,12 +10,15 @@
 //! - the device secret (`x-authflow-device`, the device cookie) is a
 //!   credential for the auth service alone: removed from every request let
 //!   through unless `forward_device_secret`;
+//! - with browser sign-in configured, the service's sign-in cookies
+//!   (challenge, CSRF) are removed likewise: its pages' alone;
 //! - a route with `forward_credentials` (the auth service's own API, which
 //!   needs both for logout, refresh and admin calls) gets everything as sent.
 //!
 //! A token that did not verify (anonymous on a public route) is left alone,
 //! as `jwt_authn` does: it vouches for nothing and carries no identity.
 
+use authflow_contract::browser::{CHALLENGE_COOKIE, CSRF_COOKIE};
 use authflow_contract::fingerprint::{DEVICE_COOKIE, DEVICE_HEADER};
 
 use crate::config::FilterConfig;
@@ -77,6 +80,14 @@ pub fn credential_edits(
                 .filter(|h| carries(config, req, h))
                 .map(|h| HeaderEdit::Remove(h.clone())),
         );
+    }
+    // The service's sign-in cookies (`__Host-`, so `Path=/`: the browser
+    // sends them everywhere) are for its pages alone: a pending sign-in's
+    // challenge id in another backend's logs could spend the user's code
+    // attempts. Where browsers are served: a `browser_redirect` route, or
+    // a token cookie (the service's pages set the access cookie).
+    if config.browser.is_some() || !sources.cookies.is_empty() {
+        cookies.extend([CHALLENGE_COOKIE, CSRF_COOKIE]);
     }
     if strip_device {
         if carries(config, req, DEVICE_HEADER) {
@@ -228,6 +239,38 @@ mod tests {
         assert_eq!(
             credential_edits(&c, &req("/api", &[("cookie", "a=1")]), None),
             vec![]
+        );
+    }
+
+    /// The service's sign-in cookies go to its own routes alone, where browser
+    /// sign-in is configured, whether or not the request was authenticated.
+    #[test]
+    fn the_sign_in_cookies_reach_only_the_service() {
+        let sent = req(
+            "/app",
+            &[(
+                "cookie",
+                "a=1; __Host-authflow-challenge=ch-1; __Host-authflow-csrf=c",
+            )],
+        );
+        // (`config` names a token cookie: the access cookie of browser sign-in.)
+        let browser = config(json!({}));
+        for verified_by in [Some(ProviderId::FIRST), None] {
+            assert_eq!(
+                credential_edits(&browser, &sent, verified_by),
+                vec![HeaderEdit::Set("cookie".into(), "a=1".into())]
+            );
+        }
+        let to_service = req(
+            "/v1/auth/x",
+            &[("cookie", "__Host-authflow-challenge=ch-1")],
+        );
+        assert_eq!(credential_edits(&browser, &to_service, None), vec![]);
+        let no_cookies = config(json!({"token_sources": {"headers": ["x-token"]}}));
+        assert_eq!(
+            credential_edits(&no_cookies, &sent, None),
+            vec![],
+            "no browser sign-in"
         );
     }
 
