@@ -19,6 +19,19 @@ use crate::store::{Store, StoreError, StoredKey};
 /// Extra time a retired key stays published, for clock skew between hosts.
 const RETIRED_GRACE_SECS: i64 = 60;
 
+/// The most keys the JWKS may hold: what the contract's JWKS reader (the
+/// filter's) keeps; it skips any further key.
+pub const MAX_PUBLISHED_KEYS: usize = authflow_contract::jwk::MAX_KEYS;
+
+/// Why a rotation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum RotateError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{published} signing keys are published, the most a verifier keeps: rotate again once retired keys have left the JWKS (access token lifetime + 60 s after their retirement)")]
+    TooManyKeys { published: usize },
+}
+
 /// The public half of one of the service's own keys, for checking tokens it
 /// issued (jwt-simple: signature and registered claims in one call).
 #[derive(Clone, Debug)]
@@ -235,17 +248,36 @@ impl KeyRing {
         self.keys.read().map(|g| Arc::clone(&g)).unwrap_or_default()
     }
 
-    /// Publishes a new key now; it signs from `now + lead`.
+    /// Publishes a new key now; it signs from `now + lead`. Refused while
+    /// [`MAX_PUBLISHED_KEYS`] keys are still in the JWKS (or will be): a
+    /// verifier reading the JWKS with the contract's reader keeps only that
+    /// many, in document order (oldest first), so one more would be skipped
+    /// by every filter and every token it signs refused.
     pub async fn rotate(
         &self,
         store: &dyn Store,
         alg: Algorithm,
         now: i64,
         lead_secs: i64,
-    ) -> Result<String, StoreError> {
+    ) -> Result<String, RotateError> {
+        // Another process may have rotated meanwhile: count what is stored now.
+        self.reload(store).await?;
+        let published = self
+            .snapshot()
+            .iter()
+            .filter(|k| k.retired_at.is_none_or(|r| now < self.gone_at(r)))
+            .count();
+        if published >= MAX_PUBLISHED_KEYS {
+            return Err(RotateError::TooManyKeys { published });
+        }
         let kid = add_key(store, alg, now, now + lead_secs).await?;
         self.reload(store).await?;
         Ok(kid)
+    }
+
+    /// When a key retired at `retired_at` leaves the JWKS.
+    fn gone_at(&self, retired_at: i64) -> i64 {
+        retired_at + self.access_ttl_secs + RETIRED_GRACE_SECS
     }
 
     /// Deletes the private halves of keys that no longer sign (retired at or
@@ -293,10 +325,7 @@ impl KeyRing {
     }
 
     fn published(&self, key: &LoadedKey, now: i64) -> bool {
-        key.publish_at <= now
-            && key
-                .retired_at
-                .is_none_or(|r| now < r + self.access_ttl_secs + RETIRED_GRACE_SECS)
+        key.publish_at <= now && key.retired_at.is_none_or(|r| now < self.gone_at(r))
     }
 
     /// The JWKS document and its ETag.

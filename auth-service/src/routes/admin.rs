@@ -14,7 +14,7 @@ use crate::clock::now;
 use crate::domain::Email;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Admin, Client, Json, QueryParams};
-use crate::keys::KeyInfo;
+use crate::keys::{KeyInfo, RotateError};
 use crate::sessions::feed_changed;
 use crate::state::AppState;
 use crate::store::{AuditEntry, PageCursor, PageRequest, Session, User};
@@ -356,7 +356,8 @@ pub async fn list_keys(
 
 /// Publishes a new key now; it signs after `key_publish_lead_secs`.
 #[utoipa::path(post, path = "/v1/admin/keys/rotate", tag = "admin", security(("bearer" = [])),
-    responses((status = 200, body = RotateResponse)))]
+    responses((status = 200, body = RotateResponse),
+        (status = 409, body = ErrorBody, description = "as many keys are published as a verifier keeps (32): retired ones must leave the JWKS first")))]
 pub async fn rotate_keys(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -372,7 +373,13 @@ pub async fn rotate_keys(
             now,
             lead,
         )
-        .await?;
+        .await
+        .map_err(|e| match e {
+            RotateError::TooManyKeys { .. } => ApiError::Conflict(
+                "too many signing keys are published: rotate again once retired keys have left the JWKS",
+            ),
+            RotateError::Store(e) => e.into(),
+        })?;
     audit::record(
         &state,
         Some(&client),

@@ -893,3 +893,51 @@ async fn a_key_rotated_by_another_process_is_published_within_seconds() {
         "the key {kid} the CLI published is served within 3 s"
     );
 }
+
+/// Every key the service publishes must be one a verifier keeps: the
+/// contract's JWKS reader (the filter's) keeps at most `MAX_KEYS` keys, in
+/// document order, and skips the rest. Rotations in quick succession (an
+/// admin's script retrying, or a stolen admin token) must not publish a
+/// signing key past that limit, or every token it signs is refused by every
+/// filter until the older keys expire from the JWKS.
+#[tokio::test]
+async fn rapid_rotations_never_publish_a_key_the_filter_skips() {
+    let app = spawn_app_with(|c| c.keys.publish_lead = Duration::from_secs(1)).await;
+    let admin = app.admin("root@example.com").await;
+    let mut rotated = 0;
+    for _ in 0..authflow_contract::jwk::MAX_KEYS + 4 {
+        let r = app
+            .authed(Method::POST, "/v1/admin/keys/rotate", &admin)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 409 {
+            continue;
+        }
+        assert_eq!(r.status(), 200);
+        rotated += 1;
+        let kid = r.json::<Value>().await.unwrap()["kid"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let r = app.get("/.well-known/jwks.json").await;
+        let jwks = KeySet::parse(&r.bytes().await.unwrap()).unwrap();
+        assert!(
+            jwks.has_kid(&kid),
+            "rotation {rotated}: the new signing key {kid} is skipped by the filter's JWKS reader ({} kept, {} skipped)",
+            jwks.keys.len(),
+            jwks.skipped
+        );
+    }
+    assert!(rotated > 0);
+    // Once the newest key signs, its tokens are among the keys a filter keeps.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let t = app.signin("root@example.com", PASSWORD).await;
+    let kid = header(&t.access)["kid"].as_str().unwrap().to_owned();
+    let r = app.get("/.well-known/jwks.json").await;
+    let jwks = KeySet::parse(&r.bytes().await.unwrap()).unwrap();
+    assert!(
+        jwks.has_kid(&kid),
+        "tokens signed by {kid} fail at the filter"
+    );
+}
