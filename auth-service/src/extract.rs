@@ -235,10 +235,34 @@ impl FromRequestParts<Arc<AppState>> for Admin {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let Caller(v) = Caller::from_request_parts(parts, state).await?;
-        if !v.has_role("admin") {
-            return Err(ApiError::Forbidden("the admin role is required"));
-        }
-        Ok(Self(v))
+        let refusal = match Caller::from_request_parts(parts, state).await {
+            Ok(Caller(v)) if v.has_role("admin") => return Ok(Self(v)),
+            Ok(_) => ApiError::Forbidden("the admin role is required"),
+            // A service account's token (a valid one: refused as such).
+            Err(e @ ApiError::Forbidden(_)) => e,
+            // No valid token: nobody to name, and anyone can send these.
+            Err(e) => return Err(e),
+        };
+        // A caller with a valid token knocking on an admin endpoint: audited,
+        // with who (the token's subject), from where, and what it asked for
+        // (a path is visible ASCII: hyper admits nothing else).
+        let sub = access_token(&parts.headers)
+            .and_then(|(_, token)| tokens::verify(state, token, now()).ok())
+            .map(|v| v.sub);
+        let client = Client::from_request_parts(parts, state).await?;
+        let asked: String = format!("{} {}", parts.method, parts.uri.path())
+            .chars()
+            .take(256)
+            .collect();
+        crate::audit::record(
+            state,
+            Some(&client),
+            "admin_denied",
+            &asked,
+            sub.as_deref(),
+            None,
+        )
+        .await;
+        Err(refusal)
     }
 }

@@ -941,3 +941,31 @@ async fn rapid_rotations_never_publish_a_key_the_filter_skips() {
         "tokens signed by {kid} fail at the filter"
     );
 }
+
+/// A signed-in user (or a service account) knocking on the admin API is
+/// refused and leaves a trace in the audit log: who, from where, what.
+#[tokio::test]
+async fn a_refused_admin_call_is_audited() {
+    let app = spawn_app().await;
+    let victim = app.verified_user("vic@example.com").await;
+    let mallory = app.verified_user("mallory@example.com").await;
+    let t = app.signin("mallory@example.com", PASSWORD).await;
+    let r = app
+        .authed(Method::POST, &format!("/v1/admin/users/{victim}/ban"), &t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 403).await, "insufficient_scope");
+    let log = app
+        .state
+        .store
+        .audit_log(Some(&mallory), 100)
+        .await
+        .unwrap();
+    let denied = log
+        .iter()
+        .find(|e| e.event == "admin_denied")
+        .unwrap_or_else(|| panic!("no audit row for the refused admin call: {log:?}"));
+    assert_eq!(denied.outcome, format!("POST /v1/admin/users/{victim}/ban"));
+    assert!(denied.ip.as_deref().is_some_and(|ip| !ip.is_empty()));
+}
