@@ -9,7 +9,9 @@ use authflow_auth_service::domain::password::{Hasher, Password};
 use authflow_auth_service::domain::{random_secret, Email};
 use authflow_auth_service::startup::spawn;
 use authflow_auth_service::state::{build_state, open_store};
-use authflow_auth_service::store::{Backend, PageCursor, PageRequest, StoreError, User};
+use authflow_auth_service::store::{
+    AuditEntry, Backend, PageCursor, PageRequest, Store, StoreError, User,
+};
 use authflow_auth_service::{sessions, tokens};
 use authflow_contract::claims;
 use clap::{Parser, Subcommand};
@@ -255,6 +257,14 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .rotate(state.store.as_ref(), alg, now(), lead)
                 .await
                 .map_err(|e| e.to_string())?;
+            cli_audit(
+                state.store.as_ref(),
+                "cli_rotate_keys",
+                &format!("new key {kid}"),
+                None,
+                None,
+            )
+            .await;
             println!("new key {kid} published; it signs in {lead} s (a running service picks it up within its maintenance interval)");
             Ok(())
         }
@@ -266,6 +276,14 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .renew_epoch(&old)
                 .await
                 .map_err(|e| e.to_string())?;
+            cli_audit(
+                state.store.as_ref(),
+                "cli_feed_new_epoch",
+                &format!("{old} -> {new}"),
+                None,
+                None,
+            )
+            .await;
             println!("revocation feed epoch {old} replaced by {new}: every filter takes a full list on its next poll");
             Ok(())
         }
@@ -281,6 +299,31 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
+    }
+}
+
+/// An audit row for a command that changed what the service trusts, as the
+/// admin API records its actions (`cli_…` events, no client address). A
+/// failure is reported, not fatal: the change is made already.
+async fn cli_audit(
+    store: &dyn Store,
+    event: &str,
+    outcome: &str,
+    user_id: Option<&str>,
+    email: Option<&str>,
+) {
+    let entry = AuditEntry {
+        at: now(),
+        event: event.to_owned(),
+        outcome: outcome.to_owned(),
+        user_id: user_id.map(str::to_owned),
+        email: email.map(str::to_owned),
+        ip: None,
+        user_agent: Some("authflow-auth (CLI)".to_owned()),
+        detail: None,
+    };
+    if let Err(e) = store.audit(&entry).await {
+        eprintln!("warning: the audit row for {event} was not written: {e}");
     }
 }
 
@@ -326,6 +369,14 @@ async fn create_user(
         }
         Err(e) => return Err(e.to_string()),
     }
+    cli_audit(
+        store.as_ref(),
+        "cli_user_create",
+        &format!("roles={}", roles.join(",")),
+        Some(&user.id),
+        Some(&user.email),
+    )
+    .await;
     println!(
         "{}",
         serde_json::json!({"user_id": user.id, "email": user.email, "roles": roles})
@@ -380,6 +431,14 @@ async fn mint(
     let access = tokens::issue(&state, &user, &session_id, Some(dfp), None, now)
         .await
         .map_err(|e| format!("{e:?}"))?;
+    cli_audit(
+        state.store.as_ref(),
+        "cli_token_mint",
+        &format!("session {session_id}"),
+        Some(&user.id),
+        Some(&user.email),
+    )
+    .await;
     println!(
         "{}",
         serde_json::json!({
@@ -418,6 +477,14 @@ async fn service_account(config: Config, cmd: ServiceAccountCommand) -> Result<(
             )
             .await
             .map_err(|e| format!("{e:?}"))?;
+            cli_audit(
+                state.store.as_ref(),
+                "cli_create_service_account",
+                "by the CLI",
+                Some(&client_id),
+                None,
+            )
+            .await;
             let mut out = serde_json::json!({"client_id": account.client_id, "scope": account.scope, "public_key": jwk.is_some()});
             if let Some(secret) = secret {
                 out["client_secret"] = secret.into();
@@ -432,6 +499,14 @@ async fn service_account(config: Config, cmd: ServiceAccountCommand) -> Result<(
             service_accounts::set_public_key(&state, &client_id, Some(&jwk), now)
                 .await
                 .map_err(|e| format!("{e:?}"))?;
+            cli_audit(
+                state.store.as_ref(),
+                "cli_set_service_key",
+                "by the CLI",
+                Some(&client_id),
+                None,
+            )
+            .await;
             println!(
                 "{}",
                 serde_json::json!({"client_id": client_id, "public_key": true})
@@ -441,6 +516,14 @@ async fn service_account(config: Config, cmd: ServiceAccountCommand) -> Result<(
             service_accounts::set_public_key(&state, &client_id, None, now)
                 .await
                 .map_err(|e| format!("{e:?}"))?;
+            cli_audit(
+                state.store.as_ref(),
+                "cli_remove_service_key",
+                "by the CLI",
+                Some(&client_id),
+                None,
+            )
+            .await;
             println!(
                 "{}",
                 serde_json::json!({"client_id": client_id, "public_key": false})
@@ -450,6 +533,14 @@ async fn service_account(config: Config, cmd: ServiceAccountCommand) -> Result<(
             let secret = service_accounts::rotate_secret(&state, &client_id, now)
                 .await
                 .map_err(|e| format!("{e:?}"))?;
+            cli_audit(
+                state.store.as_ref(),
+                "cli_rotate_service_secret",
+                "by the CLI",
+                Some(&client_id),
+                None,
+            )
+            .await;
             println!(
                 "{}",
                 serde_json::json!({"client_id": client_id, "client_secret": secret})
@@ -459,6 +550,14 @@ async fn service_account(config: Config, cmd: ServiceAccountCommand) -> Result<(
             service_accounts::disable(&state, &client_id, now)
                 .await
                 .map_err(|e| format!("{e:?}"))?;
+            cli_audit(
+                state.store.as_ref(),
+                "cli_disable_service_account",
+                "by the CLI",
+                Some(&client_id),
+                None,
+            )
+            .await;
             println!(
                 "{}",
                 serde_json::json!({"client_id": client_id, "disabled": true})

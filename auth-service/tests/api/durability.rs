@@ -424,3 +424,70 @@ async fn a_reset_that_fails_after_its_commit_leaves_the_old_sessions_alive() {
          but the stolen session still refreshes ({body})"
     );
 }
+
+/// What the operator does with the CLI on the database is audited like
+/// the admin API's actions: making an admin, service accounts, key rotation.
+#[tokio::test]
+async fn privileged_cli_commands_are_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let run = |args: &[&str]| {
+        let out = command(&data, None, port)
+            .env("AUTHFLOW_NEW_PASSWORD", PASSWORD)
+            .args(args)
+            .stdout(Stdio::piped())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}");
+        out
+    };
+    run(&["migrate"]);
+    let created = run(&[
+        "user",
+        "create",
+        "--email",
+        "boss@example.com",
+        "--role",
+        "admin",
+    ]);
+    let created: Value = serde_json::from_slice(&created.stdout).unwrap();
+    let boss = created["user_id"].as_str().unwrap().to_owned();
+    run(&["service-account", "create", "--client-id", "billing"]);
+    run(&["service-account", "rotate-secret", "--client-id", "billing"]);
+    run(&["service-account", "disable", "--client-id", "billing"]);
+    run(&["keys", "rotate"]);
+
+    let http = reqwest::Client::new();
+    let _server = start(&data, None, port, &http).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let (access, device) = sign_in(&http, &base, "boss@example.com").await;
+    let log: Vec<Value> = http
+        .get(format!("{base}/v1/admin/audit?limit=1000"))
+        .bearer_auth(&access)
+        .header("x-authflow-device", &device)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let has = |event: &str, user: Option<&str>| {
+        log.iter()
+            .any(|e| e["event"] == event && user.is_none_or(|u| e["user_id"] == u))
+    };
+    assert!(has("cli_user_create", Some(&boss)), "{log:#?}");
+    assert!(
+        has("cli_create_service_account", Some("billing")),
+        "{log:#?}"
+    );
+    assert!(
+        has("cli_rotate_service_secret", Some("billing")),
+        "{log:#?}"
+    );
+    assert!(
+        has("cli_disable_service_account", Some("billing")),
+        "{log:#?}"
+    );
+    assert!(has("cli_rotate_keys", None), "{log:#?}");
+}
