@@ -35,21 +35,29 @@ use crate::state::AppState;
 pub fn router(state: Arc<AppState>) -> Router {
     let (router, doc) = documented_routes(state.config.server.dev_endpoints).split_for_parts();
     let doc = ServedDocument(Arc::new(openapi::with_openapi_path_templates(doc)));
-    router
+    let routes = router
         .layer(Extension(doc))
         // The browser pages: HTML, not the API, so outside the OpenAPI document.
-        .merge(crate::web::routes())
+        .merge(crate::web::routes());
+    with_shared_layers(routes, state)
+}
+
+/// The 404 / 405 answers and the shared layers around `routes`: body limit,
+/// the response counters (outside the panic guard, so a caught panic's 500
+/// is counted as a server error), the panic guard, the response headers.
+pub fn with_shared_layers(routes: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.server.body_limit_bytes))
-        .layer(middleware::from_fn_with_state(
-            Arc::clone(&state),
-            count_responses,
-        ))
         .layer(CatchPanicLayer::custom(
             |_panic: Box<dyn std::any::Any + Send>| {
                 ApiError::Internal("handler panicked".into()).into_response()
             },
+        ))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            count_responses,
         ))
         .layer(middleware::map_response(response_headers))
         .with_state(state)

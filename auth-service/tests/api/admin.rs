@@ -969,3 +969,46 @@ async fn a_refused_admin_call_is_audited() {
     assert_eq!(denied.outcome, format!("POST /v1/admin/users/{victim}/ban"));
     assert!(denied.ip.as_deref().is_some_and(|ip| !ip.is_empty()));
 }
+
+/// A handler that panics is answered 500 by the panic guard, and that 500
+/// is counted like any other: in the requests and the server errors.
+#[tokio::test]
+async fn a_caught_panic_is_counted_as_a_server_error() {
+    use std::sync::atomic::Ordering;
+    use tower::ServiceExt;
+
+    let app = spawn_app().await;
+    let routes = axum::Router::new().route(
+        "/boom",
+        axum::routing::get(|| async {
+            if true {
+                panic!("boom");
+            }
+        }),
+    );
+    let service = authflow_auth_service::routes::with_shared_layers(
+        routes,
+        std::sync::Arc::clone(&app.state),
+    );
+    let metrics = &app.state.metrics;
+    let (requests, errors) = (
+        metrics.http_requests.load(Ordering::Relaxed),
+        metrics.http_server_errors.load(Ordering::Relaxed),
+    );
+    let r = service
+        .oneshot(
+            axum::http::Request::get("/boom")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(
+        metrics.http_server_errors.load(Ordering::Relaxed),
+        errors + 1,
+        "the panic's 500 is not in authflow_http_server_errors_total"
+    );
+    assert_eq!(metrics.http_requests.load(Ordering::Relaxed), requests + 1);
+}
