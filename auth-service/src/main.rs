@@ -481,7 +481,7 @@ async fn service_account(config: Config, cmd: ServiceAccountCommand) -> Result<(
                 state.store.as_ref(),
                 "cli_create_service_account",
                 "by the CLI",
-                Some(&client_id),
+                Some(&claims::service_subject(&client_id)),
                 None,
             )
             .await;
@@ -503,7 +503,7 @@ async fn service_account(config: Config, cmd: ServiceAccountCommand) -> Result<(
                 state.store.as_ref(),
                 "cli_set_service_key",
                 "by the CLI",
-                Some(&client_id),
+                Some(&claims::service_subject(&client_id)),
                 None,
             )
             .await;
@@ -520,7 +520,7 @@ async fn service_account(config: Config, cmd: ServiceAccountCommand) -> Result<(
                 state.store.as_ref(),
                 "cli_remove_service_key",
                 "by the CLI",
-                Some(&client_id),
+                Some(&claims::service_subject(&client_id)),
                 None,
             )
             .await;
@@ -537,7 +537,7 @@ async fn service_account(config: Config, cmd: ServiceAccountCommand) -> Result<(
                 state.store.as_ref(),
                 "cli_rotate_service_secret",
                 "by the CLI",
-                Some(&client_id),
+                Some(&claims::service_subject(&client_id)),
                 None,
             )
             .await;
@@ -554,7 +554,7 @@ async fn service_account(config: Config, cmd: ServiceAccountCommand) -> Result<(
                 state.store.as_ref(),
                 "cli_disable_service_account",
                 "by the CLI",
-                Some(&client_id),
+                Some(&claims::service_subject(&client_id)),
                 None,
             )
             .await;

@@ -83,6 +83,13 @@ pub async fn token(
     if form.grant_type != CLIENT_CREDENTIALS {
         return Err(ApiError::UnsupportedGrantType);
     }
+    // Whom a refusal is audited under: the client the request names.
+    let claimed = claimed_client_id(
+        &client.headers,
+        form.client_id.as_deref(),
+        form.client_assertion.as_deref(),
+    );
+    let claimed = claimed.as_deref();
     let (account, assertion) = match authenticate_client(
         &state,
         &client,
@@ -94,7 +101,7 @@ pub async fn token(
     .await
     {
         Ok(a) => a,
-        Err(e) => return Err(client_refused(&state, &client, e).await),
+        Err(e) => return Err(client_refused(&state, &client, claimed, e).await),
     };
     let now = now();
     // Checked without writing anything: the proof is recorded only once
@@ -107,7 +114,7 @@ pub async fn token(
         // that its account is still live, with the same key.
         Err(e) => match &assertion {
             Some(unspent) if unspent.was_spent(&state).await? => {
-                return Err(client_refused(&state, &client, ApiError::InvalidClient).await)
+                return Err(client_refused(&state, &client, claimed, ApiError::InvalidClient).await)
             }
             _ => return Err(e),
         },
@@ -116,7 +123,7 @@ pub async fn token(
     // nothing of its account (its scopes).
     if let Some(assertion) = assertion {
         if let Err(e) = assertion.spend(&state).await {
-            return Err(client_refused(&state, &client, e).await);
+            return Err(client_refused(&state, &client, claimed, e).await);
         }
     }
     let scope =
@@ -154,8 +161,32 @@ pub async fn token(
     Ok(response)
 }
 
-/// A failed client authentication, audited.
-async fn client_refused(state: &AppState, client: &Client, e: ApiError) -> ApiError {
+/// The client id a token request names (HTTP Basic, the form, or the
+/// assertion's `sub`), when it is one a service account could have: for the
+/// audit only, nothing is trusted from it.
+fn claimed_client_id(
+    headers: &HeaderMap,
+    id: Option<&str>,
+    assertion: Option<&str>,
+) -> Option<String> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(basic_credentials)
+        .map(|(id, _)| id)
+        .or_else(|| id.map(str::to_owned))
+        .or_else(|| assertion.and_then(crate::client_assertion::claimed_client))
+        .filter(|id| crate::service_accounts::valid_client_id(id))
+}
+
+/// A failed client authentication, audited under the service subject of
+/// the client it named (`svc:<client_id>`, as a granted token is).
+async fn client_refused(
+    state: &AppState,
+    client: &Client,
+    claimed: Option<&str>,
+    e: ApiError,
+) -> ApiError {
     let outcome = if matches!(e, ApiError::TooManyRequests { .. }) {
         "throttled"
     } else {
@@ -166,7 +197,9 @@ async fn client_refused(state: &AppState, client: &Client, e: ApiError) -> ApiEr
         Some(client),
         "client_credentials",
         outcome,
-        None,
+        claimed
+            .map(authflow_contract::claims::service_subject)
+            .as_deref(),
         None,
     )
     .await;

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use authflow_contract::claims::service_subject;
+
 use crate::audit;
 use crate::clock::now;
 use crate::error::{ApiResult, ErrorBody};
@@ -91,7 +93,7 @@ pub async fn create(
         Some(&client),
         "admin_create_service_account",
         &format!("by {}", admin.sub),
-        Some(&account.client_id),
+        Some(&service_subject(&account.client_id)),
         None,
     )
     .await;
@@ -124,7 +126,7 @@ pub async fn rotate_secret(
         Some(&client),
         "admin_rotate_service_secret",
         &format!("by {}", admin.sub),
-        Some(&client_id),
+        Some(&service_subject(&client_id)),
         None,
     )
     .await;
@@ -151,7 +153,7 @@ pub async fn set_key(
         Some(&client),
         "admin_set_service_key",
         &format!("by {}", admin.sub),
-        Some(&client_id),
+        Some(&service_subject(&client_id)),
         None,
     )
     .await;
@@ -176,7 +178,7 @@ pub async fn remove_key(
         Some(&client),
         "admin_remove_service_key",
         &format!("by {}", admin.sub),
-        Some(&client_id),
+        Some(&service_subject(&client_id)),
         None,
     )
     .await;
@@ -201,7 +203,7 @@ pub async fn disable(
         Some(&client),
         "admin_disable_service_account",
         &format!("by {}", admin.sub),
-        Some(&client_id),
+        Some(&service_subject(&client_id)),
         None,
     )
     .await;

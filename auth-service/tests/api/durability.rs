@@ -478,15 +478,15 @@ async fn privileged_cli_commands_are_audited() {
     };
     assert!(has("cli_user_create", Some(&boss)), "{log:#?}");
     assert!(
-        has("cli_create_service_account", Some("billing")),
+        has("cli_create_service_account", Some("svc:billing")),
         "{log:#?}"
     );
     assert!(
-        has("cli_rotate_service_secret", Some("billing")),
+        has("cli_rotate_service_secret", Some("svc:billing")),
         "{log:#?}"
     );
     assert!(
-        has("cli_disable_service_account", Some("billing")),
+        has("cli_disable_service_account", Some("svc:billing")),
         "{log:#?}"
     );
     assert!(has("cli_rotate_keys", None), "{log:#?}");

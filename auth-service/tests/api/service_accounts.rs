@@ -1148,3 +1148,40 @@ async fn a_disable_kills_every_token_its_account_was_issued() {
         );
     }
 }
+
+/// A refused client authentication is audited under the client it named,
+/// as a granted token is (`svc:<client_id>`): an attack on one account's
+/// secret shows in that account's audit trail.
+#[tokio::test]
+async fn a_refused_client_is_audited_under_the_client_it_named() {
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    app.create_service_account(&admin, "reports", &["read"])
+        .await;
+    let grant = [("grant_type", "client_credentials")];
+    let r = app.client_token("reports", "wrong", &grant).await;
+    assert_eq!(error_code(r, 401).await, "invalid_client");
+    let r = app
+        .http
+        .post(app.url(TOKEN))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "reports"),
+            ("client_secret", "wrong too"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 401).await, "invalid_client");
+    let log = app
+        .state
+        .store
+        .audit_log(Some("svc:reports"), 100)
+        .await
+        .unwrap();
+    let refused = log
+        .iter()
+        .filter(|e| e.event == "client_credentials" && e.outcome == "invalid_client")
+        .count();
+    assert_eq!(refused, 2, "{log:?}");
+}
