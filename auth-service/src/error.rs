@@ -213,6 +213,14 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
+            // PostgreSQL's text cannot hold NUL (SQLSTATE 22021): a value
+            // sent with one (JSON `\u0000`, `%00`) can match no id or token
+            // this service wrote. The client's input, not the service's fault.
+            StoreError::Database(sqlx::Error::Database(ref db))
+                if db.code().as_deref() == Some(CHARACTER_NOT_IN_REPERTOIRE) =>
+            {
+                Self::BadRequest("a value contains a NUL character".into())
+            }
             StoreError::Conflict(what) => {
                 Self::Internal(format!("unexpected conflict: {what} is taken"))
             }
@@ -225,6 +233,9 @@ impl From<StoreError> for ApiError {
         }
     }
 }
+
+/// PostgreSQL's SQLSTATE for text it cannot store (a NUL character).
+const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
 
 pub type ApiResult<T> = Result<T, ApiError>;
 

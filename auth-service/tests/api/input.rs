@@ -180,3 +180,63 @@ async fn malformed_bodies_are_4xx_with_the_error_shape() {
         "{metrics}"
     );
 }
+
+/// A NUL character (JSON `\u0000`, or `%00` in a path or query) in an id or
+/// token is a string PostgreSQL's TEXT cannot hold: it must get the same 4xx
+/// as any other unknown id, not a 500 (a database error) the client can
+/// cause at will.
+#[tokio::test]
+async fn a_nul_in_an_id_or_token_is_no_server_error() {
+    use reqwest::Method;
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    let nul_json = |field: &str| format!("{{\"{field}\":\"a\\u0000b\",\"code\":\"123456\"}}");
+    let mut statuses = Vec::new();
+    for (path, body) in [
+        ("/v1/auth/signin/verify", nul_json("challenge_id")),
+        (
+            "/v1/auth/refresh",
+            "{\"refresh_token\":\"a\\u0000b\"}".to_owned(),
+        ),
+        (
+            "/v1/auth/verify-email",
+            "{\"token\":\"a\\u0000b\"}".to_owned(),
+        ),
+        (
+            "/v1/auth/password/reset",
+            "{\"token\":\"a\\u0000b\",\"password\":\"correct horse battery staple\"}".to_owned(),
+        ),
+    ] {
+        let r = raw(&app, path, Some("application/json"), body.into_bytes()).await;
+        statuses.push((path.to_owned(), r.status().as_u16()));
+    }
+    for (method, path, body) in [
+        (Method::GET, "/v1/admin/users/a%00b/sessions", None),
+        (Method::POST, "/v1/admin/users/a%00b/ban", None),
+        (Method::GET, "/v1/admin/audit?user_id=a%00b", None),
+        (
+            Method::POST,
+            "/v1/admin/tokens/revoke",
+            Some(serde_json::json!({"jti": "a\u{0}b"})),
+        ),
+        (
+            Method::POST,
+            "/v1/admin/service-accounts/a%00b/secret",
+            None,
+        ),
+    ] {
+        let mut req = app.authed(method, path, &admin);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap();
+        statuses.push((path.to_owned(), r.status().as_u16()));
+    }
+    let r = app.get("/v1/revocations?since=a%00b").await;
+    statuses.push(("/v1/revocations".to_owned(), r.status().as_u16()));
+    let server_errors: Vec<_> = statuses.iter().filter(|(_, s)| *s >= 500).collect();
+    assert!(
+        server_errors.is_empty(),
+        "{server_errors:?} (all: {statuses:?})"
+    );
+}
