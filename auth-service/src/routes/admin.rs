@@ -227,7 +227,7 @@ async fn existing_user(state: &AppState, user_id: &str) -> ApiResult<User> {
 /// subject entry killing every token issued up to now, this second included.
 #[utoipa::path(post, path = "/v1/admin/users/{user_id}/ban", tag = "admin", security(("bearer" = [])),
     params(("user_id" = String, Path)),
-    responses((status = 200, body = BanResponse), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = BanResponse), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn ban(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -256,7 +256,7 @@ pub async fn ban(
 
 #[utoipa::path(delete, path = "/v1/admin/users/{user_id}/ban", tag = "admin", security(("bearer" = [])),
     params(("user_id" = String, Path)),
-    responses((status = 200, body = BanResponse), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = BanResponse), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn unban(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -283,7 +283,7 @@ pub async fn unban(
 #[utoipa::path(get, path = "/v1/admin/users/{user_id}/sessions", tag = "admin", security(("bearer" = [])),
     params(("user_id" = String, Path), SessionQuery),
     responses((status = 200, body = Vec<SessionView>, description = "a page of sessions, newest first; `Link: <…>; rel=\"next\"` when more follow"),
-        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn sessions(
     State(state): State<Arc<AppState>>,
     _admin: Admin,
@@ -311,7 +311,7 @@ pub async fn sessions(
 /// verifiers may still accept within their clock skew; the feed entry lives
 /// until the token's own expiry plus the retention margin.
 #[utoipa::path(post, path = "/v1/admin/tokens/revoke", tag = "admin", request_body = RevokeTokenRequest, security(("bearer" = [])),
-    responses((status = 200, body = RevokeTokenResponse), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = RevokeTokenResponse), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn revoke_token(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -346,7 +346,7 @@ pub async fn revoke_token(
 }
 
 #[utoipa::path(get, path = "/v1/admin/keys", tag = "admin", security(("bearer" = [])),
-    responses((status = 200, description = "every stored signing key (public metadata only)")))]
+    responses((status = 200, description = "every stored signing key (public metadata only)"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn list_keys(
     State(state): State<Arc<AppState>>,
     _admin: Admin,
@@ -357,7 +357,7 @@ pub async fn list_keys(
 /// Publishes a new key now; it signs after `key_publish_lead_secs`.
 #[utoipa::path(post, path = "/v1/admin/keys/rotate", tag = "admin", security(("bearer" = [])),
     responses((status = 200, body = RotateResponse),
-        (status = 409, body = ErrorBody, description = "as many keys are published as a verifier keeps (32): retired ones must leave the JWKS first")))]
+        (status = 409, body = ErrorBody, description = "as many keys are published as a verifier keeps (32): retired ones must leave the JWKS first"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn rotate_keys(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -397,7 +397,7 @@ pub async fn rotate_keys(
 }
 
 #[utoipa::path(get, path = "/v1/admin/audit", tag = "admin", params(AuditQuery), security(("bearer" = [])),
-    responses((status = 200, description = "newest audit entries first")))]
+    responses((status = 200, description = "newest audit entries first"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn audit_log(
     State(state): State<Arc<AppState>>,
     _admin: Admin,

@@ -1208,7 +1208,7 @@ async fn notify(state: &AppState, user: &User, subject: &str, body: &str) {
 /// proof, so an access token alone cannot take over the second factor.
 #[utoipa::path(post, path = "/v1/auth/totp/enroll", tag = "auth", request_body = FactorProof, security(("bearer" = [])),
     responses((status = 200, body = TotpEnrollment), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-              (status = 429, body = ErrorBody)))]
+              (status = 429, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn totp_enroll(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -1267,7 +1267,7 @@ pub async fn begin_totp_enrollment(
 }
 
 #[utoipa::path(post, path = "/v1/auth/totp/confirm", tag = "auth", request_body = CodeRequest, security(("bearer" = [])),
-    responses((status = 200, body = StatusResponse), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = StatusResponse), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn totp_confirm(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -1328,7 +1328,7 @@ pub async fn confirm_totp_enrollment(
 /// a fresh proof and mails the owner.
 #[utoipa::path(post, path = "/v1/auth/totp/remove", tag = "auth", request_body = FactorProof, security(("bearer" = [])),
     responses((status = 200, body = StatusResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-              (status = 409, body = ErrorBody), (status = 429, body = ErrorBody)))]
+              (status = 409, body = ErrorBody), (status = 429, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn totp_remove(
     State(state): State<Arc<AppState>>,
     client: Client,

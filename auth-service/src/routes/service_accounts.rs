@@ -72,7 +72,7 @@ pub struct DisabledServiceAccount {
 }
 
 #[utoipa::path(post, path = "/v1/admin/service-accounts", tag = "admin", request_body = CreateServiceAccount, security(("bearer" = [])),
-    responses((status = 201, body = ServiceAccountSecret), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 201, body = ServiceAccountSecret), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -107,7 +107,7 @@ pub async fn create(
 
 #[utoipa::path(post, path = "/v1/admin/service-accounts/{client_id}/secret", tag = "admin", security(("bearer" = [])),
     params(("client_id" = String, Path)),
-    responses((status = 200, body = ServiceAccountSecret), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = ServiceAccountSecret), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn rotate_secret(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -139,7 +139,7 @@ pub async fn rotate_secret(
 
 #[utoipa::path(put, path = "/v1/admin/service-accounts/{client_id}/key", tag = "admin", request_body = PublicKeyRequest, security(("bearer" = [])),
     params(("client_id" = String, Path)),
-    responses((status = 200, body = ServiceAccountKey), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = ServiceAccountKey), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn set_key(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -165,7 +165,7 @@ pub async fn set_key(
 
 #[utoipa::path(delete, path = "/v1/admin/service-accounts/{client_id}/key", tag = "admin", security(("bearer" = [])),
     params(("client_id" = String, Path)),
-    responses((status = 200, body = ServiceAccountKey), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = ServiceAccountKey), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn remove_key(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -190,7 +190,7 @@ pub async fn remove_key(
 
 #[utoipa::path(post, path = "/v1/admin/service-accounts/{client_id}/disable", tag = "admin", security(("bearer" = [])),
     params(("client_id" = String, Path)),
-    responses((status = 200, body = DisabledServiceAccount), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = DisabledServiceAccount), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn disable(
     State(state): State<Arc<AppState>>,
     client: Client,

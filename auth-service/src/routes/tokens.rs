@@ -103,7 +103,7 @@ pub async fn refresh(
 }
 
 #[utoipa::path(post, path = "/v1/auth/logout", tag = "tokens", security(("bearer" = [])),
-    responses((status = 200, body = LogoutResponse), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = LogoutResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn logout(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -125,7 +125,7 @@ pub async fn logout(
 }
 
 #[utoipa::path(post, path = "/v1/auth/logout-all", tag = "tokens", security(("bearer" = [])),
-    responses((status = 200, body = LogoutResponse), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = LogoutResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn logout_all(
     State(state): State<Arc<AppState>>,
     client: Client,

@@ -168,3 +168,32 @@ async fn the_token_endpoints_document_dpop() {
         assert!(description.contains("`DPoP`"), "{schema}: {description}");
     }
 }
+
+/// Every operation behind the bearer scheme documents the refusals every
+/// such caller can get: 401 (no or a bad token) and 403 (a token without
+/// the right, or a service account's on the user endpoints).
+#[tokio::test]
+async fn bearer_operations_document_401_and_403() {
+    let app = spawn_app().await;
+    let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let mut missing = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if path.starts_with("/v1/ext-authz") {
+                continue; // 200 or 401 only: the filter's comparison
+            }
+            let bearer = op["security"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|r| r.get("bearer").is_some()));
+            if !bearer {
+                continue;
+            }
+            for status in ["401", "403"] {
+                if !op["responses"][status].is_object() {
+                    missing.push(format!("{method} {path}: {status}"));
+                }
+            }
+        }
+    }
+    assert!(missing.is_empty(), "undocumented refusals: {missing:#?}");
+}
