@@ -334,7 +334,7 @@ pub async fn revoke_token(
         &state,
         Some(&client),
         "admin_revoke_token",
-        &format!("by {}", admin.sub),
+        &format!("by {}: jti {}", admin.sub, token.jti),
         Some(&token.user_id),
         None,
     )
@@ -384,7 +384,7 @@ pub async fn rotate_keys(
         &state,
         Some(&client),
         "admin_rotate_keys",
-        &format!("by {}", admin.sub),
+        &format!("by {}: new key {kid}", admin.sub),
         None,
         None,
     )

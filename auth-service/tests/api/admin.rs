@@ -1012,3 +1012,39 @@ async fn a_caught_panic_is_counted_as_a_server_error() {
     );
     assert_eq!(metrics.http_requests.load(Ordering::Relaxed), requests + 1);
 }
+
+/// The audit says what an admin acted on, not only that it acted: the
+/// revoked token's `jti` (a user has many tokens) and the new key's `kid`.
+#[tokio::test]
+async fn admin_audit_rows_name_the_token_and_the_key() {
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    let user_id = app.verified_user("ned@example.com").await;
+    let t = app.signin("ned@example.com", PASSWORD).await;
+    let jti = claims(&t.access)["jti"].as_str().unwrap().to_owned();
+    let r = app
+        .authed(Method::POST, "/v1/admin/tokens/revoke", &admin)
+        .json(&json!({"jti": jti}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = app
+        .authed(Method::POST, "/v1/admin/keys/rotate", &admin)
+        .send()
+        .await
+        .unwrap();
+    let kid = r.json::<Value>().await.unwrap()["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let log = app.state.store.audit_log(None, 100).await.unwrap();
+    let revoked = log
+        .iter()
+        .find(|e| e.event == "admin_revoke_token")
+        .unwrap();
+    assert_eq!(revoked.user_id.as_deref(), Some(user_id.as_str()));
+    assert!(revoked.outcome.contains(&jti), "{revoked:?}");
+    let rotated = log.iter().find(|e| e.event == "admin_rotate_keys").unwrap();
+    assert!(rotated.outcome.contains(&kid), "{rotated:?}");
+}
