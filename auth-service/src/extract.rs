@@ -238,17 +238,20 @@ impl FromRequestParts<Arc<AppState>> for Admin {
         let refusal = match Caller::from_request_parts(parts, state).await {
             Ok(Caller(v)) if v.has_role("admin") => return Ok(Self(v)),
             Ok(_) => ApiError::Forbidden("the admin role is required"),
-            // A service account's token (a valid one: refused as such).
-            Err(e @ ApiError::Forbidden(_)) => e,
-            // No valid token: nobody to name, and anyone can send these.
-            Err(e) => return Err(e),
+            Err(e) => e,
         };
-        // A caller with a valid token knocking on an admin endpoint: audited,
-        // with who (the token's subject), from where, and what it asked for
-        // (a path is visible ASCII: hyper admits nothing else).
-        let sub = access_token(&parts.headers)
+        // A token of ours that verifies, refused here: without the admin role,
+        // a service account's, or an admin's token from another device or
+        // without its DPoP proof (a stolen one?). Audited with who (the
+        // token's subject), from where and what it asked for (a path is
+        // visible ASCII: hyper admits nothing else). No valid token: nobody
+        // to name, and anyone can send those.
+        let Some(sub) = access_token(&parts.headers)
             .and_then(|(_, token)| tokens::verify(state, token, now()).ok())
-            .map(|v| v.sub);
+            .map(|v| v.sub)
+        else {
+            return Err(refusal);
+        };
         let client = Client::from_request_parts(parts, state).await?;
         let asked: String = format!("{} {}", parts.method, parts.uri.path())
             .chars()
@@ -259,7 +262,7 @@ impl FromRequestParts<Arc<AppState>> for Admin {
             Some(&client),
             "admin_denied",
             &asked,
-            sub.as_deref(),
+            Some(&sub),
             None,
         )
         .await;

@@ -1048,3 +1048,35 @@ async fn admin_audit_rows_name_the_token_and_the_key() {
     let rotated = log.iter().find(|e| e.event == "admin_rotate_keys").unwrap();
     assert!(rotated.outcome.contains(&kid), "{rotated:?}");
 }
+
+/// An admin's token presented from another device (copied off the admin's
+/// machine) is refused, and the attempt is audited under the admin.
+#[tokio::test]
+async fn an_admin_token_from_another_device_is_refused_and_audited() {
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    let admin_id = claims(&admin.access)["sub"].as_str().unwrap().to_owned();
+    let stolen = Tokens {
+        access: admin.access.clone(),
+        refresh: String::new(),
+        device: "a device secret the thief made up".into(),
+        session: admin.session.clone(),
+    };
+    let r = app
+        .authed(Method::GET, "/v1/admin/users", &stolen)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 401).await, "invalid_token");
+    let log = app
+        .state
+        .store
+        .audit_log(Some(&admin_id), 100)
+        .await
+        .unwrap();
+    assert!(
+        log.iter()
+            .any(|e| e.event == "admin_denied" && e.outcome == "GET /v1/admin/users"),
+        "{log:?}"
+    );
+}
