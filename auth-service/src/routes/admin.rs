@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -13,7 +13,7 @@ use crate::audit;
 use crate::clock::now;
 use crate::domain::Email;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{Admin, Client, Json, QueryParams};
+use crate::extract::{Admin, Client, Json, PathParam, QueryParams};
 use crate::keys::{KeyInfo, RotateError};
 use crate::sessions::feed_changed;
 use crate::state::AppState;
@@ -232,7 +232,7 @@ pub async fn ban(
     State(state): State<Arc<AppState>>,
     client: Client,
     Admin(admin): Admin,
-    Path(user_id): Path<String>,
+    PathParam(user_id): PathParam<String>,
 ) -> ApiResult<axum::Json<BanResponse>> {
     let user = existing_user(&state, &user_id).await?;
     let now = now();
@@ -261,7 +261,7 @@ pub async fn unban(
     State(state): State<Arc<AppState>>,
     client: Client,
     Admin(admin): Admin,
-    Path(user_id): Path<String>,
+    PathParam(user_id): PathParam<String>,
 ) -> ApiResult<axum::Json<BanResponse>> {
     let user = existing_user(&state, &user_id).await?;
     state.store.unban_user(&user.id).await?;
@@ -287,7 +287,7 @@ pub async fn unban(
 pub async fn sessions(
     State(state): State<Arc<AppState>>,
     _admin: Admin,
-    Path(user_id): Path<String>,
+    PathParam(user_id): PathParam<String>,
     QueryParams(q): QueryParams<SessionQuery>,
 ) -> ApiResult<Response> {
     let page = page_request(q.limit, q.after.as_deref())?;

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -14,7 +14,7 @@ use authflow_contract::claims::service_subject;
 use crate::audit;
 use crate::clock::now;
 use crate::error::{ApiResult, ErrorBody};
-use crate::extract::{Admin, Client, Json};
+use crate::extract::{Admin, Client, Json, PathParam};
 use crate::service_accounts;
 use crate::state::AppState;
 
@@ -112,7 +112,7 @@ pub async fn rotate_secret(
     State(state): State<Arc<AppState>>,
     client: Client,
     Admin(admin): Admin,
-    Path(client_id): Path<String>,
+    PathParam(client_id): PathParam<String>,
 ) -> ApiResult<axum::Json<ServiceAccountSecret>> {
     let secret = service_accounts::rotate_secret(&state, &client_id, now()).await?;
     let scope = state
@@ -144,7 +144,7 @@ pub async fn set_key(
     State(state): State<Arc<AppState>>,
     client: Client,
     Admin(admin): Admin,
-    Path(client_id): Path<String>,
+    PathParam(client_id): PathParam<String>,
     Json(req): Json<PublicKeyRequest>,
 ) -> ApiResult<axum::Json<ServiceAccountKey>> {
     service_accounts::set_public_key(&state, &client_id, Some(&req.jwk), now()).await?;
@@ -170,7 +170,7 @@ pub async fn remove_key(
     State(state): State<Arc<AppState>>,
     client: Client,
     Admin(admin): Admin,
-    Path(client_id): Path<String>,
+    PathParam(client_id): PathParam<String>,
 ) -> ApiResult<axum::Json<ServiceAccountKey>> {
     service_accounts::set_public_key(&state, &client_id, None, now()).await?;
     audit::record(
@@ -195,7 +195,7 @@ pub async fn disable(
     State(state): State<Arc<AppState>>,
     client: Client,
     Admin(admin): Admin,
-    Path(client_id): Path<String>,
+    PathParam(client_id): PathParam<String>,
 ) -> ApiResult<axum::Json<DisabledServiceAccount>> {
     service_accounts::disable(&state, &client_id, now()).await?;
     audit::record(

@@ -240,3 +240,25 @@ async fn a_nul_in_an_id_or_token_is_no_server_error() {
         "{server_errors:?} (all: {statuses:?})"
     );
 }
+
+/// A path segment that does not decode to UTF-8 gets the one error shape
+/// (JSON `{error, error_description}`), as every other bad input does.
+#[tokio::test]
+async fn an_undecodable_path_segment_gets_the_error_shape() {
+    use reqwest::Method;
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    for (method, path) in [
+        (Method::GET, "/v1/admin/users/%FF/sessions"),
+        (Method::POST, "/v1/admin/users/%FF/ban"),
+        (Method::POST, "/v1/admin/service-accounts/%FF/disable"),
+    ] {
+        let r = app.authed(method, path, &admin).send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        let body: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("{path}: {status} {text:?} is not the JSON error shape"));
+        assert_eq!(status, 400, "{path}");
+        assert_eq!(body["error"], "invalid_request", "{path}: {body}");
+    }
+}
