@@ -334,6 +334,30 @@ mod tests {
         assert_eq!(client_address(&h, Some(peer), 2), "203.0.113.9");
     }
 
+    /// A dual-stack listener (`listen = "[::]:…"`) sees an IPv4 peer as
+    /// `::ffff:a.b.c.d`: the `client-ip-prefix` binding must still tell two
+    /// IPv4 networks apart, and agree with the filter (Envoy reports such a
+    /// peer as plain IPv4).
+    #[test]
+    fn ipv4_mapped_peers_fingerprint_as_their_ipv4_network() {
+        let attrs = [DeviceAttribute::ClientIpPrefix];
+        let dfp = |peer: &str| {
+            fingerprint(
+                &attrs,
+                0,
+                "s",
+                &HeaderMap::new(),
+                Some(peer.parse().unwrap()),
+            )
+        };
+        assert_ne!(
+            dfp("[::ffff:203.0.113.5]:5000"),
+            dfp("[::ffff:198.51.100.9]:5000"),
+            "a token bound to one IPv4 network must not work from another"
+        );
+        assert_eq!(dfp("[::ffff:203.0.113.5]:5000"), dfp("203.0.113.77:5000"));
+    }
+
     /// A line with bytes that are not visible ASCII, or padded past any
     /// length, still yields the entries appended after it; a missing entry is
     /// an unknown client (empty), never the peer (the proxy).

@@ -195,8 +195,17 @@ pub fn client_ip_prefix(address: &str) -> String {
         .unwrap_or_default()
 }
 
-/// [`client_ip_prefix`] of an address already parsed.
+/// [`client_ip_prefix`] of an address already parsed. An IPv4-mapped IPv6
+/// address (`::ffff:a.b.c.d`, what a dual-stack socket reports for an IPv4
+/// peer) is its IPv4 address: its first three groups are `0:0:0` for every
+/// IPv4 client, which would put the whole IPv4 Internet in one "network".
 pub fn ip_prefix(ip: std::net::IpAddr) -> String {
+    let ip = match ip {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+        v4 => v4,
+    };
     match ip {
         std::net::IpAddr::V4(v4) => {
             let [a, b, c, _] = v4.octets();
@@ -351,6 +360,32 @@ mod tests {
         assert_eq!(client_ip_prefix("203.0.113.77"), "203.0.113.0/24");
         assert_eq!(client_ip_prefix("[2001:db8:1:2::5]:443"), "2001:db8:1::/48");
         assert_eq!(client_ip_prefix("garbage"), "");
+    }
+
+    /// Finding: an IPv4-mapped IPv6 address (a dual-stack listener's view of
+    /// an IPv4 peer, or an entry a dual-stack proxy wrote into
+    /// `x-forwarded-for`) was cut to its first three groups, `0:0:0::/48`, the
+    /// same for every IPv4 client: a token bound to `client-ip-prefix` then
+    /// worked from any IPv4 network, and did not match the same client seen
+    /// as plain IPv4 (Envoy reports mapped peers as IPv4).
+    #[test]
+    fn ipv4_mapped_addresses_are_their_ipv4_network() {
+        assert_eq!(client_ip_prefix("::ffff:203.0.113.77"), "203.0.113.0/24");
+        assert_eq!(
+            client_ip_prefix("[::ffff:203.0.113.77]:5555"),
+            client_ip_prefix("203.0.113.77:5555")
+        );
+        assert_ne!(
+            client_ip_prefix("::ffff:203.0.113.77"),
+            client_ip_prefix("::ffff:198.51.100.1"),
+            "two IPv4 networks are not one"
+        );
+        // Not mapped: IPv4-compatible (deprecated) and ordinary IPv6 stay /48.
+        assert_eq!(client_ip_prefix("::1.2.3.4"), "0:0:0::/48");
+        assert_eq!(
+            client_ip_prefix("2001:db8:1::ffff:1.2.3.4"),
+            "2001:db8:1::/48"
+        );
     }
 
     #[test]

@@ -142,6 +142,22 @@ mod tests {
         );
     }
 
+    /// A dual-stack proxy writes an IPv4 client as `::ffff:a.b.c.d`: a token
+    /// bound to one IPv4 network must not pass from another through it.
+    #[test]
+    fn ipv4_mapped_entries_bind_to_their_ipv4_network() {
+        let config = binding(1);
+        let req = request("::ffff:203.0.113.77", "10.0.0.9:4000");
+        assert_eq!(
+            check(&config.device, &token_for("::ffff:198.51.100.1"), &req),
+            DeviceCheck::Mismatch
+        );
+        assert_eq!(
+            check(&config.device, &token_for("203.0.113.5"), &req),
+            DeviceCheck::Match
+        );
+    }
+
     /// Finding: the filter read only the first `x-forwarded-for` line while
     /// the service (which computed the fingerprint) reads them all as one
     /// list. A client that sends its own line, to which the trusted proxy's
