@@ -224,10 +224,12 @@ pub fn verify(state: &AppState, token: &str, now: i64) -> Result<Verified, &'sta
 /// The device secret a request carries: the header, else the cookie.
 pub fn device_secret(headers: &HeaderMap) -> Option<String> {
     // The contract's rule, as the filter applies it: every copy of the header, then every cookie header.
+    // Each copy as the filter reads it (UTF-8, else U+FFFD), not `to_str()`
+    // (visible ASCII only), which dropped a copy the filter counts.
     let copies = headers
         .get_all(fingerprint::DEVICE_HEADER)
         .iter()
-        .filter_map(|v| v.to_str().ok());
+        .map(|v| std::str::from_utf8(v.as_bytes()).unwrap_or(authflow_contract::cookie::NOT_UTF8));
     let cookies = headers
         .get_all(axum::http::header::COOKIE)
         .iter()
@@ -313,6 +315,35 @@ mod tests {
         // An empty header does not hide the cookie (as in the filter).
         h.insert("x-authflow-device", HeaderValue::from_static(""));
         assert_eq!(device_secret(&h).as_deref(), Some("s3cret"));
+    }
+
+    /// Finding: a device header copy that is not visible ASCII was skipped
+    /// here (`to_str()`) while the filter counts it: the service (its own
+    /// endpoints, ext_authz, refresh) took a secret the filter refuses as
+    /// ambiguous, or the cookie where the filter reads the header.
+    #[test]
+    fn device_secret_reads_every_header_copy_as_the_filter_does() {
+        let mut h = HeaderMap::new();
+        h.append("x-authflow-device", HeaderValue::from_static("s3cret"));
+        h.append(
+            "x-authflow-device",
+            HeaderValue::from_bytes("s\u{e9}cret".as_bytes()).unwrap(),
+        );
+        assert_eq!(device_secret(&h), None, "copies that disagree");
+        let mut h = HeaderMap::new();
+        h.insert(
+            "cookie",
+            HeaderValue::from_static("__Host-authflow-device=s3cret"),
+        );
+        h.insert(
+            "x-authflow-device",
+            HeaderValue::from_bytes(b"\xff").unwrap(),
+        );
+        assert_eq!(
+            device_secret(&h).as_deref(),
+            Some("\u{FFFD}"),
+            "the header wins, as in the filter"
+        );
     }
 
     #[test]
