@@ -26,6 +26,12 @@ impl Modify for BearerAuth {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT")
+                    // OpenAPI names no DPoP scheme: said here, for every operation that takes a token.
+                    .description(Some(
+                        "An access token of this service: `Authorization: Bearer <token>`, or, for a \
+                         DPoP-bound one (`token_type` `DPoP`), `Authorization: DPoP <token>` with a \
+                         fresh `DPoP` proof header (RFC 9449).",
+                    ))
                     .build(),
             ),
         );

@@ -167,6 +167,11 @@ async fn the_token_endpoints_document_dpop() {
             .unwrap();
         assert!(description.contains("`DPoP`"), "{schema}: {description}");
     }
+    // The operations that take a token say how a DPoP-bound one is presented.
+    let scheme = doc["components"]["securitySchemes"]["bearer"]["description"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(scheme.contains("Authorization: DPoP"), "{scheme}");
 }
 
 /// Every operation behind the bearer scheme documents the refusals every
