@@ -61,6 +61,41 @@ pub async fn open(url: &str, kek: Arc<Kek>, production: bool) -> StoreResult<Arc
     }
 }
 
+/// The versions in `applied` (those recorded in a database) that are newer
+/// than every migration of this release: a newer release of the service
+/// migrated the database (a rolling upgrade under way, or one rolled back).
+/// Migrations are additive, so this release still runs on that schema, and
+/// refusing to start would turn every restart during a rollout, and every
+/// rollback, into an outage. An unknown version *older* than this release's
+/// newest is another line of history altogether: refused, as before.
+pub(crate) fn migrations_ahead(
+    migrator: &sqlx::migrate::Migrator,
+    applied: &[i64],
+) -> StoreResult<Vec<i64>> {
+    let newest = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    let mut ahead = Vec::new();
+    for &version in applied {
+        if migrator.version_exists(version) {
+            continue;
+        }
+        if version < newest {
+            return Err(sqlx::migrate::MigrateError::VersionMissing(version).into());
+        }
+        ahead.push(version);
+    }
+    Ok(ahead)
+}
+
+/// Logs that the database is ahead of this release (see [`migrations_ahead`]).
+pub(crate) fn warn_migrations_ahead(ahead: &[i64]) {
+    if !ahead.is_empty() {
+        tracing::warn!(
+            ?ahead,
+            "the database has migrations of a newer release; running on it (finish or undo the upgrade)"
+        );
+    }
+}
+
 /// Why a store call failed. Callers branch on [`StoreError::Conflict`];
 /// everything else is a failure of the database or of the data in it, which
 /// the HTTP layer answers with a generic 500 (`error.rs`).
@@ -653,4 +688,29 @@ pub trait Store: Send + Sync + 'static {
 
     async fn audit(&self, entry: &AuditEntry) -> StoreResult<()>;
     async fn audit_log(&self, user_id: Option<&str>, limit: u32) -> StoreResult<Vec<AuditEntry>>;
+}
+
+#[cfg(test)]
+mod migration_tests {
+    use super::*;
+
+    #[test]
+    fn newer_migrations_are_run_on_and_foreign_ones_refused() {
+        let m = sqlx::migrate!("./migrations/sqlite");
+        let known: Vec<i64> = m.iter().map(|m| m.version).collect();
+        let newest = *known.iter().max().unwrap();
+        assert_eq!(migrations_ahead(&m, &known).unwrap(), Vec::<i64>::new());
+        let mut ahead = known.clone();
+        ahead.push(newest + 1);
+        assert_eq!(migrations_ahead(&m, &ahead).unwrap(), vec![newest + 1]);
+        // An unknown version among this release's own: another line of history.
+        let mut foreign = known;
+        foreign.push(-5);
+        assert!(matches!(
+            migrations_ahead(&m, &foreign),
+            Err(StoreError::Migration(
+                sqlx::migrate::MigrateError::VersionMissing(-5)
+            ))
+        ));
+    }
 }

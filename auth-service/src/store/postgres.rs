@@ -43,7 +43,13 @@ const SIGNING_KEYS_LOCK: i64 = 0x6175_7468_666c_0002;
 /// re-seals the secrets at rest on start (instances starting together take turns).
 const RESEAL_LOCK: i64 = 0x6175_7468_666c_0001;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+/// This release's migrations; `ahead`: the database may hold newer ones (see
+/// [`super::migrations_ahead`]), which are then left alone.
+fn migrator(ahead: bool) -> sqlx::migrate::Migrator {
+    let mut m = sqlx::migrate!("./migrations/postgres");
+    m.set_ignore_missing(ahead);
+    m
+}
 
 /// Read under a share lock, a row being updated by another transaction is
 /// waited for and then read as committed (see `portable`).
@@ -98,7 +104,14 @@ impl PostgresStore {
             );
         }
         // Migrations take their own advisory lock: instances starting together apply them once.
-        MIGRATOR.run(&pool).await?;
+        // A database a newer release migrated further is run on, not refused.
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations")
+            .fetch_all(&pool)
+            .await
+            .unwrap_or_default();
+        let ahead = super::migrations_ahead(&migrator(false), &applied)?;
+        super::warn_migrations_ahead(&ahead);
+        migrator(!ahead.is_empty()).run(&pool).await?;
         let store = Self { pool, kek };
         let resealed = store.reseal_all().await?;
         if resealed > 0 {

@@ -24,7 +24,13 @@ pub struct SqliteStore {
     kek: Arc<Kek>,
 }
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+/// This release's migrations; `ahead`: the database may hold newer ones (see
+/// [`super::migrations_ahead`]), which are then left alone.
+fn migrator(ahead: bool) -> sqlx::migrate::Migrator {
+    let mut m = sqlx::migrate!("./migrations/sqlite");
+    m.set_ignore_missing(ahead);
+    m
+}
 
 /// No row locks in SQLite: a statement that writes reads the latest commit
 /// and holds the one write lock until its transaction ends (see `portable`).
@@ -62,7 +68,14 @@ impl SqliteStore {
             .max_connections(1)
             .connect_with(options.clone())
             .await?;
-        MIGRATOR.run(&write).await?;
+        // A database a newer release migrated further is run on, not refused.
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations")
+            .fetch_all(&write)
+            .await
+            .unwrap_or_default();
+        let ahead = super::migrations_ahead(&migrator(false), &applied)?;
+        super::warn_migrations_ahead(&ahead);
+        migrator(!ahead.is_empty()).run(&write).await?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.read_only(true))

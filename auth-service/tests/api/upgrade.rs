@@ -185,3 +185,61 @@ async fn emails_stored_in_an_earlier_form_are_normalized_at_start() {
     assert_eq!(upgraded.renamed, 0, "nothing left to rename");
     assert_eq!(upgraded.taken, vec![twin.id.clone()]);
 }
+
+/// A rolling upgrade: an instance of the next release starts first and
+/// applies its new migration (here an additive one, as a rolling upgrade
+/// needs), while instances of this release keep serving. One of those then
+/// restarts (a crash, a node drain, the rollout undone): it must start on
+/// the newer schema, not refuse the database because a migration it does
+/// not know was applied. Refusing turns any restart during a rollout, and
+/// every rollback, into an outage.
+#[tokio::test]
+async fn an_instance_restarts_on_a_schema_a_newer_release_migrated() {
+    let app = spawn_app().await;
+    app.verified_user("rolling@example.com").await;
+    let backend = if app.database_url.is_some() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    // This release's migrations and the next one's, applied by a newer instance.
+    let next = app.dir.path().join("next-release");
+    std::fs::create_dir_all(&next).unwrap();
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(backend);
+    for entry in std::fs::read_dir(source).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, next.join(path.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(
+        next.join("9999_next_release.sql"),
+        "ALTER TABLE users ADD COLUMN display_name TEXT;\n",
+    )
+    .unwrap();
+    let migrator = sqlx::migrate::Migrator::new(next.as_path()).await.unwrap();
+    let url = secrecy::ExposeSecret::expose_secret(&app.state.config.database.url).to_owned();
+    if app.database_url.is_some() {
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        migrator.run(&pool).await.unwrap();
+        pool.close().await;
+    } else {
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        migrator.run(&pool).await.unwrap();
+        pool.close().await;
+    }
+
+    // An instance of this release (re)starts on that database.
+    let config = test_config(app.dir.path(), app.database_url.as_deref(), |_| {});
+    let restarted = authflow_auth_service::startup::spawn(config).await;
+    assert!(
+        restarted.is_ok(),
+        "an instance of this release refuses a database one release ahead: {}",
+        restarted.err().map(|e| e.to_string()).unwrap_or_default()
+    );
+    let restarted = restarted.unwrap();
+    let r = reqwest::get(format!("http://{}/readyz", restarted.addr))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
