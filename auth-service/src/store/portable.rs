@@ -27,9 +27,36 @@ macro_rules! revoke_sessions_in {
         .fetch_all(&mut *$tx)
         .await?;
         let feed_expires_at = $feed_expires_at.max(latest_token_expiry(&mut $tx, $user_id).await?);
-        for id in &ids {
+        let published = sessions_still_verifiable!($tx, $user_id, $now, $feed_expires_at);
+        for id in ids.iter().filter(|id| published.contains(*id)) {
             append_event(&mut $tx, FeedKind::Session, id, None, feed_expires_at, $now).await?;
         }
+        ids
+    }};
+}
+
+/// Of a user's sessions just revoked at `$now` inside `$tx`, the ids whose
+/// revocation verifiers still need: a session that has not expired (or did
+/// so less than one access-token lifetime ago, `$feed_expires_at − $now`: a
+/// token it gave out just before may still verify), or one with an access
+/// token still on record (records are kept as long as their revocation
+/// would be). Sessions are never deleted: without this, ending "all" of an
+/// old account's sessions published one feed event for every session it
+/// ever had, each pushed to every filter for nothing.
+macro_rules! sessions_still_verifiable {
+    ($tx:ident, $user_id:expr, $now:expr, $feed_expires_at:expr) => {{
+        let lifetime = $feed_expires_at.saturating_sub($now).max(0);
+        let ids: std::collections::HashSet<String> = sqlx::query_scalar(
+            "SELECT s.id FROM sessions s WHERE s.user_id = $1 AND s.revoked_at = $2 \
+             AND (s.expires_at > $3 OR EXISTS (SELECT 1 FROM access_tokens a WHERE a.session_id = s.id))",
+        )
+        .bind($user_id)
+        .bind($now)
+        .bind($now.saturating_sub(lifetime))
+        .fetch_all(&mut *$tx)
+        .await?
+        .into_iter()
+        .collect();
         ids
     }};
 }
@@ -615,8 +642,9 @@ macro_rules! impl_store {
                 .bind(user_id)
                 .fetch_all(&mut *tx)
                 .await?;
+                let published = sessions_still_verifiable!(tx, user_id, now, expires_at);
                 let expires_at = expires_at.max(latest_token_expiry(&mut tx, user_id).await?);
-                for id in &ids {
+                for id in ids.iter().filter(|id| published.contains(*id)) {
                     append_event(&mut tx, FeedKind::Session, id, None, expires_at, now).await?;
                 }
                 append_event(&mut tx, FeedKind::Subject, user_id, Some(now + 1), expires_at, now).await?;
@@ -754,4 +782,4 @@ macro_rules! impl_store {
     };
 }
 
-pub(super) use {impl_store, revoke_sessions_in};
+pub(super) use {impl_store, revoke_sessions_in, sessions_still_verifiable};

@@ -10,7 +10,9 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-use super::portable::{revoke_sessions_in, SESSION_COLUMNS, USER_COLUMNS};
+use super::portable::{
+    revoke_sessions_in, sessions_still_verifiable, SESSION_COLUMNS, USER_COLUMNS,
+};
 use super::rows::{ChallengeRow, EventRow, KeyRow, UserRow};
 use super::sealed::{self, key_purpose, totp_purpose};
 use super::*;

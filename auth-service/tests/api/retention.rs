@@ -93,3 +93,95 @@ async fn audit_rows_expire_after_the_retention_period() {
         "younger rows stay"
     );
 }
+
+/// Sessions are never deleted, so an account keeps every session it ever
+/// had. Ending "all" of them (a ban, a password reset, logout-all) must not
+/// publish a revocation for each session that expired long ago, with no
+/// token alive: every such event is pushed to every filter (snapshots and
+/// deltas) and counts against its `revocation.max_entries`, for nothing.
+/// An account that signs in over and over (or just a long-lived one) would
+/// otherwise turn one logout-all into thousands of feed entries.
+#[tokio::test]
+async fn ending_all_sessions_publishes_nothing_for_sessions_long_expired() {
+    use authflow_auth_service::store::{RefreshRecord, Session};
+    let app = spawn_app().await;
+    let email = "many-sessions@example.com";
+    let user_id = app.verified_user(email).await;
+    let live = app.signin(email, PASSWORD).await;
+    let user = app.state.store.user_by_id(&user_id).await.unwrap().unwrap();
+    let now = authflow_auth_service::clock::now();
+    // A year of sign-ins, every one of them long expired (no token of theirs alive).
+    const OLD: i64 = 200;
+    for i in 0..OLD {
+        let at = now - 400 * 86_400 + i * 3600;
+        let id = format!("old-session-{i}");
+        let session = Session {
+            id: id.clone(),
+            user_id: user_id.clone(),
+            device_secret_hash: "00".repeat(32),
+            created_at: at,
+            last_seen_at: at,
+            expires_at: at + 30 * 86_400,
+            revoked_at: None,
+            revoke_reason: None,
+            ip: None,
+            user_agent: None,
+            dpop_jkt: None,
+        };
+        let refresh = RefreshRecord {
+            hash: format!("{i:064x}"),
+            session_id: id,
+            created_at: at,
+            expires_at: at + 30 * 86_400,
+            used_at: None,
+        };
+        assert!(app
+            .state
+            .store
+            .create_session(&session, &refresh, user.password_version)
+            .await
+            .unwrap());
+    }
+    // One of them gave out an access token that still verifies (its record
+    // says so): that one's revocation is still needed.
+    app.state
+        .store
+        .record_access_token(&authflow_auth_service::store::IssuedToken {
+            jti: "still-verifies".into(),
+            user_id: user_id.clone(),
+            session_id: "old-session-7".into(),
+            issued_at: now - 60,
+            expires_at: now + 600,
+        })
+        .await
+        .unwrap();
+    let head_before = app.state.store.feed_head().await.unwrap().head;
+
+    let r = app
+        .authed(reqwest::Method::POST, "/v1/auth/logout-all", &live)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "logout-all: {}", r.status());
+
+    let events = app
+        .state
+        .store
+        .feed_events_after(head_before, 0)
+        .await
+        .unwrap();
+    assert!(
+        events.iter().any(|e| e.subject == live.session),
+        "the live session is revoked in the feed"
+    );
+    assert!(
+        events.iter().any(|e| e.subject == "old-session-7"),
+        "an expired session whose token still verifies is revoked in the feed"
+    );
+    assert!(
+        events.len() <= 2,
+        "logout-all of two sessions that matter published {} feed events (one per session ever \
+         expired)",
+        events.len()
+    );
+}
