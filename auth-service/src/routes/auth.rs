@@ -408,10 +408,9 @@ pub async fn verify_email(
 pub async fn confirm_email(state: &AppState, client: &Client, token: &Secret) -> ApiResult<()> {
     let user_id = state
         .store
-        .take_one_time_token(&token.hash(), TokenPurpose::VerifyEmail, now())
+        .confirm_email(&token.hash(), now())
         .await?
         .ok_or(ApiError::InvalidLink)?;
-    state.store.set_email_verified(&user_id).await?;
     audit::record(
         state,
         Some(client),

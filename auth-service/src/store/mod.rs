@@ -456,6 +456,11 @@ pub trait Store: Send + Sync + 'static {
         purpose: TokenPurpose,
         now: i64,
     ) -> StoreResult<Option<String>>;
+    /// Uses up an email-verification token `hash` (unused, unexpired) and
+    /// marks its user's email verified, in one transaction: a crash or a
+    /// failed write cannot spend the link without verifying the address.
+    /// The user's id, or `None` when the token is not valid.
+    async fn confirm_email(&self, hash: &str, now: i64) -> StoreResult<Option<String>>;
     /// Marks the token used and returns its user, if it exists, is unused and unexpired.
     async fn take_one_time_token(
         &self,

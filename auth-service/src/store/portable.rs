@@ -737,6 +737,28 @@ macro_rules! impl_store {
                 Ok(Some((user_id, ids)))
             }
 
+            async fn confirm_email(&self, hash: &str, now: i64) -> StoreResult<Option<String>> {
+                let mut tx = self.writer().begin().await?;
+                let user_id: Option<String> = sqlx::query_scalar(
+                    "UPDATE one_time_tokens SET used_at = $1 \
+                     WHERE hash = $2 AND purpose = $3 AND used_at IS NULL AND expires_at > $1 RETURNING user_id",
+                )
+                .bind(now)
+                .bind(hash)
+                .bind(TokenPurpose::VerifyEmail.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(user_id) = user_id else { return Ok(None) };
+                // The link and the flag commit together, or neither (the link stays usable).
+                sqlx::query("UPDATE users SET email_verified = $1 WHERE id = $2")
+                    .bind(true)
+                    .bind(&user_id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(Some(user_id))
+            }
+
             async fn take_one_time_token(&self, hash: &str, purpose: TokenPurpose, now: i64) -> StoreResult<Option<String>> {
                 // On Postgres a concurrent taker waits on the row lock, then re-checks `used_at IS NULL`: one wins.
                 sqlx::query_scalar(

@@ -491,3 +491,65 @@ async fn privileged_cli_commands_are_audited() {
     );
     assert!(has("cli_rotate_keys", None), "{log:#?}");
 }
+
+/// Confirming an address uses up the mailed link and marks the address
+/// verified. Done as two writes (the link taken, then the flag set), a
+/// crash or a refused write between them spends the link and leaves the
+/// address unverified: the owner is told the link failed, and the same link
+/// is then refused as invalid. Both must commit together, or neither.
+#[tokio::test]
+async fn a_verification_that_fails_halfway_does_not_spend_the_link() {
+    if crate::backend::fresh_database_url().await.is_some() {
+        return; // the fault is injected with a SQLite trigger
+    }
+    let app = spawn_app().await;
+    let email = "verify-halfway@example.com";
+    let r = app
+        .post(
+            "/v1/auth/signup",
+            json!({"email": email, "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let user_id = r.json::<Value>().await.unwrap()["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let token = app.last_mail(email, 1).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The second write fails (a crash, a full disk, a lost connection).
+    sqlite_exec(
+        &app,
+        "CREATE TRIGGER injected_fault BEFORE UPDATE OF email_verified ON users \
+         BEGIN SELECT RAISE(ABORT, 'injected fault'); END",
+    )
+    .await;
+    let r = app
+        .post("/v1/auth/verify-email", json!({"token": token}))
+        .await;
+    let status = r.status().as_u16();
+    sqlite_exec(&app, "DROP TRIGGER injected_fault").await;
+    assert_ne!(status, 200, "the fault did not fire");
+
+    // The fault is over: the owner clicks the link again.
+    let retry = app
+        .post("/v1/auth/verify-email", json!({"token": token}))
+        .await;
+    let retry_status = retry.status().as_u16();
+    let verified = app
+        .state
+        .store
+        .user_by_id(&user_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .email_verified;
+    assert!(
+        retry_status == 200 && verified,
+        "first answer {status}, retry {retry_status}, verified: {verified}: \
+         the failed confirmation spent the link without verifying the address"
+    );
+}
