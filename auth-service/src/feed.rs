@@ -238,7 +238,7 @@ impl Feed {
             *last = None;
         }
         // Parked long polls hold cursors of the old epoch: answer them now.
-        self.notifier.wake_all();
+        self.notifier.new_epoch(head.head);
         Ok(())
     }
 
@@ -627,6 +627,52 @@ mod tests {
             feed.is_revoked(Some("j-new"), "s", None, EXP - 900, EXP - 10),
             "the service's own checks see the acknowledged revocation"
         );
+    }
+
+    /// After the database went back (head 3 → 1) and a new epoch began, a
+    /// filter that took the new snapshot long-polls with its new cursor: with
+    /// nothing new, the poll must wait. The long-poll watch still held the
+    /// old head (it only moves forwards), so every such poll was "past" at
+    /// once and answered 304 immediately, turning each filter's long poll
+    /// into a busy loop until the new history caught up with the lost one.
+    #[tokio::test]
+    async fn long_polls_still_wait_after_the_database_went_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let primary = store(&dir).await;
+        primary.revoke_token("j1", EXP - 10, EXP).await.unwrap();
+        let feed = Feed::load(&primary, MARGIN, 10, EXP - 10).await.unwrap();
+        let replica = backup(&dir, "replica.db").await;
+        primary.revoke_token("j2", EXP - 10, EXP).await.unwrap();
+        primary.revoke_token("j3", EXP - 10, EXP).await.unwrap();
+        feed.sync(&primary, EXP - 10).await.unwrap();
+        let replica = open(&replica).await;
+        feed.sync(&replica, EXP - 10).await.unwrap();
+        // The filter takes the snapshot of the new epoch, and its cursor.
+        let cursor = feed.cursor();
+        assert!(matches!(
+            feed.answer(&replica, "iss", Some(&cursor), EXP - 10)
+                .await
+                .unwrap(),
+            FeedAnswer::NotModified
+        ));
+        let started = std::time::Instant::now();
+        let passed = feed
+            .wait_past(&cursor, std::time::Duration::from_millis(500))
+            .await;
+        assert!(
+            !passed && started.elapsed() >= std::time::Duration::from_millis(400),
+            "a long poll at the head of the new epoch returned at once (passed: {passed}, after {:?})",
+            started.elapsed()
+        );
+        // And a revocation in the new history still wakes it.
+        let waiter = feed.wait_past(&cursor, std::time::Duration::from_secs(5));
+        let writer = async {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            replica.revoke_token("j-new", EXP - 10, EXP).await.unwrap();
+            feed.sync(&replica, EXP - 10).await.unwrap();
+        };
+        let (woken, ()) = tokio::join!(waiter, writer);
+        assert!(woken, "the new revocation wakes the long poll");
     }
 
     /// The same after a restart: the service comes back on the restored

@@ -49,8 +49,11 @@ impl FeedNotifier {
     }
 
     /// Wakes every waiter whatever its cursor (a new epoch: their cursors
-    /// name nothing any more).
-    pub fn wake_all(&self) {
+    /// name nothing any more), and starts the head over at `head`, the new
+    /// epoch's: the old one's may be ahead of it, and a cursor of the new
+    /// epoch must wait until the head passes it, not be "past" at once.
+    pub fn new_epoch(&self, head: i64) {
+        self.head.send_replace(head);
         self.resets.send_modify(|n| *n = n.wrapping_add(1));
     }
 
