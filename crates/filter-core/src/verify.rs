@@ -452,8 +452,8 @@ fn claim_at<'a, 'b>(payload: &'a Object<'b>, path: &[String]) -> Option<&'a Json
         .try_fold(payload.get(first)?, |v, key| v.get(key))
 }
 
-/// Renders a claim as a header value: strings as-is, arrays comma-joined,
-/// numbers and booleans as text; `None` for what has no header form (an
+/// Renders a claim as a header value: strings as-is, arrays (of strings and
+/// numbers only) comma-joined, numbers and booleans as text; `None` for what has no header form (an
 /// object, null). A value that would not arrive as it is — control
 /// characters (a header line injected), over 4 KiB, an array item holding a
 /// comma — refuses the token rather than being dropped or split.
@@ -462,15 +462,16 @@ fn header_value(v: &Json<'_>) -> Result<Option<String>, VerifyError> {
         Json::String(s) => s.to_string(),
         Json::Number(n) => n.to_string(),
         Json::Bool(b) => b.to_string(),
+        // Every item or none: an item left out would shorten the list upstream.
         Json::Array(items) => {
-            let items: Vec<String> = items
+            let items = items
                 .iter()
-                .filter_map(|i| match i {
-                    Json::String(s) => Some(s.to_string()),
-                    Json::Number(n) => Some(n.to_string()),
-                    _ => None,
+                .map(|i| match i {
+                    Json::String(s) => Ok(s.to_string()),
+                    Json::Number(n) => Ok(n.to_string()),
+                    _ => Err(VerifyError::from(DenyReason::Malformed)),
                 })
-                .collect();
+                .collect::<Result<Vec<String>, VerifyError>>()?;
             if items.iter().any(|i| !claims::is_list_item(i)) {
                 return Err(DenyReason::Malformed.into());
             }

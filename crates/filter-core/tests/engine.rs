@@ -2257,3 +2257,28 @@ fn a_cross_origin_post_is_not_authenticated_by_the_ambient_cookie() {
         );
     }
 }
+
+/// A mapped list claim arrives whole or the token is refused: an item with
+/// no header form (null, a boolean, an object, a nested list) was silently
+/// left out, so the backend saw a shorter list than the issuer wrote (the
+/// README: "never dropped, cut short or split on the way"), just as a role
+/// that is not a string is refused rather than dropped.
+#[test]
+fn a_mapped_list_claim_with_an_item_it_cannot_carry_refuses_the_token() {
+    let mut f = fixture(json!({}));
+    for (team, why) in [
+        (json!(["blue", null]), "a null item"),
+        (json!(["blue", true]), "a boolean item"),
+        (json!(["blue", {"name": "red"}]), "an object item"),
+        (json!(["blue", ["red", "green"]]), "a nested list"),
+        (json!([{"name": "red"}]), "nothing but an object"),
+    ] {
+        let t = token_with(&f, json!({"sub": "u-1", "org": {"team": team}}));
+        let o = f.eval("/api", &[("authorization", &format!("Bearer {t}"))]);
+        assert_eq!(denied(&o), (DenyReason::Malformed, 401), "{why}");
+    }
+    // Strings and numbers still pass, in order.
+    let t = token_with(&f, json!({"sub": "u-1", "org": {"team": ["blue", 7]}}));
+    let o = f.eval("/api", &[("authorization", &format!("Bearer {t}"))]);
+    assert_eq!(header(&o, "x-auth-team"), Some("blue,7"));
+}
