@@ -460,7 +460,7 @@ fn claim_at<'a, 'b>(payload: &'a Object<'b>, path: &[String]) -> Option<&'a Json
 fn header_value(v: &Json<'_>) -> Result<Option<String>, VerifyError> {
     let s = match v {
         Json::String(s) => s.to_string(),
-        Json::Number(n) => n.to_string(),
+        Json::Number(n) => number_text(n)?,
         Json::Bool(b) => b.to_string(),
         // Every item or none: an item left out would shorten the list upstream.
         Json::Array(items) => {
@@ -468,7 +468,7 @@ fn header_value(v: &Json<'_>) -> Result<Option<String>, VerifyError> {
                 .iter()
                 .map(|i| match i {
                     Json::String(s) => Ok(s.to_string()),
-                    Json::Number(n) => Ok(n.to_string()),
+                    Json::Number(n) => number_text(n),
                     _ => Err(VerifyError::from(DenyReason::Malformed)),
                 })
                 .collect::<Result<Vec<String>, VerifyError>>()?;
@@ -483,6 +483,17 @@ fn header_value(v: &Json<'_>) -> Result<Option<String>, VerifyError> {
         return Err(DenyReason::Malformed.into());
     }
     Ok(Some(s))
+}
+
+/// A number as a header value. An integer beyond 64 bits was read as a
+/// float: its text would be rounded (`2^64` and `2^64 + 1` both
+/// `1.8446744073709552e+19`), two ids one header value; refused instead.
+fn number_text(n: &serde_json::Number) -> Result<String, VerifyError> {
+    const EXACT_INTEGERS: f64 = 9_007_199_254_740_992.0; // 2^53
+    match n.as_f64() {
+        Some(f) if !n.is_f64() || f.abs() < EXACT_INTEGERS => Ok(n.to_string()),
+        _ => Err(DenyReason::Malformed.into()),
+    }
 }
 
 /// The time checks that must run on every request, cached token or not.

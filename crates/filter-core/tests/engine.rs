@@ -2282,3 +2282,43 @@ fn a_mapped_list_claim_with_an_item_it_cannot_carry_refuses_the_token() {
     let o = f.eval("/api", &[("authorization", &format!("Bearer {t}"))]);
     assert_eq!(header(&o, "x-auth-team"), Some("blue,7"));
 }
+
+/// A mapped number the filter cannot render exactly (an integer beyond
+/// 64 bits, read as a float) is refused: rendered, two different ids would
+/// reach the backend as the same header value.
+#[test]
+fn a_mapped_number_that_cannot_be_rendered_exactly_refuses_the_token() {
+    let mut f = fixture(json!({}));
+    let sign_raw = |f: &Fixture, team: &str| {
+        // serde_json's `Value` would itself round the number: write the payload by hand.
+        let payload = format!(
+            r#"{{"iss":"{ISS}","aud":"api","sub":"u-1","iat":{NOW},"exp":{},"org":{{"team":{team}}}}}"#,
+            NOW + 300
+        );
+        let header = r#"{"alg":"EdDSA","kid":"k1"}"#;
+        let input = format!(
+            "{}.{}",
+            base64_url(header.as_bytes()),
+            base64_url(payload.as_bytes())
+        );
+        let sig = f.kp.key_pair().as_ref().sk.sign(input.as_bytes(), None);
+        format!("{input}.{}", base64_url(sig.as_ref()))
+    };
+    let mut seen = Vec::new();
+    for team in ["18446744073709551616", "18446744073709551617"] {
+        let t = sign_raw(&f, team);
+        let o = f.eval("/api", &[("authorization", &format!("Bearer {t}"))]);
+        match &o {
+            Outcome::Deny(d) => assert_eq!(d.reason, DenyReason::Malformed, "{team}"),
+            _ => seen.push(header(&o, "x-auth-team").map(str::to_owned)),
+        }
+    }
+    assert!(
+        seen.is_empty(),
+        "two different ids reached the backend as {seen:?}"
+    );
+    // An integer that fits is exact.
+    let t = sign_raw(&f, "18446744073709551615");
+    let o = f.eval("/api", &[("authorization", &format!("Bearer {t}"))]);
+    assert_eq!(header(&o, "x-auth-team"), Some("18446744073709551615"));
+}
