@@ -429,7 +429,9 @@ fn identity_headers(
     for (header, value) in [
         (&id.subject, t.subject.clone()),
         (&id.issuer, Some(t.issuer.clone())),
-        (&id.roles, Some(t.roles.join(","))),
+        // Roles are a user's (`policy::authorize` refuses a service token on
+        // every roles rule): a service token's `roles` claim goes nowhere.
+        (&id.roles, t.client_id.is_none().then(|| t.roles.join(","))),
         (&id.scopes, Some(t.scopes.join(" "))),
         (&id.session, t.sid.clone()),
         (&id.client_id, t.client_id.clone()),

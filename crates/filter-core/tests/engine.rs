@@ -2322,3 +2322,19 @@ fn a_mapped_number_that_cannot_be_rendered_exactly_refuses_the_token() {
     let o = f.eval("/api", &[("authorization", &format!("Bearer {t}"))]);
     assert_eq!(header(&o, "x-auth-team"), Some("18446744073709551615"));
 }
+
+/// Roles are a user's: the filter refuses a service token on every roles
+/// rule, whatever `roles` claim it carries. Where it lets one through (an
+/// `authenticated` or `scopes_all` route), that claim must not reach the
+/// backend either: `x-auth-roles: admin` beside `x-auth-client-id` would
+/// make the service account an admin to a backend checking the roles header.
+#[test]
+fn a_service_tokens_role_claim_does_not_reach_the_backend() {
+    let mut f = service_fixture(json!({}));
+    let svc_admin = format!("Bearer {}", service_token(&f, "billing", &["admin"]));
+    for path in ["/write", "/api"] {
+        let o = f.eval(path, &[("authorization", &svc_admin)]);
+        assert_eq!(header(&o, "x-auth-client-id"), Some("billing"), "{path}");
+        assert_eq!(header(&o, "x-auth-roles"), None, "{path}");
+    }
+}
