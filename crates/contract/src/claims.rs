@@ -74,9 +74,14 @@ pub struct Confirmation {
 pub const MAX_LIST_ITEMS: usize = 64;
 
 /// Whether `value` can travel as an HTTP header value as it is: at most
-/// 4 KiB, no control character (a line break would inject a header).
+/// 4 KiB, no control character (a line break would inject a header), no
+/// leading or trailing space (readers trim it, RFC 9110 §5.5: ` alice`
+/// would arrive as `alice`, another subject).
 pub fn is_header_value(value: &str) -> bool {
-    value.len() <= 4096 && !value.bytes().any(|b| b < 0x20 || b == 0x7f)
+    value.len() <= 4096
+        && !value.starts_with(' ')
+        && !value.ends_with(' ')
+        && !value.bytes().any(|b| b < 0x20 || b == 0x7f)
 }
 
 /// Whether `item` goes into a comma-joined header list (roles, a mapped list

@@ -2338,3 +2338,35 @@ fn a_service_tokens_role_claim_does_not_reach_the_backend() {
         assert_eq!(header(&o, "x-auth-roles"), None, "{path}");
     }
 }
+
+/// An HTTP reader trims the spaces around a header value (RFC 9110 §5.5):
+/// a subject ` u-alice` or `u-alice ` (another user to the issuer and to
+/// the filter's bans) would reach the backend, and the rate limiter keyed
+/// on it, as `u-alice`. Refused, as a role a reader trims already is.
+#[test]
+fn an_identity_value_a_reader_trims_refuses_the_token() {
+    let mut f = fixture(json!({}));
+    for (custom, why) in [
+        (json!({"sub": " u-alice"}), "a leading space in the subject"),
+        (
+            json!({"sub": "u-alice "}),
+            "a trailing space in the subject",
+        ),
+        (
+            json!({"sub": "u-1", "sid": "s-1 "}),
+            "a trailing space in the session",
+        ),
+        (
+            json!({"sub": "u-1", "org": {"team": " blue"}}),
+            "a leading space in a mapped claim",
+        ),
+    ] {
+        let t = token_with(&f, custom);
+        let o = f.eval("/api", &[("authorization", &format!("Bearer {t}"))]);
+        assert_eq!(denied(&o), (DenyReason::Malformed, 401), "{why}");
+    }
+    // Inner spaces are part of the value.
+    let t = token_with(&f, json!({"sub": "u-1", "org": {"team": "blue team"}}));
+    let o = f.eval("/api", &[("authorization", &format!("Bearer {t}"))]);
+    assert_eq!(header(&o, "x-auth-team"), Some("blue team"));
+}
