@@ -40,6 +40,25 @@ const SHARE_LOCK: &str = "";
 /// Nor here: a transaction on the one writer runs alone (see `portable`).
 const UPDATE_LOCK: &str = "";
 
+/// Creates a missing database file readable by its owner only, before
+/// SQLite creates it with the process umask (0644 as a rule): it holds the
+/// password hashes, the sessions and the sealed keys, and may live outside
+/// the (owner-only) data directory. SQLite gives the WAL and shared-memory
+/// files the database file's permissions.
+fn create_owner_only(path: &std::path::Path) {
+    let name = path.to_string_lossy();
+    if name.is_empty() || name == ":memory:" || name.starts_with("file:") || path.exists() {
+        return;
+    }
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+    // On failure (another process created it first, a missing directory)
+    // SQLite opens or reports it as before.
+    let _ = open.open(path);
+}
+
 impl SqliteStore {
     /// Where reads go: the read-only pool.
     fn reader(&self) -> &SqlitePool {
@@ -66,6 +85,7 @@ impl SqliteStore {
             // Deleted content (a private key's sealed half, a replaced secret) is overwritten, not left in free pages.
             .pragma("secure_delete", "on")
             .busy_timeout(Duration::from_secs(10));
+        create_owner_only(options.get_filename());
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options.clone())

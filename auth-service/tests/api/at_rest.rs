@@ -170,3 +170,33 @@ async fn clear_secrets_are_sealed_on_start_and_a_rotated_key_reseals_everything(
         .unwrap();
     assert_eq!(r.status(), 200, "the signing key survived too");
 }
+
+/// A SQLite database outside the data directory (`database.url` names
+/// another path) is not covered by the data directory's owner-only mode:
+/// the file SQLite creates (and its WAL, which takes the file's mode) must
+/// not be readable by other local users: it holds the password hashes,
+/// sessions, audit rows and sealed keys.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_sqlite_file_outside_the_data_dir_is_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    if crate::backend::fresh_database_url().await.is_some() {
+        return; // SQLite only
+    }
+    let data = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(elsewhere.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let db = elsewhere.path().join("auth.db");
+    let url = format!("sqlite://{}", db.display());
+    let config = test_config(data.path(), Some(&url), |_| {});
+    let running = authflow_auth_service::startup::spawn(config).await.unwrap();
+    running.server.abort();
+    for name in ["auth.db", "auth.db-wal"] {
+        let path = elsewhere.path().join(name);
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{name} has mode {mode:o}");
+    }
+}
