@@ -423,6 +423,8 @@ mod tests {
         let production = [
             ("AUTHFLOW_ENVIRONMENT", "production"),
             ("AUTHFLOW_TOKENS__ISSUER", "https://a.example"),
+            ("AUTHFLOW_MAIL__TRANSPORT", "smtp"),
+            ("AUTHFLOW_SMTP__HOST", "relay.example"),
         ];
         assert!(
             !Config::load_from(None, &env(&production))
@@ -999,6 +1001,32 @@ mod tests {
                 "{var}: {e}"
             );
         }
+    }
+
+    /// The development outbox writes every sign-in code and reset link in
+    /// clear to `<data_dir>/outbox/`, delivers nothing and is never pruned:
+    /// a production start with it (the default transport) is refused.
+    #[test]
+    fn production_refuses_the_development_outbox() {
+        let production = [
+            ("AUTHFLOW_ENVIRONMENT", "production"),
+            ("AUTHFLOW_TOKENS__ISSUER", "https://a.example"),
+        ];
+        for extra in [None, Some(("AUTHFLOW_MAIL__TRANSPORT", "dev-outbox"))] {
+            let mut vars = production.to_vec();
+            vars.extend(extra);
+            let e = Config::load_from(None, &env(&vars))
+                .map(|_| ())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("mail.transport") && e.contains("smtp"), "{e}");
+        }
+        let mut vars = production.to_vec();
+        vars.extend([
+            ("AUTHFLOW_MAIL__TRANSPORT", "smtp"),
+            ("AUTHFLOW_SMTP__HOST", "relay.example"),
+        ]);
+        Config::load_from(None, &env(&vars)).unwrap();
     }
 
     /// The documented example holds every setting at its default: it loads,

@@ -620,6 +620,15 @@ fn validate_mail(
     environment: Environment,
 ) -> Result<MailConfig, Invalid> {
     let transport = match mail.transport.as_deref().unwrap_or("dev-outbox") {
+        // Production: sign-in codes and reset links in clear files nobody
+        // delivers (and nothing prunes), on a disk anyone can fill by signing up.
+        "dev-outbox" if environment == Environment::Production => {
+            return Err(bad(
+                "mail.transport",
+                "`dev-outbox` only writes mail to files (sign-in codes and reset links in clear, never delivered): \
+                 in production set mail.transport = smtp",
+            ))
+        }
         "dev-outbox" => MailerConfig::DevOutbox,
         "smtp" => smtp.validate(environment)?,
         other => {
