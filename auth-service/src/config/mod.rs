@@ -950,6 +950,27 @@ mod tests {
         );
     }
 
+    /// A file that is not valid TOML is refused without quoting the line:
+    /// the TOML parser's message shows the source around the error, which
+    /// may be a secret (an unquoted or unterminated password or KEK) that
+    /// would end up in the service's log.
+    #[test]
+    fn a_toml_error_does_not_quote_a_secret() {
+        for text in [
+            "[smtp]\npassword = hunter2-secret\n",
+            "[kek]\nkey = \"hunter2-secret\n",
+            "[database]\nurl = 'postgres://u:hunter2-secret@db/x\n",
+        ] {
+            let (_dir, path) = file_with(text);
+            let e = Config::load_from(Some(&path), &[])
+                .map(|_| ())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("not valid TOML") && e.contains("line 2"), "{e}");
+            assert!(!e.contains("hunter2"), "{text:?}: {e}");
+        }
+    }
+
     /// A typo in a security setting must not silently fall back to a default:
     /// unknown keys are refused, at the top, in every section and in the
     /// environment's nested names.

@@ -187,6 +187,23 @@ fn insert_at(dict: &mut Dict, path: &str, value: Value) {
     }
 }
 
+/// A TOML parser's message without the lines of the file it quotes (`2 |
+/// password = …` and the caret under it): the line in error may hold a
+/// secret. The position (line, column) and the reason stay.
+fn without_source_lines(message: &str) -> String {
+    message
+        .lines()
+        .filter(|line| {
+            let t = line.trim_start();
+            let gutter = t.trim_start_matches(|c: char| c.is_ascii_digit());
+            !gutter.trim_start().starts_with('|')
+        })
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// The merged layers, lowest precedence first: the file's flat keys, its
 /// nested keys, flat variables, nested variables. Also the deprecated names
 /// that were used, as `(old, new)`.
@@ -200,7 +217,11 @@ pub fn layered(
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
         let mut parsed = Toml::string(&text).data().map_err(|e| {
-            ConfigError(format!("{} is not valid TOML: {}", path.display(), e.kind))
+            ConfigError(format!(
+                "{} is not valid TOML: {}",
+                path.display(),
+                without_source_lines(&e.kind.to_string())
+            ))
         })?;
         for (key, value) in parsed.remove(&Profile::Default).unwrap_or_default() {
             // `kek` is both a section and the flat name of `kek.key`: a table is the section.
