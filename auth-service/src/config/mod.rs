@@ -1050,6 +1050,64 @@ mod tests {
         Config::load_from(None, &env(&vars)).unwrap();
     }
 
+    /// A nested name written with one underscore between section and field
+    /// (`AUTHFLOW_MAIL_TRANSPORT`) is neither a setting nor a deprecated
+    /// alias: it was silently not read, leaving e.g. the development outbox
+    /// as the mail transport of a production service. It is refused by name.
+    #[test]
+    fn a_nested_name_with_one_underscore_is_refused() {
+        for (var, meant) in [
+            ("AUTHFLOW_MAIL_TRANSPORT", "AUTHFLOW_MAIL__TRANSPORT"),
+            ("AUTHFLOW_TOKENS_ISSUER", "AUTHFLOW_TOKENS__ISSUER"),
+            (
+                "AUTHFLOW_THROTTLE_ACCOUNT_MAX_FAILURES",
+                "AUTHFLOW_THROTTLE__ACCOUNT_MAX_FAILURES",
+            ),
+            (
+                "AUTHFLOW_ACCOUNTS_PAGES_URL",
+                "AUTHFLOW_ACCOUNTS__PAGES_URL",
+            ),
+            (
+                "AUTHFLOW_SERVER_DEV_ENDPOINTS",
+                "AUTHFLOW_SERVER__DEV_ENDPOINTS",
+            ),
+        ] {
+            let e = Config::load_from(None, &env(&[(var, "smtp")]))
+                .map(|_| ())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(var) && e.contains(meant), "{var}: {e}");
+        }
+        // Other `AUTHFLOW_` variables (the CLI's, the filter's, the test
+        // harness's) are still not settings, and the flat aliases still apply.
+        let c = Config::load_from(
+            None,
+            &env(&[
+                ("AUTHFLOW_NEW_PASSWORD", "x"),
+                ("AUTHFLOW_CONFIG", "x"),
+                ("AUTHFLOW_DPOP_NONCE_KEY", "x"),
+                ("AUTHFLOW_AUTH_BIN", "x"),
+                ("AUTHFLOW_SMTP_TLS", "implicit"),
+            ]),
+        );
+        assert!(c.is_ok(), "{:?}", c.err());
+    }
+
+    /// Every path the single-underscore check knows is a real setting.
+    #[test]
+    fn every_known_path_is_a_setting() {
+        let paths = sources::FLAT_ALIASES
+            .iter()
+            .map(|(_, p)| *p)
+            .chain(sources::UNALIASED_PATHS.iter().copied());
+        for path in paths {
+            let var = sources::env_var_of(path);
+            if let Err(e) = Config::load_from(None, &env(&[(&var, "1")])) {
+                assert!(!e.to_string().contains("unknown setting"), "{path}: {e}");
+            }
+        }
+    }
+
     /// The documented example holds every setting at its default: it loads,
     /// and equals no file at all.
     #[test]

@@ -86,6 +86,48 @@ pub const FLAT_ALIASES: &[(&str, &str)] = &[
     ("dpop_require_nonce", "dpop.require_nonce"),
 ];
 
+/// Settings that have no flat alias (newer than the flat names): with the
+/// aliases' targets, every nested path, so that a variable spelling one with a
+/// single underscore (`AUTHFLOW_MAIL_TRANSPORT` for `AUTHFLOW_MAIL__TRANSPORT`)
+/// is refused by name rather than silently not read.
+pub const UNALIASED_PATHS: &[&str] = &[
+    "accounts.pages_url",
+    "throttle.ip_max_signups",
+    "throttle.ipv6_prefix_len",
+    "limits.password_hash_concurrency",
+    "limits.password_hash_wait_ms",
+];
+
+/// The sections of the settings (`[server]`, …).
+const SECTIONS: &[&str] = &[
+    "server",
+    "database",
+    "tokens",
+    "keys",
+    "accounts",
+    "passwords",
+    "throttle",
+    "mail",
+    "smtp",
+    "maintenance",
+    "revocation",
+    "kek",
+    "dpop",
+    "limits",
+];
+
+/// The nested path a flat, unaliased variable name spells with one
+/// underscore between section and field (`mail_transport` → `mail.transport`).
+fn mistyped_nested_path(flat: &str) -> Option<String> {
+    SECTIONS.iter().find_map(|section| {
+        let field = flat.strip_prefix(section)?.strip_prefix('_')?;
+        let path = format!("{section}.{field}");
+        let known = FLAT_ALIASES.iter().any(|(_, p)| *p == path)
+            || UNALIASED_PATHS.contains(&path.as_str());
+        known.then_some(path)
+    })
+}
+
 fn nested_path_of(flat: &str) -> Option<&'static str> {
     FLAT_ALIASES
         .iter()
@@ -258,6 +300,12 @@ pub fn layered(
         } else if let Some(nested) = nested_path_of(&key) {
             deprecated.push((name.clone(), env_var_of(nested)));
             insert_at(&mut env_flat, nested, value);
+        } else if let Some(path) = mistyped_nested_path(&key) {
+            // Not read, it would leave the setting at its default without a word.
+            return Err(ConfigError(format!(
+                "`{name}` is not a setting name: did you mean {} (two underscores between section and field)?",
+                env_var_of(&path)
+            )));
         }
     }
     let layer = |naming, dict, file: Option<&Path>| Layer {
