@@ -258,7 +258,24 @@ impl Config {
     /// Reads `file` (if any), overlays the process environment, validates.
     /// Deprecated flat names that were used are logged with their new names.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let env: Vec<(String, String)> = std::env::vars().collect();
+        // `vars_os`: `std::env::vars` panics on any variable that is not
+        // UTF-8, another program's included. Only the service's own must be.
+        let mut env: Vec<(String, String)> = Vec::new();
+        for (name, value) in std::env::vars_os() {
+            let shown = name.to_string_lossy();
+            if !shown.starts_with(sources::ENV_PREFIX) {
+                continue;
+            }
+            match (name.to_str(), value.into_string()) {
+                (Some(name), Ok(value)) => env.push((name.to_owned(), value)),
+                // The value is not repeated: it may be a secret.
+                _ => {
+                    return Err(ConfigError(format!(
+                        "environment variable `{shown}`: its name or value is not UTF-8 text"
+                    )))
+                }
+            }
+        }
         let (config, deprecated) = Self::load_reporting(file, &env)?;
         // One line, not one per name: the shipped deployment files use them.
         if !deprecated.is_empty() {

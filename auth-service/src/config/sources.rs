@@ -15,7 +15,7 @@ use figment::{Figment, Metadata, Profile, Provider};
 
 use super::ConfigError;
 
-const ENV_PREFIX: &str = "AUTHFLOW_";
+pub const ENV_PREFIX: &str = "AUTHFLOW_";
 
 /// Settings that live at the top level rather than in a section.
 const TOP_LEVEL: &[&str] = &["environment"];

@@ -351,6 +351,40 @@ fn the_cli_refuses_roles_no_token_could_carry() {
     );
 }
 
+/// An environment variable that is not UTF-8 (any variable of the process,
+/// not only the service's) made every command panic while reading the
+/// settings (`std::env::vars`), printing the variable's value. Another
+/// program's variable is none of the service's business; one of its own
+/// that is not text is a configuration error naming it, not a panic.
+#[cfg(unix)]
+#[test]
+fn a_non_utf8_environment_variable_is_no_panic() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let not_text = std::ffi::OsStr::from_bytes(b"secret-\xff\xfe");
+    let out = command(&data, None, free_port())
+        .arg("migrate")
+        .env("SOME_OTHER_PROGRAMS_VARIABLE", not_text)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    let out = command(&data, None, free_port())
+        .arg("migrate")
+        .env("AUTHFLOW_TOKENS__ISSUER", not_text)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("AUTHFLOW_TOKENS__ISSUER") && !stderr.contains("secret-"),
+        "{stderr}"
+    );
+}
+
 /// Runs `sql` on the test's SQLite database (a fault injected from outside,
 /// as a crash or a failing disk would).
 async fn sqlite_exec(app: &TestApp, sql: &str) {
