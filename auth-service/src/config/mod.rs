@@ -1110,6 +1110,53 @@ mod tests {
         assert!(c.is_ok(), "{:?}", c.err());
     }
 
+    /// A misspelt setting name was silently not read: with
+    /// `AUTHFLOW_ENVIROMENT=production` the service started as development
+    /// (plain-HTTP issuer and the mail outbox allowed). A near miss of a
+    /// setting's name is refused with the name it meant; the other
+    /// `AUTHFLOW_` variables in the project (CLI, filter, tests) still pass.
+    #[test]
+    fn a_misspelt_setting_name_is_refused() {
+        for (var, meant) in [
+            ("AUTHFLOW_ENVIROMENT", "AUTHFLOW_ENVIRONMENT"),
+            ("AUTHFLOW_ENVIRONMNET", "AUTHFLOW_ENVIRONMENT"),
+            ("AUTHFLOW_ENVIRONMENTS", "AUTHFLOW_ENVIRONMENT"),
+            ("AUTHFLOW_ISUER", "AUTHFLOW_ISSUER"),
+            ("AUTHFLOW_DEV_ENDPOINT", "AUTHFLOW_DEV_ENDPOINTS"),
+        ] {
+            let e = Config::load_from(None, &env(&[(var, "production")]))
+                .map(|_| ())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(var) && e.contains(meant), "{var}: {e}");
+        }
+        for var in [
+            "AUTHFLOW_ENVOY",
+            "AUTHFLOW_WASM",
+            "AUTHFLOW_AUTH_BIN",
+            "AUTHFLOW_PG_BIN",
+            "AUTHFLOW_CONFIG",
+            "AUTHFLOW_NEW_PASSWORD",
+            "AUTHFLOW_DPOP_NONCE_KEY",
+            "AUTHFLOW_E2E_DPOP_NONCE_KEY",
+            "AUTHFLOW_ECHO_LISTEN",
+            "AUTHFLOW_CHROMIUM",
+            "AUTHFLOW_CHROMEDRIVER",
+            "AUTHFLOW_DOCKER_ROOT",
+            "AUTHFLOW_SCREENSHOTS",
+            "AUTHFLOW_TEST_PG_URL",
+            "AUTHFLOW_RUN_DIR",
+            "AUTHFLOW_RUN_BIN_DIR",
+            "AUTHFLOW_RUN_AUTH_PORT",
+            "AUTHFLOW_RUN_ECHO_PORT",
+            "AUTHFLOW_RUN_ENVOY_PORT",
+            "AUTHFLOW_RUN_ADMIN_PORT",
+        ] {
+            let c = Config::load_from(None, &env(&[(var, "x")]));
+            assert!(c.is_ok(), "{var}: {:?}", c.err());
+        }
+    }
+
     /// Every path the single-underscore check knows is a real setting.
     #[test]
     fn every_known_path_is_a_setting() {

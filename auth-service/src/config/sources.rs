@@ -128,6 +128,25 @@ fn mistyped_nested_path(flat: &str) -> Option<String> {
     })
 }
 
+/// The flat setting name (top-level or deprecated alias) that `flat` is a
+/// near miss of: a letter or two off, scaled to the name's length so that the
+/// CLI's and test harnesses' own `AUTHFLOW_` variables are not caught.
+fn misspelt_flat_name(flat: &str) -> Option<&'static str> {
+    let names = TOP_LEVEL
+        .iter()
+        .copied()
+        .chain(FLAT_ALIASES.iter().map(|(f, _)| *f));
+    names.into_iter().find(|name| {
+        let allowed = match name.len() {
+            0..=3 => 0,
+            4..=7 => 1,
+            _ => 2,
+        };
+        let distance = strsim::damerau_levenshtein(flat, name);
+        distance > 0 && distance <= allowed
+    })
+}
+
 fn nested_path_of(flat: &str) -> Option<&'static str> {
     FLAT_ALIASES
         .iter()
@@ -305,6 +324,13 @@ pub fn layered(
             return Err(ConfigError(format!(
                 "`{name}` is not a setting name: did you mean {} (two underscores between section and field)?",
                 env_var_of(&path)
+            )));
+        } else if let Some(meant) = misspelt_flat_name(&key) {
+            // `AUTHFLOW_ENVIROMENT=production` would run a production service
+            // as development (plain-HTTP issuer, mails kept on disk) silently.
+            return Err(ConfigError(format!(
+                "`{name}` is not a setting name: did you mean {ENV_PREFIX}{}?",
+                meant.to_ascii_uppercase()
             )));
         }
     }
