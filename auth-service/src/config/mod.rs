@@ -460,6 +460,49 @@ mod tests {
         );
     }
 
+    /// Production refused no Argon2 cost above the parser's bounds: 1 MiB
+    /// and one pass (a development setting) hashed real users' passwords.
+    /// Below OWASP's floor it is refused in production, kept in development.
+    #[test]
+    fn production_refuses_a_password_hash_below_the_owasp_floor() {
+        let production = [
+            ("AUTHFLOW_ENVIRONMENT", "production"),
+            ("AUTHFLOW_TOKENS__ISSUER", "https://a.example"),
+            ("AUTHFLOW_MAIL__TRANSPORT", "smtp"),
+            ("AUTHFLOW_SMTP__HOST", "relay.example"),
+        ];
+        for (memory, passes, ok) in [
+            ("1024", "1", false),
+            ("8192", "4", false),
+            ("19456", "1", false),
+            ("19456", "2", true),
+            ("7168", "5", true),
+            ("47104", "1", true),
+        ] {
+            let mut vars = production.to_vec();
+            vars.extend([
+                ("AUTHFLOW_PASSWORDS__HASH_MEMORY_KIB", memory),
+                ("AUTHFLOW_PASSWORDS__HASH_ITERATIONS", passes),
+            ]);
+            let loaded = Config::load_from(None, &env(&vars));
+            assert_eq!(
+                loaded.is_ok(),
+                ok,
+                "{memory} × {passes}: {:?}",
+                loaded.err()
+            );
+            if let Err(e) = loaded {
+                let e = e.to_string();
+                assert!(e.contains("AUTHFLOW_PASSWORDS__HASH_MEMORY_KIB"), "{e}");
+            }
+            let development = [
+                ("AUTHFLOW_PASSWORDS__HASH_MEMORY_KIB", memory),
+                ("AUTHFLOW_PASSWORDS__HASH_ITERATIONS", passes),
+            ];
+            Config::load_from(None, &env(&development)).unwrap();
+        }
+    }
+
     #[test]
     fn dpop_settings_default_to_both_algorithms_without_nonces() {
         let c = Config::load_from(None, &[]).unwrap();

@@ -293,22 +293,7 @@ impl RawConfig {
             tokens,
             keys: self.keys.validate()?,
             accounts: self.accounts.validate()?,
-            passwords: PasswordConfig {
-                hash_memory_kib: count(
-                    "passwords.hash_memory_kib",
-                    self.passwords.hash_memory_kib,
-                    19_456,
-                    1024,
-                    1024 * 1024,
-                )?,
-                hash_iterations: count(
-                    "passwords.hash_iterations",
-                    self.passwords.hash_iterations,
-                    2,
-                    1,
-                    16,
-                )?,
-            },
+            passwords: self.passwords.validate(environment)?,
             throttle: self.throttle.validate()?,
             mail: validate_mail(self.mail, self.smtp, environment)?,
             maintenance: MaintenanceConfig {
@@ -734,6 +719,36 @@ impl RawSmtp {
             password: self.password,
             tls,
             ca_file,
+        })
+    }
+}
+
+impl RawPasswords {
+    fn validate(self, environment: Environment) -> Result<PasswordConfig, Invalid> {
+        let hash_memory_kib = count(
+            "passwords.hash_memory_kib",
+            self.hash_memory_kib,
+            19_456,
+            1024,
+            1024 * 1024,
+        )?;
+        let hash_iterations = count("passwords.hash_iterations", self.hash_iterations, 2, 1, 16)?;
+        // OWASP's argon2id floor (m=19 MiB t=2 … m=7 MiB t=5: about 36 MiB·passes
+        // and at least 7 MiB): below it a stolen database is cheap to crack.
+        // Development keeps the low settings that make tests fast.
+        let work = u64::from(hash_memory_kib) * u64::from(hash_iterations);
+        if environment == Environment::Production && (hash_memory_kib < 7_168 || work < 35_840) {
+            return Err(bad(
+                "passwords.hash_memory_kib",
+                format!(
+                    "{hash_memory_kib} KiB × {hash_iterations} passes is below the production \
+                     floor (at least 7168 KiB and 35840 KiB·passes, e.g. 19456 × 2)"
+                ),
+            ));
+        }
+        Ok(PasswordConfig {
+            hash_memory_kib,
+            hash_iterations,
         })
     }
 }
