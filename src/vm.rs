@@ -52,11 +52,11 @@ impl Vm {
         let providers = config.providers.map(ProviderRuntime::new);
         let identity_names = config
             .identity
-            .all_names()
+            .owned_names()
             .into_iter()
             .map(str::to_owned)
             .collect();
-        let identity_spellings = underscore_spellings(&config.identity.all_names());
+        let identity_spellings = underscore_spellings(&config.identity.owned_names());
         let header_reads = HeaderReads::for_config(&config);
         timing::set_clock(host::now_ns);
         Vm {

@@ -678,6 +678,70 @@ fn underscore_spellings_of_identity_headers_never_reach_the_backend() {
     }
 }
 
+/// A section of identity headers of one's own replaced the defaults, and the
+/// default names it left out were neither set nor removed: a client's
+/// `x-auth-roles: admin` reached a backend that still read it by habit. The
+/// default names are the filter's in every configuration.
+#[test]
+fn default_identity_names_left_out_of_a_custom_section_never_reach_the_backend() {
+    let key = Ed25519KeyPair::generate().with_key_id("k1");
+    let backend = EchoServer::start("127.0.0.1:0").unwrap();
+    let user = format!("Bearer {}", token(&key, "alice", &["user"]));
+    let forged = [
+        ("x-auth-user", "admin"),
+        ("x-auth-roles", "admin"),
+        ("x_auth_scopes", "all"),
+        ("x-auth-session", "s"),
+        ("X-Auth-Client-Id", "svc:billing"),
+        ("x_auth_issuer", "https://evil.example"),
+    ];
+    let sections = [
+        json!({"subject": "x-user"}),
+        json!({"claims": {"sub": "x-who"}}),
+        json!({}),
+    ];
+    let reads = [
+        json!({"authorization_bearer": true}),
+        json!({"headers": ["x-token"]}),
+    ];
+    for (section, sources) in sections
+        .iter()
+        .flat_map(|s| reads.iter().map(move |r| (s, r)))
+    {
+        let envoy = start(
+            filter_config(
+                &key,
+                "path_prefix",
+                json!({"identity_headers": section, "token_sources": sources}),
+            ),
+            &backend,
+            &json!({}),
+        );
+        for (path, auth) in [
+            ("/public/page", None),
+            ("/api/items/1", Some(user.as_str())),
+        ] {
+            let mut headers: Vec<(&str, &str)> = forged.to_vec();
+            headers.extend(auth.map(|a| ("authorization", a)));
+            let r = send_raw(envoy.port, path, &headers);
+            assert_eq!(r.status, 200, "{section} {sources} {path}: {r:?}");
+            let received: Vec<String> = r.json()["headers"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default()
+                .keys()
+                .filter(|k| k.replace('_', "-").starts_with("x-auth-"))
+                .cloned()
+                .collect();
+            assert_eq!(received, Vec::<String>::new(), "{section} {sources} {path}");
+        }
+        let r = send_raw(envoy.port, "/api/items/1", &[("authorization", &user)]);
+        if section.get("subject").is_some() {
+            assert_eq!(r.echoed("x-user").as_deref(), Some("alice"), "{section}");
+        }
+    }
+}
+
 // ---- repeated cookies, device secret, repeated fingerprint headers ----
 
 fn cookie_config(key: &Ed25519KeyPair) -> Value {

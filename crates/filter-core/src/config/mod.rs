@@ -233,10 +233,33 @@ pub struct IdentityHeaders {
     pub client_id: Option<String>,
     /// (claim path split on dots, header)
     pub claims: Vec<(Vec<String>, String)>,
+    /// The default names ([`DEFAULT_IDENTITY_NAMES`]) this configuration does
+    /// not set: still removed from every request, so a client's copy never
+    /// reaches a backend that reads them by habit.
+    pub unset_defaults: Vec<String>,
 }
 
+/// The identity headers of the default configuration (with `x-auth-issuer`,
+/// which several providers add): owned by the filter in every configuration.
+pub const DEFAULT_IDENTITY_NAMES: &[&str] = &[
+    "x-auth-user",
+    "x-auth-issuer",
+    "x-auth-roles",
+    "x-auth-scopes",
+    "x-auth-session",
+    "x-auth-client-id",
+];
+
 impl IdentityHeaders {
-    /// Every header name the filter owns: removed from each incoming request.
+    /// Every header name the filter owns: set from the token or removed, on
+    /// each request let through.
+    pub fn owned_names(&self) -> Vec<&str> {
+        let mut names = self.all_names();
+        names.extend(self.unset_defaults.iter().map(String::as_str));
+        names
+    }
+
+    /// The header names this configuration sets.
     pub fn all_names(&self) -> Vec<&str> {
         [
             &self.subject,
@@ -533,6 +556,31 @@ mod tests {
             .unwrap_err()
             .0
             .contains("providers"));
+    }
+
+    /// The default identity names a section of one's own leaves out stay the
+    /// filter's (removed), except one the section sets in another spelling or
+    /// a token header (a credential, removed as one).
+    #[test]
+    fn default_identity_names_left_out_are_still_owned() {
+        let c = with(serde_json::json!({
+            "identity_headers": {"subject": "x_auth_user", "claims": {"org.team": "x-team"}},
+            "token_sources": {"headers": ["x-auth-session"]}
+        }))
+        .unwrap();
+        assert_eq!(
+            c.identity.owned_names(),
+            vec![
+                "x_auth_user",
+                "x-team",
+                "x-auth-issuer",
+                "x-auth-roles",
+                "x-auth-scopes",
+                "x-auth-client-id"
+            ]
+        );
+        let defaults = with(serde_json::json!({})).unwrap();
+        assert_eq!(defaults.identity.unset_defaults, vec!["x-auth-issuer"]);
     }
 
     #[test]

@@ -455,6 +455,7 @@ fn validate_identity(
         session: one(raw.session, "session")?,
         client_id: one(raw.client_id, "client_id")?,
         claims,
+        unset_defaults: Vec::new(),
     };
     let names = identity.all_names();
     // Credentials, routing and message framing: a claim must not set them.
@@ -504,7 +505,21 @@ fn validate_identity(
             ));
         }
     }
-    Ok(identity)
+    let unset_defaults = super::DEFAULT_IDENTITY_NAMES
+        .iter()
+        .filter(|d| {
+            !names
+                .iter()
+                .copied()
+                .chain(token_headers.iter().map(String::as_str))
+                .any(|n| header_spellings::same_header(n, d))
+        })
+        .map(|d| (*d).to_owned())
+        .collect();
+    Ok(IdentityHeaders {
+        unset_defaults,
+        ..identity
+    })
 }
 
 fn validate_route(r: RawRoute, configured: &PerProvider<Provider>) -> Result<Route, ConfigError> {
