@@ -273,7 +273,7 @@ macro_rules! impl_store {
             }
 
             async fn create_session(&self, s: &Session, refresh: &RefreshRecord, password_version: i64) -> StoreResult<bool> {
-                let mut tx = self.writer().begin().await?;
+                let mut tx = self.begin_write().await?;
                 // Only for a user not banned now, whose password is still the one the
                 // sign-in checked. The user row is read under SHARE_LOCK: a ban or reset
                 // under way (each updates that row) is waited for and then seen; one
@@ -358,7 +358,7 @@ macro_rules! impl_store {
             }
 
             async fn revoke_session(&self, session_id: &str, reason: &str, now: i64, feed_expires_at: i64) -> StoreResult<bool> {
-                let mut tx = self.writer().begin().await?;
+                let mut tx = self.begin_write().await?;
                 let r = sqlx::query("UPDATE sessions SET revoked_at = $1, revoke_reason = $2 WHERE id = $3 AND revoked_at IS NULL")
                     .bind(now)
                     .bind(reason)
@@ -378,14 +378,14 @@ macro_rules! impl_store {
             }
 
             async fn revoke_user_sessions(&self, user_id: &str, reason: &str, now: i64, feed_expires_at: i64) -> StoreResult<Vec<String>> {
-                let mut tx = self.writer().begin().await?;
+                let mut tx = self.begin_write().await?;
                 let ids = revoke_sessions_in!(tx, user_id, reason, now, feed_expires_at);
                 tx.commit().await?;
                 Ok(ids)
             }
 
             async fn revoke_token(&self, jti: &str, now: i64, expires_at: i64) -> StoreResult<()> {
-                let mut tx = self.writer().begin().await?;
+                let mut tx = self.begin_write().await?;
                 append_event(&mut tx, FeedKind::Token, jti, None, expires_at, now).await?;
                 tx.commit().await.map_err(StoreError::from)
             }
@@ -483,7 +483,7 @@ macro_rules! impl_store {
             }
 
             async fn disable_service_account(&self, client_id: &str, subject: &str, now: i64, expires_at: i64) -> StoreResult<bool> {
-                let mut tx = self.writer().begin().await?;
+                let mut tx = self.begin_write().await?;
                 let r = sqlx::query("UPDATE service_accounts SET disabled_at = $1 WHERE client_id = $2 AND disabled_at IS NULL")
                     .bind(now)
                     .bind(client_id)
@@ -620,7 +620,7 @@ macro_rules! impl_store {
             }
 
             async fn ban_user(&self, user_id: &str, now: i64, expires_at: i64) -> StoreResult<bool> {
-                let mut tx = self.writer().begin().await?;
+                let mut tx = self.begin_write().await?;
                 let r = sqlx::query("UPDATE users SET banned_at = $1 WHERE id = $2 AND banned_at IS NULL")
                     .bind(now)
                     .bind(user_id)
@@ -653,7 +653,7 @@ macro_rules! impl_store {
             }
 
             async fn prune(&self, now: i64) -> StoreResult<()> {
-                let mut tx = self.writer().begin().await?;
+                let mut tx = self.begin_write().await?;
                 for sql in [
                     "DELETE FROM challenges WHERE expires_at <= $1",
                     "DELETE FROM one_time_tokens WHERE expires_at <= $1",
@@ -679,7 +679,7 @@ macro_rules! impl_store {
             }
 
             async fn reset_password(&self, hash: &str, password_hash: &str, now: i64, feed_expires_at: i64) -> StoreResult<Option<(String, Vec<String>)>> {
-                let mut tx = self.writer().begin().await?;
+                let mut tx = self.begin_write().await?;
                 // The user's row first (found through the token), under UPDATE_LOCK: two
                 // resets of one user, with the same link or two, take turns here. Taking
                 // their links' rows first, each would hold its own and wait for the
@@ -738,7 +738,7 @@ macro_rules! impl_store {
             }
 
             async fn confirm_email(&self, hash: &str, now: i64) -> StoreResult<Option<String>> {
-                let mut tx = self.writer().begin().await?;
+                let mut tx = self.begin_write().await?;
                 let user_id: Option<String> = sqlx::query_scalar(
                     "UPDATE one_time_tokens SET used_at = $1 \
                      WHERE hash = $2 AND purpose = $3 AND used_at IS NULL AND expires_at > $1 RETURNING user_id",
@@ -774,7 +774,7 @@ macro_rules! impl_store {
             }
 
             async fn rotate_refresh(&self, old_hash: &str, new: &RefreshRecord, now: i64) -> StoreResult<bool> {
-                let mut tx = self.writer().begin().await?;
+                let mut tx = self.begin_write().await?;
                 // Two instances presenting the same token (Postgres): the second waits on the row
                 // lock, re-checks `used_at IS NULL` after the first commits, and loses.
                 let used = sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE hash = $2 AND used_at IS NULL")

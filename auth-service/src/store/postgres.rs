@@ -75,6 +75,11 @@ impl PostgresStore {
         &self.pool
     }
 
+    /// A write transaction (row locks: nothing to take up front, unlike SQLite).
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'_, sqlx::Postgres>, sqlx::Error> {
+        self.pool.begin().await
+    }
+
     /// Connects (`postgres://…` URL), applies migrations, and seals with the
     /// current KEK every secret still in clear or sealed with an older one
     /// (a wrong KEK fails here).
@@ -128,7 +133,7 @@ impl PostgresStore {
 
     /// One transaction: every TOTP secret and private key under the current KEK.
     async fn reseal_all(&self) -> StoreResult<u64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(RESEAL_LOCK)
             .execute(&mut *tx)
@@ -368,7 +373,7 @@ super::portable::impl_store! {
     async fn confirm_totp(&self, user_id: &str, secret: &str, step: i64) -> StoreResult<bool> {
         // Sealed values differ on every write: open the pending secret (row
         // locked), compare, then move exactly the sealed value compared.
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let pending: Option<String> = sqlx::query_scalar("SELECT totp_pending FROM users WHERE id = $1 FOR UPDATE")
             .bind(user_id)
             .fetch_optional(&mut *tx)
@@ -513,7 +518,7 @@ super::portable::impl_store! {
     }
 
     async fn prune_feed(&self, forgotten_through: i64) -> StoreResult<u64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let (deleted, pruned): (i64, Option<i64>) = sqlx::query_as(
             "WITH gone AS (DELETE FROM revocation_events WHERE expires_at <= $1 RETURNING seq) SELECT COUNT(*), MAX(seq) FROM gone",
         )
@@ -537,7 +542,7 @@ super::portable::impl_store! {
 
     async fn add_first_signing_key(&self, k: &StoredKey) -> StoreResult<bool> {
         let sealed = StoredKey { private_key: sealed::seal(&self.kek, &key_purpose(&k.kid), &k.private_key)?.into_bytes(), ..k.clone() };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         // Held to commit: a second instance checks only after the first key is visible.
         sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(SIGNING_KEYS_LOCK).execute(&mut *tx).await?;
         let any: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM signing_keys)").fetch_one(&mut *tx).await?;
@@ -551,7 +556,7 @@ super::portable::impl_store! {
 
     async fn add_signing_key(&self, k: &StoredKey) -> StoreResult<()> {
         let sealed = StoredKey { private_key: sealed::seal(&self.kek, &key_purpose(&k.kid), &k.private_key)?.into_bytes(), ..k.clone() };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         // Held to commit: the next rotation's UPDATE then sees this key, and retires it.
         sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(SIGNING_KEYS_LOCK).execute(&mut *tx).await?;
         insert_key(&mut tx, &sealed).await?;

@@ -70,6 +70,14 @@ impl SqliteStore {
         &self.write
     }
 
+    /// A write transaction that takes the write lock at its start: a deferred
+    /// `BEGIN` that read first could not wait for another process (the CLI)
+    /// holding the lock — SQLite answers such an upgrade "database is locked"
+    /// at once, without its busy timeout — where `BEGIN IMMEDIATE` waits.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'_, sqlx::Sqlite>, sqlx::Error> {
+        self.write.begin_with("BEGIN IMMEDIATE").await
+    }
+
     /// Opens (creating if needed) the database, applies migrations, and seals
     /// with the current KEK every secret still in clear or sealed with an
     /// older one (a wrong KEK fails here, naming the key that sealed them).
@@ -132,7 +140,7 @@ impl SqliteStore {
 
     /// One transaction: every TOTP secret and private key under the current KEK.
     async fn reseal_all(&self) -> StoreResult<u64> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let mut count = 0;
         let rows = sqlx::query("SELECT id, totp_secret, totp_pending FROM users WHERE totp_secret IS NOT NULL OR totp_pending IS NOT NULL")
             .fetch_all(&mut *tx)
@@ -297,7 +305,7 @@ super::portable::impl_store! {
     async fn confirm_totp(&self, user_id: &str, secret: &str, step: i64) -> StoreResult<bool> {
         // Sealed values differ on every write: compare the opened pending
         // secret, then move exactly the sealed value that was compared.
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let pending: Option<String> = sqlx::query_scalar("SELECT totp_pending FROM users WHERE id = ?")
             .bind(user_id)
             .fetch_optional(&mut *tx)
@@ -448,7 +456,7 @@ super::portable::impl_store! {
     }
 
     async fn prune_feed(&self, forgotten_through: i64) -> StoreResult<u64> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let pruned: Option<i64> =
             sqlx::query_scalar("SELECT MAX(seq) FROM revocation_events WHERE expires_at <= ?")
                 .bind(forgotten_through)
@@ -496,7 +504,7 @@ super::portable::impl_store! {
     }
 
     async fn add_signing_key(&self, k: &StoredKey) -> StoreResult<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL")
             .bind(k.active_at)
             .execute(&mut *tx)

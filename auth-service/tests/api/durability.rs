@@ -587,3 +587,40 @@ async fn a_verification_that_fails_halfway_does_not_spend_the_link() {
          the failed confirmation spent the link without verifying the address"
     );
 }
+
+/// The CLI is another process writing the same SQLite file. A transaction
+/// that read before it wrote (a deferred `BEGIN`) failed with "database is
+/// locked" when that process held the write lock, instead of waiting its
+/// turn within the busy timeout: the admin's request got a 500.
+#[tokio::test]
+async fn a_write_waits_its_turn_behind_another_process_on_sqlite() {
+    use sqlx::Connection;
+    let app = spawn_app().await;
+    if app.database_url.is_some() {
+        return; // Postgres: row locks, no file lock.
+    }
+    let url = format!("sqlite://{}", app.dir.path().join("authflow.db").display());
+    let mut cli = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("CREATE TABLE cli_probe (x INTEGER)")
+        .execute(&mut cli)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut cli)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO cli_probe VALUES (1)")
+        .execute(&mut cli)
+        .await
+        .unwrap();
+    let store = Arc::clone(&app.state.store);
+    // Reads the feed's head, then deletes what expired: one transaction.
+    let prune = tokio::spawn(async move { store.prune_feed(0).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sqlx::query("COMMIT").execute(&mut cli).await.unwrap();
+    let pruned = tokio::time::timeout(Duration::from_secs(10), prune)
+        .await
+        .expect("the write finished within the busy timeout")
+        .unwrap();
+    assert!(pruned.is_ok(), "{pruned:?}");
+}
