@@ -503,6 +503,39 @@ mod tests {
         }
     }
 
+    /// A production KEK file every account on the host could read opened
+    /// every sealed secret for all of them: refused (group read stays allowed).
+    #[cfg(unix)]
+    #[test]
+    fn production_refuses_a_kek_file_every_account_can_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kek");
+        std::fs::write(&file, crate::kek::generate_key()).unwrap();
+        let path = file.to_str().unwrap();
+        for (mode, ok) in [(0o644, false), (0o604, false), (0o640, true), (0o600, true)] {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+            let production = [
+                ("AUTHFLOW_ENVIRONMENT", "production"),
+                ("AUTHFLOW_TOKENS__ISSUER", "https://a.example"),
+                ("AUTHFLOW_MAIL__TRANSPORT", "smtp"),
+                ("AUTHFLOW_SMTP__HOST", "relay.example"),
+                ("AUTHFLOW_KEK__KEY_FILE", path),
+            ];
+            let loaded = Config::load_from(None, &env(&production));
+            assert_eq!(loaded.is_ok(), ok, "{mode:o}: {:?}", loaded.err());
+            if let Err(e) = loaded {
+                let e = e.to_string();
+                assert!(
+                    e.contains("AUTHFLOW_KEK__KEY_FILE") && e.contains("o-rwx"),
+                    "{e}"
+                );
+            }
+            // Development (a key generated for a demo) is not checked.
+            Config::load_from(None, &env(&[("AUTHFLOW_KEK__KEY_FILE", path)])).unwrap();
+        }
+    }
+
     #[test]
     fn dpop_settings_default_to_both_algorithms_without_nonces() {
         let c = Config::load_from(None, &[]).unwrap();

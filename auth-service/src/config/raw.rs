@@ -333,7 +333,7 @@ impl RawConfig {
                     1_000_000,
                 )? as usize,
             },
-            kek: self.kek.validate()?,
+            kek: self.kek.validate(environment)?,
             dpop: self.dpop.validate()?,
             limits: self.limits.validate()?,
         })
@@ -754,7 +754,7 @@ impl RawPasswords {
 }
 
 impl RawKek {
-    fn validate(self) -> Result<KekConfig, Invalid> {
+    fn validate(self, environment: Environment) -> Result<KekConfig, Invalid> {
         let current = match (&self.key, &self.key_file) {
             (Some(_), Some(_)) => {
                 return Err(bad(
@@ -766,6 +766,9 @@ impl RawKek {
                 Some(crate::kek::parse_key(text.expose_secret()).map_err(|e| bad("kek.key", e))?)
             }
             (None, Some(path)) => {
+                if environment == Environment::Production {
+                    refuse_world_readable("kek.key_file", path)?;
+                }
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| bad("kek.key_file", format!("cannot read {path}: {e}")))?;
                 Some(
@@ -783,6 +786,28 @@ impl RawKek {
             .collect::<Result<_, _>>()?;
         Ok(KekConfig { current, previous })
     }
+}
+
+/// The key that opens every secret at rest, readable by every account on
+/// the host, is as good as on disk in clear: refused, as ssh refuses such a
+/// private key. Group read stays allowed (a volume's `fsGroup`).
+fn refuse_world_readable(setting: &'static str, path: &str) -> Result<(), Invalid> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o007 != 0 {
+                return Err(bad(
+                    setting,
+                    format!(
+                        "{path} is readable by every account (mode {mode:o}): `chmod o-rwx` it"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl RawDpop {
