@@ -15,9 +15,13 @@ use crate::state::AppState;
 /// The budgets' window.
 pub const WINDOW_SECS: i64 = 3600;
 
-/// Takes one mail from the recipient's and the client's budgets (the
-/// client's by its address's bucket: `throttle::address_bucket`); true when
-/// both still allowed it.
+/// Takes one mail from the client's budget (by its address's bucket:
+/// `throttle::address_bucket`) and, only if that still allowed it, from the
+/// recipient's; true when both allowed it. A client past its own budget
+/// spends nobody else's: otherwise one address could keep every recipient's
+/// reset and verification mails from going out, unbounded by its own
+/// budget. (Which budget is charged depends on the client's own count only,
+/// never on whether the address has an account.)
 pub async fn allow(
     state: &AppState,
     recipient: &str,
@@ -34,8 +38,10 @@ pub async fn allow(
             state.config.mail.max_per_client_per_hour,
         )
         .await?;
-    let for_recipient = allow_recipient(state, recipient, now).await?;
-    Ok(for_client && for_recipient)
+    if !for_client {
+        return Ok(false);
+    }
+    allow_recipient(state, recipient, now).await
 }
 
 /// Takes one mail from the recipient's budget only: for a mail whose sending

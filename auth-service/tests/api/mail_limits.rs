@@ -289,3 +289,64 @@ async fn a_verification_link_mailed_at_sign_in_does_not_spend_the_requesters_bud
         "the prober's budget was charged for the link"
     );
 }
+
+/// A client past its own per-client budget is sent nothing, and must spend
+/// nobody else's budget either: otherwise one address could keep every
+/// recipient's reset mails from going out (5 requests per victim per hour,
+/// with no bound at all from the client's own budget), and the owner could
+/// not recover a locked-out account by mail.
+#[tokio::test]
+async fn a_client_over_its_own_budget_does_not_spend_a_recipients() {
+    let app = spawn_app_with(|c| {
+        limited(c);
+        c.mail.max_per_client_per_hour = 3;
+    })
+    .await;
+    let (victim, attacker, owner) = ("vera@example.com", "198.51.100.77", "203.0.113.20");
+    app.verified_user(victim).await;
+    // The attacker spends its own budget on addresses of its own.
+    for i in 0..3 {
+        let body = json!({"email": format!("junk{i}@example.com")});
+        assert_eq!(
+            post_from(&app, attacker, "/v1/auth/password/forgot", body).await,
+            202
+        );
+    }
+    // Past its own budget it keeps asking for resets of the victim's account.
+    for _ in 0..10 {
+        let body = json!({"email": victim});
+        assert_eq!(
+            post_from(&app, attacker, "/v1/auth/password/forgot", body).await,
+            202
+        );
+    }
+    forgot_handled(&app, 13).await;
+    let resets = |mails: Vec<Value>| {
+        mails
+            .iter()
+            .filter(|m| m["subject"] == "Reset your password")
+            .count()
+    };
+    assert_eq!(
+        resets(settled_outbox(&app, victim).await),
+        0,
+        "the attacker's requests past its budget mail nothing"
+    );
+    // The owner, from an address of its own, still gets a reset link.
+    assert_eq!(
+        post_from(
+            &app,
+            owner,
+            "/v1/auth/password/forgot",
+            json!({"email": victim})
+        )
+        .await,
+        202
+    );
+    forgot_handled(&app, 14).await;
+    assert_eq!(
+        resets(settled_outbox(&app, victim).await),
+        1,
+        "a client over its own budget used up the recipient's budget"
+    );
+}
