@@ -149,6 +149,14 @@ pub fn account_key(email: &str) -> String {
     format!("account:{email}")
 }
 
+/// The count of one account's sign-ins from a device it signed in on before
+/// (`device_secret_hash`: its session's): apart from [`account_key`], so a
+/// stranger's failures do not lock the owner out of its own device.
+pub fn account_device_key(email: &str, device_secret_hash: &str) -> String {
+    let short = device_secret_hash.get(..32).unwrap_or(device_secret_hash);
+    format!("account:{email}:device:{short}")
+}
+
 /// The bucket of a client whose address is unknown (see [`address_bucket`]).
 pub const UNKNOWN_CLIENT: &str = "unknown";
 

@@ -23,7 +23,7 @@ use crate::metrics::inc;
 use crate::sessions::{self, SessionTokens};
 use crate::state::AppState;
 use crate::store::{Challenge, SecondFactorAttempt, StoreError, TokenPurpose, User};
-use crate::throttle::{account_key, ip_key, signup_key, Attempt};
+use crate::throttle::{account_device_key, account_key, ip_key, signup_key, Attempt};
 
 /// Where sign-in completes (DPoP proofs name it in `htu`).
 pub const SIGNIN_VERIFY_PATH: &str = "/v1/auth/signin/verify";
@@ -430,8 +430,36 @@ fn signin_locked(state: &AppState, retry_after_secs: u64) -> ApiError {
     }
 }
 
-async fn throttled(state: &AppState, email: &str, client: &Client) -> ApiResult<()> {
-    let keys = [account_key(email), ip_key(&client.bucket(state))];
+/// The key that counts this client's password failures for the account:
+/// the account's own, or — from a device the account signed in on before,
+/// which presents that session's device secret (OWASP's "device cookie") —
+/// that device's. A stranger's wrong passwords lock the account for every
+/// other client, never for its owner on a device of its own. `user_id`:
+/// `None` for an unknown address (the same query runs, for the same time).
+async fn account_lock_key(
+    state: &AppState,
+    email: &str,
+    user_id: Option<&str>,
+    client: &Client,
+) -> ApiResult<String> {
+    let Some(secret) = crate::tokens::device_secret(&client.headers) else {
+        return Ok(account_key(email));
+    };
+    let hash = hash_secret(&secret);
+    let known = state
+        .store
+        .signed_in_on_device(user_id.unwrap_or(""), &hash)
+        .await?;
+    Ok(if known && user_id.is_some() {
+        account_device_key(email, &hash)
+    } else {
+        account_key(email)
+    })
+}
+
+async fn throttled(state: &AppState, user: &User, client: &Client) -> ApiResult<()> {
+    let account = account_lock_key(state, &user.email, Some(&user.id), client).await?;
+    let keys = [account, ip_key(&client.bucket(state))];
     state
         .throttle
         .check(state.store.as_ref(), &keys, now())
@@ -440,13 +468,14 @@ async fn throttled(state: &AppState, email: &str, client: &Client) -> ApiResult<
 }
 
 /// A password attempt, counted against the client address and the account
-/// before the password is compared: parallel guesses cannot all pass a check
+/// (`account`: its key for this client, see [`account_lock_key`]) before the
+/// password is compared: parallel guesses cannot all pass a check
 /// before any failure is counted. 429 while either key is locked, and then
 /// nothing stays counted. A wrong password needs nothing more (it was
 /// counted, and locked at the limit); a right one calls [`password_ok`] with
 /// the address's attempt. The caller holds the hashing slot for the
 /// comparison already: a 503 for want of one must leave nothing counted.
-async fn password_attempt(state: &AppState, email: &str, client: &Client) -> ApiResult<Attempt> {
+async fn password_attempt(state: &AppState, account: &str, client: &Client) -> ApiResult<Attempt> {
     let (store, now, limits) = (state.store.as_ref(), now(), &state.config.throttle);
     let address = state
         .throttle
@@ -460,7 +489,7 @@ async fn password_attempt(state: &AppState, email: &str, client: &Client) -> Api
         .map_err(|retry| signin_locked(state, retry))?;
     match state
         .throttle
-        .attempt(store, &account_key(email), limits.account_max_failures, now)
+        .attempt(store, account, limits.account_max_failures, now)
         .await?
     {
         Ok(_account) => Ok(address),
@@ -475,8 +504,19 @@ async fn password_attempt(state: &AppState, email: &str, client: &Client) -> Api
 /// The password was right: the account's failures are forgotten, and the
 /// address's count (which only success does not clear: a guesser could sign in
 /// to an account of its own) takes this attempt back.
-async fn password_ok(state: &AppState, email: &str, address: Attempt) -> ApiResult<()> {
+async fn password_ok(
+    state: &AppState,
+    email: &str,
+    account: &str,
+    address: Attempt,
+) -> ApiResult<()> {
     clear_account_failures(state, email).await?;
+    if account != account_key(email) {
+        state
+            .throttle
+            .success(state.store.as_ref(), account)
+            .await?;
+    }
     Ok(state.throttle.undo(state.store.as_ref(), &address).await?)
 }
 
@@ -536,7 +576,15 @@ pub async fn start_signin(
     }
     // The hashing slot before the attempt is counted: a 503 (every slot busy) is no failure.
     let slot = state.password_work.reserve().await?;
-    let attempt = match password_attempt(state, email.as_str(), client).await {
+    let user = state.store.user_by_email(email.as_str()).await?;
+    let account = account_lock_key(
+        state,
+        email.as_str(),
+        user.as_ref().map(|u| u.id.as_str()),
+        client,
+    )
+    .await?;
+    let attempt = match password_attempt(state, &account, client).await {
         Ok(attempt) => attempt,
         Err(e) => {
             audit::record(
@@ -551,7 +599,6 @@ pub async fn start_signin(
             return Err(e);
         }
     };
-    let user = state.store.user_by_email(email.as_str()).await?;
     let stored = user.as_ref().map(|u| u.password_hash.clone());
     let ok = state
         .password_work
@@ -593,7 +640,7 @@ pub async fn start_signin(
             return Err(ApiError::InvalidCredentials);
         }
     };
-    password_ok(state, email.as_str(), attempt).await?;
+    password_ok(state, email.as_str(), &account, attempt).await?;
     if user.banned_at.is_some() {
         audit::record(
             state,
@@ -751,7 +798,7 @@ pub async fn finish_signin(
     if user.password_version != challenge.password_version {
         return Err(ApiError::InvalidCode("unknown or expired challenge"));
     }
-    throttled(state, &user.email, client).await?;
+    throttled(state, &user, client).await?;
     if user.banned_at.is_some() {
         return Err(ApiError::AccountDisabled);
     }
@@ -1134,7 +1181,7 @@ async fn prove_owner(
 ) -> ApiResult<()> {
     let now = now();
     if let (Some(code), Some(secret)) = (&proof.code, &user.totp_secret) {
-        throttled(state, &user.email, client).await?;
+        throttled(state, user, client).await?;
         let attempt = count_second_factor_attempt(state, user, client, now).await?;
         let accepted = match totp_step(secret, code.expose().trim(), now) {
             Some(step) => state.store.use_totp_step(&user.id, step).await?,
@@ -1166,7 +1213,8 @@ async fn prove_owner(
     }
     // Counted before it is compared, as at sign-in, once its hashing slot is held.
     let slot = state.password_work.reserve().await?;
-    let attempt = password_attempt(state, &user.email, client).await?;
+    let account = account_lock_key(state, &user.email, Some(&user.id), client).await?;
+    let attempt = password_attempt(state, &account, client).await?;
     if state
         .password_work
         .verify_in(
@@ -1176,7 +1224,7 @@ async fn prove_owner(
         )
         .await?
     {
-        return password_ok(state, &user.email, attempt).await;
+        return password_ok(state, &user.email, &account, attempt).await;
     }
     audit::record(
         state,

@@ -549,6 +549,13 @@ pub trait Store: Send + Sync + 'static {
     async fn session(&self, id: &str) -> StoreResult<Option<Session>>;
     /// A user's sessions newest first, by `(created_at, id)`.
     async fn sessions_of(&self, user_id: &str, page: &PageRequest) -> StoreResult<Vec<Session>>;
+    /// Whether any session of the user, live or ended (still kept), was
+    /// bound to the device secret of this hash: a device it signed in on.
+    async fn signed_in_on_device(
+        &self,
+        user_id: &str,
+        device_secret_hash: &str,
+    ) -> StoreResult<bool>;
     /// A user's newest `limit` sessions still usable at `now` (not revoked, not expired).
     async fn live_sessions_of(
         &self,

@@ -591,6 +591,17 @@ macro_rules! impl_store {
                 Ok(row)
             }
 
+            async fn signed_in_on_device(&self, user_id: &str, device_secret_hash: &str) -> StoreResult<bool> {
+                let found: Option<i64> = sqlx::query_scalar(
+                    "SELECT 1 FROM sessions WHERE user_id = $1 AND device_secret_hash = $2 LIMIT 1",
+                )
+                .bind(user_id)
+                .bind(device_secret_hash)
+                .fetch_optional(self.reader())
+                .await?;
+                Ok(found.is_some())
+            }
+
             async fn live_sessions_of(&self, user_id: &str, now: i64, limit: u32) -> StoreResult<Vec<Session>> {
                 let rows: Vec<Session> = sqlx::query_as(&format!(
                     "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 \

@@ -396,3 +396,69 @@ async fn a_client_without_a_readable_entry_counts_in_the_unknown_bucket() {
         "{log:?}"
     );
 }
+
+/// Anyone could lock anyone out: wrong passwords for the victim's address,
+/// from the attacker's own client address, locked the account, and the
+/// owner's right password was then refused (429) before it was compared —
+/// for good, one request per `lockout_max` keeping the lock at its cap. A
+/// device the account signed in on before (it presents that session's device
+/// secret, OWASP's "device cookie") is past the account's lock: it has a
+/// count of its own. A client without one, or with a secret that is not this
+/// account's, is still locked.
+#[tokio::test]
+async fn a_strangers_wrong_passwords_do_not_lock_the_owner_out_of_a_known_device() {
+    let app = spawn_app_with(|c| {
+        c.server.xff_num_trusted_hops = 1;
+        c.throttle.account_max_failures = 3;
+        c.throttle.ip_max_failures = 1000;
+    })
+    .await;
+    let victim = "owner@example.com";
+    app.verified_user(victim).await;
+    let earlier = app.signin(victim, PASSWORD).await;
+    let other = "other@example.com";
+    app.verified_user(other).await;
+    let strangers = app.signin(other, PASSWORD).await;
+    for _ in 0..4 {
+        let status = fail_signin(&app, victim, None, "198.51.100.66").await;
+        assert!(status == 401 || status == 429, "{status}");
+    }
+    let sign_in = |device: Option<&str>, password: &str| {
+        let mut r = app
+            .http
+            .post(app.url("/v1/auth/signin"))
+            .header("x-forwarded-for", "203.0.113.9")
+            .json(&json!({"email": victim, "password": password}));
+        if let Some(d) = device {
+            r = r.header("x-authflow-device", d.to_owned());
+        }
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(sign_in(None, PASSWORD).await, 429, "no device: locked");
+    assert_eq!(
+        sign_in(Some(&strangers.device), PASSWORD).await,
+        429,
+        "another account's device secret is no way past the lock"
+    );
+    assert_eq!(
+        sign_in(
+            Some("not-a-device-secret-of-anyone-at-all-0000000"),
+            PASSWORD
+        )
+        .await,
+        429
+    );
+    assert_eq!(
+        sign_in(Some(&earlier.device), PASSWORD).await,
+        200,
+        "the owner's right password, on the device it signed in on before"
+    );
+    // The known device has a lock of its own: it is no way to guess past the limit.
+    for _ in 0..3 {
+        assert_eq!(
+            sign_in(Some(&earlier.device), "wrong password!!").await,
+            401
+        );
+    }
+    assert_eq!(sign_in(Some(&earlier.device), PASSWORD).await, 429);
+}
