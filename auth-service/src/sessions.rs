@@ -287,9 +287,14 @@ pub async fn refresh(
         expires_at: session.expires_at,
         used_at: None,
     };
+    // Signed before the rotation and recorded in its transaction: nothing that
+    // can fail comes between the rotation's commit and the answer.
+    let dfp = client.fingerprint(state, &device);
+    let (access, access_record) =
+        tokens::sign_for_session(state, &user, &session.id, Some(dfp), dpop_jkt, now)?;
     if !state
         .store
-        .rotate_refresh(&old_hash, &next_record, now)
+        .rotate_refresh(&old_hash, &next_record, &access_record, now)
         .await?
     {
         // Another use of the same token rotated it since it was read: judged
@@ -303,8 +308,7 @@ pub async fn refresh(
         return Err(used_again(state, client, &session, used_at, now).await);
     }
     inc(&state.metrics.refresh_ok);
-    let dfp = client.fingerprint(state, &device);
-    let access = tokens::issue(state, &user, &session.id, Some(dfp), dpop_jkt, now).await?;
+    let access = tokens::counted(state, access);
     audit::record(
         state,
         Some(client),

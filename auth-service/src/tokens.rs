@@ -55,6 +55,23 @@ pub async fn issue(
     jkt: Option<String>,
     now: i64,
 ) -> Result<IssuedAccess, ApiError> {
+    let (issued, record) = sign_for_session(state, user, sid, dfp, jkt, now)?;
+    state.store.record_access_token(&record).await?;
+    Ok(counted(state, issued))
+}
+
+/// Signs an access token for `user` in session `sid` like [`issue`], but
+/// leaves recording it to the caller (a refresh records it in the same
+/// transaction as the rotation); pass the token through [`counted`] once
+/// recorded.
+pub fn sign_for_session(
+    state: &AppState,
+    user: &User,
+    sid: &str,
+    dfp: Option<String>,
+    jkt: Option<String>,
+    now: i64,
+) -> Result<(IssuedAccess, IssuedToken), ApiError> {
     let custom = AccessClaims {
         sid: sid.to_owned(),
         roles: user.roles.clone(),
@@ -63,9 +80,7 @@ pub async fn issue(
         client_id: None,
         cnf: confirmation(jkt),
     };
-    let (issued, record) = sign(state, &user.id, custom, now)?;
-    state.store.record_access_token(&record).await?;
-    Ok(counted(state, issued))
+    sign(state, &user.id, custom, now)
 }
 
 /// Signs an access token for a service account (client-credentials grant):
@@ -145,7 +160,7 @@ fn sign(
 }
 
 /// A recorded token, in the metrics.
-fn counted(state: &AppState, issued: IssuedAccess) -> IssuedAccess {
+pub fn counted(state: &AppState, issued: IssuedAccess) -> IssuedAccess {
     crate::metrics::inc(&state.metrics.tokens_issued);
     if issued.dpop_bound {
         crate::metrics::inc(&state.metrics.dpop_bound_tokens);

@@ -564,11 +564,15 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> StoreResult<Vec<Session>>;
     async fn refresh_token(&self, hash: &str) -> StoreResult<Option<RefreshRecord>>;
-    /// Marks `old_hash` used and stores `new`; false when `old_hash` was already used.
+    /// Marks `old_hash` used, stores `new` and records `access` (the access
+    /// token answered with it), in one transaction: a refresh that fails
+    /// before its answer leaves the old token unused. False when `old_hash`
+    /// was already used.
     async fn rotate_refresh(
         &self,
         old_hash: &str,
         new: &RefreshRecord,
+        access: &IssuedToken,
         now: i64,
     ) -> StoreResult<bool>;
     async fn record_access_token(&self, token: &IssuedToken) -> StoreResult<()>;

@@ -784,7 +784,7 @@ macro_rules! impl_store {
                 .map_err(StoreError::from)
             }
 
-            async fn rotate_refresh(&self, old_hash: &str, new: &RefreshRecord, now: i64) -> StoreResult<bool> {
+            async fn rotate_refresh(&self, old_hash: &str, new: &RefreshRecord, access: &IssuedToken, now: i64) -> StoreResult<bool> {
                 let mut tx = self.begin_write().await?;
                 // Two instances presenting the same token (Postgres): the second waits on the row
                 // lock, re-checks `used_at IS NULL` after the first commits, and loses.
@@ -806,6 +806,17 @@ macro_rules! impl_store {
                 sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id = $2")
                     .bind(now)
                     .bind(&new.session_id)
+                    .execute(&mut *tx)
+                    .await?;
+                // The access token answered with the new refresh token, in the same
+                // commit: a failure (or crash) before it leaves the old token unused
+                // rather than rotated with no client holding its successor.
+                sqlx::query("INSERT INTO access_tokens (jti, user_id, session_id, issued_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(&access.jti)
+                    .bind(&access.user_id)
+                    .bind(&access.session_id)
+                    .bind(access.issued_at)
+                    .bind(access.expires_at)
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;

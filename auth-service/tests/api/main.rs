@@ -22,6 +22,7 @@ mod password_work;
 mod retention;
 mod second_factor;
 mod service_accounts;
+mod sessions;
 mod smtp_tls;
 mod test_pki;
 mod timing;

@@ -41,6 +41,8 @@ mod retention;
 mod second_factor;
 #[path = "../api/service_accounts.rs"]
 mod service_accounts;
+#[path = "../api/sessions.rs"]
+mod sessions;
 #[path = "../api/timing.rs"]
 mod timing;
 #[path = "../api/upgrade.rs"]
