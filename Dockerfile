@@ -71,8 +71,8 @@ COPY --from=build /out/authflow-auth /usr/local/bin/authflow-auth
 # a named volume mounted here starts with this ownership.
 RUN install -d -o 10001 -g 10001 -m 0700 /var/lib/authflow /run/authflow-kek
 USER 10001:10001
-ENV AUTHFLOW_LISTEN=0.0.0.0:8081 \
-    AUTHFLOW_DATA_DIR=/var/lib/authflow
+ENV AUTHFLOW_SERVER__LISTEN=0.0.0.0:8081 \
+    AUTHFLOW_SERVER__DATA_DIR=/var/lib/authflow
 VOLUME ["/var/lib/authflow"]
 EXPOSE 8081
 ENTRYPOINT ["/usr/local/bin/authflow-auth"]

@@ -646,14 +646,14 @@ class AuthService:
     def __init__(self, env: "Env", data_dir: Path, cpu: str, extra_env: dict | None = None):
         self.port = free_port()
         self.env_vars = dict(os.environ,
-                             AUTHFLOW_LISTEN=f"127.0.0.1:{self.port}",
-                             AUTHFLOW_DATA_DIR=str(data_dir),
-                             AUTHFLOW_ISSUER=f"http://127.0.0.1:{self.port}",
+                             AUTHFLOW_SERVER__LISTEN=f"127.0.0.1:{self.port}",
+                             AUTHFLOW_SERVER__DATA_DIR=str(data_dir),
+                             AUTHFLOW_TOKENS__ISSUER=f"http://127.0.0.1:{self.port}",
                              AUTHFLOW_ENVIRONMENT="development",
                              # Key-encryption key for secrets at rest, fresh for this run.
-                             AUTHFLOW_KEK=base64.b64encode(os.urandom(32)).decode(),
-                             AUTHFLOW_PASSWORD_HASH_MEMORY_KIB="8192",
-                             AUTHFLOW_PASSWORD_HASH_ITERATIONS="1",
+                             AUTHFLOW_KEK__KEY=base64.b64encode(os.urandom(32)).decode(),
+                             AUTHFLOW_PASSWORDS__HASH_MEMORY_KIB="8192",
+                             AUTHFLOW_PASSWORDS__HASH_ITERATIONS="1",
                              RUST_LOG="warn")
         self.env_vars.update(extra_env or {})
         self.bin = env.auth_bin
@@ -807,8 +807,8 @@ class PushUsers:
 def push_auth_env(extra: dict | None = None) -> dict:
     """Settings every push-case instance shares: one issuer, keys published
     at once, tokens that outlive the run."""
-    return dict({"AUTHFLOW_ISSUER": PUSH_ISSUER, "AUTHFLOW_KEY_PUBLISH_LEAD_SECS": "0",
-                 "AUTHFLOW_ACCESS_TTL_SECS": "7200"}, **(extra or {}))
+    return dict({"AUTHFLOW_TOKENS__ISSUER": PUSH_ISSUER, "AUTHFLOW_KEYS__PUBLISH_LEAD_SECS": "0",
+                 "AUTHFLOW_TOKENS__ACCESS_TTL_SECS": "7200"}, **(extra or {}))
 
 
 def push_filter(env: "Env", revocations: dict) -> dict:
@@ -1007,7 +1007,7 @@ def measure_fleets(env: "Env") -> list[dict]:
     instances: list[AuthService] = []
     try:
         pg = PgCluster(env)
-        shared = push_auth_env({"AUTHFLOW_DATABASE_URL": pg.url, "AUTHFLOW_KEK": base64.b64encode(os.urandom(32)).decode()})
+        shared = push_auth_env({"AUTHFLOW_DATABASE__URL": pg.url, "AUTHFLOW_KEK__KEY": base64.b64encode(os.urandom(32)).decode()})
         for i in range(2):
             d = env.tmp / f"fleet-pg-{i}"
             d.mkdir()

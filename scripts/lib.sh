@@ -73,12 +73,12 @@ start_stack() {
   done
   # A fresh data directory per run: development keys and passwords are generated now, never committed.
   rm -rf "$RUN_DIR" && mkdir -p "$RUN_DIR"
-  export AUTHFLOW_DATA_DIR="$RUN_DIR/auth-data" AUTHFLOW_ENVIRONMENT=development AUTHFLOW_DEV_ENDPOINTS=true
-  export AUTHFLOW_LISTEN=127.0.0.1:$AUTH_PORT AUTHFLOW_ISSUER=http://127.0.0.1:$AUTH_PORT AUTHFLOW_AUDIENCES=authflow-demo
+  export AUTHFLOW_SERVER__DATA_DIR="$RUN_DIR/auth-data" AUTHFLOW_ENVIRONMENT=development AUTHFLOW_SERVER__DEV_ENDPOINTS=true
+  export AUTHFLOW_SERVER__LISTEN=127.0.0.1:$AUTH_PORT AUTHFLOW_TOKENS__ISSUER=http://127.0.0.1:$AUTH_PORT AUTHFLOW_TOKENS__AUDIENCES=authflow-demo
   # Envoy (use_remote_address: true) appends the client's address to x-forwarded-for: one trusted hop.
-  export AUTHFLOW_XFF_NUM_TRUSTED_HOPS=1
+  export AUTHFLOW_SERVER__XFF_NUM_TRUSTED_HOPS=1
   # The key-encryption key for secrets at rest: generated for this run (the data directory is fresh too).
-  AUTHFLOW_KEK="$("$AUTH_BIN" kek generate)" && export AUTHFLOW_KEK
+  AUTHFLOW_KEK__KEY="$("$AUTH_BIN" kek generate)" && export AUTHFLOW_KEK__KEY
   trap stop_stack EXIT
   trap 'exit 130' INT TERM
 

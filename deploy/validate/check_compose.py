@@ -10,7 +10,8 @@
      host ports (8080, 9901, 8081, 8082) published on 127.0.0.1; Envoy mounts envoy/compose.yaml
      and its image (a Dockerfile stage) holds the built .wasm at the path that config loads;
      the auth service's issuer, audiences and fingerprint attributes equal the filter
-     configuration in envoy/compose.yaml.
+     configuration in envoy/compose.yaml. No service (and no ENV in the Dockerfile) sets one of
+     the auth service's deprecated flat names (`AUTHFLOW_ISSUER` for `AUTHFLOW_TOKENS__ISSUER`, …).
   5. The Dockerfile it builds: `cargo build --locked -p …` names workspace packages whose
      binaries it copies, Cargo.lock is current (`cargo metadata --locked`), and every stage
      compose runs ends on a non-root USER.
@@ -55,6 +56,37 @@ failures: list[str] = []
 def check(cond: bool, msg: str) -> None:
     if not cond:
         failures.append(msg)
+
+
+def flat_aliases() -> dict[str, str]:
+    """The auth service's deprecated flat variables → their nested names (`AUTHFLOW_ISSUER` →
+    `AUTHFLOW_TOKENS__ISSUER`), read from FLAT_ALIASES in its source, so the list cannot drift."""
+    src = (ROOT / "auth-service/src/config/sources.rs").read_text()
+    block = re.search(r"pub const FLAT_ALIASES[^=]*=\s*&\[(.*?)\n\];", src, re.S)
+    pairs = re.findall(r'\(\s*"([a-z0-9_]+)",\s*"([a-z0-9_.]+)",?\s*\)', block.group(1) if block else "")
+    if ("listen", "server.listen") not in pairs:
+        sys.exit("check_compose.py: cannot read FLAT_ALIASES from auth-service/src/config/sources.rs")
+    return {f"AUTHFLOW_{flat.upper()}": "AUTHFLOW_" + path.replace(".", "__").upper() for flat, path in pairs}
+
+
+FLAT_ALIASES = flat_aliases()
+NESTED_TO_FLAT = {nested: flat for flat, nested in FLAT_ALIASES.items()}
+
+
+def setting(env: dict, nested: str, default=None):
+    """The value of the auth service's setting `nested` in `env`, as the service reads it: the
+    nested name, else its deprecated flat alias (refused in the shipped files by
+    check_deprecated_names, but still honoured by the service)."""
+    if nested in env:
+        return env[nested]
+    return env.get(NESTED_TO_FLAT.get(nested, nested), default)
+
+
+def check_deprecated_names(services: dict) -> None:
+    """No service sets a deprecated flat name: the service would warn about each one at start."""
+    for name, svc in sorted(services.items()):
+        for key in svc.get("environment") or {}:
+            check(key not in FLAT_ALIASES, f"{name}: {key} is a deprecated flat name, use {FLAT_ALIASES.get(key)}")
 
 
 def run(cmd: list[str]) -> subprocess.CompletedProcess:
@@ -180,7 +212,7 @@ def check_postgres_profile(default: dict, services: dict) -> None:
           "envoy-pg: must run the `envoy` service's image (the filter built in)")
     check(envoy.get("command") == default.get("envoy", {}).get("command"), "envoy-pg: command must equal the `envoy` service's")
 
-    replicas = {n for n, s in pg.items() if s.get("environment", {}).get("AUTHFLOW_DATABASE_URL", "").startswith("postgres")}
+    replicas = {n for n, s in pg.items() if setting(s.get("environment", {}), "AUTHFLOW_DATABASE__URL", "").startswith("postgres")}
     check(len(replicas) >= 2, f"expected at least two auth replicas on PostgreSQL, found {sorted(replicas)}")
     check(set(generate.auth_hosts(target)) == replicas,
           f"{target['output']}: the auth cluster holds {generate.auth_hosts(target)}, the replicas are {sorted(replicas)}")
@@ -207,33 +239,33 @@ def check_postgres_profile(default: dict, services: dict) -> None:
     for name in sorted(replicas):
         svc = pg[name]
         env = svc.get("environment", {})
-        url = urlsplit(env.get("AUTHFLOW_DATABASE_URL", ""))
-        check(url.password is None, f"{name}: AUTHFLOW_DATABASE_URL must not carry the password (PGPASSFILE does)")
-        check(url.hostname == "postgres" and (url.port or 5432) == 5432, f"{name}: AUTHFLOW_DATABASE_URL must point at postgres:5432")
+        url = urlsplit(setting(env, "AUTHFLOW_DATABASE__URL", ""))
+        check(url.password is None, f"{name}: AUTHFLOW_DATABASE__URL must not carry the password (PGPASSFILE does)")
+        check(url.hostname == "postgres" and (url.port or 5432) == 5432, f"{name}: AUTHFLOW_DATABASE__URL must point at postgres:5432")
         check(url.username == senv.get("POSTGRES_USER") and url.path.lstrip("/") == senv.get("POSTGRES_DB"),
-              f"{name}: AUTHFLOW_DATABASE_URL user/database must be the server's POSTGRES_USER/POSTGRES_DB")
+              f"{name}: AUTHFLOW_DATABASE__URL user/database must be the server's POSTGRES_USER/POSTGRES_DB")
         pgpass = volume_of(svc, env.get("PGPASSFILE", "/"))
         check(secret_vol is not None and pgpass is not None and pgpass["source"] == secret_vol["source"] and pgpass.get("read_only") is True,
               f"{name}: PGPASSFILE must be on the volume pg-secret-init writes, mounted read-only")
-        kek = volume_of(svc, env.get("AUTHFLOW_KEK_FILE", "/"))
-        auth_kek = volume_of(default.get("auth", {}), default.get("auth", {}).get("environment", {}).get("AUTHFLOW_KEK_FILE", "/"))
+        kek = volume_of(svc, setting(env, "AUTHFLOW_KEK__KEY_FILE", "/"))
+        auth_kek = volume_of(default.get("auth", {}), setting(default.get("auth", {}).get("environment", {}), "AUTHFLOW_KEK__KEY_FILE", "/"))
         check(kek is not None and auth_kek is not None and kek["source"] == auth_kek["source"] and kek.get("read_only") is True,
-              f"{name}: AUTHFLOW_KEK_FILE must be on the volume kek-init writes, mounted read-only")
+              f"{name}: AUTHFLOW_KEK__KEY_FILE must be on the volume kek-init writes, mounted read-only")
         for dep, cond in (("postgres", "service_healthy"), ("pg-secret-init", "service_completed_successfully"),
                           ("kek-init", "service_completed_successfully")):
             check(svc.get("depends_on", {}).get(dep, {}).get("condition") == cond, f"{name} must depend on {dep} ({cond})")
-        check(env.get("AUTHFLOW_ISSUER") == provider["issuer"],
-              f"{name}: AUTHFLOW_ISSUER={env.get('AUTHFLOW_ISSUER')} but envoy-pg's filter expects issuer {provider['issuer']}")
-        check(set(split(env.get("AUTHFLOW_AUDIENCES"))) <= set(provider["audiences"]) and split(env.get("AUTHFLOW_AUDIENCES")),
-              f"{name}: AUTHFLOW_AUDIENCES={env.get('AUTHFLOW_AUDIENCES')} not accepted by the filter ({provider['audiences']})")
-        check(split(env.get("AUTHFLOW_FINGERPRINT_ATTRIBUTES")) == filter_cfg["device_binding"]["attributes"],
-              f"{name}: AUTHFLOW_FINGERPRINT_ATTRIBUTES differs from the filter's device_binding.attributes")
-        check(env.get("AUTHFLOW_LISTEN", "").endswith(":8081"), f"{name}: AUTHFLOW_LISTEN must use port 8081")
+        check(setting(env, "AUTHFLOW_TOKENS__ISSUER") == provider["issuer"],
+              f"{name}: AUTHFLOW_TOKENS__ISSUER={setting(env, 'AUTHFLOW_TOKENS__ISSUER')} but envoy-pg's filter expects issuer {provider['issuer']}")
+        check(set(split(setting(env, "AUTHFLOW_TOKENS__AUDIENCES"))) <= set(provider["audiences"]) and split(setting(env, "AUTHFLOW_TOKENS__AUDIENCES")),
+              f"{name}: AUTHFLOW_TOKENS__AUDIENCES={setting(env, 'AUTHFLOW_TOKENS__AUDIENCES')} not accepted by the filter ({provider['audiences']})")
+        check(split(setting(env, "AUTHFLOW_TOKENS__FINGERPRINT_ATTRIBUTES")) == filter_cfg["device_binding"]["attributes"],
+              f"{name}: AUTHFLOW_TOKENS__FINGERPRINT_ATTRIBUTES differs from the filter's device_binding.attributes")
+        check(setting(env, "AUTHFLOW_SERVER__LISTEN", "").endswith(":8081"), f"{name}: AUTHFLOW_SERVER__LISTEN must use port 8081")
         aliases = ((svc.get("networks") or {}).get("default") or {}).get("aliases") or []
         check(authority_host == name or authority_host in aliases,
               f"{name}: the callouts' authority {target['auth_authority']} must name it (a network alias)")
-        data = volume_of(svc, env.get("AUTHFLOW_DATA_DIR", "/"))
-        check(data is not None, f"{name}: AUTHFLOW_DATA_DIR (the development outbox) must be on a named volume")
+        data = volume_of(svc, setting(env, "AUTHFLOW_SERVER__DATA_DIR", "/"))
+        check(data is not None, f"{name}: AUTHFLOW_SERVER__DATA_DIR (the development outbox) must be on a named volume")
         data_volumes.add(data and data["source"])
         check(svc.get("image") == default.get("auth", {}).get("image"), f"{name}: must run the `auth` service's image")
     check(len(data_volumes) == 1, "the replicas must share one outbox volume, so a mail sent by one is read through the other")
@@ -273,6 +305,7 @@ def main() -> int:
 
     # 3. every referenced file exists
     check_references(services)
+    check_deprecated_names(services)
     for name, svc in services.items():
         check_ports(name, svc, EXPECTED_PORTS.get(name, {}))
 
@@ -290,25 +323,25 @@ def main() -> int:
 
     env = services.get("auth", {}).get("environment", {})
     split = lambda v: [s.strip() for s in (v or "").split(",") if s.strip()]  # noqa: E731
-    check(env.get("AUTHFLOW_ISSUER") == provider["issuer"],
-          f"auth: AUTHFLOW_ISSUER={env.get('AUTHFLOW_ISSUER')} but the filter expects issuer {provider['issuer']}")
-    check(split(env.get("AUTHFLOW_AUDIENCES")) and set(split(env.get("AUTHFLOW_AUDIENCES"))) <= set(provider["audiences"]),
-          f"auth: AUTHFLOW_AUDIENCES={env.get('AUTHFLOW_AUDIENCES')} not accepted by the filter ({provider['audiences']})")
-    check(split(env.get("AUTHFLOW_FINGERPRINT_ATTRIBUTES")) == filter_cfg["device_binding"]["attributes"],
-          f"auth: AUTHFLOW_FINGERPRINT_ATTRIBUTES={env.get('AUTHFLOW_FINGERPRINT_ATTRIBUTES')} differs from the filter's "
+    check(setting(env, "AUTHFLOW_TOKENS__ISSUER") == provider["issuer"],
+          f"auth: AUTHFLOW_TOKENS__ISSUER={setting(env, 'AUTHFLOW_TOKENS__ISSUER')} but the filter expects issuer {provider['issuer']}")
+    check(split(setting(env, "AUTHFLOW_TOKENS__AUDIENCES")) and set(split(setting(env, "AUTHFLOW_TOKENS__AUDIENCES"))) <= set(provider["audiences"]),
+          f"auth: AUTHFLOW_TOKENS__AUDIENCES={setting(env, 'AUTHFLOW_TOKENS__AUDIENCES')} not accepted by the filter ({provider['audiences']})")
+    check(split(setting(env, "AUTHFLOW_TOKENS__FINGERPRINT_ATTRIBUTES")) == filter_cfg["device_binding"]["attributes"],
+          f"auth: AUTHFLOW_TOKENS__FINGERPRINT_ATTRIBUTES={setting(env, 'AUTHFLOW_TOKENS__FINGERPRINT_ATTRIBUTES')} differs from the filter's "
           f"device_binding.attributes {filter_cfg['device_binding']['attributes']}")
-    check(env.get("AUTHFLOW_LISTEN", "").endswith(":8081"), "auth: AUTHFLOW_LISTEN must use port 8081")
-    check(env.get("AUTHFLOW_DATA_DIR") in {v["target"] for v in services.get("auth", {}).get("volumes", []) if v.get("type") == "volume"},
-          "auth: AUTHFLOW_DATA_DIR must be on a named volume")
+    check(setting(env, "AUTHFLOW_SERVER__LISTEN", "").endswith(":8081"), "auth: AUTHFLOW_SERVER__LISTEN must use port 8081")
+    check(setting(env, "AUTHFLOW_SERVER__DATA_DIR") in {v["target"] for v in services.get("auth", {}).get("volumes", []) if v.get("type") == "volume"},
+          "auth: AUTHFLOW_SERVER__DATA_DIR must be on a named volume")
     # The key-encryption key: generated by kek-init onto a volume of its own, which auth reads.
-    kek_file = env.get("AUTHFLOW_KEK_FILE", "")
+    kek_file = setting(env, "AUTHFLOW_KEK__KEY_FILE", "")
     kek_dir = kek_file.rsplit("/", 1)[0]
     mounts = lambda name: {v["target"]: v for v in services.get(name, {}).get("volumes", []) if v.get("type") == "volume"}  # noqa: E731
     auth_kek, init_kek = mounts("auth").get(kek_dir), mounts("kek-init").get(kek_dir)
     check(auth_kek is not None and init_kek is not None and auth_kek["source"] == init_kek["source"],
-          f"auth: AUTHFLOW_KEK_FILE={kek_file} must be on the volume kek-init writes")
+          f"auth: AUTHFLOW_KEK__KEY_FILE={kek_file} must be on the volume kek-init writes")
     check(auth_kek is not None and auth_kek.get("read_only") is True, "auth: the key-encryption key volume must be read-only")
-    check(auth_kek is None or auth_kek["source"] != mounts("auth").get(env.get("AUTHFLOW_DATA_DIR"), {}).get("source"),
+    check(auth_kek is None or auth_kek["source"] != mounts("auth").get(setting(env, "AUTHFLOW_SERVER__DATA_DIR"), {}).get("source"),
           "auth: the key-encryption key must not live on the data volume")
     check(services.get("auth", {}).get("depends_on", {}).get("kek-init", {}).get("condition") == "service_completed_successfully",
           "auth must start after kek-init completed")
@@ -320,6 +353,9 @@ def main() -> int:
         return 1
     check_postgres_profile(services, pg_services)
     check_hardening(pg_services)
+    check_deprecated_names({n: s for n, s in pg_services.items() if n in PG_SERVICES})
+    dockerfile_flat = sorted(set(re.findall(r"\bAUTHFLOW_[A-Z0-9_]+\b", (ROOT / "Dockerfile").read_text())) & set(FLAT_ALIASES))
+    check(not dockerfile_flat, f"Dockerfile: deprecated flat names {dockerfile_flat}, use {[FLAT_ALIASES[n] for n in dockerfile_flat]}")
 
     check_dockerfile(ROOT / "Dockerfile", {svc.get("build", {}).get("target") for svc in pg_services.values()} - {None})
 

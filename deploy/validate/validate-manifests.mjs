@@ -10,7 +10,10 @@
 //  3. Consistency: the WasmPlugin's callout cluster is the Istio outbound cluster of the
 //     auth Service that is shipped here, and the auth Deployment's issuer, audiences and
 //     fingerprint attributes equal the pluginConfig's; every Secret, PVC and
-//     ServiceAccount the Deployment references is shipped.
+//     ServiceAccount the Deployment references is shipped. The auth service's settings are
+//     read by their nested names (AUTHFLOW_TOKENS__ISSUER), else by the deprecated flat alias the
+//     service still honours (AUTHFLOW_ISSUER); a flat alias in a shipped manifest is an error,
+//     the service would warn about it at every start.
 //  4. Availability: the auth Deployment runs at least two replicas on PostgreSQL, the database
 //     URL (it holds the password) from a Secret, never a literal; no PersistentVolumeClaim (a
 //     ReadWriteOnce volume cannot be shared by replicas); readiness and liveness probes; a
@@ -178,6 +181,24 @@ function yamlFiles(dir) {
 }
 
 // ---- run ------------------------------------------------------------------------------------------
+// The auth service's deprecated flat variables → their nested names (AUTHFLOW_ISSUER →
+// AUTHFLOW_TOKENS__ISSUER), read from FLAT_ALIASES in its source, so the list cannot drift.
+function flatAliases() {
+  const src = readFileSync(join(root, "auth-service/src/config/sources.rs"), "utf8");
+  const block = /pub const FLAT_ALIASES[^=]*=\s*&\[([\s\S]*?)\n\];/.exec(src)?.[1] ?? "";
+  const pairs = [...block.matchAll(/\(\s*"([a-z0-9_]+)",\s*"([a-z0-9_.]+)",?\s*\)/g)].map((m) => [m[1], m[2]]);
+  if (!pairs.some(([flat, path]) => flat === "listen" && path === "server.listen")) {
+    console.error("validate-manifests.mjs: cannot read FLAT_ALIASES from auth-service/src/config/sources.rs");
+    process.exit(2);
+  }
+  return Object.fromEntries(pairs.map(([flat, path]) => [`AUTHFLOW_${flat.toUpperCase()}`, `AUTHFLOW_${path.replaceAll(".", "__").toUpperCase()}`]));
+}
+const FLAT_ALIASES = flatAliases();
+const FLAT_NAME_OF = Object.fromEntries(Object.entries(FLAT_ALIASES).map(([flat, nested]) => [nested, flat]));
+// The env entry (by name) that sets the auth service's setting `nested`, as the service reads it:
+// the nested name, else its deprecated flat alias.
+const setting = (env, nested) => env[nested] ?? env[FLAT_NAME_OF[nested]];
+
 const errors = [];
 const docs = [];
 for (const dir of dirs) {
@@ -273,19 +294,24 @@ if (plugin && deployment) {
 
   const container = deployment.spec.template.spec.containers[0];
   const env = Object.fromEntries((container.env ?? []).map((e) => [e.name, e]));
-  const val = (n) => env[n]?.value;
+  const val = (n) => setting(env, n)?.value;
   const list = (n) => (val(n) ?? "").split(",").map((s) => s.trim()).filter(Boolean);
-  if (val("AUTHFLOW_ISSUER") !== provider.issuer) errors.push(`Deployment: AUTHFLOW_ISSUER ${val("AUTHFLOW_ISSUER")} != pluginConfig issuer ${provider.issuer}`);
-  if (!list("AUTHFLOW_AUDIENCES").length || !list("AUTHFLOW_AUDIENCES").every((a) => (provider.audiences ?? []).includes(a))) {
-    errors.push(`Deployment: AUTHFLOW_AUDIENCES ${val("AUTHFLOW_AUDIENCES")} not accepted by the pluginConfig (${provider.audiences})`);
+  if (val("AUTHFLOW_TOKENS__ISSUER") !== provider.issuer) errors.push(`Deployment: AUTHFLOW_TOKENS__ISSUER ${val("AUTHFLOW_TOKENS__ISSUER")} != pluginConfig issuer ${provider.issuer}`);
+  if (!list("AUTHFLOW_TOKENS__AUDIENCES").length || !list("AUTHFLOW_TOKENS__AUDIENCES").every((a) => (provider.audiences ?? []).includes(a))) {
+    errors.push(`Deployment: AUTHFLOW_TOKENS__AUDIENCES ${val("AUTHFLOW_TOKENS__AUDIENCES")} not accepted by the pluginConfig (${provider.audiences})`);
   }
-  if (JSON.stringify(list("AUTHFLOW_FINGERPRINT_ATTRIBUTES")) !== JSON.stringify(cfg.device_binding?.attributes ?? [])) {
-    errors.push(`Deployment: AUTHFLOW_FINGERPRINT_ATTRIBUTES ${val("AUTHFLOW_FINGERPRINT_ATTRIBUTES")} != device_binding.attributes`);
+  if (JSON.stringify(list("AUTHFLOW_TOKENS__FINGERPRINT_ATTRIBUTES")) !== JSON.stringify(cfg.device_binding?.attributes ?? [])) {
+    errors.push(`Deployment: AUTHFLOW_TOKENS__FINGERPRINT_ATTRIBUTES ${val("AUTHFLOW_TOKENS__FINGERPRINT_ATTRIBUTES")} != device_binding.attributes`);
   }
-  if (val("AUTHFLOW_ENVIRONMENT") === "production" && !String(val("AUTHFLOW_ISSUER")).startsWith("https://")) {
+  if (val("AUTHFLOW_ENVIRONMENT") === "production" && !String(val("AUTHFLOW_TOKENS__ISSUER")).startsWith("https://")) {
     errors.push("Deployment: production needs an https:// issuer");
   }
-  if (!String(val("AUTHFLOW_LISTEN")).endsWith(":8081")) errors.push("Deployment: AUTHFLOW_LISTEN must use port 8081");
+  if (!String(val("AUTHFLOW_SERVER__LISTEN")).endsWith(":8081")) errors.push("Deployment: AUTHFLOW_SERVER__LISTEN must use port 8081");
+  for (const c of [...(deployment.spec.template.spec.initContainers ?? []), ...deployment.spec.template.spec.containers]) {
+    for (const e of c.env ?? []) {
+      if (FLAT_ALIASES[e.name]) errors.push(`Deployment: container ${c.name}: env ${e.name} is a deprecated flat name, use ${FLAT_ALIASES[e.name]}`);
+    }
+  }
   const podSpec = deployment.spec.template.spec;
   for (const e of container.env ?? []) {
     const ref = e.valueFrom?.secretKeyRef;
@@ -480,15 +506,15 @@ function availabilityProblems(deployment, container, env) {
   const podSpec = deployment.spec.template.spec;
   const replicas = deployment.spec.replicas ?? 1;
   if (replicas < 2) problems.push(`Deployment: ${replicas} replica(s); run at least 2 (on PostgreSQL)`);
-  const url = env.AUTHFLOW_DATABASE_URL;
-  if (!url) problems.push("Deployment: no AUTHFLOW_DATABASE_URL: several replicas need the PostgreSQL store");
-  else if (!url.valueFrom?.secretKeyRef) problems.push("Deployment: AUTHFLOW_DATABASE_URL must come from a Secret (secretKeyRef), not a literal value");
+  const url = setting(env, "AUTHFLOW_DATABASE__URL");
+  if (!url) problems.push("Deployment: no AUTHFLOW_DATABASE__URL: several replicas need the PostgreSQL store");
+  else if (!url.valueFrom?.secretKeyRef) problems.push("Deployment: AUTHFLOW_DATABASE__URL must come from a Secret (secretKeyRef), not a literal value");
   if ((podSpec.volumes ?? []).some((v) => v.persistentVolumeClaim)) {
     problems.push("Deployment: mounts a PersistentVolumeClaim; replicas on PostgreSQL need none (a ReadWriteOnce volume holds one pod)");
   }
-  const dataDir = env.AUTHFLOW_DATA_DIR?.value;
+  const dataDir = setting(env, "AUTHFLOW_SERVER__DATA_DIR")?.value;
   if (dataDir && !(container.volumeMounts ?? []).some((m) => m.mountPath === dataDir)) {
-    problems.push("Deployment: AUTHFLOW_DATA_DIR must be a mounted volume (the root filesystem is read-only)");
+    problems.push("Deployment: AUTHFLOW_SERVER__DATA_DIR must be a mounted volume (the root filesystem is read-only)");
   }
   for (const probe of ["readinessProbe", "livenessProbe"]) {
     if (!container[probe]?.httpGet?.path) problems.push(`Deployment: no HTTP ${probe}`);
@@ -534,6 +560,7 @@ function selfTest() {
   });
   const rules = (files) => of(files, "AuthorizationPolicy", "authflow-auth").spec.rules;
   const server = (files, protocol) => of(files, "Gateway").spec.servers.find((s) => s.port.protocol === protocol);
+  const authEnv = (files, name) => of(files, "Deployment", "authflow-auth").spec.template.spec.containers[0].env.find((e) => e.name === name);
   const hardening = (files) => of(files, "EnvoyFilter", "authflow-gateway-hardening").spec.configPatches[0].patch.value.typed_config;
   const cases = [
     ["unaltered", () => {}, null],
@@ -573,6 +600,15 @@ function selfTest() {
     ["no hardening EnvoyFilter", (f) => drop(f, "EnvoyFilter", "authflow-gateway-hardening"), "headers_with_underscores_action: REJECT_REQUEST"],
     ["underscore headers allowed", (f) => { hardening(f).common_http_protocol_options.headers_with_underscores_action = "ALLOW"; }, "headers_with_underscores_action: REJECT_REQUEST"],
     ["slashes not merged", (f) => { delete hardening(f).merge_slashes; }, "merge_slashes: true"],
+    ["a deprecated flat name", (f) => { authEnv(f, "AUTHFLOW_TOKENS__ISSUER").name = "AUTHFLOW_ISSUER"; },
+      "env AUTHFLOW_ISSUER is a deprecated flat name, use AUTHFLOW_TOKENS__ISSUER"],
+    ["a flat name is still read (its value checked)", (f) => {
+      Object.assign(authEnv(f, "AUTHFLOW_TOKENS__ISSUER"), { name: "AUTHFLOW_ISSUER", value: "https://other.example" });
+    }, "AUTHFLOW_TOKENS__ISSUER https://other.example != pluginConfig issuer"],
+    ["the database URL by its flat name, literal", (f) => {
+      Object.assign(authEnv(f, "AUTHFLOW_DATABASE__URL"), { name: "AUTHFLOW_DATABASE_URL", value: "postgres://u:p@db/authflow", valueFrom: undefined });
+    }, "AUTHFLOW_DATABASE__URL must come from a Secret"],
+    ["issuer wrong", (f) => { authEnv(f, "AUTHFLOW_TOKENS__ISSUER").value = "https://other.example"; }, "!= pluginConfig issuer"],
   ];
   const shipped = SHIPPED_DIRS.flatMap((d) => yamlFiles(resolve(root, d)).sort())
     .map((file) => ({ rel: relative(root, file), docs: yaml.loadAll(readFileSync(file, "utf8")).filter((d) => d != null) }));
