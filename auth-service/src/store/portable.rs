@@ -592,8 +592,9 @@ macro_rules! impl_store {
             }
 
             async fn signed_in_on_device(&self, user_id: &str, device_secret_hash: &str) -> StoreResult<bool> {
+                // BIGINT: Postgres's plain `1` is an int4, which an i64 does not decode.
                 let found: Option<i64> = sqlx::query_scalar(
-                    "SELECT 1 FROM sessions WHERE user_id = $1 AND device_secret_hash = $2 LIMIT 1",
+                    "SELECT CAST(1 AS BIGINT) FROM sessions WHERE user_id = $1 AND device_secret_hash = $2 LIMIT 1",
                 )
                 .bind(user_id)
                 .bind(device_secret_hash)
