@@ -46,15 +46,8 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
         );
     }
     let router = app(Arc::clone(&state));
-    let server = tokio::spawn(async move {
-        let service = router.into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = axum::serve(listener, service)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-        {
-            tracing::error!(error = %e, "server stopped");
-        }
-    });
+    let header_read_timeout = state.config.server.header_read_timeout;
+    let server = tokio::spawn(serve(listener, router, header_read_timeout));
     let maintenance = tokio::spawn(maintenance(Arc::clone(&state)));
     // On every store: another instance (Postgres) or another process on the
     // same database (the CLI: `keys rotate`, `service-account disable`)
@@ -69,6 +62,51 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
         server,
         maintenance,
     })
+}
+
+/// Serves HTTP/1.1 on `listener` until SIGINT / SIGTERM, then lets every
+/// open connection finish (what `axum::serve` does), with what it lacks: a
+/// timer, so that a connection that does not send a whole request head
+/// within `header_read_timeout` (a slowloris client, or an idle keep-alive
+/// one) is closed. Each request carries its peer address (`ConnectInfo`).
+async fn serve(listener: TcpListener, router: Router, header_read_timeout: std::time::Duration) {
+    use axum::extract::ConnectInfo;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt as _;
+
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, as axum::serve does.
+                    tracing::debug!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let router = router.clone();
+        let service =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                router.clone().oneshot(req.map(axum::body::Body::new))
+            });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::trace!(error = %e, "connection ended");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 async fn shutdown_signal() {

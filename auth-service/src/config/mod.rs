@@ -54,7 +54,16 @@ pub struct ServerConfig {
     /// `client-ip-prefix` attribute) is the entry this many hops from the
     /// right; 0 = the peer address. Envoy's setting of the same name.
     pub xff_num_trusted_hops: u32,
+    /// How long a connection may take to send a request head (also how
+    /// long an idle keep-alive connection stays open): a client that
+    /// trickles its headers, or never sends any, is cut off after it
+    /// instead of holding a task and a socket forever.
+    pub header_read_timeout: Duration,
 }
+
+/// [`ServerConfig::header_read_timeout`]: generous for any real client
+/// (a proxy sends a whole head at once), short for one that holds sockets.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `[database]`.
 #[derive(Clone, Debug)]

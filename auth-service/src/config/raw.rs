@@ -382,6 +382,7 @@ impl RawServer {
                 0,
                 authflow_contract::client_address::MAX_TRUSTED_HOPS,
             )?,
+            header_read_timeout: super::HEADER_READ_TIMEOUT,
         })
     }
 }

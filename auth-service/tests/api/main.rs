@@ -23,6 +23,7 @@ mod retention;
 mod second_factor;
 mod service_accounts;
 mod sessions;
+mod slow_clients;
 mod smtp_tls;
 mod test_pki;
 mod timing;
