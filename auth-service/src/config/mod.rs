@@ -59,11 +59,18 @@ pub struct ServerConfig {
     /// trickles its headers, or never sends any, is cut off after it
     /// instead of holding a task and a socket forever.
     pub header_read_timeout: Duration,
+    /// How long a request's body may take to arrive, in all (not between
+    /// bytes: a trickle of one byte a second would pass that): past it the
+    /// body is refused (`400`) and the request's task freed.
+    pub request_body_timeout: Duration,
 }
 
 /// [`ServerConfig::header_read_timeout`]: generous for any real client
 /// (a proxy sends a whole head at once), short for one that holds sockets.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// [`ServerConfig::request_body_timeout`]: bodies are small (`body_limit_bytes`,
+/// 1 MiB at most), so this is minutes of slack for a slow link.
+pub const REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `[database]`.
 #[derive(Clone, Debug)]

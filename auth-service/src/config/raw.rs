@@ -383,6 +383,7 @@ impl RawServer {
                 authflow_contract::client_address::MAX_TRUSTED_HOPS,
             )?,
             header_read_timeout: super::HEADER_READ_TIMEOUT,
+            request_body_timeout: super::REQUEST_BODY_TIMEOUT,
         })
     }
 }

@@ -74,3 +74,48 @@ fn the_default_timeout_is_bounded() {
     assert!(config.server.header_read_timeout <= Duration::from_secs(30));
     assert!(config.server.header_read_timeout >= Duration::from_secs(5));
 }
+
+/// A body that stops arriving (or trickles) is given up at the body
+/// deadline: the request is answered (a 4xx) and its task freed, instead of
+/// waiting for the rest forever.
+#[tokio::test]
+async fn a_body_that_never_ends_is_given_up() {
+    let app = spawn_app_with(|c| {
+        c.server.header_read_timeout = Duration::from_secs(1);
+        c.server.request_body_timeout = Duration::from_secs(2);
+    })
+    .await;
+    for (path, content_type) in [
+        ("/v1/auth/signin", "application/json"),
+        ("/v1/oauth/token", "application/x-www-form-urlencoded"),
+        ("/auth/signin", "application/x-www-form-urlencoded"),
+    ] {
+        let mut stream = TcpStream::connect(app.running.addr).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: {content_type}\r\ncontent-length: 1000\r\n\r\n{{\"em"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        // A trickle: a byte now and then, each well inside any idle timeout.
+        let mut answered = None;
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if stream.write_all(b"a").await.is_err() {
+                break;
+            }
+            let mut buf = [0u8; 256];
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_millis(1), stream.read(&mut buf)).await
+            {
+                answered = Some(String::from_utf8_lossy(&buf[..n]).into_owned());
+                break;
+            }
+        }
+        let answered = answered.unwrap_or_default();
+        assert!(
+            answered.starts_with("HTTP/1.1 4")
+                || answered.is_empty()
+                    && closed_within(&mut stream, Duration::from_millis(100)).await,
+            "{path}: a trickled body held the request for 5 s: {answered:?}"
+        );
+    }
+}
