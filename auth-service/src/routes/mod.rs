@@ -82,9 +82,13 @@ async fn response_headers(mut response: Response) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    headers
+    let cache = headers
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
+    // RFC 6749 §5.1 asks `Pragma: no-cache` too on answers carrying tokens.
+    if cache == "no-store" {
+        headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    }
     response
 }
 

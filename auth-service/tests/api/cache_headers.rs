@@ -19,6 +19,8 @@ fn header(r: &reqwest::Response, name: &str) -> String {
 /// No cache may keep it, and it is not sniffed.
 fn assert_no_store(r: &reqwest::Response, what: &str) {
     assert_eq!(header(r, "cache-control"), "no-store", "{what}");
+    // RFC 6749 §5.1: `Pragma: no-cache` beside it, for HTTP/1.0 caches.
+    assert_eq!(header(r, "pragma"), "no-cache", "{what}");
     assert_eq!(header(r, "x-content-type-options"), "nosniff", "{what}");
 }
 
