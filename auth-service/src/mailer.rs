@@ -208,3 +208,76 @@ impl Mailer for Smtp {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use lettre::message::Mailbox;
+
+    use crate::domain::Email;
+
+    /// Every address sign-up accepts is one the SMTP mailer can address, and
+    /// the very one: the `To`/`RCPT TO` lettre makes of the stored form is
+    /// that form. Otherwise quoted and escaped spellings (`"alice"`,
+    /// `"\alice"`, `"a\lice"`…) are accounts of their own, each with its own
+    /// recipient mail budget, whose mails all go to `alice@…`; and others
+    /// (`a..b`, `a,b`, `a<b>`) are accounts no mail ever reaches.
+    #[test]
+    fn every_accepted_address_is_mailed_as_itself() {
+        let mut inputs: Vec<String> = [
+            "alice@example.com",
+            "\"alice\"@example.com",
+            "\"\\alice\"@example.com",
+            "\"a\\lice\"@example.com",
+            "\"Alice\"@Example.com",
+            "alice(x)@example.com",
+            "a,b@example.com",
+            "a:b@example.com",
+            "a;b@example.com",
+            "a<b>@example.com",
+            "a[b]@example.com",
+            "a\\b@example.com",
+            "a\"b@example.com",
+            "a..b@example.com",
+            ".a@example.com",
+            "a.@example.com",
+            "jos\u{e9}@example.com",
+            "\u{627}\u{644}\u{62c}@example.com",
+            "first.last+tag@example.com",
+            "o'brien@example.com",
+            "a!#$%&'*+-/=?^_`{|}~z@example.com",
+            "a@b\u{fc}cher.example",
+            "\u{ff02}alice\u{ff02}@example.com",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        // Every printable ASCII character, and a few beyond, in a local part.
+        for c in (0x21u8..0x7f)
+            .map(char::from)
+            .chain(['\u{a0}', '\u{ab}', '\u{2039}', '\u{ff0c}', '\u{fe52}'])
+        {
+            inputs.push(format!("a{c}b@example.com"));
+            inputs.push(format!("{c}ab@example.com"));
+        }
+        let mut wrong = Vec::new();
+        for input in &inputs {
+            let Ok(email) = Email::parse(input) else {
+                continue;
+            };
+            match email.as_str().parse::<Mailbox>() {
+                Ok(mailbox)
+                    if mailbox.name.is_none() && mailbox.email.to_string() == email.as_str() => {}
+                Ok(mailbox) => wrong.push(format!(
+                    "{input:?} is stored as {:?} and mailed to {:?}",
+                    email.as_str(),
+                    mailbox.email.to_string()
+                )),
+                Err(e) => wrong.push(format!(
+                    "{input:?} is stored as {:?}, which SMTP cannot address ({e})",
+                    email.as_str()
+                )),
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+}

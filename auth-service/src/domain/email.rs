@@ -1,6 +1,7 @@
 //! Email addresses in one form, so that spellings that look alike and are
 //! the same address are one account: trimmed, Unicode NFKC, lower-cased, the
-//! domain in ASCII (IDNA, UTS #46); bounded, one `@`, a dotted domain; no
+//! domain in ASCII (IDNA, UTS #46); bounded, one `@`, a dot-atom local part
+//! (no quoted, escaped or commented spellings), a dotted domain; no
 //! invisible characters in the local part (Unicode format characters, among
 //! them the bidi controls): each would make an account that displays like
 //! another's.
@@ -46,6 +47,9 @@ impl Email {
         if local.chars().any(invisible) {
             return Err("email must not contain invisible characters".into());
         }
+        if !dot_atom(local) {
+            return Err("email has an invalid local part".into());
+        }
         let domain = ascii_domain(domain).ok_or("email has an invalid domain")?;
         let value = format!("{local}@{domain}");
         if value.len() > Self::MAX_LEN {
@@ -67,6 +71,24 @@ impl Email {
 fn invisible(c: char) -> bool {
     c.general_category() == GeneralCategory::Format
         || matches!(c, '\u{34f}' | '\u{180b}'..='\u{180d}' | '\u{180f}' | '\u{fe00}'..='\u{fe0f}' | '\u{e0100}'..='\u{e01ef}')
+}
+
+/// A local part in its one plain spelling, the dot-atom of RFC 5322 §3.2.3
+/// (RFC 6531 letters and digits beyond ASCII): atoms of letters, digits and
+/// ``!#$%&'*+-/=?^_`{|}~``, joined by single dots. Quoted strings,
+/// backslashes, comments and the other specials are refused: `"alice"`,
+/// `"\alice"` and `"a\lice"` are all `alice` to the SMTP client (each would
+/// be an account of its own, with its own mail budget, whose mails reach
+/// `alice`), and `a..b`, `a,b` or `a<b>` it cannot address at all.
+fn dot_atom(local: &str) -> bool {
+    local.split('.').all(|atom| {
+        !atom.is_empty()
+            && atom.chars().all(|c| {
+                c.is_ascii_alphanumeric()
+                    || "!#$%&'*+-/=?^_`{|}~".contains(c)
+                    || (!c.is_ascii() && c.is_alphanumeric())
+            })
+    })
 }
 
 /// The domain as an ASCII host name (UTS #46 processing, IDNA2008 rules):
@@ -115,6 +137,18 @@ mod tests {
             "a@.c",
             "a@b..c",
             &"x".repeat(300),
+            // Quoted, escaped or commented spellings, and other specials.
+            "\"alice\"@example.com",
+            "\"\\alice\"@example.com",
+            "\"a\\lice\"@example.com",
+            "\u{ff02}alice\u{ff02}@example.com",
+            "alice(x)@example.com",
+            "a..b@example.com",
+            ".a@example.com",
+            "a.@example.com",
+            "a,b@example.com",
+            "a:b@example.com",
+            "a<b>@example.com",
         ] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }

@@ -346,3 +346,42 @@ async fn a_relay_with_an_untrusted_certificate_gets_nothing() {
     );
     assert_nothing_sent(&session);
 }
+
+/// One mailbox, one account: `"ada"@example.com` (or `"\ada"`, `"a\da"`…)
+/// is `ada@example.com` to the SMTP client, so it must not be an account of
+/// its own beside `ada@example.com` (a second account, with a recipient mail
+/// budget of its own, whose every mail reaches ada's mailbox).
+#[tokio::test]
+async fn a_quoted_spelling_of_an_address_is_not_a_second_account_for_its_mailbox() {
+    let ca = TestCa::new("authflow test relay CA");
+    let mut relay = Relay::start(Offer::StartTls, &ca.server(&["127.0.0.1"])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_mailing_through(
+        &relay,
+        SmtpTls::StartTls,
+        Some(ca.write_pem(dir.path(), "relay-ca.pem")),
+    )
+    .await;
+    sign_up(&app, "ada@example.com").await;
+    assert_all_over_tls(&relay.next_session().await);
+    for spelling in [
+        "\"ada\"@example.com",
+        "\"\\ada\"@example.com",
+        "\"a\\da\"@example.com",
+    ] {
+        let r = app
+            .post(
+                "/v1/auth/signup",
+                json!({"email": spelling, "password": PASSWORD}),
+            )
+            .await;
+        if r.status() == 201 {
+            let session = relay.next_session().await;
+            panic!(
+                "{spelling} is a new account; its verification mail went to: {:?}",
+                session.messages[0].0.lines().find(|l| l.starts_with("To:"))
+            );
+        }
+        assert_eq!(r.status(), 400, "{spelling}");
+    }
+}
