@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::{Deserialize, Serialize};
 
@@ -69,20 +70,24 @@ pub fn from_config(config: &Config) -> Result<Box<dyn Mailer>, String> {
                 SmtpTls::StartTls => Tls::Required(tls_parameters(host, ca_file.as_deref())?),
                 SmtpTls::Implicit => Tls::Wrapper(tls_parameters(host, ca_file.as_deref())?),
             };
-            // `builder_dangerous` only means "no TLS unless set": it is set here.
-            let mut builder =
-                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.as_str())
-                    .port(*port)
-                    .tls(transport_tls);
-            if let (Some(u), Some(p)) = (username, password) {
-                builder =
-                    builder.credentials(Credentials::new(u.clone(), p.expose_secret().to_owned()));
-            }
             let from: Mailbox = config
                 .mail
                 .from
                 .parse()
                 .map_err(|e| format!("mail.from is not a mailbox: {e}"))?;
+            // `builder_dangerous` only means "no TLS unless set": it is set here.
+            // EHLO names the sender's domain: lettre's default is the machine's
+            // host name (a pod's, an internal host's), which the relay writes
+            // into the `Received:` header every recipient can read.
+            let mut builder =
+                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.as_str())
+                    .port(*port)
+                    .tls(transport_tls)
+                    .hello_name(ClientId::Domain(from.email.domain().to_owned()));
+            if let (Some(u), Some(p)) = (username, password) {
+                builder =
+                    builder.credentials(Credentials::new(u.clone(), p.expose_secret().to_owned()));
+            }
             Ok(Box::new(Smtp {
                 transport: builder.build(),
                 from,

@@ -40,6 +40,8 @@ struct Session {
     commands: Vec<(String, bool)>,
     auth: Vec<(String, bool)>,
     messages: Vec<(String, bool)>,
+    /// The name each EHLO gave for the client.
+    ehlo: Vec<String>,
 }
 
 struct Relay {
@@ -138,6 +140,7 @@ async fn dialog<S: AsyncRead + AsyncWrite + Unpin>(
         session.commands.push((verb.clone(), tls));
         let reply = match verb.as_str() {
             "EHLO" => {
+                session.ehlo.push(argument.to_owned());
                 let mut lines = vec!["relay.test"];
                 if offer_starttls {
                     lines.push("STARTTLS");
@@ -383,5 +386,31 @@ async fn a_quoted_spelling_of_an_address_is_not_a_second_account_for_its_mailbox
             );
         }
         assert_eq!(r.status(), 400, "{spelling}");
+    }
+}
+
+/// The relay (and, in its `Received:` header, every recipient) learns the
+/// name the service gives in EHLO: the name of the mail's own domain, not
+/// the machine's host name (a pod's or an internal host's name).
+#[tokio::test]
+async fn ehlo_does_not_give_the_machines_host_name() {
+    let ca = TestCa::new("authflow test relay CA");
+    let mut relay = Relay::start(Offer::StartTls, &ca.server(&["127.0.0.1"])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_mailing_through(
+        &relay,
+        SmtpTls::StartTls,
+        Some(ca.write_pem(dir.path(), "relay-ca.pem")),
+    )
+    .await;
+    sign_up(&app, "ada@example.com").await;
+    let session = relay.next_session().await;
+    assert_all_over_tls(&session);
+    let from = app.state.config.mail.from.clone();
+    let domain = from.rsplit('@').next().unwrap().trim_end_matches('>');
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    assert!(!session.ehlo.is_empty());
+    for name in &session.ehlo {
+        assert_eq!(name, domain, "EHLO {name} (host name {:?})", host.trim());
     }
 }
