@@ -119,7 +119,18 @@ pub async fn token(
             _ => return Err(e),
         },
     };
-    // Spent before anything else is answered, so a used assertion learns
+    // A used assertion gets the replay's answer before anything else, so it
+    // learns nothing of its account (that its key still works, its scopes).
+    if let Some(unspent) = &assertion {
+        if proof.is_some() && unspent.was_spent(&state).await? {
+            return Err(client_refused(&state, &client, claimed, ApiError::InvalidClient).await);
+        }
+    }
+    // The proof is recorded before the assertion is spent: a replayed proof
+    // (refused only here, by the record) must leave the assertion unspent,
+    // as every other refused proof does, for the client's retry with a new one.
+    let dpop_jkt = dpop::accept(&state, proof, now).await?;
+    // Spent before the scope is answered, so a used assertion learns
     // nothing of its account (its scopes).
     if let Some(assertion) = assertion {
         if let Err(e) = assertion.spend(&state).await {
@@ -128,7 +139,6 @@ pub async fn token(
     }
     let scope =
         granted_scope(&account.scope, form.scope.as_deref()).map_err(ApiError::InvalidScope)?;
-    let dpop_jkt = dpop::accept(&state, proof, now).await?;
     let access =
         tokens::issue_for_service(&state, &account.client_id, &scope, dpop_jkt, now).await?;
     let subject = authflow_contract::claims::service_subject(&account.client_id);

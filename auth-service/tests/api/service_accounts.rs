@@ -1185,3 +1185,52 @@ async fn a_refused_client_is_audited_under_the_client_it_named() {
         .count();
     assert_eq!(refused, 2, "{log:?}");
 }
+
+/// A request whose DPoP proof is a replay gets no token: its assertion must
+/// stay unspent (as for any refused proof, RFC 9449 §8), so the client's
+/// retry with a fresh proof is the assertion's first use.
+#[tokio::test]
+async fn a_replayed_dpop_proof_does_not_spend_the_assertion() {
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    let kp = Ed25519KeyPair::generate();
+    let r = app.authed(Method::POST, "/v1/admin/service-accounts", &admin)
+        .json(&json!({"client_id": "billing", "scopes": ["read"], "jwk": ed25519_jwk(&kp), "secret": false}))
+        .send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let key = crate::dpop::DpopKey::es256();
+    let send = |assertion: String, proof: String| {
+        let form = [
+            ("grant_type", "client_credentials".to_owned()),
+            ("client_assertion_type", JWT_BEARER.to_owned()),
+            ("client_assertion", assertion),
+        ];
+        app.http
+            .post(app.url(TOKEN))
+            .header("dpop", proof)
+            .form(&form)
+            .send()
+    };
+    let proof = key.proof("POST", &app.htu(TOKEN), None, None);
+    let first = Assertion::new(&app, "billing").ed25519(&kp);
+    assert_eq!(send(first, proof.clone()).await.unwrap().status(), 200);
+
+    // The same proof again, with a new assertion: the proof is refused...
+    let assertion = Assertion::new(&app, "billing").ed25519(&kp);
+    let r = send(assertion.clone(), proof).await.unwrap();
+    assert_eq!(
+        error_code(r, 400).await,
+        "invalid_dpop_proof",
+        "a replayed proof"
+    );
+    // ... and the assertion was not used up by a request that got no token.
+    let r = send(assertion, key.proof("POST", &app.htu(TOKEN), None, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "the same assertion with a fresh proof: {}",
+        r.text().await.unwrap()
+    );
+}
