@@ -165,13 +165,21 @@ pub fn record(current: Option<&[u8]>, bucket: u64, proof: &ProofUse) -> Result<V
     if held > bucket {
         return Err(DpopError::Stale);
     }
+    // Ids end on an id boundary. A ragged tail (a slot another build or a
+    // torn write left) is dropped: an id appended after it would sit off the
+    // boundary, and the same proof would not be found when it came again.
+    let ids = ids
+        .get(..ids.len() - ids.len() % ID_LEN)
+        .unwrap_or_default();
     if ids.chunks_exact(ID_LEN).any(|id| id == proof.id) {
         return Err(DpopError::Replayed);
     }
     if ids.len() / ID_LEN >= ENTRIES_PER_SLOT {
         return Err(DpopError::ReplayStoreFull);
     }
-    let mut value = current.to_vec();
+    let mut value = Vec::with_capacity(HEADER_LEN + ids.len() + ID_LEN);
+    value.extend_from_slice(header);
+    value.extend_from_slice(ids);
     value.extend_from_slice(&proof.id);
     Ok(value)
 }
@@ -192,6 +200,19 @@ mod tests {
             renew_nonce: false,
             public_route: false,
         }
+    }
+
+    /// A slot whose ids do not end on an id boundary (shared data outlives a
+    /// module reload: another build, or a torn write, may have left it so):
+    /// a proof filed in it must still be found when it comes again.
+    #[test]
+    fn a_proof_filed_in_a_ragged_slot_is_refused_the_second_time() {
+        let p = proof(1, 1000);
+        let (_, bucket) = slot_for(&p);
+        let mut ragged = bucket.to_be_bytes().to_vec();
+        ragged.extend_from_slice(&[0xaa; 11]);
+        let filed = record(Some(&ragged), bucket, &p).unwrap();
+        assert_eq!(record(Some(&filed), bucket, &p), Err(DpopError::Replayed));
     }
 
     #[test]
