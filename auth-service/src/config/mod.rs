@@ -476,6 +476,22 @@ mod tests {
         );
     }
 
+    /// An issuer the revocation feed's header cannot carry whole (and every
+    /// filter would refuse) stops the service at startup.
+    #[test]
+    fn an_issuer_longer_than_the_feed_carries_is_refused() {
+        let limit = authflow_contract::revocation::blob::MAX_ISSUER_LEN;
+        let fits = format!("https://a.example/{}", "a".repeat(limit - 18));
+        assert_eq!(fits.len(), limit);
+        let c = Config::load_from(None, &env(&[("AUTHFLOW_TOKENS__ISSUER", &fits)])).unwrap();
+        assert_eq!(c.tokens.issuer, fits);
+        let long = format!("{fits}a");
+        let e = Config::load_from(None, &env(&[("AUTHFLOW_TOKENS__ISSUER", &long)]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tokens.issuer") && e.contains("at most"), "{e}");
+    }
+
     /// Production refused no Argon2 cost above the parser's bounds: 1 MiB
     /// and one pass (a development setting) hashed real users' passwords.
     /// Below OWASP's floor it is refused in production, kept in development.

@@ -404,6 +404,15 @@ impl RawTokens {
         if environment == Environment::Production && !issuer.starts_with("https://") {
             return Err(bad("tokens.issuer", "must be https:// in production"));
         }
+        // The revocation feed's header carries the issuer, and every filter
+        // refuses a provider whose issuer is longer.
+        let limit = authflow_contract::revocation::blob::MAX_ISSUER_LEN;
+        if issuer.len() > limit {
+            return Err(bad(
+                "tokens.issuer",
+                format!("is {} bytes; at most {limit}", issuer.len()),
+            ));
+        }
         let audiences = self
             .audiences
             .unwrap_or_else(|| vec!["authflow-demo".into()]);

@@ -459,7 +459,7 @@ async fn totp_enrolment_and_sign_in() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
 
     let (challenge, method) = app.challenge("erin@example.com", PASSWORD).await;
     assert_eq!(method, "totp");

@@ -262,14 +262,9 @@ fn write_counts(bytes: &mut [u8], counts: PerKind) {
 }
 
 fn push_header(out: &mut Vec<u8>, h: &Header, counts: PerKind) {
-    let issuer = h
-        .issuer
-        .get(..h.issuer.len().min(MAX_ISSUER_LEN))
-        .unwrap_or_default();
-    let cursor = h
-        .cursor
-        .get(..h.cursor.len().min(MAX_CURSOR_LEN))
-        .unwrap_or_default();
+    // Cut on a character boundary: a cut inside one would leave no text.
+    let issuer = &h.issuer[..h.issuer.floor_char_boundary(MAX_ISSUER_LEN)];
+    let cursor = &h.cursor[..h.cursor.floor_char_boundary(MAX_CURSOR_LEN)];
     out.extend_from_slice(MAGIC);
     out.push(FORMAT_VERSION);
     out.push(if h.snapshot { FLAG_SNAPSHOT } else { 0 });
@@ -716,6 +711,17 @@ mod tests {
         assert_eq!(back.find(Kind::Token, &[2; 16]), None, "kinds are separate");
         assert_eq!(back.find(Kind::Session, &[2; 16]), Some(e(2, 20)));
         assert_eq!(back.find(Kind::Subject, &[5; 16]), Some(ban));
+    }
+
+    /// An issuer longer than the header holds keeps its longest whole-character
+    /// prefix: a cut inside a character would have written no issuer at all.
+    #[test]
+    fn a_long_issuer_is_cut_between_characters() {
+        let mut h = header("c");
+        h.issuer = format!("https://a{}", "é".repeat(MAX_ISSUER_LEN));
+        let back = Blob::parse(Blob::build(&h, [&[], &[], &[]]).bytes().to_vec()).unwrap();
+        assert!(h.issuer.starts_with(back.issuer()));
+        assert_eq!(back.issuer().len(), MAX_ISSUER_LEN - 1, "9 ASCII bytes, then 2 per é");
     }
 
     #[test]
