@@ -57,6 +57,11 @@ pub fn granted_scope(account_scope: &str, requested: Option<&str>) -> Result<Str
         return Ok(account_scope.to_owned());
     };
     let requested = normalize_scope([requested])?;
+    // RFC 6749 §3.3: a scope has at least one token. An empty one is not
+    // taken as omitted (that would grant everything the account has).
+    if requested.is_empty() {
+        return Err("the scope is empty; omit it for all of the client's scopes");
+    }
     let allowed: Vec<&str> = scopes(account_scope).collect();
     if scopes(&requested).all(|s| allowed.contains(&s)) {
         Ok(requested)
@@ -451,6 +456,7 @@ mod tests {
             granted_scope("read write", Some("write  read write")).as_deref(),
             Ok("write read")
         );
+        assert!(granted_scope("read write", Some(" ")).is_err());
         assert!(granted_scope("read", Some("read admin")).is_err());
         assert!(granted_scope("read", Some("re\"ad")).is_err());
     }

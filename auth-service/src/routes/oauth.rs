@@ -75,11 +75,7 @@ pub async fn token(
     client: Client,
     form: Result<Form<TokenForm>, FormRejection>,
 ) -> ApiResult<Response> {
-    let Form(form) = form.map_err(|_| {
-        ApiError::BadRequest(
-            "send a form-encoded body (application/x-www-form-urlencoded) with grant_type".into(),
-        )
-    })?;
+    let Form(form) = form.map_err(|rejection| ApiError::BadRequest(form_refused(&rejection)))?;
     if form.grant_type != CLIENT_CREDENTIALS {
         return Err(ApiError::UnsupportedGrantType);
     }
@@ -169,6 +165,21 @@ pub async fn token(
         response.headers_mut().insert(name, value);
     }
     Ok(response)
+}
+
+/// Why a token request's form was refused. A parameter sent twice (RFC 6749
+/// §3.2 allows each once) is named: serde's message for it is
+/// "duplicate field `name`".
+fn form_refused(rejection: &FormRejection) -> String {
+    let text = rejection.body_text();
+    match text
+        .split_once("duplicate field `")
+        .and_then(|(_, rest)| rest.split_once('`'))
+    {
+        Some((name, _)) => format!("`{name}` more than once; send each parameter once"),
+        None => "send a form-encoded body (application/x-www-form-urlencoded) with grant_type"
+            .into(),
+    }
 }
 
 /// The client id a token request names (HTTP Basic, the form, or the
@@ -263,10 +274,17 @@ fn client_credentials(
     id: Option<String>,
     secret: Option<String>,
 ) -> ApiResult<(String, String)> {
-    let basic = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(basic_credentials);
+    // An Authorization header is a client authentication attempt: one that
+    // is not valid Basic fails, rather than being ignored beside the form's.
+    let basic = match headers.get(header::AUTHORIZATION) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(basic_credentials)
+                .ok_or(ApiError::InvalidClient)?,
+        ),
+    };
     match (basic, id, secret) {
         (Some(pair), None, None) => Ok(pair),
         (None, Some(id), Some(secret)) => Ok((id, secret)),

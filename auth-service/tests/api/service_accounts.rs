@@ -232,6 +232,45 @@ async fn the_token_endpoint_answers_oauth_errors() {
     ];
     let r = app.client_token("reports", &secret, &both).await;
     assert_eq!(error_code(r, 400).await, "invalid_request");
+    // An Authorization header that is not valid Basic is a failed client
+    // authentication, not ignored beside the form's credentials.
+    for authorization in ["Bearer abc", "Basic !!!", "Basic", "Digest x"] {
+        let r = app
+            .http
+            .post(app.url(TOKEN))
+            .header("authorization", authorization)
+            .form(&both)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_code(r, 401).await, "invalid_client", "{authorization}");
+    }
+    // A parameter sent twice is refused as such (RFC 6749 §3.2), and an
+    // empty `scope` is an invalid scope, not a token for nothing.
+    let r = app
+        .client_token(
+            "reports",
+            &secret,
+            &[("grant_type", "client_credentials"), ("scope", "read"), ("scope", "read")],
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_request");
+    assert!(
+        body["error_description"].as_str().unwrap().contains("`scope` more than once"),
+        "{body}"
+    );
+    for empty in ["", " "] {
+        let r = app
+            .client_token(
+                "reports",
+                &secret,
+                &[("grant_type", "client_credentials"), ("scope", empty)],
+            )
+            .await;
+        assert_eq!(error_code(r, 400).await, "invalid_scope", "{empty:?}");
+    }
 }
 
 #[tokio::test]
