@@ -2,6 +2,7 @@
 //! contract crate) and feeds it keys and revocations.
 
 pub mod audit;
+pub mod background;
 pub mod client_assertion;
 pub mod clock;
 pub mod config;

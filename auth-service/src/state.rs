@@ -26,6 +26,8 @@ pub struct AppState {
     pub mailer: Box<dyn Mailer>,
     /// Runs every argon2id hash and verification, a bounded number at once.
     pub password_work: PasswordWork,
+    /// Runs the mail work requests leave behind, a bounded number at once.
+    pub background: crate::background::Background,
     pub throttle: Throttle,
     pub metrics: Metrics,
     /// Signs and checks DPoP server nonces: derived from the KEK, so every
@@ -113,6 +115,7 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         config.limits.password_hash_wait,
     );
     let throttle = Throttle::new(config.throttle.lockout_base, config.throttle.lockout_max);
+    let background = crate::background::Background::new(config.limits.background_tasks);
     Ok(Arc::new(AppState {
         config,
         store,
@@ -120,6 +123,7 @@ pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
         feed,
         mailer,
         password_work,
+        background,
         throttle,
         metrics: Metrics::default(),
         dpop_nonce_key,

@@ -254,6 +254,9 @@ pub struct LimitsConfig {
     pub password_hash_concurrency: usize,
     /// How long a request waits for one of them before it is answered 503.
     pub password_hash_wait: Duration,
+    /// Mail tasks left running after an answer (password resets,
+    /// verification links sent again) at once; a reset request past it is answered 503.
+    pub background_tasks: usize,
 }
 
 /// Settings whose values are secret: never quoted in an error either.

@@ -194,6 +194,7 @@ pub struct RawDpop {
 pub struct RawLimits {
     pub password_hash_concurrency: Option<u32>,
     pub password_hash_wait_ms: Option<u64>,
+    pub background_tasks: Option<u32>,
 }
 
 /// A list: an array (file) or comma-separated text (environment).
@@ -875,6 +876,13 @@ impl RawLimits {
                 0,
                 10_000,
             )?),
+            background_tasks: count(
+                "limits.background_tasks",
+                self.background_tasks,
+                256,
+                1,
+                65_536,
+            )? as usize,
         })
     }
 }

@@ -96,6 +96,7 @@ pub const UNALIASED_PATHS: &[&str] = &[
     "throttle.ipv6_prefix_len",
     "limits.password_hash_concurrency",
     "limits.password_hash_wait_ms",
+    "limits.background_tasks",
 ];
 
 /// The sections of the settings (`[server]`, …).

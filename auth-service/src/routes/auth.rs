@@ -247,15 +247,13 @@ fn rehash_in_background(state: &Arc<AppState>, user: &User, password: &Secret) {
     });
 }
 
+/// Skipped (with a warning) when `limits.background_tasks` are running: the
+/// sign-in's answer must stay the wrong password's, and the next sign-in tries again.
 fn resend_verification(state: &Arc<AppState>, client: &Client, user: &User, link: MailLink) {
-    let (state, client, user_id, email) = (
-        Arc::clone(state),
-        client.clone(),
-        user.id.clone(),
-        user.email.clone(),
-    );
-    tokio::spawn(async move {
-        let state = state.as_ref();
+    let task_state = Arc::clone(state);
+    let (client, user_id, email) = (client.clone(), user.id.clone(), user.email.clone());
+    let started = state.background.spawn(async move {
+        let state = task_state.as_ref();
         let sent = async {
             // The recipient's budget only: the requester's would tell it whether the address was new.
             if !mail_budget::allow_recipient(state, &email, now()).await? {
@@ -286,6 +284,11 @@ fn resend_verification(state: &Arc<AppState>, client: &Client, user: &User, link
             tracing::warn!(error = ?e, "verification mail failed");
         }
     });
+    if started.is_err() {
+        tracing::warn!(
+            "verification link not sent again: limits.background_tasks are running"
+        );
+    }
 }
 
 /// Creates an account and mails a verification token. An email that is
@@ -990,7 +993,8 @@ async fn lock_second_factor(
 /// Always 202; the work (and the mail, if the account exists) happens in the
 /// background so timing does not reveal who has an account.
 #[utoipa::path(post, path = "/v1/auth/password/forgot", tag = "auth", request_body = ForgotRequest,
-    responses((status = 202, body = StatusResponse), (status = 400, body = ErrorBody)))]
+    responses((status = 202, body = StatusResponse), (status = 400, body = ErrorBody),
+              (status = 503, body = ErrorBody, description = "`limits.background_tasks` mail tasks are running; retry after `Retry-After`")))]
 pub async fn password_forgot(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -1014,12 +1018,11 @@ pub fn request_password_reset(
 ) -> ApiResult<()> {
     let email = parse_email(raw_email)?;
     let task_state = Arc::clone(state);
-    tokio::spawn(async move {
+    state.background.spawn(async move {
         if let Err(e) = send_reset(&task_state, &email, &client, link).await {
             tracing::warn!(error = ?e, "password reset mail failed");
         }
-    });
-    Ok(())
+    })
 }
 
 async fn send_reset(

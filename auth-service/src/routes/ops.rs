@@ -43,7 +43,8 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         )],
         state.metrics.render()
             + &state.feed.render_metrics()
-            + &state.password_work.render_metrics(),
+            + &state.password_work.render_metrics()
+            + &state.background.render_metrics(),
     )
         .into_response()
 }

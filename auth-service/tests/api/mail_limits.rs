@@ -350,3 +350,68 @@ async fn a_client_over_its_own_budget_does_not_spend_a_recipients() {
         "a client over its own budget used up the recipient's budget"
     );
 }
+
+/// A flood of reset requests while the database is slow starts at most
+/// `limits.background_tasks` mail tasks: the next request is answered 503
+/// with `Retry-After` (before the address is looked up, so the answer is the
+/// same for every address), and once the tasks end, requests are taken again.
+#[tokio::test]
+async fn reset_requests_start_a_bounded_number_of_background_tasks() {
+    use sqlx::Connection;
+    let app = spawn_app_with(|c| c.limits.background_tasks = 3).await;
+    // Another client holds the write lock the mail budget needs.
+    let release: Box<dyn FnOnce() -> tokio::task::JoinHandle<()>> = match &app.database_url {
+        None => {
+            let url = format!("sqlite://{}", app.dir.path().join("authflow.db").display());
+            let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await.unwrap();
+            Box::new(move || {
+                tokio::spawn(async move {
+                    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+                })
+            })
+        }
+        Some(url) => {
+            let mut other = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+            sqlx::query("LOCK TABLE mail_budget IN EXCLUSIVE MODE")
+                .execute(&mut other)
+                .await
+                .unwrap();
+            Box::new(move || {
+                tokio::spawn(async move {
+                    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+                })
+            })
+        }
+    };
+    let forgot = |n: usize| {
+        app.http
+            .post(app.url("/v1/auth/password/forgot"))
+            .header("x-forwarded-for", format!("198.51.100.{n}"))
+            .json(&json!({"email": format!("user{n}@example.com")}))
+            .send()
+    };
+    for n in 0..3 {
+        assert_eq!(forgot(n).await.unwrap().status(), 202);
+    }
+    let r = forgot(3).await.unwrap();
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert_eq!(error_code(r, 503).await, "temporarily_unavailable");
+    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(metrics.contains("authflow_background_running 3\n"), "{metrics}");
+    assert!(metrics.contains("authflow_background_busy_total 1\n"), "{metrics}");
+
+    release().await.unwrap();
+    forgot_handled(&app, 3).await;
+    let mut status = 0;
+    for _ in 0..100 {
+        status = forgot(4).await.unwrap().status().as_u16();
+        if status == 202 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, 202, "the slots are given back once the mail tasks end");
+}
