@@ -12,7 +12,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::Client;
 use crate::metrics::inc;
 use crate::state::AppState;
-use crate::store::{RefreshRecord, Session, User};
+use crate::store::{RefreshRecord, Rotation, Session, User};
 use crate::tokens::{self, IssuedAccess};
 
 /// What a client receives when a session starts or its refresh token rotates.
@@ -292,20 +292,25 @@ pub async fn refresh(
     let dfp = client.fingerprint(state, &device);
     let (access, access_record) =
         tokens::sign_for_session(state, &user, &session.id, Some(dfp), dpop_jkt, now)?;
-    if !state
+    match state
         .store
         .rotate_refresh(&old_hash, &next_record, &access_record, now)
         .await?
     {
-        // Another use of the same token rotated it since it was read: judged
-        // by that rotation's time, like any second use.
-        let used_at = state
-            .store
-            .refresh_token(&old_hash)
-            .await?
-            .and_then(|r| r.used_at)
-            .unwrap_or(now);
-        return Err(used_again(state, client, &session, used_at, now).await);
+        Rotation::Rotated => {}
+        // A logout (or expiry) committed since the session was read.
+        Rotation::SessionEnded => return Err(ApiError::InvalidGrant("the session has ended")),
+        Rotation::AlreadyUsed => {
+            // Another use of the same token rotated it since it was read: judged
+            // by that rotation's time, like any second use.
+            let used_at = state
+                .store
+                .refresh_token(&old_hash)
+                .await?
+                .and_then(|r| r.used_at)
+                .unwrap_or(now);
+            return Err(used_again(state, client, &session, used_at, now).await);
+        }
     }
     inc(&state.metrics.refresh_ok);
     let access = tokens::counted(state, access);

@@ -251,6 +251,17 @@ impl SigninAttempt {
     }
 }
 
+/// What became of a refresh token's rotation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rotation {
+    Rotated,
+    /// The token was used already (by a parallel request, on any instance).
+    AlreadyUsed,
+    /// The session was revoked or expired since it was read (a logout that
+    /// committed meanwhile).
+    SessionEnded,
+}
+
 /// The per-account second-factor guard's answer to one attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SecondFactorAttempt {
@@ -566,15 +577,15 @@ pub trait Store: Send + Sync + 'static {
     async fn refresh_token(&self, hash: &str) -> StoreResult<Option<RefreshRecord>>;
     /// Marks `old_hash` used, stores `new` and records `access` (the access
     /// token answered with it), in one transaction: a refresh that fails
-    /// before its answer leaves the old token unused. False when `old_hash`
-    /// was already used.
+    /// before its answer leaves the old token unused. Nothing is written
+    /// when the session ended or `old_hash` was used since they were read.
     async fn rotate_refresh(
         &self,
         old_hash: &str,
         new: &RefreshRecord,
         access: &IssuedToken,
         now: i64,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<Rotation>;
     async fn record_access_token(&self, token: &IssuedToken) -> StoreResult<()>;
     /// Records a service account's access token only while `client_id` is
     /// live (false otherwise, nothing recorded); ordered against a concurrent

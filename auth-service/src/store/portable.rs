@@ -785,8 +785,19 @@ macro_rules! impl_store {
                 .map_err(StoreError::from)
             }
 
-            async fn rotate_refresh(&self, old_hash: &str, new: &RefreshRecord, access: &IssuedToken, now: i64) -> StoreResult<bool> {
+            async fn rotate_refresh(&self, old_hash: &str, new: &RefreshRecord, access: &IssuedToken, now: i64) -> StoreResult<Rotation> {
                 let mut tx = self.begin_write().await?;
+                // The session first (the order a revocation locks in): a logout that
+                // committed since the session was read ends the rotation here. On
+                // Postgres this waits for a revocation in progress and re-checks.
+                let live = sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id = $2 AND revoked_at IS NULL AND expires_at > $1")
+                    .bind(now)
+                    .bind(&new.session_id)
+                    .execute(&mut *tx)
+                    .await?;
+                if live.rows_affected() != 1 {
+                    return Ok(Rotation::SessionEnded);
+                }
                 // Two instances presenting the same token (Postgres): the second waits on the row
                 // lock, re-checks `used_at IS NULL` after the first commits, and loses.
                 let used = sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE hash = $2 AND used_at IS NULL")
@@ -795,18 +806,13 @@ macro_rules! impl_store {
                     .execute(&mut *tx)
                     .await?;
                 if used.rows_affected() != 1 {
-                    return Ok(false);
+                    return Ok(Rotation::AlreadyUsed);
                 }
                 sqlx::query("INSERT INTO refresh_tokens (hash, session_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
                     .bind(&new.hash)
                     .bind(&new.session_id)
                     .bind(new.created_at)
                     .bind(new.expires_at)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id = $2")
-                    .bind(now)
-                    .bind(&new.session_id)
                     .execute(&mut *tx)
                     .await?;
                 // The access token answered with the new refresh token, in the same
@@ -821,7 +827,7 @@ macro_rules! impl_store {
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
-                Ok(true)
+                Ok(Rotation::Rotated)
             }
         }
     };
