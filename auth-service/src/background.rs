@@ -87,11 +87,19 @@ mod tests {
         }
         assert!(matches!(
             background.spawn(async {}),
-            Err(ApiError::TemporarilyUnavailable { retry_after_secs: 1 })
+            Err(ApiError::TemporarilyUnavailable {
+                retry_after_secs: 1
+            })
         ));
         let metrics = background.render_metrics();
-        assert!(metrics.contains("authflow_background_running 2\n"), "{metrics}");
-        assert!(metrics.contains("authflow_background_busy_total 1\n"), "{metrics}");
+        assert!(
+            metrics.contains("authflow_background_running 2\n"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("authflow_background_busy_total 1\n"),
+            "{metrics}"
+        );
         release.send(true).unwrap();
         tokio::time::timeout(Duration::from_secs(5), async {
             while background.spawn(async {}).is_err() {

@@ -415,12 +415,6 @@ async fn mint(
         let value = axum::http::HeaderValue::from_str(value.trim()).map_err(|e| e.to_string())?;
         header_map.insert(name, value);
     }
-    // A throwaway refresh token nobody receives: the session exists so it can be revoked.
-    let origin = (None, Some("authflow-auth token mint".to_owned()));
-    let session_id =
-        sessions::create_session(&state, &user, &device, &random_secret(), now, origin, None)
-            .await
-            .map_err(|e| format!("{e:?}"))?;
     let dfp = tokens::fingerprint(
         &state.config.tokens.fingerprint_attributes,
         0,
@@ -428,9 +422,23 @@ async fn mint(
         &header_map,
         None,
     );
-    let access = tokens::issue(&state, &user, &session_id, Some(dfp), None, now)
-        .await
-        .map_err(|e| format!("{e:?}"))?;
+    // A throwaway refresh token nobody receives: the session exists so it can be revoked.
+    let origin = (None, Some("authflow-auth token mint".to_owned()));
+    let binding = sessions::Binding {
+        dfp: Some(dfp),
+        dpop_jkt: None,
+    };
+    let (session_id, access) = sessions::create_session(
+        &state,
+        &user,
+        &device,
+        &random_secret(),
+        now,
+        origin,
+        binding,
+    )
+    .await
+    .map_err(|e| format!("{e:?}"))?;
     cli_audit(
         state.store.as_ref(),
         "cli_token_mint",

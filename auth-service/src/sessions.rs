@@ -99,11 +99,13 @@ pub async fn revoke_all_sessions(
 }
 
 /// Stores a new session bound to `device` (and to the DPoP key thumbprint
-/// `dpop_jkt`, if any), with `refresh` as its first refresh token. Returns its
-/// id; 403 `account_disabled` when the user is banned by then, and 401
-/// `invalid_code` when their password was replaced since `user` was read (a
-/// reset ended this sign-in), whatever `user` says: the store decides
-/// against concurrent bans and resets.
+/// `dpop_jkt`, if any), with `refresh` as its first refresh token, and signs
+/// its first access token (device binding `dfp`), recorded in the same
+/// transaction: a failure leaves no session that nobody holds. Returns the
+/// session's id and the token; 403 `account_disabled` when the user is
+/// banned by then, and 401 `invalid_code` when their password was replaced
+/// since `user` was read (a reset ended this sign-in), whatever `user` says:
+/// the store decides against concurrent bans and resets.
 pub async fn create_session(
     state: &AppState,
     user: &User,
@@ -111,10 +113,18 @@ pub async fn create_session(
     refresh: &Secret,
     now: i64,
     origin: Origin,
-    dpop_jkt: Option<String>,
-) -> ApiResult<String> {
+    binding: Binding,
+) -> ApiResult<(String, IssuedAccess)> {
     let session_id = random_id();
     let expires_at = now + i64::try_from(state.config.tokens.refresh_ttl.as_secs()).unwrap_or(0);
+    let (access, access_record) = tokens::sign_for_session(
+        state,
+        user,
+        &session_id,
+        binding.dfp,
+        binding.dpop_jkt.clone(),
+        now,
+    )?;
     let session = Session {
         id: session_id.clone(),
         user_id: user.id.clone(),
@@ -126,7 +136,7 @@ pub async fn create_session(
         revoke_reason: None,
         ip: origin.0,
         user_agent: origin.1,
-        dpop_jkt,
+        dpop_jkt: binding.dpop_jkt,
     };
     let record = RefreshRecord {
         hash: refresh.hash(),
@@ -137,7 +147,12 @@ pub async fn create_session(
     };
     if !state
         .store
-        .create_session(&session, &record, user.password_version)
+        .create_session(
+            &session,
+            &record,
+            Some(&access_record),
+            user.password_version,
+        )
         .await?
     {
         // Which of the two refused it, for the answer only (both end the sign-in).
@@ -152,7 +167,15 @@ pub async fn create_session(
             ApiError::InvalidCode("the password was changed; sign in again")
         });
     }
-    Ok(session_id)
+    Ok((session_id, tokens::counted(state, access)))
+}
+
+/// What a session's tokens are bound to besides its device secret.
+pub struct Binding {
+    /// The device fingerprint claim (`dfp`) of its access tokens.
+    pub dfp: Option<String>,
+    /// The thumbprint of the DPoP key the session is bound to.
+    pub dpop_jkt: Option<String>,
 }
 
 /// A signed-in user (second factor passed): a session bound to a fresh device
@@ -168,18 +191,12 @@ pub async fn start(
     let device = random_secret();
     let refresh = random_secret();
     let origin = (Some(client.ip.clone()), Some(client.user_agent.clone()));
-    let session_id = create_session(
-        state,
-        user,
-        &device,
-        &refresh,
-        now,
-        origin,
-        dpop_jkt.clone(),
-    )
-    .await?;
-    let dfp = client.fingerprint(state, device.expose());
-    let access = tokens::issue(state, user, &session_id, Some(dfp), dpop_jkt, now).await?;
+    let binding = Binding {
+        dfp: Some(client.fingerprint(state, device.expose())),
+        dpop_jkt,
+    };
+    let (session_id, access) =
+        create_session(state, user, &device, &refresh, now, origin, binding).await?;
     Ok(SessionTokens {
         access,
         refresh,

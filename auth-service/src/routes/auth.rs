@@ -285,9 +285,7 @@ fn resend_verification(state: &Arc<AppState>, client: &Client, user: &User, link
         }
     });
     if started.is_err() {
-        tracing::warn!(
-            "verification link not sent again: limits.background_tasks are running"
-        );
+        tracing::warn!("verification link not sent again: limits.background_tasks are running");
     }
 }
 

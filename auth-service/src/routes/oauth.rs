@@ -177,8 +177,9 @@ fn form_refused(rejection: &FormRejection) -> String {
         .and_then(|(_, rest)| rest.split_once('`'))
     {
         Some((name, _)) => format!("`{name}` more than once; send each parameter once"),
-        None => "send a form-encoded body (application/x-www-form-urlencoded) with grant_type"
-            .into(),
+        None => {
+            "send a form-encoded body (application/x-www-form-urlencoded) with grant_type".into()
+        }
     }
 }
 

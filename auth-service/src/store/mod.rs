@@ -545,7 +545,8 @@ pub trait Store: Send + Sync + 'static {
     /// Single use: true only for the first caller.
     async fn consume_challenge(&self, id: &str, now: i64) -> StoreResult<bool>;
 
-    /// Stores a session and its first refresh token, only if its user is not
+    /// Stores a session, its first refresh token and (when given) its first
+    /// access token's record, in one transaction, only if its user is not
     /// banned at that moment and their password is still `password_version`
     /// (the one the sign-in checked); false otherwise, nothing stored.
     /// Decided in the transaction that inserts, against a concurrent
@@ -555,6 +556,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         session: &Session,
         refresh: &RefreshRecord,
+        access: Option<&IssuedToken>,
         password_version: i64,
     ) -> StoreResult<bool>;
     async fn session(&self, id: &str) -> StoreResult<Option<Session>>;

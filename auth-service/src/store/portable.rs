@@ -61,6 +61,22 @@ macro_rules! sessions_still_verifiable {
     }};
 }
 
+/// Records an issued access token (its jti, for the feed's revocations) on
+/// `$executor`: a pool, or `&mut *tx` to commit it with the write it belongs to.
+macro_rules! insert_access_token {
+    ($executor:expr, $token:expr) => {{
+        let t: &IssuedToken = $token;
+        sqlx::query("INSERT INTO access_tokens (jti, user_id, session_id, issued_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&t.jti)
+            .bind(&t.user_id)
+            .bind(&t.session_id)
+            .bind(t.issued_at)
+            .bind(t.expires_at)
+            .execute($executor)
+            .await?;
+    }};
+}
+
 /// `impl Store for $store { <the backend's own methods> <the portable ones> }`.
 /// The backend provides `reader()` and `writer()` (its pools for reads and
 /// writes; the same pool on Postgres), the row helpers `user`,
@@ -272,7 +288,7 @@ macro_rules! impl_store {
                 Ok(r.rows_affected() == 1)
             }
 
-            async fn create_session(&self, s: &Session, refresh: &RefreshRecord, password_version: i64) -> StoreResult<bool> {
+            async fn create_session(&self, s: &Session, refresh: &RefreshRecord, access: Option<&IssuedToken>, password_version: i64) -> StoreResult<bool> {
                 let mut tx = self.begin_write().await?;
                 // Only for a user not banned now, whose password is still the one the
                 // sign-in checked. The user row is read under SHARE_LOCK: a ban or reset
@@ -306,6 +322,11 @@ macro_rules! impl_store {
                     .bind(refresh.expires_at)
                     .execute(&mut *tx)
                     .await?;
+                // The access token answered with them, in the same commit: a failure
+                // before it leaves no session that nobody holds.
+                if let Some(access) = access {
+                    insert_access_token!(&mut *tx, access);
+                }
                 tx.commit().await?;
                 Ok(true)
             }
@@ -319,14 +340,7 @@ macro_rules! impl_store {
             }
 
             async fn record_access_token(&self, t: &IssuedToken) -> StoreResult<()> {
-                sqlx::query("INSERT INTO access_tokens (jti, user_id, session_id, issued_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
-                    .bind(&t.jti)
-                    .bind(&t.user_id)
-                    .bind(&t.session_id)
-                    .bind(t.issued_at)
-                    .bind(t.expires_at)
-                    .execute(self.writer())
-                    .await?;
+                insert_access_token!(self.writer(), t);
                 Ok(())
             }
 
@@ -818,14 +832,7 @@ macro_rules! impl_store {
                 // The access token answered with the new refresh token, in the same
                 // commit: a failure (or crash) before it leaves the old token unused
                 // rather than rotated with no client holding its successor.
-                sqlx::query("INSERT INTO access_tokens (jti, user_id, session_id, issued_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
-                    .bind(&access.jti)
-                    .bind(&access.user_id)
-                    .bind(&access.session_id)
-                    .bind(access.issued_at)
-                    .bind(access.expires_at)
-                    .execute(&mut *tx)
-                    .await?;
+                insert_access_token!(&mut *tx, access);
                 tx.commit().await?;
                 Ok(Rotation::Rotated)
             }
@@ -833,4 +840,4 @@ macro_rules! impl_store {
     };
 }
 
-pub(super) use {impl_store, revoke_sessions_in, sessions_still_verifiable};
+pub(super) use {impl_store, insert_access_token, revoke_sessions_in, sessions_still_verifiable};

@@ -22,7 +22,8 @@ use sqlx::{PgConnection, PgPool};
 
 use super::pg_connect;
 use super::portable::{
-    revoke_sessions_in, sessions_still_verifiable, SESSION_COLUMNS, USER_COLUMNS,
+    insert_access_token, revoke_sessions_in, sessions_still_verifiable, SESSION_COLUMNS,
+    USER_COLUMNS,
 };
 use super::rows::{ChallengeRow, EventRow, KeyRow, UserRow};
 use super::sealed::{self, key_purpose, totp_purpose};

@@ -11,7 +11,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use super::portable::{
-    revoke_sessions_in, sessions_still_verifiable, SESSION_COLUMNS, USER_COLUMNS,
+    insert_access_token, revoke_sessions_in, sessions_still_verifiable, SESSION_COLUMNS,
+    USER_COLUMNS,
 };
 use super::rows::{ChallengeRow, EventRow, KeyRow, UserRow};
 use super::sealed::{self, key_purpose, totp_purpose};

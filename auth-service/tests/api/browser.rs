@@ -1379,7 +1379,7 @@ async fn a_session_past_the_listed_ones_can_still_be_logged_out() {
         assert!(app
             .state
             .store
-            .create_session(&s, &refresh(i), user.password_version)
+            .create_session(&s, &refresh(i), None, user.password_version)
             .await
             .unwrap());
         assert!(app
@@ -1400,7 +1400,7 @@ async fn a_session_past_the_listed_ones_can_still_be_logged_out() {
         assert!(app
             .state
             .store
-            .create_session(&session(i), &refresh(i), user.password_version)
+            .create_session(&session(i), &refresh(i), None, user.password_version)
             .await
             .unwrap());
     }

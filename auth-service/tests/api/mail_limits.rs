@@ -364,7 +364,10 @@ async fn reset_requests_start_a_bounded_number_of_background_tasks() {
         None => {
             let url = format!("sqlite://{}", app.dir.path().join("authflow.db").display());
             let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
-            sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await.unwrap();
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut other)
+                .await
+                .unwrap();
             Box::new(move || {
                 tokio::spawn(async move {
                     sqlx::query("COMMIT").execute(&mut other).await.unwrap();
@@ -400,8 +403,14 @@ async fn reset_requests_start_a_bounded_number_of_background_tasks() {
     assert_eq!(error_code(r, 503).await, "temporarily_unavailable");
     let metrics = app.http.get(app.url("/metrics")).send().await.unwrap();
     let metrics = metrics.text().await.unwrap();
-    assert!(metrics.contains("authflow_background_running 3\n"), "{metrics}");
-    assert!(metrics.contains("authflow_background_busy_total 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("authflow_background_running 3\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("authflow_background_busy_total 1\n"),
+        "{metrics}"
+    );
 
     release().await.unwrap();
     forgot_handled(&app, 3).await;
@@ -413,5 +422,8 @@ async fn reset_requests_start_a_bounded_number_of_background_tasks() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(status, 202, "the slots are given back once the mail tasks end");
+    assert_eq!(
+        status, 202,
+        "the slots are given back once the mail tasks end"
+    );
 }

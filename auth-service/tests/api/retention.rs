@@ -138,7 +138,7 @@ async fn ending_all_sessions_publishes_nothing_for_sessions_long_expired() {
         assert!(app
             .state
             .store
-            .create_session(&session, &refresh, user.password_version)
+            .create_session(&session, &refresh, None, user.password_version)
             .await
             .unwrap());
     }

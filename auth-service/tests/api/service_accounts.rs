@@ -243,7 +243,11 @@ async fn the_token_endpoint_answers_oauth_errors() {
             .send()
             .await
             .unwrap();
-        assert_eq!(error_code(r, 401).await, "invalid_client", "{authorization}");
+        assert_eq!(
+            error_code(r, 401).await,
+            "invalid_client",
+            "{authorization}"
+        );
     }
     // A parameter sent twice is refused as such (RFC 6749 §3.2), and an
     // empty `scope` is an invalid scope, not a token for nothing.
@@ -251,14 +255,21 @@ async fn the_token_endpoint_answers_oauth_errors() {
         .client_token(
             "reports",
             &secret,
-            &[("grant_type", "client_credentials"), ("scope", "read"), ("scope", "read")],
+            &[
+                ("grant_type", "client_credentials"),
+                ("scope", "read"),
+                ("scope", "read"),
+            ],
         )
         .await;
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "invalid_request");
     assert!(
-        body["error_description"].as_str().unwrap().contains("`scope` more than once"),
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("`scope` more than once"),
         "{body}"
     );
     for empty in ["", " "] {

@@ -155,7 +155,10 @@ async fn a_refresh_racing_a_logout_is_refused() {
         })
     } else {
         let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut db).await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut db)
+            .await
+            .unwrap();
         sqlx::query(&revoke).execute(&mut db).await.unwrap();
         tokio::spawn(async move {
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
@@ -165,4 +168,43 @@ async fn a_refresh_racing_a_logout_is_refused() {
     let r = refresh_with_device(&app, &t.refresh, Some(&t.device)).await;
     commit.await.unwrap();
     assert_eq!(invalid_grant(r).await, "the session has ended");
+}
+
+/// A sign-in whose access token cannot be recorded (a failing disk, a lost
+/// connection) leaves no session behind: before the fix the session and its
+/// refresh token had committed first, a live session nobody held, listed
+/// among the user's sessions until it expired.
+#[tokio::test]
+async fn a_sign_in_that_fails_half_way_leaves_no_session() {
+    let app = spawn_app().await;
+    app.verified_user("orphan@example.com").await;
+    let user = app
+        .state
+        .store
+        .user_by_email("orphan@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    let before = app.outbox("orphan@example.com", 0).await.len();
+    let (challenge, _) = app.challenge("orphan@example.com", PASSWORD).await;
+    let mail = app.last_mail("orphan@example.com", before + 1).await;
+
+    break_access_token_writes(&app).await;
+    let r = app
+        .post(
+            "/v1/auth/signin/verify",
+            serde_json::json!({"challenge_id": challenge, "code": mail["code"]}),
+        )
+        .await;
+    assert!(r.status().is_server_error(), "{}", r.status());
+    heal_access_token_writes(&app).await;
+
+    let now = authflow_auth_service::clock::now();
+    let live = app
+        .state
+        .store
+        .live_sessions_of(&user.id, now, 100)
+        .await
+        .unwrap();
+    assert!(live.is_empty(), "an orphan session: {live:?}");
 }

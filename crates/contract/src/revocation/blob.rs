@@ -721,7 +721,11 @@ mod tests {
         h.issuer = format!("https://a{}", "é".repeat(MAX_ISSUER_LEN));
         let back = Blob::parse(Blob::build(&h, [&[], &[], &[]]).bytes().to_vec()).unwrap();
         assert!(h.issuer.starts_with(back.issuer()));
-        assert_eq!(back.issuer().len(), MAX_ISSUER_LEN - 1, "9 ASCII bytes, then 2 per é");
+        assert_eq!(
+            back.issuer().len(),
+            MAX_ISSUER_LEN - 1,
+            "9 ASCII bytes, then 2 per é"
+        );
     }
 
     #[test]
