@@ -290,7 +290,7 @@ impl Engine {
         let now = now_ms / 1000;
         let (verified, cache_hit) = match self.cache.get(token) {
             Some(t) => (t, true),
-            None => match self.verify_fresh(token, now, may_wait && !public) {
+            None => match self.verify_fresh(token, required, now, may_wait && !public) {
                 Ok(t) => {
                     let t = Rc::new(t);
                     timing::timed(Piece::CacheInsert, || {
@@ -312,6 +312,12 @@ impl Engine {
         };
         if let Err(r) = check_times(&verified, self.config.clock_skew_secs, now) {
             return self.deny_or_public(public, r);
+        }
+        // Another provider's token passes nothing here: refused before its
+        // provider's revocation list is waited for or judged stale (a 503
+        // the client would retry), as `authorize` would refuse it after.
+        if !required.admits(verified.provider) {
+            return self.deny_or_public(public, DenyReason::ProviderNotAllowed);
         }
         if let Some(state) = self.providers.get(verified.provider) {
             if self
@@ -477,9 +483,21 @@ impl Engine {
             .unwrap_or_else(|_| Decision::Deny(self.denied(DenyReason::KeysUnavailable, None)))
     }
 
-    fn verify_fresh(&self, token: &str, now: u64, may_wait: bool) -> Result<VerifiedToken, Fresh> {
+    fn verify_fresh(
+        &self,
+        token: &str,
+        required: Requirement,
+        now: u64,
+        may_wait: bool,
+    ) -> Result<VerifiedToken, Fresh> {
         let mut payload = Vec::new();
         let screened = verify::screen(token, &self.config, &mut payload).map_err(Fresh::Deny)?;
+        // A token naming a provider the route does not admit passes nothing
+        // here, whatever its keys: refused before any key is looked for (no
+        // wait and no refetch for its `kid`), as `without_keys` does.
+        if !required.admits(screened.provider) {
+            return Err(Fresh::Deny(DenyReason::ProviderNotAllowed));
+        }
         let Some(keys) = self
             .providers
             .get(screened.provider)

@@ -2370,3 +2370,72 @@ fn an_identity_value_a_reader_trims_refuses_the_token() {
     let o = f.eval("/api", &[("authorization", &format!("Bearer {t}"))]);
     assert_eq!(header(&o, "x-auth-team"), Some("blue team"));
 }
+
+/// A token of a provider the route does not admit is refused (403
+/// `provider_not_allowed`) at once: it neither waits for that provider's
+/// keys (an unknown `kid`) or first revocation list, nor is answered by that
+/// provider's staleness (503), since nothing it could wait for lets it pass.
+#[test]
+fn a_token_of_a_provider_the_route_does_not_admit_never_waits() {
+    let main_key = Ed25519KeyPair::generate().with_key_id("main");
+    let partner_key = Ed25519KeyPair::generate().with_key_id("partner");
+    let config = json!({
+        "providers": [
+            provider_json("main", ISS, json!({"inline": inline_jwks(&main_key)})),
+            {"name": "partner", "issuer": PARTNER, "audiences": ["api"], "algorithms": ["EdDSA"],
+             "jwks": {"remote": {"cluster": "partner", "path": "/jwks"}},
+             "revocations": {"cluster": "partner", "path": "/v1/revocations"}}
+        ],
+        "routes": [
+            {"match": {"path_prefix": "/admin"}, "policy": {"roles_any": ["admin"]}, "providers": ["main"]},
+            {"match": {"path_prefix": "/public"}, "policy": "public", "providers": ["main"]}
+        ],
+        "default_providers": ["main", "partner"]
+    });
+    let mut engine = Engine::new(
+        FilterConfig::from_json(config.to_string().as_bytes()).unwrap(),
+        NOW * 1000,
+    );
+    let partner = engine
+        .config
+        .providers
+        .find(|p| p.issuer == PARTNER)
+        .unwrap();
+    let jwks = format!(r#"{{"keys":[{}]}}"#, partner_key.public_key().to_jwk());
+    engine.set_keys(partner, KeySet::parse(jwks.as_bytes()).unwrap());
+    let admin = AccessClaims {
+        roles: vec!["admin".into()],
+        ..default_claims()
+    };
+    // Signed with a key the partner's set does not hold (yet): an unknown `kid`.
+    let unknown_kid = Ed25519KeyPair::generate()
+        .with_key_id("rotated")
+        .sign(claims(admin.clone()).with_issuer(PARTNER))
+        .unwrap();
+    // Signed with the partner's key; the partner's first revocation list has not come.
+    let no_list_yet = partner_key
+        .sign(claims(admin).with_issuer(PARTNER))
+        .unwrap();
+    for token in [&unknown_kid, &no_list_yet] {
+        for may_wait in [true, false] {
+            let o = engine.evaluate(
+                &bearer_request("/admin/x", token),
+                NOW * 1000 + 500,
+                may_wait,
+            );
+            assert!(
+                matches!(&o, Outcome::Deny(d) if d.reason == DenyReason::ProviderNotAllowed && d.response.status == 403),
+                "may_wait {may_wait}: {o:?}"
+            );
+            let o = engine.evaluate(
+                &bearer_request("/public/x", token),
+                NOW * 1000 + 500,
+                may_wait,
+            );
+            assert!(
+                matches!(&o, Outcome::Allow(a) if a.verified_by.is_none()),
+                "may_wait {may_wait}: {o:?}"
+            );
+        }
+    }
+}
