@@ -619,6 +619,43 @@ mod tests {
         assert!(!c.case_insensitive_paths);
     }
 
+    /// A role or scope name no verified token can carry (a token's roles are
+    /// list items, its scopes RFC 6749 scope-tokens, else it is refused) would
+    /// make a route no one passes, and a scope holding `"` or a space would
+    /// garble the `scope` attribute of the 403 challenge (RFC 6750 §3).
+    #[test]
+    fn policy_names_no_token_can_carry_are_refused() {
+        for policy in [
+            serde_json::json!({"scopes_all": ["read write"]}),
+            serde_json::json!({"scopes_all": ["a\"b"]}),
+            serde_json::json!({"scopes_all": ["a\\b"]}),
+            serde_json::json!({"scopes_all": ["lecture\u{e9}"]}),
+            serde_json::json!({"roles_any": ["admin "]}),
+            serde_json::json!({"roles_any": ["admin,ops"]}),
+            serde_json::json!({"roles_any": ["ad\nmin"]}),
+        ] {
+            let routes = serde_json::json!([{"match": {"prefix": "/x"}, "policy": policy}]);
+            assert!(
+                with(serde_json::json!({ "routes": routes })).is_err(),
+                "{policy}"
+            );
+            assert!(
+                with(serde_json::json!({ "default_policy": policy })).is_err(),
+                "default {policy}"
+            );
+        }
+        for policy in [
+            serde_json::json!({"scopes_all": ["reports:write", "a/b"]}),
+            serde_json::json!({"roles_any": ["Domain Admins", "admin"]}),
+        ] {
+            let routes = serde_json::json!([{"match": {"prefix": "/x"}, "policy": policy}]);
+            assert!(
+                with(serde_json::json!({ "routes": routes })).is_ok(),
+                "{policy}"
+            );
+        }
+    }
+
     #[test]
     fn route_paths_are_checked() {
         let route = |m: serde_json::Value| {

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 
+use authflow_contract::claims;
 use authflow_contract::fingerprint::DeviceAttribute;
 use authflow_contract::revocation::MAX_CLOCK_SKEW_SECS;
 
@@ -659,6 +660,15 @@ fn check_policy(p: &Policy) -> Result<(), ConfigError> {
             if v.is_empty() || v.iter().any(String::is_empty) =>
         {
             err("roles_any / scopes_all / client_ids_any need at least one non-empty name")
+        }
+        // Names no verified token can carry (`verify` refuses a token with
+        // such a role or scope): the route would admit no one, and a scope
+        // with `"` or a space would garble the 403 challenge's `scope`.
+        Policy::ScopesAll(v) if !v.iter().all(|s| claims::is_scope_token(s)) => err(
+            "scopes_all: a scope is printable ASCII without space, `\"` or `\\` (RFC 6749 §3.3)",
+        ),
+        Policy::RolesAny(v) if !v.iter().all(|r| claims::is_list_item(r)) => {
+            err("roles_any: a role has no comma, control character or surrounding whitespace")
         }
         _ => Ok(()),
     }
