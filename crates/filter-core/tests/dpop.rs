@@ -602,3 +602,43 @@ fn a_request_without_a_token_is_challenged_for_dpop_where_it_is_required() {
     let (_, _, challenges) = refusal(&f.eval(&[]));
     assert_eq!(challenges, ["Bearer"], "DPoP off: not offered");
 }
+
+/// RFC 9449 §7.1 (and RFC 7235 §3.1: a 401 carries a challenge that
+/// applies): where a provider requires DPoP, a token that fails for any
+/// reason (here a bad signature, presented with the `DPoP` scheme and a
+/// valid proof) is answered with a `DPoP` challenge naming the algorithms,
+/// not only with `Bearer error="invalid_token"`, a scheme this resource
+/// refuses. UNFIXED: `DenyReason::response` knows no provider.
+#[test]
+fn a_failed_token_where_dpop_is_required_is_challenged_for_dpop() {
+    let [es, _] = keys();
+    let mut f = fixture(json!({"dpop": "required"}));
+    let forger = Ed25519KeyPair::generate().with_key_id("k1");
+    let mut c = Claims::with_custom_claims(
+        AccessClaims {
+            cnf: Some(Confirmation { jkt: es.jkt() }),
+            ..AccessClaims::default()
+        },
+        Duration::from_mins(15),
+    )
+    .with_issuer(ISS)
+    .with_subject("user-1")
+    .with_audience("api");
+    c.issued_at = Some(UnixTimeStamp::from_secs(NOW - 10));
+    c.expires_at = Some(UnixTimeStamp::from_secs(NOW + 890));
+    let forged = forger.sign(c).unwrap();
+    let proof = proof_at_now(&es, "GET", URI, &forged, "f", |_| {});
+    let o = f.eval(&[
+        ("authorization", &format!("DPoP {forged}")),
+        ("dpop", &proof),
+    ]);
+    let (reason, status, challenges) = refusal(&o);
+    assert_eq!((reason, status), (DenyReason::BadSignature, 401));
+    assert!(
+        challenges
+            .iter()
+            .any(|c| c.starts_with("DPoP error=\"invalid_token\"")
+                && c.ends_with("algs=\"ES256 EdDSA\"")),
+        "{challenges:?}"
+    );
+}
