@@ -3,6 +3,7 @@
 //! fix its request and never carry token contents, key material or internals.
 
 use authflow_contract::dpop::{algs_parameter, DpopError};
+use authflow_contract::Algorithm;
 
 use crate::config::{DpopMode, DpopPolicy};
 use crate::json_text;
@@ -246,6 +247,26 @@ impl DenyReason {
         response
     }
 
+    /// `response` for a route every provider of which requires DPoP: its
+    /// `Bearer` challenge (a scheme the route refuses) becomes the same
+    /// challenge in the `DPoP` scheme, naming `algorithms` (RFC 9449 §7.1,
+    /// RFC 7235 §3.1: a challenge that applies).
+    pub fn in_dpop_scheme(mut response: DenyResponse, algorithms: &[Algorithm]) -> DenyResponse {
+        for (name, value) in &mut response.headers {
+            if name != "www-authenticate" {
+                continue;
+            }
+            if let Some(params) = value.strip_prefix("Bearer") {
+                let algs = algs_parameter(algorithms);
+                *value = match params.strip_prefix(' ') {
+                    Some(params) => format!("DPoP {params}, algs=\"{algs}\""),
+                    None => format!("DPoP algs=\"{algs}\""),
+                };
+            }
+        }
+        response
+    }
+
     /// The HTTP answer. `required_scope` is named in the header for 403 scope denials (RFC 6750 §3).
     pub fn response(self, retry_after_secs: u32, required_scope: Option<&str>) -> DenyResponse {
         if let Self::Dpop(e) = self {
@@ -408,5 +429,32 @@ mod tests {
             serde_json::from_str(&DenyReason::dpop_response(DpopError::NonceMissing, &only).body)
                 .unwrap();
         assert_eq!(body["error"], "use_dpop_nonce");
+    }
+
+    /// Where only DPoP is accepted, the bearer challenge keeps its
+    /// parameters in the `DPoP` scheme and names the algorithms.
+    #[test]
+    fn a_bearer_challenge_moves_to_the_dpop_scheme() {
+        let only = [Algorithm::EdDSA];
+        let r = DenyReason::in_dpop_scheme(
+            DenyReason::InsufficientScope.response(5, Some("write")),
+            &only,
+        );
+        assert_eq!(r.status, 403);
+        assert_eq!(
+            header(&r, "www-authenticate").unwrap(),
+            "DPoP error=\"insufficient_scope\", error_description=\"a required scope is missing\", scope=\"write\", algs=\"EdDSA\""
+        );
+        let r = DenyReason::in_dpop_scheme(DenyReason::MissingToken.response(5, None), &only);
+        assert_eq!(
+            header(&r, "www-authenticate").unwrap(),
+            "DPoP algs=\"EdDSA\""
+        );
+        let r = DenyReason::in_dpop_scheme(DenyReason::KeysUnavailable.response(7, None), &only);
+        assert_eq!(
+            header(&r, "www-authenticate"),
+            None,
+            "a 503 has no challenge"
+        );
     }
 }

@@ -8,7 +8,9 @@ use authflow_contract::dpop::{DpopError, NonceKey, NONCE_HEADER};
 use authflow_contract::KeySet;
 
 use crate::cache::TokenCache;
-use crate::config::{DeviceMode, FailureMode, FilterConfig, JwksSource, Policy, StalePolicy};
+use crate::config::{
+    DeviceMode, DpopMode, FailureMode, FilterConfig, JwksSource, Policy, StalePolicy,
+};
 use crate::deny::{DenyReason, DenyResponse};
 use crate::device::{self, DeviceCheck};
 use crate::dpop::{self as dpop_check, ProofUse};
@@ -253,8 +255,49 @@ impl Engine {
     pub fn evaluate(&mut self, req: &Request, now_ms: u64, may_wait: bool) -> Outcome {
         let _span = timing::span(Piece::Evaluate);
         match self.evaluate_token(req, now_ms, may_wait) {
-            Outcome::Deny(denied) => Outcome::Deny(self.for_browser(req, denied)),
+            Outcome::Deny(denied) => {
+                let denied = self.in_route_scheme(req, denied);
+                Outcome::Deny(self.for_browser(req, denied))
+            }
             other => other,
+        }
+    }
+
+    /// A refusal on a route whose every provider requires DPoP challenges in
+    /// the `DPoP` scheme only, whatever was refused; elsewhere as it is (DPoP
+    /// failures and a missing token carry their own challenges already).
+    fn in_route_scheme(&self, req: &Request, denied: Denied) -> Denied {
+        if matches!(
+            denied.reason,
+            DenyReason::Dpop(_) | DenyReason::MissingToken
+        ) {
+            return denied;
+        }
+        let Ok(required) = policy_for(&self.config, req) else {
+            return denied;
+        };
+        let mut algorithms = Vec::new();
+        for (_, p) in self
+            .config
+            .providers
+            .with_ids()
+            .filter(|(id, _)| required.admits(*id))
+        {
+            if p.dpop.mode != DpopMode::Required {
+                return denied;
+            }
+            for a in &p.dpop.algorithms {
+                if !algorithms.contains(a) {
+                    algorithms.push(*a);
+                }
+            }
+        }
+        if algorithms.is_empty() {
+            return denied;
+        }
+        Denied {
+            response: DenyReason::in_dpop_scheme(denied.response, &algorithms),
+            ..denied
         }
     }
 
