@@ -95,10 +95,56 @@ pub fn credential_edits(
         }
         cookies.push(DEVICE_COOKIE);
     }
-    if let Some(edit) = cookie_edit(req, &cookies) {
+    // Whenever a token verified, no other spelling of a token cookie goes
+    // with it (see `another_spelling`): never checked, and a backend may
+    // read it as the token cookie (even when the verified one is forwarded).
+    let spellings_of: &[String] = if provider.is_some() {
+        &sources.cookies
+    } else {
+        &[]
+    };
+    if let Some(edit) = cookie_edit(req, &cookies, spellings_of) {
         edits.push(edit);
     }
     edits
+}
+
+/// Whether a cookie name as sent is another spelling of `ours` that some
+/// backend reads as `ours`: ASP.NET Core compares cookie names ignoring
+/// ASCII case; PHP's `$_COOKIE` percent-decodes a name (`+` as a space) and
+/// reads ` ` and `.` as `_`. Not `ours` itself.
+fn another_spelling(sent: &[u8], ours: &str) -> bool {
+    fn hex(b: u8) -> Option<u8> {
+        char::from(b)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    }
+    fn fold(b: u8) -> u8 {
+        match b {
+            b' ' | b'+' | b'.' => b'_',
+            b => b.to_ascii_lowercase(),
+        }
+    }
+    // Decoded once, on the fly: no allocation per cookie of every request.
+    fn decoded(name: &[u8]) -> impl Iterator<Item = u8> + '_ {
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            let b = *name.get(at)?;
+            if b == b'%' {
+                let high = name.get(at + 1).copied().and_then(hex);
+                let low = name.get(at + 2).copied().and_then(hex);
+                if let (Some(h), Some(l)) = (high, low) {
+                    at += 3;
+                    return Some(h * 16 + l);
+                }
+            }
+            at += 1;
+            Some(b)
+        })
+    }
+    sent != ours.as_bytes()
+        && sent.len() >= ours.len()
+        && decoded(sent).map(fold).eq(ours.bytes().map(fold))
 }
 
 /// Whether the request may carry a header (any case of its name). Removing
@@ -131,20 +177,23 @@ fn is_token_authorization(value: &str) -> bool {
     }
 }
 
-/// The `cookie` header without the cookies named in `drop` (all copies of
-/// the header joined into one), or `None` when none of them is there. Read
+/// The `cookie` header without the cookies named in `drop`, nor other
+/// spellings of those in `spellings_of` (all copies of the header joined
+/// into one), or `None` when none of them is there. Read
 /// on bytes, as the device check reads it: a line with another cookie that is
 /// not UTF-8 still loses ours (its bytes reach the upstream as U+FFFD then).
-fn cookie_edit(req: &Request, drop: &[&str]) -> Option<HeaderEdit> {
+fn cookie_edit(req: &Request, drop: &[&str], spellings_of: &[String]) -> Option<HeaderEdit> {
     use authflow_contract::cookie::{raw_pairs, split_pair};
-    if drop.is_empty() {
+    if drop.is_empty() && spellings_of.is_empty() {
         return None;
     }
     let mut removed = false;
     let mut kept: Vec<u8> = Vec::new();
     for pair in req.header_bytes("cookie").flat_map(raw_pairs) {
         let name = split_pair(pair).0;
-        if drop.iter().any(|d| d.as_bytes() == name) {
+        if drop.iter().any(|d| d.as_bytes() == name)
+            || spellings_of.iter().any(|s| another_spelling(name, s))
+        {
             removed = true;
         } else {
             if !kept.is_empty() {
@@ -426,6 +475,81 @@ mod tests {
         );
         // No token verified: nothing of it is touched.
         assert_eq!(credential_edits(&c, &both, None), vec![]);
+    }
+
+    /// Finding: only the exact token cookie name was removed. Backends read
+    /// other spellings as the same cookie (ASP.NET Core ignores the case of
+    /// cookie names; PHP's `$_COOKIE` percent-decodes names and reads ` `,
+    /// `+` and `.` as `_`, and keeps the first copy): a client with a valid
+    /// token sent `Access_Token=<forged>` or `access.token=<forged>` beside
+    /// it and, with `forward_token`, the backend read the forged token while
+    /// the identity headers came from the verified one.
+    #[test]
+    fn other_spellings_of_a_token_cookie_never_travel_beside_the_verified_token() {
+        let mut forwarding = config(json!({"forward_device_secret": true}));
+        forwarding
+            .providers
+            .get_mut(ProviderId::FIRST)
+            .unwrap()
+            .forward_token = true;
+        let stripping = config(json!({"forward_device_secret": true}));
+        for planted in [
+            "ACCESS_TOKEN=forged",
+            "Access_Token=forged",
+            "access.token=forged",
+            "access token=forged",
+            "access+token=forged",
+            "access%5Ftoken=forged",
+            "%61ccess_token=forged",
+            "access%5ftoken=forged",
+        ] {
+            // The token came from the cookie: it goes upstream, its other spellings do not.
+            let from_cookie = req(
+                "/api",
+                &[("cookie", &format!("{planted}; access_token=t; b=2"))],
+            );
+            assert_eq!(
+                credential_edits(&forwarding, &from_cookie, Some(ProviderId::FIRST)),
+                vec![HeaderEdit::Set(
+                    "cookie".into(),
+                    "access_token=t; b=2".into()
+                )],
+                "{planted}"
+            );
+            // An explicit token: no spelling of the token cookie goes.
+            let explicit = req(
+                "/api",
+                &[
+                    ("authorization", "Bearer t"),
+                    ("cookie", &format!("{planted}; b=2")),
+                ],
+            );
+            assert_eq!(
+                credential_edits(&forwarding, &explicit, Some(ProviderId::FIRST)),
+                vec![HeaderEdit::Set("cookie".into(), "b=2".into())],
+                "{planted}"
+            );
+            // Not forwarded: no spelling of it goes either.
+            assert_eq!(
+                credential_edits(&stripping, &from_cookie, Some(ProviderId::FIRST)),
+                vec![HeaderEdit::Set("cookie".into(), "b=2".into())],
+                "{planted}"
+            );
+        }
+        // Other cookies are not spellings of it.
+        for other in [
+            "access_tokens=x",
+            "xaccess_token=x",
+            "access-token=x",
+            "access_toke=x",
+        ] {
+            let r = req("/api", &[("cookie", &format!("{other}; access_token=t"))]);
+            assert_eq!(
+                credential_edits(&forwarding, &r, Some(ProviderId::FIRST)),
+                vec![],
+                "{other}"
+            );
+        }
     }
 
     #[test]
