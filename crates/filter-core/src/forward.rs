@@ -60,10 +60,11 @@ pub fn credential_edits(
         cookies.extend(sources.cookies.iter().map(String::as_str));
     }
     if strip_token {
+        // Any copy: extraction reads every one (a `Basic` first hides no `Bearer` after it).
         if sources.authorization_bearer
             && req
-                .header("authorization")
-                .is_some_and(is_token_authorization)
+                .header_values("authorization")
+                .any(is_token_authorization)
         {
             edits.push(HeaderEdit::Remove("authorization".to_owned()));
             // The DPoP proof goes with its token: it is a credential for this hop only.
@@ -550,6 +551,30 @@ mod tests {
                 "{other}"
             );
         }
+    }
+
+    /// Finding: extraction reads every `Authorization` copy, but removal
+    /// looked at the first alone: `Basic …` first and the verified `Bearer`
+    /// token second kept the token in the request sent upstream.
+    #[test]
+    fn a_token_in_any_authorization_copy_is_removed() {
+        let c = config(json!({}));
+        let r = req(
+            "/api",
+            &[
+                ("authorization", "Basic dTpw"),
+                ("authorization", "Bearer t"),
+            ],
+        );
+        assert_eq!(
+            find_token(&r, &c.token_sources, c.max_token_bytes),
+            Ok(Some(("t", Source::Explicit))),
+            "the token that verified"
+        );
+        assert_eq!(
+            credential_edits(&c, &r, Some(ProviderId::FIRST)),
+            vec![remove("authorization")]
+        );
     }
 
     #[test]
