@@ -1,5 +1,7 @@
 //! Carrying a decision out on the current (effective) request: forward it
 //! with identity headers, or answer it, counting and logging what matters.
+//! The request's method and path are logged escaped: they are the client's
+//! bytes, and a control character in them must not forge a log line.
 
 use authflow_filter_core::device::DeviceCheck;
 use authflow_filter_core::engine::Decision;
@@ -51,7 +53,7 @@ pub fn carry_out(vm: &Vm, request: &Request, decision: Decision, resume: bool) -
                 vm.metrics.inc(Metric::PublicInvalidToken);
                 log::debug!(
                     "authflow: public route {}: invalid token ({}), passed anonymously",
-                    request.path(),
+                    request.path().escape_default(),
                     reason.label()
                 );
             }
@@ -83,8 +85,8 @@ pub fn carry_out(vm: &Vm, request: &Request, decision: Decision, resume: bool) -
                 // The reason label only: never the token, never claims.
                 log::debug!(
                     "authflow: {} {} denied: {}",
-                    request.method(),
-                    request.path(),
+                    request.method().escape_default(),
+                    request.path().escape_default(),
                     denied.reason.label()
                 );
             }
@@ -144,8 +146,8 @@ fn log_device(vm: &Vm, check: DeviceCheck, request: &Request, what: &str) {
         .collect();
     log::info!(
         "authflow: device check {check:?} on {} {}: {what}; attributes [{}] (as the auth service's?)",
-        request.method(),
-        request.path(),
+        request.method().escape_default(),
+        request.path().escape_default(),
         attrs.join(", ")
     );
 }
