@@ -38,7 +38,13 @@ pub fn router(state: Arc<AppState>) -> Router {
     let routes = router
         .layer(Extension(doc))
         // The browser pages: HTML, not the API, so outside the OpenAPI document.
-        .merge(crate::web::routes());
+        .merge(crate::web::routes(
+            state
+                .config
+                .accounts
+                .pages_url(&state.config.tokens.issuer)
+                .starts_with("https://"),
+        ));
     with_shared_layers(routes, state)
 }
 

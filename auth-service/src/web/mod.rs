@@ -52,8 +52,12 @@ const STYLESHEET: &str = include_str!("static/authflow.css");
 /// The browser's DPoP client (RFC 9449, a non-extractable WebCrypto key): an ES module.
 const DPOP_CLIENT: &str = include_str!("static/authflow-dpop.js");
 
-/// The pages' routes (merged into the service's router after the documented ones).
-pub fn routes() -> Router<Arc<AppState>> {
+/// HSTS (RFC 6797) for pages served over https: a year, this host only.
+const STRICT_TRANSPORT_SECURITY: &str = "max-age=31536000";
+
+/// The pages' routes (merged into the service's router after the documented
+/// ones); `https`: the pages' address is an https one (then HSTS is sent).
+pub fn routes(https: bool) -> Router<Arc<AppState>> {
     Router::new()
         .route("/auth/static/authflow.css", get(stylesheet))
         .route("/auth/static/authflow-dpop.js", get(dpop_client))
@@ -92,11 +96,19 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/auth/totp", get(totp::start).post(totp::enrol))
         .route("/auth/totp/confirm", axum::routing::post(totp::confirm))
         .route("/auth/totp/done", get(totp::done))
-        .layer(middleware::map_response(security_headers))
+        .layer(middleware::map_response(move |response| {
+            security_headers(response, https)
+        }))
 }
 
-async fn security_headers(mut response: Response) -> Response {
+async fn security_headers(mut response: Response, https: bool) -> Response {
     let headers = response.headers_mut();
+    if https {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static(STRICT_TRANSPORT_SECURITY),
+        );
+    }
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CONTENT_SECURITY_POLICY),

@@ -342,6 +342,30 @@ async fn sign_up_verify_sign_in_with_the_code_sets_the_session_cookies() {
     assert!(devices.body.contains(email));
 }
 
+/// Pages served at an https address tell browsers to come back over https
+/// only (HSTS, RFC 6797): a later visit typed as `http://` never sends the
+/// form or its cookies in clear. Over http the header would be ignored, so
+/// it is not sent; no `includeSubDomains`: the other hosts are not the
+/// service's to decide.
+#[tokio::test]
+async fn pages_at_an_https_address_send_hsts() {
+    let app = spawn_app_with(|c| c.accounts.pages_url = Some("https://auth.example".into())).await;
+    let mut b = Browser::new(&app);
+    for path in ["/auth/signin", "/auth/refresh"] {
+        let page = b.get(path).await;
+        assert_eq!(
+            page.headers
+                .get("strict-transport-security")
+                .map(|v| v.to_str().unwrap()),
+            Some("max-age=31536000"),
+            "{path}"
+        );
+    }
+    let app = spawn_app().await;
+    let page = Browser::new(&app).get("/auth/signin").await;
+    assert_eq!(page.headers.get("strict-transport-security"), None);
+}
+
 #[tokio::test]
 async fn every_page_has_the_strict_headers_and_accessible_markup() {
     let app = spawn_app().await;
