@@ -97,6 +97,11 @@ impl ApiError {
         self.parts().2
     }
 
+    /// The `error` code of the answer (`invalid_request`, `not_found`, …).
+    pub fn code(&self) -> &'static str {
+        self.parts().1
+    }
+
     fn parts(&self) -> (StatusCode, &'static str, String) {
         use StatusCode as S;
         match self {

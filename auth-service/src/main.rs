@@ -252,38 +252,42 @@ async fn run(cli: Cli) -> Result<(), String> {
             let lead = i64::try_from(config.keys.publish_lead.as_secs()).unwrap_or(60);
             let alg = config.keys.signing_alg;
             let state = build_state(config).await.map_err(|e| e.to_string())?;
-            let kid = state
-                .keys
-                .rotate(state.store.as_ref(), alg, now(), lead)
-                .await
-                .map_err(|e| e.to_string())?;
-            cli_audit(
+            let rotate = async {
+                state
+                    .keys
+                    .rotate(state.store.as_ref(), alg, now(), lead)
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            let kid = cli_privileged(
                 state.store.as_ref(),
-                "cli_rotate_keys",
-                &format!("new key {kid}"),
-                None,
-                None,
+                ("cli_rotate_keys", "by the CLI"),
+                (None, None),
+                rotate,
+                |kid| format!("done: new key {kid}"),
             )
-            .await;
+            .await?;
             println!("new key {kid} published; it signs in {lead} s (a running service picks it up within its maintenance interval)");
             Ok(())
         }
         Command::Feed(FeedCommand::NewEpoch) => {
             let state = build_state(config).await.map_err(|e| e.to_string())?;
             let old = state.store.epoch().await.map_err(|e| e.to_string())?;
-            let new = state
-                .store
-                .renew_epoch(&old)
-                .await
-                .map_err(|e| e.to_string())?;
-            cli_audit(
+            let renew = async {
+                state
+                    .store
+                    .renew_epoch(&old)
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            let new = cli_privileged(
                 state.store.as_ref(),
-                "cli_feed_new_epoch",
-                &format!("{old} -> {new}"),
-                None,
-                None,
+                ("cli_feed_new_epoch", &format!("from {old}")),
+                (None, None),
+                renew,
+                |new| format!("done: {old} -> {new}"),
             )
-            .await;
+            .await?;
             println!("revocation feed epoch {old} replaced by {new}: every filter takes a full list on its next poll");
             Ok(())
         }
@@ -302,16 +306,18 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
-/// An audit row for a command that changed what the service trusts, as the
-/// admin API records its actions (`cli_…` events, no client address). A
-/// failure is reported, not fatal: the change is made already.
-async fn cli_audit(
+/// Runs a command that changes what the service trusts, audited first as
+/// the admin API's actions are (`cli_…` events, no client address; see
+/// `audit::run_first`): no row, no change. `settled` describes a success in
+/// the row; a failure is written as `failed: <message>`.
+async fn cli_privileged<T>(
     store: &dyn Store,
-    event: &str,
-    outcome: &str,
-    user_id: Option<&str>,
-    email: Option<&str>,
-) {
+    what: (&str, &str),
+    about: (Option<&str>, Option<&str>),
+    action: impl std::future::Future<Output = Result<T, String>>,
+    settled: impl FnOnce(&T) -> String,
+) -> Result<T, String> {
+    let ((event, outcome), (user_id, email)) = (what, about);
     let entry = AuditEntry {
         at: now(),
         event: event.to_owned(),
@@ -322,9 +328,14 @@ async fn cli_audit(
         user_agent: Some("authflow-auth (CLI)".to_owned()),
         detail: None,
     };
-    if let Err(e) = store.audit(&entry).await {
-        eprintln!("warning: the audit row for {event} was not written: {e}");
-    }
+    authflow_auth_service::audit::run_first(store, entry, action, |result| match result {
+        Ok(value) => settled(value),
+        Err(e) => format!("failed: {e}"),
+    })
+    .await
+    .map_err(|e| {
+        format!("the audit row for {event} could not be written, so nothing was changed: {e}")
+    })?
 }
 
 async fn create_user(
@@ -362,21 +373,23 @@ async fn create_user(
         email_verified: true,
         ..User::new(email.as_str(), hash, roles.clone(), now())
     };
-    match store.create_user(&user).await {
-        Ok(()) => {}
-        Err(StoreError::Conflict(_)) => {
-            return Err(format!("a user with email {email} already exists"))
+    let create = async {
+        match store.create_user(&user).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::Conflict(_)) => {
+                Err(format!("a user with email {email} already exists"))
+            }
+            Err(e) => Err(e.to_string()),
         }
-        Err(e) => return Err(e.to_string()),
-    }
-    cli_audit(
+    };
+    cli_privileged(
         store.as_ref(),
-        "cli_user_create",
-        &format!("roles={}", roles.join(",")),
-        Some(&user.id),
-        Some(&user.email),
+        ("cli_user_create", &format!("roles={}", roles.join(","))),
+        (Some(&user.id), Some(&user.email)),
+        create,
+        |_| "done".into(),
     )
-    .await;
+    .await?;
     println!(
         "{}",
         serde_json::json!({"user_id": user.id, "email": user.email, "roles": roles})
@@ -428,25 +441,27 @@ async fn mint(
         dfp: Some(dfp),
         dpop_jkt: None,
     };
-    let (session_id, access) = sessions::create_session(
-        &state,
-        &user,
-        &device,
-        &random_secret(),
-        now,
-        origin,
-        binding,
-    )
-    .await
-    .map_err(|e| format!("{e:?}"))?;
-    cli_audit(
+    let mint = async {
+        sessions::create_session(
+            &state,
+            &user,
+            &device,
+            &random_secret(),
+            now,
+            origin,
+            binding,
+        )
+        .await
+        .map_err(|e| format!("{e:?}"))
+    };
+    let (session_id, access) = cli_privileged(
         state.store.as_ref(),
-        "cli_token_mint",
-        &format!("session {session_id}"),
-        Some(&user.id),
-        Some(&user.email),
+        ("cli_token_mint", "by the CLI"),
+        (Some(&user.id), Some(&user.email)),
+        mint,
+        |(session_id, _)| format!("done: session {session_id}"),
     )
-    .await;
+    .await?;
     println!(
         "{}",
         serde_json::json!({
@@ -475,24 +490,19 @@ async fn service_account(config: Config, cmd: ServiceAccountCommand) -> Result<(
             no_secret,
         } => {
             let jwk = jwk_file.as_deref().map(read_jwk).transpose()?;
-            let (account, secret) = service_accounts::create(
-                &state,
-                &client_id,
-                &scopes,
-                jwk.as_ref(),
-                !no_secret,
-                now,
-            )
-            .await
-            .map_err(|e| format!("{e:?}"))?;
-            cli_audit(
+            let create = async {
+                service_accounts::create(&state, &client_id, &scopes, jwk.as_ref(), !no_secret, now)
+                    .await
+                    .map_err(|e| format!("{e:?}"))
+            };
+            let (account, secret) = cli_privileged(
                 state.store.as_ref(),
-                "cli_create_service_account",
-                "by the CLI",
-                Some(&claims::service_subject(&client_id)),
-                None,
+                ("cli_create_service_account", "by the CLI"),
+                (Some(&claims::service_subject(&client_id)), None),
+                create,
+                |_| "done".into(),
             )
-            .await;
+            .await?;
             let mut out = serde_json::json!({"client_id": account.client_id, "scope": account.scope, "public_key": jwk.is_some()});
             if let Some(secret) = secret {
                 out["client_secret"] = secret.into();
@@ -504,68 +514,76 @@ async fn service_account(config: Config, cmd: ServiceAccountCommand) -> Result<(
             jwk_file,
         } => {
             let jwk = read_jwk(&jwk_file)?;
-            service_accounts::set_public_key(&state, &client_id, Some(&jwk), now)
-                .await
-                .map_err(|e| format!("{e:?}"))?;
-            cli_audit(
+            let change = async {
+                service_accounts::set_public_key(&state, &client_id, Some(&jwk), now)
+                    .await
+                    .map_err(|e| format!("{e:?}"))
+            };
+            cli_privileged(
                 state.store.as_ref(),
-                "cli_set_service_key",
-                "by the CLI",
-                Some(&claims::service_subject(&client_id)),
-                None,
+                ("cli_set_service_key", "by the CLI"),
+                (Some(&claims::service_subject(&client_id)), None),
+                change,
+                |_| "done".into(),
             )
-            .await;
+            .await?;
             println!(
                 "{}",
                 serde_json::json!({"client_id": client_id, "public_key": true})
             );
         }
         ServiceAccountCommand::RemoveKey { client_id } => {
-            service_accounts::set_public_key(&state, &client_id, None, now)
-                .await
-                .map_err(|e| format!("{e:?}"))?;
-            cli_audit(
+            let change = async {
+                service_accounts::set_public_key(&state, &client_id, None, now)
+                    .await
+                    .map_err(|e| format!("{e:?}"))
+            };
+            cli_privileged(
                 state.store.as_ref(),
-                "cli_remove_service_key",
-                "by the CLI",
-                Some(&claims::service_subject(&client_id)),
-                None,
+                ("cli_remove_service_key", "by the CLI"),
+                (Some(&claims::service_subject(&client_id)), None),
+                change,
+                |_| "done".into(),
             )
-            .await;
+            .await?;
             println!(
                 "{}",
                 serde_json::json!({"client_id": client_id, "public_key": false})
             );
         }
         ServiceAccountCommand::RotateSecret { client_id } => {
-            let secret = service_accounts::rotate_secret(&state, &client_id, now)
-                .await
-                .map_err(|e| format!("{e:?}"))?;
-            cli_audit(
+            let change = async {
+                service_accounts::rotate_secret(&state, &client_id, now)
+                    .await
+                    .map_err(|e| format!("{e:?}"))
+            };
+            let secret = cli_privileged(
                 state.store.as_ref(),
-                "cli_rotate_service_secret",
-                "by the CLI",
-                Some(&claims::service_subject(&client_id)),
-                None,
+                ("cli_rotate_service_secret", "by the CLI"),
+                (Some(&claims::service_subject(&client_id)), None),
+                change,
+                |_| "done".into(),
             )
-            .await;
+            .await?;
             println!(
                 "{}",
                 serde_json::json!({"client_id": client_id, "client_secret": secret})
             );
         }
         ServiceAccountCommand::Disable { client_id } => {
-            service_accounts::disable(&state, &client_id, now)
-                .await
-                .map_err(|e| format!("{e:?}"))?;
-            cli_audit(
+            let change = async {
+                service_accounts::disable(&state, &client_id, now)
+                    .await
+                    .map_err(|e| format!("{e:?}"))
+            };
+            cli_privileged(
                 state.store.as_ref(),
-                "cli_disable_service_account",
-                "by the CLI",
-                Some(&claims::service_subject(&client_id)),
-                None,
+                ("cli_disable_service_account", "by the CLI"),
+                (Some(&claims::service_subject(&client_id)), None),
+                change,
+                |_| "done".into(),
             )
-            .await;
+            .await?;
             println!(
                 "{}",
                 serde_json::json!({"client_id": client_id, "disabled": true})

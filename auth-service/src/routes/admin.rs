@@ -237,17 +237,20 @@ pub async fn ban(
     let user = existing_user(&state, &user_id).await?;
     let now = now();
     let expires = now + i64::try_from(state.config.tokens.access_ttl.as_secs()).unwrap_or(900);
-    state.store.ban_user(&user.id, now, expires).await?;
-    feed_changed(&state).await;
-    audit::record(
+    let ban = async {
+        state.store.ban_user(&user.id, now, expires).await?;
+        feed_changed(&state).await;
+        Ok(())
+    };
+    audit::privileged(
         &state,
-        Some(&client),
-        "admin_ban",
-        &format!("by {}", admin.sub),
-        Some(&user.id),
-        Some(&user.email),
+        &client,
+        ("admin_ban", &format!("by {}", admin.sub)),
+        (Some(&user.id), Some(&user.email)),
+        ban,
+        |_| "done".into(),
     )
-    .await;
+    .await?;
     Ok(axum::Json(BanResponse {
         user_id: user.id,
         banned: true,
@@ -264,16 +267,16 @@ pub async fn unban(
     PathParam(user_id): PathParam<String>,
 ) -> ApiResult<axum::Json<BanResponse>> {
     let user = existing_user(&state, &user_id).await?;
-    state.store.unban_user(&user.id).await?;
-    audit::record(
+    let unban = async { Ok(state.store.unban_user(&user.id).await?) };
+    audit::privileged(
         &state,
-        Some(&client),
-        "admin_unban",
-        &format!("by {}", admin.sub),
-        Some(&user.id),
-        Some(&user.email),
+        &client,
+        ("admin_unban", &format!("by {}", admin.sub)),
+        (Some(&user.id), Some(&user.email)),
+        unban,
+        |_| "done".into(),
     )
-    .await;
+    .await?;
     Ok(axum::Json(BanResponse {
         user_id: user.id,
         banned: false,
@@ -325,20 +328,26 @@ pub async fn revoke_token(
         .await?
         .filter(|t| state.feed.may_still_pass(t.expires_at, now))
         .ok_or(ApiError::NotFound("no live access token has this jti"))?;
-    state
-        .store
-        .revoke_token(&token.jti, now, token.expires_at)
-        .await?;
-    feed_changed(&state).await;
-    audit::record(
+    let revoke = async {
+        state
+            .store
+            .revoke_token(&token.jti, now, token.expires_at)
+            .await?;
+        feed_changed(&state).await;
+        Ok(())
+    };
+    audit::privileged(
         &state,
-        Some(&client),
-        "admin_revoke_token",
-        &format!("by {}: jti {}", admin.sub, token.jti),
-        Some(&token.user_id),
-        None,
+        &client,
+        (
+            "admin_revoke_token",
+            &format!("by {}: jti {}", admin.sub, token.jti),
+        ),
+        (Some(&token.user_id), None),
+        revoke,
+        |_| "done".into(),
     )
-    .await;
+    .await?;
     Ok(axum::Json(RevokeTokenResponse {
         jti: token.jti,
         expires_at: token.expires_at,
@@ -365,30 +374,32 @@ pub async fn rotate_keys(
 ) -> ApiResult<axum::Json<RotateResponse>> {
     let now = now();
     let lead = i64::try_from(state.config.keys.publish_lead.as_secs()).unwrap_or(60);
-    let kid = state
-        .keys
-        .rotate(
-            state.store.as_ref(),
-            state.config.keys.signing_alg,
-            now,
-            lead,
-        )
-        .await
-        .map_err(|e| match e {
-            RotateError::TooManyKeys { .. } => ApiError::Conflict(
-                "too many signing keys are published: rotate again once retired keys have left the JWKS",
-            ),
-            RotateError::Store(e) => e.into(),
-        })?;
-    audit::record(
+    let rotate = async {
+        state
+            .keys
+            .rotate(
+                state.store.as_ref(),
+                state.config.keys.signing_alg,
+                now,
+                lead,
+            )
+            .await
+            .map_err(|e| match e {
+                RotateError::TooManyKeys { .. } => ApiError::Conflict(
+                    "too many signing keys are published: rotate again once retired keys have left the JWKS",
+                ),
+                RotateError::Store(e) => e.into(),
+            })
+    };
+    let kid = audit::privileged(
         &state,
-        Some(&client),
-        "admin_rotate_keys",
-        &format!("by {}: new key {kid}", admin.sub),
-        None,
-        None,
+        &client,
+        ("admin_rotate_keys", &format!("by {}", admin.sub)),
+        (None, None),
+        rotate,
+        |kid| format!("done: new key {kid}"),
     )
-    .await;
+    .await?;
     Ok(axum::Json(RotateResponse {
         kid,
         publish_at: now,

@@ -79,24 +79,23 @@ pub async fn create(
     Admin(admin): Admin,
     Json(req): Json<CreateServiceAccount>,
 ) -> ApiResult<(axum::http::StatusCode, axum::Json<ServiceAccountSecret>)> {
-    let (account, secret) = service_accounts::create(
+    let create = service_accounts::create(
         &state,
         &req.client_id,
         &req.scopes,
         req.jwk.as_ref(),
         req.secret,
         now(),
+    );
+    let (account, secret) = audit::privileged(
+        &state,
+        &client,
+        ("admin_create_service_account", &format!("by {}", admin.sub)),
+        (Some(&service_subject(&req.client_id)), None),
+        create,
+        |_| "done".into(),
     )
     .await?;
-    audit::record(
-        &state,
-        Some(&client),
-        "admin_create_service_account",
-        &format!("by {}", admin.sub),
-        Some(&service_subject(&account.client_id)),
-        None,
-    )
-    .await;
     let body = ServiceAccountSecret {
         client_id: account.client_id,
         client_secret: secret,
@@ -114,22 +113,21 @@ pub async fn rotate_secret(
     Admin(admin): Admin,
     PathParam(client_id): PathParam<String>,
 ) -> ApiResult<axum::Json<ServiceAccountSecret>> {
-    let secret = service_accounts::rotate_secret(&state, &client_id, now()).await?;
+    let secret = audit::privileged(
+        &state,
+        &client,
+        ("admin_rotate_service_secret", &format!("by {}", admin.sub)),
+        (Some(&service_subject(&client_id)), None),
+        service_accounts::rotate_secret(&state, &client_id, now()),
+        |_| "done".into(),
+    )
+    .await?;
     let scope = state
         .store
         .service_account(&client_id)
         .await?
         .map(|a| a.scope)
         .unwrap_or_default();
-    audit::record(
-        &state,
-        Some(&client),
-        "admin_rotate_service_secret",
-        &format!("by {}", admin.sub),
-        Some(&service_subject(&client_id)),
-        None,
-    )
-    .await;
     Ok(axum::Json(ServiceAccountSecret {
         client_id,
         client_secret: Some(secret),
@@ -147,16 +145,15 @@ pub async fn set_key(
     PathParam(client_id): PathParam<String>,
     Json(req): Json<PublicKeyRequest>,
 ) -> ApiResult<axum::Json<ServiceAccountKey>> {
-    service_accounts::set_public_key(&state, &client_id, Some(&req.jwk), now()).await?;
-    audit::record(
+    audit::privileged(
         &state,
-        Some(&client),
-        "admin_set_service_key",
-        &format!("by {}", admin.sub),
-        Some(&service_subject(&client_id)),
-        None,
+        &client,
+        ("admin_set_service_key", &format!("by {}", admin.sub)),
+        (Some(&service_subject(&client_id)), None),
+        service_accounts::set_public_key(&state, &client_id, Some(&req.jwk), now()),
+        |_| "done".into(),
     )
-    .await;
+    .await?;
     Ok(axum::Json(ServiceAccountKey {
         client_id,
         public_key: true,
@@ -172,16 +169,15 @@ pub async fn remove_key(
     Admin(admin): Admin,
     PathParam(client_id): PathParam<String>,
 ) -> ApiResult<axum::Json<ServiceAccountKey>> {
-    service_accounts::set_public_key(&state, &client_id, None, now()).await?;
-    audit::record(
+    audit::privileged(
         &state,
-        Some(&client),
-        "admin_remove_service_key",
-        &format!("by {}", admin.sub),
-        Some(&service_subject(&client_id)),
-        None,
+        &client,
+        ("admin_remove_service_key", &format!("by {}", admin.sub)),
+        (Some(&service_subject(&client_id)), None),
+        service_accounts::set_public_key(&state, &client_id, None, now()),
+        |_| "done".into(),
     )
-    .await;
+    .await?;
     Ok(axum::Json(ServiceAccountKey {
         client_id,
         public_key: false,
@@ -197,16 +193,18 @@ pub async fn disable(
     Admin(admin): Admin,
     PathParam(client_id): PathParam<String>,
 ) -> ApiResult<axum::Json<DisabledServiceAccount>> {
-    service_accounts::disable(&state, &client_id, now()).await?;
-    audit::record(
+    audit::privileged(
         &state,
-        Some(&client),
-        "admin_disable_service_account",
-        &format!("by {}", admin.sub),
-        Some(&service_subject(&client_id)),
-        None,
+        &client,
+        (
+            "admin_disable_service_account",
+            &format!("by {}", admin.sub),
+        ),
+        (Some(&service_subject(&client_id)), None),
+        service_accounts::disable(&state, &client_id, now()),
+        |_| "done".into(),
     )
-    .await;
+    .await?;
     Ok(axum::Json(DisabledServiceAccount {
         client_id,
         disabled: true,

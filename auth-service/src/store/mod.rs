@@ -716,6 +716,10 @@ pub trait Store: Send + Sync + 'static {
     async fn prune_audit(&self, before: i64) -> StoreResult<u64>;
 
     async fn audit(&self, entry: &AuditEntry) -> StoreResult<()>;
+    /// Writes an audit row and returns its id, for [`Store::settle_audit`].
+    async fn audit_started(&self, entry: &AuditEntry) -> StoreResult<i64>;
+    /// Sets the `detail` of audit row `id` (what became of its action).
+    async fn settle_audit(&self, id: i64, detail: &str) -> StoreResult<()>;
     async fn audit_log(&self, user_id: Option<&str>, limit: u32) -> StoreResult<Vec<AuditEntry>>;
 }
 

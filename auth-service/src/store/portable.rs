@@ -581,8 +581,12 @@ macro_rules! impl_store {
             }
 
             async fn audit(&self, e: &AuditEntry) -> StoreResult<()> {
-                sqlx::query(
-                    "INSERT INTO audit_log (at, event, outcome, user_id, email, ip, user_agent, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                self.audit_started(e).await.map(drop)
+            }
+
+            async fn audit_started(&self, e: &AuditEntry) -> StoreResult<i64> {
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO audit_log (at, event, outcome, user_id, email, ip, user_agent, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
                 )
                 .bind(e.at)
                 .bind(&e.event)
@@ -592,8 +596,17 @@ macro_rules! impl_store {
                 .bind(&e.ip)
                 .bind(&e.user_agent)
                 .bind(&e.detail)
-                .execute(self.writer())
+                .fetch_one(self.writer())
                 .await?;
+                Ok(id)
+            }
+
+            async fn settle_audit(&self, id: i64, detail: &str) -> StoreResult<()> {
+                sqlx::query("UPDATE audit_log SET detail = $1 WHERE id = $2")
+                    .bind(detail)
+                    .bind(id)
+                    .execute(self.writer())
+                    .await?;
                 Ok(())
             }
 

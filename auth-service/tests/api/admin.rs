@@ -1046,7 +1046,90 @@ async fn admin_audit_rows_name_the_token_and_the_key() {
     assert_eq!(revoked.user_id.as_deref(), Some(user_id.as_str()));
     assert!(revoked.outcome.contains(&jti), "{revoked:?}");
     let rotated = log.iter().find(|e| e.event == "admin_rotate_keys").unwrap();
-    assert!(rotated.outcome.contains(&kid), "{rotated:?}");
+    assert_eq!(
+        rotated.detail.as_deref(),
+        Some(format!("done: new key {kid}").as_str()),
+        "{rotated:?}"
+    );
+}
+
+/// An admin action is audited before it runs: when its audit row cannot be
+/// written (a full disk, a lost connection), the action does not happen.
+/// Before, the row was written after the action and a failure only logged:
+/// a ban (or a crash right after it) could leave no trace of who banned.
+#[tokio::test]
+async fn an_admin_action_without_its_audit_row_does_not_happen() {
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    let user_id = app.verified_user("kept@example.com").await;
+    break_inserts(&app, "audit_log").await;
+    let r = app
+        .authed(
+            Method::POST,
+            &format!("/v1/admin/users/{user_id}/ban"),
+            &admin,
+        )
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_server_error(), "{}", r.status());
+    let r = app
+        .authed(Method::POST, "/v1/admin/service-accounts", &admin)
+        .json(&json!({"client_id": "unaudited", "scopes": ["read"]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_server_error(), "{}", r.status());
+    heal_inserts(&app, "audit_log").await;
+
+    let user = app.state.store.user_by_id(&user_id).await.unwrap().unwrap();
+    assert!(user.banned_at.is_none(), "banned without an audit row");
+    let account = app.state.store.service_account("unaudited").await.unwrap();
+    assert!(account.is_none(), "created without an audit row");
+}
+
+/// Each admin action's row says what became of it: `done`, or the error
+/// it was refused with.
+#[tokio::test]
+async fn an_admin_actions_row_records_its_result() {
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    let user_id = app.verified_user("banned@example.com").await;
+    let r = app
+        .authed(
+            Method::POST,
+            &format!("/v1/admin/users/{user_id}/ban"),
+            &admin,
+        )
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    for expected in [201, 409] {
+        let r = app
+            .authed(Method::POST, "/v1/admin/service-accounts", &admin)
+            .json(&json!({"client_id": "taken", "scopes": ["read"]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), expected);
+    }
+
+    let log = app.state.store.audit_log(None, 100).await.unwrap();
+    let ban = log.iter().find(|e| e.event == "admin_ban").unwrap();
+    assert_eq!(ban.detail.as_deref(), Some("done"), "{ban:?}");
+    let created: Vec<_> = log
+        .iter()
+        .filter(|e| e.event == "admin_create_service_account")
+        .map(|e| e.detail.as_deref())
+        .collect();
+    assert_eq!(
+        created,
+        [Some("failed: conflict"), Some("done")],
+        "newest first"
+    );
 }
 
 /// An admin's token presented from another device (copied off the admin's

@@ -389,3 +389,52 @@ pub async fn error_code(r: reqwest::Response, status: u16) -> String {
     assert!(body["error_description"].is_string(), "{body}");
     body["error"].as_str().unwrap().to_owned()
 }
+
+/// Runs `statements` on `app`'s database from a connection of its own (as an
+/// operator, another instance or a failing disk would change it).
+pub async fn run_sql(app: &TestApp, statements: &[&str]) {
+    let url = secrecy::ExposeSecret::expose_secret(&app.state.config.database.url).to_owned();
+    if app.database_url.is_some() {
+        use sqlx::Connection;
+        let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+        for sql in statements {
+            sqlx::query(sql).execute(&mut db).await.unwrap();
+        }
+    } else {
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        for sql in statements {
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+    }
+}
+
+/// Makes every insert into `table` fail (a full disk, a lost connection, a
+/// crash right there) until [`heal_inserts`].
+pub async fn break_inserts(app: &TestApp, table: &str) {
+    if app.database_url.is_some() {
+        run_sql(
+            app,
+            &[
+                "CREATE OR REPLACE FUNCTION test_fail_insert() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$",
+                &format!("CREATE TRIGGER test_fail_{table} BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION test_fail_insert()"),
+            ],
+        )
+        .await;
+    } else {
+        run_sql(
+            app,
+            &[&format!("CREATE TRIGGER test_fail_{table} BEFORE INSERT ON {table} BEGIN SELECT RAISE(ABORT, 'injected failure'); END")],
+        )
+        .await;
+    }
+}
+
+pub async fn heal_inserts(app: &TestApp, table: &str) {
+    let drop = if app.database_url.is_some() {
+        format!("DROP TRIGGER test_fail_{table} ON {table}")
+    } else {
+        format!("DROP TRIGGER test_fail_{table}")
+    };
+    run_sql(app, &[&drop]).await;
+}

@@ -506,9 +506,14 @@ async fn privileged_cli_commands_are_audited() {
         .json()
         .await
         .unwrap();
+    // Each row was written before its command changed anything, and then
+    // settled with the result.
     let has = |event: &str, user: Option<&str>| {
-        log.iter()
-            .any(|e| e["event"] == event && user.is_none_or(|u| e["user_id"] == u))
+        log.iter().any(|e| {
+            e["event"] == event
+                && user.is_none_or(|u| e["user_id"] == u)
+                && e["detail"].as_str().is_some_and(|d| d.starts_with("done"))
+        })
     };
     assert!(has("cli_user_create", Some(&boss)), "{log:#?}");
     assert!(

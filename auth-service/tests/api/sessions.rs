@@ -4,55 +4,6 @@ use serde_json::Value;
 
 use crate::common::*;
 
-/// Runs `statements` on `app`'s database from a connection of its own (as an
-/// operator, another instance or a failing disk would change it).
-async fn run_sql(app: &TestApp, statements: &[&str]) {
-    let url = secrecy::ExposeSecret::expose_secret(&app.state.config.database.url).to_owned();
-    if app.database_url.is_some() {
-        use sqlx::Connection;
-        let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
-        for sql in statements {
-            sqlx::query(sql).execute(&mut db).await.unwrap();
-        }
-    } else {
-        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-        for sql in statements {
-            sqlx::query(sql).execute(&pool).await.unwrap();
-        }
-        pool.close().await;
-    }
-}
-
-/// Makes every write of an access-token record fail (a full disk, a lost
-/// connection, a crash right there) until [`heal_access_token_writes`].
-async fn break_access_token_writes(app: &TestApp) {
-    if app.database_url.is_some() {
-        run_sql(
-            app,
-            &[
-                "CREATE FUNCTION test_fail_insert() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$",
-                "CREATE TRIGGER test_fail_access_tokens BEFORE INSERT ON access_tokens FOR EACH ROW EXECUTE FUNCTION test_fail_insert()",
-            ],
-        )
-        .await;
-    } else {
-        run_sql(
-            app,
-            &["CREATE TRIGGER test_fail_access_tokens BEFORE INSERT ON access_tokens BEGIN SELECT RAISE(ABORT, 'injected failure'); END"],
-        )
-        .await;
-    }
-}
-
-async fn heal_access_token_writes(app: &TestApp) {
-    let drop = if app.database_url.is_some() {
-        "DROP TRIGGER test_fail_access_tokens ON access_tokens"
-    } else {
-        "DROP TRIGGER test_fail_access_tokens"
-    };
-    run_sql(app, &[drop]).await;
-}
-
 /// A refresh that fails after the rotation was decided (here: the new
 /// access token cannot be recorded; likewise a crash between the two
 /// writes) must leave the old refresh token usable. Before the fix the
@@ -66,14 +17,14 @@ async fn a_refresh_that_fails_half_way_leaves_the_old_refresh_token_usable() {
     app.verified_user("halfway@example.com").await;
     let t = app.signin("halfway@example.com", PASSWORD).await;
 
-    break_access_token_writes(&app).await;
+    break_inserts(&app, "access_tokens").await;
     let r = refresh_with_device(&app, &t.refresh, Some(&t.device)).await;
     assert!(
         r.status().is_server_error(),
         "the refresh fails: {}",
         r.status()
     );
-    heal_access_token_writes(&app).await;
+    heal_inserts(&app, "access_tokens").await;
 
     // The client retries with the only refresh token it has.
     let r = refresh_with_device(&app, &t.refresh, Some(&t.device)).await;
@@ -95,10 +46,10 @@ async fn a_failed_refresh_is_not_later_taken_for_reuse() {
     app.verified_user("stranded@example.com").await;
     let t = app.signin("stranded@example.com", PASSWORD).await;
 
-    break_access_token_writes(&app).await;
+    break_inserts(&app, "access_tokens").await;
     let r = refresh_with_device(&app, &t.refresh, Some(&t.device)).await;
     assert!(r.status().is_server_error(), "{}", r.status());
-    heal_access_token_writes(&app).await;
+    heal_inserts(&app, "access_tokens").await;
 
     // If the failed refresh left a rotation behind, make it look old.
     let hash = authflow_auth_service::domain::hash_secret(&t.refresh);
@@ -189,7 +140,7 @@ async fn a_sign_in_that_fails_half_way_leaves_no_session() {
     let (challenge, _) = app.challenge("orphan@example.com", PASSWORD).await;
     let mail = app.last_mail("orphan@example.com", before + 1).await;
 
-    break_access_token_writes(&app).await;
+    break_inserts(&app, "access_tokens").await;
     let r = app
         .post(
             "/v1/auth/signin/verify",
@@ -197,7 +148,7 @@ async fn a_sign_in_that_fails_half_way_leaves_no_session() {
         )
         .await;
     assert!(r.status().is_server_error(), "{}", r.status());
-    heal_access_token_writes(&app).await;
+    heal_inserts(&app, "access_tokens").await;
 
     let now = authflow_auth_service::clock::now();
     let live = app
