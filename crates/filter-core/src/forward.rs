@@ -188,13 +188,25 @@ fn cookie_edit(req: &Request, drop: &[&str], spellings_of: &[String]) -> Option<
     if drop.is_empty() && spellings_of.is_empty() {
         return None;
     }
+    // `exact`: the token cookie's own name counts too (a copy never checked).
+    let named = |name: &[u8], exact: bool| {
+        drop.iter().any(|d| d.as_bytes() == name)
+            || spellings_of
+                .iter()
+                .any(|s| another_spelling(name, s) || (exact && s.as_bytes() == name))
+    };
     let mut removed = false;
     let mut kept: Vec<u8> = Vec::new();
     for pair in req.header_bytes("cookie").flat_map(raw_pairs) {
         let name = split_pair(pair).0;
-        if drop.iter().any(|d| d.as_bytes() == name)
-            || spellings_of.iter().any(|s| another_spelling(name, s))
-        {
+        // A parser that also splits on `,` (RFC 2109) reads a cookie after
+        // each comma: one of ours there goes with the pair that hides it.
+        let hides_one = || {
+            pair.split(|b| *b == b',')
+                .skip(1)
+                .any(|part| named(split_pair(part.trim_ascii()).0, true))
+        };
+        if named(name, false) || hides_one() {
             removed = true;
         } else {
             if !kept.is_empty() {
@@ -485,6 +497,45 @@ mod tests {
     /// token sent `Access_Token=<forged>` or `access.token=<forged>` beside
     /// it and, with `forward_token`, the backend read the forged token while
     /// the identity headers came from the verified one.
+    /// A legacy cookie parser (RFC 2109, still an option in some servers)
+    /// splits on `,` too: `x=1, access_token=forged` is two cookies to it,
+    /// the first of them a token copy the filter (splitting on `;` only, as
+    /// RFC 6265 says) never looked at. Such a pair does not go upstream
+    /// beside the verified token.
+    #[test]
+    fn a_token_cookie_hidden_behind_a_comma_does_not_travel() {
+        let mut forwarding = config(json!({"forward_device_secret": true}));
+        forwarding
+            .providers
+            .get_mut(ProviderId::FIRST)
+            .unwrap()
+            .forward_token = true;
+        for hidden in [
+            "x=1, access_token=forged",
+            "x=1,access_token=forged",
+            "x=1, b=2, Access.Token=forged",
+        ] {
+            let from_cookie = req(
+                "/api",
+                &[("cookie", &format!("{hidden}; access_token=t; b=2"))],
+            );
+            assert_eq!(
+                credential_edits(&forwarding, &from_cookie, Some(ProviderId::FIRST)),
+                vec![HeaderEdit::Set(
+                    "cookie".into(),
+                    "access_token=t; b=2".into()
+                )],
+                "{hidden}"
+            );
+        }
+        // A comma in an ordinary value is left alone.
+        let plain = req("/api", &[("cookie", "x=1, 2; access_token=t; b=2")]);
+        assert_eq!(
+            credential_edits(&forwarding, &plain, Some(ProviderId::FIRST)),
+            vec![]
+        );
+    }
+
     #[test]
     fn other_spellings_of_a_token_cookie_never_travel_beside_the_verified_token() {
         let mut forwarding = config(json!({"forward_device_secret": true}));
