@@ -23,6 +23,7 @@ use authflow_contract::fingerprint::{DEVICE_COOKIE, DEVICE_HEADER};
 
 use crate::config::FilterConfig;
 use crate::extract::{find_token, split_authorization, Source};
+use crate::header_spellings::underscore_spellings;
 use crate::policy::route_for;
 use crate::provider_id::ProviderId;
 use crate::request::{HeaderReads, Request};
@@ -96,6 +97,11 @@ pub fn credential_edits(
         }
         cookies.push(DEVICE_COOKIE);
     }
+    // Whenever a token verified, no `_` spelling of a token header goes with
+    // it either: a CGI-style backend reads `x_token` as `x-token`.
+    if provider.is_some() {
+        edits.extend(token_header_spellings(config, req).map(HeaderEdit::Remove));
+    }
     // Whenever a token verified, no other spelling of a token cookie goes
     // with it (see `another_spelling`): never checked, and a backend may
     // read it as the token cookie (even when the verified one is forwarded).
@@ -146,6 +152,30 @@ fn another_spelling(sent: &[u8], ours: &str) -> bool {
     sent != ours.as_bytes()
         && sent.len() >= ours.len()
         && decoded(sent).map(fold).eq(ours.bytes().map(fold))
+}
+
+/// The `_`/`-` spellings of the configured token headers the request
+/// carries (not the names themselves), or every such spelling when the
+/// whole header map was not read.
+fn token_header_spellings<'a>(
+    config: &'a FilterConfig,
+    req: &'a Request,
+) -> impl Iterator<Item = String> + 'a {
+    let names: Vec<&str> = config
+        .token_sources
+        .headers
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let spellings = if names.is_empty() {
+        Vec::new()
+    } else {
+        underscore_spellings(&names)
+    };
+    let known = req.has_every_header(&HeaderReads::for_config(config));
+    spellings
+        .into_iter()
+        .filter(move |s| !known || req.has_header(s))
 }
 
 /// Whether the request may carry a header (any case of its name). Removing
@@ -497,6 +527,35 @@ mod tests {
     /// token sent `Access_Token=<forged>` or `access.token=<forged>` beside
     /// it and, with `forward_token`, the backend read the forged token while
     /// the identity headers came from the verified one.
+    /// CGI-style servers (WSGI, Rack, PHP) read `x_token` as `x-token`: a
+    /// copy of a token header spelled with `_` never goes upstream beside
+    /// the token that verified, forwarded or not.
+    #[test]
+    fn underscore_spellings_of_a_token_header_do_not_travel() {
+        let mut forwarding = config(json!({"forward_device_secret": true}));
+        forwarding
+            .providers
+            .get_mut(ProviderId::FIRST)
+            .unwrap()
+            .forward_token = true;
+        let from_header = req("/api", &[("x-token", "t"), ("x_token", "forged")]);
+        assert_eq!(
+            credential_edits(&forwarding, &from_header, Some(ProviderId::FIRST)),
+            vec![remove("x_token")]
+        );
+        let stripping = config(json!({"forward_device_secret": true}));
+        let explicit = req(
+            "/api",
+            &[("authorization", "Bearer t"), ("x_token", "forged")],
+        );
+        assert_eq!(
+            credential_edits(&stripping, &explicit, Some(ProviderId::FIRST)),
+            vec![remove("authorization"), remove("x_token")]
+        );
+        // No token verified (an anonymous request): left as sent.
+        assert_eq!(credential_edits(&stripping, &explicit, None), vec![]);
+    }
+
     /// A legacy cookie parser (RFC 2109, still an option in some servers)
     /// splits on `,` too: `x=1, access_token=forged` is two cookies to it,
     /// the first of them a token copy the filter (splitting on `;` only, as
