@@ -438,3 +438,40 @@ pub async fn heal_inserts(app: &TestApp, table: &str) {
     };
     run_sql(app, &[&drop]).await;
 }
+
+/// A transaction another client of `app`'s database holds open: on SQLite
+/// begun `IMMEDIATE` (it holds the write lock), on Postgres holding the locks
+/// its statements took. Nothing is visible to others until [`Held::commit`].
+pub enum Held {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+/// Opens [`Held`] and runs `statements` in it (`postgres` instead on Postgres).
+pub async fn hold_transaction(app: &TestApp, sqlite: &[&str], postgres: &[&str]) -> Held {
+    use sqlx::Connection;
+    let url = secrecy::ExposeSecret::expose_secret(&app.state.config.database.url).to_owned();
+    if app.database_url.is_some() {
+        let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+        for sql in std::iter::once("BEGIN").chain(postgres.iter().copied()) {
+            sqlx::query(sql).execute(&mut db).await.unwrap();
+        }
+        Held::Postgres(db)
+    } else {
+        let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        for sql in std::iter::once("BEGIN IMMEDIATE").chain(sqlite.iter().copied()) {
+            sqlx::query(sql).execute(&mut db).await.unwrap();
+        }
+        Held::Sqlite(db)
+    }
+}
+
+impl Held {
+    pub async fn commit(self) {
+        match self {
+            Held::Sqlite(mut db) => sqlx::query("COMMIT").execute(&mut db).await.map(drop),
+            Held::Postgres(mut db) => sqlx::query("COMMIT").execute(&mut db).await.map(drop),
+        }
+        .unwrap();
+    }
+}

@@ -357,37 +357,9 @@ async fn a_client_over_its_own_budget_does_not_spend_a_recipients() {
 /// same for every address), and once the tasks end, requests are taken again.
 #[tokio::test]
 async fn reset_requests_start_a_bounded_number_of_background_tasks() {
-    use sqlx::Connection;
     let app = spawn_app_with(|c| c.limits.background_tasks = 3).await;
     // Another client holds the write lock the mail budget needs.
-    let release: Box<dyn FnOnce() -> tokio::task::JoinHandle<()>> = match &app.database_url {
-        None => {
-            let url = format!("sqlite://{}", app.dir.path().join("authflow.db").display());
-            let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
-            sqlx::query("BEGIN IMMEDIATE")
-                .execute(&mut other)
-                .await
-                .unwrap();
-            Box::new(move || {
-                tokio::spawn(async move {
-                    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
-                })
-            })
-        }
-        Some(url) => {
-            let mut other = sqlx::PgConnection::connect(url).await.unwrap();
-            sqlx::query("BEGIN").execute(&mut other).await.unwrap();
-            sqlx::query("LOCK TABLE mail_budget IN EXCLUSIVE MODE")
-                .execute(&mut other)
-                .await
-                .unwrap();
-            Box::new(move || {
-                tokio::spawn(async move {
-                    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
-                })
-            })
-        }
-    };
+    let held = hold_transaction(&app, &[], &["LOCK TABLE mail_budget IN EXCLUSIVE MODE"]).await;
     let forgot = |n: usize| {
         app.http
             .post(app.url("/v1/auth/password/forgot"))
@@ -412,7 +384,7 @@ async fn reset_requests_start_a_bounded_number_of_background_tasks() {
         "{metrics}"
     );
 
-    release().await.unwrap();
+    held.commit().await;
     forgot_handled(&app, 3).await;
     let mut status = 0;
     for _ in 0..100 {

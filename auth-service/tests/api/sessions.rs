@@ -83,7 +83,6 @@ async fn a_failed_refresh_is_not_later_taken_for_reuse() {
 /// that has ended.
 #[tokio::test]
 async fn a_refresh_racing_a_logout_is_refused() {
-    use sqlx::Connection;
     let app = spawn_app().await;
     app.verified_user("racing@example.com").await;
     let t = app.signin("racing@example.com", PASSWORD).await;
@@ -92,30 +91,14 @@ async fn a_refresh_racing_a_logout_is_refused() {
         authflow_auth_service::clock::now(),
         t.session
     );
-    let url = secrecy::ExposeSecret::expose_secret(&app.state.config.database.url).to_owned();
     // The revocation is written but not committed: the refresh reads the
     // session as live, then waits for the lock (SQLite's file lock, or the
     // session row's lock on Postgres).
-    let commit = if app.database_url.is_some() {
-        let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
-        sqlx::query("BEGIN").execute(&mut db).await.unwrap();
-        sqlx::query(&revoke).execute(&mut db).await.unwrap();
-        tokio::spawn(async move {
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            sqlx::query("COMMIT").execute(&mut db).await.unwrap();
-        })
-    } else {
-        let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
-        sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut db)
-            .await
-            .unwrap();
-        sqlx::query(&revoke).execute(&mut db).await.unwrap();
-        tokio::spawn(async move {
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            sqlx::query("COMMIT").execute(&mut db).await.unwrap();
-        })
-    };
+    let held = hold_transaction(&app, &[&revoke], &[&revoke]).await;
+    let commit = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        held.commit().await;
+    });
     let r = refresh_with_device(&app, &t.refresh, Some(&t.device)).await;
     commit.await.unwrap();
     assert_eq!(invalid_grant(r).await, "the session has ended");

@@ -281,6 +281,16 @@ mod tests {
         Request::from_headers(h, None)
     }
 
+    /// The provider forwards its token (`forward_token`), and the device secret goes too.
+    fn forwarding() -> FilterConfig {
+        let mut c = config(json!({"forward_device_secret": true}));
+        c.providers
+            .get_mut(ProviderId::FIRST)
+            .unwrap()
+            .forward_token = true;
+        c
+    }
+
     fn remove(name: &str) -> HeaderEdit {
         HeaderEdit::Remove(name.into())
     }
@@ -532,12 +542,7 @@ mod tests {
     /// the token that verified, forwarded or not.
     #[test]
     fn underscore_spellings_of_a_token_header_do_not_travel() {
-        let mut forwarding = config(json!({"forward_device_secret": true}));
-        forwarding
-            .providers
-            .get_mut(ProviderId::FIRST)
-            .unwrap()
-            .forward_token = true;
+        let forwarding = forwarding();
         let from_header = req("/api", &[("x-token", "t"), ("x_token", "forged")]);
         assert_eq!(
             credential_edits(&forwarding, &from_header, Some(ProviderId::FIRST)),
@@ -563,12 +568,7 @@ mod tests {
     /// beside the verified token.
     #[test]
     fn a_token_cookie_hidden_behind_a_comma_does_not_travel() {
-        let mut forwarding = config(json!({"forward_device_secret": true}));
-        forwarding
-            .providers
-            .get_mut(ProviderId::FIRST)
-            .unwrap()
-            .forward_token = true;
+        let forwarding = forwarding();
         for hidden in [
             "x=1, access_token=forged",
             "x=1,access_token=forged",
@@ -597,12 +597,7 @@ mod tests {
 
     #[test]
     fn other_spellings_of_a_token_cookie_never_travel_beside_the_verified_token() {
-        let mut forwarding = config(json!({"forward_device_secret": true}));
-        forwarding
-            .providers
-            .get_mut(ProviderId::FIRST)
-            .unwrap()
-            .forward_token = true;
+        let forwarding = forwarding();
         let stripping = config(json!({"forward_device_secret": true}));
         for planted in [
             "ACCESS_TOKEN=forged",
