@@ -230,9 +230,10 @@ fn cookie_edit(req: &Request, drop: &[&str], spellings_of: &[String]) -> Option<
     for pair in req.header_bytes("cookie").flat_map(raw_pairs) {
         let name = split_pair(pair).0;
         // A parser that also splits on `,` (RFC 2109) reads a cookie after
-        // each comma: one of ours there goes with the pair that hides it.
+        // each comma, Python's `http.cookies` after whitespace: one of ours
+        // there goes with the pair that hides it.
         let hides_one = || {
-            pair.split(|b| *b == b',')
+            pair.split(|b| *b == b',' || b.is_ascii_whitespace())
                 .skip(1)
                 .any(|part| named(split_pair(part.trim_ascii()).0, true))
         };
@@ -589,6 +590,53 @@ mod tests {
         }
         // A comma in an ordinary value is left alone.
         let plain = req("/api", &[("cookie", "x=1, 2; access_token=t; b=2")]);
+        assert_eq!(
+            credential_edits(&forwarding, &plain, Some(ProviderId::FIRST)),
+            vec![]
+        );
+    }
+
+    /// Finding: Python's `http.cookies` (Bottle, CherryPy, aiohttp before
+    /// 3.12 read request cookies with it) splits pairs at whitespace too, and
+    /// its last copy of a name wins: `access_token=<valid>; x=1
+    /// access_token=<forged>` was the verified token to the filter and the
+    /// forged one to such a backend, with `forward_token`. Nor did a device
+    /// or sign-in cookie behind a space go.
+    #[test]
+    fn a_credential_cookie_hidden_behind_whitespace_does_not_travel() {
+        let forwarding = forwarding();
+        for hidden in [
+            "x=1 access_token=forged",
+            "x=1\taccess_token=forged",
+            "x=1  b=2 Access.Token=forged",
+        ] {
+            let from_cookie = req(
+                "/api",
+                &[("cookie", &format!("access_token=t; {hidden}; b=2"))],
+            );
+            assert_eq!(
+                credential_edits(&forwarding, &from_cookie, Some(ProviderId::FIRST)),
+                vec![HeaderEdit::Set(
+                    "cookie".into(),
+                    "access_token=t; b=2".into()
+                )],
+                "{hidden:?}"
+            );
+        }
+        let c = config(json!({}));
+        let device = req(
+            "/api",
+            &[("cookie", "x=1 __Host-authflow-device=secret; b=2")],
+        );
+        assert_eq!(
+            credential_edits(&c, &device, None),
+            vec![HeaderEdit::Set("cookie".into(), "b=2".into())]
+        );
+        // Spaces in an ordinary value, or around `=`, are left alone.
+        let plain = req(
+            "/api",
+            &[("cookie", "x=hello world; access_token = t; b=2")],
+        );
         assert_eq!(
             credential_edits(&forwarding, &plain, Some(ProviderId::FIRST)),
             vec![]
