@@ -53,7 +53,25 @@ pub fn credential_edits(
     // `forward_token` forwards the token that verified and no other: beside
     // an explicit token the token cookies were never looked at (it wins over
     // them), so one may be revoked, or someone else's.
-    let strip_cookies = strip_token || (provider.is_some() && token_was_explicit(config, req));
+    // (Extraction run again: the engine reports only that a token verified.
+    // Without token cookies there is nothing to tell apart.)
+    let found = match provider {
+        Some(_) if !sources.cookies.is_empty() => {
+            find_token(req, sources, config.max_token_bytes).unwrap_or(None)
+        }
+        _ => None,
+    };
+    let strip_cookies =
+        strip_token || (provider.is_some() && matches!(found, Some((_, Source::Explicit))));
+    // The token cookie that verified and goes upstream: one copy of it, the
+    // name as configured holding exactly the token. An empty copy, a quoted
+    // one or a duplicate (extraction reads them as the same token) is read
+    // by a backend that keeps the first copy, or does not unquote, as
+    // something else.
+    let forwarded = match found {
+        Some((token, Source::Cookie)) if !strip_cookies => Some(token),
+        _ => None,
+    };
     let strip_device = !config.forward_device_secret;
     let mut edits = Vec::new();
     let mut cookies: Vec<&str> = Vec::new();
@@ -110,7 +128,7 @@ pub fn credential_edits(
     } else {
         &[]
     };
-    if let Some(edit) = cookie_edit(req, &cookies, spellings_of) {
+    if let Some(edit) = cookie_edit(req, &cookies, spellings_of, forwarded) {
         edits.push(edit);
     }
     edits
@@ -188,18 +206,6 @@ fn carries(config: &FilterConfig, req: &Request, name: &str) -> bool {
     !req.has_every_header(&HeaderReads::for_config(config)) || req.has_header(name)
 }
 
-/// Whether the request's token came from `Authorization` or a token header
-/// (extraction run again: the engine reports only that a token verified).
-fn token_was_explicit(config: &FilterConfig, req: &Request) -> bool {
-    let sources = &config.token_sources;
-    // Without token cookies there is nothing to tell apart (and nothing to re-read).
-    !sources.cookies.is_empty()
-        && matches!(
-            find_token(req, sources, config.max_token_bytes),
-            Ok(Some((_, Source::Explicit)))
-        )
-}
-
 /// `Bearer <token>` or `DPoP <token>`, read as extraction reads it.
 fn is_token_authorization(value: &str) -> bool {
     match split_authorization(value) {
@@ -209,11 +215,17 @@ fn is_token_authorization(value: &str) -> bool {
 }
 
 /// The `cookie` header without the cookies named in `drop`, nor other
-/// spellings of those in `spellings_of` (all copies of the header joined
-/// into one), or `None` when none of them is there. Read
+/// spellings of those in `spellings_of`, nor a copy of a name in
+/// `spellings_of` but the first holding exactly `forwarded` (all copies of
+/// the header joined into one), or `None` when none of them is there. Read
 /// on bytes, as the device check reads it: a line with another cookie that is
 /// not UTF-8 still loses ours (its bytes reach the upstream as U+FFFD then).
-fn cookie_edit(req: &Request, drop: &[&str], spellings_of: &[String]) -> Option<HeaderEdit> {
+fn cookie_edit(
+    req: &Request,
+    drop: &[&str],
+    spellings_of: &[String],
+    forwarded: Option<&str>,
+) -> Option<HeaderEdit> {
     use authflow_contract::cookie::{raw_pairs, split_pair};
     if drop.is_empty() && spellings_of.is_empty() {
         return None;
@@ -227,8 +239,20 @@ fn cookie_edit(req: &Request, drop: &[&str], spellings_of: &[String]) -> Option<
     };
     let mut removed = false;
     let mut kept: Vec<u8> = Vec::new();
+    let mut forwarded_names: Vec<&[u8]> = Vec::new();
     for pair in req.header_bytes("cookie").flat_map(raw_pairs) {
-        let name = split_pair(pair).0;
+        let (name, value) = split_pair(pair);
+        // A copy of the forwarded token cookie other than the one that goes.
+        let mut another_copy = || match forwarded {
+            Some(token) if spellings_of.iter().any(|s| s.as_bytes() == name) => {
+                if value != token.as_bytes() || forwarded_names.contains(&name) {
+                    return true;
+                }
+                forwarded_names.push(name);
+                false
+            }
+            _ => false,
+        };
         // A parser that also splits on `,` (RFC 2109) reads a cookie after
         // each comma, Python's `http.cookies` after whitespace: one of ours
         // there goes with the pair that hides it.
@@ -237,7 +261,7 @@ fn cookie_edit(req: &Request, drop: &[&str], spellings_of: &[String]) -> Option<
                 .skip(1)
                 .any(|part| named(split_pair(part.trim_ascii()).0, true))
         };
-        if named(name, false) || hides_one() {
+        if named(name, false) || hides_one() || another_copy() {
             removed = true;
         } else {
             if !kept.is_empty() {
@@ -592,6 +616,50 @@ mod tests {
         let plain = req("/api", &[("cookie", "x=1, 2; access_token=t; b=2")]);
         assert_eq!(
             credential_edits(&forwarding, &plain, Some(ProviderId::FIRST)),
+            vec![]
+        );
+    }
+
+    /// Finding: with `forward_token`, a token cookie sent again empty,
+    /// quoted or twice went upstream as sent (extraction reads them all as
+    /// the one token): a backend keeping the first copy (PHP) read
+    /// `access_token=; access_token=<valid>` as no token, or kept the
+    /// quotes. Exactly one copy goes: the name as configured, the token.
+    #[test]
+    fn exactly_one_copy_of_the_forwarded_token_cookie_travels() {
+        let forwarding = forwarding();
+        for (sent, upstream) in [
+            ("access_token=; access_token=t; b=2", "access_token=t; b=2"),
+            (
+                "access_token=\"t\"; b=2; access_token=t",
+                "b=2; access_token=t",
+            ),
+            ("a=1; access_token=t; access_token=t", "a=1; access_token=t"),
+            ("access_token=\"t\"", ""),
+        ] {
+            let r = req("/api", &[("cookie", sent)]);
+            assert_eq!(
+                find_token(&r, &forwarding.token_sources, 4096),
+                Ok(Some(("t", Source::Cookie))),
+                "{sent}"
+            );
+            let expected = if upstream.is_empty() {
+                remove("cookie")
+            } else {
+                HeaderEdit::Set("cookie".into(), upstream.into())
+            };
+            assert_eq!(
+                credential_edits(&forwarding, &r, Some(ProviderId::FIRST)),
+                vec![expected],
+                "{sent}"
+            );
+        }
+        let one = req(
+            "/api",
+            &[("cookie", "a=1; access_token=t"), ("cookie", "b=2")],
+        );
+        assert_eq!(
+            credential_edits(&forwarding, &one, Some(ProviderId::FIRST)),
             vec![]
         );
     }
