@@ -256,10 +256,15 @@ fn cookie_edit(
         // A parser that also splits on `,` (RFC 2109) reads a cookie after
         // each comma, Python's `http.cookies` after whitespace: one of ours
         // there goes with the pair that hides it.
+        // Each parser splits at one of them (a space inside `access token`,
+        // a PHP spelling, is no separator to an RFC 2109 parser).
         let hides_one = || {
-            pair.split(|b| *b == b',' || b.is_ascii_whitespace())
-                .skip(1)
-                .any(|part| named(split_pair(part.trim_ascii()).0, true))
+            let behind = |split: fn(&u8) -> bool| {
+                pair.split(split)
+                    .skip(1)
+                    .any(|part| named(split_pair(part.trim_ascii()).0, true))
+            };
+            behind(|b| *b == b',') || behind(u8::is_ascii_whitespace)
         };
         if named(name, false) || hides_one() || another_copy() {
             removed = true;
@@ -677,6 +682,8 @@ mod tests {
             "x=1 access_token=forged",
             "x=1\taccess_token=forged",
             "x=1  b=2 Access.Token=forged",
+            // A spelling with a space in it, behind a comma.
+            "x=1, access token=forged",
         ] {
             let from_cookie = req(
                 "/api",
