@@ -79,23 +79,44 @@ fn events_feed(events: &[FeedEvent], forget_after: impl Fn(i64) -> i64) -> Revoc
     feed
 }
 
+#[cfg(test)]
+const INSTANCE_CLOCK_MARGIN: i64 = crate::clock::INSTANCE_CLOCK_MARGIN_SECS as i64;
+
 /// How long past the `exp` it covers an event is kept (the retention margin).
 #[derive(Clone, Copy, Debug)]
 struct Retention(i64);
 
 impl Retention {
-    /// Whether an event covering tokens up to `exp` still matters at `now`.
+    /// Whether an event covering tokens up to `exp` still matters at `now`,
+    /// on this instance or one whose clock is behind by the margin.
     fn needed(self, exp: i64, now: i64) -> bool {
-        still_needed(u(exp), self.secs(), u(now))
+        still_needed(
+            u(exp),
+            self.secs(),
+            u(now.saturating_sub(self.instance_margin())),
+        )
     }
 
     fn secs(self) -> u64 {
         u(self.0)
     }
 
-    /// The newest `exp` whose events no longer matter at `now` (the store's cut-off).
+    /// The newest `exp` whose events no longer matter at `now` (the store's
+    /// cut-off), on any instance: one whose clock is behind this one's by
+    /// less than [`Self::instance_margin`] still publishes them as
+    /// needed, so they are kept, and published here, that much longer.
     fn forgotten_through(self, now: i64) -> i64 {
-        now.saturating_sub(self.0).saturating_sub(1)
+        now.saturating_sub(self.0)
+            .saturating_sub(self.instance_margin())
+            .saturating_sub(1)
+    }
+
+    /// [`INSTANCE_CLOCK_MARGIN_SECS`](crate::clock::INSTANCE_CLOCK_MARGIN_SECS),
+    /// never more than the retention itself (a margin of a few seconds, set
+    /// below the configurable minimum by tests, stays short).
+    fn instance_margin(self) -> i64 {
+        let margin = i64::try_from(crate::clock::INSTANCE_CLOCK_MARGIN_SECS).unwrap_or(i64::MAX);
+        margin.min(self.0)
     }
 
     /// The forget-after time published for an event covering tokens up to `exp`.
@@ -505,13 +526,58 @@ mod tests {
                 "forget-after = exp + margin"
             );
         }
-        assert_eq!(feed.prune(&store, EXP + 601).await.unwrap(), 1);
-        feed.sync(&store, EXP + 601).await.unwrap();
-        let FeedAnswer::Body(body) = feed.answer(&store, "iss", None, EXP + 601).await.unwrap()
-        else {
+        // Kept (and published) past that by the instances' clock margin.
+        let gone = EXP + 601 + INSTANCE_CLOCK_MARGIN;
+        assert_eq!(feed.prune(&store, gone - 1).await.unwrap(), 0);
+        assert_eq!(feed.prune(&store, gone).await.unwrap(), 1);
+        feed.sync(&store, gone).await.unwrap();
+        let FeedAnswer::Body(body) = feed.answer(&store, "iss", None, gone).await.unwrap() else {
             panic!()
         };
         assert_eq!(body.entry_count(), 0);
+    }
+
+    /// Finding: instances sharing the database may read their clocks a few
+    /// seconds apart. One running 5 s ahead pruned (and stopped publishing)
+    /// an entry while the others still publish it as needed, and a filter
+    /// allowing the largest skew still passes its token: a filter taking a
+    /// snapshot then (a new Envoy, a restart) never learns of it, and the
+    /// revoked token passes there. One-time ids (DPoP proofs, client
+    /// assertions) are kept `INSTANCE_CLOCK_MARGIN_SECS` longer for exactly
+    /// this; revocations were not.
+    #[tokio::test]
+    async fn an_instance_clock_ahead_prunes_no_entry_still_needed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        store.revoke_token("j1", EXP - 10, EXP).await.unwrap();
+        let right = Feed::load(&store, MARGIN, 10, EXP - 10).await.unwrap();
+        let ahead = Feed::load(&store, MARGIN, 10, EXP - 10).await.unwrap();
+        let real_now = EXP + i64::try_from(MARGIN).unwrap() - 4;
+        assert!(right.may_still_pass(EXP, real_now));
+        ahead.prune(&store, real_now + 5).await.unwrap();
+        for (name, feed) in [("the instance ahead", &ahead), ("another", &right)] {
+            let FeedAnswer::Body(body) = feed.answer(&store, "iss", None, real_now).await.unwrap()
+            else {
+                panic!()
+            };
+            assert_eq!(
+                body.revoked_tokens.len(),
+                1,
+                "{name}: a snapshot taken now must still hold j1"
+            );
+        }
+        let FeedAnswer::Body(body) = ahead
+            .answer(&store, "iss", None, real_now + 5)
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            body.revoked_tokens.len(),
+            1,
+            "nor may the instance ahead leave it out of its own snapshots"
+        );
     }
 
     /// Finding: a sync that failed right after a revoking write (the write
