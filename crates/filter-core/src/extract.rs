@@ -171,6 +171,7 @@ mod tests {
             authorization_bearer: true,
             cookies: vec!["at".into()],
             headers: vec!["x-token".into()],
+            header_spellings: vec!["x_token".into()],
         }
     }
 

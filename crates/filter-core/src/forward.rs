@@ -23,7 +23,6 @@ use authflow_contract::fingerprint::{DEVICE_COOKIE, DEVICE_HEADER};
 
 use crate::config::FilterConfig;
 use crate::extract::{find_token, split_authorization, Source};
-use crate::header_spellings::underscore_spellings;
 use crate::policy::route_for;
 use crate::provider_id::ProviderId;
 use crate::request::{HeaderReads, Request};
@@ -179,21 +178,13 @@ fn token_header_spellings<'a>(
     config: &'a FilterConfig,
     req: &'a Request,
 ) -> impl Iterator<Item = String> + 'a {
-    let names: Vec<&str> = config
-        .token_sources
-        .headers
-        .iter()
-        .map(String::as_str)
-        .collect();
-    let spellings = if names.is_empty() {
-        Vec::new()
-    } else {
-        underscore_spellings(&names)
-    };
     let known = req.has_every_header(&HeaderReads::for_config(config));
-    spellings
-        .into_iter()
+    config
+        .token_sources
+        .header_spellings
+        .iter()
         .filter(move |s| !known || req.has_header(s))
+        .cloned()
 }
 
 /// Whether the request may carry a header (any case of its name). Removing

@@ -221,6 +221,10 @@ pub struct TokenSources {
     pub authorization_bearer: bool,
     pub cookies: Vec<String>,
     pub headers: Vec<String>,
+    /// The `_`/`-` spellings of `headers` other than themselves (a
+    /// CGI-style backend reads them as the same header): removed upstream
+    /// beside a verified token. Derived once, here.
+    pub header_spellings: Vec<String>,
 }
 
 #[derive(Clone, Debug)]

@@ -81,6 +81,7 @@ impl FilterConfig {
                 authorization_bearer: true,
                 cookies: vec![],
                 headers: vec![],
+                header_spellings: vec![],
             },
             Some(t) => {
                 for (i, c) in t.cookies.iter().enumerate() {
@@ -94,9 +95,11 @@ impl FilterConfig {
                 if !t.authorization_bearer && t.cookies.is_empty() && headers.is_empty() {
                     return err("`token_sources`: no source left to read a token from");
                 }
+                let names: Vec<&str> = headers.iter().map(String::as_str).collect();
                 TokenSources {
                     authorization_bearer: t.authorization_bearer,
                     cookies: t.cookies,
+                    header_spellings: crate::header_spellings::underscore_spellings(&names),
                     headers,
                 }
             }
