@@ -152,7 +152,7 @@ impl ProviderRuntime {
         if let Some(bytes) = s.slot.take_if_changed() {
             base_changed = true;
             overlay.forget_seen();
-            if !engine.adopt_revocation_base(id, bytes) {
+            if !engine.adopt_revocation_base(id, bytes, env.now_ms) {
                 // Kept, but stale from now on: the policy decides until a readable copy comes.
                 log::warn!(
                     "authflow: provider {}: shared revocation list unreadable",
@@ -162,9 +162,16 @@ impl ProviderRuntime {
         }
         if let Some(bytes) = overlay.take_if_changed() {
             // An overlay of a base not adopted yet is taken after that base.
-            if !engine.adopt_revocation_overlay(id, bytes) {
+            if !engine.adopt_revocation_overlay(id, bytes, env.now_ms) {
                 overlay.forget_seen();
             }
+        }
+        if engine.distrust_revocations_forgotten_ahead(id, env.now_ms) {
+            log::warn!(
+                "authflow: provider {}: the clock stepped back below a time the revocation list \
+                 forgot entries at; it vouches for nothing until a snapshot replaces it",
+                self.name
+            );
         }
         if base_changed {
             env.metrics.set(

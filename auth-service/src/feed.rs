@@ -200,6 +200,16 @@ impl Feed {
         if head.head < self.head.load(Ordering::SeqCst) {
             self.start_new_epoch(store, &head).await?;
         }
+        if let Ok(mut set) = self.set.write() {
+            // The clock stepped back below a time the list forgot entries
+            // at: what it forgot may cover tokens that pass again, and the
+            // events already read are not read again. Reloaded whole from
+            // the database (which forgets by `clock::forget_now`).
+            if set.set.clock_stepped_back(u(now)) {
+                tracing::warn!("the clock stepped back; the revocation list is reloaded");
+                *set = OwnList::default();
+            }
+        }
         let after = self.set.read().map(|s| s.seq).unwrap_or(0);
         let events = store
             .feed_events_after(after, self.retention.forgotten_through(now))
@@ -810,5 +820,31 @@ mod tests {
             "a current poller never gets the whole list"
         );
         assert_eq!(a.cursor(), b.cursor());
+    }
+
+    /// The process's clock runs hours ahead while it syncs: its own list
+    /// (what its token endpoint and `ext_authz` check against) forgets a
+    /// revocation made meanwhile, whose token is still good by the right
+    /// clock, and the event is never read again. Once the clock is
+    /// corrected, every later delta would be refused by the list. The list
+    /// is reloaded whole from the database instead.
+    #[tokio::test]
+    async fn own_list_reloads_once_the_clock_steps_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        store.revoke_token("j1", EXP - 10, EXP).await.unwrap();
+        let feed = Feed::load(&store, MARGIN, 10, EXP - 10).await.unwrap();
+        let ahead = EXP + 7200;
+        store.revoke_token("j2", EXP - 10, EXP).await.unwrap();
+        feed.sync(&store, ahead).await.unwrap();
+        let back = EXP - 5;
+        store.revoke_token("j3", back, EXP).await.unwrap();
+        feed.sync(&store, back).await.unwrap();
+        for jti in ["j1", "j2", "j3"] {
+            assert!(
+                feed.is_revoked(Some(jti), "s", None, EXP - 900, back),
+                "{jti} once the clock is back"
+            );
+        }
     }
 }

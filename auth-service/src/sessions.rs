@@ -54,7 +54,11 @@ pub fn feed_expiry(state: &AppState, now: i64) -> i64 {
 /// After a revoking write: refresh the in-memory feed head (and revocation
 /// set) before the caller gets its answer.
 pub async fn feed_changed(state: &AppState) {
-    if let Err(e) = state.feed.sync(state.store.as_ref(), now()).await {
+    if let Err(e) = state
+        .feed
+        .sync(state.store.as_ref(), crate::clock::forget_now())
+        .await
+    {
         tracing::warn!(error = %e, "feed sync after write failed");
     }
 }

@@ -9,7 +9,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::clock::now;
+use crate::clock::forget_now;
 use crate::config::Config;
 use crate::error::StartError;
 use crate::mail_budget;
@@ -149,7 +149,7 @@ async fn follow_feed_notifications(state: Arc<AppState>) {
     }
     loop {
         wake.notified().await;
-        if let Err(e) = state.feed.sync(state.store.as_ref(), now()).await {
+        if let Err(e) = state.feed.sync(state.store.as_ref(), forget_now()).await {
             tracing::warn!(error = %e, "feed sync failed");
         }
     }
@@ -164,7 +164,7 @@ async fn follow_shared_state(state: Arc<AppState>) {
     loop {
         round = round.wrapping_add(1);
         tick.tick().await;
-        if let Err(e) = state.feed.sync(state.store.as_ref(), now()).await {
+        if let Err(e) = state.feed.sync(state.store.as_ref(), forget_now()).await {
             tracing::warn!(error = %e, "feed sync failed");
         }
         if round.is_multiple_of(KEY_RELOAD_EVERY) {
@@ -181,7 +181,8 @@ async fn maintenance(state: Arc<AppState>) {
     let mut tick = tokio::time::interval(state.config.maintenance.interval);
     loop {
         tick.tick().await;
-        let now = now();
+        // Everything here forgets: by the bound a clock stepped forward cannot move.
+        let now = forget_now();
         if let Err(e) = state.store.prune(now).await {
             tracing::warn!(error = %e, "prune failed");
         }

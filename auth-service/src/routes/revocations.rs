@@ -11,7 +11,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::clock::now;
+use crate::clock::forget_now;
 use crate::error::{ApiError, ApiResult};
 use crate::feed::FeedAnswer;
 use crate::metrics::inc;
@@ -89,7 +89,7 @@ pub async fn feed(
             state.store.as_ref(),
             &state.config.tokens.issuer,
             since,
-            now(),
+            forget_now(),
         )
         .await?;
     if let (FeedAnswer::NotModified, Some(cursor)) = (&answer, since) {
@@ -99,7 +99,7 @@ pub async fn feed(
                     state.store.as_ref(),
                     &state.config.tokens.issuer,
                     Some(cursor),
-                    now(),
+                    forget_now(),
                 )
                 .await?;
         }

@@ -144,7 +144,9 @@ impl RevocationList {
                     Change::Overlay => self.moved(),
                 }
             }
-            Err(ApplyError::KeyMismatch) => self.needs_snapshot = true,
+            Err(ApplyError::KeyMismatch | ApplyError::ClockSteppedBack) => {
+                self.needs_snapshot = true
+            }
             Err(_) => {}
         }
         applied
@@ -156,9 +158,9 @@ impl RevocationList {
         self.base_moved();
     }
 
-    /// Takes over the base another VM shared (it replaces the list held).
-    pub fn adopt_base(&mut self, base: Blob) {
-        self.set.adopt_base(base);
+    /// Takes over the base another VM shared at `now` (it replaces the list held).
+    pub fn adopt_base(&mut self, base: Blob, now: u64) {
+        self.set.adopt_base(base, now);
         self.needs_snapshot = false;
         self.adopted_since_poll = true;
         self.base_moved();
@@ -166,8 +168,8 @@ impl RevocationList {
 
     /// Takes over the overlay another VM shared; false when it extends a
     /// base this VM does not hold yet (it is then taken after that base).
-    pub fn adopt_overlay(&mut self, overlay: Blob) -> bool {
-        let taken = self.set.adopt_overlay(overlay);
+    pub fn adopt_overlay(&mut self, overlay: Blob, now: u64) -> bool {
+        let taken = self.set.adopt_overlay(overlay, now);
         if taken {
             self.adopted_since_poll = true;
             self.moved();
@@ -298,7 +300,7 @@ mod tests {
         });
         other.apply(f, "iss", 10, 0, 1000).unwrap();
         set.clear();
-        set.adopt_base(other.set().base().clone());
+        set.adopt_base(other.set().base().clone(), 1000);
         assert_eq!(set.check(&t2, 0, 1000), Some(DenyReason::SubjectBanned));
     }
 
@@ -407,8 +409,8 @@ mod tests {
                         if next(2) == 0 {
                             list.clear();
                         }
-                        list.adopt_base(other.set().base().clone());
-                        assert!(list.adopt_overlay(other.set().overlay().clone()));
+                        list.adopt_base(other.set().base().clone(), 1000);
+                        assert!(list.adopt_overlay(other.set().overlay().clone(), 1000));
                     }
                     _ => drop(
                         list.apply(
@@ -656,9 +658,12 @@ mod tests {
 
         let mut follower = RevocationList::default();
         let overlay = Blob::parse(leader.set().overlay().bytes().to_vec()).unwrap();
-        assert!(!follower.adopt_overlay(overlay.clone()), "no base yet");
-        follower.adopt_base(Blob::parse(leader.set().base().bytes().to_vec()).unwrap());
-        assert!(follower.adopt_overlay(overlay));
+        assert!(!follower.adopt_overlay(overlay.clone(), 100), "no base yet");
+        follower.adopt_base(
+            Blob::parse(leader.set().base().bytes().to_vec()).unwrap(),
+            100,
+        );
+        assert!(follower.adopt_overlay(overlay, 100));
         assert_eq!(follower.len(), 3);
         assert_eq!(follower.cursor(), Some("8"));
         assert_eq!(

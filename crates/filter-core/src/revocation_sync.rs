@@ -179,13 +179,13 @@ impl Engine {
     /// when this VM polls, and is no longer made current by what the other
     /// VMs fetch, so it goes stale and the staleness policy decides, until a
     /// readable base comes.
-    pub fn adopt_revocation_base(&mut self, id: ProviderId, bytes: Vec<u8>) -> bool {
+    pub fn adopt_revocation_base(&mut self, id: ProviderId, bytes: Vec<u8>, now_ms: u64) -> bool {
         let Some(state) = self.provider_mut(id) else {
             return false;
         };
         match Blob::parse(bytes) {
             Ok(base) => {
-                state.revocations.adopt_base(base);
+                state.revocations.adopt_base(base, now_ms / 1000);
                 true
             }
             Err(_) => {
@@ -198,12 +198,38 @@ impl Engine {
     /// Takes the overlay another VM shared. False when it is unreadable or
     /// extends a base this VM does not hold yet: it is then taken again
     /// after that base.
-    pub fn adopt_revocation_overlay(&mut self, id: ProviderId, bytes: Vec<u8>) -> bool {
+    pub fn adopt_revocation_overlay(
+        &mut self,
+        id: ProviderId,
+        bytes: Vec<u8>,
+        now_ms: u64,
+    ) -> bool {
         let Some(state) = self.provider_mut(id) else {
             return false;
         };
         state.revocations.cursor().is_some()
-            && Blob::parse(bytes).is_ok_and(|o| state.revocations.adopt_overlay(o))
+            && Blob::parse(bytes).is_ok_and(|o| state.revocations.adopt_overlay(o, now_ms / 1000))
+    }
+
+    /// Whether the clock stepped back below a time the list of `id` forgot
+    /// entries at (see [`RevocationSet::clock_stepped_back`]): the entries
+    /// forgotten then may cover tokens that pass again now, and no delta
+    /// resends them. The list then vouches for nothing (the staleness
+    /// policy decides) until a snapshot replaces it: this VM's next poll
+    /// asks for one, and neither a `304`, a delta, nor another VM's stamp
+    /// makes it current; another VM's base taken since does. True only
+    /// when this call found it (for one log line).
+    ///
+    /// [`RevocationSet::clock_stepped_back`]: authflow_contract::revocation::RevocationSet::clock_stepped_back
+    pub fn distrust_revocations_forgotten_ahead(&mut self, id: ProviderId, now_ms: u64) -> bool {
+        let Some(state) = self.provider_mut(id) else {
+            return false;
+        };
+        if !state.revocations.set().clock_stepped_back(now_ms / 1000) {
+            return false;
+        }
+        state.revocations.off_feed();
+        std::mem::take(&mut state.revocations_fresh_at_ms) != 0
     }
 
     /// The base and the overlay of `id` as this VM holds them, for the others.
@@ -374,17 +400,17 @@ mod tests {
         let (base, overlay) = shared(&lease);
 
         assert!(
-            !worker.adopt_revocation_overlay(id, overlay.clone()),
+            !worker.adopt_revocation_overlay(id, overlay.clone(), NOW_MS),
             "an overlay without its base is not taken"
         );
         assert_eq!(worker.revocation_entries(id), 0);
-        assert!(worker.adopt_revocation_base(id, base));
+        assert!(worker.adopt_revocation_base(id, base, NOW_MS));
         assert_eq!(
             worker.revocation_entries(id),
             3,
             "the base alone: the snapshot"
         );
-        assert!(worker.adopt_revocation_overlay(id, overlay));
+        assert!(worker.adopt_revocation_overlay(id, overlay, NOW_MS));
         assert_eq!(
             worker.revocation_entries(id),
             6,
@@ -400,9 +426,9 @@ mod tests {
         old.apply_feed(id, feed("1", true, "a"), NOW_MS).unwrap();
         new.apply_feed(id, feed("5", true, "x"), NOW_MS).unwrap();
         polled(&mut new, feed("6", false, "y"), NOW_MS).unwrap();
-        worker.adopt_revocation_base(id, shared(&old).0);
+        worker.adopt_revocation_base(id, shared(&old).0, NOW_MS);
         assert!(
-            !worker.adopt_revocation_overlay(id, shared(&new).1),
+            !worker.adopt_revocation_overlay(id, shared(&new).1, NOW_MS),
             "it extends a base this VM does not hold"
         );
         assert_eq!(
@@ -419,13 +445,13 @@ mod tests {
         let (mut lease, mut worker) = (engine(), engine());
         let id = ProviderId::FIRST;
         lease.apply_feed(id, feed("1", true, "a"), NOW_MS).unwrap();
-        assert!(worker.adopt_revocation_base(id, shared(&lease).0));
+        assert!(worker.adopt_revocation_base(id, shared(&lease).0, NOW_MS));
         worker.revocations_current_at(
             id,
             &lease.fresh_stamp(id, NOW_MS + 1_000).unwrap(),
             LATER_MS,
         );
-        assert!(!worker.adopt_revocation_base(id, b"not a list".to_vec()));
+        assert!(!worker.adopt_revocation_base(id, b"not a list".to_vec(), NOW_MS));
         assert_eq!(
             (worker.revocation_entries(id), cursor(&worker)),
             (3, None),
@@ -442,14 +468,14 @@ mod tests {
             NOW_MS + 1_000,
             "not current by another VM's word"
         );
-        assert!(!worker.adopt_revocation_overlay(id, b"\0\0".to_vec()));
+        assert!(!worker.adopt_revocation_overlay(id, b"\0\0".to_vec(), NOW_MS));
         assert!(
-            !worker.adopt_revocation_overlay(id, shared(&lease).1),
+            !worker.adopt_revocation_overlay(id, shared(&lease).1, NOW_MS),
             "an overlay of the base it could not take"
         );
 
         polled(&mut lease, feed("2", true, "b"), NOW_MS + 10_000).unwrap();
-        assert!(worker.adopt_revocation_base(id, shared(&lease).0));
+        assert!(worker.adopt_revocation_base(id, shared(&lease).0, NOW_MS));
         worker.revocations_current_at(
             id,
             &lease.fresh_stamp(id, NOW_MS + 10_000).unwrap(),
@@ -473,7 +499,7 @@ mod tests {
         let id = ProviderId::FIRST;
         polled(&mut e, feed("1", true, "a"), NOW_MS).unwrap();
         assert_eq!(e.revocation_poll(id).as_deref(), Some("1"));
-        assert!(!e.adopt_revocation_base(id, b"not a list".to_vec()));
+        assert!(!e.adopt_revocation_base(id, b"not a list".to_vec(), NOW_MS));
         assert_eq!(
             e.apply_feed(id, feed("2", false, "b"), NOW_MS + 10),
             Err(ApplyError::DeltaWithoutBase)
@@ -528,7 +554,7 @@ mod tests {
         polled(&mut e, feed("1", true, "a"), NOW_MS).unwrap();
         lease.apply_feed(id, feed("5", true, "x"), NOW_MS).unwrap();
         e.revocation_poll(id);
-        assert!(e.adopt_revocation_base(id, shared(&lease).0));
+        assert!(e.adopt_revocation_base(id, shared(&lease).0, NOW_MS));
         assert_eq!(
             e.apply_feed(id, feed("2", false, "b"), NOW_MS + 10),
             Err(ApplyError::DeltaWithoutBase)
@@ -536,7 +562,7 @@ mod tests {
         assert!(revokes(&e, "x") && !revokes(&e, "b"));
         e.revocation_poll(id);
         lease.apply_feed(id, feed("6", true, "y"), NOW_MS).unwrap();
-        assert!(e.adopt_revocation_base(id, shared(&lease).0));
+        assert!(e.adopt_revocation_base(id, shared(&lease).0, NOW_MS));
         assert!(
             !e.revocations_unchanged(id, NOW_MS + 20),
             "a 304 for cursor 5, the list is at 6"
@@ -565,7 +591,7 @@ mod tests {
             "a VM with no list asks for a snapshot"
         );
         lease.apply_feed(id, feed("9", true, "r"), NOW_MS).unwrap();
-        assert!(e.adopt_revocation_base(id, shared(&lease).0));
+        assert!(e.adopt_revocation_base(id, shared(&lease).0, NOW_MS));
         assert_eq!(
             e.apply_feed(id, feed("7", true, "a"), NOW_MS + 10),
             Err(ApplyError::Superseded)
@@ -601,7 +627,7 @@ mod tests {
         let (mut lease, mut worker) = (engine(), engine());
         let id = ProviderId::FIRST;
         polled(&mut lease, feed("1", true, "a"), NOW_MS).unwrap();
-        assert!(worker.adopt_revocation_base(id, shared(&lease).0));
+        assert!(worker.adopt_revocation_base(id, shared(&lease).0, NOW_MS));
         worker.revocations_current_at(id, &lease.fresh_stamp(id, NOW_MS).unwrap(), LATER_MS);
         polled(&mut lease, feed("2", false, "r2"), NOW_MS + 1_000).unwrap();
         let stamp = lease.fresh_stamp(id, NOW_MS + 2_000).unwrap();
@@ -612,10 +638,71 @@ mod tests {
             NOW_MS,
             "still as old as the list it holds (without r2)"
         );
-        assert!(worker.adopt_revocation_overlay(id, shared(&lease).1));
+        assert!(worker.adopt_revocation_overlay(id, shared(&lease).1, NOW_MS));
         worker.revocations_current_at(id, &stamp, LATER_MS);
         assert_eq!(fresh_at(&worker), NOW_MS + 2_000);
         assert_eq!(FreshStamp::parse(b"12"), None);
         assert_eq!(FreshStamp::parse(b"x 1"), None);
+    }
+
+    /// The host clock runs an hour ahead while a delta lands: its entry
+    /// (its token good for 15 more minutes by the right clock) is forgotten
+    /// as dead. Once the clock is corrected, nothing the feed sends again
+    /// would bring it back: the list stops vouching for itself, asks for a
+    /// snapshot, and is made current by nothing else.
+    #[test]
+    fn a_list_that_forgot_entries_ahead_of_the_clock_wants_a_snapshot() {
+        let (mut lease, mut worker) = (engine(), engine());
+        let id = ProviderId::FIRST;
+        let ahead_ms = NOW_MS + 3_600_000;
+        polled(&mut lease, feed("1", true, "a"), NOW_MS).unwrap();
+        polled(&mut lease, feed("2", false, "r"), ahead_ms).unwrap();
+        assert!(!revokes(&lease, "r"), "forgotten at the jumped time");
+        let (base, overlay) = shared(&lease);
+        assert!(worker.adopt_revocation_base(id, base, ahead_ms));
+        assert!(worker.adopt_revocation_overlay(id, overlay, ahead_ms));
+        let stamp = lease.fresh_stamp(id, ahead_ms).unwrap();
+        worker.revocations_current_at(id, &stamp, ahead_ms);
+        assert!(!lease.distrust_revocations_forgotten_ahead(id, ahead_ms));
+        // A step back within the tolerance changes nothing.
+        assert!(!lease.distrust_revocations_forgotten_ahead(id, ahead_ms - 5_000));
+
+        let back_ms = NOW_MS + 10_000;
+        for e in [&mut lease, &mut worker] {
+            assert!(e.distrust_revocations_forgotten_ahead(id, back_ms));
+            assert!(
+                !e.distrust_revocations_forgotten_ahead(id, back_ms),
+                "said once"
+            );
+            assert_eq!(fresh_at(e), 0, "stale at once");
+            assert_eq!(e.revocation_poll(id), None, "asks for a snapshot");
+        }
+        // What the poll sent before the correction brings makes nothing current.
+        assert!(!lease.revocations_unchanged(id, back_ms));
+        assert_eq!(
+            lease.apply_feed(id, empty_delta("2"), back_ms),
+            Err(ApplyError::DeltaWithoutBase)
+        );
+        assert_eq!(lease.fresh_stamp(id, back_ms), None, "vouches for nothing");
+        // Nor does a stamp of the old list from a VM that did not notice.
+        let old_list = FreshStamp {
+            at_ms: back_ms,
+            ..stamp
+        };
+        worker.revocations_current_at(id, &old_list, back_ms);
+        assert_eq!((fresh_at(&lease), fresh_at(&worker)), (0, 0));
+
+        // The snapshot brings the entry back and makes the list current; the
+        // other VMs take its base.
+        lease.revocation_poll(id);
+        lease.apply_feed(id, feed("3", true, "r"), back_ms).unwrap();
+        assert!(revokes(&lease, "r"));
+        assert_eq!(fresh_at(&lease), back_ms);
+        assert!(!lease.distrust_revocations_forgotten_ahead(id, back_ms));
+        assert!(worker.adopt_revocation_base(id, shared(&lease).0, back_ms));
+        assert!(!worker.distrust_revocations_forgotten_ahead(id, back_ms));
+        worker.revocations_current_at(id, &lease.fresh_stamp(id, back_ms).unwrap(), back_ms);
+        assert!(revokes(&worker, "r"));
+        assert_eq!(fresh_at(&worker), back_ms);
     }
 }

@@ -670,7 +670,7 @@ fn a_vm_started_later_judges_a_shared_list_by_its_shared_age() {
     // The feed has not answered since. A VM starts now and takes what is shared.
     let mut late = Engine::new(config(json!({})), NOW * 1000);
     late.set_keys(ProviderId::FIRST, jwks);
-    assert!(late.adopt_revocation_base(ProviderId::FIRST, base));
+    assert!(late.adopt_revocation_base(ProviderId::FIRST, base, NOW * 1000));
     late.revocations_current_at(
         ProviderId::FIRST,
         &fetcher.fresh_stamp(ProviderId::FIRST, hour_ago_ms).unwrap(),
@@ -2150,7 +2150,7 @@ fn a_clock_step_back_does_not_keep_a_stale_list_fresh() {
         .revocation_blobs(ProviderId::FIRST)
         .map(|(b, o)| (b.to_vec(), o.to_vec()))
         .unwrap();
-    assert!(worker.adopt_revocation_base(ProviderId::FIRST, base));
+    assert!(worker.adopt_revocation_base(ProviderId::FIRST, base, NOW * 1000));
     let before = FreshStamp {
         at_ms: NOW * 1000,
         cursor: "0".into(),

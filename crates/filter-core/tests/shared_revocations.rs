@@ -54,10 +54,10 @@ impl Worker {
     fn adopt_shared(&mut self, p: &Process) {
         if let Some(base) = self.base.take_if_changed(p) {
             self.overlay.forget_seen();
-            self.engine.adopt_revocation_base(ID, base);
+            self.engine.adopt_revocation_base(ID, base, NOW_MS);
         }
         if let Some(overlay) = self.overlay.take_if_changed(p) {
-            if !self.engine.adopt_revocation_overlay(ID, overlay) {
+            if !self.engine.adopt_revocation_overlay(ID, overlay, NOW_MS) {
                 self.overlay.forget_seen();
             }
         }

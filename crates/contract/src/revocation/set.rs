@@ -16,6 +16,14 @@ use super::{still_needed, RevocationFeed};
 /// rewritten once per thousands of revocations.
 pub const COMPACT_AT: usize = 4096;
 
+/// How far the clock may step back below the latest time the list forgot
+/// entries at before the list stops vouching for itself. An entry forgotten
+/// at a time the clock later steps back from is gone for good (deltas never
+/// resend it), so a revoked token it covered passes again, for at most the
+/// step. Steps up to this are within what a time daemon corrects; a larger
+/// one needs the whole list again (a snapshot).
+pub const CLOCK_STEP_BACK_TOLERANCE_SECS: u64 = 5;
+
 /// Why a token is revoked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Revoked {
@@ -59,6 +67,10 @@ pub enum ApplyError {
     /// now was taken (another VM's newer copy): it may be older, and would
     /// bring back what the newer list revokes.
     Superseded,
+    /// A delta for a list that forgot entries at a later time than now (the
+    /// clock stepped back, see [`RevocationSet::clock_stepped_back`]): what
+    /// it forgot may still be needed, and only a snapshot brings it back.
+    ClockSteppedBack,
     Malformed(BlobError),
 }
 
@@ -78,6 +90,10 @@ impl std::fmt::Display for ApplyError {
             Self::Superseded => {
                 write!(f, "snapshot for a poll sent before the list held was taken")
             }
+            Self::ClockSteppedBack => write!(
+                f,
+                "delta for a list that forgot entries at a later time than now (the clock stepped back)"
+            ),
             Self::Malformed(e) => write!(f, "{e}"),
         }
     }
@@ -98,6 +114,9 @@ pub struct RevocationSet {
     overlay: Blob,
     /// False until a feed was applied (or a shared copy adopted).
     loaded: bool,
+    /// The latest time (Unix seconds) the list forgot entries at: a feed
+    /// applied or a copy taken then (0: never).
+    forgot_at: u64,
 }
 
 impl RevocationSet {
@@ -119,6 +138,15 @@ impl RevocationSet {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Whether the clock stepped back more than
+    /// [`CLOCK_STEP_BACK_TOLERANCE_SECS`] below a time the list forgot
+    /// entries at. Those entries may cover tokens that pass again now, and
+    /// no delta brings them back: until a snapshot replaces it, the list
+    /// lacks revocations it cannot name.
+    pub fn clock_stepped_back(&self, now: u64) -> bool {
+        now.saturating_add(CLOCK_STEP_BACK_TOLERANCE_SECS) < self.forgot_at
     }
 
     pub fn key(&self) -> SetKey {
@@ -160,10 +188,15 @@ impl RevocationSet {
                 return Err(ApplyError::TooManyEntries(base.len()));
             }
             self.install_base(base);
+            // The whole list, forgotten at `now` alone.
+            self.forgot_at = now;
             return Ok(Change::Base);
         }
         if !self.loaded {
             return Err(ApplyError::DeltaWithoutBase);
+        }
+        if self.clock_stepped_back(now) {
+            return Err(ApplyError::ClockSteppedBack);
         }
         if feed.key() != self.key() {
             return Err(ApplyError::KeyMismatch);
@@ -189,6 +222,7 @@ impl RevocationSet {
                 return Err(ApplyError::TooManyEntries(live));
             }
         }
+        self.forgot_at = self.forgot_at.max(now);
         if overlay.len() <= COMPACT_AT && !over {
             self.overlay = overlay;
             return Ok(Change::Overlay);
@@ -254,8 +288,12 @@ impl RevocationSet {
         *self = RevocationSet::default();
     }
 
-    /// Takes over a base another VM shared (as [`base`](Self::base) gave it).
-    pub fn adopt_base(&mut self, base: Blob) {
+    /// Takes over a base another VM shared (as [`base`](Self::base) gave
+    /// it) at `now`: the VMs of one process read one clock, so it forgot
+    /// entries at about `now` (a copy built before a step back and taken
+    /// after it goes unnoticed here; the VM that built it notices).
+    pub fn adopt_base(&mut self, base: Blob, now: u64) {
+        self.forgot_at = now;
         self.overlay = Blob::build(
             &Header {
                 snapshot: false,
@@ -269,10 +307,11 @@ impl RevocationSet {
 
     /// Takes over an overlay another VM shared, if it extends the base held;
     /// false: it belongs to a base this VM has not adopted yet.
-    pub fn adopt_overlay(&mut self, overlay: Blob) -> bool {
+    pub fn adopt_overlay(&mut self, overlay: Blob, now: u64) -> bool {
         if !self.loaded || overlay.base_id() != self.base.base_id() || overlay.key() != self.key() {
             return false;
         }
+        self.forgot_at = self.forgot_at.max(now);
         self.overlay = overlay;
         true
     }
@@ -607,5 +646,67 @@ mod tests {
         set.apply(encode(&feed(true, "e.2", 0..2), key), "iss", 100, 0, 100)
             .unwrap();
         assert!(revoked(&set, 0) && revoked(&set, 1));
+    }
+
+    /// The clock runs an hour ahead while a snapshot and a compaction land:
+    /// they forget an entry whose token (`exp` 500, no skew) expired by that
+    /// clock. Once the clock is corrected the token is live again, and no
+    /// delta resends its entry. The list says it lacks it: a delta is
+    /// refused until a snapshot is taken at the corrected time.
+    #[test]
+    fn a_clock_jump_forward_does_not_forget_entries_for_good() {
+        let key = SetKey::derive("iss", "e");
+        let (real_now, ahead) = (100, 100 + 3600);
+        let mut set = RevocationSet::default();
+        set.apply(
+            encode(&feed(true, "e.1", 0..1), key),
+            "iss",
+            100,
+            0,
+            real_now,
+        )
+        .unwrap();
+        assert!(!set.clock_stepped_back(real_now));
+        // A delta merged an hour ahead drops its own entry (and, past the
+        // bound, the base's): that is what the clock said was dead.
+        set.apply(encode(&feed(false, "e.2", 1..2), key), "iss", 100, 0, ahead)
+            .unwrap();
+        assert!(!revoked(&set, 1), "forgotten at the jumped time");
+        assert!(!set.clock_stepped_back(ahead));
+        // Steps within the tolerance are a time daemon's: nothing changes.
+        assert!(!set.clock_stepped_back(ahead - CLOCK_STEP_BACK_TOLERANCE_SECS));
+        // Back at the right time the list knows it lacks what it forgot.
+        assert!(set.clock_stepped_back(real_now + 1));
+        assert_eq!(
+            set.apply(
+                encode(&feed(false, "e.3", 2..3), key),
+                "iss",
+                100,
+                0,
+                real_now + 1
+            ),
+            Err(ApplyError::ClockSteppedBack)
+        );
+        assert_eq!(set.cursor(), Some("e.2"), "a refused delta changes nothing");
+        // A snapshot brings the forgotten entry back and ends it.
+        set.apply(
+            encode(&feed(true, "e.3", 0..3), key),
+            "iss",
+            100,
+            0,
+            real_now + 1,
+        )
+        .unwrap();
+        assert!(!set.clock_stepped_back(real_now + 1));
+        assert!(revoked(&set, 1) && revoked(&set, 2));
+        // A copy another VM shared is taken at this VM's time: the VMs of a
+        // process read one clock.
+        let mut other = RevocationSet::default();
+        other.adopt_base(set.base().clone(), ahead);
+        assert!(other.clock_stepped_back(real_now));
+        other.adopt_base(set.base().clone(), real_now);
+        assert!(!other.clock_stepped_back(real_now));
+        assert!(other.adopt_overlay(set.overlay().clone(), ahead));
+        assert!(other.clock_stepped_back(real_now));
     }
 }
