@@ -233,6 +233,7 @@ impl From<StoreError> for ApiError {
             | StoreError::Connect(_)
             | StoreError::Migration(_)
             | StoreError::UnsupportedUrl
+            | StoreError::NoDatabase
             | StoreError::Sealed(_)
             | StoreError::Corrupt(_) => Self::Internal(e.to_string()),
         }

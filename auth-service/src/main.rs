@@ -10,7 +10,7 @@ use authflow_auth_service::domain::{random_secret, Email};
 use authflow_auth_service::startup::spawn;
 use authflow_auth_service::state::{build_state, open_store};
 use authflow_auth_service::store::{
-    AuditEntry, Backend, PageCursor, PageRequest, Store, StoreError, User,
+    AuditEntry, Backend, Opening, PageCursor, PageRequest, Store, StoreError, User,
 };
 use authflow_auth_service::{sessions, tokens};
 use authflow_contract::claims;
@@ -199,7 +199,9 @@ async fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Migrate => {
-            open_store(&config).await.map_err(|e| e.to_string())?;
+            open_store(&config, Opening::CreateIfMissing)
+                .await
+                .map_err(|e| e.to_string())?;
             // Not the URL itself: it may carry a password.
             let backend = Backend::of_url(config.database.url.expose_secret())
                 .map_or("unknown", Backend::name);
@@ -212,7 +214,9 @@ async fn run(cli: Cli) -> Result<(), String> {
             roles,
         }) => create_user(config, &email, &password, roles).await,
         Command::User(UserCommand::List) => {
-            let store = open_store(&config).await.map_err(|e| e.to_string())?;
+            let store = open_store(&config, Opening::Existing)
+                .await
+                .map_err(|e| e.to_string())?;
             let mut page = PageRequest::first(1000);
             loop {
                 let users = store.list_users(&page).await.map_err(|e| e.to_string())?;
@@ -251,7 +255,9 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Keys(KeysCommand::Rotate) => {
             let lead = i64::try_from(config.keys.publish_lead.as_secs()).unwrap_or(60);
             let alg = config.keys.signing_alg;
-            let state = build_state(config).await.map_err(|e| e.to_string())?;
+            let state = build_state(config, Opening::Existing)
+                .await
+                .map_err(|e| e.to_string())?;
             let rotate = async {
                 state
                     .keys
@@ -271,7 +277,9 @@ async fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Feed(FeedCommand::NewEpoch) => {
-            let state = build_state(config).await.map_err(|e| e.to_string())?;
+            let state = build_state(config, Opening::Existing)
+                .await
+                .map_err(|e| e.to_string())?;
             let old = state.store.epoch().await.map_err(|e| e.to_string())?;
             let renew = async {
                 state
@@ -294,7 +302,9 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::ServiceAccount(cmd) => service_account(config, cmd).await,
         Command::Kek(KekCommand::Generate) => Ok(()),
         Command::Keys(KeysCommand::List) => {
-            let state = build_state(config).await.map_err(|e| e.to_string())?;
+            let state = build_state(config, Opening::Existing)
+                .await
+                .map_err(|e| e.to_string())?;
             for k in state.keys.list() {
                 println!(
                     "{}  {}  publish_at={} active_at={} retired_at={:?}",
@@ -368,7 +378,10 @@ async fn create_user(
             claims::MAX_LIST_ITEMS
         ));
     }
-    let store = open_store(&config).await.map_err(|e| e.to_string())?;
+    // The first admin is made before the service ever ran: this one may set the database up.
+    let store = open_store(&config, Opening::CreateIfMissing)
+        .await
+        .map_err(|e| e.to_string())?;
     let user = User {
         email_verified: true,
         ..User::new(email.as_str(), hash, roles.clone(), now())
@@ -406,7 +419,9 @@ async fn mint(
     if config.environment != Environment::Development {
         return Err("token mint is for the development environment only".into());
     }
-    let state = build_state(config).await.map_err(|e| e.to_string())?;
+    let state = build_state(config, Opening::Existing)
+        .await
+        .map_err(|e| e.to_string())?;
     let email = Email::parse(email)?;
     let user = state
         .store
@@ -480,7 +495,9 @@ fn read_jwk(path: &std::path::Path) -> Result<serde_json::Value, String> {
 
 async fn service_account(config: Config, cmd: ServiceAccountCommand) -> Result<(), String> {
     use authflow_auth_service::service_accounts;
-    let state = build_state(config).await.map_err(|e| e.to_string())?;
+    let state = build_state(config, Opening::Existing)
+        .await
+        .map_err(|e| e.to_string())?;
     let now = now();
     match cmd {
         ServiceAccountCommand::Create {

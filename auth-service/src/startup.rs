@@ -32,7 +32,7 @@ pub struct Running {
 /// Builds the state, binds `config.server.listen` (port 0 picks a free one), serves.
 pub async fn spawn(config: Config) -> Result<Running, StartError> {
     let listen = config.server.listen;
-    let state = build_state(config).await?;
+    let state = build_state(config, crate::store::Opening::CreateIfMissing).await?;
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| StartError(format!("cannot listen on {listen}: {e}")))?;

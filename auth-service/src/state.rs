@@ -15,7 +15,7 @@ use crate::keys::KeyRing;
 use crate::mailer::{self, Mailer};
 use crate::metrics::Metrics;
 use crate::password_work::PasswordWork;
-use crate::store::{self, Store};
+use crate::store::{self, Opening, Store};
 use crate::throttle::Throttle;
 
 pub struct AppState {
@@ -39,9 +39,9 @@ pub struct AppState {
 }
 
 /// Opens the store chosen by the database URL (`sqlite:` or `postgres://`).
-pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+pub async fn open_store(config: &Config, opening: Opening) -> Result<Arc<dyn Store>, StartError> {
     let kek = kek(config)?;
-    open_store_with(config, kek).await
+    open_store_with(config, kek, opening).await
 }
 
 /// The configured key-encryption key (required to start).
@@ -59,7 +59,18 @@ fn kek(config: &Config) -> Result<Arc<Kek>, StartError> {
     ))
 }
 
-async fn open_store_with(config: &Config, kek: Arc<Kek>) -> Result<Arc<dyn Store>, StartError> {
+async fn open_store_with(
+    config: &Config,
+    kek: Arc<Kek>,
+    opening: Opening,
+) -> Result<Arc<dyn Store>, StartError> {
+    let url = config.database.url.expose_secret();
+    let production = config.environment == crate::config::Environment::Production;
+    if opening == Opening::Existing {
+        return store::open(url, kek, production, opening)
+            .await
+            .map_err(StartError::from_display);
+    }
     std::fs::create_dir_all(&config.server.data_dir).map_err(|e| {
         StartError(format!(
             "cannot create data dir {}: {e}",
@@ -75,16 +86,15 @@ async fn open_store_with(config: &Config, kek: Arc<Kek>) -> Result<Arc<dyn Store
             std::fs::Permissions::from_mode(0o700),
         );
     }
-    let production = config.environment == crate::config::Environment::Production;
-    store::open(config.database.url.expose_secret(), kek, production)
+    store::open(url, kek, production, opening)
         .await
         .map_err(StartError::from_display)
 }
 
 /// Everything the routes need: store, keys (generated on first start), feed state, mailer.
-pub async fn build_state(config: Config) -> Result<Arc<AppState>, StartError> {
+pub async fn build_state(config: Config, opening: Opening) -> Result<Arc<AppState>, StartError> {
     let kek = kek(&config)?;
-    let store = open_store_with(&config, Arc::clone(&kek)).await?;
+    let store = open_store_with(&config, Arc::clone(&kek), opening).await?;
     crate::email_upgrade::normalize_stored_emails(store.as_ref())
         .await
         .map_err(StartError::from_display)?;

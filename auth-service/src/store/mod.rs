@@ -50,13 +50,38 @@ impl Backend {
     }
 }
 
+/// Whether opening may set a database up where there is none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Opening {
+    /// The service and `migrate` (and the first admin's `user create`):
+    /// create the SQLite file, apply the migrations to an empty database.
+    CreateIfMissing,
+    /// Every other command acts on the database a running service uses: at
+    /// a mistyped path or URL it must fail, not revoke, rotate or mint in a
+    /// new, empty database nobody reads and report success.
+    Existing,
+}
+
 /// Opens the store the URL names, applies its migrations and seals every
 /// secret at rest with the current KEK. `production` holds a remote
 /// database to a TLS mode named on purpose (see `pg_connect`).
-pub async fn open(url: &str, kek: Arc<Kek>, production: bool) -> StoreResult<Arc<dyn Store>> {
+pub async fn open(
+    url: &str,
+    kek: Arc<Kek>,
+    production: bool,
+    opening: Opening,
+) -> StoreResult<Arc<dyn Store>> {
+    let existing = opening == Opening::Existing;
     match Backend::of_url(url) {
-        Some(Backend::Sqlite) => Ok(Arc::new(SqliteStore::open(url, kek).await?)),
-        Some(Backend::Postgres) => Ok(Arc::new(PostgresStore::open(url, kek, production).await?)),
+        Some(Backend::Sqlite) => {
+            if existing && !SqliteStore::exists(url)? {
+                return Err(StoreError::NoDatabase);
+            }
+            Ok(Arc::new(SqliteStore::open(url, kek).await?))
+        }
+        Some(Backend::Postgres) => Ok(Arc::new(
+            PostgresStore::open(url, kek, production, existing).await?,
+        )),
         None => Err(StoreError::UnsupportedUrl),
     }
 }
@@ -117,6 +142,14 @@ pub enum StoreError {
     /// The database URL names no backend this service has.
     #[error("storage error: the database URL must start with sqlite: or postgres://")]
     UnsupportedUrl,
+    /// A command that acts on a running service's database found none
+    /// there (see [`Opening::Existing`]).
+    #[error(
+        "storage error: no authflow database there (`database.url`, by default in `server.data_dir`): \
+         this command acts on the database a service runs on; check the settings, or set one up \
+         first with `authflow-auth migrate` or by starting the service"
+    )]
+    NoDatabase,
     /// A secret at rest cannot be sealed or opened (e.g. the wrong
     /// key-encryption key); the text says which key sealed it.
     #[error("storage error: {0}")]

@@ -84,7 +84,14 @@ impl PostgresStore {
     /// Connects (`postgres://…` URL), applies migrations, and seals with the
     /// current KEK every secret still in clear or sealed with an older one
     /// (a wrong KEK fails here).
-    pub async fn open(url: &str, kek: Arc<Kek>, production: bool) -> StoreResult<Self> {
+    /// `existing`: refuse a database no migration was applied to (see
+    /// [`Opening::Existing`](super::Opening::Existing)).
+    pub async fn open(
+        url: &str,
+        kek: Arc<Kek>,
+        production: bool,
+        existing: bool,
+    ) -> StoreResult<Self> {
         let (options, target) = pg_connect::options(url)?;
         if production {
             target.check_production()?;
@@ -117,6 +124,9 @@ impl PostgresStore {
             .fetch_all(&pool)
             .await
             .unwrap_or_default();
+        if existing && applied.is_empty() {
+            return Err(StoreError::NoDatabase);
+        }
         let ahead = super::migrations_ahead(&migrator(false), &applied)?;
         super::warn_migrations_ahead(&ahead);
         migrator(!ahead.is_empty()).run(&pool).await?;

@@ -79,6 +79,12 @@ impl SqliteStore {
         self.write.begin_with("BEGIN IMMEDIATE").await
     }
 
+    /// Whether the database file the URL names exists.
+    pub fn exists(url: &str) -> StoreResult<bool> {
+        let options = SqliteConnectOptions::from_str(url)?;
+        Ok(options.get_filename().is_file())
+    }
+
     /// Opens (creating if needed) the database, applies migrations, and seals
     /// with the current KEK every secret still in clear or sealed with an
     /// older one (a wrong KEK fails here, naming the key that sealed them).

@@ -351,6 +351,53 @@ fn the_cli_refuses_roles_no_token_could_carry() {
     );
 }
 
+/// The CLI's commands act on the database a running service uses. At a
+/// mistyped path (or URL) they made a new, empty database and reported
+/// success there: a key "rotated", an account "created" in a database no
+/// service reads. Only `migrate`, `serve` and `user create` (the first
+/// admin) set one up; the others refuse, naming the fix, and create nothing.
+pub fn cli_refuses_a_database_that_is_not_there(data: &Path, database_url: Option<&str>) {
+    let run = |args: &[&str]| {
+        command(data, database_url, 0)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap()
+    };
+    for args in [
+        &["keys", "rotate"][..],
+        &["keys", "list"],
+        &["user", "list"],
+        &["service-account", "create", "--client-id", "billing"],
+        &["feed", "new-epoch"],
+        &["token", "mint", "--email", "a@example.com"],
+    ] {
+        let out = run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("no authflow database there"),
+            "{args:?}: {err}"
+        );
+        if database_url.is_none() {
+            assert!(!data.exists(), "{args:?} created {}", data.display());
+        }
+    }
+    assert!(run(&["migrate"]).status.success());
+    let out = run(&["keys", "rotate"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_cli_refuses_a_database_that_is_not_there() {
+    let dir = tempfile::tempdir().unwrap();
+    cli_refuses_a_database_that_is_not_there(&dir.path().join("data"), None);
+}
+
 /// An environment variable that is not UTF-8 (any variable of the process,
 /// not only the service's) made every command panic while reading the
 /// settings (`std::env::vars`), printing the variable's value. Another

@@ -277,6 +277,18 @@ async fn instances_starting_together_agree_on_one_signing_key() {
 }
 
 /// Two real `authflow-auth` processes on one database; one is killed with
+/// On PostgreSQL too: an empty database (a mistyped name the server has)
+/// is not set up by a command that acts on a running service's.
+#[tokio::test]
+async fn the_cli_refuses_a_database_that_is_not_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = crate::backend::fresh_database_url().await.unwrap();
+    crate::durability::cli_refuses_a_database_that_is_not_there(
+        &dir.path().join("data"),
+        Some(&url),
+    );
+}
+
 /// SIGKILL while writes flow through it. Every write it acknowledged is
 /// there, and the other instance keeps serving reads, writes and the feed.
 #[tokio::test]
