@@ -39,6 +39,12 @@ pub struct ResetForm {
     password: String,
 }
 
+#[derive(Deserialize)]
+pub struct VerifyForm {
+    #[serde(default)]
+    token: String,
+}
+
 #[derive(Default, Deserialize)]
 pub struct TokenQuery {
     token: Option<String>,
@@ -91,13 +97,37 @@ pub async fn signup_sent() -> Response {
 /// The mailed link. Opening it confirms the address: it only marks the
 /// address verified (no session), so a mail scanner that follows it gains
 /// nothing.
-pub async fn verify(
+/// The mailed link shows a button; only its POST uses the token up. Mail
+/// scanners open links: one that confirmed on `GET` confirmed a sign-up made
+/// with someone else's address without its owner.
+pub async fn verify_form(
     State(state): State<Arc<AppState>>,
     client: Client,
     RawQuery(raw): RawQuery,
 ) -> Response {
     let q: TokenQuery = query(raw.as_deref());
-    let token = Secret::new(q.token.unwrap_or_default());
+    let (csrf, cookie) = csrf_token(&state, &client.headers);
+    let token = q.token.as_deref().unwrap_or("");
+    Page::ok(
+        "Confirm your address",
+        templates::verify(
+            &Form {
+                csrf: &csrf,
+                error: None,
+            },
+            token,
+        ),
+    )
+    .with_cookie(cookie)
+    .into_response()
+}
+
+pub async fn verify_submit(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    Posted(f): Posted<VerifyForm>,
+) -> Response {
+    let token = Secret::new(f.token);
     match confirm_email(&state, &client, &token).await {
         Ok(()) => Page::ok(
             "Address confirmed",

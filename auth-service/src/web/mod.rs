@@ -77,7 +77,10 @@ pub fn routes(https: bool) -> Router<Arc<AppState>> {
             get(account::signup_form).post(account::signup_submit),
         )
         .route("/auth/signup/sent", get(account::signup_sent))
-        .route("/auth/verify", get(account::verify))
+        .route(
+            "/auth/verify",
+            get(account::verify_form).post(account::verify_submit),
+        )
         .route(
             "/auth/password/forgot",
             get(account::forgot_form).post(account::forgot_submit),

@@ -123,6 +123,20 @@ pub fn message(text: &str, link: Option<(&str, &str)>) -> Markup {
     }
 }
 
+/// The mailed verification link's page: one button, so that a mail
+/// scanner opening the link confirms nothing.
+pub fn verify(f: &Form, token: &str) -> Markup {
+    html! {
+        (alert(f.error))
+        form #verify-form method="post" action="/auth/verify" {
+            (csrf_field(f.csrf))
+            input type="hidden" name="token" value=(token);
+            p { "Confirm that this address is yours." }
+            button type="submit" { "Confirm my address" }
+        }
+    }
+}
+
 pub fn forgot(f: &Form) -> Markup {
     html! {
         (alert(f.error))

@@ -215,9 +215,27 @@ impl Browser {
             "an absolute link to the page: {link}"
         );
         let path = &link[link.find("/auth/verify").unwrap()..];
-        let r = self.get(path).await;
+        let r = self.confirm_address(app, email, path).await;
         assert_eq!(r.status, 200, "{}", r.body);
         self.sign_in(app, email, return_to).await
+    }
+
+    /// Opens the mailed link (`path`), which confirms nothing by itself (a
+    /// mail scanner opens links too), then presses its button.
+    async fn confirm_address(&mut self, app: &TestApp, email: &str, path: &str) -> Page {
+        let verified = |user: Option<authflow_auth_service::store::User>| {
+            user.is_some_and(|u| u.email_verified)
+        };
+        let page = self.get(path).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        assert!(page.body.contains("Confirm my address"), "{}", page.body);
+        let user = app.state.store.user_by_email(email).await.unwrap();
+        assert!(!verified(user), "opening the link confirmed the address");
+        let token = &path[path.find("token=").unwrap() + "token=".len()..];
+        let r = self.submit(path, "/auth/verify", &[("token", token)]).await;
+        let user = app.state.store.user_by_email(email).await.unwrap();
+        assert!(verified(user) || r.status != 200, "{}", r.body);
+        r
     }
 
     async fn sign_in(&mut self, app: &TestApp, email: &str, return_to: &str) -> Page {
@@ -1280,7 +1298,9 @@ async fn the_sign_in_page_answers_an_unverified_account_like_a_wrong_password() 
         .lines()
         .find(|l| l.contains("/auth/verify?token="))
         .unwrap_or_else(|| panic!("no page link in {body}"));
-    let r = b.get(&link[link.find("/auth/verify").unwrap()..]).await;
+    let r = b
+        .confirm_address(&app, email, &link[link.find("/auth/verify").unwrap()..])
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let r = b.sign_in(&app, email, "/app/hello").await;
     assert_eq!(
@@ -1521,4 +1541,41 @@ async fn many_planted_refresh_cookies_do_not_hide_ours() {
         "ours, sent fifth, is tried"
     );
     assert!(b.cookie(ACCESS).is_some() && b.cookie(DEVICE).is_some());
+}
+
+/// The verification page's button is a form like the others: an unknown
+/// token is refused on the page, and a post without the page's CSRF token
+/// (another site's form) confirms nothing.
+#[tokio::test]
+async fn the_verification_button_needs_a_valid_token_and_the_pages_csrf() {
+    let app = spawn_app().await;
+    let mut b = Browser::new(&app);
+    let r = b
+        .submit(
+            "/auth/verify?token=nope",
+            "/auth/verify",
+            &[("token", "nope")],
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.alert().is_some_and(|a| a.contains("link")), "{}", r.body);
+
+    let email = "csrf-verify@example.com";
+    let r = b
+        .submit(
+            "/auth/signup",
+            "/auth/signup",
+            &[("email", email), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let mail = app.last_mail(email, 1).await;
+    let token = mail["token"].as_str().unwrap().to_owned();
+    let r = b.post("/auth/verify", &[("token", &token)]).await;
+    assert_ne!(r.status, 200, "{}", r.body);
+    let user = app.state.store.user_by_email(email).await.unwrap().unwrap();
+    assert!(
+        !user.email_verified,
+        "confirmed without the page's CSRF token"
+    );
 }
