@@ -94,6 +94,8 @@ test: wasm envoy postgres
 	$(CARGO) build -p authflow-auth-service
 	$(CARGO) test --workspace
 	$(CARGO) test -p authflow-filter-core --features timing --lib timing
+	# The profiling harness of `make bench-profile` is outside the workspace: kept compiling.
+	$(CARGO) check --manifest-path bench/verify-profile/Cargo.toml --target-dir target/bench
 	$(MAKE) --no-print-directory wasm-unit
 	$(MAKE) --no-print-directory deploy-check
 	$(MAKE) --no-print-directory fuzz-smoke
@@ -116,6 +118,7 @@ wasm-unit: toolchain
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets
+	$(CARGO) check --manifest-path bench/verify-profile/Cargo.toml --target-dir target/bench
 	$(CARGO) clippy --target wasm32-wasip1 -p authflow
 	$(CARGO) clippy --target wasm32-wasip1 -p authflow --features timing
 

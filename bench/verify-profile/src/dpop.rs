@@ -190,7 +190,7 @@ pub fn profile(batches: usize, scale: usize) {
 
     // The replay store's slot: a proof filed in a slot of k ids.
     for held in [30usize, 470] {
-        let first = ProofUse { id: [0; 8], iat: now, provider: ProviderId::FIRST, renew_nonce: false };
+        let first = ProofUse { id: [0; 8], iat: now, provider: ProviderId::FIRST, renew_nonce: false, public_route: false };
         let (_, bucket) = replay::slot_for(&first);
         let mut slot = replay::record(None, bucket, &first).expect("record");
         for i in 1..held as u64 {
