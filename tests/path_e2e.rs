@@ -610,6 +610,53 @@ fn ambiguous_paths_are_refused_with_an_rfc6750_body() {
     }
 }
 
+/// A `POST` naming another method (`X-HTTP-Method-Override`, `_method`), as
+/// Rails, Laravel, Symfony, Express, ASP.NET Core and Spring run it, is
+/// judged as that method too: where a rule on `DELETE` asks for more, it is
+/// refused, with headers read by name as with the whole map.
+#[test]
+fn a_method_override_does_not_reach_a_stronger_rule() {
+    let key = Ed25519KeyPair::generate().with_key_id("k1");
+    let backend = EchoServer::start("127.0.0.1:0").unwrap();
+    let routes = json!([
+        {"match": {"path_prefix": "/api/items", "methods": ["DELETE"]}, "policy": {"roles_any": ["admin"]}},
+        {"match": {"path_prefix": "/api/items"}, "policy": "authenticated"}
+    ]);
+    let user = format!("Bearer {}", token(&key, "alice", &["user"]));
+    for (reads, extra) in [
+        ("the whole map", json!({"routes": routes})),
+        (
+            "headers by name",
+            json!({"routes": routes, "token_sources": {"authorization_bearer": true}, "forward_device_secret": true}),
+        ),
+    ] {
+        let envoy = start(
+            filter_config(&key, "path_prefix", extra),
+            &backend,
+            &json!({}),
+        );
+        let send = |target: &str, headers: &[(&str, &str)]| {
+            let mut all = vec![("authorization", user.as_str())];
+            all.extend_from_slice(headers);
+            send_raw_request(envoy.port, "POST", target, &all, Some(&json!({})))
+        };
+        assert_eq!(
+            send("/api/items/1", &[]).status,
+            200,
+            "{reads}: a plain POST"
+        );
+        for (target, headers) in [
+            ("/api/items/1", &[("X-HTTP-Method-Override", "DELETE")][..]),
+            ("/api/items/1", &[("x-method-override", "delete")]),
+            ("/api/items/1?_method=DELETE", &[]),
+        ] {
+            let r = send(target, headers);
+            assert_eq!(r.status, 400, "{reads}: {target} {headers:?}: {r:?}");
+            assert_eq!(r.json()["error"], "invalid_request");
+        }
+    }
+}
+
 /// Every `_`/`-` spelling of the identity headers a client sent, as the echo
 /// backend received them (it lower-cases names).
 fn forged_spellings_received(r: &Raw) -> Vec<String> {

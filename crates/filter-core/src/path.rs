@@ -159,6 +159,14 @@ fn decode_unreserved(path: &str) -> String {
     String::from_utf8_lossy(&decode_where(path.as_bytes(), is_unreserved)).into_owned()
 }
 
+/// A query's name or value as a backend's parser may read it: every escape
+/// decoded (as often as it changes anything; `+`, a space, matters to no
+/// name or method compared here).
+pub(crate) fn decode_query_part(part: &str) -> String {
+    let bytes = decode_fully(part).unwrap_or_else(|_| part.as_bytes().to_vec());
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 /// Every escape decoded, again and again as long as that changes anything.
 fn decode_fully(path: &str) -> Result<Vec<u8>, Unreadable> {
     let mut bytes = path.as_bytes().to_vec();

@@ -93,6 +93,7 @@ pub fn policy_for<'a>(
     let decided = policy_on(
         config,
         req,
+        req.method(),
         &readings.normalized,
         Reading {
             ignore_case: config.case_insensitive_paths,
@@ -101,16 +102,61 @@ pub fn policy_for<'a>(
     );
     // Rule methods are upper case (config): only a method with a lower-case letter reads two ways.
     let method_as_sent_differs = req.method().bytes().any(|b| b.is_ascii_lowercase());
-    let every_path = std::iter::once(readings.normalized.as_ref())
-        .chain(readings.others.iter().map(String::as_str));
-    for path in every_path {
-        for reading in Reading::every(method_as_sent_differs) {
-            if !decided.covers(&policy_on(config, req, path, reading)) {
-                return Err(AmbiguousPath);
-            }
+    // Every reading of the path, with `method` read as `as_sent_differs` allows.
+    let covered = |method: &str, as_sent_differs: bool| {
+        std::iter::once(readings.normalized.as_ref())
+            .chain(readings.others.iter().map(String::as_str))
+            .all(|path| {
+                Reading::every(as_sent_differs)
+                    .all(|reading| decided.covers(&policy_on(config, req, method, path, reading)))
+            })
+    };
+    let overrides = method_overrides(config, req);
+    if covered(req.method(), method_as_sent_differs) && overrides.iter().all(|m| covered(m, false))
+    {
+        Ok(decided)
+    } else {
+        Err(AmbiguousPath)
+    }
+}
+
+/// Headers that Rails, Laravel, Symfony, Express's `method-override`,
+/// ASP.NET Core and Spring take as the method to run a request as (most
+/// only for a `POST`; any request here, to assume no backend's choice).
+pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// The query parameter Laravel and Symfony read the same way.
+const METHOD_OVERRIDE_PARAMETER: &str = "_method";
+
+/// The methods a backend may run `req` as besides its own (as written:
+/// rules compare them ignoring case). Only a configuration with rules on
+/// methods can decide one of them otherwise.
+fn method_overrides(config: &FilterConfig, req: &Request) -> Vec<String> {
+    let mut found = Vec::new();
+    if config.routes.iter().all(|r| r.methods.is_empty()) {
+        return found;
+    }
+    // A list (`DELETE, GET`, or copies joined): each item, since readers take the first or the last.
+    for value in METHOD_OVERRIDE_HEADERS
+        .iter()
+        .flat_map(|name| req.header_values(name))
+    {
+        found.extend(value.split(',').map(|item| item.trim().to_owned()));
+    }
+    let target = req.header(":path").unwrap_or_default();
+    let before_fragment = target.split('#').next().unwrap_or_default();
+    let query = before_fragment.split_once('?').map_or("", |(_, q)| q);
+    for pair in query.split(['&', ';']) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if path::decode_query_part(name) == METHOD_OVERRIDE_PARAMETER {
+            found.push(path::decode_query_part(value).trim().to_owned());
         }
     }
-    Ok(decided)
+    found
 }
 
 /// The first route rule matching the request's normalized path, if any
@@ -128,29 +174,31 @@ pub fn route_for<'a>(config: &'a FilterConfig, req: &Request) -> Option<&'a Rout
     config
         .routes
         .iter()
-        .find(|r| matches(r, req, &readings.normalized, reading))
+        .find(|r| matches(r, req, req.method(), &readings.normalized, reading))
 }
 
 fn policy_on<'a>(
     config: &'a FilterConfig,
     req: &Request,
+    method: &str,
     path: &str,
     reading: Reading,
 ) -> Requirement<'a> {
     config
         .routes
         .iter()
-        .find(|r| matches(r, req, path, reading))
+        .find(|r| matches(r, req, method, path, reading))
         .map_or(Requirement::default_of(config), Requirement::of)
 }
 
-fn matches(route: &Route, req: &Request, path: &str, reading: Reading) -> bool {
+/// `method`: the request's, or one a backend may run it as instead.
+fn matches(route: &Route, req: &Request, method: &str, path: &str, reading: Reading) -> bool {
     path_matches_as(&route.path, path, reading)
         && (route.methods.is_empty()
             || route
                 .methods
                 .iter()
-                .any(|m| method_matches(m, req.method(), reading.method_as_sent)))
+                .any(|m| method_matches(m, method, reading.method_as_sent)))
         && route
             .host
             .as_deref()
@@ -496,6 +544,94 @@ mod tests {
         );
         // A backend that does not upper-case `get` may serve it with a stronger handler: refused.
         assert_eq!(decide_as(&c, "get", "api", "/files/a"), Err(AmbiguousPath));
+    }
+
+    /// What a request with extra headers is decided as.
+    fn decide_with<'a>(
+        c: &'a FilterConfig,
+        method: &str,
+        path: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<&'a Policy, AmbiguousPath> {
+        let mut h = vec![(":path", path), (":method", method)];
+        h.extend_from_slice(extra);
+        policy_for(
+            c,
+            &Request::from_headers(
+                h.iter()
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect(),
+                None,
+            ),
+        )
+        .map(|r| r.policy)
+    }
+
+    /// Rails, Laravel, Symfony, Express's `method-override`, ASP.NET Core
+    /// and Spring run a `POST` as the method its `X-HTTP-Method-Override`
+    /// (or `X-HTTP-Method`, `X-Method-Override`, a `_method` parameter)
+    /// names. A `POST` judged as a `POST` reached the `DELETE` handler
+    /// whose rule asks for more: refused when the method it names would be
+    /// decided otherwise, whatever its case or encoding.
+    #[test]
+    fn a_method_override_is_judged_as_the_method_it_names() {
+        let admin = Policy::RolesAny(vec!["admin".into()]);
+        let c = config(serde_json::json!({"routes": [
+            {"match": {"path_prefix": "/api/items", "methods": ["DELETE"]}, "policy": {"roles_any": ["admin"]}},
+            {"match": {"path_prefix": "/api/items"}, "policy": "authenticated"}
+        ]}));
+        for header in [
+            "x-http-method-override",
+            "x-http-method",
+            "x-method-override",
+        ] {
+            for m in ["DELETE", "delete"] {
+                assert_eq!(
+                    decide_with(&c, "POST", "/api/items/1", &[(header, m)]),
+                    Err(AmbiguousPath),
+                    "{header}: {m}"
+                );
+            }
+            // Naming a method decided alike changes nothing.
+            assert_eq!(
+                decide_with(&c, "POST", "/api/items/1", &[(header, "PATCH")]),
+                Ok(&Policy::Authenticated)
+            );
+        }
+        for query in ["_method=DELETE", "a=1&_method=delete", "_method=DEL%45TE"] {
+            assert_eq!(
+                decide_with(&c, "POST", &format!("/api/items/1?{query}"), &[]),
+                Err(AmbiguousPath),
+                "{query}"
+            );
+        }
+        // The rule's own method is decided as before, override or not.
+        assert_eq!(
+            decide_with(
+                &c,
+                "DELETE",
+                "/api/items/1",
+                &[("x-http-method-override", "GET")]
+            ),
+            Ok(&admin)
+        );
+        assert_eq!(
+            decide_with(&c, "POST", "/api/items/1", &[]),
+            Ok(&Policy::Authenticated)
+        );
+        // Without rules on methods, no override can change a decision.
+        let plain = config(serde_json::json!({"routes": [
+            {"match": {"path_prefix": "/api/items"}, "policy": "authenticated"}
+        ]}));
+        assert_eq!(
+            decide_with(
+                &plain,
+                "POST",
+                "/api/items/1?_method=DELETE",
+                &[("x-http-method", "DELETE")]
+            ),
+            Ok(&Policy::Authenticated)
+        );
     }
 
     #[test]

@@ -178,6 +178,10 @@ impl HeaderReads {
         }
         if !config.routes.is_empty() {
             names.extend([":path".to_owned(), ":method".to_owned()]);
+            // A backend may run the request as the method one of these names.
+            if config.routes.iter().any(|r| !r.methods.is_empty()) {
+                names.extend(crate::policy::METHOD_OVERRIDE_HEADERS.map(str::to_owned));
+            }
             if config.routes.iter().any(|r| r.host.is_some()) {
                 names.push(":authority".to_owned());
             }

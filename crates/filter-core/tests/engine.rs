@@ -851,6 +851,8 @@ fn decisions_on_the_headers_read_equal_decisions_on_all_headers() {
         json!({"routes": [{"match": {"prefix": "/", "host": "api.example", "methods": ["GET"]}, "policy": "authenticated"}, {"match": {"prefix": "/"}, "policy": "public"}]}),
         json!({"device_binding": {"mode": "enforce"}}),
         json!({"token_sources": {"authorization_bearer": false, "headers": ["x-token"]}}),
+        // Headers read by name, a rule on a method: a method override must be read too.
+        json!({"forward_device_secret": true, "routes": [{"match": {"prefix": "/admin", "methods": ["DELETE"]}, "policy": {"roles_any": ["admin"]}}]}),
     ];
     for extra in configs {
         let mut f = fixture(extra.clone());
@@ -894,6 +896,13 @@ fn decisions_on_the_headers_read_equal_decisions_on_all_headers() {
                 ],
             ),
             ("/api", vec![("authorization", "Basic dTpw".into())]),
+            (
+                "/admin/x",
+                vec![
+                    ("authorization", bearer.clone()),
+                    ("x-http-method-override", "DELETE".into()),
+                ],
+            ),
         ];
         for (host, (path, headers)) in ["api.example:443", "other"]
             .into_iter()
