@@ -657,6 +657,42 @@ fn a_method_override_does_not_reach_a_stronger_rule() {
     }
 }
 
+/// A request for a public path or host that names an admin one in
+/// `X-Original-URL`, `X-Rewrite-URL`, `X-Forwarded-Host` or `Forwarded`
+/// (headers some backends route by) is refused, as Envoy passes them on.
+#[test]
+fn a_path_or_host_named_in_headers_does_not_reach_a_stronger_rule() {
+    let key = Ed25519KeyPair::generate().with_key_id("k1");
+    let backend = EchoServer::start("127.0.0.1:0").unwrap();
+    let routes = json!([
+        {"match": {"prefix": "/", "host": "admin.example"}, "policy": {"roles_any": ["admin"]}},
+        {"match": {"path_prefix": "/api/admin"}, "policy": {"roles_any": ["admin"]}},
+        {"match": {"prefix": "/public"}, "policy": "public"}
+    ]);
+    let envoy = start(
+        filter_config(&key, "path_prefix", json!({"routes": routes})),
+        &backend,
+        &json!({}),
+    );
+    let user = format!("Bearer {}", token(&key, "alice", &["user"]));
+    let ok = send_raw(envoy.port, "/public/x", &[("x-original-url", "/public/y")]);
+    assert_eq!(ok.status, 200, "{ok:?}");
+    for headers in [
+        &[("X-Original-URL", "/api/admin/users")][..],
+        &[("x-rewrite-url", "/api/%61dmin")],
+        &[("X-Forwarded-Host", "admin.example")],
+        &[("forwarded", "for=192.0.2.1;host=admin.example")],
+    ] {
+        for token in [None, Some(user.as_str())] {
+            let mut all = headers.to_vec();
+            all.extend(token.map(|t| ("authorization", t)));
+            let r = send_raw(envoy.port, "/public/x", &all);
+            assert_eq!(r.status, 400, "{all:?}: {r:?}");
+            assert_eq!(r.json()["error"], "invalid_request");
+        }
+    }
+}
+
 /// Every `_`/`-` spelling of the identity headers a client sent, as the echo
 /// backend received them (it lower-cases names).
 fn forged_spellings_received(r: &Raw) -> Vec<String> {

@@ -10,7 +10,7 @@ use crate::config::{FilterConfig, PathMatch, Policy, Route};
 use crate::deny::DenyReason;
 use crate::path;
 use crate::provider_id::ProviderId;
-use crate::request::Request;
+use crate::request::{host_name, Request};
 use crate::verify::VerifiedToken;
 
 /// The path reads differently to different servers, and one of those
@@ -90,35 +90,64 @@ pub fn policy_for<'a>(
         return Ok(Requirement::default_of(config));
     }
     let readings = path::readings(req.path()).map_err(|_| AmbiguousPath)?;
+    let host = req.host_without_port();
     let decided = policy_on(
         config,
-        req,
         req.method(),
+        host,
         &readings.normalized,
         Reading {
             ignore_case: config.case_insensitive_paths,
             ..Reading::default()
         },
     );
-    // Rule methods are upper case (config): only a method with a lower-case letter reads two ways.
-    let method_as_sent_differs = req.method().bytes().any(|b| b.is_ascii_lowercase());
-    // Every reading of the path, with `method` read as `as_sent_differs` allows.
-    let covered = |method: &str, as_sent_differs: bool| {
-        std::iter::once(readings.normalized.as_ref())
-            .chain(readings.others.iter().map(String::as_str))
-            .all(|path| {
-                Reading::every(as_sent_differs)
-                    .all(|reading| decided.covers(&policy_on(config, req, method, path, reading)))
-            })
-    };
-    let overrides = method_overrides(config, req);
-    if covered(req.method(), method_as_sent_differs) && overrides.iter().all(|m| covered(m, false))
-    {
-        Ok(decided)
-    } else {
-        Err(AmbiguousPath)
+    // Every other request a backend may read this one as: the path's other
+    // readings, a path, a host or a method named in headers. (Plain loops:
+    // iterator chains here cost the module kilobytes.)
+    let named_paths = path_overrides(req)?;
+    let mut paths: Vec<&str> = Vec::new();
+    for r in std::iter::once(&readings).chain(&named_paths) {
+        paths.push(&r.normalized);
+        for other in &r.others {
+            paths.push(other);
+        }
     }
+    let named_hosts = host_overrides(config, req);
+    let mut hosts = vec![host];
+    for named in &named_hosts {
+        hosts.push(named);
+    }
+    // Rule methods are upper case (config): only a method with a lower-case letter reads two ways.
+    let mut methods = vec![(
+        req.method(),
+        req.method().bytes().any(|b| b.is_ascii_lowercase()),
+    )];
+    let named_methods = method_overrides(config, req);
+    for named in &named_methods {
+        methods.push((named, false));
+    }
+    for &(method, as_sent_differs) in &methods {
+        for &path in &paths {
+            for &host in &hosts {
+                for reading in Reading::every(as_sent_differs) {
+                    if !decided.covers(&policy_on(config, method, host, path, reading)) {
+                        return Err(AmbiguousPath);
+                    }
+                }
+            }
+        }
+    }
+    Ok(decided)
 }
+
+/// Headers some backends take as the request's path instead of its own
+/// (IIS URL Rewrite, Symfony before 5, Laminas).
+pub const PATH_OVERRIDE_HEADERS: [&str; 2] = ["x-original-url", "x-rewrite-url"];
+
+/// Headers backends behind a proxy take the request's host from (Django's
+/// `USE_X_FORWARDED_HOST`, Express's `trust proxy`, Rails, Spring's
+/// `ForwardedHeaderFilter`).
+pub const HOST_OVERRIDE_HEADERS: [&str; 2] = ["x-forwarded-host", "forwarded"];
 
 /// Headers that Rails, Laravel, Symfony, Express's `method-override`,
 /// ASP.NET Core and Spring take as the method to run a request as (most
@@ -132,6 +161,47 @@ pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
 /// The query parameter Laravel and Symfony read the same way.
 const METHOD_OVERRIDE_PARAMETER: &str = "_method";
 
+/// Every reading of each path named in [`PATH_OVERRIDE_HEADERS`]; one that
+/// reads no way at all (an invalid escape) is ambiguous, as such a path is.
+fn path_overrides(req: &Request) -> Result<Vec<path::Readings<'_>>, AmbiguousPath> {
+    let mut found = Vec::new();
+    for name in PATH_OVERRIDE_HEADERS {
+        for value in req.header_values(name) {
+            found.push(path::readings(path::without_query(value)).map_err(|_| AmbiguousPath)?);
+        }
+    }
+    Ok(found)
+}
+
+/// The hosts named in [`HOST_OVERRIDE_HEADERS`] (every item of a list:
+/// readers take the first or the last), as rules compare hosts. Only a
+/// configuration with rules on hosts can decide one of them otherwise.
+fn host_overrides<'r>(config: &FilterConfig, req: &'r Request) -> Vec<&'r str> {
+    let mut found = Vec::new();
+    if config.routes.iter().all(|r| r.host.is_none()) {
+        return found;
+    }
+    for name in HOST_OVERRIDE_HEADERS {
+        for value in req.header_values(name) {
+            // RFC 7239: `for=…;host=…;proto=…, for=…` (names in any case, values maybe quoted).
+            for item in value.split([',', ';']) {
+                let host = if name == "forwarded" {
+                    match item.split_once('=') {
+                        Some((n, v)) if n.trim().eq_ignore_ascii_case("host") => v,
+                        _ => continue,
+                    }
+                } else {
+                    item
+                };
+                let host = host.trim();
+                let unquoted = host.strip_prefix('"').and_then(|h| h.strip_suffix('"'));
+                found.push(host_name(unquoted.unwrap_or(host)));
+            }
+        }
+    }
+    found
+}
+
 /// The methods a backend may run `req` as besides its own (as written:
 /// rules compare them ignoring case). Only a configuration with rules on
 /// methods can decide one of them otherwise.
@@ -141,11 +211,12 @@ fn method_overrides(config: &FilterConfig, req: &Request) -> Vec<String> {
         return found;
     }
     // A list (`DELETE, GET`, or copies joined): each item, since readers take the first or the last.
-    for value in METHOD_OVERRIDE_HEADERS
-        .iter()
-        .flat_map(|name| req.header_values(name))
-    {
-        found.extend(value.split(',').map(|item| item.trim().to_owned()));
+    for name in METHOD_OVERRIDE_HEADERS {
+        for value in req.header_values(name) {
+            for item in value.split(',') {
+                found.push(item.trim().to_owned());
+            }
+        }
     }
     let target = req.header(":path").unwrap_or_default();
     let before_fragment = target.split('#').next().unwrap_or_default();
@@ -171,28 +242,34 @@ pub fn route_for<'a>(config: &'a FilterConfig, req: &Request) -> Option<&'a Rout
         ignore_case: config.case_insensitive_paths,
         ..Reading::default()
     };
-    config
-        .routes
-        .iter()
-        .find(|r| matches(r, req, req.method(), &readings.normalized, reading))
+    config.routes.iter().find(|r| {
+        matches(
+            r,
+            req.method(),
+            req.host_without_port(),
+            &readings.normalized,
+            reading,
+        )
+    })
 }
 
 fn policy_on<'a>(
     config: &'a FilterConfig,
-    req: &Request,
     method: &str,
+    host: &str,
     path: &str,
     reading: Reading,
 ) -> Requirement<'a> {
     config
         .routes
         .iter()
-        .find(|r| matches(r, req, method, path, reading))
+        .find(|r| matches(r, method, host, path, reading))
         .map_or(Requirement::default_of(config), Requirement::of)
 }
 
-/// `method`: the request's, or one a backend may run it as instead.
-fn matches(route: &Route, req: &Request, method: &str, path: &str, reading: Reading) -> bool {
+/// `method`, `host`: the request's, or ones a backend may read it as instead
+/// (`host` as [`host_name`] gives it).
+fn matches(route: &Route, method: &str, host: &str, path: &str, reading: Reading) -> bool {
     path_matches_as(&route.path, path, reading)
         && (route.methods.is_empty()
             || route
@@ -202,7 +279,7 @@ fn matches(route: &Route, req: &Request, method: &str, path: &str, reading: Read
         && route
             .host
             .as_deref()
-            .is_none_or(|h| h.eq_ignore_ascii_case(req.host_without_port()))
+            .is_none_or(|h| h.eq_ignore_ascii_case(host))
 }
 
 /// A rule's method (upper case) against the request's. Many frameworks
@@ -632,6 +709,57 @@ mod tests {
             ),
             Ok(&Policy::Authenticated)
         );
+    }
+
+    /// Backends behind a proxy take the host from `X-Forwarded-Host` or
+    /// `Forwarded: host=` (Django's `USE_X_FORWARDED_HOST`, Express's
+    /// `trust proxy`, Rails, Spring's `ForwardedHeaderFilter`), and some the
+    /// path from `X-Original-URL` or `X-Rewrite-URL` (IIS URL Rewrite,
+    /// Symfony before 5, Laminas). A request for a public host or path
+    /// naming an admin one there reached the admin site or handler.
+    #[test]
+    fn a_host_or_path_named_in_headers_is_judged_too() {
+        let hosts = config(serde_json::json!({"routes": [
+            {"match": {"prefix": "/", "host": "admin.example"}, "policy": {"roles_any": ["admin"]}},
+            {"match": {"prefix": "/"}, "policy": "public"}
+        ]}));
+        let on = |extra: &[(&str, &str)]| {
+            let mut h = vec![(":authority", "www.example")];
+            h.extend_from_slice(extra);
+            decide_with(&hosts, "GET", "/x", &h)
+        };
+        assert_eq!(on(&[]), Ok(&Policy::Public));
+        for extra in [
+            ("x-forwarded-host", "admin.example"),
+            ("x-forwarded-host", "www.example, ADMIN.example:443"),
+            ("forwarded", "for=192.0.2.1;host=admin.example;proto=https"),
+            ("forwarded", "for=192.0.2.1, Host=\"admin.example.\""),
+        ] {
+            assert_eq!(on(&[extra]), Err(AmbiguousPath), "{extra:?}");
+        }
+        assert_eq!(
+            on(&[
+                ("x-forwarded-host", "www.example"),
+                ("forwarded", "host=www.example:8443")
+            ]),
+            Ok(&Policy::Public)
+        );
+
+        let paths = config(serde_json::json!({"routes": [
+            {"match": {"path_prefix": "/api/admin"}, "policy": {"roles_any": ["admin"]}},
+            {"match": {"prefix": "/"}, "policy": "public"}
+        ]}));
+        let at = |extra: &[(&str, &str)]| decide_with(&paths, "GET", "/public", extra);
+        assert_eq!(at(&[]), Ok(&Policy::Public));
+        for extra in [
+            ("x-original-url", "/api/admin/users"),
+            ("x-rewrite-url", "/api/%61dmin?x=1"),
+            ("x-original-url", "/public/../api/admin"),
+            ("x-original-url", "/api/admin%zz"),
+        ] {
+            assert_eq!(at(&[extra]), Err(AmbiguousPath), "{extra:?}");
+        }
+        assert_eq!(at(&[("x-original-url", "/public/x")]), Ok(&Policy::Public));
     }
 
     #[test]

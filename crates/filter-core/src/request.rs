@@ -169,22 +169,15 @@ impl HeaderReads {
             || config.providers.iter().any(|p| p.dpop.mode != crate::config::DpopMode::Off)
             // Every copy of `accept`: a browser navigation may list `text/html` in any.
             || config.browser.is_some()
+            // Every copy of the headers a backend may take another path, host
+            // or method from (see `crate::policy`): route rules judge them all.
+            || !config.routes.is_empty()
         {
             return HeaderReads::All;
         }
         let mut names: Vec<String> = Vec::new();
         if sources.authorization_bearer {
             names.push("authorization".to_owned());
-        }
-        if !config.routes.is_empty() {
-            names.extend([":path".to_owned(), ":method".to_owned()]);
-            // A backend may run the request as the method one of these names.
-            if config.routes.iter().any(|r| !r.methods.is_empty()) {
-                names.extend(crate::policy::METHOD_OVERRIDE_HEADERS.map(str::to_owned));
-            }
-            if config.routes.iter().any(|r| r.host.is_some()) {
-                names.push(":authority".to_owned());
-            }
         }
         HeaderReads::Only(names)
     }

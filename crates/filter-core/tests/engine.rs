@@ -903,6 +903,17 @@ fn decisions_on_the_headers_read_equal_decisions_on_all_headers() {
                     ("x-http-method-override", "DELETE".into()),
                 ],
             ),
+            // A second copy of a header naming another path or host.
+            (
+                "/public/x",
+                vec![
+                    ("authorization", bearer.clone()),
+                    ("x-original-url", "/public/y".into()),
+                    ("x-original-url", "/admin/x".into()),
+                    ("x-forwarded-host", "other".into()),
+                    ("x-forwarded-host", "api.example".into()),
+                ],
+            ),
         ];
         for (host, (path, headers)) in ["api.example:443", "other"]
             .into_iter()
