@@ -1,0 +1,37 @@
+"""`make run`'s stack (scripts/lib.sh `start_stack`) as another account on the same
+host meets it: no browser needed. The run directory holds the processes' logs, which
+carry whatever the services log (Envoy at debug level logs every request's headers:
+bearer tokens, device secrets, cookies), so it is the owner's only; the
+key-encryption key reaches only the process that uses it."""
+
+import os
+import stat
+import unittest
+
+from stack import Stack
+
+
+def environ(pid):
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        return dict(
+            entry.split(b"=", 1) for entry in f.read().split(b"\0") if b"=" in entry
+        )
+
+
+class LocalStack(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.stack = Stack()
+        cls.stack.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.stack.stop()
+
+    def test_run_directory_and_logs_are_the_owners_only(self):
+        run_dir = self.stack.run_dir
+        paths = [run_dir] + [os.path.join(run_dir, n) for n in sorted(os.listdir(run_dir))]
+        for path in paths:
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+            with self.subTest(path=path):
+                self.assertEqual(mode & 0o077, 0, f"{path} has mode {mode:o}")
