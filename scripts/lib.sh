@@ -61,6 +61,9 @@ envoy_config_for_ports() {
   echo "$RUN_DIR/envoy.yaml"
 }
 
+# The auth service's binary with this run's key-encryption key (start_stack sets AUTH_KEK).
+auth_cli() { AUTHFLOW_KEK__KEY="$AUTH_KEK" "$AUTH_BIN" "$@"; }
+
 random_password() { python3 -c 'import secrets; print("pw-" + secrets.token_urlsafe(15))'; }
 
 start_stack() {
@@ -80,12 +83,15 @@ start_stack() {
   export AUTHFLOW_SERVER__LISTEN=127.0.0.1:$AUTH_PORT AUTHFLOW_TOKENS__ISSUER=http://127.0.0.1:$AUTH_PORT AUTHFLOW_TOKENS__AUDIENCES=authflow-demo
   # Envoy (use_remote_address: true) appends the client's address to x-forwarded-for: one trusted hop.
   export AUTHFLOW_SERVER__XFF_NUM_TRUSTED_HOPS=1
-  # The key-encryption key for secrets at rest: generated for this run (the data directory is fresh too).
-  AUTHFLOW_KEK__KEY="$("$AUTH_BIN" kek generate)" && export AUTHFLOW_KEK__KEY
+  # The key-encryption key for secrets at rest: generated for this run (the data directory is fresh
+  # too), and handed to the auth service's processes only (auth_cli): not exported, so Envoy and
+  # the echo backend do not carry it in their environment.
+  AUTH_KEK="$("$AUTH_BIN" kek generate)" || return 1
   trap stop_stack EXIT
   trap 'exit 130' INT TERM
 
-  "$AUTH_BIN" serve >"$RUN_DIR/auth.log" 2>&1 & PIDS+=($!)
+  # (A simple command, not auth_cli: $! must be the service's own pid, which stop_stack signals.)
+  AUTHFLOW_KEK__KEY="$AUTH_KEK" "$AUTH_BIN" serve >"$RUN_DIR/auth.log" 2>&1 & PIDS+=($!)
   AUTHFLOW_ECHO_LISTEN=127.0.0.1:$ECHO_PORT "$ECHO_BIN" >"$RUN_DIR/echo.log" 2>&1 & PIDS+=($!)
   wait_http "http://127.0.0.1:$AUTH_PORT/readyz" "auth service" || return 1
   local envoy_config
@@ -100,7 +106,7 @@ start_stack() {
 
   DEMO_PASSWORD=$(random_password)
   ADMIN_PASSWORD=$(random_password)
-  AUTHFLOW_NEW_PASSWORD="$DEMO_PASSWORD" "$AUTH_BIN" user create --email demo@authflow.local >/dev/null
-  AUTHFLOW_NEW_PASSWORD="$ADMIN_PASSWORD" "$AUTH_BIN" user create --email admin@authflow.local --role admin >/dev/null
+  AUTHFLOW_NEW_PASSWORD="$DEMO_PASSWORD" auth_cli user create --email demo@authflow.local >/dev/null
+  AUTHFLOW_NEW_PASSWORD="$ADMIN_PASSWORD" auth_cli user create --email admin@authflow.local --role admin >/dev/null
   export DEMO_PASSWORD ADMIN_PASSWORD
 }

@@ -35,3 +35,11 @@ class LocalStack(unittest.TestCase):
             mode = stat.S_IMODE(os.stat(path).st_mode)
             with self.subTest(path=path):
                 self.assertEqual(mode & 0o077, 0, f"{path} has mode {mode:o}")
+
+    def test_key_encryption_key_reaches_the_auth_service_only(self):
+        auth, echo, envoy = self.stack.pids
+        self.assertTrue(b"AUTHFLOW_KEK__KEY" in environ(auth), "the auth service needs it")
+        for name, pid in (("echo backend", echo), ("Envoy", envoy)):
+            with self.subTest(process=name):
+                # (not assertNotIn: its message would print the environment, the key with it)
+                self.assertFalse(b"AUTHFLOW_KEK__KEY" in environ(pid), f"{name} has the KEK in its environment")
