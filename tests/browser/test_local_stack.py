@@ -43,3 +43,15 @@ class LocalStack(unittest.TestCase):
             with self.subTest(process=name):
                 # (not assertNotIn: its message would print the environment, the key with it)
                 self.assertFalse(b"AUTHFLOW_KEK__KEY" in environ(pid), f"{name} has the KEK in its environment")
+
+    def test_admin_port_does_not_reconfigure_envoy(self):
+        # Any account on the host reaches 127.0.0.1: on the local admin port it can stop Envoy
+        # (/quitquitquit), turn the rate limits off (/runtime_modify) or switch its logging to
+        # debug (/logging), which writes every request's bearer token and device secret to
+        # envoy.log. The compose stack's admin port only reads (GET /ready, /stats, /clusters).
+        # Asked here to set the level it already has, so nothing changes if it is obeyed.
+        from stack import http
+
+        r = http("POST", f"{self.stack.admin_api}/logging?level=warning")
+        self.assertNotEqual(r.status, 200, "the local admin port reconfigured Envoy")
+        self.assertEqual(http("GET", f"{self.stack.admin_api}/ready").status, 200)
