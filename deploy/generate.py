@@ -222,9 +222,17 @@ def render_admin_readonly(values: dict) -> tuple[str, str]:
         "      - lb_endpoints:",
         "        - endpoint:",
         "            address:",
-        f"              socket_address: {{ address: 127.0.0.1, port_value: {values['admin_port']} }}",
+        f"              {admin_socket(values)}",
     ]) + "\n"
     return listener, cluster
+
+
+def admin_socket(values: dict) -> str:
+    """Where Envoy's own admin listens: a unix socket only its owner may open
+    (mode 0600), or a loopback port (which every account of the host reaches)."""
+    if values.get("admin_pipe"):
+        return f"pipe: {{ path: {values['admin_pipe']}, mode: 384 }}"
+    return f"socket_address: {{ address: {values['admin_address']}, port_value: {values['admin_port']} }}"
 
 
 def render_envoy(name: str, values: dict) -> str:
@@ -238,6 +246,7 @@ def render_envoy(name: str, values: dict) -> str:
     fields.update(rate_limit_fields(values, 20, 14))
     fields["auth_endpoints"] = render_auth_endpoints(values)
     fields["admin_readonly_listener"], fields["admin_readonly_cluster"] = render_admin_readonly(values)
+    fields["admin_socket"] = admin_socket(values)
     return Template(ENVOY_TEMPLATE.read_text()).substitute(fields)
 
 

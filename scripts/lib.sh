@@ -1,5 +1,6 @@
 # Shared by run.sh, demo.sh and the browser test: start the local stack on 127.0.0.1, stop it on exit.
-# Ports: Envoy 8080 (admin 9901), auth service 8081, echo backend 8082 — as in envoy/local.yaml.
+# Ports: Envoy 8080 (admin 9901, read-only; the full admin is the unix socket .run/envoy-admin.sock,
+# owner only), auth service 8081, echo backend 8082 — as in envoy/local.yaml.
 #
 # Knobs for tests that run the same stack beside another `make run` (all optional):
 #   AUTHFLOW_RUN_DIR        data and logs (default .run/)
@@ -48,14 +49,16 @@ wait_http() { # url, what
   return 1
 }
 
-# envoy/local.yaml, or a copy of it in RUN_DIR with the knobs' ports (the
+# envoy/local.yaml, or a copy of it in RUN_DIR with the knobs' ports and run directory (the
 # issuer URL and the callouts' authority name the auth service's port too).
 envoy_config_for_ports() {
-  if [ "$ENVOY_PORT$ADMIN_PORT$AUTH_PORT$ECHO_PORT" = 8080990180818082 ]; then
+  if [ "$ENVOY_PORT$ADMIN_PORT$AUTH_PORT$ECHO_PORT" = 8080990180818082 ] && [ "$RUN_DIR" = "$ROOT/.run" ]; then
     echo envoy/local.yaml
     return
   fi
+  # (Envoy's own admin is a unix socket in the run directory; 9901 is its read-only listener.)
   sed -e "s/port_value: 8080\b/port_value: $ENVOY_PORT/" -e "s/port_value: 9901\b/port_value: $ADMIN_PORT/" \
+      -e "s#path: \.run/envoy-admin\.sock#path: $RUN_DIR/envoy-admin.sock#" \
       -e "s/port_value: 8081\b/port_value: $AUTH_PORT/" -e "s/port_value: 8082\b/port_value: $ECHO_PORT/" \
       -e "s/127\.0\.0\.1:8081\b/127.0.0.1:$AUTH_PORT/g" "$ROOT/envoy/local.yaml" >"$RUN_DIR/envoy.yaml" || return 1
   echo "$RUN_DIR/envoy.yaml"

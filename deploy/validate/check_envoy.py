@@ -52,10 +52,13 @@ def with_wasm(text: str, wasm: Path) -> str:
     return new
 
 
-def for_load_test(text: str, listen: int, admin: int, closed: int, inner_admin: int) -> str:
+def for_load_test(text: str, listen: int, admin: int, closed: int, inner_admin: int, admin_pipe: Path) -> str:
     """Loopback-only copy on free ports. Relies on the generated layout (envoy/envoy.yaml.in):
-    9901 is the admin, or the read-only listener in front of it (then the admin is on 9900)."""
+    9901 is the admin, or the read-only listener in front of it (then the admin is on 9900,
+    or on a unix socket: `admin_pipe` here)."""
     subs = [
+        # The admin's unix socket and the read-only listener's cluster: both or neither.
+        (r"pipe: \{ path: [^,}]+", f"pipe: {{ path: {admin_pipe}", None),
         (r"address: \S+, port_value: 9901 }", f"address: 127.0.0.1, port_value: {admin} }}", 1),
         # The admin behind the read-only listener, and that listener's cluster: both or neither.
         (r"address: 127\.0\.0\.1, port_value: 9900 }", f"address: 127.0.0.1, port_value: {inner_admin} }}", None),
@@ -137,7 +140,27 @@ ADMIN_REFUSED = [
 ]
 
 
-def admin_readonly_error(admin: int, inner_admin: int, proc: subprocess.Popen) -> str | None:
+def get_unix(socket_path: Path, path: str) -> tuple[int, str]:
+    """GET `path` from an HTTP server on a unix socket."""
+    import http.client
+
+    class UnixConnection(http.client.HTTPConnection):
+        def connect(self):
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(2)
+            self.sock.connect(str(socket_path))
+
+    try:
+        c = UnixConnection("localhost")
+        c.request("GET", path)
+        r = c.getresponse()
+        return r.status, r.read().decode(errors="replace")
+    except OSError:
+        return 0, ""
+
+
+def admin_readonly_error(admin: int, inner_admin: int, proc: subprocess.Popen,
+                         admin_pipe: Path | None = None) -> str | None:
     """Why the admin port is not read-only (None when it is), for configs that front their admin."""
     for path in ADMIN_READ:
         status, _ = get(f"http://127.0.0.1:{admin}{path}")
@@ -150,7 +173,14 @@ def admin_readonly_error(admin: int, inner_admin: int, proc: subprocess.Popen) -
         if proc.poll() is not None:
             return f"{method} {path} through the read-only admin stopped Envoy"
     # Nothing got through to the admin's state: its health check still passes.
-    status, body = get(f"http://127.0.0.1:{inner_admin}/ready")
+    if admin_pipe:
+        # Only its owner may open it: other accounts of the host get no admin at all.
+        mode = os.stat(admin_pipe).st_mode & 0o777
+        if mode & 0o077:
+            return f"the admin's unix socket has mode {mode:o}: other accounts may open it"
+        status, body = get_unix(admin_pipe, "/ready")
+    else:
+        status, body = get(f"http://127.0.0.1:{inner_admin}/ready")
     if status != 200 or "LIVE" not in body:
         return f"the admin behind the read-only listener is no longer LIVE ({status} {body.strip()!r})"
     return None
@@ -159,7 +189,9 @@ def admin_readonly_error(admin: int, inner_admin: int, proc: subprocess.Popen) -
 def load(envoy: str, cfg_text: str, tmp: Path, name: str) -> bool:
     listen, admin, closed, inner_admin = free_port(), free_port(), free_port(), free_port()
     cfg = tmp / f"load-{name}"
-    cfg.write_text(for_load_test(cfg_text, listen, admin, closed, inner_admin))
+    admin_pipe = tmp / f"admin-{name}.sock"
+    cfg.write_text(for_load_test(cfg_text, listen, admin, closed, inner_admin, admin_pipe))
+    admin_pipe = admin_pipe if "pipe: {" in cfg_text else None
     log = tmp / f"load-{name}.log"
     with open(log, "w") as logf:
         proc = subprocess.Popen(
@@ -200,11 +232,12 @@ def load(envoy: str, cfg_text: str, tmp: Path, name: str) -> bool:
         print(f"  loaded: /ready LIVE, {active.group(1)} V8 VM active, unauthenticated request refused ({status}),"
               f" public request rate-limited (x-ratelimit-limit {limit})")
         if "name: admin_readonly" in cfg_text:
-            error = admin_readonly_error(admin, inner_admin, proc)
+            error = admin_readonly_error(admin, inner_admin, proc, admin_pipe)
             if error:
                 print(f"  {error}", file=sys.stderr)
                 return False
-            print(f"  admin on loopback; port 9901 read-only: GET {', '.join(ADMIN_READ)} answered,"
+            where = "on a unix socket, owner only" if admin_pipe else "on loopback"
+            print(f"  admin {where}; port 9901 read-only: GET {', '.join(ADMIN_READ)} answered,"
                   f" {len(ADMIN_REFUSED)} other requests refused, Envoy still LIVE")
         elif not re.search(r"^admin:\n  address:\n    socket_address: \{ address: 127\.0\.0\.1,", cfg_text, re.M):
             print("  Envoy's admin listens beyond loopback without the read-only listener in front", file=sys.stderr)
