@@ -46,14 +46,21 @@ fn load_or_create(path: &PathBuf) -> Result<[u8; 32], String> {
         return d.try_into().map_err(|_| "`d` is not 32 bytes".to_owned());
     }
     let d: [u8; 32] = rand::random();
-    std::fs::write(path, json!({"d": URL_SAFE_NO_PAD.encode(d)}).to_string())
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    // Created owner-only (never readable by others, not even for a moment), and never over another file.
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create_new(true);
     #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| e.to_string())?;
-    }
+    std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+    let mut file = open
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    std::io::Write::write_all(
+        &mut file,
+        json!({"d": URL_SAFE_NO_PAD.encode(d)})
+            .to_string()
+            .as_bytes(),
+    )
+    .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(d)
 }
 
