@@ -126,6 +126,7 @@ const NOT_FOUND: u32 = 1;
 
 /// The ABI's map and buffer numbers the filter uses.
 const MAP_REQUEST_HEADERS: u32 = 0;
+const MAP_REQUEST_TRAILERS: u32 = 1;
 const MAP_RESPONSE_HEADERS: u32 = 2;
 const MAP_CALL_RESPONSE_HEADERS: u32 = 6;
 const BUFFER_CALL_RESPONSE_BODY: u32 = 4;
@@ -329,6 +330,21 @@ pub fn remove_request_header(name: &str) {
     };
     if status != OK {
         log::warn!("authflow: cannot remove header {name}: {status}");
+    }
+}
+
+/// Every request trailer (empty on a host error or a malformed map).
+pub fn request_trailers() -> HeaderBlock {
+    HeaderBlock::parse(&header_map_block(MAP_REQUEST_TRAILERS)).unwrap_or_default()
+}
+
+pub fn remove_request_trailer(name: &str) {
+    // SAFETY: the slice is valid for reads for the duration of the call.
+    let status = unsafe {
+        abi::proxy_remove_header_map_value(MAP_REQUEST_TRAILERS, name.as_ptr(), name.len())
+    };
+    if status != OK {
+        log::warn!("authflow: cannot remove trailer {name}: {status}");
     }
 }
 

@@ -7,6 +7,7 @@ use authflow_contract::dpop::NONCE_HEADER;
 use authflow_contract::fingerprint::DeviceAttribute;
 use authflow_filter_core::deny::DenyReason;
 use authflow_filter_core::engine::Decision;
+use authflow_filter_core::header_spellings::is_one_of;
 use authflow_filter_core::request::{HeaderBlock, HeaderReads};
 use authflow_filter_core::timing::{self, Piece};
 use authflow_filter_core::Request;
@@ -87,6 +88,30 @@ impl HttpContext for AuthflowHttp {
                 }
             }
         }
+    }
+
+    /// Identity headers are the filter's alone in the trailers too: a client's
+    /// `x-auth-user` sent as a request trailer (HTTP/2, or chunked HTTP/1
+    /// with trailers enabled) reaches the upstream after the headers the
+    /// filter set, and a backend that folds trailers into the header section
+    /// (RFC 9110 §6.5.1 forbids it, some do) reads it as the identity. Only
+    /// requests with trailers enter here: no cost for the others.
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        let Ok(vm) = self.vm.try_borrow() else {
+            return Action::Continue;
+        };
+        let trailers = host::request_trailers();
+        for (name, _) in trailers.iter() {
+            let owned = vm
+                .identity_names
+                .iter()
+                .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
+                || is_one_of(name, &vm.identity_spellings);
+            if owned {
+                host::remove_request_trailer(&String::from_utf8_lossy(name));
+            }
+        }
+        Action::Continue
     }
 
     /// Exported only for this (see `UNHANDLED_CALLBACKS`): every response

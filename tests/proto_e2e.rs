@@ -1,0 +1,219 @@
+//! End to end: protocol-level edges of requests through the real Envoy with
+//! the built `authflow.wasm`: request trailers, written byte for byte over a
+//! TCP socket, to a raw upstream that records every byte it receives
+//! (trailers included, which the echo backend does not report).
+// Tests may unwrap and panic: a failure should stop the test where it happened.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use authflow_contract::AccessClaims;
+use jwt_simple::prelude::*;
+use serde_json::{json, Value};
+use support::*;
+
+const ISS: &str = "https://auth.proto.test";
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn token(key: &Ed25519KeyPair) -> String {
+    let custom = AccessClaims {
+        sid: "s-1".into(),
+        roles: vec!["user".into()],
+        scope: "read".into(),
+        dfp: None,
+        client_id: None,
+        cnf: None,
+    };
+    let mut c = Claims::with_custom_claims(custom, Duration::from_mins(10).into())
+        .with_issuer(ISS)
+        .with_subject("alice")
+        .with_audience("api")
+        .with_jwt_id("jti-proto");
+    c.issued_at = Some(UnixTimeStamp::from_secs(now() - 5));
+    key.sign(c).unwrap()
+}
+
+fn filter_config(key: &Ed25519KeyPair) -> Value {
+    json!({
+        "providers": [{
+            "name": "proto", "issuer": ISS, "audiences": ["api"], "algorithms": ["EdDSA"],
+            "jwks": {"inline": serde_json::from_str::<Value>(&jwks_of(&[key.public_key().to_jwk()])).unwrap()}
+        }],
+        "token_sources": {"authorization_bearer": true},
+        "routes": [{"match": {"prefix": "/public"}, "policy": "public"}],
+        "identity_headers": {"subject": "x-auth-user", "roles": "x-auth-roles", "scopes": "x-auth-scopes", "session": "x-auth-session"}
+    })
+}
+
+/// An HTTP/1.1 upstream that records each request as received (chunked
+/// bodies with their trailers) and answers `200`.
+struct RawUpstream {
+    port: u16,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl RawUpstream {
+    fn start() -> RawUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let log = Arc::clone(&log);
+                std::thread::spawn(move || {
+                    let mut out = conn.try_clone().unwrap();
+                    let mut r = BufReader::new(conn);
+                    while let Some(raw) = read_request(&mut r) {
+                        log.lock().unwrap().push(raw);
+                        let _ = out.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+                    }
+                });
+            }
+        });
+        RawUpstream { port, seen }
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn read_line(r: &mut impl BufRead) -> Option<String> {
+    let mut line = String::new();
+    match r.read_line(&mut line) {
+        Ok(0) | Err(_) => None,
+        Ok(_) => Some(line),
+    }
+}
+
+/// One request's bytes (lossy text), through its body and trailers.
+fn read_request(r: &mut impl BufRead) -> Option<String> {
+    let mut raw = String::new();
+    let mut chunked = false;
+    let mut length = 0usize;
+    loop {
+        let line = read_line(r)?;
+        let lower = line.to_ascii_lowercase();
+        chunked |= lower.starts_with("transfer-encoding:") && lower.contains("chunked");
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+        raw.push_str(&line);
+        if line == "\r\n" {
+            break;
+        }
+    }
+    if chunked {
+        loop {
+            let size_line = read_line(r)?;
+            raw.push_str(&size_line);
+            let size = usize::from_str_radix(size_line.trim().split(';').next()?, 16).ok()?;
+            if size == 0 {
+                // Trailers, then the empty line.
+                loop {
+                    let line = read_line(r)?;
+                    raw.push_str(&line);
+                    if line == "\r\n" {
+                        return Some(raw);
+                    }
+                }
+            }
+            let mut chunk = vec![0u8; size + 2];
+            r.read_exact(&mut chunk).ok()?;
+            raw.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+    let mut body = vec![0u8; length];
+    r.read_exact(&mut body).ok()?;
+    raw.push_str(&String::from_utf8_lossy(&body));
+    Some(raw)
+}
+
+/// Envoy with the filter, trailers enabled on HTTP/1 both ways (as for a
+/// gRPC-style or streaming upstream; over HTTP/2 they always pass).
+fn start(filter: Value, upstream: &RawUpstream) -> Envoy {
+    let clusters = vec![("backend".to_owned(), upstream.port)];
+    Envoy::start_doc(1, |port, admin_port| {
+        let mut doc = envoy_config(&filter, &clusters, port, admin_port);
+        let manager = &mut doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"]
+            [0]["typed_config"];
+        manager["http_protocol_options"] = json!({"enable_trailers": true});
+        doc["static_resources"]["clusters"][0]["typed_extension_protocol_options"] = json!({
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http_protocol_options": {"enable_trailers": true}}
+            }
+        });
+        doc
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Sends `request` on a fresh connection; returns the status line.
+fn send(port: u16, request: &str) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let text = String::from_utf8_lossy(&resp).to_string();
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
+fn chunked_post(path: &str, headers: &str, trailers: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+         5\r\nhello\r\n0\r\n{trailers}\r\n"
+    )
+}
+
+/// Identity headers are the filter's alone: a client that sends them as
+/// request trailers must not get them to the upstream either (a backend
+/// that folds trailers into its headers reads them as the identity).
+#[test]
+fn identity_headers_sent_as_trailers_do_not_reach_the_upstream() {
+    let key = Ed25519KeyPair::generate().with_key_id("k");
+    let upstream = RawUpstream::start();
+    let envoy = start(filter_config(&key), &upstream);
+    let forged =
+        "x-auth-user: root\r\nx-auth-roles: admin\r\nx_auth_user: root\r\nx-other: kept\r\n";
+
+    // Anonymous, on a public route.
+    let status = send(envoy.port, &chunked_post("/public/x", "", forged));
+    assert!(status.contains(" 200 "), "{status}");
+    // Signed in as alice.
+    let auth = format!("Authorization: Bearer {}\r\n", token(&key));
+    let status = send(envoy.port, &chunked_post("/api/x", &auth, forged));
+    assert!(status.contains(" 200 "), "{status}");
+
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    for raw in &seen {
+        assert!(
+            raw.contains("x-other: kept"),
+            "the trailers went through: {raw}"
+        );
+        let lower = raw.to_ascii_lowercase();
+        assert!(
+            !lower.contains("root") && !lower.contains("admin"),
+            "a forged identity reached the upstream in the trailers:\n{raw}"
+        );
+    }
+    assert!(
+        seen[1].contains("x-auth-user: alice"),
+        "the real identity is there: {}",
+        seen[1]
+    );
+}
