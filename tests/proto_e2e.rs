@@ -217,3 +217,38 @@ fn identity_headers_sent_as_trailers_do_not_reach_the_upstream() {
         seen[1]
     );
 }
+
+/// Two HTTP/1 `Host` lines are not refused by Envoy (RFC 9112 §3.2 says
+/// 400): it joins them into one `admin.example,pub.example` and forwards
+/// that. Nor is a port that is not digits, which Go's `ServeMux` drops. A
+/// backend reading either as `admin.example` must not serve it under a
+/// weaker rule than the `admin.example` host rule.
+#[test]
+fn an_authority_a_backend_reads_as_a_protected_host_is_refused() {
+    let key = Ed25519KeyPair::generate().with_key_id("k");
+    let upstream = RawUpstream::start();
+    let mut filter = filter_config(&key);
+    filter["routes"] = json!([
+        {"match": {"prefix": "/", "host": "admin.example"}, "policy": {"roles_any": ["admin"]}},
+        {"match": {"prefix": "/public"}, "policy": "public"}
+    ]);
+    let envoy = start(filter, &upstream);
+    let get = |hosts: &str| {
+        send(
+            envoy.port,
+            &format!("GET /public/x HTTP/1.1\r\n{hosts}Connection: close\r\n\r\n"),
+        )
+    };
+    for hosts in [
+        "Host: pub.example\r\nHost: admin.example\r\n",
+        "Host: admin.example\r\nHost: pub.example\r\n",
+        "Host: admin.example:abc\r\n",
+    ] {
+        let status = get(hosts);
+        assert!(status.contains(" 400 "), "{hosts:?}: {status}");
+    }
+    assert!(get("Host: pub.example\r\n").contains(" 200 "));
+    assert!(get("Host: admin.example\r\n").contains(" 401 "));
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 1, "only the plain public request: {seen:?}");
+}

@@ -10,7 +10,7 @@ use crate::config::{FilterConfig, PathMatch, Policy, Route};
 use crate::deny::DenyReason;
 use crate::path;
 use crate::provider_id::ProviderId;
-use crate::request::{host_name, Request};
+use crate::request::{host_name, loose_host_name, Request};
 use crate::verify::VerifiedToken;
 
 /// The path reads differently to different servers, and one of those
@@ -181,6 +181,19 @@ fn host_overrides<'r>(config: &FilterConfig, req: &'r Request) -> Vec<&'r str> {
     if config.routes.iter().all(|r| r.host.is_none()) {
         return found;
     }
+    // The authority itself as the laxest backends read it: Go's `ServeMux`
+    // drops any text after the last `:` (`admin.example:abc`: its
+    // `net.SplitHostPort` does not check the port), and Envoy joins two
+    // HTTP/1 `Host` lines into one with a comma (a list reader takes either).
+    let authority = req.header(":authority").unwrap_or_default();
+    if authority.contains([',', ':']) {
+        for item in authority.split(',') {
+            let loose = loose_host_name(item);
+            if loose != req.host_without_port() {
+                found.push(loose);
+            }
+        }
+    }
     for name in HOST_OVERRIDE_HEADERS {
         for value in req.header_values(name) {
             // RFC 7239: `for=…;host=…;proto=…, for=…` (names in any case, values maybe quoted).
@@ -195,7 +208,11 @@ fn host_overrides<'r>(config: &FilterConfig, req: &'r Request) -> Vec<&'r str> {
                 };
                 let host = host.trim();
                 let unquoted = host.strip_prefix('"').and_then(|h| h.strip_suffix('"'));
-                found.push(host_name(unquoted.unwrap_or(host)));
+                let named = unquoted.unwrap_or(host);
+                found.push(host_name(named));
+                if loose_host_name(named) != host_name(named) {
+                    found.push(loose_host_name(named));
+                }
             }
         }
     }
@@ -786,6 +803,48 @@ mod tests {
             decide_as(&c, "GET", "other.example.", "/x"),
             Ok(&Policy::Authenticated)
         );
+    }
+
+    /// An authority that is not `host[:digits]` is read by some backend as a
+    /// host rule's name: Go's `ServeMux` strips any text after the last `:`
+    /// (`net.SplitHostPort` does not check the port), and Envoy joins two
+    /// HTTP/1 `Host` lines into one with a comma, of which a backend that
+    /// reads a list keeps one. Refused, as an ambiguous path is.
+    #[test]
+    fn an_authority_that_reads_as_a_host_rule_is_ambiguous() {
+        let c = config(serde_json::json!({"routes": [
+            {"match": {"prefix": "/", "host": "admin.example"}, "policy": {"roles_any": ["admin"]}},
+            {"match": {"prefix": "/"}, "policy": "public"}
+        ]}));
+        for host in [
+            "admin.example:abc",
+            "admin.example:+80",
+            "admin.example,pub.example",
+            "pub.example,admin.example",
+            "admin.example, pub.example",
+            "ADMIN.example.:x",
+        ] {
+            assert_eq!(
+                decide_as(&c, "GET", host, "/x"),
+                Err(AmbiguousPath),
+                "{host}"
+            );
+        }
+        // Other names stay public, odd or not; the admin name is the admin rule.
+        for host in [
+            "pub.example",
+            "pub.example:abc",
+            "pub.example,other",
+            "[::1]:x",
+        ] {
+            assert_eq!(
+                decide_as(&c, "GET", host, "/x"),
+                Ok(&Policy::Public),
+                "{host}"
+            );
+        }
+        let admin = Policy::RolesAny(vec!["admin".into()]);
+        assert_eq!(decide_as(&c, "GET", "admin.example:8443", "/x"), Ok(&admin));
     }
 
     #[test]

@@ -262,6 +262,25 @@ impl Request {
     pub fn host_without_port(&self) -> &str {
         host_name(self.header(":authority").unwrap_or_default())
     }
+
+    /// `:authority` as a lax backend reads it: see `loose_host_name`.
+    pub fn loose_host_name(&self) -> &str {
+        loose_host_name(self.header(":authority").unwrap_or_default())
+    }
+}
+
+/// An authority as the laxest backends read it: up to a first `,` (Envoy
+/// joins two HTTP/1 `Host` lines with one; a list reader keeps the first),
+/// without whatever follows its last `:` when that is no IPv6 colon (Go's
+/// `net.SplitHostPort` does not check that a port is digits), without one
+/// trailing dot. The same as [`host_name`] for an authority `host[:digits]`.
+pub(crate) fn loose_host_name(authority: &str) -> &str {
+    let first = authority.split(',').next().unwrap_or_default().trim();
+    let host = match first.rsplit_once(':') {
+        Some((h, _)) if h.ends_with(']') || !h.contains(':') => h,
+        _ => first,
+    };
+    host.strip_suffix('.').unwrap_or(host)
 }
 
 /// An authority as route rules compare it (ignoring ASCII case): without a
