@@ -70,7 +70,16 @@ fn stack() -> Stack {
 fn shipped_local_config(port: u16, admin_port: u16, auth_port: u16, backend_port: u16) -> Value {
     let text = std::fs::read_to_string(repo_root().join("envoy/local.yaml")).unwrap();
     let mut doc: Value = serde_norway::from_str(&text).unwrap();
-    doc["admin"]["address"]["socket_address"]["port_value"] = json!(admin_port);
+    // The test reads Envoy's admin on a port of its own: in place of the shipped unix
+    // socket and the read-only listener in front of it.
+    doc["admin"]["address"] =
+        json!({"socket_address": {"address": "127.0.0.1", "port_value": admin_port}});
+    let resources = &mut doc["static_resources"];
+    for (list, fronting) in [("listeners", "admin_readonly"), ("clusters", "envoy_admin")] {
+        if let Some(items) = resources[list].as_array_mut() {
+            items.retain(|item| item["name"] != fronting);
+        }
+    }
     let listener = &mut doc["static_resources"]["listeners"][0];
     listener["address"]["socket_address"]["port_value"] = json!(port);
     for cluster in doc["static_resources"]["clusters"].as_array_mut().unwrap() {
