@@ -11,7 +11,7 @@
 //! delta the feed answers is taken only onto the list its poll was sent
 //! from. A list is replaced only by one that has parsed.
 
-use authflow_contract::revocation::{ApplyError, Blob, Change};
+use authflow_contract::revocation::{ApplyError, Blob, Change, MAX_CLOCK_SKEW_SECS};
 
 use crate::engine::Engine;
 use crate::fetch::{FeedBody, FetchEnd};
@@ -85,10 +85,13 @@ impl Engine {
         body: FeedBody,
         now_ms: u64,
     ) -> Result<FeedApplied, ApplyError> {
-        let (max, skew) = (
-            self.config.revocation.max_entries,
-            self.config.clock_skew_secs,
-        );
+        // Entries are kept for the longest skew any configuration may allow,
+        // not this one's: the list this VM builds is shared with every
+        // configuration that trusts this issuer through this source (and
+        // with the next one, on a configuration update), and one that allows
+        // more skew accepts a token, so needs its revocation, for longer.
+        // Each lookup still ignores what is past `expires_at` plus its own skew.
+        let (max, skew) = (self.config.revocation.max_entries, MAX_CLOCK_SKEW_SECS);
         let Some(issuer) = self.config.provider(id).map(|p| p.issuer.clone()) else {
             return Err(ApplyError::WrongIssuer);
         };

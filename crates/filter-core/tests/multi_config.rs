@@ -1,0 +1,222 @@
+//! Several filter configurations in one Envoy process (two listeners, two
+//! HTTP filter chains, several Istio WasmPlugins, an LDS update whose new VMs
+//! start while the old ones drain). Everything the filter keeps in the
+//! process's shared data is seen by every configuration: a document fetched
+//! for one issuer through one source is shared by every configuration that
+//! trusts that issuer through that source (`fetch::shared_key`), whatever
+//! else the configurations say. Each worker here is driven the way the glue
+//! (`src/provider.rs`) drives the engine and the shared slots.
+// Tests may unwrap and panic: a failure should stop the test where it happened.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use authflow_contract::revocation::{RevocationFeed, RevokedToken};
+use authflow_contract::{AccessClaims, KeySet};
+use authflow_filter_core::deny::DenyReason;
+use authflow_filter_core::fetch::{Document, DocumentFetch, FeedBody};
+use authflow_filter_core::revocation_sync::FreshStamp;
+use authflow_filter_core::shared_slot::SharedSlot;
+use authflow_filter_core::{Engine, FilterConfig, Outcome, ProviderId, Request};
+use jwt_simple::prelude::*;
+use serde_json::json;
+use support::Process;
+
+const ISS: &str = "https://auth.test";
+const NOW: u64 = 1_900_000_000;
+const ID: ProviderId = ProviderId::FIRST;
+
+fn config(extra: serde_json::Value) -> FilterConfig {
+    let mut c = json!({
+        "providers": [{
+            "name": "main", "issuer": ISS, "audiences": ["api"], "algorithms": ["EdDSA"],
+            "jwks": {"remote": {"cluster": "auth", "path": "/jwks"}},
+            "revocations": {"cluster": "auth", "path": "/v1/revocations"}
+        }]
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    FilterConfig::from_json(c.to_string().as_bytes()).unwrap()
+}
+
+/// One worker VM of one configuration, with its view of the shared list.
+struct Worker {
+    engine: Engine,
+    fetch: DocumentFetch,
+    base: SharedSlot,
+    overlay: SharedSlot,
+    id: u64,
+}
+
+impl Worker {
+    fn new(config: FilterConfig, keys: &KeySet, id: u64, now_ms: u64) -> Worker {
+        let p = config.provider(ID).unwrap();
+        let fetch = DocumentFetch::new(
+            Document::Revocations,
+            &p.issuer,
+            p.revocations.clone().unwrap(),
+        );
+        let mut engine = Engine::new(config, now_ms);
+        engine.set_keys(ID, keys.clone());
+        Worker {
+            base: SharedSlot::new(fetch.shared_key.clone()),
+            overlay: SharedSlot::new(format!("{}:overlay", fetch.shared_key)),
+            fetch,
+            engine,
+            id,
+        }
+    }
+
+    /// The glue's `adopt_shared_revocations`, on every tick.
+    fn adopt_shared(&mut self, p: &Process, now_ms: u64) {
+        if let Some(base) = self.base.take_if_changed(p) {
+            self.overlay.forget_seen();
+            self.engine.adopt_revocation_base(ID, base, now_ms);
+        }
+        if let Some(overlay) = self.overlay.take_if_changed(p) {
+            if !self.engine.adopt_revocation_overlay(ID, overlay, now_ms) {
+                self.overlay.forget_seen();
+            }
+        }
+        if let Some(stamp) = self
+            .base
+            .value(p, "fresh")
+            .and_then(|v| FreshStamp::parse(&v))
+        {
+            self.engine.revocations_current_at(ID, &stamp, now_ms);
+        }
+    }
+
+    /// The glue's `on_feed` for a `200`: adopt, apply, publish, stamp.
+    fn poll_answered(&mut self, p: &Process, body: FeedBody, now_ms: u64) -> bool {
+        self.adopt_shared(p, now_ms);
+        self.engine.revocation_poll(ID);
+        let Ok(applied) = self.engine.apply_feed(ID, body, now_ms) else {
+            return false;
+        };
+        let (base, overlay) = self
+            .engine
+            .revocation_blobs(ID)
+            .map(|(b, o)| (b.to_vec(), o.to_vec()))
+            .unwrap();
+        if applied.base_changed {
+            if self.base.publish(p, &base, self.id, now_ms).is_err() {
+                return false;
+            }
+            self.overlay.forget_seen();
+        }
+        let published = self.overlay.publish(p, &overlay, self.id, now_ms).is_ok();
+        if published {
+            let stamp = self.engine.fresh_stamp(ID, now_ms).unwrap();
+            self.base.set_value(p, "fresh", &stamp.to_bytes());
+        }
+        published
+    }
+}
+
+fn feed(cursor: &str, snapshot: bool, revoked: &[(&str, u64)]) -> FeedBody {
+    FeedBody::Json(RevocationFeed {
+        issuer: ISS.into(),
+        cursor: cursor.into(),
+        snapshot,
+        revoked_tokens: revoked
+            .iter()
+            .map(|(jti, expires_at)| RevokedToken {
+                jti: (*jti).into(),
+                expires_at: *expires_at,
+            })
+            .collect(),
+        ..Default::default()
+    })
+}
+
+fn keys() -> (Ed25519KeyPair, KeySet) {
+    let kp = Ed25519KeyPair::generate().with_key_id("k1");
+    let jwks = format!(r#"{{"keys":[{}]}}"#, kp.public_key().to_jwk());
+    let set = KeySet::parse(jwks.as_bytes()).unwrap();
+    (kp, set)
+}
+
+fn token(kp: &Ed25519KeyPair, jti: &str, exp: u64) -> String {
+    let custom = AccessClaims {
+        sid: "sess-1".into(),
+        roles: vec!["user".into()],
+        scope: "read".into(),
+        dfp: None,
+        client_id: None,
+        cnf: None,
+    };
+    let mut c = Claims::with_custom_claims(custom, Duration::from_mins(15))
+        .with_issuer(ISS)
+        .with_subject("user-1")
+        .with_audience("api")
+        .with_jwt_id(jti);
+    c.issued_at = Some(UnixTimeStamp::from_secs(exp - 900));
+    c.expires_at = Some(UnixTimeStamp::from_secs(exp));
+    kp.sign(c).unwrap()
+}
+
+fn bearer(token: &str) -> Request {
+    Request::from_headers(
+        vec![
+            (":method".into(), "GET".into()),
+            (":path".into(), "/api".into()),
+            (":authority".into(), "api".into()),
+            ("authorization".into(), format!("Bearer {token}")),
+        ],
+        None,
+    )
+}
+
+/// Finding: a token passes a configuration until `exp` + its
+/// `clock_skew_secs`, so its revocation must last that long in that
+/// configuration's list. The list is pruned by whichever configuration's VM
+/// holds the fetch lease, with *its* skew: a configuration with no skew
+/// prunes the revocation at `exp`, and one that allows 300 s adopts the
+/// pruned list and lets the revoked token through for 300 s.
+#[test]
+fn a_list_pruned_with_one_configurations_skew_keeps_anothers_revocations() {
+    let process = Process::default();
+    let (kp, keys) = keys();
+    let exp = NOW + 100;
+    let strict = config(json!({"clock_skew_secs": 0}));
+    let lenient = config(json!({"clock_skew_secs": 300}));
+    let mut fetcher = Worker::new(strict, &keys, 1, NOW * 1000);
+    let mut other = Worker::new(lenient, &keys, 2, NOW * 1000);
+    assert_eq!(
+        fetcher.fetch.shared_key, other.fetch.shared_key,
+        "one issuer through one source: the two configurations share the list"
+    );
+
+    assert!(fetcher.poll_answered(&process, feed("1", true, &[]), NOW * 1000));
+    // The token is revoked (a delta: it lands in the overlay).
+    assert!(fetcher.poll_answered(
+        &process,
+        feed("2", false, &[("stolen", exp)]),
+        NOW * 1000 + 1_000
+    ));
+    other.adopt_shared(&process, NOW * 1000 + 1_000);
+    let stolen = token(&kp, "stolen", exp);
+    assert!(matches!(
+        other.engine.evaluate(&bearer(&stolen), NOW * 1000 + 1_500, true),
+        Outcome::Deny(ref d) if d.reason == DenyReason::TokenRevoked
+    ));
+
+    // Past `exp`: an unrelated revocation arrives, the fetcher's list forgets
+    // "stolen" (its skew is 0) and shares that list.
+    let later_ms = (exp + 10) * 1000;
+    assert!(fetcher.poll_answered(
+        &process,
+        feed("3", false, &[("unrelated", exp + 900)]),
+        later_ms
+    ));
+    other.adopt_shared(&process, later_ms);
+    let o = other
+        .engine
+        .evaluate(&bearer(&stolen), later_ms + 500, true);
+    assert!(
+        matches!(o, Outcome::Deny(ref d) if d.reason == DenyReason::TokenRevoked),
+        "the lenient configuration accepts the token until exp + 300 s: its revocation must hold as long, got {o:?}"
+    );
+}
