@@ -38,11 +38,22 @@ impl Document {
 /// which issuer it belongs to and where it comes from — and not what a
 /// configuration calls its provider: two filter configurations on one VM may
 /// both name a provider `main`, and one must never adopt the other's keys.
-/// Filters that trust the same issuer through the same source share one fetch.
+/// Filters that trust the same issuer through the same source, polled alike,
+/// share one fetch. The polling is part of the name because the lease is:
+/// a filter that long-polls renews the lease on every tick while its poll is
+/// held, and a filter sharing it with a tighter staleness bound would never
+/// poll, its list only stamped current when the other's held poll ends.
 pub fn shared_key(document: Document, issuer: &str, source: &Upstream) -> String {
+    let (interval, wait) = (source.interval_ms.to_string(), source.wait_ms.to_string());
     // JSON quoting keeps the parts apart whatever characters they hold.
-    let parts =
-        crate::json_text::string_array([issuer, &source.cluster, &source.authority, &source.path]);
+    let parts = crate::json_text::string_array([
+        issuer,
+        &source.cluster,
+        &source.authority,
+        &source.path,
+        &interval,
+        &wait,
+    ]);
     format!("authflow:{}:{parts}", document.label())
 }
 
@@ -515,6 +526,16 @@ mod tests {
             shared_key(Document::Jwks, "https://a", &other_host),
             "another authority"
         );
+        let mut long_polled = upstream("auth", "/jwks");
+        long_polled.wait_ms = 60_000;
+        assert_ne!(
+            a,
+            shared_key(Document::Jwks, "https://a", &long_polled),
+            "polled otherwise: the lease is not shared"
+        );
+        let mut slower = upstream("auth", "/jwks");
+        slower.interval_ms += 1;
+        assert_ne!(a, shared_key(Document::Jwks, "https://a", &slower));
         // Separators inside a part cannot make two sources collide.
         assert_ne!(
             shared_key(Document::Jwks, "i\",\"x", &upstream("c", "/p")),

@@ -220,3 +220,108 @@ fn a_list_pruned_with_one_configurations_skew_keeps_anothers_revocations() {
         "the lenient configuration accepts the token until exp + 300 s: its revocation must hold as long, got {o:?}"
     );
 }
+
+impl Worker {
+    /// The glue's `due_callouts` for the revocation feed, on one tick: whether
+    /// this VM starts a poll now (it then holds the process-wide lease).
+    fn tick_starts_poll(&mut self, p: &Process, now_ms: u64) -> bool {
+        let ttl = self.fetch.lease_ttl_ms();
+        let (fetch, base, id) = (&mut self.fetch, &self.base, self.id);
+        if fetch.renews_lease_while_waiting() {
+            base.acquire_lease(p, id, now_ms, ttl);
+        }
+        let start = fetch.should_start(now_ms, || base.acquire_lease(p, id, now_ms, ttl));
+        if start {
+            self.engine.revocation_poll(ID);
+            fetch.started(id as u32, now_ms);
+        }
+        start
+    }
+}
+
+/// Finding: the fetch lease is shared by every configuration that trusts
+/// the issuer through the same source, whatever its polling. A configuration
+/// that long-polls the feed (`wait_secs: 60`, with a staleness bound that
+/// allows it) renews the lease on every tick while its poll is held, and its
+/// list is only stamped current when the held poll ends. A configuration
+/// with a tight bound (`max_staleness_secs: 10`, plain polling every second)
+/// never gets the lease: its VMs never poll, its list is stale 50 s out of
+/// every 60, and with `on_stale: deny` every token request is refused.
+#[test]
+fn a_long_polling_configuration_does_not_starve_a_tight_one() {
+    let process = Process::default();
+    let (kp, keys) = keys();
+    let relaxed = config(json!({
+        "providers": [{
+            "name": "main", "issuer": ISS, "audiences": ["api"], "algorithms": ["EdDSA"],
+            "jwks": {"remote": {"cluster": "auth", "path": "/jwks"}},
+            "revocations": {"cluster": "auth", "path": "/v1/revocations", "wait_secs": 60}
+        }],
+        "revocation": {"max_staleness_secs": 120}
+    }));
+    let tight = config(json!({
+        "providers": [{
+            "name": "main", "issuer": ISS, "audiences": ["api"], "algorithms": ["EdDSA"],
+            "jwks": {"remote": {"cluster": "auth", "path": "/jwks"}},
+            "revocations": {"cluster": "auth", "path": "/v1/revocations", "wait_secs": 0}
+        }],
+        "revocation": {"max_staleness_secs": 10}
+    }));
+    let start_ms = NOW * 1000;
+    let mut relaxed = Worker::new(relaxed, &keys, 1, start_ms);
+    let mut tight = Worker::new(tight, &keys, 2, start_ms);
+
+    // Both lists loaded from the relaxed configuration's first snapshot.
+    assert!(relaxed.poll_answered(&process, feed("1", true, &[]), start_ms));
+    tight.adopt_shared(&process, start_ms);
+
+    // The relaxed configuration's VMs were there first (the tight one came
+    // with a later listener, or a configuration update): its long poll is out.
+    for step in 1..=5u64 {
+        relaxed.tick_starts_poll(&process, start_ms + step * 20);
+    }
+    assert!(relaxed.fetch.in_flight().is_some());
+
+    let t = token(&kp, "jti-1", NOW + 900);
+    let mut tight_polls = 0;
+    // 30 s of ticks (every 100 ms). The feed has no news: the relaxed
+    // configuration's long poll is held for its 60 s; a plain poll is
+    // answered `304` at once.
+    for step in 1..=300u64 {
+        let now_ms = start_ms + step * 100;
+        relaxed.tick_starts_poll(&process, now_ms);
+        tight.adopt_shared(&process, now_ms);
+        if tight.tick_starts_poll(&process, now_ms) {
+            tight_polls += 1;
+            let has_list = tight.engine.revocation_entries(ID) > 0
+                || tight
+                    .engine
+                    .provider(ID)
+                    .is_some_and(|p| p.revocations.cursor().is_some());
+            if !has_list {
+                // (Only if this configuration shares no list with the other.)
+                tight.fetch.finished(
+                    authflow_filter_core::fetch::FetchEnd::Fresh { etag: None },
+                    now_ms,
+                    0.5,
+                );
+                assert!(tight.poll_answered(&process, feed("1", true, &[]), now_ms));
+                continue;
+            }
+            tight.fetch.finished(
+                authflow_filter_core::fetch::FetchEnd::NotModified,
+                now_ms,
+                0.5,
+            );
+            if tight.engine.revocations_unchanged(ID, now_ms) {
+                let stamp = tight.engine.fresh_stamp(ID, now_ms).unwrap();
+                tight.base.set_value(&process, "fresh", &stamp.to_bytes());
+            }
+        }
+    }
+    let o = tight.engine.evaluate(&bearer(&t), start_ms + 30_000, true);
+    assert!(
+        matches!(o, Outcome::Allow(_)),
+        "the tight configuration polled {tight_polls} times in 30 s; a valid token got {o:?}"
+    );
+}
