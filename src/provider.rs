@@ -155,7 +155,7 @@ impl ProviderRuntime {
             if !engine.adopt_revocation_base(id, bytes, env.now_ms) {
                 // Kept, but stale from now on: the policy decides until a readable copy comes.
                 log::warn!(
-                    "authflow: provider {}: shared revocation list unreadable",
+                    "authflow: provider {}: shared revocation list unreadable or over revocation.max_entries",
                     self.name
                 );
             }

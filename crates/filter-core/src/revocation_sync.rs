@@ -63,6 +63,12 @@ fn mark_fresh(fresh_at_ms: &mut u64, at_ms: u64, now_ms: u64) {
     };
 }
 
+/// Whether a list of `len` entries holds more than `max` live ones
+/// (`live` counts them; only asked when `len` is over).
+fn over_bound(len: usize, max: usize, live: impl FnOnce() -> usize) -> bool {
+    len > max && live() > max
+}
+
 impl Engine {
     /// The cursor the next poll of `id` sends (none: it asks for a
     /// snapshot), remembered as the one its answer is judged against.
@@ -182,11 +188,25 @@ impl Engine {
     /// when this VM polls, and is no longer made current by what the other
     /// VMs fetch, so it goes stale and the staleness policy decides, until a
     /// readable base comes.
+    ///
+    /// A base over this configuration's `revocation.max_entries` is not
+    /// taken either: another configuration (trusting the issuer through the
+    /// same source, with a larger bound) may have built it, and this one's
+    /// VMs would hold what its own poll refuses.
     pub fn adopt_revocation_base(&mut self, id: ProviderId, bytes: Vec<u8>, now_ms: u64) -> bool {
+        let max = self.config.revocation.max_entries;
         let Some(state) = self.provider_mut(id) else {
             return false;
         };
         match Blob::parse(bytes) {
+            Ok(base)
+                if over_bound(base.len(), max, || {
+                    base.count_needed(MAX_CLOCK_SKEW_SECS, now_ms / 1000)
+                }) =>
+            {
+                state.revocations.off_feed();
+                false
+            }
             Ok(base) => {
                 state.revocations.adopt_base(base, now_ms / 1000);
                 true
@@ -207,11 +227,27 @@ impl Engine {
         bytes: Vec<u8>,
         now_ms: u64,
     ) -> bool {
+        let max = self.config.revocation.max_entries;
         let Some(state) = self.provider_mut(id) else {
             return false;
         };
-        state.revocations.cursor().is_some()
-            && Blob::parse(bytes).is_ok_and(|o| state.revocations.adopt_overlay(o, now_ms / 1000))
+        if state.revocations.cursor().is_none() {
+            return false;
+        }
+        let Ok(overlay) = Blob::parse(bytes) else {
+            return false;
+        };
+        // Over this configuration's bound (see `adopt_revocation_base`).
+        let base = state.revocations.set().base();
+        let total = base.len() + overlay.len();
+        if over_bound(total, max, || {
+            base.count_needed(MAX_CLOCK_SKEW_SECS, now_ms / 1000)
+                + overlay.count_needed(MAX_CLOCK_SKEW_SECS, now_ms / 1000)
+        }) {
+            state.revocations.off_feed();
+            return false;
+        }
+        state.revocations.adopt_overlay(overlay, now_ms / 1000)
     }
 
     /// Whether the clock stepped back below a time the list of `id` forgot

@@ -325,3 +325,65 @@ fn a_long_polling_configuration_does_not_starve_a_tight_one() {
         "the tight configuration polled {tight_polls} times in 30 s; a valid token got {o:?}"
     );
 }
+
+/// Finding: `revocation.max_entries` bounds what a configuration's VMs hold
+/// ("a feed that would push the list past its bound is refused whole"), but
+/// a base another configuration shared was taken whatever its size: one
+/// configuration with a large bound publishes, and the VMs of one with a
+/// small bound hold the whole list (on a configuration update as well: the
+/// new, smaller bound is ignored for as long as the old VMs' list is shared).
+#[test]
+fn a_shared_list_over_a_configurations_bound_is_not_taken() {
+    let process = Process::default();
+    let (_, keys) = keys();
+    let large = config(json!({"revocation": {"max_entries": 1000}}));
+    let small = config(json!({"revocation": {"max_entries": 5}}));
+    let mut fetcher = Worker::new(large, &keys, 1, NOW * 1000);
+    let mut other = Worker::new(small, &keys, 2, NOW * 1000);
+    let names: Vec<String> = (0..20).map(|i| format!("jti-{i}")).collect();
+    let revoked: Vec<(&str, u64)> = names.iter().map(|n| (n.as_str(), NOW + 900)).collect();
+    assert!(fetcher.poll_answered(&process, feed("1", true, &revoked), NOW * 1000));
+
+    // Its own poll refuses such a list.
+    let mut alone = Worker::new(
+        config(json!({"revocation": {"max_entries": 5}})),
+        &keys,
+        3,
+        NOW * 1000,
+    );
+    alone.engine.revocation_poll(ID);
+    assert!(alone
+        .engine
+        .apply_feed(ID, feed("1", true, &revoked), NOW * 1000)
+        .is_err());
+
+    other.adopt_shared(&process, NOW * 1000);
+    assert!(
+        other.engine.revocation_entries(ID) <= 5,
+        "took {} entries with max_entries 5",
+        other.engine.revocation_entries(ID)
+    );
+
+    // Nor through the overlay.
+    let mut small_base = Worker::new(
+        config(json!({"revocation": {"max_entries": 5}})),
+        &keys,
+        4,
+        NOW * 1000,
+    );
+    let process2 = Process::default();
+    let mut big = Worker::new(
+        config(json!({"revocation": {"max_entries": 1000}})),
+        &keys,
+        5,
+        NOW * 1000,
+    );
+    assert!(big.poll_answered(&process2, feed("1", true, &revoked[..2]), NOW * 1000));
+    assert!(big.poll_answered(&process2, feed("2", false, &revoked[2..]), NOW * 1000 + 10));
+    small_base.adopt_shared(&process2, NOW * 1000 + 10);
+    assert!(
+        small_base.engine.revocation_entries(ID) <= 5,
+        "took {} entries with max_entries 5",
+        small_base.engine.revocation_entries(ID)
+    );
+}
