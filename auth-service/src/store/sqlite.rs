@@ -60,6 +60,103 @@ fn create_owner_only(path: &std::path::Path) {
     let _ = open.open(path);
 }
 
+/// The one writer connection. Connecting switches a database in the
+/// rollback journal to WAL, which needs the file to itself: two processes
+/// switching at once deadlock, and SQLite answers one of them "database is
+/// locked" at once rather than waiting its busy timeout. That one tries
+/// again (by then the file is in WAL, and the switch is a no-op).
+async fn connect_writer(options: &SqliteConnectOptions) -> StoreResult<SqlitePool> {
+    let mut tries = 0;
+    loop {
+        let connected = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await;
+        match connected {
+            Err(sqlx::Error::Database(e)) if tries < 50 && is_busy(e.as_ref()) => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// SQLITE_BUSY, in any of its extended forms (the low byte is the primary code).
+fn is_busy(e: &dyn sqlx::error::DatabaseError) -> bool {
+    e.code()
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| code & 0xff == 5)
+}
+
+/// Brings the schema up to this release's, as one transaction that holds
+/// the write lock from its start. sqlx's migration lock does nothing on
+/// SQLite, so processes starting together on an older schema (the service
+/// and a CLI command, two instances) each applied the missing migrations
+/// and all but one failed (`duplicate column name`). Under `BEGIN IMMEDIATE`
+/// the others wait, then find nothing left to do; a migration that fails
+/// leaves the schema as it was.
+async fn migrate(write: &SqlitePool) -> StoreResult<()> {
+    let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
+    // A database a newer release migrated further is run on, not refused.
+    // (No table yet, on a new database: nothing applied.)
+    let applied: Vec<i64> = sqlx::query_scalar(
+        "SELECT version FROM _sqlx_migrations \
+         WHERE EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap_or_default();
+    let ahead = super::migrations_ahead(&migrator(false), &applied)?;
+    super::warn_migrations_ahead(&ahead);
+    // Each migration runs in a savepoint of this transaction.
+    migrator(!ahead.is_empty()).run(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Takes other users' access away from an existing database file and its
+/// WAL and shared-memory files: an earlier release created the file with
+/// the process umask, and a file copied in keeps the mode it came with.
+/// (New files are made owner-only by [`create_owner_only`]; the group's
+/// access is left as the operator set it.)
+#[cfg(unix)]
+fn close_to_other_users(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let name = path.to_string_lossy();
+    if name.is_empty() || name == ":memory:" || name.starts_with("file:") {
+        return;
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let file = std::path::PathBuf::from(format!("{name}{suffix}"));
+        let Ok(meta) = std::fs::metadata(&file) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o007 == 0 {
+            continue;
+        }
+        let closed = mode & !0o007;
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(closed)) {
+            Ok(()) => tracing::warn!(
+                file = %file.display(),
+                was = format!("{mode:o}"),
+                now = format!("{closed:o}"),
+                "the database file was readable by other users; their access is removed"
+            ),
+            Err(e) => tracing::error!(
+                file = %file.display(),
+                mode = format!("{mode:o}"),
+                error = %e,
+                "the database file is readable by other users and its mode cannot be changed"
+            ),
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn close_to_other_users(_path: &std::path::Path) {}
+
 impl SqliteStore {
     /// Where reads go: the read-only pool.
     fn reader(&self) -> &SqlitePool {
@@ -101,18 +198,9 @@ impl SqliteStore {
             .pragma("secure_delete", "on")
             .busy_timeout(Duration::from_secs(10));
         create_owner_only(options.get_filename());
-        let write = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
-            .await?;
-        // A database a newer release migrated further is run on, not refused.
-        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations")
-            .fetch_all(&write)
-            .await
-            .unwrap_or_default();
-        let ahead = super::migrations_ahead(&migrator(false), &applied)?;
-        super::warn_migrations_ahead(&ahead);
-        migrator(!ahead.is_empty()).run(&write).await?;
+        close_to_other_users(options.get_filename());
+        let write = connect_writer(&options).await?;
+        migrate(&write).await?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.read_only(true))

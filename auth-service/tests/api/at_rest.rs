@@ -200,3 +200,55 @@ async fn a_sqlite_file_outside_the_data_dir_is_owner_only() {
         assert_eq!(mode & 0o077, 0, "{name} has mode {mode:o}");
     }
 }
+
+/// A database file an earlier release created with the process umask (0644,
+/// at a `database.url` outside the data directory), or one copied in with a
+/// loose mode, stays readable by every local user: only files the service
+/// creates were made owner-only. On start, the service takes the other
+/// users' access away from the file and its WAL and shared-memory files.
+#[cfg(unix)]
+#[tokio::test]
+async fn an_existing_world_readable_sqlite_file_is_closed_to_other_users() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::str::FromStr;
+    if crate::backend::fresh_database_url().await.is_some() {
+        return; // SQLite only
+    }
+    let data = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(elsewhere.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let db = elsewhere.path().join("auth.db");
+    let url = format!("sqlite://{}", db.display());
+    let names = ["auth.db", "auth.db-wal", "auth.db-shm"];
+    {
+        // The files as an earlier release left them (its process still
+        // running, so the WAL and shared memory are there too).
+        let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url)
+            .unwrap()
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        sqlx::query("CREATE TABLE earlier (x INTEGER)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        for name in names {
+            let path = elsewhere.path().join(name);
+            assert!(path.exists(), "{name}");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        std::mem::forget(pool);
+    }
+    let config = test_config(data.path(), Some(&url), |_| {});
+    let running = authflow_auth_service::startup::spawn(config).await.unwrap();
+    running.server.abort();
+    for name in names {
+        let mode = std::fs::metadata(elsewhere.path().join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode & 0o007, 0, "{name} has mode {mode:o}");
+        assert_eq!(mode & 0o600, 0o600, "{name} has mode {mode:o}");
+    }
+}

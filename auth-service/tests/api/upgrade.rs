@@ -243,3 +243,130 @@ async fn an_instance_restarts_on_a_schema_a_newer_release_migrated() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// Processes that start together on a database of an earlier schema (the
+/// service and a CLI command, two `serve`s of a rolling restart) each find
+/// the same migrations missing. sqlx's migration lock does nothing on
+/// SQLite, so each applied them: the losers failed with `duplicate column
+/// name` and did not start. Every one of them must start, whichever applies
+/// the migrations, and the schema must come out whole once.
+#[tokio::test]
+async fn processes_starting_together_on_an_earlier_schema_all_upgrade() {
+    const PROCESSES: usize = 4;
+    for round in 0..4 {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let database_url = crate::backend::fresh_database_url().await;
+        match &database_url {
+            None => {
+                std::fs::create_dir_all(&data).unwrap();
+                let url = format!("sqlite://{}", data.join("authflow.db").display());
+                // In WAL mode, as the earlier release made it; every other
+                // round in the rollback journal (made by the `sqlite3` tool,
+                // or restored from a backup that way): each process then
+                // also switches it to WAL as it connects.
+                let journal = if round % 2 == 0 {
+                    sqlx::sqlite::SqliteJournalMode::Wal
+                } else {
+                    sqlx::sqlite::SqliteJournalMode::Delete
+                };
+                let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url)
+                    .unwrap()
+                    .journal_mode(journal)
+                    .create_if_missing(true);
+                let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+                sqlx::migrate::Migrator::new(earlier_migrations(
+                    "sqlite",
+                    SQLITE_FIRST_NEW,
+                    dir.path(),
+                ))
+                .await
+                .unwrap()
+                .run(&pool)
+                .await
+                .unwrap();
+                pool.close().await;
+            }
+            Some(url) => {
+                let pool = sqlx::PgPool::connect(url).await.unwrap();
+                sqlx::migrate::Migrator::new(earlier_migrations(
+                    "postgres",
+                    POSTGRES_FIRST_NEW,
+                    dir.path(),
+                ))
+                .await
+                .unwrap()
+                .run(&pool)
+                .await
+                .unwrap();
+                pool.close().await;
+            }
+        }
+        let children: Vec<_> = (0..PROCESSES)
+            .map(|_| {
+                crate::durability::command(
+                    &data,
+                    database_url.as_deref(),
+                    crate::durability::free_port(),
+                )
+                .arg("migrate")
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}: a `migrate` started beside others failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        // The schema is whole: the service starts on it (with the KEK the
+        // commands used) and serves.
+        std::fs::copy(data.with_extension("kek"), data.join("test-kek")).unwrap();
+        let config = test_config(&data, database_url.as_deref(), |_| {});
+        let running = authflow_auth_service::startup::spawn(config)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: no start after the race: {e}"));
+        let r = reqwest::get(format!("http://{}/readyz", running.addr))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+}
+
+/// The same on a new data directory: processes starting together each find
+/// no database, and each must come up on the one that gets made (SQLite:
+/// the first to connect creates it, in WAL mode).
+#[tokio::test]
+async fn processes_starting_together_on_no_database_all_start() {
+    const PROCESSES: usize = 4;
+    for round in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let database_url = crate::backend::fresh_database_url().await;
+        let children: Vec<_> = (0..PROCESSES)
+            .map(|_| {
+                crate::durability::command(
+                    &data,
+                    database_url.as_deref(),
+                    crate::durability::free_port(),
+                )
+                .arg("migrate")
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}: a `migrate` started beside others failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
