@@ -171,6 +171,18 @@ async fn clear_secrets_are_sealed_on_start_and_a_rotated_key_reseals_everything(
     assert_eq!(r.status(), 200, "the signing key survived too");
 }
 
+/// A data directory, and a directory other users can list outside it with
+/// the URL of a SQLite database `auth.db` there.
+#[cfg(unix)]
+fn sqlite_outside_the_data_dir() -> (tempfile::TempDir, tempfile::TempDir, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let data = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(elsewhere.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let url = format!("sqlite://{}", elsewhere.path().join("auth.db").display());
+    (data, elsewhere, url)
+}
+
 /// A SQLite database outside the data directory (`database.url` names
 /// another path) is not covered by the data directory's owner-only mode:
 /// the file SQLite creates (and its WAL, which takes the file's mode) must
@@ -183,11 +195,7 @@ async fn a_sqlite_file_outside_the_data_dir_is_owner_only() {
     if crate::backend::fresh_database_url().await.is_some() {
         return; // SQLite only
     }
-    let data = tempfile::tempdir().unwrap();
-    let elsewhere = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(elsewhere.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let db = elsewhere.path().join("auth.db");
-    let url = format!("sqlite://{}", db.display());
+    let (data, elsewhere, url) = sqlite_outside_the_data_dir();
     let config = test_config(data.path(), Some(&url), |_| {});
     let running = authflow_auth_service::startup::spawn(config).await.unwrap();
     running.server.abort();
@@ -214,11 +222,7 @@ async fn an_existing_world_readable_sqlite_file_is_closed_to_other_users() {
     if crate::backend::fresh_database_url().await.is_some() {
         return; // SQLite only
     }
-    let data = tempfile::tempdir().unwrap();
-    let elsewhere = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(elsewhere.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let db = elsewhere.path().join("auth.db");
-    let url = format!("sqlite://{}", db.display());
+    let (data, elsewhere, url) = sqlite_outside_the_data_dir();
     let names = ["auth.db", "auth.db-wal", "auth.db-shm"];
     {
         // The files as an earlier release left them (its process still

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
+use sqlx::sqlite::SqliteJournalMode;
+
 use authflow_auth_service::clock::now;
 use authflow_auth_service::domain::password::Hasher;
 use authflow_auth_service::domain::Email;
@@ -37,6 +39,37 @@ fn earlier_migrations(backend: &str, first_new: i64, into: &Path) -> PathBuf {
     dir
 }
 
+/// A SQLite database of the earlier schema at `data`'s `authflow.db`, in
+/// the given journal mode (the migrations copied under `work`).
+async fn earlier_sqlite(data: &Path, work: &Path, journal: SqliteJournalMode) -> sqlx::SqlitePool {
+    std::fs::create_dir_all(data).unwrap();
+    let url = format!("sqlite://{}", data.join("authflow.db").display());
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url)
+        .unwrap()
+        .journal_mode(journal)
+        .create_if_missing(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    sqlx::migrate::Migrator::new(earlier_migrations("sqlite", SQLITE_FIRST_NEW, work))
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    pool
+}
+
+/// The PostgreSQL database at `url` brought to the earlier schema.
+async fn earlier_postgres(url: &str, work: &Path) -> sqlx::PgPool {
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    sqlx::migrate::Migrator::new(earlier_migrations("postgres", POSTGRES_FIRST_NEW, work))
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    pool
+}
+
 /// Rows an earlier version wrote, in its schema (no column added since).
 const EARLIER_ROWS: [&str; 3] = [
     "INSERT INTO users (id, email, password_hash, roles, scope, email_verified, created_at) \
@@ -53,18 +86,7 @@ async fn a_database_of_the_earlier_schema_upgrades_and_keeps_working() {
     let at = now();
     match &database_url {
         None => {
-            let url = format!("sqlite://{}", dir.path().join("authflow.db").display());
-            let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url)
-                .unwrap()
-                .create_if_missing(true);
-            let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-            let migrations = earlier_migrations("sqlite", SQLITE_FIRST_NEW, dir.path());
-            sqlx::migrate::Migrator::new(migrations)
-                .await
-                .unwrap()
-                .run(&pool)
-                .await
-                .unwrap();
+            let pool = earlier_sqlite(dir.path(), dir.path(), SqliteJournalMode::Wal).await;
             for sql in EARLIER_ROWS {
                 sqlx::query(sql)
                     .bind(&hash)
@@ -77,14 +99,7 @@ async fn a_database_of_the_earlier_schema_upgrades_and_keeps_working() {
             pool.close().await;
         }
         Some(url) => {
-            let pool = sqlx::PgPool::connect(url).await.unwrap();
-            let migrations = earlier_migrations("postgres", POSTGRES_FIRST_NEW, dir.path());
-            sqlx::migrate::Migrator::new(migrations)
-                .await
-                .unwrap()
-                .run(&pool)
-                .await
-                .unwrap();
+            let pool = earlier_postgres(url, dir.path()).await;
             for sql in EARLIER_ROWS {
                 sqlx::query(sql)
                     .bind(&hash)
@@ -231,17 +246,22 @@ async fn an_instance_restarts_on_a_schema_a_newer_release_migrated() {
 
     // An instance of this release (re)starts on that database.
     let config = test_config(app.dir.path(), app.database_url.as_deref(), |_| {});
-    let restarted = authflow_auth_service::startup::spawn(config).await;
-    assert!(
-        restarted.is_ok(),
-        "an instance of this release refuses a database one release ahead: {}",
-        restarted.err().map(|e| e.to_string()).unwrap_or_default()
-    );
-    let restarted = restarted.unwrap();
-    let r = reqwest::get(format!("http://{}/readyz", restarted.addr))
+    starts_and_serves(
+        config,
+        "an instance of this release refuses a database one release ahead",
+    )
+    .await;
+}
+
+/// Starts the service with `config` and asserts that it is ready.
+async fn starts_and_serves(config: authflow_auth_service::config::Config, failure: &str) {
+    let running = authflow_auth_service::startup::spawn(config)
+        .await
+        .unwrap_or_else(|e| panic!("{failure}: {e}"));
+    let r = reqwest::get(format!("http://{}/readyz", running.addr))
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(r.status(), 200, "{failure}");
 }
 
 /// Processes that start together on a database of an earlier schema (the
@@ -252,88 +272,34 @@ async fn an_instance_restarts_on_a_schema_a_newer_release_migrated() {
 /// the migrations, and the schema must come out whole once.
 #[tokio::test]
 async fn processes_starting_together_on_an_earlier_schema_all_upgrade() {
-    const PROCESSES: usize = 4;
     for round in 0..4 {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let database_url = crate::backend::fresh_database_url().await;
         match &database_url {
+            // In WAL mode, as the earlier release made it; every other round
+            // in the rollback journal (made by the `sqlite3` tool, or restored
+            // from a backup that way): each process then also switches it to
+            // WAL as it connects.
             None => {
-                std::fs::create_dir_all(&data).unwrap();
-                let url = format!("sqlite://{}", data.join("authflow.db").display());
-                // In WAL mode, as the earlier release made it; every other
-                // round in the rollback journal (made by the `sqlite3` tool,
-                // or restored from a backup that way): each process then
-                // also switches it to WAL as it connects.
                 let journal = if round % 2 == 0 {
-                    sqlx::sqlite::SqliteJournalMode::Wal
+                    SqliteJournalMode::Wal
                 } else {
-                    sqlx::sqlite::SqliteJournalMode::Delete
+                    SqliteJournalMode::Delete
                 };
-                let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url)
-                    .unwrap()
-                    .journal_mode(journal)
-                    .create_if_missing(true);
-                let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-                sqlx::migrate::Migrator::new(earlier_migrations(
-                    "sqlite",
-                    SQLITE_FIRST_NEW,
-                    dir.path(),
-                ))
-                .await
-                .unwrap()
-                .run(&pool)
-                .await
-                .unwrap();
-                pool.close().await;
+                earlier_sqlite(&data, dir.path(), journal)
+                    .await
+                    .close()
+                    .await;
             }
-            Some(url) => {
-                let pool = sqlx::PgPool::connect(url).await.unwrap();
-                sqlx::migrate::Migrator::new(earlier_migrations(
-                    "postgres",
-                    POSTGRES_FIRST_NEW,
-                    dir.path(),
-                ))
-                .await
-                .unwrap()
-                .run(&pool)
-                .await
-                .unwrap();
-                pool.close().await;
-            }
+            Some(url) => earlier_postgres(url, dir.path()).await.close().await,
         }
-        let children: Vec<_> = (0..PROCESSES)
-            .map(|_| {
-                crate::durability::command(
-                    &data,
-                    database_url.as_deref(),
-                    crate::durability::free_port(),
-                )
-                .arg("migrate")
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-            })
-            .collect();
-        for child in children {
-            let out = child.wait_with_output().unwrap();
-            assert!(
-                out.status.success(),
-                "round {round}: a `migrate` started beside others failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        migrate_together(&data, database_url.as_deref(), round);
         // The schema is whole: the service starts on it (with the KEK the
         // commands used) and serves.
         std::fs::copy(data.with_extension("kek"), data.join("test-kek")).unwrap();
         let config = test_config(&data, database_url.as_deref(), |_| {});
-        let running = authflow_auth_service::startup::spawn(config)
-            .await
-            .unwrap_or_else(|e| panic!("round {round}: no start after the race: {e}"));
-        let r = reqwest::get(format!("http://{}/readyz", running.addr))
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        starts_and_serves(config, &format!("round {round}: no start after the race")).await;
     }
 }
 
@@ -342,31 +308,32 @@ async fn processes_starting_together_on_an_earlier_schema_all_upgrade() {
 /// the first to connect creates it, in WAL mode).
 #[tokio::test]
 async fn processes_starting_together_on_no_database_all_start() {
-    const PROCESSES: usize = 4;
     for round in 0..3 {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let database_url = crate::backend::fresh_database_url().await;
-        let children: Vec<_> = (0..PROCESSES)
-            .map(|_| {
-                crate::durability::command(
-                    &data,
-                    database_url.as_deref(),
-                    crate::durability::free_port(),
-                )
+        migrate_together(&data, database_url.as_deref(), round);
+    }
+}
+
+/// Runs four `migrate`s of the real binary at once on `data` (and on
+/// `database_url`, PostgreSQL), and asserts that each succeeded.
+fn migrate_together(data: &Path, database_url: Option<&str>, round: usize) {
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            crate::durability::command(data, database_url, crate::durability::free_port())
                 .arg("migrate")
                 .stderr(std::process::Stdio::piped())
                 .spawn()
                 .unwrap()
-            })
-            .collect();
-        for child in children {
-            let out = child.wait_with_output().unwrap();
-            assert!(
-                out.status.success(),
-                "round {round}: a `migrate` started beside others failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "round {round}: a `migrate` started beside others failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
