@@ -122,12 +122,9 @@ mod tests {
     const PAGE: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
 
     fn req(method: &str, path: &str, headers: &[(&str, &str)]) -> Request {
-        let mut h = vec![
-            (":method".to_owned(), method.to_owned()),
-            (":path".to_owned(), path.to_owned()),
-        ];
-        h.extend(headers.iter().map(|(n, v)| (n.to_string(), v.to_string())));
-        Request::from_headers(h, None)
+        let mut h = vec![(":method", method), (":path", path)];
+        h.extend_from_slice(headers);
+        Request::of(&h)
     }
 
     fn decide(r: &Request, reason: DenyReason) -> DenyResponse {

@@ -176,12 +176,7 @@ mod tests {
     }
 
     fn req(h: &[(&str, &str)]) -> Request {
-        Request::from_headers(
-            h.iter()
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .collect(),
-            None,
-        )
+        Request::of(h)
     }
 
     #[test]

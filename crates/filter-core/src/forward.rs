@@ -297,9 +297,9 @@ mod tests {
     }
 
     fn req(path: &str, headers: &[(&str, &str)]) -> Request {
-        let mut h = vec![(":path".to_string(), path.to_string())];
-        h.extend(headers.iter().map(|(a, b)| (a.to_string(), b.to_string())));
-        Request::from_headers(h, None)
+        let mut h = vec![(":path", path)];
+        h.extend_from_slice(headers);
+        Request::of(&h)
     }
 
     /// The provider forwards its token (`forward_token`), and the device secret goes too.

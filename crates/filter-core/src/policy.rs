@@ -432,17 +432,7 @@ mod tests {
     }
 
     fn decide<'a>(c: &'a FilterConfig, path: &str) -> Result<&'a Policy, AmbiguousPath> {
-        policy_for(
-            c,
-            &Request::from_headers(
-                vec![
-                    (":path".into(), path.into()),
-                    (":method".into(), "GET".into()),
-                ],
-                None,
-            ),
-        )
-        .map(|r| r.policy)
+        policy_for(c, &Request::of(&[(":path", path), (":method", "GET")])).map(|r| r.policy)
     }
 
     #[test]
@@ -567,16 +557,7 @@ mod tests {
             (":method", method),
             (":authority", authority),
         ];
-        policy_for(
-            c,
-            &Request::from_headers(
-                h.iter()
-                    .map(|(n, v)| (n.to_string(), v.to_string()))
-                    .collect(),
-                None,
-            ),
-        )
-        .map(|r| r.policy)
+        policy_for(c, &Request::of(&h)).map(|r| r.policy)
     }
 
     #[test]
@@ -649,16 +630,7 @@ mod tests {
     ) -> Result<&'a Policy, AmbiguousPath> {
         let mut h = vec![(":path", path), (":method", method)];
         h.extend_from_slice(extra);
-        policy_for(
-            c,
-            &Request::from_headers(
-                h.iter()
-                    .map(|(n, v)| (n.to_string(), v.to_string()))
-                    .collect(),
-                None,
-            ),
-        )
-        .map(|r| r.policy)
+        policy_for(c, &Request::of(&h)).map(|r| r.policy)
     }
 
     /// Rails, Laravel, Symfony, Express's `method-override`, ASP.NET Core

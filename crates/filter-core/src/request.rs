@@ -203,6 +203,19 @@ impl Request {
         Request::new(HeaderBlock::from_pairs(&headers), client_address)
     }
 
+    /// A request of these header pairs (pseudo-headers included), for the
+    /// unit tests of the modules that read requests.
+    #[cfg(test)]
+    pub(crate) fn of(headers: &[(&str, &str)]) -> Self {
+        Self::from_headers(
+            headers
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect(),
+            None,
+        )
+    }
+
     /// The headers back, for their buffer to serve the next request.
     pub fn into_headers(self) -> HeaderBlock {
         self.headers
@@ -309,12 +322,7 @@ mod tests {
     use super::*;
 
     fn req(h: &[(&str, &str)]) -> Request {
-        Request::from_headers(
-            h.iter()
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .collect(),
-            None,
-        )
+        Request::of(h)
     }
 
     #[test]
