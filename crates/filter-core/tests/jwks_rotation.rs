@@ -8,18 +8,16 @@
 
 mod support;
 
-use authflow_contract::AccessClaims;
 use authflow_filter_core::config::Upstream;
 use authflow_filter_core::engine::{Engine, Outcome};
 use authflow_filter_core::fetch::{
     jwks_answer, Answer, Document, DocumentFetch, FetchEnd, KeyNeed, KeyWait,
 };
 use authflow_filter_core::shared_slot::SharedSlot;
-use authflow_filter_core::{FilterConfig, ProviderId, Request};
+use authflow_filter_core::{FilterConfig, ProviderId};
 use jwt_simple::prelude::*;
-use support::Process;
+use support::{bearer, Process, ISS};
 
-const ISS: &str = "https://auth.test";
 const NOW: u64 = 1_900_000_000;
 const T0: u64 = NOW * 1000;
 const ID: ProviderId = ProviderId::FIRST;
@@ -136,7 +134,7 @@ impl Worker {
 
     fn accepts(&mut self, token: &str, now: u64) -> bool {
         matches!(
-            self.engine.evaluate(&request(token), now, false),
+            self.engine.evaluate(&bearer(token), now, false),
             Outcome::Allow(_)
         )
     }
@@ -151,36 +149,7 @@ fn jwks(keys: &[&Ed25519KeyPair]) -> String {
 }
 
 fn token(kp: &Ed25519KeyPair) -> String {
-    let custom = AccessClaims {
-        sid: "s".into(),
-        roles: vec![],
-        scope: "read".into(),
-        dfp: None,
-        client_id: None,
-        cnf: None,
-    };
-    let mut c = Claims::with_custom_claims(custom, Duration::from_hours(2))
-        .with_issuer(ISS)
-        .with_subject("u")
-        .with_audience("api");
-    c.issued_at = Some(UnixTimeStamp::from_secs(NOW - 10));
-    c.expires_at = Some(UnixTimeStamp::from_secs(NOW + 7_000));
-    kp.sign(c).unwrap()
-}
-
-fn request(token: &str) -> Request {
-    let h = [
-        (":method", "GET"),
-        (":path", "/api"),
-        (":authority", "api"),
-        ("authorization", &format!("Bearer {token}")),
-    ];
-    Request::from_headers(
-        h.iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect(),
-        None,
-    )
+    support::user_token(kp, None, NOW - 10, NOW + 7_000)
 }
 
 /// Finding: a VM's `ETag` is that of the last set it fetched itself, not

@@ -6,16 +6,18 @@
 // Tests may unwrap and panic: a failure should stop the test where it happened.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use authflow_contract::revocation::RevocationFeed;
-use authflow_contract::{AccessClaims, KeySet};
+use authflow_contract::KeySet;
 use authflow_filter_core::deny::DenyReason;
 use authflow_filter_core::engine::{Engine, Outcome};
 use authflow_filter_core::fetch::{jwks_answer, Answer, FeedBody};
-use authflow_filter_core::{FilterConfig, ProviderId, Request};
+use authflow_filter_core::{FilterConfig, ProviderId};
 use jwt_simple::prelude::*;
 use serde_json::json;
+use support::{bearer, ISS};
 
-const ISS: &str = "https://auth.test";
 const NOW: u64 = 1_900_000_000;
 const NOW_MS: u64 = NOW * 1000;
 
@@ -40,36 +42,7 @@ fn engine() -> Engine {
 }
 
 fn token(kp: &Ed25519KeyPair) -> String {
-    let custom = AccessClaims {
-        sid: "s".into(),
-        roles: vec![],
-        scope: "read".into(),
-        dfp: None,
-        client_id: None,
-        cnf: None,
-    };
-    let mut c = Claims::with_custom_claims(custom, Duration::from_mins(15))
-        .with_issuer(ISS)
-        .with_subject("u")
-        .with_audience("api");
-    c.issued_at = Some(UnixTimeStamp::from_secs(NOW - 10));
-    c.expires_at = Some(UnixTimeStamp::from_secs(NOW + 890));
-    kp.sign(c).unwrap()
-}
-
-fn request(token: &str) -> Request {
-    let h = [
-        (":method", "GET"),
-        (":path", "/api"),
-        (":authority", "api"),
-        ("authorization", &format!("Bearer {token}")),
-    ];
-    Request::from_headers(
-        h.iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect(),
-        None,
-    )
+    support::user_token(kp, None, NOW - 10, NOW + 890)
 }
 
 /// The key set a `200` answer with `body` installs; `None` when the answer keeps the keys held.
@@ -103,7 +76,7 @@ fn a_key_set_with_no_usable_key_withdraws_the_keys_held() {
         e.set_keys(ProviderId::FIRST, served(200, &good).unwrap());
         let t = token(&kp);
         assert!(matches!(
-            e.evaluate(&request(&t), NOW_MS, true),
+            e.evaluate(&bearer(&t), NOW_MS, true),
             Outcome::Allow(_)
         ));
         assert_eq!(e.cache_len(), 1);
@@ -127,18 +100,18 @@ fn a_key_set_with_no_usable_key_withdraws_the_keys_held() {
         );
         // Its `kid` is unknown now: it may wait for the early refetch, then it is refused.
         assert_eq!(
-            e.evaluate(&request(&t), NOW_MS, true),
+            e.evaluate(&bearer(&t), NOW_MS, true),
             Outcome::AwaitKeys {
                 provider: ProviderId::FIRST,
                 unknown_kid: true
             }
         );
         assert_eq!(
-            denied(e.evaluate(&request(&t), NOW_MS, false)),
+            denied(e.evaluate(&bearer(&t), NOW_MS, false)),
             (DenyReason::UnknownKey, 401),
             "{withdrawn}: not 503, keys were loaded"
         );
-        let Outcome::Deny(d) = e.evaluate(&request(&t), NOW_MS, false) else {
+        let Outcome::Deny(d) = e.evaluate(&bearer(&t), NOW_MS, false) else {
             unreachable!()
         };
         let challenge = d
@@ -157,19 +130,19 @@ fn a_key_set_with_no_usable_key_withdraws_the_keys_held() {
         e.set_keys(ProviderId::FIRST, served(200, &good_without_kid).unwrap());
         let t2 = token(&without_kid);
         assert!(matches!(
-            e.evaluate(&request(&t2), NOW_MS, true),
+            e.evaluate(&bearer(&t2), NOW_MS, true),
             Outcome::Allow(_)
         ));
         e.set_keys(ProviderId::FIRST, served(200, withdrawn).unwrap());
         assert_eq!(
-            denied(e.evaluate(&request(&t2), NOW_MS, true)),
+            denied(e.evaluate(&bearer(&t2), NOW_MS, true)),
             (DenyReason::UnknownKey, 401)
         );
 
         // Published again: taken again.
         e.set_keys(ProviderId::FIRST, served(200, &good).unwrap());
         assert!(matches!(
-            e.evaluate(&request(&t), NOW_MS, true),
+            e.evaluate(&bearer(&t), NOW_MS, true),
             Outcome::Allow(_)
         ));
     }
@@ -186,7 +159,7 @@ fn the_same_keys_again_keep_the_cache_and_a_key_replaced_under_its_kid_drops_it(
     e.set_keys(ProviderId::FIRST, served(200, &good).unwrap());
     let t = token(&kp);
     assert!(matches!(
-        e.evaluate(&request(&t), NOW_MS, true),
+        e.evaluate(&bearer(&t), NOW_MS, true),
         Outcome::Allow(_)
     ));
     assert_eq!(e.cache_len(), 1);
@@ -202,7 +175,7 @@ fn the_same_keys_again_keep_the_cache_and_a_key_replaced_under_its_kid_drops_it(
     e.set_keys(ProviderId::FIRST, served(200, &replaced).unwrap());
     assert_eq!(e.cache_len(), 0, "k1 is another key now");
     assert_eq!(
-        denied(e.evaluate(&request(&t), NOW_MS, false)),
+        denied(e.evaluate(&bearer(&t), NOW_MS, false)),
         (DenyReason::BadSignature, 401)
     );
 }

@@ -12,17 +12,16 @@
 mod support;
 
 use authflow_contract::revocation::{RevocationFeed, RevokedToken};
-use authflow_contract::{AccessClaims, KeySet};
+use authflow_contract::KeySet;
 use authflow_filter_core::deny::DenyReason;
 use authflow_filter_core::fetch::{Document, DocumentFetch, FeedBody};
 use authflow_filter_core::revocation_sync::FreshStamp;
 use authflow_filter_core::shared_slot::SharedSlot;
-use authflow_filter_core::{Engine, FilterConfig, Outcome, ProviderId, Request};
+use authflow_filter_core::{Engine, FilterConfig, Outcome, ProviderId};
 use jwt_simple::prelude::*;
 use serde_json::json;
-use support::Process;
+use support::{bearer, Process, ISS};
 
-const ISS: &str = "https://auth.test";
 const NOW: u64 = 1_900_000_000;
 const ID: ProviderId = ProviderId::FIRST;
 
@@ -139,34 +138,7 @@ fn keys() -> (Ed25519KeyPair, KeySet) {
 }
 
 fn token(kp: &Ed25519KeyPair, jti: &str, exp: u64) -> String {
-    let custom = AccessClaims {
-        sid: "sess-1".into(),
-        roles: vec!["user".into()],
-        scope: "read".into(),
-        dfp: None,
-        client_id: None,
-        cnf: None,
-    };
-    let mut c = Claims::with_custom_claims(custom, Duration::from_mins(15))
-        .with_issuer(ISS)
-        .with_subject("user-1")
-        .with_audience("api")
-        .with_jwt_id(jti);
-    c.issued_at = Some(UnixTimeStamp::from_secs(exp - 900));
-    c.expires_at = Some(UnixTimeStamp::from_secs(exp));
-    kp.sign(c).unwrap()
-}
-
-fn bearer(token: &str) -> Request {
-    Request::from_headers(
-        vec![
-            (":method".into(), "GET".into()),
-            (":path".into(), "/api".into()),
-            (":authority".into(), "api".into()),
-            ("authorization".into(), format!("Bearer {token}")),
-        ],
-        None,
-    )
+    support::user_token(kp, Some(jti), exp - 900, exp)
 }
 
 /// Finding: a token passes a configuration until `exp` + its

@@ -1,9 +1,53 @@
-//! Test doubles shared by the integration tests.
+//! Test doubles and fixtures shared by the integration tests (each test
+//! binary uses some of them).
+#![allow(dead_code)]
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+use authflow_contract::AccessClaims;
 use authflow_filter_core::shared_slot::SharedData;
+use authflow_filter_core::Request;
+use jwt_simple::prelude::*;
+
+/// The issuer the fixtures' configurations trust.
+pub const ISS: &str = "https://auth.test";
+
+/// A user's access token of [`ISS`] for the audience `api`, signed by `kp`,
+/// issued at `iat` and expiring at `exp` (with `jti` when given).
+pub fn user_token(kp: &Ed25519KeyPair, jti: Option<&str>, iat: u64, exp: u64) -> String {
+    let custom = AccessClaims {
+        sid: "s".into(),
+        roles: vec!["user".into()],
+        scope: "read".into(),
+        dfp: None,
+        client_id: None,
+        cnf: None,
+    };
+    let mut c = Claims::with_custom_claims(custom, Duration::from_secs(exp - iat))
+        .with_issuer(ISS)
+        .with_subject("u")
+        .with_audience("api");
+    if let Some(jti) = jti {
+        c = c.with_jwt_id(jti);
+    }
+    c.issued_at = Some(UnixTimeStamp::from_secs(iat));
+    c.expires_at = Some(UnixTimeStamp::from_secs(exp));
+    kp.sign(c).unwrap()
+}
+
+/// `GET api/api` with `token` as its bearer token.
+pub fn bearer(token: &str) -> Request {
+    Request::from_headers(
+        vec![
+            (":method".into(), "GET".into()),
+            (":path".into(), "/api".into()),
+            (":authority".into(), "api".into()),
+            ("authorization".into(), format!("Bearer {token}")),
+        ],
+        None,
+    )
+}
 
 /// One Envoy process's shared data, with the host's compare-and-swap rules:
 /// a key that exists is written only with its current token or 0, an absent
