@@ -7,8 +7,6 @@
 
 mod support;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use authflow_contract::dpop::client::ProofKey;
 use authflow_contract::dpop::{nonce, NonceKey};
 use authflow_contract::fingerprint::DEVICE_HEADER;
@@ -18,13 +16,6 @@ use support::stack::*;
 use support::*;
 
 const ISSUER: &str = "http://authflow.dpop-e2e";
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 fn stack() -> Stack {
     Stack::start(

@@ -16,13 +16,6 @@ use support::*;
 
 const ISS: &str = "https://auth.e2e.test";
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 struct Keys {
     ed: Ed25519KeyPair,
     es: ES256KeyPair,
@@ -47,25 +40,11 @@ impl Keys {
 }
 
 fn claims_with(custom: AccessClaims) -> JWTClaims<AccessClaims> {
-    let mut c = Claims::with_custom_claims(custom, Duration::from_mins(10).into())
-        .with_issuer(ISS)
-        .with_subject("alice")
-        .with_audience("api")
-        .with_jwt_id("jti-e2e");
-    c.issued_at = Some(UnixTimeStamp::from_secs(now() - 5));
-    c.expires_at = Some(UnixTimeStamp::from_secs(now() + 600));
-    c
+    claims_for(custom, ISS, "alice", Some("jti-e2e"))
 }
 
 fn user() -> AccessClaims {
-    AccessClaims {
-        sid: "session-1".into(),
-        roles: vec!["user".into()],
-        scope: "read".into(),
-        dfp: None,
-        client_id: None,
-        cnf: None,
-    }
+    user_with_roles(&["user"])
 }
 
 fn filter_config(jwks_port_cluster: &str, extra: Value) -> Value {

@@ -8,35 +8,18 @@ mod support;
 
 use std::time::Duration;
 
-use authflow_contract::AccessClaims;
 use authflow_echo::EchoServer;
 use jwt_simple::prelude::*;
 use serde_json::{json, Value};
 use support::*;
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 fn token(key: &Ed25519KeyPair, issuer: &str) -> String {
-    let custom = AccessClaims {
-        sid: "session-1".into(),
-        roles: vec!["user".into()],
-        scope: "read".into(),
-        dfp: None,
-        client_id: None,
-        cnf: None,
-    };
-    let mut c = Claims::with_custom_claims(custom, Duration::from_mins(10).into())
-        .with_issuer(issuer)
-        .with_subject("alice")
-        .with_audience("api")
-        .with_jwt_id("jti-glue");
-    c.issued_at = Some(UnixTimeStamp::from_secs(now() - 5));
-    c.expires_at = Some(UnixTimeStamp::from_secs(now() + 600));
+    let c = claims_for(
+        user_with_roles(&["user"]),
+        issuer,
+        "alice",
+        Some("jti-glue"),
+    );
     key.sign(c).unwrap()
 }
 

@@ -33,28 +33,9 @@ fn shipped_hcm_settings() -> Value {
     })
 }
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 fn token(key: &Ed25519KeyPair, subject: &str, roles: &[&str]) -> String {
-    let custom = AccessClaims {
-        sid: "s-1".into(),
-        roles: roles.iter().map(|r| r.to_string()).collect(),
-        scope: "read".into(),
-        dfp: None,
-        client_id: None,
-        cnf: None,
-    };
-    let mut c = Claims::with_custom_claims(custom, Duration::from_mins(10).into())
-        .with_issuer(ISS)
-        .with_subject(subject)
-        .with_audience("api")
-        .with_jwt_id(format!("jti-{subject}"));
-    c.issued_at = Some(UnixTimeStamp::from_secs(now() - 5));
+    let jti = format!("jti-{subject}");
+    let c = claims_for(user_with_roles(roles), ISS, subject, Some(&jti));
     key.sign(c).unwrap()
 }
 
@@ -927,18 +908,10 @@ fn an_empty_device_header_does_not_hide_the_device_cookie() {
     }
     .hash();
     let custom = AccessClaims {
-        sid: "s-1".into(),
-        roles: vec!["user".into()],
-        scope: "read".into(),
         dfp: Some(dfp),
-        client_id: None,
-        cnf: None,
+        ..user_with_roles(&["user"])
     };
-    let mut c = Claims::with_custom_claims(custom, Duration::from_mins(10).into())
-        .with_issuer(ISS)
-        .with_subject("alice")
-        .with_audience("api");
-    c.issued_at = Some(UnixTimeStamp::from_secs(now() - 5));
+    let c = claims_for(custom, ISS, "alice", None);
     let bound = format!("Bearer {}", key.sign(c).unwrap());
     let filter = filter_config(
         &key,

@@ -12,35 +12,14 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use authflow_contract::AccessClaims;
 use jwt_simple::prelude::*;
 use serde_json::{json, Value};
 use support::*;
 
 const ISS: &str = "https://auth.proto.test";
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 fn token(key: &Ed25519KeyPair) -> String {
-    let custom = AccessClaims {
-        sid: "s-1".into(),
-        roles: vec!["user".into()],
-        scope: "read".into(),
-        dfp: None,
-        client_id: None,
-        cnf: None,
-    };
-    let mut c = Claims::with_custom_claims(custom, Duration::from_mins(10).into())
-        .with_issuer(ISS)
-        .with_subject("alice")
-        .with_audience("api")
-        .with_jwt_id("jti-proto");
-    c.issued_at = Some(UnixTimeStamp::from_secs(now() - 5));
+    let c = claims_for(user_with_roles(&["user"]), ISS, "alice", Some("jti-proto"));
     key.sign(c).unwrap()
 }
 

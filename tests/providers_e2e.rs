@@ -7,8 +7,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use authflow_contract::AccessClaims;
 use authflow_echo::EchoServer;
 use jwt_simple::prelude::*;
@@ -19,31 +17,12 @@ const MAIN: &str = "https://main.e2e.test";
 const PARTNER: &str = "https://partner.e2e.test";
 const PARTNER2: &str = "https://partner2.e2e.test";
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 fn token(key: &Ed25519KeyPair, issuer: &str, sub: &str, custom: AccessClaims) -> String {
-    let mut c = Claims::with_custom_claims(custom, Duration::from_secs(600).into())
-        .with_issuer(issuer)
-        .with_subject(sub)
-        .with_audience("api");
-    c.issued_at = Some(UnixTimeStamp::from_secs(now() - 5));
-    key.sign(c).unwrap()
+    key.sign(claims_for(custom, issuer, sub, None)).unwrap()
 }
 
 fn roles(r: &[&str]) -> AccessClaims {
-    AccessClaims {
-        sid: "s-1".into(),
-        roles: r.iter().map(|s| s.to_string()).collect(),
-        scope: "read".into(),
-        dfp: None,
-        client_id: None,
-        cnf: None,
-    }
+    user_with_roles(r)
 }
 
 /// `b64(header).b64(payload).AAAA`: signed by no one.

@@ -26,13 +26,6 @@ const ISS: &str = "https://auth.capacity.test";
 /// With the delta of ten on top: a million, the default `max_entries`.
 const ENTRIES: usize = 999_990;
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 /// One feed answer, with its compact encoding made once (a million digests
 /// take a while in a debug build).
 #[derive(Clone)]

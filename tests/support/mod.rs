@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 pub mod stack;
+mod tokens;
+#[allow(unused_imports)] // not every test binary signs tokens
+pub use tokens::*;
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
