@@ -37,6 +37,7 @@ counters! {
     tokens_issued => "authflow_access_tokens_issued_total", "Access tokens issued.";
     refresh_ok => "authflow_refresh_ok_total", "Refresh token rotations.";
     refresh_reuse => "authflow_refresh_reuse_detected_total", "Reused refresh tokens (session revoked).";
+    refresh_throttled => "authflow_refresh_throttled_total", "Refreshes refused by the per-session limit (throttle.refresh_max_per_hour).";
     sessions_revoked => "authflow_sessions_revoked_total", "Sessions revoked (logout, reuse, reset, admin).";
     feed_not_modified => "authflow_feed_not_modified_total", "Revocation feed polls answered 304.";
     feed_deltas => "authflow_feed_deltas_total", "Revocation feed polls answered with a delta.";

@@ -12,7 +12,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::Client;
 use crate::metrics::inc;
 use crate::state::AppState;
-use crate::store::{RefreshRecord, Rotation, Session, User};
+use crate::store::{RefreshLimit, RefreshRecord, Rotation, Session, User};
 use crate::tokens::{self, IssuedAccess};
 
 /// What a client receives when a session starts or its refresh token rotates.
@@ -33,6 +33,9 @@ pub type Origin = (Option<String>, Option<String>);
 /// retry after a lost answer), not a second holder. Past it, reuse revokes
 /// the session.
 pub const REFRESH_REUSE_GRACE_SECS: i64 = 10;
+
+/// The window of the per-session refresh limit (`throttle.refresh_max_per_hour`).
+pub const REFRESH_LIMIT_WINDOW_SECS: i64 = 3600;
 
 /// The `error_description` of a refresh refused within that grace (401
 /// `invalid_grant`); the browser refresh page tells it apart.
@@ -313,12 +316,34 @@ pub async fn refresh(
     let dfp = client.fingerprint(state, &device);
     let (access, access_record) =
         tokens::sign_for_session(state, &user, &session.id, Some(dfp), dpop_jkt, now)?;
+    let limit = RefreshLimit {
+        max_per_window: state.config.throttle.refresh_max_per_hour,
+        window_secs: REFRESH_LIMIT_WINDOW_SECS,
+    };
     match state
         .store
-        .rotate_refresh(&old_hash, &next_record, &access_record, now)
+        .rotate_refresh(&old_hash, &next_record, &access_record, now, limit)
         .await?
     {
         Rotation::Rotated => {}
+        // The session rotated `throttle.refresh_max_per_hour` times this hour
+        // (a client, or a second holder, refreshing in a loop): refused, the
+        // token left unused.
+        Rotation::Throttled(until) => {
+            inc(&state.metrics.refresh_throttled);
+            audit::record(
+                state,
+                Some(client),
+                "refresh",
+                "throttled",
+                Some(&user.id),
+                None,
+            )
+            .await;
+            return Err(ApiError::TooManyRequests {
+                retry_after_secs: u64::try_from(until.saturating_sub(now)).unwrap_or(1).max(1),
+            });
+        }
         // A logout (or expiry) committed since the session was read.
         Rotation::SessionEnded => return Err(ApiError::InvalidGrant("the session has ended")),
         Rotation::AlreadyUsed => {

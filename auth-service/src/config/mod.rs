@@ -144,6 +144,11 @@ pub struct ThrottleConfig {
     /// The IPv6 prefix every per-address limit counts as one client (an
     /// IPv6 client holds a whole /64 at least); IPv4 addresses count alone.
     pub ipv6_prefix_len: u8,
+    /// Refresh-token rotations per session within any hour; past it a
+    /// refresh answers 429 with `Retry-After` (the token stays usable).
+    /// At most [`crate::store::ROTATED_REFRESH_TOKENS_KEPT`]: the limit is
+    /// counted from the rotations a session keeps.
+    pub refresh_max_per_hour: u32,
 }
 
 /// `[mail]` (and `[smtp]` for the relay).

@@ -133,6 +133,7 @@ pub struct RawThrottle {
     pub second_factor_lockout_max_secs: Option<u64>,
     pub ip_max_signups: Option<u32>,
     pub ipv6_prefix_len: Option<u8>,
+    pub refresh_max_per_hour: Option<u32>,
 }
 
 #[derive(Default, Deserialize)]
@@ -606,6 +607,13 @@ impl RawThrottle {
                 64,
                 32,
                 128,
+            )?,
+            refresh_max_per_hour: count(
+                "throttle.refresh_max_per_hour",
+                self.refresh_max_per_hour,
+                120,
+                1,
+                crate::store::ROTATED_REFRESH_TOKENS_KEPT,
             )?,
         })
     }

@@ -94,6 +94,7 @@ pub const UNALIASED_PATHS: &[&str] = &[
     "accounts.pages_url",
     "throttle.ip_max_signups",
     "throttle.ipv6_prefix_len",
+    "throttle.refresh_max_per_hour",
     "limits.password_hash_concurrency",
     "limits.password_hash_wait_ms",
     "limits.background_tasks",

@@ -85,12 +85,15 @@ pub fn token_response(state: &AppState, tokens: SessionTokens, now: i64) -> Resp
 /// racing): then 401 "refresh token was just rotated" and nothing changes.
 /// Without the device secret nothing changes either. A session started with a DPoP proof refreshes only with a proof from the
 /// same key (else 400 `invalid_dpop_proof`, and the token stays usable).
+/// A session that rotated `throttle.refresh_max_per_hour` times within the
+/// last hour is refused with 429 and `Retry-After` (the token stays usable).
 #[utoipa::path(post, path = "/v1/auth/refresh", tag = "tokens", request_body = RefreshRequest,
     params(("x-authflow-device" = String, Header, description = "device secret (or the cookie)"),
            ("DPoP" = Option<String>, Header, description = "DPoP proof (RFC 9449): `htm` POST, `htu` the issuer + `/v1/auth/refresh`; required for a DPoP-bound session")),
     responses((status = 200, body = TokenResponse, headers(("DPoP-Nonce" = String, description = "a fresh server nonce, when nonces are required"))),
               (status = 400, body = ErrorBody, description = "`invalid_dpop_proof`, or `use_dpop_nonce` with the nonce in `DPoP-Nonce`"),
-              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 429, body = ErrorBody, description = "the session's refresh limit (`throttle.refresh_max_per_hour`); `Retry-After` says when", headers(("Retry-After" = u64, description = "seconds")))))]
 pub async fn refresh(
     State(state): State<Arc<AppState>>,
     client: Client,

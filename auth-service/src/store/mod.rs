@@ -293,6 +293,31 @@ pub enum Rotation {
     /// The session was revoked or expired since it was read (a logout that
     /// committed meanwhile).
     SessionEnded,
+    /// The session rotated its refresh token [`RefreshLimit::max_per_window`]
+    /// times within the window already; nothing was written (the token
+    /// stays unused). It may rotate again at this time.
+    Throttled(i64),
+}
+
+/// How many rotated-out refresh tokens a session keeps for reuse detection
+/// (each rotation keeps the token it replaced): the newest ones, by their
+/// rotation. Older ones are deleted by the rotation that pushes them out, so
+/// a session holds at most this many plus its current one, however often it
+/// refreshes. A token pushed out is refused as unknown (nothing rotated,
+/// nothing revoked) rather than taken for reuse; with the per-session limit
+/// ([`RefreshLimit`]) a second holder needs this many rotations, hours at
+/// the limit, before the owner's old token is forgotten.
+pub const ROTATED_REFRESH_TOKENS_KEPT: u32 = 256;
+
+/// The per-session refresh limit [`Store::rotate_refresh`] enforces, counted
+/// from the rotations the session keeps (so it holds across instances and
+/// restarts, with no table of its own): at most `max_per_window` rotations
+/// within any `window_secs`. `max_per_window` must not exceed
+/// [`ROTATED_REFRESH_TOKENS_KEPT`] (the configuration bounds it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RefreshLimit {
+    pub max_per_window: u32,
+    pub window_secs: i64,
 }
 
 /// The per-account second-factor guard's answer to one attempt.
@@ -613,13 +638,17 @@ pub trait Store: Send + Sync + 'static {
     /// Marks `old_hash` used, stores `new` and records `access` (the access
     /// token answered with it), in one transaction: a refresh that fails
     /// before its answer leaves the old token unused. Nothing is written
-    /// when the session ended or `old_hash` was used since they were read.
+    /// when the session ended or `old_hash` was used since they were read,
+    /// nor when the session reached `limit` ([`Rotation::Throttled`]). The
+    /// same transaction deletes the session's rotated-out tokens past the
+    /// newest [`ROTATED_REFRESH_TOKENS_KEPT`].
     async fn rotate_refresh(
         &self,
         old_hash: &str,
         new: &RefreshRecord,
         access: &IssuedToken,
         now: i64,
+        limit: RefreshLimit,
     ) -> StoreResult<Rotation>;
     async fn record_access_token(&self, token: &IssuedToken) -> StoreResult<()>;
     /// Records a service account's access token only while `client_id` is

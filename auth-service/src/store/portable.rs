@@ -812,7 +812,7 @@ macro_rules! impl_store {
                 .map_err(StoreError::from)
             }
 
-            async fn rotate_refresh(&self, old_hash: &str, new: &RefreshRecord, access: &IssuedToken, now: i64) -> StoreResult<Rotation> {
+            async fn rotate_refresh(&self, old_hash: &str, new: &RefreshRecord, access: &IssuedToken, now: i64, limit: RefreshLimit) -> StoreResult<Rotation> {
                 let mut tx = self.begin_write().await?;
                 // The session first (the order a revocation locks in): a logout that
                 // committed since the session was read ends the rotation here. On
@@ -835,6 +835,26 @@ macro_rules! impl_store {
                 if used.rows_affected() != 1 {
                     return Ok(Rotation::AlreadyUsed);
                 }
+                // The per-session limit, after the reuse check (a second use of a token
+                // is judged as such, throttled or not), counted from the session's kept
+                // rotations, this one included: past the limit, the rotation that is
+                // `max_per_window` older than this one says when the window has room.
+                // The session's row is locked by now (Postgres; SQLite writes one at a
+                // time): rotations of one session on any instance count in turn. On
+                // refusal the transaction is dropped, the token left unused.
+                let window_start = now.saturating_sub(limit.window_secs);
+                let oldest_counted: Option<i64> = sqlx::query_scalar(
+                    "SELECT used_at FROM refresh_tokens WHERE session_id = $1 AND used_at > $2 \
+                     ORDER BY used_at DESC LIMIT 1 OFFSET $3",
+                )
+                .bind(&new.session_id)
+                .bind(window_start)
+                .bind(i64::from(limit.max_per_window))
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(at) = oldest_counted {
+                    return Ok(Rotation::Throttled(at.saturating_add(limit.window_secs).max(now + 1)));
+                }
                 sqlx::query("INSERT INTO refresh_tokens (hash, session_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
                     .bind(&new.hash)
                     .bind(&new.session_id)
@@ -842,6 +862,18 @@ macro_rules! impl_store {
                     .bind(new.expires_at)
                     .execute(&mut *tx)
                     .await?;
+                // Rotated-out tokens are kept for reuse detection, but only the newest
+                // ones: before, every one stayed for the session's whole life, and a
+                // client refreshing in a loop grew the table a row per request.
+                sqlx::query(
+                    "DELETE FROM refresh_tokens WHERE session_id = $1 AND used_at IS NOT NULL AND hash NOT IN \
+                     (SELECT hash FROM refresh_tokens WHERE session_id = $1 AND used_at IS NOT NULL \
+                      ORDER BY used_at DESC, created_at DESC, hash DESC LIMIT $2)",
+                )
+                .bind(&new.session_id)
+                .bind(i64::from(ROTATED_REFRESH_TOKENS_KEPT))
+                .execute(&mut *tx)
+                .await?;
                 // The access token answered with the new refresh token, in the same
                 // commit: a failure (or crash) before it leaves the old token unused
                 // rather than rotated with no client holding its successor.

@@ -212,6 +212,9 @@ pub async fn refresh(
             Err(ApiError::InvalidGrant(why)) if why == sessions::JUST_ROTATED => {
                 just_rotated = true
             }
+            // The session's refresh limit: the cookie is still good later, and
+            // clearing it would end a session nobody ended.
+            Err(ApiError::TooManyRequests { .. }) => just_rotated = true,
             Err(e) => tracing::debug!(error = ?e, "browser refresh refused"),
         }
     }

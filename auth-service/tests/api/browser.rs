@@ -532,6 +532,47 @@ async fn refresh_rotates_the_cookie_and_the_old_one_is_refused() {
     );
 }
 
+/// A browser whose session reached its refresh limit
+/// (`throttle.refresh_max_per_hour`): to sign-in, but its cookies and
+/// session are left alone (the refresh cookie is good again later), not
+/// cleared as for an ended session.
+#[tokio::test]
+async fn a_throttled_browser_refresh_keeps_the_cookies() {
+    let app = spawn_app_with(|c| c.throttle.refresh_max_per_hour = 2).await;
+    let mut b = Browser::new(&app);
+    b.sign_up_and_in(&app, "throttled@example.com", "/").await;
+    let session = claims(&b.cookie(ACCESS).unwrap().value)["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for _ in 0..2 {
+        let r = b.get("/auth/refresh?return_to=%2Fapp").await;
+        assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/app"));
+    }
+    let r = b.get("/auth/refresh?return_to=%2Fapp").await;
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/auth/signin?return_to=/app")
+    );
+    assert!(
+        r.headers.get("set-cookie").is_none(),
+        "no cookie cleared: {:?}",
+        r.headers
+    );
+    let s = app.state.store.session(&session).await.unwrap().unwrap();
+    assert!(s.revoked_at.is_none(), "the session lives");
+    // An hour later the same cookie refreshes.
+    run_sql(
+        &app,
+        &[&format!(
+            "UPDATE refresh_tokens SET used_at = used_at - 3600 WHERE session_id = '{session}' AND used_at IS NOT NULL"
+        )],
+    )
+    .await;
+    let r = b.get("/auth/refresh?return_to=%2Fapp").await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/app"));
+}
+
 /// Two tabs of one browser (one cookie jar) sent to the refresh endpoint at
 /// once: one rotates, the other goes to sign-in without touching the
 /// cookies, so whichever answer the browser takes last, the jar keeps the

@@ -142,3 +142,161 @@ async fn a_sign_in_that_fails_half_way_leaves_no_session() {
         .unwrap();
     assert!(live.is_empty(), "an orphan session: {live:?}");
 }
+
+/// How many rows of `table` belong to session `session_id`, read from the
+/// database directly (what the refreshes left behind).
+async fn rows_of_session(app: &TestApp, table: &str, session_id: &str) -> i64 {
+    let url = secrecy::ExposeSecret::expose_secret(&app.state.config.database.url).to_owned();
+    let sql = format!("SELECT COUNT(*) FROM {table} WHERE session_id = $1");
+    if app.database_url.is_some() {
+        use sqlx::Connection;
+        let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::query_scalar(&sql)
+            .bind(session_id)
+            .fetch_one(&mut db)
+            .await
+            .unwrap()
+    } else {
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let n = sqlx::query_scalar(&sql)
+            .bind(session_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        n
+    }
+}
+
+/// Moves every rotation of session `session_id` `secs` into the past.
+async fn age_session_rotations(app: &TestApp, session_id: &str, secs: i64) {
+    let sql = format!(
+        "UPDATE refresh_tokens SET used_at = used_at - {secs} WHERE session_id = '{session_id}' AND used_at IS NOT NULL"
+    );
+    run_sql(app, &[&sql]).await;
+}
+
+/// Refreshes `t` `n` times in a row, each with the token the last one gave.
+async fn refresh_times(app: &TestApp, t: Tokens, n: usize) -> (Tokens, Vec<String>) {
+    let mut t = t;
+    let mut rotated_out = Vec::new();
+    for i in 0..n {
+        let r = refresh_with_device(app, &t.refresh, Some(&t.device)).await;
+        assert_eq!(r.status(), 200, "refresh {i}");
+        let next = tokens_of(r).await;
+        rotated_out.push(std::mem::replace(&mut t, next).refresh);
+    }
+    (t, rotated_out)
+}
+
+/// One signed-in client (or whoever stole its refresh token and device
+/// secret) refreshing in a tight loop. Before the fix every refresh stored
+/// a new refresh-token row and kept every row it replaced for the
+/// session's whole life (30 days by default), with no limit on how often:
+/// one session grew the database without bound, a row per request (151
+/// rows after 150 refreshes in under a second).
+#[tokio::test]
+async fn refreshing_in_a_loop_does_not_grow_the_database_without_bound() {
+    let app = spawn_app().await;
+    app.verified_user("looping@example.com").await;
+    let mut t = app.signin("looping@example.com", PASSWORD).await;
+    let first = t.refresh.clone();
+    let mut throttled = None;
+    for i in 0..150 {
+        let r = refresh_with_device(&app, &t.refresh, Some(&t.device)).await;
+        if r.status() == 429 {
+            let retry: u64 = r.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((3500..=3600).contains(&retry), "Retry-After {retry}");
+            assert_eq!(error_code(r, 429).await, "too_many_attempts");
+            throttled = Some(i);
+            break;
+        }
+        assert_eq!(r.status(), 200);
+        t = tokens_of(r).await;
+    }
+    assert_eq!(
+        throttled,
+        Some(120),
+        "throttle.refresh_max_per_hour rotations, then 429"
+    );
+    let rows = rows_of_session(&app, "refresh_tokens", &t.session).await;
+    assert_eq!(rows, 121, "the first token and 120 rotations");
+
+    // A throttled refresh rotated nothing: reuse of an old token is still
+    // reuse, and the token in hand works again once the hour has room.
+    let r = refresh_with_device(&app, &t.refresh, Some(&t.device)).await;
+    assert_eq!(r.status(), 429, "still throttled");
+    age_session_rotations(&app, &t.session, 3600).await;
+    let r = refresh_with_device(&app, &t.refresh, Some(&t.device)).await;
+    assert_eq!(r.status(), 200, "the token in hand was left unused");
+    let r = refresh_with_device(&app, &first, Some(&t.device)).await;
+    assert_eq!(
+        invalid_grant(r).await,
+        "refresh token reuse detected; the session is revoked"
+    );
+}
+
+/// Past `ROTATED_REFRESH_TOKENS_KEPT` rotations a session's oldest
+/// rotated-out tokens are deleted by the rotation that pushes them out: the
+/// rows per session stay bounded however long it lives, while a recently
+/// rotated-out token is still taken for reuse.
+#[tokio::test]
+async fn a_session_keeps_only_its_newest_rotated_out_tokens() {
+    let kept = authflow_auth_service::store::ROTATED_REFRESH_TOKENS_KEPT as usize;
+    let app = spawn_app_with(|c| c.throttle.refresh_max_per_hour = kept as u32).await;
+    app.verified_user("longlived@example.com").await;
+    let t = app.signin("longlived@example.com", PASSWORD).await;
+    let session = t.session.clone();
+    let (t, mut rotated_out) = refresh_times(&app, t, kept).await;
+    assert_eq!(
+        rows_of_session(&app, "refresh_tokens", &session).await,
+        kept as i64 + 1
+    );
+    // An hour later (as far as the limit can tell), 40 more.
+    age_session_rotations(&app, &session, 3600).await;
+    let (t, more) = refresh_times(&app, t, 40).await;
+    rotated_out.extend(more);
+    assert_eq!(
+        rows_of_session(&app, "refresh_tokens", &session).await,
+        kept as i64 + 1,
+        "the current token and the newest rotated-out ones"
+    );
+
+    // 40 of the older ones were pushed out (which ones, among rotations of
+    // the same second, is not said), none of the newer.
+    let mut forgotten = Vec::new();
+    for (i, token) in rotated_out.iter().enumerate() {
+        let hash = authflow_auth_service::domain::hash_secret(token);
+        if app
+            .state
+            .store
+            .refresh_token(&hash)
+            .await
+            .unwrap()
+            .is_none()
+        {
+            forgotten.push(i);
+        }
+    }
+    assert_eq!(forgotten.len(), 40, "{forgotten:?}");
+    assert!(forgotten.iter().all(|&i| i < kept), "{forgotten:?}");
+    // One pushed out: unknown, refused without effect.
+    let r = refresh_with_device(&app, &rotated_out[forgotten[0]], Some(&t.device)).await;
+    assert_eq!(invalid_grant(r).await, "unknown refresh token");
+    let s = app.state.store.session(&session).await.unwrap().unwrap();
+    assert!(s.revoked_at.is_none());
+    // One still kept, past the grace: reuse, the session ends.
+    let recent = &rotated_out[rotated_out.len() - 5];
+    age_rotation(&app, recent, 60).await;
+    let r = refresh_with_device(&app, recent, Some(&t.device)).await;
+    assert_eq!(
+        invalid_grant(r).await,
+        "refresh token reuse detected; the session is revoked"
+    );
+    let s = app.state.store.session(&session).await.unwrap().unwrap();
+    assert_eq!(s.revoke_reason.as_deref(), Some("refresh_token_reuse"));
+}
