@@ -66,7 +66,10 @@ pub fn routes(https: bool) -> Router<Arc<AppState>> {
             "/auth/signin/code",
             get(signin::code_form).post(signin::code_submit),
         )
-        .route(REFRESH_PATH, get(signin::refresh))
+        .route(
+            REFRESH_PATH,
+            get(signin::refresh).post(signin::refresh_submit),
+        )
         .route(
             signin::LOGOUT_PATH,
             get(signin::logout_page).post(signin::logout),

@@ -41,6 +41,12 @@ pub struct CodeForm {
     return_to: Option<String>,
 }
 
+/// The refresh page's button (and its CSRF token, checked by [`Posted`]).
+#[derive(Deserialize)]
+pub struct RefreshForm {
+    return_to: Option<String>,
+}
+
 /// Only the CSRF token (checked by [`Posted`]).
 #[derive(Deserialize)]
 pub struct NoFields {}
@@ -190,15 +196,71 @@ pub async fn code_submit(
 /// bounce between the filter and this endpoint until the browser gives up.
 /// From sign-in, the page the user came from works again as soon as the
 /// winner's cookies are in.
+///
+/// A navigation another site started (`Sec-Fetch-Site` other than
+/// `same-origin` or `none`) rotates nothing: the rotated cookie's only copy
+/// is in this answer, and that site can navigate the window on before the
+/// answer lands, leaving the browser with a rotated-out cookie whose next
+/// use ends the session as reuse. It gets a page whose button
+/// ([`refresh_submit`]) continues from this site instead.
 pub async fn refresh(
     State(state): State<Arc<AppState>>,
     client: Client,
     RawQuery(raw): RawQuery,
 ) -> Response {
     let return_to = from_query(raw.as_deref());
+    let candidates = cookies::refresh_candidates(&state, &client.headers);
+    if !candidates.is_empty() && started_by_another_site(&client) {
+        let (csrf, cookie) = csrf_token(&state, &client.headers);
+        return Page::ok(
+            "Continue",
+            templates::refresh_continue(
+                &Form {
+                    csrf: &csrf,
+                    error: None,
+                },
+                &return_to,
+            ),
+        )
+        .with_cookie(cookie)
+        .into_response();
+    }
+    rotate_and_return(&state, &client, candidates, &return_to).await
+}
+
+/// `POST /auth/refresh`: the refresh page's button, from this site's page
+/// (same origin and its CSRF token, checked by [`Posted`]).
+pub async fn refresh_submit(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    Posted(f): Posted<RefreshForm>,
+) -> Response {
+    let return_to = target(f.return_to.as_deref());
+    let candidates = cookies::refresh_candidates(&state, &client.headers);
+    rotate_and_return(&state, &client, candidates, &return_to).await
+}
+
+/// Whether the browser says another site (a sibling one included) started
+/// this navigation. Absent (an older browser, a client that is no browser):
+/// not known to be another site's.
+fn started_by_another_site(client: &Client) -> bool {
+    client
+        .headers
+        .get("sec-fetch-site")
+        .is_some_and(|site| !matches!(site.as_bytes(), b"same-origin" | b"none"))
+}
+
+/// Rotates the first of the browser's refresh cookies that is its session's
+/// and goes back to `return_to`; otherwise to sign-in (see [`refresh`]).
+async fn rotate_and_return(
+    state: &AppState,
+    client: &Client,
+    candidates: Vec<String>,
+    return_to: &str,
+) -> Response {
     let to_signin = || {
         see_other(
-            &with_return_to(SIGNIN_PATH, &return_to),
+            &with_return_to(SIGNIN_PATH, return_to),
             &cookies::cleared_session(),
         )
     };
@@ -206,9 +268,9 @@ pub async fn refresh(
     // the domain can) is unknown here, or bound to another device, and is
     // refused without effect before or after ours is taken.
     let mut just_rotated = false;
-    for token in cookies::refresh_candidates(&state, &client.headers) {
-        match sessions::refresh(&state, &client, &Secret::new(token), None, now()).await {
-            Ok(tokens) => return see_other(&return_to, &cookies::session(&state, &tokens)),
+    for token in candidates {
+        match sessions::refresh(state, client, &Secret::new(token), None, now()).await {
+            Ok(tokens) => return see_other(return_to, &cookies::session(state, &tokens)),
             Err(ApiError::InvalidGrant(why)) if why == sessions::JUST_ROTATED => {
                 just_rotated = true
             }
@@ -221,7 +283,7 @@ pub async fn refresh(
     if just_rotated {
         // Another tab refreshed first: its cookies are (or will be) this browser's.
         tracing::debug!("browser refresh lost a race with another tab");
-        return see_other(&with_return_to(SIGNIN_PATH, &return_to), &[]);
+        return see_other(&with_return_to(SIGNIN_PATH, return_to), &[]);
     }
     to_signin()
 }

@@ -8,6 +8,8 @@
 
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
+use authflow_contract::browser::REFRESH_PATH;
+
 use crate::domain::password::MIN_CHARS;
 
 pub const STYLESHEET_PATH: &str = "/auth/static/authflow.css";
@@ -119,6 +121,19 @@ pub fn message(text: &str, link: Option<(&str, &str)>) -> Markup {
         p { (text) }
         @if let Some((href, label)) = link {
             p { a href=(href) { (label) } }
+        }
+    }
+}
+
+/// Where a navigation another site started to the refresh endpoint lands:
+/// one button, so that only this site's own page rotates the refresh cookie.
+pub fn refresh_continue(f: &Form, return_to: &str) -> Markup {
+    html! {
+        (alert(f.error))
+        form #refresh-form method="post" action=(REFRESH_PATH) {
+            (csrf_field(f.csrf)) (return_field(return_to))
+            p { "You are signed in. Continue to the page you asked for." }
+            button type="submit" { "Continue" }
         }
     }
 }

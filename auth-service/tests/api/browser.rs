@@ -1620,3 +1620,96 @@ async fn the_verification_button_needs_a_valid_token_and_the_pages_csrf() {
         "confirmed without the page's CSRF token"
     );
 }
+
+/// `GET /auth/refresh` rotates the refresh cookie, and its answer carries
+/// the only copy of the new one. Another site can send the browser there
+/// (a link, a redirect, `window.open`: `SameSite=Lax` cookies go along on a
+/// top-level navigation) and then navigate that window on before the answer
+/// lands: the browser keeps the rotated-out cookie, and its next refresh
+/// ends the whole session as a stolen token's reuse. A navigation another
+/// site started therefore rotates nothing: it gets a page whose button
+/// (a same-origin form with the page's CSRF token) continues, and the
+/// cookie the browser holds stays good.
+#[tokio::test]
+async fn another_site_cannot_make_the_browser_rotate_its_refresh_cookie() {
+    let app = spawn_app().await;
+    let mut b = Browser::new(&app);
+    b.sign_up_and_in(&app, "cross-site-refresh@example.com", "/")
+        .await;
+    let before = b.cookie(REFRESH).unwrap().value.clone();
+    let access = b.cookie(ACCESS).unwrap().value.clone();
+    let session = claims(&access)["sid"].as_str().unwrap().to_owned();
+
+    for site in ["cross-site", "same-site"] {
+        let path = "/auth/refresh?return_to=%2Fapp%2Fhello";
+        let req = b
+            .http
+            .get(format!("{}{path}", b.base))
+            .header("sec-fetch-site", site)
+            .header("sec-fetch-mode", "navigate");
+        let r = b.send(req, path).await;
+        assert_eq!(r.status, 200, "{site}: {}", r.body);
+        assert!(
+            r.headers
+                .get("set-cookie")
+                .into_iter()
+                .all(|c| !c.to_str().unwrap().starts_with(&format!("{REFRESH}="))),
+            "{site}: the refresh cookie was set: {:?}",
+            r.headers
+        );
+        assert_eq!(b.cookie(REFRESH).unwrap().value, before, "{site}");
+        assert_page_headers(&r, "the refresh page");
+        assert_eq!(hidden(&r.body, "return_to"), "/app/hello", "{site}");
+        // Nothing rotated: the cookie the browser holds is still its session's current one.
+        let hash = authflow_auth_service::domain::Secret::new(
+            before.split('.').next().unwrap().to_owned(),
+        )
+        .hash();
+        let record = app.state.store.refresh_token(&hash).await.unwrap().unwrap();
+        assert!(record.used_at.is_none(), "{site}: rotated");
+    }
+
+    // The page's button continues: a same-origin form post rotates and goes back.
+    let page = b.get("/auth/refresh?return_to=%2Fapp%2Fhello").await;
+    assert_eq!(
+        page.status,
+        StatusCode::SEE_OTHER,
+        "same-origin: {}",
+        page.body
+    );
+    assert_ne!(b.cookie(REFRESH).unwrap().value, before);
+    let r = {
+        let req = b
+            .http
+            .get(format!("{}/auth/refresh?return_to=%2Fapp", b.base))
+            .header("sec-fetch-site", "cross-site");
+        b.send(req, "/auth/refresh").await
+    };
+    let csrf = r.csrf();
+    let before = b.cookie(REFRESH).unwrap().value.clone();
+    let r = b
+        .post("/auth/refresh", &[("csrf", &csrf), ("return_to", "/app")])
+        .await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/app"));
+    assert_ne!(
+        b.cookie(REFRESH).unwrap().value,
+        before,
+        "rotated by the button"
+    );
+    // Without the page's CSRF token the post rotates nothing.
+    let before = b.cookie(REFRESH).unwrap().value.clone();
+    let r = b.post("/auth/refresh", &[("return_to", "/app")]).await;
+    assert_ne!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert_eq!(b.cookie(REFRESH).unwrap().value, before);
+    assert!(
+        app.state
+            .store
+            .session(&session)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_none(),
+        "the session lives"
+    );
+}
