@@ -208,15 +208,37 @@ fn host_overrides<'r>(config: &FilterConfig, req: &'r Request) -> Vec<&'r str> {
                 };
                 let host = host.trim();
                 let unquoted = host.strip_prefix('"').and_then(|h| h.strip_suffix('"'));
-                let named = unquoted.unwrap_or(host);
-                found.push(host_name(named));
-                if loose_host_name(named) != host_name(named) {
-                    found.push(loose_host_name(named));
+                push_host(&mut found, unquoted.unwrap_or(host));
+            }
+            if name == "forwarded" {
+                // Spring's `ForwardedHeaderUtils` (Vert.x, Reactor Netty alike) find
+                // `(?i:host)="?([^;,"]+)"?` anywhere: in `xhost=`, inside a quoted value.
+                let lower = value.to_ascii_lowercase();
+                let mut from = 0;
+                while let Some(at) = lower.get(from..).and_then(|rest| rest.find("host=")) {
+                    from += at + "host=".len();
+                    let rest = value.get(from..).unwrap_or_default();
+                    let rest = rest.strip_prefix('"').unwrap_or(rest);
+                    push_host(
+                        &mut found,
+                        rest.split([';', ',', '"'])
+                            .next()
+                            .unwrap_or_default()
+                            .trim(),
+                    );
                 }
             }
         }
     }
     found
+}
+
+/// A host named in a header, as rules compare it and as the laxest backends read it.
+fn push_host<'r>(found: &mut Vec<&'r str>, named: &'r str) {
+    found.push(host_name(named));
+    if loose_host_name(named) != host_name(named) {
+        found.push(loose_host_name(named));
+    }
 }
 
 /// The methods a backend may run `req` as besides its own (as written:
@@ -817,6 +839,50 @@ mod tests {
         }
         let admin = Policy::RolesAny(vec!["admin".into()]);
         assert_eq!(decide_as(&c, "GET", "admin.example:8443", "/x"), Ok(&admin));
+    }
+
+    /// Spring's `ForwardedHeaderUtils` (and Vert.x, Reactor Netty) find the
+    /// host in `Forwarded` with an unanchored `(?i:host)="?([^;,"]+)"?`:
+    /// `xhost=`, or `host=` inside a quoted value, is a host to them.
+    #[test]
+    fn a_forwarded_host_is_found_where_a_pattern_reader_finds_it() {
+        let c = config(serde_json::json!({"routes": [
+            {"match": {"prefix": "/", "host": "admin.example"}, "policy": {"roles_any": ["admin"]}},
+            {"match": {"prefix": "/"}, "policy": "public"}
+        ]}));
+        for forwarded in [
+            "xhost=admin.example",
+            "for=\"_x;host=admin.example\"",
+            "for=\"host=admin.example\"",
+            "by=_p;for=_q;_host=ADMIN.example:443",
+        ] {
+            assert_eq!(
+                decide_with(
+                    &c,
+                    "GET",
+                    "/x",
+                    &[(":authority", "www.example"), ("forwarded", forwarded)]
+                ),
+                Err(AmbiguousPath),
+                "{forwarded}"
+            );
+        }
+        // A proxy's ordinary `Forwarded` is no other host.
+        for forwarded in [
+            "for=192.0.2.1;proto=https",
+            "for=\"[2001:db8::1]:4711\";host=www.example",
+        ] {
+            assert_eq!(
+                decide_with(
+                    &c,
+                    "GET",
+                    "/x",
+                    &[(":authority", "www.example"), ("forwarded", forwarded)]
+                ),
+                Ok(&Policy::Public),
+                "{forwarded}"
+            );
+        }
     }
 
     #[test]
