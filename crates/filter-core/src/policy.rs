@@ -10,7 +10,7 @@ use crate::config::{FilterConfig, PathMatch, Policy, Route};
 use crate::deny::DenyReason;
 use crate::path;
 use crate::provider_id::ProviderId;
-use crate::request::{host_name, loose_host_name, Request};
+use crate::request::{first_colon_host_name, host_name, loose_host_name, Request};
 use crate::verify::VerifiedToken;
 
 /// The path reads differently to different servers, and one of those
@@ -188,9 +188,10 @@ fn host_overrides<'r>(config: &FilterConfig, req: &'r Request) -> Vec<&'r str> {
     let authority = req.header(":authority").unwrap_or_default();
     if authority.contains([',', ':']) {
         for item in authority.split(',') {
-            let loose = loose_host_name(item);
-            if loose != req.host_without_port() {
-                found.push(loose);
+            for loose in [loose_host_name(item), first_colon_host_name(item)] {
+                if loose != req.host_without_port() {
+                    found.push(loose);
+                }
             }
         }
     }
@@ -236,8 +237,10 @@ fn host_overrides<'r>(config: &FilterConfig, req: &'r Request) -> Vec<&'r str> {
 /// A host named in a header, as rules compare it and as the laxest backends read it.
 fn push_host<'r>(found: &mut Vec<&'r str>, named: &'r str) {
     found.push(host_name(named));
-    if loose_host_name(named) != host_name(named) {
-        found.push(loose_host_name(named));
+    for loose in [loose_host_name(named), first_colon_host_name(named)] {
+        if loose != host_name(named) {
+            found.push(loose);
+        }
     }
 }
 
@@ -839,6 +842,46 @@ mod tests {
         }
         let admin = Policy::RolesAny(vec!["admin".into()]);
         assert_eq!(decide_as(&c, "GET", "admin.example:8443", "/x"), Ok(&admin));
+    }
+
+    /// Express's `req.hostname` (what `vhost` routes by) cuts the host at
+    /// its *first* `:` (after a `]`), port digits or not; Go's `ServeMux`
+    /// keeps a host with two colons whole. `admin.example:1:2` is the admin
+    /// site to Express, as `Host` or as `X-Forwarded-Host` (`trust proxy`).
+    #[test]
+    fn a_host_cut_at_its_first_colon_is_judged_too() {
+        let c = config(serde_json::json!({"routes": [
+            {"match": {"prefix": "/", "host": "admin.example"}, "policy": {"roles_any": ["admin"]}},
+            {"match": {"prefix": "/"}, "policy": "public"}
+        ]}));
+        for host in [
+            "admin.example:1:2",
+            "admin.example:x:y",
+            "ADMIN.example.:8443:",
+        ] {
+            assert_eq!(
+                decide_as(&c, "GET", host, "/x"),
+                Err(AmbiguousPath),
+                "{host}"
+            );
+            assert_eq!(
+                decide_with(
+                    &c,
+                    "GET",
+                    "/x",
+                    &[(":authority", "www.example"), ("x-forwarded-host", host)]
+                ),
+                Err(AmbiguousPath),
+                "x-forwarded-host: {host}"
+            );
+        }
+        for host in ["pub.example:1:2", "[::1]:80", "::1", "[admin.example]:1:2"] {
+            assert_eq!(
+                decide_as(&c, "GET", host, "/x"),
+                Ok(&Policy::Public),
+                "{host}"
+            );
+        }
     }
 
     /// Spring's `ForwardedHeaderUtils` (and Vert.x, Reactor Netty) find the
