@@ -10,7 +10,7 @@ use crate::config::{FilterConfig, PathMatch, Policy, Route};
 use crate::deny::DenyReason;
 use crate::path;
 use crate::provider_id::ProviderId;
-use crate::request::{first_colon_host_name, host_name, loose_host_name, Request};
+use crate::request::{first_colon_host_name, host_name, loose_host_name, Request, NOT_UTF8};
 use crate::verify::VerifiedToken;
 
 /// The path reads differently to different servers, and one of those
@@ -112,7 +112,7 @@ pub fn policy_for<'a>(
             paths.push(other);
         }
     }
-    let named_hosts = host_overrides(config, req);
+    let named_hosts = host_overrides(config, req)?;
     let mut hosts = vec![host];
     for named in &named_hosts {
         hosts.push(named);
@@ -167,6 +167,10 @@ fn path_overrides(req: &Request) -> Result<Vec<path::Readings<'_>>, AmbiguousPat
     let mut found = Vec::new();
     for name in PATH_OVERRIDE_HEADERS {
         for value in req.header_values(name) {
+            // Bytes that are not UTF-8: a backend reads them, not the marker.
+            if value == NOT_UTF8 {
+                return Err(AmbiguousPath);
+            }
             found.push(path::readings(path::without_query(value)).map_err(|_| AmbiguousPath)?);
         }
     }
@@ -175,11 +179,15 @@ fn path_overrides(req: &Request) -> Result<Vec<path::Readings<'_>>, AmbiguousPat
 
 /// The hosts named in [`HOST_OVERRIDE_HEADERS`] (every item of a list:
 /// readers take the first or the last), as rules compare hosts. Only a
-/// configuration with rules on hosts can decide one of them otherwise.
-fn host_overrides<'r>(config: &FilterConfig, req: &'r Request) -> Vec<&'r str> {
+/// configuration with rules on hosts can decide one of them otherwise. One
+/// that is not UTF-8 (a backend reads its bytes) is ambiguous.
+fn host_overrides<'r>(
+    config: &FilterConfig,
+    req: &'r Request,
+) -> Result<Vec<&'r str>, AmbiguousPath> {
     let mut found = Vec::new();
     if config.routes.iter().all(|r| r.host.is_none()) {
-        return found;
+        return Ok(found);
     }
     // The authority itself as the laxest backends read it: Go's `ServeMux`
     // drops any text after the last `:` (`admin.example:abc`: its
@@ -197,6 +205,9 @@ fn host_overrides<'r>(config: &FilterConfig, req: &'r Request) -> Vec<&'r str> {
     }
     for name in HOST_OVERRIDE_HEADERS {
         for value in req.header_values(name) {
+            if value == NOT_UTF8 {
+                return Err(AmbiguousPath);
+            }
             // RFC 7239: `for=…;host=…;proto=…, for=…` (names in any case, values maybe quoted).
             for item in value.split([',', ';']) {
                 let host = if name == "forwarded" {
@@ -231,7 +242,7 @@ fn host_overrides<'r>(config: &FilterConfig, req: &'r Request) -> Vec<&'r str> {
             }
         }
     }
-    found
+    Ok(found)
 }
 
 /// A host named in a header, as rules compare it and as the laxest backends read it.
@@ -842,6 +853,43 @@ mod tests {
         }
         let admin = Policy::RolesAny(vec!["admin".into()]);
         assert_eq!(decide_as(&c, "GET", "admin.example:8443", "/x"), Ok(&admin));
+    }
+
+    /// A header value that is not UTF-8 reads as `NOT_UTF8` here, but a
+    /// backend reads its bytes: IIS takes `/api/admin/\xff` from
+    /// `X-Original-URL`, Express `admin.example` from
+    /// `X-Forwarded-Host: admin.example:\xff`. Refused, as a path that
+    /// reads no way is.
+    #[test]
+    fn a_path_or_host_named_in_bytes_that_are_not_utf8_is_ambiguous() {
+        // A public default: what no rule matches (`NOT_UTF8` is no path) is public.
+        let c = config(serde_json::json!({"default_policy": "public", "routes": [
+            {"match": {"prefix": "/", "host": "admin.example"}, "policy": {"roles_any": ["admin"]}},
+            {"match": {"path_prefix": "/api/admin"}, "policy": {"roles_any": ["admin"]}},
+            {"match": {"prefix": "/"}, "policy": "public"}
+        ]}));
+        let decide = |extra: (&[u8], &[u8])| {
+            let pairs: [(&[u8], &[u8]); 4] = [
+                (b":path", b"/public"),
+                (b":method", b"GET"),
+                (b":authority", b"www.example"),
+                extra,
+            ];
+            policy_for(
+                &c,
+                &Request::new(crate::request::HeaderBlock::from_pairs(&pairs), None),
+            )
+            .map(|r| r.policy)
+        };
+        for extra in [
+            (b"x-original-url".as_slice(), b"/api/admin/\xff".as_slice()),
+            (b"x-rewrite-url", b"/api/admin\xe9"),
+            (b"x-forwarded-host", b"admin.example:\xff"),
+            (b"forwarded", b"host=admin.example:\xff"),
+        ] {
+            assert_eq!(decide(extra), Err(AmbiguousPath), "{extra:?}");
+        }
+        assert_eq!(decide((b"user-agent", b"caf\xe9")), Ok(&Policy::Public));
     }
 
     /// Express's `req.hostname` (what `vhost` routes by) cuts the host at
