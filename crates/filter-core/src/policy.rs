@@ -171,10 +171,43 @@ fn path_overrides(req: &Request) -> Result<Vec<path::Readings<'_>>, AmbiguousPat
             if value == NOT_UTF8 {
                 return Err(AmbiguousPath);
             }
-            found.push(path::readings(path::without_query(value)).map_err(|_| AmbiguousPath)?);
+            let named = path::without_query(value);
+            match path_of_named(named) {
+                None => found.push(path::readings(named).map_err(|_| AmbiguousPath)?),
+                Some(own) => {
+                    let r = path::readings(&own).map_err(|_| AmbiguousPath)?;
+                    found.push(path::Readings {
+                        normalized: std::borrow::Cow::Owned(r.normalized.into_owned()),
+                        others: r.others,
+                    });
+                }
+            }
         }
     }
     Ok(found)
+}
+
+/// The path a backend takes from a named path not starting with `/`: an
+/// absolute URL's (`http://host/a` → `/a`, Symfony's `parse_url`, Zend
+/// Framework's scheme and host dropped), or the text joined to `/`.
+fn path_of_named(named: &str) -> Option<String> {
+    if named.starts_with('/') {
+        return None;
+    }
+    let absolute = named.split_once("://").filter(|(scheme, _)| {
+        scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+    });
+    Some(match absolute {
+        Some((_, rest)) => rest
+            .find('/')
+            .and_then(|i| rest.get(i..))
+            .unwrap_or("/")
+            .to_owned(),
+        None => format!("/{named}"),
+    })
 }
 
 /// The hosts named in [`HOST_OVERRIDE_HEADERS`] (every item of a list:
@@ -853,6 +886,40 @@ mod tests {
         }
         let admin = Policy::RolesAny(vec!["admin".into()]);
         assert_eq!(decide_as(&c, "GET", "admin.example:8443", "/x"), Ok(&admin));
+    }
+
+    /// A path override in absolute form is its path to Symfony before
+    /// 2.7.49 (`parse_url`) and Zend Framework 1 (the scheme and host
+    /// dropped); one without its leading `/` is that path to a backend that
+    /// joins it to `/`. Neither may fall to a weaker default.
+    #[test]
+    fn a_path_override_in_absolute_or_relative_form_is_judged_as_its_path() {
+        let c = config(serde_json::json!({"default_policy": "public", "routes": [
+            {"match": {"path_prefix": "/api/admin"}, "policy": {"roles_any": ["admin"]}},
+            {"match": {"prefix": "/"}, "policy": "public"}
+        ]}));
+        for url in [
+            "http://www.example/api/admin/users",
+            "HTTPS://www.example:8443/api/%61dmin?x=1",
+            "api/admin",
+        ] {
+            assert_eq!(
+                decide_with(&c, "GET", "/public", &[("x-original-url", url)]),
+                Err(AmbiguousPath),
+                "{url}"
+            );
+        }
+        for url in [
+            "http://www.example",
+            "https://www.example/public/x",
+            "public",
+        ] {
+            assert_eq!(
+                decide_with(&c, "GET", "/public", &[("x-rewrite-url", url)]),
+                Ok(&Policy::Public),
+                "{url}"
+            );
+        }
     }
 
     /// A header value that is not UTF-8 reads as `NOT_UTF8` here, but a
