@@ -309,11 +309,31 @@ fn method_overrides(config: &FilterConfig, req: &Request) -> Vec<String> {
     let query = before_fragment.split_once('?').map_or("", |(_, q)| q);
     for pair in query.split(['&', ';']) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if path::decode_query_part(name) == METHOD_OVERRIDE_PARAMETER {
+        if path::decode_query_part(name) == METHOD_OVERRIDE_PARAMETER
+            || php_name(name) == METHOD_OVERRIDE_PARAMETER
+        {
             found.push(path::decode_query_part(value).trim().to_owned());
         }
     }
     found
+}
+
+/// A query parameter's name as PHP registers it (so Laravel and Symfony
+/// read it): `+` a space, decoded, leading spaces dropped, ` ` and `.` made
+/// `_`, as is a `[` without a `]` after it (with one: an array, cut there).
+fn php_name(name: &str) -> String {
+    let decoded = path::decode_query_part(&name.replace('+', " "));
+    let trimmed = decoded.trim_start_matches(' ');
+    let mut out = String::with_capacity(trimmed.len());
+    for (i, c) in trimmed.char_indices() {
+        match c {
+            ' ' | '.' => out.push('_'),
+            '[' if trimmed.get(i..).is_some_and(|rest| rest.contains(']')) => break,
+            '[' => out.push('_'),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The first route rule matching the request's normalized path, if any
@@ -886,6 +906,39 @@ mod tests {
         }
         let admin = Policy::RolesAny(vec!["admin".into()]);
         assert_eq!(decide_as(&c, "GET", "admin.example:8443", "/x"), Ok(&admin));
+    }
+
+    /// PHP names a query parameter after decoding `+` to a space, dropping
+    /// leading spaces and turning ` ` and `.` (and a `[` with no `]`) into
+    /// `_`: `.method`, `+_method`, `%20.method` are `$_GET['_method']`, which
+    /// Laravel and Symfony run a `POST` as.
+    #[test]
+    fn a_method_parameter_named_as_php_names_it_is_judged_too() {
+        let c = config(serde_json::json!({"routes": [
+            {"match": {"path_prefix": "/api/items", "methods": ["DELETE"]}, "policy": {"roles_any": ["admin"]}},
+            {"match": {"path_prefix": "/api/items"}, "policy": "authenticated"}
+        ]}));
+        for query in [
+            ".method=DELETE",
+            "%2Emethod=DELETE",
+            "+.method=delete",
+            "+_method=DELETE",
+            "%20%20_method=DELETE",
+            "%20.method=DELETE",
+        ] {
+            assert_eq!(
+                decide_with(&c, "POST", &format!("/api/items/1?{query}"), &[]),
+                Err(AmbiguousPath),
+                "{query}"
+            );
+        }
+        for query in ["x.method=DELETE", "+method=DELETE", "_method_=DELETE"] {
+            assert_eq!(
+                decide_with(&c, "POST", &format!("/api/items/1?{query}"), &[]),
+                Ok(&Policy::Authenticated),
+                "{query}"
+            );
+        }
     }
 
     /// A path override in absolute form is its path to Symfony before
