@@ -161,12 +161,25 @@ pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
 /// The query parameter Laravel and Symfony read the same way.
 const METHOD_OVERRIDE_PARAMETER: &str = "_method";
 
+/// Every value of the header `name` under any spelling a CGI-style backend
+/// (Rack, WSGI, PHP) takes for it: `_` and `-` are one to them (see
+/// `crate::header_spellings`). A value that is not UTF-8 reads as [`NOT_UTF8`].
+fn spelled_values<'r>(req: &'r Request, name: &'r str) -> impl Iterator<Item = &'r str> + 'r {
+    let fold = |c: u8| if c == b'_' { b'-' } else { c };
+    req.headers()
+        .iter()
+        .filter(move |(n, _)| {
+            n.len() == name.len() && n.iter().zip(name.bytes()).all(|(a, b)| fold(*a) == fold(b))
+        })
+        .map(|(_, v)| std::str::from_utf8(v).unwrap_or(NOT_UTF8))
+}
+
 /// Every reading of each path named in [`PATH_OVERRIDE_HEADERS`]; one that
 /// reads no way at all (an invalid escape) is ambiguous, as such a path is.
 fn path_overrides(req: &Request) -> Result<Vec<path::Readings<'_>>, AmbiguousPath> {
     let mut found = Vec::new();
     for name in PATH_OVERRIDE_HEADERS {
-        for value in req.header_values(name) {
+        for value in spelled_values(req, name) {
             // Bytes that are not UTF-8: a backend reads them, not the marker.
             if value == NOT_UTF8 {
                 return Err(AmbiguousPath);
@@ -237,7 +250,7 @@ fn host_overrides<'r>(
         }
     }
     for name in HOST_OVERRIDE_HEADERS {
-        for value in req.header_values(name) {
+        for value in spelled_values(req, name) {
             if value == NOT_UTF8 {
                 return Err(AmbiguousPath);
             }
@@ -298,7 +311,7 @@ fn method_overrides(config: &FilterConfig, req: &Request) -> Vec<String> {
     }
     // A list (`DELETE, GET`, or copies joined): each item, since readers take the first or the last.
     for name in METHOD_OVERRIDE_HEADERS {
-        for value in req.header_values(name) {
+        for value in spelled_values(req, name) {
             for item in value.split(',') {
                 found.push(item.trim().to_owned());
             }
@@ -906,6 +919,65 @@ mod tests {
         }
         let admin = Policy::RolesAny(vec!["admin".into()]);
         assert_eq!(decide_as(&c, "GET", "admin.example:8443", "/x"), Ok(&admin));
+    }
+
+    /// CGI-style servers (Rack, WSGI, PHP) read `x_http_method_override`
+    /// as `X-HTTP-Method-Override` (both are `HTTP_X_HTTP_METHOD_OVERRIDE`),
+    /// as they read `x_auth_user` as the identity header (see
+    /// `header_spellings`): Rails runs the `POST` as `DELETE`, Django takes
+    /// the host, Zend the path.
+    #[test]
+    fn an_override_header_spelled_with_underscores_is_judged_too() {
+        let methods = config(serde_json::json!({"routes": [
+            {"match": {"path_prefix": "/api/items", "methods": ["DELETE"]}, "policy": {"roles_any": ["admin"]}},
+            {"match": {"path_prefix": "/api/items"}, "policy": "authenticated"}
+        ]}));
+        for header in [
+            "x_http_method_override",
+            "x-http_method-override",
+            "x_http_method",
+            "x_method_override",
+        ] {
+            assert_eq!(
+                decide_with(&methods, "POST", "/api/items/1", &[(header, "DELETE")]),
+                Err(AmbiguousPath),
+                "{header}"
+            );
+        }
+        let hosts = config(serde_json::json!({"routes": [
+            {"match": {"prefix": "/", "host": "admin.example"}, "policy": {"roles_any": ["admin"]}},
+            {"match": {"path_prefix": "/api/admin"}, "policy": {"roles_any": ["admin"]}},
+            {"match": {"prefix": "/"}, "policy": "public"}
+        ]}));
+        for extra in [
+            ("x_forwarded_host", "admin.example"),
+            ("x-forwarded_host", "admin.example"),
+            ("x_original_url", "/api/admin"),
+            ("x_rewrite-url", "/api/admin"),
+        ] {
+            assert_eq!(
+                decide_with(
+                    &hosts,
+                    "GET",
+                    "/public",
+                    &[(":authority", "www.example"), extra]
+                ),
+                Err(AmbiguousPath),
+                "{extra:?}"
+            );
+        }
+        assert_eq!(
+            decide_with(
+                &hosts,
+                "GET",
+                "/public",
+                &[
+                    (":authority", "www.example"),
+                    ("x_forwarded_host", "www.example")
+                ]
+            ),
+            Ok(&Policy::Public)
+        );
     }
 
     /// PHP names a query parameter after decoding `+` to a space, dropping
