@@ -8,6 +8,7 @@
 
 use crate::config::{FilterConfig, PathMatch, Policy, Route};
 use crate::deny::DenyReason;
+use crate::header_spellings::same_header;
 use crate::path;
 use crate::provider_id::ProviderId;
 use crate::request::{first_colon_host_name, host_name, loose_host_name, Request, NOT_UTF8};
@@ -113,51 +114,30 @@ pub fn policy_for<'a>(
         }
     }
     let named_hosts = host_overrides(config, req)?;
-    // Hosts no rule names read alike (as do methods): each kind judged once,
-    // or a list of thousands of items in one header costs a worker seconds.
+    // Hosts no rule names read alike, as `""` does (and methods): each kind
+    // judged once, or thousands of items in one header cost a worker seconds.
     let mut hosts = vec![host];
-    let mut unnamed_host = !config.routes.iter().any(|r| {
-        r.host
-            .as_deref()
-            .is_some_and(|h| h.eq_ignore_ascii_case(host))
-    });
     for &named in &named_hosts {
         let ruled = config.routes.iter().any(|r| {
             r.host
                 .as_deref()
                 .is_some_and(|h| h.eq_ignore_ascii_case(named))
         });
-        if ruled {
-            if !hosts.iter().any(|h| h.eq_ignore_ascii_case(named)) {
-                hosts.push(named);
-            }
-        } else if !unnamed_host {
-            unnamed_host = true;
-            hosts.push(named);
-        }
+        push_once(&mut hosts, if ruled { named } else { "" });
     }
-    // Rule methods are upper case (config): only a method with a lower-case letter reads two ways.
-    let mut methods = vec![(
-        req.method(),
-        req.method().bytes().any(|b| b.is_ascii_lowercase()),
-    )];
+    let mut methods = vec![req.method()];
     let named_methods = method_overrides(config, req);
-    let mut unnamed_method = false;
     for named in &named_methods {
         let ruled = config
             .routes
             .iter()
             .any(|r| r.methods.iter().any(|m| method_matches(m, named, false)));
-        if ruled {
-            if !methods.iter().any(|(m, _)| m.eq_ignore_ascii_case(named)) {
-                methods.push((named, false));
-            }
-        } else if !unnamed_method {
-            unnamed_method = true;
-            methods.push((named, false));
-        }
+        push_once(&mut methods, if ruled { named } else { "" });
     }
-    for &(method, as_sent_differs) in &methods {
+    for (i, &method) in methods.iter().enumerate() {
+        // Rule methods are upper case (config): only the request's own
+        // method, with a lower-case letter, reads two ways.
+        let as_sent_differs = i == 0 && method.bytes().any(|b| b.is_ascii_lowercase());
         for &path in &paths {
             for &host in &hosts {
                 for reading in Reading::every(as_sent_differs) {
@@ -169,6 +149,13 @@ pub fn policy_for<'a>(
         }
     }
     Ok(decided)
+}
+
+/// `item` added unless `kept` has it (ignoring ASCII case).
+fn push_once<'a>(kept: &mut Vec<&'a str>, item: &'a str) {
+    if !kept.iter().any(|k| k.eq_ignore_ascii_case(item)) {
+        kept.push(item);
+    }
 }
 
 /// Headers some backends take as the request's path instead of its own
@@ -189,19 +176,13 @@ pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
     "x-method-override",
 ];
 
-/// The query parameter Laravel and Symfony read the same way.
-const METHOD_OVERRIDE_PARAMETER: &str = "_method";
-
 /// Every value of the header `name` under any spelling a CGI-style backend
 /// (Rack, WSGI, PHP) takes for it: `_` and `-` are one to them (see
 /// `crate::header_spellings`). A value that is not UTF-8 reads as [`NOT_UTF8`].
 fn spelled_values<'r>(req: &'r Request, name: &'r str) -> impl Iterator<Item = &'r str> + 'r {
-    let fold = |c: u8| if c == b'_' { b'-' } else { c };
     req.headers()
         .iter()
-        .filter(move |(n, _)| {
-            n.len() == name.len() && n.iter().zip(name.bytes()).all(|(a, b)| fold(*a) == fold(b))
-        })
+        .filter(move |(n, _)| std::str::from_utf8(n).is_ok_and(|n| same_header(n, name)))
         .map(|(_, v)| std::str::from_utf8(v).unwrap_or(NOT_UTF8))
 }
 
@@ -215,43 +196,23 @@ fn path_overrides(req: &Request) -> Result<Vec<path::Readings<'_>>, AmbiguousPat
             if value == NOT_UTF8 {
                 return Err(AmbiguousPath);
             }
-            let named = path::without_query(value);
-            match path_of_named(named) {
-                None => found.push(path::readings(named).map_err(|_| AmbiguousPath)?),
-                Some(own) => {
-                    let r = path::readings(&own).map_err(|_| AmbiguousPath)?;
-                    found.push(path::Readings {
-                        normalized: std::borrow::Cow::Owned(r.normalized.into_owned()),
-                        others: r.others,
-                    });
-                }
-            }
+            let named = path_of_named(path::without_query(value)).ok_or(AmbiguousPath)?;
+            found.push(path::readings(named).map_err(|_| AmbiguousPath)?);
         }
     }
     Ok(found)
 }
 
-/// The path a backend takes from a named path not starting with `/`: an
-/// absolute URL's (`http://host/a` → `/a`, Symfony's `parse_url`, Zend
-/// Framework's scheme and host dropped), or the text joined to `/`.
-fn path_of_named(named: &str) -> Option<String> {
+/// The path a backend takes from a named one: an absolute URL's
+/// (`http://host/a` → `/a`, Symfony's `parse_url`, Zend Framework's scheme
+/// and host dropped). None: neither a path nor a URL (`api/admin`), which
+/// backends join to `/` or to the script's directory.
+fn path_of_named(named: &str) -> Option<&str> {
     if named.starts_with('/') {
-        return None;
+        return Some(named);
     }
-    let absolute = named.split_once("://").filter(|(scheme, _)| {
-        scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-            && scheme
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
-    });
-    Some(match absolute {
-        Some((_, rest)) => rest
-            .find('/')
-            .and_then(|i| rest.get(i..))
-            .unwrap_or("/")
-            .to_owned(),
-        None => format!("/{named}"),
-    })
+    let (_, rest) = named.split_once("://")?;
+    Some(rest.find('/').and_then(|i| rest.get(i..)).unwrap_or("/"))
 }
 
 /// The hosts named in [`HOST_OVERRIDE_HEADERS`] (every item of a list:
@@ -302,19 +263,19 @@ fn host_overrides<'r>(
             if name == "forwarded" {
                 // Spring's `ForwardedHeaderUtils` (Vert.x, Reactor Netty alike) find
                 // `(?i:host)="?([^;,"]+)"?` anywhere: in `xhost=`, inside a quoted value.
-                let lower = value.to_ascii_lowercase();
-                let mut from = 0;
-                while let Some(at) = lower.get(from..).and_then(|rest| rest.find("host=")) {
-                    from += at + "host=".len();
-                    let rest = value.get(from..).unwrap_or_default();
-                    let rest = rest.strip_prefix('"').unwrap_or(rest);
-                    push_host(
-                        &mut found,
-                        rest.split([';', ',', '"'])
-                            .next()
-                            .unwrap_or_default()
-                            .trim(),
-                    );
+                for at in 0..value.len() {
+                    let found_at = value.as_bytes().get(at..at + 5);
+                    if found_at.is_some_and(|w| w.eq_ignore_ascii_case(b"host=")) {
+                        let rest = value.get(at + 5..).unwrap_or_default();
+                        let rest = rest.strip_prefix('"').unwrap_or(rest);
+                        push_host(
+                            &mut found,
+                            rest.split([';', ',', '"'])
+                                .next()
+                                .unwrap_or_default()
+                                .trim(),
+                        );
+                    }
                 }
             }
         }
@@ -353,31 +314,20 @@ fn method_overrides(config: &FilterConfig, req: &Request) -> Vec<String> {
     let query = before_fragment.split_once('?').map_or("", |(_, q)| q);
     for pair in query.split(['&', ';']) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if path::decode_query_part(name) == METHOD_OVERRIDE_PARAMETER
-            || php_name(name) == METHOD_OVERRIDE_PARAMETER
-        {
+        if is_method_parameter(name) {
             found.push(path::decode_query_part(value).trim().to_owned());
         }
     }
     found
 }
 
-/// A query parameter's name as PHP registers it (so Laravel and Symfony
-/// read it): `+` a space, decoded, leading spaces dropped, ` ` and `.` made
-/// `_`, as is a `[` without a `]` after it (with one: an array, cut there).
-fn php_name(name: &str) -> String {
-    let decoded = path::decode_query_part(&name.replace('+', " "));
-    let trimmed = decoded.trim_start_matches(' ');
-    let mut out = String::with_capacity(trimmed.len());
-    for (i, c) in trimmed.char_indices() {
-        match c {
-            ' ' | '.' => out.push('_'),
-            '[' if trimmed.get(i..).is_some_and(|rest| rest.contains(']')) => break,
-            '[' => out.push('_'),
-            c => out.push(c),
-        }
-    }
-    out
+/// Whether a query parameter's name is `_method`, which Laravel and Symfony
+/// read the same way, as PHP registers it: `+` a space, decoded, leading spaces
+/// dropped, ` ` and `.` made `_` (`.method`, `+_method`, `%20.method`).
+fn is_method_parameter(name: &str) -> bool {
+    // (A `+` decoded from `%2B` stays a `+` to PHP: dropped too, to be safe.)
+    let decoded = path::decode_query_part(name);
+    matches!(decoded.trim_start_matches([' ', '+']).as_bytes(), [b'_' | b'.', rest @ ..] if rest == b"method")
 }
 
 /// The first route rule matching the request's normalized path, if any
@@ -1085,7 +1035,8 @@ mod tests {
     /// A path override in absolute form is its path to Symfony before
     /// 2.7.49 (`parse_url`) and Zend Framework 1 (the scheme and host
     /// dropped); one without its leading `/` is that path to a backend that
-    /// joins it to `/`. Neither may fall to a weaker default.
+    /// joins it to `/` (refused: others join it elsewhere). Neither may fall
+    /// to a weaker default.
     #[test]
     fn a_path_override_in_absolute_or_relative_form_is_judged_as_its_path() {
         let c = config(serde_json::json!({"default_policy": "public", "routes": [
@@ -1103,11 +1054,7 @@ mod tests {
                 "{url}"
             );
         }
-        for url in [
-            "http://www.example",
-            "https://www.example/public/x",
-            "public",
-        ] {
+        for url in ["http://www.example", "https://www.example/public/x"] {
             assert_eq!(
                 decide_with(&c, "GET", "/public", &[("x-rewrite-url", url)]),
                 Ok(&Policy::Public),

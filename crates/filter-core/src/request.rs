@@ -297,18 +297,14 @@ pub(crate) fn loose_host_name(authority: &str) -> &str {
 }
 
 /// An authority as Express's `req.hostname` reads it (what `vhost` routes
-/// by): up to a first `,`, cut at its first `:` after any `]`, port digits
-/// or not (`admin.example:1:2` is `admin.example`), without one trailing dot.
+/// by): up to a first `,`, cut at its first `:`, port digits or not
+/// (`admin.example:1:2` is `admin.example`; an IPv6 literal stays whole:
+/// no rule names one), without one trailing dot.
 pub(crate) fn first_colon_host_name(authority: &str) -> &str {
     let first = authority.split(',').next().unwrap_or_default().trim();
-    let after = if first.starts_with('[') {
-        first.find(']').map_or(first.len(), |i| i + 1)
-    } else {
-        0
-    };
-    let host = match first.get(after..).and_then(|rest| rest.find(':')) {
-        Some(i) => first.get(..after + i).unwrap_or(first),
-        None => first,
+    let host = match first.starts_with('[') {
+        true => first,
+        false => first.split(':').next().unwrap_or_default(),
     };
     host.strip_suffix('.').unwrap_or(host)
 }
