@@ -36,8 +36,7 @@ impl NonceKeySource {
             .ok_or("dpop_nonce: could not make or read this process's nonce key")?;
         if made_here {
             log::info!(
-                "authflow: DPoP nonces use a random key of this Envoy process; each replica issues its own, and refuses the others' \
-                 (clients then retry with a fresh one). Set dpop_nonce_key_env for nonces every replica accepts."
+                "authflow: DPoP nonces use a random key of this Envoy process: each replica issues its own; set dpop_nonce_key_env to share one"
             );
         }
         adopt(engine, &bytes);

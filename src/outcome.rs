@@ -145,7 +145,8 @@ fn log_device(vm: &Vm, check: DeviceCheck, request: &Request, what: &str) {
         .map(|a| a.name())
         .collect();
     log::info!(
-        "authflow: device check {check:?} on {} {}: {what}; attributes [{}] (as the auth service's?)",
+        "authflow: device check {} on {} {}: {what}; attributes [{}] (as the auth service's?)",
+        check.name(),
         request.method().escape_default(),
         request.path().escape_default(),
         attrs.join(", ")

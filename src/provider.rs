@@ -166,10 +166,14 @@ impl ProviderRuntime {
                 overlay.forget_seen();
             }
         }
+        // The stamp first: when the list held forgot entries is its
+        // builder's word, not the time this VM took it.
+        if let Some(stamp) = s.slot.value("fresh").and_then(|v| FreshStamp::parse(&v)) {
+            engine.revocations_current_at(id, &stamp, env.now_ms);
+        }
         if engine.distrust_revocations_forgotten_ahead(id, env.now_ms) {
             log::warn!(
-                "authflow: provider {}: the clock stepped back below a time the revocation list \
-                 forgot entries at; it vouches for nothing until a snapshot replaces it",
+                "authflow: provider {}: clock stepped back; revocation list stale until a snapshot",
                 self.name
             );
         }
@@ -178,9 +182,6 @@ impl ProviderRuntime {
                 Metric::RevocationEntries,
                 engine.revocation_entries(id) as u64,
             );
-        }
-        if let Some(stamp) = s.slot.value("fresh").and_then(|v| FreshStamp::parse(&v)) {
-            engine.revocations_current_at(id, &stamp, env.now_ms);
         }
     }
 

@@ -56,8 +56,8 @@ fn existing() -> RevocationList {
 /// Another VM adopting what `list` shares holds the same entries.
 fn assert_shares_the_same(list: &RevocationList) {
     let mut copy = RevocationList::default();
-    copy.adopt_base(Blob::parse(list.set().base().bytes().to_vec()).expect("a shared base parses"), NOW);
-    assert!(copy.adopt_overlay(Blob::parse(list.set().overlay().bytes().to_vec()).expect("a shared overlay parses"), NOW));
+    copy.adopt_base(Blob::parse(list.set().base().bytes().to_vec()).expect("a shared base parses"));
+    assert!(copy.adopt_overlay(Blob::parse(list.set().overlay().bytes().to_vec()).expect("a shared overlay parses")));
     assert_eq!(copy.len(), list.len());
     assert_eq!(copy.cursor(), list.cursor());
 }

@@ -53,7 +53,7 @@ pub fn profile(batches: usize, scale: usize) {
     row(&format!("1M revocations: a snapshot read and applied ({:.1} MiB)", fetcher.bytes_held() as f64 / 1048576.0), ms(started) * 1e3);
     let mut other = RevocationList::default();
     let started = Instant::now();
-    other.adopt_base(Blob::parse(fetcher.set().base().bytes().to_vec()).expect("base"), now);
+    other.adopt_base(Blob::parse(fetcher.set().base().bytes().to_vec()).expect("base"));
     row("1M revocations: the base copied in by another worker", ms(started) * 1e3);
 
     // Deltas of ten, each applied by the fetching worker and then adopted by
@@ -72,7 +72,7 @@ pub fn profile(batches: usize, scale: usize) {
             assert_eq!(change, Change::Overlay, "no compaction within the timed deltas");
             let shared = fetcher.set().overlay().bytes().to_vec();
             let t = Instant::now();
-            assert!(black_box(other.adopt_overlay(Blob::parse(shared).expect("overlay"), now)));
+            assert!(black_box(other.adopt_overlay(Blob::parse(shared).expect("overlay"))));
             adopt_s += t.elapsed().as_secs_f64();
         }
         applied.push(apply_s * 1e6 / per_batch as f64);
@@ -100,7 +100,7 @@ pub fn profile(batches: usize, scale: usize) {
     row(&format!("1M revocations: the delta that merges (every {} entries)", set::COMPACT_AT), merge * 1e3);
     let base = fetcher.set().base().bytes().to_vec();
     let t = Instant::now();
-    other.adopt_base(Blob::parse(base).expect("base"), now);
+    other.adopt_base(Blob::parse(base).expect("base"));
     row("1M revocations: the merged base copied in by another worker", ms(t) * 1e3);
     assert_eq!(fetcher.len(), other.len());
 }

@@ -24,6 +24,20 @@ pub enum DeviceCheck {
     FingerprintMissing,
 }
 
+impl DeviceCheck {
+    /// The outcome's name in log lines (a `Debug` format would link its
+    /// formatting code into the module for one log line).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::NotChecked => "not_checked",
+            Self::Match => "match",
+            Self::SecretMissing => "secret_missing",
+            Self::Mismatch => "mismatch",
+            Self::FingerprintMissing => "fingerprint_missing",
+        }
+    }
+}
+
 pub fn check(binding: &DeviceBinding, token: &VerifiedToken, req: &Request) -> DeviceCheck {
     if binding.mode == DeviceMode::Off {
         return DeviceCheck::NotChecked;

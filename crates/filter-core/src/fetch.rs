@@ -54,7 +54,13 @@ pub fn shared_key(document: Document, issuer: &str, source: &Upstream) -> String
         &interval,
         &wait,
     ]);
-    format!("authflow:{}:{parts}", document.label())
+    // `.2`: the revocation stamps' layout since they carry the forget
+    // time; a VM of an earlier module (an update draining) shares apart.
+    let layout = match document {
+        Document::Jwks => "",
+        Document::Revocations => ".2",
+    };
+    format!("authflow:{}{layout}:{parts}", document.label())
 }
 
 /// A callout this VM has out for a document.

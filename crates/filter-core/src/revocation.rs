@@ -107,6 +107,14 @@ impl RevocationList {
         &self.set
     }
 
+    /// Another VM says the list at `cursor` forgot entries at `at` (see
+    /// [`RevocationSet::learn_forgot_at`]): taken if this is that list.
+    pub fn forgotten_at(&mut self, cursor: &str, at: u64) {
+        if self.set.cursor() == Some(cursor) {
+            self.set.learn_forgot_at(at);
+        }
+    }
+
     /// Applies a feed in the compact layout (snapshot: replace, delta: extend).
     pub fn apply_compact(
         &mut self,
@@ -158,9 +166,9 @@ impl RevocationList {
         self.base_moved();
     }
 
-    /// Takes over the base another VM shared at `now` (it replaces the list held).
-    pub fn adopt_base(&mut self, base: Blob, now: u64) {
-        self.set.adopt_base(base, now);
+    /// Takes over the base another VM shared (it replaces the list held).
+    pub fn adopt_base(&mut self, base: Blob) {
+        self.set.adopt_base(base);
         self.needs_snapshot = false;
         self.adopted_since_poll = true;
         self.base_moved();
@@ -168,8 +176,8 @@ impl RevocationList {
 
     /// Takes over the overlay another VM shared; false when it extends a
     /// base this VM does not hold yet (it is then taken after that base).
-    pub fn adopt_overlay(&mut self, overlay: Blob, now: u64) -> bool {
-        let taken = self.set.adopt_overlay(overlay, now);
+    pub fn adopt_overlay(&mut self, overlay: Blob) -> bool {
+        let taken = self.set.adopt_overlay(overlay);
         if taken {
             self.adopted_since_poll = true;
             self.moved();
@@ -300,7 +308,7 @@ mod tests {
         });
         other.apply(f, "iss", 10, 0, 1000).unwrap();
         set.clear();
-        set.adopt_base(other.set().base().clone(), 1000);
+        set.adopt_base(other.set().base().clone());
         assert_eq!(set.check(&t2, 0, 1000), Some(DenyReason::SubjectBanned));
     }
 
@@ -409,8 +417,8 @@ mod tests {
                         if next(2) == 0 {
                             list.clear();
                         }
-                        list.adopt_base(other.set().base().clone(), 1000);
-                        assert!(list.adopt_overlay(other.set().overlay().clone(), 1000));
+                        list.adopt_base(other.set().base().clone());
+                        assert!(list.adopt_overlay(other.set().overlay().clone()));
                     }
                     _ => drop(
                         list.apply(
@@ -658,12 +666,9 @@ mod tests {
 
         let mut follower = RevocationList::default();
         let overlay = Blob::parse(leader.set().overlay().bytes().to_vec()).unwrap();
-        assert!(!follower.adopt_overlay(overlay.clone(), 100), "no base yet");
-        follower.adopt_base(
-            Blob::parse(leader.set().base().bytes().to_vec()).unwrap(),
-            100,
-        );
-        assert!(follower.adopt_overlay(overlay, 100));
+        assert!(!follower.adopt_overlay(overlay.clone()), "no base yet");
+        follower.adopt_base(Blob::parse(leader.set().base().bytes().to_vec()).unwrap());
+        assert!(follower.adopt_overlay(overlay));
         assert_eq!(follower.len(), 3);
         assert_eq!(follower.cursor(), Some("8"));
         assert_eq!(

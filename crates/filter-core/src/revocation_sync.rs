@@ -18,22 +18,29 @@ use crate::fetch::{FeedBody, FetchEnd};
 use crate::provider_id::ProviderId;
 
 /// One VM's word that the list at `cursor` was current at `at_ms` (its
-/// poll got nothing newer), shared with the other VMs as `<at_ms> <cursor>`.
+/// poll got nothing newer), and that it forgot entries last at
+/// `forgot_secs` (see [`RevocationSet::learn_forgot_at`]): shared with the
+/// other VMs as `<at_ms> <forgot_secs> <cursor>`.
+///
+/// [`RevocationSet::learn_forgot_at`]: authflow_contract::revocation::RevocationSet::learn_forgot_at
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FreshStamp {
     pub at_ms: u64,
+    pub forgot_secs: u64,
     pub cursor: String,
 }
 
 impl FreshStamp {
     pub fn to_bytes(&self) -> Vec<u8> {
-        format!("{} {}", self.at_ms, self.cursor).into_bytes()
+        format!("{} {} {}", self.at_ms, self.forgot_secs, self.cursor).into_bytes()
     }
 
     pub fn parse(bytes: &[u8]) -> Option<FreshStamp> {
-        let (at_ms, cursor) = std::str::from_utf8(bytes).ok()?.split_once(' ')?;
+        let (at_ms, rest) = std::str::from_utf8(bytes).ok()?.split_once(' ')?;
+        let (forgot_secs, cursor) = rest.split_once(' ')?;
         Some(FreshStamp {
             at_ms: at_ms.parse().ok()?,
+            forgot_secs: forgot_secs.parse().ok()?,
             cursor: cursor.to_owned(),
         })
     }
@@ -149,10 +156,11 @@ impl Engine {
     /// What this VM tells the others after its poll of `id` found the list
     /// current at `now_ms` (none: it holds no list a poll can go on from).
     pub fn fresh_stamp(&self, id: ProviderId, now_ms: u64) -> Option<FreshStamp> {
-        let cursor = self.provider(id)?.revocations.cursor()?;
+        let list = &self.provider(id)?.revocations;
         Some(FreshStamp {
             at_ms: now_ms,
-            cursor: cursor.to_owned(),
+            forgot_secs: list.set().forgot_at(),
+            cursor: list.cursor()?.to_owned(),
         })
     }
 
@@ -162,14 +170,18 @@ impl Engine {
     /// Never moves back (but see [`mark_fresh`]: a clock that stepped back).
     /// `now_ms`: this VM's clock; a stamp later than it was written before
     /// the clock stepped back and says nothing of how old the list is now.
+    ///
+    /// When the list at that cursor forgot entries is taken whatever the
+    /// stamp's time (a time ahead of the clock is what a step back is
+    /// measured against), before [`distrust_revocations_forgotten_ahead`](Self::distrust_revocations_forgotten_ahead).
     pub fn revocations_current_at(&mut self, id: ProviderId, stamp: &FreshStamp, now_ms: u64) {
-        if stamp.at_ms > now_ms {
+        let Some(state) = self.provider_mut(id) else {
             return;
-        }
-        if let Some(state) = self
-            .provider_mut(id)
-            .filter(|s| s.revocations.cursor() == Some(stamp.cursor.as_str()))
-        {
+        };
+        state
+            .revocations
+            .forgotten_at(&stamp.cursor, stamp.forgot_secs);
+        if stamp.at_ms <= now_ms && state.revocations.cursor() == Some(stamp.cursor.as_str()) {
             mark_fresh(&mut state.revocations_fresh_at_ms, stamp.at_ms, now_ms);
         }
     }
@@ -208,7 +220,7 @@ impl Engine {
                 false
             }
             Ok(base) => {
-                state.revocations.adopt_base(base, now_ms / 1000);
+                state.revocations.adopt_base(base);
                 true
             }
             Err(_) => {
@@ -247,7 +259,7 @@ impl Engine {
             state.revocations.off_feed();
             return false;
         }
-        state.revocations.adopt_overlay(overlay, now_ms / 1000)
+        state.revocations.adopt_overlay(overlay)
     }
 
     /// Whether the clock stepped back below a time the list of `id` forgot
@@ -651,6 +663,7 @@ mod tests {
         polled(&mut e, feed("1", true, "a"), NOW_MS).unwrap();
         let stamp = |at_ms| FreshStamp {
             at_ms,
+            forgot_secs: NOW_MS / 1000,
             cursor: "1".into(),
         };
         e.revocations_current_at(ProviderId::FIRST, &stamp(NOW_MS + 5_000), LATER_MS);
@@ -743,5 +756,83 @@ mod tests {
         worker.revocations_current_at(id, &lease.fresh_stamp(id, back_ms).unwrap(), back_ms);
         assert!(revokes(&worker, "r"));
         assert_eq!(fresh_at(&worker), back_ms);
+    }
+
+    /// A VM that took the shared list later than the lease VM built it (a
+    /// worker VM started, or configured again, a minute after the last
+    /// change) forgot nothing then: its list is the lease VM's. A time
+    /// daemon then steps the clock back 20 s. The lease VM, which built the
+    /// list, rightly goes on (nothing was forgotten after its clock's new
+    /// time), and so must the worker: it took its own adoption time as a
+    /// time it forgot entries at, distrusted the list, and nothing but a
+    /// new base (a snapshot the feed may not send for days) made it current
+    /// again; with `on_stale: deny` every token request it served got 503.
+    #[test]
+    fn a_list_taken_after_it_was_built_is_not_distrusted_for_the_builders_step() {
+        let (mut lease, mut worker) = (engine(), engine());
+        let id = ProviderId::FIRST;
+        polled(&mut lease, feed("1", true, "a"), NOW_MS).unwrap();
+        let started_ms = NOW_MS + 60_000;
+        assert!(worker.adopt_revocation_base(id, shared(&lease).0, started_ms));
+        worker.revocations_current_at(id, &lease.fresh_stamp(id, started_ms).unwrap(), started_ms);
+        assert_eq!(fresh_at(&worker), started_ms);
+
+        let back_ms = started_ms - 20_000;
+        assert!(!lease.distrust_revocations_forgotten_ahead(id, back_ms));
+        assert!(!worker.distrust_revocations_forgotten_ahead(id, back_ms));
+        // The lease VM's next poll finds the list unchanged.
+        lease.revocation_poll(id);
+        assert!(lease.revocations_unchanged(id, back_ms + 1_000));
+        let stamp = lease.fresh_stamp(id, back_ms + 1_000).unwrap();
+        worker.revocations_current_at(id, &stamp, back_ms + 1_000);
+        assert_eq!(
+            fresh_at(&worker),
+            back_ms + 1_000,
+            "the worker holds the very list the lease VM vouches for"
+        );
+    }
+
+    /// The other way round: a list built while the clock ran an hour ahead
+    /// (its entries forgotten by that clock), taken by a VM configured after
+    /// the clock was corrected. Measured against its own time of taking it,
+    /// that VM saw no step and vouched for the list; measured against its
+    /// builder's forget time, it refuses to, as the builder does.
+    #[test]
+    fn a_list_built_ahead_of_the_clock_and_taken_after_the_correction_is_distrusted() {
+        let (mut lease, mut late) = (engine(), engine());
+        let id = ProviderId::FIRST;
+        let ahead_ms = NOW_MS + 3_600_000;
+        polled(&mut lease, feed("1", true, "a"), NOW_MS).unwrap();
+        polled(&mut lease, feed("2", false, "r"), ahead_ms).unwrap();
+        let stamp = lease.fresh_stamp(id, ahead_ms).unwrap();
+        let (base, overlay) = shared(&lease);
+
+        let back_ms = NOW_MS + 10_000;
+        assert!(late.adopt_revocation_base(id, base, back_ms));
+        assert!(late.adopt_revocation_overlay(id, overlay, back_ms));
+        // The lease VM's stamp, from before the correction: ahead of the
+        // clock, so it makes nothing current, but says when the list forgot.
+        late.revocations_current_at(id, &stamp, back_ms);
+        late.distrust_revocations_forgotten_ahead(id, back_ms);
+        // Not even a stamp of that list made after the correction.
+        let after = FreshStamp {
+            at_ms: back_ms,
+            ..stamp.clone()
+        };
+        late.revocations_current_at(id, &after, back_ms);
+        assert_eq!(fresh_at(&late), 0, "vouches for nothing");
+        assert_eq!(late.revocation_poll(id), None, "asks for a snapshot");
+        assert!(lease.distrust_revocations_forgotten_ahead(id, back_ms));
+
+        // A word about another list's forget time changes nothing here.
+        let (mut other_vm, mut worker) = (engine(), engine());
+        polled(&mut other_vm, feed("1", true, "a"), NOW_MS).unwrap();
+        let (base, overlay) = shared(&lease);
+        assert!(worker.adopt_revocation_base(id, base, back_ms));
+        assert!(worker.adopt_revocation_overlay(id, overlay, back_ms));
+        worker.revocations_current_at(id, &stamp, back_ms);
+        worker.revocations_current_at(id, &other_vm.fresh_stamp(id, NOW_MS).unwrap(), back_ms);
+        worker.distrust_revocations_forgotten_ahead(id, back_ms);
+        assert_eq!(worker.revocation_poll(id), None);
     }
 }

@@ -639,6 +639,7 @@ fn no_token_passes_before_the_first_revocation_list() {
         ProviderId::FIRST,
         &FreshStamp {
             at_ms: NOW * 1000 + 800,
+            forgot_secs: NOW,
             cursor: "1".into(),
         },
         NOW * 1000 + 900,
@@ -2173,6 +2174,7 @@ fn a_clock_step_back_does_not_keep_a_stale_list_fresh() {
     assert!(worker.adopt_revocation_base(ProviderId::FIRST, base, NOW * 1000));
     let before = FreshStamp {
         at_ms: NOW * 1000,
+        forgot_secs: NOW,
         cursor: "0".into(),
     };
     worker.revocations_current_at(ProviderId::FIRST, &before, NOW * 1000);

@@ -92,7 +92,7 @@ impl std::fmt::Display for ApplyError {
             }
             Self::ClockSteppedBack => write!(
                 f,
-                "delta for a list that forgot entries at a later time than now (the clock stepped back)"
+                "delta after the clock stepped back below the list's forget time"
             ),
             Self::Malformed(e) => write!(f, "{e}"),
         }
@@ -115,8 +115,13 @@ pub struct RevocationSet {
     /// False until a feed was applied (or a shared copy adopted).
     loaded: bool,
     /// The latest time (Unix seconds) the list forgot entries at: a feed
-    /// applied or a copy taken then (0: never).
+    /// applied then, or, for a copy taken from another VM, what that VM
+    /// says of it ([`learn_forgot_at`](Self::learn_forgot_at); 0: not
+    /// known yet, or never).
     forgot_at: u64,
+    /// This VM applied a feed to the list since it last took another VM's
+    /// base: `forgot_at` is (also) its own.
+    forgot_here: bool,
 }
 
 impl RevocationSet {
@@ -147,6 +152,26 @@ impl RevocationSet {
     /// lacks revocations it cannot name.
     pub fn clock_stepped_back(&self, now: u64) -> bool {
         now.saturating_add(CLOCK_STEP_BACK_TOLERANCE_SECS) < self.forgot_at
+    }
+
+    /// The latest time the list forgot entries at, for the VMs that take a
+    /// copy of it (see [`learn_forgot_at`](Self::learn_forgot_at)).
+    pub fn forgot_at(&self) -> u64 {
+        self.forgot_at
+    }
+
+    /// The VM this list was copied from (or one that copied it from there)
+    /// says the list, at this cursor, forgot entries at `at`. A copy's
+    /// forget time is its builder's, not the time it was taken: a VM that
+    /// took the list after it was built forgot nothing then, and one that
+    /// took it after the clock stepped back below that time must notice.
+    /// A list this VM applied feeds to keeps its own time if later.
+    pub fn learn_forgot_at(&mut self, at: u64) {
+        self.forgot_at = if self.forgot_here {
+            self.forgot_at.max(at)
+        } else {
+            at
+        };
     }
 
     pub fn key(&self) -> SetKey {
@@ -190,6 +215,7 @@ impl RevocationSet {
             self.install_base(base);
             // The whole list, forgotten at `now` alone.
             self.forgot_at = now;
+            self.forgot_here = true;
             return Ok(Change::Base);
         }
         if !self.loaded {
@@ -223,6 +249,7 @@ impl RevocationSet {
             }
         }
         self.forgot_at = self.forgot_at.max(now);
+        self.forgot_here = true;
         if overlay.len() <= COMPACT_AT && !over {
             self.overlay = overlay;
             return Ok(Change::Overlay);
@@ -289,11 +316,11 @@ impl RevocationSet {
     }
 
     /// Takes over a base another VM shared (as [`base`](Self::base) gave
-    /// it) at `now`: the VMs of one process read one clock, so it forgot
-    /// entries at about `now` (a copy built before a step back and taken
-    /// after it goes unnoticed here; the VM that built it notices).
-    pub fn adopt_base(&mut self, base: Blob, now: u64) {
-        self.forgot_at = now;
+    /// it). When it forgot entries is that VM's to say
+    /// ([`learn_forgot_at`](Self::learn_forgot_at)): not known until then.
+    pub fn adopt_base(&mut self, base: Blob) {
+        self.forgot_at = 0;
+        self.forgot_here = false;
         self.overlay = Blob::build(
             &Header {
                 snapshot: false,
@@ -307,11 +334,10 @@ impl RevocationSet {
 
     /// Takes over an overlay another VM shared, if it extends the base held;
     /// false: it belongs to a base this VM has not adopted yet.
-    pub fn adopt_overlay(&mut self, overlay: Blob, now: u64) -> bool {
+    pub fn adopt_overlay(&mut self, overlay: Blob) -> bool {
         if !self.loaded || overlay.base_id() != self.base.base_id() || overlay.key() != self.key() {
             return false;
         }
-        self.forgot_at = self.forgot_at.max(now);
         self.overlay = overlay;
         true
     }
@@ -699,14 +725,29 @@ mod tests {
         .unwrap();
         assert!(!set.clock_stepped_back(real_now + 1));
         assert!(revoked(&set, 1) && revoked(&set, 2));
-        // A copy another VM shared is taken at this VM's time: the VMs of a
-        // process read one clock.
+        // A copy another VM shared forgot entries when its builder says,
+        // whenever it was taken.
         let mut other = RevocationSet::default();
-        other.adopt_base(set.base().clone(), ahead);
+        other.adopt_base(set.base().clone());
+        other.learn_forgot_at(ahead);
         assert!(other.clock_stepped_back(real_now));
-        other.adopt_base(set.base().clone(), real_now);
-        assert!(!other.clock_stepped_back(real_now));
-        assert!(other.adopt_overlay(set.overlay().clone(), ahead));
-        assert!(other.clock_stepped_back(real_now));
+        other.adopt_base(set.base().clone());
+        assert!(!other.clock_stepped_back(real_now), "not known yet");
+        other.learn_forgot_at(real_now - 60);
+        assert!(other.adopt_overlay(set.overlay().clone()));
+        assert!(
+            !other.clock_stepped_back(real_now),
+            "taken late, built early"
+        );
+        other.learn_forgot_at(ahead);
+        assert!(
+            other.clock_stepped_back(real_now),
+            "the builder's later word"
+        );
+        // A list this VM applies feeds to keeps its own time if later.
+        assert!(!set.clock_stepped_back(real_now + 1));
+        set.learn_forgot_at(real_now - 60);
+        set.learn_forgot_at(0);
+        assert_eq!(set.forgot_at(), real_now + 1);
     }
 }
