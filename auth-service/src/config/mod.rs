@@ -405,6 +405,27 @@ mod tests {
         (dir, path)
     }
 
+    /// A client refreshes once per access-token lifetime: the refresh
+    /// limit's default leaves room for two, and a limit below one is refused.
+    #[test]
+    fn the_refresh_limit_follows_the_access_token_lifetime() {
+        let load = |pairs: &[(&str, &str)]| Config::load_from(None, &env(pairs));
+        assert_eq!(load(&[]).unwrap().throttle.refresh_max_per_hour, 120);
+        let short = load(&[("AUTHFLOW_TOKENS__ACCESS_TTL_SECS", "20")]).unwrap();
+        assert!(short.throttle.refresh_max_per_hour >= 180);
+        assert!(load(&[
+            ("AUTHFLOW_TOKENS__ACCESS_TTL_SECS", "20"),
+            ("AUTHFLOW_THROTTLE__REFRESH_MAX_PER_HOUR", "100"),
+        ])
+        .is_err());
+        let ok = load(&[
+            ("AUTHFLOW_TOKENS__ACCESS_TTL_SECS", "20"),
+            ("AUTHFLOW_THROTTLE__REFRESH_MAX_PER_HOUR", "180"),
+        ])
+        .unwrap();
+        assert_eq!(ok.throttle.refresh_max_per_hour, 180);
+    }
+
     #[test]
     fn defaults_match_the_contract() {
         let c = Config::load_from(None, &[]).unwrap();

@@ -288,6 +288,7 @@ impl RawConfig {
             ));
         }
         let tokens = self.tokens.validate(environment)?;
+        let throttle = self.throttle.validate(tokens.access_ttl)?;
         Ok(Config {
             environment,
             server,
@@ -296,7 +297,7 @@ impl RawConfig {
             keys: self.keys.validate()?,
             accounts: self.accounts.validate()?,
             passwords: self.passwords.validate(environment)?,
-            throttle: self.throttle.validate()?,
+            throttle,
             mail: validate_mail(self.mail, self.smtp, environment)?,
             maintenance: MaintenanceConfig {
                 interval: secs(
@@ -542,7 +543,10 @@ impl RawAccounts {
 }
 
 impl RawThrottle {
-    fn validate(self) -> Result<ThrottleConfig, Invalid> {
+    /// `access_ttl`: a client refreshes once per access-token lifetime, so
+    /// the refresh limit's default leaves room for two (within its cap), and
+    /// a limit set below one is refused.
+    fn validate(self, access_ttl: Duration) -> Result<ThrottleConfig, Invalid> {
         let lockout_base = secs(
             "throttle.lockout_base_secs",
             self.lockout_base_secs,
@@ -608,15 +612,29 @@ impl RawThrottle {
                 32,
                 128,
             )?,
-            refresh_max_per_hour: count(
-                "throttle.refresh_max_per_hour",
-                self.refresh_max_per_hour,
-                120,
-                1,
-                crate::store::ROTATED_REFRESH_TOKENS_KEPT,
-            )?,
+            refresh_max_per_hour: refresh_max_per_hour(self.refresh_max_per_hour, access_ttl)?,
         })
     }
+}
+
+/// `throttle.refresh_max_per_hour`: by default 120, or two refreshes per
+/// access-token lifetime where that is more (a client refreshes as its
+/// access token expires), at most the cap; a value set below one refresh
+/// per lifetime would throttle every client of the deployment.
+fn refresh_max_per_hour(value: Option<u32>, access_ttl: Duration) -> Result<u32, Invalid> {
+    const PATH: &str = "throttle.refresh_max_per_hour";
+    let cap = crate::store::ROTATED_REFRESH_TOKENS_KEPT;
+    let per_lifetime =
+        u32::try_from(3600u64.div_ceil(access_ttl.as_secs().max(1))).unwrap_or(u32::MAX);
+    let default = per_lifetime.saturating_mul(2).clamp(120, cap);
+    let v = count(PATH, value, default, 1, cap)?;
+    if v < per_lifetime.min(cap) {
+        return Err(bad(
+            PATH,
+            format!("{v} is below one refresh per access-token lifetime (tokens.access_ttl_secs: {per_lifetime} an hour)"),
+        ));
+    }
+    Ok(v)
 }
 
 fn validate_mail(

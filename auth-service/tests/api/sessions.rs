@@ -300,3 +300,45 @@ async fn a_session_keeps_only_its_newest_rotated_out_tokens() {
     let s = app.state.store.session(&session).await.unwrap().unwrap();
     assert_eq!(s.revoke_reason.as_deref(), Some("refresh_token_reuse"));
 }
+
+/// A deployment with short-lived access tokens (`tokens.access_ttl_secs` is
+/// accepted from 1 s) whose client refreshes, as clients do, each time its
+/// access token expires: every 20 s, 180 rotations an hour. With the
+/// default `throttle.refresh_max_per_hour` (120, whatever the access-token
+/// lifetime) the 121st refresh of the hour answered 429 and the client was
+/// left without a valid access token for the rest of the hour (a browser
+/// sent to sign-in): an ordinary client of an upgraded deployment locked out
+/// by the limit meant for loops. The default now leaves room for two
+/// refreshes per access-token lifetime (up to the limit's cap).
+#[tokio::test]
+async fn the_default_refresh_limit_leaves_room_for_a_client_refreshing_at_each_expiry() {
+    // The limit a configuration naming only the access-token lifetime gets.
+    let configured = authflow_auth_service::config::Config::load_from(
+        None,
+        &[(
+            "AUTHFLOW_TOKENS__ACCESS_TTL_SECS".to_owned(),
+            "20".to_owned(),
+        )],
+    )
+    .unwrap();
+    let app = spawn_app_with(|c| {
+        c.tokens.access_ttl = configured.tokens.access_ttl;
+        c.throttle.refresh_max_per_hour = configured.throttle.refresh_max_per_hour;
+    })
+    .await;
+    app.verified_user("shortlived@example.com").await;
+    let mut t = app.signin("shortlived@example.com", PASSWORD).await;
+    let session = t.session.clone();
+    // An hour and a bit of refreshing at each expiry: after each refresh,
+    // the rotations so far move 20 s into the past.
+    for i in 0..200 {
+        let r = refresh_with_device(&app, &t.refresh, Some(&t.device)).await;
+        assert_eq!(
+            r.status(),
+            200,
+            "refresh {i} of a client refreshing every 20 s"
+        );
+        t = tokens_of(r).await;
+        age_session_rotations(&app, &session, 20).await;
+    }
+}
