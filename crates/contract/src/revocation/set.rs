@@ -165,8 +165,12 @@ impl RevocationSet {
     /// forget time is its builder's, not the time it was taken: a VM that
     /// took the list after it was built forgot nothing then, and one that
     /// took it after the clock stepped back below that time must notice.
-    /// A list this VM applied feeds to keeps its own time if later.
+    /// A list this VM applied feeds to keeps its own time if later. 0 says
+    /// nothing (a VM that took a copy and has not heard of its builder).
     pub fn learn_forgot_at(&mut self, at: u64) {
+        if at == 0 {
+            return;
+        }
         self.forgot_at = if self.forgot_here {
             self.forgot_at.max(at)
         } else {
@@ -743,6 +747,11 @@ mod tests {
         assert!(
             other.clock_stepped_back(real_now),
             "the builder's later word"
+        );
+        other.learn_forgot_at(0);
+        assert!(
+            other.clock_stepped_back(real_now),
+            "a VM that has not heard either says nothing"
         );
         // A list this VM applies feeds to keeps its own time if later.
         assert!(!set.clock_stepped_back(real_now + 1));
