@@ -21,7 +21,7 @@ use support::*;
 const NAVIGATION: &str =
     "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8";
 /// Access tokens live this long in these tests, so one can be seen expiring.
-const ACCESS_TTL_SECS: u64 = 8;
+const ACCESS_TTL_SECS: u64 = 15;
 
 /// The stack, with `/app` on the echo backend marked `browser_redirect`, the
 /// token read from the access cookie too, and no clock skew (so a token is

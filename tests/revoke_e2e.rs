@@ -66,7 +66,7 @@ fn service_verdict(st: &Stack, s: &Session) -> u16 {
 fn revocations_outlive_their_tokens_by_the_clock_skew() {
     let st = stack(
         &[
-            ("AUTHFLOW_ACCESS_TTL_SECS", "10"),
+            ("AUTHFLOW_ACCESS_TTL_SECS", "15"),
             ("AUTHFLOW_MAINTENANCE_INTERVAL_SECS", "1"),
         ],
         |f| f["clock_skew_secs"] = json!(30),

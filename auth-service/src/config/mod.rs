@@ -424,6 +424,14 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(ok.throttle.refresh_max_per_hour, 180);
+        // Below 15 s a client refreshing at each expiry needs more rotations
+        // an hour than a session keeps (256): such a lifetime is refused,
+        // naming the range, rather than every client throttled.
+        let err = load(&[("AUTHFLOW_TOKENS__ACCESS_TTL_SECS", "14")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("15..=86400"), "{err}");
+        assert!(load(&[("AUTHFLOW_TOKENS__ACCESS_TTL_SECS", "15")]).is_ok());
     }
 
     #[test]
@@ -962,7 +970,7 @@ mod tests {
                 &[
                     "tokens.access_ttl_secs",
                     "AUTHFLOW_TOKENS__ACCESS_TTL_SECS",
-                    "1..=86400",
+                    "15..=86400",
                 ],
             ),
             (

@@ -425,11 +425,14 @@ impl RawTokens {
                 "needs at least one non-empty audience",
             ));
         }
+        // At least 15 s: a client refreshes as its access token expires, and
+        // a session keeps 256 rotations (`store::ROTATED_REFRESH_TOKENS_KEPT`),
+        // the most the per-session refresh limit may allow an hour.
         let access_ttl = secs(
             "tokens.access_ttl_secs",
             self.access_ttl_secs,
             900,
-            1,
+            15,
             86_400,
         )?;
         let refresh_ttl = secs(
