@@ -115,13 +115,10 @@ pub struct RevocationSet {
     /// False until a feed was applied (or a shared copy adopted).
     loaded: bool,
     /// The latest time (Unix seconds) the list forgot entries at: a feed
-    /// applied then, or, for a copy taken from another VM, what that VM
-    /// says of it ([`learn_forgot_at`](Self::learn_forgot_at); 0: not
-    /// known yet, or never).
+    /// applied then, or, for a copy taken from another VM, what the VMs
+    /// that hold it say of it ([`learn_forgot_at`](Self::learn_forgot_at);
+    /// 0: not known yet, or never).
     forgot_at: u64,
-    /// This VM applied a feed to the list since it last took another VM's
-    /// base: `forgot_at` is (also) its own.
-    forgot_here: bool,
 }
 
 impl RevocationSet {
@@ -160,22 +157,16 @@ impl RevocationSet {
         self.forgot_at
     }
 
-    /// The VM this list was copied from (or one that copied it from there)
-    /// says the list, at this cursor, forgot entries at `at`. A copy's
-    /// forget time is its builder's, not the time it was taken: a VM that
-    /// took the list after it was built forgot nothing then, and one that
-    /// took it after the clock stepped back below that time must notice.
-    /// A list this VM applied feeds to keeps its own time if later. 0 says
-    /// nothing (a VM that took a copy and has not heard of its builder).
+    /// A VM holding this list (at this cursor) says it forgot entries at
+    /// `at`. A copy's forget time is its builder's, not the time it was
+    /// taken: a VM that took the list after it was built forgot nothing
+    /// then, and one that took it after the clock stepped back below that
+    /// time must notice. The latest time heard (or this VM's own, when it
+    /// applied feeds to the list) stands: a VM that took a copy and has not
+    /// heard of its builder says 0, and two VMs that applied the same feed
+    /// may have forgotten at different times.
     pub fn learn_forgot_at(&mut self, at: u64) {
-        if at == 0 {
-            return;
-        }
-        self.forgot_at = if self.forgot_here {
-            self.forgot_at.max(at)
-        } else {
-            at
-        };
+        self.forgot_at = self.forgot_at.max(at);
     }
 
     pub fn key(&self) -> SetKey {
@@ -219,7 +210,6 @@ impl RevocationSet {
             self.install_base(base);
             // The whole list, forgotten at `now` alone.
             self.forgot_at = now;
-            self.forgot_here = true;
             return Ok(Change::Base);
         }
         if !self.loaded {
@@ -253,7 +243,6 @@ impl RevocationSet {
             }
         }
         self.forgot_at = self.forgot_at.max(now);
-        self.forgot_here = true;
         if overlay.len() <= COMPACT_AT && !over {
             self.overlay = overlay;
             return Ok(Change::Overlay);
@@ -324,7 +313,6 @@ impl RevocationSet {
     /// ([`learn_forgot_at`](Self::learn_forgot_at)): not known until then.
     pub fn adopt_base(&mut self, base: Blob) {
         self.forgot_at = 0;
-        self.forgot_here = false;
         self.overlay = Blob::build(
             &Header {
                 snapshot: false,
@@ -752,6 +740,11 @@ mod tests {
         assert!(
             other.clock_stepped_back(real_now),
             "a VM that has not heard either says nothing"
+        );
+        other.learn_forgot_at(real_now - 60);
+        assert!(
+            other.clock_stepped_back(real_now),
+            "nor does another VM that forgot earlier at the same cursor"
         );
         // A list this VM applies feeds to keeps its own time if later.
         assert!(!set.clock_stepped_back(real_now + 1));
