@@ -94,18 +94,14 @@ impl Worker {
         let Ok(applied) = self.engine.apply_feed(ID, body, now_ms) else {
             return false;
         };
-        let (base, overlay) = self
-            .engine
-            .revocation_blobs(ID)
-            .map(|(b, o)| (b.to_vec(), o.to_vec()))
-            .unwrap();
-        if applied.base_changed {
-            if self.base.publish(p, &base, self.id, now_ms).is_err() {
-                return false;
-            }
-            self.overlay.forget_seen();
-        }
-        let published = self.overlay.publish(p, &overlay, self.id, now_ms).is_ok();
+        let published = support::publish_list(
+            &self.engine,
+            ID,
+            (&mut self.base, &mut self.overlay),
+            p,
+            applied.base_changed,
+            (self.id, now_ms),
+        );
         if published {
             let stamp = self.engine.fresh_stamp(ID, now_ms).unwrap();
             self.base.set_value(p, "fresh", &stamp.to_bytes());

@@ -70,18 +70,14 @@ impl Worker {
         let Ok(applied) = self.engine.apply_feed(ID, body, now) else {
             return false;
         };
-        let (base, overlay) = self
-            .engine
-            .revocation_blobs(ID)
-            .map(|(b, o)| (b.to_vec(), o.to_vec()))
-            .unwrap();
-        if applied.base_changed {
-            if self.base.publish(p, &base, self.id, now).is_err() {
-                return false;
-            }
-            self.overlay.forget_seen();
-        }
-        self.overlay.publish(p, &overlay, self.id, now).is_ok()
+        support::publish_list(
+            &self.engine,
+            ID,
+            (&mut self.base, &mut self.overlay),
+            p,
+            applied.base_changed,
+            (self.id, now),
+        )
     }
 
     fn revokes(&self, jti: &str) -> bool {

@@ -6,8 +6,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use authflow_contract::AccessClaims;
-use authflow_filter_core::shared_slot::SharedData;
-use authflow_filter_core::Request;
+use authflow_filter_core::shared_slot::{SharedData, SharedSlot};
+use authflow_filter_core::{Engine, ProviderId, Request};
 use jwt_simple::prelude::*;
 
 /// The issuer the fixtures' configurations trust.
@@ -73,4 +73,28 @@ impl SharedData for Process {
         map.insert(key.into(), (value.to_vec(), current.unwrap_or(0) + 1));
         true
     }
+}
+
+/// What the glue publishes once a feed was applied to the list of `id`:
+/// the base when it changed (its overlay then goes over any other), then
+/// the overlay. Whether both were published.
+pub fn publish_list(
+    engine: &Engine,
+    id: ProviderId,
+    (base_slot, overlay_slot): (&mut SharedSlot, &mut SharedSlot),
+    p: &Process,
+    base_changed: bool,
+    (vm_id, now_ms): (u64, u64),
+) -> bool {
+    let (base, overlay) = engine
+        .revocation_blobs(id)
+        .map(|(b, o)| (b.to_vec(), o.to_vec()))
+        .unwrap();
+    if base_changed {
+        if base_slot.publish(p, &base, vm_id, now_ms).is_err() {
+            return false;
+        }
+        overlay_slot.forget_seen();
+    }
+    overlay_slot.publish(p, &overlay, vm_id, now_ms).is_ok()
 }
