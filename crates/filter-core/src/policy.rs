@@ -716,6 +716,14 @@ mod tests {
         policy_for(c, &Request::of(&h)).map(|r| r.policy)
     }
 
+    /// `/api/items` for any signed-in user, but `DELETE` there for admins.
+    fn delete_for_admins() -> FilterConfig {
+        config(serde_json::json!({"routes": [
+            {"match": {"path_prefix": "/api/items", "methods": ["DELETE"]}, "policy": {"roles_any": ["admin"]}},
+            {"match": {"path_prefix": "/api/items"}, "policy": "authenticated"}
+        ]}))
+    }
+
     /// Rails, Laravel, Symfony, Express's `method-override`, ASP.NET Core
     /// and Spring run a `POST` as the method its `X-HTTP-Method-Override`
     /// (or `X-HTTP-Method`, `X-Method-Override`, a `_method` parameter)
@@ -725,10 +733,7 @@ mod tests {
     #[test]
     fn a_method_override_is_judged_as_the_method_it_names() {
         let admin = Policy::RolesAny(vec!["admin".into()]);
-        let c = config(serde_json::json!({"routes": [
-            {"match": {"path_prefix": "/api/items", "methods": ["DELETE"]}, "policy": {"roles_any": ["admin"]}},
-            {"match": {"path_prefix": "/api/items"}, "policy": "authenticated"}
-        ]}));
+        let c = delete_for_admins();
         for header in [
             "x-http-method-override",
             "x-http-method",
@@ -947,10 +952,7 @@ mod tests {
     /// the host, Zend the path.
     #[test]
     fn an_override_header_spelled_with_underscores_is_judged_too() {
-        let methods = config(serde_json::json!({"routes": [
-            {"match": {"path_prefix": "/api/items", "methods": ["DELETE"]}, "policy": {"roles_any": ["admin"]}},
-            {"match": {"path_prefix": "/api/items"}, "policy": "authenticated"}
-        ]}));
+        let methods = delete_for_admins();
         for header in [
             "x_http_method_override",
             "x-http_method-override",
@@ -1005,10 +1007,7 @@ mod tests {
     /// Laravel and Symfony run a `POST` as.
     #[test]
     fn a_method_parameter_named_as_php_names_it_is_judged_too() {
-        let c = config(serde_json::json!({"routes": [
-            {"match": {"path_prefix": "/api/items", "methods": ["DELETE"]}, "policy": {"roles_any": ["admin"]}},
-            {"match": {"path_prefix": "/api/items"}, "policy": "authenticated"}
-        ]}));
+        let c = delete_for_admins();
         for query in [
             ".method=DELETE",
             "%2Emethod=DELETE",
