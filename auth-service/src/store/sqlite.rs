@@ -41,14 +41,20 @@ const SHARE_LOCK: &str = "";
 /// Nor here: a transaction on the one writer runs alone (see `portable`).
 const UPDATE_LOCK: &str = "";
 
+/// Whether SQLite keeps this database in a file of that name (not in
+/// memory, nor behind a `file:` URI).
+fn is_a_file(path: &std::path::Path) -> bool {
+    let name = path.to_string_lossy();
+    !(name.is_empty() || name == ":memory:" || name.starts_with("file:"))
+}
+
 /// Creates a missing database file readable by its owner only, before
 /// SQLite creates it with the process umask (0644 as a rule): it holds the
 /// password hashes, the sessions and the sealed keys, and may live outside
 /// the (owner-only) data directory. SQLite gives the WAL and shared-memory
 /// files the database file's permissions.
 fn create_owner_only(path: &std::path::Path) {
-    let name = path.to_string_lossy();
-    if name.is_empty() || name == ":memory:" || name.starts_with("file:") || path.exists() {
+    if !is_a_file(path) || path.exists() {
         return;
     }
     let mut open = std::fs::OpenOptions::new();
@@ -99,14 +105,11 @@ fn is_busy(e: &dyn sqlx::error::DatabaseError) -> bool {
 async fn migrate(write: &SqlitePool) -> StoreResult<()> {
     let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
     // A database a newer release migrated further is run on, not refused.
-    // (No table yet, on a new database: nothing applied.)
-    let applied: Vec<i64> = sqlx::query_scalar(
-        "SELECT version FROM _sqlx_migrations \
-         WHERE EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
-    )
-    .fetch_all(&mut *tx)
-    .await
-    .unwrap_or_default();
+    // (A new database has no such table yet: nothing applied.)
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap_or_default();
     let ahead = super::migrations_ahead(&migrator(false), &applied)?;
     super::warn_migrations_ahead(&ahead);
     // Each migration runs in a savepoint of this transaction.
@@ -123,10 +126,10 @@ async fn migrate(write: &SqlitePool) -> StoreResult<()> {
 #[cfg(unix)]
 fn close_to_other_users(path: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt;
-    let name = path.to_string_lossy();
-    if name.is_empty() || name == ":memory:" || name.starts_with("file:") {
+    if !is_a_file(path) {
         return;
     }
+    let name = path.to_string_lossy();
     for suffix in ["", "-wal", "-shm"] {
         let file = std::path::PathBuf::from(format!("{name}{suffix}"));
         let Ok(meta) = std::fs::metadata(&file) else {
