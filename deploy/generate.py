@@ -316,7 +316,7 @@ def render_auth_access(values: dict) -> str:
     if not re.fullmatch(r"[^/*\s\"]+/ns/[a-z0-9-]+/sa/[a-z0-9.-]+", principal):
         sys.exit(f"deploy/targets.json: istio.gateway_principal `{principal}` is not TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE_ACCOUNT")
     fields = {"generated_note": NOTE.format(sources="deploy/istio/auth-access.yaml.in, deploy/targets.json"),
-              "gateway_principal": principal}
+              "gateway_principal": principal, "auth_authority": values["auth_authority"]}
     return Template(AUTH_ACCESS_TEMPLATE.read_text()).substitute(fields)
 
 

@@ -68,37 +68,11 @@ fn stack() -> Stack {
 
 /// `envoy/local.yaml` on the test's ports, with the built module and `BUDGET`-token buckets.
 fn shipped_local_config(port: u16, admin_port: u16, auth_port: u16, backend_port: u16) -> Value {
-    let text = std::fs::read_to_string(repo_root().join("envoy/local.yaml")).unwrap();
-    let mut doc: Value = serde_norway::from_str(&text).unwrap();
-    // The test reads Envoy's admin on a port of its own: in place of the shipped unix
-    // socket and the read-only listener in front of it.
-    doc["admin"]["address"] =
-        json!({"socket_address": {"address": "127.0.0.1", "port_value": admin_port}});
-    let resources = &mut doc["static_resources"];
-    for (list, fronting) in [("listeners", "admin_readonly"), ("clusters", "envoy_admin")] {
-        if let Some(items) = resources[list].as_array_mut() {
-            items.retain(|item| item["name"] != fronting);
-        }
-    }
-    let listener = &mut doc["static_resources"]["listeners"][0];
-    listener["address"]["socket_address"]["port_value"] = json!(port);
-    for cluster in doc["static_resources"]["clusters"].as_array_mut().unwrap() {
-        let to = match cluster["name"].as_str().unwrap() {
-            "authflow_auth" => auth_port,
-            "backend" => backend_port,
-            other => panic!("unexpected cluster {other} in envoy/local.yaml"),
-        };
-        cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
-            ["socket_address"]["port_value"] = json!(to);
-    }
+    let mut doc = stack::shipped_local_config(port, admin_port, auth_port, backend_port);
     let hcm = &mut doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
         ["typed_config"];
     let mut limiters = 0;
     for filter in hcm["http_filters"].as_array_mut().unwrap() {
-        if filter["name"] == "envoy.filters.http.wasm" {
-            filter["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] =
-                json!(wasm_path().to_string_lossy());
-        }
         if filter["name"] == RATE_LIMIT_FILTER {
             limiters += shrink_buckets(&mut filter["typed_config"]);
         }

@@ -113,6 +113,15 @@ const ISTIO_SPEC = {
       fault: ANY, mirror: ANY, mirrors: ANY, mirrorPercentage: ANY, corsPolicy: ANY, headers: ANY,
     }],
   },
+  "networking.istio.io/DestinationRule": {
+    host: ANY, exportTo: ANY, workloadSelector: ANY, subsets: ANY,
+    trafficPolicy: {
+      connectionPool: { http: { idleTimeout: ANY, maxRequestsPerConnection: ANY, h2UpgradePolicy: ANY,
+        http1MaxPendingRequests: ANY, http2MaxRequests: ANY, maxRetries: ANY, useClientProtocol: ANY, maxConcurrentStreams: ANY },
+        tcp: ANY },
+      loadBalancer: ANY, outlierDetection: ANY, tls: ANY, portLevelSettings: ANY, tunnel: ANY, proxyProtocol: ANY,
+    },
+  },
   "networking.istio.io/ServiceEntry": {
     hosts: ANY, addresses: ANY, ports: [{ number: ANY, protocol: ANY, name: ANY, targetPort: ANY }],
     location: ANY, resolution: ANY, endpoints: ANY, workloadSelector: ANY, exportTo: ANY, subjectAltNames: ANY,

@@ -9,7 +9,7 @@ use authflow_contract::fingerprint::DEVICE_HEADER;
 use authflow_echo::EchoServer;
 use serde_json::{json, Value};
 
-use super::{eventually, AuthService, Envoy, EnvoyOptions, Reply};
+use super::{eventually, repo_root, wasm_path, AuthService, Envoy, EnvoyOptions, Reply};
 
 /// The device every test user signs in from (the attributes fingerprinted).
 pub const UA: &str = "authflow-e2e/1.0";
@@ -215,4 +215,46 @@ impl Stack {
             (0..6).all(|_| self.call(path, s).status == 401)
         })
     }
+}
+
+/// `envoy/local.yaml` as shipped, on the test's ports (the admin on a port of
+/// its own) and with the built module: routes, filters and clusters unchanged.
+pub fn shipped_local_config(
+    port: u16,
+    admin_port: u16,
+    auth_port: u16,
+    backend_port: u16,
+) -> Value {
+    let text = std::fs::read_to_string(repo_root().join("envoy/local.yaml")).unwrap();
+    let mut doc: Value = serde_norway::from_str(&text).unwrap();
+    // The test reads Envoy's admin on a port of its own: in place of the shipped unix
+    // socket and the read-only listener in front of it.
+    doc["admin"]["address"] =
+        json!({"socket_address": {"address": "127.0.0.1", "port_value": admin_port}});
+    let resources = &mut doc["static_resources"];
+    for (list, fronting) in [("listeners", "admin_readonly"), ("clusters", "envoy_admin")] {
+        if let Some(items) = resources[list].as_array_mut() {
+            items.retain(|item| item["name"] != fronting);
+        }
+    }
+    let listener = &mut doc["static_resources"]["listeners"][0];
+    listener["address"]["socket_address"]["port_value"] = json!(port);
+    for cluster in doc["static_resources"]["clusters"].as_array_mut().unwrap() {
+        let to = match cluster["name"].as_str().unwrap() {
+            "authflow_auth" => auth_port,
+            "backend" => backend_port,
+            other => panic!("unexpected cluster {other} in envoy/local.yaml"),
+        };
+        cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+            ["socket_address"]["port_value"] = json!(to);
+    }
+    let hcm = &mut doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"];
+    for filter in hcm["http_filters"].as_array_mut().unwrap() {
+        if filter["name"] == "envoy.filters.http.wasm" {
+            filter["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] =
+                json!(wasm_path().to_string_lossy());
+        }
+    }
+    doc
 }
