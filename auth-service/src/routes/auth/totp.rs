@@ -1,0 +1,246 @@
+//! TOTP enrolment and removal, each after a fresh proof of ownership.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+
+use crate::audit;
+use crate::clock::now;
+use crate::domain::Secret;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{Caller, Client, Json};
+use crate::state::AppState;
+use crate::store::User;
+
+use super::second_factor::{count_second_factor_attempt, second_factor_failed, totp_step};
+use super::signin::{account_lock_key, password_attempt, password_ok, throttled};
+use super::{notify, CodeRequest, FactorProof, StatusResponse, TotpEnrollment, MAX_PASSWORD_BYTES};
+
+/// Checks a [`FactorProof`]: a current TOTP code (through the same
+/// per-account guard as sign-in) or the password (throttled like sign-in).
+async fn prove_owner(
+    state: &AppState,
+    client: &Client,
+    user: &User,
+    proof: &FactorProof,
+) -> ApiResult<()> {
+    let now = now();
+    if let (Some(code), Some(secret)) = (&proof.code, &user.totp_secret) {
+        throttled(state, user, client).await?;
+        let attempt = count_second_factor_attempt(state, user, client, now).await?;
+        let accepted = match totp_step(secret, code.expose().trim(), now) {
+            Some(step) => state.store.use_totp_step(&user.id, step).await?,
+            None => false,
+        };
+        if accepted {
+            state.store.second_factor_success(&user.id).await?;
+            return Ok(());
+        }
+        audit::record(
+            state,
+            Some(client),
+            "factor_proof",
+            "bad_code",
+            Some(&user.id),
+            Some(&user.email),
+        )
+        .await;
+        second_factor_failed(state, user, client, now, attempt).await?;
+        return Err(ApiError::InvalidCode("the code is wrong"));
+    }
+    let Some(password) = &proof.password else {
+        return Err(ApiError::BadRequest(
+            "confirm with your `password` (or a current TOTP `code`)".into(),
+        ));
+    };
+    if password.expose().len() > MAX_PASSWORD_BYTES {
+        return Err(ApiError::BadRequest("password is too long".into()));
+    }
+    // Counted before it is compared, as at sign-in, once its hashing slot is held.
+    let slot = state.password_work.reserve().await?;
+    let account = account_lock_key(state, &user.email, Some(&user.id), client).await?;
+    let attempt = password_attempt(state, &account, client).await?;
+    if state
+        .password_work
+        .verify_in(
+            slot,
+            password.expose().to_owned(),
+            Some(user.password_hash.clone()),
+        )
+        .await?
+    {
+        return password_ok(state, &user.email, &account, attempt).await;
+    }
+    audit::record(
+        state,
+        Some(client),
+        "factor_proof",
+        "bad_password",
+        Some(&user.id),
+        Some(&user.email),
+    )
+    .await;
+    Err(ApiError::InvalidCredentials)
+}
+
+/// Starts setting up (or replacing) the TOTP authenticator; needs a fresh
+/// proof, so an access token alone cannot take over the second factor.
+#[utoipa::path(post, path = "/v1/auth/totp/enroll", tag = "auth", request_body = FactorProof, security(("bearer" = [])),
+    responses((status = 200, body = TotpEnrollment), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 429, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn totp_enroll(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    Caller(caller): Caller,
+    Json(proof): Json<FactorProof>,
+) -> ApiResult<axum::Json<TotpEnrollment>> {
+    let user = state
+        .store
+        .user_by_id(&caller.sub)
+        .await?
+        .ok_or(ApiError::InvalidToken("unknown user"))?;
+    begin_totp_enrollment(&state, &client, &user, &proof)
+        .await
+        .map(axum::Json)
+}
+
+/// TOTP enrolment for the API and the pages: after a fresh proof, a new
+/// pending secret (confirmed by [`confirm_totp_enrollment`]).
+pub async fn begin_totp_enrollment(
+    state: &AppState,
+    client: &Client,
+    user: &User,
+    proof: &FactorProof,
+) -> ApiResult<TotpEnrollment> {
+    prove_owner(state, client, user, proof).await?;
+    let mut bytes = [0u8; 20];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+    let totp = totp_rs::TOTP::new(
+        totp_rs::Algorithm::SHA1,
+        6,
+        1,
+        30,
+        bytes.to_vec(),
+        Some(state.config.accounts.totp_issuer.clone()),
+        user.email.clone(),
+    )
+    .map_err(ApiError::internal)?;
+    let secret = totp.get_secret_base32();
+    state
+        .store
+        .set_totp_pending(&user.id, Some(&secret))
+        .await?;
+    audit::record(
+        state,
+        Some(client),
+        "totp_enroll",
+        "pending",
+        Some(&user.id),
+        Some(&user.email),
+    )
+    .await;
+    Ok(TotpEnrollment {
+        otpauth_uri: totp.get_url(),
+        secret,
+    })
+}
+
+#[utoipa::path(post, path = "/v1/auth/totp/confirm", tag = "auth", request_body = CodeRequest, security(("bearer" = [])),
+    responses((status = 200, body = StatusResponse), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn totp_confirm(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    Caller(caller): Caller,
+    Json(req): Json<CodeRequest>,
+) -> ApiResult<axum::Json<StatusResponse>> {
+    let user = state
+        .store
+        .user_by_id(&caller.sub)
+        .await?
+        .ok_or(ApiError::InvalidToken("unknown user"))?;
+    confirm_totp_enrollment(&state, &client, &user, &req.code).await?;
+    Ok(axum::Json(StatusResponse {
+        status: "totp_enabled",
+    }))
+}
+
+/// Confirms the pending TOTP secret with a current code (API and pages).
+pub async fn confirm_totp_enrollment(
+    state: &AppState,
+    client: &Client,
+    user: &User,
+    code: &Secret,
+) -> ApiResult<()> {
+    let pending = user.totp_pending.clone().ok_or(ApiError::Conflict(
+        "no TOTP enrolment is pending; call /v1/auth/totp/enroll",
+    ))?;
+    let step = totp_step(&pending, code.expose().trim(), now())
+        .ok_or(ApiError::InvalidCode("the code is wrong"))?;
+    if !state.store.confirm_totp(&user.id, &pending, step).await? {
+        return Err(ApiError::Conflict("the enrolment changed; enroll again"));
+    }
+    audit::record(
+        state,
+        Some(client),
+        "totp_confirm",
+        "success",
+        Some(&user.id),
+        Some(&user.email),
+    )
+    .await;
+    let what = if user.totp_secret.is_some() {
+        "replaced"
+    } else {
+        "set up"
+    };
+    notify(
+        state,
+        user,
+        "A new authenticator app was set up",
+        &format!("The authenticator app of your account was {what}."),
+    )
+    .await;
+    Ok(())
+}
+
+/// Removes the TOTP authenticator (sign-in falls back to mailed codes); needs
+/// a fresh proof and mails the owner.
+#[utoipa::path(post, path = "/v1/auth/totp/remove", tag = "auth", request_body = FactorProof, security(("bearer" = [])),
+    responses((status = 200, body = StatusResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 429, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn totp_remove(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    Caller(caller): Caller,
+    Json(proof): Json<FactorProof>,
+) -> ApiResult<axum::Json<StatusResponse>> {
+    let user = state
+        .store
+        .user_by_id(&caller.sub)
+        .await?
+        .ok_or(ApiError::InvalidToken("unknown user"))?;
+    if user.totp_secret.is_none() {
+        return Err(ApiError::Conflict("no TOTP authenticator is set up"));
+    }
+    prove_owner(&state, &client, &user, &proof).await?;
+    state.store.clear_totp(&user.id).await?;
+    audit::record(
+        &state,
+        Some(&client),
+        "totp_remove",
+        "success",
+        Some(&user.id),
+        Some(&user.email),
+    )
+    .await;
+    notify(
+        &state,
+        &user,
+        "Your authenticator app was removed",
+        "The authenticator app of your account was removed; sign-in codes now come by mail.",
+    )
+    .await;
+    Ok(axum::Json(StatusResponse {
+        status: "totp_removed",
+    }))
+}
