@@ -68,13 +68,18 @@ enum KekCommand {
 
 #[derive(Subcommand)]
 enum UserCommand {
-    /// Create a user (email already verified). The password comes from
-    /// `--password` or the AUTHFLOW_NEW_PASSWORD environment variable.
+    /// Create a user (email already verified). The password comes from the
+    /// AUTHFLOW_NEW_PASSWORD environment variable, from standard input
+    /// (`--password-stdin`), or from `--password` (which other local users
+    /// can read in the process list).
     Create {
         #[arg(long)]
         email: String,
         #[arg(long, env = "AUTHFLOW_NEW_PASSWORD", hide_env_values = true)]
-        password: String,
+        password: Option<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long, conflicts_with = "password")]
+        password_stdin: bool,
         /// Extra role (repeatable); every user has `user`. `--role admin` makes an admin.
         #[arg(long = "role")]
         roles: Vec<String>,
@@ -178,6 +183,27 @@ fn main() -> ExitCode {
     }
 }
 
+/// The new user's password: given (flag or environment), or the first line
+/// of standard input (its line ending removed, nothing else).
+fn new_password(given: Option<String>, from_stdin: bool) -> Result<String, String> {
+    if !from_stdin {
+        return given.ok_or_else(|| {
+            "no password: set AUTHFLOW_NEW_PASSWORD, or pass it on standard input with --password-stdin"
+                .to_owned()
+        });
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        return Err("--password-stdin: standard input held no password".into());
+    }
+    Ok(password.to_owned())
+}
+
 async fn run(cli: Cli) -> Result<(), String> {
     if let Command::Kek(KekCommand::Generate) = cli.command {
         println!("{}", authflow_auth_service::kek::generate_key());
@@ -211,8 +237,12 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::User(UserCommand::Create {
             email,
             password,
+            password_stdin,
             roles,
-        }) => create_user(config, &email, &password, roles).await,
+        }) => {
+            let password = new_password(password, password_stdin)?;
+            create_user(config, &email, &password, roles).await
+        }
         Command::User(UserCommand::List) => {
             let store = open_store(&config, Opening::Existing)
                 .await

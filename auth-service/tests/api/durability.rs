@@ -311,6 +311,79 @@ async fn kill_dash_nine_loses_nothing_acknowledged() {
     assert_nothing_lost(&http, &base, &admin, &device, &acked).await;
 }
 
+/// The first admin's password need not appear in the process list: the CLI
+/// reads it from standard input (`--password-stdin`), and the account signs
+/// in with exactly that password (the line ending is not part of it). With
+/// no password given at all, the CLI says where to give one.
+#[tokio::test]
+async fn the_cli_takes_the_new_password_from_standard_input() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let mut child = command(&data, None, port)
+        .args([
+            "user",
+            "create",
+            "--email",
+            "stdin@example.com",
+            "--password-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{PASSWORD}\r\n").as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+
+    let out = command(&data, None, port)
+        .args(["user", "create", "--email", "none@example.com"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && said.contains("AUTHFLOW_NEW_PASSWORD")
+            && said.contains("--password-stdin"),
+        "{said}"
+    );
+    let out = command(&data, None, port)
+        .args([
+            "user",
+            "create",
+            "--email",
+            "empty@example.com",
+            "--password-stdin",
+        ])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "an empty standard input made an account"
+    );
+
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let _server = start(&data, None, port, &http).await;
+    sign_in(
+        &http,
+        &format!("http://127.0.0.1:{port}"),
+        "stdin@example.com",
+    )
+    .await;
+}
+
 /// The CLI gives no user a role the filter would refuse every token of:
 /// one holding the comma `x-auth-roles` joins them with, or more roles than a
 /// token may list.
