@@ -75,9 +75,11 @@ enum UserCommand {
     Create {
         #[arg(long)]
         email: String,
-        #[arg(long, env = "AUTHFLOW_NEW_PASSWORD", hide_env_values = true)]
+        /// The password (other local users can read it in the process list).
+        #[arg(long)]
         password: Option<String>,
-        /// Read the password from the first line of standard input.
+        /// Read the password from the first line of standard input (before
+        /// AUTHFLOW_NEW_PASSWORD, which is read when neither flag is given).
         #[arg(long, conflicts_with = "password")]
         password_stdin: bool,
         /// Extra role (repeatable); every user has `user`. `--role admin` makes an admin.
@@ -183,11 +185,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// The new user's password: given (flag or environment), or the first line
-/// of standard input (its line ending removed, nothing else).
+/// The new user's password: the first line of standard input (its line
+/// ending removed, nothing else) when asked for, else `--password`, else
+/// AUTHFLOW_NEW_PASSWORD. The environment is read here rather than by clap,
+/// so that it cannot clash with `--password-stdin`.
 fn new_password(given: Option<String>, from_stdin: bool) -> Result<String, String> {
     if !from_stdin {
-        return given.ok_or_else(|| {
+        return given.or_else(|| std::env::var("AUTHFLOW_NEW_PASSWORD").ok()).ok_or_else(|| {
             "no password: set AUTHFLOW_NEW_PASSWORD, or pass it on standard input with --password-stdin"
                 .to_owned()
         });

@@ -313,8 +313,9 @@ async fn kill_dash_nine_loses_nothing_acknowledged() {
 
 /// The first admin's password need not appear in the process list: the CLI
 /// reads it from standard input (`--password-stdin`), and the account signs
-/// in with exactly that password (the line ending is not part of it). With
-/// no password given at all, the CLI says where to give one.
+/// in with exactly that password (the line ending is not part of it), even
+/// when AUTHFLOW_NEW_PASSWORD is set too. With no password given at all, the
+/// CLI says where to give one.
 #[tokio::test]
 async fn the_cli_takes_the_new_password_from_standard_input() {
     use std::io::Write as _;
@@ -329,6 +330,11 @@ async fn the_cli_takes_the_new_password_from_standard_input() {
             "stdin@example.com",
             "--password-stdin",
         ])
+        // Asked for standard input, the CLI reads it before the environment.
+        .env(
+            "AUTHFLOW_NEW_PASSWORD",
+            "another-password-from-the-environment",
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
