@@ -367,19 +367,27 @@ impl Feed {
                 ))
             }
         };
-        if let Some(hit) = last.as_ref().filter(|d| d.from == from && d.head == head) {
-            return Ok(FeedAnswer::Body(hit.feed.clone()));
-        }
+        // Marked from the lock's taking until the shared answer is stored: a
+        // poll of this cursor that finds the lock held in between waits for
+        // that answer instead of reading the same delta again.
         self.reading_from.store(from, Ordering::SeqCst);
-        let feed = self.read(store, issuer, Some(from), head, now).await;
+        let feed = match last.as_ref().filter(|d| d.from == from && d.head == head) {
+            Some(hit) => Ok(hit.feed.clone()),
+            None => {
+                let feed = self.read(store, issuer, Some(from), head, now).await;
+                if let Ok(feed) = &feed {
+                    *last = Some(LastDelta {
+                        from,
+                        head,
+                        feed: feed.clone(),
+                    });
+                }
+                feed
+            }
+        };
         self.reading_from.store(-1, Ordering::SeqCst);
-        let feed = feed?;
-        *last = Some(LastDelta {
-            from,
-            head,
-            feed: feed.clone(),
-        });
-        Ok(FeedAnswer::Body(feed))
+        drop(last);
+        Ok(FeedAnswer::Body(feed?))
     }
 
     /// The delta after `delta_from`, or a snapshot without it, from the database.

@@ -83,6 +83,15 @@ async fn prove_owner(
     Err(ApiError::InvalidCredentials)
 }
 
+/// The account of the access token's subject (gone since the token was issued: 401).
+async fn caller_account(state: &AppState, caller: &Caller) -> ApiResult<User> {
+    state
+        .store
+        .user_by_id(&caller.0.sub)
+        .await?
+        .ok_or(ApiError::InvalidToken("unknown user"))
+}
+
 /// Starts setting up (or replacing) the TOTP authenticator; needs a fresh
 /// proof, so an access token alone cannot take over the second factor.
 #[utoipa::path(post, path = "/v1/auth/totp/enroll", tag = "auth", request_body = FactorProof, security(("bearer" = [])),
@@ -91,14 +100,10 @@ async fn prove_owner(
 pub async fn totp_enroll(
     State(state): State<Arc<AppState>>,
     client: Client,
-    Caller(caller): Caller,
+    caller: Caller,
     Json(proof): Json<FactorProof>,
 ) -> ApiResult<axum::Json<TotpEnrollment>> {
-    let user = state
-        .store
-        .user_by_id(&caller.sub)
-        .await?
-        .ok_or(ApiError::InvalidToken("unknown user"))?;
+    let user = caller_account(&state, &caller).await?;
     begin_totp_enrollment(&state, &client, &user, &proof)
         .await
         .map(axum::Json)
@@ -150,14 +155,10 @@ pub async fn begin_totp_enrollment(
 pub async fn totp_confirm(
     State(state): State<Arc<AppState>>,
     client: Client,
-    Caller(caller): Caller,
+    caller: Caller,
     Json(req): Json<CodeRequest>,
 ) -> ApiResult<axum::Json<StatusResponse>> {
-    let user = state
-        .store
-        .user_by_id(&caller.sub)
-        .await?
-        .ok_or(ApiError::InvalidToken("unknown user"))?;
+    let user = caller_account(&state, &caller).await?;
     confirm_totp_enrollment(&state, &client, &user, &req.code).await?;
     Ok(axum::Json(StatusResponse {
         status: "totp_enabled",
@@ -211,14 +212,10 @@ pub async fn confirm_totp_enrollment(
 pub async fn totp_remove(
     State(state): State<Arc<AppState>>,
     client: Client,
-    Caller(caller): Caller,
+    caller: Caller,
     Json(proof): Json<FactorProof>,
 ) -> ApiResult<axum::Json<StatusResponse>> {
-    let user = state
-        .store
-        .user_by_id(&caller.sub)
-        .await?
-        .ok_or(ApiError::InvalidToken("unknown user"))?;
+    let user = caller_account(&state, &caller).await?;
     if user.totp_secret.is_none() {
         return Err(ApiError::Conflict("no TOTP authenticator is set up"));
     }
