@@ -326,7 +326,9 @@ fn method_overrides(config: &FilterConfig, req: &Request) -> Vec<String> {
 /// dropped, ` ` and `.` made `_` (`.method`, `+_method`, `%20.method`).
 fn is_method_parameter(name: &str) -> bool {
     // (A `+` decoded from `%2B` stays a `+` to PHP: dropped too, to be safe.)
+    // PHP takes the decoded name as a C string: it ends at a first NUL.
     let decoded = path::decode_query_part(name);
+    let decoded = decoded.split('\0').next().unwrap_or_default();
     matches!(decoded.trim_start_matches([' ', '+']).as_bytes(), [b'_' | b'.', rest @ ..] if rest == b"method")
 }
 
@@ -1029,6 +1031,33 @@ mod tests {
                 "{query}"
             );
         }
+    }
+
+    /// PHP registers a query parameter under its name as a C string: the
+    /// decoded name ends at its first NUL (`php_register_variable_ex` takes
+    /// `strlen`), so `_method%00=DELETE` and `_method%00x=DELETE` are
+    /// `$_GET['_method']` to Laravel and Symfony, which run the `POST` as
+    /// `DELETE`.
+    #[test]
+    fn a_method_parameter_cut_at_a_nul_as_php_reads_it_is_judged_too() {
+        let c = delete_for_admins();
+        for query in [
+            "_method%00=DELETE",
+            "_method%00anything=DELETE",
+            ".method%00.x=DELETE",
+            "+_method%00=DELETE",
+        ] {
+            assert_eq!(
+                decide_with(&c, "POST", &format!("/api/items/1?{query}"), &[]),
+                Err(AmbiguousPath),
+                "{query}"
+            );
+        }
+        // A NUL before `method` leaves PHP a different name.
+        assert_eq!(
+            decide_with(&c, "POST", "/api/items/1?_%00method=DELETE", &[]),
+            Ok(&Policy::Authenticated)
+        );
     }
 
     /// A path override in absolute form is its path to Symfony before
