@@ -128,6 +128,12 @@ async fn security_headers(mut response: Response, https: bool) -> Response {
         HeaderValue::from_static("no-referrer"),
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // No opener handle across sites: a site that opened a page (the refresh
+    // page's Continue, say) cannot navigate it on before its answer lands.
+    headers.insert(
+        header::HeaderName::from_static("cross-origin-opener-policy"),
+        HeaderValue::from_static("same-origin"),
+    );
     headers
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));

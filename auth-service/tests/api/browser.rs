@@ -299,6 +299,9 @@ fn assert_page_headers(page: &Page, what: &str) {
     );
     assert_eq!(h("x-content-type-options"), "nosniff", "{what}");
     assert_eq!(h("referrer-policy"), "no-referrer", "{what}");
+    // A page opened by another site's window keeps no handle to it: that site
+    // cannot navigate the page on while its answer (a rotated cookie) lands.
+    assert_eq!(h("cross-origin-opener-policy"), "same-origin", "{what}");
     assert_eq!(h("cache-control"), "no-store", "{what}");
 }
 
