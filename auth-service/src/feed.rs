@@ -9,7 +9,7 @@
 //! published entry says so in its `expires_at` (its forget-after time).
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use authflow_contract::revocation::{
     still_needed, BannedSubject, Probe, RevocationFeed, RevocationSet, RevokedSession,
@@ -136,19 +136,29 @@ pub struct Feed {
     notifier: FeedNotifier,
     /// Answers built from the database (deltas and snapshots), for `/metrics`.
     store_reads: AtomicU64,
-    /// The delta built last: the long polls one change wakes all ask for it.
-    last_delta: tokio::sync::Mutex<Option<LastDelta>>,
-    /// The cursor of the delta being read under `last_delta` (-1: none).
-    reading_from: AtomicI64,
+    /// The delta read last, or being read: the long polls one change wakes
+    /// all ask for it. Held only to look at or swap the slot, never across a read.
+    last_delta: std::sync::Mutex<Option<Arc<SharedDelta>>>,
+    /// Counts the epochs this process began: a delta read in one is never
+    /// shared in the next, where the same sequence numbers name other events.
+    generation: AtomicU64,
     /// The last sync failed: the database may hold acknowledged events not loaded here.
     behind: AtomicBool,
 }
 
-/// A delta from cursor `from` built while the head was `head`.
-struct LastDelta {
+/// The delta from cursor `from` to head `head` in epoch `generation`,
+/// read once by the first poll that asks for it and shared with the others.
+struct SharedDelta {
+    generation: u64,
     from: i64,
     head: i64,
-    feed: RevocationFeed,
+    feed: tokio::sync::OnceCell<RevocationFeed>,
+}
+
+impl SharedDelta {
+    fn answers(&self, generation: u64, from: i64, head: i64) -> bool {
+        (self.generation, self.from, self.head) == (generation, from, head)
+    }
 }
 
 /// What a `since` cursor asks for.
@@ -176,8 +186,8 @@ impl Feed {
             sync_lock: tokio::sync::Mutex::new(()),
             notifier: FeedNotifier::new(0, max_waiters),
             store_reads: AtomicU64::new(0),
-            last_delta: tokio::sync::Mutex::new(None),
-            reading_from: AtomicI64::new(-1),
+            last_delta: std::sync::Mutex::new(None),
+            generation: AtomicU64::new(0),
             behind: AtomicBool::new(false),
         };
         feed.sync(store, now).await?;
@@ -265,9 +275,8 @@ impl Feed {
         self.head.store(head.head, Ordering::SeqCst);
         self.pruned_through
             .store(head.pruned_through, Ordering::SeqCst);
-        if let Ok(mut last) = self.last_delta.try_lock() {
-            *last = None;
-        }
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        *self.lock_last_delta() = None;
         // Parked long polls hold cursors of the old epoch: answer them now.
         self.notifier.new_epoch(head.head);
         Ok(())
@@ -324,6 +333,8 @@ impl Feed {
         since: Option<&str>,
         now: i64,
     ) -> Result<FeedAnswer, StoreError> {
+        // Before the cursor is read: a new epoch bumps it after the cursors change.
+        let generation = self.generation.load(Ordering::SeqCst);
         let since = since.and_then(|c| self.parse_cursor(c));
         if since > Some(self.head.load(Ordering::SeqCst)) || self.behind.load(Ordering::SeqCst) {
             // A cursor from another instance that saw a newer write than this
@@ -352,42 +363,55 @@ impl Feed {
             ));
         };
         // Every long poll a change wakes holds the same cursor and asks for the
-        // same delta at once: the first reads it, the others wait on the lock
-        // and share it, rather than queueing one database read each. A poll
-        // from another cursor does not queue behind that read (nor behind
-        // anyone's: any caller may send any cursor): it reads on its own.
-        let mut last = match self.last_delta.try_lock() {
-            Ok(last) => last,
-            Err(_) if self.reading_from.load(Ordering::SeqCst) == from => {
-                self.last_delta.lock().await
-            }
-            Err(_) => {
-                return Ok(FeedAnswer::Body(
-                    self.read(store, issuer, Some(from), head, now).await?,
-                ))
-            }
-        };
-        // Marked from the lock's taking until the shared answer is stored: a
-        // poll of this cursor that finds the lock held in between waits for
-        // that answer instead of reading the same delta again.
-        self.reading_from.store(from, Ordering::SeqCst);
-        let feed = match last.as_ref().filter(|d| d.from == from && d.head == head) {
-            Some(hit) => Ok(hit.feed.clone()),
-            None => {
-                let feed = self.read(store, issuer, Some(from), head, now).await;
-                if let Ok(feed) = &feed {
-                    *last = Some(LastDelta {
+        // same delta at once: the first reads it, the others wait for that
+        // read and share it, rather than queueing one database read each. A
+        // poll from another cursor does not wait for that read (nor take its
+        // slot: any caller may send any cursor): it reads on its own.
+        let shared = {
+            let mut last = self.lock_last_delta();
+            match last.as_ref() {
+                Some(slot) if slot.answers(generation, from, head) => Some(Arc::clone(slot)),
+                // Another cursor's read, under way (a poll holds the slot
+                // besides this one); one that failed or whose poll went
+                // away holds it no more.
+                Some(slot)
+                    if slot.generation == generation
+                        && !slot.feed.initialized()
+                        && Arc::strong_count(slot) > 1 =>
+                {
+                    None
+                }
+                _ => {
+                    let slot = Arc::new(SharedDelta {
+                        generation,
                         from,
                         head,
-                        feed: feed.clone(),
+                        feed: tokio::sync::OnceCell::new(),
                     });
+                    *last = Some(Arc::clone(&slot));
+                    Some(slot)
                 }
-                feed
             }
         };
-        self.reading_from.store(-1, Ordering::SeqCst);
-        drop(last);
-        Ok(FeedAnswer::Body(feed?))
+        let Some(shared) = shared else {
+            return Ok(FeedAnswer::Body(
+                self.read(store, issuer, Some(from), head, now).await?,
+            ));
+        };
+        // A read that fails (or whose poll went away) leaves the cell empty:
+        // the next poll waiting on it reads in its place.
+        let feed = shared
+            .feed
+            .get_or_try_init(|| self.read(store, issuer, Some(from), head, now))
+            .await?;
+        Ok(FeedAnswer::Body(feed.clone()))
+    }
+
+    fn lock_last_delta(&self) -> std::sync::MutexGuard<'_, Option<Arc<SharedDelta>>> {
+        // Nothing panics while holding it; a poisoned slot is still a valid one.
+        self.last_delta
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The delta after `delta_from`, or a snapshot without it, from the database.
@@ -668,6 +692,28 @@ mod tests {
             .unwrap()
     }
 
+    impl Feed {
+        /// What a delta read begun before the epoch changed leaves behind:
+        /// its answer, in the slot it took then.
+        async fn store_in_flight_delta_of_the_lost_history(
+            &self,
+            from: i64,
+            head: i64,
+            answer: &FeedAnswer,
+        ) {
+            let FeedAnswer::Body(feed) = answer else {
+                panic!("a delta")
+            };
+            let generation = self.generation.load(Ordering::SeqCst) - 1;
+            *self.lock_last_delta() = Some(Arc::new(SharedDelta {
+                generation,
+                from,
+                head,
+                feed: tokio::sync::OnceCell::new_with(Some(feed.clone())),
+            }));
+        }
+    }
+
     fn jtis(answer: &FeedAnswer) -> Vec<String> {
         match answer {
             FeedAnswer::NotModified => vec![],
@@ -710,6 +756,48 @@ mod tests {
         assert!(
             feed.is_revoked(Some("j-new"), "s", None, EXP - 900, EXP - 10),
             "the service's own checks see the acknowledged revocation"
+        );
+    }
+
+    /// A delta read that was under way when the database went back finishes
+    /// after the new epoch began and leaves its answer for the polls that
+    /// share it. A poll of the new history with the same numbers (cursor 1,
+    /// head 3: the sequence numbers of lost events are handed out again) must
+    /// read the new events, not take the lost history's delta: those would
+    /// stand in for the new revocations under a cursor of the new epoch.
+    #[tokio::test]
+    async fn a_delta_read_across_the_database_going_back_is_not_shared_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let primary = store(&dir).await;
+        primary.revoke_token("j1", EXP - 10, EXP).await.unwrap();
+        let feed = Feed::load(&primary, MARGIN, 10, EXP - 10).await.unwrap();
+        let replica = backup(&dir, "replica.db").await;
+        let at_one = feed.cursor();
+        primary.revoke_token("j2", EXP - 10, EXP).await.unwrap();
+        primary.revoke_token("j3", EXP - 10, EXP).await.unwrap();
+        feed.sync(&primary, EXP - 10).await.unwrap();
+        let lost = feed
+            .answer(&primary, "iss", Some(&at_one), EXP - 10)
+            .await
+            .unwrap();
+        assert_eq!(jtis(&lost), ["j2", "j3"]);
+        let replica = open(&replica).await;
+        feed.sync(&replica, EXP - 10).await.unwrap();
+        // The read under way stores its answer now, after the new epoch began.
+        feed.store_in_flight_delta_of_the_lost_history(1, 3, &lost)
+            .await;
+        let new_at_one = feed.cursor();
+        replica.revoke_token("j-x", EXP - 10, EXP).await.unwrap();
+        replica.revoke_token("j-y", EXP - 10, EXP).await.unwrap();
+        feed.sync(&replica, EXP - 10).await.unwrap();
+        let answer = feed
+            .answer(&replica, "iss", Some(&new_at_one), EXP - 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            jtis(&answer),
+            ["j-x", "j-y"],
+            "a poll at {new_at_one} gets the new history's revocations"
         );
     }
 
