@@ -125,11 +125,22 @@ fn check_statelessly(
     let now_u = u64::try_from(now).unwrap_or(0);
     let uri = endpoint_url(state, request.path);
     let key = nonce_key(state)?;
+    // The current KEK's key, then those of `kek.previous`: during a rolling
+    // KEK rotation an instance not yet rotated hands out nonces under the
+    // old KEK, and a client going from it to this one must not be refused
+    // (nor, going back and forth, be refused for ever).
+    let previous: Vec<NonceKey> = state
+        .dpop_nonce_previous_keys
+        .iter()
+        .filter_map(|k| NonceKey::new(k))
+        .collect();
+    let accepted = |candidate: &str| {
+        std::iter::once(&key)
+            .chain(&previous)
+            .any(|k| nonce::check(k, candidate, now_u, NONCE_WINDOW_SECS))
+    };
     let nonce = if request.require_nonce {
-        NonceCheck::Stateless {
-            key: &key,
-            window_secs: NONCE_WINDOW_SECS,
-        }
+        NonceCheck::Custom(&accepted)
     } else {
         NonceCheck::NotRequired
     };

@@ -48,6 +48,9 @@ pub struct Kek {
     /// The current KEK itself, only to derive other keys from (see [`Kek::derive`]).
     current_bytes: [u8; 32],
     previous: Vec<SealingKey>,
+    /// The previous KEKs themselves, only to derive keys that must still be
+    /// accepted during a rotation (see [`Kek::derive_previous`]).
+    previous_bytes: Vec<[u8; 32]>,
 }
 
 impl std::fmt::Debug for Kek {
@@ -71,6 +74,16 @@ pub fn parse_key(text: &str) -> Result<[u8; 32], String> {
     })
 }
 
+/// HMAC-SHA256 of `kek` as a PRF, the purpose as label.
+fn derive_from(kek: &[u8; 32], purpose: &str) -> Result<[u8; 32], String> {
+    use hmac::{Hmac, Mac};
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(kek).map_err(|_| "cannot derive a key".to_owned())?;
+    mac.update(b"authflow derived key v1\0");
+    mac.update(purpose.as_bytes());
+    Ok(mac.finalize().into_bytes().into())
+}
+
 /// A fresh random KEK in its configured form (development runs and tests).
 pub fn generate_key() -> String {
     let mut bytes = [0u8; 32];
@@ -87,6 +100,7 @@ impl Kek {
                 .iter()
                 .map(SealingKey::new)
                 .collect::<Result<_, _>>()?,
+            previous_bytes: previous.to_vec(),
         })
     }
 
@@ -95,12 +109,17 @@ impl Kek {
     /// KEK derives the same key, without storing it, and no derived key
     /// reveals the KEK or another purpose's key.
     pub fn derive(&self, purpose: &str) -> Result<[u8; 32], String> {
-        use hmac::{Hmac, Mac};
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.current_bytes)
-            .map_err(|_| "cannot derive a key".to_owned())?;
-        mac.update(b"authflow derived key v1\0");
-        mac.update(purpose.as_bytes());
-        Ok(mac.finalize().into_bytes().into())
+        derive_from(&self.current_bytes, purpose)
+    }
+
+    /// The keys for `purpose` derived from the previous KEKs: what an
+    /// instance not yet rotated (still on one of them) hands out during a
+    /// rolling rotation, to be accepted (never issued) until `kek.previous` goes.
+    pub fn derive_previous(&self, purpose: &str) -> Result<Vec<[u8; 32]>, String> {
+        self.previous_bytes
+            .iter()
+            .map(|kek| derive_from(kek, purpose))
+            .collect()
     }
 
     pub fn id(&self) -> &str {
@@ -217,6 +236,17 @@ mod tests {
         let wrong = Kek::new(&key(3), &[]).unwrap();
         let e = wrong.open("p", sealed.as_bytes()).unwrap_err();
         assert!(e.contains(old.id()) && e.contains("kek"), "{e}");
+    }
+
+    #[test]
+    fn previous_keys_derive_what_the_instances_not_yet_rotated_derive() {
+        let old = Kek::new(&key(1), &[]).unwrap();
+        let rotated = Kek::new(&key(2), &[key(1)]).unwrap();
+        assert_eq!(
+            rotated.derive_previous("dpop-nonce").unwrap(),
+            vec![old.derive("dpop-nonce").unwrap()]
+        );
+        assert!(old.derive_previous("dpop-nonce").unwrap().is_empty());
     }
 
     #[test]

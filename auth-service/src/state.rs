@@ -33,6 +33,10 @@ pub struct AppState {
     /// Signs and checks DPoP server nonces: derived from the KEK, so every
     /// instance sharing the database (and so the KEK) accepts the others' nonces.
     pub dpop_nonce_key: [u8; 32],
+    /// The nonce keys of the previous KEKs (`kek.previous`): during a rolling
+    /// KEK rotation the instances not yet rotated hand out nonces under
+    /// them, which are accepted here too (nonces are issued under the current one only).
+    pub dpop_nonce_previous_keys: Vec<[u8; 32]>,
     /// Signs the browser pages' CSRF tokens: derived from the KEK, so a form
     /// served by one instance is accepted by every other.
     pub csrf_key: [u8; 32],
@@ -99,6 +103,7 @@ pub async fn build_state(config: Config, opening: Opening) -> Result<Arc<AppStat
         .await
         .map_err(StartError::from_display)?;
     let dpop_nonce_key = kek.derive("dpop-nonce").map_err(StartError)?;
+    let dpop_nonce_previous_keys = kek.derive_previous("dpop-nonce").map_err(StartError)?;
     let csrf_key = kek.derive("browser-csrf").map_err(StartError)?;
     let now = now();
     let ttl = i64::try_from(config.tokens.access_ttl.as_secs()).unwrap_or(900);
@@ -138,6 +143,7 @@ pub async fn build_state(config: Config, opening: Opening) -> Result<Arc<AppStat
         throttle,
         metrics: Metrics::default(),
         dpop_nonce_key,
+        dpop_nonce_previous_keys,
         csrf_key,
     }))
 }

@@ -534,6 +534,58 @@ async fn a_nonce_from_one_instance_is_accepted_by_another() {
     assert_eq!(r.status(), 200);
 }
 
+/// A rolling KEK rotation (two replicas, a new pod started before an old one
+/// stops): for a while one instance runs on the old KEK and another on the
+/// new one with the old as `kek.previous`. Nonces are derived from the KEK:
+/// the new instance must take the nonces the old one hands out, or a client
+/// whose requests alternate between the two is told `use_dpop_nonce` by each
+/// in turn, with a nonce the other refuses, and never gets a token.
+#[tokio::test]
+async fn during_a_kek_rotation_the_new_instance_takes_the_old_ones_nonces() {
+    let old = spawn_app_with(|c| c.dpop.require_nonce = true).await;
+    let admin = old.admin("root@example.com").await;
+    let r = old
+        .authed(Method::POST, "/v1/admin/service-accounts", &admin)
+        .json(&json!({"client_id": "billing", "scopes": ["read"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let secret = r.json::<Value>().await.unwrap()["client_secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let previous = old.state.config.kek.current.unwrap();
+    let new = spawn_app_beside(&old, |c| {
+        c.dpop.require_nonce = true;
+        c.kek.current = Some([9u8; 32]);
+        c.kek.previous = vec![previous];
+    })
+    .await;
+    let key = DpopKey::es256();
+    let request = |app: &TestApp, nonce: Option<&str>| {
+        app.http
+            .post(app.url(TOKEN))
+            .basic_auth("billing", Some(&secret))
+            .header("dpop", key.proof("POST", &app.htu(TOKEN), None, nonce))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+    };
+
+    let r = request(&old, None).await.unwrap();
+    let nonce = r.headers()["dpop-nonce"].to_str().unwrap().to_owned();
+    assert_eq!(error_code(r, 400).await, "use_dpop_nonce");
+    let r = request(&new, Some(&nonce)).await.unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "the old instance's nonce, at the instance that has its KEK as previous"
+    );
+    // The new instance's own nonces still work there.
+    let own = r.headers()["dpop-nonce"].to_str().unwrap().to_owned();
+    assert_eq!(request(&new, Some(&own)).await.unwrap().status(), 200);
+}
+
 #[tokio::test]
 async fn a_service_account_gets_a_bound_token_with_a_proof() {
     let app = spawn_app().await;
