@@ -75,7 +75,7 @@ pub async fn token(
     client: Client,
     form: Result<Form<TokenForm>, FormRejection>,
 ) -> ApiResult<Response> {
-    let Form(form) = form.map_err(|rejection| ApiError::BadRequest(form_refused(&rejection)))?;
+    let Form(form) = form.map_err(|rejection| form_refused(&rejection))?;
     if form.grant_type != CLIENT_CREDENTIALS {
         return Err(ApiError::UnsupportedGrantType);
     }
@@ -167,10 +167,17 @@ pub async fn token(
     Ok(response)
 }
 
-/// Why a token request's form was refused. A parameter sent twice (RFC 6749
-/// §3.2 allows each once) is named: serde's message for it is
-/// "duplicate field `name`".
-fn form_refused(rejection: &FormRejection) -> String {
+/// Why a token request's form was refused. A body past the limit is 413, as
+/// at every other endpoint. A parameter sent twice (RFC 6749 §3.2 allows
+/// each once) is named: serde's message for it is "duplicate field `name`".
+fn form_refused(rejection: &FormRejection) -> ApiError {
+    if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::PayloadTooLarge;
+    }
+    ApiError::BadRequest(form_refused_text(rejection))
+}
+
+fn form_refused_text(rejection: &FormRejection) -> String {
     let text = rejection.body_text();
     match text
         .split_once("duplicate field `")

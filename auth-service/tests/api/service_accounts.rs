@@ -1284,3 +1284,33 @@ async fn a_replayed_dpop_proof_does_not_spend_the_assertion() {
         r.text().await.unwrap()
     );
 }
+
+/// An oversized body at the token endpoint is a 413 `payload_too_large`,
+/// as at every other endpoint: not a 400 telling the client to send a
+/// form-encoded body, which it did.
+#[tokio::test]
+async fn an_oversized_token_request_is_payload_too_large() {
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    let secret = app
+        .create_service_account(&admin, "reports", &["read"])
+        .await;
+    let pad = "x".repeat(app.state.config.server.body_limit_bytes + 1);
+    let r = app
+        .client_token(
+            "reports",
+            &secret,
+            &[("grant_type", "client_credentials"), ("pad", &pad)],
+        )
+        .await;
+    assert_eq!(error_code(r, 413).await, "payload_too_large");
+    // Within the limit, an unknown parameter is ignored (RFC 6749 §3.2).
+    let r = app
+        .client_token(
+            "reports",
+            &secret,
+            &[("grant_type", "client_credentials"), ("pad", "x")],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+}
