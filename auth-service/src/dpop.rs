@@ -63,7 +63,7 @@ pub fn proof_header(headers: &HeaderMap) -> Result<Option<&str>, DpopError> {
 
 fn nonce_key(state: &AppState) -> Result<NonceKey, DpopError> {
     // The derived key is 32 bytes, the contract's minimum.
-    NonceKey::new(&state.dpop_nonce_key).ok_or(DpopError::NonceInvalid)
+    NonceKey::new(state.dpop_nonce_keys.current()).ok_or(DpopError::NonceInvalid)
 }
 
 /// A fresh server nonce.
@@ -124,19 +124,17 @@ fn check_statelessly(
 ) -> Result<CheckedProof, DpopError> {
     let now_u = u64::try_from(now).unwrap_or(0);
     let uri = endpoint_url(state, request.path);
-    let key = nonce_key(state)?;
     // The current KEK's key, then those of `kek.previous`: during a rolling
     // KEK rotation an instance not yet rotated hands out nonces under the
     // old KEK, and a client going from it to this one must not be refused
     // (nor, going back and forth, be refused for ever).
-    let previous: Vec<NonceKey> = state
-        .dpop_nonce_previous_keys
-        .iter()
+    let keys: Vec<NonceKey> = state
+        .dpop_nonce_keys
+        .accepted()
         .filter_map(|k| NonceKey::new(k))
         .collect();
     let accepted = |candidate: &str| {
-        std::iter::once(&key)
-            .chain(&previous)
+        keys.iter()
             .any(|k| nonce::check(k, candidate, now_u, NONCE_WINDOW_SECS))
     };
     let nonce = if request.require_nonce {

@@ -53,6 +53,62 @@ pub struct Kek {
     previous_bytes: Vec<[u8; 32]>,
 }
 
+/// One purpose's keys (tags, nonces): what is made is made with the current
+/// KEK's key and checked against it and those of `kek.previous`. Across a
+/// rotation a tag made before it (a browser's cookie, a form, a nonce), or
+/// by an instance still on the old key, keeps passing until `kek.previous` goes.
+pub struct DerivedKeys {
+    current: [u8; 32],
+    previous: Vec<[u8; 32]>,
+}
+
+impl DerivedKeys {
+    /// The key to make new tags with.
+    pub fn current(&self) -> &[u8; 32] {
+        &self.current
+    }
+
+    /// Every key a tag may have been made with: the current one first.
+    pub fn accepted(&self) -> impl Iterator<Item = &[u8; 32]> {
+        std::iter::once(&self.current).chain(&self.previous)
+    }
+
+    /// HMAC-SHA256 of `parts` (one after the other) under the current key,
+    /// base64url: empty only if the MAC cannot be keyed (never, at 32 bytes).
+    pub fn tag(&self, parts: &[&[u8]]) -> String {
+        tag_with(&self.current, parts)
+    }
+
+    /// Whether `tag` is the [`Self::tag`] of `parts` under any accepted key
+    /// (compared in constant time).
+    pub fn verifies(&self, parts: &[&[u8]], tag: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        self.accepted().any(|key| {
+            let expected = tag_with(key, parts);
+            !expected.is_empty()
+                && expected.len() == tag.len()
+                && bool::from(expected.as_bytes().ct_eq(tag.as_bytes()))
+        })
+    }
+}
+
+fn tag_with(key: &[u8; 32], parts: &[&[u8]]) -> String {
+    use hmac::{Hmac, Mac};
+    let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(key) else {
+        return String::new();
+    };
+    for part in parts {
+        mac.update(part);
+    }
+    URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+}
+
+impl std::fmt::Debug for DerivedKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DerivedKeys(<redacted>)")
+    }
+}
+
 impl std::fmt::Debug for Kek {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Kek")
@@ -112,14 +168,17 @@ impl Kek {
         derive_from(&self.current_bytes, purpose)
     }
 
-    /// The keys for `purpose` derived from the previous KEKs: what an
-    /// instance not yet rotated (still on one of them) hands out during a
-    /// rolling rotation, to be accepted (never issued) until `kek.previous` goes.
-    pub fn derive_previous(&self, purpose: &str) -> Result<Vec<[u8; 32]>, String> {
-        self.previous_bytes
-            .iter()
-            .map(|kek| derive_from(kek, purpose))
-            .collect()
+    /// The keys for `purpose` of the current KEK and of the previous ones
+    /// (see [`DerivedKeys`]).
+    pub fn derive_keys(&self, purpose: &str) -> Result<DerivedKeys, String> {
+        Ok(DerivedKeys {
+            current: self.derive(purpose)?,
+            previous: self
+                .previous_bytes
+                .iter()
+                .map(|kek| derive_from(kek, purpose))
+                .collect::<Result<_, _>>()?,
+        })
     }
 
     pub fn id(&self) -> &str {
@@ -242,11 +301,16 @@ mod tests {
     fn previous_keys_derive_what_the_instances_not_yet_rotated_derive() {
         let old = Kek::new(&key(1), &[]).unwrap();
         let rotated = Kek::new(&key(2), &[key(1)]).unwrap();
+        let keys = rotated.derive_keys("dpop-nonce").unwrap();
+        assert_eq!(keys.current(), &rotated.derive("dpop-nonce").unwrap());
         assert_eq!(
-            rotated.derive_previous("dpop-nonce").unwrap(),
-            vec![old.derive("dpop-nonce").unwrap()]
+            keys.accepted().copied().collect::<Vec<_>>(),
+            vec![
+                rotated.derive("dpop-nonce").unwrap(),
+                old.derive("dpop-nonce").unwrap()
+            ]
         );
-        assert!(old.derive_previous("dpop-nonce").unwrap().is_empty());
+        assert_eq!(old.derive_keys("dpop-nonce").unwrap().accepted().count(), 1);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::domain::password::Hasher;
 use crate::error::StartError;
 use crate::feed::Feed;
-use crate::kek::Kek;
+use crate::kek::{DerivedKeys, Kek};
 use crate::keys::KeyRing;
 use crate::mailer::{self, Mailer};
 use crate::metrics::Metrics;
@@ -31,15 +31,13 @@ pub struct AppState {
     pub throttle: Throttle,
     pub metrics: Metrics,
     /// Signs and checks DPoP server nonces: derived from the KEK, so every
-    /// instance sharing the database (and so the KEK) accepts the others' nonces.
-    pub dpop_nonce_key: [u8; 32],
-    /// The nonce keys of the previous KEKs (`kek.previous`): during a rolling
-    /// KEK rotation the instances not yet rotated hand out nonces under
-    /// them, which are accepted here too (nonces are issued under the current one only).
-    pub dpop_nonce_previous_keys: Vec<[u8; 32]>,
-    /// Signs the browser pages' CSRF tokens: derived from the KEK, so a form
-    /// served by one instance is accepted by every other.
-    pub csrf_key: [u8; 32],
+    /// instance sharing the database (and so the KEK) accepts the others'
+    /// nonces, across a KEK rotation too.
+    pub dpop_nonce_keys: DerivedKeys,
+    /// Tags the pages' CSRF tokens, refresh cookies and TOTP enrolment pages:
+    /// derived from the KEK, so what one instance tagged passes at every
+    /// other, and browsers stay signed in across a KEK rotation.
+    pub page_keys: DerivedKeys,
 }
 
 /// Opens the store chosen by the database URL (`sqlite:` or `postgres://`).
@@ -102,9 +100,8 @@ pub async fn build_state(config: Config, opening: Opening) -> Result<Arc<AppStat
     crate::email_upgrade::normalize_stored_emails(store.as_ref())
         .await
         .map_err(StartError::from_display)?;
-    let dpop_nonce_key = kek.derive("dpop-nonce").map_err(StartError)?;
-    let dpop_nonce_previous_keys = kek.derive_previous("dpop-nonce").map_err(StartError)?;
-    let csrf_key = kek.derive("browser-csrf").map_err(StartError)?;
+    let dpop_nonce_keys = kek.derive_keys("dpop-nonce").map_err(StartError)?;
+    let page_keys = kek.derive_keys("browser-csrf").map_err(StartError)?;
     let now = now();
     let ttl = i64::try_from(config.tokens.access_ttl.as_secs()).unwrap_or(900);
     let keys = KeyRing::load(store.as_ref(), config.keys.signing_alg, ttl, now)
@@ -142,8 +139,7 @@ pub async fn build_state(config: Config, opening: Opening) -> Result<Arc<AppStat
         background,
         throttle,
         metrics: Metrics::default(),
-        dpop_nonce_key,
-        dpop_nonce_previous_keys,
-        csrf_key,
+        dpop_nonce_keys,
+        page_keys,
     }))
 }

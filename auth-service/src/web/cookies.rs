@@ -80,20 +80,17 @@ const MAX_CANDIDATES: usize = 4;
 /// copies beside ours with `Domain=`; without the device secret, which is
 /// `__Host-`, it cannot tag them for this browser.
 fn refresh_value(state: &AppState, device_secret: &str, refresh: &str) -> String {
-    format!("{refresh}.{}", refresh_tag(state, device_secret, refresh))
+    let tag = state.page_keys.tag(&refresh_tagged(device_secret, refresh));
+    format!("{refresh}.{tag}")
 }
 
-fn refresh_tag(state: &AppState, device_secret: &str, refresh: &str) -> String {
-    use base64::Engine as _;
-    use hmac::{Hmac, Mac};
-    let Ok(mut mac) = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&state.csrf_key) else {
-        return String::new();
-    };
-    mac.update(b"authflow refresh cookie v1\0");
-    mac.update(device_secret.as_bytes());
-    mac.update(b"\0");
-    mac.update(refresh.as_bytes());
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+fn refresh_tagged<'a>(device_secret: &'a str, refresh: &'a str) -> [&'a [u8]; 4] {
+    [
+        b"authflow refresh cookie v1\0",
+        device_secret.as_bytes(),
+        b"\0",
+        refresh.as_bytes(),
+    ]
 }
 
 /// The refresh tokens of the refresh cookie's copies to try, in order:
@@ -102,7 +99,6 @@ fn refresh_tag(state: &AppState, device_secret: &str, refresh: &str) -> String {
 /// the tag existed); at most [`MAX_CANDIDATES`] of each. Each refused
 /// candidate is refused without effect.
 pub fn refresh_candidates(state: &AppState, headers: &HeaderMap) -> Vec<String> {
-    use subtle::ConstantTimeEq;
     let device = crate::tokens::device_secret(headers).unwrap_or_default();
     let mut tagged: Vec<String> = Vec::new();
     let mut untagged: Vec<String> = Vec::new();
@@ -112,11 +108,11 @@ pub fn refresh_candidates(state: &AppState, headers: &HeaderMap) -> Vec<String> 
     ) {
         match v.split_once('.') {
             Some((token, tag)) => {
-                let expected = refresh_tag(state, &device, token);
+                // Tagged before a KEK rotation too: browsers stay signed in.
                 let ok = !device.is_empty()
-                    && !expected.is_empty()
-                    && expected.len() == tag.len()
-                    && bool::from(expected.as_bytes().ct_eq(tag.as_bytes()));
+                    && state
+                        .page_keys
+                        .verifies(&refresh_tagged(&device, token), tag);
                 if ok && tagged.len() < MAX_CANDIDATES && !tagged.iter().any(|t| t == token) {
                     tagged.push(token.to_owned());
                 }

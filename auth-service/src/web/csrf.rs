@@ -12,12 +12,11 @@
 use axum::http::{header, HeaderMap};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use hmac::{Hmac, Mac};
 use rand::RngCore;
-use sha2::Sha256;
-use subtle::ConstantTimeEq;
 
 use authflow_contract::cookie::single_value;
+
+use crate::kek::DerivedKeys;
 
 /// The per-browser value (the filter only keeps it from other backends).
 pub use authflow_contract::browser::CSRF_COOKIE;
@@ -35,38 +34,34 @@ fn cookie_headers(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
     headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes())
 }
 
-fn sign(key: &[u8; 32], value: &str) -> Option<String> {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).ok()?;
-    mac.update(b"authflow csrf v1\0");
-    mac.update(value.as_bytes());
-    Some(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+/// What a form's token tags: this browser's cookie value.
+fn tagged(value: &str) -> [&[u8]; 2] {
+    [b"authflow csrf v1\0", value.as_bytes()]
 }
 
 /// The token for this browser's forms, and the `Set-Cookie` value when the
 /// browser has no (single) CSRF cookie yet.
-pub fn token_for(key: &[u8; 32], headers: &HeaderMap) -> (String, Option<String>) {
+pub fn token_for(keys: &DerivedKeys, headers: &HeaderMap) -> (String, Option<String>) {
     if let Ok(Some(value)) = single_value(cookie_headers(headers), CSRF_COOKIE) {
-        if let Some(token) = sign(key, value) {
-            return (token, None);
-        }
+        return (keys.tag(&tagged(value)), None);
     }
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     let value = URL_SAFE_NO_PAD.encode(bytes);
     let cookie = format!("{CSRF_COOKIE}={value}; HttpOnly; Secure; SameSite=Lax; Path=/");
-    (sign(key, &value).unwrap_or_default(), Some(cookie))
+    (keys.tag(&tagged(&value)), Some(cookie))
 }
 
-/// The checks of one form POST: same origin, one CSRF cookie, its token.
-pub fn check(key: &[u8; 32], headers: &HeaderMap, token: &str) -> Result<(), Refusal> {
+/// The checks of one form POST: same origin, one CSRF cookie, its token
+/// (made with any of `keys`: a form served before a KEK rotation still posts).
+pub fn check(keys: &DerivedKeys, headers: &HeaderMap, token: &str) -> Result<(), Refusal> {
     if !same_origin(headers) {
         return Err(Refusal::CrossSite);
     }
     let value = single_value(cookie_headers(headers), CSRF_COOKIE)
         .map_err(|()| Refusal::DuplicateCookie)?
         .ok_or(Refusal::MissingCookie)?;
-    let expected = sign(key, value).ok_or(Refusal::BadToken)?;
-    if expected.len() == token.len() && bool::from(expected.as_bytes().ct_eq(token.as_bytes())) {
+    if keys.verifies(&tagged(value), token) {
         Ok(())
     } else {
         Err(Refusal::BadToken)
@@ -107,6 +102,15 @@ mod tests {
     use super::*;
     use axum::http::HeaderValue;
 
+    /// The keys of KEK `[byte; 32]`, with `previous` as `kek.previous`.
+    fn keys(byte: u8, previous: Option<u8>) -> DerivedKeys {
+        let previous: Vec<[u8; 32]> = previous.map(|p| [p; 32]).into_iter().collect();
+        crate::kek::Kek::new(&[byte; 32], &previous)
+            .unwrap()
+            .derive_keys("browser-csrf")
+            .unwrap()
+    }
+
     fn with(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
@@ -117,7 +121,7 @@ mod tests {
 
     #[test]
     fn a_token_fits_only_its_cookie_and_key() {
-        let key = [7u8; 32];
+        let key = keys(7, None);
         let (token, cookie) = token_for(&key, &HeaderMap::new());
         let cookie = cookie.unwrap();
         let value = cookie
@@ -136,7 +140,7 @@ mod tests {
             "the same token while the cookie lives"
         );
         assert_eq!(
-            check(&[8u8; 32], &with(&[("cookie", &jar)]), &token),
+            check(&keys(8, None), &with(&[("cookie", &jar)]), &token),
             Err(Refusal::BadToken)
         );
         assert_eq!(
@@ -147,6 +151,11 @@ mod tests {
             check(&key, &HeaderMap::new(), &token),
             Err(Refusal::MissingCookie)
         );
+        assert_eq!(
+            check(&keys(8, Some(7)), &with(&[("cookie", &jar)]), &token),
+            Ok(()),
+            "a form served before a KEK rotation, after it"
+        );
         let tossed = format!("{jar}; {CSRF_COOKIE}=attacker");
         assert_eq!(
             check(&key, &with(&[("cookie", &tossed)]), &token),
@@ -156,7 +165,7 @@ mod tests {
 
     #[test]
     fn cross_site_posts_are_refused_before_the_token() {
-        let key = [7u8; 32];
+        let key = keys(7, None);
         let (token, cookie) = token_for(&key, &HeaderMap::new());
         let jar = cookie.unwrap().split(';').next().unwrap().to_owned();
         let ok = |extra: &[(&'static str, &str)]| {
@@ -195,7 +204,7 @@ mod tests {
         // What Chromium sends for a form on these pages: their `Referrer-Policy:
         // no-referrer` makes a POST's `Origin` "null" (Fetch, "serializing a
         // request origin"); `Sec-Fetch-Site`, which no page can set, says where it came from.
-        let key = [7u8; 32];
+        let key = keys(7, None);
         let (token, cookie) = token_for(&key, &HeaderMap::new());
         let jar = cookie.unwrap().split(';').next().unwrap().to_owned();
         let headers = with(&[

@@ -271,7 +271,7 @@ pub fn failed(title: &'static str, e: &ApiError) -> Response {
 
 /// The CSRF token for a page's forms (and the cookie when the browser has none).
 pub fn csrf_token(state: &AppState, headers: &HeaderMap) -> (String, Option<String>) {
-    csrf::token_for(&state.csrf_key, headers)
+    csrf::token_for(&state.page_keys, headers)
 }
 
 /// A form POST whose CSRF token checked out, decoded into `T`. The body is
@@ -312,7 +312,7 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for Posted<T> {
             )
         };
         let CsrfField { csrf: token } = serde_urlencoded::from_bytes(&bytes).map_err(bad_form)?;
-        if let Err(why) = csrf::check(&state.csrf_key, &headers, &token) {
+        if let Err(why) = csrf::check(&state.page_keys, &headers, &token) {
             tracing::info!(?why, "form refused: CSRF check");
             return Err(refusal(
                 StatusCode::FORBIDDEN,

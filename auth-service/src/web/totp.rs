@@ -40,25 +40,22 @@ pub struct CodeForm {
 /// A session alone (an access token without the password) cannot make it,
 /// and so never gets to see the pending key.
 fn enrolment_tag(state: &AppState, user_id: &str, secret: &str) -> String {
-    use base64::Engine as _;
-    use hmac::{Hmac, Mac};
-    let Ok(mut mac) = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&state.csrf_key) else {
-        return String::new();
-    };
-    mac.update(b"authflow totp enrolment v1\0");
-    mac.update(user_id.as_bytes());
-    mac.update(b"\0");
-    mac.update(secret.as_bytes());
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    state.page_keys.tag(&enrolment(user_id, secret))
 }
 
-/// Whether `tag` is the [`enrolment_tag`] of `secret` (constant time).
+/// Whether `tag` is the [`enrolment_tag`] of `secret` (constant time; made
+/// before a KEK rotation too).
 fn shown_before(state: &AppState, user_id: &str, secret: &str, tag: &str) -> bool {
-    use subtle::ConstantTimeEq;
-    let expected = enrolment_tag(state, user_id, secret);
-    !expected.is_empty()
-        && expected.len() == tag.len()
-        && bool::from(expected.as_bytes().ct_eq(tag.as_bytes()))
+    state.page_keys.verifies(&enrolment(user_id, secret), tag)
+}
+
+fn enrolment<'a>(user_id: &'a str, secret: &'a str) -> [&'a [u8]; 4] {
+    [
+        b"authflow totp enrolment v1\0",
+        user_id.as_bytes(),
+        b"\0",
+        secret.as_bytes(),
+    ]
 }
 
 const TITLE: &str = "Set up an authenticator app";

@@ -1716,3 +1716,56 @@ async fn another_site_cannot_make_the_browser_rotate_its_refresh_cookie() {
         "the session lives"
     );
 }
+
+/// A KEK rotation over several instances, as the README's procedure runs it
+/// (every instance first learns the new key as `kek.previous`, then takes it
+/// as `kek.key` with the old one as previous): browsers stay signed in. The
+/// refresh cookie's tag and the pages' CSRF tokens are keyed with a key
+/// derived from the KEK, and an instance on a new KEK refused every cookie
+/// tagged before it, sending every browser to sign in.
+#[tokio::test]
+async fn browsers_stay_signed_in_across_a_kek_rotation() {
+    let old = spawn_app().await;
+    let mut b = Browser::new(&old);
+    b.sign_up_and_in(&old, "rotation@example.com", "/").await;
+    let form_served_before = b.get("/auth/devices").await.csrf();
+    let old_kek = old.state.config.kek.current.unwrap();
+    let new_kek = [9u8; 32];
+    let learning = spawn_app_beside(&old, |c| {
+        c.kek.current = Some(old_kek);
+        c.kek.previous = vec![new_kek];
+    })
+    .await;
+    let rotated = spawn_app_beside(&old, |c| {
+        c.kek.current = Some(new_kek);
+        c.kek.previous = vec![old_kek];
+    })
+    .await;
+
+    b.base = rotated.base.clone();
+    let r = b.get("/auth/refresh?return_to=%2Fapp").await;
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/app"),
+        "a cookie tagged under the old KEK refreshes at the rotated instance"
+    );
+    // The cookie the rotated instance tagged, at one not yet rotated.
+    b.base = learning.base.clone();
+    let r = b.get("/auth/refresh?return_to=%2Fapp").await;
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/app"),
+        "a cookie tagged under the new KEK refreshes at an instance that knows it as previous"
+    );
+    // A form served before the rotation still posts.
+    b.base = rotated.base.clone();
+    let r = b
+        .post("/auth/logout", &[("csrf", &form_served_before)])
+        .await;
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/auth/signin"),
+        "{}",
+        r.body
+    );
+}
