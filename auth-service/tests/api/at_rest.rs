@@ -171,6 +171,69 @@ async fn clear_secrets_are_sealed_on_start_and_a_rotated_key_reseals_everything(
     assert_eq!(r.status(), 200, "the signing key survived too");
 }
 
+/// A KEK rotation over several instances, as the README says to roll it:
+/// every instance first learns the new key as `kek.previous`, then one
+/// starts on the new key and re-seals every value. The instances still on
+/// the old key open what it sealed; one that skipped the first step cannot.
+#[tokio::test]
+async fn instances_not_yet_rotated_open_what_a_rotated_one_sealed() {
+    let app = spawn_app().await;
+    let email = "rolling@example.com";
+    app.verified_user(email).await;
+    let t = app.signin(email, PASSWORD).await;
+    let (secret, now) = app.enrol_totp(&t).await;
+    let old = app.state.config.kek.current.unwrap();
+    let new = [9u8; 32];
+    let learning = spawn_app_beside(&app, |c| {
+        c.kek.current = Some(old);
+        c.kek.previous = vec![new];
+    })
+    .await;
+    let _rotated = spawn_app_beside(&app, |c| {
+        c.kek.current = Some(new);
+        c.kek.previous = vec![old];
+    })
+    .await;
+    assert_eq!(
+        totp_sign_in(&learning, email, &secret, now + 30).await,
+        200,
+        "the TOTP secret the rotated instance re-sealed opens with the new key as previous"
+    );
+    assert_ne!(
+        totp_sign_in(&app, email, &secret, now + 60).await,
+        200,
+        "an instance on the old key alone cannot open it"
+    );
+}
+
+/// The status of a TOTP sign-in at `instance` with the code of time `at`
+/// (of its first step that fails).
+async fn totp_sign_in(
+    instance: &TestApp,
+    email: &str,
+    secret: &str,
+    at: i64,
+) -> reqwest::StatusCode {
+    let r = instance
+        .post(
+            "/v1/auth/signin",
+            json!({"email": email, "password": PASSWORD}),
+        )
+        .await;
+    if r.status() != 200 {
+        return r.status();
+    }
+    let challenge: Value = r.json().await.unwrap();
+    assert_eq!(challenge["method"], "totp");
+    instance
+        .post(
+            "/v1/auth/signin/verify",
+            json!({"challenge_id": challenge["challenge_id"], "code": totp_code(secret, at)}),
+        )
+        .await
+        .status()
+}
+
 /// A data directory, and a directory other users can list outside it with
 /// the URL of a SQLite database `auth.db` there.
 #[cfg(unix)]
