@@ -8,7 +8,6 @@
 //! random keys.
 
 use authflow_contract::dpop::client::ProofKey;
-use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::common::*;
@@ -544,17 +543,9 @@ async fn a_nonce_from_one_instance_is_accepted_by_another() {
 async fn during_a_kek_rotation_the_new_instance_takes_the_old_ones_nonces() {
     let old = spawn_app_with(|c| c.dpop.require_nonce = true).await;
     let admin = old.admin("root@example.com").await;
-    let r = old
-        .authed(Method::POST, "/v1/admin/service-accounts", &admin)
-        .json(&json!({"client_id": "billing", "scopes": ["read"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let secret = r.json::<Value>().await.unwrap()["client_secret"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let secret = old
+        .create_service_account(&admin, "billing", &["read"])
+        .await;
     let previous = old.state.config.kek.current.unwrap();
     let new = spawn_app_beside(&old, |c| {
         c.dpop.require_nonce = true;
@@ -590,17 +581,9 @@ async fn during_a_kek_rotation_the_new_instance_takes_the_old_ones_nonces() {
 async fn a_service_account_gets_a_bound_token_with_a_proof() {
     let app = spawn_app().await;
     let admin = app.admin("root@example.com").await;
-    let r = app
-        .authed(Method::POST, "/v1/admin/service-accounts", &admin)
-        .json(&json!({"client_id": "billing", "scopes": ["invoices:read"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let secret = r.json::<Value>().await.unwrap()["client_secret"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let secret = app
+        .create_service_account(&admin, "billing", &["invoices:read"])
+        .await;
     let key = DpopKey::es256();
     let request = |proof: Option<String>| {
         let mut r = app

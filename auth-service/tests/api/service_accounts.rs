@@ -11,7 +11,7 @@ use crate::common::*;
 const TOKEN: &str = "/v1/oauth/token";
 
 impl TestApp {
-    async fn create_service_account(
+    pub(crate) async fn create_service_account(
         &self,
         admin: &Tokens,
         client_id: &str,
