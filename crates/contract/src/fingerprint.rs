@@ -157,8 +157,8 @@ pub fn combined_header_value<'a>(
 
 /// The device secret a request carries, from every copy of the device header
 /// and every `cookie` header: the header if any copy has a value, else the
-/// cookie. `None` when there is none, when copies disagree, or when it is
-/// longer than [`MAX_SECRET_LEN`]. An empty header does not hide the cookie.
+/// cookie. `None` when there is none, when copies disagree, when it is
+/// blank, or when it is longer than [`MAX_SECRET_LEN`]. An empty header does not hide the cookie.
 pub fn device_secret<'a>(
     header_copies: impl IntoIterator<Item = &'a str>,
     cookie_headers: impl IntoIterator<Item = &'a [u8]>,
@@ -178,7 +178,8 @@ pub fn device_secret<'a>(
         Some(s) => s,
         None => crate::cookie::single_value(cookie_headers, DEVICE_COOKIE).ok()??,
     };
-    Some(secret).filter(|s| s.len() <= MAX_SECRET_LEN)
+    // A quoted cookie keeps the whitespace inside its quotes: blank is none.
+    Some(secret).filter(|s| !s.trim().is_empty() && s.len() <= MAX_SECRET_LEN)
 }
 
 /// Compares a token's `dfp` with a recomputed one in constant time.
@@ -321,6 +322,18 @@ mod tests {
         let long = "s".repeat(MAX_SECRET_LEN + 1);
         assert_eq!(device_secret([long.as_str()], []), None);
         assert_eq!(device_secret([], []), None);
+    }
+
+    /// Inside quotes a cookie keeps its whitespace: a quoted value of spaces
+    /// and a form feed is no secret, as a blank header is none.
+    #[test]
+    fn a_quoted_blank_cookie_is_no_device_secret() {
+        for value in ["\" \"", "\"   \u{c}\"", "\"\t\""] {
+            let cookie = format!("{DEVICE_COOKIE}={value}");
+            assert_eq!(device_secret([], [cookie.as_bytes()]), None, "{value:?}");
+        }
+        let quoted = format!("{DEVICE_COOKIE}=\"s\"");
+        assert_eq!(device_secret([], [quoted.as_bytes()]), Some("s"));
     }
 
     #[test]
