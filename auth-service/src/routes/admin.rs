@@ -15,6 +15,7 @@ use crate::domain::Email;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Admin, Client, Json, PathParam, QueryParams};
 use crate::keys::{KeyInfo, RotateError};
+use crate::routes::auth::{notify, StatusResponse};
 use crate::sessions::feed_changed;
 use crate::state::AppState;
 use crate::store::{AuditEntry, PageCursor, PageRequest, Session, User};
@@ -280,6 +281,45 @@ pub async fn unban(
     Ok(axum::Json(BanResponse {
         user_id: user.id,
         banned: false,
+    }))
+}
+
+/// Removes a user's TOTP authenticator, for an owner who lost it (their own
+/// removal needs a current code from it): sign-in falls back to mailed
+/// codes, and the owner is mailed. 409 when none is set up.
+#[utoipa::path(delete, path = "/v1/admin/users/{user_id}/totp", tag = "admin", security(("bearer" = [])),
+    params(("user_id" = String, Path)),
+    responses((status = 200, body = StatusResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn remove_totp(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    Admin(admin): Admin,
+    PathParam(user_id): PathParam<String>,
+) -> ApiResult<axum::Json<StatusResponse>> {
+    let user = existing_user(&state, &user_id).await?;
+    if user.totp_secret.is_none() {
+        return Err(ApiError::Conflict("no TOTP authenticator is set up"));
+    }
+    let remove = async { Ok(state.store.clear_totp(&user.id).await?) };
+    audit::privileged(
+        &state,
+        &client,
+        ("admin_totp_remove", &format!("by {}", admin.sub)),
+        (Some(&user.id), Some(&user.email)),
+        remove,
+        |_| "done".into(),
+    )
+    .await?;
+    notify(
+        &state,
+        &user,
+        "Your authenticator app was removed",
+        "An administrator removed the authenticator app of your account; sign-in codes now come by mail.",
+    )
+    .await;
+    Ok(axum::Json(StatusResponse {
+        status: "totp_removed",
     }))
 }
 

@@ -117,6 +117,7 @@ pub fn documented_routes(dev_endpoints: bool) -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(admin::find_users))
         .routes(routes!(admin::ban, admin::unban))
         .routes(routes!(admin::sessions))
+        .routes(routes!(admin::remove_totp))
         .routes(routes!(admin::revoke_token))
         .routes(routes!(admin::list_keys))
         .routes(routes!(admin::rotate_keys))

@@ -620,12 +620,14 @@ pub trait Store: Send + Sync + 'static {
     async fn session(&self, id: &str) -> StoreResult<Option<Session>>;
     /// A user's sessions newest first, by `(created_at, id)`.
     async fn sessions_of(&self, user_id: &str, page: &PageRequest) -> StoreResult<Vec<Session>>;
-    /// Whether any session of the user, live or ended (still kept), was
-    /// bound to the device secret of this hash: a device it signed in on.
+    /// Whether a session of the user still usable at `now` (not revoked, not
+    /// expired) is bound to the device secret of this hash: a device it is
+    /// signed in on. The secret of a session that ended is a stranger's.
     async fn signed_in_on_device(
         &self,
         user_id: &str,
         device_secret_hash: &str,
+        now: i64,
     ) -> StoreResult<bool>;
     /// A user's newest `limit` sessions still usable at `now` (not revoked, not expired).
     async fn live_sessions_of(

@@ -618,13 +618,15 @@ macro_rules! impl_store {
                 Ok(row)
             }
 
-            async fn signed_in_on_device(&self, user_id: &str, device_secret_hash: &str) -> StoreResult<bool> {
+            async fn signed_in_on_device(&self, user_id: &str, device_secret_hash: &str, now: i64) -> StoreResult<bool> {
                 // BIGINT: Postgres's plain `1` is an int4, which an i64 does not decode.
                 let found: Option<i64> = sqlx::query_scalar(
-                    "SELECT CAST(1 AS BIGINT) FROM sessions WHERE user_id = $1 AND device_secret_hash = $2 LIMIT 1",
+                    "SELECT CAST(1 AS BIGINT) FROM sessions WHERE user_id = $1 AND device_secret_hash = $2 \
+                     AND revoked_at IS NULL AND expires_at > $3 LIMIT 1",
                 )
                 .bind(user_id)
                 .bind(device_secret_hash)
+                .bind(now)
                 .fetch_optional(self.reader())
                 .await?;
                 Ok(found.is_some())
@@ -746,15 +748,25 @@ macro_rules! impl_store {
                 let Some(user_id) = user_id else { return Ok(None) };
                 // A new version: no sign-in that checked the old password gets a session.
                 // The link was mailed to the address, so using it proves control of the
-                // mailbox: the address is verified (whoever began the account).
+                // mailbox: the address is verified (whoever began the account). An
+                // authenticator enrolment left pending by a session of the old password
+                // goes with it.
                 sqlx::query(
-                    "UPDATE users SET password_hash = $1, password_version = password_version + 1, email_verified = $2 WHERE id = $3",
+                    "UPDATE users SET password_hash = $1, password_version = password_version + 1, email_verified = $2, \
+                     totp_pending = NULL WHERE id = $3",
                 )
                 .bind(password_hash)
                 .bind(true)
                 .bind(&user_id)
                 .execute(&mut *tx)
                 .await?;
+                // Whoever kept the second factor locked did it with the old password (or a
+                // session of it, which ends below): the owner signs in at once. The count of
+                // lockouts stays, so the next lock is as long as the last.
+                sqlx::query("UPDATE second_factor_guard SET attempts = 0, locked_until = 0 WHERE user_id = $1")
+                    .bind(&user_id)
+                    .execute(&mut *tx)
+                    .await?;
                 // The new password closes every other way in the old one opened: the
                 // user's other reset links, and sign-ins waiting for their code.
                 sqlx::query("UPDATE one_time_tokens SET used_at = $1 WHERE user_id = $2 AND purpose = $3 AND used_at IS NULL")

@@ -238,15 +238,28 @@ pub fn logout(f: &Form) -> Markup {
     }
 }
 
-pub fn totp_start(f: &Form) -> Markup {
+/// `replacing`: the account has an authenticator already, so only a code
+/// from it proves the owner (the password alone may be known).
+pub fn totp_start(f: &Form, replacing: bool) -> Markup {
     html! {
         (alert(f.error))
-        p { "Confirm it is you before setting up an authenticator app." }
-        form #totp-password-form method="post" action="/auth/totp" {
-            (csrf_field(f.csrf))
-            label for="password" { "Password" }
-            input #password type="password" name="password" autocomplete="current-password" required maxlength="1024";
-            button type="submit" { "Continue" }
+        @if replacing {
+            p { "Confirm it is you with a code from your current authenticator app before replacing it." }
+            form #totp-password-form method="post" action="/auth/totp" {
+                (csrf_field(f.csrf))
+                label for="code" { "Code from your current app" }
+                input #code type="text" name="code" inputmode="numeric" autocomplete="one-time-code" required maxlength="16";
+                button type="submit" { "Continue" }
+            }
+            p { "Lost it? An administrator can remove it; sign-in codes then come by mail." }
+        } @else {
+            p { "Confirm it is you before setting up an authenticator app." }
+            form #totp-password-form method="post" action="/auth/totp" {
+                (csrf_field(f.csrf))
+                label for="password" { "Password" }
+                input #password type="password" name="password" autocomplete="current-password" required maxlength="1024";
+                button type="submit" { "Continue" }
+            }
         }
     }
 }

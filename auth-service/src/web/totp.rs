@@ -1,6 +1,7 @@
-//! TOTP enrolment: a fresh password proof (as at the API: an access cookie
-//! alone cannot take over the second factor), then the QR code and the key,
-//! then a code from the app to turn it on.
+//! TOTP enrolment: a fresh proof (as at the API: an access cookie alone
+//! cannot take over the second factor; the password for a first
+//! authenticator, a code from the current one to replace it), then the QR
+//! code and the key, then a code from the app to turn it on.
 
 use std::sync::Arc;
 
@@ -19,10 +20,14 @@ use crate::routes::auth::{begin_totp_enrollment, confirm_totp_enrollment, Factor
 use crate::state::AppState;
 use crate::store::User;
 
+/// The proof the start page asks for: the password, or a code from the
+/// authenticator being replaced.
 #[derive(Deserialize)]
-pub struct PasswordForm {
+pub struct ProofForm {
     #[serde(default)]
     password: String,
+    #[serde(default)]
+    code: String,
 }
 
 #[derive(Deserialize)]
@@ -68,17 +73,25 @@ async fn user_of(state: &AppState, sub: &str) -> Result<User, Response> {
     }
 }
 
-fn start_page(state: &AppState, client: &Client, error: Option<&str>) -> Page {
+fn start_page(state: &AppState, client: &Client, user: &User, error: Option<&str>) -> Page {
     let (csrf, cookie) = csrf_token(state, &client.headers);
-    Page::ok(TITLE, templates::totp_start(&Form { csrf: &csrf, error })).with_cookie(cookie)
+    let replacing = user.totp_secret.is_some();
+    Page::ok(
+        TITLE,
+        templates::totp_start(&Form { csrf: &csrf, error }, replacing),
+    )
+    .with_cookie(cookie)
 }
 
 pub async fn start(
     State(state): State<Arc<AppState>>,
     client: Client,
-    SignedIn(_): SignedIn,
+    SignedIn(v): SignedIn,
 ) -> Response {
-    start_page(&state, &client, None).into_response()
+    match user_of(&state, &v.sub).await {
+        Ok(user) => start_page(&state, &client, &user, None).into_response(),
+        Err(page) => page,
+    }
 }
 
 /// The otpauth URI as an SVG QR code; its attributes are presentational
@@ -123,15 +136,16 @@ pub async fn enrol(
     State(state): State<Arc<AppState>>,
     client: Client,
     SignedIn(v): SignedIn,
-    Posted(f): Posted<PasswordForm>,
+    Posted(f): Posted<ProofForm>,
 ) -> Response {
     let user = match user_of(&state, &v.sub).await {
         Ok(user) => user,
         Err(page) => return page,
     };
+    let given = |field: String| (!field.is_empty()).then(|| Secret::new(field));
     let proof = FactorProof {
-        password: Some(Secret::new(f.password)),
-        code: None,
+        password: given(f.password),
+        code: given(f.code),
     };
     match begin_totp_enrollment(&state, &client, &user, &proof).await {
         Ok(enrolment) => enrol_page(
@@ -144,11 +158,11 @@ pub async fn enrol(
         ),
         // Signed in, so the address is verified: a refused proof is the password alone.
         Err(ApiError::InvalidCredentials) => {
-            start_page(&state, &client, Some("The password is wrong."))
+            start_page(&state, &client, &user, Some("The password is wrong."))
                 .refused_by(&ApiError::InvalidCredentials)
                 .into_response()
         }
-        Err(e) => start_page(&state, &client, Some(&explain(&e)))
+        Err(e) => start_page(&state, &client, &user, Some(&explain(&e)))
             .refused_by(&e)
             .into_response(),
     }
@@ -175,7 +189,7 @@ pub async fn confirm(
                 .as_deref()
                 .filter(|secret| shown_before(&state, &user.id, secret, &f.enrolment))
             else {
-                return start_page(&state, &client, Some(&explain(&e)))
+                return start_page(&state, &client, &user, Some(&explain(&e)))
                     .refused_by(&e)
                     .into_response();
             };

@@ -466,3 +466,50 @@ async fn a_strangers_wrong_passwords_do_not_lock_the_owner_out_of_a_known_device
     }
     assert_eq!(sign_in(Some(&earlier.device), PASSWORD).await, 429);
 }
+
+/// The device cookie's exemption is for a device the account is signed in
+/// on: the secret of a session that ended (signed out, revoked for a reused
+/// refresh token, by a reset or a ban) opens no private count past the
+/// account's lock. Whoever kept that secret is a stranger like any other.
+#[tokio::test]
+async fn a_device_whose_session_ended_is_no_way_past_the_lock() {
+    let app = spawn_app_with(|c| {
+        c.server.xff_num_trusted_hops = 1;
+        c.throttle.account_max_failures = 3;
+        c.throttle.ip_max_failures = 1000;
+    })
+    .await;
+    let victim = "ended-device@example.com";
+    app.verified_user(victim).await;
+    let ended = app.signin(victim, PASSWORD).await;
+    let r = app
+        .authed(reqwest::Method::POST, "/v1/auth/logout", &ended)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let live = app.signin(victim, PASSWORD).await;
+    for _ in 0..4 {
+        let status = fail_signin(&app, victim, None, "198.51.100.67").await;
+        assert!(status == 401 || status == 429, "{status}");
+    }
+    let sign_in = |device: &str| {
+        let r = app
+            .http
+            .post(app.url("/v1/auth/signin"))
+            .header("x-forwarded-for", "203.0.113.10")
+            .header("x-authflow-device", device.to_owned())
+            .json(&json!({"email": victim, "password": PASSWORD}));
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(
+        sign_in(&ended.device).await,
+        429,
+        "the device secret of a signed-out session is no way past the lock"
+    );
+    assert_eq!(
+        sign_in(&live.device).await,
+        200,
+        "a device the account is signed in on still is"
+    );
+}

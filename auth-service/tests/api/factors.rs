@@ -1,6 +1,8 @@
-//! Changing or removing a factor needs a fresh proof (the password or a
-//! current TOTP code), not just a (possibly stolen) access token and device
-//! secret, and the owner is mailed; so is a password change.
+//! Changing or removing a factor needs a fresh proof, not just a (possibly
+//! stolen) access token and device secret: the password to set up the first
+//! authenticator, a current code from it to replace or remove it (an
+//! administrator removes a lost one). The owner is mailed each time; so is a
+//! password change.
 
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -50,26 +52,24 @@ async fn a_stolen_token_cannot_replace_the_authenticator() {
     );
     let r = app
         .authed(Method::POST, "/v1/auth/totp/enroll", &t)
-        .json(&json!({"password": "not the password"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(error_code(r, 401).await, "invalid_credentials");
-    let r = app
-        .authed(Method::POST, "/v1/auth/totp/enroll", &t)
         .json(&json!({"code": "000000"}))
         .send()
         .await
         .unwrap();
     assert!([401].contains(&r.status().as_u16()));
-    // ... nor remove it.
-    let r = app
-        .authed(Method::POST, "/v1/auth/totp/remove", &t)
-        .json(&json!({"password": "not the password"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(error_code(r, 401).await, "invalid_credentials");
+    // Nor does the password: the authenticator is there because the password
+    // alone may be known, so only a code from it replaces or removes it.
+    for path in ["/v1/auth/totp/enroll", "/v1/auth/totp/remove"] {
+        for password in [PASSWORD, "not the password"] {
+            let r = app
+                .authed(Method::POST, path, &t)
+                .json(&json!({ "password": password }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(error_code(r, 400).await, "invalid_request", "{path}");
+        }
+    }
     let (_, method) = app.challenge(email, PASSWORD).await;
     assert_eq!(method, "totp", "the authenticator is unchanged");
 
@@ -93,6 +93,71 @@ async fn a_stolen_token_cannot_replace_the_authenticator() {
     );
     let (_, method) = app.challenge(email, PASSWORD).await;
     assert_eq!(method, "email");
+}
+
+/// A lost authenticator: the owner cannot prove a code, so an administrator
+/// removes it. Sign-in falls back to mailed codes, the owner is told, and
+/// nobody else may do it.
+#[tokio::test]
+async fn an_administrator_removes_a_lost_authenticator() {
+    let app = spawn_app().await;
+    let email = "lost-phone@example.com";
+    let user_id = app.verified_user(email).await;
+    let t = app.signin(email, PASSWORD).await;
+    app.enrol_totp(&t).await;
+    let path = format!("/v1/admin/users/{user_id}/totp");
+
+    let r = app.authed(Method::DELETE, &path, &t).send().await.unwrap();
+    assert_eq!(r.status(), 403, "the owner's own token is not an admin's");
+    let (_, method) = app.challenge(email, PASSWORD).await;
+    assert_eq!(method, "totp");
+
+    let admin = app.admin("root@example.com").await;
+    let before = app.outbox(email, 0).await.len();
+    let r = app
+        .authed(Method::DELETE, &path, &admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mails = app.outbox(email, before + 1).await;
+    assert!(
+        subjects(&mails[before..])
+            .iter()
+            .any(|s| s.contains("authenticator")),
+        "{:?}",
+        subjects(&mails)
+    );
+    let (_, method) = app.challenge(email, PASSWORD).await;
+    assert_eq!(method, "email", "sign-in falls back to mailed codes");
+
+    let r = app
+        .authed(Method::DELETE, &path, &admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(r, 409).await,
+        "conflict",
+        "nothing left to remove"
+    );
+    let r = app
+        .authed(Method::DELETE, "/v1/admin/users/no-such-user/totp", &admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let log = app
+        .state
+        .store
+        .audit_log(Some(&user_id), 100)
+        .await
+        .unwrap();
+    assert!(
+        log.iter()
+            .any(|e| e.event == "admin_totp_remove" && e.detail.as_deref() == Some("done")),
+        "recorded in the audit log"
+    );
 }
 
 #[tokio::test]

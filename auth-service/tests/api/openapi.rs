@@ -28,6 +28,7 @@ fn endpoints(dev_endpoints: bool) -> BTreeSet<(String, String)> {
         ("post", "/v1/admin/users/{user_id}/ban"),
         ("delete", "/v1/admin/users/{user_id}/ban"),
         ("get", "/v1/admin/users/{user_id}/sessions"),
+        ("delete", "/v1/admin/users/{user_id}/totp"),
         ("post", "/v1/admin/tokens/revoke"),
         ("get", "/v1/admin/keys"),
         ("post", "/v1/admin/keys/rotate"),

@@ -340,6 +340,90 @@ fn hidden_field(html: &str, name: &str) -> String {
         .replace("&amp;", "&")
 }
 
+/// The authenticator page (`/auth/totp`) as a browser with the cookies of
+/// session `t` sees it: its HTML, and what a form posted from it carries.
+struct TotpPage {
+    html: String,
+    cookies: String,
+    csrf: String,
+}
+
+impl TotpPage {
+    async fn open(app: &TestApp, t: &Tokens) -> Self {
+        let jar = format!(
+            "{}={}; {}={}",
+            authflow_contract::browser::ACCESS_COOKIE,
+            t.access,
+            authflow_contract::fingerprint::DEVICE_COOKIE,
+            t.device
+        );
+        let page = app
+            .http
+            .get(app.url("/auth/totp"))
+            .header("cookie", &jar)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200, "the cookies are a signed-in session");
+        let csrf_cookie = page
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .find(|c| c.starts_with("__Host-authflow-csrf="))
+            .unwrap();
+        let csrf_pair = csrf_cookie.split(';').next().unwrap().to_owned();
+        let html = page.text().await.unwrap();
+        Self {
+            csrf: hidden_field(&html, "csrf"),
+            cookies: format!("{jar}; {csrf_pair}"),
+            html,
+        }
+    }
+
+    async fn post(&self, app: &TestApp, path: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+        let mut form = fields.to_vec();
+        form.push(("csrf", &self.csrf));
+        app.http
+            .post(app.url(path))
+            .header("cookie", &self.cookies)
+            .header("origin", "null")
+            .header("sec-fetch-site", "same-origin")
+            .form(&form)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// The page replaces an authenticator as the API does: it asks for a code
+/// from the current one, and the password alone shows no new key.
+#[tokio::test]
+async fn the_page_replaces_an_authenticator_only_with_a_code_from_it() {
+    let app = spawn_app().await;
+    let email = "replace-page@example.com";
+    app.verified_user(email).await;
+    let t = app.signin(email, PASSWORD).await;
+    let (secret, enrolled_at) = app.enrol_totp(&t).await;
+
+    let page = TotpPage::open(&app, &t).await;
+    assert!(page.html.contains("name=\"code\""), "{}", page.html);
+    assert!(!page.html.contains("name=\"password\""), "{}", page.html);
+    let r = page
+        .post(&app, "/auth/totp", &[("password", PASSWORD)])
+        .await;
+    assert_eq!(r.status(), 400);
+    assert!(!r.text().await.unwrap().contains("totp-secret"));
+
+    let code = totp_code(&secret, enrolled_at + 30);
+    let r = page.post(&app, "/auth/totp", &[("code", &code)]).await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.text().await.unwrap().contains("totp-secret"),
+        "the new key is shown"
+    );
+}
+
 /// Enrolling (or replacing) the authenticator needs a fresh proof — the
 /// password or a current code — "so an access token alone cannot take over
 /// the second factor" (`routes::auth::totp_enroll`). But the pending secret
@@ -370,44 +454,10 @@ async fn a_session_without_the_password_cannot_read_a_pending_totp_secret() {
         .to_owned();
 
     // The thief holds the session's access token and device secret, not the password.
-    let jar = format!(
-        "{}={}; {}={}",
-        authflow_contract::browser::ACCESS_COOKIE,
-        owner.access,
-        authflow_contract::fingerprint::DEVICE_COOKIE,
-        owner.device
-    );
-    let page = app
-        .http
-        .get(app.url("/auth/totp"))
-        .header("cookie", &jar)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        page.status(),
-        200,
-        "the thief's cookies are a signed-in session"
-    );
-    let csrf_cookie = page
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .find(|c| c.starts_with("__Host-authflow-csrf="))
-        .unwrap();
-    let csrf_pair = csrf_cookie.split(';').next().unwrap().to_owned();
-    let csrf = hidden_field(&page.text().await.unwrap(), "csrf");
-    let r = app
-        .http
-        .post(app.url("/auth/totp/confirm"))
-        .header("cookie", format!("{jar}; {csrf_pair}"))
-        .header("origin", "null")
-        .header("sec-fetch-site", "same-origin")
-        .form(&[("code", "000000"), ("csrf", csrf.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let page = TotpPage::open(&app, &owner).await;
+    let r = page
+        .post(&app, "/auth/totp/confirm", &[("code", "000000")])
+        .await;
     let status = r.status();
     let body = r.text().await.unwrap();
     let leaked = body.contains(&secret);
@@ -431,4 +481,96 @@ async fn a_session_without_the_password_cannot_read_a_pending_totp_secret() {
         "a wrong code from a session that never proved the password ({status}) \
          was answered with the pending TOTP secret"
     );
+}
+
+/// Confirming a pending authenticator is a code check like any other: a
+/// session (a stolen token and device secret) that found an enrolment the
+/// owner left pending cannot try its codes without limit and switch on a key
+/// it never saw. Wrong codes count against the account's second-factor
+/// guard, which locks; the right code is then refused too until the lock
+/// runs out.
+#[tokio::test]
+async fn confirming_an_enrolment_is_guarded_like_every_code() {
+    let app = spawn_app().await;
+    let email = "pending@example.com";
+    app.verified_user(email).await;
+    let t = app.signin(email, PASSWORD).await;
+    let r = app
+        .authed(reqwest::Method::POST, "/v1/auth/totp/enroll", &t)
+        .json(&json!({"password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let secret = r.json::<Value>().await.unwrap()["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let real = totp_code(&secret, authflow_auth_service::clock::now());
+    let confirm = |code: String| {
+        let r = app
+            .authed(reqwest::Method::POST, "/v1/auth/totp/confirm", &t)
+            .json(&json!({ "code": code }));
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(confirm(wrong(&real).to_owned()).await);
+    }
+    assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
+    assert_eq!(
+        confirm(real).await,
+        429,
+        "the guard locked after 5 wrong codes, even for the right one"
+    );
+    let (_, method) = app.challenge(email, PASSWORD).await;
+    assert_eq!(method, "email", "nothing was switched on");
+}
+
+/// Someone who knows the password can keep the owner's second factor
+/// locked (five wrong codes whenever a lock runs out). The owner's way out
+/// is a password reset: it ends that person's way in, so it lifts the lock,
+/// and the owner signs in with the new password at once.
+#[tokio::test]
+async fn a_password_reset_lifts_the_second_factor_lock() {
+    let app = spawn_app_with(|c| {
+        c.throttle.lockout_base = Duration::from_secs(600);
+        c.throttle.account_max_failures = 1000;
+    })
+    .await;
+    let email = "locked-owner@example.com";
+    app.verified_user(email).await;
+    let before = app.outbox(email, 0).await.len();
+    let lock = lock_once(&app, email, before).await;
+    assert!(lock > 60, "{lock}");
+
+    let before = app.outbox(email, 0).await.len();
+    let r = app
+        .post("/v1/auth/password/forgot", json!({"email": email}))
+        .await;
+    assert_eq!(r.status(), 202);
+    let reset = app
+        .outbox(email, before + 1)
+        .await
+        .into_iter()
+        .rev()
+        .find(|m| m["subject"] == "Reset your password")
+        .expect("the reset mail");
+    let new_password = "a brand new password 2";
+    let r = app
+        .post(
+            "/v1/auth/password/reset",
+            json!({"token": reset["token"], "password": new_password}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+
+    let before = app.outbox(email, 0).await.len();
+    let (challenge, _) = app.challenge(email, new_password).await;
+    let code = app.last_mail(email, before + 1).await["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, description, _) = guess(&app, &challenge, &code).await;
+    assert_eq!(status, 200, "{description}");
 }

@@ -146,7 +146,7 @@ fn page_link(state: &AppState, path: &str, token: &Secret) -> String {
 }
 
 /// A security notice to the owner (never limited: it is about their account).
-async fn notify(state: &AppState, user: &User, subject: &str, body: &str) {
+pub(crate) async fn notify(state: &AppState, user: &User, subject: &str, body: &str) {
     let mail = Mail {
         to: user.email.clone(),
         subject: subject.into(),

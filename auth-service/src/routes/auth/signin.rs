@@ -57,8 +57,8 @@ fn signin_locked(state: &AppState, retry_after_secs: u64) -> ApiError {
 }
 
 /// The key that counts this client's password failures for the account:
-/// the account's own, or — from a device the account signed in on before,
-/// which presents that session's device secret (OWASP's "device cookie") —
+/// the account's own, or — from a device the account is signed in on, which
+/// presents that live session's device secret (OWASP's "device cookie") —
 /// that device's. A stranger's wrong passwords lock the account for every
 /// other client, never for its owner on a device of its own. `user_id`:
 /// `None` for an unknown address (the same query runs, for the same time).
@@ -74,7 +74,7 @@ pub(super) async fn account_lock_key(
     let hash = hash_secret(&secret);
     let known = state
         .store
-        .signed_in_on_device(user_id.unwrap_or(""), &hash)
+        .signed_in_on_device(user_id.unwrap_or(""), &hash, now())
         .await?;
     Ok(if known && user_id.is_some() {
         account_device_key(email, &hash)

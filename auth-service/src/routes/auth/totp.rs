@@ -16,42 +16,30 @@ use super::second_factor::{count_second_factor_attempt, second_factor_failed, to
 use super::signin::{account_lock_key, password_attempt, password_ok, throttled};
 use super::{notify, CodeRequest, FactorProof, StatusResponse, TotpEnrollment, MAX_PASSWORD_BYTES};
 
-/// Checks a [`FactorProof`]: a current TOTP code (through the same
-/// per-account guard as sign-in) or the password (throttled like sign-in).
+/// Checks a [`FactorProof`]. With an authenticator set up, only a current
+/// code from it (through the same per-account guard as sign-in): the second
+/// factor exists because the password alone may be known, so the password
+/// alone must not replace or remove it (a lost one is removed by an
+/// administrator). Without one, the password (throttled like sign-in).
 async fn prove_owner(
     state: &AppState,
     client: &Client,
     user: &User,
     proof: &FactorProof,
 ) -> ApiResult<()> {
-    let now = now();
-    if let (Some(code), Some(secret)) = (&proof.code, &user.totp_secret) {
-        throttled(state, user, client).await?;
-        let attempt = count_second_factor_attempt(state, user, client, now).await?;
-        let accepted = match totp_step(secret, code.expose().trim(), now) {
-            Some(step) => state.store.use_totp_step(&user.id, step).await?,
-            None => false,
+    if let Some(secret) = &user.totp_secret {
+        let Some(code) = &proof.code else {
+            return Err(ApiError::BadRequest(
+                "an authenticator app is set up: confirm with a current `code` from it \
+                 (an administrator can remove a lost one)"
+                    .into(),
+            ));
         };
-        if accepted {
-            state.store.second_factor_success(&user.id).await?;
-            return Ok(());
-        }
-        audit::record(
-            state,
-            Some(client),
-            "factor_proof",
-            "bad_code",
-            Some(&user.id),
-            Some(&user.email),
-        )
-        .await;
-        second_factor_failed(state, user, client, now, attempt).await?;
-        return Err(ApiError::InvalidCode("the code is wrong"));
+        throttled(state, user, client).await?;
+        return check_code(state, client, user, secret, code, "factor_proof").await;
     }
     let Some(password) = &proof.password else {
-        return Err(ApiError::BadRequest(
-            "confirm with your `password` (or a current TOTP `code`)".into(),
-        ));
+        return Err(ApiError::BadRequest("confirm with your `password`".into()));
     };
     if password.expose().len() > MAX_PASSWORD_BYTES {
         return Err(ApiError::BadRequest("password is too long".into()));
@@ -81,6 +69,54 @@ async fn prove_owner(
     )
     .await;
     Err(ApiError::InvalidCredentials)
+}
+
+/// A current code of the TOTP key `secret`, counted against the account's
+/// second-factor guard before it is compared (each time step once, as at
+/// sign-in); a wrong one is audited as `event`.
+async fn check_code(
+    state: &AppState,
+    client: &Client,
+    user: &User,
+    secret: &str,
+    code: &Secret,
+    event: &str,
+) -> ApiResult<()> {
+    let now = now();
+    let attempt = count_second_factor_attempt(state, user, client, now).await?;
+    let accepted = match totp_step(secret, code.expose().trim(), now) {
+        Some(step) => state.store.use_totp_step(&user.id, step).await?,
+        None => false,
+    };
+    if accepted {
+        state.store.second_factor_success(&user.id).await?;
+        return Ok(());
+    }
+    Err(code_refused(state, client, user, event, (now, attempt)).await)
+}
+
+/// A wrong code, counted as attempt `attempt` at `now`: audited as `event`,
+/// locking the guard at its limit; the error to answer with.
+async fn code_refused(
+    state: &AppState,
+    client: &Client,
+    user: &User,
+    event: &str,
+    (now, attempt): (i64, u32),
+) -> ApiError {
+    audit::record(
+        state,
+        Some(client),
+        event,
+        "bad_code",
+        Some(&user.id),
+        Some(&user.email),
+    )
+    .await;
+    match second_factor_failed(state, user, client, now, attempt).await {
+        Ok(()) => ApiError::InvalidCode("the code is wrong"),
+        Err(e) => e,
+    }
 }
 
 /// The account of the access token's subject (gone since the token was issued: 401).
@@ -175,8 +211,13 @@ pub async fn confirm_totp_enrollment(
     let pending = user.totp_pending.clone().ok_or(ApiError::Conflict(
         "no TOTP enrolment is pending; call /v1/auth/totp/enroll",
     ))?;
-    let step = totp_step(&pending, code.expose().trim(), now())
-        .ok_or(ApiError::InvalidCode("the code is wrong"))?;
+    // Guarded like every code: a session that found an enrolment left pending
+    // must not try codes until it switches on a key it never saw.
+    let now = now();
+    let attempt = count_second_factor_attempt(state, user, client, now).await?;
+    let Some(step) = totp_step(&pending, code.expose().trim(), now) else {
+        return Err(code_refused(state, client, user, "totp_confirm", (now, attempt)).await);
+    };
     if !state.store.confirm_totp(&user.id, &pending, step).await? {
         return Err(ApiError::Conflict("the enrolment changed; enroll again"));
     }
