@@ -264,7 +264,7 @@ fn resolve_dots(s: &str) -> String {
 
 /// Every reading a backend might act on: escapes decoded 0–3 times, `;`
 /// parameters dropped before or after decoding or kept, `\` as `/`, cut at a
-/// control character, case folded or not, slashes merged before or after dot
+/// control character or a decoded `?` or `#`, case folded or not, slashes merged before or after dot
 /// segments are resolved.
 fn backend_readings(received: &str) -> Vec<String> {
     let path = received.split(['?', '#']).next().unwrap_or("");
@@ -324,7 +324,9 @@ fn readings_of(path: &str, out: &mut Vec<String>) {
                 s = strip_params(&s);
             }
             s = s.replace('\\', "/");
-            if let Some(at) = s.find(|c: char| c.is_control()) {
+            // A NUL ends a C string; a decoded `?` or `#` ends the path for a
+            // hop that splits it again.
+            if let Some(at) = s.find(|c: char| c.is_control() || c == '?' || c == '#') {
                 s.truncate(at);
             }
             for lower in [false, true] {
@@ -384,6 +386,10 @@ const SPELLINGS: &[&str] = &[
     "/api/admin%00",
     "/api/admin%00/users",
     "/api/admin%0a",
+    "/api/admin%3F",
+    "/api/admin%3fx=1",
+    "/api/admin%23",
+    "/api/admin%253F/users",
     "/api/admin%2F",
     "/api/admin%zz",
     "/api/%zzadmin",

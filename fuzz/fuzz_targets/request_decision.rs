@@ -358,8 +358,9 @@ fn build_request(w: &World, r: &Req, placed: &mut Vec<Placed>) -> Request {
 }
 
 /// The most lenient reading of a path a backend might act on: escapes
-/// decoded until none is left, `\` as `/`, cut at a NUL, `;` parameters
-/// dropped, dot segments resolved, slashes merged, lower case.
+/// decoded until none is left, `\` as `/`, cut at a NUL or a decoded `?`
+/// or `#`, `;` parameters dropped, dot segments resolved, slashes merged,
+/// lower case.
 fn lenient_reading(path: &str) -> String {
     let mut bytes = path.split(['?', '#']).next().unwrap_or_default().as_bytes().to_vec();
     for _ in 0..8 {
@@ -384,7 +385,7 @@ fn lenient_reading(path: &str) -> String {
         bytes = out;
     }
     let text = String::from_utf8_lossy(&bytes).replace('\\', "/");
-    let text = text.split('\0').next().unwrap_or_default();
+    let text = text.split(['\0', '?', '#']).next().unwrap_or_default();
     let mut segments: Vec<&str> = Vec::new();
     for segment in text.split('/') {
         match segment.split(';').next().unwrap_or_default() {

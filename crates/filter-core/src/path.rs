@@ -6,7 +6,8 @@
 //! then runs of slashes merged. Without those settings (or behind another
 //! proxy) a backend may act on other readings of the same bytes: the raw
 //! path, every escape decoded (a second time for double encoding), `\` taken
-//! as `/`, `;` parameters dropped, the path cut at a NUL, overlong UTF-8 read
+//! as `/`, `;` parameters dropped, the path cut at a NUL or at a decoded `?`
+//! or `#` (a hop that splits the decoded path again), overlong UTF-8 read
 //! as the ASCII it spells, the non-ASCII letters Java and .NET fold onto
 //! ASCII letters folded, slashes merged before dot segments, trailing dots
 //! and spaces of a segment dropped (Windows). Not the suffix patterns of
@@ -185,7 +186,9 @@ fn decode_fully(path: &str) -> Result<Vec<u8>, Unreadable> {
 }
 
 /// What a forgiving server does with decoded bytes: `\` is a separator, a
-/// C string ends at the first NUL (any control character, to be safe), an
+/// C string ends at the first NUL (any control character, to be safe), a
+/// decoded `?` or `#` ends the path for a hop that splits it again (`%3F`
+/// is a query to it), an
 /// overlong UTF-8 form of an ASCII character is that character (`%C0%AF` is
 /// `/` to IIS's and old Tomcat's decoders), and the letters that Java's and
 /// .NET's case-insensitive comparisons fold onto ASCII are those ASCII
@@ -194,7 +197,7 @@ fn lenient(decoded: &[u8]) -> String {
     let decoded = decode_overlong_ascii(decoded);
     let end = decoded
         .iter()
-        .position(u8::is_ascii_control)
+        .position(|b| b.is_ascii_control() || matches!(b, b'?' | b'#'))
         .unwrap_or(decoded.len());
     let bytes: Vec<u8> = decoded
         .iter()
@@ -362,6 +365,10 @@ mod tests {
         has("/api/x/..%2Fadmin", "/api/admin");
         has("/api/admin%00.json", "/api/admin");
         has("/api/admin%0a", "/api/admin");
+        has("/api/admin%3F", "/api/admin");
+        has("/api/admin%3fx=1", "/api/admin");
+        has("/api/admin%23", "/api/admin");
+        has("/api/admin%253F/users", "/api/admin");
         has("/public/x/../../api/admin", "/api/admin");
         // The raw form is a reading too: a backend may route before normalizing.
         has("/api/admin/../items", "/api/admin/../items");
