@@ -95,9 +95,11 @@ fn refresh_tagged<'a>(device_secret: &'a str, refresh: &'a str) -> [&'a [u8]; 4]
 
 /// The refresh tokens of the refresh cookie's copies to try, in order:
 /// every distinct one tagged for this browser's device secret (a planted
-/// copy never is, however many there are), then untagged ones (set before
-/// the tag existed); at most [`MAX_CANDIDATES`] of each. Each refused
-/// candidate is refused without effect.
+/// copy never is, however many there are); only when there is none, the
+/// untagged ones (set before the tag existed); at most [`MAX_CANDIDATES`].
+/// A browser with a tagged copy holds no untagged one of its own: one beside
+/// it is planted, and may be an old refresh token of this very session that
+/// its device secret would turn into reuse (the session ended).
 pub fn refresh_candidates(state: &AppState, headers: &HeaderMap) -> Vec<String> {
     let device = crate::tokens::device_secret(headers).unwrap_or_default();
     let mut tagged: Vec<String> = Vec::new();
@@ -126,6 +128,9 @@ pub fn refresh_candidates(state: &AppState, headers: &HeaderMap) -> Vec<String> 
             None => {}
         }
     }
-    tagged.extend(untagged);
-    tagged
+    if tagged.is_empty() {
+        untagged
+    } else {
+        tagged
+    }
 }

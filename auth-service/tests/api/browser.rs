@@ -1587,6 +1587,51 @@ async fn many_planted_refresh_cookies_do_not_hide_ours() {
     assert!(b.cookie(ACCESS).is_some() && b.cookie(DEVICE).is_some());
 }
 
+/// The access cookie has run out: the browser goes through the refresh.
+async fn expired_access_refresh(b: &mut Browser) -> Page {
+    b.jar.retain(|c| c.name != ACCESS);
+    b.get("/auth/refresh?return_to=/auth/devices").await
+}
+
+/// A refresh token of this browser's session that an attacker kept (an
+/// old one, rotated out long ago) and plants untagged beside ours: on its
+/// own, without the device secret, it can end nothing. When our own copy
+/// just lost a race with another tab, the refresh used to go on to the
+/// untagged copies and present the planted one with this browser's device
+/// secret: reuse, and the owner's session ended. A browser whose refresh
+/// cookie carries the device tag tries no untagged copy.
+#[tokio::test]
+async fn a_planted_old_refresh_token_cannot_end_the_session_after_a_lost_race() {
+    let app = spawn_app().await;
+    let mut b = Browser::new(&app);
+    b.sign_up_and_in(&app, "lost-race@example.com", "/").await;
+    let session = claims(&b.cookie(ACCESS).unwrap().value)["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let token_of = |value: &str| value.split('.').next().unwrap().to_owned();
+    // The attacker's copy: rotated out long ago, past the reuse grace.
+    let kept = token_of(&b.cookie(REFRESH).unwrap().value);
+    let r = expired_access_refresh(&mut b).await;
+    assert_eq!(r.location(), "/auth/devices");
+    age_rotation(&app, &kept, 600).await;
+    // Another tab rotates the current cookie; this tab still sends it.
+    let raced = b.cookie(REFRESH).unwrap().value.clone();
+    let r = expired_access_refresh(&mut b).await;
+    assert_eq!(r.location(), "/auth/devices");
+    for c in b.jar.iter_mut().filter(|c| c.name == REFRESH) {
+        c.value = raced.clone();
+    }
+    b.foreign = vec![format!("{REFRESH}={kept}")];
+    let r = expired_access_refresh(&mut b).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let ended = app.state.store.session(&session).await.unwrap().unwrap();
+    assert_eq!(
+        ended.revoke_reason, None,
+        "the planted copy was taken for this browser's reuse"
+    );
+}
+
 /// The verification page's button is a form like the others: an unknown
 /// token is refused on the page, and a post without the page's CSRF token
 /// (another site's form) confirms nothing.
