@@ -362,6 +362,49 @@ impl Engine {
         if !required.admits(verified.provider) {
             return self.deny_or_public(public, DenyReason::ProviderNotAllowed);
         }
+        // Possession first (the proof, the device), then the revocation
+        // list: a stolen bound token alone learns nothing from its answers,
+        // not even whether its session was revoked.
+        // The proof is new on every request: checked even when the token came from the cache.
+        let proof = match self.config.provider(verified.provider) {
+            Some(p) => match dpop_check::judge(
+                &p.dpop,
+                &verified,
+                dpop_check::presented_as_dpop(req),
+                req,
+                now,
+                &self.signatures,
+                self.nonce_key.as_ref(),
+            ) {
+                Ok(proof) => proof.map(|p| ProofUse {
+                    public_route: public,
+                    ..p
+                }),
+                Err(DenyReason::Dpop(e)) if !public => {
+                    return Outcome::Deny(self.dpop_denied(verified.provider, e, now))
+                }
+                Err(reason) => return self.deny_or_public(public, reason),
+            },
+            None => None,
+        };
+        match device::check(&self.config.device, &verified, req) {
+            DeviceCheck::NotChecked | DeviceCheck::Match => {}
+            failed if self.config.device.mode == DeviceMode::Report => {
+                notes.device_reported = Some(failed)
+            }
+            failed => {
+                let reason = match failed {
+                    DeviceCheck::FingerprintMissing => DenyReason::DeviceFingerprintMissing,
+                    _ => DenyReason::DeviceMismatch,
+                };
+                if public {
+                    return self.deny_or_public(true, reason);
+                }
+                let mut denied = self.denied(reason, None);
+                denied.device = Some(failed);
+                return Outcome::Deny(denied);
+            }
+        }
         if let Some(state) = self.providers.get(verified.provider) {
             if self
                 .config
@@ -406,46 +449,6 @@ impl Engine {
                 .check(&verified, self.config.clock_skew_secs, now)
             {
                 return self.deny_or_public(public, r);
-            }
-        }
-        // The proof is new on every request: checked even when the token came from the cache.
-        let proof = match self.config.provider(verified.provider) {
-            Some(p) => match dpop_check::judge(
-                &p.dpop,
-                &verified,
-                dpop_check::presented_as_dpop(req),
-                req,
-                now,
-                &self.signatures,
-                self.nonce_key.as_ref(),
-            ) {
-                Ok(proof) => proof.map(|p| ProofUse {
-                    public_route: public,
-                    ..p
-                }),
-                Err(DenyReason::Dpop(e)) if !public => {
-                    return Outcome::Deny(self.dpop_denied(verified.provider, e, now))
-                }
-                Err(reason) => return self.deny_or_public(public, reason),
-            },
-            None => None,
-        };
-        match device::check(&self.config.device, &verified, req) {
-            DeviceCheck::NotChecked | DeviceCheck::Match => {}
-            failed if self.config.device.mode == DeviceMode::Report => {
-                notes.device_reported = Some(failed)
-            }
-            failed => {
-                let reason = match failed {
-                    DeviceCheck::FingerprintMissing => DenyReason::DeviceFingerprintMissing,
-                    _ => DenyReason::DeviceMismatch,
-                };
-                if public {
-                    return self.deny_or_public(true, reason);
-                }
-                let mut denied = self.denied(reason, None);
-                denied.device = Some(failed);
-                return Outcome::Deny(denied);
             }
         }
         if let Err((reason, scope)) = authorize(required, &verified) {

@@ -751,6 +751,52 @@ fn a_list_once_full_still_takes_revocations_after_its_entries_expired() {
     );
 }
 
+/// Possession comes before the revocation list: a stolen device-bound
+/// token without its device learns nothing from the answer, not even
+/// whether its session was revoked. Its owner's device still hears it.
+#[test]
+fn a_stolen_bound_token_does_not_learn_it_was_revoked() {
+    let secret = "device-secret-1";
+    let dfp = FingerprintInput {
+        secret,
+        attributes: vec![("user-agent", "curl/8"), ("accept-language", "")],
+    }
+    .hash();
+    let mut f = fixture(json!({"device_binding": {"mode": "enforce"}}));
+    let t = f.sign(claims(AccessClaims {
+        dfp: Some(dfp),
+        ..default_claims()
+    }));
+    let feed = RevocationFeed {
+        issuer: ISS.into(),
+        cursor: "1".into(),
+        snapshot: true,
+        revoked_tokens: vec![RevokedToken {
+            jti: "jti-1".into(),
+            expires_at: NOW + 900,
+        }],
+        ..Default::default()
+    };
+    first_provider(&mut f.engine)
+        .revocations
+        .apply(feed, ISS, 100, 30, NOW)
+        .unwrap();
+    let bearer = format!("Bearer {t}");
+    let from = |device| {
+        [
+            ("authorization", bearer.as_str()),
+            (DEVICE_HEADER, device),
+            ("user-agent", "curl/8"),
+        ]
+    };
+    assert_eq!(
+        denied(&f.eval("/api", &from("another device"))).0,
+        DenyReason::DeviceMismatch
+    );
+    let owner = from(secret);
+    assert_eq!(denied(&f.eval("/api", &owner)).0, DenyReason::TokenRevoked);
+}
+
 #[test]
 fn device_binding_modes() {
     let secret = "device-secret-1";
