@@ -232,9 +232,9 @@ impl TestApp {
         tokens_of(r).await
     }
 
-    /// Sets up TOTP for a signed-in user (proving the password, then a current
-    /// code) and returns its base32 secret and the time the code was made for.
-    pub async fn enrol_totp(&self, t: &Tokens) -> (String, i64) {
+    /// Starts a first TOTP enrolment for a signed-in user (proving the
+    /// password); the pending base32 secret.
+    pub async fn begin_totp(&self, t: &Tokens) -> String {
         let r = self
             .authed(reqwest::Method::POST, "/v1/auth/totp/enroll", t)
             .json(&json!({"password": PASSWORD}))
@@ -242,10 +242,16 @@ impl TestApp {
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
-        let secret = r.json::<Value>().await.unwrap()["secret"]
+        r.json::<Value>().await.unwrap()["secret"]
             .as_str()
             .unwrap()
-            .to_owned();
+            .to_owned()
+    }
+
+    /// Sets up TOTP for a signed-in user (proving the password, then a current
+    /// code) and returns its base32 secret and the time the code was made for.
+    pub async fn enrol_totp(&self, t: &Tokens) -> (String, i64) {
+        let secret = self.begin_totp(t).await;
         let now = now();
         let r = self
             .authed(reqwest::Method::POST, "/v1/auth/totp/confirm", t)

@@ -441,17 +441,7 @@ async fn a_session_without_the_password_cannot_read_a_pending_totp_secret() {
     app.verified_user(email).await;
     let owner = app.signin(email, PASSWORD).await;
     // The owner starts setting up an app (proving the password) and is not done yet.
-    let r = app
-        .authed(reqwest::Method::POST, "/v1/auth/totp/enroll", &owner)
-        .json(&json!({"password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let secret = r.json::<Value>().await.unwrap()["secret"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let secret = app.begin_totp(&owner).await;
 
     // The thief holds the session's access token and device secret, not the password.
     let page = TotpPage::open(&app, &owner).await;
@@ -495,17 +485,7 @@ async fn confirming_an_enrolment_is_guarded_like_every_code() {
     let email = "pending@example.com";
     app.verified_user(email).await;
     let t = app.signin(email, PASSWORD).await;
-    let r = app
-        .authed(reqwest::Method::POST, "/v1/auth/totp/enroll", &t)
-        .json(&json!({"password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let secret = r.json::<Value>().await.unwrap()["secret"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let secret = app.begin_totp(&t).await;
     let real = totp_code(&secret, authflow_auth_service::clock::now());
     let confirm = |code: String| {
         let r = app

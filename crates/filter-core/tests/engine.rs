@@ -476,15 +476,8 @@ fn roles_and_scopes() {
     ));
 }
 
-#[test]
-fn revocations_apply_to_cached_tokens() {
-    let mut f = fixture(json!({}));
-    let t = f.token();
-    let bearer = format!("Bearer {t}");
-    assert!(matches!(
-        f.eval("/api", &[("authorization", &bearer)]),
-        Outcome::Allow(_)
-    ));
+/// The feed revokes the token `jti-1` (every test token's id).
+fn revoke_jti_1(f: &mut Fixture) {
     let feed = RevocationFeed {
         issuer: ISS.into(),
         cursor: "1".into(),
@@ -499,6 +492,18 @@ fn revocations_apply_to_cached_tokens() {
         .revocations
         .apply(feed, ISS, 100, 30, NOW)
         .unwrap();
+}
+
+#[test]
+fn revocations_apply_to_cached_tokens() {
+    let mut f = fixture(json!({}));
+    let t = f.token();
+    let bearer = format!("Bearer {t}");
+    assert!(matches!(
+        f.eval("/api", &[("authorization", &bearer)]),
+        Outcome::Allow(_)
+    ));
+    revoke_jti_1(&mut f);
     assert_eq!(
         denied(&f.eval("/api", &[("authorization", &bearer)])).0,
         DenyReason::TokenRevoked
@@ -767,20 +772,7 @@ fn a_stolen_bound_token_does_not_learn_it_was_revoked() {
         dfp: Some(dfp),
         ..default_claims()
     }));
-    let feed = RevocationFeed {
-        issuer: ISS.into(),
-        cursor: "1".into(),
-        snapshot: true,
-        revoked_tokens: vec![RevokedToken {
-            jti: "jti-1".into(),
-            expires_at: NOW + 900,
-        }],
-        ..Default::default()
-    };
-    first_provider(&mut f.engine)
-        .revocations
-        .apply(feed, ISS, 100, 30, NOW)
-        .unwrap();
+    revoke_jti_1(&mut f);
     let bearer = format!("Bearer {t}");
     let from = |device| {
         [
