@@ -20,6 +20,7 @@ pub mod mailer;
 pub mod metrics;
 pub mod openapi;
 pub mod password_work;
+pub mod refresh_tokens;
 pub mod routes;
 pub mod service_accounts;
 pub mod sessions;

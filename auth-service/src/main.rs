@@ -484,24 +484,17 @@ async fn mint(
         &header_map,
         None,
     );
-    // A throwaway refresh token nobody receives: the session exists so it can be revoked.
+    // Its refresh token goes to nobody: the session exists so it can be revoked.
     let origin = (None, Some("authflow-auth token mint".to_owned()));
     let binding = sessions::Binding {
         dfp: Some(dfp),
         dpop_jkt: None,
     };
     let mint = async {
-        sessions::create_session(
-            &state,
-            &user,
-            &device,
-            &random_secret(),
-            now,
-            origin,
-            binding,
-        )
-        .await
-        .map_err(|e| format!("{e:?}"))
+        sessions::create_session(&state, &user, &device, now, origin, binding)
+            .await
+            .map(|(session_id, access, _refresh)| (session_id, access))
+            .map_err(|e| format!("{e:?}"))
     };
     let (session_id, access) = cli_privileged(
         state.store.as_ref(),

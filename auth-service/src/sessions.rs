@@ -11,6 +11,7 @@ use crate::dpop::PendingProof;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Client;
 use crate::metrics::inc;
+use crate::refresh_tokens;
 use crate::state::AppState;
 use crate::store::{RefreshLimit, RefreshRecord, Rotation, Session, User};
 use crate::tokens::{self, IssuedAccess};
@@ -106,10 +107,10 @@ pub async fn revoke_all_sessions(
 }
 
 /// Stores a new session bound to `device` (and to the DPoP key thumbprint
-/// `dpop_jkt`, if any), with `refresh` as its first refresh token, and signs
-/// its first access token (device binding `dfp`), recorded in the same
+/// `dpop_jkt`, if any), with a fresh first refresh token, and signs its
+/// first access token (device binding `dfp`), recorded in the same
 /// transaction: a failure leaves no session that nobody holds. Returns the
-/// session's id and the token; 403 `account_disabled` when the user is
+/// session's id, the access token and the refresh token; 403 `account_disabled` when the user is
 /// banned by then, and 401 `invalid_code` when their password was replaced
 /// since `user` was read (a reset ended this sign-in), whatever `user` says:
 /// the store decides against concurrent bans and resets.
@@ -117,12 +118,12 @@ pub async fn create_session(
     state: &AppState,
     user: &User,
     device: &Secret,
-    refresh: &Secret,
     now: i64,
     origin: Origin,
     binding: Binding,
-) -> ApiResult<(String, IssuedAccess)> {
+) -> ApiResult<(String, IssuedAccess, Secret)> {
     let session_id = random_id();
+    let refresh = refresh_tokens::mint(&state.refresh_keys, &session_id);
     let expires_at = now + i64::try_from(state.config.tokens.refresh_ttl.as_secs()).unwrap_or(0);
     let (access, access_record) = tokens::sign_for_session(
         state,
@@ -130,7 +131,7 @@ pub async fn create_session(
         &session_id,
         binding.dfp,
         binding.dpop_jkt.clone(),
-        now,
+        (now, expires_at),
     )?;
     let session = Session {
         id: session_id.clone(),
@@ -174,7 +175,7 @@ pub async fn create_session(
             ApiError::InvalidCode("the password was changed; sign in again")
         });
     }
-    Ok((session_id, tokens::counted(state, access)))
+    Ok((session_id, tokens::counted(state, access), refresh))
 }
 
 /// What a session's tokens are bound to besides its device secret.
@@ -196,14 +197,13 @@ pub async fn start(
     now: i64,
 ) -> ApiResult<SessionTokens> {
     let device = random_secret();
-    let refresh = random_secret();
     let origin = (Some(client.ip.clone()), Some(client.user_agent.clone()));
     let binding = Binding {
         dfp: Some(client.fingerprint(state, device.expose())),
         dpop_jkt,
     };
-    let (session_id, access) =
-        create_session(state, user, &device, &refresh, now, origin, binding).await?;
+    let (session_id, access, refresh) =
+        create_session(state, user, &device, now, origin, binding).await?;
     Ok(SessionTokens {
         access,
         refresh,
@@ -242,14 +242,17 @@ pub async fn refresh(
     let device = tokens::device_secret(&client.headers)
         .ok_or(ApiError::InvalidGrant("the device secret is missing"))?;
     let old_hash = refresh_token.hash();
-    let record = state
-        .store
-        .refresh_token(&old_hash)
-        .await?
-        .ok_or(ApiError::InvalidGrant("unknown refresh token"))?;
+    let record = state.store.refresh_token(&old_hash).await?;
+    let session_id = match &record {
+        Some(record) => record.session_id.as_str(),
+        // Pushed out of the session's history by later rotations, yet known
+        // by its tag as this session's: judged below, like any rotated one.
+        None => refresh_tokens::session_of(&state.refresh_keys, refresh_token.expose())
+            .ok_or(ApiError::InvalidGrant("unknown refresh token"))?,
+    };
     let session = state
         .store
-        .session(&record.session_id)
+        .session(session_id)
         .await?
         .ok_or(ApiError::InvalidGrant("unknown refresh token"))?;
     if !hashes_match(&hash_secret(&device), &session.device_secret_hash) {
@@ -288,11 +291,19 @@ pub async fn refresh(
             ));
         }
     }
-    if session.revoked_at.is_some() || record.expires_at <= now || session.expires_at <= now {
+    let token_expired = record.as_ref().is_some_and(|r| r.expires_at <= now);
+    if session.revoked_at.is_some() || token_expired || session.expires_at <= now {
         return Err(ApiError::InvalidGrant("the session has ended"));
     }
-    if let Some(used_at) = record.used_at {
-        return Err(used_again(state, client, &session, used_at, now).await);
+    match record.as_ref().map(|r| r.used_at) {
+        Some(Some(used_at)) => {
+            return Err(used_again(state, client, &session, used_at, now).await);
+        }
+        Some(None) => {}
+        // Pushed out of the history: at least `ROTATED_REFRESH_TOKENS_KEPT`
+        // rotations ago, which the per-session limit spreads over more than
+        // an hour, so long past the grace. Taken for reuse like any other.
+        None => return Err(reuse_detected(state, client, &session).await),
     }
     let user = state
         .store
@@ -303,7 +314,7 @@ pub async fn refresh(
         return Err(ApiError::AccountDisabled);
     }
     let dpop_jkt = crate::dpop::accept(state, proof, now).await?;
-    let next = random_secret();
+    let next = refresh_tokens::mint(&state.refresh_keys, &session.id);
     let next_record = RefreshRecord {
         hash: next.hash(),
         session_id: session.id.clone(),
@@ -314,8 +325,14 @@ pub async fn refresh(
     // Signed before the rotation and recorded in its transaction: nothing that
     // can fail comes between the rotation's commit and the answer.
     let dfp = client.fingerprint(state, &device);
-    let (access, access_record) =
-        tokens::sign_for_session(state, &user, &session.id, Some(dfp), dpop_jkt, now)?;
+    let (access, access_record) = tokens::sign_for_session(
+        state,
+        &user,
+        &session.id,
+        Some(dfp),
+        dpop_jkt,
+        (now, session.expires_at),
+    )?;
     let limit = RefreshLimit {
         max_per_window: state.config.throttle.refresh_max_per_hour,
         window_secs: REFRESH_LIMIT_WINDOW_SECS,

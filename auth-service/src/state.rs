@@ -38,6 +38,9 @@ pub struct AppState {
     /// derived from the KEK, so what one instance tagged passes at every
     /// other, and browsers stay signed in across a KEK rotation.
     pub page_keys: DerivedKeys,
+    /// Tags refresh tokens with their session (`crate::refresh_tokens`), so
+    /// one pushed out of the session's history is still known as its own.
+    pub refresh_keys: DerivedKeys,
 }
 
 /// Opens the store chosen by the database URL (`sqlite:` or `postgres://`).
@@ -102,6 +105,7 @@ pub async fn build_state(config: Config, opening: Opening) -> Result<Arc<AppStat
         .map_err(StartError::from_display)?;
     let dpop_nonce_keys = kek.derive_keys("dpop-nonce").map_err(StartError)?;
     let page_keys = kek.derive_keys("browser-csrf").map_err(StartError)?;
+    let refresh_keys = kek.derive_keys("refresh-token").map_err(StartError)?;
     let now = now();
     let ttl = i64::try_from(config.tokens.access_ttl.as_secs()).unwrap_or(900);
     let keys = KeyRing::load(store.as_ref(), config.keys.signing_alg, ttl, now)
@@ -141,5 +145,6 @@ pub async fn build_state(config: Config, opening: Opening) -> Result<Arc<AppStat
         metrics: Metrics::default(),
         dpop_nonce_keys,
         page_keys,
+        refresh_keys,
     }))
 }

@@ -55,7 +55,7 @@ pub async fn issue(
     jkt: Option<String>,
     now: i64,
 ) -> Result<IssuedAccess, ApiError> {
-    let (issued, record) = sign_for_session(state, user, sid, dfp, jkt, now)?;
+    let (issued, record) = sign_for_session(state, user, sid, dfp, jkt, (now, i64::MAX))?;
     state.store.record_access_token(&record).await?;
     Ok(counted(state, issued))
 }
@@ -63,14 +63,15 @@ pub async fn issue(
 /// Signs an access token for `user` in session `sid` like [`issue`], but
 /// leaves recording it to the caller (a refresh records it in the same
 /// transaction as the rotation); pass the token through [`counted`] once
-/// recorded.
+/// recorded. It expires when the session does, if that comes first: the
+/// last refresh must not stretch the session's end by an access lifetime.
 pub fn sign_for_session(
     state: &AppState,
     user: &User,
     sid: &str,
     dfp: Option<String>,
     jkt: Option<String>,
-    now: i64,
+    (now, session_ends): (i64, i64),
 ) -> Result<(IssuedAccess, IssuedToken), ApiError> {
     let custom = AccessClaims {
         sid: sid.to_owned(),
@@ -80,7 +81,7 @@ pub fn sign_for_session(
         client_id: None,
         cnf: confirmation(jkt),
     };
-    sign(state, &user.id, custom, now)
+    sign(state, &user.id, custom, now, session_ends)
 }
 
 /// Signs an access token for a service account (client-credentials grant):
@@ -103,7 +104,7 @@ pub async fn issue_for_service(
         client_id: Some(client_id.to_owned()),
         cnf: confirmation(jkt),
     };
-    let (issued, record) = sign(state, &service_subject(client_id), custom, now)?;
+    let (issued, record) = sign(state, &service_subject(client_id), custom, now, i64::MAX)?;
     if !state.store.record_service_token(&record, client_id).await? {
         return Err(ApiError::InvalidClient);
     }
@@ -116,8 +117,10 @@ fn sign(
     subject: &str,
     custom: AccessClaims,
     now: i64,
+    not_after: i64,
 ) -> Result<(IssuedAccess, IssuedToken), ApiError> {
-    let ttl = state.config.tokens.access_ttl.as_secs();
+    let until_end = u64::try_from(not_after.saturating_sub(now)).unwrap_or(0);
+    let ttl = state.config.tokens.access_ttl.as_secs().min(until_end);
     let jti = random_id();
     let sid = custom.sid.clone();
     let dpop_bound = custom.cnf.is_some();

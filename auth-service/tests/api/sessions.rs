@@ -284,11 +284,6 @@ async fn a_session_keeps_only_its_newest_rotated_out_tokens() {
     }
     assert_eq!(forgotten.len(), 40, "{forgotten:?}");
     assert!(forgotten.iter().all(|&i| i < kept), "{forgotten:?}");
-    // One pushed out: unknown, refused without effect.
-    let r = refresh_with_device(&app, &rotated_out[forgotten[0]], Some(&t.device)).await;
-    assert_eq!(invalid_grant(r).await, "unknown refresh token");
-    let s = app.state.store.session(&session).await.unwrap().unwrap();
-    assert!(s.revoked_at.is_none());
     // One still kept, past the grace: reuse, the session ends.
     let recent = &rotated_out[rotated_out.len() - 5];
     age_rotation(&app, recent, 60).await;
@@ -299,6 +294,87 @@ async fn a_session_keeps_only_its_newest_rotated_out_tokens() {
     );
     let s = app.state.store.session(&session).await.unwrap().unwrap();
     assert_eq!(s.revoke_reason.as_deref(), Some("refresh_token_reuse"));
+}
+
+/// A thief holding a stolen refresh token and its device secret refreshed
+/// first, then kept rotating at the session's limit until the owner's token
+/// was pushed out of the history (`ROTATED_REFRESH_TOKENS_KEPT` rotations,
+/// a little over two hours). When the owner came back with it, it was an
+/// "unknown refresh token", refused without effect: no reuse was seen and
+/// the thief's chain lived on to the session's end. The token still names
+/// its session under the service's tag: reuse, the session ends.
+#[tokio::test]
+async fn a_token_pushed_out_of_the_history_is_still_taken_for_reuse() {
+    let kept = authflow_auth_service::store::ROTATED_REFRESH_TOKENS_KEPT as usize;
+    let app = spawn_app_with(|c| c.throttle.refresh_max_per_hour = kept as u32).await;
+    app.verified_user("stolen@example.com").await;
+    let owner = app.signin("stolen@example.com", PASSWORD).await;
+    let r = refresh_with_device(&app, &owner.refresh, Some(&owner.device)).await;
+    let thief = tokens_of(r).await;
+    let (thief, _) = refresh_times(&app, thief, kept - 1).await;
+    age_session_rotations(&app, &owner.session, 3600).await;
+    // The owner's token, the oldest: the next rotation pushes it out.
+    age_rotation(&app, &owner.refresh, 60).await;
+    let (thief, _) = refresh_times(&app, thief, 1).await;
+    let hash = authflow_auth_service::domain::hash_secret(&owner.refresh);
+    let row = app.state.store.refresh_token(&hash).await.unwrap();
+    assert!(row.is_none(), "pushed out of the history");
+
+    // Without the device secret it is nothing, as any rotated-out token.
+    let r = refresh_with_device(&app, &owner.refresh, Some("another-device")).await;
+    assert_eq!(
+        invalid_grant(r).await,
+        "the refresh token belongs to another device"
+    );
+    // From its device: reuse.
+    let r = refresh_with_device(&app, &owner.refresh, Some(&owner.device)).await;
+    assert_eq!(
+        invalid_grant(r).await,
+        "refresh token reuse detected; the session is revoked"
+    );
+    let s = app
+        .state
+        .store
+        .session(&owner.session)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.revoke_reason.as_deref(), Some("refresh_token_reuse"));
+    let r = refresh_with_device(&app, &thief.refresh, Some(&thief.device)).await;
+    assert_eq!(invalid_grant(r).await, "the session has ended");
+
+    // A made-up token in the same form names no session.
+    let (sid, _) = owner.refresh.split_once('~').unwrap();
+    let forged = format!("{sid}~{}~{}", "A".repeat(43), "B".repeat(43));
+    let r = refresh_with_device(&app, &forged, Some(&owner.device)).await;
+    assert_eq!(invalid_grant(r).await, "unknown refresh token");
+}
+
+/// A refresh just before the session's end gave an access token that lived
+/// a whole access lifetime past it (up to a day, as configured): the
+/// session's end is the last moment any of its tokens is valid.
+#[tokio::test]
+async fn no_access_token_outlives_its_session() {
+    let app = spawn_app().await;
+    app.verified_user("ending@example.com").await;
+    let t = app.signin("ending@example.com", PASSWORD).await;
+    let ends = authflow_auth_service::clock::now() + 5;
+    run_sql(
+        &app,
+        &[&format!(
+            "UPDATE sessions SET expires_at = {ends} WHERE id = '{}'",
+            t.session
+        )],
+    )
+    .await;
+    let r = refresh_with_device(&app, &t.refresh, Some(&t.device)).await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    let exp = claims(body["access_token"].as_str().unwrap())["exp"]
+        .as_i64()
+        .unwrap();
+    assert!(exp <= ends, "exp {exp} past the session's end {ends}");
+    assert!(body["expires_in"].as_u64().unwrap() <= 5, "{body}");
 }
 
 /// A deployment with short-lived access tokens (`tokens.access_ttl_secs` is

@@ -1,0 +1,102 @@
+//! The refresh token's form: `<session id>~<random>~<tag>`, the tag an HMAC
+//! of the first two parts under a key derived from the KEK.
+//!
+//! The database keeps only a session's newest rotated-out tokens
+//! (`store::ROTATED_REFRESH_TOKENS_KEPT`). Without the tag, a token pushed
+//! out of that history was simply unknown: a thief holding a stolen token
+//! and device secret could rotate a few hundred times, and when the owner
+//! came back with the old token nothing was detected. With it, the service
+//! still knows the token as one it issued to that session, and judges it as
+//! reuse (see `sessions::refresh`). Only the service can make a tag, so
+//! nobody can forge a "reuse" of a session they never held a token of.
+//!
+//! `~` is in neither part (hex, base64url), in neither the refresh cookie's
+//! `.` separator, and is sent as is in a form or JSON body.
+
+use crate::domain::{random_secret, Secret};
+use crate::kek::DerivedKeys;
+
+const SEPARATOR: char = '~';
+
+/// A fresh refresh token of session `session_id`.
+pub fn mint(keys: &DerivedKeys, session_id: &str) -> Secret {
+    let random = random_secret();
+    let tag = keys.tag(&tagged(session_id, random.expose()));
+    Secret::new(format!(
+        "{session_id}{SEPARATOR}{}{SEPARATOR}{tag}",
+        random.expose()
+    ))
+}
+
+/// The session `token` was minted for, when its tag holds (under the
+/// current KEK or one still in `kek.previous`). Tokens of the older form
+/// (one random string) name none.
+pub fn session_of<'a>(keys: &DerivedKeys, token: &'a str) -> Option<&'a str> {
+    let mut parts = token.split(SEPARATOR);
+    let (session_id, random, tag) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || session_id.is_empty() || random.is_empty() {
+        return None;
+    }
+    keys.verifies(&tagged(session_id, random), tag)
+        .then_some(session_id)
+}
+
+fn tagged<'a>(session_id: &'a str, random: &'a str) -> [&'a [u8]; 4] {
+    [
+        b"authflow refresh token v1\0",
+        session_id.as_bytes(),
+        b"\0",
+        random.as_bytes(),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kek::{generate_key, parse_key, Kek};
+
+    fn keys(kek: &[u8; 32], previous: &[[u8; 32]]) -> DerivedKeys {
+        Kek::new(kek, previous)
+            .unwrap()
+            .derive_keys("refresh-token")
+            .unwrap()
+    }
+
+    #[test]
+    fn a_minted_token_names_its_session_and_nothing_else_does() {
+        let k = keys(&parse_key(&generate_key()).unwrap(), &[]);
+        let token = mint(&k, "0123abcd");
+        let text = token.expose();
+        assert_eq!(session_of(&k, text), Some("0123abcd"));
+        assert_ne!(mint(&k, "0123abcd").expose(), text, "random each time");
+
+        // Another session's id, a changed random part or tag, extra parts,
+        // the older form: none names a session.
+        let (_, rest) = text.split_once('~').unwrap();
+        assert_eq!(session_of(&k, &format!("ffff~{rest}")), None);
+        let mut flipped = text.to_owned();
+        let last = flipped.pop().unwrap();
+        flipped.push(if last == 'A' { 'B' } else { 'A' });
+        assert_eq!(session_of(&k, &flipped), None);
+        assert_eq!(session_of(&k, &format!("{text}~x")), None);
+        assert_eq!(session_of(&k, random_secret().expose()), None);
+        assert_eq!(session_of(&k, "~~"), None);
+        assert_eq!(session_of(&k, ""), None);
+
+        // Under another KEK: not ours.
+        let other = keys(&parse_key(&generate_key()).unwrap(), &[]);
+        assert_eq!(session_of(&other, text), None);
+    }
+
+    #[test]
+    fn a_token_minted_before_a_kek_rotation_still_names_its_session() {
+        let old = parse_key(&generate_key()).unwrap();
+        let new = parse_key(&generate_key()).unwrap();
+        let token = mint(&keys(&old, &[]), "5e55");
+        assert_eq!(
+            session_of(&keys(&new, &[old]), token.expose()),
+            Some("5e55")
+        );
+        assert_eq!(session_of(&keys(&new, &[]), token.expose()), None);
+    }
+}
