@@ -26,6 +26,9 @@ use crate::store::{FeedEvent, FeedHead, FeedKind, Store, StoreError};
 struct OwnList {
     seq: i64,
     set: RevocationSet,
+    /// The newest event applied, as read: checked against the database at
+    /// each sync (see [`history_diverged`]).
+    newest: Option<FeedEvent>,
 }
 
 /// The issuer name of this process's own list (it never leaves the process).
@@ -43,6 +46,24 @@ impl OwnList {
             .set
             .apply_values(&feed, OWN, usize::MAX, retention.secs(), u(now));
         self.seq = events.iter().map(|e| e.seq).fold(self.seq, i64::max);
+        if let Some(last) = events.last() {
+            self.newest = Some(last.clone());
+        }
+    }
+}
+
+/// Whether the database no longer holds `newest` (the newest event this
+/// process applied) as it was: its history went back (a restore, a failover
+/// to a replica that missed the last commits) and the sequence number was
+/// handed out again to another revocation, or the event is gone although
+/// still needed. `events`: those from `newest.seq` on, not forgotten
+/// through `forgotten_through`. The head alone cannot tell once new writes
+/// have brought it back to where it was.
+fn history_diverged(newest: &FeedEvent, events: &[FeedEvent], forgotten_through: i64) -> bool {
+    match events.first() {
+        Some(first) if first.seq == newest.seq => first != newest,
+        // Not read: forgotten by now, or lost with the history.
+        _ => newest.expires_at > forgotten_through,
     }
 }
 
@@ -125,6 +146,15 @@ impl Retention {
     }
 }
 
+/// The sequence number in `cursor` if it was issued in `epoch`.
+fn cursor_in(epoch: &str, cursor: &str) -> Option<i64> {
+    let (cursor_epoch, seq) = cursor.split_once('.')?;
+    (cursor_epoch == epoch)
+        .then(|| seq.parse::<i64>().ok())
+        .flatten()
+        .filter(|s| *s >= 0)
+}
+
 pub struct Feed {
     epoch: RwLock<String>,
     retention: Retention,
@@ -150,14 +180,16 @@ pub struct Feed {
 /// read once by the first poll that asks for it and shared with the others.
 struct SharedDelta {
     generation: u64,
+    /// The epoch its cursor was read in (and its answer is labelled with).
+    epoch: String,
     from: i64,
     head: i64,
     feed: tokio::sync::OnceCell<RevocationFeed>,
 }
 
 impl SharedDelta {
-    fn answers(&self, generation: u64, from: i64, head: i64) -> bool {
-        (self.generation, self.from, self.head) == (generation, from, head)
+    fn answers(&self, generation: u64, epoch: &str, from: i64, head: i64) -> bool {
+        (self.generation, self.from, self.head) == (generation, from, head) && self.epoch == epoch
     }
 }
 
@@ -207,8 +239,18 @@ impl Feed {
     async fn sync_once(&self, store: &dyn Store, now: i64) -> Result<(), StoreError> {
         let _one_at_a_time = self.sync_lock.lock().await;
         let head = store.feed_head().await?;
-        if head.head < self.head.load(Ordering::SeqCst) {
-            self.start_new_epoch(store, &head).await?;
+        match head.epoch.as_deref() {
+            // Another instance found the history went back, or the restore
+            // step (`feed new-epoch`) ran: cursors of this one's epoch name
+            // positions of a history the database no longer holds.
+            Some(epoch) if epoch != self.epoch() => {
+                tracing::warn!("the database holds a new revocation feed epoch; taking it");
+                self.begin_epoch(epoch.to_owned(), &head);
+            }
+            _ if head.head < self.head.load(Ordering::SeqCst) => {
+                self.start_new_epoch(store, &head).await?;
+            }
+            _ => {}
         }
         if let Ok(mut set) = self.set.write() {
             // The clock stepped back below a time the list forgot entries
@@ -220,11 +262,22 @@ impl Feed {
                 *set = OwnList::default();
             }
         }
-        let after = self.set.read().map(|s| s.seq).unwrap_or(0);
-        let events = store
-            .feed_events_after(after, self.retention.forgotten_through(now))
-            .await?;
+        let forgotten_through = self.retention.forgotten_through(now);
+        let (after, newest) = self
+            .set
+            .read()
+            .map(|s| (s.seq, s.newest.clone()))
+            .unwrap_or_default();
+        // From the newest event applied on, to check it is still there as it was.
+        let from = newest.as_ref().map_or(after, |e| after.min(e.seq - 1));
+        let mut events = store.feed_events_after(from, forgotten_through).await?;
+        if newest.is_some_and(|n| history_diverged(&n, &events, forgotten_through)) {
+            self.start_new_epoch(store, &head).await?;
+            events = store.feed_events_after(0, forgotten_through).await?;
+        }
         if let Ok(mut set) = self.set.write() {
+            let after = set.seq;
+            events.retain(|e| e.seq > after);
             set.apply(&events, self.retention, now);
             set.seq = set.seq.max(head.head);
         }
@@ -255,8 +308,8 @@ impl Feed {
     /// The database is behind what this process already published: its
     /// history went back (restored, or failed over to a replica that missed
     /// the last commits), and the sequence numbers of the lost events will be
-    /// handed out again. Cursors issued before would then skip the new
-    /// events: a new epoch (the one another instance may have started
+    /// (or were) handed out again. Cursors issued before would then skip the
+    /// new events: a new epoch (the one another instance may have started
     /// already), so every poller gets a snapshot, and this process's own
     /// list reloaded from nothing.
     async fn start_new_epoch(&self, store: &dyn Store, head: &FeedHead) -> Result<(), StoreError> {
@@ -266,6 +319,13 @@ impl Feed {
             known_head = self.head.load(Ordering::SeqCst),
             "the revocation feed went back in the database; new feed epoch"
         );
+        self.begin_epoch(epoch, head);
+        Ok(())
+    }
+
+    /// Starts answering in `epoch` from nothing: the list reloaded, every
+    /// cursor of the epoch before answered with a snapshot.
+    fn begin_epoch(&self, epoch: String, head: &FeedHead) {
         if let Ok(mut e) = self.epoch.write() {
             *e = epoch;
         }
@@ -279,7 +339,6 @@ impl Feed {
         *self.lock_last_delta() = None;
         // Parked long polls hold cursors of the old epoch: answer them now.
         self.notifier.new_epoch(head.head);
-        Ok(())
     }
 
     /// The key of the compact feed's digests: one per issuer and database,
@@ -298,11 +357,7 @@ impl Feed {
 
     /// The sequence number in `cursor` if it was issued by this database.
     fn parse_cursor(&self, cursor: &str) -> Option<i64> {
-        let (epoch, seq) = cursor.split_once('.')?;
-        (epoch == self.epoch())
-            .then(|| seq.parse::<i64>().ok())
-            .flatten()
-            .filter(|s| *s >= 0)
+        cursor_in(&self.epoch(), cursor)
     }
 
     /// Long polls parked right now.
@@ -335,7 +390,10 @@ impl Feed {
     ) -> Result<FeedAnswer, StoreError> {
         // Before the cursor is read: a new epoch bumps it after the cursors change.
         let generation = self.generation.load(Ordering::SeqCst);
-        let since = since.and_then(|c| self.parse_cursor(c));
+        // The answer names the epoch its cursor was read in, even if a new
+        // one begins while it is read (its next poll then gets a snapshot).
+        let epoch = self.epoch();
+        let since = since.and_then(|c| cursor_in(&epoch, c));
         if since > Some(self.head.load(Ordering::SeqCst)) || self.behind.load(Ordering::SeqCst) {
             // A cursor from another instance that saw a newer write than this
             // one has synced yet (milliseconds, on one database), or the last
@@ -359,7 +417,7 @@ impl Feed {
         }
         let Some(from) = delta_from else {
             return Ok(FeedAnswer::Body(
-                self.read(store, issuer, None, head, now).await?,
+                self.read(store, issuer, &epoch, None, head, now).await?,
             ));
         };
         // Every long poll a change wakes holds the same cursor and asks for the
@@ -370,7 +428,9 @@ impl Feed {
         let shared = {
             let mut last = self.lock_last_delta();
             match last.as_ref() {
-                Some(slot) if slot.answers(generation, from, head) => Some(Arc::clone(slot)),
+                Some(slot) if slot.answers(generation, &epoch, from, head) => {
+                    Some(Arc::clone(slot))
+                }
                 // Another cursor's read, under way (a poll holds the slot
                 // besides this one); one that failed or whose poll went
                 // away holds it no more.
@@ -384,6 +444,7 @@ impl Feed {
                 _ => {
                     let slot = Arc::new(SharedDelta {
                         generation,
+                        epoch: epoch.clone(),
                         from,
                         head,
                         feed: tokio::sync::OnceCell::new(),
@@ -395,14 +456,15 @@ impl Feed {
         };
         let Some(shared) = shared else {
             return Ok(FeedAnswer::Body(
-                self.read(store, issuer, Some(from), head, now).await?,
+                self.read(store, issuer, &epoch, Some(from), head, now)
+                    .await?,
             ));
         };
         // A read that fails (or whose poll went away) leaves the cell empty:
         // the next poll waiting on it reads in its place.
         let feed = shared
             .feed
-            .get_or_try_init(|| self.read(store, issuer, Some(from), head, now))
+            .get_or_try_init(|| self.read(store, issuer, &epoch, Some(from), head, now))
             .await?;
         Ok(FeedAnswer::Body(feed.clone()))
     }
@@ -419,6 +481,7 @@ impl Feed {
         &self,
         store: &dyn Store,
         issuer: &str,
+        epoch: &str,
         delta_from: Option<i64>,
         head: i64,
         now: i64,
@@ -432,7 +495,7 @@ impl Feed {
         let retention = self.retention;
         let feed = RevocationFeed {
             issuer: issuer.to_owned(),
-            cursor: format!("{}.{}", self.epoch(), newest),
+            cursor: format!("{epoch}.{newest}"),
             snapshot: delta_from.is_none(),
             ..events_feed(&events, |exp| retention.forget_after(exp))
         };
@@ -705,8 +768,10 @@ mod tests {
                 panic!("a delta")
             };
             let generation = self.generation.load(Ordering::SeqCst) - 1;
+            // Labelled as the current epoch: the generation alone keeps it apart.
             *self.lock_last_delta() = Some(Arc::new(SharedDelta {
                 generation,
+                epoch: self.epoch(),
                 from,
                 head,
                 feed: tokio::sync::OnceCell::new_with(Some(feed.clone())),
@@ -756,6 +821,96 @@ mod tests {
         assert!(
             feed.is_revoked(Some("j-new"), "s", None, EXP - 900, EXP - 10),
             "the service's own checks see the acknowledged revocation"
+        );
+    }
+
+    /// The same, when the first writes after the database went back bring
+    /// its head back to (or past) the one this instance had seen before any
+    /// sync noticed it lower: the head alone no longer tells, and a filter
+    /// whose cursor names the lost event got `304` over the new one, then
+    /// the deltas after it: the new revocation never reached it.
+    #[tokio::test]
+    async fn a_revocation_that_brings_the_head_back_after_the_database_went_back_is_not_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let primary = store(&dir).await;
+        primary.revoke_token("j1", EXP - 10, EXP).await.unwrap();
+        let feed = Feed::load(&primary, MARGIN, 10, EXP - 10).await.unwrap();
+        let replica = backup(&dir, "replica.db").await;
+        let same = backup(&dir, "same.db").await;
+        primary.revoke_token("j2", EXP - 10, EXP).await.unwrap();
+        feed.sync(&primary, EXP - 10).await.unwrap();
+        let filter_cursor = feed.cursor();
+        // Failed over to the replica (head 1); the next write takes seq 2 again.
+        let replica = open(&replica).await;
+        replica.revoke_token("j-new", EXP - 10, EXP).await.unwrap();
+        feed.sync(&replica, EXP - 10).await.unwrap();
+        let answer = feed
+            .answer(&replica, "iss", Some(&filter_cursor), EXP - 10)
+            .await
+            .unwrap();
+        assert!(
+            jtis(&answer).contains(&"j-new".to_string()),
+            "the filter at {filter_cursor} gets the new revocation (got {:?})",
+            jtis(&answer)
+        );
+        assert!(
+            feed.is_revoked(Some("j-new"), "s", None, EXP - 900, EXP - 10),
+            "the service's own checks see the acknowledged revocation"
+        );
+        // Written again with the very same content: nothing was lost.
+        let same = open(&same).await;
+        let feed = Feed::load(&primary, MARGIN, 10, EXP - 10).await.unwrap();
+        let cursor = feed.cursor();
+        same.revoke_token("j2", EXP - 10, EXP).await.unwrap();
+        feed.sync(&same, EXP - 10).await.unwrap();
+        assert_eq!(feed.cursor(), cursor, "the same history: no new epoch");
+    }
+
+    /// Two instances on one database that went back: the one that noticed
+    /// started a new epoch in the database; the other, which had not seen
+    /// the lost event, kept its old epoch in memory and answered cursors of
+    /// the lost history over the new one. Every instance takes the epoch the
+    /// database holds; so does one running when the restore step
+    /// (`authflow-auth feed new-epoch`) renews it.
+    #[tokio::test]
+    async fn every_instance_takes_the_epoch_the_database_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let primary = store(&dir).await;
+        primary.revoke_token("j1", EXP - 10, EXP).await.unwrap();
+        let (a, b) = (
+            Feed::load(&primary, MARGIN, 10, EXP - 10).await.unwrap(),
+            Feed::load(&primary, MARGIN, 10, EXP - 10).await.unwrap(),
+        );
+        let replica = backup(&dir, "replica.db").await;
+        primary.revoke_token("j2", EXP - 10, EXP).await.unwrap();
+        a.sync(&primary, EXP - 10).await.unwrap();
+        let filter_cursor = a.cursor();
+        let replica = open(&replica).await;
+        a.sync(&replica, EXP - 10).await.unwrap();
+        assert_ne!(a.cursor(), filter_cursor, "a noticed: a new epoch");
+        b.sync(&replica, EXP - 10).await.unwrap();
+        replica.revoke_token("j-new", EXP - 10, EXP).await.unwrap();
+        b.sync(&replica, EXP - 10).await.unwrap();
+        assert_eq!(a.epoch(), b.epoch(), "b takes the database's epoch");
+        let answer = b
+            .answer(&replica, "iss", Some(&filter_cursor), EXP - 10)
+            .await
+            .unwrap();
+        assert!(
+            jtis(&answer).contains(&"j-new".to_string()),
+            "got {:?}",
+            jtis(&answer)
+        );
+
+        // The restore step run while an instance is up.
+        let running = b.cursor();
+        let old = replica.epoch().await.unwrap();
+        let renewed = replica.renew_epoch(&old).await.unwrap();
+        b.sync(&replica, EXP - 10).await.unwrap();
+        assert!(
+            b.cursor().starts_with(&renewed),
+            "{} after {running}",
+            b.cursor()
         );
     }
 

@@ -382,7 +382,9 @@ impl FeedKind {
     }
 }
 
-#[derive(Clone, Debug)]
+/// Equal when the same revocation (the sequence number too): what a history
+/// that went back wrote under a lost event's number is told apart by it.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FeedEvent {
     pub seq: i64,
     pub kind: FeedKind,
@@ -433,11 +435,13 @@ pub struct AuditEntry {
 }
 
 /// Position of the revocation feed: the newest event and the newest event
-/// ever pruned (a cursor older than that is "too old").
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// ever pruned (a cursor older than that is "too old"), and the epoch the
+/// database holds (`None` before the first instance started on it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FeedHead {
     pub head: i64,
     pub pruned_through: i64,
+    pub epoch: Option<String>,
 }
 
 #[async_trait]

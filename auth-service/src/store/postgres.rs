@@ -522,10 +522,12 @@ super::portable::impl_store! {
     }
 
     async fn feed_head(&self) -> StoreResult<FeedHead> {
-        let (head, pruned_through): (i64, i64) = sqlx::query_as("SELECT head, pruned_through FROM feed_state WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(FeedHead { head, pruned_through })
+        let (head, pruned_through, epoch): (i64, i64, Option<String>) = sqlx::query_as(
+            "SELECT head, pruned_through, (SELECT value FROM meta WHERE key = 'feed_epoch') FROM feed_state WHERE id = 1",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(FeedHead { head, pruned_through, epoch })
     }
 
     async fn prune_feed(&self, forgotten_through: i64) -> StoreResult<u64> {

@@ -550,6 +550,7 @@ super::portable::impl_store! {
         Ok(FeedHead {
             head: head.unwrap_or(0),
             pruned_through: pruned.and_then(|p| p.parse().ok()).unwrap_or(0),
+            epoch: meta_get(&self.write, "feed_epoch").await?,
         })
     }
 
