@@ -169,6 +169,12 @@ pub struct Feed {
     /// The delta read last, or being read: the long polls one change wakes
     /// all ask for it. Held only to look at or swap the slot, never across a read.
     last_delta: std::sync::Mutex<Option<Arc<SharedDelta>>>,
+    /// The snapshot read last, or being read, and the second it was read
+    /// in: what every poll without a cursor (a fleet of filters starting,
+    /// all the parked polls a new epoch wakes, anyone at all) is answered
+    /// with in that second at that head, rather than one read of the whole
+    /// list each: at most one such read a second.
+    last_snapshot: std::sync::Mutex<Option<(i64, Arc<SharedDelta>)>>,
     /// Counts the epochs this process began: a delta read in one is never
     /// shared in the next, where the same sequence numbers name other events.
     generation: AtomicU64,
@@ -184,8 +190,11 @@ struct SharedDelta {
     epoch: String,
     from: i64,
     head: i64,
-    feed: tokio::sync::OnceCell<RevocationFeed>,
+    feed: tokio::sync::OnceCell<Arc<RevocationFeed>>,
 }
+
+/// The `from` of a shared snapshot (cursors are never negative).
+const SNAPSHOT: i64 = -1;
 
 impl SharedDelta {
     fn answers(&self, generation: u64, epoch: &str, from: i64, head: i64) -> bool {
@@ -196,7 +205,8 @@ impl SharedDelta {
 /// What a `since` cursor asks for.
 pub enum FeedAnswer {
     NotModified,
-    Body(RevocationFeed),
+    /// Shared by the polls answered with the same read.
+    Body(Arc<RevocationFeed>),
 }
 
 impl Feed {
@@ -219,6 +229,7 @@ impl Feed {
             notifier: FeedNotifier::new(0, max_waiters),
             store_reads: AtomicU64::new(0),
             last_delta: std::sync::Mutex::new(None),
+            last_snapshot: std::sync::Mutex::new(None),
             generation: AtomicU64::new(0),
             behind: AtomicBool::new(false),
         };
@@ -231,13 +242,15 @@ impl Feed {
     /// works again after a failure, every poll catches up before it is
     /// answered (the write before the failed sync was acknowledged).
     pub async fn sync(&self, store: &dyn Store, now: i64) -> Result<(), StoreError> {
-        let synced = self.sync_once(store, now).await;
+        let _one_at_a_time = self.sync_lock.lock().await;
+        let synced = self.sync_locked(store, now).await;
+        // Under the lock: a sync that worked must not clear the flag a later
+        // one that failed has set.
         self.behind.store(synced.is_err(), Ordering::SeqCst);
         synced
     }
 
-    async fn sync_once(&self, store: &dyn Store, now: i64) -> Result<(), StoreError> {
-        let _one_at_a_time = self.sync_lock.lock().await;
+    async fn sync_locked(&self, store: &dyn Store, now: i64) -> Result<(), StoreError> {
         let head = store.feed_head().await?;
         match head.epoch.as_deref() {
             // Another instance found the history went back, or the restore
@@ -416,9 +429,10 @@ impl Feed {
             return Ok(FeedAnswer::NotModified);
         }
         let Some(from) = delta_from else {
-            return Ok(FeedAnswer::Body(
-                self.read(store, issuer, &epoch, None, head, now).await?,
-            ));
+            return self
+                .shared_snapshot(store, issuer, (generation, &epoch), head, now)
+                .await
+                .map(FeedAnswer::Body);
         };
         // Every long poll a change wakes holds the same cursor and asks for the
         // same delta at once: the first reads it, the others wait for that
@@ -455,18 +469,69 @@ impl Feed {
             }
         };
         let Some(shared) = shared else {
-            return Ok(FeedAnswer::Body(
+            return Ok(FeedAnswer::Body(Arc::new(
                 self.read(store, issuer, &epoch, Some(from), head, now)
                     .await?,
-            ));
+            )));
         };
         // A read that fails (or whose poll went away) leaves the cell empty:
         // the next poll waiting on it reads in its place.
         let feed = shared
             .feed
-            .get_or_try_init(|| self.read(store, issuer, &epoch, Some(from), head, now))
+            .get_or_try_init(|| async {
+                Ok::<_, StoreError>(Arc::new(
+                    self.read(store, issuer, &epoch, Some(from), head, now)
+                        .await?,
+                ))
+            })
             .await?;
-        Ok(FeedAnswer::Body(feed.clone()))
+        Ok(FeedAnswer::Body(Arc::clone(feed)))
+    }
+
+    /// The snapshot at `head` at `now`: read once and handed to every poll
+    /// asking for it in the same second (in the next one, entries may have
+    /// expired out of it).
+    async fn shared_snapshot(
+        &self,
+        store: &dyn Store,
+        issuer: &str,
+        (generation, epoch): (u64, &str),
+        head: i64,
+        now: i64,
+    ) -> Result<Arc<RevocationFeed>, StoreError> {
+        let slot = {
+            let mut last = self
+                .last_snapshot
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match last.as_ref() {
+                Some((read_at, slot))
+                    if slot.answers(generation, epoch, SNAPSHOT, head) && *read_at == now =>
+                {
+                    Arc::clone(slot)
+                }
+                _ => {
+                    let slot = Arc::new(SharedDelta {
+                        generation,
+                        epoch: epoch.to_owned(),
+                        from: SNAPSHOT,
+                        head,
+                        feed: tokio::sync::OnceCell::new(),
+                    });
+                    *last = Some((now, Arc::clone(&slot)));
+                    slot
+                }
+            }
+        };
+        let feed = slot
+            .feed
+            .get_or_try_init(|| async {
+                Ok::<_, StoreError>(Arc::new(
+                    self.read(store, issuer, epoch, None, head, now).await?,
+                ))
+            })
+            .await?;
+        Ok(Arc::clone(feed))
     }
 
     fn lock_last_delta(&self) -> std::sync::MutexGuard<'_, Option<Arc<SharedDelta>>> {
@@ -774,7 +839,7 @@ mod tests {
                 epoch: self.epoch(),
                 from,
                 head,
-                feed: tokio::sync::OnceCell::new_with(Some(feed.clone())),
+                feed: tokio::sync::OnceCell::new_with(Some(Arc::clone(feed))),
             }));
         }
     }
@@ -1045,6 +1110,46 @@ mod tests {
             got.contains(&"j-new-1".to_string()) && got.contains(&"j-new-2".to_string()),
             "the filter at {filter_cursor} gets the revocations of the restored history (got {got:?})"
         );
+    }
+
+    /// Every poll without a cursor (a fleet of filters starting, the polls
+    /// a new epoch wakes, or anyone at all, the endpoint is open) read the
+    /// whole list from the database on its own: a few hundred at once held
+    /// every connection of the pool, and revoking writes waited behind
+    /// them. Polls at one head share one read.
+    #[tokio::test]
+    async fn polls_without_a_cursor_share_one_read_of_the_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(store(&dir).await);
+        store.revoke_token("j1", EXP - 10, EXP).await.unwrap();
+        let feed = Arc::new(Feed::load(&*store, MARGIN, 10, EXP - 10).await.unwrap());
+        let reads = || feed.store_reads.load(Ordering::Relaxed);
+        let before = reads();
+        let polls: Vec<_> = (0..50)
+            .map(|_| {
+                let (feed, store) = (Arc::clone(&feed), Arc::clone(&store));
+                tokio::spawn(async move { feed.answer(&*store, "iss", None, EXP - 10).await })
+            })
+            .collect();
+        for poll in polls {
+            assert_eq!(jtis(&poll.await.unwrap().unwrap()), ["j1"]);
+        }
+        assert_eq!(reads() - before, 1, "one read for every poll");
+        let _ = feed.answer(&*store, "iss", None, EXP - 10).await.unwrap();
+        assert_eq!(reads() - before, 1, "in the same second, the same read");
+
+        // A write moves the head: the next snapshot has it.
+        store.revoke_token("j2", EXP - 5, EXP).await.unwrap();
+        feed.sync(&*store, EXP - 5).await.unwrap();
+        let answer = feed.answer(&*store, "iss", None, EXP - 5).await.unwrap();
+        assert_eq!(jtis(&answer), ["j1", "j2"]);
+        assert_eq!(reads() - before, 2);
+        // Read again in the next second (entries may have expired), or
+        // when the clock went back.
+        let _ = feed.answer(&*store, "iss", None, EXP - 4).await.unwrap();
+        assert_eq!(reads() - before, 3);
+        let _ = feed.answer(&*store, "iss", None, EXP - 100).await.unwrap();
+        assert_eq!(reads() - before, 4);
     }
 
     /// A poller holding the cursor another instance answered (one write

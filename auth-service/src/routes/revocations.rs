@@ -135,7 +135,11 @@ pub async fn feed(
                 )
                     .into_response()
             } else {
-                ([(header::CACHE_CONTROL, no_cache), vary], axum::Json(feed)).into_response()
+                (
+                    [(header::CACHE_CONTROL, no_cache), vary],
+                    axum::Json(&*feed),
+                )
+                    .into_response()
             }
         }
     })
