@@ -119,7 +119,8 @@ impl ApiError {
             Self::InvalidCode(d) => (S::UNAUTHORIZED, "invalid_code", (*d).into()),
             Self::InvalidLink => (S::BAD_REQUEST, "invalid_token", "the link is invalid, expired or already used".into()),
             Self::InvalidToken(d) => (S::UNAUTHORIZED, "invalid_token", (*d).into()),
-            Self::InvalidGrant(d) => (S::UNAUTHORIZED, "invalid_grant", (*d).into()),
+            // RFC 6749 §5.2: 400 (the client authenticated nothing; no challenge applies).
+            Self::InvalidGrant(d) => (S::BAD_REQUEST, "invalid_grant", (*d).into()),
             Self::InvalidClient => (S::UNAUTHORIZED, "invalid_client", "client authentication failed".into()),
             Self::InvalidScope(d) => (S::BAD_REQUEST, "invalid_scope", (*d).into()),
             Self::UnsupportedGrantType => {

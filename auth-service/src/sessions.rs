@@ -42,6 +42,10 @@ pub const REFRESH_LIMIT_WINDOW_SECS: i64 = 3600;
 /// `invalid_grant`); the browser refresh page tells it apart.
 pub const JUST_ROTATED: &str = "refresh token was just rotated";
 
+/// The `error_description` of a refresh token the service does not know,
+/// or that was sent without its device.
+const UNKNOWN_REFRESH_TOKEN: &str = "unknown refresh token";
+
 /// Whether a refresh token rotated (`used_at`) is, at `now`, still within
 /// [`REFRESH_REUSE_GRACE_SECS`]. A rotation stamped ahead of `now` (another
 /// instance's clock) counts as just rotated.
@@ -248,13 +252,13 @@ pub async fn refresh(
         // Pushed out of the session's history by later rotations, yet known
         // by its tag as this session's: judged below, like any rotated one.
         None => refresh_tokens::session_of(&state.refresh_keys, refresh_token.expose())
-            .ok_or(ApiError::InvalidGrant("unknown refresh token"))?,
+            .ok_or(ApiError::InvalidGrant(UNKNOWN_REFRESH_TOKEN))?,
     };
     let session = state
         .store
         .session(session_id)
         .await?
-        .ok_or(ApiError::InvalidGrant("unknown refresh token"))?;
+        .ok_or(ApiError::InvalidGrant(UNKNOWN_REFRESH_TOKEN))?;
     if !hashes_match(&hash_secret(&device), &session.device_secret_hash) {
         audit::record(
             state,
@@ -265,9 +269,9 @@ pub async fn refresh(
             None,
         )
         .await;
-        return Err(ApiError::InvalidGrant(
-            "the refresh token belongs to another device",
-        ));
+        // Answered as an unknown token: whoever holds a refresh token but
+        // not its device learns nothing about it (the audit row says).
+        return Err(ApiError::InvalidGrant(UNKNOWN_REFRESH_TOKEN));
     }
     if let Some(bound) = &session.dpop_jkt {
         if proof.as_ref().map(PendingProof::jkt) != Some(bound.as_str()) {
@@ -309,7 +313,7 @@ pub async fn refresh(
         .store
         .user_by_id(&session.user_id)
         .await?
-        .ok_or(ApiError::InvalidGrant("unknown refresh token"))?;
+        .ok_or(ApiError::InvalidGrant(UNKNOWN_REFRESH_TOKEN))?;
     if user.banned_at.is_some() {
         return Err(ApiError::AccountDisabled);
     }

@@ -82,7 +82,9 @@ pub fn token_response(state: &AppState, tokens: SessionTokens, now: i64) -> Resp
 
 /// Rotates the refresh token; reuse of a rotated one from its device revokes
 /// the session, except within 10 s of its rotation (a client's own requests
-/// racing): then 401 "refresh token was just rotated" and nothing changes.
+/// racing): then 400 `invalid_grant` "refresh token was just rotated" and
+/// nothing changes (every refused refresh token is 400 `invalid_grant`,
+/// RFC 6749 §5.2).
 /// Without the device secret nothing changes either. A session started with a DPoP proof refreshes only with a proof from the
 /// same key (else 400 `invalid_dpop_proof`, and the token stays usable).
 /// A session that rotated `throttle.refresh_max_per_hour` times within the
@@ -91,8 +93,8 @@ pub fn token_response(state: &AppState, tokens: SessionTokens, now: i64) -> Resp
     params(("x-authflow-device" = String, Header, description = "device secret (or the cookie)"),
            ("DPoP" = Option<String>, Header, description = "DPoP proof (RFC 9449): `htm` POST, `htu` the issuer + `/v1/auth/refresh`; required for a DPoP-bound session")),
     responses((status = 200, body = TokenResponse, headers(("DPoP-Nonce" = String, description = "a fresh server nonce, when nonces are required"))),
-              (status = 400, body = ErrorBody, description = "`invalid_dpop_proof`, or `use_dpop_nonce` with the nonce in `DPoP-Nonce`"),
-              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 400, body = ErrorBody, description = "`invalid_grant` (unknown, rotated out, ended, or sent without its device secret), `invalid_dpop_proof`, or `use_dpop_nonce` with the nonce in `DPoP-Nonce`"),
+              (status = 403, body = ErrorBody),
               (status = 429, body = ErrorBody, description = "the session's refresh limit (`throttle.refresh_max_per_hour`); `Retry-After` says when", headers(("Retry-After" = u64, description = "seconds")))))]
 pub async fn refresh(
     State(state): State<Arc<AppState>>,

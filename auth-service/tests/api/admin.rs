@@ -164,7 +164,7 @@ async fn ban_unban_revoke_and_sessions() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 401);
+    assert_eq!(invalid_grant(r).await, "the session has ended");
     let r = app
         .authed(
             Method::GET,

@@ -357,9 +357,9 @@ pub async fn refresh_with_device(
     request.send().await.unwrap()
 }
 
-/// The `error_description` of a 401 `invalid_grant` answer.
+/// The `error_description` of a 400 `invalid_grant` answer.
 pub async fn invalid_grant(r: reqwest::Response) -> String {
-    assert_eq!(r.status(), 401);
+    assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "invalid_grant", "{body}");
     body["error_description"].as_str().unwrap().to_owned()

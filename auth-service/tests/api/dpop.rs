@@ -280,7 +280,7 @@ async fn a_bound_refresh_token_works_only_with_its_key_and_a_wrong_key_burns_not
         .is_none());
     // Reuse with the right key (past the grace) is still reuse: the session ends.
     let r = app.dpop_refresh(&t, &key).await;
-    assert_eq!(error_code(r, 401).await, "invalid_grant");
+    assert_eq!(error_code(r, 400).await, "invalid_grant");
     assert!(app
         .state
         .store
@@ -381,7 +381,7 @@ async fn a_proof_is_recorded_only_by_a_request_that_succeeds() {
         session: t.session.clone(),
     };
     let r = app.refresh_with(&unknown, Some(proof.clone())).await;
-    assert_eq!(error_code(r, 401).await, "invalid_grant");
+    assert_eq!(error_code(r, 400).await, "invalid_grant");
     let r = app.refresh_with(&t, Some(proof.clone())).await;
     assert_eq!(
         r.status(),
