@@ -127,16 +127,25 @@ enum ServiceAccountCommand {
         client_id: String,
         #[arg(long)]
         jwk_file: std::path::PathBuf,
+        /// Also kill every token the account holds (the old key leaked).
+        #[arg(long)]
+        revoke_tokens: bool,
     },
     /// Remove the account's public key (refused when it has no secret).
     RemoveKey {
         #[arg(long)]
         client_id: String,
+        /// Also kill every token the account holds (the key leaked).
+        #[arg(long)]
+        revoke_tokens: bool,
     },
     /// Replace the secret (the old one stops working); prints the new one once.
     RotateSecret {
         #[arg(long)]
         client_id: String,
+        /// Also kill every token the account holds (the old secret leaked).
+        #[arg(long)]
+        revoke_tokens: bool,
     },
     /// Disable the account; its live tokens are banned through the revocation feed.
     Disable {
@@ -556,10 +565,11 @@ async fn service_account(config: Config, cmd: ServiceAccountCommand) -> Result<(
         ServiceAccountCommand::SetKey {
             client_id,
             jwk_file,
+            revoke_tokens,
         } => {
             let jwk = read_jwk(&jwk_file)?;
             let change = async {
-                service_accounts::set_public_key(&state, &client_id, Some(&jwk), now)
+                service_accounts::set_public_key(&state, &client_id, Some(&jwk), revoke_tokens, now)
                     .await
                     .map_err(|e| format!("{e:?}"))
             };
@@ -576,9 +586,12 @@ async fn service_account(config: Config, cmd: ServiceAccountCommand) -> Result<(
                 serde_json::json!({"client_id": client_id, "public_key": true})
             );
         }
-        ServiceAccountCommand::RemoveKey { client_id } => {
+        ServiceAccountCommand::RemoveKey {
+            client_id,
+            revoke_tokens,
+        } => {
             let change = async {
-                service_accounts::set_public_key(&state, &client_id, None, now)
+                service_accounts::set_public_key(&state, &client_id, None, revoke_tokens, now)
                     .await
                     .map_err(|e| format!("{e:?}"))
             };
@@ -595,9 +608,12 @@ async fn service_account(config: Config, cmd: ServiceAccountCommand) -> Result<(
                 serde_json::json!({"client_id": client_id, "public_key": false})
             );
         }
-        ServiceAccountCommand::RotateSecret { client_id } => {
+        ServiceAccountCommand::RotateSecret {
+            client_id,
+            revoke_tokens,
+        } => {
             let change = async {
-                service_accounts::rotate_secret(&state, &client_id, now)
+                service_accounts::rotate_secret(&state, &client_id, revoke_tokens, now)
                     .await
                     .map_err(|e| format!("{e:?}"))
             };

@@ -12,7 +12,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::Client;
 use crate::sessions::feed_changed;
 use crate::state::AppState;
-use crate::store::{ServiceAccount, StoreError};
+use crate::store::{ServiceAccount, StoreError, TokensBan};
 use crate::throttle::ip_key;
 
 /// Longest client id; ids are `[a-z0-9._-]`, so they need no escaping in a
@@ -123,11 +123,13 @@ fn checked_jwk(jwk: &Value) -> ApiResult<String> {
 }
 
 /// Registers (replaces) or, with `None`, removes a live account's public key.
-/// Assertions signed with a replaced key stop working at once.
+/// Assertions signed with a replaced key stop working at once; with
+/// `revoke_tokens`, so do the tokens the account holds (see [`tokens_ban`]).
 pub async fn set_public_key(
     state: &AppState,
     client_id: &str,
     jwk: Option<&Value>,
+    revoke_tokens: bool,
     now: i64,
 ) -> ApiResult<()> {
     let public_jwk = jwk.map(checked_jwk).transpose()?;
@@ -138,32 +140,65 @@ pub async fn set_public_key(
             ));
         }
     }
+    let subject = service_subject(client_id);
+    let ban = tokens_ban(state, &subject, revoke_tokens, now);
     if !state
         .store
-        .set_service_public_jwk(client_id, public_jwk.as_deref(), now)
+        .set_service_public_jwk(client_id, public_jwk.as_deref(), now, ban)
         .await?
     {
         return Err(ApiError::NotFound(
             "no live service account has this client_id",
         ));
+    }
+    if revoke_tokens {
+        feed_changed(state).await;
     }
     Ok(())
 }
 
-/// A new secret for a live account; the old one stops working at once.
-pub async fn rotate_secret(state: &AppState, client_id: &str, now: i64) -> ApiResult<String> {
+/// A new secret for a live account; the old one stops working at once, and
+/// with `revoke_tokens` so do the tokens the account holds.
+pub async fn rotate_secret(
+    state: &AppState,
+    client_id: &str,
+    revoke_tokens: bool,
+    now: i64,
+) -> ApiResult<String> {
     let secret = random_secret();
     let hash = stored_secret(secret.expose());
+    let subject = service_subject(client_id);
+    let ban = tokens_ban(state, &subject, revoke_tokens, now);
     if !state
         .store
-        .set_service_secret(client_id, &hash, now)
+        .set_service_secret(client_id, &hash, now, ban)
         .await?
     {
         return Err(ApiError::NotFound(
             "no live service account has this client_id",
         ));
     }
+    if revoke_tokens {
+        feed_changed(state).await;
+    }
     Ok(secret.expose().to_owned())
+}
+
+/// With `revoke`, the ban a change of credentials appends: every token the
+/// account was issued up to `now` (its second included: `iat` has whole
+/// seconds) is refused by every filter, as after [`disable`], while the
+/// account lives on under its new credentials (the credential that leaked
+/// is worth nothing, nor are the tokens minted with it).
+fn tokens_ban<'a>(
+    state: &AppState,
+    subject: &'a str,
+    revoke: bool,
+    now: i64,
+) -> Option<TokensBan<'a>> {
+    revoke.then(|| TokensBan {
+        subject,
+        expires_at: now + i64::try_from(state.config.tokens.access_ttl.as_secs()).unwrap_or(900),
+    })
 }
 
 /// Disables the account: no more tokens, and a subject ban on its service

@@ -15,7 +15,7 @@ use jwt_simple::prelude::*;
 use crate::domain::random_id;
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::{IssuedToken, User};
+use crate::store::{IssuedToken, ServiceAccount, User};
 
 /// Longest bearer token accepted (ours are well under 1 KiB).
 pub const MAX_TOKEN_LEN: usize = 4096;
@@ -87,15 +87,18 @@ pub fn sign_for_session(
 /// Signs an access token for a service account (client-credentials grant):
 /// `sub` is its service subject, no session, no device binding, no roles;
 /// bound to the DPoP key thumbprint `jkt`, if any. 401 `invalid_client` when
-/// the account was disabled meanwhile: the token is recorded only while the
-/// account is live, so a disable covers every token that was handed out.
+/// the account was disabled, or its credentials changed, since `account`
+/// was read: the token is recorded only while the account is live under
+/// those credentials, so a disable (or a rotation revoking tokens) covers
+/// every token that was handed out.
 pub async fn issue_for_service(
     state: &AppState,
-    client_id: &str,
+    account: &ServiceAccount,
     scope: &str,
     jkt: Option<String>,
     now: i64,
 ) -> Result<IssuedAccess, ApiError> {
+    let client_id = account.client_id.as_str();
     let custom = AccessClaims {
         sid: String::new(),
         roles: Vec::new(),
@@ -105,7 +108,13 @@ pub async fn issue_for_service(
         cnf: confirmation(jkt),
     };
     let (issued, record) = sign(state, &service_subject(client_id), custom, now, i64::MAX)?;
-    if !state.store.record_service_token(&record, client_id).await? {
+    // Only under the credentials the request was authenticated with: a
+    // rotation that committed meanwhile refuses it.
+    if !state
+        .store
+        .record_service_token(&record, client_id, account.rotated_at)
+        .await?
+    {
         return Err(ApiError::InvalidClient);
     }
     Ok(counted(state, issued))

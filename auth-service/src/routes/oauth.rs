@@ -135,8 +135,7 @@ pub async fn token(
     }
     let scope =
         granted_scope(&account.scope, form.scope.as_deref()).map_err(ApiError::InvalidScope)?;
-    let access =
-        tokens::issue_for_service(&state, &account.client_id, &scope, dpop_jkt, now).await?;
+    let access = tokens::issue_for_service(&state, &account, &scope, dpop_jkt, now).await?;
     let subject = authflow_contract::claims::service_subject(&account.client_id);
     audit::record(
         &state,

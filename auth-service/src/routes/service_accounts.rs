@@ -7,14 +7,14 @@ use std::sync::Arc;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use authflow_contract::claims::service_subject;
 
 use crate::audit;
 use crate::clock::now;
 use crate::error::{ApiResult, ErrorBody};
-use crate::extract::{Admin, Client, Json, PathParam};
+use crate::extract::{Admin, Client, Json, PathParam, QueryParams};
 use crate::service_accounts;
 use crate::state::AppState;
 
@@ -46,6 +46,21 @@ pub struct PublicKeyRequest {
     /// A public JWK (EC P-256 for ES256, or OKP Ed25519 for EdDSA); no private members.
     #[schema(value_type = Object)]
     pub jwk: Value,
+    /// Also kill every token the account holds (its credential leaked):
+    /// every filter refuses them through the revocation feed.
+    #[serde(default)]
+    pub revoke_tokens: bool,
+}
+
+/// A change of a service account's credentials.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialChange {
+    /// `true`: also kill every token the account holds (the credential
+    /// leaked), through the revocation feed; tokens issued in the change's
+    /// second die too. `false` (the default): they live out their lifetime.
+    #[serde(default)]
+    pub revoke_tokens: bool,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -105,20 +120,21 @@ pub async fn create(
 }
 
 #[utoipa::path(post, path = "/v1/admin/service-accounts/{client_id}/secret", tag = "admin", security(("bearer" = [])),
-    params(("client_id" = String, Path)),
+    params(("client_id" = String, Path), CredentialChange),
     responses((status = 200, body = ServiceAccountSecret), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn rotate_secret(
     State(state): State<Arc<AppState>>,
     client: Client,
     Admin(admin): Admin,
     PathParam(client_id): PathParam<String>,
+    QueryParams(change): QueryParams<CredentialChange>,
 ) -> ApiResult<axum::Json<ServiceAccountSecret>> {
     let secret = audit::privileged(
         &state,
         &client,
         ("admin_rotate_service_secret", &format!("by {}", admin.sub)),
         (Some(&service_subject(&client_id)), None),
-        service_accounts::rotate_secret(&state, &client_id, now()),
+        service_accounts::rotate_secret(&state, &client_id, change.revoke_tokens, now()),
         |_| "done".into(),
     )
     .await?;
@@ -150,7 +166,13 @@ pub async fn set_key(
         &client,
         ("admin_set_service_key", &format!("by {}", admin.sub)),
         (Some(&service_subject(&client_id)), None),
-        service_accounts::set_public_key(&state, &client_id, Some(&req.jwk), now()),
+        service_accounts::set_public_key(
+            &state,
+            &client_id,
+            Some(&req.jwk),
+            req.revoke_tokens,
+            now(),
+        ),
         |_| "done".into(),
     )
     .await?;
@@ -161,20 +183,21 @@ pub async fn set_key(
 }
 
 #[utoipa::path(delete, path = "/v1/admin/service-accounts/{client_id}/key", tag = "admin", security(("bearer" = [])),
-    params(("client_id" = String, Path)),
+    params(("client_id" = String, Path), CredentialChange),
     responses((status = 200, body = ServiceAccountKey), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn remove_key(
     State(state): State<Arc<AppState>>,
     client: Client,
     Admin(admin): Admin,
     PathParam(client_id): PathParam<String>,
+    QueryParams(change): QueryParams<CredentialChange>,
 ) -> ApiResult<axum::Json<ServiceAccountKey>> {
     audit::privileged(
         &state,
         &client,
         ("admin_remove_service_key", &format!("by {}", admin.sub)),
         (Some(&service_subject(&client_id)), None),
-        service_accounts::set_public_key(&state, &client_id, None, now()),
+        service_accounts::set_public_key(&state, &client_id, None, change.revoke_tokens, now()),
         |_| "done".into(),
     )
     .await?;

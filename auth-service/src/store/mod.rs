@@ -314,6 +314,15 @@ pub const ROTATED_REFRESH_TOKENS_KEPT: u32 = 256;
 /// restarts, with no table of its own): at most `max_per_window` rotations
 /// within any `window_secs`. `max_per_window` must not exceed
 /// [`ROTATED_REFRESH_TOKENS_KEPT`] (the configuration bounds it).
+/// The tokens a service account holds, killed with a change of its
+/// credentials: `subject` is their `sub`; the feed entry is kept at least
+/// until `expires_at` (see `Store::disable_service_account`).
+#[derive(Clone, Copy, Debug)]
+pub struct TokensBan<'a> {
+    pub subject: &'a str,
+    pub expires_at: i64,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RefreshLimit {
     pub max_per_window: u32,
@@ -661,8 +670,15 @@ pub trait Store: Send + Sync + 'static {
     /// live (false otherwise, nothing recorded); ordered against a concurrent
     /// [`Store::disable_service_account`], which thus sees every token that
     /// was recorded.
-    async fn record_service_token(&self, token: &IssuedToken, client_id: &str)
-        -> StoreResult<bool>;
+    /// Also only while its credentials are still those checked at
+    /// `credentials_at` (its `rotated_at` then): a request authenticated
+    /// just before a rotation gets no token after it.
+    async fn record_service_token(
+        &self,
+        token: &IssuedToken,
+        client_id: &str,
+        credentials_at: i64,
+    ) -> StoreResult<bool>;
     async fn access_token(&self, jti: &str) -> StoreResult<Option<IssuedToken>>;
 
     /// Revokes one session (and its refresh tokens) + a feed event. False if already revoked.
@@ -691,12 +707,14 @@ pub trait Store: Send + Sync + 'static {
     /// Adds a service account; [`StoreError::Conflict`] when the client id is taken.
     async fn create_service_account(&self, account: &ServiceAccount) -> StoreResult<()>;
     async fn service_account(&self, client_id: &str) -> StoreResult<Option<ServiceAccount>>;
-    /// Replaces the secret hash of a live account; false when there is none.
+    /// Replaces the secret hash of a live account (and, with `ban`, kills the
+    /// tokens it holds, in the same transaction); false when there is none.
     async fn set_service_secret(
         &self,
         client_id: &str,
         secret_hash: &str,
         now: i64,
+        ban: Option<TokensBan<'_>>,
     ) -> StoreResult<bool>;
     /// Replaces the secret hash of a live account with `new_hash` only while
     /// it is still `verified` (the hash a secret was just checked against: a
@@ -713,6 +731,7 @@ pub trait Store: Send + Sync + 'static {
         client_id: &str,
         public_jwk: Option<&str>,
         now: i64,
+        ban: Option<TokensBan<'_>>,
     ) -> StoreResult<bool>;
     /// Takes a client assertion's `jti` for good (kept until `expires_at`);
     /// false when it was taken before, by this instance or another.

@@ -61,6 +61,36 @@ macro_rules! sessions_still_verifiable {
     }};
 }
 
+/// Appends inside `$tx` a subject event for a service account's `$subject`
+/// (its tokens' `sub`) killing every token issued up to `$now`, or up to the
+/// newest one recorded for it if that is later (a token request that raced
+/// the change); `$expires_at` moves on as far. Tokens of the ban's last
+/// second die too (`iat` has whole seconds). A macro for the same reason as
+/// [`impl_store`]; used by it.
+macro_rules! ban_service_tokens_in {
+    ($tx:ident, $subject:expr, $now:expr, $expires_at:expr) => {{
+        let newest: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(issued_at) FROM access_tokens WHERE user_id = $1 AND expires_at > $2",
+        )
+        .bind($subject)
+        .bind($now)
+        .fetch_one(&mut *$tx)
+        .await?;
+        let through = newest.map_or($now, |n| n.max($now));
+        let expires_at =
+            ($expires_at + (through - $now)).max(latest_token_expiry(&mut $tx, $subject).await?);
+        append_event(
+            &mut $tx,
+            FeedKind::Subject,
+            $subject,
+            Some(through + 1),
+            expires_at,
+            $now,
+        )
+        .await?;
+    }};
+}
+
 /// Records an issued access token (its jti, for the feed's revocations) on
 /// `$executor`: a pool, or `&mut *tx` to commit it with the write it belongs to.
 macro_rules! insert_access_token {
@@ -344,13 +374,15 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn record_service_token(&self, t: &IssuedToken, client_id: &str) -> StoreResult<bool> {
-                // The account row read under SHARE_LOCK orders this against a disable: one
-                // under way is waited for and seen (nothing recorded); one coming later
-                // waits for this commit and then counts this token (see disable_service_account).
+            async fn record_service_token(&self, t: &IssuedToken, client_id: &str, credentials_at: i64) -> StoreResult<bool> {
+                // The account row read under SHARE_LOCK orders this against a disable or a
+                // change of credentials: one under way is waited for and seen (nothing
+                // recorded: the account is disabled, or its `rotated_at` moved on from the
+                // credentials this request was authenticated with); one coming later waits
+                // for this commit and then counts this token (see ban_service_tokens_in).
                 let r = sqlx::query(&format!(
                     "INSERT INTO access_tokens (jti, user_id, session_id, issued_at, expires_at) \
-                     SELECT $1, $2, $3, $4, $5 FROM service_accounts WHERE client_id = $6 AND disabled_at IS NULL{SHARE_LOCK}"
+                     SELECT $1, $2, $3, $4, $5 FROM service_accounts WHERE client_id = $6 AND disabled_at IS NULL AND rotated_at = $7{SHARE_LOCK}"
                 ))
                 .bind(&t.jti)
                 .bind(&t.user_id)
@@ -358,6 +390,7 @@ macro_rules! impl_store {
                 .bind(t.issued_at)
                 .bind(t.expires_at)
                 .bind(client_id)
+                .bind(credentials_at)
                 .execute(self.writer())
                 .await?;
                 Ok(r.rows_affected() == 1)
@@ -440,14 +473,22 @@ macro_rules! impl_store {
                 .await?)
             }
 
-            async fn set_service_secret(&self, client_id: &str, secret_hash: &str, now: i64) -> StoreResult<bool> {
-                let r = sqlx::query("UPDATE service_accounts SET secret_hash = $1, rotated_at = $2 WHERE client_id = $3 AND disabled_at IS NULL")
+            async fn set_service_secret(&self, client_id: &str, secret_hash: &str, now: i64, ban: Option<TokensBan<'_>>) -> StoreResult<bool> {
+                let mut tx = self.begin_write().await?;
+                let r = sqlx::query(&format!("UPDATE service_accounts SET secret_hash = $1, {NEXT_ROTATION} WHERE client_id = $3 AND disabled_at IS NULL"))
                     .bind(secret_hash)
                     .bind(now)
                     .bind(client_id)
-                    .execute(self.writer())
+                    .execute(&mut *tx)
                     .await?;
-                Ok(r.rows_affected() == 1)
+                if r.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                if let Some(ban) = ban {
+                    ban_service_tokens_in!(tx, ban.subject, now, ban.expires_at);
+                }
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn upgrade_service_secret(&self, client_id: &str, verified: &str, new_hash: &str) -> StoreResult<bool> {
@@ -463,14 +504,22 @@ macro_rules! impl_store {
                 Ok(r.rows_affected() == 1)
             }
 
-            async fn set_service_public_jwk(&self, client_id: &str, public_jwk: Option<&str>, now: i64) -> StoreResult<bool> {
-                let r = sqlx::query("UPDATE service_accounts SET public_jwk = $1, rotated_at = $2 WHERE client_id = $3 AND disabled_at IS NULL")
+            async fn set_service_public_jwk(&self, client_id: &str, public_jwk: Option<&str>, now: i64, ban: Option<TokensBan<'_>>) -> StoreResult<bool> {
+                let mut tx = self.begin_write().await?;
+                let r = sqlx::query(&format!("UPDATE service_accounts SET public_jwk = $1, {NEXT_ROTATION} WHERE client_id = $3 AND disabled_at IS NULL"))
                     .bind(public_jwk)
                     .bind(now)
                     .bind(client_id)
-                    .execute(self.writer())
+                    .execute(&mut *tx)
                     .await?;
-                Ok(r.rows_affected() == 1)
+                if r.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                if let Some(ban) = ban {
+                    ban_service_tokens_in!(tx, ban.subject, now, ban.expires_at);
+                }
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn take_client_assertion(&self, client_id: &str, jti: &str, expires_at: i64) -> StoreResult<bool> {
@@ -507,18 +556,9 @@ macro_rules! impl_store {
                     return Ok(false);
                 }
                 // Every token recorded for the account is visible here (record_service_token
-                // orders itself against the update above), but one may have been issued after
-                // `now` was read: the ban reaches up to the newest, whichever is later. Tokens
-                // of the ban's last second die too (`iat` has whole seconds); a disabled account
-                // gets no new tokens, so nothing legitimate is issued after it.
-                let newest: Option<i64> = sqlx::query_scalar("SELECT MAX(issued_at) FROM access_tokens WHERE user_id = $1 AND expires_at > $2")
-                    .bind(subject)
-                    .bind(now)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                let through = newest.map_or(now, |n| n.max(now));
-                let expires_at = (expires_at + (through - now)).max(latest_token_expiry(&mut tx, subject).await?);
-                append_event(&mut tx, FeedKind::Subject, subject, Some(through + 1), expires_at, now).await?;
+                // orders itself against the update above); a disabled account gets no new
+                // tokens, so nothing legitimate is issued after it.
+                ban_service_tokens_in!(tx, subject, now, expires_at);
                 tx.commit().await?;
                 Ok(true)
             }
@@ -897,4 +937,13 @@ macro_rules! impl_store {
     };
 }
 
-pub(super) use {impl_store, insert_access_token, revoke_sessions_in, sessions_still_verifiable};
+pub(super) use {
+    ban_service_tokens_in, impl_store, insert_access_token, revoke_sessions_in,
+    sessions_still_verifiable,
+};
+
+/// A service account's credentials changed at `$2`: `rotated_at` moves on,
+/// always forward (two changes in one second too), since a token request
+/// is recorded only under the `rotated_at` its credentials were checked at.
+pub(super) const NEXT_ROTATION: &str =
+    "rotated_at = CASE WHEN rotated_at >= $2 THEN rotated_at + 1 ELSE $2 END";

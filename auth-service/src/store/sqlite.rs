@@ -11,8 +11,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use super::portable::{
-    insert_access_token, revoke_sessions_in, sessions_still_verifiable, SESSION_COLUMNS,
-    USER_COLUMNS,
+    ban_service_tokens_in, insert_access_token, revoke_sessions_in, sessions_still_verifiable,
+    NEXT_ROTATION, SESSION_COLUMNS, USER_COLUMNS,
 };
 use super::rows::{ChallengeRow, EventRow, KeyRow, UserRow};
 use super::sealed::{self, key_purpose, totp_purpose};

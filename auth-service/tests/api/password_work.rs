@@ -515,7 +515,7 @@ async fn a_legacy_secret_is_not_restored_over_a_rotation() {
     let store = app.state.store.as_ref();
     store.create_service_account(&account).await.unwrap();
     assert!(store
-        .set_service_secret("cas", "sha256$rotated", 1)
+        .set_service_secret("cas", "sha256$rotated", 1, None)
         .await
         .unwrap());
     assert!(!store

@@ -1191,7 +1191,17 @@ async fn a_disable_kills_every_token_its_account_was_issued() {
 
     // Authenticated before the disable, issued after it: no token comes out that passes.
     let at = authflow_auth_service::clock::now();
-    if let Ok(late) = tokens::issue_for_service(&app.state, "racer", "r", None, at).await {
+    let account = authflow_auth_service::store::ServiceAccount {
+        disabled_at: None,
+        ..app
+            .state
+            .store
+            .service_account("racer")
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    if let Ok(late) = tokens::issue_for_service(&app.state, &account, "r", None, at).await {
         assert!(
             tokens::verify(&app.state, &late.token, at).is_err(),
             "a disabled account got a token that passes"
@@ -1313,4 +1323,116 @@ async fn an_oversized_token_request_is_payload_too_large() {
         )
         .await;
     assert_eq!(r.status(), 200);
+}
+
+/// A leaked secret was rotated, but the tokens minted with it kept working
+/// for their whole lifetime (up to a day, as configured): the only way to
+/// kill them was to disable the account for good. A change of credentials
+/// with `revoke_tokens` bans every token the account holds, through the
+/// feed, and the account lives on under its new secret.
+#[tokio::test]
+async fn rotating_a_leaked_secret_can_kill_the_tokens_it_minted() {
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    let first = app.create_service_account(&admin, "leaky", &["read"]).await;
+    let grant = [("grant_type", "client_credentials")];
+    let token_with = |secret: String| {
+        let app = &app;
+        async move {
+            let r = app.client_token("leaky", &secret, &grant).await;
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()["access_token"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let passes = |token: String| {
+        let app = &app;
+        async move {
+            let r = app
+                .http
+                .get(app.url("/v1/ext-authz"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            r.status() == 200
+        }
+    };
+    let rotate = |query: &'static str| {
+        let (app, admin) = (&app, &admin);
+        async move {
+            let r = app
+                .authed(
+                    Method::POST,
+                    &format!("/v1/admin/service-accounts/leaky/secret{query}"),
+                    admin,
+                )
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()["client_secret"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let routine = token_with(first).await;
+    let second = rotate("").await;
+    assert!(
+        passes(routine.clone()).await,
+        "a routine rotation kills nothing"
+    );
+    let leaked = token_with(second).await;
+    let third = rotate("?revoke_tokens=true").await;
+    assert!(!passes(leaked).await, "the leaked secret's token dies");
+    assert!(!passes(routine).await, "and every older one");
+    // The account lives on: a token of the new secret, after the rotation's second, passes.
+    let since = authflow_auth_service::clock::now();
+    while authflow_auth_service::clock::now() == since {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(passes(token_with(third).await).await);
+    let r = app
+        .authed(
+            Method::POST,
+            "/v1/admin/service-accounts/leaky/secret?revoke_tokens=maybe",
+            &admin,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 400).await, "invalid_request");
+}
+
+/// A token request whose secret was checked just before a rotation
+/// committed, and recorded just after, got a token minted with the old
+/// secret: the rotation did not stop it. The token is recorded only under
+/// the credentials it was checked against (their `rotated_at`, which moves
+/// on with every change, two in one second too).
+#[tokio::test]
+async fn a_request_checked_before_a_rotation_gets_no_token_after_it() {
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    app.create_service_account(&admin, "racer", &["r"]).await;
+    let store = app.state.store.as_ref();
+    let checked = store.service_account("racer").await.unwrap().unwrap();
+    let at = checked.rotated_at;
+    assert!(store
+        .set_service_secret("racer", "sha256$one", at, None)
+        .await
+        .unwrap());
+    let once = store.service_account("racer").await.unwrap().unwrap();
+    assert!(once.rotated_at > at, "a change in the same second moves on");
+    let now = authflow_auth_service::clock::now();
+    let r = authflow_auth_service::tokens::issue_for_service(&app.state, &checked, "r", None, now)
+        .await;
+    assert!(r.is_err(), "a token under the credentials replaced");
+    assert!(
+        authflow_auth_service::tokens::issue_for_service(&app.state, &once, "r", None, now)
+            .await
+            .is_ok()
+    );
 }
