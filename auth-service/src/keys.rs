@@ -14,7 +14,7 @@ use jwt_simple::prelude::*;
 use sha2::{Digest, Sha256};
 
 use crate::domain::random_id;
-use crate::store::{Store, StoreError, StoredKey};
+use crate::store::{PublishedLimit, Store, StoreError, StoredKey};
 
 /// Extra time a retired key stays published, for clock skew between hosts.
 const RETIRED_GRACE_SECS: i64 = 60;
@@ -260,24 +260,28 @@ impl KeyRing {
         now: i64,
         lead_secs: i64,
     ) -> Result<String, RotateError> {
-        // Another process may have rotated meanwhile: count what is stored now.
+        // Counted by the store, in the transaction that adds the key: another
+        // process rotating at the same moment is counted too.
+        let limit = PublishedLimit {
+            max: MAX_PUBLISHED_KEYS,
+            retired_kept_secs: self.retired_kept_secs(),
+            now,
+        };
+        let key = new_key(alg, now, now + lead_secs)?;
+        let added = store.add_signing_key(&key, limit).await?;
         self.reload(store).await?;
-        let published = self
-            .snapshot()
-            .iter()
-            .filter(|k| k.retired_at.is_none_or(|r| now < self.gone_at(r)))
-            .count();
-        if published >= MAX_PUBLISHED_KEYS {
-            return Err(RotateError::TooManyKeys { published });
-        }
-        let kid = add_key(store, alg, now, now + lead_secs).await?;
-        self.reload(store).await?;
-        Ok(kid)
+        added.map_err(|published| RotateError::TooManyKeys { published })?;
+        Ok(key.kid)
     }
 
     /// When a key retired at `retired_at` leaves the JWKS.
     fn gone_at(&self, retired_at: i64) -> i64 {
-        retired_at + self.access_ttl_secs + RETIRED_GRACE_SECS
+        retired_at + self.retired_kept_secs()
+    }
+
+    /// How long a retired key stays in the JWKS.
+    fn retired_kept_secs(&self) -> i64 {
+        self.access_ttl_secs + RETIRED_GRACE_SECS
     }
 
     /// Deletes the private halves of keys that no longer sign (retired at or
@@ -374,17 +378,6 @@ fn new_key(alg: Algorithm, publish_at: i64, active_at: i64) -> Result<StoredKey,
     })
 }
 
-async fn add_key(
-    store: &dyn Store,
-    alg: Algorithm,
-    publish_at: i64,
-    active_at: i64,
-) -> Result<String, StoreError> {
-    let key = new_key(alg, publish_at, active_at)?;
-    store.add_signing_key(&key).await?;
-    Ok(key.kid)
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -412,6 +405,50 @@ mod tests {
                 .unwrap()
                 .to_owned()
         })
+    }
+
+    /// Two instances rotating at the same moment with one key short of the
+    /// most a verifier keeps: each counted what it had loaded, both passed,
+    /// and the JWKS held one key more than filters read (in document order,
+    /// the newest, the one signing, was the one every filter skipped). The
+    /// store counts in the transaction that adds the key.
+    #[tokio::test]
+    async fn two_rotations_at_once_never_publish_more_keys_than_verifiers_keep() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let t = 1_000_000;
+        let a = KeyRing::load(&store, Algorithm::EdDSA, 900, t)
+            .await
+            .unwrap();
+        let b = KeyRing::load(&store, Algorithm::EdDSA, 900, t)
+            .await
+            .unwrap();
+        for i in 1..MAX_PUBLISHED_KEYS - 1 {
+            a.rotate(&store, Algorithm::EdDSA, t + i as i64, 60)
+                .await
+                .unwrap();
+        }
+        let now = t + 100;
+        let (ra, rb) = tokio::join!(
+            a.rotate(&store, Algorithm::EdDSA, now, 60),
+            b.rotate(&store, Algorithm::EdDSA, now, 60)
+        );
+        assert!(
+            ra.is_ok() != rb.is_ok(),
+            "one of the two rotations is refused: {ra:?} {rb:?}"
+        );
+        let refused = if ra.is_err() { ra } else { rb };
+        assert!(matches!(
+            refused,
+            Err(RotateError::TooManyKeys { published }) if published == MAX_PUBLISHED_KEYS
+        ));
+        a.reload(&store).await.unwrap();
+        let (jwks, _) = a.jwks(now);
+        let published = serde_json::from_str::<serde_json::Value>(&jwks).unwrap()["keys"]
+            .as_array()
+            .unwrap()
+            .len();
+        assert_eq!(published, MAX_PUBLISHED_KEYS);
     }
 
     /// Two rotations whose new keys become active out of order (instances

@@ -314,6 +314,20 @@ pub const ROTATED_REFRESH_TOKENS_KEPT: u32 = 256;
 /// restarts, with no table of its own): at most `max_per_window` rotations
 /// within any `window_secs`. `max_per_window` must not exceed
 /// [`ROTATED_REFRESH_TOKENS_KEPT`] (the configuration bounds it).
+/// The most signing keys published at once: those not retired, and those
+/// retired less than `retired_kept_secs` before `now` (still in the JWKS).
+#[derive(Clone, Copy, Debug)]
+pub struct PublishedLimit {
+    pub max: usize,
+    pub retired_kept_secs: i64,
+    pub now: i64,
+}
+
+/// The signing keys `limit` counts as published, in SQL (`$1`: its
+/// `retired_kept_secs`, `$2`: its `now`).
+pub(crate) const COUNT_PUBLISHED_KEYS: &str =
+    "SELECT COUNT(*) FROM signing_keys WHERE retired_at IS NULL OR retired_at + $1 > $2";
+
 /// The tokens a service account holds, killed with a change of its
 /// credentials: `subject` is their `sub`; the feed entry is kept at least
 /// until `expires_at` (see `Store::disable_service_account`).
@@ -782,8 +796,15 @@ pub trait Store: Send + Sync + 'static {
     /// on an empty database create one first key, not one each); false if
     /// another key was there first.
     async fn add_first_signing_key(&self, key: &StoredKey) -> StoreResult<bool>;
-    /// Adds a key; every key not yet retired is retired at the new key's `active_at`.
-    async fn add_signing_key(&self, key: &StoredKey) -> StoreResult<()>;
+    /// Adds a key; every key not yet retired is retired at the new key's
+    /// `active_at`. Refused, nothing written, while `limit.max` keys are
+    /// published (counted in the transaction that orders rotations, so two
+    /// at once cannot both pass): `Err(published)`.
+    async fn add_signing_key(
+        &self,
+        key: &StoredKey,
+        limit: PublishedLimit,
+    ) -> StoreResult<Result<(), usize>>;
     async fn set_signing_key_public(&self, kid: &str, public_key: &[u8]) -> StoreResult<()>;
     /// Deletes the private half of every key retired at or before `now` whose
     /// public half is stored; returns how many.

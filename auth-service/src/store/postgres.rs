@@ -567,13 +567,23 @@ super::portable::impl_store! {
         Ok(true)
     }
 
-    async fn add_signing_key(&self, k: &StoredKey) -> StoreResult<()> {
+    async fn add_signing_key(&self, k: &StoredKey, limit: PublishedLimit) -> StoreResult<Result<(), usize>> {
         let sealed = StoredKey { private_key: sealed::seal(&self.kek, &key_purpose(&k.kid), &k.private_key)?.into_bytes(), ..k.clone() };
         let mut tx = self.begin_write().await?;
-        // Held to commit: the next rotation's UPDATE then sees this key, and retires it.
+        // Held to commit: the next rotation's count and UPDATE then see this key.
         sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(SIGNING_KEYS_LOCK).execute(&mut *tx).await?;
+        let published: i64 = sqlx::query_scalar(COUNT_PUBLISHED_KEYS)
+            .bind(limit.retired_kept_secs)
+            .bind(limit.now)
+            .fetch_one(&mut *tx)
+            .await?;
+        let published = usize::try_from(published).unwrap_or(usize::MAX);
+        if published >= limit.max {
+            return Ok(Err(published));
+        }
         insert_key(&mut tx, &sealed).await?;
-        tx.commit().await.map_err(StoreError::from)
+        tx.commit().await?;
+        Ok(Ok(()))
     }
 
     async fn delete_retired_private_keys(&self, now: i64) -> StoreResult<u64> {

@@ -602,8 +602,18 @@ super::portable::impl_store! {
         Ok(r.rows_affected() == 1)
     }
 
-    async fn add_signing_key(&self, k: &StoredKey) -> StoreResult<()> {
+    async fn add_signing_key(&self, k: &StoredKey, limit: PublishedLimit) -> StoreResult<Result<(), usize>> {
+        // BEGIN IMMEDIATE: rotations are one at a time from the count on.
         let mut tx = self.begin_write().await?;
+        let published: i64 = sqlx::query_scalar(COUNT_PUBLISHED_KEYS)
+            .bind(limit.retired_kept_secs)
+            .bind(limit.now)
+            .fetch_one(&mut *tx)
+            .await?;
+        let published = usize::try_from(published).unwrap_or(usize::MAX);
+        if published >= limit.max {
+            return Ok(Err(published));
+        }
         sqlx::query("UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL")
             .bind(k.active_at)
             .execute(&mut *tx)
@@ -621,7 +631,8 @@ super::portable::impl_store! {
         .bind(k.active_at)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await.map_err(StoreError::from)
+        tx.commit().await?;
+        Ok(Ok(()))
     }
 
     async fn delete_retired_private_keys(&self, now: i64) -> StoreResult<u64> {
