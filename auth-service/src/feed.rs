@@ -55,15 +55,17 @@ impl OwnList {
 /// Whether the database no longer holds `newest` (the newest event this
 /// process applied) as it was: its history went back (a restore, a failover
 /// to a replica that missed the last commits) and the sequence number was
-/// handed out again to another revocation, or the event is gone although
-/// still needed. `events`: those from `newest.seq` on, not forgotten
-/// through `forgotten_through`. The head alone cannot tell once new writes
-/// have brought it back to where it was.
-fn history_diverged(newest: &FeedEvent, events: &[FeedEvent], forgotten_through: i64) -> bool {
+/// handed out again to another revocation, or the event is gone though no
+/// instance could have pruned it yet (it covers tokens past `pruned_by_none`:
+/// see [`Retention::pruned_by_none`]). `events`: those from `newest.seq` on.
+/// The head alone cannot tell once new writes have brought it back to
+/// where it was.
+fn history_diverged(newest: &FeedEvent, events: &[FeedEvent], pruned_by_none: i64) -> bool {
     match events.first() {
         Some(first) if first.seq == newest.seq => first != newest,
-        // Not read: forgotten by now, or lost with the history.
-        _ => newest.expires_at > forgotten_through,
+        // Not read: forgotten (here, or pruned by an instance whose clock
+        // is ahead), or lost with the history.
+        _ => newest.expires_at > pruned_by_none,
     }
 }
 
@@ -138,6 +140,13 @@ impl Retention {
     fn instance_margin(self) -> i64 {
         let margin = i64::try_from(crate::clock::INSTANCE_CLOCK_MARGIN_SECS).unwrap_or(i64::MAX);
         margin.min(self.0)
+    }
+
+    /// The newest `exp` an instance whose clock is ahead of `now` by less
+    /// than [`Self::instance_margin`] may have pruned already: an event
+    /// covering later tokens missing from the database was lost, not pruned.
+    fn pruned_by_none(self, now: i64) -> i64 {
+        now.saturating_sub(self.0)
     }
 
     /// The forget-after time published for an event covering tokens up to `exp`.
@@ -284,7 +293,8 @@ impl Feed {
         // From the newest event applied on, to check it is still there as it was.
         let from = newest.as_ref().map_or(after, |e| after.min(e.seq - 1));
         let mut events = store.feed_events_after(from, forgotten_through).await?;
-        if newest.is_some_and(|n| history_diverged(&n, &events, forgotten_through)) {
+        let pruned_by_none = self.retention.pruned_by_none(now);
+        if newest.is_some_and(|n| history_diverged(&n, &events, pruned_by_none)) {
             self.start_new_epoch(store, &head).await?;
             events = store.feed_events_after(0, forgotten_through).await?;
         }
@@ -929,6 +939,25 @@ mod tests {
         same.revoke_token("j2", EXP - 10, EXP).await.unwrap();
         feed.sync(&same, EXP - 10).await.unwrap();
         assert_eq!(feed.cursor(), cursor, "the same history: no new epoch");
+    }
+
+    /// The newest event this instance applied is pruned by another whose
+    /// clock is a little ahead (within the instance margin): gone from the
+    /// database, but not lost with a history that went back. No new epoch
+    /// (every filter would reload the whole list for nothing).
+    #[tokio::test]
+    async fn an_event_pruned_by_an_instance_whose_clock_is_ahead_is_no_lost_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        store.revoke_token("j1", EXP - 10, EXP).await.unwrap();
+        let feed = Feed::load(&store, MARGIN, 10, EXP - 10).await.unwrap();
+        let cursor = feed.cursor();
+        let ahead = EXP + MARGIN as i64 + INSTANCE_CLOCK_MARGIN + 1;
+        assert_eq!(feed.prune(&store, ahead).await.unwrap(), 1);
+        for behind in [1, INSTANCE_CLOCK_MARGIN / 2, INSTANCE_CLOCK_MARGIN - 1] {
+            feed.sync(&store, ahead - behind).await.unwrap();
+            assert_eq!(feed.cursor(), cursor, "{behind} s behind");
+        }
     }
 
     /// Two instances on one database that went back: the one that noticed
