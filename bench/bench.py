@@ -805,10 +805,10 @@ class PushUsers:
 
 
 def push_auth_env(extra: dict | None = None) -> dict:
-    """Settings every push-case instance shares: one issuer, keys published
-    at once, tokens that outlive the run."""
-    return dict({"AUTHFLOW_TOKENS__ISSUER": PUSH_ISSUER, "AUTHFLOW_KEYS__PUBLISH_LEAD_SECS": "0",
-                 "AUTHFLOW_TOKENS__ACCESS_TTL_SECS": "7200"}, **(extra or {}))
+    """Settings every push-case instance shares: one issuer, tokens that
+    outlive the run."""
+    return dict({"AUTHFLOW_TOKENS__ISSUER": PUSH_ISSUER, "AUTHFLOW_TOKENS__ACCESS_TTL_SECS": "7200"},
+                **(extra or {}))
 
 
 def push_filter(env: "Env", revocations: dict) -> dict:

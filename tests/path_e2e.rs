@@ -970,7 +970,7 @@ fn an_empty_device_header_does_not_hide_the_device_cookie() {
 fn repeated_fingerprint_headers_fingerprint_the_same_on_both_sides() {
     use authflow_contract::fingerprint::DEVICE_HEADER;
     const ISSUER: &str = "http://authflow.path.e2e";
-    let auth = AuthService::start(ISSUER, &[("AUTHFLOW_KEY_PUBLISH_LEAD_SECS", "0")]);
+    let auth = AuthService::start(ISSUER, &[]);
     let backend = EchoServer::start("127.0.0.1:0").unwrap();
     let filter = json!({
         "providers": [{

@@ -52,7 +52,7 @@ impl User {
 }
 
 fn stack() -> Stack {
-    let auth = AuthService::start(ISSUER, &[("AUTHFLOW_KEY_PUBLISH_LEAD_SECS", "0")]);
+    let auth = AuthService::start(ISSUER, &[]);
     let backend = EchoServer::start("127.0.0.1:0").unwrap();
     let (auth_port, backend_port) = (auth.port, backend.addr.port());
     let envoy = Envoy::start_doc(2, |port, admin_port| {

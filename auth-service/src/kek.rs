@@ -122,12 +122,22 @@ pub fn parse_key(text: &str) -> Result<[u8; 32], String> {
     let bytes = STANDARD
         .decode(text.trim())
         .map_err(|_| "is not base64".to_owned())?;
-    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+    let key = <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
         format!(
             "must be 32 random bytes in base64 (e.g. `openssl rand -base64 32`), found {} bytes",
             bytes.len()
         )
-    })
+    })?;
+    // All zeros (`AAAA…=`) or another run of one byte is a placeholder left
+    // in place of a key, never the output of a random generator.
+    if key.iter().all(|b| *b == key[0]) {
+        return Err(
+            "is 32 equal bytes, a placeholder rather than a key: generate one with \
+             `authflow-auth kek generate` or `openssl rand -base64 32`"
+                .to_owned(),
+        );
+    }
+    Ok(key)
 }
 
 /// HMAC-SHA256 of `kek` as a PRF, the purpose as label.
@@ -341,5 +351,21 @@ mod tests {
         assert!(parse_key(&generate_key()).is_ok());
         assert!(parse_key("c2hvcnQ=").unwrap_err().contains("32"));
         assert!(parse_key("not base64!").is_err());
+    }
+
+    /// 32 equal bytes are what an operator writes as a placeholder (all
+    /// zeros, or `openssl rand` never run): refused, naming the fix.
+    #[test]
+    fn a_key_of_equal_bytes_is_refused() {
+        for byte in [0u8, 0x41, 0xff] {
+            let e = parse_key(&STANDARD.encode([byte; 32])).unwrap_err();
+            assert!(
+                e.contains("placeholder") && e.contains("openssl rand -base64 32"),
+                "{e}"
+            );
+        }
+        let mut almost = [0u8; 32];
+        almost[31] = 1;
+        assert_eq!(parse_key(&STANDARD.encode(almost)).unwrap(), almost);
     }
 }

@@ -24,6 +24,8 @@ struct Cli {
     #[arg(long, global = true, env = "AUTHFLOW_CONFIG")]
     config: Option<PathBuf>,
     /// `sqlite:…` or `postgres://…`; overrides `database.url` from the file and environment.
+    /// A password in it can be read by other local users in the process list: give such a
+    /// URL as AUTHFLOW_DATABASE__URL (or `database.url` in the file) instead.
     #[arg(long, global = true)]
     database_url: Option<String>,
     #[command(subcommand)]
@@ -156,7 +158,7 @@ enum ServiceAccountCommand {
 
 #[derive(Subcommand)]
 enum KeysCommand {
-    /// Publish a new signing key now; it signs after `key_publish_lead_secs`.
+    /// Publish a new signing key now; it signs after `keys.publish_lead_secs`.
     Rotate,
     /// List signing keys (public metadata).
     List,
@@ -232,7 +234,11 @@ async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Serve => {
             let running = spawn(config).await.map_err(|e| e.to_string())?;
-            tracing::info!(addr = %running.addr, issuer = %running.state.config.tokens.issuer, "authflow auth service listening");
+            let config = &running.state.config;
+            tracing::info!(addr = %running.addr, issuer = %config.tokens.issuer, environment = %config.environment.name(), "authflow auth service listening");
+            for warning in config.development_warnings() {
+                tracing::warn!("{warning}");
+            }
             println!("listening on http://{}", running.addr);
             running.server.await.map_err(|e| e.to_string())?;
             Ok(())
@@ -651,4 +657,31 @@ async fn service_account(config: Config, cmd: ServiceAccountCommand) -> Result<(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// What the process list shows is readable by every local user: the
+    /// help of `--database-url`, which may carry the database password, says
+    /// so, as that of `user create --password` does.
+    #[test]
+    fn database_url_help_warns_of_the_process_list() {
+        let mut cli = Cli::command();
+        cli.build();
+        let database_url = cli
+            .get_arguments()
+            .find(|a| a.get_id() == "database_url")
+            .and_then(|a| a.get_help())
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        assert!(
+            database_url.contains("process list")
+                && database_url.contains("AUTHFLOW_DATABASE__URL"),
+            "{database_url}"
+        );
+    }
 }

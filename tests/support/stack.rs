@@ -95,9 +95,7 @@ impl Session {
 impl Stack {
     /// Starts the stack with [`filter_config`] as `tweak` edits it.
     pub fn start(opts: StackOptions, tweak: impl FnOnce(&mut Value)) -> Stack {
-        let mut env = vec![("AUTHFLOW_KEY_PUBLISH_LEAD_SECS", "0")];
-        env.extend_from_slice(opts.service_env);
-        let auth = AuthService::start(opts.issuer, &env);
+        let auth = AuthService::start(opts.issuer, opts.service_env);
         let backend = EchoServer::start("127.0.0.1:0").unwrap();
         let mut filter = filter_config(opts.issuer);
         tweak(&mut filter);

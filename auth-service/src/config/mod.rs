@@ -23,6 +23,16 @@ pub enum Environment {
     Production,
 }
 
+impl Environment {
+    /// As written in `environment`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Development => "development",
+            Self::Production => "production",
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub environment: Environment,
@@ -105,8 +115,8 @@ pub struct AccountConfig {
     pub email_token_ttl: Duration,
     pub reset_token_ttl: Duration,
     pub totp_issuer: String,
-    /// Public origin of the browser pages (`/auth/…`) for links in mails;
-    /// `None`: the issuer.
+    /// Public origin of the browser pages (`/auth/…`) for links in mails,
+    /// as `scheme://host[:port]` (https in production); `None`: the issuer.
     pub pages_url: Option<String>,
 }
 
@@ -279,6 +289,37 @@ impl std::fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
+    /// Why this service, configured as development, looks deployed: a
+    /// listener other hosts can reach, or an https issuer. Each warning says
+    /// that the production checks are off and how to turn them on; none in
+    /// production, nor for a development service on a loopback address.
+    pub fn development_warnings(&self) -> Vec<String> {
+        if self.environment != Environment::Development {
+            return Vec::new();
+        }
+        let mut reasons = Vec::new();
+        if !self.server.listen.ip().is_loopback() {
+            reasons.push(format!(
+                "server.listen {} is not a loopback address",
+                self.server.listen
+            ));
+        }
+        if self.tokens.issuer.starts_with("https://") {
+            reasons.push(format!("tokens.issuer {} is https", self.tokens.issuer));
+        }
+        reasons
+            .into_iter()
+            .map(|reason| {
+                format!(
+                    "environment is development but {reason}: the production checks are off \
+                     (https issuer and pages, mail over SMTP, the password-hash floor, no development \
+                     endpoints, explicit audiences); set AUTHFLOW_ENVIRONMENT=production \
+                     (or environment = \"production\" in the file) to turn them on"
+                )
+            })
+            .collect()
+    }
+
     /// Reads `file` (if any), overlays the process environment, validates.
     /// Deprecated flat names that were used are logged with their new names.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
@@ -493,6 +534,7 @@ mod tests {
         let production = [
             ("AUTHFLOW_ENVIRONMENT", "production"),
             ("AUTHFLOW_TOKENS__ISSUER", "https://a.example"),
+            ("AUTHFLOW_TOKENS__AUDIENCES", "api.example.com"),
             ("AUTHFLOW_MAIL__TRANSPORT", "smtp"),
             ("AUTHFLOW_SMTP__HOST", "relay.example"),
         ];
@@ -537,6 +579,7 @@ mod tests {
         let production = [
             ("AUTHFLOW_ENVIRONMENT", "production"),
             ("AUTHFLOW_TOKENS__ISSUER", "https://a.example"),
+            ("AUTHFLOW_TOKENS__AUDIENCES", "api.example.com"),
             ("AUTHFLOW_MAIL__TRANSPORT", "smtp"),
             ("AUTHFLOW_SMTP__HOST", "relay.example"),
         ];
@@ -587,6 +630,7 @@ mod tests {
             let production = [
                 ("AUTHFLOW_ENVIRONMENT", "production"),
                 ("AUTHFLOW_TOKENS__ISSUER", "https://a.example"),
+                ("AUTHFLOW_TOKENS__AUDIENCES", "api.example.com"),
                 ("AUTHFLOW_MAIL__TRANSPORT", "smtp"),
                 ("AUTHFLOW_SMTP__HOST", "relay.example"),
                 ("AUTHFLOW_KEK__KEY_FILE", path),
@@ -815,6 +859,7 @@ mod tests {
             let vars = [
                 ("AUTHFLOW_ENVIRONMENT", "production"),
                 ("AUTHFLOW_ISSUER", "https://auth.example.com"),
+                ("AUTHFLOW_TOKENS__AUDIENCES", "api.example.com"),
                 ("AUTHFLOW_MAIL__TRANSPORT", "smtp"),
                 ("AUTHFLOW_SMTP__HOST", host),
                 ("AUTHFLOW_SMTP__TLS", "none"),
@@ -993,6 +1038,7 @@ mod tests {
                 &[
                     ("AUTHFLOW_ENVIRONMENT", "production"),
                     ("AUTHFLOW_ISSUER", "https://a.example"),
+                    ("AUTHFLOW_TOKENS__AUDIENCES", "api.example.com"),
                     ("AUTHFLOW_DEV_ENDPOINTS", "true"),
                 ],
                 &["server.dev_endpoints", "AUTHFLOW_DEV_ENDPOINTS"],
@@ -1194,6 +1240,7 @@ mod tests {
         let production = [
             ("AUTHFLOW_ENVIRONMENT", "production"),
             ("AUTHFLOW_TOKENS__ISSUER", "https://a.example"),
+            ("AUTHFLOW_TOKENS__AUDIENCES", "api.example.com"),
         ];
         for extra in [None, Some(("AUTHFLOW_MAIL__TRANSPORT", "dev-outbox"))] {
             let mut vars = production.to_vec();
@@ -1342,6 +1389,258 @@ mod tests {
         assert_eq!(
             (c.server.listen.port(), c.tokens.issuer.as_str()),
             (10, "https://a.example")
+        );
+    }
+
+    /// A production environment that loads, to which a test adds one setting.
+    const PRODUCTION: &[(&str, &str)] = &[
+        ("AUTHFLOW_ENVIRONMENT", "production"),
+        ("AUTHFLOW_TOKENS__ISSUER", "https://auth.example.com"),
+        ("AUTHFLOW_TOKENS__AUDIENCES", "api.example.com"),
+        ("AUTHFLOW_MAIL__TRANSPORT", "smtp"),
+        ("AUTHFLOW_SMTP__HOST", "relay.example"),
+    ];
+
+    fn production_with(extra: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut vars = PRODUCTION.to_vec();
+        vars.extend_from_slice(extra);
+        Config::load_from(None, &env(&vars))
+    }
+
+    /// Mailed links carry one-time tokens (email verification, password
+    /// reset) and start with `accounts.pages_url`, to which the pages' paths
+    /// (`/auth/…`, served at the root: forms post there and the cookies are
+    /// `__Host-`) are appended. So it is an origin: a path, query, fragment
+    /// or user info would make broken or misleading links, and in production
+    /// plain http would hand the tokens to anyone on the network.
+    #[test]
+    fn pages_url_is_a_bare_origin_and_https_in_production() {
+        let pages = |vars: &[(&str, &str)]| {
+            Config::load_from(None, &env(vars)).map(|c| c.accounts.pages_url)
+        };
+        for (given, stored) in [
+            ("https://app.example.com", "https://app.example.com"),
+            ("https://app.example.com/", "https://app.example.com"),
+            ("https://App.Example.com:443/", "https://app.example.com"),
+            (
+                "https://app.example.com:8443",
+                "https://app.example.com:8443",
+            ),
+            ("http://127.0.0.1:8081", "http://127.0.0.1:8081"),
+            ("http://[::1]:8081/", "http://[::1]:8081"),
+        ] {
+            let got = pages(&[("AUTHFLOW_ACCOUNTS__PAGES_URL", given)]);
+            assert_eq!(got.unwrap().as_deref(), Some(stored), "{given}");
+        }
+        for refused in [
+            "https://app.example.com/auth",
+            "https://app.example.com/app/",
+            "https://app.example.com/?next=/x",
+            "https://app.example.com?",
+            "https://app.example.com/#top",
+            "https://user@app.example.com",
+            "https://user:pw-4Gz8@app.example.com",
+            "https://app.example.com\\@evil.example",
+            "https://",
+            "https:app.example.com",
+            "ftp://app.example.com",
+        ] {
+            let e = pages(&[("AUTHFLOW_ACCOUNTS__PAGES_URL", refused)])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("accounts.pages_url")
+                    && e.contains("AUTHFLOW_ACCOUNTS__PAGES_URL")
+                    && e.contains("origin"),
+                "{refused}: {e}"
+            );
+            assert!(!e.contains("pw-4Gz8"), "{e}");
+        }
+        let (_dir, path) = file_with("[accounts]\npages_url = \"https://a.example/x?y#z\"\n");
+        let e = Config::load_from(Some(&path), &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("accounts.pages_url") && e.contains("authflow.toml"),
+            "{e}"
+        );
+        // Production: https only, as the issuer.
+        let e = production_with(&[("AUTHFLOW_ACCOUNTS__PAGES_URL", "http://app.example.com")])
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("accounts.pages_url")
+                && e.contains("AUTHFLOW_ACCOUNTS__PAGES_URL")
+                && e.contains("https:// in production"),
+            "{e}"
+        );
+        let c = production_with(&[("AUTHFLOW_ACCOUNTS__PAGES_URL", "https://app.example.com/")])
+            .unwrap();
+        assert_eq!(
+            c.accounts.pages_url(&c.tokens.issuer),
+            "https://app.example.com"
+        );
+    }
+
+    /// A development service reachable from other hosts, or behind an https
+    /// issuer, looks deployed: the start warns that the production checks
+    /// are off and how to turn them on. A local development run and a
+    /// production service get no such warning.
+    #[test]
+    fn a_development_service_that_looks_deployed_is_warned_about() {
+        let warnings = |vars: &[(&str, &str)]| {
+            Config::load_from(None, &env(vars))
+                .unwrap()
+                .development_warnings()
+        };
+        for quiet in [
+            vec![],
+            vec![("AUTHFLOW_SERVER__LISTEN", "127.0.0.1:9000")],
+            vec![("AUTHFLOW_SERVER__LISTEN", "[::1]:9000")],
+            vec![("AUTHFLOW_TOKENS__ISSUER", "http://auth.test")],
+        ] {
+            assert_eq!(warnings(&quiet), Vec::<String>::new(), "{quiet:?}");
+        }
+        for (vars, named) in [
+            (
+                vec![("AUTHFLOW_SERVER__LISTEN", "0.0.0.0:8081")],
+                "server.listen 0.0.0.0:8081",
+            ),
+            (
+                vec![("AUTHFLOW_SERVER__LISTEN", "192.0.2.7:8081")],
+                "server.listen 192.0.2.7:8081",
+            ),
+            (
+                vec![("AUTHFLOW_TOKENS__ISSUER", "https://auth.example.com")],
+                "tokens.issuer https://auth.example.com",
+            ),
+        ] {
+            let w = warnings(&vars);
+            assert_eq!(w.len(), 1, "{vars:?}: {w:?}");
+            for needle in [
+                named,
+                "development",
+                "production checks are off",
+                "AUTHFLOW_ENVIRONMENT=production",
+                "environment = \"production\"",
+            ] {
+                assert!(w[0].contains(needle), "`{needle}` missing from {w:?}");
+            }
+        }
+        let both = warnings(&[
+            ("AUTHFLOW_SERVER__LISTEN", "0.0.0.0:8081"),
+            ("AUTHFLOW_TOKENS__ISSUER", "https://auth.example.com"),
+        ]);
+        assert_eq!(both.len(), 2, "{both:?}");
+        let c = production_with(&[("AUTHFLOW_SERVER__LISTEN", "0.0.0.0:8081")]).unwrap();
+        assert!(c.development_warnings().is_empty());
+    }
+
+    /// A rotated-in key must reach every instance (each reloads the keys
+    /// every second) and every filter (an unknown `kid` refetches the JWKS
+    /// at most every `min_refetch_interval_secs`, 5 s by default) before it
+    /// signs: with a shorter lead its first tokens are refused as signed by
+    /// an unknown key. Below 10 s the lead is refused, saying why.
+    #[test]
+    fn the_key_publish_lead_leaves_time_to_fetch_the_key() {
+        let load = |pairs: &[(&str, &str)]| Config::load_from(None, &env(pairs));
+        assert_eq!(
+            load(&[]).unwrap().keys.publish_lead,
+            Duration::from_secs(60)
+        );
+        for (var, value) in [
+            ("AUTHFLOW_KEYS__PUBLISH_LEAD_SECS", "0"),
+            ("AUTHFLOW_KEYS__PUBLISH_LEAD_SECS", "9"),
+            ("AUTHFLOW_KEY_PUBLISH_LEAD_SECS", "0"),
+        ] {
+            let e = load(&[(var, value)]).map(|_| ()).unwrap_err().to_string();
+            for needle in ["keys.publish_lead_secs", var, "at least 10", "JWKS"] {
+                assert!(e.contains(needle), "{var}={value}: `{needle}` missing: {e}");
+            }
+        }
+        assert_eq!(
+            load(&[("AUTHFLOW_KEYS__PUBLISH_LEAD_SECS", "10")])
+                .unwrap()
+                .keys
+                .publish_lead,
+            Duration::from_secs(10)
+        );
+        let e = load(&[("AUTHFLOW_KEYS__PUBLISH_LEAD_SECS", "86401")])
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("keys.publish_lead_secs"), "{e}");
+    }
+
+    /// A key-encryption key of 32 equal bytes (all zeros, base64 `AAAA…=`)
+    /// is a placeholder, not a random key: refused wherever it is given.
+    #[test]
+    fn a_placeholder_kek_is_refused() {
+        use base64::Engine as _;
+        let zeros = base64::engine::general_purpose::STANDARD.encode([0u8; 32]);
+        let sevens = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        for (var, path) in [
+            ("AUTHFLOW_KEK__KEY", "kek.key"),
+            ("AUTHFLOW_KEK", "kek.key"),
+            ("AUTHFLOW_KEK__PREVIOUS", "kek.previous"),
+        ] {
+            for key in [&zeros, &sevens] {
+                let e = Config::load_from(None, &env(&[(var, key)]))
+                    .map(|_| ())
+                    .unwrap_err()
+                    .to_string();
+                assert!(
+                    e.contains(path) && e.contains(var) && e.contains("placeholder"),
+                    "{var}: {e}"
+                );
+                assert!(!e.contains(key.as_str()), "{e}");
+            }
+        }
+        let (_dir, file) = file_with(&zeros);
+        let e = Config::load_from(
+            None,
+            &env(&[("AUTHFLOW_KEK__KEY_FILE", file.to_str().unwrap())]),
+        )
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("kek.key_file") && e.contains("placeholder"),
+            "{e}"
+        );
+    }
+
+    /// In production the audiences must be written out: the default
+    /// (`authflow-demo`) is the demo's, and tokens minted for it would be
+    /// accepted by any other deployment that kept it too.
+    #[test]
+    fn production_needs_the_audiences_set() {
+        let without: Vec<(&str, &str)> = PRODUCTION
+            .iter()
+            .copied()
+            .filter(|(k, _)| *k != "AUTHFLOW_TOKENS__AUDIENCES")
+            .collect();
+        let e = Config::load_from(None, &env(&without))
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("tokens.audiences")
+                && e.contains("AUTHFLOW_TOKENS__AUDIENCES")
+                && e.contains("production"),
+            "{e}"
+        );
+        let c = production_with(&[]).unwrap();
+        assert_eq!(c.tokens.audiences, vec!["api.example.com"]);
+        let mut flat = without.clone();
+        flat.push(("AUTHFLOW_AUDIENCES", "a, b"));
+        let c = Config::load_from(None, &env(&flat)).unwrap();
+        assert_eq!(c.tokens.audiences, vec!["a", "b"]);
+        let (_dir, path) = file_with("[tokens]\naudiences = [\"api.example.com\"]\n");
+        Config::load_from(Some(&path), &env(&without)).unwrap();
+        // Development keeps the demo's default.
+        assert_eq!(
+            Config::load_from(None, &[]).unwrap().tokens.audiences,
+            vec!["authflow-demo"]
         );
     }
 }

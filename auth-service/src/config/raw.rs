@@ -295,7 +295,7 @@ impl RawConfig {
             database,
             tokens,
             keys: self.keys.validate()?,
-            accounts: self.accounts.validate()?,
+            accounts: self.accounts.validate(environment)?,
             passwords: self.passwords.validate(environment)?,
             throttle,
             mail: validate_mail(self.mail, self.smtp, environment)?,
@@ -416,6 +416,16 @@ impl RawTokens {
                 format!("is {} bytes; at most {limit}", issuer.len()),
             ));
         }
+        // The demo's audience is the default in development only: a
+        // production token names the services it is for, or any other
+        // deployment that kept the default would accept it.
+        if environment == Environment::Production && self.audiences.is_none() {
+            return Err(bad(
+                "tokens.audiences",
+                "must be set in production (the audiences your filters require, e.g. `api.example.com`); \
+                 the default `authflow-demo` is the demo's",
+            ));
+        }
         let audiences = self
             .audiences
             .unwrap_or_else(|| vec!["authflow-demo".into()]);
@@ -479,19 +489,36 @@ impl RawKeys {
         };
         Ok(KeyConfig {
             signing_alg,
-            publish_lead: secs(
-                "keys.publish_lead_secs",
-                self.publish_lead_secs,
-                60,
-                0,
-                86_400,
-            )?,
+            publish_lead: publish_lead(self.publish_lead_secs)?,
         })
     }
 }
 
+/// The shortest `keys.publish_lead_secs`: a rotated-in key must be in every
+/// instance's JWKS (each reloads the keys every second) and fetched by every
+/// filter (one that meets an unknown `kid` refetches the JWKS at most every
+/// `min_refetch_interval_secs`, 5 s by default) before it signs, or the
+/// tokens it signs meanwhile are refused as signed by an unknown key.
+const MIN_PUBLISH_LEAD_SECS: u64 = 10;
+
+fn publish_lead(value: Option<u64>) -> Result<Duration, Invalid> {
+    const PATH: &str = "keys.publish_lead_secs";
+    if let Some(v) = value.filter(|v| *v < MIN_PUBLISH_LEAD_SECS) {
+        return Err(bad(
+            PATH,
+            format!(
+                "{v} s is too short; at least {MIN_PUBLISH_LEAD_SECS}: a new signing key must reach \
+                 every instance (keys are reloaded every second) and every filter (an unknown kid \
+                 refetches the JWKS at most every min_refetch_interval_secs, 5 s by default) \
+                 before it signs, or the tokens it signs meanwhile are refused"
+            ),
+        ));
+    }
+    secs(PATH, value, 60, MIN_PUBLISH_LEAD_SECS, 86_400)
+}
+
 impl RawAccounts {
-    fn validate(self) -> Result<AccountConfig, Invalid> {
+    fn validate(self, environment: Environment) -> Result<AccountConfig, Invalid> {
         let totp_issuer = self.totp_issuer.unwrap_or_else(|| "authflow".into());
         if totp_issuer.is_empty() || totp_issuer.contains(':') {
             return Err(bad(
@@ -529,20 +556,61 @@ impl RawAccounts {
                 86_400,
             )?,
             totp_issuer,
-            pages_url: match self.pages_url {
-                Some(url)
-                    if !(url.starts_with("https://") || url.starts_with("http://"))
-                        || url.chars().any(char::is_whitespace) =>
-                {
-                    return Err(bad(
-                        "accounts.pages_url",
-                        "must be an http(s) origin such as https://example.com",
-                    ));
-                }
-                url => url,
-            },
+            pages_url: self
+                .pages_url
+                .map(|url| pages_origin(&url, environment))
+                .transpose()?,
         })
     }
+}
+
+/// `accounts.pages_url`, checked and written as `scheme://host[:port]`.
+/// Mailed links are this origin followed by a page's path (`/auth/…`, served
+/// at the root: the forms post there and the cookies are `__Host-`) and a
+/// one-time token, so anything beyond the origin would make a broken or
+/// misleading link; in production the tokens travel over https only.
+fn pages_origin(text: &str, environment: Environment) -> Result<String, Invalid> {
+    const PATH: &str = "accounts.pages_url";
+    // Not repeated in the message: user info may hold a password.
+    let refused = |what: &str| {
+        bad(
+            PATH,
+            format!(
+                "must be an http(s) origin such as https://example.com (scheme://host[:port]; \
+                 the pages are at /auth/… on it): {what}"
+            ),
+        )
+    };
+    if !(text.starts_with("https://") || text.starts_with("http://")) {
+        return Err(refused("it does not start with https:// or http://"));
+    }
+    if text.chars().any(|c| c.is_whitespace() || c == '\\') {
+        return Err(refused("it holds whitespace or a backslash"));
+    }
+    let url = url::Url::parse(text).map_err(|e| refused(&format!("it is not a URL ({e})")))?;
+    if url.host().is_none() {
+        return Err(refused("it has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(refused("it has user info (`user@`)"));
+    }
+    if url.path() != "/" {
+        return Err(refused(&format!("it has a path (`{}`)", url.path())));
+    }
+    if url.query().is_some() {
+        return Err(refused("it has a query (`?`)"));
+    }
+    if url.fragment().is_some() {
+        return Err(refused("it has a fragment (`#`)"));
+    }
+    if environment == Environment::Production && url.scheme() != "https" {
+        return Err(bad(
+            PATH,
+            "must be https:// in production: mailed links carry one-time tokens \
+             (email verification, password reset)",
+        ));
+    }
+    Ok(url.origin().ascii_serialization())
 }
 
 impl RawThrottle {
