@@ -73,6 +73,9 @@ pub struct Client {
     /// The client address (see `tokens::client_address`); empty when unknown.
     pub ip: String,
     pub peer: Option<SocketAddr>,
+    /// `server.xff_num_trusted_hops` for this peer (0 for one that is not
+    /// among `server.trusted_proxies`).
+    pub trusted_hops: u32,
     pub user_agent: String,
     pub headers: HeaderMap,
 }
@@ -88,11 +91,8 @@ impl FromRequestParts<Arc<AppState>> for Client {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0);
-        let ip = tokens::client_address(
-            &parts.headers,
-            peer,
-            state.config.server.xff_num_trusted_hops,
-        );
+        let trusted_hops = state.config.server.trusted_hops_for(peer);
+        let ip = tokens::client_address(&parts.headers, peer, trusted_hops);
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)
@@ -102,6 +102,7 @@ impl FromRequestParts<Arc<AppState>> for Client {
         Ok(Self {
             ip,
             peer,
+            trusted_hops,
             user_agent,
             headers: parts.headers.clone(),
         })
@@ -118,7 +119,7 @@ impl Client {
     pub fn fingerprint(&self, state: &AppState, secret: &str) -> String {
         tokens::fingerprint(
             &state.config.tokens.fingerprint_attributes,
-            state.config.server.xff_num_trusted_hops,
+            self.trusted_hops,
             secret,
             &self.headers,
             self.peer,
@@ -229,7 +230,7 @@ pub fn check_device(
         .map(|c| c.0);
     let computed = tokens::fingerprint(
         &state.config.tokens.fingerprint_attributes,
-        state.config.server.xff_num_trusted_hops,
+        state.config.server.trusted_hops_for(peer),
         &secret,
         &parts.headers,
         peer,

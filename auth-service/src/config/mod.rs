@@ -64,6 +64,11 @@ pub struct ServerConfig {
     /// `client-ip-prefix` attribute) is the entry this many hops from the
     /// right; 0 = the peer address. Envoy's setting of the same name.
     pub xff_num_trusted_hops: u32,
+    /// The peers whose `x-forwarded-for` is read (`xff_num_trusted_hops`):
+    /// the proxies in front. A request from any other peer (one that reaches
+    /// the service directly, past the proxies) is taken at its peer
+    /// address, whatever it wrote. Empty: every peer is trusted.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// How long a connection may take to send a request head (also how
     /// long an idle keep-alive connection stays open): a client that
     /// trickles its headers, or never sends any, is cut off after it
@@ -73,6 +78,24 @@ pub struct ServerConfig {
     /// bytes: a trickle of one byte a second would pass that): past it the
     /// body is refused (`400`) and the request's task freed.
     pub request_body_timeout: Duration,
+}
+
+impl ServerConfig {
+    /// The `xff_num_trusted_hops` to read a request from `peer` with: 0 (its
+    /// peer address) unless `trusted_proxies` is empty or holds the peer.
+    pub fn trusted_hops_for(&self, peer: Option<SocketAddr>) -> u32 {
+        let trusted = self.trusted_proxies.is_empty()
+            || peer.is_some_and(|p| {
+                // An IPv4 peer on a dual-stack socket arrives as `::ffff:a.b.c.d`.
+                let ip = p.ip().to_canonical();
+                self.trusted_proxies.iter().any(|net| net.contains(&ip))
+            });
+        if trusted {
+            self.xff_num_trusted_hops
+        } else {
+            0
+        }
+    }
 }
 
 /// [`ServerConfig::header_read_timeout`]: generous for any real client
@@ -294,6 +317,31 @@ impl Config {
     /// that the production checks are off and how to turn them on; none in
     /// production, nor for a development service on a loopback address.
     pub fn development_warnings(&self) -> Vec<String> {
+        let mut warnings = self.forwarded_for_warning().into_iter().collect::<Vec<_>>();
+        warnings.extend(self.development_reasons());
+        warnings
+    }
+
+    /// With `xff_num_trusted_hops` set, no `trusted_proxies`, and a listener
+    /// other hosts can reach: whoever reaches the service directly chooses
+    /// the address it is throttled and audited under.
+    fn forwarded_for_warning(&self) -> Option<String> {
+        let server = &self.server;
+        (server.xff_num_trusted_hops > 0
+            && server.trusted_proxies.is_empty()
+            && !server.listen.ip().is_loopback())
+        .then(|| {
+            format!(
+                "server.xff_num_trusted_hops is {} and server.trusted_proxies is empty: a client that \
+                 reaches {} directly, past the proxies, chooses the address it is throttled and \
+                 audited under (x-forwarded-for); list the proxies' addresses in \
+                 server.trusted_proxies (CIDR ranges)",
+                server.xff_num_trusted_hops, server.listen
+            )
+        })
+    }
+
+    fn development_reasons(&self) -> Vec<String> {
         if self.environment != Environment::Development {
             return Vec::new();
         }
@@ -1642,5 +1690,74 @@ mod tests {
             Config::load_from(None, &[]).unwrap().tokens.audiences,
             vec!["authflow-demo"]
         );
+    }
+
+    #[test]
+    fn trusted_proxies_are_ranges_and_decide_whose_forwarded_for_is_read() {
+        let c = Config::load_from(
+            None,
+            &[
+                (
+                    "AUTHFLOW_SERVER__XFF_NUM_TRUSTED_HOPS".to_owned(),
+                    "1".to_owned(),
+                ),
+                (
+                    "AUTHFLOW_SERVER__TRUSTED_PROXIES".to_owned(),
+                    "10.1.2.3/8, fd00::/8, 192.0.2.7".to_owned(),
+                ),
+            ],
+        )
+        .unwrap();
+        let hops = |peer: &str| c.server.trusted_hops_for(Some(peer.parse().unwrap()));
+        assert_eq!(hops("10.9.9.9:1"), 1);
+        assert_eq!(hops("[fd12::1]:1"), 1);
+        assert_eq!(hops("192.0.2.7:1"), 1);
+        assert_eq!(
+            hops("[::ffff:10.0.0.1]:1"),
+            1,
+            "an IPv4 peer on a dual-stack socket"
+        );
+        assert_eq!(hops("192.0.2.8:1"), 0);
+        assert_eq!(hops("127.0.0.1:1"), 0);
+        assert_eq!(c.server.trusted_hops_for(None), 0);
+
+        let e = Config::load_from(
+            None,
+            &[(
+                "AUTHFLOW_SERVER__TRUSTED_PROXIES".to_owned(),
+                "10.0.0.0/33".to_owned(),
+            )],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("server.trusted_proxies"), "{e}");
+
+        // Without a list every peer is trusted (and a reachable listener is warned about).
+        let open = Config::load_from(
+            None,
+            &[
+                (
+                    "AUTHFLOW_SERVER__XFF_NUM_TRUSTED_HOPS".to_owned(),
+                    "1".to_owned(),
+                ),
+                (
+                    "AUTHFLOW_SERVER__LISTEN".to_owned(),
+                    "0.0.0.0:8081".to_owned(),
+                ),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            open.server
+                .trusted_hops_for(Some("192.0.2.8:1".parse().unwrap())),
+            1
+        );
+        assert!(open
+            .development_warnings()
+            .iter()
+            .any(|w| w.contains("server.trusted_proxies")));
+        assert!(!c
+            .development_warnings()
+            .iter()
+            .any(|w| w.contains("trusted_proxies")));
     }
 }

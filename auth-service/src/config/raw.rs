@@ -74,6 +74,8 @@ pub struct RawServer {
     pub dev_endpoints: Option<bool>,
     pub body_limit_bytes: Option<usize>,
     pub xff_num_trusted_hops: Option<u32>,
+    #[serde(default, deserialize_with = "list")]
+    pub trusted_proxies: Option<Vec<String>>,
     /// Replaced by `xff_num_trusted_hops`; refused with a pointer to it.
     pub trust_forwarded_for: Option<bool>,
 }
@@ -385,10 +387,32 @@ impl RawServer {
                 0,
                 authflow_contract::client_address::MAX_TRUSTED_HOPS,
             )?,
+            trusted_proxies: trusted_proxies(self.trusted_proxies.unwrap_or_default())?,
             header_read_timeout: super::HEADER_READ_TIMEOUT,
             request_body_timeout: super::REQUEST_BODY_TIMEOUT,
         })
     }
+}
+
+/// `server.trusted_proxies`: CIDR ranges (`10.0.0.0/8`, `fd00::/8`) or
+/// single addresses (`127.0.0.1`).
+fn trusted_proxies(entries: Vec<String>) -> Result<Vec<ipnet::IpNet>, Invalid> {
+    entries
+        .iter()
+        .map(|entry| {
+            let entry = entry.trim();
+            entry
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| {
+                    bad(
+                        "server.trusted_proxies",
+                        &format!("`{entry}` is not an address or a CIDR range (e.g. 10.0.0.0/8, fd00::/8, 127.0.0.1)"),
+                    )
+                })
+        })
+        .collect()
 }
 
 impl RawTokens {

@@ -55,6 +55,50 @@ async fn rotating_a_forged_first_hop_does_not_bypass_the_address_limit() {
     );
 }
 
+/// With `xff_num_trusted_hops` set, whoever reached the service directly
+/// (past the proxy: another container on its network, a pod without the
+/// mesh) wrote the address it was throttled and audited under, a fresh one
+/// per request: the address limit never held. Only the peers listed in
+/// `server.trusted_proxies` are read for `x-forwarded-for`.
+#[tokio::test]
+async fn a_client_past_the_proxies_does_not_choose_its_address() {
+    let app = spawn_app_with(|c| {
+        behind_one_proxy(c);
+        c.server.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    for i in 0..3 {
+        let seen = format!("203.0.113.{i}");
+        assert_eq!(
+            fail_signin(&app, &format!("d{i}@example.com"), None, &seen).await,
+            401
+        );
+    }
+    assert_eq!(
+        fail_signin(&app, "d9@example.com", None, "203.0.113.99").await,
+        429,
+        "the test client (127.0.0.1, not a proxy) is throttled at its own address"
+    );
+    let log = app.state.store.audit_log(None, 100).await.unwrap();
+    assert!(
+        log.iter().all(|e| e.ip.as_deref() == Some("127.0.0.1")),
+        "addresses the client wrote in the audit log: {log:?}"
+    );
+
+    // The test client as the proxy: its x-forwarded-for is read.
+    let app = spawn_app_with(|c| {
+        behind_one_proxy(c);
+        c.server.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
+    })
+    .await;
+    fail_signin(&app, "e0@example.com", None, "203.0.113.7").await;
+    let log = app.state.store.audit_log(None, 100).await.unwrap();
+    assert!(
+        log.iter().all(|e| e.ip.as_deref() == Some("203.0.113.7")),
+        "{log:?}"
+    );
+}
+
 #[tokio::test]
 async fn one_clients_failures_do_not_lock_out_the_others() {
     let app = spawn_app_with(behind_one_proxy).await;

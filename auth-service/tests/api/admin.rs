@@ -513,6 +513,7 @@ async fn a_session_started_from_a_user_read_before_the_ban_gives_no_valid_token(
     let client = Client {
         ip: "127.0.0.1".into(),
         peer: None,
+        trusted_hops: 0,
         user_agent: UA.into(),
         headers,
     };

@@ -1080,6 +1080,7 @@ fn local_client() -> authflow_auth_service::extract::Client {
     authflow_auth_service::extract::Client {
         ip: "127.0.0.1".into(),
         peer: None,
+        trusted_hops: 0,
         user_agent: UA.into(),
         headers: Default::default(),
     }
