@@ -408,7 +408,7 @@ fn trusted_proxies(entries: Vec<String>) -> Result<Vec<ipnet::IpNet>, Invalid> {
                 .map_err(|_| {
                     bad(
                         "server.trusted_proxies",
-                        &format!("`{entry}` is not an address or a CIDR range (e.g. 10.0.0.0/8, fd00::/8, 127.0.0.1)"),
+                        format!("`{entry}` is not an address or a CIDR range (e.g. 10.0.0.0/8, fd00::/8, 127.0.0.1)"),
                     )
                 })
         })
