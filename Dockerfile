@@ -71,6 +71,8 @@ COPY --from=build /out/authflow-auth /usr/local/bin/authflow-auth
 # a named volume mounted here starts with this ownership.
 RUN install -d -o 10001 -g 10001 -m 0700 /var/lib/authflow /run/authflow-kek
 USER 10001:10001
+# Variables win over a mounted configuration file (the service names at start each file
+# setting they replace): to listen or keep data elsewhere, set these two, not the file.
 ENV AUTHFLOW_SERVER__LISTEN=0.0.0.0:8081 \
     AUTHFLOW_SERVER__DATA_DIR=/var/lib/authflow
 VOLUME ["/var/lib/authflow"]

@@ -389,7 +389,14 @@ impl Config {
                 }
             }
         }
-        let (config, deprecated) = Self::load_reporting(file, &env)?;
+        let (config, report) = Self::load_reporting(file, &env)?;
+        if !report.overridden.is_empty() {
+            tracing::warn!(
+                settings = %report.overridden.join(", "),
+                "settings of the configuration file replaced by environment variables (AUTHFLOW_…)"
+            );
+        }
+        let deprecated = report.deprecated;
         // One line, not one per name: the shipped deployment files use them.
         if !deprecated.is_empty() {
             let renames: Vec<String> = deprecated
@@ -405,13 +412,13 @@ impl Config {
         Self::load_reporting(file, env).map(|(config, _)| config)
     }
 
-    /// As [`Config::load_from`], also returning each deprecated flat name
-    /// used, as `(old, new)`.
+    /// As [`Config::load_from`], also returning what loading noticed: each
+    /// deprecated flat name used, and the file's settings a variable replaced.
     pub fn load_reporting(
         file: Option<&Path>,
         env: &[(String, String)],
-    ) -> Result<(Self, Vec<(String, String)>), ConfigError> {
-        let (figment, deprecated) = sources::layered(file, env)?;
+    ) -> Result<(Self, sources::Report), ConfigError> {
+        let (figment, report) = sources::layered(file, env)?;
         // Lossy: environment values are text; numbers and booleans
         // (true/false, yes/no, on/off, 1/0) are read out of it.
         let raw: RawConfig = figment
@@ -425,7 +432,7 @@ impl Config {
                 invalid.why
             ))
         })?;
-        Ok((config, deprecated))
+        Ok((config, report))
     }
 
     /// Defaults only (development), with the data directory given: for tests.
@@ -973,7 +980,7 @@ mod tests {
     fn flat_names_are_deprecated_aliases() {
         let (_dir, path) =
             file_with("listen = \"127.0.0.1:9\"\naccess_ttl_secs = 60\nkek_previous = []\n");
-        let (c, deprecated) = Config::load_reporting(
+        let (c, report) = Config::load_reporting(
             Some(&path),
             &env(&[
                 ("AUTHFLOW_SMTP_HOST", "relay.internal"),
@@ -986,6 +993,7 @@ mod tests {
             ]),
         )
         .unwrap();
+        let deprecated = report.deprecated;
         assert_eq!(c.server.listen.port(), 9);
         assert_eq!(c.tokens.access_ttl, Duration::from_secs(60));
         assert_eq!(
@@ -1417,7 +1425,8 @@ mod tests {
     #[test]
     fn shipped_example_is_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("authflow.example.toml");
-        let (example, deprecated) = Config::load_reporting(Some(&path), &[]).unwrap();
+        let (example, report) = Config::load_reporting(Some(&path), &[]).unwrap();
+        let deprecated = report.deprecated;
         assert!(deprecated.is_empty(), "{deprecated:?}");
         assert_eq!(
             format!("{example:?}"),
@@ -1759,5 +1768,29 @@ mod tests {
             .development_warnings()
             .iter()
             .any(|w| w.contains("trusted_proxies")));
+    }
+
+    /// A container image's own `ENV` (its listen address and data
+    /// directory) silently replaced what the operator's file said: the data
+    /// went to another directory, the listener to every interface. Loading
+    /// now names each file setting a variable replaced.
+    #[test]
+    fn the_file_settings_variables_replace_are_named() {
+        let (_dir, path) = file_with(
+            "[server]\nlisten = \"127.0.0.1:9\"\ndata_dir = \"/data\"\n[tokens]\naccess_ttl_secs = 60\n",
+        );
+        let (c, report) = Config::load_reporting(
+            Some(&path),
+            &env(&[
+                ("AUTHFLOW_SERVER__LISTEN", "0.0.0.0:8081"),
+                ("AUTHFLOW_SERVER__DATA_DIR", "/var/lib/authflow"),
+                ("AUTHFLOW_TOKENS__REFRESH_TTL_SECS", "7200"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.listen.port(), 8081, "the variable still wins");
+        assert_eq!(report.overridden, ["server.data_dir", "server.listen"]);
+        let (_, alone) = Config::load_reporting(Some(&path), &[]).unwrap();
+        assert!(alone.overridden.is_empty());
     }
 }

@@ -267,13 +267,36 @@ fn without_source_lines(message: &str) -> String {
         .join("; ")
 }
 
+/// What loading noticed besides the values: deprecated names that were
+/// used, as `(old, new)`, and the settings the file set that a variable
+/// replaced (dotted paths).
+#[derive(Debug, Default)]
+pub struct Report {
+    pub deprecated: Vec<(String, String)>,
+    pub overridden: Vec<String>,
+}
+
+/// The dotted paths of every value in `dict` (a section's values, not the section).
+fn leaf_paths(dict: &Dict, prefix: &str, out: &mut Vec<String>) {
+    for (key, value) in dict {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match value {
+            Value::Dict(_, inner) => leaf_paths(inner, &path, out),
+            _ => out.push(path),
+        }
+    }
+}
+
 /// The merged layers, lowest precedence first: the file's flat keys, its
-/// nested keys, flat variables, nested variables. Also the deprecated names
-/// that were used, as `(old, new)`.
+/// nested keys, flat variables, nested variables; and the [`Report`].
 pub fn layered(
     file: Option<&Path>,
     env: &[(String, String)],
-) -> Result<(Figment, Vec<(String, String)>), ConfigError> {
+) -> Result<(Figment, Report), ConfigError> {
     let mut deprecated = Vec::new();
     let (mut file_flat, mut file_nested) = (Dict::new(), Dict::new());
     if let Some(path) = file {
@@ -341,12 +364,29 @@ pub fn layered(
         dict,
         file: file.map(Path::to_path_buf),
     };
+    // A variable that silently replaces what the file says (a container
+    // image's own `ENV`, a leftover export) is worth a line at start.
+    let (mut in_file, mut in_env) = (Vec::new(), Vec::new());
+    leaf_paths(&file_flat, "", &mut in_file);
+    leaf_paths(&file_nested, "", &mut in_file);
+    leaf_paths(&env_flat, "", &mut in_env);
+    leaf_paths(&env_nested, "", &mut in_env);
+    let mut overridden: Vec<String> = in_file
+        .into_iter()
+        .filter(|path| in_env.contains(path))
+        .collect();
+    overridden.sort();
+    overridden.dedup();
+    let report = Report {
+        deprecated,
+        overridden,
+    };
     let figment = Figment::new()
         .merge(layer(Naming::FlatFileKey, file_flat, file))
         .merge(layer(Naming::FileKey, file_nested, file))
         .merge(layer(Naming::FlatEnvVar, env_flat, None))
         .merge(layer(Naming::EnvVar, env_nested, None));
-    Ok((figment, deprecated))
+    Ok((figment, report))
 }
 
 /// Where the value at `path` came from, e.g. `env AUTHFLOW_ACCESS_TTL_SECS
