@@ -25,7 +25,9 @@ struct Reading {
     /// Paths compared ignoring ASCII case (`/API/admin` is `/api/admin`).
     ignore_case: bool,
     /// An `exact` path matches with or without a trailing `/`, as Express
-    /// (non-strict), Rails, ASP.NET and Spring ≤ 5 route `/a/` to `/a`.
+    /// (non-strict), Rails, ASP.NET and Spring ≤ 5 route `/a/` to `/a`; and
+    /// a `prefix` ending in `/` matches the path without it (`/a/` covers
+    /// `/a`), which `app.use("/a", …)` and the like serve with the same handlers.
     exact_ignores_trailing_slash: bool,
     /// The method compared as sent: `delete` is not `DELETE` to a backend
     /// that does not upper-case it.
@@ -428,7 +430,11 @@ fn path_matches_as(rule: &PathMatch, path: &str, reading: Reading) -> bool {
             without_trailing_slash(p).as_bytes(),
         ),
         PathMatch::Exact(p) => same(path.as_bytes(), p.as_bytes()),
-        PathMatch::Prefix(p) => starts_with(p),
+        PathMatch::Prefix(p) => {
+            starts_with(p)
+                || (reading.exact_ignores_trailing_slash
+                    && same(path.as_bytes(), without_trailing_slash(p).as_bytes()))
+        }
         PathMatch::PathPrefix(p) => {
             starts_with(p)
                 && (p.ends_with('/') || path.as_bytes().get(p.len()).is_none_or(|b| *b == b'/'))
@@ -667,11 +673,35 @@ mod tests {
         }
         // A weaker exact rule lends nothing: `/healthz/` stays under the default.
         assert_eq!(decide(&c, "/healthz/"), Ok(&Policy::Authenticated));
-        // Prefix rules keep their slash: `/docs/` is public, `/docs` is not, and neither is refused.
+        // A weaker prefix rule lends nothing either: `/docs` stays under the default.
         assert_eq!(decide(&c, "/docs/"), Ok(&Policy::Public));
         assert_eq!(decide(&c, "/docs"), Ok(&Policy::Authenticated));
         // `/` never becomes the empty path: it is no trailing slash to drop.
         assert_eq!(decide(&c, "/"), Ok(&Policy::Public));
+    }
+
+    /// `prefix: "/api/admin/"` guarded everything under the admin area but
+    /// not `/api/admin` itself, which frameworks mounting a router at
+    /// `/api/admin` (Express `app.use`, Flask blueprints, Spring) serve
+    /// with the admin handlers: it fell to the weaker default. Read as such
+    /// a backend may read it, the path is ambiguous (400).
+    #[test]
+    fn a_prefix_ending_in_a_slash_does_not_leave_its_bare_path_to_the_default() {
+        let admin = Policy::RolesAny(vec!["admin".into()]);
+        let c = config(serde_json::json!({"routes": [
+            {"match": {"prefix": "/api/admin/"}, "policy": {"roles_any": ["admin"]}},
+            {"match": {"prefix": "/"}, "policy": "authenticated"}
+        ]}));
+        assert_eq!(decide(&c, "/api/admin/users"), Ok(&admin));
+        assert_eq!(decide(&c, "/api/admin/"), Ok(&admin));
+        for p in ["/api/admin", "/API/admin", "/api/x/../admin"] {
+            assert_eq!(decide(&c, p), Err(AmbiguousPath), "{p}");
+        }
+        // Another path that only starts the same is not the rule's.
+        assert_eq!(
+            decide(&c, "/api/administrators"),
+            Ok(&Policy::Authenticated)
+        );
     }
 
     #[test]
