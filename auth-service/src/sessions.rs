@@ -149,6 +149,7 @@ pub async fn create_session(
         ip: origin.0,
         user_agent: origin.1,
         dpop_jkt: binding.dpop_jkt,
+        dpop_bound_at: None,
     };
     let record = RefreshRecord {
         hash: refresh.hash(),
@@ -274,7 +275,8 @@ pub async fn refresh(
         return Err(ApiError::InvalidGrant(UNKNOWN_REFRESH_TOKEN));
     }
     if let Some(bound) = &session.dpop_jkt {
-        if proof.as_ref().map(PendingProof::jkt) != Some(bound.as_str()) {
+        let with_its_key = proof.as_ref().map(PendingProof::jkt) == Some(bound.as_str());
+        if !with_its_key && !rotated_out_before_binding(&session, record.as_ref()) {
             inc(&state.metrics.dpop_refused);
             let outcome = if proof.is_some() {
                 "wrong_dpop_key"
@@ -318,6 +320,9 @@ pub async fn refresh(
         return Err(ApiError::AccountDisabled);
     }
     let dpop_jkt = crate::dpop::accept(state, proof, now).await?;
+    // RFC 9449 §5: a refresh with a proof binds a session not bound yet; its
+    // refresh tokens from then on work only with proofs from that key.
+    let bind_to = dpop_jkt.clone().filter(|_| session.dpop_jkt.is_none());
     let next = refresh_tokens::mint(&state.refresh_keys, &session.id);
     let next_record = RefreshRecord {
         hash: next.hash(),
@@ -343,7 +348,14 @@ pub async fn refresh(
     };
     match state
         .store
-        .rotate_refresh(&old_hash, &next_record, &access_record, now, limit)
+        .rotate_refresh(
+            &old_hash,
+            &next_record,
+            &access_record,
+            now,
+            limit,
+            bind_to.as_deref(),
+        )
         .await?
     {
         Rotation::Rotated => {}
@@ -396,6 +408,26 @@ pub async fn refresh(
         device_secret: device,
         session_id: session.id,
     })
+}
+
+/// Whether `record` (`None`: pushed out of the history) is a refresh token
+/// rotated out of a session that a later refresh bound to a DPoP key
+/// (`dpop_bound_at`), and issued before that: sent again from its device it
+/// is judged as any rotated-out token (reuse past the grace), with or
+/// without a proof. Otherwise whoever stole a session's refresh token and
+/// device secret could refresh first with a key of their own, and the
+/// owner's old token, sent without that key, would be refused without
+/// ending the session: the thief's binding would hide the reuse.
+fn rotated_out_before_binding(session: &Session, record: Option<&RefreshRecord>) -> bool {
+    let Some(bound_at) = session.dpop_bound_at else {
+        // Bound at its start: every token it ever had needs the key.
+        return false;
+    };
+    match record {
+        // Of the binding's second too: `created_at` has whole seconds.
+        Some(r) => r.used_at.is_some() && r.created_at <= bound_at,
+        None => true,
+    }
 }
 
 /// A rotated-out refresh token sent again from its device (rotated at

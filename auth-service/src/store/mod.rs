@@ -367,6 +367,9 @@ pub struct Session {
     /// RFC 7638 thumbprint of the DPoP key the session is bound to (RFC
     /// 9449 §5): its refresh tokens need a proof from that key. `None`: not bound.
     pub dpop_jkt: Option<String>,
+    /// When a refresh bound it (its first with a proof); `None`: bound at
+    /// its start, or not bound.
+    pub dpop_bound_at: Option<i64>,
 }
 
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -670,7 +673,8 @@ pub trait Store: Send + Sync + 'static {
     /// when the session ended or `old_hash` was used since they were read,
     /// nor when the session reached `limit` ([`Rotation::Throttled`]). The
     /// same transaction deletes the session's rotated-out tokens past the
-    /// newest [`ROTATED_REFRESH_TOKENS_KEPT`].
+    /// newest [`ROTATED_REFRESH_TOKENS_KEPT`], and binds a session not bound
+    /// yet to the DPoP key thumbprint `bind_to` (`dpop_bound_at` = `now`).
     async fn rotate_refresh(
         &self,
         old_hash: &str,
@@ -678,6 +682,7 @@ pub trait Store: Send + Sync + 'static {
         access: &IssuedToken,
         now: i64,
         limit: RefreshLimit,
+        bind_to: Option<&str>,
     ) -> StoreResult<Rotation>;
     async fn record_access_token(&self, token: &IssuedToken) -> StoreResult<()>;
     /// Records a service account's access token only while `client_id` is

@@ -10,7 +10,7 @@
 
 pub(super) const USER_COLUMNS: &str = "id, email, password_hash, roles, scope, email_verified, banned_at, totp_secret, totp_pending, totp_last_step, created_at, password_version";
 pub(super) const SESSION_COLUMNS: &str =
-    "id, user_id, device_secret_hash, created_at, last_seen_at, expires_at, revoked_at, revoke_reason, ip, user_agent, dpop_jkt";
+    "id, user_id, device_secret_hash, created_at, last_seen_at, expires_at, revoked_at, revoke_reason, ip, user_agent, dpop_jkt, dpop_bound_at";
 
 /// Revokes every live session of a user inside the transaction `$tx`, one
 /// feed event each (kept until `$feed_expires_at`, or until the user's last
@@ -864,14 +864,21 @@ macro_rules! impl_store {
                 .map_err(StoreError::from)
             }
 
-            async fn rotate_refresh(&self, old_hash: &str, new: &RefreshRecord, access: &IssuedToken, now: i64, limit: RefreshLimit) -> StoreResult<Rotation> {
+            async fn rotate_refresh(&self, old_hash: &str, new: &RefreshRecord, access: &IssuedToken, now: i64, limit: RefreshLimit, bind_to: Option<&str>) -> StoreResult<Rotation> {
                 let mut tx = self.begin_write().await?;
                 // The session first (the order a revocation locks in): a logout that
                 // committed since the session was read ends the rotation here. On
                 // Postgres this waits for a revocation in progress and re-checks.
-                let live = sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id = $2 AND revoked_at IS NULL AND expires_at > $1")
+                // An unbound session is bound to `bind_to` (a bound one keeps its key).
+                let live = sqlx::query(
+                    "UPDATE sessions SET last_seen_at = $1, \
+                     dpop_bound_at = CASE WHEN dpop_jkt IS NULL AND $3 IS NOT NULL THEN $1 ELSE dpop_bound_at END, \
+                     dpop_jkt = COALESCE(dpop_jkt, $3) \
+                     WHERE id = $2 AND revoked_at IS NULL AND expires_at > $1",
+                )
                     .bind(now)
                     .bind(&new.session_id)
+                    .bind(bind_to)
                     .execute(&mut *tx)
                     .await?;
                 if live.rows_affected() != 1 {

@@ -1454,6 +1454,7 @@ async fn a_session_past_the_listed_ones_can_still_be_logged_out() {
         ip: None,
         user_agent: Some("script".into()),
         dpop_jkt: None,
+        dpop_bound_at: None,
     };
     let refresh = |i: usize| RefreshRecord {
         hash: format!("h{i:04}"),

@@ -292,8 +292,13 @@ async fn a_bound_refresh_token_works_only_with_its_key_and_a_wrong_key_burns_not
         .is_some());
 }
 
+/// RFC 9449 §5: a refresh token issued to a request with a proof works
+/// only with proofs from that key. A session started without a proof stayed
+/// unbound after a refresh with one: its new access token was bound, but
+/// whoever held the refresh token and device secret refreshed on without a
+/// proof and got Bearer tokens. The first refresh with a proof binds it.
 #[tokio::test]
-async fn an_unbound_session_stays_unbound_and_a_proof_binds_only_the_new_access_token() {
+async fn a_refresh_with_a_proof_binds_an_unbound_session() {
     let app = spawn_app().await;
     app.verified_user("ada@example.com").await;
     let t = app.signin("ada@example.com", PASSWORD).await;
@@ -302,19 +307,68 @@ async fn an_unbound_session_stays_unbound_and_a_proof_binds_only_the_new_access_
     assert_eq!(r.status(), 200);
     let t2 = dpop_tokens_of(r).await;
     assert_eq!(bound_jkt(&t2.access), key.jkt().as_str());
-    assert!(app
+    let session = app.state.store.session(&t.session).await.unwrap().unwrap();
+    assert_eq!(session.dpop_jkt.as_deref(), Some(key.jkt().as_str()));
+    // From now on only with proofs from that key (and the token stays usable).
+    let r = app.refresh_with(&t2, None).await;
+    assert_eq!(error_code(r, 400).await, "invalid_dpop_proof");
+    let r = app.dpop_refresh(&t2, &DpopKey::es256()).await;
+    assert_eq!(error_code(r, 400).await, "invalid_dpop_proof");
+    let r = app.dpop_refresh(&t2, &key).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        bound_jkt(&dpop_tokens_of(r).await.access),
+        key.jkt().as_str()
+    );
+}
+
+/// A thief with a session's refresh token and device secret refreshes first,
+/// with a key of their own: the session is bound to it. The owner's old
+/// token, sent again without that key, must still be taken for reuse (the
+/// session ends), or the thief's binding would hide it.
+#[tokio::test]
+async fn a_thief_binding_a_stolen_session_does_not_hide_the_reuse() {
+    let app = spawn_app().await;
+    app.verified_user("ada@example.com").await;
+    let owner = app.signin("ada@example.com", PASSWORD).await;
+    let thief_key = DpopKey::es256();
+    let r = app.dpop_refresh(&owner, &thief_key).await;
+    assert_eq!(r.status(), 200);
+    let thief = dpop_tokens_of(r).await;
+    // Within the grace: the client's own race, refused, nothing ends.
+    let r = app.refresh_with(&owner, None).await;
+    assert_eq!(invalid_grant(r).await, "refresh token was just rotated");
+    // Later, from the owner's device, without the thief's key: reuse.
+    age_rotation(&app, &owner.refresh, 60).await;
+    let r = app.refresh_with(&owner, None).await;
+    assert_eq!(
+        invalid_grant(r).await,
+        "refresh token reuse detected; the session is revoked"
+    );
+    let session = app
         .state
         .store
-        .session(&t.session)
+        .session(&owner.session)
         .await
         .unwrap()
-        .unwrap()
-        .dpop_jkt
-        .is_none());
-    // The session was not bound by that refresh: a later one needs no proof (and answers Bearer).
-    let r = app.refresh_with(&t2, None).await;
+        .unwrap();
+    assert_eq!(
+        session.revoke_reason.as_deref(),
+        Some("refresh_token_reuse")
+    );
+    let r = app.dpop_refresh(&thief, &thief_key).await;
+    assert_eq!(invalid_grant(r).await, "the session has ended");
+
+    // A session bound at its start: an old token without its key is still nothing.
+    let key = DpopKey::es256();
+    let t = app.dpop_signin("ada@example.com", &key).await;
+    let r = app.dpop_refresh(&t, &key).await;
     assert_eq!(r.status(), 200);
-    assert!(claims(&tokens_of(r).await.access).get("cnf").is_none());
+    age_rotation(&app, &t.refresh, 60).await;
+    let r = app.refresh_with(&t, None).await;
+    assert_eq!(error_code(r, 400).await, "invalid_dpop_proof");
+    let session = app.state.store.session(&t.session).await.unwrap().unwrap();
+    assert!(session.revoked_at.is_none());
 }
 
 #[tokio::test]

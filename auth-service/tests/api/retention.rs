@@ -127,6 +127,7 @@ async fn ending_all_sessions_publishes_nothing_for_sessions_long_expired() {
             ip: None,
             user_agent: None,
             dpop_jkt: None,
+            dpop_bound_at: None,
         };
         let refresh = RefreshRecord {
             hash: format!("{i:064x}"),
