@@ -75,6 +75,80 @@ fn entry(
     }
 }
 
+/// How long a refusal for a limit repeats from one client address without
+/// a row of its own (see [`record_throttled`]).
+const REPEAT_WINDOW_SECS: i64 = 60;
+/// Most (event, address) pairs [`Repeats`] follows at once.
+const MAX_REPEAT_KEYS: usize = 4096;
+
+/// The refusals for a limit this process wrote a row for lately, by event
+/// and client address, and how many it held back since.
+#[derive(Default)]
+pub struct Repeats {
+    seen: std::sync::Mutex<std::collections::HashMap<String, Repeat>>,
+}
+
+struct Repeat {
+    since: i64,
+    held_back: u64,
+}
+
+impl Repeats {
+    /// Whether to write a row for `key` at `now`, and if so the `detail`
+    /// saying how many were held back before it.
+    fn admit(&self, key: String, now: i64) -> Option<Option<String>> {
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let recent = |r: &Repeat| (0..REPEAT_WINDOW_SECS).contains(&(now - r.since));
+        if let Some(repeat) = seen.get_mut(&key).filter(|r| recent(r)) {
+            repeat.held_back += 1;
+            return None;
+        }
+        let held_back = seen.get(&key).map_or(0, |r| r.held_back);
+        if seen.len() >= MAX_REPEAT_KEYS && !seen.contains_key(&key) {
+            seen.retain(|_, r| recent(r));
+        }
+        if seen.len() < MAX_REPEAT_KEYS || seen.contains_key(&key) {
+            seen.insert(
+                key,
+                Repeat {
+                    since: now,
+                    held_back: 0,
+                },
+            );
+        }
+        Some(
+            (held_back > 0)
+                .then(|| format!("and {held_back} more from this address while limited before it")),
+        )
+    }
+}
+
+/// Writes the row of a refusal for a limit (`outcome` `throttled`): at most
+/// one per event and client address a minute on this process, the next one
+/// saying how many were held back. A client looping past a limit (which
+/// costs it nothing but the request) would otherwise write a row per
+/// request, without bound, and bury the rows that matter.
+pub async fn record_throttled(
+    state: &AppState,
+    client: &Client,
+    event: &str,
+    user_id: Option<&str>,
+    email: Option<&str>,
+) {
+    let key = format!("{event}\0{}", client.ip);
+    let Some(detail) = state.audit_repeats.admit(key, now()) else {
+        return;
+    };
+    let mut entry = entry(Some(client), event, "throttled", user_id, email);
+    entry.detail = detail;
+    if let Err(e) = state.store.audit(&entry).await {
+        tracing::warn!(error = %e, event, "audit write failed");
+    }
+}
+
 /// Writes one audit row; a failure is logged, never fatal to the request.
 pub async fn record(
     state: &AppState,
@@ -87,5 +161,39 @@ pub async fn record(
     let entry = entry(client, event, outcome, user_id, email);
     if let Err(e) = state.store.audit(&entry).await {
         tracing::warn!(error = %e, event, "audit write failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeats_of_a_refusal_are_one_row_a_minute_with_the_count_held_back() {
+        let r = Repeats::default();
+        let t = 1_900_000_000;
+        assert_eq!(r.admit("signin\u{0}1.2.3.4".into(), t), Some(None));
+        for i in 1..50 {
+            assert_eq!(r.admit("signin\u{0}1.2.3.4".into(), t + i % 60), None);
+        }
+        assert_eq!(
+            r.admit("signin\u{0}5.6.7.8".into(), t),
+            Some(None),
+            "another address"
+        );
+        assert_eq!(
+            r.admit("signin\u{0}1.2.3.4".into(), t + 60),
+            Some(Some(
+                "and 49 more from this address while limited before it".into()
+            ))
+        );
+        // A clock that stepped back starts a new window rather than holding rows back for good.
+        assert_eq!(r.admit("signin\u{0}1.2.3.4".into(), t - 3600), Some(None));
+        // Past the bound, old pairs make room; recent ones still count.
+        for i in 0..MAX_REPEAT_KEYS {
+            let _ = r.admit(format!("signup\0{i}"), t + 200);
+        }
+        assert_eq!(r.admit("signup\0new".into(), t + 200), Some(None));
+        assert_eq!(r.admit("signup\u{0}0".into(), t + 201), None);
     }
 }

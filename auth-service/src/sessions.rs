@@ -364,15 +364,7 @@ pub async fn refresh(
         // token left unused.
         Rotation::Throttled(until) => {
             inc(&state.metrics.refresh_throttled);
-            audit::record(
-                state,
-                Some(client),
-                "refresh",
-                "throttled",
-                Some(&user.id),
-                None,
-            )
-            .await;
+            audit::record_throttled(state, client, "refresh", Some(&user.id), None).await;
             return Err(ApiError::TooManyRequests {
                 retry_after_secs: u64::try_from(until.saturating_sub(now)).unwrap_or(1).max(1),
             });

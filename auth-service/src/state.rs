@@ -41,6 +41,8 @@ pub struct AppState {
     /// Tags refresh tokens with their session (`crate::refresh_tokens`), so
     /// one pushed out of the session's history is still known as its own.
     pub refresh_keys: DerivedKeys,
+    /// Refusals for a limit recently audited (`audit::record_throttled`).
+    pub audit_repeats: crate::audit::Repeats,
 }
 
 /// Opens the store chosen by the database URL (`sqlite:` or `postgres://`).
@@ -146,5 +148,6 @@ pub async fn build_state(config: Config, opening: Opening) -> Result<Arc<AppStat
         dpop_nonce_keys,
         page_keys,
         refresh_keys,
+        audit_repeats: crate::audit::Repeats::default(),
     }))
 }

@@ -215,22 +215,27 @@ async fn client_refused(
     claimed: Option<&str>,
     e: ApiError,
 ) -> ApiError {
-    let outcome = if matches!(e, ApiError::TooManyRequests { .. }) {
-        "throttled"
+    let subject = claimed.map(authflow_contract::claims::service_subject);
+    if matches!(e, ApiError::TooManyRequests { .. }) {
+        audit::record_throttled(
+            state,
+            client,
+            "client_credentials",
+            subject.as_deref(),
+            None,
+        )
+        .await;
     } else {
-        "invalid_client"
-    };
-    audit::record(
-        state,
-        Some(client),
-        "client_credentials",
-        outcome,
-        claimed
-            .map(authflow_contract::claims::service_subject)
-            .as_deref(),
-        None,
-    )
-    .await;
+        audit::record(
+            state,
+            Some(client),
+            "client_credentials",
+            "invalid_client",
+            subject.as_deref(),
+            None,
+        )
+        .await;
+    }
     e
 }
 

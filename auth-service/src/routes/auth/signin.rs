@@ -221,15 +221,7 @@ pub async fn start_signin(
     let attempt = match password_attempt(state, &account, client).await {
         Ok(attempt) => attempt,
         Err(e) => {
-            audit::record(
-                state,
-                Some(client),
-                "signin",
-                "throttled",
-                None,
-                Some(email.as_str()),
-            )
-            .await;
+            audit::record_throttled(state, client, "signin", None, Some(email.as_str())).await;
             return Err(e);
         }
     };

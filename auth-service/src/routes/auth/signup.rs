@@ -169,15 +169,7 @@ pub async fn register(
     // The hashing slot first: a sign-up refused for want of one (503) is not counted.
     let slot = state.password_work.reserve().await?;
     if let Err(e) = count_signup(state, client).await {
-        audit::record(
-            state,
-            Some(client),
-            "signup",
-            "throttled",
-            None,
-            Some(email.as_str()),
-        )
-        .await;
+        audit::record_throttled(state, client, "signup", None, Some(email.as_str())).await;
         return Err(e);
     }
     let hash = state
