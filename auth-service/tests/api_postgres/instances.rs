@@ -200,7 +200,7 @@ async fn two_instances_racing_on_one_refresh_token_exactly_one_wins() {
         sorted.sort_unstable();
         assert_eq!(
             sorted,
-            [200, 401],
+            [200, 400],
             "exactly one rotation wins: {statuses:?}"
         );
         // The loser is refused as just rotated, not taken for reuse: the
