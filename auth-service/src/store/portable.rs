@@ -91,6 +91,47 @@ macro_rules! ban_service_tokens_in {
     }};
 }
 
+/// Sets a live service account's credential `$column` to `$value` (its
+/// `rotated_at` moved on), and with `$ban` kills the tokens it holds, in one
+/// transaction: `Ok(false)` when there is no such live account. A macro for
+/// the same reason as [`impl_store`]; used by it.
+macro_rules! change_service_credential {
+    ($store:ident, $column:literal, $value:expr, $client_id:expr, $now:expr, $ban:expr) => {{
+        let mut tx = $store.begin_write().await?;
+        let r = sqlx::query(&format!(
+            "UPDATE service_accounts SET {} = $1, {NEXT_ROTATION} WHERE client_id = $3 AND disabled_at IS NULL",
+            $column
+        ))
+        .bind($value)
+        .bind($now)
+        .bind($client_id)
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() != 1 {
+            return Ok(false);
+        }
+        if let Some(ban) = $ban {
+            ban_service_tokens_in!(tx, ban.subject, $now, ban.expires_at);
+        }
+        tx.commit().await?;
+        Ok(true)
+    }};
+}
+
+/// How many signing keys `$limit` (a [`PublishedLimit`]) counts as
+/// published, read inside `$tx`. A macro for the same reason as [`impl_store`].
+macro_rules! published_keys_in {
+    ($tx:ident, $limit:expr) => {{
+        let limit: PublishedLimit = $limit;
+        let published: i64 = sqlx::query_scalar(COUNT_PUBLISHED_KEYS)
+            .bind(limit.retired_kept_secs)
+            .bind(limit.now)
+            .fetch_one(&mut *$tx)
+            .await?;
+        usize::try_from(published).unwrap_or(usize::MAX)
+    }};
+}
+
 /// Records an issued access token (its jti, for the feed's revocations) on
 /// `$executor`: a pool, or `&mut *tx` to commit it with the write it belongs to.
 macro_rules! insert_access_token {
@@ -474,21 +515,7 @@ macro_rules! impl_store {
             }
 
             async fn set_service_secret(&self, client_id: &str, secret_hash: &str, now: i64, ban: Option<TokensBan<'_>>) -> StoreResult<bool> {
-                let mut tx = self.begin_write().await?;
-                let r = sqlx::query(&format!("UPDATE service_accounts SET secret_hash = $1, {NEXT_ROTATION} WHERE client_id = $3 AND disabled_at IS NULL"))
-                    .bind(secret_hash)
-                    .bind(now)
-                    .bind(client_id)
-                    .execute(&mut *tx)
-                    .await?;
-                if r.rows_affected() != 1 {
-                    return Ok(false);
-                }
-                if let Some(ban) = ban {
-                    ban_service_tokens_in!(tx, ban.subject, now, ban.expires_at);
-                }
-                tx.commit().await?;
-                Ok(true)
+                change_service_credential!(self, "secret_hash", secret_hash, client_id, now, ban)
             }
 
             async fn upgrade_service_secret(&self, client_id: &str, verified: &str, new_hash: &str) -> StoreResult<bool> {
@@ -505,21 +532,7 @@ macro_rules! impl_store {
             }
 
             async fn set_service_public_jwk(&self, client_id: &str, public_jwk: Option<&str>, now: i64, ban: Option<TokensBan<'_>>) -> StoreResult<bool> {
-                let mut tx = self.begin_write().await?;
-                let r = sqlx::query(&format!("UPDATE service_accounts SET public_jwk = $1, {NEXT_ROTATION} WHERE client_id = $3 AND disabled_at IS NULL"))
-                    .bind(public_jwk)
-                    .bind(now)
-                    .bind(client_id)
-                    .execute(&mut *tx)
-                    .await?;
-                if r.rows_affected() != 1 {
-                    return Ok(false);
-                }
-                if let Some(ban) = ban {
-                    ban_service_tokens_in!(tx, ban.subject, now, ban.expires_at);
-                }
-                tx.commit().await?;
-                Ok(true)
+                change_service_credential!(self, "public_jwk", public_jwk, client_id, now, ban)
             }
 
             async fn take_client_assertion(&self, client_id: &str, jti: &str, expires_at: i64) -> StoreResult<bool> {
@@ -945,8 +958,8 @@ macro_rules! impl_store {
 }
 
 pub(super) use {
-    ban_service_tokens_in, impl_store, insert_access_token, revoke_sessions_in,
-    sessions_still_verifiable,
+    ban_service_tokens_in, change_service_credential, impl_store, insert_access_token,
+    published_keys_in, revoke_sessions_in, sessions_still_verifiable,
 };
 
 /// A service account's credentials changed at `$2`: `rotated_at` moves on,

@@ -22,8 +22,8 @@ use sqlx::{PgConnection, PgPool};
 
 use super::pg_connect;
 use super::portable::{
-    ban_service_tokens_in, insert_access_token, revoke_sessions_in, sessions_still_verifiable,
-    NEXT_ROTATION, SESSION_COLUMNS, USER_COLUMNS,
+    ban_service_tokens_in, change_service_credential, insert_access_token, published_keys_in,
+    revoke_sessions_in, sessions_still_verifiable, NEXT_ROTATION, SESSION_COLUMNS, USER_COLUMNS,
 };
 use super::rows::{ChallengeRow, EventRow, KeyRow, UserRow};
 use super::sealed::{self, key_purpose, totp_purpose};
@@ -572,12 +572,7 @@ super::portable::impl_store! {
         let mut tx = self.begin_write().await?;
         // Held to commit: the next rotation's count and UPDATE then see this key.
         sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(SIGNING_KEYS_LOCK).execute(&mut *tx).await?;
-        let published: i64 = sqlx::query_scalar(COUNT_PUBLISHED_KEYS)
-            .bind(limit.retired_kept_secs)
-            .bind(limit.now)
-            .fetch_one(&mut *tx)
-            .await?;
-        let published = usize::try_from(published).unwrap_or(usize::MAX);
+        let published = published_keys_in!(tx, limit);
         if published >= limit.max {
             return Ok(Err(published));
         }
