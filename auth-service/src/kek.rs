@@ -119,15 +119,7 @@ impl std::fmt::Debug for Kek {
 
 /// A KEK as configured: 32 random bytes in standard base64.
 pub fn parse_key(text: &str) -> Result<[u8; 32], String> {
-    let bytes = STANDARD
-        .decode(text.trim())
-        .map_err(|_| "is not base64".to_owned())?;
-    let key = <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
-        format!(
-            "must be 32 random bytes in base64 (e.g. `openssl rand -base64 32`), found {} bytes",
-            bytes.len()
-        )
-    })?;
+    let key = parse_previous_key(text)?;
     // All zeros (`AAAA…=`) or another run of one byte is a placeholder left
     // in place of a key, never the output of a random generator.
     if key.iter().all(|b| *b == key[0]) {
@@ -138,6 +130,21 @@ pub fn parse_key(text: &str) -> Result<[u8; 32], String> {
         );
     }
     Ok(key)
+}
+
+/// A previous KEK (`kek.previous`): as [`parse_key`], but a placeholder is
+/// taken: a deployment that ran on one moves away from it by naming it here
+/// while the values it sealed are re-sealed with the new key.
+pub fn parse_previous_key(text: &str) -> Result<[u8; 32], String> {
+    let bytes = STANDARD
+        .decode(text.trim())
+        .map_err(|_| "is not base64".to_owned())?;
+    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+        format!(
+            "must be 32 random bytes in base64 (e.g. `openssl rand -base64 32`), found {} bytes",
+            bytes.len()
+        )
+    })
 }
 
 /// HMAC-SHA256 of `kek` as a PRF, the purpose as label.
@@ -367,5 +374,11 @@ mod tests {
         let mut almost = [0u8; 32];
         almost[31] = 1;
         assert_eq!(parse_key(&STANDARD.encode(almost)).unwrap(), almost);
+        // As a previous key it is taken: the way off a placeholder is to
+        // name it there while its values are re-sealed with a real key.
+        assert_eq!(
+            parse_previous_key(&STANDARD.encode([0u8; 32])).unwrap(),
+            [0u8; 32]
+        );
     }
 }

@@ -1638,7 +1638,6 @@ mod tests {
         for (var, path) in [
             ("AUTHFLOW_KEK__KEY", "kek.key"),
             ("AUTHFLOW_KEK", "kek.key"),
-            ("AUTHFLOW_KEK__PREVIOUS", "kek.previous"),
         ] {
             for key in [&zeros, &sevens] {
                 let e = Config::load_from(None, &env(&[(var, key)]))
@@ -1792,5 +1791,24 @@ mod tests {
         assert_eq!(report.overridden, ["server.data_dir", "server.listen"]);
         let (_, alone) = Config::load_reporting(Some(&path), &[]).unwrap();
         assert!(alone.overridden.is_empty());
+    }
+
+    /// A deployment that ran on a placeholder KEK moves off it by naming it
+    /// in `kek.previous` beside a real key: refused there too, the values it
+    /// sealed could never be opened again.
+    #[test]
+    fn a_placeholder_kek_can_be_rotated_away_from() {
+        use base64::Engine as _;
+        let zeros = base64::engine::general_purpose::STANDARD.encode([0u8; 32]);
+        let c = Config::load_from(
+            None,
+            &[
+                ("AUTHFLOW_KEK__KEY".to_owned(), crate::kek::generate_key()),
+                ("AUTHFLOW_KEK__PREVIOUS".to_owned(), zeros.clone()),
+            ],
+        );
+        assert!(c.is_ok(), "{:?}", c.err());
+        let e = Config::load_from(None, &[("AUTHFLOW_KEK__KEY".to_owned(), zeros)]).unwrap_err();
+        assert!(e.to_string().contains("kek.key"), "{e}");
     }
 }

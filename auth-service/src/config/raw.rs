@@ -915,7 +915,10 @@ impl RawKek {
             .previous
             .iter()
             .flatten()
-            .map(|k| crate::kek::parse_key(k.expose_secret()).map_err(|e| bad("kek.previous", e)))
+            .map(|k| {
+                crate::kek::parse_previous_key(k.expose_secret())
+                    .map_err(|e| bad("kek.previous", e))
+            })
             .collect::<Result<_, _>>()?;
         Ok(KekConfig { current, previous })
     }
