@@ -107,7 +107,10 @@ pub async fn issue_for_service(
         client_id: Some(client_id.to_owned()),
         cnf: confirmation(jkt),
     };
-    let (issued, record) = sign(state, &service_subject(client_id), custom, now, i64::MAX)?;
+    // Never issued before its credentials' `rotated_at`: a rotation that
+    // killed the account's tokens moved it past the ban's last second.
+    let at = now.max(account.rotated_at);
+    let (issued, record) = sign(state, &service_subject(client_id), custom, at, i64::MAX)?;
     // Only under the credentials the request was authenticated with: a
     // rotation that committed meanwhile refuses it.
     if !state

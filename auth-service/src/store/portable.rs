@@ -88,6 +88,8 @@ macro_rules! ban_service_tokens_in {
             $now,
         )
         .await?;
+        // The ban's `not_before`: tokens issued from then on pass.
+        through + 1
     }};
 }
 
@@ -111,7 +113,16 @@ macro_rules! change_service_credential {
             return Ok(false);
         }
         if let Some(ban) = $ban {
-            ban_service_tokens_in!(tx, ban.subject, $now, ban.expires_at);
+            // Tokens of the new credential carry an `iat` of at least its
+            // `rotated_at` (`tokens::issue_for_service`): none falls under the ban.
+            let not_before = ban_service_tokens_in!(tx, ban.subject, $now, ban.expires_at);
+            sqlx::query(
+                "UPDATE service_accounts SET rotated_at = CASE WHEN rotated_at < $1 THEN $1 ELSE rotated_at END WHERE client_id = $2",
+            )
+            .bind(not_before)
+            .bind($client_id)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(true)
@@ -571,7 +582,7 @@ macro_rules! impl_store {
                 // Every token recorded for the account is visible here (record_service_token
                 // orders itself against the update above); a disabled account gets no new
                 // tokens, so nothing legitimate is issued after it.
-                ban_service_tokens_in!(tx, subject, now, expires_at);
+                let _ = ban_service_tokens_in!(tx, subject, now, expires_at);
                 tx.commit().await?;
                 Ok(true)
             }

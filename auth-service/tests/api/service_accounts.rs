@@ -1389,12 +1389,31 @@ async fn rotating_a_leaked_secret_can_kill_the_tokens_it_minted() {
     let third = rotate("?revoke_tokens=true").await;
     assert!(!passes(leaked).await, "the leaked secret's token dies");
     assert!(!passes(routine).await, "and every older one");
-    // The account lives on: a token of the new secret, after the rotation's second, passes.
-    let since = authflow_auth_service::clock::now();
-    while authflow_auth_service::clock::now() == since {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    // The account lives on: a token of the new secret passes, in the
+    // rotation's own second too (its `iat` is past the ban's).
     assert!(passes(token_with(third).await).await);
+    let at = authflow_auth_service::clock::now();
+    authflow_auth_service::service_accounts::rotate_secret(&app.state, "leaky", true, at)
+        .await
+        .unwrap();
+    let account = app
+        .state
+        .store
+        .service_account("leaky")
+        .await
+        .unwrap()
+        .unwrap();
+    let issued =
+        authflow_auth_service::tokens::issue_for_service(&app.state, &account, "read", None, at)
+            .await
+            .unwrap();
+    let iat = claims(&issued.token)["iat"].as_i64().unwrap();
+    assert!(
+        !app.state
+            .feed
+            .is_revoked(None, "", Some("svc:leaky"), iat, at),
+        "a token of the new secret, issued in the rotation's second, is banned"
+    );
     let r = app
         .authed(
             Method::POST,
