@@ -157,6 +157,7 @@ pub async fn create_session(
         created_at: now,
         expires_at,
         used_at: None,
+        dpop_bound: session.dpop_jkt.is_some(),
     };
     if !state
         .store
@@ -330,6 +331,7 @@ pub async fn refresh(
         created_at: now,
         expires_at: session.expires_at,
         used_at: None,
+        dpop_bound: session.dpop_jkt.is_some() || bind_to.is_some(),
     };
     // Signed before the rotation and recorded in its transaction: nothing that
     // can fail comes between the rotation's commit and the answer.
@@ -404,20 +406,22 @@ pub async fn refresh(
 
 /// Whether `record` (`None`: pushed out of the history) is a refresh token
 /// rotated out of a session that a later refresh bound to a DPoP key
-/// (`dpop_bound_at`), and issued before that: sent again from its device it
-/// is judged as any rotated-out token (reuse past the grace), with or
-/// without a proof. Otherwise whoever stole a session's refresh token and
-/// device secret could refresh first with a key of their own, and the
-/// owner's old token, sent without that key, would be refused without
-/// ending the session: the thief's binding would hide the reuse.
+/// (`dpop_bound_at`), and issued before that (`dpop_bound` false): sent
+/// again from its device it is judged as any rotated-out token (reuse past
+/// the grace), with or without a proof. Otherwise whoever stole a session's
+/// refresh token and device secret could refresh first with a key of their
+/// own, and the owner's old token, sent without that key, would be refused
+/// without ending the session: the thief's binding would hide the reuse.
+/// A token issued once bound still needs the key: without it, it ends
+/// nothing. (One pushed out of the history tells nothing: of a session bound
+/// by a refresh it is taken as issued before, the reuse that matters.)
 fn rotated_out_before_binding(session: &Session, record: Option<&RefreshRecord>) -> bool {
-    let Some(bound_at) = session.dpop_bound_at else {
+    if session.dpop_bound_at.is_none() {
         // Bound at its start: every token it ever had needs the key.
         return false;
-    };
+    }
     match record {
-        // Of the binding's second too: `created_at` has whole seconds.
-        Some(r) => r.used_at.is_some() && r.created_at <= bound_at,
+        Some(r) => r.used_at.is_some() && !r.dpop_bound,
         None => true,
     }
 }

@@ -379,6 +379,8 @@ pub struct RefreshRecord {
     pub created_at: i64,
     pub expires_at: i64,
     pub used_at: Option<i64>,
+    /// Whether its session was bound to a DPoP key when it was issued.
+    pub dpop_bound: bool,
 }
 
 #[derive(Clone, Debug, sqlx::FromRow)]

@@ -397,11 +397,12 @@ macro_rules! impl_store {
                 if inserted.rows_affected() != 1 {
                     return Ok(false);
                 }
-                sqlx::query("INSERT INTO refresh_tokens (hash, session_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
+                sqlx::query("INSERT INTO refresh_tokens (hash, session_id, created_at, expires_at, dpop_bound) VALUES ($1, $2, $3, $4, $5)")
                     .bind(&refresh.hash)
                     .bind(&refresh.session_id)
                     .bind(refresh.created_at)
                     .bind(refresh.expires_at)
+                    .bind(refresh.dpop_bound)
                     .execute(&mut *tx)
                     .await?;
                 // The access token answered with them, in the same commit: a failure
@@ -414,7 +415,7 @@ macro_rules! impl_store {
             }
 
             async fn refresh_token(&self, hash: &str) -> StoreResult<Option<RefreshRecord>> {
-                sqlx::query_as("SELECT hash, session_id, created_at, expires_at, used_at FROM refresh_tokens WHERE hash = $1")
+                sqlx::query_as("SELECT hash, session_id, created_at, expires_at, used_at, dpop_bound FROM refresh_tokens WHERE hash = $1")
                     .bind(hash)
                     .fetch_optional(self.reader())
                     .await
@@ -938,11 +939,12 @@ macro_rules! impl_store {
                 if let Some(at) = oldest_counted {
                     return Ok(Rotation::Throttled(at.saturating_add(limit.window_secs).max(now + 1)));
                 }
-                sqlx::query("INSERT INTO refresh_tokens (hash, session_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
+                sqlx::query("INSERT INTO refresh_tokens (hash, session_id, created_at, expires_at, dpop_bound) VALUES ($1, $2, $3, $4, $5)")
                     .bind(&new.hash)
                     .bind(&new.session_id)
                     .bind(new.created_at)
                     .bind(new.expires_at)
+                    .bind(new.dpop_bound)
                     .execute(&mut *tx)
                     .await?;
                 // Rotated-out tokens are kept for reuse detection, but only the newest

@@ -1462,6 +1462,7 @@ async fn a_session_past_the_listed_ones_can_still_be_logged_out() {
         created_at: now,
         expires_at: now + 3600,
         used_at: None,
+        dpop_bound: false,
     };
     for i in 0..250 {
         let s = session(i);

@@ -359,6 +359,20 @@ async fn a_thief_binding_a_stolen_session_does_not_hide_the_reuse() {
     let r = app.dpop_refresh(&thief, &thief_key).await;
     assert_eq!(invalid_grant(r).await, "the session has ended");
 
+    // The first token issued under the binding is the key holder's: sent
+    // again without the key (a copy of it and the device secret), it ends nothing.
+    let t = app.signin("ada@example.com", PASSWORD).await;
+    let key = DpopKey::es256();
+    let r = app.dpop_refresh(&t, &key).await;
+    let first_bound = dpop_tokens_of(r).await;
+    let r = app.dpop_refresh(&first_bound, &key).await;
+    assert_eq!(r.status(), 200);
+    age_rotation(&app, &first_bound.refresh, 60).await;
+    let r = app.refresh_with(&first_bound, None).await;
+    assert_eq!(error_code(r, 400).await, "invalid_dpop_proof");
+    let session = app.state.store.session(&t.session).await.unwrap().unwrap();
+    assert!(session.revoked_at.is_none());
+
     // A session bound at its start: an old token without its key is still nothing.
     let key = DpopKey::es256();
     let t = app.dpop_signin("ada@example.com", &key).await;

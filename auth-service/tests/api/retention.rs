@@ -135,6 +135,7 @@ async fn ending_all_sessions_publishes_nothing_for_sessions_long_expired() {
             created_at: at,
             expires_at: at + 30 * 86_400,
             used_at: None,
+            dpop_bound: false,
         };
         assert!(app
             .state
