@@ -157,11 +157,46 @@ impl Retention {
 
 /// The sequence number in `cursor` if it was issued in `epoch`.
 fn cursor_in(epoch: &str, cursor: &str) -> Option<i64> {
-    let (cursor_epoch, seq) = cursor.split_once('.')?;
-    (cursor_epoch == epoch)
-        .then(|| seq.parse::<i64>().ok())
-        .flatten()
-        .filter(|s| *s >= 0)
+    position_in(epoch, cursor).map(|(seq, _)| seq)
+}
+
+/// The position `cursor` names if it was issued in `epoch`: the sequence
+/// number, and the [`digest`] of the event there when the cursor carries one
+/// (`<epoch>.<seq>.<digest>`; cursors of earlier releases have none).
+fn position_in<'a>(epoch: &str, cursor: &'a str) -> Option<(i64, Option<&'a str>)> {
+    let mut parts = cursor.split('.');
+    let (cursor_epoch, seq) = (parts.next()?, parts.next()?);
+    let digest = parts.next();
+    if cursor_epoch != epoch || parts.next().is_some() {
+        return None;
+    }
+    let seq = seq.parse::<i64>().ok().filter(|s| *s >= 0)?;
+    Some((seq, digest))
+}
+
+/// A short digest of an event, carried in the cursor of the position it is
+/// at: a cursor from a history that went back (the database failed over to
+/// a replica that missed the event, or was restored) names an event that is
+/// not there any more, which any instance tells at once, one that restarted
+/// since too, however many revocations took the lost numbers meanwhile.
+fn digest(e: &FeedEvent) -> String {
+    use sha2::{Digest as _, Sha256};
+    let mut h = Sha256::new();
+    h.update(e.kind.as_str());
+    h.update([0]);
+    h.update(&e.subject);
+    h.update([0]);
+    h.update(e.not_before.unwrap_or(-1).to_le_bytes());
+    h.update(e.expires_at.to_le_bytes());
+    hex::encode(&h.finalize()[..8])
+}
+
+/// `<epoch>.<seq>`, with the digest of the event at `seq` when it is known.
+fn cursor_text(epoch: &str, seq: i64, at: Option<&FeedEvent>) -> String {
+    match at.filter(|e| e.seq == seq) {
+        Some(e) => format!("{epoch}.{seq}.{}", digest(e)),
+        None => format!("{epoch}.{seq}"),
+    }
 }
 
 pub struct Feed {
@@ -198,6 +233,8 @@ struct SharedDelta {
     /// The epoch its cursor was read in (and its answer is labelled with).
     epoch: String,
     from: i64,
+    /// The digest the cursor gave for the event at `from`.
+    digest: Option<String>,
     head: i64,
     feed: tokio::sync::OnceCell<Arc<RevocationFeed>>,
 }
@@ -206,8 +243,16 @@ struct SharedDelta {
 const SNAPSHOT: i64 = -1;
 
 impl SharedDelta {
-    fn answers(&self, generation: u64, epoch: &str, from: i64, head: i64) -> bool {
-        (self.generation, self.from, self.head) == (generation, from, head) && self.epoch == epoch
+    fn answers(
+        &self,
+        generation: u64,
+        epoch: &str,
+        (from, digest): (i64, Option<&str>),
+        head: i64,
+    ) -> bool {
+        (self.generation, self.from, self.head) == (generation, from, head)
+            && self.epoch == epoch
+            && self.digest.as_deref() == digest
     }
 }
 
@@ -375,7 +420,22 @@ impl Feed {
     }
 
     pub fn cursor(&self) -> String {
-        format!("{}.{}", self.epoch(), self.head.load(Ordering::SeqCst))
+        let newest = self.set.read().ok().and_then(|s| s.newest.clone());
+        cursor_text(
+            &self.epoch(),
+            self.head.load(Ordering::SeqCst),
+            newest.as_ref(),
+        )
+    }
+
+    /// Whether the event this process knows at `seq` is another than the
+    /// one `digest` names (not known here: no).
+    fn other_event_at(&self, seq: i64, digest_named: &str) -> bool {
+        self.set.read().is_ok_and(|s| {
+            s.newest
+                .as_ref()
+                .is_some_and(|e| e.seq == seq && digest(e) != digest_named)
+        })
     }
 
     /// The sequence number in `cursor` if it was issued by this database.
@@ -416,7 +476,9 @@ impl Feed {
         // The answer names the epoch its cursor was read in, even if a new
         // one begins while it is read (its next poll then gets a snapshot).
         let epoch = self.epoch();
-        let since = since.and_then(|c| cursor_in(&epoch, c));
+        let position = since.and_then(|c| position_in(&epoch, c));
+        let since = position.map(|(seq, _)| seq);
+        let named = position.and_then(|(_, digest)| digest);
         if since > Some(self.head.load(Ordering::SeqCst)) || self.behind.load(Ordering::SeqCst) {
             // A cursor from another instance that saw a newer write than this
             // one has synced yet (milliseconds, on one database), or the last
@@ -434,7 +496,12 @@ impl Feed {
         }
         let head = self.head.load(Ordering::SeqCst);
         let pruned = self.pruned_through.load(Ordering::SeqCst);
-        let delta_from = since.filter(|s| *s >= pruned && *s <= head);
+        let mut delta_from = since.filter(|s| *s >= pruned && *s <= head);
+        // The cursor names an event the history here no longer has at its
+        // position: a snapshot.
+        if delta_from.is_some_and(|s| named.is_some_and(|d| self.other_event_at(s, d))) {
+            delta_from = None;
+        }
         if delta_from == Some(head) {
             return Ok(FeedAnswer::NotModified);
         }
@@ -452,7 +519,7 @@ impl Feed {
         let shared = {
             let mut last = self.lock_last_delta();
             match last.as_ref() {
-                Some(slot) if slot.answers(generation, &epoch, from, head) => {
+                Some(slot) if slot.answers(generation, &epoch, (from, named), head) => {
                     Some(Arc::clone(slot))
                 }
                 // Another cursor's read, under way (a poll holds the slot
@@ -470,6 +537,7 @@ impl Feed {
                         generation,
                         epoch: epoch.clone(),
                         from,
+                        digest: named.map(str::to_owned),
                         head,
                         feed: tokio::sync::OnceCell::new(),
                     });
@@ -480,7 +548,7 @@ impl Feed {
         };
         let Some(shared) = shared else {
             return Ok(FeedAnswer::Body(Arc::new(
-                self.read(store, issuer, &epoch, Some(from), head, now)
+                self.read(store, issuer, &epoch, Some((from, named)), head, now)
                     .await?,
             )));
         };
@@ -490,7 +558,7 @@ impl Feed {
             .feed
             .get_or_try_init(|| async {
                 Ok::<_, StoreError>(Arc::new(
-                    self.read(store, issuer, &epoch, Some(from), head, now)
+                    self.read(store, issuer, &epoch, Some((from, named)), head, now)
                         .await?,
                 ))
             })
@@ -516,7 +584,8 @@ impl Feed {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             match last.as_ref() {
                 Some((read_at, slot))
-                    if slot.answers(generation, epoch, SNAPSHOT, head) && *read_at == now =>
+                    if slot.answers(generation, epoch, (SNAPSHOT, None), head)
+                        && *read_at == now =>
                 {
                     Arc::clone(slot)
                 }
@@ -525,6 +594,7 @@ impl Feed {
                         generation,
                         epoch: epoch.to_owned(),
                         from: SNAPSHOT,
+                        digest: None,
                         head,
                         feed: tokio::sync::OnceCell::new(),
                     });
@@ -551,27 +621,51 @@ impl Feed {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The delta after `delta_from`, or a snapshot without it, from the database.
+    /// The delta after `delta_from` (its position and the digest its cursor
+    /// named there), or a snapshot without it, from the database. A delta
+    /// whose cursor names another event than the one at its position (a
+    /// history that went back) is a snapshot instead.
     async fn read(
         &self,
         store: &dyn Store,
         issuer: &str,
         epoch: &str,
-        delta_from: Option<i64>,
+        delta_from: Option<(i64, Option<&str>)>,
         head: i64,
         now: i64,
     ) -> Result<RevocationFeed, StoreError> {
-        let after = delta_from.unwrap_or(0);
         self.store_reads.fetch_add(1, Ordering::Relaxed);
-        let events = store
-            .feed_events_after(after, self.retention.forgotten_through(now))
-            .await?;
+        let forgotten_through = self.retention.forgotten_through(now);
+        // From the cursor's own event on, to check it.
+        let after = delta_from.map_or(
+            0,
+            |(from, named)| {
+                if named.is_some() {
+                    from - 1
+                } else {
+                    from
+                }
+            },
+        );
+        let mut events = store.feed_events_after(after, forgotten_through).await?;
+        let mut snapshot = delta_from.is_none();
+        if let Some((from, named)) = delta_from {
+            let other = events
+                .first()
+                .is_some_and(|e| e.seq == from && named.is_some_and(|d| digest(e) != d));
+            if other {
+                events = store.feed_events_after(0, forgotten_through).await?;
+                snapshot = true;
+            } else {
+                events.retain(|e| e.seq > from);
+            }
+        }
         let newest = events.iter().map(|e| e.seq).max().unwrap_or(0).max(head);
         let retention = self.retention;
         let feed = RevocationFeed {
             issuer: issuer.to_owned(),
-            cursor: format!("{epoch}.{newest}"),
-            snapshot: delta_from.is_none(),
+            cursor: cursor_text(epoch, newest, events.last()),
+            snapshot,
             ..events_feed(&events, |exp| retention.forget_after(exp))
         };
         Ok(feed)
@@ -848,6 +942,7 @@ mod tests {
                 generation,
                 epoch: self.epoch(),
                 from,
+                digest: None,
                 head,
                 feed: tokio::sync::OnceCell::new_with(Some(Arc::clone(feed))),
             }));
@@ -954,9 +1049,86 @@ mod tests {
         let cursor = feed.cursor();
         let ahead = EXP + MARGIN as i64 + INSTANCE_CLOCK_MARGIN + 1;
         assert_eq!(feed.prune(&store, ahead).await.unwrap(), 1);
+        let epoch = |c: &str| c.split('.').next().unwrap().to_owned();
         for behind in [1, INSTANCE_CLOCK_MARGIN / 2, INSTANCE_CLOCK_MARGIN - 1] {
             feed.sync(&store, ahead - behind).await.unwrap();
-            assert_eq!(feed.cursor(), cursor, "{behind} s behind");
+            assert_eq!(epoch(&feed.cursor()), epoch(&cursor), "{behind} s behind");
+        }
+    }
+
+    /// The same when no instance that applied the lost event is left (all
+    /// restarted after the database outage): nothing in memory tells, and
+    /// the filter's cursor named a position the new revocations took. The
+    /// cursor names the event at its position: another one there now means
+    /// a snapshot, however many revocations took the lost numbers.
+    #[tokio::test]
+    async fn a_cursor_naming_a_lost_event_gets_a_snapshot_from_an_instance_that_never_saw_it() {
+        for writes_after in [1, 3] {
+            let dir = tempfile::tempdir().unwrap();
+            let primary = store(&dir).await;
+            primary.revoke_token("j1", EXP - 10, EXP).await.unwrap();
+            let feed = Feed::load(&primary, MARGIN, 10, EXP - 10).await.unwrap();
+            let replica = backup(&dir, "replica.db").await;
+            primary.revoke_token("j2", EXP - 10, EXP).await.unwrap();
+            feed.sync(&primary, EXP - 10).await.unwrap();
+            let FeedAnswer::Body(answer) =
+                feed.answer(&primary, "iss", None, EXP - 10).await.unwrap()
+            else {
+                panic!("a snapshot")
+            };
+            let filter_cursor = answer.cursor.clone();
+            // Every instance restarts on the replica; revocations are written.
+            let replica = open(&replica).await;
+            let restarted = Feed::load(&replica, MARGIN, 10, EXP - 10).await.unwrap();
+            for i in 0..writes_after {
+                replica
+                    .revoke_token(&format!("j-new-{i}"), EXP - 10, EXP)
+                    .await
+                    .unwrap();
+            }
+            restarted.sync(&replica, EXP - 10).await.unwrap();
+            let answer = restarted
+                .answer(&replica, "iss", Some(&filter_cursor), EXP - 10)
+                .await
+                .unwrap();
+            let FeedAnswer::Body(body) = &answer else {
+                panic!("{writes_after}: 304 over the new revocations")
+            };
+            assert!(body.snapshot, "{writes_after}: a snapshot");
+            assert!(
+                jtis(&answer).contains(&"j-new-0".to_string()),
+                "{writes_after}: got {:?}",
+                jtis(&answer)
+            );
+        }
+    }
+
+    /// A cursor of the same history keeps getting deltas and `304`s, and
+    /// one of an earlier release (no digest) is still read.
+    #[tokio::test]
+    async fn cursors_of_the_same_history_get_deltas() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        store.revoke_token("j1", EXP - 10, EXP).await.unwrap();
+        let feed = Feed::load(&store, MARGIN, 10, EXP - 10).await.unwrap();
+        let cursor = feed.cursor();
+        assert_eq!(cursor.split('.').count(), 3, "{cursor}");
+        assert!(matches!(
+            feed.answer(&store, "iss", Some(&cursor), EXP - 10)
+                .await
+                .unwrap(),
+            FeedAnswer::NotModified
+        ));
+        store.revoke_token("j2", EXP - 10, EXP).await.unwrap();
+        feed.sync(&store, EXP - 10).await.unwrap();
+        let old_form = cursor.rsplit_once('.').unwrap().0.to_owned();
+        for c in [&cursor, &old_form] {
+            let answer = feed.answer(&store, "iss", Some(c), EXP - 10).await.unwrap();
+            let FeedAnswer::Body(body) = &answer else {
+                panic!("a delta")
+            };
+            assert!(!body.snapshot, "{c}");
+            assert_eq!(jtis(&answer), ["j2"], "{c}");
         }
     }
 

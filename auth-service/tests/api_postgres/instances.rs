@@ -164,7 +164,7 @@ async fn concurrent_bans_on_two_instances_reach_a_poller_exactly_once() {
                 }
             }
             let next = body["cursor"].as_str().unwrap().to_owned();
-            let seq = |c: &str| c.rsplit_once('.').unwrap().1.parse::<i64>().unwrap();
+            let seq = |c: &str| c.split('.').nth(1).unwrap().parse::<i64>().unwrap();
             assert!(seq(&next) >= seq(&cursor), "the cursor went back");
             cursor = next;
         }
