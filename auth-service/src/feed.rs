@@ -60,12 +60,19 @@ impl OwnList {
 /// see [`Retention::pruned_by_none`]). `events`: those from `newest.seq` on.
 /// The head alone cannot tell once new writes have brought it back to
 /// where it was.
-fn history_diverged(newest: &FeedEvent, events: &[FeedEvent], pruned_by_none: i64) -> bool {
+/// `pruned_through`: the newest event the database says was ever pruned
+/// (an instance with a shorter retention, during a rolling change, prunes
+/// sooner than this one would).
+fn history_diverged(
+    newest: &FeedEvent,
+    events: &[FeedEvent],
+    (pruned_by_none, pruned_through): (i64, i64),
+) -> bool {
     match events.first() {
         Some(first) if first.seq == newest.seq => first != newest,
         // Not read: forgotten (here, or pruned by an instance whose clock
-        // is ahead), or lost with the history.
-        _ => newest.expires_at > pruned_by_none,
+        // is ahead or whose retention is shorter), or lost with the history.
+        _ => newest.expires_at > pruned_by_none && newest.seq > pruned_through,
     }
 }
 
@@ -339,7 +346,8 @@ impl Feed {
         let from = newest.as_ref().map_or(after, |e| after.min(e.seq - 1));
         let mut events = store.feed_events_after(from, forgotten_through).await?;
         let pruned_by_none = self.retention.pruned_by_none(now);
-        if newest.is_some_and(|n| history_diverged(&n, &events, pruned_by_none)) {
+        let pruned = (pruned_by_none, head.pruned_through);
+        if newest.is_some_and(|n| history_diverged(&n, &events, pruned)) {
             self.start_new_epoch(store, &head).await?;
             events = store.feed_events_after(0, forgotten_through).await?;
         }
@@ -1130,6 +1138,23 @@ mod tests {
             assert!(!body.snapshot, "{c}");
             assert_eq!(jtis(&answer), ["j2"], "{c}");
         }
+    }
+
+    /// An instance with a shorter retention (a rolling configuration
+    /// change, or the CLI run with another file) prunes the newest event
+    /// this one applied: pruned, not lost (the database says so).
+    #[tokio::test]
+    async fn an_event_pruned_by_an_instance_with_a_shorter_retention_is_no_lost_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        store.revoke_token("j1", EXP - 10, EXP).await.unwrap();
+        let long = Feed::load(&store, MARGIN, 10, EXP - 10).await.unwrap();
+        let short = Feed::load(&store, 60, 10, EXP - 10).await.unwrap();
+        let epoch = long.cursor().split('.').next().unwrap().to_owned();
+        let later = EXP + 60 + INSTANCE_CLOCK_MARGIN + 1;
+        assert_eq!(short.prune(&store, later).await.unwrap(), 1);
+        long.sync(&store, later).await.unwrap();
+        assert!(long.cursor().starts_with(&epoch), "a new epoch for nothing");
     }
 
     /// Two instances on one database that went back: the one that noticed

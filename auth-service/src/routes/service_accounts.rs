@@ -57,8 +57,8 @@ pub struct PublicKeyRequest {
 #[serde(deny_unknown_fields)]
 pub struct CredentialChange {
     /// `true`: also kill every token the account holds (the credential
-    /// leaked), through the revocation feed; tokens issued in the change's
-    /// second die too. `false` (the default): they live out their lifetime.
+    /// leaked), through the revocation feed; those of the new credential
+    /// pass. `false` (the default): they live out their lifetime.
     #[serde(default)]
     pub revoke_tokens: bool,
 }
