@@ -43,6 +43,48 @@ impl TestApp {
             .await
             .unwrap()
     }
+
+    /// The access token of a client-credentials grant with `secret` (200 expected).
+    async fn service_token(&self, client_id: &str, secret: &str) -> String {
+        let r = self
+            .client_token(client_id, secret, &[("grant_type", "client_credentials")])
+            .await;
+        assert_eq!(r.status(), 200);
+        r.json::<Value>().await.unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// The status `/v1/ext-authz` answers `token` with.
+    async fn ext_authz_status(&self, token: &str) -> u16 {
+        self.http
+            .get(self.url("/v1/ext-authz"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// A new secret for `client_id`, the query (`?revoke_tokens=true`) as given.
+    async fn rotate_secret(&self, admin: &Tokens, client_id: &str, query: &str) -> String {
+        let r = self
+            .authed(
+                Method::POST,
+                &format!("/v1/admin/service-accounts/{client_id}/secret{query}"),
+                admin,
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json::<Value>().await.unwrap()["client_secret"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
 }
 
 #[tokio::test]
@@ -343,12 +385,7 @@ async fn admin_creates_rotates_and_disables_and_the_feed_bans_the_service_subjec
     assert_ne!(new, old);
     let grant = [("grant_type", "client_credentials")];
     assert_eq!(app.client_token("mailer", &old, &grant).await.status(), 401);
-    let r = app.client_token("mailer", &new, &grant).await;
-    assert_eq!(r.status(), 200);
-    let token = r.json::<Value>().await.unwrap()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = app.service_token("mailer", &new).await;
 
     // Disable: no new tokens, and the feed bans `svc:mailer` so every filter drops the live ones.
     let (_, snap) = app.feed(None).await;
@@ -368,14 +405,7 @@ async fn admin_creates_rotates_and_disables_and_the_feed_bans_the_service_subjec
     let feed: RevocationFeed = serde_json::from_value(delta.unwrap()).unwrap();
     assert_eq!(feed.banned_subjects.len(), 1);
     assert_eq!(feed.banned_subjects[0].sub, "svc:mailer");
-    let r = app
-        .http
-        .get(app.url("/v1/ext-authz"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
+    assert_eq!(app.ext_authz_status(&token).await, 401);
     let r = app
         .authed(
             Method::POST,
@@ -408,13 +438,7 @@ async fn a_service_token_does_not_pass_as_a_user() {
     let secret = app
         .create_service_account(&admin, "billing", &["read"])
         .await;
-    let r = app
-        .client_token("billing", &secret, &[("grant_type", "client_credentials")])
-        .await;
-    let token = r.json::<Value>().await.unwrap()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = app.service_token("billing", &secret).await;
     let calls = [
         ("/v1/auth/logout", json!({})),
         ("/v1/auth/logout-all", json!({})),
@@ -448,14 +472,7 @@ async fn a_service_token_does_not_pass_as_a_user() {
         );
     }
     // The token is still good where a service token belongs.
-    let r = app
-        .http
-        .get(app.url("/v1/ext-authz"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(app.ext_authz_status(&token).await, 200);
 }
 
 // ---- private_key_jwt (RFC 7523 §2.2) ----
@@ -1156,14 +1173,7 @@ async fn a_disable_kills_every_token_its_account_was_issued() {
     let app = spawn_app().await;
     let admin = app.admin("root@example.com").await;
     let secret = app.create_service_account(&admin, "racer", &["r"]).await;
-    let r = app
-        .client_token("racer", &secret, &[("grant_type", "client_credentials")])
-        .await;
-    assert_eq!(r.status(), 200);
-    let token = r.json::<Value>().await.unwrap()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = app.service_token("racer", &secret).await;
     let iat = claims(&token)["iat"].as_i64().unwrap();
 
     // The disable read its clock well before that token was issued, and commits only now.
@@ -1335,63 +1345,31 @@ async fn rotating_a_leaked_secret_can_kill_the_tokens_it_minted() {
     let app = spawn_app().await;
     let admin = app.admin("root@example.com").await;
     let first = app.create_service_account(&admin, "leaky", &["read"]).await;
-    let grant = [("grant_type", "client_credentials")];
-    let token_with = |secret: String| {
-        let app = &app;
-        async move {
-            let r = app.client_token("leaky", &secret, &grant).await;
-            assert_eq!(r.status(), 200);
-            r.json::<Value>().await.unwrap()["access_token"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        }
-    };
-    let passes = |token: String| {
-        let app = &app;
-        async move {
-            let r = app
-                .http
-                .get(app.url("/v1/ext-authz"))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .unwrap();
-            r.status() == 200
-        }
-    };
-    let rotate = |query: &'static str| {
-        let (app, admin) = (&app, &admin);
-        async move {
-            let r = app
-                .authed(
-                    Method::POST,
-                    &format!("/v1/admin/service-accounts/leaky/secret{query}"),
-                    admin,
-                )
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200);
-            r.json::<Value>().await.unwrap()["client_secret"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        }
-    };
-    let routine = token_with(first).await;
-    let second = rotate("").await;
-    assert!(
-        passes(routine.clone()).await,
+    let routine = app.service_token("leaky", &first).await;
+    let second = app.rotate_secret(&admin, "leaky", "").await;
+    assert_eq!(
+        app.ext_authz_status(&routine).await,
+        200,
         "a routine rotation kills nothing"
     );
-    let leaked = token_with(second).await;
-    let third = rotate("?revoke_tokens=true").await;
-    assert!(!passes(leaked).await, "the leaked secret's token dies");
-    assert!(!passes(routine).await, "and every older one");
+    let leaked = app.service_token("leaky", &second).await;
+    let third = app
+        .rotate_secret(&admin, "leaky", "?revoke_tokens=true")
+        .await;
+    assert_eq!(
+        app.ext_authz_status(&leaked).await,
+        401,
+        "the leaked secret's token dies"
+    );
+    assert_eq!(
+        app.ext_authz_status(&routine).await,
+        401,
+        "and every older one"
+    );
     // The account lives on: a token of the new secret passes, in the
     // rotation's own second too (its `iat` is past the ban's).
-    assert!(passes(token_with(third).await).await);
+    let fresh = app.service_token("leaky", &third).await;
+    assert_eq!(app.ext_authz_status(&fresh).await, 200);
     let at = authflow_auth_service::clock::now();
     authflow_auth_service::service_accounts::rotate_secret(&app.state, "leaky", true, at)
         .await
