@@ -903,6 +903,14 @@ mod tests {
         );
     }
 
+    /// A database holding one revocation (`j1`), and an instance on it.
+    async fn with_one_revocation(dir: &tempfile::TempDir) -> (SqliteStore, Feed) {
+        let primary = store(dir).await;
+        primary.revoke_token("j1", EXP - 10, EXP).await.unwrap();
+        let feed = Feed::load(&primary, MARGIN, 10, EXP - 10).await.unwrap();
+        (primary, feed)
+    }
+
     /// A consistent copy of the database as it is now (what a backup, or a
     /// replica lagging behind the primary, holds).
     async fn backup(dir: &tempfile::TempDir, name: &str) -> String {
@@ -977,9 +985,7 @@ mod tests {
     async fn a_revocation_after_the_database_went_back_reaches_current_pollers() {
         for lost in [2, 1] {
             let dir = tempfile::tempdir().unwrap();
-            let primary = store(&dir).await;
-            primary.revoke_token("j1", EXP - 10, EXP).await.unwrap();
-            let feed = Feed::load(&primary, MARGIN, 10, EXP - 10).await.unwrap();
+            let (primary, feed) = with_one_revocation(&dir).await;
             let replica = backup(&dir, "replica.db").await;
             // More revocations; a filter polls and takes them.
             for i in 0..lost {
@@ -1058,9 +1064,7 @@ mod tests {
     async fn a_cursor_naming_a_lost_event_gets_a_snapshot_from_an_instance_that_never_saw_it() {
         for writes_after in [1, 3] {
             let dir = tempfile::tempdir().unwrap();
-            let primary = store(&dir).await;
-            primary.revoke_token("j1", EXP - 10, EXP).await.unwrap();
-            let feed = Feed::load(&primary, MARGIN, 10, EXP - 10).await.unwrap();
+            let (primary, feed) = with_one_revocation(&dir).await;
             let replica = backup(&dir, "replica.db").await;
             primary.revoke_token("j2", EXP - 10, EXP).await.unwrap();
             feed.sync(&primary, EXP - 10).await.unwrap();
@@ -1199,9 +1203,7 @@ mod tests {
     #[tokio::test]
     async fn a_delta_read_across_the_database_going_back_is_not_shared_after() {
         let dir = tempfile::tempdir().unwrap();
-        let primary = store(&dir).await;
-        primary.revoke_token("j1", EXP - 10, EXP).await.unwrap();
-        let feed = Feed::load(&primary, MARGIN, 10, EXP - 10).await.unwrap();
+        let (primary, feed) = with_one_revocation(&dir).await;
         let replica = backup(&dir, "replica.db").await;
         let at_one = feed.cursor();
         primary.revoke_token("j2", EXP - 10, EXP).await.unwrap();
@@ -1241,9 +1243,7 @@ mod tests {
     #[tokio::test]
     async fn long_polls_still_wait_after_the_database_went_back() {
         let dir = tempfile::tempdir().unwrap();
-        let primary = store(&dir).await;
-        primary.revoke_token("j1", EXP - 10, EXP).await.unwrap();
-        let feed = Feed::load(&primary, MARGIN, 10, EXP - 10).await.unwrap();
+        let (primary, feed) = with_one_revocation(&dir).await;
         let replica = backup(&dir, "replica.db").await;
         primary.revoke_token("j2", EXP - 10, EXP).await.unwrap();
         primary.revoke_token("j3", EXP - 10, EXP).await.unwrap();
