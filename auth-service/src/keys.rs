@@ -7,7 +7,8 @@
 //! kept) → gone from the JWKS once `retired_at + access_ttl` passed, i.e.
 //! after the last token it signed has expired.
 
-use std::sync::{Arc, RwLock};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, RwLock};
 
 use authflow_contract::Algorithm;
 use jwt_simple::prelude::*;
@@ -143,8 +144,9 @@ pub struct LoadedKey {
     pub publish_at: i64,
     pub active_at: i64,
     pub retired_at: Option<i64>,
-    /// `None` once the key no longer signs and its private half was deleted.
-    pub signer: Option<SigningKey>,
+    /// `None` once the key no longer signs and its private half was deleted,
+    /// or when this process cannot open it (sealed under a newer KEK).
+    pub signer: Option<Arc<SigningKey>>,
     pub verifier: VerifyingKey,
     public_jwk: String,
 }
@@ -185,6 +187,8 @@ pub struct KeyInfo {
 pub struct KeyRing {
     keys: RwLock<Arc<Vec<LoadedKey>>>,
     access_ttl_secs: i64,
+    /// Keys whose private half this process could not open, already warned of.
+    unopened: Mutex<HashSet<String>>,
 }
 
 impl KeyRing {
@@ -204,28 +208,48 @@ impl KeyRing {
         let ring = Self {
             keys: RwLock::new(Arc::new(Vec::new())),
             access_ttl_secs,
+            unopened: Mutex::default(),
         };
         ring.reload(store).await?;
         Ok(ring)
     }
 
+    /// Reads every stored key again. A private half this process cannot
+    /// open (another instance already runs a newer `kek.key`: a KEK rollout
+    /// done out of order) does not stop the others: every key's public half
+    /// is still published and verified, a private half opened before is
+    /// kept, and a key this process cannot sign with is never replaced by
+    /// one a rotation retired.
     pub async fn reload(&self, store: &dyn Store) -> Result<(), StoreError> {
         let stored = store.signing_keys().await?;
+        let before = self.snapshot();
+        let kept = |kid: &str| before.iter().find(|k| k.kid == kid);
         let mut loaded = Vec::with_capacity(stored.len());
         for k in &stored {
-            let signer = if k.private_key.is_empty() {
-                None
-            } else {
-                Some(SigningKey::from_stored(k)?)
+            let signer = match &k.private_key_unopened {
+                Some(why) => {
+                    self.warn_unopened(k, why);
+                    kept(&k.kid).and_then(|old| old.signer.clone())
+                }
+                None if k.private_key.is_empty() => None,
+                None => Some(Arc::new(SigningKey::from_stored(k)?)),
             };
             let mut public = k.public_key.clone();
             if public.is_empty() {
                 // A row from before public halves were stored: fill it in.
-                let signer = signer.as_ref().ok_or_else(|| {
-                    StoreError::Corrupt(format!("signing key {} has no key material", k.kid))
-                })?;
-                public = signer.public_bytes();
-                store.set_signing_key_public(&k.kid, &public).await?;
+                match &signer {
+                    Some(signer) => {
+                        public = signer.public_bytes();
+                        store.set_signing_key_public(&k.kid, &public).await?;
+                    }
+                    None if k.private_key_unopened.is_some() => continue,
+                    None => {
+                        return Err(StoreError::Corrupt(format!(
+                            "signing key {} has no key material",
+                            k.kid
+                        )))
+                    }
+                }
             }
             let (verifier, public_jwk) = public_half(&k.alg, &k.kid, &public)?;
             loaded.push(LoadedKey {
@@ -242,6 +266,26 @@ impl KeyRing {
             *guard = Arc::new(loaded);
         }
         Ok(())
+    }
+
+    /// Warns once per key that this process cannot open its private half.
+    fn warn_unopened(&self, key: &StoredKey, why: &str) {
+        let first = self
+            .unopened
+            .lock()
+            .map(|mut warned| warned.insert(key.kid.clone()))
+            .unwrap_or(true);
+        if first {
+            tracing::error!(
+                kid = %key.kid,
+                active_at = key.active_at,
+                error = %why,
+                "this instance cannot open a signing key's private half: it publishes and \
+                 verifies the key but cannot sign with it once it is the active one; give \
+                 every instance the KEK it was sealed with (`kek.key`, or `kek.previous` \
+                 during a rotation)"
+            );
+        }
     }
 
     fn snapshot(&self) -> Arc<Vec<LoadedKey>> {
@@ -370,6 +414,7 @@ fn new_key(alg: Algorithm, publish_at: i64, active_at: i64) -> Result<StoredKey,
         kid,
         alg: alg.as_str().to_owned(),
         private_key: key.to_bytes(),
+        private_key_unopened: None,
         public_key: key.public_bytes(),
         created_at: publish_at,
         publish_at,
@@ -483,6 +528,60 @@ mod tests {
             signing_kid(&ring, t + 600).as_deref(),
             Some(c.as_str()),
             "the retired key {b} signs again once its active_at passed"
+        );
+    }
+
+    /// A KEK rollout done out of order: an instance started with a new
+    /// `kek.key` seals every stored key under it, then rotates. An instance
+    /// still on the old KEK cannot open those private halves. It refused the
+    /// whole reload: its JWKS never showed the new key (filters reading it
+    /// refused every token the new key signed) and it went on signing with
+    /// the key the rotation retired. Now it takes every public half, keeps
+    /// the private half it had opened, and never signs with a retired key.
+    #[tokio::test]
+    async fn an_instance_on_an_older_kek_publishes_every_key_and_signs_with_no_retired_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = store(&dir).await;
+        let t = 1_000_000;
+        let on_old = KeyRing::load(&old, Algorithm::EdDSA, 900, t).await.unwrap();
+        let first = signing_kid(&on_old, t).unwrap();
+
+        let url = format!("sqlite://{}", dir.path().join("keys.db").display());
+        let rotated_kek = Kek::new(&[8; 32], &[[7; 32]]).unwrap();
+        let new = SqliteStore::open(&url, Arc::new(rotated_kek))
+            .await
+            .unwrap();
+        let on_new = KeyRing::load(&new, Algorithm::EdDSA, 900, t).await.unwrap();
+        on_old.reload(&old).await.unwrap();
+        assert_eq!(
+            signing_kid(&on_old, t + 1).as_deref(),
+            Some(first.as_str()),
+            "the key opened before it was sealed anew still signs"
+        );
+
+        let second = on_new
+            .rotate(&new, Algorithm::EdDSA, t + 10, 60)
+            .await
+            .unwrap();
+        on_old.reload(&old).await.unwrap();
+        assert!(
+            on_old.jwks(t + 10).0.contains(&second),
+            "the new key is in the JWKS of the instance that cannot open it"
+        );
+        assert!(on_old.verifier(&second).is_some());
+        assert_eq!(
+            signing_kid(&on_old, t + 69).as_deref(),
+            Some(first.as_str())
+        );
+        assert_eq!(
+            signing_kid(&on_old, t + 70),
+            None,
+            "the key retired at {} signs on",
+            t + 70
+        );
+        assert_eq!(
+            signing_kid(&on_new, t + 70).as_deref(),
+            Some(second.as_str())
         );
     }
 }

@@ -427,8 +427,13 @@ pub struct StoredKey {
     pub kid: String,
     /// `EdDSA` or `ES256`.
     pub alg: String,
-    /// Empty once the key no longer signs (deleted; only the public half is kept).
+    /// Empty once the key no longer signs (deleted; only the public half is
+    /// kept), or when it could not be opened (see `private_key_unopened`).
     pub private_key: Vec<u8>,
+    /// Why the stored private half could not be opened: sealed under a KEK
+    /// this process does not hold (another instance already runs a newer
+    /// `kek.key`). Its public half is still good.
+    pub private_key_unopened: Option<String>,
     /// Empty only in rows written before the public half was stored.
     pub public_key: Vec<u8>,
     pub created_at: i64,

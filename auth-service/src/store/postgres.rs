@@ -204,15 +204,6 @@ impl PostgresStore {
         }
         Ok(user)
     }
-
-    /// A signing key as stored, with its private half (if any) opened.
-    fn signing_key(&self, row: KeyRow) -> StoreResult<StoredKey> {
-        let mut key = StoredKey::from(row);
-        if !key.private_key.is_empty() {
-            key.private_key = sealed::open(&self.kek, &key_purpose(&key.kid), &key.private_key)?;
-        }
-        Ok(key)
-    }
 }
 
 /// When the last access token recorded for `user_id` expires (0: none). A

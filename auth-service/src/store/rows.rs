@@ -97,6 +97,7 @@ impl From<KeyRow> for StoredKey {
             kid: r.kid,
             alg: r.alg,
             private_key: r.private_key,
+            private_key_unopened: None,
             public_key: r.public_key.unwrap_or_default(),
             created_at: r.created_at,
             publish_at: r.publish_at,

@@ -3,7 +3,7 @@
 
 use crate::kek::Kek;
 
-use super::{StoreError, StoreResult};
+use super::{StoreError, StoreResult, StoredKey};
 
 pub fn totp_purpose(user_id: &str) -> String {
     format!("totp:{user_id}")
@@ -15,6 +15,22 @@ pub fn key_purpose(kid: &str) -> String {
 
 pub fn open(kek: &Kek, purpose: &str, value: &[u8]) -> StoreResult<Vec<u8>> {
     kek.open(purpose, value).map_err(StoreError::Sealed)
+}
+
+/// `key` as read from its row, with its private half (if any) opened. One
+/// this process's KEK cannot open is left out and the reason kept: the key's
+/// public half is still published and verified (see `KeyRing::reload`).
+pub fn open_signing_key(kek: &Kek, mut key: StoredKey) -> StoredKey {
+    if !key.private_key.is_empty() {
+        match open(kek, &key_purpose(&key.kid), &key.private_key) {
+            Ok(clear) => key.private_key = clear,
+            Err(e) => {
+                key.private_key = Vec::new();
+                key.private_key_unopened = Some(e.to_string());
+            }
+        }
+    }
+    key
 }
 
 pub fn seal(kek: &Kek, purpose: &str, value: &[u8]) -> StoreResult<String> {

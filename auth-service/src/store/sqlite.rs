@@ -294,15 +294,6 @@ impl SqliteStore {
         }
         Ok(user)
     }
-
-    /// A signing key as stored, with its private half (if any) opened.
-    fn signing_key(&self, row: KeyRow) -> StoreResult<StoredKey> {
-        let mut key = StoredKey::from(row);
-        if !key.private_key.is_empty() {
-            key.private_key = self.open_secret(&key_purpose(&key.kid), &key.private_key)?;
-        }
-        Ok(key)
-    }
 }
 
 /// When the last access token recorded for `user_id` expires (0: none). A
