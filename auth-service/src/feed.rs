@@ -11,6 +11,7 @@
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use authflow_contract::revocation::set::encode;
 use authflow_contract::revocation::{
     still_needed, BannedSubject, Probe, RevocationFeed, RevocationSet, RevokedSession,
     RevokedToken, SetKey,
@@ -243,7 +244,7 @@ struct SharedDelta {
     /// The digest the cursor gave for the event at `from`.
     digest: Option<String>,
     head: i64,
-    feed: tokio::sync::OnceCell<Arc<RevocationFeed>>,
+    feed: tokio::sync::OnceCell<Arc<FeedBody>>,
 }
 
 /// The `from` of a shared snapshot (cursors are never negative).
@@ -263,11 +264,70 @@ impl SharedDelta {
     }
 }
 
+/// One answer of the feed, and its encodings: made once, when the first
+/// poll that shares the answer asks for them. A snapshot of a long list takes
+/// tens of milliseconds to encode: encoded per poll, a few anonymous polls
+/// a second without a cursor would keep every core busy.
+pub struct FeedBody {
+    feed: RevocationFeed,
+    /// The epoch its cursor is in: what the compact layout's digests are keyed by.
+    epoch: String,
+    compact: std::sync::OnceLock<axum::body::Bytes>,
+    json: std::sync::OnceLock<axum::body::Bytes>,
+}
+
+impl FeedBody {
+    fn new(feed: RevocationFeed, epoch: &str) -> Self {
+        Self {
+            feed,
+            epoch: epoch.to_owned(),
+            compact: std::sync::OnceLock::new(),
+            json: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The key of the compact layout's digests: one per issuer and database
+    /// epoch, so a delta always extends the snapshot a filter took.
+    pub fn digest_key(&self) -> SetKey {
+        SetKey::derive(&self.feed.issuer, &self.epoch)
+    }
+
+    /// The compact binary layout (README, "Compact revocation feed").
+    pub fn compact(&self) -> axum::body::Bytes {
+        self.compact
+            .get_or_init(|| {
+                encode(&self.feed, self.digest_key())
+                    .bytes()
+                    .to_vec()
+                    .into()
+            })
+            .clone()
+    }
+
+    /// The JSON the contract defines.
+    pub fn json(&self) -> axum::body::Bytes {
+        self.json
+            .get_or_init(|| {
+                // Plain data with string keys: serializing it cannot fail.
+                serde_json::to_vec(&self.feed).unwrap_or_default().into()
+            })
+            .clone()
+    }
+}
+
+impl std::ops::Deref for FeedBody {
+    type Target = RevocationFeed;
+
+    fn deref(&self) -> &RevocationFeed {
+        &self.feed
+    }
+}
+
 /// What a `since` cursor asks for.
 pub enum FeedAnswer {
     NotModified,
     /// Shared by the polls answered with the same read.
-    Body(Arc<RevocationFeed>),
+    Body(Arc<FeedBody>),
 }
 
 impl Feed {
@@ -415,12 +475,6 @@ impl Feed {
         *self.lock_last_delta() = None;
         // Parked long polls hold cursors of the old epoch: answer them now.
         self.notifier.new_epoch(head.head);
-    }
-
-    /// The key of the compact feed's digests: one per issuer and database,
-    /// so a delta always extends the snapshot a filter took.
-    pub fn digest_key(&self, issuer: &str) -> SetKey {
-        SetKey::derive(issuer, &self.epoch())
     }
 
     fn epoch(&self) -> String {
@@ -584,7 +638,7 @@ impl Feed {
         (generation, epoch): (u64, &str),
         head: i64,
         now: i64,
-    ) -> Result<Arc<RevocationFeed>, StoreError> {
+    ) -> Result<Arc<FeedBody>, StoreError> {
         let slot = {
             let mut last = self
                 .last_snapshot
@@ -641,7 +695,7 @@ impl Feed {
         delta_from: Option<(i64, Option<&str>)>,
         head: i64,
         now: i64,
-    ) -> Result<RevocationFeed, StoreError> {
+    ) -> Result<FeedBody, StoreError> {
         self.store_reads.fetch_add(1, Ordering::Relaxed);
         let forgotten_through = self.retention.forgotten_through(now);
         // From the cursor's own event on, to check it.
@@ -676,7 +730,7 @@ impl Feed {
             snapshot,
             ..events_feed(&events, |exp| retention.forget_after(exp))
         };
-        Ok(feed)
+        Ok(FeedBody::new(feed, epoch))
     }
 
     /// Whether a token with this `exp` may still pass a verifier somewhere
@@ -1361,6 +1415,38 @@ mod tests {
         assert_eq!(reads() - before, 3);
         let _ = feed.answer(&*store, "iss", None, EXP - 100).await.unwrap();
         assert_eq!(reads() - before, 4);
+    }
+
+    /// Sharing the read was not enough: each poll encoded the whole list
+    /// again (JSON or the compact layout), tens of milliseconds for a long
+    /// list, so a few anonymous polls a second kept the cores busy. The
+    /// polls sharing an answer share its encodings.
+    #[tokio::test]
+    async fn polls_sharing_an_answer_share_its_encodings() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, feed) = with_one_revocation(&dir).await;
+        let body = |answer: FeedAnswer| match answer {
+            FeedAnswer::Body(body) => body,
+            FeedAnswer::NotModified => panic!("a snapshot"),
+        };
+        let (a, b) = (
+            body(feed.answer(&store, "iss", None, EXP - 10).await.unwrap()),
+            body(feed.answer(&store, "iss", None, EXP - 10).await.unwrap()),
+        );
+        assert_eq!(
+            a.compact().as_ptr(),
+            b.compact().as_ptr(),
+            "one compact encoding"
+        );
+        assert_eq!(a.json().as_ptr(), b.json().as_ptr(), "one JSON encoding");
+        let json: RevocationFeed = serde_json::from_slice(&b.json()).unwrap();
+        assert_eq!(json.revoked_tokens.len(), 1);
+        let compact = authflow_contract::revocation::blob::Blob::parse(b.compact().to_vec());
+        assert_eq!(
+            compact.map(|blob| blob.len()).ok(),
+            Some(1),
+            "the compact layout reads back"
+        );
     }
 
     /// A poller holding the cursor another instance answered (one write

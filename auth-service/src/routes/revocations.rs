@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use authflow_contract::revocation::{set::encode, COMPACT_FEED_TYPE};
+use authflow_contract::revocation::COMPACT_FEED_TYPE;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -121,23 +121,25 @@ pub async fn feed(
                 &state.metrics.feed_deltas
             });
             let vary = (header::VARY, HeaderValue::from_static("accept"));
+            // Encoded once per shared answer (see `FeedBody`).
             if wants_compact(&headers) {
-                let body = encode(&feed, state.feed.digest_key(&feed.issuer))
-                    .bytes()
-                    .to_vec();
                 let content_type = (
                     header::CONTENT_TYPE,
                     HeaderValue::from_static(COMPACT_FEED_TYPE),
                 );
                 (
                     [(header::CACHE_CONTROL, no_cache), content_type, vary],
-                    body,
+                    feed.compact(),
                 )
                     .into_response()
             } else {
+                let content_type = (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
                 (
-                    [(header::CACHE_CONTROL, no_cache), vary],
-                    axum::Json(&*feed),
+                    [(header::CACHE_CONTROL, no_cache), content_type, vary],
+                    feed.json(),
                 )
                     .into_response()
             }
