@@ -75,8 +75,8 @@ fn entry(
     }
 }
 
-/// How long a refusal for a limit repeats from one client address without
-/// a row of its own (see [`record_throttled`]).
+/// How long a refusal repeats from one client address without a row of its
+/// own (see [`record_repeatable`]).
 const REPEAT_WINDOW_SECS: i64 = 60;
 /// Most (event, address) pairs [`Repeats`] follows at once.
 const MAX_REPEAT_KEYS: usize = 4096;
@@ -119,18 +119,12 @@ impl Repeats {
                 },
             );
         }
-        Some(
-            (held_back > 0)
-                .then(|| format!("and {held_back} more from this address while limited before it")),
-        )
+        Some((held_back > 0).then(|| format!("and {held_back} more from this address before it")))
     }
 }
 
-/// Writes the row of a refusal for a limit (`outcome` `throttled`): at most
-/// one per event and client address a minute on this process, the next one
-/// saying how many were held back. A client looping past a limit (which
-/// costs it nothing but the request) would otherwise write a row per
-/// request, without bound, and bury the rows that matter.
+/// Writes the row of a refusal for a limit (`outcome` `throttled`), as
+/// [`record_repeatable`] does.
 pub async fn record_throttled(
     state: &AppState,
     client: &Client,
@@ -138,11 +132,29 @@ pub async fn record_throttled(
     user_id: Option<&str>,
     email: Option<&str>,
 ) {
+    record_repeatable(state, client, (event, "throttled"), user_id, email).await;
+}
+
+/// Writes the row of a refusal any client can repeat at will, for the cost
+/// of the request (a limit hit, a client authentication that failed, an
+/// admin route refused): at most one per event and client address a minute
+/// on this process, the next one saying how many were held back. A row per
+/// request would grow the log without bound, hold the database's writer,
+/// and bury the rows that matter. The first row of the minute keeps its
+/// detail (subject, outcome); the ones held back are only counted.
+pub async fn record_repeatable(
+    state: &AppState,
+    client: &Client,
+    (event, outcome): (&str, &str),
+    user_id: Option<&str>,
+    email: Option<&str>,
+) {
+    // Not keyed by outcome, subject or email: the caller chooses those.
     let key = format!("{event}\0{}", client.ip);
     let Some(detail) = state.audit_repeats.admit(key, now()) else {
         return;
     };
-    let mut entry = entry(Some(client), event, "throttled", user_id, email);
+    let mut entry = entry(Some(client), event, outcome, user_id, email);
     entry.detail = detail;
     if let Err(e) = state.store.audit(&entry).await {
         tracing::warn!(error = %e, event, "audit write failed");
@@ -183,9 +195,7 @@ mod tests {
         );
         assert_eq!(
             r.admit("signin\u{0}1.2.3.4".into(), t + 60),
-            Some(Some(
-                "and 49 more from this address while limited before it".into()
-            ))
+            Some(Some("and 49 more from this address before it".into()))
         );
         // A clock that stepped back starts a new window rather than holding rows back for good.
         assert_eq!(r.admit("signin\u{0}1.2.3.4".into(), t - 3600), Some(None));

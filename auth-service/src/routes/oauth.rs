@@ -216,26 +216,19 @@ async fn client_refused(
     e: ApiError,
 ) -> ApiError {
     let subject = claimed.map(authflow_contract::claims::service_subject);
-    if matches!(e, ApiError::TooManyRequests { .. }) {
-        audit::record_throttled(
-            state,
-            client,
-            "client_credentials",
-            subject.as_deref(),
-            None,
-        )
-        .await;
-    } else {
-        audit::record(
-            state,
-            Some(client),
-            "client_credentials",
-            "invalid_client",
-            subject.as_deref(),
-            None,
-        )
-        .await;
-    }
+    // Anyone can send these, unauthenticated and without end.
+    let outcome = match e {
+        ApiError::TooManyRequests { .. } => "throttled",
+        _ => "invalid_client",
+    };
+    audit::record_repeatable(
+        state,
+        client,
+        ("client_credentials", outcome),
+        subject.as_deref(),
+        None,
+    )
+    .await;
     e
 }
 

@@ -1433,3 +1433,39 @@ async fn a_request_checked_before_a_rotation_gets_no_token_after_it() {
             .is_ok()
     );
 }
+
+/// A refused client authentication was one audit row each, for anyone:
+/// no credentials needed, no limit counted (only wrong secrets of real
+/// accounts are). A loop wrote rows without end, holding the database's
+/// writer and burying the account's real events. Now one row a minute per
+/// client address, the next one saying how many were held back.
+#[tokio::test]
+async fn refused_client_authentications_cannot_flood_the_audit_log() {
+    let app = spawn_app_with(|c| c.server.xff_num_trusted_hops = 1).await;
+    let admin = app.admin("root@example.com").await;
+    app.create_service_account(&admin, "billing", &["read"])
+        .await;
+    let refused = |from: &'static str| {
+        app.http
+            .post(app.url(TOKEN))
+            .header("x-forwarded-for", from)
+            .header("authorization", "Bearer not-basic")
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "billing"),
+            ])
+            .send()
+    };
+    for _ in 0..30 {
+        assert_eq!(refused("192.0.2.7").await.unwrap().status(), 401);
+    }
+    assert_eq!(refused("192.0.2.8").await.unwrap().status(), 401);
+    let log = app.state.store.audit_log(None, 1000).await.unwrap();
+    let rows = |ip: &str| {
+        log.iter()
+            .filter(|e| e.event == "client_credentials" && e.ip.as_deref() == Some(ip))
+            .count()
+    };
+    assert_eq!(rows("192.0.2.7"), 1, "{log:?}");
+    assert_eq!(rows("192.0.2.8"), 1, "another address has its own row");
+}
