@@ -24,6 +24,7 @@ pub mod refresh_tokens;
 pub mod routes;
 pub mod service_accounts;
 pub mod sessions;
+pub mod signin_codes;
 pub mod startup;
 pub mod state;
 pub mod store;

@@ -41,6 +41,8 @@ pub struct AppState {
     /// Tags refresh tokens with their session (`crate::refresh_tokens`), so
     /// one pushed out of the session's history is still known as its own.
     pub refresh_keys: DerivedKeys,
+    /// Keys the stored form of mailed sign-in codes (`crate::signin_codes`).
+    pub signin_code_keys: DerivedKeys,
     /// Refusals for a limit recently audited (`audit::record_throttled`).
     pub audit_repeats: crate::audit::Repeats,
 }
@@ -108,6 +110,7 @@ pub async fn build_state(config: Config, opening: Opening) -> Result<Arc<AppStat
     let dpop_nonce_keys = kek.derive_keys("dpop-nonce").map_err(StartError)?;
     let page_keys = kek.derive_keys("browser-csrf").map_err(StartError)?;
     let refresh_keys = kek.derive_keys("refresh-token").map_err(StartError)?;
+    let signin_code_keys = kek.derive_keys("signin-code").map_err(StartError)?;
     let now = now();
     let ttl = i64::try_from(config.tokens.access_ttl.as_secs()).unwrap_or(900);
     let keys = KeyRing::load(store.as_ref(), config.keys.signing_alg, ttl, now)
@@ -148,6 +151,7 @@ pub async fn build_state(config: Config, opening: Opening) -> Result<Arc<AppStat
         dpop_nonce_keys,
         page_keys,
         refresh_keys,
+        signin_code_keys,
         audit_repeats: crate::audit::Repeats::default(),
     }))
 }

@@ -319,3 +319,40 @@ async fn an_existing_world_readable_sqlite_file_is_closed_to_other_users() {
         assert_eq!(mode & 0o600, 0o600, "{name} has mode {mode:o}");
     }
 }
+
+/// A mailed sign-in code was stored as its plain SHA-256: six digits, so
+/// whoever read the challenges table (a replica, a backup, a read-only
+/// role) found the code in a second and finished the pending sign-in at
+/// its first try. Its stored form is now keyed with the KEK.
+#[tokio::test]
+async fn a_stored_sign_in_code_does_not_give_the_code_away() {
+    let app = spawn_app().await;
+    let email = "codes@example.com";
+    app.verified_user(email).await;
+    let (challenge, method) = app.challenge(email, PASSWORD).await;
+    assert_eq!(method, "email");
+    let code = app.last_mail(email, 2).await["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stored = app
+        .state
+        .store
+        .challenge(&challenge)
+        .await
+        .unwrap()
+        .unwrap()
+        .code_hash
+        .unwrap();
+    let found = (0..1_000_000)
+        .map(|n| format!("{n:06}"))
+        .find(|guess| authflow_auth_service::domain::hash_secret(guess) == stored);
+    assert_eq!(found, None, "the stored row gives the code {code} away");
+    let r = app
+        .post(
+            "/v1/auth/signin/verify",
+            json!({"challenge_id": challenge, "code": code}),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "the mailed code still signs in");
+}

@@ -7,7 +7,6 @@ use axum::response::Response;
 
 use crate::audit;
 use crate::clock::now;
-use crate::domain::secret::{hash_secret, hashes_match};
 use crate::domain::Secret;
 use crate::dpop::PendingProof;
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -15,6 +14,7 @@ use crate::extract::{Client, Json};
 use crate::mailer::Mail;
 use crate::metrics::inc;
 use crate::sessions::{self, SessionTokens};
+use crate::signin_codes;
 use crate::state::AppState;
 use crate::store::{Challenge, SecondFactorAttempt, User};
 
@@ -180,7 +180,9 @@ async fn check_counted_attempt(
         &challenge.code_hash,
         &user.totp_secret,
     ) {
-        ("email", Some(expected), _) => hashes_match(&hash_secret(code), expected),
+        ("email", Some(stored), _) => {
+            signin_codes::matches(&state.signin_code_keys, &challenge.id, code, stored)
+        }
         ("totp", _, Some(secret)) => match totp_step(secret, code, now) {
             Some(step) => state.store.use_totp_step(&user.id, step).await?,
             None => false,

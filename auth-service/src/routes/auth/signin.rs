@@ -12,6 +12,7 @@ use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Client, Json};
 use crate::mailer::Mail;
 use crate::metrics::inc;
+use crate::signin_codes;
 use crate::state::AppState;
 use crate::store::{Challenge, User};
 use crate::throttle::{account_device_key, account_key, ip_key, Attempt};
@@ -289,11 +290,14 @@ pub async fn start_signin(
     } else {
         ("email", Some(random_code()))
     };
+    let id = random_id();
     let challenge = Challenge {
-        id: random_id(),
+        code_hash: code
+            .as_ref()
+            .map(|code| signin_codes::stored_form(&state.signin_code_keys, &id, code.expose())),
+        id,
         user_id: user.id.clone(),
         method: method.into(),
-        code_hash: code.as_ref().map(Secret::hash),
         expires_at,
         attempts: 0,
         consumed_at: None,
