@@ -232,7 +232,17 @@ pub struct Feed {
     generation: AtomicU64,
     /// The last sync failed: the database may hold acknowledged events not loaded here.
     behind: AtomicBool,
+    /// The most events a delta spans (see [`MAX_DELTA_EVENTS`]).
+    max_delta_events: i64,
 }
+
+/// The most events a delta answer spans; a cursor further behind gets the
+/// snapshot. Any caller may send any cursor, and each cursor's delta is read
+/// on its own: from a made-up cursor far behind, that is most of the events
+/// table and its encoding per request. The snapshot is shared, at most one
+/// read a second. A filter that polls or long-polls is never this far behind
+/// but after a long absence, or a burst of revocations between two polls.
+const MAX_DELTA_EVENTS: i64 = 4096;
 
 /// The delta from cursor `from` to head `head` in epoch `generation`,
 /// read once by the first poll that asks for it and shared with the others.
@@ -353,6 +363,7 @@ impl Feed {
             last_snapshot: std::sync::Mutex::new(None),
             generation: AtomicU64::new(0),
             behind: AtomicBool::new(false),
+            max_delta_events: MAX_DELTA_EVENTS,
         };
         feed.sync(store, now).await?;
         Ok(feed)
@@ -558,7 +569,9 @@ impl Feed {
         }
         let head = self.head.load(Ordering::SeqCst);
         let pruned = self.pruned_through.load(Ordering::SeqCst);
-        let mut delta_from = since.filter(|s| *s >= pruned && *s <= head);
+        let mut delta_from = since
+            .filter(|s| *s >= pruned && *s <= head)
+            .filter(|s| head - s <= self.max_delta_events);
         // The cursor names an event the history here no longer has at its
         // position: a snapshot.
         if delta_from.is_some_and(|s| named.is_some_and(|d| self.other_event_at(s, d))) {
@@ -1415,6 +1428,49 @@ mod tests {
         assert_eq!(reads() - before, 3);
         let _ = feed.answer(&*store, "iss", None, EXP - 100).await.unwrap();
         assert_eq!(reads() - before, 4);
+    }
+
+    /// A delta was read for each cursor on its own: anyone could send
+    /// made-up cursors far behind the head, each one a read of most of the
+    /// events table and its encoding. A cursor that far behind gets the
+    /// shared snapshot.
+    #[tokio::test]
+    async fn cursors_far_behind_share_the_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut feed) = with_one_revocation(&dir).await;
+        feed.max_delta_events = 2;
+        for jti in ["j2", "j3", "j4"] {
+            store.revoke_token(jti, EXP - 10, EXP).await.unwrap();
+        }
+        feed.sync(&store, EXP - 10).await.unwrap();
+        let epoch = feed.epoch();
+        let head = feed.head.load(Ordering::SeqCst);
+        let reads = || feed.store_reads.load(Ordering::Relaxed);
+        let before = reads();
+        for behind in [3, 4] {
+            let cursor = format!("{epoch}.{}", head - behind);
+            let answer = feed
+                .answer(&store, "iss", Some(&cursor), EXP - 10)
+                .await
+                .unwrap();
+            let FeedAnswer::Body(body) = answer else {
+                panic!("a snapshot");
+            };
+            assert!(body.snapshot, "{behind} events behind");
+            assert_eq!(body.revoked_tokens.len(), 4);
+        }
+        assert_eq!(reads() - before, 1, "one shared read");
+        // Within the span: a delta of its own.
+        let cursor = format!("{epoch}.{}", head - 2);
+        let FeedAnswer::Body(body) = feed
+            .answer(&store, "iss", Some(&cursor), EXP - 10)
+            .await
+            .unwrap()
+        else {
+            panic!("a delta");
+        };
+        assert!(!body.snapshot);
+        assert_eq!(jtis(&FeedAnswer::Body(body)), ["j3", "j4"]);
     }
 
     /// Sharing the read was not enough: each poll encoded the whole list
