@@ -138,12 +138,15 @@ pub async fn rotate_secret(
         |_| "done".into(),
     )
     .await?;
-    let scope = state
-        .store
-        .service_account(&client_id)
-        .await?
-        .map(|a| a.scope)
-        .unwrap_or_default();
+    // The new secret is committed and kept nowhere else (the old one no
+    // longer works): it is answered even if this read, for the scope only, fails.
+    let scope = match state.store.service_account(&client_id).await {
+        Ok(account) => account.map(|a| a.scope).unwrap_or_default(),
+        Err(e) => {
+            tracing::warn!(error = %e, client_id, "the scope was not read after a secret rotation");
+            String::new()
+        }
+    };
     Ok(axum::Json(ServiceAccountSecret {
         client_id,
         client_secret: Some(secret),
