@@ -44,6 +44,23 @@ pub async fn allow(
     allow_recipient(state, recipient, now).await
 }
 
+/// The mailbox a message to `address` lands in, as far as the budget is
+/// concerned: `victim+1@…`, `victim+2@…` (subaddresses, RFC 5233) and, at
+/// Gmail, `v.ictim@gmail.com` are each an account of their own but one
+/// inbox, which would otherwise get one budget per spelling. Only for the
+/// budget: accounts keep the address as given.
+fn mailbox(address: &str) -> String {
+    let address = address.to_ascii_lowercase();
+    let Some((local, domain)) = address.rsplit_once('@') else {
+        return address;
+    };
+    let local = local.split('+').next().unwrap_or(local);
+    match domain {
+        "gmail.com" | "googlemail.com" => format!("{}@gmail.com", local.replace('.', "")),
+        _ => format!("{local}@{domain}"),
+    }
+}
+
 /// Takes one mail from the recipient's budget only: for a mail whose sending
 /// depends on the account behind the address (a fresh verification link at
 /// sign-in goes only to an account not verified yet). Charged to the
@@ -53,7 +70,7 @@ pub async fn allow_recipient(state: &AppState, recipient: &str, now: i64) -> Api
     // The address is hashed: the table need not be another list of who has an account.
     let to_key = format!(
         "to:{}",
-        hex::encode(Sha256::digest(recipient.to_ascii_lowercase().as_bytes()))
+        hex::encode(Sha256::digest(mailbox(recipient).as_bytes()))
     );
     Ok(state
         .store
@@ -64,4 +81,28 @@ pub async fn allow_recipient(state: &AppState, recipient: &str, now: i64) -> Api
             state.config.mail.max_per_recipient_per_hour,
         )
         .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mailbox;
+
+    #[test]
+    fn spellings_of_one_inbox_share_a_budget() {
+        for (a, b) in [
+            ("Victim+1@Example.com", "victim@example.com"),
+            ("victim+a+b@example.com", "victim@example.com"),
+            ("v.ic.tim+x@googlemail.com", "victim@gmail.com"),
+            ("V.ictim@gmail.com", "victim@gmail.com"),
+        ] {
+            assert_eq!(mailbox(a), mailbox(b), "{a}");
+        }
+        for (a, b) in [
+            ("v.ictim@example.com", "victim@example.com"),
+            ("victim@example.org", "victim@example.com"),
+            ("+@example.com", "x@example.com"),
+        ] {
+            assert_ne!(mailbox(a), mailbox(b), "{a}");
+        }
+    }
 }

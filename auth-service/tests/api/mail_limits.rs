@@ -402,3 +402,28 @@ async fn reset_requests_start_a_bounded_number_of_background_tasks() {
         "the slots are given back once the mail tasks end"
     );
 }
+
+/// The per-recipient budget was keyed by the exact address: sign-ups of
+/// `victim+1@…`, `victim+2@…` each had a budget of their own, and every
+/// verification mail landed in the one inbox.
+#[tokio::test]
+async fn subaddresses_of_one_inbox_share_its_budget() {
+    let app = spawn_app_with(limited).await;
+    let aliases: Vec<String> = (0..10).map(|i| format!("inbox+{i}@example.com")).collect();
+    for (i, alias) in aliases.iter().enumerate() {
+        let status = post_from(
+            &app,
+            &format!("198.51.100.{i}"),
+            "/v1/auth/signup",
+            json!({"email": alias, "password": PASSWORD}),
+        )
+        .await;
+        assert_eq!(status, 201);
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut mails = 0;
+    for alias in &aliases {
+        mails += app.outbox(alias, 0).await.len();
+    }
+    assert!((1..=5).contains(&mails), "{mails} mails to one inbox");
+}
