@@ -18,35 +18,52 @@ use crate::kek::DerivedKeys;
 
 const SEPARATOR: char = '~';
 
+/// What a token's tag tells of it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Minted<'a> {
+    pub session_id: &'a str,
+    /// Issued once its session was bound to a DPoP key: only that key's
+    /// proofs can spend it, even pushed out of the history.
+    pub dpop_bound: bool,
+}
+
 /// A fresh refresh token of session `session_id`.
-pub fn mint(keys: &DerivedKeys, session_id: &str) -> Secret {
+pub fn mint(keys: &DerivedKeys, session_id: &str, dpop_bound: bool) -> Secret {
     let random = random_secret();
-    let tag = keys.tag(&tagged(session_id, random.expose()));
+    let tag = keys.tag(&tagged(session_id, random.expose(), dpop_bound));
     Secret::new(format!(
         "{session_id}{SEPARATOR}{}{SEPARATOR}{tag}",
         random.expose()
     ))
 }
 
-/// The session `token` was minted for, when its tag holds (under the
-/// current KEK or one still in `kek.previous`). Tokens of the older form
-/// (one random string) name none.
-pub fn session_of<'a>(keys: &DerivedKeys, token: &'a str) -> Option<&'a str> {
+/// The session `token` was minted for, and whether bound, when its tag
+/// holds (under the current KEK or one still in `kek.previous`). Tokens of
+/// the older form (one random string) name none.
+pub fn session_of<'a>(keys: &DerivedKeys, token: &'a str) -> Option<Minted<'a>> {
     let mut parts = token.split(SEPARATOR);
     let (session_id, random, tag) = (parts.next()?, parts.next()?, parts.next()?);
     if parts.next().is_some() || session_id.is_empty() || random.is_empty() {
         return None;
     }
-    keys.verifies(&tagged(session_id, random), tag)
-        .then_some(session_id)
+    [false, true]
+        .into_iter()
+        .find(|bound| keys.verifies(&tagged(session_id, random, *bound), tag))
+        .map(|dpop_bound| Minted {
+            session_id,
+            dpop_bound,
+        })
 }
 
-fn tagged<'a>(session_id: &'a str, random: &'a str) -> [&'a [u8]; 4] {
+fn tagged<'a>(session_id: &'a str, random: &'a str, dpop_bound: bool) -> [&'a [u8]; 5] {
     [
         b"authflow refresh token v1\0",
         session_id.as_bytes(),
         b"\0",
         random.as_bytes(),
+        // Nothing for an unbound token: its tag is the one of earlier
+        // releases. Neither part holds a NUL.
+        if dpop_bound { b"\0dpop-bound" } else { b"" },
     ]
 }
 
@@ -62,13 +79,53 @@ mod tests {
             .unwrap()
     }
 
+    fn unbound(session_id: &str) -> Minted<'_> {
+        Minted {
+            session_id,
+            dpop_bound: false,
+        }
+    }
+
+    /// A token pushed out of a bound session's history still says it was
+    /// issued under the binding; one of an earlier release reads as unbound.
+    #[test]
+    fn a_token_says_whether_it_was_issued_under_a_dpop_binding() {
+        let k = keys(&parse_key(&generate_key()).unwrap(), &[]);
+        let bound = mint(&k, "b0b", true);
+        assert_eq!(
+            session_of(&k, bound.expose()),
+            Some(Minted {
+                session_id: "b0b",
+                dpop_bound: true
+            })
+        );
+        let random = "r4nd0m";
+        let earlier = k.tag(&[
+            b"authflow refresh token v1\0",
+            b"b0b",
+            b"\0",
+            random.as_bytes(),
+        ]);
+        assert_eq!(
+            session_of(&k, &format!("b0b~{random}~{earlier}")),
+            Some(unbound("b0b"))
+        );
+        // The bound tag on the unbound spelling's parts names nothing else.
+        let (_, rest) = bound.expose().split_once('~').unwrap();
+        assert_eq!(session_of(&k, &format!("b0c~{rest}")), None);
+    }
+
     #[test]
     fn a_minted_token_names_its_session_and_nothing_else_does() {
         let k = keys(&parse_key(&generate_key()).unwrap(), &[]);
-        let token = mint(&k, "0123abcd");
+        let token = mint(&k, "0123abcd", false);
         let text = token.expose();
-        assert_eq!(session_of(&k, text), Some("0123abcd"));
-        assert_ne!(mint(&k, "0123abcd").expose(), text, "random each time");
+        assert_eq!(session_of(&k, text), Some(unbound("0123abcd")));
+        assert_ne!(
+            mint(&k, "0123abcd", false).expose(),
+            text,
+            "random each time"
+        );
 
         // Another session's id, a changed random part or tag, extra parts,
         // the older form: none names a session.
@@ -92,10 +149,10 @@ mod tests {
     fn a_token_minted_before_a_kek_rotation_still_names_its_session() {
         let old = parse_key(&generate_key()).unwrap();
         let new = parse_key(&generate_key()).unwrap();
-        let token = mint(&keys(&old, &[]), "5e55");
+        let token = mint(&keys(&old, &[]), "5e55", false);
         assert_eq!(
             session_of(&keys(&new, &[old]), token.expose()),
-            Some("5e55")
+            Some(unbound("5e55"))
         );
         assert_eq!(session_of(&keys(&new, &[]), token.expose()), None);
     }

@@ -127,7 +127,8 @@ pub async fn create_session(
     binding: Binding,
 ) -> ApiResult<(String, IssuedAccess, Secret)> {
     let session_id = random_id();
-    let refresh = refresh_tokens::mint(&state.refresh_keys, &session_id);
+    let refresh =
+        refresh_tokens::mint(&state.refresh_keys, &session_id, binding.dpop_jkt.is_some());
     let expires_at = now + i64::try_from(state.config.tokens.refresh_ttl.as_secs()).unwrap_or(0);
     let (access, access_record) = tokens::sign_for_session(
         state,
@@ -249,11 +250,12 @@ pub async fn refresh(
         .ok_or(ApiError::InvalidGrant("the device secret is missing"))?;
     let old_hash = refresh_token.hash();
     let record = state.store.refresh_token(&old_hash).await?;
-    let session_id = match &record {
-        Some(record) => record.session_id.as_str(),
+    let (session_id, dpop_bound) = match &record {
+        Some(record) => (record.session_id.as_str(), record.dpop_bound),
         // Pushed out of the session's history by later rotations, yet known
         // by its tag as this session's: judged below, like any rotated one.
         None => refresh_tokens::session_of(&state.refresh_keys, refresh_token.expose())
+            .map(|minted| (minted.session_id, minted.dpop_bound))
             .ok_or(ApiError::InvalidGrant(UNKNOWN_REFRESH_TOKEN))?,
     };
     let session = state
@@ -277,7 +279,8 @@ pub async fn refresh(
     }
     if let Some(bound) = &session.dpop_jkt {
         let with_its_key = proof.as_ref().map(PendingProof::jkt) == Some(bound.as_str());
-        if !with_its_key && !rotated_out_before_binding(&session, record.as_ref()) {
+        let used = record.as_ref().is_none_or(|r| r.used_at.is_some());
+        if !with_its_key && !rotated_out_before_binding(&session, used, dpop_bound) {
             inc(&state.metrics.dpop_refused);
             let outcome = if proof.is_some() {
                 "wrong_dpop_key"
@@ -324,14 +327,15 @@ pub async fn refresh(
     // RFC 9449 §5: a refresh with a proof binds a session not bound yet; its
     // refresh tokens from then on work only with proofs from that key.
     let bind_to = dpop_jkt.clone().filter(|_| session.dpop_jkt.is_none());
-    let next = refresh_tokens::mint(&state.refresh_keys, &session.id);
+    let dpop_bound = session.dpop_jkt.is_some() || bind_to.is_some();
+    let next = refresh_tokens::mint(&state.refresh_keys, &session.id, dpop_bound);
     let next_record = RefreshRecord {
         hash: next.hash(),
         session_id: session.id.clone(),
         created_at: now,
         expires_at: session.expires_at,
         used_at: None,
-        dpop_bound: session.dpop_jkt.is_some() || bind_to.is_some(),
+        dpop_bound,
     };
     // Signed before the rotation and recorded in its transaction: nothing that
     // can fail comes between the rotation's commit and the answer.
@@ -404,8 +408,7 @@ pub async fn refresh(
     })
 }
 
-/// Whether `record` (`None`: pushed out of the history) is a refresh token
-/// rotated out of a session that a later refresh bound to a DPoP key
+/// Whether a refresh token is one rotated out of a session that a later refresh bound to a DPoP key
 /// (`dpop_bound_at`), and issued before that (`dpop_bound` false): sent
 /// again from its device it is judged as any rotated-out token (reuse past
 /// the grace), with or without a proof. Otherwise whoever stole a session's
@@ -413,17 +416,11 @@ pub async fn refresh(
 /// own, and the owner's old token, sent without that key, would be refused
 /// without ending the session: the thief's binding would hide the reuse.
 /// A token issued once bound still needs the key: without it, it ends
-/// nothing. (One pushed out of the history tells nothing: of a session bound
-/// by a refresh it is taken as issued before, the reuse that matters.)
-fn rotated_out_before_binding(session: &Session, record: Option<&RefreshRecord>) -> bool {
-    if session.dpop_bound_at.is_none() {
-        // Bound at its start: every token it ever had needs the key.
-        return false;
-    }
-    match record {
-        Some(r) => r.used_at.is_some() && !r.dpop_bound,
-        None => true,
-    }
+/// nothing, pushed out of the history too (its tag says it was bound).
+/// `used`: rotated out (or pushed out of the history).
+fn rotated_out_before_binding(session: &Session, used: bool, dpop_bound: bool) -> bool {
+    // Bound at its start (`dpop_bound_at` unset): every token it ever had needs the key.
+    session.dpop_bound_at.is_some() && used && !dpop_bound
 }
 
 /// A rotated-out refresh token sent again from its device (rotated at

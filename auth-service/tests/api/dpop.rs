@@ -385,6 +385,54 @@ async fn a_thief_binding_a_stolen_session_does_not_hide_the_reuse() {
     assert!(session.revoked_at.is_none());
 }
 
+/// A token issued under a binding made by a refresh, then pushed out of the
+/// session's kept history, was taken for one issued before the binding:
+/// whoever held a copy of it and the device secret, without the key, ended
+/// the session with it. Its tag now says it was bound: without the key it
+/// ends nothing, as before it was pushed out.
+#[tokio::test]
+async fn a_bound_token_pushed_out_of_the_history_still_needs_its_key() {
+    let app = spawn_app().await;
+    app.verified_user("ada@example.com").await;
+    let t = app.signin("ada@example.com", PASSWORD).await;
+    let key = DpopKey::es256();
+    let first_bound = dpop_tokens_of(app.dpop_refresh(&t, &key).await).await;
+    let r = app.dpop_refresh(&first_bound, &key).await;
+    assert_eq!(r.status(), 200);
+    age_rotation(&app, &first_bound.refresh, 60).await;
+    let hash = authflow_auth_service::domain::hash_secret(&first_bound.refresh);
+    run_sql(
+        &app,
+        &[&format!("DELETE FROM refresh_tokens WHERE hash = '{hash}'")],
+    )
+    .await;
+    assert!(app
+        .state
+        .store
+        .refresh_token(&hash)
+        .await
+        .unwrap()
+        .is_none());
+    let r = app.refresh_with(&first_bound, None).await;
+    assert_eq!(error_code(r, 400).await, "invalid_dpop_proof");
+    let session = app.state.store.session(&t.session).await.unwrap().unwrap();
+    assert!(session.revoked_at.is_none(), "{:?}", session.revoke_reason);
+
+    // The token from before the binding, pushed out too, is still reuse.
+    age_rotation(&app, &t.refresh, 60).await;
+    let hash = authflow_auth_service::domain::hash_secret(&t.refresh);
+    run_sql(
+        &app,
+        &[&format!("DELETE FROM refresh_tokens WHERE hash = '{hash}'")],
+    )
+    .await;
+    let r = app.refresh_with(&t, None).await;
+    assert_eq!(
+        invalid_grant(r).await,
+        "refresh token reuse detected; the session is revoked"
+    );
+}
+
 #[tokio::test]
 async fn a_proof_is_accepted_once() {
     let app = spawn_app().await;
