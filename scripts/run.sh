@@ -32,10 +32,10 @@ Walkthrough — paste into another shell:
   CH=\$(curl -s \$E/v1/auth/signin -H 'content-type: application/json' \\
         -d '{"email":"demo@authflow.local","password":"$DEMO_PASSWORD"}' | field challenge_id)
   CODE=\$(curl -s "\$A/v1/dev/outbox?to=demo@authflow.local" | field code)
-  curl -s \$E/v1/auth/signin/verify -H 'content-type: application/json' \\
-        -d "{\"challenge_id\":\"\$CH\",\"code\":\"\$CODE\"}" > /tmp/authflow-session.json
-  AT=\$(field access_token < /tmp/authflow-session.json); DEV=\$(field device_secret < /tmp/authflow-session.json)
-  RT=\$(field refresh_token < /tmp/authflow-session.json)
+  S=\$(curl -s \$E/v1/auth/signin/verify -H 'content-type: application/json' \\
+        -d "{\"challenge_id\":\"\$CH\",\"code\":\"\$CODE\"}")   # kept in this shell only
+  AT=\$(printf '%s' "\$S" | field access_token); DEV=\$(printf '%s' "\$S" | field device_secret)
+  RT=\$(printf '%s' "\$S" | field refresh_token)
 
   # 3. call the backend with the token and the device secret: see x-auth-user etc.
   curl -s \$E/api/hello -H "authorization: Bearer \$AT" -H "x-authflow-device: \$DEV"
