@@ -422,6 +422,20 @@ pub struct FeedEvent {
     pub expires_at: i64,
 }
 
+/// What a TOTP enrolment was proven against when it began: its pending
+/// secret is written only while that still holds. The password is checked
+/// while another request may be setting up the first authenticator, or a
+/// reset may be under way: written after either, the password alone would
+/// have replaced an authenticator, or outlived the reset.
+#[derive(Clone, Copy, Debug)]
+pub struct EnrolmentProof {
+    /// The user's [`User::password_version`] when the proof was checked.
+    pub password_version: i64,
+    /// Proven by the password, with no authenticator set up: one must
+    /// still not be (a code of the authenticator proves the owner instead).
+    pub by_password: bool,
+}
+
 #[derive(Clone)]
 pub struct StoredKey {
     pub kid: String,
@@ -540,7 +554,14 @@ pub trait Store: Send + Sync + 'static {
         feed_expires_at: i64,
     ) -> StoreResult<Option<(String, Vec<String>)>>;
     async fn set_roles(&self, user_id: &str, roles: &[String]) -> StoreResult<()>;
-    async fn set_totp_pending(&self, user_id: &str, secret: Option<&str>) -> StoreResult<()>;
+    /// Writes a new pending TOTP secret, only while what the enrolment was
+    /// proven against still holds (`proven`); false when it no longer does.
+    async fn set_totp_pending(
+        &self,
+        user_id: &str,
+        secret: &str,
+        proven: EnrolmentProof,
+    ) -> StoreResult<bool>;
     /// Moves the pending secret to the confirmed one and records `step` as used.
     async fn confirm_totp(&self, user_id: &str, secret: &str, step: i64) -> StoreResult<bool>;
     /// Removes the confirmed and any pending TOTP secret.

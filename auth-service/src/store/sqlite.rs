@@ -381,14 +381,21 @@ super::portable::impl_store! {
         Ok(())
     }
 
-    async fn set_totp_pending(&self, user_id: &str, secret: Option<&str>) -> StoreResult<()> {
-        let sealed = secret.map(|s| self.seal(&totp_purpose(user_id), s.as_bytes())).transpose()?;
-        sqlx::query("UPDATE users SET totp_pending = ? WHERE id = ?")
+    async fn set_totp_pending(&self, user_id: &str, secret: &str, proven: EnrolmentProof) -> StoreResult<bool> {
+        let sealed = self.seal(&totp_purpose(user_id), secret.as_bytes())?;
+        // One statement: what the proof saw is compared and the secret written at once.
+        let sql = if proven.by_password {
+            "UPDATE users SET totp_pending = $1 WHERE id = $2 AND password_version = $3 AND totp_secret IS NULL"
+        } else {
+            "UPDATE users SET totp_pending = $1 WHERE id = $2 AND password_version = $3"
+        };
+        let r = sqlx::query(sql)
             .bind(sealed)
             .bind(user_id)
+            .bind(proven.password_version)
             .execute(&self.write)
             .await?;
-        Ok(())
+        Ok(r.rows_affected() == 1)
     }
 
     async fn confirm_totp(&self, user_id: &str, secret: &str, step: i64) -> StoreResult<bool> {

@@ -222,3 +222,52 @@ async fn every_address_sign_up_takes_can_set_up_an_authenticator() {
         .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
 }
+
+/// The password proves an enrolment only while no authenticator is set up,
+/// but that was read when the request began: an enrolment proven by the
+/// password (whoever knows it, with a stolen token) while the owner set up
+/// an authenticator was still written after it, and confirmed with the
+/// attacker's own code it replaced the owner's authenticator. The pending
+/// secret is written only while what the proof saw still holds.
+#[tokio::test]
+async fn an_enrolment_proven_by_the_password_cannot_land_after_the_owners_authenticator() {
+    let app = spawn_app_with(|c| {
+        c.limits.password_hash_concurrency = 1;
+        c.limits.password_hash_wait = std::time::Duration::from_secs(20);
+    })
+    .await;
+    let email = "race@example.com";
+    app.verified_user(email).await;
+    let owner = app.signin(email, PASSWORD).await;
+    let thief = app.signin(email, PASSWORD).await;
+    let owners_secret = app.begin_totp(&owner).await;
+
+    // The thief's enrolment reads the account (no authenticator yet), then
+    // waits for the one hashing slot, held here.
+    let slot = app.state.password_work.reserve().await.unwrap();
+    let request = app
+        .authed(Method::POST, "/v1/auth/totp/enroll", &thief)
+        .json(&json!({ "password": PASSWORD }))
+        .send();
+    let thiefs = tokio::spawn(request);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Meanwhile the owner confirms (no hashing needed).
+    let r = app
+        .authed(Method::POST, "/v1/auth/totp/confirm", &owner)
+        .json(&json!({"code": totp_code(&owners_secret, authflow_auth_service::clock::now())}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        !thiefs.is_finished(),
+        "the thief's request waits for the slot"
+    );
+    drop(slot);
+    let r = thiefs.await.unwrap().unwrap();
+    assert_eq!(error_code(r, 409).await, "conflict");
+
+    let user = app.state.store.user_by_email(email).await.unwrap().unwrap();
+    assert_eq!(user.totp_secret.as_deref(), Some(owners_secret.as_str()));
+    assert_eq!(user.totp_pending, None, "nothing the thief could confirm");
+}

@@ -10,7 +10,7 @@ use crate::domain::Secret;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Caller, Client, Json};
 use crate::state::AppState;
-use crate::store::User;
+use crate::store::{EnrolmentProof, User};
 
 use super::second_factor::{count_second_factor_attempt, second_factor_failed, totp_step};
 use super::signin::{account_lock_key, password_attempt, password_ok, throttled};
@@ -167,10 +167,21 @@ pub async fn begin_totp_enrollment(
     )
     .map_err(ApiError::internal)?;
     let secret = totp.get_secret_base32();
-    state
+    // The account as the proof saw it: an authenticator set up meanwhile (by
+    // another request) or a password reset since makes this proof stale.
+    let proven = EnrolmentProof {
+        password_version: user.password_version,
+        by_password: user.totp_secret.is_none(),
+    };
+    if !state
         .store
-        .set_totp_pending(&user.id, Some(&secret))
-        .await?;
+        .set_totp_pending(&user.id, &secret, proven)
+        .await?
+    {
+        return Err(ApiError::Conflict(
+            "the account changed while this enrolment was proven; enroll again",
+        ));
+    }
     audit::record(
         state,
         Some(client),
