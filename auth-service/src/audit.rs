@@ -132,7 +132,22 @@ pub async fn record_throttled(
     user_id: Option<&str>,
     email: Option<&str>,
 ) {
-    record_repeatable(state, client, (event, "throttled"), user_id, email).await;
+    let about = Repeated {
+        user_id,
+        email,
+        per_account: false,
+    };
+    record_repeatable(state, client, (event, "throttled"), about).await;
+}
+
+/// Whom a repeated refusal is about. `per_account`: `user_id` names an
+/// account that exists (not one the client made up), and that account gets
+/// rows of its own: an attack on one account shows in its own trail, not
+/// hidden behind the row of another the same client named first.
+pub struct Repeated<'a> {
+    pub user_id: Option<&'a str>,
+    pub email: Option<&'a str>,
+    pub per_account: bool,
 }
 
 /// Writes the row of a refusal any client can repeat at will, for the cost
@@ -141,16 +156,21 @@ pub async fn record_throttled(
 /// on this process, the next one saying how many were held back. A row per
 /// request would grow the log without bound, hold the database's writer,
 /// and bury the rows that matter. The first row of the minute keeps its
-/// detail (subject, outcome); the ones held back are only counted.
+/// detail (subject, outcome); the ones held back are only counted. Per
+/// account too when `about` says so.
 pub async fn record_repeatable(
     state: &AppState,
     client: &Client,
     (event, outcome): (&str, &str),
-    user_id: Option<&str>,
-    email: Option<&str>,
+    about: Repeated<'_>,
 ) {
-    // Not keyed by outcome, subject or email: the caller chooses those.
-    let key = format!("{event}\0{}", client.ip);
+    // Not keyed by outcome, a made-up subject or an email: the client chooses those.
+    let account = about
+        .user_id
+        .filter(|_| about.per_account)
+        .unwrap_or_default();
+    let key = format!("{event}\0{}\0{account}", client.ip);
+    let (user_id, email) = (about.user_id, about.email);
     let Some(detail) = state.audit_repeats.admit(key, now()) else {
         return;
     };

@@ -274,8 +274,13 @@ impl FromRequestParts<Arc<AppState>> for Admin {
             .take(256)
             .collect();
         // Any user can repeat this at will with their own token.
-        crate::audit::record_repeatable(state, &client, ("admin_denied", &asked), Some(&sub), None)
-            .await;
+        let about = crate::audit::Repeated {
+            user_id: Some(&sub),
+            email: None,
+            // A subject of a token this service signed: an account that exists.
+            per_account: true,
+        };
+        crate::audit::record_repeatable(state, &client, ("admin_denied", &asked), about).await;
         Err(refusal)
     }
 }

@@ -221,14 +221,17 @@ async fn client_refused(
         ApiError::TooManyRequests { .. } => "throttled",
         _ => "invalid_client",
     };
-    audit::record_repeatable(
-        state,
-        client,
-        ("client_credentials", outcome),
-        subject.as_deref(),
-        None,
-    )
-    .await;
+    // An account that exists has rows of its own; made-up names share the address's.
+    let exists = match claimed {
+        Some(id) => matches!(state.store.service_account(id).await, Ok(Some(_))),
+        None => false,
+    };
+    let about = audit::Repeated {
+        user_id: subject.as_deref(),
+        email: None,
+        per_account: exists,
+    };
+    audit::record_repeatable(state, client, ("client_credentials", outcome), about).await;
     e
 }
 
