@@ -557,3 +557,41 @@ async fn a_device_whose_session_ended_is_no_way_past_the_lock() {
         "a device the account is signed in on still is"
     );
 }
+
+/// Second-factor codes from one address were checked against its lock,
+/// compared, and only then counted: guesses sent together (on any
+/// instance), each on another account whose password is known, were all
+/// compared before the address locked. Counted before they are compared,
+/// as passwords are, at most the address's limit are compared.
+#[tokio::test]
+async fn second_factor_guesses_sent_together_from_one_address_stop_at_its_limit() {
+    let app = spawn_app_with(|c| {
+        c.server.xff_num_trusted_hops = 1;
+        c.throttle.ip_max_failures = 3;
+    })
+    .await;
+    let mut challenges = Vec::new();
+    for i in 0..8 {
+        let email = format!("known{i}@example.com");
+        app.verified_user(&email).await;
+        challenges.push(app.challenge(&email, PASSWORD).await.0);
+    }
+    let guesses = challenges
+        .iter()
+        .map(|challenge| {
+            let guess = app
+                .http
+                .post(app.url("/v1/auth/signin/verify"))
+                .header("x-forwarded-for", "192.0.2.99")
+                .json(&json!({"challenge_id": challenge, "code": "000000"}));
+            async move { guess.send().await.unwrap().status().as_u16() }
+        })
+        .collect();
+    let statuses = join_all(guesses).await;
+    let compared = statuses.iter().filter(|s| **s == 401).count();
+    assert!(compared <= 3, "{compared} codes compared: {statuses:?}");
+    assert!(
+        statuses.iter().all(|s| [401, 429].contains(s)),
+        "{statuses:?}"
+    );
+}

@@ -481,3 +481,15 @@ impl Held {
         .unwrap();
     }
 }
+
+/// Runs every request at once (each on its own task); the answers in order.
+pub async fn join_all<T: Send + 'static>(
+    requests: Vec<impl std::future::Future<Output = T> + Send + 'static>,
+) -> Vec<T> {
+    let handles: Vec<_> = requests.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}

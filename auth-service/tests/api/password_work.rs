@@ -12,18 +12,6 @@ use serde_json::{json, Value};
 
 use crate::common::*;
 
-/// Runs every request at once (each on its own task); the answers in order.
-async fn join_all<T: Send + 'static>(
-    requests: Vec<impl std::future::Future<Output = T> + Send + 'static>,
-) -> Vec<T> {
-    let handles: Vec<_> = requests.into_iter().map(tokio::spawn).collect();
-    let mut out = Vec::with_capacity(handles.len());
-    for h in handles {
-        out.push(h.await.unwrap());
-    }
-    out
-}
-
 /// One slot, a short wait, and hashes slow enough that parallel requests overlap.
 fn one_slot(c: &mut Config) {
     c.limits.password_hash_concurrency = 1;

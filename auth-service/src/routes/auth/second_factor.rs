@@ -17,8 +17,9 @@ use crate::sessions::{self, SessionTokens};
 use crate::signin_codes;
 use crate::state::AppState;
 use crate::store::{Challenge, SecondFactorAttempt, User};
+use crate::throttle::{ip_key, Attempt};
 
-use super::signin::{clear_account_failures, count_address_failure, throttled};
+use super::signin::{clear_account_failures, signin_locked, throttled};
 use super::{send_mail, ChallengeAnswer, SIGNIN_VERIFY_PATH};
 
 /// The TOTP time step that `code` matches (RFC 6238, 30 s steps, ±1 step).
@@ -137,10 +138,11 @@ pub async fn finish_signin(
             Ok(dpop_jkt) => dpop_jkt,
             Err(refused) => {
                 // Counted, not accepted: a failure, whichever check refused it.
-                second_factor_failed(state, &user, client, now, attempt).await?;
+                second_factor_failed(state, &user, client, now, attempt.number).await?;
                 return Err(refused);
             }
         };
+    attempt.accepted(state).await?;
     inc(&state.metrics.second_factor_ok);
     state.store.second_factor_success(&user.id).await?;
     clear_account_failures(state, &user.email).await?;
@@ -190,7 +192,6 @@ async fn check_counted_attempt(
         _ => false,
     };
     if !accepted {
-        count_address_failure(state, client, now).await?;
         inc(&state.metrics.second_factor_failed);
         audit::record(
             state,
@@ -221,18 +222,49 @@ pub(super) async fn count_second_factor_attempt(
     user: &User,
     client: &Client,
     now: i64,
-) -> ApiResult<u32> {
-    match state.store.second_factor_attempt(&user.id, now).await? {
-        SecondFactorAttempt::Locked(until) => Err(second_factor_locked(state, until - now)),
+) -> ApiResult<CodeAttempt> {
+    // The client address first, as for a password: counted before the code
+    // is compared, so parallel guesses from one address (on any instance)
+    // cannot all pass a check before any failure is counted.
+    let address = state
+        .throttle
+        .attempt(
+            state.store.as_ref(),
+            &ip_key(&client.bucket(state)),
+            state.config.throttle.ip_max_failures,
+            now,
+        )
+        .await?
+        .map_err(|retry| signin_locked(state, retry))?;
+    let refused = match state.store.second_factor_attempt(&user.id, now).await? {
+        SecondFactorAttempt::Locked(until) => second_factor_locked(state, until - now),
         SecondFactorAttempt::Counted(n) if n > state.config.throttle.second_factor_max_failures => {
             let until = lock_second_factor(state, user, client, now).await?;
             let base = i64::try_from(state.config.throttle.lockout_base.as_secs()).unwrap_or(30);
-            Err(second_factor_locked(
-                state,
-                until.map_or(base, |until| until - now),
-            ))
+            second_factor_locked(state, until.map_or(base, |until| until - now))
         }
-        SecondFactorAttempt::Counted(n) => Ok(n),
+        SecondFactorAttempt::Counted(number) => return Ok(CodeAttempt { number, address }),
+    };
+    // Refused unchecked: not a failure of this address.
+    state.throttle.undo(state.store.as_ref(), &address).await?;
+    Err(refused)
+}
+
+/// A second-factor attempt counted for the account (its `number`) and the
+/// client address, before its code is compared.
+pub(super) struct CodeAttempt {
+    pub(super) number: u32,
+    address: Attempt,
+}
+
+impl CodeAttempt {
+    /// The code was right: the address's count takes this attempt back (a
+    /// failure stays counted, and locked the address at its limit).
+    pub(super) async fn accepted(self, state: &AppState) -> ApiResult<()> {
+        Ok(state
+            .throttle
+            .undo(state.store.as_ref(), &self.address)
+            .await?)
     }
 }
 

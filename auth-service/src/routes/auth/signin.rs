@@ -50,7 +50,7 @@ fn rehash_in_background(state: &Arc<AppState>, user: &User, password: &Secret) {
     });
 }
 
-fn signin_locked(state: &AppState, retry_after_secs: u64) -> ApiError {
+pub(super) fn signin_locked(state: &AppState, retry_after_secs: u64) -> ApiError {
     inc(&state.metrics.signin_throttled);
     ApiError::TooManyRequests {
         retry_after_secs: retry_after_secs.max(1),
@@ -149,22 +149,6 @@ pub(super) async fn password_ok(
             .await?;
     }
     Ok(state.throttle.undo(state.store.as_ref(), &address).await?)
-}
-
-pub(super) async fn count_address_failure(
-    state: &AppState,
-    client: &Client,
-    now: i64,
-) -> ApiResult<()> {
-    Ok(state
-        .throttle
-        .failure(
-            state.store.as_ref(),
-            &ip_key(&client.bucket(state)),
-            state.config.throttle.ip_max_failures,
-            now,
-        )
-        .await?)
 }
 
 pub(super) async fn clear_account_failures(state: &AppState, email: &str) -> ApiResult<()> {

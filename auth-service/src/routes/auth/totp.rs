@@ -89,10 +89,11 @@ async fn check_code(
         None => false,
     };
     if accepted {
+        attempt.accepted(state).await?;
         state.store.second_factor_success(&user.id).await?;
         return Ok(());
     }
-    Err(code_refused(state, client, user, event, (now, attempt)).await)
+    Err(code_refused(state, client, user, event, (now, attempt.number)).await)
 }
 
 /// A wrong code, counted as attempt `attempt` at `now`: audited as `event`,
@@ -227,8 +228,9 @@ pub async fn confirm_totp_enrollment(
     let now = now();
     let attempt = count_second_factor_attempt(state, user, client, now).await?;
     let Some(step) = totp_step(&pending, code.expose().trim(), now) else {
-        return Err(code_refused(state, client, user, "totp_confirm", (now, attempt)).await);
+        return Err(code_refused(state, client, user, "totp_confirm", (now, attempt.number)).await);
     };
+    attempt.accepted(state).await?;
     if !state.store.confirm_totp(&user.id, &pending, step).await? {
         return Err(ApiError::Conflict("the enrolment changed; enroll again"));
     }
