@@ -760,7 +760,11 @@ macro_rules! impl_store {
             }
 
             async fn prune(&self, now: i64) -> StoreResult<()> {
-                let mut tx = self.begin_write().await?;
+                // One statement per table, each committed on its own: nothing here
+                // needs them together, and one transaction holding row locks in several
+                // tables could deadlock on Postgres with a write that takes the same
+                // rows in another order (a password reset: the user's links, then
+                // their challenges).
                 for sql in [
                     "DELETE FROM challenges WHERE expires_at <= $1",
                     "DELETE FROM one_time_tokens WHERE expires_at <= $1",
@@ -768,9 +772,8 @@ macro_rules! impl_store {
                     "DELETE FROM dpop_proofs WHERE expires_at <= $1",
                     "DELETE FROM client_assertion_jtis WHERE expires_at <= $1",
                 ] {
-                    sqlx::query(sql).bind(now).execute(&mut *tx).await?;
+                    sqlx::query(sql).bind(now).execute(self.writer()).await?;
                 }
-                tx.commit().await?;
                 Ok(())
             }
 
