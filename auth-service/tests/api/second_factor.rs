@@ -554,3 +554,38 @@ async fn a_password_reset_lifts_the_second_factor_lock() {
     let (status, description, _) = guess(&app, &challenge, &code).await;
     assert_eq!(status, 200, "{description}");
 }
+
+/// The owner submits the right code twice (a double click, a second tab):
+/// one request signs in, the other finds the code's time step (or the
+/// challenge) taken. That was counted as a wrong code: on the owner's last
+/// allowed attempt it locked the account just signed in to, and mailed the
+/// owner about wrong codes. The right code, second, is no guess.
+#[tokio::test]
+async fn the_right_code_sent_twice_does_not_lock_the_owner() {
+    let app = spawn_app_with(|c| c.throttle.second_factor_max_failures = 1).await;
+    let email = "twice@example.com";
+    app.verified_user(email).await;
+    let t = app.signin(email, PASSWORD).await;
+    let (secret, _) = app.enrol_totp(&t).await;
+    let (first, method) = app.challenge(email, PASSWORD).await;
+    assert_eq!(method, "totp");
+    let (second, _) = app.challenge(email, PASSWORD).await;
+    let now = authflow_auth_service::clock::now() + 30;
+    let code = totp_code(&secret, now);
+    assert_eq!(guess(&app, &first, &code).await.0, 200);
+    let (status, description, _) = guess(&app, &second, &code).await;
+    assert_eq!(status, 401, "{description}");
+
+    let mails = app.outbox(email, 0).await;
+    assert!(
+        !mails.iter().any(|m| m["subject"]
+            .as_str()
+            .is_some_and(|s| s.contains("wrong second factor codes"))),
+        "the owner is told of wrong codes: {mails:?}"
+    );
+    let log = app.state.store.audit_log(None, 100).await.unwrap();
+    assert!(
+        log.iter().any(|e| e.outcome == "right_code_late"),
+        "the late code is audited as what it was: {log:?}"
+    );
+}

@@ -1257,7 +1257,10 @@ async fn a_refused_client_is_audited_under_the_client_it_named() {
         .iter()
         .filter(|e| e.event == "client_credentials" && e.outcome == "invalid_client")
         .count();
-    assert_eq!(refused, 1, "the second within the minute is held back: {log:?}");
+    assert_eq!(
+        refused, 1,
+        "the second within the minute is held back: {log:?}"
+    );
 }
 
 /// A request whose DPoP proof is a replay gets no token: its assertion must

@@ -136,9 +136,22 @@ pub async fn finish_signin(
     let dpop_jkt =
         match check_counted_attempt(state, client, &challenge, &user, code, proof, now).await {
             Ok(dpop_jkt) => dpop_jkt,
-            Err(refused) => {
+            Err(Refused::Failure(refused)) => {
                 // Counted, not accepted: a failure, whichever check refused it.
                 second_factor_failed(state, &user, client, now, attempt.number).await?;
+                return Err(refused);
+            }
+            Err(Refused::RightCodeLate(refused)) => {
+                attempt.accepted(state).await?;
+                audit::record(
+                    state,
+                    Some(client),
+                    "signin_verify",
+                    "right_code_late",
+                    Some(&user.id),
+                    Some(&user.email),
+                )
+                .await;
                 return Err(refused);
             }
         };
@@ -159,6 +172,30 @@ pub async fn finish_signin(
     Ok(tokens)
 }
 
+/// Why a counted attempt was refused.
+enum Refused {
+    /// Counted towards the lock: a wrong code, a used-up challenge, a bad proof.
+    Failure(ApiError),
+    /// The right code, second: another request with it (the owner's own
+    /// double submit, a second tab) took the challenge or the time step
+    /// first. Not a guess: counted as a failure, the loser of the race on the
+    /// owner's last allowed attempt locked the account the winner had just
+    /// signed in to, and mailed the owner about wrong codes.
+    RightCodeLate(ApiError),
+}
+
+impl From<ApiError> for Refused {
+    fn from(e: ApiError) -> Self {
+        Self::Failure(e)
+    }
+}
+
+impl From<crate::store::StoreError> for Refused {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::Failure(e.into())
+    }
+}
+
 /// Everything that can refuse an attempt already counted against the
 /// account: the challenge's own limit, the code, the proof, single use. The
 /// DPoP key thumbprint to bind to when the challenge is consumed.
@@ -170,11 +207,11 @@ async fn check_counted_attempt(
     code: &Secret,
     proof: Option<PendingProof>,
     now: i64,
-) -> ApiResult<Option<String>> {
+) -> Result<Option<String>, Refused> {
     if state.store.challenge_attempt(&challenge.id).await?
         > state.config.accounts.challenge_max_attempts
     {
-        return Err(ApiError::InvalidCode("too many wrong codes; sign in again"));
+        return Err(ApiError::InvalidCode("too many wrong codes; sign in again").into());
     }
     let code = code.expose().trim();
     let accepted = match (
@@ -186,7 +223,12 @@ async fn check_counted_attempt(
             signin_codes::matches(&state.signin_code_keys, &challenge.id, code, stored)
         }
         ("totp", _, Some(secret)) => match totp_step(secret, code, now) {
-            Some(step) => state.store.use_totp_step(&user.id, step).await?,
+            Some(step) if state.store.use_totp_step(&user.id, step).await? => true,
+            Some(_) => {
+                return Err(Refused::RightCodeLate(ApiError::InvalidCode(
+                    "this code was used already; wait for the next one",
+                )))
+            }
             None => false,
         },
         _ => false,
@@ -202,12 +244,14 @@ async fn check_counted_attempt(
             Some(&user.email),
         )
         .await;
-        return Err(ApiError::InvalidCode("the code is wrong"));
+        return Err(ApiError::InvalidCode("the code is wrong").into());
     }
     // A replayed proof is refused before the challenge is consumed.
     let dpop_jkt = crate::dpop::accept(state, proof, now).await?;
     if !state.store.consume_challenge(&challenge.id, now).await? {
-        return Err(ApiError::InvalidCode("unknown or expired challenge"));
+        return Err(Refused::RightCodeLate(ApiError::InvalidCode(
+            "unknown or expired challenge",
+        )));
     }
     Ok(dpop_jkt)
 }

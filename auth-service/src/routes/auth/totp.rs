@@ -234,6 +234,8 @@ pub async fn confirm_totp_enrollment(
     if !state.store.confirm_totp(&user.id, &pending, step).await? {
         return Err(ApiError::Conflict("the enrolment changed; enroll again"));
     }
+    // A right code, as at sign-in: the count of wrong ones starts again.
+    state.store.second_factor_success(&user.id).await?;
     audit::record(
         state,
         Some(client),
