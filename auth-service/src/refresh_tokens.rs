@@ -43,7 +43,14 @@ pub fn mint(keys: &DerivedKeys, session_id: &str, dpop_bound: bool) -> Secret {
 pub fn session_of<'a>(keys: &DerivedKeys, token: &'a str) -> Option<Minted<'a>> {
     let mut parts = token.split(SEPARATOR);
     let (session_id, random, tag) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || session_id.is_empty() || random.is_empty() {
+    // Each part as minted (hex, base64url): nothing else reaches the MAC.
+    let minted = |part: &str| {
+        !part.is_empty()
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if parts.next().is_some() || !minted(session_id) || !minted(random) {
         return None;
     }
     [false, true]
@@ -55,15 +62,19 @@ pub fn session_of<'a>(keys: &DerivedKeys, token: &'a str) -> Option<Minted<'a>> 
         })
 }
 
-fn tagged<'a>(session_id: &'a str, random: &'a str, dpop_bound: bool) -> [&'a [u8]; 5] {
+fn tagged<'a>(session_id: &'a str, random: &'a str, dpop_bound: bool) -> [&'a [u8]; 4] {
     [
-        b"authflow refresh token v1\0",
+        // A label of its own for a bound token, first: neither label begins
+        // the other, so no token's parts can be spelt to take the other's
+        // tag. An unbound token's is the tag of earlier releases.
+        if dpop_bound {
+            b"authflow refresh token v1 dpop-bound\0"
+        } else {
+            b"authflow refresh token v1\0"
+        },
         session_id.as_bytes(),
         b"\0",
         random.as_bytes(),
-        // Nothing for an unbound token: its tag is the one of earlier
-        // releases. Neither part holds a NUL.
-        if dpop_bound { b"\0dpop-bound" } else { b"" },
     ]
 }
 
@@ -113,6 +124,16 @@ mod tests {
         // The bound tag on the unbound spelling's parts names nothing else.
         let (_, rest) = bound.expose().split_once('~').unwrap();
         assert_eq!(session_of(&k, &format!("b0c~{rest}")), None);
+        // Nor a bound token's parts spelt with more in them (a NUL and a
+        // label) to take its tag for an unbound one's.
+        let (random, tag) = rest.split_once('~').unwrap();
+        for spelt in [
+            format!("b0b~{random}\0dpop-bound~{tag}"),
+            format!("b0b~{random} dpop-bound~{tag}"),
+            format!("b0b\0~{random}~{tag}"),
+        ] {
+            assert_eq!(session_of(&k, &spelt), None, "{spelt:?}");
+        }
     }
 
     #[test]
