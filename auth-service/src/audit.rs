@@ -80,6 +80,8 @@ fn entry(
 const REPEAT_WINDOW_SECS: i64 = 60;
 /// Most (event, address) pairs [`Repeats`] follows at once.
 const MAX_REPEAT_KEYS: usize = 4096;
+/// Where the refusals past [`MAX_REPEAT_KEYS`] are counted.
+const OVERFLOW: &str = "\0overflow";
 
 /// The refusals for a limit this process wrote a row for lately, by event
 /// and client address, and how many it held back since.
@@ -102,23 +104,27 @@ impl Repeats {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let recent = |r: &Repeat| (0..REPEAT_WINDOW_SECS).contains(&(now - r.since));
+        let mut key = key;
+        if !seen.contains_key(&key) && seen.len() >= MAX_REPEAT_KEYS {
+            seen.retain(|_, r| recent(r));
+        }
+        if !seen.contains_key(&key) && seen.len() >= MAX_REPEAT_KEYS {
+            // As many recent keys as it follows: clients changing their
+            // address per request. One row a minute for all of them.
+            key = OVERFLOW.to_owned();
+        }
         if let Some(repeat) = seen.get_mut(&key).filter(|r| recent(r)) {
             repeat.held_back += 1;
             return None;
         }
         let held_back = seen.get(&key).map_or(0, |r| r.held_back);
-        if seen.len() >= MAX_REPEAT_KEYS && !seen.contains_key(&key) {
-            seen.retain(|_, r| recent(r));
-        }
-        if seen.len() < MAX_REPEAT_KEYS || seen.contains_key(&key) {
-            seen.insert(
-                key,
-                Repeat {
-                    since: now,
-                    held_back: 0,
-                },
-            );
-        }
+        seen.insert(
+            key,
+            Repeat {
+                since: now,
+                held_back: 0,
+            },
+        );
         Some((held_back > 0).then(|| format!("and {held_back} more from this address before it")))
     }
 }
@@ -169,7 +175,8 @@ pub async fn record_repeatable(
         .user_id
         .filter(|_| about.per_account)
         .unwrap_or_default();
-    let key = format!("{event}\0{}\0{account}", client.ip);
+    // The address's bucket: an IPv6 client holds a whole prefix.
+    let key = format!("{event}\0{}\0{account}", client.bucket(state));
     let (user_id, email) = (about.user_id, about.email);
     let Some(detail) = state.audit_repeats.admit(key, now()) else {
         return;
@@ -225,5 +232,10 @@ mod tests {
         }
         assert_eq!(r.admit("signup\0new".into(), t + 200), Some(None));
         assert_eq!(r.admit("signup\u{0}0".into(), t + 201), None);
+        // Clients changing address per request, past the bound: no row each,
+        // one a minute for all of them.
+        for i in 0..100 {
+            assert_eq!(r.admit(format!("signup\0other-{i}"), t + 202), None);
+        }
     }
 }

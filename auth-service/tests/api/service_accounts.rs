@@ -1452,10 +1452,10 @@ async fn refused_client_authentications_cannot_flood_the_audit_log() {
     let admin = app.admin("root@example.com").await;
     app.create_service_account(&admin, "billing", &["read"])
         .await;
-    let refused = |from: &'static str| {
+    let refused = |from: &str| {
         app.http
             .post(app.url(TOKEN))
-            .header("x-forwarded-for", from)
+            .header("x-forwarded-for", from.to_owned())
             .header("authorization", "Bearer not-basic")
             .form(&[
                 ("grant_type", "client_credentials"),
@@ -1467,7 +1467,21 @@ async fn refused_client_authentications_cannot_flood_the_audit_log() {
         assert_eq!(refused("192.0.2.7").await.unwrap().status(), 401);
     }
     assert_eq!(refused("192.0.2.8").await.unwrap().status(), 401);
+    // An IPv6 client holds its whole /64: a new address per request is still one client.
+    for i in 1..=30 {
+        let from = format!("2001:db8:7:7::{i:x}");
+        assert_eq!(refused(&from).await.unwrap().status(), 401);
+    }
     let log = app.state.store.audit_log(None, 1000).await.unwrap();
+    let from_the_prefix = log
+        .iter()
+        .filter(|e| e.event == "client_credentials")
+        .filter(|e| {
+            e.ip.as_deref()
+                .is_some_and(|ip| ip.starts_with("2001:db8:7:7:"))
+        })
+        .count();
+    assert_eq!(from_the_prefix, 1, "{log:?}");
     let rows = |ip: &str| {
         log.iter()
             .filter(|e| e.event == "client_credentials" && e.ip.as_deref() == Some(ip))
