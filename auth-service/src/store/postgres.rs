@@ -428,11 +428,13 @@ super::portable::impl_store! {
 
     async fn second_factor_lock(&self, user_id: &str, now: i64, base_secs: i64, max_secs: i64) -> StoreResult<Option<i64>> {
         // Two lockers on two instances: the second waits on the row lock, re-checks
-        // `locked_until` and finds the first one's lock.
+        // `locked_until` and finds the first one's lock. No attempt counted: a
+        // right code signed in meanwhile (its success reset the count), and the
+        // attempt that came to lock was the owner's own second submit.
         sqlx::query_scalar(
             "UPDATE second_factor_guard SET attempts = 0, lockouts = lockouts + 1, \
              locked_until = $2 + LEAST($4, $3 * (1::BIGINT << LEAST(lockouts, 30)::INTEGER)) \
-             WHERE user_id = $1 AND locked_until <= $2 RETURNING locked_until",
+             WHERE user_id = $1 AND locked_until <= $2 AND attempts > 0 RETURNING locked_until",
         )
         .bind(user_id)
         .bind(now)

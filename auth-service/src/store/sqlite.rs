@@ -446,9 +446,10 @@ super::portable::impl_store! {
     }
 
     async fn second_factor_lock(&self, user_id: &str, now: i64, base_secs: i64, max_secs: i64) -> StoreResult<Option<i64>> {
+        // No attempt counted: a right code signed in meanwhile (see the Postgres store).
         sqlx::query_scalar(
             "UPDATE second_factor_guard SET attempts = 0, lockouts = lockouts + 1, \
-             locked_until = ?2 + MIN(?4, ?3 << MIN(lockouts, 30)) WHERE user_id = ?1 AND locked_until <= ?2 RETURNING locked_until",
+             locked_until = ?2 + MIN(?4, ?3 << MIN(lockouts, 30)) WHERE user_id = ?1 AND locked_until <= ?2 AND attempts > 0 RETURNING locked_until",
         )
         .bind(user_id)
         .bind(now)

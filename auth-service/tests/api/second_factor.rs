@@ -589,3 +589,57 @@ async fn the_right_code_sent_twice_does_not_lock_the_owner() {
         "the late code is audited as what it was: {log:?}"
     );
 }
+
+/// The same double submit when proving the owner for an authenticator
+/// change: the second request found the code's time step used and counted
+/// a wrong code, which on the last allowed attempt locked the owner out.
+#[tokio::test]
+async fn the_right_code_sent_twice_for_an_authenticator_change_does_not_lock_the_owner() {
+    let app = spawn_app_with(|c| c.throttle.second_factor_max_failures = 1).await;
+    let email = "twice-change@example.com";
+    app.verified_user(email).await;
+    let t = app.signin(email, PASSWORD).await;
+    let (secret, at) = app.enrol_totp(&t).await;
+    let code = totp_code(&secret, at + 30);
+    let enroll = || {
+        app.authed(reqwest::Method::POST, "/v1/auth/totp/enroll", &t)
+            .json(&json!({ "code": code }))
+            .send()
+    };
+    assert_eq!(enroll().await.unwrap().status(), 200);
+    let r = enroll().await.unwrap();
+    assert_eq!(error_code(r, 401).await, "invalid_code");
+    let mails = app.outbox(email, 0).await;
+    assert!(
+        !mails.iter().any(|m| m["subject"]
+            .as_str()
+            .is_some_and(|s| s.contains("wrong second factor codes"))),
+        "the owner is told of wrong codes: {mails:?}"
+    );
+}
+
+/// A lock reached by an attempt counted before a right code signed in (the
+/// loser of a double submit, past the limit) found the count the success had
+/// reset, and locked all the same. With no attempt counted, nothing locks.
+#[tokio::test]
+async fn no_lock_without_a_counted_attempt() {
+    let app = spawn_app().await;
+    let email = "counted@example.com";
+    let user = app.verified_user(email).await;
+    app.signin(email, PASSWORD).await;
+    let store = &app.state.store;
+    let now = authflow_auth_service::clock::now();
+    assert_eq!(
+        store
+            .second_factor_lock(&user, now, 30, 3600)
+            .await
+            .unwrap(),
+        None
+    );
+    store.second_factor_attempt(&user, now).await.unwrap();
+    assert!(store
+        .second_factor_lock(&user, now, 30, 3600)
+        .await
+        .unwrap()
+        .is_some());
+}

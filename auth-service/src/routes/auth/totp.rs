@@ -85,7 +85,14 @@ async fn check_code(
     let now = now();
     let attempt = count_second_factor_attempt(state, user, client, now).await?;
     let accepted = match totp_step(secret, code.expose().trim(), now) {
-        Some(step) => state.store.use_totp_step(&user.id, step).await?,
+        Some(step) if state.store.use_totp_step(&user.id, step).await? => true,
+        Some(_) => {
+            // The right code, second (a double submit): no wrong guess.
+            attempt.accepted(state).await?;
+            return Err(ApiError::InvalidCode(
+                "this code was used already; wait for the next one",
+            ));
+        }
         None => false,
     };
     if accepted {
