@@ -365,6 +365,12 @@ impl KeyRing {
         Some(f(signer))
     }
 
+    /// Whether a key signs at `now` here (see [`Self::reload`]: this
+    /// process may be unable to open the active one).
+    pub fn can_sign(&self, now: i64) -> bool {
+        self.with_signer(now, |_| ()).is_some()
+    }
+
     pub fn verifier(&self, kid: &str) -> Option<VerifyingKey> {
         self.snapshot()
             .iter()

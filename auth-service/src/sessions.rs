@@ -246,6 +246,7 @@ pub async fn refresh(
     proof: Option<PendingProof>,
     now: i64,
 ) -> ApiResult<SessionTokens> {
+    tokens::ensure_signer(state, now)?;
     let device = tokens::device_secret(&client.headers)
         .ok_or(ApiError::InvalidGrant("the device secret is missing"))?;
     let old_hash = refresh_token.hash();

@@ -13,7 +13,7 @@ use axum::http::HeaderMap;
 use jwt_simple::prelude::*;
 
 use crate::domain::random_id;
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use crate::store::{IssuedToken, ServiceAccount, User};
 
@@ -197,6 +197,21 @@ impl Verified {
     pub fn has_role(&self, role: &str) -> bool {
         self.claims.roles.iter().any(|r| r == role)
     }
+}
+
+/// 503 with `Retry-After` (try again, on another instance) when no key signs
+/// here at `now`: asked before a token request spends anything (a challenge,
+/// a refresh token's rotation, an assertion), which a failure to sign after
+/// it would waste. An instance left on an older KEK cannot open the key the
+/// others rotated to (`KeyRing::reload`).
+pub fn ensure_signer(state: &AppState, now: i64) -> ApiResult<()> {
+    if state.keys.can_sign(now) {
+        return Ok(());
+    }
+    tracing::error!("no signing key this instance can open is active: token requests are refused");
+    Err(ApiError::TemporarilyUnavailable {
+        retry_after_secs: 1,
+    })
 }
 
 /// Signature (key by `kid`, algorithm from the key, never from the token),

@@ -86,6 +86,7 @@ pub async fn token(
         form.client_assertion.as_deref(),
     );
     let claimed = claimed.as_deref();
+    crate::tokens::ensure_signer(&state, now())?;
     let (account, assertion) = match authenticate_client(
         &state,
         &client,

@@ -356,3 +356,44 @@ async fn a_stored_sign_in_code_does_not_give_the_code_away() {
         .await;
     assert_eq!(r.status(), 200, "the mailed code still signs in");
 }
+
+/// A KEK rollout done out of order: an instance started with the new key
+/// re-seals everything and rotates the signing key. An instance left on the
+/// old key cannot open the new signing key: it answered a sign-in's code by
+/// using the challenge up and then failing to sign (500), so the user had
+/// to start again. It now answers 503 with `Retry-After` before spending
+/// anything, and the same challenge signs in at an instance that can sign.
+#[tokio::test]
+async fn an_instance_that_cannot_sign_spends_no_challenge() {
+    let app = spawn_app().await;
+    let email = "kek-order@example.com";
+    app.verified_user(email).await;
+    let old = app.state.config.kek.current.unwrap();
+    let rotated = spawn_app_beside(&app, |c| {
+        c.kek.current = Some([9u8; 32]);
+        c.kek.previous = vec![old];
+    })
+    .await;
+    let now = authflow_auth_service::clock::now();
+    let alg = rotated.state.config.keys.signing_alg;
+    rotated
+        .state
+        .keys
+        .rotate(rotated.state.store.as_ref(), alg, now - 1, 0)
+        .await
+        .unwrap();
+    app.state
+        .keys
+        .reload(app.state.store.as_ref())
+        .await
+        .unwrap();
+
+    let (challenge, _) = app.challenge(email, PASSWORD).await;
+    let code = app.last_mail(email, 2).await["code"].clone();
+    let answer = json!({"challenge_id": challenge, "code": code});
+    let r = app.post("/v1/auth/signin/verify", answer.clone()).await;
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let r = rotated.post("/v1/auth/signin/verify", answer).await;
+    assert_eq!(r.status(), 200, "the challenge was not spent");
+}

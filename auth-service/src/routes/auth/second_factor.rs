@@ -95,6 +95,7 @@ pub async fn finish_signin(
     proof: Option<PendingProof>,
     now: i64,
 ) -> ApiResult<SessionTokens> {
+    crate::tokens::ensure_signer(state, now)?;
     let challenge = state
         .store
         .challenge(challenge_id)
