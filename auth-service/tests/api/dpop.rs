@@ -399,10 +399,28 @@ async fn a_bound_token_pushed_out_of_the_history_still_needs_its_key() {
     let first_bound = dpop_tokens_of(app.dpop_refresh(&t, &key).await).await;
     let r = app.dpop_refresh(&first_bound, &key).await;
     assert_eq!(r.status(), 200);
-    age_rotation(&app, &first_bound.refresh, 60).await;
-    let hash = authflow_auth_service::domain::hash_secret(&first_bound.refresh);
+    push_out_of_the_history(&app, &first_bound.refresh).await;
+    let r = app.refresh_with(&first_bound, None).await;
+    assert_eq!(error_code(r, 400).await, "invalid_dpop_proof");
+    let session = app.state.store.session(&t.session).await.unwrap().unwrap();
+    assert!(session.revoked_at.is_none(), "{:?}", session.revoke_reason);
+
+    // The token from before the binding, pushed out too, is still reuse.
+    push_out_of_the_history(&app, &t.refresh).await;
+    let r = app.refresh_with(&t, None).await;
+    assert_eq!(
+        invalid_grant(r).await,
+        "refresh token reuse detected; the session is revoked"
+    );
+}
+
+/// A rotated-out refresh token, past the grace, as if later rotations had
+/// pushed it out of its session's kept history.
+async fn push_out_of_the_history(app: &TestApp, refresh: &str) {
+    age_rotation(app, refresh, 60).await;
+    let hash = authflow_auth_service::domain::hash_secret(refresh);
     run_sql(
-        &app,
+        app,
         &[&format!("DELETE FROM refresh_tokens WHERE hash = '{hash}'")],
     )
     .await;
@@ -413,24 +431,6 @@ async fn a_bound_token_pushed_out_of_the_history_still_needs_its_key() {
         .await
         .unwrap()
         .is_none());
-    let r = app.refresh_with(&first_bound, None).await;
-    assert_eq!(error_code(r, 400).await, "invalid_dpop_proof");
-    let session = app.state.store.session(&t.session).await.unwrap().unwrap();
-    assert!(session.revoked_at.is_none(), "{:?}", session.revoke_reason);
-
-    // The token from before the binding, pushed out too, is still reuse.
-    age_rotation(&app, &t.refresh, 60).await;
-    let hash = authflow_auth_service::domain::hash_secret(&t.refresh);
-    run_sql(
-        &app,
-        &[&format!("DELETE FROM refresh_tokens WHERE hash = '{hash}'")],
-    )
-    .await;
-    let r = app.refresh_with(&t, None).await;
-    assert_eq!(
-        invalid_grant(r).await,
-        "refresh token reuse detected; the session is revoked"
-    );
 }
 
 #[tokio::test]
