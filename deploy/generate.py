@@ -2,7 +2,7 @@
 """Render every shipped proxy configuration from one source.
 
 Inputs (the only places to edit):
-  envoy/authflow-filter.json   the filter configuration, with ${issuer} ${auth_cluster} ${auth_authority}
+  envoy/authflow-filter.json   the filter configuration, with ${issuer} ${audience} ${auth_cluster} ${auth_authority}
   envoy/rate-limits.json       per-route request budgets (Envoy's local_ratelimit, after the filter)
   envoy/envoy.yaml.in          the Envoy bootstrap shared by the local run and compose
   deploy/istio/wasmplugin.yaml.in

@@ -47,6 +47,8 @@ const root = join(here, "..", "..");
 // Directories to scan (default: the shipped ones); others only for testing the checks themselves.
 const SHIPPED_DIRS = ["deploy/istio", "deploy/k8s"];
 const dirs = process.argv.length > 2 ? process.argv.slice(2) : SHIPPED_DIRS;
+// The audience of the local and compose demos: never a deployment's.
+const DEMO_AUDIENCE = "authflow-demo";
 // The only caller the auth service admits (rendered into deploy/istio/auth-access.yaml).
 const targets = JSON.parse(readFileSync(join(root, "deploy/targets.json"), "utf8"));
 const GATEWAY_PRINCIPAL = targets.istio?.gateway_principal;
@@ -308,6 +310,10 @@ if (plugin && deployment) {
   if (val("AUTHFLOW_TOKENS__ISSUER") !== provider.issuer) errors.push(`Deployment: AUTHFLOW_TOKENS__ISSUER ${val("AUTHFLOW_TOKENS__ISSUER")} != pluginConfig issuer ${provider.issuer}`);
   if (!list("AUTHFLOW_TOKENS__AUDIENCES").length || !list("AUTHFLOW_TOKENS__AUDIENCES").every((a) => (provider.audiences ?? []).includes(a))) {
     errors.push(`Deployment: AUTHFLOW_TOKENS__AUDIENCES ${val("AUTHFLOW_TOKENS__AUDIENCES")} not accepted by the pluginConfig (${provider.audiences})`);
+  }
+  // The demo's audience, copied into a deployment, makes every token of it good for every other.
+  if ([...list("AUTHFLOW_TOKENS__AUDIENCES"), ...(provider.audiences ?? [])].includes(DEMO_AUDIENCE)) {
+    errors.push(`Deployment / pluginConfig: the demo's audience ${DEMO_AUDIENCE}: name the API the tokens are for (deploy/targets.json → istio.audience, and AUTHFLOW_TOKENS__AUDIENCES)`);
   }
   if (JSON.stringify(list("AUTHFLOW_TOKENS__FINGERPRINT_ATTRIBUTES")) !== JSON.stringify(cfg.device_binding?.attributes ?? [])) {
     errors.push(`Deployment: AUTHFLOW_TOKENS__FINGERPRINT_ATTRIBUTES ${val("AUTHFLOW_TOKENS__FINGERPRINT_ATTRIBUTES")} != device_binding.attributes`);
@@ -618,6 +624,10 @@ function selfTest() {
       Object.assign(authEnv(f, "AUTHFLOW_DATABASE__URL"), { name: "AUTHFLOW_DATABASE_URL", value: "postgres://u:p@db/authflow", valueFrom: undefined });
     }, "AUTHFLOW_DATABASE__URL must come from a Secret"],
     ["issuer wrong", (f) => { authEnv(f, "AUTHFLOW_TOKENS__ISSUER").value = "https://other.example"; }, "!= pluginConfig issuer"],
+    ["the demo's audience", (f) => {
+      authEnv(f, "AUTHFLOW_TOKENS__AUDIENCES").value = DEMO_AUDIENCE;
+      of(f, "WasmPlugin").spec.pluginConfig.providers[0].audiences = [DEMO_AUDIENCE];
+    }, "the demo's audience"],
   ];
   const shipped = SHIPPED_DIRS.flatMap((d) => yamlFiles(resolve(root, d)).sort())
     .map((file) => ({ rel: relative(root, file), docs: yaml.loadAll(readFileSync(file, "utf8")).filter((d) => d != null) }));
