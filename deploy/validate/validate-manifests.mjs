@@ -397,6 +397,16 @@ function otherCallerRequests() {
   ];
 }
 
+// What the gateway asks of the auth service: every route of a shipped VirtualService to it (a
+// prefix stands for the paths under it) and the filter's callouts.
+function gatewayRequests() {
+  const provider = plugin?.spec?.pluginConfig?.providers?.[0] ?? {};
+  const toAuth = (h) => (h.route ?? []).some((r) => String(r.destination?.host ?? "").startsWith("authflow-auth."));
+  const routed = all("VirtualService").flatMap((vs) => (vs.spec?.http ?? []).filter(toAuth))
+    .flatMap((h) => (h.match ?? []).map((m) => m.uri?.prefix ?? m.uri?.exact).filter(Boolean));
+  return [...routed, provider.jwks?.remote?.path, provider.revocations?.path].filter(Boolean);
+}
+
 function accessProblems(deployment) {
   const problems = [];
   const ns = deployment.metadata.namespace;
@@ -433,6 +443,7 @@ function accessProblems(deployment) {
   }
   if (!GATEWAY_PRINCIPAL) problems.push("deploy/targets.json: no istio.gateway_principal");
   let gatewayAdmitted = false;
+  const gatewayPaths = [];
   for (const p of allows) {
     (p.spec.rules ?? []).forEach((rule, i) => {
       const where = `AuthorizationPolicy ${p.metadata.namespace}/${p.metadata.name} rules[${i}]`;
@@ -449,14 +460,23 @@ function accessProblems(deployment) {
       if (others.length && !(ops.length && ops.every(within))) {
         problems.push(`${where}: admits ${others.join(", ")}; only the gateway (${GATEWAY_PRINCIPAL}) may call the auth service (others: exactly ${otherCallerRequests().map((r) => `${r.methods} ${r.paths.join(" ")}`).join(", or ")})`);
       }
-      // The gateway with no path, method or condition: its routes and the filter's callouts.
-      if (!rule.to && !rule.when && sources.some((s) => Object.keys(s).join() === "principals" && s.principals.includes(GATEWAY_PRINCIPAL))) {
-        gatewayAdmitted = true;
+      // The gateway with no condition: everything, or the paths its operations name (any
+      // method, no other restriction).
+      if (!rule.when && sources.some((s) => Object.keys(s).join() === "principals" && s.principals.includes(GATEWAY_PRINCIPAL))) {
+        if (!rule.to) gatewayAdmitted = true;
+        for (const o of ops) {
+          if (Object.keys(o).join() === "paths") gatewayPaths.push(...o.paths);
+        }
       }
     });
   }
-  if (allows.length && !gatewayAdmitted) {
+  const admitted = (path) => gatewayAdmitted || gatewayPaths.some((p) => (p.endsWith("*") ? path.startsWith(p.slice(0, -1)) : p === path));
+  if (allows.length && !gatewayAdmitted && !gatewayPaths.length) {
     problems.push(`AuthorizationPolicy: no rule admits the gateway (${GATEWAY_PRINCIPAL}) unconditionally: its routes and the filter's JWKS / revocation callouts would be refused`);
+  } else if (allows.length) {
+    for (const path of gatewayRequests()) {
+      if (!admitted(path)) problems.push(`AuthorizationPolicy: the gateway (${GATEWAY_PRINCIPAL}) is not admitted to ${path}: a shipped route or the filter's callout there would be refused`);
+    }
   }
   return problems;
 }
@@ -604,7 +624,7 @@ function selfTest() {
       from: [{ source: { principals: ["cluster.local/ns/billing/sa/billing"] } }], to: [{ operation: { paths: ["/v1/oauth/token"], methods: ["POST"] } }],
     }), null],
     ["gateway not admitted", (f) => { rules(f)[0].from[0].source.principals = ["cluster.local/ns/istio-system/sa/other"]; }, "no rule admits the gateway"],
-    ["gateway limited to some paths", (f) => { rules(f)[0].to = [{ operation: { paths: ["/v1/auth/*"] } }]; }, "no rule admits the gateway"],
+    ["gateway limited to some paths", (f) => { rules(f)[0].to = [{ operation: { paths: ["/v1/auth/*"] } }]; }, "not admitted to /auth/"],
     ["no sidecar", (f) => { of(f, "Deployment").spec.template.metadata.labels["sidecar.istio.io/inject"] = "false"; }, "no Istio sidecar"],
     ["plain HTTP server", (f) => { delete server(f, "HTTP").tls; }, "set tls.httpsRedirect: true"],
     ["HTTPS without credentialName", (f) => { delete server(f, "HTTPS").tls.credentialName; }, "needs tls.mode SIMPLE"],
@@ -624,6 +644,13 @@ function selfTest() {
       Object.assign(authEnv(f, "AUTHFLOW_DATABASE__URL"), { name: "AUTHFLOW_DATABASE_URL", value: "postgres://u:p@db/authflow", valueFrom: undefined });
     }, "AUTHFLOW_DATABASE__URL must come from a Secret"],
     ["issuer wrong", (f) => { authEnv(f, "AUTHFLOW_TOKENS__ISSUER").value = "https://other.example"; }, "!= pluginConfig issuer"],
+    ["the gateway kept from a route's prefix", (f) => {
+      rules(f)[0].to[0].operation.paths = rules(f)[0].to[0].operation.paths.filter((p) => p !== "/v1/admin/*");
+    }, "not admitted to /v1/admin/"],
+    ["the gateway kept from the revocation callout", (f) => {
+      rules(f)[0].to[0].operation.paths = rules(f)[0].to[0].operation.paths.filter((p) => p !== "/v1/revocations");
+    }, "not admitted to /v1/revocations"],
+    ["the gateway admitted everywhere (allowed)", (f) => { delete rules(f)[0].to; }, null],
     ["the demo's audience", (f) => {
       authEnv(f, "AUTHFLOW_TOKENS__AUDIENCES").value = DEMO_AUDIENCE;
       of(f, "WasmPlugin").spec.pluginConfig.providers[0].audiences = [DEMO_AUDIENCE];
