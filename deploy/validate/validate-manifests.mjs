@@ -54,6 +54,7 @@ const targets = JSON.parse(readFileSync(join(root, "deploy/targets.json"), "utf8
 const GATEWAY_PRINCIPAL = targets.istio?.gateway_principal;
 // The shipped WasmPlugin url, which nothing can pull: the only one allowed without a sha256.
 const PLACEHOLDER_WASM_URL = "oci://registry.example.com/";
+const PLACEHOLDER_IMAGE = "registry.example.com/";
 // Istio's root namespace (default): AuthorizationPolicies there apply to every namespace.
 const ROOT_NAMESPACE = "istio-system";
 const HCM = "envoy.filters.network.http_connection_manager";
@@ -304,6 +305,11 @@ if (plugin && deployment) {
   }
 
   const container = deployment.spec.template.spec.containers[0];
+  // As the Wasm module: a tag is whatever was pushed under it last, and this image holds the
+  // KEK and the database. Only the placeholder may go without a digest.
+  if (!String(container.image).startsWith(PLACEHOLDER_IMAGE) && !/@sha256:[0-9a-f]{64}$/.test(String(container.image))) {
+    errors.push(`Deployment: image ${container.image} is not pinned: name it by digest (…@sha256:<digest>, as \`docker push\` prints it; only the ${PLACEHOLDER_IMAGE} placeholder may go without)`);
+  }
   const env = Object.fromEntries((container.env ?? []).map((e) => [e.name, e]));
   const val = (n) => setting(env, n)?.value;
   const list = (n) => (val(n) ?? "").split(",").map((s) => s.trim()).filter(Boolean);
@@ -651,6 +657,10 @@ function selfTest() {
       rules(f)[0].to[0].operation.paths = rules(f)[0].to[0].operation.paths.filter((p) => p !== "/v1/revocations");
     }, "not admitted to /v1/revocations"],
     ["the gateway admitted everywhere (allowed)", (f) => { delete rules(f)[0].to; }, null],
+    ["an auth image by tag", (f) => { of(f, "Deployment").spec.template.spec.containers[0].image = "ghcr.io/you/authflow-auth:0.1.0"; }, "is not pinned"],
+    ["an auth image by digest (allowed)", (f) => {
+      of(f, "Deployment").spec.template.spec.containers[0].image = `ghcr.io/you/authflow-auth:0.1.0@sha256:${"0".repeat(64)}`;
+    }, null],
     ["the demo's audience", (f) => {
       authEnv(f, "AUTHFLOW_TOKENS__AUDIENCES").value = DEMO_AUDIENCE;
       of(f, "WasmPlugin").spec.pluginConfig.providers[0].audiences = [DEMO_AUDIENCE];
