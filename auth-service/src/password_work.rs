@@ -112,10 +112,14 @@ impl PasswordWork {
         password: String,
         stored: Option<String>,
     ) -> ApiResult<bool> {
-        self.run(slot, move |hasher| {
-            hasher.verify(&password, stored.as_deref())
-        })
-        .await
+        let (ok, pad) = self
+            .run(slot, move |hasher| {
+                hasher.verify_padded(&password, stored.as_deref())
+            })
+            .await?;
+        // After the slot is given back: the wait holds no core and no slot.
+        tokio::time::sleep(pad).await;
+        Ok(ok)
     }
 
     /// Slots free right now.

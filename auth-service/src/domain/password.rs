@@ -4,6 +4,8 @@
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 pub const MIN_CHARS: usize = 10;
 pub const MAX_CHARS: usize = 128;
@@ -87,6 +89,10 @@ pub struct Hasher {
     /// A real hash of a random password, verified for unknown emails so that
     /// "no such user" costs the same time as "wrong password".
     dummy: String,
+    /// How long a verification at today's cost takes here (nanoseconds, a
+    /// moving average of the ones run): what a hash of another cost is
+    /// padded to (see [`Hasher::verify_padded`]). Shared by the clones.
+    current_cost_nanos: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Hasher {
@@ -95,8 +101,11 @@ impl Hasher {
         let mut hasher = Self {
             params,
             dummy: String::new(),
+            current_cost_nanos: std::sync::Arc::default(),
         };
         hasher.dummy = hasher.hash(crate::domain::random_secret().expose())?;
+        // One verification now, so the first hash of another cost has a time to match.
+        let _ = hasher.verify_padded("", None);
         Ok(hasher)
     }
 
@@ -114,27 +123,60 @@ impl Hasher {
 
     /// Verifies against `stored`, or against the dummy hash when `None`
     /// (always false then, after the same work).
+    pub fn verify(&self, password: &str, stored: Option<&str>) -> bool {
+        self.verify_padded(password, stored).0
+    }
+
+    /// [`Hasher::verify`], and how long the caller should wait before it
+    /// answers, so that every answer takes what a verification at today's
+    /// cost takes.
     ///
     /// A stored hash is verified with the cost written in it. One made under
-    /// another cost than today's (the configured cost was raised since) is
-    /// followed by the dummy's verification too, so that an existing account
-    /// never answers faster than an unknown address does (its cost is
-    /// today's); its owner's next sign-in replaces it ([`Hasher::needs_rehash`]).
-    pub fn verify(&self, password: &str, stored: Option<&str>) -> bool {
+    /// a cheaper cost than today's (the configured cost was raised since)
+    /// would answer faster than an unknown address does (its cost is
+    /// today's); followed by the dummy's verification, slower: either way
+    /// timing told which addresses have accounts. It is padded to the time
+    /// of today's cost instead (a wait, not work: no core is held for it).
+    /// Its owner's next sign-in replaces it ([`Hasher::needs_rehash`]). One
+    /// made under a costlier one (the cost was lowered) stays slower.
+    pub fn verify_padded(&self, password: &str, stored: Option<&str>) -> (bool, Duration) {
         let target = stored.unwrap_or(&self.dummy);
         let Ok(parsed) = PasswordHash::new(target) else {
-            return false;
+            return (false, Duration::ZERO);
         };
+        let started = Instant::now();
         let ok = self
             .argon()
             .verify_password(password.as_bytes(), &parsed)
             .is_ok();
-        if stored.is_some() && !self.of_current_cost(&parsed) {
-            if let Ok(dummy) = PasswordHash::new(&self.dummy) {
-                let _ = self.argon().verify_password(password.as_bytes(), &dummy);
-            }
-        }
-        ok && stored.is_some()
+        let took = started.elapsed();
+        let pad = if self.of_current_cost(&parsed) {
+            self.learn_current_cost(took);
+            Duration::ZERO
+        } else {
+            self.current_cost().saturating_sub(took)
+        };
+        (ok && stored.is_some(), pad)
+    }
+
+    /// What a verification at today's cost takes here.
+    fn current_cost(&self) -> Duration {
+        Duration::from_nanos(self.current_cost_nanos.load(Ordering::Relaxed))
+    }
+
+    /// Takes one more verification at today's cost into the average (an
+    /// eighth of its weight: the machine's load moves it, one outlier does not).
+    fn learn_current_cost(&self, took: Duration) {
+        let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let _ = self
+            .current_cost_nanos
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                Some(if old == 0 {
+                    took
+                } else {
+                    old - old / 8 + took / 8
+                })
+            });
     }
 
     /// Whether `stored` was made under another cost than the one configured
@@ -180,5 +222,26 @@ mod tests {
             Password::parse("correct horse battery", "a@b.c").unwrap()
         )
         .contains("horse"));
+    }
+
+    /// A hash of a cheaper cost than today's is padded to today's time (a
+    /// wait the caller makes), rather than followed by a second, dummy
+    /// verification; one of today's cost, the dummy's, or a costlier one is not.
+    #[test]
+    fn only_a_hash_of_a_cheaper_cost_is_padded() {
+        let cheaper = Hasher::new(1024, 1).unwrap().hash("pw").unwrap();
+        let costlier = Hasher::new(32 * 1024, 3).unwrap().hash("pw").unwrap();
+        let h = Hasher::new(8 * 1024, 2).unwrap();
+        let today = h.hash("pw").unwrap();
+        assert_eq!(h.verify_padded("x", None), (false, Duration::ZERO));
+        assert_eq!(h.verify_padded("pw", Some(&today)), (true, Duration::ZERO));
+        let (ok, pad) = h.verify_padded("pw", Some(&cheaper));
+        assert!(ok);
+        assert!(pad > Duration::ZERO, "{pad:?}");
+        assert!(pad <= h.current_cost());
+        assert_eq!(
+            h.verify_padded("pw", Some(&costlier)),
+            (true, Duration::ZERO)
+        );
     }
 }

@@ -233,3 +233,52 @@ async fn a_sign_in_brings_an_old_hash_to_the_cost_configured_now() {
         before_wrong
     );
 }
+
+/// The fix for a raised cost was to follow an old hash's verification with
+/// the dummy's: an old account then answered slower than an unknown address
+/// by its old cost, as telling as faster. With the cost raised by half
+/// (8 MiB, two passes, then three), an old account took 1.7 times as long.
+/// Now an old hash's answer waits until today's cost has passed.
+#[tokio::test]
+async fn an_old_account_answers_neither_faster_nor_slower_than_an_unknown_address() {
+    use std::time::{Duration, Instant};
+    let limits = |c: &mut authflow_auth_service::config::Config| {
+        c.throttle.account_max_failures = 1000;
+        c.throttle.ip_max_failures = 1000;
+        c.passwords.hash_memory_kib = 8 * 1024;
+        c.passwords.hash_iterations = 2;
+    };
+    let before = spawn_app_with(limits).await;
+    before.verified_user("two-passes@example.com").await;
+    let app = spawn_app_beside(&before, |c| {
+        limits(c);
+        c.passwords.hash_iterations = 3;
+    })
+    .await;
+    async fn time(app: &TestApp, email: &str) -> Duration {
+        let start = Instant::now();
+        let r = app
+            .post(
+                "/v1/auth/signin",
+                json!({"email": email, "password": "wrong password!!"}),
+            )
+            .await;
+        assert_eq!(r.status(), 401);
+        start.elapsed()
+    }
+    time(&app, "nobody@example.com").await;
+    let (mut known, mut unknown) = (Vec::new(), Vec::new());
+    for i in 0..9 {
+        known.push(time(&app, "two-passes@example.com").await);
+        unknown.push(time(&app, &format!("nobody{i}@example.com")).await);
+    }
+    known.sort();
+    unknown.sort();
+    let (k, u) = (known[known.len() / 2], unknown[unknown.len() / 2]);
+    let ratio = k.as_secs_f64() / u.as_secs_f64();
+    eprintln!("median old account {k:?} vs unknown {u:?}");
+    assert!(
+        (0.7..1.35).contains(&ratio),
+        "median old account {k:?} vs unknown address {u:?}: the account is told by timing"
+    );
+}
