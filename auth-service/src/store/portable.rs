@@ -837,14 +837,16 @@ macro_rules! impl_store {
                     .execute(&mut *tx)
                     .await?;
                 // The new password closes every other way in the old one opened: the
-                // user's other reset links, and sign-ins waiting for their code.
-                sqlx::query("UPDATE one_time_tokens SET used_at = $1 WHERE user_id = $2 AND purpose = $3 AND used_at IS NULL")
+                // user's other reset links, and sign-ins waiting for their code. Only
+                // the live ones: the expired ones are the maintenance prune's, which
+                // must find no row locked here in another order (a deadlock on Postgres).
+                sqlx::query("UPDATE one_time_tokens SET used_at = $1 WHERE user_id = $2 AND purpose = $3 AND used_at IS NULL AND expires_at > $1")
                     .bind(now)
                     .bind(&user_id)
                     .bind(TokenPurpose::ResetPassword.as_str())
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query("UPDATE challenges SET consumed_at = $1 WHERE user_id = $2 AND consumed_at IS NULL")
+                sqlx::query("UPDATE challenges SET consumed_at = $1 WHERE user_id = $2 AND consumed_at IS NULL AND expires_at > $1")
                     .bind(now)
                     .bind(&user_id)
                     .execute(&mut *tx)
