@@ -258,16 +258,24 @@ async fn rotate_and_return(
     candidates: Vec<String>,
     return_to: &str,
 ) -> Response {
+    // Cookies are cleared only when a refresh cookie was presented and
+    // refused: none presented (a navigation another site started, whose
+    // answer's cookies the browser takes all the same; a JSON-API client's
+    // session, whose device cookie is its own) leaves the jar as it is.
+    let presented = !candidates.is_empty();
     let to_signin = || {
-        see_other(
-            &with_return_to(SIGNIN_PATH, return_to),
-            &cookies::cleared_session(),
-        )
+        let cleared = if presented {
+            cookies::cleared_session()
+        } else {
+            Vec::new()
+        };
+        see_other(&with_return_to(SIGNIN_PATH, return_to), &cleared)
     };
     // Every copy, ours first or not: one planted beside it (another site of
     // the domain can) is unknown here, or bound to another device, and is
     // refused without effect before or after ours is taken.
     let mut just_rotated = false;
+    let mut unavailable = None;
     for token in candidates {
         match sessions::refresh(state, client, &Secret::new(token), None, now()).await {
             Ok(tokens) => return see_other(return_to, &cookies::session(state, &tokens)),
@@ -277,8 +285,32 @@ async fn rotate_and_return(
             // The session's refresh limit: the cookie is still good later, and
             // clearing it would end a session nobody ended.
             Err(ApiError::TooManyRequests { .. }) => just_rotated = true,
+            // Not a refusal: the service could not answer (its database, no
+            // key to sign with). The session lives on; so do its cookies.
+            Err(
+                e @ (ApiError::Internal(_)
+                | ApiError::Unavailable(_)
+                | ApiError::TemporarilyUnavailable { .. }),
+            ) => {
+                tracing::warn!(error = ?e, "browser refresh failed");
+                unavailable = Some(e);
+            }
             Err(e) => tracing::debug!(error = ?e, "browser refresh refused"),
         }
+    }
+    if let Some(e) = unavailable {
+        let again = with_return_to(REFRESH_PATH, return_to);
+        return Page::ok(
+            "Try again",
+            templates::message(
+                "Your session could not be refreshed just now. Try again in a moment.",
+                Some((&again, "Try again")),
+            ),
+        )
+        .refused_by(&ApiError::TemporarilyUnavailable {
+            retry_after_secs: e.retry_after().unwrap_or(1),
+        })
+        .into_response();
     }
     if just_rotated {
         // Another tab refreshed first: its cookies are (or will be) this browser's.

@@ -1816,3 +1816,74 @@ async fn browsers_stay_signed_in_across_a_kek_rotation() {
         r.body
     );
 }
+
+/// A navigation another site started to the refresh endpoint carries no
+/// `SameSite=Strict` cookie: with no refresh cookie presented, the answer
+/// cleared the session's cookies all the same, and the browser took that
+/// answer: the device cookie of a session signed in through the API (the
+/// DPoP client's) was gone, and any site could sign such a browser out with
+/// a link. Nothing presented, nothing cleared.
+#[tokio::test]
+async fn a_refresh_with_no_refresh_cookie_clears_no_cookie() {
+    let app = spawn_app().await;
+    let mut b = Browser::new(&app);
+    for site in ["cross-site", "same-origin"] {
+        let req = b
+            .http
+            .get(format!("{}/auth/refresh?return_to=%2Fapp", b.base))
+            .header("sec-fetch-site", site);
+        let r = b.send(req, "/auth/refresh").await;
+        assert_eq!(
+            (r.status, r.location()),
+            (StatusCode::SEE_OTHER, "/auth/signin?return_to=/app"),
+            "{site}"
+        );
+        assert!(
+            r.headers.get("set-cookie").is_none(),
+            "{site}: {:?}",
+            r.headers
+        );
+    }
+}
+
+/// The refresh failed for the service's own reason (its database, or no key
+/// it can sign with), not the cookie's: the answer cleared the cookies and
+/// sent the browser to sign in, ending a session nobody ended. It is a 503
+/// with `Retry-After` now, the cookies kept, and the same cookie refreshes
+/// once the service can.
+#[tokio::test]
+async fn a_refresh_the_service_cannot_answer_keeps_the_cookies() {
+    let app = spawn_app().await;
+    let mut b = Browser::new(&app);
+    b.sign_up_and_in(&app, "outage@example.com", "/").await;
+    let old = app.state.config.kek.current.unwrap();
+    let rotated = spawn_app_beside(&app, |c| {
+        c.kek.current = Some([9u8; 32]);
+        c.kek.previous = vec![old];
+    })
+    .await;
+    let now = authflow_auth_service::clock::now();
+    let alg = rotated.state.config.keys.signing_alg;
+    rotated
+        .state
+        .keys
+        .rotate(rotated.state.store.as_ref(), alg, now - 1, 0)
+        .await
+        .unwrap();
+    app.state
+        .keys
+        .reload(app.state.store.as_ref())
+        .await
+        .unwrap();
+
+    let r = b.get("/auth/refresh?return_to=%2Fapp").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.headers.contains_key("retry-after"));
+    assert!(r.headers.get("set-cookie").is_none(), "{:?}", r.headers);
+    assert!(b.cookie(REFRESH).is_some() && b.cookie(DEVICE).is_some());
+
+    // At an instance that can sign, the same cookie refreshes.
+    b.base = rotated.base.clone();
+    let r = b.get("/auth/refresh?return_to=%2Fapp").await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/app"));
+}
