@@ -217,10 +217,20 @@ impl Envoy {
 
     /// Starts Envoy on a whole configuration document built by `doc(port, admin_port)`
     /// (for layouts `EnvoyOptions` does not cover, e.g. several listeners).
-    pub fn start_doc(
-        concurrency: u32,
-        doc: impl FnOnce(u16, u16) -> Value,
-    ) -> Result<Envoy, String> {
+    ///
+    /// A port found free can be taken by another test before Envoy binds it:
+    /// then Envoy is started again on other ports (a few times).
+    pub fn start_doc(concurrency: u32, doc: impl Fn(u16, u16) -> Value) -> Result<Envoy, String> {
+        let mut tries = 0;
+        loop {
+            match Self::start_doc_once(concurrency, &doc) {
+                Err(log) if log.contains("Address already in use") && tries < 3 => tries += 1,
+                started => return started,
+            }
+        }
+    }
+
+    fn start_doc_once(concurrency: u32, doc: &impl Fn(u16, u16) -> Value) -> Result<Envoy, String> {
         assert!(
             envoy_bin().exists(),
             "no Envoy at {} (run `make test`, which installs it)",
