@@ -107,7 +107,7 @@ pub fn is_normalized_rule_path(p: &str) -> bool {
 fn reads_one_way(path: &str) -> bool {
     !path
         .bytes()
-        .any(|b| matches!(b, b'%' | b'\\' | b';' | b'.') || b.is_ascii_control())
+        .any(|b| matches!(b, b'%' | b'\\' | b';' | b'.') || !b.is_ascii_graphic())
         && !path.contains("//")
 }
 

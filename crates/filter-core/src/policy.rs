@@ -92,6 +92,10 @@ pub fn policy_for<'a>(
     if config.routes.is_empty() {
         return Ok(Requirement::default_of(config));
     }
+    // Not UTF-8 (in the query too): no rule's path, while the backend reads its bytes.
+    if req.path() == NOT_UTF8 {
+        return Err(AmbiguousPath);
+    }
     let readings = path::readings(req.path()).map_err(|_| AmbiguousPath)?;
     let host = req.host_without_port();
     let decided = policy_on(
@@ -1156,6 +1160,32 @@ mod tests {
             assert_eq!(decide(extra), Err(AmbiguousPath), "{extra:?}");
         }
         assert_eq!(decide((b"user-agent", b"caf\xe9")), Ok(&Policy::Public));
+    }
+
+    /// `:path` itself in bytes that are not UTF-8 (HTTP/2 lets 0x80–0xFF
+    /// through, in the query too, which `normalize_path` leaves alone): it
+    /// read as `NOT_UTF8`, matched no rule, and was decided by the default,
+    /// while the backend routes `/api/admin/users`. Refused too.
+    #[test]
+    fn a_path_in_bytes_that_are_not_utf8_is_ambiguous() {
+        let c = config(serde_json::json!({"default_policy": "public", "routes": [
+            {"match": {"path_prefix": "/api/admin"}, "policy": {"roles_any": ["admin"]}}
+        ]}));
+        for path in [
+            b"/api/admin/users?q=\xff".as_slice(),
+            b"/api/admin/\xffusers",
+        ] {
+            let pairs: [(&[u8], &[u8]); 3] = [
+                (b":path", path),
+                (b":method", b"GET"),
+                (b":authority", b"www.example"),
+            ];
+            let decided = policy_for(
+                &c,
+                &Request::new(crate::request::HeaderBlock::from_pairs(&pairs), None),
+            );
+            assert_eq!(decided.map(|r| r.policy), Err(AmbiguousPath), "{path:?}");
+        }
     }
 
     /// Express's `req.hostname` (what `vhost` routes by) cuts the host at

@@ -382,9 +382,12 @@ fn validate_upstream(
             "{field}.wait_secs: only the revocation feed is long-polled"
         ));
     }
-    // The floor that keeps random `kid`s from turning into a fetch storm.
+    // The floor that keeps random `kid`s from turning into a fetch storm (0
+    // would let every unknown `kid` trigger a fetch; the README says so).
     if u.min_refetch_interval_secs == 0 {
-        return err(format!("{field}.min_refetch_interval_secs: must be at least 1 (0 would let every unknown `kid` trigger a fetch)"));
+        return err(format!(
+            "{field}.min_refetch_interval_secs: must be at least 1"
+        ));
     }
     Ok(Upstream {
         authority: u.authority.unwrap_or_else(|| u.cluster.clone()),
