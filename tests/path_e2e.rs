@@ -597,6 +597,121 @@ fn ambiguous_paths_are_refused_with_an_rfc6750_body() {
     }
 }
 
+/// One HTTP/2 request (prior knowledge, no TLS) whose `:path` goes out as
+/// exactly these bytes (HPACK literals, no Huffman coding): HTTP/1's codec
+/// refuses bytes above 0x7F in a request target, HTTP/2's lets them through.
+/// The answer's `:status` when Envoy sends it from the static table (200,
+/// 400, ...), else 0.
+fn send_h2(port: u16, path: &[u8], headers: &[(&str, &str)]) -> u16 {
+    fn frame(s: &mut std::net::TcpStream, kind: u8, flags: u8, payload: &[u8]) {
+        let len = payload.len();
+        let mut f = vec![
+            (len >> 16) as u8,
+            (len >> 8) as u8,
+            len as u8,
+            kind,
+            flags,
+            0,
+            0,
+            0,
+            1,
+        ];
+        if kind == 0x4 {
+            f[8] = 0; // SETTINGS: stream 0
+        }
+        f.extend_from_slice(payload);
+        s.write_all(&f).unwrap();
+    }
+    fn string(block: &mut Vec<u8>, bytes: &[u8]) {
+        // A 7-bit prefix integer (RFC 7541 §5.1), no Huffman coding.
+        let mut n = bytes.len();
+        if n < 127 {
+            block.push(n as u8);
+        } else {
+            block.push(127);
+            n -= 127;
+            while n >= 128 {
+                block.push((n % 128 + 128) as u8);
+                n /= 128;
+            }
+            block.push(n as u8);
+        }
+        block.extend_from_slice(bytes);
+    }
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    frame(&mut s, 0x4, 0, &[]);
+    let mut block = Vec::new();
+    let fields = [
+        (b":method".as_slice(), b"GET".as_slice()),
+        (b":scheme", b"http"),
+        (b":authority", b"127.0.0.1"),
+        (b":path", path),
+    ];
+    let extra = headers.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
+    for (name, value) in fields.into_iter().chain(extra) {
+        block.push(0x00); // literal without indexing, new name
+        string(&mut block, name);
+        string(&mut block, value);
+    }
+    frame(&mut s, 0x1, 0x5, &block); // HEADERS, END_STREAM | END_HEADERS
+    loop {
+        let mut head = [0u8; 9];
+        if s.read_exact(&mut head).is_err() {
+            return 0;
+        }
+        let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).unwrap();
+        let stream = u32::from_be_bytes([head[5] & 0x7f, head[6], head[7], head[8]]);
+        match (head[3], stream) {
+            (0x4, 0) if head[4] & 1 == 0 => frame(&mut s, 0x4, 1, &[]), // SETTINGS ACK
+            (0x1, 1) => {
+                return match payload.first() {
+                    Some(0x88) => 200,
+                    Some(0x8c) => 400,
+                    Some(0x8d) => 404,
+                    Some(0x8e) => 500,
+                    _ => 0,
+                };
+            }
+            (0x3, 1) | (0x7, _) => return 0, // RST_STREAM, GOAWAY
+            _ => {}
+        }
+    }
+}
+
+/// `:path` in bytes that are not UTF-8, over HTTP/2: in the query they pass
+/// `normalize_path`, and the filter read the path as U+FFFD, matched no rule
+/// and decided on the default policy (public here: no token at all), while
+/// the backend routes `/api/admin/users`. Refused by the filter, with and
+/// without Envoy's normalization.
+#[test]
+fn a_path_in_bytes_that_are_not_utf8_is_refused_over_http2() {
+    let key = Ed25519KeyPair::generate().with_key_id("k1");
+    let backend = EchoServer::start("127.0.0.1:0").unwrap();
+    for hcm in [shipped_hcm_settings(), json!({})] {
+        let envoy = start(
+            filter_config(&key, "path_prefix", json!({"default_policy": "public"})),
+            &backend,
+            &hcm,
+        );
+        assert_eq!(send_h2(envoy.port, b"/public?q=x", &[]), 200, "{hcm}");
+        let before = envoy.stat("denied.ambiguous_path");
+        assert_eq!(
+            send_h2(envoy.port, b"/api/admin/users?q=\xff", &[]),
+            400,
+            "{hcm}"
+        );
+        assert_eq!(
+            envoy.stat("denied.ambiguous_path"),
+            before + 1,
+            "{hcm}: refused by the filter, not by Envoy's codec"
+        );
+    }
+}
+
 /// A `POST` naming another method (`X-HTTP-Method-Override`, `_method`), as
 /// Rails, Laravel, Symfony, Express, ASP.NET Core and Spring run it, is
 /// judged as that method too: where a rule on `DELETE` asks for more, it is
