@@ -368,25 +368,7 @@ async fn an_instance_that_cannot_sign_spends_no_challenge() {
     let app = spawn_app().await;
     let email = "kek-order@example.com";
     app.verified_user(email).await;
-    let old = app.state.config.kek.current.unwrap();
-    let rotated = spawn_app_beside(&app, |c| {
-        c.kek.current = Some([9u8; 32]);
-        c.kek.previous = vec![old];
-    })
-    .await;
-    let now = authflow_auth_service::clock::now();
-    let alg = rotated.state.config.keys.signing_alg;
-    rotated
-        .state
-        .keys
-        .rotate(rotated.state.store.as_ref(), alg, now - 1, 0)
-        .await
-        .unwrap();
-    app.state
-        .keys
-        .reload(app.state.store.as_ref())
-        .await
-        .unwrap();
+    let rotated = an_instance_on_a_new_kek_rotated_past(&app).await;
 
     let (challenge, _) = app.challenge(email, PASSWORD).await;
     let code = app.last_mail(email, 2).await["code"].clone();

@@ -1856,25 +1856,7 @@ async fn a_refresh_the_service_cannot_answer_keeps_the_cookies() {
     let app = spawn_app().await;
     let mut b = Browser::new(&app);
     b.sign_up_and_in(&app, "outage@example.com", "/").await;
-    let old = app.state.config.kek.current.unwrap();
-    let rotated = spawn_app_beside(&app, |c| {
-        c.kek.current = Some([9u8; 32]);
-        c.kek.previous = vec![old];
-    })
-    .await;
-    let now = authflow_auth_service::clock::now();
-    let alg = rotated.state.config.keys.signing_alg;
-    rotated
-        .state
-        .keys
-        .rotate(rotated.state.store.as_ref(), alg, now - 1, 0)
-        .await
-        .unwrap();
-    app.state
-        .keys
-        .reload(app.state.store.as_ref())
-        .await
-        .unwrap();
+    let rotated = an_instance_on_a_new_kek_rotated_past(&app).await;
 
     let r = b.get("/auth/refresh?return_to=%2Fapp").await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);

@@ -493,3 +493,30 @@ pub async fn join_all<T: Send + 'static>(
     }
     out
 }
+
+/// A KEK rollout done out of order: an instance beside `app` starts with a
+/// new `kek.key` (the old one in `kek.previous`), which re-seals every stored
+/// key, and rotates the signing key to one active at once; `app`, still on
+/// the old KEK, reloads its keys and cannot open the active one. The new instance.
+pub async fn an_instance_on_a_new_kek_rotated_past(app: &TestApp) -> TestApp {
+    let old = app.state.config.kek.current.unwrap();
+    let rotated = spawn_app_beside(app, |c| {
+        c.kek.current = Some([9u8; 32]);
+        c.kek.previous = vec![old];
+    })
+    .await;
+    let now = authflow_auth_service::clock::now();
+    let alg = rotated.state.config.keys.signing_alg;
+    rotated
+        .state
+        .keys
+        .rotate(rotated.state.store.as_ref(), alg, now - 1, 0)
+        .await
+        .unwrap();
+    app.state
+        .keys
+        .reload(app.state.store.as_ref())
+        .await
+        .unwrap();
+    rotated
+}

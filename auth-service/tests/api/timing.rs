@@ -10,6 +10,36 @@ use serde_json::json;
 
 use crate::common::*;
 
+const WRONG: &str = "wrong password!!";
+
+/// How long one sign-in of `email` with `password` takes to its 401.
+async fn signin_time(app: &TestApp, email: &str, password: &str) -> Duration {
+    let start = Instant::now();
+    let r = app
+        .post(
+            "/v1/auth/signin",
+            json!({"email": email, "password": password}),
+        )
+        .await;
+    assert_eq!(r.status(), 401, "{email}");
+    start.elapsed()
+}
+
+/// The median times of a wrong password for `known` and for an unknown
+/// address (a new one each round), over `rounds` interleaved rounds after
+/// one to warm up.
+async fn medians(app: &TestApp, known: &str, rounds: usize) -> (Duration, Duration) {
+    signin_time(app, known, WRONG).await;
+    let (mut k, mut u) = (Vec::new(), Vec::new());
+    for i in 0..rounds {
+        k.push(signin_time(app, known, WRONG).await);
+        u.push(signin_time(app, &format!("nobody{i}@example.com"), WRONG).await);
+    }
+    k.sort();
+    u.sort();
+    (k[k.len() / 2], u[u.len() / 2])
+}
+
 #[tokio::test]
 async fn unknown_email_and_wrong_password_take_about_the_same_time() {
     // A real memory cost so the hash dominates the request time.
@@ -21,26 +51,7 @@ async fn unknown_email_and_wrong_password_take_about_the_same_time() {
     })
     .await;
     app.verified_user("olga@example.com").await;
-    async fn time(app: &TestApp, email: &str) -> Duration {
-        let start = Instant::now();
-        let r = app
-            .post(
-                "/v1/auth/signin",
-                json!({"email": email, "password": "wrong password!!"}),
-            )
-            .await;
-        assert_eq!(r.status(), 401);
-        start.elapsed()
-    }
-    time(&app, "olga@example.com").await;
-    let (mut known, mut unknown) = (Vec::new(), Vec::new());
-    for i in 0..6 {
-        known.push(time(&app, "olga@example.com").await);
-        unknown.push(time(&app, &format!("ghost{i}@example.com")).await);
-    }
-    known.sort();
-    unknown.sort();
-    let (k, u) = (known[known.len() / 2], unknown[unknown.len() / 2]);
+    let (k, u) = medians(&app, "olga@example.com", 6).await;
     let ratio = u.as_secs_f64() / k.as_secs_f64();
     eprintln!("median unknown {u:?} vs wrong password {k:?}");
     assert!(
@@ -69,22 +80,11 @@ async fn an_unverified_account_and_a_wrong_password_take_about_the_same_time() {
         )
         .await;
     assert_eq!(r.status(), 201);
-    async fn time(app: &TestApp, email: &str, password: &str) -> Duration {
-        let start = Instant::now();
-        let r = app
-            .post(
-                "/v1/auth/signin",
-                json!({"email": email, "password": password}),
-            )
-            .await;
-        assert_eq!(r.status(), 401, "{email}");
-        start.elapsed()
-    }
-    time(&app, "olga@example.com", "wrong password!!").await;
+    signin_time(&app, "olga@example.com", WRONG).await;
     let (mut wrong, mut unverified) = (Vec::new(), Vec::new());
     for _ in 0..6 {
-        wrong.push(time(&app, "olga@example.com", "wrong password!!").await);
-        unverified.push(time(&app, "pat@example.com", PASSWORD).await);
+        wrong.push(signin_time(&app, "olga@example.com", WRONG).await);
+        unverified.push(signin_time(&app, "pat@example.com", PASSWORD).await);
     }
     wrong.sort();
     unverified.sort();
@@ -108,7 +108,6 @@ async fn an_unverified_account_and_a_wrong_password_take_about_the_same_time() {
 /// one sign-in per address learns which addresses have accounts.
 #[tokio::test]
 async fn raising_the_hash_cost_does_not_let_timing_tell_old_accounts_apart() {
-    use std::time::{Duration, Instant};
     let limits = |c: &mut authflow_auth_service::config::Config| {
         c.throttle.account_max_failures = 1000;
         c.throttle.ip_max_failures = 1000;
@@ -123,26 +122,7 @@ async fn raising_the_hash_cost_does_not_let_timing_tell_old_accounts_apart() {
         c.passwords.hash_iterations = 3;
     })
     .await;
-    async fn time(app: &TestApp, email: &str) -> Duration {
-        let start = Instant::now();
-        let r = app
-            .post(
-                "/v1/auth/signin",
-                json!({"email": email, "password": "wrong password!!"}),
-            )
-            .await;
-        assert_eq!(r.status(), 401);
-        start.elapsed()
-    }
-    time(&app, "old-timer@example.com").await;
-    let (mut known, mut unknown) = (Vec::new(), Vec::new());
-    for i in 0..5 {
-        known.push(time(&app, "old-timer@example.com").await);
-        unknown.push(time(&app, &format!("nobody{i}@example.com")).await);
-    }
-    known.sort();
-    unknown.sort();
-    let (k, u) = (known[known.len() / 2], unknown[unknown.len() / 2]);
+    let (k, u) = medians(&app, "old-timer@example.com", 5).await;
     let ratio = u.as_secs_f64() / k.as_secs_f64();
     assert!(
         (0.33..3.0).contains(&ratio),
@@ -241,7 +221,6 @@ async fn a_sign_in_brings_an_old_hash_to_the_cost_configured_now() {
 /// Now an old hash's answer waits until today's cost has passed.
 #[tokio::test]
 async fn an_old_account_answers_neither_faster_nor_slower_than_an_unknown_address() {
-    use std::time::{Duration, Instant};
     let limits = |c: &mut authflow_auth_service::config::Config| {
         c.throttle.account_max_failures = 1000;
         c.throttle.ip_max_failures = 1000;
@@ -255,26 +234,7 @@ async fn an_old_account_answers_neither_faster_nor_slower_than_an_unknown_addres
         c.passwords.hash_iterations = 3;
     })
     .await;
-    async fn time(app: &TestApp, email: &str) -> Duration {
-        let start = Instant::now();
-        let r = app
-            .post(
-                "/v1/auth/signin",
-                json!({"email": email, "password": "wrong password!!"}),
-            )
-            .await;
-        assert_eq!(r.status(), 401);
-        start.elapsed()
-    }
-    time(&app, "nobody@example.com").await;
-    let (mut known, mut unknown) = (Vec::new(), Vec::new());
-    for i in 0..9 {
-        known.push(time(&app, "two-passes@example.com").await);
-        unknown.push(time(&app, &format!("nobody{i}@example.com")).await);
-    }
-    known.sort();
-    unknown.sort();
-    let (k, u) = (known[known.len() / 2], unknown[unknown.len() / 2]);
+    let (k, u) = medians(&app, "two-passes@example.com", 9).await;
     let ratio = k.as_secs_f64() / u.as_secs_f64();
     eprintln!("median old account {k:?} vs unknown {u:?}");
     assert!(
