@@ -970,6 +970,14 @@ mod tests {
         );
     }
 
+    /// The body of an answer that must have one (a delta or a snapshot).
+    fn body_of(answer: FeedAnswer) -> Arc<FeedBody> {
+        match answer {
+            FeedAnswer::Body(body) => body,
+            FeedAnswer::NotModified => panic!("a 304 where a body was due"),
+        }
+    }
+
     /// A database holding one revocation (`j1`), and an instance on it.
     async fn with_one_revocation(dir: &tempfile::TempDir) -> (SqliteStore, Feed) {
         let primary = store(dir).await;
@@ -1449,28 +1457,23 @@ mod tests {
         let before = reads();
         for behind in [3, 4] {
             let cursor = format!("{epoch}.{}", head - behind);
-            let answer = feed
-                .answer(&store, "iss", Some(&cursor), EXP - 10)
-                .await
-                .unwrap();
-            let FeedAnswer::Body(body) = answer else {
-                panic!("a snapshot");
-            };
+            let body = body_of(
+                feed.answer(&store, "iss", Some(&cursor), EXP - 10)
+                    .await
+                    .unwrap(),
+            );
             assert!(body.snapshot, "{behind} events behind");
             assert_eq!(body.revoked_tokens.len(), 4);
         }
         assert_eq!(reads() - before, 1, "one shared read");
         // Within the span: a delta of its own.
         let cursor = format!("{epoch}.{}", head - 2);
-        let FeedAnswer::Body(body) = feed
+        let answer = feed
             .answer(&store, "iss", Some(&cursor), EXP - 10)
             .await
-            .unwrap()
-        else {
-            panic!("a delta");
-        };
-        assert!(!body.snapshot);
-        assert_eq!(jtis(&FeedAnswer::Body(body)), ["j3", "j4"]);
+            .unwrap();
+        assert_eq!(jtis(&answer), ["j3", "j4"]);
+        assert!(!body_of(answer).snapshot);
     }
 
     /// Sharing the read was not enough: each poll encoded the whole list
@@ -1481,13 +1484,9 @@ mod tests {
     async fn polls_sharing_an_answer_share_its_encodings() {
         let dir = tempfile::tempdir().unwrap();
         let (store, feed) = with_one_revocation(&dir).await;
-        let body = |answer: FeedAnswer| match answer {
-            FeedAnswer::Body(body) => body,
-            FeedAnswer::NotModified => panic!("a snapshot"),
-        };
         let (a, b) = (
-            body(feed.answer(&store, "iss", None, EXP - 10).await.unwrap()),
-            body(feed.answer(&store, "iss", None, EXP - 10).await.unwrap()),
+            body_of(feed.answer(&store, "iss", None, EXP - 10).await.unwrap()),
+            body_of(feed.answer(&store, "iss", None, EXP - 10).await.unwrap()),
         );
         assert_eq!(
             a.compact().as_ptr(),

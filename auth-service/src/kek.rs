@@ -185,6 +185,14 @@ impl Kek {
         derive_from(&self.current_bytes, purpose)
     }
 
+    /// The keys for `purpose` of KEK `current`, with `previous` as
+    /// `kek.previous`: for tests of what is tagged with them.
+    #[cfg(test)]
+    pub fn test_keys(purpose: &str, current: &[u8; 32], previous: &[[u8; 32]]) -> DerivedKeys {
+        let kek = Self::new(current, previous).expect("a valid test KEK");
+        kek.derive_keys(purpose).expect("a derivable purpose")
+    }
+
     /// The keys for `purpose` of the current KEK and of the previous ones
     /// (see [`DerivedKeys`]).
     pub fn derive_keys(&self, purpose: &str) -> Result<DerivedKeys, String> {

@@ -16,6 +16,9 @@
 use crate::domain::{random_secret, Secret};
 use crate::kek::DerivedKeys;
 
+/// What the keys of this module are derived from the KEK for.
+pub const KEY_PURPOSE: &str = "refresh-token";
+
 const SEPARATOR: char = '~';
 
 /// What a token's tag tells of it.
@@ -84,10 +87,7 @@ mod tests {
     use crate::kek::{generate_key, parse_key, Kek};
 
     fn keys(kek: &[u8; 32], previous: &[[u8; 32]]) -> DerivedKeys {
-        Kek::new(kek, previous)
-            .unwrap()
-            .derive_keys("refresh-token")
-            .unwrap()
+        Kek::test_keys(KEY_PURPOSE, kek, previous)
     }
 
     fn unbound(session_id: &str) -> Minted<'_> {

@@ -9,6 +9,9 @@ use crate::domain::hash_secret;
 use crate::domain::secret::hashes_match;
 use crate::kek::DerivedKeys;
 
+/// What the keys of this module are derived from the KEK for.
+pub const KEY_PURPOSE: &str = "signin-code";
+
 /// Marks the keyed form; a value without it is the plain SHA-256 that
 /// instances of earlier releases write (read during a rolling upgrade).
 const KEYED: &str = "k1:";
@@ -42,10 +45,7 @@ mod tests {
     use crate::kek::{generate_key, parse_key, Kek};
 
     fn keys(kek: &[u8; 32], previous: &[[u8; 32]]) -> DerivedKeys {
-        Kek::new(kek, previous)
-            .unwrap()
-            .derive_keys("signin-code")
-            .unwrap()
+        Kek::test_keys(KEY_PURPOSE, kek, previous)
     }
 
     #[test]

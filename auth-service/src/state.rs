@@ -109,8 +109,12 @@ pub async fn build_state(config: Config, opening: Opening) -> Result<Arc<AppStat
         .map_err(StartError::from_display)?;
     let dpop_nonce_keys = kek.derive_keys("dpop-nonce").map_err(StartError)?;
     let page_keys = kek.derive_keys("browser-csrf").map_err(StartError)?;
-    let refresh_keys = kek.derive_keys("refresh-token").map_err(StartError)?;
-    let signin_code_keys = kek.derive_keys("signin-code").map_err(StartError)?;
+    let refresh_keys = kek
+        .derive_keys(crate::refresh_tokens::KEY_PURPOSE)
+        .map_err(StartError)?;
+    let signin_code_keys = kek
+        .derive_keys(crate::signin_codes::KEY_PURPOSE)
+        .map_err(StartError)?;
     let now = now();
     let ttl = i64::try_from(config.tokens.access_ttl.as_secs()).unwrap_or(900);
     let keys = KeyRing::load(store.as_ref(), config.keys.signing_alg, ttl, now)

@@ -122,14 +122,10 @@ impl Hasher {
     }
 
     /// Verifies against `stored`, or against the dummy hash when `None`
-    /// (always false then, after the same work).
-    pub fn verify(&self, password: &str, stored: Option<&str>) -> bool {
-        self.verify_padded(password, stored).0
-    }
-
-    /// [`Hasher::verify`], and how long the caller should wait before it
-    /// answers, so that every answer takes what a verification at today's
-    /// cost takes.
+    /// (always false then, after the same work); and how long the caller
+    /// must wait before it answers, so that every answer takes what a
+    /// verification at today's cost takes (no variant without the wait: an
+    /// answer that skips it tells old accounts apart).
     ///
     /// A stored hash is verified with the cost written in it. One made under
     /// a cheaper cost than today's (the configured cost was raised since)
@@ -214,9 +210,9 @@ mod tests {
         let h = Hasher::new(1024, 1).unwrap();
         let stored = h.hash("correct horse battery").unwrap();
         assert!(stored.starts_with("$argon2id$"));
-        assert!(h.verify("correct horse battery", Some(&stored)));
-        assert!(!h.verify("wrong horse battery", Some(&stored)));
-        assert!(!h.verify("correct horse battery", None));
+        assert!(h.verify_padded("correct horse battery", Some(&stored)).0);
+        assert!(!h.verify_padded("wrong horse battery", Some(&stored)).0);
+        assert!(!h.verify_padded("correct horse battery", None).0);
         assert!(!format!(
             "{:?}",
             Password::parse("correct horse battery", "a@b.c").unwrap()
