@@ -283,6 +283,19 @@ fn the_access_cookie_signs_a_browser_in_and_stays_away_from_the_backend() {
         Some("theme=dark; lang=en"),
         "neither the token nor the device secret is forwarded"
     );
+    // A link on another site that names another method to run (which
+    // Rails or Laravel honour): not on the cookie.
+    let r = st.envoy.get(
+        "/app/hello?_method=DELETE",
+        &[
+            ("accept", "application/json"),
+            ("cookie", &cookies),
+            ("sec-fetch-site", "cross-site"),
+            ("user-agent", UA),
+            ("accept-language", LANG),
+        ],
+    );
+    assert_json_401(&r, "a cross-site GET naming DELETE, on the cookie");
 
     let r = navigate(&st, "/app/hello", &[("cookie", &cookies)]);
     assert_eq!(r.status, 200, "{r:?}");

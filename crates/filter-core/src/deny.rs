@@ -141,7 +141,7 @@ impl DenyReason {
     fn description(self) -> &'static str {
         match self {
             Self::MissingToken => "authentication required",
-            Self::InvalidRequest => "the request carries more than one token or a malformed Authorization header",
+            Self::InvalidRequest => "more than one token, or a malformed Authorization header",
             Self::AmbiguousPath => "the request is ambiguous: send the path normalized, the method in capitals, and no method, path or host override a rule decides otherwise",
             Self::TokenTooLarge => "token too large",
             Self::Malformed => "token is malformed",

@@ -134,7 +134,8 @@ pub fn find_token<'a>(
 
 /// Whether a cookie (an ambient credential: the browser attaches it by
 /// itself) may authenticate this request. Always for the safe methods
-/// (`GET`, `HEAD`, `OPTIONS`). Otherwise not when the browser says another
+/// (`GET`, `HEAD`, `OPTIONS`) that name no other method to run (an override
+/// a backend may honour on a `GET` too). Otherwise not when the browser says another
 /// origin sent it: `Sec-Fetch-Site` other than `same-origin` or `none`
 /// (which no page can forge), or, from a browser that sends no
 /// `Sec-Fetch-Site`, an `Origin` that is not this request's `:authority`.
@@ -142,7 +143,9 @@ pub fn find_token<'a>(
 /// (`evil.example.com` for `app.example.com`) post with the cookie, and the
 /// backend, seeing only identity headers, cannot tell.
 pub fn ambient_credentials_allowed(req: &Request) -> bool {
-    if matches!(req.method(), "GET" | "HEAD" | "OPTIONS") {
+    if matches!(req.method(), "GET" | "HEAD" | "OPTIONS")
+        && crate::policy::named_methods(req).is_empty()
+    {
         return true;
     }
     let first = |name| req.header_values(name).next();

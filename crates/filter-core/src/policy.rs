@@ -303,10 +303,15 @@ fn push_host<'r>(found: &mut Vec<&'r str>, named: &'r str) {
 /// rules compare them ignoring case). Only a configuration with rules on
 /// methods can decide one of them otherwise.
 fn method_overrides(config: &FilterConfig, req: &Request) -> Vec<String> {
-    let mut found = Vec::new();
     if config.routes.iter().all(|r| r.methods.is_empty()) {
-        return found;
+        return Vec::new();
     }
+    named_methods(req)
+}
+
+/// Every method `req` names in an override header or a `_method` parameter.
+pub fn named_methods(req: &Request) -> Vec<String> {
+    let mut found = Vec::new();
     // A list (`DELETE, GET`, or copies joined): each item, since readers take the first or the last.
     for name in METHOD_OVERRIDE_HEADERS {
         for value in spelled_values(req, name) {

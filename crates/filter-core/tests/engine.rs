@@ -2318,6 +2318,50 @@ fn a_cross_origin_post_is_not_authenticated_by_the_ambient_cookie() {
     }
 }
 
+/// A `GET` is safe, so a cookie authenticates it from any site: unless it
+/// names another method to run (`?_method=DELETE`, an override header),
+/// which Rails, Laravel or Express's `method-override` may honour on a `GET`
+/// too. A link on another site would then delete on the victim's cookie.
+#[test]
+fn a_cross_site_get_naming_another_method_is_not_authenticated_by_the_cookie() {
+    let mut f = fixture(json!({
+        "token_sources": {"authorization_bearer": true, "cookies": ["__Host-authflow-access"]}
+    }));
+    let cookie = format!("__Host-authflow-access={}", f.token());
+    let get = |f: &mut Fixture, path: &str, extra: &[(&str, &str)]| {
+        let mut h = vec![
+            (":method".to_string(), "GET".to_string()),
+            (":path".to_string(), path.to_string()),
+            (":authority".to_string(), "app.example.com".to_string()),
+            ("cookie".to_string(), cookie.clone()),
+            ("sec-fetch-site".to_string(), "cross-site".to_string()),
+        ];
+        h.extend(extra.iter().map(|(a, b)| (a.to_string(), b.to_string())));
+        f.engine.evaluate(
+            &Request::from_headers(h, Some("203.0.113.9:4000".into())),
+            NOW * 1000 + 500,
+            true,
+        )
+    };
+    // A plain link from another site: the cookie authenticates it.
+    assert!(matches!(
+        get(&mut f, "/api/items/1", &[]),
+        Outcome::Allow(_)
+    ));
+    for (path, extra) in [
+        ("/api/items/1?_method=DELETE", vec![]),
+        ("/api/items/1?a=1&%5Fmethod=delete", vec![]),
+        ("/api/items/1", vec![("x-http-method-override", "DELETE")]),
+        ("/api/items/1", vec![("x_method_override", "PUT")]),
+    ] {
+        let o = get(&mut f, path, &extra);
+        assert!(
+            matches!(o, Outcome::Deny(_)),
+            "{path} {extra:?}: a cross-site GET naming another method passed on the cookie: {o:?}"
+        );
+    }
+}
+
 /// A mapped list claim arrives whole or the token is refused: an item with
 /// no header form (null, a boolean, an object, a nested list) was silently
 /// left out, so the backend saw a shorter list than the issuer wrote (the

@@ -543,7 +543,7 @@ fn validate_route(r: RawRoute, configured: &PerProvider<Provider>) -> Result<Rou
     let (PathMatch::Prefix(p) | PathMatch::PathPrefix(p) | PathMatch::Exact(p)) = &path;
     if !crate::path::is_normalized_rule_path(p) {
         return err(format!(
-            "match: `{p}` must be a normalized path: start with `/`, no `//`, `.` or `..` segments, `%`, `\\`, `;`, `?` or `#` (requests are matched after normalization)"
+            "match: `{p}` must be a normalized path: start with `/`, no `//`, `.` or `..` segments, `%`, `\\`, `;`, `?` or `#` (requests match once normalized)"
         ));
     }
     let methods = r
@@ -609,7 +609,7 @@ fn admitted_providers(
 fn validate_route_host(h: &str) -> Result<String, ConfigError> {
     let bad = |why: &str| err(format!("match.host: `{h}` {why}"));
     if crate::request::without_port(h) != h {
-        return bad("has a port: requests are matched on the host without its port");
+        return bad("has a port: requests match on the host without it");
     }
     if h.contains('*') {
         return bad("is a wildcard: only one exact host name matches");
