@@ -198,6 +198,15 @@ fn dpop_bound_tokens_through_envoy() {
             what,
         );
     }
+    // A proof for a POST does not carry the DELETE its query names.
+    let r = call(
+        &stack,
+        "POST",
+        "/v1/items?_method=DELETE",
+        &s,
+        &[&key.proof("POST", &url("/v1/items"), Some(&s.access))],
+    );
+    assert_refused(&r, "invalid_dpop_proof", "a method named in the query");
     for stat in [
         "dpop_method_mismatch",
         "dpop_uri_mismatch",

@@ -114,6 +114,16 @@ pub fn judge(
     let checked = proof
         .check_with(&expect, signatures)
         .map_err(DenyReason::Dpop)?;
+    // `htm` and `htu` bind the request a backend runs, which may be the
+    // method or path an override names (RFC 9449 §11.1: a proof carries
+    // nothing but its own request).
+    let named = crate::policy::named_methods(req);
+    if named.iter().any(|m| !m.eq_ignore_ascii_case(req.method())) {
+        return deny(DpopError::MethodMismatch);
+    }
+    if crate::policy::names_a_path(req) {
+        return deny(DpopError::UriMismatch);
+    }
     let mut hash = Sha256::new();
     hash.update(checked.jkt.as_bytes());
     hash.update([0]);

@@ -209,6 +209,13 @@ fn path_overrides(req: &Request) -> Result<Vec<path::Readings<'_>>, AmbiguousPat
     Ok(found)
 }
 
+/// Whether `req` names a path in a header a backend may take instead of its own.
+pub fn names_a_path(req: &Request) -> bool {
+    PATH_OVERRIDE_HEADERS
+        .iter()
+        .any(|name| spelled_values(req, name).next().is_some())
+}
+
 /// The path a backend takes from a named one: an absolute URL's
 /// (`http://host/a` → `/a`, Symfony's `parse_url`, Zend Framework's scheme
 /// and host dropped). None: neither a path nor a URL (`api/admin`), which

@@ -259,6 +259,54 @@ fn every_refusal_of_rfc9449() {
     assert_eq!(refusal(&o).1, 400);
 }
 
+/// A proof binds a request to its method and URL (RFC 9449 §11.1), while
+/// some backends run a request as the method or path it names in an
+/// override (`?_method=`, `X-HTTP-Method-Override`, `X-Original-URL`): a
+/// proof for `POST /v1/items` must not carry a `DELETE`, nor another path.
+#[test]
+fn a_proof_does_not_carry_a_request_that_names_another_method_or_path() {
+    let [es, _] = keys();
+    let mut f = fixture(json!({"dpop": "allowed"}));
+    let token = f.token(Some(es.jkt()));
+    let auth = format!("DPoP {token}");
+    let cases: [(&str, &[(&str, &str)], DpopError); 4] = [
+        ("/v1/items?_method=DELETE", &[], DpopError::MethodMismatch),
+        (
+            "/v1/items",
+            &[("x-http-method-override", "DELETE")],
+            DpopError::MethodMismatch,
+        ),
+        (
+            "/v1/items",
+            &[("x_method_override", "PUT")],
+            DpopError::MethodMismatch,
+        ),
+        (
+            "/v1/items",
+            &[("x-original-url", "/v1/admin/users")],
+            DpopError::UriMismatch,
+        ),
+    ];
+    for (i, (path, extra, expected)) in cases.into_iter().enumerate() {
+        let proof = proof_at_now(&es, "POST", URI, &token, &format!("o{i}"), |_| {});
+        let mut headers = vec![("authorization", auth.as_str()), ("dpop", proof.as_str())];
+        headers.extend_from_slice(extra);
+        dpop_refusal(&f.eval_at("POST", path, &headers), expected);
+    }
+    // The override naming the request's own method changes nothing.
+    let proof = proof_at_now(&es, "POST", URI, &token, "same", |_| {});
+    let o = f.eval_at(
+        "POST",
+        "/v1/items",
+        &[
+            ("authorization", &auth),
+            ("dpop", &proof),
+            ("x-http-method-override", "post"),
+        ],
+    );
+    assert!(matches!(o, Outcome::Allow(_)), "{o:?}");
+}
+
 #[test]
 fn bearer_downgrade_and_required_mode() {
     let [es, _] = keys();
