@@ -269,7 +269,8 @@ fn a_proof_does_not_carry_a_request_that_names_another_method_or_path() {
     let mut f = fixture(json!({"dpop": "allowed"}));
     let token = f.token(Some(es.jkt()));
     let auth = format!("DPoP {token}");
-    let cases: [(&str, &[(&str, &str)], DpopError); 4] = [
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], DpopError);
+    let cases: [Case; 4] = [
         ("/v1/items?_method=DELETE", &[], DpopError::MethodMismatch),
         (
             "/v1/items",
