@@ -220,15 +220,19 @@ impl ProviderRuntime {
             }) {
                 // Remembered: the answer is judged against the list this poll is sent from.
                 let cursor = engine.revocation_poll(self.id);
+                let wait_ms = engine.revocation_wait_ms(
+                    self.id,
+                    now_ms,
+                    fetch.upstream.wait_ms,
+                    fetch.upstream.timeout_ms,
+                );
                 let mut call = callout(
                     fetch,
-                    feed_path(
-                        &fetch.upstream.path,
-                        cursor.as_deref(),
-                        fetch.upstream.wait_ms,
-                    ),
+                    feed_path(&fetch.upstream.path, cursor.as_deref(), wait_ms),
                     None,
                 );
+                // A service that holds it and never answers is given up on in time to try again.
+                call.timeout_ms = fetch.upstream.timeout_ms.saturating_add(wait_ms);
                 call.accept = Some(FEED_ACCEPT);
                 due.push(call);
             }

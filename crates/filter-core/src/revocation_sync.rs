@@ -83,6 +83,33 @@ impl Engine {
         self.provider_mut(id)?.revocations.poll().map(str::to_owned)
     }
 
+    /// How long the service may hold the next long poll of `id` (at most
+    /// `wait_ms`): its answer, which marks the list fresh, must come before
+    /// the list goes stale, `timeout_ms` allowed for the network. A poll
+    /// retried after one that failed late in its wait, or the first of a VM
+    /// that just took the lease, has less than the full wait left.
+    pub fn revocation_wait_ms(
+        &self,
+        id: ProviderId,
+        now_ms: u64,
+        wait_ms: u64,
+        timeout_ms: u64,
+    ) -> u64 {
+        let Some(state) = self.provider(id) else {
+            return 0;
+        };
+        let fresh_at = state.revocations_fresh_at_ms;
+        if fresh_at > now_ms {
+            // Read before the wall clock stepped back: how old is unknown.
+            return 0;
+        }
+        let stale_at = fresh_at.saturating_add(self.config.revocation.max_staleness_ms);
+        stale_at
+            .saturating_sub(now_ms)
+            .saturating_sub(timeout_ms)
+            .min(wait_ms)
+    }
+
     /// Applies a feed fetched for `id` (the answer to the last
     /// [`revocation_poll`](Self::revocation_poll)) and marks the list
     /// current. A delta is taken only onto the list its poll was sent from:
@@ -387,6 +414,36 @@ mod tests {
     fn shared(e: &Engine) -> (Vec<u8>, Vec<u8>) {
         let (base, overlay) = e.revocation_blobs(ProviderId::FIRST).unwrap();
         (base.to_vec(), overlay.to_vec())
+    }
+
+    /// A long poll is held no longer than the list has left before it goes
+    /// stale (less the network allowance): a poll retried after one that
+    /// failed late (a service instance gone mid-wait), or the first one of a
+    /// new lease holder, held the full wait, and every worker answered 503
+    /// for the rest of it though the service was up.
+    #[test]
+    fn a_long_poll_is_held_no_longer_than_the_list_stays_fresh() {
+        let mut e = engine();
+        let id = ProviderId::FIRST;
+        let (wait, timeout) = (30_000, 5_000);
+        // Defaults: 45 s of staleness allowed.
+        polled(&mut e, feed("1", true, "a"), NOW_MS).unwrap();
+        assert_eq!(e.revocation_wait_ms(id, NOW_MS + 200, wait, timeout), wait);
+        // A poll that failed after 20 s: 20 s left, 5 of them for the network.
+        assert_eq!(
+            e.revocation_wait_ms(id, NOW_MS + 25_000, wait, timeout),
+            15_000
+        );
+        assert_eq!(e.revocation_wait_ms(id, NOW_MS + 40_000, wait, timeout), 0);
+        assert_eq!(e.revocation_wait_ms(id, NOW_MS + 90_000, wait, timeout), 0);
+        // A clock stepped back: the list's age is unknown, no wait.
+        assert_eq!(e.revocation_wait_ms(id, NOW_MS - 60_000, wait, timeout), 0);
+        // An answer makes the list fresh again: the full wait.
+        polled(&mut e, empty_delta("1"), NOW_MS + 41_000).unwrap();
+        assert_eq!(
+            e.revocation_wait_ms(id, NOW_MS + 41_000, wait, timeout),
+            wait
+        );
     }
 
     #[test]

@@ -826,10 +826,28 @@ mod tests {
             "default shrinks to fit"
         );
         assert_eq!(
-            wait(feed(none, serde_json::json!({"max_staleness_secs": 5})).unwrap()),
+            wait(feed(none.clone(), serde_json::json!({"max_staleness_secs": 6})).unwrap()),
             0,
             "no room: plain polling"
         );
+        // Polls further apart than the list may age: stale between them,
+        // every authenticated request 503 (or revocations unenforced).
+        for (interval, staleness) in [(60_000, 45), (41_000, 45), (1_000, 5)] {
+            let e = feed(
+                serde_json::json!({"poll_interval_ms": interval, "wait_secs": 0}),
+                serde_json::json!({"max_staleness_secs": staleness}),
+            )
+            .unwrap_err();
+            assert!(
+                e.0.contains("revocations.poll_interval_ms") && e.0.contains("max_staleness_secs"),
+                "{e}"
+            );
+        }
+        assert!(feed(
+            serde_json::json!({"poll_interval_ms": 40_000}),
+            serde_json::Value::Null
+        )
+        .is_ok());
         assert_eq!(
             wait(feed(serde_json::json!({"wait_secs": 0}), serde_json::Value::Null).unwrap()),
             0
