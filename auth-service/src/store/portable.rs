@@ -829,13 +829,21 @@ macro_rules! impl_store {
                 .bind(&user_id)
                 .execute(&mut *tx)
                 .await?;
-                // Whoever kept the second factor locked did it with the old password (or a
-                // session of it, which ends below): the owner signs in at once. The count of
-                // lockouts stays, so the next lock is as long as the last.
-                sqlx::query("UPDATE second_factor_guard SET attempts = 0, locked_until = 0 WHERE user_id = $1")
-                    .bind(&user_id)
-                    .execute(&mut *tx)
-                    .await?;
+                // Without an authenticator the second factor is a code mailed to the
+                // address this link just proved: whoever kept it locked did it with the
+                // old password (or a session of it, which ends below), so the owner signs
+                // in at once. With one, the link proves nothing about the authenticator:
+                // its count and lock stay, or each reset would buy another round of
+                // guesses to whoever holds the mailbox. The count of lockouts stays
+                // either way, so the next lock is as long as the last. (The user's row
+                // is locked above: no authenticator is confirmed in between.)
+                sqlx::query(
+                    "UPDATE second_factor_guard SET attempts = 0, locked_until = 0 \
+                     WHERE user_id = $1 AND EXISTS (SELECT 1 FROM users WHERE id = $1 AND totp_secret IS NULL)",
+                )
+                .bind(&user_id)
+                .execute(&mut *tx)
+                .await?;
                 // The new password closes every other way in the old one opened: the
                 // user's other reset links, and sign-ins waiting for their code. Only
                 // the live ones: the expired ones are the maintenance prune's, which

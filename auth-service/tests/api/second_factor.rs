@@ -508,9 +508,10 @@ async fn confirming_an_enrolment_is_guarded_like_every_code() {
 }
 
 /// Someone who knows the password can keep the owner's second factor
-/// locked (five wrong codes whenever a lock runs out). The owner's way out
-/// is a password reset: it ends that person's way in, so it lifts the lock,
-/// and the owner signs in with the new password at once.
+/// locked (five wrong codes whenever a lock runs out). When that factor is
+/// the mailed code, the owner's way out is a password reset: it ends that
+/// person's way in, so it lifts the lock, and the owner signs in with the
+/// new password at once.
 #[tokio::test]
 async fn a_password_reset_lifts_the_second_factor_lock() {
     let app = spawn_app_with(|c| {
@@ -524,6 +525,63 @@ async fn a_password_reset_lifts_the_second_factor_lock() {
     let lock = lock_once(&app, email, before).await;
     assert!(lock > 60, "{lock}");
 
+    let new_password = "a brand new password 2";
+    reset_through_the_mailbox(&app, email, new_password).await;
+
+    let before = app.outbox(email, 0).await.len();
+    let (challenge, _) = app.challenge(email, new_password).await;
+    let code = app.last_mail(email, before + 1).await["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, description, _) = guess(&app, &challenge, &code).await;
+    assert_eq!(status, 200, "{description}");
+}
+
+/// Whoever holds the mailbox of an account with an authenticator can reset
+/// its password, but the authenticator is still to beat: the reset must not
+/// lift its lock, or each reset would buy another round of guesses.
+#[tokio::test]
+async fn a_password_reset_keeps_the_authenticator_locked() {
+    let app = spawn_app_with(|c| {
+        c.throttle.lockout_base = Duration::from_secs(600);
+        c.throttle.account_max_failures = 1000;
+    })
+    .await;
+    let email = "totp-mailbox@example.com";
+    app.verified_user(email).await;
+    let t = app.signin(email, PASSWORD).await;
+    let (secret, enrolled_at) = app.enrol_totp(&t).await;
+    let (challenge, method) = app.challenge(email, PASSWORD).await;
+    assert_eq!(method, "totp");
+    let real = totp_code(&secret, enrolled_at + 30);
+    let lock = guess_until_locked(&app, &challenge, wrong(&real)).await;
+    assert!(lock > 60, "{lock}");
+
+    let new_password = "a brand new password 2";
+    reset_through_the_mailbox(&app, email, new_password).await;
+
+    let (challenge, method) = app.challenge(email, new_password).await;
+    assert_eq!(method, "totp");
+    let (status, description, retry) = guess(&app, &challenge, &real).await;
+    assert_eq!(status, 429, "{description}");
+    assert!(retry.is_some_and(|r| r > 60), "{retry:?}");
+}
+
+/// Wrong guesses on `challenge` until the second factor locks; the lock's length.
+async fn guess_until_locked(app: &TestApp, challenge: &str, wrong_code: &str) -> u64 {
+    for _ in 0..=5 {
+        let (status, description, retry) = guess(app, challenge, wrong_code).await;
+        if status == 429 {
+            return retry.unwrap();
+        }
+        assert_eq!(status, 401, "{description}");
+    }
+    panic!("the second factor never locked");
+}
+
+/// Forgot password, then the mailed link with `new_password`.
+async fn reset_through_the_mailbox(app: &TestApp, email: &str, new_password: &str) {
     let before = app.outbox(email, 0).await.len();
     let r = app
         .post("/v1/auth/password/forgot", json!({"email": email}))
@@ -536,7 +594,6 @@ async fn a_password_reset_lifts_the_second_factor_lock() {
         .rev()
         .find(|m| m["subject"] == "Reset your password")
         .expect("the reset mail");
-    let new_password = "a brand new password 2";
     let r = app
         .post(
             "/v1/auth/password/reset",
@@ -544,15 +601,6 @@ async fn a_password_reset_lifts_the_second_factor_lock() {
         )
         .await;
     assert_eq!(r.status(), 200);
-
-    let before = app.outbox(email, 0).await.len();
-    let (challenge, _) = app.challenge(email, new_password).await;
-    let code = app.last_mail(email, before + 1).await["code"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let (status, description, _) = guess(&app, &challenge, &code).await;
-    assert_eq!(status, 200, "{description}");
 }
 
 /// The owner submits the right code twice (a double click, a second tab):
