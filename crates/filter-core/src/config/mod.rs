@@ -826,13 +826,13 @@ mod tests {
             "default shrinks to fit"
         );
         assert_eq!(
-            wait(feed(none.clone(), serde_json::json!({"max_staleness_secs": 6})).unwrap()),
+            wait(feed(none.clone(), serde_json::json!({"max_staleness_secs": 5})).unwrap()),
             0,
             "no room: plain polling"
         );
         // Polls further apart than the list may age: stale between them,
         // every authenticated request 503 (or revocations unenforced).
-        for (interval, staleness) in [(60_000, 45), (41_000, 45), (1_000, 5)] {
+        for (interval, staleness) in [(60_000, 45), (45_000, 45), (2_000, 2)] {
             let e = feed(
                 serde_json::json!({"poll_interval_ms": interval, "wait_secs": 0}),
                 serde_json::json!({"max_staleness_secs": staleness}),
