@@ -265,15 +265,7 @@ pub async fn refresh(
         .await?
         .ok_or(ApiError::InvalidGrant(UNKNOWN_REFRESH_TOKEN))?;
     if !hashes_match(&hash_secret(&device), &session.device_secret_hash) {
-        audit::record(
-            state,
-            Some(client),
-            "refresh",
-            "wrong_device",
-            Some(&session.user_id),
-            None,
-        )
-        .await;
+        record_refused(state, client, "wrong_device", &session.user_id).await;
         // Answered as an unknown token: whoever holds a refresh token but
         // not its device learns nothing about it (the audit row says).
         return Err(ApiError::InvalidGrant(UNKNOWN_REFRESH_TOKEN));
@@ -288,15 +280,7 @@ pub async fn refresh(
             } else {
                 "dpop_proof_missing"
             };
-            audit::record(
-                state,
-                Some(client),
-                "refresh",
-                outcome,
-                Some(&session.user_id),
-                None,
-            )
-            .await;
+            record_refused(state, client, outcome, &session.user_id).await;
             return Err(ApiError::InvalidDpopProof(
                 "this refresh token needs a DPoP proof signed with the key it is bound to",
             ));
@@ -424,6 +408,20 @@ fn rotated_out_before_binding(session: &Session, used: bool, dpop_bound: bool) -
     session.dpop_bound_at.is_some() && used && !dpop_bound
 }
 
+/// Audits a refused refresh that changes nothing, which whoever holds the
+/// token can repeat at will (from another device, without the bound key,
+/// within the grace): one row a minute per client address and account. A
+/// row per request would let one token grow the log in a loop, and the write
+/// would set a refusal from another device apart from an unknown token's.
+async fn record_refused(state: &AppState, client: &Client, outcome: &str, user_id: &str) {
+    let about = audit::Repeated {
+        user_id: Some(user_id),
+        email: None,
+        per_account: true,
+    };
+    audit::record_repeatable(state, client, ("refresh", outcome), about).await;
+}
+
 /// A rotated-out refresh token sent again from its device (rotated at
 /// `used_at`): refused within the grace, reuse past it.
 async fn used_again(
@@ -434,15 +432,7 @@ async fn used_again(
     now: i64,
 ) -> ApiError {
     if within_reuse_grace(used_at, now) {
-        audit::record(
-            state,
-            Some(client),
-            "refresh",
-            "just_rotated",
-            Some(&session.user_id),
-            None,
-        )
-        .await;
+        record_refused(state, client, "just_rotated", &session.user_id).await;
         return ApiError::InvalidGrant(JUST_ROTATED);
     }
     reuse_detected(state, client, session).await

@@ -415,3 +415,25 @@ async fn the_default_refresh_limit_leaves_room_for_a_client_refreshing_at_each_e
         age_session_rotations(&app, &session, 20).await;
     }
 }
+
+/// Whoever holds a refresh token but not its device can send it from their
+/// own device in a loop. Each refusal wrote an audit row, stored durably and
+/// kept for months: a row per request, for anyone with one token, and the
+/// write made the answer slower than the one for an unknown token it is
+/// meant to look like. Now one row a minute per client address and account.
+#[tokio::test]
+async fn refreshes_from_another_device_cannot_flood_the_audit_log() {
+    let app = spawn_app().await;
+    let user = app.verified_user("flooded@example.com").await;
+    let t = app.signin("flooded@example.com", PASSWORD).await;
+    for _ in 0..50 {
+        let r = refresh_with_device(&app, &t.refresh, Some("not-the-device")).await;
+        assert_eq!(invalid_grant(r).await, "unknown refresh token");
+    }
+    let log = app.state.store.audit_log(Some(&user), 1000).await.unwrap();
+    let rows = log
+        .iter()
+        .filter(|e| e.event == "refresh" && e.outcome == "wrong_device")
+        .count();
+    assert_eq!(rows, 1, "{rows} rows for 50 refusals");
+}
