@@ -536,6 +536,29 @@ impl Feed {
         passed || self.parse_cursor(since).is_none()
     }
 
+    /// Answers `GET /v1/revocations?since=&wait=`: a `304` is held up to
+    /// `wait` for something newer, then answered again, whether or not
+    /// anything came: a sync that failed meanwhile (the database gone) must
+    /// not let the `304` computed before the wait vouch for a list this
+    /// instance no longer knows to be current. `now` is read at each answer.
+    pub async fn answer_within(
+        &self,
+        store: &dyn Store,
+        issuer: &str,
+        since: Option<&str>,
+        wait: std::time::Duration,
+        now: impl Fn() -> i64,
+    ) -> Result<FeedAnswer, StoreError> {
+        let answer = self.answer(store, issuer, since, now()).await?;
+        match (&answer, since) {
+            (FeedAnswer::NotModified, Some(cursor)) if !wait.is_zero() => {
+                self.wait_past(cursor, wait).await;
+                self.answer(store, issuer, Some(cursor), now()).await
+            }
+            _ => Ok(answer),
+        }
+    }
+
     /// Answers `GET /v1/revocations?since=`; the 304 path reads memory only.
     pub async fn answer(
         &self,
@@ -967,6 +990,40 @@ mod tests {
             jtis(&answer).contains(&"j-late".to_string()),
             "the poll after the failure gets the acknowledged revocation (got {:?})",
             jtis(&answer)
+        );
+    }
+
+    /// A long poll parked on an instance that then loses its database: the
+    /// `304` worked out before the wait vouched for the list when the wait
+    /// ran out, though another instance may have taken a ban meanwhile, and
+    /// the filter marked its list current on it.
+    #[tokio::test]
+    async fn a_long_poll_is_not_answered_304_once_the_instance_has_fallen_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let feed = Feed::load(&store, MARGIN, 10, EXP - 10).await.unwrap();
+        let cursor = feed.cursor();
+        let raw = sqlx::SqlitePool::connect(&format!(
+            "sqlite://{}",
+            dir.path().join("feed.db").display()
+        ))
+        .await
+        .unwrap();
+        let wait = std::time::Duration::from_millis(300);
+        let poll = feed.answer_within(&store, "iss", Some(&cursor), wait, || EXP - 10);
+        let fall_behind = async {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            sqlx::query("ALTER TABLE revocation_events RENAME TO held_away")
+                .execute(&raw)
+                .await
+                .unwrap();
+            assert!(feed.sync(&store, EXP - 10).await.is_err());
+        };
+        let (answer, ()) = tokio::join!(poll, fall_behind);
+        assert!(
+            answer.is_err(),
+            "no 304 from an instance whose last sync failed: {:?}",
+            answer.map(|a| matches!(a, FeedAnswer::NotModified))
         );
     }
 

@@ -83,27 +83,16 @@ pub async fn feed(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let (since, wait) = (since(query.as_deref()), wait(query.as_deref())?);
-    let feed = &state.feed;
-    let mut answer = feed
-        .answer(
+    let answer = state
+        .feed
+        .answer_within(
             state.store.as_ref(),
             &state.config.tokens.issuer,
             since,
-            forget_now(),
+            wait,
+            forget_now,
         )
         .await?;
-    if let (FeedAnswer::NotModified, Some(cursor)) = (&answer, since) {
-        if !wait.is_zero() && feed.wait_past(cursor, wait).await {
-            answer = feed
-                .answer(
-                    state.store.as_ref(),
-                    &state.config.tokens.issuer,
-                    Some(cursor),
-                    forget_now(),
-                )
-                .await?;
-        }
-    }
     let no_cache = HeaderValue::from_static("no-cache");
     Ok(match answer {
         FeedAnswer::NotModified => {
