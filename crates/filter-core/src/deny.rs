@@ -275,6 +275,7 @@ impl DenyReason {
                 algorithms: authflow_contract::dpop::SUPPORTED_ALGORITHMS.to_vec(),
                 max_age_secs: 0,
                 nonce: crate::config::DpopNonce::Off,
+                origins: Vec::new(),
             };
             return Self::dpop_response(e, &policy);
         }
@@ -401,6 +402,7 @@ mod tests {
             ],
             max_age_secs: 60,
             nonce: crate::config::DpopNonce::Off,
+            origins: Vec::new(),
         };
         let r = DenyReason::dpop_response(DpopError::Replayed, &both);
         assert_eq!(r.status, 401);

@@ -98,6 +98,18 @@ pub fn judge(
         req.header(":path").unwrap_or_default(),
     )
     .unwrap_or_default();
+    // Listed origins: the request's must be one (the proof's `htu` is then
+    // compared with the request's URI as always).
+    if !policy.origins.is_empty() {
+        let normalized = htu::normalize(&uri).unwrap_or_default();
+        if !policy
+            .origins
+            .iter()
+            .any(|o| normalized.starts_with(o.as_str()))
+        {
+            return deny(DpopError::UriMismatch);
+        }
+    }
     let expect = Expectations {
         method: req.method(),
         uri: &uri,

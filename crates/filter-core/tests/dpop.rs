@@ -308,6 +308,66 @@ fn a_proof_does_not_carry_a_request_that_names_another_method_or_path() {
     assert!(matches!(o, Outcome::Allow(_)), "{o:?}");
 }
 
+/// `htu` names the host the client addressed, read from `:authority`, which
+/// the client chooses: behind a virtual host that takes any host (`*`), a
+/// proof made for another resource server of the same issuer (which saw it
+/// and the token) passed here once, naming its host. `dpop_origins` lists
+/// this server's own; a proof for any other is refused.
+#[test]
+fn a_proof_for_another_origin_is_refused_where_the_origins_are_listed() {
+    let [es, _] = keys();
+    let request = |f: &mut Fixture, token: &str, jti: &str, authority: &str| {
+        let proof = proof_at_now(
+            &es,
+            "GET",
+            &format!("https://{authority}/v1/items"),
+            token,
+            jti,
+            |_| {},
+        );
+        let auth = format!("DPoP {token}");
+        let h = vec![
+            (":method".to_string(), "GET".to_string()),
+            (":scheme".to_string(), "https".to_string()),
+            (":authority".to_string(), authority.to_string()),
+            (":path".to_string(), "/v1/items".to_string()),
+            ("authorization".to_string(), auth),
+            ("dpop".to_string(), proof),
+        ];
+        f.engine
+            .evaluate(&Request::from_headers(h, None), NOW * 1000 + 200, true)
+    };
+    let mut listed =
+        fixture(json!({"dpop": "allowed", "dpop_origins": ["https://API.example.com:443"]}));
+    let token = listed.token(Some(es.jkt()));
+    assert!(matches!(
+        request(&mut listed, &token, "a", "api.example.com"),
+        Outcome::Allow(_)
+    ));
+    dpop_refusal(
+        &request(&mut listed, &token, "b", "notes.example.net"),
+        DpopError::UriMismatch,
+    );
+    // Unlisted, the host the client addressed is the one a proof must name.
+    let mut open = fixture(json!({"dpop": "allowed"}));
+    let token = open.token(Some(es.jkt()));
+    assert!(matches!(
+        request(&mut open, &token, "c", "notes.example.net"),
+        Outcome::Allow(_)
+    ));
+    for bad in [
+        json!(["https://api.example.com/v1"]),
+        json!(["api.example.com"]),
+        json!(["ftp://api.example.com"]),
+        json!([]),
+    ] {
+        let config = json!({"providers": [{"name": "p", "issuer": ISS, "algorithms": ["EdDSA"],
+            "jwks": {"remote": {"cluster": "a", "path": "/j"}}, "dpop": "allowed", "dpop_origins": bad}]});
+        let e = FilterConfig::from_json(config.to_string().as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("dpop_origins"), "{bad}: {e}");
+    }
+}
+
 #[test]
 fn bearer_downgrade_and_required_mode() {
     let [es, _] = keys();

@@ -188,6 +188,10 @@ pub struct DpopPolicy {
     /// How old a proof's `iat` may be.
     pub max_age_secs: u64,
     pub nonce: DpopNonce,
+    /// This server's origins in `htu`'s comparison form (`https://host/`,
+    /// with the port unless the default): a proof must name one. Empty: the
+    /// host the client addressed (`:authority`) is taken as this server's.
+    pub origins: Vec<String>,
 }
 
 /// The longest `dpop_max_age_secs`: the replay store keeps every proof this long.

@@ -124,6 +124,8 @@ pub(super) struct RawProvider {
     pub(super) dpop_max_age_secs: Option<u64>,
     #[serde(default)]
     pub(super) dpop_nonce: DpopNonce,
+    #[serde(default)]
+    pub(super) dpop_origins: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -242,7 +242,8 @@ fn validate_provider(p: RawProvider, policy: &RevocationPolicy) -> Result<Provid
             Some(upstream)
         }
     };
-    let dpop = validate_dpop(p.dpop, p.dpop_algorithms, p.dpop_max_age_secs, p.dpop_nonce)?;
+    let mut dpop = validate_dpop(p.dpop, p.dpop_algorithms, p.dpop_max_age_secs, p.dpop_nonce)?;
+    dpop.origins = validate_origins(p.dpop_origins)?;
     Ok(Provider {
         dpop,
         name: p.name,
@@ -298,7 +299,35 @@ fn validate_dpop(
         algorithms,
         max_age_secs,
         nonce,
+        origins: Vec::new(),
     })
+}
+
+/// `dpop_origins`: each `http(s)://host[:port]` and nothing more, kept in
+/// `htu`'s comparison form with the `/` of an empty path.
+fn validate_origins(origins: Option<Vec<String>>) -> Result<Vec<String>, ConfigError> {
+    let Some(origins) = origins else {
+        return Ok(Vec::new());
+    };
+    if origins.is_empty() {
+        return err("dpop_origins: list at least one, or leave it out");
+    }
+    let mut out = Vec::new();
+    for origin in origins {
+        // A scheme and an authority, no path, query or fragment.
+        let bare = origin
+            .split_once("://")
+            .is_some_and(|(_, rest)| !rest.contains(['/', '?', '#']));
+        match authflow_contract::dpop::htu::normalize(&format!("{origin}/")) {
+            Some(n) if bare => out.push(n),
+            _ => {
+                return err(format!(
+                    "dpop_origins: `{origin}` is not an origin (https://host[:port])"
+                ))
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// `dpop_nonce_key_env`: a plain environment variable name.
