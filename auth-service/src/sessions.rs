@@ -13,7 +13,7 @@ use crate::extract::Client;
 use crate::metrics::inc;
 use crate::refresh_tokens;
 use crate::state::AppState;
-use crate::store::{RefreshLimit, RefreshRecord, Rotation, Session, User};
+use crate::store::{RefreshLimit, RefreshRecord, Rotation, Session, SessionCap, User};
 use crate::tokens::{self, IssuedAccess};
 
 /// What a client receives when a session starts or its refresh token rotates.
@@ -113,7 +113,10 @@ pub async fn revoke_all_sessions(
 /// Stores a new session bound to `device` (and to the DPoP key thumbprint
 /// `dpop_jkt`, if any), with a fresh first refresh token, and signs its
 /// first access token (device binding `dfp`), recorded in the same
-/// transaction: a failure leaves no session that nobody holds. Returns the
+/// transaction: a failure leaves no session that nobody holds. The same
+/// transaction ends the user's least recently used sessions past
+/// `sessions.max_per_user`, so one account cannot pile up live sessions
+/// (each an event in the feed once they all end). Returns the
 /// session's id, the access token and the refresh token; 403 `account_disabled` when the user is
 /// banned by then, and 401 `invalid_code` when their password was replaced
 /// since `user` was read (a reset ended this sign-in), whatever `user` says:
@@ -160,16 +163,21 @@ pub async fn create_session(
         used_at: None,
         dpop_bound: session.dpop_jkt.is_some(),
     };
-    if !state
+    let cap = SessionCap {
+        max_live: state.config.sessions.max_per_user,
+        feed_expires_at: feed_expiry(state, now),
+    };
+    let created = state
         .store
         .create_session(
             &session,
             &record,
             Some(&access_record),
             user.password_version,
+            cap,
         )
-        .await?
-    {
+        .await?;
+    let Some(ended) = created else {
         // Which of the two refused it, for the answer only (both end the sign-in).
         let now_banned = state
             .store
@@ -181,6 +189,9 @@ pub async fn create_session(
         } else {
             ApiError::InvalidCode("the password was changed; sign in again")
         });
+    };
+    if !ended.is_empty() {
+        revoked_by_store(state, ended.len()).await;
     }
     Ok((session_id, tokens::counted(state, access), refresh))
 }

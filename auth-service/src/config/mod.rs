@@ -43,6 +43,7 @@ pub struct Config {
     pub accounts: AccountConfig,
     pub passwords: PasswordConfig,
     pub throttle: ThrottleConfig,
+    pub sessions: SessionConfig,
     pub mail: MailConfig,
     pub maintenance: MaintenanceConfig,
     pub revocation: RevocationConfig,
@@ -182,6 +183,15 @@ pub struct ThrottleConfig {
     /// At most [`crate::store::ROTATED_REFRESH_TOKENS_KEPT`]: the limit is
     /// counted from the rotations a session keeps.
     pub refresh_max_per_hour: u32,
+}
+
+/// `[sessions]`: what one user may hold.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// Live sessions per user: a sign-in past it ends the user's least
+    /// recently used ones. Each live session is one revocation event when
+    /// they all end at once (logout-all, a password reset, a ban).
+    pub max_per_user: u32,
 }
 
 /// `[mail]` (and `[smtp]` for the relay).
@@ -499,6 +509,24 @@ mod tests {
         let path = dir.path().join("authflow.toml");
         std::fs::write(&path, text).unwrap();
         (dir, path)
+    }
+
+    /// The session cap is at least one (the new session) and stays well
+    /// inside one feed delta (every session ending at once).
+    #[test]
+    fn the_session_cap_is_bounded() {
+        let load = |value: &str| {
+            Config::load_from(None, &env(&[("AUTHFLOW_SESSIONS__MAX_PER_USER", value)]))
+        };
+        assert_eq!(
+            Config::load_from(None, &[]).unwrap().sessions.max_per_user,
+            100
+        );
+        assert_eq!(load("5").unwrap().sessions.max_per_user, 5);
+        for refused in ["0", "1001"] {
+            let e = load(refused).unwrap_err().to_string();
+            assert!(e.contains("sessions.max_per_user"), "{e}");
+        }
     }
 
     /// A client refreshes once per access-token lifetime: the refresh

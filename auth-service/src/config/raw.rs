@@ -15,7 +15,7 @@ use serde::{Deserialize, Deserializer};
 use super::{
     AccountConfig, Config, DatabaseConfig, DpopConfig, Environment, KekConfig, KeyConfig,
     MailConfig, MailerConfig, MaintenanceConfig, PasswordConfig, RevocationConfig, ServerConfig,
-    SmtpTls, ThrottleConfig, TokenConfig,
+    SessionConfig, SmtpTls, ThrottleConfig, TokenConfig,
 };
 
 /// A setting that failed validation: its dotted path and why.
@@ -50,6 +50,8 @@ pub struct RawConfig {
     pub passwords: RawPasswords,
     #[serde(default)]
     pub throttle: RawThrottle,
+    #[serde(default)]
+    pub sessions: RawSessions,
     #[serde(default)]
     pub mail: RawMail,
     #[serde(default)]
@@ -136,6 +138,12 @@ pub struct RawThrottle {
     pub ip_max_signups: Option<u32>,
     pub ipv6_prefix_len: Option<u8>,
     pub refresh_max_per_hour: Option<u32>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSessions {
+    pub max_per_user: Option<u32>,
 }
 
 #[derive(Default, Deserialize)]
@@ -300,6 +308,17 @@ impl RawConfig {
             accounts: self.accounts.validate(environment)?,
             passwords: self.passwords.validate(environment)?,
             throttle,
+            sessions: SessionConfig {
+                // At most a quarter of the feed's delta bound: ending them all at
+                // once leaves a filter on deltas, not a full snapshot.
+                max_per_user: count(
+                    "sessions.max_per_user",
+                    self.sessions.max_per_user,
+                    100,
+                    1,
+                    1000,
+                )?,
+            },
             mail: validate_mail(self.mail, self.smtp, environment)?,
             maintenance: MaintenanceConfig {
                 interval: secs(

@@ -337,6 +337,16 @@ pub struct TokensBan<'a> {
     pub expires_at: i64,
 }
 
+/// How many live sessions a user may hold once a new one is stored
+/// (`max_live`, the new one included), and how long the revocation of one
+/// it ends is published (`feed_expires_at`, or until its last access token
+/// expires if later).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionCap {
+    pub max_live: u32,
+    pub feed_expires_at: i64,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RefreshLimit {
     pub max_per_window: u32,
@@ -664,17 +674,22 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a session, its first refresh token and (when given) its first
     /// access token's record, in one transaction, only if its user is not
     /// banned at that moment and their password is still `password_version`
-    /// (the one the sign-in checked); false otherwise, nothing stored.
+    /// (the one the sign-in checked); `None` otherwise, nothing stored.
     /// Decided in the transaction that inserts, against a concurrent
     /// [`Store::ban_user`] or [`Store::reset_password`]: either the insert
     /// sees it, or it sees (and ends) the session.
+    /// The same transaction ends the user's least recently used live
+    /// sessions past `cap` (one feed event each): the ids of those ended.
+    /// Sign-ins of one user take turns there, on any instance, so none
+    /// leaves more than `cap.max_live` live sessions.
     async fn create_session(
         &self,
         session: &Session,
         refresh: &RefreshRecord,
         access: Option<&IssuedToken>,
         password_version: i64,
-    ) -> StoreResult<bool>;
+        cap: SessionCap,
+    ) -> StoreResult<Option<Vec<String>>>;
     async fn session(&self, id: &str) -> StoreResult<Option<Session>>;
     /// A user's sessions newest first, by `(created_at, id)`.
     async fn sessions_of(&self, user_id: &str, page: &PageRequest) -> StoreResult<Vec<Session>>;

@@ -35,6 +35,58 @@ macro_rules! revoke_sessions_in {
     }};
 }
 
+/// Appends inside `$tx` the feed event of session `$session_id`, revoked at
+/// `$now`: kept until `$feed_expires_at`, or until the session's last access
+/// token expires if later. A macro for the same reason as [`impl_store`].
+macro_rules! session_event_in {
+    ($tx:ident, $session_id:expr, $feed_expires_at:expr, $now:expr) => {{
+        let latest: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(expires_at), 0) FROM access_tokens WHERE session_id = $1",
+        )
+        .bind($session_id)
+        .fetch_one(&mut *$tx)
+        .await?;
+        append_event(
+            &mut $tx,
+            FeedKind::Session,
+            $session_id,
+            None,
+            $feed_expires_at.max(latest),
+            $now,
+        )
+        .await?;
+    }};
+}
+
+/// Inside `$tx`, ends the live sessions of `$user_id` past the newest
+/// `$cap.max_live` by last use (a sign-in or a refresh), the new session
+/// `$new_id` counted first whatever its times say, one feed event each: the
+/// ids of those ended. The least recently used go: a device in use keeps its
+/// session, one left behind (or a script signing in over and over) does not.
+macro_rules! end_sessions_past_cap_in {
+    ($tx:ident, $user_id:expr, $new_id:expr, $cap:expr, $now:expr) => {{
+        let cap: SessionCap = $cap;
+        let others_kept = i64::from(cap.max_live.saturating_sub(1));
+        let ids: Vec<String> = sqlx::query_scalar(
+            "UPDATE sessions SET revoked_at = $1, revoke_reason = 'session_limit' \
+             WHERE user_id = $2 AND id <> $3 AND revoked_at IS NULL AND expires_at > $1 AND id NOT IN \
+             (SELECT id FROM sessions WHERE user_id = $2 AND id <> $3 AND revoked_at IS NULL AND expires_at > $1 \
+              ORDER BY last_seen_at DESC, created_at DESC, id DESC LIMIT $4) \
+             RETURNING id",
+        )
+        .bind($now)
+        .bind($user_id)
+        .bind($new_id)
+        .bind(others_kept)
+        .fetch_all(&mut *$tx)
+        .await?;
+        for id in &ids {
+            session_event_in!($tx, id, cap.feed_expires_at, $now);
+        }
+        ids
+    }};
+}
+
 /// Of a user's sessions just revoked at `$now` inside `$tx`, the ids whose
 /// revocation verifiers still need: a session that has not expired (or did
 /// so less than one access-token lifetime ago, `$feed_expires_at − $now`: a
@@ -370,17 +422,19 @@ macro_rules! impl_store {
                 Ok(r.rows_affected() == 1)
             }
 
-            async fn create_session(&self, s: &Session, refresh: &RefreshRecord, access: Option<&IssuedToken>, password_version: i64) -> StoreResult<bool> {
+            async fn create_session(&self, s: &Session, refresh: &RefreshRecord, access: Option<&IssuedToken>, password_version: i64, cap: SessionCap) -> StoreResult<Option<Vec<String>>> {
                 let mut tx = self.begin_write().await?;
                 // Only for a user not banned now, whose password is still the one the
-                // sign-in checked. The user row is read under SHARE_LOCK: a ban or reset
+                // sign-in checked. The user row is read under UPDATE_LOCK: a ban or reset
                 // under way (each updates that row) is waited for and then seen; one
                 // coming later waits for this commit, and then ends this session with the
-                // others. A user read earlier by the caller proves nothing.
+                // others. A user read earlier by the caller proves nothing. Another
+                // sign-in of the user waits too, and then counts this session against
+                // the cap (under a share lock both would count without the other's).
                 let inserted = sqlx::query(&format!(
                     "INSERT INTO sessions (id, user_id, device_secret_hash, created_at, last_seen_at, expires_at, ip, user_agent, dpop_jkt) \
                      SELECT $1, id, $3, $4, $5, $6, $7, $8, $9 FROM users \
-                     WHERE id = $2 AND banned_at IS NULL AND password_version = $10{SHARE_LOCK}"
+                     WHERE id = $2 AND banned_at IS NULL AND password_version = $10{UPDATE_LOCK}"
                 ))
                     .bind(&s.id)
                     .bind(&s.user_id)
@@ -395,7 +449,7 @@ macro_rules! impl_store {
                     .execute(&mut *tx)
                     .await?;
                 if inserted.rows_affected() != 1 {
-                    return Ok(false);
+                    return Ok(None);
                 }
                 sqlx::query("INSERT INTO refresh_tokens (hash, session_id, created_at, expires_at, dpop_bound) VALUES ($1, $2, $3, $4, $5)")
                     .bind(&refresh.hash)
@@ -410,8 +464,10 @@ macro_rules! impl_store {
                 if let Some(access) = access {
                     insert_access_token!(&mut *tx, access);
                 }
+                // Last: the feed events take the feed's lock, after every other.
+                let ended = end_sessions_past_cap_in!(tx, &s.user_id, &s.id, cap, s.created_at);
                 tx.commit().await?;
-                Ok(true)
+                Ok(Some(ended))
             }
 
             async fn refresh_token(&self, hash: &str) -> StoreResult<Option<RefreshRecord>> {
@@ -468,11 +524,7 @@ macro_rules! impl_store {
                 if r.rows_affected() != 1 {
                     return Ok(false);
                 }
-                let latest: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(expires_at), 0) FROM access_tokens WHERE session_id = $1")
-                    .bind(session_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                append_event(&mut tx, FeedKind::Session, session_id, None, feed_expires_at.max(latest), now).await?;
+                session_event_in!(tx, session_id, feed_expires_at, now);
                 tx.commit().await?;
                 Ok(true)
             }
@@ -985,8 +1037,9 @@ macro_rules! impl_store {
 }
 
 pub(super) use {
-    ban_service_tokens_in, change_service_credential, impl_store, insert_access_token,
-    published_keys_in, revoke_sessions_in, sessions_still_verifiable,
+    ban_service_tokens_in, change_service_credential, end_sessions_past_cap_in, impl_store,
+    insert_access_token, published_keys_in, revoke_sessions_in, session_event_in,
+    sessions_still_verifiable,
 };
 
 /// A service account's credentials changed at `$2`: `rotated_at` moves on,

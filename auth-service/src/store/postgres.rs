@@ -22,8 +22,9 @@ use sqlx::{PgConnection, PgPool};
 
 use super::pg_connect;
 use super::portable::{
-    ban_service_tokens_in, change_service_credential, insert_access_token, published_keys_in,
-    revoke_sessions_in, sessions_still_verifiable, NEXT_ROTATION, SESSION_COLUMNS, USER_COLUMNS,
+    ban_service_tokens_in, change_service_credential, end_sessions_past_cap_in,
+    insert_access_token, published_keys_in, revoke_sessions_in, session_event_in,
+    sessions_still_verifiable, NEXT_ROTATION, SESSION_COLUMNS, USER_COLUMNS,
 };
 use super::rows::{ChallengeRow, EventRow, KeyRow, UserRow};
 use super::sealed::{self, key_purpose, totp_purpose};

@@ -11,12 +11,18 @@ use authflow_auth_service::config::Config;
 use authflow_auth_service::domain::password::Hasher;
 use authflow_auth_service::startup::{spawn, Running};
 use authflow_auth_service::state::AppState;
-use authflow_auth_service::store::User;
+use authflow_auth_service::store::{SessionCap, User};
 use serde_json::{json, Value};
 
 pub const UA: &str = "authflow-test/1.0";
 pub const LANG: &str = "en-GB,en;q=0.9";
 pub const PASSWORD: &str = "correct horse battery staple";
+
+/// The cap for sessions a test writes straight to the store: none ends another.
+pub const UNCAPPED: SessionCap = SessionCap {
+    max_live: u32::MAX,
+    feed_expires_at: 0,
+};
 
 pub struct TestApp {
     pub base: String,

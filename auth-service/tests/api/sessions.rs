@@ -437,3 +437,96 @@ async fn refreshes_from_another_device_cannot_flood_the_audit_log() {
         .count();
     assert_eq!(rows, 1, "{rows} rows for 50 refusals");
 }
+
+/// Every sign-in started a session living `tokens.refresh_ttl_secs` (30
+/// days), with no limit per user: an account signing in in a loop piled up
+/// live sessions, and ending them all at once (logout-all, a password
+/// reset) wrote a revocation event for each in one transaction, enough to
+/// push every filter off the feed's deltas. A sign-in past
+/// `sessions.max_per_user` ends the user's least recently used sessions
+/// (their access tokens go to the feed like any ended session's); the
+/// newest keep working.
+#[tokio::test]
+async fn a_sign_in_past_the_session_cap_ends_the_oldest_sessions() {
+    let app = spawn_app_with(|c| c.sessions.max_per_user = 3).await;
+    let email = "many-devices@example.com";
+    let user = app.verified_user(email).await;
+    let mut signed_in = Vec::new();
+    for _ in 0..5 {
+        signed_in.push(app.signin(email, PASSWORD).await);
+        a_minute_passes(&app, &user).await;
+    }
+    let (ended, live) = signed_in.split_at(2);
+    for t in ended {
+        let r = refresh_with_device(&app, &t.refresh, Some(&t.device)).await;
+        assert_eq!(invalid_grant(r).await, "the session has ended");
+    }
+    let revoked = revoked_sessions_in_the_feed(&app).await;
+    for t in ended {
+        assert!(revoked.contains(&t.session), "{revoked:?}");
+    }
+    let newest = live.last().unwrap();
+    let r = refresh_with_device(&app, &newest.refresh, Some(&newest.device)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(logout_all(&app, &tokens_of(r).await).await, 3);
+}
+
+/// The cap ends the sessions used least recently, not the first signed in:
+/// a device that keeps refreshing stays signed in while newer sign-ins
+/// left idle go.
+#[tokio::test]
+async fn a_session_in_use_outlives_newer_ones_left_idle() {
+    let app = spawn_app_with(|c| c.sessions.max_per_user = 2).await;
+    let email = "phone-and-scripts@example.com";
+    let user = app.verified_user(email).await;
+    let phone = app.signin(email, PASSWORD).await;
+    a_minute_passes(&app, &user).await;
+    let idle = app.signin(email, PASSWORD).await;
+    a_minute_passes(&app, &user).await;
+    let r = refresh_with_device(&app, &phone.refresh, Some(&phone.device)).await;
+    assert_eq!(r.status(), 200);
+    let phone = tokens_of(r).await;
+    a_minute_passes(&app, &user).await;
+    let newest = app.signin(email, PASSWORD).await;
+
+    let r = refresh_with_device(&app, &idle.refresh, Some(&idle.device)).await;
+    assert_eq!(invalid_grant(r).await, "the session has ended");
+    for t in [&phone, &newest] {
+        let r = refresh_with_device(&app, &t.refresh, Some(&t.device)).await;
+        assert_eq!(r.status(), 200);
+    }
+}
+
+/// Moves the times of `user_id`'s sessions a minute into the past: what
+/// follows happens a minute later (sessions started or used within one
+/// second are not told apart by age).
+async fn a_minute_passes(app: &TestApp, user_id: &str) {
+    let sql = format!(
+        "UPDATE sessions SET created_at = created_at - 60, last_seen_at = last_seen_at - 60 WHERE user_id = '{user_id}'"
+    );
+    run_sql(app, &[&sql]).await;
+}
+
+/// The session ids the revocation feed's snapshot lists.
+async fn revoked_sessions_in_the_feed(app: &TestApp) -> Vec<String> {
+    let (_, snapshot) = app.feed(None).await;
+    snapshot.unwrap()["revoked_sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["sid"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// `POST /v1/auth/logout-all` with `t`: how many sessions it ended.
+async fn logout_all(app: &TestApp, t: &Tokens) -> u64 {
+    let r = app
+        .authed(reqwest::Method::POST, "/v1/auth/logout-all", t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json::<Value>().await.unwrap()["revoked_sessions"]
+        .as_u64()
+        .unwrap()
+}

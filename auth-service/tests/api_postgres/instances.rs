@@ -587,3 +587,80 @@ async fn a_totp_code_spent_on_one_instance_is_refused_by_the_other() {
         );
     }
 }
+
+/// Sign-ins of one user on two instances at once each counted the user's
+/// live sessions without the other's (not committed yet), and each kept
+/// `sessions.max_per_user`: together they left more. They take turns on the
+/// user's row, so the cap holds however they interleave.
+#[tokio::test]
+async fn sign_ins_racing_on_two_instances_keep_the_session_cap() {
+    const CAP: u32 = 3;
+    let (one, two) = two_instances(|_| {}).await;
+    let user_id = stored_user(&one, "many-at-once@example.com").await;
+    let cap = authflow_auth_service::store::SessionCap {
+        max_live: CAP,
+        feed_expires_at: authflow_auth_service::clock::now() + 900,
+    };
+    for round in 0..10 {
+        let starts = [&one, &two, &one, &two].map(|app| {
+            let store = Arc::clone(&app.state.store);
+            let (session, refresh) = new_session(&user_id, &format!("{round}-{}", app.base));
+            tokio::spawn(async move {
+                store
+                    .create_session(&session, &refresh, None, 0, cap)
+                    .await
+                    .unwrap()
+            })
+        });
+        for start in starts {
+            assert!(start.await.unwrap().is_some());
+        }
+        let now = authflow_auth_service::clock::now();
+        let live = one
+            .state
+            .store
+            .live_sessions_of(&user_id, now, 100)
+            .await
+            .unwrap();
+        assert!(
+            live.len() <= CAP as usize,
+            "round {round}: {} live",
+            live.len()
+        );
+    }
+}
+
+/// A session of `user_id` starting now, and its first refresh token.
+fn new_session(
+    user_id: &str,
+    tag: &str,
+) -> (
+    authflow_auth_service::store::Session,
+    authflow_auth_service::store::RefreshRecord,
+) {
+    let now = authflow_auth_service::clock::now();
+    let id = authflow_auth_service::domain::random_id();
+    let session = authflow_auth_service::store::Session {
+        id: id.clone(),
+        user_id: user_id.to_owned(),
+        device_secret_hash: "00".repeat(32),
+        created_at: now,
+        last_seen_at: now,
+        expires_at: now + 3600,
+        revoked_at: None,
+        revoke_reason: None,
+        ip: None,
+        user_agent: Some(tag.to_owned()),
+        dpop_jkt: None,
+        dpop_bound_at: None,
+    };
+    let refresh = authflow_auth_service::store::RefreshRecord {
+        hash: authflow_auth_service::domain::random_id(),
+        session_id: id,
+        created_at: now,
+        expires_at: now + 3600,
+        used_at: None,
+        dpop_bound: false,
+    };
+    (session, refresh)
+}
