@@ -7,6 +7,7 @@ use authflow_contract::dpop::NONCE_HEADER;
 use authflow_contract::fingerprint::DeviceAttribute;
 use authflow_filter_core::deny::DenyReason;
 use authflow_filter_core::engine::Decision;
+use authflow_filter_core::forward::withheld_trailer;
 use authflow_filter_core::header_spellings::is_one_of;
 use authflow_filter_core::request::{HeaderBlock, HeaderReads};
 use authflow_filter_core::timing::{self, Piece};
@@ -94,8 +95,10 @@ impl HttpContext for AuthflowHttp {
     /// `x-auth-user` sent as a request trailer (HTTP/2, or chunked HTTP/1
     /// with trailers enabled) reaches the upstream after the headers the
     /// filter set, and a backend that folds trailers into the header section
-    /// (RFC 9110 §6.5.1 forbids it, some do) reads it as the identity. Only
-    /// requests with trailers enter here: no cost for the others.
+    /// (RFC 9110 §6.5.1 forbids it, some do) reads it as the identity. So
+    /// are the overrides and credentials the decision judged in the headers
+    /// (`withheld_trailer`). Only requests with trailers enter here: no cost
+    /// for the others.
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
         let Ok(vm) = self.vm.try_borrow() else {
             return Action::Continue;
@@ -106,7 +109,8 @@ impl HttpContext for AuthflowHttp {
                 .identity_names
                 .iter()
                 .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
-                || is_one_of(name, &vm.identity_spellings);
+                || is_one_of(name, &vm.identity_spellings)
+                || withheld_trailer(&vm.engine.config, name);
             if owned {
                 host::remove_request_trailer(&String::from_utf8_lossy(name));
             }

@@ -197,6 +197,42 @@ fn identity_headers_sent_as_trailers_do_not_reach_the_upstream() {
     );
 }
 
+/// The same for what the decision judged in the headers: a method, path or
+/// host override (a rule on `DELETE` beaten by `X-HTTP-Method-Override:
+/// DELETE` sent after the body) and credentials beside the one verified.
+#[test]
+fn overrides_and_credentials_sent_as_trailers_do_not_reach_the_upstream() {
+    let key = Ed25519KeyPair::generate().with_key_id("k");
+    let upstream = RawUpstream::start();
+    let mut filter = filter_config(&key);
+    filter["routes"] = json!([
+        {"match": {"prefix": "/api/items", "methods": ["DELETE"]}, "policy": {"roles_any": ["admin"]}},
+        {"match": {"prefix": "/public"}, "policy": "public"}
+    ]);
+    let envoy = start(filter, &upstream);
+    let sneaked = "X-HTTP-Method-Override: DELETE\r\nx_http_method: DELETE\r\n\
+                   X-Original-URL: /admin/users\r\nX-Forwarded-Host: admin.example\r\n\
+                   Forwarded: host=admin.example\r\nAuthorization: Bearer sneaked\r\n\
+                   Cookie: at=sneaked\r\nDPoP: sneaked\r\nx-authflow-device: sneaked\r\n\
+                   x-other: kept\r\n";
+    let auth = format!("Authorization: Bearer {}\r\n", token(&key));
+    let status = send(envoy.port, &chunked_post("/api/items/1", &auth, sneaked));
+    assert!(status.contains(" 200 "), "{status}");
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let raw = seen[0].to_ascii_lowercase();
+    assert!(
+        raw.contains("x-other: kept"),
+        "the trailers went through: {raw}"
+    );
+    for gone in ["delete", "/admin", "admin.example", "sneaked"] {
+        assert!(
+            !raw.contains(gone),
+            "`{gone}` reached the upstream in the trailers:\n{raw}"
+        );
+    }
+}
+
 /// Two HTTP/1 `Host` lines are not refused by Envoy (RFC 9112 §3.2 says
 /// 400): it joins them into one `admin.example,pub.example` and forwards
 /// that. Nor is a port that is not digits, which Go's `ServeMux` drops. A

@@ -27,6 +27,29 @@ use crate::policy::route_for;
 use crate::provider_id::ProviderId;
 use crate::request::{HeaderReads, Request};
 
+/// Whether a request trailer named `name` is kept from the upstream (beside
+/// the identity headers, which the glue removes there too). A backend that
+/// folds trailers into the header section (RFC 9110 §6.5.1 forbids it;
+/// Apache's `MergeTrailers On` does it) would read them as headers the
+/// decision never saw: a method, path or host override the route rules
+/// judge in the headers, or a credential beside the one verified. A name
+/// that is not UTF-8 is kept away too.
+pub fn withheld_trailer(config: &FilterConfig, name: &[u8]) -> bool {
+    use crate::policy::{HOST_OVERRIDE_HEADERS, METHOD_OVERRIDE_HEADERS, PATH_OVERRIDE_HEADERS};
+    let Ok(name) = std::str::from_utf8(name) else {
+        return true;
+    };
+    let credentials = ["authorization", "cookie", "dpop", DEVICE_HEADER];
+    let mut judged = METHOD_OVERRIDE_HEADERS
+        .iter()
+        .chain(&PATH_OVERRIDE_HEADERS)
+        .chain(&HOST_OVERRIDE_HEADERS)
+        .chain(&credentials)
+        .copied()
+        .chain(config.token_sources.headers.iter().map(String::as_str));
+    judged.any(|h| crate::header_spellings::same_header(name, h))
+}
+
 /// One change to the request before it goes upstream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HeaderEdit {
@@ -294,6 +317,29 @@ mod tests {
             c[k] = v.clone();
         }
         FilterConfig::from_json(c.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn trailers_judged_in_the_headers_are_withheld_in_any_spelling() {
+        let c = config(json!({}));
+        for name in [
+            "x-http-method-override",
+            "x_http_method",
+            "x-original-url",
+            "x_forwarded_host",
+            "forwarded",
+            "authorization",
+            "cookie",
+            "dpop",
+            "x_authflow_device",
+            "x_token",
+        ] {
+            assert!(withheld_trailer(&c, name.as_bytes()), "{name}");
+        }
+        assert!(withheld_trailer(&c, b"x-\xffoverride"));
+        for kept in ["x-checksum", "grpc-status", "x-other"] {
+            assert!(!withheld_trailer(&c, kept.as_bytes()), "{kept}");
+        }
     }
 
     fn req(path: &str, headers: &[(&str, &str)]) -> Request {
