@@ -59,7 +59,7 @@ pub fn carry_out(vm: &Vm, request: &Request, decision: Decision, resume: bool) -
             }
             if let Some(check) = n.device_reported {
                 vm.metrics.inc(Metric::DeviceMismatchReported);
-                log_device(vm, check, request, "allowed (report mode)");
+                log_device(vm, check, "allowed (report mode)");
             }
             set_identity(vm, request, allowed.identity_headers());
             remove_spellings(vm, request);
@@ -80,7 +80,7 @@ pub fn carry_out(vm: &Vm, request: &Request, decision: Decision, resume: bool) -
                 vm.metrics.inc(Metric::BrowserRedirect);
             }
             if let Some(check) = denied.device {
-                log_device(vm, check, request, "denied");
+                log_device(vm, check, "denied");
             } else {
                 // The reason label only: never the token, never claims.
                 log::debug!(
@@ -132,7 +132,9 @@ fn remove_spellings(vm: &Vm, request: &Request) {
 
 /// Device failures are logged with what the operator needs to tell a stolen
 /// token from a configuration mismatch: the attributes in use, never values.
-fn log_device(vm: &Vm, check: DeviceCheck, request: &Request, what: &str) {
+/// Not the method or path: the line is written at `info` for each such
+/// request, and the client chooses their length (up to Envoy's header limit).
+fn log_device(vm: &Vm, check: DeviceCheck, what: &str) {
     if check == DeviceCheck::SecretMissing {
         vm.metrics.inc(Metric::DeviceSecretMissing);
     }
@@ -145,10 +147,8 @@ fn log_device(vm: &Vm, check: DeviceCheck, request: &Request, what: &str) {
         .map(|a| a.name())
         .collect();
     log::info!(
-        "authflow: device check {} on {} {}: {what}; attributes [{}] (as the auth service's?)",
+        "authflow: device check {}: {what}; attributes [{}] (as the auth service's?)",
         check.name(),
-        request.method().escape_default(),
-        request.path().escape_default(),
         attrs.join(", ")
     );
 }

@@ -128,6 +128,19 @@ fn stolen_token_does_not_work_from_another_device() {
     assert_eq!(r.status, 401, "no device secret at all");
     assert!(st.envoy.stat("denied.device_mismatch") >= 3);
     assert!(st.envoy.stat("device.secret_missing") >= 1);
+
+    // Each such refusal is logged at `info`: a line of bounded length,
+    // whatever path the client sends (up to Envoy's header limit).
+    let long = format!("/api/{}", "a".repeat(16 * 1024));
+    let r = st.envoy.get(&long, &[("authorization", &s.bearer)]);
+    assert_eq!(r.status, 401);
+    let log = st.envoy.log();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("device check")).collect();
+    assert!(!lines.is_empty(), "the refusals are logged");
+    assert!(
+        lines.iter().all(|l| l.len() < 1024),
+        "a device check's log line grows with the client's path"
+    );
 }
 
 #[test]
