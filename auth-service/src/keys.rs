@@ -371,13 +371,18 @@ impl KeyRing {
         self.with_signer(now, |_| ()).is_some()
     }
 
-    pub fn verifier(&self, kid: &str) -> Option<VerifyingKey> {
+    /// The key `kid` if it is published at `now`: the service trusts exactly
+    /// the keys the JWKS names, so a key gone from it (a leaked key rotated
+    /// out) verifies nothing here either.
+    pub fn verifier(&self, kid: &str, now: i64) -> Option<VerifyingKey> {
         self.snapshot()
             .iter()
-            .find(|k| k.kid == kid)
+            .find(|k| k.kid == kid && self.published(k, now))
             .map(|k| k.verifier.clone())
     }
 
+    /// Whether `key` is in the JWKS at `now`: the one rule for what is
+    /// published and what verifies.
     fn published(&self, key: &LoadedKey, now: i64) -> bool {
         key.publish_at <= now && key.retired_at.is_none_or(|r| now < self.gone_at(r))
     }
@@ -574,7 +579,7 @@ mod tests {
             on_old.jwks(t + 10).0.contains(&second),
             "the new key is in the JWKS of the instance that cannot open it"
         );
-        assert!(on_old.verifier(&second).is_some());
+        assert!(on_old.verifier(&second, t + 10).is_some());
         assert_eq!(
             signing_kid(&on_old, t + 69).as_deref(),
             Some(first.as_str())

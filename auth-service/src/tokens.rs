@@ -214,7 +214,8 @@ pub fn ensure_signer(state: &AppState, now: i64) -> ApiResult<()> {
     })
 }
 
-/// Signature (key by `kid`, algorithm from the key, never from the token),
+/// Signature (key by `kid` among those the JWKS publishes at `now`, algorithm
+/// from the key, never from the token),
 /// `typ`, iss / aud / exp / nbf, then the revocation set.
 pub fn verify(state: &AppState, token: &str, now: i64) -> Result<Verified, &'static str> {
     if token.len() > MAX_TOKEN_LEN {
@@ -227,7 +228,7 @@ pub fn verify(state: &AppState, token: &str, now: i64) -> Result<Verified, &'sta
     let kid = meta.key_id().ok_or("token has no key id")?;
     let key = state
         .keys
-        .verifier(kid)
+        .verifier(kid, now)
         .ok_or("token signed by an unknown key")?;
     if Algorithm::parse(meta.algorithm()) != Some(key.algorithm()) {
         return Err("token algorithm does not match its key");

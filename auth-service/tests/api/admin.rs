@@ -1164,3 +1164,92 @@ async fn an_admin_token_from_another_device_is_refused_and_audited() {
         "{log:?}"
     );
 }
+
+/// A token signed by `key` with `claims`, as the service signs (`typ: at+jwt`).
+fn sign_access_token(
+    key: &jwt_simple::prelude::Ed25519KeyPair,
+    claims: authflow_contract::claims::AccessClaims,
+    app: &TestApp,
+    sub: &str,
+) -> String {
+    use jwt_simple::prelude::{Claims, EdDSAKeyPairLike, HeaderOptions};
+    let tokens = &app.state.config.tokens;
+    let claims = Claims::with_custom_claims(claims, jwt_simple::prelude::Duration::from_secs(300))
+        .with_issuer(&tokens.issuer)
+        .with_audiences(tokens.audiences.iter().cloned().collect::<HashSet<_>>())
+        .with_subject(sub)
+        .with_jwt_id(authflow_auth_service::domain::random_id());
+    let options = HeaderOptions {
+        signature_type: Some(authflow_contract::claims::ACCESS_TOKEN_TYPE.to_owned()),
+        ..HeaderOptions::default()
+    };
+    key.sign_with_options(claims, &options).unwrap()
+}
+
+/// Finding: the service verified its own tokens with every key it ever
+/// stored, while the JWKS drops a retired key once its last token expired.
+/// After a rotation made because a key leaked, a token forged with it went
+/// on passing the admin API and ext_authz here, long after every filter
+/// refused it. The service verifies with the keys it publishes, no others.
+#[tokio::test]
+async fn a_key_gone_from_the_jwks_verifies_nothing_here() {
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    let sub = claims(&admin.access)["sub"].as_str().unwrap().to_owned();
+    let leaked_kid = header(&admin.access)["kid"].as_str().unwrap().to_owned();
+    let stored = app.state.store.signing_keys().await.unwrap();
+    let leaked = stored.iter().find(|k| k.kid == leaked_kid).unwrap();
+    let leaked = jwt_simple::prelude::Ed25519KeyPair::from_bytes(&leaked.private_key)
+        .unwrap()
+        .with_key_id(&leaked_kid);
+
+    // Rotated long enough ago that the leaked key's last token has expired
+    // and the key has left the JWKS (retirement + access_ttl + 60 s).
+    let config = &app.state.config;
+    let window = i64::try_from(config.tokens.access_ttl.as_secs()).unwrap() + 60;
+    app.state
+        .keys
+        .rotate(
+            app.state.store.as_ref(),
+            config.keys.signing_alg,
+            now() - window - 10,
+            0,
+        )
+        .await
+        .unwrap();
+    let jwks = KeySet::parse(
+        &app.get("/.well-known/jwks.json")
+            .await
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(!jwks.has_kid(&leaked_kid), "the leaked key is unpublished");
+
+    let forged = sign_access_token(
+        &leaked,
+        authflow_contract::claims::AccessClaims {
+            roles: vec!["user".into(), "admin".into()],
+            ..Default::default()
+        },
+        &app,
+        &sub,
+    );
+    let forged = Tokens {
+        access: forged,
+        ..admin
+    };
+    let r = app
+        .authed(Method::GET, "/v1/admin/users", &forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 401).await, "invalid_token");
+    let r = app
+        .authed(Method::GET, "/v1/ext-authz", &forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "ext_authz refuses it too");
+}
