@@ -442,6 +442,9 @@ impl Config {
                 invalid.why
             ))
         })?;
+        if config.environment == Environment::Production {
+            refuse_secrets_open_to_every_account(file, &report.file_secrets)?;
+        }
         Ok((config, report))
     }
 
@@ -456,6 +459,28 @@ impl Config {
     pub fn outbox_dir(&self) -> PathBuf {
         self.server.data_dir.join("outbox")
     }
+}
+
+/// A configuration file holding a secret is refused, in production, when
+/// every account on the host can read it: the rule of `kek.key_file`, for
+/// the secret written in the file itself.
+fn refuse_secrets_open_to_every_account(
+    file: Option<&Path>,
+    secrets: &[String],
+) -> Result<(), ConfigError> {
+    let (Some(file), Some(first)) = (file, secrets.first()) else {
+        return Ok(());
+    };
+    let Some(mode) = raw::open_to_every_account(file) else {
+        return Ok(());
+    };
+    Err(ConfigError(format!(
+        "{} holds {} and is readable by every account (mode {mode:o}): `chmod o-rwx` it, \
+         or pass the secret in its variable ({})",
+        file.display(),
+        secrets.join(", "),
+        sources::env_var_of(first),
+    )))
 }
 
 /// A type error or unknown key from extraction, named by its dotted path
@@ -729,6 +754,77 @@ mod tests {
             }
             // Development (a key generated for a demo) is not checked.
             Config::load_from(None, &env(&[("AUTHFLOW_KEK__KEY_FILE", path)])).unwrap();
+        }
+    }
+
+    /// A production configuration file every account on the host can read
+    /// gave them whatever secret it held (the KEK itself, the SMTP password, a
+    /// database password), though a KEK file so readable was refused. Such a
+    /// file is refused too once it holds a secret; one holding none is fine.
+    #[cfg(unix)]
+    #[test]
+    fn production_refuses_secrets_in_a_config_file_every_account_can_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let production = env(&[
+            ("AUTHFLOW_ENVIRONMENT", "production"),
+            ("AUTHFLOW_TOKENS__ISSUER", "https://a.example"),
+            ("AUTHFLOW_TOKENS__AUDIENCES", "api.example.com"),
+            ("AUTHFLOW_MAIL__TRANSPORT", "smtp"),
+            ("AUTHFLOW_SMTP__HOST", "relay.example"),
+        ]);
+        let key = crate::kek::generate_key();
+        let key = key.trim();
+        let with_secrets = [
+            ("kek.key", format!("[kek]\nkey = \"{key}\"\n")),
+            ("kek.key", format!("kek = \"{key}\"\n")),
+            ("kek.previous", format!("[kek]\nprevious = [\"{key}\"]\n")),
+            (
+                "smtp.password",
+                "[smtp]\nusername = \"u\"\npassword = \"hunter2\"\n".into(),
+            ),
+            (
+                "database.url",
+                "[database]\nurl = \"postgres://authflow:hunter2@db.internal/authflow\"\n".into(),
+            ),
+            (
+                "database.url",
+                "[database]\nurl = \"postgres://authflow@db.internal/authflow?password=hunter2\"\n"
+                    .into(),
+            ),
+        ];
+        for (setting, text) in &with_secrets {
+            let (_dir, path) = file_with(text);
+            for (mode, ok) in [(0o644, false), (0o604, false), (0o640, true), (0o600, true)] {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+                let loaded = Config::load_from(Some(&path), &production);
+                assert_eq!(loaded.is_ok(), ok, "{setting} {mode:o}: {:?}", loaded.err());
+                if let Err(e) = loaded {
+                    let e = e.to_string();
+                    assert!(
+                        e.contains(setting) && e.contains("o-rwx") && !e.contains("hunter2"),
+                        "{e}"
+                    );
+                }
+            }
+            // Development (a demo's file) is not checked.
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            Config::load_from(Some(&path), &[]).unwrap();
+        }
+        // No secret in it (the SMTP password in its variable): readable by all is fine.
+        let mut production = production;
+        production.extend(env(&[
+            ("AUTHFLOW_SMTP__USERNAME", "u"),
+            ("AUTHFLOW_SMTP__PASSWORD", "hunter2"),
+        ]));
+        for text in [
+            "[database]\nurl = \"postgres://authflow@db.internal/authflow?sslmode=verify-full\"\n",
+            "[database]\nurl = \"sqlite:///var/lib/authflow/authflow.db\"\n",
+            "[kek]\nprevious = []\n[smtp]\nusername = \"u\"\n",
+        ] {
+            let (_dir, path) = file_with(text);
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let loaded = Config::load_from(Some(&path), &production);
+            assert!(loaded.is_ok(), "{text}: {:?}", loaded.err());
         }
     }
 

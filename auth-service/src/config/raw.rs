@@ -947,22 +947,30 @@ impl RawKek {
 /// the host, is as good as on disk in clear: refused, as ssh refuses such a
 /// private key. Group read stays allowed (a volume's `fsGroup`).
 fn refuse_world_readable(setting: &'static str, path: &str) -> Result<(), Invalid> {
+    match open_to_every_account(std::path::Path::new(path)) {
+        Some(mode) => Err(bad(
+            setting,
+            format!("{path} is readable by every account (mode {mode:o}): `chmod o-rwx` it"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The mode of a file that grants anything to every account (`o+rwx`): the
+/// one rule for a file holding a secret; `None` when it grants them nothing
+/// (or cannot be read: reading it reports that).
+pub(super) fn open_to_every_account(path: &std::path::Path) -> Option<u32> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        if let Ok(meta) = std::fs::metadata(path) {
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o007 != 0 {
-                return Err(bad(
-                    setting,
-                    format!(
-                        "{path} is readable by every account (mode {mode:o}): `chmod o-rwx` it"
-                    ),
-                ));
-            }
-        }
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        (mode & 0o007 != 0).then_some(mode)
     }
-    Ok(())
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
 }
 
 impl RawDpop {

@@ -276,6 +276,47 @@ fn without_source_lines(message: &str) -> String {
 pub struct Report {
     pub deprecated: Vec<(String, String)>,
     pub overridden: Vec<String>,
+    /// The secret settings the file holds (dotted paths; see [`secrets_in`]).
+    pub file_secrets: Vec<String>,
+}
+
+/// The settings of [`super::SECRET_PATHS`] that `dict` (a file's values)
+/// holds a secret in: set and not empty, and for `database.url` only a URL
+/// with a password in it (SQLite's path, or a PostgreSQL URL whose password
+/// comes from elsewhere, is no secret).
+fn secrets_in(dict: &Dict) -> Vec<String> {
+    super::SECRET_PATHS
+        .iter()
+        .filter(|path| {
+            value_at(dict, path).is_some_and(|value| match value {
+                Value::String(_, url) if **path == "database.url" => url_has_password(url),
+                Value::String(_, text) => !text.is_empty(),
+                Value::Array(_, items) => !items.is_empty(),
+                _ => true,
+            })
+        })
+        .map(|path| (*path).to_owned())
+        .collect()
+}
+
+/// The value at the dotted `path` of `dict`.
+fn value_at<'a>(dict: &'a Dict, path: &str) -> Option<&'a Value> {
+    let (first, rest) = path.split_once('.').unwrap_or((path, ""));
+    let value = dict.get(first)?;
+    match value {
+        Value::Dict(_, inner) if !rest.is_empty() => value_at(inner, rest),
+        _ if rest.is_empty() => Some(value),
+        _ => None,
+    }
+}
+
+/// Whether a database URL carries a password (`user:password@`, or libpq's
+/// `password=` parameter). One that does not parse is taken as carrying one.
+fn url_has_password(url: &str) -> bool {
+    match url::Url::parse(url) {
+        Ok(u) => u.password().is_some() || u.query_pairs().any(|(k, _)| k == "password"),
+        Err(_) => true,
+    }
 }
 
 /// The dotted paths of every value in `dict` (a section's values, not the section).
@@ -379,9 +420,14 @@ pub fn layered(
         .collect();
     overridden.sort();
     overridden.dedup();
+    let mut file_secrets = secrets_in(&file_flat);
+    file_secrets.extend(secrets_in(&file_nested));
+    file_secrets.sort();
+    file_secrets.dedup();
     let report = Report {
         deprecated,
         overridden,
+        file_secrets,
     };
     let figment = Figment::new()
         .merge(layer(Naming::FlatFileKey, file_flat, file))
