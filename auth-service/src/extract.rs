@@ -186,7 +186,7 @@ pub async fn verify_user_token(
     token: &str,
 ) -> Result<Verified, ApiError> {
     let now = now();
-    let verified = tokens::verify(state, token, now).map_err(ApiError::InvalidToken)?;
+    let verified = tokens::verify(state, token, now).map_err(ApiError::from)?;
     if is_service_token(Some(&verified.sub), verified.claims.client_id.as_deref()) {
         return Err(ApiError::Forbidden(
             "a service account cannot act as a user here",

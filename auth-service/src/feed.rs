@@ -10,6 +10,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use authflow_contract::revocation::set::encode;
 use authflow_contract::revocation::{
@@ -232,9 +233,24 @@ pub struct Feed {
     generation: AtomicU64,
     /// The last sync failed: the database may hold acknowledged events not loaded here.
     behind: AtomicBool,
+    /// When the last sync that worked began (the monotonic clock: a wall
+    /// clock stepped back would stretch the bound).
+    synced_at: std::sync::Mutex<Instant>,
+    /// How long after [`Self::synced_at`] the list still vouches for a token.
+    max_staleness: Duration,
     /// The most events a delta spans (see [`MAX_DELTA_EVENTS`]).
     max_delta_events: i64,
 }
+
+/// The bound of a list whose syncs keep failing, until set
+/// (`revocation.max_staleness_secs`): the filter's default bound, so the
+/// service's own checks fail closed no later than a filter left at it.
+pub const DEFAULT_MAX_STALENESS: Duration = Duration::from_secs(45);
+
+/// This process's list is too old to vouch for a token: its syncs have been
+/// failing for longer than the bound, and another instance may have revoked it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StaleList;
 
 /// The most events a delta answer spans; a cursor further behind gets the
 /// snapshot. Any caller may send any cursor, and each cursor's delta is read
@@ -363,6 +379,8 @@ impl Feed {
             last_snapshot: std::sync::Mutex::new(None),
             generation: AtomicU64::new(0),
             behind: AtomicBool::new(false),
+            synced_at: std::sync::Mutex::new(Instant::now()),
+            max_staleness: DEFAULT_MAX_STALENESS,
             max_delta_events: MAX_DELTA_EVENTS,
         };
         feed.sync(store, now).await?;
@@ -375,11 +393,35 @@ impl Feed {
     /// answered (the write before the failed sync was acknowledged).
     pub async fn sync(&self, store: &dyn Store, now: i64) -> Result<(), StoreError> {
         let _one_at_a_time = self.sync_lock.lock().await;
+        let began = Instant::now();
         let synced = self.sync_locked(store, now).await;
         // Under the lock: a sync that worked must not clear the flag a later
         // one that failed has set.
         self.behind.store(synced.is_err(), Ordering::SeqCst);
+        if synced.is_ok() {
+            *self.lock_synced_at() = began;
+        }
         synced
+    }
+
+    /// Sets how long the list vouches for tokens after its last sync that
+    /// worked (`revocation.max_staleness_secs`).
+    pub fn with_max_staleness(mut self, bound: Duration) -> Self {
+        self.max_staleness = bound;
+        self
+    }
+
+    /// Whether the last sync that worked is older than the bound: the
+    /// database may hold revocations (another instance's) missing here.
+    fn stale(&self) -> bool {
+        self.lock_synced_at().elapsed() > self.max_staleness
+    }
+
+    fn lock_synced_at(&self) -> std::sync::MutexGuard<'_, Instant> {
+        // Nothing panics while holding it; a poisoned time is still a time.
+        self.synced_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     async fn sync_locked(&self, store: &dyn Store, now: i64) -> Result<(), StoreError> {
@@ -776,6 +818,9 @@ impl Feed {
     }
 
     /// Is a token with these claims revoked, per what this process knows?
+    /// [`StaleList`] when it is not on a list whose syncs have failed for
+    /// longer than the bound: as a filter does, the list then vouches for
+    /// nothing (another instance may have banned its user meanwhile).
     pub fn is_revoked(
         &self,
         jti: Option<&str>,
@@ -783,9 +828,9 @@ impl Feed {
         sub: Option<&str>,
         issued_at: i64,
         now: i64,
-    ) -> bool {
+    ) -> Result<bool, StaleList> {
         let Ok(own) = self.set.read() else {
-            return true;
+            return Ok(true);
         };
         let probe = Probe {
             jti,
@@ -793,9 +838,17 @@ impl Feed {
             sub,
             issued_at: Some(u(issued_at)),
         };
-        own.set
+        if own
+            .set
             .check(&probe, self.retention.secs(), u(now))
             .is_some()
+        {
+            return Ok(true);
+        }
+        if self.stale() {
+            return Err(StaleList);
+        }
+        Ok(false)
     }
 }
 
@@ -850,23 +903,23 @@ mod tests {
         let iat = EXP - 900;
         for now in [EXP + 1, EXP + 30, EXP + 600] {
             assert!(
-                feed.is_revoked(Some("j1"), "other", None, iat, now),
+                feed.is_revoked(Some("j1"), "other", None, iat, now) == Ok(true),
                 "jti at exp+{}",
                 now - EXP
             );
             assert!(
-                feed.is_revoked(None, "s1", None, iat, now),
+                feed.is_revoked(None, "s1", None, iat, now) == Ok(true),
                 "sid at exp+{}",
                 now - EXP
             );
             assert!(
-                feed.is_revoked(None, "other", Some("u1"), iat, now),
+                feed.is_revoked(None, "other", Some("u1"), iat, now) == Ok(true),
                 "ban at exp+{}",
                 now - EXP
             );
         }
         assert!(
-            !feed.is_revoked(Some("j1"), "s1", Some("u1"), iat, EXP + 601),
+            feed.is_revoked(Some("j1"), "s1", Some("u1"), iat, EXP + 601) == Ok(false),
             "forgotten past the margin"
         );
     }
@@ -991,6 +1044,44 @@ mod tests {
             "the poll after the failure gets the acknowledged revocation (got {:?})",
             jtis(&answer)
         );
+    }
+
+    /// A list whose syncs have failed past the bound vouches for no token,
+    /// and still refuses those it knows revoked; a sync that works ends it.
+    #[tokio::test]
+    async fn a_list_unsynced_past_its_bound_vouches_for_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        store.revoke_token("j-known", EXP - 10, EXP).await.unwrap();
+        let feed = Feed::load(&store, MARGIN, 10, EXP - 10)
+            .await
+            .unwrap()
+            .with_max_staleness(Duration::from_millis(100));
+        let check = |jti| feed.is_revoked(Some(jti), "s", None, EXP - 900, EXP - 10);
+        assert_eq!(check("j-other"), Ok(false));
+        assert_eq!(check("j-known"), Ok(true), "loaded");
+        let raw = sqlx::SqlitePool::connect(&format!(
+            "sqlite://{}",
+            dir.path().join("feed.db").display()
+        ))
+        .await
+        .unwrap();
+        // The feed's head is unreadable: every sync fails, nothing is lost.
+        sqlx::query("ALTER TABLE meta RENAME TO held_away")
+            .execute(&raw)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(feed.sync(&store, EXP - 10).await.is_err());
+        assert_eq!(check("j-other"), Err(StaleList));
+        assert_eq!(check("j-known"), Ok(true));
+        sqlx::query("ALTER TABLE held_away RENAME TO meta")
+            .execute(&raw)
+            .await
+            .unwrap();
+        raw.close().await;
+        feed.sync(&store, EXP - 10).await.unwrap();
+        assert_eq!(check("j-other"), Ok(false));
     }
 
     /// A long poll parked on an instance that then loses its database: the
@@ -1143,7 +1234,7 @@ mod tests {
                 jtis(&answer)
             );
             assert!(
-                feed.is_revoked(Some("j-new"), "s", None, EXP - 900, EXP - 10),
+                feed.is_revoked(Some("j-new"), "s", None, EXP - 900, EXP - 10) == Ok(true),
                 "{lost} lost: the service's own checks see the acknowledged revocation"
             );
         }
@@ -1607,7 +1698,7 @@ mod tests {
         feed.sync(&store, back).await.unwrap();
         for jti in ["j1", "j2", "j3"] {
             assert!(
-                feed.is_revoked(Some(jti), "s", None, EXP - 900, back),
+                feed.is_revoked(Some(jti), "s", None, EXP - 900, back) == Ok(true),
                 "{jti} once the clock is back"
             );
         }

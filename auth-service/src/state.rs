@@ -128,7 +128,8 @@ pub async fn build_state(config: Config, opening: Opening) -> Result<Arc<AppStat
         crate::clock::forget_now(),
     )
     .await
-    .map_err(StartError::from_display)?;
+    .map_err(StartError::from_display)?
+    .with_max_staleness(config.revocation.max_staleness);
     let mailer = mailer::from_config(&config).map_err(StartError)?;
     let hasher = Hasher::new(
         config.passwords.hash_memory_kib,

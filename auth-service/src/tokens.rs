@@ -214,10 +214,59 @@ pub fn ensure_signer(state: &AppState, now: i64) -> ApiResult<()> {
     })
 }
 
+/// Why [`verify`] did not accept a token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not a token of ours that holds, or revoked: 401.
+    Invalid(&'static str),
+    /// Valid, but this process's revocation list is too old to say it is
+    /// not revoked (see [`crate::feed::StaleList`]): 503, try again (on
+    /// another instance).
+    StaleList,
+}
+
+impl From<&'static str> for Refusal {
+    fn from(why: &'static str) -> Self {
+        Self::Invalid(why)
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Invalid(why) => ApiError::InvalidToken(why),
+            Refusal::StaleList => ApiError::TemporarilyUnavailable {
+                retry_after_secs: STALE_LIST_RETRY_AFTER_SECS,
+            },
+        }
+    }
+}
+
+/// `Retry-After` of a check refused on a stale list: the follow loop
+/// retries the sync every 250 ms; another instance may answer at once.
+const STALE_LIST_RETRY_AFTER_SECS: u64 = 1;
+
 /// Signature (key by `kid` among those the JWKS publishes at `now`, algorithm
 /// from the key, never from the token),
 /// `typ`, iss / aud / exp / nbf, then the revocation set.
-pub fn verify(state: &AppState, token: &str, now: i64) -> Result<Verified, &'static str> {
+pub fn verify(state: &AppState, token: &str, now: i64) -> Result<Verified, Refusal> {
+    let verified = verify_signed(state, token, now)?;
+    let revoked = state.feed.is_revoked(
+        verified.jti.as_deref(),
+        &verified.claims.sid,
+        Some(&verified.sub),
+        verified.issued_at,
+        now,
+    );
+    match revoked {
+        Ok(false) => Ok(verified),
+        Ok(true) => Err("token has been revoked".into()),
+        Err(crate::feed::StaleList) => Err(Refusal::StaleList),
+    }
+}
+
+/// [`verify`] up to the revocation set.
+fn verify_signed(state: &AppState, token: &str, now: i64) -> Result<Verified, &'static str> {
     if token.len() > MAX_TOKEN_LEN {
         return Err("token is too long");
     }
@@ -248,20 +297,10 @@ pub fn verify(state: &AppState, token: &str, now: i64) -> Result<Verified, &'sta
         d.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
             .unwrap_or(0)
     };
-    let issued_at = secs(claims.issued_at);
-    if state.feed.is_revoked(
-        claims.jwt_id.as_deref(),
-        &claims.custom.sid,
-        Some(&sub),
-        issued_at,
-        now,
-    ) {
-        return Err("token has been revoked");
-    }
     Ok(Verified {
         sub,
         jti: claims.jwt_id,
-        issued_at,
+        issued_at: secs(claims.issued_at),
         expires_at: secs(claims.expires_at),
         claims: claims.custom,
     })

@@ -264,6 +264,9 @@ pub struct RevocationConfig {
     /// Long polls of the revocation feed held open at once; past it a
     /// `wait` is answered at once, like a plain poll.
     pub max_waiters: usize,
+    /// How long after its last sync that worked this process still trusts
+    /// its own list; past it, its own token checks answer 503.
+    pub max_staleness: Duration,
 }
 
 /// `[kek]`: the key-encryption key(s) for secrets at rest (see `kek.rs`).
@@ -900,6 +903,29 @@ mod tests {
         let e = Config::load_from(None, &env(&[("AUTHFLOW_REVOCATION_RETENTION_SECS", "29")]))
             .unwrap_err();
         assert!(e.to_string().contains("revocation.retention_secs"), "{e}");
+    }
+
+    /// The service's own checks trust an unsynced list as long as a filter
+    /// left at its defaults does, unless told otherwise.
+    #[test]
+    fn revocation_staleness_defaults_to_the_filters_bound() {
+        let c = Config::load_from(None, &[]).unwrap();
+        assert_eq!(c.revocation.max_staleness, Duration::from_secs(45));
+        let c = Config::load_from(
+            None,
+            &env(&[("AUTHFLOW_REVOCATION__MAX_STALENESS_SECS", "10")]),
+        )
+        .unwrap();
+        assert_eq!(c.revocation.max_staleness, Duration::from_secs(10));
+        let e = Config::load_from(
+            None,
+            &env(&[("AUTHFLOW_REVOCATION__MAX_STALENESS_SECS", "1")]),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("revocation.max_staleness_secs"),
+            "{e}"
+        );
     }
 
     /// The file in sections, the environment as `AUTHFLOW_<SECTION>__<FIELD>`.

@@ -179,6 +179,7 @@ pub struct RawMaintenance {
 pub struct RawRevocation {
     pub retention_secs: Option<u64>,
     pub max_waiters: Option<u32>,
+    pub max_staleness_secs: Option<u64>,
 }
 
 #[derive(Default, Deserialize)]
@@ -356,6 +357,13 @@ impl RawConfig {
                     0,
                     1_000_000,
                 )? as usize,
+                max_staleness: secs(
+                    "revocation.max_staleness_secs",
+                    self.revocation.max_staleness_secs,
+                    crate::feed::DEFAULT_MAX_STALENESS.as_secs(),
+                    5,
+                    3600,
+                )?,
             },
             kek: self.kek.validate(environment)?,
             dpop: self.dpop.validate()?,

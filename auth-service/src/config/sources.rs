@@ -96,6 +96,7 @@ pub const UNALIASED_PATHS: &[&str] = &[
     "throttle.ipv6_prefix_len",
     "throttle.refresh_max_per_hour",
     "sessions.max_per_user",
+    "revocation.max_staleness_secs",
     "limits.password_hash_concurrency",
     "limits.password_hash_wait_ms",
     "limits.background_tasks",

@@ -1,5 +1,6 @@
 //! Envoy HTTP ext_authz target, for comparison benchmarks: verifies the
-//! bearer token (signature, iss/aud/exp, revocation) from memory only, and a
+//! bearer token (signature, iss/aud/exp, revocation) from memory only (503
+//! once the revocation list has gone unsynced past its bound), and a
 //! device-bound token's device as the filter does: Envoy must forward the
 //! device secret (`x-authflow-device`, `cookie`) and the configured
 //! attributes, or such a token is refused. DPoP-bound tokens are refused here,
@@ -18,25 +19,30 @@ use crate::error::ApiError;
 use crate::extract::{bearer, check_device};
 use crate::metrics::inc;
 use crate::state::AppState;
-use crate::tokens;
+use crate::tokens::{self, Refusal};
 
 /// Envoy's HTTP ext_authz keeps the original method (CONNECT excepted) and
 /// appends the original path: any method, under any sub-path.
 #[utoipa::path(method(get, post, put, delete, patch, head, options, trace), path = "/v1/ext-authz", tag = "ext_authz",
     security(("bearer" = [])),
-    responses((status = 200, description = "allowed; `x-auth-user` carries the subject"), (status = 401, description = "denied")))]
+    responses((status = 200, description = "allowed; `x-auth-user` carries the subject"), (status = 401, description = "denied"),
+        (status = 503, description = "this instance's revocation list is stale (`revocation.max_staleness_secs`): retry, on another instance")))]
 pub async fn check(State(state): State<Arc<AppState>>, parts: Parts) -> Response {
     let verified = bearer(&parts.headers)
-        .ok_or("a bearer access token is required")
+        .ok_or(Refusal::Invalid("a bearer access token is required"))
         .and_then(|t| tokens::verify(&state, t, now()))
         .and_then(|v| {
             if v.claims.cnf.is_some() {
-                Err("a DPoP-bound token is not accepted here")
+                Err(Refusal::Invalid("a DPoP-bound token is not accepted here"))
             } else {
                 Ok(v)
             }
         })
-        .and_then(|v| check_device(&state, &parts, &v).map(|()| v));
+        .and_then(|v| {
+            check_device(&state, &parts, &v)
+                .map(|()| v)
+                .map_err(Refusal::Invalid)
+        });
     match verified.map(|v| HeaderValue::from_str(&v.sub)) {
         Ok(Ok(user)) => {
             inc(&state.metrics.ext_authz_allowed);
@@ -46,9 +52,9 @@ pub async fn check(State(state): State<Arc<AppState>>, parts: Parts) -> Response
             inc(&state.metrics.ext_authz_denied);
             ApiError::InvalidToken("token subject is not a header value").into_response()
         }
-        Err(reason) => {
+        Err(refusal) => {
             inc(&state.metrics.ext_authz_denied);
-            ApiError::InvalidToken(reason).into_response()
+            ApiError::from(refusal).into_response()
         }
     }
 }
@@ -57,7 +63,8 @@ pub async fn check(State(state): State<Arc<AppState>>, parts: Parts) -> Response
 #[utoipa::path(method(get, post, put, delete, patch, head, options, trace), path = "/v1/ext-authz/{*rest}", tag = "ext_authz",
     params(("rest" = String, Path, description = "the original request path (any number of segments)")),
     security(("bearer" = [])),
-    responses((status = 200, description = "allowed; `x-auth-user` carries the subject"), (status = 401, description = "denied")))]
+    responses((status = 200, description = "allowed; `x-auth-user` carries the subject"), (status = 401, description = "denied"),
+        (status = 503, description = "this instance's revocation list is stale (`revocation.max_staleness_secs`): retry, on another instance")))]
 pub async fn check_subpath(state: State<Arc<AppState>>, parts: Parts) -> Response {
     check(state, parts).await
 }

@@ -633,7 +633,7 @@ async fn a_ban_kills_tokens_issued_in_its_own_second() {
     sessions::feed_changed(&app.state).await;
     assert_eq!(
         tokens::verify(&app.state, &access.token, at).err(),
-        Some("token has been revoked")
+        Some(tokens::Refusal::Invalid("token has been revoked"))
     );
     // What the filters get says the same: the entry's not_before is past the token's iat.
     let (_, snapshot) = app.feed(None).await;
@@ -1252,4 +1252,50 @@ async fn a_key_gone_from_the_jwks_verifies_nothing_here() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401, "ext_authz refuses it too");
+}
+
+/// Finding: the service's own checks trusted its revocation list however
+/// long its syncs had been failing. On PostgreSQL an instance that could no
+/// longer read the feed answered ext_authz 200 (and served the admin API)
+/// for a user banned on another instance until the token expired, while
+/// every filter fails closed once its list is older than its bound. Past
+/// `revocation.max_staleness_secs` without a sync that worked, the service
+/// answers 503 with `Retry-After` (try another instance), and trusts its list
+/// again once a sync works.
+#[tokio::test]
+async fn an_instance_that_cannot_sync_its_feed_stops_vouching_for_tokens() {
+    let app = spawn_app_with(|c| c.revocation.max_staleness = Duration::from_secs(1)).await;
+    let admin = app.admin("root@example.com").await;
+    let ext_authz = || async {
+        app.authed(Method::GET, "/v1/ext-authz", &admin)
+            .send()
+            .await
+            .unwrap()
+    };
+    assert_eq!(ext_authz().await.status(), 200);
+
+    // Every sync fails from now on (the database the feed is read from is gone).
+    run_sql(&app, &["ALTER TABLE revocation_events RENAME TO held_away"]).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = ext_authz().await;
+    assert!(r.headers().contains_key("retry-after"), "{r:?}");
+    assert_eq!(error_code(r, 503).await, "temporarily_unavailable");
+    let r = app
+        .authed(Method::GET, "/v1/admin/users", &admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 503).await, "temporarily_unavailable");
+
+    // A sync works again: the list vouches again.
+    run_sql(&app, &["ALTER TABLE held_away RENAME TO revocation_events"]).await;
+    let mut status = 0;
+    for _ in 0..40 {
+        status = ext_authz().await.status().as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "trusted again once a sync worked");
 }
