@@ -1005,6 +1005,24 @@ mod tests {
         );
     }
 
+    /// A second connection to the test database, to break it under a feed.
+    async fn raw_connection(dir: &tempfile::TempDir) -> sqlx::SqlitePool {
+        sqlx::SqlitePool::connect(&format!(
+            "sqlite://{}",
+            dir.path().join("feed.db").display()
+        ))
+        .await
+        .unwrap()
+    }
+
+    /// Renames table `from` to `to`: what reads `from` fails until it is back.
+    async fn rename(raw: &sqlx::SqlitePool, from: &str, to: &str) {
+        sqlx::query(&format!("ALTER TABLE {from} RENAME TO {to}"))
+            .execute(raw)
+            .await
+            .unwrap();
+    }
+
     /// Finding: a sync that failed right after a revoking write (the write
     /// committed, the read after it did not) was only logged; the instance
     /// kept answering `304` from memory until some later sync worked (on
@@ -1016,24 +1034,13 @@ mod tests {
         let feed = Feed::load(&store, MARGIN, 10, EXP - 10).await.unwrap();
         let cursor = feed.cursor();
         store.revoke_token("j-late", EXP - 10, EXP).await.unwrap();
-        let raw = sqlx::SqlitePool::connect(&format!(
-            "sqlite://{}",
-            dir.path().join("feed.db").display()
-        ))
-        .await
-        .unwrap();
-        sqlx::query("ALTER TABLE revocation_events RENAME TO held_away")
-            .execute(&raw)
-            .await
-            .unwrap();
+        let raw = raw_connection(&dir).await;
+        rename(&raw, "revocation_events", "held_away").await;
         assert!(
             feed.sync(&store, EXP - 10).await.is_err(),
             "the read after the write fails"
         );
-        sqlx::query("ALTER TABLE held_away RENAME TO revocation_events")
-            .execute(&raw)
-            .await
-            .unwrap();
+        rename(&raw, "held_away", "revocation_events").await;
         raw.close().await;
         let answer = feed
             .answer(&store, "iss", Some(&cursor), EXP - 10)
@@ -1060,25 +1067,14 @@ mod tests {
         let check = |jti| feed.is_revoked(Some(jti), "s", None, EXP - 900, EXP - 10);
         assert_eq!(check("j-other"), Ok(false));
         assert_eq!(check("j-known"), Ok(true), "loaded");
-        let raw = sqlx::SqlitePool::connect(&format!(
-            "sqlite://{}",
-            dir.path().join("feed.db").display()
-        ))
-        .await
-        .unwrap();
+        let raw = raw_connection(&dir).await;
         // The feed's head is unreadable: every sync fails, nothing is lost.
-        sqlx::query("ALTER TABLE meta RENAME TO held_away")
-            .execute(&raw)
-            .await
-            .unwrap();
+        rename(&raw, "meta", "held_away").await;
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert!(feed.sync(&store, EXP - 10).await.is_err());
         assert_eq!(check("j-other"), Err(StaleList));
         assert_eq!(check("j-known"), Ok(true));
-        sqlx::query("ALTER TABLE held_away RENAME TO meta")
-            .execute(&raw)
-            .await
-            .unwrap();
+        rename(&raw, "held_away", "meta").await;
         raw.close().await;
         feed.sync(&store, EXP - 10).await.unwrap();
         assert_eq!(check("j-other"), Ok(false));
@@ -1094,20 +1090,12 @@ mod tests {
         let store = store(&dir).await;
         let feed = Feed::load(&store, MARGIN, 10, EXP - 10).await.unwrap();
         let cursor = feed.cursor();
-        let raw = sqlx::SqlitePool::connect(&format!(
-            "sqlite://{}",
-            dir.path().join("feed.db").display()
-        ))
-        .await
-        .unwrap();
+        let raw = raw_connection(&dir).await;
         let wait = std::time::Duration::from_millis(300);
         let poll = feed.answer_within(&store, "iss", Some(&cursor), wait, || EXP - 10);
         let fall_behind = async {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            sqlx::query("ALTER TABLE revocation_events RENAME TO held_away")
-                .execute(&raw)
-                .await
-                .unwrap();
+            rename(&raw, "revocation_events", "held_away").await;
             assert!(feed.sync(&store, EXP - 10).await.is_err());
         };
         let (answer, ()) = tokio::join!(poll, fall_behind);
