@@ -73,6 +73,12 @@ random_password() { python3 -c 'import secrets; print("pw-" + secrets.token_urls
 
 start_stack() {
   need_curl
+  # Other ports mean a stack beside another: its .run/ (keys, database) is not ours to wipe.
+  if [ -z "${AUTHFLOW_RUN_DIR:-}" ] &&
+    [ -n "${AUTHFLOW_RUN_ENVOY_PORT:-}${AUTHFLOW_RUN_ADMIN_PORT:-}${AUTHFLOW_RUN_AUTH_PORT:-}${AUTHFLOW_RUN_ECHO_PORT:-}" ]; then
+    say "AUTHFLOW_RUN_*_PORT set without AUTHFLOW_RUN_DIR: give this stack a data directory of its own"
+    return 1
+  fi
   for port in "$ENVOY_PORT" "$AUTH_PORT" "$ECHO_PORT" "$ADMIN_PORT"; do
     if port_busy "$port"; then
       say "port $port on 127.0.0.1 is in use: stop whatever listens there (another 'make run'?) and retry"
