@@ -18,6 +18,12 @@ pub(super) const SESSION_COLUMNS: &str =
 /// for the same reason as [`impl_store`]; used by it.
 macro_rules! revoke_sessions_in {
     ($tx:ident, $user_id:expr, $reason:expr, $now:expr, $feed_expires_at:expr) => {{
+        // The user's row first, as a sign-in does before it ends sessions over
+        // the cap: both take the same locks in the same order (no deadlock).
+        sqlx::query(&format!("SELECT id FROM users WHERE id = $1{UPDATE_LOCK}"))
+            .bind($user_id)
+            .fetch_optional(&mut *$tx)
+            .await?;
         let ids: Vec<String> = sqlx::query_scalar(
             "UPDATE sessions SET revoked_at = $1, revoke_reason = $2 WHERE user_id = $3 AND revoked_at IS NULL RETURNING id",
         )
