@@ -130,7 +130,10 @@ pub fn judge(
     // method or path an override names (RFC 9449 §11.1: a proof carries
     // nothing but its own request).
     let named = crate::policy::named_methods(req);
-    if named.iter().any(|m| !m.eq_ignore_ascii_case(req.method())) {
+    if named
+        .iter()
+        .any(|m| !m.is_empty() && !m.eq_ignore_ascii_case(req.method()))
+    {
         return deny(DpopError::MethodMismatch);
     }
     if crate::policy::names_a_path(req) {

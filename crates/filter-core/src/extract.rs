@@ -144,7 +144,9 @@ pub fn find_token<'a>(
 /// backend, seeing only identity headers, cannot tell.
 pub fn ambient_credentials_allowed(req: &Request) -> bool {
     if matches!(req.method(), "GET" | "HEAD" | "OPTIONS")
-        && crate::policy::named_methods(req).is_empty()
+        && crate::policy::named_methods(req)
+            .iter()
+            .all(String::is_empty)
     {
         return true;
     }

@@ -294,18 +294,23 @@ fn a_proof_does_not_carry_a_request_that_names_another_method_or_path() {
         headers.extend_from_slice(extra);
         dpop_refusal(&f.eval_at("POST", path, &headers), expected);
     }
-    // The override naming the request's own method changes nothing.
-    let proof = proof_at_now(&es, "POST", URI, &token, "same", |_| {});
-    let o = f.eval_at(
-        "POST",
-        "/v1/items",
-        &[
-            ("authorization", &auth),
-            ("dpop", &proof),
-            ("x-http-method-override", "post"),
-        ],
-    );
-    assert!(matches!(o, Outcome::Allow(_)), "{o:?}");
+    // An override naming the request's own method, or none, changes nothing.
+    for (i, (path, named)) in [("/v1/items", "post"), ("/v1/items?_method=", "")]
+        .into_iter()
+        .enumerate()
+    {
+        let proof = proof_at_now(&es, "POST", URI, &token, &format!("same{i}"), |_| {});
+        let o = f.eval_at(
+            "POST",
+            path,
+            &[
+                ("authorization", &auth),
+                ("dpop", &proof),
+                ("x-http-method-override", named),
+            ],
+        );
+        assert!(matches!(o, Outcome::Allow(_)), "{path} {named:?}: {o:?}");
+    }
 }
 
 /// `htu` names the host the client addressed, read from `:authority`, which
