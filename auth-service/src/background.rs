@@ -10,10 +10,11 @@
 //! anything is looked up, so the refusal says nothing about the address.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::error::{ApiError, ApiResult};
 
@@ -26,6 +27,32 @@ pub struct Background {
     size: usize,
     /// Work refused for want of a slot.
     refused: AtomicU64,
+    /// Tasks running, with or without a slot: what a stopping service waits for.
+    in_flight: Arc<InFlight>,
+}
+
+#[derive(Default)]
+struct InFlight {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+/// One running task, counted until it ends (or is dropped at shutdown).
+struct Counted(Arc<InFlight>);
+
+impl Counted {
+    fn new(in_flight: &Arc<InFlight>) -> Self {
+        in_flight.count.fetch_add(1, Ordering::SeqCst);
+        Self(Arc::clone(in_flight))
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 impl Background {
@@ -36,11 +63,14 @@ impl Background {
             slots: Arc::new(Semaphore::new(size)),
             size,
             refused: AtomicU64::new(0),
+            in_flight: Arc::default(),
         }
     }
 
     /// Starts `work` in the background, or 503 when `limits.background_tasks`
-    /// are running already. The slot is held until `work` ends.
+    /// are running already. The slot is held until `work` ends (a mail's
+    /// delivery included: `Mailer::send` returns once the relay took it, or
+    /// after `mail.delivery_timeout_secs`).
     pub fn spawn(&self, work: impl Future<Output = ()> + Send + 'static) -> ApiResult<()> {
         let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
             self.refused.fetch_add(1, Ordering::Relaxed);
@@ -48,11 +78,50 @@ impl Background {
                 retry_after_secs: BUSY_RETRY_AFTER_SECS,
             });
         };
+        let counted = Counted::new(&self.in_flight);
         tokio::spawn(async move {
             work.await;
             drop(slot);
+            drop(counted);
         });
         Ok(())
+    }
+
+    /// Starts `work` without a slot, never refused: the mail of a request
+    /// whose caller is known and limited otherwise (a sign-in code, a
+    /// security notice, a sign-up's link), which must neither wait for the
+    /// relay nor be dropped when anonymous work fills the slots. Counted for
+    /// [`Background::drain`] like the rest; it ends within the mail timeout.
+    pub fn detach(&self, work: impl Future<Output = ()> + Send + 'static) {
+        let counted = Counted::new(&self.in_flight);
+        tokio::spawn(async move {
+            work.await;
+            drop(counted);
+        });
+    }
+
+    /// Tasks running now, with or without a slot.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.count.load(Ordering::SeqCst)
+    }
+
+    /// Waits until no task runs, at most `bound`: at shutdown, once no
+    /// request can start more, so that mails in flight (security notices
+    /// among them) are delivered rather than dropped with the runtime.
+    /// Whether every task ended.
+    pub async fn drain(&self, bound: Duration) -> bool {
+        let idle = async {
+            loop {
+                let notified = self.in_flight.idle.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if self.in_flight() == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(bound, idle).await.is_ok()
     }
 
     /// Prometheus text for the limit: tasks running and work refused.
@@ -71,7 +140,6 @@ impl Background {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[tokio::test]
     async fn work_past_the_limit_is_refused_until_a_slot_frees() {
@@ -108,5 +176,31 @@ mod tests {
         })
         .await
         .expect("the slots are given back when the work ends");
+    }
+
+    #[tokio::test]
+    async fn drain_waits_for_running_work_up_to_its_bound() {
+        let background = Background::new(1);
+        assert!(background.drain(Duration::from_millis(10)).await);
+        let (release, wait) = tokio::sync::watch::channel(false);
+        let mut held = wait.clone();
+        background
+            .spawn(async move {
+                let _ = held.wait_for(|done| *done).await;
+            })
+            .unwrap();
+        let mut held = wait.clone();
+        background.detach(async move {
+            let _ = held.wait_for(|done| *done).await;
+        });
+        assert_eq!(background.in_flight(), 2);
+        assert!(!background.drain(Duration::from_millis(50)).await);
+        let releaser = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            release.send(true).unwrap();
+        });
+        assert!(background.drain(Duration::from_secs(5)).await);
+        assert_eq!(background.in_flight(), 0);
+        releaser.await.unwrap();
     }
 }

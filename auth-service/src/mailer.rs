@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use lettre::message::Mailbox;
@@ -79,10 +80,12 @@ pub fn from_config(config: &Config) -> Result<Box<dyn Mailer>, String> {
             // EHLO names the sender's domain: lettre's default is the machine's
             // host name (a pod's, an internal host's), which the relay writes
             // into the `Received:` header every recipient can read.
+            let timeout = config.mail.delivery_timeout;
             let mut builder =
                 AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.as_str())
                     .port(*port)
                     .tls(transport_tls)
+                    .timeout(Some(timeout))
                     .hello_name(ClientId::Domain(from.email.domain().to_owned()));
             if let (Some(u), Some(p)) = (username, password) {
                 builder =
@@ -93,6 +96,7 @@ pub fn from_config(config: &Config) -> Result<Box<dyn Mailer>, String> {
                 from,
                 host: host.clone(),
                 tls: *tls,
+                timeout,
             }))
         }
     }
@@ -183,13 +187,27 @@ pub struct Smtp {
     /// For messages about failed deliveries.
     host: String,
     tls: SmtpTls,
+    /// `mail.delivery_timeout_secs`: one delivery in all.
+    timeout: Duration,
+}
+
+/// The domain of a recipient, all a log line about its mail may name (not
+/// the address: logs are kept longer, and read by more, than the mail).
+pub fn recipient_domain(to: &str) -> &str {
+    to.rsplit_once('@').map_or("", |(_, domain)| domain)
 }
 
 #[async_trait]
 impl Mailer for Smtp {
-    /// Queued in the background: the caller's latency must not depend on
-    /// whether a mail was sent (that would reveal which emails exist).
+    /// Delivered to the relay before it returns, within
+    /// `mail.delivery_timeout_secs`: a caller that must answer without
+    /// waiting for the relay (or without telling whether a mail went out)
+    /// calls it from a task of its own, which it counts (see `background.rs`).
+    /// A failure is logged here with the recipient's domain only; the error
+    /// returned names neither the address nor the relay's answer text
+    /// (which often repeats the address).
     async fn send(&self, mail: Mail) -> Result<(), String> {
+        let domain = recipient_domain(&mail.to).to_owned();
         let to: Mailbox = mail.to.parse().map_err(|e| format!("bad recipient: {e}"))?;
         let message = Message::builder()
             .from(self.from.clone())
@@ -197,20 +215,30 @@ impl Mailer for Smtp {
             .subject(mail.subject)
             .body(mail.body)
             .map_err(|e| e.to_string())?;
-        let transport = self.transport.clone();
-        let (host, tls) = (self.host.clone(), self.tls);
-        tokio::spawn(async move {
-            if let Err(e) = transport.send(message).await {
-                let error = match crate::tls::rustls_error_in(&e) {
-                    Some(handshake) => {
-                        crate::tls::explain(handshake, &host, "give its CA with smtp.ca_file")
-                    }
-                    None => e.to_string(),
-                };
-                tracing::warn!(%error, relay = %host, tls = tls.name(), "smtp delivery failed");
-            }
-        });
-        Ok(())
+        let error = match tokio::time::timeout(self.timeout, self.transport.send(message)).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => match (crate::tls::rustls_error_in(&e), e.status()) {
+                (Some(handshake), _) => {
+                    crate::tls::explain(handshake, &self.host, "give its CA with smtp.ca_file")
+                }
+                (None, Some(code)) if e.is_permanent() => format!("refused by the relay ({code})"),
+                (None, Some(code)) => format!("deferred by the relay ({code})"),
+                (None, None) if e.is_response() => "unreadable answer from the relay".to_owned(),
+                (None, None) => e.to_string(),
+            },
+            Err(_) => format!(
+                "no delivery within mail.delivery_timeout_secs ({}s)",
+                self.timeout.as_secs()
+            ),
+        };
+        tracing::warn!(
+            %error,
+            recipient_domain = %domain,
+            relay = %self.host,
+            tls = self.tls.name(),
+            "smtp delivery failed"
+        );
+        Err(error)
     }
 }
 

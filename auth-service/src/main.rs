@@ -241,6 +241,20 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
             println!("listening on http://{}", running.addr);
             running.server.await.map_err(|e| e.to_string())?;
+            // Every connection has ended: no request starts more work. The
+            // mails still going out (a reset link, a security notice) are
+            // waited for, as long as one delivery may take and a little more.
+            let background = &running.state.background;
+            let bound = config.mail.delivery_timeout + std::time::Duration::from_secs(5);
+            if background.in_flight() > 0 {
+                tracing::info!(tasks = background.in_flight(), "waiting for mail in flight");
+                if !background.drain(bound).await {
+                    tracing::warn!(
+                        tasks = background.in_flight(),
+                        "stopping with mail still in flight"
+                    );
+                }
+            }
             Ok(())
         }
         Command::Migrate => {

@@ -23,7 +23,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub keys: KeyRing,
     pub feed: Feed,
-    pub mailer: Box<dyn Mailer>,
+    /// Shared with the tasks that deliver mail after a request is answered.
+    pub mailer: Arc<dyn Mailer>,
     /// Runs every argon2id hash and verification, a bounded number at once.
     pub password_work: PasswordWork,
     /// Runs the mail work requests leave behind, a bounded number at once.
@@ -130,7 +131,7 @@ pub async fn build_state(config: Config, opening: Opening) -> Result<Arc<AppStat
     .await
     .map_err(StartError::from_display)?
     .with_max_staleness(config.revocation.max_staleness);
-    let mailer = mailer::from_config(&config).map_err(StartError)?;
+    let mailer: Arc<dyn Mailer> = mailer::from_config(&config).map_err(StartError)?.into();
     let hasher = Hasher::new(
         config.passwords.hash_memory_kib,
         config.passwords.hash_iterations,

@@ -203,6 +203,11 @@ pub struct MailConfig {
     /// recipient and per client address, each per hour.
     pub max_per_recipient_per_hour: u32,
     pub max_per_client_per_hour: u32,
+    /// How long one delivery to the SMTP relay may take in all (connection,
+    /// TLS, every command): past it the mail is given up (and logged). A mail
+    /// task holds its `limits.background_tasks` slot until then, and a
+    /// stopping service waits about this long for deliveries in flight.
+    pub delivery_timeout: Duration,
 }
 
 #[derive(Clone, Debug)]

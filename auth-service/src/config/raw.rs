@@ -153,6 +153,7 @@ pub struct RawMail {
     pub from: Option<String>,
     pub max_per_recipient_per_hour: Option<u32>,
     pub max_per_client_per_hour: Option<u32>,
+    pub delivery_timeout_secs: Option<u64>,
 }
 
 #[derive(Default, Deserialize)]
@@ -801,6 +802,13 @@ fn validate_mail(
             20,
             1,
             100_000,
+        )?,
+        delivery_timeout: secs(
+            "mail.delivery_timeout_secs",
+            mail.delivery_timeout_secs,
+            20,
+            1,
+            300,
         )?,
     })
 }

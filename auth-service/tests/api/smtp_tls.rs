@@ -414,3 +414,69 @@ async fn ehlo_does_not_give_the_machines_host_name() {
         assert_eq!(name, domain, "EHLO {name} (host name {:?})", host.trim());
     }
 }
+
+/// A relay that takes connections and never answers (a tarpit): each
+/// accepted connection is held open, and its arrival reported.
+async fn tarpit() -> (u16, mpsc::UnboundedReceiver<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, accepted) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            held.push(tcp);
+            let _ = tx.send(());
+        }
+    });
+    (port, accepted)
+}
+
+/// A mail task holds its `limits.background_tasks` slot until its delivery
+/// ends: with a relay that never answers, two hanging password-reset mails
+/// fill two slots, and the third `forgot` is refused (503), not acknowledged
+/// while the mails pile up behind the relay.
+#[tokio::test]
+async fn a_hanging_delivery_keeps_its_background_slot() {
+    // The accounts, made with the development outbox (sign-up mails inline).
+    let setup = spawn_app().await;
+    for email in ["ada@example.com", "bob@example.com"] {
+        sign_up(&setup, email).await;
+    }
+    let (port, mut accepted) = tarpit().await;
+    let app = spawn_app_beside(&setup, move |c| {
+        c.mail.transport = MailerConfig::Smtp {
+            host: "127.0.0.1".into(),
+            port,
+            username: None,
+            password: None,
+            tls: SmtpTls::None,
+            ca_file: None,
+        };
+        c.limits.background_tasks = 2;
+        c.mail.max_per_client_per_hour = 100;
+        c.mail.max_per_recipient_per_hour = 100;
+    })
+    .await;
+    for email in ["ada@example.com", "bob@example.com"] {
+        let r = app
+            .post("/v1/auth/password/forgot", json!({ "email": email }))
+            .await;
+        assert_eq!(r.status(), 202);
+    }
+    for _ in 0..2 {
+        tokio::time::timeout(Duration::from_secs(10), accepted.recv())
+            .await
+            .expect("each reset mail reaches the relay")
+            .unwrap();
+    }
+    // Both deliveries are hanging now (the relay sent no greeting).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = app
+        .post(
+            "/v1/auth/password/forgot",
+            json!({ "email": "ada@example.com" }),
+        )
+        .await;
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+}

@@ -19,7 +19,9 @@ use utoipa::ToSchema;
 
 use crate::domain::{Email, Secret};
 use crate::error::{ApiError, ApiResult};
-use crate::mailer::Mail;
+use std::sync::Arc;
+
+use crate::mailer::{Mail, Mailer};
 use crate::state::AppState;
 use crate::store::User;
 
@@ -120,11 +122,29 @@ async fn hash_password(state: &AppState, password: String) -> ApiResult<String> 
     state.password_work.hash(password).await
 }
 
-async fn send_mail(state: &AppState, mail: Mail) {
-    let to = mail.to.clone();
-    if let Err(e) = state.mailer.send(mail).await {
-        tracing::warn!(error = %e, to, "mail not sent");
+/// Delivers `mail` before returning (within `mail.delivery_timeout_secs`):
+/// for work already in the background, whose slot (`limits.background_tasks`)
+/// stays held while the relay takes the mail.
+async fn deliver(state: &AppState, mail: Mail) {
+    deliver_with(state.mailer.as_ref(), mail).await;
+}
+
+async fn deliver_with(mailer: &dyn Mailer, mail: Mail) {
+    let domain = crate::mailer::recipient_domain(&mail.to).to_owned();
+    if let Err(e) = mailer.send(mail).await {
+        // The domain only: no address, no token.
+        tracing::warn!(error = %e, recipient_domain = %domain, "mail not sent");
     }
+}
+
+/// Hands `mail` to a task of its own and returns at once: for a request that
+/// answers without waiting for the relay (its answer's timing must not
+/// depend on it). The task is counted, so a stopping service waits for it.
+fn send_mail(state: &AppState, mail: Mail) {
+    let mailer = Arc::clone(&state.mailer);
+    state
+        .background
+        .detach(async move { deliver_with(mailer.as_ref(), mail).await });
 }
 
 /// What a mailed one-time token leads to: the API endpoint that takes it
@@ -155,5 +175,5 @@ pub(crate) async fn notify(state: &AppState, user: &User, subject: &str, body: &
         token: None,
         sent_at: 0,
     };
-    send_mail(state, mail).await;
+    send_mail(state, mail);
 }

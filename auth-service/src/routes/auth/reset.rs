@@ -19,7 +19,7 @@ use crate::state::AppState;
 use crate::store::TokenPurpose;
 
 use super::signin::clear_account_failures;
-use super::{hash_password, notify, page_link, parse_email, send_mail};
+use super::{deliver, hash_password, notify, page_link, parse_email};
 use super::{ForgotRequest, MailLink, ResetRequest, StatusResponse};
 
 /// Always 202; the work (and the mail, if the account exists) happens in the
@@ -119,7 +119,7 @@ async fn send_reset(
         token: Some(token.expose().to_owned()),
         sent_at: 0,
     };
-    send_mail(state, mail).await;
+    deliver(state, mail).await;
     audit::record(
         state,
         Some(client),

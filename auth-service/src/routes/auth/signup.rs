@@ -19,7 +19,7 @@ use crate::state::AppState;
 use crate::store::{StoreError, TokenPurpose, User};
 use crate::throttle::signup_key;
 
-use super::{page_link, parse_email, send_mail};
+use super::{deliver, page_link, parse_email, send_mail};
 use super::{Credentials, MailLink, SignupResponse, StatusResponse, TokenRequest};
 
 /// A sign-up from the client's address, counted before its password is
@@ -48,12 +48,13 @@ async fn count_signup(state: &AppState, client: &Client) -> ApiResult<()> {
     }
 }
 
-async fn send_verification(
+/// A new verification link for `user_id`, stored; the mail to send it in.
+async fn verification_mail(
     state: &AppState,
     user_id: &str,
     email: &str,
     link: MailLink,
-) -> ApiResult<()> {
+) -> ApiResult<Mail> {
     let token = random_secret();
     let expires =
         now() + i64::try_from(state.config.accounts.email_token_ttl.as_secs()).unwrap_or(86_400);
@@ -74,16 +75,14 @@ async fn send_verification(
             )
         }
     };
-    let mail = Mail {
+    Ok(Mail {
         to: email.to_owned(),
         subject: "Verify your email address".into(),
         body,
         code: None,
         token: Some(token.expose().to_owned()),
         sent_at: 0,
-    };
-    send_mail(state, mail).await;
-    Ok(())
+    })
 }
 
 /// A fresh verification link for `user`, whose address is not verified yet
@@ -119,7 +118,12 @@ pub(super) fn resend_verification(
                 .await;
                 return Ok(());
             }
-            send_verification(state, &user_id, &email, link).await?;
+            // In this task (its slot held) until the relay took it.
+            deliver(
+                state,
+                verification_mail(state, &user_id, &email, link).await?,
+            )
+            .await;
             audit::record(
                 state,
                 Some(&client),
@@ -200,7 +204,10 @@ pub async fn register(
         )
         .await;
     } else if created {
-        send_verification(state, &user.id, email.as_str(), link).await?;
+        send_mail(
+            state,
+            verification_mail(state, &user.id, email.as_str(), link).await?,
+        );
         audit::record(
             state,
             Some(client),
@@ -221,7 +228,7 @@ pub async fn register(
             token: None,
             sent_at: 0,
         };
-        send_mail(state, mail).await;
+        send_mail(state, mail);
         audit::record(
             state,
             Some(client),
