@@ -14,7 +14,9 @@
 //! key sealed a value without revealing it. Rotation: start with the new KEK
 //! as `kek` and the old one in `kek_previous`; on start every value sealed
 //! with an older key (or still in clear, from before encryption) is re-sealed
-//! with the current one, after which `kek_previous` can go.
+//! with the current one, and every maintenance round re-seals what an
+//! instance still on an older key sealed since (`startup::reseal_round`);
+//! `kek_previous` can go once `authflow-auth kek status` counts 0.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::Aes256Gcm;
@@ -210,15 +212,20 @@ impl Kek {
         &self.current.id
     }
 
+    /// How every value sealed with the current KEK begins: anything else
+    /// (an older key, or clear) is for re-sealing. Holds no `%` or `_`, so
+    /// it is also its own SQL `LIKE` prefix.
+    pub fn current_prefix(&self) -> String {
+        format!("{PREFIX}{}:", self.current.id)
+    }
+
     pub fn is_sealed(value: &[u8]) -> bool {
         value.starts_with(PREFIX.as_bytes())
     }
 
     /// True when `value` is sealed with the current KEK (nothing to re-seal).
     pub fn is_current(&self, value: &[u8]) -> bool {
-        value
-            .strip_prefix(PREFIX.as_bytes())
-            .is_some_and(|rest| rest.starts_with(format!("{}:", self.current.id).as_bytes()))
+        value.starts_with(self.current_prefix().as_bytes())
     }
 
     pub fn seal(&self, purpose: &str, plaintext: &[u8]) -> Result<String, String> {

@@ -175,6 +175,41 @@ async fn follow_shared_state(state: Arc<AppState>) {
     }
 }
 
+/// How many secrets at rest one maintenance round re-seals at most.
+const RESEAL_BATCH: u32 = 500;
+
+/// Re-seals with the current KEK what is still sealed with an older one: a
+/// value an instance not yet rotated wrote after this one started (its start
+/// re-sealed everything there was then). Until none is left, `kek.previous`
+/// must stay (see the README's rotation). Looks first, without a lock, for
+/// any such value; then re-seals a bounded batch.
+async fn reseal_round(state: &AppState) {
+    let store = state.store.as_ref();
+    match store.count_not_under_current_kek().await {
+        Ok(0) => {}
+        Ok(_) => match store.reseal_batch(RESEAL_BATCH).await {
+            Ok(report) => {
+                let remaining = store.count_not_under_current_kek().await.ok();
+                if report.resealed > 0 {
+                    tracing::info!(
+                        values = report.resealed,
+                        remaining,
+                        "secrets at rest sealed with an older key-encryption key re-sealed with the current one"
+                    );
+                }
+                for reason in &report.unopened {
+                    tracing::warn!(
+                        error = %reason,
+                        "a secret at rest cannot be re-sealed: keep the key that sealed it in `kek.previous`"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "re-sealing secrets at rest failed"),
+        },
+        Err(e) => tracing::warn!(error = %e, "counting secrets at rest under older keys failed"),
+    }
+}
+
 /// Periodically prunes expired rows and picks up feed events written by
 /// other processes (e.g. the CLI).
 async fn maintenance(state: Arc<AppState>) {
@@ -222,6 +257,7 @@ async fn maintenance(state: Arc<AppState>) {
         {
             tracing::warn!(error = %e, "mail budget prune failed");
         }
+        reseal_round(&state).await;
         let retention =
             i64::try_from(state.config.maintenance.audit_retention.as_secs()).unwrap_or(i64::MAX);
         match state.store.prune_audit(now.saturating_sub(retention)).await {

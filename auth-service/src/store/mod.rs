@@ -60,6 +60,10 @@ pub enum Opening {
     /// a mistyped path or URL it must fail, not revoke, rotate or mint in a
     /// new, empty database nobody reads and report success.
     Existing,
+    /// As [`Opening::Existing`], and opening re-seals nothing: for
+    /// `kek status`, which counts what is still under an older KEK (possibly
+    /// with the new key alone configured, before `kek.previous` is dropped).
+    Inspect,
 }
 
 /// Opens the store the URL names, applies its migrations and seals every
@@ -71,16 +75,17 @@ pub async fn open(
     production: bool,
     opening: Opening,
 ) -> StoreResult<Arc<dyn Store>> {
-    let existing = opening == Opening::Existing;
+    let existing = opening != Opening::CreateIfMissing;
+    let reseal = opening != Opening::Inspect;
     match Backend::of_url(url) {
         Some(Backend::Sqlite) => {
             if existing && !SqliteStore::exists(url)? {
                 return Err(StoreError::NoDatabase);
             }
-            Ok(Arc::new(SqliteStore::open(url, kek).await?))
+            Ok(Arc::new(SqliteStore::open_with(url, kek, reseal).await?))
         }
         Some(Backend::Postgres) => Ok(Arc::new(
-            PostgresStore::open(url, kek, production, existing).await?,
+            PostgresStore::open(url, kek, production, existing, reseal).await?,
         )),
         None => Err(StoreError::UnsupportedUrl),
     }
@@ -501,6 +506,16 @@ pub struct FeedHead {
     pub epoch: Option<String>,
 }
 
+/// What one [`Store::reseal_batch`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ResealReport {
+    /// Values now sealed with the current KEK.
+    pub resealed: u64,
+    /// Values this process's KEKs cannot open (sealed with a key that is
+    /// neither `kek` nor in `kek.previous`): left as they are, each reason kept.
+    pub unopened: Vec<String>,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
@@ -868,6 +883,16 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<bool>;
     /// Deletes mail budgets whose window started before `before`.
     async fn prune_mail_budget(&self, before: i64) -> StoreResult<u64>;
+    /// How many secrets at rest (TOTP secrets, private halves of signing
+    /// keys) are not sealed with the current KEK: sealed with an older one
+    /// (e.g. written by an instance not yet rotated) or in clear. While not
+    /// 0, `kek.previous` must stay. Reads only, locks nothing.
+    async fn count_not_under_current_kek(&self) -> StoreResult<u64>;
+    /// Re-seals with the current KEK up to `limit` of the values
+    /// [`Store::count_not_under_current_kek`] counts, each in its own write
+    /// that replaces exactly the value read (one changed meanwhile is left
+    /// for the next round). Locks no row to look for them.
+    async fn reseal_batch(&self, limit: u32) -> StoreResult<ResealReport>;
     /// Deletes audit rows older than `before`; returns how many.
     async fn prune_audit(&self, before: i64) -> StoreResult<u64>;
 

@@ -699,6 +699,81 @@ macro_rules! impl_store {
                 Ok(r.rows_affected())
             }
 
+            async fn count_not_under_current_kek(&self) -> StoreResult<u64> {
+                let prefix = format!("{}%", self.kek.current_prefix());
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT (SELECT COUNT(*) FROM users WHERE totp_secret IS NOT NULL AND NOT (totp_secret LIKE $1)) \
+                          + (SELECT COUNT(*) FROM users WHERE totp_pending IS NOT NULL AND NOT (totp_pending LIKE $1)) \
+                          + (SELECT COUNT(*) FROM signing_keys WHERE length(private_key) > 0 AND NOT (private_key LIKE $2))",
+                )
+                .bind(&prefix)
+                .bind(prefix.as_bytes())
+                .fetch_one(self.writer())
+                .await?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            }
+
+            async fn reseal_batch(&self, limit: u32) -> StoreResult<crate::store::ResealReport> {
+                let mut report = crate::store::ResealReport::default();
+                let prefix = format!("{}%", self.kek.current_prefix());
+                let limit = i64::from(limit);
+                let mut left = limit;
+                for column in ["totp_secret", "totp_pending"] {
+                    if left <= 0 {
+                        break;
+                    }
+                    // Read without a lock; each write below replaces only the value read.
+                    let rows: Vec<(String, String)> = sqlx::query_as(&format!(
+                        "SELECT id, {column} FROM users WHERE {column} IS NOT NULL AND NOT ({column} LIKE $1) ORDER BY id LIMIT $2"
+                    ))
+                    .bind(&prefix)
+                    .bind(left)
+                    .fetch_all(self.writer())
+                    .await?;
+                    left -= i64::try_from(rows.len()).unwrap_or(limit);
+                    for (id, value) in rows {
+                        match sealed::resealed(&self.kek, &totp_purpose(&id), value.as_bytes()) {
+                            Ok(Some(new)) => {
+                                let r = sqlx::query(&format!("UPDATE users SET {column} = $1 WHERE id = $2 AND {column} = $3"))
+                                    .bind(new)
+                                    .bind(&id)
+                                    .bind(&value)
+                                    .execute(self.writer())
+                                    .await?;
+                                report.resealed += r.rows_affected();
+                            }
+                            Ok(None) => {}
+                            Err(e) => report.unopened.push(e.to_string()),
+                        }
+                    }
+                }
+                if left > 0 {
+                    let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
+                        "SELECT kid, private_key FROM signing_keys WHERE length(private_key) > 0 AND NOT (private_key LIKE $1) ORDER BY kid LIMIT $2",
+                    )
+                    .bind(prefix.as_bytes())
+                    .bind(left)
+                    .fetch_all(self.writer())
+                    .await?;
+                    for (kid, value) in rows {
+                        match sealed::resealed(&self.kek, &key_purpose(&kid), &value) {
+                            Ok(Some(new)) => {
+                                let r = sqlx::query("UPDATE signing_keys SET private_key = $1 WHERE kid = $2 AND private_key = $3")
+                                    .bind(new.into_bytes())
+                                    .bind(&kid)
+                                    .bind(&value)
+                                    .execute(self.writer())
+                                    .await?;
+                                report.resealed += r.rows_affected();
+                            }
+                            Ok(None) => {}
+                            Err(e) => report.unopened.push(e.to_string()),
+                        }
+                    }
+                }
+                Ok(report)
+            }
+
             async fn prune_audit(&self, before: i64) -> StoreResult<u64> {
                 let r = sqlx::query("DELETE FROM audit_log WHERE at < $1").bind(before).execute(self.writer()).await?;
                 Ok(r.rows_affected())

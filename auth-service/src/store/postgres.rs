@@ -86,12 +86,14 @@ impl PostgresStore {
     /// current KEK every secret still in clear or sealed with an older one
     /// (a wrong KEK fails here).
     /// `existing`: refuse a database no migration was applied to (see
-    /// [`Opening::Existing`](super::Opening::Existing)).
+    /// [`Opening::Existing`](super::Opening::Existing)). `reseal` false:
+    /// nothing re-sealed (see [`Opening::Inspect`](super::Opening::Inspect)).
     pub async fn open(
         url: &str,
         kek: Arc<Kek>,
         production: bool,
         existing: bool,
+        reseal: bool,
     ) -> StoreResult<Self> {
         let (options, target) = pg_connect::options(url)?;
         if production {
@@ -132,6 +134,9 @@ impl PostgresStore {
         super::warn_migrations_ahead(&ahead);
         migrator(!ahead.is_empty()).run(&pool).await?;
         let store = Self { pool, kek };
+        if !reseal {
+            return Ok(store);
+        }
         let resealed = store.reseal_all().await?;
         if resealed > 0 {
             tracing::info!(

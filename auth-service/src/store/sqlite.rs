@@ -190,6 +190,11 @@ impl SqliteStore {
     /// with the current KEK every secret still in clear or sealed with an
     /// older one (a wrong KEK fails here, naming the key that sealed them).
     pub async fn open(url: &str, kek: Arc<Kek>) -> StoreResult<Self> {
+        Self::open_with(url, kek, true).await
+    }
+
+    /// [`Self::open`]; with `reseal` false, nothing is re-sealed (`kek status`).
+    pub async fn open_with(url: &str, kek: Arc<Kek>, reseal: bool) -> StoreResult<Self> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             // WAL: readers never block the writer and vice versa.
@@ -210,6 +215,9 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await?;
         let store = Self { read, write, kek };
+        if !reseal {
+            return Ok(store);
+        }
         let resealed = store.reseal_all().await?;
         if resealed > 0 {
             // Leave no copy of the old form behind: rewrite the file and empty the WAL.

@@ -206,6 +206,127 @@ async fn instances_not_yet_rotated_open_what_a_rotated_one_sealed() {
     );
 }
 
+/// The README's rotation with instances still serving on the old key (a
+/// rollout that keeps them until the new ones are up): an instance on the
+/// new key (the old one as previous) starts and re-seals everything; then a
+/// user enrols TOTP, and an admin rotates the signing keys, at an instance
+/// still on the old key, which seals both with it. The rotated instance's
+/// maintenance re-seals them: once it reports none left under the old key,
+/// an instance on the new key alone starts and the user signs in.
+#[tokio::test]
+async fn what_an_instance_not_yet_rotated_seals_is_resealed_by_maintenance() {
+    let app = spawn_app().await;
+    let email = "late@example.com";
+    app.verified_user(email).await;
+    let admin = app.admin("root@example.com").await;
+    let old = app.state.config.kek.current.unwrap();
+    let new: [u8; 32] = std::array::from_fn(|i| i as u8 + 1); // not a placeholder: the CLI refuses those
+    let rotated = spawn_app_beside(&app, |c| {
+        c.kek.current = Some(new);
+        c.kek.previous = vec![old];
+        c.maintenance.interval = std::time::Duration::from_secs(1);
+    })
+    .await;
+
+    let t = app.signin(email, PASSWORD).await;
+    let (secret, now) = app.enrol_totp(&t).await;
+    let r = app
+        .authed(Method::POST, "/v1/admin/keys/rotate", &admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let store = rotated.state.store.as_ref();
+    assert!(
+        store.count_not_under_current_kek().await.unwrap() > 0,
+        "the old instance sealed with the old key"
+    );
+
+    let (code, out) = kek_status(&app, &new);
+    assert!(!code && out.contains("keep `kek.previous`"), "{out}");
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while store.count_not_under_current_kek().await.unwrap() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rotated instance's maintenance never re-sealed what the old one sealed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    let (code, out) = kek_status(&app, &new);
+    assert!(code && out.contains("`kek.previous` can go"), "{out}");
+    let only_new = spawn_app_beside(&app, |c| c.kek.current = Some(new)).await;
+    assert_eq!(
+        totp_sign_in(&only_new, email, &secret, now + 30).await,
+        200,
+        "the TOTP secret enrolled at the old instance survived the rotation"
+    );
+}
+
+/// `authflow-auth kek status` on `app`'s database with `key` alone as the
+/// KEK: whether it succeeded, and what it printed (stdout and stderr).
+fn kek_status(app: &TestApp, key: &[u8; 32]) -> (bool, String) {
+    use base64::Engine as _;
+    let url = secrecy::ExposeSecret::expose_secret(&app.state.config.database.url).to_owned();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_authflow-auth"))
+        .args(["kek", "status"])
+        .env("AUTHFLOW_DATABASE__URL", url)
+        .env("AUTHFLOW_SERVER__DATA_DIR", app.dir.path())
+        .env(
+            "AUTHFLOW_KEK__KEY",
+            base64::engine::general_purpose::STANDARD.encode(key),
+        )
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Nothing under an older key: a round of re-sealing finds nothing to do.
+#[tokio::test]
+async fn reseal_batch_is_bounded_and_idle_when_everything_is_current() {
+    let app = spawn_app().await;
+    let old = app.state.config.kek.current.unwrap();
+    for i in 0..3 {
+        let email = format!("batch{i}@example.com");
+        app.verified_user(&email).await;
+        let t = app.signin(&email, PASSWORD).await;
+        app.enrol_totp(&t).await;
+    }
+    let store = app.state.store.as_ref();
+    assert_eq!(store.count_not_under_current_kek().await.unwrap(), 0);
+    assert_eq!(store.reseal_batch(10).await.unwrap().resealed, 0);
+
+    // Maintenance an hour away: only the explicit rounds below re-seal.
+    let rotated = spawn_app_beside(&app, |c| {
+        c.kek.current = Some([9u8; 32]);
+        c.kek.previous = vec![old];
+        c.maintenance.interval = std::time::Duration::from_secs(3600);
+    })
+    .await;
+    // Its start re-sealed everything: the old instance writes 3 more.
+    for i in 3..6 {
+        let email = format!("batch{i}@example.com");
+        app.verified_user(&email).await;
+        let t = app.signin(&email, PASSWORD).await;
+        app.enrol_totp(&t).await;
+    }
+    let store = rotated.state.store.as_ref();
+    assert_eq!(store.count_not_under_current_kek().await.unwrap(), 3);
+    assert_eq!(store.reseal_batch(2).await.unwrap().resealed, 2);
+    assert_eq!(store.count_not_under_current_kek().await.unwrap(), 1);
+    let report = store.reseal_batch(10).await.unwrap();
+    assert_eq!(report.resealed, 1);
+    assert!(report.unopened.is_empty());
+    assert_eq!(store.count_not_under_current_kek().await.unwrap(), 0);
+}
+
 /// The status of a TOTP sign-in at `instance` with the code of time `at`
 /// (of its first step that fails).
 async fn totp_sign_in(
