@@ -66,6 +66,11 @@ enum FeedCommand {
 enum KekCommand {
     /// Print a fresh random key-encryption key (base64) for `kek.key` (AUTHFLOW_KEK__KEY) or a `kek.key_file`.
     Generate,
+    /// Count the secrets at rest (TOTP secrets, signing keys' private halves)
+    /// not sealed with the configured `kek.key`: sealed with an older key, e.g.
+    /// by an instance not yet rotated. Drop `kek.previous` only once this is 0
+    /// (the running instances' maintenance re-seals them). Exits 1 while not 0.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -364,6 +369,26 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::ServiceAccount(cmd) => service_account(config, cmd).await,
         Command::Kek(KekCommand::Generate) => Ok(()),
+        Command::Kek(KekCommand::Status) => {
+            let store = open_store(&config, Opening::Inspect)
+                .await
+                .map_err(|e| e.to_string())?;
+            let n = store
+                .count_not_under_current_kek()
+                .await
+                .map_err(|e| e.to_string())?;
+            if n == 0 {
+                println!(
+                    "0 secrets at rest under another key-encryption key: `kek.previous` can go"
+                );
+                Ok(())
+            } else {
+                Err(format!(
+                    "{n} secrets at rest not sealed with the current key-encryption key: keep `kek.previous` \
+                     (running instances with the new key re-seal them within their maintenance interval)"
+                ))
+            }
+        }
         Command::Keys(KeysCommand::List) => {
             let state = build_state(config, Opening::Existing)
                 .await

@@ -76,7 +76,7 @@ async fn open_store_with(
 ) -> Result<Arc<dyn Store>, StartError> {
     let url = config.database.url.expose_secret();
     let production = config.environment == crate::config::Environment::Production;
-    if opening == Opening::Existing {
+    if opening != Opening::CreateIfMissing {
         return store::open(url, kek, production, opening)
             .await
             .map_err(StartError::from_display);
