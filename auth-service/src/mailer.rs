@@ -50,6 +50,11 @@ pub trait Mailer: Send + Sync + 'static {
     async fn outbox(&self, _to: &str) -> Result<Vec<Mail>, String> {
         Ok(Vec::new())
     }
+    /// Whether sending is a local write, done at once (the development
+    /// outbox): no relay whose pace an answer could wait on or reveal.
+    fn is_local(&self) -> bool {
+        false
+    }
 }
 
 pub fn from_config(config: &Config) -> Result<Box<dyn Mailer>, String> {
@@ -143,6 +148,10 @@ impl DevOutbox {
 
 #[async_trait]
 impl Mailer for DevOutbox {
+    fn is_local(&self) -> bool {
+        true
+    }
+
     async fn send(&self, mut mail: Mail) -> Result<(), String> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -376,6 +376,6 @@ async fn lock_second_factor(
         token: None,
         sent_at: 0,
     };
-    send_mail(state, mail);
+    send_mail(state, mail).await;
     Ok(Some(until))
 }

@@ -304,7 +304,7 @@ pub async fn start_signin(
             token: None,
             sent_at: 0,
         };
-        send_mail(state, mail);
+        send_mail(state, mail).await;
     }
     audit::record(
         state,

@@ -207,7 +207,8 @@ pub async fn register(
         send_mail(
             state,
             verification_mail(state, &user.id, email.as_str(), link).await?,
-        );
+        )
+        .await;
         audit::record(
             state,
             Some(client),
@@ -228,7 +229,7 @@ pub async fn register(
             token: None,
             sent_at: 0,
         };
-        send_mail(state, mail);
+        send_mail(state, mail).await;
         audit::record(
             state,
             Some(client),
