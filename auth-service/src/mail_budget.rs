@@ -83,6 +83,23 @@ pub async fn allow_recipient(state: &AppState, recipient: &str, now: i64) -> Api
         .await?)
 }
 
+/// Takes one sign-in code mail from the account's budget
+/// (`mail.max_signin_codes_per_hour`). Asked only once the password was
+/// right, so the answer past it (429) tells the sender nothing the right
+/// password did not; a budget of its own, so whoever spends it with a stolen
+/// password does not also spend the owner's password-reset mails.
+pub async fn allow_signin_code(state: &AppState, user_id: &str, now: i64) -> ApiResult<bool> {
+    Ok(state
+        .store
+        .take_mail_budget(
+            &format!("signin:{user_id}"),
+            now,
+            WINDOW_SECS,
+            state.config.mail.max_signin_codes_per_hour,
+        )
+        .await?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::mailbox;

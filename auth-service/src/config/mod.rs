@@ -203,6 +203,10 @@ pub struct MailConfig {
     /// recipient and per client address, each per hour.
     pub max_per_recipient_per_hour: u32,
     pub max_per_client_per_hour: u32,
+    /// Sign-in code mails to one account per hour: each sign-in started with
+    /// the right password mails one, so the password alone could otherwise
+    /// flood the owner's inbox through the relay.
+    pub max_signin_codes_per_hour: u32,
     /// How long one delivery to the SMTP relay may take in all (connection,
     /// TLS, every command): past it the mail is given up (and logged). A mail
     /// task holds its `limits.background_tasks` slot until then, and a

@@ -153,6 +153,7 @@ pub struct RawMail {
     pub from: Option<String>,
     pub max_per_recipient_per_hour: Option<u32>,
     pub max_per_client_per_hour: Option<u32>,
+    pub max_signin_codes_per_hour: Option<u32>,
     pub delivery_timeout_secs: Option<u64>,
 }
 
@@ -802,6 +803,13 @@ fn validate_mail(
             20,
             1,
             100_000,
+        )?,
+        max_signin_codes_per_hour: count(
+            "mail.max_signin_codes_per_hour",
+            mail.max_signin_codes_per_hour,
+            10,
+            1,
+            1000,
         )?,
         delivery_timeout: secs(
             "mail.delivery_timeout_secs",

@@ -427,3 +427,55 @@ async fn subaddresses_of_one_inbox_share_its_budget() {
     }
     assert!((1..=5).contains(&mails), "{mails} mails to one inbox");
 }
+
+/// Finding: a sign-in code went out on every sign-in started with the right
+/// password, without limit. Whoever had only the password (the second
+/// factor still stopping them) could send the owner a code mail per password
+/// hash the service would run, through the service's own relay. Code mails
+/// are now limited per account (`mail.max_signin_codes_per_hour`): past it
+/// the sign-in answers 429 with `Retry-After` (the password was right, so the
+/// answer tells its sender nothing new) and writes no challenge, and the
+/// owner's password-reset mail, a budget of its own, still goes out.
+#[tokio::test]
+async fn sign_in_code_mails_are_limited_per_account() {
+    let app = spawn_app_with(|c| {
+        limited(c);
+        c.mail.max_signin_codes_per_hour = 3;
+    })
+    .await;
+    app.verified_user("bombed@example.com").await;
+    let before = app.outbox("bombed@example.com", 0).await.len();
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let r = app
+            .http
+            .post(app.url("/v1/auth/signin"))
+            .header("x-forwarded-for", format!("203.0.113.{i}"))
+            .json(&json!({"email": "bombed@example.com", "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 429 {
+            assert!(r.headers().contains_key("retry-after"), "{r:?}");
+        }
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429, 429]);
+    let codes = settled_outbox(&app, "bombed@example.com").await.len() - before;
+    assert_eq!(codes, 3, "one code mail per sign-in within the limit");
+
+    let status = post_from(
+        &app,
+        "198.51.100.9",
+        "/v1/auth/password/forgot",
+        json!({"email": "bombed@example.com"}),
+    )
+    .await;
+    assert_eq!(status, 202);
+    forgot_handled(&app, 1).await;
+    let mails = settled_outbox(&app, "bombed@example.com").await;
+    assert!(
+        mails.iter().any(|m| m["subject"] == "Reset your password"),
+        "the owner can still reset"
+    );
+}

@@ -10,6 +10,7 @@ use crate::domain::secret::{hash_secret, random_code};
 use crate::domain::{random_id, Secret};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Client, Json};
+use crate::mail_budget;
 use crate::mailer::Mail;
 use crate::metrics::inc;
 use crate::signin_codes;
@@ -274,6 +275,18 @@ pub async fn start_signin(
     } else {
         ("email", Some(random_code()))
     };
+    if code.is_some() && !mail_budget::allow_signin_code(state, &user.id, now).await? {
+        let about = audit::Repeated {
+            user_id: Some(&user.id),
+            email: Some(email.as_str()),
+            per_account: true,
+        };
+        audit::record_repeatable(state, client, ("signin", "code_mail_limit"), about).await;
+        // A fixed window: it frees within the hour.
+        return Err(ApiError::TooManyRequests {
+            retry_after_secs: u64::try_from(mail_budget::WINDOW_SECS).unwrap_or(3600),
+        });
+    }
     let id = random_id();
     let challenge = Challenge {
         code_hash: code
