@@ -233,6 +233,16 @@ fn verifies_tokens_inside_envoy() {
     );
     assert_eq!(r.status, 400, "{r:?}");
     assert_eq!(r.json()["error"], "invalid_request");
+    // A token in the query beside it is a second method too (RFC 6750 §3.1):
+    // a backend reading the query first would take it unverified.
+    for query in ["access_token=forged", "a=1&access%5Ftoken=forged"] {
+        let r = envoy.get(
+            &format!("/api/data?{query}"),
+            &[("authorization", &bearer(good))],
+        );
+        assert_eq!(r.status, 400, "{query}: {r:?}");
+        assert_eq!(r.json()["error"], "invalid_request", "{query}");
+    }
 
     // Another scheme first, the token in a second copy: whatever the filter
     // decides, the token never reaches the upstream.

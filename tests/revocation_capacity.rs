@@ -108,6 +108,7 @@ fn token(kp: &Ed25519KeyPair, jti: &str) -> String {
     let c = Claims::with_custom_claims(custom, Duration::from_mins(10).into())
         .with_issuer(ISS)
         .with_subject("u")
+        .with_audience("api")
         .with_jwt_id(jti);
     kp.sign(c).unwrap()
 }
@@ -139,7 +140,7 @@ fn holds_a_million_live_revocations_and_takes_deltas_on_top() {
     let backend = EchoServer::start("127.0.0.1:0").unwrap();
     let filter = json!({
         "providers": [{
-            "name": "cap", "issuer": ISS, "algorithms": ["EdDSA"],
+            "name": "cap", "issuer": ISS, "audiences": ["api"], "algorithms": ["EdDSA"],
             "jwks": {"inline": {"keys": [serde_json::from_str::<serde_json::Value>(&kp.public_key().to_jwk()).unwrap()]}},
             "revocations": {"cluster": "feed", "path": "/v1/revocations", "poll_interval_ms": 200, "wait_secs": 0}
         }]

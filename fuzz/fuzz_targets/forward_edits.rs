@@ -45,7 +45,7 @@ fn configs() -> &'static [FilterConfig; 4] {
         [(false, false), (false, true), (true, false), (true, true)].map(|(token, device)| {
             let c = json!({
                 "providers": [{
-                    "name": "a", "issuer": "https://a", "algorithms": ["EdDSA"],
+                    "name": "a", "issuer": "https://a", "audiences": ["api"], "algorithms": ["EdDSA"],
                     "jwks": {"remote": {"cluster": "auth", "path": "/jwks"}},
                     "forward_token": token
                 }],

@@ -89,7 +89,7 @@ pub fn config_json(keys: &Keys) -> String {
                 "revocations": {"cluster": "auth", "path": "/v1/revocations"}
             },
             {
-                "name": "partner", "issuer": PARTNER_ISSUER, "algorithms": ["ES256"],
+                "name": "partner", "issuer": PARTNER_ISSUER, "audiences": ["api"], "algorithms": ["ES256"],
                 "jwks": {"inline": {"keys": [Keys::es_jwk(&keys.partner, PARTNER_KID)]}}
             }
         ],

@@ -108,7 +108,7 @@ mod tests {
 
     fn config() -> FilterConfig {
         let c = json!({
-            "providers": [{"name": "p", "issuer": "i", "algorithms": ["EdDSA"], "jwks": {"remote": {"cluster": "c", "path": "/j"}}}],
+            "providers": [{"name": "p", "issuer": "i", "audiences": ["api"], "algorithms": ["EdDSA"], "jwks": {"remote": {"cluster": "c", "path": "/j"}}}],
             "browser": {"refresh_path": "/auth/refresh"},
             "routes": [
                 {"match": {"path_prefix": "/auth"}, "policy": "public"},

@@ -103,7 +103,7 @@ mod tests {
 
     fn binding(hops: u32) -> FilterConfig {
         let json = format!(
-            r#"{{"providers": [{{"name": "p", "issuer": "https://i", "algorithms": ["EdDSA"], "jwks": {{"remote": {{"cluster": "c", "path": "/j"}}}}}}],
+            r#"{{"providers": [{{"name": "p", "issuer": "https://i", "audiences": ["api"], "algorithms": ["EdDSA"], "jwks": {{"remote": {{"cluster": "c", "path": "/j"}}}}}}],
                 "device_binding": {{"mode": "enforce", "attributes": ["client-ip-prefix"], "xff_num_trusted_hops": {hops}}}}}"#
         );
         FilterConfig::from_json(json.as_bytes()).unwrap()

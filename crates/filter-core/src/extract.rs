@@ -125,6 +125,16 @@ pub fn find_token<'a>(
     } else {
         Source::Cookie
     };
+    // RFC 6750 §2.3's third method: a token in the query beside this one is a
+    // second method (§3.1), and a backend reading the query first would take
+    // it unverified.
+    if found.is_some()
+        && crate::policy::query_pairs(req).any(|(name, value)| {
+            !value.is_empty() && crate::policy::is_query_parameter(name, "access_token")
+        })
+    {
+        return Err(ExtractError::Malformed);
+    }
     match found {
         None => Ok(None),
         Some(t) if t.len() > max_bytes => Err(ExtractError::TooLarge),
@@ -216,6 +226,44 @@ mod tests {
             Err(ExtractError::Malformed)
         );
         assert_eq!(extract(&req(&[]), &s, 100), Ok(Extracted::None));
+    }
+
+    /// Finding: a token in the query (RFC 6750 §2.3, `?access_token=`) beside
+    /// the one the filter verified went upstream untouched, and a backend
+    /// reading the query first took it unverified. A second method is
+    /// `invalid_request` (§3.1), in the spellings a backend reads the name
+    /// in (percent-encoded, PHP's `.` and ` ` for `_`).
+    #[test]
+    fn a_token_in_the_query_beside_another_is_a_second_method() {
+        let s = sources();
+        for path in [
+            "/api?access_token=forged",
+            "/api?a=1&access_token=forged",
+            "/api?a=1;access_token=forged",
+            "/api?access%5Ftoken=forged",
+            "/api?access.token=forged",
+            "/api?access+token=forged",
+        ] {
+            for credential in [("authorization", "Bearer a.b.c"), ("cookie", "at=a.b.c")] {
+                assert_eq!(
+                    extract(&req(&[(":path", path), credential]), &s, 100),
+                    Err(ExtractError::Malformed),
+                    "{path} {credential:?}"
+                );
+            }
+        }
+        // No second token: an empty parameter, another name, or the query alone.
+        for (path, token) in [
+            ("/api?access_token=", Some("a.b.c")),
+            ("/api?my_access_token=x", Some("a.b.c")),
+            ("/api#access_token=x", Some("a.b.c")),
+            ("/api?access_token=x", None),
+        ] {
+            let h = token.map(|t| ("authorization", format!("Bearer {t}")));
+            let mut headers = vec![(":path", path)];
+            headers.extend(h.as_ref().map(|(n, v)| (*n, v.as_str())));
+            assert!(extract(&req(&headers), &s, 100).is_ok(), "{path}");
+        }
     }
 
     #[test]

@@ -307,7 +307,7 @@ mod tests {
     fn config(extra: serde_json::Value) -> FilterConfig {
         let mut c = json!({
             "providers": [{
-                "name": "a", "issuer": "https://a", "algorithms": ["EdDSA"],
+                "name": "a", "issuer": "https://a", "audiences": ["api"], "algorithms": ["EdDSA"],
                 "jwks": {"remote": {"cluster": "auth", "path": "/jwks"}}
             }],
             "token_sources": {"cookies": ["access_token"], "headers": ["x-token"]},

@@ -161,8 +161,8 @@ fn decode_unreserved(path: &str) -> String {
 }
 
 /// A query's name or value as a backend's parser may read it: every escape
-/// decoded (as often as it changes anything; `+`, a space, matters to no
-/// name or method compared here).
+/// decoded (as often as it changes anything; `+`, a space, is left to
+/// `policy::is_query_parameter`, and matters to no method).
 pub(crate) fn decode_query_part(part: &str) -> String {
     let bytes = decode_fully(part).unwrap_or_else(|_| part.as_bytes().to_vec());
     String::from_utf8_lossy(&bytes).into_owned()

@@ -327,27 +327,43 @@ pub fn named_methods(req: &Request) -> Vec<String> {
             }
         }
     }
-    let target = req.header(":path").unwrap_or_default();
-    let before_fragment = target.split('#').next().unwrap_or_default();
-    let query = before_fragment.split_once('?').map_or("", |(_, q)| q);
-    for pair in query.split(['&', ';']) {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if is_method_parameter(name) {
+    for (name, value) in query_pairs(req) {
+        if is_query_parameter(name, "_method") {
             found.push(path::decode_query_part(value).trim().to_owned());
         }
     }
     found
 }
 
-/// Whether a query parameter's name is `_method`, which Laravel and Symfony
-/// read the same way, as PHP registers it: `+` a space, decoded, leading spaces
-/// dropped, ` ` and `.` made `_` (`.method`, `+_method`, `%20.method`).
-fn is_method_parameter(name: &str) -> bool {
-    // (A `+` decoded from `%2B` stays a `+` to PHP: dropped too, to be safe.)
+/// The `name=value` pairs of the query of `req`'s `:path`, undecoded
+/// (split at `&` and at `;`, which some backends also take).
+pub fn query_pairs(req: &Request) -> impl Iterator<Item = (&str, &str)> {
+    let target = req.header(":path").unwrap_or_default();
+    let before_fragment = target.split('#').next().unwrap_or_default();
+    let query = before_fragment.split_once('?').map_or("", |(_, q)| q);
+    query
+        .split(['&', ';'])
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+}
+
+/// Whether a query parameter's name is `wanted` (written with `_`s) as PHP
+/// registers a name, which Laravel and Symfony read the same way: `+` a
+/// space, decoded, leading spaces dropped, ` ` and `.` made `_` (for
+/// `_method`: `.method`, `+_method`, `%20.method`; `access+token`).
+pub fn is_query_parameter(name: &str, wanted: &str) -> bool {
+    // (A `+` decoded from `%2B` stays a `+` to PHP: taken as a space too, to be safe.)
     // PHP takes the decoded name as a C string: it ends at a first NUL.
     let decoded = path::decode_query_part(name);
     let decoded = decoded.split('\0').next().unwrap_or_default();
-    matches!(decoded.trim_start_matches([' ', '+']).as_bytes(), [b'_' | b'.', rest @ ..] if rest == b"method")
+    let name = decoded.trim_start_matches([' ', '+']);
+    let folded = |b: u8| {
+        if matches!(b, b' ' | b'.' | b'+') {
+            b'_'
+        } else {
+            b
+        }
+    };
+    name.len() == wanted.len() && name.bytes().map(folded).eq(wanted.bytes())
 }
 
 /// The first route rule matching the request's normalized path, if any
@@ -525,7 +541,7 @@ mod tests {
 
     fn config(extra: serde_json::Value) -> FilterConfig {
         let mut v = serde_json::json!({
-            "providers": [{"name": "p", "issuer": "i", "algorithms": ["EdDSA"], "jwks": {"remote": {"cluster": "c", "path": "/j"}}}],
+            "providers": [{"name": "p", "issuer": "i", "audiences": ["api"], "algorithms": ["EdDSA"], "jwks": {"remote": {"cluster": "c", "path": "/j"}}}],
             "routes": [
                 {"match": {"prefix": "/public"}, "policy": "public"},
                 {"match": {"path_prefix": "/api/admin"}, "policy": {"roles_any": ["admin"]}},

@@ -337,7 +337,7 @@ mod tests {
     const LATER_MS: u64 = NOW_MS + 60_000;
 
     fn engine() -> Engine {
-        let config = serde_json::json!({"providers": [{"name": "p", "issuer": ISS, "algorithms": ["EdDSA"],
+        let config = serde_json::json!({"providers": [{"name": "p", "issuer": ISS, "audiences": ["api"], "algorithms": ["EdDSA"],
             "jwks": {"remote": {"cluster": "auth", "path": "/jwks"}},
             "revocations": {"cluster": "auth", "path": "/v1/revocations"}}]});
         Engine::new(

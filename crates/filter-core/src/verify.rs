@@ -297,16 +297,25 @@ fn finish(
     if payload.get("iss").and_then(Json::as_str) != Some(provider.issuer.as_str()) {
         return Err(DenyReason::UnknownIssuer.into());
     }
-    if !provider.audiences.is_empty() {
-        let accepted = |a: &str| provider.audiences.iter().any(|x| x == a);
-        let ok = match payload.get("aud") {
-            Some(Json::String(a)) => accepted(a),
-            Some(Json::Array(list)) => list.iter().filter_map(Json::as_str).any(accepted),
-            _ => false,
-        };
-        if !ok {
-            return Err(DenyReason::WrongAudience.into());
+    // RFC 7519 §4.1.3: a string or a non-empty list of strings. Another type
+    // is refused, not skipped (`["api", 7]` must not pass on its string).
+    let audiences = match payload.get("aud") {
+        None => &[][..],
+        Some(one @ Json::String(_)) => std::slice::from_ref(one),
+        Some(Json::Array(list))
+            if !list.is_empty() && list.iter().all(|a| a.as_str().is_some()) =>
+        {
+            list
         }
+        Some(_) => return Err(DenyReason::Malformed.into()),
+    };
+    if !provider.audiences.is_empty()
+        && !audiences
+            .iter()
+            .filter_map(Json::as_str)
+            .any(|a| provider.audiences.iter().any(|x| x == a))
+    {
+        return Err(DenyReason::WrongAudience.into());
     }
     // Max lifetime: measured from iat (or nbf, or now) to exp, so a token minted
     // for years is refused even while it is young.

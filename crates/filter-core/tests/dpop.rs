@@ -366,7 +366,7 @@ fn a_proof_for_another_origin_is_refused_where_the_origins_are_listed() {
         json!(["ftp://api.example.com"]),
         json!([]),
     ] {
-        let config = json!({"providers": [{"name": "p", "issuer": ISS, "algorithms": ["EdDSA"],
+        let config = json!({"providers": [{"name": "p", "issuer": ISS, "audiences": ["api"], "algorithms": ["EdDSA"],
             "jwks": {"remote": {"cluster": "a", "path": "/j"}}, "dpop": "allowed", "dpop_origins": bad}]});
         let e = FilterConfig::from_json(config.to_string().as_bytes()).unwrap_err();
         assert!(e.to_string().contains("dpop_origins"), "{bad}: {e}");
@@ -475,7 +475,7 @@ fn a_proof_the_replay_store_refuses_is_anonymous_on_a_public_route() {
 #[test]
 fn dpop_settings_are_validated() {
     let bad = |p: Value| {
-        let mut provider = json!({"name": "t", "issuer": ISS, "algorithms": ["EdDSA"], "jwks": {"remote": {"cluster": "a", "path": "/j"}}});
+        let mut provider = json!({"name": "t", "issuer": ISS, "audiences": ["api"], "algorithms": ["EdDSA"], "jwks": {"remote": {"cluster": "a", "path": "/j"}}});
         for (k, v) in p.as_object().unwrap() {
             provider[k] = v.clone();
         }
@@ -659,7 +659,7 @@ fn nonces_are_not_asked_for_by_default() {
 #[test]
 fn nonce_settings_are_validated() {
     let config = |provider_extra: Value, top: Value| {
-        let mut provider = json!({"name": "t", "issuer": ISS, "algorithms": ["EdDSA"], "jwks": {"remote": {"cluster": "a", "path": "/j"}}});
+        let mut provider = json!({"name": "t", "issuer": ISS, "audiences": ["api"], "algorithms": ["EdDSA"], "jwks": {"remote": {"cluster": "a", "path": "/j"}}});
         for (k, v) in provider_extra.as_object().unwrap() {
             provider[k] = v.clone();
         }

@@ -250,6 +250,46 @@ fn cached_token_still_expires() {
     assert_eq!(denied(&later).0, DenyReason::Expired);
 }
 
+/// Finding: an `aud` list was searched for the provider's audience among
+/// its strings only, so `["api", 7]` passed. RFC 7519 §4.1.3: `aud` is a
+/// string or a list of strings; any other type is refused, as the other
+/// claims' wrong types are, and not read as absent.
+#[test]
+fn an_audience_of_another_type_is_refused_not_skipped() {
+    let mut f = fixture(json!({}));
+    let sign = |f: &Fixture, aud: serde_json::Value| {
+        let mut c = Claims::with_custom_claims(
+            json!({"aud": aud, "sid": "sess-1", "roles": ["user"]}),
+            Duration::from_mins(15),
+        )
+        .with_issuer(ISS)
+        .with_subject("user-1");
+        c.issued_at = Some(UnixTimeStamp::from_secs(NOW - 10));
+        c.expires_at = Some(UnixTimeStamp::from_secs(NOW + 890));
+        f.kp.sign(c).unwrap()
+    };
+    for aud in [
+        json!(["api", 7]),
+        json!(["api", {"x": 1}]),
+        json!(["api", null]),
+        json!([]),
+        json!(7),
+        json!({"api": true}),
+    ] {
+        let t = sign(&f, aud.clone());
+        assert_eq!(
+            denied(&f.eval("/api", &[("authorization", &format!("Bearer {t}"))])),
+            (DenyReason::Malformed, 401),
+            "{aud}"
+        );
+    }
+    let t = sign(&f, json!(["other", "api"]));
+    assert!(matches!(
+        f.eval("/api", &[("authorization", &format!("Bearer {t}"))]),
+        Outcome::Allow(_)
+    ));
+}
+
 #[test]
 fn header_attacks_are_refused() {
     let mut f = fixture(json!({}));

@@ -23,7 +23,7 @@ impl Rng {
 }
 
 const CONFIG: &str = r#"{
-    "providers": [{"name": "p", "issuer": "https://i", "algorithms": ["EdDSA", "ES256", "RS256"],
+    "providers": [{"name": "p", "issuer": "https://i", "audiences": ["api"], "algorithms": ["EdDSA", "ES256", "RS256"],
                    "jwks": {"remote": {"cluster": "c", "path": "/j"}}, "revocations": {"cluster": "c", "path": "/r"}}],
     "token_sources": {"cookies": ["at"], "headers": ["x-token"]},
     "device_binding": {"mode": "enforce", "attributes": ["user-agent", "client-ip-prefix"]},

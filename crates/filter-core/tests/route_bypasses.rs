@@ -10,7 +10,7 @@ use authflow_filter_core::{FilterConfig, Request};
 
 fn config() -> FilterConfig {
     let v = serde_json::json!({
-        "providers": [{"name": "p", "issuer": "i", "algorithms": ["EdDSA"], "jwks": {"remote": {"cluster": "c", "path": "/j"}}}],
+        "providers": [{"name": "p", "issuer": "i", "audiences": ["api"], "algorithms": ["EdDSA"], "jwks": {"remote": {"cluster": "c", "path": "/j"}}}],
         "routes": [
             {"match": {"prefix": "/public"}, "policy": "public"},
             {"match": {"exact": "/robots.txt"}, "policy": "public"},

@@ -35,7 +35,7 @@ struct Worker {
 
 impl Worker {
     fn new(id: u64) -> Worker {
-        let config = serde_json::json!({"providers": [{"name": "p", "issuer": ISS, "algorithms": ["EdDSA"],
+        let config = serde_json::json!({"providers": [{"name": "p", "issuer": ISS, "audiences": ["api"], "algorithms": ["EdDSA"],
             "jwks": {"remote": {"cluster": "auth", "path": "/jwks"}},
             "revocations": {"cluster": "auth", "path": "/v1/revocations"}}]});
         let engine = Engine::new(

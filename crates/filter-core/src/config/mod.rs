@@ -467,7 +467,7 @@ mod tests {
         assert_eq!(stale("deny"), StalePolicy::Deny);
         assert_eq!(stale("allow"), StalePolicy::Allow);
         let dpop = |mode: &str, nonce: &str| {
-            let c = with(serde_json::json!({"providers": [{"name": "a", "issuer": "i", "algorithms": ["EdDSA"],
+            let c = with(serde_json::json!({"providers": [{"name": "a", "issuer": "i", "audiences": ["api"], "algorithms": ["EdDSA"],
                 "jwks": {"remote": {"cluster": "auth", "path": "/jwks"}}, "dpop": mode, "dpop_nonce": nonce}]}))
             .unwrap();
             let p = c.provider(ProviderId::FIRST).unwrap();
@@ -499,7 +499,7 @@ mod tests {
             e.0.contains("identity_headers") && e.0.contains("more than 6"),
             "{e}"
         );
-        let e = with(serde_json::json!({"providers": [{"name": "x", "issuer": "i", "algorithms": ["HS256"], "jwks": {"inline": {"keys": []}}}]})).unwrap_err();
+        let e = with(serde_json::json!({"providers": [{"name": "x", "issuer": "i", "audiences": ["api"], "algorithms": ["HS256"], "jwks": {"inline": {"keys": []}}}]})).unwrap_err();
         assert!(
             e.0.contains("providers[0]`.algorithms") && e.0.contains("HS256"),
             "{e}"
@@ -750,6 +750,43 @@ mod tests {
         }
     }
 
+    /// Finding: a claim could be mapped to a header the route decision
+    /// judges (`x-original-url`, `x-http-method-override`, `forwarded`), or
+    /// one Envoy's router or a backend's proxy handling obeys (`x-envoy-*`,
+    /// `x-forwarded-proto`): the filter judged the client's copy, then set
+    /// the claim's value, which the backend took as the path, method or host
+    /// to serve. Refused, in any spelling.
+    #[test]
+    fn no_identity_header_is_one_the_request_is_judged_or_routed_by() {
+        for judged in [
+            "x-original-url",
+            "X_Rewrite_Url",
+            "x-http-method-override",
+            "x-http-method",
+            "x-method-override",
+            "x-forwarded-host",
+            "forwarded",
+            "x-forwarded-proto",
+            "x_forwarded_prefix",
+            "x-real-ip",
+            "x-envoy-upstream-rq-timeout-ms",
+            "X-Envoy-Original-Path",
+            "proxy-connection",
+            "content-type",
+            "expect",
+        ] {
+            let e = with(
+                serde_json::json!({"identity_headers": {"subject": "x-auth-user", "claims": {"website": judged}}}),
+            )
+            .unwrap_err();
+            assert!(
+                e.0.contains("cannot be an identity header"),
+                "{judged}: {e}"
+            );
+        }
+        assert!(with(serde_json::json!({"identity_headers": {"subject": "x-auth-user", "claims": {"website": "x-auth-website"}}})).is_ok());
+    }
+
     #[test]
     fn route_hosts_are_checked() {
         let host = |h: &str| {
@@ -785,7 +822,7 @@ mod tests {
     #[test]
     fn early_refetch_floor_is_at_least_a_second() {
         let jwks = |min: u64| {
-            serde_json::json!({"providers": [{"name": "p", "issuer": "i", "algorithms": ["EdDSA"],
+            serde_json::json!({"providers": [{"name": "p", "issuer": "i", "audiences": ["api"], "algorithms": ["EdDSA"],
             "jwks": {"remote": {"cluster": "c", "path": "/j", "min_refetch_interval_secs": min}}}]})
         };
         let e = with(jwks(0)).unwrap_err();
@@ -806,7 +843,7 @@ mod tests {
             let mut r = serde_json::json!({"cluster": "c", "path": "/r"});
             json_merge(&mut r, revocations);
             with(
-                serde_json::json!({"providers": [{"name": "p", "issuer": "i", "algorithms": ["EdDSA"],
+                serde_json::json!({"providers": [{"name": "p", "issuer": "i", "audiences": ["api"], "algorithms": ["EdDSA"],
                 "jwks": {"remote": {"cluster": "c", "path": "/j"}}, "revocations": r}], "revocation": policy}),
             )
         };
@@ -882,7 +919,7 @@ mod tests {
         .unwrap_err();
         assert!(e.0.contains("between 0 and 60"), "{e}");
         let e = with(
-            serde_json::json!({"providers": [{"name": "p", "issuer": "i", "algorithms": ["EdDSA"],
+            serde_json::json!({"providers": [{"name": "p", "issuer": "i", "audiences": ["api"], "algorithms": ["EdDSA"],
             "jwks": {"remote": {"cluster": "c", "path": "/j", "wait_secs": 5}}}]}),
         )
         .unwrap_err();
@@ -891,8 +928,8 @@ mod tests {
 
     #[test]
     fn duplicate_provider_names_are_refused() {
-        let a = serde_json::json!({"name": "main", "issuer": "https://a", "algorithms": ["ES256"], "jwks": {"remote": {"cluster": "c", "path": "/a"}}});
-        let b = serde_json::json!({"name": "main", "issuer": "https://b", "algorithms": ["ES256"], "jwks": {"remote": {"cluster": "c", "path": "/b"}}});
+        let a = serde_json::json!({"name": "main", "issuer": "https://a", "audiences": ["api"], "algorithms": ["ES256"], "jwks": {"remote": {"cluster": "c", "path": "/a"}}});
+        let b = serde_json::json!({"name": "main", "issuer": "https://b", "audiences": ["api"], "algorithms": ["ES256"], "jwks": {"remote": {"cluster": "c", "path": "/b"}}});
         let e = with(serde_json::json!({"providers": [a, b]})).unwrap_err();
         assert!(
             e.0.contains("providers[1].name") && e.0.contains("`main`"),
@@ -969,8 +1006,30 @@ mod tests {
 
     #[test]
     fn duplicate_issuers_are_refused() {
-        let p = serde_json::json!({"name": "a", "issuer": "i", "algorithms": ["ES256"], "jwks": {"remote": {"cluster": "c", "path": "/j"}}});
+        let p = serde_json::json!({"name": "a", "issuer": "i", "audiences": ["api"], "algorithms": ["ES256"], "jwks": {"remote": {"cluster": "c", "path": "/j"}}});
         let e = with(serde_json::json!({"providers": [p.clone(), p]})).unwrap_err();
         assert!(e.0.contains("configured twice"), "{e}");
+    }
+
+    /// Finding: a provider with neither `audiences` nor `token_type` took any
+    /// token its issuer signs: an OpenID Connect ID token minted for a web
+    /// client (`aud` its client id, `typ: JWT`), or another API's access
+    /// token, passed as an access token for this one (RFC 8725 §3.9,
+    /// §3.11). Such a provider is refused; either check is enough.
+    #[test]
+    fn a_provider_must_say_which_tokens_are_for_this_api() {
+        let provider = |extra: serde_json::Value| {
+            let mut p = serde_json::json!({"name": "a", "issuer": "https://i", "algorithms": ["ES256"], "jwks": {"remote": {"cluster": "c", "path": "/j"}}});
+            for (k, v) in extra.as_object().unwrap() {
+                p[k] = v.clone();
+            }
+            with(serde_json::json!({"providers": [p]}))
+        };
+        for lacking in [serde_json::json!({}), serde_json::json!({"audiences": []})] {
+            let e = provider(lacking).unwrap_err();
+            assert!(e.0.contains("`audiences` or `token_type`"), "{e}");
+        }
+        assert!(provider(serde_json::json!({"audiences": ["api"]})).is_ok());
+        assert!(provider(serde_json::json!({"token_type": "at+jwt"})).is_ok());
     }
 }

@@ -242,6 +242,11 @@ fn validate_provider(p: RawProvider, policy: &RevocationPolicy) -> Result<Provid
             Some(upstream)
         }
     };
+    // RFC 8725 §3.9, §3.11: without either, any token the issuer signs passes
+    // here, its ID tokens and other APIs' access tokens included.
+    if p.audiences.is_empty() && p.token_type.is_none() {
+        return err("give `audiences` or `token_type` (else any token of the issuer passes)");
+    }
     let mut dpop = validate_dpop(p.dpop, p.dpop_algorithms, p.dpop_max_age_secs, p.dpop_nonce)?;
     dpop.origins = validate_origins(p.dpop_origins)?;
     Ok(Provider {
@@ -511,11 +516,22 @@ fn validate_identity(
         "te",
         "upgrade",
         "keep-alive",
-        "proxy-authorization",
-        "x-forwarded-for",
+        "forwarded",
+        "x-real-ip",
+        "content-type",
+        "expect",
         "dpop",
         authflow_contract::fingerprint::DEVICE_HEADER,
     ];
+    // Headers Envoy's router obeys (`x-envoy-*`), and those a backend behind
+    // a proxy takes the client's scheme, host, port or address from.
+    const RESERVED_PREFIXES: [&str; 3] = ["x-envoy-", "x-forwarded-", "proxy-"];
+    // The request is judged by these: a claim's value would replace the
+    // client's copy after the decision (see `crate::policy`).
+    let judged = crate::policy::PATH_OVERRIDE_HEADERS
+        .iter()
+        .chain(&crate::policy::METHOD_OVERRIDE_HEADERS);
+    let reserved = RESERVED.iter().chain(judged);
     for (i, n) in names.iter().enumerate() {
         // `x-auth-user` and `x_auth_user` are one header to a CGI-style backend
         // (both `HTTP_X_AUTH_USER`): a claim mapped to one would fill the other.
@@ -528,8 +544,12 @@ fn validate_identity(
                 "`identity_headers`: the same header is mapped twice (`-` and `_` count as one)",
             );
         }
+        let folded = n.replace('_', "-");
         if n.starts_with(':')
-            || RESERVED.iter().any(|r| header_spellings::same_header(r, n))
+            || reserved
+                .clone()
+                .any(|r| header_spellings::same_header(r, n))
+            || RESERVED_PREFIXES.iter().any(|p| folded.starts_with(p))
             || token_headers
                 .iter()
                 .any(|t| header_spellings::same_header(t, n))
