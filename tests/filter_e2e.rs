@@ -117,6 +117,68 @@ fn raw_get_status(port: u16, path: &str, headers: &[(&str, &[u8])]) -> u16 {
         .unwrap_or_else(|| panic!("no status line: {line:?}"))
 }
 
+/// The status Envoy answers a WebSocket handshake with (the connection may
+/// stay open after it: only the status line is read).
+fn handshake_status(port: u16, path: &str, headers: &[(&str, &str)]) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut req = format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    );
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut resp = Vec::new();
+    let mut byte = [0u8; 1];
+    while !resp.ends_with(b"\r\n") && s.read(&mut byte).unwrap_or(0) == 1 {
+        resp.push(byte[0]);
+    }
+    let line = String::from_utf8_lossy(&resp).to_string();
+    line.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {line:?}"))
+}
+
+/// Finding: a WebSocket handshake is a `GET`, and the access cookie
+/// authenticated it from any page; no CORS keeps another page (a sibling
+/// site the `SameSite=Lax` cookie goes to) from reading and writing on the
+/// socket. Through the real Envoy, with WebSocket upgrades enabled: another
+/// origin's handshake gets no identity from the cookie, the application's
+/// own page keeps it.
+#[test]
+fn a_websocket_handshake_from_another_origin_is_not_authenticated_by_the_cookie() {
+    let keys = Keys::new();
+    let jwks = JwksServer::start(keys.jwks());
+    let backend = EchoServer::start("127.0.0.1:0").unwrap();
+    let envoy = start(filter_config("jwks", json!({})), jwks.port, &backend);
+    let cookie = format!(
+        "access_token={}",
+        keys.ed.sign(claims_with(user())).unwrap()
+    );
+    for (site, origin, status) in [
+        ("same-site", "https://evil.127.0.0.1.example", 401),
+        ("cross-site", "https://evil.example", 401),
+        ("same-origin", "http://127.0.0.1", 200),
+    ] {
+        let got = handshake_status(
+            envoy.port,
+            "/direct/socket",
+            &[
+                ("Cookie", &cookie),
+                ("Origin", origin),
+                ("Sec-Fetch-Site", site),
+            ],
+        );
+        assert_eq!(got, status, "{site} {origin}");
+    }
+}
+
 fn assert_invalid_token(r: &Reply, what: &str) {
     assert_eq!(r.status, 401, "{what}: {r:?}");
     let challenge = r.header("www-authenticate").unwrap_or_default();

@@ -180,6 +180,8 @@ pub fn envoy_config_with_routes(
                     "typed_config": {
                         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                         "stat_prefix": "ingress",
+                        // WebSocket handshakes pass through the filter as they do in most deployments.
+                        "upgrade_configs": [{"upgrade_type": "websocket"}],
                         "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]},
                         // An upstream that is down answers in the same JSON shape as the filter.
                         "local_reply_config": {"mappers": [{

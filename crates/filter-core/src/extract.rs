@@ -145,7 +145,9 @@ pub fn find_token<'a>(
 /// Whether a cookie (an ambient credential: the browser attaches it by
 /// itself) may authenticate this request. Always for the safe methods
 /// (`GET`, `HEAD`, `OPTIONS`) that name no other method to run (an override
-/// a backend may honour on a `GET` too). Otherwise not when the browser says another
+/// a backend may honour on a `GET` too) and switch no protocol (a WebSocket
+/// handshake is a `GET`, but no CORS keeps another page from reading and
+/// writing on the socket). Otherwise not when the browser says another
 /// origin sent it: `Sec-Fetch-Site` other than `same-origin` or `none`
 /// (which no page can forge), or, from a browser that sends no
 /// `Sec-Fetch-Site`, an `Origin` that is not this request's `:authority`.
@@ -154,6 +156,7 @@ pub fn find_token<'a>(
 /// backend, seeing only identity headers, cannot tell.
 pub fn ambient_credentials_allowed(req: &Request) -> bool {
     if matches!(req.method(), "GET" | "HEAD" | "OPTIONS")
+        && !req.has_header("upgrade")
         && crate::policy::named_methods(req)
             .iter()
             .all(String::is_empty)

@@ -2400,6 +2400,56 @@ fn a_cross_site_get_naming_another_method_is_not_authenticated_by_the_cookie() {
     }
 }
 
+/// Finding: a WebSocket handshake is a `GET`, so the cookie authenticated
+/// it from any page. But no CORS stands between a page and a socket: a
+/// sibling site (`evil.example.com`, same-site to `app.example.com`, so the
+/// `SameSite=Lax` cookie goes along) or, without `SameSite`, any site could
+/// open the victim's socket and read and write on it (cross-site WebSocket
+/// hijacking). A protocol switch (`Upgrade`) is judged as a state-changing
+/// request: the cookie counts only from the same origin.
+#[test]
+fn a_websocket_handshake_from_another_origin_is_not_authenticated_by_the_cookie() {
+    let mut f = fixture(json!({
+        "token_sources": {"authorization_bearer": true, "cookies": ["__Host-authflow-access"]}
+    }));
+    let cookie = format!("__Host-authflow-access={}", f.token());
+    let handshake = |f: &mut Fixture, extra: &[(&str, &str)]| {
+        let mut h = vec![
+            ("cookie", cookie.as_str()),
+            ("upgrade", "websocket"),
+            ("connection", "Upgrade"),
+        ];
+        h.extend_from_slice(extra);
+        f.eval("/api/socket", &h)
+    };
+    for extra in [
+        vec![
+            ("sec-fetch-site", "same-site"),
+            ("origin", "https://evil.example.com"),
+        ],
+        vec![
+            ("sec-fetch-site", "cross-site"),
+            ("origin", "https://evil.example"),
+        ],
+        vec![("origin", "https://evil.example.com")],
+    ] {
+        let o = handshake(&mut f, &extra);
+        assert!(
+            matches!(o, Outcome::Deny(_)),
+            "{extra:?}: a socket opened by another origin passed on the cookie: {o:?}"
+        );
+    }
+    // The application's own page, and a client that is no browser, keep it.
+    for extra in [
+        vec![("sec-fetch-site", "same-origin"), ("origin", "https://api")],
+        vec![("origin", "https://api")],
+        vec![],
+    ] {
+        let o = handshake(&mut f, &extra);
+        assert!(matches!(o, Outcome::Allow(_)), "{extra:?}: {o:?}");
+    }
+}
+
 /// A mapped list claim arrives whole or the token is refused: an item with
 /// no header form (null, a boolean, an object, a nested list) was silently
 /// left out, so the backend saw a shorter list than the issuer wrote (the
