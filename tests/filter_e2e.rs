@@ -89,8 +89,13 @@ fn b64(s: &str) -> String {
 }
 
 /// A GET written byte for byte (the HTTP client refuses header values that
-/// are not UTF-8); returns the response status.
+/// are not UTF-8, and normalizes the path); returns the response status.
 fn raw_get_status(port: u16, path: &str, headers: &[(&str, &[u8])]) -> u16 {
+    raw_get(port, path, headers).0
+}
+
+/// The same, with the response body.
+fn raw_get(port: u16, path: &str, headers: &[(&str, &[u8])]) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
@@ -107,14 +112,69 @@ fn raw_get_status(port: u16, path: &str, headers: &[(&str, &[u8])]) -> u16 {
     s.write_all(&req).unwrap();
     let mut resp = Vec::new();
     let _ = s.read_to_end(&mut resp);
-    let line = String::from_utf8_lossy(
-        &resp[..resp.iter().position(|b| *b == b'\r').unwrap_or(resp.len())],
-    )
-    .to_string();
-    line.split(' ')
+    let resp = String::from_utf8_lossy(&resp).to_string();
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    let line = head.lines().next().unwrap_or_default();
+    let status = line
+        .split(' ')
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line: {line:?}"))
+        .unwrap_or_else(|| panic!("no status line: {line:?}"));
+    (status, body.to_owned())
+}
+
+/// Finding: the filter kept the credentials of a `forward_credentials` rule
+/// (the auth service's API) on the path as it normalizes it, while Envoy
+/// (not set to normalize) routed the path as sent: `//v1/admin/users` went
+/// to the application's backend with the token and the device secret. A
+/// request's credentials follow the rule only when its path needs no
+/// normalizing.
+#[test]
+fn credentials_reach_only_the_route_envoy_takes_as_the_rule_reads() {
+    let keys = Keys::new();
+    let jwks = JwksServer::start(keys.jwks());
+    let backend = EchoServer::start("127.0.0.1:0").unwrap();
+    let mut filter = filter_config("jwks", json!({}));
+    filter["routes"] = json!([
+        {"match": {"prefix": "/v1/admin/"}, "policy": {"roles_any": ["admin"]}, "forward_credentials": true}
+    ]);
+    let envoy = Envoy::start(EnvoyOptions {
+        filter,
+        clusters: vec![("backend".into(), backend.addr.port()), ("jwks".into(), jwks.port)],
+        concurrency: 1,
+        // The auth service's API, answered by Envoy itself: an echo is the application's backend.
+        routes: vec![json!({"match": {"prefix": "/v1/admin/"}, "direct_response": {"status": 200, "body": {"inline_string": "auth service"}}})],
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let admin = bearer(
+        &keys
+            .ed
+            .sign(claims_with(user_with_roles(&["admin"])))
+            .unwrap(),
+    );
+    let sent: [(&str, &[u8]); 2] = [
+        ("authorization", admin.as_bytes()),
+        ("x-authflow-device", b"device-secret"),
+    ];
+    let (status, body) = raw_get(envoy.port, "/v1/admin/users", &sent);
+    assert_eq!((status, body.as_str()), (200, "auth service"));
+    for path in [
+        "//v1/admin/users",
+        "/v1//admin/users",
+        "/v1/%61dmin/users",
+        "/x/../v1/admin/users",
+        "/v1/./admin/users",
+    ] {
+        let (status, body) = raw_get(envoy.port, path, &sent);
+        assert_eq!(status, 200, "{path}: {body}");
+        let echo: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{path}: {body}"));
+        for name in ["authorization", "x-authflow-device"] {
+            assert!(
+                echo["headers"][name].is_null(),
+                "{path}: the application got {name}"
+            );
+        }
+    }
 }
 
 /// The status Envoy answers a WebSocket handshake with (the connection may

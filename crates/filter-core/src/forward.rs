@@ -12,7 +12,8 @@
 //!   through unless `forward_device_secret`;
 //! - with browser sign-in configured, the service's sign-in cookies
 //!   (challenge, CSRF) are removed likewise: its pages' alone;
-//! - a route with `forward_credentials` (the auth service's own API, which
+//! - a route with `forward_credentials` (matched as sent: see
+//!   `policy::route_as_sent`; the auth service's own API, which
 //!   needs both for logout, refresh and admin calls) gets everything as sent.
 //!
 //! A token that did not verify (anonymous on a public route) is left alone,
@@ -23,7 +24,7 @@ use authflow_contract::fingerprint::{DEVICE_COOKIE, DEVICE_HEADER};
 
 use crate::config::FilterConfig;
 use crate::extract::{find_token, split_authorization, Source};
-use crate::policy::route_for;
+use crate::policy::route_as_sent;
 use crate::provider_id::ProviderId;
 use crate::request::{HeaderReads, Request};
 
@@ -66,7 +67,7 @@ pub fn credential_edits(
     req: &Request,
     verified_by: Option<ProviderId>,
 ) -> Vec<HeaderEdit> {
-    if route_for(config, req).is_some_and(|r| r.forward_credentials) {
+    if route_as_sent(config, req).is_some_and(|r| r.forward_credentials) {
         return Vec::new();
     }
     let sources = &config.token_sources;
@@ -509,6 +510,53 @@ mod tests {
         let basic = req("/api", &[("authorization", "Basic dTpw")]);
         assert!(!credential_edits(&c, &basic, Some(ProviderId::FIRST))
             .contains(&remove("authorization")));
+    }
+
+    /// Finding: a `forward_credentials` rule was matched on the normalized
+    /// path and on the host without its port, while Envoy routes the path
+    /// and authority as sent: `//v1/auth/x`, `/v1/%61uth/x` or
+    /// `auth.example:8443` matched the rule here, went to another route
+    /// there (the application's backend), and took the token and device
+    /// secret with them. Credentials go only where the request reads as
+    /// the rule says without any normalizing.
+    #[test]
+    fn credentials_are_forwarded_only_where_envoy_routes_as_the_rule_reads() {
+        let c = config(json!({}));
+        assert_eq!(
+            credential_edits(&c, &req("/v1/auth/x", CREDENTIALS), None),
+            vec![]
+        );
+        for path in [
+            "//v1/auth/x",
+            "/v1//auth/x",
+            "/v1/%61uth/x",
+            "/x/../v1/auth/x",
+            "/v1/./auth/x",
+        ] {
+            assert_ne!(
+                credential_edits(&c, &req(path, CREDENTIALS), None),
+                vec![],
+                "{path}"
+            );
+        }
+        let by_host = config(json!({"routes": [
+            {"match": {"prefix": "/", "host": "auth.example"}, "policy": "public", "forward_credentials": true}
+        ]}));
+        let on = |authority: &str| {
+            let mut h = vec![(":authority", authority)];
+            h.extend_from_slice(CREDENTIALS);
+            credential_edits(&by_host, &req("/x", &h), None)
+        };
+        assert_eq!(on("auth.example"), vec![]);
+        assert_eq!(on("Auth.Example"), vec![]);
+        for authority in [
+            "auth.example.",
+            "auth.example:8443",
+            "AUTH.example:",
+            "auth.example.:80",
+        ] {
+            assert_ne!(on(authority), vec![], "{authority}");
+        }
     }
 
     #[test]

@@ -245,10 +245,17 @@ fn host_overrides<'r>(
     // `net.SplitHostPort` does not check the port), and Envoy joins two
     // HTTP/1 `Host` lines into one with a comma (a list reader takes either).
     let authority = req.header(":authority").unwrap_or_default();
+    // No host holds `@` (userinfo, which URL parsers drop: `x@admin.example`)
+    // or `%` (an escape some decode): such a host is ambiguous.
+    let unclear = |host: &str| host.contains(['@', '%']);
+    if unclear(authority) {
+        return Err(AmbiguousPath);
+    }
+    let host = req.host_without_port();
     if authority.contains([',', ':']) {
         for item in authority.split(',') {
             for loose in [loose_host_name(item), first_colon_host_name(item)] {
-                if loose != req.host_without_port() {
+                if loose != host {
                     found.push(loose);
                 }
             }
@@ -256,7 +263,7 @@ fn host_overrides<'r>(
     }
     for name in HOST_OVERRIDE_HEADERS {
         for value in spelled_values(req, name) {
-            if value == NOT_UTF8 {
+            if value == NOT_UTF8 || unclear(value) {
                 return Err(AmbiguousPath);
             }
             // RFC 7239: `for=…;host=…;proto=…, for=…` (names in any case, values maybe quoted).
@@ -281,9 +288,11 @@ fn host_overrides<'r>(
                     if found_at.is_some_and(|w| w.eq_ignore_ascii_case(b"host=")) {
                         let rest = value.get(at + 5..).unwrap_or_default();
                         let rest = rest.strip_prefix('"').unwrap_or(rest);
+                        // (Up to a `=` too: no host has one, and `host=host=…`
+                        // would otherwise read the rest of the value at each.)
                         push_host(
                             &mut found,
-                            rest.split([';', ',', '"'])
+                            rest.split([';', ',', '"', '='])
                                 .next()
                                 .unwrap_or_default()
                                 .trim(),
@@ -386,6 +395,24 @@ pub fn route_for<'a>(config: &'a FilterConfig, req: &Request) -> Option<&'a Rout
             &readings.normalized,
             reading,
         )
+    })
+}
+
+/// The rule a request lands on when it reads only as sent: its path needs no
+/// normalizing and reads no other way, and a rule's host is its authority
+/// exactly (no port, no trailing dot). Envoy routes the path and authority as
+/// sent (unless set to normalize them): where its route and this reading could
+/// differ, credentials must not follow this one.
+pub fn route_as_sent<'a>(config: &'a FilterConfig, req: &Request) -> Option<&'a Route> {
+    let path = req.path();
+    let readings = path::readings(path).ok()?;
+    let as_sent = readings.others.is_empty() && readings.normalized == path;
+    let authority = req.header(":authority").unwrap_or_default();
+    route_for(config, req).filter(|r| {
+        as_sent
+            && r.host
+                .as_ref()
+                .is_none_or(|h| authority.eq_ignore_ascii_case(h))
     })
 }
 
@@ -780,6 +807,32 @@ mod tests {
         policy_for(c, &Request::of(&h)).map(|r| r.policy)
     }
 
+    /// Finding: Spring's reading of `host=` anywhere in `Forwarded` took each
+    /// host up to the next `;`, `,` or `"`, so in `host=host=host=…` every
+    /// reading ran to the end of the value: work quadratic in its length (a
+    /// 55 KB header held an Envoy worker for over a second). A reading ends
+    /// at a `=` too (what is read stays linear in the value); the host named
+    /// last is still found.
+    #[test]
+    fn a_forwarded_value_repeating_host_is_read_in_short_pieces() {
+        let hosts = config(serde_json::json!({"routes": [
+            {"match": {"prefix": "/", "host": "admin.example"}, "policy": {"roles_any": ["admin"]}},
+            {"match": {"prefix": "/"}, "policy": "public"}
+        ]}));
+        let value = "host=".repeat(2000) + "www.example";
+        let req = Request::of(&[(":authority", "www.example"), ("forwarded", &value)]);
+        let found = host_overrides(&hosts, &req).unwrap();
+        let read: usize = found.iter().map(|h| h.len()).sum();
+        assert!(
+            read <= 4 * value.len(),
+            "{read} bytes read of a {}-byte value",
+            value.len()
+        );
+        let value = "host=".repeat(3) + "admin.example";
+        let h = [(":authority", "www.example"), ("forwarded", value.as_str())];
+        assert_eq!(decide_with(&hosts, "GET", "/x", &h), Err(AmbiguousPath));
+    }
+
     /// `/api/items` for any signed-in user, but `DELETE` there for admins.
     fn delete_for_admins() -> FilterConfig {
         config(serde_json::json!({"routes": [
@@ -885,6 +938,28 @@ mod tests {
             ]),
             Ok(&Policy::Public)
         );
+        // Finding: userinfo and escapes in a host, which URL parsers drop or
+        // decode (Node's `new URL(path, "http://" + host)`, Python's
+        // `urlsplit`): `x@admin.example` reads as `admin.example` there.
+        for authority in [
+            "x@admin.example",
+            "x:y@admin.example:80",
+            "%61dmin.example",
+            "admin%2eexample",
+        ] {
+            let h = [(":authority", authority)];
+            assert_eq!(
+                decide_with(&hosts, "GET", "/x", &h),
+                Err(AmbiguousPath),
+                "{authority}"
+            );
+        }
+        for named in [
+            ("x-forwarded-host", "x@admin.example"),
+            ("forwarded", "host=%61dmin.example"),
+        ] {
+            assert_eq!(on(&[named]), Err(AmbiguousPath), "{named:?}");
+        }
 
         let paths = config(serde_json::json!({"routes": [
             {"match": {"path_prefix": "/api/admin"}, "policy": {"roles_any": ["admin"]}},
