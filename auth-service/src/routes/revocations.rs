@@ -60,9 +60,12 @@ fn wants_compact(headers: &HeaderMap) -> bool {
         .flat_map(|v| v.split(','))
         .any(|item| {
             let mut parts = item.split(';').map(str::trim);
+            // A weight of 0 refuses the type (RFC 9110 §12.4.2: `q` in any case).
             let refused = |p: &str| {
-                p.strip_prefix("q=")
-                    .is_some_and(|q| q.parse::<f32>().is_ok_and(|q| q <= 0.0))
+                p.split_once('=').is_some_and(|(name, q)| {
+                    name.trim().eq_ignore_ascii_case("q")
+                        && q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
+                })
             };
             parts
                 .next()
@@ -156,6 +159,9 @@ mod tests {
         assert!(!with("application/json"));
         assert!(!with("*/*"), "JSON stays the default");
         assert!(!with("application/vnd.authflow.revocations.v1;q=0"));
+        // RFC 9110 §12.4.2: the weight's name is case-insensitive, spaces around `=` allowed.
+        assert!(!with("application/vnd.authflow.revocations.v1;Q=0"));
+        assert!(!with("application/vnd.authflow.revocations.v1; q = 0.000"));
         assert!(!wants_compact(&HeaderMap::new()));
     }
 
