@@ -404,16 +404,18 @@ pub fn route_for<'a>(config: &'a FilterConfig, req: &Request) -> Option<&'a Rout
 /// sent (unless set to normalize them): where its route and this reading could
 /// differ, credentials must not follow this one.
 pub fn route_as_sent<'a>(config: &'a FilterConfig, req: &Request) -> Option<&'a Route> {
+    // (No rules: nothing more is read of the request.)
+    let route = route_for(config, req)?;
     let path = req.path();
     let readings = path::readings(path).ok()?;
-    let as_sent = readings.others.is_empty() && readings.normalized == path;
     let authority = req.header(":authority").unwrap_or_default();
-    route_for(config, req).filter(|r| {
-        as_sent
-            && r.host
-                .as_ref()
-                .is_none_or(|h| authority.eq_ignore_ascii_case(h))
-    })
+    let as_sent = readings.others.is_empty()
+        && readings.normalized == path
+        && route
+            .host
+            .as_ref()
+            .is_none_or(|h| authority.eq_ignore_ascii_case(h));
+    as_sent.then_some(route)
 }
 
 fn policy_on<'a>(
