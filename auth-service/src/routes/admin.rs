@@ -228,7 +228,7 @@ async fn existing_user(state: &AppState, user_id: &str) -> ApiResult<User> {
 /// subject entry killing every token issued up to now, this second included.
 #[utoipa::path(post, path = "/v1/admin/users/{user_id}/ban", tag = "admin", security(("bearer" = [])),
     params(("user_id" = String, Path)),
-    responses((status = 200, body = BanResponse), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = BanResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "an admin's own account: another admin bans it"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn ban(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -236,6 +236,10 @@ pub async fn ban(
     PathParam(user_id): PathParam<String>,
 ) -> ApiResult<axum::Json<BanResponse>> {
     let user = existing_user(&state, &user_id).await?;
+    // A slip would end the admin's own sessions, and the last admin's access.
+    if user.id == admin.sub {
+        return Err(ApiError::Conflict("an admin cannot ban their own account"));
+    }
     let now = now();
     let expires = now + i64::try_from(state.config.tokens.access_ttl.as_secs()).unwrap_or(900);
     let ban = async {

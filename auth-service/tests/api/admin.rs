@@ -1254,6 +1254,28 @@ async fn a_key_gone_from_the_jwks_verifies_nothing_here() {
     assert_eq!(r.status(), 401, "ext_authz refuses it too");
 }
 
+/// Finding: an admin could ban themselves (a slip in a script or a shared
+/// console): their sessions ended and, the last admin, nobody was left to
+/// lift it but the command line. Refused with 409; another admin can.
+#[tokio::test]
+async fn an_admin_cannot_ban_themselves() {
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    let sub = claims(&admin.access)["sub"].as_str().unwrap().to_owned();
+    let r = app
+        .authed(Method::POST, &format!("/v1/admin/users/{sub}/ban"), &admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 409).await, "conflict");
+    let r = app
+        .authed(Method::GET, "/v1/admin/users", &admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "still signed in and an admin");
+}
+
 /// Finding: the service's own checks trusted its revocation list however
 /// long its syncs had been failing. On PostgreSQL an instance that could no
 /// longer read the feed answered ext_authz 200 (and served the admin API)
