@@ -36,7 +36,7 @@ impl NonceKeySource {
             .ok_or("dpop_nonce: could not make or read this process's nonce key")?;
         if made_here {
             log::info!(
-                "authflow: DPoP nonce key made at random: each replica issues its own; set dpop_nonce_key_env to share one"
+                "authflow: DPoP nonce key made at random, one per replica (dpop_nonce_key_env shares one)"
             );
         }
         adopt(engine, &bytes);

@@ -142,7 +142,7 @@ impl DenyReason {
         match self {
             Self::MissingToken => "authentication required",
             Self::InvalidRequest => "more than one token, or a malformed Authorization header",
-            Self::AmbiguousPath => "the request is ambiguous: send the path normalized, the method in capitals, and no method, path or host override a rule decides otherwise",
+            Self::AmbiguousPath => "ambiguous request: send the path normalized, the method in capitals, and no override a rule decides otherwise",
             Self::TokenTooLarge => "token too large",
             Self::Malformed => "token is malformed",
             Self::AlgorithmNotAllowed => "token signing algorithm not allowed",

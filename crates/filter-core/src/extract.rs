@@ -488,4 +488,39 @@ mod tests {
         );
         assert_eq!(from(&[]), Ok(None));
     }
+
+    /// Finding: spellings under which backends read `access_token` that the
+    /// second-method check missed: any case (ASP.NET Core), arrays (PHP,
+    /// Rack, qs), PHP's unclosed `[`, Rack's dropped brackets.
+    #[test]
+    fn a_token_in_the_query_is_found_in_every_parser_spelling() {
+        let s = sources();
+        let mut passed = Vec::new();
+        for path in [
+            // ASP.NET Core: `Request.Query["access_token"]` ignores case
+            // (the documented SignalR `OnMessageReceived` pattern).
+            "/api?ACCESS_TOKEN=forged",
+            "/api?Access_Token=forged",
+            // PHP, Rack, qs (Express): an array under `access_token`.
+            "/api?access_token[]=forged",
+            "/api?access_token%5B%5D=forged",
+            "/api?access_token[0]=forged",
+            // PHP: an unclosed `[` becomes `_`: `$_GET['access_token']`.
+            "/api?access[token=forged",
+            // Rack 2 (Rails 6/7.0): leading `[`/`]` and trailing `]` dropped.
+            "/api?access_token]=forged",
+            "/api?[access_token=forged",
+        ] {
+            if extract(
+                &req(&[(":path", path), ("authorization", "Bearer a.b.c")]),
+                &s,
+                100,
+            )
+            .is_ok()
+            {
+                passed.push(path);
+            }
+        }
+        assert!(passed.is_empty(), "a second token passed in {passed:?}");
+    }
 }

@@ -913,4 +913,49 @@ mod tests {
             vec![]
         );
     }
+
+    /// Finding: with `case_insensitive_paths`, `/V1/AUTH/x` matched the
+    /// `/v1/auth/` `forward_credentials` rule here, while Envoy's `prefix`
+    /// (case-sensitive by default) routes it to the application's backend:
+    /// the token and device secret went there.
+    #[test]
+    fn credentials_follow_a_rule_only_in_the_paths_own_case() {
+        let c = config(json!({"case_insensitive_paths": true}));
+        assert_eq!(
+            credential_edits(&c, &req("/v1/auth/x", CREDENTIALS), None),
+            vec![]
+        );
+        let forwarded: Vec<_> = ["/V1/AUTH/logout", "/v1/Auth/refresh"]
+            .into_iter()
+            .filter(|p| credential_edits(&c, &req(p, CREDENTIALS), None).is_empty())
+            .collect();
+        assert!(
+            forwarded.is_empty(),
+            "credentials forwarded as sent for {forwarded:?}"
+        );
+    }
+
+    /// A method rule is judged ignoring the method's case, while a router
+    /// matching `:method` compares it as sent: `get` gets no credentials.
+    /// (`HEAD` under a `GET` rule still does: left as the rule reads.)
+    #[test]
+    fn credentials_follow_a_method_rule_only_for_the_method_as_sent() {
+        let c = config(json!({"routes": [
+            {"match": {"prefix": "/v1/auth/", "methods": ["GET"]}, "policy": "public", "forward_credentials": true}
+        ]}));
+        let on = |method: &str| {
+            let mut h = vec![(":method", method)];
+            h.extend_from_slice(CREDENTIALS);
+            credential_edits(&c, &req("/v1/auth/x", &h), None)
+        };
+        assert_eq!(on("GET"), vec![]);
+        let forwarded: Vec<_> = ["get", "head", "POST"]
+            .into_iter()
+            .filter(|m| on(m).is_empty())
+            .collect();
+        assert!(
+            forwarded.is_empty(),
+            "credentials forwarded as sent for {forwarded:?}"
+        );
+    }
 }

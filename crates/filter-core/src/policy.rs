@@ -245,10 +245,9 @@ fn host_overrides<'r>(
     // `net.SplitHostPort` does not check the port), and Envoy joins two
     // HTTP/1 `Host` lines into one with a comma (a list reader takes either).
     let authority = req.header(":authority").unwrap_or_default();
-    // No host holds `@` (userinfo, which URL parsers drop: `x@admin.example`)
-    // or `%` (an escape some decode): such a host is ambiguous.
-    let unclear = |host: &str| host.contains(['@', '%']);
-    if unclear(authority) {
+    // (Envoy checks the authority's characters but for these: `x@admin.example`
+    // and `%61dmin.example` read as `admin.example` to URL parsers, see `unclear`.)
+    if authority.contains(['@', '%']) {
         return Err(AmbiguousPath);
     }
     let host = req.host_without_port();
@@ -263,7 +262,7 @@ fn host_overrides<'r>(
     }
     for name in HOST_OVERRIDE_HEADERS {
         for value in spelled_values(req, name) {
-            if value == NOT_UTF8 || unclear(value) {
+            if value == NOT_UTF8 {
                 return Err(AmbiguousPath);
             }
             // RFC 7239: `for=…;host=…;proto=…, for=…` (names in any case, values maybe quoted).
@@ -278,7 +277,7 @@ fn host_overrides<'r>(
                 };
                 let host = host.trim();
                 let unquoted = host.strip_prefix('"').and_then(|h| h.strip_suffix('"'));
-                push_host(&mut found, unquoted.unwrap_or(host));
+                push_host(&mut found, unquoted.unwrap_or(host))?;
             }
             if name == "forwarded" {
                 // Spring's `ForwardedHeaderUtils` (Vert.x, Reactor Netty alike) find
@@ -296,7 +295,7 @@ fn host_overrides<'r>(
                                 .next()
                                 .unwrap_or_default()
                                 .trim(),
-                        );
+                        )?;
                     }
                 }
             }
@@ -305,14 +304,29 @@ fn host_overrides<'r>(
     Ok(found)
 }
 
-/// A host named in a header, as rules compare it and as the laxest backends read it.
-fn push_host<'r>(found: &mut Vec<&'r str>, named: &'r str) {
+/// Whether a host holds more than a host name, an IP address and a port: URL
+/// parsers drop userinfo (`x@admin.example`), decode escapes, end the host
+/// at `/`, `\\`, `?` or `#`, drop tabs and map Unicode dots and full-width
+/// letters (Node's `new URL(path, "http://" + host)`, Python's `urlsplit`).
+fn unclear(host: &str) -> bool {
+    !host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b))
+}
+
+/// A host named in a header, as rules compare it and as the laxest backends
+/// read it; one that is [`unclear`] is ambiguous.
+fn push_host<'r>(found: &mut Vec<&'r str>, named: &'r str) -> Result<(), AmbiguousPath> {
+    if unclear(named) {
+        return Err(AmbiguousPath);
+    }
     found.push(host_name(named));
     for loose in [loose_host_name(named), first_colon_host_name(named)] {
         if loose != host_name(named) {
             found.push(loose);
         }
     }
+    Ok(())
 }
 
 /// The methods a backend may run `req` as besides its own (as written:
@@ -355,21 +369,28 @@ pub fn query_pairs(req: &Request) -> impl Iterator<Item = (&str, &str)> {
         .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
 }
 
-/// Whether a query parameter's name is `wanted` (written with `_`s) as PHP
-/// registers a name, which Laravel and Symfony read the same way: `+` a
-/// space, decoded, leading spaces dropped, ` ` and `.` made `_` (for
-/// `_method`: `.method`, `+_method`, `%20.method`; `access+token`).
+/// Whether a query parameter's name is `wanted` (written with `_`s, lower
+/// case) as any common parser may register it: PHP (Laravel, Symfony):
+/// `+` a space, decoded, leading spaces dropped, ` `, `.` and an unclosed
+/// `[` made `_` (`.method`, `+_method`, `access+token`, `access[token`);
+/// PHP, Rack and qs: `name[]`, `name[0]` an array under `name`; Rack:
+/// leading `[`/`]` and a trailing `]` dropped; ASP.NET: any case.
 pub fn is_query_parameter(name: &str, wanted: &str) -> bool {
     // (A `+` decoded from `%2B` stays a `+` to PHP: taken as a space too, to be safe.)
     // PHP takes the decoded name as a C string: it ends at a first NUL.
     let decoded = path::decode_query_part(name);
     let decoded = decoded.split('\0').next().unwrap_or_default();
-    let name = decoded.trim_start_matches([' ', '+']);
+    let name = decoded.trim_start_matches([' ', '+', '[', ']']);
+    let name = match name.split_once('[') {
+        Some((array, rest)) if rest.contains(']') => array,
+        _ => name,
+    };
+    let name = name.trim_end_matches(']');
     let folded = |b: u8| {
-        if matches!(b, b' ' | b'.' | b'+') {
+        if matches!(b, b' ' | b'.' | b'+' | b'[') {
             b'_'
         } else {
-            b
+            b.to_ascii_lowercase()
         }
     };
     name.len() == wanted.len() && name.bytes().map(folded).eq(wanted.bytes())
@@ -409,12 +430,15 @@ pub fn route_as_sent<'a>(config: &'a FilterConfig, req: &Request) -> Option<&'a 
     let path = req.path();
     let readings = path::readings(path).ok()?;
     let authority = req.header(":authority").unwrap_or_default();
+    // The rule again as a router compares: the path's case, the method as
+    // sent, the authority whole.
+    let strict = Reading {
+        method_as_sent: true,
+        ..Reading::default()
+    };
     let as_sent = readings.others.is_empty()
         && readings.normalized == path
-        && route
-            .host
-            .as_ref()
-            .is_none_or(|h| authority.eq_ignore_ascii_case(h));
+        && matches(route, req.method(), authority, path, strict);
     as_sent.then_some(route)
 }
 
@@ -821,7 +845,8 @@ mod tests {
             {"match": {"prefix": "/", "host": "admin.example"}, "policy": {"roles_any": ["admin"]}},
             {"match": {"prefix": "/"}, "policy": "public"}
         ]}));
-        let value = "host=".repeat(2000) + "www.example";
+        // (Quoted, so that RFC 7239's own reading finds no `host` here: Spring's does.)
+        let value = format!("for=x;\"{}www.example\"", "host=".repeat(2000));
         let req = Request::of(&[(":authority", "www.example"), ("forwarded", &value)]);
         let found = host_overrides(&hosts, &req).unwrap();
         let read: usize = found.iter().map(|h| h.len()).sum();
@@ -1396,5 +1421,45 @@ mod tests {
         ] {
             assert_eq!(decide(&c, p), Err(AmbiguousPath), "{p}");
         }
+    }
+
+    /// Finding: hosts a URL parser reads as `admin.example` though they are
+    /// not (WHATWG `new URL(path, "http://" + host)`: `/ \ ? #` end the
+    /// host, tab and newline are removed, IDNA maps `。` to `.` and
+    /// full-width letters to ASCII; Python's `urlsplit`: `/ ? #`), named in
+    /// `X-Forwarded-Host` / `Forwarded` (which Envoy does not check as it
+    /// checks `:authority`), took the weaker rule.
+    #[test]
+    fn a_named_host_a_url_parser_reads_otherwise_is_ambiguous() {
+        let hosts = config(serde_json::json!({"routes": [
+            {"match": {"prefix": "/", "host": "admin.example"}, "policy": {"roles_any": ["admin"]}},
+            {"match": {"prefix": "/"}, "policy": "public"}
+        ]}));
+        let mut passed = Vec::new();
+        for value in [
+            "admin.example/x",
+            "admin.example\\x",
+            "admin.example?x",
+            "admin.example#x",
+            "admin.exa\tmple",
+            "admin\u{3002}example",
+            "\u{ff41}dmin.example",
+        ] {
+            for name in ["x-forwarded-host", "forwarded"] {
+                let v = if name == "forwarded" {
+                    format!("host=\"{value}\"")
+                } else {
+                    value.to_owned()
+                };
+                let h = [(":authority", "www.example"), (name, v.as_str())];
+                if let Ok(p) = decide_with(&hosts, "GET", "/x", &h) {
+                    passed.push(format!("{name}: {v:?} -> {p:?}"));
+                }
+            }
+        }
+        assert!(
+            passed.is_empty(),
+            "decided without the admin host: {passed:#?}"
+        );
     }
 }

@@ -773,7 +773,6 @@ mod tests {
             "X-Envoy-Original-Path",
             "proxy-connection",
             "content-type",
-            "expect",
         ] {
             let e = with(
                 serde_json::json!({"identity_headers": {"subject": "x-auth-user", "claims": {"website": judged}}}),
@@ -1027,9 +1026,53 @@ mod tests {
         };
         for lacking in [serde_json::json!({}), serde_json::json!({"audiences": []})] {
             let e = provider(lacking).unwrap_err();
-            assert!(e.0.contains("`audiences` or `token_type`"), "{e}");
+            assert!(e.0.contains("`audiences` or a `token_type`"), "{e}");
         }
         assert!(provider(serde_json::json!({"audiences": ["api"]})).is_ok());
         assert!(provider(serde_json::json!({"token_type": "at+jwt"})).is_ok());
+    }
+
+    /// Finding: the rule above was met by a `token_type` every ID token
+    /// carries (`typ: JWT`), so any token of the issuer still passed.
+    #[test]
+    fn a_generic_token_type_is_no_check() {
+        let mut accepted = Vec::new();
+        for typ in ["JWT", "jwt", "application/jwt"] {
+            let p = serde_json::json!({"providers": [{"name": "a", "issuer": "https://i", "algorithms": ["ES256"],
+                "jwks": {"remote": {"cluster": "c", "path": "/j"}}, "token_type": typ}]});
+            if with(p).is_ok() {
+                accepted.push(typ);
+            }
+        }
+        assert!(
+            accepted.is_empty(),
+            "accepted as the only check: {accepted:?}"
+        );
+    }
+
+    /// Finding: headers backends take the client's address or scheme from
+    /// (Rails' `RemoteIp` reads `Client-IP`, Tornado `X-Scheme`) were outside
+    /// the reserved names and prefixes.
+    #[test]
+    fn no_identity_header_is_one_a_backend_takes_the_client_address_from() {
+        let mut accepted = Vec::new();
+        for name in [
+            "client-ip",
+            "x-client-ip",
+            "true-client-ip",
+            "x-scheme",
+            "x_cluster_client_ip",
+        ] {
+            let r = with(
+                serde_json::json!({"identity_headers": {"subject": "x-auth-user", "claims": {"website": name}}}),
+            );
+            if r.is_ok() {
+                accepted.push(name);
+            }
+        }
+        assert!(
+            accepted.is_empty(),
+            "accepted as identity headers: {accepted:?}"
+        );
     }
 }

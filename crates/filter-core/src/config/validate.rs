@@ -244,8 +244,12 @@ fn validate_provider(p: RawProvider, policy: &RevocationPolicy) -> Result<Provid
     };
     // RFC 8725 §3.9, §3.11: without either, any token the issuer signs passes
     // here, its ID tokens and other APIs' access tokens included.
-    if p.audiences.is_empty() && p.token_type.is_none() {
-        return err("give `audiences` or `token_type` (else any token of the issuer passes)");
+    // (`JWT` is every ID token's type: no check.)
+    let typed = p.token_type.as_deref().is_some_and(|t| {
+        !t.eq_ignore_ascii_case("jwt") && !t.eq_ignore_ascii_case("application/jwt")
+    });
+    if p.audiences.is_empty() && !typed {
+        return err("needs `audiences` or a `token_type`");
     }
     let mut dpop = validate_dpop(p.dpop, p.dpop_algorithms, p.dpop_max_age_secs, p.dpop_nonce)?;
     dpop.origins = validate_origins(p.dpop_origins)?;
@@ -518,8 +522,8 @@ fn validate_identity(
         "keep-alive",
         "forwarded",
         "x-real-ip",
+        "x-scheme",
         "content-type",
-        "expect",
         "dpop",
         authflow_contract::fingerprint::DEVICE_HEADER,
     ];
@@ -550,6 +554,7 @@ fn validate_identity(
                 .clone()
                 .any(|r| header_spellings::same_header(r, n))
             || RESERVED_PREFIXES.iter().any(|p| folded.starts_with(p))
+            || folded.ends_with("client-ip")
             || token_headers
                 .iter()
                 .any(|t| header_spellings::same_header(t, n))
@@ -587,9 +592,9 @@ fn validate_identity(
 fn validate_route(r: RawRoute, configured: &PerProvider<Provider>) -> Result<Route, ConfigError> {
     let path = match (r.matcher.prefix, r.matcher.path_prefix, r.matcher.exact) {
         (Some(p), None, None) => PathMatch::Prefix(p),
-        (None, Some(p), None) if p.len() > 1 && p.ends_with('/') => return err(
-            "match.path_prefix: no trailing `/` (it matches whole segments; `/a` covers `/a/…`)",
-        ),
+        (None, Some(p), None) if p.len() > 1 && p.ends_with('/') => {
+            return err("match.path_prefix: no trailing `/` (`/a` covers `/a/…`)")
+        }
         (None, Some(p), None) => PathMatch::PathPrefix(p),
         (None, None, Some(e)) => PathMatch::Exact(e),
         (None, None, None) => return err("match: `prefix`, `path_prefix` or `exact` is required"),
@@ -598,7 +603,7 @@ fn validate_route(r: RawRoute, configured: &PerProvider<Provider>) -> Result<Rou
     let (PathMatch::Prefix(p) | PathMatch::PathPrefix(p) | PathMatch::Exact(p)) = &path;
     if !crate::path::is_normalized_rule_path(p) {
         return err(format!(
-            "match: `{p}` must be a normalized path: start with `/`, no `//`, `.` or `..` segments, `%`, `\\`, `;`, `?` or `#` (requests match once normalized)"
+            "match: `{p}` is not a normalized path (from `/`; no `//`, `.`, `..`, `%`, `\\`, `;`, `?`, `#`)"
         ));
     }
     let methods = r
