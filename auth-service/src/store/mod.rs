@@ -516,6 +516,20 @@ pub struct ResealReport {
     pub unopened: Vec<String>,
 }
 
+impl ResealReport {
+    /// The value to write from one `sealed::resealed` outcome: none when it is
+    /// current already, or when it could not be opened (the reason kept).
+    pub fn to_write<T, E: std::fmt::Display>(
+        &mut self,
+        resealed: Result<Option<T>, E>,
+    ) -> Option<T> {
+        resealed.unwrap_or_else(|e| {
+            self.unopened.push(e.to_string());
+            None
+        })
+    }
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;

@@ -732,19 +732,15 @@ macro_rules! impl_store {
                     .await?;
                     left -= i64::try_from(rows.len()).unwrap_or(limit);
                     for (id, value) in rows {
-                        match sealed::resealed(&self.kek, &totp_purpose(&id), value.as_bytes()) {
-                            Ok(Some(new)) => {
-                                let r = sqlx::query(&format!("UPDATE users SET {column} = $1 WHERE id = $2 AND {column} = $3"))
-                                    .bind(new)
-                                    .bind(&id)
-                                    .bind(&value)
-                                    .execute(self.writer())
-                                    .await?;
-                                report.resealed += r.rows_affected();
-                            }
-                            Ok(None) => {}
-                            Err(e) => report.unopened.push(e.to_string()),
-                        }
+                        let resealed = sealed::resealed(&self.kek, &totp_purpose(&id), value.as_bytes());
+                        let Some(new) = report.to_write(resealed) else { continue };
+                        let r = sqlx::query(&format!("UPDATE users SET {column} = $1 WHERE id = $2 AND {column} = $3"))
+                            .bind(new)
+                            .bind(&id)
+                            .bind(&value)
+                            .execute(self.writer())
+                            .await?;
+                        report.resealed += r.rows_affected();
                     }
                 }
                 if left > 0 {
@@ -756,19 +752,14 @@ macro_rules! impl_store {
                     .fetch_all(self.writer())
                     .await?;
                     for (kid, value) in rows {
-                        match sealed::resealed(&self.kek, &key_purpose(&kid), &value) {
-                            Ok(Some(new)) => {
-                                let r = sqlx::query("UPDATE signing_keys SET private_key = $1 WHERE kid = $2 AND private_key = $3")
-                                    .bind(new.into_bytes())
-                                    .bind(&kid)
-                                    .bind(&value)
-                                    .execute(self.writer())
-                                    .await?;
-                                report.resealed += r.rows_affected();
-                            }
-                            Ok(None) => {}
-                            Err(e) => report.unopened.push(e.to_string()),
-                        }
+                        let Some(new) = report.to_write(sealed::resealed(&self.kek, &key_purpose(&kid), &value)) else { continue };
+                        let r = sqlx::query("UPDATE signing_keys SET private_key = $1 WHERE kid = $2 AND private_key = $3")
+                            .bind(new.into_bytes())
+                            .bind(&kid)
+                            .bind(&value)
+                            .execute(self.writer())
+                            .await?;
+                        report.resealed += r.rows_affected();
                     }
                 }
                 Ok(report)
