@@ -110,6 +110,34 @@ pub async fn revoke_all_sessions(
     Ok(ids.len())
 }
 
+/// Ends the session a browser held before it signed in again as the same
+/// user (found by the device cookie it still sends), all but `kept`, the new
+/// one. Otherwise the old session lives on until it expires, its refresh
+/// token in nobody's hands but a copy's (a thief's). Returns how many ended.
+pub async fn end_replaced(state: &AppState, client: &Client, kept: &str) -> ApiResult<usize> {
+    let Some(device) = tokens::device_secret(&client.headers) else {
+        return Ok(0);
+    };
+    let Some(new) = state.store.session(kept).await? else {
+        return Ok(0);
+    };
+    let device_hash = hash_secret(&device);
+    let live = state
+        .store
+        .live_sessions_of(&new.user_id, now(), state.config.sessions.max_per_user)
+        .await?;
+    let mut ended = 0;
+    for session in live {
+        if session.id != kept
+            && hashes_match(&device_hash, &session.device_secret_hash)
+            && revoke_session(state, &session.id, "signed_in_again").await?
+        {
+            ended += 1;
+        }
+    }
+    Ok(ended)
+}
+
 /// Stores a new session bound to `device` (and to the DPoP key thumbprint
 /// `dpop_jkt`, if any), with a fresh first refresh token, and signs its
 /// first access token (device binding `dfp`), recorded in the same

@@ -174,6 +174,9 @@ pub async fn code_submit(
     .await
     {
         Ok(tokens) => {
+            if let Err(e) = sessions::end_replaced(&state, &client, &tokens.session_id).await {
+                tracing::warn!(error = ?e, "the browser's earlier session was not ended");
+            }
             let mut set = cookies::session(&state, &tokens);
             set.push(cookies::cleared_challenge());
             see_other(&return_to, &set)

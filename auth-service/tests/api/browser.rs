@@ -1877,3 +1877,51 @@ async fn a_refresh_the_service_cannot_answer_keeps_the_cookies() {
     let r = b.get("/auth/refresh?return_to=%2Fapp").await;
     assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/app"));
 }
+
+#[tokio::test]
+async fn signing_in_again_ends_the_session_the_browser_held() {
+    let app = spawn_app().await;
+    let mut b = Browser::new(&app);
+    b.sign_up_and_in(&app, "again@example.com", "/").await;
+    let first = claims(&b.cookie(ACCESS).unwrap().value);
+    let first_sid = first["sid"].as_str().unwrap().to_owned();
+    let sub = first["sub"].as_str().unwrap().to_owned();
+    let mut kept = b.clone();
+
+    // The same browser signs in again: the session whose cookies it held is
+    // over, not left alive with a refresh token that only a copy still holds.
+    let r = b.sign_in(&app, "again@example.com", "/").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let second_sid = claims(&b.cookie(ACCESS).unwrap().value)["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(first_sid, second_sid);
+    let sessions = app
+        .state
+        .store
+        .sessions_of(&sub, &PageRequest::first(1000))
+        .await
+        .unwrap();
+    let live: Vec<&str> = sessions
+        .iter()
+        .filter(|s| s.revoked_at.is_none())
+        .map(|s| s.id.as_str())
+        .collect();
+    assert_eq!(live, [second_sid.as_str()], "only the new session lives");
+    let r = kept.get("/auth/refresh?return_to=/auth/devices").await;
+    assert_eq!(
+        (r.status, r.location()),
+        (
+            StatusCode::SEE_OTHER,
+            "/auth/signin?return_to=/auth/devices"
+        ),
+        "the earlier refresh cookie is refused"
+    );
+    assert_eq!(b.get("/auth/devices").await.status, 200, "still signed in");
+
+    // Another browser's sign-in leaves this one's session alone.
+    let mut other = Browser::new(&app);
+    other.sign_in(&app, "again@example.com", "/").await;
+    assert_eq!(b.get("/auth/devices").await.status, 200);
+}
