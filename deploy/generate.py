@@ -299,6 +299,11 @@ def check_wasm_image(values: dict) -> None:
 def render_wasmplugin(values: dict) -> str:
     check_wasm_image(values)
     config = json.loads(render_filter_json(values))
+    # The gateway takes any host (`hosts: "*"`), so `:authority` is the client's to choose:
+    # DPoP proofs must name one of the origins listed here (docs/deploy.md, "DPoP").
+    for provider in config["providers"]:
+        if provider.get("dpop", "off") != "off" and values.get("dpop_origins"):
+            provider["dpop_origins"] = values["dpop_origins"]
     fields = dict(values)
     fields["generated_note"] = NOTE.format(sources="deploy/istio/wasmplugin.yaml.in, envoy/authflow-filter.json, deploy/targets.json")
     fields["plugin_config"] = "\n".join(to_yaml(config, 4))

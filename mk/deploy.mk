@@ -85,12 +85,15 @@ wasm-image: wasm
 	@echo "then: make wasm-digest"
 
 # Fills url + sha256 of deploy/istio/wasmplugin.yaml (via deploy/targets.json and the generator).
-# The sha256 is the image manifest digest: Istio compares it after pulling.
+# The sha256 is the image manifest digest: Istio compares it after pulling. Read from the layout
+# `make wasm-image` exported (the one pushed), not from a new build: a module changed since would
+# record a digest the registry does not have, and FAIL_CLOSE would stop the gateway's traffic.
 wasm-digest:
 	@digest="$(WASM_DIGEST)"; \
 	if [ -z "$$digest" ]; then \
-	  $(MAKE) --no-print-directory wasm-image || exit 1; \
-	  digest=$$($(DEPLOY_PY) deploy/wasm-image/oci_digest.py $(WASM_IMAGE_DIR)/oci --wasm $(WASM)) || exit 1; \
+	  [ -d $(WASM_IMAGE_DIR)/oci ] || $(MAKE) --no-print-directory wasm-image || exit 1; \
+	  digest=$$($(DEPLOY_PY) deploy/wasm-image/oci_digest.py $(WASM_IMAGE_DIR)/oci --wasm $(WASM)) || { \
+	    echo "wasm-digest: $(WASM_IMAGE_DIR)/oci does not hold $(WASM): run make wasm-image, push it, then make wasm-digest" >&2; exit 1; }; \
 	fi; \
 	python3 deploy/generate.py --set-image "oci://$(WASM_IMAGE)" "$$digest" && \
 	echo "deploy/istio/wasmplugin.yaml: url oci://$(WASM_IMAGE), sha256 $${digest#sha256:}"

@@ -347,6 +347,7 @@ if (plugin && deployment) {
     }
   }
   errors.push(...availabilityProblems(deployment, container, env));
+  errors.push(...memoryProblems(container, val));
   if (podSpec.serviceAccountName && !find("ServiceAccount", podSpec.serviceAccountName)) {
     errors.push(`Deployment: ServiceAccount ${podSpec.serviceAccountName} is not shipped`);
   }
@@ -538,7 +539,46 @@ function edgeProblems(plugin) {
       problems.push(`no EnvoyFilter on the WasmPlugin's workloads sets ${key}: true on every HTTP connection manager`);
     }
   }
+  // Kept (Istio's default), `/admin%2Fusers` matches no `paths: ["/admin/*"]` of an
+  // AuthorizationPolicy behind the gateway, and a backend decoding it serves `/admin/users`.
+  const escaped = ["REJECT_REQUEST", "UNESCAPE_AND_FORWARD", "UNESCAPE_AND_REDIRECT"];
+  const escapedActions = settings.map((c) => c.path_with_escaped_slashes_action).filter((v) => v !== undefined);
+  if (!everyHcm.some((c) => escaped.includes(c.path_with_escaped_slashes_action)) || escapedActions.some((v) => !escaped.includes(v))) {
+    problems.push(`no EnvoyFilter on the WasmPlugin's workloads sets path_with_escaped_slashes_action (${escaped.join(" or ")}) on every HTTP connection manager`);
+  }
+  // A gateway taking any host lets the client choose `:authority`: DPoP proofs must name listed origins.
+  const anyHost = gateways.some((gw) => (gw.spec?.servers ?? []).some((s) => (s.hosts ?? []).some((h) => h === "*" || h.endsWith("/*"))));
+  for (const p of plugin.spec?.pluginConfig?.providers ?? []) {
+    if (anyHost && (p.dpop ?? "off") !== "off" && !(p.dpop_origins ?? []).length) {
+      problems.push(`WasmPlugin provider ${p.name}: dpop ${p.dpop} behind a Gateway taking any host ("*"): list the origins clients use in dpop_origins (deploy/targets.json → istio.dpop_origins), or name the hosts in the Gateway`);
+    }
+  }
   return problems;
+}
+
+// Each password hash in flight holds `passwords.hash_memory_kib`; by default the service runs two
+// per core it sees, which without a CPU limit is every core of the node: a burst of sign-ins
+// would take the pod past its memory limit (OOM-killed, the filters' feed gone with it).
+function memoryProblems(container, val) {
+  const limit = kubernetesBytes(container.resources?.limits?.memory);
+  if (limit === undefined) return ["Deployment: set resources.limits.memory"];
+  const concurrency = Number(val("AUTHFLOW_LIMITS__PASSWORD_HASH_CONCURRENCY"));
+  if (!Number.isInteger(concurrency) || concurrency < 1) {
+    return ["Deployment: set AUTHFLOW_LIMITS__PASSWORD_HASH_CONCURRENCY (its default follows the node's cores, not the pod's memory limit)"];
+  }
+  const hashKib = Number(val("AUTHFLOW_PASSWORDS__HASH_MEMORY_KIB") ?? 19456);
+  const baselineMib = 128; // what the service holds besides hashing: caches, buffers, the runtime
+  const needed = concurrency * hashKib * 1024 + baselineMib * 2 ** 20;
+  return needed > limit
+    ? [`Deployment: AUTHFLOW_LIMITS__PASSWORD_HASH_CONCURRENCY ${concurrency} × ${hashKib} KiB of hashing plus ${baselineMib} MiB for the rest exceeds limits.memory ${container.resources.limits.memory}`]
+    : [];
+}
+
+function kubernetesBytes(quantity) {
+  const m = /^([0-9]+)(Ki|Mi|Gi|Ti|k|M|G|T)?$/.exec(String(quantity ?? ""));
+  if (!m) return undefined;
+  const unit = { Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40, k: 1e3, M: 1e6, G: 1e9, T: 1e12 }[m[2]] ?? 1;
+  return Number(m[1]) * unit;
 }
 
 // Several replicas on one PostgreSQL, and what keeps them available (point 4 above).
@@ -641,6 +681,18 @@ function selfTest() {
     ["no hardening EnvoyFilter", (f) => drop(f, "EnvoyFilter", "authflow-gateway-hardening"), "headers_with_underscores_action: REJECT_REQUEST"],
     ["underscore headers allowed", (f) => { hardening(f).common_http_protocol_options.headers_with_underscores_action = "ALLOW"; }, "headers_with_underscores_action: REJECT_REQUEST"],
     ["slashes not merged", (f) => { delete hardening(f).merge_slashes; }, "merge_slashes: true"],
+    ["escaped slashes kept", (f) => { delete hardening(f).path_with_escaped_slashes_action; }, "path_with_escaped_slashes_action"],
+    ["escaped slashes kept explicitly", (f) => { hardening(f).path_with_escaped_slashes_action = "KEEP_UNCHANGED"; }, "path_with_escaped_slashes_action"],
+    ["DPoP behind any host without dpop_origins", (f) => { delete of(f, "WasmPlugin").spec.pluginConfig.providers[0].dpop_origins; }, "dpop_origins"],
+    ["DPoP without dpop_origins, the Gateway naming its hosts (allowed)", (f) => {
+      delete of(f, "WasmPlugin").spec.pluginConfig.providers[0].dpop_origins;
+      for (const s of of(f, "Gateway").spec.servers) s.hosts = ["api.authflow.example"];
+    }, null],
+    ["password hashing concurrency left to the node's cores", (f) => {
+      const c = of(f, "Deployment", "authflow-auth").spec.template.spec.containers[0];
+      c.env = c.env.filter((e) => e.name !== "AUTHFLOW_LIMITS__PASSWORD_HASH_CONCURRENCY");
+    }, "set AUTHFLOW_LIMITS__PASSWORD_HASH_CONCURRENCY"],
+    ["password hashing past the memory limit", (f) => { authEnv(f, "AUTHFLOW_LIMITS__PASSWORD_HASH_CONCURRENCY").value = "32"; }, "exceeds limits.memory"],
     ["a deprecated flat name", (f) => { authEnv(f, "AUTHFLOW_TOKENS__ISSUER").name = "AUTHFLOW_ISSUER"; },
       "env AUTHFLOW_ISSUER is a deprecated flat name, use AUTHFLOW_TOKENS__ISSUER"],
     ["a flat name is still read (its value checked)", (f) => {
