@@ -563,6 +563,14 @@ impl Feed {
         self.notifier.waiting()
     }
 
+    /// Answers every parked long poll now (each gets its `304` or delta, and
+    /// its filter polls again, at another instance), and parks none from now
+    /// on: the service is stopping, and a parked poll would hold the stop for
+    /// up to its `wait`.
+    pub fn stop_waiters(&self) {
+        self.notifier.stop();
+    }
+
     /// For a long poll that would be answered `304` now: waits (parked, under
     /// the waiter cap) until the head passes `since` or `wait` is over; whether
     /// it passed. Over the cap it returns at once: the caller answers as a plain poll.

@@ -14,6 +14,9 @@ pub struct FeedNotifier {
     head: watch::Sender<i64>,
     /// Bumped when the feed starts a new epoch: wakes every waiter.
     resets: watch::Sender<u64>,
+    /// Set once the service stops: every waiter is answered at once, and no
+    /// request parks any more (a parked poll would hold the stop for its `wait`).
+    stopping: watch::Sender<bool>,
     waiters: AtomicUsize,
     max_waiters: usize,
 }
@@ -32,6 +35,7 @@ impl FeedNotifier {
         FeedNotifier {
             head: watch::Sender::new(head),
             resets: watch::Sender::new(0),
+            stopping: watch::Sender::new(false),
             waiters: AtomicUsize::new(0),
             max_waiters,
         }
@@ -57,8 +61,17 @@ impl FeedNotifier {
         self.resets.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// A place to wait, or `None` when `max_waiters` requests already wait.
+    /// Answers every waiter now and parks none from now on: the service is stopping.
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// A place to wait, or `None` when `max_waiters` requests already wait
+    /// or the service is stopping.
     pub fn try_park(&self) -> Option<WaiterSlot<'_>> {
+        if *self.stopping.borrow() {
+            return None;
+        }
         let taken = self
             .waiters
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
@@ -72,10 +85,12 @@ impl FeedNotifier {
         let mut head = self.head.subscribe();
         let mut resets = self.resets.subscribe();
         resets.mark_unchanged();
+        let mut stopping = self.stopping.subscribe();
         let passed = tokio::time::timeout(wait, async {
             tokio::select! {
                 r = head.wait_for(|h| *h > seq) => r.is_ok(),
                 r = resets.changed() => r.is_ok(),
+                _ = stopping.wait_for(|stopping| *stopping) => false,
             }
         })
         .await

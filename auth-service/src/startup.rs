@@ -47,7 +47,12 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
     }
     let router = app(Arc::clone(&state));
     let header_read_timeout = state.config.server.header_read_timeout;
-    let server = tokio::spawn(serve(listener, router, header_read_timeout));
+    let server = tokio::spawn(serve(
+        listener,
+        router,
+        header_read_timeout,
+        Arc::clone(&state),
+    ));
     let maintenance = tokio::spawn(maintenance(Arc::clone(&state)));
     // On every store: another instance (Postgres) or another process on the
     // same database (the CLI: `keys rotate`, `service-account disable`)
@@ -69,7 +74,12 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
 /// timer, so that a connection that does not send a whole request head
 /// within `header_read_timeout` (a slowloris client, or an idle keep-alive
 /// one) is closed. Each request carries its peer address (`ConnectInfo`).
-async fn serve(listener: TcpListener, router: Router, header_read_timeout: std::time::Duration) {
+async fn serve(
+    listener: TcpListener,
+    router: Router,
+    header_read_timeout: std::time::Duration,
+    state: Arc<AppState>,
+) {
     use axum::extract::ConnectInfo;
     use hyper_util::rt::{TokioIo, TokioTimer};
     use tower::ServiceExt as _;
@@ -106,6 +116,9 @@ async fn serve(listener: TcpListener, router: Router, header_read_timeout: std::
         });
     }
     drop(listener);
+    // The filters' long polls of the feed are always parked (up to 60 s):
+    // answered now, they do not hold the stop past a termination grace period.
+    state.feed.stop_waiters();
     graceful.shutdown().await;
 }
 

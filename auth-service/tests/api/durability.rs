@@ -755,3 +755,67 @@ async fn a_write_waits_its_turn_behind_another_process_on_sqlite() {
         .unwrap();
     assert!(pruned.is_ok(), "{pruned:?}");
 }
+
+/// SIGTERM (every rollout, every node drain) while a filter's long poll of
+/// the feed is parked (`wait` up to 60 s; every filter holds one open all the
+/// time): the parked poll is answered (a 304: the filter polls again,
+/// elsewhere) and the process exits at once, well inside a termination grace
+/// period (Kubernetes' default is 30 s), not killed with mail in flight.
+#[tokio::test]
+async fn sigterm_does_not_wait_for_parked_long_polls() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(70))
+        .build()
+        .unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = start(&data, None, port, &http).await;
+    let snapshot: Value = http
+        .get(format!("{base}/v1/revocations"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let cursor = snapshot["cursor"].as_str().unwrap().to_owned();
+    let poll = tokio::spawn({
+        let http = http.clone();
+        let url = format!("{base}/v1/revocations");
+        async move {
+            http.get(url)
+                .query(&[("since", cursor.as_str()), ("wait", "60")])
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!poll.is_finished(), "the poll is parked");
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let stopping = std::time::Instant::now();
+    let exited = loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            break Some(status);
+        }
+        if stopping.elapsed() > Duration::from_secs(10) {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        exited.is_some(),
+        "still running 10 s after SIGTERM, held by one parked long poll"
+    );
+    assert_eq!(
+        poll.await.unwrap().ok(),
+        Some(304),
+        "the parked poll was answered"
+    );
+}
