@@ -216,7 +216,13 @@ impl Kek {
     /// (an older key, or clear) is for re-sealing. Holds no `%` or `_`, so
     /// it is also its own SQL `LIKE` prefix.
     pub fn current_prefix(&self) -> String {
-        format!("{PREFIX}{}:", self.current.id)
+        Self::prefix_of(&self.current.id)
+    }
+
+    /// How every value sealed with the KEK of id `id` begins (as
+    /// [`Kek::current_prefix`]; ids are hex).
+    pub fn prefix_of(id: &str) -> String {
+        format!("{PREFIX}{id}:")
     }
 
     pub fn is_sealed(value: &[u8]) -> bool {

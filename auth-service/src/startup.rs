@@ -198,11 +198,11 @@ const RESEAL_BATCH: u32 = 500;
 /// any such value; then re-seals a bounded batch.
 async fn reseal_round(state: &AppState) {
     let store = state.store.as_ref();
-    match store.count_not_under_current_kek().await {
+    match store.count_to_reseal().await {
         Ok(0) => {}
         Ok(_) => match store.reseal_batch(RESEAL_BATCH).await {
             Ok(report) => {
-                let remaining = store.count_not_under_current_kek().await.ok();
+                let remaining = store.count_to_reseal().await.ok();
                 if report.resealed > 0 {
                     tracing::info!(
                         values = report.resealed,

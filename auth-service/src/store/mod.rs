@@ -902,8 +902,11 @@ pub trait Store: Send + Sync + 'static {
     /// (e.g. written by an instance not yet rotated) or in clear. While not
     /// 0, `kek.previous` must stay. Reads only, locks nothing.
     async fn count_not_under_current_kek(&self) -> StoreResult<u64>;
+    /// How many of those this process re-seals: not those sealed with a KEK
+    /// put in use after its own (see `sealed::Kept`). Reads only, locks nothing.
+    async fn count_to_reseal(&self) -> StoreResult<u64>;
     /// Re-seals with the current KEK up to `limit` of the values
-    /// [`Store::count_not_under_current_kek`] counts, each in its own write
+    /// [`Store::count_to_reseal`] counts, each in its own write
     /// that replaces exactly the value read (one changed meanwhile is left
     /// for the next round). Locks no row to look for them.
     async fn reseal_batch(&self, limit: u32) -> StoreResult<ResealReport>;

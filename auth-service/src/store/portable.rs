@@ -12,6 +12,61 @@ pub(super) const USER_COLUMNS: &str = "id, email, password_hash, roles, scope, e
 pub(super) const SESSION_COLUMNS: &str =
     "id, user_id, device_secret_hash, created_at, last_seen_at, expires_at, revoked_at, revoke_reason, ip, user_agent, dpop_jkt, dpop_bound_at";
 
+/// Records this process's current KEK in `kek_succession`, where its place
+/// is the moment it was first put in use (a later start keeps it).
+macro_rules! record_kek_in_use {
+    ($executor:expr, $kek:expr) => {{
+        sqlx::query(
+            "INSERT INTO kek_succession (kek_id) VALUES ($1) ON CONFLICT (kek_id) DO NOTHING",
+        )
+        .bind($kek.id())
+        .execute($executor)
+        .await?;
+    }};
+}
+
+/// What this process leaves sealed as it is (`sealed::Kept`): values under
+/// its current KEK or under one put in use after it.
+macro_rules! kept_sealed {
+    ($executor:expr, $kek:expr) => {{
+        let newer: Vec<String> = sqlx::query_scalar(
+            "SELECT kek_id FROM kek_succession \
+             WHERE position > (SELECT position FROM kek_succession WHERE kek_id = $1) ORDER BY position",
+        )
+        .bind($kek.id())
+        .fetch_all($executor)
+        .await?;
+        $crate::store::sealed::Kept::new(&$kek, &newer)
+    }};
+}
+
+/// How many secrets at rest are sealed with none of the KEKs `$kept`
+/// (a `sealed::Kept`) names, or are in clear. Reads only, locks nothing.
+macro_rules! count_not_kept {
+    ($store:expr, $kept:expr) => {{
+        let kept = $kept;
+        // Text patterns for the TOTP columns ($1…), the same as bytes for the keys'.
+        let n = kept.patterns().len();
+        let sql = format!(
+            "SELECT (SELECT COUNT(*) FROM users WHERE totp_secret IS NOT NULL AND {}) \
+                  + (SELECT COUNT(*) FROM users WHERE totp_pending IS NOT NULL AND {}) \
+                  + (SELECT COUNT(*) FROM signing_keys WHERE length(private_key) > 0 AND {})",
+            kept.excluded("totp_secret", 1),
+            kept.excluded("totp_pending", 1),
+            kept.excluded("private_key", n + 1),
+        );
+        let mut query = sqlx::query_scalar(&sql);
+        for pattern in kept.patterns() {
+            query = query.bind(pattern.as_str());
+        }
+        for pattern in kept.patterns() {
+            query = query.bind(pattern.as_bytes());
+        }
+        let n: i64 = query.fetch_one($store.writer()).await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }};
+}
+
 /// Revokes every live session of a user inside the transaction `$tx`, one
 /// feed event each (kept until `$feed_expires_at`, or until the user's last
 /// access token expires if later): the ids of the sessions ended. A macro
@@ -700,22 +755,16 @@ macro_rules! impl_store {
             }
 
             async fn count_not_under_current_kek(&self) -> StoreResult<u64> {
-                let prefix = format!("{}%", self.kek.current_prefix());
-                let n: i64 = sqlx::query_scalar(
-                    "SELECT (SELECT COUNT(*) FROM users WHERE totp_secret IS NOT NULL AND NOT (totp_secret LIKE $1)) \
-                          + (SELECT COUNT(*) FROM users WHERE totp_pending IS NOT NULL AND NOT (totp_pending LIKE $1)) \
-                          + (SELECT COUNT(*) FROM signing_keys WHERE length(private_key) > 0 AND NOT (private_key LIKE $2))",
-                )
-                .bind(&prefix)
-                .bind(prefix.as_bytes())
-                .fetch_one(self.writer())
-                .await?;
-                Ok(u64::try_from(n).unwrap_or(0))
+                count_not_kept!(self, crate::store::sealed::Kept::new(&self.kek, &[]))
+            }
+
+            async fn count_to_reseal(&self) -> StoreResult<u64> {
+                count_not_kept!(self, kept_sealed!(self.writer(), self.kek))
             }
 
             async fn reseal_batch(&self, limit: u32) -> StoreResult<crate::store::ResealReport> {
                 let mut report = crate::store::ResealReport::default();
-                let prefix = format!("{}%", self.kek.current_prefix());
+                let kept = kept_sealed!(self.writer(), self.kek);
                 let limit = i64::from(limit);
                 let mut left = limit;
                 for column in ["totp_secret", "totp_pending"] {
@@ -723,16 +772,18 @@ macro_rules! impl_store {
                         break;
                     }
                     // Read without a lock; each write below replaces only the value read.
-                    let rows: Vec<(String, String)> = sqlx::query_as(&format!(
-                        "SELECT id, {column} FROM users WHERE {column} IS NOT NULL AND NOT ({column} LIKE $1) ORDER BY id LIMIT $2"
-                    ))
-                    .bind(&prefix)
-                    .bind(left)
-                    .fetch_all(self.writer())
-                    .await?;
+                    let sql = format!(
+                        "SELECT id, {column} FROM users WHERE {column} IS NOT NULL AND {} ORDER BY id LIMIT $1",
+                        kept.excluded(column, 2)
+                    );
+                    let mut query = sqlx::query_as(&sql).bind(left);
+                    for pattern in kept.patterns() {
+                        query = query.bind(pattern.as_str());
+                    }
+                    let rows: Vec<(String, String)> = query.fetch_all(self.writer()).await?;
                     left -= i64::try_from(rows.len()).unwrap_or(limit);
                     for (id, value) in rows {
-                        let resealed = sealed::resealed(&self.kek, &totp_purpose(&id), value.as_bytes());
+                        let resealed = sealed::resealed(&self.kek, &kept, &totp_purpose(&id), value.as_bytes());
                         let Some(new) = report.to_write(resealed) else { continue };
                         let r = sqlx::query(&format!("UPDATE users SET {column} = $1 WHERE id = $2 AND {column} = $3"))
                             .bind(new)
@@ -744,15 +795,17 @@ macro_rules! impl_store {
                     }
                 }
                 if left > 0 {
-                    let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
-                        "SELECT kid, private_key FROM signing_keys WHERE length(private_key) > 0 AND NOT (private_key LIKE $1) ORDER BY kid LIMIT $2",
-                    )
-                    .bind(prefix.as_bytes())
-                    .bind(left)
-                    .fetch_all(self.writer())
-                    .await?;
+                    let sql = format!(
+                        "SELECT kid, private_key FROM signing_keys WHERE length(private_key) > 0 AND {} ORDER BY kid LIMIT $1",
+                        kept.excluded("private_key", 2)
+                    );
+                    let mut query = sqlx::query_as(&sql).bind(left);
+                    for pattern in kept.patterns() {
+                        query = query.bind(pattern.as_bytes());
+                    }
+                    let rows: Vec<(String, Vec<u8>)> = query.fetch_all(self.writer()).await?;
                     for (kid, value) in rows {
-                        let Some(new) = report.to_write(sealed::resealed(&self.kek, &key_purpose(&kid), &value)) else { continue };
+                        let Some(new) = report.to_write(sealed::resealed(&self.kek, &kept, &key_purpose(&kid), &value)) else { continue };
                         let r = sqlx::query("UPDATE signing_keys SET private_key = $1 WHERE kid = $2 AND private_key = $3")
                             .bind(new.into_bytes())
                             .bind(&kid)
@@ -1109,9 +1162,9 @@ macro_rules! impl_store {
 }
 
 pub(super) use {
-    ban_service_tokens_in, change_service_credential, end_sessions_past_cap_in, impl_store,
-    insert_access_token, published_keys_in, revoke_sessions_in, session_event_in,
-    sessions_still_verifiable,
+    ban_service_tokens_in, change_service_credential, count_not_kept, end_sessions_past_cap_in,
+    impl_store, insert_access_token, kept_sealed, published_keys_in, record_kek_in_use,
+    revoke_sessions_in, session_event_in, sessions_still_verifiable,
 };
 
 /// A service account's credentials changed at `$2`: `rotated_at` moves on,

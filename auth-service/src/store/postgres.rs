@@ -22,9 +22,9 @@ use sqlx::{PgConnection, PgPool};
 
 use super::pg_connect;
 use super::portable::{
-    ban_service_tokens_in, change_service_credential, end_sessions_past_cap_in,
-    insert_access_token, published_keys_in, revoke_sessions_in, session_event_in,
-    sessions_still_verifiable, NEXT_ROTATION, SESSION_COLUMNS, USER_COLUMNS,
+    ban_service_tokens_in, change_service_credential, count_not_kept, end_sessions_past_cap_in,
+    insert_access_token, kept_sealed, published_keys_in, record_kek_in_use, revoke_sessions_in,
+    session_event_in, sessions_still_verifiable, NEXT_ROTATION, SESSION_COLUMNS, USER_COLUMNS,
 };
 use super::rows::{ChallengeRow, EventRow, KeyRow, UserRow};
 use super::sealed::{self, key_purpose, totp_purpose};
@@ -155,6 +155,8 @@ impl PostgresStore {
             .bind(RESEAL_LOCK)
             .execute(&mut *tx)
             .await?;
+        record_kek_in_use!(&mut *tx, self.kek);
+        let kept = kept_sealed!(&mut *tx, self.kek);
         let mut count = 0;
         let users: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
             "SELECT id, totp_secret, totp_pending FROM users WHERE totp_secret IS NOT NULL OR totp_pending IS NOT NULL FOR UPDATE",
@@ -165,7 +167,7 @@ impl PostgresStore {
             for (column, value) in [("totp_secret", secret), ("totp_pending", pending)] {
                 let Some(value) = value else { continue };
                 if let Some(sealed) =
-                    sealed::resealed(&self.kek, &totp_purpose(id), value.as_bytes())?
+                    sealed::resealed(&self.kek, &kept, &totp_purpose(id), value.as_bytes())?
                 {
                     sqlx::query(&format!("UPDATE users SET {column} = $1 WHERE id = $2"))
                         .bind(sealed)
@@ -182,7 +184,7 @@ impl PostgresStore {
         .fetch_all(&mut *tx)
         .await?;
         for (kid, value) in &keys {
-            if let Some(sealed) = sealed::resealed(&self.kek, &key_purpose(kid), value)? {
+            if let Some(sealed) = sealed::resealed(&self.kek, &kept, &key_purpose(kid), value)? {
                 sqlx::query("UPDATE signing_keys SET private_key = $1 WHERE kid = $2")
                     .bind(sealed.into_bytes())
                     .bind(kid)

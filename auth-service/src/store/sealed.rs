@@ -37,10 +37,59 @@ pub fn seal(kek: &Kek, purpose: &str, value: &[u8]) -> StoreResult<String> {
     kek.seal(purpose, value).map_err(StoreError::Sealed)
 }
 
-/// The value sealed with the current KEK, or `None` when it already is
-/// (a value still in clear, from before sealing, is sealed as it is).
-pub fn resealed(kek: &Kek, purpose: &str, value: &[u8]) -> StoreResult<Option<String>> {
-    if kek.is_current(value) {
+/// Which values this process leaves as they are: those sealed with its
+/// current KEK, and those sealed with a KEK another instance put in use
+/// after it (`kek_succession`). During a rotation's rollout an instance
+/// that has the new key only as `kek.previous` would otherwise re-seal,
+/// under the old key it still has as `kek.key`, what the instances already
+/// on the new key sealed — the values flipping between the two keys, and
+/// sealed again under the one being retired (perhaps because it leaked),
+/// until the rollout ends.
+pub struct Kept {
+    /// SQL `LIKE` patterns of the kept values' beginnings.
+    patterns: Vec<String>,
+}
+
+impl Kept {
+    /// `newer`: ids of the KEKs put in use after this process's current one.
+    pub fn new(kek: &Kek, newer: &[String]) -> Self {
+        let patterns = std::iter::once(kek.current_prefix())
+            .chain(newer.iter().map(|id| Kek::prefix_of(id)))
+            .map(|prefix| format!("{prefix}%"))
+            .collect();
+        Kept { patterns }
+    }
+
+    /// The patterns, to bind after the other parameters of [`Kept::excluded`]'s query.
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
+    }
+
+    /// `NOT (column LIKE $first) AND NOT (column LIKE $first+1) …`: the values not kept.
+    pub fn excluded(&self, column: &str, first: usize) -> String {
+        (first..first + self.patterns.len())
+            .map(|n| format!("NOT ({column} LIKE ${n})"))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    }
+
+    fn keeps(&self, value: &[u8]) -> bool {
+        self.patterns.iter().any(|p| {
+            let prefix = p.trim_end_matches('%');
+            value.starts_with(prefix.as_bytes())
+        })
+    }
+}
+
+/// The value sealed with the current KEK, or `None` when `kept` leaves it
+/// as it is (a value still in clear, from before sealing, is sealed as it is).
+pub fn resealed(
+    kek: &Kek,
+    kept: &Kept,
+    purpose: &str,
+    value: &[u8],
+) -> StoreResult<Option<String>> {
+    if kept.keeps(value) {
         return Ok(None);
     }
     let clear = if Kek::is_sealed(value) {

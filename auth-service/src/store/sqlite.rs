@@ -11,9 +11,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use super::portable::{
-    ban_service_tokens_in, change_service_credential, end_sessions_past_cap_in,
-    insert_access_token, published_keys_in, revoke_sessions_in, session_event_in,
-    sessions_still_verifiable, NEXT_ROTATION, SESSION_COLUMNS, USER_COLUMNS,
+    ban_service_tokens_in, change_service_credential, count_not_kept, end_sessions_past_cap_in,
+    insert_access_token, kept_sealed, published_keys_in, record_kek_in_use, revoke_sessions_in,
+    session_event_in, sessions_still_verifiable, NEXT_ROTATION, SESSION_COLUMNS, USER_COLUMNS,
 };
 use super::rows::{ChallengeRow, EventRow, KeyRow, UserRow};
 use super::sealed::{self, key_purpose, totp_purpose};
@@ -241,13 +241,11 @@ impl SqliteStore {
         sealed::seal(&self.kek, purpose, value)
     }
 
-    fn resealed(&self, purpose: &str, value: &[u8]) -> StoreResult<Option<String>> {
-        sealed::resealed(&self.kek, purpose, value)
-    }
-
     /// One transaction: every TOTP secret and private key under the current KEK.
     async fn reseal_all(&self) -> StoreResult<u64> {
         let mut tx = self.begin_write().await?;
+        record_kek_in_use!(&mut *tx, self.kek);
+        let kept = kept_sealed!(&mut *tx, self.kek);
         let mut count = 0;
         let rows = sqlx::query("SELECT id, totp_secret, totp_pending FROM users WHERE totp_secret IS NOT NULL OR totp_pending IS NOT NULL")
             .fetch_all(&mut *tx)
@@ -258,7 +256,9 @@ impl SqliteStore {
                 let Some(value) = row.try_get::<Option<String>, _>(column)? else {
                     continue;
                 };
-                if let Some(sealed) = self.resealed(&totp_purpose(&id), value.as_bytes())? {
+                if let Some(sealed) =
+                    sealed::resealed(&self.kek, &kept, &totp_purpose(&id), value.as_bytes())?
+                {
                     sqlx::query(&format!("UPDATE users SET {column} = ? WHERE id = ?"))
                         .bind(sealed)
                         .bind(&id)
@@ -275,7 +275,7 @@ impl SqliteStore {
         for row in &keys {
             let kid: String = row.try_get("kid")?;
             let value: Vec<u8> = row.try_get("private_key")?;
-            if let Some(sealed) = self.resealed(&key_purpose(&kid), &value)? {
+            if let Some(sealed) = sealed::resealed(&self.kek, &kept, &key_purpose(&kid), &value)? {
                 sqlx::query("UPDATE signing_keys SET private_key = ? WHERE kid = ?")
                     .bind(sealed.into_bytes())
                     .bind(&kid)

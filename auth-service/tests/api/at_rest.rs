@@ -500,3 +500,64 @@ async fn an_instance_that_cannot_sign_spends_no_challenge() {
     let r = rotated.post("/v1/auth/signin/verify", answer).await;
     assert_eq!(r.status(), 200, "the challenge was not spent");
 }
+
+/// The README's rotation with several instances: first every instance
+/// learns the new key as `kek.previous` beside the unchanged `kek.key`,
+/// then the two are swapped one instance at a time. While both kinds run,
+/// an instance of the first step has the new key in its `kek.previous` as
+/// the swapped ones have the old: it must not re-seal, under the old key,
+/// what they sealed with the new one (at its maintenance rounds or when it
+/// restarts), or the secrets at rest (and any backup taken meanwhile) go
+/// back under the key being retired — perhaps because it leaked — and
+/// `kek status` never settles. `kek_succession` tells which came after.
+#[tokio::test]
+async fn instances_learning_the_new_kek_do_not_reseal_under_the_old_one() {
+    let app = spawn_app().await;
+    let email = "learning@example.com";
+    app.verified_user(email).await;
+    let t = app.signin(email, PASSWORD).await;
+    app.enrol_totp(&t).await;
+    let old = app.state.config.kek.current.unwrap();
+    let new: [u8; 32] = std::array::from_fn(|i| i as u8 + 1);
+    let _learning = spawn_app_beside(&app, |c| {
+        c.kek.current = Some(old);
+        c.kek.previous = vec![new];
+        c.maintenance.interval = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let rotated = spawn_app_beside(&app, |c| {
+        c.kek.current = Some(new);
+        c.kek.previous = vec![old];
+        c.maintenance.interval = std::time::Duration::from_secs(3600);
+    })
+    .await;
+    let store = rotated.state.store.as_ref();
+    assert_eq!(
+        store.count_not_under_current_kek().await.unwrap(),
+        0,
+        "the swapped instance re-sealed everything with the new key at start"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(
+        store.count_not_under_current_kek().await.unwrap(),
+        0,
+        "an instance that only learned the new key re-sealed the secrets under the old one"
+    );
+    let restarted = spawn_app_beside(&app, |c| {
+        c.kek.current = Some(old);
+        c.kek.previous = vec![new];
+    })
+    .await;
+    let behind = restarted.state.store.as_ref();
+    assert_eq!(behind.count_to_reseal().await.unwrap(), 0);
+    assert_eq!(
+        behind.count_not_under_current_kek().await.unwrap(),
+        2,
+        "`kek status` with the old key still names what is not under it"
+    );
+    assert_eq!(
+        store.count_not_under_current_kek().await.unwrap(),
+        0,
+        "an instance that only learned the new key re-sealed the secrets under the old one at start"
+    );
+}
