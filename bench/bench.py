@@ -226,6 +226,10 @@ def ext_authz() -> dict:
         "http_service": {
             "server_uri": {"uri": "http://127.0.0.1", "cluster": "authsvc", "timeout": "2s"},
             "path_prefix": "/v1/ext-authz",
+            # The subject goes upstream, as the filter's x-auth-user does (a client's copy
+            # replaced); the answer's x-envoy-auth-headers-to-remove drops the other identity
+            # headers a client sent.
+            "authorization_response": {"allowed_upstream_headers": {"patterns": [{"exact": "x-auth-user"}]}},
         },
     }}
 

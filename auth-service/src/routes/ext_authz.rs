@@ -5,7 +5,9 @@
 //! device secret (`x-authflow-device`, `cookie`) and the configured
 //! attributes, or such a token is refused. DPoP-bound tokens are refused here,
 //! whatever the scheme: their proofs are checked by the filter, and a bound
-//! token must never pass on its own.
+//! token must never pass on its own. As the filter: a second token in an
+//! `access_token` query parameter is refused, and no client copy of an
+//! identity header reaches the backend.
 
 use std::sync::Arc;
 
@@ -13,6 +15,10 @@ use axum::extract::State;
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+
+use authflow_contract::header_spellings::underscore_spellings;
+use authflow_contract::identity::DEFAULT_IDENTITY_NAMES;
+use authflow_contract::query;
 
 use crate::clock::now;
 use crate::error::ApiError;
@@ -25,11 +31,22 @@ use crate::tokens::{self, Refusal};
 /// appends the original path: any method, under any sub-path.
 #[utoipa::path(method(get, post, put, delete, patch, head, options, trace), path = "/v1/ext-authz", tag = "ext_authz",
     security(("bearer" = [])),
-    responses((status = 200, description = "allowed; `x-auth-user` carries the subject"), (status = 401, description = "denied"),
+    responses((status = 200, description = "allowed; `x-auth-user` carries the subject, `x-envoy-auth-headers-to-remove` names every other identity header and spelling (a client's copies)"), (status = 401, description = "denied (also: a second token in an `access_token` query parameter)"),
         (status = 503, description = "this instance's revocation list is stale (`revocation.max_staleness_secs`): retry, on another instance")))]
 pub async fn check(State(state): State<Arc<AppState>>, parts: Parts) -> Response {
+    // Envoy appends the original path and query to this endpoint's.
+    let second_token = query::gives(parts.uri.query().unwrap_or_default(), "access_token");
     let verified = bearer(&parts.headers)
         .ok_or(Refusal::Invalid("a bearer access token is required"))
+        .and_then(|t| {
+            if second_token {
+                // RFC 6750 §3.1: one method. A backend reading the query first
+                // would take that token, unverified, as the caller.
+                Err(Refusal::Invalid("more than one access token"))
+            } else {
+                Ok(t)
+            }
+        })
         .and_then(|t| tokens::verify(&state, t, now()))
         .and_then(|v| {
             if v.claims.cnf.is_some() {
@@ -46,7 +63,14 @@ pub async fn check(State(state): State<Arc<AppState>>, parts: Parts) -> Response
     match verified.map(|v| HeaderValue::from_str(&v.sub)) {
         Ok(Ok(user)) => {
             inc(&state.metrics.ext_authz_allowed);
-            (StatusCode::OK, [("x-auth-user", user)]).into_response()
+            (
+                StatusCode::OK,
+                [
+                    ("x-auth-user", user),
+                    (HEADERS_TO_REMOVE, identity_headers_to_remove().clone()),
+                ],
+            )
+                .into_response()
         }
         Ok(Err(_)) => {
             inc(&state.metrics.ext_authz_denied);
@@ -59,11 +83,32 @@ pub async fn check(State(state): State<Arc<AppState>>, parts: Parts) -> Response
     }
 }
 
+/// The ext_authz answer's header naming request headers Envoy removes before
+/// the request goes upstream (the check itself sees only Envoy's
+/// `allowed_headers`, so a client's copies cannot be told from here).
+const HEADERS_TO_REMOVE: &str = "x-envoy-auth-headers-to-remove";
+
+/// Every identity header the filter owns, in every `-`/`_` spelling, but
+/// `x-auth-user`, which the answer sets: a client's `x-auth-roles: admin`
+/// or `x_auth_user` must not reach the backend.
+fn identity_headers_to_remove() -> &'static HeaderValue {
+    static LIST: std::sync::OnceLock<HeaderValue> = std::sync::OnceLock::new();
+    LIST.get_or_init(|| {
+        let mut names: Vec<String> = DEFAULT_IDENTITY_NAMES
+            .iter()
+            .filter(|n| **n != "x-auth-user")
+            .map(|n| (*n).to_owned())
+            .collect();
+        names.extend(underscore_spellings(DEFAULT_IDENTITY_NAMES));
+        HeaderValue::from_str(&names.join(", ")).unwrap_or(HeaderValue::from_static(""))
+    })
+}
+
 /// The same check with the original request path appended.
 #[utoipa::path(method(get, post, put, delete, patch, head, options, trace), path = "/v1/ext-authz/{*rest}", tag = "ext_authz",
     params(("rest" = String, Path, description = "the original request path (any number of segments)")),
     security(("bearer" = [])),
-    responses((status = 200, description = "allowed; `x-auth-user` carries the subject"), (status = 401, description = "denied"),
+    responses((status = 200, description = "allowed; `x-auth-user` carries the subject, `x-envoy-auth-headers-to-remove` names every other identity header and spelling (a client's copies)"), (status = 401, description = "denied (also: a second token in an `access_token` query parameter)"),
         (status = 503, description = "this instance's revocation list is stale (`revocation.max_staleness_secs`): retry, on another instance")))]
 pub async fn check_subpath(state: State<Arc<AppState>>, parts: Parts) -> Response {
     check(state, parts).await

@@ -1305,3 +1305,83 @@ async fn ext_authz_checks_the_device_of_a_device_bound_token() {
         );
     }
 }
+
+/// A second token in an `access_token` query parameter beside the
+/// `Authorization` one is refused, as the filter refuses it (RFC 6750 §3.1:
+/// one method). Envoy appends the original path and query to
+/// `/v1/ext-authz`; let through, the backend would get `x-auth-user` of the
+/// header's token and another, never checked, in the query, which one
+/// reading the query first takes as the caller.
+#[tokio::test]
+async fn ext_authz_refuses_a_second_token_in_the_query() {
+    let app = spawn_app().await;
+    app.verified_user("query@example.com").await;
+    let t = app.signin("query@example.com", PASSWORD).await;
+    let r = app
+        .authed(Method::GET, "/v1/ext-authz/items?page=2", &t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "a query without a token passes");
+    for query in [
+        "access_token=someone-elses-token",
+        "page=2&access_token=x",
+        "Access_Token=x",
+        "access.token=x",
+        "access_token%5B%5D=x",
+    ] {
+        let r = app
+            .authed(Method::GET, &format!("/v1/ext-authz/items?{query}"), &t)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{query}: the filter refuses it");
+    }
+}
+
+/// The OK answer sets `x-auth-user` and has Envoy remove every other
+/// identity header the filter sets or removes (`x-auth-roles`, …,
+/// `x-auth-issuer`) and the `_` spellings a CGI-style backend folds onto them
+/// (`x_auth_user`, …), through `x-envoy-auth-headers-to-remove`: otherwise a
+/// user sending `x-auth-roles: admin` with their own token is an admin to a
+/// backend that reads it. They are listed whatever the request carried:
+/// Envoy forwards only `allowed_headers` to the check.
+#[tokio::test]
+async fn ext_authz_has_envoy_remove_identity_headers_a_client_wrote() {
+    let app = spawn_app().await;
+    app.verified_user("forger@example.com").await;
+    let t = app.signin("forger@example.com", PASSWORD).await;
+    let r = app
+        .authed(Method::GET, "/v1/ext-authz/admin/panel", &t)
+        .header("x-auth-roles", "admin")
+        .header("x_auth_user", "u-someone-else")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let removed: Vec<String> = r
+        .headers()
+        .get_all("x-envoy-auth-headers-to-remove")
+        .iter()
+        .flat_map(|v| v.to_str().unwrap().split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .collect();
+    for name in [
+        "x-auth-roles",
+        "x-auth-scopes",
+        "x-auth-session",
+        "x-auth-client-id",
+        "x-auth-issuer",
+        "x_auth_user",
+        "x_auth_roles",
+    ] {
+        assert!(
+            removed.iter().any(|r| r == name),
+            "{name}: a client's copy reaches the backend (removed: {removed:?})"
+        );
+    }
+    assert!(
+        !removed.iter().any(|r| r == "x-auth-user"),
+        "the header the answer sets is not removed"
+    );
+}

@@ -12,11 +12,15 @@ pub mod cookie;
 pub mod der;
 pub mod dpop;
 pub mod fingerprint;
+pub mod header_spellings;
+pub mod identity;
 pub mod ip_text;
 pub mod jose;
 pub mod json;
 pub mod jwk;
 pub mod jws;
+pub mod percent;
+pub mod query;
 pub mod return_to;
 pub mod revocation;
 

@@ -42,7 +42,7 @@ pub fn still_needed(expires_at: u64, skew_secs: u64, now: u64) -> bool {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "an object")]
 pub struct RevocationFeed {
     /// Issuer these entries belong to (the `iss` of the tokens they kill).
     pub issuer: String,
@@ -60,6 +60,7 @@ pub struct RevocationFeed {
 
 /// One access token, by `jti`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(expecting = "an object")]
 pub struct RevokedToken {
     pub jti: String,
     pub expires_at: u64,
@@ -67,6 +68,7 @@ pub struct RevokedToken {
 
 /// Every token of one session, by `sid`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(expecting = "an object")]
 pub struct RevokedSession {
     pub sid: String,
     pub expires_at: u64,
@@ -74,6 +76,7 @@ pub struct RevokedSession {
 
 /// Every token of `sub` issued before `not_before` (seconds since the epoch).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(expecting = "an object")]
 pub struct BannedSubject {
     pub sub: String,
     pub not_before: u64,

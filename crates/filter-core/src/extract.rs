@@ -130,7 +130,7 @@ pub fn find_token<'a>(
     // it unverified.
     if found.is_some()
         && crate::policy::query_pairs(req).any(|(name, value)| {
-            !value.is_empty() && crate::policy::is_query_parameter(name, "access_token")
+            !value.is_empty() && authflow_contract::query::is_parameter(name, "access_token")
         })
     {
         return Err(ExtractError::Malformed);

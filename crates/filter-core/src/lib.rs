@@ -13,7 +13,7 @@ pub mod engine;
 pub mod extract;
 pub mod fetch;
 pub mod forward;
-pub mod header_spellings;
+pub use authflow_contract::header_spellings;
 pub mod json_text;
 pub mod lease;
 pub mod nonce;

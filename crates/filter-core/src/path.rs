@@ -23,9 +23,7 @@
 
 use std::borrow::Cow;
 
-/// Percent-decoding rounds a lenient backend might apply; a path still
-/// decoding after this many is refused rather than guessed at.
-const MAX_DECODE_ROUNDS: usize = 4;
+use authflow_contract::percent::{self, decode_where, escape_at};
 
 /// Why a path cannot be placed at all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,8 +31,14 @@ pub enum Unreadable {
     /// A `%` not followed by two hex digits: not a URI (RFC 3986 §2.1), and
     /// servers disagree on what it means (`%u0061` is `a` to some).
     InvalidEscape,
-    /// Still percent-encoded after [`MAX_DECODE_ROUNDS`] rounds of decoding.
+    /// Still percent-encoded after [`percent::MAX_DECODE_ROUNDS`] rounds of decoding.
     TooDeeplyEncoded,
+}
+
+impl From<percent::TooDeeplyEncoded> for Unreadable {
+    fn from(_: percent::TooDeeplyEncoded) -> Self {
+        Unreadable::TooDeeplyEncoded
+    }
 }
 
 /// The path decided on, and the other forms a backend may act on.
@@ -68,9 +72,9 @@ pub fn readings(path: &str) -> Result<Readings<'_>, Unreadable> {
         remove_dot_segments(&merge_slashes(&unreserved)),
     ];
     let params_first = strip_params(path);
-    let decoded = decode_fully(path)?;
+    let decoded = percent::decode_fully(path)?;
     let params_after = strip_params(&String::from_utf8_lossy(&decoded)).into_bytes();
-    for decoded in [decoded, params_after, decode_fully(&params_first)?] {
+    for decoded in [decoded, params_after, percent::decode_fully(&params_first)?] {
         let lenient = lenient(&decoded);
         let dots_first = merge_slashes(&remove_dot_segments(&lenient));
         candidates.push(merge_slashes(&remove_dot_segments(&windows_name(
@@ -111,20 +115,6 @@ fn reads_one_way(path: &str) -> bool {
         && !path.contains("//")
 }
 
-fn hex(b: u8) -> Option<u8> {
-    char::from(b)
-        .to_digit(16)
-        .and_then(|d| u8::try_from(d).ok())
-}
-
-/// The byte a `%XX` at the start of `rest` stands for.
-fn escape_at(rest: &[u8]) -> Option<u8> {
-    match rest {
-        [b'%', h, l, ..] => Some(hex(*h)? << 4 | hex(*l)?),
-        _ => None,
-    }
-}
-
 fn has_invalid_escape(path: &[u8]) -> bool {
     path.iter()
         .enumerate()
@@ -135,54 +125,10 @@ fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
-/// One pass over `bytes`, decoding the escapes `decode` accepts; others stay as written.
-fn decode_where(bytes: &[u8], decode: impl Fn(u8) -> bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        match bytes.get(i..).and_then(escape_at) {
-            Some(d) if decode(d) => {
-                out.push(d);
-                i += 3;
-            }
-            _ => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    out
-}
-
 /// RFC 3986 §6.2.2.2: `%61` is `a`; `%2F` stays an escaped slash.
 fn decode_unreserved(path: &str) -> String {
     // Only ASCII is decoded, so the result is as valid UTF-8 as the input.
     String::from_utf8_lossy(&decode_where(path.as_bytes(), is_unreserved)).into_owned()
-}
-
-/// A query's name or value as a backend's parser may read it: every escape
-/// decoded (as often as it changes anything; `+`, a space, is left to
-/// `policy::is_query_parameter`, and matters to no method).
-pub(crate) fn decode_query_part(part: &str) -> String {
-    let bytes = decode_fully(part).unwrap_or_else(|_| part.as_bytes().to_vec());
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
-/// Every escape decoded, again and again as long as that changes anything.
-fn decode_fully(path: &str) -> Result<Vec<u8>, Unreadable> {
-    let mut bytes = path.as_bytes().to_vec();
-    for _ in 0..MAX_DECODE_ROUNDS {
-        let next = decode_where(&bytes, |_| true);
-        if next == bytes {
-            return Ok(bytes);
-        }
-        bytes = next;
-    }
-    if decode_where(&bytes, |_| true) == bytes {
-        Ok(bytes)
-    } else {
-        Err(Unreadable::TooDeeplyEncoded)
-    }
 }
 
 /// What a forgiving server does with decoded bytes: `\` is a separator, a

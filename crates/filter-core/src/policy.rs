@@ -6,6 +6,8 @@
 //! `exact` path with or without its trailing slash, a method it does not
 //! upper-case — is refused rather than decided on the weaker one.
 
+use authflow_contract::{percent, query};
+
 use crate::config::{FilterConfig, PathMatch, Policy, Route};
 use crate::deny::DenyReason;
 use crate::header_spellings::same_header;
@@ -351,49 +353,16 @@ pub fn named_methods(req: &Request) -> Vec<String> {
         }
     }
     for (name, value) in query_pairs(req) {
-        if is_query_parameter(name, "_method") {
-            found.push(path::decode_query_part(value).trim().to_owned());
+        if query::is_parameter(name, "_method") {
+            found.push(percent::decode_query_part(value).trim().to_owned());
         }
     }
     found
 }
 
-/// The `name=value` pairs of the query of `req`'s `:path`, undecoded
-/// (split at `&` and at `;`, which some backends also take).
+/// The `name=value` pairs of the query of `req`'s `:path`, undecoded.
 pub fn query_pairs(req: &Request) -> impl Iterator<Item = (&str, &str)> {
-    let target = req.header(":path").unwrap_or_default();
-    let before_fragment = target.split('#').next().unwrap_or_default();
-    let query = before_fragment.split_once('?').map_or("", |(_, q)| q);
-    query
-        .split(['&', ';'])
-        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
-}
-
-/// Whether a query parameter's name is `wanted` (written with `_`s, lower
-/// case) as any common parser may register it: PHP (Laravel, Symfony):
-/// `+` a space, decoded, leading spaces dropped, ` `, `.` and an unclosed
-/// `[` made `_` (`.method`, `+_method`, `access+token`, `access[token`);
-/// PHP, Rack and qs: `name[]`, `name[0]` an array under `name`; Rack:
-/// leading `[`/`]` and a trailing `]` dropped; ASP.NET: any case.
-pub fn is_query_parameter(name: &str, wanted: &str) -> bool {
-    // (A `+` decoded from `%2B` stays a `+` to PHP: taken as a space too, to be safe.)
-    // PHP takes the decoded name as a C string: it ends at a first NUL.
-    let decoded = path::decode_query_part(name);
-    let decoded = decoded.split('\0').next().unwrap_or_default();
-    let name = decoded.trim_start_matches([' ', '+', '[', ']']);
-    let name = match name.split_once('[') {
-        Some((array, rest)) if rest.contains(']') => array,
-        _ => name,
-    };
-    let name = name.trim_end_matches(']');
-    let folded = |b: u8| {
-        if matches!(b, b' ' | b'.' | b'+' | b'[') {
-            b'_'
-        } else {
-            b.to_ascii_lowercase()
-        }
-    };
-    name.len() == wanted.len() && name.bytes().map(folded).eq(wanted.bytes())
+    query::pairs(query::of_target(req.header(":path").unwrap_or_default()))
 }
 
 /// The first route rule matching the request's normalized path, if any

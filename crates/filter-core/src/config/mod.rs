@@ -22,7 +22,7 @@ mod validate;
 
 /// What a route requires.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
+#[serde(deny_unknown_fields, rename_all = "snake_case", expecting = "a policy")]
 pub enum Policy {
     /// No token needed; a presented token is still verified and, if valid, its identity forwarded.
     Public,
@@ -247,16 +247,7 @@ pub struct IdentityHeaders {
     pub unset_defaults: Vec<String>,
 }
 
-/// The identity headers of the default configuration (with `x-auth-issuer`,
-/// which several providers add): owned by the filter in every configuration.
-pub const DEFAULT_IDENTITY_NAMES: &[&str] = &[
-    "x-auth-user",
-    "x-auth-issuer",
-    "x-auth-roles",
-    "x-auth-scopes",
-    "x-auth-session",
-    "x-auth-client-id",
-];
+pub use authflow_contract::identity::DEFAULT_IDENTITY_NAMES;
 
 impl IdentityHeaders {
     /// Every header name the filter owns: set from the token or removed, on
@@ -559,6 +550,22 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.0.contains("device_binding.attributes[0]"), "{e}");
+        // A value of the wrong type is told by what was expected, in the
+        // configuration's words (not the names of the filter's own types).
+        for (field, expected) in [
+            (serde_json::json!({"browser": "x"}), "expected an object"),
+            (
+                serde_json::json!({"routes": [{"match": 1, "policy": "public"}]}),
+                "expected an object",
+            ),
+            (
+                serde_json::json!({"routes": [{"match": {"prefix": "/a"}, "policy": 1}]}),
+                "expected a policy",
+            ),
+        ] {
+            let e = with(field).unwrap_err();
+            assert!(e.0.contains(expected) && !e.0.contains("Raw"), "{e}");
+        }
         assert!(FilterConfig::from_json(b"not json").is_err());
         assert!(FilterConfig::from_json(br#"{"providers": []}"#)
             .unwrap_err()

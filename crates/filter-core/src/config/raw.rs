@@ -10,7 +10,7 @@ use super::{
 };
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "an object")]
 pub(super) struct RawConfig {
     pub(super) providers: Vec<RawProvider>,
     #[serde(default = "defaults::clock_skew_secs")]
@@ -54,7 +54,7 @@ pub(super) struct RawConfig {
 /// Not an `Option` of a struct: each such instantiation costs Wasm, and an
 /// absent section reads the same as one without `refresh_path`.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "an object")]
 pub(super) struct RawBrowser {
     #[serde(default)]
     pub(super) refresh_path: Option<String>,
@@ -100,7 +100,7 @@ pub(super) mod defaults {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "an object")]
 pub(super) struct RawProvider {
     pub(super) name: String,
     pub(super) issuer: String,
@@ -129,7 +129,11 @@ pub(super) struct RawProvider {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "snake_case",
+    expecting = "`inline` or `remote`"
+)]
 pub(super) enum RawJwksSource {
     Remote(RawUpstream),
     Inline(InlineKeys),
@@ -167,7 +171,7 @@ impl<'de> Deserialize<'de> for ClaimHeaders {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "an object")]
 pub(super) struct RawUpstream {
     pub(super) cluster: String,
     pub(super) path: String,
@@ -187,7 +191,7 @@ pub(super) struct RawUpstream {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "an object")]
 pub(super) struct RawTokenSources {
     #[serde(default = "yes")]
     pub(super) authorization_bearer: bool,
@@ -202,7 +206,7 @@ pub(super) fn yes() -> bool {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "an object")]
 pub(super) struct RawIdentityHeaders {
     #[serde(default)]
     pub(super) subject: Option<String>,
@@ -224,7 +228,7 @@ pub(super) struct RawIdentityHeaders {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "an object")]
 pub(super) struct RawRoute {
     #[serde(rename = "match")]
     pub(super) matcher: RawRouteMatch,
@@ -238,7 +242,7 @@ pub(super) struct RawRoute {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "an object")]
 pub(super) struct RawRouteMatch {
     #[serde(default)]
     pub(super) prefix: Option<String>,
@@ -253,7 +257,7 @@ pub(super) struct RawRouteMatch {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "an object")]
 pub(super) struct RawDeviceBinding {
     pub(super) mode: DeviceMode,
     #[serde(default = "default_device_attributes")]
@@ -269,7 +273,7 @@ pub(super) fn default_device_attributes() -> Vec<String> {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "an object")]
 pub(super) struct RawRevocationPolicy {
     #[serde(default = "defaults::max_staleness_secs")]
     pub(super) max_staleness_secs: u64,

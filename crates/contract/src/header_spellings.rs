@@ -1,4 +1,5 @@
-//! Other spellings of a header name that a backend may take for it.
+//! Other spellings of a header name that a backend may take for it (the
+//! filter's identity headers, and the auth service's ext_authz answer).
 //!
 //! Envoy folds case, but CGI-style servers (and the frameworks built on that
 //! convention: WSGI, Rack, PHP) turn both `-` and `_` into `_`, so a client's
