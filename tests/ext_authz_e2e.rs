@@ -7,59 +7,35 @@
 mod support;
 
 use authflow_echo::EchoServer;
-use serde_json::{json, Value};
+use serde_json::json;
 use support::stack::*;
 use support::*;
 
 /// Envoy with only the `ext_authz` filter (as `bench/bench.py`'s case F),
 /// checking every request at the auth service on `auth_port`.
 fn ext_authz_envoy(auth_port: u16, backend_port: u16) -> Envoy {
-    let cluster = |name: &str, port: u16| {
-        json!({
-            "name": name, "type": "STATIC", "connect_timeout": "0.5s",
-            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
-                {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]}
-        })
-    };
     let forwarded = [
         "x-authflow-device",
         "cookie",
         "user-agent",
         "accept-language",
     ];
-    Envoy::start_doc(1, |port, admin_port| -> Value {
-        json!({
-            "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
-            "static_resources": {
-                "listeners": [{
-                    "name": "main",
-                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-                    "filter_chains": [{"filters": [{
-                        "name": "envoy.filters.network.http_connection_manager",
-                        "typed_config": {
-                            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                            "stat_prefix": "ingress",
-                            "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"],
-                                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "backend"}}]}]},
-                            "http_filters": [
-                                {"name": "envoy.filters.http.ext_authz", "typed_config": {
-                                    "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
-                                    "transport_api_version": "V3",
-                                    "allowed_headers": {"patterns": forwarded.iter().map(|n| json!({"exact": n})).collect::<Vec<_>>()},
-                                    "http_service": {
-                                        "server_uri": {"uri": "http://127.0.0.1", "cluster": "authsvc", "timeout": "2s"},
-                                        "path_prefix": "/v1/ext-authz",
-                                        "authorization_response": {"allowed_upstream_headers": {"patterns": [{"exact": "x-auth-user"}]}}
-                                    }}},
-                                {"name": "envoy.filters.http.router", "typed_config": {
-                                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
-                            ]
-                        }
-                    }]}]
-                }],
-                "clusters": [cluster("authsvc", auth_port), cluster("backend", backend_port)]
-            }
-        })
+    let ext_authz = json!({"name": "envoy.filters.http.ext_authz", "typed_config": {
+    "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+    "transport_api_version": "V3",
+    "allowed_headers": {"patterns": forwarded.iter().map(|n| json!({"exact": n})).collect::<Vec<_>>()},
+    "http_service": {
+        "server_uri": {"uri": "http://127.0.0.1", "cluster": "authsvc", "timeout": "2s"},
+        "path_prefix": "/v1/ext-authz",
+        "authorization_response": {"allowed_upstream_headers": {"patterns": [{"exact": "x-auth-user"}]}}
+    }}});
+    let routes = [json!({"match": {"prefix": "/"}, "route": {"cluster": "backend"}})];
+    let clusters = [
+        ("authsvc".to_owned(), auth_port),
+        ("backend".to_owned(), backend_port),
+    ];
+    Envoy::start_doc(1, |port, admin_port| {
+        envoy_doc(ext_authz.clone(), &routes, &clusters, port, admin_port)
     })
     .unwrap_or_else(|e| panic!("{e}"))
 }

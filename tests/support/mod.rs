@@ -137,7 +137,7 @@ pub fn routes_to(cluster: &str, prefixes: &[&str]) -> Vec<Value> {
         .collect()
 }
 
-fn cluster(name: &str, port: u16) -> Value {
+pub fn cluster(name: &str, port: u16) -> Value {
     json!({
         "name": name, "type": "STATIC", "connect_timeout": "0.5s",
         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
@@ -169,6 +169,25 @@ pub fn envoy_config_with_routes(
     if let Some(name) = filter["dpop_nonce_key_env"].as_str() {
         vm_config["environment_variables"] = json!({"host_env_keys": [name]});
     }
+    let wasm = json!({"name": "envoy.filters.http.wasm", "typed_config": {
+    "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+    "config": {
+        "name": "authflow", "root_id": "authflow", "fail_open": false,
+        "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": filter.to_string()},
+        "vm_config": vm_config
+    }}});
+    envoy_doc(wasm, &routes, clusters, port, admin_port)
+}
+
+/// Envoy on 127.0.0.1:`port` running `http_filter` and then the router over
+/// `routes`, with `clusters` (each on 127.0.0.1).
+pub fn envoy_doc(
+    http_filter: Value,
+    routes: &[Value],
+    clusters: &[(String, u16)],
+    port: u16,
+    admin_port: u16,
+) -> Value {
     json!({
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "static_resources": {
@@ -190,13 +209,7 @@ pub fn envoy_config_with_routes(
                             "headers_to_add": [{"header": {"key": "retry-after", "value": "5"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
                         }]},
                         "http_filters": [
-                            {"name": "envoy.filters.http.wasm", "typed_config": {
-                                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                                "config": {
-                                    "name": "authflow", "root_id": "authflow", "fail_open": false,
-                                    "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": filter.to_string()},
-                                    "vm_config": vm_config
-                                }}},
+                            http_filter,
                             {"name": "envoy.filters.http.router", "typed_config": {
                                 "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
                         ]
