@@ -7,8 +7,9 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use authflow_contract::browser::SIGNIN_PATH;
+use authflow_contract::browser::{REFRESH_PATH, SIGNIN_PATH};
 
+use super::return_target::with_return_to;
 use super::templates::{self, DeviceRow, Form};
 use super::{cookies, csrf_token, failed, see_other, utc, MaybeSignedIn, Page, Posted, SignedIn};
 use crate::audit;
@@ -90,7 +91,11 @@ pub async fn logout_one(
     Posted(f): Posted<DeviceForm>,
 ) -> Response {
     let Some(v) = user else {
-        return see_other(SIGNIN_PATH, &cookies::cleared_session());
+        // The access cookie expired while the page was open: clearing the
+        // cookies would end neither session (and leave this one with no
+        // cookie to end it by). Through the refresh endpoint back to the
+        // list, where the click is made again.
+        return see_other(&with_return_to(REFRESH_PATH, DEVICES_PATH), &[]);
     };
     // Looked up by id, not in the list shown: a session past the listed
     // ones is the user's to end too.
@@ -115,6 +120,9 @@ pub async fn logout_one(
     if f.session == v.claims.sid {
         see_other(SIGNIN_PATH, &cookies::cleared_session())
     } else {
-        see_other("/auth/devices", &[])
+        see_other(DEVICES_PATH, &[])
     }
 }
+
+/// The devices page.
+const DEVICES_PATH: &str = "/auth/devices";

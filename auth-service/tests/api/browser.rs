@@ -1282,6 +1282,85 @@ async fn logout_after_the_access_cookie_expired_still_ends_the_session() {
     );
 }
 
+/// "Log out" of another device clicked after this browser's access cookie
+/// expired (the devices page left open past the access-token lifetime) must
+/// not sign this browser out while the other device stays signed in: the
+/// other session (maybe a thief's) lived on, and this browser's own session
+/// too, its refresh cookie cleared and so in nobody's hands but a copy's.
+#[tokio::test]
+async fn logging_out_another_device_after_the_access_cookie_expired_ends_it() {
+    let app = spawn_app().await;
+    let email = "idle-devices@example.com";
+    let mut thief = Browser::new(&app);
+    thief.sign_up_and_in(&app, email, "/").await;
+    let thief_sid = claims(&thief.cookie(ACCESS).unwrap().value)["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut owner = Browser::new(&app);
+    owner.sign_in(&app, email, "/").await;
+    let owner_sid = claims(&owner.cookie(ACCESS).unwrap().value)["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let page = owner.get("/auth/devices").await;
+    assert_eq!(page.status, 200);
+    owner.jar.retain(|c| c.name != ACCESS); // Max-Age reached: the browser dropped it.
+
+    let r = owner
+        .post(
+            "/auth/devices/logout",
+            &[("session", &thief_sid), ("csrf", &page.csrf())],
+        )
+        .await;
+    let thief_session = app.state.store.session(&thief_sid).await.unwrap().unwrap();
+    let owner_session = app.state.store.session(&owner_sid).await.unwrap().unwrap();
+    assert!(
+        thief_session.revoked_at.is_some() || owner.cookie(REFRESH).is_some(),
+        "the other device stays signed in and this browser's refresh cookie was cleared \
+         ({} {})",
+        r.status,
+        r.location()
+    );
+    assert!(
+        owner_session.revoked_at.is_some() || owner.cookie(REFRESH).is_some(),
+        "this browser's session lives on with no cookie left to end it"
+    );
+    // Through the refresh endpoint back to the list, where the click ends it.
+    assert_eq!(
+        (r.status, r.location()),
+        (
+            StatusCode::SEE_OTHER,
+            "/auth/refresh?return_to=/auth/devices"
+        )
+    );
+    let r = owner.get(r.location()).await;
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/auth/devices")
+    );
+    let page = owner.get("/auth/devices").await;
+    let r = owner
+        .post(
+            "/auth/devices/logout",
+            &[("session", &thief_sid), ("csrf", &page.csrf())],
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/auth/devices")
+    );
+    let thief_session = app.state.store.session(&thief_sid).await.unwrap().unwrap();
+    assert!(
+        thief_session.revoked_at.is_some(),
+        "the other device is signed out"
+    );
+    assert_eq!(
+        thief.get("/auth/devices").await.status,
+        StatusCode::SEE_OTHER
+    );
+}
+
 /// The sign-in page answers an unverified account as it answers a wrong
 /// password (no challenge), and mails a fresh link to the page that confirms
 /// the address; then the sign-in goes through.

@@ -271,3 +271,40 @@ async fn an_enrolment_proven_by_the_password_cannot_land_after_the_owners_authen
     assert_eq!(user.totp_secret.as_deref(), Some(owners_secret.as_str()));
     assert_eq!(user.totp_pending, None, "nothing the thief could confirm");
 }
+
+/// A sign-in begun with the password alone before the authenticator was set
+/// up (a mailed-code challenge) must not finish with the mailed code after
+/// it: whoever holds the password and the mailbox (what the authenticator is
+/// there to stop) could start a sign-in, wait for the owner to turn TOTP on,
+/// and still get a session without any code from the app.
+#[tokio::test]
+async fn a_mailed_code_sign_in_begun_before_the_authenticator_cannot_finish_after_it() {
+    let app = spawn_app().await;
+    let email = "late-totp@example.com";
+    app.verified_user(email).await;
+    let t = app.signin(email, PASSWORD).await;
+
+    // The thief (password and mailbox) starts a sign-in: a mailed code.
+    let before = app.outbox(email, 0).await.len();
+    let (challenge, method) = app.challenge(email, PASSWORD).await;
+    assert_eq!(method, "email");
+    let mail = app.last_mail(email, before + 1).await;
+
+    // The owner turns the authenticator on.
+    app.enrol_totp(&t).await;
+    let (_, method) = app.challenge(email, PASSWORD).await;
+    assert_eq!(method, "totp");
+
+    // The mailed code still finishes the earlier sign-in.
+    let r = app
+        .post(
+            "/v1/auth/signin/verify",
+            json!({"challenge_id": challenge, "code": mail["code"]}),
+        )
+        .await;
+    assert_eq!(
+        r.status(),
+        401,
+        "a mailed code signed in past the authenticator set up since"
+    );
+}

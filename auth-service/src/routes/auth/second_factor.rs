@@ -220,7 +220,10 @@ async fn check_counted_attempt(
         &challenge.code_hash,
         &user.totp_secret,
     ) {
-        ("email", Some(stored), _) => {
+        // A mailed code only while the account has no authenticator: one set
+        // up since this sign-in began is its second factor now (a thief with
+        // the password and the mailbox must not finish a sign-in begun before).
+        ("email", Some(stored), None) => {
             signin_codes::matches(&state.signin_code_keys, &challenge.id, code, stored)
         }
         ("totp", _, Some(secret)) => match totp_step(secret, code, now) {
