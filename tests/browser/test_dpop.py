@@ -47,6 +47,21 @@ class DpopInTheBrowser(unittest.TestCase):
             path, headers,
         )
 
+    def test_proofs_made_at_once_share_one_key(self):
+        # A page's first requests, made together before any key exists, must not each make
+        # and store a key of their own: a token bound to one would stop working once another
+        # replaced it in storage.
+        self.browser.get(self.stack.envoy + "/auth/signin")
+        keys = self.run_js(
+            "await dpop.forgetKey();"
+            "const proofs = await Promise.all([1, 2, 3].map(() => dpop.proof('GET', '/api/hello')));"
+            "const stored = await dpop.proofKey();"
+            "const {x, y} = await crypto.subtle.exportKey('jwk', stored.publicKey);"
+            "const header = (p) => JSON.parse(atob(p.split('.')[0].replace(/-/g, '+').replace(/_/g, '/')));"
+            "return proofs.map((p) => header(p).jwk.x === x && header(p).jwk.y === y);"
+        )
+        self.assertEqual(keys, [True, True, True])
+
     def test_a_non_extractable_key_binds_the_token_and_only_fresh_proofs_pass(self):
         s, b = self.stack, self.browser
         # A page of the service, under its Content-Security-Policy: the module loads from 'self'.

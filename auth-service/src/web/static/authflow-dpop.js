@@ -41,15 +41,37 @@ function stored(db, mode, action) {
   });
 }
 
+// The pair this page signs with, once read or made: proofs made at once (the
+// page's first requests) all wait for the same one.
+let pairInUse = null;
+
 /** The device's proof key pair: the stored one, or a new non-extractable one. */
-export async function proofKey() {
+export function proofKey() {
+  if (!pairInUse) {
+    pairInUse = storedOrNewKey().catch((e) => {
+      pairInUse = null;
+      throw e;
+    });
+  }
+  return pairInUse;
+}
+
+async function storedOrNewKey() {
   const db = await openDb();
   try {
     const existing = await stored(db, "readonly", (s) => s.get(KEY_ID));
     if (existing) return existing;
     const pair = await crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, false, ["sign", "verify"]);
-    await stored(db, "readwrite", (s) => s.put(pair, KEY_ID));
-    return pair;
+    try {
+      // `add`, not `put`: another tab that made one first keeps it, and this
+      // tab takes that one, so no token is ever bound to a key then replaced.
+      await stored(db, "readwrite", (s) => s.add(pair, KEY_ID));
+      return pair;
+    } catch (e) {
+      const theirs = await stored(db, "readonly", (s) => s.get(KEY_ID));
+      if (theirs) return theirs;
+      throw e;
+    }
   } finally {
     db.close();
   }
@@ -63,6 +85,7 @@ export async function forgetKey() {
   } finally {
     db.close();
   }
+  pairInUse = null;
 }
 
 // --- proofs --------------------------------------------------------------------------------
@@ -104,22 +127,33 @@ export async function proof(method, url, accessToken, nonce) {
   return `${input}.${base64url(signature)}`;
 }
 
-// A server that wants a nonce answers with one (§8, §9): one retry with it.
-function wantsNonce(response) {
+// The latest nonce each server gave (§8, §9: on a refusal or with an answer), by origin: the
+// next proof for it carries that one, so a server requiring nonces is asked once, not twice.
+const nonces = new Map();
+
+// A server that wants a nonce says so: `use_dpop_nonce` in `WWW-Authenticate` (a resource) or
+// as the error of a 400 (a token endpoint). Any other refusal is not tried again.
+async function wantsNonce(response) {
   if (!response.headers.get(NONCE_HEADER)) return false;
-  const challenge = response.headers.get("WWW-Authenticate") || "";
-  return challenge.includes("use_dpop_nonce") || response.status === 400;
+  if ((response.headers.get("WWW-Authenticate") || "").includes("use_dpop_nonce")) return true;
+  if (response.status !== 400) return false;
+  const body = await response.clone().json().catch(() => ({}));
+  return body.error === "use_dpop_nonce";
 }
 
 async function withProof(method, url, proofUrl, init, accessToken) {
-  const send = async (nonce) => {
+  const origin = new URL(proofUrl, location.href).origin;
+  const send = async () => {
     const headers = new Headers(init.headers || {});
-    headers.set("DPoP", await proof(method, proofUrl, accessToken, nonce));
+    headers.set("DPoP", await proof(method, proofUrl, accessToken, nonces.get(origin)));
     if (accessToken) headers.set("Authorization", `DPoP ${accessToken}`);
-    return fetch(url, { ...init, method, headers, credentials: "same-origin" });
+    const response = await fetch(url, { ...init, method, headers, credentials: "same-origin" });
+    const nonce = response.headers.get(NONCE_HEADER);
+    if (nonce) nonces.set(origin, nonce);
+    return response;
   };
-  const first = await send(undefined);
-  return wantsNonce(first) ? send(first.headers.get(NONCE_HEADER)) : first;
+  const first = await send();
+  return (await wantsNonce(first)) ? send() : first;
 }
 
 /** `fetch` with `Authorization: DPoP <token>` and a fresh proof for this request. */
