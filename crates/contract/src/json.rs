@@ -79,15 +79,7 @@ impl Error {
     /// at [`MAX_NAME_IN_PATH`] characters, so that a logged error stays one
     /// line of bounded length.
     fn within(self, name: &str) -> Self {
-        let mut shown: String = name
-            .chars()
-            .take(MAX_NAME_IN_PATH)
-            .map(|c| if c.is_control() { '?' } else { c })
-            .collect();
-        if name.chars().nth(MAX_NAME_IN_PATH).is_some() {
-            shown.push('…');
-        }
-        self.under(&shown)
+        self.under(&one_line(name))
     }
 
     /// The error as seen from the array holding item `index`.
@@ -135,8 +127,24 @@ impl de::Error for Error {
     }
 }
 
+/// `text` (a member name, a string value: the document's) as an error shows
+/// it: control characters as `?`, cut at [`MAX_NAME_IN_PATH`] characters, so
+/// that a logged error stays one line of bounded length.
+fn one_line(text: &str) -> String {
+    let mut shown: String = text
+        .chars()
+        .take(MAX_NAME_IN_PATH)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if text.chars().nth(MAX_NAME_IN_PATH).is_some() {
+        shown.push('…');
+    }
+    shown
+}
+
 /// An unexpected value in serde_json's words, without serde's display of a
-/// float (see the module's note).
+/// float (see the module's note), a string shown by [`one_line`] (not by
+/// `Debug`, whose escapes link Unicode tables into the filter's module).
 struct Described<'a>(Unexpected<'a>);
 
 impl fmt::Display for Described<'_> {
@@ -150,7 +158,7 @@ impl fmt::Display for Described<'_> {
                 None => f.write_str("floating point"),
             },
             Unexpected::Char(c) => write!(f, "character `{c}`"),
-            Unexpected::Str(s) => write!(f, "string {s:?}"),
+            Unexpected::Str(s) => write!(f, "string \"{}\"", one_line(s)),
             Unexpected::Bytes(_) => f.write_str("byte array"),
             Unexpected::Unit => f.write_str("null"),
             Unexpected::Option => f.write_str("Option value"),

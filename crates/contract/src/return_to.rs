@@ -83,9 +83,20 @@ pub fn is_safe(target: &str) -> bool {
     !(in_path && segment_len == segment_dots && (1..=2).contains(&segment_dots))
 }
 
-/// `target` when it [`is_safe`], else [`DEFAULT`].
+/// Whether the browser may land on `target` at the end of a sign-in or a
+/// refresh: it [`is_safe`], and names no other method to run
+/// (`?_method=DELETE`). The browser follows that last redirect from this
+/// site, where the access cookie authenticates the request: a target that a
+/// link from another site carried through the sign-in page must not run as
+/// another method there (the filter does not authenticate such a `GET` by the
+/// cookie across sites).
+pub fn is_landing(target: &str) -> bool {
+    is_safe(target) && !crate::query::gives(crate::query::of_target(target), "_method")
+}
+
+/// `target` when it [`is_landing`], else [`DEFAULT`].
 pub fn or_root(target: &str) -> &str {
-    if is_safe(target) {
+    if is_landing(target) {
         target
     } else {
         DEFAULT
@@ -126,14 +137,14 @@ pub fn decode(value: &str) -> Option<String> {
     String::from_utf8(percent_decode(&plus_as_space)?).ok()
 }
 
-/// The safe target named by the `return_to` parameter of a query string
+/// The landing target named by the `return_to` parameter of a query string
 /// (without the leading `?`), or [`DEFAULT`]: what a sign-in page carries on.
 pub fn from_query(query: &str) -> String {
     query
         .split('&')
         .find_map(|pair| pair.strip_prefix(PARAM)?.strip_prefix('='))
         .and_then(decode)
-        .filter(|t| is_safe(t))
+        .filter(|t| is_landing(t))
         .unwrap_or_else(|| DEFAULT.to_owned())
 }
 
@@ -319,6 +330,31 @@ mod tests {
         }
         // The first occurrence counts.
         assert_eq!(from_query("return_to=/a&return_to=/b"), "/a");
+    }
+
+    /// A `return_to` naming another method (`?_method=DELETE`) is not carried
+    /// to the final `303`, which the browser follows from this site: a link
+    /// from another site to `/auth/refresh?return_to=/app/items/1%3F_method%3DDELETE`
+    /// (or the filter's own redirect of such a cross-site `GET`, whose cookie
+    /// it withheld) shows the Continue page or sign-in, and the user's click
+    /// would land on the target as a same-origin `GET`, which the filter
+    /// authenticates with the cookie, for a backend that runs it as `DELETE`.
+    #[test]
+    fn a_target_naming_another_method_is_not_carried_through_sign_in() {
+        for q in [
+            "return_to=/app/items/1%3F_method%3DDELETE",
+            "return_to=/app/items/1%3Fa%3D1%26%255Fmethod%3Ddelete",
+            "return_to=/app/items/1%3F_method%5B%5D%3DDELETE",
+        ] {
+            assert_eq!(from_query(q), "/", "{q:?}");
+            let target = decode(q.strip_prefix("return_to=").unwrap()).unwrap();
+            assert_eq!(or_root(&target), "/", "a posted field: {q:?}");
+        }
+        // An empty override names no method.
+        assert_eq!(
+            from_query("return_to=/app/x%3F_method%3D"),
+            "/app/x?_method="
+        );
     }
 
     #[test]

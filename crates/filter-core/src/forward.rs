@@ -17,7 +17,10 @@
 //!   needs both for logout, refresh and admin calls) gets everything as sent.
 //!
 //! A token that did not verify (anonymous on a public route) is left alone,
-//! as `jwt_authn` does: it vouches for nothing and carries no identity.
+//! as `jwt_authn` does: it vouches for nothing and carries no identity. Not
+//! a token cookie of a state-changing request from another site, which was
+//! never looked at (the cookie authenticates no such request): a sibling
+//! site's form must not deliver the victim's token to a public backend.
 
 use authflow_contract::browser::{CHALLENGE_COOKIE, CSRF_COOKIE};
 use authflow_contract::fingerprint::{DEVICE_COOKIE, DEVICE_HEADER};
@@ -84,8 +87,11 @@ pub fn credential_edits(
         }
         _ => None,
     };
-    let strip_cookies =
-        strip_token || (provider.is_some() && matches!(found, Some((_, Source::Explicit))));
+    // A token cookie withheld from another site's state-changing request was
+    // never checked either: it does not reach the upstream, a public one included.
+    let strip_cookies = strip_token
+        || (provider.is_some() && matches!(found, Some((_, Source::Explicit))))
+        || (!sources.cookies.is_empty() && !crate::extract::ambient_credentials_allowed(req));
     // The token cookie that verified and goes upstream: one copy of it, the
     // name as configured holding exactly the token. An empty copy, a quoted
     // one or a duplicate (extraction reads them as the same token) is read

@@ -2400,6 +2400,39 @@ fn a_cross_site_get_naming_another_method_is_not_authenticated_by_the_cookie() {
     }
 }
 
+/// Finding: a state-changing request another site makes is not
+/// authenticated by the access cookie, but on a `public` route it was then
+/// let through anonymously with the victim's valid token still in its
+/// `Cookie` header: the cookie was never checked, so `forward` took it for
+/// "a token that did not verify" and left it as sent. Any sibling site's
+/// form (`SameSite=Lax` sends the cookie same-site) delivered the victim's
+/// live token to a public backend that could log or read it, where the same
+/// request from the page itself has it removed. It is removed there too.
+#[test]
+fn a_cookie_withheld_from_a_cross_site_post_does_not_go_upstream_either() {
+    use authflow_filter_core::forward::{credential_edits, HeaderEdit};
+    let mut f = fixture(json!({
+        "token_sources": {"authorization_bearer": true, "cookies": ["__Host-authflow-access"]}
+    }));
+    let cookie = format!("a=1; __Host-authflow-access={}", f.token());
+    for site in ["same-origin", "same-site"] {
+        let req = request(
+            "POST",
+            "app.example.com",
+            "/public/feedback",
+            &[("cookie", &cookie), ("sec-fetch-site", site)],
+        );
+        let Outcome::Allow(a) = f.engine.evaluate(&req, NOW * 1000 + 500, true) else {
+            panic!("a public route")
+        };
+        assert_eq!(
+            credential_edits(&f.engine.config, &req, a.verified_by),
+            vec![HeaderEdit::Set("cookie".into(), "a=1".into())],
+            "{site}: the victim's token went upstream"
+        );
+    }
+}
+
 /// Finding: a WebSocket handshake is a `GET`, so the cookie authenticated
 /// it from any page. But no CORS stands between a page and a socket: a
 /// sibling site (`evil.example.com`, same-site to `app.example.com`, so the
