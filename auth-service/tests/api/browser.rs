@@ -761,6 +761,10 @@ async fn return_to_never_leaves_the_site() {
         "/ok\r\nset-cookie: x=y",
         "javascript:alert(1)",
         "/%0d%0aset-cookie:x=y",
+        // Not off the site, but another method to run where the browser
+        // lands from this site, the cookie authenticating it.
+        "/app/items/1?_method=DELETE",
+        "/app/items/1?a=1&%5Fmethod=delete",
     ] {
         let r = b
             .get(&format!("/auth/refresh?return_to={}", url_escape(evil)))
