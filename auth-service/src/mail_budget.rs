@@ -15,13 +15,21 @@ use crate::state::AppState;
 /// The budgets' window.
 pub const WINDOW_SECS: i64 = 3600;
 
+/// How many clients' shares of one inbox's hour (`mail.max_per_recipient_per_hour`
+/// each) the inbox takes in all: the ceiling a flood from many addresses meets.
+pub const RECIPIENT_SHARES: u32 = 10;
+
 /// Takes one mail from the client's budget (by its address's bucket:
 /// `throttle::address_bucket`) and, only if that still allowed it, from the
-/// recipient's; true when both allowed it. A client past its own budget
-/// spends nobody else's: otherwise one address could keep every recipient's
-/// reset and verification mails from going out, unbounded by its own
-/// budget. (Which budget is charged depends on the client's own count only,
-/// never on whether the address has an account.)
+/// client's share of the recipient's (`mail.max_per_recipient_per_hour`),
+/// then from the recipient's whole hour ([`RECIPIENT_SHARES`] shares); true
+/// when all allowed it. A client past its own budget spends nobody else's:
+/// otherwise one address could keep every recipient's reset and verification
+/// mails from going out, unbounded by its own budget. And a client spends
+/// only its own share of an inbox: one stranger's requests cannot keep the
+/// owner's reset link from going out (it takes as many addresses as shares).
+/// (Which budget is charged depends on the client's own count only, never on
+/// whether the address has an account.)
 pub async fn allow(
     state: &AppState,
     recipient: &str,
@@ -41,7 +49,33 @@ pub async fn allow(
     if !for_client {
         return Ok(false);
     }
-    allow_recipient(state, recipient, now).await
+    let to_key = recipient_key(recipient);
+    let max = state.config.mail.max_per_recipient_per_hour;
+    let share = state
+        .store
+        .take_mail_budget(&format!("{to_key}:{ip_key}"), now, WINDOW_SECS, max)
+        .await?;
+    if !share {
+        return Ok(false);
+    }
+    Ok(state
+        .store
+        .take_mail_budget(
+            &to_key,
+            now,
+            WINDOW_SECS,
+            max.saturating_mul(RECIPIENT_SHARES),
+        )
+        .await?)
+}
+
+/// The key of the budget of the inbox `recipient` lands in. The address is
+/// hashed: the table need not be another list of who has an account.
+fn recipient_key(recipient: &str) -> String {
+    format!(
+        "to:{}",
+        hex::encode(Sha256::digest(mailbox(recipient).as_bytes()))
+    )
 }
 
 /// The mailbox a message to `address` lands in, as far as the budget is
@@ -67,15 +101,10 @@ fn mailbox(address: &str) -> String {
 /// requester's budget, it would let the requester count, with its own later
 /// mails, whether the address was new; the recipient's budget it cannot see.
 pub async fn allow_recipient(state: &AppState, recipient: &str, now: i64) -> ApiResult<bool> {
-    // The address is hashed: the table need not be another list of who has an account.
-    let to_key = format!(
-        "to:{}",
-        hex::encode(Sha256::digest(mailbox(recipient).as_bytes()))
-    );
     Ok(state
         .store
         .take_mail_budget(
-            &to_key,
+            &recipient_key(recipient),
             now,
             WINDOW_SECS,
             state.config.mail.max_per_recipient_per_hour,
@@ -87,12 +116,19 @@ pub async fn allow_recipient(state: &AppState, recipient: &str, now: i64) -> Api
 /// (`mail.max_signin_codes_per_hour`). Asked only once the password was
 /// right, so the answer past it (429) tells the sender nothing the right
 /// password did not; a budget of its own, so whoever spends it with a stolen
-/// password does not also spend the owner's password-reset mails.
-pub async fn allow_signin_code(state: &AppState, user_id: &str, now: i64) -> ApiResult<bool> {
+/// password does not also spend the owner's password-reset mails. Kept per
+/// password (`password_version`): a reset, which ends what the stolen
+/// password began, starts the owner's new password with a budget of its own.
+pub async fn allow_signin_code(
+    state: &AppState,
+    user_id: &str,
+    password_version: i64,
+    now: i64,
+) -> ApiResult<bool> {
     Ok(state
         .store
         .take_mail_budget(
-            &format!("signin:{user_id}"),
+            &format!("signin:{user_id}:{password_version}"),
             now,
             WINDOW_SECS,
             state.config.mail.max_signin_codes_per_hour,

@@ -25,6 +25,15 @@ fn limited(c: &mut authflow_auth_service::config::Config) {
     c.server.xff_num_trusted_hops = 1;
 }
 
+/// One mail per client and inbox an hour: a flood from many addresses meets
+/// the inbox's ceiling, `RECIPIENT_SHARES` of them.
+fn one_share_each(c: &mut authflow_auth_service::config::Config) {
+    limited(c);
+    c.mail.max_per_recipient_per_hour = 1;
+}
+
+const CEILING: usize = authflow_auth_service::mail_budget::RECIPIENT_SHARES as usize;
+
 /// The outbox of `to` once background sends have settled.
 async fn settled_outbox(app: &TestApp, to: &str) -> Vec<Value> {
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -33,10 +42,10 @@ async fn settled_outbox(app: &TestApp, to: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn password_reset_mails_are_limited_per_recipient() {
-    let app = spawn_app_with(limited).await;
+    let app = spawn_app_with(one_share_each).await;
     app.verified_user("flood@example.com").await;
     for i in 0..20 {
-        // From many addresses: the recipient's own limit applies.
+        // From many addresses: the recipient's ceiling applies.
         let status = post_from(
             &app,
             &format!("203.0.113.{i}"),
@@ -71,16 +80,16 @@ async fn password_reset_mails_are_limited_per_recipient() {
         .filter(|m| m["subject"] == "Reset your password")
         .count();
     assert!(
-        (1..=5).contains(&resets),
+        (1..=CEILING).contains(&resets),
         "{resets} reset mails to one address"
     );
 }
 
 #[tokio::test]
 async fn sign_up_notices_are_limited_per_recipient() {
-    let app = spawn_app_with(limited).await;
+    let app = spawn_app_with(one_share_each).await;
     app.verified_user("taken@example.com").await;
-    for i in 0..10 {
+    for i in 0..20 {
         let status = post_from(
             &app,
             &format!("198.51.100.{i}"),
@@ -91,7 +100,11 @@ async fn sign_up_notices_are_limited_per_recipient() {
         assert_eq!(status, 201);
     }
     let mails = settled_outbox(&app, "taken@example.com").await;
-    assert!(mails.len() <= 5, "{} mails to one address", mails.len());
+    assert!(
+        mails.len() <= CEILING,
+        "{} mails to one address",
+        mails.len()
+    );
 }
 
 #[tokio::test]
@@ -408,8 +421,8 @@ async fn reset_requests_start_a_bounded_number_of_background_tasks() {
 /// verification mail landed in the one inbox.
 #[tokio::test]
 async fn subaddresses_of_one_inbox_share_its_budget() {
-    let app = spawn_app_with(limited).await;
-    let aliases: Vec<String> = (0..10).map(|i| format!("inbox+{i}@example.com")).collect();
+    let app = spawn_app_with(one_share_each).await;
+    let aliases: Vec<String> = (0..20).map(|i| format!("inbox+{i}@example.com")).collect();
     for (i, alias) in aliases.iter().enumerate() {
         let status = post_from(
             &app,
@@ -425,7 +438,7 @@ async fn subaddresses_of_one_inbox_share_its_budget() {
     for alias in &aliases {
         mails += app.outbox(alias, 0).await.len();
     }
-    assert!((1..=5).contains(&mails), "{mails} mails to one inbox");
+    assert!((1..=CEILING).contains(&mails), "{mails} mails to one inbox");
 }
 
 /// Finding: a sign-in code went out on every sign-in started with the right
@@ -477,5 +490,98 @@ async fn sign_in_code_mails_are_limited_per_account() {
     assert!(
         mails.iter().any(|m| m["subject"] == "Reset your password"),
         "the owner can still reset"
+    );
+}
+
+/// Finding: one client's budget (`max_per_client_per_hour`, 20) is four
+/// times a recipient's (`max_per_recipient_per_hour`, 5), and the
+/// recipient's is shared by everyone. So a single stranger, well within its
+/// own budget, spent the whole hour of the owner's reset mails with five
+/// `forgot` requests (and again every hour): the owner, asking from an
+/// address of its own, was sent no link and could not recover the account.
+/// Each client now spends only its own share of an inbox's hour.
+#[tokio::test]
+async fn one_stranger_within_its_own_budget_cannot_keep_the_owner_from_a_reset_link() {
+    let app = spawn_app_with(limited).await;
+    let (victim, stranger, owner) = ("rita@example.com", "198.51.100.78", "203.0.113.21");
+    app.verified_user(victim).await;
+    for _ in 0..5 {
+        let body = json!({"email": victim});
+        assert_eq!(
+            post_from(&app, stranger, "/v1/auth/password/forgot", body).await,
+            202
+        );
+    }
+    forgot_handled(&app, 5).await;
+    let resets = |mails: Vec<Value>| {
+        mails
+            .iter()
+            .filter(|m| m["subject"] == "Reset your password")
+            .count()
+    };
+    let before = resets(settled_outbox(&app, victim).await);
+    let body = json!({"email": victim});
+    assert_eq!(
+        post_from(&app, owner, "/v1/auth/password/forgot", body).await,
+        202
+    );
+    forgot_handled(&app, 6).await;
+    assert_eq!(
+        resets(settled_outbox(&app, victim).await),
+        before + 1,
+        "five requests from one stranger kept the owner's reset link from going out"
+    );
+}
+
+/// Finding: the sign-in code budget is the account's, whoever spent it.
+/// Whoever has only the stolen password spends it (each sign-in mails a code
+/// and is then abandoned), and the owner, who resets the password through the
+/// mailbox as told, still could not sign in with the new password until the
+/// hour was over: the budget the thief spent outlived the password it was
+/// spent with. It is kept per password now.
+#[tokio::test]
+async fn the_code_budget_a_thief_spent_does_not_outlive_the_password_reset() {
+    let app = spawn_app_with(|c| {
+        limited(c);
+        c.mail.max_signin_codes_per_hour = 3;
+    })
+    .await;
+    let (victim, thief, owner) = ("tess@example.com", "198.51.100.79", "203.0.113.22");
+    app.verified_user(victim).await;
+    for _ in 0..4 {
+        let body = json!({"email": victim, "password": PASSWORD});
+        let status = post_from(&app, thief, "/v1/auth/signin", body).await;
+        assert!(status == 200 || status == 429, "{status}");
+    }
+    assert_eq!(
+        post_from(
+            &app,
+            owner,
+            "/v1/auth/password/forgot",
+            json!({"email": victim})
+        )
+        .await,
+        202
+    );
+    forgot_handled(&app, 1).await;
+    let mail = settled_outbox(&app, victim)
+        .await
+        .into_iter()
+        .rev()
+        .find(|m| m["subject"] == "Reset your password")
+        .expect("a reset link");
+    let new_password = "a brand new passphrase 42";
+    let r = app
+        .post(
+            "/v1/auth/password/reset",
+            json!({"token": mail["token"], "password": new_password}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let body = json!({"email": victim, "password": new_password});
+    assert_eq!(
+        post_from(&app, owner, "/v1/auth/signin", body).await,
+        200,
+        "the owner, with the password only it now knows, is refused for the thief's code mails"
     );
 }

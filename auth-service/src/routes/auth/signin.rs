@@ -275,7 +275,9 @@ pub async fn start_signin(
     } else {
         ("email", Some(random_code()))
     };
-    if code.is_some() && !mail_budget::allow_signin_code(state, &user.id, now).await? {
+    if code.is_some()
+        && !mail_budget::allow_signin_code(state, &user.id, user.password_version, now).await?
+    {
         let about = audit::Repeated {
             user_id: Some(&user.id),
             email: Some(email.as_str()),
