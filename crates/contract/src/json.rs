@@ -770,6 +770,18 @@ mod tests {
             e.starts_with(&format!("{}…: invalid type: boolean", "n".repeat(64))),
             "{e}"
         );
+        // A string value the same way: one line, bounded.
+        let value = format!(r"v\n{}", "v".repeat(1000));
+        let e = from_slice::<BTreeMap<String, u64>>(format!(r#"{{"k": "{value}"}}"#).as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            format!(
+                "k: invalid type: string \"v?{}…\", expected u64",
+                "v".repeat(62)
+            )
+        );
     }
 
     /// serde_json keeps the last of two members with one name; here the
