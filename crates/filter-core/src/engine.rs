@@ -264,7 +264,9 @@ impl Engine {
     }
 
     /// A refusal on a route whose every provider requires DPoP challenges in
-    /// the `DPoP` scheme only, whatever was refused; elsewhere as it is (DPoP
+    /// the `DPoP` scheme only, whatever was refused, and so does one of a
+    /// token the client presented as `DPoP` where every provider takes DPoP
+    /// (RFC 9449 §7.1: told in the scheme it used); elsewhere as it is (DPoP
     /// failures and a missing token carry their own challenges already).
     fn in_route_scheme(&self, req: &Request, denied: Denied) -> Denied {
         if matches!(
@@ -276,6 +278,7 @@ impl Engine {
         let Ok(required) = policy_for(&self.config, req) else {
             return denied;
         };
+        let as_dpop = dpop_check::presented_as_dpop(req);
         let mut algorithms = Vec::new();
         for (_, p) in self
             .config
@@ -283,7 +286,7 @@ impl Engine {
             .with_ids()
             .filter(|(id, _)| required.admits(*id))
         {
-            if p.dpop.mode != DpopMode::Required {
+            if p.dpop.mode == DpopMode::Off || (p.dpop.mode != DpopMode::Required && !as_dpop) {
                 return denied;
             }
             for a in &p.dpop.algorithms {

@@ -756,3 +756,34 @@ fn a_failed_token_where_dpop_is_required_is_challenged_for_dpop() {
         "{challenges:?}"
     );
 }
+
+/// RFC 9449 §7.1: a client that presented its token with the `DPoP` scheme
+/// is told why it failed in that scheme, also where Bearer is allowed
+/// beside it: an expired or forged DPoP token is not answered with only
+/// `Bearer error="invalid_token"` (a DPoP client, such as the shipped
+/// `authflow-dpop.js`, reads the `DPoP` challenge; nor is DPoP offered at all).
+#[test]
+fn a_failed_dpop_token_where_dpop_is_allowed_is_challenged_for_dpop() {
+    let [es, _] = keys();
+    let mut f = fixture(json!({"dpop": "allowed"}));
+    // One character inside the signature changed (the last one may only
+    // carry padding bits).
+    let mut forged = f.token(Some(es.jkt()));
+    let at = forged.rfind('.').unwrap() + 5;
+    let other = if &forged[at..=at] == "A" { "B" } else { "A" };
+    forged.replace_range(at..=at, other);
+    let proof = proof_at_now(&es, "GET", URI, &forged, "f", |_| {});
+    let o = f.eval(&[
+        ("authorization", &format!("DPoP {forged}")),
+        ("dpop", &proof),
+    ]);
+    let (reason, status, challenges) = refusal(&o);
+    assert_eq!((reason, status), (DenyReason::BadSignature, 401));
+    assert!(
+        challenges
+            .iter()
+            .any(|c| c.starts_with("DPoP error=\"invalid_token\"")
+                && c.ends_with("algs=\"ES256 EdDSA\"")),
+        "{challenges:?}"
+    );
+}
