@@ -11,6 +11,11 @@ use crate::request::Request;
 /// fetch is in flight, so a full list means a flood, not a slow upstream.
 pub const MAX_PAUSED_REQUESTS: usize = 1_024;
 
+/// And at most this many bytes of their headers (4 KiB each on average): a
+/// paused request keeps its header map, up to Envoy's header limit (60 KiB
+/// by default), in a VM whose memory never shrinks.
+pub const MAX_PAUSED_HEADER_BYTES: usize = 4 << 20;
+
 /// One request waiting for keys.
 pub struct PausedRequest {
     pub context_id: u32,
@@ -40,14 +45,20 @@ impl PausedRequest {
 #[derive(Default)]
 pub struct PausedRequests {
     list: Vec<PausedRequest>,
+    /// The header bytes the list holds.
+    bytes: usize,
 }
 
 impl PausedRequests {
     /// Adds a request, or hands it back when the list is full.
     pub fn push(&mut self, paused: PausedRequest) -> Result<(), Box<PausedRequest>> {
-        if self.list.len() >= MAX_PAUSED_REQUESTS {
+        let bytes = self
+            .bytes
+            .saturating_add(paused.request.headers().held_bytes());
+        if self.list.len() >= MAX_PAUSED_REQUESTS || bytes > MAX_PAUSED_HEADER_BYTES {
             return Err(Box::new(paused));
         }
+        self.bytes = bytes;
         self.list.push(paused);
         Ok(())
     }
@@ -56,6 +67,11 @@ impl PausedRequests {
     pub fn remove(&mut self, context_id: u32) {
         if !self.list.is_empty() {
             self.list.retain(|p| p.context_id != context_id);
+            self.bytes = self
+                .list
+                .iter()
+                .map(|p| p.request.headers().held_bytes())
+                .sum();
         }
     }
 
@@ -69,6 +85,7 @@ impl PausedRequests {
 
     /// Takes every request out; the caller puts back those still waiting.
     pub fn take_all(&mut self) -> Vec<PausedRequest> {
+        self.bytes = 0;
         std::mem::take(&mut self.list)
     }
 }
@@ -148,5 +165,43 @@ mod tests {
         assert!(!p.final_round(&list, 3, now + 1), "still within its wait");
         assert!(p.final_round(&list, 3, stepped), "the clock stepped back");
         assert!(p.final_round(&keys, 3, stepped), "the clock stepped back");
+    }
+
+    /// Paused requests keep their whole header map, and the count bound
+    /// alone lets 1 024 requests of Envoy's 60 KiB header limit (cheap to
+    /// send over HTTP/2: HPACK repeats a header for a byte or two) hold
+    /// 60 MiB in a VM whose memory never shrinks; a forged token with an
+    /// unknown `kid` is enough to make them wait. They are bounded in bytes too.
+    #[test]
+    fn the_list_is_bounded_in_header_bytes() {
+        let big = "a".repeat(60 * 1024);
+        let mut list = PausedRequests::default();
+        let mut held = 0;
+        for id in 0..MAX_PAUSED_REQUESTS {
+            let request = Request::from_headers(vec![("cookie".into(), big.clone())], None);
+            if list
+                .push(PausedRequest {
+                    request,
+                    ..paused(id as u32)
+                })
+                .is_ok()
+            {
+                held += 1;
+            }
+        }
+        assert!(
+            held * 60 * 1024 <= 8 << 20,
+            "{held} requests of 60 KiB held"
+        );
+        list.remove(0);
+        let small = Request::from_headers(vec![("authorization".into(), "Bearer x".into())], None);
+        assert!(
+            list.push(PausedRequest {
+                request: small,
+                ..paused(7)
+            })
+            .is_ok(),
+            "room again"
+        );
     }
 }

@@ -44,6 +44,11 @@ impl HeaderBlock {
         self.bytes
     }
 
+    /// The memory the block holds (its buffer's capacity).
+    pub fn held_bytes(&self) -> usize {
+        self.bytes.capacity()
+    }
+
     /// Appends a pair. A name or value over 4 GiB cannot come from a proxy; it is skipped.
     pub fn push(&mut self, name: &[u8], value: &[u8]) {
         let (Ok(name_len), Ok(value_len)) = (u32::try_from(name.len()), u32::try_from(value.len()))
