@@ -115,12 +115,13 @@ pub fn credential_edits(
                 .any(is_token_authorization)
         {
             edits.push(HeaderEdit::Remove("authorization".to_owned()));
-            // The DPoP proof goes with its token: it is a credential for this hop only.
-            if req.header(authflow_contract::dpop::PROOF_HEADER).is_some() {
-                edits.push(HeaderEdit::Remove(
-                    authflow_contract::dpop::PROOF_HEADER.to_owned(),
-                ));
-            }
+        }
+        // The DPoP proof goes with its token, from whichever source: it is a
+        // credential for this hop only.
+        if req.header(authflow_contract::dpop::PROOF_HEADER).is_some() {
+            edits.push(HeaderEdit::Remove(
+                authflow_contract::dpop::PROOF_HEADER.to_owned(),
+            ));
         }
         edits.extend(
             sources
@@ -416,6 +417,12 @@ mod tests {
             credential_edits(&c, &req("/api", &[("cookie", "a=1")]), None),
             vec![]
         );
+        // A DPoP proof goes with its token whichever source carried it.
+        for source in [("x-token", "t"), ("cookie", "access_token=t")] {
+            let sent = req("/api", &[source, ("dpop", "proof")]);
+            let edits = credential_edits(&c, &sent, Some(ProviderId::FIRST));
+            assert!(edits.contains(&remove("dpop")), "{source:?}: {edits:?}");
+        }
     }
 
     /// The service's sign-in cookies go to its own routes alone, where browser
