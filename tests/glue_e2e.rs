@@ -468,3 +468,89 @@ fn a_request_that_waited_for_keys_waits_for_the_list_too() {
         "it paused for the keys first"
     );
 }
+
+/// A request with a body whose token makes it wait for keys (none loaded
+/// yet at startup, or an unknown `kid` granted the early refetch) must not
+/// reach the backend: when its body arrives while it is paused, the filter
+/// must keep it paused, not let Envoy continue the stream. Here the JWKS
+/// server is slow, so the key fetch is in flight while the body comes; the
+/// token is forged (signed by a key the issuer never published) and carries
+/// a client-made `x-auth-user: admin`.
+#[test]
+fn a_paused_request_is_not_let_through_by_its_body() {
+    const ISS: &str = "https://body.glue.test";
+    let real = Ed25519KeyPair::generate().with_key_id("real");
+    let jwks = JwksServer::start_slow(
+        jwks_of(&[real.public_key().to_jwk()]),
+        Duration::from_secs(4),
+    );
+    let backend = EchoServer::start("127.0.0.1:0").unwrap();
+    let filter = json!({
+        "providers": [{
+            "name": "body", "issuer": ISS, "audiences": ["api"], "algorithms": ["EdDSA"],
+            "jwks": {"remote": {"cluster": "jwks", "path": "/jwks.json", "min_refetch_interval_secs": 1}}
+        }],
+        "key_wait_ms": 10_000
+    });
+    let envoy = Envoy::start(EnvoyOptions {
+        filter,
+        clusters: vec![
+            ("backend".into(), backend.addr.port()),
+            ("jwks".into(), jwks.port),
+        ],
+        concurrency: 1,
+        routes: vec![],
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    let claims = || {
+        claims_for(
+            user_with_roles(&["admin"]),
+            ISS,
+            "mallory",
+            Some("jti-body"),
+        )
+    };
+    // 1. Startup: the first key fetch is still out (the JWKS server takes 4 s).
+    let forged = Ed25519KeyPair::generate()
+        .with_key_id("real")
+        .sign(claims())
+        .unwrap();
+    let r = envoy.post(
+        "/api/admin/delete-everything",
+        &[
+            ("authorization", &format!("Bearer {forged}")),
+            ("x-auth-user", "admin"),
+        ],
+        &json!({"please": "delete"}),
+    );
+    assert_ne!(
+        r.status, 200,
+        "a forged token's POST reached the backend while the filter waited for keys: {r:?}"
+    );
+
+    // 2. Steady state: keys loaded, a token naming an unknown kid is granted
+    // the early refetch and waits for it; its body comes meanwhile.
+    let own = real.sign(claims()).unwrap();
+    assert!(eventually(Duration::from_secs(15), || envoy
+        .get("/api", &[("authorization", &format!("Bearer {own}"))])
+        .status
+        == 200));
+    std::thread::sleep(Duration::from_millis(1_500));
+    let unknown = Ed25519KeyPair::generate()
+        .with_key_id("unknown")
+        .sign(claims())
+        .unwrap();
+    let r = envoy.post(
+        "/api/admin/delete-everything",
+        &[
+            ("authorization", &format!("Bearer {unknown}")),
+            ("x-auth-user", "admin"),
+        ],
+        &json!({"please": "delete"}),
+    );
+    assert_ne!(
+        r.status, 200,
+        "a forged token's POST reached the backend while it waited for the early refetch: {r:?}"
+    );
+}

@@ -341,12 +341,17 @@ impl Envoy {
     /// Counters reach Envoy on the filter's next tick (≤ 100 ms): wait for it.
     pub fn stat(&self, name: &str) -> u64 {
         std::thread::sleep(Duration::from_millis(150));
-        let full = format!("wasmcustom.authflow.{name}");
+        self.envoy_stat(&format!("wasmcustom.authflow.{name}"))
+    }
+
+    /// One of Envoy's own counters (e.g. `listener_manager.lds.update_success`),
+    /// summed over its tags; 0 when Envoy has none of that name.
+    pub fn envoy_stat(&self, full: &str) -> u64 {
         let r = get(
             &format!(
                 "http://127.0.0.1:{}/stats?filter=^{}$",
                 self.admin_port,
-                regex_escape(&full)
+                regex_escape(full)
             ),
             &[],
         );

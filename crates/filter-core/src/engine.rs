@@ -431,12 +431,12 @@ impl Engine {
                 // read before the wall clock stepped back, and how long ago
                 // it really was is unknown; it vouches for nothing until the
                 // next poll (or another VM's stamp) marks the list again.
-                let age = if loaded {
-                    now_ms.abs_diff(state.revocations_fresh_at_ms)
-                } else {
-                    u64::MAX
-                };
-                if age > self.config.revocation.max_staleness_ms {
+                // A list never loaded is stale whatever the bound (even one
+                // that saturates to `u64::MAX`, which no age exceeds).
+                let stale = !loaded
+                    || now_ms.abs_diff(state.revocations_fresh_at_ms)
+                        > self.config.revocation.max_staleness_ms;
+                if stale {
                     match self.config.revocation.on_stale {
                         // A public route stays open, but a token that may have been
                         // revoked vouches for no one: anonymous, no identity headers.

@@ -695,6 +695,31 @@ fn no_token_passes_before_the_first_revocation_list() {
     assert_eq!(d.reason, DenyReason::RevocationStale);
 }
 
+/// A staleness bound so large that it saturates in milliseconds (someone
+/// meaning "never stale") still leaves a list that never came stale: no
+/// age is above `u64::MAX`, and the missing list passed as fresh.
+#[test]
+fn a_saturating_staleness_bound_does_not_make_a_missing_list_fresh() {
+    let f = fixture(json!({}));
+    let mut cold = Engine::new(
+        config(json!({"revocation": {"max_staleness_secs": u64::MAX, "on_stale": "deny"}})),
+        NOW * 1000,
+    );
+    let jwks = format!(r#"{{"keys":[{}]}}"#, f.kp.public_key().to_jwk());
+    cold.set_keys(ProviderId::FIRST, KeySet::parse(jwks.as_bytes()).unwrap());
+    let api = Request::from_headers(
+        vec![
+            (":path".into(), "/api".into()),
+            ("authorization".into(), format!("Bearer {}", f.token())),
+        ],
+        None,
+    );
+    assert_eq!(
+        denied(&cold.evaluate(&api, NOW * 1000 + 60_000, true)),
+        (DenyReason::RevocationStale, 503)
+    );
+}
+
 /// A worker VM started after the feed became unreachable takes the list the
 /// others share, and that list is as old as the shared stamp says: not as
 /// fresh as the VM's start (which let tokens revoked meanwhile through for

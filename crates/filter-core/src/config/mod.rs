@@ -424,6 +424,14 @@ mod tests {
         }
     }
 
+    /// A staleness policy written with no feed to apply it to would check
+    /// nothing while its author believes tokens are checked for revocation.
+    #[test]
+    fn a_revocation_policy_without_a_feed_is_refused() {
+        let e = with(serde_json::json!({"revocation": {"on_stale": "deny"}})).unwrap_err();
+        assert!(e.0.contains("no provider has a `revocations` feed"), "{e}");
+    }
+
     #[test]
     fn every_mode_name_reads_as_its_variant() {
         let device = |mode: &str, missing: &str| {
@@ -450,7 +458,11 @@ mod tests {
         assert_eq!(failure("fail_closed"), FailureMode::FailClosed);
         assert_eq!(failure("fail_open"), FailureMode::FailOpen);
         let stale = |policy: &str| {
-            with(serde_json::json!({"revocation": {"on_stale": policy}}))
+            let mut v: serde_json::Value = serde_json::from_str(MINIMAL).unwrap();
+            v["providers"][0]["revocations"] =
+                serde_json::json!({"cluster": "auth", "path": "/v1/revocations"});
+            v["revocation"] = serde_json::json!({"on_stale": policy});
+            FilterConfig::from_json(v.to_string().as_bytes())
                 .unwrap()
                 .revocation
                 .on_stale

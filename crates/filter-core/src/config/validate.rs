@@ -16,6 +16,7 @@ impl FilterConfig {
         if raw.providers.is_empty() {
             return err("`providers`: at least one provider is required");
         }
+        let revocation_set = raw.revocation.is_some();
         let revocation = match raw.revocation {
             None => RevocationPolicy {
                 max_staleness_ms: defaults::max_staleness_secs() * 1000,
@@ -56,6 +57,11 @@ impl FilterConfig {
                 ));
             }
             providers.push(provider);
+        }
+        // A staleness policy with no feed to apply it to checks nothing: an
+        // operator who wrote one believes tokens are checked for revocation.
+        if revocation_set && providers.iter().all(|p| p.revocations.is_none()) {
+            return err("`revocation`: no provider has a `revocations` feed");
         }
         if raw.max_token_bytes < 64 || raw.max_token_bytes > MAX_TOKEN_BYTES_LIMIT {
             return err(format!(
