@@ -1564,6 +1564,114 @@ mod tests {
         }
     }
 
+    /// Every setting of every section, spelt with one underscore between
+    /// section and field (`AUTHFLOW_SERVER_TRUSTED_PROXIES`), is refused by
+    /// name, unless that spelling is its deprecated flat alias: otherwise it
+    /// is silently not read and the setting keeps its default (every peer's
+    /// x-forwarded-for trusted; ten sign-in code mails an hour).
+    #[test]
+    fn every_setting_spelt_with_one_underscore_is_refused() {
+        const SECTIONS: &[&str] = &[
+            "server",
+            "database",
+            "tokens",
+            "keys",
+            "accounts",
+            "passwords",
+            "throttle",
+            "sessions",
+            "mail",
+            "smtp",
+            "maintenance",
+            "revocation",
+            "kek",
+            "dpop",
+            "limits",
+        ];
+        let mut silent = Vec::new();
+        for section in SECTIONS {
+            // The section's fields, as the unknown-setting error lists them.
+            let probe = sources::env_var_of(&format!("{section}.not_a_setting"));
+            let e = Config::load_from(None, &env(&[(&probe, "1")]))
+                .unwrap_err()
+                .to_string();
+            let fields = e.split("expected one of: ").nth(1).expect(&e);
+            for field in fields.split(", ") {
+                let flat = format!("{section}_{field}");
+                if sources::FLAT_ALIASES.iter().any(|(f, _)| *f == flat) {
+                    continue;
+                }
+                let var = format!("{}{}", sources::ENV_PREFIX, flat.to_ascii_uppercase());
+                let meant = sources::env_var_of(&format!("{section}.{field}"));
+                match Config::load_from(None, &env(&[(&var, "1")])) {
+                    Err(e) if e.to_string().contains(&meant) => {}
+                    _ => silent.push(var),
+                }
+            }
+        }
+        assert!(silent.is_empty(), "silently not read: {silent:?}");
+    }
+
+    /// The issuer is every token's `iss` (compared byte for byte by the
+    /// filters), the base of `htu` and of discovery, and, without
+    /// `accounts.pages_url`, the origin of the links mailed with one-time
+    /// tokens. It is refused unless it is an http(s) URL written as such a
+    /// URL is written (lower-case scheme and host, no default port), with a
+    /// host and without user info, query, fragment or whitespace: checks the
+    /// pages origin gets when set, and skipped when it defaults to the issuer.
+    #[test]
+    fn the_issuer_is_a_plain_url_in_its_canonical_spelling() {
+        for issuer in [
+            "https://auth.example.com@evil.example",
+            "https://user:pw@auth.example.com",
+            "https://auth.example.com?x=1",
+            "https://auth.example.com#f",
+            "https://auth example.com",
+            "https:///x",
+            "https://Auth.Example.com",
+            "HTTPS://auth.example.com",
+            "https://auth.example.com:443",
+            "https://auth.example.com\\@evil.example",
+        ] {
+            let e = production_with(&[("AUTHFLOW_TOKENS__ISSUER", issuer)])
+                .map(|c| c.accounts.pages_url(&c.tokens.issuer).to_owned());
+            assert!(
+                matches!(&e, Err(e) if e.to_string().contains("tokens.issuer")),
+                "{issuer:?} accepted: {e:?}"
+            );
+        }
+        for issuer in [
+            "https://auth.example.com",
+            "https://auth.example.com:8443",
+            "https://auth.example.com/realms/main",
+            "https://[::1]:8443",
+        ] {
+            let c = production_with(&[("AUTHFLOW_TOKENS__ISSUER", issuer)]);
+            assert!(c.is_ok(), "{issuer}: {:?}", c.err());
+        }
+        Config::load_from(None, &[]).unwrap();
+    }
+
+    /// The second factor's lockout starts at `throttle.lockout_base_secs`
+    /// and doubles up to its cap: a cap below the start is as incoherent as
+    /// `lockout_max_secs` below `lockout_base_secs` (refused), and locks a
+    /// guessed-at second factor for less than the first lockout.
+    #[test]
+    fn the_second_factor_lockout_cap_is_at_least_the_base() {
+        let e = Config::load_from(
+            None,
+            &env(&[
+                ("AUTHFLOW_THROTTLE__LOCKOUT_BASE_SECS", "60"),
+                ("AUTHFLOW_THROTTLE__SECOND_FACTOR_LOCKOUT_MAX_SECS", "1"),
+            ]),
+        )
+        .map(|c| c.throttle.second_factor_lockout_max);
+        assert!(
+            matches!(&e, Err(e) if e.to_string().contains("throttle.second_factor_lockout_max_secs")),
+            "{e:?}"
+        );
+    }
+
     /// Every path the single-underscore check knows is a real setting.
     #[test]
     fn every_known_path_is_a_setting() {

@@ -457,6 +457,7 @@ impl RawTokens {
                 format!("`{issuer}` must be an http(s) URL without a trailing slash"),
             ));
         }
+        issuer_url(&issuer)?;
         if environment == Environment::Production && !issuer.starts_with("https://") {
             return Err(bad("tokens.issuer", "must be https:// in production"));
         }
@@ -526,6 +527,50 @@ impl RawTokens {
             fingerprint_attributes,
         })
     }
+}
+
+/// `tokens.issuer` beyond its scheme: a URL with a host, without user
+/// info, query, fragment, whitespace or backslash, written as its own
+/// canonical form (lower-case scheme and host, no default port): it is
+/// compared byte for byte by every filter, and without `accounts.pages_url`
+/// it is where the mailed one-time links point.
+fn issuer_url(issuer: &str) -> Result<(), Invalid> {
+    const PATH: &str = "tokens.issuer";
+    let refused = |what: &str| {
+        bad(
+            PATH,
+            format!("must be an http(s) URL such as https://auth.example.com (no trailing slash): {what}"),
+        )
+    };
+    if issuer
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '\\')
+    {
+        return Err(refused("it holds whitespace or a backslash"));
+    }
+    let url = url::Url::parse(issuer).map_err(|e| refused(&format!("it is not a URL ({e})")))?;
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(refused("it has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(refused("it has user info (`user@`)"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(refused("it has a query (`?`) or a fragment (`#`)"));
+    }
+    let canonical = url.as_str();
+    let canonical = if url.path() == "/" {
+        canonical.strip_suffix('/').unwrap_or(canonical)
+    } else {
+        canonical
+    };
+    if canonical != issuer {
+        return Err(bad(
+            PATH,
+            format!("`{issuer}` is not written as URLs are compared; write `{canonical}` (lower-case scheme and host, no default port)"),
+        ));
+    }
+    Ok(())
 }
 
 impl RawKeys {
@@ -691,6 +736,20 @@ impl RawThrottle {
                 "must be at least throttle.lockout_base_secs",
             ));
         }
+        let second_factor_lockout_max = secs(
+            "throttle.second_factor_lockout_max_secs",
+            self.second_factor_lockout_max_secs,
+            86_400,
+            1,
+            30 * 86_400,
+        )?;
+        // The second factor's lockout starts at `lockout_base` and doubles up to this cap.
+        if second_factor_lockout_max < lockout_base {
+            return Err(bad(
+                "throttle.second_factor_lockout_max_secs",
+                "must be at least throttle.lockout_base_secs (the second factor's first lockout)",
+            ));
+        }
         Ok(ThrottleConfig {
             account_max_failures: count(
                 "throttle.account_max_failures",
@@ -715,13 +774,7 @@ impl RawThrottle {
                 1,
                 20,
             )?,
-            second_factor_lockout_max: secs(
-                "throttle.second_factor_lockout_max_secs",
-                self.second_factor_lockout_max_secs,
-                86_400,
-                1,
-                30 * 86_400,
-            )?,
+            second_factor_lockout_max,
             ip_max_signups: count(
                 "throttle.ip_max_signups",
                 self.ip_max_signups,

@@ -91,11 +91,14 @@ pub const FLAT_ALIASES: &[(&str, &str)] = &[
 /// single underscore (`AUTHFLOW_MAIL_TRANSPORT` for `AUTHFLOW_MAIL__TRANSPORT`)
 /// is refused by name rather than silently not read.
 pub const UNALIASED_PATHS: &[&str] = &[
+    "server.trusted_proxies",
     "accounts.pages_url",
     "throttle.ip_max_signups",
     "throttle.ipv6_prefix_len",
     "throttle.refresh_max_per_hour",
     "sessions.max_per_user",
+    "mail.max_signin_codes_per_hour",
+    "mail.delivery_timeout_secs",
     "revocation.max_staleness_secs",
     "limits.password_hash_concurrency",
     "limits.password_hash_wait_ms",

@@ -108,8 +108,10 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 impl de::Error for Error {
+    /// Every other message (serde's `unknown field`, `unknown variant`, a
+    /// type's own) may quote the document whole: kept to one bounded line.
     fn custom<T: fmt::Display>(message: T) -> Self {
-        Error::new(message.to_string())
+        Error::new(one_line_within(&message.to_string(), MAX_MESSAGE))
     }
 
     fn invalid_type(unexpected: Unexpected<'_>, expected: &dyn Expected) -> Self {
@@ -131,12 +133,19 @@ impl de::Error for Error {
 /// it: control characters as `?`, cut at [`MAX_NAME_IN_PATH`] characters, so
 /// that a logged error stays one line of bounded length.
 fn one_line(text: &str) -> String {
+    one_line_within(text, MAX_NAME_IN_PATH)
+}
+
+/// The longest message shown whole: room for serde's list of expected names.
+const MAX_MESSAGE: usize = 1024;
+
+fn one_line_within(text: &str, max_chars: usize) -> String {
     let mut shown: String = text
         .chars()
-        .take(MAX_NAME_IN_PATH)
+        .take(max_chars)
         .map(|c| if c.is_control() { '?' } else { c })
         .collect();
-    if text.chars().nth(MAX_NAME_IN_PATH).is_some() {
+    if text.chars().nth(max_chars).is_some() {
         shown.push('…');
     }
     shown

@@ -796,6 +796,36 @@ mod tests {
         };
     }
 
+    /// A feed or key-set answer the filter cannot read is logged with its
+    /// reason (`revocation poll failed: {why}`): the reason must stay one
+    /// line of bounded length whatever the upstream sent (no newline or
+    /// escape sequence from the body, no megabyte member name).
+    #[test]
+    fn a_refused_answer_is_logged_on_one_bounded_line() {
+        let long = "x".repeat(100_000);
+        let bodies = [
+            r#"{"issuer":"i","cursor":"1","snapshot":true,"a\nFAKE authflow: provider p: ok\u001b[2J":1}"#
+                .to_owned(),
+            format!(r#"{{"issuer":"i","cursor":"1","snapshot":true,"{long}":1}}"#),
+        ];
+        for body in bodies {
+            let bytes = body.into_bytes();
+            let Answer::Failed(why) =
+                feed_answer(200, Some("application/json"), bytes.len(), |_| {
+                    Some(bytes.clone())
+                })
+            else {
+                panic!("refused")
+            };
+            assert!(
+                !why.chars().any(char::is_control) && why.len() < 1200,
+                "{} bytes: {:?}",
+                why.len(),
+                why.chars().take(200).collect::<String>()
+            );
+        }
+    }
+
     #[test]
     fn refused_dispatches_are_deferred_then_failed() {
         let mut f = jwks(1_000);
