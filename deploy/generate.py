@@ -83,7 +83,12 @@ def local_rate_limit(route: str, values: dict) -> dict:
     """
     limits = json.loads(RATE_LIMITS.read_text())
     budget = limits["routes"][route]
-    subject = json.loads(render_filter_json(values))["identity_headers"]["subject"]
+    identity = json.loads(render_filter_json(values))["identity_headers"]
+    subject = identity["subject"]
+    # A subject is unique per issuer only: with several providers the filter also sets the
+    # issuer header (`x-auth-issuer` unless named), and the user's bucket is (subject, issuer).
+    # With one provider that header is absent (the filter removes any client copy) and skipped.
+    issuer = identity.get("issuer", "x-auth-issuer")
     # A bucket gets at least one token back every fill_interval: a client that waits that long is served.
     retry_after = max(fill_seconds(route, budget[kind]) for kind in ("per_user", "per_address"))
     everyone = {"numerator": 100, "denominator": "HUNDRED"}
@@ -101,16 +106,23 @@ def local_rate_limit(route: str, values: dict) -> dict:
             {"header": {"key": "retry-after", "value": str(retry_after)}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
         ],
         "rate_limits": [
-            {"actions": [{"request_headers": {"header_name": subject, "descriptor_key": "user"}}]},
+            {"actions": [
+                {"request_headers": {"header_name": subject, "descriptor_key": "user"}},
+                {"request_headers": {"header_name": issuer, "descriptor_key": "issuer", "skip_if_absent": True}},
+            ]},
             {"actions": [
                 {"header_value_match": {"descriptor_key": "anonymous", "descriptor_value": "true", "expect_match": False,
                                         "headers": [{"name": subject, "present_match": True}]}},
-                {"remote_address": {}},
+                # The address's network, as the auth service's throttle buckets it: an IPv6 client
+                # holds a /64 at least and would get a fresh budget from each address in it.
+                {"masked_remote_address": {"v4_prefix_mask_len": 32, "v6_prefix_mask_len": 64}},
             ]},
         ],
         "descriptors": [
             {"entries": [{"key": "user", "value": ""}], "token_bucket": budget["per_user"]},
-            {"entries": [{"key": "anonymous", "value": "true"}, {"key": "remote_address", "value": ""}],
+            {"entries": [{"key": "user", "value": ""}, {"key": "issuer", "value": ""}],
+             "token_bucket": budget["per_user"]},
+            {"entries": [{"key": "anonymous", "value": "true"}, {"key": "masked_remote_address", "value": ""}],
              "token_bucket": budget["per_address"]},
         ],
     }

@@ -273,3 +273,119 @@ fn anonymous_requests_are_limited_per_client_address_and_a_forged_identity_heade
     let r = st.envoy.get("/.well-known/jwks.json", &[]);
     assert_eq!(r.status, 200, "{r:?}");
 }
+
+/// Finding: the per-address budget is keyed on the whole client address
+/// (`remote_address`). One IPv6 client holds a /64 at least (2^64 addresses:
+/// SLAAC privacy addresses, any host with a routed prefix), so it gets a fresh
+/// anonymous budget with every request — the sign-in API's 60-then-1/s included
+/// — and can cycle 10,000 of its addresses to push every other client's bucket out
+/// of the LRU. The auth service's own throttle buckets IPv6 by /64
+/// (`throttle.ipv6_prefix_len`); Envoy's budget must do the same. Behind a load
+/// balancer (`xff_num_trusted_hops: 1`, as docs/deploy.md says to set), the
+/// balancer appends each client's address: here written by the test.
+#[test]
+fn one_ipv6_client_does_not_get_a_fresh_anonymous_budget_from_each_address_of_its_64() {
+    let auth = AuthService::start(ISSUER, &[]);
+    let backend = EchoServer::start("127.0.0.1:0").unwrap();
+    let (auth_port, backend_port) = (auth.port, backend.addr.port());
+    let envoy = Envoy::start_doc(2, |port, admin_port| {
+        let mut doc = shipped_local_config(port, admin_port, auth_port, backend_port);
+        // One trusted load balancer in front of the edge Envoy.
+        doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+            ["xff_num_trusted_hops"] = json!(1);
+        doc
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let statuses: Vec<u16> = (1..=BUDGET + 2)
+        .map(|i| {
+            let from = format!("2001:db8:1:2::{i:x}");
+            envoy.get(PUBLIC, &[("x-forwarded-for", &from)]).status
+        })
+        .collect();
+    assert!(
+        statuses.contains(&429),
+        "{} requests from one /64 all served: {statuses:?}",
+        BUDGET + 2
+    );
+    // Another client (another /64) still has its own budget.
+    let r = envoy.get(PUBLIC, &[("x-forwarded-for", "2001:db8:1:3::1")]);
+    assert_eq!(r.status, 200, "{r:?}");
+    drop(auth);
+}
+
+/// Finding: the per-user budget is keyed on the subject alone. With more than
+/// one provider (the README: "backends tell one issuer's `u-alice` from
+/// another's" by `x-auth-issuer`), a partner's `u-alice` and your `u-alice` are
+/// one bucket: a user of one issuer spends (drains) the budget of another
+/// issuer's user who has the same `sub`, and subjects are only unique per issuer
+/// (RFC 7519 §4.1.2; sequential ids and user-chosen names collide).
+#[test]
+fn two_issuers_users_with_the_same_subject_do_not_share_a_budget() {
+    use jwt_simple::prelude::*;
+    const MAIN: &str = "https://main.e2e.test";
+    const PARTNER: &str = "https://partner.e2e.test";
+    let main_key = Ed25519KeyPair::generate().with_key_id("main");
+    let partner_key = Ed25519KeyPair::generate().with_key_id("partner");
+    let inline = |k: &Ed25519KeyPair| -> Value {
+        serde_json::from_str(&jwks_of(&[k.public_key().to_jwk()])).unwrap()
+    };
+    let provider = |name: &str, issuer: &str, jwks: Value| {
+        json!({"name": name, "issuer": issuer, "audiences": ["api"], "algorithms": ["EdDSA"],
+               "jwks": {"inline": jwks}})
+    };
+    let filter = json!({
+        "providers": [provider("main", MAIN, inline(&main_key)), provider("partner", PARTNER, inline(&partner_key))],
+        "routes": [{"match": {"path_prefix": "/api"}, "policy": "authenticated", "providers": ["main", "partner"]}],
+        "default_providers": ["main"]
+    });
+    let backend = EchoServer::start("127.0.0.1:0").unwrap();
+    let backend_port = backend.addr.port();
+    let envoy = Envoy::start_doc(1, |port, admin_port| {
+        let mut doc = shipped_local_config(port, admin_port, free_port(), backend_port);
+        let hcm = &mut doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+            ["typed_config"];
+        hcm["http_filters"][0]["typed_config"]["config"]["configuration"]["value"] =
+            json!(filter.to_string());
+        doc
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let sign = |key: &Ed25519KeyPair, iss: &str| {
+        format!(
+            "Bearer {}",
+            key.sign(claims_for(user_with_roles(&[]), iss, "u-alice", None))
+                .unwrap()
+        )
+    };
+    let (ours, theirs) = (sign(&main_key, MAIN), sign(&partner_key, PARTNER));
+    // The partner's u-alice spends every request of her budget.
+    for i in 0..BUDGET {
+        let r = envoy.get("/api/data", &[("authorization", &theirs)]);
+        assert_eq!(r.status, 200, "partner request {i}: {r:?}");
+        assert_eq!(r.echoed("x-auth-issuer").as_deref(), Some(PARTNER));
+    }
+    assert_limited(&envoy.get("/api/data", &[("authorization", &theirs)]));
+    // Our u-alice is another user: her budget is untouched.
+    let r = envoy.get("/api/data", &[("authorization", &ours)]);
+    assert_eq!(
+        (r.status, r.echoed("x-auth-issuer").as_deref()),
+        (200, Some(MAIN)),
+        "another issuer's user drained this user's budget: {r:?}"
+    );
+}
+
+/// With the (subject, issuer) bucket: one provider sets no issuer header, and a
+/// client's copy of it (in any spelling) picks no fresh bucket for its user.
+#[test]
+fn a_user_who_spent_her_budget_gets_no_fresh_one_from_an_issuer_header_of_her_own() {
+    let st = stack();
+    let alice = st.user("alice@ratelimit.test");
+    st.spend(&alice);
+    for (name, value) in [
+        ("x-auth-issuer", "https://fresh.example"),
+        ("X-Auth-Issuer", ISSUER),
+    ] {
+        let mut headers = alice.headers();
+        headers.push((name, value));
+        assert_limited(&st.envoy.get("/api/data", &headers));
+    }
+}

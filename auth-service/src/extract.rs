@@ -228,13 +228,15 @@ pub fn check_device(
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
-    let computed = tokens::fingerprint(
-        &state.config.tokens.fingerprint_attributes,
-        state.config.server.trusted_hops_for(peer),
-        &secret,
-        &parts.headers,
-        peer,
-    );
+    let hops = state.config.server.trusted_hops_for(peer);
+    // An unknown client is no network: it matches no binding (as in the filter).
+    let attributes = &state.config.tokens.fingerprint_attributes;
+    if attributes.contains(&authflow_contract::fingerprint::DeviceAttribute::ClientIpPrefix)
+        && tokens::client_address(&parts.headers, peer, hops).is_empty()
+    {
+        return Err("token is bound to another device");
+    }
+    let computed = tokens::fingerprint(attributes, hops, &secret, &parts.headers, peer);
     if !authflow_contract::fingerprint::matches(claimed, &computed) {
         return Err("token is bound to another device");
     }

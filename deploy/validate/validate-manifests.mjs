@@ -370,12 +370,14 @@ if (limiter && plugin) {
     errors.push("EnvoyFilter authflow-rate-limits: workloadSelector differs from the WasmPlugin's selector");
   }
   const subject = plugin.spec.pluginConfig?.identity_headers?.subject;
+  // A user's bucket is (subject, issuer): subjects are unique per issuer only.
+  const issuer = plugin.spec.pluginConfig?.identity_headers?.issuer ?? "x-auth-issuer";
   const configs = patches.flatMap((p) => [p.patch?.value?.typed_config, p.patch?.value?.typed_per_filter_config?.["envoy.filters.http.local_ratelimit"]])
     .filter((c) => c && c.descriptors);
   for (const c of configs) {
     const headers = (c.rate_limits ?? []).flatMap((r) => r.actions ?? []).map((a) => a.request_headers?.header_name).filter(Boolean);
-    if (!subject || JSON.stringify(headers) !== JSON.stringify([subject])) {
-      errors.push(`EnvoyFilter authflow-rate-limits (${c.stat_prefix}): per-user descriptor must use the WasmPlugin's identity_headers.subject (${subject}), uses ${headers}`);
+    if (!subject || JSON.stringify(headers) !== JSON.stringify([subject, issuer])) {
+      errors.push(`EnvoyFilter authflow-rate-limits (${c.stat_prefix}): per-user descriptor must use the WasmPlugin's identity_headers.subject (${subject}) and issuer (${issuer}), uses ${headers}`);
     }
   }
   const routeNames = docs.filter(({ doc }) => doc.kind === "VirtualService").flatMap(({ doc }) => (doc.spec.http ?? []).map((h) => h.name));

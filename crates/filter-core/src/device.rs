@@ -70,8 +70,13 @@ pub fn check(binding: &DeviceBinding, token: &VerifiedToken, req: &Request) -> D
                 binding.xff_num_trusted_hops,
             )
             .map(fingerprint::ip_prefix)
-            .unwrap_or_default()
         });
+    // An unknown client is no network: it matches no binding (not even one
+    // made where the sign-in's address was unknown too, the empty prefix).
+    let ip_prefix = match ip_prefix {
+        Some(None) => return DeviceCheck::Mismatch,
+        known => known.flatten(),
+    };
     // A header sent several times counts with all its copies, combined as the contract says.
     let values: Vec<(&str, Cow<'_, str>)> = binding
         .attributes
@@ -196,5 +201,33 @@ mod tests {
             check(&config.device, &token_for("198.51.100.1"), &req),
             DeviceCheck::Match
         );
+    }
+
+    /// An unknown client address (behind `xff_num_trusted_hops` proxies, an
+    /// `x-forwarded-for` with too few entries or junk where the trusted entry
+    /// belongs) is no network: it must not match a token whose sign-in address
+    /// was unknown too (the service then binds the empty prefix), or such a
+    /// token passes from every client whose address is unknown.
+    #[test]
+    fn an_unknown_client_address_matches_no_binding() {
+        let config = binding(1);
+        let unbound = {
+            let dfp = FingerprintInput {
+                secret: "s3cret",
+                attributes: vec![(DeviceAttribute::CLIENT_IP_PREFIX, "")],
+            }
+            .hash();
+            VerifiedToken {
+                dfp: Some(dfp),
+                ..VerifiedToken::new(crate::ProviderId::FIRST, String::new(), 0)
+            }
+        };
+        for xff in ["", "not-an-address", "203.0.113.5:99999"] {
+            assert_eq!(
+                check(&config.device, &unbound, &request(xff, "10.0.0.9:4000")),
+                DeviceCheck::Mismatch,
+                "{xff:?}"
+            );
+        }
     }
 }

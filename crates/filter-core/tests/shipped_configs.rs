@@ -581,11 +581,14 @@ fn every_envoy_config_limits_requests_after_the_filter_by_its_identity_header() 
                 let json = wasm[0].0["typed_config"]["config"]["configuration"]["value"]
                     .as_str()
                     .unwrap();
-                let subject = FilterConfig::from_json(json.as_bytes())
-                    .unwrap()
-                    .identity
+                let identity = FilterConfig::from_json(json.as_bytes()).unwrap().identity;
+                let subject = identity
                     .subject
                     .unwrap_or_else(|| panic!("{name}: no identity_headers.subject"));
+                // A subject is unique per issuer only: the bucket is (subject, issuer).
+                let issuer = identity
+                    .issuer
+                    .unwrap_or_else(|| "x-auth-issuer".to_owned());
                 let configs = rate_limit_configs(&hcm);
                 assert!(
                     configs.len() >= 2,
@@ -605,17 +608,20 @@ fn every_envoy_config_limits_requests_after_the_filter_by_its_identity_header() 
                         .collect();
                     assert_eq!(
                         keyed_on,
-                        [subject.as_str()],
-                        "{name} {prefix}: per-user buckets must key on the filter's subject header"
+                        [subject.as_str(), issuer.as_str()],
+                        "{name} {prefix}: per-user buckets must key on the filter's subject and issuer headers"
                     );
+                    // By its network for IPv6: one client holds a whole /64.
                     assert!(
-                        actions.iter().any(|a| a.get("remote_address").is_some()),
-                        "{name} {prefix}: anonymous requests keyed on the address"
+                        actions.iter().any(|a| a["masked_remote_address"]["v6_prefix_mask_len"]
+                            .as_u64()
+                            .is_some_and(|len| len <= 64)),
+                        "{name} {prefix}: anonymous requests keyed on the address (IPv6 by its /64)"
                     );
                     assert_eq!(
                         c["descriptors"].as_array().map(Vec::len),
-                        Some(2),
-                        "{name} {prefix}: a per-user and a per-address bucket"
+                        Some(3),
+                        "{name} {prefix}: per-user buckets (one issuer, several) and a per-address bucket"
                     );
                 }
                 checked += 1;
