@@ -457,6 +457,18 @@ impl Config {
         if config.environment == Environment::Production {
             refuse_secrets_open_to_every_account(file, &report.file_secrets)?;
         }
+        // A leftover export or an image's own `ENV` would otherwise run a
+        // service its file declares production without production's checks.
+        let declared = report.file_environment.as_deref().map(str::trim);
+        if declared.is_some_and(|name| name.eq_ignore_ascii_case(Environment::Production.name()))
+            && config.environment != Environment::Production
+        {
+            return Err(ConfigError(format!(
+                "`environment`: the file says production, the environment ({}ENVIRONMENT) says {}: a variable may not turn production's checks off; remove it or change the file",
+                sources::ENV_PREFIX,
+                config.environment.name()
+            )));
+        }
         Ok((config, report))
     }
 
@@ -1724,6 +1736,38 @@ mod tests {
         ("AUTHFLOW_MAIL__TRANSPORT", "smtp"),
         ("AUTHFLOW_SMTP__HOST", "relay.example"),
     ];
+
+    /// A variable left over from development (an image's own `ENV`, an old
+    /// export) must not turn off the checks of a service its file declares
+    /// production; raising development to production is fine.
+    #[test]
+    fn a_variable_cannot_turn_a_production_file_into_development() {
+        let (_dir, path) = file_with("environment = \"production\"\n");
+        let e = Config::load_from(
+            Some(&path),
+            &env(&[("AUTHFLOW_ENVIRONMENT", "development")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("`environment`") && e.contains("may not turn production's checks off"),
+            "{e}"
+        );
+        let (_dir, path) = file_with("environment = \"development\"\n");
+        let raised =
+            Config::load_from(Some(&path), &env(&[("AUTHFLOW_ENVIRONMENT", "production")]));
+        assert!(
+            !matches!(&raised, Err(e) if e.to_string().contains("may not turn")),
+            "{:?}",
+            raised.err()
+        );
+        let (_dir, path) = file_with("environment = \"development\"\n");
+        Config::load_from(
+            Some(&path),
+            &env(&[("AUTHFLOW_ENVIRONMENT", "development")]),
+        )
+        .unwrap();
+    }
 
     fn production_with(extra: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let mut vars = PRODUCTION.to_vec();

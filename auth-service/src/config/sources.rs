@@ -282,6 +282,8 @@ pub struct Report {
     pub overridden: Vec<String>,
     /// The secret settings the file holds (dotted paths; see [`secrets_in`]).
     pub file_secrets: Vec<String>,
+    /// `environment` as the file writes it.
+    pub file_environment: Option<String>,
 }
 
 /// The settings of [`super::SECRET_PATHS`] that `dict` (a file's values)
@@ -428,10 +430,15 @@ pub fn layered(
     file_secrets.extend(secrets_in(&file_nested));
     file_secrets.sort();
     file_secrets.dedup();
+    let file_environment = match file_nested.get("environment") {
+        Some(Value::String(_, text)) => Some(text.clone()),
+        _ => None,
+    };
     let report = Report {
         deprecated,
         overridden,
         file_secrets,
+        file_environment,
     };
     let figment = Figment::new()
         .merge(layer(Naming::FlatFileKey, file_flat, file))
