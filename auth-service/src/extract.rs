@@ -246,6 +246,31 @@ pub fn check_device(
 /// A caller whose token carries the `admin` role.
 pub struct Admin(pub Verified);
 
+/// The database's word on an admin's token, which verified against this
+/// instance's revocation list: that list takes up to a feed sync to learn
+/// of a ban, a logout or a password reset committed on another instance,
+/// and an admin banned there must not, meanwhile, act as one here (create
+/// a service account that outlives the ban, unban itself). Its session must
+/// be live and its account not banned and still an admin's.
+async fn admin_still_live(state: &AppState, verified: &Verified) -> Result<(), ApiError> {
+    let now = now();
+    let session_live = state
+        .store
+        .session(&verified.claims.sid)
+        .await?
+        .is_some_and(|s| s.user_id == verified.sub && s.revoked_at.is_none() && s.expires_at > now);
+    let still_admin = state
+        .store
+        .user_by_id(&verified.sub)
+        .await?
+        .is_some_and(|u| u.banned_at.is_none() && u.roles.iter().any(|r| r == "admin"));
+    if session_live && still_admin {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidToken("token has been revoked"))
+    }
+}
+
 impl FromRequestParts<Arc<AppState>> for Admin {
     type Rejection = ApiError;
 
@@ -254,7 +279,10 @@ impl FromRequestParts<Arc<AppState>> for Admin {
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
         let refusal = match Caller::from_request_parts(parts, state).await {
-            Ok(Caller(v)) if v.has_role("admin") => return Ok(Self(v)),
+            Ok(Caller(v)) if v.has_role("admin") => {
+                admin_still_live(state, &v).await?;
+                return Ok(Self(v));
+            }
             Ok(_) => ApiError::Forbidden("the admin role is required"),
             Err(e) => e,
         };

@@ -543,6 +543,7 @@ async fn mint(
     let binding = sessions::Binding {
         dfp: Some(dfp),
         dpop_jkt: None,
+        mailed_code: false,
     };
     let mint = async {
         sessions::create_session(&state, &user, &device, now, origin, binding)

@@ -197,25 +197,25 @@ pub async fn create_session(
     };
     let created = state
         .store
-        .create_session(
+        .create_session_by(
             &session,
             &record,
             Some(&access_record),
             user.password_version,
             cap,
+            binding.mailed_code,
         )
         .await?;
     let Some(ended) = created else {
-        // Which of the two refused it, for the answer only (both end the sign-in).
-        let now_banned = state
-            .store
-            .user_by_id(&user.id)
-            .await?
-            .is_none_or(|u| u.banned_at.is_some());
-        return Err(if now_banned {
-            ApiError::AccountDisabled
-        } else {
-            ApiError::InvalidCode("the password was changed; sign in again")
+        // Which one refused it, for the answer only (each ends the sign-in).
+        let now = state.store.user_by_id(&user.id).await?;
+        return Err(match now {
+            None => ApiError::AccountDisabled,
+            Some(u) if u.banned_at.is_some() => ApiError::AccountDisabled,
+            Some(u) if binding.mailed_code && u.totp_secret.is_some() => ApiError::InvalidCode(
+                "an authenticator was set up meanwhile; sign in again with its code",
+            ),
+            Some(_) => ApiError::InvalidCode("the password was changed; sign in again"),
         });
     };
     if !ended.is_empty() {
@@ -230,6 +230,9 @@ pub struct Binding {
     pub dfp: Option<String>,
     /// The thumbprint of the DPoP key the session is bound to.
     pub dpop_jkt: Option<String>,
+    /// Signed in with a mailed code: stored only while the user has no
+    /// authenticator (one confirmed meanwhile ends the sign-in).
+    pub mailed_code: bool,
 }
 
 /// A signed-in user (second factor passed): a session bound to a fresh device
@@ -242,11 +245,24 @@ pub async fn start(
     dpop_jkt: Option<String>,
     now: i64,
 ) -> ApiResult<SessionTokens> {
+    start_signed_in(state, user, client, (dpop_jkt, false), now).await
+}
+
+/// [`start`] for a sign-in whose second factor was a mailed code when
+/// `mailed_code` (see [`Binding::mailed_code`]).
+pub async fn start_signed_in(
+    state: &AppState,
+    user: &User,
+    client: &Client,
+    (dpop_jkt, mailed_code): (Option<String>, bool),
+    now: i64,
+) -> ApiResult<SessionTokens> {
     let device = random_secret();
     let origin = (Some(client.ip.clone()), Some(client.user_agent.clone()));
     let binding = Binding {
         dfp: Some(client.fingerprint(state, device.expose())),
         dpop_jkt,
+        mailed_code,
     };
     let (session_id, access, refresh) =
         create_session(state, user, &device, now, origin, binding).await?;

@@ -441,14 +441,18 @@ pub struct FeedEvent {
 /// secret is written only while that still holds. The password is checked
 /// while another request may be setting up the first authenticator, or a
 /// reset may be under way: written after either, the password alone would
-/// have replaced an authenticator, or outlived the reset.
+/// have replaced an authenticator, or outlived the reset. A code is checked
+/// while an admin may be removing that authenticator (lost, or stolen), or
+/// its owner replacing it: written after either, a code of an authenticator
+/// the account no longer has would set up the next one.
 #[derive(Clone, Copy, Debug)]
-pub struct EnrolmentProof {
+pub struct EnrolmentProof<'a> {
     /// The user's [`User::password_version`] when the proof was checked.
     pub password_version: i64,
-    /// Proven by the password, with no authenticator set up: one must
-    /// still not be (a code of the authenticator proves the owner instead).
-    pub by_password: bool,
+    /// The secret of the authenticator whose code proved the owner, which
+    /// must still be the account's; `None`: proven by the password, with no
+    /// authenticator set up, and one must still not be.
+    pub authenticator: Option<&'a str>,
 }
 
 #[derive(Clone)]
@@ -599,7 +603,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         user_id: &str,
         secret: &str,
-        proven: EnrolmentProof,
+        proven: EnrolmentProof<'_>,
     ) -> StoreResult<bool>;
     /// Moves the pending secret to the confirmed one and records `step` as used.
     async fn confirm_totp(&self, user_id: &str, secret: &str, step: i64) -> StoreResult<bool>;
@@ -718,6 +722,22 @@ pub trait Store: Send + Sync + 'static {
         access: Option<&IssuedToken>,
         password_version: i64,
         cap: SessionCap,
+    ) -> StoreResult<Option<Vec<String>>> {
+        self.create_session_by(session, refresh, access, password_version, cap, false)
+            .await
+    }
+    /// [`Store::create_session`] for a sign-in whose second factor was a
+    /// mailed code when `mailed_code`: then only while the user still has no
+    /// authenticator (read under the same lock as the ban and the password's
+    /// version), so one confirmed while the sign-in was under way ends it.
+    async fn create_session_by(
+        &self,
+        session: &Session,
+        refresh: &RefreshRecord,
+        access: Option<&IssuedToken>,
+        password_version: i64,
+        cap: SessionCap,
+        mailed_code: bool,
     ) -> StoreResult<Option<Vec<String>>>;
     async fn session(&self, id: &str) -> StoreResult<Option<Session>>;
     /// A user's sessions newest first, by `(created_at, id)`.

@@ -483,7 +483,7 @@ macro_rules! impl_store {
                 Ok(r.rows_affected() == 1)
             }
 
-            async fn create_session(&self, s: &Session, refresh: &RefreshRecord, access: Option<&IssuedToken>, password_version: i64, cap: SessionCap) -> StoreResult<Option<Vec<String>>> {
+            async fn create_session_by(&self, s: &Session, refresh: &RefreshRecord, access: Option<&IssuedToken>, password_version: i64, cap: SessionCap, mailed_code: bool) -> StoreResult<Option<Vec<String>>> {
                 let mut tx = self.begin_write().await?;
                 // Only for a user not banned now, whose password is still the one the
                 // sign-in checked. The user row is read under UPDATE_LOCK: a ban or reset
@@ -495,7 +495,8 @@ macro_rules! impl_store {
                 let inserted = sqlx::query(&format!(
                     "INSERT INTO sessions (id, user_id, device_secret_hash, created_at, last_seen_at, expires_at, ip, user_agent, dpop_jkt) \
                      SELECT $1, id, $3, $4, $5, $6, $7, $8, $9 FROM users \
-                     WHERE id = $2 AND banned_at IS NULL AND password_version = $10{UPDATE_LOCK}"
+                     WHERE id = $2 AND banned_at IS NULL AND password_version = $10 \
+                     AND (NOT $11 OR totp_secret IS NULL){UPDATE_LOCK}"
                 ))
                     .bind(&s.id)
                     .bind(&s.user_id)
@@ -507,6 +508,7 @@ macro_rules! impl_store {
                     .bind(&s.user_agent)
                     .bind(&s.dpop_jkt)
                     .bind(password_version)
+                    .bind(mailed_code)
                     .execute(&mut *tx)
                     .await?;
                 if inserted.rows_affected() != 1 {

@@ -390,21 +390,30 @@ super::portable::impl_store! {
         Ok(())
     }
 
-    async fn set_totp_pending(&self, user_id: &str, secret: &str, proven: EnrolmentProof) -> StoreResult<bool> {
-        let sealed = self.seal(&totp_purpose(user_id), secret.as_bytes())?;
-        // One statement: what the proof saw is compared and the secret written at once.
-        let sql = if proven.by_password {
-            "UPDATE users SET totp_pending = $1 WHERE id = $2 AND password_version = $3 AND totp_secret IS NULL"
-        } else {
-            "UPDATE users SET totp_pending = $1 WHERE id = $2 AND password_version = $3"
-        };
-        let r = sqlx::query(sql)
+    async fn set_totp_pending(&self, user_id: &str, secret: &str, proven: EnrolmentProof<'_>) -> StoreResult<bool> {
+        let purpose = totp_purpose(user_id);
+        let sealed = self.seal(&purpose, secret.as_bytes())?;
+        // Under the write lock: what the proof saw (the password's version, the
+        // authenticator or its absence) is compared, then the secret written.
+        // Sealed values differ on every write: the authenticator is compared opened.
+        let mut tx = self.begin_write().await?;
+        let row: Option<(i64, Option<String>)> =
+            sqlx::query_as("SELECT password_version, totp_secret FROM users WHERE id = ?")
+                .bind(user_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((version, current)) = row else { return Ok(false) };
+        let current = current.map(|c| self.open_secret(&purpose, c.as_bytes())).transpose()?;
+        if version != proven.password_version || current.as_deref() != proven.authenticator.map(str::as_bytes) {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE users SET totp_pending = ? WHERE id = ?")
             .bind(sealed)
             .bind(user_id)
-            .bind(proven.password_version)
-            .execute(&self.write)
+            .execute(&mut *tx)
             .await?;
-        Ok(r.rows_affected() == 1)
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn confirm_totp(&self, user_id: &str, secret: &str, step: i64) -> StoreResult<bool> {

@@ -19,6 +19,7 @@ mod long_poll;
 mod mail_limits;
 mod openapi;
 mod password_work;
+mod races;
 mod retention;
 mod second_factor;
 mod service_accounts;

@@ -35,6 +35,9 @@ mod mail_limits;
 mod openapi;
 #[path = "../api/password_work.rs"]
 mod password_work;
+#[path = "../api/races.rs"]
+mod races;
+mod races_across_instances;
 #[path = "../api/retention.rs"]
 mod retention;
 #[path = "../api/second_factor.rs"]

@@ -160,7 +160,9 @@ pub async fn finish_signin(
     inc(&state.metrics.second_factor_ok);
     state.store.second_factor_success(&user.id).await?;
     clear_account_failures(state, &user.email).await?;
-    let tokens = sessions::start(state, &user, client, dpop_jkt, now).await?;
+    let mailed_code = challenge.method == "email";
+    let tokens =
+        sessions::start_signed_in(state, &user, client, (dpop_jkt, mailed_code), now).await?;
     audit::record(
         state,
         Some(client),

@@ -175,11 +175,12 @@ pub async fn begin_totp_enrollment(
     )
     .map_err(ApiError::internal)?;
     let secret = totp.get_secret_base32();
-    // The account as the proof saw it: an authenticator set up meanwhile (by
-    // another request) or a password reset since makes this proof stale.
+    // The account as the proof saw it: an authenticator set up, replaced or
+    // removed meanwhile (by another request, an admin) or a password reset
+    // since makes this proof stale.
     let proven = EnrolmentProof {
         password_version: user.password_version,
-        by_password: user.totp_secret.is_none(),
+        authenticator: user.totp_secret.as_deref(),
     };
     if !state
         .store

@@ -1,0 +1,295 @@
+//! Counted and single-use things raced across two instances.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+async fn two_instances(
+    tweak: impl Fn(&mut authflow_auth_service::config::Config),
+) -> (TestApp, TestApp) {
+    let one = spawn_app_with(&tweak).await;
+    let two = spawn_app_beside(&one, &tweak).await;
+    (one, two)
+}
+
+/// A code of six digits that is none of `secret`'s codes around now.
+fn wrong_code(secret: &str, i: u32) -> String {
+    let now = authflow_auth_service::clock::now();
+    let right: Vec<String> = (-2..=2).map(|k| totp_code(secret, now + k * 30)).collect();
+    let mut n = 100_000 + i * 7919;
+    loop {
+        let c = format!("{:06}", n % 1_000_000);
+        if !right.contains(&c) {
+            return c;
+        }
+        n += 1;
+    }
+}
+
+#[tokio::test]
+async fn wrong_passwords_split_across_instances_are_evaluated_no_more_than_the_limit() {
+    const LIMIT: u32 = 3;
+    let (one, two) = two_instances(|c| {
+        c.throttle.account_max_failures = LIMIT;
+        c.throttle.ip_max_failures = 10_000;
+    })
+    .await;
+    let email = "guess@example.com";
+    one.verified_user(email).await;
+    let mut reqs = Vec::new();
+    for i in 0..40 {
+        let app = if i % 2 == 0 { &one } else { &two };
+        let (http, url) = (app.http.clone(), app.url("/v1/auth/signin"));
+        reqs.push(async move {
+            http.post(url)
+                .json(&json!({"email": email, "password": format!("wrong password {i}!!")}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        });
+    }
+    let statuses = join_all(reqs).await;
+    let evaluated = statuses.iter().filter(|s| **s == 401).count();
+    assert!(
+        (1..=LIMIT as usize).contains(&evaluated)
+            && statuses.iter().all(|c| *c == 401 || *c == 429),
+        "{evaluated} evaluated (limit {LIMIT}): {statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn wrong_totp_codes_split_across_instances_are_evaluated_no_more_than_the_limit() {
+    const LIMIT: u32 = 3;
+    let (one, two) = two_instances(|c| {
+        c.throttle.second_factor_max_failures = LIMIT;
+        c.throttle.ip_max_failures = 10_000;
+        c.accounts.challenge_max_attempts = 1000;
+    })
+    .await;
+    let email = "totp-guess@example.com";
+    one.verified_user(email).await;
+    let t = one.signin(email, PASSWORD).await;
+    let (secret, _) = one.enrol_totp(&t).await;
+    let (c1, _) = one.challenge(email, PASSWORD).await;
+    let (c2, _) = two.challenge(email, PASSWORD).await;
+    let mut reqs = Vec::new();
+    for i in 0..40u32 {
+        let (app, ch) = if i % 2 == 0 { (&one, &c1) } else { (&two, &c2) };
+        let (http, url) = (app.http.clone(), app.url("/v1/auth/signin/verify"));
+        let body = json!({"challenge_id": ch, "code": wrong_code(&secret, i)});
+        reqs.push(async move {
+            http.post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        });
+    }
+    let statuses = join_all(reqs).await;
+    let evaluated = statuses.iter().filter(|s| **s == 401).count();
+    assert!(
+        (1..=LIMIT as usize).contains(&evaluated)
+            && statuses.iter().all(|c| *c == 401 || *c == 429),
+        "{evaluated} evaluated (limit {LIMIT}): {statuses:?}"
+    );
+}
+
+/// One TOTP code, sent at once as a sign-in's second factor on one
+/// instance and as the proof of an authenticator replacement on the other.
+#[tokio::test]
+async fn one_totp_code_is_not_both_a_sign_in_and_an_enrolment_proof() {
+    let (one, two) = two_instances(|_| {}).await;
+    let email = "both@example.com";
+    one.verified_user(email).await;
+    let t = one.signin(email, PASSWORD).await;
+    let (secret, now) = one.enrol_totp(&t).await;
+    for round in 0..3 {
+        let code = totp_code(&secret, now + 30 * (round + 1));
+        // Wait until this step's code is within the window (the step before or the step).
+        while authflow_auth_service::clock::now() / 30 + 1 < (now + 30 * (round + 1)) / 30 {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        let (ch, _) = one.challenge(email, PASSWORD).await;
+        let signin = one
+            .http
+            .post(one.url("/v1/auth/signin/verify"))
+            .json(&json!({"challenge_id": ch, "code": code}))
+            .send();
+        let enrol = two
+            .authed(Method::POST, "/v1/auth/totp/enroll", &t)
+            .json(&json!({"code": code}))
+            .send();
+        let (a, b) = tokio::join!(signin, enrol);
+        let (a, b) = (a.unwrap().status().as_u16(), b.unwrap().status().as_u16());
+        assert!(
+            !(a == 200 && b == 200),
+            "round {round}: one code used twice"
+        );
+    }
+}
+
+/// An admin removes a user's lost (stolen) authenticator while the thief,
+/// holding it and a session, replaces it: the replacement was proven with a
+/// code of the removed authenticator, yet it lands after the removal.
+#[tokio::test]
+async fn an_authenticator_removed_by_an_admin_is_not_replaced_by_a_proof_of_it_racing_the_removal()
+{
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    let email = "stolen-phone@example.com";
+    let user_id = app.verified_user(email).await;
+    // The thief's phone: the authenticator and a signed-in session.
+    let t = app.signin(email, PASSWORD).await;
+    let (lost, _) = app.enrol_totp(&t).await;
+    // Another client holds the user's row for a moment (any write to it
+    // does): the admin's removal queues first, the thief's proof behind it.
+    let lock = format!("SELECT 1 FROM users WHERE id = '{user_id}' FOR UPDATE");
+    let held = hold_transaction(&app, &[], &[&lock]).await;
+    let remove = {
+        let req = app.authed(
+            Method::DELETE,
+            &format!("/v1/admin/users/{user_id}/totp"),
+            &admin,
+        );
+        tokio::spawn(async move { req.send().await.unwrap().status().as_u16() })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let code = totp_code(&lost, authflow_auth_service::clock::now() + 30);
+    let enrol = {
+        let req = app
+            .authed(Method::POST, "/v1/auth/totp/enroll", &t)
+            .json(&json!({"code": code}));
+        tokio::spawn(async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    held.commit().await;
+    assert_eq!(remove.await.unwrap(), 200, "the admin's removal");
+    let (status, body) = enrol.await.unwrap();
+    if status == 200 {
+        // The thief confirms an authenticator of its own.
+        let thief = body["secret"].as_str().unwrap().to_owned();
+        let r = app
+            .authed(Method::POST, "/v1/auth/totp/confirm", &t)
+            .json(&json!({"code": totp_code(&thief, authflow_auth_service::clock::now())}))
+            .send()
+            .await
+            .unwrap();
+        let confirmed = r.status().as_u16();
+        let user = app.state.store.user_by_id(&user_id).await.unwrap().unwrap();
+        panic!(
+            "the removed authenticator's code proved a replacement after the removal \
+             (enrol 200, confirm {confirmed}); the account's authenticator is now the thief's: {}",
+            user.totp_secret.as_deref() == Some(thief.as_str())
+        );
+    }
+    assert!(status == 409 || status == 401, "enrol {status}: {body}");
+}
+
+/// An admin banned on one instance keeps acting as an admin on the other
+/// after the ban was acknowledged: the other instance checks the token
+/// against its in-memory revocation list, synced a moment later. Here the
+/// banned admin leaves itself a service account (a client secret) that
+/// outlives the ban.
+#[tokio::test]
+async fn a_banned_admin_cannot_act_on_another_instance_once_the_ban_is_acknowledged() {
+    let (one, two) = two_instances(|_| {}).await;
+    let root = one.admin("root@example.com").await;
+    let mut acted = Vec::new();
+    for round in 0..30 {
+        let rogue = one.admin(&format!("rogue{round}@example.com")).await;
+        let rogue_id = claims(&rogue.access)["sub"].as_str().unwrap().to_owned();
+        let r = one
+            .authed(
+                Method::POST,
+                &format!("/v1/admin/users/{rogue_id}/ban"),
+                &root,
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        // The ban is acknowledged. The rogue admin, on the other instance:
+        let client_id = format!("backdoor-{round}");
+        let r = two
+            .authed(Method::POST, "/v1/admin/service-accounts", &rogue)
+            .json(&json!({"client_id": client_id, "scopes": []}))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 201 {
+            let secret = r.json::<Value>().await.unwrap()["client_secret"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            // Long after the ban, the credential still mints tokens.
+            let token = one
+                .http
+                .post(one.url("/v1/oauth/token"))
+                .basic_auth(&client_id, Some(&secret))
+                .form(&[("grant_type", "client_credentials")])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16();
+            acted.push((round, token));
+        }
+    }
+    assert!(
+        acted.is_empty(),
+        "(round, later token request status) where a banned admin created a service account after its ban was acknowledged: {acted:?}"
+    );
+}
+
+/// The owner sets up an authenticator (whoever holds the password and the
+/// mailbox must now also hold it) while such a holder finishes a sign-in
+/// begun with a mailed code: the README promises that a sign-in begun
+/// before with a mailed code cannot finish with it once the authenticator
+/// is confirmed. Here the confirmation is answered first, and the mailed
+/// code's session is stored after it.
+#[tokio::test]
+async fn a_mailed_code_sign_in_gets_no_session_stored_after_an_authenticator_was_confirmed() {
+    let app = spawn_app().await;
+    let email = "owner-arming@example.com";
+    let user_id = app.verified_user(email).await;
+    let owner = app.signin(email, PASSWORD).await;
+    let pending = app.begin_totp(&owner).await;
+    // The thief: the password and the mailbox.
+    let before = app.outbox(email, 0).await.len();
+    let (challenge, method) = app.challenge(email, PASSWORD).await;
+    assert_eq!(method, "email");
+    let code = app.last_mail(email, before + 1).await["code"].clone();
+    // Another client holds the user's row a moment: the confirmation queues first.
+    let lock = format!("SELECT 1 FROM users WHERE id = '{user_id}' FOR NO KEY UPDATE");
+    let held = hold_transaction(&app, &[], &[&lock]).await;
+    let confirm = {
+        let req = app
+            .authed(Method::POST, "/v1/auth/totp/confirm", &owner)
+            .json(&json!({"code": totp_code(&pending, authflow_auth_service::clock::now())}));
+        tokio::spawn(async move { req.send().await.unwrap().status().as_u16() })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let thief = {
+        let req = app
+            .http
+            .post(app.url("/v1/auth/signin/verify"))
+            .json(&json!({"challenge_id": challenge, "code": code}));
+        tokio::spawn(async move { req.send().await.unwrap().status().as_u16() })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    held.commit().await;
+    let (confirmed, signed_in) = (confirm.await.unwrap(), thief.await.unwrap());
+    assert_eq!(confirmed, 200, "the owner's authenticator");
+    assert_ne!(
+        signed_in, 200,
+        "a mailed code got a session stored after the authenticator was confirmed"
+    );
+}
