@@ -36,7 +36,13 @@ pub async fn normalize_stored_emails(store: &dyn Store) -> StoreResult<Upgraded>
             Ok(true) => done.renamed += 1,
             // Changed meanwhile by another instance doing the same.
             Ok(false) => {}
-            Err(StoreError::Conflict(_)) => done.taken.push(id),
+            Err(StoreError::Conflict(_)) => {
+                if displace_unverified(store, &id, &stored, email.as_str()).await? {
+                    done.renamed += 1;
+                } else {
+                    done.taken.push(id);
+                }
+            }
             Err(e) => return Err(e),
         }
     }
@@ -57,4 +63,43 @@ pub async fn normalize_stored_emails(store: &dyn Store) -> StoreResult<Upgraded>
         tracing::warn!(users = ?done.unparsable, "these accounts' stored emails are not valid addresses any more");
     }
     Ok(done)
+}
+
+/// The account `id`, stored as `from`, cannot take `to`: another account
+/// holds it. When that one never verified the address and `id` did, the
+/// holder proves nothing about the address (anyone could sign up under that
+/// spelling, and its links went to this inbox): it is moved to an address
+/// at `.invalid` (RFC 2606: no mail, no sign-in past the second factor, and
+/// never unverified-and-reachable again) and `id` takes `to`. True when it did.
+async fn displace_unverified(
+    store: &dyn Store,
+    id: &str,
+    from: &str,
+    to: &str,
+) -> StoreResult<bool> {
+    let (Some(renamed), Some(holder)) =
+        (store.user_by_id(id).await?, store.user_by_email(to).await?)
+    else {
+        return Ok(false);
+    };
+    if !renamed.email_verified || holder.email_verified || holder.id == renamed.id {
+        return Ok(false);
+    }
+    let aside = format!("displaced-{}@unverified.invalid", holder.id);
+    if !store.rename_email(&holder.id, to, &aside).await? {
+        return Ok(false);
+    }
+    match store.rename_email(id, from, to).await {
+        Ok(true) => {
+            tracing::warn!(
+                user = id,
+                displaced = holder.id,
+                "an unverified account held this verified account's address in its normalized form: \
+                 it was moved aside"
+            );
+            Ok(true)
+        }
+        Ok(false) | Err(StoreError::Conflict(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
 }

@@ -474,26 +474,42 @@ async fn create_user(
         email_verified: true,
         ..User::new(email.as_str(), hash, roles.clone(), now())
     };
+    // An address held by an account that never verified it (a sign-up by
+    // anyone, perhaps before the operator got here) is the operator's: that
+    // account is given this password and these roles, and what its own
+    // password opened ends. A verified or banned one is refused.
     let create = async {
         match store.create_user(&user).await {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(user.id.clone()),
             Err(StoreError::Conflict(_)) => {
-                Err(format!("a user with email {email} already exists"))
+                let now = now();
+                // The feed entries of its sessions (an unverified account has none) for a day.
+                match store.claim_unverified_email(&user, now, now + 86_400).await {
+                    Ok(Some(id)) => Ok(id),
+                    Ok(None) => Err(format!("a user with email {email} already exists")),
+                    Err(e) => Err(e.to_string()),
+                }
             }
             Err(e) => Err(e.to_string()),
         }
     };
-    cli_privileged(
+    let user_id = cli_privileged(
         store.as_ref(),
         ("cli_user_create", &format!("roles={}", roles.join(","))),
         (Some(&user.id), Some(&user.email)),
         create,
-        |_| "done".into(),
+        |id| {
+            if *id == user.id {
+                "done".into()
+            } else {
+                format!("done: took over the unverified account {id}")
+            }
+        },
     )
     .await?;
     println!(
         "{}",
-        serde_json::json!({"user_id": user.id, "email": user.email, "roles": roles})
+        serde_json::json!({"user_id": user_id, "email": user.email, "roles": roles})
     );
     Ok(())
 }

@@ -35,6 +35,7 @@ impl Email {
             .collect::<String>()
             .to_lowercase()
             .nfkc()
+            .map(fold_case)
             .collect();
         if folded.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err("email must not contain spaces or control characters".into());
@@ -60,6 +61,27 @@ impl Email {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// Lower-casing is not case folding: the letters a lower-cased, NFKC
+/// address can still hold whose case fold (Unicode's simple one,
+/// CaseFolding.txt C and S) is another letter: the final sigma `ς`, which
+/// `to_lowercase` writes for a capital sigma at the end of a word (so `ΑΣ`
+/// and `ασ`, one mailbox to a server that ignores case, would be two
+/// accounts), and the old Cyrillic letter variants U+1C80–U+1C88.
+fn fold_case(c: char) -> char {
+    match c {
+        '\u{3c2}' => '\u{3c3}',
+        '\u{1c80}' => '\u{432}',
+        '\u{1c81}' => '\u{434}',
+        '\u{1c82}' => '\u{43e}',
+        '\u{1c83}' => '\u{441}',
+        '\u{1c84}' | '\u{1c85}' => '\u{442}',
+        '\u{1c86}' => '\u{44a}',
+        '\u{1c87}' => '\u{463}',
+        '\u{1c88}' => '\u{a64b}',
+        c => c,
     }
 }
 
@@ -184,6 +206,16 @@ mod tests {
             ("ada@XN--BCHER-KVA.EXAMPLE", "ada@xn--bcher-kva.example"),
             // Ideographic full stop as a label separator.
             ("ada@example\u{3002}com", "ada@example.com"),
+            // Case folding, not only lower case: a final sigma (which is what
+            // lower-casing a capital sigma at the end gives) and the old
+            // Cyrillic letter variants are their plain letters.
+            ("\u{391}\u{3a3}@example.com", "\u{3b1}\u{3c3}@example.com"),
+            ("\u{3b1}\u{3c2}@example.com", "\u{3b1}\u{3c3}@example.com"),
+            (
+                "\u{3a3}\u{391}\u{3a3}.x@example.com",
+                "\u{3c3}\u{3b1}\u{3c3}.x@example.com",
+            ),
+            ("\u{1c82}lga@example.com", "\u{43e}lga@example.com"),
         ];
         for (input, expected) in same {
             assert_eq!(

@@ -597,6 +597,20 @@ pub trait Store: Send + Sync + 'static {
         feed_expires_at: i64,
     ) -> StoreResult<Option<(String, Vec<String>)>>;
     async fn set_roles(&self, user_id: &str, roles: &[String]) -> StoreResult<()>;
+    /// Gives the account at `user.email` to `user` (the CLI's `user create`)
+    /// when its address was never verified and it is not banned: whoever
+    /// signed up with it proved nothing about the address. In one
+    /// transaction: `user`'s password (a new [`User::password_version`]),
+    /// roles and verified flag, no authenticator (set up or pending), its
+    /// one-time links used up, its sign-ins waiting for a code ended and its
+    /// sessions revoked. The id of the account, or `None` when the address
+    /// is free, verified or banned.
+    async fn claim_unverified_email(
+        &self,
+        user: &User,
+        now: i64,
+        feed_expires_at: i64,
+    ) -> StoreResult<Option<String>>;
     /// Writes a new pending TOTP secret, only while what the enrolment was
     /// proven against still holds (`proven`); false when it no longer does.
     async fn set_totp_pending(

@@ -1046,6 +1046,42 @@ macro_rules! impl_store {
                 Ok(Some((user_id, ids)))
             }
 
+            async fn claim_unverified_email(&self, user: &User, now: i64, feed_expires_at: i64) -> StoreResult<Option<String>> {
+                let mut tx = self.begin_write().await?;
+                let id: Option<String> = sqlx::query_scalar(&format!(
+                    "SELECT id FROM users WHERE email = $1 AND email_verified = $2 AND banned_at IS NULL{UPDATE_LOCK}"
+                ))
+                .bind(&user.email)
+                .bind(false)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(id) = id else { return Ok(None) };
+                sqlx::query(
+                    "UPDATE users SET password_hash = $1, password_version = password_version + 1, roles = $2, \
+                     scope = $3, email_verified = $4, totp_secret = NULL, totp_pending = NULL WHERE id = $5",
+                )
+                .bind(&user.password_hash)
+                .bind(user.roles.join(" "))
+                .bind(&user.scope)
+                .bind(true)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("UPDATE one_time_tokens SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL AND expires_at > $1")
+                    .bind(now)
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE challenges SET consumed_at = $1 WHERE user_id = $2 AND consumed_at IS NULL AND expires_at > $1")
+                    .bind(now)
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+                let _ = revoke_sessions_in!(tx, &id, "claimed", now, feed_expires_at);
+                tx.commit().await?;
+                Ok(Some(id))
+            }
+
             async fn confirm_email(&self, hash: &str, now: i64) -> StoreResult<Option<String>> {
                 let mut tx = self.begin_write().await?;
                 let user_id: Option<String> = sqlx::query_scalar(

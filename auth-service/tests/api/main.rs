@@ -28,6 +28,7 @@ mod slow_clients;
 mod smtp_tls;
 mod test_pki;
 mod timing;
+mod unverified_addresses;
 mod upgrade;
 mod vectors;
 

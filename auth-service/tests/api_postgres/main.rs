@@ -48,6 +48,8 @@ mod service_accounts;
 mod sessions;
 #[path = "../api/timing.rs"]
 mod timing;
+#[path = "../api/unverified_addresses.rs"]
+mod unverified_addresses;
 #[path = "../api/upgrade.rs"]
 mod upgrade;
 #[path = "../api/vectors.rs"]
