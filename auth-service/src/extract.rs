@@ -195,6 +195,7 @@ pub async fn verify_user_token(
     // Every check that writes nothing comes first: a proof is recorded as
     // used (below) only by a request that otherwise passes.
     check_device(state, parts, &verified).map_err(ApiError::InvalidToken)?;
+    session_still_live(state, &verified, now).await?;
     match (scheme, verified.claims.cnf.as_ref()) {
         (Scheme::Bearer, None) => {}
         (Scheme::Bearer, Some(_)) => {
@@ -210,6 +211,37 @@ pub async fn verify_user_token(
         }
     }
     Ok(verified)
+}
+
+/// The database's word on a user's token, which verified against this
+/// instance's revocation list: that list takes up to a feed sync to learn
+/// of a logout, a session ended from the devices page, a password reset or
+/// a ban committed on another instance, and the token must not, meanwhile,
+/// act here (end the owner's other sessions, switch on an authenticator).
+/// Its session must be live and its account not banned. The endpoints and
+/// pages that take a user's token all change something or show the account:
+/// one read each (`ext_authz` keeps to memory).
+async fn session_still_live(
+    state: &AppState,
+    verified: &Verified,
+    now: i64,
+) -> Result<(), ApiError> {
+    let session_live = state
+        .store
+        .session(&verified.claims.sid)
+        .await?
+        .is_some_and(|s| s.user_id == verified.sub && s.revoked_at.is_none() && s.expires_at > now);
+    let not_banned = session_live
+        && state
+            .store
+            .user_by_id(&verified.sub)
+            .await?
+            .is_some_and(|u| u.banned_at.is_none());
+    if not_banned {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidToken("token has been revoked"))
+    }
 }
 
 /// The device check of a device-bound token (`dfp`), as the filter makes it:
@@ -246,25 +278,16 @@ pub fn check_device(
 /// A caller whose token carries the `admin` role.
 pub struct Admin(pub Verified);
 
-/// The database's word on an admin's token, which verified against this
-/// instance's revocation list: that list takes up to a feed sync to learn
-/// of a ban, a logout or a password reset committed on another instance,
-/// and an admin banned there must not, meanwhile, act as one here (create
-/// a service account that outlives the ban, unban itself). Its session must
-/// be live and its account not banned and still an admin's.
+/// The database's word on an admin's role: its session live and its
+/// account not banned were checked with the token ([`session_still_live`]);
+/// a role taken away since the token was issued ends its admin powers too.
 async fn admin_still_live(state: &AppState, verified: &Verified) -> Result<(), ApiError> {
-    let now = now();
-    let session_live = state
-        .store
-        .session(&verified.claims.sid)
-        .await?
-        .is_some_and(|s| s.user_id == verified.sub && s.revoked_at.is_none() && s.expires_at > now);
     let still_admin = state
         .store
         .user_by_id(&verified.sub)
         .await?
-        .is_some_and(|u| u.banned_at.is_none() && u.roles.iter().any(|r| r == "admin"));
-    if session_live && still_admin {
+        .is_some_and(|u| u.roles.iter().any(|r| r == "admin"));
+    if still_admin {
         Ok(())
     } else {
         Err(ApiError::InvalidToken("token has been revoked"))

@@ -559,7 +559,7 @@ async fn mint(
     let binding = sessions::Binding {
         dfp: Some(dfp),
         dpop_jkt: None,
-        mailed_code: false,
+        second_factor: authflow_auth_service::store::SignedInWith::Unchecked,
     };
     let mint = async {
         sessions::create_session(&state, &user, &device, now, origin, binding)

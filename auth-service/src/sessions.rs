@@ -13,7 +13,9 @@ use crate::extract::Client;
 use crate::metrics::inc;
 use crate::refresh_tokens;
 use crate::state::AppState;
-use crate::store::{RefreshLimit, RefreshRecord, Rotation, Session, SessionCap, User};
+use crate::store::{
+    RefreshLimit, RefreshRecord, Rotation, Session, SessionCap, SignedInWith, User,
+};
 use crate::tokens::{self, IssuedAccess};
 
 /// What a client receives when a session starts or its refresh token rotates.
@@ -155,7 +157,7 @@ pub async fn create_session(
     device: &Secret,
     now: i64,
     origin: Origin,
-    binding: Binding,
+    binding: Binding<'_>,
 ) -> ApiResult<(String, IssuedAccess, Secret)> {
     let session_id = random_id();
     let refresh =
@@ -203,7 +205,7 @@ pub async fn create_session(
             Some(&access_record),
             user.password_version,
             cap,
-            binding.mailed_code,
+            binding.second_factor,
         )
         .await?;
     let Some(ended) = created else {
@@ -212,9 +214,21 @@ pub async fn create_session(
         return Err(match now {
             None => ApiError::AccountDisabled,
             Some(u) if u.banned_at.is_some() => ApiError::AccountDisabled,
-            Some(u) if binding.mailed_code && u.totp_secret.is_some() => ApiError::InvalidCode(
-                "an authenticator was set up meanwhile; sign in again with its code",
-            ),
+            Some(u)
+                if binding.second_factor == SignedInWith::MailedCode && u.totp_secret.is_some() =>
+            {
+                ApiError::InvalidCode(
+                    "an authenticator was set up meanwhile; sign in again with its code",
+                )
+            }
+            Some(u)
+                if matches!(binding.second_factor, SignedInWith::Authenticator(proven)
+                    if u.totp_secret.as_deref() != Some(proven)) =>
+            {
+                ApiError::InvalidCode(
+                    "the authenticator was removed or replaced meanwhile; sign in again",
+                )
+            }
             Some(_) => ApiError::InvalidCode("the password was changed; sign in again"),
         });
     };
@@ -225,14 +239,16 @@ pub async fn create_session(
 }
 
 /// What a session's tokens are bound to besides its device secret.
-pub struct Binding {
+pub struct Binding<'a> {
     /// The device fingerprint claim (`dfp`) of its access tokens.
     pub dfp: Option<String>,
     /// The thumbprint of the DPoP key the session is bound to.
     pub dpop_jkt: Option<String>,
-    /// Signed in with a mailed code: stored only while the user has no
-    /// authenticator (one confirmed meanwhile ends the sign-in).
-    pub mailed_code: bool,
+    /// The second factor it was signed in with: a mailed code is stored only
+    /// while the user has no authenticator (one confirmed meanwhile ends the
+    /// sign-in), a TOTP code only while its secret is still the account's
+    /// (one removed or replaced meanwhile ends it).
+    pub second_factor: SignedInWith<'a>,
 }
 
 /// A signed-in user (second factor passed): a session bound to a fresh device
@@ -245,16 +261,23 @@ pub async fn start(
     dpop_jkt: Option<String>,
     now: i64,
 ) -> ApiResult<SessionTokens> {
-    start_signed_in(state, user, client, (dpop_jkt, false), now).await
+    start_signed_in(
+        state,
+        user,
+        client,
+        (dpop_jkt, SignedInWith::Unchecked),
+        now,
+    )
+    .await
 }
 
-/// [`start`] for a sign-in whose second factor was a mailed code when
-/// `mailed_code` (see [`Binding::mailed_code`]).
+/// [`start`] for a sign-in whose second factor was `second_factor` (see
+/// [`Binding::second_factor`]).
 pub async fn start_signed_in(
     state: &AppState,
     user: &User,
     client: &Client,
-    (dpop_jkt, mailed_code): (Option<String>, bool),
+    (dpop_jkt, second_factor): (Option<String>, SignedInWith<'_>),
     now: i64,
 ) -> ApiResult<SessionTokens> {
     let device = random_secret();
@@ -262,7 +285,7 @@ pub async fn start_signed_in(
     let binding = Binding {
         dfp: Some(client.fingerprint(state, device.expose())),
         dpop_jkt,
-        mailed_code,
+        second_factor,
     };
     let (session_id, access, refresh) =
         create_session(state, user, &device, now, origin, binding).await?;

@@ -305,7 +305,7 @@ pub async fn remove_totp(
     if user.totp_secret.is_none() {
         return Err(ApiError::Conflict("no TOTP authenticator is set up"));
     }
-    let remove = async { Ok(state.store.clear_totp(&user.id).await?) };
+    let remove = async { Ok(state.store.clear_totp(&user.id, None).await.map(drop)?) };
     audit::privileged(
         &state,
         &client,

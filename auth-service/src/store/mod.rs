@@ -455,6 +455,31 @@ pub struct EnrolmentProof<'a> {
     pub authenticator: Option<&'a str>,
 }
 
+/// The second factor a new session was signed in with
+/// ([`Store::create_session_by`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignedInWith<'a> {
+    /// Nothing checked here (a session minted by the CLI).
+    Unchecked,
+    /// A mailed code: stored only while the user has no authenticator.
+    MailedCode,
+    /// A code of this TOTP secret: stored only while it is still the
+    /// account's authenticator (not removed or replaced meanwhile).
+    Authenticator(&'a str),
+}
+
+/// What [`Store::use_totp_step`] made of a code's time step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TotpStep {
+    /// Recorded as used: the code counts.
+    Recorded,
+    /// This step, or a later one, was used already (a replay, a double submit).
+    UsedBefore,
+    /// The secret is no longer the account's authenticator (removed or
+    /// replaced since the code was checked against it).
+    NotCurrent,
+}
+
 #[derive(Clone)]
 pub struct StoredKey {
     pub kid: String,
@@ -621,10 +646,16 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<bool>;
     /// Moves the pending secret to the confirmed one and records `step` as used.
     async fn confirm_totp(&self, user_id: &str, secret: &str, step: i64) -> StoreResult<bool>;
-    /// Removes the confirmed and any pending TOTP secret.
-    async fn clear_totp(&self, user_id: &str) -> StoreResult<()>;
-    /// Records a TOTP time step as used; false when it (or a later one) already was.
-    async fn use_totp_step(&self, user_id: &str, step: i64) -> StoreResult<bool>;
+    /// Removes the confirmed and any pending TOTP secret; with
+    /// `authenticator` (the secret whose code proved the request), only while
+    /// that is still the account's (compared under the row lock): false when
+    /// it was removed or replaced meanwhile. `None` (an admin's removal):
+    /// whatever is set up.
+    async fn clear_totp(&self, user_id: &str, authenticator: Option<&str>) -> StoreResult<bool>;
+    /// Records time step `step` of the TOTP key `secret` as used, only while
+    /// `secret` is still the account's authenticator (compared under the row
+    /// lock): a code of one removed or replaced meanwhile proves nothing.
+    async fn use_totp_step(&self, user_id: &str, secret: &str, step: i64) -> StoreResult<TotpStep>;
 
     async fn put_one_time_token(
         &self,
@@ -737,13 +768,21 @@ pub trait Store: Send + Sync + 'static {
         password_version: i64,
         cap: SessionCap,
     ) -> StoreResult<Option<Vec<String>>> {
-        self.create_session_by(session, refresh, access, password_version, cap, false)
-            .await
+        self.create_session_by(
+            session,
+            refresh,
+            access,
+            password_version,
+            cap,
+            SignedInWith::Unchecked,
+        )
+        .await
     }
-    /// [`Store::create_session`] for a sign-in whose second factor was a
-    /// mailed code when `mailed_code`: then only while the user still has no
-    /// authenticator (read under the same lock as the ban and the password's
-    /// version), so one confirmed while the sign-in was under way ends it.
+    /// [`Store::create_session`] for a sign-in whose second factor was
+    /// `with`: a mailed code only while the user still has no authenticator,
+    /// a TOTP code only while its secret is still the account's (each read
+    /// under the same lock as the ban and the password's version), so one
+    /// confirmed, removed or replaced while the sign-in was under way ends it.
     async fn create_session_by(
         &self,
         session: &Session,
@@ -751,7 +790,7 @@ pub trait Store: Send + Sync + 'static {
         access: Option<&IssuedToken>,
         password_version: i64,
         cap: SessionCap,
-        mailed_code: bool,
+        with: SignedInWith<'_>,
     ) -> StoreResult<Option<Vec<String>>>;
     async fn session(&self, id: &str) -> StoreResult<Option<Session>>;
     /// A user's sessions newest first, by `(created_at, id)`.

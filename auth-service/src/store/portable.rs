@@ -364,14 +364,6 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn clear_totp(&self, user_id: &str) -> StoreResult<()> {
-                sqlx::query("UPDATE users SET totp_secret = NULL, totp_pending = NULL WHERE id = $1")
-                    .bind(user_id)
-                    .execute(self.writer())
-                    .await?;
-                Ok(())
-            }
-
             async fn put_one_time_token(&self, hash: &str, purpose: TokenPurpose, user_id: &str, expires_at: i64) -> StoreResult<()> {
                 sqlx::query("INSERT INTO one_time_tokens (hash, purpose, user_id, expires_at) VALUES ($1, $2, $3, $4)")
                     .bind(hash)
@@ -483,8 +475,25 @@ macro_rules! impl_store {
                 Ok(r.rows_affected() == 1)
             }
 
-            async fn create_session_by(&self, s: &Session, refresh: &RefreshRecord, access: Option<&IssuedToken>, password_version: i64, cap: SessionCap, mailed_code: bool) -> StoreResult<Option<Vec<String>>> {
+            async fn create_session_by(&self, s: &Session, refresh: &RefreshRecord, access: Option<&IssuedToken>, password_version: i64, cap: SessionCap, with: SignedInWith<'_>) -> StoreResult<Option<Vec<String>>> {
                 let mut tx = self.begin_write().await?;
+                // Signed in with a TOTP code: only while its secret is still the
+                // account's (compared opened, the row locked as below), so an
+                // authenticator removed or replaced once the code was checked
+                // opens no session after that was answered.
+                if let SignedInWith::Authenticator(proven) = with {
+                    let current: Option<String> = sqlx::query_scalar(&format!(
+                        "SELECT totp_secret FROM users WHERE id = $1{UPDATE_LOCK}"
+                    ))
+                    .bind(&s.user_id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .flatten();
+                    let Some(current) = current else { return Ok(None) };
+                    if self.open_secret(&totp_purpose(&s.user_id), current.as_bytes())? != proven.as_bytes() {
+                        return Ok(None);
+                    }
+                }
                 // Only for a user not banned now, whose password is still the one the
                 // sign-in checked. The user row is read under UPDATE_LOCK: a ban or reset
                 // under way (each updates that row) is waited for and then seen; one
@@ -508,7 +517,7 @@ macro_rules! impl_store {
                     .bind(&s.user_agent)
                     .bind(&s.dpop_jkt)
                     .bind(password_version)
-                    .bind(mailed_code)
+                    .bind(with == SignedInWith::MailedCode)
                     .execute(&mut *tx)
                     .await?;
                 if inserted.rows_affected() != 1 {
@@ -954,17 +963,6 @@ macro_rules! impl_store {
                     sqlx::query(sql).bind(now).execute(self.writer()).await?;
                 }
                 Ok(())
-            }
-
-            async fn use_totp_step(&self, user_id: &str, step: i64) -> StoreResult<bool> {
-                // `$1` twice: the step is both the new value and the bound. On Postgres the
-                // row lock makes two instances checking the same code agree: one wins.
-                let r = sqlx::query("UPDATE users SET totp_last_step = $1 WHERE id = $2 AND totp_last_step < $1")
-                    .bind(step)
-                    .bind(user_id)
-                    .execute(self.writer())
-                    .await?;
-                Ok(r.rows_affected() == 1)
             }
 
             async fn reset_password(&self, hash: &str, password_hash: &str, now: i64, feed_expires_at: i64) -> StoreResult<Option<(String, Vec<String>)>> {

@@ -82,6 +82,10 @@ impl PostgresStore {
         self.pool.begin().await
     }
 
+    fn open_secret(&self, purpose: &str, value: &[u8]) -> StoreResult<Vec<u8>> {
+        sealed::open(&self.kek, purpose, value)
+    }
+
     /// Connects (`postgres://…` URL), applies migrations, and seals with the
     /// current KEK every secret still in clear or sealed with an older one
     /// (a wrong KEK fails here).
@@ -389,6 +393,57 @@ super::portable::impl_store! {
         }
         sqlx::query("UPDATE users SET totp_pending = $1 WHERE id = $2")
             .bind(sealed)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn use_totp_step(&self, user_id: &str, secret: &str, step: i64) -> StoreResult<TotpStep> {
+        // The row locked: the authenticator (compared opened: sealed values
+        // differ on every write) must still be the one whose code this is, as
+        // for `set_totp_pending`; then the step, once. Two instances checking
+        // the same code agree: one wins.
+        let purpose = totp_purpose(user_id);
+        let mut tx = self.begin_write().await?;
+        let row: Option<(Option<String>, i64)> =
+            sqlx::query_as("SELECT totp_secret, totp_last_step FROM users WHERE id = $1 FOR NO KEY UPDATE")
+                .bind(user_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((Some(current), last)) = row else { return Ok(TotpStep::NotCurrent) };
+        if sealed::open(&self.kek, &purpose, current.as_bytes())? != secret.as_bytes() {
+            return Ok(TotpStep::NotCurrent);
+        }
+        if last >= step {
+            return Ok(TotpStep::UsedBefore);
+        }
+        sqlx::query("UPDATE users SET totp_last_step = $1 WHERE id = $2")
+            .bind(step)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(TotpStep::Recorded)
+    }
+
+    async fn clear_totp(&self, user_id: &str, authenticator: Option<&str>) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        if let Some(proven) = authenticator {
+            // The row locked: only the authenticator whose code proved the removal.
+            let current: Option<String> =
+                sqlx::query_scalar("SELECT totp_secret FROM users WHERE id = $1 FOR NO KEY UPDATE")
+                    .bind(user_id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .flatten();
+            let Some(current) = current else { return Ok(false) };
+            if sealed::open(&self.kek, &totp_purpose(user_id), current.as_bytes())? != proven.as_bytes() {
+                return Ok(false);
+            }
+        }
+        sqlx::query("UPDATE users SET totp_secret = NULL, totp_pending = NULL WHERE id = $1")
             .bind(user_id)
             .execute(&mut *tx)
             .await?;

@@ -416,6 +416,55 @@ super::portable::impl_store! {
         Ok(true)
     }
 
+    async fn use_totp_step(&self, user_id: &str, secret: &str, step: i64) -> StoreResult<TotpStep> {
+        // Under the write lock: the authenticator (compared opened: sealed
+        // values differ on every write) must still be the one whose code this
+        // is, as for `set_totp_pending`; then the step, once.
+        let purpose = totp_purpose(user_id);
+        let mut tx = self.begin_write().await?;
+        let row: Option<(Option<String>, i64)> =
+            sqlx::query_as("SELECT totp_secret, totp_last_step FROM users WHERE id = ?")
+                .bind(user_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((Some(current), last)) = row else { return Ok(TotpStep::NotCurrent) };
+        if self.open_secret(&purpose, current.as_bytes())? != secret.as_bytes() {
+            return Ok(TotpStep::NotCurrent);
+        }
+        if last >= step {
+            return Ok(TotpStep::UsedBefore);
+        }
+        sqlx::query("UPDATE users SET totp_last_step = ? WHERE id = ?")
+            .bind(step)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(TotpStep::Recorded)
+    }
+
+    async fn clear_totp(&self, user_id: &str, authenticator: Option<&str>) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        if let Some(proven) = authenticator {
+            // Under the write lock: only the authenticator whose code proved the removal.
+            let current: Option<String> = sqlx::query_scalar("SELECT totp_secret FROM users WHERE id = ?")
+                .bind(user_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .flatten();
+            let Some(current) = current else { return Ok(false) };
+            if self.open_secret(&totp_purpose(user_id), current.as_bytes())? != proven.as_bytes() {
+                return Ok(false);
+            }
+        }
+        sqlx::query("UPDATE users SET totp_secret = NULL, totp_pending = NULL WHERE id = ?")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     async fn confirm_totp(&self, user_id: &str, secret: &str, step: i64) -> StoreResult<bool> {
         // Sealed values differ on every write: compare the opened pending
         // secret, then move exactly the sealed value that was compared.

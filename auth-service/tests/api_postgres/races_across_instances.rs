@@ -293,3 +293,255 @@ async fn a_mailed_code_sign_in_gets_no_session_stored_after_an_authenticator_was
         "a mailed code got a session stored after the authenticator was confirmed"
     );
 }
+
+/// The owner ends a session it does not recognise (a thief's) from "your
+/// devices" on one instance. Once that is acknowledged, the thief, on
+/// another instance, still acts with the ended session's access token: that
+/// instance checks it against its in-memory revocation list, synced a moment
+/// later. Here the thief logs the owner out everywhere, ending the owner's
+/// own session, which nothing had ended.
+#[tokio::test]
+async fn an_ended_session_cannot_end_the_owners_other_sessions_on_another_instance() {
+    let (one, two) = two_instances(|c| c.throttle.ip_max_signups = 1000).await;
+    let mut acted = Vec::new();
+    for round in 0..20 {
+        let email = format!("owner{round}@example.com");
+        one.verified_user(&email).await;
+        let owner = one.signin(&email, PASSWORD).await;
+        let thief = one.signin(&email, PASSWORD).await;
+        // What "your devices" does for the session the owner ends there.
+        assert!(authflow_auth_service::sessions::revoke_session(
+            &one.state,
+            &thief.session,
+            "logout_device"
+        )
+        .await
+        .unwrap());
+        // Acknowledged. The thief, on the other instance:
+        let r = two
+            .authed(Method::POST, "/v1/auth/logout-all", &thief)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let owners = one
+            .state
+            .store
+            .session(&owner.session)
+            .await
+            .unwrap()
+            .unwrap();
+        if status == 200 || owners.revoked_at.is_some() {
+            acted.push((round, status, owners.revoke_reason));
+        }
+    }
+    assert!(
+        acted.is_empty(),
+        "(round, logout-all status, how the owner's session ended) where an ended session's token acted after the end was acknowledged: {acted:?}"
+    );
+}
+
+/// As above, the thief also knows the password: it began an authenticator
+/// enrolment while its session was live, and switches it on from the other
+/// instance after the owner ended that session. The account's second factor
+/// is now the thief's: the owner's next sign-in asks for a code only the
+/// thief has, the thief signs in with the password and its code.
+#[tokio::test]
+async fn an_ended_session_cannot_switch_on_an_authenticator_on_another_instance() {
+    let (one, two) = two_instances(|c| c.throttle.ip_max_signups = 1000).await;
+    let mut acted = Vec::new();
+    for round in 0..20 {
+        let email = format!("victim{round}@example.com");
+        let user_id = one.verified_user(&email).await;
+        let thief = one.signin(&email, PASSWORD).await;
+        let pending = one.begin_totp(&thief).await;
+        assert!(authflow_auth_service::sessions::revoke_session(
+            &one.state,
+            &thief.session,
+            "logout_device"
+        )
+        .await
+        .unwrap());
+        // Acknowledged. The thief, on the other instance:
+        let code = totp_code(&pending, authflow_auth_service::clock::now());
+        let r = two
+            .authed(Method::POST, "/v1/auth/totp/confirm", &thief)
+            .json(&json!({"code": code}))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let user = one.state.store.user_by_id(&user_id).await.unwrap().unwrap();
+        if status == 200 || user.totp_secret.is_some() {
+            let (_, method) = one.challenge(&email, PASSWORD).await;
+            acted.push((round, status, method));
+        }
+    }
+    assert!(
+        acted.is_empty(),
+        "(round, confirm status, the owner's next sign-in method) where an ended session switched on its authenticator after the end was acknowledged: {acted:?}"
+    );
+}
+
+/// An admin removes a user's stolen authenticator while the thief (the
+/// password, the authenticator and a challenge) finishes a sign-in with one
+/// of its codes: the code is compared with the secret read before the
+/// removal, its step recorded after it, and a session stored. The removal
+/// was answered 200 and a session opened by the removed authenticator
+/// exists after it.
+#[tokio::test]
+async fn a_sign_in_proven_by_an_authenticator_removed_meanwhile_gets_no_session() {
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    let email = "stolen-phone-signin@example.com";
+    let user_id = app.verified_user(email).await;
+    let t = app.signin(email, PASSWORD).await;
+    let (lost, _) = app.enrol_totp(&t).await;
+    // The thief's sign-in, begun with the password.
+    let (challenge, method) = app.challenge(email, PASSWORD).await;
+    assert_eq!(method, "totp");
+    // Another client holds the user's row a moment: the removal queues first,
+    // the thief's code behind it.
+    let lock = format!("SELECT 1 FROM users WHERE id = '{user_id}' FOR UPDATE");
+    let held = hold_transaction(&app, &[], &[&lock]).await;
+    let remove = {
+        let req = app.authed(
+            Method::DELETE,
+            &format!("/v1/admin/users/{user_id}/totp"),
+            &admin,
+        );
+        tokio::spawn(async move { req.send().await.unwrap().status().as_u16() })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let code = totp_code(&lost, authflow_auth_service::clock::now() + 30);
+    let thief = {
+        let req = app
+            .http
+            .post(app.url("/v1/auth/signin/verify"))
+            .json(&json!({"challenge_id": challenge, "code": code}));
+        tokio::spawn(async move { req.send().await.unwrap().status().as_u16() })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    held.commit().await;
+    assert_eq!(remove.await.unwrap(), 200, "the admin's removal");
+    assert_ne!(
+        thief.await.unwrap(),
+        200,
+        "a code of the removed authenticator got a session stored after the removal"
+    );
+}
+
+/// The owner replaces an authenticator a thief copied (the thief also holds
+/// a session) while the thief removes it with one of its codes: the code is
+/// checked against the old secret, the owner's replacement is confirmed and
+/// answered 200, and then the thief's removal lands and takes the owner's
+/// new authenticator with it (sign-in falls back to mailed codes).
+#[tokio::test]
+async fn a_removal_proven_by_a_replaced_authenticator_leaves_its_replacement() {
+    let app = spawn_app_with(|c| c.server.xff_num_trusted_hops = 1).await;
+    let email = "copied-authenticator@example.com";
+    let user_id = app.verified_user(email).await;
+    let owner = app.signin(email, PASSWORD).await;
+    let thief = app.signin(email, PASSWORD).await;
+    let (old, _) = app.enrol_totp(&owner).await;
+    // The owner's replacement, begun (its proof is not at issue here).
+    let new = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+    let user = app.state.store.user_by_id(&user_id).await.unwrap().unwrap();
+    let proven = authflow_auth_service::store::EnrolmentProof {
+        password_version: user.password_version,
+        authenticator: user.totp_secret.as_deref(),
+    };
+    assert!(app
+        .state
+        .store
+        .set_totp_pending(&user_id, new, proven)
+        .await
+        .unwrap());
+    // The thief's removal is let through its code's check and then held
+    // before it removes anything: first the user's row is held (its code
+    // waits there), then the row of the thief's address in the throttle
+    // (which its right code is taken back from before the removal).
+    let row = format!("SELECT 1 FROM users WHERE id = '{user_id}' FOR UPDATE");
+    let held_row = hold_transaction(&app, &[], &[&row]).await;
+    let remove = {
+        let req = app
+            .authed(Method::POST, "/v1/auth/totp/remove", &thief)
+            .header("x-forwarded-for", "10.9.9.9")
+            .json(&json!({"code": totp_code(&old, authflow_auth_service::clock::now() + 30)}));
+        tokio::spawn(async move { req.send().await.unwrap().status().as_u16() })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let address = "SELECT 1 FROM signin_throttle WHERE key = 'ip:10.9.9.9' FOR UPDATE";
+    let held_address = hold_transaction(&app, &[], &[address]).await;
+    held_row.commit().await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The owner confirms the new authenticator, and is told it is on.
+    let r = app
+        .authed(Method::POST, "/v1/auth/totp/confirm", &owner)
+        .header("x-forwarded-for", "10.8.8.8")
+        .json(&json!({"code": totp_code(new, authflow_auth_service::clock::now())}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the owner's replacement");
+    held_address.commit().await;
+    let removed = remove.await.unwrap();
+    let user = app.state.store.user_by_id(&user_id).await.unwrap().unwrap();
+    assert_eq!(
+        user.totp_secret.as_deref(),
+        Some(new),
+        "the owner's confirmed authenticator is gone (the thief's removal: {removed})"
+    );
+    assert_ne!(removed, 200);
+}
+
+/// As above in the other order: the thief's code is checked and its step
+/// recorded while the authenticator is still the account's; then the admin's
+/// removal is committed and answered; only then is the thief's session
+/// stored, opened by an authenticator removed before it.
+#[tokio::test]
+async fn a_sign_in_whose_authenticator_is_removed_before_its_session_is_stored_gets_none() {
+    let app = spawn_app_with(|c| c.server.xff_num_trusted_hops = 1).await;
+    let admin = app.admin("root@example.com").await;
+    let email = "stolen-phone-late@example.com";
+    let user_id = app.verified_user(email).await;
+    let t = app.signin(email, PASSWORD).await;
+    let (lost, _) = app.enrol_totp(&t).await;
+    let (challenge, method) = app.challenge(email, PASSWORD).await;
+    assert_eq!(method, "totp");
+    // The thief's code waits at the user's row; then, past it, at the row of
+    // its address in the throttle (its right code is taken back from there
+    // before the session is stored).
+    let row = format!("SELECT 1 FROM users WHERE id = '{user_id}' FOR UPDATE");
+    let held_row = hold_transaction(&app, &[], &[&row]).await;
+    let code = totp_code(&lost, authflow_auth_service::clock::now() + 30);
+    let thief = {
+        let req = app
+            .http
+            .post(app.url("/v1/auth/signin/verify"))
+            .header("x-forwarded-for", "10.9.9.9")
+            .json(&json!({"challenge_id": challenge, "code": code}));
+        tokio::spawn(async move { req.send().await.unwrap().status().as_u16() })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let address = "SELECT 1 FROM signin_throttle WHERE key = 'ip:10.9.9.9' FOR UPDATE";
+    let held_address = hold_transaction(&app, &[], &[address]).await;
+    held_row.commit().await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let r = app
+        .authed(
+            Method::DELETE,
+            &format!("/v1/admin/users/{user_id}/totp"),
+            &admin,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the admin's removal");
+    held_address.commit().await;
+    assert_ne!(
+        thief.await.unwrap(),
+        200,
+        "a session was stored after its authenticator's removal was answered"
+    );
+}

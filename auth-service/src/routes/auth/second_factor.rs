@@ -16,7 +16,7 @@ use crate::metrics::inc;
 use crate::sessions::{self, SessionTokens};
 use crate::signin_codes;
 use crate::state::AppState;
-use crate::store::{Challenge, SecondFactorAttempt, User};
+use crate::store::{Challenge, SecondFactorAttempt, SignedInWith, TotpStep, User};
 use crate::throttle::{ip_key, Attempt};
 
 use super::signin::{clear_account_failures, signin_locked, throttled};
@@ -160,9 +160,12 @@ pub async fn finish_signin(
     inc(&state.metrics.second_factor_ok);
     state.store.second_factor_success(&user.id).await?;
     clear_account_failures(state, &user.email).await?;
-    let mailed_code = challenge.method == "email";
-    let tokens =
-        sessions::start_signed_in(state, &user, client, (dpop_jkt, mailed_code), now).await?;
+    // The code's authenticator (the one `check_counted_attempt` took it from).
+    let with = match user.totp_secret.as_deref() {
+        Some(secret) if challenge.method != "email" => SignedInWith::Authenticator(secret),
+        _ => SignedInWith::MailedCode,
+    };
+    let tokens = sessions::start_signed_in(state, &user, client, (dpop_jkt, with), now).await?;
     audit::record(
         state,
         Some(client),
@@ -229,12 +232,17 @@ async fn check_counted_attempt(
             signin_codes::matches(&state.signin_code_keys, &challenge.id, code, stored)
         }
         ("totp", _, Some(secret)) => match totp_step(secret, code, now) {
-            Some(step) if state.store.use_totp_step(&user.id, step).await? => true,
-            Some(_) => {
-                return Err(Refused::RightCodeLate(ApiError::InvalidCode(
-                    "this code was used already; wait for the next one",
-                )))
-            }
+            Some(step) => match state.store.use_totp_step(&user.id, secret, step).await? {
+                TotpStep::Recorded => true,
+                TotpStep::UsedBefore => {
+                    return Err(Refused::RightCodeLate(ApiError::InvalidCode(
+                        "this code was used already; wait for the next one",
+                    )))
+                }
+                // An authenticator removed or replaced since `user` was read
+                // (a lost or stolen one): its codes open no session.
+                TotpStep::NotCurrent => false,
+            },
             None => false,
         },
         _ => false,

@@ -10,7 +10,7 @@ use crate::domain::Secret;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Caller, Client, Json};
 use crate::state::AppState;
-use crate::store::{EnrolmentProof, User};
+use crate::store::{EnrolmentProof, TotpStep, User};
 
 use super::second_factor::{count_second_factor_attempt, second_factor_failed, totp_step};
 use super::signin::{account_lock_key, password_attempt, password_ok, throttled};
@@ -85,14 +85,24 @@ async fn check_code(
     let now = now();
     let attempt = count_second_factor_attempt(state, user, client, now).await?;
     let accepted = match totp_step(secret, code.expose().trim(), now) {
-        Some(step) if state.store.use_totp_step(&user.id, step).await? => true,
-        Some(_) => {
-            // The right code, second (a double submit): no wrong guess.
-            attempt.accepted(state).await?;
-            return Err(ApiError::InvalidCode(
-                "this code was used already; wait for the next one",
-            ));
-        }
+        Some(step) => match state.store.use_totp_step(&user.id, secret, step).await? {
+            TotpStep::Recorded => true,
+            TotpStep::UsedBefore => {
+                // The right code, second (a double submit): no wrong guess.
+                attempt.accepted(state).await?;
+                return Err(ApiError::InvalidCode(
+                    "this code was used already; wait for the next one",
+                ));
+            }
+            // A code of an authenticator removed or replaced since `user` was
+            // read: it proves nothing about the account as it is now.
+            TotpStep::NotCurrent => {
+                attempt.accepted(state).await?;
+                return Err(ApiError::Conflict(
+                    "the authenticator changed while this was proven; try again",
+                ));
+            }
+        },
         None => false,
     };
     if accepted {
@@ -284,7 +294,17 @@ pub async fn totp_remove(
         return Err(ApiError::Conflict("no TOTP authenticator is set up"));
     }
     prove_owner(&state, &client, &user, &proof).await?;
-    state.store.clear_totp(&user.id).await?;
+    // Only the authenticator whose code proved this: one that replaced it
+    // meanwhile (its owner's, confirmed and answered) stays.
+    if !state
+        .store
+        .clear_totp(&user.id, user.totp_secret.as_deref())
+        .await?
+    {
+        return Err(ApiError::Conflict(
+            "the authenticator changed while this was proven; try again",
+        ));
+    }
     audit::record(
         &state,
         Some(&client),
