@@ -31,7 +31,7 @@ export AUTHFLOW_ENVOY := $(abspath $(ENVOY))
 export AUTHFLOW_WASM := $(abspath $(WASM))
 export AUTHFLOW_AUTH_BIN := $(abspath target/debug/authflow-auth)
 
-.PHONY: help test toolchain wasm-opt wasm wasm-timing envoy postgres unit wasm-unit e2e clippy
+.PHONY: help test toolchain wasm-opt wasm wasm-timing envoy postgres unit wasm-unit e2e clippy demo-test
 
 help:
 	@echo "make run    - auth service + echo backend + Envoy with the filter, on 127.0.0.1"
@@ -105,7 +105,19 @@ test: wasm envoy postgres
 	$(MAKE) --no-print-directory wasm-unit
 	$(MAKE) --no-print-directory deploy-check
 	$(MAKE) --no-print-directory fuzz-smoke
+	$(MAKE) --no-print-directory demo-test
 	$(MAKE) --no-print-directory browser-test
+
+# `make demo` as a test: the same walkthrough on free ports and its own data
+# directory (beside a `make run`), on the debug binaries; fails when a step
+# does not behave as it shows.
+demo-test: wasm envoy
+	$(CARGO) build -p authflow-auth-service -p authflow-echo
+	@set -e; dir=$$(mktemp -d); trap 'rm -rf "$$dir"' EXIT; \
+	  set -- $$(python3 -c 'import socket; s=[socket.socket() for _ in range(4)]; [x.bind(("127.0.0.1", 0)) for x in s]; print(*[x.getsockname()[1] for x in s])'); \
+	  AUTHFLOW_RUN_DIR="$$dir" AUTHFLOW_RUN_BIN_DIR="$${CARGO_TARGET_DIR:-target}/debug" \
+	  AUTHFLOW_RUN_ENVOY_PORT=$$1 AUTHFLOW_RUN_ADMIN_PORT=$$2 AUTHFLOW_RUN_AUTH_PORT=$$3 AUTHFLOW_RUN_ECHO_PORT=$$4 \
+	  scripts/demo.sh
 
 e2e: wasm envoy
 	$(CARGO) build -p authflow-auth-service

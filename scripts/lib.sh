@@ -4,7 +4,8 @@
 #
 # Knobs for tests that run the same stack beside another `make run` (all optional):
 #   AUTHFLOW_RUN_DIR        data and logs (default .run/)
-#   AUTHFLOW_RUN_BIN_DIR    where authflow-auth and authflow-echo are (default target/release)
+#   AUTHFLOW_RUN_BIN_DIR    where authflow-auth and authflow-echo are (default: cargo's release
+#                           directory, $CARGO_TARGET_DIR/release or target/release)
 #   AUTHFLOW_RUN_ENVOY_PORT, AUTHFLOW_RUN_ADMIN_PORT, AUTHFLOW_RUN_AUTH_PORT, AUTHFLOW_RUN_ECHO_PORT
 #     other ports: Envoy then runs a copy of envoy/local.yaml with these ports in it.
 # Any other AUTHFLOW_* setting in the environment reaches the auth service as usual.
@@ -12,7 +13,10 @@
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RUN_DIR="${AUTHFLOW_RUN_DIR:-$ROOT/.run}"
 ENVOY_BIN="$ROOT/.venv/bin/envoy"
-BIN_DIR="${AUTHFLOW_RUN_BIN_DIR:-$ROOT/target/release}"
+# (`make release-bins` builds them where cargo puts them: $CARGO_TARGET_DIR when set.)
+CARGO_OUT="${CARGO_TARGET_DIR:-target}"
+case "$CARGO_OUT" in /*) ;; *) CARGO_OUT="$ROOT/$CARGO_OUT" ;; esac
+BIN_DIR="${AUTHFLOW_RUN_BIN_DIR:-$CARGO_OUT/release}"
 AUTH_BIN="$BIN_DIR/authflow-auth"
 ECHO_BIN="$BIN_DIR/authflow-echo"
 ENVOY_PORT="${AUTHFLOW_RUN_ENVOY_PORT:-8080}"
@@ -98,6 +102,8 @@ start_stack() {
   # too), and handed to the auth service's processes only (auth_cli): not exported, so Envoy and
   # the echo backend do not carry it in their environment.
   AUTH_KEK="$("$AUTH_BIN" kek generate)" || return 1
+  # Also beside the data, owner only (RUN_DIR is 0700, umask 077), for the CLI on this stack's database.
+  printf '%s\n' "$AUTH_KEK" >"$RUN_DIR/kek" || return 1
   trap stop_stack EXIT
   trap 'exit 130' INT TERM
 

@@ -12,6 +12,7 @@ $(say "authflow is running on 127.0.0.1")
   auth service    http://127.0.0.1:8081   (OpenAPI: /openapi.json, dev outbox: /v1/dev/outbox?to=EMAIL)
   echo backend    http://127.0.0.1:8082   (answers with the headers it received)
   logs            .run/*.log
+  CLI on this data  AUTHFLOW_KEK__KEY_FILE=$RUN_DIR/kek AUTHFLOW_SERVER__DATA_DIR=$RUN_DIR/auth-data $AUTH_BIN user list
 
 In a browser: open http://127.0.0.1:8080/app/hello — the filter sends you to sign in
   (or sign up: the verification link and the sign-in code are in the dev outbox above).
@@ -45,7 +46,7 @@ Walkthrough — paste into another shell:
 
   # 5. refresh (rotating), then log out: the token is refused within about a second
   curl -s \$E/v1/auth/refresh -H 'content-type: application/json' -H "x-authflow-device: \$DEV" -d "{\"refresh_token\":\"\$RT\"}" | field expires_in
-  curl -s -X POST \$E/v1/auth/logout -H "authorization: Bearer \$AT" -H "x-authflow-device: \$DEV"
+  curl -s -X POST \$E/v1/auth/logout -H "authorization: Bearer \$AT" -H "x-authflow-device: \$DEV"; echo
   sleep 2; curl -si \$E/api/hello -H "authorization: Bearer \$AT" -H "x-authflow-device: \$DEV" | grep -i www-authenticate
 
   # 6. the filter's counters

@@ -341,7 +341,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 |kid| format!("done: new key {kid}"),
             )
             .await?;
-            println!("new key {kid} published; it signs in {lead} s (a running service picks it up within its maintenance interval)");
+            println!("new key {kid} published; it signs in {lead} s (a running service publishes it within a second)");
             Ok(())
         }
         Command::Feed(FeedCommand::NewEpoch) => {
