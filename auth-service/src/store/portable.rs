@@ -272,6 +272,28 @@ macro_rules! insert_access_token {
     }};
 }
 
+/// The account's authenticator (its confirmed TOTP secret), opened, read in
+/// transaction `$tx` under `UPDATE_LOCK`: `Some(None)` when it has none,
+/// `None` when there is no such user. Sealed values differ on every write,
+/// so an authenticator is compared opened, never by its stored value.
+macro_rules! authenticator_in {
+    ($store:expr, $tx:expr, $user_id:expr) => {{
+        let row: Option<(Option<String>,)> = sqlx::query_as(&format!(
+            "SELECT totp_secret FROM users WHERE id = $1{UPDATE_LOCK}"
+        ))
+        .bind($user_id)
+        .fetch_optional(&mut *$tx)
+        .await?;
+        match row {
+            None => None,
+            Some((None,)) => Some(None),
+            Some((Some(sealed),)) => Some(Some(
+                $store.open_secret(&totp_purpose($user_id), sealed.as_bytes())?,
+            )),
+        }
+    }};
+}
+
 /// `impl Store for $store { <the backend's own methods> <the portable ones> }`.
 /// The backend provides `reader()` and `writer()` (its pools for reads and
 /// writes; the same pool on Postgres), the row helpers `user`,
@@ -475,6 +497,63 @@ macro_rules! impl_store {
                 Ok(r.rows_affected() == 1)
             }
 
+            async fn set_totp_pending(&self, user_id: &str, secret: &str, proven: EnrolmentProof<'_>) -> StoreResult<bool> {
+                let sealed = self.seal(&totp_purpose(user_id), secret.as_bytes())?;
+                // The row locked: what the proof saw (the password's version, the
+                // authenticator or its absence) is compared, then the secret written.
+                let mut tx = self.begin_write().await?;
+                let Some(current) = authenticator_in!(self, tx, user_id) else { return Ok(false) };
+                let version: i64 = sqlx::query_scalar("SELECT password_version FROM users WHERE id = $1")
+                    .bind(user_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if version != proven.password_version || current.as_deref() != proven.authenticator.map(str::as_bytes) {
+                    return Ok(false);
+                }
+                sqlx::query("UPDATE users SET totp_pending = $1 WHERE id = $2")
+                    .bind(sealed)
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn use_totp_step(&self, user_id: &str, secret: &str, step: i64) -> StoreResult<TotpStep> {
+                // The row locked: the authenticator must still be the one whose code
+                // this is, as for `set_totp_pending`; then the step, once. Two
+                // instances checking the same code agree: one wins.
+                let mut tx = self.begin_write().await?;
+                if authenticator_in!(self, tx, user_id).flatten().as_deref() != Some(secret.as_bytes()) {
+                    return Ok(TotpStep::NotCurrent);
+                }
+                let r = sqlx::query("UPDATE users SET totp_last_step = $1 WHERE id = $2 AND totp_last_step < $1")
+                    .bind(step)
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+                if r.rows_affected() != 1 {
+                    return Ok(TotpStep::UsedBefore);
+                }
+                tx.commit().await?;
+                Ok(TotpStep::Recorded)
+            }
+
+            async fn clear_totp(&self, user_id: &str, authenticator: Option<&str>) -> StoreResult<bool> {
+                let mut tx = self.begin_write().await?;
+                // The row locked: only the authenticator whose code proved the removal.
+                let current = authenticator_in!(self, tx, user_id).flatten();
+                if authenticator.is_some_and(|proven| current.as_deref() != Some(proven.as_bytes())) {
+                    return Ok(false);
+                }
+                sqlx::query("UPDATE users SET totp_secret = NULL, totp_pending = NULL WHERE id = $1")
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
             async fn create_session_by(&self, s: &Session, refresh: &RefreshRecord, access: Option<&IssuedToken>, password_version: i64, cap: SessionCap, with: SignedInWith<'_>) -> StoreResult<Option<Vec<String>>> {
                 let mut tx = self.begin_write().await?;
                 // Signed in with a TOTP code: only while its secret is still the
@@ -482,15 +561,7 @@ macro_rules! impl_store {
                 // authenticator removed or replaced once the code was checked
                 // opens no session after that was answered.
                 if let SignedInWith::Authenticator(proven) = with {
-                    let current: Option<String> = sqlx::query_scalar(&format!(
-                        "SELECT totp_secret FROM users WHERE id = $1{UPDATE_LOCK}"
-                    ))
-                    .bind(&s.user_id)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .flatten();
-                    let Some(current) = current else { return Ok(None) };
-                    if self.open_secret(&totp_purpose(&s.user_id), current.as_bytes())? != proven.as_bytes() {
+                    if authenticator_in!(self, tx, &s.user_id).flatten().as_deref() != Some(proven.as_bytes()) {
                         return Ok(None);
                     }
                 }
@@ -1198,9 +1269,9 @@ macro_rules! impl_store {
 }
 
 pub(super) use {
-    ban_service_tokens_in, change_service_credential, count_not_kept, end_sessions_past_cap_in,
-    impl_store, insert_access_token, kept_sealed, published_keys_in, record_kek_in_use,
-    revoke_sessions_in, session_event_in, sessions_still_verifiable,
+    authenticator_in, ban_service_tokens_in, change_service_credential, count_not_kept,
+    end_sessions_past_cap_in, impl_store, insert_access_token, kept_sealed, published_keys_in,
+    record_kek_in_use, revoke_sessions_in, session_event_in, sessions_still_verifiable,
 };
 
 /// A service account's credentials changed at `$2`: `rotated_at` moves on,

@@ -22,9 +22,10 @@ use sqlx::{PgConnection, PgPool};
 
 use super::pg_connect;
 use super::portable::{
-    ban_service_tokens_in, change_service_credential, count_not_kept, end_sessions_past_cap_in,
-    insert_access_token, kept_sealed, published_keys_in, record_kek_in_use, revoke_sessions_in,
-    session_event_in, sessions_still_verifiable, NEXT_ROTATION, SESSION_COLUMNS, USER_COLUMNS,
+    authenticator_in, ban_service_tokens_in, change_service_credential, count_not_kept,
+    end_sessions_past_cap_in, insert_access_token, kept_sealed, published_keys_in,
+    record_kek_in_use, revoke_sessions_in, session_event_in, sessions_still_verifiable,
+    NEXT_ROTATION, SESSION_COLUMNS, USER_COLUMNS,
 };
 use super::rows::{ChallengeRow, EventRow, KeyRow, UserRow};
 use super::sealed::{self, key_purpose, totp_purpose};
@@ -84,6 +85,10 @@ impl PostgresStore {
 
     fn open_secret(&self, purpose: &str, value: &[u8]) -> StoreResult<Vec<u8>> {
         sealed::open(&self.kek, purpose, value)
+    }
+
+    fn seal(&self, purpose: &str, value: &[u8]) -> StoreResult<String> {
+        sealed::seal(&self.kek, purpose, value)
     }
 
     /// Connects (`postgres://…` URL), applies migrations, and seals with the
@@ -372,83 +377,6 @@ super::portable::impl_store! {
     async fn set_email_verified(&self, user_id: &str) -> StoreResult<()> {
         sqlx::query("UPDATE users SET email_verified = TRUE WHERE id = $1").bind(user_id).execute(&self.pool).await?;
         Ok(())
-    }
-
-    async fn set_totp_pending(&self, user_id: &str, secret: &str, proven: EnrolmentProof<'_>) -> StoreResult<bool> {
-        let purpose = totp_purpose(user_id);
-        let sealed = sealed::seal(&self.kek, &purpose, secret.as_bytes())?;
-        // The row locked: what the proof saw (the password's version, the
-        // authenticator or its absence) is compared, then the secret written.
-        // Sealed values differ on every write: the authenticator is compared opened.
-        let mut tx = self.begin_write().await?;
-        let row: Option<(i64, Option<String>)> =
-            sqlx::query_as("SELECT password_version, totp_secret FROM users WHERE id = $1 FOR UPDATE")
-                .bind(user_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some((version, current)) = row else { return Ok(false) };
-        let current = current.map(|c| sealed::open(&self.kek, &purpose, c.as_bytes())).transpose()?;
-        if version != proven.password_version || current.as_deref() != proven.authenticator.map(str::as_bytes) {
-            return Ok(false);
-        }
-        sqlx::query("UPDATE users SET totp_pending = $1 WHERE id = $2")
-            .bind(sealed)
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(true)
-    }
-
-    async fn use_totp_step(&self, user_id: &str, secret: &str, step: i64) -> StoreResult<TotpStep> {
-        // The row locked: the authenticator (compared opened: sealed values
-        // differ on every write) must still be the one whose code this is, as
-        // for `set_totp_pending`; then the step, once. Two instances checking
-        // the same code agree: one wins.
-        let purpose = totp_purpose(user_id);
-        let mut tx = self.begin_write().await?;
-        let row: Option<(Option<String>, i64)> =
-            sqlx::query_as("SELECT totp_secret, totp_last_step FROM users WHERE id = $1 FOR NO KEY UPDATE")
-                .bind(user_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some((Some(current), last)) = row else { return Ok(TotpStep::NotCurrent) };
-        if sealed::open(&self.kek, &purpose, current.as_bytes())? != secret.as_bytes() {
-            return Ok(TotpStep::NotCurrent);
-        }
-        if last >= step {
-            return Ok(TotpStep::UsedBefore);
-        }
-        sqlx::query("UPDATE users SET totp_last_step = $1 WHERE id = $2")
-            .bind(step)
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(TotpStep::Recorded)
-    }
-
-    async fn clear_totp(&self, user_id: &str, authenticator: Option<&str>) -> StoreResult<bool> {
-        let mut tx = self.begin_write().await?;
-        if let Some(proven) = authenticator {
-            // The row locked: only the authenticator whose code proved the removal.
-            let current: Option<String> =
-                sqlx::query_scalar("SELECT totp_secret FROM users WHERE id = $1 FOR NO KEY UPDATE")
-                    .bind(user_id)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .flatten();
-            let Some(current) = current else { return Ok(false) };
-            if sealed::open(&self.kek, &totp_purpose(user_id), current.as_bytes())? != proven.as_bytes() {
-                return Ok(false);
-            }
-        }
-        sqlx::query("UPDATE users SET totp_secret = NULL, totp_pending = NULL WHERE id = $1")
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(true)
     }
 
     async fn confirm_totp(&self, user_id: &str, secret: &str, step: i64) -> StoreResult<bool> {

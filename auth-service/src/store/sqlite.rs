@@ -11,9 +11,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use super::portable::{
-    ban_service_tokens_in, change_service_credential, count_not_kept, end_sessions_past_cap_in,
-    insert_access_token, kept_sealed, published_keys_in, record_kek_in_use, revoke_sessions_in,
-    session_event_in, sessions_still_verifiable, NEXT_ROTATION, SESSION_COLUMNS, USER_COLUMNS,
+    authenticator_in, ban_service_tokens_in, change_service_credential, count_not_kept,
+    end_sessions_past_cap_in, insert_access_token, kept_sealed, published_keys_in,
+    record_kek_in_use, revoke_sessions_in, session_event_in, sessions_still_verifiable,
+    NEXT_ROTATION, SESSION_COLUMNS, USER_COLUMNS,
 };
 use super::rows::{ChallengeRow, EventRow, KeyRow, UserRow};
 use super::sealed::{self, key_purpose, totp_purpose};
@@ -388,81 +389,6 @@ super::portable::impl_store! {
             .execute(&self.write)
             .await?;
         Ok(())
-    }
-
-    async fn set_totp_pending(&self, user_id: &str, secret: &str, proven: EnrolmentProof<'_>) -> StoreResult<bool> {
-        let purpose = totp_purpose(user_id);
-        let sealed = self.seal(&purpose, secret.as_bytes())?;
-        // Under the write lock: what the proof saw (the password's version, the
-        // authenticator or its absence) is compared, then the secret written.
-        // Sealed values differ on every write: the authenticator is compared opened.
-        let mut tx = self.begin_write().await?;
-        let row: Option<(i64, Option<String>)> =
-            sqlx::query_as("SELECT password_version, totp_secret FROM users WHERE id = ?")
-                .bind(user_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some((version, current)) = row else { return Ok(false) };
-        let current = current.map(|c| self.open_secret(&purpose, c.as_bytes())).transpose()?;
-        if version != proven.password_version || current.as_deref() != proven.authenticator.map(str::as_bytes) {
-            return Ok(false);
-        }
-        sqlx::query("UPDATE users SET totp_pending = ? WHERE id = ?")
-            .bind(sealed)
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(true)
-    }
-
-    async fn use_totp_step(&self, user_id: &str, secret: &str, step: i64) -> StoreResult<TotpStep> {
-        // Under the write lock: the authenticator (compared opened: sealed
-        // values differ on every write) must still be the one whose code this
-        // is, as for `set_totp_pending`; then the step, once.
-        let purpose = totp_purpose(user_id);
-        let mut tx = self.begin_write().await?;
-        let row: Option<(Option<String>, i64)> =
-            sqlx::query_as("SELECT totp_secret, totp_last_step FROM users WHERE id = ?")
-                .bind(user_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some((Some(current), last)) = row else { return Ok(TotpStep::NotCurrent) };
-        if self.open_secret(&purpose, current.as_bytes())? != secret.as_bytes() {
-            return Ok(TotpStep::NotCurrent);
-        }
-        if last >= step {
-            return Ok(TotpStep::UsedBefore);
-        }
-        sqlx::query("UPDATE users SET totp_last_step = ? WHERE id = ?")
-            .bind(step)
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(TotpStep::Recorded)
-    }
-
-    async fn clear_totp(&self, user_id: &str, authenticator: Option<&str>) -> StoreResult<bool> {
-        let mut tx = self.begin_write().await?;
-        if let Some(proven) = authenticator {
-            // Under the write lock: only the authenticator whose code proved the removal.
-            let current: Option<String> = sqlx::query_scalar("SELECT totp_secret FROM users WHERE id = ?")
-                .bind(user_id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .flatten();
-            let Some(current) = current else { return Ok(false) };
-            if self.open_secret(&totp_purpose(user_id), current.as_bytes())? != proven.as_bytes() {
-                return Ok(false);
-            }
-        }
-        sqlx::query("UPDATE users SET totp_secret = NULL, totp_pending = NULL WHERE id = ?")
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(true)
     }
 
     async fn confirm_totp(&self, user_id: &str, secret: &str, step: i64) -> StoreResult<bool> {
