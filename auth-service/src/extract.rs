@@ -218,9 +218,11 @@ pub async fn verify_user_token(
 /// of a logout, a session ended from the devices page, a password reset or
 /// a ban committed on another instance, and the token must not, meanwhile,
 /// act here (end the owner's other sessions, switch on an authenticator).
-/// Its session must be live and its account not banned. The endpoints and
-/// pages that take a user's token all change something or show the account:
-/// one read each (`ext_authz` keeps to memory).
+/// Its session must be live and its account not banned; and a token revoked
+/// alone (by `jti`), which only the feed records, is looked for after this
+/// instance's list caught up with the feed. The endpoints and pages that
+/// take a user's token all change something or show the account: a few
+/// reads each (`ext_authz` keeps to memory).
 async fn session_still_live(
     state: &AppState,
     verified: &Verified,
@@ -237,10 +239,21 @@ async fn session_still_live(
             .user_by_id(&verified.sub)
             .await?
             .is_some_and(|u| u.banned_at.is_none());
-    if not_banned {
-        Ok(())
-    } else {
-        Err(ApiError::InvalidToken("token has been revoked"))
+    if !not_banned {
+        return Err(ApiError::InvalidToken("token has been revoked"));
+    }
+    state.feed.sync(state.store.as_ref(), now).await?;
+    let revoked = state.feed.is_revoked(
+        verified.jti.as_deref(),
+        &verified.claims.sid,
+        Some(&verified.sub),
+        verified.issued_at,
+        now,
+    );
+    match revoked {
+        Ok(false) => Ok(()),
+        Ok(true) => Err(ApiError::InvalidToken("token has been revoked")),
+        Err(crate::feed::StaleList) => Err(tokens::Refusal::StaleList.into()),
     }
 }
 

@@ -545,3 +545,50 @@ async fn a_sign_in_whose_authenticator_is_removed_before_its_session_is_stored_g
         "a session was stored after its authenticator's removal was answered"
     );
 }
+
+/// An admin revokes one stolen access token (by its `jti`: the session stays)
+/// on one instance. Once that is acknowledged, the thief, on another
+/// instance, still acts with it until that instance's revocation list syncs:
+/// the session is live in the database, so only the feed knows. Here the
+/// thief logs the owner out everywhere.
+#[tokio::test]
+async fn a_token_revoked_by_its_id_cannot_act_on_another_instance() {
+    let (one, two) = two_instances(|c| c.throttle.ip_max_signups = 1000).await;
+    let admin = one.admin("root@example.com").await;
+    let mut acted = Vec::new();
+    for round in 0..20 {
+        let email = format!("jti-owner{round}@example.com");
+        one.verified_user(&email).await;
+        let owner = one.signin(&email, PASSWORD).await;
+        let stolen = one.signin(&email, PASSWORD).await;
+        let jti = claims(&stolen.access)["jti"].as_str().unwrap().to_owned();
+        let r = one
+            .authed(Method::POST, "/v1/admin/tokens/revoke", &admin)
+            .json(&json!({"jti": jti}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        // Acknowledged. The thief, on the other instance:
+        let r = two
+            .authed(Method::POST, "/v1/auth/logout-all", &stolen)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let owners = one
+            .state
+            .store
+            .session(&owner.session)
+            .await
+            .unwrap()
+            .unwrap();
+        if status == 200 || owners.revoked_at.is_some() {
+            acted.push((round, status));
+        }
+    }
+    assert!(
+        acted.is_empty(),
+        "(round, logout-all status) where a revoked token acted after its revocation was acknowledged: {acted:?}"
+    );
+}
