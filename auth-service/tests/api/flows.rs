@@ -1385,3 +1385,45 @@ async fn ext_authz_has_envoy_remove_identity_headers_a_client_wrote() {
         "the header the answer sets is not removed"
     );
 }
+
+/// With `client-ip-prefix` among the bound attributes, a request whose client
+/// address cannot be told (fewer `x-forwarded-for` entries than trusted hops)
+/// is no network: it matches no binding, not even a token bound where the
+/// sign-in's address could not be told either (both would read the empty
+/// prefix, and such a token would pass from every unknown client). As the
+/// filter's check.
+#[tokio::test]
+async fn an_unknown_client_address_matches_no_client_ip_prefix_binding() {
+    use authflow_contract::fingerprint::DeviceAttribute;
+    let bound = |hops: u32| {
+        move |c: &mut authflow_auth_service::config::Config| {
+            c.server.xff_num_trusted_hops = hops;
+            c.tokens.fingerprint_attributes = vec![DeviceAttribute::ClientIpPrefix];
+        }
+    };
+    // The peer is the client (no hop trusted): the address is known, the token serves.
+    let known = spawn_app_with(bound(0)).await;
+    known.verified_user("known@example.com").await;
+    let t = known.signin("known@example.com", PASSWORD).await;
+    let r = known
+        .authed(Method::POST, "/v1/auth/logout-all", &t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // One trusted hop and no `x-forwarded-for`: unknown at sign-in and after.
+    let unknown = spawn_app_with(bound(1)).await;
+    unknown.verified_user("unknown@example.com").await;
+    let t = unknown.signin("unknown@example.com", PASSWORD).await;
+    let r = unknown
+        .authed(Method::POST, "/v1/auth/logout-all", &t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body["error_description"], "token is bound to another device",
+        "{body}"
+    );
+}
