@@ -1583,25 +1583,8 @@ mod tests {
     /// x-forwarded-for trusted; ten sign-in code mails an hour).
     #[test]
     fn every_setting_spelt_with_one_underscore_is_refused() {
-        const SECTIONS: &[&str] = &[
-            "server",
-            "database",
-            "tokens",
-            "keys",
-            "accounts",
-            "passwords",
-            "throttle",
-            "sessions",
-            "mail",
-            "smtp",
-            "maintenance",
-            "revocation",
-            "kek",
-            "dpop",
-            "limits",
-        ];
         let mut silent = Vec::new();
-        for section in SECTIONS {
+        for section in sources::SECTIONS {
             // The section's fields, as the unknown-setting error lists them.
             let probe = sources::env_var_of(&format!("{section}.not_a_setting"));
             let e = Config::load_from(None, &env(&[(&probe, "1")]))

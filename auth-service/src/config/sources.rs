@@ -106,7 +106,7 @@ pub const UNALIASED_PATHS: &[&str] = &[
 ];
 
 /// The sections of the settings (`[server]`, …).
-const SECTIONS: &[&str] = &[
+pub(super) const SECTIONS: &[&str] = &[
     "server",
     "database",
     "tokens",
