@@ -290,7 +290,9 @@ pub async fn unban(
 
 /// Removes a user's TOTP authenticator, for an owner who lost it (their own
 /// removal needs a current code from it): sign-in falls back to mailed
-/// codes, and the owner is mailed. 409 when none is set up.
+/// codes, and the owner is mailed. 409 when none is set up, or when it
+/// changed since it was read here: a replacement its owner confirmed
+/// meanwhile is not removed unseen.
 #[utoipa::path(delete, path = "/v1/admin/users/{user_id}/totp", tag = "admin", security(("bearer" = [])),
     params(("user_id" = String, Path)),
     responses((status = 200, body = StatusResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
@@ -302,10 +304,17 @@ pub async fn remove_totp(
     PathParam(user_id): PathParam<String>,
 ) -> ApiResult<axum::Json<StatusResponse>> {
     let user = existing_user(&state, &user_id).await?;
-    if user.totp_secret.is_none() {
+    let Some(authenticator) = user.totp_secret.as_deref() else {
         return Err(ApiError::Conflict("no TOTP authenticator is set up"));
-    }
-    let remove = async { Ok(state.store.clear_totp(&user.id, None).await.map(drop)?) };
+    };
+    let remove = async {
+        match state.store.clear_totp(&user.id, authenticator).await? {
+            true => Ok(()),
+            false => Err(ApiError::Conflict(
+                "the authenticator changed since it was read; look again",
+            )),
+        }
+    };
     audit::privileged(
         &state,
         &client,

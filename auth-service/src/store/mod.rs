@@ -646,12 +646,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<bool>;
     /// Moves the pending secret to the confirmed one and records `step` as used.
     async fn confirm_totp(&self, user_id: &str, secret: &str, step: i64) -> StoreResult<bool>;
-    /// Removes the confirmed and any pending TOTP secret; with
-    /// `authenticator` (the secret whose code proved the request), only while
-    /// that is still the account's (compared under the row lock): false when
-    /// it was removed or replaced meanwhile. `None` (an admin's removal):
-    /// whatever is set up.
-    async fn clear_totp(&self, user_id: &str, authenticator: Option<&str>) -> StoreResult<bool>;
+    /// Removes the confirmed and any pending TOTP secret, only while
+    /// `authenticator` (the secret whose code proved the request, or the one
+    /// an admin's removal read) is still the account's (compared under the
+    /// row lock): false when it was removed or replaced meanwhile.
+    async fn clear_totp(&self, user_id: &str, authenticator: &str) -> StoreResult<bool>;
     /// Records time step `step` of the TOTP key `secret` as used, only while
     /// `secret` is still the account's authenticator (compared under the row
     /// lock): a code of one removed or replaced meanwhile proves nothing.

@@ -539,11 +539,10 @@ macro_rules! impl_store {
                 Ok(TotpStep::Recorded)
             }
 
-            async fn clear_totp(&self, user_id: &str, authenticator: Option<&str>) -> StoreResult<bool> {
+            async fn clear_totp(&self, user_id: &str, authenticator: &str) -> StoreResult<bool> {
                 let mut tx = self.begin_write().await?;
                 // The row locked: only the authenticator whose code proved the removal.
-                let current = authenticator_in!(self, tx, user_id).flatten();
-                if authenticator.is_some_and(|proven| current.as_deref() != Some(proven.as_bytes())) {
+                if authenticator_in!(self, tx, user_id).flatten().as_deref() != Some(authenticator.as_bytes()) {
                     return Ok(false);
                 }
                 sqlx::query("UPDATE users SET totp_secret = NULL, totp_pending = NULL WHERE id = $1")

@@ -592,3 +592,68 @@ async fn a_token_revoked_by_its_id_cannot_act_on_another_instance() {
         "(round, logout-all status) where a revoked token acted after its revocation was acknowledged: {acted:?}"
     );
 }
+
+/// An admin removes a user's authenticator (the one the admin's read saw)
+/// while the owner confirms a replacement: the replacement, confirmed and
+/// answered first, stays, and the admin is told the authenticator changed.
+#[tokio::test]
+async fn an_admin_removal_leaves_a_replacement_confirmed_since_the_admin_read_the_account() {
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    let email = "replaced-phone@example.com";
+    let user_id = app.verified_user(email).await;
+    let owner = app.signin(email, PASSWORD).await;
+    let (old, _) = app.enrol_totp(&owner).await;
+    let r = app
+        .authed(Method::POST, "/v1/auth/totp/enroll", &owner)
+        .json(&json!({"code": totp_code(&old, authflow_auth_service::clock::now() + 30)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the replacement begun");
+    let new = r.json::<Value>().await.unwrap()["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The audit log is held: the admin's removal reads the account (the old
+    // authenticator) and waits to write its audit row; the owner's
+    // confirmation commits meanwhile (and waits to write its own row).
+    let held = hold_transaction(&app, &[], &["LOCK TABLE audit_log IN SHARE MODE"]).await;
+    let remove = {
+        let req = app.authed(
+            Method::DELETE,
+            &format!("/v1/admin/users/{user_id}/totp"),
+            &admin,
+        );
+        tokio::spawn(async move { req.send().await.unwrap().status().as_u16() })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let confirm = {
+        let req = app
+            .authed(Method::POST, "/v1/auth/totp/confirm", &owner)
+            .json(&json!({"code": totp_code(&new, authflow_auth_service::clock::now())}));
+        tokio::spawn(async move { req.send().await.unwrap().status().as_u16() })
+    };
+    let confirmed = async {
+        loop {
+            let user = app.state.store.user_by_id(&user_id).await.unwrap().unwrap();
+            if user.totp_secret.as_deref() == Some(new.as_str()) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), confirmed)
+        .await
+        .expect("the owner's replacement is stored");
+    held.commit().await;
+    assert_eq!(confirm.await.unwrap(), 200, "the owner's replacement");
+    let removed = remove.await.unwrap();
+    let user = app.state.store.user_by_id(&user_id).await.unwrap().unwrap();
+    assert_eq!(
+        user.totp_secret.as_deref(),
+        Some(new.as_str()),
+        "the owner's confirmed replacement was removed (the admin's removal: {removed})"
+    );
+    assert_eq!(removed, 409);
+}

@@ -290,17 +290,13 @@ pub async fn totp_remove(
     Json(proof): Json<FactorProof>,
 ) -> ApiResult<axum::Json<StatusResponse>> {
     let user = caller_account(&state, &caller).await?;
-    if user.totp_secret.is_none() {
+    let Some(authenticator) = user.totp_secret.as_deref() else {
         return Err(ApiError::Conflict("no TOTP authenticator is set up"));
-    }
+    };
     prove_owner(&state, &client, &user, &proof).await?;
     // Only the authenticator whose code proved this: one that replaced it
     // meanwhile (its owner's, confirmed and answered) stays.
-    if !state
-        .store
-        .clear_totp(&user.id, user.totp_secret.as_deref())
-        .await?
-    {
+    if !state.store.clear_totp(&user.id, authenticator).await? {
         return Err(ApiError::Conflict(
             "the authenticator changed while this was proven; try again",
         ));
