@@ -10,13 +10,25 @@ use crate::clock::now;
 use crate::metrics::inc;
 use crate::state::AppState;
 
+/// How long a cache may keep the key set: half the publish lead, at most a
+/// minute. A cache between the service and a verifier that fetched the set
+/// just before a rotated-in key was published then lets it go, and the
+/// verifier fetches again, before that key signs; a shorter lead
+/// (`keys.publish_lead_secs`) would otherwise leave its tokens refused
+/// behind such a cache for up to the rest of a longer `max-age`.
+fn jwks_cache_control(publish_lead: std::time::Duration) -> HeaderValue {
+    let max_age = (publish_lead.as_secs() / 2).min(60);
+    HeaderValue::from_str(&format!("public, max-age={max_age}"))
+        .unwrap_or(HeaderValue::from_static("no-cache"))
+}
+
 /// Every key that is published and not yet past its last token's expiry.
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "discovery",
     responses((status = 200, description = "JWK Set"), (status = 304, description = "unchanged (If-None-Match)")))]
 pub async fn jwks(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     inc(&state.metrics.jwks_requests);
     let (body, etag) = state.keys.jwks(now());
-    let cache = HeaderValue::from_static("public, max-age=60");
+    let cache = jwks_cache_control(state.config.keys.publish_lead);
     let etag_value = HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"\""));
     let matches = headers
         .get(header::IF_NONE_MATCH)

@@ -133,9 +133,29 @@ async fn secret_bearing_answers_are_not_stored_and_none_is_sniffed() {
     assert_no_store(&r, "405");
 }
 
+/// A cache between the service and a verifier (a CDN, a mesh's JWKS
+/// cache) keeps the key set for its `max-age`: one fetched just before a
+/// rotated-in key is published must have expired, with time left for the
+/// verifier to fetch again, before that key signs (`keys.publish_lead_secs`
+/// later). At most half the lead, and a minute.
+#[tokio::test]
+async fn a_cached_key_set_expires_well_before_a_rotated_in_key_signs() {
+    for (lead, max_age) in [(10, 5), (60, 30), (3600, 60)] {
+        let app =
+            spawn_app_with(|c| c.keys.publish_lead = std::time::Duration::from_secs(lead)).await;
+        let r = app.get("/.well-known/jwks.json").await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            header(&r, "cache-control"),
+            format!("public, max-age={max_age}"),
+            "publish lead {lead} s"
+        );
+    }
+}
+
 #[tokio::test]
 async fn public_documents_keep_their_caching_and_conditional_answers() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(|c| c.keys.publish_lead = std::time::Duration::from_secs(120)).await;
 
     let r = app.get("/.well-known/jwks.json").await;
     assert_eq!(r.status(), 200);
