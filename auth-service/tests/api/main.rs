@@ -20,6 +20,7 @@ mod mail_limits;
 mod openapi;
 mod password_work;
 mod races;
+mod restarts;
 mod retention;
 mod second_factor;
 mod service_accounts;

@@ -38,6 +38,8 @@ mod password_work;
 #[path = "../api/races.rs"]
 mod races;
 mod races_across_instances;
+#[path = "../api/restarts.rs"]
+mod restarts;
 #[path = "../api/retention.rs"]
 mod retention;
 #[path = "../api/second_factor.rs"]
