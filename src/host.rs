@@ -51,6 +51,13 @@ mod abi {
             key_data: *const u8,
             key_size: usize,
         ) -> u32;
+        pub fn proxy_add_header_map_value(
+            map_type: u32,
+            key_data: *const u8,
+            key_size: usize,
+            value_data: *const u8,
+            value_size: usize,
+        ) -> u32;
         pub fn proxy_get_property(
             path_data: *const u8,
             path_size: usize,
@@ -345,6 +352,37 @@ pub fn remove_request_trailer(name: &str) {
     };
     if status != OK {
         log::warn!("authflow: cannot remove trailer {name}: {status}");
+    }
+}
+
+/// Every response header (empty on a host error or a malformed map).
+pub fn response_headers() -> HeaderBlock {
+    HeaderBlock::parse(&header_map_block(MAP_RESPONSE_HEADERS)).unwrap_or_default()
+}
+
+/// Replaces every copy of response header `name` with `values` (none: removed).
+pub fn replace_response_header_values<'a>(name: &str, values: impl Iterator<Item = &'a [u8]>) {
+    // SAFETY: the slices are valid for reads for the duration of each call.
+    let mut status = unsafe {
+        abi::proxy_remove_header_map_value(MAP_RESPONSE_HEADERS, name.as_ptr(), name.len())
+    };
+    for value in values {
+        if status != OK {
+            break;
+        }
+        // SAFETY: as above.
+        status = unsafe {
+            abi::proxy_add_header_map_value(
+                MAP_RESPONSE_HEADERS,
+                name.as_ptr(),
+                name.len(),
+                value.as_ptr(),
+                value.len(),
+            )
+        };
+    }
+    if status != OK {
+        log::warn!("authflow: cannot rewrite response header {name}: {status}");
     }
 }
 

@@ -7,7 +7,9 @@ use authflow_contract::dpop::NONCE_HEADER;
 use authflow_contract::fingerprint::DeviceAttribute;
 use authflow_filter_core::deny::DenyReason;
 use authflow_filter_core::engine::Decision;
-use authflow_filter_core::forward::withheld_trailer;
+use authflow_filter_core::forward::{
+    guards_response_cookies, sets_credential_cookie, withheld_trailer,
+};
 use authflow_filter_core::header_spellings::is_one_of;
 use authflow_filter_core::request::{HeaderBlock, HeaderReads};
 use authflow_filter_core::timing::{self, Piece};
@@ -24,6 +26,8 @@ pub struct AuthflowHttp {
     context_id: u32,
     /// A fresh DPoP nonce for the response (its proof's nonce was getting old).
     response_nonce: Option<String>,
+    /// The response may not set the credential cookies (`guards_response_cookies`).
+    guard_cookies: bool,
 }
 
 impl AuthflowHttp {
@@ -32,6 +36,7 @@ impl AuthflowHttp {
             vm,
             context_id,
             response_nonce: None,
+            guard_cookies: false,
         }
     }
 }
@@ -71,7 +76,9 @@ impl HttpContext for AuthflowHttp {
             .then(|| host::property_string(&["source", "address"]))
             .flatten();
         let now = vm.clock_ms;
-        match vm.decide(self.context_id, Request::new(headers, client), now) {
+        let request = Request::new(headers, client);
+        self.guard_cookies = guards_response_cookies(&vm.engine.config, &request);
+        match vm.decide(self.context_id, request, now) {
             Decided::Paused => Action::Pause,
             Decided::Now(request, decision) => {
                 let nonce = match &decision {
@@ -124,6 +131,9 @@ impl HttpContext for AuthflowHttp {
         if let Some(nonce) = self.response_nonce.take() {
             host::add_response_header_if_absent(NONCE_HEADER, &nonce);
         }
+        if self.guard_cookies {
+            self.drop_credential_cookies();
+        }
         Action::Continue
     }
 }
@@ -142,6 +152,28 @@ fn read_headers(reads: &HeaderReads, buffer: Vec<u8>) -> HeaderBlock {
                 }
             }
             block
+        }
+    }
+}
+
+impl AuthflowHttp {
+    /// A backend's `Set-Cookie` lines that set the credential cookies are
+    /// dropped (`guards_response_cookies`); its other cookies pass.
+    fn drop_credential_cookies(&self) {
+        let Ok(vm) = self.vm.try_borrow() else {
+            return;
+        };
+        let headers = host::response_headers();
+        let set_cookies = || {
+            headers
+                .iter()
+                .filter(|(name, _)| name.eq_ignore_ascii_case(b"set-cookie"))
+                .map(|(_, value)| value)
+        };
+        let owned = |value: &&[u8]| sets_credential_cookie(&vm.engine.config, value);
+        if set_cookies().any(|value| owned(&value)) {
+            log::warn!("authflow: an upstream answer set a credential cookie: dropped");
+            host::replace_response_header_values("set-cookie", set_cookies().filter(|v| !owned(v)));
         }
     }
 }

@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 /// The address of `ip`, `ip:port` or `[ipv6]:port` (the port is checked, not kept).
 pub fn parse_ip(text: &str) -> Option<IpAddr> {
     if let Some(rest) = text.strip_prefix('[') {
-        let (ip, port) = rest.split_once("]:")?;
+        let (ip, port) = crate::text::split_once(rest, "]:")?;
         return valid_port(port)
             .then(|| parse_v6(ip))
             .flatten()
@@ -50,7 +50,7 @@ pub fn parse_v4(text: &str) -> Option<Ipv4Addr> {
 /// Eight hex groups, or fewer around one `::`; the last 32 bits may be written as IPv4.
 pub fn parse_v6(text: &str) -> Option<Ipv6Addr> {
     let mut groups = [0u16; 8];
-    match text.split_once("::") {
+    match crate::text::split_once(text, "::") {
         None => {
             let n = read_groups(text, &mut groups, true)?;
             (n == 8).then_some(())?;

@@ -162,10 +162,9 @@ impl fmt::Display for Described<'_> {
             Unexpected::Bool(b) => write!(f, "boolean `{b}`"),
             Unexpected::Unsigned(n) => write!(f, "integer `{n}`"),
             Unexpected::Signed(n) => write!(f, "integer `{n}`"),
-            Unexpected::Float(x) => match serde_json::Number::from_f64(x) {
-                Some(n) => write!(f, "floating point `{n}`"),
-                None => f.write_str("floating point"),
-            },
+            // Not the value: printing a float links a float formatter into
+            // the filter's module (about 2 KB), for a rare message.
+            Unexpected::Float(_) => f.write_str("floating point"),
             Unexpected::Char(c) => write!(f, "character `{c}`"),
             Unexpected::Str(s) => write!(f, "string \"{}\"", one_line(s)),
             Unexpected::Bytes(_) => f.write_str("byte array"),
@@ -651,7 +650,7 @@ mod tests {
             (
                 r#"{"name": 1.5, "items": []}"#,
                 "name: ",
-                "invalid type: floating point `1.5`, expected a string",
+                "invalid type: floating point, expected a string",
             ),
             (
                 r#"{"name": null, "items": []}"#,
@@ -696,7 +695,7 @@ mod tests {
             (
                 r#"{"name": "n", "items": 3.25}"#,
                 "items: ",
-                "invalid type: floating point `3.25`, expected a sequence",
+                "invalid type: floating point, expected a sequence",
             ),
             (r#"{"items": []}"#, "", "missing field `name`"),
         ] {
@@ -739,7 +738,8 @@ mod tests {
         let e = from_slice::<Inner>(br#"{"id": 0.125}"#)
             .unwrap_err()
             .to_string();
-        assert_eq!(e, "id: invalid type: floating point `0.125`, expected i64");
+        // (The value is not shown: see `Described`.)
+        assert_eq!(e, "id: invalid type: floating point, expected i64");
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod percent;
 pub mod query;
 pub mod return_to;
 pub mod revocation;
+pub mod text;
 
 // The Wasm-tuned verifiers live in a crate of their own (see its documentation).
 pub use authflow_verifiers::{ed25519_verify, p256_verify, rsa_verify};

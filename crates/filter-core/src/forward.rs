@@ -22,7 +22,7 @@
 //! never looked at (the cookie authenticates no such request): a sibling
 //! site's form must not deliver the victim's token to a public backend.
 
-use authflow_contract::browser::{CHALLENGE_COOKIE, CSRF_COOKIE};
+use authflow_contract::browser::{CHALLENGE_COOKIE, CSRF_COOKIE, REFRESH_COOKIE};
 use authflow_contract::fingerprint::{DEVICE_COOKIE, DEVICE_HEADER};
 
 use crate::config::FilterConfig;
@@ -52,6 +52,40 @@ pub fn withheld_trailer(config: &FilterConfig, name: &[u8]) -> bool {
         .copied()
         .chain(config.token_sources.headers.iter().map(String::as_str));
     judged.any(|h| crate::header_spellings::same_header(name, h))
+}
+
+/// Whether the answer to `req` may not set the credential cookies
+/// ([`sets_credential_cookie`]): where browsers are served (browser sign-in,
+/// token cookies, or the auth service's routes behind the filter), every
+/// backend's answer but the service's own (a `forward_credentials` route,
+/// matched as sent). Credentials are kept from a backend on the way in; on
+/// the way out, a `Set-Cookie` from any backend would otherwise plant an
+/// attacker's access or refresh token in the browser (login CSRF) or clear
+/// its device secret (its tokens stop working there): a response header
+/// can do what the page's scripts cannot (the cookies are `HttpOnly`).
+pub fn guards_response_cookies(config: &FilterConfig, req: &Request) -> bool {
+    let serves_browsers = config.browser.is_some()
+        || !config.token_sources.cookies.is_empty()
+        || config.routes.iter().any(|r| r.forward_credentials);
+    serves_browsers && !route_as_sent(config, req).is_some_and(|r| r.forward_credentials)
+}
+
+/// Whether a `Set-Cookie` value sets one of the cookies the filter and the
+/// auth service own (the token cookies, the device secret, the refresh
+/// token, the sign-in cookies), in any spelling a reader may take for it.
+pub fn sets_credential_cookie(config: &FilterConfig, set_cookie: &[u8]) -> bool {
+    use authflow_contract::cookie::{raw_pairs, split_pair};
+    // (Without `=`, a browser stores the text as a nameless cookie's value,
+    // and sends it back as the text alone: read here as a name.)
+    let Some(pair) = raw_pairs(set_cookie).next() else {
+        return false;
+    };
+    let name = split_pair(pair).0;
+    let named = |ours: &str| name == ours.as_bytes() || another_spelling(name, ours);
+    [DEVICE_COOKIE, REFRESH_COOKIE, CHALLENGE_COOKIE, CSRF_COOKIE]
+        .into_iter()
+        .any(named)
+        || config.token_sources.cookies.iter().any(|c| named(c))
 }
 
 /// One change to the request before it goes upstream.
@@ -325,6 +359,48 @@ mod tests {
             c[k] = v.clone();
         }
         FilterConfig::from_json(c.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn only_the_auth_services_own_answers_set_the_credential_cookies() {
+        let c = config(json!({}));
+        assert!(!guards_response_cookies(&c, &req("/v1/auth/refresh", &[])));
+        for path in ["/api", "/v1/auth", "/v1/auth/../../api", "/V1/AUTH/x"] {
+            assert!(guards_response_cookies(&c, &req(path, &[])), "{path}");
+        }
+        // No browsers served (API tokens in headers, no service routes): nothing to guard.
+        let api_only = FilterConfig::from_json(
+            json!({"providers": [{
+                "name": "a", "issuer": "https://a", "audiences": ["api"], "algorithms": ["EdDSA"],
+                "jwks": {"remote": {"cluster": "auth", "path": "/jwks"}}
+            }]})
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap();
+        assert!(!guards_response_cookies(&api_only, &req("/api", &[])));
+        for owned in [
+            "access_token=x",
+            " __Host-authflow-device=; Max-Age=0",
+            "__Secure-authflow-refresh=r; Path=/; Secure",
+            "__Host-authflow-challenge=c",
+            "__Host-authflow-csrf=c",
+            "__HOST-authflow-device=s",
+            "access%5Ftoken=x",
+            "Access.Token=x",
+            "__Host-authflow-device",
+            "__Host-authflow-device; Path=/",
+        ] {
+            assert!(sets_credential_cookie(&c, owned.as_bytes()), "{owned}");
+        }
+        for other in [
+            "theme=dark",
+            "access_token_hint=x",
+            "x=__Host-authflow-device",
+            "",
+        ] {
+            assert!(!sets_credential_cookie(&c, other.as_bytes()), "{other}");
+        }
     }
 
     #[test]

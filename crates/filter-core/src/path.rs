@@ -24,6 +24,7 @@
 use std::borrow::Cow;
 
 use authflow_contract::percent::{self, decode_where, escape_at};
+use authflow_contract::text;
 
 /// Why a path cannot be placed at all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,7 +105,7 @@ pub fn is_normalized_rule_path(p: &str) -> bool {
         && !p
             .bytes()
             .any(|b| matches!(b, b'%' | b'\\' | b';' | b'?' | b'#') || b.is_ascii_control())
-        && !p.contains("//")
+        && !text::contains(p, "//")
         && !p.split('/').any(|segment| matches!(segment, "." | ".."))
 }
 
@@ -112,7 +113,7 @@ fn reads_one_way(path: &str) -> bool {
     !path
         .bytes()
         .any(|b| matches!(b, b'%' | b'\\' | b';' | b'.') || !b.is_ascii_graphic())
-        && !path.contains("//")
+        && !text::contains(path, "//")
 }
 
 fn has_invalid_escape(path: &[u8]) -> bool {

@@ -6,7 +6,7 @@
 //! `exact` path with or without its trailing slash, a method it does not
 //! upper-case — is refused rather than decided on the weaker one.
 
-use authflow_contract::{percent, query};
+use authflow_contract::{percent, query, text};
 
 use crate::config::{FilterConfig, PathMatch, Policy, Route};
 use crate::deny::DenyReason;
@@ -226,7 +226,7 @@ fn path_of_named(named: &str) -> Option<&str> {
     if named.starts_with('/') {
         return Some(named);
     }
-    let (_, rest) = named.split_once("://")?;
+    let (_, rest) = text::split_once(named, "://")?;
     Some(rest.find('/').and_then(|i| rest.get(i..)).unwrap_or("/"))
 }
 

@@ -496,13 +496,17 @@ fn header_value(v: &Json<'_>) -> Result<Option<String>, VerifyError> {
     Ok(Some(s))
 }
 
-/// A number as a header value. An integer beyond 64 bits was read as a
-/// float: its text would be rounded (`2^64` and `2^64 + 1` both
-/// `1.8446744073709552e+19`), two ids one header value; refused instead.
+/// A number as a header value: an integer, in decimal. An integer beyond
+/// 64 bits was read as a float: its text would be rounded (`2^64` and
+/// `2^64 + 1` both `1.8446744073709552e+19`), two ids one header value;
+/// refused instead. So is any number written as a float (`3.0`, `1e3`,
+/// `0.5`): its text differs between writers, and a backend comparing it
+/// would not know which it got. (Printing floats would also link a float
+/// formatter into the module.)
 fn number_text(n: &serde_json::Number) -> Result<String, VerifyError> {
-    const EXACT_INTEGERS: f64 = 9_007_199_254_740_992.0; // 2^53
-    match n.as_f64() {
-        Some(f) if !n.is_f64() || f.abs() < EXACT_INTEGERS => Ok(n.to_string()),
+    match (n.as_u64(), n.as_i64()) {
+        (Some(u), _) => Ok(u.to_string()),
+        (None, Some(i)) => Ok(i.to_string()),
         _ => Err(DenyReason::Malformed.into()),
     }
 }

@@ -2571,6 +2571,16 @@ fn a_mapped_number_that_cannot_be_rendered_exactly_refuses_the_token() {
     let t = sign_raw(&f, "18446744073709551615");
     let o = f.eval("/api", &[("authorization", &format!("Bearer {t}"))]);
     assert_eq!(header(&o, "x-auth-team"), Some("18446744073709551615"));
+    let t = sign_raw(&f, "-9223372036854775808");
+    let o = f.eval("/api", &[("authorization", &format!("Bearer {t}"))]);
+    assert_eq!(header(&o, "x-auth-team"), Some("-9223372036854775808"));
+    // A number written as a float has no one text (`1e3`, `1000.0`, `1000`
+    // are one value): refused, alone or in a list.
+    for team in ["1000.0", "1e3", "0.5", "-2.5", "[7, 7.0]"] {
+        let t = sign_raw(&f, team);
+        let o = f.eval("/api", &[("authorization", &format!("Bearer {t}"))]);
+        assert_eq!(denied(&o), (DenyReason::Malformed, 401), "{team}");
+    }
 }
 
 /// Roles are a user's: the filter refuses a service token on every roles

@@ -17,7 +17,7 @@ pub fn normalize(uri: &str) -> Option<String> {
     if uri.len() > MAX_HTU_LEN || !uri.bytes().all(|b| b.is_ascii_graphic()) {
         return None;
     }
-    let (scheme, rest) = uri.split_once("://")?;
+    let (scheme, rest) = crate::text::split_once(uri, "://")?;
     let scheme = scheme.to_ascii_lowercase();
     let default_port = match scheme.as_str() {
         "http" => "80",

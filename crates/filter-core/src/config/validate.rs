@@ -330,8 +330,7 @@ fn validate_origins(origins: Option<Vec<String>>) -> Result<Vec<String>, ConfigE
     let mut out = Vec::new();
     for origin in origins {
         // A scheme and an authority, no path, query or fragment.
-        let bare = origin
-            .split_once("://")
+        let bare = authflow_contract::text::split_once(&origin, "://")
             .is_some_and(|(_, rest)| !rest.contains(['/', '?', '#']));
         match authflow_contract::dpop::htu::normalize(&format!("{origin}/")) {
             Some(n) if bare => out.push(n),
