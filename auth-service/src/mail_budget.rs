@@ -124,16 +124,23 @@ pub async fn allow_signin_code(
     user_id: &str,
     password_version: i64,
     now: i64,
-) -> ApiResult<bool> {
-    Ok(state
+) -> ApiResult<Result<(), u64>> {
+    let key = format!("signin:{user_id}:{password_version}");
+    let max = state.config.mail.max_signin_codes_per_hour;
+    if state
         .store
-        .take_mail_budget(
-            &format!("signin:{user_id}:{password_version}"),
-            now,
-            WINDOW_SECS,
-            state.config.mail.max_signin_codes_per_hour,
-        )
-        .await?)
+        .take_mail_budget(&key, now, WINDOW_SECS, max)
+        .await?
+    {
+        return Ok(Ok(()));
+    }
+    // Refused: the seconds until the window frees (it is fixed, from its
+    // first mail), not a whole window.
+    let start = state.store.mail_budget_window_start(&key).await?;
+    let frees_at = start.unwrap_or(now).saturating_add(WINDOW_SECS);
+    Ok(Err(u64::try_from(frees_at.saturating_sub(now))
+        .unwrap_or(0)
+        .max(1)))
 }
 
 #[cfg(test)]

@@ -967,6 +967,8 @@ pub trait Store: Send + Sync + 'static {
         window_secs: i64,
         max: u32,
     ) -> StoreResult<bool>;
+    /// When `key`'s current budget window started, if it has one.
+    async fn mail_budget_window_start(&self, key: &str) -> StoreResult<Option<i64>>;
     /// Deletes mail budgets whose window started before `before`.
     async fn prune_mail_budget(&self, before: i64) -> StoreResult<u64>;
     /// How many secrets at rest (TOTP secrets, private halves of signing

@@ -323,6 +323,13 @@ macro_rules! impl_store {
                 row.map(|r| self.user(r)).transpose()
             }
 
+            async fn mail_budget_window_start(&self, key: &str) -> StoreResult<Option<i64>> {
+                Ok(sqlx::query_scalar("SELECT window_start FROM mail_budget WHERE key = $1")
+                    .bind(key)
+                    .fetch_optional(self.reader())
+                    .await?)
+            }
+
             async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
                 let row: Option<UserRow> = sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
                     .bind(id)

@@ -493,6 +493,33 @@ async fn sign_in_code_mails_are_limited_per_account() {
     );
 }
 
+/// The `Retry-After` of a spent code budget is the time until its window
+/// frees (the hour runs from the window's first mail), not a whole hour.
+#[tokio::test]
+async fn a_spent_sign_in_code_budget_says_when_it_frees() {
+    let app = spawn_app_with(|c| {
+        limited(c);
+        c.mail.max_signin_codes_per_hour = 1;
+    })
+    .await;
+    app.verified_user("waiting@example.com").await;
+    let signin = |i: u32| {
+        app.http
+            .post(app.url("/v1/auth/signin"))
+            .header("x-forwarded-for", format!("203.0.113.{i}"))
+            .json(&json!({"email": "waiting@example.com", "password": PASSWORD}))
+            .send()
+    };
+    assert_eq!(signin(1).await.unwrap().status(), 200);
+    // The window began 50 minutes ago: it frees in 10.
+    let sql = "UPDATE mail_budget SET window_start = window_start - 3000 WHERE key LIKE 'signin:%'";
+    hold_transaction(&app, &[sql], &[sql]).await.commit().await;
+    let r = signin(2).await.unwrap();
+    assert_eq!(r.status(), 429);
+    let retry_after: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((590..=600).contains(&retry_after), "Retry-After: {retry_after}");
+}
+
 /// Finding: one client's budget (`max_per_client_per_hour`, 20) is four
 /// times a recipient's (`max_per_recipient_per_hour`, 5), and the
 /// recipient's is shared by everyone. So a single stranger, well within its

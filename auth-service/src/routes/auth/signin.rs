@@ -275,19 +275,20 @@ pub async fn start_signin(
     } else {
         ("email", Some(random_code()))
     };
-    if code.is_some()
-        && !mail_budget::allow_signin_code(state, &user.id, user.password_version, now).await?
-    {
+    let budget = match code {
+        Some(_) => {
+            mail_budget::allow_signin_code(state, &user.id, user.password_version, now).await?
+        }
+        None => Ok(()),
+    };
+    if let Err(retry_after_secs) = budget {
         let about = audit::Repeated {
             user_id: Some(&user.id),
             email: Some(email.as_str()),
             per_account: true,
         };
         audit::record_repeatable(state, client, ("signin", "code_mail_limit"), about).await;
-        // A fixed window: it frees within the hour.
-        return Err(ApiError::TooManyRequests {
-            retry_after_secs: u64::try_from(mail_budget::WINDOW_SECS).unwrap_or(3600),
-        });
+        return Err(ApiError::TooManyRequests { retry_after_secs });
     }
     let id = random_id();
     let challenge = Challenge {
