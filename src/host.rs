@@ -330,11 +330,14 @@ pub fn set_request_header(name: &str, value: &str) {
     }
 }
 
-pub fn remove_request_header(name: &str) {
+/// Removes every copy of `name` from one of the stream's maps; the host's status.
+fn remove_from(map_type: u32, name: &str) -> u32 {
     // SAFETY: the slice is valid for reads for the duration of the call.
-    let status = unsafe {
-        abi::proxy_remove_header_map_value(MAP_REQUEST_HEADERS, name.as_ptr(), name.len())
-    };
+    unsafe { abi::proxy_remove_header_map_value(map_type, name.as_ptr(), name.len()) }
+}
+
+pub fn remove_request_header(name: &str) {
+    let status = remove_from(MAP_REQUEST_HEADERS, name);
     if status != OK {
         log::warn!("authflow: cannot remove header {name}: {status}");
     }
@@ -346,10 +349,7 @@ pub fn request_trailers() -> HeaderBlock {
 }
 
 pub fn remove_request_trailer(name: &str) {
-    // SAFETY: the slice is valid for reads for the duration of the call.
-    let status = unsafe {
-        abi::proxy_remove_header_map_value(MAP_REQUEST_TRAILERS, name.as_ptr(), name.len())
-    };
+    let status = remove_from(MAP_REQUEST_TRAILERS, name);
     if status != OK {
         log::warn!("authflow: cannot remove trailer {name}: {status}");
     }
@@ -362,15 +362,12 @@ pub fn response_headers() -> HeaderBlock {
 
 /// Replaces every copy of response header `name` with `values` (none: removed).
 pub fn replace_response_header_values<'a>(name: &str, values: impl Iterator<Item = &'a [u8]>) {
-    // SAFETY: the slices are valid for reads for the duration of each call.
-    let mut status = unsafe {
-        abi::proxy_remove_header_map_value(MAP_RESPONSE_HEADERS, name.as_ptr(), name.len())
-    };
+    let mut status = remove_from(MAP_RESPONSE_HEADERS, name);
     for value in values {
         if status != OK {
             break;
         }
-        // SAFETY: as above.
+        // SAFETY: both slices are valid for reads for the duration of the call.
         status = unsafe {
             abi::proxy_add_header_map_value(
                 MAP_RESPONSE_HEADERS,

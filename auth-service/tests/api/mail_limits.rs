@@ -516,8 +516,15 @@ async fn a_spent_sign_in_code_budget_says_when_it_frees() {
     hold_transaction(&app, &[sql], &[sql]).await.commit().await;
     let r = signin(2).await.unwrap();
     assert_eq!(r.status(), 429);
-    let retry_after: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
-    assert!((590..=600).contains(&retry_after), "Retry-After: {retry_after}");
+    let retry_after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (590..=600).contains(&retry_after),
+        "Retry-After: {retry_after}"
+    );
 }
 
 /// Finding: one client's budget (`max_per_client_per_hour`, 20) is four

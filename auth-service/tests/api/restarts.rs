@@ -20,16 +20,29 @@ async fn ext_authz(app: &TestApp, t: &Tokens) -> u16 {
         .as_u16()
 }
 
-/// The `expires_at` the feed snapshot of `app` publishes for session `sid`.
-async fn published_session_expiry(app: &TestApp, sid: &str) -> Option<u64> {
+/// The `expires_at` the feed snapshot of `app` publishes in `list` for the
+/// entry whose `member` is `value`.
+async fn published_until(app: &TestApp, list: &str, member: &str, value: &str) -> Option<u64> {
     let (status, body) = app.feed(None).await;
     assert_eq!(status, 200);
-    body.unwrap()["revoked_sessions"]
+    body.unwrap()[list]
         .as_array()
         .unwrap()
         .iter()
-        .find(|e| e["sid"] == sid)
+        .find(|e| e[member] == value)
         .map(|e| e["expires_at"].as_u64().unwrap())
+}
+
+/// A second instance on `app`'s database (a restart), after everything the
+/// maintenance task forgets was forgotten at once, its list synced.
+async fn restarted_and_pruned(app: &TestApp) -> TestApp {
+    let restarted = spawn_app_beside(app, |_| {}).await;
+    let at = forget_now();
+    let state = &restarted.state;
+    state.store.prune(at).await.unwrap();
+    state.feed.prune(state.store.as_ref(), at).await.unwrap();
+    state.feed.sync(state.store.as_ref(), at).await.unwrap();
+    restarted
 }
 
 /// A logout acknowledged (200) before a restart is still in force after it,
@@ -49,29 +62,14 @@ async fn a_logout_survives_a_restart_and_the_maintenance_prune() {
         .unwrap();
     assert_eq!(r.status(), 200);
 
-    let restarted = spawn_app_beside(&app, |_| {}).await;
-    // Everything the maintenance task forgets, at once.
-    let at = forget_now();
-    restarted.state.store.prune(at).await.unwrap();
-    restarted
-        .state
-        .feed
-        .prune(restarted.state.store.as_ref(), at)
-        .await
-        .unwrap();
-    restarted
-        .state
-        .feed
-        .sync(restarted.state.store.as_ref(), at)
-        .await
-        .unwrap();
+    let restarted = restarted_and_pruned(&app).await;
     assert_eq!(
         ext_authz(&restarted, &t).await,
         401,
         "revived after restart"
     );
     let retention = restarted.state.config.revocation.retention.as_secs();
-    let published = published_session_expiry(&restarted, &t.session)
+    let published = published_until(&restarted, "revoked_sessions", "sid", &t.session)
         .await
         .expect("the logout is in the restarted instance's feed");
     assert!(
@@ -250,29 +248,13 @@ async fn a_ban_survives_a_restart_and_covers_the_last_recorded_token() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let restarted = spawn_app_beside(&app, |_| {}).await;
-    let at = forget_now();
-    restarted
-        .state
-        .feed
-        .prune(restarted.state.store.as_ref(), at)
-        .await
-        .unwrap();
+    let restarted = restarted_and_pruned(&app).await;
     assert_eq!(ext_authz(&restarted, &t).await, 401);
-    let (_, body) = restarted.feed(None).await;
-    let body = body.unwrap();
-    let ban = body["banned_subjects"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["sub"] == user.as_str())
-        .expect("the ban is in the restarted feed")
-        .clone();
+    let until = published_until(&restarted, "banned_subjects", "sub", &user)
+        .await
+        .expect("the ban is in the restarted feed");
     let retention = restarted.state.config.revocation.retention.as_secs();
-    assert!(
-        ban["expires_at"].as_u64().unwrap() >= exp + retention,
-        "{ban}"
-    );
+    assert!(until >= exp + retention, "{until} < {exp} + {retention}");
 }
 
 /// A token revoked alone (by `jti`) before a restart stays refused after it
@@ -295,28 +277,11 @@ async fn a_jti_revocation_survives_a_restart_and_the_prune() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let restarted = spawn_app_beside(&app, |_| {}).await;
-    let at = forget_now();
-    restarted.state.store.prune(at).await.unwrap();
-    restarted
-        .state
-        .feed
-        .prune(restarted.state.store.as_ref(), at)
-        .await
-        .unwrap();
+    let restarted = restarted_and_pruned(&app).await;
     assert_eq!(ext_authz(&restarted, &t).await, 401);
-    let (_, body) = restarted.feed(None).await;
-    let body = body.unwrap();
-    let entry = body["revoked_tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["jti"] == jti.as_str())
-        .expect("the jti is in the restarted feed")
-        .clone();
+    let until = published_until(&restarted, "revoked_tokens", "jti", &jti)
+        .await
+        .expect("the jti is in the restarted feed");
     let retention = restarted.state.config.revocation.retention.as_secs();
-    assert!(
-        entry["expires_at"].as_u64().unwrap() >= exp + retention,
-        "{entry}"
-    );
+    assert!(until >= exp + retention, "{until} < {exp} + {retention}");
 }
