@@ -11,7 +11,7 @@
 # run looks for is panics and failed assertions; AddressSanitizer would cost
 # 2-3x throughput for no extra finding. Use FUZZ_SANITIZER=address to check anyway.
 
-FUZZ_TARGETS ?= request_decision config jwks revocation_feed fingerprint path p256_differential ed25519_differential rsa_differential dpop_proof return_to shared_data forward_edits
+FUZZ_TARGETS ?= request_decision config jwks revocation_feed fingerprint path p256_differential ed25519_differential rsa_differential dpop_proof return_to shared_data forward_edits set_cookie
 FUZZ_TIME ?= 60
 FUZZ_SMOKE_TIME ?= 3
 FUZZ_SANITIZER ?= none
