@@ -63,7 +63,12 @@ pub fn carry_out(vm: &Vm, request: &Request, decision: Decision, resume: bool) -
             }
             set_identity(vm, request, allowed.identity_headers());
             remove_spellings(vm, request);
-            for edit in credential_edits(&vm.engine.config, request, allowed.verified_by) {
+            for edit in credential_edits(
+                &vm.engine.config,
+                request,
+                allowed.verified_by,
+                allowed.refused_token_of,
+            ) {
                 match edit {
                     HeaderEdit::Remove(name) => host::remove_request_header(&name),
                     HeaderEdit::Set(name, value) => host::set_request_header(&name, &value),

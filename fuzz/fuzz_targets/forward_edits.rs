@@ -20,7 +20,10 @@
 //! - (c) the `Authorization` header that carried the verified token is gone
 //!   (every copy) unless `forward_token`; so is every token header and its
 //!   `_` spelling; with `forward_token` the `_` spellings still go;
-//! - (d) no panic, and what goes upstream is bounded by what came in.
+//! - (d) no panic, and what goes upstream is bounded by what came in;
+//! - (e) a token cookie goes upstream only as the verified token forwarded,
+//!   and a token of the configured issuer the engine refused (on a public
+//!   route) from no source at all.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -364,7 +367,15 @@ fuzz_target!(|input: Input| {
         }
         _ => None,
     };
-    let edits = credential_edits(config, &req, verified.as_ref().map(|_| ProviderId::FIRST));
+    // A token found and not verified is, by the third bit of `config`, one
+    // the engine refused naming the configured issuer (a public route's).
+    let refused = verified.is_none() && matches!(found, Ok(Some(_))) && input.config & 4 != 0;
+    let edits = credential_edits(
+        config,
+        &req,
+        verified.as_ref().map(|_| ProviderId::FIRST),
+        refused.then_some(ProviderId::FIRST),
+    );
 
     let mut out = headers.clone();
     apply(&mut out, &edits);
@@ -437,6 +448,33 @@ fuzz_target!(|input: Input| {
         assert!(!out.iter().any(|(n, _)| n == b"x_token"), "x_token survives: {out:?}");
     }
 
+    // (e) No token cookie goes upstream by its own name unless it is the
+    // verified one forwarded (checked above); a token of ours that was
+    // refused goes nowhere, from any explicit source.
+    if verified.is_none() {
+        for (_, line) in out.iter().filter(|(n, _)| n == b"cookie") {
+            for p in read(line, 0) {
+                assert!(
+                    name_value(p).0 != TOKEN_COOKIE.as_bytes(),
+                    "an unverified token cookie goes upstream\nsent {}\nedits {edits:?}",
+                    show(&headers)
+                );
+            }
+        }
+    }
+    if refused {
+        let token_authorization = |(n, v): &(Vec<u8>, Vec<u8>)| {
+            n == b"authorization"
+                && std::str::from_utf8(v).is_ok_and(|v| {
+                    let (scheme, t) = authflow_filter_core::extract::split_authorization(v);
+                    authflow_filter_core::extract::is_token_scheme(scheme) && !t.is_empty()
+                })
+        };
+        assert!(!out.iter().any(token_authorization), "a refused token's authorization survives\nsent {}\nedits {edits:?}", show(&headers));
+        assert!(!out.iter().any(|(n, v)| n == b"x-token" && !trim(v).is_empty()), "a refused token header survives: {out:?}");
+        assert!(!out.iter().any(|(n, _)| n == b"x_token"), "x_token survives: {out:?}");
+    }
+
     // Credential cookies that are not the token go whatever was verified.
     for (i, (reading, _)) in READINGS.iter().enumerate() {
         for (_, line) in out.iter().filter(|(n, _)| n == b"cookie") {
@@ -461,8 +499,8 @@ fuzz_target!(|input: Input| {
             next.next();
             continue;
         }
-        let spellings = verified.is_some();
-        let exact: &[&str] = if verified.is_some() { &[TOKEN_COOKIE] } else { &[] };
+        let spellings = verified.is_some() || refused;
+        let exact: &[&str] = &[TOKEN_COOKIE];
         let credential = credential_inside(pair, spellings, &names) || credential_inside(pair, false, exact);
         assert!(
             credential,

@@ -125,6 +125,10 @@ pub struct Allowed {
     /// The provider whose token verified and is vouched for, if one did:
     /// its `forward_token` decides whether the token goes upstream.
     pub verified_by: Option<ProviderId>,
+    /// On a public route, the provider whose token the filter refused (the
+    /// request goes on anonymously): that token goes no further
+    /// (`forward::credential_edits`).
+    pub refused_token_of: Option<ProviderId>,
     /// The DPoP proof this request was allowed with: the glue records it
     /// once across workers, and refuses the request if it was seen before
     /// ([`Engine::dpop_denied`]).
@@ -327,10 +331,10 @@ impl Engine {
             Ok(Extracted::None) if public => return Outcome::Allow(Allowed::default()),
             Ok(Extracted::None) => return self.deny_missing_token(&required),
             Err(ExtractError::Malformed) => {
-                return self.deny_or_public(public, DenyReason::InvalidRequest)
+                return self.deny_or_public(public, None, DenyReason::InvalidRequest)
             }
             Err(ExtractError::TooLarge) => {
-                return self.deny_or_public(public, DenyReason::TokenTooLarge)
+                return self.deny_or_public(public, None, DenyReason::TokenTooLarge)
             }
         };
         let now = now_ms / 1000;
@@ -348,7 +352,8 @@ impl Engine {
                 Err(Fresh::NoKeys(provider)) => {
                     return self.without_keys(required, provider, public, may_wait)
                 }
-                Err(Fresh::Deny(r)) => return self.deny_or_public(public, r),
+                Err(Fresh::Deny(r)) => return self.deny_or_public(public, None, r),
+                Err(Fresh::Refused(p, r)) => return self.deny_or_public(public, Some(p), r),
             },
         };
         let mut notes = Notes {
@@ -357,13 +362,17 @@ impl Engine {
             ..Notes::default()
         };
         if let Err(r) = check_times(&verified, self.config.clock_skew_secs, now) {
-            return self.deny_or_public(public, r);
+            return self.deny_or_public(public, Some(verified.provider), r);
         }
         // Another provider's token passes nothing here: refused before its
         // provider's revocation list is waited for or judged stale (a 503
         // the client would retry), as `authorize` would refuse it after.
         if !required.admits(verified.provider) {
-            return self.deny_or_public(public, DenyReason::ProviderNotAllowed);
+            return self.deny_or_public(
+                public,
+                Some(verified.provider),
+                DenyReason::ProviderNotAllowed,
+            );
         }
         // Possession first (the proof, the device), then the revocation
         // list: a stolen bound token alone learns nothing from its answers,
@@ -386,7 +395,7 @@ impl Engine {
                 Err(DenyReason::Dpop(e)) if !public => {
                     return Outcome::Deny(self.dpop_denied(verified.provider, e, now))
                 }
-                Err(reason) => return self.deny_or_public(public, reason),
+                Err(reason) => return self.deny_or_public(public, Some(verified.provider), reason),
             },
             None => None,
         };
@@ -401,7 +410,7 @@ impl Engine {
                     _ => DenyReason::DeviceMismatch,
                 };
                 if public {
-                    return self.deny_or_public(true, reason);
+                    return self.deny_or_public(true, Some(verified.provider), reason);
                 }
                 let mut denied = self.denied(reason, None);
                 denied.device = Some(failed);
@@ -441,7 +450,11 @@ impl Engine {
                         // A public route stays open, but a token that may have been
                         // revoked vouches for no one: anonymous, no identity headers.
                         StalePolicy::Deny => {
-                            return self.deny_or_public(public, DenyReason::RevocationStale)
+                            return self.deny_or_public(
+                                public,
+                                Some(verified.provider),
+                                DenyReason::RevocationStale,
+                            )
                         }
                         StalePolicy::Allow => notes.stale_revocations = true,
                     }
@@ -451,13 +464,13 @@ impl Engine {
                 .revocations
                 .check(&verified, self.config.clock_skew_secs, now)
             {
-                return self.deny_or_public(public, r);
+                return self.deny_or_public(public, Some(verified.provider), r);
             }
         }
         if let Err((reason, scope)) = authorize(required, &verified) {
             // Public: another provider's token is no one's here (anonymous).
             if public {
-                return self.deny_or_public(true, reason);
+                return self.deny_or_public(true, Some(verified.provider), reason);
             }
             return Outcome::Deny(self.denied(reason, scope.as_deref()));
         }
@@ -476,6 +489,7 @@ impl Engine {
             headers,
             notes,
             verified_by: Some(verified.provider),
+            refused_token_of: None,
             proof,
             dpop_nonce,
         })
@@ -491,6 +505,7 @@ impl Engine {
                     public_invalid_token: Some(DenyReason::Dpop(error)),
                     ..Notes::default()
                 },
+                refused_token_of: Some(proof.provider),
                 ..Allowed::default()
             });
         }
@@ -545,7 +560,10 @@ impl Engine {
         // here, whatever its keys: refused before any key is looked for (no
         // wait and no refetch for its `kid`), as `without_keys` does.
         if !required.admits(screened.provider) {
-            return Err(Fresh::Deny(DenyReason::ProviderNotAllowed));
+            return Err(Fresh::Refused(
+                screened.provider,
+                DenyReason::ProviderNotAllowed,
+            ));
         }
         let Some(keys) = self
             .providers
@@ -563,8 +581,10 @@ impl Engine {
                     unknown_kid: true,
                 }))
             }
-            Err(VerifyError::UnknownKid) => Err(Fresh::Deny(DenyReason::UnknownKey)),
-            Err(VerifyError::Deny(r)) => Err(Fresh::Deny(r)),
+            Err(VerifyError::UnknownKid) => {
+                Err(Fresh::Refused(screened.provider, DenyReason::UnknownKey))
+            }
+            Err(VerifyError::Deny(r)) => Err(Fresh::Refused(screened.provider, r)),
         }
     }
 
@@ -581,7 +601,7 @@ impl Engine {
     ) -> Outcome {
         // No key would let this token pass here: no wait, and no failing open.
         if !required.admits(provider) {
-            return self.deny_or_public(public, DenyReason::ProviderNotAllowed);
+            return self.deny_or_public(public, Some(provider), DenyReason::ProviderNotAllowed);
         }
         if may_wait && !public {
             return Outcome::AwaitKeys {
@@ -606,7 +626,7 @@ impl Engine {
                 ..Allowed::default()
             });
         }
-        self.deny_or_public(public, DenyReason::KeysUnavailable)
+        self.deny_or_public(public, Some(provider), DenyReason::KeysUnavailable)
     }
 
     fn remote_keys(&self, provider: ProviderId) -> bool {
@@ -616,14 +636,17 @@ impl Engine {
         )
     }
 
-    /// On a public route a failed token only means "anonymous"; elsewhere it is a refusal.
-    fn deny_or_public(&self, public: bool, reason: DenyReason) -> Outcome {
+    /// On a public route a failed token only means "anonymous"; elsewhere it
+    /// is a refusal. `of`: the provider the token names, when it names one
+    /// (then it goes no further than the filter: `Allowed::refused_token_of`).
+    fn deny_or_public(&self, public: bool, of: Option<ProviderId>, reason: DenyReason) -> Outcome {
         if public {
             Outcome::Allow(Allowed {
                 notes: Notes {
                     public_invalid_token: Some(reason),
                     ..Notes::default()
                 },
+                refused_token_of: of,
                 ..Allowed::default()
             })
         } else {
@@ -661,7 +684,11 @@ impl Engine {
 
 enum Fresh {
     Wait(Outcome),
+    /// Refused before a provider was found for the token (no configured
+    /// issuer, or not a token at all).
     Deny(DenyReason),
+    /// Refused, the token naming this provider.
+    Refused(ProviderId, DenyReason),
     /// The token's provider has no keys yet: see [`Engine::without_keys`].
     NoKeys(ProviderId),
 }

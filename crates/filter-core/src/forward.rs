@@ -16,11 +16,14 @@
 //!   `policy::route_as_sent`; the auth service's own API, which
 //!   needs both for logout, refresh and admin calls) gets everything as sent.
 //!
-//! A token that did not verify (anonymous on a public route) is left alone,
-//! as `jwt_authn` does: it vouches for nothing and carries no identity. Not
-//! a token cookie of a state-changing request from another site, which was
-//! never looked at (the cookie authenticates no such request): a sibling
-//! site's form must not deliver the victim's token to a public backend.
+//! A token that did not verify is not forwarded either when it is one of
+//! ours: a token cookie (the service's cookie: whatever it holds, it goes
+//! upstream only as the token that verified), or a token naming a configured
+//! issuer that the filter refused on a public route (revoked, expired, bound
+//! to another device: in a backend's logs, or at a backend that checks
+//! signatures only, it would outlive that refusal). A token no configured
+//! issuer signed is left alone, as `jwt_authn` does: a public route's
+//! backend may take its own kind.
 
 use authflow_contract::browser::{CHALLENGE_COOKIE, CSRF_COOKIE, REFRESH_COOKIE};
 use authflow_contract::fingerprint::{DEVICE_COOKIE, DEVICE_HEADER};
@@ -98,18 +101,20 @@ pub enum HeaderEdit {
 
 /// The edits that keep the credentials the configuration does not forward
 /// away from the upstream. `verified_by`: the provider whose token verified
-/// on this request, if one did.
+/// on this request, if one did; `refused_token_of`: the provider whose token
+/// the filter refused on this public route, if it did (`Allowed`'s fields).
 pub fn credential_edits(
     config: &FilterConfig,
     req: &Request,
     verified_by: Option<ProviderId>,
+    refused_token_of: Option<ProviderId>,
 ) -> Vec<HeaderEdit> {
     if route_as_sent(config, req).is_some_and(|r| r.forward_credentials) {
         return Vec::new();
     }
     let sources = &config.token_sources;
     let provider = verified_by.and_then(|p| config.provider(p));
-    let strip_token = provider.is_some_and(|p| !p.forward_token);
+    let strip_token = provider.is_some_and(|p| !p.forward_token) || refused_token_of.is_some();
     // `forward_token` forwards the token that verified and no other: beside
     // an explicit token the token cookies were never looked at (it wins over
     // them), so one may be revoked, or someone else's.
@@ -121,10 +126,12 @@ pub fn credential_edits(
         }
         _ => None,
     };
-    // A token cookie withheld from another site's state-changing request was
-    // never checked either: it does not reach the upstream, a public one included.
+    // The token cookies go upstream only as the token that verified: one
+    // that did not (refused, or withheld from another site's state-changing
+    // request, never checked) reaches no backend, a public one included.
     let strip_cookies = strip_token
-        || (provider.is_some() && matches!(found, Some((_, Source::Explicit))))
+        || provider.is_none()
+        || matches!(found, Some((_, Source::Explicit)))
         || (!sources.cookies.is_empty() && !crate::extract::ambient_credentials_allowed(req));
     // The token cookie that verified and goes upstream: one copy of it, the
     // name as configured holding exactly the token. An empty copy, a quoted
@@ -179,9 +186,9 @@ pub fn credential_edits(
         }
         cookies.push(DEVICE_COOKIE);
     }
-    // Whenever a token verified, no `_` spelling of a token header goes with
-    // it either: a CGI-style backend reads `x_token` as `x-token`.
-    if provider.is_some() {
+    // Whenever a token verified or was refused, no `_` spelling of a token
+    // header goes with it either: a CGI-style backend reads `x_token` as `x-token`.
+    if provider.is_some() || refused_token_of.is_some() {
         edits.extend(token_header_spellings(config, req).map(HeaderEdit::Remove));
     }
     // Whenever a token verified, no other spelling of a token cookie goes
@@ -458,7 +465,7 @@ mod tests {
     fn by_default_neither_the_verified_token_nor_the_device_secret_is_forwarded() {
         let c = config(json!({}));
         assert_eq!(
-            credential_edits(&c, &req("/api", CREDENTIALS), Some(ProviderId::FIRST)),
+            credential_edits(&c, &req("/api", CREDENTIALS), Some(ProviderId::FIRST), None),
             vec![
                 remove("authorization"),
                 remove("x-token"),
@@ -472,7 +479,7 @@ mod tests {
             &[("cookie", " __Host-authflow-device=s ;access_token=t")],
         );
         assert_eq!(
-            credential_edits(&c, &only, Some(ProviderId::FIRST)),
+            credential_edits(&c, &only, Some(ProviderId::FIRST), None),
             vec![remove("cookie")]
         );
         // A line with a cookie that is not UTF-8 still loses the device cookie.
@@ -485,18 +492,18 @@ mod tests {
         ]);
         let latin1 = Request::new(block, None);
         assert_eq!(
-            credential_edits(&c, &latin1, Some(ProviderId::FIRST)),
+            credential_edits(&c, &latin1, Some(ProviderId::FIRST), None),
             vec![HeaderEdit::Set("cookie".into(), "name=Jos\u{FFFD}".into())]
         );
         // No credential cookie: the cookie header is left as it is.
         assert_eq!(
-            credential_edits(&c, &req("/api", &[("cookie", "a=1")]), None),
+            credential_edits(&c, &req("/api", &[("cookie", "a=1")]), None, None),
             vec![]
         );
         // A DPoP proof goes with its token whichever source carried it.
         for source in [("x-token", "t"), ("cookie", "access_token=t")] {
             let sent = req("/api", &[source, ("dpop", "proof")]);
-            let edits = credential_edits(&c, &sent, Some(ProviderId::FIRST));
+            let edits = credential_edits(&c, &sent, Some(ProviderId::FIRST), None);
             assert!(edits.contains(&remove("dpop")), "{source:?}: {edits:?}");
         }
     }
@@ -516,7 +523,7 @@ mod tests {
         let browser = config(json!({}));
         for verified_by in [Some(ProviderId::FIRST), None] {
             assert_eq!(
-                credential_edits(&browser, &sent, verified_by),
+                credential_edits(&browser, &sent, verified_by, None),
                 vec![HeaderEdit::Set("cookie".into(), "a=1".into())]
             );
         }
@@ -524,10 +531,10 @@ mod tests {
             "/v1/auth/x",
             &[("cookie", "__Host-authflow-challenge=ch-1")],
         );
-        assert_eq!(credential_edits(&browser, &to_service, None), vec![]);
+        assert_eq!(credential_edits(&browser, &to_service, None, None), vec![]);
         let no_cookies = config(json!({"token_sources": {"headers": ["x-token"]}}));
         assert_eq!(
-            credential_edits(&no_cookies, &sent, None),
+            credential_edits(&no_cookies, &sent, None, None),
             vec![],
             "no browser sign-in"
         );
@@ -545,7 +552,7 @@ mod tests {
         );
         let bare = req("/api", &[("authorization", "Bearer t")]);
         assert_eq!(
-            credential_edits(&c, &bare, Some(ProviderId::FIRST)),
+            credential_edits(&c, &bare, Some(ProviderId::FIRST), None),
             vec![remove("authorization")]
         );
         let shouted = req(
@@ -557,7 +564,7 @@ mod tests {
             ],
         );
         assert_eq!(
-            credential_edits(&c, &shouted, Some(ProviderId::FIRST)),
+            credential_edits(&c, &shouted, Some(ProviderId::FIRST), None),
             vec![
                 remove("authorization"),
                 remove("x-token"),
@@ -572,7 +579,7 @@ mod tests {
             "token headers are configured"
         );
         assert_eq!(
-            credential_edits(&c, &bare, Some(ProviderId::FIRST)),
+            credential_edits(&c, &bare, Some(ProviderId::FIRST), None),
             vec![remove("authorization")]
         );
         // A failed read leaves the map empty (a request always has pseudo-headers):
@@ -580,25 +587,67 @@ mod tests {
         let c = config(json!({}));
         let unread = Request::from_headers(Vec::new(), None);
         assert_eq!(
-            credential_edits(&c, &unread, None),
+            credential_edits(&c, &unread, None, None),
             vec![remove("x-authflow-device")]
         );
     }
 
+    /// A token no configured issuer signed, and other `Authorization`
+    /// schemes, are left alone: a public route's backend may take its own.
+    /// Not the token cookie: the service's, it goes upstream only as the
+    /// token that verified.
     #[test]
     fn an_unverified_token_and_other_authorization_schemes_are_left_alone() {
         let c = config(json!({}));
-        let edits = credential_edits(&c, &req("/public", CREDENTIALS), None);
+        let edits = credential_edits(&c, &req("/public", CREDENTIALS), None, None);
         assert_eq!(
             edits,
             vec![
                 remove("x-authflow-device"),
-                HeaderEdit::Set("cookie".into(), "a=1; access_token=t; b=2".into())
+                HeaderEdit::Set("cookie".into(), "a=1; b=2".into())
             ]
         );
         let basic = req("/api", &[("authorization", "Basic dTpw")]);
-        assert!(!credential_edits(&c, &basic, Some(ProviderId::FIRST))
+        assert!(!credential_edits(&c, &basic, Some(ProviderId::FIRST), None)
             .contains(&remove("authorization")));
+    }
+
+    /// Finding: on a public route a token of a configured issuer that the
+    /// filter refused (revoked, expired, bound to another device) went on to
+    /// the backend as sent, in `Authorization` or in the token cookie: in its
+    /// logs, or at a backend checking signatures only, it outlived the
+    /// refusal. The request goes on anonymously; the token does not.
+    #[test]
+    fn a_token_of_ours_refused_on_a_public_route_goes_no_further() {
+        for c in [config(json!({})), forwarding()] {
+            let edits = credential_edits(
+                &c,
+                &req("/public", CREDENTIALS),
+                None,
+                Some(ProviderId::FIRST),
+            );
+            for gone in ["authorization", "x-token"] {
+                assert!(edits.contains(&remove(gone)), "{gone}: {edits:?}");
+            }
+            assert!(
+                edits.contains(&HeaderEdit::Set("cookie".into(), "a=1; b=2".into()))
+                    || edits.contains(&HeaderEdit::Set(
+                        "cookie".into(),
+                        "a=1; __Host-authflow-device=secret; b=2".into()
+                    )),
+                "{edits:?}"
+            );
+        }
+        let with_proof = req("/public", &[("authorization", "DPoP t"), ("dpop", "p")]);
+        assert_eq!(
+            credential_edits(
+                &config(json!({})),
+                &with_proof,
+                None,
+                Some(ProviderId::FIRST)
+            ),
+            vec![remove("authorization"), remove("dpop")]
+        );
     }
 
     /// Finding: a `forward_credentials` rule was matched on the normalized
@@ -612,7 +661,7 @@ mod tests {
     fn credentials_are_forwarded_only_where_envoy_routes_as_the_rule_reads() {
         let c = config(json!({}));
         assert_eq!(
-            credential_edits(&c, &req("/v1/auth/x", CREDENTIALS), None),
+            credential_edits(&c, &req("/v1/auth/x", CREDENTIALS), None, None),
             vec![]
         );
         for path in [
@@ -623,7 +672,7 @@ mod tests {
             "/v1/./auth/x",
         ] {
             assert_ne!(
-                credential_edits(&c, &req(path, CREDENTIALS), None),
+                credential_edits(&c, &req(path, CREDENTIALS), None, None),
                 vec![],
                 "{path}"
             );
@@ -634,7 +683,7 @@ mod tests {
         let on = |authority: &str| {
             let mut h = vec![(":authority", authority)];
             h.extend_from_slice(CREDENTIALS);
-            credential_edits(&by_host, &req("/x", &h), None)
+            credential_edits(&by_host, &req("/x", &h), None, None)
         };
         assert_eq!(on("auth.example"), vec![]);
         assert_eq!(on("Auth.Example"), vec![]);
@@ -652,7 +701,7 @@ mod tests {
     fn forwarding_is_a_configured_choice() {
         let c = config(json!({"forward_device_secret": true}));
         assert_eq!(
-            credential_edits(&c, &req("/api", CREDENTIALS), Some(ProviderId::FIRST)),
+            credential_edits(&c, &req("/api", CREDENTIALS), Some(ProviderId::FIRST), None),
             vec![
                 remove("authorization"),
                 remove("x-token"),
@@ -670,7 +719,7 @@ mod tests {
         // The explicit token goes upstream; the token cookie beside it was never
         // checked, so it does not (see `only_the_token_that_verified_is_forwarded`).
         assert_eq!(
-            credential_edits(&c, &req("/api", CREDENTIALS), Some(ProviderId::FIRST)),
+            credential_edits(&c, &req("/api", CREDENTIALS), Some(ProviderId::FIRST), None),
             vec![HeaderEdit::Set(
                 "cookie".into(),
                 "a=1; __Host-authflow-device=secret; b=2".into()
@@ -682,7 +731,8 @@ mod tests {
             credential_edits(
                 &c,
                 &req("/v1/auth/logout", CREDENTIALS),
-                Some(ProviderId::FIRST)
+                Some(ProviderId::FIRST),
+                None
             ),
             vec![]
         );
@@ -707,7 +757,7 @@ mod tests {
             ],
         );
         assert_eq!(
-            credential_edits(&c, &both, Some(ProviderId::FIRST)),
+            credential_edits(&c, &both, Some(ProviderId::FIRST), None),
             vec![HeaderEdit::Set("cookie".into(), "a=1; b=2".into())]
         );
         let header = req(
@@ -715,7 +765,7 @@ mod tests {
             &[("x-token", "t"), ("cookie", "access_token=other")],
         );
         assert_eq!(
-            credential_edits(&c, &header, Some(ProviderId::FIRST)),
+            credential_edits(&c, &header, Some(ProviderId::FIRST), None),
             vec![remove("cookie")]
         );
         // The cookie is the token that verified: forwarded as configured.
@@ -727,11 +777,15 @@ mod tests {
             ],
         );
         assert_eq!(
-            credential_edits(&c, &cookie, Some(ProviderId::FIRST)),
+            credential_edits(&c, &cookie, Some(ProviderId::FIRST), None),
             vec![]
         );
-        // No token verified: nothing of it is touched.
-        assert_eq!(credential_edits(&c, &both, None), vec![]);
+        // No token verified (none of a configured issuer): the header token
+        // is left alone; the token cookie, never vouched for, goes.
+        assert_eq!(
+            credential_edits(&c, &both, None, None),
+            vec![HeaderEdit::Set("cookie".into(), "a=1; b=2".into())]
+        );
     }
 
     /// Finding: only the exact token cookie name was removed. Backends read
@@ -749,7 +803,7 @@ mod tests {
         let forwarding = forwarding();
         let from_header = req("/api", &[("x-token", "t"), ("x_token", "forged")]);
         assert_eq!(
-            credential_edits(&forwarding, &from_header, Some(ProviderId::FIRST)),
+            credential_edits(&forwarding, &from_header, Some(ProviderId::FIRST), None),
             vec![remove("x_token")]
         );
         let stripping = config(json!({"forward_device_secret": true}));
@@ -758,11 +812,11 @@ mod tests {
             &[("authorization", "Bearer t"), ("x_token", "forged")],
         );
         assert_eq!(
-            credential_edits(&stripping, &explicit, Some(ProviderId::FIRST)),
+            credential_edits(&stripping, &explicit, Some(ProviderId::FIRST), None),
             vec![remove("authorization"), remove("x_token")]
         );
         // No token verified (an anonymous request): left as sent.
-        assert_eq!(credential_edits(&stripping, &explicit, None), vec![]);
+        assert_eq!(credential_edits(&stripping, &explicit, None, None), vec![]);
     }
 
     /// A legacy cookie parser (RFC 2109, still an option in some servers)
@@ -783,7 +837,7 @@ mod tests {
                 &[("cookie", &format!("{hidden}; access_token=t; b=2"))],
             );
             assert_eq!(
-                credential_edits(&forwarding, &from_cookie, Some(ProviderId::FIRST)),
+                credential_edits(&forwarding, &from_cookie, Some(ProviderId::FIRST), None),
                 vec![HeaderEdit::Set(
                     "cookie".into(),
                     "access_token=t; b=2".into()
@@ -794,7 +848,7 @@ mod tests {
         // A comma in an ordinary value is left alone.
         let plain = req("/api", &[("cookie", "x=1, 2; access_token=t; b=2")]);
         assert_eq!(
-            credential_edits(&forwarding, &plain, Some(ProviderId::FIRST)),
+            credential_edits(&forwarding, &plain, Some(ProviderId::FIRST), None),
             vec![]
         );
     }
@@ -828,7 +882,7 @@ mod tests {
                 HeaderEdit::Set("cookie".into(), upstream.into())
             };
             assert_eq!(
-                credential_edits(&forwarding, &r, Some(ProviderId::FIRST)),
+                credential_edits(&forwarding, &r, Some(ProviderId::FIRST), None),
                 vec![expected],
                 "{sent}"
             );
@@ -838,7 +892,7 @@ mod tests {
             &[("cookie", "a=1; access_token=t"), ("cookie", "b=2")],
         );
         assert_eq!(
-            credential_edits(&forwarding, &one, Some(ProviderId::FIRST)),
+            credential_edits(&forwarding, &one, Some(ProviderId::FIRST), None),
             vec![]
         );
     }
@@ -864,7 +918,7 @@ mod tests {
                 &[("cookie", &format!("access_token=t; {hidden}; b=2"))],
             );
             assert_eq!(
-                credential_edits(&forwarding, &from_cookie, Some(ProviderId::FIRST)),
+                credential_edits(&forwarding, &from_cookie, Some(ProviderId::FIRST), None),
                 vec![HeaderEdit::Set(
                     "cookie".into(),
                     "access_token=t; b=2".into()
@@ -878,7 +932,7 @@ mod tests {
             &[("cookie", "x=1 __Host-authflow-device=secret; b=2")],
         );
         assert_eq!(
-            credential_edits(&c, &device, None),
+            credential_edits(&c, &device, None, None),
             vec![HeaderEdit::Set("cookie".into(), "b=2".into())]
         );
         // Spaces in an ordinary value, or around `=`, are left alone.
@@ -887,7 +941,7 @@ mod tests {
             &[("cookie", "x=hello world; access_token = t; b=2")],
         );
         assert_eq!(
-            credential_edits(&forwarding, &plain, Some(ProviderId::FIRST)),
+            credential_edits(&forwarding, &plain, Some(ProviderId::FIRST), None),
             vec![]
         );
     }
@@ -912,7 +966,7 @@ mod tests {
                 &[("cookie", &format!("{planted}; access_token=t; b=2"))],
             );
             assert_eq!(
-                credential_edits(&forwarding, &from_cookie, Some(ProviderId::FIRST)),
+                credential_edits(&forwarding, &from_cookie, Some(ProviderId::FIRST), None),
                 vec![HeaderEdit::Set(
                     "cookie".into(),
                     "access_token=t; b=2".into()
@@ -928,13 +982,13 @@ mod tests {
                 ],
             );
             assert_eq!(
-                credential_edits(&forwarding, &explicit, Some(ProviderId::FIRST)),
+                credential_edits(&forwarding, &explicit, Some(ProviderId::FIRST), None),
                 vec![HeaderEdit::Set("cookie".into(), "b=2".into())],
                 "{planted}"
             );
             // Not forwarded: no spelling of it goes either.
             assert_eq!(
-                credential_edits(&stripping, &from_cookie, Some(ProviderId::FIRST)),
+                credential_edits(&stripping, &from_cookie, Some(ProviderId::FIRST), None),
                 vec![HeaderEdit::Set("cookie".into(), "b=2".into())],
                 "{planted}"
             );
@@ -948,7 +1002,7 @@ mod tests {
         ] {
             let r = req("/api", &[("cookie", &format!("{other}; access_token=t"))]);
             assert_eq!(
-                credential_edits(&forwarding, &r, Some(ProviderId::FIRST)),
+                credential_edits(&forwarding, &r, Some(ProviderId::FIRST), None),
                 vec![],
                 "{other}"
             );
@@ -974,7 +1028,7 @@ mod tests {
             "the token that verified"
         );
         assert_eq!(
-            credential_edits(&c, &r, Some(ProviderId::FIRST)),
+            credential_edits(&c, &r, Some(ProviderId::FIRST), None),
             vec![remove("authorization")]
         );
     }
@@ -985,7 +1039,7 @@ mod tests {
         for value in ["Bearer\tt", "dpop\tt", " bearer \t t"] {
             let r = req("/api", &[("authorization", value)]);
             assert_eq!(
-                credential_edits(&c, &r, Some(ProviderId::FIRST)),
+                credential_edits(&c, &r, Some(ProviderId::FIRST), None),
                 vec![remove("authorization")],
                 "{value:?}"
             );
@@ -998,7 +1052,7 @@ mod tests {
             ],
         );
         assert_eq!(
-            credential_edits(&c, &other, Some(ProviderId::FIRST)),
+            credential_edits(&c, &other, Some(ProviderId::FIRST), None),
             vec![]
         );
     }
@@ -1011,12 +1065,12 @@ mod tests {
     fn credentials_follow_a_rule_only_in_the_paths_own_case() {
         let c = config(json!({"case_insensitive_paths": true}));
         assert_eq!(
-            credential_edits(&c, &req("/v1/auth/x", CREDENTIALS), None),
+            credential_edits(&c, &req("/v1/auth/x", CREDENTIALS), None, None),
             vec![]
         );
         let forwarded: Vec<_> = ["/V1/AUTH/logout", "/v1/Auth/refresh"]
             .into_iter()
-            .filter(|p| credential_edits(&c, &req(p, CREDENTIALS), None).is_empty())
+            .filter(|p| credential_edits(&c, &req(p, CREDENTIALS), None, None).is_empty())
             .collect();
         assert!(
             forwarded.is_empty(),
@@ -1035,7 +1089,7 @@ mod tests {
         let on = |method: &str| {
             let mut h = vec![(":method", method)];
             h.extend_from_slice(CREDENTIALS);
-            credential_edits(&c, &req("/v1/auth/x", &h), None)
+            credential_edits(&c, &req("/v1/auth/x", &h), None, None)
         };
         assert_eq!(on("GET"), vec![]);
         let forwarded: Vec<_> = ["get", "head", "POST"]

@@ -1483,7 +1483,7 @@ fn no_unverified_second_token_reaches_the_upstream() {
         panic!("the bearer token is valid")
     };
     assert_eq!(
-        credential_edits(&f.engine.config, &req, a.verified_by),
+        credential_edits(&f.engine.config, &req, a.verified_by, None),
         vec![HeaderEdit::Set("cookie".into(), "a=1".into())]
     );
     // The cookie that verified is the token forwarded.
@@ -1497,7 +1497,7 @@ fn no_unverified_second_token_reaches_the_upstream() {
         panic!("the cookie token is valid")
     };
     assert_eq!(
-        credential_edits(&f.engine.config, &req, a.verified_by),
+        credential_edits(&f.engine.config, &req, a.verified_by, None),
         vec![]
     );
 
@@ -1526,7 +1526,7 @@ fn no_unverified_second_token_reaches_the_upstream() {
         panic!("the token is valid")
     };
     assert_eq!(
-        credential_edits(&f.engine.config, &req, a.verified_by),
+        credential_edits(&f.engine.config, &req, a.verified_by, None),
         vec![HeaderEdit::Remove("authorization".into())]
     );
 }
@@ -2451,7 +2451,7 @@ fn a_cookie_withheld_from_a_cross_site_post_does_not_go_upstream_either() {
             panic!("a public route")
         };
         assert_eq!(
-            credential_edits(&f.engine.config, &req, a.verified_by),
+            credential_edits(&f.engine.config, &req, a.verified_by, None),
             vec![HeaderEdit::Set("cookie".into(), "a=1".into())],
             "{site}: the victim's token went upstream"
         );
@@ -2697,5 +2697,63 @@ fn a_token_of_a_provider_the_route_does_not_admit_never_waits() {
                 "may_wait {may_wait}: {o:?}"
             );
         }
+    }
+}
+
+/// On a public route the request goes on anonymously whatever token it
+/// carries; a token naming a configured issuer that the filter refused
+/// (expired, forged, revoked, another key's) is marked as such, so that it
+/// goes no further (`forward::credential_edits`). A token of another issuer
+/// or no token at all is not: a public backend may take its own kind.
+#[test]
+fn a_refused_token_of_ours_is_marked_on_a_public_route() {
+    let mut f = fixture(json!({}));
+    let refused_of = |f: &mut Fixture, token: &str| match f
+        .eval("/public", &[("authorization", &format!("Bearer {token}"))])
+    {
+        Outcome::Allow(a) => {
+            assert!(a.verified_by.is_none(), "{token}: vouched for");
+            a.refused_token_of
+        }
+        other => panic!("a public route: {other:?}"),
+    };
+    let mut expired = Claims::with_custom_claims(json!({"sub": "u-1"}), Duration::from_mins(5))
+        .with_issuer(ISS)
+        .with_audience("api");
+    expired.issued_at = Some(UnixTimeStamp::from_secs(NOW - 900));
+    expired.expires_at = Some(UnixTimeStamp::from_secs(NOW - 600));
+    let expired = f.kp.sign(expired).unwrap();
+    let good = token_with(&f, json!({"sub": "u-1"}));
+    let forged = format!("{}.{}", good.rsplit_once('.').unwrap().0, "A".repeat(86));
+    let stranger = Ed25519KeyPair::generate().with_key_id("k1");
+    let mut other_key = Claims::with_custom_claims(json!({"sub": "u-1"}), Duration::from_mins(5))
+        .with_issuer(ISS)
+        .with_audience("api");
+    other_key.issued_at = Some(UnixTimeStamp::from_secs(NOW));
+    let other_key = stranger.sign(other_key).unwrap();
+    for (what, token) in [
+        ("expired", &expired),
+        ("forged", &forged),
+        ("another key's", &other_key),
+    ] {
+        assert_eq!(refused_of(&mut f, token), Some(ProviderId::FIRST), "{what}");
+    }
+    let mut elsewhere = Claims::with_custom_claims(json!({"sub": "u-1"}), Duration::from_mins(5))
+        .with_issuer("https://elsewhere.test")
+        .with_audience("api");
+    elsewhere.issued_at = Some(UnixTimeStamp::from_secs(NOW));
+    let elsewhere = stranger.sign(elsewhere).unwrap();
+    assert_eq!(refused_of(&mut f, &elsewhere), None, "another issuer's");
+    assert_eq!(
+        refused_of(&mut f, "opaque-token-of-the-backend"),
+        None,
+        "not a JWT"
+    );
+    match f.eval("/public", &[("authorization", &format!("Bearer {good}"))]) {
+        Outcome::Allow(a) => {
+            assert_eq!(a.verified_by, Some(ProviderId::FIRST));
+            assert_eq!(a.refused_token_of, None);
+        }
+        other => panic!("{other:?}"),
     }
 }
