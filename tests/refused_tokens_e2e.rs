@@ -87,33 +87,30 @@ fn an_access_cookie_the_filter_refused_never_reaches_a_public_backend_route() {
     let s = g.sign_in("cookie-leak@example.com");
     let cookie = format!("__Host-authflow-access={}", s.access);
     let seen_cookie = |r: &Reply| r.echoed("cookie").unwrap_or_default();
+    // `/healthz` (public) with the access cookie, from this browser or one
+    // whose `Accept-Language` differs (another device to the fingerprint).
+    let public_with_cookie = |language: &str| {
+        let r = g.envoy.get(
+            "/healthz",
+            &[
+                ("cookie", &cookie),
+                ("x-authflow-device", &s.device),
+                ("user-agent", stack::UA),
+                ("accept-language", language),
+            ],
+        );
+        assert_eq!(r.status, 200, "{r:?}");
+        r
+    };
     // Accepted: the cookie is removed (as documented).
-    let r = g.envoy.get(
-        "/healthz",
-        &[
-            ("cookie", &cookie),
-            ("x-authflow-device", &s.device),
-            ("user-agent", stack::UA),
-            ("accept-language", stack::LANG),
-        ],
-    );
-    assert_eq!(r.status, 200, "{r:?}");
+    let r = public_with_cookie(stack::LANG);
     assert!(
         !seen_cookie(&r).contains(&s.access),
         "verified cookie forwarded: {r:?}"
     );
     // A live token from the same browser with another Accept-Language: the filter refuses it
     // (another device) and lets the public request through anonymously, cookie and all.
-    let r = g.envoy.get(
-        "/healthz",
-        &[
-            ("cookie", &cookie),
-            ("x-authflow-device", &s.device),
-            ("user-agent", stack::UA),
-            ("accept-language", "xx"),
-        ],
-    );
-    assert_eq!(r.status, 200, "{r:?}");
+    let r = public_with_cookie("xx");
     assert_eq!(r.echoed("x-auth-user"), None, "{r:?}");
     assert!(
         !seen_cookie(&r).contains(&s.access),
@@ -129,16 +126,7 @@ fn an_access_cookie_the_filter_refused_never_reaches_a_public_backend_route() {
         .get("/app/x", &s.headers())
         .status
         == 401));
-    let r = g.envoy.get(
-        "/healthz",
-        &[
-            ("cookie", &cookie),
-            ("x-authflow-device", &s.device),
-            ("user-agent", stack::UA),
-            ("accept-language", stack::LANG),
-        ],
-    );
-    assert_eq!(r.status, 200, "{r:?}");
+    let r = public_with_cookie(stack::LANG);
     assert!(
         !seen_cookie(&r).contains(&s.access),
         "a revoked access token reached the backend in its cookie: {r:?}"

@@ -200,36 +200,30 @@ async fn codes_and_links_expire_exactly_at_their_boundary() {
     let mails = app.outbox("edge@example.com", 3).await;
     let token = mails.last().unwrap()["token"].as_str().unwrap().to_owned();
     let hash = authflow_auth_service::domain::hash_secret(&token);
-    let at = now();
-    run_sql(
-        &app,
-        &[&format!(
-            "UPDATE one_time_tokens SET expires_at = {at} WHERE hash = '{hash}'"
-        )],
-    )
-    .await;
-    let r = app
-        .post(
-            "/v1/auth/password/reset",
-            json!({"token": token, "password": "another long passphrase 42"}),
-        )
-        .await;
-    assert_eq!(r.status(), 400, "a link at its expires_at");
-    let at = now() + 5;
-    run_sql(
-        &app,
-        &[&format!(
-            "UPDATE one_time_tokens SET expires_at = {at} WHERE hash = '{hash}'"
-        )],
-    )
-    .await;
-    let r = app
-        .post(
-            "/v1/auth/password/reset",
-            json!({"token": token, "password": "another long passphrase 42"}),
-        )
-        .await;
-    assert_eq!(r.status(), 200, "a link before its expires_at");
+    // The link set to expire at `at`, then used.
+    let reset_expiring_at = |at: i64| {
+        let (app, token, hash) = (&app, &token, &hash);
+        async move {
+            let sql = format!("UPDATE one_time_tokens SET expires_at = {at} WHERE hash = '{hash}'");
+            run_sql(app, &[&sql]).await;
+            app.post(
+                "/v1/auth/password/reset",
+                json!({"token": token, "password": "another long passphrase 42"}),
+            )
+            .await
+            .status()
+        }
+    };
+    assert_eq!(
+        reset_expiring_at(now()).await,
+        400,
+        "a link at its expires_at"
+    );
+    assert_eq!(
+        reset_expiring_at(now() + 5).await,
+        200,
+        "a link before its expires_at"
+    );
 }
 
 /// A ban acknowledged before a restart kills the tokens of the ban's own
