@@ -67,7 +67,7 @@ pub fn carry_out(vm: &Vm, request: &Request, decision: Decision, resume: bool) -
                 &vm.engine.config,
                 request,
                 allowed.verified_by,
-                allowed.refused_token_of,
+                allowed.refused_token,
             ) {
                 match edit {
                     HeaderEdit::Remove(name) => host::remove_request_header(&name),

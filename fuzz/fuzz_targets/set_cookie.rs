@@ -53,10 +53,16 @@ fn trim(b: &[u8]) -> &[u8] {
 /// The name a server reads in what the browser sends back for this line.
 fn name_sent_back(line: &[u8]) -> &[u8] {
     let pair = line.split(|b| *b == b';').next().unwrap_or_default();
-    match pair.iter().position(|b| *b == b'=') {
-        Some(at) => trim(&pair[..at]),
-        // Nameless: the browser sends the value alone, read as a name.
-        None => trim(pair),
+    let sent = match pair.iter().position(|b| *b == b'=') {
+        // Nameless (nothing before `=`): the browser sends the value alone.
+        Some(at) if trim(&pair[..at]).is_empty() => trim(&pair[at + 1..]),
+        Some(_) => pair,
+        // Nameless: the browser sends the text alone, read as a name.
+        None => return trim(pair),
+    };
+    match sent.iter().position(|b| *b == b'=') {
+        Some(at) => trim(&sent[..at]),
+        None => trim(sent),
     }
 }
 

@@ -125,10 +125,11 @@ pub struct Allowed {
     /// The provider whose token verified and is vouched for, if one did:
     /// its `forward_token` decides whether the token goes upstream.
     pub verified_by: Option<ProviderId>,
-    /// On a public route, the provider whose token the filter refused (the
-    /// request goes on anonymously): that token goes no further
+    /// On a public route (the request goes on anonymously): a token naming
+    /// a configured issuer was refused, or several tokens came at once and
+    /// none was read. The request's tokens go no further
     /// (`forward::credential_edits`).
-    pub refused_token_of: Option<ProviderId>,
+    pub refused_token: bool,
     /// The DPoP proof this request was allowed with: the glue records it
     /// once across workers, and refuses the request if it was seen before
     /// ([`Engine::dpop_denied`]).
@@ -330,11 +331,13 @@ impl Engine {
             Ok(Extracted::Token(t)) => t,
             Ok(Extracted::None) if public => return Outcome::Allow(Allowed::default()),
             Ok(Extracted::None) => return self.deny_missing_token(&required),
+            // Several tokens, or none readable: whose they are is unknown,
+            // so none of them goes on (`Refused`'s effect, on a public route).
             Err(ExtractError::Malformed) => {
-                return self.deny_or_public(public, None, DenyReason::InvalidRequest)
+                return self.deny_or_public(public, true, DenyReason::InvalidRequest)
             }
             Err(ExtractError::TooLarge) => {
-                return self.deny_or_public(public, None, DenyReason::TokenTooLarge)
+                return self.deny_or_public(public, false, DenyReason::TokenTooLarge)
             }
         };
         let now = now_ms / 1000;
@@ -352,8 +355,8 @@ impl Engine {
                 Err(Fresh::NoKeys(provider)) => {
                     return self.without_keys(required, provider, public, may_wait)
                 }
-                Err(Fresh::Deny(r)) => return self.deny_or_public(public, None, r),
-                Err(Fresh::Refused(p, r)) => return self.deny_or_public(public, Some(p), r),
+                Err(Fresh::Deny(r)) => return self.deny_or_public(public, false, r),
+                Err(Fresh::Refused(r)) => return self.deny_or_public(public, true, r),
             },
         };
         let mut notes = Notes {
@@ -362,17 +365,13 @@ impl Engine {
             ..Notes::default()
         };
         if let Err(r) = check_times(&verified, self.config.clock_skew_secs, now) {
-            return self.deny_or_public(public, Some(verified.provider), r);
+            return self.deny_or_public(public, true, r);
         }
         // Another provider's token passes nothing here: refused before its
         // provider's revocation list is waited for or judged stale (a 503
         // the client would retry), as `authorize` would refuse it after.
         if !required.admits(verified.provider) {
-            return self.deny_or_public(
-                public,
-                Some(verified.provider),
-                DenyReason::ProviderNotAllowed,
-            );
+            return self.deny_or_public(public, true, DenyReason::ProviderNotAllowed);
         }
         // Possession first (the proof, the device), then the revocation
         // list: a stolen bound token alone learns nothing from its answers,
@@ -395,7 +394,7 @@ impl Engine {
                 Err(DenyReason::Dpop(e)) if !public => {
                     return Outcome::Deny(self.dpop_denied(verified.provider, e, now))
                 }
-                Err(reason) => return self.deny_or_public(public, Some(verified.provider), reason),
+                Err(reason) => return self.deny_or_public(public, true, reason),
             },
             None => None,
         };
@@ -410,7 +409,7 @@ impl Engine {
                     _ => DenyReason::DeviceMismatch,
                 };
                 if public {
-                    return self.deny_or_public(true, Some(verified.provider), reason);
+                    return self.deny_or_public(true, true, reason);
                 }
                 let mut denied = self.denied(reason, None);
                 denied.device = Some(failed);
@@ -450,11 +449,7 @@ impl Engine {
                         // A public route stays open, but a token that may have been
                         // revoked vouches for no one: anonymous, no identity headers.
                         StalePolicy::Deny => {
-                            return self.deny_or_public(
-                                public,
-                                Some(verified.provider),
-                                DenyReason::RevocationStale,
-                            )
+                            return self.deny_or_public(public, true, DenyReason::RevocationStale)
                         }
                         StalePolicy::Allow => notes.stale_revocations = true,
                     }
@@ -464,13 +459,13 @@ impl Engine {
                 .revocations
                 .check(&verified, self.config.clock_skew_secs, now)
             {
-                return self.deny_or_public(public, Some(verified.provider), r);
+                return self.deny_or_public(public, true, r);
             }
         }
         if let Err((reason, scope)) = authorize(required, &verified) {
             // Public: another provider's token is no one's here (anonymous).
             if public {
-                return self.deny_or_public(true, Some(verified.provider), reason);
+                return self.deny_or_public(true, true, reason);
             }
             return Outcome::Deny(self.denied(reason, scope.as_deref()));
         }
@@ -489,7 +484,7 @@ impl Engine {
             headers,
             notes,
             verified_by: Some(verified.provider),
-            refused_token_of: None,
+            refused_token: false,
             proof,
             dpop_nonce,
         })
@@ -505,7 +500,7 @@ impl Engine {
                     public_invalid_token: Some(DenyReason::Dpop(error)),
                     ..Notes::default()
                 },
-                refused_token_of: Some(proof.provider),
+                refused_token: true,
                 ..Allowed::default()
             });
         }
@@ -555,15 +550,16 @@ impl Engine {
         may_wait: bool,
     ) -> Result<VerifiedToken, Fresh> {
         let mut payload = Vec::new();
-        let screened = verify::screen(token, &self.config, &mut payload).map_err(Fresh::Deny)?;
+        let screened =
+            verify::screen(token, &self.config, &mut payload).map_err(|e| match e.provider {
+                Some(_) => Fresh::Refused(e.reason),
+                None => Fresh::Deny(e.reason),
+            })?;
         // A token naming a provider the route does not admit passes nothing
         // here, whatever its keys: refused before any key is looked for (no
         // wait and no refetch for its `kid`), as `without_keys` does.
         if !required.admits(screened.provider) {
-            return Err(Fresh::Refused(
-                screened.provider,
-                DenyReason::ProviderNotAllowed,
-            ));
+            return Err(Fresh::Refused(DenyReason::ProviderNotAllowed));
         }
         let Some(keys) = self
             .providers
@@ -581,10 +577,8 @@ impl Engine {
                     unknown_kid: true,
                 }))
             }
-            Err(VerifyError::UnknownKid) => {
-                Err(Fresh::Refused(screened.provider, DenyReason::UnknownKey))
-            }
-            Err(VerifyError::Deny(r)) => Err(Fresh::Refused(screened.provider, r)),
+            Err(VerifyError::UnknownKid) => Err(Fresh::Refused(DenyReason::UnknownKey)),
+            Err(VerifyError::Deny(r)) => Err(Fresh::Refused(r)),
         }
     }
 
@@ -601,7 +595,7 @@ impl Engine {
     ) -> Outcome {
         // No key would let this token pass here: no wait, and no failing open.
         if !required.admits(provider) {
-            return self.deny_or_public(public, Some(provider), DenyReason::ProviderNotAllowed);
+            return self.deny_or_public(public, true, DenyReason::ProviderNotAllowed);
         }
         if may_wait && !public {
             return Outcome::AwaitKeys {
@@ -626,7 +620,7 @@ impl Engine {
                 ..Allowed::default()
             });
         }
-        self.deny_or_public(public, Some(provider), DenyReason::KeysUnavailable)
+        self.deny_or_public(public, true, DenyReason::KeysUnavailable)
     }
 
     fn remote_keys(&self, provider: ProviderId) -> bool {
@@ -637,16 +631,16 @@ impl Engine {
     }
 
     /// On a public route a failed token only means "anonymous"; elsewhere it
-    /// is a refusal. `of`: the provider the token names, when it names one
-    /// (then it goes no further than the filter: `Allowed::refused_token_of`).
-    fn deny_or_public(&self, public: bool, of: Option<ProviderId>, reason: DenyReason) -> Outcome {
+    /// is a refusal. `ours`: the token names a configured issuer, or the
+    /// tokens were several (then they go no further: `Allowed::refused_token`).
+    fn deny_or_public(&self, public: bool, ours: bool, reason: DenyReason) -> Outcome {
         if public {
             Outcome::Allow(Allowed {
                 notes: Notes {
                     public_invalid_token: Some(reason),
                     ..Notes::default()
                 },
-                refused_token_of: of,
+                refused_token: ours,
                 ..Allowed::default()
             })
         } else {
@@ -687,8 +681,8 @@ enum Fresh {
     /// Refused before a provider was found for the token (no configured
     /// issuer, or not a token at all).
     Deny(DenyReason),
-    /// Refused, the token naming this provider.
-    Refused(ProviderId, DenyReason),
+    /// Refused, the token naming a configured issuer.
+    Refused(DenyReason),
     /// The token's provider has no keys yet: see [`Engine::without_keys`].
     NoKeys(ProviderId),
 }

@@ -78,12 +78,16 @@ pub fn guards_response_cookies(config: &FilterConfig, req: &Request) -> bool {
 /// token, the sign-in cookies), in any spelling a reader may take for it.
 pub fn sets_credential_cookie(config: &FilterConfig, set_cookie: &[u8]) -> bool {
     use authflow_contract::cookie::{raw_pairs, split_pair};
-    // (Without `=`, a browser stores the text as a nameless cookie's value,
-    // and sends it back as the text alone: read here as a name.)
+    // Without a name (no `=`, or nothing before it) a browser stores the
+    // text as a nameless cookie's value, and sends it back alone: `=a=b`
+    // comes back as `a=b`. Read here as the browser sends it back.
     let Some(pair) = raw_pairs(set_cookie).next() else {
         return false;
     };
-    let name = split_pair(pair).0;
+    let name = match split_pair(pair) {
+        (b"", value) => split_pair(value).0,
+        (name, _) => name,
+    };
     let named = |ours: &str| name == ours.as_bytes() || another_spelling(name, ours);
     [DEVICE_COOKIE, REFRESH_COOKIE, CHALLENGE_COOKIE, CSRF_COOKIE]
         .into_iter()
@@ -101,20 +105,21 @@ pub enum HeaderEdit {
 
 /// The edits that keep the credentials the configuration does not forward
 /// away from the upstream. `verified_by`: the provider whose token verified
-/// on this request, if one did; `refused_token_of`: the provider whose token
-/// the filter refused on this public route, if it did (`Allowed`'s fields).
+/// on this request, if one did; `refused_token`: the request's token was
+/// refused on this public route and is ours, or its tokens were several
+/// (`Allowed`'s fields).
 pub fn credential_edits(
     config: &FilterConfig,
     req: &Request,
     verified_by: Option<ProviderId>,
-    refused_token_of: Option<ProviderId>,
+    refused_token: bool,
 ) -> Vec<HeaderEdit> {
     if route_as_sent(config, req).is_some_and(|r| r.forward_credentials) {
         return Vec::new();
     }
     let sources = &config.token_sources;
     let provider = verified_by.and_then(|p| config.provider(p));
-    let strip_token = provider.is_some_and(|p| !p.forward_token) || refused_token_of.is_some();
+    let strip_token = provider.is_some_and(|p| !p.forward_token) || refused_token;
     // `forward_token` forwards the token that verified and no other: beside
     // an explicit token the token cookies were never looked at (it wins over
     // them), so one may be revoked, or someone else's.
@@ -188,18 +193,13 @@ pub fn credential_edits(
     }
     // Whenever a token verified or was refused, no `_` spelling of a token
     // header goes with it either: a CGI-style backend reads `x_token` as `x-token`.
-    if provider.is_some() || refused_token_of.is_some() {
+    if provider.is_some() || refused_token {
         edits.extend(token_header_spellings(config, req).map(HeaderEdit::Remove));
     }
-    // Whenever a token verified, no other spelling of a token cookie goes
-    // with it (see `another_spelling`): never checked, and a backend may
-    // read it as the token cookie (even when the verified one is forwarded).
-    let spellings_of: &[String] = if provider.is_some() {
-        &sources.cookies
-    } else {
-        &[]
-    };
-    if let Some(edit) = cookie_edit(req, &cookies, spellings_of, forwarded) {
+    // No other spelling of a token cookie goes either (see
+    // `another_spelling`): never checked, and a backend may read it as the
+    // token cookie (even when the verified one is forwarded).
+    if let Some(edit) = cookie_edit(req, &cookies, &sources.cookies, forwarded) {
         edits.push(edit);
     }
     edits
@@ -397,6 +397,9 @@ mod tests {
             "Access.Token=x",
             "__Host-authflow-device",
             "__Host-authflow-device; Path=/",
+            "=access_token=forged",
+            " = access_token=forged",
+            "=Access_Token=forged; Path=/",
         ] {
             assert!(sets_credential_cookie(&c, owned.as_bytes()), "{owned}");
         }
@@ -465,7 +468,12 @@ mod tests {
     fn by_default_neither_the_verified_token_nor_the_device_secret_is_forwarded() {
         let c = config(json!({}));
         assert_eq!(
-            credential_edits(&c, &req("/api", CREDENTIALS), Some(ProviderId::FIRST), None),
+            credential_edits(
+                &c,
+                &req("/api", CREDENTIALS),
+                Some(ProviderId::FIRST),
+                false
+            ),
             vec![
                 remove("authorization"),
                 remove("x-token"),
@@ -479,7 +487,7 @@ mod tests {
             &[("cookie", " __Host-authflow-device=s ;access_token=t")],
         );
         assert_eq!(
-            credential_edits(&c, &only, Some(ProviderId::FIRST), None),
+            credential_edits(&c, &only, Some(ProviderId::FIRST), false),
             vec![remove("cookie")]
         );
         // A line with a cookie that is not UTF-8 still loses the device cookie.
@@ -492,18 +500,18 @@ mod tests {
         ]);
         let latin1 = Request::new(block, None);
         assert_eq!(
-            credential_edits(&c, &latin1, Some(ProviderId::FIRST), None),
+            credential_edits(&c, &latin1, Some(ProviderId::FIRST), false),
             vec![HeaderEdit::Set("cookie".into(), "name=Jos\u{FFFD}".into())]
         );
         // No credential cookie: the cookie header is left as it is.
         assert_eq!(
-            credential_edits(&c, &req("/api", &[("cookie", "a=1")]), None, None),
+            credential_edits(&c, &req("/api", &[("cookie", "a=1")]), None, false),
             vec![]
         );
         // A DPoP proof goes with its token whichever source carried it.
         for source in [("x-token", "t"), ("cookie", "access_token=t")] {
             let sent = req("/api", &[source, ("dpop", "proof")]);
-            let edits = credential_edits(&c, &sent, Some(ProviderId::FIRST), None);
+            let edits = credential_edits(&c, &sent, Some(ProviderId::FIRST), false);
             assert!(edits.contains(&remove("dpop")), "{source:?}: {edits:?}");
         }
     }
@@ -523,7 +531,7 @@ mod tests {
         let browser = config(json!({}));
         for verified_by in [Some(ProviderId::FIRST), None] {
             assert_eq!(
-                credential_edits(&browser, &sent, verified_by, None),
+                credential_edits(&browser, &sent, verified_by, false),
                 vec![HeaderEdit::Set("cookie".into(), "a=1".into())]
             );
         }
@@ -531,10 +539,10 @@ mod tests {
             "/v1/auth/x",
             &[("cookie", "__Host-authflow-challenge=ch-1")],
         );
-        assert_eq!(credential_edits(&browser, &to_service, None, None), vec![]);
+        assert_eq!(credential_edits(&browser, &to_service, None, false), vec![]);
         let no_cookies = config(json!({"token_sources": {"headers": ["x-token"]}}));
         assert_eq!(
-            credential_edits(&no_cookies, &sent, None, None),
+            credential_edits(&no_cookies, &sent, None, false),
             vec![],
             "no browser sign-in"
         );
@@ -552,7 +560,7 @@ mod tests {
         );
         let bare = req("/api", &[("authorization", "Bearer t")]);
         assert_eq!(
-            credential_edits(&c, &bare, Some(ProviderId::FIRST), None),
+            credential_edits(&c, &bare, Some(ProviderId::FIRST), false),
             vec![remove("authorization")]
         );
         let shouted = req(
@@ -564,7 +572,7 @@ mod tests {
             ],
         );
         assert_eq!(
-            credential_edits(&c, &shouted, Some(ProviderId::FIRST), None),
+            credential_edits(&c, &shouted, Some(ProviderId::FIRST), false),
             vec![
                 remove("authorization"),
                 remove("x-token"),
@@ -579,7 +587,7 @@ mod tests {
             "token headers are configured"
         );
         assert_eq!(
-            credential_edits(&c, &bare, Some(ProviderId::FIRST), None),
+            credential_edits(&c, &bare, Some(ProviderId::FIRST), false),
             vec![remove("authorization")]
         );
         // A failed read leaves the map empty (a request always has pseudo-headers):
@@ -587,7 +595,7 @@ mod tests {
         let c = config(json!({}));
         let unread = Request::from_headers(Vec::new(), None);
         assert_eq!(
-            credential_edits(&c, &unread, None, None),
+            credential_edits(&c, &unread, None, false),
             vec![remove("x-authflow-device")]
         );
     }
@@ -599,7 +607,7 @@ mod tests {
     #[test]
     fn an_unverified_token_and_other_authorization_schemes_are_left_alone() {
         let c = config(json!({}));
-        let edits = credential_edits(&c, &req("/public", CREDENTIALS), None, None);
+        let edits = credential_edits(&c, &req("/public", CREDENTIALS), None, false);
         assert_eq!(
             edits,
             vec![
@@ -608,8 +616,10 @@ mod tests {
             ]
         );
         let basic = req("/api", &[("authorization", "Basic dTpw")]);
-        assert!(!credential_edits(&c, &basic, Some(ProviderId::FIRST), None)
-            .contains(&remove("authorization")));
+        assert!(
+            !credential_edits(&c, &basic, Some(ProviderId::FIRST), false)
+                .contains(&remove("authorization"))
+        );
     }
 
     /// Finding: on a public route a token of a configured issuer that the
@@ -620,12 +630,7 @@ mod tests {
     #[test]
     fn a_token_of_ours_refused_on_a_public_route_goes_no_further() {
         for c in [config(json!({})), forwarding()] {
-            let edits = credential_edits(
-                &c,
-                &req("/public", CREDENTIALS),
-                None,
-                Some(ProviderId::FIRST),
-            );
+            let edits = credential_edits(&c, &req("/public", CREDENTIALS), None, true);
             for gone in ["authorization", "x-token"] {
                 assert!(edits.contains(&remove(gone)), "{gone}: {edits:?}");
             }
@@ -640,12 +645,7 @@ mod tests {
         }
         let with_proof = req("/public", &[("authorization", "DPoP t"), ("dpop", "p")]);
         assert_eq!(
-            credential_edits(
-                &config(json!({})),
-                &with_proof,
-                None,
-                Some(ProviderId::FIRST)
-            ),
+            credential_edits(&config(json!({})), &with_proof, None, true),
             vec![remove("authorization"), remove("dpop")]
         );
     }
@@ -661,7 +661,7 @@ mod tests {
     fn credentials_are_forwarded_only_where_envoy_routes_as_the_rule_reads() {
         let c = config(json!({}));
         assert_eq!(
-            credential_edits(&c, &req("/v1/auth/x", CREDENTIALS), None, None),
+            credential_edits(&c, &req("/v1/auth/x", CREDENTIALS), None, false),
             vec![]
         );
         for path in [
@@ -672,7 +672,7 @@ mod tests {
             "/v1/./auth/x",
         ] {
             assert_ne!(
-                credential_edits(&c, &req(path, CREDENTIALS), None, None),
+                credential_edits(&c, &req(path, CREDENTIALS), None, false),
                 vec![],
                 "{path}"
             );
@@ -683,7 +683,7 @@ mod tests {
         let on = |authority: &str| {
             let mut h = vec![(":authority", authority)];
             h.extend_from_slice(CREDENTIALS);
-            credential_edits(&by_host, &req("/x", &h), None, None)
+            credential_edits(&by_host, &req("/x", &h), None, false)
         };
         assert_eq!(on("auth.example"), vec![]);
         assert_eq!(on("Auth.Example"), vec![]);
@@ -701,7 +701,12 @@ mod tests {
     fn forwarding_is_a_configured_choice() {
         let c = config(json!({"forward_device_secret": true}));
         assert_eq!(
-            credential_edits(&c, &req("/api", CREDENTIALS), Some(ProviderId::FIRST), None),
+            credential_edits(
+                &c,
+                &req("/api", CREDENTIALS),
+                Some(ProviderId::FIRST),
+                false
+            ),
             vec![
                 remove("authorization"),
                 remove("x-token"),
@@ -719,7 +724,12 @@ mod tests {
         // The explicit token goes upstream; the token cookie beside it was never
         // checked, so it does not (see `only_the_token_that_verified_is_forwarded`).
         assert_eq!(
-            credential_edits(&c, &req("/api", CREDENTIALS), Some(ProviderId::FIRST), None),
+            credential_edits(
+                &c,
+                &req("/api", CREDENTIALS),
+                Some(ProviderId::FIRST),
+                false
+            ),
             vec![HeaderEdit::Set(
                 "cookie".into(),
                 "a=1; __Host-authflow-device=secret; b=2".into()
@@ -732,7 +742,7 @@ mod tests {
                 &c,
                 &req("/v1/auth/logout", CREDENTIALS),
                 Some(ProviderId::FIRST),
-                None
+                false
             ),
             vec![]
         );
@@ -757,7 +767,7 @@ mod tests {
             ],
         );
         assert_eq!(
-            credential_edits(&c, &both, Some(ProviderId::FIRST), None),
+            credential_edits(&c, &both, Some(ProviderId::FIRST), false),
             vec![HeaderEdit::Set("cookie".into(), "a=1; b=2".into())]
         );
         let header = req(
@@ -765,7 +775,7 @@ mod tests {
             &[("x-token", "t"), ("cookie", "access_token=other")],
         );
         assert_eq!(
-            credential_edits(&c, &header, Some(ProviderId::FIRST), None),
+            credential_edits(&c, &header, Some(ProviderId::FIRST), false),
             vec![remove("cookie")]
         );
         // The cookie is the token that verified: forwarded as configured.
@@ -777,13 +787,13 @@ mod tests {
             ],
         );
         assert_eq!(
-            credential_edits(&c, &cookie, Some(ProviderId::FIRST), None),
+            credential_edits(&c, &cookie, Some(ProviderId::FIRST), false),
             vec![]
         );
         // No token verified (none of a configured issuer): the header token
         // is left alone; the token cookie, never vouched for, goes.
         assert_eq!(
-            credential_edits(&c, &both, None, None),
+            credential_edits(&c, &both, None, false),
             vec![HeaderEdit::Set("cookie".into(), "a=1; b=2".into())]
         );
     }
@@ -803,7 +813,7 @@ mod tests {
         let forwarding = forwarding();
         let from_header = req("/api", &[("x-token", "t"), ("x_token", "forged")]);
         assert_eq!(
-            credential_edits(&forwarding, &from_header, Some(ProviderId::FIRST), None),
+            credential_edits(&forwarding, &from_header, Some(ProviderId::FIRST), false),
             vec![remove("x_token")]
         );
         let stripping = config(json!({"forward_device_secret": true}));
@@ -812,11 +822,11 @@ mod tests {
             &[("authorization", "Bearer t"), ("x_token", "forged")],
         );
         assert_eq!(
-            credential_edits(&stripping, &explicit, Some(ProviderId::FIRST), None),
+            credential_edits(&stripping, &explicit, Some(ProviderId::FIRST), false),
             vec![remove("authorization"), remove("x_token")]
         );
         // No token verified (an anonymous request): left as sent.
-        assert_eq!(credential_edits(&stripping, &explicit, None, None), vec![]);
+        assert_eq!(credential_edits(&stripping, &explicit, None, false), vec![]);
     }
 
     /// A legacy cookie parser (RFC 2109, still an option in some servers)
@@ -837,7 +847,7 @@ mod tests {
                 &[("cookie", &format!("{hidden}; access_token=t; b=2"))],
             );
             assert_eq!(
-                credential_edits(&forwarding, &from_cookie, Some(ProviderId::FIRST), None),
+                credential_edits(&forwarding, &from_cookie, Some(ProviderId::FIRST), false),
                 vec![HeaderEdit::Set(
                     "cookie".into(),
                     "access_token=t; b=2".into()
@@ -848,7 +858,7 @@ mod tests {
         // A comma in an ordinary value is left alone.
         let plain = req("/api", &[("cookie", "x=1, 2; access_token=t; b=2")]);
         assert_eq!(
-            credential_edits(&forwarding, &plain, Some(ProviderId::FIRST), None),
+            credential_edits(&forwarding, &plain, Some(ProviderId::FIRST), false),
             vec![]
         );
     }
@@ -882,7 +892,7 @@ mod tests {
                 HeaderEdit::Set("cookie".into(), upstream.into())
             };
             assert_eq!(
-                credential_edits(&forwarding, &r, Some(ProviderId::FIRST), None),
+                credential_edits(&forwarding, &r, Some(ProviderId::FIRST), false),
                 vec![expected],
                 "{sent}"
             );
@@ -892,7 +902,7 @@ mod tests {
             &[("cookie", "a=1; access_token=t"), ("cookie", "b=2")],
         );
         assert_eq!(
-            credential_edits(&forwarding, &one, Some(ProviderId::FIRST), None),
+            credential_edits(&forwarding, &one, Some(ProviderId::FIRST), false),
             vec![]
         );
     }
@@ -918,7 +928,7 @@ mod tests {
                 &[("cookie", &format!("access_token=t; {hidden}; b=2"))],
             );
             assert_eq!(
-                credential_edits(&forwarding, &from_cookie, Some(ProviderId::FIRST), None),
+                credential_edits(&forwarding, &from_cookie, Some(ProviderId::FIRST), false),
                 vec![HeaderEdit::Set(
                     "cookie".into(),
                     "access_token=t; b=2".into()
@@ -932,7 +942,7 @@ mod tests {
             &[("cookie", "x=1 __Host-authflow-device=secret; b=2")],
         );
         assert_eq!(
-            credential_edits(&c, &device, None, None),
+            credential_edits(&c, &device, None, false),
             vec![HeaderEdit::Set("cookie".into(), "b=2".into())]
         );
         // Spaces in an ordinary value, or around `=`, are left alone.
@@ -941,7 +951,7 @@ mod tests {
             &[("cookie", "x=hello world; access_token = t; b=2")],
         );
         assert_eq!(
-            credential_edits(&forwarding, &plain, Some(ProviderId::FIRST), None),
+            credential_edits(&forwarding, &plain, Some(ProviderId::FIRST), false),
             vec![]
         );
     }
@@ -966,7 +976,7 @@ mod tests {
                 &[("cookie", &format!("{planted}; access_token=t; b=2"))],
             );
             assert_eq!(
-                credential_edits(&forwarding, &from_cookie, Some(ProviderId::FIRST), None),
+                credential_edits(&forwarding, &from_cookie, Some(ProviderId::FIRST), false),
                 vec![HeaderEdit::Set(
                     "cookie".into(),
                     "access_token=t; b=2".into()
@@ -982,13 +992,13 @@ mod tests {
                 ],
             );
             assert_eq!(
-                credential_edits(&forwarding, &explicit, Some(ProviderId::FIRST), None),
+                credential_edits(&forwarding, &explicit, Some(ProviderId::FIRST), false),
                 vec![HeaderEdit::Set("cookie".into(), "b=2".into())],
                 "{planted}"
             );
             // Not forwarded: no spelling of it goes either.
             assert_eq!(
-                credential_edits(&stripping, &from_cookie, Some(ProviderId::FIRST), None),
+                credential_edits(&stripping, &from_cookie, Some(ProviderId::FIRST), false),
                 vec![HeaderEdit::Set("cookie".into(), "b=2".into())],
                 "{planted}"
             );
@@ -1002,7 +1012,7 @@ mod tests {
         ] {
             let r = req("/api", &[("cookie", &format!("{other}; access_token=t"))]);
             assert_eq!(
-                credential_edits(&forwarding, &r, Some(ProviderId::FIRST), None),
+                credential_edits(&forwarding, &r, Some(ProviderId::FIRST), false),
                 vec![],
                 "{other}"
             );
@@ -1028,7 +1038,7 @@ mod tests {
             "the token that verified"
         );
         assert_eq!(
-            credential_edits(&c, &r, Some(ProviderId::FIRST), None),
+            credential_edits(&c, &r, Some(ProviderId::FIRST), false),
             vec![remove("authorization")]
         );
     }
@@ -1039,7 +1049,7 @@ mod tests {
         for value in ["Bearer\tt", "dpop\tt", " bearer \t t"] {
             let r = req("/api", &[("authorization", value)]);
             assert_eq!(
-                credential_edits(&c, &r, Some(ProviderId::FIRST), None),
+                credential_edits(&c, &r, Some(ProviderId::FIRST), false),
                 vec![remove("authorization")],
                 "{value:?}"
             );
@@ -1052,7 +1062,7 @@ mod tests {
             ],
         );
         assert_eq!(
-            credential_edits(&c, &other, Some(ProviderId::FIRST), None),
+            credential_edits(&c, &other, Some(ProviderId::FIRST), false),
             vec![]
         );
     }
@@ -1065,12 +1075,12 @@ mod tests {
     fn credentials_follow_a_rule_only_in_the_paths_own_case() {
         let c = config(json!({"case_insensitive_paths": true}));
         assert_eq!(
-            credential_edits(&c, &req("/v1/auth/x", CREDENTIALS), None, None),
+            credential_edits(&c, &req("/v1/auth/x", CREDENTIALS), None, false),
             vec![]
         );
         let forwarded: Vec<_> = ["/V1/AUTH/logout", "/v1/Auth/refresh"]
             .into_iter()
-            .filter(|p| credential_edits(&c, &req(p, CREDENTIALS), None, None).is_empty())
+            .filter(|p| credential_edits(&c, &req(p, CREDENTIALS), None, false).is_empty())
             .collect();
         assert!(
             forwarded.is_empty(),
@@ -1089,7 +1099,7 @@ mod tests {
         let on = |method: &str| {
             let mut h = vec![(":method", method)];
             h.extend_from_slice(CREDENTIALS);
-            credential_edits(&c, &req("/v1/auth/x", &h), None, None)
+            credential_edits(&c, &req("/v1/auth/x", &h), None, false)
         };
         assert_eq!(on("GET"), vec![]);
         let forwarded: Vec<_> = ["get", "head", "POST"]

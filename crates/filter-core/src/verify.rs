@@ -126,6 +126,14 @@ impl From<DenyReason> for VerifyError {
     }
 }
 
+/// A token [`screen`] refused: why, and the provider it names when its
+/// issuer is one of ours (then it is ours, refused: see `Allowed::refused_token`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unscreened {
+    pub reason: DenyReason,
+    pub provider: Option<ProviderId>,
+}
+
 /// Checks the token's shape and header and finds its provider, without keys.
 /// The payload is decoded into `payload` (its previous content dropped),
 /// which the claims then borrow from.
@@ -133,31 +141,50 @@ pub fn screen<'b>(
     token: &str,
     config: &FilterConfig,
     payload: &'b mut Vec<u8>,
-) -> Result<Screened<'b>, DenyReason> {
+) -> Result<Screened<'b>, Unscreened> {
     let _span = timing::span(Piece::Screen);
-    let parts = CompactParts::split(token).ok_or(DenyReason::Malformed)?;
+    let not_ours = |reason| Unscreened {
+        reason,
+        provider: None,
+    };
+    let parts = CompactParts::split(token).ok_or(not_ours(DenyReason::Malformed))?;
     let mut header_bytes = Vec::new();
-    let header = JoseHeader::from(decode_json(parts.header, &mut header_bytes)?);
+    let header = JoseHeader::from(decode_json(parts.header, &mut header_bytes).map_err(not_ours)?);
     let alg = header
         .alg()
         .and_then(Json::as_str)
-        .ok_or(DenyReason::Malformed)?;
+        .ok_or(not_ours(DenyReason::Malformed))?;
     // Keys come from configuration only; `crit` names extensions we do not implement (RFC 7515 §4.1.11).
     if header.has_key_or_extension() {
-        return Err(DenyReason::KeyInHeader);
+        return Err(not_ours(DenyReason::KeyInHeader));
     }
     if parts.signature.is_empty() {
         // `alg: none` and friends: an unsigned token is never accepted.
-        return Err(DenyReason::AlgorithmNotAllowed);
+        return Err(not_ours(DenyReason::AlgorithmNotAllowed));
     }
-    let payload = decode_json(parts.payload, payload)?;
+    let payload = decode_json(parts.payload, payload).map_err(not_ours)?;
     let issuer = payload
         .get("iss")
         .and_then(Json::as_str)
-        .ok_or(DenyReason::MissingClaim)?;
+        .ok_or(not_ours(DenyReason::MissingClaim))?;
     let provider = config
         .provider_for_issuer(issuer)
-        .ok_or(DenyReason::UnknownIssuer)?;
+        .ok_or(not_ours(DenyReason::UnknownIssuer))?;
+    screen_ours(config, provider, alg, &header, &parts, payload).map_err(|reason| Unscreened {
+        reason,
+        provider: Some(provider),
+    })
+}
+
+/// The rest of [`screen`], for a token naming `provider`'s issuer.
+fn screen_ours<'b>(
+    config: &FilterConfig,
+    provider: ProviderId,
+    alg: &str,
+    header: &JoseHeader<'_>,
+    parts: &CompactParts<'_>,
+    payload: Object<'b>,
+) -> Result<Screened<'b>, DenyReason> {
     let algorithm = Algorithm::parse(alg)
         .filter(|a| {
             config
