@@ -2,6 +2,8 @@
 // Tests may unwrap and panic: a failure should stop the test where it happened.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use authflow_contract::fingerprint::{FingerprintInput, DEVICE_HEADER};
 use authflow_contract::revocation::{BannedSubject, RevocationFeed, RevokedToken};
 use authflow_contract::{claims, AccessClaims, KeySet};
@@ -13,7 +15,7 @@ use authflow_filter_core::{FilterConfig, ProviderId, Request};
 use jwt_simple::prelude::*;
 use serde_json::json;
 
-const ISS: &str = "https://auth.test";
+use support::{load_empty_revocation_list, ISS};
 const NOW: u64 = 1_900_000_000;
 
 struct Fixture {
@@ -43,24 +45,8 @@ fn config(extra: serde_json::Value) -> FilterConfig {
 
 fn fixture(extra: serde_json::Value) -> Fixture {
     let kp = Ed25519KeyPair::generate().with_key_id("k1");
-    let mut engine = Engine::new(config(extra), NOW * 1000);
-    let jwks = format!(r#"{{"keys":[{}]}}"#, kp.public_key().to_jwk());
-    engine.set_keys(ProviderId::FIRST, KeySet::parse(jwks.as_bytes()).unwrap());
-    load_empty_revocation_list(&mut engine, NOW * 1000);
+    let engine = support::ready_engine(config(extra), &kp.public_key().to_jwk(), NOW * 1000);
     Fixture { kp, engine }
-}
-
-/// What the background side does first: the provider's (empty) list lands.
-fn load_empty_revocation_list(engine: &mut Engine, now_ms: u64) {
-    let empty = RevocationFeed {
-        issuer: ISS.into(),
-        cursor: "0".into(),
-        snapshot: true,
-        ..Default::default()
-    };
-    engine
-        .apply_feed(ProviderId::FIRST, FeedBody::Json(empty), now_ms)
-        .unwrap();
 }
 
 /// The test provider's keys and revocation list, as the background side holds them.

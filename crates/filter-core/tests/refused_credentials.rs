@@ -4,16 +4,15 @@
 //! and claims rendered into headers as integers only.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use authflow_contract::revocation::RevocationFeed;
-use authflow_contract::KeySet;
+mod support;
+
 use authflow_filter_core::engine::{Engine, Outcome};
-use authflow_filter_core::fetch::FeedBody;
 use authflow_filter_core::forward::{credential_edits, sets_credential_cookie, HeaderEdit};
-use authflow_filter_core::{FilterConfig, ProviderId, Request};
+use authflow_filter_core::{FilterConfig, Request};
 use jwt_simple::prelude::*;
 use serde_json::json;
 
-const ISS: &str = "https://auth.test";
+use support::ISS;
 const NOW: u64 = 1_900_000_000;
 
 fn config() -> FilterConfig {
@@ -40,18 +39,7 @@ struct Fixture {
 
 fn fixture() -> Fixture {
     let kp = Ed25519KeyPair::generate().with_key_id("k1");
-    let mut engine = Engine::new(config(), NOW * 1000);
-    let jwks = format!(r#"{{"keys":[{}]}}"#, kp.public_key().to_jwk());
-    engine.set_keys(ProviderId::FIRST, KeySet::parse(jwks.as_bytes()).unwrap());
-    let empty = RevocationFeed {
-        issuer: ISS.into(),
-        cursor: "0".into(),
-        snapshot: true,
-        ..Default::default()
-    };
-    engine
-        .apply_feed(ProviderId::FIRST, FeedBody::Json(empty), NOW * 1000)
-        .unwrap();
+    let engine = support::ready_engine(config(), &kp.public_key().to_jwk(), NOW * 1000);
     Fixture { kp, engine }
 }
 

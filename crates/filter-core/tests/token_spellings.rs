@@ -3,8 +3,10 @@
 //! must happen.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use authflow_contract::revocation::{RevocationFeed, RevokedToken};
-use authflow_contract::{AccessClaims, KeySet};
+use authflow_contract::AccessClaims;
 use authflow_filter_core::deny::DenyReason;
 use authflow_filter_core::engine::{Engine, Outcome};
 use authflow_filter_core::fetch::FeedBody;
@@ -14,7 +16,7 @@ use base64::Engine as _;
 use jwt_simple::prelude::*;
 use serde_json::json;
 
-const ISS: &str = "https://auth.test";
+use support::ISS;
 const NOW: u64 = 1_900_000_000;
 
 /// P-256 group order n, big-endian.
@@ -37,19 +39,7 @@ fn config(algorithms: &[&str]) -> FilterConfig {
 }
 
 fn engine(algorithms: &[&str], jwk: String) -> Engine {
-    let mut engine = Engine::new(config(algorithms), NOW * 1000);
-    let jwks = format!(r#"{{"keys":[{jwk}]}}"#);
-    engine.set_keys(ProviderId::FIRST, KeySet::parse(jwks.as_bytes()).unwrap());
-    let empty = RevocationFeed {
-        issuer: ISS.into(),
-        cursor: "0".into(),
-        snapshot: true,
-        ..Default::default()
-    };
-    engine
-        .apply_feed(ProviderId::FIRST, FeedBody::Json(empty), NOW * 1000)
-        .unwrap();
-    engine
+    support::ready_engine(config(algorithms), &jwk, NOW * 1000)
 }
 
 fn claims() -> JWTClaims<AccessClaims> {

@@ -98,3 +98,34 @@ pub fn publish_list(
     }
     overlay_slot.publish(p, &overlay, vm_id, now_ms).is_ok()
 }
+
+/// An engine on `config` as the background side leaves it once ready: the
+/// first provider (issuer [`ISS`]) holding the one key `jwk` (a JWK's JSON
+/// text) and an empty revocation list, both as of `now_ms`.
+pub fn ready_engine(config: authflow_filter_core::FilterConfig, jwk: &str, now_ms: u64) -> Engine {
+    let mut engine = Engine::new(config, now_ms);
+    let jwks = format!(r#"{{"keys":[{jwk}]}}"#);
+    engine.set_keys(
+        ProviderId::FIRST,
+        authflow_contract::KeySet::parse(jwks.as_bytes()).unwrap(),
+    );
+    load_empty_revocation_list(&mut engine, now_ms);
+    engine
+}
+
+/// What the background side does first: the first provider's (empty) list lands.
+pub fn load_empty_revocation_list(engine: &mut Engine, now_ms: u64) {
+    let empty = authflow_contract::revocation::RevocationFeed {
+        issuer: ISS.into(),
+        cursor: "0".into(),
+        snapshot: true,
+        ..Default::default()
+    };
+    engine
+        .apply_feed(
+            ProviderId::FIRST,
+            authflow_filter_core::fetch::FeedBody::Json(empty),
+            now_ms,
+        )
+        .unwrap();
+}
