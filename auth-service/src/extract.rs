@@ -243,18 +243,7 @@ async fn session_still_live(
         return Err(ApiError::InvalidToken("token has been revoked"));
     }
     state.feed.sync(state.store.as_ref(), now).await?;
-    let revoked = state.feed.is_revoked(
-        verified.jti.as_deref(),
-        &verified.claims.sid,
-        Some(&verified.sub),
-        verified.issued_at,
-        now,
-    );
-    match revoked {
-        Ok(false) => Ok(()),
-        Ok(true) => Err(ApiError::InvalidToken("token has been revoked")),
-        Err(crate::feed::StaleList) => Err(tokens::Refusal::StaleList.into()),
-    }
+    Ok(tokens::not_revoked(state, verified, now)?)
 }
 
 /// The device check of a device-bound token (`dfp`), as the filter makes it:

@@ -251,6 +251,13 @@ const STALE_LIST_RETRY_AFTER_SECS: u64 = 1;
 /// `typ`, iss / aud / exp / nbf, then the revocation set.
 pub fn verify(state: &AppState, token: &str, now: i64) -> Result<Verified, Refusal> {
     let verified = verify_signed(state, token, now)?;
+    not_revoked(state, &verified, now)?;
+    Ok(verified)
+}
+
+/// The revocation set's answer for a signed token, as this instance's list
+/// holds it now (its jti, session, subject and issue time).
+pub fn not_revoked(state: &AppState, verified: &Verified, now: i64) -> Result<(), Refusal> {
     let revoked = state.feed.is_revoked(
         verified.jti.as_deref(),
         &verified.claims.sid,
@@ -259,7 +266,7 @@ pub fn verify(state: &AppState, token: &str, now: i64) -> Result<Verified, Refus
         now,
     );
     match revoked {
-        Ok(false) => Ok(verified),
+        Ok(false) => Ok(()),
         Ok(true) => Err("token has been revoked".into()),
         Err(crate::feed::StaleList) => Err(Refusal::StaleList),
     }
