@@ -1412,6 +1412,46 @@ fn method_rules_match_any_case_and_head_as_get() {
     );
 }
 
+/// CORS preflights (`OPTIONS` with `Origin` and
+/// `Access-Control-Request-Method`) carry no credentials: the README's rule
+/// on `OPTIONS` lets them reach the backend's CORS answer, where `jwt_authn`
+/// would use `bypass_cors_preflight`. It is no way past the other rules: a
+/// `POST` naming `OPTIONS` in a method override is judged as a `POST` too,
+/// and a token a preflight carries anyway goes no further.
+#[test]
+fn an_options_rule_lets_cors_preflights_through_and_nothing_else() {
+    let mut f = fixture(json!({"routes": [
+        {"match": {"prefix": "/", "methods": ["OPTIONS"]}, "policy": "public"},
+        {"match": {"path_prefix": "/api"}, "policy": "authenticated"}
+    ]}));
+    let preflight = [
+        ("origin", "https://app.example"),
+        ("access-control-request-method", "DELETE"),
+        ("access-control-request-headers", "authorization"),
+    ];
+    let mut eval = |method: &str, headers: &[(&str, &str)]| {
+        f.engine.evaluate(
+            &request(method, "api", "/api/items/1", headers),
+            NOW * 1000 + 500,
+            true,
+        )
+    };
+    match eval("OPTIONS", &preflight) {
+        Outcome::Allow(a) => assert!(a.identity_headers().is_empty() && a.verified_by.is_none()),
+        other => panic!("a preflight is refused: {other:?}"),
+    }
+    assert_eq!(
+        denied(&eval("POST", &[("x-http-method-override", "OPTIONS")])),
+        (DenyReason::MissingToken, 401),
+        "an override naming OPTIONS is no way past the POST's rule"
+    );
+    assert_eq!(
+        denied(&eval("DELETE", &preflight)),
+        (DenyReason::MissingToken, 401),
+        "CORS headers on another method lend nothing"
+    );
+}
+
 #[test]
 fn a_host_route_is_not_dodged_with_a_trailing_dot() {
     let mut f = fixture(
