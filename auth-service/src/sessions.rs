@@ -48,6 +48,10 @@ pub const JUST_ROTATED: &str = "refresh token was just rotated";
 /// or that was sent without its device.
 const UNKNOWN_REFRESH_TOKEN: &str = "unknown refresh token";
 
+/// Most sessions [`end_replaced`] looks at on one device: one device secret
+/// belongs to one sign-in, so more than one live session is never expected.
+const REPLACED_LISTED: u32 = 8;
+
 /// Whether a refresh token rotated (`used_at`) is, at `now`, still within
 /// [`REFRESH_REUSE_GRACE_SECS`]. A rotation stamped ahead of `now` (another
 /// instance's clock) counts as just rotated.
@@ -112,28 +116,22 @@ pub async fn revoke_all_sessions(
     Ok(ids.len())
 }
 
-/// Ends the session a browser held before it signed in again as the same
-/// user (found by the device cookie it still sends), all but `kept`, the new
-/// one. Otherwise the old session lives on until it expires, its refresh
-/// token in nobody's hands but a copy's (a thief's). Returns how many ended.
+/// Ends the session a browser held before it signed in again, as the same
+/// user or as another (found by the device cookie it still sends: each
+/// sign-in makes its own device secret), all but `kept`, the new one.
+/// Otherwise the old session lives on until it expires, its refresh token in
+/// nobody's hands but a copy's (a thief's). Returns how many ended.
 pub async fn end_replaced(state: &AppState, client: &Client, kept: &str) -> ApiResult<usize> {
     let Some(device) = tokens::device_secret(&client.headers) else {
         return Ok(0);
     };
-    let Some(new) = state.store.session(kept).await? else {
-        return Ok(0);
-    };
-    let device_hash = hash_secret(&device);
     let live = state
         .store
-        .live_sessions_of(&new.user_id, now(), state.config.sessions.max_per_user)
+        .live_sessions_on_device(&hash_secret(&device), now(), REPLACED_LISTED)
         .await?;
     let mut ended = 0;
     for session in live {
-        if session.id != kept
-            && hashes_match(&device_hash, &session.device_secret_hash)
-            && revoke_session(state, &session.id, "signed_in_again").await?
-        {
+        if session.id != kept && revoke_session(state, &session.id, "signed_in_again").await? {
             ended += 1;
         }
     }

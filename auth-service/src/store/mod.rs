@@ -803,6 +803,14 @@ pub trait Store: Send + Sync + 'static {
         device_secret_hash: &str,
         now: i64,
     ) -> StoreResult<bool>;
+    /// The newest `limit` sessions, of any user, still usable at `now` and
+    /// bound to the device secret of this hash (`sessions_by_device`).
+    async fn live_sessions_on_device(
+        &self,
+        device_secret_hash: &str,
+        now: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Session>>;
     /// A user's newest `limit` sessions still usable at `now` (not revoked, not expired).
     async fn live_sessions_of(
         &self,

@@ -963,6 +963,19 @@ macro_rules! impl_store {
                 Ok(found.is_some())
             }
 
+            async fn live_sessions_on_device(&self, device_secret_hash: &str, now: i64, limit: u32) -> StoreResult<Vec<Session>> {
+                let rows: Vec<Session> = sqlx::query_as(&format!(
+                    "SELECT {SESSION_COLUMNS} FROM sessions WHERE device_secret_hash = $1 AND revoked_at IS NULL \
+                     AND expires_at > $2 ORDER BY created_at DESC, id DESC LIMIT $3"
+                ))
+                .bind(device_secret_hash)
+                .bind(now)
+                .bind(i64::from(limit))
+                .fetch_all(self.reader())
+                .await?;
+                Ok(rows)
+            }
+
             async fn live_sessions_of(&self, user_id: &str, now: i64, limit: u32) -> StoreResult<Vec<Session>> {
                 let rows: Vec<Session> = sqlx::query_as(&format!(
                     "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 \

@@ -2008,3 +2008,56 @@ async fn signing_in_again_ends_the_session_the_browser_held() {
     other.sign_in(&app, "again@example.com", "/").await;
     assert_eq!(b.get("/auth/devices").await.status, 200);
 }
+
+/// Signed in as another account from the same browser, the first account's
+/// session ended too: it was left alive (found only by the new user's
+/// sessions), its refresh token in nobody's hands but a copy's. Another
+/// browser's session of the first account stays.
+#[tokio::test]
+async fn signing_in_as_another_user_ends_the_first_users_session_in_that_browser() {
+    let app = spawn_app().await;
+    let mut b = Browser::new(&app);
+    b.sign_up_and_in(&app, "first@example.com", "/").await;
+    let first = claims(&b.cookie(ACCESS).unwrap().value);
+    let first_sub = first["sub"].as_str().unwrap().to_owned();
+    let mut kept = b.clone();
+    let mut elsewhere = Browser::new(&app);
+    elsewhere.sign_in(&app, "first@example.com", "/").await;
+    Browser::new(&app)
+        .sign_up_and_in(&app, "second@example.com", "/")
+        .await;
+
+    let r = b.sign_in(&app, "second@example.com", "/").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let live: Vec<String> = app
+        .state
+        .store
+        .sessions_of(&first_sub, &PageRequest::first(1000))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.revoked_at.is_none())
+        .map(|s| s.id)
+        .collect();
+    let elsewhere_sid = claims(&elsewhere.cookie(ACCESS).unwrap().value)["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        live,
+        [elsewhere_sid],
+        "only the other browser's session lives"
+    );
+    let r = kept.get("/auth/refresh?return_to=/auth/devices").await;
+    assert_eq!(
+        r.location(),
+        "/auth/signin?return_to=/auth/devices",
+        "the first account's refresh cookie is refused"
+    );
+    assert_eq!(
+        b.get("/auth/devices").await.status,
+        200,
+        "signed in as the second"
+    );
+    assert_eq!(elsewhere.get("/auth/devices").await.status, 200);
+}
