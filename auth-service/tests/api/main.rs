@@ -7,6 +7,7 @@
 mod addresses;
 mod admin;
 mod at_rest;
+mod bounds;
 mod browser;
 mod cache_headers;
 mod common;

@@ -10,6 +10,8 @@ mod addresses;
 mod admin;
 #[path = "../api/at_rest.rs"]
 mod at_rest;
+#[path = "../api/bounds.rs"]
+mod bounds;
 #[path = "../api/browser.rs"]
 mod browser;
 #[path = "../api/cache_headers.rs"]

@@ -65,15 +65,14 @@ async fn send_reset(
 ) -> ApiResult<()> {
     // Taken for unknown addresses too, so the limit behaves the same for both.
     if !mail_budget::allow(state, email.as_str(), client, now()).await? {
-        audit::record(
-            state,
-            Some(client),
-            "password_forgot",
-            "mail_limited",
-            None,
-            Some(email.as_str()),
-        )
-        .await;
+        // A refusal any client repeats at will: one row per address a minute,
+        // not one per request (the log would grow with the flood).
+        let about = audit::Repeated {
+            user_id: None,
+            email: Some(email.as_str()),
+            per_account: false,
+        };
+        audit::record_repeatable(state, client, ("password_forgot", "mail_limited"), about).await;
         return Ok(());
     }
     let Some(user) = state.store.user_by_email(email.as_str()).await? else {
