@@ -3,7 +3,8 @@
 
 Inputs (the only places to edit):
   envoy/authflow-filter.json   the filter configuration, with ${issuer} ${audience} ${auth_cluster} ${auth_authority}
-  envoy/rate-limits.json       per-route request budgets (Envoy's local_ratelimit, after the filter)
+  envoy/rate-limits.json       per-route request budgets (Envoy's local_ratelimit, after the filter),
+                               and one per client address before it
   envoy/envoy.yaml.in          the Envoy bootstrap shared by the local run and compose
   deploy/istio/wasmplugin.yaml.in
   deploy/istio/ratelimit.yaml.in
@@ -128,14 +129,48 @@ def local_rate_limit(route: str, values: dict) -> dict:
     }
 
 
+def before_auth_rate_limit() -> dict:
+    """Envoy's local_ratelimit configuration for the filter BEFORE the authflow filter: one
+    bucket per client address (`before_auth` in envoy/rate-limits.json) for every request,
+    refused by the authflow filter or not. It keys on the address alone: no header the
+    authflow filter sets can be trusted before it has run."""
+    limits = json.loads(RATE_LIMITS.read_text())
+    budget = limits["before_auth"]["per_address"]
+    everyone = {"numerator": 100, "denominator": "HUNDRED"}
+    return {
+        "@type": LOCAL_RATE_LIMIT_TYPE,
+        "stat_prefix": "authflow_rate_limit_before_auth",
+        "filter_enabled": {"runtime_key": "authflow_rate_limit.enabled", "default_value": everyone},
+        "filter_enforced": {"runtime_key": "authflow_rate_limit.enforced", "default_value": everyone},
+        # For a request that yields no descriptor (no client address): one shared bucket.
+        "token_bucket": budget,
+        "always_consume_default_token_bucket": False,
+        "max_dynamic_descriptors": limits["max_dynamic_descriptors"],
+        # No x-ratelimit-* headers: the budgets after the filter send those of the route's.
+        "response_headers_to_add": [
+            {"header": {"key": "retry-after", "value": str(fill_seconds("before_auth", budget))},
+             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+        ],
+        "rate_limits": [
+            {"actions": [{"masked_remote_address": {"v4_prefix_mask_len": 32, "v6_prefix_mask_len": 64}}]},
+        ],
+        "descriptors": [
+            {"entries": [{"key": "masked_remote_address", "value": ""}], "token_bucket": budget},
+        ],
+    }
+
+
 def rate_limit_fields(values: dict, route_indent: int, default_indent: int) -> dict:
     """`rate_limit_<route>` template fields: each route's configuration as block YAML.
-    `default` sits on the filter itself (every route without its own), the others on routes."""
+    `default` sits on the filter itself (every route without its own), the others on routes;
+    `rate_limit_before_auth` is the filter before the authflow filter."""
     routes = json.loads(RATE_LIMITS.read_text())["routes"]
-    return {
+    fields = {
         f"rate_limit_{r}": "\n".join(to_yaml(local_rate_limit(r, values), default_indent if r == "default" else route_indent))
         for r in routes
     }
+    fields["rate_limit_before_auth"] = "\n".join(to_yaml(before_auth_rate_limit(), default_indent))
+    return fields
 
 
 def auth_hosts(values: dict) -> list[str]:

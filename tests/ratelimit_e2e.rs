@@ -52,11 +52,18 @@ impl User {
 }
 
 fn stack() -> Stack {
+    stack_with(|_| {})
+}
+
+/// [`stack`], with `edit` applied to the configuration of Envoy.
+fn stack_with(edit: impl Fn(&mut Value)) -> Stack {
     let auth = AuthService::start(ISSUER, &[]);
     let backend = EchoServer::start("127.0.0.1:0").unwrap();
     let (auth_port, backend_port) = (auth.port, backend.addr.port());
     let envoy = Envoy::start_doc(2, |port, admin_port| {
-        shipped_local_config(port, admin_port, auth_port, backend_port)
+        let mut doc = shipped_local_config(port, admin_port, auth_port, backend_port);
+        edit(&mut doc);
+        doc
     })
     .unwrap_or_else(|e| panic!("{e}"));
     Stack {
@@ -93,7 +100,12 @@ fn shipped_local_config(port: u16, admin_port: u16, auth_port: u16, backend_port
 
 /// Every token bucket of one local_ratelimit configuration: `BUDGET` tokens, refilled hourly.
 fn shrink_buckets(limiter: &mut Value) -> usize {
-    let small = json!({"max_tokens": BUDGET, "tokens_per_fill": 1, "fill_interval": "3600s"});
+    shrink_buckets_to(limiter, BUDGET)
+}
+
+/// Every token bucket of one local_ratelimit configuration: `tokens`, refilled hourly.
+fn shrink_buckets_to(limiter: &mut Value, tokens: usize) -> usize {
+    let small = json!({"max_tokens": tokens, "tokens_per_fill": 1, "fill_interval": "3600s"});
     limiter["token_bucket"] = small.clone();
     for d in limiter["descriptors"]
         .as_array_mut()
@@ -344,8 +356,13 @@ fn two_issuers_users_with_the_same_subject_do_not_share_a_budget() {
         let mut doc = shipped_local_config(port, admin_port, free_port(), backend_port);
         let hcm = &mut doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
             ["typed_config"];
-        hcm["http_filters"][0]["typed_config"]["config"]["configuration"]["value"] =
-            json!(filter.to_string());
+        let wasm = hcm["http_filters"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|f| f["name"] == "envoy.filters.http.wasm")
+            .unwrap();
+        wasm["typed_config"]["config"]["configuration"]["value"] = json!(filter.to_string());
         doc
     })
     .unwrap_or_else(|e| panic!("{e}"));
@@ -388,4 +405,53 @@ fn a_user_who_spent_her_budget_gets_no_fresh_one_from_an_issuer_header_of_her_ow
         headers.push((name, value));
         assert_limited(&st.envoy.get("/api/data", &headers));
     }
+}
+
+/// The budgets above run after the filter: a request whose token it refuses
+/// (its own 401) never reaches them. An anonymous client sending forged
+/// tokens (a real token's header and claims, a signature of its own: each
+/// one a signature check) spent no budget, however many it sent. The budget
+/// per client address before the filter (`before_auth`) counts them: past
+/// it 429, in the same JSON shape, and another address is still served.
+#[test]
+fn forged_tokens_spend_the_client_addresss_budget_before_the_filter() {
+    const BEFORE_AUTH: usize = 2 * BUDGET;
+    let st = stack_with(|doc| {
+        let filters = &mut doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"]
+            [0]["typed_config"]["http_filters"];
+        let before = filters
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|f| f["name"] == "authflow.rate_limit.before_auth")
+            .expect("envoy/local.yaml: a budget before the authflow filter");
+        shrink_buckets_to(&mut before["typed_config"], BEFORE_AUTH);
+    });
+    let alice = st.user("alice@ratelimit.test");
+    let bearer = alice.headers()[0].1.to_owned();
+    let mut statuses = Vec::new();
+    for i in 0..3 * BEFORE_AUTH {
+        let (head, signature) = bearer.rsplit_once('.').unwrap();
+        let mut signature = signature.as_bytes().to_vec();
+        // A distinct forgery each time: nothing can be remembered about the last one.
+        signature[i] = if signature[i] == b'A' { b'B' } else { b'A' };
+        let forged = format!("{head}.{}", String::from_utf8(signature).unwrap());
+        let r = st
+            .envoy
+            .get("/api/data", &[("authorization", forged.as_str())]);
+        if statuses.len() < BEFORE_AUTH {
+            assert_eq!(r.status, 401, "within the budget the filter answers: {r:?}");
+        } else {
+            assert_eq!(r.status, 429, "{r:?}");
+            assert_eq!(r.json()["error"], "too_many_requests", "{r:?}");
+            assert_eq!(r.header("retry-after"), Some("1"), "{r:?}");
+        }
+        statuses.push(r.status);
+    }
+    assert_eq!(
+        st.envoy.stat("denied.bad_signature"),
+        BEFORE_AUTH as u64,
+        "only the forgeries within the budget cost a signature check"
+    );
+    assert_eq!(status_from([127, 0, 0, 2], st.envoy.port, PUBLIC), 200);
 }

@@ -372,7 +372,19 @@ if (limiter && plugin) {
   const subject = plugin.spec.pluginConfig?.identity_headers?.subject;
   // A user's bucket is (subject, issuer): subjects are unique per issuer only.
   const issuer = plugin.spec.pluginConfig?.identity_headers?.issuer ?? "x-auth-issuer";
-  const configs = patches.flatMap((p) => [p.patch?.value?.typed_config, p.patch?.value?.typed_per_filter_config?.["envoy.filters.http.local_ratelimit"]])
+  // The budget per address before the filter: first in the chain (ahead of the WasmPlugin), keyed
+  // on the client's address alone (no header the filter sets is trustworthy before it ran).
+  const before = patches.find((p) => p.applyTo === "HTTP_FILTER" && p.patch?.value?.name === "authflow.rate_limit.before_auth");
+  if (!before || before.patch.operation !== "INSERT_FIRST") {
+    errors.push("EnvoyFilter authflow-rate-limits: authflow.rate_limit.before_auth must be inserted INSERT_FIRST (before the authflow WasmPlugin)");
+  } else {
+    const actions = (before.patch.value.typed_config?.rate_limits ?? []).flatMap((r) => r.actions ?? []);
+    if (actions.length !== 1 || !actions[0].masked_remote_address) {
+      errors.push("EnvoyFilter authflow-rate-limits (before_auth): must key on the client's address alone (masked_remote_address)");
+    }
+  }
+  const configs = patches.filter((p) => p !== before)
+    .flatMap((p) => [p.patch?.value?.typed_config, p.patch?.value?.typed_per_filter_config?.["envoy.filters.http.local_ratelimit"]])
     .filter((c) => c && c.descriptors);
   for (const c of configs) {
     const headers = (c.rate_limits ?? []).flatMap((r) => r.actions ?? []).map((a) => a.request_headers?.header_name).filter(Boolean);

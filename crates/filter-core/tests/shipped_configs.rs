@@ -17,7 +17,7 @@ use authflow_filter_core::deny::DenyReason;
 use authflow_filter_core::policy::policy_for;
 use authflow_filter_core::Request;
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -426,6 +426,8 @@ fn every_connection_manager_normalizes_paths_and_refuses_underscore_headers() {
 }
 
 const RATE_LIMIT_FILTER: &str = "envoy.filters.http.local_ratelimit";
+/// The local_ratelimit before the authflow filter (`before_auth` in envoy/rate-limits.json).
+const BEFORE_AUTH_FILTER: &str = "authflow.rate_limit.before_auth";
 
 /// The listener in front of Envoy's loopback admin (deploy/generate.py): no application traffic.
 const ADMIN_READONLY: &str = "admin_readonly";
@@ -548,6 +550,7 @@ fn rate_limit_configs(hcm: &Value) -> Vec<Value> {
 /// filter: they key on the subject header that filter sets on a verified request and removes
 /// from every other one, which holds only once it has run — placed before it, a client would
 /// choose its own bucket by sending the header. Anonymous requests are keyed on the address.
+/// A budget per address alone also runs before the filter, for the requests it refuses.
 #[test]
 fn every_envoy_config_limits_requests_after_the_filter_by_its_identity_header() {
     let mut checked = 0;
@@ -574,6 +577,18 @@ fn every_envoy_config_limits_requests_after_the_filter_by_its_identity_header() 
                 assert!(
                     at(RATE_LIMIT_FILTER) < at("envoy.filters.http.router"),
                     "{name}: local_ratelimit must come before the router: {names:?}"
+                );
+                // And one budget per client address before the filter, for the requests it
+                // refuses: keyed on the address alone (no header is trustworthy before it).
+                assert!(
+                    at(BEFORE_AUTH_FILTER) < at("envoy.filters.http.wasm"),
+                    "{name}: the per-address budget must come before the authflow filter: {names:?}"
+                );
+                let before = &hcm["http_filters"][at(BEFORE_AUTH_FILTER)]["typed_config"];
+                assert_eq!(
+                    before["rate_limits"],
+                    json!([{"actions": [{"masked_remote_address": {"v4_prefix_mask_len": 32, "v6_prefix_mask_len": 64}}]}]),
+                    "{name}: the budget before the filter keys on the client's address alone"
                 );
 
                 let mut wasm = Vec::new();
