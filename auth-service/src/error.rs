@@ -227,6 +227,15 @@ impl From<StoreError> for ApiError {
             {
                 Self::BadRequest("a value contains a NUL character".into())
             }
+            // The database cannot be reached right now (connections refused
+            // or lost, the pool's wait over, the server shutting down or not
+            // yet accepting): not a fault of this request, and another try,
+            // here or at another instance, may work. Nothing of it is answered.
+            StoreError::Database(ref db) if database_unavailable(db) => {
+                Self::TemporarilyUnavailable {
+                    retry_after_secs: 1,
+                }
+            }
             StoreError::Conflict(what) => {
                 Self::Internal(format!("unexpected conflict: {what} is taken"))
             }
@@ -243,6 +252,27 @@ impl From<StoreError> for ApiError {
 
 /// PostgreSQL's SQLSTATE for text it cannot store (a NUL character).
 const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
+
+/// Whether `e` says the database could not be reached, rather than that it
+/// refused what was asked: the pool's errors, a connection that failed, and
+/// PostgreSQL's connection exceptions (class 08), operator intervention
+/// (57P01 … 57P03: shutdown, crash recovery, not accepting connections yet),
+/// too many connections (53300) and a database not accepting connections (55000
+/// on connect). Logged as the cause of the answer.
+fn database_unavailable(e: &sqlx::Error) -> bool {
+    let unavailable = match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08")
+                || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300" | "55000")
+        }),
+        _ => false,
+    };
+    if unavailable {
+        tracing::warn!(error = %e, "the database is unavailable");
+    }
+    unavailable
+}
 
 pub type ApiResult<T> = Result<T, ApiError>;
 

@@ -233,6 +233,12 @@ pub struct Feed {
     generation: AtomicU64,
     /// The last sync failed: the database may hold acknowledged events not loaded here.
     behind: AtomicBool,
+    /// A revoking write this process acknowledged (it committed) may be
+    /// missing from its list: the sync after it failed, and none has worked
+    /// since. The list then vouches for no token (see [`Self::is_revoked`]):
+    /// the write's revocation would otherwise be admitted here until the
+    /// list goes stale, counted from the sync *before* the write.
+    write_unloaded: AtomicBool,
     /// When the last sync that worked began (the monotonic clock: a wall
     /// clock stepped back would stretch the bound).
     synced_at: std::sync::Mutex<Instant>,
@@ -379,6 +385,7 @@ impl Feed {
             last_snapshot: std::sync::Mutex::new(None),
             generation: AtomicU64::new(0),
             behind: AtomicBool::new(false),
+            write_unloaded: AtomicBool::new(false),
             synced_at: std::sync::Mutex::new(Instant::now()),
             max_staleness: DEFAULT_MAX_STALENESS,
             max_delta_events: MAX_DELTA_EVENTS,
@@ -392,6 +399,22 @@ impl Feed {
     /// works again after a failure, every poll catches up before it is
     /// answered (the write before the failed sync was acknowledged).
     pub async fn sync(&self, store: &dyn Store, now: i64) -> Result<(), StoreError> {
+        self.sync_marking(store, now, false).await
+    }
+
+    /// [`Self::sync`] right after a revoking write committed: if it fails,
+    /// the list vouches for no token until a sync works again (the write
+    /// is acknowledged all the same: it committed).
+    pub async fn sync_after_write(&self, store: &dyn Store, now: i64) -> Result<(), StoreError> {
+        self.sync_marking(store, now, true).await
+    }
+
+    async fn sync_marking(
+        &self,
+        store: &dyn Store,
+        now: i64,
+        after_write: bool,
+    ) -> Result<(), StoreError> {
         let _one_at_a_time = self.sync_lock.lock().await;
         let began = Instant::now();
         let synced = self.sync_locked(store, now).await;
@@ -400,6 +423,9 @@ impl Feed {
         self.behind.store(synced.is_err(), Ordering::SeqCst);
         if synced.is_ok() {
             *self.lock_synced_at() = began;
+            self.write_unloaded.store(false, Ordering::SeqCst);
+        } else if after_write {
+            self.write_unloaded.store(true, Ordering::SeqCst);
         }
         synced
     }
@@ -439,22 +465,25 @@ impl Feed {
             }
             _ => {}
         }
-        if let Ok(mut set) = self.set.write() {
-            // The clock stepped back below a time the list forgot entries
-            // at: what it forgot may cover tokens that pass again, and the
-            // events already read are not read again. Reloaded whole from
-            // the database (which forgets by `clock::forget_now`).
-            if set.set.clock_stepped_back(u(now)) {
-                tracing::warn!("the clock stepped back; the revocation list is reloaded");
-                *set = OwnList::default();
-            }
-        }
-        let forgotten_through = self.retention.forgotten_through(now);
-        let (after, newest) = self
+        // The clock stepped back below a time the list forgot entries at:
+        // what it forgot may cover tokens that pass again, and the events
+        // already read are not read again. Reloaded whole from the database
+        // (which forgets by `clock::forget_now`) — replaced only once that
+        // read worked: emptied first, the list would vouch for every revoked
+        // token while the read runs, and for as long as it fails.
+        let stepped_back = self
             .set
             .read()
-            .map(|s| (s.seq, s.newest.clone()))
-            .unwrap_or_default();
+            .is_ok_and(|s| s.set.clock_stepped_back(u(now)));
+        let forgotten_through = self.retention.forgotten_through(now);
+        let (after, newest) = if stepped_back {
+            (0, None)
+        } else {
+            self.set
+                .read()
+                .map(|s| (s.seq, s.newest.clone()))
+                .unwrap_or_default()
+        };
         // From the newest event applied on, to check it is still there as it was.
         let from = newest.as_ref().map_or(after, |e| after.min(e.seq - 1));
         let mut events = store.feed_events_after(from, forgotten_through).await?;
@@ -465,6 +494,10 @@ impl Feed {
             events = store.feed_events_after(0, forgotten_through).await?;
         }
         if let Ok(mut set) = self.set.write() {
+            if stepped_back {
+                tracing::warn!("the clock stepped back; the revocation list is reloaded");
+                *set = OwnList::default();
+            }
             let after = set.seq;
             events.retain(|e| e.seq > after);
             set.apply(&events, self.retention, now);
@@ -637,7 +670,14 @@ impl Feed {
                     drop(free);
                     self.sync(store, now).await?;
                 }
-                Err(_) => drop(self.sync_lock.lock().await),
+                Err(_) => {
+                    drop(self.sync_lock.lock().await);
+                    // That sync failed too: still behind, so no 304 (nor a
+                    // delta from memory's head) over the acknowledged write.
+                    if self.behind.load(Ordering::SeqCst) {
+                        self.sync(store, now).await?;
+                    }
+                }
             }
         }
         let head = self.head.load(Ordering::SeqCst);
@@ -853,7 +893,7 @@ impl Feed {
         {
             return Ok(true);
         }
-        if self.stale() {
+        if self.stale() || self.write_unloaded.load(Ordering::SeqCst) {
             return Err(StaleList);
         }
         Ok(false)

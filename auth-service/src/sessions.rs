@@ -70,7 +70,7 @@ pub fn feed_expiry(state: &AppState, now: i64) -> i64 {
 pub async fn feed_changed(state: &AppState) {
     if let Err(e) = state
         .feed
-        .sync(state.store.as_ref(), crate::clock::forget_now())
+        .sync_after_write(state.store.as_ref(), crate::clock::forget_now())
         .await
     {
         tracing::warn!(error = %e, "feed sync after write failed");

@@ -246,7 +246,10 @@ async fn maintenance(state: Arc<AppState>) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "feed prune failed"),
         }
-        if let Err(e) = state.feed.sync(state.store.as_ref(), now).await {
+        // The clock read again: the steps above may have waited on the
+        // database for seconds, and a sync with an older time than the
+        // follower's last takes it for a clock stepped back.
+        if let Err(e) = state.feed.sync(state.store.as_ref(), forget_now()).await {
             tracing::warn!(error = %e, "feed sync failed");
         }
         if let Err(e) = state.keys.reload(state.store.as_ref()).await {

@@ -35,6 +35,7 @@ mod long_poll;
 mod mail_limits;
 #[path = "../api/openapi.rs"]
 mod openapi;
+mod outages;
 #[path = "../api/password_work.rs"]
 mod password_work;
 #[path = "../api/races.rs"]
