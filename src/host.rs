@@ -75,6 +75,7 @@ mod abi {
             grpc_status: i32,
         ) -> u32;
         pub fn proxy_continue_stream(stream_type: u32) -> u32;
+        pub fn proxy_close_stream(stream_type: u32) -> u32;
         pub fn proxy_set_effective_context(context_id: u32) -> u32;
         pub fn proxy_get_shared_data(
             key_data: *const u8,
@@ -485,6 +486,16 @@ pub fn resume_request() {
     if status != OK {
         // The stream may have been reset meanwhile.
         log::debug!("authflow: could not resume request: status {status}");
+    }
+}
+
+/// Resets the request's stream (Envoy's `resetStream`): an open one ends,
+/// its connection too for HTTP/1.
+pub fn reset_request() {
+    // SAFETY: no pointers.
+    let status = unsafe { abi::proxy_close_stream(STREAM_HTTP_REQUEST) };
+    if status != OK {
+        log::debug!("authflow: could not reset a stream: status {status}");
     }
 }
 

@@ -18,7 +18,7 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
 use crate::host;
-use crate::outcome::carry_out;
+use crate::outcome::{carry_out, Carried};
 use crate::vm::{Decided, Vm};
 
 pub struct AuthflowHttp {
@@ -50,6 +50,7 @@ impl Drop for AuthflowHttp {
     fn drop(&mut self) {
         if let Ok(mut vm) = self.vm.try_borrow_mut() {
             vm.paused.remove(self.context_id);
+            vm.streams.closed(self.context_id);
         }
     }
 }
@@ -85,9 +86,10 @@ impl HttpContext for AuthflowHttp {
                     Decision::Allow(allowed) => allowed.dpop_nonce.clone(),
                     Decision::Deny(_) => None,
                 };
-                let go_on = carry_out(vm, &request, decision, false);
+                let carried = carry_out(vm, &request, decision, false);
                 vm.header_buffer = request.into_headers().into_buffer();
-                if go_on {
+                if let Carried::GoesOn(_) = carried {
+                    vm.watch(self.context_id, carried);
                     // (A request that waited for keys gets none: it is resumed from the root context.)
                     self.response_nonce = nonce;
                     Action::Continue

@@ -49,6 +49,7 @@ statistics! {
     DeviceSecretMissing => "authflow.device.secret_missing", Counter;
     PublicInvalidToken => "authflow.public_route_invalid_token", Counter;
     FailedOpen => "authflow.failed_open", Counter;
+    StreamsEnded => "authflow.streams_ended", Counter;
     BrowserRedirect => "authflow.browser_redirect", Counter;
     KeyWaits => "authflow.key_waits", Counter;
     KeyWaitsOverflow => "authflow.key_waits_overflow", Counter;

@@ -3,11 +3,14 @@
 //! The request's method and path are logged escaped: they are the client's
 //! bytes, and a control character in them must not forge a log line.
 
+use std::rc::Rc;
+
 use authflow_filter_core::device::DeviceCheck;
 use authflow_filter_core::engine::Decision;
 use authflow_filter_core::forward::{credential_edits, HeaderEdit};
 use authflow_filter_core::header_spellings::is_one_of;
 use authflow_filter_core::timing::{self, Piece};
+use authflow_filter_core::verify::VerifiedToken;
 use authflow_filter_core::Request;
 
 use crate::host;
@@ -15,9 +18,17 @@ use crate::metrics::Metric;
 use crate::shared;
 use crate::vm::Vm;
 
-/// Applies a decision. Returns whether the request may continue upstream.
-/// `resume` is for requests that were paused.
-pub fn carry_out(vm: &Vm, request: &Request, decision: Decision, resume: bool) -> bool {
+/// What became of a request.
+pub enum Carried {
+    /// Answered here (refused).
+    Answered,
+    /// On its way upstream, with the token that verified, if one did: the
+    /// stream is watched while open ([`Vm::watch`]).
+    GoesOn(Option<Rc<VerifiedToken>>),
+}
+
+/// Applies a decision. `resume` is for requests that were paused.
+pub fn carry_out(vm: &Vm, request: &Request, decision: Decision, resume: bool) -> Carried {
     let _span = timing::span(Piece::CarryOut);
     // A DPoP proof is good once per Envoy process: the last check, across workers.
     let decision = match decision {
@@ -77,7 +88,7 @@ pub fn carry_out(vm: &Vm, request: &Request, decision: Decision, resume: bool) -
             if resume {
                 host::resume_request();
             }
-            true
+            Carried::GoesOn(allowed.token)
         }
         Decision::Deny(denied) => {
             vm.metrics.denied(denied.reason);
@@ -97,7 +108,7 @@ pub fn carry_out(vm: &Vm, request: &Request, decision: Decision, resume: bool) -
             }
             let r = &denied.response;
             host::send_response(r.status, &r.headers, &r.body);
-            false
+            Carried::Answered
         }
     }
 }

@@ -180,6 +180,7 @@ impl RootContext for AuthflowRoot {
         self.run_providers(vm, now, true);
         vm.nonce_keys.refresh(&mut vm.engine);
         vm.settle_paused(now);
+        vm.end_streams(now);
         vm.metrics.count_signatures(&vm.engine.signatures);
         vm.metrics.flush();
     }

@@ -8,13 +8,14 @@ use authflow_filter_core::header_spellings::underscore_spellings;
 use authflow_filter_core::paused::{PausedRequest, PausedRequests};
 use authflow_filter_core::request::HeaderReads;
 use authflow_filter_core::signature::{self, SignatureChecker};
+use authflow_filter_core::streams::OpenStreams;
 use authflow_filter_core::timing;
 use authflow_filter_core::{Engine, FilterConfig, PerProvider, Request};
 
 use crate::host;
 use crate::metrics::{Metric, Metrics};
 use crate::nonce_key::NonceKeySource;
-use crate::outcome::carry_out;
+use crate::outcome::{carry_out, Carried};
 use crate::provider::ProviderRuntime;
 
 pub struct Vm {
@@ -37,6 +38,8 @@ pub struct Vm {
     pub header_buffer: Vec<u8>,
     /// Where the DPoP nonce key comes from (set at configuration, renewed on ticks).
     pub nonce_keys: NonceKeySource,
+    /// The streams let through with a token and still open.
+    pub streams: OpenStreams,
 }
 
 /// A request's fate at its headers.
@@ -72,6 +75,7 @@ impl Vm {
             clock_ms: now_ms,
             header_buffer: Vec::new(),
             nonce_keys: NonceKeySource::NotNeeded,
+            streams: OpenStreams::default(),
         }
     }
 
@@ -158,7 +162,28 @@ impl Vm {
                 }
             };
             if host::act_on(p.context_id) {
-                carry_out(self, &p.request, decision, true);
+                let carried = carry_out(self, &p.request, decision, true);
+                self.watch(p.context_id, carried);
+            }
+        }
+    }
+
+    /// Watches a stream that went on with a token while it stays open.
+    pub fn watch(&mut self, context_id: u32, carried: Carried) {
+        if let Carried::GoesOn(Some(token)) = carried {
+            self.streams.opened(context_id, token);
+        }
+    }
+
+    /// Resets every open stream whose token was revoked, or expired, since it
+    /// began: a WebSocket or an event stream must not outlive a logout or a
+    /// ban (`authflow_filter_core::streams`).
+    pub fn end_streams(&mut self, now_ms: u64) {
+        for (context_id, reason) in self.streams.sweep(&self.engine, now_ms) {
+            if host::act_on(context_id) {
+                host::reset_request();
+                self.metrics.inc(Metric::StreamsEnded);
+                log::info!("authflow: an open stream was reset: {}", reason.label());
             }
         }
     }

@@ -58,7 +58,7 @@ pub struct StackOptions<'a> {
 pub struct Stack {
     pub auth: AuthService,
     pub envoy: Envoy,
-    _backend: EchoServer,
+    _backend: Option<EchoServer>,
 }
 
 /// A signed-in device: its tokens and the secret it was given.
@@ -95,12 +95,31 @@ impl Session {
 impl Stack {
     /// Starts the stack with [`filter_config`] as `tweak` edits it.
     pub fn start(opts: StackOptions, tweak: impl FnOnce(&mut Value)) -> Stack {
-        let auth = AuthService::start(opts.issuer, opts.service_env);
         let backend = EchoServer::start("127.0.0.1:0").unwrap();
+        let port = backend.addr.port();
+        Self::start_on(opts, port, Some(backend), tweak)
+    }
+
+    /// [`Stack::start`] with the test's own backend on 127.0.0.1:`backend_port`.
+    pub fn start_with_backend(
+        opts: StackOptions,
+        backend_port: u16,
+        tweak: impl FnOnce(&mut Value),
+    ) -> Stack {
+        Self::start_on(opts, backend_port, None, tweak)
+    }
+
+    fn start_on(
+        opts: StackOptions,
+        backend_port: u16,
+        backend: Option<EchoServer>,
+        tweak: impl FnOnce(&mut Value),
+    ) -> Stack {
+        let auth = AuthService::start(opts.issuer, opts.service_env);
         let mut filter = filter_config(opts.issuer);
         tweak(&mut filter);
         let mut clusters = vec![
-            ("backend".to_owned(), backend.addr.port()),
+            ("backend".to_owned(), backend_port),
             ("authflow_auth".to_owned(), auth.port),
         ];
         clusters.extend(

@@ -137,6 +137,10 @@ pub struct Allowed {
     /// A fresh DPoP nonce for the response's `DPoP-Nonce`, when the proof's
     /// was past half its window ([`crate::nonce::renewal_due`]).
     pub dpop_nonce: Option<String>,
+    /// The token that verified, if one did: the glue watches the stream
+    /// while it is open, and closes it once the token is revoked or expires
+    /// ([`crate::streams`], [`Engine::no_longer_admits`]).
+    pub token: Option<Rc<VerifiedToken>>,
 }
 
 impl Allowed {
@@ -487,7 +491,25 @@ impl Engine {
             refused_token: false,
             proof,
             dpop_nonce,
+            token: Some(verified),
         })
+    }
+
+    /// Whether a token that let a stream through no longer does at
+    /// `now_ms`: expired past the clock skew, or revoked in its provider's
+    /// list (its route, device and proof were judged when the stream began,
+    /// and do not change). A list gone stale ends nothing: it still holds
+    /// every revocation it learnt.
+    pub fn no_longer_admits(&self, token: &VerifiedToken, now_ms: u64) -> Option<DenyReason> {
+        let now = now_ms / 1000;
+        let skew = self.config.clock_skew_secs;
+        if now > token.expires_at.saturating_add(skew) {
+            return Some(DenyReason::Expired);
+        }
+        self.providers
+            .get(token.provider)?
+            .revocations
+            .check(token, skew, now)
     }
 
     /// What becomes of a request allowed with `proof` when the replay store

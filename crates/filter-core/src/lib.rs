@@ -29,6 +29,7 @@ pub mod revocation_sync;
 pub mod schedule;
 pub mod shared_slot;
 pub mod signature;
+pub mod streams;
 pub mod timing;
 mod unit_enum;
 pub mod verify;

@@ -558,6 +558,60 @@ fn revocations_apply_to_cached_tokens() {
     );
 }
 
+/// A stream let through stays open while its token is good: a WebSocket or
+/// an event stream must not outlive a logout or a ban, nor its token's
+/// expiry. The open streams are judged again every `SWEEP_EVERY_MS`.
+#[test]
+fn an_open_stream_ends_with_its_tokens_revocation_or_expiry() {
+    use authflow_filter_core::streams::{OpenStreams, SWEEP_EVERY_MS};
+    let mut f = fixture(json!({"clock_skew_secs": 0}));
+    let bearer = format!("Bearer {}", f.token());
+    let Outcome::Allow(allowed) = f.eval("/api", &[("authorization", &bearer)]) else {
+        panic!("allowed");
+    };
+    let mut streams = OpenStreams::default();
+    assert!(streams.opened(7, allowed.token.clone().expect("the token that verified")));
+    let Outcome::Allow(other) = f.eval("/api", &[("authorization", &bearer)]) else {
+        panic!("allowed");
+    };
+    streams.opened(8, other.token.unwrap());
+    streams.closed(8);
+    let mut now_ms = NOW * 1000 + 500;
+    assert_eq!(streams.sweep(&f.engine, now_ms), [], "still good");
+    revoke_jti_1(&mut f);
+    assert_eq!(
+        streams.sweep(&f.engine, now_ms + 1),
+        [],
+        "not due before SWEEP_EVERY_MS"
+    );
+    now_ms += SWEEP_EVERY_MS;
+    assert_eq!(
+        streams.sweep(&f.engine, now_ms),
+        [(7, DenyReason::TokenRevoked)],
+        "the closed stream 8 is not named"
+    );
+    assert!(streams.is_empty());
+
+    // Expiry: good through `exp`, ended the second after (no skew here).
+    let mut f = fixture(json!({"clock_skew_secs": 0}));
+    let bearer = format!("Bearer {}", f.token());
+    let Outcome::Allow(allowed) = f.eval("/api", &[("authorization", &bearer)]) else {
+        panic!("allowed");
+    };
+    streams.opened(9, allowed.token.unwrap());
+    assert_eq!(streams.sweep(&f.engine, (NOW + 890) * 1000), []);
+    assert_eq!(
+        streams.sweep(&f.engine, (NOW + 891) * 1000),
+        [(9, DenyReason::Expired)]
+    );
+
+    // An anonymous request on a public route brings no token to watch.
+    let Outcome::Allow(anonymous) = f.eval("/public", &[]) else {
+        panic!("allowed");
+    };
+    assert!(anonymous.token.is_none());
+}
+
 #[test]
 fn stale_revocation_list_follows_policy() {
     let mut f = fixture(json!({"revocation": {"max_staleness_secs": 10}}));

@@ -1,0 +1,81 @@
+//! Streams let through with a token, watched while they stay open. A token
+//! is judged when a request starts, but a WebSocket, a server-sent event
+//! stream, a gRPC stream or a long poll can go on for hours: revoked (a
+//! logout, a ban) or expired, its token must not keep it flowing. The glue
+//! registers each allowed request with its verified token and forgets it
+//! when Envoy deletes the stream; every [`SWEEP_EVERY_MS`] it asks which
+//! ones ended ([`OpenStreams::sweep`]) and closes them.
+//!
+//! A `Vec`, not a map: a worker holds few requests at once (most last
+//! milliseconds), and another hash map's code would cost the module more
+//! than the scan costs a request.
+
+use std::rc::Rc;
+
+use crate::deny::DenyReason;
+use crate::engine::Engine;
+use crate::verify::VerifiedToken;
+
+/// How often the open streams are judged again: a revocation reaches an
+/// open stream at most this long after it reached the worker's list.
+pub const SWEEP_EVERY_MS: u64 = 500;
+
+/// Most streams one worker watches; past it, new ones are let through
+/// unwatched (a stream is bounded by Envoy's own limits long before).
+pub const MAX_WATCHED: usize = 65_536;
+
+#[derive(Default)]
+pub struct OpenStreams {
+    open: Vec<(u32, Rc<VerifiedToken>)>,
+    next_sweep_ms: u64,
+}
+
+impl OpenStreams {
+    /// Watches stream `context_id`, let through with `token`. False when
+    /// the list is full (the stream goes on unwatched).
+    pub fn opened(&mut self, context_id: u32, token: Rc<VerifiedToken>) -> bool {
+        if self.open.len() >= MAX_WATCHED {
+            return false;
+        }
+        self.open.push((context_id, token));
+        true
+    }
+
+    /// Forgets stream `context_id` (Envoy deleted it).
+    pub fn closed(&mut self, context_id: u32) {
+        if let Some(at) = self.open.iter().position(|(id, _)| *id == context_id) {
+            self.open.swap_remove(at);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.open.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+
+    /// The streams whose token the engine no longer admits at `now_ms`
+    /// (revoked, or expired past the clock skew), each with why; they are
+    /// forgotten here, for the caller to close. Nothing before the next
+    /// sweep is due, or while the clock reads before the last one (stepped
+    /// back: the next sweep is due at once).
+    pub fn sweep(&mut self, engine: &Engine, now_ms: u64) -> Vec<(u32, DenyReason)> {
+        let due = now_ms >= self.next_sweep_ms || self.next_sweep_ms - now_ms > SWEEP_EVERY_MS;
+        if !due || self.open.is_empty() {
+            return Vec::new();
+        }
+        self.next_sweep_ms = now_ms.saturating_add(SWEEP_EVERY_MS);
+        let mut ended = Vec::new();
+        self.open
+            .retain(|(id, token)| match engine.no_longer_admits(token, now_ms) {
+                Some(reason) => {
+                    ended.push((*id, reason));
+                    false
+                }
+                None => true,
+            });
+        ended
+    }
+}

@@ -1,0 +1,144 @@
+//! Streams that stay open (server-sent events here; a WebSocket or a gRPC
+//! stream alike) through the real Envoy with the built filter and the real
+//! auth service: a token is judged when its stream starts, and a logout
+//! must end the stream it opened, not leave it flowing for hours.
+// Tests may unwrap and panic: a failure should stop the test where it happened.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use support::stack::*;
+
+/// An upstream that answers every request with an event stream: an event
+/// every 100 ms for at most 30 s, or until the connection goes.
+fn event_source() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(16) {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+                if conn.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                let event = b"data: tick\n\n";
+                for _ in 0..300 {
+                    let chunk =
+                        [format!("{:x}\r\n", event.len()).as_bytes(), event, b"\r\n"].concat();
+                    if conn.write_all(&chunk).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+        }
+    });
+    port
+}
+
+/// An event stream opened through Envoy with the session's credentials.
+struct Events(TcpStream);
+
+impl Events {
+    fn open(st: &Stack, s: &Session) -> Events {
+        let mut conn = TcpStream::connect(("127.0.0.1", st.envoy.port)).unwrap();
+        conn.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut request = String::from(
+            "GET /api/events HTTP/1.1\r\nhost: 127.0.0.1\r\naccept: text/event-stream\r\n",
+        );
+        for (name, value) in s.headers() {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        conn.write_all(request.as_bytes()).unwrap();
+        let mut events = Events(conn);
+        assert_eq!(
+            events.next_ticks(Duration::from_secs(5)),
+            Some(true),
+            "the stream flows"
+        );
+        events
+    }
+
+    /// Reads for up to `within`: `Some(true)` once an event arrived,
+    /// `Some(false)` when the stream ended first, `None` when neither.
+    fn next_ticks(&mut self, within: Duration) -> Option<bool> {
+        let until = Instant::now() + within;
+        let mut buf = [0u8; 4096];
+        while Instant::now() < until {
+            match self.0.read(&mut buf) {
+                Ok(0) => return Some(false),
+                Ok(n) if buf[..n].windows(4).any(|w| w == b"tick") => return Some(true),
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return Some(false),
+            }
+        }
+        None
+    }
+
+    /// Whether the stream ends within `within` (events still arriving meanwhile are read).
+    fn ends_within(&mut self, within: Duration) -> bool {
+        let until = Instant::now() + within;
+        while Instant::now() < until {
+            if self.next_ticks(until - Instant::now()) == Some(false) {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// A logout ends the event stream its token opened within a couple of
+/// seconds (the feed's poll, then the filter's next look at its open
+/// streams), while another session's stream flows on. Before, a stream let
+/// through once flowed for as long as the backend kept it open.
+#[test]
+fn a_logout_ends_the_open_stream_its_token_opened() {
+    let st = Stack::start_with_backend(
+        StackOptions {
+            issuer: "http://authflow.streams-e2e",
+            service_env: &[],
+            extra_clusters: &[],
+        },
+        event_source(),
+        |_| {},
+    );
+    st.sign_up("alice@streams.test");
+    st.sign_up("bob@streams.test");
+    let alice = st.sign_in("alice@streams.test");
+    let bob = st.sign_in("bob@streams.test");
+    let mut alices = Events::open(&st, &alice);
+    let mut bobs = Events::open(&st, &bob);
+
+    st.logout(&alice);
+    assert!(
+        alices.ends_within(Duration::from_secs(5)),
+        "alice's stream still flows after her logout"
+    );
+    assert_eq!(
+        bobs.next_ticks(Duration::from_secs(2)),
+        Some(true),
+        "bob's flows on"
+    );
+    assert!(st.envoy.stat("streams_ended") >= 1);
+    assert!(st.refused("/api/events", &alice));
+}
