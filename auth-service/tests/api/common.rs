@@ -404,6 +404,16 @@ pub async fn error_code(r: reqwest::Response, status: u16) -> String {
 
 /// Runs `statements` on `app`'s database from a connection of its own (as an
 /// operator, another instance or a failing disk would change it).
+/// The auth service's `ext_authz` verdict on the tokens' access token.
+pub async fn ext_authz(app: &TestApp, t: &Tokens) -> u16 {
+    app.authed(reqwest::Method::GET, "/v1/ext-authz", t)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 pub async fn run_sql(app: &TestApp, statements: &[&str]) {
     let url = secrecy::ExposeSecret::expose_secret(&app.state.config.database.url).to_owned();
     if app.database_url.is_some() {

@@ -11,15 +11,6 @@ use serde_json::{json, Value};
 
 use crate::common::*;
 
-async fn ext_authz(app: &TestApp, t: &Tokens) -> u16 {
-    app.authed(Method::GET, "/v1/ext-authz", t)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 /// The `expires_at` the feed snapshot of `app` publishes in `list` for the
 /// entry whose `member` is `value`.
 async fn published_until(app: &TestApp, list: &str, member: &str, value: &str) -> Option<u64> {
@@ -93,16 +84,22 @@ async fn reuse_detection_holds_across_a_restart_and_at_the_grace_boundary() {
     let body: Value = r.json().await.unwrap();
     let next = body["refresh_token"].as_str().unwrap().to_owned();
 
-    // One second short of the grace: still "just rotated".
-    age_rotation(&app, &t.refresh, 9).await;
+    // Rotated 8 s before (within the 10 s grace, a second to spare for the
+    // clock to tick between the update and the request): still "just rotated".
     let restarted = spawn_app_beside(&app, |_| {}).await;
+    let rotated_ago = |secs: i64| {
+        let hash = authflow_auth_service::domain::hash_secret(&t.refresh);
+        let at = now() - secs;
+        format!("UPDATE refresh_tokens SET used_at = {at} WHERE hash = '{hash}'")
+    };
+    run_sql(&app, &[&rotated_ago(8)]).await;
     let r = refresh_with_device(&restarted, &t.refresh, Some(&t.device)).await;
     assert_eq!(
         invalid_grant(r).await,
         authflow_auth_service::sessions::JUST_ROTATED
     );
-    // Exactly at the grace's end: reuse.
-    age_rotation(&app, &t.refresh, 1).await;
+    // At the grace's end (or a second past it): reuse.
+    run_sql(&app, &[&rotated_ago(10)]).await;
     let r = refresh_with_device(&restarted, &t.refresh, Some(&t.device)).await;
     let why = invalid_grant(r).await;
     assert!(why.contains("reuse"), "{why}");

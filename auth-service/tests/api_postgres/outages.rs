@@ -5,13 +5,33 @@ use reqwest::Method;
 
 use crate::common::*;
 
-async fn ext_authz(app: &TestApp, t: &Tokens) -> u16 {
-    app.authed(Method::GET, "/v1/ext-authz", t)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+/// From the next revocation's own transaction on, the feed's head cannot be
+/// read (a trigger renames the table it is read from): the revocation
+/// commits, and every sync after it fails, as with a connection lost or a
+/// failover right after the commit.
+async fn hide_the_feed_head_from_the_next_revocation(app: &TestApp) {
+    run_sql(
+        app,
+        &[
+            "CREATE FUNCTION test_hide_meta() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN ALTER TABLE IF EXISTS meta RENAME TO meta_hidden; RETURN NULL; END $$",
+            "CREATE TRIGGER test_hide_meta AFTER INSERT ON revocation_events \
+             FOR EACH STATEMENT EXECUTE FUNCTION test_hide_meta()",
+        ],
+    )
+    .await;
+}
+
+/// Undoes [`hide_the_feed_head_from_the_next_revocation`].
+async fn show_the_feed_head_again(app: &TestApp) {
+    run_sql(
+        app,
+        &[
+            "DROP TRIGGER test_hide_meta ON revocation_events",
+            "ALTER TABLE meta_hidden RENAME TO meta",
+        ],
+    )
+    .await;
 }
 
 /// A logout commits, and the database stops answering the feed's reads right
@@ -30,16 +50,7 @@ async fn a_logout_acknowledged_while_the_feed_cannot_be_read_is_not_admitted_by_
     app.verified_user("gone@example.com").await;
     let t = app.signin("gone@example.com", PASSWORD).await;
     assert_eq!(ext_authz(&app, &t).await, 200);
-    run_sql(
-        &app,
-        &[
-            "CREATE FUNCTION test_hide_meta() RETURNS trigger LANGUAGE plpgsql AS $$ \
-             BEGIN ALTER TABLE IF EXISTS meta RENAME TO meta_hidden; RETURN NULL; END $$",
-            "CREATE TRIGGER test_hide_meta AFTER INSERT ON revocation_events \
-             FOR EACH STATEMENT EXECUTE FUNCTION test_hide_meta()",
-        ],
-    )
-    .await;
+    hide_the_feed_head_from_the_next_revocation(&app).await;
     let r = app
         .authed(Method::POST, "/v1/auth/logout", &t)
         .send()
@@ -51,14 +62,7 @@ async fn a_logout_acknowledged_while_the_feed_cannot_be_read_is_not_admitted_by_
         status == 401 || status == 503,
         "ext_authz answers {status} for a token whose logout this instance acknowledged"
     );
-    run_sql(
-        &app,
-        &[
-            "DROP TRIGGER test_hide_meta ON revocation_events",
-            "ALTER TABLE meta_hidden RENAME TO meta",
-        ],
-    )
-    .await;
+    show_the_feed_head_again(&app).await;
     let mut status = 0;
     for _ in 0..40 {
         status = ext_authz(&app, &t).await;
@@ -143,16 +147,7 @@ async fn a_poll_that_waits_for_a_failing_sync_is_not_answered_304() {
     app.verified_user("poll@example.com").await;
     let t = app.signin("poll@example.com", PASSWORD).await;
     let cursor = app.state.feed.cursor();
-    run_sql(
-        &app,
-        &[
-            "CREATE FUNCTION test_hide_meta() RETURNS trigger LANGUAGE plpgsql AS $$ \
-             BEGIN ALTER TABLE IF EXISTS meta RENAME TO meta_hidden; RETURN NULL; END $$",
-            "CREATE TRIGGER test_hide_meta AFTER INSERT ON revocation_events \
-             FOR EACH STATEMENT EXECUTE FUNCTION test_hide_meta()",
-        ],
-    )
-    .await;
+    hide_the_feed_head_from_the_next_revocation(&app).await;
     let r = app
         .authed(Method::POST, "/v1/auth/logout", &t)
         .send()
@@ -190,14 +185,7 @@ async fn a_poll_that_waits_for_a_failing_sync_is_not_answered_304() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     held.commit().await;
     let status = poll.await.unwrap();
-    run_sql(
-        &app,
-        &[
-            "DROP TRIGGER test_hide_meta ON revocation_events",
-            "ALTER TABLE meta_hidden RENAME TO meta",
-        ],
-    )
-    .await;
+    show_the_feed_head_again(&app).await;
     assert_ne!(
         status, 304,
         "a 304 to a cursor from before a logout this instance acknowledged, its feed unread since"
