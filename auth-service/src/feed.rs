@@ -674,8 +674,14 @@ impl Feed {
                     drop(self.sync_lock.lock().await);
                     // That sync failed too: still behind, so no 304 (nor a
                     // delta from memory's head) over the acknowledged write.
+                    // Its failure is this poll's answer, as its success would
+                    // have been: a sync of its own each, the polls that waited
+                    // together would fail one after another (each up to the
+                    // database's timeout) ahead of a revoking write's sync.
                     if self.behind.load(Ordering::SeqCst) {
-                        self.sync(store, now).await?;
+                        return Err(StoreError::Database(sqlx::Error::Io(
+                            std::io::Error::other("the revocation feed's last sync failed"),
+                        )));
                     }
                 }
             }
@@ -1152,6 +1158,59 @@ mod tests {
             "no 304 from an instance whose last sync failed: {:?}",
             answer.map(|a| matches!(a, FeedAnswer::NotModified))
         );
+    }
+
+    /// Polls that waited for a sync that failed share its failure (an
+    /// error, never a `304`), as they share a success. Each running a sync
+    /// of its own under `sync_lock`, k polls waiting together answered after
+    /// k failed syncs in turn while the database failed slowly (a pool's
+    /// acquire timeout, a lock, a failover: up to 10 s a read), and a
+    /// revoking write's sync (and the logout's answer) queued behind them
+    /// all; `/v1/revocations` is public, so anyone set the queue's length.
+    #[tokio::test]
+    async fn polls_that_waited_for_a_failed_sync_do_not_each_queue_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let feed = Feed::load(&store, MARGIN, 10, EXP - 10).await.unwrap();
+        let cursor = feed.cursor();
+        let raw = raw_connection(&dir).await;
+        // A slow database: each read of `meta` takes a while (a view that
+        // counts first), and the events cannot be read at all.
+        rename(&raw, "meta", "meta_real").await;
+        sqlx::query(
+            "CREATE VIEW meta AS SELECT * FROM meta_real WHERE \
+             (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 800000) \
+              SELECT count(*) FROM c) > 0",
+        )
+        .execute(&raw)
+        .await
+        .unwrap();
+        rename(&raw, "revocation_events", "held_away").await;
+        // How long one failed sync takes: the polls come a tenth of that
+        // after the next one began, while it holds the lock.
+        let started = std::time::Instant::now();
+        assert!(feed.sync(&store, EXP - 10).await.is_err(), "behind");
+        let one = started.elapsed();
+        let in_flight = feed.sync(&store, EXP - 10);
+        let polls = async {
+            tokio::time::sleep(one / 10).await;
+            tokio::join!(
+                feed.answer(&store, "iss", Some(&cursor), EXP - 10),
+                feed.answer(&store, "iss", Some(&cursor), EXP - 10),
+                feed.answer(&store, "iss", Some(&cursor), EXP - 10),
+            )
+        };
+        let (synced, polls) = tokio::join!(in_flight, polls);
+        assert!(synced.is_err(), "the events cannot be read");
+        for answer in <[_; 3]>::from(polls) {
+            match answer {
+                Err(e) => assert!(
+                    e.to_string().contains("last sync failed"),
+                    "a poll that waited for the failed sync ran one of its own: {e}"
+                ),
+                Ok(_) => panic!("an answer (a 304?) over a failed sync"),
+            }
+        }
     }
 
     /// The body of an answer that must have one (a delta or a snapshot).

@@ -154,12 +154,13 @@ async fn a_poll_that_waits_for_a_failing_sync_is_not_answered_304() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "the logout committed");
-    // Alone, a poll from before the logout syncs itself, fails, and is answered 500.
+    // A poll from before the logout syncs itself and fails (500), or shares
+    // the failure of the follower's sync under way (503).
     let (status, _) = app.feed(Some(&cursor)).await;
-    assert_eq!(
-        status, 500,
-        "a poll from before an acknowledged logout, the feed unread since (304: the same \
-         fault, hit when the follower's sync was under way)"
+    assert!(
+        status == 500 || status == 503,
+        "{status}: a poll from before an acknowledged logout, the feed unread since (304: the \
+         same fault, hit when the follower's sync was under way)"
     );
     // The follower's next sync is held up (then fails: the feed cannot be read).
     let held = hold_transaction(
