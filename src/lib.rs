@@ -3,7 +3,8 @@
 //!
 //! - `root`: the root context; configuration, ticks, callout answers.
 //! - `http`: one request's context.
-//! - `vm`: what a VM's contexts share; pausing and settling requests that wait for keys.
+//! - `vm`: what a VM's contexts share; pausing and settling requests that wait for keys;
+//!   watching open streams and resetting those whose token was revoked or expired.
 //! - `provider`: one provider's key and revocation fetches.
 //! - `outcome`: carrying a decision out on a request.
 //! - `nonce_key`: where the DPoP nonce key comes from.

@@ -1,6 +1,7 @@
 //! What one VM's contexts share (one VM = one thread: `RefCell` is enough),
 //! and the one place a request that lacks keys (or its provider's first
-//! revocation list) is paused or answered, and a paused request is settled.
+//! revocation list) is paused or answered, and a paused request is settled;
+//! and the streams let through with a token, reset once it no longer holds.
 
 use authflow_filter_core::engine::{Awaited, Decision};
 use authflow_filter_core::fetch::KeyWait;
