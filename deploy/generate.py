@@ -200,6 +200,43 @@ def render_auth_endpoints(values: dict) -> str:
     return "\n".join(lines)
 
 
+def render_auth_failover(values: dict) -> tuple[str, str]:
+    """The authflow_auth cluster's connect timeout, and with several replicas what moves
+    requests and the filter's callouts off one that is lost (the comment below says how)."""
+    if len(auth_hosts(values)) == 1:
+        return "2s", ""
+    lines = ["    # A replica that is gone: a connection to its address waits out the connect timeout,",
+             "    # and one such failure takes it out of the rotation at once (its probe may take two",
+             "    # seconds), so the revocation feed and sign-ins go on through the others. A machine",
+             "    # that is lost sends nothing: keepalive probes end a connection held open to it (the",
+             "    # feed's long poll waits up to 35 s) within about four seconds.",
+             "    outlier_detection:",
+             "      consecutive_local_origin_failure: 1",
+             "      split_external_local_origin_errors: true",
+             "      enforcing_consecutive_local_origin_failure: 100",
+             "      interval: 1s",
+             "      base_ejection_time: 5s",
+             "      max_ejection_percent: 50",
+             "    upstream_connection_options:",
+             "      tcp_keepalive: { keepalive_time: 2, keepalive_interval: 1, keepalive_probes: 2 }",
+             ""]
+    return "0.5s", "\n".join(lines)
+
+
+# With several replicas, a request that could not connect to one is sent to another (it never
+# reached the first, so even a sign-in is safe to send again).
+RETRY_ON_ANOTHER_REPLICA = ("retry_policy: { retry_on: connect-failure, num_retries: 1, retry_host_predicate: "
+                            "[{ name: envoy.retry_host_predicates.previous_hosts, typed_config: "
+                            "{ \"@type\": type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate } }] }")
+
+
+def render_auth_route(values: dict) -> str:
+    """The route action of the auth service's public routes."""
+    if len(auth_hosts(values)) == 1:
+        return "{ cluster: authflow_auth }"
+    return "{ cluster: authflow_auth, " + RETRY_ON_ANOTHER_REPLICA + " }"
+
+
 # Envoy's admin can stop Envoy (/quitquitquit), fail its health checks and dump its
 # configuration: it listens on loopback only. Where the host or a healthcheck must read it
 # from outside the container, this listener passes GET on a few read-only paths to it and
@@ -292,6 +329,8 @@ def render_envoy(name: str, values: dict) -> str:
     fields["filter_config"] = block
     fields.update(rate_limit_fields(values, 20, 14))
     fields["auth_endpoints"] = render_auth_endpoints(values)
+    fields["auth_connect_timeout"], fields["auth_replica_failover"] = render_auth_failover(values)
+    fields["auth_route"] = render_auth_route(values)
     fields["admin_readonly_listener"], fields["admin_readonly_cluster"] = render_admin_readonly(values)
     fields["admin_socket"] = admin_socket(values)
     return Template(ENVOY_TEMPLATE.read_text()).substitute(fields)

@@ -121,8 +121,12 @@ const ISTIO_SPEC = {
     trafficPolicy: {
       connectionPool: { http: { idleTimeout: ANY, maxRequestsPerConnection: ANY, h2UpgradePolicy: ANY,
         http1MaxPendingRequests: ANY, http2MaxRequests: ANY, maxRetries: ANY, useClientProtocol: ANY, maxConcurrentStreams: ANY },
-        tcp: ANY },
-      loadBalancer: ANY, outlierDetection: ANY, tls: ANY, portLevelSettings: ANY, tunnel: ANY, proxyProtocol: ANY,
+        tcp: { maxConnections: ANY, connectTimeout: ANY, tcpKeepalive: { probes: ANY, time: ANY, interval: ANY },
+          maxConnectionDuration: ANY, idleTimeout: ANY } },
+      loadBalancer: ANY,
+      outlierDetection: { consecutiveLocalOriginFailures: ANY, splitExternalLocalOriginErrors: ANY,
+        consecutiveGatewayErrors: ANY, consecutive5xxErrors: ANY, interval: ANY, baseEjectionTime: ANY,
+        maxEjectionPercent: ANY, minHealthPercent: ANY }, tls: ANY, portLevelSettings: ANY, tunnel: ANY, proxyProtocol: ANY,
     },
   },
   "networking.istio.io/ServiceEntry": {

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+pub mod link;
 pub mod stack;
 mod tokens;
 #[allow(unused_imports)] // not every test binary signs tokens
@@ -592,6 +593,27 @@ impl AuthService {
             ),
             "auth service not ready"
         );
+    }
+
+    /// Another instance of the same service on a port of its own: the same
+    /// data directory (one SQLite database, one outbox) and key-encryption key.
+    pub fn another_instance(&self) -> AuthService {
+        let port = free_port();
+        let mut env = self.env.clone();
+        for (name, value) in &mut env {
+            if name == "AUTHFLOW_LISTEN" {
+                *value = format!("127.0.0.1:{port}");
+            }
+        }
+        let mut svc = AuthService {
+            child: None,
+            seen_mail: Mutex::new(Vec::new()),
+            port,
+            data_dir: self.data_dir.clone(),
+            env,
+        };
+        svc.restart();
+        svc
     }
 
     /// `kill -9`: no chance to flush anything.

@@ -144,6 +144,16 @@ impl Stack {
         }
     }
 
+    /// A stack of parts the test started itself (e.g. an Envoy of its own
+    /// configuration); `auth` is the service users sign in at.
+    pub fn from_parts(auth: AuthService, envoy: Envoy, backend: EchoServer) -> Stack {
+        Stack {
+            auth,
+            envoy,
+            _backend: Some(backend),
+        }
+    }
+
     /// `GET path` from the session's device.
     pub fn call(&self, path: &str, s: &Session) -> Reply {
         self.envoy.get(path, &s.headers())

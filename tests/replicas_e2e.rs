@@ -1,0 +1,142 @@
+//! Several auth service instances behind one Envoy, with the `authflow_auth`
+//! cluster as `envoy/compose-postgres.yaml` ships it for its two replicas: when
+//! one replica is killed, sign-ins and the revocation feed go on through the
+//! other at once. A killed container's address stops answering, so every new
+//! connection to it waits out the connect timeout; before Envoy's probe takes
+//! it out, such waits delayed the feed's next poll, and with it a ban, by
+//! seconds.
+// Tests may unwrap and panic: a failure should stop the test where it happened.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use authflow_echo::EchoServer;
+use serde_json::{json, Value};
+use support::link::Link;
+use support::stack::{filter_config, Stack};
+use support::*;
+
+const ISSUER: &str = "http://127.0.0.1:8081";
+
+fn shipped_config() -> Value {
+    let text = std::fs::read_to_string(repo_root().join("envoy/compose-postgres.yaml")).unwrap();
+    serde_norway::from_str(&text).unwrap()
+}
+
+/// The shipped multi-replica `authflow_auth` cluster, its endpoints on
+/// 127.0.0.1:`ports`; everything else as shipped.
+fn shipped_replica_cluster(ports: &[u16]) -> Value {
+    let mut cluster = shipped_config()["static_resources"]["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "authflow_auth")
+        .unwrap()
+        .clone();
+    cluster["type"] = json!("STATIC");
+    cluster["load_assignment"]["endpoints"][0]["lb_endpoints"] = ports
+        .iter()
+        .map(|p| json!({"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}}))
+        .collect();
+    cluster
+}
+
+/// The shipped routes' action for the auth service's public API (with what
+/// they do when a replica cannot be reached), under each of `prefixes`.
+fn shipped_auth_routes(prefixes: &[&str]) -> Vec<Value> {
+    let doc = shipped_config();
+    let routes = &doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"]["route_config"]["virtual_hosts"][0]["routes"];
+    let action = routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["match"]["prefix"] == "/.well-known/")
+        .unwrap()["route"]
+        .clone();
+    assert_eq!(action["cluster"], "authflow_auth");
+    prefixes
+        .iter()
+        .map(|p| json!({"match": {"prefix": p}, "route": action}))
+        .collect()
+}
+
+#[test]
+fn a_killed_replica_holds_back_neither_requests_nor_bans() {
+    let first = AuthService::start(ISSUER, &[]);
+    let second = first.another_instance();
+    let links = [Link::start(first.port), Link::start(second.port)];
+    let backend = EchoServer::start("127.0.0.1:0").unwrap();
+    let backend_port = backend.addr.port();
+    // The shipped feed setting: a long poll, or a poll every second.
+    let mut filter = filter_config(ISSUER);
+    filter["providers"][0]["revocations"]["poll_interval_ms"] = json!(1000);
+    let envoy = Envoy::start_doc(2, |port, admin_port| {
+        let routes = shipped_auth_routes(&["/v1/auth/", "/v1/admin/", "/.well-known/", "/auth/"]);
+        let clusters = [("backend".to_owned(), backend_port)];
+        let mut doc = envoy_config_with_routes(&filter, &clusters, &routes, port, admin_port);
+        doc["static_resources"]["clusters"]
+            .as_array_mut()
+            .unwrap()
+            .push(shipped_replica_cluster(&[links[0].port, links[1].port]));
+        doc
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let stack = Stack::from_parts(first, envoy, backend);
+
+    let grace = stack.sign_up("grace@example.com");
+    let session = stack.sign_in("grace@example.com");
+    let admin = stack.admin("admin@example.com");
+    assert_eq!(stack.call("/api/hello", &session).status, 200);
+
+    // The replica that holds the filter's long poll is killed.
+    let mut holder = None;
+    assert!(
+        eventually(Duration::from_secs(40), || {
+            holder = links.iter().position(|l| l.held_polls() > 0);
+            holder.is_some()
+        }),
+        "the filter holds no long poll on either replica"
+    );
+    let holder = holder.unwrap();
+    links[holder].kill();
+
+    // Requests to the auth service at once: one sent to the killed replica
+    // goes to the other after the connect timeout, and takes it out of the rotation.
+    for _ in 0..6 {
+        let sent = Instant::now();
+        let r = stack.envoy.get("/.well-known/jwks.json", &[]);
+        let took = sent.elapsed();
+        assert!(
+            took < Duration::from_millis(1500),
+            "a request to the auth service waited {took:?} on the killed replica"
+        );
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    assert!(
+        stack
+            .envoy
+            .envoy_stat("cluster.authflow_auth.outlier_detection.ejections_enforced_total")
+            >= 1,
+        "no request went to the killed replica: the test did not test it"
+    );
+
+    // A ban through the other replica reaches every worker within a second and a half.
+    let other = if holder == 0 { &stack.auth } else { &second };
+    let r = post(
+        &other.url(&format!("/v1/admin/users/{grace}/ban")),
+        &admin.headers(),
+        &json!({}),
+    );
+    assert_eq!(r.status, 200, "ban: {r:?}");
+    let banned = Instant::now();
+    assert!(
+        eventually(Duration::from_millis(1500), || {
+            (0..6).all(|_| stack.call("/api/hello", &session).status == 401)
+        }),
+        "the ban was not enforced within 1.5 s of its 200 with one replica killed"
+    );
+    eprintln!("refused {:?} after the ban", banned.elapsed());
+}
