@@ -59,6 +59,8 @@ const PLACEHOLDER_IMAGE = "registry.example.com/";
 const ROOT_NAMESPACE = "istio-system";
 const HCM = "envoy.filters.network.http_connection_manager";
 const HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+// Headers naming the client's address that a client could set itself (x-forwarded-for is Envoy's).
+const CLIENT_ADDRESS_HEADERS = ["forwarded", "x-real-ip"];
 
 // ---- allow-lists for Istio spec keys --------------------------------------------------------
 // A node is `true` (anything below is accepted: free-form or not checked further), an object
@@ -564,6 +566,18 @@ function edgeProblems(plugin) {
   if (!everyHcm.some((c) => escaped.includes(c.path_with_escaped_slashes_action)) || escapedActions.some((v) => !escaped.includes(v))) {
     problems.push(`no EnvoyFilter on the WasmPlugin's workloads sets path_with_escaped_slashes_action (${escaped.join(" or ")}) on every HTTP connection manager`);
   }
+  // A client's own `forwarded` / `x-real-ip` would name any address to a backend reading those.
+  const removed = all("EnvoyFilter")
+    .filter((f) => f.metadata?.namespace === pluginNs && sameLabels(f.spec?.workloadSelector?.labels, pluginLabels))
+    .flatMap((f) => f.spec?.configPatches ?? [])
+    .filter((p) => p.applyTo === "ROUTE_CONFIGURATION" && p.patch?.operation === "MERGE" && [undefined, "ANY", "GATEWAY"].includes(p.match?.context)
+      && !p.match?.routeConfiguration)
+    .flatMap((p) => p.patch.value?.request_headers_to_remove ?? []);
+  for (const name of CLIENT_ADDRESS_HEADERS) {
+    if (!removed.includes(name)) {
+      problems.push(`no EnvoyFilter on the WasmPlugin's workloads removes ${name} from every route configuration (request_headers_to_remove): a client's own would name any address to a backend`);
+    }
+  }
   // A gateway taking any host lets the client choose `:authority`: DPoP proofs must name listed origins.
   const anyHost = gateways.some((gw) => (gw.spec?.servers ?? []).some((s) => (s.hosts ?? []).some((h) => h === "*" || h.endsWith("/*"))));
   for (const p of plugin.spec?.pluginConfig?.providers ?? []) {
@@ -661,6 +675,7 @@ function selfTest() {
   const server = (files, protocol) => of(files, "Gateway").spec.servers.find((s) => s.port.protocol === protocol);
   const authEnv = (files, name) => of(files, "Deployment", "authflow-auth").spec.template.spec.containers[0].env.find((e) => e.name === name);
   const hardening = (files) => of(files, "EnvoyFilter", "authflow-gateway-hardening").spec.configPatches[0].patch.value.typed_config;
+  const routePatch = (files) => of(files, "EnvoyFilter", "authflow-gateway-hardening").spec.configPatches.find((p) => p.applyTo === "ROUTE_CONFIGURATION");
   const cases = [
     ["unaltered", () => {}, null],
     ["no PeerAuthentication", (f) => drop(f, "PeerAuthentication"), "no STRICT PeerAuthentication"],
@@ -699,6 +714,8 @@ function selfTest() {
     ["no hardening EnvoyFilter", (f) => drop(f, "EnvoyFilter", "authflow-gateway-hardening"), "headers_with_underscores_action: REJECT_REQUEST"],
     ["underscore headers allowed", (f) => { hardening(f).common_http_protocol_options.headers_with_underscores_action = "ALLOW"; }, "headers_with_underscores_action: REJECT_REQUEST"],
     ["slashes not merged", (f) => { delete hardening(f).merge_slashes; }, "merge_slashes: true"],
+    ["a client's x-real-ip kept", (f) => { routePatch(f).patch.value.request_headers_to_remove = ["forwarded"]; }, "removes x-real-ip"],
+    ["client address headers removed on one route configuration only", (f) => { routePatch(f).match.routeConfiguration = { portNumber: 443 }; }, "removes forwarded"],
     ["escaped slashes kept", (f) => { delete hardening(f).path_with_escaped_slashes_action; }, "path_with_escaped_slashes_action"],
     ["escaped slashes kept explicitly", (f) => { hardening(f).path_with_escaped_slashes_action = "KEEP_UNCHANGED"; }, "path_with_escaped_slashes_action"],
     ["DPoP behind any host without dpop_origins", (f) => { delete of(f, "WasmPlugin").spec.pluginConfig.providers[0].dpop_origins; }, "dpop_origins"],

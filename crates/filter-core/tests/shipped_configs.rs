@@ -425,6 +425,36 @@ fn every_connection_manager_normalizes_paths_and_refuses_underscore_headers() {
     );
 }
 
+/// A backend learns the client's address from the x-forwarded-for Envoy writes,
+/// never from a `forwarded` or `x-real-ip` the client wrote (docs/deploy.md).
+#[test]
+fn every_public_connection_manager_drops_client_written_addresses() {
+    let mut checked = 0;
+    for path in yaml_files(&repo_root().join("envoy")) {
+        let name = path.display();
+        for doc in documents(&path) {
+            for hcm in public_connection_managers(&doc) {
+                let removed = hcm["route_config"]["request_headers_to_remove"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                for header in ["forwarded", "x-real-ip"] {
+                    assert!(
+                        removed.iter().any(|h| h == header),
+                        "{name}: route_config.request_headers_to_remove lacks {header}"
+                    );
+                }
+                assert_eq!(
+                    hcm["use_remote_address"], true,
+                    "{name}: use_remote_address"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 2, "checked {checked} connection managers");
+}
+
 const RATE_LIMIT_FILTER: &str = "envoy.filters.http.local_ratelimit";
 /// The local_ratelimit before the authflow filter (`before_auth` in envoy/rate-limits.json).
 const BEFORE_AUTH_FILTER: &str = "authflow.rate_limit.before_auth";
