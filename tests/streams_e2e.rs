@@ -13,8 +13,13 @@ use std::time::{Duration, Instant};
 
 use support::stack::*;
 
+/// Longer than the filter takes to learn a logout and look at its open
+/// streams again, shorter than the age at which it judges them.
+const SLOW_ANSWER: Duration = Duration::from_millis(700);
+
 /// An upstream that answers every request with an event stream: an event
-/// every 100 ms for at most 30 s, or until the connection goes.
+/// every 100 ms for at most 30 s, or until the connection goes; `/api/slow`
+/// with a plain answer after [`SLOW_ANSWER`].
 fn event_source() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -29,6 +34,11 @@ fn event_source() -> u16 {
                         Ok(0) | Err(_) => return,
                         Ok(n) => seen.extend_from_slice(&buf[..n]),
                     }
+                }
+                if seen.starts_with(b"GET /api/slow") {
+                    std::thread::sleep(SLOW_ANSWER);
+                    let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\ndone");
+                    return;
                 }
                 let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
                 if conn.write_all(head.as_bytes()).is_err() {
@@ -141,4 +151,129 @@ fn a_logout_ends_the_open_stream_its_token_opened() {
     );
     assert!(st.envoy.stat("streams_ended") >= 1);
     assert!(st.refused("/api/events", &alice));
+}
+
+/// A request still in flight when its token is revoked was let through
+/// before the revocation arrived, and the backend is acting on it: it gets
+/// its answer (the logout request itself is one). Before, the filter's next
+/// look at its open streams cut it off, and the client saw a reset.
+#[test]
+fn a_request_in_flight_when_its_token_is_revoked_gets_its_answer() {
+    let st = Stack::start_with_backend(
+        StackOptions {
+            issuer: "http://authflow.streams-e2e",
+            service_env: &[],
+            extra_clusters: &[],
+        },
+        event_source(),
+        |_| {},
+    );
+    st.sign_up("erin@streams.test");
+    let erin = st.sign_in("erin@streams.test");
+    std::thread::scope(|s| {
+        let slow = s.spawn(|| st.call("/api/slow", &erin));
+        std::thread::sleep(Duration::from_millis(100));
+        st.logout(&erin);
+        let answer = slow.join().expect("the slow request was cut off");
+        assert_eq!(answer.status, 200, "{answer:?}");
+        assert_eq!(answer.body, "done");
+    });
+    assert!(st.refused("/api/events", &erin));
+    assert_eq!(st.envoy.stat("streams_ended"), 0);
+}
+
+/// One HTTP/2 connection carrying two sessions' event streams, as a CDN or
+/// another proxy in front multiplexes many clients: a logout resets the one
+/// stream its token opened, not the connection, so the other session's
+/// stream flows on and the connection takes new requests.
+#[test]
+fn on_one_http2_connection_a_logout_resets_only_its_own_stream() {
+    let st = Stack::start_with_backend(
+        StackOptions {
+            issuer: "http://authflow.streams-e2e",
+            service_env: &[],
+            extra_clusters: &[],
+        },
+        event_source(),
+        |_| {},
+    );
+    st.sign_up("carol@streams.test");
+    st.sign_up("dave@streams.test");
+    let carol = st.sign_in("carol@streams.test");
+    let dave = st.sign_in("dave@streams.test");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", st.envoy.port))
+            .await
+            .unwrap();
+        let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+        let connection = tokio::spawn(connection);
+        let mut client = client.ready().await.unwrap();
+        let mut carols = h2_events(&mut client, &carol).await;
+        let mut daves = h2_events(&mut client, &dave).await;
+
+        let logout = carol.clone();
+        let st = &st;
+        std::thread::scope(|s| s.spawn(|| st.logout(&logout)).join().unwrap());
+        assert!(
+            h2_ends_within(&mut carols, Duration::from_secs(5)).await,
+            "carol's stream still flows after her logout"
+        );
+        assert!(
+            h2_ticks(&mut daves, Duration::from_secs(2)).await,
+            "dave's stream, on the same connection, stopped with hers"
+        );
+        assert!(!connection.is_finished(), "the connection was closed");
+        let mut again = h2_events(&mut client.ready().await.unwrap(), &dave).await;
+        assert!(h2_ticks(&mut again, Duration::from_secs(2)).await);
+    });
+    assert!(st.envoy.stat("streams_ended") >= 1);
+}
+
+/// An event stream opened on `client` with the session's credentials; its first event arrived.
+async fn h2_events(
+    client: &mut h2::client::SendRequest<bytes::Bytes>,
+    s: &Session,
+) -> h2::RecvStream {
+    let mut request =
+        http::Request::get("http://127.0.0.1/api/events").header("accept", "text/event-stream");
+    for (name, value) in s.headers() {
+        request = request.header(name, value);
+    }
+    let (response, _) = client
+        .send_request(request.body(()).unwrap(), true)
+        .unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    assert!(
+        h2_ticks(&mut body, Duration::from_secs(5)).await,
+        "the stream flows"
+    );
+    body
+}
+
+/// Whether an event arrives on `body` within `within`.
+async fn h2_ticks(body: &mut h2::RecvStream, within: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(within, body.data()).await,
+        Ok(Some(Ok(chunk))) if { let _ = body.flow_control().release_capacity(chunk.len()); true }
+    )
+}
+
+/// Whether `body` ends (reset or finished) within `within`, events read meanwhile.
+async fn h2_ends_within(body: &mut h2::RecvStream, within: Duration) -> bool {
+    let until = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(until, body.data()).await {
+            Err(_) => return false,
+            Ok(None | Some(Err(_))) => return true,
+            Ok(Some(Ok(chunk))) => {
+                let _ = body.flow_control().release_capacity(chunk.len());
+            }
+        }
+    }
 }

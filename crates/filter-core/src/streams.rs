@@ -6,6 +6,12 @@
 //! when Envoy deletes the stream; every [`SWEEP_EVERY_MS`] it asks which
 //! ones ended ([`OpenStreams::sweep`]) and closes them.
 //!
+//! Only streams open for [`MIN_AGE_MS`] are judged: an ordinary request
+//! still in flight when its token is revoked was let through before the
+//! revocation arrived and is over within milliseconds; resetting it would
+//! only hide an answer the backend already gave. The logout request itself
+//! is one: the service publishes the revocation before it answers.
+//!
 //! A `Vec`, not a map: a worker holds few requests at once (most last
 //! milliseconds), and another hash map's code would cost the module more
 //! than the scan costs a request.
@@ -20,30 +26,34 @@ use crate::verify::VerifiedToken;
 /// open stream at most this long after it reached the worker's list.
 pub const SWEEP_EVERY_MS: u64 = 500;
 
+/// How long a stream has been open before it is judged again.
+pub const MIN_AGE_MS: u64 = 1_000;
+
 /// Most streams one worker watches; past it, new ones are let through
 /// unwatched (a stream is bounded by Envoy's own limits long before).
 pub const MAX_WATCHED: usize = 65_536;
 
 #[derive(Default)]
 pub struct OpenStreams {
-    open: Vec<(u32, Rc<VerifiedToken>)>,
+    /// Context id, the token it was let through with, when it was let through.
+    open: Vec<(u32, Rc<VerifiedToken>, u64)>,
     next_sweep_ms: u64,
 }
 
 impl OpenStreams {
-    /// Watches stream `context_id`, let through with `token`. False when
-    /// the list is full (the stream goes on unwatched).
-    pub fn opened(&mut self, context_id: u32, token: Rc<VerifiedToken>) -> bool {
+    /// Watches stream `context_id`, let through with `token` at `now_ms`.
+    /// False when the list is full (the stream goes on unwatched).
+    pub fn opened(&mut self, context_id: u32, token: Rc<VerifiedToken>, now_ms: u64) -> bool {
         if self.open.len() >= MAX_WATCHED {
             return false;
         }
-        self.open.push((context_id, token));
+        self.open.push((context_id, token, now_ms));
         true
     }
 
     /// Forgets stream `context_id` (Envoy deleted it).
     pub fn closed(&mut self, context_id: u32) {
-        if let Some(at) = self.open.iter().position(|(id, _)| *id == context_id) {
+        if let Some(at) = self.open.iter().position(|(id, ..)| *id == context_id) {
             self.open.swap_remove(at);
         }
     }
@@ -56,11 +66,12 @@ impl OpenStreams {
         self.open.is_empty()
     }
 
-    /// The streams whose token the engine no longer admits at `now_ms`
-    /// (revoked, or expired past the clock skew), each with why; they are
-    /// forgotten here, for the caller to close. Nothing before the next
-    /// sweep is due, or while the clock reads before the last one (stepped
-    /// back: the next sweep is due at once).
+    /// The streams open for [`MIN_AGE_MS`] whose token the engine no longer
+    /// admits at `now_ms` (revoked, or expired past the clock skew), each
+    /// with why; they are forgotten here, for the caller to close. Nothing
+    /// before the next sweep is due, or while the clock reads before the
+    /// last one (stepped back: the next sweep is due at once, and a stream
+    /// that began "later" is taken as beginning now).
     pub fn sweep(&mut self, engine: &Engine, now_ms: u64) -> Vec<(u32, DenyReason)> {
         let due = now_ms >= self.next_sweep_ms || self.next_sweep_ms - now_ms > SWEEP_EVERY_MS;
         if !due || self.open.is_empty() {
@@ -68,14 +79,19 @@ impl OpenStreams {
         }
         self.next_sweep_ms = now_ms.saturating_add(SWEEP_EVERY_MS);
         let mut ended = Vec::new();
-        self.open
-            .retain(|(id, token)| match engine.no_longer_admits(token, now_ms) {
+        self.open.retain_mut(|(id, token, since_ms)| {
+            *since_ms = (*since_ms).min(now_ms);
+            if now_ms - *since_ms < MIN_AGE_MS {
+                return true;
+            }
+            match engine.no_longer_admits(token, now_ms) {
                 Some(reason) => {
                     ended.push((*id, reason));
                     false
                 }
                 None => true,
-            });
+            }
+        });
         ended
     }
 }

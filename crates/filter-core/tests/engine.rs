@@ -560,25 +560,31 @@ fn revocations_apply_to_cached_tokens() {
 
 /// A stream let through stays open while its token is good: a WebSocket or
 /// an event stream must not outlive a logout or a ban, nor its token's
-/// expiry. The open streams are judged again every `SWEEP_EVERY_MS`.
+/// expiry. The open streams are judged again every `SWEEP_EVERY_MS`, once
+/// open for `MIN_AGE_MS`: a request still in flight when its token is
+/// revoked (the logout request itself) is not cut off.
 #[test]
 fn an_open_stream_ends_with_its_tokens_revocation_or_expiry() {
-    use authflow_filter_core::streams::{OpenStreams, SWEEP_EVERY_MS};
+    use authflow_filter_core::streams::{OpenStreams, MIN_AGE_MS, SWEEP_EVERY_MS};
     let mut f = fixture(json!({"clock_skew_secs": 0}));
     let bearer = format!("Bearer {}", f.token());
     let Outcome::Allow(allowed) = f.eval("/api", &[("authorization", &bearer)]) else {
         panic!("allowed");
     };
     let mut streams = OpenStreams::default();
-    assert!(streams.opened(7, allowed.token.clone().expect("the token that verified")));
+    let opened_ms = NOW * 1000;
+    let token = allowed.token.clone().expect("the token that verified");
+    assert!(streams.opened(7, token.clone(), opened_ms));
     let Outcome::Allow(other) = f.eval("/api", &[("authorization", &bearer)]) else {
         panic!("allowed");
     };
-    streams.opened(8, other.token.unwrap());
+    streams.opened(8, other.token.unwrap(), opened_ms);
     streams.closed(8);
-    let mut now_ms = NOW * 1000 + 500;
+    let mut now_ms = opened_ms + MIN_AGE_MS;
     assert_eq!(streams.sweep(&f.engine, now_ms), [], "still good");
     revoke_jti_1(&mut f);
+    // A request let through just now with the token revoked since (the logout).
+    streams.opened(10, token, now_ms);
     assert_eq!(
         streams.sweep(&f.engine, now_ms + 1),
         [],
@@ -588,7 +594,13 @@ fn an_open_stream_ends_with_its_tokens_revocation_or_expiry() {
     assert_eq!(
         streams.sweep(&f.engine, now_ms),
         [(7, DenyReason::TokenRevoked)],
-        "the closed stream 8 is not named"
+        "the closed stream 8 is not named, the young stream 10 not judged yet"
+    );
+    now_ms += MIN_AGE_MS;
+    assert_eq!(
+        streams.sweep(&f.engine, now_ms),
+        [(10, DenyReason::TokenRevoked)],
+        "judged once open for MIN_AGE_MS"
     );
     assert!(streams.is_empty());
 
@@ -598,11 +610,19 @@ fn an_open_stream_ends_with_its_tokens_revocation_or_expiry() {
     let Outcome::Allow(allowed) = f.eval("/api", &[("authorization", &bearer)]) else {
         panic!("allowed");
     };
-    streams.opened(9, allowed.token.unwrap());
+    let token = allowed.token.unwrap();
+    streams.opened(9, token.clone(), NOW * 1000);
     assert_eq!(streams.sweep(&f.engine, (NOW + 890) * 1000), []);
     assert_eq!(
         streams.sweep(&f.engine, (NOW + 891) * 1000),
         [(9, DenyReason::Expired)]
+    );
+    // Opened by a clock that then stepped back: taken as opened at the earlier reading.
+    streams.opened(11, token, (NOW + 5_000) * 1000);
+    assert_eq!(streams.sweep(&f.engine, (NOW + 892) * 1000), []);
+    assert_eq!(
+        streams.sweep(&f.engine, (NOW + 893) * 1000),
+        [(11, DenyReason::Expired)]
     );
 
     // An anonymous request on a public route brings no token to watch.
