@@ -181,19 +181,20 @@ def auth_hosts(values: dict) -> list[str]:
 def render_auth_endpoints(values: dict) -> str:
     """The authflow_auth cluster's endpoints; with several replicas also an active health check,
     so the filter's callouts and the auth routes leave a replica that is down within a second
-    or two instead of failing on it until its address disappears."""
+    instead of failing on it until its address disappears."""
     lines = []
     for host in auth_hosts(values):
         lines += ["        - endpoint:",
                   "            address:",
                   f"              socket_address: {{ address: {host}, port_value: 8081 }}"]
     if len(auth_hosts(values)) > 1:
-        lines += ["    # Several replicas: each is probed on /readyz every second; one failed probe takes",
-                  "    # it out of the rotation, one good probe brings it back.",
+        lines += ["    # Several replicas: each is probed on /readyz every half second; one failed probe",
+                  "    # (no answer within a second) takes it out of the rotation, one good probe brings",
+                  "    # it back.",
                   "    health_checks:",
                   "    - timeout: 1s",
-                  "      interval: 1s",
-                  "      no_traffic_interval: 1s",
+                  "      interval: 0.5s",
+                  "      no_traffic_interval: 0.5s",
                   "      unhealthy_threshold: 1",
                   "      healthy_threshold: 1",
                   "      http_health_check: { path: /readyz }"]
@@ -201,32 +202,32 @@ def render_auth_endpoints(values: dict) -> str:
 
 
 def render_auth_failover(values: dict) -> tuple[str, str]:
-    """The authflow_auth cluster's connect timeout, and with several replicas what moves
-    requests and the filter's callouts off one that is lost (the comment below says how)."""
+    """The authflow_auth cluster's connect timeout, and with several replicas what ends a
+    connection held open to one that is lost (the comments below say why)."""
     if len(auth_hosts(values)) == 1:
         return "2s", ""
-    lines = ["    # A replica that is gone: a connection to its address waits out the connect timeout,",
-             "    # and one such failure takes it out of the rotation at once (its probe may take two",
-             "    # seconds), so the revocation feed and sign-ins go on through the others. A machine",
-             "    # that is lost sends nothing: keepalive probes end a connection held open to it (the",
-             "    # feed's long poll waits up to 35 s) within about four seconds.",
-             "    outlier_detection:",
-             "      consecutive_local_origin_failure: 1",
-             "      split_external_local_origin_errors: true",
-             "      enforcing_consecutive_local_origin_failure: 100",
-             "      interval: 1s",
-             "      base_ejection_time: 5s",
-             "      max_ejection_percent: 50",
+    # No outlier detection: Envoy counts a replica's reset as a failed connection, and the
+    # service resets a request whose body is past its limit, so any client could take replicas
+    # out of the rotation; and its default 5xx detector would count a busy replica's 503s.
+    lines = ["    # A replica that is gone: a connection to its address waits out the connect timeout",
+             "    # (half a second), then the auth routes send the request to another replica, until",
+             "    # the probe takes it out. A machine that is lost sends nothing: keepalive probes end a",
+             "    # connection held open to it (the feed's long poll waits up to 35 s) within about 4 s.",
              "    upstream_connection_options:",
              "      tcp_keepalive: { keepalive_time: 2, keepalive_interval: 1, keepalive_probes: 2 }",
+             "    # Every request that met a killed replica is retried at once: a budget in proportion",
+             "    # to the requests in flight, not Envoy's default of three retries at a time.",
+             "    circuit_breakers:",
+             "      thresholds:",
+             "      - retry_budget: { budget_percent: { value: 50 }, min_retry_concurrency: 16 }",
              ""]
     return "0.5s", "\n".join(lines)
 
 
 # With several replicas, a request that could not connect to one is sent to another (it never
 # reached the first, so even a sign-in is safe to send again).
-RETRY_ON_ANOTHER_REPLICA = ("retry_policy: { retry_on: connect-failure, num_retries: 1, retry_host_predicate: "
-                            "[{ name: envoy.retry_host_predicates.previous_hosts, typed_config: "
+RETRY_ON_ANOTHER_REPLICA = ("retry_policy: { retry_on: connect-failure, num_retries: 1, host_selection_retry_max_attempts: 3, "
+                            "retry_host_predicate: [{ name: envoy.retry_host_predicates.previous_hosts, typed_config: "
                             "{ \"@type\": type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate } }] }")
 
 

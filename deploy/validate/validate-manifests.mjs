@@ -60,7 +60,8 @@ const ROOT_NAMESPACE = "istio-system";
 const HCM = "envoy.filters.network.http_connection_manager";
 const HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 // Headers naming the client's address that a client could set itself (x-forwarded-for is Envoy's).
-const CLIENT_ADDRESS_HEADERS = ["forwarded", "x-real-ip"];
+const CLIENT_ADDRESS_HEADERS = ["forwarded", "x-real-ip", "x-client-ip", "true-client-ip", "cf-connecting-ip",
+  "fastly-client-ip", "x-cluster-client-ip", "x-original-forwarded-for"];
 
 // ---- allow-lists for Istio spec keys --------------------------------------------------------
 // A node is `true` (anything below is accepted: free-form or not checked further), an object

@@ -1,8 +1,11 @@
-//! A TCP link on 127.0.0.1 to a local port, which a test can kill the way a
-//! replica's container is killed: the connections across it are closed (the
-//! process's kernel closes them), and its address stops answering, so a new
+//! A TCP link on 127.0.0.1 to a local port, which a test can kill the way
+//! Docker kills a replica's container: the connections it carried end (the
+//! process's kernel closes them) and its address stops answering, so a new
 //! connection waits out the connect timeout instead of being refused (the
-//! container's address is gone with it).
+//! container's address is gone with it). Envoy's health probe learns of it
+//! only when a probe times out (as in the compose stack, a second or two
+//! after the kill): the connection the probes use is left silent. That is
+//! the window in which requests meet the dead address.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -24,23 +27,38 @@ struct LinkState {
     dropped: AtomicBool,
     /// Requests for the revocation feed sent across and not yet answered.
     held_polls: AtomicUsize,
-    /// Every socket of the link, so that killing or dropping it ends them all.
-    sockets: Mutex<Vec<TcpStream>>,
+    /// The connections carried: both sockets, and whether health probes use it.
+    carried: Mutex<Vec<([TcpStream; 2], Arc<Connection>)>>,
+    /// Connections made after the kill, left unanswered.
+    unanswered: Mutex<Vec<TcpStream>>,
 }
 
-/// The request line of a poll of the revocation feed.
+/// What is known of one carried connection.
+#[derive(Default)]
+struct Connection {
+    /// Health probes (`GET /readyz`) went across it.
+    probes: AtomicBool,
+    /// A poll of the revocation feed is waiting for its answer.
+    polling: AtomicBool,
+}
+
+/// The listening socket's backlog: room for Envoy's connections while alive.
+const BACKLOG: i32 = 32;
+
+/// The request lines told apart.
 const FEED_POLL: &[u8] = b"GET /v1/revocations";
+const HEALTH_PROBE: &[u8] = b"GET /readyz";
 
 impl Link {
     /// A link from a new port on 127.0.0.1 to 127.0.0.1:`to`.
     pub fn start(to: u16) -> Link {
-        // The smallest accept queue, so that a few connections fill it once
-        // the link is dead: then the kernel drops new connections' SYNs.
+        // A short accept queue, which `kill` fills: then the kernel drops new
+        // connections' SYNs.
         let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
         socket
             .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
             .unwrap();
-        socket.listen(1).unwrap();
+        socket.listen(BACKLOG).unwrap();
         let listener: std::net::TcpListener = socket.into();
         let port = listener.local_addr().unwrap().port();
         let state = Arc::new(LinkState::default());
@@ -55,10 +73,13 @@ impl Link {
                 if st.dropped.load(Ordering::SeqCst) {
                     return;
                 }
-                let Ok(server) = TcpStream::connect(("127.0.0.1", to)) else {
+                let server = TcpStream::connect(("127.0.0.1", to));
+                if st.dead.load(Ordering::SeqCst) || server.is_err() {
+                    st.unanswered.lock().unwrap().push(client);
                     continue;
-                };
-                let polling = Arc::new(AtomicBool::new(false));
+                }
+                let server = server.unwrap();
+                let connection = Arc::new(Connection::default());
                 for (from, into, upstream) in [
                     (
                         client.try_clone().unwrap(),
@@ -71,34 +92,54 @@ impl Link {
                         false,
                     ),
                 ] {
-                    let (st, polling) = (st.clone(), polling.clone());
-                    thread::spawn(move || pump(&st, from, into, upstream, &polling));
+                    let (st, connection) = (st.clone(), connection.clone());
+                    thread::spawn(move || pump(&st, from, into, upstream, &connection));
                 }
-                st.sockets.lock().unwrap().extend([client, server]);
+                st.carried
+                    .lock()
+                    .unwrap()
+                    .push(([client, server], connection));
             }
         });
         Link { port, state }
     }
 
-    /// Closes every connection across the link, and from now on a new one
-    /// waits until its connect timeout.
+    /// Ends the connections the link carried (but the probes'), and from now
+    /// on a new connection waits until its connect timeout.
     pub fn kill(&self) {
         self.state.dead.store(true, Ordering::SeqCst);
-        for s in self.state.sockets.lock().unwrap().drain(..) {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-        self.state.held_polls.store(0, Ordering::SeqCst);
-        // One connection the accepting thread takes and holds, two that fill its queue.
+        // One connection the accepting thread takes and holds, then as many as
+        // its queue holds (the backlog and one more): full once two connections
+        // in a row get no answer (one may be only slow on a busy machine).
         let mut fillers = Vec::new();
-        for _ in 0..3 {
-            if let Ok(s) = TcpStream::connect_timeout(
+        let mut unanswered = 0;
+        while unanswered < 2 {
+            match TcpStream::connect_timeout(
                 &SocketAddr::from(([127, 0, 0, 1], self.port)),
-                Duration::from_millis(200),
+                Duration::from_millis(250),
             ) {
-                fillers.push(s);
+                Ok(s) => {
+                    fillers.push(s);
+                    unanswered = 0;
+                }
+                Err(_) => unanswered += 1,
+            }
+            assert!(
+                fillers.len() < 4 * BACKLOG as usize,
+                "the link's queue never filled"
+            );
+        }
+        self.state.unanswered.lock().unwrap().extend(fillers);
+        // Only then the connections it carried: new ones Envoy opens in their
+        // place find the queue full.
+        for (sockets, connection) in self.state.carried.lock().unwrap().iter() {
+            if !connection.probes.load(Ordering::SeqCst) {
+                for s in sockets {
+                    let _ = s.shutdown(Shutdown::Both);
+                }
             }
         }
-        self.state.sockets.lock().unwrap().extend(fillers);
+        self.state.held_polls.store(0, Ordering::SeqCst);
     }
 
     /// Polls of the revocation feed held across the link right now.
@@ -107,31 +148,34 @@ impl Link {
     }
 }
 
-/// Copies `from` into `into` until either side closes.
-fn pump(
-    st: &LinkState,
-    mut from: TcpStream,
-    mut into: TcpStream,
-    upstream: bool,
-    polling: &AtomicBool,
-) {
+/// Copies `from` into `into` until either side closes; once the link is
+/// dead, a probes' connection only swallows what comes.
+fn pump(st: &LinkState, mut from: TcpStream, mut into: TcpStream, upstream: bool, c: &Connection) {
     let mut buf = [0u8; 16 * 1024];
     while let Ok(n @ 1..) = from.read(&mut buf) {
         if st.dead.load(Ordering::SeqCst) {
+            if c.probes.load(Ordering::SeqCst) {
+                continue;
+            }
             break;
         }
-        if upstream && buf[..n].starts_with(FEED_POLL) && !polling.swap(true, Ordering::SeqCst) {
+        if upstream && buf[..n].starts_with(HEALTH_PROBE) {
+            c.probes.store(true, Ordering::SeqCst);
+        }
+        if upstream && buf[..n].starts_with(FEED_POLL) && !c.polling.swap(true, Ordering::SeqCst) {
             st.held_polls.fetch_add(1, Ordering::SeqCst);
         }
-        if !upstream && polling.swap(false, Ordering::SeqCst) {
+        if !upstream && c.polling.swap(false, Ordering::SeqCst) {
             answered(st);
         }
         if into.write_all(&buf[..n]).is_err() {
             break;
         }
     }
-    let _ = into.shutdown(Shutdown::Both);
-    if polling.swap(false, Ordering::SeqCst) {
+    if !(st.dead.load(Ordering::SeqCst) && c.probes.load(Ordering::SeqCst)) {
+        let _ = into.shutdown(Shutdown::Both);
+    }
+    if c.polling.swap(false, Ordering::SeqCst) {
         answered(st);
     }
 }
@@ -146,7 +190,12 @@ fn answered(st: &LinkState) {
 impl Drop for Link {
     fn drop(&mut self) {
         self.state.dropped.store(true, Ordering::SeqCst);
-        for s in self.state.sockets.lock().unwrap().drain(..) {
+        for (sockets, _) in self.state.carried.lock().unwrap().drain(..) {
+            for s in sockets {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+        }
+        for s in self.state.unanswered.lock().unwrap().drain(..) {
             let _ = s.shutdown(Shutdown::Both);
         }
         // Wakes the accepting thread so that it sees `dropped`.

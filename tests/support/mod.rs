@@ -508,6 +508,8 @@ pub struct AuthService {
     pub port: u16,
     pub data_dir: PathBuf,
     env: Vec<(String, String)>,
+    /// Another instance's directory is left to the instance that made it.
+    owns_data_dir: bool,
 }
 
 impl AuthService {
@@ -555,6 +557,7 @@ impl AuthService {
             port,
             data_dir,
             env: all,
+            owns_data_dir: true,
         };
         svc.restart();
         svc
@@ -611,6 +614,7 @@ impl AuthService {
             port,
             data_dir: self.data_dir.clone(),
             env,
+            owns_data_dir: false,
         };
         svc.restart();
         svc
@@ -656,7 +660,9 @@ impl AuthService {
 impl Drop for AuthService {
     fn drop(&mut self) {
         self.kill();
-        let _ = std::fs::remove_dir_all(&self.data_dir);
+        if self.owns_data_dir {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
     }
 }
 

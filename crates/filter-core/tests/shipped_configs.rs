@@ -438,7 +438,16 @@ fn every_public_connection_manager_drops_client_written_addresses() {
                     .as_array()
                     .cloned()
                     .unwrap_or_default();
-                for header in ["forwarded", "x-real-ip"] {
+                for header in [
+                    "forwarded",
+                    "x-real-ip",
+                    "x-client-ip",
+                    "true-client-ip",
+                    "cf-connecting-ip",
+                    "fastly-client-ip",
+                    "x-cluster-client-ip",
+                    "x-original-forwarded-for",
+                ] {
                     assert!(
                         removed.iter().any(|h| h == header),
                         "{name}: route_config.request_headers_to_remove lacks {header}"
@@ -447,6 +456,12 @@ fn every_public_connection_manager_drops_client_written_addresses() {
                 assert_eq!(
                     hcm["use_remote_address"], true,
                     "{name}: use_remote_address"
+                );
+                let early =
+                    &hcm["early_header_mutation_extensions"][0]["typed_config"]["mutations"];
+                assert_eq!(
+                    early[0]["remove"], "x-forwarded-for",
+                    "{name}: the client's x-forwarded-for is not dropped before Envoy appends the peer"
                 );
                 checked += 1;
             }
