@@ -10,7 +10,7 @@ mod support;
 
 use std::time::Duration;
 
-use authflow_echo::EchoServer;
+use support::stack::ShippedGateway;
 use support::*;
 
 /// The shipped local configuration's issuer: its filter configuration is used unchanged.
@@ -38,13 +38,8 @@ fn auth_cluster_stat(envoy: &Envoy, name: &str) -> u64 {
 
 #[test]
 fn envoy_drops_an_idle_connection_to_the_auth_service_before_the_service_does() {
-    let auth = AuthService::start(ISSUER, &[]);
-    let backend = EchoServer::start("127.0.0.1:0").unwrap();
-    let (auth_port, backend_port) = (auth.port, backend.addr.port());
-    let envoy = Envoy::start_doc(1, |port, admin_port| {
-        stack::shipped_local_config(port, admin_port, auth_port, backend_port)
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    let gateway = ShippedGateway::start(ISSUER, &[]);
+    let envoy = &gateway.envoy;
 
     let first = envoy.get(AUTH_ROUTE, &[]);
     assert_eq!(first.status, 200, "{}", first.body);
@@ -52,12 +47,12 @@ fn envoy_drops_an_idle_connection_to_the_auth_service_before_the_service_does() 
     // shorter has closed the connection by now.
     std::thread::sleep(Duration::from_secs(11));
     assert_eq!(
-        auth_cluster_stat(&envoy, "upstream_cx_destroy_remote"),
+        auth_cluster_stat(envoy, "upstream_cx_destroy_remote"),
         0,
         "the auth service closed a connection Envoy still held as reusable"
     );
     assert!(
-        auth_cluster_stat(&envoy, "upstream_cx_idle_timeout") >= 1,
+        auth_cluster_stat(envoy, "upstream_cx_idle_timeout") >= 1,
         "Envoy closed no idle connection to the auth service"
     );
     let again = envoy.get(AUTH_ROUTE, &[]);

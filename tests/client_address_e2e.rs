@@ -7,21 +7,15 @@
 
 mod support;
 
-use authflow_echo::EchoServer;
-use support::*;
+use support::stack::ShippedGateway;
 
 /// The shipped local configuration's issuer: its filter configuration is used unchanged.
 const ISSUER: &str = "http://127.0.0.1:8081";
 
 #[test]
 fn a_client_cannot_name_its_own_address_to_the_backend() {
-    let auth = AuthService::start(ISSUER, &[]);
-    let backend = EchoServer::start("127.0.0.1:0").unwrap();
-    let (auth_port, backend_port) = (auth.port, backend.addr.port());
-    let envoy = Envoy::start_doc(1, |port, admin_port| {
-        stack::shipped_local_config(port, admin_port, auth_port, backend_port)
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    let gateway = ShippedGateway::start(ISSUER, &[]);
+    let envoy = &gateway.envoy;
 
     let forged = "203.0.113.9";
     let named = [

@@ -10,68 +10,49 @@ mod support;
 
 use std::time::Duration;
 
-use authflow_echo::EchoServer;
+use support::stack::ShippedGateway;
 use support::*;
 
 /// The shipped local configuration's issuer: its filter configuration is used unchanged.
 const ISSUER: &str = "http://127.0.0.1:8081";
 
-struct Gateway {
-    auth: AuthService,
-    envoy: Envoy,
-    _backend: EchoServer,
-}
-
 /// The auth service as `make run` starts it (scripts/lib.sh): Envoy appends the
 /// client's address to `x-forwarded-for`, one trusted hop.
-fn gateway() -> Gateway {
-    let auth = AuthService::start(ISSUER, &[("AUTHFLOW_SERVER__XFF_NUM_TRUSTED_HOPS", "1")]);
-    let backend = EchoServer::start("127.0.0.1:0").unwrap();
-    let (auth_port, backend_port) = (auth.port, backend.addr.port());
-    let envoy = Envoy::start_doc(1, |port, admin_port| {
-        stack::shipped_local_config(port, admin_port, auth_port, backend_port)
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
-    Gateway {
-        auth,
-        envoy,
-        _backend: backend,
-    }
+fn gateway() -> ShippedGateway {
+    ShippedGateway::start(ISSUER, &[("AUTHFLOW_SERVER__XFF_NUM_TRUSTED_HOPS", "1")])
 }
 
-impl Gateway {
-    /// A user created with the CLI, signed in through Envoy (password, then the mailed code).
-    fn sign_in(&self, email: &str) -> stack::Session {
-        self.auth.cli(&[
-            "user",
-            "create",
-            "--email",
-            email,
-            "--password",
-            stack::PASSWORD,
-        ]);
-        let r = self.envoy.post(
-            "/v1/auth/signin",
-            &stack::device_headers(),
-            &serde_json::json!({"email": email, "password": stack::PASSWORD}),
-        );
-        assert_eq!(r.status, 200, "signin: {r:?}");
-        let challenge = r.json()["challenge_id"].as_str().unwrap().to_owned();
-        let code = self.auth.latest_mail(email, "sign-in code", "code");
-        let r = self.envoy.post(
-            "/v1/auth/signin/verify",
-            &stack::device_headers(),
-            &serde_json::json!({"challenge_id": challenge, "code": code}),
-        );
-        assert_eq!(r.status, 200, "second factor: {r:?}");
-        let j = r.json();
-        let text = |name: &str| j[name].as_str().unwrap().to_owned();
-        stack::Session {
-            bearer: format!("Bearer {}", text("access_token")),
-            access: text("access_token"),
-            refresh: text("refresh_token"),
-            device: text("device_secret"),
-        }
+/// A user created with the CLI, signed in through Envoy (password, then the mailed code).
+fn sign_in(g: &ShippedGateway, email: &str) -> stack::Session {
+    g.auth.cli(&[
+        "user",
+        "create",
+        "--email",
+        email,
+        "--password",
+        stack::PASSWORD,
+    ]);
+    let r = g.envoy.post(
+        "/v1/auth/signin",
+        &stack::device_headers(),
+        &serde_json::json!({"email": email, "password": stack::PASSWORD}),
+    );
+    assert_eq!(r.status, 200, "signin: {r:?}");
+    let challenge = r.json()["challenge_id"].as_str().unwrap().to_owned();
+    let code = g.auth.latest_mail(email, "sign-in code", "code");
+    let r = g.envoy.post(
+        "/v1/auth/signin/verify",
+        &stack::device_headers(),
+        &serde_json::json!({"challenge_id": challenge, "code": code}),
+    );
+    assert_eq!(r.status, 200, "second factor: {r:?}");
+    let j = r.json();
+    let text = |name: &str| j[name].as_str().unwrap().to_owned();
+    stack::Session {
+        bearer: format!("Bearer {}", text("access_token")),
+        access: text("access_token"),
+        refresh: text("refresh_token"),
+        device: text("device_secret"),
     }
 }
 
@@ -84,7 +65,7 @@ impl Gateway {
 #[test]
 fn an_access_cookie_the_filter_refused_never_reaches_a_public_backend_route() {
     let g = gateway();
-    let s = g.sign_in("cookie-leak@example.com");
+    let s = sign_in(&g, "cookie-leak@example.com");
     let cookie = format!("__Host-authflow-access={}", s.access);
     let seen_cookie = |r: &Reply| r.echoed("cookie").unwrap_or_default();
     // `/healthz` (public) with the access cookie, from this browser or one
@@ -142,7 +123,7 @@ fn an_access_cookie_the_filter_refused_never_reaches_a_public_backend_route() {
 #[test]
 fn a_live_bearer_token_of_our_issuer_refused_for_its_device_never_reaches_a_public_backend_route() {
     let g = gateway();
-    let s = g.sign_in("bearer-leak@example.com");
+    let s = sign_in(&g, "bearer-leak@example.com");
     let r = g.envoy.get(
         "/healthz",
         &[

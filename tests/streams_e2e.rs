@@ -59,6 +59,19 @@ fn event_source() -> u16 {
     port
 }
 
+/// The whole system with [`event_source`] as its backend.
+fn stack() -> Stack {
+    Stack::start_with_backend(
+        StackOptions {
+            issuer: "http://authflow.streams-e2e",
+            service_env: &[],
+            extra_clusters: &[],
+        },
+        event_source(),
+        |_| {},
+    )
+}
+
 /// An event stream opened through Envoy with the session's credentials.
 struct Events(TcpStream);
 
@@ -123,15 +136,7 @@ impl Events {
 /// through once flowed for as long as the backend kept it open.
 #[test]
 fn a_logout_ends_the_open_stream_its_token_opened() {
-    let st = Stack::start_with_backend(
-        StackOptions {
-            issuer: "http://authflow.streams-e2e",
-            service_env: &[],
-            extra_clusters: &[],
-        },
-        event_source(),
-        |_| {},
-    );
+    let st = stack();
     st.sign_up("alice@streams.test");
     st.sign_up("bob@streams.test");
     let alice = st.sign_in("alice@streams.test");
@@ -159,15 +164,7 @@ fn a_logout_ends_the_open_stream_its_token_opened() {
 /// look at its open streams cut it off, and the client saw a reset.
 #[test]
 fn a_request_in_flight_when_its_token_is_revoked_gets_its_answer() {
-    let st = Stack::start_with_backend(
-        StackOptions {
-            issuer: "http://authflow.streams-e2e",
-            service_env: &[],
-            extra_clusters: &[],
-        },
-        event_source(),
-        |_| {},
-    );
+    let st = stack();
     st.sign_up("erin@streams.test");
     let erin = st.sign_in("erin@streams.test");
     std::thread::scope(|s| {
@@ -188,15 +185,7 @@ fn a_request_in_flight_when_its_token_is_revoked_gets_its_answer() {
 /// stream flows on and the connection takes new requests.
 #[test]
 fn on_one_http2_connection_a_logout_resets_only_its_own_stream() {
-    let st = Stack::start_with_backend(
-        StackOptions {
-            issuer: "http://authflow.streams-e2e",
-            service_env: &[],
-            extra_clusters: &[],
-        },
-        event_source(),
-        |_| {},
-    );
+    let st = stack();
     st.sign_up("carol@streams.test");
     st.sign_up("dave@streams.test");
     let carol = st.sign_in("carol@streams.test");

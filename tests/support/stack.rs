@@ -244,6 +244,32 @@ impl Stack {
     }
 }
 
+/// The gateway as shipped (`envoy/local.yaml`: routes, filter configuration,
+/// rate limits) with the built module, one Envoy worker, in front of the real
+/// auth service (issuer `issuer`, `service_env` added) and the echo backend.
+pub struct ShippedGateway {
+    pub auth: AuthService,
+    pub envoy: Envoy,
+    _backend: EchoServer,
+}
+
+impl ShippedGateway {
+    pub fn start(issuer: &str, service_env: &[(&str, &str)]) -> ShippedGateway {
+        let auth = AuthService::start(issuer, service_env);
+        let backend = EchoServer::start("127.0.0.1:0").unwrap();
+        let (auth_port, backend_port) = (auth.port, backend.addr.port());
+        let envoy = Envoy::start_doc(1, |port, admin_port| {
+            shipped_local_config(port, admin_port, auth_port, backend_port)
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        ShippedGateway {
+            auth,
+            envoy,
+            _backend: backend,
+        }
+    }
+}
+
 /// `envoy/local.yaml` as shipped, on the test's ports (the admin on a port of
 /// its own) and with the built module: routes, filters and clusters unchanged.
 pub fn shipped_local_config(
