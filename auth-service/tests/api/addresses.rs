@@ -526,11 +526,7 @@ async fn a_device_whose_session_ended_is_no_way_past_the_lock() {
     let victim = "ended-device@example.com";
     app.verified_user(victim).await;
     let ended = app.signin(victim, PASSWORD).await;
-    let r = app
-        .authed(reqwest::Method::POST, "/v1/auth/logout", &ended)
-        .send()
-        .await
-        .unwrap();
+    let r = app.logout(&ended).await;
     assert_eq!(r.status(), 200);
     let live = app.signin(victim, PASSWORD).await;
     for _ in 0..4 {

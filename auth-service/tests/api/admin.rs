@@ -230,11 +230,7 @@ async fn revocation_feed_deltas_304_snapshots_and_expiry() {
     let c0 = snap.cursor.clone();
     assert_eq!(app.feed(Some(&c0)).await.0, 304);
 
-    let r = app
-        .authed(Method::POST, "/v1/auth/logout", &t)
-        .send()
-        .await
-        .unwrap();
+    let r = app.logout(&t).await;
     assert_eq!(r.status(), 200);
     let (status, delta) = app.feed(Some(&c0)).await;
     assert_eq!(status, 200);
@@ -809,11 +805,7 @@ async fn a_revocation_outlives_tokens_issued_under_a_longer_lifetime() {
     assert!(exp(&long) >= now() + 3500);
     // The lifetime lowered to 5 minutes: the session logged out, then the user banned.
     let short = spawn_app_beside(&app, |c| c.tokens.access_ttl = Duration::from_secs(300)).await;
-    let r = short
-        .authed(Method::POST, "/v1/auth/logout", &long)
-        .send()
-        .await
-        .unwrap();
+    let r = short.logout(&long).await;
     assert_eq!(r.status(), 200);
     let r = short
         .authed(

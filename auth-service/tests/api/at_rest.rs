@@ -163,11 +163,7 @@ async fn clear_secrets_are_sealed_on_start_and_a_rotated_key_reseals_everything(
         "the TOTP secret survived the migration and the rotation"
     );
     let t = tokens_of(r).await;
-    let r = only_new
-        .authed(Method::POST, "/v1/auth/logout", &t)
-        .send()
-        .await
-        .unwrap();
+    let r = only_new.logout(&t).await;
     assert_eq!(r.status(), 200, "the signing key survived too");
 }
 

@@ -146,6 +146,14 @@ impl TestApp {
             .header("x-authflow-device", &t.device)
     }
 
+    /// `POST /v1/auth/logout` from the device `t` was issued to.
+    pub async fn logout(&self, t: &Tokens) -> reqwest::Response {
+        self.authed(reqwest::Method::POST, "/v1/auth/logout", t)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Messages to `to`, oldest first, polling briefly (some mail is sent in the background).
     pub async fn outbox(&self, to: &str, at_least: usize) -> Vec<Value> {
         for _ in 0..100 {

@@ -558,11 +558,7 @@ async fn refresh_rotation_and_reuse_detection() {
     assert_eq!(delta["snapshot"], false);
     assert_eq!(delta["revoked_sessions"][0]["sid"], t.session.as_str());
     // And the service itself no longer accepts the session's access tokens.
-    let r = app
-        .authed(Method::POST, "/v1/auth/logout", &t2)
-        .send()
-        .await
-        .unwrap();
+    let r = app.logout(&t2).await;
     assert_eq!(error_code(r, 401).await, "invalid_token");
     let r = app
         .post("/v1/auth/refresh", json!({"refresh_token": "unknown"}))
@@ -603,11 +599,7 @@ async fn a_refresh_race_refuses_the_loser_and_keeps_the_session() {
             200,
             "round {round}: the winner's refresh token works"
         );
-        let r = app
-            .authed(Method::POST, "/v1/auth/logout", &t2)
-            .send()
-            .await
-            .unwrap();
+        let r = app.logout(&t2).await;
         assert_eq!(
             r.status(),
             200,
@@ -739,18 +731,10 @@ async fn logout_and_logout_all() {
         .unwrap();
     assert_eq!(error_code(r, 401).await, "invalid_token");
 
-    let r = app
-        .authed(Method::POST, "/v1/auth/logout", &a)
-        .send()
-        .await
-        .unwrap();
+    let r = app.logout(&a).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["revoked_sessions"], 1);
-    let r = app
-        .authed(Method::POST, "/v1/auth/logout", &a)
-        .send()
-        .await
-        .unwrap();
+    let r = app.logout(&a).await;
     assert_eq!(error_code(r, 401).await, "invalid_token");
     let r = app
         .authed(Method::POST, "/v1/auth/logout-all", &b)
@@ -834,11 +818,7 @@ async fn password_forgot_and_reset() {
     assert_eq!(error_code(r, 400).await, "invalid_token");
 
     // Every session ended; the old password is gone, the new one works.
-    let r = app
-        .authed(Method::POST, "/v1/auth/logout", &t)
-        .send()
-        .await
-        .unwrap();
+    let r = app.logout(&t).await;
     assert_eq!(error_code(r, 401).await, "invalid_token");
     let r = app
         .post(

@@ -46,11 +46,7 @@ async fn a_logout_survives_a_restart_and_the_maintenance_prune() {
     app.verified_user("out@example.com").await;
     let t = app.signin("out@example.com", PASSWORD).await;
     let exp = claims(&t.access)["exp"].as_u64().unwrap();
-    let r = app
-        .authed(Method::POST, "/v1/auth/logout", &t)
-        .send()
-        .await
-        .unwrap();
+    let r = app.logout(&t).await;
     assert_eq!(r.status(), 200);
 
     let restarted = restarted_and_pruned(&app).await;

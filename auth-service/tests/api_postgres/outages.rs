@@ -1,7 +1,6 @@
 //! The database failing under a running instance: what the instance
 //! acknowledged stays in force in its own answers.
 
-use reqwest::Method;
 
 use crate::common::*;
 
@@ -51,11 +50,7 @@ async fn a_logout_acknowledged_while_the_feed_cannot_be_read_is_not_admitted_by_
     let t = app.signin("gone@example.com", PASSWORD).await;
     assert_eq!(ext_authz(&app, &t).await, 200);
     hide_the_feed_head_from_the_next_revocation(&app).await;
-    let r = app
-        .authed(Method::POST, "/v1/auth/logout", &t)
-        .send()
-        .await
-        .unwrap();
+    let r = app.logout(&t).await;
     assert_eq!(r.status(), 200, "the logout committed");
     let status = ext_authz(&app, &t).await;
     assert!(
@@ -94,11 +89,7 @@ async fn a_maintenance_round_held_up_by_the_database_does_not_empty_the_revocati
     let app = spawn_app_with(|c| c.maintenance.interval = std::time::Duration::from_secs(1)).await;
     app.verified_user("held@example.com").await;
     let t = app.signin("held@example.com", PASSWORD).await;
-    let r = app
-        .authed(Method::POST, "/v1/auth/logout", &t)
-        .send()
-        .await
-        .unwrap();
+    let r = app.logout(&t).await;
     assert_eq!(r.status(), 200);
     assert_eq!(ext_authz(&app, &t).await, 401);
     // The next maintenance round waits at its first prune; the follower syncs on.
@@ -148,11 +139,7 @@ async fn a_poll_that_waits_for_a_failing_sync_is_not_answered_304() {
     let t = app.signin("poll@example.com", PASSWORD).await;
     let cursor = app.state.feed.cursor();
     hide_the_feed_head_from_the_next_revocation(&app).await;
-    let r = app
-        .authed(Method::POST, "/v1/auth/logout", &t)
-        .send()
-        .await
-        .unwrap();
+    let r = app.logout(&t).await;
     assert_eq!(r.status(), 200, "the logout committed");
     // A poll from before the logout syncs itself and fails (500), or shares
     // the failure of the follower's sync under way (503).

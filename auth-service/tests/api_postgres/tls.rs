@@ -40,11 +40,7 @@ async fn verify_full_with_the_servers_ca_connects_and_serves() {
     let app = spawn_app_in(Arc::new(tempfile::tempdir().unwrap()), Some(url), |_| {}).await;
     app.verified_user("ada@example.com").await;
     let tokens = app.signin("ada@example.com", PASSWORD).await;
-    let r = app
-        .authed(reqwest::Method::POST, "/v1/auth/logout", &tokens)
-        .send()
-        .await
-        .unwrap();
+    let r = app.logout(&tokens).await;
     assert_eq!(r.status(), 200);
     assert_eq!(app.get("/readyz").await.status(), 200);
 }
