@@ -58,3 +58,65 @@ fn envoy_drops_an_idle_connection_to_the_auth_service_before_the_service_does() 
     let again = envoy.get(AUTH_ROUTE, &[]);
     assert_eq!(again.status, 200, "{}", again.body);
 }
+
+/// Sends `POST path` with a body of `len` spaces over a new connection (with
+/// a `content-length`, or chunked when `chunked`), then reads the answer's
+/// status line: `None` when the connection ended without an HTTP answer.
+fn post_oversized(envoy: &Envoy, path: &str, len: usize, chunked: bool) -> Option<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", envoy.port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let framing = if chunked {
+        "transfer-encoding: chunked".to_owned()
+    } else {
+        format!("content-length: {len}")
+    };
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n{framing}\r\n\r\n"
+    );
+    let _ = c.write_all(head.as_bytes());
+    let chunk = vec![b' '; 16 * 1024];
+    for _ in 0..len / chunk.len() {
+        let sent = if chunked {
+            c.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                .and_then(|()| c.write_all(&chunk))
+                .and_then(|()| c.write_all(b"\r\n"))
+        } else {
+            c.write_all(&chunk)
+        };
+        if sent.is_err() {
+            break;
+        }
+    }
+    if chunked {
+        let _ = c.write_all(b"0\r\n\r\n");
+    }
+    let mut status = String::new();
+    BufReader::new(c).read_line(&mut status).ok()?;
+    (!status.is_empty()).then(|| status.trim_end().to_owned())
+}
+
+/// A body past the service's limit gets its 413 through Envoy, not a 503:
+/// the service answers before the body has all arrived, and a connection
+/// closed with unread data is reset, which Envoy reports as an upstream
+/// failure. Sizes from just past the limit to 8 MiB, with and without
+/// a declared length.
+#[test]
+fn an_oversized_body_to_the_auth_service_gets_413_through_envoy() {
+    let gateway = ShippedGateway::start(ISSUER, &[]);
+    let envoy = &gateway.envoy;
+    for &len in &[32 * 1024, 256 * 1024, 1 << 20, 8 << 20] {
+        for chunked in [false, true] {
+            for round in 0..3 {
+                let status = post_oversized(envoy, "/v1/auth/signin", len, chunked);
+                assert!(
+                    status.as_deref().is_some_and(|s| s.contains(" 413 ")),
+                    "{len} bytes (chunked: {chunked}, round {round}): {status:?}"
+                );
+            }
+        }
+    }
+    // The service is still there for everybody else.
+    let again = envoy.get(AUTH_ROUTE, &[]);
+    assert_eq!(again.status, 200, "{}", again.body);
+}

@@ -1,5 +1,5 @@
 //! The HTTP surface: one file per area, assembled here with the shared
-//! layers (body limit, panic guard, metrics, response headers) and JSON
+//! layers (request bodies read within a deadline and a bound, panic guard, metrics, response headers) and JSON
 //! 404 / 405 answers.
 
 pub mod admin;
@@ -8,6 +8,7 @@ pub mod dev;
 pub mod ext_authz;
 pub mod oauth;
 pub mod ops;
+mod request_body;
 pub mod revocations;
 pub mod service_accounts;
 pub mod tokens;
@@ -58,7 +59,7 @@ pub fn with_shared_layers(routes: Router<Arc<AppState>>, state: Arc<AppState>) -
         .layer(DefaultBodyLimit::max(state.config.server.body_limit_bytes))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
-            body_deadline,
+            request_body::read_first,
         ))
         .layer(CatchPanicLayer::custom(
             |_panic: Box<dyn std::any::Any + Send>| {
@@ -168,66 +169,4 @@ async fn count_responses(
         inc(&state.metrics.http_server_errors);
     }
     response
-}
-
-/// Every request body must have arrived within `server.request_body_timeout`
-/// of the request head: a client that stops sending, or trickles a byte now
-/// and then, gets its body refused (a `400` from the extractor reading it)
-/// instead of holding the request's task and socket for as long as it likes.
-async fn body_deadline(
-    State(state): State<Arc<AppState>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    use http_body::Body as _;
-    if request.body().is_end_stream() {
-        return next.run(request).await;
-    }
-    let timeout = state.config.server.request_body_timeout;
-    next.run(request.map(|body| {
-        axum::body::Body::new(DeadlineBody {
-            body,
-            deadline: Box::pin(tokio::time::sleep(timeout)),
-        })
-    }))
-    .await
-}
-
-/// A body that fails once its deadline passes before it ends.
-struct DeadlineBody {
-    body: axum::body::Body,
-    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("the request body did not arrive in time")]
-struct BodyTooSlow;
-
-impl http_body::Body for DeadlineBody {
-    type Data = axum::body::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        use std::future::Future as _;
-        use std::task::Poll;
-        let this = &mut *self;
-        if let Poll::Ready(frame) = std::pin::Pin::new(&mut this.body).poll_frame(cx) {
-            return Poll::Ready(frame);
-        }
-        if this.deadline.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Some(Err(axum::Error::new(BodyTooSlow))));
-        }
-        Poll::Pending
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
 }

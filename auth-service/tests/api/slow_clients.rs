@@ -119,3 +119,95 @@ async fn a_body_that_never_ends_is_given_up() {
         );
     }
 }
+
+/// A body past the limit is answered 413, and the client gets to send its
+/// whole body and read that answer. A server that answers and closes while
+/// the body is still coming leaves unread data behind and its kernel resets
+/// the connection: the client's next write fails, and a proxy in front
+/// (Envoy) then drops the connection without reading the answer and says 503.
+/// Declared lengths and chunked bodies, from just past the limit to 8 MiB.
+#[tokio::test]
+async fn an_oversized_body_gets_its_413_not_a_reset() {
+    let app = spawn_app().await;
+    for len in [64 * 1024, 1 << 20, 4 << 20] {
+        for chunked in [false, true] {
+            let stream = TcpStream::connect(app.running.addr).await.unwrap();
+            let (mut read, mut write) = stream.into_split();
+            let framing = if chunked {
+                "transfer-encoding: chunked".to_owned()
+            } else {
+                format!("content-length: {len}")
+            };
+            let head = format!(
+                "POST /v1/auth/signin HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\n{framing}\r\n\r\n"
+            );
+            // The body is sent as a client would: all of it, while the answer
+            // is read on the other half.
+            let sender = tokio::spawn(async move {
+                write.write_all(head.as_bytes()).await?;
+                let chunk = vec![b' '; 64 * 1024];
+                for _ in 0..len / chunk.len() {
+                    if chunked {
+                        write
+                            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                            .await?;
+                        write.write_all(&chunk).await?;
+                        write.write_all(b"\r\n").await?;
+                    } else {
+                        write.write_all(&chunk).await?;
+                    }
+                    // At the pace of a proxy's flow control: the body comes
+                    // in pieces, not all at once.
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                if chunked {
+                    write.write_all(b"0\r\n\r\n").await?;
+                }
+                Ok::<_, std::io::Error>(write)
+            });
+            let sent = sender.await.unwrap();
+            let mut answer = Vec::new();
+            let read_result =
+                tokio::time::timeout(Duration::from_secs(20), read.read_to_end(&mut answer))
+                    .await
+                    .expect("the answer came within 20 s");
+            let answer = String::from_utf8_lossy(&answer);
+            assert!(
+                answer.starts_with("HTTP/1.1 413") && answer.contains("payload_too_large"),
+                "{len} bytes (chunked: {chunked}): {read_result:?} {answer:?}"
+            );
+            // A proxy in front stops at its first failed write and never
+            // reads the answer: the whole body must be taken.
+            assert!(
+                sent.is_ok(),
+                "{len} bytes (chunked: {chunked}): the body was cut off: {sent:?}, answer {answer:?}"
+            );
+        }
+    }
+    assert_eq!(app.get("/healthz").await.status(), 200);
+}
+
+/// A client that declares an oversized body and waits for `100 Continue`
+/// gets its 413 at once and never has to send the body; one that declares
+/// more than the service reads past the limit is answered from its head too.
+#[tokio::test]
+async fn an_oversized_declared_body_is_refused_from_its_head() {
+    let app = spawn_app().await;
+    for (length, expect) in [(1u64 << 20, "expect: 100-continue\r\n"), (1 << 30, "")] {
+        let mut stream = TcpStream::connect(app.running.addr).await.unwrap();
+        let head = format!(
+            "POST /v1/auth/signin HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {length}\r\n{expect}\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut buf = [0u8; 512];
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("answered without the body")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&buf[..n]);
+        assert!(
+            answer.starts_with("HTTP/1.1 413"),
+            "{length} bytes, {expect:?}: {answer:?}"
+        );
+    }
+}

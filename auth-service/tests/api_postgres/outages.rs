@@ -1,7 +1,6 @@
 //! The database failing under a running instance: what the instance
 //! acknowledged stays in force in its own answers.
 
-
 use crate::common::*;
 
 /// From the next revocation's own transaction on, the feed's head cannot be
