@@ -591,6 +591,45 @@ fn read_jwk(path: &std::path::Path) -> Result<serde_json::Value, String> {
     serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))
 }
 
+/// `service-account set-key` (a key) and `remove-key` (`None`).
+async fn set_service_key(
+    state: &authflow_auth_service::state::AppState,
+    client_id: &str,
+    jwk: Option<serde_json::Value>,
+    revoke_tokens: bool,
+    now: i64,
+) -> Result<(), String> {
+    let event = if jwk.is_some() {
+        "cli_set_service_key"
+    } else {
+        "cli_remove_service_key"
+    };
+    let change = async {
+        authflow_auth_service::service_accounts::set_public_key(
+            state,
+            client_id,
+            jwk.as_ref(),
+            revoke_tokens,
+            now,
+        )
+        .await
+        .map_err(|e| format!("{e:?}"))
+    };
+    cli_privileged(
+        state.store.as_ref(),
+        (event, "by the CLI"),
+        (Some(&claims::service_subject(client_id)), None),
+        change,
+        |_| "done".into(),
+    )
+    .await?;
+    println!(
+        "{}",
+        serde_json::json!({"client_id": client_id, "public_key": jwk.is_some()})
+    );
+    Ok(())
+}
+
 async fn service_account(config: Config, cmd: ServiceAccountCommand) -> Result<(), String> {
     use authflow_auth_service::service_accounts;
     let state = build_state(config, Opening::Existing)
@@ -629,47 +668,19 @@ async fn service_account(config: Config, cmd: ServiceAccountCommand) -> Result<(
             jwk_file,
             revoke_tokens,
         } => {
-            let jwk = read_jwk(&jwk_file)?;
-            let change = async {
-                service_accounts::set_public_key(&state, &client_id, Some(&jwk), revoke_tokens, now)
-                    .await
-                    .map_err(|e| format!("{e:?}"))
-            };
-            cli_privileged(
-                state.store.as_ref(),
-                ("cli_set_service_key", "by the CLI"),
-                (Some(&claims::service_subject(&client_id)), None),
-                change,
-                |_| "done".into(),
+            set_service_key(
+                &state,
+                &client_id,
+                Some(read_jwk(&jwk_file)?),
+                revoke_tokens,
+                now,
             )
-            .await?;
-            println!(
-                "{}",
-                serde_json::json!({"client_id": client_id, "public_key": true})
-            );
+            .await?
         }
         ServiceAccountCommand::RemoveKey {
             client_id,
             revoke_tokens,
-        } => {
-            let change = async {
-                service_accounts::set_public_key(&state, &client_id, None, revoke_tokens, now)
-                    .await
-                    .map_err(|e| format!("{e:?}"))
-            };
-            cli_privileged(
-                state.store.as_ref(),
-                ("cli_remove_service_key", "by the CLI"),
-                (Some(&claims::service_subject(&client_id)), None),
-                change,
-                |_| "done".into(),
-            )
-            .await?;
-            println!(
-                "{}",
-                serde_json::json!({"client_id": client_id, "public_key": false})
-            );
-        }
+        } => set_service_key(&state, &client_id, None, revoke_tokens, now).await?,
         ServiceAccountCommand::RotateSecret {
             client_id,
             revoke_tokens,

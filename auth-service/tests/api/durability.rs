@@ -615,6 +615,33 @@ async fn privileged_cli_commands_are_audited() {
     let boss = created["user_id"].as_str().unwrap().to_owned();
     run(&["service-account", "create", "--client-id", "billing"]);
     run(&["service-account", "rotate-secret", "--client-id", "billing"]);
+    let key = jwt_simple::prelude::Ed25519KeyPair::generate();
+    let jwk_file = dir.path().join("billing.jwk");
+    std::fs::write(
+        &jwk_file,
+        json!({"kty": "OKP", "crv": "Ed25519", "x": base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            key.public_key().to_bytes(),
+        )})
+        .to_string(),
+    )
+    .unwrap();
+    let with_key = run(&[
+        "service-account",
+        "set-key",
+        "--client-id",
+        "billing",
+        "--jwk-file",
+        jwk_file.to_str().unwrap(),
+    ]);
+    let without_key = run(&["service-account", "remove-key", "--client-id", "billing"]);
+    for (out, has_key) in [(with_key, true), (without_key, false)] {
+        let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            printed,
+            json!({"client_id": "billing", "public_key": has_key})
+        );
+    }
     run(&["service-account", "disable", "--client-id", "billing"]);
     run(&["keys", "rotate"]);
 
@@ -650,6 +677,9 @@ async fn privileged_cli_commands_are_audited() {
         has("cli_rotate_service_secret", Some("svc:billing")),
         "{log:#?}"
     );
+    for event in ["cli_set_service_key", "cli_remove_service_key"] {
+        assert!(has(event, Some("svc:billing")), "{event}: {log:#?}");
+    }
     assert!(
         has("cli_disable_service_account", Some("svc:billing")),
         "{log:#?}"
