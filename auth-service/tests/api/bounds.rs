@@ -119,3 +119,47 @@ async fn sign_ins_of_a_totp_account_are_limited_per_account() {
         "{live} sign-in challenges open at once for one account (answers {statuses:?})"
     );
 }
+
+/// Finding: a banned account signing in with its right password was told
+/// `account_disabled` after the password's attempt had been taken back (as
+/// for any right password), so whoever has that password (the banned user)
+/// could sign in without limit but the hashing slots, each time writing a
+/// `banned` audit row. The attempt now stays counted as a failure: the
+/// account locks at its limit like a guessed one, and the log stays bounded.
+#[tokio::test]
+async fn sign_ins_of_a_banned_account_are_limited() {
+    const MAX_FAILURES: u32 = 3;
+    let app = spawn_app_with(|c| c.throttle.account_max_failures = MAX_FAILURES).await;
+    let admin = app.admin("boss@example.com").await;
+    let user_id = app.verified_user("banned@example.com").await;
+    let r = app
+        .authed(
+            reqwest::Method::POST,
+            &format!("/v1/admin/users/{user_id}/ban"),
+            &admin,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        let r = app
+            .post(
+                "/v1/auth/signin",
+                json!({"email": "banned@example.com", "password": PASSWORD}),
+            )
+            .await;
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses[0], 403, "{statuses:?}");
+    assert!(
+        statuses.ends_with(&[429]),
+        "the right password of a banned account is never refused for its rate: {statuses:?}"
+    );
+    let rows = audit_rows(&app, "signin").await;
+    assert!(
+        rows <= MAX_FAILURES as usize + 4,
+        "{rows} sign-in audit rows from 12 sign-ins of a banned account"
+    );
+}

@@ -162,7 +162,8 @@ pub(super) async fn clear_account_failures(state: &AppState, email: &str) -> Api
 /// Step 1: password. The same 401, after the same argon2 work, for an unknown
 /// email, a wrong password and an account whose address is not verified yet
 /// (whose right password also mails a fresh verification link). A banned
-/// account is told so only after its password checked out. Each attempt is
+/// account is told so only after its password checked out, and that attempt
+/// stays counted as a failure (it is throttled like a guess). Each attempt is
 /// counted (per account and per client address) before the password is
 /// compared, so parallel guesses cannot exceed the limit.
 #[utoipa::path(post, path = "/v1/auth/signin", tag = "auth", request_body = Credentials,
@@ -252,8 +253,10 @@ pub async fn start_signin(
             return Err(ApiError::InvalidCredentials);
         }
     };
-    password_ok(state, email.as_str(), &account, attempt).await?;
     if user.banned_at.is_some() {
+        // The attempt stays counted as a failure: the banned user, who has
+        // the password, is throttled like a guesser instead of writing a
+        // `banned` audit row as often as the hashing allows.
         audit::record(
             state,
             Some(client),
@@ -265,6 +268,7 @@ pub async fn start_signin(
         .await;
         return Err(ApiError::AccountDisabled);
     }
+    password_ok(state, email.as_str(), &account, attempt).await?;
     inc(&state.metrics.signin_password_ok);
     rehash_in_background(state, &user, password);
     let now = now();
