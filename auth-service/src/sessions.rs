@@ -311,7 +311,8 @@ pub async fn start_signed_in(
 /// with it, and must not be able to end the owner's session either.
 ///
 /// `proof` is the request's DPoP proof, checked but not yet recorded: it is
-/// recorded as used only when everything else holds, just before rotation,
+/// recorded as used only when everything else holds, just before rotation
+/// (or just before a reuse ends the session: a replayed proof ends nothing),
 /// so an unknown or ended refresh token burns no proof and writes nothing.
 /// The new access token is bound to the proof's key; a bound session stays
 /// bound.
@@ -368,13 +369,13 @@ pub async fn refresh(
     }
     match record.as_ref().map(|r| r.used_at) {
         Some(Some(used_at)) => {
-            return Err(used_again(state, client, &session, used_at, now).await);
+            return Err(used_again(state, client, &session, used_at, now, proof).await);
         }
         Some(None) => {}
         // Pushed out of the history: at least `ROTATED_REFRESH_TOKENS_KEPT`
         // rotations ago, which the per-session limit spreads over more than
         // an hour, so long past the grace. Taken for reuse like any other.
-        None => return Err(reuse_detected(state, client, &session).await),
+        None => return Err(reuse_detected(state, client, &session, proof, now).await),
     }
     let user = state
         .store
@@ -447,7 +448,8 @@ pub async fn refresh(
                 .await?
                 .and_then(|r| r.used_at)
                 .unwrap_or(now);
-            return Err(used_again(state, client, &session, used_at, now).await);
+            // The proof was recorded as used just before the rotation.
+            return Err(used_again(state, client, &session, used_at, now, None).await);
         }
     }
     inc(&state.metrics.refresh_ok);
@@ -506,16 +508,32 @@ async fn used_again(
     session: &Session,
     used_at: i64,
     now: i64,
+    proof: Option<PendingProof>,
 ) -> ApiError {
     if within_reuse_grace(used_at, now) {
         record_refused(state, client, "just_rotated", &session.user_id).await;
         return ApiError::InvalidGrant(JUST_ROTATED);
     }
-    reuse_detected(state, client, session).await
+    reuse_detected(state, client, session, proof, now).await
 }
 
 /// Revokes the session whose refresh token was reused; the error to answer with.
-async fn reuse_detected(state: &AppState, client: &Client, session: &Session) -> ApiError {
+///
+/// The request's DPoP proof (not yet recorded) is recorded first: for a
+/// bound session it is what let the token be judged at all, and a replayed
+/// one (a copy of an earlier request of the owner's, seen in a log or a
+/// proxy, within the proof's age) proves no key. Refused as a replay, it
+/// ends nothing, as a request without the key ends nothing.
+async fn reuse_detected(
+    state: &AppState,
+    client: &Client,
+    session: &Session,
+    proof: Option<PendingProof>,
+    now: i64,
+) -> ApiError {
+    if let Err(e) = crate::dpop::accept(state, proof, now).await {
+        return e;
+    }
     inc(&state.metrics.refresh_reuse);
     if let Err(e) = revoke_session(state, &session.id, "refresh_token_reuse").await {
         return e;

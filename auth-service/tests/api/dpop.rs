@@ -453,6 +453,45 @@ async fn a_proof_is_accepted_once() {
     assert_eq!(app.dpop_refresh(&t2, &key).await.status(), 200);
 }
 
+/// Whoever saw one refresh request of a bound session (a log, a proxy: its
+/// refresh token, device secret and DPoP proof) but has no key replays it
+/// past the grace, within the proof's age. A replayed proof is refused
+/// (RFC 9449 §11.1) and was refused for a live token, but a rotated-out
+/// one was judged as reuse first, on the replayed proof's thumbprint: the
+/// copy ended the owner's session. Without the key it must end nothing.
+#[tokio::test]
+async fn a_replayed_refresh_request_cannot_end_a_bound_session() {
+    let app = spawn_app().await;
+    app.verified_user("ada@example.com").await;
+    let key = DpopKey::es256();
+    let t = app.dpop_signin("ada@example.com", &key).await;
+    let seen = key.proof("POST", &app.htu(REFRESH), None, None);
+    let r = app.refresh_with(&t, Some(seen.clone())).await;
+    assert_eq!(r.status(), 200);
+    let t2 = dpop_tokens_of(r).await;
+
+    // Past the grace, the proof still young enough: the copy, replayed.
+    age_rotation(&app, &t.refresh, 30).await;
+    let r = app.refresh_with(&t, Some(seen.clone())).await;
+    assert_eq!(error_code(r, 400).await, "invalid_dpop_proof");
+    let session = app.state.store.session(&t.session).await.unwrap().unwrap();
+    assert!(session.revoked_at.is_none(), "{:?}", session.revoke_reason);
+    // Pushed out of the history too (judged by its tag): the same.
+    push_out_of_the_history(&app, &t.refresh).await;
+    let r = app.refresh_with(&t, Some(seen)).await;
+    assert_eq!(error_code(r, 400).await, "invalid_dpop_proof");
+    let session = app.state.store.session(&t.session).await.unwrap().unwrap();
+    assert!(session.revoked_at.is_none(), "{:?}", session.revoke_reason);
+    // The owner refreshes on; reuse with a fresh proof from the key still ends it.
+    let r = app.dpop_refresh(&t2, &key).await;
+    assert_eq!(r.status(), 200);
+    let r = app.dpop_refresh(&t, &key).await;
+    assert_eq!(
+        invalid_grant(r).await,
+        "refresh token reuse detected; the session is revoked"
+    );
+}
+
 /// A proof is recorded as used only by a request that otherwise succeeds:
 /// whoever has no valid challenge (or code, or refresh token) cannot make
 /// the service write replay rows, and a refused request burns no proof.
