@@ -127,7 +127,7 @@ pub fn judge(
         .check_with(&expect, signatures)
         .map_err(DenyReason::Dpop)?;
     // `htm` and `htu` bind the request a backend runs, which may be the
-    // method or path an override names (RFC 9449 §11.1: a proof carries
+    // method, path or host an override names (RFC 9449 §11.1: a proof carries
     // nothing but its own request).
     let named = crate::policy::named_methods(req);
     if named
@@ -136,7 +136,8 @@ pub fn judge(
     {
         return deny(DpopError::MethodMismatch);
     }
-    if crate::policy::names_a_path(req) {
+    // And the host: a backend may take another from `X-Forwarded-Host` or `Forwarded`.
+    if crate::policy::names_a_path(req) || crate::policy::names_another_host(req) {
         return deny(DpopError::UriMismatch);
     }
     let mut hash = Sha256::new();

@@ -238,10 +238,27 @@ fn host_overrides<'r>(
     config: &FilterConfig,
     req: &'r Request,
 ) -> Result<Vec<&'r str>, AmbiguousPath> {
-    let mut found = Vec::new();
     if config.routes.iter().all(|r| r.host.is_none()) {
-        return Ok(found);
+        return Ok(Vec::new());
     }
+    named_hosts(req)
+}
+
+/// Whether `req` names, in a header a backend may take its host from (or in
+/// an authority a lax backend reads otherwise), a host other than its own
+/// (`:authority` as route rules compare it, ignoring case), or one that is
+/// ambiguous. A DPoP proof's `htu` binds the host the client addressed.
+pub fn names_another_host(req: &Request) -> bool {
+    let own = req.host_without_port();
+    match named_hosts(req) {
+        Ok(hosts) => hosts.iter().any(|named| !named.eq_ignore_ascii_case(own)),
+        Err(AmbiguousPath) => true,
+    }
+}
+
+/// Every host [`host_overrides`] reads, whatever the configuration.
+fn named_hosts(req: &Request) -> Result<Vec<&str>, AmbiguousPath> {
+    let mut found = Vec::new();
     // The authority itself as the laxest backends read it: Go's `ServeMux`
     // drops any text after the last `:` (`admin.example:abc`: its
     // `net.SplitHostPort` does not check the port), and Envoy joins two

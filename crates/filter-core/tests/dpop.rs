@@ -313,6 +313,54 @@ fn a_proof_does_not_carry_a_request_that_names_another_method_or_path() {
     }
 }
 
+/// `htu` binds the host too, while backends behind a proxy take the host
+/// from `X-Forwarded-Host` or `Forwarded: host=` (Django's
+/// `USE_X_FORWARDED_HOST`, Express's `trust proxy`, Spring's
+/// `ForwardedHeaderFilter`): a proof for `https://api.example.com/…` must
+/// not carry a request such a backend runs for another host (another
+/// tenant, another virtual server). The shipped gateways drop `forwarded`
+/// but not `x-forwarded-host`. One naming the request's own host changes nothing.
+#[test]
+fn a_proof_does_not_carry_a_request_that_names_another_host() {
+    let [es, _] = keys();
+    let mut f = fixture(json!({"dpop": "allowed"}));
+    let token = f.token(Some(es.jkt()));
+    let auth = format!("DPoP {token}");
+    let cases: [(&str, &str); 5] = [
+        ("x-forwarded-host", "tenant-b.example.com"),
+        ("x-forwarded-host", "api.example.com, tenant-b.example.com"),
+        ("x_forwarded_host", "tenant-b.example.com"),
+        (
+            "forwarded",
+            "for=192.0.2.1;host=tenant-b.example.com;proto=https",
+        ),
+        ("forwarded", "host=\"tenant-b.example.com:443\""),
+    ];
+    for (i, (name, value)) in cases.into_iter().enumerate() {
+        let proof = proof_at_now(&es, "GET", URI, &token, &format!("h{i}"), |_| {});
+        dpop_refusal(
+            &f.eval(&[("authorization", &auth), ("dpop", &proof), (name, value)]),
+            DpopError::UriMismatch,
+        );
+    }
+    for (i, (name, value)) in [
+        ("x-forwarded-host", "api.example.com"),
+        ("x-forwarded-host", "API.example.com:443"),
+        (
+            "forwarded",
+            "for=192.0.2.1;host=api.example.com;proto=https",
+        ),
+        ("forwarded", "for=192.0.2.1;proto=https"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let proof = proof_at_now(&es, "GET", URI, &token, &format!("same{i}"), |_| {});
+        let o = f.eval(&[("authorization", &auth), ("dpop", &proof), (name, value)]);
+        assert!(matches!(o, Outcome::Allow(_)), "{name}: {value}: {o:?}");
+    }
+}
+
 /// `htu` names the host the client addressed, read from `:authority`, which
 /// the client chooses: behind a virtual host that takes any host (`*`), a
 /// proof made for another resource server of the same issuer (which saw it
