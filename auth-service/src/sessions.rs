@@ -122,6 +122,23 @@ pub async fn revoke_all_sessions(
 /// Otherwise the old session lives on until it expires, its refresh token in
 /// nobody's hands but a copy's (a thief's). Returns how many ended.
 pub async fn end_replaced(state: &AppState, client: &Client, kept: &str) -> ApiResult<usize> {
+    end_on_device(state, client, Some(kept), "signed_in_again").await
+}
+
+/// Ends every live session of the browser's device (its device cookie),
+/// whoever's they are: for a page that clears the browser's session cookies
+/// for another reason than ending that session (a password reset of some
+/// account), so that no session outlives the cookies that held it.
+pub async fn end_this_device(state: &AppState, client: &Client, reason: &str) -> ApiResult<usize> {
+    end_on_device(state, client, None, reason).await
+}
+
+async fn end_on_device(
+    state: &AppState,
+    client: &Client,
+    kept: Option<&str>,
+    reason: &str,
+) -> ApiResult<usize> {
     let Some(device) = tokens::device_secret(&client.headers) else {
         return Ok(0);
     };
@@ -131,7 +148,7 @@ pub async fn end_replaced(state: &AppState, client: &Client, kept: &str) -> ApiR
         .await?;
     let mut ended = 0;
     for session in live {
-        if session.id != kept && revoke_session(state, &session.id, "signed_in_again").await? {
+        if Some(session.id.as_str()) != kept && revoke_session(state, &session.id, reason).await? {
             ended += 1;
         }
     }

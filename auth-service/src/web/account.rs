@@ -15,6 +15,7 @@ use crate::extract::Client;
 use crate::routes::auth::{
     confirm_email, register, request_password_reset, reset_password, MailLink,
 };
+use crate::sessions;
 use crate::state::AppState;
 
 #[derive(Deserialize)]
@@ -215,7 +216,15 @@ pub async fn reset_submit(
     )
     .await
     {
-        Ok(()) => see_other("/auth/password/reset/done", &cookies::cleared_session()),
+        Ok(()) => {
+            // The reset ended the account's sessions; the browser's own may
+            // be another account's (a second account, a link someone sent):
+            // its cookies are cleared below, so it ends too.
+            if let Err(e) = sessions::end_this_device(&state, &client, "password_reset").await {
+                tracing::warn!(error = ?e, "the browser's session was not ended after a reset");
+            }
+            see_other("/auth/password/reset/done", &cookies::cleared_session())
+        }
         Err(e) => reset_page(&state, &client, &f.token, Some(&explain(&e)))
             .refused_by(&e)
             .into_response(),

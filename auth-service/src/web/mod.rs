@@ -102,6 +102,10 @@ pub fn routes(https: bool) -> Router<Arc<AppState>> {
         .route("/auth/totp", get(totp::start).post(totp::enrol))
         .route("/auth/totp/confirm", axum::routing::post(totp::confirm))
         .route("/auth/totp/done", get(totp::done))
+        // The pages' own 405, set before the layer so that it runs inside it:
+        // the service's JSON one, set on the merged router, only replaces a
+        // default fallback, and would answer outside the pages' headers.
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::map_response(move |response| {
             security_headers(response, https)
         }))
@@ -138,6 +142,15 @@ async fn security_headers(mut response: Response, https: bool) -> Response {
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
     response
+}
+
+/// A page's path asked with a method it does not take (axum adds `Allow`).
+async fn method_not_allowed() -> Response {
+    refusal(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Not allowed",
+        "This page cannot be used that way.",
+    )
 }
 
 async fn stylesheet() -> Response {

@@ -2061,3 +2061,98 @@ async fn signing_in_as_another_user_ends_the_first_users_session_in_that_browser
     );
     assert_eq!(elsewhere.get("/auth/devices").await.status, 200);
 }
+
+/// A page's path asked with a method it does not take (a `GET` of a form's
+/// action, a link to `/auth/logout-all`) is answered under the pages' own
+/// headers too, not as the API's bare JSON 405: never framed, no referrer,
+/// its own CSP.
+#[tokio::test]
+async fn a_method_a_page_does_not_take_gets_the_pages_headers() {
+    let app = spawn_app().await;
+    let mut b = Browser::new(&app);
+    for path in [
+        "/auth/logout-all",
+        "/auth/devices/logout",
+        "/auth/totp/confirm",
+        "/auth/signup/sent",
+    ] {
+        let req = if path == "/auth/signup/sent" {
+            b.http.post(format!("{}{path}", b.base))
+        } else {
+            b.http.get(format!("{}{path}", b.base))
+        };
+        let r = b.send(req, path).await;
+        assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{path}");
+        assert_page_headers(&r, path);
+        assert_eq!(
+            r.headers
+                .get("x-frame-options")
+                .map(|v| v.to_str().unwrap()),
+            Some("DENY"),
+            "{path}"
+        );
+        assert!(r.headers.get("allow").is_some(), "{path}");
+    }
+}
+
+/// A reset clears this browser's session cookies; when the browser was
+/// signed in as someone else than the account reset (another account of
+/// theirs, or a reset link someone else sent them), that session must end
+/// with its cookies: otherwise it lives on, listed on the account's devices
+/// page and refreshable by any copy of its refresh token, while the browser
+/// that held it has dropped the device cookie that a later sign-in would
+/// have ended it by.
+#[tokio::test]
+async fn a_reset_in_a_browser_signed_in_as_another_user_ends_that_session_too() {
+    let app = spawn_app().await;
+    let mut b = Browser::new(&app);
+    b.sign_up_and_in(&app, "alice@example.com", "/").await;
+    assert_eq!(b.get("/auth/devices").await.status, 200);
+    let copy = b.clone();
+
+    // Another account's reset link, opened and used in Alice's browser.
+    app.verified_user("mallory@example.com").await;
+    let before = app.outbox("mallory@example.com", 0).await.len();
+    let mut m = Browser::new(&app);
+    let r = m
+        .submit(
+            "/auth/password/forgot",
+            "/auth/password/forgot",
+            &[("email", "mallory@example.com")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let mail = app.last_mail("mallory@example.com", before + 1).await;
+    let body = mail["body"].as_str().unwrap();
+    let link = body
+        .lines()
+        .find(|l| l.contains("/auth/password/reset?token="))
+        .unwrap_or_else(|| panic!("{body}"));
+    let path = link[link.find("/auth/").unwrap()..].to_owned();
+    let token = hidden(&b.get(&path).await.body, "token");
+    let r = b
+        .submit(
+            &path,
+            "/auth/password/reset",
+            &[("token", &token), ("password", "a brand new passphrase 42")],
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/auth/password/reset/done"),
+        "{}",
+        r.body
+    );
+    assert!(b.cookie(ACCESS).is_none() && b.cookie(DEVICE).is_none());
+
+    // The cookies the browser was told to drop no longer open Alice's session.
+    let mut copy = copy;
+    let r = copy.get("/auth/devices").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "the session is still live");
+    let r = copy.get("/auth/refresh?return_to=%2Fapp").await;
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/auth/signin?return_to=/app"),
+        "its refresh token still works"
+    );
+}
