@@ -25,15 +25,7 @@ async fn admin_requires_the_admin_role() {
         .await
         .unwrap();
     assert_eq!(error_code(r, 401).await, "invalid_token");
-    let r = app
-        .authed(
-            Method::POST,
-            &format!("/v1/admin/users/{user_id}/ban"),
-            &user,
-        )
-        .send()
-        .await
-        .unwrap();
+    let r = app.ban(&user, &user_id).await;
     assert_eq!(error_code(r, 403).await, "insufficient_scope");
     let admin = app.admin("root@example.com").await;
     let r = app
@@ -118,15 +110,7 @@ async fn ban_unban_revoke_and_sessions() {
     let cursor = delta["cursor"].as_str().unwrap().to_owned();
 
     // Ban: sign-in refused only after the right password; feed entry; sessions ended.
-    let r = app
-        .authed(
-            Method::POST,
-            &format!("/v1/admin/users/{user_id}/ban"),
-            &admin,
-        )
-        .send()
-        .await
-        .unwrap();
+    let r = app.ban(&admin, &user_id).await;
     assert_eq!(r.status(), 200);
     let r = app
         .post(
@@ -491,15 +475,7 @@ async fn a_session_started_from_a_user_read_before_the_ban_gives_no_valid_token(
     let user_id = stored_user(&app, "stale@example.com").await;
     let stale = app.state.store.user_by_id(&user_id).await.unwrap().unwrap();
     assert!(stale.banned_at.is_none());
-    let r = app
-        .authed(
-            Method::POST,
-            &format!("/v1/admin/users/{user_id}/ban"),
-            &admin,
-        )
-        .send()
-        .await
-        .unwrap();
+    let r = app.ban(&admin, &user_id).await;
     assert_eq!(r.status(), 200);
 
     // The test client's own attributes, so that only the ban can refuse the token below.
@@ -561,14 +537,7 @@ async fn no_token_from_a_sign_in_racing_a_ban_outlives_the_ban() {
         let ban = async {
             // Sweep the ban across the sign-in's steps.
             tokio::time::sleep(Duration::from_millis(round % 7)).await;
-            app.authed(
-                Method::POST,
-                &format!("/v1/admin/users/{user_id}/ban"),
-                &admin,
-            )
-            .send()
-            .await
-            .unwrap()
+            app.ban(&admin, &user_id).await
         };
         let (signed_in, banned) = tokio::join!(verify, ban);
         assert_eq!(banned.status(), 200);
@@ -807,15 +776,7 @@ async fn a_revocation_outlives_tokens_issued_under_a_longer_lifetime() {
     let short = spawn_app_beside(&app, |c| c.tokens.access_ttl = Duration::from_secs(300)).await;
     let r = short.logout(&long).await;
     assert_eq!(r.status(), 200);
-    let r = short
-        .authed(
-            Method::POST,
-            &format!("/v1/admin/users/{user_id}/ban"),
-            &admin,
-        )
-        .send()
-        .await
-        .unwrap();
+    let r = short.ban(&admin, &user_id).await;
     assert_eq!(r.status(), 200);
     let (_, feed) = short.feed(None).await;
     let feed: RevocationFeed = serde_json::from_value(feed.unwrap()).unwrap();
@@ -944,11 +905,7 @@ async fn a_refused_admin_call_is_audited() {
     let victim = app.verified_user("vic@example.com").await;
     let mallory = app.verified_user("mallory@example.com").await;
     let t = app.signin("mallory@example.com", PASSWORD).await;
-    let r = app
-        .authed(Method::POST, &format!("/v1/admin/users/{victim}/ban"), &t)
-        .send()
-        .await
-        .unwrap();
+    let r = app.ban(&t, &victim).await;
     assert_eq!(error_code(r, 403).await, "insufficient_scope");
     let log = app
         .state
@@ -1255,11 +1212,7 @@ async fn an_admin_cannot_ban_themselves() {
     let app = spawn_app().await;
     let admin = app.admin("root@example.com").await;
     let sub = claims(&admin.access)["sub"].as_str().unwrap().to_owned();
-    let r = app
-        .authed(Method::POST, &format!("/v1/admin/users/{sub}/ban"), &admin)
-        .send()
-        .await
-        .unwrap();
+    let r = app.ban(&admin, &sub).await;
     assert_eq!(error_code(r, 409).await, "conflict");
     let r = app
         .authed(Method::GET, "/v1/admin/users", &admin)

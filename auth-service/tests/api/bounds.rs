@@ -132,15 +132,7 @@ async fn sign_ins_of_a_banned_account_are_limited() {
     let app = spawn_app_with(|c| c.throttle.account_max_failures = MAX_FAILURES).await;
     let admin = app.admin("boss@example.com").await;
     let user_id = app.verified_user("banned@example.com").await;
-    let r = app
-        .authed(
-            reqwest::Method::POST,
-            &format!("/v1/admin/users/{user_id}/ban"),
-            &admin,
-        )
-        .send()
-        .await
-        .unwrap();
+    let r = app.ban(&admin, &user_id).await;
     assert_eq!(r.status(), 200);
     let mut statuses = Vec::new();
     for _ in 0..12 {

@@ -1009,15 +1009,7 @@ async fn a_banned_user_is_sent_to_sign_in_and_told_why() {
         .as_str()
         .unwrap()
         .to_owned();
-    let r = app
-        .authed(
-            reqwest::Method::POST,
-            &format!("/v1/admin/users/{sub}/ban"),
-            &admin,
-        )
-        .send()
-        .await
-        .unwrap();
+    let r = app.ban(&admin, &sub).await;
     assert!(r.status().is_success(), "{}", r.status());
 
     let r = b.get("/auth/refresh?return_to=%2Fapp").await;

@@ -154,6 +154,18 @@ impl TestApp {
             .unwrap()
     }
 
+    /// `POST /v1/admin/users/{user_id}/ban` by `admin`.
+    pub async fn ban(&self, admin: &Tokens, user_id: &str) -> reqwest::Response {
+        self.authed(
+            reqwest::Method::POST,
+            &format!("/v1/admin/users/{user_id}/ban"),
+            admin,
+        )
+        .send()
+        .await
+        .unwrap()
+    }
+
     /// Messages to `to`, oldest first, polling briefly (some mail is sent in the background).
     pub async fn outbox(&self, to: &str, at_least: usize) -> Vec<Value> {
         for _ in 0..100 {

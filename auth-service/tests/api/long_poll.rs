@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::Method;
 use serde_json::Value;
 
 use crate::common::*;
@@ -53,15 +52,7 @@ async fn a_waiting_request_is_answered_as_soon_as_a_ban_is_committed() {
     // The request parks before the ban.
     until_parked(&app, 1).await;
     assert!(!waiter.is_finished(), "nothing new yet: the request waits");
-    let r = app
-        .authed(
-            Method::POST,
-            &format!("/v1/admin/users/{user_id}/ban"),
-            &admin,
-        )
-        .send()
-        .await
-        .unwrap();
+    let r = app.ban(&admin, &user_id).await;
     assert_eq!(r.status(), 200);
     let banned_at = Instant::now();
 
@@ -103,15 +94,7 @@ async fn an_unknown_or_stale_cursor_is_answered_at_once() {
     let admin = app.admin("root@example.com").await;
     let user_id = app.verified_user("leo@example.com").await;
     let old = current_cursor(&app).await;
-    let r = app
-        .authed(
-            Method::POST,
-            &format!("/v1/admin/users/{user_id}/ban"),
-            &admin,
-        )
-        .send()
-        .await
-        .unwrap();
+    let r = app.ban(&admin, &user_id).await;
     assert_eq!(r.status(), 200);
 
     let started = Instant::now();
@@ -224,15 +207,7 @@ async fn waiters_woken_by_one_ban_share_one_database_read() {
     // read reads again, as it should).
     until_parked(&app, WAITERS).await;
     let before = store_reads(&app.get("/metrics").await.text().await.unwrap());
-    let r = app
-        .authed(
-            Method::POST,
-            &format!("/v1/admin/users/{user_id}/ban"),
-            &admin,
-        )
-        .send()
-        .await
-        .unwrap();
+    let r = app.ban(&admin, &user_id).await;
     assert_eq!(r.status(), 200);
     for w in waiters {
         let (status, delta) = w.await.unwrap();

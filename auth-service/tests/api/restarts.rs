@@ -229,11 +229,7 @@ async fn a_ban_survives_a_restart_and_covers_the_last_recorded_token() {
     let user = app.verified_user("banned@example.com").await;
     let t = app.signin("banned@example.com", PASSWORD).await;
     let exp = claims(&t.access)["exp"].as_u64().unwrap();
-    let r = app
-        .authed(Method::POST, &format!("/v1/admin/users/{user}/ban"), &admin)
-        .send()
-        .await
-        .unwrap();
+    let r = app.ban(&admin, &user).await;
     assert_eq!(r.status(), 200);
     let restarted = restarted_and_pruned(&app).await;
     assert_eq!(ext_authz(&restarted, &t).await, 401);

@@ -76,15 +76,7 @@ async fn a_ban_on_one_instance_is_served_in_the_others_feed_within_a_second() {
     let (_, snapshot) = two.feed(None).await;
     let cursor = snapshot.unwrap()["cursor"].as_str().unwrap().to_owned();
 
-    let r = one
-        .authed(
-            Method::POST,
-            &format!("/v1/admin/users/{victim}/ban"),
-            &admin,
-        )
-        .send()
-        .await
-        .unwrap();
+    let r = one.ban(&admin, &victim).await;
     assert_eq!(r.status(), 200);
     let acknowledged = std::time::Instant::now();
     loop {
@@ -123,11 +115,7 @@ async fn concurrent_bans_on_two_instances_reach_a_poller_exactly_once() {
         writers.push(tokio::spawn(async move {
             let mut acknowledged = Vec::new();
             for id in mine {
-                let r = app
-                    .authed(Method::POST, &format!("/v1/admin/users/{id}/ban"), &admin)
-                    .send()
-                    .await
-                    .unwrap();
+                let r = app.ban(&admin, &id).await;
                 assert_eq!(r.status(), 200);
                 acknowledged.push(id);
             }
@@ -450,15 +438,7 @@ async fn a_ban_on_one_instance_wakes_long_polls_on_the_other() {
         }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let r = one
-        .authed(
-            Method::POST,
-            &format!("/v1/admin/users/{user_id}/ban"),
-            &admin,
-        )
-        .send()
-        .await
-        .unwrap();
+    let r = one.ban(&admin, &user_id).await;
     assert_eq!(r.status(), 200);
     let banned_at = std::time::Instant::now();
     tokio::time::timeout(Duration::from_secs(2), wake.notified())

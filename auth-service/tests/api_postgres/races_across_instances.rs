@@ -206,15 +206,7 @@ async fn a_banned_admin_cannot_act_on_another_instance_once_the_ban_is_acknowled
     for round in 0..30 {
         let rogue = one.admin(&format!("rogue{round}@example.com")).await;
         let rogue_id = claims(&rogue.access)["sub"].as_str().unwrap().to_owned();
-        let r = one
-            .authed(
-                Method::POST,
-                &format!("/v1/admin/users/{rogue_id}/ban"),
-                &root,
-            )
-            .send()
-            .await
-            .unwrap();
+        let r = one.ban(&root, &rogue_id).await;
         assert_eq!(r.status(), 200);
         // The ban is acknowledged. The rogue admin, on the other instance:
         let client_id = format!("backdoor-{round}");
