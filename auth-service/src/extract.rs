@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, HeaderValue};
 use serde::de::DeserializeOwned;
 
 use authflow_contract::claims::is_service_token;
@@ -135,9 +135,19 @@ pub enum Scheme {
     Dpop,
 }
 
-/// The access token of `headers` and its scheme, if any.
+/// The access token of `headers` and its scheme, if any. None too when
+/// another `Authorization` copy carries another token (as the filter reads
+/// one: a `Bearer` or `DPoP` scheme followed by any whitespace, or a value
+/// that is not text): the filter refuses that request, and behind
+/// `ext_authz` a backend reading the other copy would take its token,
+/// never checked, as the caller's.
 pub fn access_token(headers: &HeaderMap) -> Option<(Scheme, &str)> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let mut copies = headers.get_all(header::AUTHORIZATION).iter();
+    let first = copies.next()?;
+    if copies.any(|other| other != first && carries_token(other)) {
+        return None;
+    }
+    let value = first.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     let scheme = if scheme.eq_ignore_ascii_case("bearer") {
         Scheme::Bearer
@@ -147,6 +157,17 @@ pub fn access_token(headers: &HeaderMap) -> Option<(Scheme, &str)> {
         return None;
     };
     Some((scheme, token.trim())).filter(|(_, t)| !t.is_empty())
+}
+
+/// Whether an `Authorization` value may carry an access token to some
+/// reader: a token scheme before the first whitespace of any kind, or bytes
+/// that are not UTF-8 (a Latin-1 reader splits them at its own spaces).
+fn carries_token(value: &HeaderValue) -> bool {
+    use authflow_contract::authorization::{is_token_scheme, split_authorization};
+    let Ok(value) = std::str::from_utf8(value.as_bytes()) else {
+        return true;
+    };
+    is_token_scheme(split_authorization(value).0)
 }
 
 /// The bearer token of `headers`, if any.
@@ -304,16 +325,20 @@ impl FromRequestParts<Arc<AppState>> for Admin {
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
         let refusal = match Caller::from_request_parts(parts, state).await {
-            Ok(Caller(v)) if v.has_role("admin") => {
-                admin_still_live(state, &v).await?;
-                return Ok(Self(v));
-            }
+            Ok(Caller(v)) if v.has_role("admin") => match admin_still_live(state, &v).await {
+                Ok(()) => return Ok(Self(v)),
+                // The role taken away: refused and audited like any other
+                // refusal of a valid token (an ex-admin still trying).
+                Err(e @ ApiError::InvalidToken(_)) => e,
+                Err(e) => return Err(e),
+            },
             Ok(_) => ApiError::Forbidden("the admin role is required"),
             Err(e) => e,
         };
-        // A token of ours that verifies, refused here: without the admin role,
-        // a service account's, or an admin's token from another device or
-        // without its DPoP proof (a stolen one?). Audited with who (the
+        // A token of ours that verifies, refused here: without the admin role
+        // (in the token, or in the database since), a service account's, or
+        // an admin's token from another device or without its DPoP proof (a
+        // stolen one?). Audited with who (the
         // token's subject), from where and what it asked for (a path is
         // visible ASCII: hyper admits nothing else). No valid token: nobody
         // to name, and anyone can send those.

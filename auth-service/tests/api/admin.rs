@@ -1115,6 +1115,40 @@ async fn an_admin_token_from_another_device_is_refused_and_audited() {
     );
 }
 
+/// An admin whose role was taken away (in the database, by an operator) is
+/// refused with the token still saying `admin`, and the attempt is audited
+/// like every other refused admin call. It answered 401 unaudited: the one
+/// caller most worth a trace (an ex-admin still trying) left none.
+#[tokio::test]
+async fn a_demoted_admin_is_refused_and_audited() {
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    let admin_id = claims(&admin.access)["sub"].as_str().unwrap().to_owned();
+    app.state
+        .store
+        .set_roles(&admin_id, &["user".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(claims(&admin.access)["roles"], json!(["user", "admin"]));
+    let r = app
+        .authed(Method::GET, "/v1/admin/users", &admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 401).await, "invalid_token");
+    let log = app
+        .state
+        .store
+        .audit_log(Some(&admin_id), 100)
+        .await
+        .unwrap();
+    assert!(
+        log.iter()
+            .any(|e| e.event == "admin_denied" && e.outcome == "GET /v1/admin/users"),
+        "no audit row for the demoted admin's call: {log:?}"
+    );
+}
+
 /// A token signed by `key` with `claims`, as the service signs (`typ: at+jwt`).
 fn sign_access_token(
     key: &jwt_simple::prelude::Ed25519KeyPair,

@@ -1319,6 +1319,42 @@ async fn ext_authz_refuses_a_second_token_in_the_query() {
     }
 }
 
+/// A second `Authorization` header beside the one checked is refused, as
+/// the filter refuses it (`extract::find_token`: "a request must not be able
+/// to smuggle a second identity past the check"). ext_authz read only the
+/// first copy: Envoy answered 200 with `x-auth-user` of that token and passed
+/// both copies on, so a backend reading the other one took a token nobody
+/// checked (someone else's, or a forged one) as the caller.
+#[tokio::test]
+async fn ext_authz_refuses_a_second_token_in_another_authorization_header() {
+    let app = spawn_app().await;
+    app.verified_user("first@example.com").await;
+    app.verified_user("second@example.com").await;
+    let t = app.signin("first@example.com", PASSWORD).await;
+    let other = app.signin("second@example.com", PASSWORD).await;
+    let ext_authz = |second: String| {
+        app.authed(Method::GET, "/v1/ext-authz/items", &t)
+            .header("authorization", second)
+            .send()
+    };
+    // The same token twice is one token (the filter lets it through too).
+    let r = ext_authz(format!("Bearer {}", t.access)).await.unwrap();
+    assert_eq!(r.status(), 200, "the same token twice");
+    // Another scheme is no token (`Basic` credentials for some other hop).
+    let r = ext_authz("Basic dXNlcjpwYXNz".into()).await.unwrap();
+    assert_eq!(r.status(), 200, "a Basic header beside it");
+    for second in [
+        format!("Bearer {}", other.access),
+        "Bearer forged.token.value".to_owned(),
+        "bearer\tforged.token.value".to_owned(),
+        format!("DPoP {}", other.access),
+    ] {
+        let r = ext_authz(second.clone()).await.unwrap();
+        assert_eq!(r.status(), 401, "{second}: a second token is refused");
+        assert!(r.headers().get("x-auth-user").is_none());
+    }
+}
+
 /// The OK answer sets `x-auth-user` and has Envoy remove every other
 /// identity header the filter sets or removes (`x-auth-roles`, …,
 /// `x-auth-issuer`) and the `_` spellings a CGI-style backend folds onto them

@@ -5,6 +5,7 @@
 // Indexing and slicing panic when out of range: the filter uses `get`, iterators and patterns.
 #![deny(clippy::indexing_slicing)]
 
+pub mod authorization;
 pub mod browser;
 pub mod claims;
 pub mod client_address;
