@@ -11,7 +11,7 @@
 //!   credential for the auth service alone: removed from every request let
 //!   through unless `forward_device_secret`;
 //! - with browser sign-in configured, the service's sign-in cookies
-//!   (challenge, CSRF) are removed likewise: its pages' alone;
+//!   (challenge, CSRF) and the refresh token are removed likewise: its pages' alone;
 //! - a route with `forward_credentials` (matched as sent: see
 //!   `policy::route_as_sent`; the auth service's own API, which
 //!   needs both for logout, refresh and admin calls) gets everything as sent.
@@ -182,8 +182,10 @@ pub fn credential_edits(
     // challenge id in another backend's logs could spend the user's code
     // attempts. Where browsers are served: a `browser_redirect` route, or
     // a token cookie (the service's pages set the access cookie).
+    // So is the refresh token: its `Path` is the path the browser sent, not
+    // the one routed here (nor does `__Secure-` keep a sibling's `Path=/` away).
     if config.browser.is_some() || !sources.cookies.is_empty() {
-        cookies.extend([CHALLENGE_COOKIE, CSRF_COOKIE]);
+        cookies.extend([CHALLENGE_COOKIE, CSRF_COOKIE, REFRESH_COOKIE]);
     }
     if strip_device {
         if carries(config, req, DEVICE_HEADER) {

@@ -120,7 +120,7 @@ impl FilterConfig {
                     .map_err(|e| ConfigError(format!("`routes[{i}]`.{}", e.0)))?,
             );
         }
-        let browser = validate_browser(raw.browser, &routes)?;
+        let browser = validate_browser(raw.browser, &routes, raw.case_insensitive_paths)?;
         let default_policy = raw.default_policy.unwrap_or(Policy::Authenticated);
         check_policy(&default_policy)
             .map_err(|e| ConfigError(format!("`default_policy`: {}", e.0)))?;
@@ -686,11 +686,13 @@ fn validate_route_host(h: &str) -> Result<String, ConfigError> {
 }
 
 /// The browser sign-in settings: the refresh path must be a safe
-/// same-origin path (it becomes a `Location`), and a browser sent there
-/// must not be sent there again (a redirect loop).
+/// same-origin path (it becomes a `Location`), and a browser sent there, or
+/// on from there to the service's sign-in page, must not be sent there
+/// again (a redirect loop), the paths read as the routes read them.
 fn validate_browser(
     raw: RawBrowser,
     routes: &[Route],
+    ignore_case: bool,
 ) -> Result<Option<BrowserSignIn>, ConfigError> {
     let refresh_path = match raw.refresh_path {
         Some(path) => path,
@@ -702,17 +704,22 @@ fn validate_browser(
     {
         return err(format!("`browser.refresh_path`: `{refresh_path}` must be a safe same-origin path without a query"));
     }
-    for (i, route) in routes.iter().enumerate() {
-        if !crate::policy::path_matches(&route.path, &refresh_path, false) {
-            continue;
-        }
-        if route.browser_redirect {
-            return err(format!(
-                "`routes[{i}]`.browser_redirect: covers `browser.refresh_path`, a redirect loop"
-            ));
-        }
-        if route.methods.is_empty() && route.host.is_none() {
-            break;
+    for path in [
+        refresh_path.as_str(),
+        authflow_contract::browser::SIGNIN_PATH,
+    ] {
+        for (i, route) in routes.iter().enumerate() {
+            if !crate::policy::path_matches(&route.path, path, ignore_case) {
+                continue;
+            }
+            if route.browser_redirect {
+                return err(format!(
+                    "`routes[{i}]`.browser_redirect: covers `{path}`, a redirect loop"
+                ));
+            }
+            if route.methods.is_empty() && route.host.is_none() {
+                break;
+            }
         }
     }
     for (i, route) in routes.iter().enumerate() {
