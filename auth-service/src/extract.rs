@@ -33,8 +33,38 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
             {
                 Err(ApiError::PayloadTooLarge)
             }
-            Err(e) => Err(ApiError::BadRequest(e.body_text())),
+            Err(e) => Err(ApiError::BadRequest(json_refused_text(&e))),
         }
+    }
+}
+
+/// What a refused JSON body is told. Never serde's text for a body that
+/// parsed but does not fit: it quotes what it could not take (`invalid
+/// type: integer `…``, `string "…"`, `unknown field `…``), so a password,
+/// a second-factor code or a token sent as the wrong type, or kilobytes of
+/// a made-up field name, would come back in the answer (and reach whatever
+/// logs or shows answers).
+/// A missing field is named (the name is this service's, not the client's).
+fn json_refused_text(rejection: &JsonRejection) -> String {
+    match rejection {
+        JsonRejection::JsonDataError(e) => {
+            let text = e.body_text();
+            let missing = text
+                .split_once("missing field `")
+                .and_then(|(_, rest)| rest.split_once('`'))
+                .map(|(name, _)| name)
+                .filter(|name| {
+                    name.len() <= 64 && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                });
+            match missing {
+                Some(name) => format!("the JSON body lacks the field `{name}`"),
+                None => "the JSON body does not fit this request: a field is unknown or given \
+                         twice, or a value has the wrong type"
+                    .into(),
+            }
+        }
+        // Syntax errors (and the body's own) name a line and column, no input.
+        other => other.body_text(),
     }
 }
 

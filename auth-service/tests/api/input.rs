@@ -262,3 +262,72 @@ async fn an_undecodable_path_segment_gets_the_error_shape() {
         assert_eq!(body["error"], "invalid_request", "{path}: {body}");
     }
 }
+
+/// A refused JSON body is described without repeating what it held: the
+/// serde text quotes values (`invalid type: integer `…``, `string "…"`), so
+/// a password, a second-factor code or a token sent with the wrong type,
+/// or kilobytes of anything, would come back in the answer (and into
+/// whatever logs or shows the answers: a proxy's access log, a page).
+#[tokio::test]
+async fn a_refused_json_body_is_not_repeated_in_the_answer() {
+    let app = spawn_app().await;
+    let long = "s3cr3t-".repeat(500);
+    // (path, body, what must not come back)
+    let cases: Vec<(&str, String, String)> = vec![
+        (
+            "/v1/auth/signin",
+            r#"{"email":"a@b.co","password":918273645546372819}"#.into(),
+            "918273645546372819".into(),
+        ),
+        (
+            "/v1/auth/signin/verify",
+            r#"{"challenge_id":"c","code":493817}"#.into(),
+            "493817".into(),
+        ),
+        (
+            "/v1/auth/signin",
+            format!(r#"{{"email":"a@b.co","password":"x","{long}":1}}"#),
+            "s3cr3t-s3cr3t-".into(),
+        ),
+        (
+            "/v1/auth/signup",
+            format!(r#"{{"email":["{long}"],"password":"correct horse battery"}}"#),
+            "s3cr3t-s3cr3t-".into(),
+        ),
+    ];
+    for (path, body, secret) in cases {
+        let r = raw(&app, path, Some("application/json"), body.into_bytes()).await;
+        assert_eq!(r.status(), 400, "{path}");
+        let text = r.text().await.unwrap();
+        assert!(!text.contains(&secret), "{path} repeats `{secret}`: {text}");
+        let body: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(body["error"], "invalid_request", "{path}: {body}");
+        assert!(
+            body["error_description"]
+                .as_str()
+                .is_some_and(|d| d.len() < 300),
+            "{path}: {body}"
+        );
+    }
+}
+
+/// A body without a field the request needs is told which one (the name
+/// is the service's own).
+#[tokio::test]
+async fn a_missing_json_field_is_named() {
+    let app = spawn_app().await;
+    let r = raw(
+        &app,
+        "/v1/auth/signin",
+        Some("application/json"),
+        br#"{"email":"a@b.co"}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_request");
+    assert_eq!(
+        body["error_description"],
+        "the JSON body lacks the field `password`"
+    );
+}
