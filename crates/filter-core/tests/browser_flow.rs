@@ -1,5 +1,8 @@
-//! Attacks on the browser sign-in flow: redirect loops the configuration
-//! lets through, and the refresh cookie reaching a backend.
+//! The browser sign-in flow on the host: a configuration that would send
+//! browsers round a redirect loop is refused, and the refresh cookie
+//! reaches no backend but the auth service.
+// Tests may unwrap and panic: a failure should stop the test where it happened.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use authflow_contract::browser::{REFRESH_COOKIE, SIGNIN_PATH};
 use authflow_filter_core::deny::DenyReason;
