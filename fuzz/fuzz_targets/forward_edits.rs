@@ -39,7 +39,12 @@ use serde_json::json;
 const TOKEN_COOKIE: &str = "access_token";
 const TOKEN_HEADER: &str = "x-token";
 const DEVICE_COOKIE: &str = "__Host-authflow-device";
-const SIGN_IN_COOKIES: [&str; 2] = ["__Host-authflow-challenge", "__Host-authflow-csrf"];
+/// The auth service's pages' cookies and the refresh token: its alone.
+const SIGN_IN_COOKIES: [&str; 3] = [
+    "__Host-authflow-challenge",
+    "__Host-authflow-csrf",
+    "__Secure-authflow-refresh",
+];
 
 /// Four configurations: forward the token or not, the device secret or not.
 fn configs() -> &'static [FilterConfig; 4] {
@@ -117,7 +122,7 @@ enum CookieName<'a> {
     /// The token cookie's name with each byte spelled per the mask bits.
     Spelling(u64, u64),
     Device,
-    SignIn(bool),
+    SignIn(u8),
     Raw(&'a [u8]),
 }
 
@@ -185,7 +190,9 @@ fn cookie_line(crumbs: &[Crumb]) -> Vec<u8> {
             CookieName::Token => line.extend_from_slice(TOKEN_COOKIE.as_bytes()),
             CookieName::Spelling(m, h) => line.extend(spelling(*m, *h)),
             CookieName::Device => line.extend_from_slice(DEVICE_COOKIE.as_bytes()),
-            CookieName::SignIn(b) => line.extend_from_slice(SIGN_IN_COOKIES[usize::from(*b)].as_bytes()),
+            CookieName::SignIn(i) => line.extend_from_slice(
+                SIGN_IN_COOKIES[usize::from(*i) % SIGN_IN_COOKIES.len()].as_bytes(),
+            ),
             CookieName::Raw(r) => line.extend_from_slice(r),
         }
         let value = match &c.value {
