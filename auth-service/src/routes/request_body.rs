@@ -43,8 +43,9 @@ pub async fn read_first(
     let limit = state.config.server.body_limit_bytes;
     let declared = declared_length(request.headers());
     let deadline = tokio::time::Instant::now() + state.config.server.request_body_timeout;
-    let refuse_unread = declared.is_some_and(|n| n > limit as u64)
-        && (expects_continue(request.headers()) || declared > Some(DRAIN_MAX_BYTES));
+    let refuse_unread = declared.is_some_and(|n| {
+        n > limit as u64 && (n > DRAIN_MAX_BYTES || expects_continue(request.headers()))
+    });
     let (parts, body) = request.into_parts();
     let read = if refuse_unread {
         // Refused from its head: a client waiting for `100 Continue` need

@@ -1102,16 +1102,16 @@ async fn an_admin_token_from_another_device_is_refused_and_audited() {
         .await
         .unwrap();
     assert_eq!(error_code(r, 401).await, "invalid_token");
-    let log = app
-        .state
-        .store
-        .audit_log(Some(&admin_id), 100)
-        .await
-        .unwrap();
+    assert_admin_denied(&app, &admin_id, "GET /v1/admin/users").await;
+}
+
+/// `user_id`'s audit trail holds a refused admin call `outcome`.
+async fn assert_admin_denied(app: &TestApp, user_id: &str, outcome: &str) {
+    let log = app.state.store.audit_log(Some(user_id), 100).await.unwrap();
     assert!(
         log.iter()
-            .any(|e| e.event == "admin_denied" && e.outcome == "GET /v1/admin/users"),
-        "{log:?}"
+            .any(|e| e.event == "admin_denied" && e.outcome == outcome),
+        "no audit row for the refused call {outcome}: {log:?}"
     );
 }
 
@@ -1136,17 +1136,7 @@ async fn a_demoted_admin_is_refused_and_audited() {
         .await
         .unwrap();
     assert_eq!(error_code(r, 401).await, "invalid_token");
-    let log = app
-        .state
-        .store
-        .audit_log(Some(&admin_id), 100)
-        .await
-        .unwrap();
-    assert!(
-        log.iter()
-            .any(|e| e.event == "admin_denied" && e.outcome == "GET /v1/admin/users"),
-        "no audit row for the demoted admin's call: {log:?}"
-    );
+    assert_admin_denied(&app, &admin_id, "GET /v1/admin/users").await;
 }
 
 /// A token signed by `key` with `claims`, as the service signs (`typ: at+jwt`).
