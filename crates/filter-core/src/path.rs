@@ -109,6 +109,14 @@ pub fn is_normalized_rule_path(p: &str) -> bool {
         && !p.split('/').any(|segment| matches!(segment, "." | ".."))
 }
 
+/// Whether a request target begins with two slashes (`\` counting as `/`):
+/// a network-path reference (RFC 3986 §4.2), `//host/a`, whose path is `/a`
+/// to PHP's `parse_url` and Node's `new URL(target, base)`, and
+/// `/host/a` to a proxy merging slashes: no one reading to decide on.
+pub fn is_network_path(target: &str) -> bool {
+    matches!(target.as_bytes(), [b'/' | b'\\', b'/' | b'\\', ..])
+}
+
 fn reads_one_way(path: &str) -> bool {
     !path
         .bytes()

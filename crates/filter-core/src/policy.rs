@@ -95,7 +95,7 @@ pub fn policy_for<'a>(
         return Ok(Requirement::default_of(config));
     }
     // Not UTF-8 (in the query too): no rule's path, while the backend reads its bytes.
-    if req.path() == NOT_UTF8 {
+    if req.path() == NOT_UTF8 || path::is_network_path(req.path()) {
         return Err(AmbiguousPath);
     }
     let readings = path::readings(req.path()).map_err(|_| AmbiguousPath)?;
@@ -223,7 +223,7 @@ pub fn names_a_path(req: &Request) -> bool {
 /// and host dropped). None: neither a path nor a URL (`api/admin`), which
 /// backends join to `/` or to the script's directory.
 fn path_of_named(named: &str) -> Option<&str> {
-    if named.starts_with('/') {
+    if named.starts_with('/') && !path::is_network_path(named) {
         return Some(named);
     }
     let (_, rest) = text::split_once(named, "://")?;
@@ -1446,6 +1446,40 @@ mod tests {
         assert!(
             passed.is_empty(),
             "decided without the admin host: {passed:#?}"
+        );
+    }
+
+    /// A target starting `//` is a network-path reference (RFC 3986 §4.2):
+    /// PHP's `parse_url($_SERVER['REQUEST_URI'], PHP_URL_PATH)` and Node's
+    /// `new URL(req.url, base)` (which takes `\` for `/`) read
+    /// `//www.example/api/admin` as the path `/api/admin`, where merging its
+    /// slashes gives `/www.example/api/admin`. So does a path named in
+    /// `X-Original-URL` to a backend parsing it so. (Envoy's `merge_slashes`,
+    /// as the shipped configurations set, merges them before the filter.)
+    #[test]
+    fn a_target_starting_with_two_slashes_is_ambiguous() {
+        let c = config(serde_json::json!({"default_policy": "public", "routes": [
+            {"match": {"path_prefix": "/api/admin"}, "policy": {"roles_any": ["admin"]}},
+            {"match": {"prefix": "/"}, "policy": "public"}
+        ]}));
+        for path in [
+            "//www.example/api/admin",
+            "//x/api/admin/users?q=1",
+            "/\\x/api/admin",
+            "\\/x/api/admin",
+            "//x@y/api/%61dmin",
+        ] {
+            assert_eq!(decide(&c, path), Err(AmbiguousPath), "{path}");
+        }
+        assert_eq!(
+            decide_with(&c, "GET", "/public", &[("x-original-url", "//x/api/admin")]),
+            Err(AmbiguousPath)
+        );
+        // Two slashes further on read one way once merged.
+        assert_eq!(decide(&c, "/public//x"), Ok(&Policy::Public));
+        assert_eq!(
+            decide(&c, "/api//admin"),
+            Ok(&Policy::RolesAny(vec!["admin".into()]))
         );
     }
 }

@@ -183,6 +183,8 @@ impl HeaderReads {
         let mut names: Vec<String> = Vec::new();
         if sources.authorization_bearer {
             names.push("authorization".to_owned());
+            // A second token in the query is refused (`extract`): read where it is.
+            names.push(":path".to_owned());
         }
         HeaderReads::Only(names)
     }

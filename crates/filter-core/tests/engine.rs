@@ -2880,3 +2880,39 @@ fn a_refused_token_of_ours_is_marked_on_a_public_route() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A configuration without routes, cookies or token headers reads its
+/// headers by name. A token in the query beside the one in `Authorization`
+/// must still be refused there: a backend reading the query first would act
+/// on a token the filter never checked (someone else's, revoked, forged).
+#[test]
+fn a_second_token_in_the_query_is_refused_when_headers_are_read_by_name() {
+    use authflow_filter_core::request::{HeaderBlock, HeaderReads};
+    let mut f = fixture(json!({"routes": [], "forward_device_secret": true}));
+    let reads = HeaderReads::for_config(&f.engine.config);
+    assert_ne!(reads, HeaderReads::All, "the case under test");
+    let token = f.token();
+    let all = [
+        (":method".to_string(), "GET".to_string()),
+        (
+            ":path".to_string(),
+            "/api?access_token=forged.token.here".to_string(),
+        ),
+        (":authority".to_string(), "api".to_string()),
+        ("authorization".to_string(), format!("Bearer {token}")),
+    ];
+    // What the proxy answers a read by name: the first copy.
+    let read: Vec<(String, String)> = match &reads {
+        HeaderReads::All => all.to_vec(),
+        HeaderReads::Only(names) => names
+            .iter()
+            .filter_map(|n| all.iter().find(|(a, _)| a == n).cloned())
+            .collect(),
+    };
+    let o = f.engine.evaluate(
+        &Request::new(HeaderBlock::from_pairs(&read), None),
+        NOW * 1000 + 500,
+        false,
+    );
+    assert_eq!(denied(&o), (DenyReason::InvalidRequest, 400));
+}
