@@ -221,7 +221,7 @@ pub struct Feed {
     store_reads: AtomicU64,
     /// The delta read last, or being read: the long polls one change wakes
     /// all ask for it. Held only to look at or swap the slot, never across a read.
-    last_delta: std::sync::Mutex<Option<Arc<SharedDelta>>>,
+    last_delta: std::sync::Mutex<Option<Arc<SharedDelta<DeltaRead>>>>,
     /// The snapshot read last, or being read, and the second it was read
     /// in: what every poll without a cursor (a fleet of filters starting,
     /// all the parked polls a new epoch wakes, anyone at all) is answered
@@ -268,7 +268,7 @@ const MAX_DELTA_EVENTS: i64 = 4096;
 
 /// The delta from cursor `from` to head `head` in epoch `generation`,
 /// read once by the first poll that asks for it and shared with the others.
-struct SharedDelta {
+struct SharedDelta<T = Arc<FeedBody>> {
     generation: u64,
     /// The epoch its cursor was read in (and its answer is labelled with).
     epoch: String,
@@ -276,13 +276,18 @@ struct SharedDelta {
     /// The digest the cursor gave for the event at `from`.
     digest: Option<String>,
     head: i64,
-    feed: tokio::sync::OnceCell<Arc<FeedBody>>,
+    feed: tokio::sync::OnceCell<T>,
 }
+
+/// A delta as read: `None` when its cursor names another event than the
+/// one at its position (a history that went back, or a made-up digest),
+/// which gets the shared snapshot.
+type DeltaRead = Option<Arc<FeedBody>>;
 
 /// The `from` of a shared snapshot (cursors are never negative).
 const SNAPSHOT: i64 = -1;
 
-impl SharedDelta {
+impl<T> SharedDelta<T> {
     fn answers(
         &self,
         generation: u64,
@@ -740,24 +745,28 @@ impl Feed {
                 }
             }
         };
-        let Some(shared) = shared else {
-            return Ok(FeedAnswer::Body(Arc::new(
-                self.read(store, issuer, &epoch, Some((from, named)), head, now)
-                    .await?,
-            )));
+        let read_delta = || async {
+            let delta = self
+                .read_delta(store, issuer, &epoch, (from, named), head, now)
+                .await?;
+            Ok::<_, StoreError>(delta.map(Arc::new))
         };
-        // A read that fails (or whose poll went away) leaves the cell empty:
-        // the next poll waiting on it reads in its place.
-        let feed = shared
-            .feed
-            .get_or_try_init(|| async {
-                Ok::<_, StoreError>(Arc::new(
-                    self.read(store, issuer, &epoch, Some((from, named)), head, now)
-                        .await?,
-                ))
-            })
-            .await?;
-        Ok(FeedAnswer::Body(Arc::clone(feed)))
+        let delta = match shared {
+            None => read_delta().await?,
+            // A read that fails (or whose poll went away) leaves the cell
+            // empty: the next poll waiting on it reads in its place.
+            Some(shared) => shared.feed.get_or_try_init(read_delta).await?.clone(),
+        };
+        match delta {
+            Some(feed) => Ok(FeedAnswer::Body(feed)),
+            // The cursor names an event the history here no longer has at
+            // its position, or a made-up one: the snapshot every such poll
+            // shares, not a read of the whole list each.
+            None => self
+                .shared_snapshot(store, issuer, (generation, &epoch), head, now)
+                .await
+                .map(FeedAnswer::Body),
+        }
     }
 
     /// The snapshot at `head` at `now`: read once and handed to every poll
@@ -801,68 +810,80 @@ impl Feed {
             .feed
             .get_or_try_init(|| async {
                 Ok::<_, StoreError>(Arc::new(
-                    self.read(store, issuer, epoch, None, head, now).await?,
+                    self.read_snapshot(store, issuer, epoch, head, now).await?,
                 ))
             })
             .await?;
         Ok(Arc::clone(feed))
     }
 
-    fn lock_last_delta(&self) -> std::sync::MutexGuard<'_, Option<Arc<SharedDelta>>> {
+    fn lock_last_delta(&self) -> std::sync::MutexGuard<'_, Option<Arc<SharedDelta<DeltaRead>>>> {
         // Nothing panics while holding it; a poisoned slot is still a valid one.
         self.last_delta
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The delta after `delta_from` (its position and the digest its cursor
-    /// named there), or a snapshot without it, from the database. A delta
-    /// whose cursor names another event than the one at its position (a
-    /// history that went back) is a snapshot instead.
-    async fn read(
+    /// The delta after `from`, from the database; `None` when the digest
+    /// its cursor `named` there is not that of the event at `from` (a
+    /// history that went back): the caller answers with the snapshot.
+    async fn read_delta(
         &self,
         store: &dyn Store,
         issuer: &str,
         epoch: &str,
-        delta_from: Option<(i64, Option<&str>)>,
+        (from, named): (i64, Option<&str>),
+        head: i64,
+        now: i64,
+    ) -> Result<Option<FeedBody>, StoreError> {
+        self.store_reads.fetch_add(1, Ordering::Relaxed);
+        let forgotten_through = self.retention.forgotten_through(now);
+        // From the cursor's own event on, to check it.
+        let after = if named.is_some() { from - 1 } else { from };
+        let mut events = store.feed_events_after(after, forgotten_through).await?;
+        let other = events
+            .first()
+            .is_some_and(|e| e.seq == from && named.is_some_and(|d| digest(e) != d));
+        if other {
+            return Ok(None);
+        }
+        events.retain(|e| e.seq > from);
+        Ok(Some(self.body(issuer, epoch, &events, false, head)))
+    }
+
+    /// The snapshot, from the database.
+    async fn read_snapshot(
+        &self,
+        store: &dyn Store,
+        issuer: &str,
+        epoch: &str,
         head: i64,
         now: i64,
     ) -> Result<FeedBody, StoreError> {
         self.store_reads.fetch_add(1, Ordering::Relaxed);
         let forgotten_through = self.retention.forgotten_through(now);
-        // From the cursor's own event on, to check it.
-        let after = delta_from.map_or(
-            0,
-            |(from, named)| {
-                if named.is_some() {
-                    from - 1
-                } else {
-                    from
-                }
-            },
-        );
-        let mut events = store.feed_events_after(after, forgotten_through).await?;
-        let mut snapshot = delta_from.is_none();
-        if let Some((from, named)) = delta_from {
-            let other = events
-                .first()
-                .is_some_and(|e| e.seq == from && named.is_some_and(|d| digest(e) != d));
-            if other {
-                events = store.feed_events_after(0, forgotten_through).await?;
-                snapshot = true;
-            } else {
-                events.retain(|e| e.seq > from);
-            }
-        }
+        let events = store.feed_events_after(0, forgotten_through).await?;
+        Ok(self.body(issuer, epoch, &events, true, head))
+    }
+
+    /// An answer of `events`, its cursor at the newest of them or `head`.
+    fn body(
+        &self,
+        issuer: &str,
+        epoch: &str,
+        events: &[FeedEvent],
+        snapshot: bool,
+        head: i64,
+    ) -> FeedBody {
         let newest = events.iter().map(|e| e.seq).max().unwrap_or(0).max(head);
         let retention = self.retention;
         let feed = RevocationFeed {
             issuer: issuer.to_owned(),
             cursor: cursor_text(epoch, newest, events.last()),
             snapshot,
-            ..events_feed(&events, |exp| retention.forget_after(exp))
+            ..events_feed(events, |exp| retention.forget_after(exp))
         };
-        Ok(FeedBody::new(feed, epoch))
+        FeedBody::new(feed, epoch)
     }
 
     /// Whether a token with this `exp` may still pass a verifier somewhere
@@ -1278,7 +1299,7 @@ mod tests {
                 from,
                 digest: None,
                 head,
-                feed: tokio::sync::OnceCell::new_with(Some(Arc::clone(feed))),
+                feed: tokio::sync::OnceCell::new_with(Some(Some(Arc::clone(feed)))),
             }));
         }
     }
@@ -1717,6 +1738,42 @@ mod tests {
             .unwrap();
         assert_eq!(jtis(&answer), ["j3", "j4"]);
         assert!(!body_of(answer).snapshot);
+    }
+
+    /// A cursor one event behind whose digest names another event was
+    /// answered with a snapshot read on its own: anyone could send such
+    /// cursors (a made-up digest each) and have the whole events table read
+    /// and encoded per request, past the bound on deltas. It gets the
+    /// shared snapshot.
+    #[tokio::test]
+    async fn cursors_naming_another_event_share_the_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, feed) = with_one_revocation(&dir).await;
+        for jti in ["j2", "j3"] {
+            store.revoke_token(jti, EXP - 10, EXP).await.unwrap();
+        }
+        feed.sync(&store, EXP - 10).await.unwrap();
+        let epoch = feed.epoch();
+        let head = feed.head.load(Ordering::SeqCst);
+        let mut bodies = Vec::new();
+        for made_up in ["0000000000000000", "0000000000000001", "ffffffffffffffff"] {
+            let cursor = format!("{epoch}.{}.{made_up}", head - 1);
+            let body = body_of(
+                feed.answer(&store, "iss", Some(&cursor), EXP - 10)
+                    .await
+                    .unwrap(),
+            );
+            assert!(body.snapshot, "{made_up}: a snapshot");
+            assert_eq!(body.revoked_tokens.len(), 3);
+            bodies.push(body);
+        }
+        let shared = body_of(feed.answer(&store, "iss", None, EXP - 10).await.unwrap());
+        for body in &bodies {
+            assert!(
+                Arc::ptr_eq(body, &shared),
+                "one shared read and encoding of the list, not one per made-up cursor"
+            );
+        }
     }
 
     /// Sharing the read was not enough: each poll encoded the whole list
