@@ -144,6 +144,35 @@ pub(super) fn resend_verification(
     }
 }
 
+/// The first verification link of a new account, written and mailed after
+/// the answer: a taken address writes no link, so an answer that waited for
+/// this write would tell a new address from a taken one by its time. The
+/// development outbox is written before the answer (see `send_mail`): its
+/// reader asks for the mail right after.
+async fn send_first_verification(
+    state: &Arc<AppState>,
+    user_id: &str,
+    email: &str,
+    link: MailLink,
+) -> Result<(), ApiError> {
+    if state.mailer.is_local() {
+        let mail = verification_mail(state, user_id, email, link).await?;
+        deliver(state, mail).await;
+        return Ok(());
+    }
+    let task_state = Arc::clone(state);
+    let (user_id, email) = (user_id.to_owned(), email.to_owned());
+    state.background.detach(async move {
+        let state = task_state.as_ref();
+        match verification_mail(state, &user_id, &email, link).await {
+            Ok(mail) => deliver(state, mail).await,
+            // Its next sign-in with the right password mails a fresh link.
+            Err(e) => tracing::warn!(error = ?e, "verification link not stored"),
+        }
+    });
+    Ok(())
+}
+
 /// Creates an account and mails a verification token. An email that is
 /// already registered gets the same 201 (with an id that leads nowhere) and
 /// its owner a notice, so sign-up does not reveal who has an account.
@@ -161,7 +190,7 @@ pub async fn signup(
 /// Sign-up for the API and the pages: the new user's id (or an id that leads
 /// nowhere when the address is taken). `link` is what the mailed token opens.
 pub async fn register(
-    state: &AppState,
+    state: &Arc<AppState>,
     client: &Client,
     raw_email: &str,
     password: &Secret,
@@ -204,11 +233,7 @@ pub async fn register(
         )
         .await;
     } else if created {
-        send_mail(
-            state,
-            verification_mail(state, &user.id, email.as_str(), link).await?,
-        )
-        .await;
+        send_first_verification(state, &user.id, email.as_str(), link).await?;
         audit::record(
             state,
             Some(client),
