@@ -359,6 +359,19 @@ if (plugin && deployment) {
     errors.push(`Deployment: ServiceAccount ${podSpec.serviceAccountName} is not shipped`);
   }
   if (!podSpec.securityContext?.runAsNonRoot) errors.push("Deployment: must run as non-root");
+  // The container holds the KEK: nothing it runs may rewrite its binary or gain privileges.
+  const sc = container.securityContext ?? {};
+  if (sc.readOnlyRootFilesystem !== true) errors.push("Deployment: container needs securityContext.readOnlyRootFilesystem: true");
+  if (sc.allowPrivilegeEscalation !== false) errors.push("Deployment: container needs securityContext.allowPrivilegeEscalation: false");
+  if (!(sc.capabilities?.drop ?? []).includes("ALL")) errors.push("Deployment: container needs securityContext.capabilities.drop: [ALL]");
+  // Secrets come from the Secret, never as literals in a committed manifest.
+  for (const name of ["AUTHFLOW_KEK__KEY", "AUTHFLOW_KEK__PREVIOUS", "AUTHFLOW_SMTP__PASSWORD"]) {
+    const e = setting(env, name);
+    if (e && !e.valueFrom?.secretKeyRef) errors.push(`Deployment: ${name} must come from a Secret (secretKeyRef), not a literal value`);
+  }
+  // The development outbox hands every mailed code to whoever reaches the service.
+  if (val("AUTHFLOW_ENVIRONMENT") !== "production") errors.push("Deployment: AUTHFLOW_ENVIRONMENT must be production");
+  if (String(val("AUTHFLOW_SERVER__DEV_ENDPOINTS") ?? "false").toLowerCase() !== "false") errors.push("Deployment: AUTHFLOW_SERVER__DEV_ENDPOINTS must be off");
 }
 
 // The rate limiter (deploy/istio/ratelimit.yaml) runs after the authflow WasmPlugin on the same
@@ -737,6 +750,11 @@ function selfTest() {
     ["the database URL by its flat name, literal", (f) => {
       Object.assign(authEnv(f, "AUTHFLOW_DATABASE__URL"), { name: "AUTHFLOW_DATABASE_URL", value: "postgres://u:p@db/authflow", valueFrom: undefined });
     }, "AUTHFLOW_DATABASE__URL must come from a Secret"],
+    ["a writable root filesystem", (f) => { of(f, "Deployment").spec.template.spec.containers[0].securityContext.readOnlyRootFilesystem = false; }, "readOnlyRootFilesystem"],
+    ["privilege escalation allowed", (f) => { delete of(f, "Deployment").spec.template.spec.containers[0].securityContext.allowPrivilegeEscalation; }, "allowPrivilegeEscalation"],
+    ["the KEK as a literal", (f) => { Object.assign(authEnv(f, "AUTHFLOW_KEK__KEY"), { value: "a2VrCg==", valueFrom: undefined }); }, "AUTHFLOW_KEK__KEY must come from a Secret"],
+    ["the SMTP password as a literal", (f) => { Object.assign(authEnv(f, "AUTHFLOW_SMTP__PASSWORD"), { value: "hunter2", valueFrom: undefined }); }, "AUTHFLOW_SMTP__PASSWORD must come from a Secret"],
+    ["dev endpoints on", (f) => { authEnv(f, "AUTHFLOW_SERVER__DEV_ENDPOINTS").value = "true"; }, "DEV_ENDPOINTS must be off"],
     ["issuer wrong", (f) => { authEnv(f, "AUTHFLOW_TOKENS__ISSUER").value = "https://other.example"; }, "!= pluginConfig issuer"],
     ["the gateway kept from a route's prefix", (f) => {
       rules(f)[0].to[0].operation.paths = rules(f)[0].to[0].operation.paths.filter((p) => p !== "/v1/admin/*");
