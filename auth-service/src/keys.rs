@@ -17,7 +17,8 @@ use sha2::{Digest, Sha256};
 use crate::domain::random_id;
 use crate::store::{PublishedLimit, Store, StoreError, StoredKey};
 
-/// Extra time a retired key stays published, for clock skew between hosts.
+/// Allowance for clock skew between hosts: extra time a retired key stays
+/// published, and how early the first key is.
 const RETIRED_GRACE_SECS: i64 = 60;
 
 /// The most keys the JWKS may hold: what the contract's JWKS reader (the
@@ -201,8 +202,10 @@ impl KeyRing {
     ) -> Result<Self, StoreError> {
         if store.signing_keys().await?.is_empty() {
             // Another instance starting at the same moment may win: then its key is the one.
+            // Published as of a skew allowance ago: an instance whose clock is
+            // behind this one's publishes the key it is about to sign with.
             store
-                .add_first_signing_key(&new_key(alg, now, now)?)
+                .add_first_signing_key(&new_key(alg, now - RETIRED_GRACE_SECS, now)?)
                 .await?;
         }
         let ring = Self {
@@ -461,6 +464,29 @@ mod tests {
                 .unwrap()
                 .to_owned()
         })
+    }
+
+    /// The first key is made by whichever instance starts first, stamped
+    /// with its clock. An instance whose clock is a few seconds behind
+    /// served a JWKS without it (a filter fetching there withdrew the only
+    /// key) and refused the tokens signed with it as signed by an unknown key.
+    #[tokio::test]
+    async fn the_first_key_is_published_on_an_instance_whose_clock_is_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let t = 1_000_000;
+        let first = KeyRing::load(&store, Algorithm::EdDSA, 900, t)
+            .await
+            .unwrap();
+        let kid = signing_kid(&first, t).unwrap();
+        let behind = KeyRing::load(&store, Algorithm::EdDSA, 900, t - 5)
+            .await
+            .unwrap();
+        assert!(
+            behind.jwks(t - 5).0.contains(&kid),
+            "the only key is missing from the JWKS of an instance 5 s behind"
+        );
+        assert!(behind.verifier(&kid, t - 5).is_some());
     }
 
     /// Two instances rotating at the same moment with one key short of the

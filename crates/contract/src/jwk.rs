@@ -485,6 +485,28 @@ mod tests {
         }
     }
 
+    /// A small-order Ed25519 key verifies nothing with the own verifier, yet
+    /// it was kept in the set: a host verifier (BoringSSL checks no key
+    /// order) took `R = [s]B` with any `s` as its signature of any token.
+    #[test]
+    fn a_small_order_ed25519_key_is_skipped() {
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        // y = p − 1: the point of order 2.
+        let mut order_two = [0xffu8; 32];
+        order_two[0] = 0xec;
+        order_two[31] = 0x7f;
+        // y = 0: a point of order 4.
+        for x in [identity, order_two, [0u8; 32]] {
+            let doc = serde_json::json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(x)}]});
+            assert_eq!(
+                KeySet::parse(doc.to_string().as_bytes()).unwrap_err(),
+                JwksError::NoUsableKey { skipped: 1 },
+                "{doc}"
+            );
+        }
+    }
+
     #[test]
     fn rsa_modulus_bounds() {
         let odd = |bytes: usize, top: u8| {

@@ -38,7 +38,11 @@ impl SignatureKey {
     /// Prepares a key parsed from a JWK; `None` if it cannot be (then the key is skipped).
     pub fn from_public(key: &PublicKey) -> Option<Self> {
         match key {
-            PublicKey::EdDSA(x) => Ed25519Key::new(x).map(Self::EdDSA),
+            // A small-order key is no key: a host verifier (BoringSSL) does
+            // not check key order and would take forged signatures for it.
+            PublicKey::EdDSA(x) => Ed25519Key::new(x)
+                .filter(|k| !k.is_small_order())
+                .map(Self::EdDSA),
             PublicKey::ES256 { x, y } => {
                 P256Key::from_sec1_uncompressed(&PublicKey::sec1_uncompressed(x, y))
                     .map(Self::ES256)

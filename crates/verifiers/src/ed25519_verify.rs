@@ -121,6 +121,11 @@ impl Ed25519Key {
         }
     }
 
+    /// Whether the key is of small order: it verifies nothing here.
+    pub fn is_small_order(&self) -> bool {
+        self.minus_a.is_none()
+    }
+
     /// Whether the table of multiples is built (for tests and stats).
     pub fn has_table(&self) -> bool {
         self.table.table.get().is_some()
