@@ -46,7 +46,8 @@ pub fn still_needed(expires_at: u64, skew_secs: u64, now: u64) -> bool {
 pub struct RevocationFeed {
     /// Issuer these entries belong to (the `iss` of the tokens they kill).
     pub issuer: String,
-    /// Opaque; send it back as `since` on the next poll.
+    /// Opaque; send it back as `since` on the next poll. Never empty (a
+    /// filter refuses a feed without one: its next poll could name no position).
     pub cursor: String,
     /// True: these entries replace everything known before. False: a delta.
     pub snapshot: bool,

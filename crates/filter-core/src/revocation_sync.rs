@@ -651,6 +651,36 @@ mod tests {
         assert_eq!((e.revocation_entries(id), cursor(&e)), (0, None));
     }
 
+    /// A feed that names no cursor leaves nothing for the next poll to send:
+    /// that poll goes out without `since` (a request for a snapshot), and a
+    /// `304` or a delta answering it speaks of no list. Taken, the list was
+    /// made current by a `304` to a request that named nothing, and extended
+    /// by a delta from nowhere.
+    #[test]
+    fn a_feed_without_a_cursor_is_refused() {
+        let mut e = engine();
+        let id = ProviderId::FIRST;
+        polled(&mut e, feed("1", true, "a"), NOW_MS).unwrap();
+        assert!(matches!(
+            polled(&mut e, feed("", false, "b"), NOW_MS + 10),
+            Err(ApplyError::Malformed(_))
+        ));
+        assert!(matches!(
+            polled(&mut e, feed("", true, "c"), NOW_MS + 20),
+            Err(ApplyError::Malformed(_))
+        ));
+        assert_eq!((cursor(&e), fresh_at(&e)), (Some("1"), NOW_MS));
+        assert!(revokes(&e, "a") && !revokes(&e, "b") && !revokes(&e, "c"));
+        // Had it been taken: the next poll names no cursor, yet a `304` to it
+        // would vouch for the list.
+        let poll = e.revocation_poll(id);
+        assert_eq!(
+            crate::fetch::feed_path("/f", poll.as_deref(), 0),
+            "/f?since=1"
+        );
+        assert!(e.revocations_unchanged(id, NOW_MS + 30));
+    }
+
     /// This VM's poll is out (from cursor 1) when it adopts another VM's list
     /// (cursor 5): the delta from 1 and a `304` for 1 speak of another list
     /// than the one held now. The delta is refused, the `304` makes nothing

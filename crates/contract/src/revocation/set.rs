@@ -201,6 +201,11 @@ impl RevocationSet {
         if feed.issuer() != issuer {
             return Err(ApplyError::WrongIssuer);
         }
+        // The next poll would send no cursor (a request for a snapshot), and
+        // a `304` or a delta answering it would speak of no list.
+        if feed.cursor().is_empty() {
+            return Err(ApplyError::Malformed(super::blob::BlobError("no cursor")));
+        }
         if feed.is_snapshot() {
             let mut base = feed;
             base.retain_needed(skew_secs, now);
