@@ -193,11 +193,10 @@ pub fn credential_edits(
         }
         cookies.push(DEVICE_COOKIE);
     }
-    // Whenever a token verified or was refused, no `_` spelling of a token
-    // header goes with it either: a CGI-style backend reads `x_token` as `x-token`.
-    if provider.is_some() || refused_token {
-        edits.extend(token_header_spellings(config, req).map(HeaderEdit::Remove));
-    }
+    // No `_` spelling of a token header goes either: a CGI-style backend
+    // reads `x_token` as `x-token`, and extraction never read it (with no
+    // token read, a revoked one of ours there would pass unchecked).
+    edits.extend(token_header_spellings(config, req).map(HeaderEdit::Remove));
     // No other spelling of a token cookie goes either (see
     // `another_spelling`): never checked, and a backend may read it as the
     // token cookie (even when the verified one is forwarded).
@@ -210,7 +209,8 @@ pub fn credential_edits(
 /// Whether a cookie name as sent is another spelling of `ours` that some
 /// backend reads as `ours`: ASP.NET Core compares cookie names ignoring
 /// ASCII case; PHP's `$_COOKIE` percent-decodes a name (`+` as a space) and
-/// reads ` ` and `.` as `_`. Not `ours` itself.
+/// reads ` `, `.` and an unclosed `[` as `_` (a closed one makes an array,
+/// whose `]` no name of ours holds). Not `ours` itself.
 fn another_spelling(sent: &[u8], ours: &str) -> bool {
     fn hex(b: u8) -> Option<u8> {
         char::from(b)
@@ -219,7 +219,7 @@ fn another_spelling(sent: &[u8], ours: &str) -> bool {
     }
     fn fold(b: u8) -> u8 {
         match b {
-            b' ' | b'+' | b'.' => b'_',
+            b' ' | b'+' | b'.' | b'[' => b'_',
             b => b.to_ascii_lowercase(),
         }
     }
@@ -598,7 +598,7 @@ mod tests {
         let unread = Request::from_headers(Vec::new(), None);
         assert_eq!(
             credential_edits(&c, &unread, None, false),
-            vec![remove("x-authflow-device")]
+            vec![remove("x-authflow-device"), remove("x_token")]
         );
     }
 
@@ -827,8 +827,36 @@ mod tests {
             credential_edits(&stripping, &explicit, Some(ProviderId::FIRST), false),
             vec![remove("authorization"), remove("x_token")]
         );
-        // No token verified (an anonymous request): left as sent.
-        assert_eq!(credential_edits(&stripping, &explicit, None, false), vec![]);
+    }
+
+    /// Finding: a `_` spelling of a token header went upstream whenever no
+    /// token verified or was refused. Extraction never reads it, so a
+    /// revoked or expired token of a configured issuer sent as `x_token`
+    /// on a public route passed as an anonymous request, and reached a
+    /// CGI-style backend as its `x-token`: the token the filter strips once
+    /// it refuses it (see the module's notes), unchecked.
+    #[test]
+    fn a_token_header_spelling_never_travels_even_without_a_token_read() {
+        let c = config(json!({"forward_device_secret": true}));
+        let r = req("/api", &[("x_token", "revoked")]);
+        assert_eq!(
+            crate::extract::extract(&r, &c.token_sources, c.max_token_bytes),
+            Ok(crate::extract::Extracted::None),
+            "never read as a token"
+        );
+        assert_eq!(
+            credential_edits(&c, &r, None, false),
+            vec![remove("x_token")]
+        );
+        // Beside a token of another issuer (left as sent), still not.
+        let foreign = req(
+            "/api",
+            &[("authorization", "Bearer t"), ("x_token", "revoked")],
+        );
+        assert_eq!(
+            credential_edits(&c, &foreign, None, false),
+            vec![remove("x_token")]
+        );
     }
 
     /// A legacy cookie parser (RFC 2109, still an option in some servers)
@@ -1019,6 +1047,40 @@ mod tests {
                 "{other}"
             );
         }
+    }
+
+    /// Finding: PHP registers a name with an unclosed `[` with `_` in its
+    /// place (`$_COOKIE['access_token']` for `access[token`), first copy
+    /// winning: with `forward_token`, `access[token=<forged>` sent before
+    /// the verified `access_token` reached such a backend as the token, and
+    /// a backend could set it in the browser as a credential cookie.
+    #[test]
+    fn an_unclosed_bracket_spelling_of_a_token_cookie_does_not_travel() {
+        let forwarding = forwarding();
+        for planted in ["access[token=forged", "access%5Btoken=forged"] {
+            let r = req(
+                "/api",
+                &[("cookie", &format!("{planted}; access_token=t; b=2"))],
+            );
+            assert_eq!(
+                credential_edits(&forwarding, &r, Some(ProviderId::FIRST), false),
+                vec![HeaderEdit::Set(
+                    "cookie".into(),
+                    "access_token=t; b=2".into()
+                )],
+                "{planted}"
+            );
+            assert!(
+                sets_credential_cookie(&forwarding, planted.as_bytes()),
+                "{planted}"
+            );
+        }
+        // A closed bracket is an array under `access` to PHP: not the token.
+        let array = req("/api", &[("cookie", "access[token]=x; access_token=t")]);
+        assert_eq!(
+            credential_edits(&forwarding, &array, Some(ProviderId::FIRST), false),
+            vec![]
+        );
     }
 
     /// Finding: extraction reads every `Authorization` copy, but removal

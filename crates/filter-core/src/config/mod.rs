@@ -492,6 +492,29 @@ mod tests {
         );
     }
 
+    /// Finding: a token header name with more `-`/`_` than its spellings
+    /// are made for was accepted, and then had none: its `_` spellings
+    /// (`x_a_b_…`, the same header to a CGI-style backend, never read as a
+    /// token) went upstream beside the verified token.
+    #[test]
+    fn a_token_header_name_has_every_spelling_or_is_refused() {
+        let name = "x-a-b-c-d-e-f-g";
+        match with(serde_json::json!({"token_sources": {"headers": [name]}})) {
+            Ok(c) => assert!(
+                c.token_sources
+                    .header_spellings
+                    .iter()
+                    .any(|s| s == "x_a_b_c_d_e_f_g"),
+                "accepted without its spellings"
+            ),
+            Err(e) => assert!(
+                e.0.contains("token_sources.headers") && e.0.contains("more than 6"),
+                "{e}"
+            ),
+        }
+        assert!(with(serde_json::json!({"token_sources": {"headers": ["x-a-b-c-d-e-f"]}})).is_ok());
+    }
+
     #[test]
     fn errors_name_the_field() {
         let e = with(serde_json::json!({"bogus": 1})).unwrap_err();

@@ -98,6 +98,9 @@ impl FilterConfig {
                     }
                 }
                 let headers = header_names(&t.headers, "token_sources.headers")?;
+                for h in &headers {
+                    spellings_fit(h, "token_sources.headers")?;
+                }
                 if !t.authorization_bearer && t.cookies.is_empty() && headers.is_empty() {
                     return err("`token_sources`: no source left to read a token from");
                 }
@@ -568,14 +571,7 @@ fn validate_identity(
                 "`identity_headers`: `{n}` cannot be an identity header"
             ));
         }
-        // Each `-`/`_` mix of the name is removed from every request (see `header_spellings`).
-        if n.bytes().filter(|b| matches!(b, b'-' | b'_')).count() > header_spellings::MAX_SEPARATORS
-        {
-            return err(format!(
-                "`identity_headers`: `{n}` has more than {} `-` or `_`",
-                header_spellings::MAX_SEPARATORS
-            ));
-        }
+        spellings_fit(n, "identity_headers")?;
     }
     let unset_defaults = super::DEFAULT_IDENTITY_NAMES
         .iter()
@@ -758,6 +754,18 @@ fn is_token(s: &str) -> bool {
         && s.len() <= 128
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Each `-`/`_` mix of an owned header name is removed from every request
+/// (see `header_spellings`): a name with more has no spellings made at all.
+fn spellings_fit(n: &str, field: &str) -> Result<(), ConfigError> {
+    if n.bytes().filter(|b| matches!(b, b'-' | b'_')).count() > header_spellings::MAX_SEPARATORS {
+        return err(format!(
+            "`{field}`: `{n}` has more than {} `-` or `_`",
+            header_spellings::MAX_SEPARATORS
+        ));
+    }
+    Ok(())
 }
 
 fn header_name(s: &str) -> Option<String> {
