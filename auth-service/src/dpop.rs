@@ -271,6 +271,21 @@ pub fn resource_error(state: &AppState, e: DpopError, now: i64) -> ApiError {
     }
 }
 
+/// A token presented in the `DPoP` scheme and refused as a token (bad,
+/// expired, revoked, another device's): RFC 9449 §7.1 answers it with a
+/// `DPoP` challenge, the scheme the client used, not a `Bearer` one.
+pub fn invalid_token(state: &AppState, refusal: ApiError) -> ApiError {
+    match refusal {
+        ApiError::InvalidToken(description) => ApiError::DpopUnauthorized {
+            error: "invalid_token",
+            description,
+            algs: contract::algs_parameter(&state.config.dpop.algorithms),
+            nonce: None,
+        },
+        other => other,
+    }
+}
+
 /// Fixed texts a client can act on, saying no more than the error code.
 fn description(e: DpopError) -> &'static str {
     match e {

@@ -222,9 +222,13 @@ impl FromRequestParts<Arc<AppState>> for Caller {
     ) -> Result<Self, Self::Rejection> {
         let (scheme, token) = access_token(&parts.headers)
             .ok_or(ApiError::InvalidToken("a bearer access token is required"))?;
-        verify_user_token(state, parts, scheme, token)
-            .await
-            .map(Self)
+        let verified = verify_user_token(state, parts, scheme, token).await;
+        match scheme {
+            Scheme::Bearer => verified.map(Self),
+            Scheme::Dpop => verified
+                .map(Self)
+                .map_err(|e| dpop::invalid_token(state, e)),
+        }
     }
 }
 

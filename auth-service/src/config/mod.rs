@@ -87,9 +87,16 @@ impl ServerConfig {
     pub fn trusted_hops_for(&self, peer: Option<SocketAddr>) -> u32 {
         let trusted = self.trusted_proxies.is_empty()
             || peer.is_some_and(|p| {
-                // An IPv4 peer on a dual-stack socket arrives as `::ffff:a.b.c.d`.
+                // An IPv4 peer on a dual-stack socket arrives as `::ffff:a.b.c.d`,
+                // and may be listed either way: both spellings are one proxy.
                 let ip = p.ip().to_canonical();
-                self.trusted_proxies.iter().any(|net| net.contains(&ip))
+                let mapped = match ip {
+                    std::net::IpAddr::V4(v4) => std::net::IpAddr::V6(v4.to_ipv6_mapped()),
+                    v6 => v6,
+                };
+                self.trusted_proxies
+                    .iter()
+                    .any(|net| net.contains(&ip) || net.contains(&mapped))
             });
         if trusted {
             self.xff_num_trusted_hops

@@ -99,6 +99,32 @@ async fn a_client_past_the_proxies_does_not_choose_its_address() {
     );
 }
 
+/// A dual-stack listener reports an IPv4 proxy as `::ffff:a.b.c.d`, and an
+/// operator may list it so: it is the same proxy, and its `x-forwarded-for`
+/// is read. Otherwise every client behind it would share the proxy's bucket,
+/// and one client's failures would lock out all of them.
+#[tokio::test]
+async fn a_proxy_listed_as_an_ipv4_mapped_address_is_trusted() {
+    let app = spawn_app_with(|c| {
+        behind_one_proxy(c);
+        c.server.trusted_proxies = vec!["::ffff:127.0.0.0/104".parse().unwrap()];
+    })
+    .await;
+    for i in 0..4 {
+        fail_signin(&app, &format!("m{i}@example.com"), None, "203.0.113.5").await;
+    }
+    assert_eq!(
+        fail_signin(&app, "m9@example.com", None, "203.0.113.6").await,
+        401,
+        "another client behind the same proxy is not locked out"
+    );
+    let log = app.state.store.audit_log(None, 100).await.unwrap();
+    assert!(
+        log.iter().all(|e| e.ip.as_deref() != Some("127.0.0.1")),
+        "the proxy's address in the audit log: {log:?}"
+    );
+}
+
 #[tokio::test]
 async fn one_clients_failures_do_not_lock_out_the_others() {
     let app = spawn_app_with(behind_one_proxy).await;

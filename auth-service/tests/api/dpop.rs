@@ -932,3 +932,37 @@ async fn the_metadata_names_the_proof_algorithms() {
         .await;
     assert_eq!(error_code(r, 400).await, "invalid_dpop_proof");
 }
+
+/// RFC 9449 §7.1: a token presented in the `DPoP` scheme and refused (its
+/// session ended, or it is no token of ours) is answered with a `DPoP`
+/// challenge naming the accepted algorithms, not a `Bearer` one: a scheme
+/// the client did not use, which tells a DPoP client nothing it can act on.
+#[tokio::test]
+async fn a_refused_token_in_the_dpop_scheme_gets_a_dpop_challenge() {
+    let app = spawn_app().await;
+    app.verified_user("ada@example.com").await;
+    let key = DpopKey::es256();
+    let t = app.dpop_signin("ada@example.com", &key).await;
+    let logout = |token: String| {
+        app.http
+            .post(app.url(LOGOUT))
+            .header("authorization", format!("DPoP {token}"))
+            .header("x-authflow-device", &t.device)
+            .header(
+                "dpop",
+                key.proof("POST", &app.htu(LOGOUT), Some(&token), None),
+            )
+            .send()
+    };
+    assert_eq!(logout(t.access.clone()).await.unwrap().status(), 200);
+    for token in [t.access.clone(), "not.a.token".to_owned()] {
+        let r = logout(token).await.unwrap();
+        let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+        assert!(
+            challenge.starts_with("DPoP error=\"invalid_token\""),
+            "{challenge}"
+        );
+        assert!(challenge.contains("algs=\"ES256 EdDSA\""), "{challenge}");
+        assert_eq!(error_code(r, 401).await, "invalid_token");
+    }
+}
