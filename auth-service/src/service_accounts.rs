@@ -2,7 +2,7 @@
 //! §4.4). One place for what the admin API and the CLI both do (create,
 //! rotate, disable) and for authenticating a client at the token endpoint.
 
-use authflow_contract::claims::{is_scope_token, scopes, service_subject};
+use authflow_contract::claims::{is_header_value, is_scope_token, scopes, service_subject};
 use serde_json::Value;
 
 use crate::client_assertion::{self, ClientKey};
@@ -47,7 +47,12 @@ pub fn normalize_scope<'a>(
     if out.len() > MAX_SCOPES {
         return Err("too many scopes");
     }
-    Ok(out.join(" "))
+    let joined = out.join(" ");
+    // Filters forward the scope as one header and refuse a token whose scope it cannot carry.
+    if !is_header_value(&joined) {
+        return Err("the scopes are too long together");
+    }
+    Ok(joined)
 }
 
 /// The scope to grant: the requested one when every scope in it is the
@@ -84,6 +89,13 @@ pub async fn create(
     if !valid_client_id(client_id) {
         return Err(ApiError::BadRequest(
             "client_id must be 1-64 of a-z, 0-9, `.`, `_`, `-`".into(),
+        ));
+    }
+    // Clients and proxies remove these from a path as dot segments: the
+    // account's admin routes (rotate, disable) could not be reached.
+    if matches!(client_id, "." | "..") {
+        return Err(ApiError::BadRequest(
+            "client_id must not be `.` or `..`".into(),
         ));
     }
     let scope = normalize_scope(scope.iter().map(String::as_str))

@@ -283,6 +283,14 @@ fn client_credentials(
     id: Option<String>,
     secret: Option<String>,
 ) -> ApiResult<(String, String)> {
+    // Copies that differ are two attempts: a proxy or log reading another
+    // copy than this one would see another client than the one served.
+    let mut copies = headers.get_all(header::AUTHORIZATION).iter();
+    if let Some(first) = copies.next() {
+        if copies.any(|other| other != first) {
+            return Err(ApiError::BadRequest("send one Authorization header".into()));
+        }
+    }
     // An Authorization header is a client authentication attempt: one that
     // is not valid Basic fails, rather than being ignored beside the form's.
     let basic = match headers.get(header::AUTHORIZATION) {

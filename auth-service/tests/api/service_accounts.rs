@@ -1491,3 +1491,105 @@ async fn refused_client_authentications_cannot_flood_the_audit_log() {
     assert_eq!(rows("192.0.2.7"), 1, "{log:?}");
     assert_eq!(rows("192.0.2.8"), 1, "another address has its own row");
 }
+
+#[tokio::test]
+async fn a_token_request_with_two_differing_authorization_headers_is_refused() {
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    let reports = app
+        .create_service_account(&admin, "reports", &["read"])
+        .await;
+    let other = app
+        .create_service_account(&admin, "other", &["write"])
+        .await;
+    let basic = |id: &str, secret: &str| {
+        use base64::Engine as _;
+        let pair = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+        reqwest::header::HeaderValue::from_str(&format!("Basic {pair}")).unwrap()
+    };
+    // A proxy or log reading the other copy would see another client than the one served.
+    for second in [
+        basic("other", &other),
+        basic("reports", "wrong"),
+        reqwest::header::HeaderValue::from_static("Bearer abc"),
+    ] {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.append("authorization", basic("reports", &reports));
+        headers.append("authorization", second.clone());
+        let r = app
+            .http
+            .post(app.url(TOKEN))
+            .headers(headers)
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_code(r, 400).await, "invalid_request", "{second:?}");
+    }
+    // The same credentials twice are one.
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.append("authorization", basic("reports", &reports));
+    headers.append("authorization", basic("reports", &reports));
+    let r = app
+        .http
+        .post(app.url(TOKEN))
+        .headers(headers)
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn an_account_is_refused_what_its_tokens_could_not_carry_or_its_admin_routes_reach() {
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    // A scope list past what a header carries: every filter would refuse its tokens.
+    let long = ["a".repeat(3000), "b".repeat(3000)];
+    // Dot segments: every client and proxy removes them from the path, so
+    // the account's admin routes (disable, rotate) could not be reached.
+    let bad = [
+        json!({"client_id": "big", "scopes": long}),
+        json!({"client_id": "."}),
+        json!({"client_id": ".."}),
+    ];
+    for body in bad {
+        let r = app
+            .authed(Method::POST, "/v1/admin/service-accounts", &admin)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_code(r, 400).await, "invalid_request", "{body}");
+    }
+    app.create_service_account(&admin, "a.b", &["read"]).await;
+}
+
+#[tokio::test]
+async fn a_malformed_client_id_reaches_the_audit_trail_as_no_subject() {
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    let forged = "x\n1900000000 admin_ban done";
+    let r = app
+        .authed(Method::POST, "/v1/admin/service-accounts", &admin)
+        .json(&json!({"client_id": forged}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 400).await, "invalid_request");
+    for (method, path) in [
+        (Method::POST, "/v1/admin/service-accounts/a%0Ab/secret"),
+        (Method::POST, "/v1/admin/service-accounts/a%0Ab/disable"),
+        (Method::DELETE, "/v1/admin/service-accounts/a%0Ab/key"),
+    ] {
+        let r = app.authed(method, path, &admin).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+    }
+    let log = app.state.store.audit_log(None, 100).await.unwrap();
+    let rows: Vec<_> = log.iter().filter(|e| e.event.contains("service")).collect();
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    for row in rows {
+        assert_eq!(row.user_id, None, "{row:?}");
+    }
+}
