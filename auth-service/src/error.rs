@@ -22,7 +22,10 @@ pub enum ApiError {
     InvalidCode(&'static str),
     /// Bad, expired, used or revoked one-time token (verify-email / reset).
     InvalidLink,
-    /// Missing or bad bearer token (RFC 6750).
+    /// No access token at all: RFC 6750 §3.1 asks for a challenge without
+    /// an error code (the client may not know the resource needs one).
+    MissingToken,
+    /// Bad bearer token (RFC 6750).
     InvalidToken(&'static str),
     /// Refresh token refused (OAuth 2.0 `invalid_grant`).
     InvalidGrant(&'static str),
@@ -118,6 +121,7 @@ impl ApiError {
             ),
             Self::InvalidCode(d) => (S::UNAUTHORIZED, "invalid_code", (*d).into()),
             Self::InvalidLink => (S::BAD_REQUEST, "invalid_token", "the link is invalid, expired or already used".into()),
+            Self::MissingToken => (S::UNAUTHORIZED, "unauthorized", "authentication required".into()),
             Self::InvalidToken(d) => (S::UNAUTHORIZED, "invalid_token", (*d).into()),
             // RFC 6749 §5.2: 400 (the client authenticated nothing; no challenge applies).
             Self::InvalidGrant(d) => (S::BAD_REQUEST, "invalid_grant", (*d).into()),
@@ -163,6 +167,10 @@ impl IntoResponse for ApiError {
             .into_response();
         let headers = response.headers_mut();
         match &self {
+            // As the filter answers one (`Bearer`, nothing more).
+            Self::MissingToken => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
             Self::InvalidToken(_) => {
                 // RFC 6750 §3: the description is fixed text, never input.
                 let value = format!(

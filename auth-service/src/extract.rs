@@ -220,8 +220,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let (scheme, token) = access_token(&parts.headers)
-            .ok_or(ApiError::InvalidToken("a bearer access token is required"))?;
+        let (scheme, token) = access_token(&parts.headers).ok_or(ApiError::MissingToken)?;
         let verified = verify_user_token(state, parts, scheme, token).await;
         match scheme {
             Scheme::Bearer => verified.map(Self),

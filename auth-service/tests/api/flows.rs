@@ -1443,3 +1443,43 @@ async fn an_unknown_client_address_matches_no_client_ip_prefix_binding() {
         "{body}"
     );
 }
+
+/// A request with no access token at all gets a challenge without an error
+/// code (RFC 6750 §3.1: the client may not have known one was needed), as
+/// the filter answers it; a token that is there and bad gets `invalid_token`.
+#[tokio::test]
+async fn no_token_gets_a_challenge_without_an_error_code() {
+    let app = spawn_app().await;
+    for path in ["/v1/auth/logout-all", "/v1/admin/users"] {
+        let method = if path.starts_with("/v1/admin") {
+            Method::GET
+        } else {
+            Method::POST
+        };
+        let r = app
+            .http
+            .request(method.clone(), app.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+        assert_eq!(r.headers()["www-authenticate"], "Bearer", "{path}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "unauthorized", "{path}");
+        let r = app
+            .http
+            .request(method, app.url(path))
+            .bearer_auth("not.a.token")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+        assert!(
+            r.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer error=\"invalid_token\""),
+            "{path}"
+        );
+    }
+}
