@@ -24,7 +24,7 @@ async fn admin_requires_the_admin_role() {
         .send()
         .await
         .unwrap();
-    assert_eq!(error_code(r, 401).await, "invalid_token");
+    assert_eq!(error_code(r, 401).await, "unauthorized");
     let r = app.ban(&user, &user_id).await;
     assert_eq!(error_code(r, 403).await, "insufficient_scope");
     let admin = app.admin("root@example.com").await;
