@@ -1507,35 +1507,29 @@ async fn a_token_request_with_two_differing_authorization_headers_is_refused() {
         let pair = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
         reqwest::header::HeaderValue::from_str(&format!("Basic {pair}")).unwrap()
     };
+    let with_two_authorizations = |first, second| {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.append("authorization", first);
+        headers.append("authorization", second);
+        app.http
+            .post(app.url(TOKEN))
+            .headers(headers)
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+    };
     // A proxy or log reading the other copy would see another client than the one served.
     for second in [
         basic("other", &other),
         basic("reports", "wrong"),
         reqwest::header::HeaderValue::from_static("Bearer abc"),
     ] {
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.append("authorization", basic("reports", &reports));
-        headers.append("authorization", second.clone());
-        let r = app
-            .http
-            .post(app.url(TOKEN))
-            .headers(headers)
-            .form(&[("grant_type", "client_credentials")])
-            .send()
+        let r = with_two_authorizations(basic("reports", &reports), second.clone())
             .await
             .unwrap();
         assert_eq!(error_code(r, 400).await, "invalid_request", "{second:?}");
     }
     // The same credentials twice are one.
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.append("authorization", basic("reports", &reports));
-    headers.append("authorization", basic("reports", &reports));
-    let r = app
-        .http
-        .post(app.url(TOKEN))
-        .headers(headers)
-        .form(&[("grant_type", "client_credentials")])
-        .send()
+    let r = with_two_authorizations(basic("reports", &reports), basic("reports", &reports))
         .await
         .unwrap();
     assert_eq!(r.status(), 200);

@@ -12,17 +12,25 @@ use crate::common::*;
 
 const WRONG: &str = "wrong password!!";
 
-/// How long one sign-in of `email` with `password` takes to its 401.
-async fn signin_time(app: &TestApp, email: &str, password: &str) -> Duration {
+/// How long one `POST path` of `email` and `password` takes to its `status`.
+async fn answer_time(
+    app: &TestApp,
+    path: &str,
+    email: &str,
+    password: &str,
+    status: u16,
+) -> Duration {
     let start = Instant::now();
     let r = app
-        .post(
-            "/v1/auth/signin",
-            json!({"email": email, "password": password}),
-        )
+        .post(path, json!({"email": email, "password": password}))
         .await;
-    assert_eq!(r.status(), 401, "{email}");
+    assert_eq!(r.status(), status, "{path} {email}");
     start.elapsed()
+}
+
+/// How long one sign-in of `email` with `password` takes to its 401.
+async fn signin_time(app: &TestApp, email: &str, password: &str) -> Duration {
+    answer_time(app, "/v1/auth/signin", email, password, 401).await
 }
 
 /// The median times of a wrong password for `known` and for an unknown
@@ -275,15 +283,7 @@ async fn slow_token_inserts(app: &TestApp) -> Duration {
 
 /// How long one sign-up of `email` takes to its 201.
 async fn signup_time(app: &TestApp, email: &str) -> Duration {
-    let start = Instant::now();
-    let r = app
-        .post(
-            "/v1/auth/signup",
-            json!({"email": email, "password": PASSWORD}),
-        )
-        .await;
-    assert_eq!(r.status(), 201, "{email}");
-    start.elapsed()
+    answer_time(app, "/v1/auth/signup", email, PASSWORD, 201).await
 }
 
 /// Sign-up answers a new address and a taken one alike, and as fast: the
