@@ -92,8 +92,10 @@ start_stack() {
   # A fresh data directory per run: development keys and passwords are generated now, never committed.
   # Owner only, as is everything the stack writes: the logs carry what the services log (Envoy at
   # debug level logs every request's headers: bearer tokens, device secrets, cookies).
+  # Made here, never taken over: between the removal and the `mkdir` the name is free, and in
+  # /tmp another account may have made it first (`mkdir` fails then, where `-p` would go on).
   umask 077
-  rm -rf "$RUN_DIR" && mkdir -p "$RUN_DIR" && chmod 700 "$RUN_DIR"
+  rm -rf "$RUN_DIR" && mkdir -m 700 "$RUN_DIR" || return 1
   export AUTHFLOW_SERVER__DATA_DIR="$RUN_DIR/auth-data" AUTHFLOW_ENVIRONMENT=development AUTHFLOW_SERVER__DEV_ENDPOINTS=true
   export AUTHFLOW_SERVER__LISTEN=127.0.0.1:$AUTH_PORT AUTHFLOW_TOKENS__ISSUER=http://127.0.0.1:$AUTH_PORT AUTHFLOW_TOKENS__AUDIENCES=authflow-demo
   # Envoy (use_remote_address: true) appends the client's address to x-forwarded-for: one trusted hop.
