@@ -79,7 +79,7 @@ pub async fn open(
     let reseal = opening != Opening::Inspect;
     match Backend::of_url(url) {
         Some(Backend::Sqlite) => {
-            if existing && !SqliteStore::exists(url)? {
+            if existing && !SqliteStore::exists(url).await? {
                 return Err(StoreError::NoDatabase);
             }
             Ok(Arc::new(SqliteStore::open_with(url, kek, reseal).await?))

@@ -181,10 +181,30 @@ impl SqliteStore {
         self.write.begin_with("BEGIN IMMEDIATE").await
     }
 
-    /// Whether the database file the URL names exists.
-    pub fn exists(url: &str) -> StoreResult<bool> {
+    /// Whether the database file the URL names exists and holds an authflow
+    /// database (migrations were applied to it): an empty file, or another
+    /// program's database at a mistyped path, is none, as an empty PostgreSQL
+    /// database is not. Looked at without writing anything to it.
+    pub async fn exists(url: &str) -> StoreResult<bool> {
         let options = SqliteConnectOptions::from_str(url)?;
-        Ok(options.get_filename().is_file())
+        if !options.get_filename().is_file() {
+            return Ok(false);
+        }
+        let mut conn = sqlx::ConnectOptions::connect(&options.read_only(true)).await?;
+        let table: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+        )
+        .fetch_one(&mut conn)
+        .await?;
+        let applied: i64 = if table == 0 {
+            0
+        } else {
+            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+                .fetch_one(&mut conn)
+                .await?
+        };
+        sqlx::Connection::close(conn).await?;
+        Ok(applied > 0)
     }
 
     /// Opens (creating if needed) the database, applies migrations, and seals

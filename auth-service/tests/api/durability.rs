@@ -477,6 +477,42 @@ fn the_cli_refuses_a_database_that_is_not_there() {
     cli_refuses_a_database_that_is_not_there(&dir.path().join("data"), None);
 }
 
+/// A SQLite file that is there but holds no authflow database (an empty
+/// file, another program's database at a mistyped path) is no database a
+/// service runs on, as an empty PostgreSQL database is not: the commands
+/// that act on one refuse it and leave it as it was. `kek status` said
+/// "`kek.previous` can go" of it, and `keys rotate` rotated in it.
+#[test]
+fn the_cli_refuses_a_sqlite_file_that_holds_no_authflow_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = dir.path().join("other.db");
+    std::fs::write(&file, b"").unwrap();
+    let url = format!("sqlite:{}", file.display());
+    for args in [
+        &["kek", "status"][..],
+        &["keys", "rotate"],
+        &["user", "list"],
+        &["feed", "new-epoch"],
+    ] {
+        let out = command(&data, Some(&url), 0)
+            .args(args)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("no authflow database there"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().len(),
+            0,
+            "{args:?} wrote to it"
+        );
+    }
+}
+
 /// An environment variable that is not UTF-8 (any variable of the process,
 /// not only the service's) made every command panic while reading the
 /// settings (`std::env::vars`), printing the variable's value. Another
