@@ -76,6 +76,20 @@ fn ext_authz_lets_through_only_what_the_filter_would() {
     ] {
         assert_eq!(r.echoed(name), None, "{name} reached the backend");
     }
+    // The device secret is the auth service's alone, as behind the filter.
+    assert_eq!(
+        r.echoed("x-authflow-device"),
+        None,
+        "the device secret reached the backend"
+    );
+
+    // The site's root is checked too (at `/v1/ext-authz/`), not refused.
+    for path in ["/", "/?page=1"] {
+        let r = envoy.get(path, &s.headers());
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        assert_eq!(r.echoed("x-auth-user").as_deref(), Some(sub.as_str()));
+        assert_eq!(envoy.get(path, &[]).status, 401, "{path} without a token");
+    }
 
     // A second token in the query: refused, as the filter refuses it.
     for query in ["access_token=forged", "page=1&Access.Token=forged"] {

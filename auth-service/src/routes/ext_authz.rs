@@ -7,7 +7,7 @@
 //! whatever the scheme: their proofs are checked by the filter, and a bound
 //! token must never pass on its own. As the filter: a second token in an
 //! `access_token` query parameter is refused, and no client copy of an
-//! identity header reaches the backend.
+//! identity header reaches the backend, nor the device secret header.
 
 use std::sync::Arc;
 
@@ -16,6 +16,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use authflow_contract::fingerprint::DEVICE_HEADER;
 use authflow_contract::header_spellings::underscore_spellings;
 use authflow_contract::identity::DEFAULT_IDENTITY_NAMES;
 use authflow_contract::query;
@@ -90,7 +91,9 @@ const HEADERS_TO_REMOVE: &str = "x-envoy-auth-headers-to-remove";
 
 /// Every identity header the filter owns, in every `-`/`_` spelling, but
 /// `x-auth-user`, which the answer sets: a client's `x-auth-roles: admin`
-/// or `x_auth_user` must not reach the backend.
+/// or `x_auth_user` must not reach the backend. And the device secret, a
+/// credential for this service alone, which the filter removes too: a
+/// backend holding it with the token could use a device-bound token anywhere.
 fn identity_headers_to_remove() -> &'static HeaderValue {
     static LIST: std::sync::OnceLock<HeaderValue> = std::sync::OnceLock::new();
     LIST.get_or_init(|| {
@@ -100,9 +103,20 @@ fn identity_headers_to_remove() -> &'static HeaderValue {
             .map(|n| (*n).to_owned())
             .collect();
         names.extend(underscore_spellings(DEFAULT_IDENTITY_NAMES));
+        names.push(DEVICE_HEADER.to_owned());
         HeaderValue::from_str(&names.join(", ")).unwrap_or(HeaderValue::from_static(""))
     })
 }
+
+/// The methods Envoy's ext_authz checks with (every one but `CONNECT`).
+pub const METHODS: axum::routing::MethodFilter = axum::routing::MethodFilter::GET
+    .or(axum::routing::MethodFilter::POST)
+    .or(axum::routing::MethodFilter::PUT)
+    .or(axum::routing::MethodFilter::DELETE)
+    .or(axum::routing::MethodFilter::PATCH)
+    .or(axum::routing::MethodFilter::HEAD)
+    .or(axum::routing::MethodFilter::OPTIONS)
+    .or(axum::routing::MethodFilter::TRACE);
 
 /// The same check with the original request path appended.
 #[utoipa::path(method(get, post, put, delete, patch, head, options, trace), path = "/v1/ext-authz/{*rest}", tag = "ext_authz",

@@ -37,6 +37,12 @@ pub fn router(state: Arc<AppState>) -> Router {
     let (router, doc) = documented_routes(state.config.server.dev_endpoints).split_for_parts();
     let doc = ServedDocument(Arc::new(openapi::with_openapi_path_templates(doc)));
     let routes = router
+        // Envoy appends the original path: a request for `/` is checked at
+        // `/v1/ext-authz/`, which `/v1/ext-authz/{*rest}` does not match.
+        .route(
+            "/v1/ext-authz/",
+            axum::routing::on(ext_authz::METHODS, ext_authz::check),
+        )
         .layer(Extension(doc))
         // The browser pages: HTML, not the API, so outside the OpenAPI document.
         .merge(crate::web::routes(

@@ -860,7 +860,8 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
         feed_expires_at: i64,
     ) -> StoreResult<bool>;
-    /// Revokes every live session of a user, one feed event each; returns their ids.
+    /// Revokes every live session of a user, one feed event each, and drops
+    /// an authenticator enrolment they left pending; returns their ids.
     async fn revoke_user_sessions(
         &self,
         user_id: &str,

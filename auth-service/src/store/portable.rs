@@ -681,6 +681,13 @@ macro_rules! impl_store {
             async fn revoke_user_sessions(&self, user_id: &str, reason: &str, now: i64, feed_expires_at: i64) -> StoreResult<Vec<String>> {
                 let mut tx = self.begin_write().await?;
                 let ids = revoke_sessions_in!(tx, user_id, reason, now, feed_expires_at);
+                // An authenticator enrolment left pending by one of them goes with
+                // them (as with a password reset): its key, seen by whoever started
+                // it, must not be switched on later by any session.
+                sqlx::query("UPDATE users SET totp_pending = NULL WHERE id = $1")
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
                 tx.commit().await?;
                 Ok(ids)
             }

@@ -308,3 +308,80 @@ async fn a_mailed_code_sign_in_begun_before_the_authenticator_cannot_finish_afte
         "a mailed code signed in past the authenticator set up since"
     );
 }
+
+/// A replacement left pending by a session that has since ended: a thief
+/// holding a stolen session and one phished code from the authenticator
+/// starts a replacement and keeps its key. The owner ends every session
+/// (logout-all). The pending enrolment must end with them, as it ends with
+/// a password reset: otherwise any session the thief gets hold of later
+/// (an access token alone, no password, no code from the owner's app)
+/// confirms it and the owner's authenticator is the thief's.
+#[tokio::test]
+async fn an_enrolment_left_pending_ends_with_every_session() {
+    let app = spawn_app().await;
+    let email = "pending@example.com";
+    app.verified_user(email).await;
+    let owner = app.signin(email, PASSWORD).await;
+    let stolen = app.signin(email, PASSWORD).await;
+    let (secret, at) = app.enrol_totp(&owner).await;
+
+    // The thief: the stolen session and one phished code start a replacement.
+    let r = app
+        .authed(Method::POST, "/v1/auth/totp/enroll", &stolen)
+        .json(&json!({"code": totp_code(&secret, at + 30)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let thiefs: Value = r.json().await.unwrap();
+    let thiefs = thiefs["secret"].as_str().unwrap().to_owned();
+
+    // The owner ends every session, then signs in again with the app (a code
+    // of the step after the phished one: wait until it is accepted).
+    let r = app
+        .authed(Method::POST, "/v1/auth/logout-all", &owner)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let next_step = at / 30 + 2;
+    while authflow_auth_service::clock::now() / 30 + 1 < next_step {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (challenge, method) = app.challenge(email, PASSWORD).await;
+    assert_eq!(method, "totp");
+    let r = app
+        .post(
+            "/v1/auth/signin/verify",
+            json!({"challenge_id": challenge, "code": totp_code(&secret, next_step * 30)}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let later = tokens_of(r).await;
+
+    // Any later session of the owner's, in the thief's hands: no code from
+    // the owner's app, no password, yet the thief's key would be switched on.
+    let now = authflow_auth_service::clock::now();
+    let r = app
+        .authed(Method::POST, "/v1/auth/totp/confirm", &later)
+        .json(&json!({"code": totp_code(&thiefs, now)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(r, 409).await,
+        "conflict",
+        "the enrolment left pending by an ended session is gone"
+    );
+    let r = app
+        .authed(Method::POST, "/v1/auth/totp/remove", &later)
+        .json(&json!({"code": totp_code(&thiefs, now + 30)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(r, 401).await,
+        "invalid_code",
+        "the owner's app is still the one"
+    );
+}

@@ -1402,6 +1402,55 @@ async fn ext_authz_has_envoy_remove_identity_headers_a_client_wrote() {
     );
 }
 
+/// The device secret is a credential for the auth service alone: the filter
+/// removes `x-authflow-device` from every request it lets through (unless
+/// `forward_device_secret`). Through ext_authz it reached every backend
+/// beside the bearer token: whoever reads a backend's requests (its logs, a
+/// compromised backend) held a device-bound token and its device's secret,
+/// and used that token from anywhere, the binding undone.
+#[tokio::test]
+async fn ext_authz_has_envoy_remove_the_device_secret() {
+    let app = spawn_app().await;
+    app.verified_user("device@example.com").await;
+    let t = app.signin("device@example.com", PASSWORD).await;
+    let r = app
+        .authed(Method::GET, "/v1/ext-authz/items", &t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let removed: Vec<String> = r
+        .headers()
+        .get_all("x-envoy-auth-headers-to-remove")
+        .iter()
+        .flat_map(|v| v.to_str().unwrap().split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .collect();
+    assert!(
+        removed.iter().any(|r| r == "x-authflow-device"),
+        "the device secret reaches the backend (removed: {removed:?})"
+    );
+}
+
+/// Envoy appends the original path to `/v1/ext-authz`: a request for the
+/// site's root (`/`, `/?page=2`) is checked at `/v1/ext-authz/`, which
+/// `/v1/ext-authz/{*rest}` does not match (an empty rest). That answered
+/// 404, which Envoy passes on: a signed-in user was refused the root page
+/// that the filter lets through.
+#[tokio::test]
+async fn ext_authz_checks_a_request_for_the_root_path() {
+    let app = spawn_app().await;
+    let user_id = app.verified_user("root@example.com").await;
+    let t = app.signin("root@example.com", PASSWORD).await;
+    for path in ["/v1/ext-authz/", "/v1/ext-authz/?page=2"] {
+        let r = app.authed(Method::GET, path, &t).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.headers()["x-auth-user"], user_id.as_str(), "{path}");
+        let r = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{path} without a token");
+    }
+}
+
 /// With `client-ip-prefix` among the bound attributes, a request whose client
 /// address cannot be told (fewer `x-forwarded-for` entries than trusted hops)
 /// is no network: it matches no binding, not even a token bound where the
