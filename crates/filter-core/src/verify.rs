@@ -148,20 +148,10 @@ pub fn screen<'b>(
         provider: None,
     };
     let parts = CompactParts::split(token).ok_or(not_ours(DenyReason::Malformed))?;
-    let mut header_bytes = Vec::new();
-    let header = JoseHeader::from(decode_json(parts.header, &mut header_bytes).map_err(not_ours)?);
-    let alg = header
-        .alg()
-        .and_then(Json::as_str)
-        .ok_or(not_ours(DenyReason::Malformed))?;
-    // Keys come from configuration only; `crit` names extensions we do not implement (RFC 7515 §4.1.11).
-    if header.has_key_or_extension() {
-        return Err(not_ours(DenyReason::KeyInHeader));
-    }
-    if parts.signature.is_empty() {
-        // `alg: none` and friends: an unsigned token is never accepted.
-        return Err(not_ours(DenyReason::AlgorithmNotAllowed));
-    }
+    // The header is read and judged once the issuer is known (still before
+    // any key is touched): a token of ours refused on its header (`alg:
+    // none`, a key in it, a name twice) is ours, refused, and goes no further
+    // than one forged otherwise (see `Allowed::refused_token`).
     let payload = decode_json(parts.payload, payload).map_err(not_ours)?;
     let issuer = payload
         .get("iss")
@@ -170,21 +160,35 @@ pub fn screen<'b>(
     let provider = config
         .provider_for_issuer(issuer)
         .ok_or(not_ours(DenyReason::UnknownIssuer))?;
-    screen_ours(config, provider, alg, &header, &parts, payload).map_err(|reason| Unscreened {
-        reason,
-        provider: Some(provider),
-    })
+    let mut header_bytes = Vec::new();
+    decode_json(parts.header, &mut header_bytes)
+        .and_then(|header| screen_ours(config, provider, &header.into(), &parts, payload))
+        .map_err(|reason| Unscreened {
+            reason,
+            provider: Some(provider),
+        })
 }
 
 /// The rest of [`screen`], for a token naming `provider`'s issuer.
 fn screen_ours<'b>(
     config: &FilterConfig,
     provider: ProviderId,
-    alg: &str,
     header: &JoseHeader<'_>,
     parts: &CompactParts<'_>,
     payload: Object<'b>,
 ) -> Result<Screened<'b>, DenyReason> {
+    let alg = header
+        .alg()
+        .and_then(Json::as_str)
+        .ok_or(DenyReason::Malformed)?;
+    // Keys come from configuration only; `crit` names extensions we do not implement (RFC 7515 §4.1.11).
+    if header.has_key_or_extension() {
+        return Err(DenyReason::KeyInHeader);
+    }
+    if parts.signature.is_empty() {
+        // `alg: none` and friends: an unsigned token is never accepted.
+        return Err(DenyReason::AlgorithmNotAllowed);
+    }
     let algorithm = Algorithm::parse(alg)
         .filter(|a| {
             config

@@ -176,6 +176,54 @@ fn a_token_of_ours_in_an_algorithm_not_allowed_is_marked() {
     );
 }
 
+/// A token naming our issuer that `screen` refuses on its header, before
+/// the issuer was read — `alg: none` with no signature, a key or a key URL
+/// in the header (`jwk`, `jku`, `x5u`, `x5c`), `crit` — was not marked: on a
+/// public route it went upstream as sent, where a backend whose JWT library
+/// takes `none` or the header's own key (CVE-2018-0114) reads it as ours.
+/// So did a header naming a member twice (a reader keeping the last `alg`
+/// takes `none`).
+#[test]
+fn a_token_of_ours_refused_on_its_header_is_marked() {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    let mut f = fixture();
+    let payload = URL_SAFE_NO_PAD.encode(
+        json!({"iss": ISS, "sub": "admin", "aud": "api", "iat": NOW, "exp": NOW + 300}).to_string(),
+    );
+    let mut leaked = Vec::new();
+    for (header, signature) in [
+        (json!({"alg": "none"}), ""),
+        (
+            json!({"alg": "EdDSA", "kid": "k1", "jwk": {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}}),
+            "AAAA",
+        ),
+        (
+            json!({"alg": "EdDSA", "jku": "https://evil.test/jwks"}),
+            "AAAA",
+        ),
+        (
+            json!({"alg": "EdDSA", "x5u": "https://evil.test/cert"}),
+            "AAAA",
+        ),
+        (json!({"alg": "EdDSA", "crit": ["exp"]}), "AAAA"),
+        (json!(r#"{"alg":"EdDSA","alg":"none"}"#), ""),
+    ] {
+        let header = header
+            .as_str()
+            .map_or_else(|| header.to_string(), str::to_owned);
+        let token = format!("{}.{payload}.{signature}", URL_SAFE_NO_PAD.encode(&header));
+        let req = request("/public", &[("authorization", &format!("Bearer {token}"))]);
+        if !removes_authorization(&edits_on_public(&mut f, &req)) {
+            leaked.push(header);
+        }
+    }
+    assert!(
+        leaked.is_empty(),
+        "refused tokens of ours forwarded: {leaked:?}"
+    );
+}
+
 /// "Token cookies whenever no token verified are removed" — but only under
 /// the exact name: `Access_Token` / `access.token` (which ASP.NET Core /
 /// PHP read as `access_token`, and which the filter removes beside a token
