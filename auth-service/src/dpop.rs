@@ -305,8 +305,11 @@ fn description(e: DpopError) -> &'static str {
 }
 
 /// Checks the proof of a request to one of this service's endpoints that
-/// carries `token` under the `DPoP` scheme, bound to `bound_jkt`.
-pub async fn check_resource_request(
+/// carries `token` under the `DPoP` scheme, bound to `bound_jkt`, statelessly
+/// (nothing is written): possession is judged before the revocation list, and
+/// the proof is recorded ([`remember_resource_proof`]) only once the request
+/// otherwise passes.
+pub fn check_resource_request(
     state: &AppState,
     headers: &HeaderMap,
     method: &str,
@@ -314,7 +317,7 @@ pub async fn check_resource_request(
     token: &str,
     bound_jkt: &str,
     now: i64,
-) -> ApiResult<()> {
+) -> ApiResult<PendingProof> {
     let compact = match proof_header(headers) {
         Ok(Some(compact)) => compact,
         Ok(None) => return Err(resource_error(state, DpopError::Malformed, now)),
@@ -328,8 +331,19 @@ pub async fn check_resource_request(
         bound_jkt: Some(bound_jkt),
         require_nonce: false,
     };
-    match check_proof(state, compact, &request, now).await {
-        Ok(_) => Ok(()),
+    check_statelessly(state, compact, &request, now)
+        .map(PendingProof)
+        .map_err(|e| resource_error(state, e, now))
+}
+
+/// Records a resource request's proof as used; a replay is refused (401).
+pub async fn remember_resource_proof(
+    state: &AppState,
+    proof: PendingProof,
+    now: i64,
+) -> ApiResult<()> {
+    match remember(state, &proof.0).await {
+        Ok(()) => Ok(()),
         Err(ProofFailure::Proof(e)) => Err(resource_error(state, e, now)),
         Err(ProofFailure::Store(e)) => Err(e),
     }

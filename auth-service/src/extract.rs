@@ -240,18 +240,23 @@ pub async fn verify_user_token(
     token: &str,
 ) -> Result<Verified, ApiError> {
     let now = now();
-    let verified = tokens::verify(state, token, now).map_err(ApiError::from)?;
+    // The revocation set after the device, as the filter judges: a token
+    // without its device learns nothing from the answer, not even whether
+    // its session ended.
+    let verified = tokens::verify_signed(state, token, now).map_err(ApiError::InvalidToken)?;
     if is_service_token(Some(&verified.sub), verified.claims.client_id.as_deref()) {
+        // No device to judge first: revoked, it is refused as such.
+        tokens::not_revoked(state, &verified, now)?;
         return Err(ApiError::Forbidden(
             "a service account cannot act as a user here",
         ));
     }
-    // Every check that writes nothing comes first: a proof is recorded as
-    // used (below) only by a request that otherwise passes.
+    // Every check that writes nothing comes first, possession (the device,
+    // the proof) before the revocation list: a proof is recorded as used
+    // (below) only by a request that otherwise passes.
     check_device(state, parts, &verified).map_err(ApiError::InvalidToken)?;
-    session_still_live(state, &verified, now).await?;
-    match (scheme, verified.claims.cnf.as_ref()) {
-        (Scheme::Bearer, None) => {}
+    let proof = match (scheme, verified.claims.cnf.as_ref()) {
+        (Scheme::Bearer, None) => None,
         (Scheme::Bearer, Some(_)) => {
             return Err(dpop::resource_error(state, DpopError::BearerDowngrade, now))
         }
@@ -260,9 +265,21 @@ pub async fn verify_user_token(
         }
         (Scheme::Dpop, Some(cnf)) => {
             let (method, path) = (parts.method.as_str(), parts.uri.path());
-            dpop::check_resource_request(state, &parts.headers, method, path, token, &cnf.jkt, now)
-                .await?;
+            Some(dpop::check_resource_request(
+                state,
+                &parts.headers,
+                method,
+                path,
+                token,
+                &cnf.jkt,
+                now,
+            )?)
         }
+    };
+    tokens::not_revoked(state, &verified, now)?;
+    session_still_live(state, &verified, now).await?;
+    if let Some(proof) = proof {
+        dpop::remember_resource_proof(state, proof, now).await?;
     }
     Ok(verified)
 }

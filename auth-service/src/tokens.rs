@@ -272,8 +272,10 @@ pub fn not_revoked(state: &AppState, verified: &Verified, now: i64) -> Result<()
     }
 }
 
-/// [`verify`] up to the revocation set.
-fn verify_signed(state: &AppState, token: &str, now: i64) -> Result<Verified, &'static str> {
+/// [`verify`] up to the revocation set: for a check that judges possession
+/// (the device) first, so that a token without it learns nothing of its
+/// revocation ([`not_revoked`] after).
+pub fn verify_signed(state: &AppState, token: &str, now: i64) -> Result<Verified, &'static str> {
     if token.len() > MAX_TOKEN_LEN {
         return Err("token is too long");
     }

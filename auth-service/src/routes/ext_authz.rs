@@ -48,7 +48,7 @@ pub async fn check(State(state): State<Arc<AppState>>, parts: Parts) -> Response
                 Ok(t)
             }
         })
-        .and_then(|t| tokens::verify(&state, t, now()))
+        .and_then(|t| tokens::verify_signed(&state, t, now()).map_err(Refusal::Invalid))
         .and_then(|v| {
             if v.claims.cnf.is_some() {
                 Err(Refusal::Invalid("a DPoP-bound token is not accepted here"))
@@ -60,7 +60,9 @@ pub async fn check(State(state): State<Arc<AppState>>, parts: Parts) -> Response
             check_device(&state, &parts, &v)
                 .map(|()| v)
                 .map_err(Refusal::Invalid)
-        });
+        })
+        // The revocation set after the device, as the filter judges it.
+        .and_then(|v| tokens::not_revoked(&state, &v, now()).map(|()| v));
     match verified.map(|v| HeaderValue::from_str(&v.sub)) {
         Ok(Ok(user)) => {
             inc(&state.metrics.ext_authz_allowed);

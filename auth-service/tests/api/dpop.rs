@@ -966,3 +966,58 @@ async fn a_refused_token_in_the_dpop_scheme_gets_a_dpop_challenge() {
         assert_eq!(error_code(r, 401).await, "invalid_token");
     }
 }
+
+/// Finding: the service judged a bound token against the revocation list
+/// before its proof, while the filter judges possession (the proof, the
+/// device) first. Whoever holds a DPoP-bound token and its device secret
+/// but not its key learned whether its session had ended.
+#[tokio::test]
+async fn a_bound_token_without_its_key_does_not_learn_its_session_ended() {
+    let app = spawn_app().await;
+    app.verified_user("ada@example.com").await;
+    let key = DpopKey::es256();
+    let live = app.dpop_signin("ada@example.com", &key).await;
+    let ended = app.dpop_signin("ada@example.com", &key).await;
+    let r = app
+        .http
+        .post(app.url(LOGOUT))
+        .header("authorization", format!("DPoP {}", ended.access))
+        .header("x-authflow-device", &ended.device)
+        .header(
+            "dpop",
+            key.proof("POST", &app.htu(LOGOUT), Some(&ended.access), None),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let other = DpopKey::es256();
+    let answer = |t: &Tokens, with_other_key: bool| {
+        let mut r = app
+            .http
+            .post(app.url(LOGOUT))
+            .header("authorization", format!("DPoP {}", t.access))
+            .header("x-authflow-device", &t.device);
+        if with_other_key {
+            r = r.header(
+                "dpop",
+                other.proof("POST", &app.htu(LOGOUT), Some(&t.access), None),
+            );
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            let status = r.status();
+            let body: Value = r.json().await.unwrap();
+            (status, body["error_description"].clone())
+        }
+    };
+    for with_other_key in [false, true] {
+        let from_live = answer(&live, with_other_key).await;
+        let from_ended = answer(&ended, with_other_key).await;
+        assert_eq!(from_live.0, 401, "{from_live:?}");
+        assert_eq!(
+            from_ended, from_live,
+            "other key {with_other_key}: a token without its key learns its session ended"
+        );
+    }
+}

@@ -1493,6 +1493,49 @@ async fn an_unknown_client_address_matches_no_client_ip_prefix_binding() {
     );
 }
 
+/// Finding: the service judged a user's token against the revocation list
+/// before its device, while the filter judges possession first. A thief
+/// holding a device-bound access token but not its device secret (sent
+/// through the filter's public, `forward_credentials` `/v1/auth/` routes,
+/// where a refused token goes on to the service) learned from the answer
+/// whether its session had been ended: "token has been revoked" for an
+/// ended one, "device secret missing" for a live one. Without the device
+/// the answer must be the same either way.
+#[tokio::test]
+async fn a_token_without_its_device_does_not_learn_its_session_ended() {
+    let app = spawn_app().await;
+    app.verified_user("owner@example.com").await;
+    let live = app.signin("owner@example.com", PASSWORD).await;
+    let ended = app.signin("owner@example.com", PASSWORD).await;
+    assert_eq!(app.logout(&ended).await.status(), 200);
+    let thief = app.signin("owner@example.com", PASSWORD).await;
+    let answer = |t: &Tokens, device: Option<&str>| {
+        let mut r = app
+            .http
+            .post(app.url("/v1/auth/logout"))
+            .bearer_auth(&t.access);
+        if let Some(d) = device {
+            r = r.header("x-authflow-device", d);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            let status = r.status();
+            let body: Value = r.json().await.unwrap();
+            (status, body["error_description"].clone())
+        }
+    };
+    // No device secret at all, then another device's secret.
+    for device in [None, Some(thief.device.as_str())] {
+        let from_live = answer(&live, device).await;
+        let from_ended = answer(&ended, device).await;
+        assert_eq!(from_live.0, 401, "{device:?}: {from_live:?}");
+        assert_eq!(
+            from_ended, from_live,
+            "{device:?}: a token without its device learns its session ended"
+        );
+    }
+}
+
 /// A request with no access token at all gets a challenge without an error
 /// code (RFC 6750 §3.1: the client may not have known one was needed), as
 /// the filter answers it; a token that is there and bad gets `invalid_token`.
