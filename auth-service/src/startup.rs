@@ -73,7 +73,8 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
 /// open connection finish (what `axum::serve` does), with what it lacks: a
 /// timer, so that a connection that does not send a whole request head
 /// within `header_read_timeout` (a slowloris client, or an idle keep-alive
-/// one) is closed. Each request carries its peer address (`ConnectInfo`).
+/// one) is closed, and one whose client accepts none of its answer for as
+/// long too. Each request carries its peer address (`ConnectInfo`).
 async fn serve(
     listener: TcpListener,
     router: Router,
@@ -108,6 +109,15 @@ async fn serve(
                 req.extensions_mut().insert(ConnectInfo(peer));
                 router.clone().oneshot(req.map(axum::body::Body::new))
             });
+        // hyper has no write timeout: a client that asks for answers
+        // (pipelined, or one larger than the socket buffers) and never reads
+        // them would hold its task, its socket and megabytes of kernel send
+        // buffer forever. A write that goes nowhere for as long as a request
+        // head may take fails and ends the connection; a long poll writes
+        // nothing while it waits, so it is not cut.
+        let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(header_read_timeout));
+        let stream = Box::pin(stream);
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(e) = connection.await {

@@ -73,7 +73,8 @@ pub struct ServerConfig {
     /// How long a connection may take to send a request head (also how
     /// long an idle keep-alive connection stays open): a client that
     /// trickles its headers, or never sends any, is cut off after it
-    /// instead of holding a task and a socket forever.
+    /// instead of holding a task and a socket forever. A client that
+    /// accepts none of its answer for as long is cut off too.
     pub header_read_timeout: Duration,
     /// How long a request's body may take to arrive, in all (not between
     /// bytes: a trickle of one byte a second would pass that): past it the

@@ -211,3 +211,45 @@ async fn an_oversized_declared_body_is_refused_from_its_head() {
         );
     }
 }
+
+/// A client that asks for answers and never reads them is let go once they
+/// stop moving for longer than a head may take: otherwise its connection (a
+/// task, a socket, megabytes of kernel send buffer) stays forever, and a few
+/// thousand such connections, opened at leisure, use up the service's file
+/// descriptors and the host's socket memory. Pipelined requests for the
+/// OpenAPI document (tens of kilobytes each) fill every buffer on the way.
+#[tokio::test]
+async fn answers_never_read_are_given_up() {
+    let app = spawn_app_with(|c| c.server.header_read_timeout = Duration::from_secs(1)).await;
+    const REQUESTS: usize = 200;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(app.running.addr).await.unwrap();
+    stream
+        .write_all(&b"GET /openapi.json HTTP/1.1\r\nhost: x\r\n\r\n".repeat(REQUESTS))
+        .await
+        .unwrap();
+    // Reads nothing for a while.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut buf = [0u8; 65536];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the connection is still open");
+    let answers = received
+        .windows(b"HTTP/1.1 200".len())
+        .filter(|w| *w == b"HTTP/1.1 200")
+        .count();
+    assert!(
+        answers < REQUESTS,
+        "all {answers} answers ({} bytes) were sent after 5 s unread: the connection was held",
+        received.len()
+    );
+}
