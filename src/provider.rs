@@ -29,8 +29,9 @@ impl SharedFetch {
         document: Document,
         issuer: &str,
         upstream: authflow_filter_core::config::Upstream,
+        bound: usize,
     ) -> Self {
-        let fetch = DocumentFetch::new(document, issuer, upstream);
+        let fetch = DocumentFetch::new(document, issuer, upstream, bound);
         let slot = SharedSlot::new(fetch.shared_key.clone());
         SharedFetch { fetch, slot }
     }
@@ -70,19 +71,21 @@ pub struct ProviderRuntime {
 }
 
 impl ProviderRuntime {
-    pub fn new(id: ProviderId, provider: &Provider) -> Self {
+    /// `max_entries`: the configuration's `revocation.max_entries`.
+    pub fn new(id: ProviderId, provider: &Provider, max_entries: usize) -> Self {
         let jwks = match &provider.jwks {
             JwksSource::Remote(u) => Some(SharedFetch::new(
                 Document::Jwks,
                 &provider.issuer,
                 u.clone(),
+                0,
             )),
             JwksSource::Inline(_) => None,
         };
         let revocations = provider
             .revocations
             .clone()
-            .map(|u| SharedFetch::new(Document::Revocations, &provider.issuer, u));
+            .map(|u| SharedFetch::new(Document::Revocations, &provider.issuer, u, max_entries));
         let revocation_overlay = revocations
             .as_ref()
             .map(|s| SharedSlot::new(format!("{}:overlay", s.fetch.shared_key)));

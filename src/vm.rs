@@ -53,7 +53,10 @@ pub enum Decided {
 
 impl Vm {
     pub fn new(config: FilterConfig, now_ms: u64) -> Self {
-        let providers = config.providers.map(ProviderRuntime::new);
+        let max_entries = config.revocation.max_entries;
+        let providers = config
+            .providers
+            .map(|id, p| ProviderRuntime::new(id, p, max_entries));
         let identity_names = config
             .identity
             .owned_names()

@@ -43,16 +43,22 @@ impl Document {
 /// a filter that long-polls renews the lease on every tick while its poll is
 /// held, and a filter sharing it with a tighter staleness bound would never
 /// poll, its list only stamped current when the other's held poll ends.
-pub fn shared_key(document: Document, issuer: &str, source: &Upstream) -> String {
-    let (interval, wait) = (source.interval_ms.to_string(), source.wait_ms.to_string());
+/// So is what can make one filter's fetch fail where another's succeeds (its
+/// `timeout_ms`; for revocations `bound`, its `revocation.max_entries`): the
+/// lease holder renews on every retry, and a filter whose fetches keep
+/// failing would otherwise keep every other filter's from ever starting.
+pub fn shared_key(document: Document, issuer: &str, source: &Upstream, bound: usize) -> String {
+    let polling = format!(
+        "{} {} {} {bound}",
+        source.interval_ms, source.wait_ms, source.timeout_ms
+    );
     // JSON quoting keeps the parts apart whatever characters they hold.
     let parts = crate::json_text::string_array([
         issuer,
         &source.cluster,
         &source.authority,
         &source.path,
-        &interval,
-        &wait,
+        &polling,
     ]);
     // `.2`: the revocation stamps' layout since they carry the forget
     // time; a VM of an earlier module (an update draining) shares apart.
@@ -147,11 +153,11 @@ pub struct DocumentFetch {
 }
 
 impl DocumentFetch {
-    /// Due at once.
-    pub fn new(document: Document, issuer: &str, upstream: Upstream) -> Self {
+    /// Due at once. `bound`: see [`shared_key`].
+    pub fn new(document: Document, issuer: &str, upstream: Upstream, bound: usize) -> Self {
         DocumentFetch {
             document,
-            shared_key: shared_key(document, issuer, &upstream),
+            shared_key: shared_key(document, issuer, &upstream, bound),
             schedule: FetchSchedule::new(upstream.interval_ms, upstream.min_refetch_interval_ms),
             upstream,
             in_flight: None,
@@ -495,25 +501,25 @@ mod tests {
 
     #[test]
     fn shared_key_is_what_the_document_is_not_what_it_is_called() {
-        let a = shared_key(Document::Jwks, "https://a", &upstream("auth", "/jwks"));
+        let a = shared_key(Document::Jwks, "https://a", &upstream("auth", "/jwks"), 0);
         assert_eq!(
             a,
-            shared_key(Document::Jwks, "https://a", &upstream("auth", "/jwks")),
+            shared_key(Document::Jwks, "https://a", &upstream("auth", "/jwks"), 0),
             "same issuer and source: one fetch"
         );
         assert_ne!(
             a,
-            shared_key(Document::Jwks, "https://b", &upstream("auth", "/jwks")),
+            shared_key(Document::Jwks, "https://b", &upstream("auth", "/jwks"), 0),
             "another issuer"
         );
         assert_ne!(
             a,
-            shared_key(Document::Jwks, "https://a", &upstream("other", "/jwks")),
+            shared_key(Document::Jwks, "https://a", &upstream("other", "/jwks"), 0),
             "another cluster"
         );
         assert_ne!(
             a,
-            shared_key(Document::Jwks, "https://a", &upstream("auth", "/keys")),
+            shared_key(Document::Jwks, "https://a", &upstream("auth", "/keys"), 0),
             "another path"
         );
         assert_ne!(
@@ -521,7 +527,8 @@ mod tests {
             shared_key(
                 Document::Revocations,
                 "https://a",
-                &upstream("auth", "/jwks")
+                &upstream("auth", "/jwks"),
+                0
             ),
             "another document"
         );
@@ -529,23 +536,33 @@ mod tests {
         other_host.authority = "auth.other".into();
         assert_ne!(
             a,
-            shared_key(Document::Jwks, "https://a", &other_host),
+            shared_key(Document::Jwks, "https://a", &other_host, 0),
             "another authority"
         );
         let mut long_polled = upstream("auth", "/jwks");
         long_polled.wait_ms = 60_000;
         assert_ne!(
             a,
-            shared_key(Document::Jwks, "https://a", &long_polled),
+            shared_key(Document::Jwks, "https://a", &long_polled, 0),
             "polled otherwise: the lease is not shared"
         );
         let mut slower = upstream("auth", "/jwks");
         slower.interval_ms += 1;
-        assert_ne!(a, shared_key(Document::Jwks, "https://a", &slower));
+        assert_ne!(a, shared_key(Document::Jwks, "https://a", &slower, 0));
+        // A fetch that fails for one filter and not another: each keeps its own lease.
+        let impatient = Upstream {
+            timeout_ms: 100,
+            ..upstream("auth", "/jwks")
+        };
+        assert_ne!(a, shared_key(Document::Jwks, "https://a", &impatient, 0));
+        assert_ne!(
+            a,
+            shared_key(Document::Jwks, "https://a", &upstream("auth", "/jwks"), 5)
+        );
         // Separators inside a part cannot make two sources collide.
         assert_ne!(
-            shared_key(Document::Jwks, "i\",\"x", &upstream("c", "/p")),
-            shared_key(Document::Jwks, "i", &upstream("x\",\"c", "/p"))
+            shared_key(Document::Jwks, "i\",\"x", &upstream("c", "/p"), 0),
+            shared_key(Document::Jwks, "i", &upstream("x\",\"c", "/p"), 0)
         );
     }
 
@@ -554,7 +571,7 @@ mod tests {
         u.interval_ms = 300_000;
         u.timeout_ms = 2_000;
         u.min_refetch_interval_ms = min_refetch_ms;
-        DocumentFetch::new(Document::Jwks, "https://a", u)
+        DocumentFetch::new(Document::Jwks, "https://a", u, 0)
     }
 
     /// Brings a fresh fetch to "loaded, next refresh far away".
@@ -871,7 +888,7 @@ mod tests {
         let mut u = upstream("auth", "/v1/revocations");
         u.wait_ms = wait_ms;
         u.timeout_ms = 5_000;
-        DocumentFetch::new(Document::Revocations, "https://a", u)
+        DocumentFetch::new(Document::Revocations, "https://a", u, 0)
     }
 
     /// Runs one poll from `start` to `end`; whether the next one is due right after.

@@ -75,7 +75,7 @@ impl Worker {
             FilterConfig::from_json(config.to_string().as_bytes()).unwrap(),
             T0,
         );
-        let fetch = DocumentFetch::new(Document::Jwks, ISS, upstream());
+        let fetch = DocumentFetch::new(Document::Jwks, ISS, upstream(), 0);
         let slot = SharedSlot::new(fetch.shared_key.clone());
         Worker {
             vm_id,

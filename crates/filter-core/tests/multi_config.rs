@@ -55,6 +55,7 @@ impl Worker {
             Document::Revocations,
             &p.issuer,
             p.revocations.clone().unwrap(),
+            config.revocation.max_entries,
         );
         let mut engine = Engine::new(config, now_ms);
         engine.set_keys(ID, keys.clone());
@@ -353,5 +354,97 @@ fn a_shared_list_over_a_configurations_bound_is_not_taken() {
         small_base.engine.revocation_entries(ID) <= 5,
         "took {} entries with max_entries 5",
         small_base.engine.revocation_entries(ID)
+    );
+}
+
+/// Finding: the fetch lease is shared by every configuration that trusts the
+/// issuer through the same source, and a lease holder whose polls keep
+/// failing renews it on every retry (its backoff is never longer than the
+/// lease). A configuration whose own bound refuses the feed (`revocation.max_entries`
+/// smaller than the list has grown to; likewise a `timeout_ms` the feed does
+/// not answer within) so holds the lease for good: the other configuration's
+/// VMs never poll, nothing new is shared, and its list goes stale — with
+/// `on_stale: deny` every token request on its listener is refused (with
+/// `allow`, revocations stop being applied there).
+#[test]
+fn a_configuration_whose_polls_fail_does_not_starve_another() {
+    let process = Process::default();
+    let (kp, keys) = keys();
+    let small = config(json!({"revocation": {"max_entries": 5, "max_staleness_secs": 10}}));
+    let large = config(json!({"revocation": {"max_entries": 1000, "max_staleness_secs": 10}}));
+    let start_ms = NOW * 1000;
+    let mut small = Worker::new(small, &keys, 1, start_ms);
+    let mut large = Worker::new(large, &keys, 2, start_ms);
+
+    // The small configuration's VMs came first and hold the lease; its
+    // snapshot fits its bound, and the large configuration takes it.
+    for step in 1..=2u64 {
+        small.tick_starts_poll(&process, start_ms + step);
+    }
+    assert!(small.fetch.in_flight().is_some());
+    assert!(small.poll_answered(&process, feed("1", true, &[("a", NOW + 900)]), start_ms + 2));
+    small.fetch.finished(
+        authflow_filter_core::fetch::FetchEnd::Fresh { etag: None },
+        start_ms + 2,
+        0.5,
+    );
+    large.adopt_shared(&process, start_ms + 2);
+
+    // Ten revocations come: the list is over the small configuration's bound.
+    let names: Vec<String> = (0..10).map(|i| format!("jti-{i}")).collect();
+    let delta: Vec<(&str, u64)> = names.iter().map(|n| (n.as_str(), NOW + 900)).collect();
+    let answer = |w: &mut Worker, now_ms: u64| {
+        let cursor = w
+            .engine
+            .provider(ID)
+            .and_then(|p| p.revocations.cursor().map(str::to_owned));
+        if cursor.as_deref() == Some("2") {
+            w.fetch.finished(
+                authflow_filter_core::fetch::FetchEnd::NotModified,
+                now_ms,
+                0.5,
+            );
+            w.engine.revocation_poll(ID);
+            if w.engine.revocations_unchanged(ID, now_ms) {
+                let stamp = w.engine.fresh_stamp(ID, now_ms).unwrap();
+                w.base.set_value(&process, "fresh", &stamp.to_bytes());
+            }
+            return;
+        }
+        // A poll with no cursor is answered the whole list.
+        let mut whole = delta.clone();
+        whole.push(("a", NOW + 900));
+        let body = match cursor {
+            Some(_) => feed("2", false, &delta),
+            None => feed("2", true, &whole),
+        };
+        let end = if w.poll_answered(&process, body, now_ms) {
+            authflow_filter_core::fetch::FetchEnd::Fresh { etag: None }
+        } else {
+            authflow_filter_core::fetch::FetchEnd::Failed
+        };
+        w.fetch.finished(end, now_ms, 0.5);
+    };
+    for step in 1..=300u64 {
+        let now_ms = start_ms + 1_000 + step * 100;
+        for w in [&mut small, &mut large] {
+            w.adopt_shared(&process, now_ms);
+            if w.tick_starts_poll(&process, now_ms) {
+                answer(w, now_ms);
+            }
+        }
+    }
+    let at = start_ms + 31_000;
+    let valid = token(&kp, "jti-valid", NOW + 900);
+    let o = large.engine.evaluate(&bearer(&valid), at, true);
+    assert!(
+        matches!(o, Outcome::Allow(_)),
+        "the large configuration's list went stale behind the other's failing polls: {o:?}"
+    );
+    let revoked = token(&kp, "jti-3", NOW + 900);
+    let o = large.engine.evaluate(&bearer(&revoked), at, true);
+    assert!(
+        matches!(o, Outcome::Deny(ref d) if d.reason == DenyReason::TokenRevoked),
+        "{o:?}"
     );
 }
