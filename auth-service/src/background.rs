@@ -29,6 +29,9 @@ pub struct Background {
     refused: AtomicU64,
     /// Tasks running, with or without a slot: what a stopping service waits for.
     in_flight: Arc<InFlight>,
+    /// Deliveries handed off by slot work ([`Background::hand_off`]), bounded
+    /// apart, by the same limit.
+    deliveries: Arc<Semaphore>,
 }
 
 #[derive(Default)]
@@ -64,6 +67,7 @@ impl Background {
             size,
             refused: AtomicU64::new(0),
             in_flight: Arc::default(),
+            deliveries: Arc::new(Semaphore::new(size)),
         }
     }
 
@@ -98,6 +102,26 @@ impl Background {
             work.await;
             drop(counted);
         });
+    }
+
+    /// Starts a mail's delivery apart from the slot work that made it (a
+    /// reset link), which then gives its slot back at once: how long a slot
+    /// is held must not depend on whether the address has an account (a mail
+    /// to deliver), or, with the slots nearly full, the next request's 503
+    /// would tell. Deliveries are bounded apart, by the same limit; past it
+    /// (a hanging relay) the mail is dropped, counted as refused work: false.
+    pub fn hand_off(&self, delivery: impl Future<Output = ()> + Send + 'static) -> bool {
+        let Ok(slot) = Arc::clone(&self.deliveries).try_acquire_owned() else {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return false;
+        };
+        let counted = Counted::new(&self.in_flight);
+        tokio::spawn(async move {
+            delivery.await;
+            drop(slot);
+            drop(counted);
+        });
+        true
     }
 
     /// Tasks running now, with or without a slot.

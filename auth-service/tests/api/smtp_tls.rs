@@ -431,12 +431,13 @@ async fn tarpit() -> (u16, mpsc::UnboundedReceiver<()>) {
     (port, accepted)
 }
 
-/// A mail task holds its `limits.background_tasks` slot until its delivery
-/// ends: with a relay that never answers, two hanging password-reset mails
-/// fill two slots, and the third `forgot` is refused (503), not acknowledged
-/// while the mails pile up behind the relay.
+/// Reset mails pile up behind a relay that never answers only up to
+/// `limits.background_tasks` deliveries: two hanging password-reset mails
+/// fill the two, and the third `forgot`'s mail is dropped, not a third
+/// connection. Its answer is any other's: the deliveries do not hold the
+/// lookups' slots (whose 503 would tell that an address has an account).
 #[tokio::test]
-async fn a_hanging_delivery_keeps_its_background_slot() {
+async fn a_hanging_relay_gets_at_most_the_limit_of_reset_deliveries() {
     // The accounts, made with the development outbox (sign-up mails inline).
     let setup = spawn_app().await;
     for email in ["ada@example.com", "bob@example.com"] {
@@ -477,6 +478,57 @@ async fn a_hanging_delivery_keeps_its_background_slot() {
             json!({ "email": "ada@example.com" }),
         )
         .await;
-    assert_eq!(r.status(), 503);
-    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(r.status(), 202);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), accepted.recv())
+            .await
+            .is_err(),
+        "a third delivery piled up behind the relay"
+    );
+}
+
+/// The slot a `forgot` task holds must not last longer for an address with
+/// an account than for one without: a reset mail's delivery kept its slot
+/// (a slow or hanging relay), a lookup that found nobody gave it back at
+/// once. With the slots nearly full, whether the next `forgot` (anyone's,
+/// for any address) is answered 503 told whether the earlier address had
+/// an account, which the 202 of `forgot` itself is there to hide.
+#[tokio::test]
+async fn whether_a_reset_address_has_an_account_does_not_show_in_the_next_answer() {
+    let setup = spawn_app().await;
+    sign_up(&setup, "ada@example.com").await;
+    let (port, mut accepted) = tarpit().await;
+    let app = spawn_app_beside(&setup, move |c| {
+        c.mail.transport = MailerConfig::Smtp {
+            host: "127.0.0.1".into(),
+            port,
+            username: None,
+            password: None,
+            tls: SmtpTls::None,
+            ca_file: None,
+        };
+        c.limits.background_tasks = 1;
+        c.mail.max_per_client_per_hour = 100;
+        c.mail.max_per_recipient_per_hour = 100;
+    })
+    .await;
+    let forgot = |email: &'static str| {
+        app.http
+            .post(app.url("/v1/auth/password/forgot"))
+            .json(&json!({ "email": email }))
+            .send()
+    };
+    let mut after = Vec::new();
+    for probed in ["nobody@example.com", "ada@example.com"] {
+        assert_eq!(forgot(probed).await.unwrap().status(), 202);
+        // Time enough for a lookup, not for a delivery to the hanging relay.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        after.push(forgot("someone-else@example.net").await.unwrap().status());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), accepted.recv()).await;
+    assert_eq!(
+        after[0], after[1],
+        "the answer after a reset for an unknown address, then after one for an account"
+    );
 }

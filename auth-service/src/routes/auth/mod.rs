@@ -137,6 +137,24 @@ async fn deliver_with(mailer: &dyn Mailer, mail: Mail) {
     }
 }
 
+/// Delivers `mail` made by slot work (see [`crate::background::Background::hand_off`])
+/// in a task of its own, so that the slot is not held by the delivery; dropped
+/// (and logged) when `limits.background_tasks` deliveries are under way. The
+/// development outbox, a local file, is written at once.
+async fn hand_off(state: &AppState, mail: Mail) {
+    if state.mailer.is_local() {
+        return deliver(state, mail).await;
+    }
+    let domain = crate::mailer::recipient_domain(&mail.to).to_owned();
+    let mailer = Arc::clone(&state.mailer);
+    if !state
+        .background
+        .hand_off(async move { deliver_with(mailer.as_ref(), mail).await })
+    {
+        tracing::warn!(recipient_domain = %domain, "mail not sent: limits.background_tasks deliveries are under way");
+    }
+}
+
 /// Hands `mail` to a task of its own and returns at once: for a request that
 /// answers without waiting for the relay (its answer's timing must not
 /// depend on it). The task is counted, so a stopping service waits for it.
