@@ -267,3 +267,130 @@ fn an_authority_a_backend_reads_as_a_protected_host_is_refused() {
     let seen = upstream.requests();
     assert_eq!(seen.len(), 1, "only the plain public request: {seen:?}");
 }
+
+/// One HTTP/2 request (prior knowledge) with these header fields, each its
+/// own field (`cookie` twice is two fields, RFC 9113 §8.2.3); returns the
+/// answer's status and its header and trailer fields.
+fn h2_send(
+    port: u16,
+    method: &str,
+    path: &str,
+    fields: &[(&str, &str)],
+) -> (u16, Vec<(String, String)>) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(connection);
+        let mut client = client.ready().await.unwrap();
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(format!("http://127.0.0.1{path}"));
+        for (n, v) in fields {
+            request = request.header(*n, *v);
+        }
+        let (response, _) = client
+            .send_request(request.body(()).unwrap(), true)
+            .unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(10), response)
+            .await
+            .unwrap()
+            .unwrap();
+        let status = response.status().as_u16();
+        let mut seen: Vec<(String, String)> = response
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        let mut body = response.into_body();
+        while let Ok(Some(Ok(_))) = tokio::time::timeout(Duration::from_secs(5), body.data()).await
+        {
+        }
+        if let Ok(Ok(Some(t))) = tokio::time::timeout(Duration::from_secs(5), body.trailers()).await
+        {
+            seen.extend(
+                t.iter()
+                    .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_owned())),
+            );
+        }
+        (status, seen)
+    })
+}
+
+/// HTTP/2 lets a client split `cookie` into several fields (RFC 9113
+/// §8.2.3), and a gRPC client needs its refusal as a gRPC status: a token
+/// cookie in a second field is read and kept from the upstream, the token
+/// cookie twice with two values is refused, a second device cookie goes no
+/// further, a `host` field beside `:authority` is not what the host rule
+/// judges, and a gRPC request without a usable token gets
+/// `grpc-status: 16` (UNAUTHENTICATED), not a page.
+#[test]
+fn cookies_split_over_http2_fields_and_grpc_refusals() {
+    let key = Ed25519KeyPair::generate().with_key_id("k");
+    let upstream = RawUpstream::start();
+    let mut filter = filter_config(&key);
+    filter["token_sources"] = json!({"authorization_bearer": true, "cookies": ["at"]});
+    filter["routes"] = json!([
+        {"match": {"prefix": "/", "host": "admin.example"}, "policy": {"roles_any": ["admin"]}},
+        {"match": {"prefix": "/public"}, "policy": "public"}
+    ]);
+    let envoy = start(filter, &upstream);
+    let at = format!("at={}", token(&key));
+    let forwarded = |fields: &[(&str, &str)], path: &str| {
+        let before = upstream.requests().len();
+        let (status, _) = h2_send(envoy.port, "GET", path, fields);
+        assert_eq!(status, 200, "{fields:?}");
+        upstream.requests()[before].to_ascii_lowercase()
+    };
+
+    let seen = forwarded(&[("cookie", "x=1"), ("cookie", &at)], "/api/x");
+    assert!(
+        seen.contains("x-auth-user: alice") && seen.contains("cookie: x=1\r\n"),
+        "{seen}"
+    );
+    let seen = forwarded(
+        &[
+            ("cookie", &at),
+            ("cookie", "__Host-authflow-device=forged; x=2"),
+        ],
+        "/api/x",
+    );
+    assert!(
+        !seen.contains("forged") && seen.contains("cookie: x=2\r\n"),
+        "{seen}"
+    );
+    let seen = forwarded(&[("host", "admin.example")], "/public/x");
+    assert!(!seen.contains("admin.example"), "{seen}");
+
+    let before = upstream.requests().len();
+    let (status, _) = h2_send(
+        envoy.port,
+        "GET",
+        "/api/x",
+        &[("cookie", &at), ("cookie", "at=d.e.f")],
+    );
+    assert_eq!(status, 400);
+    for auth in ["", "Bearer a.b.c"] {
+        let mut fields = vec![("content-type", "application/grpc"), ("te", "trailers")];
+        if !auth.is_empty() {
+            fields.push(("authorization", auth));
+        }
+        let (status, answer) = h2_send(envoy.port, "POST", "/api/x", &fields);
+        let grpc_status = answer.iter().find(|(n, _)| n == "grpc-status");
+        assert_eq!(
+            (status, grpc_status.map(|(_, v)| v.as_str())),
+            (200, Some("16")),
+            "{answer:?}"
+        );
+    }
+    assert_eq!(
+        upstream.requests().len(),
+        before,
+        "a refused request went upstream"
+    );
+}
