@@ -1362,6 +1362,16 @@ async fn ext_authz_refuses_a_second_token_in_another_authorization_header() {
 /// user sending `x-auth-roles: admin` with their own token is an admin to a
 /// backend that reads it. They are listed whatever the request carried:
 /// Envoy forwards only `allowed_headers` to the check.
+/// The header names an ext_authz answer has Envoy remove before the backend.
+fn headers_envoy_removes(r: &reqwest::Response) -> Vec<String> {
+    r.headers()
+        .get_all("x-envoy-auth-headers-to-remove")
+        .iter()
+        .flat_map(|v| v.to_str().unwrap().split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .collect()
+}
+
 #[tokio::test]
 async fn ext_authz_has_envoy_remove_identity_headers_a_client_wrote() {
     let app = spawn_app().await;
@@ -1375,13 +1385,7 @@ async fn ext_authz_has_envoy_remove_identity_headers_a_client_wrote() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let removed: Vec<String> = r
-        .headers()
-        .get_all("x-envoy-auth-headers-to-remove")
-        .iter()
-        .flat_map(|v| v.to_str().unwrap().split(','))
-        .map(|n| n.trim().to_ascii_lowercase())
-        .collect();
+    let removed = headers_envoy_removes(&r);
     for name in [
         "x-auth-roles",
         "x-auth-scopes",
@@ -1419,13 +1423,7 @@ async fn ext_authz_has_envoy_remove_the_device_secret() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let removed: Vec<String> = r
-        .headers()
-        .get_all("x-envoy-auth-headers-to-remove")
-        .iter()
-        .flat_map(|v| v.to_str().unwrap().split(','))
-        .map(|n| n.trim().to_ascii_lowercase())
-        .collect();
+    let removed = headers_envoy_removes(&r);
     assert!(
         removed.iter().any(|r| r == "x-authflow-device"),
         "the device secret reaches the backend (removed: {removed:?})"

@@ -436,15 +436,10 @@ async fn tarpit() -> (u16, mpsc::UnboundedReceiver<()>) {
 /// fill the two, and the third `forgot`'s mail is dropped, not a third
 /// connection. Its answer is any other's: the deliveries do not hold the
 /// lookups' slots (whose 503 would tell that an address has an account).
-#[tokio::test]
-async fn a_hanging_relay_gets_at_most_the_limit_of_reset_deliveries() {
-    // The accounts, made with the development outbox (sign-up mails inline).
-    let setup = spawn_app().await;
-    for email in ["ada@example.com", "bob@example.com"] {
-        sign_up(&setup, email).await;
-    }
-    let (port, mut accepted) = tarpit().await;
-    let app = spawn_app_beside(&setup, move |c| {
+/// A service on `setup`'s database mailing through the tarpit at `port`,
+/// with `background_tasks` slots and mail budgets out of the way.
+async fn beside_a_tarpit(setup: &TestApp, port: u16, background_tasks: usize) -> TestApp {
+    spawn_app_beside(setup, move |c| {
         c.mail.transport = MailerConfig::Smtp {
             host: "127.0.0.1".into(),
             port,
@@ -453,11 +448,22 @@ async fn a_hanging_relay_gets_at_most_the_limit_of_reset_deliveries() {
             tls: SmtpTls::None,
             ca_file: None,
         };
-        c.limits.background_tasks = 2;
+        c.limits.background_tasks = background_tasks;
         c.mail.max_per_client_per_hour = 100;
         c.mail.max_per_recipient_per_hour = 100;
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_hanging_relay_gets_at_most_the_limit_of_reset_deliveries() {
+    // The accounts, made with the development outbox (sign-up mails inline).
+    let setup = spawn_app().await;
+    for email in ["ada@example.com", "bob@example.com"] {
+        sign_up(&setup, email).await;
+    }
+    let (port, mut accepted) = tarpit().await;
+    let app = beside_a_tarpit(&setup, port, 2).await;
     for email in ["ada@example.com", "bob@example.com"] {
         let r = app
             .post("/v1/auth/password/forgot", json!({ "email": email }))
@@ -498,20 +504,7 @@ async fn whether_a_reset_address_has_an_account_does_not_show_in_the_next_answer
     let setup = spawn_app().await;
     sign_up(&setup, "ada@example.com").await;
     let (port, mut accepted) = tarpit().await;
-    let app = spawn_app_beside(&setup, move |c| {
-        c.mail.transport = MailerConfig::Smtp {
-            host: "127.0.0.1".into(),
-            port,
-            username: None,
-            password: None,
-            tls: SmtpTls::None,
-            ca_file: None,
-        };
-        c.limits.background_tasks = 1;
-        c.mail.max_per_client_per_hour = 100;
-        c.mail.max_per_recipient_per_hour = 100;
-    })
-    .await;
+    let app = beside_a_tarpit(&setup, port, 1).await;
     let forgot = |email: &'static str| {
         app.http
             .post(app.url("/v1/auth/password/forgot"))
