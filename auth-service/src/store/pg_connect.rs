@@ -95,7 +95,15 @@ impl std::fmt::Display for Target {
 pub(super) fn options(url: &str) -> Result<(PgConnectOptions, Target), StoreError> {
     check_parameters(url)?;
     let chosen = ssl_mode_of(url, std::env::var_os("PGSSLMODE").as_deref())?;
-    let mut options: PgConnectOptions = url.parse()?;
+    // The store's row locks order its writes only under READ COMMITTED: a
+    // statement that waited for a lock must see what the other transaction
+    // committed. A database (or role) whose default an operator raised would
+    // take each transaction's first snapshot instead (a sign-in would count
+    // sessions without the one a racing sign-in just stored). Set last: it
+    // wins over one the URL's `options` give (the space escaped for the server).
+    let mut options: PgConnectOptions = url
+        .parse::<PgConnectOptions>()?
+        .options([("default_transaction_isolation", r"read\ committed")]);
     if let Some(mode) = chosen {
         options = options.ssl_mode(mode);
     }

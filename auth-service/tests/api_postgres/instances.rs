@@ -615,6 +615,54 @@ async fn sign_ins_racing_on_two_instances_keep_the_session_cap() {
     }
 }
 
+/// The locks the store takes order its writes only under READ COMMITTED
+/// (each statement sees what the lock waited for): a database whose default
+/// isolation an operator raised (`ALTER DATABASE … SET
+/// default_transaction_isolation`) must not let racing sign-ins past the cap.
+#[tokio::test]
+async fn sign_ins_racing_on_a_repeatable_read_database_keep_the_session_cap() {
+    const CAP: u32 = 3;
+    let first = spawn_app_with(|_| {}).await;
+    run_sql(
+        &first,
+        &["DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET default_transaction_isolation = ''repeatable read''', \
+           current_database()); END $$"],
+    )
+    .await;
+    // Instances connecting from now on get the database's default.
+    let one = spawn_app_beside(&first, |_| {}).await;
+    let two = spawn_app_beside(&first, |_| {}).await;
+    let user_id = stored_user(&one, "isolated@example.com").await;
+    let cap = authflow_auth_service::store::SessionCap {
+        max_live: CAP,
+        feed_expires_at: authflow_auth_service::clock::now() + 900,
+    };
+    for round in 0..10 {
+        let starts = [&one, &two, &one, &two].map(|app| {
+            let store = Arc::clone(&app.state.store);
+            let (session, refresh) = new_session(&user_id, &format!("{round}-{}", app.base));
+            tokio::spawn(
+                async move { store.create_session(&session, &refresh, None, 0, cap).await },
+            )
+        });
+        for start in starts {
+            let _ = start.await.unwrap();
+        }
+        let now = authflow_auth_service::clock::now();
+        let live = one
+            .state
+            .store
+            .live_sessions_of(&user_id, now, 100)
+            .await
+            .unwrap();
+        assert!(
+            live.len() <= CAP as usize,
+            "round {round}: {} live",
+            live.len()
+        );
+    }
+}
+
 /// A session of `user_id` starting now, and its first refresh token.
 fn new_session(
     user_id: &str,

@@ -649,3 +649,158 @@ async fn an_admin_removal_leaves_a_replacement_confirmed_since_the_admin_read_th
     );
     assert_eq!(removed, 409);
 }
+
+/// Feed writers on two instances at once, and a reader moving its cursor to
+/// the newest event it read each time: an event whose number was handed out
+/// before another's but committed after it would never be read. Each read
+/// must continue the numbers exactly where the last one stopped.
+#[tokio::test]
+async fn feed_events_racing_on_two_instances_are_read_without_a_gap() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    const WRITERS: usize = 8;
+    const EACH: usize = 25;
+    let (one, two) = two_instances(|_| {}).await;
+    let done = Arc::new(AtomicBool::new(false));
+    let exp = authflow_auth_service::clock::now() + 900;
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let store = Arc::clone(if w % 2 == 0 {
+                &one.state.store
+            } else {
+                &two.state.store
+            });
+            tokio::spawn(async move {
+                for i in 0..EACH {
+                    let now = authflow_auth_service::clock::now();
+                    store
+                        .revoke_token(&format!("w{w}-{i}"), now, exp)
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    let reader = {
+        let store = Arc::clone(&one.state.store);
+        let done = Arc::clone(&done);
+        tokio::spawn(async move {
+            let mut cursor = 0;
+            let mut seen = Vec::new();
+            loop {
+                let finished = done.load(Ordering::SeqCst);
+                for e in store.feed_events_after(cursor, 0).await.unwrap() {
+                    assert_eq!(
+                        e.seq,
+                        cursor + 1,
+                        "the reader's cursor went past an event committed later"
+                    );
+                    cursor = e.seq;
+                    seen.push(e.subject);
+                }
+                if finished {
+                    return seen;
+                }
+            }
+        })
+    };
+    for w in writers {
+        tokio::time::timeout(std::time::Duration::from_secs(60), w)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    done.store(true, Ordering::SeqCst);
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(60), reader)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen.len(), WRITERS * EACH);
+}
+
+/// A ban on one instance racing refreshes of the user's sessions on the
+/// other: whatever access token a refresh answered is refused afterwards.
+#[tokio::test]
+async fn a_ban_racing_refreshes_on_another_instance_leaves_no_token_alive() {
+    let (one, two) = two_instances(|_| {}).await;
+    let admin = one.admin("root@example.com").await;
+    for round in 0..4 {
+        let email = format!("racer{round}@example.com");
+        let user_id = one.verified_user(&email).await;
+        let mut sessions = Vec::new();
+        for _ in 0..3 {
+            sessions.push(one.signin(&email, PASSWORD).await);
+        }
+        let r =
+            |i: usize| refresh_with_device(&two, &sessions[i].refresh, Some(&sessions[i].device));
+        let (ban, a, b, c) = tokio::join!(one.ban(&admin, &user_id), r(0), r(1), r(2));
+        assert_eq!(ban.status(), 200);
+        for r in [a, b, c] {
+            if r.status() == 200 {
+                let t = tokens_of(r).await;
+                for app in [&one, &two] {
+                    let mut status = 200;
+                    for _ in 0..50 {
+                        status = ext_authz(app, &t).await;
+                        if status != 200 {
+                            break;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                    assert_ne!(
+                        status, 200,
+                        "round {round}: a token refreshed during the ban still passes"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A ban on one instance racing the code step of sign-ins on the other:
+/// a session stored after the ban's sweep of the user's sessions would
+/// live on. Whatever the sign-ins answered is refused afterwards.
+#[tokio::test]
+async fn a_ban_racing_sign_ins_on_another_instance_leaves_no_session_alive() {
+    let (one, two) = two_instances(|_| {}).await;
+    let admin = one.admin("root@example.com").await;
+    for round in 0..4 {
+        let email = format!("signer{round}@example.com");
+        let user_id = one.verified_user(&email).await;
+        let mut pending = Vec::new();
+        for _ in 0..3 {
+            let before = one.outbox(&email, 0).await.len();
+            let (challenge, _) = one.challenge(&email, PASSWORD).await;
+            let code = one.last_mail(&email, before + 1).await["code"].clone();
+            pending.push(json!({"challenge_id": challenge, "code": code}));
+        }
+        let verify = |i: usize| two.post("/v1/auth/signin/verify", pending[i].clone());
+        let (ban, a, b, c) =
+            tokio::join!(one.ban(&admin, &user_id), verify(0), verify(1), verify(2));
+        assert_eq!(ban.status(), 200);
+        for r in [a, b, c] {
+            if r.status() == 200 {
+                let t = tokens_of(r).await;
+                let session = one.state.store.session(&t.session).await.unwrap().unwrap();
+                assert!(
+                    session.revoked_at.is_some(),
+                    "round {round}: a session stored across the ban lives"
+                );
+                for app in [&one, &two] {
+                    let mut status = 200;
+                    for _ in 0..50 {
+                        status = ext_authz(app, &t).await;
+                        if status != 200 {
+                            break;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                    assert_ne!(
+                        status, 200,
+                        "round {round}: a token of a sign-in during the ban still passes"
+                    );
+                }
+            }
+        }
+    }
+}
