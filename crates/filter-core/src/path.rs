@@ -99,12 +99,18 @@ pub fn readings(path: &str) -> Result<Readings<'_>, Unreadable> {
 }
 
 /// Whether a route path is written the way the filter compares paths:
-/// starting with `/`, normalized, with nothing that reads two ways.
+/// starting with `/`, normalized, with nothing that reads two ways, and no
+/// pattern: `*` is no wildcard, and `{id}`, `[0-9]`, a space or non-ASCII
+/// arrive percent-encoded, so such a rule would never match and the
+/// default policy would apply instead.
 pub fn is_normalized_rule_path(p: &str) -> bool {
     p.starts_with('/')
-        && !p
-            .bytes()
-            .any(|b| matches!(b, b'%' | b'\\' | b';' | b'?' | b'#') || b.is_ascii_control())
+        && !p.bytes().any(|b| {
+            matches!(
+                b,
+                b'%' | b'\\' | b';' | b'?' | b'#' | b'*' | b'{' | b'}' | b'[' | b']'
+            ) || !b.is_ascii_graphic()
+        })
         && !text::contains(p, "//")
         && !p.split('/').any(|segment| matches!(segment, "." | ".."))
 }

@@ -734,6 +734,29 @@ mod tests {
         );
     }
 
+    /// Finding: a rule path written as a pattern (a wildcard, an OpenAPI
+    /// template, a regex class) was taken literally and never matched a
+    /// request (`{`, `}`, `[`, `]`, a space arrive percent-encoded; `*`
+    /// is no wildcard), so the default policy applied where the operator
+    /// wrote a stronger one: `/users/42/roles` passed with any token.
+    #[test]
+    fn a_route_path_written_as_a_pattern_is_refused() {
+        for path in [
+            "/admin/*",
+            "/api/*/admin",
+            "/users/{id}/roles",
+            "/api/v[0-9]/admin",
+            "/my admin",
+        ] {
+            let e = with(serde_json::json!({"routes": [{"match": {"prefix": path}, "policy": {"roles_any": ["admin"]}}]}))
+                .map(|_| ())
+                .unwrap_err();
+            assert!(e.0.contains("routes[0]`.match"), "{path}: {e}");
+        }
+        // Characters a request path carries as they are.
+        assert!(with(serde_json::json!({"routes": [{"match": {"prefix": "/a-b_c~d/e:f@g!$&'()+,="}, "policy": "public"}]})).is_ok());
+    }
+
     #[test]
     fn route_providers_name_configured_providers() {
         let route = |providers: serde_json::Value, policy: &str| {
@@ -857,6 +880,35 @@ mod tests {
                 e.0.contains("`routes[0]`.match.host") && e.0.contains(why),
                 "{bad}: {e}"
             );
+        }
+    }
+
+    /// Finding: a host rule copied from a URL (`https://admin.example`,
+    /// `admin.example/`) or written in Unicode (requests carry the IDN's
+    /// `xn--` form) was accepted and never matched: the default policy
+    /// applied on that host instead of the rule's.
+    #[test]
+    fn a_route_host_that_is_no_host_name_is_refused() {
+        for bad in [
+            "https://admin.example",
+            "admin.example/",
+            "admin.example/api",
+            "b\u{fc}cher.example",
+            "admin example",
+            "user@admin.example",
+        ] {
+            let e = with(serde_json::json!({"routes": [{"match": {"prefix": "/", "host": bad}, "policy": {"roles_any": ["admin"]}}]}))
+                .map(|_| ())
+                .unwrap_err();
+            assert!(e.0.contains("`routes[0]`.match.host"), "{bad}: {e}");
+        }
+        for fine in [
+            "xn--bcher-kva.example",
+            "internal_svc.local",
+            "10.0.0.1",
+            "[2001:db8::1]",
+        ] {
+            assert!(with(serde_json::json!({"routes": [{"match": {"prefix": "/", "host": fine}, "policy": "public"}]})).is_ok(), "{fine}");
         }
     }
 

@@ -604,7 +604,7 @@ fn validate_route(r: RawRoute, configured: &PerProvider<Provider>) -> Result<Rou
     let (PathMatch::Prefix(p) | PathMatch::PathPrefix(p) | PathMatch::Exact(p)) = &path;
     if !crate::path::is_normalized_rule_path(p) {
         return err(format!(
-            "match: `{p}` is not a normalized path (from `/`; no `//`, `.`, `..`, `%`, `\\`, `;`, `?`, `#`)"
+            "match: `{p}` is not a normalized path (from `/`; no `//`, `.`, `..`, `%`, `\\`, `;`, `?`, `#`, `*`, `{{`, `[`)"
         ));
     }
     let methods = r
@@ -677,6 +677,13 @@ fn validate_route_host(h: &str) -> Result<String, ConfigError> {
     }
     match crate::request::host_name(h) {
         "" => bad("is empty"),
+        // A URL's scheme or path, or Unicode (requests carry `xn--`): no match.
+        name if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b)) =>
+        {
+            bad("is not a host name")
+        }
         name => Ok(name.to_ascii_lowercase()),
     }
 }
