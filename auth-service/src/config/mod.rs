@@ -406,7 +406,9 @@ impl Config {
         let mut env: Vec<(String, String)> = Vec::new();
         for (name, value) in std::env::vars_os() {
             let shown = name.to_string_lossy();
-            if !shown.starts_with(sources::ENV_PREFIX) {
+            // Any case: a lower-case prefix is refused by name, not skipped.
+            let prefix = shown.get(..sources::ENV_PREFIX.len());
+            if !prefix.is_some_and(|p| p.eq_ignore_ascii_case(sources::ENV_PREFIX)) {
                 continue;
             }
             match (name.to_str(), value.into_string()) {
@@ -786,6 +788,25 @@ mod tests {
             }
             // Development (a key generated for a demo) is not checked.
             Config::load_from(None, &env(&[("AUTHFLOW_KEK__KEY_FILE", path)])).unwrap();
+        }
+    }
+
+    /// A configuration file every account on the host could write was read:
+    /// any of them could set `environment = "development"` and
+    /// `server.dev_endpoints = true` (the outbox's codes and reset tokens to
+    /// whoever connects). Refused whatever the environment it names.
+    #[cfg(unix)]
+    #[test]
+    fn a_config_file_every_account_can_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_dir, path) = file_with("environment = \"development\"\n");
+        for (mode, ok) in [(0o666, false), (0o602, false), (0o664, true), (0o644, true)] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let loaded = Config::load_from(Some(&path), &[]);
+            assert_eq!(loaded.is_ok(), ok, "{mode:o}: {:?}", loaded.err());
+            if let Err(e) = loaded {
+                assert!(e.to_string().contains("o-w"), "{e}");
+            }
         }
     }
 
@@ -1540,8 +1561,10 @@ mod tests {
     /// A misspelt setting name was silently not read: with
     /// `AUTHFLOW_ENVIROMENT=production` the service started as development
     /// (plain-HTTP issuer and the mail outbox allowed). A near miss of a
-    /// setting's name is refused with the name it meant; the other
-    /// `AUTHFLOW_` variables in the project (CLI, filter, tests) still pass.
+    /// setting's name is refused with the name it meant, as are the usual
+    /// abbreviation `AUTHFLOW_ENV` and a lower-case prefix (`authflow_…`, while
+    /// the rest of a name is read in any case); the other `AUTHFLOW_`
+    /// variables in the project (CLI, filter, tests) still pass.
     #[test]
     fn a_misspelt_setting_name_is_refused() {
         for (var, meant) in [
@@ -1550,6 +1573,9 @@ mod tests {
             ("AUTHFLOW_ENVIRONMENTS", "AUTHFLOW_ENVIRONMENT"),
             ("AUTHFLOW_ISUER", "AUTHFLOW_ISSUER"),
             ("AUTHFLOW_DEV_ENDPOINT", "AUTHFLOW_DEV_ENDPOINTS"),
+            ("AUTHFLOW_ENV", "AUTHFLOW_ENVIRONMENT"),
+            ("authflow_environment", "AUTHFLOW_"),
+            ("Authflow_Server__Dev_Endpoints", "AUTHFLOW_"),
         ] {
             let e = Config::load_from(None, &env(&[(var, "production")]))
                 .map(|_| ())
@@ -1613,6 +1639,80 @@ mod tests {
             }
         }
         assert!(silent.is_empty(), "silently not read: {silent:?}");
+    }
+
+    /// A setting spelt by its field alone, without its section
+    /// (`AUTHFLOW_TRUSTED_PROXIES` for `AUTHFLOW_SERVER__TRUSTED_PROXIES`), as
+    /// the flat names of the older settings are, was silently not read: the
+    /// setting kept its default (every peer's x-forwarded-for trusted, DPoP
+    /// proofs without nonces). Refused with the variable meant, unless that
+    /// spelling is a deprecated flat alias.
+    #[test]
+    fn a_setting_spelt_without_its_section_is_refused() {
+        let mut silent = Vec::new();
+        for section in sources::SECTIONS {
+            let probe = sources::env_var_of(&format!("{section}.not_a_setting"));
+            let e = Config::load_from(None, &env(&[(&probe, "1")]))
+                .unwrap_err()
+                .to_string();
+            let fields = e.split("expected one of: ").nth(1).expect(&e);
+            for field in fields.split(", ") {
+                if sources::FLAT_ALIASES.iter().any(|(f, _)| *f == field)
+                    || field == "trust_forwarded_for"
+                {
+                    continue;
+                }
+                let var = format!("{}{}", sources::ENV_PREFIX, field.to_ascii_uppercase());
+                let meant = sources::env_var_of(&format!("{section}.{field}"));
+                match Config::load_from(None, &env(&[(&var, "1")])) {
+                    Err(e) if e.to_string().contains(&meant) => {}
+                    _ => silent.push(var),
+                }
+            }
+        }
+        assert!(silent.is_empty(), "silently not read: {silent:?}");
+    }
+
+    /// `0.0.0.0/0` or `::/0` in `server.trusted_proxies` trusts every peer's
+    /// x-forwarded-for, as an empty list does, but without the warning an
+    /// empty list gets (and an IPv4 peer on a dual-stack socket is inside
+    /// `::/0` too): whoever reaches the service directly chooses its address.
+    #[test]
+    fn a_trusted_proxy_range_of_every_address_is_refused() {
+        for range in ["0.0.0.0/0", "::/0", "10.0.0.0/8, 192.0.2.1/0"] {
+            let e = Config::load_from(
+                None,
+                &env(&[
+                    ("AUTHFLOW_SERVER__XFF_NUM_TRUSTED_HOPS", "1"),
+                    ("AUTHFLOW_SERVER__TRUSTED_PROXIES", range),
+                ]),
+            )
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains("server.trusted_proxies") && e.contains("every"),
+                "{range}: {e}"
+            );
+        }
+    }
+
+    /// Proxies listed without a hop to read: their x-forwarded-for is not
+    /// read, every client is taken at its proxy's address, and one client's
+    /// failed sign-ins throttle every other (`throttle.ip_max_failures`).
+    #[test]
+    fn trusted_proxies_without_a_hop_to_read_are_refused() {
+        let e = Config::load_from(
+            None,
+            &env(&[("AUTHFLOW_SERVER__TRUSTED_PROXIES", "10.0.0.0/8")]),
+        )
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("server.trusted_proxies") && e.contains("xff_num_trusted_hops"),
+            "{e}"
+        );
     }
 
     /// The issuer is every token's `iss` (compared byte for byte by the

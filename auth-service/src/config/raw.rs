@@ -416,7 +416,18 @@ impl RawServer {
                 0,
                 authflow_contract::client_address::MAX_TRUSTED_HOPS,
             )?,
-            trusted_proxies: trusted_proxies(self.trusted_proxies.unwrap_or_default())?,
+            trusted_proxies: {
+                let proxies = trusted_proxies(self.trusted_proxies.unwrap_or_default())?;
+                // Behind the listed proxies, with no hop read, every client is
+                // the proxy's address: one client's failures throttle them all.
+                if !proxies.is_empty() && self.xff_num_trusted_hops.unwrap_or(0) == 0 {
+                    return Err(bad(
+                        "server.trusted_proxies",
+                        "has no effect with server.xff_num_trusted_hops = 0 (every client would be taken at its proxy's address, and throttled with all the others): set the hops (1 behind the shipped Envoy)",
+                    ));
+                }
+                proxies
+            },
             header_read_timeout: super::HEADER_READ_TIMEOUT,
             request_body_timeout: super::REQUEST_BODY_TIMEOUT,
         })
@@ -439,6 +450,16 @@ fn trusted_proxies(entries: Vec<String>) -> Result<Vec<ipnet::IpNet>, Invalid> {
                         "server.trusted_proxies",
                         format!("`{entry}` is not an address or a CIDR range (e.g. 10.0.0.0/8, fd00::/8, 127.0.0.1)"),
                     )
+                })
+                .and_then(|net| {
+                    // `::/0` holds the IPv4 peers of a dual-stack socket too.
+                    if net.prefix_len() == 0 {
+                        return Err(bad(
+                            "server.trusted_proxies",
+                            format!("`{entry}` is every address: any client would choose the address it is throttled and audited under; list the proxies' own addresses or ranges"),
+                        ));
+                    }
+                    Ok(net)
                 })
         })
         .collect()

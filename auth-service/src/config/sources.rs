@@ -136,6 +136,17 @@ fn mistyped_nested_path(flat: &str) -> Option<String> {
     })
 }
 
+/// The nested path whose field a flat variable name spells without its
+/// section (`trusted_proxies` → `server.trusted_proxies`), as the deprecated
+/// flat names spell theirs: only those are read that way.
+fn sectionless_path(flat: &str) -> Option<&'static str> {
+    FLAT_ALIASES
+        .iter()
+        .map(|(_, path)| *path)
+        .chain(UNALIASED_PATHS.iter().copied())
+        .find(|path| path.split_once('.').is_some_and(|(_, field)| field == flat))
+}
+
 /// The flat setting name (top-level or deprecated alias) that `flat` is a
 /// near miss of: a letter or two off, scaled to the name's length so that the
 /// CLI's and test harnesses' own `AUTHFLOW_` variables are not caught.
@@ -145,6 +156,11 @@ fn misspelt_flat_name(flat: &str) -> Option<&'static str> {
         .copied()
         .chain(FLAT_ALIASES.iter().map(|(f, _)| *f));
     names.into_iter().find(|name| {
+        // `AUTHFLOW_ENV=production`: the usual abbreviation of the one
+        // setting that turns production's checks on.
+        if TOP_LEVEL.contains(name) && flat.len() >= 3 && name.starts_with(flat) {
+            return true;
+        }
         let allowed = match name.len() {
             0..=3 => 0,
             4..=7 => 1,
@@ -340,6 +356,29 @@ fn leaf_paths(dict: &Dict, prefix: &str, out: &mut Vec<String>) {
     }
 }
 
+/// A configuration file every account on the host may write lets any of
+/// them rewrite the service's settings (`environment = "development"` and
+/// `dev_endpoints = true` take production's checks off and open the outbox):
+/// refused in every environment, since the file may name its own.
+fn refuse_writable_by_every_account(path: &Path) -> Result<(), ConfigError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o002 != 0 {
+                return Err(ConfigError(format!(
+                    "{} is writable by every account (mode {mode:o}): any of them could change the settings; `chmod o-w` it",
+                    path.display()
+                )));
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 /// The merged layers, lowest precedence first: the file's flat keys, its
 /// nested keys, flat variables, nested variables; and the [`Report`].
 pub fn layered(
@@ -349,6 +388,7 @@ pub fn layered(
     let mut deprecated = Vec::new();
     let (mut file_flat, mut file_nested) = (Dict::new(), Dict::new());
     if let Some(path) = file {
+        refuse_writable_by_every_account(path)?;
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
         let mut parsed = Toml::string(&text).data().map_err(|e| {
@@ -375,6 +415,16 @@ pub fn layered(
     let (mut env_flat, mut env_nested) = (Dict::new(), Dict::new());
     for (name, text) in env {
         let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            // The rest of a name is read in any case: `authflow_environment`
+            // would otherwise be silently not read, where `AUTHFLOW_environment` is.
+            if name
+                .get(..ENV_PREFIX.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(ENV_PREFIX))
+            {
+                return Err(ConfigError(format!(
+                    "`{name}` is not read: setting variables begin with {ENV_PREFIX} in capitals"
+                )));
+            }
             continue;
         };
         let key = rest.to_ascii_lowercase();
@@ -398,6 +448,13 @@ pub fn layered(
             return Err(ConfigError(format!(
                 "`{name}` is not a setting name: did you mean {} (two underscores between section and field)?",
                 env_var_of(&path)
+            )));
+        } else if let Some(path) = sectionless_path(&key) {
+            // Not read either: `AUTHFLOW_TRUSTED_PROXIES` would leave every
+            // peer's x-forwarded-for trusted.
+            return Err(ConfigError(format!(
+                "`{name}` is not a setting name: did you mean {} (the section, then two underscores)?",
+                env_var_of(path)
             )));
         } else if let Some(meant) = misspelt_flat_name(&key) {
             // `AUTHFLOW_ENVIROMENT=production` would run a production service
