@@ -25,6 +25,9 @@ pub enum ApiError {
     /// No access token at all: RFC 6750 §3.1 asks for a challenge without
     /// an error code (the client may not know the resource needs one).
     MissingToken,
+    /// Several tokens, or an `Authorization` with a token scheme and nothing
+    /// usable after it: RFC 6750 §3.1's `invalid_request`, as the filter answers.
+    UnusableToken,
     /// Bad bearer token (RFC 6750).
     InvalidToken(&'static str),
     /// Refresh token refused (OAuth 2.0 `invalid_grant`).
@@ -122,6 +125,11 @@ impl ApiError {
             Self::InvalidCode(d) => (S::UNAUTHORIZED, "invalid_code", (*d).into()),
             Self::InvalidLink => (S::BAD_REQUEST, "invalid_token", "the link is invalid, expired or already used".into()),
             Self::MissingToken => (S::UNAUTHORIZED, "unauthorized", "authentication required".into()),
+            Self::UnusableToken => (
+                S::BAD_REQUEST,
+                "invalid_request",
+                "more than one token, or a malformed Authorization header".into(),
+            ),
             Self::InvalidToken(d) => (S::UNAUTHORIZED, "invalid_token", (*d).into()),
             // RFC 6749 §5.2: 400 (the client authenticated nothing; no challenge applies).
             Self::InvalidGrant(d) => (S::BAD_REQUEST, "invalid_grant", (*d).into()),
@@ -171,11 +179,10 @@ impl IntoResponse for ApiError {
             Self::MissingToken => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            Self::InvalidToken(_) => {
+            Self::InvalidToken(_) | Self::UnusableToken | Self::Forbidden(_) => {
                 // RFC 6750 §3: the description is fixed text, never input.
-                let value = format!(
-                    "Bearer error=\"invalid_token\", error_description=\"{error_description}\""
-                );
+                let value =
+                    format!("Bearer error=\"{error}\", error_description=\"{error_description}\"");
                 if let Ok(v) = HeaderValue::from_str(&value) {
                     headers.insert(header::WWW_AUTHENTICATE, v);
                 }

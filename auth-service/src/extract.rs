@@ -200,6 +200,21 @@ fn carries_token(value: &HeaderValue) -> bool {
     is_token_scheme(split_authorization(value).0)
 }
 
+/// Why [`access_token`] found none, as the filter answers (RFC 6750 §3.1):
+/// no credentials at all is a challenge without an error code; a token
+/// scheme with nothing usable, or several tokens, is `invalid_request`.
+pub fn no_token(headers: &HeaderMap) -> ApiError {
+    if headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .any(carries_token)
+    {
+        ApiError::UnusableToken
+    } else {
+        ApiError::MissingToken
+    }
+}
+
 /// The bearer token of `headers`, if any.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     access_token(headers).and_then(|(scheme, token)| (scheme == Scheme::Bearer).then_some(token))
@@ -220,7 +235,8 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let (scheme, token) = access_token(&parts.headers).ok_or(ApiError::MissingToken)?;
+        let (scheme, token) =
+            access_token(&parts.headers).ok_or_else(|| no_token(&parts.headers))?;
         let verified = verify_user_token(state, parts, scheme, token).await;
         match scheme {
             Scheme::Bearer => verified.map(Self),

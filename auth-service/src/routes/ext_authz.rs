@@ -23,7 +23,7 @@ use authflow_contract::query;
 
 use crate::clock::now;
 use crate::error::ApiError;
-use crate::extract::{bearer, check_device};
+use crate::extract::{access_token, bearer, check_device, no_token};
 use crate::metrics::inc;
 use crate::state::AppState;
 use crate::tokens::{self, Refusal};
@@ -32,22 +32,27 @@ use crate::tokens::{self, Refusal};
 /// appends the original path: any method, under any sub-path.
 #[utoipa::path(method(get, post, put, delete, patch, head, options, trace), path = "/v1/ext-authz", tag = "ext_authz",
     security(("bearer" = [])),
-    responses((status = 200, description = "allowed; `x-auth-user` carries the subject, `x-envoy-auth-headers-to-remove` names every other identity header and spelling (a client's copies)"), (status = 401, description = "denied (also: a second token in an `access_token` query parameter)"),
+    responses((status = 200, description = "allowed; `x-auth-user` carries the subject, `x-envoy-auth-headers-to-remove` names every other identity header and spelling (a client's copies)"), (status = 401, description = "denied"), (status = 400, description = "a second token (one in an `access_token` query parameter too) or a malformed `Authorization`: `invalid_request`"),
         (status = 503, description = "this instance's revocation list is stale (`revocation.max_staleness_secs`): retry, on another instance")))]
 pub async fn check(State(state): State<Arc<AppState>>, parts: Parts) -> Response {
     // Envoy appends the original path and query to this endpoint's.
     let second_token = query::gives(parts.uri.query().unwrap_or_default(), "access_token");
+    // As the filter answers (RFC 6750 §3.1): no credentials, a challenge
+    // without an error code; two tokens (one in the query: a backend reading
+    // the query first would take it, unverified, as the caller's) or an
+    // unusable one, `invalid_request`; a `DPoP` token, refused below.
+    let refusal = match (bearer(&parts.headers), access_token(&parts.headers)) {
+        (Some(_), _) if second_token => Some(ApiError::UnusableToken),
+        (Some(_), _) => None,
+        (None, Some(_)) => Some(ApiError::InvalidToken("a bearer access token is required")),
+        (None, None) => Some(no_token(&parts.headers)),
+    };
+    if let Some(refusal) = refusal {
+        inc(&state.metrics.ext_authz_denied);
+        return refusal.into_response();
+    }
     let verified = bearer(&parts.headers)
         .ok_or(Refusal::Invalid("a bearer access token is required"))
-        .and_then(|t| {
-            if second_token {
-                // RFC 6750 §3.1: one method. A backend reading the query first
-                // would take that token, unverified, as the caller.
-                Err(Refusal::Invalid("more than one access token"))
-            } else {
-                Ok(t)
-            }
-        })
         .and_then(|t| tokens::verify_signed(&state, t, now()).map_err(Refusal::Invalid))
         .and_then(|v| {
             if v.claims.cnf.is_some() {
@@ -124,7 +129,7 @@ pub const METHODS: axum::routing::MethodFilter = axum::routing::MethodFilter::GE
 #[utoipa::path(method(get, post, put, delete, patch, head, options, trace), path = "/v1/ext-authz/{*rest}", tag = "ext_authz",
     params(("rest" = String, Path, description = "the original request path (any number of segments)")),
     security(("bearer" = [])),
-    responses((status = 200, description = "allowed; `x-auth-user` carries the subject, `x-envoy-auth-headers-to-remove` names every other identity header and spelling (a client's copies)"), (status = 401, description = "denied (also: a second token in an `access_token` query parameter)"),
+    responses((status = 200, description = "allowed; `x-auth-user` carries the subject, `x-envoy-auth-headers-to-remove` names every other identity header and spelling (a client's copies)"), (status = 401, description = "denied"), (status = 400, description = "a second token (one in an `access_token` query parameter too) or a malformed `Authorization`: `invalid_request`"),
         (status = 503, description = "this instance's revocation list is stale (`revocation.max_staleness_secs`): retry, on another instance")))]
 pub async fn check_subpath(state: State<Arc<AppState>>, parts: Parts) -> Response {
     check(state, parts).await

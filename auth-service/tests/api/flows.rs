@@ -1315,7 +1315,11 @@ async fn ext_authz_refuses_a_second_token_in_the_query() {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 401, "{query}: the filter refuses it");
+        assert_eq!(
+            r.status(),
+            400,
+            "{query}: the filter refuses it (invalid_request)"
+        );
     }
 }
 
@@ -1350,7 +1354,11 @@ async fn ext_authz_refuses_a_second_token_in_another_authorization_header() {
         format!("DPoP {}", other.access),
     ] {
         let r = ext_authz(second.clone()).await.unwrap();
-        assert_eq!(r.status(), 401, "{second}: a second token is refused");
+        assert_eq!(
+            r.status(),
+            400,
+            "{second}: a second token is refused (invalid_request)"
+        );
         assert!(r.headers().get("x-auth-user").is_none());
     }
 }
@@ -1572,4 +1580,60 @@ async fn no_token_gets_a_challenge_without_an_error_code() {
             "{path}"
         );
     }
+}
+
+/// Finding: the filter's answers (`crates/filter-core/src/deny.rs`) and this
+/// service's differed for the same request. RFC 6750 §3.1: no error code
+/// when no credentials were sent (`ext_authz` answered `invalid_token`), a
+/// second token is `invalid_request` (400, not 401), and a 403
+/// `insufficient_scope` carries its `Bearer` challenge (it had none).
+#[tokio::test]
+async fn refusals_carry_the_challenges_the_filter_sends() {
+    let app = spawn_app().await;
+    let challenge = |r: &reqwest::Response| {
+        r.headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    for path in ["/v1/ext-authz", "/v1/ext-authz/items"] {
+        let r = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(challenge(&r).as_deref(), Some("Bearer"), "{path}");
+        assert_eq!(error_code(r, 401).await, "unauthorized", "{path}");
+    }
+    let user_id = app.verified_user("kim@example.com").await;
+    let user = app.signin("kim@example.com", PASSWORD).await;
+    let r = app
+        .authed(Method::GET, "/v1/ext-authz/items?access_token=x", &user)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        challenge(&r).is_some_and(|c| c.starts_with("Bearer error=\"invalid_request\"")),
+        "{:?}",
+        challenge(&r)
+    );
+    assert_eq!(error_code(r, 400).await, "invalid_request");
+    for path in ["/v1/ext-authz/items", "/v1/auth/logout-all"] {
+        let r = app
+            .http
+            .post(app.url(path))
+            .header("authorization", format!("Bearer {}", user.access))
+            .header("authorization", "Bearer other.token.here")
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            challenge(&r).is_some_and(|c| c.starts_with("Bearer error=\"invalid_request\"")),
+            "{path} {:?}",
+            challenge(&r)
+        );
+        assert_eq!(error_code(r, 400).await, "invalid_request", "{path}");
+    }
+    let r = app.ban(&user, &user_id).await;
+    assert!(
+        challenge(&r).is_some_and(|c| c.starts_with("Bearer error=\"insufficient_scope\"")),
+        "{:?}",
+        challenge(&r)
+    );
+    assert_eq!(error_code(r, 403).await, "insufficient_scope");
 }
