@@ -291,5 +291,16 @@ async fn maintenance(state: Arc<AppState>) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "audit prune failed"),
         }
+        // Ended sessions stay listed (to admins) as long as the audit rows of
+        // their sign-ins, and past that while a token record names them.
+        match state
+            .store
+            .prune_sessions(now.saturating_sub(retention))
+            .await
+        {
+            Ok(n) if n > 0 => tracing::debug!(pruned = n, "ended sessions deleted"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "session prune failed"),
+        }
     }
 }

@@ -941,8 +941,13 @@ pub trait Store: Send + Sync + 'static {
     /// their tokens); returns the number of feed events deleted.
     async fn prune_feed(&self, forgotten_through: i64) -> StoreResult<u64>;
     /// Deletes expired challenges, one-time tokens, refresh tokens,
-    /// remembered DPoP proofs and client-assertion `jti`s.
+    /// remembered DPoP proofs and client-assertion `jti`s, and second-factor
+    /// guard rows that count nothing (no attempt, no lockout, no lock).
     async fn prune(&self, now: i64) -> StoreResult<()>;
+    /// Deletes sessions that ended (expired or revoked) before `ended_before`
+    /// and that no refresh-token or access-token record names any more;
+    /// returns how many.
+    async fn prune_sessions(&self, ended_before: i64) -> StoreResult<u64>;
 
     /// Remembers a DPoP proof (`id_hash`: its key thumbprint and `jti`,
     /// hashed) until `expires_at`, atomically: true the first time, false

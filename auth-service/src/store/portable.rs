@@ -913,6 +913,23 @@ macro_rules! impl_store {
                 Ok(report)
             }
 
+            async fn prune_sessions(&self, ended_before: i64) -> StoreResult<u64> {
+                // Nothing still needs a session that ended before `ended_before`
+                // once no refresh-token record (its rotation history, whose reuse
+                // it judges) and no access-token record (the expiry its revocation
+                // is kept until) names it: a refresh token of it found by its tag
+                // alone is refused as unknown, a token of it as revoked.
+                let r = sqlx::query(
+                    "DELETE FROM sessions WHERE (expires_at < $1 OR revoked_at < $1) \
+                     AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.session_id = sessions.id) \
+                     AND NOT EXISTS (SELECT 1 FROM access_tokens a WHERE a.session_id = sessions.id)",
+                )
+                .bind(ended_before)
+                .execute(self.writer())
+                .await?;
+                Ok(r.rows_affected())
+            }
+
             async fn prune_audit(&self, before: i64) -> StoreResult<u64> {
                 let r = sqlx::query("DELETE FROM audit_log WHERE at < $1").bind(before).execute(self.writer()).await?;
                 Ok(r.rows_affected())
@@ -1056,6 +1073,11 @@ macro_rules! impl_store {
                     "DELETE FROM refresh_tokens WHERE expires_at <= $1",
                     "DELETE FROM dpop_proofs WHERE expires_at <= $1",
                     "DELETE FROM client_assertion_jtis WHERE expires_at <= $1",
+                    // A guard row back at its start (after a right code) says no
+                    // more than no row. Every other one stays: a count of wrong
+                    // codes lasts until a right one (there is no window), and the
+                    // count of lockouts makes the next lock as long as the last.
+                    "DELETE FROM second_factor_guard WHERE attempts = 0 AND lockouts = 0 AND locked_until <= $1",
                 ] {
                     sqlx::query(sql).bind(now).execute(self.writer()).await?;
                 }

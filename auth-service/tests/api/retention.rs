@@ -94,10 +94,10 @@ async fn audit_rows_expire_after_the_retention_period() {
     );
 }
 
-/// Sessions are never deleted, so an account keeps every session it ever
-/// had. Ending "all" of them (a ban, a password reset, logout-all) must not
-/// publish a revocation for each session that expired long ago, with no
-/// token alive: every such event is pushed to every filter (snapshots and
+/// Sessions stay long after they end (for the audit retention), so an
+/// account keeps months of sessions. Ending "all" of them (a ban, a password
+/// reset, logout-all) must not publish a revocation for each session that
+/// expired long ago, with no token alive: every such event is pushed to every filter (snapshots and
 /// deltas) and counts against its `revocation.max_entries`, for nothing.
 /// An account that signs in over and over (or just a long-lived one) would
 /// otherwise turn one logout-all into thousands of feed entries.
@@ -187,4 +187,168 @@ async fn ending_all_sessions_publishes_nothing_for_sessions_long_expired() {
          expired)",
         events.len()
     );
+}
+
+/// How many rows of `table` match `column = value`, read from the database directly.
+async fn rows_where(app: &TestApp, table: &str, column: &str, value: &str) -> i64 {
+    let url = secrecy::ExposeSecret::expose_secret(&app.state.config.database.url).to_owned();
+    let sql = format!("SELECT COUNT(*) FROM {table} WHERE {column} = $1");
+    if app.database_url.is_some() {
+        use sqlx::Connection;
+        let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::query_scalar(&sql)
+            .bind(value)
+            .fetch_one(&mut db)
+            .await
+            .unwrap()
+    } else {
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let n = sqlx::query_scalar(&sql)
+            .bind(value)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        n
+    }
+}
+
+/// Sessions that ended (expired or revoked) longer ago than the audit
+/// retention, with no token record left naming them, are deleted by the
+/// background task, as are second-factor guard rows that count nothing;
+/// everything still needed stays: a session ended recently (the admin
+/// listing), one whose access token still verifies (its revocation), a live
+/// one, a guard row with a count of wrong codes or of lockouts.
+#[tokio::test]
+async fn ended_sessions_and_idle_second_factor_guards_are_pruned() {
+    use authflow_auth_service::store::{IssuedToken, RefreshRecord, Session};
+    let app = spawn_app_with(|c| c.maintenance.interval = Duration::from_secs(1)).await;
+    let email = "pruned-sessions@example.com";
+    let user_id = app.verified_user(email).await;
+    let live = app.signin(email, PASSWORD).await;
+    let user = app.state.store.user_by_id(&user_id).await.unwrap().unwrap();
+    let now = authflow_auth_service::clock::now();
+    const DAY: i64 = 86_400;
+    // (id, created, expires, refresh token expires)
+    let sessions = [
+        (
+            "expired-long-ago",
+            now - 400 * DAY,
+            now - 370 * DAY,
+            now - 370 * DAY,
+        ),
+        (
+            "expired-recently",
+            now - 40 * DAY,
+            now - 10 * DAY,
+            now - 10 * DAY,
+        ),
+        (
+            "revoked-long-ago",
+            now - 200 * DAY,
+            now + 30 * DAY,
+            now - 95 * DAY,
+        ),
+        (
+            "token-still-verifies",
+            now - 400 * DAY,
+            now - 370 * DAY,
+            now - 370 * DAY,
+        ),
+    ];
+    for (i, (id, created, expires, refresh_expires)) in sessions.into_iter().enumerate() {
+        let session = Session {
+            id: id.into(),
+            user_id: user_id.clone(),
+            device_secret_hash: "00".repeat(32),
+            created_at: created,
+            last_seen_at: created,
+            expires_at: expires,
+            revoked_at: None,
+            revoke_reason: None,
+            ip: None,
+            user_agent: None,
+            dpop_jkt: None,
+            dpop_bound_at: None,
+        };
+        let refresh = RefreshRecord {
+            hash: format!("{i:064x}"),
+            session_id: id.into(),
+            created_at: created,
+            expires_at: refresh_expires,
+            used_at: None,
+            dpop_bound: false,
+        };
+        assert!(app
+            .state
+            .store
+            .create_session(&session, &refresh, None, user.password_version, UNCAPPED)
+            .await
+            .unwrap()
+            .is_some());
+    }
+    assert!(app
+        .state
+        .store
+        .revoke_session(
+            "revoked-long-ago",
+            "logout",
+            now - 100 * DAY,
+            now - 99 * DAY
+        )
+        .await
+        .unwrap());
+    app.state
+        .store
+        .record_access_token(&IssuedToken {
+            jti: "still-verifies".into(),
+            user_id: user_id.clone(),
+            session_id: "token-still-verifies".into(),
+            issued_at: now - 60,
+            expires_at: now + 600,
+        })
+        .await
+        .unwrap();
+
+    // Second-factor guards: one back at its start after a right code, one
+    // with a wrong code counted, one locked out.
+    let store = &app.state.store;
+    let cleared = app.verified_user("cleared-guard@example.com").await;
+    store.second_factor_attempt(&cleared, now).await.unwrap();
+    store.second_factor_success(&cleared).await.unwrap();
+    let counting = app.verified_user("counting-guard@example.com").await;
+    store.second_factor_attempt(&counting, now).await.unwrap();
+    let locked = app.verified_user("locked-guard@example.com").await;
+    store.second_factor_attempt(&locked, now).await.unwrap();
+    assert!(store
+        .second_factor_lock(&locked, now, 1, 1)
+        .await
+        .unwrap()
+        .is_some());
+
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    for (id, kept) in [
+        ("expired-long-ago", false),
+        ("revoked-long-ago", false),
+        ("expired-recently", true),
+        ("token-still-verifies", true),
+        (live.session.as_str(), true),
+    ] {
+        assert_eq!(
+            rows_where(&app, "sessions", "id", id).await,
+            i64::from(kept),
+            "session {id}"
+        );
+    }
+    for (user, kept) in [(&cleared, false), (&counting, true), (&locked, true)] {
+        assert_eq!(
+            rows_where(&app, "second_factor_guard", "user_id", user).await,
+            i64::from(kept),
+            "guard of {user}"
+        );
+    }
+    // The live session still refreshes.
+    let r = refresh_with_device(&app, &live.refresh, Some(&live.device)).await;
+    assert_eq!(r.status(), 200);
 }
