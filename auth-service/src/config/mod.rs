@@ -1617,27 +1617,10 @@ mod tests {
     /// x-forwarded-for trusted; ten sign-in code mails an hour).
     #[test]
     fn every_setting_spelt_with_one_underscore_is_refused() {
-        let mut silent = Vec::new();
-        for section in sources::SECTIONS {
-            // The section's fields, as the unknown-setting error lists them.
-            let probe = sources::env_var_of(&format!("{section}.not_a_setting"));
-            let e = Config::load_from(None, &env(&[(&probe, "1")]))
-                .unwrap_err()
-                .to_string();
-            let fields = e.split("expected one of: ").nth(1).expect(&e);
-            for field in fields.split(", ") {
-                let flat = format!("{section}_{field}");
-                if sources::FLAT_ALIASES.iter().any(|(f, _)| *f == flat) {
-                    continue;
-                }
-                let var = format!("{}{}", sources::ENV_PREFIX, flat.to_ascii_uppercase());
-                let meant = sources::env_var_of(&format!("{section}.{field}"));
-                match Config::load_from(None, &env(&[(&var, "1")])) {
-                    Err(e) if e.to_string().contains(&meant) => {}
-                    _ => silent.push(var),
-                }
-            }
-        }
+        let silent = spellings_not_refused(|section, field| {
+            let flat = format!("{section}_{field}");
+            (!sources::FLAT_ALIASES.iter().any(|(f, _)| *f == flat)).then_some(flat)
+        });
         assert!(silent.is_empty(), "silently not read: {silent:?}");
     }
 
@@ -1649,20 +1632,30 @@ mod tests {
     /// spelling is a deprecated flat alias.
     #[test]
     fn a_setting_spelt_without_its_section_is_refused() {
+        let silent = spellings_not_refused(|_, field| {
+            let alias = sources::FLAT_ALIASES.iter().any(|(f, _)| *f == field);
+            (!alias && field != "trust_forwarded_for").then(|| field.to_owned())
+        });
+        assert!(silent.is_empty(), "silently not read: {silent:?}");
+    }
+
+    /// The variables `spell(section, field)` names for every setting (none
+    /// for a spelling that is read) that are not refused with the variable
+    /// meant.
+    fn spellings_not_refused(spell: impl Fn(&str, &str) -> Option<String>) -> Vec<String> {
         let mut silent = Vec::new();
         for section in sources::SECTIONS {
+            // The section's fields, as the unknown-setting error lists them.
             let probe = sources::env_var_of(&format!("{section}.not_a_setting"));
             let e = Config::load_from(None, &env(&[(&probe, "1")]))
                 .unwrap_err()
                 .to_string();
             let fields = e.split("expected one of: ").nth(1).expect(&e);
             for field in fields.split(", ") {
-                if sources::FLAT_ALIASES.iter().any(|(f, _)| *f == field)
-                    || field == "trust_forwarded_for"
-                {
+                let Some(flat) = spell(section, field) else {
                     continue;
-                }
-                let var = format!("{}{}", sources::ENV_PREFIX, field.to_ascii_uppercase());
+                };
+                let var = format!("{}{}", sources::ENV_PREFIX, flat.to_ascii_uppercase());
                 let meant = sources::env_var_of(&format!("{section}.{field}"));
                 match Config::load_from(None, &env(&[(&var, "1")])) {
                     Err(e) if e.to_string().contains(&meant) => {}
@@ -1670,7 +1663,7 @@ mod tests {
                 }
             }
         }
-        assert!(silent.is_empty(), "silently not read: {silent:?}");
+        silent
     }
 
     /// `0.0.0.0/0` or `::/0` in `server.trusted_proxies` trusts every peer's
