@@ -91,10 +91,12 @@ fn ext_authz_lets_through_only_what_the_filter_would() {
         assert_eq!(envoy.get(path, &[]).status, 401, "{path} without a token");
     }
 
-    // A second token in the query: refused, as the filter refuses it.
+    // A second token in the query: refused as the filter refuses it, 400
+    // `invalid_request` (RFC 6750 §3.1: one method).
     for query in ["access_token=forged", "page=1&Access.Token=forged"] {
         let r = envoy.get(&format!("/api/me?{query}"), &s.headers());
-        assert_eq!(r.status, 401, "{query}: {}", r.body);
+        assert_eq!(r.status, 400, "{query}: {}", r.body);
+        assert!(r.body.contains("invalid_request"), "{query}: {}", r.body);
     }
     assert_eq!(envoy.get("/api/me?page=1", &s.headers()).status, 200);
 }
