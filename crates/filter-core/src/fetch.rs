@@ -631,6 +631,37 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_kid_does_not_cut_a_backoff_short() {
+        let mut f = loaded(jwks(5_000), 0);
+        // The issuer is failing: the refreshes back off, up to a minute.
+        let mut now = 300_010;
+        for _ in 0..12 {
+            while !f.should_start(now, || true) {
+                now += 100;
+            }
+            f.started(1, now);
+            f.finished(FetchEnd::Failed, now + 10, 1.0);
+            now += 10;
+        }
+        // Tokens with made-up kids, one per floor, for the rest of the backoff:
+        // nothing starts, and nobody waits for a fetch that is not coming.
+        let backoff_ends = now + 30_000;
+        let mut t = now + 1_000;
+        while t < backoff_ends {
+            assert_eq!(
+                f.key_wait(KeyNeed::UnknownKid, t),
+                KeyWait::AnswerNow,
+                "at {t}"
+            );
+            assert!(
+                !f.should_start(t, || true),
+                "a fetch during the backoff at {t}"
+            );
+            t += 5_000;
+        }
+    }
+
+    #[test]
     fn keys_never_loaded_pause_only_when_a_fetch_may_start() {
         let mut f = jwks(1_000);
         assert_eq!(

@@ -64,11 +64,14 @@ impl FetchSchedule {
         self.next_due_ms = now_ms.saturating_add(wait_ms);
     }
 
-    /// Whether [`request_early`](Self::request_early) would grant an early fetch now.
+    /// Whether [`request_early`](Self::request_early) would grant an early fetch now:
+    /// never while backing off (an unknown `kid` is no reason to hammer a failing upstream).
     pub fn may_fetch_early(&self, now_ms: u64) -> bool {
         // An early fetch "later" than now: the clock stepped back.
-        self.last_early_ms
-            .is_none_or(|t| now_ms < t || now_ms >= t.saturating_add(self.min_early_interval_ms))
+        self.failures == 0
+            && self.last_early_ms.is_none_or(|t| {
+                now_ms < t || now_ms >= t.saturating_add(self.min_early_interval_ms)
+            })
     }
 
     /// An early fetch (unknown `kid`), at most once per `min_early_interval_ms`.
