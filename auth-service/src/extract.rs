@@ -260,16 +260,10 @@ pub async fn verify_user_token(
     // without its device learns nothing from the answer, not even whether
     // its session ended.
     let verified = tokens::verify_signed(state, token, now).map_err(ApiError::InvalidToken)?;
-    if is_service_token(Some(&verified.sub), verified.claims.client_id.as_deref()) {
-        // No device to judge first: revoked, it is refused as such.
-        tokens::not_revoked(state, &verified, now)?;
-        return Err(ApiError::Forbidden(
-            "a service account cannot act as a user here",
-        ));
-    }
     // Every check that writes nothing comes first, possession (the device,
     // the proof) before the revocation list: a proof is recorded as used
-    // (below) only by a request that otherwise passes.
+    // (below) only by a request that otherwise passes. A service account's
+    // token too (it has no device; a bound one needs its proof).
     check_device(state, parts, &verified).map_err(ApiError::InvalidToken)?;
     let proof = match (scheme, verified.claims.cnf.as_ref()) {
         (Scheme::Bearer, None) => None,
@@ -293,6 +287,11 @@ pub async fn verify_user_token(
         }
     };
     tokens::not_revoked(state, &verified, now)?;
+    if is_service_token(Some(&verified.sub), verified.claims.client_id.as_deref()) {
+        return Err(ApiError::Forbidden(
+            "a service account cannot act as a user here",
+        ));
+    }
     session_still_live(state, &verified, now).await?;
     if let Some(proof) = proof {
         dpop::remember_resource_proof(state, proof, now).await?;

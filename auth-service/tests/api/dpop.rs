@@ -1021,3 +1021,78 @@ async fn a_bound_token_without_its_key_does_not_learn_its_session_ended() {
         );
     }
 }
+
+/// Finding: a service account's token was judged against the revocation
+/// list before its DPoP proof (the user check that answers 403 came first),
+/// while the filter, and the service for a user's token, judge possession
+/// first. Whoever holds a bound service token but not its key learned
+/// whether it had been revoked (401) or still worked elsewhere (403).
+#[tokio::test]
+async fn a_bound_service_token_without_its_key_does_not_learn_it_was_revoked() {
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    let first = app
+        .create_service_account(&admin, "billing", &["read"])
+        .await;
+    let key = DpopKey::es256();
+    let bound_token = |secret: String| {
+        let r = app
+            .http
+            .post(app.url(TOKEN))
+            .basic_auth("billing", Some(secret))
+            .form(&[("grant_type", "client_credentials")])
+            .header("dpop", key.proof("POST", &app.htu(TOKEN), None, None));
+        async move {
+            let r = r.send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()["access_token"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let revoked = bound_token(first).await;
+    let r = app
+        .authed(
+            reqwest::Method::POST,
+            "/v1/admin/service-accounts/billing/secret?revoke_tokens=true",
+            &admin,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let second = r.json::<Value>().await.unwrap()["client_secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let live = bound_token(second).await;
+    let other = DpopKey::es256();
+    let answer = |token: &str, scheme: &str, with_other_key: bool| {
+        let mut r = app
+            .http
+            .post(app.url(LOGOUT))
+            .header("authorization", format!("{scheme} {token}"));
+        if with_other_key {
+            r = r.header(
+                "dpop",
+                other.proof("POST", &app.htu(LOGOUT), Some(token), None),
+            );
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            let status = r.status();
+            let body: Value = r.json().await.unwrap();
+            (status, body["error_description"].clone())
+        }
+    };
+    for (scheme, with_other_key) in [("DPoP", false), ("DPoP", true), ("Bearer", false)] {
+        let from_live = answer(&live, scheme, with_other_key).await;
+        let from_revoked = answer(&revoked, scheme, with_other_key).await;
+        assert_eq!(from_live.0, 401, "{scheme} {with_other_key}: {from_live:?}");
+        assert_eq!(
+            from_revoked, from_live,
+            "{scheme}, other key {with_other_key}: a token without its key learns it was revoked"
+        );
+    }
+}
