@@ -56,3 +56,70 @@ pub fn with_openapi_path_templates(mut doc: utoipa::openapi::OpenApi) -> utoipa:
         .collect();
     doc
 }
+
+/// Documents the refusals the extractors answer before any handler runs:
+/// on an operation that reads a query, 400 one with an unknown parameter or
+/// a value of the wrong type; on one that takes a body, 400 one that does
+/// not parse or fit, 413 one past `server.body_limit_bytes` and, for a JSON
+/// body, 415 one not sent as JSON. A status the operation documents itself
+/// keeps its description.
+pub fn with_request_refusals(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::path::ParameterIn;
+    use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
+    let operations = doc.paths.paths.values_mut().flat_map(|item| {
+        [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+    });
+    for op in operations {
+        let query = op
+            .parameters
+            .iter()
+            .flatten()
+            .any(|p| p.parameter_in == ParameterIn::Query);
+        let body = op.request_body.as_ref();
+        let json = body.is_some_and(|b| b.content.contains_key("application/json"));
+        let refusals = [
+            (
+                "400",
+                "`invalid_request`: the query or the body does not parse or does not fit the request",
+                query || body.is_some(),
+            ),
+            (
+                "413",
+                "`payload_too_large`: the body is past `server.body_limit_bytes`",
+                body.is_some(),
+            ),
+            (
+                "415",
+                "`unsupported_media_type`: the body is not sent as `application/json`",
+                json,
+            ),
+        ];
+        for (status, description, applies) in refusals {
+            if applies {
+                op.responses
+                    .responses
+                    .entry(status.into())
+                    .or_insert_with(|| {
+                        RefOr::T(
+                            ResponseBuilder::new()
+                                .description(description)
+                                .content(
+                                    "application/json",
+                                    Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+                                )
+                                .build(),
+                        )
+                    });
+            }
+        }
+    }
+    doc
+}

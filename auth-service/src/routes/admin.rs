@@ -75,6 +75,7 @@ impl SessionView {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UserQuery {
     /// Exact email (case-insensitive); all users when absent, oldest first, a page at a time.
@@ -86,6 +87,7 @@ pub struct UserQuery {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SessionQuery {
     /// Sessions per page (newest first): 1 to 1000, 100 when absent.
@@ -121,6 +123,7 @@ pub struct RotateResponse {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     pub user_id: Option<String>,

@@ -35,7 +35,8 @@ use crate::state::AppState;
 /// 404 / 405 answers and the OpenAPI document assembled from the same list.
 pub fn router(state: Arc<AppState>) -> Router {
     let (router, doc) = documented_routes(state.config.server.dev_endpoints).split_for_parts();
-    let doc = ServedDocument(Arc::new(openapi::with_openapi_path_templates(doc)));
+    let doc = openapi::with_request_refusals(openapi::with_openapi_path_templates(doc));
+    let doc = ServedDocument(Arc::new(doc));
     let routes = router
         // Envoy appends the original path: a request for `/` is checked at
         // `/v1/ext-authz/`, which `/v1/ext-authz/{*rest}` does not match.

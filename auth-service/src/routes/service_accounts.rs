@@ -54,6 +54,7 @@ pub struct PublicKeyRequest {
 
 /// A change of a service account's credentials.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialChange {
     /// `true`: also kill every token the account holds (the credential

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::common::*;
 
@@ -202,4 +202,142 @@ async fn bearer_operations_document_401_and_403() {
         }
     }
     assert!(missing.is_empty(), "undocumented refusals: {missing:#?}");
+}
+
+/// A parameter is documented where the service reads it: the path
+/// parameters are exactly the `{…}` segments of the path, so every other
+/// one (`limit`, `after`, `email`, `user_id`, `revoke_tokens`, `to`) is a
+/// query parameter, as the handlers read them. A client generated from the
+/// document otherwise cannot send them (no `{revoke_tokens}` in the path to
+/// put `true` into: a leaked secret rotated without ending its tokens).
+#[tokio::test]
+async fn parameters_are_documented_where_the_service_reads_them() {
+    let app = spawn_app_with(|c| c.server.dev_endpoints = true).await;
+    let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let mut misplaced = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let segments: BTreeSet<&str> = path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+            .collect();
+        for (method, op) in item.as_object().unwrap() {
+            let in_path: BTreeSet<&str> = op["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["in"] == "path")
+                .filter_map(|p| p["name"].as_str())
+                .collect();
+            if in_path != segments {
+                misplaced.push(format!("{method} {path}: path parameters {in_path:?}"));
+            }
+        }
+    }
+    assert!(misplaced.is_empty(), "{misplaced:#?}");
+    // And the service reads them from the query.
+    let admin = app.admin("admin@example.com").await;
+    let r = app
+        .authed(
+            Method::GET,
+            "/v1/admin/users?limit=1&email=admin@example.com",
+            &admin,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// The refusals of a body are documented on every operation that takes
+/// one, with the answer the service gives: a body of the wrong type (415
+/// for a JSON operation), one that does not fit (400) and one past
+/// `server.body_limit_bytes` (413), sent by an admin so that the body is
+/// what is judged.
+#[tokio::test]
+async fn every_refusal_of_a_body_is_documented() {
+    let app = spawn_app().await;
+    let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let admin = app.admin("admin@example.com").await;
+    let oversize = format!("{{\"a\":\"{}\"}}", "x".repeat(64 * 1024));
+    let mut undocumented = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let Some(content) = op["requestBody"]["content"].as_object() else {
+                continue;
+            };
+            let media = content.keys().next().unwrap().clone();
+            let url = path.replace("{client_id}", "nobody");
+            for (body, content_type) in [
+                ("x".to_owned(), "text/plain"),
+                ("{\"not_a_field\":1}".to_owned(), media.as_str()),
+                (oversize.clone(), media.as_str()),
+            ] {
+                let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap();
+                let r = app
+                    .authed(method.clone(), &url, &admin)
+                    .header("content-type", content_type)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status().as_str().to_owned();
+                if !op["responses"][&status].is_object() {
+                    undocumented.push(format!("{method} {path} ({content_type}): {status}"));
+                }
+            }
+        }
+    }
+    assert!(undocumented.is_empty(), "{undocumented:#?}");
+}
+
+/// Sign-up's throttle, 429 with `Retry-After` past `throttle.ip_max_signups`
+/// from one address, is documented: a client built from the document
+/// otherwise has no word to wait on.
+#[tokio::test]
+async fn the_sign_up_throttle_is_documented() {
+    let app = spawn_app_with(|c| c.throttle.ip_max_signups = 1).await;
+    let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let mut statuses = Vec::new();
+    for i in 0..2 {
+        let body = json!({"email": format!("s{i}@example.com"), "password": PASSWORD});
+        statuses.push(app.post("/v1/auth/signup", body).await.status().as_u16());
+    }
+    assert_eq!(statuses, [201, 429]);
+    let documented = &doc["paths"]["/v1/auth/signup"]["post"]["responses"];
+    assert!(documented["429"].is_object(), "{documented}");
+}
+
+/// A query the service refuses (a parameter it does not know, a value of
+/// the wrong type: 400 `invalid_request`) is documented on every operation
+/// that reads one.
+#[tokio::test]
+async fn every_refusal_of_a_query_is_documented() {
+    let app = spawn_app_with(|c| c.server.dev_endpoints = true).await;
+    let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let admin = app.admin("admin@example.com").await;
+    let mut undocumented = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let reads_query = op["parameters"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|p| p["in"] == "query"));
+            if !reads_query {
+                continue;
+            }
+            let url = path
+                .replace("{client_id}", "nobody")
+                .replace("{user_id}", "nobody");
+            let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap();
+            let r = app
+                .authed(method.clone(), &format!("{url}?not_a_parameter=1"), &admin)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_str().to_owned();
+            if !op["responses"][&status].is_object() {
+                undocumented.push(format!("{method} {path}: {status}"));
+            }
+        }
+    }
+    assert!(undocumented.is_empty(), "{undocumented:#?}");
 }

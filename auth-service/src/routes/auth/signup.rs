@@ -177,7 +177,8 @@ async fn send_first_verification(
 /// already registered gets the same 201 (with an id that leads nowhere) and
 /// its owner a notice, so sign-up does not reveal who has an account.
 #[utoipa::path(post, path = "/v1/auth/signup", tag = "auth", request_body = Credentials,
-    responses((status = 201, body = SignupResponse), (status = 400, body = ErrorBody)))]
+    responses((status = 201, body = SignupResponse), (status = 400, body = ErrorBody),
+              (status = 429, body = ErrorBody, description = "`too_many_attempts`: the client address reached `throttle.ip_max_signups`; retry after `Retry-After`")))]
 pub async fn signup(
     State(state): State<Arc<AppState>>,
     client: Client,
