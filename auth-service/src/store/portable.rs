@@ -452,7 +452,7 @@ macro_rules! impl_store {
             }
 
             async fn prune_signin_failures(&self, now: i64, before: i64) -> StoreResult<u64> {
-                let r = sqlx::query("DELETE FROM signin_throttle WHERE locked_until <= $1 AND last_failure < $2")
+                let r = sqlx::query(crate::store::maintenance::SIGNIN_FAILURES)
                     .bind(now)
                     .bind(before)
                     .execute(self.writer())
@@ -845,7 +845,7 @@ macro_rules! impl_store {
             }
 
             async fn prune_mail_budget(&self, before: i64) -> StoreResult<u64> {
-                let r = sqlx::query("DELETE FROM mail_budget WHERE window_start < $1").bind(before).execute(self.writer()).await?;
+                let r = sqlx::query(crate::store::maintenance::MAIL_BUDGET).bind(before).execute(self.writer()).await?;
                 Ok(r.rows_affected())
             }
 
@@ -914,16 +914,7 @@ macro_rules! impl_store {
             }
 
             async fn prune_sessions(&self, ended_before: i64) -> StoreResult<u64> {
-                // Nothing still needs a session that ended before `ended_before`
-                // once no refresh-token record (its rotation history, whose reuse
-                // it judges) and no access-token record (the expiry its revocation
-                // is kept until) names it: a refresh token of it found by its tag
-                // alone is refused as unknown, a token of it as revoked.
-                let r = sqlx::query(
-                    "DELETE FROM sessions WHERE (expires_at < $1 OR revoked_at < $1) \
-                     AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.session_id = sessions.id) \
-                     AND NOT EXISTS (SELECT 1 FROM access_tokens a WHERE a.session_id = sessions.id)",
-                )
+                let r = sqlx::query(crate::store::maintenance::ENDED_SESSIONS)
                 .bind(ended_before)
                 .execute(self.writer())
                 .await?;
@@ -931,7 +922,7 @@ macro_rules! impl_store {
             }
 
             async fn prune_audit(&self, before: i64) -> StoreResult<u64> {
-                let r = sqlx::query("DELETE FROM audit_log WHERE at < $1").bind(before).execute(self.writer()).await?;
+                let r = sqlx::query(crate::store::maintenance::AUDIT).bind(before).execute(self.writer()).await?;
                 Ok(r.rows_affected())
             }
 
@@ -1067,18 +1058,7 @@ macro_rules! impl_store {
                 // tables could deadlock on Postgres with a write that takes the same
                 // rows in another order (a password reset: the user's links, then
                 // their challenges).
-                for sql in [
-                    "DELETE FROM challenges WHERE expires_at <= $1",
-                    "DELETE FROM one_time_tokens WHERE expires_at <= $1",
-                    "DELETE FROM refresh_tokens WHERE expires_at <= $1",
-                    "DELETE FROM dpop_proofs WHERE expires_at <= $1",
-                    "DELETE FROM client_assertion_jtis WHERE expires_at <= $1",
-                    // A guard row back at its start (after a right code) says no
-                    // more than no row. Every other one stays: a count of wrong
-                    // codes lasts until a right one (there is no window), and the
-                    // count of lockouts makes the next lock as long as the last.
-                    "DELETE FROM second_factor_guard WHERE attempts = 0 AND lockouts = 0 AND locked_until <= $1",
-                ] {
+                for sql in crate::store::maintenance::EXPIRED {
                     sqlx::query(sql).bind(now).execute(self.writer()).await?;
                 }
                 Ok(())

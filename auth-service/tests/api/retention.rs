@@ -352,3 +352,63 @@ async fn ended_sessions_and_idle_second_factor_guards_are_pruned() {
     let r = refresh_with_device(&app, &live.refresh, Some(&live.device)).await;
     assert_eq!(r.status(), 200);
 }
+
+/// The plan `sql` would run with, one line per step: SQLite's `EXPLAIN QUERY
+/// PLAN` details, or PostgreSQL's `EXPLAIN` with sequential scans priced out
+/// (on a near-empty table a scan is cheapest; it must still be avoidable).
+async fn query_plan(app: &TestApp, sql: &str) -> Vec<String> {
+    let url = secrecy::ExposeSecret::expose_secret(&app.state.config.database.url).to_owned();
+    let params = (1..=9).filter(|n| sql.contains(&format!("${n}"))).count();
+    if app.database_url.is_some() {
+        use sqlx::Connection;
+        let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::query("SET enable_seqscan = off")
+            .execute(&mut db)
+            .await
+            .unwrap();
+        let explain = format!("EXPLAIN {sql}");
+        let mut q = sqlx::query_scalar::<_, String>(&explain);
+        for _ in 0..params {
+            q = q.bind(0_i64);
+        }
+        q.fetch_all(&mut db).await.unwrap()
+    } else {
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let explain = format!("EXPLAIN QUERY PLAN {sql}");
+        let mut q = sqlx::query_as::<_, (i64, i64, i64, String)>(&explain);
+        for _ in 0..params {
+            q = q.bind(0_i64);
+        }
+        let plan = q.fetch_all(&pool).await.unwrap();
+        pool.close().await;
+        plan.into_iter().map(|(_, _, _, detail)| detail).collect()
+    }
+}
+
+/// Finding: the maintenance task (every `maintenance.interval_secs`, 30 s
+/// by default) deleted ended sessions, expired refresh tokens, reset links,
+/// sign-in challenges, idle sign-in failure counts and mail budgets by reading
+/// every row of their tables. Sessions and refresh tokens grow with the
+/// users, failure counts with an attack from many addresses; on SQLite each
+/// such read holds the one write lock, stalling every sign-in and refresh
+/// behind it. Each delete now finds its rows through an index.
+#[tokio::test]
+async fn maintenance_deletes_read_no_whole_table() {
+    let app = spawn_app().await;
+    let mut scans = Vec::new();
+    for sql in authflow_auth_service::store::maintenance::ALL {
+        let plan = query_plan(&app, sql).await;
+        assert!(!plan.is_empty(), "no plan for {sql}");
+        if plan
+            .iter()
+            .any(|step| step.starts_with("SCAN ") || step.contains("Seq Scan"))
+        {
+            scans.push(format!("{sql}:\n  {}", plan.join("\n  ")));
+        }
+    }
+    assert!(
+        scans.is_empty(),
+        "maintenance deletes that read a whole table:\n{}",
+        scans.join("\n")
+    );
+}
