@@ -53,10 +53,14 @@ const UNKNOWN_REFRESH_TOKEN: &str = "unknown refresh token";
 const REPLACED_LISTED: u32 = 8;
 
 /// Whether a refresh token rotated (`used_at`) is, at `now`, still within
-/// [`REFRESH_REUSE_GRACE_SECS`]. A rotation stamped ahead of `now` (another
-/// instance's clock) counts as just rotated.
+/// [`REFRESH_REUSE_GRACE_SECS`]. A rotation stamped ahead of `now` by less
+/// than the clock difference allowed between instances counts as just
+/// rotated; one stamped further ahead (a clock stepped forward) does not:
+/// it would hide the owner's reuse, and leave the session to whoever
+/// rotated, for as long as the stamp is ahead.
 pub fn within_reuse_grace(used_at: i64, now: i64) -> bool {
-    now.saturating_sub(used_at) < REFRESH_REUSE_GRACE_SECS
+    let ahead = i64::try_from(crate::clock::INSTANCE_CLOCK_MARGIN_SECS).unwrap_or(i64::MAX);
+    (-ahead..REFRESH_REUSE_GRACE_SECS).contains(&now.saturating_sub(used_at))
 }
 
 pub fn feed_expiry(state: &AppState, now: i64) -> i64 {
@@ -587,5 +591,12 @@ mod tests {
             within_reuse_grace(rotated, rotated - 5),
             "stamped by an instance whose clock is ahead"
         );
+        let margin = crate::clock::INSTANCE_CLOCK_MARGIN_SECS as i64;
+        assert!(within_reuse_grace(rotated, rotated - margin));
+        assert!(
+            !within_reuse_grace(rotated, rotated - margin - 1),
+            "stamped by a clock stepped forward, past what instances may differ by"
+        );
+        assert!(!within_reuse_grace(i64::MAX, i64::MIN));
     }
 }

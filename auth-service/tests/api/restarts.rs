@@ -112,6 +112,44 @@ async fn reuse_detection_holds_across_a_restart_and_at_the_grace_boundary() {
     assert_eq!(ext_authz(&again, &access).await, 401);
 }
 
+/// A rotation stamped far ahead of this instance's clock: the instance that
+/// rotated had its clock stepped forward (a bad time source, a VM resumed
+/// with a wrong clock), or a thief who holds the refresh token and device
+/// secret refreshed there first (its `Date` header tells it apart). Only an
+/// instance ahead by less than the margin instances are allowed to differ
+/// by makes a rotation "just rotated" before it happens: one stamped an
+/// hour ahead must not hide the owner's reuse for that hour, leaving the
+/// session to whoever rotated.
+#[tokio::test]
+async fn a_rotation_stamped_far_ahead_does_not_hide_reuse() {
+    let app = spawn_app().await;
+    app.verified_user("ahead@example.com").await;
+    let t = app.signin("ahead@example.com", PASSWORD).await;
+    let r = refresh_with_device(&app, &t.refresh, Some(&t.device)).await;
+    assert_eq!(r.status(), 200);
+    let hash = authflow_auth_service::domain::hash_secret(&t.refresh);
+    let ahead = now() + 3600;
+    run_sql(
+        &app,
+        &[&format!(
+            "UPDATE refresh_tokens SET used_at = {ahead} WHERE hash = '{hash}'"
+        )],
+    )
+    .await;
+    let r = refresh_with_device(&app, &t.refresh, Some(&t.device)).await;
+    let why = invalid_grant(r).await;
+    assert!(why.contains("reuse"), "{why}");
+    assert!(app
+        .state
+        .store
+        .session(&t.session)
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_some());
+}
+
 /// A key rotated just before a restart (still in its publish lead): the
 /// restarted instance publishes both, keeps verifying the old key's tokens
 /// once its private half is deleted, and signs with the new key from its
