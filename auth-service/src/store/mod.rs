@@ -637,16 +637,26 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
         feed_expires_at: i64,
     ) -> StoreResult<Option<String>>;
-    /// Writes a new pending TOTP secret, only while what the enrolment was
-    /// proven against still holds (`proven`); false when it no longer does.
+    /// Writes a new pending TOTP secret, begun by session `session_id`,
+    /// only while what the enrolment was proven against still holds
+    /// (`proven`); false when it no longer does.
     async fn set_totp_pending(
         &self,
         user_id: &str,
         secret: &str,
+        session_id: &str,
         proven: EnrolmentProof<'_>,
     ) -> StoreResult<bool>;
-    /// Moves the pending secret to the confirmed one and records `step` as used.
-    async fn confirm_totp(&self, user_id: &str, secret: &str, step: i64) -> StoreResult<bool>;
+    /// Moves the pending secret to the confirmed one and records `step` as
+    /// used, only for the session that began the enrolment: false for any
+    /// other, or when the pending secret is no longer `secret`.
+    async fn confirm_totp(
+        &self,
+        user_id: &str,
+        secret: &str,
+        session_id: &str,
+        step: i64,
+    ) -> StoreResult<bool>;
     /// Removes the confirmed and any pending TOTP secret, only while
     /// `authenticator` (the secret whose code proved the request, or the one
     /// an admin's removal read) is still the account's (compared under the

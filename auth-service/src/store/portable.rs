@@ -504,7 +504,7 @@ macro_rules! impl_store {
                 Ok(r.rows_affected() == 1)
             }
 
-            async fn set_totp_pending(&self, user_id: &str, secret: &str, proven: EnrolmentProof<'_>) -> StoreResult<bool> {
+            async fn set_totp_pending(&self, user_id: &str, secret: &str, session_id: &str, proven: EnrolmentProof<'_>) -> StoreResult<bool> {
                 let sealed = self.seal(&totp_purpose(user_id), secret.as_bytes())?;
                 // The row locked: what the proof saw (the password's version, the
                 // authenticator or its absence) is compared, then the secret written.
@@ -517,8 +517,9 @@ macro_rules! impl_store {
                 if version != proven.password_version || current.as_deref() != proven.authenticator.map(str::as_bytes) {
                     return Ok(false);
                 }
-                sqlx::query("UPDATE users SET totp_pending = $1 WHERE id = $2")
+                sqlx::query("UPDATE users SET totp_pending = $1, totp_pending_session = $2 WHERE id = $3")
                     .bind(sealed)
+                    .bind(session_id)
                     .bind(user_id)
                     .execute(&mut *tx)
                     .await?;

@@ -379,7 +379,7 @@ super::portable::impl_store! {
         Ok(())
     }
 
-    async fn confirm_totp(&self, user_id: &str, secret: &str, step: i64) -> StoreResult<bool> {
+    async fn confirm_totp(&self, user_id: &str, secret: &str, session_id: &str, step: i64) -> StoreResult<bool> {
         // Sealed values differ on every write: open the pending secret (row
         // locked), compare, then move exactly the sealed value compared.
         let mut tx = self.begin_write().await?;
@@ -394,11 +394,12 @@ super::portable::impl_store! {
         }
         let r = sqlx::query(
             "UPDATE users SET totp_secret = totp_pending, totp_pending = NULL, totp_last_step = $1 \
-             WHERE id = $2 AND totp_pending = $3",
+             WHERE id = $2 AND totp_pending = $3 AND totp_pending_session = $4",
         )
         .bind(step)
         .bind(user_id)
         .bind(&pending)
+        .bind(session_id)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -411,7 +411,7 @@ super::portable::impl_store! {
         Ok(())
     }
 
-    async fn confirm_totp(&self, user_id: &str, secret: &str, step: i64) -> StoreResult<bool> {
+    async fn confirm_totp(&self, user_id: &str, secret: &str, session_id: &str, step: i64) -> StoreResult<bool> {
         // Sealed values differ on every write: compare the opened pending
         // secret, then move exactly the sealed value that was compared.
         let mut tx = self.begin_write().await?;
@@ -426,11 +426,12 @@ super::portable::impl_store! {
         }
         let r = sqlx::query(
             "UPDATE users SET totp_secret = totp_pending, totp_pending = NULL, totp_last_step = ? \
-             WHERE id = ? AND totp_pending = ?",
+             WHERE id = ? AND totp_pending = ? AND totp_pending_session = ?",
         )
         .bind(step)
         .bind(user_id)
         .bind(&pending)
+        .bind(session_id)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -147,7 +147,7 @@ pub async fn enrol(
         password: given(f.password),
         code: given(f.code),
     };
-    match begin_totp_enrollment(&state, &client, &user, &proof).await {
+    match begin_totp_enrollment(&state, &client, &user, &v.claims.sid, &proof).await {
         Ok(enrolment) => enrol_page(
             &state,
             &client,
@@ -178,7 +178,8 @@ pub async fn confirm(
         Ok(user) => user,
         Err(page) => return page,
     };
-    match confirm_totp_enrollment(&state, &client, &user, &Secret::new(f.code)).await {
+    let code = Secret::new(f.code);
+    match confirm_totp_enrollment(&state, &client, &user, &v.claims.sid, &code).await {
         Ok(()) => see_other("/auth/totp/done", &[]),
         Err(e) => {
             // Show the same pending key again, so the person can retry.

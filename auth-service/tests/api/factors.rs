@@ -385,3 +385,54 @@ async fn an_enrolment_left_pending_ends_with_every_session() {
         "the owner's app is still the one"
     );
 }
+
+/// Finding: a pending authenticator enrolment belonged to the account, not
+/// to the session that began it. A thief with a stolen session and one
+/// phished code starts a replacement; the owner ends that session (or it
+/// expires) but not every session, so the enrolment stays pending, and any
+/// later session of the account in the thief's hands switched the thief's
+/// key on with no code from the owner's app. Only the session that began an
+/// enrolment confirms it.
+#[tokio::test]
+async fn only_the_session_that_began_an_enrolment_confirms_it() {
+    let app = spawn_app().await;
+    let email = "pending-session@example.com";
+    app.verified_user(email).await;
+    let owner = app.signin(email, PASSWORD).await;
+    let stolen = app.signin(email, PASSWORD).await;
+    let later = app.signin(email, PASSWORD).await;
+    let (secret, at) = app.enrol_totp(&owner).await;
+
+    // The thief: the stolen session and one phished code start a replacement.
+    let r = app
+        .authed(Method::POST, "/v1/auth/totp/enroll", &stolen)
+        .json(&json!({"code": totp_code(&secret, at + 30)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let thiefs: Value = r.json().await.unwrap();
+    let thiefs = thiefs["secret"].as_str().unwrap().to_owned();
+
+    // Another session of the account cannot switch the thief's key on.
+    let now = authflow_auth_service::clock::now();
+    let r = app
+        .authed(Method::POST, "/v1/auth/totp/confirm", &later)
+        .json(&json!({"code": totp_code(&thiefs, now)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(r, 409).await,
+        "conflict",
+        "an enrolment begun by another session was confirmed"
+    );
+    // The session that began it can.
+    let r = app
+        .authed(Method::POST, "/v1/auth/totp/confirm", &stolen)
+        .json(&json!({"code": totp_code(&thiefs, now)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

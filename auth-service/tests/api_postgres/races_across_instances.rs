@@ -446,7 +446,7 @@ async fn a_removal_proven_by_a_replaced_authenticator_leaves_its_replacement() {
     assert!(app
         .state
         .store
-        .set_totp_pending(&user_id, new, proven)
+        .set_totp_pending(&user_id, new, &owner.session, proven)
         .await
         .unwrap());
     // The thief's removal is let through its code's check and then held

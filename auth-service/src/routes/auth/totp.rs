@@ -158,17 +158,19 @@ pub async fn totp_enroll(
     Json(proof): Json<FactorProof>,
 ) -> ApiResult<axum::Json<TotpEnrollment>> {
     let user = caller_account(&state, &caller).await?;
-    begin_totp_enrollment(&state, &client, &user, &proof)
+    begin_totp_enrollment(&state, &client, &user, &caller.0.claims.sid, &proof)
         .await
         .map(axum::Json)
 }
 
 /// TOTP enrolment for the API and the pages: after a fresh proof, a new
-/// pending secret (confirmed by [`confirm_totp_enrollment`]).
+/// pending secret, which only `session` (the caller's) confirms
+/// ([`confirm_totp_enrollment`]).
 pub async fn begin_totp_enrollment(
     state: &AppState,
     client: &Client,
     user: &User,
+    session: &str,
     proof: &FactorProof,
 ) -> ApiResult<TotpEnrollment> {
     prove_owner(state, client, user, proof).await?;
@@ -194,7 +196,7 @@ pub async fn begin_totp_enrollment(
     };
     if !state
         .store
-        .set_totp_pending(&user.id, &secret, proven)
+        .set_totp_pending(&user.id, &secret, session, proven)
         .await?
     {
         return Err(ApiError::Conflict(
@@ -225,17 +227,19 @@ pub async fn totp_confirm(
     Json(req): Json<CodeRequest>,
 ) -> ApiResult<axum::Json<StatusResponse>> {
     let user = caller_account(&state, &caller).await?;
-    confirm_totp_enrollment(&state, &client, &user, &req.code).await?;
+    confirm_totp_enrollment(&state, &client, &user, &caller.0.claims.sid, &req.code).await?;
     Ok(axum::Json(StatusResponse {
         status: "totp_enabled",
     }))
 }
 
-/// Confirms the pending TOTP secret with a current code (API and pages).
+/// Confirms the pending TOTP secret with a current code (API and pages), in
+/// the session that began the enrolment.
 pub async fn confirm_totp_enrollment(
     state: &AppState,
     client: &Client,
     user: &User,
+    session: &str,
     code: &Secret,
 ) -> ApiResult<()> {
     let pending = user.totp_pending.clone().ok_or(ApiError::Conflict(
@@ -249,7 +253,11 @@ pub async fn confirm_totp_enrollment(
         return Err(code_refused(state, client, user, "totp_confirm", (now, attempt.number)).await);
     };
     attempt.accepted(state).await?;
-    if !state.store.confirm_totp(&user.id, &pending, step).await? {
+    if !state
+        .store
+        .confirm_totp(&user.id, &pending, session, step)
+        .await?
+    {
         return Err(ApiError::Conflict("the enrolment changed; enroll again"));
     }
     // A right code, as at sign-in: the count of wrong ones starts again.
