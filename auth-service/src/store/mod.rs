@@ -6,6 +6,7 @@
 //! the same transaction, so the feed can never miss a revocation that was
 //! acknowledged.
 
+pub mod by_user;
 pub mod maintenance;
 mod page;
 mod pg_connect;

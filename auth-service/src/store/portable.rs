@@ -927,6 +927,17 @@ macro_rules! impl_store {
                 Ok(r.rows_affected())
             }
 
+            async fn audit_log(&self, user_id: Option<&str>, limit: u32) -> StoreResult<Vec<AuditEntry>> {
+                // Two statements, not one with `($1 IS NULL OR user_id = $1)`: SQLite
+                // (and a generic plan on Postgres) read that one through the whole
+                // table, newest first, for a user with few rows.
+                let query = match user_id {
+                    Some(user_id) => sqlx::query_as(crate::store::by_user::AUDIT_OF_USER).bind(user_id),
+                    None => sqlx::query_as(crate::store::by_user::AUDIT_NEWEST),
+                };
+                query.bind(i64::from(limit)).fetch_all(self.reader()).await.map_err(StoreError::from)
+            }
+
             async fn audit(&self, e: &AuditEntry) -> StoreResult<()> {
                 self.audit_started(e).await.map(drop)
             }
@@ -1125,13 +1136,13 @@ macro_rules! impl_store {
                 // user's other reset links, and sign-ins waiting for their code. Only
                 // the live ones: the expired ones are the maintenance prune's, which
                 // must find no row locked here in another order (a deadlock on Postgres).
-                sqlx::query("UPDATE one_time_tokens SET used_at = $1 WHERE user_id = $2 AND purpose = $3 AND used_at IS NULL AND expires_at > $1")
+                sqlx::query(crate::store::by_user::USE_UP_LINKS_FOR)
                     .bind(now)
                     .bind(&user_id)
                     .bind(TokenPurpose::ResetPassword.as_str())
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query("UPDATE challenges SET consumed_at = $1 WHERE user_id = $2 AND consumed_at IS NULL AND expires_at > $1")
+                sqlx::query(crate::store::by_user::CONSUME_CHALLENGES)
                     .bind(now)
                     .bind(&user_id)
                     .execute(&mut *tx)
@@ -1165,12 +1176,12 @@ macro_rules! impl_store {
                 .bind(&id)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query("UPDATE one_time_tokens SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL AND expires_at > $1")
+                sqlx::query(crate::store::by_user::USE_UP_LINKS)
                     .bind(now)
                     .bind(&id)
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query("UPDATE challenges SET consumed_at = $1 WHERE user_id = $2 AND consumed_at IS NULL AND expires_at > $1")
+                sqlx::query(crate::store::by_user::CONSUME_CHALLENGES)
                     .bind(now)
                     .bind(&id)
                     .execute(&mut *tx)

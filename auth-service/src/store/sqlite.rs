@@ -669,16 +669,4 @@ super::portable::impl_store! {
         .await?;
         Ok(sent <= i64::from(max))
     }
-
-    async fn audit_log(&self, user_id: Option<&str>, limit: u32) -> StoreResult<Vec<AuditEntry>> {
-        sqlx::query_as(
-            "SELECT at, event, outcome, user_id, email, ip, user_agent, detail FROM audit_log \
-             WHERE (?1 IS NULL OR user_id = ?1) ORDER BY id DESC LIMIT ?2",
-        )
-        .bind(user_id)
-        .bind(i64::from(limit))
-        .fetch_all(&self.read)
-        .await
-        .map_err(StoreError::from)
-    }
 }

@@ -356,22 +356,30 @@ async fn ended_sessions_and_idle_second_factor_guards_are_pruned() {
 /// The plan `sql` would run with, one line per step: SQLite's `EXPLAIN QUERY
 /// PLAN` details, or PostgreSQL's `EXPLAIN` with sequential scans priced out
 /// (on a near-empty table a scan is cheapest; it must still be avoidable).
+/// On PostgreSQL every parameter is `'0'`, which the server reads as the
+/// type it infers for it (a number, a text, a boolean).
 async fn query_plan(app: &TestApp, sql: &str) -> Vec<String> {
     let url = secrecy::ExposeSecret::expose_secret(&app.state.config.database.url).to_owned();
     let params = (1..=9).filter(|n| sql.contains(&format!("${n}"))).count();
     if app.database_url.is_some() {
         use sqlx::Connection;
         let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
-        sqlx::query("SET enable_seqscan = off")
-            .execute(&mut db)
+        sqlx::raw_sql(&format!(
+            "SET enable_seqscan = off; PREPARE planned AS {sql}"
+        ))
+        .execute(&mut db)
+        .await
+        .unwrap();
+        let values = vec!["'0'"; params].join(", ");
+        let execute = if params == 0 {
+            "EXECUTE planned".to_owned()
+        } else {
+            format!("EXECUTE planned({values})")
+        };
+        sqlx::query_scalar::<_, String>(&format!("EXPLAIN {execute}"))
+            .fetch_all(&mut db)
             .await
-            .unwrap();
-        let explain = format!("EXPLAIN {sql}");
-        let mut q = sqlx::query_scalar::<_, String>(&explain);
-        for _ in 0..params {
-            q = q.bind(0_i64);
-        }
-        q.fetch_all(&mut db).await.unwrap()
+            .unwrap()
     } else {
         let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
         let explain = format!("EXPLAIN QUERY PLAN {sql}");
@@ -411,4 +419,65 @@ async fn maintenance_deletes_read_no_whole_table() {
         "maintenance deletes that read a whole table:\n{}",
         scans.join("\n")
     );
+}
+
+/// Finding: a password reset ended the user's other live links and sign-in
+/// challenges by reading every live link and challenge of every user (by
+/// expiry: no index on the user), under SQLite's write lock, and the admin
+/// audit listing for one user (`GET /v1/admin/audit?user_id=`) read the
+/// whole audit log, newest first, when that user had few rows (one
+/// statement for both listings, `($1 IS NULL OR user_id = $1)`). Links grow
+/// with sign-ups (a day each by default), challenges with sign-ins, audit
+/// rows with every request for the retention period. Each statement now
+/// finds the user's rows through an index on the user, and the listing
+/// takes them newest first from it without sorting them all.
+#[tokio::test]
+async fn per_user_statements_read_only_that_users_rows() {
+    let app = spawn_app().await;
+    let mut wrong = Vec::new();
+    for sql in authflow_auth_service::store::by_user::ALL {
+        let plan = query_plan(&app, sql).await;
+        assert!(!plan.is_empty(), "no plan for {sql}");
+        let whole = plan
+            .iter()
+            .any(|step| step.starts_with("SCAN ") || step.contains("Seq Scan"));
+        let by_user = plan
+            .iter()
+            .any(|step| step.contains("(user_id=?") || step.contains("Index Cond: (user_id = "));
+        let sorted = plan.iter().any(|step| {
+            step.contains("TEMP B-TREE")
+                || step.trim_start().starts_with("->  Sort")
+                || step.starts_with("Sort")
+        });
+        if whole || !by_user || sorted {
+            wrong.push(format!("{sql}:\n  {}", plan.join("\n  ")));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "per-user statements that read other users' rows (or sort all of the user's):\n{}",
+        wrong.join("\n")
+    );
+    // The two listings still answer as the one statement did.
+    let now = authflow_auth_service::clock::now();
+    for (user, outcome) in [
+        (Some("u-1"), "first"),
+        (Some("u-2"), "other"),
+        (Some("u-1"), "second"),
+        (None, "anon"),
+    ] {
+        let entry = AuditEntry {
+            at: now,
+            event: "signin".into(),
+            outcome: outcome.into(),
+            user_id: user.map(Into::into),
+            ..AuditEntry::default()
+        };
+        app.state.store.audit(&entry).await.unwrap();
+    }
+    let outcomes = |log: Vec<AuditEntry>| log.into_iter().map(|e| e.outcome).collect::<Vec<_>>();
+    let of_user = app.state.store.audit_log(Some("u-1"), 10).await.unwrap();
+    assert_eq!(outcomes(of_user), ["second", "first"]);
+    let newest = app.state.store.audit_log(None, 2).await.unwrap();
+    assert_eq!(outcomes(newest), ["anon", "second"]);
 }
