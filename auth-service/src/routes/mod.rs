@@ -87,8 +87,8 @@ pub fn with_shared_layers(routes: Router<Arc<AppState>>, state: Arc<AppState>) -
 /// `no-store` for them), TOTP and client secrets, mailed codes (development
 /// outbox) and account data, so no cache keeps anything by default; the
 /// public documents set their own (`public, max-age=…` on the JWKS and the
-/// issuer metadata, `no-cache` on the revocation feed, whose `ETag` /
-/// cursor revalidation answers 304), and the browser pages keep theirs
+/// issuer metadata, `no-cache` on the revocation feed, whose poll
+/// naming the newest cursor (`since`) answers 304), and the browser pages keep theirs
 /// (`web::security_headers`).
 async fn response_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();

@@ -97,12 +97,15 @@ pub async fn feed(
         )
         .await?;
     let no_cache = HeaderValue::from_static("no-cache");
+    // On the 304 too (RFC 9110 §15.4.5): the two encodings of one cursor
+    // are two stored responses to a cache.
+    let vary = (header::VARY, HeaderValue::from_static("accept"));
     Ok(match answer {
         FeedAnswer::NotModified => {
             inc(&state.metrics.feed_not_modified);
             (
                 StatusCode::NOT_MODIFIED,
-                [(header::CACHE_CONTROL, no_cache)],
+                [(header::CACHE_CONTROL, no_cache), vary],
             )
                 .into_response()
         }
@@ -112,7 +115,6 @@ pub async fn feed(
             } else {
                 &state.metrics.feed_deltas
             });
-            let vary = (header::VARY, HeaderValue::from_static("accept"));
             // Encoded once per shared answer (see `FeedBody`).
             if wants_compact(&headers) {
                 let content_type = (

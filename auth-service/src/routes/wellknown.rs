@@ -30,10 +30,16 @@ pub async fn jwks(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Res
     let (body, etag) = state.keys.jwks(now());
     let cache = jwks_cache_control(state.config.keys.publish_lead);
     let etag_value = HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"\""));
+    // Weak comparison (RFC 9110 §13.1.2): a compressing proxy on the way
+    // hands the `ETag` out as `W/"…"`.
     let matches = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+        .is_some_and(|v| {
+            v.split(',')
+                .map(str::trim)
+                .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
+        });
     if matches {
         return (
             StatusCode::NOT_MODIFIED,

@@ -197,3 +197,66 @@ async fn public_documents_keep_their_caching_and_conditional_answers() {
     assert_eq!(r.status(), 304);
     assert_eq!(header(&r, "cache-control"), "no-cache");
 }
+
+/// RFC 9110 §15.4.5: a `304` carries the `Vary` its `200` would, so a cache
+/// freshening a stored feed answer with it keeps the encodings apart (the
+/// compact and the JSON answer of one cursor are two stored responses).
+#[tokio::test]
+async fn a_feed_304_varies_on_accept_as_its_200_does() {
+    let app = spawn_app().await;
+    let r = app.get("/v1/revocations").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "vary"), "accept");
+    let cursor = r.json::<Value>().await.unwrap()["cursor"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for accept in [
+        "application/json",
+        "application/vnd.authflow.revocations.v1",
+    ] {
+        let r = app
+            .http
+            .get(app.url("/v1/revocations"))
+            .query(&[("since", cursor.as_str())])
+            .header("accept", accept)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 304, "{accept}");
+        assert_eq!(header(&r, "vary"), "accept", "{accept}");
+        assert_eq!(header(&r, "cache-control"), "no-cache", "{accept}");
+    }
+}
+
+/// RFC 9110 §13.1.2: `If-None-Match` compares weakly. A compressing proxy
+/// between the service and a verifier (Envoy's compressor, nginx gzip)
+/// hands out the key set's `ETag` weakened (`W/"…"`); sent back, it still
+/// names the set, so the answer is a `304`, not the whole set every time.
+#[tokio::test]
+async fn a_weakened_etag_still_revalidates_the_key_set() {
+    let app = spawn_app().await;
+    let r = app.get("/.well-known/jwks.json").await;
+    assert_eq!(r.status(), 200);
+    let etag = header(&r, "etag");
+    for sent in [format!("W/{etag}"), format!("\"other\", W/{etag}")] {
+        let r = app
+            .http
+            .get(app.url("/.well-known/jwks.json"))
+            .header("if-none-match", &sent)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 304, "{sent}");
+        assert_eq!(header(&r, "etag"), etag, "{sent}");
+    }
+    // Another set's validator, weak or not, is no match.
+    let r = app
+        .http
+        .get(app.url("/.well-known/jwks.json"))
+        .header("if-none-match", "W/\"other\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
