@@ -237,16 +237,29 @@ impl Envoy {
     /// A port found free can be taken by another test before Envoy binds it:
     /// then Envoy is started again on other ports (a few times).
     pub fn start_doc(concurrency: u32, doc: impl Fn(u16, u16) -> Value) -> Result<Envoy, String> {
+        Self::start_doc_with(concurrency, &[], doc)
+    }
+
+    /// [`Self::start_doc`] with more command-line arguments for Envoy.
+    pub fn start_doc_with(
+        concurrency: u32,
+        args: &[&str],
+        doc: impl Fn(u16, u16) -> Value,
+    ) -> Result<Envoy, String> {
         let mut tries = 0;
         loop {
-            match Self::start_doc_once(concurrency, &doc) {
+            match Self::start_doc_once(concurrency, args, &doc) {
                 Err(log) if log.contains("Address already in use") && tries < 3 => tries += 1,
                 started => return started,
             }
         }
     }
 
-    fn start_doc_once(concurrency: u32, doc: &impl Fn(u16, u16) -> Value) -> Result<Envoy, String> {
+    fn start_doc_once(
+        concurrency: u32,
+        args: &[&str],
+        doc: &impl Fn(u16, u16) -> Value,
+    ) -> Result<Envoy, String> {
         assert!(
             envoy_bin().exists(),
             "no Envoy at {} (run `make test`, which installs it)",
@@ -276,6 +289,7 @@ impl Envoy {
                 &concurrency.to_string(),
             ])
             .args(["--base-id", &port.to_string()])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
