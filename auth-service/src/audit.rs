@@ -197,10 +197,28 @@ pub async fn record(
     user_id: Option<&str>,
     email: Option<&str>,
 ) {
-    let entry = entry(client, event, outcome, user_id, email);
+    record_with(state, client, (event, outcome), (user_id, email), None).await;
+}
+
+/// [`record`] with a `detail`: what the row is about beyond the account
+/// (the sessions it started or ended), text of the service's own.
+pub async fn record_with(
+    state: &AppState,
+    client: Option<&Client>,
+    (event, outcome): (&str, &str),
+    (user_id, email): (Option<&str>, Option<&str>),
+    detail: Option<String>,
+) {
+    let mut entry = entry(client, event, outcome, user_id, email);
+    entry.detail = detail;
     if let Err(e) = state.store.audit(&entry).await {
         tracing::warn!(error = %e, event, "audit write failed");
     }
+}
+
+/// Who ran an admin action: the admin and the session it acted in.
+pub fn by_admin(admin: &crate::tokens::Verified) -> String {
+    format!("by {} in session {}", admin.sub, admin.claims.sid)
 }
 
 #[cfg(test)]

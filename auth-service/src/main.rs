@@ -493,10 +493,16 @@ async fn create_user(
             Err(e) => Err(e.to_string()),
         }
     };
+    // Audited under the account it changes: the unverified one holding the
+    // address (given this password and these roles) when there is one.
+    let audited = match store.user_by_email(&user.email).await {
+        Ok(Some(held)) if !held.email_verified && held.banned_at.is_none() => held.id,
+        _ => user.id.clone(),
+    };
     let user_id = cli_privileged(
         store.as_ref(),
         ("cli_user_create", &format!("roles={}", roles.join(","))),
-        (Some(&user.id), Some(&user.email)),
+        (Some(&audited), Some(&user.email)),
         create,
         |id| {
             if *id == user.id {

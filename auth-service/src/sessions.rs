@@ -553,19 +553,22 @@ async fn reuse_detected(
     now: i64,
 ) -> ApiError {
     if let Err(e) = crate::dpop::accept(state, proof, now).await {
+        // A copy of the owner's request: its sender holds the token and the device secret.
+        if matches!(e, ApiError::InvalidDpopProof(_)) {
+            record_refused(state, client, "replayed_dpop_proof", &session.user_id).await;
+        }
         return e;
     }
     inc(&state.metrics.refresh_reuse);
     if let Err(e) = revoke_session(state, &session.id, "refresh_token_reuse").await {
         return e;
     }
-    audit::record(
+    audit::record_with(
         state,
         Some(client),
-        "refresh",
-        "reuse_detected_session_revoked",
-        Some(&session.user_id),
-        None,
+        ("refresh", "reuse_detected_session_revoked"),
+        (Some(&session.user_id), None),
+        Some(format!("session {}", session.id)),
     )
     .await;
     ApiError::InvalidGrant("refresh token reuse detected; the session is revoked")

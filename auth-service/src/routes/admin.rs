@@ -253,7 +253,7 @@ pub async fn ban(
     audit::privileged(
         &state,
         &client,
-        ("admin_ban", &format!("by {}", admin.sub)),
+        ("admin_ban", &audit::by_admin(&admin)),
         (Some(&user.id), Some(&user.email)),
         ban,
         |_| "done".into(),
@@ -279,7 +279,7 @@ pub async fn unban(
     audit::privileged(
         &state,
         &client,
-        ("admin_unban", &format!("by {}", admin.sub)),
+        ("admin_unban", &audit::by_admin(&admin)),
         (Some(&user.id), Some(&user.email)),
         unban,
         |_| "done".into(),
@@ -321,7 +321,7 @@ pub async fn remove_totp(
     audit::privileged(
         &state,
         &client,
-        ("admin_totp_remove", &format!("by {}", admin.sub)),
+        ("admin_totp_remove", &audit::by_admin(&admin)),
         (Some(&user.id), Some(&user.email)),
         remove,
         |_| "done".into(),
@@ -397,7 +397,7 @@ pub async fn revoke_token(
         &client,
         (
             "admin_revoke_token",
-            &format!("by {}: jti {}", admin.sub, token.jti),
+            &format!("{}: jti {}", audit::by_admin(&admin), token.jti),
         ),
         (Some(&token.user_id), None),
         revoke,
@@ -450,7 +450,7 @@ pub async fn rotate_keys(
     let kid = audit::privileged(
         &state,
         &client,
-        ("admin_rotate_keys", &format!("by {}", admin.sub)),
+        ("admin_rotate_keys", &audit::by_admin(&admin)),
         (None, None),
         rotate,
         |kid| format!("done: new key {kid}"),

@@ -112,7 +112,7 @@ pub async fn create(
     let (account, secret) = audit::privileged(
         &state,
         &client,
-        ("admin_create_service_account", &format!("by {}", admin.sub)),
+        ("admin_create_service_account", &audit::by_admin(&admin)),
         (audited_subject(&req.client_id).as_deref(), None),
         create,
         |_| "done".into(),
@@ -139,7 +139,7 @@ pub async fn rotate_secret(
     let secret = audit::privileged(
         &state,
         &client,
-        ("admin_rotate_service_secret", &format!("by {}", admin.sub)),
+        ("admin_rotate_service_secret", &audit::by_admin(&admin)),
         (audited_subject(&client_id).as_deref(), None),
         service_accounts::rotate_secret(&state, &client_id, change.revoke_tokens, now()),
         |_| "done".into(),
@@ -174,7 +174,7 @@ pub async fn set_key(
     audit::privileged(
         &state,
         &client,
-        ("admin_set_service_key", &format!("by {}", admin.sub)),
+        ("admin_set_service_key", &audit::by_admin(&admin)),
         (audited_subject(&client_id).as_deref(), None),
         service_accounts::set_public_key(
             &state,
@@ -205,7 +205,7 @@ pub async fn remove_key(
     audit::privileged(
         &state,
         &client,
-        ("admin_remove_service_key", &format!("by {}", admin.sub)),
+        ("admin_remove_service_key", &audit::by_admin(&admin)),
         (audited_subject(&client_id).as_deref(), None),
         service_accounts::set_public_key(&state, &client_id, None, change.revoke_tokens, now()),
         |_| "done".into(),
@@ -229,10 +229,7 @@ pub async fn disable(
     audit::privileged(
         &state,
         &client,
-        (
-            "admin_disable_service_account",
-            &format!("by {}", admin.sub),
-        ),
+        ("admin_disable_service_account", &audit::by_admin(&admin)),
         (audited_subject(&client_id).as_deref(), None),
         service_accounts::disable(&state, &client_id, now()),
         |_| "done".into(),

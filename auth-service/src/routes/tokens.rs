@@ -115,13 +115,12 @@ pub async fn logout(
     Caller(caller): Caller,
 ) -> ApiResult<axum::Json<LogoutResponse>> {
     let revoked = sessions::revoke_session(&state, &caller.claims.sid, "logout").await?;
-    audit::record(
+    audit::record_with(
         &state,
         Some(&client),
-        "logout",
-        "success",
-        Some(&caller.sub),
-        None,
+        ("logout", "success"),
+        (Some(&caller.sub), None),
+        Some(format!("session {}", caller.claims.sid)),
     )
     .await;
     Ok(axum::Json(LogoutResponse {

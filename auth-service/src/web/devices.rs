@@ -107,13 +107,12 @@ pub async fn logout_one(
         if let Err(e) = sessions::revoke_session(&state, &f.session, "logout_device").await {
             return failed("Your devices", &e);
         }
-        audit::record(
+        audit::record_with(
             &state,
             Some(&client),
-            "logout_device",
-            "success",
-            Some(&v.sub),
-            None,
+            ("logout_device", "success"),
+            (Some(&v.sub), None),
+            Some(format!("session {} by session {}", f.session, v.claims.sid)),
         )
         .await;
     }

@@ -364,13 +364,12 @@ pub async fn logout(
     if let Err(e) = sessions::revoke_session(&state, &v.claims.sid, "logout").await {
         return failed("Log out", &e);
     }
-    audit::record(
+    audit::record_with(
         &state,
         Some(&client),
-        "logout",
-        "success",
-        Some(&v.sub),
-        None,
+        ("logout", "success"),
+        (Some(&v.sub), None),
+        Some(format!("session {}", v.claims.sid)),
     )
     .await;
     see_other(SIGNIN_PATH, &cookies::cleared_session())

@@ -1040,6 +1040,35 @@ async fn an_admin_action_without_its_audit_row_does_not_happen() {
     assert!(account.is_none(), "created without an audit row");
 }
 
+/// An admin action's row names the admin's session as well as the admin:
+/// with the admin signed in on several devices (or one of its sessions
+/// stolen), `by <sub>` alone did not tell which session acted, nor which
+/// one to end.
+#[tokio::test]
+async fn an_admin_actions_row_names_the_admins_session() {
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    let user_id = app.verified_user("banned@example.com").await;
+    let r = app
+        .authed(
+            Method::POST,
+            &format!("/v1/admin/users/{user_id}/ban"),
+            &admin,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let log = app
+        .state
+        .store
+        .audit_log(Some(&user_id), 100)
+        .await
+        .unwrap();
+    let ban = log.iter().find(|e| e.event == "admin_ban").unwrap();
+    assert!(ban.outcome.contains(&admin.session), "{ban:?}");
+}
+
 /// Each admin action's row says what became of it: `done`, or the error
 /// it was refused with.
 #[tokio::test]

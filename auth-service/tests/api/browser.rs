@@ -862,6 +862,42 @@ async fn logout_clears_the_cookies_and_ends_the_session() {
     );
 }
 
+/// Ending one of the account's other sessions from the devices page is
+/// audited with which session ended and which session ended it: the row
+/// named only the account, so after a stolen session signed its owner's
+/// devices out, the trail could not tell which session did it, nor which
+/// were ended by it and which by their owner.
+#[tokio::test]
+async fn a_device_logout_is_audited_with_both_sessions() {
+    let app = spawn_app().await;
+    let mut phone = Browser::new(&app);
+    phone.sign_up_and_in(&app, "three@example.com", "/").await;
+    let mut laptop = Browser::new(&app);
+    laptop.sign_in(&app, "three@example.com", "/").await;
+    let sid = |b: &Browser| {
+        claims(&b.cookie(ACCESS).unwrap().value)["sid"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (phone_sid, laptop_sid) = (sid(&phone), sid(&laptop));
+    let page = laptop.get("/auth/devices").await;
+    let r = laptop
+        .post(
+            "/auth/devices/logout",
+            &[("session", &phone_sid), ("csrf", &page.csrf())],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let log = app.state.store.audit_log(None, 100).await.unwrap();
+    let row = log.iter().find(|e| e.event == "logout_device").unwrap();
+    let detail = row.detail.as_deref().unwrap_or_default();
+    assert!(
+        detail.contains(&phone_sid) && detail.contains(&laptop_sid),
+        "{row:?}"
+    );
+}
+
 #[tokio::test]
 async fn devices_log_out_one_and_everywhere() {
     let app = spawn_app().await;

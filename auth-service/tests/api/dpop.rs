@@ -492,6 +492,32 @@ async fn a_replayed_refresh_request_cannot_end_a_bound_session() {
     );
 }
 
+/// A copy of a bound session's refresh request, replayed (its refresh
+/// token, device secret and proof seen in a log or a proxy) is refused, and
+/// audited under the account: it left no row at all, though whoever sent it
+/// holds the session's refresh token and device secret. The replayed reuse
+/// of a rotated-out token returned before its row; a replayed proof with
+/// the live token was refused without one.
+#[tokio::test]
+async fn a_replayed_refresh_request_is_audited() {
+    let app = spawn_app().await;
+    let user = app.verified_user("ada@example.com").await;
+    let key = DpopKey::es256();
+    let t = app.dpop_signin("ada@example.com", &key).await;
+    let seen = key.proof("POST", &app.htu(REFRESH), None, None);
+    let r = app.refresh_with(&t, Some(seen.clone())).await;
+    assert_eq!(r.status(), 200);
+    age_rotation(&app, &t.refresh, 30).await;
+    let r = app.refresh_with(&t, Some(seen)).await;
+    assert_eq!(error_code(r, 400).await, "invalid_dpop_proof");
+    let log = app.state.store.audit_log(Some(&user), 100).await.unwrap();
+    assert!(
+        log.iter()
+            .any(|e| e.event == "refresh" && e.outcome == "replayed_dpop_proof"),
+        "{log:?}"
+    );
+}
+
 /// A proof is recorded as used only by a request that otherwise succeeds:
 /// whoever has no valid challenge (or code, or refresh token) cannot make
 /// the service write replay rows, and a refused request burns no proof.

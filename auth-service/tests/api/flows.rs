@@ -866,6 +866,43 @@ async fn lockout_with_backoff_for_known_and_unknown_accounts() {
     assert!(log.iter().any(|e| e.outcome == "throttled"));
 }
 
+/// A sign-in refused by an account's lock is audited under that account:
+/// the row named only the address typed, so the account's own trail
+/// (`GET /v1/admin/audit?user_id=`) showed the wrong passwords that locked
+/// it, but not that it was locked, nor its owner's attempts refused since.
+#[tokio::test]
+async fn a_sign_in_refused_by_the_accounts_lock_is_in_that_accounts_trail() {
+    let app = spawn_app_with(|c| c.throttle.account_max_failures = 3).await;
+    let user_id = app.verified_user("ivy@example.com").await;
+    for _ in 0..3 {
+        let r = app
+            .post(
+                "/v1/auth/signin",
+                json!({"email": "ivy@example.com", "password": "wrong password!!"}),
+            )
+            .await;
+        assert_eq!(error_code(r, 401).await, "invalid_credentials");
+    }
+    let r = app
+        .post(
+            "/v1/auth/signin",
+            json!({"email": "ivy@example.com", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(error_code(r, 429).await, "too_many_attempts");
+    let log = app
+        .state
+        .store
+        .audit_log(Some(&user_id), 100)
+        .await
+        .unwrap();
+    assert!(
+        log.iter()
+            .any(|e| e.event == "signin" && e.outcome == "throttled"),
+        "{log:?}"
+    );
+}
+
 #[tokio::test]
 async fn per_address_throttle() {
     let app = spawn_app_with(|c| c.throttle.ip_max_failures = 4).await;

@@ -530,3 +530,47 @@ async fn logout_all(app: &TestApp, t: &Tokens) -> u64 {
         .as_u64()
         .unwrap()
 }
+
+/// Reuse of a refresh token ends its session: the audit row says which.
+/// It named only the account, so with several devices signed in the trail
+/// did not tell which session (which device, which address) the stolen
+/// token was of; a sign-in's own row did not name its session either.
+#[tokio::test]
+async fn the_reuse_row_names_the_session_it_ended() {
+    let app = spawn_app().await;
+    let user = app.verified_user("reused@example.com").await;
+    let _other = app.signin("reused@example.com", PASSWORD).await;
+    let t = app.signin("reused@example.com", PASSWORD).await;
+    let r = refresh_with_device(&app, &t.refresh, Some(&t.device)).await;
+    assert_eq!(r.status(), 200);
+    age_rotation(&app, &t.refresh, 60).await;
+    let r = refresh_with_device(&app, &t.refresh, Some(&t.device)).await;
+    assert_eq!(
+        invalid_grant(r).await,
+        "refresh token reuse detected; the session is revoked"
+    );
+    let log = app.state.store.audit_log(Some(&user), 1000).await.unwrap();
+    let row = log
+        .iter()
+        .find(|e| e.outcome == "reuse_detected_session_revoked")
+        .unwrap();
+    assert!(
+        row.detail
+            .as_deref()
+            .unwrap_or_default()
+            .contains(&t.session),
+        "{row:?}"
+    );
+    let signed_in = log
+        .iter()
+        .find(|e| e.event == "signin_verify" && e.outcome == "success")
+        .unwrap();
+    assert!(
+        signed_in
+            .detail
+            .as_deref()
+            .unwrap_or_default()
+            .contains(&t.session),
+        "{signed_in:?}"
+    );
+}

@@ -75,6 +75,48 @@ async fn an_unverified_sign_up_does_not_keep_the_cli_from_creating_that_address(
     assert_eq!(r.status(), 401);
 }
 
+/// The CLI taking over an unverified account (new password, the admin role)
+/// is audited under that account: the row written first named the id the
+/// command made up for a new user, which no account has, so the audit
+/// listing of the account that became an admin (`?user_id=`) did not show
+/// how it did.
+#[tokio::test]
+async fn the_cli_taking_over_an_unverified_account_is_audited_under_that_account() {
+    let app = spawn_app().await;
+    let r = app
+        .post(
+            "/v1/auth/signup",
+            json!({"email": "root@example.com", "password": "squatter's own passphrase"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let (ok, out) = cli_user_create(
+        &app,
+        "root@example.com",
+        "the operator's passphrase",
+        &["admin"],
+    );
+    assert!(ok, "{out}");
+    let taken = app
+        .state
+        .store
+        .user_by_email("root@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    let log = app
+        .state
+        .store
+        .audit_log(Some(&taken.id), 100)
+        .await
+        .unwrap();
+    assert!(
+        log.iter().any(|e| e.event == "cli_user_create"),
+        "no cli_user_create row for the account that got the admin role: {:?}",
+        app.state.store.audit_log(None, 100).await.unwrap()
+    );
+}
+
 /// A verified address still refuses the CLI (nothing taken from its owner).
 #[tokio::test]
 async fn the_cli_still_refuses_a_verified_address() {

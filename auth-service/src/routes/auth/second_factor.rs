@@ -166,13 +166,12 @@ pub async fn finish_signin(
         _ => SignedInWith::MailedCode,
     };
     let tokens = sessions::start_signed_in(state, &user, client, (dpop_jkt, with), now).await?;
-    audit::record(
+    audit::record_with(
         state,
         Some(client),
-        "signin_verify",
-        "success",
-        Some(&user.id),
-        Some(&user.email),
+        ("signin_verify", "success"),
+        (Some(&user.id), Some(&user.email)),
+        Some(format!("session {}", tokens.session_id)),
     )
     .await;
     Ok(tokens)

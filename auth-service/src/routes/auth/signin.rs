@@ -208,7 +208,8 @@ pub async fn start_signin(
     let attempt = match password_attempt(state, &account, client).await {
         Ok(attempt) => attempt,
         Err(e) => {
-            audit::record_throttled(state, client, "signin", None, Some(email.as_str())).await;
+            let uid = user.as_ref().map(|u| u.id.as_str());
+            audit::record_throttled(state, client, "signin", uid, Some(email.as_str())).await;
             return Err(e);
         }
     };
