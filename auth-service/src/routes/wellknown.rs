@@ -82,7 +82,7 @@ pub async fn openid_configuration(State(state): State<Arc<AppState>>) -> Respons
         "access_token_signing_alg_values_supported": algs,
         "id_token_signing_alg_values_supported": algs,
         "scopes_supported": ["profile"],
-        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "roles", "scope", "dfp", "cnf"],
+        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "roles", "scope", "dfp", "cnf", "client_id"],
         // RFC 9449 §5.1: proofs accepted at the token endpoints.
         "dpop_signing_alg_values_supported": state.config.dpop.algorithms.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
         "service_documentation": format!("{issuer}/openapi.json"),

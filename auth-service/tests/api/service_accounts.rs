@@ -1113,6 +1113,28 @@ async fn discovery_names_the_client_credentials_endpoint_and_its_client_authenti
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+
+    // Every claim the service puts in a token, a service account's or a
+    // user's, is one the document lists (`client_id` was missing).
+    let service = r.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let user = app.signin("root@example.com", PASSWORD).await;
+    let listed: Vec<&str> = meta["claims_supported"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for token in [service.as_str(), user.access.as_str()] {
+        for claim in claims(token).as_object().unwrap().keys() {
+            assert!(
+                listed.contains(&claim.as_str()),
+                "`{claim}` is issued but not in claims_supported {listed:?}"
+            );
+        }
+    }
 }
 
 /// No client enumeration by timing: an unknown client, or one without a key,
