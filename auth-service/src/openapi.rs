@@ -61,8 +61,9 @@ pub fn with_openapi_path_templates(mut doc: utoipa::openapi::OpenApi) -> utoipa:
 /// on an operation that reads a query, 400 one with an unknown parameter or
 /// a value of the wrong type; on one that takes a body, 400 one that does
 /// not parse or fit, 413 one past `server.body_limit_bytes` and, for a JSON
-/// body, 415 one not sent as JSON. A status the operation documents itself
-/// keeps its description.
+/// body, 415 one not sent as JSON; on one behind the bearer scheme, 503
+/// while this instance's revocation list is stale. A status the operation
+/// documents itself keeps its description.
 pub fn with_request_refusals(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
     use utoipa::openapi::path::ParameterIn;
     use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
@@ -85,6 +86,10 @@ pub fn with_request_refusals(mut doc: utoipa::openapi::OpenApi) -> utoipa::opena
             .any(|p| p.parameter_in == ParameterIn::Query);
         let body = op.request_body.as_ref();
         let json = body.is_some_and(|b| b.content.contains_key("application/json"));
+        // A requirement's schemes are private to utoipa; its JSON names them.
+        let bearer = op.security.iter().flatten().any(|requirement| {
+            serde_json::to_value(requirement).is_ok_and(|v| v.get("bearer").is_some())
+        });
         let refusals = [
             (
                 "400",
@@ -100,6 +105,11 @@ pub fn with_request_refusals(mut doc: utoipa::openapi::OpenApi) -> utoipa::opena
                 "415",
                 "`unsupported_media_type`: the body is not sent as `application/json`",
                 json,
+            ),
+            (
+                "503",
+                "`temporarily_unavailable`: this instance's revocation list has gone unsynced past `revocation.max_staleness_secs`, so it vouches for no token; retry after `Retry-After`, or on another instance",
+                bearer,
             ),
         ];
         for (status, description, applies) in refusals {

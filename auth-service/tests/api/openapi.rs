@@ -176,10 +176,11 @@ async fn the_token_endpoints_document_dpop() {
 }
 
 /// Every operation behind the bearer scheme documents the refusals every
-/// such caller can get: 401 (no or a bad token) and 403 (a token without
-/// the right, or a service account's on the user endpoints).
+/// such caller can get: 401 (no or a bad token), 403 (a token without the
+/// right, or a service account's on the user endpoints) and 503 (this
+/// instance's revocation list stale: `admin::an_instance_that_cannot_sync_its_feed_stops_vouching_for_tokens`).
 #[tokio::test]
-async fn bearer_operations_document_401_and_403() {
+async fn bearer_operations_document_401_403_and_503() {
     let app = spawn_app().await;
     let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
     let mut missing = Vec::new();
@@ -194,7 +195,7 @@ async fn bearer_operations_document_401_and_403() {
             if !bearer {
                 continue;
             }
-            for status in ["401", "403"] {
+            for status in ["401", "403", "503"] {
                 if !op["responses"][status].is_object() {
                     missing.push(format!("{method} {path}: {status}"));
                 }
