@@ -903,6 +903,42 @@ async fn a_sign_in_refused_by_the_accounts_lock_is_in_that_accounts_trail() {
     );
 }
 
+/// The same for the second step: a sign-in begun before the account was
+/// locked, refused at `signin/verify` by the lock, left no row at all.
+#[tokio::test]
+async fn a_verification_refused_by_the_accounts_lock_is_in_that_accounts_trail() {
+    let app = spawn_app_with(|c| c.throttle.account_max_failures = 3).await;
+    let user_id = app.verified_user("ivo@example.com").await;
+    let (challenge, _) = app.challenge("ivo@example.com", PASSWORD).await;
+    for _ in 0..3 {
+        let r = app
+            .post(
+                "/v1/auth/signin",
+                json!({"email": "ivo@example.com", "password": "wrong password!!"}),
+            )
+            .await;
+        assert_eq!(error_code(r, 401).await, "invalid_credentials");
+    }
+    let r = app
+        .post(
+            "/v1/auth/signin/verify",
+            json!({"challenge_id": challenge, "code": "000000"}),
+        )
+        .await;
+    assert_eq!(error_code(r, 429).await, "too_many_attempts");
+    let log = app
+        .state
+        .store
+        .audit_log(Some(&user_id), 100)
+        .await
+        .unwrap();
+    assert!(
+        log.iter()
+            .any(|e| e.event == "signin_verify" && e.outcome == "throttled"),
+        "{log:?}"
+    );
+}
+
 #[tokio::test]
 async fn per_address_throttle() {
     let app = spawn_app_with(|c| c.throttle.ip_max_failures = 4).await;

@@ -114,7 +114,13 @@ pub async fn finish_signin(
     if user.password_version != challenge.password_version {
         return Err(ApiError::InvalidCode("unknown or expired challenge"));
     }
-    throttled(state, &user, client).await?;
+    if let Err(e) = throttled(state, &user, client).await {
+        if matches!(e, ApiError::TooManyRequests { .. }) {
+            let (id, email) = (Some(user.id.as_str()), Some(user.email.as_str()));
+            audit::record_throttled(state, client, "signin_verify", id, email).await;
+        }
+        return Err(e);
+    }
     if user.banned_at.is_some() {
         return Err(ApiError::AccountDisabled);
     }
