@@ -182,12 +182,7 @@ async fn ban_unban_revoke_and_sessions() {
         .unwrap();
     assert_eq!(r.status(), 200);
 
-    let log = app
-        .state
-        .store
-        .audit_log(Some(&user_id), 100)
-        .await
-        .unwrap();
+    let log = app.audit_of(&user_id).await;
     for event in ["admin_ban", "admin_unban", "admin_revoke_token"] {
         assert!(log.iter().any(|e| e.event == event), "{event} audited");
     }
@@ -907,12 +902,7 @@ async fn a_refused_admin_call_is_audited() {
     let t = app.signin("mallory@example.com", PASSWORD).await;
     let r = app.ban(&t, &victim).await;
     assert_eq!(error_code(r, 403).await, "insufficient_scope");
-    let log = app
-        .state
-        .store
-        .audit_log(Some(&mallory), 100)
-        .await
-        .unwrap();
+    let log = app.audit_of(&mallory).await;
     let denied = log
         .iter()
         .find(|e| e.event == "admin_denied")
@@ -1049,22 +1039,9 @@ async fn an_admin_actions_row_names_the_admins_session() {
     let app = spawn_app().await;
     let admin = app.admin("root@example.com").await;
     let user_id = app.verified_user("banned@example.com").await;
-    let r = app
-        .authed(
-            Method::POST,
-            &format!("/v1/admin/users/{user_id}/ban"),
-            &admin,
-        )
-        .send()
-        .await
-        .unwrap();
+    let r = app.ban(&admin, &user_id).await;
     assert_eq!(r.status(), 200);
-    let log = app
-        .state
-        .store
-        .audit_log(Some(&user_id), 100)
-        .await
-        .unwrap();
+    let log = app.audit_of(&user_id).await;
     let ban = log.iter().find(|e| e.event == "admin_ban").unwrap();
     assert!(ban.outcome.contains(&admin.session), "{ban:?}");
 }
@@ -1136,7 +1113,7 @@ async fn an_admin_token_from_another_device_is_refused_and_audited() {
 
 /// `user_id`'s audit trail holds a refused admin call `outcome`.
 async fn assert_admin_denied(app: &TestApp, user_id: &str, outcome: &str) {
-    let log = app.state.store.audit_log(Some(user_id), 100).await.unwrap();
+    let log = app.audit_of(user_id).await;
     assert!(
         log.iter()
             .any(|e| e.event == "admin_denied" && e.outcome == outcome),

@@ -155,6 +155,15 @@ impl TestApp {
     }
 
     /// `POST /v1/admin/users/{user_id}/ban` by `admin`.
+    /// The newest hundred audit rows of `user_id`, newest first.
+    pub async fn audit_of(&self, user_id: &str) -> Vec<authflow_auth_service::store::AuditEntry> {
+        self.state
+            .store
+            .audit_log(Some(user_id), 100)
+            .await
+            .unwrap()
+    }
+
     pub async fn ban(&self, admin: &Tokens, user_id: &str) -> reqwest::Response {
         self.authed(
             reqwest::Method::POST,
@@ -448,6 +457,30 @@ pub async fn run_sql(app: &TestApp, statements: &[&str]) {
             sqlx::query(sql).execute(&pool).await.unwrap();
         }
         pool.close().await;
+    }
+}
+
+/// How many rows of `table` match `column = value`, read from the database directly.
+pub async fn rows_where(app: &TestApp, table: &str, column: &str, value: &str) -> i64 {
+    let url = secrecy::ExposeSecret::expose_secret(&app.state.config.database.url).to_owned();
+    let sql = format!("SELECT COUNT(*) FROM {table} WHERE {column} = $1");
+    if app.database_url.is_some() {
+        use sqlx::Connection;
+        let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::query_scalar(&sql)
+            .bind(value)
+            .fetch_one(&mut db)
+            .await
+            .unwrap()
+    } else {
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let n = sqlx::query_scalar(&sql)
+            .bind(value)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        n
     }
 }
 

@@ -510,7 +510,7 @@ async fn a_replayed_refresh_request_is_audited() {
     age_rotation(&app, &t.refresh, 30).await;
     let r = app.refresh_with(&t, Some(seen)).await;
     assert_eq!(error_code(r, 400).await, "invalid_dpop_proof");
-    let log = app.state.store.audit_log(Some(&user), 100).await.unwrap();
+    let log = app.audit_of(&user).await;
     assert!(
         log.iter()
             .any(|e| e.event == "refresh" && e.outcome == "replayed_dpop_proof"),

@@ -147,12 +147,7 @@ async fn an_administrator_removes_a_lost_authenticator() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
-    let log = app
-        .state
-        .store
-        .audit_log(Some(&user_id), 100)
-        .await
-        .unwrap();
+    let log = app.audit_of(&user_id).await;
     assert!(
         log.iter()
             .any(|e| e.event == "admin_totp_remove" && e.detail.as_deref() == Some("done")),
@@ -326,15 +321,7 @@ async fn an_enrolment_left_pending_ends_with_every_session() {
     let (secret, at) = app.enrol_totp(&owner).await;
 
     // The thief: the stolen session and one phished code start a replacement.
-    let r = app
-        .authed(Method::POST, "/v1/auth/totp/enroll", &stolen)
-        .json(&json!({"code": totp_code(&secret, at + 30)}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let thiefs: Value = r.json().await.unwrap();
-    let thiefs = thiefs["secret"].as_str().unwrap().to_owned();
+    let thiefs = begin_replacement(&app, &stolen, totp_code(&secret, at + 30)).await;
 
     // The owner ends every session, then signs in again with the app (a code
     // of the step after the phished one: wait until it is accepted).
@@ -404,15 +391,7 @@ async fn only_the_session_that_began_an_enrolment_confirms_it() {
     let (secret, at) = app.enrol_totp(&owner).await;
 
     // The thief: the stolen session and one phished code start a replacement.
-    let r = app
-        .authed(Method::POST, "/v1/auth/totp/enroll", &stolen)
-        .json(&json!({"code": totp_code(&secret, at + 30)}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let thiefs: Value = r.json().await.unwrap();
-    let thiefs = thiefs["secret"].as_str().unwrap().to_owned();
+    let thiefs = begin_replacement(&app, &stolen, totp_code(&secret, at + 30)).await;
 
     // Another session of the account cannot switch the thief's key on.
     let now = authflow_auth_service::clock::now();
@@ -435,4 +414,18 @@ async fn only_the_session_that_began_an_enrolment_confirms_it() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+}
+
+/// Begins an authenticator replacement in session `t` with a `code` of the
+/// current one; returns the new, pending secret.
+async fn begin_replacement(app: &TestApp, t: &Tokens, code: String) -> String {
+    let r = app
+        .authed(Method::POST, "/v1/auth/totp/enroll", t)
+        .json(&json!({"code": code}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let pending: Value = r.json().await.unwrap();
+    pending["secret"].as_str().unwrap().to_owned()
 }

@@ -872,17 +872,9 @@ async fn lockout_with_backoff_for_known_and_unknown_accounts() {
 /// it, but not that it was locked, nor its owner's attempts refused since.
 #[tokio::test]
 async fn a_sign_in_refused_by_the_accounts_lock_is_in_that_accounts_trail() {
-    let app = spawn_app_with(|c| c.throttle.account_max_failures = 3).await;
+    let app = spawn_app_with(|c| c.throttle.account_max_failures = LOCKING_FAILURES).await;
     let user_id = app.verified_user("ivy@example.com").await;
-    for _ in 0..3 {
-        let r = app
-            .post(
-                "/v1/auth/signin",
-                json!({"email": "ivy@example.com", "password": "wrong password!!"}),
-            )
-            .await;
-        assert_eq!(error_code(r, 401).await, "invalid_credentials");
-    }
+    lock_by_wrong_passwords(&app, "ivy@example.com").await;
     let r = app
         .post(
             "/v1/auth/signin",
@@ -890,35 +882,17 @@ async fn a_sign_in_refused_by_the_accounts_lock_is_in_that_accounts_trail() {
         )
         .await;
     assert_eq!(error_code(r, 429).await, "too_many_attempts");
-    let log = app
-        .state
-        .store
-        .audit_log(Some(&user_id), 100)
-        .await
-        .unwrap();
-    assert!(
-        log.iter()
-            .any(|e| e.event == "signin" && e.outcome == "throttled"),
-        "{log:?}"
-    );
+    assert_throttled_row(&app, &user_id, "signin").await;
 }
 
 /// The same for the second step: a sign-in begun before the account was
 /// locked, refused at `signin/verify` by the lock, left no row at all.
 #[tokio::test]
 async fn a_verification_refused_by_the_accounts_lock_is_in_that_accounts_trail() {
-    let app = spawn_app_with(|c| c.throttle.account_max_failures = 3).await;
+    let app = spawn_app_with(|c| c.throttle.account_max_failures = LOCKING_FAILURES).await;
     let user_id = app.verified_user("ivo@example.com").await;
     let (challenge, _) = app.challenge("ivo@example.com", PASSWORD).await;
-    for _ in 0..3 {
-        let r = app
-            .post(
-                "/v1/auth/signin",
-                json!({"email": "ivo@example.com", "password": "wrong password!!"}),
-            )
-            .await;
-        assert_eq!(error_code(r, 401).await, "invalid_credentials");
-    }
+    lock_by_wrong_passwords(&app, "ivo@example.com").await;
     let r = app
         .post(
             "/v1/auth/signin/verify",
@@ -926,15 +900,31 @@ async fn a_verification_refused_by_the_accounts_lock_is_in_that_accounts_trail()
         )
         .await;
     assert_eq!(error_code(r, 429).await, "too_many_attempts");
-    let log = app
-        .state
-        .store
-        .audit_log(Some(&user_id), 100)
-        .await
-        .unwrap();
+    assert_throttled_row(&app, &user_id, "signin_verify").await;
+}
+
+/// `throttle.account_max_failures` of the two tests above.
+const LOCKING_FAILURES: u32 = 3;
+
+/// Locks `email`'s account with wrong passwords, each refused as such.
+async fn lock_by_wrong_passwords(app: &TestApp, email: &str) {
+    for _ in 0..LOCKING_FAILURES {
+        let r = app
+            .post(
+                "/v1/auth/signin",
+                json!({"email": email, "password": "wrong password!!"}),
+            )
+            .await;
+        assert_eq!(error_code(r, 401).await, "invalid_credentials");
+    }
+}
+
+/// The account's trail holds a `throttled` row of `event`.
+async fn assert_throttled_row(app: &TestApp, user_id: &str, event: &str) {
+    let log = app.audit_of(user_id).await;
     assert!(
         log.iter()
-            .any(|e| e.event == "signin_verify" && e.outcome == "throttled"),
+            .any(|e| e.event == event && e.outcome == "throttled"),
         "{log:?}"
     );
 }

@@ -189,30 +189,6 @@ async fn ending_all_sessions_publishes_nothing_for_sessions_long_expired() {
     );
 }
 
-/// How many rows of `table` match `column = value`, read from the database directly.
-async fn rows_where(app: &TestApp, table: &str, column: &str, value: &str) -> i64 {
-    let url = secrecy::ExposeSecret::expose_secret(&app.state.config.database.url).to_owned();
-    let sql = format!("SELECT COUNT(*) FROM {table} WHERE {column} = $1");
-    if app.database_url.is_some() {
-        use sqlx::Connection;
-        let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
-        sqlx::query_scalar(&sql)
-            .bind(value)
-            .fetch_one(&mut db)
-            .await
-            .unwrap()
-    } else {
-        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-        let n = sqlx::query_scalar(&sql)
-            .bind(value)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-        n
-    }
-}
-
 /// Sessions that ended (expired or revoked) longer ago than the audit
 /// retention, with no token record left naming them, are deleted by the
 /// background task, as are second-factor guard rows that count nothing;

@@ -143,31 +143,6 @@ async fn a_sign_in_that_fails_half_way_leaves_no_session() {
     assert!(live.is_empty(), "an orphan session: {live:?}");
 }
 
-/// How many rows of `table` belong to session `session_id`, read from the
-/// database directly (what the refreshes left behind).
-async fn rows_of_session(app: &TestApp, table: &str, session_id: &str) -> i64 {
-    let url = secrecy::ExposeSecret::expose_secret(&app.state.config.database.url).to_owned();
-    let sql = format!("SELECT COUNT(*) FROM {table} WHERE session_id = $1");
-    if app.database_url.is_some() {
-        use sqlx::Connection;
-        let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
-        sqlx::query_scalar(&sql)
-            .bind(session_id)
-            .fetch_one(&mut db)
-            .await
-            .unwrap()
-    } else {
-        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-        let n = sqlx::query_scalar(&sql)
-            .bind(session_id)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-        n
-    }
-}
-
 /// Moves every rotation of session `session_id` `secs` into the past.
 async fn age_session_rotations(app: &TestApp, session_id: &str, secs: i64) {
     let sql = format!(
@@ -223,7 +198,7 @@ async fn refreshing_in_a_loop_does_not_grow_the_database_without_bound() {
         Some(120),
         "throttle.refresh_max_per_hour rotations, then 429"
     );
-    let rows = rows_of_session(&app, "refresh_tokens", &t.session).await;
+    let rows = rows_where(&app, "refresh_tokens", "session_id", &t.session).await;
     assert_eq!(rows, 121, "the first token and 120 rotations");
 
     // A throttled refresh rotated nothing: reuse of an old token is still
@@ -253,7 +228,7 @@ async fn a_session_keeps_only_its_newest_rotated_out_tokens() {
     let session = t.session.clone();
     let (t, mut rotated_out) = refresh_times(&app, t, kept).await;
     assert_eq!(
-        rows_of_session(&app, "refresh_tokens", &session).await,
+        rows_where(&app, "refresh_tokens", "session_id", &session).await,
         kept as i64 + 1
     );
     // An hour later (as far as the limit can tell), 40 more.
@@ -261,7 +236,7 @@ async fn a_session_keeps_only_its_newest_rotated_out_tokens() {
     let (t, more) = refresh_times(&app, t, 40).await;
     rotated_out.extend(more);
     assert_eq!(
-        rows_of_session(&app, "refresh_tokens", &session).await,
+        rows_where(&app, "refresh_tokens", "session_id", &session).await,
         kept as i64 + 1,
         "the current token and the newest rotated-out ones"
     );

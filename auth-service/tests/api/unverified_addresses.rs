@@ -104,12 +104,7 @@ async fn the_cli_taking_over_an_unverified_account_is_audited_under_that_account
         .await
         .unwrap()
         .unwrap();
-    let log = app
-        .state
-        .store
-        .audit_log(Some(&taken.id), 100)
-        .await
-        .unwrap();
+    let log = app.audit_of(&taken.id).await;
     assert!(
         log.iter().any(|e| e.event == "cli_user_create"),
         "no cli_user_create row for the account that got the admin role: {:?}",
