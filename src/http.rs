@@ -89,7 +89,7 @@ impl HttpContext for AuthflowHttp {
                 let carried = carry_out(vm, &request, decision, false);
                 vm.header_buffer = request.into_headers().into_buffer();
                 if let Carried::GoesOn(_) = carried {
-                    vm.watch(self.context_id, carried, now);
+                    vm.watch(self.context_id, carried);
                     // (A request that waited for keys gets none: it is resumed from the root context.)
                     self.response_nonce = nonce;
                     Action::Continue

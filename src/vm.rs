@@ -167,15 +167,15 @@ impl Vm {
             };
             if host::act_on(p.context_id) {
                 let carried = carry_out(self, &p.request, decision, true);
-                self.watch(p.context_id, carried, now_ms);
+                self.watch(p.context_id, carried);
             }
         }
     }
 
-    /// Watches a stream that went on with a token at `now_ms` while it stays open.
-    pub fn watch(&mut self, context_id: u32, carried: Carried, now_ms: u64) {
+    /// Watches a stream that went on with a token while it stays open.
+    pub fn watch(&mut self, context_id: u32, carried: Carried) {
         if let Carried::GoesOn(Some(token)) = carried {
-            self.streams.opened(context_id, token, now_ms);
+            self.streams.opened(context_id, token);
         }
     }
 

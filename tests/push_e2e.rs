@@ -35,11 +35,23 @@ fn stack(poll_interval_ms: u64, feed_cluster: Option<(&str, u16)>) -> Stack {
 }
 
 impl Stack {
-    /// The statuses of `n` requests, each on its own connection (spread over the workers).
+    /// The statuses of `n` requests, each on its own connection (spread over
+    /// the workers); 0 for one reset without an answer: a request in flight
+    /// for a second when the ban lands is ended like any open stream
+    /// (`streams`), and is asked again.
     fn statuses(&self, s: &Session, n: usize) -> Vec<u16> {
+        let url = self.envoy.url("/api/x");
         std::thread::scope(|scope| {
             let calls: Vec<_> = (0..n)
-                .map(|_| scope.spawn(|| self.envoy.get("/api/x", &s.headers()).status))
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut call = http().get(&url);
+                        for (name, value) in s.headers() {
+                            call = call.header(name, value);
+                        }
+                        call.call().map_or(0, |r| r.status().as_u16())
+                    })
+                })
                 .collect();
             calls.into_iter().map(|c| c.join().unwrap()).collect()
         })

@@ -395,6 +395,13 @@ impl Drop for Envoy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failing test removes the directory with Envoy's log: show its end first.
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            eprintln!("--- end of Envoy's log ---\n{}", tail.join("\n"));
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -10,7 +10,10 @@
 //! still in flight when its token is revoked was let through before the
 //! revocation arrived and is over within milliseconds; resetting it would
 //! only hide an answer the backend already gave. The logout request itself
-//! is one: the service publishes the revocation before it answers.
+//! is one: the service publishes the revocation before it answers. A
+//! stream's age counts from the first sweep that sees it, not from the
+//! glue's clock when it was let through: between ticks that clock is the
+//! last tick's reading, and on a starved worker a tick comes a second late.
 //!
 //! A `Vec`, not a map: a worker holds few requests at once (most last
 //! milliseconds), and another hash map's code would cost the module more
@@ -33,21 +36,25 @@ pub const MIN_AGE_MS: u64 = 1_000;
 /// unwatched (a stream is bounded by Envoy's own limits long before).
 pub const MAX_WATCHED: usize = 65_536;
 
+/// A stream no sweep has seen yet: the first one takes it as opened then.
+const NOT_SEEN: u64 = u64::MAX;
+
 #[derive(Default)]
 pub struct OpenStreams {
-    /// Context id, the token it was let through with, when it was let through.
+    /// Context id, the token it was let through with, when a sweep first
+    /// saw it (`NOT_SEEN` until then).
     open: Vec<(u32, Rc<VerifiedToken>, u64)>,
     next_sweep_ms: u64,
 }
 
 impl OpenStreams {
-    /// Watches stream `context_id`, let through with `token` at `now_ms`.
-    /// False when the list is full (the stream goes on unwatched).
-    pub fn opened(&mut self, context_id: u32, token: Rc<VerifiedToken>, now_ms: u64) -> bool {
+    /// Watches stream `context_id`, let through with `token`. False when the
+    /// list is full (the stream goes on unwatched).
+    pub fn opened(&mut self, context_id: u32, token: Rc<VerifiedToken>) -> bool {
         if self.open.len() >= MAX_WATCHED {
             return false;
         }
-        self.open.push((context_id, token, now_ms));
+        self.open.push((context_id, token, NOT_SEEN));
         true
     }
 
@@ -71,7 +78,7 @@ impl OpenStreams {
     /// with why; they are forgotten here, for the caller to close. Nothing
     /// before the next sweep is due, or while the clock reads before the
     /// last one (stepped back: the next sweep is due at once, and a stream
-    /// that began "later" is taken as beginning now).
+    /// first seen "later" is taken as first seen now).
     pub fn sweep(&mut self, engine: &Engine, now_ms: u64) -> Vec<(u32, DenyReason)> {
         let due = now_ms >= self.next_sweep_ms || self.next_sweep_ms - now_ms > SWEEP_EVERY_MS;
         if !due || self.open.is_empty() {

@@ -561,7 +561,7 @@ fn revocations_apply_to_cached_tokens() {
 /// A stream let through stays open while its token is good: a WebSocket or
 /// an event stream must not outlive a logout or a ban, nor its token's
 /// expiry. The open streams are judged again every `SWEEP_EVERY_MS`, once
-/// open for `MIN_AGE_MS`: a request still in flight when its token is
+/// seen open for `MIN_AGE_MS`: a request still in flight when its token is
 /// revoked (the logout request itself) is not cut off.
 #[test]
 fn an_open_stream_ends_with_its_tokens_revocation_or_expiry() {
@@ -572,19 +572,20 @@ fn an_open_stream_ends_with_its_tokens_revocation_or_expiry() {
         panic!("allowed");
     };
     let mut streams = OpenStreams::default();
-    let opened_ms = NOW * 1000;
+    let seen_ms = NOW * 1000;
     let token = allowed.token.clone().expect("the token that verified");
-    assert!(streams.opened(7, token.clone(), opened_ms));
+    assert!(streams.opened(7, token.clone()));
     let Outcome::Allow(other) = f.eval("/api", &[("authorization", &bearer)]) else {
         panic!("allowed");
     };
-    streams.opened(8, other.token.unwrap(), opened_ms);
+    streams.opened(8, other.token.unwrap());
     streams.closed(8);
-    let mut now_ms = opened_ms + MIN_AGE_MS;
+    assert_eq!(streams.sweep(&f.engine, seen_ms), [], "first seen");
+    let mut now_ms = seen_ms + MIN_AGE_MS;
     assert_eq!(streams.sweep(&f.engine, now_ms), [], "still good");
     revoke_jti_1(&mut f);
     // A request let through just now with the token revoked since (the logout).
-    streams.opened(10, token, now_ms);
+    streams.opened(10, token);
     assert_eq!(
         streams.sweep(&f.engine, now_ms + 1),
         [],
@@ -611,14 +612,20 @@ fn an_open_stream_ends_with_its_tokens_revocation_or_expiry() {
         panic!("allowed");
     };
     let token = allowed.token.unwrap();
-    streams.opened(9, token.clone(), NOW * 1000);
+    streams.opened(9, token.clone());
+    assert_eq!(
+        streams.sweep(&f.engine, (NOW + 889) * 1000),
+        [],
+        "first seen"
+    );
     assert_eq!(streams.sweep(&f.engine, (NOW + 890) * 1000), []);
     assert_eq!(
         streams.sweep(&f.engine, (NOW + 891) * 1000),
         [(9, DenyReason::Expired)]
     );
-    // Opened by a clock that then stepped back: taken as opened at the earlier reading.
-    streams.opened(11, token, (NOW + 5_000) * 1000);
+    // First seen by a clock that then stepped back: taken as seen at the earlier reading.
+    streams.opened(11, token);
+    assert_eq!(streams.sweep(&f.engine, (NOW + 5_000) * 1000), []);
     assert_eq!(streams.sweep(&f.engine, (NOW + 892) * 1000), []);
     assert_eq!(
         streams.sweep(&f.engine, (NOW + 893) * 1000),
@@ -2915,4 +2922,30 @@ fn a_second_token_in_the_query_is_refused_when_headers_are_read_by_name() {
         false,
     );
     assert_eq!(denied(&o), (DenyReason::InvalidRequest, 400));
+}
+
+/// Between ticks the glue's clock is the last tick's reading, and a tick can
+/// come late on a starved worker: a request let through just before a tick
+/// that ran a second late is milliseconds old, not a second. A revocation
+/// that tick brings must not reset it (it would hide the backend's answer,
+/// the logout's own among them).
+#[test]
+fn a_request_let_through_before_a_late_tick_is_not_taken_for_an_old_stream() {
+    use authflow_filter_core::streams::{OpenStreams, MIN_AGE_MS};
+    let mut f = fixture(json!({"clock_skew_secs": 0}));
+    let bearer = format!("Bearer {}", f.token());
+    let Outcome::Allow(allowed) = f.eval("/api", &[("authorization", &bearer)]) else {
+        panic!("allowed");
+    };
+    let mut streams = OpenStreams::default();
+    let last_tick_ms = NOW * 1000;
+    assert!(streams.opened(7, allowed.token.expect("verified")));
+    revoke_jti_1(&mut f);
+    let late_tick_ms = last_tick_ms + MIN_AGE_MS + 200;
+    assert_eq!(streams.sweep(&f.engine, late_tick_ms), [], "first seen now");
+    assert_eq!(
+        streams.sweep(&f.engine, late_tick_ms + MIN_AGE_MS),
+        [(7, DenyReason::TokenRevoked)],
+        "judged once seen open for MIN_AGE_MS"
+    );
 }
