@@ -6,7 +6,7 @@
 
 use std::io::Read;
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -395,7 +395,12 @@ impl Drop for Envoy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        // A failing test removes the directory with Envoy's log: show its end first.
+        // The directory goes with Envoy's log: kept where AUTHFLOW_E2E_LOGS
+        // names a directory, and its end shown when the test failed.
+        if let Some(keep) = std::env::var_os("AUTHFLOW_E2E_LOGS") {
+            let name = format!("envoy-{}.log", self.port);
+            let _ = std::fs::copy(self.dir.join("envoy.log"), Path::new(&keep).join(name));
+        }
         if std::thread::panicking() {
             let log = self.log();
             let tail: Vec<&str> = log.lines().rev().take(60).collect();
