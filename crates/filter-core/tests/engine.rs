@@ -83,6 +83,14 @@ impl Fixture {
     fn token(&self) -> String {
         self.sign(claims(default_claims()))
     }
+    /// The verified token a request with the default token was let through with.
+    fn let_through(&mut self) -> std::rc::Rc<authflow_filter_core::verify::VerifiedToken> {
+        let bearer = format!("Bearer {}", self.token());
+        let Outcome::Allow(allowed) = self.eval("/api", &[("authorization", &bearer)]) else {
+            panic!("allowed");
+        };
+        allowed.token.expect("the token that verified")
+    }
     fn eval(&mut self, path: &str, headers: &[(&str, &str)]) -> Outcome {
         let mut h = vec![
             (":method".to_string(), "GET".to_string()),
@@ -567,18 +575,11 @@ fn revocations_apply_to_cached_tokens() {
 fn an_open_stream_ends_with_its_tokens_revocation_or_expiry() {
     use authflow_filter_core::streams::{OpenStreams, MIN_AGE_MS, SWEEP_EVERY_MS};
     let mut f = fixture(json!({"clock_skew_secs": 0}));
-    let bearer = format!("Bearer {}", f.token());
-    let Outcome::Allow(allowed) = f.eval("/api", &[("authorization", &bearer)]) else {
-        panic!("allowed");
-    };
     let mut streams = OpenStreams::default();
     let seen_ms = NOW * 1000;
-    let token = allowed.token.clone().expect("the token that verified");
+    let token = f.let_through();
     assert!(streams.opened(7, token.clone()));
-    let Outcome::Allow(other) = f.eval("/api", &[("authorization", &bearer)]) else {
-        panic!("allowed");
-    };
-    streams.opened(8, other.token.unwrap());
+    streams.opened(8, f.let_through());
     streams.closed(8);
     assert_eq!(streams.sweep(&f.engine, seen_ms), [], "first seen");
     let mut now_ms = seen_ms + MIN_AGE_MS;
@@ -607,11 +608,7 @@ fn an_open_stream_ends_with_its_tokens_revocation_or_expiry() {
 
     // Expiry: good through `exp`, ended the second after (no skew here).
     let mut f = fixture(json!({"clock_skew_secs": 0}));
-    let bearer = format!("Bearer {}", f.token());
-    let Outcome::Allow(allowed) = f.eval("/api", &[("authorization", &bearer)]) else {
-        panic!("allowed");
-    };
-    let token = allowed.token.unwrap();
+    let token = f.let_through();
     streams.opened(9, token.clone());
     assert_eq!(
         streams.sweep(&f.engine, (NOW + 889) * 1000),
@@ -2933,13 +2930,9 @@ fn a_second_token_in_the_query_is_refused_when_headers_are_read_by_name() {
 fn a_request_let_through_before_a_late_tick_is_not_taken_for_an_old_stream() {
     use authflow_filter_core::streams::{OpenStreams, MIN_AGE_MS};
     let mut f = fixture(json!({"clock_skew_secs": 0}));
-    let bearer = format!("Bearer {}", f.token());
-    let Outcome::Allow(allowed) = f.eval("/api", &[("authorization", &bearer)]) else {
-        panic!("allowed");
-    };
     let mut streams = OpenStreams::default();
     let last_tick_ms = NOW * 1000;
-    assert!(streams.opened(7, allowed.token.expect("verified")));
+    assert!(streams.opened(7, f.let_through()));
     revoke_jti_1(&mut f);
     let late_tick_ms = last_tick_ms + MIN_AGE_MS + 200;
     assert_eq!(streams.sweep(&f.engine, late_tick_ms), [], "first seen now");
