@@ -271,16 +271,22 @@ pub fn resource_error(state: &AppState, e: DpopError, now: i64) -> ApiError {
     }
 }
 
-/// A token presented in the `DPoP` scheme and refused as a token (bad,
-/// expired, revoked, another device's): RFC 9449 §7.1 answers it with a
-/// `DPoP` challenge, the scheme the client used, not a `Bearer` one.
-pub fn invalid_token(state: &AppState, refusal: ApiError) -> ApiError {
+/// A token presented in the `DPoP` scheme and refused, as a token (bad,
+/// expired, revoked, another device's) or for what it may do: RFC 9449 §7.1
+/// answers with a `DPoP` challenge, the scheme the client used, not a
+/// `Bearer` one.
+pub fn in_dpop_scheme(state: &AppState, refusal: ApiError) -> ApiError {
+    let algs = || contract::algs_parameter(&state.config.dpop.algorithms);
     match refusal {
         ApiError::InvalidToken(description) => ApiError::DpopUnauthorized {
             error: "invalid_token",
             description,
-            algs: contract::algs_parameter(&state.config.dpop.algorithms),
+            algs: algs(),
             nonce: None,
+        },
+        ApiError::Forbidden(description) => ApiError::DpopForbidden {
+            description,
+            algs: algs(),
         },
         other => other,
     }

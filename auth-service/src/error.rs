@@ -54,6 +54,12 @@ pub enum ApiError {
         algs: String,
         nonce: Option<String>,
     },
+    /// [`ApiError::Forbidden`] for a token presented in the `DPoP` scheme:
+    /// 403 `insufficient_scope` with a `DPoP` challenge (RFC 9449 §7.1).
+    DpopForbidden {
+        description: &'static str,
+        algs: String,
+    },
     EmailNotVerified,
     AccountDisabled,
     Forbidden(&'static str),
@@ -141,6 +147,7 @@ impl ApiError {
             Self::InvalidDpopProof(d) => (S::BAD_REQUEST, "invalid_dpop_proof", (*d).into()),
             Self::UseDpopNonce(_) => (S::BAD_REQUEST, "use_dpop_nonce", "use the server nonce in the DPoP-Nonce header".into()),
             Self::DpopUnauthorized { error, description, .. } => (S::UNAUTHORIZED, error, (*description).into()),
+            Self::DpopForbidden { description, .. } => (S::FORBIDDEN, "insufficient_scope", (*description).into()),
             Self::EmailNotVerified => (S::FORBIDDEN, "email_not_verified", "verify the email address first".into()),
             Self::AccountDisabled => (S::FORBIDDEN, "account_disabled", "this account is disabled".into()),
             Self::Forbidden(d) => (S::FORBIDDEN, "insufficient_scope", (*d).into()),
@@ -199,22 +206,14 @@ impl IntoResponse for ApiError {
                     headers.insert(crate::dpop::NONCE_HEADER, v);
                 }
             }
-            Self::DpopUnauthorized {
-                error,
-                description,
-                algs,
-                nonce,
-            } => {
-                // RFC 9449 §7.1: fixed texts and the configured algorithms, never input.
-                let value = format!(
-                    "DPoP error=\"{error}\", error_description=\"{description}\", algs=\"{algs}\""
-                );
-                if let Ok(v) = HeaderValue::from_str(&value) {
-                    headers.insert(header::WWW_AUTHENTICATE, v);
-                }
+            Self::DpopUnauthorized { algs, nonce, .. } => {
+                dpop_challenge(headers, error, &error_description, algs);
                 if let Some(v) = nonce.as_deref().and_then(|n| HeaderValue::from_str(n).ok()) {
                     headers.insert(crate::dpop::NONCE_HEADER, v);
                 }
+            }
+            Self::DpopForbidden { algs, .. } => {
+                dpop_challenge(headers, error, &error_description, algs);
             }
             Self::TooManyRequests { .. } | Self::TemporarilyUnavailable { .. } => {
                 if let Some(secs) = self.retry_after() {
@@ -224,6 +223,15 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         response
+    }
+}
+
+/// RFC 9449 §7.1's challenge: fixed texts and the configured algorithms, never input.
+fn dpop_challenge(headers: &mut header::HeaderMap, error: &str, description: &str, algs: &str) {
+    let value =
+        format!("DPoP error=\"{error}\", error_description=\"{description}\", algs=\"{algs}\"");
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(header::WWW_AUTHENTICATE, v);
     }
 }
 

@@ -242,7 +242,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             Scheme::Bearer => verified.map(Self),
             Scheme::Dpop => verified
                 .map(Self)
-                .map_err(|e| dpop::invalid_token(state, e)),
+                .map_err(|e| dpop::in_dpop_scheme(state, e)),
         }
     }
 }
@@ -405,6 +405,10 @@ impl FromRequestParts<Arc<AppState>> for Admin {
             },
             Ok(_) => ApiError::Forbidden("the admin role is required"),
             Err(e) => e,
+        };
+        let refusal = match access_token(&parts.headers) {
+            Some((Scheme::Dpop, _)) => dpop::in_dpop_scheme(state, refusal),
+            _ => refusal,
         };
         // A token of ours that verifies, refused here: without the admin role
         // (in the token, or in the database since), a service account's, or

@@ -1122,3 +1122,69 @@ async fn a_bound_service_token_without_its_key_does_not_learn_it_was_revoked() {
         );
     }
 }
+
+/// Finding: a refusal after a `DPoP`-scheme token verified with its proof (a
+/// user without the admin role at an admin endpoint, a service account at a
+/// user endpoint) carried a `Bearer` challenge: RFC 9449 §7.1 answers in the
+/// scheme the client used, `insufficient_scope` included.
+#[tokio::test]
+async fn a_forbidden_dpop_caller_gets_a_dpop_challenge() {
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    app.verified_user("ada@example.com").await;
+    let key = DpopKey::es256();
+    let user = app.dpop_signin("ada@example.com", &key).await;
+    const USERS: &str = "/v1/admin/users";
+    let r = app
+        .http
+        .get(app.url(USERS))
+        .header("authorization", format!("DPoP {}", user.access))
+        .header("x-authflow-device", &user.device)
+        .header(
+            "dpop",
+            key.proof("GET", &app.htu(USERS), Some(&user.access), None),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_dpop_forbidden(r).await;
+
+    let secret = app
+        .create_service_account(&admin, "billing", &["read"])
+        .await;
+    let r = app
+        .http
+        .post(app.url(TOKEN))
+        .basic_auth("billing", Some(secret))
+        .form(&[("grant_type", "client_credentials")])
+        .header("dpop", key.proof("POST", &app.htu(TOKEN), None, None))
+        .send()
+        .await
+        .unwrap();
+    let token = r.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = app
+        .http
+        .post(app.url(LOGOUT))
+        .header("authorization", format!("DPoP {token}"))
+        .header(
+            "dpop",
+            key.proof("POST", &app.htu(LOGOUT), Some(&token), None),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_dpop_forbidden(r).await;
+}
+
+async fn assert_dpop_forbidden(r: reqwest::Response) {
+    let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert!(
+        challenge.starts_with("DPoP error=\"insufficient_scope\""),
+        "{challenge}"
+    );
+    assert!(challenge.contains("algs=\"ES256 EdDSA\""), "{challenge}");
+    assert_eq!(error_code(r, 403).await, "insufficient_scope");
+}
