@@ -101,6 +101,10 @@ impl Context for AuthflowRoot {
             return;
         };
         let vm = &mut *vm;
+        // The requests' clock too: what this answer marks (a list current,
+        // entries forgotten) is read by the requests up to the next tick,
+        // which on a starved worker comes late.
+        vm.clock_ms = now;
         let Vm {
             engine,
             providers,

@@ -11,6 +11,7 @@
 //! delta the feed answers is taken only onto the list its poll was sent
 //! from. A list is replaced only by one that has parsed.
 
+use authflow_contract::revocation::set::CLOCK_STEP_BACK_TOLERANCE_SECS;
 use authflow_contract::revocation::{ApplyError, Blob, Change, MAX_CLOCK_SKEW_SECS};
 
 use crate::engine::Engine;
@@ -56,6 +57,15 @@ pub struct FeedApplied {
     /// share the base again, then the overlay. Otherwise the overlay alone.
     pub base_changed: bool,
 }
+
+/// How long past its `expires_at` this VM keeps an entry: the longest skew
+/// any configuration may allow, and the time a request's clock may lag the
+/// clock the list is pruned by. A poll answer is applied at the callout's
+/// own reading, but a request is judged with the last tick's, a second or
+/// more behind on a starved worker; an entry forgotten by the newer reading
+/// would let its token through for as long (the same as a clock stepped
+/// back, which this also covers).
+const KEPT_PAST_EXPIRY_SECS: u64 = MAX_CLOCK_SKEW_SECS + CLOCK_STEP_BACK_TOLERANCE_SECS;
 
 /// Marks a list current at `at_ms` (at most `now_ms`). The mark never moves
 /// back, except from a reading later than `now_ms`: the wall clock stepped
@@ -129,9 +139,10 @@ impl Engine {
         // not this one's: the list this VM builds is shared with every
         // configuration that trusts this issuer through this source (and
         // with the next one, on a configuration update), and one that allows
-        // more skew accepts a token, so needs its revocation, for longer.
+        // more skew accepts a token, so needs its revocation, for longer
+        // (and a little longer still: [`KEPT_PAST_EXPIRY_SECS`]).
         // Each lookup still ignores what is past `expires_at` plus its own skew.
-        let (max, skew) = (self.config.revocation.max_entries, MAX_CLOCK_SKEW_SECS);
+        let (max, skew) = (self.config.revocation.max_entries, KEPT_PAST_EXPIRY_SECS);
         let Some(issuer) = self.config.provider(id).map(|p| p.issuer.clone()) else {
             return Err(ApplyError::WrongIssuer);
         };
@@ -240,7 +251,7 @@ impl Engine {
         match Blob::parse(bytes) {
             Ok(base)
                 if over_bound(base.len(), max, || {
-                    base.count_needed(MAX_CLOCK_SKEW_SECS, now_ms / 1000)
+                    base.count_needed(KEPT_PAST_EXPIRY_SECS, now_ms / 1000)
                 }) =>
             {
                 state.revocations.off_feed();
@@ -280,8 +291,8 @@ impl Engine {
         let base = state.revocations.set().base();
         let total = base.len() + overlay.len();
         if over_bound(total, max, || {
-            base.count_needed(MAX_CLOCK_SKEW_SECS, now_ms / 1000)
-                + overlay.count_needed(MAX_CLOCK_SKEW_SECS, now_ms / 1000)
+            base.count_needed(KEPT_PAST_EXPIRY_SECS, now_ms / 1000)
+                + overlay.count_needed(KEPT_PAST_EXPIRY_SECS, now_ms / 1000)
         }) {
             state.revocations.off_feed();
             return false;

@@ -319,10 +319,8 @@ fn finish(
     if now > expires_at.saturating_add(skew) {
         return Err(DenyReason::Expired.into());
     }
-    if not_before.is_some_and(|nbf| nbf > now.saturating_add(skew)) {
-        return Err(DenyReason::NotYetValid.into());
-    }
-    if issued_at.is_some_and(|iat| iat > now.saturating_add(skew)) {
+    // `nbf` is judged on every request, this one too ([`check_times`]).
+    if issued_at.is_some_and(|iat| iat > now.saturating_add(skew).saturating_add(1)) {
         return Err(DenyReason::IssuedInFuture.into());
     }
     if payload.get("iss").and_then(Json::as_str) != Some(provider.issuer.as_str()) {
@@ -547,8 +545,12 @@ pub fn check_times(t: &VerifiedToken, skew: u64, now: u64) -> Result<(), DenyRea
     if now > t.expires_at.saturating_add(skew) {
         return Err(DenyReason::Expired);
     }
+    // `now` is the glue's last tick reading in whole seconds: a tick old,
+    // more on a starved worker. A token minted since may carry the next
+    // second in `nbf` and `iat`, and is not from the future for it (with
+    // `clock_skew_secs` 0 too).
     if t.not_before
-        .is_some_and(|nbf| nbf > now.saturating_add(skew))
+        .is_some_and(|nbf| nbf > now.saturating_add(skew).saturating_add(1))
     {
         return Err(DenyReason::NotYetValid);
     }

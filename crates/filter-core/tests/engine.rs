@@ -2942,3 +2942,79 @@ fn a_request_let_through_before_a_late_tick_is_not_taken_for_an_old_stream() {
         "judged once seen open for MIN_AGE_MS"
     );
 }
+
+/// Between ticks a request is judged with the last tick's clock reading (a
+/// second or more behind on a starved worker), while this worker's own poll
+/// answer is applied, and the list pruned, at the callout's newer reading.
+/// At the largest `clock_skew_secs` a token passes until `exp` + 600 s by
+/// the request's clock: the poll answered a moment later must not have
+/// forgotten its revocation by then.
+#[test]
+fn a_revocation_pruned_at_a_callouts_reading_still_covers_a_request_judged_by_the_last_tick() {
+    use authflow_contract::revocation::MAX_CLOCK_SKEW_SECS;
+    let mut f = fixture(json!({"clock_skew_secs": MAX_CLOCK_SKEW_SECS}));
+    let bearer = format!("Bearer {}", f.token());
+    let exp = NOW + 890;
+    let delta = |cursor: &str, jti: &str, expires_at: u64| {
+        FeedBody::Json(RevocationFeed {
+            issuer: ISS.into(),
+            cursor: cursor.into(),
+            revoked_tokens: vec![RevokedToken {
+                jti: jti.into(),
+                expires_at,
+            }],
+            ..Default::default()
+        })
+    };
+    f.engine.revocation_poll(ProviderId::FIRST);
+    f.engine
+        .apply_feed(ProviderId::FIRST, delta("1", "jti-1", exp), NOW * 1000)
+        .unwrap();
+    // The last tick read exp + 600 s; the next one is a second late. Meanwhile
+    // the long poll answers (an unrelated revocation) and the list is pruned
+    // at the callout's own reading, past exp + 600 s.
+    let last_tick_ms = (exp + MAX_CLOCK_SKEW_SECS) * 1000;
+    let callout_ms = last_tick_ms + 1_200;
+    f.engine.revocation_poll(ProviderId::FIRST);
+    f.engine
+        .apply_feed(
+            ProviderId::FIRST,
+            delta("2", "unrelated", exp + 900),
+            callout_ms,
+        )
+        .unwrap();
+    let h = vec![
+        (":path".to_string(), "/api".to_string()),
+        ("authorization".to_string(), bearer),
+    ];
+    let o = f
+        .engine
+        .evaluate(&Request::from_headers(h, None), last_tick_ms + 100, true);
+    assert_eq!(
+        denied(&o).0,
+        DenyReason::TokenRevoked,
+        "still within the skew by the request's clock: its revocation holds"
+    );
+}
+
+/// With `clock_skew_secs` 0 a token minted this second (the service sets
+/// `iat` and `nbf` to its whole second) is judged with the last tick's
+/// reading, which may still be in the second before (at most a tick old,
+/// more on a starved worker): it is not from the future.
+#[test]
+fn a_token_minted_since_the_last_tick_is_not_taken_as_from_the_future() {
+    let mut f = fixture(json!({"clock_skew_secs": 0}));
+    let mut c = claims(default_claims());
+    c.issued_at = Some(UnixTimeStamp::from_secs(NOW));
+    c.invalid_before = Some(UnixTimeStamp::from_secs(NOW));
+    let t = f.sign(c);
+    let h = vec![
+        (":path".to_string(), "/api".to_string()),
+        ("authorization".to_string(), format!("Bearer {t}")),
+    ];
+    // The last tick read NOW - 0.1 s; the token was minted at NOW + 0.05 s.
+    let o = f
+        .engine
+        .evaluate(&Request::from_headers(h, None), NOW * 1000 - 100, true);
+    assert!(matches!(o, Outcome::Allow(_)), "{o:?}");
+}
