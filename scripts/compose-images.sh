@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The base images the Dockerfile starts FROM, made locally and tagged with the names it uses,
 # for a Docker engine that cannot reach an image registry (`make compose-test`). Each image is
-# made only when its tag is missing (or, for the Rust builder, when Cargo.lock changed):
+# made only when its tag is missing (or when what it is made from changed: its label says):
 #
 #   debian:DEBIAN_RELEASE-slim   mmdebstrap --variant=minbase, imported
 #   rust:RUST_VERSION-DEBIAN_RELEASE
-#                                that base + gcc, libc6-dev, ca-certificates + this machine's
+#                                that base + gcc, libc6-dev, ca-certificates, binaryen (the
+#                                Dockerfile's wasm-opt: its build has no mirror to fetch it
+#                                from, and would ship the module unshrunk) + this machine's
 #                                Rust toolchain (`rustc --print sysroot`, wasm32-wasip1 included)
 #                                + the workspace's crates (`cargo vendor --locked`) with a cargo
 #                                config pointing crates.io at them: the build inside needs no network
@@ -84,23 +86,29 @@ if ! have_image "$DEBIAN_IMAGE"; then
   mmdebstrap --quiet --variant=minbase "$DEBIAN_RELEASE" - | docker import --change 'CMD ["bash"]' - "$DEBIAN_IMAGE" >/dev/null
 fi
 
-if ! have_image "$TOOLCHAIN_IMAGE"; then
-  say "making $TOOLCHAIN_IMAGE: $DEBIAN_IMAGE + gcc + this machine's Rust $host_rust toolchain"
+TOOLCHAIN_PACKAGES="gcc libc6-dev ca-certificates binaryen"
+packages_label=${TOOLCHAIN_PACKAGES// /,}
+if [ "$(label "$TOOLCHAIN_IMAGE" authflow.packages)" != "$packages_label" ]; then
+  say "making $TOOLCHAIN_IMAGE: $DEBIAN_IMAGE + $TOOLCHAIN_PACKAGES + this machine's Rust $host_rust toolchain"
   sysroot=$(rustc --print sysroot)
   # bin, lib (with every installed target) and etc; share/ holds only docs and man pages.
   COPY_IN="tar -C '$sysroot' -cf - --transform 's,^,usr/local/rust/,' bin lib etc" \
     commit_from "$DEBIAN_IMAGE" "$TOOLCHAIN_IMAGE" \
       'apt-get update -qq
-       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gcc libc6-dev ca-certificates >/dev/null
+       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends '"$TOOLCHAIN_PACKAGES"' >/dev/null
        rm -rf /var/lib/apt/lists/*
-       /usr/local/rust/bin/rustc --version' \
+       /usr/local/rust/bin/rustc --version
+       wasm-opt --version' \
+      --change "LABEL authflow.packages=$packages_label" \
       --change 'ENV PATH=/usr/local/cargo/bin:/usr/local/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
       --change 'ENV CARGO_HOME=/usr/local/cargo' \
       --change 'CMD ["bash"]'
 fi
 
 lock_sum=$(sha256sum Cargo.lock | cut -d' ' -f1)
-if [ "$(label "$RUST_IMAGE" authflow.cargo-lock)" != "$lock_sum" ]; then
+toolchain_id=$(docker image inspect -f '{{.Id}}' "$TOOLCHAIN_IMAGE")
+if [ "$(label "$RUST_IMAGE" authflow.cargo-lock)" != "$lock_sum" ] \
+  || [ "$(label "$RUST_IMAGE" authflow.toolchain)" != "$toolchain_id" ]; then
   say "making $RUST_IMAGE: $TOOLCHAIN_IMAGE + the workspace's crates (cargo vendor --locked)"
   rm -rf "$WORK/rust" && mkdir -p "$WORK/rust/usr/local/cargo"
   cargo vendor --quiet --locked --versioned-dirs "$WORK/rust/usr/local/cargo/vendor" >/dev/null
@@ -117,7 +125,8 @@ offline = true
 TOML
   COPY_IN="tar -C '$WORK/rust' -cf - usr" \
     commit_from "$TOOLCHAIN_IMAGE" "$RUST_IMAGE" 'cargo --version' \
-      --change "LABEL authflow.cargo-lock=$lock_sum" --change 'CMD ["bash"]'
+      --change "LABEL authflow.cargo-lock=$lock_sum" --change "LABEL authflow.toolchain=$toolchain_id" \
+      --change 'CMD ["bash"]'
   rm -rf "$WORK/rust"
 fi
 

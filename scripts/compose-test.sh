@@ -12,7 +12,10 @@
 #     (scripts/compose-walkthrough.py): `docker compose up --build --wait`, curl through Envoy,
 #     a restart of the auth container, a ban, `docker compose down -v`; then the `postgres`
 #     profile: two auth replicas on PostgreSQL behind one Envoy, a logout and a ban through
-#     the other replica, one replica killed, restarts, `docker compose --profile postgres down -v`.
+#     the other replica, one replica killed, restarts, `docker compose --profile postgres down -v`;
+#  6. the Envoy image's module held to the size limit (built with wasm-opt, as `make wasm`);
+#  7. the default stack across `docker compose down` (no -v) and `up`: nothing lost
+#     (scripts/compose-restart-check.sh).
 #
 # Environment: AUTHFLOW_DOCKER_ROOT (default /var/lib/authflow-docker) keeps the daemon's
 # images and build cache between runs; AUTHFLOW_ENVOY the Envoy binary the image gets.
@@ -122,4 +125,15 @@ say "base images ready ($(elapsed))"
 "${COMPOSE[@]}" --profile postgres down -v --remove-orphans >/dev/null 2>&1 || true  # an interrupted earlier run
 say "the README's Docker Compose walkthrough, as written (first: docker compose up --build --wait)"
 python3 scripts/compose-walkthrough.py --timeout 1800 README.md
+# The image's module is built and shrunk like `make wasm`'s; one built without wasm-opt (a
+# builder that could not install binaryen) is 100 KB over the limit tests/module_size.rs holds.
+limit=$(sed -nE 's/^const MODULE_LIMIT_BYTES: u64 = ([0-9_]+);/\1/p' tests/module_size.rs | tr -d _)
+size=$(docker run --rm --entrypoint stat authflow/envoy:dev -c %s /etc/envoy/authflow.wasm)
+if [ -z "$limit" ] || [ "$size" -gt "$limit" ]; then
+  say "the Envoy image's module is $size bytes, over ${limit:-the} limit: built without wasm-opt?"
+  exit 1
+fi
+say "the Envoy image's module: $size bytes (limit $limit)"
+say "docker compose down (no -v) and up keep users, sessions, revocations and keys"
+scripts/compose-restart-check.sh
 say "passed in $(elapsed)"
