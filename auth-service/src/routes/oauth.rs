@@ -69,7 +69,8 @@ pub struct ClientTokenResponse {
     responses((status = 200, body = ClientTokenResponse, headers(("DPoP-Nonce" = String, description = "a fresh server nonce, when nonces are required"))),
               (status = 400, body = ErrorBody, description = "also `invalid_dpop_proof`, or `use_dpop_nonce` with the nonce in `DPoP-Nonce`"),
               (status = 401, body = ErrorBody),
-              (status = 429, body = ErrorBody, description = "a wrong secret from a client address past its limit of failures")))]
+              (status = 429, body = ErrorBody, description = "a wrong secret from a client address past its limit of failures"),
+              (status = 503, body = ErrorBody, description = "`temporarily_unavailable`: no signing key this instance can open is active, or no password-hashing slot came free for a client secret an earlier release stored as an argon2id hash; retry after `Retry-After`")))]
 pub async fn token(
     State(state): State<Arc<AppState>>,
     client: Client,

@@ -79,7 +79,8 @@ fn wants_compact(headers: &HeaderMap) -> bool {
            ("wait" = Option<u64>, Query, description = "seconds (0..=60) to hold a current cursor until something newer is committed")),
     responses((status = 200, description = "delta (snapshot=false) or snapshot (snapshot=true); JSON, or the compact binary layout (README, \"Compact revocation feed\") when `Accept` lists application/vnd.authflow.revocations.v1"),
               (status = 304, description = "nothing changed since the cursor (within the wait)"),
-              (status = 400, description = "`wait` is not whole seconds from 0 to 60")))]
+              (status = 400, description = "`wait` is not whole seconds from 0 to 60"),
+              (status = 503, body = crate::error::ErrorBody, description = "`temporarily_unavailable`: a revoking write was acknowledged but this instance could not load it (the database cannot be reached, or another poll's sync just failed): never a `304` over it; retry after `Retry-After`, or on another instance")))]
 pub async fn feed(
     State(state): State<Arc<AppState>>,
     RawQuery(query): RawQuery,

@@ -95,7 +95,8 @@ pub fn token_response(state: &AppState, tokens: SessionTokens, now: i64) -> Resp
     responses((status = 200, body = TokenResponse, headers(("DPoP-Nonce" = String, description = "a fresh server nonce, when nonces are required"))),
               (status = 400, body = ErrorBody, description = "`invalid_grant` (unknown, rotated out, ended, or sent without its device secret), `invalid_dpop_proof`, or `use_dpop_nonce` with the nonce in `DPoP-Nonce`"),
               (status = 403, body = ErrorBody),
-              (status = 429, body = ErrorBody, description = "the session's refresh limit (`throttle.refresh_max_per_hour`); `Retry-After` says when", headers(("Retry-After" = u64, description = "seconds")))))]
+              (status = 429, body = ErrorBody, description = "the session's refresh limit (`throttle.refresh_max_per_hour`); `Retry-After` says when", headers(("Retry-After" = u64, description = "seconds"))),
+              (status = 503, body = ErrorBody, description = "`temporarily_unavailable`: no signing key this instance can open is active; retry after `Retry-After`, or on another instance")))]
 pub async fn refresh(
     State(state): State<Arc<AppState>>,
     client: Client,

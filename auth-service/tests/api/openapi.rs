@@ -342,3 +342,72 @@ async fn every_refusal_of_a_query_is_documented() {
     }
     assert!(undocumented.is_empty(), "{undocumented:#?}");
 }
+
+/// The refusals that come of the service's own capacity are documented
+/// where they happen, not only behind the bearer scheme: 503
+/// `temporarily_unavailable` + `Retry-After` where a request waits for a
+/// password-hashing slot (`password_work::parallel_password_work_beyond_the_limit_is_refused_with_503`:
+/// sign-up, sign-in, password reset, and a client secret an earlier release
+/// hashed with argon2id) or needs a key to sign with (`tokens::ensure_signer`:
+/// the token requests) or on a feed write it could not load (the revocation
+/// feed after a failed sync); and 429 where a code meets the second-factor guard
+/// (confirming an authenticator counts as a sign-in code does), and 409
+/// where an enrolment's proof went stale while it was checked. A client
+/// generated from the document otherwise has no word to wait on.
+#[tokio::test]
+async fn capacity_and_second_factor_refusals_are_documented() {
+    let app = spawn_app().await;
+    let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let expected = [
+        ("post", "/v1/auth/signup", "503"),
+        ("post", "/v1/auth/signin", "503"),
+        ("post", "/v1/auth/password/reset", "503"),
+        ("post", "/v1/auth/signin/verify", "503"),
+        ("post", "/v1/auth/refresh", "503"),
+        ("post", "/v1/oauth/token", "503"),
+        ("get", "/v1/revocations", "503"),
+        ("post", "/v1/auth/totp/confirm", "429"),
+        ("post", "/v1/auth/totp/enroll", "409"),
+    ];
+    let missing: Vec<_> = expected
+        .iter()
+        .filter(|(method, path, status)| {
+            !doc["paths"][path][method]["responses"][status].is_object()
+        })
+        .collect();
+    assert!(missing.is_empty(), "undocumented refusals: {missing:?}");
+}
+
+/// Every series `/metrics` serves is named in the README's endpoint table,
+/// and every `authflow_…_total` the README names is served: a dashboard
+/// built from the README finds what it asks for.
+#[tokio::test]
+async fn every_metric_is_in_the_readme() {
+    const README: &str = include_str!("../../README.md");
+    let app = spawn_app().await;
+    let text = app.get("/metrics").await.text().await.unwrap();
+    let served: BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let undocumented: Vec<_> = served
+        .iter()
+        .filter(|name| !README.contains(&format!("`{name}`")))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "not in the README: {undocumented:?}"
+    );
+    let named: BTreeSet<&str> = README
+        .split('`')
+        .filter(|w| {
+            w.starts_with("authflow_") && (w.ends_with("_total") || w.ends_with("_running"))
+        })
+        .collect();
+    let unserved: Vec<_> = named.difference(&served).collect();
+    assert!(
+        unserved.is_empty(),
+        "named in the README, not served: {unserved:?}"
+    );
+}

@@ -135,7 +135,8 @@ async fn send_reset(
 /// Sets a new password with a mailed token; every session of the user ends,
 /// and so do their other reset links and their sign-ins waiting for a code.
 #[utoipa::path(post, path = "/v1/auth/password/reset", tag = "auth", request_body = ResetRequest,
-    responses((status = 200, body = StatusResponse), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = StatusResponse), (status = 400, body = ErrorBody),
+              (status = 503, body = ErrorBody, description = "`temporarily_unavailable`: no password-hashing slot came free within `limits.password_hash_wait_ms`; retry after `Retry-After`")))]
 pub async fn password_reset(
     State(state): State<Arc<AppState>>,
     client: Client,

@@ -72,7 +72,8 @@ pub fn totp_step(secret_base32: &str, code: &str, now: i64) -> Option<i64> {
     params(("DPoP" = Option<String>, Header, description = "DPoP proof (RFC 9449): `htm` POST, `htu` the issuer + `/v1/auth/signin/verify`")),
     responses((status = 200, body = crate::routes::tokens::TokenResponse, headers(("DPoP-Nonce" = String, description = "a fresh server nonce, when nonces are required"))),
               (status = 400, body = ErrorBody, description = "`invalid_dpop_proof`, or `use_dpop_nonce` with the nonce in `DPoP-Nonce`"),
-              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody),
+              (status = 503, body = ErrorBody, description = "`temporarily_unavailable`: no signing key this instance can open is active; retry after `Retry-After`, or on another instance")))]
 pub async fn signin_verify(
     State(state): State<Arc<AppState>>,
     client: Client,

@@ -168,7 +168,8 @@ pub(super) async fn clear_account_failures(state: &AppState, email: &str) -> Api
 /// compared, so parallel guesses cannot exceed the limit.
 #[utoipa::path(post, path = "/v1/auth/signin", tag = "auth", request_body = Credentials,
     responses((status = 200, body = ChallengeResponse), (status = 401, body = ErrorBody),
-              (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
+              (status = 403, body = ErrorBody), (status = 429, body = ErrorBody),
+              (status = 503, body = ErrorBody, description = "`temporarily_unavailable`: no password-hashing slot came free within `limits.password_hash_wait_ms`; retry after `Retry-After`")))]
 pub async fn signin(
     State(state): State<Arc<AppState>>,
     client: Client,

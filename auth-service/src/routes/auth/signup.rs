@@ -178,7 +178,8 @@ async fn send_first_verification(
 /// its owner a notice, so sign-up does not reveal who has an account.
 #[utoipa::path(post, path = "/v1/auth/signup", tag = "auth", request_body = Credentials,
     responses((status = 201, body = SignupResponse), (status = 400, body = ErrorBody),
-              (status = 429, body = ErrorBody, description = "`too_many_attempts`: the client address reached `throttle.ip_max_signups`; retry after `Retry-After`")))]
+              (status = 429, body = ErrorBody, description = "`too_many_attempts`: the client address reached `throttle.ip_max_signups`; retry after `Retry-After`"),
+              (status = 503, body = ErrorBody, description = "`temporarily_unavailable`: no password-hashing slot came free within `limits.password_hash_wait_ms`; retry after `Retry-After`")))]
 pub async fn signup(
     State(state): State<Arc<AppState>>,
     client: Client,

@@ -150,7 +150,9 @@ async fn caller_account(state: &AppState, caller: &Caller) -> ApiResult<User> {
 /// proof, so an access token alone cannot take over the second factor.
 #[utoipa::path(post, path = "/v1/auth/totp/enroll", tag = "auth", request_body = FactorProof, security(("bearer" = [])),
     responses((status = 200, body = TotpEnrollment), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-              (status = 429, body = ErrorBody), (status = 403, body = ErrorBody)))]
+              (status = 409, body = ErrorBody, description = "`conflict`: the account changed while the proof was checked (an authenticator set up, replaced or removed, or the password reset meanwhile); enroll again"),
+              (status = 429, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 503, body = ErrorBody, description = "`temporarily_unavailable`: no password-hashing slot came free within `limits.password_hash_wait_ms` for the password proof, or this instance's revocation list has gone unsynced past `revocation.max_staleness_secs`; retry after `Retry-After`")))]
 pub async fn totp_enroll(
     State(state): State<Arc<AppState>>,
     client: Client,
@@ -219,7 +221,8 @@ pub async fn begin_totp_enrollment(
 }
 
 #[utoipa::path(post, path = "/v1/auth/totp/confirm", tag = "auth", request_body = CodeRequest, security(("bearer" = [])),
-    responses((status = 200, body = StatusResponse), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = StatusResponse), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 429, body = ErrorBody, description = "`too_many_attempts`: the account's second factor is locked (`throttle.second_factor_max_failures`); retry after `Retry-After`")))]
 pub async fn totp_confirm(
     State(state): State<Arc<AppState>>,
     client: Client,
