@@ -509,7 +509,7 @@ fn refuse_secrets_open_to_every_account(
         return Ok(());
     };
     Err(ConfigError(format!(
-        "{} holds {} and is readable by every account (mode {mode:o}): `chmod o-rwx` it, \
+        "{} holds {} and is open to every account (mode {mode:o}): `chmod o-rwx` it, \
          or pass the secret in its variable ({})",
         file.display(),
         secrets.join(", "),

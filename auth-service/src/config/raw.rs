@@ -1048,7 +1048,7 @@ fn refuse_world_readable(setting: &'static str, path: &str) -> Result<(), Invali
     match open_to_every_account(std::path::Path::new(path)) {
         Some(mode) => Err(bad(
             setting,
-            format!("{path} is readable by every account (mode {mode:o}): `chmod o-rwx` it"),
+            format!("{path} is open to every account (mode {mode:o}): `chmod o-rwx` it"),
         )),
         None => Ok(()),
     }
