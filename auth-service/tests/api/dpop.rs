@@ -136,6 +136,46 @@ impl TestApp {
         self.refresh_with(t, Some(key.proof("POST", &self.htu(REFRESH), None, None)))
             .await
     }
+
+    /// `method` `path` with `token` in the `DPoP` scheme, a fresh proof for
+    /// it from `key`, and the device secret when given.
+    fn with_dpop(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        device: Option<&str>,
+        key: &DpopKey,
+    ) -> reqwest::RequestBuilder {
+        let proof = key.proof(method.as_str(), &self.htu(path), Some(token), None);
+        let request = self
+            .http
+            .request(method, self.url(path))
+            .header("authorization", format!("DPoP {token}"))
+            .header("dpop", proof);
+        match device {
+            Some(device) => request.header("x-authflow-device", device),
+            None => request,
+        }
+    }
+
+    /// A client-credentials token of service account `client_id`, bound to `key`.
+    async fn bound_service_token(&self, client_id: &str, secret: String, key: &DpopKey) -> String {
+        let r = self
+            .http
+            .post(self.url(TOKEN))
+            .basic_auth(client_id, Some(secret))
+            .form(&[("grant_type", "client_credentials")])
+            .header("dpop", key.proof("POST", &self.htu(TOKEN), None, None))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json::<Value>().await.unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
 }
 
 /// The tokens of a `token_type: DPoP` answer.
@@ -890,13 +930,12 @@ async fn a_bound_token_is_not_a_bearer_token_at_the_services_own_endpoints() {
     // An unbound token under the DPoP scheme is refused too.
     let plain = app.signin("ada@example.com", PASSWORD).await;
     let r = app
-        .http
-        .post(app.url(LOGOUT))
-        .header("authorization", format!("DPoP {}", plain.access))
-        .header("x-authflow-device", &plain.device)
-        .header(
-            "dpop",
-            key.proof("POST", &app.htu(LOGOUT), Some(&plain.access), None),
+        .with_dpop(
+            reqwest::Method::POST,
+            LOGOUT,
+            &plain.access,
+            Some(&plain.device),
+            &key,
         )
         .send()
         .await
@@ -1061,23 +1100,7 @@ async fn a_bound_service_token_without_its_key_does_not_learn_it_was_revoked() {
         .create_service_account(&admin, "billing", &["read"])
         .await;
     let key = DpopKey::es256();
-    let bound_token = |secret: String| {
-        let r = app
-            .http
-            .post(app.url(TOKEN))
-            .basic_auth("billing", Some(secret))
-            .form(&[("grant_type", "client_credentials")])
-            .header("dpop", key.proof("POST", &app.htu(TOKEN), None, None));
-        async move {
-            let r = r.send().await.unwrap();
-            assert_eq!(r.status(), 200);
-            r.json::<Value>().await.unwrap()["access_token"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        }
-    };
-    let revoked = bound_token(first).await;
+    let revoked = app.bound_service_token("billing", first, &key).await;
     let r = app
         .authed(
             reqwest::Method::POST,
@@ -1092,7 +1115,7 @@ async fn a_bound_service_token_without_its_key_does_not_learn_it_was_revoked() {
         .as_str()
         .unwrap()
         .to_owned();
-    let live = bound_token(second).await;
+    let live = app.bound_service_token("billing", second, &key).await;
     let other = DpopKey::es256();
     let answer = |token: &str, scheme: &str, with_other_key: bool| {
         let mut r = app
@@ -1134,15 +1157,13 @@ async fn a_forbidden_dpop_caller_gets_a_dpop_challenge() {
     app.verified_user("ada@example.com").await;
     let key = DpopKey::es256();
     let user = app.dpop_signin("ada@example.com", &key).await;
-    const USERS: &str = "/v1/admin/users";
     let r = app
-        .http
-        .get(app.url(USERS))
-        .header("authorization", format!("DPoP {}", user.access))
-        .header("x-authflow-device", &user.device)
-        .header(
-            "dpop",
-            key.proof("GET", &app.htu(USERS), Some(&user.access), None),
+        .with_dpop(
+            reqwest::Method::GET,
+            "/v1/admin/users",
+            &user.access,
+            Some(&user.device),
+            &key,
         )
         .send()
         .await
@@ -1152,27 +1173,9 @@ async fn a_forbidden_dpop_caller_gets_a_dpop_challenge() {
     let secret = app
         .create_service_account(&admin, "billing", &["read"])
         .await;
+    let token = app.bound_service_token("billing", secret, &key).await;
     let r = app
-        .http
-        .post(app.url(TOKEN))
-        .basic_auth("billing", Some(secret))
-        .form(&[("grant_type", "client_credentials")])
-        .header("dpop", key.proof("POST", &app.htu(TOKEN), None, None))
-        .send()
-        .await
-        .unwrap();
-    let token = r.json::<Value>().await.unwrap()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let r = app
-        .http
-        .post(app.url(LOGOUT))
-        .header("authorization", format!("DPoP {token}"))
-        .header(
-            "dpop",
-            key.proof("POST", &app.htu(LOGOUT), Some(&token), None),
-        )
+        .with_dpop(reqwest::Method::POST, LOGOUT, &token, None, &key)
         .send()
         .await
         .unwrap();
