@@ -294,11 +294,7 @@ async fn key_rotation_is_published_before_it_signs() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
-    let new_kid = r.json::<Value>().await.unwrap()["kid"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let new_kid = ok_text(r, "kid").await;
     let r = app
         .http
         .get(app.url("/.well-known/jwks.json"))

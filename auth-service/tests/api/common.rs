@@ -276,11 +276,7 @@ impl TestApp {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 200);
-        r.json::<Value>().await.unwrap()["secret"]
-            .as_str()
-            .unwrap()
-            .to_owned()
+        ok_text(r, "secret").await
     }
 
     /// Sets up TOTP for a signed-in user (proving the password, then a current
@@ -423,6 +419,15 @@ pub fn header(token: &str) -> Value {
     .unwrap()
 }
 
+/// Asserts a 200 and returns the string `field` of its JSON body.
+pub async fn ok_text(r: reqwest::Response, field: &str) -> String {
+    assert_eq!(r.status(), 200);
+    r.json::<Value>().await.unwrap()[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("no string `{field}`"))
+        .to_owned()
+}
+
 /// Asserts the one error shape and returns the `error` code.
 pub async fn error_code(r: reqwest::Response, status: u16) -> String {
     assert_eq!(r.status().as_u16(), status);
@@ -431,8 +436,6 @@ pub async fn error_code(r: reqwest::Response, status: u16) -> String {
     body["error"].as_str().unwrap().to_owned()
 }
 
-/// Runs `statements` on `app`'s database from a connection of its own (as an
-/// operator, another instance or a failing disk would change it).
 /// The auth service's `ext_authz` verdict on the tokens' access token.
 pub async fn ext_authz(app: &TestApp, t: &Tokens) -> u16 {
     app.authed(reqwest::Method::GET, "/v1/ext-authz", t)
@@ -443,6 +446,8 @@ pub async fn ext_authz(app: &TestApp, t: &Tokens) -> u16 {
         .as_u16()
 }
 
+/// Runs `statements` on `app`'s database from a connection of its own (as an
+/// operator, another instance or a failing disk would change it).
 pub async fn run_sql(app: &TestApp, statements: &[&str]) {
     let url = secrecy::ExposeSecret::expose_secret(&app.state.config.database.url).to_owned();
     if app.database_url.is_some() {

@@ -170,11 +170,7 @@ impl TestApp {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 200);
-        r.json::<Value>().await.unwrap()["access_token"]
-            .as_str()
-            .unwrap()
-            .to_owned()
+        ok_text(r, "access_token").await
     }
 }
 
@@ -1110,11 +1106,7 @@ async fn a_bound_service_token_without_its_key_does_not_learn_it_was_revoked() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
-    let second = r.json::<Value>().await.unwrap()["client_secret"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let second = ok_text(r, "client_secret").await;
     let live = app.bound_service_token("billing", second, &key).await;
     let other = DpopKey::es256();
     let answer = |token: &str, scheme: &str, with_other_key: bool| {

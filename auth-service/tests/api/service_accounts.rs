@@ -79,11 +79,7 @@ impl TestApp {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 200);
-        r.json::<Value>().await.unwrap()["client_secret"]
-            .as_str()
-            .unwrap()
-            .to_owned()
+        ok_text(r, "client_secret").await
     }
 }
 
