@@ -18,7 +18,7 @@ use crate::keys::{KeyInfo, RotateError};
 use crate::routes::auth::{notify, StatusResponse};
 use crate::sessions::feed_changed;
 use crate::state::AppState;
-use crate::store::{AuditEntry, PageCursor, PageRequest, Session, User};
+use crate::store::{AuditRow, Cursor, IdCursor, PageCursor, PageRequest, Session, User};
 
 #[derive(Serialize, ToSchema)]
 pub struct UserView {
@@ -126,8 +126,12 @@ pub struct RotateResponse {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
+    /// Only the entries naming this user; every entry when absent.
     pub user_id: Option<String>,
+    /// Entries per page (newest first): 1 to 1000, 100 when absent.
     pub limit: Option<u32>,
+    /// Where the page starts: the cursor in the `after` of the previous page's `Link: <…>; rel="next"`.
+    pub after: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/admin/users", tag = "admin", params(UserQuery), security(("bearer" = [])),
@@ -167,7 +171,7 @@ pub async fn find_users(
 
 /// `limit` and `after` of a listing's query: 400 for a limit out of range or
 /// a cursor this service did not write.
-fn page_request(limit: Option<u32>, after: Option<&str>) -> ApiResult<PageRequest> {
+fn page_request<C: Cursor>(limit: Option<u32>, after: Option<&str>) -> ApiResult<PageRequest<C>> {
     let limit = limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::BadRequest(format!(
@@ -177,7 +181,7 @@ fn page_request(limit: Option<u32>, after: Option<&str>) -> ApiResult<PageReques
     let after =
         match after {
             None => None,
-            Some(a) => Some(PageCursor::parse(a).ok_or_else(|| {
+            Some(a) => Some(C::parse(a).ok_or_else(|| {
                 ApiError::BadRequest("`after`: not a cursor of this listing".into())
             })?),
         };
@@ -189,24 +193,27 @@ const MAX_PAGE: u32 = 1000;
 
 /// One page of a listing read with [`PageRequest::one_more`]: its first
 /// `page.limit` rows, and when a row follows them, `Link: <PATH?limit=…&after=…>;
-/// rel="next"` (RFC 8288; relative, as the request's own path).
-fn paged<T, V: Serialize>(
+/// rel="next"` (RFC 8288; relative, as the request's own path). `path` may
+/// carry the listing's filter as an escaped query (`PATH?user_id=…`): the
+/// next page keeps it.
+fn paged<T, V: Serialize, C: Cursor>(
     mut rows: Vec<T>,
-    page: &PageRequest,
+    page: &PageRequest<C>,
     path: &str,
-    key: impl Fn(&T) -> PageCursor,
+    key: impl Fn(&T) -> C,
     view: impl Fn(&T) -> V,
 ) -> Response {
     let more = rows.len() > page.limit as usize;
     rows.truncate(page.limit as usize);
     let body = axum::Json(rows.iter().map(view).collect::<Vec<V>>());
+    let query = if path.contains('?') { '&' } else { '?' };
     match rows.last().filter(|_| more) {
         // A cursor is digits, a dot and an id's characters: nothing to escape.
         Some(last) => (
             [(
                 header::LINK,
                 format!(
-                    "<{path}?limit={}&after={}>; rel=\"next\"",
+                    "<{path}{query}limit={}&after={}>; rel=\"next\"",
                     page.limit,
                     key(last)
                 ),
@@ -463,15 +470,33 @@ pub async fn rotate_keys(
     }))
 }
 
+/// The audit log, newest first, a page at a time back to its oldest row
+/// kept: the cursor is the id of a page's last row (insertion order), so a
+/// row written while an admin pages back is neither repeated nor skipped.
 #[utoipa::path(get, path = "/v1/admin/audit", tag = "admin", params(AuditQuery), security(("bearer" = [])),
-    responses((status = 200, description = "newest audit entries first"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, description = "a page of audit entries, newest first; `Link: <…>; rel=\"next\"` when more follow"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn audit_log(
     State(state): State<Arc<AppState>>,
     _admin: Admin,
     QueryParams(q): QueryParams<AuditQuery>,
-) -> ApiResult<axum::Json<Vec<AuditEntry>>> {
-    let limit = q.limit.unwrap_or(100).min(1000);
-    Ok(axum::Json(
-        state.store.audit_log(q.user_id.as_deref(), limit).await?,
+) -> ApiResult<Response> {
+    let page = page_request(q.limit, q.after.as_deref())?;
+    let user_id = q.user_id.as_deref();
+    let rows = state.store.audit_page(user_id, &page.one_more()).await?;
+    let path = match user_id {
+        // Any text: escaped, or the next page would list another filter's rows.
+        Some(user_id) => format!(
+            "/v1/admin/audit?user_id={}",
+            url::form_urlencoded::byte_serialize(user_id.as_bytes()).collect::<String>()
+        ),
+        None => "/v1/admin/audit".to_owned(),
+    };
+    Ok(paged(
+        rows,
+        &page,
+        &path,
+        |r: &AuditRow| IdCursor(r.id),
+        |r| r.entry.clone(),
     ))
 }

@@ -20,18 +20,22 @@ pub const USE_UP_LINKS: &str =
 pub const CONSUME_CHALLENGES: &str = "UPDATE challenges SET consumed_at = $1 \
      WHERE user_id = $2 AND consumed_at IS NULL AND expires_at > $1";
 
-/// The newest `$2` audit rows of user `$1`, newest first (the admin listing).
+/// A page of user `$1`'s audit rows: the newest `$3` with an id below `$2`,
+/// newest first (the admin listing).
 pub const AUDIT_OF_USER: &str =
-    "SELECT at, event, outcome, user_id, email, ip, user_agent, detail \
-     FROM audit_log WHERE user_id = $1 ORDER BY id DESC LIMIT $2";
+    "SELECT id, at, event, outcome, user_id, email, ip, user_agent, detail \
+     FROM audit_log WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3";
 
-/// The newest `$1` audit rows, newest first (the admin listing).
-pub const AUDIT_NEWEST: &str = "SELECT at, event, outcome, user_id, email, ip, user_agent, detail \
-     FROM audit_log ORDER BY id DESC LIMIT $1";
+/// A page of the audit log: the newest `$2` rows with an id below `$1`,
+/// newest first (the admin listing).
+pub const AUDIT_NEWEST: &str =
+    "SELECT id, at, event, outcome, user_id, email, ip, user_agent, detail \
+     FROM audit_log WHERE id < $1 ORDER BY id DESC LIMIT $2";
 
 /// Every statement above on one user's rows, for the plan check
-/// ([`AUDIT_NEWEST`] reads the log backwards from its end and stops after
-/// `$1` rows).
+/// ([`AUDIT_NEWEST`], on no user's, reads the log backwards by its primary
+/// key from the page's cursor and stops after `$2` rows; its plan is checked
+/// with [`AUDIT_OF_USER`]'s in `audit_pages_are_read_from_an_index`).
 pub const ALL: [&str; 4] = [
     USE_UP_LINKS_FOR,
     USE_UP_LINKS,

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::kek::Kek;
-pub use page::{PageCursor, PageRequest};
+pub use page::{Cursor, IdCursor, PageCursor, PageRequest};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -527,6 +527,15 @@ pub struct AuditEntry {
     pub detail: Option<String>,
 }
 
+/// An audit row as read back: its entry and its id (the log's insertion
+/// order, the cursor of its pages).
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct AuditRow {
+    pub id: i64,
+    #[sqlx(flatten)]
+    pub entry: AuditEntry,
+}
+
 /// Position of the revocation feed: the newest event and the newest event
 /// ever pruned (a cursor older than that is "too old"), and the epoch the
 /// database holds (`None` before the first instance started on it).
@@ -1018,7 +1027,18 @@ pub trait Store: Send + Sync + 'static {
     async fn audit_started(&self, entry: &AuditEntry) -> StoreResult<i64>;
     /// Sets the `detail` of audit row `id` (what became of its action).
     async fn settle_audit(&self, id: i64, detail: &str) -> StoreResult<()>;
-    async fn audit_log(&self, user_id: Option<&str>, limit: u32) -> StoreResult<Vec<AuditEntry>>;
+    /// A page of the audit log, newest first: every row, or those naming
+    /// `user_id`; each page below the id of the previous page's last row.
+    async fn audit_page(
+        &self,
+        user_id: Option<&str>,
+        page: &PageRequest<IdCursor>,
+    ) -> StoreResult<Vec<AuditRow>>;
+    /// The newest `limit` rows of [`Store::audit_page`].
+    async fn audit_log(&self, user_id: Option<&str>, limit: u32) -> StoreResult<Vec<AuditEntry>> {
+        let rows = self.audit_page(user_id, &PageRequest::first(limit)).await?;
+        Ok(rows.into_iter().map(|r| r.entry).collect())
+    }
 }
 
 #[cfg(test)]

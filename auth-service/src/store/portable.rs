@@ -927,7 +927,7 @@ macro_rules! impl_store {
                 Ok(r.rows_affected())
             }
 
-            async fn audit_log(&self, user_id: Option<&str>, limit: u32) -> StoreResult<Vec<AuditEntry>> {
+            async fn audit_page(&self, user_id: Option<&str>, page: &PageRequest<IdCursor>) -> StoreResult<Vec<AuditRow>> {
                 // Two statements, not one with `($1 IS NULL OR user_id = $1)`: SQLite
                 // (and a generic plan on Postgres) read that one through the whole
                 // table, newest first, for a user with few rows.
@@ -935,7 +935,12 @@ macro_rules! impl_store {
                     Some(user_id) => sqlx::query_as(crate::store::by_user::AUDIT_OF_USER).bind(user_id),
                     None => sqlx::query_as(crate::store::by_user::AUDIT_NEWEST),
                 };
-                query.bind(i64::from(limit)).fetch_all(self.reader()).await.map_err(StoreError::from)
+                query
+                    .bind(page.below())
+                    .bind(i64::from(page.limit))
+                    .fetch_all(self.reader())
+                    .await
+                    .map_err(StoreError::from)
             }
 
             async fn audit(&self, e: &AuditEntry) -> StoreResult<()> {

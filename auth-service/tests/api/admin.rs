@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use authflow_auth_service::clock::now;
 use authflow_auth_service::domain::password::Hasher;
-use authflow_auth_service::store::{StoreError, User};
+use authflow_auth_service::store::{AuditEntry, StoreError, User};
 use authflow_contract::revocation::RevocationFeed;
 use authflow_contract::KeySet;
 use reqwest::Method;
@@ -748,6 +748,135 @@ async fn user_and_session_listings_come_in_bounded_pages() {
         .await
         .unwrap();
     assert_eq!(error_code(r, 400).await, "invalid_request");
+}
+
+/// The `rel="next"` target of a listing's answer, if any.
+fn next_page(r: &reqwest::Response) -> Option<String> {
+    let link = r.headers().get("link")?.to_str().unwrap();
+    Some(
+        link.trim_start_matches('<')
+            .split_once('>')
+            .unwrap()
+            .0
+            .to_owned(),
+    )
+}
+
+/// Finding (a gap): `GET /v1/admin/audit` answered only the newest `limit`
+/// rows (100 by default, silently at most 1000, none for `limit=0`), with no
+/// way further back: an admin looking into an incident could not read any
+/// older row through the API. It now pages like the other listings: newest
+/// first, `Link: <…>; rel="next"` while rows follow, a user's rows too.
+#[tokio::test]
+async fn the_audit_log_pages_back_to_its_oldest_row() {
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    let at = now();
+    let write = |outcome: &str, user_id: Option<&str>| AuditEntry {
+        at,
+        event: "signin".into(),
+        outcome: outcome.into(),
+        user_id: user_id.map(Into::into),
+        ..AuditEntry::default()
+    };
+    for i in 0..7 {
+        let user = (i % 2 == 0).then_some("u-paged");
+        let entry = write(&format!("row{i}"), user);
+        app.state.store.audit(&entry).await.unwrap();
+    }
+    let stored: Vec<Value> = app
+        .state
+        .store
+        .audit_log(None, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap())
+        .collect();
+    let n = stored.len();
+    assert!(n > 7, "{stored:?}");
+
+    // Every row, newest first, each once, in pages of 3 and no empty page after the last.
+    let pages = all_pages(&app, &admin, "/v1/admin/audit?limit=3").await;
+    let sizes: Vec<usize> = (0..n).step_by(3).map(|s| (n - s).min(3)).collect();
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), sizes);
+    assert_eq!(pages.concat(), stored);
+
+    // A row written between two page reads is newer than the first page:
+    // the pages after it neither repeat a row nor skip one.
+    let r = app
+        .authed(Method::GET, "/v1/admin/audit?limit=3", &admin)
+        .send()
+        .await
+        .unwrap();
+    let next = next_page(&r).unwrap();
+    let first: Vec<Value> = r.json().await.unwrap();
+    app.state.store.audit(&write("late", None)).await.unwrap();
+    let rest = all_pages(&app, &admin, &next).await;
+    let read: Vec<Value> = first.into_iter().chain(rest.concat()).collect();
+    assert_eq!(read, stored);
+    let r = app
+        .authed(Method::GET, "/v1/admin/audit?limit=1", &admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Vec<Value>>().await.unwrap()[0]["outcome"], "late");
+
+    // One user's rows page too, the filter kept in every `next` link, also
+    // an id that needs escaping there.
+    let pages = all_pages(&app, &admin, "/v1/admin/audit?user_id=u-paged&limit=2").await;
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2]);
+    let outcomes: Vec<&str> = pages
+        .iter()
+        .flatten()
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["row6", "row4", "row2", "row0"]);
+    for i in 0..3 {
+        let entry = write(&format!("odd{i}"), Some("a b&c=d#e>"));
+        app.state.store.audit(&entry).await.unwrap();
+    }
+    let pages = all_pages(
+        &app,
+        &admin,
+        "/v1/admin/audit?user_id=a+b%26c%3Dd%23e%3E&limit=2",
+    )
+    .await;
+    let outcomes: Vec<Vec<&str>> = pages
+        .iter()
+        .map(|p| p.iter().map(|e| e["outcome"].as_str().unwrap()).collect())
+        .collect();
+    assert_eq!(outcomes, [vec!["odd2", "odd1"], vec!["odd0"]]);
+
+    // Without a limit: 100 a page; 1000 is allowed.
+    for path in ["/v1/admin/audit", "/v1/admin/audit?limit=1000"] {
+        let r = app.authed(Method::GET, path, &admin).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert!(r.headers().get("link").is_none(), "{path}");
+        assert_eq!(r.json::<Vec<Value>>().await.unwrap().len(), n + 4, "{path}");
+    }
+
+    for bad in [
+        "limit=0",
+        "limit=1001",
+        "limit=-1",
+        "after=",
+        "after=abc",
+        "after=-5",
+        "after=%2B5",
+        "after=5.0",
+        "after=1.ab",
+        "after=%205",
+        "after=99999999999999999999",
+        "user_id=u-paged&limit=2&after=x",
+    ] {
+        let r = app
+            .authed(Method::GET, &format!("/v1/admin/audit?{bad}"), &admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_code(r, 400).await, "invalid_request", "{bad}");
+    }
 }
 
 /// A revocation outlives the tokens it kills, also ones issued under a

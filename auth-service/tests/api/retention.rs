@@ -397,6 +397,42 @@ async fn maintenance_deletes_read_no_whole_table() {
     );
 }
 
+/// Finding (with the audit listing's pages): each page of `GET
+/// /v1/admin/audit`, of every row or of one user's, starts below the
+/// previous page's last id and is read from an index from there, never by
+/// reading (or sorting) the whole log to reach it.
+#[tokio::test]
+async fn audit_pages_are_read_from_an_index() {
+    let app = spawn_app().await;
+    let mut wrong = Vec::new();
+    for sql in [
+        authflow_auth_service::store::by_user::AUDIT_OF_USER,
+        authflow_auth_service::store::by_user::AUDIT_NEWEST,
+    ] {
+        let plan = query_plan(&app, sql).await;
+        assert!(!plan.is_empty(), "no plan for {sql}");
+        let whole = plan
+            .iter()
+            .any(|step| step.starts_with("SCAN ") || step.contains("Seq Scan"));
+        let from_cursor = plan
+            .iter()
+            .any(|step| step.contains("id<?") || step.contains("(id < "));
+        let sorted = plan.iter().any(|step| {
+            step.contains("TEMP B-TREE")
+                || step.trim_start().starts_with("->  Sort")
+                || step.starts_with("Sort")
+        });
+        if whole || !from_cursor || sorted {
+            wrong.push(format!("{sql}:\n  {}", plan.join("\n  ")));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "audit pages not read from an index at their cursor:\n{}",
+        wrong.join("\n")
+    );
+}
+
 /// Finding: a password reset ended the user's other live links and sign-in
 /// challenges by reading every live link and challenge of every user (by
 /// expiry: no index on the user), under SQLite's write lock, and the admin
@@ -417,9 +453,12 @@ async fn per_user_statements_read_only_that_users_rows() {
         let whole = plan
             .iter()
             .any(|step| step.starts_with("SCAN ") || step.contains("Seq Scan"));
-        let by_user = plan
-            .iter()
-            .any(|step| step.contains("(user_id=?") || step.contains("Index Cond: (user_id = "));
+        let by_user = plan.iter().any(|step| {
+            // On Postgres the user alone, or the user and the page's id bound.
+            step.contains("(user_id=?")
+                || step.contains("Index Cond: (user_id = ")
+                || step.contains("Index Cond: ((user_id = ")
+        });
         let sorted = plan.iter().any(|step| {
             step.contains("TEMP B-TREE")
                 || step.trim_start().starts_with("->  Sort")
