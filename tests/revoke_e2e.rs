@@ -305,3 +305,52 @@ fn credentials_are_forwarded_when_configured() {
     default.logout(&ivy);
     assert!(default.refused("/api/x", &ivy));
 }
+
+/// The `kid` of the session's access token.
+fn kid(s: &Session) -> String {
+    use base64::Engine;
+    let header = s.access.split('.').next().unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .unwrap();
+    serde_json::from_slice::<Value>(&bytes).unwrap()["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A signing key whose private half leaked is withdrawn with the CLI: a new
+/// key signs at once, its first token makes the filter fetch the key set
+/// early (its refresh interval is a minute here), and from then on the
+/// filter refuses every token of the withdrawn key, as the service does.
+#[test]
+fn a_withdrawn_signing_key_is_refused_through_envoy_once_its_successor_signs() {
+    let st = stack(&[], |_| {});
+    st.sign_up("kim@withdraw.test");
+    let before = st.sign_in("kim@withdraw.test");
+    let allowed = |s: &Session| st.envoy.get("/api/x", &s.headers()).status;
+    assert!(
+        eventually(Duration::from_secs(10), || allowed(&before) == 200),
+        "signed in, allowed"
+    );
+
+    let leaked = kid(&before);
+    let out = st.auth.cli(&["keys", "withdraw", "--kid", &leaked]);
+    assert!(out.contains(&leaked), "{out}");
+    assert!(
+        eventually(Duration::from_secs(3), || service_verdict(&st, &before)
+            == 401),
+        "the running service follows within a second"
+    );
+
+    let after = st.sign_in("kim@withdraw.test");
+    assert_ne!(kid(&after), leaked, "the successor signs at once");
+    assert!(
+        eventually(Duration::from_secs(10), || allowed(&after) == 200),
+        "the successor's token passes (the filter fetched the new key set)"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || allowed(&before) == 401),
+        "the withdrawn key's token is refused through Envoy"
+    );
+}

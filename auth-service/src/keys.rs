@@ -6,6 +6,11 @@
 //! became active; its private half is deleted from then on, the public half
 //! kept) → gone from the JWKS once `retired_at + access_ttl` passed, i.e.
 //! after the last token it signed has expired.
+//!
+//! A key whose private half leaked is withdrawn (`keys withdraw`): out of the
+//! JWKS and verifying nothing at once, its private half deleted; if it was
+//! the one signing, a new key signs at once (no lead: a filter meeting an
+//! unknown `kid` fetches the JWKS again early).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, RwLock};
@@ -15,7 +20,7 @@ use jwt_simple::prelude::*;
 use sha2::{Digest, Sha256};
 
 use crate::domain::random_id;
-use crate::store::{PublishedLimit, Store, StoreError, StoredKey};
+use crate::store::{PublishedLimit, Store, StoreError, StoredKey, Withdrawal};
 
 /// Allowance for clock skew between hosts: extra time a retired key stays
 /// published, and how early the first key is.
@@ -32,6 +37,25 @@ pub enum RotateError {
     Store(#[from] StoreError),
     #[error("{published} signing keys are published, the most a verifier keeps: rotate again once retired keys have left the JWKS (access token lifetime + 60 s after their retirement)")]
     TooManyKeys { published: usize },
+}
+
+/// Why a withdrawal did not happen (nothing was changed).
+#[derive(Debug, thiserror::Error)]
+pub enum WithdrawError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("there is no signing key {kid}: nothing was withdrawn (`keys list` names them)")]
+    UnknownKey { kid: String },
+}
+
+/// What a withdrawal did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Withdrawn {
+    /// The key was withdrawn before: nothing changed.
+    Already,
+    /// Withdrawn now; `successor`: the new key signing from now on, when the
+    /// withdrawn key was the one signing (or due to).
+    Now { successor: Option<String> },
 }
 
 /// The public half of one of the service's own keys, for checking tokens it
@@ -145,6 +169,8 @@ pub struct LoadedKey {
     pub publish_at: i64,
     pub active_at: i64,
     pub retired_at: Option<i64>,
+    /// Withdrawn (`keys withdraw`): published nowhere, verifies nothing.
+    pub withdrawn_at: Option<i64>,
     /// `None` once the key no longer signs and its private half was deleted,
     /// or when this process cannot open it (sealed under a newer KEK).
     pub signer: Option<Arc<SigningKey>>,
@@ -182,6 +208,7 @@ pub struct KeyInfo {
     pub publish_at: i64,
     pub active_at: i64,
     pub retired_at: Option<i64>,
+    pub withdrawn_at: Option<i64>,
 }
 
 /// The in-memory copy of every stored key; swapped whole on rotation.
@@ -245,7 +272,10 @@ impl KeyRing {
                         public = signer.public_bytes();
                         store.set_signing_key_public(&k.kid, &public).await?;
                     }
-                    None if k.private_key_unopened.is_some() => continue,
+                    // Nothing to publish or verify: a withdrawn legacy row.
+                    None if k.private_key_unopened.is_some() || k.withdrawn_at.is_some() => {
+                        continue
+                    }
                     None => {
                         return Err(StoreError::Corrupt(format!(
                             "signing key {} has no key material",
@@ -260,7 +290,9 @@ impl KeyRing {
                 publish_at: k.publish_at,
                 active_at: k.active_at,
                 retired_at: k.retired_at,
-                signer,
+                withdrawn_at: k.withdrawn_at,
+                // A withdrawn key never signs, whatever this process had opened.
+                signer: signer.filter(|_| k.withdrawn_at.is_none()),
                 verifier,
                 public_jwk,
             });
@@ -321,6 +353,35 @@ impl KeyRing {
         Ok(key.kid)
     }
 
+    /// Withdraws the key `kid` at `now` (its private half leaked): it leaves
+    /// the JWKS and verifies nothing from now on, here and (within their
+    /// key reload) on every other instance; its private half is deleted.
+    /// If it is the key signing (or due to), a new key of `alg` replaces it
+    /// in the same transaction and signs at once, with no publication lead.
+    /// A key withdrawn before: [`Withdrawn::Already`], nothing changed.
+    pub async fn withdraw(
+        &self,
+        store: &dyn Store,
+        alg: Algorithm,
+        kid: &str,
+        now: i64,
+    ) -> Result<Withdrawn, WithdrawError> {
+        // Published as of a skew allowance ago, as the first key: an instance
+        // whose clock is behind publishes it too.
+        let successor = new_key(alg, now - RETIRED_GRACE_SECS, now)?;
+        let done = store.withdraw_signing_key(kid, now, &successor).await?;
+        self.reload(store).await?;
+        match done {
+            Withdrawal::Unknown => Err(WithdrawError::UnknownKey {
+                kid: kid.to_owned(),
+            }),
+            Withdrawal::Already => Ok(Withdrawn::Already),
+            Withdrawal::Done { replaced } => Ok(Withdrawn::Now {
+                successor: replaced.then_some(successor.kid),
+            }),
+        }
+    }
+
     /// When a key retired at `retired_at` leaves the JWKS.
     fn gone_at(&self, retired_at: i64) -> i64 {
         retired_at + self.retired_kept_secs()
@@ -354,7 +415,7 @@ impl KeyRing {
         // private half is still here (deleted at the next maintenance tick).
         let signers = || {
             keys.iter()
-                .filter(|k| k.retired_at.is_none_or(|r| now < r))
+                .filter(|k| k.withdrawn_at.is_none() && k.retired_at.is_none_or(|r| now < r))
                 .filter_map(|k| {
                     k.signer
                         .as_ref()
@@ -385,9 +446,12 @@ impl KeyRing {
     }
 
     /// Whether `key` is in the JWKS at `now`: the one rule for what is
-    /// published and what verifies.
+    /// published and what verifies. A withdrawn key is in none, whatever
+    /// the clock (an instance behind the one that withdrew it too).
     fn published(&self, key: &LoadedKey, now: i64) -> bool {
-        key.publish_at <= now && key.retired_at.is_none_or(|r| now < self.gone_at(r))
+        key.withdrawn_at.is_none()
+            && key.publish_at <= now
+            && key.retired_at.is_none_or(|r| now < self.gone_at(r))
     }
 
     /// The JWKS document and its ETag.
@@ -412,6 +476,7 @@ impl KeyRing {
                 publish_at: k.publish_at,
                 active_at: k.active_at,
                 retired_at: k.retired_at,
+                withdrawn_at: k.withdrawn_at,
             })
             .collect()
     }
@@ -434,6 +499,7 @@ fn new_key(alg: Algorithm, publish_at: i64, active_at: i64) -> Result<StoredKey,
         publish_at,
         active_at,
         retired_at: None,
+        withdrawn_at: None,
     })
 }
 
@@ -620,5 +686,87 @@ mod tests {
             signing_kid(&on_new, t + 70).as_deref(),
             Some(second.as_str())
         );
+    }
+
+    /// `withdraw` of the key signing now: out of the JWKS and verifying
+    /// nothing at once (also on an instance whose clock is behind), a new key
+    /// signs at once; of a key rotated out: gone, nothing new; of the key a
+    /// rotation made, still in its lead: the key it would have replaced
+    /// stops at its retirement, so a new key takes over at once too. Unknown:
+    /// refused, nothing written; again: nothing changes.
+    #[tokio::test]
+    async fn a_withdrawn_key_is_published_nowhere_and_something_always_signs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let t = 1_000_000;
+        let ring = KeyRing::load(&store, Algorithm::EdDSA, 900, t)
+            .await
+            .unwrap();
+        let first = signing_kid(&ring, t).unwrap();
+        let Withdrawn::Now {
+            successor: Some(second),
+        } = ring
+            .withdraw(&store, Algorithm::EdDSA, &first, t + 10)
+            .await
+            .unwrap()
+        else {
+            panic!("the signing key is replaced");
+        };
+        for now in [t + 10, t + 5] {
+            assert!(!ring.jwks(now).0.contains(&first));
+            assert!(ring.verifier(&first, now).is_none());
+        }
+        assert_eq!(signing_kid(&ring, t + 10).as_deref(), Some(second.as_str()));
+        assert!(ring.verifier(&second, t + 10).is_some());
+        assert!(store
+            .signing_keys()
+            .await
+            .unwrap()
+            .iter()
+            .any(|k| k.kid == first && k.private_key.is_empty() && k.withdrawn_at == Some(t + 10)));
+        assert_eq!(
+            ring.withdraw(&store, Algorithm::EdDSA, &first, t + 11)
+                .await
+                .unwrap(),
+            Withdrawn::Already
+        );
+        assert!(matches!(
+            ring.withdraw(&store, Algorithm::EdDSA, "nope", t + 11)
+                .await,
+            Err(WithdrawError::UnknownKey { .. })
+        ));
+        assert_eq!(ring.list().len(), 2);
+
+        // A rotation, then its old key withdrawn: nothing new needed once retired.
+        let third = ring
+            .rotate(&store, Algorithm::EdDSA, t + 20, 60)
+            .await
+            .unwrap();
+        assert_eq!(
+            ring.withdraw(&store, Algorithm::EdDSA, &second, t + 100)
+                .await
+                .unwrap(),
+            Withdrawn::Now { successor: None }
+        );
+        assert_eq!(signing_kid(&ring, t + 100).as_deref(), Some(third.as_str()));
+
+        // The pending key withdrawn during its lead.
+        let fourth = ring
+            .rotate(&store, Algorithm::EdDSA, t + 200, 60)
+            .await
+            .unwrap();
+        let Withdrawn::Now {
+            successor: Some(fifth),
+        } = ring
+            .withdraw(&store, Algorithm::EdDSA, &fourth, t + 210)
+            .await
+            .unwrap()
+        else {
+            panic!("the pending key is replaced");
+        };
+        for now in [t + 210, t + 300] {
+            assert_eq!(signing_kid(&ring, now).as_deref(), Some(fifth.as_str()));
+        }
+        assert!(ring.jwks(t + 210).0.contains(&third), "not leaked: kept");
     }
 }

@@ -7,6 +7,7 @@ use authflow_auth_service::clock::now;
 use authflow_auth_service::config::{Config, Environment};
 use authflow_auth_service::domain::password::{Hasher, Password};
 use authflow_auth_service::domain::{random_secret, Email};
+use authflow_auth_service::keys::Withdrawn;
 use authflow_auth_service::startup::spawn;
 use authflow_auth_service::state::{build_state, open_store};
 use authflow_auth_service::store::{
@@ -165,6 +166,14 @@ enum ServiceAccountCommand {
 enum KeysCommand {
     /// Publish a new signing key now; it signs after `keys.publish_lead_secs`.
     Rotate,
+    /// Withdraw a signing key whose private half leaked: it leaves the JWKS
+    /// and verifies nothing at once, its private half is deleted; if it is
+    /// the key signing, a new key signs at once (no publication lead).
+    Withdraw {
+        /// The key's `kid` (`keys list`).
+        #[arg(long)]
+        kid: String,
+    },
     /// List signing keys (public metadata).
     List,
 }
@@ -344,6 +353,47 @@ async fn run(cli: Cli) -> Result<(), String> {
             println!("new key {kid} published; it signs in {lead} s (a running service publishes it within a second)");
             Ok(())
         }
+        Command::Keys(KeysCommand::Withdraw { kid }) => {
+            let alg = config.keys.signing_alg;
+            let state = build_state(config, Opening::Existing)
+                .await
+                .map_err(|e| e.to_string())?;
+            let withdraw = async {
+                state
+                    .keys
+                    .withdraw(state.store.as_ref(), alg, &kid, now())
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            let done = cli_privileged(
+                state.store.as_ref(),
+                ("cli_withdraw_key", "by the CLI"),
+                (None, None),
+                withdraw,
+                |done| match done {
+                    Withdrawn::Already => format!("done: key {kid} was already withdrawn"),
+                    Withdrawn::Now { successor: None } => format!("done: key {kid} withdrawn"),
+                    Withdrawn::Now {
+                        successor: Some(new),
+                    } => format!("done: key {kid} withdrawn, new key {new} signs"),
+                },
+            )
+            .await?;
+            match done {
+                Withdrawn::Already => println!("key {kid} was already withdrawn: nothing changed"),
+                Withdrawn::Now { successor } => {
+                    println!(
+                        "key {kid} withdrawn: out of the JWKS, verifying nothing, its private half \
+                         deleted (running services follow within a second; filters at their next \
+                         JWKS refresh)"
+                    );
+                    if let Some(new) = successor {
+                        println!("new key {new} signs now");
+                    }
+                }
+            }
+            Ok(())
+        }
         Command::Feed(FeedCommand::NewEpoch) => {
             let state = build_state(config, Opening::Existing)
                 .await
@@ -395,8 +445,8 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             for k in state.keys.list() {
                 println!(
-                    "{}  {}  publish_at={} active_at={} retired_at={:?}",
-                    k.kid, k.alg, k.publish_at, k.active_at, k.retired_at
+                    "{}  {}  publish_at={} active_at={} retired_at={:?} withdrawn_at={:?}",
+                    k.kid, k.alg, k.publish_at, k.active_at, k.retired_at, k.withdrawn_at
                 );
             }
             Ok(())

@@ -333,7 +333,18 @@ pub struct PublishedLimit {
 /// The signing keys `limit` counts as published, in SQL (`$1`: its
 /// `retired_kept_secs`, `$2`: its `now`).
 pub(crate) const COUNT_PUBLISHED_KEYS: &str =
-    "SELECT COUNT(*) FROM signing_keys WHERE retired_at IS NULL OR retired_at + $1 > $2";
+    "SELECT COUNT(*) FROM signing_keys WHERE withdrawn_at IS NULL AND (retired_at IS NULL OR retired_at + $1 > $2)";
+
+/// What [`Store::withdraw_signing_key`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Withdrawal {
+    /// No key has that kid: nothing was written.
+    Unknown,
+    /// It was withdrawn before: nothing was written.
+    Already,
+    /// Withdrawn now; `replaced`: the successor was added and signs.
+    Done { replaced: bool },
+}
 
 /// The tokens a service account holds, killed with a change of its
 /// credentials: `subject` is their `sub`; the feed entry is kept at least
@@ -500,6 +511,9 @@ pub struct StoredKey {
     pub publish_at: i64,
     pub active_at: i64,
     pub retired_at: Option<i64>,
+    /// When `keys withdraw` took it out (its private half leaked): from then
+    /// on it is in no JWKS, verifies nothing and signs nothing.
+    pub withdrawn_at: Option<i64>,
 }
 
 /// `Debug` leaves the private key out.
@@ -511,6 +525,7 @@ impl std::fmt::Debug for StoredKey {
             .field("publish_at", &self.publish_at)
             .field("active_at", &self.active_at)
             .field("retired_at", &self.retired_at)
+            .field("withdrawn_at", &self.withdrawn_at)
             .finish_non_exhaustive()
     }
 }
@@ -990,6 +1005,19 @@ pub trait Store: Send + Sync + 'static {
         limit: PublishedLimit,
     ) -> StoreResult<Result<(), usize>>;
     async fn set_signing_key_public(&self, kid: &str, public_key: &[u8]) -> StoreResult<()>;
+    /// Withdraws the key `kid` at `now` (its private half leaked): marks it
+    /// withdrawn and deletes its private half. If it signs at `now` or would
+    /// sign later (no later key retired it by `now`), `successor` is added
+    /// in the same transaction, signing from its `active_at`, and every other
+    /// key still signing or due to is retired at `now`: there is never a
+    /// moment with no key to sign with. Nothing is written for a kid that is
+    /// not there ([`Withdrawal::Unknown`]) or already withdrawn.
+    async fn withdraw_signing_key(
+        &self,
+        kid: &str,
+        now: i64,
+        successor: &StoredKey,
+    ) -> StoreResult<Withdrawal>;
     /// Deletes the private half of every key retired at or before `now` whose
     /// public half is stored; returns how many.
     async fn delete_retired_private_keys(&self, now: i64) -> StoreResult<u64>;

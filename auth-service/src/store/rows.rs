@@ -89,6 +89,7 @@ pub(super) struct KeyRow {
     pub(super) publish_at: i64,
     pub(super) active_at: i64,
     pub(super) retired_at: Option<i64>,
+    pub(super) withdrawn_at: Option<i64>,
 }
 
 impl From<KeyRow> for StoredKey {
@@ -103,6 +104,7 @@ impl From<KeyRow> for StoredKey {
             publish_at: r.publish_at,
             active_at: r.active_at,
             retired_at: r.retired_at,
+            withdrawn_at: r.withdrawn_at,
         }
     }
 }

@@ -14,7 +14,7 @@ use super::portable::{
     authenticator_in, ban_service_tokens_in, change_service_credential, count_not_kept,
     end_sessions_past_cap_in, insert_access_token, kept_sealed, published_keys_in,
     record_kek_in_use, revoke_sessions_in, session_event_in, sessions_still_verifiable,
-    NEXT_ROTATION, SESSION_COLUMNS, USER_COLUMNS,
+    withdraw_key_in, NEXT_ROTATION, SESSION_COLUMNS, USER_COLUMNS,
 };
 use super::rows::{ChallengeRow, EventRow, KeyRow, UserRow};
 use super::sealed::{self, key_purpose, totp_purpose};
@@ -641,6 +641,13 @@ super::portable::impl_store! {
         .await?;
         tx.commit().await?;
         Ok(Ok(()))
+    }
+
+    async fn withdraw_signing_key(&self, kid: &str, now: i64, successor: &StoredKey) -> StoreResult<Withdrawal> {
+        let sealed = self.seal(&key_purpose(&successor.kid), &successor.private_key)?.into_bytes();
+        // BEGIN IMMEDIATE: one at a time with rotations.
+        let mut tx = self.begin_write().await?;
+        Ok(withdraw_key_in!(tx, kid, now, successor, sealed))
     }
 
     async fn delete_retired_private_keys(&self, now: i64) -> StoreResult<u64> {

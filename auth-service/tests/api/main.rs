@@ -16,6 +16,7 @@ mod durability;
 mod factors;
 mod flows;
 mod input;
+mod key_withdrawal;
 mod long_poll;
 mod mail_limits;
 mod openapi;

@@ -697,3 +697,59 @@ fn new_session(
     };
     (session, refresh)
 }
+
+/// A key withdrawn on instance 1 (its private half leaked) is refused by
+/// instance 2 within about a second, gone from its JWKS, and both sign with
+/// the key that replaced it at once (no publication lead).
+#[tokio::test]
+async fn a_key_withdrawn_on_one_instance_is_refused_by_the_other_within_a_second() {
+    let (one, two) = two_instances(|c| c.keys.publish_lead = Duration::from_secs(600)).await;
+    let admin = one.admin("root@example.com").await;
+    let leaked = header(&admin.access)["kid"].as_str().unwrap().to_owned();
+    assert_eq!(ext_authz(&two, &admin).await, 200);
+    let config = &one.state.config;
+    let withdrawn = one
+        .state
+        .keys
+        .withdraw(
+            one.state.store.as_ref(),
+            config.keys.signing_alg,
+            &leaked,
+            authflow_auth_service::clock::now(),
+        )
+        .await
+        .unwrap();
+    let authflow_auth_service::keys::Withdrawn::Now {
+        successor: Some(new_kid),
+    } = withdrawn
+    else {
+        panic!("a new key replaces the one that signed: {withdrawn:?}");
+    };
+    let withdrawn = std::time::Instant::now();
+    while ext_authz(&two, &admin).await != 401 {
+        assert!(
+            withdrawn.elapsed() < Duration::from_millis(1500),
+            "instance 2 accepts the withdrawn key's token 1.5 s later"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let jwks: Value = two
+        .get("/.well-known/jwks.json")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert!(!kids.contains(&leaked.as_str()), "{kids:?}");
+    assert!(kids.contains(&new_kid.as_str()), "{kids:?}");
+    for (app, other) in [(&one, &two), (&two, &one)] {
+        let t = app.signin("root@example.com", PASSWORD).await;
+        assert_eq!(header(&t.access)["kid"], new_kid.as_str());
+        assert_eq!(ext_authz(other, &t).await, 200);
+    }
+}

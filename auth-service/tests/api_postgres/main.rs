@@ -29,6 +29,8 @@ mod flows;
 #[path = "../api/input.rs"]
 mod input;
 mod instances;
+#[path = "../api/key_withdrawal.rs"]
+mod key_withdrawal;
 #[path = "../api/long_poll.rs"]
 mod long_poll;
 #[path = "../api/mail_limits.rs"]
