@@ -58,6 +58,19 @@ pub enum Withdrawn {
     Now { successor: Option<String> },
 }
 
+impl Withdrawn {
+    /// What the audit row of withdrawing `kid` says became of it.
+    pub fn audit_detail(&self, kid: &str) -> String {
+        match self {
+            Withdrawn::Already => format!("done: key {kid} was already withdrawn"),
+            Withdrawn::Now { successor: None } => format!("done: key {kid} withdrawn"),
+            Withdrawn::Now {
+                successor: Some(new),
+            } => format!("done: key {kid} withdrawn, new key {new} signs"),
+        }
+    }
+}
+
 /// The public half of one of the service's own keys, for checking tokens it
 /// issued (jwt-simple: signature and registered claims in one call).
 #[derive(Clone, Debug)]

@@ -370,13 +370,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 ("cli_withdraw_key", "by the CLI"),
                 (None, None),
                 withdraw,
-                |done| match done {
-                    Withdrawn::Already => format!("done: key {kid} was already withdrawn"),
-                    Withdrawn::Now { successor: None } => format!("done: key {kid} withdrawn"),
-                    Withdrawn::Now {
-                        successor: Some(new),
-                    } => format!("done: key {kid} withdrawn, new key {new} signs"),
-                },
+                |done| done.audit_detail(&kid),
             )
             .await?;
             match done {

@@ -14,7 +14,7 @@ use crate::clock::now;
 use crate::domain::Email;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Admin, Client, Json, PathParam, QueryParams};
-use crate::keys::{KeyInfo, RotateError};
+use crate::keys::{KeyInfo, RotateError, WithdrawError, Withdrawn};
 use crate::routes::auth::{notify, StatusResponse};
 use crate::sessions::feed_changed;
 use crate::state::AppState;
@@ -120,6 +120,15 @@ pub struct RotateResponse {
     pub kid: String,
     pub publish_at: i64,
     pub active_at: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WithdrawResponse {
+    pub kid: String,
+    /// False when the key had been withdrawn before (nothing changed).
+    pub withdrawn_now: bool,
+    /// The key signing from now on, when the withdrawn one was signing (or due to).
+    pub successor: Option<String>,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -467,6 +476,55 @@ pub async fn rotate_keys(
         kid,
         publish_at: now,
         active_at: now + lead,
+    }))
+}
+
+/// Withdraws a signing key whose private half leaked, as `authflow-auth keys
+/// withdraw` does (`KeyRing::withdraw`): out of the JWKS and verifying
+/// nothing at once, its private half deleted; a new key signs at once when
+/// it was the one signing. A key withdrawn before: 200, nothing changed.
+#[utoipa::path(post, path = "/v1/admin/keys/{kid}/withdraw", tag = "admin", security(("bearer" = [])),
+    params(("kid" = String, Path)),
+    responses((status = 200, body = WithdrawResponse), (status = 404, body = ErrorBody, description = "no signing key has this `kid`: nothing changed"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn withdraw_key(
+    State(state): State<Arc<AppState>>,
+    client: Client,
+    Admin(admin): Admin,
+    PathParam(kid): PathParam<String>,
+) -> ApiResult<axum::Json<WithdrawResponse>> {
+    let withdraw = async {
+        state
+            .keys
+            .withdraw(
+                state.store.as_ref(),
+                state.config.keys.signing_alg,
+                &kid,
+                now(),
+            )
+            .await
+            .map_err(|e| match e {
+                WithdrawError::UnknownKey { .. } => ApiError::NotFound("no such signing key"),
+                WithdrawError::Store(e) => e.into(),
+            })
+    };
+    let done = audit::privileged(
+        &state,
+        &client,
+        ("admin_withdraw_key", &audit::by_admin(&admin)),
+        (None, None),
+        withdraw,
+        |done| done.audit_detail(&kid),
+    )
+    .await?;
+    let (withdrawn_now, successor) = match done {
+        Withdrawn::Already => (false, None),
+        Withdrawn::Now { successor } => (true, successor),
+    };
+    Ok(axum::Json(WithdrawResponse {
+        kid,
+        withdrawn_now,
+        successor,
     }))
 }
 

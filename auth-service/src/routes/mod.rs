@@ -129,6 +129,7 @@ pub fn documented_routes(dev_endpoints: bool) -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(admin::revoke_token))
         .routes(routes!(admin::list_keys))
         .routes(routes!(admin::rotate_keys))
+        .routes(routes!(admin::withdraw_key))
         .routes(routes!(admin::audit_log))
         .routes(routes!(service_accounts::create))
         .routes(routes!(service_accounts::rotate_secret))

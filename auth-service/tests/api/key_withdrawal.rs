@@ -162,3 +162,75 @@ async fn withdrawing_an_unknown_key_fails_and_changes_nothing() {
     let t = app.signin("root@example.com", PASSWORD).await;
     assert_eq!(header(&t.access)["kid"], kid.as_str());
 }
+
+/// The same from the admin API (`POST /v1/admin/keys/{kid}/withdraw`), for an
+/// admin with no shell on the service's host: the key is out of this
+/// instance's JWKS and verifies nothing as the answer comes, a new key signs,
+/// and the row names the admin. A user gets 403, a key nobody has 404 with
+/// nothing changed, and a second withdrawal changes nothing.
+#[tokio::test]
+async fn an_admin_withdraws_a_key_through_the_api() {
+    let app = spawn_app_with(|c| c.keys.publish_lead = Duration::from_secs(600)).await;
+    let admin = app.admin("root@example.com").await;
+    app.verified_user("ada@example.com").await;
+    let user = app.signin("ada@example.com", PASSWORD).await;
+    let leaked = header(&user.access)["kid"].as_str().unwrap().to_owned();
+    let withdraw = |kid: &str, t: &Tokens| {
+        app.authed(Method::POST, &format!("/v1/admin/keys/{kid}/withdraw"), t)
+            .send()
+    };
+    let r = withdraw(&leaked, &user).await.unwrap();
+    assert_eq!(error_code(r, 403).await, "insufficient_scope");
+    let r = withdraw("no-such-key", &admin).await.unwrap();
+    assert_eq!(error_code(r, 404).await, "not_found");
+    assert!(jwks_kids(&app).await.contains(&leaked), "nothing changed");
+    assert_eq!(ext_authz(&app, &user).await, 200);
+
+    let r = withdraw(&leaked, &admin).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["withdrawn_now"], true, "{body}");
+    let successor = body["successor"].as_str().unwrap().to_owned();
+    assert!(!jwks_kids(&app).await.contains(&leaked));
+    assert_eq!(ext_authz(&app, &user).await, 401, "the user's old token");
+    let fresh = app.signin("root@example.com", PASSWORD).await;
+    assert_eq!(header(&fresh.access)["kid"], successor.as_str());
+    assert_eq!(
+        ext_authz(&app, &fresh).await,
+        200,
+        "the successor signs at once"
+    );
+
+    let r = withdraw(&leaked, &fresh).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["withdrawn_now"], false);
+    let t = app.signin("root@example.com", PASSWORD).await;
+    assert_eq!(
+        header(&t.access)["kid"],
+        successor.as_str(),
+        "still the successor"
+    );
+
+    let admin_id = claims(&admin.access)["sub"].as_str().unwrap().to_owned();
+    let rows: Vec<_> = app
+        .state
+        .store
+        .audit_log(None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event == "admin_withdraw_key")
+        .collect();
+    assert_eq!(rows.len(), 3, "{rows:#?}");
+    assert!(
+        rows.iter().all(|e| e.outcome.contains(&admin_id)),
+        "{rows:#?}"
+    );
+    assert!(
+        rows.iter().any(|e| e
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.contains(&leaked) && d.contains(&successor))),
+        "{rows:#?}"
+    );
+}

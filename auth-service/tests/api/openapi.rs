@@ -32,6 +32,7 @@ fn endpoints(dev_endpoints: bool) -> BTreeSet<(String, String)> {
         ("post", "/v1/admin/tokens/revoke"),
         ("get", "/v1/admin/keys"),
         ("post", "/v1/admin/keys/rotate"),
+        ("post", "/v1/admin/keys/{kid}/withdraw"),
         ("get", "/v1/admin/audit"),
         ("post", "/v1/admin/service-accounts"),
         ("post", "/v1/admin/service-accounts/{client_id}/secret"),
@@ -80,7 +81,12 @@ fn documented(doc: &Value) -> BTreeSet<(String, String)> {
 /// True unless the router's fallback answered: no route for this path, or
 /// none for this method.
 async fn is_routed(app: &TestApp, method: &str, path: &str) -> bool {
-    let url = app.url(&path.replace("{user_id}", "nobody").replace("{rest}", "a/b"));
+    let url = app.url(
+        &path
+            .replace("{user_id}", "nobody")
+            .replace("{kid}", "nokey")
+            .replace("{rest}", "a/b"),
+    );
     let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap();
     let r = app.http.request(method.clone(), url).send().await.unwrap();
     if r.status() == 405 {
