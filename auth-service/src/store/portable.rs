@@ -256,13 +256,32 @@ macro_rules! published_keys_in {
     }};
 }
 
+/// Inserts signing key `$key` (its private half sealed) on `$tx`, not retired.
+macro_rules! insert_signing_key_in {
+    ($tx:ident, $key:expr) => {{
+        let k: &StoredKey = $key;
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, alg, private_key, public_key, created_at, publish_at, active_at, retired_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)",
+        )
+        .bind(&k.kid)
+        .bind(&k.alg)
+        .bind(&k.private_key)
+        .bind(&k.public_key)
+        .bind(k.created_at)
+        .bind(k.publish_at)
+        .bind(k.active_at)
+        .execute(&mut *$tx)
+        .await?;
+    }};
+}
+
 /// [`Store::withdraw_signing_key`] inside `$tx`, a transaction that holds
-/// the backend's signing-key lock (as a rotation does); `$sealed` is the
-/// successor's private half, sealed. Commits only when it wrote.
+/// the backend's signing-key lock (as a rotation does); `$successor` has its
+/// private half sealed. Commits only when it wrote.
 macro_rules! withdraw_key_in {
-    ($tx:ident, $kid:expr, $now:expr, $successor:expr, $sealed:expr) => {{
+    ($tx:ident, $kid:expr, $now:expr, $successor:expr) => {{
         let (kid, now): (&str, i64) = ($kid, $now);
-        let k: &StoredKey = $successor;
         let row: Option<(Option<i64>, Option<i64>)> =
             sqlx::query_as("SELECT withdrawn_at, retired_at FROM signing_keys WHERE kid = $1")
                 .bind(kid)
@@ -272,12 +291,14 @@ macro_rules! withdraw_key_in {
             None => Withdrawal::Unknown,
             Some((Some(_), _)) => Withdrawal::Already,
             Some((None, retired_at)) => {
-                sqlx::query("UPDATE signing_keys SET withdrawn_at = $1, private_key = $2 WHERE kid = $3")
-                    .bind(now)
-                    .bind(Vec::<u8>::new())
-                    .bind(kid)
-                    .execute(&mut *$tx)
-                    .await?;
+                sqlx::query(
+                    "UPDATE signing_keys SET withdrawn_at = $1, private_key = $2 WHERE kid = $3",
+                )
+                .bind(now)
+                .bind(Vec::<u8>::new())
+                .bind(kid)
+                .execute(&mut *$tx)
+                .await?;
                 // It signs now, or would once a pending key's lead is over
                 // (then nothing would be left to sign until it is).
                 let replaced = retired_at.is_none_or(|r| r > now);
@@ -289,19 +310,7 @@ macro_rules! withdraw_key_in {
                     .bind(now)
                     .execute(&mut *$tx)
                     .await?;
-                    sqlx::query(
-                        "INSERT INTO signing_keys (kid, alg, private_key, public_key, created_at, publish_at, active_at, retired_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)",
-                    )
-                    .bind(&k.kid)
-                    .bind(&k.alg)
-                    .bind($sealed)
-                    .bind(&k.public_key)
-                    .bind(k.created_at)
-                    .bind(k.publish_at)
-                    .bind(k.active_at)
-                    .execute(&mut *$tx)
-                    .await?;
+                    insert_signing_key_in!($tx, $successor);
                 }
                 $tx.commit().await?;
                 Withdrawal::Done { replaced }
@@ -1369,9 +1378,9 @@ macro_rules! impl_store {
 
 pub(super) use {
     authenticator_in, ban_service_tokens_in, change_service_credential, count_not_kept,
-    end_sessions_past_cap_in, impl_store, insert_access_token, kept_sealed, published_keys_in,
-    record_kek_in_use, revoke_sessions_in, session_event_in, sessions_still_verifiable,
-    withdraw_key_in,
+    end_sessions_past_cap_in, impl_store, insert_access_token, insert_signing_key_in, kept_sealed,
+    published_keys_in, record_kek_in_use, revoke_sessions_in, session_event_in,
+    sessions_still_verifiable, withdraw_key_in,
 };
 
 /// A service account's credentials changed at `$2`: `rotated_at` moves on,

@@ -23,9 +23,9 @@ use sqlx::{PgConnection, PgPool};
 use super::pg_connect;
 use super::portable::{
     authenticator_in, ban_service_tokens_in, change_service_credential, count_not_kept,
-    end_sessions_past_cap_in, insert_access_token, kept_sealed, published_keys_in,
-    record_kek_in_use, revoke_sessions_in, session_event_in, sessions_still_verifiable,
-    withdraw_key_in, NEXT_ROTATION, SESSION_COLUMNS, USER_COLUMNS,
+    end_sessions_past_cap_in, insert_access_token, insert_signing_key_in, kept_sealed,
+    published_keys_in, record_kek_in_use, revoke_sessions_in, session_event_in,
+    sessions_still_verifiable, withdraw_key_in, NEXT_ROTATION, SESSION_COLUMNS, USER_COLUMNS,
 };
 use super::rows::{ChallengeRow, EventRow, KeyRow, UserRow};
 use super::sealed::{self, key_purpose, totp_purpose};
@@ -313,19 +313,7 @@ async fn insert_key(tx: &mut PgConnection, k: &StoredKey) -> Result<(), sqlx::Er
         .bind(k.active_at)
         .execute(&mut *tx)
         .await?;
-    sqlx::query(
-        "INSERT INTO signing_keys (kid, alg, private_key, public_key, created_at, publish_at, active_at, retired_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)",
-    )
-    .bind(&k.kid)
-    .bind(&k.alg)
-    .bind(&k.private_key)
-    .bind(&k.public_key)
-    .bind(k.created_at)
-    .bind(k.publish_at)
-    .bind(k.active_at)
-    .execute(&mut *tx)
-    .await?;
+    insert_signing_key_in!(tx, k);
     Ok(())
 }
 
@@ -583,11 +571,11 @@ super::portable::impl_store! {
     }
 
     async fn withdraw_signing_key(&self, kid: &str, now: i64, successor: &StoredKey) -> StoreResult<Withdrawal> {
-        let sealed = sealed::seal(&self.kek, &key_purpose(&successor.kid), &successor.private_key)?.into_bytes();
+        let sealed = StoredKey { private_key: sealed::seal(&self.kek, &key_purpose(&successor.kid), &successor.private_key)?.into_bytes(), ..successor.clone() };
         let mut tx = self.begin_write().await?;
         // Held to commit: one at a time with rotations.
         sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(SIGNING_KEYS_LOCK).execute(&mut *tx).await?;
-        Ok(withdraw_key_in!(tx, kid, now, successor, sealed))
+        Ok(withdraw_key_in!(tx, kid, now, &sealed))
     }
 
     async fn delete_retired_private_keys(&self, now: i64) -> StoreResult<u64> {

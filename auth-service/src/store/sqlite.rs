@@ -12,9 +12,9 @@ use sqlx::{Row, SqlitePool};
 
 use super::portable::{
     authenticator_in, ban_service_tokens_in, change_service_credential, count_not_kept,
-    end_sessions_past_cap_in, insert_access_token, kept_sealed, published_keys_in,
-    record_kek_in_use, revoke_sessions_in, session_event_in, sessions_still_verifiable,
-    withdraw_key_in, NEXT_ROTATION, SESSION_COLUMNS, USER_COLUMNS,
+    end_sessions_past_cap_in, insert_access_token, insert_signing_key_in, kept_sealed,
+    published_keys_in, record_kek_in_use, revoke_sessions_in, session_event_in,
+    sessions_still_verifiable, withdraw_key_in, NEXT_ROTATION, SESSION_COLUMNS, USER_COLUMNS,
 };
 use super::rows::{ChallengeRow, EventRow, KeyRow, UserRow};
 use super::sealed::{self, key_purpose, totp_purpose};
@@ -626,28 +626,17 @@ super::portable::impl_store! {
             .bind(k.active_at)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "INSERT INTO signing_keys (kid, alg, private_key, public_key, created_at, publish_at, active_at, retired_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
-        )
-        .bind(&k.kid)
-        .bind(&k.alg)
-        .bind(self.seal(&key_purpose(&k.kid), &k.private_key)?.into_bytes())
-        .bind(&k.public_key)
-        .bind(k.created_at)
-        .bind(k.publish_at)
-        .bind(k.active_at)
-        .execute(&mut *tx)
-        .await?;
+        let sealed = StoredKey { private_key: self.seal(&key_purpose(&k.kid), &k.private_key)?.into_bytes(), ..k.clone() };
+        insert_signing_key_in!(tx, &sealed);
         tx.commit().await?;
         Ok(Ok(()))
     }
 
     async fn withdraw_signing_key(&self, kid: &str, now: i64, successor: &StoredKey) -> StoreResult<Withdrawal> {
-        let sealed = self.seal(&key_purpose(&successor.kid), &successor.private_key)?.into_bytes();
+        let sealed = StoredKey { private_key: self.seal(&key_purpose(&successor.kid), &successor.private_key)?.into_bytes(), ..successor.clone() };
         // BEGIN IMMEDIATE: one at a time with rotations.
         let mut tx = self.begin_write().await?;
-        Ok(withdraw_key_in!(tx, kid, now, successor, sealed))
+        Ok(withdraw_key_in!(tx, kid, now, &sealed))
     }
 
     async fn delete_retired_private_keys(&self, now: i64) -> StoreResult<u64> {
