@@ -554,3 +554,113 @@ fn a_paused_request_is_not_let_through_by_its_body() {
         "a forged token's POST reached the backend while it waited for the early refetch: {r:?}"
     );
 }
+
+/// Sends `n` requests with these tokens on a connection each, all at once
+/// (the first ones pause, waiting for keys), and waits for every answer.
+fn crowd(envoy: &Envoy, tokens: impl Iterator<Item = String>) {
+    use std::io::{Read, Write};
+    let conns: Vec<std::net::TcpStream> = tokens
+        .map(|t| {
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", envoy.port)).unwrap();
+            let request = format!(
+                "GET /api HTTP/1.1\r\nhost: x\r\nauthorization: {}\r\n\r\n",
+                bearer(&t)
+            );
+            c.write_all(request.as_bytes()).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            c
+        })
+        .collect();
+    for mut c in conns {
+        let _ = c.read(&mut [0u8; 64]);
+    }
+}
+
+/// The worker still serves: its VM did not die (Envoy then refuses every
+/// request of the worker with a bare 503, `fail_open: false`, for good).
+fn assert_vm_serves(envoy: &Envoy, token: &str) {
+    let serves = eventually(Duration::from_secs(5), || {
+        envoy
+            .get("/api", &[("authorization", &bearer(token))])
+            .status
+            == 200
+    });
+    let log = envoy.log();
+    assert!(
+        serves && !log.contains("Maximum call stack"),
+        "the VM died: {log}"
+    );
+}
+
+/// Requests paused for keys are settled together when the fetch they wait
+/// for ends. Envoy runs the local replies a VM call asked for after the call
+/// returns; each enters the VM again (its response headers) and runs the
+/// replies queued after it inside that entry, so they nest: a few hundred
+/// exhaust V8's stack and the VM dies. Here, at startup, a crowd of forged
+/// tokens (a `kid` the issuer never published) waits for the first keys and
+/// is refused when they come: the VM must live on.
+#[test]
+fn many_paused_requests_refused_at_once_leave_the_vm_serving() {
+    const ISS: &str = "https://crowd.glue.test";
+    let key = Ed25519KeyPair::generate().with_key_id("k1");
+    let jwks = JwksServer::start_slow(
+        jwks_of(&[key.public_key().to_jwk()]),
+        Duration::from_secs(3),
+    );
+    let backend = EchoServer::start("127.0.0.1:0").unwrap();
+    let filter = filter_config(
+        "crowd",
+        ISS,
+        "jwks",
+        json!({}),
+        json!({"key_wait_ms": 20_000}),
+    );
+    let envoy = single_listener(filter, jwks.port, &backend);
+    let forged = token(&Ed25519KeyPair::generate().with_key_id("never"), ISS);
+    // Sent while the first key fetch is out (the JWKS server takes 3 s).
+    crowd(&envoy, std::iter::repeat_n(forged, 1_024));
+    assert_vm_serves(&envoy, &token(&key, ISS));
+}
+
+/// The same in steady state, by anyone with no credentials: a forged token
+/// with an unknown `kid` is granted the early refetch, and every forged
+/// request arriving while that fetch is out waits for it too; when it ends
+/// without their keys they are all refused at once.
+#[test]
+fn forged_kids_waiting_on_one_refetch_do_not_kill_the_vm() {
+    const ISS: &str = "https://refetch.glue.test";
+    let key = Ed25519KeyPair::generate().with_key_id("k1");
+    let jwks = JwksServer::start_slow(
+        jwks_of(&[key.public_key().to_jwk()]),
+        Duration::from_secs(2),
+    );
+    let backend = EchoServer::start("127.0.0.1:0").unwrap();
+    let filter = filter_config(
+        "refetch",
+        ISS,
+        "jwks",
+        json!({"min_refetch_interval_secs": 1}),
+        json!({"key_wait_ms": 10_000}),
+    );
+    let envoy = single_listener(filter, jwks.port, &backend);
+    let own = token(&key, ISS);
+    assert!(eventually(Duration::from_secs(10), || envoy
+        .get("/api", &[("authorization", &bearer(&own))])
+        .status
+        == 200));
+    std::thread::sleep(Duration::from_millis(1_500));
+    crowd(
+        &envoy,
+        (0..1_024).map(|i| {
+            token(
+                &Ed25519KeyPair::generate().with_key_id(&format!("x{i}")),
+                ISS,
+            )
+        }),
+    );
+    assert_vm_serves(&envoy, &own);
+    assert!(
+        envoy.stat("key_waits") >= 100,
+        "they waited for the refetch"
+    );
+}

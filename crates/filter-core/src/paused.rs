@@ -9,7 +9,15 @@ use crate::request::Request;
 /// At most this many requests wait for keys in one VM; more are answered at
 /// once with the keys there are. Waiting only ever makes sense while one
 /// fetch is in flight, so a full list means a flood, not a slow upstream.
-pub const MAX_PAUSED_REQUESTS: usize = 1_024;
+///
+/// Small, too, because they are settled together when that fetch ends, and
+/// Envoy runs the local replies and resumptions a VM call asked for after
+/// it returns, each reply entering the VM again (its response headers) and
+/// running the ones queued after it inside that entry: they nest, and about
+/// 300 exhaust V8's stack and kill the VM for good, every later request of
+/// the worker refused (`tests/glue_e2e.rs`,
+/// `forged_kids_waiting_on_one_refetch_do_not_kill_the_vm`).
+pub const MAX_PAUSED_REQUESTS: usize = 128;
 
 /// And at most this many bytes of their headers (4 KiB each on average): a
 /// paused request keeps its header map, up to Envoy's header limit (60 KiB
@@ -168,9 +176,9 @@ mod tests {
     }
 
     /// Paused requests keep their whole header map, and the count bound
-    /// alone lets 1 024 requests of Envoy's 60 KiB header limit (cheap to
+    /// alone lets 128 requests of Envoy's 60 KiB header limit (cheap to
     /// send over HTTP/2: HPACK repeats a header for a byte or two) hold
-    /// 60 MiB in a VM whose memory never shrinks; a forged token with an
+    /// 7.5 MiB in a VM whose memory never shrinks; a forged token with an
     /// unknown `kid` is enough to make them wait. They are bounded in bytes too.
     #[test]
     fn the_list_is_bounded_in_header_bytes() {
@@ -190,7 +198,7 @@ mod tests {
             }
         }
         assert!(
-            held * 60 * 1024 <= 8 << 20,
+            held * 60 * 1024 <= MAX_PAUSED_HEADER_BYTES,
             "{held} requests of 60 KiB held"
         );
         list.remove(0);
