@@ -480,6 +480,21 @@ impl KeyRing {
         (body, etag)
     }
 
+    /// The algorithms of the keys [`Self::jwks`] publishes: those tokens are
+    /// signed and verified with (a key made before `keys.signing_alg`
+    /// changed signs on until a rotation), sorted.
+    pub fn published_algorithms(&self, now: i64) -> Vec<&'static str> {
+        let mut algs: Vec<&'static str> = self
+            .snapshot()
+            .iter()
+            .filter(|k| self.published(k, now))
+            .map(|k| k.verifier.algorithm().as_str())
+            .collect();
+        algs.sort_unstable();
+        algs.dedup();
+        algs
+    }
+
     pub fn list(&self) -> Vec<KeyInfo> {
         self.snapshot()
             .iter()

@@ -65,7 +65,9 @@ pub async fn jwks(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Res
     responses((status = 200, description = "issuer metadata")))]
 pub async fn openid_configuration(State(state): State<Arc<AppState>>) -> Response {
     let issuer = &state.config.tokens.issuer;
-    let algs: Vec<&str> = vec![state.config.keys.signing_alg.as_str()];
+    // The published keys' algorithms, not `keys.signing_alg` alone: a key
+    // made before that changed signs on until a rotation.
+    let algs = state.keys.published_algorithms(now());
     let body = serde_json::json!({
         "issuer": issuer,
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
@@ -74,7 +76,8 @@ pub async fn openid_configuration(State(state): State<Arc<AppState>>) -> Respons
         "token_endpoint": format!("{issuer}{}", crate::routes::oauth::TOKEN_PATH),
         "revocation_feed_endpoint": format!("{issuer}{}", authflow_contract::revocation::FEED_PATH),
         "grant_types_supported": [crate::routes::oauth::CLIENT_CREDENTIALS],
-        "response_types_supported": ["token"],
+        // No authorization endpoint, so no response type (`token` is the implicit grant's).
+        "response_types_supported": [],
         "subject_types_supported": ["public"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
         // RFC 7523 assertions: the key types an admin can register (`client_assertion::ClientKey`).
@@ -87,12 +90,7 @@ pub async fn openid_configuration(State(state): State<Arc<AppState>>) -> Respons
         "dpop_signing_alg_values_supported": state.config.dpop.algorithms.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
         "service_documentation": format!("{issuer}/openapi.json"),
     });
-    (
-        [(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("public, max-age=300"),
-        )],
-        axum::Json(body),
-    )
-        .into_response()
+    // Kept no longer than the key set: the algorithms change with the keys.
+    let cache = jwks_cache_control(state.config.keys.publish_lead);
+    ([(header::CACHE_CONTROL, cache)], axum::Json(body)).into_response()
 }

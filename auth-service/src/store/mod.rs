@@ -118,6 +118,35 @@ pub(crate) fn migrations_ahead(
     Ok(ahead)
 }
 
+/// A migration edited after commits of this repository had applied it:
+/// 81460e9 added `refresh_tokens.dpop_bound` to the DPoP binding migration
+/// that aff1dbb had added. A database those commits migrated records the
+/// first form's checksum, which sqlx refuses ("previously applied but has
+/// been modified"), and lacks the column. Such a database is brought to
+/// the edited form (`catch_up`) and its recorded checksum to the file's.
+pub(crate) struct EditedMigration {
+    pub version: i64,
+    /// SHA-384 of the file as first applied.
+    pub first_checksum: &'static str,
+    pub catch_up: &'static str,
+}
+
+/// The checksum `migrator` has for `edit`'s version, when `recorded` is
+/// that of the first form (the database needs `edit.catch_up`).
+pub(crate) fn edited_since_applied(
+    migrator: &sqlx::migrate::Migrator,
+    edit: &EditedMigration,
+    recorded: Option<&[u8]>,
+) -> Option<Vec<u8>> {
+    if recorded.map(hex::encode).as_deref() != Some(edit.first_checksum) {
+        return None;
+    }
+    migrator
+        .iter()
+        .find(|m| m.version == edit.version)
+        .map(|m| m.checksum.to_vec())
+}
+
 /// Logs that the database is ahead of this release (see [`migrations_ahead`]).
 pub(crate) fn warn_migrations_ahead(ahead: &[i64]) {
     if !ahead.is_empty() {
@@ -1072,6 +1101,49 @@ pub trait Store: Send + Sync + 'static {
 #[cfg(test)]
 mod migration_tests {
     use super::*;
+
+    /// A migration is never edited once committed: a database that applied
+    /// it records its checksum, and sqlx refuses to start on it after an
+    /// edit ("previously applied but has been modified"; see
+    /// [`EditedMigration`] for the one edit made before this check). Each
+    /// migration's checksum is pinned in `migrations/checksums.txt`; a new
+    /// migration adds its line there, an edited one fails here.
+    #[test]
+    fn a_committed_migration_is_never_edited() {
+        let pinned = include_str!("../../migrations/checksums.txt");
+        let pinned: std::collections::HashMap<(&str, i64), &str> = pinned
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .map(|l| {
+                let mut f = l.split_whitespace();
+                let backend = f.next().unwrap();
+                let version = f.next().unwrap().parse().unwrap();
+                ((backend, version), f.next().unwrap())
+            })
+            .collect();
+        let mut missing = String::new();
+        for (backend, m) in [
+            ("sqlite", sqlx::migrate!("./migrations/sqlite")),
+            ("postgres", sqlx::migrate!("./migrations/postgres")),
+        ] {
+            for m in m.iter() {
+                let checksum = hex::encode(&m.checksum);
+                match pinned.get(&(backend, m.version)) {
+                    Some(p) => assert_eq!(
+                        *p, checksum,
+                        "{backend} migration {} was edited after it was committed: \
+                         databases that applied it refuse to start; add a new migration instead",
+                        m.version
+                    ),
+                    None => missing.push_str(&format!("{backend} {} {checksum}\n", m.version)),
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "new migrations: add to migrations/checksums.txt\n{missing}"
+        );
+    }
 
     #[test]
     fn newer_migrations_are_run_on_and_foreign_ones_refused() {

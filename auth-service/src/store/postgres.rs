@@ -48,6 +48,13 @@ const SIGNING_KEYS_LOCK: i64 = 0x6175_7468_666c_0002;
 /// re-seals the secrets at rest on start (instances starting together take turns).
 const RESEAL_LOCK: i64 = 0x6175_7468_666c_0001;
 
+/// See [`super::EditedMigration`].
+const EDITED: super::EditedMigration = super::EditedMigration {
+    version: 11,
+    first_checksum: "123c92aeb9eff0f131df075f79bf275804ef6f8d5a3c1bb767685bb4eb240ad959091c30e81868796687aa1ac9faf7d1",
+    catch_up: "ALTER TABLE refresh_tokens ADD COLUMN IF NOT EXISTS dpop_bound BOOLEAN NOT NULL DEFAULT FALSE",
+};
+
 /// This release's migrations; `ahead`: the database may hold newer ones (see
 /// [`super::migrations_ahead`]), which are then left alone.
 fn migrator(ahead: bool) -> sqlx::migrate::Migrator {
@@ -141,6 +148,23 @@ impl PostgresStore {
         }
         let ahead = super::migrations_ahead(&migrator(false), &applied)?;
         super::warn_migrations_ahead(&ahead);
+        let recorded: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT checksum FROM _sqlx_migrations WHERE version = $1")
+                .bind(EDITED.version)
+                .fetch_optional(&pool)
+                .await
+                .unwrap_or_default();
+        if let Some(checksum) =
+            super::edited_since_applied(&migrator(false), &EDITED, recorded.as_deref())
+        {
+            // Instances starting together may both get here: each step is idempotent.
+            sqlx::query(EDITED.catch_up).execute(&pool).await?;
+            sqlx::query("UPDATE _sqlx_migrations SET checksum = $1 WHERE version = $2")
+                .bind(checksum)
+                .bind(EDITED.version)
+                .execute(&pool)
+                .await?;
+        }
         migrator(!ahead.is_empty()).run(&pool).await?;
         let store = Self { pool, kek };
         if !reseal {

@@ -37,6 +37,13 @@ fn migrator(ahead: bool) -> sqlx::migrate::Migrator {
     m
 }
 
+/// See [`super::EditedMigration`].
+const EDITED: super::EditedMigration = super::EditedMigration {
+    version: 14,
+    first_checksum: "e5f61613b32741657e9e8411e574865bdf74287fc0b56f4789c18b684a1713a2fb8e764d7989b51f878a72b5a8d90a66",
+    catch_up: "ALTER TABLE refresh_tokens ADD COLUMN dpop_bound INTEGER NOT NULL DEFAULT 0",
+};
+
 /// No row locks in SQLite: a statement that writes reads the latest commit
 /// and holds the one write lock until its transaction ends (see `portable`).
 const SHARE_LOCK: &str = "";
@@ -114,6 +121,22 @@ async fn migrate(write: &SqlitePool) -> StoreResult<()> {
         .unwrap_or_default();
     let ahead = super::migrations_ahead(&migrator(false), &applied)?;
     super::warn_migrations_ahead(&ahead);
+    let recorded: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT checksum FROM _sqlx_migrations WHERE version = $1")
+            .bind(EDITED.version)
+            .fetch_optional(&mut *tx)
+            .await
+            .unwrap_or_default();
+    if let Some(checksum) =
+        super::edited_since_applied(&migrator(false), &EDITED, recorded.as_deref())
+    {
+        sqlx::query(EDITED.catch_up).execute(&mut *tx).await?;
+        sqlx::query("UPDATE _sqlx_migrations SET checksum = $1 WHERE version = $2")
+            .bind(checksum)
+            .bind(EDITED.version)
+            .execute(&mut *tx)
+            .await?;
+    }
     // Each migration runs in a savepoint of this transaction.
     migrator(!ahead.is_empty()).run(&mut *tx).await?;
     tx.commit().await?;

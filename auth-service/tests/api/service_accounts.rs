@@ -1133,6 +1133,55 @@ async fn discovery_names_the_client_credentials_endpoint_and_its_client_authenti
     }
 }
 
+/// The signing algorithms the document names are those tokens are signed
+/// with: after `keys.signing_alg` changes, the key made under the old one
+/// signs on until a rotation (and its tokens verify until they expire). A
+/// verifier allowing only the advertised algorithms refused every token.
+#[tokio::test]
+async fn discovery_names_the_algorithm_tokens_are_signed_with() {
+    let first = spawn_app().await;
+    let app = spawn_app_beside(&first, |c| {
+        c.keys.signing_alg = authflow_contract::Algorithm::ES256
+    })
+    .await;
+    let admin = app.admin("root@example.com").await;
+    let meta: Value = app
+        .get("/.well-known/openid-configuration")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let alg = header(&admin.access)["alg"].clone();
+    let advertised = meta["access_token_signing_alg_values_supported"]
+        .as_array()
+        .unwrap();
+    assert!(
+        advertised.contains(&alg),
+        "tokens are signed with {alg}, the document names {advertised:?}"
+    );
+    // Verifiers built for OpenID (go-oidc) take their allowed algorithms from this one.
+    assert_eq!(
+        meta["id_token_signing_alg_values_supported"],
+        meta["access_token_signing_alg_values_supported"]
+    );
+}
+
+/// No authorization endpoint: the document names no response type (`token`
+/// is the implicit grant's, answered at an authorization endpoint), which a
+/// client would take for a front-channel flow that is not there.
+#[tokio::test]
+async fn discovery_names_no_response_type_without_an_authorization_endpoint() {
+    let app = spawn_app().await;
+    let meta: Value = app
+        .get("/.well-known/openid-configuration")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(meta.get("authorization_endpoint").is_none());
+    assert_eq!(meta["response_types_supported"], json!([]));
+}
+
 /// No client enumeration by timing: an unknown client, or one without a key,
 /// costs the same signature check as a known client's forged assertion.
 /// Generous bound, as in `timing.rs`: this catches a refusal that skips the

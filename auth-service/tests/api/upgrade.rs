@@ -337,3 +337,231 @@ fn migrate_together(data: &Path, database_url: Option<&str>, round: usize) {
         );
     }
 }
+
+/// Rows of every kind an earlier version wrote, in its schema: a user with
+/// an authenticator (its secret still in clear, from before sealing), a
+/// live session and its refresh token (of the older form: one random
+/// string), a revoked session and its feed entry, a signing key in clear
+/// without its public half, a service account with an argon2id secret.
+/// After the upgrade each keeps working: the refresh token rotates, the
+/// authenticator's code signs in, the old key signs and verifies, the
+/// revocation is in the feed and one made now follows it in the deltas,
+/// the service account gets a token.
+#[tokio::test]
+async fn every_kind_of_row_of_the_earlier_schema_keeps_working() {
+    use authflow_auth_service::domain::hash_secret;
+    use jwt_simple::prelude::Ed25519KeyPair;
+
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let database_url = crate::backend::fresh_database_url().await;
+    let hash = Hasher::new(1024, 1).unwrap().hash(PASSWORD).unwrap();
+    let svc_hash = Hasher::new(1024, 1).unwrap().hash("old-secret").unwrap();
+    let key = Ed25519KeyPair::generate();
+    let at = now();
+    let totp = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+    let rows: [&str; 8] = [
+        "INSERT INTO users (id, email, password_hash, roles, scope, email_verified, totp_secret, created_at) \
+         VALUES ('totp-user', 'totp@example.com', $1, 'user', 'profile', $2, $7, 0)",
+        "INSERT INTO users (id, email, password_hash, roles, scope, email_verified, created_at) \
+         VALUES ('old-user', 'old@example.com', $1, 'user', 'profile', $2, 1)",
+        "INSERT INTO sessions (id, user_id, device_secret_hash, created_at, last_seen_at, expires_at) \
+         VALUES ('oldsession', 'old-user', $4, $3, $3, $3 + 86400)",
+        "INSERT INTO refresh_tokens (hash, session_id, created_at, expires_at) VALUES ($5, 'oldsession', $3, $3 + 86400)",
+        "INSERT INTO sessions (id, user_id, device_secret_hash, created_at, last_seen_at, expires_at, revoked_at, revoke_reason) \
+         VALUES ('goneession', 'old-user', $4, $3, $3, $3 + 86400, $3, 'logout')",
+        "INSERT INTO revocation_events (seq, kind, subject, expires_at, created_at) VALUES (1, 'session', 'goneession', $3 + 3600, $3)",
+        "INSERT INTO signing_keys (kid, alg, private_key, created_at, publish_at, active_at) VALUES ('oldkid', 'EdDSA', $6, 0, 0, 0)",
+        "INSERT INTO service_accounts (client_id, secret_hash, scope, created_at, rotated_at) VALUES ('oldsvc', $8, 'reports:read', 0, 0)",
+    ];
+    let private = key.to_bytes();
+    // Each statement is bound the parameters up to the highest it names.
+    fn highest(sql: &str) -> usize {
+        (1..=8)
+            .filter(|n| sql.contains(&format!("${n}")))
+            .max()
+            .unwrap_or(0)
+    }
+    macro_rules! fill {
+        ($pool:expr, $verified:expr) => {
+            for sql in rows {
+                let mut q = sqlx::query(sql);
+                let n = highest(sql);
+                q = q.bind(hash.clone());
+                if n >= 2 {
+                    q = q.bind($verified);
+                }
+                if n >= 3 {
+                    q = q.bind(at);
+                }
+                if n >= 4 {
+                    q = q.bind(hash_secret("olddevice"));
+                }
+                if n >= 5 {
+                    q = q.bind(hash_secret("oldrefresh"));
+                }
+                if n >= 6 {
+                    q = q.bind(private.clone());
+                }
+                if n >= 7 {
+                    q = q.bind(totp);
+                }
+                if n >= 8 {
+                    q = q.bind(svc_hash.clone());
+                }
+                q.execute(&$pool).await.unwrap();
+            }
+        };
+    }
+    match &database_url {
+        None => {
+            let pool = earlier_sqlite(dir.path(), dir.path(), SqliteJournalMode::Wal).await;
+            fill!(pool, 1_i64);
+            pool.close().await;
+        }
+        Some(url) => {
+            let pool = earlier_postgres(url, dir.path()).await;
+            fill!(pool, true);
+            sqlx::query("UPDATE feed_state SET head = 1")
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+    }
+
+    let app = spawn_app_in(dir, database_url, |_| {}).await;
+    // The revocation made before is in the snapshot.
+    let (status, snapshot) = app.feed(None).await;
+    assert_eq!(status, 200);
+    let snapshot = snapshot.unwrap();
+    assert!(snapshot.to_string().contains("goneession"), "{snapshot}");
+    let cursor = snapshot["cursor"].as_str().unwrap().to_owned();
+
+    // The earlier refresh token rotates, from its device.
+    let r = crate::common::refresh_with_device(&app, "oldrefresh", Some("olddevice")).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let body: serde_json::Value = r.json().await.unwrap();
+    let access = body["access_token"].as_str().unwrap();
+    // Signed with the earlier key, which still verifies.
+    assert_eq!(header(access)["kid"], "oldkid");
+    let jwks = app
+        .get("/.well-known/jwks.json")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(jwks.contains("oldkid"), "{jwks}");
+    // Sent again, the earlier one is refused.
+    let r = crate::common::refresh_with_device(&app, "oldrefresh", Some("olddevice")).await;
+    assert_eq!(r.status(), 400);
+
+    // The authenticator's code completes a sign-in.
+    let (challenge, method) = app.challenge("totp@example.com", PASSWORD).await;
+    assert_eq!(method, "totp");
+    let r = app
+        .post(
+            "/v1/auth/signin/verify",
+            serde_json::json!({"challenge_id": challenge, "code": totp_code(totp, now())}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+
+    // The service account's argon2id secret still authenticates.
+    let r = app
+        .http
+        .post(app.url("/v1/oauth/token"))
+        .basic_auth("oldsvc", Some("old-secret"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // A revocation made now follows the earlier ones in the deltas.
+    let t = app.signin("old@example.com", PASSWORD).await;
+    assert!(app.logout(&t).await.status().is_success());
+    let (status, delta) = app.feed(Some(&cursor)).await;
+    assert_eq!(status, 200);
+    assert!(delta.unwrap().to_string().contains(&t.session));
+}
+
+/// `0014_dpop_bound_at.sql` (SQLite) and `0011_dpop_bound_at.sql`
+/// (PostgreSQL) as commits aff1dbb..8c6af15 applied them: 81460e9 then
+/// added `refresh_tokens.dpop_bound` to the same files instead of adding a
+/// migration. A database those commits migrated records the earlier
+/// checksum and lacks the column.
+const DPOP_BOUND_AT_AS_FIRST_APPLIED: [(&str, i64, &str); 2] = [
+    (
+        "sqlite",
+        14,
+        r#"-- When a session was bound to its DPoP key: at its start (NULL: then), or
+-- at a later refresh that carried a proof (RFC 9449 §5: a refresh token
+-- issued to a request with a proof works only with proofs from that key).
+-- A refresh token rotated out before the binding and sent again from the
+-- device is reuse, whatever proof comes with it.
+ALTER TABLE sessions ADD COLUMN dpop_bound_at INTEGER;
+"#,
+    ),
+    (
+        "postgres",
+        11,
+        r#"-- When a session was bound to its DPoP key: at its start (NULL: then), or
+-- at a later refresh that carried a proof (RFC 9449 §5: a refresh token
+-- issued to a request with a proof works only with proofs from that key).
+-- A refresh token rotated out before the binding and sent again from the
+-- device is reuse, whatever proof comes with it.
+ALTER TABLE sessions ADD COLUMN dpop_bound_at BIGINT;
+"#,
+    ),
+];
+
+/// A database migrated by a commit that applied the first form of the DPoP
+/// binding migration starts under this release, with the column added
+/// since: sqlx refused it ("migration 14 was previously applied but has
+/// been modified"), and no service of this release could start on it.
+#[tokio::test]
+async fn a_database_that_applied_the_first_form_of_an_edited_migration_upgrades() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let database_url = crate::backend::fresh_database_url().await;
+    let backend = if database_url.is_some() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    let (_, version, text) = DPOP_BOUND_AT_AS_FIRST_APPLIED
+        .into_iter()
+        .find(|(b, _, _)| *b == backend)
+        .unwrap();
+    let earlier = earlier_migrations(backend, version, dir.path());
+    let name = format!("{version:04}_dpop_bound_at.sql");
+    std::fs::write(earlier.join(name), text).unwrap();
+    let migrator = sqlx::migrate::Migrator::new(earlier.as_path())
+        .await
+        .unwrap();
+    match &database_url {
+        None => {
+            let url = format!("sqlite://{}", dir.path().join("authflow.db").display());
+            let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url)
+                .unwrap()
+                .create_if_missing(true);
+            let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+            migrator.run(&pool).await.unwrap();
+            pool.close().await;
+        }
+        Some(url) => {
+            let pool = sqlx::PgPool::connect(url).await.unwrap();
+            migrator.run(&pool).await.unwrap();
+            pool.close().await;
+        }
+    }
+    let config = test_config(dir.path(), database_url.as_deref(), |_| {});
+    starts_and_serves(
+        config,
+        "a database migrated by the first form of the DPoP binding migration is refused",
+    )
+    .await;
+    // And the column is there: a sign-in stores its refresh token.
+    let app = spawn_app_in(dir, database_url, |_| {}).await;
+    app.verified_user("bound@example.com").await;
+    app.signin("bound@example.com", PASSWORD).await;
+}
