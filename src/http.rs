@@ -28,6 +28,10 @@ pub struct AuthflowHttp {
     response_nonce: Option<String>,
     /// The response may not set the credential cookies (`guards_response_cookies`).
     guard_cookies: bool,
+    /// Paused, or let through with a token: in a list of the VM's to leave
+    /// when deleted. The others skip its scans, which a user holding many
+    /// streams would otherwise make long for every request.
+    listed: bool,
 }
 
 impl AuthflowHttp {
@@ -37,6 +41,7 @@ impl AuthflowHttp {
             context_id,
             response_nonce: None,
             guard_cookies: false,
+            listed: false,
         }
     }
 }
@@ -48,6 +53,9 @@ impl Context for AuthflowHttp {}
 /// went away while waiting for keys leaves nothing behind.
 impl Drop for AuthflowHttp {
     fn drop(&mut self) {
+        if !self.listed {
+            return;
+        }
         if let Ok(mut vm) = self.vm.try_borrow_mut() {
             vm.paused.remove(self.context_id);
             vm.streams.closed(self.context_id);
@@ -80,7 +88,10 @@ impl HttpContext for AuthflowHttp {
         let request = Request::new(headers, client);
         self.guard_cookies = guards_response_cookies(&vm.engine.config, &request);
         match vm.decide(self.context_id, request, now) {
-            Decided::Paused => Action::Pause,
+            Decided::Paused => {
+                self.listed = true;
+                Action::Pause
+            }
             Decided::Now(request, decision) => {
                 let nonce = match &decision {
                     Decision::Allow(allowed) => allowed.dpop_nonce.clone(),
@@ -88,7 +99,8 @@ impl HttpContext for AuthflowHttp {
                 };
                 let carried = carry_out(vm, &request, decision, false);
                 vm.header_buffer = request.into_headers().into_buffer();
-                if let Carried::GoesOn(_) = carried {
+                if let Carried::GoesOn(token) = &carried {
+                    self.listed = token.is_some();
                     vm.watch(self.context_id, carried);
                     // (A request that waited for keys gets none: it is resumed from the root context.)
                     self.response_nonce = nonce;

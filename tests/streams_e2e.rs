@@ -266,3 +266,96 @@ async fn h2_ends_within(body: &mut h2::RecvStream, within: Duration) -> bool {
         }
     }
 }
+
+/// The filter's configuration as an ECDS resource (as Istio's `WasmPlugin`
+/// delivers it), version `version`.
+fn ecds(filter: &serde_json::Value, version: u32) -> serde_json::Value {
+    use serde_json::json;
+    let doc = support::envoy_config(filter, &[], 1, 2);
+    let wasm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"]["http_filters"][0]["typed_config"]
+        .clone();
+    json!({"version_info": version.to_string(), "resources": [{
+        "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+        "name": "authflow", "typed_config": wasm}]})
+}
+
+/// A change of the filter's configuration delivered by ECDS drains nothing:
+/// a stream opened before it stays open on the filter instance it started
+/// with. A logout must still end it.
+#[test]
+fn a_logout_ends_a_stream_opened_before_a_configuration_change() {
+    use serde_json::json;
+    use support::{eventually, free_port, Envoy};
+    let issuer = "http://authflow.streams-e2e";
+    let auth = support::AuthService::start(issuer, &[]);
+    let source = event_source();
+    let dir = std::env::temp_dir().join(format!(
+        "authflow-ecds-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ecds.json");
+    let push = |doc: &serde_json::Value| {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, doc.to_string()).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    };
+    let filter = filter_config(issuer);
+    push(&ecds(&filter, 1));
+    let clusters = vec![
+        ("backend".to_owned(), source),
+        ("authflow_auth".to_owned(), auth.port),
+    ];
+    let p = path.clone();
+    let envoy = Envoy::start_doc(2, move |port, admin| {
+        let routes = support::routes_to(
+            "authflow_auth",
+            &["/v1/auth/", "/v1/admin/", "/.well-known/", "/auth/"],
+        );
+        let mut doc =
+            support::envoy_config_with_routes(&json!({}), &clusters, &routes, port, admin);
+        doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+            ["http_filters"][0] = json!({"name": "authflow", "config_discovery": {
+                "config_source": {"path_config_source": {"path": p.to_string_lossy()},
+                    "resource_api_version": "V3"},
+                "type_urls": ["type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"]}});
+        doc["node"] = json!({"id": "streams", "cluster": "streams"});
+        doc
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let st = Stack::from_parts(
+        auth,
+        envoy,
+        authflow_echo::EchoServer::start("127.0.0.1:0").unwrap(),
+    );
+    st.sign_up("carol@streams.test");
+    let carol = st.sign_in("carol@streams.test");
+    let mut carols = Events::open(&st, &carol);
+
+    let reloads = || {
+        st.envoy
+            .envoy_stat("extension_config_discovery.http_filter.authflow.config_reload")
+    };
+    let before = reloads();
+    let mut changed = filter.clone();
+    changed["clock_skew_secs"] = json!(1);
+    push(&ecds(&changed, 2));
+    assert!(
+        eventually(Duration::from_secs(10), || reloads() > before),
+        "the new configuration was taken: {}",
+        st.envoy.log()
+    );
+    assert_eq!(
+        carols.next_ticks(Duration::from_secs(2)),
+        Some(true),
+        "it flows on"
+    );
+    st.logout(&carol);
+    assert!(
+        carols.ends_within(Duration::from_secs(6)),
+        "carol's stream, opened before the configuration change, still flows after her logout"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -32,10 +32,6 @@ pub const SWEEP_EVERY_MS: u64 = 500;
 /// How long a stream has been open before it is judged again.
 pub const MIN_AGE_MS: u64 = 1_000;
 
-/// Most streams one worker watches; past it, new ones are let through
-/// unwatched (a stream is bounded by Envoy's own limits long before).
-pub const MAX_WATCHED: usize = 65_536;
-
 /// A stream no sweep has seen yet: the first one takes it as opened then.
 const NOT_SEEN: u64 = u64::MAX;
 
@@ -48,19 +44,20 @@ pub struct OpenStreams {
 }
 
 impl OpenStreams {
-    /// Watches stream `context_id`, let through with `token`. False when the
-    /// list is full (the stream goes on unwatched).
-    pub fn opened(&mut self, context_id: u32, token: Rc<VerifiedToken>) -> bool {
-        if self.open.len() >= MAX_WATCHED {
-            return false;
-        }
+    /// Watches stream `context_id`, let through with `token`. Every one: no
+    /// bound of its own, for a stream left unwatched past one would outlive
+    /// its token (a user filling the list with his own streams before the
+    /// one he means to keep through a ban). Envoy's limits on open streams
+    /// bound the list, at 24 bytes an entry beside Envoy's kilobytes.
+    pub fn opened(&mut self, context_id: u32, token: Rc<VerifiedToken>) {
         self.open.push((context_id, token, NOT_SEEN));
-        true
     }
 
-    /// Forgets stream `context_id` (Envoy deleted it).
+    /// Forgets stream `context_id` (Envoy deleted it). Looked for from the
+    /// end: a request of milliseconds, pushed last, is found at once behind
+    /// however many long streams were opened before it.
     pub fn closed(&mut self, context_id: u32) {
-        if let Some(at) = self.open.iter().position(|(id, ..)| *id == context_id) {
+        if let Some(at) = self.open.iter().rposition(|(id, ..)| *id == context_id) {
             self.open.swap_remove(at);
         }
     }

@@ -578,7 +578,7 @@ fn an_open_stream_ends_with_its_tokens_revocation_or_expiry() {
     let mut streams = OpenStreams::default();
     let seen_ms = NOW * 1000;
     let token = f.let_through();
-    assert!(streams.opened(7, token.clone()));
+    streams.opened(7, token.clone());
     streams.opened(8, f.let_through());
     streams.closed(8);
     assert_eq!(streams.sweep(&f.engine, seen_ms), [], "first seen");
@@ -2932,7 +2932,7 @@ fn a_request_let_through_before_a_late_tick_is_not_taken_for_an_old_stream() {
     let mut f = fixture(json!({"clock_skew_secs": 0}));
     let mut streams = OpenStreams::default();
     let last_tick_ms = NOW * 1000;
-    assert!(streams.opened(7, f.let_through()));
+    streams.opened(7, f.let_through());
     revoke_jti_1(&mut f);
     let late_tick_ms = last_tick_ms + MIN_AGE_MS + 200;
     assert_eq!(streams.sweep(&f.engine, late_tick_ms), [], "first seen now");
@@ -3017,4 +3017,69 @@ fn a_token_minted_since_the_last_tick_is_not_taken_as_from_the_future() {
         .engine
         .evaluate(&Request::from_headers(h, None), NOW * 1000 - 100, true);
     assert!(matches!(o, Outcome::Allow(_)), "{o:?}");
+}
+
+/// A user may hold many streams at once on one worker (one HTTP/2
+/// connection carries as many as Envoy allows, and Istio lifts the circuit
+/// breakers). However many he holds, the stream he opens next must not
+/// outlive his ban: a list that stopped watching past a bound (once 65 536)
+/// would let him fill it with his own streams first and keep that one
+/// flowing after the revocation resets all the others.
+#[test]
+fn a_stream_opened_after_many_others_still_ends_with_its_tokens_revocation() {
+    use authflow_filter_core::streams::{OpenStreams, MIN_AGE_MS};
+    let mut f = fixture(json!({"clock_skew_secs": 0}));
+    let mut streams = OpenStreams::default();
+    let token = f.let_through();
+    for id in 0..65_536u32 {
+        streams.opened(id, token.clone());
+    }
+    let kept = 65_536u32;
+    streams.opened(kept, token);
+    let seen_ms = NOW * 1000;
+    assert_eq!(streams.sweep(&f.engine, seen_ms), [], "first seen");
+    revoke_jti_1(&mut f);
+    let ended = streams.sweep(&f.engine, seen_ms + MIN_AGE_MS);
+    assert!(
+        ended.iter().any(|(id, _)| *id == kept),
+        "the stream opened after 65 536 others lives on after its token's revocation ({} others reset)",
+        ended.len()
+    );
+}
+
+/// What a full list costs a worker: a stream closing scans it (every
+/// request, anonymous ones too), a sweep judges every entry.
+/// `cargo test -p authflow-filter-core --release --test engine watched_list_cost -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn watched_list_cost() {
+    use authflow_filter_core::streams::{OpenStreams, MIN_AGE_MS};
+    use std::time::Instant;
+    let mut f = fixture(json!({"clock_skew_secs": 0}));
+    let mut streams = OpenStreams::default();
+    let token = f.let_through();
+    for id in 0..65_536u32 {
+        streams.opened(id, token.clone());
+    }
+    let n = 2_000u32;
+    let t = Instant::now();
+    for i in 0..n {
+        streams.closed(1_000_000 + i); // not watched: a full scan
+    }
+    println!("closed() of an unwatched id: {:?} each", t.elapsed() / n);
+    let t = Instant::now();
+    for i in 0..n {
+        streams.opened(2_000_000 + i, token.clone());
+        streams.closed(2_000_000 + i); // a short request let through with a token
+    }
+    println!(
+        "opened() + closed() of a short request: {:?} each",
+        t.elapsed() / n
+    );
+    let seen_ms = NOW * 1000;
+    streams.sweep(&f.engine, seen_ms);
+    revoke_jti_1(&mut f);
+    let t = Instant::now();
+    let ended = streams.sweep(&f.engine, seen_ms + MIN_AGE_MS);
+    println!("sweep ending {} streams: {:?}", ended.len(), t.elapsed());
 }
