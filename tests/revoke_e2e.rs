@@ -306,19 +306,6 @@ fn credentials_are_forwarded_when_configured() {
     assert!(default.refused("/api/x", &ivy));
 }
 
-/// The `kid` of the session's access token.
-fn kid(s: &Session) -> String {
-    use base64::Engine;
-    let header = s.access.split('.').next().unwrap();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(header)
-        .unwrap();
-    serde_json::from_slice::<Value>(&bytes).unwrap()["kid"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 /// A signing key whose private half leaked is withdrawn with the CLI: a new
 /// key signs at once, its first token makes the filter fetch the key set
 /// early (its refresh interval is a minute here), and from then on the
@@ -334,7 +321,7 @@ fn a_withdrawn_signing_key_is_refused_through_envoy_once_its_successor_signs() {
         "signed in, allowed"
     );
 
-    let leaked = kid(&before);
+    let leaked = before.kid();
     let out = st.auth.cli(&["keys", "withdraw", "--kid", &leaked]);
     assert!(out.contains(&leaked), "{out}");
     assert!(
@@ -344,7 +331,7 @@ fn a_withdrawn_signing_key_is_refused_through_envoy_once_its_successor_signs() {
     );
 
     let after = st.sign_in("kim@withdraw.test");
-    assert_ne!(kid(&after), leaked, "the successor signs at once");
+    assert_ne!(after.kid(), leaked, "the successor signs at once");
     assert!(
         eventually(Duration::from_secs(10), || allowed(&after) == 200),
         "the successor's token passes (the filter fetched the new key set)"

@@ -359,3 +359,39 @@ fn a_logout_ends_a_stream_opened_before_a_configuration_change() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A signing key whose private half leaked is withdrawn: the stream a token
+/// it signed opened ends once the filter's key set has lost the key (the
+/// early fetch the successor's first token brings), not when that token
+/// expires, which a forger holding the key sets as far off as the filter
+/// allows. Another session's stream, of the successor key, flows on.
+#[test]
+fn a_stream_ends_when_the_key_that_signed_its_token_is_withdrawn() {
+    let st = stack();
+    st.sign_up("kim@streams.test");
+    let kim = st.sign_in("kim@streams.test");
+    let mut kims = Events::open(&st, &kim);
+    let leaked = kim.kid();
+    let out = st.auth.cli(&["keys", "withdraw", "--kid", &leaked]);
+    assert!(out.contains(&leaked), "{out}");
+    // The running service signs with the successor within its key reload.
+    let mut after = st.sign_in("kim@streams.test");
+    for _ in 0..20 {
+        if after.kid() != leaked {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+        after = st.sign_in("kim@streams.test");
+    }
+    assert_ne!(after.kid(), leaked, "the successor signs");
+    assert_eq!(
+        st.call("/api/slow", &after).status,
+        200,
+        "the successor's token passes (the filter fetched the new key set)"
+    );
+    assert!(
+        kims.ends_within(Duration::from_secs(5)),
+        "the stream of the withdrawn key's token still flows"
+    );
+    assert!(st.envoy.stat("streams_ended") >= 1);
+}

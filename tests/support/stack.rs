@@ -82,6 +82,19 @@ impl Session {
         ]
     }
 
+    /// The `kid` of the access token: the key that signed it.
+    pub fn kid(&self) -> String {
+        use base64::Engine;
+        let header = self.access.split('.').next().unwrap();
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(header)
+            .unwrap();
+        serde_json::from_slice::<Value>(&bytes).unwrap()["kid"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     /// The same device presenting another access token.
     pub fn with_access(&self, access: String) -> Session {
         Session {

@@ -149,14 +149,15 @@ impl KeySet {
     /// withdraws every key held before. Only a document that is no key set
     /// is an error.
     /// Whether `other` holds the same keys, in the same order: the same
-    /// `kid`s and public material (what a token is verified with).
+    /// `kid`s and public material (what a token is verified with), the
+    /// latter compared as its SubjectPublicKeyInfo: one encoding per key.
     pub fn same_keys(&self, other: &KeySet) -> bool {
         self.keys.len() == other.keys.len()
             && self
                 .keys
                 .iter()
                 .zip(&other.keys)
-                .all(|(a, b)| a.kid == b.kid && a.public == b.public)
+                .all(|(a, b)| a.kid == b.kid && a.spki == b.spki)
     }
 
     pub fn parse_published(document: &[u8]) -> Result<Self, JwksError> {

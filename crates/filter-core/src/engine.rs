@@ -496,7 +496,8 @@ impl Engine {
     }
 
     /// Whether a token that let a stream through no longer does at
-    /// `now_ms`: expired past the clock skew, or revoked in its provider's
+    /// `now_ms`: expired past the clock skew, signed with a key its provider
+    /// no longer publishes (`UnknownKey`), or revoked in its provider's
     /// list (its route, device and proof were judged when the stream began,
     /// and do not change). A list gone stale ends nothing: it still holds
     /// every revocation it learnt.
@@ -506,10 +507,17 @@ impl Engine {
         if now > token.expires_at.saturating_add(skew) {
             return Some(DenyReason::Expired);
         }
-        self.providers
-            .get(token.provider)?
-            .revocations
-            .check(token, skew, now)
+        let p = self.providers.get(token.provider)?;
+        // A key withdrawn (leaked: whatever else it signed may be forged),
+        // matched by its material, not by the `kid` a forger may leave out;
+        // another key added or dropped ends nothing.
+        if p.keys
+            .as_ref()
+            .is_some_and(|k| !k.keys.iter().any(|e| e.spki == token.key))
+        {
+            return Some(DenyReason::UnknownKey);
+        }
+        p.revocations.check(token, skew, now)
     }
 
     /// What becomes of a request allowed with `proof` when the replay store

@@ -1,7 +1,8 @@
 //! Streams let through with a token, watched while they stay open. A token
 //! is judged when a request starts, but a WebSocket, a server-sent event
 //! stream, a gRPC stream or a long poll can go on for hours: revoked (a
-//! logout, a ban) or expired, its token must not keep it flowing. The glue
+//! logout, a ban), expired, or signed with a key its issuer withdrew, its
+//! token must not keep it flowing. The glue
 //! registers each allowed request with its verified token and forgets it
 //! when Envoy deletes the stream; every [`SWEEP_EVERY_MS`] it asks which
 //! ones ended ([`OpenStreams::sweep`]) and closes them.
@@ -71,7 +72,8 @@ impl OpenStreams {
     }
 
     /// The streams open for [`MIN_AGE_MS`] whose token the engine no longer
-    /// admits at `now_ms` (revoked, or expired past the clock skew), each
+    /// admits at `now_ms` (revoked, expired past the clock skew, or its key
+    /// withdrawn: [`Engine::no_longer_admits`]), each
     /// with why; they are forgotten here, for the caller to close. Nothing
     /// before the next sweep is due, or while the clock reads before the
     /// last one (stepped back: the next sweep is due at once, and a stream

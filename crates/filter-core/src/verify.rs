@@ -83,6 +83,10 @@ pub struct VerifiedToken {
     pub cnf_jkt: Option<String>,
     /// For a bound token, its hash as its DPoP proofs carry it (`ath`, RFC 9449 §4.2).
     pub ath: Option<String>,
+    /// The SubjectPublicKeyInfo of the key its signature checked out with
+    /// (empty for one built with [`Self::new`]): an open stream ends once
+    /// its provider's keys no longer hold that key ([`crate::streams`]).
+    pub key: Vec<u8>,
 }
 
 impl VerifiedToken {
@@ -108,6 +112,7 @@ impl VerifiedToken {
             scopes: Vec::new(),
             cnf_jkt: None,
             ath: None,
+            key: Vec::new(),
         }
     }
 }
@@ -256,9 +261,11 @@ pub fn verify(
     if candidates.peek().is_none() {
         return Err(DenyReason::UnknownKey.into());
     }
-    if !candidates.any(|key| signatures.verify(key, signing_input, &screened.signature)) {
+    let Some(key) =
+        candidates.find(|key| signatures.verify(key, signing_input, &screened.signature))
+    else {
         return Err(DenyReason::BadSignature.into());
-    }
+    };
     if let Some(wanted) = &provider.token_type {
         if !type_matches(screened.typ.as_deref(), wanted) {
             return Err(DenyReason::WrongType.into());
@@ -266,6 +273,7 @@ pub fn verify(
     }
     finish(
         token,
+        &key.spki,
         &screened.payload,
         screened.provider,
         provider,
@@ -305,6 +313,7 @@ fn numeric_date(payload: &Object<'_>, name: &str) -> Result<Option<u64>, DenyRea
 
 fn finish(
     token: &str,
+    key: &[u8],
     payload: &Object<'_>,
     provider_id: ProviderId,
     provider: &Provider,
@@ -431,6 +440,7 @@ fn finish(
             .as_ref()
             .map(|_| authflow_contract::dpop::access_token_hash(token)),
         cnf_jkt,
+        key: key.to_vec(),
         ..VerifiedToken::new(provider_id, provider.issuer.clone(), expires_at)
     };
     // A role or scope holding its list's separator would read as two upstream

@@ -3,6 +3,7 @@
 //! drops the tokens verified with them from the cache, and their tokens are
 //! refused as signed with an unknown key (401) — not as "no keys yet" (503):
 //! keys were loaded, and withdrawn. An answer that is no key set keeps them.
+//! A stream a withdrawn key's token opened ends at the next sweep.
 // Tests may unwrap and panic: a failure should stop the test where it happened.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -178,4 +179,61 @@ fn the_same_keys_again_keep_the_cache_and_a_key_replaced_under_its_kid_drops_it(
         denied(e.evaluate(&bearer(&t), NOW_MS, false)),
         (DenyReason::BadSignature, 401)
     );
+}
+
+/// The stream `kp`'s token opened, once a sweep has seen it (`allowed` and
+/// first seen at `NOW_MS`).
+fn stream_of(e: &mut Engine, kp: &Ed25519KeyPair) -> authflow_filter_core::streams::OpenStreams {
+    let Outcome::Allow(allowed) = e.evaluate(&bearer(&token(kp)), NOW_MS, true) else {
+        panic!("allowed")
+    };
+    let mut streams = authflow_filter_core::streams::OpenStreams::default();
+    streams.opened(7, allowed.token.expect("the token that verified"));
+    assert_eq!(streams.sweep(e, NOW_MS), [], "first seen");
+    streams
+}
+
+fn key_set(keys: &[&Ed25519KeyPair]) -> KeySet {
+    let jwks: Vec<String> = keys.iter().map(|k| k.public_key().to_jwk()).collect();
+    served(200, &format!(r#"{{"keys":[{}]}}"#, jwks.join(","))).unwrap()
+}
+
+#[test]
+fn an_open_stream_ends_when_the_key_that_signed_its_token_is_withdrawn() {
+    use authflow_filter_core::streams::MIN_AGE_MS;
+    // With its `kid` and without: a forger holding the leaked key leaves it out.
+    for kp in [
+        Ed25519KeyPair::generate().with_key_id("k1"),
+        Ed25519KeyPair::generate(),
+    ] {
+        let next = Ed25519KeyPair::generate().with_key_id("k2");
+        let mut e = engine();
+        e.set_keys(ProviderId::FIRST, key_set(&[&kp]));
+        let mut streams = stream_of(&mut e, &kp);
+        e.set_keys(ProviderId::FIRST, key_set(&[&next]));
+        assert_eq!(
+            streams.sweep(&e, NOW_MS + MIN_AGE_MS),
+            [(7, DenyReason::UnknownKey)],
+            "the stream its withdrawn key's token opened still flows"
+        );
+    }
+}
+
+#[test]
+fn an_open_stream_outlives_a_rotation_that_keeps_the_key_that_signed_its_token() {
+    use authflow_filter_core::streams::MIN_AGE_MS;
+    let kp = Ed25519KeyPair::generate().with_key_id("k1");
+    let old = Ed25519KeyPair::generate().with_key_id("k0");
+    let next = Ed25519KeyPair::generate().with_key_id("k2");
+    let mut e = engine();
+    e.set_keys(ProviderId::FIRST, key_set(&[&old, &kp]));
+    let mut streams = stream_of(&mut e, &kp);
+    // `k2` added, `k0` withdrawn, `k1` kept (moved to the end).
+    e.set_keys(ProviderId::FIRST, key_set(&[&next, &kp]));
+    assert_eq!(
+        streams.sweep(&e, NOW_MS + MIN_AGE_MS),
+        [],
+        "ended by another key's rotation"
+    );
+    assert_eq!(streams.len(), 1);
 }
