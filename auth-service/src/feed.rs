@@ -422,7 +422,10 @@ impl Feed {
     ) -> Result<(), StoreError> {
         let _one_at_a_time = self.sync_lock.lock().await;
         let began = Instant::now();
-        let synced = self.sync_locked(store, now).await;
+        // Bounded: a read never answered must not hold the lock, and every
+        // later sync behind it, past the bound (each await of it is followed
+        // by `?`: given up there, it is as if that read had failed).
+        let synced = crate::store::bounded(self.sync_locked(store, now)).await;
         // Under the lock: a sync that worked must not clear the flag a later
         // one that failed has set.
         self.behind.store(synced.is_err(), Ordering::SeqCst);

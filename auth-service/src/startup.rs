@@ -191,7 +191,8 @@ async fn follow_shared_state(state: Arc<AppState>) {
             tracing::warn!(error = %e, "feed sync failed");
         }
         if round.is_multiple_of(KEY_RELOAD_EVERY) {
-            if let Err(e) = state.keys.reload(state.store.as_ref()).await {
+            // Bounded: a read never answered would stop this loop for good.
+            if let Err(e) = crate::store::bounded(state.keys.reload(state.store.as_ref())).await {
                 tracing::warn!(error = %e, "key reload failed");
             }
         }
@@ -236,71 +237,89 @@ async fn reseal_round(state: &AppState) {
 /// Periodically prunes expired rows and picks up feed events written by
 /// other processes (e.g. the CLI).
 async fn maintenance(state: Arc<AppState>) {
-    let mut tick = tokio::time::interval(state.config.maintenance.interval);
+    let interval = state.config.maintenance.interval;
+    // A round given up at ten intervals (at least the store's own bound): a
+    // query on a connection a failover silenced is never answered, and the
+    // task would wait on it for good, pruning and re-sealing nothing more.
+    let bound = (interval * 10).max(crate::store::DATABASE_WAIT_BOUND);
+    let mut tick = tokio::time::interval(interval);
     loop {
         tick.tick().await;
-        // Everything here forgets: by the bound a clock stepped forward cannot move.
-        let now = forget_now();
-        if let Err(e) = state.store.prune(now).await {
-            tracing::warn!(error = %e, "prune failed");
-        }
-        if let Err(e) = state
-            .store
-            .prune_signin_failures(now, now.saturating_sub(state.throttle.quiet_secs()))
+        if tokio::time::timeout(bound, maintenance_round(&state))
             .await
+            .is_err()
         {
-            tracing::warn!(error = %e, "sign-in throttle prune failed");
+            tracing::warn!(
+                after_secs = bound.as_secs(),
+                "maintenance round given up: the database did not answer"
+            );
         }
-        match state.feed.prune(state.store.as_ref(), now).await {
-            Ok(n) if n > 0 => tracing::debug!(pruned = n, "expired revocation entries pruned"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "feed prune failed"),
+    }
+}
+
+/// One round of [`maintenance`].
+async fn maintenance_round(state: &AppState) {
+    // Everything here forgets: by the bound a clock stepped forward cannot move.
+    let now = forget_now();
+    if let Err(e) = state.store.prune(now).await {
+        tracing::warn!(error = %e, "prune failed");
+    }
+    if let Err(e) = state
+        .store
+        .prune_signin_failures(now, now.saturating_sub(state.throttle.quiet_secs()))
+        .await
+    {
+        tracing::warn!(error = %e, "sign-in throttle prune failed");
+    }
+    match state.feed.prune(state.store.as_ref(), now).await {
+        Ok(n) if n > 0 => tracing::debug!(pruned = n, "expired revocation entries pruned"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "feed prune failed"),
+    }
+    // The clock read again: the steps above may have waited on the
+    // database for seconds, and a sync with an older time than the
+    // follower's last takes it for a clock stepped back.
+    if let Err(e) = state.feed.sync(state.store.as_ref(), forget_now()).await {
+        tracing::warn!(error = %e, "feed sync failed");
+    }
+    if let Err(e) = state.keys.reload(state.store.as_ref()).await {
+        tracing::warn!(error = %e, "key reload failed");
+    }
+    match state
+        .keys
+        .forget_retired_private_keys(state.store.as_ref(), now)
+        .await
+    {
+        Ok(n) if n > 0 => {
+            tracing::info!(keys = n, "private halves of retired signing keys deleted")
         }
-        // The clock read again: the steps above may have waited on the
-        // database for seconds, and a sync with an older time than the
-        // follower's last takes it for a clock stepped back.
-        if let Err(e) = state.feed.sync(state.store.as_ref(), forget_now()).await {
-            tracing::warn!(error = %e, "feed sync failed");
-        }
-        if let Err(e) = state.keys.reload(state.store.as_ref()).await {
-            tracing::warn!(error = %e, "key reload failed");
-        }
-        match state
-            .keys
-            .forget_retired_private_keys(state.store.as_ref(), now)
-            .await
-        {
-            Ok(n) if n > 0 => {
-                tracing::info!(keys = n, "private halves of retired signing keys deleted")
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "retired key cleanup failed"),
-        }
-        if let Err(e) = state
-            .store
-            .prune_mail_budget(now - mail_budget::WINDOW_SECS)
-            .await
-        {
-            tracing::warn!(error = %e, "mail budget prune failed");
-        }
-        reseal_round(&state).await;
-        let retention =
-            i64::try_from(state.config.maintenance.audit_retention.as_secs()).unwrap_or(i64::MAX);
-        match state.store.prune_audit(now.saturating_sub(retention)).await {
-            Ok(n) if n > 0 => tracing::debug!(pruned = n, "expired audit rows deleted"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "audit prune failed"),
-        }
-        // Ended sessions stay listed (to admins) as long as the audit rows of
-        // their sign-ins, and past that while a token record names them.
-        match state
-            .store
-            .prune_sessions(now.saturating_sub(retention))
-            .await
-        {
-            Ok(n) if n > 0 => tracing::debug!(pruned = n, "ended sessions deleted"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "session prune failed"),
-        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "retired key cleanup failed"),
+    }
+    if let Err(e) = state
+        .store
+        .prune_mail_budget(now - mail_budget::WINDOW_SECS)
+        .await
+    {
+        tracing::warn!(error = %e, "mail budget prune failed");
+    }
+    reseal_round(state).await;
+    let retention =
+        i64::try_from(state.config.maintenance.audit_retention.as_secs()).unwrap_or(i64::MAX);
+    match state.store.prune_audit(now.saturating_sub(retention)).await {
+        Ok(n) if n > 0 => tracing::debug!(pruned = n, "expired audit rows deleted"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "audit prune failed"),
+    }
+    // Ended sessions stay listed (to admins) as long as the audit rows of
+    // their sign-ins, and past that while a token record names them.
+    match state
+        .store
+        .prune_sessions(now.saturating_sub(retention))
+        .await
+    {
+        Ok(n) if n > 0 => tracing::debug!(pruned = n, "ended sessions deleted"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "session prune failed"),
     }
 }

@@ -197,6 +197,26 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// How long a background read of the database may wait for its answer.
+/// A query sent on a connection a failover silenced (the old primary's host
+/// gone, a partition: no reset) is never answered, and neither sqlx nor the
+/// socket bounds the wait (no keepalive); a task that waits for it holds
+/// what it holds (the feed's sync lock, a follower loop) for as long.
+pub const DATABASE_WAIT_BOUND: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `step`, given up as the database being unavailable once it has waited
+/// [`DATABASE_WAIT_BOUND`].
+pub async fn bounded<T>(step: impl std::future::Future<Output = StoreResult<T>>) -> StoreResult<T> {
+    tokio::time::timeout(DATABASE_WAIT_BOUND, step)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Database(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the database did not answer in time",
+            ))))
+        })
+}
+
 #[derive(Clone, Debug)]
 pub struct User {
     pub id: String,

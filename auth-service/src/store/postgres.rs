@@ -296,8 +296,15 @@ async fn append_event(
 /// The `LISTEN/NOTIFY` channel on which every committed feed event is announced.
 pub const FEED_CHANNEL: &str = "authflow_feed";
 
+/// `LISTEN` on [`FEED_CHANNEL`]: sent again on a connection that listens,
+/// it changes nothing.
+const LISTEN_STATEMENT: &str = "LISTEN authflow_feed";
+
 /// Wait before listening again after the listening connection failed.
 const LISTEN_RETRY: Duration = Duration::from_secs(1);
+
+/// After this long without a notification the listening connection is checked.
+const LISTEN_CHECK: Duration = Duration::from_secs(10);
 
 /// Wakes `wake` on every feed notification, and after every (re)connection
 /// (notifications sent while disconnected are lost: the woken side re-reads).
@@ -311,7 +318,7 @@ async fn listen_for_feed_changes(pool: PgPool, wake: Arc<tokio::sync::Notify>) {
                 continue;
             }
         };
-        if let Err(e) = listener.listen(FEED_CHANNEL).await {
+        if let Err(e) = super::bounded(async { Ok(listener.listen(FEED_CHANNEL).await?) }).await {
             tracing::warn!(error = %e, "cannot listen for feed changes; retrying");
             tokio::time::sleep(LISTEN_RETRY).await;
             continue;
@@ -320,14 +327,31 @@ async fn listen_for_feed_changes(pool: PgPool, wake: Arc<tokio::sync::Notify>) {
         // `try_recv` gives `None` when the connection was lost (it reconnects
         // on the next call): wake then too, something may have been missed.
         loop {
-            match listener.try_recv().await {
-                Ok(_) => wake.notify_one(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "feed change listener failed; reconnecting");
-                    tokio::time::sleep(LISTEN_RETRY).await;
-                    break;
+            // Quiet for a while: the connection is checked. One a failover
+            // silenced (no reset: the old primary's host gone, a partition)
+            // is never closed by the kernel while idle, and nothing would
+            // arrive on it any more, from any instance.
+            let failed = match tokio::time::timeout(LISTEN_CHECK, listener.try_recv()).await {
+                Ok(Ok(_)) => {
+                    wake.notify_one();
+                    continue;
                 }
-            }
+                Ok(Err(e)) => StoreError::from(e),
+                // Checked with the statement it listens with (the same again
+                // changes nothing), so the connection still shows as listening.
+                Err(_) => match super::bounded(async {
+                    sqlx::query(LISTEN_STATEMENT).execute(&mut listener).await?;
+                    Ok(())
+                })
+                .await
+                {
+                    Ok(()) => continue,
+                    Err(e) => e,
+                },
+            };
+            tracing::warn!(error = %failed, "feed change listener failed; reconnecting");
+            tokio::time::sleep(LISTEN_RETRY).await;
+            break;
         }
     }
 }
@@ -627,5 +651,16 @@ super::portable::impl_store! {
         .fetch_one(&self.pool)
         .await?;
         Ok(sent <= i64::from(max))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_listening_connection_is_checked_on_the_channel_it_listens_on() {
+        assert_eq!(
+            super::LISTEN_STATEMENT,
+            format!("LISTEN {}", super::FEED_CHANNEL)
+        );
     }
 }

@@ -18,6 +18,7 @@ mod browser;
 mod cache_headers;
 #[path = "../api/common.rs"]
 mod common;
+mod db_restarts;
 #[path = "../api/dpop.rs"]
 mod dpop;
 #[path = "../api/durability.rs"]

@@ -27,8 +27,8 @@ use std::time::Duration;
 
 use sqlx::Connection;
 
-const OS_USER: &str = "authflow-pg";
-const DB_USER: &str = "authflow";
+pub(crate) const OS_USER: &str = "authflow-pg";
+pub(crate) const DB_USER: &str = "authflow";
 
 struct Server {
     /// A URL of the server without the database name, e.g. `postgres://authflow@127.0.0.1:5433`.
@@ -117,7 +117,7 @@ async fn create_database(base: &str, query: &str) -> String {
     format!("{base}/{name}")
 }
 
-fn bin_dir() -> PathBuf {
+pub(crate) fn bin_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("AUTHFLOW_PG_BIN") {
         return PathBuf::from(dir);
     }
@@ -135,7 +135,7 @@ fn bin_dir() -> PathBuf {
     })
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
@@ -144,7 +144,7 @@ fn is_root() -> bool {
 }
 
 /// Runs a PostgreSQL program, as `authflow-pg` when we are root.
-fn run_pg(root: bool, program: &Path, args: &[&str]) {
+pub(crate) fn run_pg(root: bool, program: &Path, args: &[&str]) {
     let mut cmd = if root {
         let mut c = Command::new("runuser");
         c.args(["-u", OS_USER, "--"]).arg(program);
@@ -166,7 +166,7 @@ fn run_pg(root: bool, program: &Path, args: &[&str]) {
     );
 }
 
-fn ensure_os_user() {
+pub(crate) fn ensure_os_user() {
     let exists = Command::new("id")
         .arg(OS_USER)
         .stdout(Stdio::null())
@@ -188,7 +188,7 @@ fn ensure_os_user() {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -306,7 +306,7 @@ fn start_cluster(tls: Option<&crate::test_pki::ServerCert>) -> Server {
 /// Each signal goes only to a process whose command line still names this
 /// cluster's data dir: if the postmaster is already gone, its pid may be
 /// reused by anything else on the machine, another test cluster included.
-fn start_watchdog(pg_pid: u32, dir: &Path) {
+pub(crate) fn start_watchdog(pg_pid: u32, dir: &Path) {
     let me = std::process::id();
     let data = dir.join("data");
     let script = format!(
