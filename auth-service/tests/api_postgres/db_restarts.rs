@@ -396,6 +396,50 @@ impl Relay {
     }
 }
 
+/// A cluster of this test's own, instance 2 connected to it directly and
+/// instance 1 through a [`Relay`] that can silence its connections.
+async fn behind_a_relay() -> (RestartableCluster, Relay, TestApp, TestApp) {
+    let cluster = RestartableCluster::start();
+    let url = cluster.fresh_database().await;
+    let port: u16 = cluster.base.rsplit_once(':').unwrap().1.parse().unwrap();
+    let relay = Relay::start(port).await;
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let two = spawn_app_in(Arc::clone(&dir), Some(url.clone()), |_| {}).await;
+    let relayed = url.replace(&format!(":{port}/"), &format!(":{}/", relay.port));
+    let one = spawn_app_in(Arc::clone(&dir), Some(relayed), |_| {}).await;
+    (cluster, relay, one, two)
+}
+
+/// Asks `one`'s `ext_authz` about `t` every 250 ms, from its logout on, until
+/// it is refused (401) or 75 s have passed: the last status, when it was
+/// last admitted, and each change of status with its time.
+async fn until_refused_by(one: &TestApp, t: &Tokens) -> (u16, Duration, Vec<(u16, Duration)>) {
+    let logged_out = Instant::now();
+    let mut seen = Vec::new();
+    let mut last_admitted = Duration::ZERO;
+    loop {
+        let status = match one
+            .authed(reqwest::Method::GET, "/v1/ext-authz", t)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+        {
+            Ok(r) => r.status().as_u16(),
+            Err(_) => 0,
+        };
+        if status == 200 {
+            last_admitted = logged_out.elapsed();
+        }
+        if seen.last().map(|(s, _)| *s) != Some(status) {
+            seen.push((status, logged_out.elapsed()));
+        }
+        if status == 401 || logged_out.elapsed() > Duration::from_secs(75) {
+            return (status, last_admitted, seen);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// A failover seen from an instance whose connections are silenced rather
 /// than reset (the old primary's host gone, a partition, a virtual IP moved
 /// to the promoted standby): new connections reach the new primary at once.
@@ -412,14 +456,7 @@ impl Relay {
 /// forever if the peer still acknowledges.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_that_silences_connections_does_not_wedge_the_feed() {
-    let cluster = RestartableCluster::start();
-    let url = cluster.fresh_database().await;
-    let port: u16 = cluster.base.rsplit_once(':').unwrap().1.parse().unwrap();
-    let relay = Relay::start(port).await;
-    let dir = Arc::new(tempfile::tempdir().unwrap());
-    let two = spawn_app_in(Arc::clone(&dir), Some(url.clone()), |_| {}).await;
-    let relayed = url.replace(&format!(":{port}/"), &format!(":{}/", relay.port));
-    let one = spawn_app_in(Arc::clone(&dir), Some(relayed), |_| {}).await;
+    let (cluster, relay, one, two) = behind_a_relay().await;
     two.verified_user("cut@example.com").await;
     let t = two.signin("cut@example.com", PASSWORD).await;
     assert_eq!(ext_authz(&one, &t).await, 200);
@@ -427,31 +464,7 @@ async fn a_failover_that_silences_connections_does_not_wedge_the_feed() {
 
     relay.cut();
     assert_eq!(two.logout(&t).await.status(), 200);
-    let logged_out = Instant::now();
-    let mut seen = Vec::new();
-    let mut last_admitted = Duration::ZERO;
-    let status = loop {
-        let status = match one
-            .authed(reqwest::Method::GET, "/v1/ext-authz", &t)
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-        {
-            Ok(r) => r.status().as_u16(),
-            Err(_) => 0,
-        };
-        if status == 200 {
-            last_admitted = logged_out.elapsed();
-        }
-        if seen.last().map(|(s, _)| *s) != Some(status) {
-            seen.push((status, logged_out.elapsed()));
-        }
-        if status == 401 || logged_out.elapsed() > Duration::from_secs(75) {
-            break status;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
-    eprintln!("instance 1's ext_authz answers after the failover (status, since): {seen:?}");
+    let (status, last_admitted, seen) = until_refused_by(&one, &t).await;
     cluster.down("fast");
     assert_eq!(
         status, 401,
@@ -463,30 +476,9 @@ async fn a_failover_that_silences_connections_does_not_wedge_the_feed() {
 
 /// As [`a_failover_that_silences_connections_does_not_wedge_the_feed`], with
 /// instance 1's feed read in flight on a connection the failover silences.
-/// A failover seen from an instance whose connections are silenced rather
-/// than reset (the old primary's host gone, a partition, a virtual IP moved
-/// to the promoted standby): new connections reach the new primary at once.
-/// Instance 1 reaches the database through such a path; instance 2 directly.
-/// A logout on instance 2 must be in force on instance 1's `ext_authz`
-/// (401) once instance 1 has given up its silenced connections and opened
-/// new ones, and never admitted past `revocation.max_staleness_secs` (45 s). A query sent
-/// on a silenced connection is never answered, and nothing bounds the wait
-/// (no client-side timeout, no TCP keepalive): the feed sync holds the
-/// feed's sync lock for as long, every later sync (the follower's, the
-/// one after each own revoking write) queues behind it, and the instance
-/// answers `503` (list stale after 45 s) — or `200` before that — until
-/// the kernel gives up on the connection (~15 min of retransmissions), or
-/// forever if the peer still acknowledges.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_that_silences_a_feed_read_in_flight_does_not_wedge_the_feed() {
-    let cluster = RestartableCluster::start();
-    let url = cluster.fresh_database().await;
-    let port: u16 = cluster.base.rsplit_once(':').unwrap().1.parse().unwrap();
-    let relay = Relay::start(port).await;
-    let dir = Arc::new(tempfile::tempdir().unwrap());
-    let two = spawn_app_in(Arc::clone(&dir), Some(url.clone()), |_| {}).await;
-    let relayed = url.replace(&format!(":{port}/"), &format!(":{}/", relay.port));
-    let one = spawn_app_in(Arc::clone(&dir), Some(relayed), |_| {}).await;
+    let (cluster, relay, one, two) = behind_a_relay().await;
     two.verified_user("cut@example.com").await;
     let t = two.signin("cut@example.com", PASSWORD).await;
     assert_eq!(ext_authz(&one, &t).await, 200);
@@ -504,31 +496,7 @@ async fn a_failover_that_silences_a_feed_read_in_flight_does_not_wedge_the_feed(
     relay.cut();
     held.commit().await;
     assert_eq!(two.logout(&t).await.status(), 200);
-    let logged_out = Instant::now();
-    let mut seen = Vec::new();
-    let mut last_admitted = Duration::ZERO;
-    let status = loop {
-        let status = match one
-            .authed(reqwest::Method::GET, "/v1/ext-authz", &t)
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-        {
-            Ok(r) => r.status().as_u16(),
-            Err(_) => 0,
-        };
-        if status == 200 {
-            last_admitted = logged_out.elapsed();
-        }
-        if seen.last().map(|(s, _)| *s) != Some(status) {
-            seen.push((status, logged_out.elapsed()));
-        }
-        if status == 401 || logged_out.elapsed() > Duration::from_secs(75) {
-            break status;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
-    eprintln!("instance 1's ext_authz answers after the failover (status, since): {seen:?}");
+    let (status, last_admitted, seen) = until_refused_by(&one, &t).await;
     cluster.down("fast");
     assert_eq!(
         status, 401,
@@ -545,14 +513,7 @@ async fn a_failover_that_silences_a_feed_read_in_flight_does_not_wedge_the_feed(
 /// connections do not keep the pool's slots.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_in_flight_when_a_failover_silences_connections_do_not_take_the_pool_for_good() {
-    let cluster = RestartableCluster::start();
-    let url = cluster.fresh_database().await;
-    let port: u16 = cluster.base.rsplit_once(':').unwrap().1.parse().unwrap();
-    let relay = Relay::start(port).await;
-    let dir = Arc::new(tempfile::tempdir().unwrap());
-    let two = spawn_app_in(Arc::clone(&dir), Some(url.clone()), |_| {}).await;
-    let relayed = url.replace(&format!(":{port}/"), &format!(":{}/", relay.port));
-    let one = spawn_app_in(Arc::clone(&dir), Some(relayed), |_| {}).await;
+    let (cluster, relay, one, two) = behind_a_relay().await;
     two.verified_user("pool@example.com").await;
     let held = hold_transaction(&two, &[], &["LOCK TABLE users IN ACCESS EXCLUSIVE MODE"]).await;
     let waiting: Vec<_> = (0..12)
