@@ -13,6 +13,7 @@
 //! unknown `kid` fetches the JWKS again early).
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use authflow_contract::Algorithm;
@@ -224,9 +225,24 @@ pub struct KeyInfo {
     pub withdrawn_at: Option<i64>,
 }
 
+/// The keys read from the store by the read numbered `number`.
+#[derive(Default)]
+struct Installed {
+    number: u64,
+    keys: Arc<Vec<LoadedKey>>,
+}
+
+/// One read of the stored keys, not yet in place.
+struct StoredRead {
+    number: u64,
+    keys: Vec<LoadedKey>,
+}
+
 /// The in-memory copy of every stored key; swapped whole on rotation.
 pub struct KeyRing {
-    keys: RwLock<Arc<Vec<LoadedKey>>>,
+    keys: RwLock<Installed>,
+    /// How many reads of the stored keys have begun (see [`Self::install`]).
+    reads_begun: AtomicU64,
     access_ttl_secs: i64,
     /// Keys whose private half this process could not open, already warned of.
     unopened: Mutex<HashSet<String>>,
@@ -249,7 +265,8 @@ impl KeyRing {
                 .await?;
         }
         let ring = Self {
-            keys: RwLock::new(Arc::new(Vec::new())),
+            keys: RwLock::new(Installed::default()),
+            reads_begun: AtomicU64::new(0),
             access_ttl_secs,
             unopened: Mutex::default(),
         };
@@ -264,6 +281,15 @@ impl KeyRing {
     /// kept, and a key this process cannot sign with is never replaced by
     /// one a rotation retired.
     pub async fn reload(&self, store: &dyn Store) -> Result<(), StoreError> {
+        let read = self.read_stored(store).await?;
+        self.install(read);
+        Ok(())
+    }
+
+    /// The stored keys as [`Self::reload`] loads them, numbered in the order
+    /// the reads began.
+    async fn read_stored(&self, store: &dyn Store) -> Result<StoredRead, StoreError> {
+        let number = self.reads_begun.fetch_add(1, Ordering::SeqCst) + 1;
         let stored = store.signing_keys().await?;
         let before = self.snapshot();
         let kept = |kid: &str| before.iter().find(|k| k.kid == kid);
@@ -310,10 +336,26 @@ impl KeyRing {
                 public_jwk,
             });
         }
+        Ok(StoredRead {
+            number,
+            keys: loaded,
+        })
+    }
+
+    /// Puts `read` in place unless a read that began after it is already
+    /// there. Reloads overlap (the periodic one, maintenance's, a rotation's
+    /// or withdrawal's own), and one that read before a withdrawal committed
+    /// must not bring the withdrawn key back after a later read removed it:
+    /// a filter fetching the JWKS then would trust the key until its next fetch.
+    fn install(&self, read: StoredRead) {
         if let Ok(mut guard) = self.keys.write() {
-            *guard = Arc::new(loaded);
+            if read.number > guard.number {
+                *guard = Installed {
+                    number: read.number,
+                    keys: Arc::new(read.keys),
+                };
+            }
         }
-        Ok(())
     }
 
     /// Warns once per key that this process cannot open its private half.
@@ -337,7 +379,10 @@ impl KeyRing {
     }
 
     fn snapshot(&self) -> Arc<Vec<LoadedKey>> {
-        self.keys.read().map(|g| Arc::clone(&g)).unwrap_or_default()
+        self.keys
+            .read()
+            .map(|g| Arc::clone(&g.keys))
+            .unwrap_or_default()
     }
 
     /// Publishes a new key now; it signs from `now + lead`. Refused while
@@ -796,5 +841,41 @@ mod tests {
             assert_eq!(signing_kid(&ring, now).as_deref(), Some(fifth.as_str()));
         }
         assert!(ring.jwks(t + 210).0.contains(&third), "not leaked: kept");
+    }
+
+    /// A reload that read the keys before a withdrawal committed and ends
+    /// after the withdrawal's own reload (the periodic reload, or
+    /// maintenance's, overlapping it) leaves the key withdrawn: put back, it
+    /// would be in the JWKS until the next reload, and a filter fetching it
+    /// then would trust the leaked key until its own next fetch.
+    #[tokio::test]
+    async fn a_reload_that_read_before_a_withdrawal_does_not_bring_the_key_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let t = 1_000_000;
+        let ring = KeyRing::load(&store, Algorithm::EdDSA, 900, t)
+            .await
+            .unwrap();
+        let leaked = signing_kid(&ring, t).unwrap();
+        let read_before = ring.read_stored(&store).await.unwrap();
+        ring.withdraw(&store, Algorithm::EdDSA, &leaked, t + 10)
+            .await
+            .unwrap();
+        ring.install(read_before);
+        assert!(!ring.jwks(t + 10).0.contains(&leaked));
+        assert!(ring.verifier(&leaked, t + 10).is_none());
+        assert_ne!(signing_kid(&ring, t + 10), Some(leaked.clone()));
+
+        // Nor does an older read undo a rotation's reload.
+        let read_after = ring.read_stored(&store).await.unwrap();
+        ring.rotate(&store, Algorithm::EdDSA, t + 20, 60)
+            .await
+            .unwrap();
+        let newest = ring.list().len();
+        ring.install(read_after);
+        assert_eq!(ring.list().len(), newest, "an older read is not put back");
+        ring.reload(&store).await.unwrap();
+        assert_eq!(ring.list().len(), newest);
+        assert!(!ring.jwks(t + 20).0.contains(&leaked));
     }
 }
