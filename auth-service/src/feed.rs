@@ -19,7 +19,7 @@ use authflow_contract::revocation::{
 };
 
 use crate::feed_notify::FeedNotifier;
-use crate::store::{FeedEvent, FeedHead, FeedKind, Store, StoreError};
+use crate::store::{bounded, FeedEvent, FeedHead, FeedKind, Store, StoreError};
 
 /// What this process checks its own tokens against: the contract's list,
 /// with entries keyed by the `exp` they cover (the retention margin is the
@@ -422,10 +422,12 @@ impl Feed {
     ) -> Result<(), StoreError> {
         let _one_at_a_time = self.sync_lock.lock().await;
         let began = Instant::now();
-        // Bounded: a read never answered must not hold the lock, and every
-        // later sync behind it, past the bound (each await of it is followed
-        // by `?`: given up there, it is as if that read had failed).
-        let synced = crate::store::bounded(self.sync_locked(store, now)).await;
+        // Every wait on the database in it is bounded: a read never answered
+        // must not hold the lock, and every later sync behind it (each is
+        // followed by `?`: given up there, it is as if that read had failed).
+        // The sync as a whole is not: a long list read over a slow link takes
+        // as long as it takes, while rows keep coming.
+        let synced = self.sync_locked(store, now).await;
         // Under the lock: a sync that worked must not clear the flag a later
         // one that failed has set.
         self.behind.store(synced.is_err(), Ordering::SeqCst);
@@ -459,7 +461,7 @@ impl Feed {
     }
 
     async fn sync_locked(&self, store: &dyn Store, now: i64) -> Result<(), StoreError> {
-        let head = store.feed_head().await?;
+        let head = bounded(store.feed_head()).await?;
         match head.epoch.as_deref() {
             // Another instance found the history went back, or the restore
             // step (`feed new-epoch`) ran: cursors of this one's epoch name
@@ -543,7 +545,7 @@ impl Feed {
     /// already), so every poller gets a snapshot, and this process's own
     /// list reloaded from nothing.
     async fn start_new_epoch(&self, store: &dyn Store, head: &FeedHead) -> Result<(), StoreError> {
-        let epoch = store.renew_epoch(&self.epoch()).await?;
+        let epoch = bounded(store.renew_epoch(&self.epoch())).await?;
         tracing::error!(
             db_head = head.head,
             known_head = self.head.load(Ordering::SeqCst),

@@ -217,6 +217,22 @@ pub async fn bounded<T>(step: impl std::future::Future<Output = StoreResult<T>>)
         })
 }
 
+/// The rows of `rows`, given up as [`bounded`] gives up once none has come
+/// for [`DATABASE_WAIT_BOUND`]: a long read that keeps answering (the whole
+/// revocation list, a million rows over a slow link) is not cut short; one
+/// on a connection that stopped answering is.
+pub async fn collect_while_answering<R>(
+    rows: impl futures_util::Stream<Item = Result<R, sqlx::Error>>,
+) -> StoreResult<Vec<R>> {
+    use futures_util::TryStreamExt;
+    let mut rows = std::pin::pin!(rows);
+    let mut collected = Vec::new();
+    while let Some(row) = bounded(async { Ok(rows.try_next().await?) }).await? {
+        collected.push(row);
+    }
+    Ok(collected)
+}
+
 #[derive(Clone, Debug)]
 pub struct User {
     pub id: String,

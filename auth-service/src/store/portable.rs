@@ -873,12 +873,14 @@ macro_rules! impl_store {
             }
 
             async fn feed_events_after(&self, after: i64, forgotten_through: i64) -> StoreResult<Vec<FeedEvent>> {
-                let rows: Vec<EventRow> = sqlx::query_as(
+                // Row by row: the whole list may take longer to come than a
+                // wait for one answer may last (see `collect_while_answering`).
+                let rows: Vec<EventRow> = $crate::store::collect_while_answering(sqlx::query_as(
                     "SELECT seq, kind, subject, not_before, expires_at FROM revocation_events WHERE seq > $1 AND expires_at > $2 ORDER BY seq",
                 )
                 .bind(after)
                 .bind(forgotten_through)
-                .fetch_all(self.reader())
+                .fetch(self.reader()))
                 .await?;
                 Ok(rows.into_iter().map(FeedEvent::from).collect())
             }

@@ -17,6 +17,7 @@ use crate::common::*;
 use crate::pg_cluster::{
     bin_dir, ensure_os_user, free_port, is_root, run_pg, start_watchdog, DB_USER, OS_USER,
 };
+use crate::relay::Relay;
 
 /// A cluster of one test, which it may stop and start again. Commits are
 /// synchronous (unlike the shared test cluster's): a commit acknowledged
@@ -321,88 +322,13 @@ async fn a_logout_in_flight_when_the_database_server_crashes_is_not_acknowledged
     cluster.down("fast");
 }
 
-/// A TCP relay to the database, standing for the network path to the
-/// primary: [`Relay::cut`] silences every connection open through it (no
-/// byte relayed any more either way, nothing closed, no RST: a primary
-/// gone with its host, a partition, a virtual IP moved to the promoted
-/// standby), while new connections go through (to the new primary).
-struct Relay {
-    port: u16,
-    cut_before: Arc<std::sync::atomic::AtomicU64>,
-    next: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl Relay {
-    async fn start(to: u16) -> Self {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let cut_before = Arc::new(AtomicU64::new(0));
-        let next = Arc::new(AtomicU64::new(1));
-        let (cut, n) = (Arc::clone(&cut_before), Arc::clone(&next));
-        tokio::spawn(async move {
-            loop {
-                let Ok((client, _)) = listener.accept().await else {
-                    return;
-                };
-                let id = n.fetch_add(1, Ordering::SeqCst);
-                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await else {
-                    continue;
-                };
-                let (cr, cw) = client.into_split();
-                let (sr, sw) = server.into_split();
-                for (mut r, mut w) in [
-                    (
-                        Box::new(cr) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
-                        Box::new(sw) as Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
-                    ),
-                    (Box::new(sr), Box::new(cw)),
-                ] {
-                    let cut = Arc::clone(&cut);
-                    tokio::spawn(async move {
-                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                        let mut buf = vec![0u8; 16 * 1024];
-                        loop {
-                            let Ok(k) = r.read(&mut buf).await else {
-                                return;
-                            };
-                            if k == 0 {
-                                return;
-                            }
-                            if id < cut.load(Ordering::SeqCst) {
-                                // Silenced: hold both ends open, relay nothing.
-                                std::future::pending::<()>().await;
-                            }
-                            if w.write_all(&buf[..k]).await.is_err() {
-                                return;
-                            }
-                        }
-                    });
-                }
-            }
-        });
-        Relay {
-            port,
-            cut_before,
-            next,
-        }
-    }
-
-    /// Silences every connection open now.
-    fn cut(&self) {
-        use std::sync::atomic::Ordering;
-        self.cut_before
-            .store(self.next.load(Ordering::SeqCst), Ordering::SeqCst);
-    }
-}
-
 /// A cluster of this test's own, instance 2 connected to it directly and
 /// instance 1 through a [`Relay`] that can silence its connections.
 async fn behind_a_relay() -> (RestartableCluster, Relay, TestApp, TestApp) {
     let cluster = RestartableCluster::start();
     let url = cluster.fresh_database().await;
     let port: u16 = cluster.base.rsplit_once(':').unwrap().1.parse().unwrap();
-    let relay = Relay::start(port).await;
+    let relay = Relay::start("127.0.0.1", port).await;
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let two = spawn_app_in(Arc::clone(&dir), Some(url.clone()), |_| {}).await;
     let relayed = url.replace(&format!(":{port}/"), &format!(":{}/", relay.port));
@@ -570,7 +496,7 @@ async fn a_failover_that_silences_the_listening_connection_is_listened_through_a
     let cluster = RestartableCluster::start();
     let url = cluster.fresh_database().await;
     let port: u16 = cluster.base.rsplit_once(':').unwrap().1.parse().unwrap();
-    let relay = Relay::start(port).await;
+    let relay = Relay::start("127.0.0.1", port).await;
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let two = spawn_app_in(Arc::clone(&dir), Some(url.clone()), |c| {
         c.mail.max_signin_codes_per_hour = 100;
@@ -616,7 +542,7 @@ async fn a_failover_that_silences_a_maintenance_query_does_not_stop_maintenance(
     let cluster = RestartableCluster::start();
     let url = cluster.fresh_database().await;
     let port: u16 = cluster.base.rsplit_once(':').unwrap().1.parse().unwrap();
-    let relay = Relay::start(port).await;
+    let relay = Relay::start("127.0.0.1", port).await;
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let relayed = url.replace(&format!(":{port}/"), &format!(":{}/", relay.port));
     let _one = spawn_app_in(Arc::clone(&dir), Some(relayed), |c| {

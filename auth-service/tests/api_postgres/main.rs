@@ -44,6 +44,7 @@ mod password_work;
 #[path = "../api/races.rs"]
 mod races;
 mod races_across_instances;
+mod relay;
 #[path = "../api/restarts.rs"]
 mod restarts;
 #[path = "../api/retention.rs"]
@@ -54,6 +55,7 @@ mod second_factor;
 mod service_accounts;
 #[path = "../api/sessions.rs"]
 mod sessions;
+mod slow_link;
 #[path = "../api/timing.rs"]
 mod timing;
 #[path = "../api/unverified_addresses.rs"]
