@@ -776,7 +776,10 @@ impl Feed {
 
     /// The snapshot at `head` at `now`: read once and handed to every poll
     /// asking for it in the same second (in the next one, entries may have
-    /// expired out of it).
+    /// expired out of it), or while that read is under way. A whole list may
+    /// take seconds to read: a read each second would pile up, and a read
+    /// begun a second or two earlier holds no more than a few entries past
+    /// their expiry, which every reader drops.
     async fn shared_snapshot(
         &self,
         store: &dyn Store,
@@ -793,7 +796,7 @@ impl Feed {
             match last.as_ref() {
                 Some((read_at, slot))
                     if slot.answers(generation, epoch, (SNAPSHOT, None), head)
-                        && *read_at == now =>
+                        && (*read_at == now || !slot.feed.initialized()) =>
                 {
                     Arc::clone(slot)
                 }

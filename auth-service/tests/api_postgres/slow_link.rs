@@ -1,6 +1,7 @@
-//! The database reached over a slow link: a read that takes long but keeps
-//! answering is waited for, however long it takes as a whole; only a
-//! connection that stops answering is given up on (`db_restarts.rs`).
+//! The database slow to answer (far away, busy, a large list): a read that
+//! takes long but keeps answering is waited for, however long it takes as a
+//! whole (only a connection that stops answering is given up on:
+//! `db_restarts.rs`), and reads that take long do not pile up.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -72,4 +73,62 @@ async fn an_instance_behind_a_slow_link_loads_a_list_longer_to_read_than_the_wai
             .is_revoked(Some(&jti), "a-session", None, now - 10, now);
         assert_eq!(revoked, Ok(true), "entry {seq}");
     }
+}
+
+/// The number of feed answers `app` has read from the database.
+fn feed_reads(app: &TestApp) -> u64 {
+    let metrics = app.state.feed.render_metrics();
+    let line = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("authflow_feed_store_reads_total "))
+        .unwrap();
+    line.parse().unwrap()
+}
+
+/// Whole lists (polls without a cursor: anyone can send them, the endpoint
+/// is open) were shared only by the polls of the second their read began.
+/// A read taking longer than a second (a million entries: about 2.5 s) was
+/// joined, each second, by another read of the whole list, so polls once a
+/// second kept several reads of the list, and their encodings, in memory and
+/// on the CPU at once. A poll now shares the read under way at its head,
+/// whichever second it began in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polls_for_the_whole_list_share_the_read_under_way() {
+    let app = spawn_app().await;
+    many_revocations(&app, 100).await;
+    tokio::time::sleep(Duration::from_millis(600)).await; // the list synced
+    let before = feed_reads(&app);
+    // The read of the list waits on the table (a slow read, held still).
+    let held = hold_transaction(
+        &app,
+        &[],
+        &["LOCK TABLE revocation_events IN ACCESS EXCLUSIVE MODE"],
+    )
+    .await;
+    let poll = || {
+        let (http, url) = (app.http.clone(), app.url("/v1/revocations"));
+        tokio::spawn(async move {
+            let r = http.get(url).send().await.unwrap();
+            let status = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.unwrap();
+            (
+                status,
+                body["revoked_tokens"].as_array().map_or(0, Vec::len),
+            )
+        })
+    };
+    let first = poll();
+    // The next poll in a later second, the first one's read still under way.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let second = poll();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    held.commit().await;
+    for answer in [first, second] {
+        assert_eq!(answer.await.unwrap(), (200, 100));
+    }
+    assert_eq!(
+        feed_reads(&app) - before,
+        1,
+        "one read of the list for both"
+    );
 }
