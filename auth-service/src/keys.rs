@@ -591,6 +591,14 @@ mod tests {
             .unwrap()
     }
 
+    /// The keys of `store` as an instance started at `now` loads them
+    /// (EdDSA, access tokens of 15 minutes).
+    async fn ring_on(store: &SqliteStore, now: i64) -> KeyRing {
+        KeyRing::load(store, Algorithm::EdDSA, 900, now)
+            .await
+            .unwrap()
+    }
+
     /// The `kid` of the key `ring` signs with at `now`.
     fn signing_kid(ring: &KeyRing, now: i64) -> Option<String> {
         ring.with_signer(now, |s| {
@@ -614,13 +622,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir).await;
         let t = 1_000_000;
-        let first = KeyRing::load(&store, Algorithm::EdDSA, 900, t)
-            .await
-            .unwrap();
+        let first = ring_on(&store, t).await;
         let kid = signing_kid(&first, t).unwrap();
-        let behind = KeyRing::load(&store, Algorithm::EdDSA, 900, t - 5)
-            .await
-            .unwrap();
+        let behind = ring_on(&store, t - 5).await;
         assert!(
             behind.jwks(t - 5).0.contains(&kid),
             "the only key is missing from the JWKS of an instance 5 s behind"
@@ -638,12 +642,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir).await;
         let t = 1_000_000;
-        let a = KeyRing::load(&store, Algorithm::EdDSA, 900, t)
-            .await
-            .unwrap();
-        let b = KeyRing::load(&store, Algorithm::EdDSA, 900, t)
-            .await
-            .unwrap();
+        let a = ring_on(&store, t).await;
+        let b = ring_on(&store, t).await;
         for i in 1..MAX_PUBLISHED_KEYS - 1 {
             a.rotate(&store, Algorithm::EdDSA, t + i as i64, 60)
                 .await
@@ -683,9 +683,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir).await;
         let t = 1_000_000;
-        let ring = KeyRing::load(&store, Algorithm::EdDSA, 900, t)
-            .await
-            .unwrap();
+        let ring = ring_on(&store, t).await;
         let b = ring.rotate(&store, Algorithm::EdDSA, t, 600).await.unwrap();
         let c = ring
             .rotate(&store, Algorithm::EdDSA, t + 1, 60)
@@ -772,9 +770,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir).await;
         let t = 1_000_000;
-        let ring = KeyRing::load(&store, Algorithm::EdDSA, 900, t)
-            .await
-            .unwrap();
+        let ring = ring_on(&store, t).await;
         let first = signing_kid(&ring, t).unwrap();
         let Withdrawn::Now {
             successor: Some(second),
@@ -853,9 +849,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir).await;
         let t = 1_000_000;
-        let ring = KeyRing::load(&store, Algorithm::EdDSA, 900, t)
-            .await
-            .unwrap();
+        let ring = ring_on(&store, t).await;
         let leaked = signing_kid(&ring, t).unwrap();
         let read_before = ring.read_stored(&store).await.unwrap();
         ring.withdraw(&store, Algorithm::EdDSA, &leaked, t + 10)
