@@ -928,6 +928,13 @@ mod tests {
             panic!()
         };
         assert_eq!(u.min_refetch_interval_ms, 1_000);
+        // Only keys are refetched early (on an unknown `kid`): under the
+        // revocation feed the setting would do nothing, so it is refused.
+        let e = with(serde_json::json!({"providers": [{"name": "p", "issuer": "i", "audiences": ["api"], "algorithms": ["EdDSA"],
+            "jwks": {"remote": {"cluster": "c", "path": "/j"}},
+            "revocations": {"cluster": "c", "path": "/r", "min_refetch_interval_secs": 10}}]}))
+        .unwrap_err();
+        assert!(e.0.contains("revocations.min_refetch_interval_secs"), "{e}");
     }
 
     #[test]

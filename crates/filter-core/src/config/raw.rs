@@ -183,8 +183,9 @@ pub(super) struct RawUpstream {
     pub(super) poll_interval_ms: Option<u64>,
     #[serde(default = "defaults::timeout_ms")]
     pub(super) timeout_ms: u64,
-    #[serde(default = "defaults::min_refetch_interval_secs")]
-    pub(super) min_refetch_interval_secs: u64,
+    /// Keys only (5 s when absent): the feed is never refetched early.
+    #[serde(default)]
+    pub(super) min_refetch_interval_secs: Option<u64>,
     /// Revocations only: seconds the service may hold a poll (a long poll).
     #[serde(default)]
     pub(super) wait_secs: Option<u64>,

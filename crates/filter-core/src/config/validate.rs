@@ -429,14 +429,22 @@ fn validate_upstream(
     if u.timeout_ms == 0 || u.timeout_ms > 60_000 {
         return err(format!("{field}.timeout_ms: between 1 and 60000"));
     }
-    if seconds && u.wait_secs.is_some() {
-        return err(format!(
-            "{field}.wait_secs: only the revocation feed is long-polled"
-        ));
+    // Each only where it does something: the feed alone is long-polled,
+    // keys alone are refetched early (on an unknown `kid`).
+    let (name, unused) = if seconds {
+        ("wait_secs", u.wait_secs)
+    } else {
+        ("min_refetch_interval_secs", u.min_refetch_interval_secs)
+    };
+    if unused.is_some() {
+        return err(format!("{field}.{name}: not used here"));
     }
+    let min_refetch_secs = u
+        .min_refetch_interval_secs
+        .unwrap_or(defaults::min_refetch_interval_secs());
     // The floor that keeps random `kid`s from turning into a fetch storm (0
     // would let every unknown `kid` trigger a fetch; the README says so).
-    if u.min_refetch_interval_secs == 0 {
+    if min_refetch_secs == 0 {
         return err(format!(
             "{field}.min_refetch_interval_secs: must be at least 1"
         ));
@@ -447,7 +455,7 @@ fn validate_upstream(
         path: u.path,
         interval_ms,
         timeout_ms: u.timeout_ms,
-        min_refetch_interval_ms: u.min_refetch_interval_secs.saturating_mul(1000),
+        min_refetch_interval_ms: min_refetch_secs.saturating_mul(1000),
         // Set by the caller for the revocation feed (see `revocation_wait_ms`).
         wait_ms: 0,
     })
