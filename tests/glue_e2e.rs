@@ -309,6 +309,33 @@ fn a_dns_cluster_still_resolving_at_startup_is_not_a_failed_fetch() {
     );
 }
 
+/// An Envoy of `concurrency` workers with one provider (`name`, `issuer`):
+/// keys from `jwks`, its revocation list from `feed` polled every
+/// `poll_interval_ms` (no long poll), requests to `backend`; `extra` merged
+/// into the filter's configuration.
+fn with_feed(
+    (name, issuer): (&str, &str),
+    (jwks, feed, backend): (&JwksServer, &JwksServer, &EchoServer),
+    extra: Value,
+    poll_interval_ms: u64,
+    concurrency: u32,
+) -> Envoy {
+    let mut filter = filter_config(name, issuer, "jwks", json!({}), extra);
+    filter["providers"][0]["revocations"] = json!({"cluster": "feed", "path": "/v1/revocations",
+        "poll_interval_ms": poll_interval_ms, "wait_secs": 0});
+    Envoy::start(EnvoyOptions {
+        filter,
+        clusters: vec![
+            ("backend".into(), backend.addr.port()),
+            ("jwks".into(), jwks.port),
+            ("feed".into(), feed.port),
+        ],
+        concurrency,
+        routes: vec![],
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// A worker that just started knows no revocation yet. Here the feed answers
 /// with something that is no feed: a token must not pass on the empty list
 /// (it waits for the list, then the staleness policy refuses it, 503), and
@@ -320,25 +347,13 @@ fn no_token_passes_before_the_first_revocation_list() {
     let jwks = JwksServer::start(jwks_of(&[key.public_key().to_jwk()]));
     let feed = JwksServer::start("this is not a revocation feed".into());
     let backend = EchoServer::start("127.0.0.1:0").unwrap();
-    let mut filter = filter_config(
-        "feed",
-        ISS,
-        "jwks",
-        json!({}),
+    let envoy = with_feed(
+        ("feed", ISS),
+        (&jwks, &feed, &backend),
         json!({"key_wait_ms": 3_000}),
+        200,
+        2,
     );
-    filter["providers"][0]["revocations"] = json!({"cluster": "feed", "path": "/v1/revocations", "poll_interval_ms": 200, "wait_secs": 0});
-    let envoy = Envoy::start(EnvoyOptions {
-        filter,
-        clusters: vec![
-            ("backend".into(), backend.addr.port()),
-            ("jwks".into(), jwks.port),
-            ("feed".into(), feed.port),
-        ],
-        concurrency: 2,
-        routes: vec![],
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
     let own = token(&key, ISS);
     assert!(
         eventually(Duration::from_secs(10), || feed.hits() > 0),
@@ -383,25 +398,13 @@ fn a_delta_never_becomes_the_whole_list() {
         "banned_subjects": [{"sub": "bob", "not_before": now() + 60, "expires_at": now() + 900}]});
     let feed = JwksServer::start(delta.to_string());
     let backend = EchoServer::start("127.0.0.1:0").unwrap();
-    let mut filter = filter_config(
-        "delta",
-        ISS,
-        "jwks",
-        json!({}),
+    let envoy = with_feed(
+        ("delta", ISS),
+        (&jwks, &feed, &backend),
         json!({"key_wait_ms": 1_000}),
+        200,
+        2,
     );
-    filter["providers"][0]["revocations"] = json!({"cluster": "feed", "path": "/v1/revocations", "poll_interval_ms": 200, "wait_secs": 0});
-    let envoy = Envoy::start(EnvoyOptions {
-        filter,
-        clusters: vec![
-            ("backend".into(), backend.addr.port()),
-            ("jwks".into(), jwks.port),
-            ("feed".into(), feed.port),
-        ],
-        concurrency: 2,
-        routes: vec![],
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
     let own = token(&key, ISS);
     assert!(
         eventually(Duration::from_secs(10), || envoy
@@ -441,25 +444,13 @@ fn a_request_that_waited_for_keys_waits_for_the_list_too() {
     let empty = json!({"issuer": ISS, "cursor": "1", "snapshot": true});
     let feed = JwksServer::start_slow(empty.to_string(), Duration::from_millis(2_000));
     let backend = EchoServer::start("127.0.0.1:0").unwrap();
-    let mut filter = filter_config(
-        "slow",
-        ISS,
-        "jwks",
-        json!({}),
+    let envoy = with_feed(
+        ("slow", ISS),
+        (&jwks, &feed, &backend),
         json!({"key_wait_ms": 8_000}),
+        500,
+        1,
     );
-    filter["providers"][0]["revocations"] = json!({"cluster": "feed", "path": "/v1/revocations", "poll_interval_ms": 500, "wait_secs": 0});
-    let envoy = Envoy::start(EnvoyOptions {
-        filter,
-        clusters: vec![
-            ("backend".into(), backend.addr.port()),
-            ("jwks".into(), jwks.port),
-            ("feed".into(), feed.port),
-        ],
-        concurrency: 1,
-        routes: vec![],
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
     // Sent before the keys came (they take a second): it waits for them, then for the list.
     let r = envoy.get("/api", &[("authorization", &bearer(&token(&key, ISS)))]);
     assert_eq!(r.status, 200, "{r:?}");
