@@ -222,12 +222,11 @@ pub struct Feed {
     /// The delta read last, or being read: the long polls one change wakes
     /// all ask for it. Held only to look at or swap the slot, never across a read.
     last_delta: std::sync::Mutex<Option<Arc<SharedDelta<DeltaRead>>>>,
-    /// The snapshot read last, or being read, and the second it was read
-    /// in: what every poll without a cursor (a fleet of filters starting,
-    /// all the parked polls a new epoch wakes, anyone at all) is answered
-    /// with in that second at that head, rather than one read of the whole
-    /// list each: at most one such read a second.
-    last_snapshot: std::sync::Mutex<Option<(i64, Arc<SharedDelta>)>>,
+    /// The snapshot read last, or being read: what every poll without a
+    /// cursor (a fleet of filters starting, all the parked polls a new epoch
+    /// wakes, anyone at all) is answered with for a while at that head,
+    /// rather than one read of the whole list each (see `shared_snapshot`).
+    last_snapshot: std::sync::Mutex<Option<LastSnapshot>>,
     /// Counts the epochs this process began: a delta read in one is never
     /// shared in the next, where the same sequence numbers name other events.
     generation: AtomicU64,
@@ -286,6 +285,20 @@ type DeltaRead = Option<Arc<FeedBody>>;
 
 /// The `from` of a shared snapshot (cursors are never negative).
 const SNAPSHOT: i64 = -1;
+
+/// The snapshot read last: the second it was read in, and how far the
+/// history was pruned then.
+struct LastSnapshot {
+    read_at: i64,
+    pruned_through: i64,
+    slot: Arc<SharedDelta>,
+}
+
+/// For how many seconds a snapshot read at one head is handed out again.
+/// What it holds stays true until the head moves; only entries past their
+/// retention may linger in it (until the next prune, which ends its reuse),
+/// and every reader drops those by their expiry.
+const SNAPSHOT_REUSE_SECS: i64 = 60;
 
 impl<T> SharedDelta<T> {
     fn answers(
@@ -775,11 +788,10 @@ impl Feed {
     }
 
     /// The snapshot at `head` at `now`: read once and handed to every poll
-    /// asking for it in the same second (in the next one, entries may have
-    /// expired out of it), or while that read is under way. A whole list may
-    /// take seconds to read: a read each second would pile up, and a read
-    /// begun a second or two earlier holds no more than a few entries past
-    /// their expiry, which every reader drops.
+    /// asking for it in the [`SNAPSHOT_REUSE_SECS`] after it, or while that
+    /// read is under way. A whole list may take seconds to read (a million
+    /// entries), and polls without a cursor come from anyone: a read each
+    /// second would keep a core busy, and reads would pile up.
     async fn shared_snapshot(
         &self,
         store: &dyn Store,
@@ -788,17 +800,20 @@ impl Feed {
         head: i64,
         now: i64,
     ) -> Result<Arc<FeedBody>, StoreError> {
+        let pruned_through = self.pruned_through.load(Ordering::SeqCst);
         let slot = {
             let mut last = self
                 .last_snapshot
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             match last.as_ref() {
-                Some((read_at, slot))
-                    if slot.answers(generation, epoch, (SNAPSHOT, None), head)
-                        && (*read_at == now || !slot.feed.initialized()) =>
+                Some(last)
+                    if last.slot.answers(generation, epoch, (SNAPSHOT, None), head)
+                        && last.pruned_through == pruned_through
+                        && ((0..SNAPSHOT_REUSE_SECS).contains(&(now - last.read_at))
+                            || !last.slot.feed.initialized()) =>
                 {
-                    Arc::clone(slot)
+                    Arc::clone(&last.slot)
                 }
                 _ => {
                     let slot = Arc::new(SharedDelta {
@@ -809,7 +824,11 @@ impl Feed {
                         head,
                         feed: tokio::sync::OnceCell::new(),
                     });
-                    *last = Some((now, Arc::clone(&slot)));
+                    *last = Some(LastSnapshot {
+                        read_at: now,
+                        pruned_through,
+                        slot: Arc::clone(&slot),
+                    });
                     slot
                 }
             }
@@ -1702,9 +1721,15 @@ mod tests {
         let answer = feed.answer(&*store, "iss", None, EXP - 5).await.unwrap();
         assert_eq!(jtis(&answer), ["j1", "j2"]);
         assert_eq!(reads() - before, 2);
-        // Read again in the next second (entries may have expired), or
-        // when the clock went back.
-        let _ = feed.answer(&*store, "iss", None, EXP - 4).await.unwrap();
+        // At the same head, the same read in the seconds after it: polls
+        // without a cursor once a second (a fleet of filters starting over
+        // minutes, or anyone) read a list of a million once, not each second.
+        let later = EXP - 5 + SNAPSHOT_REUSE_SECS - 1;
+        let _ = feed.answer(&*store, "iss", None, later).await.unwrap();
+        assert_eq!(reads() - before, 2);
+        // Read again once that is over (entries past their retention leave
+        // it), or when the clock went back.
+        let _ = feed.answer(&*store, "iss", None, later + 1).await.unwrap();
         assert_eq!(reads() - before, 3);
         let _ = feed.answer(&*store, "iss", None, EXP - 100).await.unwrap();
         assert_eq!(reads() - before, 4);
