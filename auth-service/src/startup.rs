@@ -59,7 +59,7 @@ pub async fn spawn(config: Config) -> Result<Running, StartError> {
     // writes keys and feed events this one must serve within a second.
     tokio::spawn(follow_shared_state(Arc::clone(&state)));
     if state.store.shared_by_instances() {
-        tokio::spawn(follow_feed_notifications(Arc::clone(&state)));
+        tokio::spawn(follow_notifications(Arc::clone(&state)));
     }
     Ok(Running {
         addr,
@@ -164,14 +164,33 @@ const KEY_RELOAD_EVERY: u32 = 4;
 /// With several instances on one database: syncs the feed as soon as the
 /// store announces an event committed by any instance (PostgreSQL
 /// `LISTEN/NOTIFY`), which wakes this instance's long polls of the feed in
-/// milliseconds; the periodic follow below stays as the safety net.
-async fn follow_feed_notifications(state: Arc<AppState>) {
-    let wake = Arc::new(tokio::sync::Notify::new());
-    if !state.store.notify_feed_changes(Arc::clone(&wake)) {
+/// milliseconds, and reloads the keys as soon as it announces a key
+/// withdrawn; the periodic follow below stays as the safety net.
+async fn follow_notifications(state: Arc<AppState>) {
+    let (feed, keys) = (
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    if !state
+        .store
+        .notify_changes(Arc::clone(&feed), Arc::clone(&keys))
+    {
         return;
     }
+    tokio::spawn({
+        let state = Arc::clone(&state);
+        async move {
+            loop {
+                keys.notified().await;
+                let reload = state.keys.reload(state.store.as_ref());
+                if let Err(e) = crate::store::bounded(reload).await {
+                    tracing::warn!(error = %e, "key reload failed");
+                }
+            }
+        }
+    });
     loop {
-        wake.notified().await;
+        feed.notified().await;
         if let Err(e) = state.feed.sync(state.store.as_ref(), forget_now()).await {
             tracing::warn!(error = %e, "feed sync failed");
         }

@@ -658,13 +658,19 @@ pub trait Store: Send + Sync + 'static {
     fn shared_by_instances(&self) -> bool {
         false
     }
-    /// Wakes `wake` whenever any instance commits a feed event (and whenever
-    /// the channel had to be re-established, since events may have been
-    /// missed meanwhile), so this one syncs its feed — and wakes its long
-    /// polls — at once. False when the store has no such channel (SQLite:
-    /// one process writes, and its own writes sync directly).
-    fn notify_feed_changes(&self, wake: std::sync::Arc<tokio::sync::Notify>) -> bool {
-        let _ = wake;
+    /// Wakes `feed` whenever any instance commits a feed event, and `keys`
+    /// whenever one withdraws a signing key (both whenever the channel had
+    /// to be re-established, since announcements may have been missed
+    /// meanwhile), so this one syncs its feed — and wakes its long polls —
+    /// or reloads its keys at once. False when the store has no such
+    /// channel (SQLite: one process writes, and its own writes sync
+    /// directly; another process's are read within a second).
+    fn notify_changes(
+        &self,
+        feed: std::sync::Arc<tokio::sync::Notify>,
+        keys: std::sync::Arc<tokio::sync::Notify>,
+    ) -> bool {
+        let _ = (feed, keys);
         false
     }
     /// A random identifier of this database, created on first use.

@@ -296,6 +296,9 @@ async fn append_event(
 /// The `LISTEN/NOTIFY` channel on which every committed feed event is announced.
 pub const FEED_CHANNEL: &str = "authflow_feed";
 
+/// The channel on which every committed key withdrawal is announced.
+pub const KEYS_CHANNEL: &str = "authflow_keys";
+
 /// `LISTEN` on [`FEED_CHANNEL`]: sent again on a connection that listens,
 /// it changes nothing.
 const LISTEN_STATEMENT: &str = "LISTEN authflow_feed";
@@ -306,9 +309,14 @@ const LISTEN_RETRY: Duration = Duration::from_secs(1);
 /// After this long without a notification the listening connection is checked.
 const LISTEN_CHECK: Duration = Duration::from_secs(10);
 
-/// Wakes `wake` on every feed notification, and after every (re)connection
-/// (notifications sent while disconnected are lost: the woken side re-reads).
-async fn listen_for_feed_changes(pool: PgPool, wake: Arc<tokio::sync::Notify>) {
+/// Wakes `feed` on every feed notification and `keys` on every key one, and
+/// both after every (re)connection (notifications sent while disconnected
+/// are lost: the woken side re-reads).
+async fn listen_for_changes(
+    pool: PgPool,
+    feed: Arc<tokio::sync::Notify>,
+    keys: Arc<tokio::sync::Notify>,
+) {
     loop {
         let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
             Ok(l) => l,
@@ -318,12 +326,14 @@ async fn listen_for_feed_changes(pool: PgPool, wake: Arc<tokio::sync::Notify>) {
                 continue;
             }
         };
-        if let Err(e) = super::bounded(async { Ok(listener.listen(FEED_CHANNEL).await?) }).await {
+        let listened = async { Ok(listener.listen_all([FEED_CHANNEL, KEYS_CHANNEL]).await?) };
+        if let Err(e) = super::bounded(listened).await {
             tracing::warn!(error = %e, "cannot listen for feed changes; retrying");
             tokio::time::sleep(LISTEN_RETRY).await;
             continue;
         }
-        wake.notify_one();
+        feed.notify_one();
+        keys.notify_one();
         // `try_recv` gives `None` when the connection was lost (it reconnects
         // on the next call): wake then too, something may have been missed.
         loop {
@@ -332,8 +342,15 @@ async fn listen_for_feed_changes(pool: PgPool, wake: Arc<tokio::sync::Notify>) {
             // is never closed by the kernel while idle, and nothing would
             // arrive on it any more, from any instance.
             let failed = match tokio::time::timeout(LISTEN_CHECK, listener.try_recv()).await {
-                Ok(Ok(_)) => {
-                    wake.notify_one();
+                Ok(Ok(notification)) => {
+                    match notification {
+                        Some(n) if n.channel() == KEYS_CHANNEL => keys.notify_one(),
+                        Some(_) => feed.notify_one(),
+                        None => {
+                            feed.notify_one();
+                            keys.notify_one();
+                        }
+                    }
                     continue;
                 }
                 Ok(Err(e)) => StoreError::from(e),
@@ -372,8 +389,8 @@ super::portable::impl_store! {
         true
     }
 
-    fn notify_feed_changes(&self, wake: Arc<tokio::sync::Notify>) -> bool {
-        tokio::spawn(listen_for_feed_changes(self.pool.clone(), wake));
+    fn notify_changes(&self, feed: Arc<tokio::sync::Notify>, keys: Arc<tokio::sync::Notify>) -> bool {
+        tokio::spawn(listen_for_changes(self.pool.clone(), feed, keys));
         true
     }
 
@@ -623,6 +640,8 @@ super::portable::impl_store! {
         let mut tx = self.begin_write().await?;
         // Held to commit: one at a time with rotations.
         sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(SIGNING_KEYS_LOCK).execute(&mut *tx).await?;
+        // Delivered only if the withdrawal commits: every instance reloads its keys at once.
+        sqlx::query("SELECT pg_notify($1, $2)").bind(KEYS_CHANNEL).bind(kid).execute(&mut *tx).await?;
         Ok(withdraw_key_in!(tx, kid, now, &sealed))
     }
 

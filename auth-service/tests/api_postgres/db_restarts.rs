@@ -506,7 +506,8 @@ async fn a_failover_that_silences_the_listening_connection_is_listened_through_a
     let one = spawn_app_in(Arc::clone(&dir), Some(relayed), |_| {}).await;
     two.verified_user("quiet@example.com").await;
     let wake = Arc::new(tokio::sync::Notify::new());
-    assert!(one.state.store.notify_feed_changes(Arc::clone(&wake)));
+    let keys = Arc::new(tokio::sync::Notify::new());
+    assert!(one.state.store.notify_changes(Arc::clone(&wake), keys));
     tokio::time::timeout(Duration::from_secs(5), wake.notified())
         .await
         .expect("woken once listening");

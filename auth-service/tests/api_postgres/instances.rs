@@ -409,8 +409,9 @@ async fn a_ban_on_one_instance_wakes_long_polls_on_the_other() {
 
     // The store's own announcement, seen from instance 2's store.
     let wake = Arc::new(tokio::sync::Notify::new());
+    let keys = Arc::new(tokio::sync::Notify::new());
     assert!(
-        two.state.store.notify_feed_changes(Arc::clone(&wake)),
+        two.state.store.notify_changes(Arc::clone(&wake), keys),
         "Postgres announces feed changes"
     );
     tokio::time::timeout(Duration::from_secs(5), wake.notified())
@@ -751,5 +752,58 @@ async fn a_key_withdrawn_on_one_instance_is_refused_by_the_other_within_a_second
         let t = app.signin("root@example.com", PASSWORD).await;
         assert_eq!(header(&t.access)["kid"], new_kid.as_str());
         assert_eq!(ext_authz(other, &t).await, 200);
+    }
+}
+
+/// A key withdrawn on one instance (or by the CLI) is announced on the
+/// database's channel, so the other instances reload their keys at once.
+/// Before, they noticed at their next periodic reload (up to a second) and
+/// published the leaked key until then: a filter fetching the JWKS from one
+/// of them in that second trusted the key until its own next fetch.
+#[tokio::test]
+async fn a_key_withdrawn_on_one_instance_is_announced_to_the_others() {
+    let (one, two) = two_instances(|_| {}).await;
+    let (feed, keys) = (
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    assert!(two
+        .state
+        .store
+        .notify_changes(Arc::clone(&feed), Arc::clone(&keys)));
+    tokio::time::timeout(Duration::from_secs(5), keys.notified())
+        .await
+        .expect("woken once listening");
+
+    let now = authflow_auth_service::clock::now();
+    let kid = one.state.keys.list().pop().unwrap().kid;
+    one.state
+        .keys
+        .withdraw(
+            one.state.store.as_ref(),
+            one.state.config.keys.signing_alg,
+            &kid,
+            now,
+        )
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), keys.notified())
+        .await
+        .expect("the withdrawal is announced");
+    // Instance 2 no longer publishes it.
+    let started = std::time::Instant::now();
+    while two
+        .get("/.well-known/jwks.json")
+        .await
+        .text()
+        .await
+        .unwrap()
+        .contains(&kid)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "still published"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
