@@ -336,6 +336,34 @@ async fn behind_a_relay() -> (RestartableCluster, Relay, TestApp, TestApp) {
     (cluster, relay, one, two)
 }
 
+/// A user signed in on instance 2 whose token instance 1 admits, a second
+/// before the failover.
+async fn admitted_by_both(one: &TestApp, two: &TestApp) -> Tokens {
+    two.verified_user("cut@example.com").await;
+    let t = two.signin("cut@example.com", PASSWORD).await;
+    assert_eq!(ext_authz(one, &t).await, 200);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    t
+}
+
+/// `t` logged out on instance 2 after the failover: instance 1 refuses it
+/// (401), having admitted it at most while its list may be stale (45 s).
+async fn logout_served_after_the_failover(
+    cluster: &RestartableCluster,
+    one: &TestApp,
+    two: &TestApp,
+    t: &Tokens,
+) {
+    assert_eq!(two.logout(t).await.status(), 200);
+    let (status, last_admitted, seen) = until_refused_by(one, t).await;
+    cluster.down("fast");
+    assert_eq!(
+        status, 401,
+        "instance 1 never served the logout after the failover: {seen:?}"
+    );
+    assert!(last_admitted < Duration::from_secs(46), "{seen:?}");
+}
+
 /// Asks `one`'s `ext_authz` about `t` every 250 ms, from its logout on, until
 /// it is refused (401) or 75 s have passed: the last status, when it was
 /// last admitted, and each change of status with its time.
@@ -383,21 +411,10 @@ async fn until_refused_by(one: &TestApp, t: &Tokens) -> (u16, Duration, Vec<(u16
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_that_silences_connections_does_not_wedge_the_feed() {
     let (cluster, relay, one, two) = behind_a_relay().await;
-    two.verified_user("cut@example.com").await;
-    let t = two.signin("cut@example.com", PASSWORD).await;
-    assert_eq!(ext_authz(&one, &t).await, 200);
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let t = admitted_by_both(&one, &two).await;
 
     relay.cut();
-    assert_eq!(two.logout(&t).await.status(), 200);
-    let (status, last_admitted, seen) = until_refused_by(&one, &t).await;
-    cluster.down("fast");
-    assert_eq!(
-        status, 401,
-        "instance 1 never served the logout after the failover: {seen:?}"
-    );
-    // Admitted at most while the list may be stale (45 s), then refused.
-    assert!(last_admitted < Duration::from_secs(46), "{seen:?}");
+    logout_served_after_the_failover(&cluster, &one, &two, &t).await;
 }
 
 /// As [`a_failover_that_silences_connections_does_not_wedge_the_feed`], with
@@ -405,10 +422,7 @@ async fn a_failover_that_silences_connections_does_not_wedge_the_feed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_that_silences_a_feed_read_in_flight_does_not_wedge_the_feed() {
     let (cluster, relay, one, two) = behind_a_relay().await;
-    two.verified_user("cut@example.com").await;
-    let t = two.signin("cut@example.com", PASSWORD).await;
-    assert_eq!(ext_authz(&one, &t).await, 200);
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let t = admitted_by_both(&one, &two).await;
 
     // Instance 1's next feed read waits on the database (a lock held
     // elsewhere) when the failover silences its connection.
@@ -421,15 +435,7 @@ async fn a_failover_that_silences_a_feed_read_in_flight_does_not_wedge_the_feed(
     tokio::time::sleep(Duration::from_millis(600)).await;
     relay.cut();
     held.commit().await;
-    assert_eq!(two.logout(&t).await.status(), 200);
-    let (status, last_admitted, seen) = until_refused_by(&one, &t).await;
-    cluster.down("fast");
-    assert_eq!(
-        status, 401,
-        "instance 1 never served the logout after the failover: {seen:?}"
-    );
-    // Admitted at most while the list may be stale (45 s), then refused.
-    assert!(last_admitted < Duration::from_secs(46), "{seen:?}");
+    logout_served_after_the_failover(&cluster, &one, &two, &t).await;
 }
 
 /// Requests in flight on instance 1 when a failover silences its connections
