@@ -316,14 +316,24 @@ impl<T> SharedDelta<T> {
 
 /// One answer of the feed, and its encodings: made once, when the first
 /// poll that shares the answer asks for them. A snapshot of a long list takes
-/// tens of milliseconds to encode: encoded per poll, a few anonymous polls
-/// a second without a cursor would keep every core busy.
+/// tens of milliseconds to encode (a million entries, most of a second):
+/// encoded per poll, a few anonymous polls a second without a cursor would
+/// keep every core busy.
 pub struct FeedBody {
     feed: RevocationFeed,
     /// The epoch its cursor is in: what the compact layout's digests are keyed by.
     epoch: String,
-    compact: std::sync::OnceLock<axum::body::Bytes>,
-    json: std::sync::OnceLock<axum::body::Bytes>,
+    compact: tokio::sync::OnceCell<axum::body::Bytes>,
+    json: tokio::sync::OnceCell<axum::body::Bytes>,
+}
+
+/// The two encodings of a [`FeedBody`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    /// The compact binary layout (README, "Compact revocation feed").
+    Compact,
+    /// The JSON the contract defines.
+    Json,
 }
 
 impl FeedBody {
@@ -331,8 +341,8 @@ impl FeedBody {
         Self {
             feed,
             epoch: epoch.to_owned(),
-            compact: std::sync::OnceLock::new(),
-            json: std::sync::OnceLock::new(),
+            compact: tokio::sync::OnceCell::new(),
+            json: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -342,26 +352,49 @@ impl FeedBody {
         SetKey::derive(&self.feed.issuer, &self.epoch)
     }
 
-    /// The compact binary layout (README, "Compact revocation feed").
-    pub fn compact(&self) -> axum::body::Bytes {
-        self.compact
-            .get_or_init(|| {
-                encode(&self.feed, self.digest_key())
-                    .bytes()
-                    .to_vec()
-                    .into()
-            })
-            .clone()
+    fn cell(&self, encoding: Encoding) -> &tokio::sync::OnceCell<axum::body::Bytes> {
+        match encoding {
+            Encoding::Compact => &self.compact,
+            Encoding::Json => &self.json,
+        }
     }
 
-    /// The JSON the contract defines.
-    pub fn json(&self) -> axum::body::Bytes {
-        self.json
-            .get_or_init(|| {
-                // Plain data with string keys: serializing it cannot fail.
-                serde_json::to_vec(&self.feed).unwrap_or_default().into()
+    fn encode(&self, encoding: Encoding) -> axum::body::Bytes {
+        match encoding {
+            Encoding::Compact => encode(&self.feed, self.digest_key())
+                .bytes()
+                .to_vec()
+                .into(),
+            // Plain data with string keys: serializing it cannot fail.
+            Encoding::Json => serde_json::to_vec(&self.feed).unwrap_or_default().into(),
+        }
+    }
+
+    /// This answer in `encoding`, made by the first poll that asks for it.
+    /// Made on a thread for blocking work: on a runtime thread, a long
+    /// list's encoding held every request that thread would have served,
+    /// and each poll waiting for it held another thread. Made by a task of
+    /// its own: a poll that goes away (its client hung up) leaves it to
+    /// finish for the others rather than to be begun again by the next.
+    /// An error only when the encoding panicked.
+    pub async fn encoded(
+        self: &Arc<Self>,
+        encoding: Encoding,
+    ) -> Result<axum::body::Bytes, tokio::task::JoinError> {
+        if let Some(bytes) = self.cell(encoding).get() {
+            return Ok(bytes.clone());
+        }
+        let body = Arc::clone(self);
+        let made = tokio::spawn(async move {
+            let cell = body.cell(encoding);
+            cell.get_or_try_init(|| {
+                let body = Arc::clone(&body);
+                tokio::task::spawn_blocking(move || body.encode(encoding))
             })
-            .clone()
+            .await
+            .cloned()
+        });
+        made.await?
     }
 }
 
@@ -1821,20 +1854,90 @@ mod tests {
             body_of(feed.answer(&store, "iss", None, EXP - 10).await.unwrap()),
             body_of(feed.answer(&store, "iss", None, EXP - 10).await.unwrap()),
         );
+        let encoded = |body: &Arc<FeedBody>, encoding| {
+            let body = Arc::clone(body);
+            async move { body.encoded(encoding).await.unwrap() }
+        };
+        let (compact, json) = (
+            encoded(&b, Encoding::Compact).await,
+            encoded(&b, Encoding::Json).await,
+        );
         assert_eq!(
-            a.compact().as_ptr(),
-            b.compact().as_ptr(),
+            encoded(&a, Encoding::Compact).await.as_ptr(),
+            compact.as_ptr(),
             "one compact encoding"
         );
-        assert_eq!(a.json().as_ptr(), b.json().as_ptr(), "one JSON encoding");
-        let json: RevocationFeed = serde_json::from_slice(&b.json()).unwrap();
+        assert_eq!(
+            encoded(&a, Encoding::Json).await.as_ptr(),
+            json.as_ptr(),
+            "one JSON encoding"
+        );
+        let json: RevocationFeed = serde_json::from_slice(&json).unwrap();
         assert_eq!(json.revoked_tokens.len(), 1);
-        let compact = authflow_contract::revocation::blob::Blob::parse(b.compact().to_vec());
+        let compact = authflow_contract::revocation::blob::Blob::parse(compact.to_vec());
         assert_eq!(
             compact.map(|blob| blob.len()).ok(),
             Some(1),
             "the compact layout reads back"
         );
+    }
+
+    /// An encoding took the thread of the poll that asked for it first, and
+    /// each poll sharing it waited on a thread of its own: at a million
+    /// entries the service's threads could all be held for most of a second
+    /// by anonymous polls, sign-ins and health checks waiting behind them.
+    /// On a runtime of one thread, another request runs while a poll waits.
+    #[tokio::test]
+    async fn a_poll_waiting_for_an_encoding_leaves_its_thread_to_other_requests() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, feed) = with_one_revocation(&dir).await;
+        let body = body_of(feed.answer(&store, "iss", None, EXP - 10).await.unwrap());
+        for encoding in [Encoding::Json, Encoding::Compact] {
+            let served = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            tokio::spawn({
+                let served = Arc::clone(&served);
+                async move { served.store(true, Ordering::SeqCst) }
+            });
+            body.encoded(encoding).await.unwrap();
+            assert!(
+                served.load(Ordering::SeqCst),
+                "{encoding:?}: another request served while the poll waited for the encoding"
+            );
+        }
+    }
+
+    /// A poll whose client hangs up while the encoding it began is under
+    /// way leaves it to finish: the next poll gets it rather than beginning
+    /// another (a client hanging up again and again would otherwise begin
+    /// one each time, all of them running on).
+    #[tokio::test]
+    async fn an_encoding_its_poll_left_is_finished_for_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, feed) = with_one_revocation(&dir).await;
+        let body = body_of(feed.answer(&store, "iss", None, EXP - 10).await.unwrap());
+        for encoding in [Encoding::Json, Encoding::Compact] {
+            // Polled once, then dropped: its client hung up.
+            let left = futures_util::FutureExt::now_or_never(body.encoded(encoding));
+            assert!(
+                left.is_none(),
+                "{encoding:?}: the poll left before the encoding was made"
+            );
+            let mut finished = None;
+            for _ in 0..500 {
+                finished = body.cell(encoding).get().cloned();
+                if finished.is_some() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            let finished = finished
+                .unwrap_or_else(|| panic!("{encoding:?}: the encoding was given up with its poll"));
+            assert_eq!(
+                body.encoded(encoding).await.unwrap().as_ptr(),
+                finished.as_ptr(),
+                "{encoding:?}: the next poll gets the finished encoding"
+            );
+        }
     }
 
     /// A poller holding the cursor another instance answered (one write

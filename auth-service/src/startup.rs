@@ -182,10 +182,7 @@ async fn follow_notifications(state: Arc<AppState>) {
         async move {
             loop {
                 keys.notified().await;
-                let reload = state.keys.reload(state.store.as_ref());
-                if let Err(e) = crate::store::bounded(reload).await {
-                    tracing::warn!(error = %e, "key reload failed");
-                }
+                reload_keys(&state).await;
             }
         }
     });
@@ -210,11 +207,16 @@ async fn follow_shared_state(state: Arc<AppState>) {
             tracing::warn!(error = %e, "feed sync failed");
         }
         if round.is_multiple_of(KEY_RELOAD_EVERY) {
-            // Bounded: a read never answered would stop this loop for good.
-            if let Err(e) = crate::store::bounded(state.keys.reload(state.store.as_ref())).await {
-                tracing::warn!(error = %e, "key reload failed");
-            }
+            reload_keys(&state).await;
         }
+    }
+}
+
+/// Reloads the signing keys from the store, bounded: the loops that call
+/// it would stop for good on a read never answered.
+async fn reload_keys(state: &AppState) {
+    if let Err(e) = crate::store::bounded(state.keys.reload(state.store.as_ref())).await {
+        tracing::warn!(error = %e, "key reload failed");
     }
 }
 
@@ -301,9 +303,7 @@ async fn maintenance_round(state: &AppState) {
     if let Err(e) = state.feed.sync(state.store.as_ref(), forget_now()).await {
         tracing::warn!(error = %e, "feed sync failed");
     }
-    if let Err(e) = state.keys.reload(state.store.as_ref()).await {
-        tracing::warn!(error = %e, "key reload failed");
-    }
+    reload_keys(state).await;
     match state
         .keys
         .forget_retired_private_keys(state.store.as_ref(), now)

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::clock::forget_now;
 use crate::error::{ApiError, ApiResult};
-use crate::feed::FeedAnswer;
+use crate::feed::{Encoding, FeedAnswer};
 use crate::metrics::inc;
 use crate::state::AppState;
 
@@ -122,9 +122,13 @@ pub async fn feed(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static(COMPACT_FEED_TYPE),
                 );
+                let body = feed
+                    .encoded(Encoding::Compact)
+                    .await
+                    .map_err(ApiError::internal)?;
                 (
                     [(header::CACHE_CONTROL, no_cache), content_type, vary],
-                    feed.compact(),
+                    body,
                 )
                     .into_response()
             } else {
@@ -132,9 +136,13 @@ pub async fn feed(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("application/json"),
                 );
+                let body = feed
+                    .encoded(Encoding::Json)
+                    .await
+                    .map_err(ApiError::internal)?;
                 (
                     [(header::CACHE_CONTROL, no_cache), content_type, vary],
-                    feed.json(),
+                    body,
                 )
                     .into_response()
             }
