@@ -229,6 +229,7 @@ impl ProviderRuntime {
                     fetch.upstream.wait_ms,
                     fetch.upstream.timeout_ms,
                 );
+                fetch.wait_sent_ms = wait_ms;
                 let mut call = callout(
                     fetch,
                     feed_path(&fetch.upstream.path, cursor.as_deref(), wait_ms),

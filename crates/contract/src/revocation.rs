@@ -26,8 +26,18 @@ pub const MAX_FEED_BYTES: usize = 16 * 1024 * 1024;
 /// Media type of the compact feed (the layout of [`blob`]); a client asks for
 /// it with `Accept`, JSON stays the default.
 pub const COMPACT_FEED_TYPE: &str = "application/vnd.authflow.revocations.v1";
-/// Largest compact feed body the filter accepts: 2 million entries.
-pub const MAX_COMPACT_FEED_BYTES: usize = 2_000_000 * 32 + 4096;
+/// Most live entries a filter's list may be set to hold
+/// (`revocation.max_entries`): what the largest compact snapshot it reads
+/// carries. A list allowed to grow past it would be kept up by deltas, then
+/// never loaded again whole: not by a new worker, nor after an outage.
+pub const MAX_LIST_ENTRIES: usize = 2_000_000;
+/// Largest compact feed body the filter accepts: [`MAX_LIST_ENTRIES`] of
+/// the longest kind (a ban's 32 bytes) and the longest header.
+pub const MAX_COMPACT_FEED_BYTES: usize = MAX_LIST_ENTRIES * 32 + 4096;
+const _: () = assert!(
+    blob::HEADER_LEN + blob::MAX_ISSUER_LEN + blob::MAX_CURSOR_LEN + 64 <= 4096,
+    "a header fits beside the entries"
+);
 
 /// The largest clock skew a filter may tolerate on `exp` / `nbf`. The service's
 /// default retention margin equals it, so every entry it publishes outlives

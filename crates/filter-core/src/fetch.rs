@@ -150,6 +150,9 @@ pub struct DocumentFetch {
     refused_since_ms: Option<u64>,
     /// The key fetch out carried `If-None-Match` ([`Self::if_none_match`]).
     conditional: bool,
+    /// How long the service may hold the poll out: the configured wait, or
+    /// less when the list has less time left (what [`feed_path`] was given).
+    pub wait_sent_ms: u64,
 }
 
 impl DocumentFetch {
@@ -159,6 +162,7 @@ impl DocumentFetch {
             document,
             shared_key: shared_key(document, issuer, &upstream, bound),
             schedule: FetchSchedule::new(upstream.interval_ms, upstream.min_refetch_interval_ms),
+            wait_sent_ms: upstream.wait_ms,
             upstream,
             in_flight: None,
             etag: None,
@@ -301,8 +305,15 @@ impl DocumentFetch {
             FetchEnd::NotModified => {}
             FetchEnd::Failed => return self.schedule.failed(now_ms, jitter),
         }
-        match next_long_poll_at(self.upstream.wait_ms, started_at_ms, now_ms, changed) {
-            Some(due_ms) => self.schedule.succeeded_next_at(due_ms),
+        let long_polled = self.upstream.wait_ms > 0;
+        match next_long_poll_at(
+            long_polled,
+            self.wait_sent_ms,
+            started_at_ms,
+            now_ms,
+            changed,
+        ) {
+            Some(due_ms) => self.schedule.succeeded_next_at(now_ms, due_ms),
             None => self.schedule.succeeded(now_ms),
         }
     }
@@ -339,19 +350,22 @@ impl DocumentFetch {
 /// When the next long poll starts after one that ended well, or `None`: at
 /// the polling interval, like a plain poll. A poll that brought something new
 /// is followed at once (the next one waits for what comes after it); so is a
-/// `304` the service held for a good part of the wait (it waits: the list is
-/// current as of now). A quick `304` means the service does not wait (an older
-/// one, or over its waiter cap): poll at the interval, so it is never hammered.
+/// `304` the service held for a good part of the wait it was sent (it waits:
+/// the list is current as of now; a wait shortened to what the list had left
+/// is judged by itself, or the polls would stay short and at the interval).
+/// A quick `304` means the service does not wait (an older one, or over its
+/// waiter cap): poll at the interval, so it is never hammered.
 pub fn next_long_poll_at(
-    wait_ms: u64,
+    long_polled: bool,
+    wait_sent_ms: u64,
     started_at_ms: u64,
     now_ms: u64,
     changed: bool,
 ) -> Option<u64> {
-    if wait_ms == 0 {
+    if !long_polled {
         return None;
     }
-    let held = now_ms.saturating_sub(started_at_ms) >= wait_ms / 2;
+    let held = now_ms.saturating_sub(started_at_ms) >= wait_sent_ms / 2;
     (changed || held).then(|| now_ms.max(started_at_ms.saturating_add(MIN_LONG_POLL_GAP_MS)))
 }
 
@@ -1004,6 +1018,26 @@ mod tests {
             !poll(&mut f, 0, 30, FetchEnd::Fresh { etag: None }),
             "at the interval"
         );
-        assert_eq!(next_long_poll_at(0, 0, 20_000, true), None);
+        assert_eq!(next_long_poll_at(false, 0, 0, 20_000, true), None);
+    }
+
+    /// A poll whose wait was shortened to what the list had left (a retry
+    /// after a late failure, the first poll of a new lease holder) was
+    /// judged against the configured wait: its held `304` looked quick, the
+    /// next poll came at the interval (30 s) with a short wait again, and
+    /// so on: news waited up to the interval for as long as that lasted.
+    #[test]
+    fn a_poll_held_for_the_shortened_wait_it_was_sent_is_followed_at_once() {
+        let mut f = feed(30_000);
+        f.wait_sent_ms = 10_000;
+        assert!(
+            poll(&mut f, 0, 10_000, FetchEnd::NotModified),
+            "held for the 10 s it was sent: at once"
+        );
+        f.wait_sent_ms = 30_000;
+        assert!(
+            !poll(&mut f, 10_100, 10_110, FetchEnd::NotModified),
+            "a quick 304 to the full wait: the service does not wait"
+        );
     }
 }

@@ -7,6 +7,8 @@ pub struct FetchSchedule {
     interval_ms: u64,
     failures: u32,
     next_due_ms: u64,
+    /// When `next_due_ms` was set: a clock reading before it stepped back.
+    set_at_ms: u64,
     last_early_ms: Option<u64>,
     min_early_interval_ms: u64,
 }
@@ -22,28 +24,32 @@ impl FetchSchedule {
             interval_ms,
             failures: 0,
             next_due_ms: 0,
+            set_at_ms: 0,
             last_early_ms: None,
             min_early_interval_ms,
         }
     }
 
-    /// Due, or due further away than any wait this schedule sets: the
-    /// wall clock stepped back since, and the fetch is not put off by the step.
+    /// Due, or the wall clock stepped back since the wait was set: the fetch
+    /// is not put off by the step (on a VM alone, nothing else would fetch).
     pub fn is_due(&self, now_ms: u64) -> bool {
-        now_ms >= self.next_due_ms
-            || self.next_due_ms - now_ms > self.interval_ms.max(MAX_BACKOFF_MS)
+        now_ms >= self.next_due_ms || now_ms < self.set_at_ms
+    }
+
+    fn due_at(&mut self, now_ms: u64, due_ms: u64) {
+        self.set_at_ms = now_ms;
+        self.next_due_ms = due_ms;
     }
 
     pub fn succeeded(&mut self, now_ms: u64) {
-        self.failures = 0;
-        self.next_due_ms = now_ms.saturating_add(self.interval_ms);
+        self.succeeded_next_at(now_ms, now_ms.saturating_add(self.interval_ms));
     }
 
     /// Succeeded, and the next fetch is due at `due_ms` (a long poll goes on
     /// at once instead of after the interval).
-    pub fn succeeded_next_at(&mut self, due_ms: u64) {
+    pub fn succeeded_next_at(&mut self, now_ms: u64, due_ms: u64) {
         self.failures = 0;
-        self.next_due_ms = due_ms;
+        self.due_at(now_ms, due_ms);
     }
 
     /// `jitter` in [0, 1): supplied by the caller so this stays deterministic in tests.
@@ -55,13 +61,13 @@ impl FetchSchedule {
             .min(self.interval_ms.max(FIRST_BACKOFF_MS));
         // "Equal jitter": half fixed, half random.
         let wait = cap / 2 + ((cap / 2) as f64 * jitter.clamp(0.0, 1.0)) as u64;
-        self.next_due_ms = now_ms.saturating_add(wait.max(1));
+        self.due_at(now_ms, now_ms.saturating_add(wait.max(1)));
     }
 
     /// Try again at `now_ms + wait_ms` without counting a failure (the host
     /// could not start the fetch yet; nothing was asked of the upstream).
     pub fn postpone(&mut self, now_ms: u64, wait_ms: u64) {
-        self.next_due_ms = now_ms.saturating_add(wait_ms);
+        self.due_at(now_ms, now_ms.saturating_add(wait_ms));
     }
 
     /// Whether [`request_early`](Self::request_early) would grant an early fetch now:
@@ -80,7 +86,7 @@ impl FetchSchedule {
             return false;
         }
         self.last_early_ms = Some(now_ms);
-        self.next_due_ms = now_ms;
+        self.due_at(now_ms, now_ms);
         true
     }
 }
@@ -110,5 +116,25 @@ mod tests {
         s.succeeded(21_000);
         assert!(!s.request_early(22_000), "rate limited");
         assert!(s.request_early(26_000));
+    }
+
+    /// A step back shorter than the interval (or the backoff's cap) was
+    /// taken for an ordinary wait: on a VM alone (one Envoy worker) the next
+    /// fetch came that much later, the revocation list going stale with the
+    /// service up. Any step back since the wait was set makes it due.
+    #[test]
+    fn any_step_back_since_the_wait_was_set_makes_it_due() {
+        let mut s = FetchSchedule::new(60_000, 0);
+        s.succeeded(100_000);
+        assert!(!s.is_due(159_999));
+        assert!(s.is_due(100_000 - 50_000), "stepped back 50 s");
+        assert!(s.is_due(99_999), "stepped back 1 ms");
+        s.failed(200_000, 0.5);
+        assert!(!s.is_due(200_001));
+        assert!(s.is_due(199_000), "stepped back during a backoff");
+        s.postpone(300_000, 200);
+        assert!(s.is_due(299_999), "stepped back while postponed");
+        s.succeeded_next_at(400_000, 400_100);
+        assert!(!s.is_due(400_050) && s.is_due(399_000), "after a long poll");
     }
 }

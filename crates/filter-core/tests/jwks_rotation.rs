@@ -267,7 +267,7 @@ fn a_clock_stepping_back_does_not_stop_the_refreshes() {
         "holds the lease"
     );
     assert!(
-        w.tick(&p, &issuer, back + INTERVAL_MS + 1_000),
-        "the periodic refresh comes within an interval of the step"
+        w.tick(&p, &issuer, back + 1_000),
+        "the periodic refresh comes at once after the step"
     );
 }

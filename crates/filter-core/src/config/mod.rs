@@ -424,6 +424,30 @@ mod tests {
         }
     }
 
+    /// A list allowed more entries than the largest snapshot the filter
+    /// reads would grow by deltas, and then never load whole again (a new
+    /// worker, an outage, a new epoch): every route on it stale for good.
+    #[test]
+    fn a_list_larger_than_a_snapshot_can_carry_is_refused() {
+        use authflow_contract::revocation::{MAX_COMPACT_FEED_BYTES, MAX_LIST_ENTRIES};
+        let bounded = |max_entries: usize| {
+            let mut v: serde_json::Value = serde_json::from_str(MINIMAL).unwrap();
+            v["providers"][0]["revocations"] = serde_json::json!({"cluster": "auth", "path": "/r"});
+            v["revocation"] = serde_json::json!({ "max_entries": max_entries });
+            FilterConfig::from_json(v.to_string().as_bytes())
+        };
+        assert_eq!(
+            bounded(MAX_LIST_ENTRIES).unwrap().revocation.max_entries,
+            2_000_000
+        );
+        let e = bounded(MAX_LIST_ENTRIES + 1).unwrap_err();
+        assert!(
+            e.0.contains("`revocation.max_entries`: between 1 and 2000000"),
+            "{e}"
+        );
+        assert!(MAX_COMPACT_FEED_BYTES >= MAX_LIST_ENTRIES * 32 + 48 + 1024 + 256);
+    }
+
     /// A staleness policy written with no feed to apply it to would check
     /// nothing while its author believes tokens are checked for revocation.
     #[test]

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use authflow_contract::claims;
 use authflow_contract::fingerprint::DeviceAttribute;
-use authflow_contract::revocation::MAX_CLOCK_SKEW_SECS;
+use authflow_contract::revocation::{MAX_CLOCK_SKEW_SECS, MAX_LIST_ENTRIES};
 
 use super::raw::*;
 use super::*;
@@ -27,8 +27,8 @@ impl FilterConfig {
                 if r.max_staleness_secs == 0 {
                     return err("`revocation.max_staleness_secs`: must be positive");
                 }
-                if r.max_entries == 0 || r.max_entries > 10_000_000 {
-                    return err("`revocation.max_entries`: between 1 and 10000000");
+                if r.max_entries == 0 || r.max_entries > MAX_LIST_ENTRIES {
+                    return err("`revocation.max_entries`: between 1 and 2000000");
                 }
                 RevocationPolicy {
                     max_staleness_ms: r.max_staleness_secs.saturating_mul(1000),
