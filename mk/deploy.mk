@@ -76,11 +76,11 @@ wasm-image-check: wasm
 	@deploy/wasm-image/build.sh $(WASM) localhost/authflow-wasm:check $(WASM_IMAGE_DIR)/check; rc=$$?; \
 	if [ $$rc = 3 ]; then echo "skipped: no docker buildx with an engine, podman or buildah here (make wasm-image explains)"; \
 	elif [ $$rc != 0 ]; then exit $$rc; \
-	else $(DEPLOY_PY) deploy/wasm-image/oci_digest.py $(WASM_IMAGE_DIR)/check/oci --wasm $(WASM) >/dev/null; fi
+	else python3 deploy/wasm-image/oci_digest.py $(WASM_IMAGE_DIR)/check/oci --wasm $(WASM) >/dev/null; fi
 
 wasm-image: wasm
 	deploy/wasm-image/build.sh $(WASM) $(WASM_IMAGE) $(WASM_IMAGE_DIR)
-	@$(DEPLOY_PY) deploy/wasm-image/oci_digest.py $(WASM_IMAGE_DIR)/oci --wasm $(WASM) >/dev/null
+	@python3 deploy/wasm-image/oci_digest.py $(WASM_IMAGE_DIR)/oci --wasm $(WASM) >/dev/null
 	@echo "push it keeping the digest, e.g.: skopeo copy --preserve-digests oci:$(WASM_IMAGE_DIR)/oci:$(lastword $(subst :, ,$(WASM_IMAGE))) docker://$(WASM_IMAGE)"
 	@echo "then: make wasm-digest"
 
@@ -92,7 +92,7 @@ wasm-digest:
 	@digest="$(WASM_DIGEST)"; \
 	if [ -z "$$digest" ]; then \
 	  [ -d $(WASM_IMAGE_DIR)/oci ] || $(MAKE) --no-print-directory wasm-image || exit 1; \
-	  digest=$$($(DEPLOY_PY) deploy/wasm-image/oci_digest.py $(WASM_IMAGE_DIR)/oci --wasm $(WASM)) || { \
+	  digest=$$(python3 deploy/wasm-image/oci_digest.py $(WASM_IMAGE_DIR)/oci --wasm $(WASM)) || { \
 	    echo "wasm-digest: $(WASM_IMAGE_DIR)/oci does not hold $(WASM): run make wasm-image, push it, then make wasm-digest" >&2; exit 1; }; \
 	fi; \
 	python3 deploy/generate.py --set-image "oci://$(WASM_IMAGE)" "$$digest" && \
