@@ -158,7 +158,7 @@ impl ProviderRuntime {
             if !engine.adopt_revocation_base(id, bytes, env.now_ms) {
                 // Kept, but stale from now on: the policy decides until a readable copy comes.
                 log::warn!(
-                    "authflow: provider {}: shared revocation list unreadable or over revocation.max_entries",
+                    "authflow: provider {}: shared revocation list unreadable or over max_entries",
                     self.name
                 );
             }
@@ -310,7 +310,7 @@ impl ProviderRuntime {
                 } else {
                     env.metrics.inc(Metric::JwksRejected);
                     log::warn!(
-                        "authflow: provider {}: key fetch failed: 304 to a request without If-None-Match",
+                        "authflow: provider {}: key fetch failed: 304 without If-None-Match",
                         self.name
                     );
                 }

@@ -1034,9 +1034,18 @@ mod tests {
             poll(&mut f, 0, 10_000, FetchEnd::NotModified),
             "held for the 10 s it was sent: at once"
         );
+        f.wait_sent_ms = 0;
+        assert!(
+            poll(&mut f, 10_100, 10_110, FetchEnd::Fresh { etag: None }),
+            "news to a poll sent with no wait (the first, for the whole list): at once"
+        );
+        assert!(
+            poll(&mut f, 10_210, 10_220, FetchEnd::NotModified),
+            "a 304 to a poll sent with no wait (no time left): at once, with the full wait"
+        );
         f.wait_sent_ms = 30_000;
         assert!(
-            !poll(&mut f, 10_100, 10_110, FetchEnd::NotModified),
+            !poll(&mut f, 10_320, 10_330, FetchEnd::NotModified),
             "a quick 304 to the full wait: the service does not wait"
         );
     }

@@ -305,12 +305,13 @@ pub(crate) fn loose_host_name(authority: &str) -> &str {
 
 /// An authority as Express's `req.hostname` reads it (what `vhost` routes
 /// by): up to a first `,`, cut at its first `:`, port digits or not
-/// (`admin.example:1:2` is `admin.example`; an IPv6 literal stays whole:
-/// no rule names one), without one trailing dot.
+/// (`admin.example:1:2` is `admin.example`), without one trailing dot. An
+/// IPv6 literal loses only its port (`[::1]:80` is `[::1]`; no rule names
+/// one, and Express's cut past its `]` differs only for a port not digits).
 pub(crate) fn first_colon_host_name(authority: &str) -> &str {
     let first = authority.split(',').next().unwrap_or_default().trim();
     let host = match first.starts_with('[') {
-        true => first,
+        true => without_port(first),
         false => first.split(':').next().unwrap_or_default(),
     };
     host.strip_suffix('.').unwrap_or(host)

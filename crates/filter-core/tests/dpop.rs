@@ -421,6 +421,75 @@ fn a_proof_for_another_origin_is_refused_where_the_origins_are_listed() {
     }
 }
 
+/// Two right proofs were refused as `dpop_uri_mismatch`: one for a request
+/// whose URL passed `htu`'s 2 KiB bound only by its query (the query was
+/// measured, then dropped), and one for a server addressed by an IPv6
+/// literal with a port (`[fd00::1]:8443` was read as naming another host
+/// than `[fd00::1]`). Both fail closed; a client could do nothing about either.
+#[test]
+fn a_proof_passes_for_a_long_query_and_for_an_ip_literal_with_a_port() {
+    let [es, _] = keys();
+    let mut f = fixture(json!({"dpop": "allowed"}));
+    let token = f.token(Some(es.jkt()));
+    let long_query = format!("/v1/items?q={}", "a".repeat(3000));
+    for (i, (authority, path, htu)) in [
+        ("api.example.com", long_query.as_str(), URI),
+        (
+            "[fd00::1]:8443",
+            "/v1/items",
+            "https://[fd00::1]:8443/v1/items",
+        ),
+        (
+            "[fd00::1]:8443",
+            long_query.as_str(),
+            "https://[FD00::1]:8443/v1/items",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let proof = proof_at_now(&es, "GET", htu, &token, &format!("p{i}"), |_| {});
+        let h = vec![
+            (":method".to_string(), "GET".to_string()),
+            (":scheme".to_string(), "https".to_string()),
+            (":authority".to_string(), authority.to_string()),
+            (":path".to_string(), path.to_string()),
+            ("authorization".to_string(), format!("DPoP {token}")),
+            ("dpop".to_string(), proof),
+        ];
+        let o = f
+            .engine
+            .evaluate(&Request::from_headers(h, None), NOW * 1000 + 200, true);
+        assert!(
+            matches!(o, Outcome::Allow(_)),
+            "{authority} {}: {o:?}",
+            path.len()
+        );
+    }
+    // The port still counts: a proof for another one is refused.
+    let proof = proof_at_now(
+        &es,
+        "GET",
+        "https://[fd00::1]:9443/v1/items",
+        &token,
+        "q",
+        |_| {},
+    );
+    let h = vec![
+        (":method".to_string(), "GET".to_string()),
+        (":scheme".to_string(), "https".to_string()),
+        (":authority".to_string(), "[fd00::1]:8443".to_string()),
+        (":path".to_string(), "/v1/items".to_string()),
+        ("authorization".to_string(), format!("DPoP {token}")),
+        ("dpop".to_string(), proof),
+    ];
+    dpop_refusal(
+        &f.engine
+            .evaluate(&Request::from_headers(h, None), NOW * 1000 + 200, true),
+        DpopError::UriMismatch,
+    );
+}
+
 #[test]
 fn bearer_downgrade_and_required_mode() {
     let [es, _] = keys();
