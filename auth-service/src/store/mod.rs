@@ -810,6 +810,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Option<i64>>;
     /// A correct code: attempts, lockouts and any lock start over.
     async fn second_factor_success(&self, user_id: &str) -> StoreResult<()>;
+    /// Takes back one attempt counted by [`Store::second_factor_attempt`]
+    /// whose code was right but came second (its time step or challenge
+    /// taken first): no guess. Never below none.
+    async fn second_factor_not_a_guess(&self, user_id: &str) -> StoreResult<()>;
 
     /// Counts one password attempt against a throttle key (an account or a
     /// client address) *before* the password is compared, in one atomic

@@ -489,6 +489,17 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn second_factor_not_a_guess(&self, user_id: &str) -> StoreResult<()> {
+                // Each request counted once: this one's count goes, whatever others
+                // counted or a success reset meanwhile. It locked nothing (an attempt
+                // past the limit is refused before its code is compared).
+                sqlx::query("UPDATE second_factor_guard SET attempts = attempts - 1 WHERE user_id = $1 AND attempts > 0")
+                    .bind(user_id)
+                    .execute(self.writer())
+                    .await?;
+                Ok(())
+            }
+
             async fn undo_signin_attempt(&self, key: &str, lock: Option<i64>, seq: i64) -> StoreResult<()> {
                 // While the lock this attempt wrote is in force no other attempt counts or
                 // locks, so a `locked_until` still equal to it is that lock. Its time goes

@@ -607,7 +607,9 @@ async fn reset_through_the_mailbox(app: &TestApp, email: &str, new_password: &st
 /// one request signs in, the other finds the code's time step (or the
 /// challenge) taken. That was counted as a wrong code: on the owner's last
 /// allowed attempt it locked the account just signed in to, and mailed the
-/// owner about wrong codes. The right code, second, is no guess.
+/// owner about wrong codes. The right code, second, is no guess: nor is it
+/// left counted, which brought the owner's next lock one code early (here,
+/// with one try allowed, at once).
 #[tokio::test]
 async fn the_right_code_sent_twice_does_not_lock_the_owner() {
     let email = "twice@example.com";
@@ -625,6 +627,12 @@ async fn the_right_code_sent_twice_does_not_lock_the_owner() {
     assert!(
         log.iter().any(|e| e.outcome == "right_code_late"),
         "the late code is audited as what it was: {log:?}"
+    );
+    let (third, _) = app.challenge(email, PASSWORD).await;
+    let (status, description, _) = guess(&app, &third, wrong(&code)).await;
+    assert_eq!(
+        status, 401,
+        "the owner's one try is still theirs: {description}"
     );
 }
 
@@ -645,6 +653,17 @@ async fn the_right_code_sent_twice_for_an_authenticator_change_does_not_lock_the
     let r = enroll().await.unwrap();
     assert_eq!(error_code(r, 401).await, "invalid_code");
     assert_not_told_of_wrong_codes(&app, email).await;
+    let r = app
+        .authed(reqwest::Method::POST, "/v1/auth/totp/enroll", &t)
+        .json(&json!({ "code": wrong(&code) }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(r, 401).await,
+        "invalid_code",
+        "the owner's one try is still theirs"
+    );
 }
 
 /// A signed-in owner with an authenticator (its secret, and the time its

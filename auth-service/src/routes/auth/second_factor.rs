@@ -150,7 +150,7 @@ pub async fn finish_signin(
                 return Err(refused);
             }
             Err(Refused::RightCodeLate(refused)) => {
-                attempt.accepted(state).await?;
+                attempt.right_but_late(state, &user.id).await?;
                 audit::record(
                     state,
                     Some(client),
@@ -329,6 +329,15 @@ impl CodeAttempt {
             .throttle
             .undo(state.store.as_ref(), &self.address)
             .await?)
+    }
+
+    /// The code was right, but another request with it came first (a
+    /// double submit): no guess, so the account's count takes it back too.
+    /// Left counted, it brought the owner's next lock one code early: at
+    /// once, with one try allowed.
+    pub(super) async fn right_but_late(self, state: &AppState, user_id: &str) -> ApiResult<()> {
+        state.store.second_factor_not_a_guess(user_id).await?;
+        self.accepted(state).await
     }
 }
 

@@ -89,7 +89,7 @@ async fn check_code(
             TotpStep::Recorded => true,
             TotpStep::UsedBefore => {
                 // The right code, second (a double submit): no wrong guess.
-                attempt.accepted(state).await?;
+                attempt.right_but_late(state, &user.id).await?;
                 return Err(ApiError::InvalidCode(
                     "this code was used already; wait for the next one",
                 ));
@@ -97,7 +97,7 @@ async fn check_code(
             // A code of an authenticator removed or replaced since `user` was
             // read: it proves nothing about the account as it is now.
             TotpStep::NotCurrent => {
-                attempt.accepted(state).await?;
+                attempt.right_but_late(state, &user.id).await?;
                 return Err(ApiError::Conflict(
                     "the authenticator changed while this was proven; try again",
                 ));
