@@ -67,6 +67,16 @@ pub fn find_token<'a>(
             }
             let (scheme, token) = split_authorization(value);
             if !is_token_scheme(scheme) {
+                // Envoy joins two `Authorization` lines with a comma, and a
+                // backend reading the value as a list (Flask-JWT-Extended)
+                // takes a `Bearer` after one (`Basic x,Bearer t`, `,Bearer t`,
+                // `Bearer,t`): a token this reading would pass unread.
+                if value
+                    .split(',')
+                    .any(|item| is_token_scheme(split_authorization(item).0))
+                {
+                    return Err(ExtractError::Malformed);
+                }
                 continue;
             }
             // Whitespace inside: some backend may take either half. A token
@@ -312,6 +322,45 @@ mod tests {
             ),
             Ok(Extracted::Token("a.b.c"))
         );
+    }
+
+    /// Envoy joins two `Authorization` lines into one value with a comma,
+    /// and a backend reading it as a list (Flask-JWT-Extended) takes the
+    /// `Bearer` after one. The value was read by its first scheme only: a
+    /// token after `Basic x,` (or in `,Bearer t`, `Bearer,t`) was never
+    /// checked, and reached the backend beside a cookie's identity.
+    #[test]
+    fn a_token_scheme_after_a_comma_is_refused() {
+        let s = sources();
+        for value in [
+            "Basic dTpw,Bearer a.b.c",
+            "Basic dTpw, bearer a.b.c",
+            ",Bearer a.b.c",
+            "x,DPoP a.b.c",
+            "Bearer,a.b.c",
+            "Digest realm=\"a\", Bearer\ta.b.c",
+        ] {
+            for cookie in [None, Some(("cookie", "at=d.e.f"))] {
+                let mut h = vec![("authorization", value)];
+                h.extend(cookie);
+                assert_eq!(
+                    extract(&req(&h), &s, 100),
+                    Err(ExtractError::Malformed),
+                    "{value:?} {cookie:?}"
+                );
+            }
+        }
+        // Other schemes' lists carry no token of ours, and pass as before.
+        for value in [
+            "Digest username=\"bearer\", realm=\"a\", nonce=\"b\"",
+            "AWS4-HMAC-SHA256 Credential=a/b, SignedHeaders=host, Signature=c",
+        ] {
+            assert_eq!(
+                extract(&req(&[("authorization", value)]), &s, 100),
+                Ok(Extracted::None),
+                "{value}"
+            );
+        }
     }
 
     #[test]

@@ -2,8 +2,6 @@
 //! path trusts: every bound checked, every name and path made safe, each
 //! error naming its field.
 
-use std::collections::BTreeSet;
-
 use authflow_contract::claims;
 use authflow_contract::fingerprint::DeviceAttribute;
 use authflow_contract::revocation::{MAX_CLOCK_SKEW_SECS, MAX_LIST_ENTRIES};
@@ -37,20 +35,19 @@ impl FilterConfig {
                 }
             }
         };
-        let mut providers = Vec::with_capacity(raw.providers.len());
-        let mut issuers = BTreeSet::new();
-        let mut names = BTreeSet::new();
+        let mut providers: Vec<Provider> = Vec::with_capacity(raw.providers.len());
         for (i, p) in raw.providers.into_iter().enumerate() {
             let provider = validate_provider(p, &revocation)
                 .map_err(|e| ConfigError(format!("`providers[{i}]`.{}", e.0)))?;
-            if !issuers.insert(provider.issuer.clone()) {
+            // (A few providers: a look through those before, no set.)
+            if providers.iter().any(|q| q.issuer == provider.issuer) {
                 return err(format!(
                     "`providers[{i}].issuer`: issuer `{}` is configured twice",
                     provider.issuer
                 ));
             }
             // Logs, stats and operators tell providers apart by name.
-            if !names.insert(provider.name.clone()) {
+            if providers.iter().any(|q| q.name == provider.name) {
                 return err(format!(
                     "`providers[{i}].name`: provider name `{}` is used twice",
                     provider.name
