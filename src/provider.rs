@@ -8,7 +8,7 @@ use authflow_contract::KeySet;
 use authflow_filter_core::config::{JwksSource, Provider};
 use authflow_filter_core::fetch::{
     feed_answer, feed_path, jwks_answer, status_of, Answer, Document, DocumentFetch, FetchEnd,
-    KeyNeed, KeyWait, Refusal, FEED_ACCEPT,
+    KeyNeed, KeyWait, ListBounds, Refusal, FEED_ACCEPT,
 };
 use authflow_filter_core::revocation_sync::FreshStamp;
 use authflow_filter_core::{Engine, ProviderId};
@@ -29,9 +29,9 @@ impl SharedFetch {
         document: Document,
         issuer: &str,
         upstream: authflow_filter_core::config::Upstream,
-        bound: usize,
+        bounds: ListBounds,
     ) -> Self {
-        let fetch = DocumentFetch::new(document, issuer, upstream, bound);
+        let fetch = DocumentFetch::new(document, issuer, upstream, bounds);
         let slot = SharedSlot::new(fetch.shared_key.clone());
         SharedFetch { fetch, slot }
     }
@@ -71,21 +71,21 @@ pub struct ProviderRuntime {
 }
 
 impl ProviderRuntime {
-    /// `max_entries`: the configuration's `revocation.max_entries`.
-    pub fn new(id: ProviderId, provider: &Provider, max_entries: usize) -> Self {
+    /// `bounds`: the configuration's `revocation` policy's (see `shared_key`).
+    pub fn new(id: ProviderId, provider: &Provider, bounds: ListBounds) -> Self {
         let jwks = match &provider.jwks {
             JwksSource::Remote(u) => Some(SharedFetch::new(
                 Document::Jwks,
                 &provider.issuer,
                 u.clone(),
-                0,
+                ListBounds::default(),
             )),
             JwksSource::Inline(_) => None,
         };
         let revocations = provider
             .revocations
             .clone()
-            .map(|u| SharedFetch::new(Document::Revocations, &provider.issuer, u, max_entries));
+            .map(|u| SharedFetch::new(Document::Revocations, &provider.issuer, u, bounds));
         let revocation_overlay = revocations
             .as_ref()
             .map(|s| SharedSlot::new(format!("{}:overlay", s.fetch.shared_key)));

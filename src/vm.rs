@@ -4,7 +4,7 @@
 //! and the streams let through with a token, reset once it no longer holds.
 
 use authflow_filter_core::engine::{Awaited, Decision};
-use authflow_filter_core::fetch::KeyWait;
+use authflow_filter_core::fetch::{KeyWait, ListBounds};
 use authflow_filter_core::header_spellings::underscore_spellings;
 use authflow_filter_core::paused::{PausedRequest, PausedRequests};
 use authflow_filter_core::request::HeaderReads;
@@ -53,10 +53,13 @@ pub enum Decided {
 
 impl Vm {
     pub fn new(config: FilterConfig, now_ms: u64) -> Self {
-        let max_entries = config.revocation.max_entries;
+        let bounds = ListBounds {
+            max_entries: config.revocation.max_entries,
+            max_staleness_ms: config.revocation.max_staleness_ms,
+        };
         let providers = config
             .providers
-            .map(|id, p| ProviderRuntime::new(id, p, max_entries));
+            .map(|id, p| ProviderRuntime::new(id, p, bounds));
         let identity_names = config
             .identity
             .owned_names()

@@ -44,13 +44,24 @@ impl Document {
 /// held, and a filter sharing it with a tighter staleness bound would never
 /// poll, its list only stamped current when the other's held poll ends.
 /// So is what can make one filter's fetch fail where another's succeeds (its
-/// `timeout_ms`; for revocations `bound`, its `revocation.max_entries`): the
-/// lease holder renews on every retry, and a filter whose fetches keep
-/// failing would otherwise keep every other filter's from ever starting.
-pub fn shared_key(document: Document, issuer: &str, source: &Upstream, bound: usize) -> String {
+/// `timeout_ms`; for revocations its `revocation.max_entries`): the lease
+/// holder renews on every retry, and a filter whose fetches keep failing
+/// would otherwise keep every other filter's from ever starting. And for
+/// revocations the staleness bound, which sizes the holder's waits: a holder
+/// with a looser one retried with a wait the other's list went stale in.
+pub fn shared_key(
+    document: Document,
+    issuer: &str,
+    source: &Upstream,
+    bounds: ListBounds,
+) -> String {
     let polling = format!(
-        "{} {} {} {bound}",
-        source.interval_ms, source.wait_ms, source.timeout_ms
+        "{} {} {} {} {}",
+        source.interval_ms,
+        source.wait_ms,
+        source.timeout_ms,
+        bounds.max_entries,
+        bounds.max_staleness_ms
     );
     // JSON quoting keeps the parts apart whatever characters they hold.
     let parts = crate::json_text::string_array([
@@ -67,6 +78,15 @@ pub fn shared_key(document: Document, issuer: &str, source: &Upstream, bound: us
         Document::Revocations => ".2",
     };
     format!("authflow:{}{layout}:{parts}", document.label())
+}
+
+/// A revocation list's `revocation.max_entries` and `max_staleness_ms`,
+/// part of what filters share its fetch by ([`shared_key`]); zeros for a
+/// key set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListBounds {
+    pub max_entries: usize,
+    pub max_staleness_ms: u64,
 }
 
 /// A callout this VM has out for a document.
@@ -156,11 +176,11 @@ pub struct DocumentFetch {
 }
 
 impl DocumentFetch {
-    /// Due at once. `bound`: see [`shared_key`].
-    pub fn new(document: Document, issuer: &str, upstream: Upstream, bound: usize) -> Self {
+    /// Due at once. `bounds`: see [`shared_key`].
+    pub fn new(document: Document, issuer: &str, upstream: Upstream, bounds: ListBounds) -> Self {
         DocumentFetch {
             document,
-            shared_key: shared_key(document, issuer, &upstream, bound),
+            shared_key: shared_key(document, issuer, &upstream, bounds),
             schedule: FetchSchedule::new(upstream.interval_ms, upstream.min_refetch_interval_ms),
             wait_sent_ms: upstream.wait_ms,
             upstream,
@@ -515,25 +535,50 @@ mod tests {
 
     #[test]
     fn shared_key_is_what_the_document_is_not_what_it_is_called() {
-        let a = shared_key(Document::Jwks, "https://a", &upstream("auth", "/jwks"), 0);
+        let a = shared_key(
+            Document::Jwks,
+            "https://a",
+            &upstream("auth", "/jwks"),
+            ListBounds::default(),
+        );
         assert_eq!(
             a,
-            shared_key(Document::Jwks, "https://a", &upstream("auth", "/jwks"), 0),
+            shared_key(
+                Document::Jwks,
+                "https://a",
+                &upstream("auth", "/jwks"),
+                ListBounds::default()
+            ),
             "same issuer and source: one fetch"
         );
         assert_ne!(
             a,
-            shared_key(Document::Jwks, "https://b", &upstream("auth", "/jwks"), 0),
+            shared_key(
+                Document::Jwks,
+                "https://b",
+                &upstream("auth", "/jwks"),
+                ListBounds::default()
+            ),
             "another issuer"
         );
         assert_ne!(
             a,
-            shared_key(Document::Jwks, "https://a", &upstream("other", "/jwks"), 0),
+            shared_key(
+                Document::Jwks,
+                "https://a",
+                &upstream("other", "/jwks"),
+                ListBounds::default()
+            ),
             "another cluster"
         );
         assert_ne!(
             a,
-            shared_key(Document::Jwks, "https://a", &upstream("auth", "/keys"), 0),
+            shared_key(
+                Document::Jwks,
+                "https://a",
+                &upstream("auth", "/keys"),
+                ListBounds::default()
+            ),
             "another path"
         );
         assert_ne!(
@@ -542,7 +587,7 @@ mod tests {
                 Document::Revocations,
                 "https://a",
                 &upstream("auth", "/jwks"),
-                0
+                ListBounds::default()
             ),
             "another document"
         );
@@ -550,33 +595,82 @@ mod tests {
         other_host.authority = "auth.other".into();
         assert_ne!(
             a,
-            shared_key(Document::Jwks, "https://a", &other_host, 0),
+            shared_key(
+                Document::Jwks,
+                "https://a",
+                &other_host,
+                ListBounds::default()
+            ),
             "another authority"
         );
         let mut long_polled = upstream("auth", "/jwks");
         long_polled.wait_ms = 60_000;
         assert_ne!(
             a,
-            shared_key(Document::Jwks, "https://a", &long_polled, 0),
+            shared_key(
+                Document::Jwks,
+                "https://a",
+                &long_polled,
+                ListBounds::default()
+            ),
             "polled otherwise: the lease is not shared"
         );
         let mut slower = upstream("auth", "/jwks");
         slower.interval_ms += 1;
-        assert_ne!(a, shared_key(Document::Jwks, "https://a", &slower, 0));
+        assert_ne!(
+            a,
+            shared_key(Document::Jwks, "https://a", &slower, ListBounds::default())
+        );
         // A fetch that fails for one filter and not another: each keeps its own lease.
         let impatient = Upstream {
             timeout_ms: 100,
             ..upstream("auth", "/jwks")
         };
-        assert_ne!(a, shared_key(Document::Jwks, "https://a", &impatient, 0));
         assert_ne!(
             a,
-            shared_key(Document::Jwks, "https://a", &upstream("auth", "/jwks"), 5)
+            shared_key(
+                Document::Jwks,
+                "https://a",
+                &impatient,
+                ListBounds::default()
+            )
         );
+        // A list bound tighter for one filter than another: each its own lease.
+        for bounds in [
+            ListBounds {
+                max_entries: 5,
+                ..ListBounds::default()
+            },
+            ListBounds {
+                max_staleness_ms: 40_000,
+                ..ListBounds::default()
+            },
+        ] {
+            assert_ne!(
+                a,
+                shared_key(
+                    Document::Jwks,
+                    "https://a",
+                    &upstream("auth", "/jwks"),
+                    bounds
+                ),
+                "{bounds:?}"
+            );
+        }
         // Separators inside a part cannot make two sources collide.
         assert_ne!(
-            shared_key(Document::Jwks, "i\",\"x", &upstream("c", "/p"), 0),
-            shared_key(Document::Jwks, "i", &upstream("x\",\"c", "/p"), 0)
+            shared_key(
+                Document::Jwks,
+                "i\",\"x",
+                &upstream("c", "/p"),
+                ListBounds::default()
+            ),
+            shared_key(
+                Document::Jwks,
+                "i",
+                &upstream("x\",\"c", "/p"),
+                ListBounds::default()
+            )
         );
     }
 
@@ -585,7 +679,7 @@ mod tests {
         u.interval_ms = 300_000;
         u.timeout_ms = 2_000;
         u.min_refetch_interval_ms = min_refetch_ms;
-        DocumentFetch::new(Document::Jwks, "https://a", u, 0)
+        DocumentFetch::new(Document::Jwks, "https://a", u, ListBounds::default())
     }
 
     /// Brings a fresh fetch to "loaded, next refresh far away".
@@ -933,7 +1027,7 @@ mod tests {
         let mut u = upstream("auth", "/v1/revocations");
         u.wait_ms = wait_ms;
         u.timeout_ms = 5_000;
-        DocumentFetch::new(Document::Revocations, "https://a", u, 0)
+        DocumentFetch::new(Document::Revocations, "https://a", u, ListBounds::default())
     }
 
     /// Runs one poll from `start` to `end`; whether the next one is due right after.

@@ -11,7 +11,7 @@ mod support;
 use authflow_filter_core::config::Upstream;
 use authflow_filter_core::engine::{Engine, Outcome};
 use authflow_filter_core::fetch::{
-    jwks_answer, Answer, Document, DocumentFetch, FetchEnd, KeyNeed, KeyWait,
+    jwks_answer, Answer, Document, DocumentFetch, FetchEnd, KeyNeed, KeyWait, ListBounds,
 };
 use authflow_filter_core::shared_slot::SharedSlot;
 use authflow_filter_core::{FilterConfig, ProviderId};
@@ -75,7 +75,7 @@ impl Worker {
             FilterConfig::from_json(config.to_string().as_bytes()).unwrap(),
             T0,
         );
-        let fetch = DocumentFetch::new(Document::Jwks, ISS, upstream(), 0);
+        let fetch = DocumentFetch::new(Document::Jwks, ISS, upstream(), ListBounds::default());
         let slot = SharedSlot::new(fetch.shared_key.clone());
         Worker {
             vm_id,

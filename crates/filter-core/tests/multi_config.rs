@@ -14,7 +14,7 @@ mod support;
 use authflow_contract::revocation::{RevocationFeed, RevokedToken};
 use authflow_contract::KeySet;
 use authflow_filter_core::deny::DenyReason;
-use authflow_filter_core::fetch::{Document, DocumentFetch, FeedBody};
+use authflow_filter_core::fetch::{Document, DocumentFetch, FeedBody, ListBounds};
 use authflow_filter_core::revocation_sync::FreshStamp;
 use authflow_filter_core::shared_slot::SharedSlot;
 use authflow_filter_core::{Engine, FilterConfig, Outcome, ProviderId};
@@ -55,7 +55,10 @@ impl Worker {
             Document::Revocations,
             &p.issuer,
             p.revocations.clone().unwrap(),
-            config.revocation.max_entries,
+            ListBounds {
+                max_entries: config.revocation.max_entries,
+                max_staleness_ms: config.revocation.max_staleness_ms,
+            },
         );
         let mut engine = Engine::new(config, now_ms);
         engine.set_keys(ID, keys.clone());
