@@ -457,6 +457,38 @@ fn matches(route: &Route, method: &str, host: &str, path: &str, reading: Reading
             .is_none_or(|h| h.eq_ignore_ascii_case(host))
 }
 
+/// Whether `earlier` matches every request `later` does, so that `later`
+/// (first match wins) never applies. Judged on the rules alone: sure when
+/// it says so, and `false` where in doubt.
+pub(crate) fn shadows(earlier: &Route, later: &Route, ignore_case: bool) -> bool {
+    let methods = earlier.methods.is_empty()
+        || (!later.methods.is_empty()
+            && later
+                .methods
+                .iter()
+                .all(|m| earlier.methods.iter().any(|e| method_matches(e, m, true))));
+    let host = earlier.host.is_none()
+        || later
+            .host
+            .as_deref()
+            .zip(earlier.host.as_deref())
+            .is_some_and(|(l, e)| l.eq_ignore_ascii_case(e));
+    let (PathMatch::Exact(l) | PathMatch::Prefix(l) | PathMatch::PathPrefix(l)) = &later.path;
+    // Every path `later` matches begins with `l`, and `earlier` matches all
+    // of them when it matches `l` and is a prefix that `l` cannot end inside
+    // of: a string prefix, or whole segments where `later`'s own are.
+    let paths = path_matches(&earlier.path, l, ignore_case)
+        && match (&earlier.path, &later.path) {
+            (_, PathMatch::Exact(_)) | (PathMatch::Prefix(_), _) => true,
+            (PathMatch::Exact(_), _) => false,
+            (PathMatch::PathPrefix(_), PathMatch::PathPrefix(_)) => true,
+            (PathMatch::PathPrefix(e), PathMatch::Prefix(_)) => {
+                l.len() > e.len() || e.ends_with('/')
+            }
+        };
+    methods && host && paths
+}
+
 /// A rule's method (upper case) against the request's. Many frameworks
 /// upper-case the method (HTTP/2 sends any token), and run the GET handler
 /// for HEAD (RFC 9110 §9.3.2: GET without the body).

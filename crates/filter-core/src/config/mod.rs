@@ -447,6 +447,122 @@ mod tests {
         );
     }
 
+    /// First match wins: a rule after one that matches all it matches never
+    /// applies, and its requests get the earlier rule's policy (`/api`
+    /// public before `/api/admin` for admins opens the admin API to all).
+    /// Refused at load, naming both; the narrower rule first is taken.
+    #[test]
+    fn a_rule_an_earlier_one_covers_is_refused() {
+        let routes = |earlier: serde_json::Value, later: serde_json::Value| {
+            with(serde_json::json!({"routes": [
+                {"match": earlier, "policy": "public"},
+                {"match": later, "policy": {"roles_any": ["admin"]}},
+            ]}))
+        };
+        let shadowed = [
+            (
+                serde_json::json!({"prefix": "/api"}),
+                serde_json::json!({"prefix": "/api/admin"}),
+            ),
+            (
+                serde_json::json!({"prefix": "/api"}),
+                serde_json::json!({"exact": "/api"}),
+            ),
+            (
+                serde_json::json!({"prefix": "/"}),
+                serde_json::json!({"path_prefix": "/x", "methods": ["POST"]}),
+            ),
+            (
+                serde_json::json!({"path_prefix": "/api"}),
+                serde_json::json!({"path_prefix": "/api/admin"}),
+            ),
+            (
+                serde_json::json!({"path_prefix": "/api"}),
+                serde_json::json!({"prefix": "/api/a"}),
+            ),
+            (
+                serde_json::json!({"path_prefix": "/api"}),
+                serde_json::json!({"exact": "/api"}),
+            ),
+            (
+                serde_json::json!({"exact": "/a"}),
+                serde_json::json!({"exact": "/a"}),
+            ),
+            (
+                serde_json::json!({"prefix": "/a", "methods": ["GET"]}),
+                serde_json::json!({"prefix": "/a/b", "methods": ["head", "GET"]}),
+            ),
+            (
+                serde_json::json!({"prefix": "/a"}),
+                serde_json::json!({"prefix": "/a/b", "host": "admin.example"}),
+            ),
+            (
+                serde_json::json!({"prefix": "/a", "host": "ADMIN.example"}),
+                serde_json::json!({"prefix": "/a/b", "host": "admin.example"}),
+            ),
+        ];
+        for (earlier, later) in shadowed {
+            let e = routes(earlier.clone(), later.clone()).unwrap_err();
+            assert!(
+                e.0.contains("`routes[1]`: never applies: `routes[0]` matches all it does"),
+                "{earlier} {later}: {e}"
+            );
+        }
+        let apart = [
+            (
+                serde_json::json!({"prefix": "/api/admin"}),
+                serde_json::json!({"prefix": "/api"}),
+            ),
+            (
+                serde_json::json!({"path_prefix": "/api"}),
+                serde_json::json!({"prefix": "/api"}),
+            ),
+            (
+                serde_json::json!({"path_prefix": "/api"}),
+                serde_json::json!({"prefix": "/apix"}),
+            ),
+            (
+                serde_json::json!({"exact": "/api"}),
+                serde_json::json!({"path_prefix": "/api"}),
+            ),
+            (
+                serde_json::json!({"prefix": "/a", "methods": ["POST"]}),
+                serde_json::json!({"prefix": "/a/b"}),
+            ),
+            (
+                serde_json::json!({"prefix": "/a", "methods": ["HEAD"]}),
+                serde_json::json!({"prefix": "/a", "methods": ["GET"]}),
+            ),
+            (
+                serde_json::json!({"prefix": "/a", "host": "pub.example"}),
+                serde_json::json!({"prefix": "/a/b"}),
+            ),
+            (
+                serde_json::json!({"prefix": "/a", "host": "pub.example"}),
+                serde_json::json!({"prefix": "/a", "host": "admin.example"}),
+            ),
+            (
+                serde_json::json!({"prefix": "/A"}),
+                serde_json::json!({"prefix": "/a/b"}),
+            ),
+        ];
+        for (earlier, later) in apart {
+            assert!(
+                routes(earlier.clone(), later.clone()).is_ok(),
+                "{earlier} {later}"
+            );
+        }
+        // Compared as requests are: in any case under `case_insensitive_paths`.
+        let e = with(
+            serde_json::json!({"case_insensitive_paths": true, "routes": [
+                {"match": {"prefix": "/A"}, "policy": "public"},
+                {"match": {"prefix": "/a/b"}, "policy": "authenticated"},
+            ]}),
+        )
+        .unwrap_err();
+        assert!(e.0.contains("never applies"), "{e}");
+    }
+
     /// A staleness policy written with no feed to apply it to would check
     /// nothing while its author believes tokens are checked for revocation.
     #[test]

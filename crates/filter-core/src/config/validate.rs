@@ -115,10 +115,19 @@ impl FilterConfig {
         let providers = PerProvider::from_vec(providers);
         let mut routes = Vec::with_capacity(raw.routes.len());
         for (i, r) in raw.routes.into_iter().enumerate() {
-            routes.push(
-                validate_route(r, &providers)
-                    .map_err(|e| ConfigError(format!("`routes[{i}]`.{}", e.0)))?,
-            );
+            let route = validate_route(r, &providers)
+                .map_err(|e| ConfigError(format!("`routes[{i}]`.{}", e.0)))?;
+            // First match wins: a rule after one matching all it matches
+            // never applies (`/api` before `/api/admin` leaves the admin
+            // rule's requests to `/api`'s policy, however weak).
+            if let Some(j) = routes.iter().position(|earlier| {
+                crate::policy::shadows(earlier, &route, raw.case_insensitive_paths)
+            }) {
+                return err(format!(
+                    "`routes[{i}]`: never applies: `routes[{j}]` matches all it does (put the narrower rule first)"
+                ));
+            }
+            routes.push(route);
         }
         let browser = validate_browser(raw.browser, &routes, raw.case_insensitive_paths)?;
         let default_policy = raw.default_policy.unwrap_or(Policy::Authenticated);
