@@ -644,21 +644,16 @@ async fn the_right_code_sent_twice_for_an_authenticator_change_does_not_lock_the
     let email = "twice-change@example.com";
     let (app, t, secret, at) = owner_with_an_authenticator_and_one_try(email).await;
     let code = totp_code(&secret, at + 30);
-    let enroll = || {
+    let enroll = |code: &str| {
         app.authed(reqwest::Method::POST, "/v1/auth/totp/enroll", &t)
             .json(&json!({ "code": code }))
             .send()
     };
-    assert_eq!(enroll().await.unwrap().status(), 200);
-    let r = enroll().await.unwrap();
+    assert_eq!(enroll(&code).await.unwrap().status(), 200);
+    let r = enroll(&code).await.unwrap();
     assert_eq!(error_code(r, 401).await, "invalid_code");
     assert_not_told_of_wrong_codes(&app, email).await;
-    let r = app
-        .authed(reqwest::Method::POST, "/v1/auth/totp/enroll", &t)
-        .json(&json!({ "code": wrong(&code) }))
-        .send()
-        .await
-        .unwrap();
+    let r = enroll(wrong(&code)).await.unwrap();
     assert_eq!(
         error_code(r, 401).await,
         "invalid_code",

@@ -11,6 +11,18 @@ pub fn split_authorization(value: &str) -> (&str, &str) {
     (scheme, rest.trim())
 }
 
+/// Whether a value lists a `Bearer` or `DPoP` credential after a comma.
+/// Envoy joins two `Authorization` lines into one value so (`Basic x,Bearer
+/// t`), and a backend reading the value as a list (Flask-JWT-Extended) takes
+/// the token after one, where a reader of the first scheme sees none
+/// (`,Bearer t` and `Bearer,t` too).
+pub fn lists_a_token(value: &str) -> bool {
+    value.contains(',')
+        && value
+            .split(',')
+            .any(|item| is_token_scheme(split_authorization(item).0))
+}
+
 /// Whether an `Authorization` scheme carries a token of ours: `Bearer`
 /// (case-insensitive, RFC 6750 §2.1) or `DPoP` (RFC 9449 §7.1; its proof is
 /// checked later). Other schemes (Basic …) are not ours.

@@ -33,7 +33,7 @@ pub enum ExtractError {
     TooLarge,
 }
 
-pub use authflow_contract::authorization::{is_token_scheme, split_authorization};
+pub use authflow_contract::authorization::{is_token_scheme, lists_a_token, split_authorization};
 
 pub fn extract<'a>(
     req: &'a Request,
@@ -67,14 +67,8 @@ pub fn find_token<'a>(
             }
             let (scheme, token) = split_authorization(value);
             if !is_token_scheme(scheme) {
-                // Envoy joins two `Authorization` lines with a comma, and a
-                // backend reading the value as a list (Flask-JWT-Extended)
-                // takes a `Bearer` after one (`Basic x,Bearer t`, `,Bearer t`,
-                // `Bearer,t`): a token this reading would pass unread.
-                if value
-                    .split(',')
-                    .any(|item| is_token_scheme(split_authorization(item).0))
-                {
+                // A token this reading would pass unread, to a backend that reads a list.
+                if lists_a_token(value) {
                     return Err(ExtractError::Malformed);
                 }
                 continue;

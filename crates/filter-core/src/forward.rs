@@ -154,7 +154,7 @@ pub fn credential_edits(
         cookies.extend(sources.cookies.iter().map(String::as_str));
     }
     if strip_token {
-        // Any copy: extraction reads every one (a `Basic` first hides no `Bearer` after it).
+        // Any copy: extraction reads every one (and a `Bearer` after a comma).
         if sources.authorization_bearer
             && req
                 .header_values("authorization")
@@ -271,12 +271,14 @@ fn carries(config: &FilterConfig, req: &Request, name: &str) -> bool {
     !req.has_every_header(&HeaderReads::for_config(config)) || req.has_header(name)
 }
 
-/// `Bearer <token>` or `DPoP <token>`, read as extraction reads it.
+/// `Bearer <token>` or `DPoP <token>`, read as extraction reads it, or a
+/// value listing one after a comma (which extraction refuses).
 fn is_token_authorization(value: &str) -> bool {
-    match split_authorization(value) {
-        (_, "") => false,
-        (scheme, _) => crate::extract::is_token_scheme(scheme),
-    }
+    crate::extract::lists_a_token(value)
+        || match split_authorization(value) {
+            (_, "") => false,
+            (scheme, _) => crate::extract::is_token_scheme(scheme),
+        }
 }
 
 /// The `cookie` header without the cookies named in `drop`, nor other

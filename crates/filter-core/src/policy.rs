@@ -460,6 +460,7 @@ fn matches(route: &Route, method: &str, host: &str, path: &str, reading: Reading
 /// Whether `earlier` matches every request `later` does, so that `later`
 /// (first match wins) never applies. Judged on the rules alone: sure when
 /// it says so, and `false` where in doubt.
+#[inline(never)] // Configuration time only: kept out of `FilterConfig::validate`, already large.
 pub(crate) fn shadows(earlier: &Route, later: &Route, ignore_case: bool) -> bool {
     let methods = earlier.methods.is_empty()
         || (!later.methods.is_empty()
