@@ -53,10 +53,7 @@ pub enum Decided {
 
 impl Vm {
     pub fn new(config: FilterConfig, now_ms: u64) -> Self {
-        let bounds = ListBounds {
-            max_entries: config.revocation.max_entries,
-            max_staleness_ms: config.revocation.max_staleness_ms,
-        };
+        let bounds = ListBounds::from(&config.revocation);
         let providers = config
             .providers
             .map(|id, p| ProviderRuntime::new(id, p, bounds));

@@ -89,6 +89,15 @@ pub struct ListBounds {
     pub max_staleness_ms: u64,
 }
 
+impl From<&crate::config::RevocationPolicy> for ListBounds {
+    fn from(policy: &crate::config::RevocationPolicy) -> Self {
+        ListBounds {
+            max_entries: policy.max_entries,
+            max_staleness_ms: policy.max_staleness_ms,
+        }
+    }
+}
+
 /// A callout this VM has out for a document.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InFlight {

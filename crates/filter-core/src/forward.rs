@@ -274,11 +274,10 @@ fn carries(config: &FilterConfig, req: &Request, name: &str) -> bool {
 /// `Bearer <token>` or `DPoP <token>`, read as extraction reads it, or a
 /// value listing one after a comma (which extraction refuses).
 fn is_token_authorization(value: &str) -> bool {
-    crate::extract::lists_a_token(value)
-        || match split_authorization(value) {
-            (_, "") => false,
-            (scheme, _) => crate::extract::is_token_scheme(scheme),
-        }
+    // The list last: a token's own value (every request's) needs no comma search.
+    let (scheme, token) = split_authorization(value);
+    (!token.is_empty() && crate::extract::is_token_scheme(scheme))
+        || crate::extract::lists_a_token(value)
 }
 
 /// The `cookie` header without the cookies named in `drop`, nor other

@@ -55,10 +55,7 @@ impl Worker {
             Document::Revocations,
             &p.issuer,
             p.revocations.clone().unwrap(),
-            ListBounds {
-                max_entries: config.revocation.max_entries,
-                max_staleness_ms: config.revocation.max_staleness_ms,
-            },
+            ListBounds::from(&config.revocation),
         );
         let mut engine = Engine::new(config, now_ms);
         engine.set_keys(ID, keys.clone());
