@@ -403,6 +403,8 @@ const SPELLINGS: &[&str] = &[
     "/public/%2e%2e/api/admin",
     "/public%2F..%2Fapi%2Fadmin",
     "/public/..%252Fapi/admin",
+    "/api%2Fadmin/%252e%252e/x",
+    "/api%252Fadmin/%25252e%25252e/x",
     "/healthz/../api/admin",
     "/healthz;/../api/admin",
     "/public\\..\\api\\admin",

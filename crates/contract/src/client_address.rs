@@ -30,6 +30,18 @@ use crate::ip_text::parse_ip;
 /// (`[ipv6]:port` is at most 47 bytes): a longer one is not an address, and
 /// the entries to its left are not looked for.
 pub const MAX_ENTRY_LEN: usize = 128;
+/// Headers beside `x-forwarded-*` and `forwarded` that backends take a
+/// client's address from (the edge removes a client's own copies: the
+/// shipped Istio gateway's `request_headers_to_remove`).
+pub const ADDRESS_HEADERS: [&str; 7] = [
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-cluster-client-ip",
+    "x-original-forwarded-for",
+];
 /// Largest accepted `xff_num_trusted_hops`.
 pub const MAX_TRUSTED_HOPS: u32 = 10;
 

@@ -43,21 +43,30 @@ pub fn decode_where(bytes: &[u8], decode: impl Fn(u8) -> bool) -> Vec<u8> {
     out
 }
 
-/// Every escape decoded, again and again as long as that changes anything.
-pub fn decode_fully(text: &str) -> Result<Vec<u8>, TooDeeplyEncoded> {
+/// What each round of decoding every escape leaves, as long as a round
+/// changes anything: what a backend that decodes once, twice, … acts on
+/// (the last is [`decode_fully`]'s). Empty for text with no escape.
+pub fn decode_rounds(text: &str) -> Result<Vec<Vec<u8>>, TooDeeplyEncoded> {
+    let mut rounds: Vec<Vec<u8>> = Vec::new();
     let mut bytes = text.as_bytes().to_vec();
-    for _ in 0..MAX_DECODE_ROUNDS {
+    loop {
         let next = decode_where(&bytes, |_| true);
         if next == bytes {
-            return Ok(bytes);
+            return Ok(rounds);
         }
+        if rounds.len() == MAX_DECODE_ROUNDS {
+            return Err(TooDeeplyEncoded);
+        }
+        rounds.push(next.clone());
         bytes = next;
     }
-    if decode_where(&bytes, |_| true) == bytes {
-        Ok(bytes)
-    } else {
-        Err(TooDeeplyEncoded)
-    }
+}
+
+/// Every escape decoded, again and again as long as that changes anything.
+pub fn decode_fully(text: &str) -> Result<Vec<u8>, TooDeeplyEncoded> {
+    Ok(decode_rounds(text)?
+        .pop()
+        .unwrap_or_else(|| text.as_bytes().to_vec()))
 }
 
 /// A query's name or value as a backend's parser may read it: every escape

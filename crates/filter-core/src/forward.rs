@@ -26,6 +26,7 @@
 //! backend may take its own kind.
 
 use authflow_contract::browser::{CHALLENGE_COOKIE, CSRF_COOKIE, REFRESH_COOKIE};
+use authflow_contract::client_address::ADDRESS_HEADERS;
 use authflow_contract::fingerprint::{DEVICE_COOKIE, DEVICE_HEADER};
 
 use crate::config::FilterConfig;
@@ -39,22 +40,33 @@ use crate::request::{HeaderReads, Request};
 /// folds trailers into the header section (RFC 9110 §6.5.1 forbids it;
 /// Apache's `MergeTrailers On` does it) would read them as headers the
 /// decision never saw: a method, path or host override the route rules
-/// judge in the headers, or a credential beside the one verified. A name
-/// that is not UTF-8 is kept away too.
+/// judge in the headers, a credential beside the one verified, or a client
+/// address (`x-forwarded-for` to the right of the proxies' entries) that
+/// the edge removes from the headers only. A name that is not UTF-8 is
+/// kept away too.
 pub fn withheld_trailer(config: &FilterConfig, name: &[u8]) -> bool {
+    use crate::header_spellings::same_header;
     use crate::policy::{HOST_OVERRIDE_HEADERS, METHOD_OVERRIDE_HEADERS, PATH_OVERRIDE_HEADERS};
     let Ok(name) = std::str::from_utf8(name) else {
         return true;
     };
+    const FORWARDED_PREFIX: &str = "x-forwarded-";
+    if name
+        .get(..FORWARDED_PREFIX.len())
+        .is_some_and(|prefix| same_header(prefix, FORWARDED_PREFIX))
+    {
+        return true;
+    }
     let credentials = ["authorization", "cookie", "dpop", DEVICE_HEADER];
     let mut judged = METHOD_OVERRIDE_HEADERS
         .iter()
         .chain(&PATH_OVERRIDE_HEADERS)
         .chain(&HOST_OVERRIDE_HEADERS)
         .chain(&credentials)
+        .chain(&ADDRESS_HEADERS)
         .copied()
         .chain(config.token_sources.headers.iter().map(String::as_str));
-    judged.any(|h| crate::header_spellings::same_header(name, h))
+    judged.any(|h| same_header(name, h))
 }
 
 /// Whether the answer to `req` may not set the credential cookies
@@ -430,11 +442,18 @@ mod tests {
             "dpop",
             "x_authflow_device",
             "x_token",
+            // A client's address to the right of the proxies' (finding:
+            // withheld from the headers at the edge, not from trailers).
+            "x-forwarded-for",
+            "x_forwarded_for",
+            "x-forwarded-proto",
+            "x-real-ip",
+            "true_client_ip",
         ] {
             assert!(withheld_trailer(&c, name.as_bytes()), "{name}");
         }
         assert!(withheld_trailer(&c, b"x-\xffoverride"));
-        for kept in ["x-checksum", "grpc-status", "x-other"] {
+        for kept in ["x-checksum", "grpc-status", "x-other", "x-forwarded"] {
             assert!(!withheld_trailer(&c, kept.as_bytes()), "{kept}");
         }
     }

@@ -142,6 +142,11 @@ pub fn policy_for<'a>(
             .any(|r| r.methods.iter().any(|m| method_matches(m, named, false)));
         push_once(&mut methods, if ruled { named } else { "" });
     }
+    // Frameworks run the GET handler for HEAD: a rule for HEAD alone does
+    // not decide what that handler needs.
+    if req.method().eq_ignore_ascii_case("HEAD") && !named_methods_ignored(config) {
+        push_once(&mut methods, "GET");
+    }
     for (i, &method) in methods.iter().enumerate() {
         // Rule methods are upper case (config): only the request's own
         // method, with a lower-case letter, reads two ways.
@@ -352,10 +357,15 @@ fn push_host<'r>(found: &mut Vec<&'r str>, named: &'r str) -> Result<(), Ambiguo
 /// rules compare them ignoring case). Only a configuration with rules on
 /// methods can decide one of them otherwise.
 fn method_overrides(config: &FilterConfig, req: &Request) -> Vec<String> {
-    if config.routes.iter().all(|r| r.methods.is_empty()) {
+    if named_methods_ignored(config) {
         return Vec::new();
     }
     named_methods(req)
+}
+
+/// Without a rule on methods, no method a request may run as decides it otherwise.
+fn named_methods_ignored(config: &FilterConfig) -> bool {
+    config.routes.iter().all(|r| r.methods.is_empty())
 }
 
 /// Every method `req` names in an override header or a `_method` parameter.
@@ -838,6 +848,33 @@ mod tests {
         );
         // A backend that does not upper-case `get` may serve it with a stronger handler: refused.
         assert_eq!(decide_as(&c, "get", "api", "/files/a"), Err(AmbiguousPath));
+    }
+
+    /// Finding: a rule for `HEAD` alone before a stronger `GET` rule let an
+    /// anonymous `HEAD` run the GET handler (its side effects, its headers:
+    /// `Set-Cookie`, `ETag`, lengths) under the weaker rule. A `HEAD` is
+    /// judged as the `GET` it runs as too.
+    #[test]
+    fn a_head_rule_does_not_open_the_get_handler() {
+        let c = config(serde_json::json!({"routes": [
+            {"match": {"exact": "/api/report", "methods": ["HEAD"]}, "policy": "public"},
+            {"match": {"exact": "/api/report", "methods": ["GET"]}, "policy": {"roles_any": ["admin"]}},
+            {"match": {"exact": "/status", "methods": ["HEAD"]}, "policy": {"roles_any": ["admin"]}},
+            {"match": {"exact": "/status"}, "policy": "public"}
+        ]}));
+        for m in ["HEAD", "head"] {
+            assert_eq!(
+                decide_as(&c, m, "api", "/api/report"),
+                Err(AmbiguousPath),
+                "{m}"
+            );
+        }
+        // A HEAD rule stronger than the GET handler's stands.
+        assert_eq!(
+            decide_as(&c, "HEAD", "api", "/status"),
+            Ok(&Policy::RolesAny(vec!["admin".into()]))
+        );
+        assert_eq!(decide_as(&c, "GET", "api", "/status"), Ok(&Policy::Public));
     }
 
     /// What a request with extra headers is decided as.

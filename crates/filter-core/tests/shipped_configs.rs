@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use authflow_contract::browser::{ACCESS_COOKIE, REFRESH_PATH};
+use authflow_contract::client_address::ADDRESS_HEADERS;
 use authflow_filter_core::browser;
 use authflow_filter_core::config::{FilterConfig, JwksSource, Policy};
 use authflow_filter_core::deny::DenyReason;
@@ -438,16 +439,7 @@ fn every_public_connection_manager_drops_client_written_addresses() {
                     .as_array()
                     .cloned()
                     .unwrap_or_default();
-                for header in [
-                    "forwarded",
-                    "x-real-ip",
-                    "x-client-ip",
-                    "true-client-ip",
-                    "cf-connecting-ip",
-                    "fastly-client-ip",
-                    "x-cluster-client-ip",
-                    "x-original-forwarded-for",
-                ] {
+                for header in std::iter::once("forwarded").chain(ADDRESS_HEADERS) {
                     assert!(
                         removed.iter().any(|h| h == header),
                         "{name}: route_config.request_headers_to_remove lacks {header}"
