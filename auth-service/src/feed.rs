@@ -493,6 +493,12 @@ impl Feed {
         self
     }
 
+    /// Whether memory may lack what the database holds: the last sync
+    /// failed, or the last that worked is older than the bound.
+    fn behind(&self) -> bool {
+        self.behind.load(Ordering::SeqCst) || self.stale()
+    }
+
     /// Whether the last sync that worked is older than the bound: the
     /// database may hold revocations (another instance's) missing here.
     fn stale(&self) -> bool {
@@ -714,11 +720,14 @@ impl Feed {
         let position = since.and_then(|c| position_in(&epoch, c));
         let since = position.map(|(seq, _)| seq);
         let named = position.and_then(|(_, digest)| digest);
-        if since > Some(self.head.load(Ordering::SeqCst)) || self.behind.load(Ordering::SeqCst) {
+        if since > Some(self.head.load(Ordering::SeqCst)) || self.behind() {
             // A cursor from another instance that saw a newer write than this
-            // one has synced yet (milliseconds, on one database), or the last
-            // sync failed: catch up first, rather than answer a whole
-            // snapshot to a current poller, or a 304 over an acknowledged write.
+            // one has synced yet (milliseconds, on one database), the last
+            // sync failed, or none has run for longer than the list vouches
+            // for (the periodic syncs stopped without failing): catch up
+            // first, rather than answer a whole snapshot to a current
+            // poller, or a 304 over an acknowledged write or another
+            // instance's ban.
             // While a sync runs, its result is this one's: such cursors (anyone
             // may send one) never queue syncs ahead of a revoking write's.
             match self.sync_lock.try_lock() {
@@ -734,7 +743,7 @@ impl Feed {
                     // have been: a sync of its own each, the polls that waited
                     // together would fail one after another (each up to the
                     // database's timeout) ahead of a revoking write's sync.
-                    if self.behind.load(Ordering::SeqCst) {
+                    if self.behind() {
                         return Err(StoreError::Database(sqlx::Error::Io(
                             std::io::Error::other("the revocation feed's last sync failed"),
                         )));
@@ -1184,6 +1193,45 @@ mod tests {
         assert!(
             jtis(&answer).contains(&"j-late".to_string()),
             "the poll after the failure gets the acknowledged revocation (got {:?})",
+            jtis(&answer)
+        );
+    }
+
+    /// Finding: a `304` was refused only after a sync that failed, not when
+    /// none had run for longer than the list vouches for (the instance's
+    /// periodic sync task stopped, its database notifications lost). A
+    /// filter polling only that instance took `304` after `304` as current,
+    /// and another instance's ban never reached it. The poll catches up first.
+    #[tokio::test]
+    async fn a_poll_to_an_instance_unsynced_past_its_bound_catches_up_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let feed = Feed::load(&store, MARGIN, 10, EXP - 10)
+            .await
+            .unwrap()
+            .with_max_staleness(Duration::from_millis(100));
+        let cursor = feed.cursor();
+        // Another instance's write: nothing tells this one.
+        store
+            .revoke_token("j-elsewhere", EXP - 10, EXP)
+            .await
+            .unwrap();
+        let answer = feed
+            .answer(&store, "iss", Some(&cursor), EXP - 10)
+            .await
+            .unwrap();
+        assert!(
+            matches!(answer, FeedAnswer::NotModified),
+            "within the bound, memory answers"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let answer = feed
+            .answer(&store, "iss", Some(&cursor), EXP - 10)
+            .await
+            .unwrap();
+        assert!(
+            jtis(&answer).contains(&"j-elsewhere".to_string()),
+            "past the bound, the poll gets the other instance's revocation (got {:?})",
             jtis(&answer)
         );
     }
