@@ -461,16 +461,14 @@ pub async fn refresh(
         // A logout (or expiry) committed since the session was read.
         Rotation::SessionEnded => return Err(ApiError::InvalidGrant("the session has ended")),
         Rotation::AlreadyUsed => {
-            // Another use of the same token rotated it since it was read: judged
-            // by that rotation's time, like any second use.
-            let used_at = state
-                .store
-                .refresh_token(&old_hash)
-                .await?
-                .and_then(|r| r.used_at)
-                .unwrap_or(now);
+            // Another use of the same token rotated it since this request read
+            // it unused: the two were in flight together, a race (two tabs, a
+            // retry), whatever time the other instance's clock stamped it
+            // with. Judged by that stamp, an instance whose clock is behind
+            // this one's by more than the grace made the race look like reuse
+            // and ended the session.
             // The proof was recorded as used just before the rotation.
-            return Err(used_again(state, client, &session, used_at, now, None).await);
+            return Err(used_again(state, client, &session, now, now, None).await);
         }
     }
     inc(&state.metrics.refresh_ok);

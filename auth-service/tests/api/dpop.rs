@@ -328,6 +328,43 @@ async fn a_bound_refresh_token_works_only_with_its_key_and_a_wrong_key_burns_not
         .is_some());
 }
 
+/// Finding: a refresh that lost its race to another instance was judged by
+/// the winner's rotation stamp, taken from the winner's clock. With that
+/// clock 15 s behind this instance's (within the 60 s instances may differ
+/// by), the race looked like a reuse 15 s later and ended the session. The
+/// other instance's rotation is made here by a trigger when this request's
+/// proof is recorded: after the request read the token unused, before it
+/// rotates it.
+#[tokio::test]
+async fn a_refresh_race_lost_to_an_instance_whose_clock_is_behind_keeps_the_session() {
+    let app = spawn_app().await;
+    app.verified_user("behind@example.com").await;
+    let key = DpopKey::ed25519();
+    let t = app.dpop_signin("behind@example.com", &key).await;
+    let postgres = app.database_url.is_some();
+    let now = if postgres {
+        "CAST(EXTRACT(EPOCH FROM now()) AS BIGINT)"
+    } else {
+        "CAST(strftime('%s', 'now') AS INTEGER)"
+    };
+    let rotate_elsewhere =
+        format!("UPDATE refresh_tokens SET used_at = {now} - 15 WHERE used_at IS NULL");
+    if postgres {
+        run_sql(&app, &[
+            &format!("CREATE FUNCTION test_rotated_elsewhere() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN {rotate_elsewhere}; RETURN NEW; END $$"),
+            "CREATE TRIGGER test_rotated_elsewhere AFTER INSERT ON dpop_proofs FOR EACH ROW EXECUTE FUNCTION test_rotated_elsewhere()",
+        ]).await;
+    } else {
+        run_sql(&app, &[&format!(
+            "CREATE TRIGGER test_rotated_elsewhere AFTER INSERT ON dpop_proofs BEGIN {rotate_elsewhere}; END"
+        )]).await;
+    }
+    let r = app.dpop_refresh(&t, &key).await;
+    assert_eq!(invalid_grant(r).await, "refresh token was just rotated");
+    let session = app.state.store.session(&t.session).await.unwrap().unwrap();
+    assert!(session.revoked_at.is_none(), "the race ended the session");
+}
+
 /// RFC 9449 §5: a refresh token issued to a request with a proof works
 /// only with proofs from that key. A session started without a proof stayed
 /// unbound after a refresh with one: its new access token was bound, but
