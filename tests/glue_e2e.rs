@@ -655,3 +655,131 @@ fn forged_kids_waiting_on_one_refetch_do_not_kill_the_vm() {
         "they waited for the refetch"
     );
 }
+
+/// An upstream that holds every request open: an answer begun (a chunked
+/// event stream, one event) and never ended, for as long as the test runs.
+fn holding_upstream(conns: usize) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        // A thread each, so that connections are taken as fast as Envoy
+        // opens them (the listen backlog is short).
+        for conn in listener.incoming().take(conns) {
+            let Ok(mut c) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n6\r\ntick\n\n\r\n";
+                if c.write_all(head).is_ok() {
+                    // Until Envoy lets go of it.
+                    let _ = c.read(&mut buf);
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Open streams whose token no longer passes are reset together at a sweep,
+/// with no bound on how many. Local replies to paused requests nest when
+/// Envoy runs them after the VM call (a few hundred exhaust V8's stack:
+/// [`many_paused_requests_refused_at_once_leave_the_vm_serving`]); resets,
+/// each entering the VM again as its stream is deleted, must not. Here a
+/// thousand streams of one key end at once when the issuer withdraws it:
+/// every one ends, and the VM lives on.
+#[test]
+fn many_open_streams_ended_at_once_leave_the_vm_serving() {
+    use std::io::{Read, Write};
+    const ISS: &str = "https://streams.glue.test";
+    const STREAMS: usize = 1000;
+    let withdrawn = Ed25519KeyPair::generate().with_key_id("k1");
+    let kept = Ed25519KeyPair::generate().with_key_id("k2");
+    let jwks = JwksServer::start(jwks_of(&[
+        withdrawn.public_key().to_jwk(),
+        kept.public_key().to_jwk(),
+    ]));
+    let echo = EchoServer::start("127.0.0.1:0").unwrap();
+    let upstream = holding_upstream(STREAMS + 16);
+    let filter = filter_config(
+        "streams",
+        ISS,
+        "jwks",
+        json!({"min_refetch_interval_secs": 1}),
+        json!({}),
+    );
+    let envoy = Envoy::start(EnvoyOptions {
+        filter,
+        clusters: vec![
+            ("backend".into(), upstream),
+            ("jwks".into(), jwks.port),
+            ("echo".into(), echo.addr.port()),
+        ],
+        concurrency: 1,
+        routes: routes_to("echo", &["/echo"]),
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let survivor = token(&kept, ISS);
+    let serves = |t: &str| envoy.get("/echo", &[("authorization", &bearer(t))]).status == 200;
+    assert!(eventually(Duration::from_secs(10), || serves(&survivor)));
+
+    let doomed = bearer(&token(&withdrawn, ISS));
+    let mut streams: Vec<std::net::TcpStream> = (0..STREAMS)
+        .map(|_| {
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", envoy.port)).unwrap();
+            let request =
+                format!("GET /events HTTP/1.1\r\nhost: x\r\nauthorization: {doomed}\r\n\r\n");
+            c.write_all(request.as_bytes()).unwrap();
+            c
+        })
+        .collect();
+    for c in &mut streams {
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 512];
+        let n = c.read(&mut buf).unwrap();
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 200"),
+            "the stream flows: {} {:?}",
+            String::from_utf8_lossy(&buf[..n]),
+            [
+                "upstream_rq_pending_overflow",
+                "upstream_cx_connect_fail",
+                "upstream_cx_overflow",
+                "upstream_rq_200",
+                "upstream_cx_total",
+                "upstream_rq_timeout",
+                "upstream_cx_destroy_remote"
+            ]
+            .map(|s| envoy.envoy_stat(&format!("cluster.backend.{s}")))
+        );
+    }
+    // Old enough to be judged again; then the key leaves the issuer's set,
+    // and a token of a new key brings the fetch that tells the filter.
+    std::thread::sleep(Duration::from_millis(1_500));
+    let successor = Ed25519KeyPair::generate().with_key_id("k3");
+    jwks.set(jwks_of(&[
+        kept.public_key().to_jwk(),
+        successor.public_key().to_jwk(),
+    ]));
+    assert!(eventually(Duration::from_secs(10), || serves(&token(
+        &successor, ISS
+    ))));
+    assert!(
+        eventually(Duration::from_secs(10), || envoy.stat("streams_ended")
+            >= STREAMS as u64),
+        "every stream of the withdrawn key ends ({} did)",
+        envoy.stat("streams_ended")
+    );
+    let serves_after = eventually(Duration::from_secs(5), || serves(&survivor));
+    let log = envoy.log();
+    assert!(
+        serves_after && !log.contains("Maximum call stack"),
+        "the VM died: {log}"
+    );
+}
