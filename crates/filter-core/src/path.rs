@@ -34,7 +34,17 @@ pub enum Unreadable {
     InvalidEscape,
     /// Still percent-encoded after [`percent::MAX_DECODE_ROUNDS`] rounds of decoding.
     TooDeeplyEncoded,
+    /// Longer than [`MAX_AMBIGUOUS_PATH_LEN`] and not reading one way.
+    TooLong,
 }
+
+/// The longest path judged in all its readings. Each costs a few passes
+/// over the path, and a request is judged several times (its rule, its
+/// credentials' route, a browser redirect): a 60 KiB path of escapes and
+/// dots cost a worker milliseconds. No client sends such a path (servers
+/// refuse URLs of 8 KiB with their query); a longer one that reads one
+/// way costs nothing and is judged as ever.
+pub const MAX_AMBIGUOUS_PATH_LEN: usize = 4096;
 
 impl From<percent::TooDeeplyEncoded> for Unreadable {
     fn from(_: percent::TooDeeplyEncoded) -> Self {
@@ -62,6 +72,9 @@ pub fn readings(path: &str) -> Result<Readings<'_>, Unreadable> {
             normalized: Cow::Borrowed(path),
             others: Vec::new(),
         });
+    }
+    if path.len() > MAX_AMBIGUOUS_PATH_LEN {
+        return Err(Unreadable::TooLong);
     }
     if has_invalid_escape(path.as_bytes()) {
         return Err(Unreadable::InvalidEscape);
@@ -369,6 +382,22 @@ mod tests {
         assert_eq!(readings("/a%2525252561"), Err(Unreadable::TooDeeplyEncoded));
         // An escaped percent that decodes to a lone `%` is data, not an error.
         assert!(readings("/items/100%25").is_ok());
+    }
+
+    /// Finding: a path of tens of KiB of escapes, dots and `;` was read in
+    /// every way, on each of the several judgements of one request: one
+    /// unauthenticated request cost a worker milliseconds. Past the bound
+    /// such a path is not placed; one that reads one way is, at any length.
+    #[test]
+    fn a_long_path_is_read_several_ways_only_within_a_bound() {
+        let segment = "/%252e%252e;x";
+        let at_bound = segment.repeat(MAX_AMBIGUOUS_PATH_LEN / segment.len());
+        assert!(readings(&at_bound).is_ok());
+        let past = segment.repeat(MAX_AMBIGUOUS_PATH_LEN / segment.len() + 1);
+        assert_eq!(readings(&past), Err(Unreadable::TooLong));
+        let plain = "/a".repeat(MAX_AMBIGUOUS_PATH_LEN);
+        let r = readings(&plain).unwrap();
+        assert!(r.others.is_empty() && r.normalized == plain);
     }
 
     #[test]

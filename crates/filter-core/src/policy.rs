@@ -205,6 +205,12 @@ fn path_overrides(req: &Request) -> Result<Vec<path::Readings<'_>>, AmbiguousPat
     let mut found = Vec::new();
     for name in PATH_OVERRIDE_HEADERS {
         for value in spelled_values(req, name) {
+            // Each named path multiplies the readings judged: a client that
+            // names more than a backend reads (the first, the last) is
+            // refused, not judged a hundred times over.
+            if found.len() == MAX_NAMED_PATHS {
+                return Err(AmbiguousPath);
+            }
             // Bytes that are not UTF-8: a backend reads them, not the marker.
             if value == NOT_UTF8 {
                 return Err(AmbiguousPath);
@@ -215,6 +221,9 @@ fn path_overrides(req: &Request) -> Result<Vec<path::Readings<'_>>, AmbiguousPat
     }
     Ok(found)
 }
+
+/// The most paths a request may name in [`PATH_OVERRIDE_HEADERS`].
+const MAX_NAMED_PATHS: usize = 4;
 
 /// Whether `req` names a path in a header a backend may take instead of its own.
 pub fn names_a_path(req: &Request) -> bool {
@@ -1059,6 +1068,12 @@ mod tests {
             assert_eq!(at(&[extra]), Err(AmbiguousPath), "{extra:?}");
         }
         assert_eq!(at(&[("x-original-url", "/public/x")]), Ok(&Policy::Public));
+        // Finding: every copy of a named path was judged in all its readings,
+        // a hundred copies a hundred times over. More than a backend reads
+        // is refused.
+        let copies = [("x-original-url", "/public/x"); MAX_NAMED_PATHS + 1];
+        assert_eq!(at(&copies[..MAX_NAMED_PATHS]), Ok(&Policy::Public));
+        assert_eq!(at(&copies), Err(AmbiguousPath));
     }
 
     #[test]
