@@ -95,19 +95,33 @@ fn mailbox(address: &str) -> String {
     }
 }
 
-/// Takes one mail from the recipient's budget only: for a mail whose sending
-/// depends on the account behind the address (a fresh verification link at
-/// sign-in goes only to an account not verified yet). Charged to the
+/// Takes one mail from the recipient's budgets only: for a mail whose
+/// sending depends on the account behind the address (a fresh verification
+/// link at sign-in goes only to an account not verified yet). Charged to the
 /// requester's budget, it would let the requester count, with its own later
 /// mails, whether the address was new; the recipient's budget it cannot see.
+/// Such mails have a share of the inbox's hour of their own
+/// (`mail.max_per_recipient_per_hour`), and count toward its whole hour as
+/// any mail does: capped at one share on the whole hour's count instead,
+/// they stopped once anyone's mails reached it, and five reset requests
+/// from one stranger kept the owner's sign-in from mailing a fresh link.
 pub async fn allow_recipient(state: &AppState, recipient: &str, now: i64) -> ApiResult<bool> {
+    let to_key = recipient_key(recipient);
+    let max = state.config.mail.max_per_recipient_per_hour;
+    let share = state
+        .store
+        .take_mail_budget(&format!("{to_key}:resend"), now, WINDOW_SECS, max)
+        .await?;
+    if !share {
+        return Ok(false);
+    }
     Ok(state
         .store
         .take_mail_budget(
-            &recipient_key(recipient),
+            &to_key,
             now,
             WINDOW_SECS,
-            state.config.mail.max_per_recipient_per_hour,
+            max.saturating_mul(RECIPIENT_SHARES),
         )
         .await?)
 }

@@ -2,13 +2,14 @@
 //! and comb tables, built for Wasm) must decide exactly as the `p256`
 //! crate's `VerifyingKey::verify` on every key, message and signature:
 //! genuine signatures (then tampered), arbitrary bytes, and the scalar edge
-//! cases (0, 1, n − 1, n, p − n, p, 2²⁵⁶ − 1, the key's own x).
+//! cases (0, 1, n − 1, n, p − n, p, 2²⁵⁶ − 1, the key's own x); and
+//! `verify_once` (no table: a DPoP proof's key) exactly as `P256Key`.
 #![no_main]
 
 use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
-use authflow_contract::p256_verify::P256Key;
+use authflow_contract::p256_verify::{verify_once, P256Key};
 use libfuzzer_sys::fuzz_target;
 use p256::ecdsa::signature::{Signer, Verifier};
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
@@ -165,6 +166,13 @@ fuzz_target!(|input: Input| {
         (Some(k), _) => {
             let Some(expected) = expected else { panic!("only ours accepted the key {key_bytes:02x?}") };
             assert_eq!(k.verify(input.message, &sig), expected, "key {key_bytes:02x?} sig {sig:02x?}");
+            // A key used once (a DPoP proof's): no table, the same decision.
+            let (x, y) = key_bytes[1..].split_at(32);
+            assert_eq!(
+                verify_once(x.try_into().unwrap(), y.try_into().unwrap(), input.message, &sig),
+                expected,
+                "verify_once: key {key_bytes:02x?} sig {sig:02x?}"
+            );
         }
         (None, true) => assert!(expected.is_none(), "only the reference accepted the key {key_bytes:02x?}"),
         // Compressed or other encodings: ours takes only uncompressed points, by design.

