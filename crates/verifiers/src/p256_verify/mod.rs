@@ -84,7 +84,7 @@ pub fn verify_once(x: &[u8; 32], y: &[u8; 32], message: &[u8], signature: &[u8])
         // is the identity only for Q = −G, and adding it then adds nothing.
         let g_plus_q = batch_to_affine(&[Jacobian::from(&g).add_affine(&q)])
             .and_then(|sum| sum.into_iter().next());
-        let bit = |k: &[u32; 8], i: usize| k[i / 32] >> (i % 32) & 1 == 1;
+        let bit = |k: &[u32; 8], i: usize| k.get(i / 32).is_some_and(|l| l >> (i % 32) & 1 == 1);
         let mut sum = Jacobian::IDENTITY;
         for i in (0..256).rev() {
             sum = sum.double();
