@@ -212,6 +212,13 @@ impl Kek {
         &self.current.id
     }
 
+    /// Whether this process has the KEK of id `id` (current or previous).
+    pub fn holds(&self, id: &str) -> bool {
+        std::iter::once(&self.current)
+            .chain(&self.previous)
+            .any(|k| k.id == id)
+    }
+
     /// How every value sealed with the current KEK begins: anything else
     /// (an older key, or clear) is for re-sealing. Holds no `%` or `_`, so
     /// it is also its own SQL `LIKE` prefix.

@@ -290,8 +290,10 @@ async fn run(cli: Cli) -> Result<(), String> {
             let password = new_password(password, password_stdin)?;
             create_user(config, &email, &password, roles).await
         }
+        // Listing re-seals nothing (`Inspect`): a listing run with a rotation's
+        // next key must not move the secrets under it before every instance has it.
         Command::User(UserCommand::List) => {
-            let store = open_store(&config, Opening::Existing)
+            let store = open_store(&config, Opening::Inspect)
                 .await
                 .map_err(|e| e.to_string())?;
             let mut page = PageRequest::first(1000);
@@ -434,7 +436,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
         }
         Command::Keys(KeysCommand::List) => {
-            let state = build_state(config, Opening::Existing)
+            let state = build_state(config, Opening::Inspect)
                 .await
                 .map_err(|e| e.to_string())?;
             for k in state.keys.list() {

@@ -36,7 +36,7 @@ macro_rules! kept_sealed {
         .bind($kek.id())
         .fetch_all($executor)
         .await?;
-        $crate::store::sealed::Kept::new(&$kek, &newer)
+        $crate::store::sealed::Kept::new(&$kek, &newer)?
     }};
 }
 
@@ -927,7 +927,7 @@ macro_rules! impl_store {
             }
 
             async fn count_not_under_current_kek(&self) -> StoreResult<u64> {
-                count_not_kept!(self, crate::store::sealed::Kept::new(&self.kek, &[]))
+                count_not_kept!(self, crate::store::sealed::Kept::new(&self.kek, &[])?)
             }
 
             async fn count_to_reseal(&self) -> StoreResult<u64> {

@@ -52,12 +52,25 @@ pub struct Kept {
 
 impl Kept {
     /// `newer`: ids of the KEKs put in use after this process's current one.
-    pub fn new(kek: &Kek, newer: &[String]) -> Self {
+    /// Each must be one this process has (in `kek.previous`, during a
+    /// rotation's rollout): a process still on a KEK a rotation retired (a
+    /// CLI's environment, a forgotten deployment) would keep what it cannot
+    /// open, and seal what it writes (a rotated signing key, a second
+    /// factor) under a key the other instances may no longer have.
+    pub fn new(kek: &Kek, newer: &[String]) -> StoreResult<Self> {
+        if let Some(id) = newer.iter().find(|id| !kek.holds(id)) {
+            return Err(StoreError::Sealed(format!(
+                "the database has secrets sealed with key-encryption key {id}, put in use after \
+                 the configured one ({}): configure {id} as `kek` (or, while a rotation rolls out, \
+                 in `kek_previous`)",
+                kek.id()
+            )));
+        }
         let patterns = std::iter::once(kek.current_prefix())
             .chain(newer.iter().map(|id| Kek::prefix_of(id)))
             .map(|prefix| format!("{prefix}%"))
             .collect();
-        Kept { patterns }
+        Ok(Kept { patterns })
     }
 
     /// The patterns, to bind after the other parameters of [`Kept::excluded`]'s query.

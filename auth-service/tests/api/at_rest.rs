@@ -105,6 +105,47 @@ async fn a_missing_or_wrong_key_is_a_clear_start_error() {
     assert!(e.to_string().contains("key-encryption key"), "{e}");
 }
 
+/// Finding: a process still configured with the KEK a rotation retired (a
+/// CLI's environment, a forgotten deployment) started without complaint
+/// once the database named a newer key: it kept what it could not open,
+/// and sealed what it wrote (a rotated signing key, a second factor) under
+/// the retired key, which the instances on the new key cannot open (every
+/// token endpoint 503 once such a signing key is active). It is refused at
+/// start, naming the key it needs.
+#[tokio::test]
+async fn a_process_on_a_kek_a_rotation_retired_is_refused_at_start() {
+    let app = spawn_app().await;
+    let email = "retired@example.com";
+    app.verified_user(email).await;
+    let t = app.signin(email, PASSWORD).await;
+    app.enrol_totp(&t).await;
+    let old = app.state.config.kek.current.unwrap();
+    let new: [u8; 32] = std::array::from_fn(|i| i as u8 + 3);
+    let _rotated = spawn_app_beside(&app, |c| {
+        c.kek.current = Some(new);
+        c.kek.previous = vec![old];
+    })
+    .await;
+    let new_id = authflow_auth_service::kek::Kek::new(&new, &[])
+        .unwrap()
+        .id()
+        .to_owned();
+    let mut config = test_config(app.dir.path(), app.database_url.as_deref(), |_| {});
+    config.kek.current = Some(old);
+    config.kek.previous = Vec::new();
+    let e = authflow_auth_service::startup::spawn(config)
+        .await
+        .err()
+        .expect("the retired KEK alone: refused");
+    assert!(e.to_string().contains(&new_id), "{e}");
+    // With the new key as `kek_previous` (a rotation rolling out) it starts.
+    let _rolling_out = spawn_app_beside(&app, |c| {
+        c.kek.current = Some(old);
+        c.kek.previous = vec![new];
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn clear_secrets_are_sealed_on_start_and_a_rotated_key_reseals_everything() {
     let app = spawn_app().await;
