@@ -178,7 +178,8 @@ pub fn access_token(headers: &HeaderMap) -> Option<(Scheme, &str)> {
         return None;
     }
     let value = first.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
+    // The filter's reading: the scheme ends at any whitespace (`Bearer<TAB>t`).
+    let (scheme, token) = authflow_contract::authorization::split_authorization(value);
     let scheme = if scheme.eq_ignore_ascii_case("bearer") {
         Scheme::Bearer
     } else if scheme.eq_ignore_ascii_case(authflow_contract::dpop::AUTH_SCHEME) {
@@ -186,7 +187,7 @@ pub fn access_token(headers: &HeaderMap) -> Option<(Scheme, &str)> {
     } else {
         return None;
     };
-    Some((scheme, token.trim())).filter(|(_, t)| !t.is_empty())
+    Some((scheme, token)).filter(|(_, t)| !t.is_empty())
 }
 
 /// Whether an `Authorization` value may carry an access token to some

@@ -1645,6 +1645,32 @@ async fn no_token_gets_a_challenge_without_an_error_code() {
     }
 }
 
+/// Finding: the filter reads `Authorization: Bearer<TAB><token>` (a scheme
+/// ends at any whitespace, as backends splitting on `\s+` read it), the
+/// service only at a space: the same valid token passed the filter and got
+/// 400 here, at the service's own endpoints and `ext_authz`. One reading now.
+#[tokio::test]
+async fn a_token_after_a_tab_is_read_as_the_filter_reads_it() {
+    let app = spawn_app().await;
+    app.verified_user("tab@example.com").await;
+    let user = app.signin("tab@example.com", PASSWORD).await;
+    // The service's own endpoints read it so too (the logout last: it ends the session).
+    for (method, path) in [
+        (Method::GET, "/v1/ext-authz/items"),
+        (Method::POST, "/v1/auth/logout"),
+    ] {
+        let r = app
+            .http
+            .request(method, app.url(path))
+            .header("authorization", format!("Bearer\t{}", user.access))
+            .header("x-authflow-device", &user.device)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+}
+
 /// Finding: the filter's answers (`crates/filter-core/src/deny.rs`) and this
 /// service's differed for the same request. RFC 6750 §3.1: no error code
 /// when no credentials were sent (`ext_authz` answered `invalid_token`), a
