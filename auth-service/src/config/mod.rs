@@ -148,18 +148,31 @@ pub struct AccountConfig {
     pub reset_token_ttl: Duration,
     pub totp_issuer: String,
     /// Public origin of the browser pages (`/auth/…`) for links in mails,
-    /// as `scheme://host[:port]` (https in production); `None`: the issuer.
+    /// as `scheme://host[:port]` (https in production); `None`: the issuer's.
     pub pages_url: Option<String>,
 }
 
 impl AccountConfig {
-    /// The origin mailed links start with (no trailing `/`).
+    /// The origin mailed links start with (no trailing `/`): the issuer's
+    /// origin by default, not the issuer, whose path (`/realms/main`) the
+    /// pages are not under: a reset link there went to whatever the path
+    /// routes to, one-time token and all.
     pub fn pages_url<'a>(&'a self, issuer: &'a str) -> &'a str {
-        self.pages_url
-            .as_deref()
-            .unwrap_or(issuer)
-            .trim_end_matches('/')
+        match self.pages_url.as_deref() {
+            Some(url) => url.trim_end_matches('/'),
+            None => origin_of(issuer),
+        }
     }
+}
+
+/// `scheme://authority` of a URL (the whole text when it has no path).
+fn origin_of(url: &str) -> &str {
+    let authority_at = url.find("://").map_or(0, |at| at + 3);
+    let path_at = url
+        .get(authority_at..)
+        .and_then(|rest| rest.find('/'))
+        .map_or(url.len(), |at| authority_at + at);
+    url.get(..path_at).unwrap_or(url)
 }
 
 /// `[passwords]`: the argon2id cost.
@@ -1736,14 +1749,23 @@ mod tests {
                 "{issuer:?} accepted: {e:?}"
             );
         }
-        for issuer in [
-            "https://auth.example.com",
-            "https://auth.example.com:8443",
-            "https://auth.example.com/realms/main",
-            "https://[::1]:8443",
+        for (issuer, pages) in [
+            ("https://auth.example.com", "https://auth.example.com"),
+            (
+                "https://auth.example.com:8443",
+                "https://auth.example.com:8443",
+            ),
+            // Finding: mailed links went under the issuer's path, where no page is.
+            (
+                "https://auth.example.com/realms/main",
+                "https://auth.example.com",
+            ),
+            ("https://[::1]:8443", "https://[::1]:8443"),
         ] {
             let c = production_with(&[("AUTHFLOW_TOKENS__ISSUER", issuer)]);
             assert!(c.is_ok(), "{issuer}: {:?}", c.err());
+            let c = c.unwrap();
+            assert_eq!(c.accounts.pages_url(&c.tokens.issuer), pages, "{issuer}");
         }
         Config::load_from(None, &[]).unwrap();
     }
