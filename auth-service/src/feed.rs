@@ -670,6 +670,7 @@ impl Feed {
     /// the waiter cap) until the head passes `since` or `wait` is over; whether
     /// it passed. Over the cap it returns at once: the caller answers as a plain poll.
     pub async fn wait_past(&self, since: &str, wait: std::time::Duration) -> bool {
+        let epochs = self.notifier.epochs();
         let Some(seq) = self.parse_cursor(since) else {
             // Answered 304 a moment ago, of an epoch replaced since: answer again.
             return true;
@@ -677,7 +678,7 @@ impl Feed {
         let Some(slot) = self.notifier.try_park() else {
             return false;
         };
-        let passed = self.notifier.wait_past(&slot, seq, wait).await;
+        let passed = self.notifier.wait_past(&slot, seq, epochs, wait).await;
         passed || self.parse_cursor(since).is_none()
     }
 

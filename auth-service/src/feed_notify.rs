@@ -80,11 +80,28 @@ impl FeedNotifier {
         taken.ok().map(|_| WaiterSlot(&self.waiters))
     }
 
-    /// Waits until the head is past `seq` or `wait` is over; whether it is past.
-    pub async fn wait_past(&self, _slot: &WaiterSlot<'_>, seq: i64, wait: Duration) -> bool {
+    /// How many epochs have begun: read before a cursor is, and handed to
+    /// [`Self::wait_past`], so that an epoch begun in between is not missed.
+    pub fn epochs(&self) -> u64 {
+        *self.resets.borrow()
+    }
+
+    /// Waits until the head is past `seq` or `wait` is over; whether it is
+    /// past. An epoch begun since `epochs` (what [`Self::epochs`] said
+    /// before `seq` was read) counts as past at once: the head it waits on
+    /// is the new epoch's, which may never pass `seq`.
+    pub async fn wait_past(
+        &self,
+        _slot: &WaiterSlot<'_>,
+        seq: i64,
+        epochs: u64,
+        wait: Duration,
+    ) -> bool {
         let mut head = self.head.subscribe();
         let mut resets = self.resets.subscribe();
-        resets.mark_unchanged();
+        if *resets.borrow_and_update() != epochs {
+            return true;
+        }
         let mut stopping = self.stopping.subscribe();
         let passed = tokio::time::timeout(wait, async {
             tokio::select! {
@@ -115,14 +132,14 @@ mod tests {
         assert!(notifier.try_park().is_none(), "over the cap");
         assert!(
             !notifier
-                .wait_past(&slot, 5, Duration::from_millis(20))
+                .wait_past(&slot, 5, 0, Duration::from_millis(20))
                 .await,
             "nothing new: the wait runs out"
         );
         notifier.bump(4);
         assert!(
             !notifier
-                .wait_past(&slot, 5, Duration::from_millis(20))
+                .wait_past(&slot, 5, 0, Duration::from_millis(20))
                 .await,
             "the head never moves back"
         );
@@ -131,10 +148,32 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
             n.bump(6);
         });
-        assert!(notifier.wait_past(&slot, 5, Duration::from_secs(5)).await);
+        assert!(
+            notifier
+                .wait_past(&slot, 5, 0, Duration::from_secs(5))
+                .await
+        );
         bumper.await.unwrap();
         drop(slot);
         assert_eq!(notifier.waiting(), 0);
         assert!(notifier.try_park().is_some(), "the place is free again");
+    }
+
+    /// Finding: a new epoch begun after a poll read its cursor but before it
+    /// parked was taken as already seen, and the poll waited on the new
+    /// epoch's lower head for its whole `wait` (up to a minute) before its
+    /// filter learned of the epoch and the revocations in it.
+    #[tokio::test]
+    async fn an_epoch_begun_before_the_wait_parks_ends_it_at_once() {
+        let notifier = FeedNotifier::new(50, 4);
+        let epochs = notifier.epochs();
+        notifier.new_epoch(3);
+        let slot = notifier.try_park().unwrap();
+        let waited = tokio::time::timeout(
+            Duration::from_secs(2),
+            notifier.wait_past(&slot, 50, epochs, Duration::from_secs(30)),
+        )
+        .await;
+        assert_eq!(waited, Ok(true));
     }
 }
