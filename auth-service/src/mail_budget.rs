@@ -15,6 +15,13 @@ use crate::state::AppState;
 /// The budgets' window.
 pub const WINDOW_SECS: i64 = 3600;
 
+/// The IPv6 prefix an inbox's shares are counted by (unless
+/// `throttle.ipv6_prefix_len` is wider still): a routed /48 is free for
+/// the asking (tunnel brokers), and counted by its /64s it held the ten
+/// shares that fill an inbox's hour, keeping the owner's reset link from
+/// going out. IPv4 addresses count alone, as everywhere.
+const SHARE_IPV6_PREFIX_LEN: u8 = 48;
+
 /// How many clients' shares of one inbox's hour (`mail.max_per_recipient_per_hour`
 /// each) the inbox takes in all: the ceiling a flood from many addresses meets.
 pub const RECIPIENT_SHARES: u32 = 10;
@@ -51,9 +58,17 @@ pub async fn allow(
     }
     let to_key = recipient_key(recipient);
     let max = state.config.mail.max_per_recipient_per_hour;
+    let network = crate::throttle::address_bucket(
+        &client.ip,
+        state
+            .config
+            .throttle
+            .ipv6_prefix_len
+            .min(SHARE_IPV6_PREFIX_LEN),
+    );
     let share = state
         .store
-        .take_mail_budget(&format!("{to_key}:{ip_key}"), now, WINDOW_SECS, max)
+        .take_mail_budget(&format!("{to_key}:ip:{network}"), now, WINDOW_SECS, max)
         .await?;
     if !share {
         return Ok(false);

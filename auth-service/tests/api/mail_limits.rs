@@ -79,6 +79,44 @@ async fn password_reset_mails_are_limited_per_recipient() {
     );
 }
 
+/// Finding: an inbox's shares were counted by /64, and a routed IPv6 /48
+/// (free from tunnel brokers) holds 65 536 of them: ten filled the inbox's
+/// hour, and the owner's own reset request mailed nothing. Shares are
+/// counted by /48.
+#[tokio::test]
+async fn one_ipv6_network_holds_one_share_of_an_inbox() {
+    let app = spawn_app_with(one_share_each).await;
+    let victim = "vera@example.com";
+    app.verified_user(victim).await;
+    for i in 0..CEILING {
+        let body = json!({"email": victim});
+        let from = format!("2001:db8:77:{i:x}::1");
+        assert_eq!(
+            post_from(&app, &from, "/v1/auth/password/forgot", body).await,
+            202
+        );
+    }
+    forgot_handled(&app, CEILING).await;
+    let resets = |mails: Vec<Value>| {
+        mails
+            .iter()
+            .filter(|m| m["subject"] == "Reset your password")
+            .count()
+    };
+    assert_eq!(resets(settled_outbox(&app, victim).await), 1, "one share");
+    let body = json!({"email": victim});
+    assert_eq!(
+        post_from(&app, "203.0.113.40", "/v1/auth/password/forgot", body).await,
+        202
+    );
+    forgot_handled(&app, CEILING + 1).await;
+    assert_eq!(
+        resets(settled_outbox(&app, victim).await),
+        2,
+        "the owner's reset link goes out"
+    );
+}
+
 #[tokio::test]
 async fn sign_up_notices_are_limited_per_recipient() {
     let app = spawn_app_with(one_share_each).await;
