@@ -191,11 +191,21 @@ impl PostgresStore {
         record_kek_in_use!(&mut *tx, self.kek);
         let kept = kept_sealed!(&mut *tx, self.kek);
         let mut count = 0;
-        let users: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
-            "SELECT id, totp_secret, totp_pending FROM users WHERE totp_secret IS NOT NULL OR totp_pending IS NOT NULL FOR UPDATE",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
+        // Only the rows holding a value to re-seal are read and locked: every
+        // start (and every command) comes here, and locking every user with a
+        // second factor held their sign-ins until it committed.
+        let sql = format!(
+            "SELECT id, totp_secret, totp_pending FROM users \
+             WHERE (totp_secret IS NOT NULL AND {}) OR (totp_pending IS NOT NULL AND {}) FOR UPDATE",
+            kept.excluded("totp_secret", 1),
+            kept.excluded("totp_pending", 1),
+        );
+        let mut query = sqlx::query_as(&sql);
+        for pattern in kept.patterns() {
+            query = query.bind(pattern.as_str());
+        }
+        let users: Vec<(String, Option<String>, Option<String>)> =
+            query.fetch_all(&mut *tx).await?;
         for (id, secret, pending) in &users {
             for (column, value) in [("totp_secret", secret), ("totp_pending", pending)] {
                 let Some(value) = value else { continue };
@@ -211,11 +221,15 @@ impl PostgresStore {
                 }
             }
         }
-        let keys: Vec<(String, Vec<u8>)> = sqlx::query_as(
-            "SELECT kid, private_key FROM signing_keys WHERE length(private_key) > 0 FOR UPDATE",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
+        let sql = format!(
+            "SELECT kid, private_key FROM signing_keys WHERE length(private_key) > 0 AND {} FOR UPDATE",
+            kept.excluded("private_key", 1),
+        );
+        let mut query = sqlx::query_as(&sql);
+        for pattern in kept.patterns() {
+            query = query.bind(pattern.as_bytes());
+        }
+        let keys: Vec<(String, Vec<u8>)> = query.fetch_all(&mut *tx).await?;
         for (kid, value) in &keys {
             if let Some(sealed) = sealed::resealed(&self.kek, &kept, &key_purpose(kid), value)? {
                 sqlx::query("UPDATE signing_keys SET private_key = $1 WHERE kid = $2")
