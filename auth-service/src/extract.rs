@@ -177,7 +177,8 @@ pub fn access_token(headers: &HeaderMap) -> Option<(Scheme, &str)> {
     if copies.any(|other| other != first && carries_token(other)) {
         return None;
     }
-    let value = first.to_str().ok()?;
+    // UTF-8, not `to_str`'s visible ASCII: the filter reads `Bearer<NBSP>t` too.
+    let value = std::str::from_utf8(first.as_bytes()).ok()?;
     // The filter's reading: the scheme ends at any whitespace (`Bearer<TAB>t`).
     let (scheme, token) = authflow_contract::authorization::split_authorization(value);
     let scheme = if scheme.eq_ignore_ascii_case("bearer") {

@@ -1755,11 +1755,6 @@ mod tests {
                 "https://auth.example.com:8443",
                 "https://auth.example.com:8443",
             ),
-            // Finding: mailed links went under the issuer's path, where no page is.
-            (
-                "https://auth.example.com/realms/main",
-                "https://auth.example.com",
-            ),
             ("https://[::1]:8443", "https://[::1]:8443"),
         ] {
             let c = production_with(&[("AUTHFLOW_TOKENS__ISSUER", issuer)]);
@@ -1767,6 +1762,23 @@ mod tests {
             let c = c.unwrap();
             assert_eq!(c.accounts.pages_url(&c.tokens.issuer), pages, "{issuer}");
         }
+        // Finding: mailed links went under the issuer's path, where no page
+        // is. In production such an issuer needs `accounts.pages_url`; in
+        // development the links start with its origin.
+        let with_path = [(
+            "AUTHFLOW_TOKENS__ISSUER",
+            "https://auth.example.com/realms/main",
+        )];
+        let e = production_with(&with_path).unwrap_err().to_string();
+        assert!(e.contains("accounts.pages_url"), "{e}");
+        let mut named = with_path.to_vec();
+        named.push(("AUTHFLOW_ACCOUNTS__PAGES_URL", "https://auth.example.com"));
+        production_with(&named).unwrap();
+        let c = Config::load_from(None, &env(&with_path)).unwrap();
+        assert_eq!(
+            c.accounts.pages_url(&c.tokens.issuer),
+            "https://auth.example.com"
+        );
         Config::load_from(None, &[]).unwrap();
     }
 

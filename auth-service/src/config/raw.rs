@@ -302,13 +302,28 @@ impl RawConfig {
         }
         let tokens = self.tokens.validate(environment)?;
         let throttle = self.throttle.validate(tokens.access_ttl)?;
+        let accounts = self.accounts.validate(environment)?;
+        // Mailed links default to the issuer's origin; an issuer with a path
+        // (`/realms/main`) says the service is reached under that path, so the
+        // pages may well not be at the origin's `/auth/…`: one-time tokens
+        // would go to whatever serves it. Production names the origin.
+        if environment == Environment::Production
+            && accounts.pages_url.is_none()
+            && accounts.pages_url(&tokens.issuer) != tokens.issuer
+        {
+            return Err(bad(
+                "accounts.pages_url",
+                "must be set in production when `tokens.issuer` has a path: the origin the \
+                 pages (`/auth/…`) are served at, which mailed links start with",
+            ));
+        }
         Ok(Config {
             environment,
             server,
             database,
             tokens,
             keys: self.keys.validate()?,
-            accounts: self.accounts.validate(environment)?,
+            accounts,
             passwords: self.passwords.validate(environment)?,
             throttle,
             sessions: SessionConfig {

@@ -1646,28 +1646,34 @@ async fn no_token_gets_a_challenge_without_an_error_code() {
 }
 
 /// Finding: the filter reads `Authorization: Bearer<TAB><token>` (a scheme
-/// ends at any whitespace, as backends splitting on `\s+` read it), the
-/// service only at a space: the same valid token passed the filter and got
+/// ends at any whitespace, Unicode's too, as backends splitting on `\s+`
+/// read it), the service only at a space: the same valid token passed the filter and got
 /// 400 here, at the service's own endpoints and `ext_authz`. One reading now.
 #[tokio::test]
 async fn a_token_after_a_tab_is_read_as_the_filter_reads_it() {
     let app = spawn_app().await;
     app.verified_user("tab@example.com").await;
     let user = app.signin("tab@example.com", PASSWORD).await;
-    // The service's own endpoints read it so too (the logout last: it ends the session).
-    for (method, path) in [
-        (Method::GET, "/v1/ext-authz/items"),
-        (Method::POST, "/v1/auth/logout"),
+    // The service's own endpoints read it so too (the logout last: it ends
+    // the session); and after a Unicode space, as the filter does.
+    for (method, path, space) in [
+        (Method::GET, "/v1/ext-authz/items", "\t"),
+        (Method::GET, "/v1/ext-authz/items", "\u{a0}"),
+        (Method::POST, "/v1/auth/logout", "\t"),
     ] {
+        let value = format!("Bearer{space}{}", user.access);
         let r = app
             .http
             .request(method, app.url(path))
-            .header("authorization", format!("Bearer\t{}", user.access))
+            .header(
+                "authorization",
+                reqwest::header::HeaderValue::from_bytes(value.as_bytes()).unwrap(),
+            )
             .header("x-authflow-device", &user.device)
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.status(), 200, "{path} {space:?}");
     }
 }
 

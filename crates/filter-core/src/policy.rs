@@ -142,9 +142,10 @@ pub fn policy_for<'a>(
             .any(|r| r.methods.iter().any(|m| method_matches(m, named, false)));
         push_once(&mut methods, if ruled { named } else { "" });
     }
-    // Frameworks run the GET handler for HEAD: a rule for HEAD alone does
-    // not decide what that handler needs.
-    if req.method().eq_ignore_ascii_case("HEAD") && !named_methods_ignored(config) {
+    // Frameworks run the GET handler for HEAD (the request's own method or
+    // one an override names): a rule for HEAD alone does not decide what
+    // that handler needs.
+    if methods.iter().any(|m| m.eq_ignore_ascii_case("HEAD")) {
         push_once(&mut methods, "GET");
     }
     for (i, &method) in methods.iter().enumerate() {
@@ -876,6 +877,17 @@ mod tests {
                 decide_as(&c, m, "api", "/api/report"),
                 Err(AmbiguousPath),
                 "{m}"
+            );
+        }
+        // Named in an override too (Rack's `MethodOverride` takes HEAD).
+        for named in [
+            ("x-http-method-override", "HEAD"),
+            ("x-method-override", "head"),
+        ] {
+            assert_eq!(
+                decide_with(&c, "POST", "/api/report", &[named]),
+                Err(AmbiguousPath),
+                "{named:?}"
             );
         }
         // A HEAD rule stronger than the GET handler's stands.
