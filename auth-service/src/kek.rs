@@ -24,6 +24,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 const PREFIX: &str = "enc:v1:";
 const NONCE_LEN: usize = 12;
@@ -53,6 +54,10 @@ pub struct Kek {
     /// The previous KEKs themselves, only to derive keys that must still be
     /// accepted during a rotation (see [`Kek::derive_previous`]).
     previous_bytes: Vec<[u8; 32]>,
+    /// Which key seals: 0 the current one, `i + 1` `previous[i]`, once the
+    /// database names it as put in use after the current one
+    /// ([`Kek::follow_succession`]).
+    sealing: AtomicUsize,
 }
 
 /// One purpose's keys (tags, nonces): what is made is made with the current
@@ -176,7 +181,32 @@ impl Kek {
                 .map(SealingKey::new)
                 .collect::<Result<_, _>>()?,
             previous_bytes: previous.to_vec(),
+            sealing: AtomicUsize::new(0),
         })
+    }
+
+    /// Seals with the newest of `newer` (ids of KEKs other instances put in
+    /// use after the current one, oldest first) that this process has, if
+    /// any: a process left with a rotation's first settings (the old key as
+    /// `kek`, the new one as `kek_previous`) after the rotation finished
+    /// would otherwise seal what it writes under the retired key, which the
+    /// instances on the new key alone cannot open.
+    pub fn follow_succession(&self, newer: &[String]) {
+        let held = newer
+            .iter()
+            .rev()
+            .find_map(|id| self.previous.iter().position(|k| &k.id == id));
+        if let Some(at) = held {
+            self.sealing.store(at + 1, Ordering::SeqCst);
+        }
+    }
+
+    /// The key that seals (see [`Kek::follow_succession`]).
+    fn sealing_key(&self) -> &SealingKey {
+        match self.sealing.load(Ordering::SeqCst) {
+            0 => &self.current,
+            at => self.previous.get(at - 1).unwrap_or(&self.current),
+        }
     }
 
     /// A key for `purpose`, derived from the current KEK (HMAC-SHA256 as a
@@ -244,8 +274,8 @@ impl Kek {
     pub fn seal(&self, purpose: &str, plaintext: &[u8]) -> Result<String, String> {
         let mut nonce = [0u8; NONCE_LEN];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let sealed = self
-            .current
+        let key = self.sealing_key();
+        let sealed = key
             .cipher
             .encrypt(
                 &nonce.into(),
@@ -260,7 +290,7 @@ impl Kek {
         out.extend_from_slice(&sealed);
         Ok(format!(
             "{PREFIX}{}:{}",
-            self.current.id,
+            key.id,
             URL_SAFE_NO_PAD.encode(out)
         ))
     }

@@ -66,6 +66,7 @@ impl Kept {
                 kek.id()
             )));
         }
+        kek.follow_succession(newer);
         let patterns = std::iter::once(kek.current_prefix())
             .chain(newer.iter().map(|id| Kek::prefix_of(id)))
             .map(|prefix| format!("{prefix}%"))
@@ -94,7 +95,8 @@ impl Kept {
     }
 }
 
-/// The value sealed with the current KEK, or `None` when `kept` leaves it
+/// The value sealed with the KEK that seals ([`Kek::follow_succession`]:
+/// the current one, or a newer one this process has), or `None` when `kept` leaves it
 /// as it is (a value still in clear, from before sealing, is sealed as it is).
 pub fn resealed(
     kek: &Kek,

@@ -146,6 +146,47 @@ async fn a_process_on_a_kek_a_rotation_retired_is_refused_at_start() {
     .await;
 }
 
+/// Finding: a process left with a rotation's first settings (the old key as
+/// `kek`, the new one as `kek_previous`) after the rotation finished holds
+/// the new key, so it starts; but it sealed what it wrote (a second factor
+/// here) under the old key, which the instances on the new key alone cannot
+/// open: one of them restarting could not even start. It seals with the
+/// newest key it has that another instance put in use.
+#[tokio::test]
+async fn a_process_left_on_a_rotations_first_settings_seals_with_the_new_key() {
+    let app = spawn_app().await;
+    let email = "leftover@example.com";
+    let user_id = app.verified_user(email).await;
+    let old = app.state.config.kek.current.unwrap();
+    let new: [u8; 32] = std::array::from_fn(|i| i as u8 + 5);
+    let _rotated = spawn_app_beside(&app, |c| {
+        c.kek.current = Some(new);
+        c.kek.previous = vec![old];
+    })
+    .await;
+    let leftover = spawn_app_beside(&app, |c| {
+        c.kek.current = Some(old);
+        c.kek.previous = vec![new];
+    })
+    .await;
+    let t = leftover.signin(email, PASSWORD).await;
+    leftover.enrol_totp(&t).await;
+    // The old key dropped, as `kek status` (0 left) allows: a new instance starts and reads it.
+    let new_only = spawn_app_beside(&app, |c| {
+        c.kek.current = Some(new);
+        c.kek.previous = Vec::new();
+    })
+    .await;
+    let user = new_only
+        .state
+        .store
+        .user_by_id(&user_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(user.totp_secret.is_some(), "the second factor opens");
+}
+
 #[tokio::test]
 async fn clear_secrets_are_sealed_on_start_and_a_rotated_key_reseals_everything() {
     let app = spawn_app().await;
