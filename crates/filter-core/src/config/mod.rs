@@ -1254,7 +1254,11 @@ mod tests {
     /// token its issuer signs: an OpenID Connect ID token minted for a web
     /// client (`aud` its client id, `typ: JWT`), or another API's access
     /// token, passed as an access token for this one (RFC 8725 §3.9,
-    /// §3.11). Such a provider is refused; either check is enough.
+    /// §3.11). Such a provider is refused. Finding, later: a `token_type`
+    /// alone (`at+jwt`) was taken as enough, but a hosted issuer mints
+    /// `at+jwt` tokens for every API of a tenant, and each passed here (RFC
+    /// 9068 §4: the audience must be checked). `audiences` is required, and
+    /// none of its names may be empty (`aud: ""` would pass).
     #[test]
     fn a_provider_must_say_which_tokens_are_for_this_api() {
         let provider = |extra: serde_json::Value| {
@@ -1264,12 +1268,22 @@ mod tests {
             }
             with(serde_json::json!({"providers": [p]}))
         };
-        for lacking in [serde_json::json!({}), serde_json::json!({"audiences": []})] {
-            let e = provider(lacking).unwrap_err();
-            assert!(e.0.contains("`audiences` or a `token_type`"), "{e}");
+        for lacking in [
+            serde_json::json!({}),
+            serde_json::json!({"audiences": []}),
+            serde_json::json!({"token_type": "at+jwt"}),
+            serde_json::json!({"audiences": ["api", ""]}),
+        ] {
+            let e = provider(lacking.clone()).unwrap_err();
+            assert!(e.0.contains("`audiences`"), "{lacking}: {e}");
         }
         assert!(provider(serde_json::json!({"audiences": ["api"]})).is_ok());
-        assert!(provider(serde_json::json!({"token_type": "at+jwt"})).is_ok());
+        assert!(
+            provider(serde_json::json!({"audiences": ["api"], "token_type": "at+jwt"})).is_ok()
+        );
+        let e = provider(serde_json::json!({"audiences": ["api"], "required_claims": ["sub", ""]}))
+            .unwrap_err();
+        assert!(e.0.contains("`required_claims`"), "{e}");
     }
 
     /// Finding: the rule above was met by a `token_type` every ID token

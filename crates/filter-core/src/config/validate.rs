@@ -257,14 +257,21 @@ fn validate_provider(p: RawProvider, policy: &RevocationPolicy) -> Result<Provid
             Some(upstream)
         }
     };
-    // RFC 8725 §3.9, §3.11: without either, any token the issuer signs passes
-    // here, its ID tokens and other APIs' access tokens included.
-    // (`JWT` is every ID token's type: no check.)
-    let typed = p.token_type.as_deref().is_some_and(|t| {
-        !t.eq_ignore_ascii_case("jwt") && !t.eq_ignore_ascii_case("application/jwt")
-    });
-    if p.audiences.is_empty() && !typed {
-        return err("needs `audiences` or a `token_type`");
+    // RFC 8725 §3.11, RFC 9068 §4: without an audience check any token the
+    // issuer signs passes here, its ID tokens and the access tokens it mints
+    // for other APIs included. A `token_type` (`at+jwt`) keeps ID tokens out
+    // but not another API's access token of the same issuer.
+    if p.audiences.is_empty() {
+        return err(
+            "needs `audiences` (the `aud` values of tokens for this API: a `token_type` alone \
+             lets the issuer's access tokens for other APIs pass)",
+        );
+    }
+    if p.audiences.iter().any(String::is_empty) {
+        return err("`audiences` holds an empty name");
+    }
+    if p.required_claims.iter().any(String::is_empty) {
+        return err("`required_claims` holds an empty name");
     }
     let mut dpop = validate_dpop(p.dpop, p.dpop_algorithms, p.dpop_max_age_secs, p.dpop_nonce)?;
     dpop.origins = validate_origins(p.dpop_origins)?;
