@@ -93,8 +93,14 @@ impl Vm {
         };
         match self.pause(context_id, request, awaited, now_ms) {
             Ok(()) => Decided::Paused,
-            Err(request) => {
+            Err(Unpaused::NoFetchComing(request)) => {
                 let decision = self.engine.decide_now(&request, now_ms);
+                Decided::Now(request, decision)
+            }
+            Err(Unpaused::ListFull(request)) => {
+                let decision = self
+                    .engine
+                    .decide_now_without_failing_open(&request, now_ms);
                 Decided::Now(request, decision)
             }
         }
@@ -110,13 +116,13 @@ impl Vm {
         request: Request,
         awaited: Awaited,
         now_ms: u64,
-    ) -> Result<(), Request> {
+    ) -> Result<(), Unpaused> {
         let Some(runtime) = self.providers.get_mut(awaited.provider()) else {
-            return Err(request);
+            return Err(Unpaused::NoFetchComing(request));
         };
         if let Awaited::Keys { need, .. } = awaited {
             if runtime.key_wait(need, now_ms) == KeyWait::AnswerNow {
-                return Err(request);
+                return Err(Unpaused::NoFetchComing(request));
             }
         }
         let paused = PausedRequest {
@@ -136,7 +142,7 @@ impl Vm {
             }
             Err(overflow) => {
                 self.metrics.inc(Metric::KeyWaitsOverflow);
-                Err(overflow.request)
+                Err(Unpaused::ListFull(overflow.request))
             }
         }
     }
@@ -191,6 +197,14 @@ impl Vm {
             }
         }
     }
+}
+
+/// Why a request that would wait for keys (or a list) is answered now.
+enum Unpaused {
+    /// No fetch that could bring them is in flight or about to start.
+    NoFetchComing(Request),
+    /// The paused list is full.
+    ListFull(Request),
 }
 
 /// Signatures checked by Envoy's `verify_signature` (BoringSSL) where the host

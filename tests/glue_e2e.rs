@@ -567,6 +567,34 @@ fn crowd(envoy: &Envoy, tokens: impl Iterator<Item = String>) {
     }
 }
 
+/// [`crowd`], with each answer's status.
+fn crowd_statuses(envoy: &Envoy, tokens: impl Iterator<Item = String>) -> Vec<u16> {
+    use std::io::{Read, Write};
+    let conns: Vec<std::net::TcpStream> = tokens
+        .map(|t| {
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", envoy.port)).unwrap();
+            let request = format!(
+                "GET /api HTTP/1.1\r\nhost: x\r\nauthorization: {}\r\n\r\n",
+                bearer(&t)
+            );
+            c.write_all(request.as_bytes()).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            c
+        })
+        .collect();
+    conns
+        .into_iter()
+        .map(|mut c| {
+            let mut head = [0u8; 12];
+            let _ = c.read_exact(&mut head);
+            std::str::from_utf8(&head[9..12])
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
 /// The worker still serves: its VM did not die (Envoy then refuses every
 /// request of the worker with a bare 503, `fail_open: false`, for good).
 fn assert_vm_serves(envoy: &Envoy, token: &str) {
@@ -611,6 +639,39 @@ fn many_paused_requests_refused_at_once_leave_the_vm_serving() {
     // Sent while the first key fetch is out (the JWKS server takes 3 s).
     crowd(&envoy, std::iter::repeat_n(forged, 1_024));
     assert_vm_serves(&envoy, &token(&key, ISS));
+}
+
+/// Finding: with `failure_mode: fail_open`, a request that found the paused
+/// list full while the first key fetch was out (every start) was answered
+/// as if the auth system were down: let through, its token unchecked. A
+/// crowd of junk tokens sent at start got the 129th and later through. A
+/// full list is a flood, not an auth system down: those get 503.
+#[test]
+fn a_crowd_at_start_does_not_fail_open() {
+    const ISS: &str = "https://open.glue.test";
+    let key = Ed25519KeyPair::generate().with_key_id("k1");
+    let jwks = JwksServer::start_slow(
+        jwks_of(&[key.public_key().to_jwk()]),
+        Duration::from_secs(3),
+    );
+    let backend = EchoServer::start("127.0.0.1:0").unwrap();
+    let filter = filter_config(
+        "open",
+        ISS,
+        "jwks",
+        json!({}),
+        json!({"key_wait_ms": 20_000, "failure_mode": "fail_open"}),
+    );
+    let envoy = single_listener(filter, jwks.port, &backend);
+    let junk = token(&Ed25519KeyPair::generate().with_key_id("k1"), ISS);
+    let statuses = crowd_statuses(&envoy, std::iter::repeat_n(junk, 300));
+    let passed = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(passed, 0, "junk tokens let through: {statuses:?}");
+    assert!(
+        statuses.iter().all(|s| [401, 503].contains(s)),
+        "{statuses:?}"
+    );
+    assert!(envoy.stat("key_waits_overflow") > 0, "the list was full");
 }
 
 /// The same in steady state, by anyone with no credentials: a forged token

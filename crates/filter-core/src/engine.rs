@@ -572,6 +572,19 @@ impl Engine {
             .unwrap_or_else(|_| Decision::Deny(self.denied(DenyReason::KeysUnavailable, None)))
     }
 
+    /// [`Engine::decide_now`] for a request that could not wait because the
+    /// paused list is full: never failed open. A full list is a flood while
+    /// a fetch is out (at every start, the first fetch), not an auth system
+    /// found down: failing open there let junk tokens through unchecked.
+    pub fn decide_now_without_failing_open(&mut self, req: &Request, now_ms: u64) -> Decision {
+        match self.decide_now(req, now_ms) {
+            Decision::Allow(allowed) if allowed.notes.failed_open => {
+                Decision::Deny(self.denied(DenyReason::KeysUnavailable, None))
+            }
+            decision => decision,
+        }
+    }
+
     fn verify_fresh(
         &self,
         token: &str,
