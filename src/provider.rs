@@ -107,6 +107,14 @@ impl ProviderRuntime {
         self.jwks.as_ref().map_or(0, |s| s.fetch.generation())
     }
 
+    /// Whether a key fetch is out or about to be retried (the keys may still
+    /// come): no reason to take the auth system for down.
+    pub fn keys_still_coming(&self, now_ms: u64) -> bool {
+        self.jwks
+            .as_ref()
+            .is_some_and(|s| s.fetch.still_coming(now_ms))
+    }
+
     /// A request of this provider found no key: whether it should wait.
     pub fn key_wait(&mut self, need: KeyNeed, now_ms: u64) -> KeyWait {
         match self.jwks.as_mut() {

@@ -163,7 +163,19 @@ impl Vm {
                 // without its key: decided with what there is. (Keys that came
                 // first may leave it waiting for the revocation list.)
                 Err(awaited) if p.final_round(&awaited, generation, now_ms) => {
-                    self.engine.decide_now(&p.request, now_ms)
+                    // A wait that ran out while the fetch is still out (a slow
+                    // but live auth system at start) is no auth system down:
+                    // never failed open.
+                    let coming = self
+                        .providers
+                        .get(p.provider)
+                        .is_some_and(|r| r.keys_still_coming(now_ms));
+                    if coming {
+                        self.engine
+                            .decide_now_without_failing_open(&p.request, now_ms)
+                    } else {
+                        self.engine.decide_now(&p.request, now_ms)
+                    }
                 }
                 Err(_) => {
                     // Back where it was: the list only shrank since `take_all`.

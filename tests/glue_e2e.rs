@@ -659,6 +659,43 @@ fn a_crowd_at_start_does_not_fail_open() {
     assert!(envoy.stat("key_waits_overflow") > 0, "the list was full");
 }
 
+/// Finding: with `failure_mode: fail_open`, requests whose `key_wait_ms`
+/// ran out while the first key fetch was still out (an auth system slow
+/// but alive at start) were failed open, their junk tokens unchecked. The
+/// fetch being out is no auth system down: 503.
+#[test]
+fn a_wait_that_runs_out_while_the_first_fetch_is_out_does_not_fail_open() {
+    const ISS: &str = "https://slow.glue.test";
+    let key = Ed25519KeyPair::generate().with_key_id("k1");
+    let jwks = JwksServer::start_slow(
+        jwks_of(&[key.public_key().to_jwk()]),
+        Duration::from_secs(3),
+    );
+    let backend = EchoServer::start("127.0.0.1:0").unwrap();
+    let filter = filter_config(
+        "slow",
+        ISS,
+        "jwks",
+        json!({}),
+        json!({"key_wait_ms": 1_000, "failure_mode": "fail_open"}),
+    );
+    let envoy = single_listener(filter, jwks.port, &backend);
+    let junk = token(&Ed25519KeyPair::generate().with_key_id("k1"), ISS);
+    let statuses = crowd_statuses(&envoy, std::iter::repeat_n(junk.clone(), 20));
+    assert!(statuses.iter().all(|s| *s == 503), "{statuses:?}");
+    // Once the keys have come, the junk is refused as such and the real token passes.
+    assert!(eventually(Duration::from_secs(10), || envoy
+        .get("/api", &[("authorization", &bearer(&token(&key, ISS)))])
+        .status
+        == 200));
+    assert_eq!(
+        envoy
+            .get("/api", &[("authorization", &bearer(&junk))])
+            .status,
+        401
+    );
+}
+
 /// The same in steady state, by anyone with no credentials: a forged token
 /// with an unknown `kid` is granted the early refetch, and every forged
 /// request arriving while that fetch is out waits for it too; when it ends

@@ -573,9 +573,10 @@ impl Engine {
     }
 
     /// [`Engine::decide_now`] for a request that could not wait because the
-    /// paused list is full: never failed open. A full list is a flood while
-    /// a fetch is out (at every start, the first fetch), not an auth system
-    /// found down: failing open there let junk tokens through unchecked.
+    /// paused list is full, or whose wait ran out while the fetch is still
+    /// out: never failed open. Either is a flood or a slow fetch (at every
+    /// start, the first), not an auth system found down: failing open
+    /// there let junk tokens through unchecked.
     pub fn decide_now_without_failing_open(&mut self, req: &Request, now_ms: u64) -> Decision {
         match self.decide_now(req, now_ms) {
             Decision::Allow(allowed) if allowed.notes.failed_open => {

@@ -370,6 +370,12 @@ impl DocumentFetch {
         self.upstream.wait_ms > 0 && self.in_flight.is_some()
     }
 
+    /// Whether a fetch is out, or one the host deferred is being retried:
+    /// the document may still come, so the upstream is not known to be down.
+    pub fn still_coming(&self, now_ms: u64) -> bool {
+        self.in_flight.is_some() || self.deferring(now_ms)
+    }
+
     fn deferring(&self, now_ms: u64) -> bool {
         self.refused_since_ms
             .is_some_and(|since| now_ms.saturating_sub(since) < DISPATCH_DEFER_LIMIT_MS)
