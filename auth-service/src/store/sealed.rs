@@ -58,6 +58,9 @@ impl Kept {
     /// open, and seal what it writes (a rotated signing key, a second
     /// factor) under a key the other instances may no longer have.
     pub fn new(kek: &Kek, newer: &[String]) -> StoreResult<Self> {
+        // First: a running process that misses the newest key still seals
+        // with the newest one it has.
+        kek.follow_succession(newer);
         if let Some(id) = newer.iter().find(|id| !kek.holds(id)) {
             return Err(StoreError::Sealed(format!(
                 "the database has secrets sealed with key-encryption key {id}, put in use after \
@@ -66,7 +69,6 @@ impl Kept {
                 kek.id()
             )));
         }
-        kek.follow_succession(newer);
         let patterns = std::iter::once(kek.current_prefix())
             .chain(newer.iter().map(|id| Kek::prefix_of(id)))
             .map(|prefix| format!("{prefix}%"))
