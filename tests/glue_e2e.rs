@@ -626,6 +626,47 @@ fn many_paused_requests_refused_at_once_leave_the_vm_serving() {
     assert_vm_serves(&envoy, &token(&key, ISS));
 }
 
+/// An Envoy with `failure_mode: fail_open` whose first key fetch takes 3 s,
+/// and requests wait `key_wait_ms` for it.
+struct FailOpenStart {
+    envoy: Envoy,
+    key: Ed25519KeyPair,
+    _jwks: JwksServer,
+    _backend: EchoServer,
+}
+
+impl FailOpenStart {
+    const ISS: &str = "https://open.glue.test";
+
+    fn new(key_wait_ms: u64) -> Self {
+        let key = Ed25519KeyPair::generate().with_key_id("k1");
+        let jwks = JwksServer::start_slow(
+            jwks_of(&[key.public_key().to_jwk()]),
+            Duration::from_secs(3),
+        );
+        let backend = EchoServer::start("127.0.0.1:0").unwrap();
+        let filter = filter_config(
+            "open",
+            Self::ISS,
+            "jwks",
+            json!({}),
+            json!({"key_wait_ms": key_wait_ms, "failure_mode": "fail_open"}),
+        );
+        let envoy = single_listener(filter, jwks.port, &backend);
+        FailOpenStart {
+            envoy,
+            key,
+            _jwks: jwks,
+            _backend: backend,
+        }
+    }
+
+    /// A token with the key's `kid`, signed with another key.
+    fn junk(&self) -> String {
+        token(&Ed25519KeyPair::generate().with_key_id("k1"), Self::ISS)
+    }
+}
+
 /// Finding: with `failure_mode: fail_open`, a request that found the paused
 /// list full while the first key fetch was out (every start) was answered
 /// as if the auth system were down: let through, its token unchecked. A
@@ -633,23 +674,9 @@ fn many_paused_requests_refused_at_once_leave_the_vm_serving() {
 /// full list is a flood, not an auth system down: those get 503.
 #[test]
 fn a_crowd_at_start_does_not_fail_open() {
-    const ISS: &str = "https://open.glue.test";
-    let key = Ed25519KeyPair::generate().with_key_id("k1");
-    let jwks = JwksServer::start_slow(
-        jwks_of(&[key.public_key().to_jwk()]),
-        Duration::from_secs(3),
-    );
-    let backend = EchoServer::start("127.0.0.1:0").unwrap();
-    let filter = filter_config(
-        "open",
-        ISS,
-        "jwks",
-        json!({}),
-        json!({"key_wait_ms": 20_000, "failure_mode": "fail_open"}),
-    );
-    let envoy = single_listener(filter, jwks.port, &backend);
-    let junk = token(&Ed25519KeyPair::generate().with_key_id("k1"), ISS);
-    let statuses = crowd_statuses(&envoy, std::iter::repeat_n(junk, 300));
+    let start = FailOpenStart::new(20_000);
+    let (envoy, junk) = (&start.envoy, start.junk());
+    let statuses = crowd_statuses(envoy, std::iter::repeat_n(junk, 300));
     let passed = statuses.iter().filter(|s| **s == 200).count();
     assert_eq!(passed, 0, "junk tokens let through: {statuses:?}");
     assert!(
@@ -665,27 +692,14 @@ fn a_crowd_at_start_does_not_fail_open() {
 /// fetch being out is no auth system down: 503.
 #[test]
 fn a_wait_that_runs_out_while_the_first_fetch_is_out_does_not_fail_open() {
-    const ISS: &str = "https://slow.glue.test";
-    let key = Ed25519KeyPair::generate().with_key_id("k1");
-    let jwks = JwksServer::start_slow(
-        jwks_of(&[key.public_key().to_jwk()]),
-        Duration::from_secs(3),
-    );
-    let backend = EchoServer::start("127.0.0.1:0").unwrap();
-    let filter = filter_config(
-        "slow",
-        ISS,
-        "jwks",
-        json!({}),
-        json!({"key_wait_ms": 1_000, "failure_mode": "fail_open"}),
-    );
-    let envoy = single_listener(filter, jwks.port, &backend);
-    let junk = token(&Ed25519KeyPair::generate().with_key_id("k1"), ISS);
-    let statuses = crowd_statuses(&envoy, std::iter::repeat_n(junk.clone(), 20));
+    let start = FailOpenStart::new(1_000);
+    let (envoy, junk) = (&start.envoy, start.junk());
+    let statuses = crowd_statuses(envoy, std::iter::repeat_n(junk.clone(), 20));
     assert!(statuses.iter().all(|s| *s == 503), "{statuses:?}");
     // Once the keys have come, the junk is refused as such and the real token passes.
+    let own = token(&start.key, FailOpenStart::ISS);
     assert!(eventually(Duration::from_secs(10), || envoy
-        .get("/api", &[("authorization", &bearer(&token(&key, ISS)))])
+        .get("/api", &[("authorization", &bearer(&own))])
         .status
         == 200));
     assert_eq!(
