@@ -789,13 +789,14 @@ fn holding_upstream(conns: usize) -> u16 {
 /// Envoy runs them after the VM call (a few hundred exhaust V8's stack:
 /// [`many_paused_requests_refused_at_once_leave_the_vm_serving`]); resets,
 /// each entering the VM again as its stream is deleted, must not. Here a
-/// thousand streams of one key end at once when the issuer withdraws it:
+/// few hundred streams of one key end at once when the issuer withdraws it:
 /// every one ends, and the VM lives on.
 #[test]
 fn many_open_streams_ended_at_once_leave_the_vm_serving() {
     use std::io::{Read, Write};
     const ISS: &str = "https://streams.glue.test";
-    const STREAMS: usize = 1000;
+    const STREAMS: usize = 400;
+    const BATCH: usize = 50;
     let withdrawn = Ed25519KeyPair::generate().with_key_id("k1");
     let kept = Ed25519KeyPair::generate().with_key_id("k2");
     let jwks = JwksServer::start(jwks_of(&[
@@ -827,34 +828,31 @@ fn many_open_streams_ended_at_once_leave_the_vm_serving() {
     assert!(eventually(Duration::from_secs(10), || serves(&survivor)));
 
     let doomed = bearer(&token(&withdrawn, ISS));
-    let mut streams: Vec<std::net::TcpStream> = (0..STREAMS)
-        .map(|_| {
-            let mut c = std::net::TcpStream::connect(("127.0.0.1", envoy.port)).unwrap();
-            let request =
-                format!("GET /events HTTP/1.1\r\nhost: x\r\nauthorization: {doomed}\r\n\r\n");
-            c.write_all(request.as_bytes()).unwrap();
-            c
-        })
-        .collect();
-    for c in &mut streams {
-        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut buf = [0u8; 512];
-        let n = c.read(&mut buf).unwrap();
-        assert!(
-            buf[..n].starts_with(b"HTTP/1.1 200"),
-            "the stream flows: {} {:?}",
-            String::from_utf8_lossy(&buf[..n]),
-            [
-                "upstream_rq_pending_overflow",
-                "upstream_cx_connect_fail",
-                "upstream_cx_overflow",
-                "upstream_rq_200",
-                "upstream_cx_total",
-                "upstream_rq_timeout",
-                "upstream_cx_destroy_remote"
-            ]
-            .map(|s| envoy.envoy_stat(&format!("cluster.backend.{s}")))
-        );
+    // Opened a batch at a time, each flowing before the next: a thousand
+    // connections at once overran the upstream's listen backlog on a busy
+    // machine (Envoy's connect timing out: 503).
+    let mut streams: Vec<std::net::TcpStream> = Vec::with_capacity(STREAMS);
+    for _ in 0..STREAMS / BATCH {
+        let mut batch: Vec<std::net::TcpStream> = (0..BATCH)
+            .map(|_| {
+                let mut c = std::net::TcpStream::connect(("127.0.0.1", envoy.port)).unwrap();
+                let request =
+                    format!("GET /events HTTP/1.1\r\nhost: x\r\nauthorization: {doomed}\r\n\r\n");
+                c.write_all(request.as_bytes()).unwrap();
+                c
+            })
+            .collect();
+        for c in &mut batch {
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut buf = [0u8; 512];
+            let n = c.read(&mut buf).unwrap();
+            assert!(
+                buf[..n].starts_with(b"HTTP/1.1 200"),
+                "the stream flows: {}",
+                String::from_utf8_lossy(&buf[..n]),
+            );
+        }
+        streams.append(&mut batch);
     }
     // Old enough to be judged again; then the key leaves the issuer's set,
     // and a token of a new key brings the fetch that tells the filter.
