@@ -605,55 +605,38 @@ fn assert_vm_serves(envoy: &Envoy, token: &str) {
 /// is refused when they come: the VM must live on.
 #[test]
 fn many_paused_requests_refused_at_once_leave_the_vm_serving() {
-    const ISS: &str = "https://crowd.glue.test";
-    let key = Ed25519KeyPair::generate().with_key_id("k1");
-    let jwks = JwksServer::start_slow(
-        jwks_of(&[key.public_key().to_jwk()]),
-        Duration::from_secs(3),
+    let start = SlowStart::new(json!({"key_wait_ms": 20_000}));
+    let forged = token(
+        &Ed25519KeyPair::generate().with_key_id("never"),
+        SlowStart::ISS,
     );
-    let backend = EchoServer::start("127.0.0.1:0").unwrap();
-    let filter = filter_config(
-        "crowd",
-        ISS,
-        "jwks",
-        json!({}),
-        json!({"key_wait_ms": 20_000}),
-    );
-    let envoy = single_listener(filter, jwks.port, &backend);
-    let forged = token(&Ed25519KeyPair::generate().with_key_id("never"), ISS);
     // Sent while the first key fetch is out (the JWKS server takes 3 s).
-    crowd(&envoy, std::iter::repeat_n(forged, 1_024));
-    assert_vm_serves(&envoy, &token(&key, ISS));
+    crowd(&start.envoy, std::iter::repeat_n(forged, 1_024));
+    assert_vm_serves(&start.envoy, &token(&start.key, SlowStart::ISS));
 }
 
-/// An Envoy with `failure_mode: fail_open` whose first key fetch takes 3 s,
-/// and requests wait `key_wait_ms` for it.
-struct FailOpenStart {
+/// An Envoy whose first key fetch takes 3 s, with `extra` filter settings
+/// (how long requests wait for it, the failure mode).
+struct SlowStart {
     envoy: Envoy,
     key: Ed25519KeyPair,
     _jwks: JwksServer,
     _backend: EchoServer,
 }
 
-impl FailOpenStart {
-    const ISS: &str = "https://open.glue.test";
+impl SlowStart {
+    const ISS: &str = "https://slow-start.glue.test";
 
-    fn new(key_wait_ms: u64) -> Self {
+    fn new(extra: Value) -> Self {
         let key = Ed25519KeyPair::generate().with_key_id("k1");
         let jwks = JwksServer::start_slow(
             jwks_of(&[key.public_key().to_jwk()]),
             Duration::from_secs(3),
         );
         let backend = EchoServer::start("127.0.0.1:0").unwrap();
-        let filter = filter_config(
-            "open",
-            Self::ISS,
-            "jwks",
-            json!({}),
-            json!({"key_wait_ms": key_wait_ms, "failure_mode": "fail_open"}),
-        );
+        let filter = filter_config("slow-start", Self::ISS, "jwks", json!({}), extra);
         let envoy = single_listener(filter, jwks.port, &backend);
-        FailOpenStart {
+        SlowStart {
             envoy,
             key,
             _jwks: jwks,
@@ -674,7 +657,7 @@ impl FailOpenStart {
 /// full list is a flood, not an auth system down: those get 503.
 #[test]
 fn a_crowd_at_start_does_not_fail_open() {
-    let start = FailOpenStart::new(20_000);
+    let start = SlowStart::new(json!({"key_wait_ms": 20_000, "failure_mode": "fail_open"}));
     let (envoy, junk) = (&start.envoy, start.junk());
     let statuses = crowd_statuses(envoy, std::iter::repeat_n(junk, 300));
     let passed = statuses.iter().filter(|s| **s == 200).count();
@@ -692,12 +675,12 @@ fn a_crowd_at_start_does_not_fail_open() {
 /// fetch being out is no auth system down: 503.
 #[test]
 fn a_wait_that_runs_out_while_the_first_fetch_is_out_does_not_fail_open() {
-    let start = FailOpenStart::new(1_000);
+    let start = SlowStart::new(json!({"key_wait_ms": 1_000, "failure_mode": "fail_open"}));
     let (envoy, junk) = (&start.envoy, start.junk());
     let statuses = crowd_statuses(envoy, std::iter::repeat_n(junk.clone(), 20));
     assert!(statuses.iter().all(|s| *s == 503), "{statuses:?}");
     // Once the keys have come, the junk is refused as such and the real token passes.
-    let own = token(&start.key, FailOpenStart::ISS);
+    let own = token(&start.key, SlowStart::ISS);
     assert!(eventually(Duration::from_secs(10), || envoy
         .get("/api", &[("authorization", &bearer(&own))])
         .status
