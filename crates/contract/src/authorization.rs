@@ -23,6 +23,18 @@ pub fn lists_a_token(value: &str) -> bool {
             .any(|item| is_token_scheme(split_authorization(item).0))
 }
 
+/// Whether a token is RFC 6750 §2.1's `b64token` (`1*( ALPHA / DIGIT / "-" /
+/// "." / "_" / "~" / "+" / "/" ) *"="`). Anything else around a token of
+/// ours (`T,x.y`, `T x`, a byte past ASCII) is a list or two words to some
+/// backend, which may take the token from it after the filter refused it.
+pub fn is_b64token(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty()
+        && body.bytes().all(
+            |b| matches!(b, b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'+' | b'/'),
+        )
+}
+
 /// Whether an `Authorization` scheme carries a token of ours: `Bearer`
 /// (case-insensitive, RFC 6750 §2.1) or `DPoP` (RFC 9449 §7.1; its proof is
 /// checked later). Other schemes (Basic …) are not ours.

@@ -33,7 +33,9 @@ pub enum ExtractError {
     TooLarge,
 }
 
-pub use authflow_contract::authorization::{is_token_scheme, lists_a_token, split_authorization};
+pub use authflow_contract::authorization::{
+    is_b64token, is_token_scheme, lists_a_token, split_authorization,
+};
 
 pub fn extract<'a>(
     req: &'a Request,
@@ -73,15 +75,10 @@ pub fn find_token<'a>(
                 }
                 continue;
             }
-            // Whitespace inside: some backend may take either half. A token
-            // is ASCII (RFC 6750 b64token): any other byte, Unicode spaces
-            // included, is refused by one pass over the bytes (every request's
-            // token goes through here).
-            if token.is_empty()
-                || token
-                    .bytes()
-                    .any(|b| b.is_ascii_whitespace() || !b.is_ascii())
-            {
+            // Whitespace or a comma inside: some backend may take either
+            // half. Refused by one pass over the bytes (every request's token
+            // goes through here).
+            if !is_b64token(token) {
                 return Err(ExtractError::Malformed);
             }
             take(token)?;
@@ -93,6 +90,10 @@ pub fn find_token<'a>(
             let token = value.trim();
             let token = token.strip_prefix("Bearer ").unwrap_or(token).trim();
             if !token.is_empty() {
+                // As in `Authorization`: a list or a second word is not one token.
+                if value == NOT_UTF8 || !is_b64token(token) {
+                    return Err(ExtractError::Malformed);
+                }
                 take(token)?;
                 explicit = true;
             }

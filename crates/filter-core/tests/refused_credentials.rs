@@ -224,6 +224,40 @@ fn a_token_of_ours_refused_on_its_header_is_marked() {
     );
 }
 
+/// A refused token of ours with a list after it (`Bearer T,x.y`) was read
+/// as one token, refused as Malformed by `screen` before the issuer was
+/// read, and so forwarded as not ours on a public route; a backend reading
+/// `Authorization` as a list (Flask-JWT-Extended) takes `T` from it. So did
+/// a token header's value with a list, and one that is not UTF-8 (a Latin-1
+/// reader splits `Bearer<0xA0>T` into `T`). A token is RFC 6750's
+/// `b64token`; anything else is refused and goes no further.
+#[test]
+fn a_token_with_more_after_it_does_not_carry_a_refused_token_of_ours_upstream() {
+    use authflow_filter_core::request::NOT_UTF8;
+    let mut f = fixture();
+    let t = expired_token(&f);
+    let cases: [(&str, String); 6] = [
+        ("authorization", format!("Bearer {t},x.y")),
+        ("authorization", format!("DPoP {t},x.y")),
+        ("authorization", format!("Bearer {t};x")),
+        ("x-token", format!("{t}, x.y")),
+        ("x-token", format!("Bearer {t},x")),
+        ("x-token", NOT_UTF8.to_string()),
+    ];
+    let mut leaked = Vec::new();
+    for (name, value) in &cases {
+        let req = request("/public", &[(name, value)]);
+        let edits = edits_on_public(&mut f, &req);
+        if !edits.contains(&HeaderEdit::Remove((*name).into())) {
+            leaked.push(format!("{name}: {value:.12}…"));
+        }
+    }
+    assert!(
+        leaked.is_empty(),
+        "refused token of ours forwarded: {leaked:?}"
+    );
+}
+
 /// "Token cookies whenever no token verified are removed" — but only under
 /// the exact name: `Access_Token` / `access.token` (which ASP.NET Core /
 /// PHP read as `access_token`, and which the filter removes beside a token
