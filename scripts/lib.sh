@@ -98,6 +98,8 @@ start_stack() {
   rm -rf "$RUN_DIR" && mkdir -m 700 "$RUN_DIR" || return 1
   export AUTHFLOW_SERVER__DATA_DIR="$RUN_DIR/auth-data" AUTHFLOW_ENVIRONMENT=development AUTHFLOW_SERVER__DEV_ENDPOINTS=true
   export AUTHFLOW_SERVER__LISTEN=127.0.0.1:$AUTH_PORT AUTHFLOW_TOKENS__ISSUER=http://127.0.0.1:$AUTH_PORT AUTHFLOW_TOKENS__AUDIENCES=authflow-demo
+  # Clients reach the service's endpoints through Envoy too, and name its origin in DPoP proofs.
+  export AUTHFLOW_DPOP__ORIGINS=http://127.0.0.1:$ENVOY_PORT,http://localhost:$ENVOY_PORT
   # Envoy (use_remote_address: true) appends the client's address to x-forwarded-for: one trusted hop.
   export AUTHFLOW_SERVER__XFF_NUM_TRUSTED_HOPS=1
   # The key-encryption key for secrets at rest: generated for this run (the data directory is fresh

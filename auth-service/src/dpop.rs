@@ -5,7 +5,9 @@
 //! what needs this service's state is here:
 //!
 //! - `htu` is the endpoint's public URL, the configured `issuer` followed by
-//!   the path: never built from the client's `Host` header.
+//!   the path, or one of `dpop.origins` (a proxy in front, whose filter
+//!   checks the same proof against the origin the client used) followed by
+//!   it: never built from the client's `Host` header.
 //! - A proof is accepted once: its key thumbprint and `jti`, hashed, go into
 //!   the database (`dpop_proofs`), so every instance refuses a replay.
 //! - Server nonces (§8) are stateless: an HMAC over the time with a key
@@ -48,6 +50,21 @@ pub struct ProofRequest<'a> {
 /// The public URL of this service's endpoint at `path` (what `htu` names).
 pub fn endpoint_url(state: &AppState, path: &str) -> String {
     format!("{}{path}", state.config.tokens.issuer)
+}
+
+/// The URL of the endpoint at `path` a proof naming `htu` is checked
+/// against: at the configured origin it names, else at the issuer (which
+/// then refuses it as naming another URL).
+fn expected_url(state: &AppState, path: &str, htu: &str) -> String {
+    let named = contract::htu::normalize(htu);
+    state
+        .config
+        .dpop
+        .origins
+        .iter()
+        .map(|origin| format!("{origin}{path}"))
+        .find(|url| named.is_some() && contract::htu::normalize(url) == named)
+        .unwrap_or_else(|| endpoint_url(state, path))
 }
 
 /// The request's `DPoP` header: `Ok(None)` when there is none; an error
@@ -123,7 +140,8 @@ fn check_statelessly(
     now: i64,
 ) -> Result<CheckedProof, DpopError> {
     let now_u = u64::try_from(now).unwrap_or(0);
-    let uri = endpoint_url(state, request.path);
+    let proof = contract::parse_proof(compact)?;
+    let uri = expected_url(state, request.path, &proof.claims.htu);
     // The current KEK's key, then those of `kek.previous`: during a rolling
     // KEK rotation an instance not yet rotated hands out nonces under the
     // old KEK, and a client going from it to this one must not be refused
@@ -154,7 +172,7 @@ fn check_statelessly(
         bound_jkt: request.bound_jkt,
         nonce,
     };
-    contract::parse_proof(compact)?.check(&expectations)
+    proof.check(&expectations)
 }
 
 /// The `jti` is unique per key (RFC 9449 §11.1): both, hashed to a fixed size.

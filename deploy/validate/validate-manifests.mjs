@@ -598,6 +598,13 @@ function edgeProblems(plugin) {
     if (anyHost && (p.dpop ?? "off") !== "off" && !(p.dpop_origins ?? []).length) {
       problems.push(`WasmPlugin provider ${p.name}: dpop ${p.dpop} behind a Gateway taking any host ("*"): list the origins clients use in dpop_origins (deploy/targets.json → istio.dpop_origins), or name the hosts in the Gateway`);
     }
+    // The auth service's own endpoints (admin, logout, authenticators) are reached through this
+    // gateway at the issuer's origin, which the service's proofs name: a list without it refuses them.
+    const issuerOrigin = (() => { try { return new URL(p.issuer).origin; } catch { return null; } })();
+    if ((p.dpop ?? "off") !== "off" && (p.dpop_origins ?? []).length && issuerOrigin
+        && !p.dpop_origins.some((o) => { try { return new URL(o).origin === issuerOrigin; } catch { return false; } })) {
+      problems.push(`WasmPlugin provider ${p.name}: dpop_origins leaves out the issuer's origin ${issuerOrigin}, where clients reach the auth service's own endpoints through this gateway: a bound token's proofs there would be refused (deploy/targets.json → istio.dpop_origins)`);
+    }
   }
   return problems;
 }
@@ -733,6 +740,10 @@ function selfTest() {
     ["escaped slashes kept", (f) => { delete hardening(f).path_with_escaped_slashes_action; }, "path_with_escaped_slashes_action"],
     ["escaped slashes kept explicitly", (f) => { hardening(f).path_with_escaped_slashes_action = "KEEP_UNCHANGED"; }, "path_with_escaped_slashes_action"],
     ["DPoP behind any host without dpop_origins", (f) => { delete of(f, "WasmPlugin").spec.pluginConfig.providers[0].dpop_origins; }, "dpop_origins"],
+    ["DPoP origins without the issuer's", (f) => {
+      const p = of(f, "WasmPlugin").spec.pluginConfig.providers[0];
+      p.dpop_origins = p.dpop_origins.filter((o) => o !== new URL(p.issuer).origin);
+    }, "leaves out the issuer's origin"],
     ["DPoP without dpop_origins, the Gateway naming its hosts (allowed)", (f) => {
       delete of(f, "WasmPlugin").spec.pluginConfig.providers[0].dpop_origins;
       for (const s of of(f, "Gateway").spec.servers) s.hosts = ["api.authflow.example"];

@@ -325,6 +325,10 @@ pub struct DpopConfig {
     pub algorithms: Vec<Algorithm>,
     /// Token requests need a server nonce (RFC 9449 §8).
     pub require_nonce: bool,
+    /// Other origins (`scheme://host[:port]`) clients reach this service's
+    /// endpoints at, besides the issuer's: a proxy in front of it whose
+    /// filter checks the same proof against the origin the client used.
+    pub origins: Vec<String>,
 }
 
 /// `[limits]`: how much of the machine one kind of work may take.
@@ -901,7 +905,8 @@ mod tests {
             c.dpop,
             DpopConfig {
                 algorithms: vec![Algorithm::ES256, Algorithm::EdDSA],
-                require_nonce: false
+                require_nonce: false,
+                origins: vec![],
             }
         );
         let c = Config::load_from(
@@ -916,7 +921,8 @@ mod tests {
             c.dpop,
             DpopConfig {
                 algorithms: vec![Algorithm::EdDSA],
-                require_nonce: true
+                require_nonce: true,
+                origins: vec![],
             }
         );
         let c = Config::load_from(
@@ -931,10 +937,34 @@ mod tests {
             c.dpop,
             DpopConfig {
                 algorithms: vec![Algorithm::EdDSA],
-                require_nonce: true
+                require_nonce: true,
+                origins: vec![],
             },
             "the flat names"
         );
+        let c = Config::load_from(
+            None,
+            &env(&[(
+                "AUTHFLOW_DPOP__ORIGINS",
+                "https://API.Example.test:443, http://127.0.0.1:8080",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.dpop.origins,
+            ["https://api.example.test", "http://127.0.0.1:8080"],
+            "written as origins"
+        );
+        for refused in [
+            "https://api.example.test/v1",
+            "https://u@api.example.test",
+            "ftp://api.example.test",
+            "https://api.example.test?x",
+        ] {
+            let e =
+                Config::load_from(None, &env(&[("AUTHFLOW_DPOP__ORIGINS", refused)])).unwrap_err();
+            assert!(e.to_string().contains("dpop.origins"), "{refused}: {e}");
+        }
         for refused in ["RS256", "none", ""] {
             let e = Config::load_from(None, &env(&[("AUTHFLOW_DPOP__ALGORITHMS", refused)]))
                 .unwrap_err();

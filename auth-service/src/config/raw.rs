@@ -201,6 +201,9 @@ pub struct RawDpop {
     #[serde(default, deserialize_with = "list")]
     pub algorithms: Option<Vec<String>>,
     pub require_nonce: Option<bool>,
+    /// Origins of a proxy in front, besides the issuer's.
+    #[serde(default, deserialize_with = "list")]
+    pub origins: Option<Vec<String>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -383,7 +386,7 @@ impl RawConfig {
                 )?,
             },
             kek: self.kek.validate(environment)?,
-            dpop: self.dpop.validate()?,
+            dpop: self.dpop.validate(environment)?,
             limits: self.limits.validate()?,
         })
     }
@@ -704,14 +707,32 @@ impl RawAccounts {
 /// one-time token, so anything beyond the origin would make a broken or
 /// misleading link; in production the tokens travel over https only.
 fn pages_origin(text: &str, environment: Environment) -> Result<String, Invalid> {
-    const PATH: &str = "accounts.pages_url";
+    http_origin(
+        "accounts.pages_url",
+        text,
+        environment,
+        " the pages are at /auth/… on it;",
+        "mailed links carry one-time tokens (email verification, password reset)",
+    )
+}
+
+/// An http(s) origin (`scheme://host[:port]`), checked and written in its
+/// canonical form (lower-case, no default port); https in production, where
+/// `why_https` says why. `hint` follows the expected shape in a refusal.
+fn http_origin(
+    path: &'static str,
+    text: &str,
+    environment: Environment,
+    hint: &str,
+    why_https: &str,
+) -> Result<String, Invalid> {
     // Not repeated in the message: user info may hold a password.
     let refused = |what: &str| {
         bad(
-            PATH,
+            path,
             format!(
-                "must be an http(s) origin such as https://example.com (scheme://host[:port]; \
-                 the pages are at /auth/… on it): {what}"
+                "must be an http(s) origin such as https://example.com (scheme://host[:port];{hint} \
+                 nothing after it): {what}"
             ),
         )
     };
@@ -739,9 +760,8 @@ fn pages_origin(text: &str, environment: Environment) -> Result<String, Invalid>
     }
     if environment == Environment::Production && url.scheme() != "https" {
         return Err(bad(
-            PATH,
-            "must be https:// in production: mailed links carry one-time tokens \
-             (email verification, password reset)",
+            path,
+            format!("must be https:// in production: {why_https}"),
         ));
     }
     Ok(url.origin().ascii_serialization())
@@ -1087,7 +1107,7 @@ pub(super) fn open_to_every_account(path: &std::path::Path) -> Option<u32> {
 }
 
 impl RawDpop {
-    fn validate(self) -> Result<DpopConfig, Invalid> {
+    fn validate(self, environment: Environment) -> Result<DpopConfig, Invalid> {
         let names = self
             .algorithms
             .unwrap_or_else(|| vec!["ES256".into(), "EdDSA".into()]);
@@ -1110,9 +1130,23 @@ impl RawDpop {
         if algorithms.is_empty() {
             return Err(bad("dpop.algorithms", "needs at least one of ES256, EdDSA"));
         }
+        let mut origins = Vec::new();
+        for text in self.origins.unwrap_or_default() {
+            let origin = http_origin(
+                "dpop.origins",
+                &text,
+                environment,
+                " a proxy's, whose clients name it in their proofs;",
+                "a bound token's proofs cross it",
+            )?;
+            if !origins.contains(&origin) {
+                origins.push(origin);
+            }
+        }
         Ok(DpopConfig {
             algorithms,
             require_nonce: self.require_nonce.unwrap_or(false),
+            origins,
         })
     }
 }

@@ -103,6 +103,7 @@ pub const UNALIASED_PATHS: &[&str] = &[
     "limits.password_hash_concurrency",
     "limits.password_hash_wait_ms",
     "limits.background_tasks",
+    "dpop.origins",
 ];
 
 /// The sections of the settings (`[server]`, …).

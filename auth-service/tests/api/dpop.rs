@@ -976,6 +976,67 @@ async fn a_bound_token_is_not_a_bearer_token_at_the_services_own_endpoints() {
     assert_eq!(error_code(r, 401).await, "invalid_token");
 }
 
+/// Behind a proxy the client names the proxy's origin in its proofs, and the
+/// filter there checks them against that origin: a proof for the issuer's
+/// URL is refused by the filter, one for the proxy's was refused here, so
+/// a bound token worked at no endpoint of the service behind a filter
+/// (`/v1/admin/*`, logout, authenticators). With the proxy's origin in
+/// `dpop.origins` both take it; any other origin is still refused.
+#[tokio::test]
+async fn a_proof_naming_a_configured_proxy_origin_is_accepted() {
+    const PROXY: &str = "https://api.example.test";
+    let app = spawn_app_with(|c| c.dpop.origins = vec![PROXY.into()]).await;
+    app.verified_user("ada@example.com").await;
+    let key = DpopKey::es256();
+
+    // The token endpoint: a proof naming another origin, then the proxy's.
+    let (challenge, code) = app.challenge_and_code("ada@example.com").await;
+    let elsewhere = key.proof(
+        "POST",
+        &format!("https://evil.example.test{SIGNIN_VERIFY}"),
+        None,
+        None,
+    );
+    let r = app
+        .verify_with_proof(&challenge, &code, Some(elsewhere))
+        .await;
+    assert_eq!(error_code(r, 400).await, "invalid_dpop_proof");
+    let r = app
+        .signin_with_proof(
+            "ada@example.com",
+            Some(key.proof("POST", &format!("{PROXY}{SIGNIN_VERIFY}"), None, None)),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let t = dpop_tokens_of(r).await;
+
+    // An endpoint taking the token.
+    let logout = |url: String| {
+        app.http
+            .post(app.url(LOGOUT))
+            .header("authorization", format!("DPoP {}", t.access))
+            .header("x-authflow-device", &t.device)
+            .header("dpop", key.proof("POST", &url, Some(&t.access), None))
+            .send()
+    };
+    for other in [
+        "https://evil.example.test",
+        "https://api.example.test:8443",
+        "http://api.example.test",
+    ] {
+        let r = logout(format!("{other}{LOGOUT}")).await.unwrap();
+        assert_eq!(error_code(r, 401).await, "invalid_dpop_proof", "{other}");
+    }
+    let r = logout(format!("HTTPS://API.example.test:443{LOGOUT}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "the proxy's origin, as RFC 9449 compares it"
+    );
+}
+
 #[tokio::test]
 async fn ext_authz_refuses_a_bound_token() {
     let app = spawn_app().await;
