@@ -401,6 +401,46 @@ mod tests {
         FilterConfig::from_json(v.to_string().as_bytes())
     }
 
+    /// A staleness bound of a day (or 10^12 s) quietly turned `on_stale:
+    /// deny` into serving revoked tokens from a cut-off filter for that long;
+    /// the service bounds its own at an hour too. A `Retry-After` of 0 asks a
+    /// client to retry in a loop.
+    #[test]
+    fn staleness_and_retry_after_are_bounded() {
+        let feed = serde_json::json!({"providers": [{"name": "p", "issuer": "i", "audiences": ["api"],
+            "algorithms": ["EdDSA"], "jwks": {"remote": {"cluster": "c", "path": "/j"}},
+            "revocations": {"cluster": "c", "path": "/r"}}]});
+        for (patch, named) in [
+            (
+                serde_json::json!({"revocation": {"max_staleness_secs": 3601}}),
+                "revocation.max_staleness_secs",
+            ),
+            (
+                serde_json::json!({"revocation": {"max_staleness_secs": 1_000_000_000_000_u64}}),
+                "revocation.max_staleness_secs",
+            ),
+            (
+                serde_json::json!({"retry_after_secs": 0}),
+                "retry_after_secs",
+            ),
+            (
+                serde_json::json!({"retry_after_secs": 3601}),
+                "retry_after_secs",
+            ),
+        ] {
+            let mut c = feed.clone();
+            json_merge(&mut c, patch.clone());
+            let e = with(c).unwrap_err();
+            assert!(e.0.contains(named) && e.0.contains("3600"), "{patch}: {e}");
+        }
+        let mut c = feed;
+        json_merge(
+            &mut c,
+            serde_json::json!({"revocation": {"max_staleness_secs": 3600}, "retry_after_secs": 3600}),
+        );
+        assert!(with(c).is_ok());
+    }
+
     #[test]
     fn an_issuer_longer_than_the_revocation_layout_holds_is_refused() {
         let issuer = |len: usize| {

@@ -22,8 +22,12 @@ impl FilterConfig {
                 max_entries: default_max_entries(),
             },
             Some(r) => {
-                if r.max_staleness_secs == 0 {
-                    return err("`revocation.max_staleness_secs`: must be positive");
+                // A day of `deny` that serves a cut-off list is no bound; the
+                // service bounds its own (`revocation.max_staleness_secs`) alike.
+                if r.max_staleness_secs == 0 || r.max_staleness_secs > MAX_STALENESS_SECS {
+                    return err(format!(
+                        "`revocation.max_staleness_secs`: between 1 and {MAX_STALENESS_SECS}"
+                    ));
                 }
                 if r.max_entries == 0 || r.max_entries > MAX_LIST_ENTRIES {
                     return err("`revocation.max_entries`: between 1 and 2000000");
@@ -69,6 +73,11 @@ impl FilterConfig {
         // `exp` by default; a larger skew would let revoked tokens revive.
         if raw.clock_skew_secs > MAX_CLOCK_SKEW_SECS {
             return err(format!("`clock_skew_secs`: at most {MAX_CLOCK_SKEW_SECS}"));
+        }
+        if raw.retry_after_secs == 0 || u64::from(raw.retry_after_secs) > MAX_STALENESS_SECS {
+            return err(format!(
+                "`retry_after_secs`: between 1 and {MAX_STALENESS_SECS}"
+            ));
         }
         if raw.max_token_lifetime_secs == 0 {
             return err("`max_token_lifetime_secs`: must be positive");
@@ -378,6 +387,8 @@ fn validate_env_name(name: Option<String>) -> Result<Option<String>, ConfigError
 
 /// The longest `revocations.wait_secs` (the service's own bound).
 pub const MAX_REVOCATION_WAIT_SECS: u64 = 60;
+/// The longest `revocation.max_staleness_secs` (and `retry_after_secs`): an hour.
+pub const MAX_STALENESS_SECS: u64 = 3600;
 /// `revocations.wait_secs` when not set, if the staleness bound allows it:
 /// an idle long poll re-arms 60 / 30 = 2 times a minute per sidecar.
 const DEFAULT_REVOCATION_WAIT_SECS: u64 = 30;
