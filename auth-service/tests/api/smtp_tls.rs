@@ -525,3 +525,42 @@ async fn whether_a_reset_address_has_an_account_does_not_show_in_the_next_answer
         "the answer after a reset for an unknown address, then after one for an account"
     );
 }
+
+/// The same for the verification link a sign-in sends again: a right
+/// password on an unverified account started a task that held its slot
+/// until the relay took the mail, a wrong one (what a taken address gives
+/// someone who signed up with it) started none. So with the slots nearly
+/// full, the next `forgot`'s 503 told whether a sign-up just made the
+/// account, which sign-up's 201 and sign-in's 401 are there to hide.
+#[tokio::test]
+async fn whether_a_sign_in_sent_a_verification_link_again_does_not_show_in_the_next_answer() {
+    let setup = spawn_app().await;
+    sign_up(&setup, "ada@example.com").await;
+    let (port, _accepted) = tarpit().await;
+    let app = beside_a_tarpit(&setup, port, 1).await;
+    let mut after = Vec::new();
+    for password in ["not the password", PASSWORD] {
+        let r = app
+            .post(
+                "/v1/auth/signin",
+                json!({"email": "ada@example.com", "password": password}),
+            )
+            .await;
+        assert_eq!(r.status(), 401);
+        // Time enough for the resend to start, not for a delivery to the hanging relay.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        after.push(
+            app.post(
+                "/v1/auth/password/forgot",
+                json!({ "email": "someone-else@example.net" }),
+            )
+            .await
+            .status(),
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        after[0], after[1],
+        "the answer after a wrong password, then after a right one on an unverified account"
+    );
+}

@@ -19,7 +19,7 @@ use crate::state::AppState;
 use crate::store::{StoreError, TokenPurpose, User};
 use crate::throttle::signup_key;
 
-use super::{deliver, page_link, parse_email, send_mail};
+use super::{deliver, hand_off, page_link, parse_email, send_mail};
 use super::{Credentials, MailLink, SignupResponse, StatusResponse, TokenRequest};
 
 /// A sign-up from the client's address, counted before its password is
@@ -118,8 +118,9 @@ pub(super) fn resend_verification(
                 .await;
                 return Ok(());
             }
-            // In this task (its slot held) until the relay took it.
-            deliver(
+            // Not in this task: its slot would be held only for a right
+            // password on an unverified account (as in `reset`).
+            hand_off(
                 state,
                 verification_mail(state, &user_id, &email, link).await?,
             )
