@@ -76,8 +76,11 @@ RUN install -d -o 10001 -g 10001 -m 0700 /var/lib/authflow /run/authflow-kek
 USER 10001:10001
 # Variables win over a mounted configuration file (the service names at start each file
 # setting they replace): to listen or keep data elsewhere, set these two, not the file.
+# Production unless told otherwise (the compose file says development): the service's own
+# default is development, which takes an http issuer, the dev outbox and no password-hash floor.
 ENV AUTHFLOW_SERVER__LISTEN=0.0.0.0:8081 \
-    AUTHFLOW_SERVER__DATA_DIR=/var/lib/authflow
+    AUTHFLOW_SERVER__DATA_DIR=/var/lib/authflow \
+    AUTHFLOW_ENVIRONMENT=production
 VOLUME ["/var/lib/authflow"]
 EXPOSE 8081
 ENTRYPOINT ["/usr/local/bin/authflow-auth"]

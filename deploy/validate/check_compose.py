@@ -129,6 +129,11 @@ def check_dockerfile(path: Path, targets: set[str]) -> None:
             users = re.findall(r"(?im)^USER\s+(\S+)", stage)
             check(bool(users) and users[-1].split(":")[0] not in ("0", "root"),
                   f"Dockerfile: stage `{m.group(1)}` does not switch to a non-root USER")
+    # The service's own default is `development` (http issuer, no password-hash floor, the dev
+    # outbox, an unchecked KEK file): an image started without the variable must not take it.
+    auth = stage_text(path, "auth")
+    check(re.search(r"(?m)^\s*(ENV\s+)?AUTHFLOW_ENVIRONMENT=production\b", auth) is not None,
+          "Dockerfile: stage `auth` does not set AUTHFLOW_ENVIRONMENT=production (the service's default is development)")
 
 
 def check_references(services: dict) -> None:
