@@ -695,6 +695,7 @@ mod tests {
             ("AUTHFLOW_TOKENS__ISSUER", "https://a.example"),
             ("AUTHFLOW_TOKENS__AUDIENCES", "api.example.com"),
             ("AUTHFLOW_MAIL__TRANSPORT", "smtp"),
+            ("AUTHFLOW_MAIL__FROM", "authflow <no-reply@example.com>"),
             ("AUTHFLOW_SMTP__HOST", "relay.example"),
         ];
         assert!(
@@ -740,6 +741,7 @@ mod tests {
             ("AUTHFLOW_TOKENS__ISSUER", "https://a.example"),
             ("AUTHFLOW_TOKENS__AUDIENCES", "api.example.com"),
             ("AUTHFLOW_MAIL__TRANSPORT", "smtp"),
+            ("AUTHFLOW_MAIL__FROM", "authflow <no-reply@example.com>"),
             ("AUTHFLOW_SMTP__HOST", "relay.example"),
         ];
         for (memory, passes, ok) in [
@@ -791,6 +793,7 @@ mod tests {
                 ("AUTHFLOW_TOKENS__ISSUER", "https://a.example"),
                 ("AUTHFLOW_TOKENS__AUDIENCES", "api.example.com"),
                 ("AUTHFLOW_MAIL__TRANSPORT", "smtp"),
+                ("AUTHFLOW_MAIL__FROM", "authflow <no-reply@example.com>"),
                 ("AUTHFLOW_SMTP__HOST", "relay.example"),
                 ("AUTHFLOW_KEK__KEY_FILE", path),
             ];
@@ -840,6 +843,7 @@ mod tests {
             ("AUTHFLOW_TOKENS__ISSUER", "https://a.example"),
             ("AUTHFLOW_TOKENS__AUDIENCES", "api.example.com"),
             ("AUTHFLOW_MAIL__TRANSPORT", "smtp"),
+            ("AUTHFLOW_MAIL__FROM", "authflow <no-reply@example.com>"),
             ("AUTHFLOW_SMTP__HOST", "relay.example"),
         ]);
         let key = crate::kek::generate_key();
@@ -1076,6 +1080,7 @@ mod tests {
         let smtp = |vars: &[(&str, &str)]| {
             let mut all = vec![
                 ("AUTHFLOW_MAIL__TRANSPORT", "smtp"),
+                ("AUTHFLOW_MAIL__FROM", "authflow <no-reply@example.com>"),
                 ("AUTHFLOW_SMTP__HOST", "relay.internal"),
             ];
             all.extend_from_slice(vars);
@@ -1159,6 +1164,7 @@ mod tests {
                 ("AUTHFLOW_ISSUER", "https://auth.example.com"),
                 ("AUTHFLOW_TOKENS__AUDIENCES", "api.example.com"),
                 ("AUTHFLOW_MAIL__TRANSPORT", "smtp"),
+                ("AUTHFLOW_MAIL__FROM", "authflow <no-reply@example.com>"),
                 ("AUTHFLOW_SMTP__HOST", host),
                 ("AUTHFLOW_SMTP__TLS", "none"),
             ];
@@ -1351,7 +1357,10 @@ mod tests {
                 &["server.xff_num_trusted_hops"],
             ),
             (
-                &[("AUTHFLOW_MAIL__TRANSPORT", "smtp")],
+                &[
+                    ("AUTHFLOW_MAIL__TRANSPORT", "smtp"),
+                    ("AUTHFLOW_MAIL__FROM", "authflow <no-reply@example.com>"),
+                ],
                 &["smtp.host", "not set", "AUTHFLOW_SMTP__HOST"],
             ),
             (
@@ -1408,6 +1417,7 @@ mod tests {
                     "postgres://authflow:db-pass-7Hq2@db.internal:5432/authflow",
                 ),
                 ("AUTHFLOW_MAIL__TRANSPORT", "smtp"),
+                ("AUTHFLOW_MAIL__FROM", "authflow <no-reply@example.com>"),
                 ("AUTHFLOW_SMTP__HOST", "relay.internal"),
                 ("AUTHFLOW_SMTP__USERNAME", "mailer"),
                 ("AUTHFLOW_SMTP__PASSWORD", "smtp-pass-9Xw4"),
@@ -1553,6 +1563,7 @@ mod tests {
         let mut vars = production.to_vec();
         vars.extend([
             ("AUTHFLOW_MAIL__TRANSPORT", "smtp"),
+            ("AUTHFLOW_MAIL__FROM", "authflow <no-reply@example.com>"),
             ("AUTHFLOW_SMTP__HOST", "relay.example"),
         ]);
         Config::load_from(None, &env(&vars)).unwrap();
@@ -1882,6 +1893,7 @@ mod tests {
         ("AUTHFLOW_TOKENS__ISSUER", "https://auth.example.com"),
         ("AUTHFLOW_TOKENS__AUDIENCES", "api.example.com"),
         ("AUTHFLOW_MAIL__TRANSPORT", "smtp"),
+        ("AUTHFLOW_MAIL__FROM", "authflow <no-reply@example.com>"),
         ("AUTHFLOW_SMTP__HOST", "relay.example"),
     ];
 
@@ -1917,10 +1929,86 @@ mod tests {
         .unwrap();
     }
 
+    /// The shipped Kubernetes Deployment (`deploy/k8s/auth-deployment.yaml`)
+    /// starts: its environment, with stand-ins for the values its Secret
+    /// holds, is a production configuration the service loads. A check the
+    /// service gains (the mail sender, say) must come with the manifest's
+    /// setting.
+    #[test]
+    fn the_shipped_kubernetes_deployment_loads_in_production() {
+        use serde_norway::Value;
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/k8s/auth-deployment.yaml"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        let deployment = serde_norway::Deserializer::from_str(&text)
+            .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
+            .find(|d| d["kind"] == "Deployment")
+            .expect("a Deployment");
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        use base64::Engine as _;
+        let kek = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
+        let secrets = [
+            (
+                "database-url",
+                "postgres://authflow@db.example/authflow?sslmode=verify-full",
+            ),
+            ("smtp-username", "authflow"),
+            ("smtp-password", "stand-in"),
+            ("kek", kek.as_str()),
+        ];
+        let vars: Vec<(String, String)> = container["env"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let name = e["name"].as_str().unwrap().to_owned();
+                let value = match e["value"].as_str() {
+                    Some(v) => v.to_owned(),
+                    None => {
+                        let key = e["valueFrom"]["secretKeyRef"]["key"].as_str().unwrap();
+                        let (_, v) = secrets.iter().find(|(k, _)| *k == key).unwrap();
+                        (*v).to_owned()
+                    }
+                };
+                (name, value)
+            })
+            .collect();
+        assert!(vars.contains(&("AUTHFLOW_ENVIRONMENT".into(), "production".into())));
+        if let Err(e) = Config::load_from(None, &vars) {
+            panic!("{path}: {e}");
+        }
+    }
+
     fn production_with(extra: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let mut vars = PRODUCTION.to_vec();
         vars.extend_from_slice(extra);
         Config::load_from(None, &env(&vars))
+    }
+
+    /// The default sender's domain is `authflow.invalid`, which a relay
+    /// checking senders refuses: in production every sign-in code and reset
+    /// link was lost, only logged. There the sender is set or the start refused.
+    #[test]
+    fn production_needs_the_mail_sender_set() {
+        let without: Vec<(&str, &str)> = PRODUCTION
+            .iter()
+            .copied()
+            .filter(|(k, _)| *k != "AUTHFLOW_MAIL__FROM")
+            .collect();
+        let e = Config::load_from(None, &env(&without))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mail.from"), "{e}");
+        let c = production_with(&[]).unwrap();
+        assert_eq!(c.mail.from, "authflow <no-reply@example.com>");
+        let dev = Config::load_from(None, &[]).unwrap();
+        assert!(
+            dev.mail.from.ends_with("@authflow.invalid>"),
+            "{}",
+            dev.mail.from
+        );
     }
 
     /// Mailed links carry one-time tokens (email verification, password

@@ -894,6 +894,14 @@ fn validate_mail(
             ))
         }
     };
+    // A relay that checks the sender's domain refuses `.invalid`: every
+    // sign-in code and reset link would be lost, each only logged.
+    if environment == Environment::Production && mail.from.is_none() {
+        return Err(bad(
+            "mail.from",
+            "in production set the sender your relay accepts (e.g. `authflow <no-reply@example.com>`)",
+        ));
+    }
     Ok(MailConfig {
         transport,
         from: mail
