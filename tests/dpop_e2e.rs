@@ -286,12 +286,16 @@ fn dpop_bound_tokens_through_envoy() {
         assert!(stack.envoy.stat(&format!("denied.{stat}")) >= 1, "{stat}");
     }
 
-    // Two proofs on one request: 400.
+    // Two proofs on one request: RFC 9449 §4.3 step 1, `invalid_dpop_proof`.
     let (a, b) = (
         key.proof("GET", &url("/v1/items"), Some(&s.access)),
         key.proof("GET", &url("/v1/items"), Some(&s.access)),
     );
-    assert_eq!(call(&stack, "GET", "/v1/items", &s, &[&a, &b]).status, 400);
+    assert_refused(
+        &call(&stack, "GET", "/v1/items", &s, &[&a, &b]),
+        "invalid_dpop_proof",
+        "two proofs",
+    );
 
     // The bound token presented as a bearer token (a downgrade).
     let bearer = Session {

@@ -84,8 +84,8 @@ pub fn judge(
     let mut proofs = req.header_values(PROOF_HEADER);
     let proof = match (proofs.next(), proofs.next()) {
         (Some(p), None) => p.trim(),
-        // RFC 9449 §4.3 step 1: exactly one.
-        (Some(_), Some(_)) => return Err(DenyReason::InvalidRequest),
+        // RFC 9449 §4.3 step 1: exactly one (else `invalid_dpop_proof`, §7.1).
+        (Some(_), Some(_)) => return deny(DpopError::Malformed),
         (None, _) => return deny(DpopError::Malformed),
     };
     // Kept with the verified token, computed once when it was verified (for

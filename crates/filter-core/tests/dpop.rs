@@ -251,12 +251,14 @@ fn every_refusal_of_rfc9449() {
         f.eval(&[("authorization", &auth), ("dpop", &proof)]),
         Outcome::Allow(_)
     ));
-    // Two proofs: 400 invalid_request.
+    // Two proofs: RFC 9449 §4.3 step 1 failed, so 401 invalid_dpop_proof
+    // (§7.1), as the service answers it; it was 400 invalid_request, whose
+    // description speaks of the Authorization header.
     let p1 = proof_at_now(&es, "GET", URI, &token, "h", |_| {});
     let p2 = proof_at_now(&es, "GET", URI, &token, "i", |_| {});
     let o = f.eval(&[("authorization", &auth), ("dpop", &p1), ("dpop", &p2)]);
-    assert_eq!(refusal(&o).0, DenyReason::InvalidRequest);
-    assert_eq!(refusal(&o).1, 400);
+    assert_eq!(refusal(&o).0, DenyReason::Dpop(DpopError::Malformed));
+    assert_eq!(refusal(&o).1, 401);
 }
 
 /// A proof binds a request to its method and URL (RFC 9449 §11.1), while
