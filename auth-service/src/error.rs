@@ -60,6 +60,13 @@ pub enum ApiError {
         description: &'static str,
         algs: String,
     },
+    /// The session's sign-in is older than the step needs (RFC 9470): 401
+    /// `insufficient_user_authentication` with `max_age`, the most seconds
+    /// since the sign-in (its second factor) the step accepts.
+    SignInAgain {
+        description: &'static str,
+        max_age_secs: u64,
+    },
     EmailNotVerified,
     AccountDisabled,
     Forbidden(&'static str),
@@ -148,6 +155,9 @@ impl ApiError {
             Self::UseDpopNonce(_) => (S::BAD_REQUEST, "use_dpop_nonce", "use the server nonce in the DPoP-Nonce header".into()),
             Self::DpopUnauthorized { error, description, .. } => (S::UNAUTHORIZED, error, (*description).into()),
             Self::DpopForbidden { description, .. } => (S::FORBIDDEN, "insufficient_scope", (*description).into()),
+            Self::SignInAgain { description, .. } => {
+                (S::UNAUTHORIZED, "insufficient_user_authentication", (*description).into())
+            }
             Self::EmailNotVerified => (S::FORBIDDEN, "email_not_verified", "verify the email address first".into()),
             Self::AccountDisabled => (S::FORBIDDEN, "account_disabled", "this account is disabled".into()),
             Self::Forbidden(d) => (S::FORBIDDEN, "insufficient_scope", (*d).into()),
@@ -190,6 +200,15 @@ impl IntoResponse for ApiError {
                 // RFC 6750 §3: the description is fixed text, never input.
                 let value =
                     format!("Bearer error=\"{error}\", error_description=\"{error_description}\"");
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    headers.insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            Self::SignInAgain { max_age_secs, .. } => {
+                // RFC 9470 §3: fixed text and a configured number, never input.
+                let value = format!(
+                    "Bearer error=\"{error}\", error_description=\"{error_description}\", max_age=\"{max_age_secs}\""
+                );
                 if let Ok(v) = HeaderValue::from_str(&value) {
                     headers.insert(header::WWW_AUTHENTICATE, v);
                 }

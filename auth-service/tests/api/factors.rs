@@ -429,3 +429,47 @@ async fn begin_replacement(app: &TestApp, t: &Tokens, code: String) -> String {
     let pending: Value = r.json().await.unwrap();
     pending["secret"].as_str().unwrap().to_owned()
 }
+
+/// The first authenticator replaces the mailed code as the second factor,
+/// and once set up only a code from it removes it (a password reset keeps
+/// it). So someone holding a stolen session (access token and device
+/// secret) and the password — but not the mailbox — took the account over
+/// for good: enrolled their own app, which the owner could not remove. It
+/// now needs a session signed in (with the mailed code) within the last
+/// 15 minutes: a fresh proof of the factor it replaces.
+#[tokio::test]
+async fn the_first_authenticator_needs_a_recent_sign_in() {
+    let app = spawn_app().await;
+    let email = "ada@example.com";
+    app.verified_user(email).await;
+    let stolen = app.signin(email, PASSWORD).await;
+    run_sql(
+        &app,
+        &[&format!(
+            "UPDATE sessions SET created_at = created_at - 16 * 60 WHERE id = '{}'",
+            stolen.session
+        )],
+    )
+    .await;
+    let r = app
+        .authed(Method::POST, "/v1/auth/totp/enroll", &stolen)
+        .json(&json!({ "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert!(
+        challenge.starts_with("Bearer error=\"insufficient_user_authentication\"")
+            && challenge.contains("max_age=\"900\""),
+        "RFC 9470: {challenge}"
+    );
+    assert_eq!(error_code(r, 401).await, "insufficient_user_authentication");
+    let (_, method) = app.challenge(email, PASSWORD).await;
+    assert_eq!(method, "email", "no authenticator was set up");
+
+    // Signed in again (the mailed code), the owner sets one up.
+    let fresh = app.signin(email, PASSWORD).await;
+    app.enrol_totp(&fresh).await;
+    let (_, method) = app.challenge(email, PASSWORD).await;
+    assert_eq!(method, "totp");
+}

@@ -137,6 +137,31 @@ async fn code_refused(
     }
 }
 
+/// How recent a session's sign-in must be to set up the first authenticator.
+pub const FIRST_AUTHENTICATOR_MAX_SIGNIN_AGE_SECS: u64 = 15 * 60;
+
+/// The first authenticator replaces the mailed code, and only a code from
+/// it removes it (a password reset keeps it): a session and the password
+/// alone, both of which a thief may hold without the mailbox, would take
+/// the account over for good. So it needs a session whose sign-in (the
+/// mailed code) is recent: a fresh proof of the factor it replaces.
+async fn signed_in_recently(state: &AppState, session: &str) -> ApiResult<()> {
+    let signed_in_at = state
+        .store
+        .session(session)
+        .await?
+        .map_or(i64::MIN, |s| s.created_at);
+    let max_age = FIRST_AUTHENTICATOR_MAX_SIGNIN_AGE_SECS;
+    if now().saturating_sub(signed_in_at) > i64::try_from(max_age).unwrap_or(i64::MAX) {
+        return Err(ApiError::SignInAgain {
+            description: "sign in again (with the mailed code) to set up an authenticator: \
+                          the sign-in must be at most 15 minutes old",
+            max_age_secs: max_age,
+        });
+    }
+    Ok(())
+}
+
 /// The account of the access token's subject (gone since the token was issued: 401).
 async fn caller_account(state: &AppState, caller: &Caller) -> ApiResult<User> {
     state
@@ -175,6 +200,9 @@ pub async fn begin_totp_enrollment(
     session: &str,
     proof: &FactorProof,
 ) -> ApiResult<TotpEnrollment> {
+    if user.totp_secret.is_none() {
+        signed_in_recently(state, session).await?;
+    }
     prove_owner(state, client, user, proof).await?;
     let mut bytes = [0u8; 20];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
