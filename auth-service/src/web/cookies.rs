@@ -93,14 +93,22 @@ fn refresh_tagged<'a>(device_secret: &'a str, refresh: &'a str) -> [&'a [u8]; 4]
     ]
 }
 
-/// The refresh tokens of the refresh cookie's copies to try, in order:
-/// every distinct one tagged for this browser's device secret (a planted
+/// The refresh tokens of the refresh cookie's copies to try, in order.
+pub struct RefreshCandidates {
+    pub tokens: Vec<String>,
+    /// Whether they are tagged for this browser's device secret: only then
+    /// are they known to be this browser's (see [`refresh_candidates`]).
+    pub tagged: bool,
+}
+
+/// Every distinct copy tagged for this browser's device secret (a planted
 /// copy never is, however many there are); only when there is none, the
-/// untagged ones (set before the tag existed); at most [`MAX_CANDIDATES`].
-/// A browser with a tagged copy holds no untagged one of its own: one beside
-/// it is planted, and may be an old refresh token of this very session that
-/// its device secret would turn into reuse (the session ended).
-pub fn refresh_candidates(state: &AppState, headers: &HeaderMap) -> Vec<String> {
+/// untagged ones (set before the tag existed, or planted by another site of
+/// the domain); at most [`MAX_CANDIDATES`]. A browser with a tagged copy
+/// holds no untagged one of its own: one beside it is planted, and may be
+/// an old refresh token of this very session that its device secret would
+/// turn into reuse (the session ended).
+pub fn refresh_candidates(state: &AppState, headers: &HeaderMap) -> RefreshCandidates {
     let device = crate::tokens::device_secret(headers).unwrap_or_default();
     let mut tagged: Vec<String> = Vec::new();
     let mut untagged: Vec<String> = Vec::new();
@@ -129,8 +137,14 @@ pub fn refresh_candidates(state: &AppState, headers: &HeaderMap) -> Vec<String> 
         }
     }
     if tagged.is_empty() {
-        untagged
+        RefreshCandidates {
+            tokens: untagged,
+            tagged: false,
+        }
     } else {
-        tagged
+        RefreshCandidates {
+            tokens: tagged,
+            tagged: true,
+        }
     }
 }

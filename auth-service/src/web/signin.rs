@@ -213,7 +213,7 @@ pub async fn refresh(
 ) -> Response {
     let return_to = from_query(raw.as_deref());
     let candidates = cookies::refresh_candidates(&state, &client.headers);
-    if !candidates.is_empty() && started_by_another_site(&client) {
+    if !candidates.tokens.is_empty() && started_by_another_site(&client) {
         let (csrf, cookie) = csrf_token(&state, &client.headers);
         return Page::ok(
             "Continue",
@@ -258,14 +258,18 @@ fn started_by_another_site(client: &Client) -> bool {
 async fn rotate_and_return(
     state: &AppState,
     client: &Client,
-    candidates: Vec<String>,
+    candidates: cookies::RefreshCandidates,
     return_to: &str,
 ) -> Response {
-    // Cookies are cleared only when a refresh cookie was presented and
-    // refused: none presented (a navigation another site started, whose
-    // answer's cookies the browser takes all the same; a JSON-API client's
-    // session, whose device cookie is its own) leaves the jar as it is.
-    let presented = !candidates.is_empty();
+    // Cookies are cleared only when a refresh cookie of this browser's was
+    // presented and refused: none presented (a navigation another site
+    // started, whose answer's cookies the browser takes all the same; a
+    // JSON-API client's session, whose device cookie is its own), or only
+    // untagged copies (another site of the domain can plant one, with
+    // `Domain=` the parent, which no clearing answer removes) leaves the jar
+    // as it is.
+    let presented = candidates.tagged;
+    let candidates = candidates.tokens;
     let to_signin = || {
         let cleared = if presented {
             cookies::cleared_session()

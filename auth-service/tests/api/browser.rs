@@ -1965,6 +1965,45 @@ async fn a_refresh_with_no_refresh_cookie_clears_no_cookie() {
     }
 }
 
+/// A sibling site of the domain plants an untagged refresh cookie
+/// (`Domain=` the parent, so no clearing answer removes it) in a browser
+/// whose session is the JSON API's (the DPoP client's: a device cookie, no
+/// refresh cookie). The planted copy, refused, cleared the session's
+/// cookies: the device cookie was gone and the session unusable, again on
+/// every visit to the refresh endpoint. A refused copy not tagged for this
+/// browser's device secret is no one's: nothing is cleared.
+#[tokio::test]
+async fn a_planted_untagged_refresh_cookie_clears_no_cookie() {
+    let app = spawn_app().await;
+    app.verified_user("ada@example.com").await;
+    let t = app.signin("ada@example.com", PASSWORD).await;
+    let mut b = Browser::new(&app);
+    b.jar.push(Cookie {
+        name: DEVICE.into(),
+        value: t.device.clone(),
+        path: "/".into(),
+        raw: String::new(),
+    });
+    b.foreign = vec![format!("{REFRESH}=planted")];
+    let req = b
+        .http
+        .get(format!("{}/auth/refresh?return_to=%2Fapp", b.base))
+        .header("sec-fetch-site", "same-origin");
+    let r = b.send(req, "/auth/refresh").await;
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/auth/signin?return_to=/app")
+    );
+    assert!(
+        r.headers.get("set-cookie").is_none(),
+        "the planted copy cleared: {:?}",
+        r.headers
+    );
+    // The API session still works with its device secret.
+    let r = refresh_with_device(&app, &t.refresh, Some(&t.device)).await;
+    assert_eq!(r.status(), 200);
+}
+
 /// The refresh failed for the service's own reason (its database, or no key
 /// it can sign with), not the cookie's: the answer cleared the cookies and
 /// sent the browser to sign in, ending a session nobody ended. It is a 503
