@@ -784,6 +784,36 @@ mod tests {
         }
     }
 
+    /// A worker that does not hold the fetch lease fetches early only for an
+    /// unknown `kid`. One such fetch that failed (the issuer briefly out)
+    /// counted a failure that only its own successful fetch would clear,
+    /// and it made none again: the lease holder's periodic fetches keep the
+    /// lease, and an early fetch was never granted while a failure counted.
+    /// Every token of the next key got 401 on that worker until a shared
+    /// set came, up to `refresh_interval_secs`. Once the backoff is over an
+    /// unknown `kid` fetches early again.
+    #[test]
+    fn a_failed_early_fetch_does_not_stop_the_next_one_after_its_backoff() {
+        let mut f = loaded(jwks(5_000), 0);
+        let no_lease = || false;
+        let mut now = 10_000;
+        assert_eq!(f.key_wait(KeyNeed::UnknownKid, now), KeyWait::Pause);
+        assert!(f.should_start(now, no_lease));
+        f.started(2, now);
+        f.finished(FetchEnd::Failed, now + 10, 1.0);
+        // During its backoff: no early fetch.
+        now += 100;
+        assert_eq!(f.key_wait(KeyNeed::UnknownKid, now), KeyWait::AnswerNow);
+        assert!(!f.should_start(now, no_lease));
+        // Long after (the issuer is back): the next unknown `kid` fetches.
+        now += 60_000;
+        assert_eq!(f.key_wait(KeyNeed::UnknownKid, now), KeyWait::Pause);
+        assert!(
+            f.should_start(now, no_lease),
+            "an early fetch without the lease"
+        );
+    }
+
     #[test]
     fn keys_never_loaded_pause_only_when_a_fetch_may_start() {
         let mut f = jwks(1_000);

@@ -71,10 +71,13 @@ impl FetchSchedule {
     }
 
     /// Whether [`request_early`](Self::request_early) would grant an early fetch now:
-    /// never while backing off (an unknown `kid` is no reason to hammer a failing upstream).
+    /// never while backing off (an unknown `kid` is no reason to hammer a
+    /// failing upstream). Once the backoff's wait is over it may: a VM
+    /// without the fetch lease fetches only early, so a failure it counted
+    /// would otherwise stay counted, and stop its early fetches, for good.
     pub fn may_fetch_early(&self, now_ms: u64) -> bool {
         // An early fetch "later" than now: the clock stepped back.
-        self.failures == 0
+        (self.failures == 0 || self.is_due(now_ms))
             && self.last_early_ms.is_none_or(|t| {
                 now_ms < t || now_ms >= t.saturating_add(self.min_early_interval_ms)
             })
