@@ -291,8 +291,12 @@ macro_rules! withdraw_key_in {
             None => Withdrawal::Unknown,
             Some((Some(_), _)) => Withdrawal::Already,
             Some((None, retired_at)) => {
+                // Retired long ago too: a release from before withdrawal knows
+                // only `retired_at`, and would publish (and verify with) a key
+                // that has none, or one retired lately, for the token lifetime
+                // after it. This release looks at `withdrawn_at` first.
                 sqlx::query(
-                    "UPDATE signing_keys SET withdrawn_at = $1, private_key = $2 WHERE kid = $3",
+                    "UPDATE signing_keys SET withdrawn_at = $1, private_key = $2, retired_at = 0 WHERE kid = $3",
                 )
                 .bind(now)
                 .bind(Vec::<u8>::new())

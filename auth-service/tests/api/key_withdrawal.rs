@@ -234,3 +234,35 @@ async fn an_admin_withdraws_a_key_through_the_api() {
         "{rows:#?}"
     );
 }
+
+/// A release from before withdrawal knew only `retired_at`: it publishes a
+/// key, and verifies with it, until `retired_at` + the access token lifetime
+/// + 60 s, and a key that signed when it was withdrawn had none. During a
+/// rolling upgrade (or after a rollback), such an instance on the same
+/// database put the withdrawn key back into every JWKS a filter fetched
+/// from it, and took tokens forged with it, until a later rotation. A
+/// withdrawal now also retires the key long ago, so that rule drops it too.
+#[tokio::test]
+async fn a_withdrawn_key_is_also_retired_for_an_older_release() {
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    let leaked = header(&admin.access)["kid"].as_str().unwrap().to_owned();
+    let r = app
+        .authed(
+            Method::POST,
+            &format!("/v1/admin/keys/{leaked}/withdraw"),
+            &admin,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let kept = app.state.config.tokens.access_ttl.as_secs() as i64 + 60;
+    let keys = app.state.store.signing_keys().await.unwrap();
+    let key = keys.iter().find(|k| k.kid == leaked).unwrap();
+    assert!(
+        key.retired_at.is_some_and(|r| r + kept <= now()),
+        "an older release still publishes it: retired_at {:?}",
+        key.retired_at
+    );
+}
