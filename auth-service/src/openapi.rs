@@ -59,7 +59,8 @@ pub fn with_openapi_path_templates(mut doc: utoipa::openapi::OpenApi) -> utoipa:
 
 /// Documents the refusals the extractors answer before any handler runs:
 /// on an operation that reads a query, 400 one with an unknown parameter or
-/// a value of the wrong type; on one that takes a body, 400 one that does
+/// a value of the wrong type (also one with a path segment that is not
+/// UTF-8, or behind the bearer scheme two tokens); on one that takes a body, 400 one that does
 /// not parse or fit, 413 one past `server.body_limit_bytes` and, for a JSON
 /// body, 415 one not sent as JSON; on one behind the bearer scheme, 503
 /// while this instance's revocation list is stale. A status the operation
@@ -84,6 +85,11 @@ pub fn with_request_refusals(mut doc: utoipa::openapi::OpenApi) -> utoipa::opena
             .iter()
             .flatten()
             .any(|p| p.parameter_in == ParameterIn::Query);
+        let path = op
+            .parameters
+            .iter()
+            .flatten()
+            .any(|p| p.parameter_in == ParameterIn::Path);
         let body = op.request_body.as_ref();
         let json = body.is_some_and(|b| b.content.contains_key("application/json"));
         // A requirement's schemes are private to utoipa; its JSON names them.
@@ -93,8 +99,8 @@ pub fn with_request_refusals(mut doc: utoipa::openapi::OpenApi) -> utoipa::opena
         let refusals = [
             (
                 "400",
-                "`invalid_request`: the query or the body does not parse or does not fit the request",
-                query || body.is_some(),
+                "`invalid_request`: the query, the body or a path segment does not parse or does not fit the request, or (behind the bearer scheme) the request carries two tokens or a token scheme with nothing usable after it",
+                query || body.is_some() || bearer || path,
             ),
             (
                 "413",

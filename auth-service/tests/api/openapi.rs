@@ -186,7 +186,7 @@ async fn the_token_endpoints_document_dpop() {
 /// right, or a service account's on the user endpoints) and 503 (this
 /// instance's revocation list stale: `admin::an_instance_that_cannot_sync_its_feed_stops_vouching_for_tokens`).
 #[tokio::test]
-async fn bearer_operations_document_401_403_and_503() {
+async fn bearer_operations_document_400_401_403_and_503() {
     let app = spawn_app().await;
     let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
     let mut missing = Vec::new();
@@ -201,7 +201,8 @@ async fn bearer_operations_document_401_403_and_503() {
             if !bearer {
                 continue;
             }
-            for status in ["401", "403", "503"] {
+            // 400: two tokens, or a token scheme with nothing usable after it.
+            for status in ["400", "401", "403", "503"] {
                 if !op["responses"][status].is_object() {
                     missing.push(format!("{method} {path}: {status}"));
                 }
