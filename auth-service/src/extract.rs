@@ -78,7 +78,15 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T>
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(v)| Self(v))
-            .map_err(|e: QueryRejection| ApiError::BadRequest(e.body_text()))
+            // Not axum's text: it quotes an unknown parameter's name and a
+            // value it could not take (see `json_refused_text`).
+            .map_err(|_: QueryRejection| {
+                ApiError::BadRequest(
+                    "the query does not fit this request: a parameter is unknown or given \
+                     twice, or a value has the wrong type"
+                        .into(),
+                )
+            })
     }
 }
 
@@ -93,7 +101,10 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for PathPar
         Path::<T>::from_request_parts(parts, state)
             .await
             .map(|Path(v)| Self(v))
-            .map_err(|e: PathRejection| ApiError::BadRequest(e.body_text()))
+            // Not axum's text, which may quote the segment.
+            .map_err(|_: PathRejection| {
+                ApiError::BadRequest("a path segment is not valid here".into())
+            })
     }
 }
 

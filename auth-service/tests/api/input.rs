@@ -263,6 +263,31 @@ async fn an_undecodable_path_segment_gets_the_error_shape() {
     }
 }
 
+/// A refused query or path segment is described without repeating it, as a
+/// JSON body is: axum's text quotes an unknown parameter's name and a
+/// value it could not take, so a page or a proxy's log showing the answer
+/// showed the client's own text (`"><script>…`, kilobytes of anything).
+#[tokio::test]
+async fn a_refused_query_or_path_segment_is_not_repeated_in_the_answer() {
+    use reqwest::Method;
+    let app = spawn_app().await;
+    let admin = app.admin("root@example.com").await;
+    let marker = "zz-marker-zz";
+    for path in [
+        format!("/v1/admin/users?{marker}=1"),
+        format!("/v1/admin/users?limit={marker}"),
+        format!("/v1/admin/audit?limit=1&{marker}%22%3E%3Cscript%3E=1"),
+        format!("/v1/admin/users/%FF{marker}/sessions"),
+    ] {
+        let r = app.authed(Method::GET, &path, &admin).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+        let text = r.text().await.unwrap();
+        assert!(!text.contains(marker), "{path} repeats it: {text}");
+        let body: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(body["error"], "invalid_request", "{path}: {body}");
+    }
+}
+
 /// A refused JSON body is described without repeating what it held: the
 /// serde text quotes values (`invalid type: integer `…``, `string "…"`), so
 /// a password, a second-factor code or a token sent with the wrong type,
