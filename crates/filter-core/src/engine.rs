@@ -443,8 +443,7 @@ impl Engine {
                 // read before the wall clock stepped back, and how long ago
                 // it really was is unknown; it vouches for nothing until the
                 // next poll (or another VM's stamp) marks the list again.
-                // A list never loaded is stale whatever the bound (even one
-                // that saturates to `u64::MAX`, which no age exceeds).
+                // A list never loaded is stale whatever the bound.
                 let stale = !loaded
                     || now_ms.abs_diff(state.revocations_fresh_at_ms)
                         > self.config.revocation.max_staleness_ms;

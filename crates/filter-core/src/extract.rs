@@ -75,9 +75,9 @@ pub fn find_token<'a>(
                 }
                 continue;
             }
-            // Whitespace or a comma inside: some backend may take either
-            // half. Refused by one pass over the bytes (every request's token
-            // goes through here).
+            // Not RFC 6750's b64token (whitespace, a comma, a byte past
+            // ASCII inside): some backend may take a part of it. One pass
+            // over the bytes (every request's token goes through here).
             if !is_b64token(token) {
                 return Err(ExtractError::Malformed);
             }
@@ -91,7 +91,7 @@ pub fn find_token<'a>(
             let token = token.strip_prefix("Bearer ").unwrap_or(token).trim();
             if !token.is_empty() {
                 // As in `Authorization`: a list or a second word is not one token.
-                if value == NOT_UTF8 || !is_b64token(token) {
+                if !is_b64token(token) {
                     return Err(ExtractError::Malformed);
                 }
                 take(token)?;

@@ -283,12 +283,15 @@ fn carries(config: &FilterConfig, req: &Request, name: &str) -> bool {
     !req.has_every_header(&HeaderReads::for_config(config)) || req.has_header(name)
 }
 
-/// `Bearer <token>` or `DPoP <token>`, read as extraction reads it, or a
-/// value listing one after a comma (which extraction refuses).
+/// `Bearer <token>` or `DPoP <token>`, read as extraction reads it, a
+/// value listing one after a comma, or one that is not UTF-8 (a Latin-1
+/// reader splits `Bearer<0xA0>t` into the token): the last two extraction
+/// refuses.
 fn is_token_authorization(value: &str) -> bool {
     // The list last: a token's own value (every request's) needs no comma search.
     let (scheme, token) = split_authorization(value);
     (!token.is_empty() && crate::extract::is_token_scheme(scheme))
+        || value == crate::request::NOT_UTF8
         || crate::extract::lists_a_token(value)
 }
 

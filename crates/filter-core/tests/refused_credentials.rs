@@ -236,8 +236,9 @@ fn a_token_with_more_after_it_does_not_carry_a_refused_token_of_ours_upstream() 
     use authflow_filter_core::request::NOT_UTF8;
     let mut f = fixture();
     let t = expired_token(&f);
-    let cases: [(&str, String); 6] = [
+    let cases: [(&str, String); 7] = [
         ("authorization", format!("Bearer {t},x.y")),
+        ("authorization", NOT_UTF8.to_string()),
         ("authorization", format!("DPoP {t},x.y")),
         ("authorization", format!("Bearer {t};x")),
         ("x-token", format!("{t}, x.y")),

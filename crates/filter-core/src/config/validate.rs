@@ -74,9 +74,9 @@ impl FilterConfig {
         if raw.clock_skew_secs > MAX_CLOCK_SKEW_SECS {
             return err(format!("`clock_skew_secs`: at most {MAX_CLOCK_SKEW_SECS}"));
         }
-        if raw.retry_after_secs == 0 || u64::from(raw.retry_after_secs) > MAX_STALENESS_SECS {
+        if raw.retry_after_secs == 0 || u64::from(raw.retry_after_secs) > MAX_RETRY_AFTER_SECS {
             return err(format!(
-                "`retry_after_secs`: between 1 and {MAX_STALENESS_SECS}"
+                "`retry_after_secs`: between 1 and {MAX_RETRY_AFTER_SECS}"
             ));
         }
         if raw.max_token_lifetime_secs == 0 {
@@ -387,8 +387,10 @@ fn validate_env_name(name: Option<String>) -> Result<Option<String>, ConfigError
 
 /// The longest `revocations.wait_secs` (the service's own bound).
 pub const MAX_REVOCATION_WAIT_SECS: u64 = 60;
-/// The longest `revocation.max_staleness_secs` (and `retry_after_secs`): an hour.
+/// The longest `revocation.max_staleness_secs`: an hour, as the service's own.
 pub const MAX_STALENESS_SECS: u64 = 3600;
+/// The longest `retry_after_secs`: an hour.
+pub const MAX_RETRY_AFTER_SECS: u64 = 3600;
 /// `revocations.wait_secs` when not set, if the staleness bound allows it:
 /// an idle long poll re-arms 60 / 30 = 2 times a minute per sidecar.
 const DEFAULT_REVOCATION_WAIT_SECS: u64 = 30;
