@@ -331,6 +331,18 @@ if (plugin && deployment) {
   if (JSON.stringify(list("AUTHFLOW_TOKENS__FINGERPRINT_ATTRIBUTES")) !== JSON.stringify(cfg.device_binding?.attributes ?? [])) {
     errors.push(`Deployment: AUTHFLOW_TOKENS__FINGERPRINT_ATTRIBUTES ${val("AUTHFLOW_TOKENS__FINGERPRINT_ATTRIBUTES")} != device_binding.attributes`);
   }
+  // A page on another origin the gateway serves (the filter's dpop_origins) reaches the service's
+  // token endpoints there too, and names that origin in its proofs: the service must take it.
+  const origin = (u) => { try { return new URL(u).origin; } catch { return null; } };
+  const serviceOrigins = list("AUTHFLOW_DPOP__ORIGINS").map(origin);
+  for (const p of plugin.spec?.pluginConfig?.providers ?? []) {
+    if ((p.dpop ?? "off") === "off") continue;
+    for (const o of p.dpop_origins ?? []) {
+      if (origin(o) !== origin(p.issuer) && !serviceOrigins.includes(origin(o))) {
+        errors.push(`Deployment: AUTHFLOW_DPOP__ORIGINS leaves out ${o}, which the filter's dpop_origins list: a page there signing in with DPoP names it in its proofs, and the service would refuse them`);
+      }
+    }
+  }
   if (val("AUTHFLOW_ENVIRONMENT") === "production" && !String(val("AUTHFLOW_TOKENS__ISSUER")).startsWith("https://")) {
     errors.push("Deployment: production needs an https:// issuer");
   }
@@ -740,6 +752,10 @@ function selfTest() {
     ["escaped slashes kept", (f) => { delete hardening(f).path_with_escaped_slashes_action; }, "path_with_escaped_slashes_action"],
     ["escaped slashes kept explicitly", (f) => { hardening(f).path_with_escaped_slashes_action = "KEEP_UNCHANGED"; }, "path_with_escaped_slashes_action"],
     ["DPoP behind any host without dpop_origins", (f) => { delete of(f, "WasmPlugin").spec.pluginConfig.providers[0].dpop_origins; }, "dpop_origins"],
+    ["the service without the filter's DPoP origins", (f) => {
+      const c = of(f, "Deployment", "authflow-auth").spec.template.spec.containers[0];
+      c.env = c.env.filter((e) => e.name !== "AUTHFLOW_DPOP__ORIGINS");
+    }, "AUTHFLOW_DPOP__ORIGINS leaves out"],
     ["DPoP origins without the issuer's", (f) => {
       const p = of(f, "WasmPlugin").spec.pluginConfig.providers[0];
       p.dpop_origins = p.dpop_origins.filter((o) => o !== new URL(p.issuer).origin);
