@@ -16,7 +16,9 @@ use super::{csrf_token, explain, failed, see_other, Page, Posted, SignedIn};
 use crate::domain::Secret;
 use crate::error::ApiError;
 use crate::extract::Client;
-use crate::routes::auth::{begin_totp_enrollment, confirm_totp_enrollment, FactorProof};
+use crate::routes::auth::{
+    begin_totp_enrollment, confirm_totp_enrollment, signed_in_recently, FactorProof,
+};
 use crate::state::AppState;
 use crate::store::User;
 
@@ -83,15 +85,36 @@ fn start_page(state: &AppState, client: &Client, user: &User, error: Option<&str
     .with_cookie(cookie)
 }
 
+/// A first authenticator needs a recent sign-in (see [`signed_in_recently`]):
+/// said before the password is asked for, with the way there.
+fn sign_in_again_page(e: &ApiError) -> Response {
+    let signin =
+        super::return_target::with_return_to(authflow_contract::browser::SIGNIN_PATH, "/auth/totp");
+    Page::ok(
+        TITLE,
+        templates::message(&explain(e), Some((&signin, "Sign in again"))),
+    )
+    .refused_by(e)
+    .into_response()
+}
+
 pub async fn start(
     State(state): State<Arc<AppState>>,
     client: Client,
     SignedIn(v): SignedIn,
 ) -> Response {
-    match user_of(&state, &v.sub).await {
-        Ok(user) => start_page(&state, &client, &user, None).into_response(),
-        Err(page) => page,
+    let user = match user_of(&state, &v.sub).await {
+        Ok(user) => user,
+        Err(page) => return page,
+    };
+    if user.totp_secret.is_none() {
+        match signed_in_recently(&state, &v.claims.sid).await {
+            Err(e @ ApiError::SignInAgain { .. }) => return sign_in_again_page(&e),
+            Err(e) => return failed(TITLE, &e),
+            Ok(()) => {}
+        }
     }
+    start_page(&state, &client, &user, None).into_response()
 }
 
 /// The otpauth URI as an SVG QR code; its attributes are presentational
@@ -156,6 +179,7 @@ pub async fn enrol(
             &enrolment.otpauth_uri,
             None,
         ),
+        Err(e @ ApiError::SignInAgain { .. }) => sign_in_again_page(&e),
         // Signed in, so the address is verified: a refused proof is the password alone.
         Err(ApiError::InvalidCredentials) => {
             start_page(&state, &client, &user, Some("The password is wrong."))

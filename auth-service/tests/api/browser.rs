@@ -1139,6 +1139,33 @@ async fn password_reset_through_the_pages() {
     assert!(r.alert().is_some());
 }
 
+/// A first authenticator needs a sign-in at most 15 minutes old: the page
+/// says so before asking for the password, and links to sign-in.
+#[tokio::test]
+async fn the_totp_page_asks_an_old_sign_in_to_sign_in_again() {
+    let app = spawn_app().await;
+    let email = "old-signin@example.com";
+    let mut b = Browser::new(&app);
+    b.sign_up_and_in(&app, email, "/").await;
+    run_sql(
+        &app,
+        &["UPDATE sessions SET created_at = created_at - 16 * 60"],
+    )
+    .await;
+    let r = b.get("/auth/totp").await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(r.body.contains("Sign in again"), "{}", r.body);
+    assert!(
+        r.body.contains("/auth/signin?return_to=/auth/totp"),
+        "{}",
+        r.body
+    );
+    assert!(
+        !r.body.contains("name=\"password\""),
+        "no password asked for"
+    );
+}
+
 #[tokio::test]
 async fn totp_enrolment_with_the_qr_code_then_sign_in_with_the_app() {
     let app = spawn_app().await;

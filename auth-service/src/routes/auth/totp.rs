@@ -145,7 +145,7 @@ pub const FIRST_AUTHENTICATOR_MAX_SIGNIN_AGE_SECS: u64 = 15 * 60;
 /// alone, both of which a thief may hold without the mailbox, would take
 /// the account over for good. So it needs a session whose sign-in (the
 /// mailed code) is recent: a fresh proof of the factor it replaces.
-async fn signed_in_recently(state: &AppState, session: &str) -> ApiResult<()> {
+pub async fn signed_in_recently(state: &AppState, session: &str) -> ApiResult<()> {
     let signed_in_at = state
         .store
         .session(session)
