@@ -286,6 +286,16 @@ impl KeyRing {
         Ok(())
     }
 
+    /// Follows a change this process just committed. A failed read is
+    /// logged, not answered: the change stands, and an answer of failure
+    /// would have an administrator rotate again (a second key) or take a
+    /// withdrawal for undone; the periodic reload (every second) follows it.
+    async fn follow_own_write(&self, store: &dyn Store) {
+        if let Err(e) = self.reload(store).await {
+            tracing::warn!(error = %e, "signing keys not reloaded after a change: the periodic reload follows it");
+        }
+    }
+
     /// The stored keys as [`Self::reload`] loads them, numbered in the order
     /// the reads began.
     async fn read_stored(&self, store: &dyn Store) -> Result<StoredRead, StoreError> {
@@ -406,7 +416,7 @@ impl KeyRing {
         };
         let key = new_key(alg, now, now + lead_secs)?;
         let added = store.add_signing_key(&key, limit).await?;
-        self.reload(store).await?;
+        self.follow_own_write(store).await;
         added.map_err(|published| RotateError::TooManyKeys { published })?;
         Ok(key.kid)
     }
@@ -428,7 +438,7 @@ impl KeyRing {
         // whose clock is behind publishes it too.
         let successor = new_key(alg, now - RETIRED_GRACE_SECS, now)?;
         let done = store.withdraw_signing_key(kid, now, &successor).await?;
-        self.reload(store).await?;
+        self.follow_own_write(store).await;
         match done {
             Withdrawal::Unknown => Err(WithdrawError::UnknownKey {
                 kid: kid.to_owned(),
