@@ -30,7 +30,7 @@
 use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
-use authflow_filter_core::extract::{find_token, Source};
+use authflow_filter_core::extract::{find_token, ExtractError, Source};
 use authflow_filter_core::forward::{credential_edits, HeaderEdit};
 use authflow_filter_core::request::HeaderBlock;
 use authflow_filter_core::{FilterConfig, ProviderId, Request};
@@ -379,7 +379,11 @@ fuzz_target!(|input: Input| {
     };
     // A token found and not verified is, by the third bit of `config`, one
     // the engine refused naming the configured issuer (a public route's).
-    let refused = verified.is_none() && matches!(found, Ok(Some(_))) && input.config & 4 != 0;
+    // Extraction refusing the request as Malformed (several tokens, one that
+    // is no `b64token`, a value not UTF-8) marks it refused too, as the engine does.
+    let refused = verified.is_none()
+        && (matches!(found, Ok(Some(_))) && input.config & 4 != 0
+            || matches!(found, Err(ExtractError::Malformed)));
     let edits = credential_edits(
         config,
         &req,
@@ -475,9 +479,10 @@ fuzz_target!(|input: Input| {
         }
     }
     if refused {
+        // Not UTF-8 too: a Latin-1 reader splits `Bearer<0xA0>t` into a token.
         let token_authorization = |(n, v): &(Vec<u8>, Vec<u8>)| {
             n == b"authorization"
-                && std::str::from_utf8(v).is_ok_and(|v| {
+                && std::str::from_utf8(v).map_or(true, |v| {
                     let (scheme, t) = authflow_filter_core::extract::split_authorization(v);
                     authflow_filter_core::extract::is_token_scheme(scheme) && !t.is_empty()
                 })
