@@ -213,7 +213,9 @@ pub async fn refresh(
 ) -> Response {
     let return_to = from_query(raw.as_deref());
     let candidates = cookies::refresh_candidates(&state, &client.headers);
-    if !candidates.tokens.is_empty() && started_by_another_site(&client) {
+    if !candidates.tokens.is_empty()
+        && (started_by_another_site(&client) || !a_page_navigation(&client))
+    {
         let (csrf, cookie) = csrf_token(&state, &client.headers);
         return Page::ok(
             "Continue",
@@ -251,6 +253,21 @@ fn started_by_another_site(client: &Client) -> bool {
         .headers
         .get("sec-fetch-site")
         .is_some_and(|site| !matches!(site.as_bytes(), b"same-origin" | b"none"))
+}
+
+/// Whether the browser says this is a top-level navigation (`Sec-Fetch-Mode:
+/// navigate`, `Sec-Fetch-Dest: document`), not an image, a style sheet, a
+/// frame or a script's request some page of the origin made: those must not
+/// rotate (each one would, and the browser may drop the answer). Absent (an
+/// older browser): not known to be anything else.
+fn a_page_navigation(client: &Client) -> bool {
+    let is = |name: &str, value: &[u8]| {
+        client
+            .headers
+            .get(name)
+            .is_none_or(|v| v.as_bytes() == value)
+    };
+    is("sec-fetch-mode", b"navigate") && is("sec-fetch-dest", b"document")
 }
 
 /// Rotates the first of the browser's refresh cookies that is its session's

@@ -1826,6 +1826,53 @@ async fn the_verification_button_needs_a_valid_token_and_the_pages_csrf() {
 /// site started therefore rotates nothing: it gets a page whose button
 /// (a same-origin form with the page's CSRF token) continues, and the
 /// cookie the browser holds stays good.
+/// The same for a request of this origin that is no navigation of a page:
+/// an image, a style sheet or a frame some page of the origin embeds (HTML a
+/// backend lets a user write) rotated the cookie too, once per redirect of
+/// a `return_to` chain back to the refresh endpoint. A handful of them spent
+/// the session's hourly refresh budget, and one the browser cancelled after
+/// the rotation left it the rotated-out cookie (its next use: reuse, the
+/// session ended). Only a top-level navigation rotates.
+#[tokio::test]
+async fn an_embedded_request_of_the_origin_does_not_rotate_the_refresh_cookie() {
+    let app = spawn_app().await;
+    let mut b = Browser::new(&app);
+    b.sign_up_and_in(&app, "embedded-refresh@example.com", "/")
+        .await;
+    let before = b.cookie(REFRESH).unwrap().value.clone();
+    for (mode, dest) in [
+        ("no-cors", "image"),
+        ("navigate", "iframe"),
+        ("cors", "empty"),
+    ] {
+        let path = "/auth/refresh?return_to=%2Fauth%2Frefresh";
+        let req = b
+            .http
+            .get(format!("{}{path}", b.base))
+            .header("sec-fetch-site", "same-origin")
+            .header("sec-fetch-mode", mode)
+            .header("sec-fetch-dest", dest);
+        let r = b.send(req, path).await;
+        assert_eq!(r.status, 200, "{mode}/{dest}: {}", r.body);
+        assert_eq!(
+            b.cookie(REFRESH).unwrap().value,
+            before,
+            "{mode}/{dest}: rotated"
+        );
+    }
+    // A top-level navigation of the origin still rotates at once.
+    let path = "/auth/refresh?return_to=%2Fapp";
+    let req = b
+        .http
+        .get(format!("{}{path}", b.base))
+        .header("sec-fetch-site", "same-origin")
+        .header("sec-fetch-mode", "navigate")
+        .header("sec-fetch-dest", "document");
+    let r = b.send(req, path).await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/app"));
+    assert_ne!(b.cookie(REFRESH).unwrap().value, before);
+}
+
 #[tokio::test]
 async fn another_site_cannot_make_the_browser_rotate_its_refresh_cookie() {
     let app = spawn_app().await;
