@@ -130,16 +130,7 @@ fn a_bound_token_works_at_the_services_admin_endpoints_through_envoy() {
         },
     );
     let email = "root@example.com";
-    stack.auth.cli(&[
-        "user",
-        "create",
-        "--email",
-        email,
-        "--password",
-        PASSWORD,
-        "--role",
-        "admin",
-    ]);
+    stack.create_admin(email);
     let key = ProofKey::es256(&[0x43; 32]);
     let s = dpop_sign_in(&stack, email, &key);
     let users = |url: &str| {

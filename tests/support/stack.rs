@@ -231,6 +231,12 @@ impl Stack {
 
     /// An admin created with the service's CLI, signed in.
     pub fn admin(&self, email: &str) -> Session {
+        self.create_admin(email);
+        self.sign_in(email)
+    }
+
+    /// An admin created with the service's CLI (password [`PASSWORD`]), not signed in.
+    pub fn create_admin(&self, email: &str) {
         self.auth.cli(&[
             "user",
             "create",
@@ -241,7 +247,6 @@ impl Stack {
             "--role",
             "admin",
         ]);
-        self.sign_in(email)
     }
 
     pub fn logout(&self, s: &Session) {
