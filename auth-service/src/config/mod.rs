@@ -1726,7 +1726,20 @@ mod tests {
     /// `::/0` too): whoever reaches the service directly chooses its address.
     #[test]
     fn a_trusted_proxy_range_of_every_address_is_refused() {
-        for range in ["0.0.0.0/0", "::/0", "10.0.0.0/8, 192.0.2.1/0"] {
+        // Also every IPv4 peer by other spellings (a dual-stack socket's
+        // peers are compared as `::ffff:a.b.c.d` too), or by ranges that
+        // together hold every address.
+        for range in [
+            "0.0.0.0/0",
+            "::/0",
+            "10.0.0.0/8, 192.0.2.1/0",
+            "::ffff:0:0/96",
+            "::/64",
+            "0.0.0.0/1, 128.0.0.0/1",
+            "::ffff:0:0/97, 128.0.0.0/1",
+            "::/1, 8000::/1",
+            "::/1",
+        ] {
             let e = Config::load_from(
                 None,
                 &env(&[
@@ -1741,6 +1754,26 @@ mod tests {
                 e.contains("server.trusted_proxies") && e.contains("every"),
                 "{range}: {e}"
             );
+        }
+    }
+
+    /// Ranges that leave addresses out are taken.
+    #[test]
+    fn trusted_proxy_ranges_short_of_every_address_are_taken() {
+        for range in [
+            "10.0.0.0/8, fd00::/8",
+            "0.0.0.0/1, 128.0.0.0/2",
+            "::ffff:10.0.0.0/104, 127.0.0.1",
+            "8000::/1",
+        ] {
+            let c = Config::load_from(
+                None,
+                &env(&[
+                    ("AUTHFLOW_SERVER__XFF_NUM_TRUSTED_HOPS", "1"),
+                    ("AUTHFLOW_SERVER__TRUSTED_PROXIES", range),
+                ]),
+            );
+            assert!(c.is_ok(), "{range}: {:?}", c.err());
         }
     }
 

@@ -453,8 +453,70 @@ impl RawServer {
 }
 
 /// `server.trusted_proxies`: CIDR ranges (`10.0.0.0/8`, `fd00::/8`) or
-/// single addresses (`127.0.0.1`).
+/// single addresses (`127.0.0.1`); not every address, by one range or
+/// several (see [`holds_every_address`]).
 fn trusted_proxies(entries: Vec<String>) -> Result<Vec<ipnet::IpNet>, Invalid> {
+    let nets = parse_trusted_proxies(entries)?;
+    if let Some(which) = holds_every_address(&nets) {
+        return Err(bad(
+            "server.trusted_proxies",
+            format!("holds every {which} address: any client would choose the address it is throttled and audited under; list the proxies' own addresses or ranges"),
+        ));
+    }
+    Ok(nets)
+}
+
+/// Whether `nets` together hold every IPv4 address (an IPv4 peer is also
+/// compared as `::ffff:a.b.c.d`, so `::ffff:0:0/96` or `::/64` does) or every
+/// IPv6 address: `Some("IPv4")` / `Some("IPv6")`.
+fn holds_every_address(nets: &[ipnet::IpNet]) -> Option<&'static str> {
+    use ipnet::IpNet;
+    let mapped = ipnet::Ipv6Net::new(std::net::Ipv4Addr::UNSPECIFIED.to_ipv6_mapped(), 96).ok()?;
+    let mut v4: Vec<(u128, u128)> = Vec::new();
+    let mut v6: Vec<(u128, u128)> = Vec::new();
+    for net in nets {
+        match net {
+            IpNet::V4(n) => v4.push((
+                u128::from(u32::from(n.network())),
+                u128::from(u32::from(n.broadcast())),
+            )),
+            IpNet::V6(n) => {
+                v6.push((u128::from(n.network()), u128::from(n.broadcast())));
+                // The part of it within `::ffff:0:0/96`, as IPv4 addresses.
+                let (start, end) = (u128::from(n.network()), u128::from(n.broadcast()));
+                let (m_start, m_end) =
+                    (u128::from(mapped.network()), u128::from(mapped.broadcast()));
+                let (lo, hi) = (start.max(m_start), end.min(m_end));
+                if lo <= hi {
+                    v4.push((lo - m_start, hi - m_start));
+                }
+            }
+        }
+    }
+    let covers = |mut ranges: Vec<(u128, u128)>, last: u128| {
+        ranges.sort_unstable();
+        let mut next = 0u128;
+        for (start, end) in ranges {
+            if start > next {
+                return false;
+            }
+            if end >= last {
+                return true;
+            }
+            next = next.max(end + 1);
+        }
+        false
+    };
+    if covers(v4, u128::from(u32::MAX)) {
+        return Some("IPv4");
+    }
+    if covers(v6, u128::MAX) {
+        return Some("IPv6");
+    }
+    None
+}
+
+fn parse_trusted_proxies(entries: Vec<String>) -> Result<Vec<ipnet::IpNet>, Invalid> {
     entries
         .iter()
         .map(|entry| {
