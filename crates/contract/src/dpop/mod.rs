@@ -56,8 +56,12 @@ pub const SUPPORTED_ALGORITHMS: [Algorithm; 2] = [Algorithm::ES256, Algorithm::E
 
 /// Default age limit of a proof (`iat` at most this many seconds ago).
 pub const DEFAULT_MAX_AGE_SECS: u64 = 60;
-/// Default tolerance for a client clock ahead of ours.
-pub const DEFAULT_FUTURE_SKEW_SECS: u64 = 5;
+/// Default tolerance for a client clock ahead of ours: as `clock_skew_secs`'
+/// default for an access token's `iat`. A browser's clock a few seconds
+/// fast is common, and its every proof would be refused with nothing the
+/// client could do; a replay within the longer window is still refused (the
+/// replay stores keep a proof for its age limit plus this).
+pub const DEFAULT_FUTURE_SKEW_SECS: u64 = 30;
 
 /// Why a proof (or the way a bound token was presented) is refused. Each maps
 /// to an RFC 9449 §7 error code ([`Self::error_code`]) and to a stable label
