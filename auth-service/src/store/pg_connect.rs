@@ -101,9 +101,14 @@ pub(super) fn options(url: &str) -> Result<(PgConnectOptions, Target), StoreErro
     // take each transaction's first snapshot instead (a sign-in would count
     // sessions without the one a racing sign-in just stored). Set last: it
     // wins over one the URL's `options` give (the space escaped for the server).
-    let mut options: PgConnectOptions = url
-        .parse::<PgConnectOptions>()?
-        .options([("default_transaction_isolation", r"read\ committed")]);
+    // A transaction left idle (its instance lost before `COMMIT`) is ended by
+    // the server, and its row locks (`feed_state`'s among them) freed, within
+    // 15 s rather than when TCP keepalive gives up: no transaction of the
+    // store waits on its client.
+    let mut options: PgConnectOptions = url.parse::<PgConnectOptions>()?.options([
+        ("default_transaction_isolation", r"read\ committed"),
+        ("idle_in_transaction_session_timeout", "15s"),
+    ]);
     if let Some(mode) = chosen {
         options = options.ssl_mode(mode);
     }
@@ -366,6 +371,24 @@ mod tests {
         assert!(!target.verifies() && !target.is_local());
         let (_, target) = options("postgres://u@127.0.0.1:5433/app?sslmode=verify-full").unwrap();
         assert!(target.verifies() && target.is_local());
+    }
+
+    /// An instance lost inside a transaction (its node gone, its network
+    /// cut before `COMMIT`) left the server holding the transaction's row
+    /// locks until TCP keepalive gave up, about two hours: the feed's
+    /// `feed_state` row among them, so every other instance's logout, ban
+    /// and revocation waited, pooled connections filled, and the service
+    /// answered 500. No transaction of the store waits on its client, so one
+    /// idle in a transaction for 15 s is ended by the server, its locks freed.
+    #[test]
+    fn a_transaction_left_idle_is_ended_by_the_server() {
+        let (options, _) = options("postgres://u@db.internal/app?sslmode=disable").unwrap();
+        let set = options.get_options().unwrap_or_default();
+        assert!(
+            set.contains("idle_in_transaction_session_timeout=15s")
+                && set.contains(r"default_transaction_isolation=read\ committed"),
+            "{set}"
+        );
     }
 
     /// A parameter the driver would ignore (and log with its value), or one

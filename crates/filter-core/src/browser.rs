@@ -58,9 +58,15 @@ pub fn redirect(
     })
 }
 
-/// A browser loading a page: `GET` or `HEAD` with `text/html` acceptable.
+/// A browser loading a page: `GET` or `HEAD` with `text/html` acceptable,
+/// and `Sec-Fetch-Mode: navigate` where the browser sends it (a page's own
+/// `fetch` asking for HTML is no navigation: its script needs the 401).
 pub fn is_navigation(req: &Request) -> bool {
-    matches!(req.method(), "GET" | "HEAD") && accepts_html(req.header_values("accept"))
+    matches!(req.method(), "GET" | "HEAD")
+        && req
+            .header("sec-fetch-mode")
+            .is_none_or(|mode| mode == "navigate")
+        && accepts_html(req.header_values("accept"))
 }
 
 /// Whether any of the `accept` header values lists `text/html` without
@@ -174,6 +180,30 @@ mod tests {
             .status,
             302
         );
+    }
+
+    /// A page's own `fetch` (or an image, a frame's sub-request) asking for
+    /// HTML is no navigation: redirected to sign-in it got the sign-in page
+    /// as its answer where its script expects a 401 to refresh on. The
+    /// browser says which is which (`Sec-Fetch-Mode`, as the service's
+    /// refresh page reads it); without it, `Accept` decides as before.
+    #[test]
+    fn a_browser_request_that_is_no_navigation_keeps_its_401() {
+        let html = ("accept", "text/html,application/xhtml+xml");
+        for mode in ["cors", "no-cors", "same-origin", "websocket"] {
+            let r = req("GET", "/app", &[html, ("sec-fetch-mode", mode)]);
+            assert_eq!(decide(&r, DenyReason::Expired).status, 401, "{mode}");
+        }
+        let r = req(
+            "GET",
+            "/app",
+            &[
+                html,
+                ("sec-fetch-mode", "navigate"),
+                ("sec-fetch-dest", "document"),
+            ],
+        );
+        assert_eq!(decide(&r, DenyReason::Expired).status, 302);
     }
 
     #[test]
