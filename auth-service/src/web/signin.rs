@@ -261,13 +261,8 @@ fn started_by_another_site(client: &Client) -> bool {
 /// rotate (each one would, and the browser may drop the answer). Absent (an
 /// older browser): not known to be anything else.
 fn a_page_navigation(client: &Client) -> bool {
-    let is = |name: &str, value: &[u8]| {
-        client
-            .headers
-            .get(name)
-            .is_none_or(|v| v.as_bytes() == value)
-    };
-    is("sec-fetch-mode", b"navigate") && is("sec-fetch-dest", b"document")
+    let header = |name: &str| client.headers.get(name).map(|v| v.as_bytes());
+    authflow_contract::browser::is_page_load(header("sec-fetch-mode"), header("sec-fetch-dest"))
 }
 
 /// Rotates the first of the browser's refresh cookies that is its session's

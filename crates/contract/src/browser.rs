@@ -24,5 +24,13 @@ pub const CHALLENGE_COOKIE: &str = "__Host-authflow-challenge";
 /// sends them to every backend of the host.
 pub const CSRF_COOKIE: &str = "__Host-authflow-csrf";
 
+/// Whether the browser's `Sec-Fetch-Mode` and `Sec-Fetch-Dest` values say a
+/// top-level page load (`navigate`, `document`): not an image, a style
+/// sheet, a frame or a script's request some page made. One absent (an
+/// older browser) says nothing against it.
+pub fn is_page_load(mode: Option<&[u8]>, dest: Option<&[u8]>) -> bool {
+    mode.is_none_or(|m| m == b"navigate") && dest.is_none_or(|d| d == b"document")
+}
+
 /// The device secret: the one cookie the token's fingerprint binds to.
 pub use crate::fingerprint::DEVICE_COOKIE;

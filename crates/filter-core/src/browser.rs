@@ -59,13 +59,16 @@ pub fn redirect(
 }
 
 /// A browser loading a page: `GET` or `HEAD` with `text/html` acceptable,
-/// and `Sec-Fetch-Mode: navigate` where the browser sends it (a page's own
-/// `fetch` asking for HTML is no navigation: its script needs the 401).
+/// and a top-level page load where the browser says (a page's own `fetch`
+/// asking for HTML is none: its script needs the 401), as the service's
+/// refresh page reads it.
 pub fn is_navigation(req: &Request) -> bool {
+    let header = |name: &'static str| req.header(name).map(str::as_bytes);
     matches!(req.method(), "GET" | "HEAD")
-        && req
-            .header("sec-fetch-mode")
-            .is_none_or(|mode| mode == "navigate")
+        && authflow_contract::browser::is_page_load(
+            header("sec-fetch-mode"),
+            header("sec-fetch-dest"),
+        )
         && accepts_html(req.header_values("accept"))
 }
 
