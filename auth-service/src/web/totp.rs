@@ -107,12 +107,10 @@ pub async fn start(
         Ok(user) => user,
         Err(page) => return page,
     };
-    if user.totp_secret.is_none() {
-        match signed_in_recently(&state, &v.claims.sid).await {
-            Err(e @ ApiError::SignInAgain { .. }) => return sign_in_again_page(&e),
-            Err(e) => return failed(TITLE, &e),
-            Ok(()) => {}
-        }
+    match signed_in_recently(&state, &user, &v.claims.sid).await {
+        Err(e @ ApiError::SignInAgain { .. }) => return sign_in_again_page(&e),
+        Err(e) => return failed(TITLE, &e),
+        Ok(()) => {}
     }
     start_page(&state, &client, &user, None).into_response()
 }

@@ -144,8 +144,12 @@ pub const FIRST_AUTHENTICATOR_MAX_SIGNIN_AGE_SECS: u64 = 15 * 60;
 /// it removes it (a password reset keeps it): a session and the password
 /// alone, both of which a thief may hold without the mailbox, would take
 /// the account over for good. So it needs a session whose sign-in (the
-/// mailed code) is recent: a fresh proof of the factor it replaces.
-pub async fn signed_in_recently(state: &AppState, session: &str) -> ApiResult<()> {
+/// mailed code) is recent: a fresh proof of the factor it replaces. A
+/// replacement is proven with the current authenticator's code instead.
+pub async fn signed_in_recently(state: &AppState, user: &User, session: &str) -> ApiResult<()> {
+    if user.totp_secret.is_some() {
+        return Ok(());
+    }
     let signed_in_at = state
         .store
         .session(session)
@@ -200,9 +204,7 @@ pub async fn begin_totp_enrollment(
     session: &str,
     proof: &FactorProof,
 ) -> ApiResult<TotpEnrollment> {
-    if user.totp_secret.is_none() {
-        signed_in_recently(state, session).await?;
-    }
+    signed_in_recently(state, user, session).await?;
     prove_owner(state, client, user, proof).await?;
     let mut bytes = [0u8; 20];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
