@@ -481,9 +481,9 @@ fn holds_every_address(nets: &[ipnet::IpNet]) -> Option<&'static str> {
                 u128::from(u32::from(n.broadcast())),
             )),
             IpNet::V6(n) => {
-                v6.push((u128::from(n.network()), u128::from(n.broadcast())));
-                // The part of it within `::ffff:0:0/96`, as IPv4 addresses.
                 let (start, end) = (u128::from(n.network()), u128::from(n.broadcast()));
+                v6.push((start, end));
+                // The part of it within `::ffff:0:0/96`, as IPv4 addresses.
                 let (m_start, m_end) =
                     (u128::from(mapped.network()), u128::from(mapped.broadcast()));
                 let (lo, hi) = (start.max(m_start), end.min(m_end));
@@ -530,16 +530,6 @@ fn parse_trusted_proxies(entries: Vec<String>) -> Result<Vec<ipnet::IpNet>, Inva
                         "server.trusted_proxies",
                         format!("`{entry}` is not an address or a CIDR range (e.g. 10.0.0.0/8, fd00::/8, 127.0.0.1)"),
                     )
-                })
-                .and_then(|net| {
-                    // `::/0` holds the IPv4 peers of a dual-stack socket too.
-                    if net.prefix_len() == 0 {
-                        return Err(bad(
-                            "server.trusted_proxies",
-                            format!("`{entry}` is every address: any client would choose the address it is throttled and audited under; list the proxies' own addresses or ranges"),
-                        ));
-                    }
-                    Ok(net)
                 })
         })
         .collect()
