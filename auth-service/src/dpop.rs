@@ -306,6 +306,15 @@ pub fn in_dpop_scheme(state: &AppState, refusal: ApiError) -> ApiError {
             description,
             algs: algs(),
         },
+        ApiError::SignInAgain {
+            description,
+            max_age_secs,
+            dpop_algs: None,
+        } => ApiError::SignInAgain {
+            description,
+            max_age_secs,
+            dpop_algs: Some(algs()),
+        },
         other => other,
     }
 }

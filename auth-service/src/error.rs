@@ -62,10 +62,12 @@ pub enum ApiError {
     },
     /// The session's sign-in is older than the step needs (RFC 9470): 401
     /// `insufficient_user_authentication` with `max_age`, the most seconds
-    /// since the sign-in (its second factor) the step accepts.
+    /// since the sign-in (its second factor) the step accepts. The challenge
+    /// is `Bearer`, or `DPoP` with these algorithms for a DPoP caller.
     SignInAgain {
         description: &'static str,
         max_age_secs: u64,
+        dpop_algs: Option<String>,
     },
     EmailNotVerified,
     AccountDisabled,
@@ -204,11 +206,19 @@ impl IntoResponse for ApiError {
                     headers.insert(header::WWW_AUTHENTICATE, v);
                 }
             }
-            Self::SignInAgain { max_age_secs, .. } => {
+            Self::SignInAgain {
+                max_age_secs,
+                dpop_algs,
+                ..
+            } => {
                 // RFC 9470 §3: fixed text and a configured number, never input.
-                let value = format!(
-                    "Bearer error=\"{error}\", error_description=\"{error_description}\", max_age=\"{max_age_secs}\""
+                let params = format!(
+                    "error=\"{error}\", error_description=\"{error_description}\", max_age=\"{max_age_secs}\""
                 );
+                let value = match dpop_algs {
+                    Some(algs) => format!("DPoP {params}, algs=\"{algs}\""),
+                    None => format!("Bearer {params}"),
+                };
                 if let Ok(v) = HeaderValue::from_str(&value) {
                     headers.insert(header::WWW_AUTHENTICATE, v);
                 }

@@ -260,6 +260,18 @@ impl FromRequestParts<Arc<AppState>> for Caller {
     }
 }
 
+impl Caller {
+    /// A handler's refusal of this caller, in the scheme its token came in
+    /// (RFC 9449 §7.1): a bound token is only ever accepted as `DPoP`, so a
+    /// `Bearer` challenge would name a scheme the client cannot use.
+    pub fn refusal_in_its_scheme(&self, state: &AppState, refusal: ApiError) -> ApiError {
+        match self.0.claims.cnf {
+            Some(_) => dpop::in_dpop_scheme(state, refusal),
+            None => refusal,
+        }
+    }
+}
+
 /// The checks of [`Caller`] on an access token presented with `scheme` (the
 /// pages take it from the access cookie, as `Bearer`).
 pub async fn verify_user_token(

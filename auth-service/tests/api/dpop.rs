@@ -1281,3 +1281,40 @@ async fn assert_dpop_forbidden(r: reqwest::Response) {
     assert!(challenge.contains("algs=\"ES256 EdDSA\""), "{challenge}");
     assert_eq!(error_code(r, 403).await, "insufficient_scope");
 }
+
+/// RFC 9449 §7.1: a refusal of a DPoP caller names the scheme it used,
+/// `insufficient_user_authentication` (RFC 9470) too. A `Bearer`
+/// challenge told a DPoP client to retry with a scheme its token may not
+/// use.
+#[tokio::test]
+async fn an_old_sign_in_of_a_dpop_caller_gets_a_dpop_challenge() {
+    let app = spawn_app().await;
+    app.verified_user("ada@example.com").await;
+    let key = DpopKey::es256();
+    let user = app.dpop_signin("ada@example.com", &key).await;
+    run_sql(
+        &app,
+        &["UPDATE sessions SET created_at = created_at - 16 * 60"],
+    )
+    .await;
+    let r = app
+        .with_dpop(
+            reqwest::Method::POST,
+            "/v1/auth/totp/enroll",
+            &user.access,
+            Some(&user.device),
+            &key,
+        )
+        .json(&json!({ "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert!(
+        challenge.starts_with("DPoP error=\"insufficient_user_authentication\"")
+            && challenge.contains("max_age=\"900\"")
+            && challenge.contains("algs=\"ES256 EdDSA\""),
+        "{challenge}"
+    );
+    assert_eq!(error_code(r, 401).await, "insufficient_user_authentication");
+}

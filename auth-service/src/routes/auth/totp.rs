@@ -161,6 +161,7 @@ pub async fn signed_in_recently(state: &AppState, user: &User, session: &str) ->
             description: "sign in again (with the mailed code) to set up an authenticator: \
                           the sign-in must be at most 15 minutes old",
             max_age_secs: max_age,
+            dpop_algs: None,
         });
     }
     Ok(())
@@ -172,7 +173,7 @@ async fn caller_account(state: &AppState, caller: &Caller) -> ApiResult<User> {
         .store
         .user_by_id(&caller.0.sub)
         .await?
-        .ok_or(ApiError::InvalidToken("unknown user"))
+        .ok_or_else(|| caller.refusal_in_its_scheme(state, ApiError::InvalidToken("unknown user")))
 }
 
 /// Starts setting up (or replacing) the TOTP authenticator; needs a fresh
@@ -192,6 +193,7 @@ pub async fn totp_enroll(
     begin_totp_enrollment(&state, &client, &user, &caller.0.claims.sid, &proof)
         .await
         .map(axum::Json)
+        .map_err(|e| caller.refusal_in_its_scheme(&state, e))
 }
 
 /// TOTP enrolment for the API and the pages: after a fresh proof, a new
