@@ -666,6 +666,13 @@ function availabilityProblems(deployment, container, env) {
     if (!container[probe]?.httpGet?.path) problems.push(`Deployment: no HTTP ${probe}`);
   }
   if (container.readinessProbe?.httpGet?.path !== "/readyz") problems.push("Deployment: readinessProbe must be /readyz (it checks the database)");
+  const preStop = container.lifecycle?.preStop;
+  const pause = preStop?.sleep?.seconds
+    ?? (preStop?.exec?.command?.[0] === "sleep" ? Number(preStop.exec.command[1]) : undefined);
+  const grace = podSpec.terminationGracePeriodSeconds ?? 30;
+  if (!(pause >= 1) || pause >= grace) {
+    problems.push("Deployment: the auth container needs a preStop sleep (a few seconds, within terminationGracePeriodSeconds): without it a stopping replica refuses the requests routed to it before its endpoint is withdrawn");
+  }
   const strategy = deployment.spec.strategy ?? {};
   if (strategy.type === "Recreate") problems.push("Deployment: strategy Recreate stops every replica at once");
   if (String(strategy.rollingUpdate?.maxUnavailable ?? "25%") !== "0") {
@@ -711,6 +718,8 @@ function selfTest() {
   const routePatch = (files) => of(files, "EnvoyFilter", "authflow-gateway-hardening").spec.configPatches.find((p) => p.applyTo === "ROUTE_CONFIGURATION");
   const cases = [
     ["unaltered", () => {}, null],
+    ["no preStop sleep", (f) => { delete of(f, "Deployment").spec.template.spec.containers[0].lifecycle; }, "needs a preStop sleep"],
+    ["a preStop sleep past the grace period", (f) => { of(f, "Deployment").spec.template.spec.terminationGracePeriodSeconds = 5; }, "needs a preStop sleep"],
     ["no PeerAuthentication", (f) => drop(f, "PeerAuthentication"), "no STRICT PeerAuthentication"],
     ["mTLS PERMISSIVE", (f) => { of(f, "PeerAuthentication").spec.mtls.mode = "PERMISSIVE"; }, "no STRICT PeerAuthentication"],
     ["a workload PeerAuthentication loosening a port", (f) => {
