@@ -41,11 +41,13 @@ pub fn normalize_scope<'a>(
             return Err("a scope contains a character RFC 6749 does not allow");
         }
         if !out.contains(&s) {
+            // Checked as the list grows: each scope is compared with the
+            // ones before it, so an unbounded list costs quadratic time.
+            if out.len() == MAX_SCOPES {
+                return Err("too many scopes");
+            }
             out.push(s);
         }
-    }
-    if out.len() > MAX_SCOPES {
-        return Err("too many scopes");
     }
     let joined = out.join(" ");
     // Filters forward the scope as one header and refuse a token whose scope it cannot carry.
@@ -461,6 +463,22 @@ impl UnspentAssertion {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A request of thousands of scopes (a body of up to
+    /// `server.body_limit_bytes`) is refused once it passes the bound, not
+    /// after each of its scopes was compared with every other one.
+    #[test]
+    fn scopes_past_the_bound_are_refused_before_the_rest_is_read() {
+        let many: Vec<String> = (0..=MAX_SCOPES).map(|i| format!("s{i}")).collect();
+        let mut request: Vec<&str> = many.iter().map(String::as_str).collect();
+        request.push("not\u{7f}read");
+        assert_eq!(normalize_scope(request), Err("too many scopes"));
+        let at_the_bound: Vec<&str> = many[..MAX_SCOPES].iter().map(String::as_str).collect();
+        assert_eq!(normalize_scope(at_the_bound.clone()).unwrap(), at_the_bound.join(" "));
+        // Repeats count once.
+        let repeated = at_the_bound.iter().chain(&at_the_bound).copied();
+        assert_eq!(normalize_scope(repeated).unwrap(), at_the_bound.join(" "));
+    }
 
     #[test]
     fn client_ids() {
