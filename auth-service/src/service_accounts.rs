@@ -474,7 +474,10 @@ mod tests {
         request.push("not\u{7f}read");
         assert_eq!(normalize_scope(request), Err("too many scopes"));
         let at_the_bound: Vec<&str> = many[..MAX_SCOPES].iter().map(String::as_str).collect();
-        assert_eq!(normalize_scope(at_the_bound.clone()).unwrap(), at_the_bound.join(" "));
+        assert_eq!(
+            normalize_scope(at_the_bound.clone()).unwrap(),
+            at_the_bound.join(" ")
+        );
         // Repeats count once.
         let repeated = at_the_bound.iter().chain(&at_the_bound).copied();
         assert_eq!(normalize_scope(repeated).unwrap(), at_the_bound.join(" "));

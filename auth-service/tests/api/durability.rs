@@ -621,6 +621,61 @@ async fn a_reset_that_fails_after_its_commit_leaves_the_old_sessions_alive() {
     );
 }
 
+/// Once the reset's transaction has committed, the password is changed and
+/// every session ended, whatever fails after it. Clearing the account's
+/// sign-in failures (a write of its own) failed the request: the owner was
+/// answered 500 for a reset that took effect, with no audit row and no
+/// "your password was changed" mail.
+#[tokio::test]
+async fn a_reset_that_committed_is_answered_and_notified_when_a_later_write_fails() {
+    if crate::backend::fresh_database_url().await.is_some() {
+        return; // the fault is injected with a SQLite trigger
+    }
+    let app = spawn_app().await;
+    let email = "owner-reset@example.com";
+    app.verified_user(email).await;
+    // A wrong password: the account has sign-in failures to clear.
+    let r = app
+        .post(
+            "/v1/auth/signin",
+            json!({"email": email, "password": "not the password"}),
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+    let before = app.outbox(email, 0).await.len();
+    let r = app
+        .post("/v1/auth/password/forgot", json!({"email": email}))
+        .await;
+    assert_eq!(r.status(), 202);
+    let token = app.last_mail(email, before + 1).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    sqlite_exec(
+        &app,
+        "CREATE TRIGGER injected_fault BEFORE DELETE ON signin_throttle          BEGIN SELECT RAISE(ABORT, 'injected fault'); END",
+    )
+    .await;
+    let r = app
+        .post(
+            "/v1/auth/password/reset",
+            json!({"token": token, "password": "a brand new passphrase"}),
+        )
+        .await;
+    let status = r.status().as_u16();
+    sqlite_exec(&app, "DROP TRIGGER injected_fault").await;
+    assert_eq!(status, 200, "the reset took effect");
+    let notice = app.last_mail(email, before + 2).await;
+    assert_eq!(notice["subject"], "Your password was changed");
+    let r = app
+        .post(
+            "/v1/auth/signin",
+            json!({"email": email, "password": "a brand new passphrase"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "the new password is the account's");
+}
+
 /// What the operator does with the CLI on the database is audited like
 /// the admin API's actions: making an admin, service accounts, key rotation.
 #[tokio::test]

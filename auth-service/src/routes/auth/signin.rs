@@ -15,7 +15,7 @@ use crate::mailer::Mail;
 use crate::metrics::inc;
 use crate::signin_codes;
 use crate::state::AppState;
-use crate::store::{Challenge, User};
+use crate::store::{Challenge, StoreResult, User};
 use crate::throttle::{account_device_key, account_key, ip_key, Attempt};
 
 use super::signup::resend_verification;
@@ -152,11 +152,11 @@ pub(super) async fn password_ok(
     Ok(state.throttle.undo(state.store.as_ref(), &address).await?)
 }
 
-pub(super) async fn clear_account_failures(state: &AppState, email: &str) -> ApiResult<()> {
-    Ok(state
+pub(super) async fn clear_account_failures(state: &AppState, email: &str) -> StoreResult<()> {
+    state
         .throttle
         .success(state.store.as_ref(), &account_key(email))
-        .await?)
+        .await
 }
 
 /// Step 1: password. The same 401, after the same argon2 work, for an unknown
