@@ -25,6 +25,7 @@ use base64::Engine as _;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 const PREFIX: &str = "enc:v1:";
 const NONCE_LEN: usize = 12;
@@ -56,34 +57,41 @@ pub struct Kek {
     previous_bytes: Vec<[u8; 32]>,
     /// Which key seals: 0 the current one, `i + 1` `previous[i]`, once the
     /// database names it as put in use after the current one
-    /// ([`Kek::follow_succession`]).
-    sealing: AtomicUsize,
+    /// ([`Kek::follow_succession`]). Shared with every [`DerivedKeys`], which
+    /// make their tags with the same KEK's key.
+    sealing: Arc<AtomicUsize>,
 }
 
-/// One purpose's keys (tags, nonces): what is made is made with the current
-/// KEK's key and checked against it and those of `kek.previous`. Across a
-/// rotation a tag made before it (a browser's cookie, a form, a nonce), or
-/// by an instance still on the old key, keeps passing until `kek.previous` goes.
+/// One purpose's keys (tags, nonces): what is made is made with the key of
+/// the KEK that seals (the current one, or the newer one the database says
+/// the other instances use: [`Kek::follow_succession`]) and checked against
+/// those of every KEK held. Across a rotation a tag made before it (a
+/// browser's cookie, a form, a nonce), or by an instance still on the old
+/// key, keeps passing until `kek.previous` goes.
 pub struct DerivedKeys {
-    current: [u8; 32],
-    previous: Vec<[u8; 32]>,
+    /// The current KEK's key, then those of `kek.previous`, in order.
+    keys: Vec<[u8; 32]>,
+    /// Which of `keys` makes tags (the KEK's `sealing`).
+    making: Arc<AtomicUsize>,
 }
 
 impl DerivedKeys {
     /// The key to make new tags with.
     pub fn current(&self) -> &[u8; 32] {
-        &self.current
+        let at = self.making.load(Ordering::SeqCst);
+        self.keys.get(at).unwrap_or(&self.keys[0])
     }
 
     /// Every key a tag may have been made with: the current one first.
     pub fn accepted(&self) -> impl Iterator<Item = &[u8; 32]> {
-        std::iter::once(&self.current).chain(&self.previous)
+        let current = self.current();
+        std::iter::once(current).chain(self.keys.iter().filter(move |k| *k != current))
     }
 
     /// HMAC-SHA256 of `parts` (one after the other) under the current key,
     /// base64url: empty only if the MAC cannot be keyed (never, at 32 bytes).
     pub fn tag(&self, parts: &[&[u8]]) -> String {
-        tag_with(&self.current, parts)
+        tag_with(self.current(), parts)
     }
 
     /// Whether `tag` is the [`Self::tag`] of `parts` under any accepted key
@@ -181,7 +189,7 @@ impl Kek {
                 .map(SealingKey::new)
                 .collect::<Result<_, _>>()?,
             previous_bytes: previous.to_vec(),
-            sealing: AtomicUsize::new(0),
+            sealing: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -212,7 +220,9 @@ impl Kek {
     /// A key for `purpose`, derived from the current KEK (HMAC-SHA256 as a
     /// PRF, the purpose as label): every instance configured with the same
     /// KEK derives the same key, without storing it, and no derived key
-    /// reveals the KEK or another purpose's key.
+    /// reveals the KEK or another purpose's key. What the service uses is
+    /// [`Kek::derive_keys`], which follows the KEK that seals.
+    #[cfg(test)]
     pub fn derive(&self, purpose: &str) -> Result<[u8; 32], String> {
         derive_from(&self.current_bytes, purpose)
     }
@@ -228,13 +238,13 @@ impl Kek {
     /// The keys for `purpose` of the current KEK and of the previous ones
     /// (see [`DerivedKeys`]).
     pub fn derive_keys(&self, purpose: &str) -> Result<DerivedKeys, String> {
+        let keys = std::iter::once(&self.current_bytes)
+            .chain(&self.previous_bytes)
+            .map(|kek| derive_from(kek, purpose))
+            .collect::<Result<_, _>>()?;
         Ok(DerivedKeys {
-            current: self.derive(purpose)?,
-            previous: self
-                .previous_bytes
-                .iter()
-                .map(|kek| derive_from(kek, purpose))
-                .collect::<Result<_, _>>()?,
+            keys,
+            making: Arc::clone(&self.sealing),
         })
     }
 
@@ -386,6 +396,33 @@ mod tests {
             ]
         );
         assert_eq!(old.derive_keys("dpop-nonce").unwrap().accepted().count(), 1);
+    }
+
+    /// A process left with a rotation's first settings (the old key as
+    /// `kek`, the new one in `kek_previous`) after the others moved to the
+    /// new key alone seals with the new key; its tags (sign-in codes, CSRF
+    /// forms, DPoP nonces, refresh tokens) follow too, or the others refuse
+    /// every one it makes: a code mailed from it counted as a wrong guess.
+    #[test]
+    fn a_process_left_on_a_rotations_first_settings_tags_with_the_key_in_use() {
+        let (old, new) = (key(1), key(2));
+        let stale = Kek::new(&old, &[new]).unwrap();
+        let keys = stale.derive_keys("signin-code").unwrap();
+        let earlier = keys.tag(&[b"x"]);
+        let others = Kek::test_keys("signin-code", &new, &[]);
+        assert!(
+            !others.verifies(&[b"x"], &earlier),
+            "before the rotation finished"
+        );
+        let new_id = Kek::new(&new, &[]).unwrap().id().to_owned();
+        stale.follow_succession(&[new_id]);
+        assert!(others.verifies(&[b"x"], &keys.tag(&[b"x"])));
+        assert_eq!(keys.current(), others.current());
+        assert!(keys.verifies(&[b"x"], &others.tag(&[b"x"])));
+        assert!(
+            keys.verifies(&[b"x"], &earlier),
+            "its own earlier tags still pass here"
+        );
     }
 
     #[test]
