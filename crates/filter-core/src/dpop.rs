@@ -76,7 +76,11 @@ pub fn judge(
         };
     }
     if policy.mode == DpopMode::Off {
-        return Err(DenyReason::InvalidRequest);
+        // A scheme this provider does not offer: RFC 6750 §3.1 answers an
+        // unsupported authentication method as no credentials (401 with the
+        // bare `Bearer` challenge). Refused all the same: on a public route
+        // the token is removed.
+        return Err(DenyReason::MissingToken);
     }
     let Some(jkt) = token.cnf_jkt.as_deref() else {
         return deny(DpopError::TokenNotBound);

@@ -515,10 +515,13 @@ fn bearer_downgrade_and_required_mode() {
             }
             _ => assert!(matches!(o, Outcome::Allow(_)), "{mode}"),
         }
-        // An unbound token presented with the DPoP scheme.
+        // An unbound token presented with the DPoP scheme. Where DPoP is
+        // off that is a scheme not offered: RFC 6750 §3.1 answers an
+        // unsupported authentication method as no credentials (401, the
+        // `Bearer` challenge, no error code), not as a malformed request.
         let proof = proof_at_now(&es, "GET", URI, &plain, "u", |_| {});
         let expected = if mode == "off" {
-            DenyReason::InvalidRequest
+            DenyReason::MissingToken
         } else {
             DenyReason::Dpop(DpopError::TokenNotBound)
         };
@@ -526,6 +529,10 @@ fn bearer_downgrade_and_required_mode() {
         for auth in [format!("DPoP {plain}"), format!("DPoP\t{plain}")] {
             let o = f.eval(&[("authorization", &auth), ("dpop", &proof)]);
             assert_eq!(refusal(&o).0, expected, "{mode}: {auth:?}");
+            assert_eq!(refusal(&o).1, 401, "{mode}: {auth:?}");
+            if mode == "off" {
+                assert_eq!(refusal(&o).2, ["Bearer"]);
+            }
         }
     }
 }
