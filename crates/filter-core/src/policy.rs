@@ -122,6 +122,10 @@ pub fn policy_for<'a>(
         }
     }
     let named_hosts = host_overrides(config, req)?;
+    // (`host_overrides` reads hosts only where a rule names one: so here.)
+    if names_an_ipv4_address_otherwise(config, host, &named_hosts) {
+        return Err(AmbiguousPath);
+    }
     // Hosts no rule names read alike, as `""` does (and methods): each kind
     // judged once, or thousands of items in one header cost a worker seconds.
     let mut hosts = vec![host];
@@ -163,6 +167,44 @@ pub fn policy_for<'a>(
         }
     }
     Ok(decided)
+}
+
+/// Whether, under a configuration with rules on hosts, `host` or one of
+/// `named` is an [`other_ipv4_spelling`].
+fn names_an_ipv4_address_otherwise(config: &FilterConfig, host: &str, named: &[&str]) -> bool {
+    if config.routes.iter().all(|r| r.host.is_none()) {
+        return false;
+    }
+    if other_ipv4_spelling(host) {
+        return true;
+    }
+    for h in named {
+        if other_ipv4_spelling(h) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether `host` (as rules compare it) reads as an IPv4 address to URL
+/// parsers without being one in dotted-quad form: WHATWG's parser (and
+/// `inet_aton`) takes a host whose last label is a number, decimal or `0x`
+/// hex, as an address in any spelling (`167772165`, `0xa.0.0.5`, `10.5`).
+pub(crate) fn other_ipv4_spelling(host: &str) -> bool {
+    // One pass over the labels: whether the last is a number, and whether
+    // all are decimal numbers of 0 … 255 without leading zeros (compared as
+    // text: three digits are at most `255` in text order too).
+    let (mut labels, mut dotted_quad, mut last_is_number) = (0, true, false);
+    for label in host.split('.') {
+        let n = label.len();
+        let decimal = n > 0 && label.bytes().all(|b| b.is_ascii_digit());
+        dotted_quad &= decimal
+            && !matches!(label.as_bytes(), [b'0', _, ..])
+            && (n < 3 || (n == 3 && label <= "255"));
+        last_is_number = decimal || matches!(label.as_bytes(), [b'0', b'x' | b'X', ..]);
+        labels += 1;
+    }
+    last_is_number && !(dotted_quad && labels == 4)
 }
 
 /// `item` added unless `kept` has it (ignoring ASCII case).
@@ -1086,6 +1128,73 @@ mod tests {
         let copies = [("x-original-url", "/public/x"); MAX_NAMED_PATHS + 1];
         assert_eq!(at(&copies[..MAX_NAMED_PATHS]), Ok(&Policy::Public));
         assert_eq!(at(&copies), Err(AmbiguousPath));
+    }
+
+    /// URL parsers (WHATWG's, `inet_aton`'s) read a host whose last label
+    /// is a number as an IPv4 address in any of its spellings: `167772165`,
+    /// `0xa.0.0.5`, `012.0.0.5` and `10.5` are `10.0.0.5` to a backend, and
+    /// Envoy routes them where it routes the address, but no rule naming
+    /// `10.0.0.5` matched them. Refused, as an ambiguous path is, wherever
+    /// a rule names a host.
+    #[test]
+    fn another_spelling_of_an_ipv4_address_is_ambiguous() {
+        let admin = Policy::RolesAny(vec!["admin".into()]);
+        let c = config(serde_json::json!({"routes": [
+            {"match": {"prefix": "/", "host": "10.0.0.5"}, "policy": {"roles_any": ["admin"]}},
+            {"match": {"prefix": "/"}, "policy": "public"}
+        ]}));
+        for host in ["10.0.0.5", "10.0.0.5.:8080"] {
+            assert_eq!(decide_as(&c, "GET", host, "/x"), Ok(&admin), "{host}");
+        }
+        for host in [
+            "admin.example",
+            "10.0.0.6",
+            "10.0.99.255",
+            "[::1]",
+            "1.example",
+            "h0x",
+        ] {
+            assert_eq!(
+                decide_as(&c, "GET", host, "/x"),
+                Ok(&Policy::Public),
+                "{host}"
+            );
+        }
+        for host in [
+            "167772165",
+            "167772165:80",
+            "0xa.0.0.5",
+            "0XA000005",
+            "012.0.0.5",
+            "10.5",
+            "10.0.5.",
+            "10.0.0.05",
+            "10.0.0.256",
+            "10.0.0.5.6",
+            "example.123",
+        ] {
+            assert_eq!(
+                decide_as(&c, "GET", host, "/x"),
+                Err(AmbiguousPath),
+                "{host}"
+            );
+        }
+        // Named in a header a backend takes its host from, too.
+        let h = [
+            (":path", "/x"),
+            (":method", "GET"),
+            (":authority", "app.example"),
+            ("x-forwarded-host", "167772165"),
+        ];
+        assert_eq!(
+            policy_for(&c, &Request::of(&h)).map(|r| r.policy),
+            Err(AmbiguousPath)
+        );
+        // Without a rule on hosts, no host decides anything: nothing is refused.
+        let c = config(serde_json::json!({"routes": [
+            {"match": {"prefix": "/"}, "policy": "public"}
+        ]}));
+        assert_eq!(decide_as(&c, "GET", "167772165", "/x"), Ok(&Policy::Public));
     }
 
     #[test]

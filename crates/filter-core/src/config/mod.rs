@@ -1053,6 +1053,10 @@ mod tests {
             ("*.example.com", "wildcard"),
             ("", "empty"),
             (".", "empty"),
+            // Requests naming the address so are refused: so is the rule.
+            ("167772165", "IPv4"),
+            ("010.0.0.5", "IPv4"),
+            ("example.123", "IPv4"),
         ] {
             let e = host(bad).unwrap_err();
             assert!(

@@ -718,6 +718,10 @@ fn validate_route_host(h: &str) -> Result<String, ConfigError> {
         {
             bad("is not a host name")
         }
+        // Requests naming a host so are refused (see `policy::other_ipv4_spelling`).
+        name if crate::policy::other_ipv4_spelling(name) => {
+            bad("is an IPv4 address not as a.b.c.d")
+        }
         name => Ok(name.to_ascii_lowercase()),
     }
 }
