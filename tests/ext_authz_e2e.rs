@@ -82,6 +82,14 @@ fn ext_authz_lets_through_only_what_the_filter_would() {
         None,
         "the device secret reached the backend"
     );
+    // So is the verified token (the filter's default, `forward_token: false`,
+    // and jwt_authn's): a backend holding it could replay it at every other
+    // API the token is for.
+    assert_eq!(
+        r.echoed("authorization"),
+        None,
+        "the access token reached the backend"
+    );
 
     // The site's root is checked too (at `/v1/ext-authz/`), not refused.
     for path in ["/", "/?page=1"] {

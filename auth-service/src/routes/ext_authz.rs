@@ -7,13 +7,14 @@
 //! whatever the scheme: their proofs are checked by the filter, and a bound
 //! token must never pass on its own. As the filter: a second token in an
 //! `access_token` query parameter is refused, and no client copy of an
-//! identity header reaches the backend, nor the device secret header.
+//! identity header reaches the backend, nor the device secret header, nor
+//! the token itself (`authorization`).
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use authflow_contract::fingerprint::DEVICE_HEADER;
@@ -32,7 +33,7 @@ use crate::tokens::{self, Refusal};
 /// appends the original path: any method, under any sub-path.
 #[utoipa::path(method(get, post, put, delete, patch, head, options, trace), path = "/v1/ext-authz", tag = "ext_authz",
     security(("bearer" = [])),
-    responses((status = 200, description = "allowed; `x-auth-user` carries the subject, `x-envoy-auth-headers-to-remove` names every other identity header and spelling (a client's copies)"), (status = 401, description = "denied"), (status = 400, description = "a second token (one in an `access_token` query parameter too) or a malformed `Authorization`: `invalid_request`"),
+    responses((status = 200, description = "allowed; `x-auth-user` carries the subject, `x-envoy-auth-headers-to-remove` names every other identity header and spelling (a client's copies), the device secret header and `authorization`"), (status = 401, description = "denied"), (status = 400, description = "a second token (one in an `access_token` query parameter too) or a malformed `Authorization`: `invalid_request`"),
         (status = 503, description = "this instance's revocation list is stale (`revocation.max_staleness_secs`): retry, on another instance")))]
 pub async fn check(State(state): State<Arc<AppState>>, parts: Parts) -> Response {
     // Envoy appends the original path and query to this endpoint's.
@@ -101,6 +102,9 @@ const HEADERS_TO_REMOVE: &str = "x-envoy-auth-headers-to-remove";
 /// or `x_auth_user` must not reach the backend. And the device secret, a
 /// credential for this service alone, which the filter removes too: a
 /// backend holding it with the token could use a device-bound token anywhere.
+/// And `authorization`: the verified token itself, which neither the filter
+/// (unless `forward_token`) nor `jwt_authn` passes on, for a backend could
+/// replay it at every other API it is for.
 fn identity_headers_to_remove() -> &'static HeaderValue {
     static LIST: std::sync::OnceLock<HeaderValue> = std::sync::OnceLock::new();
     LIST.get_or_init(|| {
@@ -111,6 +115,7 @@ fn identity_headers_to_remove() -> &'static HeaderValue {
             .collect();
         names.extend(underscore_spellings(DEFAULT_IDENTITY_NAMES));
         names.push(DEVICE_HEADER.to_owned());
+        names.push(header::AUTHORIZATION.as_str().to_owned());
         HeaderValue::from_str(&names.join(", ")).unwrap_or(HeaderValue::from_static(""))
     })
 }
@@ -129,7 +134,7 @@ pub const METHODS: axum::routing::MethodFilter = axum::routing::MethodFilter::GE
 #[utoipa::path(method(get, post, put, delete, patch, head, options, trace), path = "/v1/ext-authz/{*rest}", tag = "ext_authz",
     params(("rest" = String, Path, description = "the original request path (any number of segments)")),
     security(("bearer" = [])),
-    responses((status = 200, description = "allowed; `x-auth-user` carries the subject, `x-envoy-auth-headers-to-remove` names every other identity header and spelling (a client's copies)"), (status = 401, description = "denied"), (status = 400, description = "a second token (one in an `access_token` query parameter too) or a malformed `Authorization`: `invalid_request`"),
+    responses((status = 200, description = "allowed; `x-auth-user` carries the subject, `x-envoy-auth-headers-to-remove` names every other identity header and spelling (a client's copies), the device secret header and `authorization`"), (status = 401, description = "denied"), (status = 400, description = "a second token (one in an `access_token` query parameter too) or a malformed `Authorization`: `invalid_request`"),
         (status = 503, description = "this instance's revocation list is stale (`revocation.max_staleness_secs`): retry, on another instance")))]
 pub async fn check_subpath(state: State<Arc<AppState>>, parts: Parts) -> Response {
     check(state, parts).await
