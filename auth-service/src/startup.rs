@@ -323,6 +323,17 @@ async fn maintenance_round(state: &AppState) {
         tracing::warn!(error = %e, "mail budget prune failed");
     }
     reseal_round(state).await;
+    let unverified =
+        i64::try_from(state.config.accounts.unverified_retention.as_secs()).unwrap_or(i64::MAX);
+    match state
+        .store
+        .prune_unverified_accounts(now.saturating_sub(unverified), now)
+        .await
+    {
+        Ok(n) if n > 0 => tracing::info!(accounts = n, "unverified accounts deleted"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "unverified account prune failed"),
+    }
     let retention =
         i64::try_from(state.config.maintenance.audit_retention.as_secs()).unwrap_or(i64::MAX);
     match state.store.prune_audit(now.saturating_sub(retention)).await {

@@ -146,6 +146,9 @@ pub struct AccountConfig {
     pub challenge_max_attempts: u32,
     pub email_token_ttl: Duration,
     pub reset_token_ttl: Duration,
+    /// An account whose address was never verified is deleted this long
+    /// after it was begun, once no link of it is live.
+    pub unverified_retention: Duration,
     pub totp_issuer: String,
     /// Public origin of the browser pages (`/auth/…`) for links in mails,
     /// as `scheme://host[:port]` (https in production); `None`: the issuer's.

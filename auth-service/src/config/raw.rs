@@ -115,6 +115,7 @@ pub struct RawAccounts {
     pub challenge_max_attempts: Option<u32>,
     pub email_token_ttl_secs: Option<u64>,
     pub reset_token_ttl_secs: Option<u64>,
+    pub unverified_retention_days: Option<u64>,
     pub totp_issuer: Option<String>,
     pub pages_url: Option<String>,
 }
@@ -744,6 +745,16 @@ impl RawAccounts {
                 60,
                 86_400,
             )?,
+            unverified_retention: Duration::from_secs(
+                86_400
+                    * count(
+                        "accounts.unverified_retention_days",
+                        self.unverified_retention_days,
+                        7,
+                        1,
+                        3650,
+                    )?,
+            ),
             totp_issuer,
             pages_url: self
                 .pages_url

@@ -93,6 +93,7 @@ pub const FLAT_ALIASES: &[(&str, &str)] = &[
 pub const UNALIASED_PATHS: &[&str] = &[
     "server.trusted_proxies",
     "accounts.pages_url",
+    "accounts.unverified_retention_days",
     "throttle.ip_max_signups",
     "throttle.ipv6_prefix_len",
     "throttle.refresh_max_per_hour",

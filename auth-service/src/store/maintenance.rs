@@ -38,8 +38,30 @@ pub const ENDED_SESSIONS: &str = "DELETE FROM sessions WHERE (expires_at < $1 OR
      AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.session_id = sessions.id) \
      AND NOT EXISTS (SELECT 1 FROM access_tokens a WHERE a.session_id = sessions.id)";
 
+/// Accounts whose address was never verified, begun before `$1`, with no
+/// link still live at `$2` (a verification link resent late keeps its
+/// account) and never banned: the oldest first, a batch a round. Such an
+/// account never signed in (no session: checked all the same), and holds
+/// nothing but an address someone typed and a password hash.
+pub const UNVERIFIED_ACCOUNTS: &str = "SELECT id FROM users \
+     WHERE email_verified = FALSE AND created_at < $1 AND banned_at IS NULL \
+     AND NOT EXISTS (SELECT 1 FROM one_time_tokens t WHERE t.user_id = users.id AND t.expires_at > $2) \
+     AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.user_id = users.id) \
+     ORDER BY created_at LIMIT 100";
+
+/// What an account of [`UNVERIFIED_ACCOUNTS`] (`$1` its id) leaves in other
+/// tables, deleted before it.
+pub const UNVERIFIED_ACCOUNT_ROWS: [&str; 3] = [
+    "DELETE FROM one_time_tokens WHERE user_id = $1",
+    "DELETE FROM challenges WHERE user_id = $1",
+    "DELETE FROM second_factor_guard WHERE user_id = $1",
+];
+
+/// The account `$1` itself, while still unverified.
+pub const UNVERIFIED_ACCOUNT: &str = "DELETE FROM users WHERE id = $1 AND email_verified = FALSE";
+
 /// Every statement above, for the plan check.
-pub const ALL: [&str; 10] = [
+pub const ALL: [&str; 15] = [
     EXPIRED[0],
     EXPIRED[1],
     EXPIRED[2],
@@ -50,4 +72,9 @@ pub const ALL: [&str; 10] = [
     MAIL_BUDGET,
     AUDIT,
     ENDED_SESSIONS,
+    UNVERIFIED_ACCOUNTS,
+    UNVERIFIED_ACCOUNT_ROWS[0],
+    UNVERIFIED_ACCOUNT_ROWS[1],
+    UNVERIFIED_ACCOUNT_ROWS[2],
+    UNVERIFIED_ACCOUNT,
 ];

@@ -1124,6 +1124,10 @@ pub trait Store: Send + Sync + 'static {
     async fn reseal_batch(&self, limit: u32) -> StoreResult<ResealReport>;
     /// Deletes audit rows older than `before`; returns how many.
     async fn prune_audit(&self, before: i64) -> StoreResult<u64>;
+    /// Deletes a batch of accounts whose address was never verified, begun
+    /// before `before` and with no link live at `now`
+    /// (`maintenance::UNVERIFIED_ACCOUNTS`); returns how many.
+    async fn prune_unverified_accounts(&self, before: i64, now: i64) -> StoreResult<u64>;
 
     async fn audit(&self, entry: &AuditEntry) -> StoreResult<()>;
     /// Writes an audit row and returns its id, for [`Store::settle_audit`].

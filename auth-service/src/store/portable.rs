@@ -1007,6 +1007,28 @@ macro_rules! impl_store {
                 Ok(r.rows_affected())
             }
 
+            async fn prune_unverified_accounts(&self, before: i64, now: i64) -> StoreResult<u64> {
+                use crate::store::maintenance::{UNVERIFIED_ACCOUNT, UNVERIFIED_ACCOUNTS, UNVERIFIED_ACCOUNT_ROWS};
+                let mut tx = self.begin_write().await?;
+                // Locked as found: a link mailed or used meanwhile waits for this
+                // transaction (or, past a row lock it does not take on Postgres,
+                // fails this one, which the next round retries without the account).
+                let ids: Vec<String> = sqlx::query_scalar(&format!("{UNVERIFIED_ACCOUNTS}{UPDATE_LOCK}"))
+                    .bind(before)
+                    .bind(now)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let mut deleted = 0;
+                for id in &ids {
+                    for sql in UNVERIFIED_ACCOUNT_ROWS {
+                        sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+                    }
+                    deleted += sqlx::query(UNVERIFIED_ACCOUNT).bind(id).execute(&mut *tx).await?.rows_affected();
+                }
+                tx.commit().await?;
+                Ok(deleted)
+            }
+
             async fn audit_page(&self, user_id: Option<&str>, page: &PageRequest<IdCursor>) -> StoreResult<Vec<AuditRow>> {
                 // Two statements, not one with `($1 IS NULL OR user_id = $1)`: SQLite
                 // (and a generic plan on Postgres) read that one through the whole

@@ -496,3 +496,78 @@ async fn per_user_statements_read_only_that_users_rows() {
     let newest = app.state.store.audit_log(None, 2).await.unwrap();
     assert_eq!(outcomes(newest), ["anon", "second"]);
 }
+
+/// Finding: an account whose address was never verified was kept for
+/// ever: an address someone typed (perhaps another person's, perhaps by
+/// the thousand) with a password hash beside it, that nothing would ever
+/// use. The maintenance task now deletes it `accounts.unverified_retention_days`
+/// after the sign-up, once no link of it is live, unless it was banned;
+/// the address then signs up afresh.
+#[tokio::test]
+async fn unverified_accounts_are_deleted_after_their_retention() {
+    let app = spawn_app_with(|c| c.maintenance.interval = Duration::from_secs(1)).await;
+    let signup = |email: &'static str| {
+        let app = &app;
+        async move {
+            let r = app
+                .post(
+                    "/v1/auth/signup",
+                    serde_json::json!({"email": email, "password": PASSWORD}),
+                )
+                .await;
+            assert_eq!(r.status(), 201);
+        }
+    };
+    let age = |email: &str, days: i64| {
+        format!("UPDATE users SET created_at = created_at - {days} * 86400 WHERE email = '{email}'")
+    };
+    let expire_links = |email: &str| {
+        format!(
+            "UPDATE one_time_tokens SET expires_at = 0 \
+             WHERE user_id = (SELECT id FROM users WHERE email = '{email}')"
+        )
+    };
+    let forgotten = "forgotten@example.com";
+    let link_live = "link-live@example.com";
+    let recent = "recent@example.com";
+    let banned = "banned-unverified@example.com";
+    let verified = "verified-old@example.com";
+    for email in [forgotten, link_live, recent, banned] {
+        signup(email).await;
+    }
+    app.verified_user(verified).await;
+    run_sql(
+        &app,
+        &[
+            &age(forgotten, 8),
+            &expire_links(forgotten),
+            &age(link_live, 8),
+            &age(recent, 6),
+            &expire_links(recent),
+            &age(banned, 8),
+            &expire_links(banned),
+            &format!("UPDATE users SET banned_at = 1 WHERE email = '{banned}'"),
+            &age(verified, 400),
+            &expire_links(verified),
+        ],
+    )
+    .await;
+    let mut gone = false;
+    for _ in 0..50 {
+        if rows_where(&app, "users", "email", forgotten).await == 0 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(gone, "the unverified account past its retention was kept");
+    for kept in [link_live, recent, banned, verified] {
+        assert_eq!(rows_where(&app, "users", "email", kept).await, 1, "{kept}");
+    }
+    // The address is free: a sign-up gets a verification link, not the
+    // notice an existing account's owner gets.
+    let before = app.outbox(forgotten, 0).await.len();
+    signup(forgotten).await;
+    let mail = app.last_mail(forgotten, before + 1).await;
+    assert_eq!(mail["subject"], "Verify your email address");
+}
