@@ -155,3 +155,72 @@ async fn sign_ins_of_a_banned_account_are_limited() {
         "{rows} sign-in audit rows from 12 sign-ins of a banned account"
     );
 }
+
+/// Holds the database's write lock from a connection of its own (as another
+/// instance lost inside a transaction would) for `held`: on SQLite the
+/// database's one writer, on PostgreSQL the revocation feed's row, which
+/// every logout takes.
+async fn hold_write_lock(app: &TestApp, held: Duration) -> tokio::task::JoinHandle<()> {
+    let url = secrecy::ExposeSecret::expose_secret(&app.state.config.database.url).to_owned();
+    let postgres = app.database_url.is_some();
+    let (locked, is_locked) = tokio::sync::oneshot::channel();
+    let holder = tokio::spawn(async move {
+        use sqlx::Connection;
+        if postgres {
+            let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+            let mut tx = db.begin().await.unwrap();
+            sqlx::query("SELECT 1 FROM feed_state FOR UPDATE")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            locked.send(()).unwrap();
+            tokio::time::sleep(held).await;
+            tx.rollback().await.unwrap();
+        } else {
+            let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut db)
+                .await
+                .unwrap();
+            locked.send(()).unwrap();
+            tokio::time::sleep(held).await;
+            sqlx::query("ROLLBACK").execute(&mut db).await.unwrap();
+        }
+    });
+    is_locked.await.unwrap();
+    holder
+}
+
+/// Finding: a request whose database call did not come back (a lock held
+/// by an instance lost inside its transaction, a connection a failover
+/// silenced: no reset, no keepalive) waited with no bound, holding its
+/// pooled connection and its task. A few such requests took every pooled
+/// connection, and then every request failed. A handler now has a bound
+/// (`server.handler_timeout`): past it the request is answered 503
+/// `temporarily_unavailable` with `Retry-After`, what it held is let go,
+/// and the service serves on once the database does.
+#[tokio::test]
+async fn a_request_whose_database_call_hangs_is_answered_within_a_bound() {
+    let app = spawn_app_with(|c| c.server.handler_timeout = Duration::from_secs(2)).await;
+    let email = "held@example.com";
+    app.verified_user(email).await;
+    let t = app.signin(email, PASSWORD).await;
+    let holder = hold_write_lock(&app, Duration::from_secs(8)).await;
+    let r = app
+        .authed(reqwest::Method::POST, "/v1/auth/logout", &t)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let retry_after = r.headers().contains_key("retry-after");
+    holder.await.unwrap();
+    assert_eq!(status, 503, "the logout waited for the lock");
+    assert!(retry_after);
+    // The lock gone, the same logout goes through (the pool recovered).
+    let r = app
+        .authed(reqwest::Method::POST, "/v1/auth/logout", &t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
