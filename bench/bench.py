@@ -733,8 +733,9 @@ def raise_open_files() -> int:
 class PgCluster:
     """A throwaway PostgreSQL cluster, as the service's tests start one
     (auth-service/tests/api_postgres/pg_cluster.rs): `initdb` in a temp dir (as
-    the unprivileged user `authflow-pg` under root), trust auth, 127.0.0.1 on a
-    free port, its socket in its own dir, durability off; stopped by pid."""
+    the unprivileged user `authflow-pg` under root), a password made for the
+    run over TCP (trust only on its socket, in its own owner-only dir),
+    127.0.0.1 on a free port, durability off; stopped by pid."""
 
     OS_USER = "authflow-pg"
 
@@ -751,13 +752,21 @@ class PgCluster:
                 subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", self.OS_USER], check=True)
             shutil.chown(self.dir, self.OS_USER)
         data = self.dir / "data"
-        self._pg(bin_dir / "initdb", "-D", str(data), "-U", "authflow", "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions")
+        password = os.urandom(16).hex()
+        pwfile = self.dir / "pwfile"
+        pwfile.write_text(password)
+        pwfile.chmod(0o600)
+        if self.root:
+            shutil.chown(pwfile, self.OS_USER)
+        self._pg(bin_dir / "initdb", "-D", str(data), "-U", "authflow", "--auth-local=trust", "--auth-host=scram-sha-256",
+                 f"--pwfile={pwfile}", "-E", "UTF8", "--no-sync", "--no-instructions")
+        pwfile.unlink()
         self.port = free_port()
         opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off -c synchronous_commit=off "
                 "-c full_page_writes=off -c max_connections=200")
         self._pg(bin_dir / "pg_ctl", "-D", str(data), "-l", str(self.dir / "postgres.log"), "-o", opts, "-w", "-t", "60", "start")
         self.pid = int((data / "postmaster.pid").read_text().split()[0])
-        self.url = f"postgres://authflow@127.0.0.1:{self.port}/postgres"
+        self.url = f"postgres://authflow:{password}@127.0.0.1:{self.port}/postgres"
 
     def _pg(self, program: Path, *args: str) -> None:
         cmd = (["runuser", "-u", self.OS_USER, "--"] if self.root else []) + ["taskset", "-c", LOAD_CPU, str(program), *args]

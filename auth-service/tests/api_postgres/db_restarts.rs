@@ -15,7 +15,8 @@ use sqlx::Connection;
 
 use crate::common::*;
 use crate::pg_cluster::{
-    bin_dir, ensure_os_user, free_port, is_root, run_pg, start_watchdog, DB_USER, OS_USER,
+    bin_dir, ensure_os_user, free_port, init_cluster, is_root, run_pg, start_watchdog, DB_USER,
+    OS_USER,
 };
 use crate::relay::Relay;
 
@@ -47,21 +48,7 @@ impl RestartableCluster {
             assert!(status.success());
         }
         let data = dir.join("data");
-        run_pg(
-            root,
-            &bin_dir().join("initdb"),
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-U",
-                DB_USER,
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--no-sync",
-                "--no-instructions",
-            ],
-        );
+        let password = init_cluster(root, &dir, &data);
         let port = free_port();
         let cluster = RestartableCluster {
             log: dir.join("postgres.log"),
@@ -69,7 +56,7 @@ impl RestartableCluster {
                 "-c listen_addresses=127.0.0.1 -p {port} -k {} -c max_connections=100",
                 dir.display()
             ),
-            base: format!("postgres://{DB_USER}@127.0.0.1:{port}"),
+            base: format!("postgres://{DB_USER}:{password}@127.0.0.1:{port}"),
             data,
         };
         cluster.up();

@@ -8,8 +8,10 @@
 //!   `make test` installs it when missing). `initdb` refuses to run as root,
 //!   so under root the cluster runs as the unprivileged user `authflow-pg`
 //!   (created with `useradd` when missing). It listens on 127.0.0.1 on a free
-//!   port only, with its socket in its own temp dir, and trusts local
-//!   connections: it holds nothing but test data and lives for one run.
+//!   port only, with its socket in its own owner-only temp dir: trusted on
+//!   that socket, a password made for the run (scram-sha-256) over TCP, so
+//!   no other account of the machine gets in. It holds nothing but test
+//!   data and lives for one run.
 //! - Stopping: a small watchdog process, started with the cluster, waits for
 //!   this test process to exit (however it exits, even `kill -9`), then stops
 //!   the postmaster by its pid and deletes the temp dir.
@@ -31,7 +33,7 @@ pub(crate) const OS_USER: &str = "authflow-pg";
 pub(crate) const DB_USER: &str = "authflow";
 
 struct Server {
-    /// A URL of the server without the database name, e.g. `postgres://authflow@127.0.0.1:5433`.
+    /// A URL of the server without the database name, e.g. `postgres://authflow:pw@127.0.0.1:5433`.
     base: String,
     /// The cluster's temp dir, when started here.
     dir: Option<PathBuf>,
@@ -66,7 +68,7 @@ struct TlsServer {
 static TLS_SERVER: OnceLock<TlsServer> = OnceLock::new();
 
 /// A database on the TLS cluster: a URL without query, e.g.
-/// `postgres://authflow@127.0.0.1:5433/t_…`, and the file of the CA that
+/// `postgres://authflow:pw@127.0.0.1:5433/t_…`, and the file of the CA that
 /// signed the server's certificate.
 pub struct TlsDatabase {
     pub url: String,
@@ -210,6 +212,37 @@ fn write_for_cluster(root: bool, path: &Path, contents: &str) {
     }
 }
 
+/// Makes a cluster in `data` (inside `dir`, the cluster's own owner-only
+/// temp dir, where its socket goes) whose superuser `DB_USER` has a password
+/// made for this run: scram-sha-256 for every TCP client, trust on the
+/// socket only, which no other account can reach. Another account of the
+/// machine that finds the port does not get in (a superuser of a cluster
+/// runs programs as its owner). Returns the password.
+pub(crate) fn init_cluster(root: bool, dir: &Path, data: &Path) -> String {
+    let password = authflow_auth_service::domain::random_id();
+    let pwfile = dir.join("pwfile");
+    write_for_cluster(root, &pwfile, &password);
+    run_pg(
+        root,
+        &bin_dir().join("initdb"),
+        &[
+            "-D",
+            data.to_str().unwrap(),
+            "-U",
+            DB_USER,
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            &format!("--pwfile={}", pwfile.display()),
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--no-instructions",
+        ],
+    );
+    std::fs::remove_file(&pwfile).unwrap();
+    password
+}
+
 /// A cluster; with `tls`, serving that certificate and refusing connections without TLS.
 fn start_cluster(tls: Option<&crate::test_pki::ServerCert>) -> Server {
     let bin = bin_dir();
@@ -230,23 +263,9 @@ fn start_cluster(tls: Option<&crate::test_pki::ServerCert>) -> Server {
     }
     let data = dir.join("data");
     let data_s = data.to_str().unwrap();
-    // Durability settings off: a test cluster dies with its run.
-    run_pg(
-        root,
-        &bin.join("initdb"),
-        &[
-            "-D",
-            data_s,
-            "-U",
-            DB_USER,
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--no-sync",
-            "--no-instructions",
-        ],
-    );
+    let password = init_cluster(root, &dir, &data);
     let port = free_port();
+    // Durability settings off: a test cluster dies with its run.
     let mut options = format!(
         "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400",
         dir.display()
@@ -263,7 +282,7 @@ fn start_cluster(tls: Option<&crate::test_pki::ServerCert>) -> Server {
         write_for_cluster(
             root,
             &hba_file,
-            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
         );
         options.push_str(&format!(
             " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={} -c hba_file={}",
@@ -297,7 +316,7 @@ fn start_cluster(tls: Option<&crate::test_pki::ServerCert>) -> Server {
     // The server is up (pg_ctl -w waited); a first connection proves it.
     std::thread::sleep(Duration::from_millis(50));
     Server {
-        base: format!("postgres://{DB_USER}@127.0.0.1:{port}"),
+        base: format!("postgres://{DB_USER}:{password}@127.0.0.1:{port}"),
         dir: Some(dir),
     }
 }
