@@ -491,6 +491,25 @@ async fn a_hanging_relay_gets_at_most_the_limit_of_reset_deliveries() {
             .is_err(),
         "a third delivery piled up behind the relay"
     );
+    // The audit trail says so: the dropped mail is not `mail_sent` (an
+    // operator asked why a user got no reset link looks there).
+    let outcomes = || async {
+        let log = app.state.store.audit_log(None, 100).await.unwrap();
+        log.iter()
+            .filter(|e| e.event == "password_forgot")
+            .map(|e| e.outcome.clone())
+            .collect::<Vec<_>>()
+    };
+    let mut seen = outcomes().await;
+    for _ in 0..50 {
+        if seen.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        seen = outcomes().await;
+    }
+    seen.sort();
+    assert_eq!(seen, ["mail_dropped", "mail_sent", "mail_sent"]);
 }
 
 /// The slot a `forgot` task holds must not last longer for an address with

@@ -140,18 +140,38 @@ async fn deliver_with(mailer: &dyn Mailer, mail: Mail) {
 /// Delivers `mail` made by slot work (see [`crate::background::Background::hand_off`])
 /// in a task of its own, so that the slot is not held by the delivery; dropped
 /// (and logged) when `limits.background_tasks` deliveries are under way. The
-/// development outbox, a local file, is written at once.
-async fn hand_off(state: &AppState, mail: Mail) {
+/// development outbox, a local file, is written at once. Whether the mail
+/// went to its delivery: the caller's audit row says which.
+async fn hand_off(state: &AppState, mail: Mail) -> HandedOff {
     if state.mailer.is_local() {
-        return deliver(state, mail).await;
+        deliver(state, mail).await;
+        return HandedOff::Sent;
     }
     let domain = crate::mailer::recipient_domain(&mail.to).to_owned();
     let mailer = Arc::clone(&state.mailer);
-    if !state
+    if state
         .background
         .hand_off(async move { deliver_with(mailer.as_ref(), mail).await })
     {
-        tracing::warn!(recipient_domain = %domain, "mail not sent: limits.background_tasks deliveries are under way");
+        return HandedOff::Sent;
+    }
+    tracing::warn!(recipient_domain = %domain, "mail not sent: limits.background_tasks deliveries are under way");
+    HandedOff::Dropped
+}
+
+/// What [`hand_off`] did with a mail, as the audit row's outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HandedOff {
+    Sent,
+    Dropped,
+}
+
+impl HandedOff {
+    fn outcome(self) -> &'static str {
+        match self {
+            Self::Sent => "mail_sent",
+            Self::Dropped => "mail_dropped",
+        }
     }
 }
 

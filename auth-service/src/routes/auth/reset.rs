@@ -119,12 +119,12 @@ async fn send_reset(
         sent_at: 0,
     };
     // Not in this task: its slot would be held longer than for an unknown address.
-    hand_off(state, mail).await;
+    let handed = hand_off(state, mail).await;
     audit::record(
         state,
         Some(client),
         "password_forgot",
-        "mail_sent",
+        handed.outcome(),
         Some(&user.id),
         Some(&user.email),
     )

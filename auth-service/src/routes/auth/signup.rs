@@ -120,7 +120,7 @@ pub(super) fn resend_verification(
             }
             // Not in this task: its slot would be held only for a right
             // password on an unverified account (as in `reset`).
-            hand_off(
+            let handed = hand_off(
                 state,
                 verification_mail(state, &user_id, &email, link).await?,
             )
@@ -129,7 +129,7 @@ pub(super) fn resend_verification(
                 state,
                 Some(&client),
                 "verify_email_resend",
-                "mail_sent",
+                handed.outcome(),
                 Some(&user_id),
                 Some(&email),
             )
