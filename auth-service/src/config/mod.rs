@@ -80,13 +80,6 @@ pub struct ServerConfig {
     /// bytes: a trickle of one byte a second would pass that): past it the
     /// body is refused (`400`) and the request's task freed.
     pub request_body_timeout: Duration,
-    /// How long a handler may take once the request is read: past it the
-    /// request is answered 503 and what it held (a pooled connection, a
-    /// lock wait) let go. A database call that never comes back (a lock
-    /// held by an instance lost mid-transaction, a connection a failover
-    /// silenced) is not waited for with no end. The revocation feed's long
-    /// polls bound their own waits.
-    pub handler_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -120,9 +113,6 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// [`ServerConfig::request_body_timeout`]: bodies are small (`body_limit_bytes`,
 /// 1 MiB at most), so this is minutes of slack for a slow link.
 pub const REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(30);
-/// [`ServerConfig::handler_timeout`]: a request waits this long at most for
-/// the database (three times its pool's acquire wait) and a password-hash slot.
-pub const HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `[database]`.
 #[derive(Clone, Debug)]

@@ -449,7 +449,6 @@ impl RawServer {
             },
             header_read_timeout: super::HEADER_READ_TIMEOUT,
             request_body_timeout: super::REQUEST_BODY_TIMEOUT,
-            handler_timeout: super::HANDLER_TIMEOUT,
         })
     }
 }

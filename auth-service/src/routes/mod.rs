@@ -63,10 +63,6 @@ pub fn with_shared_layers(routes: Router<Arc<AppState>>, state: Arc<AppState>) -
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(
-            Arc::clone(&state),
-            bound_handler,
-        ))
         .layer(DefaultBodyLimit::max(state.config.server.body_limit_bytes))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
@@ -165,34 +161,6 @@ async fn not_found() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
-}
-
-/// The handler within `server.handler_timeout` (see there), else 503
-/// `temporarily_unavailable` with `Retry-After`. Innermost: the request's
-/// body has been read by then (under its own deadline). The revocation
-/// feed's long polls wait up to a minute and bound their reads themselves.
-async fn bound_handler(
-    State(state): State<Arc<AppState>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if request.uri().path() == "/v1/revocations" {
-        return next.run(request).await;
-    }
-    let bound = state.config.server.handler_timeout;
-    match tokio::time::timeout(bound, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => {
-            tracing::warn!(
-                bound_secs = bound.as_secs(),
-                "a request took past its bound: answered 503"
-            );
-            ApiError::TemporarilyUnavailable {
-                retry_after_secs: 1,
-            }
-            .into_response()
-        }
-    }
 }
 
 async fn count_responses(
