@@ -665,7 +665,7 @@ function availabilityProblems(deployment, container, env) {
   for (const probe of ["readinessProbe", "livenessProbe"]) {
     if (!container[probe]?.httpGet?.path) problems.push(`Deployment: no HTTP ${probe}`);
   }
-  if (container.readinessProbe?.httpGet?.path !== "/readyz") problems.push("Deployment: readinessProbe must be /readyz (it checks the database and the signing key)");
+  if (container.readinessProbe?.httpGet?.path !== "/readyz") problems.push("Deployment: readinessProbe must be /readyz (it checks the database)");
   const preStop = container.lifecycle?.preStop;
   const pause = preStop?.sleep?.seconds
     ?? (preStop?.exec?.command?.[0] === "sleep" ? Number(preStop.exec.command[1]) : undefined);

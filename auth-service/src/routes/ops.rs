@@ -24,20 +24,13 @@ pub async fn healthz() -> axum::Json<Health> {
     axum::Json(Health { status: "ok" })
 }
 
-/// Readiness: the database answers, and a signing key this process can
-/// open is active. An instance left on a KEK the others rotated past
-/// answers every token request 503: not ready, a rollout that starts it
-/// stops there and no load balancer sends it sign-ins.
+/// Readiness: the database answers.
 #[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, body = Health), (status = 503)))]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> ApiResult<axum::Json<Health>> {
     state.store.ping().await.map_err(|e| {
         tracing::warn!(error = %e, "not ready");
         ApiError::Unavailable("database unavailable")
     })?;
-    if !state.keys.can_sign(crate::clock::now()) {
-        tracing::warn!("not ready: no active signing key this instance can open");
-        return Err(ApiError::Unavailable("no signing key"));
-    }
     Ok(axum::Json(Health { status: "ready" }))
 }
 
