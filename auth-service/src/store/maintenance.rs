@@ -57,8 +57,9 @@ pub const UNVERIFIED_ACCOUNT_ROWS: [&str; 3] = [
     "DELETE FROM second_factor_guard WHERE user_id = $1",
 ];
 
-/// The account `$1` itself, while still unverified.
-pub const UNVERIFIED_ACCOUNT: &str = "DELETE FROM users WHERE id = $1 AND email_verified = FALSE";
+/// The account `$1` itself, while still unverified and never banned.
+pub const UNVERIFIED_ACCOUNT: &str =
+    "DELETE FROM users WHERE id = $1 AND email_verified = FALSE AND banned_at IS NULL";
 
 /// Every statement above, for the plan check.
 pub const ALL: [&str; 15] = [

@@ -1010,10 +1010,11 @@ macro_rules! impl_store {
             async fn prune_unverified_accounts(&self, before: i64, now: i64) -> StoreResult<u64> {
                 use crate::store::maintenance::{UNVERIFIED_ACCOUNT, UNVERIFIED_ACCOUNTS, UNVERIFIED_ACCOUNT_ROWS};
                 let mut tx = self.begin_write().await?;
-                // Locked as found: a link mailed or used meanwhile waits for this
-                // transaction (or, past a row lock it does not take on Postgres,
-                // fails this one, which the next round retries without the account).
-                let ids: Vec<String> = sqlx::query_scalar(&format!("{UNVERIFIED_ACCOUNTS}{UPDATE_LOCK}"))
+                // Locked for the delete as found: a link mailed to the account
+                // meanwhile waits for this transaction and then fails (no mail goes
+                // out), one used meanwhile (a verification) keeps it (the delete
+                // reads the row again).
+                let ids: Vec<String> = sqlx::query_scalar(&format!("{UNVERIFIED_ACCOUNTS}{DELETE_LOCK}"))
                     .bind(before)
                     .bind(now)
                     .fetch_all(&mut *tx)

@@ -70,6 +70,9 @@ const SHARE_LOCK: &str = " FOR SHARE";
 /// transaction: another such reader waits for the commit (see `portable`).
 /// NO KEY: inserts referencing the row (its foreign keys) are not held up.
 const UPDATE_LOCK: &str = " FOR NO KEY UPDATE";
+/// Read under this lock, a row is held for its delete: an insert referencing
+/// it (a link mailed to the account) waits for the commit, then fails.
+const DELETE_LOCK: &str = " FOR UPDATE";
 
 /// Upper bound on connections one instance holds.
 const MAX_CONNECTIONS: u32 = 10;

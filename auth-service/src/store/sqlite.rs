@@ -49,6 +49,8 @@ const EDITED: super::EditedMigration = super::EditedMigration {
 const SHARE_LOCK: &str = "";
 /// Nor here: a transaction on the one writer runs alone (see `portable`).
 const UPDATE_LOCK: &str = "";
+/// Nor here.
+const DELETE_LOCK: &str = "";
 
 /// Whether SQLite keeps this database in a file of that name (not in
 /// memory, nor behind a `file:` URI).

@@ -288,16 +288,18 @@ pub async fn confirm_totp_enrollment(
         return Err(code_refused(state, client, user, "totp_confirm", (now, attempt.number)).await);
     };
     attempt.accepted(state).await?;
-    // A right code, as at sign-in: the count of wrong ones starts again.
-    // Before the commit, so that nothing which can fail comes after it (the
-    // authenticator would be on, the owner answered an error and not told).
-    state.store.second_factor_success(&user.id).await?;
     if !state
         .store
         .confirm_totp(&user.id, &pending, session, step)
         .await?
     {
         return Err(ApiError::Conflict("the enrolment changed; enroll again"));
+    }
+    // A right code, as at sign-in: the count of wrong ones starts again.
+    // After the commit (the authenticator is on), so a failure here is
+    // logged, not answered: the owner is answered and told all the same.
+    if let Err(e) = state.store.second_factor_success(&user.id).await {
+        tracing::warn!(error = %e, "authenticator confirmed: its guard was not reset");
     }
     audit::record(
         state,
