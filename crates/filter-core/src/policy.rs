@@ -1132,10 +1132,11 @@ mod tests {
 
     /// URL parsers (WHATWG's, `inet_aton`'s) read a host whose last label
     /// is a number as an IPv4 address in any of its spellings: `167772165`,
-    /// `0xa.0.0.5`, `012.0.0.5` and `10.5` are `10.0.0.5` to a backend, and
-    /// Envoy routes them where it routes the address, but no rule naming
+    /// `0xa.0.0.5`, `012.0.0.5` and `10.5` are `10.0.0.5` to a backend
+    /// (Envoy's catch-all virtual host takes them to it), but no rule naming
     /// `10.0.0.5` matched them. Refused, as an ambiguous path is, wherever
-    /// a rule names a host.
+    /// a rule names a host. (A last label `0x…` that is no hex is refused
+    /// too: a byte-cheap reading, under rules on hosts only.)
     #[test]
     fn another_spelling_of_an_ipv4_address_is_ambiguous() {
         let admin = Policy::RolesAny(vec!["admin".into()]);
