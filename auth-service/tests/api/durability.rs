@@ -556,6 +556,29 @@ async fn sqlite_exec(app: &TestApp, sql: &str) {
     pool.close().await;
 }
 
+/// The status of a reset with `token` to "a brand new passphrase" while
+/// writes matching `when` (a SQLite trigger's timing and event) fail; the
+/// fault is over once it is answered (the instance restarted, the disk has
+/// room again).
+async fn reset_under_fault(app: &TestApp, token: &str, when: &str) -> u16 {
+    sqlite_exec(
+        app,
+        &format!(
+            "CREATE TRIGGER injected_fault {when} BEGIN SELECT RAISE(ABORT, 'injected fault'); END"
+        ),
+    )
+    .await;
+    let r = app
+        .post(
+            "/v1/auth/password/reset",
+            json!({"token": token, "password": "a brand new passphrase"}),
+        )
+        .await;
+    let status = r.status().as_u16();
+    sqlite_exec(app, "DROP TRIGGER injected_fault").await;
+    status
+}
+
 /// A password reset is the owner's way to throw out whoever holds a session
 /// (a stolen refresh token and device secret). The store commits the new
 /// password and uses up the link in one transaction, and only then, in a
@@ -585,21 +608,12 @@ async fn a_reset_that_fails_after_its_commit_leaves_the_old_sessions_alive() {
     let token = mail["token"].as_str().unwrap().to_owned();
 
     // The second write fails (a crash, a full disk, a lost connection).
-    sqlite_exec(
+    let status = reset_under_fault(
         &app,
-        "CREATE TRIGGER injected_fault BEFORE UPDATE OF revoked_at ON sessions \
-         WHEN NEW.revoke_reason = 'password_reset' BEGIN SELECT RAISE(ABORT, 'injected fault'); END",
+        &token,
+        "BEFORE UPDATE OF revoked_at ON sessions WHEN NEW.revoke_reason = 'password_reset'",
     )
     .await;
-    let r = app
-        .post(
-            "/v1/auth/password/reset",
-            json!({"token": token, "password": "a brand new passphrase"}),
-        )
-        .await;
-    let status = r.status().as_u16();
-    // The fault is over (the instance restarted, the disk has room again).
-    sqlite_exec(&app, "DROP TRIGGER injected_fault").await;
 
     // The owner may retry the link: it is spent, although they saw an error.
     let retry = app
@@ -651,19 +665,7 @@ async fn a_reset_that_committed_is_answered_and_notified_when_a_later_write_fail
         .as_str()
         .unwrap()
         .to_owned();
-    sqlite_exec(
-        &app,
-        "CREATE TRIGGER injected_fault BEFORE DELETE ON signin_throttle          BEGIN SELECT RAISE(ABORT, 'injected fault'); END",
-    )
-    .await;
-    let r = app
-        .post(
-            "/v1/auth/password/reset",
-            json!({"token": token, "password": "a brand new passphrase"}),
-        )
-        .await;
-    let status = r.status().as_u16();
-    sqlite_exec(&app, "DROP TRIGGER injected_fault").await;
+    let status = reset_under_fault(&app, &token, "BEFORE DELETE ON signin_throttle").await;
     assert_eq!(status, 200, "the reset took effect");
     let notice = app.last_mail(email, before + 2).await;
     assert_eq!(notice["subject"], "Your password was changed");
